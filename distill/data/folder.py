@@ -1,0 +1,159 @@
+"""``ROOT/DOMAIN/CLASS/image`` datasets with one global class list and a hash-based split.
+
+- Classes: the sorted union of (mapped) class names over *all* domains under ROOT, so every
+  stage agrees on label ids whichever domains it reads. A class missing from a domain is fine.
+- Class-name map (optional YAML/JSON mapping): ``folder: name`` applies in every domain,
+  ``DOMAIN/folder: name`` in one domain. Use it when folder names are ids (``n02084071: dog``)
+  or differ per domain (``auto: car``); the mapped names are the words put in prompts.
+- Split: an image is in ``test`` when a hash of ``seed:DOMAIN/CLASS/file`` falls below
+  ``test_fraction``; it never depends on scan order, machine or the other files present.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from distill.data.images import IMAGE_EXTENSIONS
+from distill.errors import DistillError
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image. ``index`` is its position in the dataset's sorted sample list."""
+
+    index: int
+    relpath: str  # "DOMAIN/CLASSFOLDER/file", posix separators
+    domain: str
+    class_name: str
+    label: int
+    split: str  # "train" | "test"
+    size: int  # bytes on disk, part of the dataset fingerprint
+
+
+def load_class_map(path: str | Path | None) -> dict[str, str]:
+    """Read a class-name map (YAML or JSON object of ``folder -> name``)."""
+    if path is None:
+        return {}
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DistillError(f"{path}: class-name map not found") from None
+    except yaml.YAMLError as e:
+        raise DistillError(f"{path}: invalid YAML in class-name map: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DistillError(f"{path}: class-name map must be a mapping 'folder: name', got {type(data).__name__}")
+    out = {}
+    for k, v in data.items():
+        if not isinstance(v, (str, int)) or str(v).strip() == "":
+            raise DistillError(f"{path}: key '{k}' must map to a non-empty class name, got {v!r}")
+        out[str(k)] = str(v).strip()
+    return out
+
+
+def split_of(relpath: str, test_fraction: float, seed: int = 0) -> str:
+    """Deterministic split for one image from a hash of its relative path."""
+    h = hashlib.sha1(f"{seed}:{relpath}".encode()).digest()
+    u = int.from_bytes(h[:8], "big") / 2**64
+    return "test" if u < test_fraction else "train"
+
+
+class DomainFolder:
+    """Scan a ``ROOT/DOMAIN/CLASS/image`` tree.
+
+    Args:
+        root: dataset root.
+        class_map: optional ``folder -> class name`` mapping (see module docstring).
+        test_fraction: fraction of each domain's images held out as ``test``.
+        split_seed: seed of the split hash.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        class_map: dict[str, str] | str | Path | None = None,
+        test_fraction: float = 0.3,
+        split_seed: int = 0,
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DistillError(f"{self.root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
+        if not 0.0 <= test_fraction < 1.0:
+            raise DistillError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        self.class_map_source = str(class_map) if isinstance(class_map, (str, Path)) else None
+        self.class_map = class_map if isinstance(class_map, dict) else load_class_map(class_map)
+        self.test_fraction = float(test_fraction)
+        self.split_seed = int(split_seed)
+
+        self.domains: list[str] = sorted(
+            d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
+        )
+        if not self.domains:
+            raise DistillError(f"{self.root}: no domain folders found (expected ROOT/DOMAIN/CLASS/image)")
+        found: list[tuple[str, str, str, int]] = []  # (relpath, domain, class_name, size)
+        for domain in self.domains:
+            for cdir in sorted(p for p in (self.root / domain).iterdir() if p.is_dir() and not p.name.startswith(".")):
+                name = self.class_map.get(f"{domain}/{cdir.name}", self.class_map.get(cdir.name, cdir.name))
+                for f in sorted(cdir.rglob("*")):
+                    if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."):
+                        found.append((f.relative_to(self.root).as_posix(), domain, name, f.stat().st_size))
+        if not found:
+            raise DistillError(f"{self.root}: no images found under ROOT/DOMAIN/CLASS/")
+        self.classes: list[str] = sorted({c for _, _, c, _ in found})
+        label_of = {c: i for i, c in enumerate(self.classes)}
+        found.sort(key=lambda t: t[0])
+        self.samples: list[Sample] = [
+            Sample(i, rel, dom, cname, label_of[cname], split_of(rel, self.test_fraction, self.split_seed), size)
+            for i, (rel, dom, cname, size) in enumerate(found)
+        ]
+
+    # ------------------------------------------------------------------ selection
+    def check_domains(self, domains: Iterable[str]) -> list[str]:
+        """Return ``domains`` as a list, or raise naming the first one not under ROOT."""
+        domains = list(domains)
+        for d in domains:
+            if d not in self.domains:
+                raise DistillError(f"domain '{d}' not found under {self.root} (have: {', '.join(self.domains)})")
+        return domains
+
+    def select(self, domains: Iterable[str] | None = None, split: str | None = None) -> list[Sample]:
+        """Samples of the given domains (default all) and split (default both)."""
+        if split is not None and split not in SPLITS:
+            raise DistillError(f"split must be one of {SPLITS}, got '{split}'")
+        keep = set(self.check_domains(domains)) if domains is not None else set(self.domains)
+        return [s for s in self.samples if s.domain in keep and (split is None or s.split == split)]
+
+    def path(self, sample: Sample) -> Path:
+        return self.root / sample.relpath
+
+    # ------------------------------------------------------------------ identity
+    def fingerprint(self, domains: Iterable[str] | None = None) -> str:
+        """sha256 over the selected file list and sizes, the class list and the split rule."""
+        h = hashlib.sha256()
+        h.update(json.dumps({"classes": self.classes, "test_fraction": self.test_fraction,
+                             "split_seed": self.split_seed}, sort_keys=True).encode())
+        for s in self.select(domains):
+            h.update(f"{s.relpath}\t{s.size}\t{s.class_name}\n".encode())
+        return h.hexdigest()
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """``{domain: {"train": n, "test": n}}``."""
+        out: dict[str, dict[str, int]] = {d: {"train": 0, "test": 0} for d in self.domains}
+        for s in self.samples:
+            out[s.domain][s.split] += 1
+        return out
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return f"DomainFolder({str(self.root)!r}, domains={self.domains}, classes={len(self.classes)}, images={len(self)})"

@@ -1,0 +1,68 @@
+"""Decode an image file to RGB, or fail with one line naming the file.
+
+Convertible images are converted: grayscale, palette, CMYK, alpha and 16-bit PNGs become
+8-bit RGB. Undecodable ones raise :class:`BadImageError`: 0-byte files, non-images with an
+image extension, truncated JPEGs, and images over PIL's decompression-bomb limit (their size
+is refused before any pixel is decoded).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from distill.errors import DistillError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+class BadImageError(DistillError):
+    """An image file that cannot be decoded to RGB. Carries the offending ``path``."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: bad image ({reason}); fix or remove it, or pass --skip-bad")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        # 16-bit (or 32-bit) grayscale: PIL's convert("RGB") clips instead of scaling.
+        arr = np.asarray(img).astype(np.float64)
+        peak = 65535.0 if img.mode != "F" and arr.max(initial=0) > 255 else max(arr.max(initial=0), 1.0)
+        if img.mode == "F":
+            peak = 1.0 if arr.max(initial=0) <= 1.0 else peak
+        arr8 = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open ``path`` and return a fully decoded 8-bit RGB ``PIL.Image``.
+
+    Raises:
+        BadImageError: the file cannot be decoded to RGB (message names the file).
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and 2x that; treat both as bombs.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImageError(path, f"over PIL's decompression-bomb limit: {e}") from None
+    except UnidentifiedImageError:
+        size = path.stat().st_size if path.exists() else 0
+        raise BadImageError(path, "empty file" if size == 0 else "not a readable image") from None
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise BadImageError(path, f"cannot decode: {e}") from None

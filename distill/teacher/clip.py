@@ -1,0 +1,170 @@
+"""A frozen open_clip model as a teacher: normalized image embeddings + zero-shot logits.
+
+Any open_clip model works: ``arch`` is an open_clip model name (``ViT-B-32``, or this
+package's ``distill-demo-vit``) and ``pretrained`` is a tag (``laion2b_s34b_b79k``), a local
+checkpoint path, or ``None``; an ``hf-hub:org/repo`` or ``local-dir:/path`` id goes in ``arch``
+(open_clip's own convention) or ``pretrained``. Preprocessing and tokenizer are open_clip's.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill.errors import DistillError
+from distill.teacher.prompts import DEFAULT_TEMPLATES, check_templates
+
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_registered = False
+
+
+def register_model_configs() -> None:
+    """Register this package's open_clip JSON model configs (e.g. ``distill-demo-vit``)."""
+    global _registered
+    if not _registered:
+        import open_clip
+
+        open_clip.add_model_config(_CONFIG_DIR)
+        _registered = True
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What the teacher's image pipeline does; recorded in caches and checked by readers."""
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    resize_mode: str
+    crop: str = "center"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        d["mean"] = [round(float(v), 8) for v in self.mean]
+        d["std"] = [round(float(v), 8) for v in self.std]
+        return d
+
+
+def _split_id(arch: str, pretrained: str | None) -> tuple[str, str | None]:
+    """open_clip takes hub / local-dir ids as the model name; accept them in either slot."""
+    if pretrained and (pretrained.startswith("hf-hub:") or pretrained.startswith("local-dir:")):
+        return pretrained, None
+    return arch, pretrained
+
+
+class Teacher(nn.Module):
+    """Frozen open_clip teacher with a prompt-ensembled zero-shot head.
+
+    Args:
+        arch: open_clip model name or ``hf-hub:``/``local-dir:`` id.
+        pretrained: tag, local checkpoint path, or None (random init; tests and timing only).
+        class_names: the words put in prompts, in label order.
+        templates: prompt templates with one ``{}``.
+        device: torch device string.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        pretrained: str | None,
+        class_names: Sequence[str],
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        device: str = "cpu",
+    ):
+        super().__init__()
+        import open_clip
+
+        register_model_configs()
+        self.arch, self.pretrained = arch, pretrained
+        self.class_names = list(class_names)
+        self.templates = check_templates(templates)
+        model_name, tag = _split_id(arch, pretrained)
+        if tag and Path(tag).suffix in (".safetensors", ".bin", ".pt", ".pth") and not Path(tag).is_file():
+            raise DistillError(f"{tag}: teacher checkpoint not found")
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag, device=device)
+        except RuntimeError as e:
+            msg = str(e)
+            if "Failed to download" in msg or "HF Hub" in msg:
+                raise DistillError(
+                    f"could not download open_clip weights '{pretrained}' for '{arch}' ({msg.splitlines()[0][:160]}); "
+                    f"without internet, download them elsewhere and pass the file: --pretrained /path/to/open_clip_model.safetensors"
+                ) from None
+            if "not found in built-ins" in msg:
+                raise DistillError(f"unknown open_clip architecture '{arch}' (see open_clip.list_models())") from None
+            if "not a known tag" in msg:
+                tags = open_clip.list_pretrained_tags_by_model(model_name)
+                raise DistillError(
+                    f"pretrained '{pretrained}' is neither a known tag of '{arch}' (known: {', '.join(tags) or 'none'}) "
+                    f"nor an existing file"
+                ) from None
+            raise
+        self.model = model.eval().requires_grad_(False)
+        self.preprocess = preprocess  # open_clip's eval transform: PIL -> [3, H, W]
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        size = cfg["size"] if isinstance(cfg["size"], (list, tuple)) else (cfg["size"], cfg["size"])
+        self.preprocess_info = Preprocess(
+            size=tuple(int(s) for s in size), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+            interpolation=cfg.get("interpolation", "bicubic"), resize_mode=cfg.get("resize_mode", "shortest"),
+        )
+        self.register_buffer("text_embeddings", self._zero_shot_head(), persistent=False)
+
+    # ------------------------------------------------------------------ identity
+    def identity(self) -> dict:
+        """What makes this teacher this teacher (stored in cache manifests)."""
+        import open_clip
+
+        from distill.utils.io import sha256_file
+
+        ident = {"arch": self.arch, "pretrained": self.pretrained, "checkpoint_sha256": None,
+                 "open_clip_version": open_clip.__version__, "torch_version": torch.__version__}
+        if self.pretrained and Path(self.pretrained).is_file():
+            ident["pretrained"] = Path(self.pretrained).name
+            ident["checkpoint_sha256"] = sha256_file(self.pretrained)
+        return ident
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.text_embeddings.shape[1])
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp())
+
+    # ------------------------------------------------------------------ compute
+    @torch.no_grad()
+    def _zero_shot_head(self) -> Tensor:
+        """[C, D]: per class, the normalized mean of normalized prompt embeddings."""
+        device = next(self.model.parameters()).device
+        prompts = [t.format(c) for c in self.class_names for t in self.templates]
+        emb = F.normalize(self.model.encode_text(self.tokenizer(prompts).to(device)).float(), dim=-1)
+        emb = emb.view(len(self.class_names), len(self.templates), -1).mean(dim=1)
+        return F.normalize(emb, dim=-1)
+
+    @torch.no_grad()
+    def encode_image(self, images: Tensor) -> Tensor:
+        """[B, 3, H, W] preprocessed images -> [B, D] L2-normalized embeddings."""
+        return F.normalize(self.model.encode_image(images).float(), dim=-1)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, 3, H, W] -> (embeddings [B, D], zero-shot logits [B, C] incl. logit scale)."""
+        emb = self.encode_image(images)
+        return emb, self.logit_scale * emb @ self.text_embeddings.T
+
+    def image_flops(self) -> int:
+        """FLOPs of one image through the image tower (torch's FlopCounterMode, x2 per MAC)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        h, w = self.preprocess_info.size
+        x = torch.zeros(1, 3, h, w, device=self.text_embeddings.device)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            self.model.encode_image(x)
+        return int(counter.get_total_flops())
