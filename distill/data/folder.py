@@ -3,7 +3,8 @@
 - Classes: the sorted union of (mapped) class names over *all* domains under ROOT, so every
   stage agrees on label ids whichever domains it reads. A class missing from a domain is fine.
 - Class-name map (optional YAML/JSON mapping): ``folder: name`` applies in every domain,
-  ``DOMAIN/folder: name`` in one domain. Use it when folder names are ids (``n02084071: dog``)
+  ``DOMAIN/folder: name`` in one domain. When none is passed, ``ROOT/classnames.yaml`` is used
+  if it exists. Use it when folder names are ids (``n02084071: dog``)
   or differ per domain (``auto: car``); the mapped names are the words put in prompts.
 - Split: an image is in ``test`` when a hash of ``seed:DOMAIN/CLASS/file`` falls below
   ``test_fraction``; it never depends on scan order, machine or the other files present.
@@ -89,6 +90,8 @@ class DomainFolder:
             raise DistillError(f"{self.root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
         if not 0.0 <= test_fraction < 1.0:
             raise DistillError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        if class_map is None and (self.root / "classnames.yaml").is_file():
+            class_map = self.root / "classnames.yaml"
         self.class_map_source = str(class_map) if isinstance(class_map, (str, Path)) else None
         self.class_map = class_map if isinstance(class_map, dict) else load_class_map(class_map)
         self.test_fraction = float(test_fraction)
