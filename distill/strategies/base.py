@@ -1,0 +1,106 @@
+"""The strategy contract: what a distillation method is, needs, and returns.
+
+A strategy is an ``nn.Module`` that owns the student and any extra trainable parts
+(projectors, transforms), so one optimizer covers them. ``forward(batch)`` returns a dict
+with ``"loss"`` plus named parts for logging. ``needs`` tells the trainer what to supply —
+nothing more is loaded (a cache-only strategy never builds a teacher).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from torch import Tensor, nn
+
+from distill.errors import DistillError
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a strategy needs the trainer to provide."""
+
+    labels: bool = True  # ground-truth labels of the training images
+    cached_logits: bool = False  # teacher zero-shot logits from the cache
+    cached_features: bool = False  # teacher image embeddings from the cache
+    text_embeddings: bool = False  # the teacher's zero-shot head [C, D]
+    online_teacher: bool = False  # a live teacher model (e.g. for adversarial inputs)
+    target_data: bool = False  # unlabeled target-domain images
+    source_checkpoint: bool = False  # a source-trained student to start from
+
+
+@dataclass
+class Batch:
+    """One training batch. Image tensors are ``[B, 3, H, W]`` at the student's resolution.
+
+    ``pixels`` are in [0, 1] (for attacks and for feeding an online teacher); ``images`` are
+    the same pixels normalized with the student's mean/std.
+    """
+
+    pixels: Tensor
+    images: Tensor
+    labels: Tensor | None = None  # [B] int64
+    teacher_logits: Tensor | None = None  # [B, C] float32
+    teacher_emb: Tensor | None = None  # [B, D] float32, L2-normalized
+    domain: Tensor | None = None  # [B] int64, index into the dataset's domains
+    sample_index: Tensor | None = None  # [B] int64
+    view: Tensor | None = None  # [B] int64
+
+
+@dataclass
+class StrategyContext:
+    """Fixed facts a strategy may use, supplied once at construction."""
+
+    num_classes: int
+    class_names: list[str]
+    embed_dim: int | None = None  # teacher embedding width
+    text_embeddings: Tensor | None = None  # [C, D] teacher zero-shot head
+    logit_scale: float | None = None  # teacher's logit scale (exp'd)
+    teacher: Any = None  # distill.teacher.Teacher when needs.online_teacher
+    teacher_input: Callable[[Tensor], Tensor] | None = None  # pixels -> teacher-normalized input
+    normalize: Callable[[Tensor], Tensor] | None = None  # pixels -> student-normalized input
+
+
+class Strategy(nn.Module):
+    """Base class. Subclasses set ``Config`` (a dataclass), ``needs`` and implement ``forward``."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = type("NoConfig", (), {})
+    needs: ClassVar[Needs] = Needs()
+
+    def __init__(self, student: nn.Module, config: Any, ctx: StrategyContext):
+        super().__init__()
+        self.student = student
+        self.config = config
+        self.ctx = ctx
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook run by the trainer before each epoch (e.g. refresh pseudo-labels)."""
+
+    def predict(self, images: Tensor) -> Tensor:
+        """Logits used for evaluation: [B, 3, H, W] -> [B, C]."""
+        return self.student(images)
+
+
+def build_config(config_cls: type, values: dict[str, Any] | None, where: str = "strategy") -> Any:
+    """Validate ``values`` into ``config_cls`` (a dataclass); errors name the key."""
+    from pydantic import TypeAdapter, ValidationError
+
+    values = dict(values or {})
+    if not dataclasses.is_dataclass(config_cls):
+        if values:
+            raise DistillError(f"{where}: takes no options, got {sorted(values)}")
+        return None
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for key in values:
+        if key not in fields:
+            raise DistillError(f"unknown key '{where}.{key}' (valid: {', '.join(sorted(fields)) or 'none'})")
+    try:
+        return TypeAdapter(config_cls).validate_python(values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise DistillError(f"{where}.{loc}: {err['msg']} (got {err.get('input')!r})") from None

@@ -1,0 +1,37 @@
+"""``kd``: Hinton knowledge distillation from the cached zero-shot soft labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from distill.strategies import register_strategy
+from distill.strategies.base import Batch, Needs, Strategy
+from distill.student.model import kl_div_with_temperature
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    temperature: float = 4.0  # softmax temperature for teacher and student
+    alpha: float = 0.9  # weight of the distillation term vs. hard labels
+
+
+@register_strategy("kd")
+class KD(Strategy):
+    """Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network".
+
+    As in the paper: alpha · T² · KL(teacher_T || student_T) + (1 − alpha) · CE(labels).
+    Differs in where soft labels come from: the teacher is a zero-shot VLM (logits = scale ·
+    cosine to prompt-ensembled class text embeddings), read from the cache, never run here.
+    """
+
+    Config = KDConfig
+    needs = Needs(labels=True, cached_logits=True)
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        logits = self.student(batch.images)
+        kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
+        ce = F.cross_entropy(logits, batch.labels)
+        loss = self.config.alpha * kd + (1 - self.config.alpha) * ce
+        return {"loss": loss, "kd": kd.detach(), "ce": ce.detach()}

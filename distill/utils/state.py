@@ -1,0 +1,94 @@
+"""Save nested training state (optimizer, scheduler, RNG, counters) without pickle.
+
+Tensors go to one safetensors file; everything else (the nesting, ints, floats, strings,
+tuples) to a JSON skeleton beside it that references tensors by key. This is what lets a
+killed run resume exactly while never unpickling a file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from distill.utils.io import atomic_write, atomic_write_json, read_json
+
+
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_flatten(k, tensors, prefix), _flatten(v, tensors, prefix)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_flatten(v, tensors, prefix) for v in obj]}
+    if isinstance(obj, list):
+        return [_flatten(v, tensors, prefix) for v in obj]
+    if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":  # numpy arrays / scalars
+        import numpy as np
+
+        arr = np.asarray(obj)
+        return {"__ndarray__": arr.tolist(), "dtype": str(arr.dtype)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot serialize {type(obj).__name__} in training state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__tuple__" in obj:
+            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+        if "__ndarray__" in obj:
+            import numpy as np
+
+            return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
+        if "__dict__" in obj:
+            return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__dict__"]}
+    return obj
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``path.safetensors`` + ``path.json`` atomically (JSON last: it marks completeness)."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten(state, tensors, "")
+    atomic_write(path.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
+    atomic_write_json(path.with_suffix(".json"), skeleton)
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    tensors = load_file(str(path.with_suffix(".safetensors")))
+    return _unflatten(read_json(path.with_suffix(".json")), tensors)
+
+
+def rng_state() -> dict[str, Any]:
+    """All RNG states a CPU/GPU training step touches."""
+    import random
+
+    import numpy as np
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np.random.set_state(tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
