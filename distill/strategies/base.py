@@ -75,6 +75,8 @@ class Strategy(nn.Module):
         self.ctx = ctx
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        """Return ``{"loss": scalar, <part>: detached scalar, ...}``; optionally ``"logits"``
+        ([B, C], detached, of the student on ``batch.images``) for the live accuracy display."""
         raise NotImplementedError
 
     def on_epoch_start(self, epoch: int) -> None:

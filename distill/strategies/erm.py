@@ -27,5 +27,6 @@ class ERM(Strategy):
     needs = Needs(labels=True)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        ce = F.cross_entropy(self.student(batch.images), batch.labels, label_smoothing=self.config.label_smoothing)
-        return {"loss": ce, "ce": ce.detach()}
+        logits = self.student(batch.images)
+        ce = F.cross_entropy(logits, batch.labels, label_smoothing=self.config.label_smoothing)
+        return {"loss": ce, "ce": ce.detach(), "logits": logits.detach()}

@@ -34,4 +34,4 @@ class KD(Strategy):
         kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
         ce = F.cross_entropy(logits, batch.labels)
         loss = self.config.alpha * kd + (1 - self.config.alpha) * ce
-        return {"loss": loss, "kd": kd.detach(), "ce": ce.detach()}
+        return {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "logits": logits.detach()}

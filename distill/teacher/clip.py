@@ -124,7 +124,8 @@ class Teacher(nn.Module):
         from distill.utils.io import sha256_file
 
         ident = {"arch": self.arch, "pretrained": self.pretrained, "checkpoint_sha256": None,
-                 "open_clip_version": open_clip.__version__, "torch_version": torch.__version__}
+                 "open_clip_version": open_clip.__version__, "torch_version": torch.__version__,
+                 "logit_scale": round(self.logit_scale, 6)}
         if self.pretrained and Path(self.pretrained).is_file():
             ident["pretrained"] = Path(self.pretrained).name
             ident["checkpoint_sha256"] = sha256_file(self.pretrained)

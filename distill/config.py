@@ -1,0 +1,167 @@
+"""Typed, validated configs. Loaded and checked once at the CLI; below it, only objects flow.
+
+``load_train_config(path, overrides)`` reads YAML, applies ``--set a.b=value`` overrides
+(values parsed as YAML: ``--set optim.lr=3e-4``, ``--set data.target=[mnist_m]``), and
+validates with pydantic. Any unknown key, wrong type or bad value is one line naming it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distill.errors import DistillError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    root: Path  # ROOT/DOMAIN/CLASS/image
+    source: list[str] = Field(min_length=1)  # domains trained on
+    target: list[str] | None = None  # evaluated as unseen domains; default: all others
+    class_map: Path | None = None  # folder -> class name map (default ROOT/classnames.yaml)
+    test_fraction: float = Field(0.3, ge=0.0, lt=1.0)
+    split_seed: int = 0
+    skip_bad: bool = False  # skip undecodable images instead of stopping
+
+
+class TeacherConfig(_Strict):
+    arch: str  # open_clip model name or hf-hub:/local-dir: id
+    pretrained: str | None = None  # tag or checkpoint path
+    templates: list[str] | None = None  # default: the cache's (or distill's default set)
+
+
+class StudentConfig(_Strict):
+    arch: str = "resnet18"  # any timm model name
+    input_size: int = Field(224, gt=0)
+    pretrained: bool = False  # timm pretrained weights (needs them in the HF cache)
+    zero_shot_init: bool = False  # head <- teacher text embeddings through the projector
+
+
+class StrategyConfig(BaseModel):
+    """``name`` plus that strategy's own options (validated by the strategy's Config)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OptimConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)  # global batch (split across DDP ranks)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    momentum: float = 0.9  # sgd only
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr: float = 1e-6
+    grad_clip: float | None = Field(1.0, gt=0)  # max grad norm; null disables
+    bf16: bool = False  # bfloat16 autocast for forward passes
+
+
+class RunConfig(_Strict):
+    out: Path  # run directory
+    seed: int = 0
+    workers: int = Field(2, ge=0)  # DataLoader worker processes
+    views: int = Field(1, ge=1)  # views per image when no cache dictates them
+    save_every: int = Field(0, ge=0)  # also checkpoint every N steps (0: each epoch only)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = True  # torch.use_deterministic_algorithms (CPU runs are exact)
+    progress: bool = True
+
+
+class TrainConfig(_Strict):
+    data: DataConfig
+    student: StudentConfig = StudentConfig()
+    strategy: StrategyConfig
+    cache: Path | list[Path] | None = None  # teacher cache dir(s) (distill cache build)
+    teacher: TeacherConfig | None = None  # needed only by online-teacher strategies
+    source_checkpoint: Path | None = None  # student checkpoint to start from (SFDA)
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig
+
+    def caches(self) -> list[Path]:
+        if self.cache is None:
+            return []
+        return list(self.cache) if isinstance(self.cache, list) else [self.cache]
+
+
+def _set_path(d: dict, dotted: str, value: Any, source: str) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        if k not in cur or cur[k] is None:
+            cur[k] = {}
+        if not isinstance(cur[k], dict):
+            raise DistillError(f"{source}: cannot set '{dotted}': '{k}' is not a section")
+        cur = cur[k]
+    cur[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
+    out = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise DistillError(f"--set '{item}': expected key=value (e.g. optim.lr=3e-4)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def format_validation_error(e: ValidationError, source: str) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{loc}'"
+    if err["type"] == "missing":
+        return f"{source}: missing required key '{loc}'"
+    return f"{source}: '{loc}': {err['msg']} (got {err.get('input')!r})"
+
+
+def validate(model: type[BaseModel], raw: dict, source: str) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise DistillError(format_validation_error(e, source)) from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise DistillError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise DistillError(f"{path}: invalid YAML: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(raw, dict):
+        raise DistillError(f"{path}: top level must be a mapping")
+    return raw
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None,
+                      base: dict | None = None) -> TrainConfig:
+    """YAML file (+ ``--set`` overrides) -> validated :class:`TrainConfig`."""
+    raw = load_yaml(path) if path else dict(base or {})
+    source = str(path) if path else "config"
+    for key, value in parse_overrides(overrides):
+        _set_path(raw, key, value, source)
+    cfg = validate(TrainConfig, raw, source)
+    from distill.strategies import get_strategy, build_config
+
+    cls = get_strategy(cfg.strategy.name)  # unknown strategy -> one line naming it
+    build_config(cls.Config, cfg.strategy.options(), where="strategy")
+    return cfg
+
+
+def dump_config(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

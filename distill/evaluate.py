@@ -1,0 +1,64 @@
+"""Per-domain accuracy of a classifier on a DomainFolder split."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from distill.data.folder import DomainFolder, Sample
+from distill.data.images import load_rgb
+
+
+class ImageList(Dataset):
+    """Samples -> (preprocessed image [3, H, W], label, sample index)."""
+
+    def __init__(self, dataset: DomainFolder, samples: Sequence[Sample], transform: Callable):
+        self.dataset, self.samples, self.transform = dataset, list(samples), transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        return self.transform(load_rgb(self.dataset.path(s))), s.label, s.index
+
+
+class DomainEvaluator:
+    """Evaluates a model on each domain's split; decoded tensors are kept for reuse.
+
+    Args:
+        dataset: the data set.
+        domains: domains to evaluate.
+        transform: PIL -> normalized tensor (the student's eval preprocessing).
+        split: "test" (default) or "train".
+    """
+
+    def __init__(self, dataset: DomainFolder, domains: Sequence[str], transform: Callable, split: str = "test",
+                 batch_size: int = 256, workers: int = 0):
+        self.domains = list(domains)
+        self._data: dict[str, tuple[Tensor, Tensor]] = {}
+        for d in self.domains:
+            samples = dataset.select([d], split)
+            if not samples:
+                continue
+            loader = DataLoader(ImageList(dataset, samples, transform), batch_size=batch_size, num_workers=workers)
+            xs, ys = [], []
+            for x, y, _ in loader:
+                xs.append(x)
+                ys.append(y)
+            self._data[d] = (torch.cat(xs), torch.cat(ys))
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, predict: Callable[[Tensor], Tensor], device: str | torch.device = "cpu") -> dict[str, float]:
+        """Accuracy in percent per domain (domains with no images in the split are omitted)."""
+        out = {}
+        for d, (x, y) in self._data.items():
+            correct = 0
+            for i in range(0, len(x), self.batch_size):
+                logits = predict(x[i:i + self.batch_size].to(device))
+                correct += int((logits.argmax(-1).cpu() == y[i:i + self.batch_size]).sum())
+            out[d] = 100.0 * correct / len(x)
+        return out

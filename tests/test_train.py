@@ -1,0 +1,244 @@
+"""distill train: config validation, cache identity, exact resume after kill -9, DDP, view replay."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from distill.cli import main as cli
+from distill.config import load_train_config
+from distill.errors import DistillError
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["circle", "square", "stripes"]
+
+
+def _draw(cls: str, domain: int, k: int) -> Image.Image:
+    """A 16x16 image whose class is its shape and whose domain is its colour/noise."""
+    rng = np.random.default_rng(domain * 1000 + k)
+    img = np.zeros((16, 16, 3), np.float32) + rng.uniform(0, 0.3, (16, 16, 3))
+    yy, xx = np.mgrid[:16, :16]
+    if cls == "circle":
+        mask = (yy - 8) ** 2 + (xx - 8) ** 2 < (4 + k % 3) ** 2
+    elif cls == "square":
+        mask = (abs(yy - 8) < 4 + k % 2) & (abs(xx - 8) < 4 + k % 2)
+    else:
+        mask = (xx // (2 + k % 2)) % 2 == 0
+    colour = np.array([[1, 0.2, 0.2], [0.2, 1, 0.2], [0.3, 0.3, 1]][domain], np.float32)
+    img[mask] = colour
+    return Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    for d, dom in enumerate(["red", "green", "blue"]):
+        for cls in CLASSES:
+            (root / dom / cls).mkdir(parents=True)
+            for k in range(10):
+                _draw(cls, d, k).save(root / dom / cls / f"{k}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tiny_root, tmp_path_factory) -> Path:
+    from distill.data import DomainFolder
+    from distill.teacher import Teacher
+    from distill.teacher.cache import build_cache
+
+    torch.manual_seed(0)
+    ds = DomainFolder(tiny_root, test_fraction=0.3)
+    teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
+    out = tmp_path_factory.mktemp("cache") / "c"
+    return build_cache(ds, teacher, out, views=2, seed=3, shard_size=16, num_workers=0, progress=False)
+
+
+def _config(root: Path, cache: Path | None, out: Path, **over) -> dict:
+    cfg = {
+        "data": {"root": str(root), "source": ["red", "green"], "test_fraction": 0.3},
+        "student": {"arch": "test_resnet", "input_size": 16},
+        "strategy": {"name": "kd", "temperature": 2.0},
+        "optim": {"epochs": 2, "batch_size": 8, "lr": 0.01, "warmup_epochs": 0.5},
+        "run": {"out": str(out), "workers": 0, "progress": False, "seed": 1},
+    }
+    if cache is not None:
+        cfg["cache"] = str(cache)
+    for key, value in over.items():
+        sect, k = key.split("__")
+        cfg.setdefault(sect, {})[k] = value
+    return cfg
+
+
+def _write(tmp_path: Path, cfg: dict, name: str = "cfg.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / "best" / "model.safetensors"))
+
+
+# ---------------------------------------------------------------------------- config
+@pytest.mark.parametrize("override, needle", [
+    ("optim.lrr=0.1", "unknown key 'optim.lrr'"),
+    ("optim.lr=fast", "'optim.lr'"),
+    ("strategy.name=nonexistent", "unknown strategy 'nonexistent'"),
+    ("strategy.temp=3", "unknown key 'strategy.temp'"),
+    ("data.source=[purple]", "domain 'purple' not found"),
+    ("bogus=1", "unknown key 'bogus'"),
+])
+def test_config_errors_are_one_line_naming_the_key(tmp_path, tiny_root, tiny_cache, capsys, override, needle):
+    p = _write(tmp_path, _config(tiny_root, tiny_cache, tmp_path / "run"))
+    rc = cli(["train", "-c", str(p), "--set", override])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert needle in err
+    assert len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_required_section(tmp_path, tiny_root):
+    cfg = _config(tiny_root, None, tmp_path / "run")
+    del cfg["strategy"]
+    with pytest.raises(DistillError, match="missing required key 'strategy'"):
+        load_train_config(_write(tmp_path, cfg))
+
+
+def test_kd_without_cache_is_refused(tmp_path, tiny_root, capsys):
+    p = _write(tmp_path, _config(tiny_root, None, tmp_path / "run"))
+    assert cli(["train", "-c", str(p)]) == 2
+    assert "needs a teacher cache" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- cache identity
+def test_cache_mismatch_refused_naming_fields(tmp_path, tiny_root, tiny_cache, capsys):
+    # a different split rule changes the data identity the cache was built for
+    p = _write(tmp_path, _config(tiny_root, tiny_cache, tmp_path / "run", data__test_fraction=0.5))
+    assert cli(["train", "-c", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "dataset.fingerprint" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cache_teacher_mismatch_refused(tmp_path, tiny_root, tiny_cache, capsys):
+    cfg = _config(tiny_root, tiny_cache, tmp_path / "run")
+    cfg["teacher"] = {"arch": "distill-demo-vit", "pretrained": None, "templates": ["a drawing of a {}."]}
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 2
+    err = capsys.readouterr().err
+    assert "templates" in err
+
+
+def test_erm_trains_without_any_teacher(tmp_path, tiny_root, monkeypatch):
+    """A labels-only strategy needs neither cache nor teacher, and never builds one."""
+    import distill.teacher.clip as clip
+
+    monkeypatch.setattr(clip.Teacher, "__init__", lambda *a, **k: pytest.fail("teacher was built"))
+    cfg = _config(tiny_root, None, tmp_path / "run", strategy__name="erm", optim__epochs=1)
+    cfg["strategy"] = {"name": "erm"}
+    from distill.train import run_training
+
+    summary = run_training(load_train_config(_write(tmp_path, cfg)))
+    assert set(summary["test_acc"]) == {"red", "green", "blue"}
+    assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,")
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+
+
+# ---------------------------------------------------------------------------- resume
+def _train_subprocess(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "distill", "train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_kill9_then_resume_is_bit_identical(tmp_path, tiny_root, tiny_cache):
+    cfg_full = _config(tiny_root, tiny_cache, tmp_path / "full", optim__epochs=3, run__save_every=1)
+    cfg_kill = _config(tiny_root, tiny_cache, tmp_path / "killed", optim__epochs=3, run__save_every=1)
+    p_full, p_kill = _write(tmp_path, cfg_full, "full.yaml"), _write(tmp_path, cfg_kill, "kill.yaml")
+
+    full = _train_subprocess(["-c", str(p_full)])
+    out_full = full.communicate(timeout=300)[0]
+    assert full.returncode == 0, out_full
+
+    # kill -9 in the middle of epoch 2 (there are 2 steps/epoch: kill after global step 3)
+    proc = _train_subprocess(["-c", str(p_kill)], {"DISTILL_TRAIN_STEP_DELAY": "0.5"})
+    last = tmp_path / "killed" / "checkpoints" / "last.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if last.is_file() and '"step": 3' in last.read_text():
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert '"step": 3' in last.read_text(), "the run finished or never reached step 3 before the kill"
+    assert not (tmp_path / "killed" / "summary.json").exists()
+
+    resumed = _train_subprocess(["--resume", str(tmp_path / "killed")])
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert "resumed from" in out
+
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    assert (tmp_path / "full" / "metrics.csv").read_text() == (tmp_path / "killed" / "metrics.csv").read_text()
+
+
+def test_second_run_into_same_dir_refused(tmp_path, tiny_root, tiny_cache, capsys):
+    cfg = _config(tiny_root, tiny_cache, tmp_path / "run", optim__epochs=1)
+    p = _write(tmp_path, cfg)
+    assert cli(["train", "-c", str(p)]) == 0
+    assert cli(["train", "-c", str(p)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- DDP
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path, tiny_root, tiny_cache):
+    """2 gloo ranks x 4 images == 1 process x 8 images (test_vit has no BatchNorm)."""
+    over = dict(student__arch="test_vit", optim__epochs=1, optim__batch_size=8)
+    p1 = _write(tmp_path, _config(tiny_root, tiny_cache, tmp_path / "one", **over), "one.yaml")
+    p2 = _write(tmp_path, _config(tiny_root, tiny_cache, tmp_path / "two", **over), "two.yaml")
+    one = subprocess.run([sys.executable, "-m", "distill", "train", "-c", str(p1)], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29533", "-m", "distill", "train", "-c",
+                          str(p2)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst < 1e-4, f"max weight difference {worst}"  # stated tolerance: float reduction order only
+
+
+# ---------------------------------------------------------------------------- multi-view replay
+def test_training_replays_the_cached_views(tiny_root, tiny_cache):
+    from distill.data import DomainFolder
+    from distill.teacher.cache import TeacherCache
+    from distill.train import epoch_items
+
+    ds = DomainFolder(tiny_root, test_fraction=0.3)
+    cache = TeacherCache.open(tiny_cache)
+    samples = ds.select(["red"], "train")
+    items = epoch_items(samples, {d: i for i, d in enumerate(ds.domains)}, 2, 3, epoch=0, cache=cache)
+    assert {it.view for it in items} == {0, 1}, "both views should be drawn over an epoch"
+    for it in items:
+        row = cache.lookup(torch.tensor([it.sample.index]), torch.tensor([it.view]))
+        assert np.allclose(row["view_params"][0].numpy(), it.params)
+    # the order and views are a pure function of (seed, epoch)
+    again = epoch_items(samples, {d: i for i, d in enumerate(ds.domains)}, 2, 3, epoch=0, cache=cache)
+    assert [(i.sample.index, i.view) for i in items] == [(i.sample.index, i.view) for i in again]
+    other = epoch_items(samples, {d: i for i, d in enumerate(ds.domains)}, 2, 3, epoch=1, cache=cache)
+    assert [(i.sample.index, i.view) for i in items] != [(i.sample.index, i.view) for i in other]
