@@ -1,0 +1,108 @@
+"""``vl2v``: student embeddings classified by the teacher's text embeddings and aligned with its image embeddings."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill.errors import DistillError
+from distill.strategies import register_strategy
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.student.model import kl_div_with_temperature
+
+_MAX_SCALE = 100.0  # CLIP clamps its learned logit scale here
+
+
+@dataclass(frozen=True)
+class VL2VConfig:
+    temperature: float = 4.0  # KD softmax temperature (text-anchored student logits vs teacher logits)
+    lambda_align: float = 1.0  # weight of 1 − cos(z, teacher image embedding)
+    lambda_kd: float = 1.0  # weight of KD into the text-anchored logits (their CE has weight 1)
+    lambda_head: float = 1.0  # weight of CE on the student's linear head, the classifier that is exported
+    probe_detached: bool = True  # train the head on detached features: only text-anchored terms shape the backbone
+    scale: float | None = None  # initial s in s · z Tᵀ; None = the teacher's logit scale (CLIP's 1/0.07 if unknown)
+    learn_scale: bool = True  # learn s (as log s, clamped to <= 100 like CLIP) or keep it fixed
+
+
+@register_strategy("vl2v")
+class VL2V(Strategy):
+    """Addepalli et al., CVPR 2024, "Leveraging Vision-Language Models for Improving Domain
+    Generalization in Image Classification" (VL2V-ADiP: Align, Distill, Predict).
+
+    With f = features(x) [B, F], z = normalize(P f) [B, D] (P the student's projector),
+    T the teacher's frozen text embeddings [C, D], s a logit scale, t the teacher's image
+    embedding [B, D] and τ the KD temperature:
+
+        text_logits = s · z Tᵀ                                   [B, C]
+        loss = CE(text_logits, y) + lambda_align · (1 − cos(z, t))
+             + lambda_kd · τ² · KL(teacher_τ || text_logits_τ) + lambda_head · CE(head(f), y)
+
+    The text-anchored terms put the student's embedding where the teacher's image tower puts
+    the image and where its text tower puts the class. The student's own linear head — the
+    path ``student(x)`` that evaluation and export use — is trained jointly with CE on the
+    same features (detached by default, a linear probe), so ``predict`` is not overridden:
+    what is measured is what is shipped. The text classifier can also be folded into the
+    head exactly up to a per-image positive factor (same argmax, different calibration):
+    ``student.zero_shot_init(T, s)`` sets head(f) = s · T P f = ‖P f‖ · text_logits; with
+    the trainer's ``student.zero_shot_init`` the probe starts from that folded classifier.
+
+    How this differs from VL2V-ADiP: the paper works in stages — first aligning the
+    (pretrained) student's projected features with the teacher's image *and* text
+    embeddings, then distilling the aligned representation into the whole student — and
+    predicts with the text embeddings as the classifier. Here everything is one stage with
+    one objective; text-tower alignment is only through the classifier (CE/KD on s · z Tᵀ)
+    rather than an explicit feature term; the per-image target is the cached teacher image
+    embedding; and the exported classifier is the linear head.
+    """
+
+    Config = VL2VConfig
+    needs = Needs(labels=True, cached_logits=True, cached_features=True, text_embeddings=True)
+
+    def __init__(self, student, config: VL2VConfig, ctx: StrategyContext):
+        super().__init__(student, config, ctx)
+        projector = getattr(student, "projector", None)
+        if projector is None:
+            raise DistillError(f"strategy '{self.name}' classifies the student's projected features with the "
+                               "teacher's text embeddings, but the student has no projector: build it with "
+                               "embed_dim = the teacher's width")
+        if ctx.text_embeddings is None:
+            raise DistillError(f"strategy '{self.name}' needs the teacher's text embeddings (the cache's "
+                               "text_embeddings.safetensors), but none were supplied")
+        text = ctx.text_embeddings.detach().float()
+        if text.shape != (ctx.num_classes, projector.out_features):
+            raise DistillError(f"strategy '{self.name}': text embeddings {tuple(text.shape)} do not match "
+                               f"classes x student projector width ({ctx.num_classes}, {projector.out_features})")
+        self.register_buffer("text_embeddings", F.normalize(text, dim=-1), persistent=False)  # [C, D]
+        s = config.scale if config.scale is not None else (ctx.logit_scale or 1 / 0.07)
+        if not 0 < s <= _MAX_SCALE:
+            raise DistillError(f"strategy.scale: must be in (0, {_MAX_SCALE:g}], got {s!r}")
+        log_s = torch.tensor(math.log(s))
+        if config.learn_scale:
+            self.log_scale = nn.Parameter(log_s)
+        else:
+            self.register_buffer("log_scale", log_s)
+
+    def scale(self) -> Tensor:
+        """The current temperature s, a scalar tensor."""
+        return self.log_scale.clamp(max=math.log(_MAX_SCALE)).exp()
+
+    def text_logits(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Student features [B, F] -> (z = normalized embedding [B, D], s · z Tᵀ [B, C])."""
+        z = F.normalize(self.student.projector(features), dim=-1)
+        return z, self.scale() * z @ self.text_embeddings.T
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        f = self.student.features(batch.images)  # [B, F]
+        z, logits = self.text_logits(f)
+        ce_text = F.cross_entropy(logits, batch.labels)
+        align = (1 - F.cosine_similarity(z, batch.teacher_emb, dim=-1)).mean()
+        kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
+        head_logits = self.student.head(f.detach() if self.config.probe_detached else f)  # [B, C], exported path
+        ce_head = F.cross_entropy(head_logits, batch.labels)
+        loss = (ce_text + self.config.lambda_align * align + self.config.lambda_kd * kd
+                + self.config.lambda_head * ce_head)
+        return {"loss": loss, "ce_text": ce_text.detach(), "align": align.detach(), "kd": kd.detach(),
+                "ce_head": ce_head.detach(), "scale": self.scale().detach(), "logits": head_logits.detach()}

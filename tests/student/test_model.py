@@ -1,0 +1,89 @@
+"""timm students: shapes, the self-describing checkpoint, zero-shot head init, user-facing errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distill.errors import DistillError
+from distill.student.model import Student, StudentSpec, default_spec, load_student, save_student
+
+CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+SIZE, EMBED_DIM = 32, 16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP's
+    barriers make them ~30x slower; run this module single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("arch", ["test_resnet", "test_vit"])  # a CNN and a ViT (img_size set from the spec)
+def test_shapes(arch):
+    torch.manual_seed(0)
+    student = Student(default_spec(arch, CLASSES, SIZE, embed_dim=EMBED_DIM)).eval()
+    assert student.spec.input_size == (SIZE, SIZE)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        out = student.forward_all(x)
+        logits = student(x)
+    assert out["features"].shape == (2, student.num_features)
+    assert out["logits"].shape == logits.shape == (2, len(CLASSES))
+    assert out["embedding"].shape == (2, EMBED_DIM)
+    assert torch.allclose(out["logits"], logits)
+    assert "embedding" not in Student(default_spec(arch, CLASSES, SIZE)).forward_all(x)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    student = Student(default_spec("test_resnet", CLASSES, SIZE, embed_dim=EMBED_DIM)).eval()
+    with torch.no_grad():  # move BatchNorm statistics away from their init so buffers are tested too
+        student.train()(torch.randn(4, 3, SIZE, SIZE))
+    student.eval()
+    save_student(student, tmp_path / "ckpt", extra_provenance={"strategy": "kd"})
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"model.safetensors", "student.json"}
+    x = torch.randn(3, 3, SIZE, SIZE)
+    for path in (tmp_path / "ckpt", tmp_path / "ckpt" / "model.safetensors"):
+        loaded = load_student(path)
+        assert not loaded.training
+        assert loaded.spec.to_dict() == student.spec.to_dict() and loaded.spec.provenance == {"strategy": "kd"}
+        with torch.no_grad():
+            assert torch.equal(loaded(x), student(x))
+            assert torch.equal(loaded.forward_all(x)["embedding"], student.forward_all(x)["embedding"])
+
+
+def test_zero_shot_init_puts_the_teachers_rule_in_the_head():
+    torch.manual_seed(0)
+    student = Student(default_spec("test_resnet", CLASSES, SIZE, embed_dim=EMBED_DIM)).eval()
+    text = F.normalize(torch.randn(len(CLASSES), EMBED_DIM), dim=-1)  # [C, D]
+    scale = 12.5
+    student.zero_shot_init(text, scale)
+    with torch.no_grad():
+        f = student.features(torch.randn(4, 3, SIZE, SIZE))
+        expected = scale * student.projector(f) @ text.T  # s · T · (W_p f + b_p)
+        assert torch.allclose(student.head(f), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_zero_shot_init_errors():
+    no_projector = Student(default_spec("test_resnet", CLASSES, SIZE))
+    with pytest.raises(DistillError, match="embed_dim"):
+        no_projector.zero_shot_init(torch.randn(len(CLASSES), EMBED_DIM), 10.0)
+    student = Student(default_spec("test_resnet", CLASSES, SIZE, embed_dim=EMBED_DIM))
+    with pytest.raises(DistillError, match="do not match"):
+        student.zero_shot_init(torch.randn(len(CLASSES), EMBED_DIM + 1), 10.0)
+
+
+def test_unknown_arch_is_a_distill_error():
+    with pytest.raises(DistillError, match="no_such_arch"):
+        Student(StudentSpec(arch="no_such_arch", class_names=CLASSES, input_size=(SIZE, SIZE)))
+
+
+def test_bad_checkpoints_are_distill_errors(tmp_path):
+    with pytest.raises(DistillError, match="no student.json"):
+        load_student(tmp_path)
+    with pytest.raises(DistillError, match="unknown key"):
+        StudentSpec.from_dict({"arch": "test_resnet", "class_names": CLASSES, "colour": "red"})
