@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -35,3 +36,21 @@ class KD(Strategy):
         ce = F.cross_entropy(logits, batch.labels)
         loss = self.config.alpha * kd + (1 - self.config.alpha) * ce
         return {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "logits": logits.detach()}
+
+
+@register_strategy("kd_online")
+class KDOnline(KD):
+    """Hinton et al. 2015 KD with the teacher run on every batch instead of read from a cache.
+
+    Same loss as ``kd``; exists for users without a cache and as the baseline that shows what
+    the cache saves (benchmarks/train_throughput.py). The teacher sees the student's view,
+    resized to the teacher's resolution and normalized with the teacher's mean/std.
+    """
+
+    needs = Needs(labels=True, online_teacher=True)
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        with torch.no_grad():
+            _, teacher_logits = self.ctx.teacher(self.ctx.teacher_input(batch.pixels))
+        batch.teacher_logits = teacher_logits
+        return super().forward(batch)
