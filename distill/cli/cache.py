@@ -1,0 +1,152 @@
+"""``distill cache build|inspect``: run the teacher once over a dataset; look at the result."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from distill.errors import DistillError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("cache", help="build and inspect teacher caches",
+                              description="Teacher caches: the frozen teacher's outputs on disk.")
+    p.set_defaults(_parser=p)
+    sub = p.add_subparsers(dest="cache_command", metavar="ACTION")
+
+    b = sub.add_parser(
+        "build", help="run the teacher over a dataset and write a cache (resumable; torchrun-aware)",
+        description="Run an open_clip teacher over ROOT/DOMAIN/CLASS/image and write its embeddings and "
+        "zero-shot logits to DIR. Rerun the same command to resume an interrupted build; launch with "
+        "`torchrun --nproc_per_node=N -m distill cache build ...` to split the shards over N processes.",
+    )
+    b.add_argument("--data", required=True, metavar="ROOT", help="dataset root (ROOT/DOMAIN/CLASS/image)")
+    b.add_argument("--out", required=True, metavar="DIR", help="cache directory (new, or this same build to resume)")
+    b.add_argument("--arch", required=True, help="open_clip model name, e.g. ViT-B-32")
+    b.add_argument("--pretrained", required=True,
+                   help="open_clip tag, checkpoint file, or 'none' (random weights seeded with 0; tests/timing only)")
+    b.add_argument("--templates-file", metavar="F", help="prompt templates, one per line with '{}' (default: built-in)")
+    b.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map (default ROOT/classnames.yaml)")
+    b.add_argument("--domains", metavar="a,b", help="comma-separated domains to cache (default: all)")
+    b.add_argument("--test-fraction", type=float, default=0.3, metavar="F", help="held-out fraction per domain (0.3)")
+    b.add_argument("--split-seed", type=int, default=0, metavar="S", help="seed of the train/test split hash (0)")
+    b.add_argument("--views", type=int, default=1, metavar="K", help="rows per image: 1 clean + K-1 augmented (1)")
+    b.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the augmented views (0)")
+    b.add_argument("--crop-scale", default="0.25,1.0", metavar="LO,HI", help="random crop area range (0.25,1.0)")
+    b.add_argument("--crop-ratio", default="0.75,1.3333333333333333", metavar="LO,HI",
+                   help="random crop aspect-ratio range (3/4,4/3)")
+    b.add_argument("--hflip", type=float, default=0.5, metavar="P",
+                   help="horizontal flip probability of augmented views; 0 for digits/text (0.5)")
+    b.add_argument("--batch-size", type=int, default=64, metavar="B", help="image views per teacher forward (64)")
+    b.add_argument("--shard-size", type=int, default=1024, metavar="S", help="images per shard (1024)")
+    b.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored dtype (float16)")
+    b.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest)")
+    b.add_argument("--workers", type=int, default=None, metavar="N", help="decode workers per process (cores - 1)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    b.set_defaults(func=_build)
+
+    i = sub.add_parser("inspect", help="show a cache's teacher, rows, size, zero-shot accuracy, compute saved",
+                       description="Show what a teacher cache holds.")
+    i.add_argument("dir", metavar="DIR", help="cache directory")
+    i.add_argument("--json", action="store_true", help="print the same as JSON")
+    i.set_defaults(func=_inspect)
+
+
+# ---------------------------------------------------------------------- build
+def _pair(text: str, flag: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise DistillError(f"{flag} expects two comma-separated numbers LO,HI, got '{text}'") from None
+    return lo, hi
+
+
+def _read_templates(path: str | None) -> list[str]:
+    from distill.teacher.prompts import DEFAULT_TEMPLATES
+
+    if path is None:
+        return list(DEFAULT_TEMPLATES)
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        raise DistillError(f"{path}: templates file not found") from None
+    templates = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not templates:
+        raise DistillError(f"{path}: no templates (expected one per line, each with '{{}}')")
+    return templates
+
+
+def _build(args: argparse.Namespace) -> int:
+    import torch
+
+    from distill.data.folder import DomainFolder
+    from distill.teacher.cache import MANIFEST, ViewConfig, build_cache
+    from distill.teacher.clip import Teacher
+
+    if args.views < 1:
+        raise DistillError(f"--views must be >= 1, got {args.views}")
+    augment = ViewConfig(scale=_pair(args.crop_scale, "--crop-scale"), ratio=_pair(args.crop_ratio, "--crop-ratio"),
+                         hflip=args.hflip)
+    dataset = DomainFolder(args.data, class_map=args.class_map, test_fraction=args.test_fraction,
+                           split_seed=args.split_seed)
+    domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
+    templates = _read_templates(args.templates_file)
+    device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    pretrained = None if args.pretrained.lower() == "none" else args.pretrained
+    if pretrained is None:
+        torch.manual_seed(0)  # random weights, identical in every process and every run
+    teacher = Teacher(args.arch, pretrained, dataset.classes, templates, device=device)
+    out = Path(args.out)
+    was_complete = (out / MANIFEST).exists()
+    build_cache(dataset, teacher, out, domains=domains, views=args.views, seed=args.seed, augment=augment,
+                batch_size=args.batch_size, shard_size=args.shard_size, dtype=args.dtype, skip_bad=args.skip_bad,
+                num_workers=args.workers, progress=not args.no_progress)
+    if int(os.environ.get("RANK", 0)) == 0:
+        m = json.loads((out / MANIFEST).read_text())
+        state = "already complete" if was_complete else "written"
+        skipped = f", {len(m['skipped'])} image(s) skipped (listed in {MANIFEST})" if m["skipped"] else ""
+        print(f"teacher cache {state}: {out} ({m['rows']} rows = {m['dataset']['images']} images x "
+              f"{m['views']['count']} view(s), {len(m['shards'])} shard(s){skipped})")
+        print(f"inspect it with: distill cache inspect {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------- inspect
+def _si(value: float, unit: str) -> str:
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from distill.teacher.cache import TeacherCache
+
+    s = TeacherCache.open(args.dir).summary()
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    t = s["teacher"]
+    pretrained = t["pretrained"] + (f" (sha256 {t['checkpoint_sha256'][:12]})" if t.get("checkpoint_sha256") else "") \
+        if t["pretrained"] else "none (random weights)"
+    print(f"cache     {s['path']}  ({_si(s['size_bytes'], 'B')} on disk, {s['shards']} shards, "
+          f"created {s['created']})")
+    print(f"teacher   {t['arch']}  pretrained {pretrained}  (open_clip {t['open_clip_version']}, "
+          f"torch {t['torch_version']}, {s['templates']} prompt templates)")
+    print(f"classes   {len(s['classes'])}: {', '.join(s['classes'])}")
+    minus = f" - {len(s['skipped'])} skipped" if s["skipped"] else ""
+    print(f"rows      {s['rows']} = ({s['images']} images{minus}) x {s['views']} view(s); dtype {s['dtype']}; "
+          f"image_emb {s['shapes']['image_emb']}, logits {s['shapes']['logits']}")
+    print(f"skipped   {len(s['skipped'])}" + "".join(f"\n            {k['path']}: {k['reason']}" for k in s["skipped"]))
+    print("zero-shot accuracy of the teacher (view 0):")
+    print(f"  {'domain':<20} {'train':>8} {'test':>8}")
+    for d in s["domains"]:
+        acc = s["zero_shot_accuracy"].get(d, {})
+        cells = [f"{100 * acc[k]:7.1f}%" if k in acc else f"{'-':>8}" for k in ("train", "test")]
+        print(f"  {d:<20} {cells[0]} {cells[1]}")
+    if s["teacher_flops_per_image"] is not None:
+        print(f"teacher compute saved per training epoch: {_si(s['teacher_flops_per_image'], 'FLOP')}/image x "
+              f"{s['train_rows']} train rows = {_si(s['teacher_flops_saved_per_epoch'], 'FLOP')}")
+    return 0

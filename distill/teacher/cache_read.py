@@ -1,0 +1,282 @@
+"""Read a teacher cache and refuse one that does not match the run.
+
+``TeacherCache.open(path, expect)`` compares the manifest with what the caller expects
+(teacher identity, preprocessing, class list, dataset fingerprint, templates) before it reads a
+tensor, and raises :class:`CacheMismatchError` naming every differing field.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from distill.errors import DistillError
+from distill.teacher.cache_format import (
+    BUILD_PLAN, FORMAT, FORMAT_VERSION, MANIFEST, ROW_KEYS, SPLIT_CODES, TEACHER_UNCOMPARED, TEXT_EMBEDDINGS,
+    diff_fields,
+)
+
+# expect key -> where it lives in the manifest
+_EXPECT_PATHS = {
+    "teacher": ("teacher",),
+    "preprocess": ("preprocess",),
+    "classes": ("classes",),
+    "dataset_fingerprint": ("dataset", "fingerprint"),
+    "templates": ("templates",),
+}
+
+
+class CacheMismatchError(DistillError):
+    """A cache whose manifest differs from what the run expects. ``.fields`` lists the differences."""
+
+    def __init__(self, path: str | Path, fields: list[str]):
+        self.path, self.fields = str(path), fields
+        super().__init__(
+            f"{path}: teacher cache does not match this run (cache vs expected: {'; '.join(fields)}); "
+            f"rebuild it with `distill cache build` or point to the matching cache"
+        )
+
+
+def expected_identity(
+    teacher_identity: Mapping[str, Any] | None = None,
+    preprocess: Mapping[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
+    dataset_fingerprint: str | None = None,
+    templates: Sequence[str] | None = None,
+) -> dict:
+    """What a run expects of a cache, for ``TeacherCache.open(path, expect=...)``.
+
+    Pass only what the run knows (``None`` is not checked); a trainer that never loads the
+    teacher can still name its arch/pretrained tag, preprocessing, classes and data.
+    Library versions in a teacher identity are recorded in the manifest but not compared.
+
+    Args:
+        teacher_identity: ``Teacher.identity()`` or a subset such as ``{"arch": ..., "pretrained": ...}``.
+        preprocess: ``Teacher.preprocess_info.to_dict()`` or a subset (``{"mean": ..., "std": ...}``).
+        classes: class names in label order.
+        dataset_fingerprint: ``DomainFolder.fingerprint(domains)``.
+        templates: prompt templates.
+    """
+    expect: dict[str, Any] = {}
+    if teacher_identity is not None:
+        expect["teacher"] = {k: v for k, v in teacher_identity.items() if k not in TEACHER_UNCOMPARED}
+    if preprocess is not None:
+        expect["preprocess"] = dict(preprocess)
+    if classes is not None:
+        expect["classes"] = list(classes)
+    if dataset_fingerprint is not None:
+        expect["dataset_fingerprint"] = str(dataset_fingerprint)
+    if templates is not None:
+        expect["templates"] = list(templates)
+    return expect
+
+
+def check_manifest(manifest: Mapping[str, Any], expect: Mapping[str, Any], path: str | Path = MANIFEST) -> None:
+    """Raise :class:`CacheMismatchError` naming each field where ``manifest`` differs from ``expect``."""
+    unknown = set(expect) - set(_EXPECT_PATHS)
+    if unknown:
+        raise ValueError(f"unknown expect key(s) {sorted(unknown)}; known: {', '.join(_EXPECT_PATHS)}")
+    have, want = {}, {}
+    for key, value in expect.items():
+        if key == "teacher":
+            value = {k: v for k, v in value.items() if k not in TEACHER_UNCOMPARED}
+        node: Any = manifest
+        for part in _EXPECT_PATHS[key]:
+            node = node.get(part, "<absent>") if isinstance(node, Mapping) else "<absent>"
+        name = ".".join(_EXPECT_PATHS[key])
+        have[name], want[name] = node, value
+    fields = diff_fields(have, want)
+    if fields:
+        raise CacheMismatchError(path, fields)
+
+
+class TeacherCache:
+    """A complete teacher cache in memory: rows of teacher outputs, looked up by (sample, view).
+
+    All rows are loaded into memory (at fp16 a 1M-row, D=512 cache is ~1 GB). Past that, the
+    scaling path is to memory-map the shards (``safetensors.safe_open`` slices) and keep only
+    the [N] index columns resident; :meth:`lookup` would gather from the mapped shards.
+
+    Attributes:
+        path: the cache directory.
+        manifest: the parsed ``manifest.json``.
+        rows: ``{name: Tensor}`` of all rows sorted by (sample_index, view): ``image_emb`` [N, D]
+            and ``logits`` [N, C] (cache dtype), ``sample_index`` [N] int64, ``view`` [N] int16,
+            ``domain`` [N] int16, ``label`` [N] int16, ``split`` [N] uint8 (0 train, 1 test),
+            ``view_params`` [N, 5] float32.
+        text_embeddings: [C, D] float32 zero-shot head.
+    """
+
+    def __init__(self, path: Path, manifest: dict, rows: dict[str, Tensor], text_embeddings: Tensor):
+        self.path, self.manifest, self.rows, self.text_embeddings = path, manifest, rows, text_embeddings
+        V = self.views
+        si, v = rows["sample_index"], rows["view"].long()
+        size = (int(si.max()) + 1) * V if len(si) else 0
+        self._row_of = torch.full((size,), -1, dtype=torch.long)  # sample_index * V + view -> row
+        self._row_of[si * V + v] = torch.arange(len(si))
+        self._skipped = {int(s["sample_index"]): s for s in manifest.get("skipped", [])}
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: str | Path, expect: Mapping[str, Any] | None = None) -> TeacherCache:
+        """Load the cache at ``path``; with ``expect`` (see :func:`expected_identity`) refuse a mismatch.
+
+        Raises:
+            CacheMismatchError: the manifest differs from ``expect`` (message names each field).
+            DistillError: not a cache, an unfinished build, or a missing/corrupt shard.
+        """
+        from safetensors.torch import load_file
+
+        from distill.utils.io import read_json
+
+        path = Path(path)
+        if not (path / MANIFEST).exists():
+            if (path / BUILD_PLAN).exists():
+                raise DistillError(f"{path}: unfinished teacher cache (no {MANIFEST}); rerun the same "
+                                   f"`distill cache build` to resume it")
+            raise DistillError(f"{path}: not a teacher cache (no {MANIFEST})")
+        manifest = read_json(path / MANIFEST)
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise DistillError(f"{path / MANIFEST}: format {manifest.get('format')!r} version "
+                               f"{manifest.get('format_version')!r}, this distill reads {FORMAT!r} version "
+                               f"{FORMAT_VERSION}; rebuild the cache")
+        if expect:
+            check_manifest(manifest, expect, path / MANIFEST)
+        parts = []
+        for shard in manifest["shards"]:
+            file = path / shard["file"]
+            try:
+                part = load_file(str(file))
+            except FileNotFoundError:
+                raise DistillError(f"{file}: shard listed in the manifest is missing; rebuild the cache") from None
+            except Exception as e:  # safetensors raises its own error types for corrupt files
+                raise DistillError(f"{file}: unreadable shard ({e}); rebuild the cache") from None
+            if len(part["sample_index"]) != shard["rows"]:
+                raise DistillError(f"{file}: {len(part['sample_index'])} rows, manifest says {shard['rows']}; "
+                                   f"rebuild the cache")
+            parts.append(part)
+        rows = {k: torch.cat([p[k] for p in parts]) for k in ROW_KEYS}
+        order = torch.argsort(rows["sample_index"] * manifest["views"]["count"] + rows["view"].long(), stable=True)
+        if not torch.equal(order, torch.arange(len(order))):
+            rows = {k: t[order] for k, t in rows.items()}
+        text = load_file(str(path / TEXT_EMBEDDINGS))["text_embeddings"].float()
+        return cls(path, manifest, rows, text)
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.manifest["dataset"]["domains"])
+
+    @property
+    def views(self) -> int:
+        return int(self.manifest["views"]["count"])
+
+    def __len__(self) -> int:
+        return len(self.rows["sample_index"])
+
+    def __repr__(self) -> str:
+        t = self.manifest["teacher"]
+        return (f"TeacherCache({str(self.path)!r}, teacher={t['arch']}/{t['pretrained']}, rows={len(self)}, "
+                f"views={self.views}, domains={self.domains})")
+
+    # ------------------------------------------------------------------ access
+    def lookup(self, sample_index: Tensor, view: Tensor) -> dict[str, Tensor]:
+        """Rows of B (sample, view) pairs; vectorized, O(B).
+
+        Args:
+            sample_index: [B] dataset sample indices.
+            view: [B] view numbers in ``[0, views)``.
+
+        Returns:
+            ``image_emb`` [B, D] and ``logits`` [B, C] float32, ``view_params`` [B, 5] float32,
+            ``label`` [B] int64, ``domain`` [B] int64.
+
+        Raises:
+            DistillError: a requested row is not in the cache (skipped image, other domain...).
+        """
+        si, v = torch.as_tensor(sample_index, dtype=torch.long), torch.as_tensor(view, dtype=torch.long)
+        key = si * self.views + v
+        valid = (v >= 0) & (v < self.views) & (key >= 0) & (key < len(self._row_of))
+        row = torch.where(valid, self._row_of.index_select(0, torch.where(valid, key, 0)) if len(self._row_of)
+                          else key, -1)
+        if bool((row < 0).any()):
+            missing = (row < 0).nonzero().squeeze(1)
+            s, w = int(si[missing[0]]), int(v[missing[0]])
+            why = (f"image skipped at build: {self._skipped[s]['path']} ({self._skipped[s]['reason']})"
+                   if s in self._skipped else f"cache holds views 0..{self.views - 1} of domains {self.domains}")
+            raise DistillError(f"{self.path}: no cached row for sample {s} view {w} "
+                               f"({len(missing)} of {len(key)} requested rows missing; {why})")
+        r = self.rows
+        return {"image_emb": r["image_emb"].index_select(0, row).float(),
+                "logits": r["logits"].index_select(0, row).float(),
+                "view_params": r["view_params"].index_select(0, row),
+                "label": r["label"].index_select(0, row).long(),
+                "domain": r["domain"].index_select(0, row).long()}
+
+    def row_ids(self, split: str | None = None, domains: Sequence[str] | None = None,
+                view: int | None = None) -> Tensor:
+        """[M] int64 row numbers (into :attr:`rows`) of the given split, domains and view (default: all)."""
+        keep = torch.ones(len(self), dtype=torch.bool)
+        if split is not None:
+            if split not in SPLIT_CODES:
+                raise DistillError(f"split must be one of {', '.join(SPLIT_CODES)}, got '{split}'")
+            keep &= self.rows["split"] == SPLIT_CODES[split]
+        if domains is not None:
+            ids = []
+            for d in domains:
+                if d not in self.domains:
+                    raise DistillError(f"domain '{d}' is not in cache {self.path} (has: {', '.join(self.domains)})")
+                ids.append(self.domains.index(d))
+            keep &= torch.isin(self.rows["domain"].long(), torch.tensor(ids, dtype=torch.long))
+        if view is not None:
+            keep &= self.rows["view"] == view
+        return keep.nonzero().squeeze(1)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``distill cache inspect`` shows: identity, sizes, accuracy, compute saved."""
+        m = self.manifest
+        train_rows = int((self.rows["split"] == SPLIT_CODES["train"]).sum())
+        flops = m.get("teacher_flops_per_image")
+        return {
+            "path": str(self.path),
+            "teacher": m["teacher"],
+            "templates": len(m["templates"]),
+            "classes": self.classes,
+            "domains": self.domains,
+            "dataset_fingerprint": m["dataset"]["fingerprint"],
+            "images": m["dataset"]["images"],
+            "rows": len(self),
+            "views": self.views,
+            "view_seed": m["views"]["seed"],
+            "augment": m["views"]["augment"],
+            "dtype": m["dtype"],
+            "shapes": m["shapes"],
+            "shards": len(m["shards"]),
+            "size_bytes": sum(f.stat().st_size for f in self.path.iterdir() if f.is_file()),
+            "skipped": m.get("skipped", []),
+            "zero_shot_accuracy": self.zero_shot_accuracy(),
+            "teacher_flops_per_image": flops,
+            "train_rows": train_rows,
+            "teacher_flops_saved_per_epoch": None if flops is None else flops * train_rows,
+            "created": m.get("created"),
+            "distill_version": m.get("distill_version"),
+        }
+
+    def zero_shot_accuracy(self) -> dict[str, dict[str, float]]:
+        """``{domain: {split: accuracy}}`` of the teacher's view-0 zero-shot logits vs labels."""
+        names = {c: s for s, c in SPLIT_CODES.items()}
+        v0 = self.rows["view"] == 0
+        correct = (self.rows["logits"].float().argmax(1) == self.rows["label"].long())
+        out: dict[str, dict[str, float]] = {}
+        for di, d in enumerate(self.domains):
+            for code, split in names.items():
+                m = v0 & (self.rows["domain"].long() == di) & (self.rows["split"].long() == code)
+                if m.any():
+                    out.setdefault(d, {})[split] = float(correct[m].float().mean())
+        return out
