@@ -1,0 +1,163 @@
+"""``distill teacher bootstrap|eval``: train the offline demo teacher, check any teacher zero-shot."""
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from pathlib import Path
+
+from distill.errors import DistillError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``distill teacher ...`` to the top-level parser."""
+    from distill.teacher.demo import DEMO_ARCH, FULL, QUICK
+
+    teacher = subparsers.add_parser(
+        "teacher", help="bootstrap the offline demo teacher; zero-shot accuracy of an open_clip teacher",
+        description="Teacher utilities. No pretrained CLIP can be downloaded offline, so `bootstrap` trains a "
+        "small open_clip CLIP on your data's train split; `eval` measures any open_clip teacher's zero-shot "
+        "accuracy per domain.")
+    teacher.set_defaults(_parser=teacher)
+    sub = teacher.add_subparsers(dest="teacher_command", metavar="SUBCOMMAND")
+
+    boot = sub.add_parser(
+        "bootstrap", help="train a small open_clip CLIP (both towers) on a ROOT/DOMAIN/CLASS dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Train an open_clip CLIP from scratch on the train split of ROOT/DOMAIN/CLASS images, with captions "
+            "built from domain and class names, and save OUT/open_clip_model.safetensors + OUT/teacher.json. "
+            "Test-split images are never opened. A killed run resumes from its last finished epoch when rerun; "
+            "a finished run with the same parameters returns at once. Load the result like any local CLIP "
+            "checkpoint: --arch ARCH --pretrained OUT/open_clip_model.safetensors.", 88),
+        epilog=f"presets: full = {FULL.epochs} epochs, batch {FULL.batch_size}, lr {FULL.lr:g} (about 2 min of one "
+        f"CPU core on the built-in digits suite);\n         --quick = {QUICK.epochs} epochs, batch {QUICK.batch_size}, "
+        f"at most {QUICK.max_per_domain} train images per domain (seconds; near-chance teacher, for smoke tests).\n"
+        "then: distill teacher eval --pretrained OUT/open_clip_model.safetensors --data ROOT")
+    boot.add_argument("--data", required=True, metavar="ROOT", help="dataset root laid out as ROOT/DOMAIN/CLASS/image")
+    boot.add_argument("--out", required=True, metavar="DIR", help="output folder for the checkpoint and teacher.json")
+    boot.add_argument("--arch", default=DEMO_ARCH, help=f"open_clip CLIP config to train (default: {DEMO_ARCH})")
+    boot.add_argument("--epochs", type=int, metavar="N", help="training epochs (default: from the preset)")
+    boot.add_argument("--batch-size", type=int, metavar="B", help="images per step (default: from the preset)")
+    boot.add_argument("--lr", type=float, help="peak AdamW learning rate (default: from the preset)")
+    boot.add_argument("--max-per-domain", type=int, metavar="N",
+                      help="use at most N train images per domain, 0 = all (default: from the preset)")
+    boot.add_argument("--quick", action="store_true", help="seconds-long preset for smoke tests")
+    boot.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map "
+                      "(default: ROOT/classnames.yaml if present)")
+    boot.add_argument("--seed", type=int, default=0, help="seed of init, shuffling, captions and augmentation (default: 0)")
+    boot.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    boot.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice; "
+                      "1 is best on a busy machine, where extra threads mostly wait on each other)")
+    boot.add_argument("--no-progress", action="store_true", help="no progress bar")
+    boot.set_defaults(func=_bootstrap)
+
+    ev = sub.add_parser(
+        "eval", help="zero-shot accuracy per domain of an open_clip teacher (runs it online)",
+        description="Zero-shot top-1 accuracy per domain: images through the teacher's own preprocessing, "
+        "argmax over the prompt-ensembled class head. When --pretrained is a file with a teacher.json beside it "
+        "(a bootstrapped teacher), its arch and templates are the defaults.")
+    ev.add_argument("--arch", help="open_clip model name, e.g. ViT-B-32 (default: from teacher.json beside --pretrained)")
+    ev.add_argument("--pretrained", metavar="P", help="open_clip tag or local checkpoint file "
+                    "(e.g. OUT/open_clip_model.safetensors); omit for random weights")
+    ev.add_argument("--data", required=True, metavar="ROOT", help="dataset root laid out as ROOT/DOMAIN/CLASS/image")
+    ev.add_argument("--templates-file", metavar="F", help="prompt templates with one '{}': a text file (one per line) "
+                    "or JSON (a list, or an object with a 'templates' list such as teacher.json)")
+    ev.add_argument("--split", choices=("test", "train", "all"), default="test", help="which split to score (default: test)")
+    ev.add_argument("--domains", nargs="+", metavar="D", help="domains to score (default: all)")
+    ev.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map "
+                    "(default: ROOT/classnames.yaml if present)")
+    ev.add_argument("--batch-size", type=int, default=256, metavar="B", help="images per forward pass (default: 256)")
+    ev.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    ev.set_defaults(func=_eval)
+
+
+def _set_threads(n: int | None) -> None:
+    if n is not None:
+        if n < 1:
+            raise DistillError(f"--threads must be >= 1, got {n}")
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from distill.data.folder import DomainFolder
+    from distill.teacher.demo import bootstrap_teacher
+
+    _set_threads(args.threads)
+    ds = DomainFolder(args.data, class_map=args.class_map)
+    ckpt = bootstrap_teacher(ds, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+                             lr=args.lr, max_per_domain=args.max_per_domain, quick=args.quick, seed=args.seed,
+                             device=args.device, progress=not args.no_progress)
+    print(f"teacher checkpoint: {ckpt}")
+    print(f"teacher manifest:   {ckpt.parent / 'teacher.json'}")
+    cm = f" --class-map {args.class_map}" if args.class_map else ""
+    print(f"check it:           distill teacher eval --pretrained {ckpt} --data {args.data}{cm}")
+    return 0
+
+
+def load_templates(path: str | Path) -> list[str]:
+    """Templates from a text file (one per line, '#' comments) or JSON (list, or {'templates': [...]})."""
+    from distill.teacher.prompts import check_templates
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DistillError(f"{path}: templates file not found") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DistillError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        if isinstance(data, dict):
+            data = data.get("templates")
+        if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
+            raise DistillError(f"{path}: expected a JSON list of templates or an object with a 'templates' list")
+        templates = data
+    else:
+        templates = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    try:
+        return check_templates(templates)
+    except DistillError as e:
+        raise DistillError(f"{path}: {e}") from None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from distill.data.folder import DomainFolder
+    from distill.teacher.clip import Teacher
+    from distill.teacher.demo import MANIFEST_NAME, zero_shot_accuracy
+    from distill.teacher.prompts import DEFAULT_TEMPLATES
+    from distill.utils.io import read_json
+
+    _set_threads(args.threads)
+    manifest = {}
+    if args.pretrained and Path(args.pretrained).is_file() and (Path(args.pretrained).parent / MANIFEST_NAME).is_file():
+        manifest = read_json(Path(args.pretrained).parent / MANIFEST_NAME)
+    arch = args.arch or manifest.get("arch")
+    if not arch:
+        raise DistillError("--arch is required (no teacher.json beside --pretrained to take it from)")
+    if args.templates_file:
+        templates, source = load_templates(args.templates_file), args.templates_file
+    elif manifest.get("templates"):
+        templates, source = manifest["templates"], str(Path(args.pretrained).parent / MANIFEST_NAME)
+    else:
+        templates, source = list(DEFAULT_TEMPLATES), "distill.teacher.prompts.DEFAULT_TEMPLATES"
+    ds = DomainFolder(args.data, class_map=args.class_map)
+    domains = ds.check_domains(args.domains) if args.domains else ds.domains
+    split = None if args.split == "all" else args.split
+    teacher = Teacher(arch, args.pretrained, ds.classes, templates, device=args.device)
+    acc = zero_shot_accuracy(teacher, ds, split=split, domains=domains, batch_size=args.batch_size, progress=True)
+    if not acc:
+        raise DistillError(f"{ds.root}: no {args.split}-split images in domains {', '.join(domains)}")
+    counts = {d: len(ds.select([d], split)) for d in acc}
+    print(f"teacher {arch} ({args.pretrained or 'random init'}), {len(templates)} templates from {source}")
+    print(f"zero-shot top-1, {args.split} split, {len(ds.classes)} classes:")
+    width = max(len(d) for d in acc)
+    for d, a in acc.items():
+        print(f"  {d:<{width}}  {100 * a:6.2f}%  (n={counts[d]})")
+    mean = sum(acc.values()) / len(acc)
+    print(f"  {'mean':<{width}}  {100 * mean:6.2f}%  (unweighted over domains)")
+    return 0

@@ -1,0 +1,90 @@
+"""The open_clip Teacher wrapper on the tiny random-weight ``distill-demo-vit`` config."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from distill.errors import DistillError
+from distill.teacher.clip import Teacher
+
+CLASSES = ["cat", "dog", "bird"]
+TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "a blurry {}."]
+
+
+@pytest.fixture(scope="module")
+def teacher() -> Teacher:
+    torch.manual_seed(0)
+    return Teacher("distill-demo-vit", None, CLASSES, TEMPLATES)
+
+
+@pytest.fixture(scope="module")
+def images(teacher: Teacher) -> torch.Tensor:
+    """[4, 3, 32, 32] through the teacher's own preprocessing."""
+    rng = np.random.default_rng(0)
+    pil = [Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(4)]
+    return torch.stack([teacher.preprocess(p) for p in pil])
+
+
+def test_shapes_and_normalized_embeddings(teacher: Teacher, images: torch.Tensor) -> None:
+    assert images.shape == (4, 3, 32, 32)  # 40x48 resized (shortest side) and center-cropped
+    emb, logits = teacher(images)
+    assert emb.shape == (4, teacher.embed_dim) and logits.shape == (4, len(CLASSES))
+    assert teacher.text_embeddings.shape == (len(CLASSES), teacher.embed_dim)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(4))
+    torch.testing.assert_close(teacher.text_embeddings.norm(dim=-1), torch.ones(len(CLASSES)))
+    assert teacher.preprocess_info.size == (32, 32)
+
+
+def test_logits_are_scale_times_cosine(teacher: Teacher, images: torch.Tensor) -> None:
+    _, logits = teacher(images)
+    raw = teacher.model.encode_image(images)  # unnormalized [4, D]
+    cos = F.cosine_similarity(raw[:, None, :], teacher.text_embeddings[None, :, :], dim=-1)
+    torch.testing.assert_close(logits, teacher.logit_scale * cos, rtol=1e-5, atol=1e-5)
+    assert teacher.logit_scale == pytest.approx(float(teacher.model.logit_scale.exp()))
+
+
+def test_zero_shot_head_is_normalized_mean_over_templates(teacher: Teacher) -> None:
+    with torch.no_grad():
+        for c, name in enumerate(CLASSES):
+            tokens = teacher.tokenizer([t.format(name) for t in TEMPLATES])
+            per_template = F.normalize(teacher.model.encode_text(tokens), dim=-1)  # [T, D]
+            expected = F.normalize(per_template.mean(dim=0), dim=0)
+            torch.testing.assert_close(teacher.text_embeddings[c], expected, rtol=1e-5, atol=1e-6)
+            # and not merely the first template's embedding
+            assert not torch.allclose(teacher.text_embeddings[c], per_template[0], atol=1e-4)
+
+
+def test_image_flops_positive(teacher: Teacher) -> None:
+    flops = teacher.image_flops()
+    assert isinstance(flops, int) and flops > 0
+    n_visual = sum(p.numel() for p in teacher.model.visual.parameters())
+    assert flops > n_visual  # every weight is used at least once per image (x2 per MAC)
+
+
+def test_failed_tag_download_is_one_line_pointing_to_local_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True, raising=False)  # read at import time
+    with pytest.raises(DistillError) as err:
+        Teacher("RN50", "openai", CLASSES)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "'openai'" in msg and "RN50" in msg
+    assert "--pretrained" in msg and "pass the file" in msg
+
+
+def test_unknown_arch_is_one_line() -> None:
+    with pytest.raises(DistillError) as err:
+        Teacher("no-such-arch-123", None, CLASSES)
+    assert "\n" not in str(err.value) and "unknown open_clip architecture 'no-such-arch-123'" in str(err.value)
+
+
+def test_missing_checkpoint_is_one_line(tmp_path) -> None:
+    missing = tmp_path / "nope" / "open_clip_model.safetensors"
+    with pytest.raises(DistillError) as err:
+        Teacher("distill-demo-vit", str(missing), CLASSES)
+    assert "\n" not in str(err.value) and str(missing) in str(err.value) and "not found" in str(err.value)

@@ -1,0 +1,219 @@
+"""The demo-teacher bootstrap on a tiny synthetic ROOT/DOMAIN/CLASS tree (colored shapes)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file
+
+from distill.cli import main
+from distill.data.folder import DomainFolder
+from distill.teacher import demo
+from distill.teacher.clip import Teacher
+from distill.teacher.demo import DEMO_ARCH, DEMO_TEMPLATES, bootstrap_teacher
+from distill.utils.io import sha256_file
+
+SHAPES = {"square": (220, 40, 40), "circle": (40, 200, 40), "triangle": (40, 60, 230)}
+DOMAINS = ("plain", "night_sky")
+TRAIN_KW = dict(epochs=3, batch_size=8, lr=2e-3, seed=0, progress=False)
+
+
+def _draw(shape: str, domain: str, rng: np.random.Generator) -> Image.Image:
+    if domain == "plain":
+        img = Image.new("RGB", (32, 32), (245, 245, 245))
+    else:  # dark, noisy background
+        img = Image.fromarray(rng.integers(0, 60, (32, 32, 3), dtype=np.uint8))
+    d = ImageDraw.Draw(img)
+    s = int(rng.integers(12, 20))
+    x, y = (int(v) for v in rng.integers(2, 30 - s, 2))
+    color = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in SHAPES[shape])
+    if shape == "square":
+        d.rectangle((x, y, x + s, y + s), fill=color)
+    elif shape == "circle":
+        d.ellipse((x, y, x + s, y + s), fill=color)
+    else:
+        d.polygon([(x, y + s), (x + s, y + s), (x + s // 2, y)], fill=color)
+    return img
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ROOT/DOMAIN/CLASS/*.png: 2 domains x 3 classes x 8 images."""
+    root = tmp_path_factory.mktemp("shapes")
+    rng = np.random.default_rng(0)
+    for dom in DOMAINS:
+        for shape in SHAPES:
+            (root / dom / shape).mkdir(parents=True)
+            for i in range(8):
+                _draw(shape, dom, rng).save(root / dom / shape / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tree: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One bootstrap run, keeping the in-memory model and every file it opened."""
+    out = tmp_path_factory.mktemp("teacher")
+    ds = DomainFolder(tree)
+    opened: list[str] = []
+    models: list[torch.nn.Module] = []
+    mp = pytest.MonkeyPatch()
+    real_open, real_create = Image.open, demo._create_model
+    mp.setattr(Image, "open", lambda fp, *a, **k: (opened.append(str(fp)), real_open(fp, *a, **k))[1])
+    mp.setattr(demo, "_create_model", lambda *a: (lambda r: (models.append(r[0]), r)[1])(real_create(*a)))
+    try:
+        ckpt = bootstrap_teacher(ds, out, epochs=20, batch_size=8, lr=2e-3, seed=0, progress=False)
+    finally:
+        mp.undo()
+    return ds, ckpt, models[0].eval(), opened
+
+
+def _loss_on_train(model: torch.nn.Module, ds: DomainFolder) -> float:
+    """Contrastive loss on every train image, un-augmented, with domain-free captions."""
+    _, _, preprocess = open_clip.create_model_and_transforms(DEMO_ARCH)
+    tok = open_clip.get_tokenizer(DEMO_ARCH)
+    samples = ds.select(split="train")
+    x = torch.stack([preprocess(Image.open(ds.path(s)).convert("RGB")) for s in samples])
+    labels = torch.tensor([s.label for s in samples])
+    captions = tok([DEMO_TEMPLATES[i % len(DEMO_TEMPLATES)].format(s.class_name) for i, s in enumerate(samples)])
+    with torch.no_grad():
+        img = F.normalize(model.encode_image(x), dim=-1)
+        txt = F.normalize(model.encode_text(captions), dim=-1)
+        loss = demo.MultiPositiveClipLoss()(img, txt, model.logit_scale.exp(), labels[:, None] == labels[None, :])
+    return float(loss)
+
+
+def test_bootstrap_reduces_contrastive_loss(trained) -> None:
+    ds, ckpt, model, _ = trained
+    initial, _, _ = demo._create_model(DEMO_ARCH, 0)  # the same seeded init the run started from
+    before, after = _loss_on_train(initial.eval(), ds), _loss_on_train(model, ds)
+    assert after < before - 0.3, (before, after)
+    history = json.loads((ckpt.parent / "teacher.json").read_text())["loss_history"]
+    assert len(history) == 20 and history[-1] < history[0]
+
+
+def test_checkpoint_round_trips_through_teacher(trained) -> None:
+    ds, ckpt, model, _ = trained
+    assert ckpt.name == "open_clip_model.safetensors" and not (ckpt.parent / demo.STATE_NAME).exists()
+    teacher = Teacher(DEMO_ARCH, str(ckpt), ds.classes, DEMO_TEMPLATES)  # open_clip loads it strictly
+    assert set(load_file(str(ckpt))) == set(model.state_dict())
+    x = torch.stack([teacher.preprocess(Image.open(ds.path(s)).convert("RGB")) for s in ds.samples[:6]])
+    with torch.no_grad():
+        expected = F.normalize(model.encode_image(x), dim=-1)
+        head = F.normalize(model.encode_text(teacher.tokenizer([t.format(c) for c in ds.classes for t in DEMO_TEMPLATES])), dim=-1)
+        head = F.normalize(head.view(len(ds.classes), len(DEMO_TEMPLATES), -1).mean(1), dim=-1)
+    assert torch.equal(teacher.encode_image(x), expected)
+    torch.testing.assert_close(teacher.text_embeddings, head, rtol=0, atol=1e-6)
+
+    manifest = json.loads((ckpt.parent / "teacher.json").read_text())
+    assert manifest["arch"] == DEMO_ARCH and manifest["templates"] == list(DEMO_TEMPLATES)
+    assert manifest["classes"] == ds.classes and manifest["dataset"]["fingerprint"] == ds.fingerprint()
+    assert manifest["dataset"]["train_images"] == len(ds.select(split="train"))
+    assert manifest["checkpoint_sha256"] == sha256_file(ckpt)
+    assert manifest["training"]["epochs"] == 20 and manifest["training"]["batch_size"] == 8
+    assert not any(d.replace("_", " ") in t or d in t for t in DEMO_TEMPLATES for d in DOMAINS)
+
+
+def test_never_opens_test_split_images(trained) -> None:
+    ds, _, _, opened = trained
+    split_of = {str(ds.path(s)): s.split for s in ds.samples}
+    assert opened, "the loader was not observed"
+    assert {split_of[p] for p in opened} == {"train"}
+    assert sorted(set(opened)) == sorted(str(ds.path(s)) for s in ds.select(split="train"))
+
+
+def test_killed_bootstrap_resumes_bit_identical(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = DomainFolder(tree)
+    full = bootstrap_teacher(ds, tmp_path / "full", **TRAIN_KW)
+
+    real_save = demo._save_state
+
+    def save_then_die(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the epoch-1 checkpoint hit the disk
+
+    monkeypatch.setattr(demo, "_save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        bootstrap_teacher(ds, tmp_path / "killed", **TRAIN_KW)
+    assert (tmp_path / "killed" / demo.STATE_NAME).is_file()
+    assert not (tmp_path / "killed" / "open_clip_model.safetensors").exists()
+    monkeypatch.setattr(demo, "_save_state", real_save)
+
+    resumed_from: list[int] = []
+    real_load = demo._load_state
+    monkeypatch.setattr(demo, "_load_state", lambda *a: (lambda r: (resumed_from.append(r and r[0]), r)[1])(real_load(*a)))
+    resumed = bootstrap_teacher(ds, tmp_path / "killed", **TRAIN_KW)
+    assert resumed_from == [1]
+    a, b = load_file(str(full)), load_file(str(resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sha256_file(full) == sha256_file(resumed)
+    assert not (tmp_path / "killed" / demo.STATE_NAME).exists()
+
+    # Finished with the same parameters: returned at once, nothing rebuilt.
+    monkeypatch.setattr(demo, "_create_model", lambda *a: pytest.fail("retrained a finished teacher"))
+    assert bootstrap_teacher(ds, tmp_path / "killed", **TRAIN_KW) == resumed
+
+
+def test_changed_parameters_retrain_and_ignore_stale_state(tree: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = DomainFolder(tree)
+    first = bootstrap_teacher(ds, tmp_path, **TRAIN_KW)
+    sha = sha256_file(first)
+
+    real_save = demo._save_state
+
+    def save_then_die(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "_save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):  # leaves an epoch checkpoint of a 4-epoch run
+        bootstrap_teacher(ds, tmp_path, **{**TRAIN_KW, "epochs": 4})
+    monkeypatch.setattr(demo, "_save_state", real_save)
+
+    resumed_from: list = []
+    real_load = demo._load_state
+    monkeypatch.setattr(demo, "_load_state", lambda *a: (lambda r: (resumed_from.append(r), r)[1])(real_load(*a)))
+    again = bootstrap_teacher(ds, tmp_path, **{**TRAIN_KW, "epochs": 2})
+    assert resumed_from == [None]  # the 4-epoch state is not resumed by a 2-epoch run
+    assert again == first and sha256_file(again) != sha
+    assert json.loads((tmp_path / "teacher.json").read_text())["training"]["epochs"] == 2
+
+
+def test_cli_bootstrap_then_eval(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "t"
+    assert main(["teacher", "bootstrap", "--data", str(tree), "--out", str(out), "--quick", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert f"teacher checkpoint: {out / 'open_clip_model.safetensors'}" in text
+    assert main(["teacher", "eval", "--pretrained", str(out / "open_clip_model.safetensors"), "--data", str(tree)]) == 0
+    text = capsys.readouterr().out
+    assert "teacher.json" in text  # arch and templates came from the manifest
+    for dom in DOMAINS:
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(dom + " "))
+        assert 0.0 <= float(line.split()[1].rstrip("%")) <= 100.0
+    assert main(["teacher", "eval", "--arch", DEMO_ARCH, "--pretrained", str(tmp_path / "missing.safetensors"),
+                 "--data", str(tree)]) == 2
+    assert "teacher checkpoint not found" in capsys.readouterr().err
+
+
+def test_templates_file_formats(tmp_path: Path) -> None:
+    from distill.cli.teacher import load_templates
+    from distill.errors import DistillError
+
+    txt = tmp_path / "t.txt"
+    txt.write_text("# prompts\na photo of a {}.\n\n  a {} drawing.\n")
+    assert load_templates(txt) == ["a photo of a {}.", "a {} drawing."]
+    js = tmp_path / "teacher.json"
+    js.write_text(json.dumps({"arch": DEMO_ARCH, "templates": list(DEMO_TEMPLATES)}))
+    assert load_templates(js) == list(DEMO_TEMPLATES)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("no placeholder here\n")
+    with pytest.raises(DistillError, match="bad.txt.*exactly one"):
+        load_templates(bad)
+    with pytest.raises(DistillError, match="not found"):
+        load_templates(tmp_path / "missing.txt")
