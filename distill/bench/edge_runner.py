@@ -1,0 +1,649 @@
+"""Latency runner for ONNX models and TensorRT engines: one file, numpy + onnxruntime or tensorrt.
+
+This file is the single implementation of timing, statistics, memory and device-info code
+used by ``distill bench`` (which imports it) and on edge devices (where it is copied as is:
+it imports nothing from ``distill`` and never imports torch)::
+
+    scp distill/bench/edge_runner.py jetson:~
+    python3 edge_runner.py model.int8-tensorrt.onnx --runtime ort-trt --batch 1,8 --out bench.jsonl
+    python3 edge_runner.py model.engine --runtime tensorrt --batch 1 --out bench.jsonl
+
+Each (model, runtime, batch) gives one JSON line with the keys in :data:`RECORD_KEYS`:
+latency percentiles (ms, host numpy in -> host numpy out, after ``--warmup`` untimed runs),
+throughput (images/s), memory (peak RSS growth since before the model was loaded; GPU memory
+where it can be read), the device (CPU model and flags, GPU and driver from ``nvidia-smi``,
+Jetson L4T release and ``nvpmodel`` power mode) and library versions. ``--profile`` adds the
+top operators by time from ONNX Runtime's profiler (a separate pass, so it never slows the
+timed runs).
+
+Runtimes: ``ort-cpu``, ``ort-cuda`` and ``ort-trt`` (onnxruntime execution providers) and
+``tensorrt`` (a serialized engine; needs the TensorRT Python bindings and cuda-python).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+SCHEMA = "distill.bench/1"
+RUNTIMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
+RECORD_KEYS = (
+    "schema", "model", "model_name", "model_sha256", "model_meta", "runtime", "providers", "batch",
+    "input_shape", "threads", "warmup", "iters", "latency_ms", "throughput_ips", "memory",
+    "top_ops", "device", "versions", "timestamp", "wall_s",
+)
+LATENCY_KEYS = ("mean", "std", "min", "p50", "p90", "p99", "max")
+_ORT_PROVIDERS = {
+    "ort-cpu": ["CPUExecutionProvider"],
+    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_INSTALL_HINT = {
+    "ort-cuda": "onnxruntime-gpu (pip install onnxruntime-gpu; on a Jetson, NVIDIA's onnxruntime-gpu wheel for your JetPack) "
+                "and a matching CUDA/cuDNN",
+    "ort-trt": "onnxruntime-gpu built with TensorRT (pip install onnxruntime-gpu tensorrt; on a Jetson, NVIDIA's "
+               "onnxruntime-gpu wheel for your JetPack) and TensorRT libraries on LD_LIBRARY_PATH",
+    "tensorrt": "the TensorRT Python bindings (pip install tensorrt; on a Jetson they come with JetPack as "
+                "python3-libnvinfer) and cuda-python (pip install cuda-python)",
+}
+
+
+class RuntimeUnavailable(RuntimeError):
+    """A runtime that cannot run here; the message is one line naming what to install."""
+
+
+# --------------------------------------------------------------------------- statistics
+def latency_stats(times_s: Sequence[float]) -> dict[str, float]:
+    """Summary of per-run wall times (seconds) in milliseconds: mean, std, min, p50, p90, p99, max."""
+    if len(times_s) == 0:
+        raise ValueError("no timed runs")
+    ms = np.asarray(times_s, dtype=np.float64) * 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"mean": float(ms.mean()), "std": float(ms.std()), "min": float(ms.min()), "p50": float(p50),
+            "p90": float(p90), "p99": float(p99), "max": float(ms.max())}
+
+
+def time_callable(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then ``iters`` times; return each timed call's seconds.
+
+    ``fn`` must block until its result is ready (synchronize GPU work inside it).
+    """
+    for _ in range(max(0, warmup)):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def interleaved_times(fns: dict[str, Callable[[], Any]], warmup: int, iters: int) -> dict[str, list[float]]:
+    """Time several callables round-robin (A B C A B C ...) so background load hits all alike.
+
+    On a shared machine this is the only fair comparison: compare ratios measured this way.
+    """
+    for _ in range(max(0, warmup)):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(iters):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+# --------------------------------------------------------------------------- memory
+def _status_kb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float | None:
+    """Current resident set size of this process in MiB (Linux), else None."""
+    kb = _status_kb("VmRSS")
+    return None if kb is None else kb / 1024.0
+
+
+class PeakRSS:
+    """Peak RSS while the ``with`` block runs, in MiB.
+
+    Resets the kernel's high-water mark first (``/proc/self/clear_refs``); where that is not
+    allowed, falls back to the lifetime peak and sets ``lifetime=True``.
+    """
+
+    def __enter__(self) -> PeakRSS:
+        self.lifetime = False
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            self.lifetime = True
+        self.peak_mb: float | None = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        kb = _status_kb("VmHWM")
+        if kb is None:
+            try:
+                import resource
+
+                kb = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+                self.lifetime = True
+            except (ImportError, OSError):
+                kb = None
+        self.peak_mb = None if kb is None else kb / 1024.0
+
+
+def gpu_process_memory_mb(pid: int | None = None) -> float | None:
+    """GPU memory this process holds, from ``nvidia-smi`` (None where unavailable, e.g. Jetson)."""
+    out = _run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])
+    if not out:
+        return None
+    pid = os.getpid() if pid is None else pid
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(pid):
+            with contextlib.suppress(ValueError):
+                return float(parts[1])
+    return None
+
+
+# --------------------------------------------------------------------------- device info
+def _run(cmd: list[str], timeout: float = 5.0) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+_INTERESTING_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni",
+                      "amx_int8", "amx_bf16", "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve")
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model, logical cores, cores usable by this process and SIMD flags relevant to int8."""
+    model, flags = platform.processor() or platform.machine(), set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "hardware") and val.strip():
+                model = val.strip()
+            elif key in ("flags", "features"):
+                flags.update(val.split())
+    if model in ("", platform.machine()):  # ARM boards: name the board (Jetson: "NVIDIA Jetson AGX Orin ...")
+        with contextlib.suppress(OSError):
+            model = Path("/proc/device-tree/model").read_text().strip("\x00\n ") or model
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    return {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(), "usable_cores": usable,
+            "flags": sorted(f for f in flags if f in _INTERESTING_FLAGS)}
+
+
+def gpu_info() -> list[dict[str, str]]:
+    """GPUs from ``nvidia-smi`` (name, driver, memory); empty where there is none or no nvidia-smi."""
+    out = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap", "--format=csv,noheader"])
+    gpus = []
+    for line in (out or "").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) >= 3:
+            gpus.append({"name": parts[0], "driver": parts[1], "memory": parts[2],
+                         "compute_capability": parts[3] if len(parts) > 3 else ""})
+    return gpus
+
+
+def jetson_info() -> dict[str, str] | None:
+    """L4T release (``/etc/nv_tegra_release``), board and ``nvpmodel -q`` power mode; None off Jetson."""
+    try:
+        first = Path("/etc/nv_tegra_release").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    info = {"nv_tegra_release": first.strip("# ").strip()}
+    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", first)
+    if m:
+        info["l4t"] = f"{m.group(1)}.{m.group(2)}"
+    with contextlib.suppress(OSError):
+        info["board"] = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+    mode = _run(["nvpmodel", "-q"])
+    if mode:
+        info["power_mode"] = " ".join(mode.split())
+    return info
+
+
+def library_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Installed versions of the runtime libraries (from package metadata: imports nothing)."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "torch", "timm"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    trt = sys.modules.get("tensorrt")  # JetPack's bindings have no pip metadata
+    if trt is not None and "tensorrt" not in out:
+        out["tensorrt"] = str(getattr(trt, "__version__", "?"))
+    out.update(extra or {})
+    return out
+
+
+def device_info() -> dict[str, Any]:
+    """Where the numbers were measured: OS, CPU, GPUs and Jetson details."""
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu": cpu_info(), "gpus": gpu_info()}
+    jet = jetson_info()
+    if jet:
+        info["jetson"] = jet
+    return info
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- runners
+class OrtRunner:
+    """An ONNX Runtime session for ``ort-cpu`` / ``ort-cuda`` / ``ort-trt``.
+
+    Args:
+        path: the ``.onnx`` file.
+        runtime: one of ``ort-cpu``, ``ort-cuda``, ``ort-trt``.
+        threads: intra-op threads (None: onnxruntime's default, one per physical core).
+        profile: enable onnxruntime's profiler (see :meth:`top_ops`).
+        cache_dir: where ``ort-trt`` keeps engine and timing caches (default: beside the model).
+        spin: let idle intra-op threads spin-wait (onnxruntime's default). Turn it off when
+            several sessions are timed in turn: a session's spinning workers would steal the
+            cores from the next one.
+    """
+
+    def __init__(self, path: str | Path, runtime: str = "ort-cpu", threads: int | None = None,
+                 profile: bool = False, cache_dir: str | Path | None = None, spin: bool = True):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeUnavailable(f"runtime '{runtime}' needs onnxruntime (pip install onnxruntime, or "
+                                     "onnxruntime-gpu for CUDA/TensorRT)") from None
+        if runtime not in _ORT_PROVIDERS:
+            raise RuntimeUnavailable(f"runtime '{runtime}' is not an onnxruntime runtime (have: {', '.join(_ORT_PROVIDERS)})")
+        self.path, self.runtime, self.threads, self.spin = Path(path), runtime, threads, spin
+        wanted = _ORT_PROVIDERS[runtime]
+        if wanted[0] not in ort.get_available_providers():
+            raise RuntimeUnavailable(f"runtime '{runtime}' needs {wanted[0]}, not in this onnxruntime "
+                                     f"{ort.__version__} (has {', '.join(ort.get_available_providers())}): "
+                                     f"install {_INSTALL_HINT[runtime]}")
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        if not spin:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if profile:
+            so.enable_profiling = True
+            import tempfile
+
+            so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"ort_profile_{self.path.stem}_{os.getpid()}")
+        providers: list[Any] = list(wanted)
+        if runtime == "ort-trt":
+            cache = Path(cache_dir) if cache_dir else self.path.parent / "trt_cache"
+            cache.mkdir(parents=True, exist_ok=True)
+            providers[0] = ("TensorrtExecutionProvider", {
+                "trt_fp16_enable": True, "trt_int8_enable": True,  # QDQ models run int8 (explicit quantization)
+                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)})
+        self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        self.providers = self.session.get_providers()
+        if self.providers[0] != wanted[0]:
+            raise RuntimeUnavailable(f"runtime '{runtime}': onnxruntime fell back to {self.providers[0]} "
+                                     f"(the {wanted[0]} libraries did not load); install {_INSTALL_HINT[runtime]}")
+        inp = self.session.get_inputs()[0]
+        self.input_name, self._shape = inp.name, list(inp.shape)
+        self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
+        self._profiling = profile
+
+    def input_shape(self, batch: int) -> list[int]:
+        """The input shape for ``batch`` (non-batch dims from the model; they must be static)."""
+        dims = self._shape[1:]
+        if not all(isinstance(d, int) and d > 0 for d in dims):
+            raise RuntimeUnavailable(f"{self.path}: input '{self.input_name}' has non-static dims {self._shape}")
+        return [batch, *dims]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: x})
+
+    def profiled(self) -> OrtRunner:
+        """A second session on the same model with the profiler on."""
+        return OrtRunner(self.path, self.runtime, threads=self.threads, profile=True, spin=self.spin)
+
+    def top_ops(self, k: int = 10) -> list[dict[str, Any]]:
+        """Stop profiling and return the ``k`` op types taking most kernel time, with their share."""
+        if not self._profiling:
+            return []
+        prof = Path(self.session.end_profiling())
+        self._profiling = False
+        try:
+            return top_ops_from_profile(json.loads(prof.read_text()), k)
+        finally:
+            with contextlib.suppress(OSError):
+                prof.unlink()
+
+    def close(self) -> None:
+        if self._profiling:
+            self.top_ops(0)
+
+
+def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
+    """distill's ONNX metadata for a record: ``distill.`` prefix dropped, JSON values decoded,
+    the class list replaced by its length (records stay small)."""
+    out: dict[str, Any] = {}
+    for k, v in props.items():
+        key = k[len("distill."):] if k.startswith("distill.") else k
+        if isinstance(v, str) and v[:1] in "[{":
+            with contextlib.suppress(json.JSONDecodeError):
+                v = json.loads(v)
+        out[key] = v
+    if isinstance(out.get("class_names"), list):
+        out["num_classes"] = len(out.pop("class_names"))
+    return out
+
+
+def top_ops_from_profile(events: list[dict[str, Any]], k: int = 10) -> list[dict[str, Any]]:
+    """Aggregate onnxruntime profiler ``Node`` events by op type: total ms, calls, share of total."""
+    per_op: dict[str, dict[str, Any]] = {}
+    total = 0.0
+    for ev in events:
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        args = ev.get("args", {})
+        op = args.get("op_name", "?")
+        d = per_op.setdefault(op, {"op": op, "total_ms": 0.0, "calls": 0, "provider": args.get("provider", "")})
+        d["total_ms"] += float(ev.get("dur", 0)) / 1e3
+        d["calls"] += 1
+        total += float(ev.get("dur", 0)) / 1e3
+    ops = sorted(per_op.values(), key=lambda d: -d["total_ms"])[:k]
+    for d in ops:
+        d["pct"] = 100.0 * d["total_ms"] / total if total else 0.0
+    return ops
+
+
+class TensorRTRunner:
+    """A serialized TensorRT engine (TensorRT >= 10 tensor API, cuda-python for memory).
+
+    Latency covers host->device copy, execution and device->host copy, like onnxruntime's.
+    Not exercised where this project is tested (no GPU); keep it thin.
+    """
+
+    def __init__(self, path: str | Path, runtime: str = "tensorrt", threads: int | None = None,
+                 profile: bool = False, cache_dir: str | Path | None = None):
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise RuntimeUnavailable(f"runtime 'tensorrt' needs {_INSTALL_HINT['tensorrt']}") from None
+        try:
+            from cuda.bindings import runtime as cudart  # cuda-python >= 12.8
+        except ImportError:
+            try:
+                from cuda import cudart  # older cuda-python
+            except ImportError:
+                raise RuntimeUnavailable(f"runtime 'tensorrt' needs {_INSTALL_HINT['tensorrt']}") from None
+        if Path(path).suffix == ".onnx":
+            raise RuntimeUnavailable(f"{path}: runtime 'tensorrt' runs a built engine: run the export's "
+                                     "build_engine.sh on this device first, or use --runtime ort-trt")
+        self.trt, self.cudart, self.path, self.runtime, self.threads = trt, cudart, Path(path), runtime, threads
+        self.meta: dict[str, str] = {}
+        logger = trt.Logger(trt.Logger.WARNING)
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise RuntimeUnavailable(f"{path}: TensorRT could not deserialize the engine (built with another "
+                                     f"TensorRT version or GPU? this is {trt.__version__}): rebuild it here")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self.input_name = self.inputs[0]
+        self.providers = [f"TensorRT {trt.__version__}"]
+        self._shape = list(self.engine.get_tensor_shape(self.input_name))
+        self._buffers: dict[tuple[int, ...], dict[str, tuple[Any, np.ndarray]]] = {}  # shape -> name -> (device, host)
+        err, self.stream = cudart.cudaStreamCreate()
+        self._check(err)
+
+    def _check(self, err: Any) -> None:
+        if int(err) != 0:
+            raise RuntimeError(f"CUDA error {err}")
+
+    def input_shape(self, batch: int) -> list[int]:
+        return [batch, *[int(d) for d in self._shape[1:]]]
+
+    def _alloc(self, shape: tuple[int, ...]) -> dict[str, tuple[Any, np.ndarray]]:
+        if shape not in self._buffers:
+            self.context.set_input_shape(self.input_name, shape)
+            bufs = {}
+            for n in self.inputs + self.outputs:
+                dtype = self.trt.nptype(self.engine.get_tensor_dtype(n))
+                host = np.empty(tuple(self.context.get_tensor_shape(n)), dtype=dtype)
+                err, dev = self.cudart.cudaMalloc(host.nbytes)
+                self._check(err)
+                bufs[n] = (dev, host)
+            self._buffers[shape] = bufs
+        return self._buffers[shape]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        cudart, kind = self.cudart, self.cudart.cudaMemcpyKind
+        bufs = self._alloc(tuple(x.shape))
+        self.context.set_input_shape(self.input_name, tuple(x.shape))
+        dev_in, host_in = bufs[self.input_name]
+        np.copyto(host_in, x.astype(host_in.dtype, copy=False))
+        cudart.cudaMemcpyAsync(dev_in, host_in.ctypes.data, host_in.nbytes, kind.cudaMemcpyHostToDevice, self.stream)
+        for n, (dev, _) in bufs.items():
+            self.context.set_tensor_address(n, int(dev))
+        self.context.execute_async_v3(self.stream)
+        for n in self.outputs:
+            dev, host = bufs[n]
+            cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, kind.cudaMemcpyDeviceToHost, self.stream)
+        cudart.cudaStreamSynchronize(self.stream)
+        return [bufs[n][1] for n in self.outputs]
+
+    def profiled(self) -> None:
+        return None  # per-layer times on the device: trtexec --loadEngine=... --dumpProfile
+
+    def top_ops(self, k: int = 10) -> list[dict[str, Any]]:
+        return []
+
+    def close(self) -> None:
+        for bufs in self._buffers.values():
+            for dev, _ in bufs.values():
+                self.cudart.cudaFree(dev)
+        self._buffers.clear()
+
+
+def open_runner(model: str | Path, runtime: str, threads: int | None = None, profile: bool = False) -> Any:
+    """A runner for ``model`` on ``runtime`` (``torch`` is handled by ``distill bench``, not here)."""
+    if runtime in _ORT_PROVIDERS:
+        return OrtRunner(model, runtime, threads=threads, profile=profile)
+    if runtime == "tensorrt":
+        return TensorRTRunner(model, runtime, threads=threads)
+    if runtime == "torch":
+        raise RuntimeUnavailable("runtime 'torch' needs the distill package: use `distill bench CHECKPOINT_DIR --runtime torch`")
+    raise RuntimeUnavailable(f"unknown runtime '{runtime}' (have: {', '.join(RUNTIMES)})")
+
+
+# --------------------------------------------------------------------------- records
+def bench_runner(runner: Any, batches: Iterable[int], warmup: int = 10, iters: int = 50, profile: bool = False,
+                 topk: int = 10, model_path: str | Path | None = None, model_meta: dict[str, Any] | None = None,
+                 rss_before_load_mb: float | None = None, extra_versions: dict[str, str] | None = None,
+                 gpu_peak_mb: Callable[[], float | None] | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Time ``runner`` at each batch size and return one record per batch (see :data:`RECORD_KEYS`).
+
+    Args:
+        runner: an object with ``input_shape(batch)``, ``run(x)``, ``top_ops(k)``, ``runtime``,
+            ``providers`` and ``threads`` (the runners in this file, or distill's torch runner).
+        batches: batch sizes.
+        warmup, iters: untimed and timed runs per batch.
+        profile: after timing, run ``iters`` more with the profiler on and report ``topk`` ops.
+        model_path: file recorded in the record (default ``runner.path``).
+        model_meta: ONNX metadata or checkpoint description (default ``runner.meta``).
+        rss_before_load_mb: RSS before the model was loaded, for the memory delta.
+        gpu_peak_mb: callable giving peak GPU memory (MiB) after the runs, if the runtime has one.
+        seed: input data seed (inputs are standard normal, the distribution after normalization).
+    """
+    model_path = Path(model_path or runner.path)
+    sha = sha256_file(model_path) if model_path.is_file() else None
+    meta = dict(model_meta if model_meta is not None else getattr(runner, "meta", {}))
+    device, versions = device_info(), library_versions(extra_versions)
+    rng = np.random.default_rng(seed)
+    records = []
+    for batch in batches:
+        # distill exports take fp32 input at every precision (fp16/int8 convert inside the graph)
+        x = rng.standard_normal(runner.input_shape(int(batch))).astype(np.float32)
+        with PeakRSS() as peak:
+            t0 = time.perf_counter()
+            times = time_callable(lambda: runner.run(x), warmup, iters)
+            wall = time.perf_counter() - t0
+        base = rss_before_load_mb
+        mem = {"rss_mb": rss_mb(), "peak_rss_mb": peak.peak_mb,
+               "peak_rss_delta_mb": (peak.peak_mb - base) if (peak.peak_mb is not None and base is not None) else None,
+               "peak_is_lifetime": peak.lifetime,
+               "gpu_peak_mb": gpu_peak_mb() if gpu_peak_mb else None}
+        records.append({
+            "schema": SCHEMA, "model": str(model_path), "model_name": model_path.name,
+            "model_sha256": sha, "model_meta": meta, "runtime": runner.runtime, "providers": list(runner.providers),
+            "batch": int(batch), "input_shape": list(x.shape), "threads": runner.threads, "warmup": warmup,
+            "iters": iters, "latency_ms": latency_stats(times), "throughput_ips": int(batch) * iters / sum(times),
+            "memory": mem, "top_ops": None, "device": device, "versions": versions,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": wall,
+        })
+    if profile and records:
+        # Profile in a separate pass so the profiler's overhead never enters the timed runs.
+        for rec in records:
+            prof_runner = runner.profiled()
+            if prof_runner is None:
+                break
+            x = rng.standard_normal(rec["input_shape"]).astype(np.float32)
+            time_callable(lambda: prof_runner.run(x), 1, max(5, min(iters, 20)))
+            rec["top_ops"] = prof_runner.top_ops(topk)
+            prof_runner.close()
+    return records
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
+    """Append records to a JSON-lines file (one record per line; flushed per record)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        for r in records:
+            f.write(json.dumps(r, sort_keys=False) + "\n")
+            f.flush()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read bench records; lines that are not JSON objects of this schema are skipped."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("schema") == SCHEMA:
+            out.append(rec)
+    return out
+
+
+def bench_file(model: str | Path, runtime: str = "ort-cpu", batches: Iterable[int] = (1,), threads: int | None = None,
+               warmup: int = 10, iters: int = 50, profile: bool = False, topk: int = 10) -> list[dict[str, Any]]:
+    """Load ``model`` (``.onnx`` or TensorRT engine) on ``runtime`` and benchmark it."""
+    if not Path(model).is_file():
+        raise RuntimeUnavailable(f"{model}: model file not found")
+    before = rss_mb()
+    runner = open_runner(model, runtime, threads=threads)
+    gpu = gpu_process_memory_mb if runtime in ("ort-cuda", "ort-trt", "tensorrt") else None
+    try:
+        return bench_runner(runner, batches, warmup, iters, profile, topk, rss_before_load_mb=before, gpu_peak_mb=gpu)
+    finally:
+        runner.close()
+
+
+# --------------------------------------------------------------------------- CLI
+def parse_batches(text: str) -> list[int]:
+    try:
+        out = [int(b) for b in str(text).split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"--batch must be comma-separated positive integers, got '{text}'") from None
+    if not out or any(b <= 0 for b in out):
+        raise ValueError(f"--batch must be comma-separated positive integers, got '{text}'")
+    return out
+
+
+def add_bench_arguments(p: argparse.ArgumentParser, runtimes: Sequence[str] = RUNTIMES[1:],
+                        default_runtime: str | None = "ort-cpu") -> None:
+    """The flags shared by this runner and ``distill bench``."""
+    p.add_argument("--runtime", default=default_runtime, choices=list(runtimes),
+                   help=f"where to run (default: {default_runtime or 'from the model type'})")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes (default: 1)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: runtime's choice)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs per batch (default: 10)")
+    p.add_argument("--iters", type=int, default=50, help="timed runs per batch (default: 50)")
+    p.add_argument("--out", default=None, help="append JSON lines here (default: print them)")
+    p.add_argument("--profile", action="store_true", help="add onnxruntime's top ops by time to each record")
+    p.add_argument("--topk", type=int, default=10, help="ops listed with --profile (default: 10)")
+
+
+def format_record(r: dict[str, Any]) -> str:
+    """One human line per record."""
+    lat = r["latency_ms"]
+    return (f"{r['model_name']} {r['runtime']} batch={r['batch']}: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f}, "
+            f"p99 {lat['p99']:.2f}, {r['throughput_ips']:.1f} img/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="edge_runner.py", description="Latency of an ONNX model or TensorRT engine "
+                                "(numpy + onnxruntime or tensorrt only), as distill bench JSON lines.")
+    p.add_argument("model", help=".onnx file, or a TensorRT engine (.engine/.plan) with --runtime tensorrt")
+    add_bench_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        records = bench_file(args.model, args.runtime, parse_batches(args.batch), args.threads, args.warmup,
+                             args.iters, args.profile, args.topk)
+    except (RuntimeUnavailable, ValueError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    for r in records:
+        print(format_record(r), file=sys.stderr)
+    if args.out:
+        write_jsonl(records, args.out)
+    else:
+        for r in records:
+            print(json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,472 @@
+"""Render :class:`~distill.bench.report.ReportData` as one self-contained HTML page.
+
+Inline CSS, inline SVG charts and a few lines of inline JS (batch switcher, sortable tables);
+no network, no CDN. When the script has run without throwing it sets
+``document.body.dataset.reportReady = "1"`` (tests look for ``data-report-ready="1"``).
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from typing import Any
+
+from distill.bench.report import Point, ReportData, device_label
+
+COLORS = {"fp32": "#1f6fb4", "fp16": "#2a9d3a", "int8/ort-cpu": "#f07f0e", "int8/tensorrt": "#c8302c", "int8": "#f07f0e"}
+SHAPES = {"torch": "square", "ort-cpu": "circle", "ort-cuda": "diamond", "ort-trt": "triangle", "tensorrt": "triangle"}
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232b;background:#f6f7f9}
+header{background:#1d2b3a;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#b9c6d3;font-size:12px}
+main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
+section{background:#fff;border:1px solid #e1e5ea;border-radius:8px;padding:14px 18px;margin:16px 0;overflow-x:auto}
+h2{font-size:17px;margin:2px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#38424e}
+table{border-collapse:collapse;width:100%;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #eceff2;text-align:left;vertical-align:top}
+th{background:#f1f3f6;cursor:pointer;user-select:none}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.muted{word-break:break-all}svg{max-width:100%;height:auto}
+.bad{color:#b3261e;font-weight:600}.good{color:#1b7a34}.muted{color:#6b7682}.pill{display:inline-block;padding:0 6px;border-radius:9px;font-size:11px;color:#fff}
+.bar{background:#e9edf2;height:10px;border-radius:3px;min-width:60px}.bar>div{background:#4b7bb5;height:10px;border-radius:3px}
+.tabs button{border:1px solid #c9d1da;background:#fff;border-radius:5px;padding:3px 10px;margin-right:6px;cursor:pointer}
+.tabs button.on{background:#1d2b3a;color:#fff;border-color:#1d2b3a}
+details{margin:6px 0}summary{cursor:pointer;padding:3px 0}
+.legend span{margin-right:14px;font-size:12px;white-space:nowrap}code{font-size:12px;background:#f1f3f6;padding:0 3px;border-radius:3px}
+svg text{font-family:inherit}.note{font-size:12px;color:#6b7682;margin:6px 0}
+"""
+
+JS = """
+(function(){
+  var tabs=document.querySelectorAll('[data-batch-tab]');
+  function show(b){
+    document.querySelectorAll('[data-batch-panel]').forEach(function(el){el.style.display=(el.getAttribute('data-batch-panel')===b)?'':'none';});
+    tabs.forEach(function(t){t.classList.toggle('on',t.getAttribute('data-batch-tab')===b);});
+  }
+  tabs.forEach(function(t){t.addEventListener('click',function(){show(t.getAttribute('data-batch-tab'));});});
+  if(tabs.length){show(tabs[0].getAttribute('data-batch-tab'));}
+  document.querySelectorAll('table.sortable').forEach(function(tb){
+    tb.querySelectorAll('th').forEach(function(th,i){
+      th.addEventListener('click',function(){
+        var body=tb.tBodies[0],rows=Array.prototype.slice.call(body.rows),asc=th.getAttribute('data-asc')!=='1';
+        rows.sort(function(a,b){
+          var x=a.cells[i]?a.cells[i].getAttribute('data-v')||a.cells[i].textContent:'',y=b.cells[i]?b.cells[i].getAttribute('data-v')||b.cells[i].textContent:'';
+          var nx=parseFloat(x),ny=parseFloat(y);var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c;});
+        rows.forEach(function(r){body.appendChild(r);});th.setAttribute('data-asc',asc?'1':'0');
+      });
+    });
+  });
+  document.body.setAttribute('data-points',String(document.querySelectorAll('svg [data-point]').length));
+  document.body.dataset.reportReady='1';
+})();
+"""
+
+
+def esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}"
+
+
+def color(precision: str) -> str:
+    return COLORS.get(precision, "#6b7682")
+
+
+# --------------------------------------------------------------------------- svg helpers
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values spanning [lo, hi]."""
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / max(1, n)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=10 * mag)
+    start = math.floor(lo / step) * step
+    ticks, t = [], start
+    while t <= hi + 1e-9 * step:
+        if t >= lo - 1e-9 * step:
+            ticks.append(round(t, 10))
+        t += step
+    return ticks
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    out = []
+    for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        for m in (1, 2, 5):
+            v = m * 10 ** e
+            if lo <= v <= hi:
+                out.append(v)
+    return out or [lo, hi]
+
+
+def fmt_num(v: float) -> str:
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}".rstrip("0").rstrip(".")
+    return f"{v:.2f}".rstrip("0").rstrip(".") if v >= 0.1 else f"{v:.3g}"
+
+
+def marker(shape: str, x: float, y: float, fill: str, attrs: str) -> str:
+    if shape == "square":
+        return f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{fill}" {attrs}/>'
+    if shape == "diamond":
+        return f'<path d="M{x:.1f},{y - 7:.1f}L{x + 7:.1f},{y:.1f}L{x:.1f},{y + 7:.1f}L{x - 7:.1f},{y:.1f}Z" fill="{fill}" {attrs}/>'
+    if shape == "triangle":
+        return f'<path d="M{x:.1f},{y - 7:.1f}L{x + 7:.1f},{y + 6:.1f}L{x - 7:.1f},{y + 6:.1f}Z" fill="{fill}" {attrs}/>'
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{fill}" {attrs}/>'
+
+
+def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
+    """Accuracy (y, %) vs p50 latency (x, ms; log scale when it spans > 20x) with the front drawn."""
+    pts = [p for p in points if p.score is not None]
+    if not pts:
+        return '<p class="note">No benchmark record here has a matching accuracy.</p>'
+    ml, mr, mt, mb = 62, 24, 26, 46
+    w, h = width - ml - mr, height - mt - mb
+    xs = [p.latency["p50"] for p in pts]
+    ys = [100 * p.score for p in pts]
+    xlo, xhi = min(xs), max(xs)
+    use_log = xlo > 0 and xhi / xlo > 20
+    if use_log:
+        xlo, xhi = xlo / 1.3, xhi * 1.3
+        fx = lambda v: ml + w * (math.log10(v) - math.log10(xlo)) / (math.log10(xhi) - math.log10(xlo))  # noqa: E731
+        xt = log_ticks(xlo, xhi)
+    else:
+        pad = (xhi - xlo) * 0.1 or max(xhi * 0.1, 0.01)
+        xlo, xhi = max(0.0, xlo - pad), xhi + pad
+        fx = lambda v: ml + w * (v - xlo) / (xhi - xlo)  # noqa: E731
+        xt = nice_ticks(xlo, xhi)
+    ylo, yhi = min(ys), max(ys)
+    pad = max((yhi - ylo) * 0.15, 1.0)
+    ylo, yhi = max(0.0, ylo - pad), min(100.0, yhi + pad)
+    if yhi <= ylo:
+        ylo, yhi = max(0.0, ylo - 1), min(100.0, yhi + 1) if yhi < 100 else 100.0
+    fy = lambda v: mt + h - h * (v - ylo) / ((yhi - ylo) or 1.0)  # noqa: E731
+    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+           f'aria-label="accuracy vs latency" xmlns="http://www.w3.org/2000/svg">',
+           f'<rect x="{ml}" y="{mt}" width="{w}" height="{h}" fill="#fbfcfd" stroke="#d5dbe1"/>']
+    for t in xt:
+        x = fx(t)
+        out.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{mt + h}" stroke="#eceff2"/>'
+                   f'<text x="{x:.1f}" y="{mt + h + 16}" font-size="11" text-anchor="middle" fill="#55606c">{fmt_num(t)}</text>')
+    for t in nice_ticks(ylo, yhi):
+        y = fy(t)
+        out.append(f'<line x1="{ml}" y1="{y:.1f}" x2="{ml + w}" y2="{y:.1f}" stroke="#eceff2"/>'
+                   f'<text x="{ml - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#55606c">{fmt_num(t)}</text>')
+    out.append(f'<text x="{ml + w / 2}" y="{height - 8}" font-size="12" text-anchor="middle" fill="#38424e">'
+               f'p50 latency, ms{" (log scale)" if use_log else ""} — lower is better</text>')
+    out.append(f'<text transform="translate(14,{mt + h / 2}) rotate(-90)" font-size="12" text-anchor="middle" '
+               f'fill="#38424e">accuracy, % — higher is better</text>')
+    front = sorted((p for p in pts if p.pareto), key=lambda p: p.latency["p50"])
+    if len(front) > 1:
+        # staircase: a faster point's accuracy holds until the next, slower improvement
+        d = [f"M{fx(front[0].latency['p50']):.1f},{fy(100 * front[0].score):.1f}"]
+        d += [f"H{fx(p.latency['p50']):.1f}V{fy(100 * p.score):.1f}" for p in front[1:]]
+        out.append(f'<path d="{" ".join(d)}" fill="none" stroke="#1d2b3a" stroke-width="1.5" stroke-dasharray="5,3"/>')
+    for p in sorted(pts, key=lambda p: p.pareto):
+        x, y = fx(p.latency["p50"]), fy(100 * p.score)
+        tip = (f"{p.label} · batch {p.batch}\np50 {p.latency['p50']:.3g} ms, p90 {p.latency['p90']:.3g}, "
+               f"p99 {p.latency['p99']:.3g}\naccuracy {100 * p.score:.2f}%\n{p.device}")
+        attrs = (f'data-point="1" stroke="{"#111" if p.pareto else "#fff"}" stroke-width="{1.6 if p.pareto else 1}" '
+                 f'opacity="{1 if p.pareto else 0.75}"')
+        out.append(f'<g>{marker(SHAPES.get(p.runtime, "circle"), x, y, color(p.precision), attrs)}'
+                   f'<title>{esc(tip)}</title></g>')
+        if p.pareto:
+            anchor = "end" if x > ml + w * 0.7 else "start"
+            dx = -9 if anchor == "end" else 9
+            out.append(f'<text x="{x + dx:.1f}" y="{y - 8:.1f}" font-size="11" text-anchor="{anchor}" '
+                       f'fill="#1d232b">{esc(p.label)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def latency_svg(points: list[Point], width: int = 760) -> str:
+    """One row per measurement: bar to p50, whisker to p99 with a tick at p90, min marker."""
+    rows = sorted(points, key=lambda p: p.latency["p50"])
+    if not rows:
+        return ""
+    label_w, ml, mr, row_h, mt = 300, 8, 40, 22, 8
+    w = width - label_w - ml - mr
+    height = mt + row_h * len(rows) + 34
+    hi = max(p.latency["p99"] for p in rows) * 1.05 or 1.0
+    fx = lambda v: label_w + ml + w * v / hi  # noqa: E731
+    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+           f'aria-label="latency distribution" xmlns="http://www.w3.org/2000/svg">']
+    for t in nice_ticks(0, hi):
+        x = fx(t)
+        out.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{mt + row_h * len(rows)}" stroke="#eceff2"/>'
+                   f'<text x="{x:.1f}" y="{mt + row_h * len(rows) + 14}" font-size="11" text-anchor="middle" '
+                   f'fill="#55606c">{fmt_num(t)}</text>')
+    for i, p in enumerate(rows):
+        y = mt + i * row_h + row_h / 2
+        lat = p.latency
+        c = color(p.precision)
+        out.append(f'<text x="{label_w}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#1d232b">'
+                   f'{esc(p.label)}</text>')
+        out.append(f'<rect x="{fx(0):.1f}" y="{y - 6:.1f}" width="{max(1.0, fx(lat["p50"]) - fx(0)):.1f}" height="12" '
+                   f'fill="{c}" opacity="0.85"><title>{esc(p.label)}: p50 {lat["p50"]:.3g} ms</title></rect>')
+        out.append(f'<line x1="{fx(lat["p50"]):.1f}" y1="{y:.1f}" x2="{fx(lat["p99"]):.1f}" y2="{y:.1f}" stroke="#1d232b"/>'
+                   f'<line x1="{fx(lat["p90"]):.1f}" y1="{y - 5:.1f}" x2="{fx(lat["p90"]):.1f}" y2="{y + 5:.1f}" stroke="#1d232b" stroke-width="2"/>'
+                   f'<line x1="{fx(lat["p99"]):.1f}" y1="{y - 7:.1f}" x2="{fx(lat["p99"]):.1f}" y2="{y + 7:.1f}" stroke="#1d232b"/>')
+        if "min" in lat:
+            out.append(f'<circle cx="{fx(lat["min"]):.1f}" cy="{y:.1f}" r="2" fill="#fff" stroke="#1d232b"/>')
+        out.append(f'<text x="{fx(lat["p99"]) + 6:.1f}" y="{y + 4:.1f}" font-size="10" fill="#55606c">'
+                   f'{lat["p50"]:.3g}/{lat["p90"]:.3g}/{lat["p99"]:.3g}</text>')
+    out.append(f'<text x="{label_w + ml + w / 2}" y="{height - 4}" font-size="11" text-anchor="middle" fill="#38424e">'
+               'ms — bar: p50, tick: p90, whisker end: p99, dot: min</text></svg>')
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- sections
+def _legend(points: list[Point]) -> str:
+    precs = sorted({p.precision for p in points})
+    rts = sorted({p.runtime for p in points})
+    items = [f'<span><svg width="12" height="12"><circle cx="6" cy="6" r="5" fill="{color(pr)}"/></svg> {esc(pr)}</span>'
+             for pr in precs]
+    shapes = {"circle": "●", "square": "■", "diamond": "◆", "triangle": "▲"}
+    items += [f'<span>{shapes[SHAPES.get(rt, "circle")]} {esc(rt)}</span>' for rt in rts]
+    return '<div class="legend">' + "".join(items) + ' <span>outlined + labelled: Pareto front</span></div>'
+
+
+def section_pareto(data: ReportData) -> str:
+    batches = sorted({p.batch for p in data.points})
+    if not batches:
+        return ('<section id="pareto"><h2>Accuracy vs latency</h2><p class="note">No benchmark records: run '
+                '<code>distill bench EXPORT_DIR --batch 1,8 --out bench.jsonl</code> and pass the .jsonl.</p></section>')
+    dom = ", ".join(data.common_domains) if data.common_domains else "each point's own domains"
+    parts = ['<section id="pareto"><h2>Accuracy vs latency (Pareto front)</h2>',
+             f'<p class="note">Accuracy: mean top-1 over {esc(dom)}. Latency: p50 per batch. '
+             'Students × precisions × runtimes; hover a point for details.</p>', _legend(data.points),
+             '<div class="tabs">' + "".join(f'<button data-batch-tab="{b}">batch {b}</button>' for b in batches) + "</div>"]
+    for b in batches:
+        pts = [p for p in data.points if p.batch == b]
+        rows = "".join(
+            f'<tr><td>{esc(p.student)}</td><td><span class="pill" style="background:{color(p.precision)}">'
+            f'{esc(p.precision)}</span></td><td>{esc(p.runtime)}</td><td>{esc(p.device)}</td>'
+            f'<td class="num" data-v="{p.latency["p50"]}">{p.latency["p50"]:.3g}</td>'
+            f'<td class="num" data-v="{p.score if p.score is not None else -1}">{pct(p.score, 2)}</td>'
+            f'<td>{"★" if p.pareto else ""}</td></tr>'
+            for p in sorted(pts, key=lambda p: p.latency["p50"]))
+        parts.append(f'<div data-batch-panel="{b}">{pareto_svg(pts)}'
+                     '<table class="sortable"><thead><tr><th>student</th><th>precision</th><th>runtime</th>'
+                     '<th>device</th><th>p50 ms</th><th>accuracy %</th><th>front</th></tr></thead>'
+                     f'<tbody>{rows}</tbody></table></div>')
+    if data.unmatched:
+        parts.append(f'<p class="note">{data.unmatched} record(s) have no matching accuracy (no export.json/summary.json '
+                     'for their model among the inputs) and are not on the chart.</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def section_accuracy(data: ReportData) -> str:
+    rows = []
+    doms = data.domains
+    for run in data.runs:
+        s = run["summary"]
+        acc = s.get("test_acc") or {}
+        scale = 100.0 if acc and max(float(v) for v in acc.values()) <= 1.0 else 1.0
+        cells = "".join(f'<td class="num">{float(acc[d]) * scale:.1f}</td>' if d in acc else '<td class="num">–</td>'
+                        for d in doms)
+        rows.append(f'<tr><td>{esc(s.get("student", "?"))}</td><td>run ({esc(s.get("strategy", "?"))}), torch</td>'
+                    f'<td class="muted">{esc(run["dir"])}</td>{cells}</tr>')
+        zs = s.get("teacher_zero_shot") or {}
+        if zs:
+            zscale = 100.0 if max(float(v) for v in zs.values()) <= 1.0 else 1.0
+            cells = "".join(f'<td class="num">{float(zs[d]) * zscale:.1f}</td>' if d in zs else '<td class="num">–</td>'
+                            for d in doms)
+            rows.append(f'<tr><td class="muted">teacher</td><td>zero-shot</td><td class="muted">'
+                        f'{esc(json.dumps(s.get("teacher", ""))[:80])}</td>{cells}</tr>')
+    for ex in data.exports:
+        e = ex["export"]
+        fp32 = next((m.get("accuracy") for m in e.get("models", []) if m.get("precision") == "fp32"), None) or {}
+        for m in e.get("models", []):
+            acc = m.get("accuracy") or {}
+            cells = []
+            for d in doms:
+                if d not in acc:
+                    cells.append('<td class="num">–</td>')
+                    continue
+                delta = round(100 * (acc[d] - fp32.get(d, acc[d])), 1) + 0.0  # + 0.0: no "-0.0"
+                cls = "bad" if delta < -1.0 else "muted"
+                extra = f' <span class="{cls}">({delta:+.1f})</span>' if m.get("precision") != "fp32" else ""
+                cells.append(f'<td class="num" data-v="{acc[d]}">{100 * acc[d]:.1f}{extra}</td>')
+            prec = m["precision"] + (f"/{m['flavour']}" if m.get("flavour") else "")
+            rows.append(f'<tr><td>{esc(e.get("student", "?"))}</td><td><span class="pill" style="background:'
+                        f'{color(prec)}">{esc(prec)}</span> onnx</td><td class="muted">{esc(ex["dir"])}/{esc(m["file"])}</td>'
+                        f'{"".join(cells)}</tr>')
+    if not rows:
+        return ""
+    head = "".join(f"<th>{esc(d)}</th>" for d in doms)
+    return ('<section id="accuracy"><h2>Per-domain accuracy (%)</h2><p class="note">Exports: onnxruntime on the '
+            'test split; in brackets, points vs the fp32 ONNX (red: more than 1 point lost).</p>'
+            f'<table class="sortable"><thead><tr><th>student</th><th>model</th><th>source</th>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></section>')
+
+
+def section_latency(data: ReportData) -> str:
+    if not data.records:
+        return ""
+    batches = sorted({p.batch for p in data.points})
+    parts = ['<section id="latency"><h2>Latency distributions</h2>']
+    for b in batches:
+        parts.append(f'<div data-batch-panel="{b}"><h3>batch {b}</h3>{latency_svg([p for p in data.points if p.batch == b])}</div>')
+    rows = "".join(
+        f'<tr><td>{esc(r.get("model_name", ""))}</td><td>{esc(r.get("runtime"))}</td><td class="num">{r.get("batch")}</td>'
+        f'<td class="num">{r.get("threads") if r.get("threads") is not None else "default"}</td>'
+        + "".join(f'<td class="num" data-v="{r["latency_ms"][k]}">{r["latency_ms"][k]:.3g}</td>' for k in ("p50", "p90", "p99"))
+        + f'<td class="num">{r.get("throughput_ips", 0):.1f}</td>'
+        f'<td class="num">{_mem(r)}</td><td class="muted">{esc(_dev(r))}</td></tr>'
+        for r in data.records if r.get("latency_ms"))
+    parts.append('<h3>All records</h3><table class="sortable"><thead><tr><th>model</th><th>runtime</th><th>batch</th>'
+                 '<th>threads</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>img/s</th><th>peak RSS Δ MiB</th>'
+                 f'<th>device</th></tr></thead><tbody>{rows}</tbody></table></section>')
+    return "".join(parts)
+
+
+def _mem(r: dict[str, Any]) -> str:
+    m = r.get("memory") or {}
+    v = m.get("peak_rss_delta_mb")
+    g = m.get("gpu_peak_mb")
+    s = f"{v:.1f}" if isinstance(v, (int, float)) else "–"
+    return s + (f" (GPU {g:.0f})" if isinstance(g, (int, float)) else "")
+
+
+def _dev(r: dict[str, Any]) -> str:
+    v = r.get("versions") or {}
+    libs = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "onnxruntime-gpu", "tensorrt", "torch") if k in v)
+    return f"{device_label(r)}; {libs}"
+
+
+def section_top_ops(data: ReportData) -> str:
+    prof = [r for r in data.records if r.get("top_ops")]
+    if not prof:
+        return ('<section id="ops"><h2>Top operators</h2><p class="note">No profiled records: add '
+                '<code>--profile</code> to <code>distill bench</code>.</p></section>')
+    parts = ['<section id="ops"><h2>Top operators (onnxruntime profiler)</h2>']
+    for i, r in enumerate(prof):
+        rows = "".join(
+            f'<tr><td>{esc(o["op"])}</td><td class="num">{o.get("calls", "")}</td><td class="num">{o["total_ms"]:.2f}</td>'
+            f'<td class="num">{o.get("pct", 0):.1f}</td><td style="width:40%"><div class="bar"><div style="width:'
+            f'{min(100.0, o.get("pct", 0)):.1f}%"></div></div></td></tr>' for o in r["top_ops"])
+        top = r["top_ops"][0]
+        parts.append(f'<details{" open" if i == 0 else ""}><summary><b>{esc(r.get("model_name"))} · '
+                     f'{esc(r.get("runtime"))} · batch {r.get("batch")}</b> <span class="muted">— top: '
+                     f'{esc(top["op"])} {top.get("pct", 0):.0f}%</span></summary>'
+                     '<table><thead><tr><th>op type</th><th>calls</th><th>total ms</th><th>% of kernel time</th>'
+                     f'<th></th></tr></thead><tbody>{rows}</tbody></table></details>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def section_int8(data: ReportData) -> str:
+    rows = []
+    for ex in data.exports:
+        e = ex["export"]
+        for m in e.get("models", []):
+            if m.get("precision") != "int8":
+                continue
+            fb = m.get("fallback") or {}
+            lc = m.get("latency_check") or {}
+            before = (fb.get("before") or {}).get("worst_drop_pts")
+            after = max((m.get("drops_pts") or {}).values(), default=None)
+            kept = fb.get("kept_float") or []
+            ratio = lc.get("ratio_vs_fp32")
+            slow = lc.get("slower_than_fp32")
+            rep = lc.get("representative", True)
+            ratio_s = "–" if ratio is None else f"{ratio:.2f}×"
+            if slow and rep:
+                ratio_s = f'<span class="bad">{ratio_s} slower than fp32</span>'
+            elif not rep:
+                ratio_s += ' <span class="muted">(CPU, not the target)</span>'
+            cost = lc.get("fallback_cost_ratio")
+            qdq = m.get("tensorrt_qdq_check")
+            qdq_s = "–" if qdq is None else ('<span class="good">ok</span>' if qdq.get("ok") else
+                                             f'<span class="bad">{len(qdq.get("problems", []))} problem(s)</span>')
+            decision = ("not needed" if not fb.get("triggered") else
+                        ("within budget" if fb.get("satisfied") else '<span class="bad">budget not met</span>'))
+            steps = fb.get("steps") or []
+            if steps:
+                decision += (f'<br><span class="muted">{len(steps)} layer(s) tried, '
+                             f'{sum(bool(s.get("accepted")) for s in steps)} kept</span>')
+            rows.append(
+                f'<tr><td>{esc(e.get("student"))}</td><td>{esc(m.get("flavour"))}</td><td>{esc(m.get("target_runtime"))}</td>'
+                f'<td class="num">{"–" if before is None else f"{before:.2f}"}</td>'
+                f'<td class="num">{"–" if after is None else f"{after:.2f}"}</td><td class="num">{fb.get("max_drop_pts", "–")}</td>'
+                f'<td>{decision}</td><td>{esc(", ".join(kept)) or "none"}</td>'
+                f'<td class="num">{"–" if cost is None else f"{cost:.2f}×"}</td><td>{ratio_s}</td><td>{qdq_s}</td></tr>')
+    if not rows:
+        return ""
+    return ('<section id="int8"><h2>INT8 decisions</h2><p class="note">Worst per-domain drop vs fp32 (points) before '
+            'and after keeping sensitive layers in float; latency ratio measured at export time, interleaved, on the '
+            'exporting machine\'s CPU.</p><table class="sortable"><thead><tr><th>student</th><th>flavour</th>'
+            '<th>target runtime</th><th>worst drop before</th><th>worst drop after</th><th>max drop</th><th>fallback</th>'
+            '<th>layers kept in float</th><th>fallback latency cost</th><th>int8 / fp32 latency</th>'
+            f'<th>TensorRT QDQ</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
+
+
+def _gpu_cell(r: dict[str, Any]) -> str:
+    dev = r.get("device") or {}
+    if dev.get("jetson"):
+        return json.dumps(dev["jetson"])
+    gpus = dev.get("gpus") or []
+    return "; ".join(f"{g.get('name')} (driver {g.get('driver')}, {g.get('memory')})" for g in gpus) or "–"
+
+
+def section_provenance(data: ReportData) -> str:
+    rows = []
+    for ex in data.exports:
+        e = ex["export"]
+        prov = e.get("provenance") or {}
+        d = e.get("data") or {}
+        rows.append(
+            f'<tr><td>{esc(e.get("student"))}</td><td>{esc(json.dumps(prov.get("teacher", "–")))}</td>'
+            f'<td>{esc(prov.get("strategy", "–"))}</td><td class="muted">{esc(prov.get("run", "–"))}</td>'
+            f'<td class="muted">{esc(e.get("checkpoint"))}<br><code>{esc(str(prov.get("checkpoint_sha256", ""))[:16])}</code></td>'
+            f'<td>{esc(d.get("root", "–"))}<br><code>{esc(str(d.get("fingerprint", ""))[:16])}</code></td>'
+            f'<td>{esc(", ".join(d.get("calib_domains", []) or []))}'
+            f'{" + " + esc(", ".join(d["target_domains"])) + " (unlabeled)" if d.get("target_domains") else ""}</td>'
+            f'<td class="muted">{esc(", ".join(f"{k} {v}" for k, v in (e.get("versions") or {}).items()))}</td></tr>')
+    for run in data.runs:
+        s = run["summary"]
+        if any(os.path.realpath(str((ex["export"].get("provenance") or {}).get("run", ""))) == os.path.realpath(run["dir"])
+               for ex in data.exports):
+            continue
+        rows.append(f'<tr><td>{esc(s.get("student"))}</td><td>{esc(json.dumps(s.get("teacher", "–")))}</td>'
+                    f'<td>{esc(s.get("strategy", "–"))}</td><td class="muted">{esc(run["dir"])}</td><td>–</td>'
+                    f'<td>source: {esc(", ".join(s.get("source_domains", [])))}; target: '
+                    f'{esc(", ".join(s.get("target_domains", [])))}</td><td>–</td><td>–</td></tr>')
+    devices = {}
+    for r in data.records:
+        devices.setdefault(json.dumps(r.get("device"), sort_keys=True), r)
+    dev_rows = "".join(
+        f'<tr><td>{esc(_dev(r))}</td><td class="muted">{esc((r.get("device") or {}).get("platform", ""))}</td>'
+        f'<td>{esc(", ".join(((r.get("device") or {}).get("cpu") or {}).get("flags", [])))}</td>'
+        f'<td>{esc(_gpu_cell(r))}</td></tr>'
+        for r in devices.values())
+    if not rows and not dev_rows:
+        return ""
+    out = ['<section id="provenance"><h2>Provenance</h2>']
+    if rows:
+        out.append('<table><thead><tr><th>student</th><th>teacher</th><th>strategy</th><th>run</th><th>checkpoint</th>'
+                   '<th>data</th><th>calibration</th><th>versions</th></tr></thead>'
+                   f'<tbody>{"".join(rows)}</tbody></table>')
+    if dev_rows:
+        out.append('<h3>Devices</h3><table><thead><tr><th>device; libraries</th><th>platform</th><th>CPU flags</th>'
+                   f'<th>GPU / Jetson</th></tr></thead><tbody>{dev_rows}</tbody></table>')
+    out.append("</section>")
+    return "".join(out)
+
+
+def render_html(data: ReportData, title: str, generated: str) -> str:
+    """The whole page."""
+    body = "".join([section_pareto(data), section_accuracy(data), section_latency(data), section_top_ops(data),
+                    section_int8(data), section_provenance(data)])
+    sources = ", ".join(esc(s) for s in data.sources[:12]) + (" …" if len(data.sources) > 12 else "")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+            f'<body data-report-ready="0"><header><h1>{esc(title)}</h1><p>generated {esc(generated)} · '
+            f'{len(data.runs)} run(s), {len(data.exports)} export(s), {len(data.records)} benchmark record(s) · '
+            f'{sources}</p></header><main>{body}</main><script>{JS}</script></body></html>\n')

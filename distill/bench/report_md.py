@@ -1,0 +1,64 @@
+"""Render :class:`~distill.bench.report.ReportData` as a short Markdown summary (report.md)."""
+from __future__ import annotations
+
+from distill.bench.report import ReportData
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def render_markdown(data: ReportData, title: str, generated: str) -> str:
+    lines = [f"# {title}", "", f"Generated {generated} from {len(data.runs)} run(s), {len(data.exports)} export(s), "
+             f"{len(data.records)} benchmark record(s).", ""]
+    if data.points:
+        dom = ", ".join(data.common_domains) or "each point's own domains"
+        lines += ["## Pareto front (accuracy vs p50 latency)", "", f"Accuracy: mean top-1 over {dom}.", "",
+                  "| batch | student | precision | runtime | device | p50 ms | p99 ms | accuracy % |",
+                  "|---:|---|---|---|---|---:|---:|---:|"]
+        for p in sorted((p for p in data.points if p.pareto), key=lambda p: (p.batch, p.latency["p50"])):
+            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {p.device} | "
+                         f"{p.latency['p50']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)} |")
+        lines += ["", "## All measurements", "", "| batch | student | precision | runtime | p50 ms | p90 ms | p99 ms | accuracy % |",
+                  "|---:|---|---|---|---:|---:|---:|---:|"]
+        for p in sorted(data.points, key=lambda p: (p.batch, p.latency["p50"])):
+            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {p.latency['p50']:.3g} | "
+                         f"{p.latency['p90']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)} |")
+        lines.append("")
+    if data.exports:
+        doms = data.domains
+        lines += ["## Per-domain accuracy of exported models (%)", "",
+                  "| student | model | " + " | ".join(doms) + " |", "|---|---|" + "---:|" * len(doms)]
+        for ex in data.exports:
+            e = ex["export"]
+            for m in e.get("models", []):
+                acc = m.get("accuracy") or {}
+                prec = m["precision"] + (f"/{m['flavour']}" if m.get("flavour") else "")
+                lines.append(f"| {e.get('student')} | {prec} | " + " | ".join(
+                    f"{100 * acc[d]:.1f}" if d in acc else "–" for d in doms) + " |")
+        lines.append("")
+        int8 = [(ex["export"], m) for ex in data.exports for m in ex["export"].get("models", [])
+                if m.get("precision") == "int8"]
+        if int8:
+            lines += ["## INT8 decisions", "", "| student | flavour | worst drop before | after | layers kept in float | "
+                      "int8/fp32 latency (export CPU) |", "|---|---|---:|---:|---|---|"]
+            for e, m in int8:
+                fb, lc = m.get("fallback") or {}, m.get("latency_check") or {}
+                before = (fb.get("before") or {}).get("worst_drop_pts")
+                after = max((m.get("drops_pts") or {}).values(), default=None)
+                ratio = lc.get("ratio_vs_fp32")
+                note = "" if lc.get("representative", True) else " (not the target runtime)"
+                if lc.get("slower_than_fp32") and lc.get("representative", True):
+                    note = " **slower than fp32**"
+                lines.append(f"| {e.get('student')} | {m.get('flavour')} | {'–' if before is None else f'{before:.2f}'} | "
+                             f"{'–' if after is None else f'{after:.2f}'} | {', '.join(fb.get('kept_float') or []) or 'none'} | "
+                             f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} |")
+            lines.append("")
+    prof = [r for r in data.records if r.get("top_ops")]
+    if prof:
+        lines += ["## Top operators", ""]
+        for r in prof:
+            ops = ", ".join(f"{o['op']} {o.get('pct', 0):.0f}%" for o in r["top_ops"][:5])
+            lines.append(f"- {r.get('model_name')} ({r.get('runtime')}, batch {r.get('batch')}): {ops}")
+        lines.append("")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,105 @@
+"""``distill bench``: latency of checkpoints, ONNX files, engines or whole export folders.
+
+MODEL may be:
+
+- an ``.onnx`` file (runtimes ``ort-cpu`` default, ``ort-cuda``, ``ort-trt``);
+- a TensorRT engine ``.engine`` / ``.plan`` (runtime ``tensorrt``);
+- a student checkpoint folder (``student.json``; runtime ``torch``);
+- an export folder (``export.json``): every model it lists.
+
+Timing, statistics, memory and device info are the edge runner's (one implementation).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from distill.bench.edge_runner import (RUNTIMES, RuntimeUnavailable, bench_file, bench_runner, format_record, rss_mb,
+                                       sha256_file)
+from distill.errors import DistillError
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, str]]:
+    """(path, runtime) pairs to run for MODEL and ``--runtime`` (None: chosen from the file type)."""
+    path = Path(model)
+    if not path.exists():
+        raise DistillError(f"{path}: not found (expected an .onnx file, a TensorRT engine, a checkpoint folder "
+                           "with student.json, or an export folder with export.json)")
+    if runtime is not None and runtime not in RUNTIMES:
+        raise DistillError(f"--runtime: unknown runtime '{runtime}' (have: {', '.join(RUNTIMES)})")
+    if path.is_dir():
+        if (path / "export.json").is_file():
+            listed = json.loads((path / "export.json").read_text()).get("models", [])
+            files = [path / m["file"] for m in listed if (path / m["file"]).is_file()]
+            if not files:
+                raise DistillError(f"{path / 'export.json'}: lists no model file present in {path}")
+            rt = runtime or "ort-cpu"
+            if rt in ("torch", "tensorrt"):
+                raise DistillError(f"--runtime {rt} cannot run an export folder's ONNX files: use ort-cpu, ort-cuda "
+                                   "or ort-trt (or pass a checkpoint folder / an engine)")
+            return [(f, rt) for f in files]
+        if (path / "student.json").is_file():
+            if runtime not in (None, "torch"):
+                raise DistillError(f"{path} is a checkpoint folder: it runs with --runtime torch (export it for "
+                                   f"'{runtime}': distill export {path} --out DIR)")
+            return [(path, "torch")]
+        raise DistillError(f"{path}: folder has neither export.json nor student.json")
+    if path.suffix in ENGINE_SUFFIXES:
+        if runtime not in (None, "tensorrt"):
+            raise DistillError(f"{path} is a TensorRT engine: it runs with --runtime tensorrt")
+        return [(path, "tensorrt")]
+    if path.suffix == ".onnx":
+        if runtime == "torch":
+            raise DistillError(f"{path}: --runtime torch runs a checkpoint folder, not an ONNX file")
+        return [(path, runtime or "ort-cpu")]
+    raise DistillError(f"{path}: unknown model type '{path.suffix}' (want .onnx, {', '.join(ENGINE_SUFFIXES)}, "
+                       "or a folder)")
+
+
+def bench_model(model: str | Path, runtime: str | None = None, batches: tuple[int, ...] = (1,),
+                threads: int | None = None, warmup: int = 10, iters: int = 50, profile: bool = False,
+                topk: int = 10, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Benchmark MODEL at each batch size; one record per (model file, runtime, batch).
+
+    Raises:
+        DistillError: bad MODEL/runtime, or a runtime unavailable here (message names what to install).
+    """
+    if warmup < 0 or iters < 1:
+        raise DistillError(f"--warmup must be >= 0 and --iters >= 1 (got {warmup}, {iters})")
+    records: list[dict[str, Any]] = []
+    for path, rt in resolve_models(model, runtime):
+        try:
+            if rt == "torch":
+                records += _bench_torch(path, batches, threads, warmup, iters, profile, topk)
+            else:
+                records += bench_file(path, rt, batches, threads, warmup, iters, profile, topk)
+        except RuntimeUnavailable as e:
+            raise DistillError(str(e)) from None
+        if log:
+            for r in records[-len(batches):]:
+                log(format_record(r))
+    return records
+
+
+def _bench_torch(path: Path, batches: tuple[int, ...], threads: int | None, warmup: int, iters: int,
+                 profile: bool, topk: int) -> list[dict[str, Any]]:
+    import torch
+
+    from distill.bench.torch_runner import TorchRunner
+
+    before = rss_mb()
+    runner = TorchRunner(path, threads=threads)
+    recs = bench_runner(runner, batches, warmup, iters, profile=False, topk=topk, model_path=path,
+                        rss_before_load_mb=before, extra_versions={"torch": torch.__version__},
+                        gpu_peak_mb=runner.gpu_peak_mb)
+    weights = path / "model.safetensors"
+    for r in recs:
+        r["model_sha256"] = sha256_file(weights) if weights.is_file() else None
+        if profile:
+            r["top_ops"] = None
+            r["note"] = "--profile reports onnxruntime op times; not available for runtime torch"
+    return recs
+

@@ -1,0 +1,39 @@
+"""``distill bench``: latency percentiles, throughput and memory as JSON lines."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from distill.bench.edge_runner import RUNTIMES, add_bench_arguments
+
+    p = sub.add_parser(
+        "bench", help="latency of a checkpoint, ONNX file, TensorRT engine or export folder",
+        description="Warm up, time repeated runs, and write one JSON line per (model, runtime, batch): "
+        "p50/p90/p99 latency, throughput, peak memory, device and library versions. The same code runs "
+        "on devices as distill/bench/edge_runner.py (numpy + onnxruntime or tensorrt only).")
+    p.add_argument("model", help=".onnx, .engine/.plan, a checkpoint folder (torch) or an export folder")
+    add_bench_arguments(p, RUNTIMES, default_runtime=None)
+    p.set_defaults(func=run, _parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill.bench.edge_runner import parse_batches, write_jsonl
+    from distill.bench.run import bench_model
+    from distill.errors import DistillError
+
+    try:
+        batches = tuple(parse_batches(args.batch))
+    except ValueError as e:
+        raise DistillError(str(e)) from None
+    records = bench_model(args.model, args.runtime, batches, args.threads, args.warmup, args.iters, args.profile,
+                          args.topk, log=lambda s: print(s, file=sys.stderr))
+    if args.out:
+        write_jsonl(records, args.out)
+        print(f"appended {len(records)} record(s) to {args.out}", file=sys.stderr)
+    else:
+        for r in records:
+            print(json.dumps(r))
+    return 0

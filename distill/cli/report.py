@@ -1,0 +1,26 @@
+"""``distill report``: one self-contained HTML page (+ report.md) from runs, exports and bench files."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="HTML + Markdown report: Pareto front, per-domain accuracy, latency, top ops, int8 decisions",
+        description="PATHs are run folders (summary.json), export folders (export.json), bench .jsonl files, or "
+        "folders containing any of them (searched recursively). Writes one self-contained HTML file (no network "
+        "needed) and report.md beside it.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, export dirs, bench .jsonl files, or parents")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--title", default="distill report", help="page title")
+    p.set_defaults(func=run, _parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from distill.bench.report import write_report
+
+    res = write_report(args.paths, args.out, args.title)
+    print(f"wrote {res['html']} and {res['markdown']}: {res['runs']} run(s), {res['exports']} export(s), "
+          f"{res['records']} record(s), {res['pareto']} Pareto point(s)", file=sys.stderr)
+    return 0

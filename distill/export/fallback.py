@@ -1,0 +1,126 @@
+"""Keep the int8-sensitive layers in float until every domain is within the accuracy budget.
+
+1. Sensitivity: quantize with one Conv/Gemm/MatMul left in float at a time (the calibration
+   cache makes each variant a quantization pass, not a calibration) and measure how much
+   closer its predictions get to fp32 on *calibration* images — label-free, no test data used
+   for ranking. Score = reduction of KL(softmax fp32 || softmax int8), averaged over images,
+   vs. the fully int8 model (KL weighs errors by how much they move the class probabilities,
+   unlike a raw logit MSE).
+2. Greedy: in that order, try keeping each layer in float on top of those already kept;
+   re-quantize and evaluate every domain's test accuracy. A layer stays in float only if it
+   lowers the worst domain drop (ties: the mean drop) — on small test sets a layer can make
+   things worse, and paying its latency for nothing is the wrong trade. Stop when no domain
+   drops more than ``max_drop`` points vs fp32, when ``max_layers`` layers are kept, or after
+   ``max_trials`` tries; the best variant seen is kept and reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from distill.export.evaluate import accuracy_by_domain, drops_in_points, predict_onnx
+from distill.export.images import ImageSet
+
+
+@dataclass
+class FallbackResult:
+    """What the fallback did (all of it goes to export.json)."""
+
+    kept_float: list[str] = field(default_factory=list)
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    satisfied: bool = False
+    accuracy: dict[str, float] = field(default_factory=dict)
+    drops_pts: dict[str, float] = field(default_factory=dict)
+
+
+def kl_divergence(ref_logits: np.ndarray, logits: np.ndarray) -> float:
+    """Mean over images of KL(softmax(ref) || softmax(logits)); logits [N, C]."""
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    lp, lq = log_softmax(ref_logits), log_softmax(logits)
+    return float((np.exp(lp) * (lp - lq)).sum(axis=1).mean())
+
+
+def rank_layers(quantize_excluding: Callable[[list[str]], Path], candidates: list[dict[str, str]],
+                probe: ImageSet, fp32_logits: np.ndarray, int8_logits: np.ndarray,
+                log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+    """Score each candidate layer by how much keeping it alone in float reduces logit error.
+
+    Args:
+        quantize_excluding: writes an int8 model with the given layers kept float; returns its path.
+        candidates: ``[{"node", "op_type"}]`` layers to try.
+        probe: images (calibration split) to measure on.
+        fp32_logits, int8_logits: logits of the fp32 and fully int8 models on ``probe``.
+
+    Returns:
+        candidates with ``kl`` (divergence from fp32 with that layer float) and ``gain`` (its
+        reduction vs. all-int8), most sensitive first.
+    """
+    base = kl_divergence(fp32_logits, int8_logits)
+    scored = []
+    for i, c in enumerate(candidates):
+        path = quantize_excluding([c["node"]])
+        kl = kl_divergence(fp32_logits, predict_onnx(path, probe))
+        scored.append({**c, "kl": kl, "gain": base - kl})
+        if (i + 1) % 10 == 0:
+            log(f"  sensitivity: {i + 1}/{len(candidates)} layers")
+    return sorted(scored, key=lambda d: -d["gain"])
+
+
+def _score(drops: dict[str, float]) -> tuple[float, float]:
+    """(worst, mean) drop: what the greedy search lowers, worst first."""
+    if not drops:
+        return (0.0, 0.0)
+    return (round(max(drops.values()), 6), round(float(np.mean(list(drops.values()))), 6))
+
+
+def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: list[dict[str, Any]],
+                    eval_images: ImageSet, fp32_accuracy: dict[str, float], baseline_drops: dict[str, float],
+                    max_drop: float, max_layers: int, max_trials: int | None = None,
+                    log: Callable[[str], None] = lambda s: None) -> tuple[FallbackResult, Path | None]:
+    """Keep layers in float, most sensitive first, until every domain drops at most ``max_drop`` points.
+
+    Args:
+        baseline_drops: per-domain drops (points) of the all-int8 model, the score to beat.
+        max_layers: most layers kept in float.
+        max_trials: most candidates tried (default ``3 * max_layers``).
+
+    Returns:
+        the result and the path of the chosen model (the first that satisfies the budget, else
+        the best seen; None when no layer improved on the all-int8 model).
+    """
+    res = FallbackResult(sensitivity=ranked, accuracy={}, drops_pts=dict(baseline_drops))
+    max_trials = 3 * max_layers if max_trials is None else max_trials
+    kept: list[str] = []
+    best_score = _score(baseline_drops)
+    best: tuple[Path, dict[str, float], dict[str, float]] | None = None
+    for c in ranked[:max(0, max_trials)]:
+        if len(kept) >= max_layers:
+            break
+        trial = kept + [c["node"]]
+        path = quantize_excluding(trial)
+        acc = accuracy_by_domain(predict_onnx(path, eval_images), eval_images)
+        drops = drops_in_points(fp32_accuracy, acc)
+        worst = max(drops.values()) if drops else 0.0
+        score = _score(drops)
+        accepted = score < best_score
+        res.steps.append({"tried": c["node"], "op_type": c["op_type"], "kept_float": trial, "accuracy": acc,
+                          "drops_pts": drops, "worst_drop_pts": worst, "accepted": accepted})
+        log(f"  fallback: try {c['op_type']} {c['node']} in float ({len(trial)} layer(s)): worst drop "
+            f"{worst:.2f} pts -> {'kept' if accepted else 'reverted'}")
+        if accepted:
+            kept, best_score, best = trial, score, (path, acc, drops)
+            if worst <= max_drop:
+                res.satisfied = True
+                break
+    if best is None:
+        return res, None
+    path, res.accuracy, res.drops_pts = best
+    res.kept_float = list(kept)
+    return res, path

@@ -1,0 +1,133 @@
+"""Real images for parity, per-domain accuracy and int8 calibration, preprocessed like the student.
+
+Images are kept as resized + center-cropped uint8 arrays ([N, H, W, 3], a quarter of the
+memory of float32) and normalized batch by batch with exactly the arithmetic of torchvision's
+``ToTensor`` + ``Normalize`` in float32, so ORT and PyTorch see the same tensor that
+``Student.preprocess()`` would produce.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from distill.data.folder import DomainFolder, Sample
+from distill.data.images import BadImageError, load_rgb
+from distill.student.model import StudentSpec
+
+
+@dataclass
+class ImageSet:
+    """Preprocessed images with labels and domains.
+
+    Attributes:
+        images: [N, H, W, 3] uint8, resized and center-cropped.
+        labels: [N] int64 class ids (meaningless for unlabeled calibration images).
+        domains: [N] domain of each image.
+        mean, std: per-channel normalization.
+        skipped: paths of images that could not be decoded.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    domains: np.ndarray
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    skipped: list[str]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def domain_names(self) -> list[str]:
+        """Domains in order of first appearance."""
+        return list(dict.fromkeys(self.domains.tolist()))
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """[n, H, W, 3] uint8 -> [n, 3, H, W] float32, ``(x / 255 - mean) / std``."""
+        x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        return np.ascontiguousarray((x - mean) / std)
+
+    def batches(self, batch_size: int = 64) -> Iterator[np.ndarray]:
+        """Normalized float32 batches [b, 3, H, W] in order."""
+        for i in range(0, len(self), batch_size):
+            yield self.normalize(self.images[i:i + batch_size])
+
+    def subset(self, mask: np.ndarray) -> ImageSet:
+        return ImageSet(self.images[mask], self.labels[mask], self.domains[mask], self.mean, self.std, [])
+
+
+def crop_transform(spec: StudentSpec):
+    """The PIL part of ``Student.preprocess()``: resize shorter side, then center crop."""
+    from torchvision import transforms as T
+
+    mode = T.InterpolationMode(spec.interpolation)
+    return T.Compose([T.Resize(min(spec.input_size), interpolation=mode), T.CenterCrop(spec.input_size)])
+
+
+def pick(samples: list[Sample], count: int | None, seed: int = 0) -> list[Sample]:
+    """A deterministic random subset of at most ``count`` samples (all when None), in index order."""
+    if count is None or count >= len(samples):
+        return list(samples)
+    rng = random.Random(seed)
+    return sorted(rng.sample(samples, count), key=lambda s: s.index)
+
+
+def pick_per_domain(folder: DomainFolder, domains: Iterable[str], split: str, count: int | None,
+                    seed: int = 0) -> list[Sample]:
+    """Up to ``count`` samples of ``split`` from each domain (all when None)."""
+    out: list[Sample] = []
+    for d in folder.check_domains(domains):
+        out.extend(pick(folder.select([d], split), count, seed))
+    return out
+
+
+def load_images(folder: DomainFolder, samples: list[Sample], spec: StudentSpec) -> ImageSet:
+    """Decode and preprocess ``samples``; undecodable images are skipped and listed."""
+    crop = crop_transform(spec)
+    h, w = spec.input_size
+    arrays, labels, domains, skipped = [], [], [], []
+    for s in samples:
+        try:
+            img = load_rgb(folder.path(s))
+        except BadImageError as e:
+            skipped.append(e.path)
+            continue
+        arrays.append(np.asarray(crop(img), dtype=np.uint8))
+        labels.append(s.label)
+        domains.append(s.domain)
+    images = np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8)
+    return ImageSet(images, np.asarray(labels, dtype=np.int64), np.asarray(domains, dtype=object),
+                    tuple(spec.mean), tuple(spec.std), skipped)
+
+
+def random_images(spec: StudentSpec, count: int, seed: int = 0) -> ImageSet:
+    """Uniform-noise images, for parity checks when no dataset is given."""
+    rng = np.random.default_rng(seed)
+    h, w = spec.input_size
+    imgs = rng.integers(0, 256, size=(count, h, w, 3), dtype=np.uint8)
+    return ImageSet(imgs, np.full(count, -1, np.int64), np.asarray(["random"] * count, dtype=object),
+                    tuple(spec.mean), tuple(spec.std), [])
+
+
+class ImageCalibrationReader(CalibrationDataReader):
+    """onnxruntime calibration reader: normalized batches of an :class:`ImageSet`."""
+
+    def __init__(self, images: ImageSet, input_name: str, batch_size: int = 16):
+        self.images, self.input_name, self.batch_size = images, input_name, batch_size
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        return None if batch is None else {self.input_name: batch}
+
+    def rewind(self) -> None:
+        self._it = self.images.batches(self.batch_size)
+
+    def __len__(self) -> int:
+        return (len(self.images) + self.batch_size - 1) // self.batch_size

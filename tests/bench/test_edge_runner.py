@@ -1,0 +1,60 @@
+"""The edge runner runs as a copied single file with torch (and distill) unimportable."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import distill.bench.edge_runner as edge_runner
+
+BLOCKER = r"""
+import sys, runpy
+attempts = []
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "distill", "torchvision", "timm"):
+            attempts.append(name)
+            raise ImportError(f"{name} is blocked: the edge runner must not need it")
+        return None
+sys.meta_path.insert(0, Block())
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as e:
+    code = e.code
+else:
+    code = 0
+print("BLOCKED_ATTEMPTS=" + ",".join(attempts), file=sys.stderr)
+print("TORCH_LOADED=" + str("torch" in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_edge_runner_without_torch(small_onnx: Path, tmp_path: Path) -> None:
+    device_dir = tmp_path / "device"  # as if scp'd to a Jetson: the file alone, outside the repo
+    device_dir.mkdir()
+    runner = shutil.copy(edge_runner.__file__, device_dir / "edge_runner.py")
+    model = shutil.copy(small_onnx, device_dir / "model.onnx")
+    out = device_dir / "bench.jsonl"
+    r = subprocess.run([sys.executable, "-c", BLOCKER, str(runner), str(model), "--batch", "1,2", "--iters", "4",
+                        "--warmup", "1", "--threads", "1", "--profile", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, cwd=device_dir)
+    assert r.returncode == 0, r.stderr
+    assert "BLOCKED_ATTEMPTS=\n" in r.stderr + "\n" and "TORCH_LOADED=False" in r.stderr, r.stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [x["batch"] for x in recs] == [1, 2]
+    for rec in recs:
+        assert set(edge_runner.RECORD_KEYS) <= set(rec)  # the same schema as distill bench
+        lat = rec["latency_ms"]
+        assert lat["p50"] <= lat["p90"] <= lat["p99"] and rec["top_ops"]
+        assert rec["model_meta"]["precision"] == "fp32"
+
+
+def test_edge_runner_error_is_one_line(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-c", BLOCKER, edge_runner.__file__, str(tmp_path / "none.onnx")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "not found" in errors[0] and "Traceback" not in r.stderr

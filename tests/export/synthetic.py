@@ -1,0 +1,96 @@
+"""Tiny offline fixtures: a 3-domain, 4-class 32x32 image tree and a quickly trained student.
+
+Imported by tests/export/conftest.py and (by file path) tests/bench/conftest.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ["checker", "hstripes", "square", "vstripes"]
+DOMAINS = {"clean": (1.0, 0.0, 8), "dark": (0.55, 0.0, 16), "noisy": (1.0, 0.1, 40)}  # contrast, tint, noise
+
+
+def _pattern(cls: str, rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[0:32, 0:32]
+    period = int(rng.integers(4, 9))
+    phase = int(rng.integers(0, period))
+    if cls == "hstripes":
+        m = ((yy + phase) // (period // 2 or 1)) % 2
+    elif cls == "vstripes":
+        m = ((xx + phase) // (period // 2 or 1)) % 2
+    elif cls == "checker":
+        m = (((yy + phase) // period) + ((xx + phase) // period)) % 2
+    else:  # a filled square somewhere
+        s = int(rng.integers(10, 18))
+        y0, x0 = rng.integers(0, 32 - s, size=2)
+        m = np.zeros((32, 32), int)
+        m[y0:y0 + s, x0:x0 + s] = 1
+    return m.astype(np.float32)
+
+
+def make_tree(root: Path, per_class: int = 24, seed: int = 0) -> Path:
+    """ROOT/DOMAIN/CLASS/i.png with a visible domain shift (contrast, tint, noise)."""
+    rng = np.random.default_rng(seed)
+    for d, (contrast, tint, noise) in DOMAINS.items():
+        for c in CLASSES:
+            folder = root / d / c
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                m = _pattern(c, rng)
+                color = rng.uniform(0.5, 1.0, size=3)
+                color[0] = min(1.0, color[0] + tint * 5)
+                img = 255 * contrast * m[..., None] * color[None, None, :] + 20
+                img = img + rng.normal(0, noise, size=img.shape)
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+    return root
+
+
+def train_student(root: Path, out_dir: Path, arch: str = "test_resnet", steps: int = 30, seed: int = 0,
+                  domains: list[str] | None = None) -> Path:
+    """Train ``arch`` at 32 px for ``steps`` Adam steps on the train split; save a checkpoint."""
+    import torch
+
+    from distill.data.folder import DomainFolder
+    from distill.export.images import load_images
+    from distill.student.model import Student, default_spec, save_student
+
+    torch.manual_seed(seed)
+    folder = DomainFolder(root)
+    spec = default_spec(arch, folder.classes, input_size=32)
+    spec.interpolation = "bilinear"
+    student = Student(spec)
+    imgs = load_images(folder, folder.select(domains or ["clean", "dark"], "train"), spec)
+    x_all = torch.from_numpy(imgs.normalize(imgs.images))
+    y_all = torch.from_numpy(imgs.labels)
+    opt = torch.optim.Adam(student.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    student.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x_all), (32,), generator=g)
+        loss = torch.nn.functional.cross_entropy(student(x_all[idx]), y_all[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    student.eval()
+    save_student(student, out_dir, extra_provenance={"strategy": "erm", "teacher": {"arch": "none (test)"},
+                                                     "run": str(out_dir.parent.parent)})
+    return out_dir
+
+
+def make_run_dir(root: Path, run_dir: Path, arch: str = "test_resnet", steps: int = 30) -> Path:
+    """RUN_DIR/checkpoints/best + summary.json + metrics.csv like a training run writes them."""
+    ckpt = train_student(root, run_dir / "checkpoints" / "best", arch=arch, steps=steps)
+    summary = {"strategy": "erm", "student": arch, "teacher": {"arch": "ViT-test", "pretrained": "none"},
+               "test_acc": {"clean": 0.9, "dark": 0.8, "noisy": 0.6}, "source_domains": ["clean", "dark"],
+               "target_domains": ["noisy"], "teacher_zero_shot": {"clean": 0.5, "dark": 0.4, "noisy": 0.3},
+               "params": 1000, "flops": 100000}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "config.yaml").write_text(json.dumps({"data": {"root": str(root), "source": ["clean", "dark"],
+                                                              "target": ["noisy"], "test_fraction": 0.3,
+                                                              "split_seed": 0}}))  # JSON is YAML
+    (run_dir / "metrics.csv").write_text("step,loss\n1,1.0\n")
+    return ckpt

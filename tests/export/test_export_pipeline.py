@@ -1,0 +1,158 @@
+"""distill export end to end on a trained tiny student: parity, metadata, fp16 I/O, int8, export.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from distill.export import read_metadata
+from distill.export.evaluate import parity
+from distill.export.images import load_images, pick_per_domain
+from distill.student.model import load_student
+
+
+def _report(export_dir: Path) -> dict:
+    return json.loads((export_dir / "export.json").read_text())
+
+
+def _model(report: dict, precision: str, flavour: str | None = None) -> dict:
+    return next(m for m in report["models"] if m["precision"] == precision and m.get("flavour") == flavour)
+
+
+def test_files_and_report(export_dir: Path) -> None:
+    rep = _report(export_dir)
+    assert rep["status"] == "ok" and rep["format"] == "distill.export/1"
+    files = {m["file"] for m in rep["models"]}
+    assert files == {"model.fp32.onnx", "model.fp16.onnx", "model.int8-ort-cpu.onnx", "model.int8-tensorrt.onnx"}
+    for f in files:
+        onnx.checker.check_model(str(export_dir / f), full_check=True)
+    assert rep["exporter"]["exporter"] in ("dynamo", "torchscript") and rep["exporter"]["opset"] >= 17
+    assert rep["data"]["calib_domains"] == ["clean", "dark"]  # the run's source domains (summary.json)
+    assert rep["data"]["target_domains"] == ["noisy"]
+    assert set(rep["data"]["eval_domains"]) == {"clean", "dark", "noisy"}
+    assert rep["tensorrt"]["build_script"] == "build_engine.sh" and not rep["tensorrt"]["built_here"]
+    assert rep["preprocess"]["input_size"] == [32, 32] and rep["input"]["shape"] == ["batch", 3, 32, 32]
+    assert rep["files"] == [*sorted(files, key=[m["file"] for m in rep["models"]].index), "build_engine.sh",
+                            "export.json"]
+
+
+def test_fp32_parity_on_real_images(export_dir: Path, run_ckpt: Path, tiny_root: Path) -> None:
+    par = _model(_report(export_dir), "fp32")["parity"]
+    assert par["passed"] and par["max_abs_logit_diff"] <= par["tolerance"] <= 1e-2
+    assert par["top1_agreement"] == 1.0 and par["n"] > 50
+    # independently: ORT vs torch on a few test images, at two batch sizes (dynamic batch axis)
+    from distill.data.folder import DomainFolder
+
+    student = load_student(run_ckpt)
+    folder = DomainFolder(tiny_root)
+    imgs = load_images(folder, pick_per_domain(folder, ["noisy"], "test", 5), student.spec)
+    x = imgs.normalize(imgs.images)
+    sess = ort.InferenceSession(str(export_dir / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = student(torch.from_numpy(x)).numpy()
+    for b in (1, len(x)):
+        out = np.concatenate([sess.run(["logits"], {"input": x[i:i + b]})[0] for i in range(0, len(x), b)])
+        assert np.abs(out - ref).max() < 1e-3
+
+
+def test_preprocessing_matches_student(run_ckpt: Path, tiny_root: Path) -> None:
+    from distill.data.folder import DomainFolder
+    from distill.data.images import load_rgb
+
+    student = load_student(run_ckpt)
+    folder = DomainFolder(tiny_root)
+    samples = folder.select(["dark"], "test")[:3]
+    imgs = load_images(folder, samples, student.spec)
+    ref = torch.stack([student.preprocess()(load_rgb(folder.path(s))) for s in samples]).numpy()
+    np.testing.assert_allclose(imgs.normalize(imgs.images), ref, atol=1e-6)
+
+
+def test_metadata_round_trip(export_dir: Path, run_ckpt: Path) -> None:
+    spec = load_student(run_ckpt).spec
+    for f, precision in [("model.fp32.onnx", "fp32"), ("model.fp16.onnx", "fp16"),
+                         ("model.int8-ort-cpu.onnx", "int8"), ("model.int8-tensorrt.onnx", "int8")]:
+        meta = read_metadata(export_dir / f)
+        assert meta["precision"] == precision and meta["arch"] == spec.arch
+        assert meta["class_names"] == list(spec.class_names)
+        pre = meta["preprocess"]
+        assert pre["input_size"] == list(spec.input_size) and pre["mean"] == list(spec.mean)
+        assert pre["std"] == list(spec.std) and pre["interpolation"] == spec.interpolation
+        assert meta["provenance"]["strategy"] == "erm" and meta["provenance"]["teacher"] == {"arch": "none (test)"}
+        assert meta["provenance"]["checkpoint_sha256"]
+        assert meta["outputs"] == ["logits"]
+    cpu = read_metadata(export_dir / "model.int8-ort-cpu.onnx")
+    trt = read_metadata(export_dir / "model.int8-tensorrt.onnx")
+    assert (cpu["int8_flavour"], cpu["target_runtime"]) == ("ort-cpu", "onnxruntime-cpu")
+    assert (trt["int8_flavour"], trt["target_runtime"]) == ("tensorrt", "tensorrt")
+    assert cpu["quantization"]["activation_type"] == "QUInt8" and trt["quantization"]["activation_symmetric"]
+    # onnxruntime sees the same properties (this is how the edge runner reads them)
+    sess = ort.InferenceSession(str(export_dir / "model.fp32.onnx"), providers=["CPUExecutionProvider"])
+    assert json.loads(sess.get_modelmeta().custom_metadata_map["distill.class_names"]) == list(spec.class_names)
+
+
+def test_fp16_has_fp32_io_and_fp16_weights(export_dir: Path) -> None:
+    m = onnx.load(str(export_dir / "model.fp16.onnx"))
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    assert [i.type.tensor_type.elem_type for i in m.graph.input] == [f32]
+    assert [o.type.tensor_type.elem_type for o in m.graph.output] == [f32]
+    weights = [t for t in m.graph.initializer if len(t.dims) == 4]  # conv kernels
+    assert weights and all(t.data_type == f16 for t in weights)
+    sess = ort.InferenceSession(str(export_dir / "model.fp16.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"input": np.zeros((3, 3, 32, 32), np.float32)})[0]
+    assert y.dtype == np.float32 and y.shape == (3, 4)
+    entry = _model(_report(export_dir), "fp16")
+    assert entry["parity"]["top1_agreement"] >= 0.95 and entry["parity"]["max_abs_logit_diff"] < 0.5
+    assert set(entry["accuracy"]) == {"clean", "dark", "noisy"}
+
+
+def test_int8_accuracy_and_latency_check_reported(export_dir: Path) -> None:
+    rep = _report(export_dir)
+    fp32 = _model(rep, "fp32")
+    for flavour in ("ort-cpu", "tensorrt"):
+        m = _model(rep, "int8", flavour)
+        assert set(m["accuracy"]) == set(fp32["accuracy"]) == {"clean", "dark", "noisy"}
+        for d, drop in m["drops_pts"].items():
+            assert drop == pytest.approx(100 * (fp32["accuracy"][d] - m["accuracy"][d]))
+        assert m["fallback"]["triggered"] is False and m["within_max_drop"] is True
+        assert 0.0 <= m["parity"]["top1_agreement"] <= 1.0
+        lc = m["latency_check"]
+        assert lc["p50_ms"]["fp32"] > 0 and lc["p50_ms"]["int8"] > 0
+        assert lc["slower_than_fp32"] == (lc["ratio_vs_fp32"] >= 1.0)
+        assert m["quantization"]["calibration"]["target_domains"] == ["noisy"]
+    assert _model(rep, "int8", "ort-cpu")["latency_check"]["representative"] is True
+    assert _model(rep, "int8", "tensorrt")["latency_check"]["representative"] is False
+    # the accuracy numbers are real: recompute one domain from the int8 file
+    mean = np.mean(list(_model(rep, "int8", "ort-cpu")["accuracy"].values()))
+    assert _model(rep, "int8", "ort-cpu")["mean_accuracy"] == pytest.approx(mean)
+
+
+def test_parity_helper_detects_differences() -> None:
+    a = np.array([[1.0, 2.0], [3.0, 0.0]], np.float32)
+    b = np.array([[1.0, 2.5], [3.0, 4.0]], np.float32)
+    p = parity(a, b)
+    assert p["max_abs_logit_diff"] == pytest.approx(4.0) and p["top1_agreement"] == 0.5
+
+
+def test_builtin_digits_suite(builtin_quick_root: Path, tmp_path: Path) -> None:
+    """Real data: the built-in digits (4 domains), a 60-step student, fp32 + int8 with per-domain checks."""
+    import synthetic
+
+    from distill.export import ExportConfig, export_checkpoint
+
+    ckpt = synthetic.train_student(builtin_quick_root, tmp_path / "ckpt", steps=60, domains=["mnist", "optdigits"])
+    rep = export_checkpoint(ckpt, tmp_path / "exp", ExportConfig(
+        precisions=("fp32", "int8"), data_root=str(builtin_quick_root), calib_domains=("mnist", "optdigits"),
+        target_domains=("mnist_m",), exporter="torchscript", eval_count=None, calib_count=64, latency_iters=3,
+        max_drop=100.0), log=lambda s: None)
+    fp32, int8 = rep["models"]
+    assert set(fp32["accuracy"]) == {"mnist", "optdigits", "mnist_m", "mnist_c"}
+    assert fp32["parity"]["passed"] and fp32["parity"]["n"] == sum(rep["data"]["eval_count"].values()) > 40
+    assert fp32["accuracy"]["mnist"] > 0.3  # learned something (10 classes: chance is 0.1)
+    assert int8["parity"]["top1_agreement"] > 0.8 and set(int8["drops_pts"]) == set(fp32["accuracy"])
+    assert rep["data"]["calib_per_domain"] == {"mnist": 22, "optdigits": 21, "mnist_m": 21}
+    assert rep["class_names"][:3] == ["eight", "five", "four"]  # classnames.yaml names, sorted
