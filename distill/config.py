@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from distill.errors import DistillError
 
@@ -76,6 +76,61 @@ class RunConfig(_Strict):
     progress: bool = True
 
 
+def _pixel_eps(value: Any) -> float:
+    """``2/255``, ``"0.01"`` or a number -> float in [0, 1] (pixel units)."""
+    from fractions import Fraction
+
+    try:
+        v = float(Fraction(str(value).strip())) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"expected a number or a fraction such as 2/255, got {value!r}") from None
+    if not 0 <= v <= 1:
+        raise ValueError(f"must be in [0, 1] (pixel units; 8/255 = {8 / 255:.4f}), got {value!r}")
+    return v
+
+
+class RobustConfig(_Strict):
+    """Robustness evaluation of the best checkpoint after training (``distill.robust``); off when absent."""
+
+    pgd_eps: list[float] = [2 / 255]  # L-inf radii in pixel units; "2/255" strings are accepted; [] = no attack
+    pgd_steps: int = Field(10, ge=0)
+    pgd_step_size: float | None = None  # pixel units; None: 2.5 * eps / steps
+    corruptions: list[str] = ["all"]  # names from distill.robust.CORRUPTIONS, or [all]; [] = none
+    severity: int = Field(3, ge=1, le=5)
+    max_images: int | None = Field(None, ge=1)  # per domain (test split); None = all
+    seed: int = 0
+
+    @field_validator("pgd_eps", mode="before")
+    @classmethod
+    def _eps_list(cls, v: Any) -> Any:
+        return [_pixel_eps(x) for x in v] if isinstance(v, (list, tuple)) else [_pixel_eps(v)]
+
+    @field_validator("pgd_step_size", mode="before")
+    @classmethod
+    def _step(cls, v: Any) -> Any:
+        return None if v is None else _pixel_eps(v)
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from distill.robust import CORRUPTIONS
+
+        if v == ["all"]:
+            return list(CORRUPTIONS)
+        bad = [n for n in v if n not in CORRUPTIONS]
+        if bad:
+            raise ValueError(f"unknown corruption {bad[0]!r} (known: {', '.join(CORRUPTIONS)}, or all)")
+        return v
+
+    def settings(self):
+        """-> :class:`distill.robust.RobustSettings`."""
+        from distill.robust import RobustSettings, check_corruptions
+
+        return RobustSettings(pgd_eps=tuple(self.pgd_eps), pgd_steps=self.pgd_steps, pgd_step_size=self.pgd_step_size,
+                              corruptions=tuple(check_corruptions(self.corruptions)), severity=self.severity, max_images=self.max_images,
+                              seed=self.seed)
+
+
 class TrainConfig(_Strict):
     data: DataConfig
     student: StudentConfig = StudentConfig()
@@ -85,6 +140,7 @@ class TrainConfig(_Strict):
     source_checkpoint: Path | None = None  # student checkpoint to start from (SFDA)
     optim: OptimConfig = OptimConfig()
     run: RunConfig
+    robust: RobustConfig | None = None  # robustness evaluation after training (PGD, corruptions); off by default
 
     def caches(self) -> list[Path]:
         if self.cache is None:

@@ -187,6 +187,7 @@ class TrainSetup:
     dist: Dist
     teacher_zero_shot: dict[str, float]
     provenance: dict[str, Any]
+    adversarial: Any = None  # distill.teacher.cache_adv.AdversarialViews when needs.cached_adversarial
 
 
 class Trainer:
@@ -209,10 +210,11 @@ class Trainer:
         else:
             self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                                              nesterov=True)
-        self.train_samples = setup.dataset.select(setup.source, "train")
+        self.train_domains = setup.target if setup.strategy.needs.target_data else setup.source
+        self.train_samples = setup.dataset.select(self.train_domains, "train")
         self.steps_per_epoch = len(self.train_samples) // o.batch_size
         if self.steps_per_epoch == 0:
-            raise DistillError(f"data.source {setup.source}: {len(self.train_samples)} training images is fewer than "
+            raise DistillError(f"domains {self.train_domains}: {len(self.train_samples)} training images is fewer than "
                                f"optim.batch_size={o.batch_size}")
         if o.batch_size % setup.dist.world:
             raise DistillError(f"optim.batch_size={o.batch_size} must be divisible by the {setup.dist.world} DDP ranks")
@@ -223,8 +225,12 @@ class Trainer:
                                            warmup_t=int(o.warmup_epochs * self.steps_per_epoch),
                                            warmup_lr_init=o.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
         self.domain_index = {d: i for i, d in enumerate(setup.dataset.domains)}
-        self.evaluator = DomainEvaluator(setup.dataset, setup.source + setup.target,
-                                         self.strategy.student.preprocess(), workers=0) if setup.dist.main else None
+        # a target-data (source-free) strategy never reads a source-domain image, not even to evaluate
+        eval_domains = setup.target if setup.strategy.needs.target_data else setup.source + setup.target
+        self.evaluator = DomainEvaluator(setup.dataset, eval_domains, self.strategy.student.preprocess(),
+                                         workers=0) if setup.dist.main else None
+        ctx = self.strategy.ctx
+        ctx.iterate_train, ctx.num_train, ctx.num_samples = self._clean_batches, len(self.train_samples), len(setup.dataset)
         self.history: list[dict[str, Any]] = []
         self.best = -1.0
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
@@ -278,14 +284,32 @@ class Trainer:
         spec = self.strategy.student.spec
         mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
         std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
-        b = Batch(pixels=pixels, images=(pixels - mean) / std, labels=labels.to(dev), domain=domain.to(dev),
-                  sample_index=index.to(dev), view=view.to(dev))
         needs = self.strategy.needs
+        b = Batch(pixels=pixels, images=(pixels - mean) / std, labels=labels.to(dev) if needs.labels else None,
+                  domain=domain.to(dev), sample_index=index.to(dev), view=view.to(dev))
         if self.s.caches and (needs.cached_logits or needs.cached_features):
-            rows = self.s.caches[0].lookup(index, view)
-            b.teacher_logits = rows["logits"].to(dev)
-            b.teacher_emb = rows["image_emb"].to(dev)
+            rows = [c.lookup(index, view) for c in self.s.caches]
+            b.teacher_logits = rows[0]["logits"].to(dev)
+            b.teacher_emb = rows[0]["image_emb"].to(dev)
+            b.teacher_logits_all = [r["logits"].to(dev) for r in rows]
+        if needs.cached_adversarial:  # one cached adversarial view per image, at the student's resolution
+            adv = self.s.adversarial
+            rows = adv.lookup(index, adv.choose(index, self.epoch, self.s.view_seed))
+            px = rows["pixels"].to(dev).float() / 255.0
+            if tuple(px.shape[-2:]) != tuple(spec.input_size):
+                px = F.interpolate(px, size=tuple(spec.input_size), mode="bicubic", align_corners=False,
+                                   antialias=True).clamp(0, 1)
+            b.adv_pixels, b.adv_teacher_logits = px, rows["logits"].to(dev)
         return b
+
+    def _clean_batches(self, batch_size: int = 256):
+        """View-0 batches over all training images in dataset order (for epoch hooks)."""
+        s = self.s
+        items = [Item(x, self.domain_index[x.domain], 0, None) for x in self.train_samples]
+        spec = self.strategy.student.spec
+        ds = TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
+        for pixels, labels, domain, index, view in DataLoader(ds, batch_size=batch_size, num_workers=s.cfg.run.workers):
+            yield self._batch(pixels, labels, domain, index, view)
 
     # -------------------------------------------------------------- main loop
     def fit(self) -> dict[str, Any]:
@@ -328,7 +352,7 @@ class Trainer:
                 self.step_in_epoch += 1
                 self.scheduler.step_update(num_updates=self.global_step)
                 n_steps = self.step_in_epoch
-                if "logits" in out and batch.labels is not None:
+                if "logits" in out and batch.labels is not None:  # live accuracy
                     run_correct += int((out["logits"].detach().argmax(-1) == batch.labels).sum())
                     run_seen += len(batch.labels)
                 if writer is not None:
@@ -361,7 +385,9 @@ class Trainer:
                         if k != "epoch":
                             writer.add_scalar(f"eval/{k}", v, self.global_step)
                     writer.flush()
-                improved = row["source_acc"] > self.best
+                # selection on source test accuracy; a source-free run sees no source data and
+                # must not peek at target labels, so it keeps its last epoch
+                improved = row["source_acc"] > self.best if not math.isnan(row["source_acc"]) else True
                 if improved:
                     self.best = row["source_acc"]
                     self.ckpt.save_best(self.strategy, {**s.provenance, "epoch": epoch + 1, "metrics": row})
@@ -369,7 +395,8 @@ class Trainer:
             self._save()
         if writer is not None:
             writer.close()
-        summary = self._summary(time.time() - t0) if s.dist.main else {}
+        robust = self._robust_eval() if s.dist.main and cfg.robust is not None else None
+        summary = self._summary(time.time() - t0, robust) if s.dist.main else {}
         barrier(s.dist)
         return summary
 
@@ -384,13 +411,14 @@ class Trainer:
         tgt = [acc[d] for d in self.s.target if d in acc]
         row: dict[str, Any] = {"epoch": epoch + 1}
         row.update({f"acc/{d}": round(v, 4) for d, v in acc.items()})
-        row["source_acc"] = round(float(np.mean(src)), 4) if src else 0.0
+        row["source_acc"] = round(float(np.mean(src)), 4) if src else float("nan")
         row["target_acc"] = round(float(np.mean(tgt)), 4) if tgt else 0.0
         return row
 
     def _epoch_line(self, row: dict[str, Any], improved: bool) -> str:
         doms = "  ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc/"))
-        return (f"epoch {row['epoch']}: source {row['source_acc']:.1f}  target {row['target_acc']:.1f}  |  {doms}"
+        src = "-" if math.isnan(row["source_acc"]) else f"{row['source_acc']:.1f}"
+        return (f"epoch {row['epoch']}: source {src}  target {row['target_acc']:.1f}  |  {doms}"
                 + ("  (best)" if improved else ""))
 
     def _write_metrics(self) -> None:
@@ -406,9 +434,27 @@ class Trainer:
             w.writerow(r)
         atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
 
-    def _summary(self, seconds: float) -> dict[str, Any]:
+    def _best_epoch(self) -> int:
+        rows = [r for r in self.history if not math.isnan(r["source_acc"])]
+        return max(rows, key=lambda r: r["source_acc"])["epoch"] if rows else self.history[-1]["epoch"]
+
+    def _robust_eval(self) -> dict[str, Any]:
+        """PGD / corruption accuracy of the best checkpoint on the evaluated domains (config ``robust``)."""
+        from distill.robust import RobustEvaluator, robust_table
+
+        best = self.ckpt.dir / "best"
+        student = load_student(best).to(self.s.device)
+        settings = self.s.cfg.robust.settings()
+        ev = RobustEvaluator(self.s.dataset, self.evaluator.domains, student.spec, settings)
+        results = ev(student, self.s.device)
+        print(f"robustness of {best}:\n{robust_table(results)}")
+        report = {"checkpoint": str(best), "settings": settings.to_dict(), "domains": results}
+        atomic_write_json(self.run_dir / "robust.json", report)
+        return report
+
+    def _summary(self, seconds: float, robust: dict[str, Any] | None = None) -> dict[str, Any]:
         s = self.s
-        best_row = max(self.history, key=lambda r: r["source_acc"])
+        best_row = next(r for r in reversed(self.history) if r["epoch"] == self._best_epoch())
         student = self.strategy.student
         summary = {
             "strategy": s.cfg.strategy.name,
@@ -417,9 +463,10 @@ class Trainer:
             "teacher": s.provenance.get("teacher"),
             "source_domains": s.source,
             "target_domains": s.target,
+            "trained_on": self.train_domains,
             "best_epoch": best_row["epoch"],
             "test_acc": {k[4:]: v for k, v in best_row.items() if k.startswith("acc/")},
-            "source_acc": best_row["source_acc"],
+            "source_acc": None if math.isnan(best_row["source_acc"]) else best_row["source_acc"],
             "target_acc": best_row["target_acc"],
             "teacher_zero_shot": s.teacher_zero_shot,
             "params": count_params(student),
@@ -428,6 +475,8 @@ class Trainer:
             "checkpoint": str(self.ckpt.dir / "best"),
             "train_seconds_this_session": round(seconds, 1),
         }
+        if robust is not None:
+            summary["robust"] = robust
         atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
 
@@ -504,6 +553,13 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
         expect = expected_identity(teacher_ident, preprocess, dataset.classes,
                                    dataset.fingerprint(probe.domains), templates if cfg.teacher else None)
         caches.append(TeacherCache.open(path, expect=expect))
+        if len(caches) > 1 and caches[-1].manifest["views"] != caches[0].manifest["views"]:
+            from distill.teacher.cache_format import diff_fields
+
+            diffs = diff_fields({"views": caches[-1].manifest["views"]}, {"views": caches[0].manifest["views"]})
+            raise DistillError(f"cache {path}: its views differ from the first cache's ({'; '.join(diffs)}); "
+                               "several teachers must be cached with the same --views, --seed and crop settings "
+                               "so that every row describes the same image view")
     if needs.online_teacher and teacher is None:
         from distill.teacher import Teacher
         from distill.teacher.prompts import DEFAULT_TEMPLATES
@@ -526,6 +582,8 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
     logit_scale = (float(caches[0].manifest["teacher"].get("logit_scale", 0)) or None) if caches else (
         teacher.logit_scale if teacher is not None else None)
 
+    if needs.source_checkpoint and cfg.source_checkpoint is None:
+        raise DistillError(f"strategy '{cls.name}' adapts a source-trained student: set 'source_checkpoint'")
     if cfg.source_checkpoint is not None:
         student = load_student(cfg.source_checkpoint)
         if student.spec.class_names != dataset.classes:
@@ -556,8 +614,15 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
                   "teacher": caches[0].manifest.get("teacher") if caches else (teacher.identity() if teacher else None),
                   "teacher_flops": caches[0].manifest.get("teacher_flops_per_image") if caches else None,
                   "source_domains": source, "cache": [str(p) for p in cfg.caches()]}
+    adversarial = None
+    if needs.cached_adversarial:
+        from distill.teacher.cache_adv import AdversarialViews
+
+        adversarial = AdversarialViews.open(caches[0].path, caches[0].manifest)
+        provenance["adversarial_views"] = {k: adversarial.manifest[k] for k in ("views", "epsilon", "steps",
+                                                                              "step_size", "seed", "objective")}
     return TrainSetup(cfg, dataset, source, target, strategy, caches, views, view_cfg, view_seed, device, d, zs,
-                      provenance)
+                      provenance, adversarial)
 
 
 def run_training(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
@@ -580,7 +645,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         trainer.resume()
     if setup.dist.main:
         zs = "  ".join(f"{d} {v:.1f}" for d, v in setup.teacher_zero_shot.items())
-        print(f"training '{cfg.strategy.name}' student {cfg.student.arch} on {setup.source} "
+        print(f"training '{cfg.strategy.name}' student {cfg.student.arch} on {trainer.train_domains} "
               f"({len(trainer.train_samples)} images, {trainer.steps_per_epoch} steps/epoch); "
               f"targets {setup.target}" + (f"; teacher zero-shot: {zs}" if zs else ""))
     return trainer.fit()

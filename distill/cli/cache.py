@@ -39,6 +39,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--hflip", type=float, default=0.5, metavar="P",
                    help="horizontal flip probability of augmented views; 0 for digits/text (0.5)")
     b.add_argument("--batch-size", type=int, default=64, metavar="B", help="image views per teacher forward (64)")
+    b.add_argument("--adv-views", type=int, default=0, metavar="K",
+                   help="also craft K PGD views per image against the teacher and store them with its outputs "
+                        "(CACHE/adversarial; for the adv_cached strategy); adds them to a complete cache too (0)")
+    b.add_argument("--adv-eps", default="8/255", metavar="EPS", help="their L-inf radius in pixel units (8/255)")
+    b.add_argument("--adv-steps", type=int, default=5, metavar="N", help="their PGD steps (5)")
+    b.add_argument("--adv-step-size", default=None, metavar="A", help="their PGD step (default 2.5*eps/steps)")
+    b.add_argument("--adv-seed", type=int, default=None, metavar="S", help="seed of their random starts (--seed)")
+    b.add_argument("--adv-split", choices=("train", "test", "all"), default="train",
+                   help="which split gets adversarial views (train)")
+    b.add_argument("--adv-domains", metavar="a,b", help="domains that get adversarial views (default: all cached)")
     b.add_argument("--shard-size", type=int, default=1024, metavar="S", help="images per shard (1024)")
     b.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored dtype (float16)")
     b.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest)")
@@ -100,15 +110,28 @@ def _build(args: argparse.Namespace) -> int:
     teacher = Teacher(args.arch, pretrained, dataset.classes, templates, device=device)
     out = Path(args.out)
     was_complete = (out / MANIFEST).exists()
+    from distill.robust import parse_eps
+
+    if args.adv_views < 0:
+        raise DistillError(f"--adv-views must be >= 0, got {args.adv_views}")
+    adv_domains = [d.strip() for d in args.adv_domains.split(",") if d.strip()] if args.adv_domains else None
     build_cache(dataset, teacher, out, domains=domains, views=args.views, seed=args.seed, augment=augment,
                 batch_size=args.batch_size, shard_size=args.shard_size, dtype=args.dtype, skip_bad=args.skip_bad,
-                num_workers=args.workers, progress=not args.no_progress)
+                num_workers=args.workers, progress=not args.no_progress, adv_views=args.adv_views,
+                adv_epsilon=parse_eps(args.adv_eps), adv_steps=args.adv_steps,
+                adv_step_size=None if args.adv_step_size is None else parse_eps(args.adv_step_size),
+                adv_seed=args.adv_seed, adv_split=None if args.adv_split == "all" else args.adv_split,
+                adv_domains=adv_domains)
     if int(os.environ.get("RANK", 0)) == 0:
         m = json.loads((out / MANIFEST).read_text())
         state = "already complete" if was_complete else "written"
         skipped = f", {len(m['skipped'])} image(s) skipped (listed in {MANIFEST})" if m["skipped"] else ""
         print(f"teacher cache {state}: {out} ({m['rows']} rows = {m['dataset']['images']} images x "
               f"{m['views']['count']} view(s), {len(m['shards'])} shard(s){skipped})")
+        if args.adv_views:
+            a = json.loads((out / "adversarial" / MANIFEST).read_text())
+            print(f"adversarial views: {out / 'adversarial'} ({a['rows']} = {a['images']} {a['split'] or 'all'} "
+                  f"images x {a['views']}; eps {a['epsilon']:.4f}, {a['steps']} PGD steps, seed {a['seed']})")
         print(f"inspect it with: distill cache inspect {out}")
     return 0
 

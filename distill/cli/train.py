@@ -48,6 +48,6 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = run_training(cfg, resume=args.resume is not None)
     if summary:
-        print(f"best checkpoint: {summary['checkpoint']}  (source {summary['source_acc']:.1f}, "
-              f"target {summary['target_acc']:.1f})")
+        src = "-" if summary["source_acc"] is None else f"{summary['source_acc']:.1f}"
+        print(f"best checkpoint: {summary['checkpoint']}  (source {src}, target {summary['target_acc']:.1f})")
     return 0

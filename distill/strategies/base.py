@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 from torch import Tensor, nn
 
@@ -25,6 +25,7 @@ class Needs:
     cached_features: bool = False  # teacher image embeddings from the cache
     text_embeddings: bool = False  # the teacher's zero-shot head [C, D]
     online_teacher: bool = False  # a live teacher model (e.g. for adversarial inputs)
+    cached_adversarial: bool = False  # adversarial views stored in the cache (`cache build --adv-views K`)
     target_data: bool = False  # unlabeled target-domain images
     source_checkpoint: bool = False  # a source-trained student to start from
 
@@ -39,12 +40,16 @@ class Batch:
 
     pixels: Tensor
     images: Tensor
-    labels: Tensor | None = None  # [B] int64
-    teacher_logits: Tensor | None = None  # [B, C] float32
+    labels: Tensor | None = None  # [B] int64; None when the strategy does not get labels
+    teacher_logits: Tensor | None = None  # [B, C] float32 (first cache)
+    teacher_logits_all: list[Tensor] | None = None  # one [B, C] per cache (multi-teacher)
     teacher_emb: Tensor | None = None  # [B, D] float32, L2-normalized
     domain: Tensor | None = None  # [B] int64, index into the dataset's domains
     sample_index: Tensor | None = None  # [B] int64
     view: Tensor | None = None  # [B] int64
+    # with needs.cached_adversarial: one cached adversarial view per image (first cache)
+    adv_pixels: Tensor | None = None  # [B, 3, H, W] in [0, 1] at the student's resolution
+    adv_teacher_logits: Tensor | None = None  # [B, C] float32, the teacher's logits on adv_pixels
 
 
 @dataclass
@@ -59,6 +64,12 @@ class StrategyContext:
     teacher: Any = None  # distill.teacher.Teacher when needs.online_teacher
     teacher_input: Callable[[Tensor], Tensor] | None = None  # pixels -> teacher-normalized input
     normalize: Callable[[Tensor], Tensor] | None = None  # pixels -> student-normalized input
+    # Clean (view-0) batches over every training image in a fixed order, for epoch hooks such
+    # as pseudo-label refresh; set by the trainer. For target-data strategies these are the
+    # unlabeled target images (labels None).
+    iterate_train: Callable[[], Iterator[Batch]] | None = None
+    num_train: int = 0  # number of training images (sample indices are dataset-wide)
+    num_samples: int = 0  # size of the whole dataset (bound for sample_index)
 
 
 class Strategy(nn.Module):

@@ -221,6 +221,13 @@ def build_cache(
     skip_bad: bool = False,
     num_workers: int | None = None,
     progress: bool = True,
+    adv_views: int = 0,
+    adv_epsilon: float = 8 / 255,
+    adv_step_size: float | None = None,
+    adv_steps: int = 5,
+    adv_seed: int | None = None,
+    adv_split: str | None = "train",
+    adv_domains: Sequence[str] | None = None,
 ) -> Path:
     """Run ``teacher`` over ``dataset`` once and write a teacher cache to ``out_dir``.
 
@@ -241,6 +248,14 @@ def build_cache(
         skip_bad: skip undecodable images (recorded in the manifest) instead of stopping.
         num_workers: DataLoader decode workers (default: CPU cores per process - 1, at most 8).
         progress: show a tqdm bar (rows/s) on rank 0.
+        adv_views: K > 0 also crafts K PGD views per image against the teacher, stored with the
+            teacher's outputs on them in ``out_dir/adversarial`` (rank 0, after the cache is
+            complete; see :mod:`distill.teacher.cache_adv`); for ``adv_cached``.
+        adv_epsilon, adv_step_size, adv_steps: L-inf radius, step (default 2.5 eps / steps) and
+            steps of that PGD, in pixel units.
+        adv_seed: seed of its random starts (default ``seed``).
+        adv_split, adv_domains: which images get adversarial views (default: the train split of
+            every cached domain).
 
     Returns:
         ``out_dir`` as a Path.
@@ -264,16 +279,25 @@ def build_cache(
         status = _broadcast(status, world)
         if status[0] == "error":
             raise DistillError(status[1])
-        if status[0] == "done":
-            return out
-        _build_shards(dataset, teacher, out, plan, rank, world, skip_bad, num_workers, progress)
-        if world > 1:
+        if status[0] != "done":
+            _build_shards(dataset, teacher, out, plan, rank, world, skip_bad, num_workers, progress)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
+            if rank == 0:
+                _write_manifest(dataset, teacher, out, plan)
+        if adv_views > 0:  # on a complete cache (just built or found): single-process, then everyone waits
+            if rank == 0:
+                from distill.teacher.cache_adv import build_adversarial_views
+
+                build_adversarial_views(dataset, teacher, out, views=adv_views, epsilon=adv_epsilon,
+                                        step_size=adv_step_size, steps=adv_steps,
+                                        seed=seed if adv_seed is None else adv_seed, split=adv_split,
+                                        domains=adv_domains, batch_size=batch_size, progress=progress)
+        if world > 1 and (status[0] != "done" or adv_views > 0):
             import torch.distributed as dist
 
-            dist.barrier()
-        if rank == 0:
-            _write_manifest(dataset, teacher, out, plan)
-        if world > 1:
             dist.barrier()
     return out
 

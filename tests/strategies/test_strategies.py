@@ -29,11 +29,9 @@ STEPS = 30
 # Each Needs flag the fixture can supply. A flag in _UNSUPPORTED skips the strategies that
 # declare it, with the reason, until someone teaches make_inputs() to build it.
 _SUPPORTED = {"labels", "cached_logits", "cached_features", "text_embeddings", "online_teacher",
-              "source_checkpoint"}  # source_checkpoint: the student handed over stands for the source-trained one
-_UNSUPPORTED = {
-    "target_data": "the Batch/StrategyContext contract has no field for unlabeled target-domain images yet; "
-                   "add one and supply it in tests/strategies/test_strategies.py::make_inputs",
-}
+              "source_checkpoint",  # source_checkpoint: the student handed over stands for the source-trained one
+              "cached_adversarial", "target_data"}  # supplied by _adversarial_and_target_inputs() below
+_UNSUPPORTED: dict[str, str] = {}
 
 STRATEGIES = list_strategies()
 
@@ -110,7 +108,36 @@ def make_inputs(name: str, seed: int = 0, embed: bool | None = None,
         teacher_emb=emb if needs.cached_features else None,
         domain=torch.arange(BATCH) % 2, sample_index=torch.arange(BATCH), view=torch.zeros(BATCH, dtype=torch.long),
     )
+    _adversarial_and_target_inputs(needs, ctx, batch, seed)
+    if needs.source_checkpoint:
+        _source_trained_head(student, pixels, normalize)
     return student, ctx, batch
+
+
+# ---------------------------------------------------------------------------- needs of the adversarial / SFDA strategies
+def _adversarial_and_target_inputs(needs: Needs, ctx: StrategyContext, batch: Batch, seed: int) -> None:
+    """Supply ``cached_adversarial`` and ``target_data`` the way the trainer does (see distill/train.py)."""
+    if needs.cached_adversarial:  # one cached adversarial view per image: pixels within 8/255, teacher logits on them
+        g = torch.Generator().manual_seed(seed + 1)
+        noise = torch.rand(batch.pixels.shape, generator=g) * 2 - 1
+        batch.adv_pixels = (batch.pixels + noise * 8 / 255).clamp(0, 1)
+        batch.adv_teacher_logits = batch.teacher_logits + 0.5 * torch.randn(batch.teacher_logits.shape, generator=g)
+    if needs.target_data:  # the training images are the (unlabeled) target batch; epoch hooks iterate over it
+        ctx.iterate_train = lambda: iter([batch])
+        ctx.num_train = ctx.num_samples = BATCH
+
+
+def _source_trained_head(student: Student, pixels: Tensor, normalize: Callable[[Tensor], Tensor]) -> None:
+    """A stand-in for a source-trained classifier: the head becomes a nearest-class-mean rule fitted on
+    the batch's labels (closed form, instant). Adaptation strategies that freeze the head (SHOT) start
+    from a hypothesis rather than from random weights, as they would from a real source checkpoint."""
+    with torch.no_grad():
+        f = F.normalize(student.eval().features(normalize(pixels)), dim=-1)
+        student.train()
+        y = torch.arange(len(pixels)) % len(CLASSES)
+        means = torch.stack([f[y == c].mean(0) if (y == c).any() else torch.zeros(f.shape[1]) for c in range(len(CLASSES))])
+        student.head.weight.copy_(10.0 * F.normalize(means, dim=-1))
+        student.head.bias.zero_()
 
 
 def make_setup(name: str, options: dict[str, Any] | None = None, **kw) -> tuple[Strategy, Batch]:

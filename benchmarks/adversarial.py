@@ -1,0 +1,186 @@
+"""Adversarial distillation on the built-in digits suite: kd vs adv_kd vs adv_cached.
+
+Prints two tables:
+
+1. robustness — per domain, clean / PGD (L-inf, untargeted CE on the label, pixel space) /
+   common-corruption accuracy of the best checkpoint of each strategy, all trained with the
+   demo recipe (``distill.demo.recipe``: mobilenetv3_small_050 at 32 px, source mnist);
+2. cost — seconds per training epoch (data loading included) of kd, adv_cached and adv_kd,
+   measured side by side in this one process: the strategies' epochs are interleaved (kd,
+   adv_cached, adv_kd, kd, ...) so machine noise hits them alike; plus the one-off cost of
+   crafting the cached adversarial views.
+
+Targets: adv_cached epoch <= 1.2 x kd epoch; the adversarial strategies raise PGD accuracy
+at <= 1 point of clean accuracy (source domain).
+
+Usage (after `distill demo --out demo_out`):
+    .venv/bin/python benchmarks/adversarial.py [--demo-out demo_out] [--epochs 30] [--out runs/bench-adversarial]
+        [--timing-epochs 2] [--threads 1] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from distill.config import RobustConfig, load_train_config
+from distill.demo import ADV_VIEWS, SOURCE, recipe
+from distill.robust import RobustEvaluator
+from distill.student.model import load_student
+from distill.train import Trainer, build, run_training
+
+ROBUST = RobustConfig(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corruptions=["all"], severity=3)
+
+
+def demo_teacher(teacher_dir: Path) -> tuple[str, Path, list[str]]:
+    """(open_clip arch, checkpoint, templates) of a bootstrapped demo teacher (from its teacher.json)."""
+    meta = json.loads((teacher_dir / "teacher.json").read_text())
+    return meta["arch"], teacher_dir / meta["checkpoint"], list(meta["templates"])
+
+
+def strategies(teacher_dir: Path) -> dict[str, dict]:
+    """name -> strategy section (+ what else the recipe needs)."""
+    arch, ckpt, templates = demo_teacher(teacher_dir)
+    return {
+        "kd": {"strategy": {"name": "kd"}},
+        "adv_cached": {"strategy": {"name": "adv_cached", "adv_fraction": 0.5}},
+        "adv_kd": {"strategy": {"name": "adv_kd", "steps": 3, "epsilon": 8 / 255, "step_size": 2 / 255},
+                   "teacher": {"arch": arch, "pretrained": str(ckpt), "templates": templates}},
+    }
+
+
+def config(name: str, extra: dict, root: Path, cache: Path, out: Path, epochs: int, quick: bool = False) -> dict:
+    cfg = recipe(extra["strategy"], root, cache, out, quick=quick, progress=False)
+    cfg["optim"]["epochs"] = epochs
+    cfg["run"]["workers"] = 0  # in-process decoding: 32 px PNGs decode in ~0.5 s per epoch
+    if "teacher" in extra:
+        cfg["teacher"] = extra["teacher"]
+    return cfg
+
+
+def one_epoch(trainer: Trainer, epoch: int) -> float:
+    """Seconds for one training epoch (loader + forward + backward + step), without evaluation."""
+    t0 = time.perf_counter()
+    trainer.model.train()
+    trainer.epoch = epoch
+    for pixels, labels, domain, index, view in trainer._loader(epoch, 0):
+        batch = trainer._batch(pixels, labels, domain, index, view)
+        loss = trainer.model(batch)["loss"]
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--demo-out", type=Path, default=Path("demo_out"))
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-adversarial"))
+    ap.add_argument("--cache", type=Path, default=None, help="teacher cache (default DEMO_OUT/cache)")
+    ap.add_argument("--teacher-dir", type=Path, default=None,
+                    help="the cache's bootstrapped teacher, for adv_kd and the views (default DEMO_OUT/teacher)")
+    ap.add_argument("--epochs", type=int, default=30, help="training epochs of each strategy (demo recipe: 30)")
+    ap.add_argument("--timing-epochs", type=int, default=2, help="interleaved timed epochs per strategy")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: fastest for these tiny models on a shared 2-core box)")
+    ap.add_argument("--quick", action="store_true", help="smoke test on a `distill demo --quick` output")
+    ap.add_argument("--only", default="kd,adv_cached,adv_kd")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from distill.data import DomainFolder
+    from distill.teacher import Teacher
+    from distill.teacher.cache_adv import AdversarialViews, build_adversarial_views
+
+    root = args.demo_out / "data" / ("digits-quick-seed0" if args.quick else "digits-full-seed0")
+    cache = args.cache or args.demo_out / "cache"
+    teacher_dir = args.teacher_dir or args.demo_out / "teacher"
+    arch, teacher_ckpt, templates = demo_teacher(teacher_dir)
+    ds = DomainFolder(root)
+    names = args.only.split(",")
+
+    # one-off: adversarial views of the source train split, crafted against the teacher
+    t0 = time.perf_counter()
+    built_now = not AdversarialViews.exists(cache)
+    teacher = Teacher(arch, str(teacher_ckpt), ds.classes, templates)
+    build_adversarial_views(ds, teacher, cache, domains=SOURCE, progress=False, **ADV_VIEWS)
+    adv_build_s = time.perf_counter() - t0
+    adv_m = AdversarialViews.open(cache).manifest
+    del teacher
+
+    # accuracy: full runs
+    specs = strategies(teacher_dir)
+    summaries = {}
+    for name in names:
+        run = args.out / f"{name}-e{args.epochs}"
+        cfg = config(name, specs[name], root, cache, run, args.epochs, args.quick)
+        if (run / "summary.json").is_file():
+            summaries[name] = json.loads((run / "summary.json").read_text())
+        else:
+            t = time.perf_counter()
+            summaries[name] = run_training(load_train_config(None, base=cfg))
+            print(f"{name}: trained in {time.perf_counter() - t:.0f}s", flush=True)
+
+    settings = ROBUST.settings()
+    ev = RobustEvaluator(ds, ds.domains, load_student(Path(summaries[names[0]]["checkpoint"])).spec, settings)
+    results = {n: ev(load_student(Path(s["checkpoint"]))) for n, s in summaries.items()}
+
+    eps = list(next(iter(results[names[0]].values()))["pgd"])
+    print(f"\n### Robustness (test split, %; PGD-{settings.pgd_steps} L-inf, step 2.5*eps/steps, random start; "
+          f"corruptions: mean of {len(settings.corruptions)} at severity {settings.severity}; {args.epochs} epochs)\n")
+    head = ["strategy", "domain", "clean"] + [f"PGD {e}" for e in eps] + ["corruptions"]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for n, res in results.items():
+        for d, r in res.items():
+            cells = [n, d + (" (source)" if d in SOURCE else ""), f"{r['clean']:.1f}"] + \
+                    [f"{r['pgd'][e]:.1f}" for e in eps] + [f"{r['corruption_mean']:.1f}"]
+            print("| " + " | ".join(cells) + " |")
+    # targets, on the source domain
+    src = SOURCE[0]
+    base = results["kd"][src] if "kd" in results else None
+    if base is not None:
+        for n in names:
+            if n == "kd":
+                continue
+            r = results[n][src]
+            gain = {e: r["pgd"][e] - base["pgd"][e] for e in eps}
+            cost = base["clean"] - r["clean"]
+            ok = all(g > 0 for g in gain.values()) and cost <= 1.0
+            print(f"{n} vs kd on {src}: PGD gain " + ", ".join(f"{e}: {g:+.1f}" for e, g in gain.items()) +
+                  f"; clean cost {cost:+.1f} -> target (PGD up at <= 1 pt clean cost) {'met' if ok else 'MISSED'}")
+
+    # cost: interleaved epochs, one process
+    trainers = {}
+    for name in names:
+        cfg = config(name, specs[name], root, cache, args.out / f"timing-{name}", 1, args.quick)
+        trainers[name] = Trainer(build(load_train_config(None, base=cfg)))
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for e in range(args.timing_epochs + 1):
+        for n, tr in trainers.items():
+            s = one_epoch(tr, e)
+            if e > 0:  # epoch 0 is warm-up
+                times[n].append(s)
+    med = {n: statistics.median(v) for n, v in times.items()}
+    t0_ = trainers[names[0]]
+    print(f"\n### Cost (seconds per training epoch, {t0_.steps_per_epoch} steps of batch "
+          f"{t0_.s.cfg.optim.batch_size}, data "
+          f"loading included; median of {args.timing_epochs} interleaved epochs; {args.threads} threads)\n")
+    print("| strategy | s / epoch | x kd |\n|---|---|---|")
+    for n in names:
+        print(f"| {n} | {med[n]:.1f} | {med[n] / med['kd']:.2f} |")
+    print(f"\none-off adversarial views: {adv_m['rows']} views ({adv_m['views']} per {SOURCE} train image, eps "
+          f"{round(adv_m['epsilon'] * 255)}/255, {adv_m['steps']} PGD steps) "
+          + (f"crafted in {adv_build_s:.0f}s" if built_now else "(already built)"))
+    if "adv_cached" in med:
+        r = med["adv_cached"] / med["kd"]
+        print(f"adv_cached / kd epoch time = {r:.2f} -> target (<= 1.2) {'met' if r <= 1.2 else 'MISSED'}")
+    if "adv_kd" in med:
+        print(f"adv_kd / kd epoch time = {med['adv_kd'] / med['kd']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

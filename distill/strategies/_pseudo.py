@@ -1,0 +1,251 @@
+"""Shared pieces of the source-free strategies (``sfda``, ``shot``, ``teacher_pl``).
+
+- :func:`information_maximization`: SHOT's IM loss (confident and diverse predictions).
+- :func:`fuse_teachers`: several teachers' predictions fused per sample by reliability.
+- :func:`centroid_labels`: SHOT's self-supervised pseudo-labels from class centroids.
+- :func:`knn_smooth`: memory-bank smoothing of soft labels over feature-space neighbours.
+- :func:`collect`: one clean pass over the training images (for the epoch-start refresh).
+- :class:`SampleTargets`: per-sample pseudo-labels as resumable module buffers.
+
+Not a strategy (the leading underscore keeps the registry from importing it as one).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill.errors import DistillError
+from distill.strategies.base import Batch
+
+
+# ---------------------------------------------------------------------------- losses
+def information_maximization(logits: Tensor, diversity_weight: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """SHOT's IM loss (Liang et al. 2020): mean per-sample entropy + diversity.
+
+    ``diversity = log C − H(mean_b p_b)`` = KL(mean prediction || uniform) ≥ 0: zero when the
+    batch's predictions cover the classes evenly. (SHOT writes −H(mean p); the constant log C
+    only makes the loss non-negative.)
+
+    Args:
+        logits: [B, C].
+        diversity_weight: weight of the diversity term.
+
+    Returns:
+        (loss, entropy, diversity), scalars.
+    """
+    p = logits.softmax(-1)
+    log_p = logits.log_softmax(-1)
+    ent = -(p * log_p).sum(-1).mean()
+    mean_p = p.mean(0)
+    div = math.log(logits.shape[-1]) + (mean_p * torch.log(mean_p + 1e-8)).sum()
+    return ent + diversity_weight * div, ent, div
+
+
+def soft_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean over the batch of −Σ_c target_c · log softmax(logits)_c; optional per-sample weight [B]."""
+    per = -(target * logits.log_softmax(-1)).sum(-1)
+    if weight is None:
+        return per.mean()
+    return (per * weight).sum() / weight.sum().clamp(min=1e-8)
+
+
+# ---------------------------------------------------------------------------- fusion
+def normalized_certainty(p: Tensor) -> Tensor:
+    """1 − H(p)/log C per row: 1 for one-hot, 0 for uniform. [N, C] -> [N]."""
+    ent = -(p * torch.log(p.clamp(min=1e-12))).sum(-1)
+    return 1 - ent / math.log(p.shape[-1])
+
+
+def fuse_teachers(probs: Sequence[Tensor], anchor: Tensor | None = None, sharpness: float = 1.0,
+                  eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Fuse K teachers' class distributions per sample, weighting each by its reliability.
+
+    Reliability of teacher k on sample x (the RCL / Co-learn++ idea that a teacher is to be
+    trusted where it is sure of itself *and* the others — including the adapting student —
+    agree with it):
+
+        agree_k(x) = Σ_c p_k(c|x) · q_k(c|x),   q_k = mean of {p_j : j ≠ k} ∪ {anchor}
+        r_k(x)     = agree_k(x) · (eps + certainty_k(x)),   certainty = 1 − H(p_k)/log C
+        w_k(x)     = r_k(x)^sharpness / Σ_j r_j(x)^sharpness
+
+    ``agree_k`` is the probability that teacher k and a predictor drawn from the others name
+    the same class; a confident teacher that contradicts everyone else gets little weight, and
+    so does a flat one (a random-weights teacher is both). With one teacher the weight is 1.
+
+    Args:
+        probs: K tensors [N, C], rows summing to 1.
+        anchor: optional [N, C] distribution that votes but is not fused (the current student).
+        sharpness: γ ≥ 0; 0 gives the plain average, large values pick the most reliable teacher.
+
+    Returns:
+        (fused [N, C], weights [N, K]).
+    """
+    if not probs:
+        raise DistillError("fuse_teachers needs at least one teacher")
+    P = torch.stack(list(probs), dim=1)  # [N, K, C]
+    N, K, _ = P.shape
+    if K == 1 and anchor is None:
+        return P[:, 0], torch.ones(N, 1, dtype=P.dtype, device=P.device)
+    others_sum = P.sum(1, keepdim=True) - P  # [N, K, C]: sum over j != k
+    count = K - 1
+    if anchor is not None:
+        others_sum = others_sum + anchor.unsqueeze(1)
+        count += 1
+    if count == 0:
+        agree = torch.ones(N, K, dtype=P.dtype, device=P.device)
+    else:
+        agree = (P * others_sum / count).sum(-1)  # [N, K]
+    cert = normalized_certainty(P.reshape(N * K, -1)).reshape(N, K)
+    r = (agree * (eps + cert)).clamp(min=1e-12)
+    w = r.pow(sharpness)
+    w = w / w.sum(1, keepdim=True)
+    return (w.unsqueeze(-1) * P).sum(1), w
+
+
+# ---------------------------------------------------------------------------- pseudo-labels
+def centroid_labels(features: Tensor, probs: Tensor, iterations: int = 2, threshold: float = 0.0) -> Tensor:
+    """SHOT's self-supervised pseudo-labels (Liang et al. 2020, eq. 4-6).
+
+    Class centroids are the prediction-weighted means of L2-normalized features; each sample
+    takes the class of its nearest centroid (cosine); centroids are then recomputed from those
+    hard labels and samples relabelled (``iterations`` − 1 more times). Classes with total
+    weight ≤ ``threshold`` get no centroid (SHOT's ``threshold`` on the predicted class counts).
+
+    Args:
+        features: [N, F] student features.
+        probs: [N, C] student predictions.
+
+    Returns:
+        [N] int64 labels.
+    """
+    f = F.normalize(features.float(), dim=-1)
+    w = probs.float()
+    labels = None
+    for _ in range(max(1, iterations)):
+        mass = w.sum(0)  # [C]
+        centroids = F.normalize(w.T @ f / mass.clamp(min=1e-8).unsqueeze(1), dim=-1)  # [C, F]
+        sim = f @ centroids.T
+        sim[:, mass <= threshold] = -2.0  # classes without samples cannot be chosen
+        labels = sim.argmax(-1)
+        w = F.one_hot(labels, probs.shape[1]).float()
+    return labels
+
+
+def knn_smooth(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024) -> Tensor:
+    """Average each sample's distribution with its k nearest neighbours' (cosine, itself included).
+
+    A memory-bank smoothing in the spirit of NRC / AaD (Yang et al. 2021, 2022): neighbours in
+    the adapting model's feature space tend to share a class, so a wrong label on one sample is
+    outvoted by its neighbours. [N, F], [N, C] -> [N, C].
+    """
+    if k <= 1 or len(features) <= 1:
+        return probs
+    f = F.normalize(features.float(), dim=-1)
+    k = min(k, len(f))
+    out = torch.empty_like(probs)
+    for s in range(0, len(f), chunk):
+        idx = (f[s:s + chunk] @ f.T).topk(k, dim=-1).indices  # [b, k]
+        out[s:s + chunk] = probs[idx].mean(1)
+    return out
+
+
+# ---------------------------------------------------------------------------- epoch refresh
+@torch.no_grad()
+def collect(student: nn.Module, batches: Iterator[Batch], teacher_temperature: float = 1.0,
+            teachers: bool = True) -> dict[str, Tensor]:
+    """One clean pass over the training images with the student in eval mode.
+
+    Returns:
+        ``index`` [N] sample indices, ``features`` [N, F], ``probs`` [N, C] (student), and with
+        ``teachers`` ``teacher_probs`` [K, N, C] (softmax(logits / T) of each cache).
+    """
+    was_training = student.training
+    student.eval()
+    idx, feats, probs, tprobs = [], [], [], []
+    try:
+        for b in batches:
+            out = student.forward_all(b.images)
+            idx.append(b.sample_index.cpu())
+            feats.append(out["features"].float().cpu())
+            probs.append(out["logits"].float().softmax(-1).cpu())
+            if teachers:
+                all_logits = b.teacher_logits_all or ([b.teacher_logits] if b.teacher_logits is not None else None)
+                if all_logits is None:
+                    raise DistillError("pseudo-label refresh needs the teachers' cached logits on the training "
+                                       "images, but the batches carry none")
+                tprobs.append(torch.stack([(t.float() / teacher_temperature).softmax(-1).cpu() for t in all_logits]))
+    finally:
+        student.train(was_training)
+    if not idx:
+        raise DistillError("pseudo-label refresh: the training set is empty")
+    out = {"index": torch.cat(idx), "features": torch.cat(feats), "probs": torch.cat(probs)}
+    if teachers:
+        out["teacher_probs"] = torch.cat(tprobs, dim=1)
+    return out
+
+
+class SampleTargets(nn.Module):
+    """Per-sample targets indexed by dataset ``sample_index``, refreshed once per epoch.
+
+    Buffers (saved with the strategy, so a resumed run continues with the same targets):
+    ``probs`` [S, C] soft targets, ``labels`` [S] int64 hard labels, ``weight`` [S] float
+    per-sample weight (0 = not trusted / not refreshed), ``epoch`` the epoch they were built
+    for (−1: never). ``S`` is the dataset size, set on the first refresh.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("probs", torch.zeros(0, 0))
+        self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("weight", torch.zeros(0))
+        self.register_buffer("known", torch.zeros(0, dtype=torch.bool))
+        self.register_buffer("epoch", torch.tensor(-1, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D401 - torch hook
+        # the buffers are sized on the first refresh; take the saved sizes before torch copies
+        for name in ("probs", "labels", "weight", "known"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], device=self.epoch.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def fresh(self, epoch: int) -> bool:
+        """True when the targets were already built for ``epoch`` (e.g. restored on resume)."""
+        return int(self.epoch) == epoch
+
+    def set(self, epoch: int, size: int, index: Tensor, probs: Tensor, labels: Tensor, weight: Tensor) -> None:
+        """Store targets of samples ``index`` [N] (others unknown); ``size`` bounds sample indices."""
+        dev = self.epoch.device
+        C = probs.shape[1]
+        size = max(size, int(index.max()) + 1)
+        self.probs = torch.zeros(size, C, device=dev)
+        self.labels = torch.zeros(size, dtype=torch.long, device=dev)
+        self.weight = torch.zeros(size, device=dev)
+        self.known = torch.zeros(size, dtype=torch.bool, device=dev)
+        i = index.to(dev)
+        self.probs[i] = probs.to(dev).float()
+        self.labels[i] = labels.to(dev)
+        self.weight[i] = weight.to(dev).float()
+        self.known[i] = True
+        self.epoch.fill_(epoch)
+
+    def get(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """(probs [B, C], labels [B], weight [B], known [B]) for ``index`` [B]; None before any refresh."""
+        if int(self.epoch) < 0 or len(self.known) == 0:
+            return None
+        i = index.to(self.known.device)
+        inside = i < len(self.known)
+        j = torch.where(inside, i, torch.zeros_like(i))
+        known = self.known[j] & inside
+        return self.probs[j], self.labels[j], self.weight[j], known
+
+
+def require_iterate(iterate: Callable[[], Iterator[Batch]] | None, name: str) -> Callable[[], Iterator[Batch]]:
+    if iterate is None:
+        raise DistillError(f"strategy '{name}' refreshes pseudo-labels each epoch from the training images, but the "
+                           "context has no iterate_train (run it through distill.train)")
+    return iterate

@@ -1,0 +1,82 @@
+"""``adv_cached``: KD on a mix of clean views and adversarial views crafted against the teacher at cache time."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from distill.errors import DistillError
+from distill.robust import normalizer
+from distill.strategies import register_strategy
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.student.model import kl_div_with_temperature
+
+
+@dataclass(frozen=True)
+class AdvCachedConfig:
+    temperature: float = 4.0  # KD softmax temperature
+    alpha: float = 0.9  # weight of the distillation term vs. cross-entropy on the labels
+    adv_fraction: float = 0.5  # share of each batch shown as its cached adversarial view instead of the clean one
+
+
+@register_strategy("adv_cached")
+class AdvCached(Strategy):
+    """Teacher-free adversarial distillation in the spirit of DAD (Zhou et al., NeurIPS 2023,
+    "Distilling Out-of-Distribution Robustness from Vision-Language Foundation Models").
+
+    ``distill cache build --adv-views K`` crafts, once, K PGD views of every training image
+    against the teacher (maximising KL(teacher(x) || teacher(x')), i.e. moving the teacher away
+    from its own clean prediction) and stores the perturbed pixels with the teacher's logits on
+    them. The trainer hands each batch one of those views per image (``batch.adv_pixels`` at the
+    student's resolution, ``batch.adv_teacher_logits``); this strategy replaces a random
+    ``adv_fraction`` of the batch by them and applies KD (+ label CE):
+
+        alpha · T² · KL(t || s) + (1 − alpha) · CE(s, y)   on the mixed batch
+
+    so a step costs what a ``kd`` step costs: no teacher, no attack at training time.
+
+    How this differs from DAD: DAD generates adversarial examples against the teacher and
+    discretizes them with a VQGAN to make them natural-looking augmentations; here the L∞
+    perturbations are stored as-is (8-bit pixels, replayed exactly) and never regenerated, so
+    unlike ``adv_kd`` they do not track the student as it trains — the price of a teacher-free,
+    cache-speed run.
+    """
+
+    Config = AdvCachedConfig
+    needs = Needs(labels=True, cached_logits=True, cached_adversarial=True)
+
+    def __init__(self, student, config: AdvCachedConfig, ctx: StrategyContext):
+        super().__init__(student, config, ctx)
+        if not 0.0 <= config.adv_fraction <= 1.0:
+            raise DistillError(f"strategy.adv_fraction: must be in [0, 1], got {config.adv_fraction}")
+        spec = student.spec
+        self._normalize = normalizer(spec.mean, spec.std)
+
+    def mix(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """(images [B, 3, H, W], teacher logits [B, C], adversarial mask [B] bool) of the mixed batch."""
+        if batch.adv_pixels is None or batch.adv_teacher_logits is None:
+            raise DistillError(f"strategy '{self.name}': the batch carries no cached adversarial views (build the "
+                               "cache with `distill cache build --adv-views K`)")
+        B = len(batch.images)
+        mask = torch.rand(B) < self.config.adv_fraction  # global RNG: part of the resumable state
+        mask = mask.to(batch.images.device)
+        m = mask.view(B, 1, 1, 1)
+        images = torch.where(m, self._normalize(batch.adv_pixels.to(batch.images.dtype)), batch.images)
+        logits = torch.where(mask.view(B, 1), batch.adv_teacher_logits, batch.teacher_logits)
+        return images, logits, mask
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        c = self.config
+        images, t_logits, mask = self.mix(batch)
+        logits = self.student(images)
+        kd = kl_div_with_temperature(logits, t_logits, c.temperature)
+        ce = F.cross_entropy(logits, batch.labels)
+        loss = c.alpha * kd + (1 - c.alpha) * ce
+        clean = ~mask
+        shown = logits.detach()
+        out = {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "adv_share": mask.float().mean()}
+        if bool(clean.all()):
+            out["logits"] = shown  # the live accuracy display reads clean-image logits only
+        return out

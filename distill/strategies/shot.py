@@ -1,0 +1,72 @@
+"""``shot``: source-free adaptation without a teacher — information maximization + centroid pseudo-labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from distill.strategies import register_strategy
+from distill.strategies._pseudo import (SampleTargets, centroid_labels, collect, information_maximization,
+                                        require_iterate)
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+
+
+@dataclass(frozen=True)
+class SHOTConfig:
+    beta: float = 0.3  # weight of the pseudo-label cross-entropy (SHOT's β)
+    diversity_weight: float = 1.0  # weight of the diversity half of the IM term
+    freeze_head: bool = True  # keep the source hypothesis (classifier) fixed, as SHOT does
+    iterations: int = 2  # centroid -> label rounds per refresh (SHOT: weighted centroids, then one hard round)
+    threshold: float = 0.0  # classes whose predicted mass is at most this get no centroid
+
+
+@register_strategy("shot")
+class SHOT(Strategy):
+    """Liang, Hu & Feng, ICML 2020, "Do We Really Need to Access the Source Data? Source
+    Hypothesis Transfer for Unsupervised Domain Adaptation" (SHOT).
+
+    As in the paper: the classifier head (the source hypothesis) is frozen and the feature
+    extractor is trained on the unlabeled target with information maximization (mean entropy
+    + diversity of the mean prediction) plus β · CE on self-supervised pseudo-labels, which
+    are re-derived each epoch from prediction-weighted class centroids in feature space
+    (nearest centroid by cosine, then one round with hard-label centroids). No teacher.
+
+    Differences: features are the student's pooled pre-logit features (SHOT adds a
+    weight-normalized bottleneck and batch norm trained with label smoothing on the source);
+    the source model here is whatever ``distill train`` produced.
+    """
+
+    Config = SHOTConfig
+    needs = Needs(labels=False, target_data=True, source_checkpoint=True)
+
+    def __init__(self, student, config: SHOTConfig, ctx: StrategyContext):
+        super().__init__(student, config, ctx)
+        if config.freeze_head:
+            for p in student.head.parameters():
+                p.requires_grad_(False)
+        self.targets = SampleTargets()
+
+    @torch.no_grad()
+    def refresh(self, epoch: int) -> None:
+        data = collect(self.student, require_iterate(self.ctx.iterate_train, self.name)(), teachers=False)
+        labels = centroid_labels(data["features"], data["probs"], self.config.iterations, self.config.threshold)
+        size = max(self.ctx.num_samples, int(data["index"].max()) + 1)
+        self.targets.set(epoch, size, data["index"], F.one_hot(labels, data["probs"].shape[1]).float(), labels,
+                         torch.ones(len(labels)))
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if not self.targets.fresh(epoch):
+            self.refresh(epoch)
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        logits = self.student(batch.images)
+        im, ent, div = information_maximization(logits, self.config.diversity_weight)
+        got = self.targets.get(batch.sample_index) if batch.sample_index is not None else None
+        own = logits.detach().argmax(-1)  # before the first refresh: the model's own labels
+        labels = own if got is None else torch.where(got[3], got[1], own)
+        pl = F.cross_entropy(logits, labels)
+        loss = im + self.config.beta * pl
+        return {"loss": loss, "im": im.detach(), "entropy": ent.detach(), "diversity": div.detach(),
+                "pl": pl.detach(), "logits": logits.detach()}

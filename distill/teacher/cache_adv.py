@@ -1,0 +1,325 @@
+"""Adversarial views of a teacher cache: PGD against the teacher, crafted once, replayed exactly.
+
+``distill cache build ... --adv-views K`` (or :func:`build_adversarial_views` on a complete
+cache) adds, for every image of the chosen split, K adversarial versions of the teacher's clean
+view together with the teacher's outputs on them, so adversarial distillation (``adv_cached``)
+trains teacher-free at the cost of ``kd``::
+
+    CACHE/adversarial/
+      build.json                     # the plan, written first (resume refuses a different plan)
+      shard-00000.safetensors ...    # rows sorted by (sample_index, adv_view)
+      manifest.json                  # plan + shards + rows; written last: its presence means complete
+
+Shard tensors: ``sample_index`` [n] int64, ``adv_view`` [n] int16, ``pixels`` [n, 3, H, W]
+uint8 (the perturbed image at the teacher's input size, before normalization), ``logits``
+[n, C] and ``image_emb`` [n, D] in the cache dtype — the teacher's outputs on exactly those
+8-bit pixels. The manifest records epsilon, step size, steps, seed, objective and the teacher
+identity; readers check the teacher against the main cache.
+
+Objective (why not the label): each view maximises KL(p_clean || p_adv), the divergence of the
+teacher's prediction from *its own* clean prediction (virtual adversarial training, Miyato et al.
+2018), with p = the teacher's zero-shot softmax. It needs no label, so the same views can be
+made for unlabeled target domains, and it moves the teacher where it is fragile rather than
+pushing images the teacher already gets wrong further past the true class (where a
+label-driven attack spends its budget). The stored logits are the teacher's answer on the
+perturbed image, so the student learns the teacher's (possibly changed) opinion there, not a
+label it may no longer deserve.
+
+Perturbations respect the ε-ball in 8-bit pixels: the clean view is 8-bit, PGD runs in
+[0, 1] floats, and the result is rounded and clamped to ``clean ± floor(ε·255)/255``.
+Each image's random start comes from a generator seeded by (seed, sample_index, view), and
+batches are fixed per shard, so a rebuilt or resumed build writes the same rows.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from distill.errors import DistillError
+
+ADV_DIR = "adversarial"
+FORMAT = "distill.adversarial_views"
+FORMAT_VERSION = 1
+OBJECTIVE = "kl(teacher_clean || teacher_adv), untargeted, L-inf in pixel space"
+
+
+def _shard(k: int) -> str:
+    return f"shard-{k:05d}.safetensors"
+
+
+def adversarial_plan(cache_manifest: dict, teacher_identity: dict, *, views: int, epsilon: float, step_size: float,
+                     steps: int, seed: int, split: str | None, domains: Sequence[str], images: int,
+                     batch_size: int, shard_size: int) -> dict:
+    """Everything that determines the adversarial views' bytes (saved as ``build.json``)."""
+    from distill.teacher.cache_format import TEACHER_UNCOMPARED
+
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "teacher": {k: v for k, v in teacher_identity.items() if k not in TEACHER_UNCOMPARED},
+        "preprocess": cache_manifest["preprocess"],
+        "dataset_fingerprint": cache_manifest["dataset"]["fingerprint"],
+        "domains": list(domains), "split": split, "images": int(images),
+        "views": int(views), "epsilon": float(epsilon), "epsilon_levels": int(math.floor(epsilon * 255 + 1e-6)),
+        "step_size": float(step_size), "steps": int(steps), "seed": int(seed), "objective": OBJECTIVE,
+        "dtype": cache_manifest["dtype"], "batch_size": int(batch_size), "shard_size": int(shard_size),
+        "num_shards": math.ceil(images / shard_size) if images else 0,
+    }
+
+
+def _clean_pixels(img, info) -> Tensor:
+    """The teacher's clean view of a PIL image as 8-bit-valued pixels [3, H, W] in [0, 1]."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    from distill.teacher.views import apply_view, clean_box
+
+    params = clean_box(img.size, info.size, info.resize_mode)
+    return pil_to_tensor(apply_view(img, params, info.size, info.interpolation)).float() / 255.0
+
+
+def _start(seed: int, sample_index: int, view: int, shape: tuple[int, ...]) -> Tensor:
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, sample_index, view]).generate_state(1)[0]))
+    return torch.rand(shape, generator=g) * 2 - 1  # uniform in [-1, 1]
+
+
+def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: int = 1, epsilon: float = 8 / 255,
+                            step_size: float | None = None, steps: int = 5, seed: int = 0,
+                            split: str | None = "train", domains: Sequence[str] | None = None,
+                            batch_size: int = 64, shard_size: int = 1024, progress: bool = True) -> Path:
+    """Craft ``views`` PGD views per image against ``teacher`` and store them in ``CACHE/adversarial``.
+
+    Resumable (complete shards are kept) and idempotent (returns at once when complete with the
+    same plan; a different plan is refused, naming the fields).
+
+    Args:
+        dataset: the cache's dataset (:class:`~distill.data.DomainFolder`).
+        teacher: the cache's teacher (:class:`~distill.teacher.Teacher`), on its device.
+        cache_dir: a complete teacher cache.
+        views: adversarial views per image (K).
+        epsilon: L∞ radius in pixel units ([0, 1] images).
+        step_size: PGD step (default 2.5 · ε / steps).
+        steps: PGD steps.
+        seed: seed of the random starts (with sample index and view).
+        split: ``"train"`` (default: what training reads), ``"test"``, or None for both.
+        domains: domains to cover (default: the cache's).
+        batch_size: images per attack batch (all K views of an image go in the same batch).
+        shard_size: images per shard.
+        progress: tqdm bar.
+
+    Returns:
+        ``cache_dir / "adversarial"``.
+    """
+    from safetensors.torch import save_file
+    from tqdm.auto import tqdm
+
+    from distill.data.images import BadImageError, load_rgb
+    from distill.robust import default_step_size, pgd, teacher_logits_with_grad
+    from distill.teacher.cache_format import DTYPES, MANIFEST, TEACHER_UNCOMPARED, diff_fields
+    from distill.utils.io import atomic_write, atomic_write_json, read_json
+
+    cache_dir = Path(cache_dir)
+    if not (cache_dir / MANIFEST).is_file():
+        raise DistillError(f"{cache_dir}: not a complete teacher cache (no {MANIFEST}); build it first")
+    cm = read_json(cache_dir / MANIFEST)
+    if views < 1 or steps < 0 or not 0 < epsilon <= 1:
+        raise DistillError(f"adversarial views: need views >= 1, steps >= 0, 0 < epsilon <= 1 "
+                           f"(got {views}, {steps}, {epsilon})")
+    ident = teacher.identity()
+    diffs = diff_fields(cm["teacher"], {k: v for k, v in ident.items() if k not in TEACHER_UNCOMPARED})
+    if diffs:
+        raise DistillError(f"{cache_dir}: the teacher differs from the cache's ({'; '.join(diffs)}); build the "
+                           "adversarial views with the cache's own teacher")
+    domains = list(domains) if domains is not None else list(cm["dataset"]["domains"])
+    for d in domains:
+        if d not in cm["dataset"]["domains"]:
+            raise DistillError(f"domain '{d}' is not in cache {cache_dir} (has: {', '.join(cm['dataset']['domains'])})")
+    if dataset.fingerprint(cm["dataset"]["domains"]) != cm["dataset"]["fingerprint"]:
+        raise DistillError(f"{cache_dir}: the dataset differs from the one the cache was built on "
+                           "(dataset.fingerprint); pass the cache's data root and split settings")
+    samples = dataset.select(domains, split)
+    step_size = default_step_size(epsilon, steps) if step_size is None else float(step_size)
+    plan = adversarial_plan(cm, ident, views=views, epsilon=epsilon, step_size=step_size, steps=steps, seed=seed,
+                            split=split, domains=domains, images=len(samples), batch_size=batch_size,
+                            shard_size=shard_size)
+    out = cache_dir / ADV_DIR
+    for name in (MANIFEST, "build.json"):
+        if (out / name).is_file():
+            diffs = diff_fields(read_json(out / name), plan)
+            if diffs:
+                raise DistillError(f"{out / name}: adversarial views with a different plan are here "
+                                   f"({'; '.join(diffs)}); remove {out} to rebuild")
+            if name == MANIFEST:
+                return out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "build.json", plan)
+
+    info = teacher.preprocess_info
+    device = teacher.text_embeddings.device
+    mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
+    dtype = DTYPES[cm["dtype"]]
+    levels = plan["epsilon_levels"]
+    K, S = views, shard_size
+    skipped: list[dict] = []
+    todo = [k for k in range(plan["num_shards"]) if not (out / _shard(k)).exists()]
+    total = sum(min((k + 1) * S, len(samples)) - k * S for k in todo)
+    with tqdm(total=total, unit="img", desc="adversarial views", disable=not progress, dynamic_ncols=True) as bar:
+        for k in todo:
+            rows: dict[str, list[Tensor]] = {n: [] for n in ("sample_index", "adv_view", "pixels", "logits",
+                                                              "image_emb")}
+            for b in range(k * S, min((k + 1) * S, len(samples)), batch_size):
+                chunk = samples[b:min(b + batch_size, (k + 1) * S, len(samples))]
+                xs, idx = [], []
+                for s in chunk:
+                    try:
+                        xs.append(_clean_pixels(load_rgb(dataset.path(s)), info))
+                        idx.append(s.index)
+                    except BadImageError as e:
+                        skipped.append({"path": s.relpath, "sample_index": s.index, "reason": e.reason})
+                bar.update(len(chunk))
+                if not xs:
+                    continue
+                x0 = torch.stack(xs).to(device)  # [n, 3, H, W]
+                x0 = x0.repeat_interleave(K, dim=0)  # [n*K, ...] sample-major, view-minor
+                si = torch.tensor(idx, dtype=torch.long).repeat_interleave(K)
+                vv = torch.arange(K, dtype=torch.int16).repeat(len(idx))
+                start = torch.stack([_start(seed, int(i), int(v), tuple(x0.shape[1:]))
+                                     for i, v in zip(si.tolist(), vv.tolist())]).to(device)
+
+                def normalize(px: Tensor) -> Tensor:
+                    return (px - mean) / std
+
+                with torch.no_grad():
+                    p_clean = teacher_logits_with_grad(teacher, normalize, x0).softmax(-1)
+
+                def loss_fn(px: Tensor) -> Tensor:
+                    log_q = teacher_logits_with_grad(teacher, normalize, px).log_softmax(-1)
+                    return (p_clean * (torch.log(p_clean.clamp(min=1e-12)) - log_q)).sum(-1)
+
+                xa = pgd(x0, loss_fn, epsilon, step_size, steps, init=x0 + start * epsilon)
+                # 8-bit, and still within floor(eps*255) levels of the (8-bit) clean view
+                q0 = torch.round(x0 * 255)
+                q = torch.round(xa * 255).clamp(min=q0 - levels, max=q0 + levels).clamp(0, 255)
+                with torch.no_grad():
+                    emb, logits = teacher(normalize(q / 255))
+                rows["sample_index"].append(si)
+                rows["adv_view"].append(vv)
+                rows["pixels"].append(q.to(torch.uint8).cpu())
+                rows["logits"].append(logits.to(dtype).cpu())
+                rows["image_emb"].append(emb.to(dtype).cpu())
+            C, D = len(cm["classes"]), int(cm["embed_dim"])
+            H, W = info.size
+            empty = {"sample_index": torch.zeros(0, dtype=torch.long), "adv_view": torch.zeros(0, dtype=torch.int16),
+                     "pixels": torch.zeros(0, 3, H, W, dtype=torch.uint8), "logits": torch.zeros(0, C, dtype=dtype),
+                     "image_emb": torch.zeros(0, D, dtype=dtype)}
+            tensors = {n: (torch.cat(v) if v else empty[n]).contiguous() for n, v in rows.items()}
+            atomic_write(out / _shard(k), lambda p, t=tensors: save_file(t, str(p)))
+
+    from distill.utils.io import sha256_file
+
+    shards, n_rows = [], 0
+    for k in range(plan["num_shards"]):
+        from safetensors import safe_open
+
+        with safe_open(str(out / _shard(k)), "pt") as f:
+            r = int(f.get_slice("sample_index").get_shape()[0])
+        shards.append({"file": _shard(k), "rows": r, "sha256": sha256_file(out / _shard(k))})
+        n_rows += r
+    manifest = {**plan, "rows": n_rows, "shards": shards, "skipped": skipped,
+                "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm["classes"])]},
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_json(out / MANIFEST, manifest)
+    return out
+
+
+class AdversarialViews:
+    """The adversarial views of a cache, in memory, looked up by (sample, adversarial view).
+
+    Attributes:
+        manifest: ``CACHE/adversarial/manifest.json``.
+        views: K, adversarial views per image.
+        size: (H, W) of the stored pixels (the teacher's input size).
+    """
+
+    def __init__(self, path: Path, manifest: dict, rows: dict[str, Tensor]):
+        self.path, self.manifest, self.rows = path, manifest, rows
+        self.views = int(manifest["views"])
+        self.size = tuple(manifest["shapes"]["pixels"][-2:])
+        si, v = rows["sample_index"], rows["adv_view"].long()
+        n = (int(si.max()) + 1) * self.views if len(si) else 0
+        self._row_of = torch.full((n,), -1, dtype=torch.long)
+        self._row_of[si * self.views + v] = torch.arange(len(si))
+
+    @classmethod
+    def exists(cls, cache_dir: str | Path) -> bool:
+        from distill.teacher.cache_format import MANIFEST
+
+        return (Path(cache_dir) / ADV_DIR / MANIFEST).is_file()
+
+    @classmethod
+    def open(cls, cache_dir: str | Path, cache_manifest: dict | None = None) -> AdversarialViews:
+        """Load ``CACHE/adversarial``; with ``cache_manifest`` check it was made by that cache's teacher."""
+        from safetensors.torch import load_file
+
+        from distill.teacher.cache_format import MANIFEST, TEACHER_UNCOMPARED, diff_fields
+        from distill.utils.io import read_json
+
+        path = Path(cache_dir) / ADV_DIR
+        if not (path / MANIFEST).is_file():
+            what = "an unfinished build (rerun it to resume)" if (path / "build.json").is_file() else "none"
+            raise DistillError(f"{cache_dir}: the cache has no adversarial views ({what}); add them with "
+                               f"`distill cache build ... --adv-views K` on the same --out")
+        m = read_json(path / MANIFEST)
+        if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
+            raise DistillError(f"{path / MANIFEST}: not {FORMAT} version {FORMAT_VERSION}; "
+                               "rebuild the adversarial views")
+        if cache_manifest is not None:
+            want = {k: v for k, v in cache_manifest["teacher"].items() if k not in TEACHER_UNCOMPARED}
+            diffs = diff_fields({"teacher": m["teacher"], "dataset_fingerprint": m["dataset_fingerprint"]},
+                                {"teacher": want, "dataset_fingerprint": cache_manifest["dataset"]["fingerprint"]})
+            if diffs:
+                raise DistillError(f"{path}: adversarial views were made for another teacher or dataset "
+                                   f"({'; '.join(diffs)}); rebuild them")
+        parts = []
+        for sh in m["shards"]:
+            try:
+                parts.append(load_file(str(path / sh["file"])))
+            except FileNotFoundError:
+                raise DistillError(f"{path / sh['file']}: shard listed in the manifest is missing; rebuild") from None
+        keys = ("sample_index", "adv_view", "pixels", "logits", "image_emb")
+        rows = {k: torch.cat([p[k] for p in parts]) for k in keys}
+        return cls(path, m, rows)
+
+    def lookup(self, sample_index: Tensor, adv_view: Tensor) -> dict[str, Tensor]:
+        """Rows of B (sample, adversarial view) pairs.
+
+        Returns:
+            ``pixels`` [B, 3, H, W] uint8, ``logits`` [B, C] and ``image_emb`` [B, D] float32.
+        """
+        si = torch.as_tensor(sample_index, dtype=torch.long).cpu()
+        v = torch.as_tensor(adv_view, dtype=torch.long).cpu()
+        key = si * self.views + v
+        ok = (si >= 0) & (v >= 0) & (v < self.views) & (key < len(self._row_of))
+        row = torch.full_like(key, -1)
+        row[ok] = self._row_of[key[ok]]
+        if bool((row < 0).any()):
+            s = int(si[(row < 0).nonzero()[0]])
+            raise DistillError(f"{self.path}: no adversarial view of sample {s} (built for split "
+                               f"{self.manifest['split']!r} of domains {self.manifest['domains']}); rebuild with the "
+                               f"domains you train on")
+        r = self.rows
+        return {"pixels": r["pixels"][row], "logits": r["logits"][row].float(),
+                "image_emb": r["image_emb"][row].float()}
+
+    def choose(self, sample_index: Tensor, epoch: int, seed: int) -> Tensor:
+        """Which adversarial view each sample shows this epoch: a pure function of (sample, epoch, seed). [B] int64."""
+        si = torch.as_tensor(sample_index, dtype=torch.long).cpu()
+        return (si * 7919 + epoch * 104_729 + seed * 15_485_863) % self.views
+
+
+__all__ = ["ADV_DIR", "AdversarialViews", "build_adversarial_views"]

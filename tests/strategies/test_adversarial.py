@@ -1,0 +1,255 @@
+"""Adversarial distillation: attacks stay in the ε-ball (pixel space) and raise the divergence they target;
+cached adversarial views replay exactly and reach training through the trainer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distill.errors import DistillError
+from distill.strategies import Batch, StrategyContext, create_strategy
+
+CLASSES = ["circle", "square", "stripes"]
+EPS = 8 / 255
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on a busy 2-core box: threads only add OpenMP barriers
+    yield
+    torch.set_num_threads(threads)
+
+
+def _draw(cls: str, domain: int, k: int) -> Image.Image:
+    rng = np.random.default_rng(domain * 1000 + k)
+    img = np.zeros((16, 16, 3), np.float32) + rng.uniform(0, 0.3, (16, 16, 3))
+    yy, xx = np.mgrid[:16, :16]
+    if cls == "circle":
+        mask = (yy - 8) ** 2 + (xx - 8) ** 2 < (4 + k % 3) ** 2
+    elif cls == "square":
+        mask = (abs(yy - 8) < 4 + k % 2) & (abs(xx - 8) < 4 + k % 2)
+    else:
+        mask = (xx // (2 + k % 2)) % 2 == 0
+    img[mask] = np.array([[1, 0.2, 0.2], [0.2, 1, 0.2]][domain], np.float32)
+    return Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    from distill.teacher import Teacher
+
+    torch.manual_seed(0)
+    return Teacher("distill-demo-vit", None, CLASSES, ["a photo of a {}."])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, teacher):
+    """(root, cache with adversarial views of the 'red' train split)."""
+    from distill.data import DomainFolder
+    from distill.teacher.cache import build_cache
+    from distill.teacher.cache_adv import build_adversarial_views
+
+    root = tmp_path_factory.mktemp("adv_data")
+    for d, dom in enumerate(["red", "green"]):
+        for cls in CLASSES:
+            (root / dom / cls).mkdir(parents=True)
+            for k in range(8):
+                _draw(cls, d, k).save(root / dom / cls / f"{k}.png")
+    ds = DomainFolder(root, test_fraction=0.3)
+    cache = build_cache(ds, teacher, tmp_path_factory.mktemp("adv_cache") / "c", views=2, seed=3, shard_size=16,
+                        num_workers=0, progress=False)
+    build_adversarial_views(ds, teacher, cache, views=2, epsilon=EPS, steps=4, seed=5, domains=["red"],
+                            shard_size=8, progress=False)
+    return root, cache
+
+
+def _teacher_input(teacher):
+    from distill.train import _teacher_input_fn
+
+    return _teacher_input_fn(teacher, torch.device("cpu"))
+
+
+def _adv_kd(teacher, **options):
+    from distill.student.model import Student, default_spec
+
+    torch.manual_seed(1)
+    student = Student(default_spec("test_resnet", CLASSES, 16))
+    ctx = StrategyContext(num_classes=3, class_names=CLASSES, teacher=teacher, teacher_input=_teacher_input(teacher))
+    strategy = create_strategy("adv_kd", student, {"epsilon": EPS, "step_size": 2 / 255, "steps": 5, **options}, ctx)
+    pixels = torch.rand(8, 3, 16, 16)
+    mean, std = torch.tensor(student.spec.mean).view(1, 3, 1, 1), torch.tensor(student.spec.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        t_clean = strategy.teacher_logits(pixels)
+    batch = Batch(pixels=pixels, images=(pixels - mean) / std, labels=torch.arange(8) % 3, teacher_logits=t_clean)
+    return strategy.train(), batch
+
+
+# ---------------------------------------------------------------------------- adv_kd
+@pytest.mark.parametrize("options", [{}, {"attack": "teacher_clean"}, {"jitter": 0.1}])
+def test_adv_kd_attack_stays_in_the_ball_and_raises_the_divergence(teacher, options):
+    strategy, batch = _adv_kd(teacher, temperature=1.0, **options)
+    x_adv = strategy.attack(batch)
+    assert (x_adv - batch.pixels).abs().max() <= EPS + 1e-6, "left the L-inf ball (pixel space)"
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert strategy.student.training, "the attack must restore the student's train mode"
+    assert all(p.grad is None for p in strategy.parameters()), "the attack leaked gradients into parameters"
+    reference = batch.teacher_logits if options.get("attack") == "teacher_clean" else None
+
+    def target(px):  # what the attack maximises: with jitter, the divergence averaged over random translations
+        if not options.get("jitter"):
+            return strategy.divergence(px, reference)
+        torch.manual_seed(123)  # the same 8 translations for every input compared
+        return torch.stack([strategy.divergence(strategy._jitter(px), reference) for _ in range(8)]).mean(0)
+
+    with torch.no_grad():
+        strategy.student.eval()
+        clean, adv = target(batch.pixels), target(x_adv)
+        g = torch.Generator().manual_seed(0)
+        rand = target((batch.pixels + EPS * torch.randn(batch.pixels.shape, generator=g).sign()).clamp(0, 1))
+    # two random-weights models disagree little and evenly, so the absolute numbers are small; what matters
+    # is that PGD moves the divergence far more than random ±eps noise does, and on (almost) every image
+    assert (adv - clean).mean() > 5 * (rand - clean).abs().mean(), (clean, rand, adv)
+    assert (adv > clean).float().mean() >= 0.75, "most images should be pushed to a larger divergence"
+
+
+def test_adv_kd_loss_uses_the_online_teacher_on_adversarial_inputs(teacher, monkeypatch):
+    strategy, batch = _adv_kd(teacher, steps=1)
+    calls = []
+    real = strategy.teacher_logits
+
+    def spy(px):
+        calls.append(px.detach().clone())
+        return real(px)
+
+    monkeypatch.setattr(strategy, "teacher_logits", spy)
+    out = strategy(batch)
+    assert {"kd", "kd_adv", "ce"} <= set(out) and out["kd_adv"] > 0
+    assert len(calls) == 2, "one attack step + the final target: the teacher never sees the clean batch"
+    assert not torch.equal(calls[-1], batch.pixels)
+    with pytest.raises(DistillError, match="teacher"):
+        create_strategy("adv_kd", strategy.student, None, StrategyContext(3, CLASSES))
+
+
+# ---------------------------------------------------------------------------- cached adversarial views
+def test_cached_adversarial_views_within_eps_exact_replay_and_stronger_than_noise(data, teacher):
+    from distill.data import DomainFolder
+    from distill.data.images import load_rgb
+    from distill.teacher.cache_adv import AdversarialViews, _clean_pixels, build_adversarial_views
+
+    root, cache = data
+    ds = DomainFolder(root, test_fraction=0.3)
+    adv = AdversarialViews.open(cache)
+    m = adv.manifest
+    red = ds.select(["red"], "train")
+    assert m["views"] == 2 and m["steps"] == 4 and m["seed"] == 5 and m["epsilon"] == pytest.approx(EPS)
+    assert m["rows"] == 2 * len(red) and m["split"] == "train" and m["domains"] == ["red"]
+
+    info = teacher.preprocess_info
+    idx = torch.tensor([s.index for s in red]).repeat_interleave(2)
+    views = torch.arange(2).repeat(len(red))
+    rows = adv.lookup(idx, views)
+    clean = torch.stack([_clean_pixels(load_rgb(ds.path(s)), info) for s in red]).repeat_interleave(2, 0)
+    diff = (rows["pixels"].float() - clean * 255).abs()
+    assert diff.max() <= 8, "a stored view is more than floor(eps*255) 8-bit levels from the clean view"
+    assert diff.max() >= 7, "the attack should use (almost) its whole budget"
+    assert not torch.equal(rows["pixels"][0::2], rows["pixels"][1::2]), "the K views should differ"
+
+    mean, std = torch.tensor(info.mean).view(1, 3, 1, 1), torch.tensor(info.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        _, replay = teacher((rows["pixels"].float() / 255 - mean) / std)
+        _, t_clean = teacher((clean - mean) / std)
+        g = torch.Generator().manual_seed(0)
+        noisy = (clean + EPS * torch.randn(clean.shape, generator=g).sign()).clamp(0, 1)
+        _, t_noise = teacher((noisy - mean) / std)
+    assert torch.allclose(rows["logits"], replay, atol=2e-2), "stored logits are not the teacher's on the stored pixels"
+
+    def kl(t):
+        p = t_clean.softmax(-1)
+        return (p * (p.log() - t.log_softmax(-1))).sum(-1)
+
+    assert kl(rows["logits"]).mean() > 2 * kl(t_noise).mean(), "PGD views should move the teacher more than noise"
+
+    # idempotent; a different plan is refused naming the field; unbuilt samples are named
+    assert build_adversarial_views(ds, teacher, cache, views=2, epsilon=EPS, steps=4, seed=5, domains=["red"],
+                                   shard_size=8, progress=False) == adv.path
+    with pytest.raises(DistillError, match="steps"):
+        build_adversarial_views(ds, teacher, cache, views=2, epsilon=EPS, steps=3, seed=5, domains=["red"],
+                                shard_size=8, progress=False)
+    green = ds.select(["green"], "train")[0].index
+    with pytest.raises(DistillError, match=f"sample {green}"):
+        adv.lookup(torch.tensor([green]), torch.tensor([0]))
+
+
+def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
+    from distill.config import load_train_config
+    from distill.teacher.cache_adv import AdversarialViews
+    from distill.train import Trainer, build, run_training
+
+    root, cache = data
+    cfg = {"data": {"root": str(root), "source": ["red"], "test_fraction": 0.3}, "cache": str(cache),
+           "student": {"arch": "test_resnet", "input_size": 16}, "strategy": {"name": "adv_cached"},
+           "optim": {"epochs": 1, "batch_size": 8}, "run": {"out": str(tmp_path / "run"), "workers": 0,
+                                                            "progress": False}}
+    trainer = Trainer(build(load_train_config(None, base=cfg)))
+    pixels, labels, domain, index, view = next(iter(trainer._loader(0, 0)))
+    batch = trainer._batch(pixels, labels, domain, index, view)
+    assert batch.adv_pixels.shape == batch.pixels.shape == (8, 3, 16, 16), "adversarial views at the student's size"
+    adv = AdversarialViews.open(cache)
+    rows = adv.lookup(index, adv.choose(index, 0, trainer.s.view_seed))
+    assert torch.equal(batch.adv_teacher_logits, rows["logits"])
+    assert not torch.equal(batch.adv_teacher_logits, batch.teacher_logits)
+    mixed, t_logits, mask = trainer.strategy.mix(batch)
+    assert mask.any() and (~mask).any(), "adv_fraction 0.5 should mix both kinds in a batch of 8"
+    assert torch.equal(t_logits[mask], batch.adv_teacher_logits[mask])
+    assert torch.equal(mixed[~mask], batch.images[~mask])
+
+    summary = run_training(load_train_config(None, base=cfg))
+    assert summary["strategy"] == "adv_cached"
+    import json
+
+    prov = json.loads((tmp_path / "run" / "checkpoints" / "best" / "student.json").read_text())["provenance"]
+    assert prov["adversarial_views"]["steps"] == 4
+
+    # a cache without adversarial views (other source domain) is refused with what to do
+    cfg_green = {**cfg, "data": {**cfg["data"], "source": ["green"]}, "run": {**cfg["run"], "out": str(tmp_path / "g")}}
+    with pytest.raises(DistillError, match="no adversarial view"):
+        run_training(load_train_config(None, base=cfg_green))
+
+
+def test_adv_kd_through_the_trainer(data, tmp_path):
+    from distill.config import load_train_config
+    from distill.train import run_training
+
+    root, cache = data
+    cfg = {"data": {"root": str(root), "source": ["red"], "test_fraction": 0.3}, "cache": str(cache),
+           "teacher": {"arch": "distill-demo-vit", "pretrained": None, "templates": ["a photo of a {}."]},
+           "student": {"arch": "test_resnet", "input_size": 16}, "strategy": {"name": "adv_kd", "steps": 1},
+           "optim": {"epochs": 1, "batch_size": 8}, "run": {"out": str(tmp_path / "run"), "workers": 0,
+                                                            "progress": False}}
+    summary = run_training(load_train_config(None, base=cfg))
+    assert summary["strategy"] == "adv_kd" and set(summary["test_acc"]) == {"red", "green"}
+
+
+def test_cache_build_cli_adds_adversarial_views(data, tmp_path, capsys):
+    """`distill cache build --adv-views K` on a new cache, and on a complete one (adds them)."""
+    import json
+
+    from distill.cli import main as cli
+
+    root, _ = data
+    args = ["cache", "build", "--data", str(root), "--out", str(tmp_path / "c"), "--arch", "distill-demo-vit",
+            "--pretrained", "none", "--templates-file", str(tmp_path / "t.txt"), "--workers", "0", "--no-progress"]
+    (tmp_path / "t.txt").write_text("a photo of a {}.\n")
+    assert cli(args) == 0 and not (tmp_path / "c" / "adversarial").exists()
+    adv = ["--adv-views", "1", "--adv-steps", "2", "--adv-eps", "4/255", "--adv-domains", "green", "--adv-seed", "7"]
+    assert cli(args + adv) == 0
+    out = capsys.readouterr().out
+    assert "adversarial views:" in out
+    m = json.loads((tmp_path / "c" / "adversarial" / "manifest.json").read_text())
+    assert (m["views"], m["steps"], m["seed"], m["domains"], m["split"]) == (1, 2, 7, ["green"], "train")
+    assert m["epsilon"] == pytest.approx(4 / 255) and m["epsilon_levels"] == 4
+    assert cli(args + adv) == 0  # complete: nothing to do
+    assert cli(args + ["--adv-views", "1", "--adv-steps", "3", "--adv-domains", "green"]) == 2
+    assert "different plan" in capsys.readouterr().err

@@ -1,0 +1,289 @@
+"""Source-free adaptation: no source file is opened, pseudo-labels refresh each epoch, teachers are fused
+by reliability, and `distill adapt` runs end to end (sfda, shot, teacher_pl; one or two caches)."""
+from __future__ import annotations
+
+import builtins
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distill.cli import main as cli
+from distill.errors import DistillError
+from distill.strategies._pseudo import centroid_labels, fuse_teachers, information_maximization, knn_smooth
+
+CLASSES = ["circle", "square", "stripes"]
+DOMAINS = ["blue", "green", "red"]
+SOURCE, TARGET = "red", "green"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on a busy 2-core box: threads only add OpenMP barriers
+    yield
+    torch.set_num_threads(threads)
+
+
+def _draw(cls: str, domain: int, k: int) -> Image.Image:
+    """A 16x16 image whose class is its shape and whose domain is its colour/noise."""
+    rng = np.random.default_rng(domain * 1000 + k)
+    img = np.zeros((16, 16, 3), np.float32) + rng.uniform(0, 0.3, (16, 16, 3))
+    yy, xx = np.mgrid[:16, :16]
+    if cls == "circle":
+        mask = (yy - 8) ** 2 + (xx - 8) ** 2 < (4 + k % 3) ** 2
+    elif cls == "square":
+        mask = (abs(yy - 8) < 4 + k % 2) & (abs(xx - 8) < 4 + k % 2)
+    else:
+        mask = (xx // (2 + k % 2)) % 2 == 0
+    img[mask] = np.array([[0.3, 0.3, 1], [0.2, 1, 0.2], [1, 0.2, 0.2]][domain], np.float32)
+    return Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    r = tmp_path_factory.mktemp("sfda_data")
+    for d, dom in enumerate(DOMAINS):
+        for cls in CLASSES:
+            (r / dom / cls).mkdir(parents=True)
+            for k in range(10):
+                _draw(cls, d, k).save(r / dom / cls / f"{k}.png")
+    return r
+
+
+def _cache(root: Path, out: Path, seed: int) -> Path:
+    from distill.data import DomainFolder
+    from distill.teacher import Teacher
+    from distill.teacher.cache import build_cache
+
+    torch.manual_seed(seed)  # random-weights demo teachers: seed 0 and seed 1 are two different teachers
+    ds = DomainFolder(root, test_fraction=0.3)
+    teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
+    return build_cache(ds, teacher, out, views=2, seed=3, shard_size=32, num_workers=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def caches(root, tmp_path_factory) -> list[Path]:
+    base = tmp_path_factory.mktemp("sfda_caches")
+    return [_cache(root, base / "a", 0), _cache(root, base / "b", 1)]
+
+
+@pytest.fixture(scope="module")
+def source_ckpt(tmp_path_factory) -> Path:
+    """Stands for RUN/checkpoints/best of a `distill train` run on the source domain."""
+    from distill.student.model import Student, default_spec, save_student
+
+    torch.manual_seed(0)
+    student = Student(default_spec("test_resnet", CLASSES, 16))
+    return save_student(student, tmp_path_factory.mktemp("src") / "best", {"source_domains": [SOURCE]})
+
+
+def _adapt_args(root, caches, ckpt, out, strategy="sfda", epochs=2) -> list[str]:
+    args = ["adapt", "--source-checkpoint", str(ckpt), "--target", TARGET, "--data", str(root),
+            "--strategy", strategy, "--out", str(out), "--set", f"optim.epochs={epochs}", "--set", "optim.batch_size=8",
+            "--set", "run.workers=0", "--set", "run.progress=false"]
+    for c in caches:
+        args += ["--cache", str(c)]
+    return args
+
+
+# ---------------------------------------------------------------------------- units
+def test_fusion_weights_follow_reliability():
+    """A teacher that agrees with the others and is sure gets the weight; a contrarian or flat one does not."""
+    C = 4
+    sure0 = torch.tensor([[0.94, 0.02, 0.02, 0.02]])  # says class 0
+    sure1 = torch.tensor([[0.02, 0.94, 0.02, 0.02]])  # says class 1
+    flat = torch.full((1, C), 1 / C)
+    student = torch.tensor([[0.7, 0.1, 0.1, 0.1]])  # the adapting model leans to class 0
+
+    fused, w = fuse_teachers([sure0, sure1], anchor=student)
+    assert w.shape == (1, 2) and torch.allclose(w.sum(1), torch.ones(1))
+    assert w[0, 0] > 0.8, f"the teacher that agrees with the student should dominate, got {w}"
+    assert fused.argmax() == 0
+    # symmetric: flip the student and the weights flip
+    _, w_flip = fuse_teachers([sure0, sure1], anchor=student[:, [1, 0, 2, 3]])
+    assert torch.allclose(w_flip, w.flip(1), atol=1e-6)
+    # agreement among teachers, no anchor: the two that agree outvote the third
+    _, w3 = fuse_teachers([sure0, sure0.clone(), sure1])
+    assert w3[0, 2] < 0.05 and torch.allclose(w3[0, 0], w3[0, 1])
+    # equal agreement: the sure teacher beats the flat (random-weights-like) one
+    _, w_flat = fuse_teachers([sure0, flat], anchor=student)
+    assert w_flat[0, 0] > 0.9
+    # sharpness 0 is the plain mean; larger sharpness concentrates on the reliable teacher
+    f0, w0 = fuse_teachers([sure0, sure1], anchor=student, sharpness=0.0)
+    assert torch.allclose(w0, torch.full((1, 2), 0.5)) and torch.allclose(f0, (sure0 + sure1) / 2)
+    _, w_sharp = fuse_teachers([sure0, sure1], anchor=student, sharpness=4.0)
+    assert w_sharp[0, 0] > w[0, 0]
+    # one teacher, no anchor: itself, weight 1
+    f1, w1 = fuse_teachers([sure1])
+    assert torch.equal(f1, sure1) and torch.equal(w1, torch.ones(1, 1))
+    # per sample: each row is weighted on its own
+    f2, w2 = fuse_teachers([torch.cat([sure0, sure0]), torch.cat([sure1, sure1])],
+                           anchor=torch.cat([student, student[:, [1, 0, 2, 3]]]))
+    assert w2[0, 0] > 0.8 and w2[1, 1] > 0.8
+
+
+def test_sfda_teacher_student_weight_follows_certainty():
+    """adaptive_weight: a flat teacher yields to a sure student; a sure teacher overrides an unsure student."""
+    from distill.strategies import create_strategy
+    from distill.strategies.base import StrategyContext
+    from distill.student.model import Student, default_spec
+
+    student = Student(default_spec("test_resnet", CLASSES, 16))
+    ctx = StrategyContext(3, CLASSES)
+    sure_a, sure_b = torch.tensor([[0.96, 0.02, 0.02]]), torch.tensor([[0.02, 0.96, 0.02]])
+    flat, unsure_b = torch.tensor([[0.4, 0.3, 0.3]]), torch.tensor([[0.3, 0.4, 0.3]])
+    adaptive = create_strategy("sfda", student, {"teacher_weight": 0.7}, ctx)
+    fixed = create_strategy("sfda", student, {"teacher_weight": 0.7, "adaptive_weight": False}, ctx)
+    assert adaptive.fuse([flat], sure_b)[0].argmax() == 1, "a flat teacher should yield to a sure student"
+    assert fixed.fuse([flat], sure_b)[0].argmax() == 1  # (also here: 0.7 * 0.4 < 0.3 * 0.96 + 0.7 * 0.3)
+    assert adaptive.fuse([sure_a], unsure_b)[0].argmax() == 0
+    f_adapt, f_fixed = adaptive.fuse([flat], sure_b)[0], fixed.fuse([flat], sure_b)[0]
+    assert f_adapt[0, 1] > f_fixed[0, 1] + 0.2, "adaptive weighting should lean much further to the sure student"
+    assert torch.allclose(fixed.fuse([sure_a], sure_b)[0], 0.7 * sure_a + 0.3 * sure_b)
+
+
+def test_information_maximization_and_pseudo_label_helpers():
+    C = 3
+    confident_diverse = torch.eye(C) * 20
+    loss, ent, div = information_maximization(confident_diverse)
+    assert loss < 1e-3 and ent < 1e-3 and abs(div) < 1e-3
+    collapsed = torch.zeros(C, C)
+    collapsed[:, 0] = 20
+    _, _, div_c = information_maximization(collapsed)
+    assert div_c > math.log(C) - 1e-3, "all predictions on one class: diversity term at its maximum log C"
+
+    # two tight clusters; predictions mislabel one member of cluster 0 -> centroids fix it
+    feats = torch.tensor([[1.0, 0.0], [0.98, 0.1], [0.97, -0.1], [0.0, 1.0], [0.1, 0.98], [-0.1, 0.97]])
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.2, 0.8], [0.1, 0.9], [0.1, 0.9], [0.2, 0.8]])
+    assert centroid_labels(feats, probs).tolist() == [0, 0, 0, 1, 1, 1]
+    smoothed = knn_smooth(feats, probs, k=3)
+    assert smoothed[2].argmax() == 0 and torch.allclose(smoothed.sum(1), torch.ones(6))
+    assert torch.equal(knn_smooth(feats, probs, k=1), probs)
+
+
+# ---------------------------------------------------------------------------- through the trainer
+def test_sfda_never_opens_a_source_domain_file(root, caches, source_ckpt, tmp_path, monkeypatch):
+    """Record every file opened (builtins.open: PIL decodes through it) and every load_rgb during adaptation."""
+    import distill.data.images as images
+    import distill.evaluate as evaluate
+    import distill.train as train
+
+    opened: list[str] = []
+    real_open, real_load = builtins.open, images.load_rgb
+
+    def spy_open(file, *a, **k):
+        opened.append(str(file))
+        return real_open(file, *a, **k)
+
+    def spy_load(path):
+        opened.append(str(path))
+        return real_load(path)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    for module in (images, train, evaluate):
+        monkeypatch.setattr(module, "load_rgb", spy_load)
+    assert cli(_adapt_args(root, caches[:1], source_ckpt, tmp_path / "run", epochs=1)) == 0
+    monkeypatch.undo()
+    source_dir = str(root / SOURCE)
+    assert not [p for p in opened if p.startswith(source_dir)], "a source-domain image was opened"
+    target_reads = [p for p in opened if p.startswith(str(root / TARGET))]
+    assert target_reads, "the spy saw no target image either: it is not watching the reads"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["trained_on"] == [TARGET] and set(summary["test_acc"]) == {TARGET}
+
+
+def test_pseudo_labels_refresh_every_epoch_and_survive_resume(root, caches, source_ckpt, tmp_path, monkeypatch):
+    from distill.strategies.sfda import SFDA
+
+    calls: list[tuple[int, int]] = []
+    real = SFDA.refresh
+
+    def spy(self, epoch):
+        seen = sum(len(b.sample_index) for b in self.ctx.iterate_train())
+        calls.append((epoch, seen))
+        real(self, epoch)
+        assert int(self.targets.epoch) == epoch and bool(self.targets.known.any())
+
+    monkeypatch.setattr(SFDA, "refresh", spy)
+    assert cli(_adapt_args(root, caches[:1], source_ckpt, tmp_path / "run", epochs=3)) == 0
+    from distill.data import DomainFolder
+
+    n_train = len(DomainFolder(root, test_fraction=0.3).select([TARGET], "train"))
+    assert calls == [(0, n_train), (1, n_train), (2, n_train)], calls
+
+    # a run resumed mid-epoch keeps the pseudo-labels it saved instead of recomputing them
+    strategy = SFDA.__new__(SFDA)
+    torch.nn.Module.__init__(strategy)
+    from distill.strategies._pseudo import SampleTargets
+
+    strategy.targets = SampleTargets()
+    strategy.targets.load_state_dict({"probs": torch.ones(5, 3) / 3, "labels": torch.zeros(5, dtype=torch.long),
+                                      "weight": torch.ones(5), "known": torch.ones(5, dtype=torch.bool),
+                                      "epoch": torch.tensor(4)})
+    calls.clear()
+    strategy.on_epoch_start(4)
+    assert calls == [] and strategy.targets.probs.shape == (5, 3)
+
+
+@pytest.mark.parametrize("strategy", ["sfda", "shot", "teacher_pl"])
+def test_distill_adapt_end_to_end(root, caches, source_ckpt, tmp_path, strategy, capsys):
+    used = caches if strategy == "sfda" else caches[:1]  # sfda: two teachers, fused by reliability
+    assert cli(_adapt_args(root, used if strategy != "shot" else [], source_ckpt, tmp_path / "run", strategy)) == 0
+    out = capsys.readouterr().out
+    assert "adapted checkpoint:" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["strategy"] == strategy and summary["source_domains"] == [SOURCE]
+    assert summary["target_domains"] == [TARGET] and summary["source_acc"] is None
+    assert (tmp_path / "run" / "checkpoints" / "best" / "model.safetensors").is_file()
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["source_checkpoint"] == str(source_ckpt) and cfg["data"]["target"] == [TARGET]
+    if strategy == "sfda":
+        assert cfg["cache"] == [str(c) for c in caches]
+    if strategy == "shot":  # SHOT keeps the source hypothesis: the head is unchanged
+        from safetensors.torch import load_file
+
+        before, after = load_file(str(source_ckpt / "model.safetensors")), \
+            load_file(str(tmp_path / "run" / "checkpoints" / "best" / "model.safetensors"))
+        assert torch.equal(before["head.weight"], after["head.weight"])
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+
+
+def test_adapt_errors_are_one_line(root, caches, source_ckpt, tmp_path, capsys):
+    bad = _adapt_args(root, caches[:1], source_ckpt, tmp_path / "r1")
+    bad[bad.index("--target") + 1] = SOURCE
+    assert cli(bad) == 2
+    assert "both source and target" in capsys.readouterr().err
+    assert cli(_adapt_args(root, [], source_ckpt, tmp_path / "r2", "sfda")) == 2
+    assert "needs a teacher cache" in capsys.readouterr().err
+    assert cli(_adapt_args(root, caches[:1], source_ckpt, tmp_path / "r3", "kd")) == 2
+    assert "not a source-free adaptation strategy" in capsys.readouterr().err
+
+
+def test_sfda_fuses_two_caches_per_sample(root, caches, source_ckpt):
+    """Through the trainer's batches: teacher_logits_all carries both caches and the refresh weighs them."""
+    from distill.adapt import adapt_recipe
+    from distill.config import load_train_config
+    from distill.train import Trainer, build
+
+    cfg = load_train_config(None, base=adapt_recipe(source_ckpt, [TARGET], root, caches, "sfda", "/tmp/unused",
+                                                    optim={"batch_size": 8}, run={"workers": 0, "progress": False}))
+    trainer = Trainer(build(cfg))
+    batch = next(trainer._clean_batches())
+    assert batch.labels is None and len(batch.teacher_logits_all) == 2
+    assert not torch.equal(batch.teacher_logits_all[0], batch.teacher_logits_all[1])
+    strategy = trainer.strategy
+    strategy.refresh(0)
+    w = strategy.last_refresh["teacher_weights"]
+    assert len(w) == 2 and abs(sum(w) - 1) < 1e-5
+    with pytest.raises(DistillError, match="iterate_train"):
+        from distill.strategies import create_strategy
+        from distill.strategies.base import StrategyContext
+
+        create_strategy("sfda", strategy.student, None, StrategyContext(3, CLASSES)).refresh(0)
