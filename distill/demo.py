@@ -13,7 +13,10 @@ interrupted, so rerunning the demo after a kill continues where it stopped):
    teacher to the cache and train ``adv_cached`` (teacher-free, kd's cost); print its clean /
    PGD / corruption accuracy next to the ``kd`` student's,
 6. source-free adaptation: adapt the source-only ``erm`` student to the target domains with
-   ``sfda`` (unlabeled target images + the cached teacher; no source image is read).
+   ``sfda`` (unlabeled target images + the cached teacher; no source image is read),
+7. ship: export the students in :data:`SHIP` to ONNX fp32 and int8 (ort-cpu flavour, with the
+   per-domain accuracy check), benchmark both on ONNX Runtime CPU, and write the HTML report
+   (accuracy vs latency for every model and precision) and its Markdown summary.
 """
 from __future__ import annotations
 
@@ -37,6 +40,9 @@ ROBUST = {"pgd_eps": ["2/255", "8/255"], "pgd_steps": 10, "corruptions": ["all"]
 ROBUST_QUICK = {"pgd_eps": ["8/255"], "pgd_steps": 3, "corruptions": ["gaussian_noise", "contrast"], "severity": 3,
                 "max_images": 40}
 SFDA = "sfda"  # the source-free adaptation run (benchmarks/sfda.py compares it with shot and teacher_pl)
+SHIP = (DISTILLED, SFDA)  # the students exported, benchmarked and reported in stage 7
+BENCH = {"batches": (1, 8), "warmup": 10, "iters": 100, "threads": 1}  # ORT-CPU latency of every exported file
+BENCH_QUICK = {"batches": (1, 8), "warmup": 3, "iters": 20, "threads": 1}
 
 
 def recipe(strategy: str | dict, root: Path, cache: Path, out: Path, quick: bool = False,
@@ -94,7 +100,7 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
     def stage(i: int, n: int, text: str) -> None:
         print(f"\n[{i}/{n}] {text}  (t={time.time() - t0:.0f}s)", flush=True)
 
-    n = 6
+    n = 7
     stage(1, n, "built-in digits suite")
     root = materialize(out / "data", quick=quick)
     dataset = DomainFolder(root)
@@ -137,7 +143,7 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
 
     stage(6, n, f"source-free adaptation: the source-only erm student -> {', '.join(_targets(dataset))} with "
                 f"'{SFDA}' (unlabeled target images + cached teacher; no source image read)")
-    sfda = _sfda_stage(dataset, cache_dir, root, out, runs, quick, progress)
+    sfda = runs[SFDA] = _sfda_stage(dataset, cache_dir, root, out, runs, quick, progress)
     artifacts["runs"][SFDA] = str(out / "runs" / SFDA)
     sfda_rows = {"teacher (zs)": rows["teacher (zs)"], "erm (source)": runs["erm"]["test_acc"],
                  f"{SFDA} (adapted)": sfda["test_acc"]}
@@ -145,12 +151,63 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
     print(f"\nsource-free adaptation, target test accuracy:\n{sfda_table}")
     (out / "results.md").write_text(table + "\n\n" + adv_table + "\n\n" + sfda_table + "\n")
     artifacts["table"] = str(out / "results.md")
+
+    stage(7, n, f"ship: export {' and '.join(SHIP)} to ONNX fp32 + int8, benchmark on ONNX Runtime CPU, report")
+    artifacts.update(_ship_stage(out, runs, quick))
     print(f"\ndemo finished in {time.time() - t0:.0f}s; artifacts:")
     for k, v in artifacts.items():
         print(f"  {k:8s} {v}")
     if not runs:
         raise DistillError("demo trained no student")
     return artifacts
+
+
+def _ship_stage(out: Path, runs: dict, quick: bool) -> dict[str, str]:
+    """Export, benchmark (ORT-CPU) and report the :data:`SHIP` students; returns the artifact paths."""
+    from distill.bench import write_report
+    from distill.bench.edge_runner import read_jsonl, write_jsonl
+    from distill.bench.run import bench_model
+    from distill.export import ExportConfig, export_checkpoint
+
+    cfg = ExportConfig(precisions=("fp32", "int8"), int8_flavour="ort-cpu", exporter="torchscript",
+                       calib_count=64 if quick else 256, eval_count=50 if quick else 500,
+                       latency_iters=5 if quick else 20, threads=1, build_engines=False)
+    bench = BENCH_QUICK if quick else BENCH
+    bench_file = out / "bench.jsonl"
+    done = {(r["model"], r["batch"]) for r in read_jsonl(bench_file)} if bench_file.is_file() else set()
+    lines = []
+    for name in SHIP:
+        export_dir = out / "export" / name
+        status = json.loads((export_dir / "export.json").read_text()).get("status") \
+            if (export_dir / "export.json").is_file() else None
+        if status == "ok":
+            print(f"  {export_dir}: already exported")
+        else:
+            print(f"  -- export {name}")
+            export_checkpoint(Path(runs[name]["checkpoint"]), export_dir, cfg, log=lambda m: print(f"  {m}"))
+        report = json.loads((export_dir / "export.json").read_text())
+        for m in report["models"]:
+            path = export_dir / m["file"]
+            todo = tuple(b for b in bench["batches"] if (str(path), b) not in done)
+            if todo:
+                records = bench_model(path, "ort-cpu", todo, bench["threads"], bench["warmup"], bench["iters"])
+                write_jsonl(records, bench_file)
+        acc = {m["precision"]: m.get("mean_accuracy") for m in report["models"]}
+        lines.append((name, acc, report))
+    records = read_jsonl(bench_file)
+    print(f"\nONNX Runtime CPU, {bench['threads']} thread(s): latency p50 in ms and mean test accuracy over every domain")
+    print(f"  {'model':>8s} {'precision':>9s} {'batch':>5s} {'p50 ms':>8s} {'img/s':>8s} {'accuracy':>8s}")
+    for name, acc, report in lines:
+        for m in report["models"]:
+            path = str(out / "export" / name / m["file"])
+            for r in (r for r in records if r["model"] == path):
+                a = acc.get(m["precision"])
+                print(f"  {name:>8s} {m['precision']:>9s} {r['batch']:5d} {r['latency_ms']['p50']:8.3f} "
+                      f"{r['throughput_ips']:8.0f} {'-' if a is None else f'{100 * a:7.1f}%':>8s}")
+    html = out / "report.html"
+    res = write_report([out / "runs", out / "export", bench_file], html, "distill demo")
+    print(f"\nreport: {res['html']}  (summary: {res['markdown']})")
+    return {"exports": str(out / "export"), "bench": str(bench_file), "report": res["html"]}
 
 
 def _targets(dataset) -> list[str]:

@@ -20,7 +20,6 @@ and hands them to :class:`Trainer`, a short loop over objects. Guarantees:
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import shutil
@@ -39,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from distill.config import TrainConfig, dump_config
 from distill.data.folder import DomainFolder, Sample
-from distill.data.images import BadImageError, load_rgb
+from distill.data.images import load_rgb
 from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
 from distill.strategies import Batch, Strategy, StrategyContext, create_strategy, get_strategy

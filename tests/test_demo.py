@@ -25,11 +25,43 @@ def test_quick_demo_end_to_end_and_rerun(tmp_path, capsys):
         assert (out / "runs" / run / "checkpoints" / "best" / "model.safetensors").is_file()
     table = (out / "results.md").read_text()
     assert "teacher (zs)" in table and "erm" in table and "kd" in table
-    for where in ("data", "teacher", "cache", "runs"):  # it says where each artifact went
+
+    # stage 5: adversarial views in the cache, an adv_cached run, robustness table vs kd
+    assert (out / "cache" / "adversarial" / "build.json").is_file()
+    adv = json.loads((out / "runs" / "adv_cached" / "summary.json").read_text())
+    assert adv["strategy"] == "adv_cached" and set(adv["test_acc"]) == set(summary["test_acc"])
+    assert "pgd 8/255" in table and "adv_cached" in table
+
+    # stage 6: sfda adapted the erm student to the three target domains without source data
+    sfda = json.loads((out / "runs" / "sfda" / "summary.json").read_text())
+    assert set(sfda["test_acc"]) == {"optdigits", "mnist_m", "mnist_c"}
+    assert "sfda (adapted)" in table
+
+    # stage 7: fp32 + int8 exports of kd and sfda, ORT-CPU latency of each at batch 1 and 8, the report
+    records = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
+    for run in ("kd", "sfda"):
+        export = json.loads((out / "export" / run / "export.json").read_text())
+        assert export["status"] == "ok"
+        by_precision = {m["precision"]: m for m in export["models"]}
+        assert set(by_precision) == {"fp32", "int8"} and by_precision["fp32"]["parity"]["passed"]
+        assert by_precision["int8"]["flavour"] == "ort-cpu"
+        for m in export["models"]:
+            path = str(out / "export" / run / m["file"])
+            benched = sorted(r["batch"] for r in records if r["model"] == path and r["runtime"] == "ort-cpu")
+            assert benched == [1, 8], (path, benched)
+    assert len(records) == 8
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "model.int8-ort-cpu.onnx" in html
+    assert "mobilenetv3_small_050 (kd)" in html and "mobilenetv3_small_050 (sfda)" in html
+    assert (out / "report.md").is_file()
+    assert f"report: {out / 'report.html'}" in printed
+    for where in ("data", "teacher", "cache", "runs", "exports", "bench", "report"):  # where each artifact went
         assert f"  {where}" in printed
 
     # a rerun finds every stage complete and skips it
     t0 = time.time()
     assert cli(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
-    assert "already trained" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "already trained" in printed and "already exported" in printed
+    assert len((out / "bench.jsonl").read_text().splitlines()) == 8  # nothing benchmarked twice
     assert time.time() - t0 < 60

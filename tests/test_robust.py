@@ -5,52 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from distill.cli import main as cli
 from distill.errors import DistillError
 from distill.robust import (CORRUPTIONS, RobustEvaluator, RobustSettings, corrupt, format_eps, normalizer, parse_eps,
                             pgd)
 from distill.student.model import Student, default_spec, save_student
-
-CLASSES = ["circle", "square", "stripes"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a busy 2-core box: threads only add OpenMP barriers
-    yield
-    torch.set_num_threads(threads)
-
-
-def _draw(cls: str, domain: int, k: int) -> Image.Image:
-    rng = np.random.default_rng(domain * 1000 + k)
-    img = np.zeros((16, 16, 3), np.float32) + rng.uniform(0, 0.3, (16, 16, 3))
-    yy, xx = np.mgrid[:16, :16]
-    if cls == "circle":
-        mask = (yy - 8) ** 2 + (xx - 8) ** 2 < (4 + k % 3) ** 2
-    elif cls == "square":
-        mask = (abs(yy - 8) < 4 + k % 2) & (abs(xx - 8) < 4 + k % 2)
-    else:
-        mask = (xx // (2 + k % 2)) % 2 == 0
-    img[mask] = np.array([[1, 0.2, 0.2], [0.2, 1, 0.2]][domain], np.float32)
-    return Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8))
+from tests.shapes import CLASSES, make_shapes_root
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    r = tmp_path_factory.mktemp("robust_data")
-    for d, dom in enumerate(["red", "green"]):
-        for cls in CLASSES:
-            (r / dom / cls).mkdir(parents=True)
-            for k in range(8):
-                _draw(cls, d, k).save(r / dom / cls / f"{k}.png")
-    return r
+    return make_shapes_root(tmp_path_factory.mktemp("robust_data"), ["red", "green"], per_class=8)
 
 
 @pytest.fixture(scope="module")

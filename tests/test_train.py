@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,42 +12,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 from safetensors.torch import load_file
 
 from distill.cli import main as cli
 from distill.config import load_train_config
 from distill.errors import DistillError
+from tests.shapes import make_shapes_root
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ["circle", "square", "stripes"]
-
-
-def _draw(cls: str, domain: int, k: int) -> Image.Image:
-    """A 16x16 image whose class is its shape and whose domain is its colour/noise."""
-    rng = np.random.default_rng(domain * 1000 + k)
-    img = np.zeros((16, 16, 3), np.float32) + rng.uniform(0, 0.3, (16, 16, 3))
-    yy, xx = np.mgrid[:16, :16]
-    if cls == "circle":
-        mask = (yy - 8) ** 2 + (xx - 8) ** 2 < (4 + k % 3) ** 2
-    elif cls == "square":
-        mask = (abs(yy - 8) < 4 + k % 2) & (abs(xx - 8) < 4 + k % 2)
-    else:
-        mask = (xx // (2 + k % 2)) % 2 == 0
-    colour = np.array([[1, 0.2, 0.2], [0.2, 1, 0.2], [0.3, 0.3, 1]][domain], np.float32)
-    img[mask] = colour
-    return Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8))
 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    for d, dom in enumerate(["red", "green", "blue"]):
-        for cls in CLASSES:
-            (root / dom / cls).mkdir(parents=True)
-            for k in range(10):
-                _draw(cls, d, k).save(root / dom / cls / f"{k}.png")
-    return root
+    return make_shapes_root(tmp_path_factory.mktemp("tiny"), ["red", "green", "blue"], per_class=10)
 
 
 @pytest.fixture(scope="module")

@@ -177,7 +177,7 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         hit = by_sha.get(r.get("model_sha256") or "") or by_path.get(os.path.realpath(r.get("model", "")))
         if hit:
             e, m = hit
-            student = e.get("student", student)
+            student = _student_label(e.get("student", student), (e.get("provenance") or {}).get("strategy"))
             accuracy = _fractions(m.get("accuracy"))
             if m.get("flavour"):
                 precision = f"int8/{m['flavour']}"
@@ -187,13 +187,14 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
             e = by_ckpt_sha.get(r.get("model_sha256") or "")
             if e is not None:
                 accuracy = _fractions((e.get("reference") or {}).get("accuracy"))
-                student = e.get("student", student)
+                student = _student_label(e.get("student", student), (e.get("provenance") or {}).get("strategy"))
             else:
                 for parent in [Path(r.get("model", "")), *Path(r.get("model", "")).parents][:4]:
                     run = run_by_dir.get(os.path.realpath(parent))
                     if run:
                         accuracy = _fractions(run["summary"].get("test_acc"))
-                        student = run["summary"].get("student", student)
+                        student = _student_label(run["summary"].get("student", student),
+                                                 run["summary"].get("strategy"))
                         break
         if accuracy is None:
             data.unmatched += 1
@@ -220,6 +221,16 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         p.score = sum(p.accuracy[d] for d in keys) / len(keys)
     mark_pareto(data.points)
     return data
+
+
+def _student_label(arch: str, strategy: str | None) -> str:
+    """``arch (strategy)``: two students of one architecture trained differently stay apart in the report."""
+    return f"{arch} ({strategy})" if strategy else arch
+
+
+def export_label(export: dict[str, Any]) -> str:
+    """The student label of an export.json: its architecture and, when known, its strategy."""
+    return _student_label(export.get("student", "?"), (export.get("provenance") or {}).get("strategy"))
 
 
 def mark_pareto(points: list[Point]) -> None:

@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any
 
-from distill.bench.report import Point, ReportData, device_label
+from distill.bench.report import Point, ReportData, device_label, export_label
 
 COLORS = {"fp32": "#1f6fb4", "fp16": "#2a9d3a", "int8/ort-cpu": "#f07f0e", "int8/tensorrt": "#c8302c", "int8": "#f07f0e"}
 SHAPES = {"torch": "square", "ort-cpu": "circle", "ort-cuda": "diamond", "ort-trt": "triangle", "tensorrt": "triangle"}
@@ -294,7 +294,7 @@ def section_accuracy(data: ReportData) -> str:
                 extra = f' <span class="{cls}">({delta:+.1f})</span>' if m.get("precision") != "fp32" else ""
                 cells.append(f'<td class="num" data-v="{acc[d]}">{100 * acc[d]:.1f}{extra}</td>')
             prec = m["precision"] + (f"/{m['flavour']}" if m.get("flavour") else "")
-            rows.append(f'<tr><td>{esc(e.get("student", "?"))}</td><td><span class="pill" style="background:'
+            rows.append(f'<tr><td>{esc(export_label(e))}</td><td><span class="pill" style="background:'
                         f'{color(prec)}">{esc(prec)}</span> onnx</td><td class="muted">{esc(ex["dir"])}/{esc(m["file"])}</td>'
                         f'{"".join(cells)}</tr>')
     if not rows:
@@ -392,7 +392,7 @@ def section_int8(data: ReportData) -> str:
                 decision += (f'<br><span class="muted">{len(steps)} layer(s) tried, '
                              f'{sum(bool(s.get("accepted")) for s in steps)} kept</span>')
             rows.append(
-                f'<tr><td>{esc(e.get("student"))}</td><td>{esc(m.get("flavour"))}</td><td>{esc(m.get("target_runtime"))}</td>'
+                f'<tr><td>{esc(export_label(e))}</td><td>{esc(m.get("flavour"))}</td><td>{esc(m.get("target_runtime"))}</td>'
                 f'<td class="num">{"–" if before is None else f"{before:.2f}"}</td>'
                 f'<td class="num">{"–" if after is None else f"{after:.2f}"}</td><td class="num">{fb.get("max_drop_pts", "–")}</td>'
                 f'<td>{decision}</td><td>{esc(", ".join(kept)) or "none"}</td>'
@@ -422,7 +422,7 @@ def section_provenance(data: ReportData) -> str:
         prov = e.get("provenance") or {}
         d = e.get("data") or {}
         rows.append(
-            f'<tr><td>{esc(e.get("student"))}</td><td>{esc(json.dumps(prov.get("teacher", "–")))}</td>'
+            f'<tr><td>{esc(export_label(e))}</td><td>{esc(json.dumps(prov.get("teacher", "–")))}</td>'
             f'<td>{esc(prov.get("strategy", "–"))}</td><td class="muted">{esc(prov.get("run", "–"))}</td>'
             f'<td class="muted">{esc(e.get("checkpoint"))}<br><code>{esc(str(prov.get("checkpoint_sha256", ""))[:16])}</code></td>'
             f'<td>{esc(d.get("root", "–"))}<br><code>{esc(str(d.get("fingerprint", ""))[:16])}</code></td>'

@@ -1,7 +1,7 @@
 """Render :class:`~distill.bench.report.ReportData` as a short Markdown summary (report.md)."""
 from __future__ import annotations
 
-from distill.bench.report import ReportData
+from distill.bench.report import ReportData, export_label
 
 
 def _pct(x: float | None) -> str:
@@ -34,7 +34,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
             for m in e.get("models", []):
                 acc = m.get("accuracy") or {}
                 prec = m["precision"] + (f"/{m['flavour']}" if m.get("flavour") else "")
-                lines.append(f"| {e.get('student')} | {prec} | " + " | ".join(
+                lines.append(f"| {export_label(e)} | {prec} | " + " | ".join(
                     f"{100 * acc[d]:.1f}" if d in acc else "–" for d in doms) + " |")
         lines.append("")
         int8 = [(ex["export"], m) for ex in data.exports for m in ex["export"].get("models", [])
@@ -50,7 +50,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                 note = "" if lc.get("representative", True) else " (not the target runtime)"
                 if lc.get("slower_than_fp32") and lc.get("representative", True):
                     note = " **slower than fp32**"
-                lines.append(f"| {e.get('student')} | {m.get('flavour')} | {'–' if before is None else f'{before:.2f}'} | "
+                lines.append(f"| {export_label(e)} | {m.get('flavour')} | {'–' if before is None else f'{before:.2f}'} | "
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(fb.get('kept_float') or []) or 'none'} | "
                              f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} |")
             lines.append("")

@@ -6,7 +6,6 @@ killed run resume exactly while never unpickling a file.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 

@@ -2,38 +2,14 @@
 cached adversarial views replay exactly and reach training through the trainer."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from distill.errors import DistillError
 from distill.strategies import Batch, StrategyContext, create_strategy
+from tests.shapes import CLASSES, make_shapes_root
 
-CLASSES = ["circle", "square", "stripes"]
 EPS = 8 / 255
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a busy 2-core box: threads only add OpenMP barriers
-    yield
-    torch.set_num_threads(threads)
-
-
-def _draw(cls: str, domain: int, k: int) -> Image.Image:
-    rng = np.random.default_rng(domain * 1000 + k)
-    img = np.zeros((16, 16, 3), np.float32) + rng.uniform(0, 0.3, (16, 16, 3))
-    yy, xx = np.mgrid[:16, :16]
-    if cls == "circle":
-        mask = (yy - 8) ** 2 + (xx - 8) ** 2 < (4 + k % 3) ** 2
-    elif cls == "square":
-        mask = (abs(yy - 8) < 4 + k % 2) & (abs(xx - 8) < 4 + k % 2)
-    else:
-        mask = (xx // (2 + k % 2)) % 2 == 0
-    img[mask] = np.array([[1, 0.2, 0.2], [0.2, 1, 0.2]][domain], np.float32)
-    return Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8))
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +27,7 @@ def data(tmp_path_factory, teacher):
     from distill.teacher.cache import build_cache
     from distill.teacher.cache_adv import build_adversarial_views
 
-    root = tmp_path_factory.mktemp("adv_data")
-    for d, dom in enumerate(["red", "green"]):
-        for cls in CLASSES:
-            (root / dom / cls).mkdir(parents=True)
-            for k in range(8):
-                _draw(cls, d, k).save(root / dom / cls / f"{k}.png")
+    root = make_shapes_root(tmp_path_factory.mktemp("adv_data"), ["red", "green"], per_class=8)
     ds = DomainFolder(root, test_fraction=0.3)
     cache = build_cache(ds, teacher, tmp_path_factory.mktemp("adv_cache") / "c", views=2, seed=3, shard_size=16,
                         num_workers=0, progress=False)

@@ -7,52 +7,21 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from distill.cli import main as cli
 from distill.errors import DistillError
 from distill.strategies._pseudo import centroid_labels, fuse_teachers, information_maximization, knn_smooth
+from tests.shapes import CLASSES, make_shapes_root
 
-CLASSES = ["circle", "square", "stripes"]
 DOMAINS = ["blue", "green", "red"]
 SOURCE, TARGET = "red", "green"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a busy 2-core box: threads only add OpenMP barriers
-    yield
-    torch.set_num_threads(threads)
-
-
-def _draw(cls: str, domain: int, k: int) -> Image.Image:
-    """A 16x16 image whose class is its shape and whose domain is its colour/noise."""
-    rng = np.random.default_rng(domain * 1000 + k)
-    img = np.zeros((16, 16, 3), np.float32) + rng.uniform(0, 0.3, (16, 16, 3))
-    yy, xx = np.mgrid[:16, :16]
-    if cls == "circle":
-        mask = (yy - 8) ** 2 + (xx - 8) ** 2 < (4 + k % 3) ** 2
-    elif cls == "square":
-        mask = (abs(yy - 8) < 4 + k % 2) & (abs(xx - 8) < 4 + k % 2)
-    else:
-        mask = (xx // (2 + k % 2)) % 2 == 0
-    img[mask] = np.array([[0.3, 0.3, 1], [0.2, 1, 0.2], [1, 0.2, 0.2]][domain], np.float32)
-    return Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8))
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    r = tmp_path_factory.mktemp("sfda_data")
-    for d, dom in enumerate(DOMAINS):
-        for cls in CLASSES:
-            (r / dom / cls).mkdir(parents=True)
-            for k in range(10):
-                _draw(cls, d, k).save(r / dom / cls / f"{k}.png")
-    return r
+    return make_shapes_root(tmp_path_factory.mktemp("sfda_data"), DOMAINS, per_class=10)
 
 
 def _cache(root: Path, out: Path, seed: int) -> Path:
@@ -287,3 +256,49 @@ def test_sfda_fuses_two_caches_per_sample(root, caches, source_ckpt):
         from distill.strategies.base import StrategyContext
 
         create_strategy("sfda", strategy.student, None, StrategyContext(3, CLASSES)).refresh(0)
+
+
+@pytest.mark.slow
+def test_sfda_kill9_then_resume_is_bit_identical(root, caches, source_ckpt, tmp_path):
+    """`distill adapt` killed with kill -9 mid-epoch and resumed with `distill train --resume` ends with the
+    same weights, metrics and pseudo-labels as an uninterrupted run (the refresh hook's state is checkpointed)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def adapt(out: Path, delay: str = "0") -> subprocess.Popen:
+        args = _adapt_args(root, caches[:1], source_ckpt, out, "sfda", epochs=3) + ["--set", "run.save_every=1"]
+        return subprocess.Popen([sys.executable, "-m", "distill", *args], cwd=repo, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1", "DISTILL_TRAIN_STEP_DELAY": delay})
+
+    full = adapt(tmp_path / "full")
+    out_full = full.communicate(timeout=300)[0]
+    assert full.returncode == 0, out_full
+
+    proc = adapt(tmp_path / "killed", delay="0.5")
+    last = tmp_path / "killed" / "checkpoints" / "last.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (last.is_file() and '"step": 3' in last.read_text()):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert '"step": 3' in last.read_text(), "the run finished or never reached step 3 before the kill"
+    assert not (tmp_path / "killed" / "summary.json").exists()
+
+    resumed = subprocess.run([sys.executable, "-m", "distill", "train", "--resume", str(tmp_path / "killed")],
+                             cwd=repo, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    a = load_file(str(tmp_path / "full" / "checkpoints" / "best" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "checkpoints" / "best" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    assert (tmp_path / "full" / "metrics.csv").read_text() == (tmp_path / "killed" / "metrics.csv").read_text()
