@@ -169,6 +169,17 @@ def _inspect(args: argparse.Namespace) -> int:
         acc = s["zero_shot_accuracy"].get(d, {})
         cells = [f"{100 * acc[k]:7.1f}%" if k in acc else f"{'-':>8}" for k in ("train", "test")]
         print(f"  {d:<20} {cells[0]} {cells[1]}")
+    adv = s["adversarial"]
+    if adv is not None and not adv["complete"]:
+        print(f"adversarial views: unfinished build in {adv['path']} (rerun `distill cache build ... --adv-views K` "
+              "to resume)")
+    elif adv is not None:
+        eps = f"{adv['epsilon'] * 255:g}/255"
+        print(f"adversarial views: {adv['rows']} rows = {adv['images']} images x {adv['views']} "
+              f"({', '.join(adv['domains'])}, {adv['split'] or 'all'} split; PGD-{adv['steps']} eps {eps}; "
+              f"{_si(adv['size_bytes'], 'B')})")
+        print(f"  teacher accuracy on those images: clean {100 * adv['teacher_accuracy_clean']:.1f}%, "
+              f"adversarial {100 * adv['teacher_accuracy_adversarial']:.1f}%")
     if s["teacher_flops_per_image"] is not None:
         print(f"teacher compute saved per training epoch: {_si(s['teacher_flops_per_image'], 'FLOP')}/image x "
               f"{s['train_rows']} train rows = {_si(s['teacher_flops_saved_per_epoch'], 'FLOP')}")

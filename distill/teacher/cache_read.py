@@ -266,6 +266,35 @@ class TeacherCache:
             "teacher_flops_saved_per_epoch": None if flops is None else flops * train_rows,
             "created": m.get("created"),
             "distill_version": m.get("distill_version"),
+            "adversarial": self.adversarial_summary(),
+        }
+
+    def adversarial_summary(self) -> dict[str, Any] | None:
+        """The cache's adversarial views (``CACHE/adversarial``): None if there are none, else their plan,
+        row count, size and the teacher's accuracy on them next to its accuracy on the same images clean."""
+        from distill.teacher.cache_adv import ADV_DIR, AdversarialViews
+
+        adv_dir = self.path / ADV_DIR
+        if not adv_dir.is_dir():
+            return None
+        if not AdversarialViews.exists(self.path):
+            return {"complete": False, "path": str(adv_dir)}
+        views = AdversarialViews.open(self.path, self.manifest)
+        m = views.manifest
+        si = views.rows["sample_index"].long()
+        v0 = self.rows["view"] == 0
+        label = torch.full((int(self.rows["sample_index"].max()) + 1,), -1, dtype=torch.long)
+        label[self.rows["sample_index"][v0].long()] = self.rows["label"][v0].long()
+        clean = torch.full_like(label, -1)
+        clean[self.rows["sample_index"][v0].long()] = self.rows["logits"][v0].float().argmax(1)
+        adv_pred = views.rows["logits"].float().argmax(1)
+        return {
+            "complete": True, "path": str(adv_dir), "rows": int(m["rows"]), "images": int(m["images"]),
+            "views": int(m["views"]), "epsilon": m["epsilon"], "step_size": m["step_size"], "steps": m["steps"],
+            "seed": m["seed"], "domains": m["domains"], "split": m["split"], "objective": m["objective"],
+            "size_bytes": sum(f.stat().st_size for f in adv_dir.iterdir() if f.is_file()),
+            "teacher_accuracy_clean": float((clean[si] == label[si]).float().mean()) if len(si) else None,
+            "teacher_accuracy_adversarial": float((adv_pred == label[si]).float().mean()) if len(si) else None,
         }
 
     def zero_shot_accuracy(self) -> dict[str, dict[str, float]]:

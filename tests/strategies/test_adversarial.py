@@ -224,3 +224,22 @@ def test_cache_build_cli_adds_adversarial_views(data, tmp_path, capsys):
     assert cli(args + adv) == 0  # complete: nothing to do
     assert cli(args + ["--adv-views", "1", "--adv-steps", "3", "--adv-domains", "green"]) == 2
     assert "different plan" in capsys.readouterr().err
+
+    # `cache inspect` shows them, with the teacher's accuracy on the perturbed images next to clean
+    assert cli(["cache", "inspect", str(tmp_path / "c"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)["adversarial"]
+    assert s["complete"] and (s["views"], s["steps"], s["domains"], s["rows"]) == (1, 2, ["green"], m["rows"])
+    from distill.teacher.cache import TeacherCache
+    from distill.teacher.cache_adv import AdversarialViews
+
+    cache = TeacherCache.open(tmp_path / "c")
+    views = AdversarialViews.open(tmp_path / "c")
+    label_of = {int(i): int(y) for i, y, v in zip(cache.rows["sample_index"], cache.rows["label"], cache.rows["view"])
+                if v == 0}
+    want = sum(int(p) == label_of[int(i)] for i, p in zip(views.rows["sample_index"],
+                                                          views.rows["logits"].float().argmax(1))) / m["rows"]
+    assert s["teacher_accuracy_adversarial"] == pytest.approx(want)
+    assert 0.0 <= s["teacher_accuracy_clean"] <= 1.0
+    assert cli(["cache", "inspect", str(tmp_path / "c")]) == 0
+    text = capsys.readouterr().out
+    assert f"adversarial views: {m['rows']} rows" in text and "PGD-2 eps 4/255" in text

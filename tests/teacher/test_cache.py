@@ -348,6 +348,7 @@ def test_cli_inspect_json_and_text(reference, capsys):
     assert s["train_rows"] == int((TeacherCache.open(reference).rows["split"] == 0).sum())
     assert s["teacher_flops_saved_per_epoch"] == m["teacher_flops_per_image"] * s["train_rows"]
     assert s["skipped"] == [] and s["classes"] == ["cat", "dog"] and s["dtype"] == "float16"
+    assert s["adversarial"] is None  # no adversarial views in this cache
     assert cli(["cache", "inspect", str(reference)]) == 0
     text = capsys.readouterr().out
     assert "distill-demo-vit" in text and "zero-shot accuracy" in text and "compute saved" in text
