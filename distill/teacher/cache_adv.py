@@ -33,6 +33,7 @@ batches are fixed per shard, so a rebuilt or resumed build writes the same rows.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -90,11 +91,15 @@ def _start(seed: int, sample_index: int, view: int, shape: tuple[int, ...]) -> T
 def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: int = 1, epsilon: float = 8 / 255,
                             step_size: float | None = None, steps: int = 5, seed: int = 0,
                             split: str | None = "train", domains: Sequence[str] | None = None,
-                            batch_size: int = 64, shard_size: int = 1024, progress: bool = True) -> Path:
+                            batch_size: int = 64, shard_size: int = 1024, progress: bool = True,
+                            rank: int = 0, world: int = 1) -> Path:
     """Craft ``views`` PGD views per image against ``teacher`` and store them in ``CACHE/adversarial``.
 
     Resumable (complete shards are kept) and idempotent (returns at once when complete with the
-    same plan; a different plan is refused, naming the fields).
+    same plan; a different plan is refused, naming the fields). Under ``torchrun`` (``world`` > 1,
+    process group initialized) rank ``r`` crafts the shards ``k % world == r`` and rank 0 writes
+    the manifest after a barrier; the result is byte-identical to one process's (each image's
+    random start depends only on the seed, its index and its view).
 
     Args:
         dataset: the cache's dataset (:class:`~distill.data.DomainFolder`).
@@ -109,13 +114,16 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
         domains: domains to cover (default: the cache's).
         batch_size: images per attack batch (all K views of an image go in the same batch).
         shard_size: images per shard.
-        progress: tqdm bar.
+        progress: tqdm bar (rank 0 only).
+        rank, world: this process's rank and the number of processes (default: one process).
 
     Returns:
         ``cache_dir / "adversarial"``.
     """
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
+
+    from distill.teacher.cache_format import read_shard_skipped
 
     from distill.data.images import BadImageError, load_rgb
     from distill.robust import default_step_size, pgd, teacher_logits_with_grad
@@ -156,7 +164,8 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
             if name == MANIFEST:
                 return out
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "build.json", plan)
+    if rank == 0:
+        atomic_write_json(out / "build.json", plan)
 
     info = teacher.preprocess_info
     device = teacher.text_embeddings.device
@@ -165,11 +174,12 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
     dtype = DTYPES[cm["dtype"]]
     levels = plan["epsilon_levels"]
     K, S = views, shard_size
-    skipped: list[dict] = []
-    todo = [k for k in range(plan["num_shards"]) if not (out / _shard(k)).exists()]
+    todo = [k for k in range(plan["num_shards"]) if k % world == rank and not (out / _shard(k)).exists()]
     total = sum(min((k + 1) * S, len(samples)) - k * S for k in todo)
-    with tqdm(total=total, unit="img", desc="adversarial views", disable=not progress, dynamic_ncols=True) as bar:
+    desc = "adversarial views" + (f" (rank 0 of {world})" if world > 1 else "")
+    with tqdm(total=total, unit="img", desc=desc, disable=not progress or rank != 0, dynamic_ncols=True) as bar:
         for k in todo:
+            skipped: list[dict] = []  # this shard's; kept in its metadata, so a resumed build still knows them
             rows: dict[str, list[Tensor]] = {n: [] for n in ("sample_index", "adv_view", "pixels", "logits",
                                                               "image_emb")}
             for b in range(k * S, min((k + 1) * S, len(samples)), batch_size):
@@ -218,17 +228,25 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
                      "pixels": torch.zeros(0, 3, H, W, dtype=torch.uint8), "logits": torch.zeros(0, C, dtype=dtype),
                      "image_emb": torch.zeros(0, D, dtype=dtype)}
             tensors = {n: (torch.cat(v) if v else empty[n]).contiguous() for n, v in rows.items()}
-            atomic_write(out / _shard(k), lambda p, t=tensors: save_file(t, str(p)))
+            meta = {"skipped": json.dumps(skipped)}
+            atomic_write(out / _shard(k), lambda p, t=tensors, m=meta: save_file(t, str(p), metadata=m))
+
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank's shards are written
+    if rank != 0:
+        return out
+    from safetensors import safe_open
 
     from distill.utils.io import sha256_file
 
-    shards, n_rows = [], 0
+    shards, n_rows, skipped = [], 0, []
     for k in range(plan["num_shards"]):
-        from safetensors import safe_open
-
         with safe_open(str(out / _shard(k)), "pt") as f:
             r = int(f.get_slice("sample_index").get_shape()[0])
         shards.append({"file": _shard(k), "rows": r, "sha256": sha256_file(out / _shard(k))})
+        skipped += read_shard_skipped(out / _shard(k))
         n_rows += r
     manifest = {**plan, "rows": n_rows, "shards": shards, "skipped": skipped,
                 "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm["classes"])]},

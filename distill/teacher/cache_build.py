@@ -249,8 +249,9 @@ def build_cache(
         num_workers: DataLoader decode workers (default: CPU cores per process - 1, at most 8).
         progress: show a tqdm bar (rows/s) on rank 0.
         adv_views: K > 0 also crafts K PGD views per image against the teacher, stored with the
-            teacher's outputs on them in ``out_dir/adversarial`` (rank 0, after the cache is
-            complete; see :mod:`distill.teacher.cache_adv`); for ``adv_cached``.
+            teacher's outputs on them in ``out_dir/adversarial`` (after the cache is complete,
+            ``shard_size`` images per shard, split over the ranks like the cache's shards; see
+            :mod:`distill.teacher.cache_adv`); for ``adv_cached``.
         adv_epsilon, adv_step_size, adv_steps: L-inf radius, step (default 2.5 eps / steps) and
             steps of that PGD, in pixel units.
         adv_seed: seed of its random starts (default ``seed``).
@@ -287,14 +288,19 @@ def build_cache(
                 dist.barrier()
             if rank == 0:
                 _write_manifest(dataset, teacher, out, plan)
-        if adv_views > 0:  # on a complete cache (just built or found): single-process, then everyone waits
-            if rank == 0:
-                from distill.teacher.cache_adv import build_adversarial_views
+        if adv_views > 0:  # on a complete cache (just built or found); every rank crafts its shards
+            from distill.teacher.cache_adv import build_adversarial_views
 
-                build_adversarial_views(dataset, teacher, out, views=adv_views, epsilon=adv_epsilon,
-                                        step_size=adv_step_size, steps=adv_steps,
-                                        seed=seed if adv_seed is None else adv_seed, split=adv_split,
-                                        domains=adv_domains, batch_size=batch_size, progress=progress)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()  # rank 0 has written the cache's manifest
+
+            build_adversarial_views(dataset, teacher, out, views=adv_views, epsilon=adv_epsilon,
+                                    step_size=adv_step_size, steps=adv_steps,
+                                    seed=seed if adv_seed is None else adv_seed, split=adv_split,
+                                    domains=adv_domains, batch_size=batch_size, shard_size=shard_size,
+                                    progress=progress, rank=rank, world=world)
         if world > 1 and (status[0] != "done" or adv_views > 0):
             import torch.distributed as dist
 

@@ -252,19 +252,29 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     data = make_tree(tmp_path / "data")
     bad = data / "photo" / "cat" / "4_bad.jpg"  # sample 15 -> shard 5 -> rank 1
     bad.write_bytes(b"")
+    adv = dict(adv_views=1, adv_steps=2, adv_seed=5)  # adversarial views too: every rank crafts its shards
     one = build_cache(DomainFolder(data), demo_teacher(DomainFolder(data).classes), tmp_path / "one",
-                      num_workers=0, progress=False, skip_bad=True, **SETTINGS)
+                      num_workers=0, progress=False, skip_bad=True, **SETTINGS, **adv)
     assert json.loads((one / MANIFEST).read_text())["skipped"][0]["sample_index"] // 3 % 2 == 1
     torchrun = Path(sys.executable).with_name("torchrun")
     launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
     cmd = [*launcher, "--standalone", "--nproc_per_node=2", "-m", "distill", "cache", "build",
-           "--data", str(data), "--out", str(tmp_path / "two"), "--workers", "0", "--skip-bad", *CLI_SETTINGS]
+           "--data", str(data), "--out", str(tmp_path / "two"), "--workers", "0", "--skip-bad", *CLI_SETTINGS,
+           "--adv-views", "1", "--adv-steps", "2", "--adv-seed", "5"]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, [line for line in res.stderr.splitlines() if "error" in line.lower()][:5]
     assert res.stdout.count("teacher cache written") == 1  # rank 0 reports
     assert_same_cache(tmp_path / "two", one)
     m = json.loads((tmp_path / "two" / MANIFEST).read_text())
     assert m["skipped"] == [{"path": "photo/cat/4_bad.jpg", "sample_index": 15, "reason": "empty file"}]
+
+    # the adversarial views: several shards, split over the two ranks, byte-identical to one process's
+    a1, a2 = (json.loads((p / "adversarial" / MANIFEST).read_text()) for p in (one, tmp_path / "two"))
+    a1.pop("created"), a2.pop("created")
+    assert a1 == a2 and len(a1["shards"]) >= 2 and a1["rows"] > 0
+    for shard in a1["shards"]:
+        assert (one / "adversarial" / shard["file"]).read_bytes() == \
+            (tmp_path / "two" / "adversarial" / shard["file"]).read_bytes()
 
 
 # ---------------------------------------------------------------------- bad images
