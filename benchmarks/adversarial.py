@@ -15,7 +15,7 @@ at <= 1 point of clean accuracy (source domain).
 
 Usage (after `distill demo --out demo_out`):
     .venv/bin/python benchmarks/adversarial.py [--demo-out demo_out] [--epochs 30] [--out runs/bench-adversarial]
-        [--timing-epochs 2] [--threads 1] [--quick]
+        [--timing-epochs 2] [--threads 1] [--quick] [--only kd,adv_cached,adv_cached_advtarget,adv_kd] [--seed 0]
 """
 from __future__ import annotations
 
@@ -47,15 +47,19 @@ def strategies(teacher_dir: Path) -> dict[str, dict]:
     arch, ckpt, templates = demo_teacher(teacher_dir)
     return {
         "kd": {"strategy": {"name": "kd"}},
-        "adv_cached": {"strategy": {"name": "adv_cached", "adv_fraction": 0.5}},
+        "adv_cached": {"strategy": {"name": "adv_cached", "adv_fraction": 0.5, "target": "clean"}},
+        # the same views, KD toward the teacher's answer on the perturbed pixels (which the attack changed)
+        "adv_cached_advtarget": {"strategy": {"name": "adv_cached", "adv_fraction": 0.5, "target": "adversarial"}},
         "adv_kd": {"strategy": {"name": "adv_kd", "steps": 3, "epsilon": 8 / 255, "step_size": 2 / 255},
                    "teacher": {"arch": arch, "pretrained": str(ckpt), "templates": templates}},
     }
 
 
-def config(name: str, extra: dict, root: Path, cache: Path, out: Path, epochs: int, quick: bool = False) -> dict:
+def config(name: str, extra: dict, root: Path, cache: Path, out: Path, epochs: int, quick: bool = False,
+           seed: int = 0) -> dict:
     cfg = recipe(extra["strategy"], root, cache, out, quick=quick, progress=False)
     cfg["optim"]["epochs"] = epochs
+    cfg["run"]["seed"] = seed
     cfg["run"]["workers"] = 0  # in-process decoding: 32 px PNGs decode in ~0.5 s per epoch
     if "teacher" in extra:
         cfg["teacher"] = extra["teacher"]
@@ -88,7 +92,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: fastest for these tiny models on a shared 2-core box)")
     ap.add_argument("--quick", action="store_true", help="smoke test on a `distill demo --quick` output")
-    ap.add_argument("--only", default="kd,adv_cached,adv_kd")
+    ap.add_argument("--only", default="kd,adv_cached,adv_kd",
+                    help="comma-separated, from kd, adv_cached, adv_cached_advtarget, adv_kd")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -116,8 +122,8 @@ def main() -> None:
     specs = strategies(teacher_dir)
     summaries = {}
     for name in names:
-        run = args.out / f"{name}-e{args.epochs}"
-        cfg = config(name, specs[name], root, cache, run, args.epochs, args.quick)
+        run = args.out / f"{name}-e{args.epochs}" if args.seed == 0 else args.out / f"{name}-e{args.epochs}-s{args.seed}"
+        cfg = config(name, specs[name], root, cache, run, args.epochs, args.quick, args.seed)
         if (run / "summary.json").is_file():
             summaries[name] = json.loads((run / "summary.json").read_text())
         else:

@@ -160,7 +160,8 @@ def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
 
     root, cache = data
     cfg = {"data": {"root": str(root), "source": ["red"], "test_fraction": 0.3}, "cache": str(cache),
-           "student": {"arch": "test_resnet", "input_size": 16}, "strategy": {"name": "adv_cached"},
+           "student": {"arch": "test_resnet", "input_size": 16},
+           "strategy": {"name": "adv_cached", "target": "adversarial"},
            "optim": {"epochs": 1, "batch_size": 8}, "run": {"out": str(tmp_path / "run"), "workers": 0,
                                                             "progress": False}}
     trainer = Trainer(build(load_train_config(None, base=cfg)))
@@ -243,3 +244,27 @@ def test_cache_build_cli_adds_adversarial_views(data, tmp_path, capsys):
     assert cli(["cache", "inspect", str(tmp_path / "c")]) == 0
     text = capsys.readouterr().out
     assert f"adversarial views: {m['rows']} rows" in text and "PGD-2 eps 4/255" in text
+
+
+@pytest.mark.parametrize("target", ["clean", "adversarial"])
+def test_adv_cached_kd_target_on_adversarial_views(target):
+    """target=clean: every image, adversarial or not, is matched to the teacher's clean answer (ARD-style);
+    target=adversarial: the adversarial ones to the teacher's answer on the perturbed pixels."""
+    from distill.student.model import Student, default_spec
+
+    torch.manual_seed(0)
+    student = Student(default_spec("test_resnet", CLASSES, 16))
+    ctx = StrategyContext(len(CLASSES), CLASSES)
+    s = create_strategy("adv_cached", student, {"adv_fraction": 0.5, "target": target}, ctx)
+    B = 64
+    clean_t, adv_t = torch.randn(B, len(CLASSES)), torch.randn(B, len(CLASSES))
+    batch = Batch(torch.rand(B, 3, 16, 16), torch.rand(B, 3, 16, 16), torch.randint(0, 3, (B,)),
+                  teacher_logits=clean_t, adv_pixels=torch.randint(0, 256, (B, 3, 16, 16)).float() / 255,
+                  adv_teacher_logits=adv_t)
+    images, logits, mask = s.mix(batch)
+    assert 0 < int(mask.sum()) < B  # both kinds of rows in the batch
+    assert torch.equal(images[~mask], batch.images[~mask]) and not torch.equal(images[mask], batch.images[mask])
+    assert torch.equal(logits[~mask], clean_t[~mask])
+    assert torch.equal(logits[mask], (clean_t if target == "clean" else adv_t)[mask])
+    with pytest.raises(DistillError, match="strategy.target"):
+        create_strategy("adv_cached", student, {"target": "label"}, ctx)
