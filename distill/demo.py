@@ -190,7 +190,8 @@ def _ship_stage(out: Path, runs: dict, quick: bool) -> dict[str, str]:
             path = export_dir / m["file"]
             todo = tuple(b for b in bench["batches"] if (str(path), b) not in done)
             if todo:
-                records = bench_model(path, "ort-cpu", todo, bench["threads"], bench["warmup"], bench["iters"])
+                records = bench_model(path, "ort-cpu", todo, bench["threads"], bench["warmup"], bench["iters"],
+                                      profile=True, topk=8)  # + ONNX Runtime's top ops (a separate pass)
                 write_jsonl(records, bench_file)
         acc = {m["precision"]: m.get("mean_accuracy") for m in report["models"]}
         lines.append((name, acc, report))

@@ -49,10 +49,12 @@ def test_quick_demo_end_to_end_and_rerun(tmp_path, capsys):
             path = str(out / "export" / run / m["file"])
             benched = sorted(r["batch"] for r in records if r["model"] == path and r["runtime"] == "ort-cpu")
             assert benched == [1, 8], (path, benched)
-    assert len(records) == 8
+    assert len(records) == 8 and all(r["top_ops"] for r in records)  # profiled: the report's "top operators"
     html = (out / "report.html").read_text()
     assert "<svg" in html and "model.int8-ort-cpu.onnx" in html
     assert "mobilenetv3_small_050 (kd)" in html and "mobilenetv3_small_050 (sfda)" in html
+    assert html.count("<td>zero-shot</td>") == 1  # one teacher, one zero-shot row
+    assert "No profiled records" not in html
     assert (out / "report.md").is_file()
     assert f"report: {out / 'report.html'}" in printed
     for where in ("data", "teacher", "cache", "runs", "exports", "bench", "report"):  # where each artifact went

@@ -263,6 +263,7 @@ def section_pareto(data: ReportData) -> str:
 
 def section_accuracy(data: ReportData) -> str:
     rows = []
+    teachers: dict[str, str] = {}  # one zero-shot row per distinct teacher (and accuracy), first in the table
     doms = data.domains
     for run in data.runs:
         s = run["summary"]
@@ -277,8 +278,9 @@ def section_accuracy(data: ReportData) -> str:
             zscale = 100.0 if max(float(v) for v in zs.values()) <= 1.0 else 1.0
             cells = "".join(f'<td class="num">{float(zs[d]) * zscale:.1f}</td>' if d in zs else '<td class="num">–</td>'
                             for d in doms)
-            rows.append(f'<tr><td class="muted">teacher</td><td>zero-shot</td><td class="muted">'
-                        f'{esc(json.dumps(s.get("teacher", ""))[:80])}</td>{cells}</tr>')
+            key = json.dumps([s.get("teacher", ""), zs], sort_keys=True)
+            teachers.setdefault(key, f'<tr><td class="muted">teacher</td><td>zero-shot</td><td class="muted">'
+                                     f'{esc(json.dumps(s.get("teacher", ""))[:80])}</td>{cells}</tr>')
     for ex in data.exports:
         e = ex["export"]
         fp32 = next((m.get("accuracy") for m in e.get("models", []) if m.get("precision") == "fp32"), None) or {}
@@ -297,6 +299,7 @@ def section_accuracy(data: ReportData) -> str:
             rows.append(f'<tr><td>{esc(export_label(e))}</td><td><span class="pill" style="background:'
                         f'{color(prec)}">{esc(prec)}</span> onnx</td><td class="muted">{esc(ex["dir"])}/{esc(m["file"])}</td>'
                         f'{"".join(cells)}</tr>')
+    rows = list(teachers.values()) + rows
     if not rows:
         return ""
     head = "".join(f"<th>{esc(d)}</th>" for d in doms)

@@ -37,7 +37,9 @@ def test_onnx_records_and_profile(small_onnx: Path) -> None:
         assert r["model_sha256"] == sha256_file(small_onnx) and r["model_meta"]["precision"] == "fp32"
         assert r["model_meta"]["num_classes"] == 3 and r["versions"]["onnxruntime"] == ort.__version__
         ops = r["top_ops"]
-        assert 1 <= len(ops) <= 5 and ops[0]["op"] in ("Conv", "FusedConv")
+        # the convolutions are among the top ops (which one is first depends on machine noise: a preempted
+        # small op can outlast a conv on a loaded 2-core box)
+        assert 1 <= len(ops) <= 5 and {"Conv", "FusedConv"} & {o["op"] for o in ops}
         assert [o["total_ms"] for o in ops] == sorted((o["total_ms"] for o in ops), reverse=True)
         assert 0 < sum(o["pct"] for o in ops) <= 100.01
 
