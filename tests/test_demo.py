@@ -45,6 +45,9 @@ def test_quick_demo_end_to_end_and_rerun(tmp_path, capsys):
         by_precision = {m["precision"]: m for m in export["models"]}
         assert set(by_precision) == {"fp32", "int8"} and by_precision["fp32"]["parity"]["passed"]
         assert by_precision["int8"]["flavour"] == "ort-cpu"
+        # calibrated where each model runs: kd on its source, the adapted model on its target domains
+        want = ["mnist"] if run == "kd" else ["mnist_c", "mnist_m", "optdigits"]
+        assert sorted(export["data"]["calib_domains"]) == want
         for m in export["models"]:
             path = str(out / "export" / run / m["file"])
             benched = sorted(r["batch"] for r in records if r["model"] == path and r["runtime"] == "ort-cpu")

@@ -130,8 +130,8 @@ def find_run_summary(checkpoint: Path) -> Path | None:
     return None
 
 
-def run_data_config(checkpoint: Path) -> dict[str, Any]:
-    """The ``data`` section of the training run's ``config.yaml`` (empty when there is none)."""
+def run_config(checkpoint: Path) -> dict[str, Any]:
+    """The training run's resolved ``config.yaml`` (empty when there is none or it is unreadable)."""
     summary = find_run_summary(checkpoint)
     for parent in [checkpoint, *list(checkpoint.resolve().parents)[:2]]:
         cfg_path = parent / "config.yaml"
@@ -139,16 +139,25 @@ def run_data_config(checkpoint: Path) -> dict[str, Any]:
             import yaml
 
             try:
-                data = (yaml.safe_load(cfg_path.read_text()) or {}).get("data") or {}
-            except (yaml.YAMLError, AttributeError):
+                cfg = yaml.safe_load(cfg_path.read_text()) or {}
+            except yaml.YAMLError:
                 return {}
-            return data if isinstance(data, dict) else {}
+            return cfg if isinstance(cfg, dict) else {}
     return {}
 
 
+def run_data_config(checkpoint: Path) -> dict[str, Any]:
+    """The ``data`` section of the training run's ``config.yaml`` (empty when there is none)."""
+    data = run_config(checkpoint).get("data") or {}
+    return data if isinstance(data, dict) else {}
+
+
 def with_run_defaults(cfg: ExportConfig, checkpoint: Path, say: Callable[[str], None]) -> ExportConfig:
-    """Fill the data root, split and class map the config leaves unset from the run's config.yaml."""
-    run = run_data_config(checkpoint)
+    """Fill the data root, split, class map and calibration domains the config leaves unset from the run's
+    config.yaml: a training run calibrates on its source domains; a source-free adaptation run (it has a
+    ``source_checkpoint``) on its target domains, the images it was adapted to and will run on."""
+    full = run_config(checkpoint)
+    run = full.get("data") if isinstance(full.get("data"), dict) else {}
     updates: dict[str, Any] = {}
     if cfg.data_root is None and run.get("root"):
         updates["data_root"] = str(run["root"])
@@ -156,8 +165,12 @@ def with_run_defaults(cfg: ExportConfig, checkpoint: Path, say: Callable[[str], 
     for key, default in (("test_fraction", 0.3), ("split_seed", 0), ("class_map", None)):
         if getattr(cfg, key) is None:
             updates[key] = run.get(key, default)
-    if cfg.calib_domains is None and run.get("source") and "data_root" in updates:
-        updates["calib_domains"] = tuple(run["source"])
+    if cfg.calib_domains is None and "data_root" in updates:
+        if full.get("source_checkpoint") and run.get("target"):
+            updates["calib_domains"] = tuple(run["target"])
+            say(f"int8 calibration on the adapted-to domains {', '.join(run['target'])} (source-free run)")
+        elif run.get("source"):
+            updates["calib_domains"] = tuple(run["source"])
     return replace(cfg, **updates) if updates else cfg
 
 
