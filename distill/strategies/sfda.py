@@ -75,9 +75,10 @@ class SFDA(Strategy):
     re-run, so denoising happens on the fused pseudo-label instead (fusion + kNN smoothing +
     agreement filtering), and several cached teachers can be fused by reliability.
 
-    What it buys (benchmarks/RESULTS.md, digits suite): with a strong teacher, about one point
-    over plain CE on the teacher's labels on every target (there the small student, not the
-    labels, is the bottleneck: an 83% teacher yields a ~60% student on mnist_m); with a weak
+    What it buys (benchmarks/RESULTS.md, digits suite): with a strong teacher, within about a
+    point of plain CE on the teacher's labels (ahead on the mean, ±0.5 on single targets, one
+    seed: the small student, not the labels, is the bottleneck: an 86% teacher yields a ~56%
+    student on mnist_m, +28 over the source model); with a weak
     teacher (~20% zero-shot) it stays above the source model where teacher pseudo-labels
     collapse; a random-weights extra teacher costs it nothing (reliability weights).
     """
