@@ -175,17 +175,15 @@ def _ship_stage(out: Path, runs: dict, quick: bool) -> dict[str, str]:
     bench = BENCH_QUICK if quick else BENCH
     bench_file = out / "bench.jsonl"
     done = {(r["model"], r["batch"]) for r in read_jsonl(bench_file)} if bench_file.is_file() else set()
-    lines = []
+    exported = []
     for name in SHIP:
         export_dir = out / "export" / name
-        status = json.loads((export_dir / "export.json").read_text()).get("status") \
-            if (export_dir / "export.json").is_file() else None
-        if status == "ok":
+        report = json.loads((export_dir / "export.json").read_text()) if (export_dir / "export.json").is_file() else {}
+        if report.get("status") == "ok":
             print(f"  {export_dir}: already exported")
         else:
             print(f"  -- export {name}")
-            export_checkpoint(Path(runs[name]["checkpoint"]), export_dir, cfg, log=lambda m: print(f"  {m}"))
-        report = json.loads((export_dir / "export.json").read_text())
+            report = export_checkpoint(Path(runs[name]["checkpoint"]), export_dir, cfg, log=lambda m: print(f"  {m}"))
         for m in report["models"]:
             path = export_dir / m["file"]
             todo = tuple(b for b in bench["batches"] if (str(path), b) not in done)
@@ -194,11 +192,11 @@ def _ship_stage(out: Path, runs: dict, quick: bool) -> dict[str, str]:
                                       profile=True, topk=8)  # + ONNX Runtime's top ops (a separate pass)
                 write_jsonl(records, bench_file)
         acc = {m["precision"]: m.get("mean_accuracy") for m in report["models"]}
-        lines.append((name, acc, report))
+        exported.append((name, acc, report))
     records = read_jsonl(bench_file)
     print(f"\nONNX Runtime CPU, {bench['threads']} thread(s): latency p50 in ms and mean test accuracy over every domain")
     print(f"  {'model':>8s} {'precision':>9s} {'batch':>5s} {'p50 ms':>8s} {'img/s':>8s} {'accuracy':>8s}")
-    for name, acc, report in lines:
+    for name, acc, report in exported:
         for m in report["models"]:
             path = str(out / "export" / name / m["file"])
             for r in (r for r in records if r["model"] == path):

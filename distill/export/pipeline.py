@@ -146,18 +146,12 @@ def run_config(checkpoint: Path) -> dict[str, Any]:
     return {}
 
 
-def run_data_config(checkpoint: Path) -> dict[str, Any]:
-    """The ``data`` section of the training run's ``config.yaml`` (empty when there is none)."""
-    data = run_config(checkpoint).get("data") or {}
-    return data if isinstance(data, dict) else {}
-
-
 def with_run_defaults(cfg: ExportConfig, checkpoint: Path, say: Callable[[str], None]) -> ExportConfig:
     """Fill the data root, split, class map and calibration domains the config leaves unset from the run's
     config.yaml: a training run calibrates on its source domains; a source-free adaptation run (it has a
     ``source_checkpoint``) on its target domains, the images it was adapted to and will run on."""
     full = run_config(checkpoint)
-    run = full.get("data") if isinstance(full.get("data"), dict) else {}
+    run = full.get("data") if isinstance(full.get("data"), dict) else {}  # the data section
     updates: dict[str, Any] = {}
     if cfg.data_root is None and run.get("root"):
         updates["data_root"] = str(run["root"])
