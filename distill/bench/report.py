@@ -13,22 +13,56 @@ Joining: a benchmark record belongs to the exported model whose sha256 it carrie
 path it names); a ``torch`` record of a checkpoint belongs to the export of that checkpoint
 (``provenance.checkpoint_sha256``), else to the run whose folder holds the checkpoint. The
 accuracy of a point is the mean top-1 over the domains every point was evaluated on; its
-latency is the record's p50. The Pareto front (per batch size) keeps the points no other point
-beats on both.
+latency is the record's p50.
+
+Accuracy units are fixed by the file, never guessed from the values: ``summary.json`` holds
+percentages (``DomainEvaluator``), ``export.json`` fractions. Everything here is a fraction.
+
+Accuracy is measured on a finite test set, so it carries a binomial standard error
+sqrt(p(1-p)/n) per domain (n from export.json's ``data.eval_count``, or a run's ``test_count``).
+The Pareto front (per batch size) keeps a point unless another point is at least as fast and not
+significantly less accurate (95 %, two-sided, the test sets taken as independent, which is
+conservative for two models scored on the same images): a slower model that wins by a couple of
+images is not "better".
+
+Runs are grouped: runs that differ only in ``run.seed`` form one row, mean +- std over seeds;
+adapted (source-free) runs are kept apart from source-trained ones; two configurations of one
+strategy are labelled by the options in which they differ.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
+
 from distill.bench.edge_runner import read_jsonl
 from distill.errors import DistillError
 from distill.utils.io import atomic_write_text
+
+SUMMARY_ACC_SCALE = 100.0  # summary.json's test_acc / teacher_zero_shot are percentages (DomainEvaluator)
+Z95 = 1.959964  # two-sided 95 % normal quantile
+
+
+def binomial_se(acc: dict[str, float], count: dict[str, int] | None, domains: list[str]) -> float | None:
+    """Standard error of the mean over ``domains`` of per-domain accuracies (fractions) on ``count`` images.
+
+    Each domain's accuracy is a binomial proportion, var p(1-p)/n; the domains' test sets are
+    disjoint, so the variance of their mean is the sum over domains divided by len(domains)^2.
+    None when a domain's test-set size is unknown.
+    """
+    if not domains or not count or any(not count.get(d) for d in domains):
+        return None
+    var = sum(acc[d] * (1.0 - acc[d]) / count[d] for d in domains)
+    # a domain scored 0 % or 100 % still has uncertainty: use the rule of three's (1/n) floor
+    var = max(var, sum(1.0 / count[d] ** 2 for d in domains))
+    return math.sqrt(var) / len(domains)
 
 
 @dataclass
@@ -44,7 +78,9 @@ class Point:
     model: str
     device: str
     threads: int | None = None
+    count: dict[str, int] | None = None  # test images per domain behind ``accuracy``
     score: float | None = None  # mean accuracy over the common domains
+    score_se: float | None = None  # its binomial standard error (None: test-set size unknown)
     pareto: bool = False
 
     @property
@@ -52,9 +88,77 @@ class Point:
         return f"{self.student} · {self.precision} · {self.runtime}"
 
 
+def teacher_label(teacher: Any) -> str | None:
+    """A teacher identity as a person names it: ``arch · pretrained file name or tag``."""
+    if not teacher:
+        return None
+    if isinstance(teacher, str):
+        return Path(teacher).name or teacher
+    if isinstance(teacher, dict):
+        arch = teacher.get("arch") or teacher.get("model") or teacher.get("name")
+        pre = teacher.get("pretrained") or teacher.get("checkpoint") or teacher.get("tag")
+        pre = Path(str(pre)).name if pre else None
+        return " · ".join(str(x) for x in (arch, pre) if x) or None
+    return str(teacher)
+
+
+@dataclass
+class Run:
+    """One training run's summary.json (+ its config.yaml), accuracies as fractions."""
+
+    dir: str
+    summary: dict[str, Any]
+    student: str
+    strategy: str
+    options: dict[str, Any]
+    seed: int | None
+    adapted: bool  # source-free: started from a source checkpoint, trained on unlabeled targets only
+    source_domains: list[str]
+    target_domains: list[str]
+    accuracy: dict[str, float]
+    test_count: dict[str, int] | None
+    teacher: str | None
+    teacher_zero_shot: dict[str, float]
+    label: str = ""
+
+
+@dataclass
+class RunGroup:
+    """Runs that differ only in their seed: one table row, mean and std over the seeds."""
+
+    label: str
+    runs: list[Run]
+    mean: dict[str, float]
+    std: dict[str, float]  # sample std over seeds (absent with one seed)
+    target_mean: float | None
+    target_std: float | None
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def adapted(self) -> bool:
+        return self.runs[0].adapted
+
+    @property
+    def source_domains(self) -> list[str]:
+        return self.runs[0].source_domains
+
+    @property
+    def target_domains(self) -> list[str]:
+        return self.runs[0].target_domains
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [r.seed for r in self.runs]
+
+
 @dataclass
 class ReportData:
-    runs: list[dict[str, Any]] = field(default_factory=list)     # {"dir", "summary"}
+    runs: list[Run] = field(default_factory=list)
+    groups: list[RunGroup] = field(default_factory=list)       # runs grouped over seeds, best target mean first
+    teachers: dict[str, dict[str, float]] = field(default_factory=dict)  # teacher label -> zero-shot accuracy
     exports: list[dict[str, Any]] = field(default_factory=list)  # {"dir", "export"}
     records: list[dict[str, Any]] = field(default_factory=list)  # bench records (+ "_source")
     points: list[Point] = field(default_factory=list)
@@ -62,6 +166,17 @@ class ReportData:
     common_domains: list[str] = field(default_factory=list)      # domains in every point's accuracy
     sources: list[str] = field(default_factory=list)
     unmatched: int = 0                                           # records without accuracy
+    run_labels: dict[str, str] = field(default_factory=dict)     # realpath(run dir) -> its label
+
+    def export_label(self, export: dict[str, Any]) -> str:
+        return export_label(export, self.run_labels)
+
+    def run_of(self, export: dict[str, Any]) -> Run | None:
+        """The run an export was made from, when that run is among the inputs."""
+        run = (export.get("provenance") or {}).get("run")
+        if not run:
+            return None
+        return next((r for r in self.runs if os.path.realpath(r.dir) == os.path.realpath(str(run))), None)
 
 
 # --------------------------------------------------------------------------- discovery
@@ -106,16 +221,120 @@ def _load_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _fractions(acc: dict[str, Any] | None) -> dict[str, float] | None:
-    """Accuracy dict as fractions (summary.json may hold percentages)."""
-    if not isinstance(acc, dict) or not acc:
-        return None
-    vals = {k: float(v) for k, v in acc.items() if isinstance(v, (int, float)) and not math.isnan(float(v))}
-    if not vals:
-        return None
-    if max(vals.values()) > 1.0:
-        vals = {k: v / 100.0 for k, v in vals.items()}
-    return vals
+def _scaled(acc: Any, scale: float) -> dict[str, float]:
+    """``{domain: value / scale}`` for the numeric, non-NaN values of ``acc``."""
+    if not isinstance(acc, dict):
+        return {}
+    return {str(k): float(v) / scale for k, v in acc.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))}
+
+
+def _fractions(acc: Any) -> dict[str, float] | None:
+    """export.json accuracy dicts hold fractions already."""
+    return _scaled(acc, 1.0) or None
+
+
+def read_run(d: Path, summary: dict[str, Any]) -> Run:
+    """A :class:`Run` from ``d/summary.json`` (given) and, for seed and source checkpoint, ``d/config.yaml``."""
+    cfg: dict[str, Any] = {}
+    if (d / "config.yaml").is_file():
+        try:
+            loaded = yaml.safe_load((d / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            loaded = None
+        cfg = loaded if isinstance(loaded, dict) else {}
+    seed = (cfg.get("run") or {}).get("seed") if isinstance(cfg.get("run"), dict) else None
+    source = [str(x) for x in summary.get("source_domains") or []]
+    target = [str(x) for x in summary.get("target_domains") or []]
+    trained_on = summary.get("trained_on")
+    if isinstance(trained_on, list) and trained_on:
+        adapted = not set(map(str, trained_on)) & set(source)
+    else:
+        adapted = bool(cfg.get("source_checkpoint"))
+    count = summary.get("test_count")
+    count = {str(k): int(v) for k, v in count.items()} if isinstance(count, dict) else None
+    return Run(dir=str(d), summary=summary, student=str(summary.get("student", "?")),
+               strategy=str(summary.get("strategy", "?")),
+               options=dict(summary.get("strategy_options") or {}), seed=seed if isinstance(seed, int) else None,
+               adapted=adapted, source_domains=source, target_domains=target,
+               accuracy=_scaled(summary.get("test_acc"), SUMMARY_ACC_SCALE), test_count=count,
+               teacher=teacher_label(summary.get("teacher")),
+               teacher_zero_shot=_scaled(summary.get("teacher_zero_shot"), SUMMARY_ACC_SCALE))
+
+
+def _config_key(r: Run) -> str:
+    return json.dumps([r.student, r.strategy, r.options, r.source_domains, r.target_domains, r.adapted, r.teacher],
+                      sort_keys=True, default=str)
+
+
+def label_runs(runs: list[Run]) -> None:
+    """Set each run's label: ``arch (strategy)``, plus what tells apart configurations sharing that name.
+
+    Two configurations of one (arch, strategy) are labelled by the options whose values differ
+    between them, then by their source domains, then by their teacher; runs differing only in
+    seed share a label (they are grouped).
+    """
+    by_name: dict[tuple[str, str, bool], list[Run]] = {}
+    for r in runs:
+        by_name.setdefault((r.student, r.strategy, r.adapted), []).append(r)
+    for (arch, strategy, adapted), rs in by_name.items():
+        base = f"{strategy}, adapted" if adapted else strategy
+        configs = {_config_key(r): r for r in rs}
+        extra: dict[str, list[str]] = {k: [] for k in configs}
+        if len(configs) > 1:
+            keys = sorted({k for r in configs.values() for k in r.options}, key=str)
+            for k in keys:
+                vals = {json.dumps(r.options.get(k), sort_keys=True, default=str) for r in configs.values()}
+                if len(vals) > 1:
+                    for ck, r in configs.items():
+                        extra[ck].append(f"{k}={_short(r.options.get(k, '–'))}")
+            for attr, name in (("source_domains", "src"), ("target_domains", "tgt"), ("teacher", "teacher")):
+                if len({json.dumps(getattr(r, attr), default=str) for r in configs.values()}) > 1:
+                    for ck, r in configs.items():
+                        v = getattr(r, attr)
+                        extra[ck].append(f"{name} {'+'.join(v) if isinstance(v, list) else v}")
+        for r in rs:
+            bits = [base] + extra[_config_key(r)]
+            r.label = f"{arch} ({'; '.join(bits)})"
+
+
+def _short(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+
+
+def group_runs(runs: list[Run]) -> list[RunGroup]:
+    """Runs of one configuration (all but the seed equal) -> one :class:`RunGroup`; best target mean first."""
+    buckets: dict[str, list[Run]] = {}
+    for r in runs:
+        buckets.setdefault(_config_key(r), []).append(r)
+    groups = []
+    for rs in buckets.values():
+        rs = sorted(rs, key=lambda r: (r.seed is None, r.seed or 0, r.dir))
+        doms = list(dict.fromkeys(d for r in rs for d in r.accuracy))
+        mean, std = {}, {}
+        for d in doms:
+            vals = [r.accuracy[d] for r in rs if d in r.accuracy]
+            mean[d] = statistics.fmean(vals)
+            if len(vals) > 1:
+                std[d] = statistics.stdev(vals)
+        tmeans = [statistics.fmean(r.accuracy[d] for d in r.target_domains) for r in rs
+                  if r.target_domains and all(d in r.accuracy for d in r.target_domains)]
+        groups.append(RunGroup(label=rs[0].label, runs=rs, mean=mean, std=std,
+                               target_mean=statistics.fmean(tmeans) if tmeans else None,
+                               target_std=statistics.stdev(tmeans) if len(tmeans) > 1 else None))
+    groups.sort(key=lambda g: (g.adapted, g.target_mean is None, -(g.target_mean or 0.0), g.label))
+    return groups
+
+
+def merge_teachers(runs: list[Run]) -> dict[str, dict[str, float]]:
+    """One zero-shot accuracy dict per teacher: the union of the domains its runs report (first value wins)."""
+    out: dict[str, dict[str, float]] = {}
+    for r in runs:
+        if r.teacher_zero_shot:
+            t = out.setdefault(r.teacher or "teacher", {})
+            for d, v in r.teacher_zero_shot.items():
+                t.setdefault(d, v)
+    return out
 
 
 def device_label(rec: dict[str, Any]) -> str:
@@ -138,7 +357,11 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
     for d in run_dirs:
         s = _load_json(d / "summary.json")
         if s is not None:
-            data.runs.append({"dir": str(d), "summary": s})
+            data.runs.append(read_run(d, s))
+    label_runs(data.runs)
+    data.groups = group_runs(data.runs)
+    data.teachers = merge_teachers(data.runs)
+    data.run_labels = {os.path.realpath(r.dir): r.label for r in data.runs}
     for d in export_dirs:
         e = _load_json(d / "export.json")
         if e is not None and str(e.get("format", "")).startswith("distill.export"):
@@ -161,7 +384,7 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         ck = (e.get("provenance") or {}).get("checkpoint_sha256")
         if ck:
             by_ckpt_sha[ck] = e
-    run_by_dir = {os.path.realpath(r["dir"]): r for r in data.runs}
+    run_by_dir = {os.path.realpath(r.dir): r for r in data.runs}
 
     latest: dict[tuple, Point] = {}
     for r in data.records:
@@ -174,11 +397,13 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
             precision = f"int8/{meta['int8_flavour']}"
         student = meta.get("arch", "?")
         accuracy = None
+        count = None
         hit = by_sha.get(r.get("model_sha256") or "") or by_path.get(os.path.realpath(r.get("model", "")))
         if hit:
             e, m = hit
-            student = _student_label(e.get("student", student), (e.get("provenance") or {}).get("strategy"))
+            student = data.export_label(e)
             accuracy = _fractions(m.get("accuracy"))
+            count = _eval_count(e)
             if m.get("flavour"):
                 precision = f"int8/{m['flavour']}"
             else:
@@ -187,20 +412,21 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
             e = by_ckpt_sha.get(r.get("model_sha256") or "")
             if e is not None:
                 accuracy = _fractions((e.get("reference") or {}).get("accuracy"))
-                student = _student_label(e.get("student", student), (e.get("provenance") or {}).get("strategy"))
+                student = data.export_label(e)
+                count = _eval_count(e)
             else:
                 for parent in [Path(r.get("model", "")), *Path(r.get("model", "")).parents][:4]:
                     run = run_by_dir.get(os.path.realpath(parent))
                     if run:
-                        accuracy = _fractions(run["summary"].get("test_acc"))
-                        student = _student_label(run["summary"].get("student", student),
-                                                 run["summary"].get("strategy"))
+                        accuracy = run.accuracy or None
+                        student = run.label
+                        count = run.test_count
                         break
         if accuracy is None:
             data.unmatched += 1
         p = Point(student=student, precision=precision, runtime=r.get("runtime", "?"), batch=int(r.get("batch", 1)),
                   latency={k: float(v) for k, v in lat.items()}, accuracy=accuracy, model=r.get("model", ""),
-                  device=device_label(r), threads=r.get("threads"))
+                  device=device_label(r), threads=r.get("threads"), count=count)
         latest[(r.get("model_sha256") or r.get("model"), p.runtime, p.batch, p.device, p.threads)] = p
     data.points = list(latest.values())
 
@@ -209,7 +435,7 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         for d in (ex["export"].get("data") or {}).get("eval_domains", []) or []:
             domains.append(d)
     for run in data.runs:
-        domains.extend((_fractions(run["summary"].get("test_acc")) or {}).keys())
+        domains.extend(run.accuracy)
     for p in data.points:
         domains.extend((p.accuracy or {}).keys())
     data.domains = list(dict.fromkeys(domains))
@@ -219,8 +445,15 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
     for p in with_acc:
         keys = common or list(p.accuracy)
         p.score = sum(p.accuracy[d] for d in keys) / len(keys)
+        p.score_se = binomial_se(p.accuracy, p.count, keys)
     mark_pareto(data.points)
     return data
+
+
+def _eval_count(export: dict[str, Any]) -> dict[str, int] | None:
+    """Test images per domain behind an export's accuracies (export.json ``data.eval_count``)."""
+    c = (export.get("data") or {}).get("eval_count")
+    return {str(k): int(v) for k, v in c.items()} if isinstance(c, dict) and c else None
 
 
 def _student_label(arch: str, strategy: str | None) -> str:
@@ -228,26 +461,38 @@ def _student_label(arch: str, strategy: str | None) -> str:
     return f"{arch} ({strategy})" if strategy else arch
 
 
-def export_label(export: dict[str, Any]) -> str:
-    """The student label of an export.json: its architecture and, when known, its strategy."""
+def export_label(export: dict[str, Any], run_labels: dict[str, str] | None = None) -> str:
+    """The student label of an export.json: its run's label when that run is in the report, else arch (strategy)."""
+    run = (export.get("provenance") or {}).get("run")
+    if run_labels and run and os.path.realpath(str(run)) in run_labels:
+        return run_labels[os.path.realpath(str(run))]
     return _student_label(export.get("student", "?"), (export.get("provenance") or {}).get("strategy"))
 
 
+def significantly_better(a: Point, b: Point) -> bool:
+    """Is ``a`` more accurate than ``b`` beyond the test sets' noise (95 %)? Plain ``>`` when a size is unknown."""
+    if a.score_se is None or b.score_se is None:
+        return a.score > b.score
+    return a.score - b.score > Z95 * math.hypot(a.score_se, b.score_se)
+
+
+def dominates(q: Point, p: Point) -> bool:
+    """``q`` is faster and not significantly less accurate, or as fast and significantly more accurate."""
+    lq, lp = q.latency["p50"], p.latency["p50"]
+    return (lq < lp and not significantly_better(p, q)) or (lq <= lp and significantly_better(q, p))
+
+
 def mark_pareto(points: list[Point]) -> None:
-    """Set ``pareto`` on points no other point (same batch) beats: lower p50 and higher accuracy."""
+    """Set ``pareto`` on the points (per batch) that no other point :func:`dominates`."""
     for batch in {p.batch for p in points}:
-        group = sorted((p for p in points if p.batch == batch and p.score is not None),
-                       key=lambda p: (p.latency["p50"], -p.score))
-        best = -math.inf
+        group = [p for p in points if p.batch == batch and p.score is not None]
         for p in group:
-            if p.score > best:
-                p.pareto = True
-                best = p.score
+            p.pareto = not any(dominates(q, p) for q in group if q is not p)
 
 
 # --------------------------------------------------------------------------- entry point
 def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "distill report") -> dict[str, Any]:
-    """Write ``out`` (HTML) and ``report.md`` beside it; returns counts of what went in."""
+    """Write ``out`` (HTML) and the same name with ``.md`` beside it; returns counts of what went in."""
     from distill.bench.report_html import render_html
     from distill.bench.report_md import render_markdown
 
@@ -256,9 +501,11 @@ def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "dis
         raise DistillError("nothing to report: no summary.json, export.json or bench .jsonl found under "
                            + ", ".join(str(p) for p in paths))
     out = Path(out)
+    md = out.with_suffix(".md")
+    if md == out:
+        raise DistillError(f"--out {out}: the HTML file must not end in .md (the Markdown summary goes to {md})")
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     atomic_write_text(out, render_html(data, title, generated))
-    md = out.with_name("report.md") if out.name != "report.md" else out.with_suffix(".summary.md")
     atomic_write_text(md, render_markdown(data, title, generated))
     return {"html": str(out), "markdown": str(md), "runs": len(data.runs), "exports": len(data.exports),
             "records": len(data.records), "points": len(data.points),

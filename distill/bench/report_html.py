@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any
 
-from distill.bench.report import Point, ReportData, device_label, export_label
+from distill.bench.report import Z95, Point, ReportData, RunGroup, device_label, teacher_label
 
 COLORS = {"fp32": "#1f6fb4", "fp16": "#2a9d3a", "int8/ort-cpu": "#f07f0e", "int8/tensorrt": "#c8302c", "int8": "#f07f0e"}
 SHAPES = {"torch": "square", "ort-cpu": "circle", "ort-cuda": "diamond", "ort-trt": "triangle", "tensorrt": "triangle"}
@@ -26,7 +26,12 @@ section{background:#fff;border:1px solid #e1e5ea;border-radius:8px;padding:14px 
 h2{font-size:17px;margin:2px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#38424e}
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #eceff2;text-align:left;vertical-align:top}
 th{background:#f1f3f6;cursor:pointer;user-select:none}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.muted{word-break:break-all}svg{max-width:100%;height:auto}
+td.muted,td.path{overflow-wrap:anywhere}td.path{font-size:12px;color:#55606c;min-width:9em}
+td.flags{font-size:11px;overflow-wrap:anywhere;min-width:12em}td.label{min-width:12em}
+td.src{background:#eaf1fb}span.legend-src{background:#eaf1fb;padding:0 4px;border-radius:3px}
+td.tm{font-weight:600}.sd{color:#6b7682;font-size:12px}
+tr.grp th{background:#fff;cursor:default;color:#38424e;font-size:13px;padding-top:12px;border-bottom:1px solid #c9d1da}.facts{font-size:13px;margin:4px 0 10px}
+svg{max-width:100%;height:auto}
 .bad{color:#b3261e;font-weight:600}.good{color:#1b7a34}.muted{color:#6b7682}.pill{display:inline-block;padding:0 6px;border-radius:9px;font-size:11px;color:#fff}
 .bar{background:#e9edf2;height:10px;border-radius:3px;min-width:60px}.bar>div{background:#4b7bb5;height:10px;border-radius:3px}
 .tabs button{border:1px solid #c9d1da;background:#fff;border-radius:5px;padding:3px 10px;margin-right:6px;cursor:pointer}
@@ -46,13 +51,17 @@ JS = """
   tabs.forEach(function(t){t.addEventListener('click',function(){show(t.getAttribute('data-batch-tab'));});});
   if(tabs.length){show(tabs[0].getAttribute('data-batch-tab'));}
   document.querySelectorAll('table.sortable').forEach(function(tb){
-    tb.querySelectorAll('th').forEach(function(th,i){
+    if(!tb.tHead){return;}
+    tb.tHead.querySelectorAll('th').forEach(function(th,i){
       th.addEventListener('click',function(){
-        var body=tb.tBodies[0],rows=Array.prototype.slice.call(body.rows),asc=th.getAttribute('data-asc')!=='1';
-        rows.sort(function(a,b){
-          var x=a.cells[i]?a.cells[i].getAttribute('data-v')||a.cells[i].textContent:'',y=b.cells[i]?b.cells[i].getAttribute('data-v')||b.cells[i].textContent:'';
-          var nx=parseFloat(x),ny=parseFloat(y);var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c;});
-        rows.forEach(function(r){body.appendChild(r);});th.setAttribute('data-asc',asc?'1':'0');
+        var asc=th.getAttribute('data-asc')!=='1';
+        Array.prototype.forEach.call(tb.tBodies,function(body){
+          var rows=Array.prototype.filter.call(body.rows,function(r){return !r.classList.contains('grp');});
+          rows.sort(function(a,b){
+            var x=a.cells[i]?a.cells[i].getAttribute('data-v')||a.cells[i].textContent:'',y=b.cells[i]?b.cells[i].getAttribute('data-v')||b.cells[i].textContent:'';
+            var nx=parseFloat(x),ny=parseFloat(y);var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);return asc?c:-c;});
+          rows.forEach(function(r){body.appendChild(r);});});
+        th.setAttribute('data-asc',asc?'1':'0');
       });
     });
   });
@@ -119,6 +128,15 @@ def marker(shape: str, x: float, y: float, fill: str, attrs: str) -> str:
     return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{fill}" {attrs}/>'
 
 
+def text_width(text: str, size: float) -> float:
+    """A generous estimate of rendered text width (sans-serif averages about 0.55 em per character)."""
+    return len(text) * size * 0.6
+
+
+def _span(x: float, width: float, anchor: str) -> tuple[float, float]:
+    return (x - width, x) if anchor == "end" else (x, x + width)
+
+
 def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
     """Accuracy (y, %) vs p50 latency (x, ms; log scale when it spans > 20x) with the front drawn."""
     pts = [p for p in points if p.score is not None]
@@ -139,8 +157,9 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
         xlo, xhi = max(0.0, xlo - pad), xhi + pad
         fx = lambda v: ml + w * (v - xlo) / (xhi - xlo)  # noqa: E731
         xt = nice_ticks(xlo, xhi)
-    ylo, yhi = min(ys), max(ys)
-    pad = max((yhi - ylo) * 0.15, 1.0)
+    err = [100 * Z95 * p.score_se if p.score_se is not None else 0.0 for p in pts]
+    ylo, yhi = min(y - e for y, e in zip(ys, err)), max(y + e for y, e in zip(ys, err))
+    pad = max((yhi - ylo) * 0.08, 1.0)
     ylo, yhi = max(0.0, ylo - pad), min(100.0, yhi + pad)
     if yhi <= ylo:
         ylo, yhi = max(0.0, ylo - 1), min(100.0, yhi + 1) if yhi < 100 else 100.0
@@ -166,46 +185,69 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
         d = [f"M{fx(front[0].latency['p50']):.1f},{fy(100 * front[0].score):.1f}"]
         d += [f"H{fx(p.latency['p50']):.1f}V{fy(100 * p.score):.1f}" for p in front[1:]]
         out.append(f'<path d="{" ".join(d)}" fill="none" stroke="#1d2b3a" stroke-width="1.5" stroke-dasharray="5,3"/>')
+    for p in pts:  # 95 % intervals first, under every marker
+        if p.score_se is not None:
+            x, e = fx(p.latency["p50"]), 100 * Z95 * p.score_se
+            y0, y1 = fy(max(0.0, 100 * p.score - e)), fy(min(100.0, 100 * p.score + e))
+            out.append(f'<path d="M{x - 4:.1f},{y0:.1f}H{x + 4:.1f}M{x:.1f},{y0:.1f}V{y1:.1f}M{x - 4:.1f},{y1:.1f}'
+                       f'H{x + 4:.1f}" stroke="{color(p.precision)}" stroke-width="1.2" fill="none" opacity="0.8"/>')
+    labels: list[tuple[float, float, float, str, str]] = []  # (x, y, width, anchor, text) of placed labels
     for p in sorted(pts, key=lambda p: p.pareto):
         x, y = fx(p.latency["p50"]), fy(100 * p.score)
+        ci = (f" ± {100 * Z95 * p.score_se:.2f} (95 %)" if p.score_se is not None else " (test-set size unknown)")
         tip = (f"{p.label} · batch {p.batch}\np50 {p.latency['p50']:.3g} ms, p90 {p.latency['p90']:.3g}, "
-               f"p99 {p.latency['p99']:.3g}\naccuracy {100 * p.score:.2f}%\n{p.device}")
+               f"p99 {p.latency['p99']:.3g}\naccuracy {100 * p.score:.2f}%{ci}\n{p.device}")
         attrs = (f'data-point="1" stroke="{"#111" if p.pareto else "#fff"}" stroke-width="{1.6 if p.pareto else 1}" '
                  f'opacity="{1 if p.pareto else 0.75}"')
         out.append(f'<g>{marker(SHAPES.get(p.runtime, "circle"), x, y, color(p.precision), attrs)}'
                    f'<title>{esc(tip)}</title></g>')
         if p.pareto:
-            anchor = "end" if x > ml + w * 0.7 else "start"
-            dx = -9 if anchor == "end" else 9
-            out.append(f'<text x="{x + dx:.1f}" y="{y - 8:.1f}" font-size="11" text-anchor="{anchor}" '
-                       f'fill="#1d232b">{esc(p.label)}</text>')
+            text = p.label
+            tw = text_width(text, 11)
+            anchor = "end" if x + 9 + tw > ml + w else "start"
+            lx = max(x - 9, ml + 4 + tw) if anchor == "end" else x + 9
+            ly = y - 8
+            for _ in range(len(labels) + 1):  # step down past labels already placed where this one would overlap
+                a0, a1 = _span(lx, tw, anchor)
+                hit = [b for b in labels if abs(b[1] - ly) < 13 and _span(b[0], b[2], b[3])[0] < a1
+                       and a0 < _span(b[0], b[2], b[3])[1]]
+                if not hit:
+                    break
+                ly = max(b[1] for b in hit) + 13
+            ly = min(max(ly, mt + 11), mt + h - 4)
+            labels.append((lx, ly, tw, anchor, text))
+            out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="11" text-anchor="{anchor}" '
+                       f'fill="#1d232b">{esc(text)}</text>')
     out.append("</svg>")
     return "".join(out)
 
 
 def latency_svg(points: list[Point], width: int = 760) -> str:
-    """One row per measurement: bar to p50, whisker to p99 with a tick at p90, min marker."""
+    """One row per measurement, its label on a line of its own above a bar to p50, whisker to p99 (tick at p90)."""
     rows = sorted(points, key=lambda p: p.latency["p50"])
     if not rows:
         return ""
-    label_w, ml, mr, row_h, mt = 300, 8, 40, 22, 8
-    w = width - label_w - ml - mr
+    nums = [f'{p.latency["p50"]:.3g} / {p.latency["p90"]:.3g} / {p.latency["p99"]:.3g} ms' for p in rows]
+    ml, mt, row_h = 8, 6, 36
+    mr = int(max(text_width(t, 10) for t in nums)) + 14  # room for the numbers right of the longest whisker
+    w = width - ml - mr
     height = mt + row_h * len(rows) + 34
-    hi = max(p.latency["p99"] for p in rows) * 1.05 or 1.0
-    fx = lambda v: label_w + ml + w * v / hi  # noqa: E731
+    hi = max(p.latency["p99"] for p in rows) * 1.02 or 1.0
+    fx = lambda v: ml + w * v / hi  # noqa: E731
+    bottom = mt + row_h * len(rows)
     out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
            f'aria-label="latency distribution" xmlns="http://www.w3.org/2000/svg">']
     for t in nice_ticks(0, hi):
         x = fx(t)
-        out.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{mt + row_h * len(rows)}" stroke="#eceff2"/>'
-                   f'<text x="{x:.1f}" y="{mt + row_h * len(rows) + 14}" font-size="11" text-anchor="middle" '
+        out.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{bottom}" stroke="#eceff2"/>'
+                   f'<text x="{x:.1f}" y="{bottom + 14}" font-size="11" text-anchor="middle" '
                    f'fill="#55606c">{fmt_num(t)}</text>')
-    for i, p in enumerate(rows):
-        y = mt + i * row_h + row_h / 2
+    for i, (p, num) in enumerate(zip(rows, nums)):
+        top = mt + i * row_h
+        y = top + 25
         lat = p.latency
         c = color(p.precision)
-        out.append(f'<text x="{label_w}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#1d232b">'
-                   f'{esc(p.label)}</text>')
+        out.append(f'<text x="{ml}" y="{top + 12}" font-size="11" fill="#1d232b">{esc(p.label)}</text>')
         out.append(f'<rect x="{fx(0):.1f}" y="{y - 6:.1f}" width="{max(1.0, fx(lat["p50"]) - fx(0)):.1f}" height="12" '
                    f'fill="{c}" opacity="0.85"><title>{esc(p.label)}: p50 {lat["p50"]:.3g} ms</title></rect>')
         out.append(f'<line x1="{fx(lat["p50"]):.1f}" y1="{y:.1f}" x2="{fx(lat["p99"]):.1f}" y2="{y:.1f}" stroke="#1d232b"/>'
@@ -213,10 +255,9 @@ def latency_svg(points: list[Point], width: int = 760) -> str:
                    f'<line x1="{fx(lat["p99"]):.1f}" y1="{y - 7:.1f}" x2="{fx(lat["p99"]):.1f}" y2="{y + 7:.1f}" stroke="#1d232b"/>')
         if "min" in lat:
             out.append(f'<circle cx="{fx(lat["min"]):.1f}" cy="{y:.1f}" r="2" fill="#fff" stroke="#1d232b"/>')
-        out.append(f'<text x="{fx(lat["p99"]) + 6:.1f}" y="{y + 4:.1f}" font-size="10" fill="#55606c">'
-                   f'{lat["p50"]:.3g}/{lat["p90"]:.3g}/{lat["p99"]:.3g}</text>')
-    out.append(f'<text x="{label_w + ml + w / 2}" y="{height - 4}" font-size="11" text-anchor="middle" fill="#38424e">'
-               'ms — bar: p50, tick: p90, whisker end: p99, dot: min</text></svg>')
+        out.append(f'<text x="{fx(lat["p99"]) + 6:.1f}" y="{y + 4:.1f}" font-size="10" fill="#55606c">{num}</text>')
+    out.append(f'<text x="{ml + w / 2}" y="{height - 4}" font-size="11" text-anchor="middle" fill="#38424e">'
+               'ms — bar: p50, tick: p90, whisker end: p99, dot: min; numbers: p50 / p90 / p99</text></svg>')
     return "".join(out)
 
 
@@ -228,7 +269,18 @@ def _legend(points: list[Point]) -> str:
              for pr in precs]
     shapes = {"circle": "●", "square": "■", "diamond": "◆", "triangle": "▲"}
     items += [f'<span>{shapes[SHAPES.get(rt, "circle")]} {esc(rt)}</span>' for rt in rts]
-    return '<div class="legend">' + "".join(items) + ' <span>outlined + labelled: Pareto front</span></div>'
+    return ('<div class="legend">' + "".join(items) + ' <span>outlined + labelled: Pareto front</span>'
+            '<span>│ vertical bar: 95 % interval</span></div>')
+
+
+def _sizes(points: list[Point]) -> str:
+    """How many test images stand behind the points' accuracies, e.g. "n = 48-50 images per domain"."""
+    ns = sorted({n for p in points if p.score is not None for n in (p.count or {}).values()})
+    unknown = any(p.score is not None and p.score_se is None for p in points)
+    if not ns:
+        return "test-set size unknown: no interval, plain comparison"
+    s = f"n = {ns[0]}" + (f"–{ns[-1]}" if ns[-1] != ns[0] else "") + " images per domain"
+    return s + ("; some points' test-set size unknown: no interval" if unknown else "")
 
 
 def section_pareto(data: ReportData) -> str:
@@ -238,8 +290,10 @@ def section_pareto(data: ReportData) -> str:
                 '<code>distill bench EXPORT_DIR --batch 1,8 --out bench.jsonl</code> and pass the .jsonl.</p></section>')
     dom = ", ".join(data.common_domains) if data.common_domains else "each point's own domains"
     parts = ['<section id="pareto"><h2>Accuracy vs latency (Pareto front)</h2>',
-             f'<p class="note">Accuracy: mean top-1 over {esc(dom)}. Latency: p50 per batch. '
-             'Students × precisions × runtimes; hover a point for details.</p>', _legend(data.points),
+             f'<p class="note">Accuracy: mean top-1 over {esc(dom)}, with its 95 % interval from the test-set size '
+             f'(binomial; {esc(_sizes(data.points))}). Latency: p50 per batch. A point is on the front unless another '
+             'is at least as fast and not significantly less accurate: points whose intervals overlap this much are '
+             'not told apart. Hover a point for details.</p>', _legend(data.points),
              '<div class="tabs">' + "".join(f'<button data-batch-tab="{b}">batch {b}</button>' for b in batches) + "</div>"]
     for b in batches:
         pts = [p for p in data.points if p.batch == b]
@@ -247,12 +301,13 @@ def section_pareto(data: ReportData) -> str:
             f'<tr><td>{esc(p.student)}</td><td><span class="pill" style="background:{color(p.precision)}">'
             f'{esc(p.precision)}</span></td><td>{esc(p.runtime)}</td><td>{esc(p.device)}</td>'
             f'<td class="num" data-v="{p.latency["p50"]}">{p.latency["p50"]:.3g}</td>'
-            f'<td class="num" data-v="{p.score if p.score is not None else -1}">{pct(p.score, 2)}</td>'
+            f'<td class="num" data-v="{p.score if p.score is not None else -1}">{pct(p.score, 2)}'
+            + (f'<span class="sd"> ± {100 * Z95 * p.score_se:.2f}</span>' if p.score_se is not None else "") + '</td>'
             f'<td>{"★" if p.pareto else ""}</td></tr>'
             for p in sorted(pts, key=lambda p: p.latency["p50"]))
         parts.append(f'<div data-batch-panel="{b}">{pareto_svg(pts)}'
                      '<table class="sortable"><thead><tr><th>student</th><th>precision</th><th>runtime</th>'
-                     '<th>device</th><th>p50 ms</th><th>accuracy %</th><th>front</th></tr></thead>'
+                     '<th>device</th><th>p50 ms</th><th>accuracy % (95 %)</th><th>front</th></tr></thead>'
                      f'<tbody>{rows}</tbody></table></div>')
     if data.unmatched:
         parts.append(f'<p class="note">{data.unmatched} record(s) have no matching accuracy (no export.json/summary.json '
@@ -261,52 +316,91 @@ def section_pareto(data: ReportData) -> str:
     return "".join(parts)
 
 
-def section_accuracy(data: ReportData) -> str:
+def _pm(mean: float | None, std: float | None) -> str:
+    """``mean ± std`` in percent (the std only with more than one seed)."""
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.1f}" + (f'<span class="sd"> ± {100 * std:.1f}</span>' if std is not None else "")
+
+
+def _group_rows(groups: list[RunGroup], doms: list[str]) -> str:
     rows = []
-    teachers: dict[str, str] = {}  # one zero-shot row per distinct teacher (and accuracy), first in the table
-    doms = data.domains
-    for run in data.runs:
-        s = run["summary"]
-        acc = s.get("test_acc") or {}
-        scale = 100.0 if acc and max(float(v) for v in acc.values()) <= 1.0 else 1.0
-        cells = "".join(f'<td class="num">{float(acc[d]) * scale:.1f}</td>' if d in acc else '<td class="num">–</td>'
-                        for d in doms)
-        rows.append(f'<tr><td>{esc(s.get("student", "?"))}</td><td>run ({esc(s.get("strategy", "?"))}), torch</td>'
-                    f'<td class="muted">{esc(run["dir"])}</td>{cells}</tr>')
-        zs = s.get("teacher_zero_shot") or {}
-        if zs:
-            zscale = 100.0 if max(float(v) for v in zs.values()) <= 1.0 else 1.0
-            cells = "".join(f'<td class="num">{float(zs[d]) * zscale:.1f}</td>' if d in zs else '<td class="num">–</td>'
-                            for d in doms)
-            key = json.dumps([s.get("teacher", ""), zs], sort_keys=True)
-            teachers.setdefault(key, f'<tr><td class="muted">teacher</td><td>zero-shot</td><td class="muted">'
-                                     f'{esc(json.dumps(s.get("teacher", ""))[:80])}</td>{cells}</tr>')
+    for g in groups:
+        src = set(g.source_domains)
+        cells = "".join(
+            f'<td class="num{" src" if d in src else ""}" data-v="{g.mean[d]}">{_pm(g.mean[d], g.std.get(d))}</td>'
+            if d in g.mean else f'<td class="num{" src" if d in src else ""}">–</td>' for d in doms)
+        seeds = [s for s in g.seeds if s is not None]
+        seed_note = f"seeds {', '.join(map(str, seeds))}" if seeds else "seed not recorded"
+        tip = esc("; ".join(r.dir for r in g.runs))
+        rows.append(f'<tr><td class="label" title="{tip}">{esc(g.label)}</td><td class="num" title="{esc(seed_note)}">'
+                    f'{g.n}</td><td class="num tm" data-v="{g.target_mean if g.target_mean is not None else -1}">'
+                    f'{_pm(g.target_mean, g.target_std)}</td>{cells}</tr>')
+    return "".join(rows)
+
+
+def _export_rows(data: ReportData, doms: list[str]) -> str:
+    rows = []
     for ex in data.exports:
         e = ex["export"]
+        run = data.run_of(e)
+        src = set(run.source_domains) if run else set()
+        targets = run.target_domains if run else []
         fp32 = next((m.get("accuracy") for m in e.get("models", []) if m.get("precision") == "fp32"), None) or {}
+        count = (e.get("data") or {}).get("eval_count") or {}
         for m in e.get("models", []):
             acc = m.get("accuracy") or {}
             cells = []
             for d in doms:
+                cls = "num src" if d in src else "num"
                 if d not in acc:
-                    cells.append('<td class="num">–</td>')
+                    cells.append(f'<td class="{cls}">–</td>')
                     continue
                 delta = round(100 * (acc[d] - fp32.get(d, acc[d])), 1) + 0.0  # + 0.0: no "-0.0"
-                cls = "bad" if delta < -1.0 else "muted"
-                extra = f' <span class="{cls}">({delta:+.1f})</span>' if m.get("precision") != "fp32" else ""
-                cells.append(f'<td class="num" data-v="{acc[d]}">{100 * acc[d]:.1f}{extra}</td>')
+                extra = (f' <span class="{"bad" if delta < -1.0 else "sd"}">({delta:+.1f})</span>'
+                         if m.get("precision") != "fp32" else "")
+                n = f' title="{count[d]} test images"' if d in count else ""
+                cells.append(f'<td class="{cls}" data-v="{acc[d]}"{n}>{100 * acc[d]:.1f}{extra}</td>')
+            tmean = (sum(acc[d] for d in targets) / len(targets)) if targets and all(d in acc for d in targets) else None
             prec = m["precision"] + (f"/{m['flavour']}" if m.get("flavour") else "")
-            rows.append(f'<tr><td>{esc(export_label(e))}</td><td><span class="pill" style="background:'
-                        f'{color(prec)}">{esc(prec)}</span> onnx</td><td class="muted">{esc(ex["dir"])}/{esc(m["file"])}</td>'
-                        f'{"".join(cells)}</tr>')
-    rows = list(teachers.values()) + rows
-    if not rows:
+            rows.append(f'<tr><td class="label" title="{esc(ex["dir"])}/{esc(m["file"])}">{esc(data.export_label(e))} '
+                        f'<span class="pill" style="background:{color(prec)}">{esc(prec)}</span></td>'
+                        f'<td class="num">–</td><td class="num tm" data-v="{tmean if tmean is not None else -1}">'
+                        f'{pct(tmean)}</td>{"".join(cells)}</tr>')
+    return "".join(rows)
+
+
+def section_accuracy(data: ReportData) -> str:
+    """One table, one body per kind of row (teacher, source-trained, source-free, exported), so columns line up."""
+    doms = data.domains
+    ncol = 3 + len(doms)
+    bodies = []
+
+    def body(title: str, rows: str, note: str = "") -> None:
+        if rows:
+            bodies.append(f'<tbody><tr class="grp"><th colspan="{ncol}">{title}'
+                          + (f' <span class="muted">{note}</span>' if note else "") + f"</th></tr>{rows}</tbody>")
+
+    body("Teacher (zero-shot)", "".join(
+        f'<tr><td class="label">{esc(t)}</td><td class="num">–</td><td class="num">–</td>'
+        + "".join(f'<td class="num" data-v="{zs[d]}">{100 * zs[d]:.1f}</td>' if d in zs else '<td class="num">–</td>'
+                  for d in doms) + "</tr>"
+        for t, zs in data.teachers.items()))
+    body("Trained on the source domains", _group_rows([g for g in data.groups if not g.adapted], doms))
+    body("Adapted to the target domains without source data (source-free)",
+         _group_rows([g for g in data.groups if g.adapted], doms))
+    body("Exported models", _export_rows(data, doms),
+         "ONNX Runtime on the export's evaluation images; in brackets: points vs the fp32 ONNX model "
+         "(red: more than 1 point lost)")
+    if not bodies:
         return ""
     head = "".join(f"<th>{esc(d)}</th>" for d in doms)
-    return ('<section id="accuracy"><h2>Per-domain accuracy (%)</h2><p class="note">Exports: onnxruntime on the '
-            'test split; in brackets, points vs the fp32 ONNX (red: more than 1 point lost).</p>'
-            f'<table class="sortable"><thead><tr><th>student</th><th>model</th><th>source</th>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></section>')
+    return ('<section id="accuracy"><h2>Per-domain accuracy (%)</h2><p class="note">Top-1 on each domain\'s test '
+            'split. <span class="src legend-src">shaded</span>: a source (training) domain of that row; '
+            '<b>target mean</b>: mean over the row\'s target domains, the number to rank by. Runs that differ only '
+            'in their seed are one row: mean ± standard deviation over the <b>n</b> seeds.</p>'
+            f'<table class="sortable acc"><thead><tr><th>model</th><th title="runs (seeds)">n</th><th>target mean</th>'
+            f'{head}</tr></thead>{"".join(bodies)}</table></section>')
 
 
 def section_latency(data: ReportData) -> str:
@@ -395,7 +489,7 @@ def section_int8(data: ReportData) -> str:
                 decision += (f'<br><span class="muted">{len(steps)} layer(s) tried, '
                              f'{sum(bool(s.get("accepted")) for s in steps)} kept</span>')
             rows.append(
-                f'<tr><td>{esc(export_label(e))}</td><td>{esc(m.get("flavour"))}</td><td>{esc(m.get("target_runtime"))}</td>'
+                f'<tr><td>{esc(data.export_label(e))}</td><td>{esc(m.get("flavour"))}</td><td>{esc(m.get("target_runtime"))}</td>'
                 f'<td class="num">{"–" if before is None else f"{before:.2f}"}</td>'
                 f'<td class="num">{"–" if after is None else f"{after:.2f}"}</td><td class="num">{fb.get("max_drop_pts", "–")}</td>'
                 f'<td>{decision}</td><td>{esc(", ".join(kept)) or "none"}</td>'
@@ -418,47 +512,89 @@ def _gpu_cell(r: dict[str, Any]) -> str:
     return "; ".join(f"{g.get('name')} (driver {g.get('driver')}, {g.get('memory')})" for g in gpus) or "–"
 
 
+def _common_root(paths: list[str]) -> str:
+    """The deepest folder holding every path (empty when there is none worth naming)."""
+    absolute = [os.path.abspath(p) for p in paths if p]
+    if not absolute:
+        return ""
+    try:
+        root = os.path.commonpath(absolute)
+    except ValueError:
+        return ""
+    if root in absolute and len(set(absolute)) == 1:
+        root = os.path.dirname(root)
+    return "" if root in ("", os.sep) else root
+
+
+def _rel(path: Any, root: str) -> str:
+    if not path:
+        return "–"
+    p = os.path.abspath(str(path))
+    return os.path.relpath(p, root) if root and (p == root or p.startswith(root + os.sep)) else str(path)
+
+
 def section_provenance(data: ReportData) -> str:
+    prov_runs = {os.path.realpath(str((ex["export"].get("provenance") or {}).get("run", ""))) for ex in data.exports}
+    lone_runs = [r for r in data.runs if os.path.realpath(r.dir) not in prov_runs]
+    paths = ([ex["dir"] for ex in data.exports] + [str((ex["export"].get("provenance") or {}).get("run") or "")
+                                                   for ex in data.exports]
+             + [str(ex["export"].get("checkpoint") or "") for ex in data.exports] + [r.dir for r in lone_runs])
+    root = _common_root([p for p in paths if p])
+    teachers = list(dict.fromkeys(
+        [t for t in (teacher_label((ex["export"].get("provenance") or {}).get("teacher")) for ex in data.exports) if t]
+        + [r.teacher for r in data.runs if r.teacher]))
     rows = []
     for ex in data.exports:
         e = ex["export"]
         prov = e.get("provenance") or {}
         d = e.get("data") or {}
+        calib = ", ".join(d.get("calib_domains", []) or []) or "–"
+        if d.get("target_domains"):
+            calib += f' <span class="muted">(targets unlabeled: {esc(", ".join(d["target_domains"]))})</span>'
+        teacher = teacher_label(prov.get("teacher"))
         rows.append(
-            f'<tr><td>{esc(export_label(e))}</td><td>{esc(json.dumps(prov.get("teacher", "–")))}</td>'
-            f'<td>{esc(prov.get("strategy", "–"))}</td><td class="muted">{esc(prov.get("run", "–"))}</td>'
-            f'<td class="muted">{esc(e.get("checkpoint"))}<br><code>{esc(str(prov.get("checkpoint_sha256", ""))[:16])}</code></td>'
-            f'<td>{esc(d.get("root", "–"))}<br><code>{esc(str(d.get("fingerprint", ""))[:16])}</code></td>'
-            f'<td>{esc(", ".join(d.get("calib_domains", []) or []))}'
-            f'{" + " + esc(", ".join(d["target_domains"])) + " (unlabeled)" if d.get("target_domains") else ""}</td>'
-            f'<td class="muted">{esc(", ".join(f"{k} {v}" for k, v in (e.get("versions") or {}).items()))}</td></tr>')
-    for run in data.runs:
-        s = run["summary"]
-        if any(os.path.realpath(str((ex["export"].get("provenance") or {}).get("run", ""))) == os.path.realpath(run["dir"])
-               for ex in data.exports):
-            continue
-        rows.append(f'<tr><td>{esc(s.get("student"))}</td><td>{esc(json.dumps(s.get("teacher", "–")))}</td>'
-                    f'<td>{esc(s.get("strategy", "–"))}</td><td class="muted">{esc(run["dir"])}</td><td>–</td>'
-                    f'<td>source: {esc(", ".join(s.get("source_domains", [])))}; target: '
-                    f'{esc(", ".join(s.get("target_domains", [])))}</td><td>–</td><td>–</td></tr>')
+            f'<tr><td class="label">{esc(data.export_label(e))}</td>'
+            + (f'<td>{esc(teacher or "–")}</td>' if len(teachers) > 1 else "")
+            + f'<td class="path">{esc(_rel(prov.get("run"), root))}</td><td class="path">{esc(_rel(ex["dir"], root))}</td>'
+            f'<td class="path">{esc(_rel(e.get("checkpoint"), root))}<br>'
+            f'<code>{esc(str(prov.get("checkpoint_sha256", ""))[:12])}</code></td>'
+            f'<td class="path">{esc(d.get("root", "–"))}<br><code>{esc(str(d.get("fingerprint", ""))[:12])}</code></td>'
+            f'<td>{calib}</td></tr>')
+    for r in lone_runs:
+        rows.append(f'<tr><td class="label">{esc(r.label)}</td>'
+                    + (f'<td>{esc(r.teacher or "–")}</td>' if len(teachers) > 1 else "")
+                    + f'<td class="path">{esc(_rel(r.dir, root))}</td><td>–</td><td>–</td>'
+                    f'<td>source: {esc(", ".join(r.source_domains) or "–")}; target: '
+                    f'{esc(", ".join(r.target_domains) or "–")}</td><td>–</td></tr>')
+    versions = list(dict.fromkeys(
+        ", ".join(f"{k} {v}" for k, v in (ex["export"].get("versions") or {}).items()) for ex in data.exports))
     devices = {}
     for r in data.records:
         devices.setdefault(json.dumps(r.get("device"), sort_keys=True), r)
     dev_rows = "".join(
-        f'<tr><td>{esc(_dev(r))}</td><td class="muted">{esc((r.get("device") or {}).get("platform", ""))}</td>'
-        f'<td>{esc(", ".join(((r.get("device") or {}).get("cpu") or {}).get("flags", [])))}</td>'
+        f'<tr><td>{esc(_dev(r))}</td><td class="path">{esc((r.get("device") or {}).get("platform", ""))}</td>'
+        f'<td class="flags">{esc(" ".join(((r.get("device") or {}).get("cpu") or {}).get("flags", [])))}</td>'
         f'<td>{esc(_gpu_cell(r))}</td></tr>'
         for r in devices.values())
     if not rows and not dev_rows:
         return ""
     out = ['<section id="provenance"><h2>Provenance</h2>']
+    facts = []
+    if len(teachers) == 1:
+        facts.append(f"<b>teacher</b> {esc(teachers[0])}")
+    if root:
+        facts.append(f"<b>paths</b> relative to <code>{esc(root)}</code>")
+    for v in versions:
+        facts.append(f"<b>export libraries</b> {esc(v)}")
+    if facts:
+        out.append('<p class="facts">' + "<br>".join(facts) + "</p>")
     if rows:
-        out.append('<table><thead><tr><th>student</th><th>teacher</th><th>strategy</th><th>run</th><th>checkpoint</th>'
-                   '<th>data</th><th>calibration</th><th>versions</th></tr></thead>'
+        out.append('<table class="prov"><thead><tr><th>model</th>' + ("<th>teacher</th>" if len(teachers) > 1 else "")
+                   + '<th>run</th><th>export</th><th>checkpoint</th><th>data</th><th>calibration</th></tr></thead>'
                    f'<tbody>{"".join(rows)}</tbody></table>')
     if dev_rows:
-        out.append('<h3>Devices</h3><table><thead><tr><th>device; libraries</th><th>platform</th><th>CPU flags</th>'
-                   f'<th>GPU / Jetson</th></tr></thead><tbody>{dev_rows}</tbody></table>')
+        out.append('<h3>Devices</h3><table class="prov"><thead><tr><th>device; libraries</th><th>platform</th>'
+                   f'<th>CPU flags</th><th>GPU / Jetson</th></tr></thead><tbody>{dev_rows}</tbody></table>')
     out.append("</section>")
     return "".join(out)
 

@@ -1,11 +1,30 @@
 """Render :class:`~distill.bench.report.ReportData` as a short Markdown summary (report.md)."""
 from __future__ import annotations
 
-from distill.bench.report import ReportData, export_label
+from distill.bench.report import Z95, ReportData, RunGroup
 
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
+
+
+def _ci(se: float | None) -> str:
+    return "" if se is None else f" ± {100 * Z95 * se:.2f}"
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def _run_table(groups: list[RunGroup], doms: list[str]) -> list[str]:
+    lines = ["| model | n | target mean | " + " | ".join(doms) + " |", "|---|---:|---:|" + "---:|" * len(doms)]
+    for g in groups:
+        src = set(g.source_domains)
+        cells = [(_pm(g.mean[d], g.std.get(d)) if d in g.mean else "–") + (" (s)" if d in src else "") for d in doms]
+        lines.append(f"| {g.label} | {g.n} | {_pm(g.target_mean, g.target_std)} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def render_markdown(data: ReportData, title: str, generated: str) -> str:
@@ -14,17 +33,33 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
     if data.points:
         dom = ", ".join(data.common_domains) or "each point's own domains"
         lines += ["## Pareto front (accuracy vs p50 latency)", "", f"Accuracy: mean top-1 over {dom}.", "",
+                  "A point is on the front unless another is at least as fast and not significantly less accurate "
+                  "(± : 95 % interval from the test-set size).", "",
                   "| batch | student | precision | runtime | device | p50 ms | p99 ms | accuracy % |",
                   "|---:|---|---|---|---|---:|---:|---:|"]
         for p in sorted((p for p in data.points if p.pareto), key=lambda p: (p.batch, p.latency["p50"])):
             lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {p.device} | "
-                         f"{p.latency['p50']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)} |")
+                         f"{p.latency['p50']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
         lines += ["", "## All measurements", "", "| batch | student | precision | runtime | p50 ms | p90 ms | p99 ms | accuracy % |",
                   "|---:|---|---|---|---:|---:|---:|---:|"]
         for p in sorted(data.points, key=lambda p: (p.batch, p.latency["p50"])):
             lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {p.latency['p50']:.3g} | "
-                         f"{p.latency['p90']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)} |")
+                         f"{p.latency['p90']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
         lines.append("")
+    if data.groups or data.teachers:
+        doms = data.domains
+        lines += ["## Per-run accuracy (%)", "", "Top-1 on each domain's test split; (s): a source (training) domain "
+                  "of that row; target mean: mean over the row's target domains. Runs that differ only in their seed "
+                  "are one row: mean ± standard deviation over the n seeds.", ""]
+        for t, zs in data.teachers.items():
+            lines.append(f"Teacher {t} (zero-shot): " + ", ".join(f"{d} {100 * v:.1f}" for d, v in zs.items()))
+            lines.append("")
+        trained = [g for g in data.groups if not g.adapted]
+        adapted = [g for g in data.groups if g.adapted]
+        if trained:
+            lines += ["### Trained on the source domains", ""] + _run_table(trained, doms)
+        if adapted:
+            lines += ["### Adapted to the target domains without source data (source-free)", ""] + _run_table(adapted, doms)
     if data.exports:
         doms = data.domains
         lines += ["## Per-domain accuracy of exported models (%)", "",
@@ -34,7 +69,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
             for m in e.get("models", []):
                 acc = m.get("accuracy") or {}
                 prec = m["precision"] + (f"/{m['flavour']}" if m.get("flavour") else "")
-                lines.append(f"| {export_label(e)} | {prec} | " + " | ".join(
+                lines.append(f"| {data.export_label(e)} | {prec} | " + " | ".join(
                     f"{100 * acc[d]:.1f}" if d in acc else "–" for d in doms) + " |")
         lines.append("")
         int8 = [(ex["export"], m) for ex in data.exports for m in ex["export"].get("models", [])
@@ -50,7 +85,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                 note = "" if lc.get("representative", True) else " (not the target runtime)"
                 if lc.get("slower_than_fp32") and lc.get("representative", True):
                     note = " **slower than fp32**"
-                lines.append(f"| {export_label(e)} | {m.get('flavour')} | {'–' if before is None else f'{before:.2f}'} | "
+                lines.append(f"| {data.export_label(e)} | {m.get('flavour')} | {'–' if before is None else f'{before:.2f}'} | "
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(fb.get('kept_float') or []) or 'none'} | "
                              f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} |")
             lines.append("")
