@@ -29,6 +29,7 @@ WIDTHS = (1400, 800)
 CHECK_JS = r"""
 (function(){
   var probs=[];
+  document.body.setAttribute('data-page-height',String(Math.ceil(document.documentElement.scrollHeight)));
   function say(el){var c=(typeof el.className==='string'&&el.className)?'.'+el.className.trim().split(/\s+/).join('.'):'';
     return el.tagName.toLowerCase()+c+' "'+(el.textContent||'').trim().replace(/\s+/g,' ').slice(0,70)+'"';}
   document.querySelectorAll('[data-batch-panel]').forEach(function(el){el.style.display='';});
@@ -56,7 +57,6 @@ CHECK_JS = r"""
       if(ox>2&&oy>2){probs.push('chart labels overlap: '+say(boxes[i][1])+' and '+say(boxes[j][1]));}}}
   });
   document.body.setAttribute('data-layout-problems',JSON.stringify(probs));
-  document.body.setAttribute('data-page-height',String(Math.ceil(de.scrollHeight)));
 })();
 """
 

@@ -24,14 +24,15 @@ header p{margin:4px 0 0;color:#b9c6d3;font-size:12px}
 main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
 section{background:#fff;border:1px solid #e1e5ea;border-radius:8px;padding:14px 18px;margin:16px 0;overflow-x:auto}
 h2{font-size:17px;margin:2px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#38424e}
-table{border-collapse:collapse;width:100%;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #eceff2;text-align:left;vertical-align:top}
+table{border-collapse:collapse;width:100%;font-size:13px}th,td{padding:4px 6px;border-bottom:1px solid #eceff2;text-align:left;vertical-align:top}
 th{background:#f1f3f6;cursor:pointer;user-select:none}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.muted,td.path{overflow-wrap:anywhere}td.path{font-size:12px;color:#55606c;min-width:9em}
-td.flags{font-size:11px;overflow-wrap:anywhere;min-width:12em}td.label{min-width:12em}
+td.muted,td.path{overflow-wrap:anywhere}td.path{font-size:12px;color:#55606c;min-width:5.5em}
+td.flags{font-size:11px;overflow-wrap:anywhere;min-width:10em}td.label{min-width:9em}table.prov td{font-size:12px}
 td.src{background:#eaf1fb}span.legend-src{background:#eaf1fb;padding:0 4px;border-radius:3px}
 td.tm{font-weight:600}.sd{color:#6b7682;font-size:12px}
 tr.grp th{background:#fff;cursor:default;color:#38424e;font-size:13px;padding-top:12px;border-bottom:1px solid #c9d1da}.facts{font-size:13px;margin:4px 0 10px}
-svg{max-width:100%;height:auto}
+svg.chart{width:100%;max-width:1000px;height:auto;display:block}
+header details{color:#b9c6d3;font-size:12px;margin-top:4px}header summary{padding:0}
 .bad{color:#b3261e;font-weight:600}.good{color:#1b7a34}.muted{color:#6b7682}.pill{display:inline-block;padding:0 6px;border-radius:9px;font-size:11px;color:#fff}
 .bar{background:#e9edf2;height:10px;border-radius:3px;min-width:60px}.bar>div{background:#4b7bb5;height:10px;border-radius:3px}
 .tabs button{border:1px solid #c9d1da;background:#fff;border-radius:5px;padding:3px 10px;margin-right:6px;cursor:pointer}
@@ -164,7 +165,7 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
     if yhi <= ylo:
         ylo, yhi = max(0.0, ylo - 1), min(100.0, yhi + 1) if yhi < 100 else 100.0
     fy = lambda v: mt + h - h * (v - ylo) / ((yhi - ylo) or 1.0)  # noqa: E731
-    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" class="chart" '
            f'aria-label="accuracy vs latency" xmlns="http://www.w3.org/2000/svg">',
            f'<rect x="{ml}" y="{mt}" width="{w}" height="{h}" fill="#fbfcfd" stroke="#d5dbe1"/>']
     for t in xt:
@@ -235,7 +236,7 @@ def latency_svg(points: list[Point], width: int = 760) -> str:
     hi = max(p.latency["p99"] for p in rows) * 1.02 or 1.0
     fx = lambda v: ml + w * v / hi  # noqa: E731
     bottom = mt + row_h * len(rows)
-    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" class="chart" '
            f'aria-label="latency distribution" xmlns="http://www.w3.org/2000/svg">']
     for t in nice_ticks(0, hi):
         x = fx(t)
@@ -302,7 +303,7 @@ def section_pareto(data: ReportData) -> str:
             f'{esc(p.precision)}</span></td><td>{esc(p.runtime)}</td><td>{esc(p.device)}</td>'
             f'<td class="num" data-v="{p.latency["p50"]}">{p.latency["p50"]:.3g}</td>'
             f'<td class="num" data-v="{p.score if p.score is not None else -1}">{pct(p.score, 2)}'
-            + (f'<span class="sd"> ± {100 * Z95 * p.score_se:.2f}</span>' if p.score_se is not None else "") + '</td>'
+            + (f'<span class="sd"> ±\u00a0{100 * Z95 * p.score_se:.2f}</span>' if p.score_se is not None else "") + '</td>'
             f'<td>{"★" if p.pareto else ""}</td></tr>'
             for p in sorted(pts, key=lambda p: p.latency["p50"]))
         parts.append(f'<div data-batch-panel="{b}">{pareto_svg(pts)}'
@@ -320,7 +321,7 @@ def _pm(mean: float | None, std: float | None) -> str:
     """``mean ± std`` in percent (the std only with more than one seed)."""
     if mean is None:
         return "–"
-    return f"{100 * mean:.1f}" + (f'<span class="sd"> ± {100 * std:.1f}</span>' if std is not None else "")
+    return f"{100 * mean:.1f}" + (f'<span class="sd"> ±\u00a0{100 * std:.1f}</span>' if std is not None else "")
 
 
 def _group_rows(groups: list[RunGroup], doms: list[str]) -> str:
@@ -489,18 +490,19 @@ def section_int8(data: ReportData) -> str:
                 decision += (f'<br><span class="muted">{len(steps)} layer(s) tried, '
                              f'{sum(bool(s.get("accepted")) for s in steps)} kept</span>')
             rows.append(
-                f'<tr><td>{esc(data.export_label(e))}</td><td>{esc(m.get("flavour"))}</td><td>{esc(m.get("target_runtime"))}</td>'
-                f'<td class="num">{"–" if before is None else f"{before:.2f}"}</td>'
-                f'<td class="num">{"–" if after is None else f"{after:.2f}"}</td><td class="num">{fb.get("max_drop_pts", "–")}</td>'
+                f'<tr><td class="label">{esc(data.export_label(e))}</td><td>{esc(m.get("flavour"))}'
+                f'{"" if m.get("target_runtime") in (None, m.get("flavour")) else " → " + esc(m.get("target_runtime"))}</td>'
+                f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
+                f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span></td>'
                 f'<td>{decision}</td><td>{esc(", ".join(kept)) or "none"}</td>'
                 f'<td class="num">{"–" if cost is None else f"{cost:.2f}×"}</td><td>{ratio_s}</td><td>{qdq_s}</td></tr>')
     if not rows:
         return ""
     return ('<section id="int8"><h2>INT8 decisions</h2><p class="note">Worst per-domain drop vs fp32 (points) before '
             'and after keeping sensitive layers in float; latency ratio measured at export time, interleaved, on the '
-            'exporting machine\'s CPU.</p><table class="sortable"><thead><tr><th>student</th><th>flavour</th>'
-            '<th>target runtime</th><th>worst drop before</th><th>worst drop after</th><th>max drop</th><th>fallback</th>'
-            '<th>layers kept in float</th><th>fallback latency cost</th><th>int8 / fp32 latency</th>'
+            'exporting machine\'s CPU.</p><table class="sortable"><thead><tr><th>model</th><th>flavour</th>'
+            '<th>worst drop, points: before → after</th><th>fallback</th><th>layers kept in float</th>'
+            '<th>fallback latency cost</th><th>int8 / fp32 latency</th>'
             f'<th>TensorRT QDQ</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
 
 
@@ -555,17 +557,16 @@ def section_provenance(data: ReportData) -> str:
         rows.append(
             f'<tr><td class="label">{esc(data.export_label(e))}</td>'
             + (f'<td>{esc(teacher or "–")}</td>' if len(teachers) > 1 else "")
-            + f'<td class="path">{esc(_rel(prov.get("run"), root))}</td><td class="path">{esc(_rel(ex["dir"], root))}</td>'
+            + f'<td class="path">run {esc(_rel(prov.get("run"), root))}<br>export {esc(_rel(ex["dir"], root))}</td>'
             f'<td class="path">{esc(_rel(e.get("checkpoint"), root))}<br>'
             f'<code>{esc(str(prov.get("checkpoint_sha256", ""))[:12])}</code></td>'
             f'<td class="path">{esc(d.get("root", "–"))}<br><code>{esc(str(d.get("fingerprint", ""))[:12])}</code></td>'
             f'<td>{calib}</td></tr>')
-    for r in lone_runs:
-        rows.append(f'<tr><td class="label">{esc(r.label)}</td>'
-                    + (f'<td>{esc(r.teacher or "–")}</td>' if len(teachers) > 1 else "")
-                    + f'<td class="path">{esc(_rel(r.dir, root))}</td><td>–</td><td>–</td>'
-                    f'<td>source: {esc(", ".join(r.source_domains) or "–")}; target: '
-                    f'{esc(", ".join(r.target_domains) or "–")}</td><td>–</td></tr>')
+    run_rows = [
+        f'<tr><td class="label">{esc(r.label)}</td>' + (f'<td>{esc(r.teacher or "–")}</td>' if len(teachers) > 1 else "")
+        + f'<td class="num">{"–" if r.seed is None else r.seed}</td><td class="path">{esc(_rel(r.dir, root))}</td>'
+        f'<td>{esc(", ".join(r.source_domains) or "–")} → {esc(", ".join(r.target_domains) or "–")}</td></tr>'
+        for r in sorted(lone_runs, key=lambda r: (r.label, r.seed or 0))]
     versions = list(dict.fromkeys(
         ", ".join(f"{k} {v}" for k, v in (ex["export"].get("versions") or {}).items()) for ex in data.exports))
     devices = {}
@@ -576,9 +577,10 @@ def section_provenance(data: ReportData) -> str:
         f'<td class="flags">{esc(" ".join(((r.get("device") or {}).get("cpu") or {}).get("flags", [])))}</td>'
         f'<td>{esc(_gpu_cell(r))}</td></tr>'
         for r in devices.values())
-    if not rows and not dev_rows:
+    if not rows and not run_rows and not dev_rows:
         return ""
     out = ['<section id="provenance"><h2>Provenance</h2>']
+    th_teacher = "<th>teacher</th>" if len(teachers) > 1 else ""
     facts = []
     if len(teachers) == 1:
         facts.append(f"<b>teacher</b> {esc(teachers[0])}")
@@ -589,9 +591,13 @@ def section_provenance(data: ReportData) -> str:
     if facts:
         out.append('<p class="facts">' + "<br>".join(facts) + "</p>")
     if rows:
-        out.append('<table class="prov"><thead><tr><th>model</th>' + ("<th>teacher</th>" if len(teachers) > 1 else "")
-                   + '<th>run</th><th>export</th><th>checkpoint</th><th>data</th><th>calibration</th></tr></thead>'
+        out.append(f'<h3>Exports</h3><table class="prov"><thead><tr><th>model</th>{th_teacher}<th>folders</th>'
+                   '<th>checkpoint</th><th>data</th><th>calibration</th></tr></thead>'
                    f'<tbody>{"".join(rows)}</tbody></table>')
+    if run_rows:
+        out.append(f'<h3>{"Other runs" if rows else "Runs"}</h3><table class="prov"><thead><tr><th>model</th>{th_teacher}'
+                   '<th>seed</th><th>folder</th><th>source → target domains</th></tr></thead>'
+                   f'<tbody>{"".join(run_rows)}</tbody></table>')
     if dev_rows:
         out.append('<h3>Devices</h3><table class="prov"><thead><tr><th>device; libraries</th><th>platform</th>'
                    f'<th>CPU flags</th><th>GPU / Jetson</th></tr></thead><tbody>{dev_rows}</tbody></table>')
@@ -603,9 +609,9 @@ def render_html(data: ReportData, title: str, generated: str) -> str:
     """The whole page."""
     body = "".join([section_pareto(data), section_accuracy(data), section_latency(data), section_top_ops(data),
                     section_int8(data), section_provenance(data)])
-    sources = ", ".join(esc(s) for s in data.sources[:12]) + (" …" if len(data.sources) > 12 else "")
+    sources = "<br>".join(esc(s) for s in data.sources)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
             f'<body data-report-ready="0"><header><h1>{esc(title)}</h1><p>generated {esc(generated)} · '
-            f'{len(data.runs)} run(s), {len(data.exports)} export(s), {len(data.records)} benchmark record(s) · '
-            f'{sources}</p></header><main>{body}</main><script>{JS}</script></body></html>\n')
+            f'{len(data.runs)} run(s), {len(data.exports)} export(s), {len(data.records)} benchmark record(s)</p>'
+            f'<details><summary>inputs</summary>{sources}</details></header><main>{body}</main><script>{JS}</script></body></html>\n')

@@ -1,24 +1,20 @@
-"""`distill report`: discovery, content, self-containedness, and a real headless-Chromium render."""
+"""`distill report`: discovery, content, grouping, self-containedness, and a real headless-Chromium render."""
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from distill.bench.report import collect, discover, mark_pareto, Point, write_report
+from distill.bench.report import Point, collect, discover, mark_pareto, read_run, write_report
+from distill.bench.report_browser import find_chromium, render
 from distill.cli import main
 from distill.errors import DistillError
 
-
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
+from .conftest import write_run
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +69,8 @@ def test_report_content_is_self_contained(report: Path) -> None:
         assert needle in text, needle
     md = (report.parent / "report.md").read_text()
     assert md.startswith("# test report") and "## Pareto front" in md and "## INT8 decisions" in md
+    assert "## Per-run accuracy (%)" in md
+    assert "| test_resnet (erm) | 1 | 60.0 | 90.0 (s) | 80.0 (s) | 60.0 |" in md  # the run, in percent, sources marked
 
 
 def test_report_errors(tmp_path: Path) -> None:
@@ -81,23 +79,130 @@ def test_report_errors(tmp_path: Path) -> None:
         write_report([tmp_path / "empty"], tmp_path / "r.html")
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install -y chromium)")
-def test_report_renders_in_chromium(report: Path, tmp_path: Path) -> None:
-    chrome = _chromium()
-    base = [chrome, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--window-size=1280,2400", "--enable-logging=stderr", "--v=0"]
-    url = report.resolve().as_uri()
-    dom = subprocess.run(base + [f"--user-data-dir={tmp_path / 'profile1'}", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=90)
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
-    assert 'data-report-ready="1"' in body, body  # the inline script ran to the end without throwing
-    assert int(re.search(r'data-points="(\d+)"', body).group(1)) >= 5
-    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
-    assert not console, console
-    shot = tmp_path / "report.png"
-    r = subprocess.run(base + [f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}", url],
-                       capture_output=True, text=True, timeout=90)
-    assert r.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000, r.stderr[-2000:]
-    print(f"screenshot: {shot}")
+def test_markdown_is_named_after_the_html(report_inputs: Path, tmp_path: Path) -> None:
+    assert main(["report", str(report_inputs / "run"), "--out", str(tmp_path / "reportA.html")]) == 0
+    assert (tmp_path / "reportA.md").is_file() and not (tmp_path / "report.md").exists()
+    with pytest.raises(DistillError, match=r"--out .*x\.md: the HTML file must not end in \.md"):
+        write_report([report_inputs / "run"], tmp_path / "x.md")
+
+
+def test_summary_accuracy_is_read_as_percent(tmp_path: Path) -> None:
+    """summary.json holds percentages: 0.9 there is 0.9 %, not 90 % (no guessing from the values)."""
+    run = write_run(tmp_path / "r", strategy="erm", acc={"clean": 0.9, "dark": 0.5, "noisy": 0.25}, seed=3)
+    r = read_run(run, json.loads((run / "summary.json").read_text()))
+    assert r.accuracy == pytest.approx({"clean": 0.009, "dark": 0.005, "noisy": 0.0025})
+    assert r.seed == 3 and not r.adapted and r.teacher == "ViT-test · open_clip_model.safetensors"
+
+
+def test_runs_grouped_labelled_and_separated(grouped_runs: Path) -> None:
+    data = collect([grouped_runs])
+    by_label = {g.label: g for g in data.groups}
+    assert set(by_label) == {"test_resnet (kd; temperature=4)", "test_resnet (kd; temperature=2)",
+                             "test_resnet (erm)", "test_resnet (sfda, adapted)"}
+    kd4 = by_label["test_resnet (kd; temperature=4)"]
+    assert kd4.n == 3 and kd4.seeds == [0, 1, 2] and not kd4.adapted
+    assert kd4.mean["noisy"] == pytest.approx(0.62) and kd4.std["noisy"] == pytest.approx(0.02)
+    assert kd4.target_mean == pytest.approx(0.62) and kd4.target_std == pytest.approx(0.02)
+    assert by_label["test_resnet (erm)"].n == 2 and by_label["test_resnet (erm)"].std["clean"] == 0.0
+    assert "noisy" not in by_label["test_resnet (kd; temperature=2)"].std  # one seed: no spread
+    sfda = by_label["test_resnet (sfda, adapted)"]
+    assert sfda.adapted and sfda.n == 1
+    # source-trained first, best target mean first within each kind
+    assert [g.label for g in data.groups] == ["test_resnet (kd; temperature=2)", "test_resnet (kd; temperature=4)",
+                                              "test_resnet (erm)", "test_resnet (sfda, adapted)"]
+    # one teacher, its zero-shot merged over the runs (the adapted run's partial dict adds no second row)
+    assert data.teachers == {"ViT-test · open_clip_model.safetensors": pytest.approx(
+        {"clean": 0.5, "dark": 0.4, "noisy": 0.3})}
+
+
+def test_grouped_html_and_markdown(grouped_runs: Path, tmp_path: Path) -> None:
+    res = write_report([grouped_runs], tmp_path / "g.html", "g")
+    text = (tmp_path / "g.html").read_text()
+    assert "{&quot;arch" not in text and text.count("ViT-test · open_clip_model.safetensors") == 2  # table + provenance
+    assert text.count('<tr class="grp">') == 3  # teacher, source-trained, source-free
+    assert "Adapted to the target domains without source data (source-free)" in text
+    assert '<td class="num tm" data-v="0.62">62.0<span class="sd"> ±\u00a02.0</span></td>' in text
+    assert '<td class="num src" data-v="0.91">91.0<span class="sd"> ±\u00a01.0</span></td>' in text
+    md = Path(res["markdown"]).read_text()
+    assert "| test_resnet (kd; temperature=4) | 3 | 62.0 ± 2.0 | 91.0 ± 1.0 (s) | 81.0 ± 1.0 (s) | 62.0 ± 2.0 |" in md
+    assert md.index("### Trained on the source domains") < md.index("### Adapted to the target domains") \
+        < md.index("test_resnet (sfda, adapted)")
+
+
+def _pt(lat: float, acc: float, n: int | None = None) -> Point:
+    p = Point("s", "fp32", "ort-cpu", 1, {"p50": lat, "p90": lat, "p99": lat}, {"d": acc}, "", "", score=acc,
+              count={"d": n} if n else None)
+    from distill.bench.report import binomial_se
+
+    p.score_se = binomial_se(p.accuracy, p.count, ["d"])
+    return p
+
+
+def test_pareto_ignores_differences_within_the_test_set_noise() -> None:
+    # 36.5 % vs 38 % on 400 images: 6 images apart, SE ~2.4 points: the slower int8 model is not better
+    fast, slow = _pt(1.0, 0.365, 400), _pt(2.0, 0.38, 400)
+    mark_pareto([fast, slow])
+    assert fast.pareto and not slow.pareto
+    # the same difference on 100000 images is real
+    fast, slow = _pt(1.0, 0.365, 100_000), _pt(2.0, 0.38, 100_000)
+    mark_pareto([fast, slow])
+    assert fast.pareto and slow.pareto
+    # as fast and significantly more accurate: the other is dominated
+    a, b = _pt(1.0, 0.9, 1000), _pt(1.0, 0.5, 1000)
+    mark_pareto([a, b])
+    assert a.pareto and not b.pareto
+    # binomial SE of a mean over two domains of 100 images at 50 %: sqrt(2 * 0.25 / 100) / 2
+    from distill.bench.report import binomial_se
+
+    assert binomial_se({"a": 0.5, "b": 0.5}, {"a": 100, "b": 100}, ["a", "b"]) == pytest.approx(0.0353553, rel=1e-5)
+    assert binomial_se({"a": 0.5}, None, ["a"]) is None
+
+
+def test_points_carry_test_set_size(report_inputs: Path) -> None:
+    data = collect([report_inputs])
+    onnx = [p for p in data.points if p.runtime == "ort-cpu"]
+    assert onnx and all(p.count == {"clean": 10, "dark": 10, "noisy": 10} and p.score_se for p in onnx)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The browser; under CI=true its absence fails the run (.ci/run installs it), elsewhere it skips."""
+    path = find_chromium()
+    if path is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but no chromium: the report's browser test must run in CI (.ci/run installs it)")
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_report(report_inputs: Path, grouped_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Everything at once: a real run + export + bench records, and grouped seeds / options / an adapted run."""
+    out = tmp_path_factory.mktemp("full") / "report.html"
+    write_report([report_inputs, grouped_runs], out, "full report")
+    return out
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_report_renders_in_chromium(chromium: str, full_report: Path, width: int,
+                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+    shots = Path(os.environ.get("DISTILL_REPORT_SHOTS") or tmp_path_factory.mktemp("shots"))
+    r = render(full_report, width, shots / f"report-{width}.png", chrome=chromium)
+    assert r.ready, "the report's inline script did not run to the end"
+    assert r.points >= 5 and not r.console, r.console
+    assert r.problems == [], "\n".join(r.problems)  # nothing overflows its box, no chart label outside or overlapping
+    assert r.screenshot and r.screenshot.stat().st_size > 20_000 and r.height > 1000
+    print(f"screenshot: {r.screenshot}")
+
+
+def test_layout_check_sees_an_overflow(chromium: str, tmp_path: Path) -> None:
+    """The check can fail: a cell too narrow for its word, a chart label past the SVG's edge."""
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><body data-report-ready="1"><section id="s" style="width:300px">'
+                    '<table style="table-layout:fixed;width:40px"><tr><td style="overflow:hidden">'
+                    'averyveryverylongword</td></tr></table></section>'
+                    '<svg viewBox="0 0 100 50" width="100" height="50"><text x="60" y="20">clipped label</text></svg>'
+                    "</body></html>")
+    r = render(page, 800, chrome=chromium)
+    assert any(p.startswith("text overflows td") for p in r.problems), r.problems
+    assert any(p.startswith("chart label outside its chart") for p in r.problems), r.problems
