@@ -56,7 +56,9 @@ def test_quick_demo_end_to_end_and_rerun(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert "<svg" in html and "model.int8-ort-cpu.onnx" in html
     assert "mobilenetv3_small_050 (kd)" in html and "mobilenetv3_small_050 (sfda)" in html
-    assert html.count("<td>zero-shot</td>") == 1  # one teacher, one zero-shot row
+    # one teacher, named by arch and file (not raw JSON): its zero-shot row and the provenance line, nothing more
+    assert html.count("distill-demo-rn · open_clip_model.safetensors") == 2 and "{&quot;arch" not in html
+    assert (out / "report.md").is_file() and "## Per-run accuracy (%)" in (out / "report.md").read_text()
     assert "No profiled records" not in html
     assert (out / "report.md").is_file()
     assert f"report: {out / 'report.html'}" in printed

@@ -278,7 +278,9 @@ def label_runs(runs: list[Run]) -> None:
     for r in runs:
         by_name.setdefault((r.student, r.strategy, r.adapted), []).append(r)
     for (arch, strategy, adapted), rs in by_name.items():
-        base = f"{strategy}, adapted" if adapted else strategy
+        # adapted runs have a table block of their own; the label says so only where one name has both kinds
+        both = (arch, strategy, not adapted) in by_name
+        base = f"{strategy}, {'adapted' if adapted else 'source-trained'}" if both else strategy
         configs = {_config_key(r): r for r in rs}
         extra: dict[str, list[str]] = {k: [] for k in configs}
         if len(configs) > 1:
@@ -427,6 +429,7 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         p = Point(student=student, precision=precision, runtime=r.get("runtime", "?"), batch=int(r.get("batch", 1)),
                   latency={k: float(v) for k, v in lat.items()}, accuracy=accuracy, model=r.get("model", ""),
                   device=device_label(r), threads=r.get("threads"), count=count)
+        r["_label"] = f"{student} · {precision}"  # what the latency table and top-ops list call this model
         latest[(r.get("model_sha256") or r.get("model"), p.runtime, p.batch, p.device, p.threads)] = p
     data.points = list(latest.values())
 

@@ -411,16 +411,21 @@ def section_latency(data: ReportData) -> str:
     parts = ['<section id="latency"><h2>Latency distributions</h2>']
     for b in batches:
         parts.append(f'<div data-batch-panel="{b}"><h3>batch {b}</h3>{latency_svg([p for p in data.points if p.batch == b])}</div>')
+    recs = [r for r in data.records if r.get("latency_ms")]
+    several = len({device_label(r) for r in recs}) > 1  # one device: named once, in Provenance
     rows = "".join(
-        f'<tr><td>{esc(r.get("model_name", ""))}</td><td>{esc(r.get("runtime"))}</td><td class="num">{r.get("batch")}</td>'
+        f'<tr><td class="label" title="{esc(r.get("model", ""))}">{esc(r.get("_label") or r.get("model_name", ""))}</td>'
+        f'<td>{esc(r.get("runtime"))}</td><td class="num">{r.get("batch")}</td>'
         f'<td class="num">{r.get("threads") if r.get("threads") is not None else "default"}</td>'
         + "".join(f'<td class="num" data-v="{r["latency_ms"][k]}">{r["latency_ms"][k]:.3g}</td>' for k in ("p50", "p90", "p99"))
-        + f'<td class="num">{r.get("throughput_ips", 0):.1f}</td>'
-        f'<td class="num">{_mem(r)}</td><td class="muted">{esc(_dev(r))}</td></tr>'
-        for r in data.records if r.get("latency_ms"))
-    parts.append('<h3>All records</h3><table class="sortable"><thead><tr><th>model</th><th>runtime</th><th>batch</th>'
-                 '<th>threads</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>img/s</th><th>peak RSS Δ MiB</th>'
-                 f'<th>device</th></tr></thead><tbody>{rows}</tbody></table></section>')
+        + f'<td class="num">{r.get("throughput_ips", 0):.1f}</td><td class="num">{_mem(r)}</td>'
+        + (f'<td>{esc(device_label(r))}</td>' if several else "") + "</tr>"
+        for r in recs)
+    one = "" if several or not recs else f' <span class="muted">on {esc(device_label(recs[0]))}</span>'
+    parts.append(f'<h3>All records{one}</h3><table class="sortable"><thead><tr><th>model</th><th>runtime</th>'
+                 '<th>batch</th><th>threads</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>img/s</th>'
+                 '<th>peak RSS Δ MiB</th>' + ("<th>device</th>" if several else "")
+                 + f'</tr></thead><tbody>{rows}</tbody></table></section>')
     return "".join(parts)
 
 
@@ -450,7 +455,7 @@ def section_top_ops(data: ReportData) -> str:
             f'<td class="num">{o.get("pct", 0):.1f}</td><td style="width:40%"><div class="bar"><div style="width:'
             f'{min(100.0, o.get("pct", 0)):.1f}%"></div></div></td></tr>' for o in r["top_ops"])
         top = r["top_ops"][0]
-        parts.append(f'<details{" open" if i == 0 else ""}><summary><b>{esc(r.get("model_name"))} · '
+        parts.append(f'<details{" open" if i == 0 else ""}><summary><b>{esc(r.get("_label") or r.get("model_name"))} · '
                      f'{esc(r.get("runtime"))} · batch {r.get("batch")}</b> <span class="muted">— top: '
                      f'{esc(top["op"])} {top.get("pct", 0):.0f}%</span></summary>'
                      '<table><thead><tr><th>op type</th><th>calls</th><th>total ms</th><th>% of kernel time</th>'
@@ -490,8 +495,7 @@ def section_int8(data: ReportData) -> str:
                 decision += (f'<br><span class="muted">{len(steps)} layer(s) tried, '
                              f'{sum(bool(s.get("accepted")) for s in steps)} kept</span>')
             rows.append(
-                f'<tr><td class="label">{esc(data.export_label(e))}</td><td>{esc(m.get("flavour"))}'
-                f'{"" if m.get("target_runtime") in (None, m.get("flavour")) else " → " + esc(m.get("target_runtime"))}</td>'
+                f'<tr><td class="label">{esc(data.export_label(e))}</td><td title="target runtime: {esc(m.get("target_runtime"))}">{esc(m.get("flavour"))}</td>'
                 f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
                 f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span></td>'
                 f'<td>{decision}</td><td>{esc(", ".join(kept)) or "none"}</td>'

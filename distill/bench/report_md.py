@@ -94,6 +94,6 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
         lines += ["## Top operators", ""]
         for r in prof:
             ops = ", ".join(f"{o['op']} {o.get('pct', 0):.0f}%" for o in r["top_ops"][:5])
-            lines.append(f"- {r.get('model_name')} ({r.get('runtime')}, batch {r.get('batch')}): {ops}")
+            lines.append(f"- {r.get('_label') or r.get('model_name')} ({r.get('runtime')}, batch {r.get('batch')}): {ops}")
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report", help="HTML + Markdown report: Pareto front, per-domain accuracy, latency, top ops, int8 decisions",
         description="PATHs are run folders (summary.json), export folders (export.json), bench .jsonl files, or "
         "folders containing any of them (searched recursively). Writes one self-contained HTML file (no network "
-        "needed) and report.md beside it.")
+        "needed) and the same name with .md beside it (report.html -> report.md).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, export dirs, bench .jsonl files, or parents")
     p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
     p.add_argument("--title", default="distill report", help="page title")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -98,18 +97,18 @@ def test_runs_grouped_labelled_and_separated(grouped_runs: Path) -> None:
     data = collect([grouped_runs])
     by_label = {g.label: g for g in data.groups}
     assert set(by_label) == {"test_resnet (kd; temperature=4)", "test_resnet (kd; temperature=2)",
-                             "test_resnet (erm)", "test_resnet (sfda, adapted)"}
+                             "test_resnet (erm)", "test_resnet (sfda)"}
     kd4 = by_label["test_resnet (kd; temperature=4)"]
     assert kd4.n == 3 and kd4.seeds == [0, 1, 2] and not kd4.adapted
     assert kd4.mean["noisy"] == pytest.approx(0.62) and kd4.std["noisy"] == pytest.approx(0.02)
     assert kd4.target_mean == pytest.approx(0.62) and kd4.target_std == pytest.approx(0.02)
     assert by_label["test_resnet (erm)"].n == 2 and by_label["test_resnet (erm)"].std["clean"] == 0.0
     assert "noisy" not in by_label["test_resnet (kd; temperature=2)"].std  # one seed: no spread
-    sfda = by_label["test_resnet (sfda, adapted)"]
+    sfda = by_label["test_resnet (sfda)"]
     assert sfda.adapted and sfda.n == 1
     # source-trained first, best target mean first within each kind
     assert [g.label for g in data.groups] == ["test_resnet (kd; temperature=2)", "test_resnet (kd; temperature=4)",
-                                              "test_resnet (erm)", "test_resnet (sfda, adapted)"]
+                                              "test_resnet (erm)", "test_resnet (sfda)"]
     # one teacher, its zero-shot merged over the runs (the adapted run's partial dict adds no second row)
     assert data.teachers == {"ViT-test · open_clip_model.safetensors": pytest.approx(
         {"clean": 0.5, "dark": 0.4, "noisy": 0.3})}
@@ -126,7 +125,7 @@ def test_grouped_html_and_markdown(grouped_runs: Path, tmp_path: Path) -> None:
     md = Path(res["markdown"]).read_text()
     assert "| test_resnet (kd; temperature=4) | 3 | 62.0 ± 2.0 | 91.0 ± 1.0 (s) | 81.0 ± 1.0 (s) | 62.0 ± 2.0 |" in md
     assert md.index("### Trained on the source domains") < md.index("### Adapted to the target domains") \
-        < md.index("test_resnet (sfda, adapted)")
+        < md.index("test_resnet (sfda)")
 
 
 def _pt(lat: float, acc: float, n: int | None = None) -> Point:
@@ -164,8 +163,7 @@ def test_points_carry_test_set_size(report_inputs: Path) -> None:
     assert onnx and all(p.count == {"clean": 10, "dark": 10, "noisy": 10} and p.score_se for p in onnx)
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
+def require_chromium() -> str:
     """The browser; under CI=true its absence fails the run (.ci/run installs it), elsewhere it skips."""
     path = find_chromium()
     if path is None:
@@ -173,6 +171,21 @@ def chromium() -> str:
             pytest.fail("CI=true but no chromium: the report's browser test must run in CI (.ci/run installs it)")
         pytest.skip("chromium not installed (apt-get install -y chromium)")
     return path
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return require_chromium()
+
+
+def test_missing_browser_fails_under_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no browser on it
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but no chromium"):
+        require_chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        require_chromium()
 
 
 @pytest.fixture(scope="module")
