@@ -53,15 +53,19 @@ Z95 = 1.959964  # two-sided 95 % normal quantile
 def binomial_se(acc: dict[str, float], count: dict[str, int] | None, domains: list[str]) -> float | None:
     """Standard error of the mean over ``domains`` of per-domain accuracies (fractions) on ``count`` images.
 
-    Each domain's accuracy is a binomial proportion, var p(1-p)/n; the domains' test sets are
-    disjoint, so the variance of their mean is the sum over domains divided by len(domains)^2.
+    Each domain's accuracy is a binomial proportion. Its variance is taken Agresti-Coull style,
+    p~(1-p~)/(n+4) with p~ = (correct+2)/(n+4), which matches p(1-p)/n for large n and, unlike it,
+    does not claim zero uncertainty for a domain scored 0 % or 100 %. The domains' test sets are
+    disjoint, so the variance of their mean is the sum divided by len(domains)^2.
     None when a domain's test-set size is unknown.
     """
     if not domains or not count or any(not count.get(d) for d in domains):
         return None
-    var = sum(acc[d] * (1.0 - acc[d]) / count[d] for d in domains)
-    # a domain scored 0 % or 100 % still has uncertainty: use the rule of three's (1/n) floor
-    var = max(var, sum(1.0 / count[d] ** 2 for d in domains))
+    var = 0.0
+    for d in domains:
+        n = count[d]
+        p = (acc[d] * n + 2.0) / (n + 4.0)
+        var += p * (1.0 - p) / (n + 4.0)
     return math.sqrt(var) / len(domains)
 
 

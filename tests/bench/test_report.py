@@ -150,10 +150,12 @@ def test_pareto_ignores_differences_within_the_test_set_noise() -> None:
     a, b = _pt(1.0, 0.9, 1000), _pt(1.0, 0.5, 1000)
     mark_pareto([a, b])
     assert a.pareto and not b.pareto
-    # binomial SE of a mean over two domains of 100 images at 50 %: sqrt(2 * 0.25 / 100) / 2
     from distill.bench.report import binomial_se
 
-    assert binomial_se({"a": 0.5, "b": 0.5}, {"a": 100, "b": 100}, ["a", "b"]) == pytest.approx(0.0353553, rel=1e-5)
+    # mean over two domains of 96 images at 50 %: p~ = 50/100, var = 2 * 0.25 / 100, SE = sqrt(var) / 2
+    assert binomial_se({"a": 0.5, "b": 0.5}, {"a": 96, "b": 96}, ["a", "b"]) == pytest.approx(0.0353553, rel=1e-5)
+    # 0 of 46 right: p~ = 2/50, SE = sqrt(0.04 * 0.96 / 50), not zero
+    assert binomial_se({"a": 0.0}, {"a": 46}, ["a"]) == pytest.approx(0.0277128, rel=1e-5)
     assert binomial_se({"a": 0.5}, None, ["a"]) is None
 
 
@@ -219,3 +221,15 @@ def test_layout_check_sees_an_overflow(chromium: str, tmp_path: Path) -> None:
     r = render(page, 800, chrome=chromium)
     assert any(p.startswith("text overflows td") for p in r.problems), r.problems
     assert any(p.startswith("chart label outside its chart") for p in r.problems), r.problems
+
+
+def test_labels_say_adapted_only_where_needed(tmp_path: Path) -> None:
+    write_run(tmp_path / "a", strategy="shot", acc={"noisy": 70.0}, seed=0, adapted_from="erm/checkpoints/best")
+    write_run(tmp_path / "b", strategy="shot", acc={"clean": 90.0, "dark": 80.0, "noisy": 60.0}, seed=0)
+    write_run(tmp_path / "c", strategy="erm", acc={"clean": 90.0, "dark": 80.0, "noisy": 50.0}, seed=0,
+              source=("clean",), target=("dark", "noisy"))
+    write_run(tmp_path / "d", strategy="erm", acc={"clean": 90.0, "dark": 80.0, "noisy": 55.0}, seed=0)
+    labels = {Path(r.dir).name: r.label for r in collect([tmp_path]).runs}
+    assert labels == {"a": "test_resnet (shot, adapted)", "b": "test_resnet (shot, source-trained)",
+                      "c": "test_resnet (erm; src clean; tgt dark+noisy)",
+                      "d": "test_resnet (erm; src clean+dark; tgt noisy)"}
