@@ -39,9 +39,9 @@ CHECK_JS = r"""
     if(s.scrollWidth>s.clientWidth+1){probs.push('section #'+s.id+' overflows its card: '+s.scrollWidth+' > '+s.clientWidth+' px');}});
   document.querySelectorAll('td,th,h1,h2,h3,p,summary,button,.pill,.legend span').forEach(function(el){
     if(el.scrollWidth>el.clientWidth+1){probs.push('text overflows '+say(el)+': '+el.scrollWidth+' > '+el.clientWidth+' px');}});
-  document.querySelectorAll('td').forEach(function(td){
-    var t=(td.textContent||'').trim();
-    if(t.length>=8&&td.clientWidth<56){probs.push('cell squeezed to '+td.clientWidth+' px: '+say(td));}});
+  document.querySelectorAll('td').forEach(function(td){  // a word of 8+ characters broken in a cell under 56 px
+    var longest=Math.max.apply(null,(td.textContent||'').split(/\s+/).map(function(w){return w.length;}));
+    if(longest>=8&&td.clientWidth<56){probs.push('cell squeezed to '+td.clientWidth+' px: '+say(td));}});
   document.querySelectorAll('svg').forEach(function(svg){
     var r=svg.getBoundingClientRect();
     if(r.width<40){return;}

@@ -10,6 +10,7 @@ import html
 import json
 import math
 import os
+import re
 from typing import Any
 
 from distill.bench.report import Z95, Point, ReportData, RunGroup, device_label, teacher_label
@@ -30,6 +31,9 @@ td.muted,td.path{overflow-wrap:anywhere}td.path{font-size:12px;color:#55606c;min
 td.flags{font-size:11px;overflow-wrap:anywhere;min-width:10em}td.label{min-width:9em}table.prov td{font-size:12px}
 td.src{background:#eaf1fb}span.legend-src{background:#eaf1fb;padding:0 4px;border-radius:3px}
 td.tm{font-weight:600}.sd{color:#6b7682;font-size:12px}
+table.acc thead th{font-size:12px}table.acc td.label{min-width:8em}
+ol.key{list-style:none;padding:0;margin:4px 0 10px;font-size:12px}ol.key li{margin:1px 0}
+ol.key b{display:inline-block;min-width:1.4em}
 tr.grp th{background:#fff;cursor:default;color:#38424e;font-size:13px;padding-top:12px;border-bottom:1px solid #c9d1da}.facts{font-size:13px;margin:4px 0 10px}
 svg.chart{width:100%;max-width:1000px;height:auto;display:block}
 header details{color:#b9c6d3;font-size:12px;margin-top:4px}header summary{padding:0}
@@ -74,6 +78,11 @@ JS = """
 
 def esc(x: Any) -> str:
     return html.escape(str(x), quote=True)
+
+
+def esc_wrap(x: Any) -> str:
+    """Escaped, with line-break opportunities after ``_`` ``/`` ``.`` ``-`` (long domain names, paths)."""
+    return re.sub(r"([_/.\-])", r"\1<wbr>", esc(x))
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -134,8 +143,22 @@ def text_width(text: str, size: float) -> float:
     return len(text) * size * 0.6
 
 
+def fit_text(text: str, max_px: float, size: float) -> str:
+    """``text`` cut with an ellipsis to fit ``max_px`` (by :func:`text_width`); the full text goes in a tooltip."""
+    if text_width(text, size) <= max_px:
+        return text
+    keep = max(1, int(max_px / (size * 0.6)) - 1)
+    return text[:keep] + "…"
+
+
 def _span(x: float, width: float, anchor: str) -> tuple[float, float]:
     return (x - width, x) if anchor == "end" else (x, x + width)
+
+
+def front_no(points: list[Point], p: Point) -> int:
+    """1, 2, ... for the Pareto points of ``points``, fastest first (0 for a point off the front)."""
+    front = sorted((q for q in points if q.pareto and q.score is not None), key=lambda q: q.latency["p50"])
+    return next((i + 1 for i, q in enumerate(front) if q is p), 0)
 
 
 def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
@@ -202,9 +225,9 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
                  f'opacity="{1 if p.pareto else 0.75}"')
         out.append(f'<g>{marker(SHAPES.get(p.runtime, "circle"), x, y, color(p.precision), attrs)}'
                    f'<title>{esc(tip)}</title></g>')
-        if p.pareto:
-            text = p.label
-            tw = text_width(text, 11)
+        if p.pareto:  # numbered; the key under the chart names them (long labels would cover other points)
+            text = str(front_no(pts, p))
+            tw = text_width(text, 12)
             anchor = "end" if x + 9 + tw > ml + w else "start"
             lx = max(x - 9, ml + 4 + tw) if anchor == "end" else x + 9
             ly = y - 8
@@ -217,8 +240,8 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
                 ly = max(b[1] for b in hit) + 13
             ly = min(max(ly, mt + 11), mt + h - 4)
             labels.append((lx, ly, tw, anchor, text))
-            out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="11" text-anchor="{anchor}" '
-                       f'fill="#1d232b">{esc(text)}</text>')
+            out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="12" font-weight="700" text-anchor="{anchor}" '
+                       f'fill="#1d232b">{esc(text)}<title>{esc(p.label)}</title></text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -248,7 +271,8 @@ def latency_svg(points: list[Point], width: int = 760) -> str:
         y = top + 25
         lat = p.latency
         c = color(p.precision)
-        out.append(f'<text x="{ml}" y="{top + 12}" font-size="11" fill="#1d232b">{esc(p.label)}</text>')
+        out.append(f'<text x="{ml}" y="{top + 12}" font-size="11" fill="#1d232b">{esc(fit_text(p.label, width - 2 * ml, 11))}'
+                   f'<title>{esc(p.label)}</title></text>')
         out.append(f'<rect x="{fx(0):.1f}" y="{y - 6:.1f}" width="{max(1.0, fx(lat["p50"]) - fx(0)):.1f}" height="12" '
                    f'fill="{c}" opacity="0.85"><title>{esc(p.label)}: p50 {lat["p50"]:.3g} ms</title></rect>')
         out.append(f'<line x1="{fx(lat["p50"]):.1f}" y1="{y:.1f}" x2="{fx(lat["p99"]):.1f}" y2="{y:.1f}" stroke="#1d232b"/>'
@@ -270,7 +294,7 @@ def _legend(points: list[Point]) -> str:
              for pr in precs]
     shapes = {"circle": "●", "square": "■", "diamond": "◆", "triangle": "▲"}
     items += [f'<span>{shapes[SHAPES.get(rt, "circle")]} {esc(rt)}</span>' for rt in rts]
-    return ('<div class="legend">' + "".join(items) + ' <span>outlined + labelled: Pareto front</span>'
+    return ('<div class="legend">' + "".join(items) + ' <span>outlined + numbered: Pareto front</span>'
             '<span>│ vertical bar: 95 % interval</span></div>')
 
 
@@ -296,20 +320,27 @@ def section_pareto(data: ReportData) -> str:
              'is at least as fast and not significantly less accurate: points whose intervals overlap this much are '
              'not told apart. Hover a point for details.</p>', _legend(data.points),
              '<div class="tabs">' + "".join(f'<button data-batch-tab="{b}">batch {b}</button>' for b in batches) + "</div>"]
+    several = len({p.device for p in data.points}) > 1  # one device: named once, above the chart
+    if not several:
+        parts.insert(2, f'<p class="note">Measured on {esc(data.points[0].device)}.</p>')
     for b in batches:
         pts = [p for p in data.points if p.batch == b]
         rows = "".join(
             f'<tr><td>{esc(p.student)}</td><td><span class="pill" style="background:{color(p.precision)}">'
-            f'{esc(p.precision)}</span></td><td>{esc(p.runtime)}</td><td>{esc(p.device)}</td>'
-            f'<td class="num" data-v="{p.latency["p50"]}">{p.latency["p50"]:.3g}</td>'
+            f'{esc(p.precision)}</span></td><td>{esc(p.runtime)}</td>'
+            + (f'<td>{esc(p.device)}</td>' if several else "")
+            + f'<td class="num" data-v="{p.latency["p50"]}">{p.latency["p50"]:.3g}</td>'
             f'<td class="num" data-v="{p.score if p.score is not None else -1}">{pct(p.score, 2)}'
             + (f'<span class="sd"> ±\u00a0{100 * Z95 * p.score_se:.2f}</span>' if p.score_se is not None else "") + '</td>'
-            f'<td>{"★" if p.pareto else ""}</td></tr>'
+            f'<td>{f"★ {front_no(pts, p)}" if p.pareto else ""}</td></tr>'
             for p in sorted(pts, key=lambda p: p.latency["p50"]))
+        key = "".join(f'<li><b>{front_no(pts, p)}</b> {esc(p.label)}</li>'
+                      for p in sorted((p for p in pts if p.pareto), key=lambda p: p.latency["p50"]))
         parts.append(f'<div data-batch-panel="{b}">{pareto_svg(pts)}'
-                     '<table class="sortable"><thead><tr><th>student</th><th>precision</th><th>runtime</th>'
-                     '<th>device</th><th>p50 ms</th><th>accuracy % (95 %)</th><th>front</th></tr></thead>'
-                     f'<tbody>{rows}</tbody></table></div>')
+                     + (f'<ol class="key" title="the Pareto front, fastest first">{key}</ol>' if key else "")
+                     + '<table class="sortable"><thead><tr><th>model</th><th>precision</th><th>runtime</th>'
+                     + ("<th>device</th>" if several else "") + '<th>p50 ms</th><th>accuracy % (95 %)</th>'
+                     f'<th>front</th></tr></thead><tbody>{rows}</tbody></table></div>')
     if data.unmatched:
         parts.append(f'<p class="note">{data.unmatched} record(s) have no matching accuracy (no export.json/summary.json '
                      'for their model among the inputs) and are not on the chart.</p>')
@@ -334,7 +365,7 @@ def _group_rows(groups: list[RunGroup], doms: list[str]) -> str:
         seeds = [s for s in g.seeds if s is not None]
         seed_note = f"seeds {', '.join(map(str, seeds))}" if seeds else "seed not recorded"
         tip = esc("; ".join(r.dir for r in g.runs))
-        rows.append(f'<tr><td class="label" title="{tip}">{esc(g.label)}</td><td class="num" title="{esc(seed_note)}">'
+        rows.append(f'<tr><td class="label" title="{tip}">{esc_wrap(g.label)}</td><td class="num" title="{esc(seed_note)}">'
                     f'{g.n}</td><td class="num tm" data-v="{g.target_mean if g.target_mean is not None else -1}">'
                     f'{_pm(g.target_mean, g.target_std)}</td>{cells}</tr>')
     return "".join(rows)
@@ -364,7 +395,7 @@ def _export_rows(data: ReportData, doms: list[str]) -> str:
                 cells.append(f'<td class="{cls}" data-v="{acc[d]}"{n}>{100 * acc[d]:.1f}{extra}</td>')
             tmean = (sum(acc[d] for d in targets) / len(targets)) if targets and all(d in acc for d in targets) else None
             prec = m["precision"] + (f"/{m['flavour']}" if m.get("flavour") else "")
-            rows.append(f'<tr><td class="label" title="{esc(ex["dir"])}/{esc(m["file"])}">{esc(data.export_label(e))} '
+            rows.append(f'<tr><td class="label" title="{esc(ex["dir"])}/{esc(m["file"])}">{esc_wrap(data.export_label(e))} '
                         f'<span class="pill" style="background:{color(prec)}">{esc(prec)}</span></td>'
                         f'<td class="num">–</td><td class="num tm" data-v="{tmean if tmean is not None else -1}">'
                         f'{pct(tmean)}</td>{"".join(cells)}</tr>')
@@ -383,7 +414,7 @@ def section_accuracy(data: ReportData) -> str:
                           + (f' <span class="muted">{note}</span>' if note else "") + f"</th></tr>{rows}</tbody>")
 
     body("Teacher (zero-shot)", "".join(
-        f'<tr><td class="label">{esc(t)}</td><td class="num">–</td><td class="num">–</td>'
+        f'<tr><td class="label">{esc_wrap(t)}</td><td class="num">–</td><td class="num">–</td>'
         + "".join(f'<td class="num" data-v="{zs[d]}">{100 * zs[d]:.1f}</td>' if d in zs else '<td class="num">–</td>'
                   for d in doms) + "</tr>"
         for t, zs in data.teachers.items()))
@@ -395,7 +426,7 @@ def section_accuracy(data: ReportData) -> str:
          "(red: more than 1 point lost)")
     if not bodies:
         return ""
-    head = "".join(f"<th>{esc(d)}</th>" for d in doms)
+    head = "".join(f"<th>{esc_wrap(d)}</th>" for d in doms)
     return ('<section id="accuracy"><h2>Per-domain accuracy (%)</h2><p class="note">Top-1 on each domain\'s test '
             'split. <span class="src legend-src">shaded</span>: a source (training) domain of that row; '
             '<b>target mean</b>: mean over the row\'s target domains, the number to rank by. Runs that differ only '

@@ -59,10 +59,11 @@ def report_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def write_run(run_dir: Path, *, strategy: str, acc: dict[str, float], seed: int, options: dict[str, Any] | None = None,
               source: tuple[str, ...] = ("clean", "dark"), target: tuple[str, ...] = ("noisy",),
-              adapted_from: str | None = None, zero_shot: dict[str, float] | None = None) -> Path:
+              adapted_from: str | None = None, zero_shot: dict[str, float] | None = None,
+              student: str = "test_resnet") -> Path:
     """RUN_DIR/summary.json + config.yaml as ``distill train`` / ``distill adapt`` write them (percentages)."""
     run_dir.mkdir(parents=True)
-    summary = {"strategy": strategy, "strategy_options": options or {}, "student": "test_resnet",
+    summary = {"strategy": strategy, "strategy_options": options or {}, "student": student,
                "teacher": {"arch": "ViT-test", "pretrained": "/models/teachers/open_clip_model.safetensors",
                            "sha256": "ab" * 32, "templates": ["a photo of a {}."]},
                "source_domains": list(source), "target_domains": list(target),
@@ -90,4 +91,59 @@ def grouped_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_run(work / f"erm-s{seed}", strategy="erm", acc={"clean": 95.0, "dark": 85.0, "noisy": n}, seed=seed)
     write_run(work / "sfda-s0", strategy="sfda", acc={"noisy": 75.0}, seed=0, options={"beta": 0.3},
               adapted_from=str(work / "erm-s0" / "checkpoints" / "best"), zero_shot={"noisy": 30.0})
+    return work
+
+
+STRESS_DOMAINS = ("womens_tops_and_blouses", "mens_outerwear_jackets", "footwear_sneakers", "accessories_bags",
+                  "studio_product_shots", "street_style_photos")
+
+
+@pytest.fixture(scope="session")
+def stress_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-domain set with long names: 3 option sets x 2 seeds of a long-named strategy, their exports
+    (fp32 + two int8 flavours) and bench records at two batch sizes: what makes labels and tables overflow."""
+    work = tmp_path_factory.mktemp("stress")
+    src, tgt = STRESS_DOMAINS[:4], STRESS_DOMAINS[4:]
+    records = []
+    for k, opts in enumerate([{"temperature": 4.0, "alpha": 0.9, "feature_weight": 0.0},
+                              {"temperature": 2.0, "alpha": 0.5, "feature_weight": 1.0},
+                              {"temperature": 8.0, "alpha": 0.9, "feature_weight": 0.25}]):
+        for seed in (0, 1):
+            acc = {d: 40.0 + 5 * k + 3 * seed + i for i, d in enumerate(STRESS_DOMAINS)}
+            run = write_run(work / "runs" / f"customkd-{k}-s{seed}", strategy="custom_feature_kd", acc=acc, seed=seed,
+                            options=opts, source=src, target=tgt, student="mobilenetv3_small_050",
+                            zero_shot={d: 30.0 + i for i, d in enumerate(STRESS_DOMAINS)})
+            if seed:
+                continue
+            ex = work / "exports" / f"customkd-{k}"
+            ex.mkdir(parents=True)
+            models = []
+            for j, (prec, flav) in enumerate([("fp32", None), ("int8", "ort-cpu"), ("int8", "tensorrt")]):
+                sha = f"{k}{j}" * 32
+                fname = f"model.{prec}{'-' + flav if flav else ''}.onnx"
+                models.append({"file": fname, "sha256": sha, "precision": prec, "flavour": flav,
+                               "target_runtime": flav, "accuracy": {d: acc[d] / 100 - 0.004 * j for d in acc},
+                               "drops_pts": {d: 0.4 * j for d in acc}, "fallback": {"triggered": False},
+                               "latency_check": {"ratio_vs_fp32": 1.3, "slower_than_fp32": True}})
+                for batch in (1, 32):
+                    lat = (0.183 + 0.05 * j + 0.02 * k) * batch ** 0.8
+                    records.append({"schema": "distill.bench/1", "model": str(ex / fname), "model_name": fname,
+                                    "model_sha256": sha, "model_meta": {"precision": prec}, "runtime": "ort-cpu",
+                                    "batch": batch, "threads": 4, "throughput_ips": batch * 1000 / lat,
+                                    "latency_ms": {"p50": lat, "p90": lat * 1.6, "p99": lat * 2.9, "min": lat * 0.9},
+                                    "device": {"cpu": {"model": "Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz",
+                                                       "usable_cores": 4,
+                                                       "flags": ["avx2", "avx512f", "avx512_vnni", "avx512_bf16",
+                                                                 "amx_tile", "amx_int8", "amx_bf16", "fma", "f16c"]},
+                                               "platform": "Linux-6.8.0-1015-aws-x86_64-with-glibc2.39"},
+                                    "versions": {"onnxruntime": "1.32.0", "torch": "2.13.0"}})
+            (ex / "export.json").write_text(json.dumps({
+                "format": "distill.export/1", "status": "ok", "student": "mobilenetv3_small_050",
+                "checkpoint": str(run / "checkpoints" / "best"), "models": models,
+                "provenance": {"strategy": "custom_feature_kd", "run": str(run), "checkpoint_sha256": "cd" * 32,
+                               "teacher": {"arch": "ViT-B-16", "pretrained": "laion2b_s34b_b88k"}},
+                "data": {"root": "/data/clothing-six-domains-v2", "fingerprint": "ef" * 32, "eval_count": {d: 500 for d in acc},
+                         "calib_domains": list(src), "target_domains": list(tgt)},
+                "versions": {"python": "3.11.7", "onnxruntime": "1.32.0", "onnx": "1.23.2", "torch": "2.13.0"}}))
+    (work / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return work
