@@ -13,7 +13,8 @@ import os
 import re
 from typing import Any
 
-from distill.bench.report import Z95, Point, ReportData, RunGroup, device_label, teacher_label
+from distill.bench.report import Z95, Point, ReportData, device_label
+from distill.bench.report_runs import RunGroup, teacher_label
 
 COLORS = {"fp32": "#1f6fb4", "fp16": "#2a9d3a", "int8/ort-cpu": "#f07f0e", "int8/tensorrt": "#c8302c", "int8": "#f07f0e"}
 SHAPES = {"torch": "square", "ort-cpu": "circle", "ort-cuda": "diamond", "ort-trt": "triangle", "tensorrt": "triangle"}

@@ -1,7 +1,8 @@
 """Render :class:`~distill.bench.report.ReportData` as a short Markdown summary (report.md)."""
 from __future__ import annotations
 
-from distill.bench.report import Z95, ReportData, RunGroup
+from distill.bench.report import Z95, ReportData
+from distill.bench.report_runs import RunGroup
 
 
 def _pct(x: float | None) -> str:
