@@ -4,7 +4,9 @@
 and hands them to :class:`Trainer`, a short loop over objects. Guarantees:
 
 - Exact resume. Each epoch's order (and each image's view) is a pure function of
-  ``(seed, epoch)``; checkpoints hold weights, optimizer, scheduler and RNG state plus the
+  ``(seed, epoch)``, and every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD
+  start) of ``(seed, epoch, step)``: the global RNGs are reseeded before each step and
+  DataLoaders draw from their own generators, never the global one; checkpoints hold weights, optimizer, scheduler and RNG state plus the
   position in the epoch. A run killed at any point (kill -9) and resumed with
   ``--resume RUN_DIR`` ends with the same metrics and bit-identical weights on CPU.
 - Checkpoints are versioned folders ``checkpoints/step-N/`` published by atomically
@@ -273,9 +275,12 @@ class Trainer:
             mine.extend(items[start:start + per_rank])
         spec = self.strategy.student.spec
         ds = TrainImages(s.dataset, mine, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
+        # an explicit generator: the iterator's base seed must not come from (and advance) the
+        # global RNG, or a resumed run would be one draw behind the uninterrupted one
         return DataLoader(ds, batch_size=per_rank, shuffle=False, num_workers=s.cfg.run.workers,
                           pin_memory=s.device.type == "cuda", drop_last=True,
-                          persistent_workers=False)
+                          persistent_workers=False, generator=torch.Generator().manual_seed(
+                              step_seed(s.cfg.run.seed, epoch, -2, s.dist.rank)))
 
     def _batch(self, pixels, labels, domain, index, view) -> Batch:
         dev = self.s.device
@@ -307,7 +312,9 @@ class Trainer:
         items = [Item(x, self.domain_index[x.domain], 0, None) for x in self.train_samples]
         spec = self.strategy.student.spec
         ds = TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
-        for pixels, labels, domain, index, view in DataLoader(ds, batch_size=batch_size, num_workers=s.cfg.run.workers):
+        gen = torch.Generator().manual_seed(s.cfg.run.seed)  # leaves the global RNG alone
+        for pixels, labels, domain, index, view in DataLoader(ds, batch_size=batch_size, num_workers=s.cfg.run.workers,
+                                                              generator=gen):
             yield self._batch(pixels, labels, domain, index, view)
 
     # -------------------------------------------------------------- main loop
@@ -323,6 +330,7 @@ class Trainer:
         t0 = time.time()
         while self.epoch < o.epochs:
             epoch = self.epoch
+            seed_step(cfg.run.seed, epoch, -1, s.dist.rank)  # the epoch hook's draws (if any)
             self.strategy.on_epoch_start(epoch)
             self.model.train()
             loader = self._loader(epoch, self.step_in_epoch)
@@ -334,6 +342,9 @@ class Trainer:
                            dynamic_ncols=True, leave=False)
             run_correct, run_seen = 0, 0
             for pixels, labels, domain, index, view in loader:
+                # every random draw of the step (dropout, masks, PGD starts) is a function of
+                # (seed, epoch, step): a resumed run replays it whatever ran before
+                seed_step(cfg.run.seed, epoch, self.step_in_epoch, s.dist.rank)
                 batch = self._batch(pixels, labels, domain, index, view)
                 with autocast:
                     out = self.model(batch)
@@ -492,6 +503,22 @@ def resolve_device(name: str, d: Dist) -> torch.device:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     return dev
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """A 63-bit seed that is a pure function of (run seed, epoch, step in epoch, rank)."""
+    words = [seed, epoch, step + 2, rank]  # step -1 (epoch hook) and -2 (loader) stay non-negative
+    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def seed_step(seed: int, epoch: int, step: int, rank: int = 0) -> None:
+    """Reseed the global RNGs (python, numpy, torch CPU + every CUDA device) for one training step."""
+    import random
+
+    s = step_seed(seed, epoch, step, rank)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)  # seeds the CUDA generators too
 
 
 def seed_everything(seed: int) -> None:
