@@ -78,7 +78,7 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     if caches:
         val_fraction = split_of_cache(caches[0])[2]
     if caches and (test_fraction is None or split_seed is None):
-        tf, ss, vf = split_of_cache(caches[0])
+        tf, ss, _ = split_of_cache(caches[0])
         test_fraction = tf if test_fraction is None else test_fraction
         split_seed = ss if split_seed is None else split_seed
     from distill.student.model import load_student

@@ -6,8 +6,8 @@ and hands them to :class:`Trainer`, a short loop over objects. Guarantees:
 - Exact resume. Each epoch's order (and each image's view) is a pure function of
   ``(seed, epoch)``, and every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD
   start) of ``(seed, epoch, step)``: the global RNGs are reseeded before each step and
-  DataLoaders draw from their own generators, never the global one; checkpoints hold weights, optimizer, scheduler and RNG state plus the
-  position in the epoch. A run killed at any point (kill -9) and resumed with
+  DataLoaders draw from their own generators, never the global one. Checkpoints hold weights,
+  optimizer, scheduler and RNG state plus the position in the epoch. A run killed at any point (kill -9) and resumed with
   ``--resume RUN_DIR`` ends with the same metrics and bit-identical weights on CPU.
 - Checkpoints are versioned folders ``checkpoints/step-N/`` published by atomically
   rewriting ``checkpoints/last.json``; ``checkpoints/best/`` holds the student with the best
