@@ -34,8 +34,8 @@ def source_domains_of(checkpoint: str | Path) -> list[str] | None:
     return list(doms) if doms else None
 
 
-def split_of_cache(cache: str | Path) -> tuple[float, int]:
-    """(test_fraction, split_seed) recorded in a cache manifest, so the run's split matches the cache's."""
+def split_of_cache(cache: str | Path) -> tuple[float, int, float]:
+    """(test_fraction, split_seed, val_fraction) recorded in a cache manifest, so the run's split matches the cache's."""
     from distill.teacher.cache_format import MANIFEST
     from distill.utils.io import read_json
 
@@ -43,7 +43,7 @@ def split_of_cache(cache: str | Path) -> tuple[float, int]:
     if not path.is_file():
         raise DistillError(f"{cache}: not a complete teacher cache (no {MANIFEST})")
     ds = read_json(path)["dataset"]
-    return float(ds["test_fraction"]), int(ds["split_seed"])
+    return float(ds["test_fraction"]), int(ds["split_seed"]), float(ds.get("val_fraction", 0.0))
 
 
 def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: str | Path,
@@ -74,8 +74,11 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     overlap = sorted(set(src) & set(targets))
     if overlap:
         raise DistillError(f"adapt: {overlap} are both source and target domains; a target must be unseen")
+    val_fraction = None
+    if caches:
+        val_fraction = split_of_cache(caches[0])[2]
     if caches and (test_fraction is None or split_seed is None):
-        tf, ss = split_of_cache(caches[0])
+        tf, ss, _ = split_of_cache(caches[0])
         test_fraction = tf if test_fraction is None else test_fraction
         split_seed = ss if split_seed is None else split_seed
     from distill.student.model import load_student
@@ -92,6 +95,8 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
         "run": {"out": str(out or Path("runs") / f"adapt-{strat['name']}-{'+'.join(targets)}"), "seed": 0,
                 "workers": 2, **(run or {})},
     }
+    if val_fraction is not None:
+        cfg["data"]["val_fraction"] = val_fraction
     if caches:
         cfg["cache"] = str(caches[0]) if len(caches) == 1 else [str(c) for c in caches]
     return cfg

@@ -26,7 +26,8 @@ class DataConfig(_Strict):
     class_map: Path | None = None  # folder -> class name map (default ROOT/classnames.yaml)
     test_fraction: float = Field(0.3, ge=0.0, lt=1.0)
     split_seed: int = 0
-    skip_bad: bool = False  # skip undecodable images instead of stopping
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # share of train held out for model selection
+    skip_bad: bool = False  # skip undecodable images (listed once) instead of stopping
 
 
 class TeacherConfig(_Strict):

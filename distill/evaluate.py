@@ -32,12 +32,12 @@ class DomainEvaluator:
         dataset: the data set.
         domains: domains to evaluate.
         transform: PIL -> normalized tensor (the student's eval preprocessing).
-        split: "test" (default) or "train".
+        split: "test" (default), "val" (model selection) or "train".
     """
 
     def __init__(self, dataset: DomainFolder, domains: Sequence[str], transform: Callable, split: str = "test",
                  batch_size: int = 256, workers: int = 0):
-        self.domains = list(domains)
+        self.domains, self.split = list(domains), split
         self._data: dict[str, tuple[Tensor, Tensor]] = {}
         for d in self.domains:
             samples = dataset.select([d], split)

@@ -4,13 +4,20 @@
 and hands them to :class:`Trainer`, a short loop over objects. Guarantees:
 
 - Exact resume. Each epoch's order (and each image's view) is a pure function of
-  ``(seed, epoch)``; checkpoints hold weights, optimizer, scheduler and RNG state plus the
-  position in the epoch. A run killed at any point (kill -9) and resumed with
+  ``(seed, epoch)``, and every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD
+  start) of ``(seed, epoch, step)``: the global RNGs are reseeded before each step and
+  DataLoaders draw from their own generators, never the global one. Checkpoints hold weights,
+  optimizer, scheduler and RNG state plus the position in the epoch. A run killed at any point (kill -9) and resumed with
   ``--resume RUN_DIR`` ends with the same metrics and bit-identical weights on CPU.
 - Checkpoints are versioned folders ``checkpoints/step-N/`` published by atomically
   rewriting ``checkpoints/last.json``; ``checkpoints/best/`` holds the student with the best
-  *source*-domain test accuracy (training-domain validation, as in DomainBed: choosing by
-  target accuracy would peek at the unseen domains).
+  accuracy on the source domains' *validation* split (training-domain validation, as in
+  DomainBed: a share of train carved out by the split hash). Test accuracy of every domain is
+  reported each epoch and never selected on; a run without source validation images (a
+  source-free adaptation, or ``data.val_fraction: 0``) keeps its last epoch.
+- Bad images: a cache's skipped list (``cache build --skip-bad``) is left out of training and
+  evaluation; ``data.skip_bad`` (``--skip-bad``) scans the domains no cache covers. Every
+  skipped file is listed once (one warning line, and ``summary.json``'s ``skipped_images``).
 - Strategies that need only cached outputs never build a teacher, and training refuses to
   start when the cache's identity (teacher, preprocessing, classes, data) does not match.
 - DDP under ``torchrun``: the global batch is split across ranks. On GPU, BatchNorm becomes
@@ -20,6 +27,7 @@ and hands them to :class:`Trainer`, a short loop over objects. Guarantees:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import shutil
@@ -187,6 +195,7 @@ class TrainSetup:
     teacher_zero_shot: dict[str, float]
     provenance: dict[str, Any]
     adversarial: Any = None  # distill.teacher.cache_adv.AdversarialViews when needs.cached_adversarial
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (relpath, reason) left out
 
 
 class Trainer:
@@ -228,6 +237,11 @@ class Trainer:
         eval_domains = setup.target if setup.strategy.needs.target_data else setup.source + setup.target
         self.evaluator = DomainEvaluator(setup.dataset, eval_domains, self.strategy.student.preprocess(),
                                          workers=0) if setup.dist.main else None
+        # model selection: the source domains' validation split (never test; none for a source-free run)
+        self.val_evaluator = None
+        if setup.dist.main and not setup.strategy.needs.target_data:
+            self.val_evaluator = DomainEvaluator(setup.dataset, setup.source, self.strategy.student.preprocess(),
+                                                 split="val", workers=0)
         ctx = self.strategy.ctx
         ctx.iterate_train, ctx.num_train, ctx.num_samples = self._clean_batches, len(self.train_samples), len(setup.dataset)
         self.history: list[dict[str, Any]] = []
@@ -273,9 +287,12 @@ class Trainer:
             mine.extend(items[start:start + per_rank])
         spec = self.strategy.student.spec
         ds = TrainImages(s.dataset, mine, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
+        # an explicit generator: the iterator's base seed must not come from (and advance) the
+        # global RNG, or a resumed run would be one draw behind the uninterrupted one
         return DataLoader(ds, batch_size=per_rank, shuffle=False, num_workers=s.cfg.run.workers,
                           pin_memory=s.device.type == "cuda", drop_last=True,
-                          persistent_workers=False)
+                          persistent_workers=False, generator=torch.Generator().manual_seed(
+                              step_seed(s.cfg.run.seed, epoch, -2, s.dist.rank)))
 
     def _batch(self, pixels, labels, domain, index, view) -> Batch:
         dev = self.s.device
@@ -307,7 +324,9 @@ class Trainer:
         items = [Item(x, self.domain_index[x.domain], 0, None) for x in self.train_samples]
         spec = self.strategy.student.spec
         ds = TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
-        for pixels, labels, domain, index, view in DataLoader(ds, batch_size=batch_size, num_workers=s.cfg.run.workers):
+        gen = torch.Generator().manual_seed(s.cfg.run.seed)  # leaves the global RNG alone
+        for pixels, labels, domain, index, view in DataLoader(ds, batch_size=batch_size, num_workers=s.cfg.run.workers,
+                                                              generator=gen):
             yield self._batch(pixels, labels, domain, index, view)
 
     # -------------------------------------------------------------- main loop
@@ -323,6 +342,7 @@ class Trainer:
         t0 = time.time()
         while self.epoch < o.epochs:
             epoch = self.epoch
+            seed_step(cfg.run.seed, epoch, -1, s.dist.rank)  # the epoch hook's draws (if any)
             self.strategy.on_epoch_start(epoch)
             self.model.train()
             loader = self._loader(epoch, self.step_in_epoch)
@@ -334,6 +354,9 @@ class Trainer:
                            dynamic_ncols=True, leave=False)
             run_correct, run_seen = 0, 0
             for pixels, labels, domain, index, view in loader:
+                # every random draw of the step (dropout, masks, PGD starts) is a function of
+                # (seed, epoch, step): a resumed run replays it whatever ran before
+                seed_step(cfg.run.seed, epoch, self.step_in_epoch, s.dist.rank)
                 batch = self._batch(pixels, labels, domain, index, view)
                 with autocast:
                     out = self.model(batch)
@@ -384,11 +407,12 @@ class Trainer:
                         if k != "epoch":
                             writer.add_scalar(f"eval/{k}", v, self.global_step)
                     writer.flush()
-                # selection on source test accuracy; a source-free run sees no source data and
-                # must not peek at target labels, so it keeps its last epoch
-                improved = row["source_acc"] > self.best if not math.isnan(row["source_acc"]) else True
+                # selection on source validation accuracy; without it (a source-free run sees no
+                # source data and must not peek at target labels) the last epoch is kept
+                val = row["source_val_acc"]
+                improved = val > self.best if not math.isnan(val) else True
                 if improved:
-                    self.best = row["source_acc"]
+                    self.best = val if not math.isnan(val) else self.best
                     self.ckpt.save_best(self.strategy, {**s.provenance, "epoch": epoch + 1, "metrics": row})
                 print(self._epoch_line(row, improved))
             self._save()
@@ -405,6 +429,7 @@ class Trainer:
             return {}
         self.strategy.eval()
         acc = self.evaluator(self.strategy.predict, self.s.device)
+        val = self.val_evaluator(self.strategy.predict, self.s.device) if self.val_evaluator is not None else {}
         self.strategy.train()
         src = [acc[d] for d in self.s.source if d in acc]
         tgt = [acc[d] for d in self.s.target if d in acc]
@@ -412,12 +437,15 @@ class Trainer:
         row.update({f"acc/{d}": round(v, 4) for d, v in acc.items()})
         row["source_acc"] = round(float(np.mean(src)), 4) if src else float("nan")
         row["target_acc"] = round(float(np.mean(tgt)), 4) if tgt else 0.0
+        row.update({f"val/{d}": round(v, 4) for d, v in val.items()})
+        row["source_val_acc"] = round(float(np.mean(list(val.values()))), 4) if val else float("nan")
         return row
 
     def _epoch_line(self, row: dict[str, Any], improved: bool) -> str:
         doms = "  ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc/"))
         src = "-" if math.isnan(row["source_acc"]) else f"{row['source_acc']:.1f}"
-        return (f"epoch {row['epoch']}: source {src}  target {row['target_acc']:.1f}  |  {doms}"
+        val = "-" if math.isnan(row["source_val_acc"]) else f"{row['source_val_acc']:.1f}"
+        return (f"epoch {row['epoch']}: source val {val}  |  test: source {src}  target {row['target_acc']:.1f}  |  {doms}"
                 + ("  (best)" if improved else ""))
 
     def _write_metrics(self) -> None:
@@ -434,8 +462,9 @@ class Trainer:
         atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
 
     def _best_epoch(self) -> int:
-        rows = [r for r in self.history if not math.isnan(r["source_acc"])]
-        return max(rows, key=lambda r: r["source_acc"])["epoch"] if rows else self.history[-1]["epoch"]
+        """The selected epoch: best source validation accuracy (first of ties), else the last."""
+        rows = [r for r in self.history if not math.isnan(r["source_val_acc"])]
+        return max(rows, key=lambda r: r["source_val_acc"])["epoch"] if rows else self.history[-1]["epoch"]
 
     def _robust_eval(self) -> dict[str, Any]:
         """PGD / corruption accuracy of the best checkpoint on the evaluated domains (config ``robust``)."""
@@ -464,6 +493,10 @@ class Trainer:
             "target_domains": s.target,
             "trained_on": self.train_domains,
             "best_epoch": best_row["epoch"],
+            "selected_on": ("source validation accuracy" if not math.isnan(best_row["source_val_acc"])
+                            else "last epoch (no source validation images)"),
+            "val_acc": {k[4:]: v for k, v in best_row.items() if k.startswith("val/")},
+            "source_val_acc": None if math.isnan(best_row["source_val_acc"]) else best_row["source_val_acc"],
             "test_acc": {k[4:]: v for k, v in best_row.items() if k.startswith("acc/")},
             "source_acc": None if math.isnan(best_row["source_acc"]) else best_row["source_acc"],
             "target_acc": best_row["target_acc"],
@@ -473,6 +506,7 @@ class Trainer:
             "teacher_flops": s.provenance.get("teacher_flops"),
             "checkpoint": str(self.ckpt.dir / "best"),
             "train_seconds_this_session": round(seconds, 1),
+            "skipped_images": [{"path": p, "reason": why} for p, why in s.skipped],
         }
         if robust is not None:
             summary["robust"] = robust
@@ -492,6 +526,22 @@ def resolve_device(name: str, d: Dist) -> torch.device:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     return dev
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """A 63-bit seed that is a pure function of (run seed, epoch, step in epoch, rank)."""
+    words = [seed, epoch, step + 2, rank]  # step -1 (epoch hook) and -2 (loader) stay non-negative
+    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def seed_step(seed: int, epoch: int, step: int, rank: int = 0) -> None:
+    """Reseed the global RNGs (python, numpy, torch CPU + every CUDA device) for one training step."""
+    import random
+
+    s = step_seed(seed, epoch, step, rank)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)  # seeds the CUDA generators too
 
 
 def seed_everything(seed: int) -> None:
@@ -523,7 +573,8 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
     seed_everything(cfg.run.seed)
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    dataset = DomainFolder(cfg.data.root, cfg.data.class_map, cfg.data.test_fraction, cfg.data.split_seed)
+    dataset = DomainFolder(cfg.data.root, cfg.data.class_map, cfg.data.test_fraction, cfg.data.split_seed,
+                           cfg.data.val_fraction)
     source = dataset.check_domains(cfg.data.source)
     target = dataset.check_domains(cfg.data.target) if cfg.data.target is not None else [
         x for x in dataset.domains if x not in source]
@@ -559,6 +610,10 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
             raise DistillError(f"cache {path}: its views differ from the first cache's ({'; '.join(diffs)}); "
                                "several teachers must be cached with the same --views, --seed and crop settings "
                                "so that every row describes the same image view")
+    skipped = _skip_bad_images(dataset, caches, source + target, cfg.data.skip_bad)
+    if skipped and d.main:
+        print(f"warning: {len(skipped)} undecodable image(s) left out of training and evaluation: "
+              + ", ".join(f"{p} ({why})" for p, why in skipped))
     if needs.online_teacher and teacher is None:
         from distill.teacher import Teacher
         from distill.teacher.prompts import DEFAULT_TEMPLATES
@@ -621,7 +676,19 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
         provenance["adversarial_views"] = {k: adversarial.manifest[k] for k in ("views", "epsilon", "steps",
                                                                               "step_size", "seed", "objective")}
     return TrainSetup(cfg, dataset, source, target, strategy, caches, views, view_cfg, view_seed, device, d, zs,
-                      provenance, adversarial)
+                      provenance, adversarial, skipped)
+
+
+def _skip_bad_images(dataset: DomainFolder, caches: list, domains: list[str], scan: bool) -> list[tuple[str, str]]:
+    """Exclude the caches' skipped images (always: the cache has no row for them) and, with ``scan``
+    (``data.skip_bad``), every undecodable image of the domains no cache covers. Returns them."""
+    out = []
+    for c in caches:
+        out += dataset.exclude((k["path"], k["reason"]) for k in c.manifest.get("skipped", []))
+    if scan:
+        covered = set(caches[0].domains) if caches else set()
+        out += dataset.skip_undecodable([x for x in domains if x not in covered])
+    return out
 
 
 def run_training(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, metavar="RUN", help="run directory (default runs/adapt-STRATEGY-TARGETS)")
     p.add_argument("--source-domains", metavar="a,b",
                    help="the checkpoint's source domains, if its student.json does not record them")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave undecodable target images out (listed once); a cache's skipped images always are")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. optim.epochs=20 or strategy.teacher_weight=0.5 (repeatable)")
     p.set_defaults(func=_run)
@@ -51,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     src = [d.strip() for d in args.source_domains.split(",") if d.strip()] if args.source_domains else None
     base = adapt_recipe(args.source_checkpoint, targets, args.data, args.cache, args.strategy, args.out,
                         source_domains=src)
-    cfg = load_train_config(None, args.overrides, base=base)
+    cfg = load_train_config(None, args.overrides + (["data.skip_bad=true"] if args.skip_bad else []), base=base)
     summary = run_training(cfg)
     if summary:
         accs = "  ".join(f"{d} {v:.1f}" for d, v in summary["test_acc"].items())

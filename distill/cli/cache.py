@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--domains", metavar="a,b", help="comma-separated domains to cache (default: all)")
     b.add_argument("--test-fraction", type=float, default=0.3, metavar="F", help="held-out fraction per domain (0.3)")
     b.add_argument("--split-seed", type=int, default=0, metavar="S", help="seed of the train/test split hash (0)")
+    b.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+                   help="share of the train split held out for model selection (0.1)")
     b.add_argument("--views", type=int, default=1, metavar="K", help="rows per image: 1 clean + K-1 augmented (1)")
     b.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the augmented views (0)")
     b.add_argument("--crop-scale", default="0.25,1.0", metavar="LO,HI", help="random crop area range (0.25,1.0)")
@@ -100,7 +102,7 @@ def _build(args: argparse.Namespace) -> int:
     augment = ViewConfig(scale=_pair(args.crop_scale, "--crop-scale"), ratio=_pair(args.crop_ratio, "--crop-ratio"),
                          hflip=args.hflip)
     dataset = DomainFolder(args.data, class_map=args.class_map, test_fraction=args.test_fraction,
-                           split_seed=args.split_seed)
+                           split_seed=args.split_seed, val_fraction=args.val_fraction)
     domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
     templates = _read_templates(args.templates_file)
     device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")

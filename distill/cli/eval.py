@@ -20,12 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="student checkpoint folder")
     p.add_argument("--data", required=True, type=Path, metavar="ROOT", help="dataset root (ROOT/DOMAIN/CLASS/image)")
     p.add_argument("--domains", metavar="a,b", help="comma-separated domains (default: all under ROOT)")
-    p.add_argument("--split", choices=("test", "train"), default="test", help="which split to evaluate (test)")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to evaluate (test)")
     p.add_argument("--test-fraction", type=float, default=0.3, metavar="F",
                    help="held-out fraction per domain; must match training (0.3)")
     p.add_argument("--split-seed", type=int, default=0, metavar="S",
                    help="seed of the split hash; must match training (0)")
+    p.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+                   help="share of train held out as val; must match training (0.1)")
     p.add_argument("--class-map", metavar="F", help="class-name map (default ROOT/classnames.yaml)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave undecodable images out (listed once on stderr) instead of stopping")
     p.add_argument("--pgd-eps", action="append", default=None, metavar="EPS",
                    help="L-inf radius in pixel units, e.g. 2/255; comma-separated or repeated for several; 0 or none "
                         "skips the attack (default 2/255)")
@@ -82,15 +86,22 @@ def _run(args: argparse.Namespace) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     student = load_student(args.checkpoint).to(device)
-    dataset = DomainFolder(args.data, args.class_map, args.test_fraction, args.split_seed)
+    dataset = DomainFolder(args.data, args.class_map, args.test_fraction, args.split_seed, args.val_fraction)
     if student.spec.class_names != dataset.classes:
         raise DistillError(f"{args.checkpoint}: the checkpoint's classes ({len(student.spec.class_names)}) differ from "
                            f"{args.data}'s ({len(dataset.classes)}); evaluate on the data it was trained for")
     domains = dataset.check_domains([d.strip() for d in args.domains.split(",") if d.strip()]) if args.domains \
         else dataset.domains
+    skipped = dataset.skip_undecodable(domains, args.split) if args.skip_bad else []
+    if skipped:
+        import sys
+
+        print(f"warning: {len(skipped)} undecodable image(s) skipped: "
+              + ", ".join(f"{p} ({why})" for p, why in skipped), file=sys.stderr)
     ev = RobustEvaluator(dataset, domains, student.spec, settings, split=args.split)
     results = ev(student, device)
     report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+              "skipped_images": [{"path": p, "reason": why} for p, why in skipped],
               "settings": settings.to_dict(), "domains": results}
     if args.json:
         print(json.dumps(report, indent=2))

@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-flavour", default="ort-cpu",
                    help="ort-cpu (u8 activations, fast on onnxruntime CPU) | tensorrt (symmetric s8) | both")
     p.add_argument("--max-drop", type=float, default=1.0,
-                   help="max int8 accuracy drop per domain, in points vs fp32; beyond it sensitive layers stay "
-                        "float (default: 1.0)")
+                   help="max int8 top-1 disagreement with fp32 per domain, in points, on the calibration images "
+                        "(label-free; it bounds the accuracy drop); beyond it sensitive layers stay float (default: 1.0)")
     p.add_argument("--reduce-range", action="store_true",
                    help="ort-cpu flavour: 7-bit weights, avoids int16 saturation on x86 CPUs without VNNI")
     p.add_argument("--max-fallback-layers", type=int, default=10,
@@ -66,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dataset split used in training (default: the run's config.yaml, else 0.3)")
     p.add_argument("--split-seed", type=int, default=None,
                    help="dataset split seed used in training (default: the run's config.yaml, else 0)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="share of train held out as val in training (default: the run's config.yaml, else 0.1)")
     p.add_argument("--class-map", default=None, help="folder -> class name map (default: the run's, else "
                    "ROOT/classnames.yaml)")
     p.set_defaults(func=run, _parser=p)
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset, exporter=args.exporter, with_embedding=args.embedding, latency_batch=args.latency_batch,
         latency_iters=args.latency_iters, threads=args.threads, trt_batches=_batches(args.trt_batches),
         build_engines=not args.no_build_engine, reduce_range=args.reduce_range, test_fraction=args.test_fraction, split_seed=args.split_seed,
+        val_fraction=args.val_fraction,
         class_map=args.class_map)
     report = export_checkpoint(args.checkpoint, args.out, cfg)
     for m in report["models"]:

@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--data", required=True, metavar="ROOT", help="dataset root laid out as ROOT/DOMAIN/CLASS/image")
     ev.add_argument("--templates-file", metavar="F", help="prompt templates with one '{}': a text file (one per line) "
                     "or JSON (a list, or an object with a 'templates' list such as teacher.json)")
-    ev.add_argument("--split", choices=("test", "train", "all"), default="test", help="which split to score (default: test)")
+    ev.add_argument("--split", choices=("test", "val", "train", "all"), default="test", help="which split to score (default: test)")
     ev.add_argument("--domains", nargs="+", metavar="D", help="domains to score (default: all)")
     ev.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map "
                     "(default: ROOT/classnames.yaml if present)")

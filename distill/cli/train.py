@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config key, e.g. optim.lr=3e-4 or data.target=[mnist_m] (repeatable)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (uses RUN_DIR/config.yaml)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave undecodable images out (listed once), same as --set data.skip_bad=true; a cache's "
+                        "skipped images are always left out")
     p.add_argument("--list-strategies", action="store_true", help="print the registered strategies and exit")
     p.set_defaults(func=_run, _parser=p)
 
@@ -37,13 +40,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.config is not None:
             raise DistillError("--resume uses RUN_DIR/config.yaml; do not pass --config with it")
-        if args.overrides:
-            raise DistillError("--resume continues the run exactly as configured; --set is not allowed with it")
+        if args.overrides or args.skip_bad:
+            raise DistillError("--resume continues the run exactly as configured; --set and --skip-bad are not "
+                               "allowed with it")
         cfg = load_train_config(args.resume / "config.yaml")
     elif args.config is None:
         raise DistillError("pass --config FILE.yaml (or --resume RUN_DIR)")
     else:
-        cfg = load_train_config(args.config, args.overrides)
+        cfg = load_train_config(args.config, args.overrides + (["data.skip_bad=true"] if args.skip_bad else []))
     from distill.train import run_training
 
     summary = run_training(cfg, resume=args.resume is not None)

@@ -8,6 +8,13 @@
   or differ per domain (``auto: car``); the mapped names are the words put in prompts.
 - Split: an image is in ``test`` when a hash of ``seed:DOMAIN/CLASS/file`` falls below
   ``test_fraction``; it never depends on scan order, machine or the other files present.
+  ``val`` is carved from the rest by the same hash: the next ``val_fraction`` of the train
+  share (default 0.1 of train), so the test split is the same whatever ``val_fraction`` is.
+  Model selection reads ``val`` only; ``test`` is reported, never selected on.
+- Bad images: :meth:`DomainFolder.exclude` (a cache's skipped list) or
+  :meth:`DomainFolder.skip_undecodable` (a scan that decodes every image) take files out of
+  :meth:`select`; sample indices and the fingerprint stay those of the full file list, so a
+  cache built with ``--skip-bad`` still matches.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ from typing import Iterable
 from distill.data.images import IMAGE_EXTENSIONS
 from distill.errors import DistillError
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,7 @@ class Sample:
     domain: str
     class_name: str
     label: int
-    split: str  # "train" | "test"
+    split: str  # "train" | "val" | "test"
     size: int  # bytes on disk, part of the dataset fingerprint
 
 
@@ -65,11 +72,17 @@ def load_class_map(path: str | Path | None) -> dict[str, str]:
     return out
 
 
-def split_of(relpath: str, test_fraction: float, seed: int = 0) -> str:
-    """Deterministic split for one image from a hash of its relative path."""
+def split_of(relpath: str, test_fraction: float, seed: int = 0, val_fraction: float = 0.1) -> str:
+    """Deterministic split for one image from a hash of its relative path.
+
+    ``u`` uniform in [0, 1) from the hash: ``test`` below ``test_fraction``, ``val`` in the next
+    ``val_fraction * (1 - test_fraction)``, else ``train``.
+    """
     h = hashlib.sha1(f"{seed}:{relpath}".encode()).digest()
     u = int.from_bytes(h[:8], "big") / 2**64
-    return "test" if u < test_fraction else "train"
+    if u < test_fraction:
+        return "test"
+    return "val" if u < test_fraction + val_fraction * (1.0 - test_fraction) else "train"
 
 
 class DomainFolder:
@@ -80,6 +93,7 @@ class DomainFolder:
         class_map: optional ``folder -> class name`` mapping (see module docstring).
         test_fraction: fraction of each domain's images held out as ``test``.
         split_seed: seed of the split hash.
+        val_fraction: fraction of each domain's non-test images held out as ``val``.
     """
 
     def __init__(
@@ -88,18 +102,23 @@ class DomainFolder:
         class_map: dict[str, str] | str | Path | None = None,
         test_fraction: float = 0.3,
         split_seed: int = 0,
+        val_fraction: float = 0.1,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DistillError(f"{self.root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
         if not 0.0 <= test_fraction < 1.0:
             raise DistillError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise DistillError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if class_map is None and (self.root / "classnames.yaml").is_file():
             class_map = self.root / "classnames.yaml"
         self.class_map_source = str(class_map) if isinstance(class_map, (str, Path)) else None
         self.class_map = class_map if isinstance(class_map, dict) else load_class_map(class_map)
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
+        self.val_fraction = float(val_fraction)
+        self.excluded: dict[str, str] = {}  # relpath -> why (undecodable): left out of select()
 
         self.domains: list[str] = sorted(
             d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
@@ -119,7 +138,7 @@ class DomainFolder:
         label_of = {c: i for i, c in enumerate(self.classes)}
         found.sort(key=lambda t: t[0])
         self.samples: list[Sample] = [
-            Sample(i, rel, dom, cname, label_of[cname], split_of(rel, self.test_fraction, self.split_seed), size)
+            Sample(i, rel, dom, cname, label_of[cname], split_of(rel, self.test_fraction, self.split_seed, self.val_fraction), size)
             for i, (rel, dom, cname, size) in enumerate(found)
         ]
 
@@ -137,7 +156,33 @@ class DomainFolder:
         if split is not None and split not in SPLITS:
             raise DistillError(f"split must be one of {SPLITS}, got '{split}'")
         keep = set(self.check_domains(domains)) if domains is not None else set(self.domains)
-        return [s for s in self.samples if s.domain in keep and (split is None or s.split == split)]
+        return [s for s in self.samples if s.domain in keep and (split is None or s.split == split)
+                and s.relpath not in self.excluded]
+
+    # ------------------------------------------------------------------ bad images
+    def exclude(self, skipped: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Leave these ``(relpath, reason)`` files out of :meth:`select`; returns the newly excluded."""
+        new = [(r, why) for r, why in skipped if r not in self.excluded]
+        self.excluded.update(new)
+        return new
+
+    def skip_undecodable(self, domains: Iterable[str] | None = None, split: str | None = None
+                         ) -> list[tuple[str, str]]:
+        """Decode every selected image once and exclude those that fail; returns ``(relpath, reason)``.
+
+        This costs one full decode of the selection: a cache built with ``--skip-bad`` already
+        lists its bad files (see :meth:`exclude`), so a run with a cache scans only what the
+        cache does not cover.
+        """
+        from distill.data.images import BadImageError, load_rgb
+
+        bad = []
+        for s in self.select(domains, split):
+            try:
+                load_rgb(self.path(s))
+            except BadImageError as e:
+                bad.append((s.relpath, e.reason))
+        return self.exclude(bad)
 
     def path(self, sample: Sample) -> Path:
         return self.root / sample.relpath
@@ -147,14 +192,16 @@ class DomainFolder:
         """sha256 over the selected file list and sizes, the class list and the split rule."""
         h = hashlib.sha256()
         h.update(json.dumps({"classes": self.classes, "test_fraction": self.test_fraction,
-                             "split_seed": self.split_seed}, sort_keys=True).encode())
-        for s in self.select(domains):
+                             "split_seed": self.split_seed, "val_fraction": self.val_fraction},
+                            sort_keys=True).encode())
+        keep = set(self.check_domains(domains)) if domains is not None else set(self.domains)
+        for s in (s for s in self.samples if s.domain in keep):  # excluded files included: identity of the tree
             h.update(f"{s.relpath}\t{s.size}\t{s.class_name}\n".encode())
         return h.hexdigest()
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """``{domain: {"train": n, "test": n}}``."""
-        out: dict[str, dict[str, int]] = {d: {"train": 0, "test": 0} for d in self.domains}
+        """``{domain: {"train": n, "val": n, "test": n}}``."""
+        out: dict[str, dict[str, int]] = {d: {"train": 0, "val": 0, "test": 0} for d in self.domains}
         for s in self.samples:
             out[s.domain][s.split] += 1
         return out

@@ -73,6 +73,13 @@ def accuracy_by_domain(logits: np.ndarray, images: ImageSet) -> dict[str, float]
     return out
 
 
+def disagreement_by_domain(reference: np.ndarray, logits: np.ndarray, images: ImageSet) -> dict[str, float]:
+    """Top-1 disagreement with ``reference`` logits per domain, in points (100 x share of images whose
+    predicted class differs). Label-free; it bounds the accuracy change: |acc - acc_ref| <= disagreement."""
+    diff = reference.argmax(1) != logits.argmax(1)
+    return {d: 100.0 * float(diff[images.domains == d].mean()) for d in images.domain_names}
+
+
 def drops_in_points(reference: dict[str, float], other: dict[str, float]) -> dict[str, float]:
     """Accuracy drop per domain in percentage points (positive = worse than reference)."""
     return {d: 100.0 * (reference[d] - other[d]) for d in reference if d in other}

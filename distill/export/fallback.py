@@ -1,4 +1,4 @@
-"""Keep the int8-sensitive layers in float until every domain is within the accuracy budget.
+"""Keep the int8-sensitive layers in float until every domain is within the budget — without labels.
 
 1. Sensitivity: quantize with one Conv/Gemm/MatMul left in float at a time (the calibration
    cache makes each variant a quantization pass, not a calibration) and measure how much
@@ -7,11 +7,14 @@
    vs. the fully int8 model (KL weighs errors by how much they move the class probabilities,
    unlike a raw logit MSE).
 2. Greedy: in that order, try keeping each layer in float on top of those already kept;
-   re-quantize and evaluate every domain's test accuracy. A layer stays in float only if it
-   lowers the worst domain drop (ties: the mean drop) — on small test sets a layer can make
-   things worse, and paying its latency for nothing is the wrong trade. Stop when no domain
-   drops more than ``max_drop`` points vs fp32, when ``max_layers`` layers are kept, or after
-   ``max_trials`` tries; the best variant seen is kept and reported.
+   re-quantize and measure, per domain, the top-1 *disagreement* with the fp32 model on the
+   calibration images (the measure the caller passes; the pipeline's is label-free, so no test
+   label — and no target label of a source-free run — decides anything; the disagreement bounds
+   the accuracy drop). A layer stays in float only if it lowers the worst domain's
+   disagreement (ties: the mean) — paying a layer's latency for nothing is the wrong trade.
+   Stop when no domain disagrees on more than ``max_drop`` points, when ``max_layers`` layers
+   are kept, or after ``max_trials`` tries; the best variant seen is kept and reported. Test
+   accuracy is measured afterwards, for the report only.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distill.export.evaluate import accuracy_by_domain, drops_in_points, predict_onnx
+from distill.export.evaluate import predict_onnx
 from distill.export.images import ImageSet
 
 
@@ -33,8 +36,7 @@ class FallbackResult:
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     satisfied: bool = False
-    accuracy: dict[str, float] = field(default_factory=dict)
-    drops_pts: dict[str, float] = field(default_factory=dict)
+    disagreement_pts: dict[str, float] = field(default_factory=dict)  # of the chosen variant, per domain
 
 
 def kl_divergence(ref_logits: np.ndarray, logits: np.ndarray) -> float:
@@ -74,20 +76,22 @@ def rank_layers(quantize_excluding: Callable[[list[str]], Path], candidates: lis
 
 
 def _score(drops: dict[str, float]) -> tuple[float, float]:
-    """(worst, mean) drop: what the greedy search lowers, worst first."""
+    """(worst, mean) per-domain points: what the greedy search lowers, worst first."""
     if not drops:
         return (0.0, 0.0)
     return (round(max(drops.values()), 6), round(float(np.mean(list(drops.values()))), 6))
 
 
 def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: list[dict[str, Any]],
-                    eval_images: ImageSet, fp32_accuracy: dict[str, float], baseline_drops: dict[str, float],
+                    measure: Callable[[Path], dict[str, float]], baseline: dict[str, float],
                     max_drop: float, max_layers: int, max_trials: int | None = None,
                     log: Callable[[str], None] = lambda s: None) -> tuple[FallbackResult, Path | None]:
-    """Keep layers in float, most sensitive first, until every domain drops at most ``max_drop`` points.
+    """Keep layers in float, most sensitive first, until every domain is at most ``max_drop`` points off.
 
     Args:
-        baseline_drops: per-domain drops (points) of the all-int8 model, the score to beat.
+        measure: model path -> per-domain points to keep under ``max_drop`` (the pipeline passes
+            top-1 disagreement with fp32 on calibration images: label-free).
+        baseline: ``measure`` of the all-int8 model, the score to beat.
         max_layers: most layers kept in float.
         max_trials: most candidates tried (default ``3 * max_layers``).
 
@@ -95,32 +99,31 @@ def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: lis
         the result and the path of the chosen model (the first that satisfies the budget, else
         the best seen; None when no layer improved on the all-int8 model).
     """
-    res = FallbackResult(sensitivity=ranked, accuracy={}, drops_pts=dict(baseline_drops))
+    res = FallbackResult(sensitivity=ranked, disagreement_pts=dict(baseline))
     max_trials = 3 * max_layers if max_trials is None else max_trials
     kept: list[str] = []
-    best_score = _score(baseline_drops)
-    best: tuple[Path, dict[str, float], dict[str, float]] | None = None
+    best_score = _score(baseline)
+    best: tuple[Path, dict[str, float]] | None = None
     for c in ranked[:max(0, max_trials)]:
         if len(kept) >= max_layers:
             break
         trial = kept + [c["node"]]
         path = quantize_excluding(trial)
-        acc = accuracy_by_domain(predict_onnx(path, eval_images), eval_images)
-        drops = drops_in_points(fp32_accuracy, acc)
-        worst = max(drops.values()) if drops else 0.0
-        score = _score(drops)
+        pts = measure(path)
+        worst = max(pts.values()) if pts else 0.0
+        score = _score(pts)
         accepted = score < best_score
-        res.steps.append({"tried": c["node"], "op_type": c["op_type"], "kept_float": trial, "accuracy": acc,
-                          "drops_pts": drops, "worst_drop_pts": worst, "accepted": accepted})
-        log(f"  fallback: try {c['op_type']} {c['node']} in float ({len(trial)} layer(s)): worst drop "
+        res.steps.append({"tried": c["node"], "op_type": c["op_type"], "kept_float": trial,
+                          "disagreement_pts": pts, "worst_disagreement_pts": worst, "accepted": accepted})
+        log(f"  fallback: try {c['op_type']} {c['node']} in float ({len(trial)} layer(s)): worst disagreement "
             f"{worst:.2f} pts -> {'kept' if accepted else 'reverted'}")
         if accepted:
-            kept, best_score, best = trial, score, (path, acc, drops)
+            kept, best_score, best = trial, score, (path, pts)
             if worst <= max_drop:
                 res.satisfied = True
                 break
     if best is None:
         return res, None
-    path, res.accuracy, res.drops_pts = best
+    path, res.disagreement_pts = best
     res.kept_float = list(kept)
     return res, path

@@ -7,8 +7,10 @@ Every file written is checked before it is listed:
   failure, so it can be inspected).
 - fp16 and int8: top-1 agreement with PyTorch, max |Δlogit|, per-domain accuracy and the drop
   vs the fp32 ONNX in points.
-- int8: when a domain drops more than ``max_drop`` points, the most sensitive layers are kept
-  in float (see :mod:`distill.export.fallback`); the latency of int8 vs its fp32 parent (and
+- int8: when the int8 model's top-1 predictions disagree with fp32's on more than ``max_drop``
+  points of some domain's calibration images (label-free: no test label, no target label
+  decides), the most sensitive layers are kept in float (see :mod:`distill.export.fallback`).
+  Test accuracy and its drop vs fp32 are measured and reported, never decided on. The latency of int8 vs its fp32 parent (and
   of the fallback) is measured interleaved at export time and a slower int8 is flagged.
 """
 from __future__ import annotations
@@ -26,8 +28,8 @@ import numpy as np
 
 from distill.errors import DistillError
 from distill.export import quantize as q
-from distill.export.evaluate import (accuracy_by_domain, drops_in_points, fp32_tolerance, parity, predict_onnx,
-                                     predict_torch)
+from distill.export.evaluate import (accuracy_by_domain, disagreement_by_domain, drops_in_points, fp32_tolerance,
+                                     parity, predict_onnx, predict_torch)
 from distill.export.fallback import greedy_fallback, rank_layers
 from distill.export.fp16 import convert_fp16
 from distill.export.images import ImageCalibrationReader, ImageSet, load_images, pick, pick_per_domain, random_images
@@ -56,7 +58,9 @@ class ExportConfig:
         calib_count: calibration images in total, spread evenly over the calibration domains.
         eval_count: at most this many test images per domain (None: all).
         int8_flavour: ort-cpu | tensorrt | both.
-        max_drop: largest accepted int8 accuracy drop on any domain, in points vs fp32 ONNX.
+        max_drop: largest accepted int8 top-1 disagreement with the fp32 ONNX on any domain's
+            calibration images, in points (label-free; bounds the accuracy drop). Test accuracy is
+            reported, never used to decide.
         max_fallback_layers: at most this many layers kept in float by the fallback.
         sensitivity_count: calibration images used to rank layer sensitivity.
         fp32_rtol: fp32 parity tolerance, relative to max(1, max |logit|).
@@ -65,8 +69,11 @@ class ExportConfig:
         build_engines: build TensorRT engines here when ``import tensorrt`` works.
         reduce_range: 7-bit weights in the ort-cpu flavour (avoids u8 x s8 saturation on x86
             CPUs without VNNI, at some accuracy cost).
-        test_fraction, split_seed, class_map: the dataset split and class names (must match
-            training's; default: the run's ``config.yaml``, else 0.3 / 0 / ROOT/classnames.yaml).
+        test_fraction, split_seed, val_fraction, class_map: the dataset split and class names (must
+            match training's; default: the run's ``config.yaml``, else 0.3 / 0 / 0.1 / ROOT/classnames.yaml).
+        caches: teacher caches whose ``skipped`` lists name undecodable images to leave out
+            (default: the run's); other undecodable images are skipped as they are met. All
+            are listed once, in one warning and in export.json's ``data.skipped``.
 
     When the checkpoint sits in a training run (``RUN_DIR/checkpoints/best`` with
     ``RUN_DIR/config.yaml``), ``data_root``, the split, the class map and the source domains
@@ -98,7 +105,9 @@ class ExportConfig:
     reduce_range: bool = False
     test_fraction: float | None = None
     split_seed: int | None = None
+    val_fraction: float | None = None
     class_map: str | None = None
+    caches: tuple[str, ...] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -156,9 +165,12 @@ def with_run_defaults(cfg: ExportConfig, checkpoint: Path, say: Callable[[str], 
     if cfg.data_root is None and run.get("root"):
         updates["data_root"] = str(run["root"])
         say(f"data: {run['root']} (from the run's config.yaml)")
-    for key, default in (("test_fraction", 0.3), ("split_seed", 0), ("class_map", None)):
+    for key, default in (("test_fraction", 0.3), ("split_seed", 0), ("val_fraction", 0.1), ("class_map", None)):
         if getattr(cfg, key) is None:
             updates[key] = run.get(key, default)
+    if cfg.caches is None:
+        caches = full.get("cache")
+        updates["caches"] = tuple(str(c) for c in (caches if isinstance(caches, list) else [caches] if caches else []))
     if cfg.calib_domains is None and "data_root" in updates:
         if full.get("source_checkpoint") and run.get("target"):
             updates["calib_domains"] = tuple(run["target"])
@@ -351,15 +363,15 @@ def _load_data(cfg: ExportConfig, spec: Any, provenance: dict[str, Any], say: _L
     from distill.data.folder import DomainFolder
 
     folder = DomainFolder(cfg.data_root, class_map=cfg.class_map, test_fraction=cfg.test_fraction,
-                          split_seed=cfg.split_seed)
+                          split_seed=cfg.split_seed, val_fraction=cfg.val_fraction)
+    skipped = _exclude_cache_skipped(folder, cfg.caches or ())
     eval_domains = list(cfg.eval_domains or folder.domains)
     folder.check_domains(eval_domains)
     eval_images = load_images(folder, pick_per_domain(folder, eval_domains, "test", cfg.eval_count, cfg.seed), spec)
     if len(eval_images) == 0:
         raise DistillError(f"{cfg.data_root}: no decodable test-split images in {eval_domains}")
     _relabel(eval_images, folder.classes, list(spec.class_names), cfg.data_root)
-    if eval_images.skipped:
-        say.warn(f"{len(eval_images.skipped)} undecodable test image(s) skipped, e.g. {eval_images.skipped[0]}")
+    skipped += eval_images.skipped
     known_sources = [d for d in provenance.get("source_domains", []) or [] if d in folder.domains]
     calib_domains = list(cfg.calib_domains or known_sources or folder.domains)
     target_domains = [d for d in cfg.target_domains if d not in calib_domains]
@@ -377,9 +389,13 @@ def _load_data(cfg: ExportConfig, spec: Any, provenance: dict[str, Any], say: _L
         calib_images = load_images(folder, samples, spec)
         if len(calib_images) == 0:
             raise DistillError(f"{cfg.data_root}: no train-split images to calibrate with in {calib_domains + target_domains}")
+        skipped += calib_images.skipped
+    if skipped:
+        say.warn(f"{len(skipped)} undecodable image(s) skipped: {', '.join(skipped)}")
     info = {
         "root": str(cfg.data_root), "labeled": True, "fingerprint": folder.fingerprint(),
-        "test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed,
+        "test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
+        "skipped": skipped,
         "eval_domains": eval_domains, "eval_split": "test",
         "eval_count": {d: int((eval_images.domains == d).sum()) for d in eval_domains},
         "calib_domains": calib_domains, "target_domains": target_domains, "calib_split": "train",
@@ -387,6 +403,20 @@ def _load_data(cfg: ExportConfig, spec: Any, provenance: dict[str, Any], say: _L
         "calib_method": cfg.calib_method,
     }
     return eval_images, calib_images, info
+
+
+def _exclude_cache_skipped(folder: Any, caches: tuple[str, ...]) -> list[str]:
+    """Leave out the images the run's caches skipped at build time; returns their paths."""
+    from distill.teacher.cache_format import MANIFEST
+
+    out: list[str] = []
+    for c in caches:
+        path = Path(c) / MANIFEST
+        if path.is_file():
+            m = read_json(path)
+            new = folder.exclude((k["path"], k["reason"]) for k in m.get("skipped", []))
+            out += [str(folder.root / p) for p, _ in new]
+    return out
 
 
 def _int8(cfg: ExportConfig, flavour: q.Int8Flavour, prepared: Path, cache: Path, work: Path,
@@ -403,15 +433,30 @@ def _int8(cfg: ExportConfig, flavour: q.Int8Flavour, prepared: Path, cache: Path
     plain = quantize_excluding([])
     logits = predict_onnx(plain, eval_images)
     acc = accuracy_by_domain(logits, eval_images) if labeled else None
-    drops = drops_in_points(fp32_acc, acc) if acc and fp32_acc else {}
+    drops = drops_in_points(fp32_acc, acc) if acc and fp32_acc else {}  # reported only
     worst = max(drops.values()) if drops else 0.0
-    say(f"int8 ({flavour.name}): accuracy drop vs fp32 per domain (pts): "
-        + ", ".join(f"{d} {v:+.2f}" for d, v in drops.items()))
-    fallback: dict[str, Any] = {"triggered": False, "max_drop_pts": cfg.max_drop, "kept_float": [],
-                                "before": {"accuracy": acc, "drops_pts": drops, "worst_drop_pts": worst}}
+    # the decision: label-free agreement with fp32 on the calibration images
+    fp32_calib = predict_onnx(fp32_path, calib_images)
+
+    def measure(path: Path) -> dict[str, float]:
+        return disagreement_by_domain(fp32_calib, predict_onnx(path, calib_images), calib_images)
+
+    disagree = measure(plain)
+    worst_dis = max(disagree.values()) if disagree else 0.0
+    say(f"int8 ({flavour.name}): top-1 disagreement with fp32 on calibration images per domain (pts): "
+        + ", ".join(f"{d} {v:.2f}" for d, v in disagree.items()))
+    if drops:
+        say(f"int8 ({flavour.name}): test accuracy drop vs fp32 per domain (pts, reported only): "
+            + ", ".join(f"{d} {v:+.2f}" for d, v in drops.items()))
+    fallback: dict[str, Any] = {
+        "triggered": False, "max_drop_pts": cfg.max_drop, "kept_float": [],
+        "criterion": f"top-1 disagreement with fp32 ONNX on the {len(calib_images)} calibration images, per domain "
+                     "(label-free; test accuracy is reported, never decided on)",
+        "before": {"disagreement_pts": disagree, "worst_disagreement_pts": worst_dis,
+                   "accuracy": acc, "drops_pts": drops, "worst_drop_pts": worst}}
     final = plain
-    if drops and worst > cfg.max_drop:
-        say(f"int8 ({flavour.name}): worst drop {worst:.2f} pts > --max-drop {cfg.max_drop}: "
+    if worst_dis > cfg.max_drop:
+        say(f"int8 ({flavour.name}): worst disagreement {worst_dis:.2f} pts > --max-drop {cfg.max_drop}: "
             "ranking layer sensitivity")
         candidates = q.compute_nodes(prepared)
         # spread over the calibration set, which is ordered by domain (sources, then targets)
@@ -419,21 +464,24 @@ def _int8(cfg: ExportConfig, flavour: q.Int8Flavour, prepared: Path, cache: Path
         probe = calib_images.subset(np.isin(np.arange(len(calib_images)), pick_idx))
         ranked = rank_layers(quantize_excluding, candidates, probe, predict_onnx(fp32_path, probe),
                              predict_onnx(plain, probe), log=say)
-        res, chosen = greedy_fallback(quantize_excluding, ranked, eval_images, fp32_acc, drops, cfg.max_drop,
+        res, chosen = greedy_fallback(quantize_excluding, ranked, measure, disagree, cfg.max_drop,
                                       cfg.max_fallback_layers, log=say)
+        if chosen is not None:
+            final = chosen
+            logits = predict_onnx(final, eval_images)
+            acc = accuracy_by_domain(logits, eval_images) if labeled else None
+            drops = drops_in_points(fp32_acc, acc) if acc and fp32_acc else {}
+        dis = res.disagreement_pts
         fallback.update({"triggered": True, "satisfied": res.satisfied, "kept_float": res.kept_float,
                          "kept_float_op_types": [c["op_type"] for c in ranked if c["node"] in res.kept_float],
                          "sensitivity": ranked, "steps": res.steps, "ranking_images": len(probe),
                          "ranking": "KL(fp32 || int8) of softmax outputs on calibration images, one layer in float at a time",
-                         "after": {"accuracy": res.accuracy or acc, "drops_pts": res.drops_pts,
-                                   "worst_drop_pts": max(res.drops_pts.values()) if res.drops_pts else None}})
-        if chosen is not None:
-            final = chosen
-            logits = predict_onnx(final, eval_images)
-            acc, drops = res.accuracy, res.drops_pts
+                         "after": {"disagreement_pts": dis, "worst_disagreement_pts": max(dis.values()) if dis else None,
+                                   "accuracy": acc, "drops_pts": drops,
+                                   "worst_drop_pts": max(drops.values()) if drops else None}})
         if not res.satisfied:
-            say.warn(f"int8 ({flavour.name}): still {max(drops.values()):.2f} pts worse than fp32 on "
-                     f"{max(drops, key=drops.get)} with {len(res.kept_float)} layer(s) in float "
+            say.warn(f"int8 ({flavour.name}): still {max(dis.values()):.2f} pts of top-1 disagreement with fp32 on "
+                     f"{max(dis, key=dis.get)} with {len(res.kept_float)} layer(s) in float "
                      f"(--max-fallback-layers {cfg.max_fallback_layers}); kept the best variant — consider fp16")
         else:
             say(f"int8 ({flavour.name}): kept {len(res.kept_float)} layer(s) in float: {', '.join(res.kept_float)}")
@@ -452,7 +500,9 @@ def _int8(cfg: ExportConfig, flavour: q.Int8Flavour, prepared: Path, cache: Path
         **_file_entry(dst, out_dir), "precision": "int8", "flavour": flavour.name,
         "target_runtime": flavour.target_runtime, "runtime": "ort-cpu", "quantization": quant,
         "parity": parity(torch_logits, logits), "accuracy": acc, "mean_accuracy": _mean(acc) if acc else None,
-        "drops_pts": drops, "within_max_drop": (max(drops.values()) <= cfg.max_drop) if drops else None,
+        "drops_pts": drops, "disagreement_pts": fallback.get("after", fallback["before"])["disagreement_pts"],
+        "within_max_drop": max(fallback.get("after", fallback["before"])["disagreement_pts"].values(), default=0.0)
+        <= cfg.max_drop,
         "fallback": fallback,
     }
     if flavour.name == "tensorrt":

@@ -71,7 +71,7 @@ class AdvCached(Strategy):
             raise DistillError(f"strategy '{self.name}': the batch carries no cached adversarial views (build the "
                                "cache with `distill cache build --adv-views K`)")
         B = len(batch.images)
-        mask = torch.rand(B) < self.config.adv_fraction  # global RNG: part of the resumable state
+        mask = torch.rand(B) < self.config.adv_fraction  # global RNG: the trainer reseeds it per (seed, epoch, step)
         mask = mask.to(batch.images.device)
         m = mask.view(B, 1, 1, 1)
         images = torch.where(m, self._normalize(batch.adv_pixels.to(batch.images.dtype)), batch.images)

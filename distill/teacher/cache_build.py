@@ -77,6 +77,7 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, domains: Sequence[str] | 
             "images": n,
             "test_fraction": dataset.test_fraction,
             "split_seed": dataset.split_seed,
+            "val_fraction": dataset.val_fraction,
         },
         "views": {"count": int(views), "seed": int(seed), "augment": augment.to_dict()},
         "dtype": dtype,

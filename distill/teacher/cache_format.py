@@ -28,7 +28,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 BUILD_PLAN = "build.json"
 TEXT_EMBEDDINGS = "text_embeddings.safetensors"
-SPLIT_CODES = {"train": 0, "test": 1}
+SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ROW_DTYPES = {
     "sample_index": torch.int64,

@@ -43,7 +43,7 @@ def test_scan_global_sorted_classes_and_missing_class(tree: Path) -> None:
     assert {s.class_name for s in ds.select(["real"])} == {"cat", "dog"}
     assert [s.index for s in ds.samples] == list(range(8))
     assert [s.relpath for s in ds.samples] == sorted(s.relpath for s in ds.samples)
-    assert ds.summary()["real"]["train"] + ds.summary()["real"]["test"] == 4
+    assert sum(ds.summary()["real"].values()) == 4
 
 
 def test_class_map_global_and_per_domain_keys(tree: Path) -> None:
@@ -112,7 +112,7 @@ def test_split_fraction_roughly_respected() -> None:
     for frac in (0.2, 0.5):
         n_test = sum(split_of(p, frac) == "test" for p in paths)
         assert abs(n_test / len(paths) - frac) < 0.07, (frac, n_test)
-    assert all(split_of(p, 0.0) == "train" for p in paths)
+    assert all(split_of(p, 0.0, val_fraction=0.0) == "train" for p in paths)
     assert [split_of(p, 0.3, seed=3) for p in paths] == [split_of(p, 0.3, seed=3) for p in paths]
 
 
@@ -139,7 +139,7 @@ def test_unknown_domain_is_named(tree: Path) -> None:
         ds.select(["real", "clipart"])
     assert "real" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(DistillError, match="split"):
-        ds.select(split="val")
+        ds.select(split="valid")
 
 
 def test_bad_roots(tmp_path: Path) -> None:
@@ -164,4 +164,4 @@ def test_pacs_mini() -> None:
     assert len(ds) == 40
     assert "giraffe" not in {s.class_name for s in ds.select(["photo"])}
     assert "giraffe" in {s.class_name for s in ds.select(["sketch"])}
-    assert sum(v["train"] + v["test"] for v in ds.summary().values()) == 40
+    assert sum(v["train"] + v["val"] + v["test"] for v in ds.summary().values()) == 40

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 from distill.errors import DistillError
 from distill.export import ExportConfig, export_checkpoint
 from distill.export import quantize as q
-from distill.export.evaluate import accuracy_by_domain, drops_in_points, predict_onnx
+from distill.export.evaluate import predict_onnx
 from distill.export.fallback import greedy_fallback
 from distill.export.images import load_images, pick_per_domain
 from distill.student.model import load_student
@@ -21,10 +21,7 @@ from distill.student.model import load_student
 def forced(run_ckpt: Path, tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, list[str]]:
     out = tmp_path_factory.mktemp("fallback") / "exp"
     lines: list[str] = []
-    rep = export_checkpoint(run_ckpt, out, ExportConfig(
-        precisions=("int8",), data_root=str(tiny_root), int8_flavour="ort-cpu", max_drop=-100.0,
-        max_fallback_layers=2, exporter="torchscript", eval_count=12, calib_count=32, latency_iters=3,
-        sensitivity_count=16, threads=1), log=lines.append)
+    rep = export_checkpoint(run_ckpt, out, _forced_config(tiny_root), log=lines.append)
     return rep, out, lines
 
 
@@ -42,7 +39,8 @@ def test_forced_fallback_records_decisions(forced: tuple[dict, Path, list[str]])
     assert gains == sorted(gains, reverse=True)
     steps = fb["steps"]
     assert 1 <= len(steps) <= 6 and [s["tried"] for s in steps] == ranked[:len(steps)]  # <= 3 x max layers tries
-    assert all({"kept_float", "drops_pts", "worst_drop_pts", "accepted"} <= set(s) for s in steps)
+    assert all({"kept_float", "disagreement_pts", "worst_disagreement_pts", "accepted"} <= set(s) for s in steps)
+    assert not any("accuracy" in s or "drops_pts" in s for s in steps), "a fallback step looked at labels"
     assert fb["kept_float"] == [s["tried"] for s in steps if s["accepted"]] and len(fb["kept_float"]) <= 2
     # kept layers really are float in the shipped file; the others are quantized
     rows = {r["node"]: r for r in q.qdq_report(out / m["file"])}
@@ -54,6 +52,38 @@ def test_forced_fallback_records_decisions(forced: tuple[dict, Path, list[str]])
     assert any("still" in w and "float" in w for w in rep["warnings"])
     assert any(line.startswith("warning: int8 (ort-cpu): still") for line in lines)
     assert json.loads((out / "export.json").read_text())["models"][1]["fallback"]["steps"] == steps
+
+
+def _forced_config(tiny_root: Path) -> ExportConfig:
+    return ExportConfig(precisions=("int8",), data_root=str(tiny_root), int8_flavour="ort-cpu", max_drop=-100.0,
+                        max_fallback_layers=2, exporter="torchscript", eval_count=12, calib_count=32, latency_iters=3,
+                        sensitivity_count=16, threads=1)
+
+
+def test_fallback_decisions_never_read_test_labels(forced: tuple[dict, Path, list[str]], run_ckpt: Path,
+                                                   tiny_root: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test label wrong: the reported test accuracy changes, not one fallback decision or measurement."""
+    import distill.export.pipeline as pipeline
+
+    real = pipeline.load_images
+
+    def scrambled(folder, samples, spec):
+        images = real(folder, samples, spec)
+        if samples and all(s.split == "test" for s in samples):
+            images.labels = (images.labels + 1) % len(folder.classes)
+        return images
+
+    monkeypatch.setattr(pipeline, "load_images", scrambled)
+    rep = export_checkpoint(run_ckpt, tmp_path / "exp", _forced_config(tiny_root), log=lambda s: None)
+    a = next(m for m in forced[0]["models"] if m["precision"] == "int8")
+    b = next(m for m in rep["models"] if m["precision"] == "int8")
+    assert a["accuracy"] != b["accuracy"], "the scrambled labels did not reach the test images"
+    fa, fb = a["fallback"], b["fallback"]
+    for key in ("triggered", "satisfied", "kept_float", "steps"):
+        assert fa[key] == fb[key], f"fallback '{key}' depends on test labels"
+    assert fa["before"]["disagreement_pts"] == fb["before"]["disagreement_pts"]
+    assert a["disagreement_pts"] == b["disagreement_pts"] and a["within_max_drop"] == b["within_max_drop"]
 
 
 @pytest.fixture(scope="module")
@@ -72,27 +102,34 @@ def broken_fp32(export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def test_greedy_keeps_only_layers_that_help(export_dir: Path, broken_fp32: Path, run_ckpt: Path,
                                             tiny_root: Path) -> None:
-    """Layer 'b' fixes the model, 'a' and 'c' do not: only 'b' is kept, and the search stops there."""
+    """Layer 'b' fixes the model, 'a' and 'c' do not: only 'b' is kept, and the search stops there.
+    The measure is the pipeline's: top-1 disagreement with fp32, which needs no label."""
+    from distill.export.evaluate import disagreement_by_domain
+
     from distill.data.folder import DomainFolder
 
     folder = DomainFolder(tiny_root)
     imgs = load_images(folder, pick_per_domain(folder, folder.domains, "test", 10), load_student(run_ckpt).spec)
     fp32 = export_dir / "model.fp32.onnx"
-    fp32_acc = accuracy_by_domain(predict_onnx(fp32, imgs), imgs)
-    broken_drops = drops_in_points(fp32_acc, accuracy_by_domain(predict_onnx(broken_fp32, imgs), imgs))
-    assert max(broken_drops.values()) > 10
     calls: list[list[str]] = []
+    fp32_logits = predict_onnx(fp32, imgs)
+
+    def measure(path: Path) -> dict[str, float]:
+        return disagreement_by_domain(fp32_logits, predict_onnx(path, imgs), imgs)
+
+    broken = measure(broken_fp32)
+    assert max(broken.values()) > 10
 
     def quantize_excluding(nodes: list[str]) -> Path:
         calls.append(list(nodes))
         return fp32 if "b" in nodes else broken_fp32
 
     ranked = [{"node": n, "op_type": "Conv"} for n in ("a", "b", "c")]
-    res, path = greedy_fallback(quantize_excluding, ranked, imgs, fp32_acc, broken_drops, max_drop=0.0, max_layers=5)
+    res, path = greedy_fallback(quantize_excluding, ranked, measure, broken, max_drop=0.0, max_layers=5)
     assert calls == [["a"], ["b"]] and [s["accepted"] for s in res.steps] == [False, True]
-    assert res.satisfied and res.kept_float == ["b"] and path == fp32 and max(res.drops_pts.values()) == 0.0
+    assert res.satisfied and res.kept_float == ["b"] and path == fp32 and max(res.disagreement_pts.values()) == 0.0
     # nothing helps: nothing is kept, the all-int8 model stays
-    res, path = greedy_fallback(lambda nodes: broken_fp32, ranked, imgs, fp32_acc, broken_drops, 0.0, 5)
+    res, path = greedy_fallback(lambda nodes: broken_fp32, ranked, measure, broken, 0.0, 5)
     assert path is None and res.kept_float == [] and not res.satisfied and len(res.steps) == 3
 
 

@@ -26,6 +26,7 @@ from distill.cli import main as cli
 from distill.data.folder import DomainFolder
 from distill.data.images import BadImageError
 from distill.errors import DistillError
+from distill.teacher.cache_format import SPLIT_CODES
 from distill.teacher.cache import (
     BUILD_PLAN, MANIFEST, SHARD_DELAY_ENV, CacheMismatchError, TeacherCache, ViewConfig, build_cache,
     expected_identity, shard_name,
@@ -137,7 +138,7 @@ def test_layout_manifest_and_rows(reference, dataset, teacher):
     for s in dataset.samples:
         row = 2 * s.index
         assert (int(r["label"][row]), cache.domains[int(r["domain"][row])], int(r["split"][row])) == (
-            s.label, s.domain, int(s.split == "test"))
+            s.label, s.domain, SPLIT_CODES[s.split])
     assert torch.equal(cache.text_embeddings, teacher.text_embeddings.float())
     assert cache.text_embeddings.dtype == torch.float32
 

@@ -1,0 +1,162 @@
+"""Exact resume mid-epoch for every registered strategy: a run interrupted after epoch 1 and resumed
+ends byte for byte where the uninterrupted run ends (last checkpoint: weights, optimizer, RNG state;
+best student; metrics.csv).
+
+Every strategy gets an in-process crash (the process raises right after checkpoint step k, and a
+new trainer resumes from disk with the global RNG scrambled, as a fresh process would have it);
+two of them are killed with SIGKILL in a subprocess and resumed by ``distill train --resume``,
+one with DataLoader workers.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from distill.config import load_train_config
+from distill.strategies import get_strategy, list_strategies
+from tests.shapes import CLASSES, make_shapes_root
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE, TARGET = ["red", "green"], ["blue"]
+TEACHER = {"arch": "distill-demo-vit", "pretrained": None, "templates": ["a photo of a {}."]}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(data root, cache with 2 views + adversarial views of the source train split, source checkpoint)."""
+    from distill.data import DomainFolder
+    from distill.student.model import Student, default_spec, save_student
+    from distill.teacher import Teacher
+    from distill.teacher.cache import build_cache
+    from distill.teacher.cache_adv import build_adversarial_views
+
+    root = make_shapes_root(tmp_path_factory.mktemp("resume_data"), SOURCE + TARGET, per_class=8)
+    ds = DomainFolder(root, test_fraction=0.3)
+    torch.manual_seed(0)
+    teacher = Teacher(TEACHER["arch"], None, ds.classes, TEACHER["templates"])
+    cache = build_cache(ds, teacher, tmp_path_factory.mktemp("resume_cache") / "c", views=2, seed=3,
+                        shard_size=32, num_workers=0, progress=False)
+    build_adversarial_views(ds, teacher, cache, views=2, epsilon=8 / 255, steps=2, seed=5, domains=SOURCE,
+                            shard_size=32, progress=False)
+    torch.manual_seed(0)
+    ckpt = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path_factory.mktemp("src") / "best",
+                        {"source_domains": SOURCE})
+    return root, cache, ckpt
+
+
+def _cfg(world, strategy: str, out: Path, workers: int = 0) -> dict:
+    root, cache, ckpt = world
+    cls = get_strategy(strategy)
+    cfg = {
+        "data": {"root": str(root), "source": SOURCE, "target": TARGET, "test_fraction": 0.3},
+        "cache": str(cache),
+        "student": {"arch": "test_resnet", "input_size": 16},
+        "strategy": {"name": strategy},
+        # batch 4: the target domain's train split (source-free strategies) still gives >= 2 steps/epoch
+        "optim": {"epochs": 2, "batch_size": 4, "lr": 0.01, "warmup_epochs": 0.5},
+        "run": {"out": str(out), "workers": workers, "progress": False, "seed": 1, "save_every": 1},
+    }
+    if cls.needs.online_teacher:
+        cfg["teacher"] = dict(TEACHER)
+    if strategy == "adv_kd":
+        cfg["strategy"]["steps"] = 1
+    if cls.needs.source_checkpoint:
+        cfg["source_checkpoint"] = str(ckpt)
+    return cfg
+
+
+def _steps_per_epoch(cfg: dict) -> int:
+    from distill.train import Trainer, build
+
+    return Trainer(build(load_train_config(None, base={**cfg, "run": {**cfg["run"], "out": cfg["run"]["out"] + "-probe"}}))).steps_per_epoch
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Byte-for-byte: the last checkpoint (student, strategy, optimizer, scheduler, RNG, history), best, metrics."""
+    la, lb = (yaml.safe_load((r / "checkpoints" / "last.json").read_text()) for r in (a, b))
+    assert la == lb, "the runs end at different checkpoints"
+    for name in ("model.safetensors", "train_state.safetensors", "train_state.json"):
+        fa, fb = a / "checkpoints" / la["dir"] / name, b / "checkpoints" / lb["dir"] / name
+        assert fa.read_bytes() == fb.read_bytes(), f"checkpoints/{la['dir']}/{name} differs after resume"
+    assert (a / "checkpoints" / "best" / "model.safetensors").read_bytes() == \
+        (b / "checkpoints" / "best" / "model.safetensors").read_bytes(), "best student differs after resume"
+    assert (a / "metrics.csv").read_bytes() == (b / "metrics.csv").read_bytes()
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("strategy", list_strategies())
+def test_crash_mid_epoch_2_then_resume_is_byte_identical(world, tmp_path, monkeypatch, strategy):
+    from distill.train import Checkpoints, run_training
+
+    full, crashed = tmp_path / "full", tmp_path / "crashed"
+    spe = _steps_per_epoch(_cfg(world, strategy, tmp_path / "p"))
+    assert spe >= 2, "the crash must land inside epoch 2"
+    crash_at = spe + 1  # the first step of epoch 2 is done and saved
+    run_training(load_train_config(None, base=_cfg(world, strategy, full)))
+
+    save = Checkpoints.save
+
+    def save_then_crash(self, step, strategy_, state):
+        path = save(self, step, strategy_, state)
+        if step == crash_at:
+            raise _Crash(step)
+        return path
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_crash)
+    with pytest.raises(_Crash):
+        run_training(load_train_config(None, base=_cfg(world, strategy, crashed)))
+    monkeypatch.setattr(Checkpoints, "save", save)
+    assert not (crashed / "summary.json").exists()
+    assert f'"step": {crash_at}' in (crashed / "checkpoints" / "last.json").read_text()
+
+    torch.manual_seed(12345)  # a fresh process: whatever the global RNG holds, resume must not depend on it
+    torch.rand(7)
+    run_training(load_train_config(crashed / "config.yaml"), resume=True)
+    _assert_same_run(full, crashed)
+
+
+def _train_subprocess(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "distill", "train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize("strategy, workers", [("adv_cached", 2), ("adv_kd", 0)])
+def test_kill9_mid_epoch_2_then_resume_is_byte_identical(world, tmp_path, strategy, workers):
+    from distill.train import run_training
+
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    cfg = _cfg(world, strategy, full, workers)
+    spe = _steps_per_epoch(cfg)
+    kill_at = spe + 1
+    run_training(load_train_config(None, base=cfg))
+    p = tmp_path / "kill.yaml"
+    p.write_text(yaml.safe_dump(_cfg(world, strategy, killed, workers)))
+    proc = _train_subprocess(["-c", str(p)], {"DISTILL_TRAIN_STEP_DELAY": "0.4"})
+    last = killed / "checkpoints" / "last.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file() and f'"step": {kill_at}' in last.read_text():
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    out = proc.communicate()[0]
+    assert f'"step": {kill_at}' in last.read_text(), f"not killed at step {kill_at} (mid-epoch 2):\n{out}"
+    assert not (killed / "summary.json").exists()
+
+    resumed = _train_subprocess(["--resume", str(killed)])
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, out
+    assert "resumed from" in out
+    _assert_same_run(full, killed)

@@ -1,0 +1,102 @@
+"""A cache built with ``--skip-bad`` is usable downstream: train (with robustness evaluation), eval and export
+(calibration + accuracy) leave its skipped images out and list each once; without a cache, ``--skip-bad``
+makes the dataset scan skip undecodable files."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from distill.cli import main as cli
+from distill.data.folder import split_of
+from tests.shapes import COLOURS, draw, make_shapes_root
+
+
+def _name(domain: str, cls: str, split: str, ext: str) -> str:
+    """A file name whose hash puts ``DOMAIN/CLASS/name`` in ``split`` (test 0.3, val 0.1 of train)."""
+    for k in range(1000):
+        name = f"bad{k}{ext}"
+        if split_of(f"{domain}/{cls}/{name}", 0.3, 0, 0.1) == split:
+            return name
+    raise AssertionError("no name found")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = make_shapes_root(tmp_path_factory.mktemp("skip") / "data", ["red", "green", "blue"], per_class=6)
+    empty = f"red/circle/{_name('red', 'circle', 'train', '.png')}"  # a source training image
+    (root / empty).write_bytes(b"")
+    buf = io.BytesIO()
+    draw("square", COLOURS["blue"], 7, 1).save(buf, format="JPEG")
+    truncated = f"blue/square/{_name('blue', 'square', 'test', '.jpg')}"  # a target test image
+    (root / truncated).write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    cache = tmp_path_factory.mktemp("skip_cache") / "c"
+    assert cli(["cache", "build", "--data", str(root), "--out", str(cache), "--arch", "distill-demo-vit",
+                "--pretrained", "none", "--workers", "0", "--skip-bad", "--shard-size", "32"]) == 0
+    skipped = {k["path"] for k in json.loads((cache / "manifest.json").read_text())["skipped"]}
+    assert skipped == {empty, truncated}
+    return root, cache, empty, truncated
+
+
+def _train_cfg(root: Path, out: Path, **extra) -> dict:
+    return {"data": {"root": str(root), "source": ["red", "green"], "test_fraction": 0.3},
+            "student": {"arch": "test_resnet", "input_size": 16},
+            "optim": {"epochs": 1, "batch_size": 8}, "run": {"out": str(out), "workers": 0, "progress": False},
+            **extra}
+
+
+def _warnings(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("warning:") and "undecodable" in line]
+
+
+def test_cache_skip_list_is_honoured_by_train_eval_and_export(world, tmp_path, capsys):
+    root, cache, empty, truncated = world
+    run = tmp_path / "run"
+    cfg = _train_cfg(root, run, cache=str(cache), strategy={"name": "kd"},
+                     robust={"pgd_eps": ["2/255"], "pgd_steps": 1, "corruptions": ["gaussian_noise"]})
+    (tmp_path / "kd.yaml").write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert cli(["train", "-c", str(tmp_path / "kd.yaml")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    lines = _warnings(out)
+    assert len(lines) == 1 and empty in lines[0] and truncated in lines[0], out
+    summary = json.loads((run / "summary.json").read_text())
+    assert {k["path"] for k in summary["skipped_images"]} == {empty, truncated}
+    assert set(summary["robust"]["domains"]) == {"red", "green", "blue"}
+
+    # eval: the truncated test image stops it without --skip-bad, and is skipped (listed once) with it
+    ckpt = run / "checkpoints" / "best"
+    args = ["eval", str(ckpt), "--data", str(root), "--pgd-eps", "0", "--corruptions", "none", "--json"]
+    assert cli(args) == 2
+    assert "--skip-bad" in capsys.readouterr().err
+    assert cli(args + ["--skip-bad"]) == 0
+    res = capsys.readouterr()
+    report = json.loads(res.out)
+    assert [k["path"] for k in report["skipped_images"]] == [truncated]
+    assert len(_warnings(res.err)) == 1 and truncated in res.err
+
+    # export: data, split and the cache's skip list come from the run; every train image calibrates
+    exp = tmp_path / "exp"
+    assert cli(["export", str(ckpt), "--out", str(exp), "--precision", "int8", "--calib-count", "1000",
+                "--exporter", "torchscript", "--latency-iters", "2", "--no-build-engine"]) == 0
+    err = capsys.readouterr().err
+    assert len(_warnings(err)) == 1, err
+    rep = json.loads((exp / "export.json").read_text())
+    assert sorted(rep["data"]["skipped"]) == sorted(str(root / p) for p in (empty, truncated))
+    int8 = next(m for m in rep["models"] if m["precision"] == "int8")
+    assert set(int8["accuracy"]) == {"red", "green", "blue"}
+
+
+def test_skip_bad_without_a_cache_scans_the_dataset(world, tmp_path, capsys):
+    root, _, empty, truncated = world
+    (tmp_path / "erm.yaml").write_text(yaml.safe_dump(_train_cfg(root, tmp_path / "run", strategy={"name": "erm"})))
+    capsys.readouterr()
+    assert cli(["train", "-c", str(tmp_path / "erm.yaml")]) == 2
+    assert "--skip-bad" in capsys.readouterr().err
+    assert cli(["train", "-c", str(tmp_path / "erm.yaml"), "--skip-bad"]) == 0
+    lines = _warnings(capsys.readouterr().out)
+    assert len(lines) == 1 and empty in lines[0] and truncated in lines[0]
