@@ -86,7 +86,7 @@ class AdvCached(Strategy):
         images, t_logits, mask = self.mix(batch)
         logits = self.student(images)
         kd = kl_div_with_temperature(logits, t_logits, c.temperature)
-        ce = F.cross_entropy(logits, batch.labels)
+        ce = F.cross_entropy(logits.float(), batch.labels)
         loss = c.alpha * kd + (1 - c.alpha) * ce
         clean = ~mask
         shown = logits.detach()

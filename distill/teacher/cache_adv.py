@@ -138,7 +138,8 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
         raise DistillError(f"adversarial views: need views >= 1, steps >= 0, 0 < epsilon <= 1 "
                            f"(got {views}, {steps}, {epsilon})")
     ident = teacher.identity()
-    diffs = diff_fields(cm["teacher"], {k: v for k, v in ident.items() if k not in TEACHER_UNCOMPARED})
+    diffs = diff_fields({"teacher": cm["teacher"]},
+                        {"teacher": {k: v for k, v in ident.items() if k not in TEACHER_UNCOMPARED}})
     if diffs:
         raise DistillError(f"{cache_dir}: the teacher differs from the cache's ({'; '.join(diffs)}); build the "
                            "adversarial views with the cache's own teacher")
