@@ -6,7 +6,12 @@ and hands them to :class:`Trainer`, a short loop over objects. Guarantees:
 - Exact resume. Each epoch's order (and each image's view) is a pure function of
   ``(seed, epoch)``; checkpoints hold weights, optimizer, scheduler and RNG state plus the
   position in the epoch. A run killed at any point (kill -9) and resumed with
-  ``--resume RUN_DIR`` ends with the same metrics and bit-identical weights on CPU.
+  ``--resume RUN_DIR`` ends with the same metrics and bit-identical weights on CPU; on CUDA
+  (``run.deterministic``) bit-identical when every op has a deterministic kernel, else within
+  float tolerance (torch warns which op; README "Resume on a GPU").
+- GPU habits: channels_last student on CUDA, no host sync in the step loop (log every
+  ``run.log_every`` steps), one persistent DataLoader, pinned memory + non_blocking copies,
+  ``optim.precision`` bf16/fp16 autocast (fp16 with a GradScaler).
 - Checkpoints are versioned folders ``checkpoints/step-N/`` published by atomically
   rewriting ``checkpoints/last.json``; ``checkpoints/best/`` holds the student with the best
   *source*-domain test accuracy (training-domain validation, as in DomainBed: choosing by

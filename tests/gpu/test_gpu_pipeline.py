@@ -38,7 +38,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["circle", "square", "stripes"]
 CACHE_FLAGS = ["--arch", "distill-demo-vit", "--pretrained", "none", "--views", "2", "--seed", "3",
-               "--batch-size", "8", "--shard-size", "8", "--templates-file"]
+               "--test-fraction", "0.25", "--batch-size", "8", "--shard-size", "8", "--templates-file"]
 NONDETERMINISTIC = "does not have a deterministic implementation"
 
 
@@ -171,7 +171,7 @@ def test_bf16_teacher_cache_on_the_gpu(work, tmp_path):
                                                  ("adv_cached", "bf16")])
 def test_train_on_cuda(work, gpu_cache, tmp_path, strategy, precision):
     from distill.config import load_train_config
-    from distill.train import Trainer, build, run_training
+    from distill.train import Trainer, build
 
     cfg = _train_cfg(work, gpu_cache, tmp_path / "run", optim__precision=precision,
                      strategy__name=strategy)
@@ -183,9 +183,10 @@ def test_train_on_cuda(work, gpu_cache, tmp_path, strategy, precision):
     conv = next(p for p in trainer.strategy.parameters() if p.dim() == 4)
     assert conv.is_cuda and conv.is_contiguous(memory_format=torch.channels_last)
     assert trainer.scaler.is_enabled() == (precision == "fp16")
-    summary = run_training(load_train_config(None, base={**cfg, "run": {**cfg["run"], "out": str(tmp_path / "r2")}}))
+    (tmp_path / "run").mkdir()
+    summary = trainer.fit()
     assert set(summary["test_acc"]) == {"red", "green", "blue"}
-    assert all(torch.isfinite(t.float()).all() for t in _weights(tmp_path / "r2").values())
+    assert all(torch.isfinite(t.float()).all() for t in _weights(tmp_path / "run").values())
 
 
 def test_train_kill9_resume_on_cuda(work, gpu_cache, tmp_path):
