@@ -98,7 +98,7 @@ def _build(args: argparse.Namespace) -> int:
     from distill.data.folder import DomainFolder
     from distill.teacher.cache import MANIFEST, ViewConfig, build_cache
     from distill.teacher.clip import Teacher
-    from distill.utils.runtime import check_precision, resolve_device
+    from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
@@ -110,6 +110,7 @@ def _build(args: argparse.Namespace) -> int:
     templates = _read_templates(args.templates_file)
     device = resolve_device(args.device, what="--device")
     check_precision(args.precision, device, what="--precision")
+    deterministic_cublas()  # before the teacher's first matmul: a resumed build writes the same bytes
     pretrained = None if args.pretrained.lower() == "none" else args.pretrained
     if pretrained is None:
         torch.manual_seed(0)  # random weights, identical in every process and every run

@@ -87,8 +87,6 @@ def resolve_device(name: str | torch.device | None = "auto", *, what: str = "dev
         raise DistillError(f"{what} '{name}': cuda:{index} does not exist, only {count} GPU(s) are visible "
                            f"(cuda:0..cuda:{count - 1})")
     dev = torch.device("cuda", index)
-    # deterministic cuBLAS (run.deterministic, cache builds); must be set before this process's first cuBLAS call
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if set_current:
         torch.cuda.set_device(dev)
     return dev
@@ -177,10 +175,15 @@ def set_deterministic(enabled: bool = True) -> None:
     """
     if not enabled:
         return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    deterministic_cublas()
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+def deterministic_cublas() -> None:
+    """cuBLAS workspace config that makes its results repeatable; only effective before the first cuBLAS call."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 # ---------------------------------------------------------------------------- precision
@@ -206,5 +209,5 @@ def full_precision(like: torch.Tensor):
     return torch.autocast(like.device.type, enabled=False)
 
 
-__all__ = ["DTYPES", "Dist", "PRECISIONS", "autocast", "barrier", "check_precision", "full_precision", "init_distributed",
+__all__ = ["DTYPES", "Dist", "PRECISIONS", "autocast", "barrier", "check_precision", "deterministic_cublas", "full_precision", "init_distributed",
            "launched_by_torchrun", "process_group", "resolve_device", "seed_everything", "set_deterministic"]
