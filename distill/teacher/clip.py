@@ -115,6 +115,8 @@ class Teacher(nn.Module):
                 ) from None
             raise
         self.model = model.eval().requires_grad_(False)
+        # frozen: read once (not a GPU->CPU sync per forward); float64 on the CPU, the same number on any device
+        self._logit_scale = float(self.model.logit_scale.detach().double().cpu().exp())
         self.preprocess = preprocess  # open_clip's eval transform: PIL -> [3, H, W]
         self.tokenizer = open_clip.get_tokenizer(model_name)
         cfg = open_clip.get_model_preprocess_cfg(model)
@@ -146,9 +148,9 @@ class Teacher(nn.Module):
 
     @property
     def logit_scale(self) -> float:
-        """exp of the learned log-scale, computed in float64 on the CPU: the same number on every device
-        (a CUDA exp differs from the CPU's in the last bit: 14.285715 vs 14.285714)."""
-        return float(self.model.logit_scale.detach().double().cpu().exp())
+        """exp of the learned log-scale, computed once in float64 on the CPU: the same number on every
+        device (a CUDA exp differs from the CPU's in the last bit: 14.285715 vs 14.285714)."""
+        return self._logit_scale
 
     def autocast(self):
         """Autocast context of the teacher's precision on its device (a no-op for fp32)."""
