@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.errors import DistillError
 
@@ -34,6 +34,7 @@ class TeacherConfig(_Strict):
     arch: str  # open_clip model name or hf-hub:/local-dir: id
     pretrained: str | None = None  # tag or checkpoint path
     templates: list[str] | None = None  # default: the cache's (or distill's default set)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # the teacher's inference dtype (part of its identity)
 
 
 class StudentConfig(_Strict):
@@ -63,7 +64,23 @@ class OptimConfig(_Strict):
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr: float = 1e-6
     grad_clip: float | None = Field(1.0, gt=0)  # max grad norm; null disables
-    bf16: bool = False  # bfloat16 autocast for forward passes
+    # forward passes under autocast: bf16, or fp16 with a grad scaler (CUDA only); losses compute in fp32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bf16_alias(cls, data: Any) -> Any:
+        """``bf16: true`` (the old key) means ``precision: bf16``."""
+        if isinstance(data, dict) and "bf16" in data:
+            data = dict(data)
+            old = data.pop("bf16")
+            if not isinstance(old, bool):
+                raise ValueError(f"bf16 must be true or false (or use precision: fp32|bf16|fp16), got {old!r}")
+            if old:
+                if data.get("precision", "bf16") != "bf16":
+                    raise ValueError(f"bf16: true contradicts precision: {data['precision']} (drop bf16, an old alias)")
+                data["precision"] = "bf16"
+        return data
 
 
 class RunConfig(_Strict):
@@ -73,7 +90,8 @@ class RunConfig(_Strict):
     views: int = Field(1, ge=1)  # views per image when no cache dictates them
     save_every: int = Field(0, ge=0)  # also checkpoint every N steps (0: each epoch only)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    deterministic: bool = True  # torch.use_deterministic_algorithms (CPU runs are exact)
+    deterministic: bool = True  # deterministic kernels (CPU runs are exact; CUDA: see README "Resume on a GPU")
+    log_every: int = Field(50, ge=1)  # loss/accuracy logging and the NaN check every N steps (no per-step host sync)
     progress: bool = True
 
 

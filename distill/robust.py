@@ -20,6 +20,7 @@ scale the budget by 1/std per channel).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Sequence
@@ -104,8 +105,8 @@ def default_step_size(epsilon: float, steps: int) -> float:
 
 def kl_per_sample(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> Tensor:
     """KL(softmax(p/T) || softmax(q/T)) per sample: [B, C], [B, C] -> [B]."""
-    log_p = F.log_softmax(p_logits / temperature, dim=-1)
-    log_q = F.log_softmax(q_logits / temperature, dim=-1)
+    log_p = F.log_softmax(p_logits.float() / temperature, dim=-1)  # fp32 even under autocast
+    log_q = F.log_softmax(q_logits.float() / temperature, dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
@@ -124,8 +125,13 @@ def teacher_logits_with_grad(teacher: Any, teacher_input: Callable[[Tensor], Ten
     gradient, so this calls the (frozen) image tower directly and applies the same rule:
     ``logit_scale · normalize(encode_image(x)) · Tᵀ``.
     """
-    emb = F.normalize(teacher.model.encode_image(teacher_input(pixels)).float(), dim=-1)
-    return teacher.logit_scale * emb @ teacher.text_embeddings.T
+    from distill.utils.runtime import full_precision
+
+    with getattr(teacher, "autocast", nullcontext)():  # the teacher's own inference precision
+        feats = teacher.model.encode_image(teacher_input(pixels))
+    with full_precision(feats):
+        emb = F.normalize(feats.float(), dim=-1)
+        return teacher.logit_scale * emb @ teacher.text_embeddings.float().T
 
 
 # ---------------------------------------------------------------------------- corruptions

@@ -7,8 +7,13 @@ and hands them to :class:`Trainer`, a short loop over objects. Guarantees:
   ``(seed, epoch)``, and every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD
   start) of ``(seed, epoch, step)``: the global RNGs are reseeded before each step and
   DataLoaders draw from their own generators, never the global one. Checkpoints hold weights,
-  optimizer, scheduler and RNG state plus the position in the epoch. A run killed at any point (kill -9) and resumed with
-  ``--resume RUN_DIR`` ends with the same metrics and bit-identical weights on CPU.
+  optimizer, scheduler and RNG state plus the position in the epoch. A run killed at any point
+  (kill -9) and resumed with ``--resume RUN_DIR`` ends with the same metrics and bit-identical
+  weights on CPU; on CUDA (``run.deterministic``) bit-identical when every op has a
+  deterministic kernel, else within float tolerance (torch warns which op; README "Resume on a GPU").
+- GPU habits: channels_last student on CUDA, no host sync in the step loop (log every
+  ``run.log_every`` steps), one persistent DataLoader, pinned memory + non_blocking copies,
+  ``optim.precision`` bf16/fp16 autocast (fp16 with a GradScaler).
 - Checkpoints are versioned folders ``checkpoints/step-N/`` published by atomically
   rewriting ``checkpoints/last.json``; ``checkpoints/best/`` holds the student with the best
   accuracy on the source domains' *validation* split (training-domain validation, as in
@@ -32,14 +37,12 @@ import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -54,6 +57,9 @@ from distill.student.model import Student, default_spec, load_student, save_stud
 from distill.teacher.views import ViewConfig, apply_view, view_params
 from distill.utils.flops import count_flops, count_params
 from distill.utils.io import atomic_write_json, atomic_write_text, read_json
+from distill.utils.runtime import (Dist, barrier, check_precision, init_distributed, resolve_device,  # noqa: F401
+                                   seed_everything, seed_step, set_deterministic, step_seed)
+from distill.utils.runtime import autocast as runtime_autocast
 from distill.utils.state import load_state, rng_state, save_state, set_rng_state
 
 
@@ -114,32 +120,6 @@ def epoch_items(samples: Sequence[Sample], domain_index: dict[str, int], views: 
     return items
 
 
-# ---------------------------------------------------------------------------- distributed
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str) -> Dist:
-    """Join the torchrun process group when launched by torchrun; else single process."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def barrier(d: Dist) -> None:
-    if d.world > 1:
-        dist.barrier()
-
-
 # ---------------------------------------------------------------------------- checkpoints
 class Checkpoints:
     """``RUN/checkpoints/step-N/`` folders + an atomically rewritten ``last.json`` pointer."""
@@ -198,6 +178,76 @@ class TrainSetup:
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (relpath, reason) left out
 
 
+class _ListSampler:
+    """A batch sampler over a list the trainer refills each epoch (the DataLoader and its workers persist)."""
+
+    def __init__(self, batches: list[list[int]]):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(list(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _StepLog:
+    """Per-step loss, loss parts and accuracy, kept on the device and read back at log points.
+
+    ``float(loss)`` every step stalls a GPU until the step finishes; here each log point costs one
+    host sync for all steps since the last. A non-finite loss raises the same one-line error as a
+    per-step check would, naming the first bad step, at the next log point (the trainer flushes
+    before every checkpoint, so a NaN never reaches one).
+    """
+
+    def __init__(self, writer, device: torch.device):
+        self.writer, self.device = writer, device
+        self.epoch = 0
+        self.steps: list[tuple[int, int, float]] = []  # (step in epoch, global step, lr)
+        self.values: list[Tensor] = []  # 0-dim: loss of each step, then its parts
+        self.names: list[list[str]] = []
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = 0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.correct.zero_()
+        self.seen = 0
+
+    def add(self, step_in_epoch: int, global_step: int, out: dict[str, Tensor], labels: Tensor | None,
+            lr: float) -> None:
+        parts = [k for k, v in out.items() if k not in ("loss", "logits") and v.dim() == 0]
+        self.steps.append((step_in_epoch, global_step, lr))
+        self.names.append(parts)
+        self.values += [out["loss"].detach().float()] + [out[k].detach().float() for k in parts]
+        if "logits" in out and labels is not None:  # live accuracy, accumulated on the device
+            self.correct += (out["logits"].detach().argmax(-1) == labels).sum()
+            self.seen += len(labels)
+
+    def flush(self, bar=None) -> None:
+        if not self.steps:
+            return
+        vals = torch.stack(self.values).cpu().tolist()  # the one host sync
+        i = 0
+        for (step, gstep, lr), names in zip(self.steps, self.names):
+            loss = vals[i]
+            if not math.isfinite(loss):
+                raise DistillError(f"loss is {loss} at epoch {self.epoch + 1} step {step}: "
+                                   f"lower optim.lr or enable optim.grad_clip")
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", loss, gstep)
+                for k, v in zip(names, vals[i + 1:i + 1 + len(names)]):
+                    self.writer.add_scalar(f"train/{k}", v, gstep)
+                self.writer.add_scalar("train/lr", lr, gstep)
+            i += 1 + len(names)
+        if bar is not None:
+            post = {"loss": f"{vals[i - 1 - len(self.names[-1])]:.3f}"}
+            if self.seen:
+                post["acc"] = f"{100 * int(self.correct) / self.seen:.1f}"
+            bar.set_postfix(post)
+        self.steps, self.values, self.names = [], [], []
+
+
 class Trainer:
     def __init__(self, setup: TrainSetup):
         self.s = setup
@@ -205,6 +255,10 @@ class Trainer:
         self.run_dir = Path(cfg.run.out)
         self.ckpt = Checkpoints(self.run_dir)
         self.model: nn.Module = setup.strategy
+        # channels_last on CUDA (tensor-core convs: ~3x the student's step rate on an H100); CPU keeps NCHW,
+        # where oneDNN chooses its own layouts and the bitwise resume guarantee was established
+        self.memory_format = torch.channels_last if setup.device.type == "cuda" else torch.contiguous_format
+        setup.strategy.to(memory_format=self.memory_format)
         if setup.dist.world > 1:
             if setup.device.type == "cuda":
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -213,8 +267,9 @@ class Trainer:
         self.strategy = setup.strategy
         params = [p for p in self.strategy.parameters() if p.requires_grad]
         o = cfg.optim
-        if o.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        if o.optimizer == "adamw":  # fused on CUDA: one kernel, and no host sync under a GradScaler
+            self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay,
+                                               fused=True if setup.device.type == "cuda" else None)
         else:
             self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                                              nesterov=True)
@@ -247,12 +302,20 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best = -1.0
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        spec = self.strategy.student.spec  # normalization constants: created once, on the device
+        self._mean = torch.tensor(spec.mean, device=setup.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(spec.std, device=setup.device).view(1, 3, 1, 1)
+        # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); CUDA only (check_precision)
+        self.scaler = torch.amp.GradScaler(setup.device.type, enabled=o.precision == "fp16")
+        self._train_loader: DataLoader | None = None
+        self._epoch_batches: list[list[int]] = []
 
     # -------------------------------------------------------------- state
     def _state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "global_step": self.global_step, "best": self.best, "history": self.history}
+                "global_step": self.global_step, "best": self.best, "history": self.history,
+                **({"grad_scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
 
     def resume(self) -> bool:
         path = self.ckpt.last()
@@ -263,6 +326,8 @@ class Trainer:
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         set_rng_state(st["rng"])
+        if self.scaler.is_enabled() and "grad_scaler" in st:
+            self.scaler.load_state_dict(st["grad_scaler"])
         self.epoch, self.step_in_epoch, self.global_step = st["epoch"], st["step_in_epoch"], st["global_step"]
         self.best, self.history = st["best"], st["history"]
         if self.s.dist.main:
@@ -276,46 +341,74 @@ class Trainer:
 
     # -------------------------------------------------------------- batches
     def _loader(self, epoch: int, skip_steps: int) -> DataLoader:
+        """This rank's batches of ``epoch`` from step ``skip_steps`` on, through one persistent DataLoader.
+
+        The dataset holds every (image, view) pair once; the epoch's order and view choice
+        (:func:`epoch_items`, a pure function of seed and epoch) travel as the batch sampler's keys.
+        So the loader and its worker processes live for the whole run (``persistent_workers``),
+        and a resumed run still sees exactly the batches an uninterrupted one sees.
+        """
         s, o = self.s, self.s.cfg.optim
+        if self._train_loader is None:
+            self._train_loader = self._make_train_loader()
         items = epoch_items(self.train_samples, self.domain_index, s.views, s.view_seed, epoch,
                             s.caches[0] if s.caches else None)
         items = items[: self.steps_per_epoch * o.batch_size]
         per_rank = o.batch_size // s.dist.world
-        mine = []
+        V = s.views
+        batches = []
         for step in range(skip_steps, self.steps_per_epoch):
             start = step * o.batch_size + s.dist.rank * per_rank
-            mine.extend(items[start:start + per_rank])
+            batches.append([self._pair_of[it.sample.index] * V + it.view for it in items[start:start + per_rank]])
+        self._epoch_batches[:] = batches  # the sampler iterates this list (see _make_train_loader)
+        return self._train_loader
+
+    def _make_train_loader(self) -> DataLoader:
+        s = self.s
+        V = s.views
+        self._pair_of = {x.index: i for i, x in enumerate(self.train_samples)}
+        cache = s.caches[0] if s.caches else None
+        params = None
+        if cache is not None and self.train_samples:  # view params of every (image, view): one lookup
+            idx = torch.tensor([x.index for x in self.train_samples], dtype=torch.long).repeat_interleave(V)
+            vw = torch.arange(V, dtype=torch.long).repeat(len(self.train_samples))
+            params = cache.lookup(idx, vw)["view_params"].tolist()
+        pairs = [Item(x, self.domain_index[x.domain], v, tuple(params[i * V + v]) if params is not None else None)
+                 for i, x in enumerate(self.train_samples) for v in range(V)]
         spec = self.strategy.student.spec
-        ds = TrainImages(s.dataset, mine, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
-        # an explicit generator: the iterator's base seed must not come from (and advance) the
+        ds = TrainImages(s.dataset, pairs, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
+        workers = s.cfg.run.workers
+        # an explicit generator: an iterator's base seed must not come from (and advance) the
         # global RNG, or a resumed run would be one draw behind the uninterrupted one
-        return DataLoader(ds, batch_size=per_rank, shuffle=False, num_workers=s.cfg.run.workers,
-                          pin_memory=s.device.type == "cuda", drop_last=True,
-                          persistent_workers=False, generator=torch.Generator().manual_seed(
-                              step_seed(s.cfg.run.seed, epoch, -2, s.dist.rank)))
+        return DataLoader(ds, batch_sampler=_ListSampler(self._epoch_batches), num_workers=workers,
+                          pin_memory=s.device.type == "cuda", persistent_workers=workers > 0,
+                          prefetch_factor=4 if workers else None,
+                          generator=torch.Generator().manual_seed(step_seed(s.cfg.run.seed, 0, -2, s.dist.rank)))
 
     def _batch(self, pixels, labels, domain, index, view) -> Batch:
         dev = self.s.device
-        pixels = pixels.to(dev, non_blocking=True)
+        # pinned host memory (pin_memory on CUDA) + non_blocking: the copy overlaps the previous step
+        pixels = pixels.to(dev, non_blocking=True, memory_format=self.memory_format)
         spec = self.strategy.student.spec
-        mean = torch.tensor(spec.mean, device=dev).view(1, 3, 1, 1)
-        std = torch.tensor(spec.std, device=dev).view(1, 3, 1, 1)
         needs = self.strategy.needs
-        b = Batch(pixels=pixels, images=(pixels - mean) / std, labels=labels.to(dev) if needs.labels else None,
-                  domain=domain.to(dev), sample_index=index.to(dev), view=view.to(dev))
+        b = Batch(pixels=pixels, images=(pixels - self._mean) / self._std,
+                  labels=labels.to(dev, non_blocking=True) if needs.labels else None,
+                  domain=domain.to(dev, non_blocking=True), sample_index=index.to(dev, non_blocking=True),
+                  view=view.to(dev, non_blocking=True))
         if self.s.caches and (needs.cached_logits or needs.cached_features):
             rows = [c.lookup(index, view) for c in self.s.caches]
-            b.teacher_logits = rows[0]["logits"].to(dev)
-            b.teacher_emb = rows[0]["image_emb"].to(dev)
-            b.teacher_logits_all = [r["logits"].to(dev) for r in rows]
+            b.teacher_logits = rows[0]["logits"].to(dev, non_blocking=True)
+            b.teacher_emb = rows[0]["image_emb"].to(dev, non_blocking=True)
+            b.teacher_logits_all = [r["logits"].to(dev, non_blocking=True) for r in rows]
         if needs.cached_adversarial:  # one cached adversarial view per image, at the student's resolution
             adv = self.s.adversarial
             rows = adv.lookup(index, adv.choose(index, self.epoch, self.s.view_seed))
-            px = rows["pixels"].to(dev).float() / 255.0
+            px = rows["pixels"].to(dev, non_blocking=True).float() / 255.0
             if tuple(px.shape[-2:]) != tuple(spec.input_size):
                 px = F.interpolate(px, size=tuple(spec.input_size), mode="bicubic", align_corners=False,
                                    antialias=True).clamp(0, 1)
-            b.adv_pixels, b.adv_teacher_logits = px, rows["logits"].to(dev)
+            b.adv_pixels, b.adv_teacher_logits = px.contiguous(memory_format=self.memory_format), \
+                rows["logits"].to(dev, non_blocking=True)
         return b
 
     def _clean_batches(self, batch_size: int = 256):
@@ -338,7 +431,8 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.global_step or None)
-        autocast = (torch.autocast(s.device.type, dtype=torch.bfloat16) if o.bf16 else nullcontext())
+        autocast = runtime_autocast(s.device, o.precision)  # losses cast to fp32 themselves (strategies)
+        log = _StepLog(writer, self.s.device)
         t0 = time.time()
         while self.epoch < o.epochs:
             epoch = self.epoch
@@ -352,7 +446,9 @@ class Trainer:
 
                 bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {epoch + 1}/{o.epochs}",
                            dynamic_ncols=True, leave=False)
-            run_correct, run_seen = 0, 0
+            log.start_epoch(epoch)
+            # no host sync in this loop: loss, parts and accuracy stay on the device until a log point
+            # (every run.log_every steps, before a checkpoint, at the epoch's end), which also catches a NaN
             for pixels, labels, domain, index, view in loader:
                 # every random draw of the step (dropout, masks, PGD starts) is a function of
                 # (seed, epoch, step): a resumed run replays it whatever ran before
@@ -361,38 +457,29 @@ class Trainer:
                 with autocast:
                     out = self.model(batch)
                 loss = out["loss"]
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise DistillError(f"loss is {loss_value} at epoch {epoch + 1} step {self.step_in_epoch}: "
-                                       f"lower optim.lr or enable optim.grad_clip")
+                log.add(self.step_in_epoch, self.global_step + 1, out, batch.labels,
+                        self.optimizer.param_groups[0]["lr"])
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                self.scaler.scale(loss).backward()
                 if o.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.strategy.parameters(), o.grad_clip)
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
                 self.global_step += 1
                 self.step_in_epoch += 1
                 self.scheduler.step_update(num_updates=self.global_step)
                 n_steps = self.step_in_epoch
-                if "logits" in out and batch.labels is not None:  # live accuracy
-                    run_correct += int((out["logits"].detach().argmax(-1) == batch.labels).sum())
-                    run_seen += len(batch.labels)
-                if writer is not None:
-                    writer.add_scalar("train/loss", loss_value, self.global_step)
-                    for k, v in out.items():
-                        if k not in ("loss", "logits") and v.dim() == 0:
-                            writer.add_scalar(f"train/{k}", float(v), self.global_step)
-                    writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+                save = cfg.run.save_every and self.global_step % cfg.run.save_every == 0 and n_steps < self.steps_per_epoch
+                if self.global_step % cfg.run.log_every == 0 or save:
+                    log.flush(bar)  # raises on a non-finite loss, before any checkpoint could keep it
                 if bar is not None:
-                    post = {"loss": f"{loss_value:.3f}"}
-                    if run_seen:
-                        post["acc"] = f"{100 * run_correct / run_seen:.1f}"
-                    bar.set_postfix(post)
                     bar.update(1)
-                if cfg.run.save_every and self.global_step % cfg.run.save_every == 0 and n_steps < self.steps_per_epoch:
+                if save:
                     self._save()
                 if _STEP_DELAY:  # test hook: slow steps so a test can kill -9 mid-run
                     time.sleep(_STEP_DELAY)
+            log.flush(bar)
             if bar is not None:
                 bar.close()
             # end of epoch: evaluate, log, checkpoint (the epoch counter moves first so that a
@@ -515,43 +602,6 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------- building
-def resolve_device(name: str, d: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and d.world > 1:
-        name = f"cuda:{d.local_rank}"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DistillError(f"run.device '{name}': CUDA is not available on this machine")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    return dev
-
-
-def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
-    """A 63-bit seed that is a pure function of (run seed, epoch, step in epoch, rank)."""
-    words = [seed, epoch, step + 2, rank]  # step -1 (epoch hook) and -2 (loader) stay non-negative
-    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def seed_step(seed: int, epoch: int, step: int, rank: int = 0) -> None:
-    """Reseed the global RNGs (python, numpy, torch CPU + every CUDA device) for one training step."""
-    import random
-
-    s = step_seed(seed, epoch, step, rank)
-    random.seed(s)
-    np.random.seed(s % 2**32)
-    torch.manual_seed(s)  # seeds the CUDA generators too
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _teacher_input_fn(teacher, device: torch.device):
     info = teacher.preprocess_info
     mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
@@ -568,11 +618,11 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
     """Config -> objects. Nothing below this function reads the config's raw form."""
     from distill.teacher.cache import TeacherCache, expected_identity
 
-    d = init_distributed(cfg.run.device)
-    device = resolve_device(cfg.run.device, d)
+    device = resolve_device(cfg.run.device, what="run.device")  # indexed: cuda:LOCAL_RANK under torchrun
+    check_precision(cfg.optim.precision, device, what="optim.precision")
+    d = init_distributed(device)
     seed_everything(cfg.run.seed)
-    if cfg.run.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    set_deterministic(cfg.run.deterministic)
     dataset = DomainFolder(cfg.data.root, cfg.data.class_map, cfg.data.test_fraction, cfg.data.split_seed,
                            cfg.data.val_fraction)
     source = dataset.check_domains(cfg.data.source)
@@ -598,7 +648,7 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
             from distill.teacher import Teacher
 
             teacher = teacher or Teacher(cfg.teacher.arch, cfg.teacher.pretrained, dataset.classes, templates,
-                                         device=str(device))
+                                         device=str(device), precision=cfg.teacher.precision)
             teacher_ident, preprocess = teacher.identity(), teacher.preprocess_info.to_dict()
         expect = expected_identity(teacher_ident, preprocess, dataset.classes,
                                    dataset.fingerprint(probe.domains), templates if cfg.teacher else None)
@@ -619,7 +669,8 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
         from distill.teacher.prompts import DEFAULT_TEMPLATES
 
         teacher = Teacher(cfg.teacher.arch, cfg.teacher.pretrained, dataset.classes,
-                          cfg.teacher.templates or DEFAULT_TEMPLATES, device=str(device))
+                          cfg.teacher.templates or DEFAULT_TEMPLATES, device=str(device),
+                          precision=cfg.teacher.precision)
     if teacher is not None:
         teacher.to(device)
 

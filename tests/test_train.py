@@ -46,7 +46,7 @@ def _config(root: Path, cache: Path | None, out: Path, **over) -> dict:
         "student": {"arch": "test_resnet", "input_size": 16},
         "strategy": {"name": "kd", "temperature": 2.0},
         "optim": {"epochs": 2, "batch_size": 8, "lr": 0.01, "warmup_epochs": 0.5},
-        "run": {"out": str(out), "workers": 0, "progress": False, "seed": 1},
+        "run": {"out": str(out), "workers": 0, "progress": False, "seed": 1, "device": "cpu"},  # GPU: tests/gpu
     }
     if cache is not None:
         cfg["cache"] = str(cache)

@@ -12,6 +12,7 @@ Timing, statistics, memory and device info are the edge runner's (one implementa
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,10 +60,28 @@ def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, s
                        "or a folder)")
 
 
+@dataclass(frozen=True)
+class TorchOptions:
+    """How ``--runtime torch`` runs a checkpoint (see :mod:`distill.bench.torch_runner`)."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA)
+    compile: str = "none"  # none | default | reduce-overhead | max-autotune
+    memory_format: str = "auto"  # auto (channels_last on CUDA) | channels_last | contiguous
+
+    def is_default(self) -> bool:
+        return self == TorchOptions()
+
+
 def bench_model(model: str | Path, runtime: str | None = None, batches: tuple[int, ...] = (1,),
                 threads: int | None = None, warmup: int = 10, iters: int = 50, profile: bool = False,
-                topk: int = 10, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                topk: int = 10, log: Callable[[str], None] | None = None,
+                torch_options: TorchOptions | None = None) -> list[dict[str, Any]]:
     """Benchmark MODEL at each batch size; one record per (model file, runtime, batch).
+
+    ``torch_options`` (device, precision, compile mode, memory format) apply to ``--runtime torch``
+    only; torch records add ``precision``, ``memory_format``, ``compile`` and ``compile_s`` (the first
+    call at that batch size: compilation and warm-up, timed apart from the timed runs).
 
     Raises:
         DistillError: bad MODEL/runtime, or a runtime unavailable here (message names what to install).
@@ -70,10 +89,15 @@ def bench_model(model: str | Path, runtime: str | None = None, batches: tuple[in
     if warmup < 0 or iters < 1:
         raise DistillError(f"--warmup must be >= 0 and --iters >= 1 (got {warmup}, {iters})")
     records: list[dict[str, Any]] = []
-    for path, rt in resolve_models(model, runtime):
+    opts = torch_options or TorchOptions()
+    pairs = resolve_models(model, runtime)
+    if not opts.is_default() and any(rt != "torch" for _, rt in pairs):
+        raise DistillError("--device, --precision, --compile and --memory-format apply to --runtime torch only "
+                           "(an ONNX model's precision is fixed at export)")
+    for path, rt in pairs:
         try:
             if rt == "torch":
-                records += _bench_torch(path, batches, threads, warmup, iters, profile, topk)
+                records += _bench_torch(path, batches, threads, warmup, iters, profile, topk, opts)
             else:
                 records += bench_file(path, rt, batches, threads, warmup, iters, profile, topk)
         except RuntimeUnavailable as e:
@@ -85,16 +109,23 @@ def bench_model(model: str | Path, runtime: str | None = None, batches: tuple[in
 
 
 def _bench_torch(path: Path, batches: tuple[int, ...], threads: int | None, warmup: int, iters: int,
-                 profile: bool, topk: int) -> list[dict[str, Any]]:
+                 profile: bool, topk: int, opts: TorchOptions) -> list[dict[str, Any]]:
     import torch
 
     from distill.bench.torch_runner import TorchRunner
 
     before = rss_mb()
-    runner = TorchRunner(path, threads=threads)
-    recs = bench_runner(runner, batches, warmup, iters, profile=False, topk=topk, model_path=path,
-                        rss_before_load_mb=before, extra_versions={"torch": torch.__version__},
-                        gpu_peak_mb=runner.gpu_peak_mb)
+    runner = TorchRunner(path, threads=threads, device=opts.device, precision=opts.precision, compile=opts.compile,
+                         memory_format=opts.memory_format)
+    recs = []
+    for b in batches:  # one batch size at a time: its first call (compile, warm-up) is timed apart
+        first = runner.warm(int(b))
+        for r in bench_runner(runner, (b,), warmup, iters, profile=False, topk=topk, model_path=path,
+                              rss_before_load_mb=before, extra_versions={"torch": torch.__version__},
+                              gpu_peak_mb=runner.gpu_peak_mb):
+            r.update(runner.options)
+            r["compile_s"] = round(first, 4)
+            recs.append(r)
     weights = path / "model.safetensors"
     for r in recs:
         r["model_sha256"] = sha256_file(weights) if weights.is_file() else None

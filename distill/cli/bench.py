@@ -16,12 +16,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on devices as distill/bench/edge_runner.py (numpy + onnxruntime or tensorrt only).")
     p.add_argument("model", help=".onnx, .engine/.plan, a checkpoint folder (torch) or an export folder")
     add_bench_arguments(p, RUNTIMES, default_runtime=None)
+    from distill.bench.torch_runner import COMPILE_MODES, MEMORY_FORMATS
+
+    t = p.add_argument_group("runtime torch (a checkpoint folder)")
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="weights and activations (fp16: CUDA only) (default: fp32)")
+    t.add_argument("--compile", choices=COMPILE_MODES, default="none",
+                   help="torch.compile mode; reduce-overhead = CUDA graphs. Compile time is reported apart as "
+                        "compile_s (default: none, eager)")
+    t.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto",
+                   help="auto = channels_last on CUDA, contiguous on CPU (default: auto)")
     p.set_defaults(func=run, _parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
     from distill.bench.edge_runner import parse_batches, write_jsonl
-    from distill.bench.run import bench_model
+    from distill.bench.run import TorchOptions, bench_model
     from distill.errors import DistillError
 
     try:
@@ -29,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise DistillError(str(e)) from None
     records = bench_model(args.model, args.runtime, batches, args.threads, args.warmup, args.iters, args.profile,
-                          args.topk, log=lambda s: print(s, file=sys.stderr))
+                          args.topk, log=lambda s: print(s, file=sys.stderr),
+                          torch_options=TorchOptions(args.device, args.precision, args.compile, args.memory_format))
     if args.out:
         write_jsonl(records, args.out)
         print(f"appended {len(records)} record(s) to {args.out}", file=sys.stderr)

@@ -56,7 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest)")
     b.add_argument("--workers", type=int, default=None, metavar="N", help="decode workers per process (cores - 1)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
-    b.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
+    b.add_argument("--device", default="auto",
+                   help="auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK under torchrun, else cuda:0, else cpu)")
+    b.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="the teacher's inference dtype (autocast; fp16 on CUDA only). Recorded in the cache's "
+                        "identity (teacher.precision): a run with an online teacher must use the same (fp32)")
     b.set_defaults(func=_build)
 
     i = sub.add_parser("inspect", help="show a cache's teacher, rows, size, zero-shot accuracy, compute saved",
@@ -96,6 +100,7 @@ def _build(args: argparse.Namespace) -> int:
     from distill.data.folder import DomainFolder
     from distill.teacher.cache import MANIFEST, ViewConfig, build_cache
     from distill.teacher.clip import Teacher
+    from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
@@ -105,11 +110,13 @@ def _build(args: argparse.Namespace) -> int:
                            split_seed=args.split_seed, val_fraction=args.val_fraction)
     domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
     templates = _read_templates(args.templates_file)
-    device = args.device or (f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device, what="--device")
+    check_precision(args.precision, device, what="--precision")
+    deterministic_cublas()  # before the teacher's first matmul: a resumed build writes the same bytes
     pretrained = None if args.pretrained.lower() == "none" else args.pretrained
     if pretrained is None:
         torch.manual_seed(0)  # random weights, identical in every process and every run
-    teacher = Teacher(args.arch, pretrained, dataset.classes, templates, device=device)
+    teacher = Teacher(args.arch, pretrained, dataset.classes, templates, device=str(device), precision=args.precision)
     out = Path(args.out)
     was_complete = (out / MANIFEST).exists()
     from distill.robust import parse_eps
@@ -158,7 +165,7 @@ def _inspect(args: argparse.Namespace) -> int:
         if t["pretrained"] else "none (random weights)"
     print(f"cache     {s['path']}  ({_si(s['size_bytes'], 'B')} on disk, {s['shards']} shards, "
           f"created {s['created']})")
-    print(f"teacher   {t['arch']}  pretrained {pretrained}  (open_clip {t['open_clip_version']}, "
+    print(f"teacher   {t['arch']}  pretrained {pretrained}  {t.get('precision', 'fp32')}  (open_clip {t['open_clip_version']}, "
           f"torch {t['torch_version']}, {s['templates']} prompt templates)")
     print(f"classes   {len(s['classes'])}: {', '.join(s['classes'])}")
     minus = f" - {len(s['skipped'])} skipped" if s["skipped"] else ""

@@ -66,8 +66,6 @@ def _eps_list(values: list[str] | None) -> tuple[float, ...]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
     from distill.data.folder import DomainFolder
     from distill.errors import DistillError
     from distill.robust import RobustEvaluator, RobustSettings, check_corruptions, parse_eps, robust_table
@@ -82,9 +80,9 @@ def _run(args: argparse.Namespace) -> int:
         pgd_step_size=None if args.pgd_step_size is None else parse_eps(args.pgd_step_size),
         random_start=not args.no_random_start, corruptions=tuple(corruptions), severity=args.severity,
         max_images=args.max_images, seed=args.seed)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from distill.utils.runtime import resolve_device
+
+    device = resolve_device(args.device, what="--device")
     student = load_student(args.checkpoint).to(device)
     dataset = DomainFolder(args.data, args.class_map, args.test_fraction, args.split_seed, args.val_fraction)
     if student.spec.class_names != dataset.classes:

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     boot.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map "
                       "(default: ROOT/classnames.yaml if present)")
     boot.add_argument("--seed", type=int, default=0, help="seed of init, shuffling, captions and augmentation (default: 0)")
-    boot.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    boot.add_argument("--device", default="cpu",
+                      help="auto | cpu | cuda | cuda:N (default: cpu, where resume is bit-identical)")
     boot.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice; "
                       "1 is best on a busy machine, where extra threads mostly wait on each other)")
     boot.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -68,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map "
                     "(default: ROOT/classnames.yaml if present)")
     ev.add_argument("--batch-size", type=int, default=256, metavar="B", help="images per forward pass (default: 256)")
-    ev.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     ev.set_defaults(func=_eval)
 
@@ -85,12 +86,13 @@ def _set_threads(n: int | None) -> None:
 def _bootstrap(args: argparse.Namespace) -> int:
     from distill.data.folder import DomainFolder
     from distill.teacher.demo import bootstrap_teacher
+    from distill.utils.runtime import resolve_device
 
     _set_threads(args.threads)
     ds = DomainFolder(args.data, class_map=args.class_map)
     ckpt = bootstrap_teacher(ds, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
                              lr=args.lr, max_per_domain=args.max_per_domain, quick=args.quick, seed=args.seed,
-                             device=args.device, progress=not args.no_progress)
+                             device=str(resolve_device(args.device, what="--device")), progress=not args.no_progress)
     print(f"teacher checkpoint: {ckpt}")
     print(f"teacher manifest:   {ckpt.parent / 'teacher.json'}")
     cm = f" --class-map {args.class_map}" if args.class_map else ""
@@ -148,7 +150,9 @@ def _eval(args: argparse.Namespace) -> int:
     ds = DomainFolder(args.data, class_map=args.class_map)
     domains = ds.check_domains(args.domains) if args.domains else ds.domains
     split = None if args.split == "all" else args.split
-    teacher = Teacher(arch, args.pretrained, ds.classes, templates, device=args.device)
+    from distill.utils.runtime import resolve_device
+
+    teacher = Teacher(arch, args.pretrained, ds.classes, templates, device=str(resolve_device(args.device, what="--device")))
     acc = zero_shot_accuracy(teacher, ds, split=split, domains=domains, batch_size=args.batch_size, progress=True)
     if not acc:
         raise DistillError(f"{ds.root}: no {args.split}-split images in domains {', '.join(domains)}")

@@ -37,6 +37,7 @@ def information_maximization(logits: Tensor, diversity_weight: float = 1.0) -> t
     Returns:
         (loss, entropy, diversity), scalars.
     """
+    logits = logits.float()  # fp32 under autocast: entropy of near-one-hot rows needs the precision
     p = logits.softmax(-1)
     log_p = logits.log_softmax(-1)
     ent = -(p * log_p).sum(-1).mean()
@@ -47,7 +48,7 @@ def information_maximization(logits: Tensor, diversity_weight: float = 1.0) -> t
 
 def soft_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
     """Mean over the batch of −Σ_c target_c · log softmax(logits)_c; optional per-sample weight [B]."""
-    per = -(target * logits.log_softmax(-1)).sum(-1)
+    per = -(target.float() * logits.float().log_softmax(-1)).sum(-1)
     if weight is None:
         return per.mean()
     return (per * weight).sum() / weight.sum().clamp(min=1e-8)

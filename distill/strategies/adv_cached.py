@@ -72,6 +72,7 @@ class AdvCached(Strategy):
                                "cache with `distill cache build --adv-views K`)")
         B = len(batch.images)
         mask = torch.rand(B) < self.config.adv_fraction  # global RNG: the trainer reseeds it per (seed, epoch, step)
+        self._all_clean = not bool(mask.any())  # read on the CPU: no GPU sync in forward
         mask = mask.to(batch.images.device)
         m = mask.view(B, 1, 1, 1)
         images = torch.where(m, self._normalize(batch.adv_pixels.to(batch.images.dtype)), batch.images)
@@ -86,11 +87,10 @@ class AdvCached(Strategy):
         images, t_logits, mask = self.mix(batch)
         logits = self.student(images)
         kd = kl_div_with_temperature(logits, t_logits, c.temperature)
-        ce = F.cross_entropy(logits, batch.labels)
+        ce = F.cross_entropy(logits.float(), batch.labels)
         loss = c.alpha * kd + (1 - c.alpha) * ce
-        clean = ~mask
         shown = logits.detach()
         out = {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "adv_share": mask.float().mean()}
-        if bool(clean.all()):
+        if self._all_clean:
             out["logits"] = shown  # the live accuracy display reads clean-image logits only
         return out

@@ -112,7 +112,7 @@ class AdvKD(Strategy):
         logits, logits_adv = both.split(len(x_adv))
         kd = kl_div_with_temperature(logits, batch.teacher_logits, c.temperature)
         kd_adv = kl_div_with_temperature(logits_adv, t_adv, c.temperature)
-        ce = F.cross_entropy(logits, batch.labels)
+        ce = F.cross_entropy(logits.float(), batch.labels)
         loss = c.alpha * (kd + c.adv_weight * kd_adv) + (1 - c.alpha) * ce
         return {"loss": loss, "kd": kd.detach(), "kd_adv": kd_adv.detach(), "ce": ce.detach(),
                 "logits": logits.detach()}

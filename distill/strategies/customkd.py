@@ -23,7 +23,7 @@ class CustomKDConfig:
 
 def _cosine_distance(a: Tensor, b: Tensor) -> Tensor:
     """Batch mean of 1 − cos between rows of ``a`` and ``b`` [B, K]: blind to feature scale."""
-    return (1 - F.cosine_similarity(a, b, dim=-1)).mean()
+    return (1 - F.cosine_similarity(a.float(), b.float(), dim=-1)).mean()  # fp32 under autocast
 
 
 @register_strategy("customkd")
@@ -83,14 +83,14 @@ class CustomKD(Strategy):
         cfg = self.config
         out = self.student.forward_all(batch.images)
         f, logits = out["features"], out["logits"]  # [B, F], [B, C]
-        ce = F.cross_entropy(logits, batch.labels)
+        ce = F.cross_entropy(logits.float(), batch.labels)
         kd = kl_div_with_temperature(logits, batch.teacher_logits, cfg.temperature)
 
         custom_feat = self.transform(batch.teacher_emb)  # g(t) [B, F]
         custom = _cosine_distance(f, custom_feat.detach())
         head = self.student.head
         custom_logits = F.linear(custom_feat, head.weight.detach(), head.bias.detach())  # [B, C]
-        fit = (F.cross_entropy(custom_logits, batch.labels)
+        fit = (F.cross_entropy(custom_logits.float(), batch.labels)
                + kl_div_with_temperature(custom_logits, batch.teacher_logits, cfg.temperature))
 
         loss = ce + cfg.lambda_kd * kd + cfg.lambda_custom * custom + cfg.lambda_fit * fit

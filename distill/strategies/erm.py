@@ -28,5 +28,5 @@ class ERM(Strategy):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         logits = self.student(batch.images)
-        ce = F.cross_entropy(logits, batch.labels, label_smoothing=self.config.label_smoothing)
+        ce = F.cross_entropy(logits.float(), batch.labels, label_smoothing=self.config.label_smoothing)
         return {"loss": ce, "ce": ce.detach(), "logits": logits.detach()}

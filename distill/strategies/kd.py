@@ -33,7 +33,7 @@ class KD(Strategy):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         logits = self.student(batch.images)
         kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
-        ce = F.cross_entropy(logits, batch.labels)
+        ce = F.cross_entropy(logits.float(), batch.labels)
         loss = self.config.alpha * kd + (1 - self.config.alpha) * ce
         return {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "logits": logits.detach()}
 

@@ -57,12 +57,12 @@ class RISE(Strategy):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         out = self.student.forward_all(batch.images)
         logits, emb = out["logits"], out["embedding"]  # [B, C], [B, D]
-        ce = F.cross_entropy(logits, batch.labels)
+        ce = F.cross_entropy(logits.float(), batch.labels)
         kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
         if self.config.distance == "cosine":
-            feat = (1 - F.cosine_similarity(emb, batch.teacher_emb, dim=-1)).mean()
+            feat = (1 - F.cosine_similarity(emb.float(), batch.teacher_emb.float(), dim=-1)).mean()
         else:
-            feat = (emb - batch.teacher_emb).pow(2).sum(dim=-1).mean()
+            feat = (emb.float() - batch.teacher_emb.float()).pow(2).sum(dim=-1).mean()
         loss = ce + self.config.lambda_kd * kd + self.config.lambda_feat * feat
         return {"loss": loss, "ce": ce.detach(), "kd": kd.detach(), "feat": feat.detach(),
                 "logits": logits.detach()}

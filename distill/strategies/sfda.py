@@ -155,9 +155,9 @@ class SFDA(Strategy):
         logits = self.student(batch.images)
         soft, hard, weight = self._batch_targets(batch, logits)
         im, ent, div = information_maximization(logits, c.diversity_weight)
-        log_q = logits.log_softmax(-1)
+        log_q = logits.float().log_softmax(-1)
         kd = (soft * (torch.log(soft.clamp(min=1e-8)) - log_q)).sum(-1).mean()
-        ce = F.cross_entropy(logits, hard, reduction="none")
+        ce = F.cross_entropy(logits.float(), hard, reduction="none")
         pl = (ce * weight).sum() / weight.sum().clamp(min=1.0)
         loss = c.lambda_im * im + c.lambda_kd * kd + c.lambda_pl * pl
         return {"loss": loss, "im": im.detach(), "entropy": ent.detach(), "diversity": div.detach(),

@@ -66,7 +66,7 @@ class SHOT(Strategy):
         got = self.targets.get(batch.sample_index) if batch.sample_index is not None else None
         own = logits.detach().argmax(-1)  # before the first refresh: the model's own labels
         labels = own if got is None else torch.where(got[3], got[1], own)
-        pl = F.cross_entropy(logits, labels)
+        pl = F.cross_entropy(logits.float(), labels)
         loss = im + self.config.beta * pl
         return {"loss": loss, "im": im.detach(), "entropy": ent.detach(), "diversity": div.detach(),
                 "pl": pl.detach(), "logits": logits.detach()}

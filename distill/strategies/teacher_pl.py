@@ -39,5 +39,5 @@ class TeacherPL(Strategy):
         conf, labels = probs.max(-1)
         weight = (conf >= c.confidence).float()
         logits = self.student(batch.images)
-        ce = (F.cross_entropy(logits, labels, reduction="none") * weight).sum() / weight.sum().clamp(min=1.0)
+        ce = (F.cross_entropy(logits.float(), labels, reduction="none") * weight).sum() / weight.sum().clamp(min=1.0)
         return {"loss": ce, "ce": ce.detach(), "kept": weight.mean(), "logits": logits.detach()}

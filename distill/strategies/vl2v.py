@@ -12,6 +12,7 @@ from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
 from distill.student.model import kl_div_with_temperature
+from distill.utils.runtime import full_precision
 
 _MAX_SCALE = 100.0  # CLIP clamps its learned logit scale here
 
@@ -91,17 +92,19 @@ class VL2V(Strategy):
 
     def text_logits(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Student features [B, F] -> (z = normalized embedding [B, D], s · z Tᵀ [B, C])."""
-        z = F.normalize(self.student.projector(features), dim=-1)
-        return z, self.scale() * z @ self.text_embeddings.T
+        emb = self.student.projector(features)
+        with full_precision(emb):  # normalization and the scaled cosine logits in fp32, even under autocast
+            z = F.normalize(emb.float(), dim=-1)
+            return z, self.scale() * z @ self.text_embeddings.T
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         f = self.student.features(batch.images)  # [B, F]
         z, logits = self.text_logits(f)
-        ce_text = F.cross_entropy(logits, batch.labels)
-        align = (1 - F.cosine_similarity(z, batch.teacher_emb, dim=-1)).mean()
+        ce_text = F.cross_entropy(logits.float(), batch.labels)
+        align = (1 - F.cosine_similarity(z, batch.teacher_emb.float(), dim=-1)).mean()
         kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
         head_logits = self.student.head(f.detach() if self.config.probe_detached else f)  # [B, C], exported path
-        ce_head = F.cross_entropy(head_logits, batch.labels)
+        ce_head = F.cross_entropy(head_logits.float(), batch.labels)
         loss = (ce_text + self.config.lambda_align * align + self.config.lambda_kd * kd
                 + self.config.lambda_head * ce_head)
         return {"loss": loss, "ce_text": ce_text.detach(), "align": align.detach(), "kd": kd.detach(),

@@ -29,6 +29,11 @@ Perturbations respect the ε-ball in 8-bit pixels: the clean view is 8-bit, PGD 
 [0, 1] floats, and the result is rounded and clamped to ``clean ± floor(ε·255)/255``.
 Each image's random start comes from a generator seeded by (seed, sample_index, view), and
 batches are fixed per shard, so a rebuilt or resumed build writes the same rows.
+
+Devices: the random starts are drawn on the CPU (the same numbers whatever the device) and
+moved to the teacher's device together with the clean pixels; every tensor the attack combines
+(pixels, starts, mean/std, the teacher's outputs) lives there, and only the finished rows come
+back to the CPU to be written.
 """
 from __future__ import annotations
 
@@ -138,7 +143,8 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
         raise DistillError(f"adversarial views: need views >= 1, steps >= 0, 0 < epsilon <= 1 "
                            f"(got {views}, {steps}, {epsilon})")
     ident = teacher.identity()
-    diffs = diff_fields(cm["teacher"], {k: v for k, v in ident.items() if k not in TEACHER_UNCOMPARED})
+    diffs = diff_fields({"teacher": cm["teacher"]},
+                        {"teacher": {k: v for k, v in ident.items() if k not in TEACHER_UNCOMPARED}})
     if diffs:
         raise DistillError(f"{cache_dir}: the teacher differs from the cache's ({'; '.join(diffs)}); build the "
                            "adversarial views with the cache's own teacher")
@@ -198,7 +204,7 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
                 x0 = x0.repeat_interleave(K, dim=0)  # [n*K, ...] sample-major, view-minor
                 si = torch.tensor(idx, dtype=torch.long).repeat_interleave(K)
                 vv = torch.arange(K, dtype=torch.int16).repeat(len(idx))
-                start = torch.stack([_start(seed, int(i), int(v), tuple(x0.shape[1:]))
+                start = torch.stack([_start(seed, int(i), int(v), tuple(x0.shape[1:]))  # CPU RNG: device-independent
                                      for i, v in zip(si.tolist(), vv.tolist())]).to(device)
 
                 def normalize(px: Tensor) -> Tensor:

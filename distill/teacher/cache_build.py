@@ -163,23 +163,15 @@ def _collate(items: list) -> dict:
 # ---------------------------------------------------------------------- process group
 @contextlib.contextmanager
 def _distributed(device: torch.device) -> Iterator[tuple[int, int]]:
-    """(rank, world): joins the torchrun process group (env RANK/WORLD_SIZE) if there is one."""
-    import torch.distributed as dist
+    """(rank, world): joins the torchrun process group (env RANK/WORLD_SIZE) if there is one.
 
-    if dist.is_available() and dist.is_initialized():
-        yield dist.get_rank(), dist.get_world_size()
-        return
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        yield 0, 1
-        return
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    ``device`` is the teacher's, already indexed and current (:func:`distill.utils.runtime.resolve_device`).
+    """
+    from distill.utils.runtime import process_group
+
     # Ranks own different shards and may finish far apart: wait long at the barrier.
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=_dt.timedelta(hours=12))
-    try:
-        yield dist.get_rank(), dist.get_world_size()
-    finally:
-        dist.destroy_process_group()
+    with process_group(device, timeout=_dt.timedelta(hours=12)) as d:
+        yield d.rank, d.world
 
 
 def _broadcast(obj, world: int):

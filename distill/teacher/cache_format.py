@@ -105,7 +105,40 @@ def describe(key: str, have: Any, want: Any) -> str:
     return f"{key}: {shorten(have)} vs {shorten(want)}"
 
 
+#: Fields added to the identity after format version 1 shipped, with the value every older cache had.
+LEGACY_DEFAULTS: dict[str, Any] = {"teacher.precision": "fp32"}
+
+#: Relative tolerance of float fields (logit scale, mean/std, crop ranges, epsilons). A CUDA exp or
+#: a JSON round trip moves the last digit (``teacher.logit_scale: 14.285714 vs 14.285715`` failed
+#: a GPU-built cache on a CPU); a real difference (another teacher, other preprocessing) is far larger.
+FLOAT_RTOL = 1e-6
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality, except that floats (also inside lists) match within :data:`FLOAT_RTOL`."""
+    import math
+
+    def num(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if num(a) and num(b) and (isinstance(a, float) or isinstance(b, float)):
+        return math.isclose(a, b, rel_tol=FLOAT_RTOL, abs_tol=1e-12)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    return a == b
+
+
 def diff_fields(have: Mapping[str, Any], want: Mapping[str, Any]) -> list[str]:
-    """``"field: X vs Y"`` (``have`` vs ``want``) for each dotted field of ``want`` that differs."""
+    """``"field: X vs Y"`` (``have`` vs ``want``) for each dotted field of ``want`` that differs.
+
+    Floats compare within :data:`FLOAT_RTOL` (:func:`same_value`); a field missing from ``have``
+    that :data:`LEGACY_DEFAULTS` knows takes its old default (caches built before it existed).
+    """
     h, w = flatten(_jsonable(have)), flatten(_jsonable(want))
-    return [describe(k, h.get(k, "<absent>"), w[k]) for k in w if h.get(k, "<absent>") != w[k]]
+
+    def get(k: str) -> Any:
+        return h.get(k, LEGACY_DEFAULTS.get(k, "<absent>"))
+
+    return [describe(k, get(k), w[k]) for k in w if not same_value(get(k), w[k])]

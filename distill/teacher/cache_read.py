@@ -200,7 +200,9 @@ class TeacherCache:
         Raises:
             DistillError: a requested row is not in the cache (skipped image, other domain...).
         """
-        si, v = torch.as_tensor(sample_index, dtype=torch.long), torch.as_tensor(view, dtype=torch.long)
+        # rows live on the CPU; indices may come from a batch already on the GPU
+        si = torch.as_tensor(sample_index, dtype=torch.long).cpu()
+        v = torch.as_tensor(view, dtype=torch.long).cpu()
         key = si * self.views + v
         valid = (v >= 0) & (v < self.views) & (key >= 0) & (key < len(self._row_of))
         row = torch.where(valid, self._row_of.index_select(0, torch.where(valid, key, 0)) if len(self._row_of)

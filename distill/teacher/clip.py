@@ -66,7 +66,10 @@ class Teacher(nn.Module):
         pretrained: tag, local checkpoint path, or None (random init; tests and timing only).
         class_names: the words put in prompts, in label order.
         templates: prompt templates with one ``{}``.
-        device: torch device string.
+        device: torch device string (resolved by :func:`distill.utils.runtime.resolve_device`).
+        precision: inference dtype of the image tower: ``fp32``, ``bf16`` or ``fp16`` (autocast;
+            fp16 on CUDA only). Part of :meth:`identity`, so a cache built at one precision is not
+            mistaken for another's. The zero-shot head is always computed in fp32.
     """
 
     def __init__(
@@ -76,9 +79,15 @@ class Teacher(nn.Module):
         class_names: Sequence[str],
         templates: Sequence[str] = DEFAULT_TEMPLATES,
         device: str = "cpu",
+        precision: str = "fp32",
     ):
         super().__init__()
         import open_clip
+
+        from distill.utils.runtime import check_precision
+
+        check_precision(precision, torch.device(device), what="teacher precision")
+        self.precision = precision
 
         register_model_configs()
         self.arch, self.pretrained = arch, pretrained
@@ -106,6 +115,8 @@ class Teacher(nn.Module):
                 ) from None
             raise
         self.model = model.eval().requires_grad_(False)
+        # frozen: read once (not a GPU->CPU sync per forward); float64 on the CPU, the same number on any device
+        self._logit_scale = float(self.model.logit_scale.detach().double().cpu().exp())
         self.preprocess = preprocess  # open_clip's eval transform: PIL -> [3, H, W]
         self.tokenizer = open_clip.get_tokenizer(model_name)
         cfg = open_clip.get_model_preprocess_cfg(model)
@@ -125,7 +136,7 @@ class Teacher(nn.Module):
 
         ident = {"arch": self.arch, "pretrained": self.pretrained, "checkpoint_sha256": None,
                  "open_clip_version": open_clip.__version__, "torch_version": torch.__version__,
-                 "logit_scale": round(self.logit_scale, 6)}
+                 "logit_scale": round(self.logit_scale, 6), "precision": self.precision}
         if self.pretrained and Path(self.pretrained).is_file():
             ident["pretrained"] = Path(self.pretrained).name
             ident["checkpoint_sha256"] = sha256_file(self.pretrained)
@@ -137,7 +148,15 @@ class Teacher(nn.Module):
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        """exp of the learned log-scale, computed once in float64 on the CPU: the same number on every
+        device (a CUDA exp differs from the CPU's in the last bit: 14.285715 vs 14.285714)."""
+        return self._logit_scale
+
+    def autocast(self):
+        """Autocast context of the teacher's precision on its device (a no-op for fp32)."""
+        from distill.utils.runtime import autocast
+
+        return autocast(self.text_embeddings.device, self.precision)
 
     # ------------------------------------------------------------------ compute
     @torch.no_grad()
@@ -151,14 +170,17 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def encode_image(self, images: Tensor) -> Tensor:
-        """[B, 3, H, W] preprocessed images -> [B, D] L2-normalized embeddings."""
-        return F.normalize(self.model.encode_image(images).float(), dim=-1)
+        """[B, 3, H, W] preprocessed images -> [B, D] L2-normalized fp32 embeddings (tower at ``precision``)."""
+        with self.autocast():
+            feats = self.model.encode_image(images)
+        return F.normalize(feats.float(), dim=-1)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """[B, 3, H, W] -> (embeddings [B, D], zero-shot logits [B, C] incl. logit scale)."""
         emb = self.encode_image(images)
-        return emb, self.logit_scale * emb @ self.text_embeddings.T
+        with torch.autocast(emb.device.type, enabled=False):  # fp32 logits even inside a caller's autocast
+            return emb, self.logit_scale * emb @ self.text_embeddings.T
 
     def image_flops(self) -> int:
         """FLOPs of one image through the image tower (torch's FlopCounterMode, x2 per MAC)."""

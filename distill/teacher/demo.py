@@ -411,6 +411,9 @@ def bootstrap_teacher(
     t0 = time.perf_counter()
     manifest_path.unlink(missing_ok=True)  # a stale manifest must never describe the new checkpoint
     model, preprocess, tokenizer = _create_model(arch, seed)
+    from distill.utils.runtime import resolve_device
+
+    device = resolve_device(device, what="bootstrap device")  # "auto"/"cuda" -> an indexed device
     model.to(device).train()
     geometry, mean, std = _geometry_transform(preprocess)
     mean, std = mean.to(device), std.to(device)

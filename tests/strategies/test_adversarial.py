@@ -170,10 +170,12 @@ def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
     assert batch.adv_pixels.shape == batch.pixels.shape == (8, 3, 16, 16), "adversarial views at the student's size"
     adv = AdversarialViews.open(cache)
     rows = adv.lookup(index, adv.choose(index, 0, trainer.s.view_seed))
-    assert torch.equal(batch.adv_teacher_logits, rows["logits"])
+    # batch tensors are on the run's device (cuda on a GPU machine), the lookup on the CPU
+    assert torch.equal(batch.adv_teacher_logits.cpu(), rows["logits"])
     assert not torch.equal(batch.adv_teacher_logits, batch.teacher_logits)
     mixed, t_logits, mask = trainer.strategy.mix(batch)
     assert mask.any() and (~mask).any(), "adv_fraction 0.5 should mix both kinds in a batch of 8"
+    assert mixed.device == t_logits.device == mask.device == batch.images.device
     assert torch.equal(t_logits[mask], batch.adv_teacher_logits[mask])
     assert torch.equal(mixed[~mask], batch.images[~mask])
 

@@ -39,7 +39,8 @@ PACS_MINI = REPO.parent / "shared/data/pacs_mini"
 # The reference build; the CLI runs below use the same settings.
 SETTINGS = dict(views=2, seed=0, batch_size=4, shard_size=3, dtype="float16")
 CLI_SETTINGS = ["--arch", "distill-demo-vit", "--pretrained", "none", "--views", "2", "--seed", "0",
-                "--batch-size", "4", "--shard-size", "3", "--dtype", "float16"]
+                "--batch-size", "4", "--shard-size", "3", "--dtype", "float16",
+                "--device", "cpu"]  # like the in-process reference: CPU results are bitwise (GPU: tests/gpu)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,0 +1,238 @@
+"""One home for the runtime: which device, which process group, which seed, which precision.
+
+Every stage (train, adapt, eval, cache build, teacher bootstrap/eval, bench) resolves its
+device here, so a device bug has one place to be fixed (the first GPU run crashed in one of
+four copies: ``torch.cuda.set_device(torch.device("cuda"))`` raises "Expected a torch.device
+with a specified index").
+
+Rules of :func:`resolve_device`:
+
+- ``auto`` is ``cuda`` when CUDA is available, else ``cpu``.
+- ``cuda`` without an index becomes ``cuda:LOCAL_RANK`` under torchrun (``LOCAL_RANK`` set)
+  and ``cuda:<current device>`` in a single process; ``cuda:N`` is kept. The result always
+  carries an index, and it is made the current device (``torch.cuda.set_device``), before any
+  NCCL process group is created.
+- More torchrun ranks on a node than visible GPUs (``LOCAL_RANK >= device_count``) is one
+  line saying so, instead of CUDA's "invalid device ordinal" from deep inside NCCL.
+
+Precision (:func:`check_precision`): ``fp32``, ``bf16`` (autocast) and ``fp16`` (autocast +
+``torch.amp.GradScaler`` when training). fp16 needs a CUDA device: on a CPU it is emulated,
+slow, and has no grad scaler, so it is refused with one line (use bf16 or fp32 there).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from distill.errors import DistillError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ---------------------------------------------------------------------------- device
+def _torchrun_local_rank() -> int | None:
+    """``LOCAL_RANK`` when launched by torchrun (or any launcher that sets it), else None."""
+    value = os.environ.get("LOCAL_RANK")
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise DistillError(f"environment LOCAL_RANK={value!r} is not an integer") from None
+
+
+def resolve_device(name: str | torch.device | None = "auto", *, what: str = "device",
+                   set_current: bool = True) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (| any torch device) -> an indexed torch.device.
+
+    Args:
+        name: the device the user asked for (None means ``auto``).
+        what: how the setting is called where the user wrote it (``run.device``, ``--device``),
+            named in errors.
+        set_current: make a CUDA result the current device (``torch.cuda.set_device``) so that
+            NCCL, ``.cuda()`` and cuBLAS handles of this process use it.
+
+    Raises:
+        DistillError: not a device name, CUDA asked for but unavailable, or an index beyond
+            the visible GPUs (under torchrun: more ranks than GPUs).
+    """
+    text = "auto" if name is None else str(name).strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise DistillError(f"{what} '{name}': not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type != "cuda":
+        return dev
+    if not torch.cuda.is_available():
+        raise DistillError(f"{what} '{name}': CUDA is not available here (torch {torch.__version__}, "
+                           f"CUDA build {torch.version.cuda or 'none'}); use cpu")
+    count = torch.cuda.device_count()
+    local = _torchrun_local_rank()
+    index = dev.index
+    if index is None:
+        index = local if local is not None else torch.cuda.current_device()
+        if local is not None and index >= count:
+            raise DistillError(f"{what} '{name}': this is torchrun rank LOCAL_RANK={local}, but only {count} GPU(s) "
+                               f"are visible: start at most {count} process(es) per node "
+                               f"(torchrun --nproc_per_node={count}) or set CUDA_VISIBLE_DEVICES")
+    if index >= count:
+        raise DistillError(f"{what} '{name}': cuda:{index} does not exist, only {count} GPU(s) are visible "
+                           f"(cuda:0..cuda:{count - 1})")
+    dev = torch.device("cuda", index)
+    if set_current:
+        torch.cuda.set_device(dev)
+    return dev
+
+
+# ---------------------------------------------------------------------------- process group
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 when there is none)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init_distributed(device: torch.device, timeout: _dt.timedelta | None = None) -> Dist:
+    """Join the torchrun process group (NCCL on CUDA, gloo otherwise); a lone process gets ``Dist()``.
+
+    Call :func:`resolve_device` first: NCCL binds each rank to the current CUDA device.
+    """
+    import torch.distributed as dist
+
+    if not launched_by_torchrun() or not dist.is_available():
+        return Dist()
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return Dist()
+        kwargs = {"timeout": timeout} if timeout is not None else {}
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **kwargs)
+    return Dist(dist.get_rank(), dist.get_world_size(), _torchrun_local_rank() or 0)
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device, timeout: _dt.timedelta | None = None) -> Iterator[Dist]:
+    """:func:`init_distributed` for the duration; destroys the group only if it created it."""
+    import torch.distributed as dist
+
+    existed = dist.is_available() and dist.is_initialized()
+    d = init_distributed(device, timeout)
+    try:
+        yield d
+    finally:
+        if d.world > 1 and not existed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    """Wait for every rank (no-op in a single process). NCCL gets this rank's device explicitly."""
+    if d.world <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------- seeding, determinism
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (every CUDA device too)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """A 63-bit seed that is a pure function of (run seed, epoch, step in epoch, rank)."""
+    import numpy as np
+
+    words = [seed, epoch, step + 2, rank]  # step -1 (epoch hook) and -2 (loader) stay non-negative
+    return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def seed_step(seed: int, epoch: int, step: int, rank: int = 0) -> None:
+    """Reseed the global RNGs (python, numpy, torch CPU + every CUDA device) for one training step.
+
+    Every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD start) is then a
+    function of (seed, epoch, step), so a resumed run draws exactly what an uninterrupted one did.
+    """
+    import random
+
+    import numpy as np
+
+    s = step_seed(seed, epoch, step, rank)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)  # seeds the CUDA generators too
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """Deterministic kernels: bitwise-repeatable on CPU; on CUDA wherever torch has a deterministic kernel.
+
+    Sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (unless already set: it must be in place before the
+    first cuBLAS call) and cuDNN's deterministic mode. An op with no deterministic CUDA kernel
+    warns ("... does not have a deterministic implementation") rather than fails, and then a
+    CUDA resume is identical only within float tolerance (see README, "Resume on a GPU").
+    """
+    if not enabled:
+        return
+    deterministic_cublas()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def deterministic_cublas() -> None:
+    """cuBLAS workspace config that makes its results repeatable; only effective before the first cuBLAS call."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+# ---------------------------------------------------------------------------- precision
+def check_precision(precision: str, device: torch.device, what: str = "precision") -> torch.dtype:
+    """``fp32`` | ``bf16`` | ``fp16`` -> its dtype; fp16 off CUDA is refused (one line)."""
+    if precision not in DTYPES:
+        raise DistillError(f"{what} '{precision}': use one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise DistillError(f"{what} fp16 needs a CUDA GPU (on {device.type} it is emulated and has no grad scaler); "
+                           "use bf16 or fp32 there")
+    return DTYPES[precision]
+
+
+def autocast(device: torch.device, precision: str):
+    """``torch.autocast`` for bf16/fp16, a no-op context for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[precision])
+
+
+def full_precision(like: torch.Tensor):
+    """Autocast off (fp32 matmuls) on ``like``'s device: for losses and normalizations under autocast."""
+    return torch.autocast(like.device.type, enabled=False)
+
+
+__all__ = ["DTYPES", "Dist", "PRECISIONS", "autocast", "barrier", "check_precision", "deterministic_cublas", "full_precision", "init_distributed",
+           "launched_by_torchrun", "process_group", "resolve_device", "seed_everything", "seed_step",
+           "set_deterministic", "step_seed"]

@@ -1,0 +1,124 @@
+"""The step loop keeps a GPU fed: no host sync between steps, one persistent DataLoader, NaN still caught.
+
+Counting Python-level tensor-to-host conversions (``float(t)``, ``int(t)``, ``bool(t)``,
+``t.item()``, ``t.tolist()``) between two optimizer steps stands in for counting GPU stalls:
+each of them waits for the device on CUDA.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+from distill.config import load_train_config
+from distill.errors import DistillError
+from tests.shapes import make_shapes_root
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_shapes_root(tmp_path_factory.mktemp("loop"), ["red", "green"], per_class=8)
+
+
+def _cfg(root, out, **run):
+    return load_train_config(None, base={
+        "data": {"root": str(root), "source": ["red"], "test_fraction": 0.25}, "strategy": {"name": "erm"},
+        "student": {"arch": "test_resnet", "input_size": 16},
+        "optim": {"epochs": 2, "batch_size": 4, "lr": 0.01, "warmup_epochs": 0},
+        "run": {"out": str(out), "workers": 0, "progress": False, "device": "cpu", **run}})
+
+
+def test_no_host_sync_between_steps(root, tmp_path, monkeypatch):
+    from distill.train import Trainer, build
+
+    trainer = Trainer(build(_cfg(root, tmp_path / "run", log_every=1000)))
+    syncs: list[str] = []
+    for name in ("__float__", "__int__", "__bool__", "item", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            if f"{os.sep}distill{os.sep}" in caller:  # distill's own code (torch's CPU Adam calls .item() itself)
+                syncs.append(f"{_name} {caller}:{sys._getframe(1).f_lineno}")
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    per_step: list[int] = []
+    step = trainer.optimizer.step
+
+    def counting_step(*a, **k):
+        per_step.append(len(syncs))
+        return step(*a, **k)
+
+    monkeypatch.setattr(trainer.optimizer, "step", counting_step)
+    trainer.fit()
+    steps = 2 * trainer.steps_per_epoch
+    assert len(per_step) == steps >= 6
+    within = [b - a for a, b in zip(per_step, per_step[1:])]
+    # between two steps of one epoch (no log point, no epoch end in between): not a single host sync
+    inner = [n for i, n in enumerate(within) if (i + 1) % trainer.steps_per_epoch]
+    assert inner and all(n == 0 for n in inner), (within, syncs)
+
+
+def test_nan_is_caught_at_the_next_log_point_with_the_same_message(root, tmp_path, monkeypatch):
+    import distill.strategies.erm as erm
+
+    calls = {"n": 0}
+    real = erm.ERM.forward
+
+    def forward(self, batch):
+        out = real(self, batch)
+        calls["n"] += 1
+        if calls["n"] == 2:  # epoch 1, step index 1
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(erm.ERM, "forward", forward)
+    from distill.train import run_training
+
+    cfg = _cfg(root, tmp_path / "run", log_every=3, save_every=2)
+    with pytest.raises(DistillError, match=r"^loss is nan at epoch 1 step 1: lower optim.lr or enable optim.grad_clip$"):
+        run_training(cfg)
+    assert calls["n"] == 2, "flushed before the checkpoint at step 2: the NaN step is the last one run"
+    assert not (tmp_path / "run" / "checkpoints" / "last.json").exists(), "a NaN-poisoned checkpoint was written"
+
+
+def test_one_persistent_loader_serves_every_epoch_exactly(root, tmp_path):
+    """workers > 0: the same DataLoader (and worker processes) each epoch, with the batches of epoch_items."""
+    from torch.utils.data import DataLoader
+
+    from distill.train import TrainImages, Trainer, build, epoch_items
+
+    trainer = Trainer(build(_cfg(root, tmp_path / "run", workers=1)))
+    s = trainer.s
+    spec = trainer.strategy.student.spec
+    B = s.cfg.optim.batch_size
+    first = trainer._loader(0, 0)
+    assert first.persistent_workers and first.num_workers == 1
+    seen_workers = None
+    for epoch, skip in ((0, 0), (1, 1), (2, 0)):
+        loader = trainer._loader(epoch, skip)
+        assert loader is first
+        got = list(loader)
+        if seen_workers is None:
+            seen_workers = loader._iterator._workers  # the worker processes, alive across epochs
+        assert loader._iterator._workers is seen_workers
+        items = epoch_items(trainer.train_samples, trainer.domain_index, s.views, s.view_seed, epoch)
+        items = items[skip * B: trainer.steps_per_epoch * B]
+        want = list(DataLoader(TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.view_cfg,
+                                           s.view_seed), batch_size=B))
+        assert len(got) == len(want) == trainer.steps_per_epoch - skip
+        for g, w in zip(got, want):
+            for a, b in zip(g, w):
+                assert torch.equal(a, b)
+
+
+def test_channels_last_only_on_cuda(root, tmp_path):
+    from distill.train import Trainer, build
+
+    trainer = Trainer(build(_cfg(root, tmp_path / "run")))
+    assert trainer.memory_format == torch.contiguous_format  # CPU: NCHW, the layout the exact resume was proven on
+    conv = next(p for p in trainer.strategy.parameters() if p.dim() == 4)
+    assert conv.is_contiguous()
