@@ -228,6 +228,8 @@ def build_cache(
     adv_seed: int | None = None,
     adv_split: str | None = "train",
     adv_domains: Sequence[str] | None = None,
+    store_pixels: Sequence[tuple[int, int]] = (),
+    pixel_interpolation: str = "bicubic",
 ) -> Path:
     """Run ``teacher`` over ``dataset`` once and write a teacher cache to ``out_dir``.
 
@@ -257,6 +259,10 @@ def build_cache(
         adv_seed: seed of its random starts (default ``seed``).
         adv_split, adv_domains: which images get adversarial views (default: the train split of
             every cached domain).
+        store_pixels: (H, W) sizes at which to also store every row's view as uint8 pixels
+            (``out_dir/pixels-HxW-INTERP``, see :mod:`distill.teacher.cache_pixels`): a trainer
+            whose student takes that size and ``pixel_interpolation`` then never decodes an image.
+        pixel_interpolation: the resize filter of those pixels (the student's).
 
     Returns:
         ``out_dir`` as a Path.
@@ -288,6 +294,16 @@ def build_cache(
                 dist.barrier()
             if rank == 0:
                 _write_manifest(dataset, teacher, out, plan)
+        if store_pixels:  # on a complete cache (just built or found), in its own pass: no teacher
+            from distill.teacher.cache_pixels import build_pixel_store
+
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()  # rank 0 has written the cache's manifest
+            for size in store_pixels:
+                build_pixel_store(dataset, out, size, pixel_interpolation, batch_size=max(1, batch_size // views),
+                                  num_workers=num_workers, progress=progress, rank=rank, world=world)
         if adv_views > 0:  # on a complete cache (just built or found); every rank crafts its shards
             from distill.teacher.cache_adv import build_adversarial_views
 
