@@ -254,13 +254,13 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     bad.write_bytes(b"")
     adv = dict(adv_views=1, adv_steps=2, adv_seed=5)  # adversarial views too: every rank crafts its shards
     one = build_cache(DomainFolder(data), demo_teacher(DomainFolder(data).classes), tmp_path / "one",
-                      num_workers=0, progress=False, skip_bad=True, **SETTINGS, **adv)
+                      num_workers=0, progress=False, skip_bad=True, store_pixels=[(16, 16)], **SETTINGS, **adv)
     assert json.loads((one / MANIFEST).read_text())["skipped"][0]["sample_index"] // 3 % 2 == 1
     torchrun = Path(sys.executable).with_name("torchrun")
     launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
     cmd = [*launcher, "--standalone", "--nproc_per_node=2", "-m", "distill", "cache", "build",
            "--data", str(data), "--out", str(tmp_path / "two"), "--workers", "0", "--skip-bad", *CLI_SETTINGS,
-           "--adv-views", "1", "--adv-steps", "2", "--adv-seed", "5"]
+           "--adv-views", "1", "--adv-steps", "2", "--adv-seed", "5", "--store-pixels", "16"]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, [line for line in res.stderr.splitlines() if "error" in line.lower()][:5]
     assert res.stdout.count("teacher cache written") == 1  # rank 0 reports
@@ -275,6 +275,14 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     for shard in a1["shards"]:
         assert (one / "adversarial" / shard["file"]).read_bytes() == \
             (tmp_path / "two" / "adversarial" / shard["file"]).read_bytes()
+
+    # the pixel store: its shards split over the two ranks too, byte-identical to one process's
+    px1, px2 = one / "pixels-16x16-bicubic", tmp_path / "two" / "pixels-16x16-bicubic"
+    p1, p2 = (json.loads((p / MANIFEST).read_text()) for p in (px1, px2))
+    p1.pop("created"), p2.pop("created")
+    assert p1 == p2 and len(p1["shards"]) == len(m["shards"]) == 11
+    for shard in p1["shards"]:
+        assert (px1 / shard["file"]).read_bytes() == (px2 / shard["file"]).read_bytes()
 
 
 # ---------------------------------------------------------------------- bad images
