@@ -355,6 +355,24 @@ def test_augmented_views_replay_the_teachers_input(dataset, teacher, tmp_path):
     assert flips == {0.0, 1.0}
 
 
+def test_uint8_hand_off_gives_the_teacher_the_same_floats(dataset, teacher):
+    """Workers hand over 8-bit pixels; normalized on the device they equal open_clip's floats bit for bit."""
+    from distill.teacher.cache_build import _ImageViews, teacher_input
+
+    info = teacher.preprocess_info
+    samples = [(s.index, s.relpath) for s in dataset.samples]
+    cfg = ViewConfig(scale=(0.3, 0.9), hflip=0.5)
+    floats = _ImageViews(dataset.root, samples, 3, 5, cfg, teacher.preprocess, info)
+    pixels = _ImageViews(dataset.root, samples, 3, 5, cfg, teacher.preprocess, info, uint8=True)
+    assert pixels.split is not None  # open_clip's transform ends in ToTensor + Normalize
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (info.mean, info.std))
+    for pos in range(0, len(samples), 3):
+        _, a, pa, _ = floats[pos]
+        _, b, pb, _ = pixels[pos]
+        assert b.dtype == torch.uint8 and b.shape == a.shape and torch.equal(pa, pb)
+        assert torch.equal(teacher_input(b, mean, std), a)
+
+
 # ---------------------------------------------------------------------- CLI
 def test_cli_inspect_json_and_text(reference, capsys):
     assert cli(["cache", "inspect", str(reference), "--json"]) == 0
