@@ -8,7 +8,8 @@ one torch thread), on photo-like 400x300 JPEGs, side by side in one run:
 
 Both give the same tensors bit for bit (tests/teacher/test_cache_pixels.py); the figure is
 their rate ratio (target >= 3x). Also printed: the one-time cost of writing the pixel store and
-the cache build's decode + preprocess rate per worker (the teacher pass's input side).
+the cache build's decode + preprocess rate per worker (the teacher pass's input side), with
+the workers handing over normalized floats (before) or 8-bit pixels (after).
 The cache uses the tiny ``distill-demo-vit`` teacher (random weights): its view params are
 what matters here, not its outputs.
 
@@ -87,18 +88,19 @@ def main() -> None:
         # the teacher pass's input side at ViT-B-32's 224 px: decode + open_clip preprocess + views
         vit = Teacher("ViT-B-32", None, ds.classes, ["a photo of a {}."]) if args.size == 224 else None
         rate(before, args.batch, args.batch), rate(after, args.batch, args.batch)  # warm the page cache
-        b, a, c = [], [], []
+        b, a, cf, cu = [], [], [], []
         for _ in range(args.repeats):
             b.append(rate(before, args.items, args.batch))
             a.append(rate(after, args.items, args.batch))
-            if vit is not None:
-                views = _ImageViews(ds.root, [(s.index, s.relpath) for s in ds.samples], args.views, 0, vc,
-                                    vit.preprocess, vit.preprocess_info)
-                t0 = time.perf_counter()
-                n = min(args.items // args.views, len(views))
-                for i in range(n):
-                    views[i]
-                c.append(n * args.views / (time.perf_counter() - t0))
+            if vit is not None:  # before: workers hand over normalized floats; after: uint8
+                for uint8, out in ((False, cf), (True, cu)):
+                    views = _ImageViews(ds.root, [(s.index, s.relpath) for s in ds.samples], args.views, 0, vc,
+                                        vit.preprocess, vit.preprocess_info, uint8=uint8)
+                    n = min(args.items // args.views, len(views))
+                    t0 = time.perf_counter()
+                    for i in range(n):
+                        views[i]
+                    out.append(n * args.views / (time.perf_counter() - t0))
         mb, ma = statistics.median(b), statistics.median(a)
         print(f"{len(items)} training items ({cache.views} views/image) from {args.images} {w}x{h} JPEGs "
               f"(~{sum(f.stat().st_size for f in data.rglob('*.jpg')) / max(1, args.images) / 1e3:.0f} kB), "
@@ -114,9 +116,10 @@ def main() -> None:
         print(f"one-time costs (1 process): cache build with the 32 px demo teacher {rows / t_cache:.1f} rows/s; "
               f"pixel store {size[0]}x{size[1]} {rows / t_store:.1f} rows/s "
               f"({sum(f.stat().st_size for f in store.path.glob('*.safetensors')) / rows / 1e3:.0f} kB/row)")
-        if c:
-            print(f"cache build input side per worker (decode + open_clip 224 px preprocess + views, "
-                  f"ViT-B-32 transform): {statistics.median(c):.1f} rows/s")
+        if cf:
+            f, u = statistics.median(cf), statistics.median(cu)
+            print(f"CACHE_BUILD_INPUT per worker (decode + ViT-B-32's open_clip 224 px preprocess + views): "
+                  f"floats {f:.1f} rows/s, uint8 hand-off {u:.1f} rows/s, x{u / f:.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
