@@ -151,4 +151,19 @@ ok 30 && timeout "$(lim 120)" "$PY" benchmarks/input_pipeline.py $IP_ARGS 2>&1 |
 
 step "figures"
 cat "$FIG"
+"$PY" - "$FIG" <<'EOF'
+import re, sys
+text = open(sys.argv[1]).read()
+def num(pattern):
+    m = re.search(pattern, text)
+    return float(m.group(1)) if m else None
+ceiling = num(r"CEILING .*channels_last=True: (\d+) img/s")
+kd = num(r"TRAIN kd: .*boundaries (\d+) img/s")
+if kd and ceiling:
+    print(f"RATIO kd (epoch boundaries included) / student channels_last ceiling: {kd / ceiling:.2f} (target >= 0.8)")
+for n in ("kd_online_B32", "kd_online_L14"):
+    other = num(rf"TRAIN {n}: .*boundaries (\d+) img/s")
+    if other and kd:
+        print(f"RATIO {n} / kd (epoch boundaries included): {other / kd:.2f}")
+EOF
 echo "done in $(el) s (budget $BUDGET s)"

@@ -374,6 +374,9 @@ def find_pixel_store(cache, size: Sequence[int], interpolation: str) -> tuple[Pi
         return None, (f"input: decoding images (the cache has no {name}{'; it has ' + ', '.join(have) if have else ''}"
                       f"; `distill cache build ... --store-pixels {h}x{w} --pixel-interpolation {interpolation}` "
                       "adds one)")
+    if not (Path(cache.path) / name / PixelManifest.FILE).is_file():
+        return None, (f"input: decoding images ({Path(cache.path) / name} is unfinished; rerun the "
+                      f"`distill cache build ... --store-pixels {h}x{w}` that made it to finish it)")
     store = PixelStore.open(cache.path, cache.manifest, (h, w), interpolation)
     return store, f"input: cached pixels {h}x{w} {interpolation} from {store.path} (no decoding)"
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 
 import pytest
 import torch
@@ -65,11 +65,14 @@ def test_trainer_falls_back_and_says_why(built):
     assert find_pixel_store(None, SIZE, "bicubic")[0] is None
     with pytest.raises(DistillError, match="sample 999 view 0"):
         PixelStore.open(out, cache.manifest, SIZE, "bicubic").get(999, 0)
+    (out / "pixels-8x8-bicubic").mkdir()  # an interrupted store: decode, and say how to finish it
+    (out / "pixels-8x8-bicubic" / "build.json").write_text("{}")
+    store, line = find_pixel_store(cache, (8, 8), "bicubic")
+    assert store is None and "unfinished" in line and "--store-pixels 8x8" in line
+    shutil.rmtree(out / "pixels-8x8-bicubic")
 
 
 def test_resume_keeps_shards_and_refuses_another_plan(built, tmp_path):
-    import shutil
-
     ds, ref = built
     out = tmp_path / "cache"
     shutil.copytree(ref, out)
