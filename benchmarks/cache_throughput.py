@@ -75,7 +75,7 @@ def main() -> None:
             x = x.pin_memory()
         bare_forward(teacher, x[: args.batch_size], args.batch_size)  # warm-up
         print(f"{args.arch} (random weights) at {teacher.preprocess_info.size}, {args.images} JPEGs "
-              f"{args.image_size}, batch {args.batch_size}, device {args.device}, "
+              f"{args.image_size if args.data is None else 'from ' + args.data}, batch {args.batch_size}, device {args.device}, "
               f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores, "
               f"load average {os.getloadavg()[0]:.1f}")
         bare, build = [], []

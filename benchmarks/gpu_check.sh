@@ -123,7 +123,7 @@ train kd 100 --set "cache=$W/cache"
 
 step "the student's own step on in-memory tensors (the ceiling), $PREC batch $BATCH"
 ok 30 && timeout "$(lim 60)" "$PY" benchmarks/student_ceiling.py "$STUDENT" --size "$SIZE" --batch "$BATCH" \
-  --precision "$PREC" --device "$DEV" $([ "$DRY" = 1 ] && echo "--steps 2") 2>&1 | grep CEILING | fig
+  --precision "$PREC" --device "$DEV" $([ "$DRY" = 1 ] && echo "--steps 2 --warmup 1") 2>&1 | grep CEILING | fig
 
 step "distill bench ${BENCH_OPTS[*]} ($STUDENT checkpoint)"
 if ok 30 && [ -d "$W/runs/kd/checkpoints/best" ]; then

@@ -21,7 +21,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    p.add_argument("--steps", type=int, default=25, help="timed steps (after 8 warm-up steps)")
+    p.add_argument("--steps", type=int, default=25, help="timed steps")
+    p.add_argument("--warmup", type=int, default=8, help="untimed steps first (cudnn autotuning)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args()
     import timm
@@ -45,7 +46,7 @@ def main() -> None:
                 loss.backward()
                 opt.step()
 
-            for _ in range(8):
+            for _ in range(a.warmup):
                 step()
             sync()
             t0 = time.perf_counter()
