@@ -53,6 +53,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="build decode workers (default: the builder's)")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--data", default=None, help="an existing image tree (ROOT/DOMAIN/CLASS/*) instead of making "
+                                                "--images JPEGs (benchmarks/photos.py makes one in parallel)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
 
@@ -62,8 +64,10 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="cache_throughput_"))
     try:
-        make_images(tmp / "data", args.images, tuple(int(v) for v in args.image_size.split(",")))
-        ds = DomainFolder(tmp / "data")
+        if args.data is None:
+            make_images(tmp / "data", args.images, tuple(int(v) for v in args.image_size.split(",")))
+        ds = DomainFolder(args.data or tmp / "data")
+        args.images = len(ds)
         torch.manual_seed(0)
         teacher = Teacher(args.arch, None, ds.classes, device=args.device)
         x = torch.stack([teacher.preprocess(Image.open(ds.path(s)).convert("RGB")) for s in ds.samples])
@@ -71,7 +75,7 @@ def main() -> None:
             x = x.pin_memory()
         bare_forward(teacher, x[: args.batch_size], args.batch_size)  # warm-up
         print(f"{args.arch} (random weights) at {teacher.preprocess_info.size}, {args.images} JPEGs "
-              f"{args.image_size}, batch {args.batch_size}, device {args.device}, "
+              f"{args.image_size if args.data is None else 'from ' + args.data}, batch {args.batch_size}, device {args.device}, "
               f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores, "
               f"load average {os.getloadavg()[0]:.1f}")
         bare, build = [], []

@@ -54,7 +54,7 @@ from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
 from distill.strategies import Batch, Strategy, StrategyContext, create_strategy, get_strategy
 from distill.student.model import Student, default_spec, load_student, save_student
-from distill.teacher.views import ViewConfig, apply_view, view_params
+from distill.teacher.views import ViewConfig, view_params, view_pixels
 from distill.utils.flops import count_flops, count_params
 from distill.utils.io import atomic_write_json, atomic_write_text, read_json
 from distill.utils.runtime import (Dist, barrier, check_precision, init_distributed, resolve_device,  # noqa: F401
@@ -78,27 +78,37 @@ class Item:
 
 
 class TrainImages(Dataset):
-    """Items -> pixels [3, H, W] in [0, 1] of the item's view, at the student's resolution."""
+    """Items -> pixels [3, H, W] in [0, 1] of the item's view, at the student's resolution.
+
+    With ``pixels`` (the cache's :class:`~distill.teacher.cache_pixels.PixelStore` at this size
+    and interpolation) an item with cached view params is read from the store: no decode, no
+    resize. Otherwise the image is decoded and the view made with
+    :func:`~distill.teacher.views.view_pixels`, the function the store was written with, so
+    both paths give the same bits.
+    """
 
     def __init__(self, dataset: DomainFolder, items: Sequence[Item], size: tuple[int, int], interpolation: str,
-                 view_cfg: ViewConfig, view_seed: int):
+                 view_cfg: ViewConfig, view_seed: int, pixels=None):
         self.dataset, self.items = dataset, list(items)
         self.size, self.interpolation = size, interpolation
         self.view_cfg, self.view_seed = view_cfg, view_seed
+        self.pixels = pixels
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        from torchvision.transforms.functional import to_tensor
-
         it = self.items[i]
-        img = load_rgb(self.dataset.path(it.sample))
-        params = it.params
-        if params is None:
-            params = view_params(self.view_seed, it.sample.index, it.view, img.size, self.view_cfg,
-                                 clean_size=self.size)
-        pixels = to_tensor(apply_view(img, params, self.size, self.interpolation))
+        if self.pixels is not None and it.params is not None:
+            u8 = self.pixels.get(it.sample.index, it.view)
+        else:
+            img = load_rgb(self.dataset.path(it.sample))
+            params = it.params
+            if params is None:
+                params = view_params(self.view_seed, it.sample.index, it.view, img.size, self.view_cfg,
+                                     clean_size=self.size)
+            u8 = view_pixels(img, params, self.size, self.interpolation)
+        pixels = u8.to(torch.get_default_dtype()).div(255)  # what torchvision's to_tensor does
         return pixels, it.sample.label, it.domain, it.sample.index, it.view
 
 
@@ -376,7 +386,8 @@ class Trainer:
         pairs = [Item(x, self.domain_index[x.domain], v, tuple(params[i * V + v]) if params is not None else None)
                  for i, x in enumerate(self.train_samples) for v in range(V)]
         spec = self.strategy.student.spec
-        ds = TrainImages(s.dataset, pairs, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
+        ds = TrainImages(s.dataset, pairs, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed,
+                         pixels=self.pixel_store()[0])
         workers = s.cfg.run.workers
         # an explicit generator: an iterator's base seed must not come from (and advance) the
         # global RNG, or a resumed run would be one draw behind the uninterrupted one
@@ -384,6 +395,16 @@ class Trainer:
                           pin_memory=s.device.type == "cuda", persistent_workers=workers > 0,
                           prefetch_factor=4 if workers else None,
                           generator=torch.Generator().manual_seed(step_seed(s.cfg.run.seed, 0, -2, s.dist.rank)))
+
+    def pixel_store(self):
+        """(the first cache's pixel store at the student's size, or None; the line saying which), found once."""
+        if not hasattr(self, "_pixels"):
+            from distill.teacher.cache_pixels import find_pixel_store
+
+            spec = self.strategy.student.spec
+            self._pixels = find_pixel_store(self.s.caches[0] if self.s.caches else None, spec.input_size,
+                                            spec.interpolation)
+        return self._pixels
 
     def _batch(self, pixels, labels, domain, index, view) -> Batch:
         dev = self.s.device
@@ -765,4 +786,5 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         print(f"training '{cfg.strategy.name}' student {cfg.student.arch} on {trainer.train_domains} "
               f"({len(trainer.train_samples)} images, {trainer.steps_per_epoch} steps/epoch); "
               f"targets {setup.target}" + (f"; teacher zero-shot: {zs}" if zs else ""))
+        print(trainer.pixel_store()[1])
     return trainer.fit()

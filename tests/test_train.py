@@ -229,3 +229,26 @@ def test_bf16_autocast_trains(tmp_path, tiny_root, tiny_cache):
     assert all(0.0 <= a <= 100.0 for a in summary["test_acc"].values())
     w = _weights(tmp_path / "run")
     assert all(torch.isfinite(t.float()).all() for t in w.values())
+
+
+def test_training_from_the_pixel_store_equals_decoding(tmp_path, tiny_root, tiny_cache, capsys):
+    """A cache with pixels at the student's size: training reads them, says so, and ends bit-identical."""
+    import shutil
+
+    from distill.data import DomainFolder
+    from distill.teacher.cache_pixels import build_pixel_store
+    from distill.train import run_training
+
+    with_px = tmp_path / "cache_px"
+    shutil.copytree(tiny_cache, with_px)
+    build_pixel_store(DomainFolder(tiny_root, test_fraction=0.3), with_px, (16, 16), "bilinear", num_workers=0,
+                      progress=False)
+    lines = []
+    for name, cache in (("decode", tiny_cache), ("store", with_px)):
+        cfg = _config(tiny_root, cache, tmp_path / name, optim__epochs=1)
+        run_training(load_train_config(_write(tmp_path, cfg, f"{name}.yaml")))
+        lines.append(next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("input: ")))
+    assert "decoding images" in lines[0] and "--store-pixels 16x16" in lines[0]
+    assert lines[1].startswith("input: cached pixels 16x16 bilinear")  # test_resnet resizes bilinear
+    a, b = _weights(tmp_path / "decode"), _weights(tmp_path / "store")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -51,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--adv-split", choices=("train", "test", "all"), default="train",
                    help="which split gets adversarial views (train)")
     b.add_argument("--adv-domains", metavar="a,b", help="domains that get adversarial views (default: all cached)")
+    b.add_argument("--store-pixels", default=None, metavar="S[,S]",
+                   help="also store every view as uint8 pixels at these sizes (224 or 224x192), so training "
+                        "at that input size never decodes a JPEG (3*H*W bytes per row)")
+    b.add_argument("--pixel-interpolation", default="bicubic",
+                   help="resize filter of the stored pixels: the student's (bicubic)")
     b.add_argument("--shard-size", type=int, default=1024, metavar="S", help="images per shard (1024)")
     b.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored dtype (float16)")
     b.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest)")
@@ -99,11 +104,13 @@ def _build(args: argparse.Namespace) -> int:
 
     from distill.data.folder import DomainFolder
     from distill.teacher.cache import MANIFEST, ViewConfig, build_cache
+    from distill.teacher.cache_pixels import parse_sizes, pixel_dir_name
     from distill.teacher.clip import Teacher
     from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
+    pixel_sizes = parse_sizes(args.store_pixels or "")
     augment = ViewConfig(scale=_pair(args.crop_scale, "--crop-scale"), ratio=_pair(args.crop_ratio, "--crop-ratio"),
                          hflip=args.hflip)
     dataset = DomainFolder(args.data, class_map=args.class_map, test_fraction=args.test_fraction,
@@ -130,7 +137,8 @@ def _build(args: argparse.Namespace) -> int:
                 adv_epsilon=parse_eps(args.adv_eps), adv_steps=args.adv_steps,
                 adv_step_size=None if args.adv_step_size is None else parse_eps(args.adv_step_size),
                 adv_seed=args.adv_seed, adv_split=None if args.adv_split == "all" else args.adv_split,
-                adv_domains=adv_domains)
+                adv_domains=adv_domains, store_pixels=pixel_sizes,
+                pixel_interpolation=args.pixel_interpolation)
     if int(os.environ.get("RANK", 0)) == 0:
         m = json.loads((out / MANIFEST).read_text())
         state = "already complete" if was_complete else "written"
@@ -141,6 +149,9 @@ def _build(args: argparse.Namespace) -> int:
             a = json.loads((out / "adversarial" / MANIFEST).read_text())
             print(f"adversarial views: {out / 'adversarial'} ({a['rows']} = {a['images']} {a['split'] or 'all'} "
                   f"images x {a['views']}; eps {a['epsilon']:.4f}, {a['steps']} PGD steps, seed {a['seed']})")
+        for size in pixel_sizes:
+            print(f"pixel store: {out / pixel_dir_name(size, args.pixel_interpolation)} (each row's view, "
+                  f"{size[0]}x{size[1]} uint8)")
         print(f"inspect it with: distill cache inspect {out}")
     return 0
 

@@ -9,6 +9,7 @@ One job per module:
     - :mod:`distill.teacher.cache_format`: directory layout, shard schema, field comparison.
     - :mod:`distill.teacher.cache_build`: the resumable, distributed builder.
     - :mod:`distill.teacher.cache_read`: the reader and the expectation check.
+    - :mod:`distill.teacher.cache_pixels`: the views' pixels at the student's size (no decoding).
     - :mod:`distill.teacher.views`: view params (crop box + flip) and their replay.
 """
 from __future__ import annotations

@@ -14,8 +14,9 @@ Design (see :mod:`distill.teacher.cache_format` for the layout):
 - **Distributed.** Under ``torchrun`` rank ``r`` builds the shards ``k % world == r``; rank 0
   writes the manifest after a barrier, gathering each shard's skipped images from its metadata
   (so skipped images recorded by an earlier, interrupted run are kept).
-- **Overlap.** DataLoader workers decode (``load_rgb``) and preprocess while the main process
-  runs the teacher; batches are pinned and copied non-blocking on CUDA.
+- **Overlap.** DataLoader workers (one per spare core) decode (``load_rgb``), crop and resize
+  while the main process runs the teacher; they hand over 8-bit pixels, which are pinned,
+  copied non-blocking and turned into the teacher's normalized floats on its device.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from distill.teacher.cache_format import (
     diff_fields, empty_rows, read_shard_skipped, shard_name, write_shard,
 )
 from distill.teacher.clip import Teacher
-from distill.teacher.views import ViewConfig, view_params, view_tensor
+from distill.teacher.views import ViewConfig, view_params, view_pixels, view_tensor
 
 SHARD_DELAY_ENV = "DISTILL_CACHE_SHARD_DELAY"
 """Test hook: seconds to sleep after writing each shard (lets a test kill a build mid-way)."""
@@ -120,32 +121,65 @@ def _prepare_dir(out: Path, plan: dict) -> str:
 
 # ---------------------------------------------------------------------- data
 class _ImageViews(Dataset):
-    """Item ``pos``: all views of selected sample ``pos``, decoded and preprocessed."""
+    """Item ``pos``: all views of selected sample ``pos``, decoded and preprocessed.
+
+    With ``uint8`` (and a transform that ends in ToTensor + Normalize, as open_clip's does) the
+    views are returned as 8-bit pixels and :func:`teacher_input` makes the same floats on the
+    teacher's device: a quarter of the bytes through shared memory and pinning, and the float
+    conversion off the decode workers, which limit a GPU build.
+    """
 
     def __init__(self, root: Path, samples: list[tuple[int, str]], views: int, seed: int, augment: ViewConfig,
-                 clean_transform, info):
+                 clean_transform, info, uint8: bool = False):
         self.root, self.samples, self.views, self.seed = root, samples, views, seed
         self.augment, self.clean_transform, self.info = augment, clean_transform, info
+        self.split = split_preprocess(clean_transform, info) if uint8 else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, pos: int) -> tuple[int, Tensor | None, Tensor | None, str | None]:
         """-> (pos, x [K, 3, H, W], view_params [K, 5], None) or (pos, None, None, reason)."""
+        from torchvision.transforms.functional import pil_to_tensor
+
         index, rel = self.samples[pos]
         try:
             img = load_rgb(self.root / rel)
         except BadImageError as e:
             return pos, None, None, e.reason
         info = self.info
-        xs, ps = [self.clean_transform(img)], []
+        xs = [pil_to_tensor(self.split[0](img)) if self.split else self.clean_transform(img)]
+        ps = []
         for v in range(self.views):
             p = view_params(self.seed, index, v, img.size, self.augment, clean_size=info.size,
                             resize_mode=info.resize_mode)
             ps.append(p)
             if v > 0:
-                xs.append(view_tensor(img, p, info.size, info.interpolation, info.mean, info.std))
+                xs.append(view_pixels(img, p, info.size, info.interpolation) if self.split else
+                          view_tensor(img, p, info.size, info.interpolation, info.mean, info.std))
         return pos, torch.stack(xs), torch.from_numpy(np.stack(ps)), None
+
+
+def split_preprocess(transform, info) -> tuple | None:
+    """open_clip's eval transform as (its PIL part, mean, std), or None if it is not ``[..., ToTensor, Normalize]``
+    with the teacher's mean and std (then the build hands floats over, as before)."""
+    from torchvision import transforms as T
+
+    ts = list(getattr(transform, "transforms", []))
+    if len(ts) < 2 or not isinstance(ts[-2], T.ToTensor) or not isinstance(ts[-1], T.Normalize):
+        return None
+    mean, std = tuple(float(v) for v in ts[-1].mean), tuple(float(v) for v in ts[-1].std)
+    if mean != tuple(float(v) for v in info.mean) or std != tuple(float(v) for v in info.std):
+        return None
+    return T.Compose(ts[:-2]), mean, std
+
+
+def teacher_input(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 [B, 3, H, W] -> the floats ToTensor + Normalize give, bit for bit: ``(x / 255 - mean) / std``.
+
+    ``mean``/``std``: float32 [1, 3, 1, 1] on ``x``'s device.
+    """
+    return x.to(torch.float32).div_(255).sub_(mean).div_(std)
 
 
 def _collate(items: list) -> dict:
@@ -221,6 +255,8 @@ def build_cache(
     adv_seed: int | None = None,
     adv_split: str | None = "train",
     adv_domains: Sequence[str] | None = None,
+    store_pixels: Sequence[tuple[int, int]] = (),
+    pixel_interpolation: str = "bicubic",
 ) -> Path:
     """Run ``teacher`` over ``dataset`` once and write a teacher cache to ``out_dir``.
 
@@ -239,7 +275,8 @@ def build_cache(
         shard_size: images per shard.
         dtype: ``float16`` or ``float32`` for ``image_emb`` and ``logits``.
         skip_bad: skip undecodable images (recorded in the manifest) instead of stopping.
-        num_workers: DataLoader decode workers (default: CPU cores per process - 1, at most 8).
+        num_workers: DataLoader decode workers (default: CPU cores per process - 1: on a GPU the
+            teacher outruns a worker ~30-fold, so every spare core decodes).
         progress: show a tqdm bar (rows/s) on rank 0.
         adv_views: K > 0 also crafts K PGD views per image against the teacher, stored with the
             teacher's outputs on them in ``out_dir/adversarial`` (after the cache is complete,
@@ -250,6 +287,10 @@ def build_cache(
         adv_seed: seed of its random starts (default ``seed``).
         adv_split, adv_domains: which images get adversarial views (default: the train split of
             every cached domain).
+        store_pixels: (H, W) sizes at which to also store every row's view as uint8 pixels
+            (``out_dir/pixels-HxW-INTERP``, see :mod:`distill.teacher.cache_pixels`): a trainer
+            whose student takes that size and ``pixel_interpolation`` then never decodes an image.
+        pixel_interpolation: the resize filter of those pixels (the student's).
 
     Returns:
         ``out_dir`` as a Path.
@@ -281,6 +322,16 @@ def build_cache(
                 dist.barrier()
             if rank == 0:
                 _write_manifest(dataset, teacher, out, plan)
+        if store_pixels:  # on a complete cache (just built or found), in its own pass: no teacher
+            from distill.teacher.cache_pixels import build_pixel_store
+
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()  # rank 0 has written the cache's manifest
+            for size in store_pixels:
+                build_pixel_store(dataset, out, size, pixel_interpolation, batch_size=max(1, batch_size // views),
+                                  num_workers=num_workers, progress=progress, rank=rank, world=world)
         if adv_views > 0:  # on a complete cache (just built or found); every rank crafts its shards
             from distill.teacher.cache_adv import build_adversarial_views
 
@@ -316,12 +367,14 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, out: Path, plan: dict
                for k in mine for b in range(k * S, min((k + 1) * S, len(samples)), per_batch)]
     info = teacher.preprocess_info
     data = _ImageViews(dataset.root, [(s.index, s.relpath) for s in samples], K, plan["views"]["seed"],
-                       ViewConfig.from_dict(plan["views"]["augment"]), teacher.preprocess, info)
+                       ViewConfig.from_dict(plan["views"]["augment"]), teacher.preprocess, info, uint8=True)
     if num_workers is None:
-        num_workers = min(8, max(1, (os.cpu_count() or 2) // world - 1))
+        num_workers = max(1, (os.cpu_count() or 2) // world - 1)
     device = teacher.text_embeddings.device
+    # batches in flight: 32 in all (as 8 workers x 4 before), at least 2 per worker: bounded shared memory
     loader = DataLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate,
-                        pin_memory=device.type == "cuda", prefetch_factor=4 if num_workers else None)
+                        pin_memory=device.type == "cuda",
+                        prefetch_factor=max(2, 32 // num_workers) if num_workers else None)
     # Row attributes of every selected sample, by position.
     domain_ids = {d: i for i, d in enumerate(plan["dataset"]["domains"])}
     attrs = {
@@ -331,6 +384,7 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, out: Path, plan: dict
         "split": torch.tensor([SPLIT_CODES[s.split] for s in samples], dtype=torch.uint8),
     }
     dtype = DTYPES[plan["dtype"]]
+    norm = [torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1) for v in (info.mean, info.std)]
     delay = float(os.environ.get(SHARD_DELAY_ENV) or 0)
     pending: dict[int, list[dict[str, Tensor]]] = {}
     skipped: dict[int, list[dict]] = {}
@@ -348,7 +402,8 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, out: Path, plan: dict
                     {"path": samples[pos].relpath, "sample_index": samples[pos].index, "reason": reason})
             good = batch["good"]
             if len(good):
-                emb, logits = teacher(batch["x"].to(device, non_blocking=True))
+                x = batch["x"].to(device, non_blocking=True)
+                emb, logits = teacher(teacher_input(x, *norm) if x.dtype == torch.uint8 else x)
                 rows = {"image_emb": emb.to(dtype).cpu(), "logits": logits.to(dtype).cpu(),
                         "view": torch.arange(K, dtype=torch.int16).repeat(len(good)),
                         "view_params": batch["params"].float()}

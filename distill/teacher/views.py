@@ -185,6 +185,23 @@ def apply_view(img: Image.Image, params: np.ndarray | Tensor | list[float], size
     return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip >= 0.5 else out
 
 
+def view_pixels(img: Image.Image, params: np.ndarray | Tensor | list[float], size: tuple[int, int],
+                interpolation: str = "bicubic") -> Tensor:
+    """:func:`apply_view` as 8-bit pixels: what a trainer shows the student, before ``/ 255``.
+
+    The one code path for a student's view: the trainer calls it when it decodes an image, and
+    the cache's pixel store (:mod:`distill.teacher.cache_pixels`) calls it to store the same
+    bytes ahead of time. ``view_pixels(...).float() / 255`` equals torchvision's ``to_tensor`` of
+    the view bit for bit.
+
+    Returns:
+        uint8 [3, H, W], contiguous.
+    """
+    from torchvision.transforms.functional import pil_to_tensor
+
+    return pil_to_tensor(apply_view(img, params, size, interpolation)).contiguous()
+
+
 def view_tensor(img: Image.Image, params: np.ndarray, size: tuple[int, int], interpolation: str,
                 mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
     """:func:`apply_view` then to-tensor and normalize: the teacher's input for an augmented view.
@@ -198,4 +215,4 @@ def view_tensor(img: Image.Image, params: np.ndarray, size: tuple[int, int], int
     return normalize(x, list(mean), list(std))
 
 
-__all__ = ["ViewConfig", "apply_view", "clean_box", "view_params", "view_tensor"]
+__all__ = ["ViewConfig", "apply_view", "clean_box", "view_params", "view_pixels", "view_tensor"]

@@ -256,13 +256,13 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     bad.write_bytes(b"")
     adv = dict(adv_views=1, adv_steps=2, adv_seed=5)  # adversarial views too: every rank crafts its shards
     one = build_cache(DomainFolder(data), demo_teacher(DomainFolder(data).classes), tmp_path / "one",
-                      num_workers=0, progress=False, skip_bad=True, **SETTINGS, **adv)
+                      num_workers=0, progress=False, skip_bad=True, store_pixels=[(16, 16)], **SETTINGS, **adv)
     assert json.loads((one / MANIFEST).read_text())["skipped"][0]["sample_index"] // 3 % 2 == 1
     torchrun = Path(sys.executable).with_name("torchrun")
     launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
     cmd = [*launcher, "--standalone", "--nproc_per_node=2", "-m", "distill", "cache", "build",
            "--data", str(data), "--out", str(tmp_path / "two"), "--workers", "0", "--skip-bad", *CLI_SETTINGS,
-           "--adv-views", "1", "--adv-steps", "2", "--adv-seed", "5"]
+           "--adv-views", "1", "--adv-steps", "2", "--adv-seed", "5", "--store-pixels", "16"]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, [line for line in res.stderr.splitlines() if "error" in line.lower()][:5]
     assert res.stdout.count("teacher cache written") == 1  # rank 0 reports
@@ -277,6 +277,14 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     for shard in a1["shards"]:
         assert (one / "adversarial" / shard["file"]).read_bytes() == \
             (tmp_path / "two" / "adversarial" / shard["file"]).read_bytes()
+
+    # the pixel store: its shards split over the two ranks too, byte-identical to one process's
+    px1, px2 = one / "pixels-16x16-bicubic", tmp_path / "two" / "pixels-16x16-bicubic"
+    p1, p2 = (json.loads((p / MANIFEST).read_text()) for p in (px1, px2))
+    p1.pop("created"), p2.pop("created")
+    assert p1 == p2 and len(p1["shards"]) == len(m["shards"]) == 11
+    for shard in p1["shards"]:
+        assert (px1 / shard["file"]).read_bytes() == (px2 / shard["file"]).read_bytes()
 
 
 # ---------------------------------------------------------------------- bad images
@@ -347,6 +355,24 @@ def test_augmented_views_replay_the_teachers_input(dataset, teacher, tmp_path):
             emb, _ = teacher(replay[None])
             torch.testing.assert_close(rows["image_emb"][v], emb[0], atol=1e-4, rtol=0)
     assert flips == {0.0, 1.0}
+
+
+def test_uint8_hand_off_gives_the_teacher_the_same_floats(dataset, teacher):
+    """Workers hand over 8-bit pixels; normalized on the device they equal open_clip's floats bit for bit."""
+    from distill.teacher.cache_build import _ImageViews, teacher_input
+
+    info = teacher.preprocess_info
+    samples = [(s.index, s.relpath) for s in dataset.samples]
+    cfg = ViewConfig(scale=(0.3, 0.9), hflip=0.5)
+    floats = _ImageViews(dataset.root, samples, 3, 5, cfg, teacher.preprocess, info)
+    pixels = _ImageViews(dataset.root, samples, 3, 5, cfg, teacher.preprocess, info, uint8=True)
+    assert pixels.split is not None  # open_clip's transform ends in ToTensor + Normalize
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (info.mean, info.std))
+    for pos in range(0, len(samples), 3):
+        _, a, pa, _ = floats[pos]
+        _, b, pb, _ = pixels[pos]
+        assert b.dtype == torch.uint8 and b.shape == a.shape and torch.equal(pa, pb)
+        assert torch.equal(teacher_input(b, mean, std), a)
 
 
 # ---------------------------------------------------------------------- CLI
