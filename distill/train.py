@@ -561,10 +561,11 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
                                "so that every row describes the same image view")
     if needs.online_teacher and teacher is None:
         from distill.teacher import Teacher
-        from distill.teacher.prompts import DEFAULT_TEMPLATES
+        from distill.teacher.prompts import resolve_templates
 
         teacher = Teacher(cfg.teacher.arch, cfg.teacher.pretrained, dataset.classes,
-                          cfg.teacher.templates or DEFAULT_TEMPLATES, device=str(device))
+                          cfg.teacher.templates or resolve_templates(None, cfg.teacher.pretrained)[0],
+                          device=str(device))
     if teacher is not None:
         teacher.to(device)
 
