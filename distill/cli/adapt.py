@@ -55,5 +55,6 @@ def _run(args: argparse.Namespace) -> int:
     summary = run_training(cfg)
     if summary:
         accs = "  ".join(f"{d} {v:.1f}" for d, v in summary["test_acc"].items())
-        print(f"adapted checkpoint: {summary['checkpoint']}  (target test accuracy: {accs})")
+        print(f"adapted checkpoint: {summary['checkpoint']}  (kept: last epoch, {summary['best_epoch']}; no labels "
+              f"to select on; target test accuracy: {accs})")
     return 0

@@ -118,7 +118,9 @@ def _build(args: argparse.Namespace) -> int:
         m = json.loads((out / MANIFEST).read_text())
         state = "already complete" if was_complete else "written"
         skipped = f", {len(m['skipped'])} image(s) skipped (listed in {MANIFEST})" if m["skipped"] else ""
-        print(f"teacher cache {state}: {out} ({m['rows']} rows = {m['dataset']['images']} images x "
+        images = f"({m['dataset']['images']} images - {len(m['skipped'])} skipped)" if m["skipped"] else \
+            f"{m['dataset']['images']} images"
+        print(f"teacher cache {state}: {out} ({m['rows']} rows = {images} x "
               f"{m['views']['count']} view(s), {len(m['shards'])} shard(s){skipped})")
         if args.adv_views:
             a = json.loads((out / "adversarial" / MANIFEST).read_text())

@@ -77,6 +77,7 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, domains: Sequence[str] | 
             "images": n,
             "test_fraction": dataset.test_fraction,
             "split_seed": dataset.split_seed,
+            "files_sha256": dataset.fingerprint_inputs(domains)["files_sha256"],  # names a file-list mismatch
         },
         "views": {"count": int(views), "seed": int(seed), "augment": augment.to_dict()},
         "dtype": dtype,

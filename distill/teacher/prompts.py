@@ -94,4 +94,4 @@ def resolve_templates(templates_file: str | Path | None, pretrained: str | Path 
 
         if read_json(manifest).get("templates"):
             return read_templates(manifest), str(manifest)
-    return list(DEFAULT_TEMPLATES), f"the {len(DEFAULT_TEMPLATES)} default templates (distill.teacher.prompts)"
+    return list(DEFAULT_TEMPLATES), "distill.teacher.prompts.DEFAULT_TEMPLATES"
