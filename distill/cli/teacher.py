@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import textwrap
-from pathlib import Path
 
 from distill.errors import DistillError
 

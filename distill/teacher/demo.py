@@ -21,6 +21,12 @@ plateaued near 80% within the time budget, where the convolutional tower reaches
 third of the compute: ViTs are data-hungry, and ~5k images are not enough. ``distill-demo-vit``
 stays the tiny random-weight teacher of unit tests; pass ``arch=`` to bootstrap it anyway.
 
+Cannot fail silently: the schedule is chosen from the data size (:func:`choose_schedule`: a
+small set gets smaller batches and more epochs), :data:`VAL_FRACTION` of the train split is held
+out to validate, every epoch prints the loss and the train / validation zero-shot accuracy, and a
+teacher near chance ends with a ``WARNING:`` line (also stored in ``teacher.json``) that gives
+the numbers and what to change.
+
 Resumable: after every epoch the model and AdamW state are written atomically to one
 safetensors file (``OUT/bootstrap-state.safetensors``, no pickle); rerunning the same call
 continues from there, and since every random draw (shuffle, captions, augmentation) comes from
