@@ -18,6 +18,7 @@ How a README command becomes a test command (the only changes made to it):
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -122,3 +123,6 @@ def test_readme_commands_run_as_written(quick_demo, tmp_path):
     # the cache command picks up the bootstrapped teacher's own templates (teacher.json beside the checkpoint)
     cache_cmd = next(c for c in out if c.startswith("distill cache build"))
     assert "prompt templates: 4 from teacher/teacher.json" in out[cache_cmd]
+    # ... and the demo's view settings, so a user copying it gets the demo's cache
+    mine, demos = (json.loads((p / "manifest.json").read_text()) for p in (cwd / "cache" / "demo", demo / "cache"))
+    assert mine["views"] == demos["views"] and mine["templates"] == demos["templates"]
