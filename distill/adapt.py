@@ -16,9 +16,17 @@ from distill.errors import DistillError
 SFDA_STRATEGIES = ("sfda", "shot", "teacher_pl")
 
 #: Optimizer defaults for adaptation: a short, gentle fine-tune of an already trained model
-#: (no warm-up from scratch, lower learning rate than training).
+#: (no warm-up from scratch). A strategy's own ``optim_defaults`` (SHOT: lr 5e-4) override them,
+#: and the caller's ``optim`` (``--set optim.*``) overrides both: see :func:`adapt_optim`.
 ADAPT_OPTIM: dict[str, Any] = {"epochs": 10, "batch_size": 64, "optimizer": "adamw", "lr": 3e-3,
                                "weight_decay": 0.01, "warmup_epochs": 0, "grad_clip": 1.0}
+
+
+def adapt_optim(strategy: str, optim: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The optim section of an adaptation: :data:`ADAPT_OPTIM` < the strategy's ``optim_defaults`` < ``optim``."""
+    from distill.strategies import get_strategy
+
+    return {**ADAPT_OPTIM, **get_strategy(strategy).optim_defaults, **(optim or {})}
 
 
 def source_domains_of(checkpoint: str | Path) -> list[str] | None:
@@ -62,7 +70,7 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
         out: run directory (default ``runs/adapt-<strategy>-<targets>``).
         source_domains: recorded as the run's source (default: the checkpoint's provenance).
         test_fraction, split_seed: the split rule (default: the first cache's, else 0.3 / 0).
-        optim, run: overrides of :data:`ADAPT_OPTIM` and of the run section.
+        optim, run: overrides of the optim section (:func:`adapt_optim`) and of the run section.
     """
     strat = {"name": strategy} if isinstance(strategy, str) else dict(strategy)
     targets = [t for t in targets if t]
@@ -91,7 +99,7 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
         "student": {"arch": spec.arch, "input_size": int(spec.input_size[0])},
         "strategy": strat,
         "source_checkpoint": str(source_checkpoint),
-        "optim": {**ADAPT_OPTIM, **(optim or {})},
+        "optim": adapt_optim(strat["name"], optim),
         "run": {"out": str(out or Path("runs") / f"adapt-{strat['name']}-{'+'.join(targets)}"), "seed": 0,
                 "workers": 2, **(run or {})},
     }

@@ -19,6 +19,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _listify(v: Any) -> Any:
+    """A lone string where a list is meant is the one-element list (``--set data.source=clean``)."""
+    return [v] if isinstance(v, str) else v
+
+
 class DataConfig(_Strict):
     root: Path  # ROOT/DOMAIN/CLASS/image
     source: list[str] = Field(min_length=1)  # domains trained on
@@ -29,12 +34,16 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # share of train held out for model selection
     skip_bad: bool = False  # skip undecodable images (listed once) instead of stopping
 
+    _one_domain = field_validator("source", "target", mode="before")(_listify)
+
 
 class TeacherConfig(_Strict):
     arch: str  # open_clip model name or hf-hub:/local-dir: id
     pretrained: str | None = None  # tag or checkpoint path
     templates: list[str] | None = None  # default: the cache's (or distill's default set)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # the teacher's inference dtype (part of its identity)
+
+    _one_template = field_validator("templates", mode="before")(_listify)
 
 
 class StudentConfig(_Strict):
@@ -179,6 +188,16 @@ def _set_path(d: dict, dotted: str, value: Any, source: str) -> None:
     cur[keys[-1]] = value
 
 
+def _override_of(e: ValidationError, overrides: list[str] | None) -> str | None:
+    """The ``--set`` item that set the first failing key (or a section above it), if one did."""
+    loc = [str(p) for p in e.errors()[0]["loc"]]
+    for item in reversed(overrides or []):
+        key = item.split("=", 1)[0].strip().split(".")
+        if loc[:len(key)] == key or key[:len(loc)] == loc:
+            return item
+    return None
+
+
 def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
     out = []
     for item in overrides or []:
@@ -230,7 +249,11 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
     source = str(path) if path else "config"
     for key, value in parse_overrides(overrides):
         _set_path(raw, key, value, source)
-    cfg = validate(TrainConfig, raw, source)
+    try:
+        cfg = TrainConfig.model_validate(raw)
+    except ValidationError as e:  # a mistake in a --set override is blamed on it, not on the file
+        item = _override_of(e, overrides)
+        raise DistillError(format_validation_error(e, f"--set {item}" if item else source)) from None
     from distill.strategies import get_strategy, build_config
 
     cls = get_strategy(cfg.strategy.name)  # unknown strategy -> one line naming it

@@ -544,17 +544,18 @@ class Trainer:
         row: dict[str, Any] = {"epoch": epoch + 1}
         row.update({f"acc/{d}": round(v, 4) for d, v in acc.items()})
         row["source_acc"] = round(float(np.mean(src)), 4) if src else float("nan")
-        row["target_acc"] = round(float(np.mean(tgt)), 4) if tgt else 0.0
+        row["target_acc"] = round(float(np.mean(tgt)), 4) if tgt else float("nan")  # no target domains: n/a
         row.update({f"val/{d}": round(v, 4) for d, v in val.items()})
         row["source_val_acc"] = round(float(np.mean(list(val.values()))), 4) if val else float("nan")
         return row
 
     def _epoch_line(self, row: dict[str, Any], improved: bool) -> str:
         doms = "  ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc/"))
-        src = "-" if math.isnan(row["source_acc"]) else f"{row['source_acc']:.1f}"
-        val = "-" if math.isnan(row["source_val_acc"]) else f"{row['source_val_acc']:.1f}"
-        return (f"epoch {row['epoch']}: source val {val}  |  test: source {src}  target {row['target_acc']:.1f}  |  {doms}"
-                + ("  (best)" if improved else ""))
+        src, tgt, val = (("n/a" if math.isnan(row[k]) else f"{row[k]:.1f}")
+                         for k in ("source_acc", "target_acc", "source_val_acc"))
+        kept = ("  (kept: last epoch; no labels to select on)" if math.isnan(row["source_val_acc"])
+                else "  (best)" if improved else "")
+        return f"epoch {row['epoch']}: source val {val}  |  test: source {src}  target {tgt}  |  {doms}{kept}"
 
     def _write_metrics(self) -> None:
         keys: list[str] = []
@@ -607,7 +608,7 @@ class Trainer:
             "source_val_acc": None if math.isnan(best_row["source_val_acc"]) else best_row["source_val_acc"],
             "test_acc": {k[4:]: v for k, v in best_row.items() if k.startswith("acc/")},
             "source_acc": None if math.isnan(best_row["source_acc"]) else best_row["source_acc"],
-            "target_acc": best_row["target_acc"],
+            "target_acc": None if math.isnan(best_row["target_acc"]) else best_row["target_acc"],
             "teacher_zero_shot": s.teacher_zero_shot,
             "params": count_params(student),
             "flops": count_flops(student, student.spec.input_size),
@@ -637,7 +638,7 @@ def _teacher_input_fn(teacher, device: torch.device):
 
 def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
     """Config -> objects. Nothing below this function reads the config's raw form."""
-    from distill.teacher.cache import TeacherCache, expected_identity
+    from distill.teacher.cache import TeacherCache, dataset_expectation, expected_identity
 
     device = resolve_device(cfg.run.device, what="run.device")  # indexed: cuda:LOCAL_RANK under torchrun
     check_precision(cfg.optim.precision, device, what="optim.precision")
@@ -671,8 +672,9 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
             teacher = teacher or Teacher(cfg.teacher.arch, cfg.teacher.pretrained, dataset.classes, templates,
                                          device=str(device), precision=cfg.teacher.precision)
             teacher_ident, preprocess = teacher.identity(), teacher.preprocess_info.to_dict()
-        expect = expected_identity(teacher_ident, preprocess, dataset.classes,
-                                   dataset.fingerprint(probe.domains), templates if cfg.teacher else None)
+        data_inputs = dataset_expectation(path, probe.manifest, dataset)  # another data set's cache: named so
+        expect = expected_identity(teacher_ident, preprocess, dataset.classes, dataset.fingerprint(probe.domains),
+                                   templates if cfg.teacher else None, dataset=data_inputs)
         caches.append(TeacherCache.open(path, expect=expect))
         if len(caches) > 1 and caches[-1].manifest["views"] != caches[0].manifest["views"]:
             from distill.teacher.cache_format import diff_fields
@@ -687,11 +689,11 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
               + ", ".join(f"{p} ({why})" for p, why in skipped))
     if needs.online_teacher and teacher is None:
         from distill.teacher import Teacher
-        from distill.teacher.prompts import DEFAULT_TEMPLATES
+        from distill.teacher.prompts import resolve_templates
 
         teacher = Teacher(cfg.teacher.arch, cfg.teacher.pretrained, dataset.classes,
-                          cfg.teacher.templates or DEFAULT_TEMPLATES, device=str(device),
-                          precision=cfg.teacher.precision)
+                          cfg.teacher.templates or resolve_templates(None, cfg.teacher.pretrained)[0],
+                          device=str(device), precision=cfg.teacher.precision)
     if teacher is not None:
         teacher.to(device)
 

@@ -33,3 +33,21 @@ def builtin_quick_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from distill.data.builtin import materialize
 
     return materialize(tmp_path_factory.mktemp("builtin_quick"), quick=True, seed=0)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory: pytest.TempPathFactory):
+    """``distill demo --quick`` run once per test session: ``(out, printed)``, the output folder
+    (the quick demo's ``demo_out``) and what the run printed. Shared by tests/test_demo.py and
+    tests/test_readme.py: treat it as read-only."""
+    import contextlib
+    import io
+
+    from distill.cli import main as cli
+
+    out = tmp_path_factory.mktemp("quick_demo") / "demo_out"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli(["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert rc == 0, buf.getvalue()[-4000:]
+    return out, buf.getvalue()

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, metavar="ROOT", help="dataset root (ROOT/DOMAIN/CLASS/image)")
     p.add_argument("--cache", action="append", default=[], type=Path, metavar="DIR",
                    help="teacher cache (repeat for several teachers); required by sfda and teacher_pl")
-    p.add_argument("--strategy", default="sfda", help="sfda (default), shot or teacher_pl")
+    p.add_argument("--strategy", default="sfda", help="sfda (default), shot or teacher_pl; each brings its own "
+                   "optimizer defaults where it needs them (shot: lr 5e-4; the others: lr 3e-3)")
     p.add_argument("--out", type=Path, metavar="RUN", help="run directory (default runs/adapt-STRATEGY-TARGETS)")
     p.add_argument("--source-domains", metavar="a,b",
                    help="the checkpoint's source domains, if its student.json does not record them")
@@ -54,8 +55,12 @@ def _run(args: argparse.Namespace) -> int:
     base = adapt_recipe(args.source_checkpoint, targets, args.data, args.cache, args.strategy, args.out,
                         source_domains=src)
     cfg = load_train_config(None, args.overrides + (["data.skip_bad=true"] if args.skip_bad else []), base=base)
+    if cls.optim_defaults:
+        own = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in cls.optim_defaults.items())
+        print(f"strategy '{args.strategy}' brings its own optim defaults: {own} (--set optim.KEY=VALUE overrides)")
     summary = run_training(cfg)
     if summary:
         accs = "  ".join(f"{d} {v:.1f}" for d, v in summary["test_acc"].items())
-        print(f"adapted checkpoint: {summary['checkpoint']}  (target test accuracy: {accs})")
+        print(f"adapted checkpoint: {summary['checkpoint']}  (kept: last epoch, {summary['best_epoch']}; no labels "
+              f"to select on; target test accuracy: {accs})")
     return 0

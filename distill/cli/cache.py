@@ -26,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--arch", required=True, help="open_clip model name, e.g. ViT-B-32")
     b.add_argument("--pretrained", required=True,
                    help="open_clip tag, checkpoint file, or 'none' (random weights seeded with 0; tests/timing only)")
-    b.add_argument("--templates-file", metavar="F", help="prompt templates, one per line with '{}' (default: built-in)")
+    b.add_argument("--templates-file", metavar="F",
+                   help="prompt templates with one '{}': a text file (one per line) or JSON (a list, or an object "
+                        "with a 'templates' list such as teacher.json) (default: the teacher.json beside a "
+                        "bootstrapped --pretrained checkpoint, else 12 built-in templates)")
     b.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map (default ROOT/classnames.yaml)")
     b.add_argument("--domains", metavar="a,b", help="comma-separated domains to cache (default: all)")
     b.add_argument("--test-fraction", type=float, default=0.3, metavar="F", help="held-out fraction per domain (0.3)")
@@ -84,21 +87,6 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _read_templates(path: str | None) -> list[str]:
-    from distill.teacher.prompts import DEFAULT_TEMPLATES
-
-    if path is None:
-        return list(DEFAULT_TEMPLATES)
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        raise DistillError(f"{path}: templates file not found") from None
-    templates = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    if not templates:
-        raise DistillError(f"{path}: no templates (expected one per line, each with '{{}}')")
-    return templates
-
-
 def _build(args: argparse.Namespace) -> int:
     import torch
 
@@ -116,7 +104,11 @@ def _build(args: argparse.Namespace) -> int:
     dataset = DomainFolder(args.data, class_map=args.class_map, test_fraction=args.test_fraction,
                            split_seed=args.split_seed, val_fraction=args.val_fraction)
     domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
-    templates = _read_templates(args.templates_file)
+    from distill.teacher.prompts import resolve_templates
+
+    templates, templates_source = resolve_templates(args.templates_file, args.pretrained)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"prompt templates: {len(templates)} from {templates_source}", flush=True)
     device = resolve_device(args.device, what="--device")
     check_precision(args.precision, device, what="--precision")
     deterministic_cublas()  # before the teacher's first matmul: a resumed build writes the same bytes
@@ -143,7 +135,9 @@ def _build(args: argparse.Namespace) -> int:
         m = json.loads((out / MANIFEST).read_text())
         state = "already complete" if was_complete else "written"
         skipped = f", {len(m['skipped'])} image(s) skipped (listed in {MANIFEST})" if m["skipped"] else ""
-        print(f"teacher cache {state}: {out} ({m['rows']} rows = {m['dataset']['images']} images x "
+        images = f"({m['dataset']['images']} images - {len(m['skipped'])} skipped)" if m["skipped"] else \
+            f"{m['dataset']['images']} images"
+        print(f"teacher cache {state}: {out} ({m['rows']} rows = {images} x "
               f"{m['views']['count']} view(s), {len(m['shards'])} shard(s){skipped})")
         if args.adv_views:
             a = json.loads((out / "adversarial" / MANIFEST).read_text())

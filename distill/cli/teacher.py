@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import textwrap
-from pathlib import Path
 
 from distill.errors import DistillError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``distill teacher ...`` to the top-level parser."""
-    from distill.teacher.demo import DEMO_ARCH, FULL, QUICK
+    from distill.teacher.demo import DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK
 
     teacher = subparsers.add_parser(
         "teacher", help="bootstrap the offline demo teacher; zero-shot accuracy of an open_clip teacher",
@@ -31,14 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "a finished run with the same parameters returns at once. Load the result like any local CLIP "
             "checkpoint: --arch ARCH --pretrained OUT/open_clip_model.safetensors.", 88),
         epilog=f"presets: full = {FULL.epochs} epochs, batch {FULL.batch_size}, lr {FULL.lr:g} (about 2 min of one "
-        f"CPU core on the built-in digits suite);\n         --quick = {QUICK.epochs} epochs, batch {QUICK.batch_size}, "
+        f"CPU core on the built-in digits suite);\n         on a small set the batch shrinks to <= 1/{MIN_BATCHES_PER_EPOCH} "
+        f"of the train images and the epochs grow to >= {FULL.min_steps} steps;\n         --quick = {QUICK.epochs} epochs, batch {QUICK.batch_size}, "
         f"at most {QUICK.max_per_domain} train images per domain (seconds; near-chance teacher, for smoke tests).\n"
         "then: distill teacher eval --pretrained OUT/open_clip_model.safetensors --data ROOT")
     boot.add_argument("--data", required=True, metavar="ROOT", help="dataset root laid out as ROOT/DOMAIN/CLASS/image")
     boot.add_argument("--out", required=True, metavar="DIR", help="output folder for the checkpoint and teacher.json")
     boot.add_argument("--arch", default=DEMO_ARCH, help=f"open_clip CLIP config to train (default: {DEMO_ARCH})")
-    boot.add_argument("--epochs", type=int, metavar="N", help="training epochs (default: from the preset)")
-    boot.add_argument("--batch-size", type=int, metavar="B", help="images per step (default: from the preset)")
+    boot.add_argument("--epochs", type=int, metavar="N", help="training epochs (default: the preset's, more on a small set)")
+    boot.add_argument("--batch-size", type=int, metavar="B", help="images per step (default: the preset's, less on a small set)")
     boot.add_argument("--lr", type=float, help="peak AdamW learning rate (default: from the preset)")
     boot.add_argument("--max-per-domain", type=int, metavar="N",
                       help="use at most N train images per domain, 0 = all (default: from the preset)")
@@ -71,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--batch-size", type=int, default=256, metavar="B", help="images per forward pass (default: 256)")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_eval)
 
 
@@ -100,60 +100,28 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_templates(path: str | Path) -> list[str]:
-    """Templates from a text file (one per line, '#' comments) or JSON (list, or {'templates': [...]})."""
-    from distill.teacher.prompts import check_templates
-
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise DistillError(f"{path}: templates file not found") from None
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DistillError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-        if isinstance(data, dict):
-            data = data.get("templates")
-        if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
-            raise DistillError(f"{path}: expected a JSON list of templates or an object with a 'templates' list")
-        templates = data
-    else:
-        templates = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    try:
-        return check_templates(templates)
-    except DistillError as e:
-        raise DistillError(f"{path}: {e}") from None
-
-
 def _eval(args: argparse.Namespace) -> int:
     from distill.data.folder import DomainFolder
     from distill.teacher.clip import Teacher
-    from distill.teacher.demo import MANIFEST_NAME, zero_shot_accuracy
-    from distill.teacher.prompts import DEFAULT_TEMPLATES
+    from distill.teacher.demo import zero_shot_accuracy
+    from distill.teacher.prompts import resolve_templates, teacher_manifest_of
     from distill.utils.io import read_json
 
     _set_threads(args.threads)
-    manifest = {}
-    if args.pretrained and Path(args.pretrained).is_file() and (Path(args.pretrained).parent / MANIFEST_NAME).is_file():
-        manifest = read_json(Path(args.pretrained).parent / MANIFEST_NAME)
+    found = teacher_manifest_of(args.pretrained)
+    manifest = read_json(found) if found is not None else {}
     arch = args.arch or manifest.get("arch")
     if not arch:
         raise DistillError("--arch is required (no teacher.json beside --pretrained to take it from)")
-    if args.templates_file:
-        templates, source = load_templates(args.templates_file), args.templates_file
-    elif manifest.get("templates"):
-        templates, source = manifest["templates"], str(Path(args.pretrained).parent / MANIFEST_NAME)
-    else:
-        templates, source = list(DEFAULT_TEMPLATES), "distill.teacher.prompts.DEFAULT_TEMPLATES"
+    templates, source = resolve_templates(args.templates_file, args.pretrained)
     ds = DomainFolder(args.data, class_map=args.class_map)
     domains = ds.check_domains(args.domains) if args.domains else ds.domains
     split = None if args.split == "all" else args.split
     from distill.utils.runtime import resolve_device
 
     teacher = Teacher(arch, args.pretrained, ds.classes, templates, device=str(resolve_device(args.device, what="--device")))
-    acc = zero_shot_accuracy(teacher, ds, split=split, domains=domains, batch_size=args.batch_size, progress=True)
+    acc = zero_shot_accuracy(teacher, ds, split=split, domains=domains, batch_size=args.batch_size,
+                             progress=not args.no_progress)
     if not acc:
         raise DistillError(f"{ds.root}: no {args.split}-split images in domains {', '.join(domains)}")
     counts = {d: len(ds.select([d], split)) for d in acc}

@@ -52,6 +52,8 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = run_training(cfg, resume=args.resume is not None)
     if summary:
-        src = "-" if summary["source_acc"] is None else f"{summary['source_acc']:.1f}"
-        print(f"best checkpoint: {summary['checkpoint']}  (source {src}, target {summary['target_acc']:.1f})")
+        src, tgt = ("n/a" if summary[k] is None else f"{summary[k]:.1f}" for k in ("source_acc", "target_acc"))
+        kept = "best checkpoint" if summary["source_acc"] is not None else \
+            f"checkpoint (kept: last epoch, {summary['best_epoch']}; no labels to select on)"
+        print(f"{kept}: {summary['checkpoint']}  (source {src}, target {tgt})")
     return 0

@@ -126,6 +126,7 @@ class DomainFolder:
         if not self.domains:
             raise DistillError(f"{self.root}: no domain folders found (expected ROOT/DOMAIN/CLASS/image)")
         found: list[tuple[str, str, str, int]] = []  # (relpath, domain, class_name, size)
+        self._check_class_map_domains()
         for domain in self.domains:
             for cdir in sorted(p for p in (self.root / domain).iterdir() if p.is_dir() and not p.name.startswith(".")):
                 name = self.class_map.get(f"{domain}/{cdir.name}", self.class_map.get(cdir.name, cdir.name))
@@ -141,6 +142,21 @@ class DomainFolder:
             Sample(i, rel, dom, cname, label_of[cname], split_of(rel, self.test_fraction, self.split_seed, self.val_fraction), size)
             for i, (rel, dom, cname, size) in enumerate(found)
         ]
+
+    def _check_class_map_domains(self) -> None:
+        """A ``DOMAIN/folder`` key must name a domain and a class folder under ROOT: a typo
+        (``caltec/auto``) would otherwise be ignored and leave the folder name as an extra class."""
+        where = self.class_map_source or "class-name map"
+        for key in self.class_map:
+            if "/" not in key:
+                continue
+            domain, folder = key.split("/", 1)
+            if domain not in self.domains:
+                raise DistillError(f"{where}: key '{key}' names domain '{domain}', which is not under {self.root} "
+                                   f"(domains: {', '.join(self.domains)})")
+            if not (self.root / domain / folder).is_dir():
+                raise DistillError(f"{where}: key '{key}' names class folder '{folder}', which is not under "
+                                   f"{self.root / domain}")
 
     # ------------------------------------------------------------------ selection
     def check_domains(self, domains: Iterable[str]) -> list[str]:
@@ -198,6 +214,16 @@ class DomainFolder:
         for s in (s for s in self.samples if s.domain in keep):  # excluded files included: identity of the tree
             h.update(f"{s.relpath}\t{s.size}\t{s.class_name}\n".encode())
         return h.hexdigest()
+
+    def fingerprint_inputs(self, domains: Iterable[str] | None = None) -> dict:
+        """What :meth:`fingerprint` is made of, field by field, so a mismatch can name the field that
+        differs: split rule, domains, image count and a sha256 of the file list (paths, sizes, classes)."""
+        chosen = self.check_domains(domains) if domains is not None else self.domains
+        samples = self.select(chosen)
+        files = hashlib.sha256("".join(f"{s.relpath}\t{s.size}\t{s.class_name}\n" for s in samples).encode())
+        return {"test_fraction": self.test_fraction, "split_seed": self.split_seed,
+                "domains": [d for d in self.domains if d in set(chosen)], "images": len(samples),
+                "files_sha256": files.hexdigest()}
 
     def summary(self) -> dict[str, dict[str, int]]:
         """``{domain: {"train": n, "val": n, "test": n}}``."""

@@ -4,6 +4,10 @@ Convertible images are converted: grayscale, palette, CMYK, alpha and 16-bit PNG
 8-bit RGB. Undecodable ones raise :class:`BadImageError`: 0-byte files, non-images with an
 image extension, truncated JPEGs, and images over PIL's decompression-bomb limit (their size
 is refused before any pixel is decoded).
+
+EXIF orientation is applied (``PIL.ImageOps.exif_transpose``), as torchvision's and timm's
+loaders that users compare against do: a phone photo stored sideways with an orientation tag is
+seen upright. Caches record it (``preprocess.exif_transpose``) and refuse caches built before it.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from distill.errors import DistillError
 
@@ -47,6 +51,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """``img`` rotated/flipped as its EXIF orientation tag says (unchanged without one). A malformed
+    EXIF block is not worth failing the image for: it is then read as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - PIL raises assorted errors on broken EXIF
+        return img
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """Open ``path`` and return a fully decoded 8-bit RGB ``PIL.Image``.
 
@@ -60,7 +73,7 @@ def load_rgb(path: str | Path) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
-                return _to_rgb(img)
+                return _to_rgb(_upright(img))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImageError(path, f"over PIL's decompression-bomb limit: {e}") from None
     except UnidentifiedImageError:

@@ -78,6 +78,9 @@ class Strategy(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type] = type("NoConfig", (), {})
     needs: ClassVar[Needs] = Needs()
+    #: Optimizer settings (``optim.*`` keys) this strategy needs where the stage's defaults do not
+    #: suit it; ``distill adapt`` applies them over :data:`distill.adapt.ADAPT_OPTIM`, under ``--set``.
+    optim_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, student: nn.Module, config: Any, ctx: StrategyContext):
         super().__init__()

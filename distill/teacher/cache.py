@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from distill.teacher.cache_build import SHARD_DELAY_ENV, build_cache, make_plan
 from distill.teacher.cache_format import BUILD_PLAN, MANIFEST, TEXT_EMBEDDINGS, shard_name
-from distill.teacher.cache_read import CacheMismatchError, TeacherCache, check_manifest, expected_identity
+from distill.teacher.cache_read import (
+    CacheMismatchError, TeacherCache, check_manifest, dataset_expectation, expected_identity,
+)
 from distill.teacher.views import ViewConfig, apply_view, view_params
 
 __all__ = [
     "BUILD_PLAN", "MANIFEST", "SHARD_DELAY_ENV", "TEXT_EMBEDDINGS", "CacheMismatchError", "TeacherCache",
-    "ViewConfig", "apply_view", "build_cache", "check_manifest", "expected_identity", "make_plan",
+    "ViewConfig", "apply_view", "build_cache", "check_manifest", "dataset_expectation", "expected_identity", "make_plan",
     "shard_name", "view_params",
 ]

@@ -79,6 +79,7 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, domains: Sequence[str] | 
             "test_fraction": dataset.test_fraction,
             "split_seed": dataset.split_seed,
             "val_fraction": dataset.val_fraction,
+            "files_sha256": dataset.fingerprint_inputs(domains)["files_sha256"],  # names a file-list mismatch
         },
         "views": {"count": int(views), "seed": int(seed), "augment": augment.to_dict()},
         "dtype": dtype,

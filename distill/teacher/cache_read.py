@@ -25,6 +25,7 @@ _EXPECT_PATHS = {
     "classes": ("classes",),
     "dataset_fingerprint": ("dataset", "fingerprint"),
     "templates": ("templates",),
+    "dataset": ("dataset",),
 }
 
 
@@ -45,6 +46,7 @@ def expected_identity(
     classes: Sequence[str] | None = None,
     dataset_fingerprint: str | None = None,
     templates: Sequence[str] | None = None,
+    dataset: Mapping[str, Any] | None = None,
 ) -> dict:
     """What a run expects of a cache, for ``TeacherCache.open(path, expect=...)``.
 
@@ -58,6 +60,9 @@ def expected_identity(
         classes: class names in label order.
         dataset_fingerprint: ``DomainFolder.fingerprint(domains)``.
         templates: prompt templates.
+        dataset: ``DomainFolder.fingerprint_inputs(domains)``: the split rule, domains, image count
+            and file list the fingerprint is made of, so a mismatch names the field that differs
+            (compared where the manifest records them; older caches record fewer).
     """
     expect: dict[str, Any] = {}
     if teacher_identity is not None:
@@ -66,6 +71,8 @@ def expected_identity(
         expect["preprocess"] = dict(preprocess)
     if classes is not None:
         expect["classes"] = list(classes)
+    if dataset is not None:  # before the fingerprint: the named field is what a user can act on
+        expect["dataset"] = dict(dataset)
     if dataset_fingerprint is not None:
         expect["dataset_fingerprint"] = str(dataset_fingerprint)
     if templates is not None:
@@ -85,6 +92,12 @@ def check_manifest(manifest: Mapping[str, Any], expect: Mapping[str, Any], path:
         node: Any = manifest
         for part in _EXPECT_PATHS[key]:
             node = node.get(part, "<absent>") if isinstance(node, Mapping) else "<absent>"
+        if key == "dataset":  # each fingerprint input the manifest records, before the fingerprint itself
+            node = node if isinstance(node, Mapping) else {}
+            for k, v in value.items():
+                if k in node:
+                    have[f"dataset.{k}"], want[f"dataset.{k}"] = node[k], v
+            continue
         name = ".".join(_EXPECT_PATHS[key])
         have[name], want[name] = node, value
     fields = diff_fields(have, want)
@@ -138,6 +151,9 @@ class TeacherCache:
                                    f"`distill cache build` to resume it")
             raise DistillError(f"{path}: not a teacher cache (no {MANIFEST})")
         manifest = read_json(path / MANIFEST)
+        if manifest.get("preprocess", {}).get("exif_transpose") is not True:  # built before EXIF was applied
+            raise CacheMismatchError(path, ["preprocess.exif_transpose: <absent> vs true (images are now read with "
+                                            "their EXIF orientation applied)"])
         if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
             raise DistillError(f"{path / MANIFEST}: format {manifest.get('format')!r} version "
                                f"{manifest.get('format_version')!r}, this distill reads {FORMAT!r} version "
@@ -311,3 +327,24 @@ class TeacherCache:
                 if m.any():
                     out.setdefault(d, {})[split] = float(correct[m].float().mean())
         return out
+
+
+def dataset_expectation(path: str | Path, manifest: Mapping[str, Any], dataset) -> dict:
+    """A run's expectation of the data behind the cache at ``path``: the fingerprint inputs of
+    ``dataset`` (a :class:`~distill.data.folder.DomainFolder`) over the cache's domains.
+
+    Raises:
+        CacheMismatchError: the cache holds domains that ``dataset`` lacks: a cache of another
+            data set (its fingerprint cannot even be computed), named as such rather than as a
+            missing domain.
+    """
+    from distill.teacher.cache_format import shorten
+
+    built = manifest.get("dataset", {})
+    domains = list(built.get("domains", []))
+    missing = [d for d in domains if d not in dataset.domains]
+    if missing:
+        raise CacheMismatchError(path, [
+            f"dataset.domains: {shorten(domains)} vs {shorten(dataset.domains)} (the cache was built from "
+            f"{built.get('root', 'another data set')}; this run's data.root is {dataset.root})"])
+    return dataset.fingerprint_inputs(domains)

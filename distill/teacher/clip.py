@@ -42,6 +42,7 @@ class Preprocess:
     interpolation: str
     resize_mode: str
     crop: str = "center"
+    exif_transpose: bool = True  # images are read upright (distill.data.images.load_rgb); older caches lack it
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,5 +1,14 @@
-"""Prompt templates for zero-shot heads. ``{}`` is replaced by the class name."""
+"""Prompt templates for zero-shot heads. ``{}`` is replaced by the class name.
+
+One home for templates: :func:`read_templates` reads every accepted file format and
+:func:`resolve_templates` picks the templates a command uses (an explicit file, else the
+``teacher.json`` of a bootstrapped teacher beside its checkpoint, else :data:`DEFAULT_TEMPLATES`),
+so ``cache build``, ``teacher eval`` and training agree on what a teacher's head is.
+"""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 # A compact subset of the CLIP ImageNet templates (Radford et al. 2021, "prompt ensembling").
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -17,6 +26,9 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a rendering of a {}.",
 )
 
+#: The manifest ``distill teacher bootstrap`` writes beside its checkpoint (holds ``templates``).
+TEACHER_MANIFEST = "teacher.json"
+
 
 def check_templates(templates: list[str] | tuple[str, ...]) -> list[str]:
     from distill.errors import DistillError
@@ -28,3 +40,58 @@ def check_templates(templates: list[str] | tuple[str, ...]) -> list[str]:
         if t.count("{}") != 1:
             raise DistillError(f"prompt template {t!r} must contain exactly one '{{}}' for the class name")
     return templates
+
+
+def read_templates(path: str | Path) -> list[str]:
+    """Templates from a text file (one per line, '#' comments) or JSON (a list, or an object with a
+    ``templates`` list such as a bootstrapped teacher's ``teacher.json``)."""
+    from distill.errors import DistillError
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DistillError(f"{path}: templates file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DistillError(f"{path}: cannot read templates file: {e.__class__.__name__}: {e}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DistillError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        if isinstance(data, dict):
+            data = data.get("templates")
+        if not isinstance(data, list) or not all(isinstance(t, str) for t in data):
+            raise DistillError(f"{path}: expected a JSON list of templates or an object with a 'templates' list")
+        templates = data
+    else:
+        templates = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    try:
+        return check_templates(templates)
+    except DistillError as e:
+        raise DistillError(f"{path}: {e}") from None
+
+
+def teacher_manifest_of(pretrained: str | Path | None) -> Path | None:
+    """``teacher.json`` beside a local checkpoint file (a bootstrapped teacher), if there is one."""
+    if not pretrained:
+        return None
+    p = Path(pretrained)
+    return p.parent / TEACHER_MANIFEST if p.is_file() and (p.parent / TEACHER_MANIFEST).is_file() else None
+
+
+def resolve_templates(templates_file: str | Path | None, pretrained: str | Path | None) -> tuple[list[str], str]:
+    """The templates a command uses and where they came from (printed, so a user sees which).
+
+    ``templates_file`` when given; else the templates in ``teacher.json`` beside a local
+    ``pretrained`` checkpoint (the ones the teacher was trained with); else the defaults.
+    """
+    if templates_file:
+        return read_templates(templates_file), str(templates_file)
+    manifest = teacher_manifest_of(pretrained)
+    if manifest is not None:
+        from distill.utils.io import read_json
+
+        if read_json(manifest).get("templates"):
+            return read_templates(manifest), str(manifest)
+    return list(DEFAULT_TEMPLATES), "distill.teacher.prompts.DEFAULT_TEMPLATES"

@@ -165,3 +165,15 @@ def test_pacs_mini() -> None:
     assert "giraffe" not in {s.class_name for s in ds.select(["photo"])}
     assert "giraffe" in {s.class_name for s in ds.select(["sketch"])}
     assert sum(v["train"] + v["val"] + v["test"] for v in ds.summary().values()) == 40
+
+
+def test_class_map_key_for_an_unknown_domain_is_an_error(tree: Path) -> None:
+    cmap = tree.parent / "typo.yaml"
+    cmap.write_text("sketch/car: automobile\nsketchh/car: automobile\n")
+    with pytest.raises(DistillError) as e:
+        DomainFolder(tree, class_map=cmap)
+    assert str(e.value) == (f"{cmap}: key 'sketchh/car' names domain 'sketchh', which is not under {tree} "
+                            "(domains: real, sketch)")
+    with pytest.raises(DistillError) as e:
+        DomainFolder(tree, class_map={"real/car": "automobile"})  # no car folder in real
+    assert str(e.value) == f"class-name map: key 'real/car' names class folder 'car', which is not under {tree / 'real'}"

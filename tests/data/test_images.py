@@ -118,3 +118,43 @@ def test_decompression_bomb_is_bad_image(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(BadImageError, match="decompression-bomb") as err:
         load_rgb(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    """A 40x20 landscape stored with orientation 6 ("rotate 90 CW to view") is read as 20x40, upright."""
+    img = Image.new("RGB", (40, 20), (0, 0, 0))
+    img.paste((255, 0, 0), (0, 0, 10, 20))  # red strip on the stored image's left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    path = tmp_path / "exif_rotated.jpg"
+    img.save(path, exif=exif, quality=95)
+    out = load_rgb(path)
+    assert out.size == (20, 40)
+    top, bottom = np.asarray(out)[:5].mean(axis=(0, 1)), np.asarray(out)[-5:].mean(axis=(0, 1))
+    assert top[0] > 200 and bottom[0] < 50  # the left edge is now the top
+
+
+def test_cache_records_exif_and_refuses_caches_built_before(tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    from distill.data import DomainFolder
+    from distill.teacher import Teacher
+    from distill.teacher.cache import CacheMismatchError, TeacherCache, build_cache
+
+    (tmp_path / "d" / "a" / "x").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "d" / "a" / "x" / "0.png")
+    ds = DomainFolder(tmp_path / "d")
+    torch.manual_seed(0)
+    out = build_cache(ds, Teacher("distill-demo-vit", None, ds.classes), tmp_path / "c", num_workers=0, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["preprocess"]["exif_transpose"] is True
+    del manifest["preprocess"]["exif_transpose"]  # as every cache built before EXIF was applied
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CacheMismatchError) as e:
+        TeacherCache.open(out)
+    assert str(e.value) == (
+        f"{out}: teacher cache does not match this run (cache vs expected: preprocess.exif_transpose: <absent> vs "
+        "true (images are now read with their EXIF orientation applied)); rebuild it with `distill cache build` or "
+        "point to the matching cache")

@@ -204,7 +204,11 @@ def test_distill_adapt_end_to_end(root, caches, source_ckpt, tmp_path, strategy,
     used = caches if strategy == "sfda" else caches[:1]  # sfda: two teachers, fused by reliability
     assert cli(_adapt_args(root, used if strategy != "shot" else [], source_ckpt, tmp_path / "run", strategy)) == 0
     out = capsys.readouterr().out
-    assert "adapted checkpoint:" in out
+    # no labels to select on: every epoch says the last is kept, none claims to be "best"
+    epochs = [ln for ln in out.splitlines() if ln.startswith("epoch ")]
+    assert len(epochs) == 2 and all(ln.endswith("  (kept: last epoch; no labels to select on)") for ln in epochs)
+    assert "(best)" not in out
+    assert f"adapted checkpoint: {tmp_path / 'run' / 'checkpoints' / 'best'}  (kept: last epoch, 2; no labels" in out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["strategy"] == strategy and summary["source_domains"] == [SOURCE]
     assert summary["target_domains"] == [TARGET] and summary["source_acc"] is None
@@ -213,6 +217,8 @@ def test_distill_adapt_end_to_end(root, caches, source_ckpt, tmp_path, strategy,
 
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert cfg["source_checkpoint"] == str(source_ckpt) and cfg["data"]["target"] == [TARGET]
+    # each strategy brings its own defaults: SHOT drifts at the teacher-guided strategies' lr 3e-3
+    assert cfg["optim"]["lr"] == (5e-4 if strategy == "shot" else 3e-3)
     if strategy == "sfda":
         assert cfg["cache"] == [str(c) for c in caches]
     if strategy == "shot":  # SHOT keeps the source hypothesis: the head is unchanged
@@ -302,3 +308,10 @@ def test_sfda_kill9_then_resume_is_bit_identical(root, caches, source_ckpt, tmp_
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
     assert (tmp_path / "full" / "metrics.csv").read_text() == (tmp_path / "killed" / "metrics.csv").read_text()
+
+
+def test_set_overrides_a_strategys_own_optim_defaults():
+    from distill.adapt import adapt_optim
+
+    assert adapt_optim("shot")["lr"] == 5e-4 and adapt_optim("sfda")["lr"] == 3e-3
+    assert adapt_optim("shot", {"lr": 1e-3})["lr"] == 1e-3 and adapt_optim("shot")["epochs"] == 10

@@ -202,8 +202,8 @@ def test_cli_bootstrap_then_eval(tree: Path, tmp_path: Path, capsys: pytest.Capt
 
 
 def test_templates_file_formats(tmp_path: Path) -> None:
-    from distill.cli.teacher import load_templates
     from distill.errors import DistillError
+    from distill.teacher.prompts import read_templates as load_templates
 
     txt = tmp_path / "t.txt"
     txt.write_text("# prompts\na photo of a {}.\n\n  a {} drawing.\n")
@@ -217,3 +217,64 @@ def test_templates_file_formats(tmp_path: Path) -> None:
         load_templates(bad)
     with pytest.raises(DistillError, match="not found"):
         load_templates(tmp_path / "missing.txt")
+
+
+def test_cache_build_and_eval_use_the_bootstrapped_teachers_templates(trained, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """Without --templates-file, cache build takes teacher.json's templates (not the 12 defaults);
+    with teacher.json as --templates-file it reads them too (it used to fail on the '{' line)."""
+    ds, ckpt, _, _ = trained
+    base = ["cache", "build", "--data", str(ds.root), "--arch", DEMO_ARCH, "--pretrained", str(ckpt), "--no-progress",
+            "--workers", "0"]
+    assert main([*base, "--out", str(tmp_path / "auto")]) == 0
+    assert f"prompt templates: 4 from {ckpt.parent / 'teacher.json'}" in capsys.readouterr().out.splitlines()
+    assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["templates"] == list(DEMO_TEMPLATES)
+    assert main([*base, "--out", str(tmp_path / "file"), "--templates-file", str(ckpt.parent / "teacher.json")]) == 0
+    assert json.loads((tmp_path / "file" / "manifest.json").read_text())["templates"] == list(DEMO_TEMPLATES)
+    capsys.readouterr()
+    assert main(["teacher", "eval", "--pretrained", str(ckpt), "--data", str(ds.root), "--no-progress"]) == 0
+    assert f"4 templates from {ckpt.parent / 'teacher.json'}" in capsys.readouterr().out
+
+
+def test_schedule_adapts_to_the_data_size() -> None:
+    # the issue's case: 187 photos -> ~118 train images; 14 epochs x batch 64 was 28 steps, loss stuck at ln(64)
+    assert demo.choose_schedule(118, demo.FULL) == (86, 16)  # batch <= 118/4, >= 600 steps (86 x 7)
+    assert demo.choose_schedule(4745, demo.FULL) == (14, 64)  # the digits suite keeps the preset
+    assert demo.choose_schedule(118, demo.FULL, epochs=5, batch_size=32) == (5, 32)  # explicit values are kept
+    assert demo.choose_schedule(20, demo.QUICK) == (6, 8)
+    assert demo.near_chance(0.25, 5) and not demo.near_chance(0.45, 5) and demo.near_chance(0.7, 2)
+
+
+def test_bootstrap_picks_its_schedule_and_prints_progress(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(demo, "FULL", demo.BootstrapPreset(epochs=2, batch_size=64, lr=2e-3, min_steps=12))
+    # a well-trained teacher (nan: no images held out to validate on this tiny set): no warning
+    monkeypatch.setattr(demo, "_zero_shot_in_memory", lambda model, images, *a, **k: 0.9 if len(images) else float("nan"))
+    ds = DomainFolder(tree)
+    n = len(ds.select(split="train"))
+    bootstrap_teacher(ds, tmp_path, seed=0, progress=False)
+    training = json.loads((tmp_path / "teacher.json").read_text())["training"]
+    steps = n // 8
+    assert (training["batch_size"], training["epochs"]) == (8, max(2, -(-12 // steps)))  # 64 -> 8 for ~33 images
+    out, err = capsys.readouterr()
+    assert f"bootstrap epoch 1/{training['epochs']}: loss " in out and "zero-shot train 90.0%  val -" in out
+    assert "WARNING" not in err
+
+
+def test_near_chance_teacher_warns_loudly(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture) -> None:
+    # 3 classes: chance (training to chance for real is slow to make certain)
+    monkeypatch.setattr(demo, "_zero_shot_in_memory", lambda model, images, *a, **k: 1 / 3 if len(images) else float("nan"))
+    ds = DomainFolder(tree)
+    bootstrap_teacher(ds, tmp_path, epochs=1, batch_size=8, seed=0, progress=False)
+    manifest = json.loads((tmp_path / "teacher.json").read_text())
+    loss = manifest["loss_history"][-1]
+    steps = len(ds.select(split="train")) // 8
+    want = (f"WARNING: the bootstrapped teacher is near chance: zero-shot train accuracy 33.3% (chance 33.3% with 3 "
+            f"classes), final loss {loss:.3f} (ln(batch 8) = 2.079 means nothing learned) after 1 epochs x {steps} "
+            f"steps; train longer or with smaller batches, e.g. --epochs 100 --batch-size 4, and check it with "
+            f"`distill teacher eval`")
+    assert want in capsys.readouterr().err.splitlines()
+    assert "WARNING: " + manifest["warning"] == want
+    bootstrap_teacher(ds, tmp_path, epochs=1, batch_size=8, seed=0, progress=False)  # finished: still says so
+    assert want in capsys.readouterr().err.splitlines()

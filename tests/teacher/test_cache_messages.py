@@ -1,0 +1,21 @@
+"""`distill cache build` says what it wrote, skipped images included (as `cache inspect` does)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.cli import main as cli
+from tests.shapes import make_shapes_root
+
+
+def test_skip_bad_build_line_counts_the_skipped_images(tmp_path: Path, capsys) -> None:
+    root = make_shapes_root(tmp_path / "data", ["red"], per_class=2)  # 3 classes x 2 = 6 images
+    for i in range(2):
+        (root / "red" / "circle" / f"bad{i}.png").write_bytes(b"")
+    out = tmp_path / "c"
+    assert cli(["cache", "build", "--data", str(root), "--out", str(out), "--arch", "distill-demo-vit",
+                "--pretrained", "none", "--views", "2", "--skip-bad", "--workers", "0", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert (f"teacher cache written: {out} (12 rows = (8 images - 2 skipped) x 2 view(s), 1 shard(s), "
+            "2 image(s) skipped (listed in manifest.json))") in lines
+    assert cli(["cache", "inspect", str(out)]) == 0
+    assert any(ln.startswith("rows      12 = (8 images - 2 skipped) x 2 view(s)") for ln in capsys.readouterr().out.splitlines())

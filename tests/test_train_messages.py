@@ -1,0 +1,63 @@
+"""Messages of a training run that point at the right thing: cache mismatches name the field
+that differs, no target domains reads n/a, and a source-free run says which epoch it keeps."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.cli import main as cli
+from tests.shapes import make_shapes_root
+from tests.test_train import _config, _write
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return make_shapes_root(tmp_path_factory.mktemp("msg"), ["red", "green", "blue"], per_class=6)
+
+
+@pytest.fixture(scope="module")
+def cache(root, tmp_path_factory) -> Path:
+    """A cache built with --test-fraction 0.5 (the recipes say 0.3)."""
+    out = tmp_path_factory.mktemp("msgcache") / "c"
+    torch.manual_seed(0)
+    assert cli(["cache", "build", "--data", str(root), "--out", str(out), "--arch", "distill-demo-vit",
+                "--pretrained", "none", "--test-fraction", "0.5", "--workers", "0", "--no-progress"]) == 0
+    return out
+
+
+def test_another_test_fraction_names_the_field(tmp_path, root, cache, capsys):
+    manifest = json.loads((cache / "manifest.json").read_text())
+    p = _write(tmp_path, _config(root, cache, tmp_path / "run"))  # test_fraction 0.3
+    assert cli(["train", "-c", str(p)]) == 2
+    fp = manifest["dataset"]["fingerprint"]
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {cache / 'manifest.json'}: teacher cache does not match this run (cache vs expected: "
+                          f"dataset.test_fraction: 0.5 vs 0.3; dataset.fingerprint: \"{fp[:36]}... vs ")
+    assert len(err.splitlines()) == 1, err
+
+
+def test_another_data_sets_cache_is_a_cache_mismatch(tmp_path, root, cache, capsys):
+    mine = make_shapes_root(tmp_path / "mine", ["red"], per_class=3)  # a data set without green and blue
+    p = _write(tmp_path, _config(mine, cache, tmp_path / "run", data__source=["red"]))
+    assert cli(["train", "-c", str(p)]) == 2
+    built = json.loads((cache / "manifest.json").read_text())["dataset"]["root"]
+    assert capsys.readouterr().err.strip() == (
+        f"error: {cache}: teacher cache does not match this run (cache vs expected: dataset.domains: "
+        f"[\"blue\", \"green\", \"red\"] vs [\"red\"] (the cache was built from {built}; this run's data.root is "
+        f"{mine})); rebuild it with `distill cache build` or point to the matching cache")
+
+
+def test_no_target_domains_prints_n_a(tmp_path, root, capsys):
+    cfg = _config(root, None, tmp_path / "run", optim__epochs=1)
+    cfg["strategy"] = {"name": "erm"}
+    cfg["data"].update(source=["red", "green", "blue"], target=[])
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("epoch 1:"))
+    assert "  target n/a  |" in line and "target 0.0" not in out
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["target_acc"] is None
+    assert f"best checkpoint: {tmp_path / 'run' / 'checkpoints' / 'best'}  (source " in out
+    assert out.rstrip().endswith(", target n/a)")
