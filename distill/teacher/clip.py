@@ -161,11 +161,7 @@ class Teacher(nn.Module):
         return emb, self.logit_scale * emb @ self.text_embeddings.T
 
     def image_flops(self) -> int:
-        """FLOPs of one image through the image tower (torch's FlopCounterMode, x2 per MAC)."""
-        from torch.utils.flop_counter import FlopCounterMode
+        """FLOPs of one image through the image tower (x2 per MAC, attention included)."""
+        from distill.utils.flops import count_flops
 
-        h, w = self.preprocess_info.size
-        x = torch.zeros(1, 3, h, w, device=self.text_embeddings.device)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            self.model.encode_image(x)
-        return int(counter.get_total_flops())
+        return count_flops(self.model.visual, self.preprocess_info.size)
