@@ -299,6 +299,8 @@ class Trainer:
                 px = F.interpolate(px, size=tuple(spec.input_size), mode="bicubic", align_corners=False,
                                    antialias=True).clamp(0, 1)
             b.adv_pixels, b.adv_teacher_logits = px, rows["logits"].to(dev)
+            # the views were crafted on the teacher's clean crop (view 0): its answer there, not on this item's view
+            b.adv_clean_teacher_logits = self.s.caches[0].lookup(index, torch.zeros_like(index))["logits"].to(dev)
         return b
 
     def _clean_batches(self, batch_size: int = 256):

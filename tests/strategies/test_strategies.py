@@ -122,6 +122,7 @@ def _adversarial_and_target_inputs(needs: Needs, ctx: StrategyContext, batch: Ba
         noise = torch.rand(batch.pixels.shape, generator=g) * 2 - 1
         batch.adv_pixels = (batch.pixels + noise * 8 / 255).clamp(0, 1)
         batch.adv_teacher_logits = batch.teacher_logits + 0.5 * torch.randn(batch.teacher_logits.shape, generator=g)
+        batch.adv_clean_teacher_logits = batch.teacher_logits + 0.3 * torch.randn(batch.teacher_logits.shape, generator=g)
     if needs.target_data:  # the training images are the (unlabeled) target batch; epoch hooks iterate over it
         ctx.iterate_train = lambda: iter([batch])
         ctx.num_train = ctx.num_samples = BATCH
