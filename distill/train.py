@@ -542,7 +542,7 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
         if cfg.teacher is None:
             raise DistillError(f"strategy '{cls.name}' runs the teacher online: set the 'teacher' section (arch, pretrained)")
     for path in cfg.caches():
-        probe = TeacherCache.open(path)
+        probe = TeacherCache.open(path, verify=False)  # manifest only matters here; the open below verifies
         templates = cfg.teacher.templates if cfg.teacher and cfg.teacher.templates else probe.manifest["templates"]
         teacher_ident = preprocess = None
         if cfg.teacher is not None:
@@ -551,8 +551,13 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
             teacher = teacher or Teacher(cfg.teacher.arch, cfg.teacher.pretrained, dataset.classes, templates,
                                          device=str(device))
             teacher_ident, preprocess = teacher.identity(), teacher.preprocess_info.to_dict()
+        content = None
+        if probe.manifest["dataset"].get("content_fingerprint"):  # built with --fingerprint content
+            from distill.data.fingerprint import content_fingerprint
+
+            content = content_fingerprint(dataset, probe.domains)
         expect = expected_identity(teacher_ident, preprocess, dataset.classes,
-                                   dataset.fingerprint(probe.domains), templates if cfg.teacher else None)
+                                   dataset.fingerprint(probe.domains), templates if cfg.teacher else None, content)
         caches.append(TeacherCache.open(path, expect=expect))
         if len(caches) > 1 and caches[-1].manifest["views"] != caches[0].manifest["views"]:
             from distill.teacher.cache_format import diff_fields

@@ -229,3 +229,37 @@ def test_bf16_autocast_trains(tmp_path, tiny_root, tiny_cache):
     assert all(0.0 <= a <= 100.0 for a in summary["test_acc"].values())
     w = _weights(tmp_path / "run")
     assert all(torch.isfinite(t.float()).all() for t in w.values())
+
+
+# ---------------------------------------------------------------------------- content fingerprint
+def test_content_fingerprint_catches_a_same_size_edit(tmp_path, capsys):
+    """`cache build --fingerprint content`: an image edited to the same byte count is refused by train;
+    the default path+size fingerprint cannot see it."""
+    from PIL import Image
+
+    from distill.data import DomainFolder
+
+    root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=4)
+    img = root / "red" / "circle" / "0.png"
+    Image.open(img).convert("RGB").save(img, compress_level=0)  # stored deflate: size depends on pixels' count only
+    size, paths_fp = img.stat().st_size, DomainFolder(root, test_fraction=0.3).fingerprint()
+    cache = tmp_path / "cache"
+    assert cli(["cache", "build", "--data", str(root), "--out", str(cache), "--arch", "distill-demo-vit",
+                "--pretrained", "none", "--test-fraction", "0.3", "--fingerprint", "content", "--workers", "0",
+                "--no-progress"]) == 0
+    cfg = _config(root, cache, tmp_path / "run", optim__epochs=1)
+    cfg["data"]["source"] = ["red"]
+    p = _write(tmp_path, cfg)
+    assert load_train_config(p) is not None
+    from distill.train import build
+
+    build(load_train_config(p))  # the untouched data set matches
+
+    edited = np.array(Image.open(img))
+    edited[0, 0] = 255 - edited[0, 0]
+    Image.fromarray(edited).save(img, compress_level=0)
+    assert img.stat().st_size == size and DomainFolder(root, test_fraction=0.3).fingerprint() == paths_fp
+    capsys.readouterr()
+    assert cli(["train", "-c", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "dataset.content_fingerprint" in err and len(err.splitlines()) == 1, err

@@ -25,6 +25,7 @@ _EXPECT_PATHS = {
     "classes": ("classes",),
     "dataset_fingerprint": ("dataset", "fingerprint"),
     "templates": ("templates",),
+    "content_fingerprint": ("dataset", "content_fingerprint"),
 }
 
 
@@ -45,6 +46,7 @@ def expected_identity(
     classes: Sequence[str] | None = None,
     dataset_fingerprint: str | None = None,
     templates: Sequence[str] | None = None,
+    content_fingerprint: str | None = None,
 ) -> dict:
     """What a run expects of a cache, for ``TeacherCache.open(path, expect=...)``.
 
@@ -58,6 +60,8 @@ def expected_identity(
         classes: class names in label order.
         dataset_fingerprint: ``DomainFolder.fingerprint(domains)``.
         templates: prompt templates.
+        content_fingerprint: ``distill.data.fingerprint.content_fingerprint(dataset, domains)``; pass it
+            when the manifest records one (``cache build --fingerprint content``).
     """
     expect: dict[str, Any] = {}
     if teacher_identity is not None:
@@ -70,6 +74,8 @@ def expected_identity(
         expect["dataset_fingerprint"] = str(dataset_fingerprint)
     if templates is not None:
         expect["templates"] = list(templates)
+    if content_fingerprint is not None:
+        expect["content_fingerprint"] = str(content_fingerprint)
     return expect
 
 
@@ -120,15 +126,17 @@ class TeacherCache:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | Path, expect: Mapping[str, Any] | None = None) -> TeacherCache:
+    def open(cls, path: str | Path, expect: Mapping[str, Any] | None = None, verify: bool = True) -> TeacherCache:
         """Load the cache at ``path``; with ``expect`` (see :func:`expected_identity`) refuse a mismatch.
+
+        With ``verify`` (default) every shard's and the text embeddings' bytes are checked against
+        the sha256 the manifest recorded at build time, as they are read (one pass, in memory).
 
         Raises:
             CacheMismatchError: the manifest differs from ``expect`` (message names each field).
-            DistillError: not a cache, an unfinished build, or a missing/corrupt shard.
+            DistillError: not a cache, an unfinished build, or a missing/changed/corrupt shard.
         """
-        from safetensors.torch import load_file
-
+        from distill.teacher.cache_format import load_verified
         from distill.utils.io import read_json
 
         path = Path(path)
@@ -145,14 +153,10 @@ class TeacherCache:
         if expect:
             check_manifest(manifest, expect, path / MANIFEST)
         parts = []
+        rebuild = f"delete {path} and rebuild it with `distill cache build`"
         for shard in manifest["shards"]:
             file = path / shard["file"]
-            try:
-                part = load_file(str(file))
-            except FileNotFoundError:
-                raise DistillError(f"{file}: shard listed in the manifest is missing; rebuild the cache") from None
-            except Exception as e:  # safetensors raises its own error types for corrupt files
-                raise DistillError(f"{file}: unreadable shard ({e}); rebuild the cache") from None
+            part = load_verified(file, shard.get("sha256") if verify else None, rebuild)
             if len(part["sample_index"]) != shard["rows"]:
                 raise DistillError(f"{file}: {len(part['sample_index'])} rows, manifest says {shard['rows']}; "
                                    f"rebuild the cache")
@@ -161,7 +165,8 @@ class TeacherCache:
         order = torch.argsort(rows["sample_index"] * manifest["views"]["count"] + rows["view"].long(), stable=True)
         if not torch.equal(order, torch.arange(len(order))):
             rows = {k: t[order] for k, t in rows.items()}
-        text = load_file(str(path / TEXT_EMBEDDINGS))["text_embeddings"].float()
+        text = load_verified(path / TEXT_EMBEDDINGS, manifest.get("text_embeddings_sha256") if verify else None,
+                             rebuild)["text_embeddings"].float()
         return cls(path, manifest, rows, text)
 
     # ------------------------------------------------------------------ metadata
