@@ -33,3 +33,24 @@ def builtin_quick_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from distill.data.builtin import materialize
 
     return materialize(tmp_path_factory.mktemp("builtin_quick"), quick=True, seed=0)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(OUT, what it printed) of one `distill demo --quick --out OUT --no-progress`, run once per session.
+
+    OUT holds the quick digits suite (OUT/data/digits-quick-seed0), the bootstrapped teacher
+    (OUT/teacher), its cache with adversarial views (OUT/cache), trained runs (OUT/runs/erm, kd,
+    adv_cached, sfda), exports, bench records and the report. Shared: treat it as read-only.
+    """
+    import contextlib
+    import io
+
+    from distill.cli import main as cli
+
+    out = tmp_path_factory.mktemp("quick_demo") / "demo"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = cli(["demo", "--quick", "--out", str(out), "--no-progress"])
+    assert rc == 0, printed.getvalue()[-3000:]
+    return out, printed.getvalue()

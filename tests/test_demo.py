@@ -10,10 +10,8 @@ from distill.cli import main as cli
 
 
 @pytest.mark.slow
-def test_quick_demo_end_to_end_and_rerun(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert cli(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
+    out, printed = quick_demo  # `distill demo --quick`, run once per session (tests/conftest.py)
     root = out / "data" / "digits-quick-seed0"
     assert (root / "suite.json").is_file()
     assert (out / "teacher" / "open_clip_model.safetensors").is_file()

@@ -89,8 +89,16 @@ class Teacher(nn.Module):
             raise DistillError(f"{tag}: teacher checkpoint not found")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag, device=device)
-        except RuntimeError as e:
+        except (RuntimeError, AssertionError, KeyError, ValueError) as e:
             msg = str(e)
+            if tag and Path(tag).is_file():
+                # open_clip's checkpoint loading asserts/raises on shapes that do not fit (e.g. "text
+                # pos_embed width changed!", "size mismatch for ..."): name both ends instead
+                first = (msg.strip().splitlines() or [type(e).__name__])[0][:160]
+                raise DistillError(f"{tag}: checkpoint does not fit open_clip architecture '{arch}' ({first}); "
+                                   f"set the architecture it was trained with (--arch / teacher.arch)") from None
+            if not isinstance(e, RuntimeError):
+                raise
             if "Failed to download" in msg or "HF Hub" in msg:
                 raise DistillError(
                     f"could not download open_clip weights '{pretrained}' for '{arch}' ({msg.splitlines()[0][:160]}); "
