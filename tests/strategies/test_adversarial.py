@@ -268,7 +268,10 @@ def test_cache_build_cli_adds_adversarial_views(data, tmp_path, capsys):
     want = sum(int(p) == label_of[int(i)] for i, p in zip(views.rows["sample_index"],
                                                           views.rows["logits"].float().argmax(1))) / m["rows"]
     assert s["teacher_accuracy_adversarial"] == pytest.approx(want)
-    assert 0.0 <= s["teacher_accuracy_clean"] <= 1.0
+    clean_pred = {int(i): int(p) for i, p, v in zip(cache.rows["sample_index"], cache.rows["logits"].float().argmax(1),
+                                                    cache.rows["view"]) if v == 0}
+    want_clean = sum(clean_pred[int(i)] == label_of[int(i)] for i in views.rows["sample_index"]) / m["rows"]
+    assert s["teacher_accuracy_clean"] == pytest.approx(want_clean)  # the same images, unperturbed
     assert cli(["cache", "inspect", str(tmp_path / "c")]) == 0
     text = capsys.readouterr().out
     assert f"adversarial views: {m['rows']} rows" in text and "PGD-2 eps 4/255" in text
