@@ -6,6 +6,10 @@ it with ``TeacherCache.open`` and times ``lookup`` of B random (sample, view) pa
 timm student's forward + backward + SGD step at 224 px, side by side in one run.
 
     .venv/bin/python benchmarks/cache_read.py --student mobilenetv3_small_050 --batch-size 64
+
+``--verify``: only time ``TeacherCache.open`` with and without the sha256 check of every shard
+(``verify=True``, the default since issue 13, vs ``verify=False``), median of ``--repeats`` opens each,
+interleaved, with the page cache warm.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def synthetic_cache(out: Path, images: int, views: int, dim: int, classes: int, 
     from safetensors.torch import save_file
 
     from distill.teacher.cache_format import FORMAT, FORMAT_VERSION, MANIFEST, TEXT_EMBEDDINGS, shard_name, write_shard
-    from distill.utils.io import atomic_write_json
+    from distill.utils.io import atomic_write_json, sha256_file
 
     g = torch.Generator().manual_seed(0)
     out.mkdir(parents=True)
@@ -42,7 +46,8 @@ def synthetic_cache(out: Path, images: int, views: int, dim: int, classes: int, 
             "split": (si % 10 < 3).to(torch.uint8), "view_params": torch.rand(n * views, 5, generator=g),
         }
         write_shard(out / shard_name(k), rows, [])
-        shards.append({"file": shard_name(k), "samples": [start, start + n], "rows": n * views})
+        shards.append({"file": shard_name(k), "samples": [start, start + n], "rows": n * views,
+                       "sha256": sha256_file(out / shard_name(k))})
     save_file({"text_embeddings": torch.randn(classes, dim, generator=g)}, str(out / TEXT_EMBEDDINGS))
     atomic_write_json(out / MANIFEST, {
         "format": FORMAT, "format_version": FORMAT_VERSION, "teacher": {"arch": "synthetic", "pretrained": None},
@@ -63,7 +68,11 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=345)
     p.add_argument("--lookups", type=int, default=2000)
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--verify", action="store_true", help="only time open() with vs without the shard sha256 check")
+    p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
+    if args.verify:
+        return verify_cost(args)
 
     import timm
 
@@ -111,6 +120,31 @@ def main() -> None:
               f"{t_step * 1e3:8.1f} ms  (median of {args.steps})")
         print(f"ratio lookup / step: {100 * t_lookup / t_step:.3f}% (target < 5%); {os.cpu_count()} cores, "
               f"load average {os.getloadavg()[0]:.1f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def verify_cost(args) -> None:
+    """Median time of TeacherCache.open(verify=True) vs (verify=False) on one synthetic cache."""
+    from distill.teacher.cache import TeacherCache
+
+    tmp = Path(tempfile.mkdtemp(prefix="cache_verify_"))
+    try:
+        path = synthetic_cache(tmp / "cache", args.images, args.views, args.dim, args.classes, 1024)
+        size = sum(f.stat().st_size for f in path.glob("shard-*.safetensors"))
+        TeacherCache.open(path)  # warm the page cache
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(args.repeats):
+            for verify in (False, True):
+                t0 = time.perf_counter()
+                TeacherCache.open(path, verify=verify)
+                times[verify].append(time.perf_counter() - t0)
+        off, on = (float(np.median(times[v])) for v in (False, True))
+        print(f"cache: {args.images * args.views} rows ({args.images} images x {args.views} views), D={args.dim}, "
+              f"C={args.classes}, fp16, {size / 1e6:.0f} MB of shards in {len(list(path.glob('shard-*')))} files")
+        print(f"open, verify=False: {off:.3f} s   open, verify=True: {on:.3f} s   (median of {args.repeats}); "
+              f"sha256 adds {on - off:.3f} s = {size / 1e6 / max(on - off, 1e-9):.0f} MB/s; "
+              f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -430,6 +430,9 @@ class Trainer:
                                    antialias=True).clamp(0, 1)
             b.adv_pixels, b.adv_teacher_logits = px.contiguous(memory_format=self.memory_format), \
                 rows["logits"].to(dev, non_blocking=True)
+            # the views were crafted on the teacher's clean crop (view 0): its answer there, not on this item's view
+            b.adv_clean_teacher_logits = self.s.caches[0].lookup(index, torch.zeros_like(index))["logits"].to(
+                dev, non_blocking=True)
         return b
 
     def _clean_batches(self, batch_size: int = 256):
@@ -663,7 +666,7 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
         if cfg.teacher is None:
             raise DistillError(f"strategy '{cls.name}' runs the teacher online: set the 'teacher' section (arch, pretrained)")
     for path in cfg.caches():
-        probe = TeacherCache.open(path)
+        probe = TeacherCache.open(path, verify=False)  # manifest only matters here; the open below verifies
         templates = cfg.teacher.templates if cfg.teacher and cfg.teacher.templates else probe.manifest["templates"]
         teacher_ident = preprocess = None
         if cfg.teacher is not None:
@@ -673,8 +676,14 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
                                          device=str(device), precision=cfg.teacher.precision)
             teacher_ident, preprocess = teacher.identity(), teacher.preprocess_info.to_dict()
         data_inputs = dataset_expectation(path, probe.manifest, dataset)  # another data set's cache: named so
+        content = None
+        if probe.manifest["dataset"].get("content_fingerprint"):  # built with --fingerprint content
+            from distill.data.fingerprint import content_fingerprint
+
+            content = content_fingerprint(dataset, probe.domains)
         expect = expected_identity(teacher_ident, preprocess, dataset.classes, dataset.fingerprint(probe.domains),
-                                   templates if cfg.teacher else None, dataset=data_inputs)
+                                   templates if cfg.teacher else None, dataset=data_inputs,
+                                   content_fingerprint=content)
         caches.append(TeacherCache.open(path, expect=expect))
         if len(caches) > 1 and caches[-1].manifest["views"] != caches[0].manifest["views"]:
             from distill.teacher.cache_format import diff_fields

@@ -36,10 +36,13 @@ def builtin_quick_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def quick_demo(tmp_path_factory: pytest.TempPathFactory):
-    """``distill demo --quick`` run once per test session: ``(out, printed)``, the output folder
-    (the quick demo's ``demo_out``) and what the run printed. Shared by tests/test_demo.py and
-    tests/test_readme.py: treat it as read-only."""
+def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(OUT, what it printed) of one `distill demo --quick --out OUT --no-progress`, run once per session.
+
+    OUT holds the quick digits suite (OUT/data/digits-quick-seed0), the bootstrapped teacher
+    (OUT/teacher), its cache with adversarial views (OUT/cache), trained runs (OUT/runs/erm, kd,
+    adv_cached, sfda), exports, bench records and the report. Shared: treat it as read-only.
+    """
     import contextlib
     import io
 

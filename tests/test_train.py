@@ -180,23 +180,63 @@ def test_second_run_into_same_dir_refused(tmp_path, tiny_root, tiny_cache, capsy
 
 
 # ---------------------------------------------------------------------------- DDP
-@pytest.mark.slow
-def test_ddp_two_processes_match_one(tmp_path, tiny_root, tiny_cache):
-    """2 gloo ranks x 4 images == 1 process x 8 images (test_vit has no BatchNorm)."""
-    over = dict(student__arch="test_vit", optim__epochs=1, optim__batch_size=8)
-    p1 = _write(tmp_path, _config(tiny_root, tiny_cache, tmp_path / "one", **over), "one.yaml")
-    p2 = _write(tmp_path, _config(tiny_root, tiny_cache, tmp_path / "two", **over), "two.yaml")
+# SGD (timm's: Nesterov momentum) without weight decay or clipping: the update is linear in the
+# reduced gradient, so a reduction that sums instead of averaging (or skips a rank) moves the
+# weights by a different amount. (AdamW and clipping normalise the gradient's scale away and would
+# hide that.)
+_SGD = dict(optim__optimizer="sgd", optim__weight_decay=0.0, optim__grad_clip=None,
+            optim__lr=0.1, optim__warmup_epochs=0)
+
+
+def _one_vs_two(tmp_path: Path, cfg_one: dict, cfg_two: dict, port: int) -> float:
+    """Train cfg_one in one process and cfg_two under torchrun with 2 gloo ranks; max weight difference."""
+    p1 = _write(tmp_path, cfg_one, "one.yaml")
+    p2 = _write(tmp_path, cfg_two, "two.yaml")
     one = subprocess.run([sys.executable, "-m", "distill", "train", "-c", str(p1)], cwd=REPO, capture_output=True,
                          text=True, timeout=300)
     assert one.returncode == 0, one.stderr
     torchrun = Path(sys.executable).with_name("torchrun")
-    two = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29533", "-m", "distill", "train", "-c",
+    two = subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={port}", "-m", "distill", "train", "-c",
                           str(p2)], cwd=REPO, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
-    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    a, b = _weights(Path(cfg_one["run"]["out"])), _weights(Path(cfg_two["run"]["out"]))
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path, tiny_root, tiny_cache):
+    """2 gloo ranks x 4 images == 1 process x 8 images, plain SGD (test_vit has no BatchNorm)."""
+    over = dict(student__arch="test_vit", optim__epochs=1, optim__batch_size=8, **_SGD)
+    worst = _one_vs_two(tmp_path, _config(tiny_root, tiny_cache, tmp_path / "one", **over),
+                        _config(tiny_root, tiny_cache, tmp_path / "two", **over), 29533)
     assert worst < 1e-4, f"max weight difference {worst}"  # stated tolerance: float reduction order only
+
+
+@pytest.mark.slow
+def test_ddp_matches_one_process_with_batch_statistics(tmp_path, tiny_root):
+    """shot's information maximisation takes the entropy of the *batch's* mean prediction: under DDP
+    it must be the global batch's (gathered across ranks), or 2 x 4 images train differently than 8."""
+    from distill.train import run_training
+
+    src = _config(tiny_root, None, tmp_path / "erm", student__arch="test_vit", optim__epochs=2)
+    src["strategy"] = {"name": "erm"}
+    run_training(load_train_config(_write(tmp_path, src, "erm.yaml")))
+    ckpt = tmp_path / "erm" / "checkpoints" / "best"
+
+    def shot(out: str) -> dict:
+        cfg = _config(tiny_root, None, tmp_path / out, student__arch="test_vit", optim__epochs=1,
+                      optim__batch_size=8, **{**_SGD, "optim__lr": 0.3})
+        cfg["data"].update(source=["red"], target=["blue"])
+        # IM only (beta 0): its diversity term is the batch statistic under test
+        cfg["strategy"] = {"name": "shot", "beta": 0.0, "diversity_weight": 1.0, "freeze_head": True}
+        cfg["source_checkpoint"] = str(ckpt)
+        return cfg
+
+    worst = _one_vs_two(tmp_path, shot("one"), shot("two"), 29534)
+    assert worst < 1e-4, f"max weight difference {worst}"
+    start, end = load_file(str(ckpt / "model.safetensors")), _weights(tmp_path / "one")
+    assert max(float((start[k].float() - end[k].float()).abs().max()) for k in start) > 1e-4, "shot did not train"
 
 
 # ---------------------------------------------------------------------------- multi-view replay
@@ -252,3 +292,37 @@ def test_training_from_the_pixel_store_equals_decoding(tmp_path, tiny_root, tiny
     assert lines[1].startswith("input: cached pixels 16x16 bilinear")  # test_resnet resizes bilinear
     a, b = _weights(tmp_path / "decode"), _weights(tmp_path / "store")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------------------- content fingerprint
+def test_content_fingerprint_catches_a_same_size_edit(tmp_path, capsys):
+    """`cache build --fingerprint content`: an image edited to the same byte count is refused by train;
+    the default path+size fingerprint cannot see it."""
+    from PIL import Image
+
+    from distill.data import DomainFolder
+
+    root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=4)
+    img = root / "red" / "circle" / "0.png"
+    Image.open(img).convert("RGB").save(img, compress_level=0)  # stored deflate: size depends on pixels' count only
+    size, paths_fp = img.stat().st_size, DomainFolder(root, test_fraction=0.3).fingerprint()
+    cache = tmp_path / "cache"
+    assert cli(["cache", "build", "--data", str(root), "--out", str(cache), "--arch", "distill-demo-vit",
+                "--pretrained", "none", "--test-fraction", "0.3", "--fingerprint", "content", "--workers", "0",
+                "--no-progress"]) == 0
+    cfg = _config(root, cache, tmp_path / "run", optim__epochs=1)
+    cfg["data"]["source"] = ["red"]
+    p = _write(tmp_path, cfg)
+    assert load_train_config(p) is not None
+    from distill.train import build
+
+    build(load_train_config(p))  # the untouched data set matches
+
+    edited = np.array(Image.open(img))
+    edited[0, 0] = 255 - edited[0, 0]
+    Image.fromarray(edited).save(img, compress_level=0)
+    assert img.stat().st_size == size and DomainFolder(root, test_fraction=0.3).fingerprint() == paths_fp
+    capsys.readouterr()
+    assert cli(["train", "-c", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "dataset.content_fingerprint" in err and len(err.splitlines()) == 1, err

@@ -61,6 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="resize filter of the stored pixels: the student's (bicubic)")
     b.add_argument("--shard-size", type=int, default=1024, metavar="S", help="images per shard (1024)")
     b.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored dtype (float16)")
+    b.add_argument("--fingerprint", choices=("paths", "content"), default="paths",
+                   help="dataset identity recorded in the manifest and checked by every run: paths + file sizes "
+                        "(paths, reads no image), or also every image's bytes hashed (content: catches an image "
+                        "re-encoded or edited to the same size, costs one read of the data set per build and run)")
     b.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest)")
     b.add_argument("--workers", type=int, default=None, metavar="N", help="decode workers per process (cores - 1)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -126,6 +130,7 @@ def _build(args: argparse.Namespace) -> int:
     build_cache(dataset, teacher, out, domains=domains, views=args.views, seed=args.seed, augment=augment,
                 batch_size=args.batch_size, shard_size=args.shard_size, dtype=args.dtype, skip_bad=args.skip_bad,
                 num_workers=args.workers, progress=not args.no_progress, adv_views=args.adv_views,
+                fingerprint=args.fingerprint,
                 adv_epsilon=parse_eps(args.adv_eps), adv_steps=args.adv_steps,
                 adv_step_size=None if args.adv_step_size is None else parse_eps(args.adv_step_size),
                 adv_seed=args.adv_seed, adv_split=None if args.adv_split == "all" else args.adv_split,

@@ -40,7 +40,9 @@ class AdvCached(Strategy):
         alpha · T² · KL(t || s) + (1 − alpha) · CE(s, y)   on the mixed batch
 
     where, on an adversarial view, ``t`` is by default the teacher's answer on the *clean* image
-    (``target: clean``, as ARD's robust student matches the teacher's clean output) — the attack
+    (``target: clean``, as ARD's robust student matches the teacher's clean output) — on the
+    same crop: the views are crafted on the cache's clean view 0, so that is the row used, not
+    the augmented view the item may have drawn for its clean counterpart — the attack
     was built to change the teacher's answer and succeeds on about a quarter of the views, so
     ``target: adversarial`` (the teacher's answer on the perturbed pixels) teaches those wrong
     answers. A step costs what a ``kd`` step costs: no teacher, no attack at training time.
@@ -67,7 +69,7 @@ class AdvCached(Strategy):
 
     def mix(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """(images [B, 3, H, W], teacher logits [B, C], adversarial mask [B] bool) of the mixed batch."""
-        if batch.adv_pixels is None or batch.adv_teacher_logits is None:
+        if batch.adv_pixels is None or batch.adv_teacher_logits is None or batch.adv_clean_teacher_logits is None:
             raise DistillError(f"strategy '{self.name}': the batch carries no cached adversarial views (build the "
                                "cache with `distill cache build --adv-views K`)")
         B = len(batch.images)
@@ -76,10 +78,10 @@ class AdvCached(Strategy):
         mask = mask.to(batch.images.device)
         m = mask.view(B, 1, 1, 1)
         images = torch.where(m, self._normalize(batch.adv_pixels.to(batch.images.dtype)), batch.images)
-        if self.config.target == "adversarial":
-            logits = torch.where(mask.view(B, 1), batch.adv_teacher_logits, batch.teacher_logits)
-        else:
-            logits = batch.teacher_logits
+        # an adversarial row shows view 0's crop, perturbed: its target is the teacher on that crop
+        # (clean, or perturbed with target: adversarial), never the teacher on the item's own view
+        adv_target = batch.adv_teacher_logits if self.config.target == "adversarial" else batch.adv_clean_teacher_logits
+        logits = torch.where(mask.view(B, 1), adv_target, batch.teacher_logits)
         return images, logits, mask
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:

@@ -50,6 +50,9 @@ class Batch:
     # with needs.cached_adversarial: one cached adversarial view per image (first cache)
     adv_pixels: Tensor | None = None  # [B, 3, H, W] in [0, 1] at the student's resolution
     adv_teacher_logits: Tensor | None = None  # [B, C] float32, the teacher's logits on adv_pixels
+    # [B, C] float32, the teacher's logits on the clean crop adv_pixels were crafted from (cached
+    # view 0), which is not the crop of ``images`` when the item drew an augmented view
+    adv_clean_teacher_logits: Tensor | None = None
 
 
 @dataclass

@@ -22,8 +22,6 @@ class VL2VConfig:
     temperature: float = 4.0  # KD softmax temperature (text-anchored student logits vs teacher logits)
     lambda_align: float = 1.0  # weight of 1 − cos(z, teacher image embedding)
     lambda_kd: float = 1.0  # weight of KD into the text-anchored logits (their CE has weight 1)
-    lambda_head: float = 1.0  # weight of CE on the student's linear head, the classifier that is exported
-    probe_detached: bool = True  # train the head on detached features: only text-anchored terms shape the backbone
     scale: float | None = None  # initial s in s · z Tᵀ; None = the teacher's logit scale (CLIP's 1/0.07 if unknown)
     learn_scale: bool = True  # learn s (as log s, clamped to <= 100 like CLIP) or keep it fixed
 
@@ -39,16 +37,16 @@ class VL2V(Strategy):
 
         text_logits = s · z Tᵀ                                   [B, C]
         loss = CE(text_logits, y) + lambda_align · (1 − cos(z, t))
-             + lambda_kd · τ² · KL(teacher_τ || text_logits_τ) + lambda_head · CE(head(f), y)
+             + lambda_kd · τ² · KL(teacher_τ || text_logits_τ)
 
     The text-anchored terms put the student's embedding where the teacher's image tower puts
-    the image and where its text tower puts the class. The student's own linear head — the
-    path ``student(x)`` that evaluation and export use — is trained jointly with CE on the
-    same features (detached by default, a linear probe), so ``predict`` is not overridden:
-    what is measured is what is shipped. The text classifier can also be folded into the
-    head exactly up to a per-image positive factor (same argmax, different calibration):
-    ``student.zero_shot_init(T, s)`` sets head(f) = s · T P f = ‖P f‖ · text_logits; with
-    the trainer's ``student.zero_shot_init`` the probe starts from that folded classifier.
+    the image and where its text tower puts the class. The text-anchored classifier is what
+    ships: the student's linear head is not trained but *is* that classifier, folded —
+    head(f) = s · T (P f + b_P) = ‖P f + b_P‖ · text_logits (same argmax; the per-image
+    positive factor changes calibration only) — refreshed from P, T and s by :meth:`fold_head`
+    before every evaluation (so before every best checkpoint is saved). ``student(x)``, the
+    path that evaluation and export use, therefore predicts with the teacher's text embeddings. (Before, the head was a separately trained linear probe on
+    detached features and the text classifier never reached the exported model.)
 
     How this differs from VL2V-ADiP: the paper works in stages — first aligning the
     (pretrained) student's projected features with the teacher's image *and* text
@@ -56,7 +54,7 @@ class VL2V(Strategy):
     predicts with the text embeddings as the classifier. Here everything is one stage with
     one objective; text-tower alignment is only through the classifier (CE/KD on s · z Tᵀ)
     rather than an explicit feature term; the per-image target is the cached teacher image
-    embedding; and the exported classifier is the linear head.
+    embedding; and the exported classifier is the text classifier folded into a linear layer.
     """
 
     Config = VL2VConfig
@@ -85,6 +83,9 @@ class VL2V(Strategy):
             self.log_scale = nn.Parameter(log_s)
         else:
             self.register_buffer("log_scale", log_s)
+        # the head is derived from (P, T, s), never trained: no gradient, no weight decay on it
+        student.head.requires_grad_(False)
+        self.fold_head()
 
     def scale(self) -> Tensor:
         """The current temperature s, a scalar tensor."""
@@ -97,15 +98,22 @@ class VL2V(Strategy):
             z = F.normalize(emb.float(), dim=-1)
             return z, self.scale() * z @ self.text_embeddings.T
 
+    @torch.no_grad()
+    def fold_head(self) -> None:
+        """Write the text-anchored classifier into the student's head: head(f) = s · T (P f + b_P)."""
+        self.student.zero_shot_init(self.text_embeddings, float(self.scale()))
+
+    def predict(self, images: Tensor) -> Tensor:
+        """The exported path ``student(images)``, with the head folded from the current P, T, s."""
+        self.fold_head()
+        return self.student(images)
+
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         f = self.student.features(batch.images)  # [B, F]
         z, logits = self.text_logits(f)
         ce_text = F.cross_entropy(logits.float(), batch.labels)
         align = (1 - F.cosine_similarity(z, batch.teacher_emb.float(), dim=-1)).mean()
         kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
-        head_logits = self.student.head(f.detach() if self.config.probe_detached else f)  # [B, C], exported path
-        ce_head = F.cross_entropy(head_logits.float(), batch.labels)
-        loss = (ce_text + self.config.lambda_align * align + self.config.lambda_kd * kd
-                + self.config.lambda_head * ce_head)
+        loss = ce_text + self.config.lambda_align * align + self.config.lambda_kd * kd
         return {"loss": loss, "ce_text": ce_text.detach(), "align": align.detach(), "kd": kd.detach(),
-                "ce_head": ce_head.detach(), "scale": self.scale().detach(), "logits": head_logits.detach()}
+                "scale": self.scale().detach(), "logits": logits.detach()}

@@ -288,9 +288,7 @@ class AdversarialViews:
     @classmethod
     def open(cls, cache_dir: str | Path, cache_manifest: dict | None = None) -> AdversarialViews:
         """Load ``CACHE/adversarial``; with ``cache_manifest`` check it was made by that cache's teacher."""
-        from safetensors.torch import load_file
-
-        from distill.teacher.cache_format import MANIFEST, TEACHER_UNCOMPARED, diff_fields
+        from distill.teacher.cache_format import MANIFEST, TEACHER_UNCOMPARED, diff_fields, load_verified
         from distill.utils.io import read_json
 
         path = Path(cache_dir) / ADV_DIR
@@ -311,10 +309,8 @@ class AdversarialViews:
                                    f"({'; '.join(diffs)}); rebuild them")
         parts = []
         for sh in m["shards"]:
-            try:
-                parts.append(load_file(str(path / sh["file"])))
-            except FileNotFoundError:
-                raise DistillError(f"{path / sh['file']}: shard listed in the manifest is missing; rebuild") from None
+            parts.append(load_verified(path / sh["file"], sh.get("sha256"),
+                                       f"delete {path} and rebuild it with `distill cache build ... --adv-views K`"))
         keys = ("sample_index", "adv_view", "pixels", "logits", "image_emb")
         rows = {k: torch.cat([p[k] for p in parts]) for k in keys}
         return cls(path, m, rows)

@@ -49,8 +49,16 @@ SHARD_DELAY_ENV = "DISTILL_CACHE_SHARD_DELAY"
 
 # ---------------------------------------------------------------------- plan
 def make_plan(dataset: DomainFolder, teacher: Teacher, domains: Sequence[str] | None, views: int, seed: int,
-              augment: ViewConfig, dtype: str, batch_size: int, shard_size: int) -> dict:
-    """Everything that determines a cache's bytes (saved as ``build.json``, compared on resume)."""
+              augment: ViewConfig, dtype: str, batch_size: int, shard_size: int, fingerprint: str = "paths") -> dict:
+    """Everything that determines a cache's bytes (saved as ``build.json``, compared on resume).
+
+    ``fingerprint="content"`` adds ``dataset.content_fingerprint`` (image bytes hashed, see
+    :mod:`distill.data.fingerprint`) to the identity; the default ``"paths"`` (paths + sizes) reads no image.
+    """
+    from distill.data.fingerprint import MODES, content_fingerprint
+
+    if fingerprint not in MODES:
+        raise DistillError(f"fingerprint must be one of {', '.join(MODES)}, got '{fingerprint}'")
     if views < 1:
         raise DistillError(f"views must be >= 1, got {views}")
     if batch_size < 1 or shard_size < 1:
@@ -65,6 +73,7 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, domains: Sequence[str] | 
     chosen = set(dataset.check_domains(domains)) if domains is not None else set(dataset.domains)
     domains = [d for d in dataset.domains if d in chosen]
     n = len(dataset.select(domains))
+    content = {"content_fingerprint": content_fingerprint(dataset, domains)} if fingerprint == "content" else {}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -80,6 +89,7 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, domains: Sequence[str] | 
             "split_seed": dataset.split_seed,
             "val_fraction": dataset.val_fraction,
             "files_sha256": dataset.fingerprint_inputs(domains)["files_sha256"],  # names a file-list mismatch
+            **content,
         },
         "views": {"count": int(views), "seed": int(seed), "augment": augment.to_dict()},
         "dtype": dtype,
@@ -258,6 +268,7 @@ def build_cache(
     adv_domains: Sequence[str] | None = None,
     store_pixels: Sequence[tuple[int, int]] = (),
     pixel_interpolation: str = "bicubic",
+    fingerprint: str = "paths",
 ) -> Path:
     """Run ``teacher`` over ``dataset`` once and write a teacher cache to ``out_dir``.
 
@@ -292,6 +303,8 @@ def build_cache(
             (``out_dir/pixels-HxW-INTERP``, see :mod:`distill.teacher.cache_pixels`): a trainer
             whose student takes that size and ``pixel_interpolation`` then never decodes an image.
         pixel_interpolation: the resize filter of those pixels (the student's).
+        fingerprint: ``"paths"`` (paths + sizes, the default) or ``"content"``: also hash every
+            image's bytes into the manifest, so a run refuses an image edited to the same size.
 
     Returns:
         ``out_dir`` as a Path.
@@ -305,7 +318,7 @@ def build_cache(
     augment = augment or ViewConfig()
     device = teacher.text_embeddings.device
     with _distributed(device) as (rank, world):
-        plan = make_plan(dataset, teacher, domains, views, seed, augment, dtype, batch_size, shard_size)
+        plan = make_plan(dataset, teacher, domains, views, seed, augment, dtype, batch_size, shard_size, fingerprint)
         status: tuple[str, str] | None = None
         if rank == 0:
             try:
@@ -442,6 +455,7 @@ def _write_manifest(dataset: DomainFolder, teacher: Teacher, out: Path, plan: di
         rows += n_rows
     text = teacher.text_embeddings.detach().float().cpu().contiguous()
     atomic_write(out / TEXT_EMBEDDINGS, lambda p: save_file({"text_embeddings": text}, str(p)))
+    text_sha256 = sha256_file(out / TEXT_EMBEDDINGS)
     D, C = plan["embed_dim"], plan["num_classes"]
     manifest = {
         **plan,
@@ -455,6 +469,7 @@ def _write_manifest(dataset: DomainFolder, teacher: Teacher, out: Path, plan: di
         "teacher_flops_per_image": teacher.image_flops(),
         "skipped": skipped,
         "shards": shards,
+        "text_embeddings_sha256": text_sha256,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "distill_version": distill.__version__,
     }

@@ -72,6 +72,39 @@ def read_shard_skipped(path: Path) -> list[dict]:
         return json.loads((f.metadata() or {}).get("skipped", "[]"))
 
 
+def load_verified(file: Path, sha256: str | None, rebuild: str = "rebuild the cache") -> dict[str, Tensor]:
+    """Tensors of a safetensors file whose bytes must hash to ``sha256`` (the manifest's record).
+
+    The file is read once into memory; hashing those bytes costs about as much as reading them
+    (see ``benchmarks/cache_read.py --verify``), so every open checks. ``sha256=None`` (a file
+    the manifest holds no hash for) is read unchecked.
+
+    Raises:
+        DistillError: missing, changed since the build (sha256 differs), or unreadable; one line
+            naming the file and what to do.
+    """
+    import hashlib
+
+    from safetensors.torch import load
+
+    from distill.errors import DistillError
+
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise DistillError(f"{file}: listed in the manifest but missing; {rebuild}") from None
+    if sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            raise DistillError(f"{file}: sha256 {got[:12]}... differs from the manifest's {sha256[:12]}... (changed or "
+                               f"corrupted since the build); {rebuild}")
+    try:
+        return load(data)
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise DistillError(f"{file}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                           f"{rebuild}") from None
+
+
 # ---------------------------------------------------------------------- comparing identities
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""

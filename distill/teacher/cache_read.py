@@ -26,6 +26,7 @@ _EXPECT_PATHS = {
     "dataset_fingerprint": ("dataset", "fingerprint"),
     "templates": ("templates",),
     "dataset": ("dataset",),
+    "content_fingerprint": ("dataset", "content_fingerprint"),
 }
 
 
@@ -47,6 +48,7 @@ def expected_identity(
     dataset_fingerprint: str | None = None,
     templates: Sequence[str] | None = None,
     dataset: Mapping[str, Any] | None = None,
+    content_fingerprint: str | None = None,
 ) -> dict:
     """What a run expects of a cache, for ``TeacherCache.open(path, expect=...)``.
 
@@ -63,6 +65,8 @@ def expected_identity(
         dataset: ``DomainFolder.fingerprint_inputs(domains)``: the split rule, domains, image count
             and file list the fingerprint is made of, so a mismatch names the field that differs
             (compared where the manifest records them; older caches record fewer).
+        content_fingerprint: ``distill.data.fingerprint.content_fingerprint(dataset, domains)``; pass it
+            when the manifest records one (``cache build --fingerprint content``).
     """
     expect: dict[str, Any] = {}
     if teacher_identity is not None:
@@ -77,6 +81,8 @@ def expected_identity(
         expect["dataset_fingerprint"] = str(dataset_fingerprint)
     if templates is not None:
         expect["templates"] = list(templates)
+    if content_fingerprint is not None:
+        expect["content_fingerprint"] = str(content_fingerprint)
     return expect
 
 
@@ -133,15 +139,17 @@ class TeacherCache:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | Path, expect: Mapping[str, Any] | None = None) -> TeacherCache:
+    def open(cls, path: str | Path, expect: Mapping[str, Any] | None = None, verify: bool = True) -> TeacherCache:
         """Load the cache at ``path``; with ``expect`` (see :func:`expected_identity`) refuse a mismatch.
+
+        With ``verify`` (default) every shard's and the text embeddings' bytes are checked against
+        the sha256 the manifest recorded at build time, as they are read (one pass, in memory).
 
         Raises:
             CacheMismatchError: the manifest differs from ``expect`` (message names each field).
-            DistillError: not a cache, an unfinished build, or a missing/corrupt shard.
+            DistillError: not a cache, an unfinished build, or a missing/changed/corrupt shard.
         """
-        from safetensors.torch import load_file
-
+        from distill.teacher.cache_format import load_verified
         from distill.utils.io import read_json
 
         path = Path(path)
@@ -161,14 +169,10 @@ class TeacherCache:
         if expect:
             check_manifest(manifest, expect, path / MANIFEST)
         parts = []
+        rebuild = f"delete {path} and rebuild it with `distill cache build`"
         for shard in manifest["shards"]:
             file = path / shard["file"]
-            try:
-                part = load_file(str(file))
-            except FileNotFoundError:
-                raise DistillError(f"{file}: shard listed in the manifest is missing; rebuild the cache") from None
-            except Exception as e:  # safetensors raises its own error types for corrupt files
-                raise DistillError(f"{file}: unreadable shard ({e}); rebuild the cache") from None
+            part = load_verified(file, shard.get("sha256") if verify else None, rebuild)
             if len(part["sample_index"]) != shard["rows"]:
                 raise DistillError(f"{file}: {len(part['sample_index'])} rows, manifest says {shard['rows']}; "
                                    f"rebuild the cache")
@@ -177,7 +181,8 @@ class TeacherCache:
         order = torch.argsort(rows["sample_index"] * manifest["views"]["count"] + rows["view"].long(), stable=True)
         if not torch.equal(order, torch.arange(len(order))):
             rows = {k: t[order] for k, t in rows.items()}
-        text = load_file(str(path / TEXT_EMBEDDINGS))["text_embeddings"].float()
+        text = load_verified(path / TEXT_EMBEDDINGS, manifest.get("text_embeddings_sha256") if verify else None,
+                             rebuild)["text_embeddings"].float()
         return cls(path, manifest, rows, text)
 
     # ------------------------------------------------------------------ metadata

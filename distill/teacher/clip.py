@@ -99,8 +99,16 @@ class Teacher(nn.Module):
             raise DistillError(f"{tag}: teacher checkpoint not found")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag, device=device)
-        except RuntimeError as e:
+        except (RuntimeError, AssertionError, KeyError, ValueError) as e:
             msg = str(e)
+            if tag and Path(tag).is_file():
+                # open_clip's checkpoint loading asserts/raises on shapes that do not fit (e.g. "text
+                # pos_embed width changed!", "size mismatch for ..."): name both ends instead
+                first = (msg.strip().splitlines() or [type(e).__name__])[0][:160]
+                raise DistillError(f"{tag}: checkpoint does not fit open_clip architecture '{arch}' ({first}); "
+                                   f"set the architecture it was trained with (--arch / teacher.arch)") from None
+            if not isinstance(e, RuntimeError):
+                raise
             if "Failed to download" in msg or "HF Hub" in msg:
                 raise DistillError(
                     f"could not download open_clip weights '{pretrained}' for '{arch}' ({msg.splitlines()[0][:160]}); "
@@ -184,11 +192,7 @@ class Teacher(nn.Module):
             return emb, self.logit_scale * emb @ self.text_embeddings.T
 
     def image_flops(self) -> int:
-        """FLOPs of one image through the image tower (torch's FlopCounterMode, x2 per MAC)."""
-        from torch.utils.flop_counter import FlopCounterMode
+        """FLOPs of one image through the image tower (x2 per MAC, attention included)."""
+        from distill.utils.flops import count_flops
 
-        h, w = self.preprocess_info.size
-        x = torch.zeros(1, 3, h, w, device=self.text_embeddings.device)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            self.model.encode_image(x)
-        return int(counter.get_total_flops())
+        return count_flops(self.model.visual, self.preprocess_info.size)

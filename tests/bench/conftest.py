@@ -50,7 +50,7 @@ def report_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (work / "run" / "summary.json").write_text(json.dumps(summary))
     export_checkpoint(ckpt, work / "export", ExportConfig(
         precisions=("fp32", "fp16", "int8"), data_root=str(root), int8_flavour="both", exporter="torchscript",
-        eval_count=10, calib_count=16, latency_iters=2, max_drop=100.0, threads=1), log=lambda s: None)
+        eval_count=10, calib_count=16, latency_iters=2, threads=1), log=lambda s: None)
     recs = bench_model(work / "export", "ort-cpu", (1, 4), threads=1, warmup=1, iters=5, profile=True)
     recs += bench_model(ckpt, "torch", (1, 4), threads=1, warmup=1, iters=3)
     write_jsonl(recs, work / "bench" / "bench.jsonl")

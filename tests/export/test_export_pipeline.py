@@ -24,6 +24,24 @@ def _model(report: dict, precision: str, flavour: str | None = None) -> dict:
     return next(m for m in report["models"] if m["precision"] == precision and m.get("flavour") == flavour)
 
 
+def _accuracy_from_file(onnx_path: Path, root: Path, ckpt: Path, domains) -> dict[str, float]:
+    """Per-domain test accuracy of an ONNX file, computed here with onnxruntime (not from export.json):
+    every test image of each domain, decoded and cropped as the student's eval transform does."""
+    from distill.data.folder import DomainFolder
+
+    folder = DomainFolder(root)
+    spec = load_student(ckpt).spec
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    out = {}
+    for d in domains:
+        imgs = load_images(folder, folder.select([d], "test"), spec)
+        x = imgs.normalize(imgs.images)
+        pred = np.concatenate([sess.run(None, {name: x[i:i + 16]})[0].argmax(-1) for i in range(0, len(x), 16)])
+        out[d] = float((pred == imgs.labels).mean())
+    return out
+
+
 def test_files_and_report(export_dir: Path) -> None:
     rep = _report(export_dir)
     assert rep["status"] == "ok" and rep["format"] == "distill.export/1"
@@ -110,7 +128,7 @@ def test_fp16_has_fp32_io_and_fp16_weights(export_dir: Path) -> None:
     assert set(entry["accuracy"]) == {"clean", "dark", "noisy"}
 
 
-def test_int8_accuracy_and_latency_check_reported(export_dir: Path) -> None:
+def test_int8_accuracy_and_latency_check_reported(export_dir: Path, tiny_root: Path, run_ckpt: Path) -> None:
     rep = _report(export_dir)
     fp32 = _model(rep, "fp32")
     for flavour in ("ort-cpu", "tensorrt"):
@@ -126,9 +144,10 @@ def test_int8_accuracy_and_latency_check_reported(export_dir: Path) -> None:
         assert m["quantization"]["calibration"]["target_domains"] == ["noisy"]
     assert _model(rep, "int8", "ort-cpu")["latency_check"]["representative"] is True
     assert _model(rep, "int8", "tensorrt")["latency_check"]["representative"] is False
-    # the accuracy numbers are real: recompute one domain from the int8 file
-    mean = np.mean(list(_model(rep, "int8", "ort-cpu")["accuracy"].values()))
-    assert _model(rep, "int8", "ort-cpu")["mean_accuracy"] == pytest.approx(mean)
+    # the accuracy numbers are real: recomputed from each shipped file with onnxruntime
+    for m in (fp32, _model(rep, "int8", "ort-cpu")):
+        assert m["accuracy"] == pytest.approx(_accuracy_from_file(export_dir / m["file"], tiny_root, run_ckpt,
+                                                                  m["accuracy"]))
 
 
 def test_parity_helper_detects_differences() -> None:
@@ -148,8 +167,17 @@ def test_builtin_digits_suite(builtin_quick_root: Path, tmp_path: Path) -> None:
     rep = export_checkpoint(ckpt, tmp_path / "exp", ExportConfig(
         precisions=("fp32", "int8"), data_root=str(builtin_quick_root), calib_domains=("mnist", "optdigits"),
         target_domains=("mnist_m",), exporter="torchscript", eval_count=None, calib_count=64, latency_iters=3,
-        max_drop=100.0), log=lambda s: None)
+        max_drop=1.0, max_fallback_layers=3, sensitivity_count=32), log=lambda s: None)
     fp32, int8 = rep["models"]
+    # a realistic budget (1 point, at most 3 layers kept float) is met on this trained student: on the
+    # AVX2 machine this was written on, all-int8 lost 14 points on mnist and the fallback kept 1 layer
+    assert int8["within_max_drop"] is True and max(int8["drops_pts"].values()) <= 1.0
+    fb = int8["fallback"]
+    if fb["triggered"]:
+        assert fb["satisfied"] is True and 1 <= len(fb["kept_float"]) <= 3
+    # and the shipped int8 file really scores what the report says
+    assert int8["accuracy"] == pytest.approx(_accuracy_from_file(tmp_path / "exp" / int8["file"], builtin_quick_root,
+                                                                 ckpt, int8["accuracy"]))
     assert set(fp32["accuracy"]) == {"mnist", "optdigits", "mnist_m", "mnist_c"}
     assert fp32["parity"]["passed"] and fp32["parity"]["n"] == sum(rep["data"]["eval_count"].values()) > 40
     assert fp32["accuracy"]["mnist"] > 0.3  # learned something (10 classes: chance is 0.1)

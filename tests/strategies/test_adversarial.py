@@ -192,6 +192,34 @@ def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
         run_training(load_train_config(None, base=cfg_green))
 
 
+def test_adv_cached_clean_target_is_the_teacher_on_the_same_crop(data, tmp_path):
+    """An adversarial row shows view 0's crop, perturbed; with target: clean its KD target must be the
+    teacher on view 0, also for items that drew an augmented view (before: the augmented view's logits)."""
+    from distill.config import load_train_config
+    from distill.teacher.cache import TeacherCache
+    from distill.train import Trainer, build
+
+    root, cache = data
+    cfg = {"data": {"root": str(root), "source": ["red"], "test_fraction": 0.3}, "cache": str(cache),
+           "student": {"arch": "test_resnet", "input_size": 16},
+           "strategy": {"name": "adv_cached", "target": "clean", "adv_fraction": 1.0},
+           "optim": {"epochs": 1, "batch_size": 8}, "run": {"out": str(tmp_path / "run"), "workers": 0,
+                                                            "progress": False}}
+    trainer = Trainer(build(load_train_config(None, base=cfg)))
+    views = torch.cat([v for *_, v in trainer._loader(0, 0)])
+    assert (views > 0).any(), "the test needs items that drew an augmented view"
+    c = TeacherCache.open(cache)
+    for pixels, labels, domain, index, view in trainer._loader(0, 0):
+        batch = trainer._batch(pixels, labels, domain, index, view)
+        _, t_logits, mask = trainer.strategy.mix(batch)
+        assert mask.all()
+        view0 = c.lookup(index, torch.zeros_like(index))["logits"]
+        assert torch.equal(t_logits, view0)
+        aug = view > 0
+        if aug.any():
+            assert not torch.equal(t_logits[aug], batch.teacher_logits[aug])
+
+
 def test_adv_kd_through_the_trainer(data, tmp_path):
     from distill.config import load_train_config
     from distill.train import run_training
@@ -242,7 +270,10 @@ def test_cache_build_cli_adds_adversarial_views(data, tmp_path, capsys):
     want = sum(int(p) == label_of[int(i)] for i, p in zip(views.rows["sample_index"],
                                                           views.rows["logits"].float().argmax(1))) / m["rows"]
     assert s["teacher_accuracy_adversarial"] == pytest.approx(want)
-    assert 0.0 <= s["teacher_accuracy_clean"] <= 1.0
+    clean_pred = {int(i): int(p) for i, p, v in zip(cache.rows["sample_index"], cache.rows["logits"].float().argmax(1),
+                                                    cache.rows["view"]) if v == 0}
+    want_clean = sum(clean_pred[int(i)] == label_of[int(i)] for i in views.rows["sample_index"]) / m["rows"]
+    assert s["teacher_accuracy_clean"] == pytest.approx(want_clean)  # the same images, unperturbed
     assert cli(["cache", "inspect", str(tmp_path / "c")]) == 0
     text = capsys.readouterr().out
     assert f"adversarial views: {m['rows']} rows" in text and "PGD-2 eps 4/255" in text
@@ -259,14 +290,16 @@ def test_adv_cached_kd_target_on_adversarial_views(target):
     ctx = StrategyContext(len(CLASSES), CLASSES)
     s = create_strategy("adv_cached", student, {"adv_fraction": 0.5, "target": target}, ctx)
     B = 64
-    clean_t, adv_t = torch.randn(B, len(CLASSES)), torch.randn(B, len(CLASSES))
+    # clean_t: the teacher on each item's own (possibly augmented) view; view0_t: on the clean crop the
+    # adversarial view was crafted from; adv_t: on the adversarial pixels
+    clean_t, view0_t, adv_t = (torch.randn(B, len(CLASSES)) for _ in range(3))
     batch = Batch(torch.rand(B, 3, 16, 16), torch.rand(B, 3, 16, 16), torch.randint(0, 3, (B,)),
                   teacher_logits=clean_t, adv_pixels=torch.randint(0, 256, (B, 3, 16, 16)).float() / 255,
-                  adv_teacher_logits=adv_t)
+                  adv_teacher_logits=adv_t, adv_clean_teacher_logits=view0_t)
     images, logits, mask = s.mix(batch)
     assert 0 < int(mask.sum()) < B  # both kinds of rows in the batch
     assert torch.equal(images[~mask], batch.images[~mask]) and not torch.equal(images[mask], batch.images[mask])
     assert torch.equal(logits[~mask], clean_t[~mask])
-    assert torch.equal(logits[mask], (clean_t if target == "clean" else adv_t)[mask])
+    assert torch.equal(logits[mask], (view0_t if target == "clean" else adv_t)[mask])
     with pytest.raises(DistillError, match="strategy.target"):
         create_strategy("adv_cached", student, {"target": "label"}, ctx)

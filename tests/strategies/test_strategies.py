@@ -122,6 +122,7 @@ def _adversarial_and_target_inputs(needs: Needs, ctx: StrategyContext, batch: Ba
         noise = torch.rand(batch.pixels.shape, generator=g) * 2 - 1
         batch.adv_pixels = (batch.pixels + noise * 8 / 255).clamp(0, 1)
         batch.adv_teacher_logits = batch.teacher_logits + 0.5 * torch.randn(batch.teacher_logits.shape, generator=g)
+        batch.adv_clean_teacher_logits = batch.teacher_logits + 0.3 * torch.randn(batch.teacher_logits.shape, generator=g)
     if needs.target_data:  # the training images are the (unlabeled) target batch; epoch hooks iterate over it
         ctx.iterate_train = lambda: iter([batch])
         ctx.num_train = ctx.num_samples = BATCH
@@ -238,20 +239,34 @@ def test_rise_l2_distance():
         build_config(get_strategy("rise").Config, {"distance": "l1"}, where="strategy")
 
 
-def test_vl2v_text_classifier_folds_into_the_exported_head():
-    """zero_shot_init(T, s) makes head(f) = ‖P f‖ · s · z Tᵀ: the text-anchored prediction, same argmax."""
+def test_vl2v_exports_the_text_anchored_classifier(tmp_path):
+    """The saved student predicts with s · normalize(P f) Tᵀ (up to a positive per-image factor).
+
+    Before: the head was a linear probe trained on detached features; after training steps its
+    argmax disagreed with the text classifier's, and the exported model never used T.
+    """
+    from distill.student.model import load_student, save_student
+
     strategy, batch = make_setup("vl2v")
-    student = strategy.student.eval()
+    opt = torch.optim.SGD([p for p in strategy.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(3):  # move P and s away from where any init put the head
+        opt.zero_grad()
+        strategy.train()(batch)["loss"].backward()
+        opt.step()
+    assert not any(p.requires_grad for p in strategy.student.head.parameters()), "the head must not be trained"
+    strategy.eval()
+    predicted = strategy.predict(batch.images)  # what evaluation measures (and folds before best is saved)
+    save_student(strategy.student, tmp_path / "best")
+    shipped = load_student(tmp_path / "best").eval()
     with torch.no_grad():
-        f = student.features(batch.images)
-        z, text_logits = strategy.text_logits(f)
-        assert torch.allclose(z.norm(dim=-1), torch.ones(BATCH), atol=1e-5)
-        student.zero_shot_init(strategy.text_embeddings, float(strategy.scale()))
-        head = student(batch.images)
-        norm = student.projector(f).norm(dim=-1, keepdim=True)
-    assert torch.allclose(head, norm * text_logits, rtol=1e-4, atol=1e-4)
-    assert torch.equal(head.argmax(-1), text_logits.argmax(-1))
-    assert torch.equal(strategy.predict(batch.images), head)  # evaluation uses the exported path
+        f = shipped.features(batch.images)
+        z = F.normalize(shipped.projector(f), dim=-1)
+        text_logits = strategy.scale() * z @ F.normalize(strategy.ctx.text_embeddings.float(), dim=-1).T
+        exported = shipped(batch.images)
+        norm = shipped.projector(f).norm(dim=-1, keepdim=True)
+    assert torch.allclose(exported, norm * text_logits, rtol=1e-4, atol=1e-4)
+    assert torch.equal(exported.argmax(-1), text_logits.argmax(-1))
+    assert torch.allclose(predicted, exported, atol=1e-5)
 
 
 def test_vl2v_scale_fixed_or_learned():

@@ -200,6 +200,27 @@ def test_expectations_and_stale_manifest(reference, dataset, teacher):
     assert len(e.value.fields) == 6 and "preprocess.std" not in msg
 
 
+def test_changed_shard_is_caught_on_open(reference, tmp_path):
+    """A shard whose bytes changed after the build (bit rot, a partial copy, a hand edit) still parses as
+    safetensors; its sha256, recorded in the manifest, is now checked when the cache is opened."""
+    cache = tmp_path / "c"
+    shutil.copytree(reference, cache)
+    shard = cache / shard_name(1)
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0xFF  # inside the last tensor's payload: the header, and so the parse, are intact
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DistillError) as e:
+        TeacherCache.open(cache)
+    msg = str(e.value)
+    assert "\n" not in msg and str(shard) in msg and "sha256" in msg and "rebuild" in msg
+    assert len(TeacherCache.open(cache, verify=False)) == 60  # the bytes were readable: only the hash tells
+    shutil.copy(reference / shard_name(1), shard)
+    (cache / "text_embeddings.safetensors").write_bytes(
+        (reference / "text_embeddings.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(DistillError, match="text_embeddings.safetensors: sha256"):
+        TeacherCache.open(cache)
+
+
 def test_rerun_returns_at_once_and_other_plan_is_refused(reference, dataset, teacher, tmp_path):
     mtimes = {p.name: p.stat().st_mtime_ns for p in reference.iterdir()}
     assert build_cache(dataset, teacher, reference, num_workers=0, progress=False, **SETTINGS) == reference

@@ -88,3 +88,22 @@ def test_missing_checkpoint_is_one_line(tmp_path) -> None:
     with pytest.raises(DistillError) as err:
         Teacher("distill-demo-vit", str(missing), CLASSES)
     assert "\n" not in str(err.value) and str(missing) in str(err.value) and "not found" in str(err.value)
+
+
+def test_checkpoint_of_another_architecture_is_one_line(tmp_path):
+    """A demo-rn checkpoint loaded as distill-demo-vit: before, open_clip's raw
+    `AssertionError: text pos_embed width changed!`; now a DistillError naming checkpoint and arch."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from distill.errors import DistillError
+    from distill.teacher.clip import Teacher, register_model_configs
+
+    register_model_configs()
+    ckpt = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in open_clip.create_model("distill-demo-rn").state_dict().items()},
+              str(ckpt))
+    with pytest.raises(DistillError) as e:
+        Teacher("distill-demo-vit", str(ckpt), ["a", "b"], ["a {}."])
+    msg = str(e.value)
+    assert "\n" not in msg and str(ckpt) in msg and "'distill-demo-vit'" in msg

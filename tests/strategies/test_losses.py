@@ -1,0 +1,118 @@
+"""Loss formulas against numbers worked out by hand (plain ``math``, no torch loss function).
+
+Each input is chosen so the terms have closed forms (logits ln 3 and 0 give probabilities 3/4
+and 1/4; temperature 2 halves them), and so that the usual mistakes give other numbers:
+KL in the other direction, a missing T², a sum instead of a batch mean, an unnormalized
+cosine, a missing square. The expected values are written out in the comments.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from distill.strategies import Batch, StrategyContext, create_strategy
+from distill.strategies._pseudo import information_maximization, soft_cross_entropy
+from distill.student.model import Student, default_spec, kl_div_with_temperature
+
+LN3 = math.log(3)
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(a * math.log(a / b) for a, b in zip(p, q))
+
+
+def _softmax(z: list[float]) -> list[float]:
+    e = [math.exp(v) for v in z]
+    return [v / sum(e) for v in e]
+
+
+# ---------------------------------------------------------------------------- KD
+def test_kd_is_t_squared_kl_teacher_to_student_batch_mean():
+    T = 2.0
+    # row 0: teacher logits [2 ln3, 0] / T = [ln3, 0] -> p = [3/4, 1/4]; student [0, 0] -> q = [1/2, 1/2]
+    # row 1: teacher = student = [0, 0] -> KL 0 (it only makes the batch mean differ from a sum)
+    teacher = torch.tensor([[2 * LN3, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    student = torch.tensor([[0.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    kl0 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # KL(p || q) = 0.130812...
+    want = T * T * (kl0 + 0.0) / 2  # T² · batch mean = 0.261624...
+    assert want == pytest.approx(0.2616240, abs=1e-6)
+    got = float(kl_div_with_temperature(student, teacher, T))
+    assert got == pytest.approx(want, rel=1e-9)
+    # what the usual mistakes would give (so the check above can tell them apart)
+    reverse = T * T * _kl([0.5, 0.5], [0.75, 0.25]) / 2  # KL(q || p): 0.287682...
+    no_t2, summed = want / (T * T), 2 * want
+    assert min(abs(got - reverse), abs(got - no_t2), abs(got - summed)) > 1e-2
+
+
+def test_kd_strategy_mixes_kd_and_ce_with_alpha(monkeypatch):
+    """kd: alpha · T² KL + (1 − alpha) · CE, on hand numbers."""
+    classes = ["a", "b"]
+    student = Student(default_spec("test_resnet", classes, 16))
+    s = create_strategy("kd", student, {"temperature": 2.0, "alpha": 0.75}, StrategyContext(2, classes))
+    logits = torch.tensor([[0.0, 0.0], [0.0, 2 * LN3]])
+    monkeypatch.setattr(student, "forward", lambda x: logits)
+    batch = Batch(torch.zeros(2, 3, 16, 16), torch.zeros(2, 3, 16, 16), labels=torch.tensor([0, 1]),
+                  teacher_logits=torch.tensor([[2 * LN3, 0.0], [0.0, 0.0]]))
+    out = s(batch)
+    # KD (T = 2): row 0 KL([3/4, 1/4] || [1/2, 1/2]) = 0.130812; row 1 KL([1/2, 1/2] || [1/4, 3/4]) = 0.143841
+    kd = 4 * (0.75 * math.log(1.5) + 0.25 * math.log(0.5) + 0.5 * math.log(2) + 0.5 * math.log(2 / 3)) / 2
+    ce = (-math.log(0.5) - math.log(0.9)) / 2  # softmax([0, 2 ln3]) = [1/10, 9/10]
+    assert kd == pytest.approx(0.5493061, abs=1e-6)
+    assert float(out["kd"]) == pytest.approx(kd, rel=1e-5)
+    assert float(out["ce"]) == pytest.approx(ce, rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(0.75 * kd + 0.25 * ce, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- feature terms (rise)
+@pytest.mark.parametrize("distance", ["cosine", "l2"])
+def test_feature_distance_on_hand_numbers(distance, monkeypatch):
+    """rise: CE + lambda_kd · KD + lambda_feat · d(P f, t), with d = 1 − cos or ‖P f − t‖²."""
+    classes = ["a", "b"]
+    D = 4
+    student = Student(default_spec("test_resnet", classes, 16, embed_dim=D))
+    s = create_strategy("rise", student, {"distance": distance, "lambda_kd": 0.0, "lambda_feat": 2.0, "temperature": 1.0},
+                        StrategyContext(2, classes, embed_dim=D))
+    # row 0: P f = 3 e0, t = (e0 + e1)/√2: cos = 1/√2; ‖P f − t‖² = (3 − 1/√2)² + 1/2 = 9 − 3√2 + 1 = 5.757359...
+    # row 1: P f = −2 e2, t = e2: cos = −1; ‖P f − t‖² = 9
+    r = 1 / math.sqrt(2)
+    emb = torch.tensor([[3.0, 0, 0, 0], [0, 0, -2.0, 0]])
+    t = torch.tensor([[r, r, 0, 0], [0, 0, 1.0, 0]])
+    logits = torch.zeros(2, 2)  # CE = ln 2
+    monkeypatch.setattr(student, "forward_all", lambda x: {"logits": logits, "embedding": emb, "features": emb})
+    batch = Batch(torch.zeros(2, 3, 16, 16), torch.zeros(2, 3, 16, 16), labels=torch.tensor([0, 1]),
+                  teacher_logits=torch.zeros(2, 2), teacher_emb=t)
+    out = s(batch)
+    want = ((1 - r) + (1 - (-1))) / 2 if distance == "cosine" else (10 - 3 * math.sqrt(2) + 9) / 2
+    assert want == pytest.approx(1.1464466 if distance == "cosine" else 7.3786797, abs=1e-6)
+    assert float(out["feat"]) == pytest.approx(want, rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(math.log(2) + 2.0 * want, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- SFDA terms
+def test_information_maximization_on_hand_numbers():
+    # p_0 = softmax([0, 0]) = [1/2, 1/2]; p_1 = softmax([ln3, 0]) = [3/4, 1/4]
+    logits = torch.tensor([[0.0, 0.0], [LN3, 0.0]], dtype=torch.float64)
+    h0 = math.log(2)
+    h1 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    ent = (h0 + h1) / 2  # mean per-sample entropy = 0.627741...
+    mean_p = [0.625, 0.375]
+    div = math.log(2) + sum(m * math.log(m) for m in mean_p)  # log C − H(mean p) = 0.031584...
+    loss, e, d = information_maximization(logits, diversity_weight=0.5)
+    assert float(e) == pytest.approx(ent, rel=1e-6)
+    assert float(d) == pytest.approx(div, abs=1e-7)  # the 1e-8 inside the log shifts it by < 1e-7
+    assert float(loss) == pytest.approx(ent + 0.5 * div, rel=1e-6)
+    assert ent == pytest.approx(0.6277412, abs=1e-6) and div == pytest.approx(0.0315839, abs=1e-6)
+
+
+def test_soft_cross_entropy_on_hand_numbers():
+    # softmax([0, ln3]) = [1/4, 3/4]; softmax([0, 0]) = [1/2, 1/2]
+    logits = torch.tensor([[0.0, LN3], [0.0, 0.0]], dtype=torch.float64)
+    target = torch.tensor([[0.5, 0.5], [1.0, 0.0]], dtype=torch.float64)
+    ce0 = -(0.5 * math.log(0.25) + 0.5 * math.log(0.75))  # 0.836988...
+    ce1 = -math.log(0.5)  # 0.693147...
+    assert float(soft_cross_entropy(logits, target)) == pytest.approx((ce0 + ce1) / 2, rel=1e-9)
+    w = torch.tensor([3.0, 1.0], dtype=torch.float64)
+    assert float(soft_cross_entropy(logits, target, w)) == pytest.approx((3 * ce0 + ce1) / 4, rel=1e-9)
+    assert (ce0 + ce1) / 2 == pytest.approx(0.7650678, abs=1e-6)
