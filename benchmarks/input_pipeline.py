@@ -4,7 +4,8 @@ One process does what one DataLoader worker does (``TrainImages`` items collated
 one torch thread), on photo-like 400x300 JPEGs, side by side in one run:
 
 - before: decode the JPEG, crop + resize the cached view to 224 px (PIL bicubic), to float;
-- after:  read the view's 224 px uint8 pixels from the cache's pixel store, to float.
+- after:  read the view's 224 px uint8 pixels from the cache's pixel store, handed over as uint8
+  (what the trainer's loader does: ``Trainer._batch`` makes the floats on the device).
 
 Both give the same tensors bit for bit (tests/teacher/test_cache_pixels.py); the figure is
 their rate ratio (target >= 3x). Also printed: the one-time cost of writing the pixel store and
@@ -84,7 +85,7 @@ def main() -> None:
         items = epoch_items(samples, {d: i for i, d in enumerate(ds.domains)}, cache.views, 0, 0, cache)
         vc = ViewConfig.from_dict(cache.manifest["views"]["augment"])
         before = TrainImages(ds, items, size, "bicubic", vc, 0)
-        after = TrainImages(ds, items, size, "bicubic", vc, 0, pixels=store)
+        after = TrainImages(ds, items, size, "bicubic", vc, 0, pixels=store, uint8=True)
         # the teacher pass's input side at ViT-B-32's 224 px: decode + open_clip preprocess + views
         vit = Teacher("ViT-B-32", None, ds.classes, ["a photo of a {}."]) if args.size == 224 else None
         rate(before, args.batch, args.batch), rate(after, args.batch, args.batch)  # warm the page cache

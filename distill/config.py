@@ -69,7 +69,7 @@ class OptimConfig(_Strict):
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
-    momentum: float = 0.9  # sgd only
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only (Nesterov when > 0)
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr: float = 1e-6
     grad_clip: float | None = Field(1.0, gt=0)  # max grad norm; null disables

@@ -85,14 +85,20 @@ class TrainImages(Dataset):
     resize. Otherwise the image is decoded and the view made with
     :func:`~distill.teacher.views.view_pixels`, the function the store was written with, so
     both paths give the same bits.
+
+    With ``uint8=True`` items stay uint8 [3, H, W] (what the trainer asks for): a worker then only
+    reads or decodes, a quarter of the bytes cross shared memory, pinning and the host-to-device
+    copy, and :func:`to_unit` turns the batch into floats on the device, bit-identical to
+    converting here.
     """
 
     def __init__(self, dataset: DomainFolder, items: Sequence[Item], size: tuple[int, int], interpolation: str,
-                 view_cfg: ViewConfig, view_seed: int, pixels=None):
+                 view_cfg: ViewConfig, view_seed: int, pixels=None, uint8: bool = False):
         self.dataset, self.items = dataset, list(items)
         self.size, self.interpolation = size, interpolation
         self.view_cfg, self.view_seed = view_cfg, view_seed
         self.pixels = pixels
+        self.uint8 = uint8
 
     def __len__(self) -> int:
         return len(self.items)
@@ -108,8 +114,13 @@ class TrainImages(Dataset):
                 params = view_params(self.view_seed, it.sample.index, it.view, img.size, self.view_cfg,
                                      clean_size=self.size)
             u8 = view_pixels(img, params, self.size, self.interpolation)
-        pixels = u8.to(torch.get_default_dtype()).div(255)  # what torchvision's to_tensor does
+        pixels = u8 if self.uint8 else to_unit(u8)
         return pixels, it.sample.label, it.domain, it.sample.index, it.view
+
+
+def to_unit(u8: Tensor) -> Tensor:
+    """uint8 pixels -> floats in [0, 1], exactly what torchvision's ``to_tensor`` computes (on any device)."""
+    return u8.to(torch.get_default_dtype()).div(255)
 
 
 def epoch_items(samples: Sequence[Sample], domain_index: dict[str, int], views: int, seed: int, epoch: int,
@@ -282,7 +293,7 @@ class Trainer:
                                                fused=True if setup.device.type == "cuda" else None)
         else:
             self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                                             nesterov=True)
+                                             nesterov=o.momentum > 0)  # momentum 0: plain SGD
         self.train_domains = setup.target if setup.strategy.needs.target_data else setup.source
         self.train_samples = setup.dataset.select(self.train_domains, "train")
         self.steps_per_epoch = len(self.train_samples) // o.batch_size
@@ -387,7 +398,7 @@ class Trainer:
                  for i, x in enumerate(self.train_samples) for v in range(V)]
         spec = self.strategy.student.spec
         ds = TrainImages(s.dataset, pairs, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed,
-                         pixels=self.pixel_store()[0])
+                         pixels=self.pixel_store()[0], uint8=True)
         workers = s.cfg.run.workers
         # an explicit generator: an iterator's base seed must not come from (and advance) the
         # global RNG, or a resumed run would be one draw behind the uninterrupted one
@@ -408,8 +419,12 @@ class Trainer:
 
     def _batch(self, pixels, labels, domain, index, view) -> Batch:
         dev = self.s.device
-        # pinned host memory (pin_memory on CUDA) + non_blocking: the copy overlaps the previous step
-        pixels = pixels.to(dev, non_blocking=True, memory_format=self.memory_format)
+        # pinned host memory (pin_memory on CUDA) + non_blocking: the copy overlaps the previous step;
+        # batches arrive as uint8 (a quarter of the bytes) and become floats on the device
+        pixels = pixels.to(dev, non_blocking=True)
+        if pixels.dtype == torch.uint8:
+            pixels = to_unit(pixels)
+        pixels = pixels.contiguous(memory_format=self.memory_format)
         spec = self.strategy.student.spec
         needs = self.strategy.needs
         b = Batch(pixels=pixels, images=(pixels - self._mean) / self._std,
@@ -440,7 +455,7 @@ class Trainer:
         s = self.s
         items = [Item(x, self.domain_index[x.domain], 0, None) for x in self.train_samples]
         spec = self.strategy.student.spec
-        ds = TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
+        ds = TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed, uint8=True)
         gen = torch.Generator().manual_seed(s.cfg.run.seed)  # leaves the global RNG alone
         for pixels, labels, domain, index, view in DataLoader(ds, batch_size=batch_size, num_workers=s.cfg.run.workers,
                                                               generator=gen):

@@ -108,7 +108,7 @@ def test_one_persistent_loader_serves_every_epoch_exactly(root, tmp_path):
         items = epoch_items(trainer.train_samples, trainer.domain_index, s.views, s.view_seed, epoch)
         items = items[skip * B: trainer.steps_per_epoch * B]
         want = list(DataLoader(TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.view_cfg,
-                                           s.view_seed), batch_size=B))
+                                           s.view_seed, uint8=True), batch_size=B))
         assert len(got) == len(want) == trainer.steps_per_epoch - skip
         for g, w in zip(got, want):
             for a, b in zip(g, w):
@@ -122,3 +122,37 @@ def test_channels_last_only_on_cuda(root, tmp_path):
     assert trainer.memory_format == torch.contiguous_format  # CPU: NCHW, the layout the exact resume was proven on
     conv = next(p for p in trainer.strategy.parameters() if p.dim() == 4)
     assert conv.is_contiguous()
+
+
+def test_batches_travel_as_uint8_and_become_the_same_floats_on_the_device(root, tmp_path):
+    """Workers hand over uint8 (a quarter of the bytes to pin and copy); ``_batch`` makes the floats
+    that ``to_tensor`` would have made in the worker, bit for bit."""
+    from torch.utils.data import DataLoader
+
+    from distill.train import TrainImages, Trainer, build
+
+    trainer = Trainer(build(_cfg(root, tmp_path / "run")))
+    s = trainer.s
+    spec = trainer.strategy.student.spec
+    pixels, labels, domain, index, view = next(iter(trainer._loader(0, 0)))
+    assert pixels.dtype == torch.uint8
+    batch = trainer._batch(pixels, labels, domain, index, view)
+    items = trainer._loader(0, 0).dataset.items
+    floats = TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
+    ref = next(iter(DataLoader(floats, batch_sampler=[trainer._epoch_batches[0]])))[0]
+    assert ref.dtype == torch.float32 and torch.equal(batch.pixels, ref)
+
+
+def test_sgd_without_momentum_trains(root, tmp_path):
+    """optim.momentum 0 is plain SGD (torch refuses Nesterov without momentum: it was a raw ValueError)."""
+    from distill.train import Trainer, build
+
+    cfg = _cfg(root, tmp_path / "run")
+    cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"optimizer": "sgd", "momentum": 0.0,
+                                                                        "epochs": 1})})
+    trainer = Trainer(build(cfg))
+    before = [p.detach().clone() for p in trainer.strategy.parameters()]
+    trainer.fit()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.strategy.parameters()))
+    with pytest.raises(Exception, match="momentum"):
+        load_train_config(None, base={**cfg.model_dump(mode="json"), "optim": {"optimizer": "sgd", "momentum": 1.5}})
