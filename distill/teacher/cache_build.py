@@ -229,6 +229,24 @@ def _broadcast(obj, world: int):
     return box[0]
 
 
+def prepare_on_rank0(prepare, rank: int, world: int) -> str:
+    """Run ``prepare()`` (-> a status string) on rank 0 only and give every rank its answer.
+
+    A :class:`DistillError` there is re-raised on every rank, so all ranks stop with the same
+    one-line message instead of the others waiting at the next collective.
+    """
+    status: tuple[str, str] | None = None
+    if rank == 0:
+        try:
+            status = (prepare(), "")
+        except DistillError as e:
+            status = ("error", str(e))
+    status = _broadcast(status, world)
+    if status[0] == "error":
+        raise DistillError(status[1])
+    return status[0]
+
+
 @contextlib.contextmanager
 def _deterministic(device: torch.device) -> Iterator[None]:
     """Deterministic kernels on CUDA for the duration (restores the caller's flags)."""
@@ -319,16 +337,8 @@ def build_cache(
     device = teacher.text_embeddings.device
     with _distributed(device) as (rank, world):
         plan = make_plan(dataset, teacher, domains, views, seed, augment, dtype, batch_size, shard_size, fingerprint)
-        status: tuple[str, str] | None = None
-        if rank == 0:
-            try:
-                status = (_prepare_dir(out, plan), "")
-            except DistillError as e:
-                status = ("error", str(e))
-        status = _broadcast(status, world)
-        if status[0] == "error":
-            raise DistillError(status[1])
-        if status[0] != "done":
+        status = prepare_on_rank0(lambda: _prepare_dir(out, plan), rank, world)
+        if status != "done":
             _build_shards(dataset, teacher, out, plan, rank, world, skip_bad, num_workers, progress)
             if world > 1:
                 import torch.distributed as dist
@@ -359,7 +369,7 @@ def build_cache(
                                     seed=seed if adv_seed is None else adv_seed, split=adv_split,
                                     domains=adv_domains, batch_size=batch_size, shard_size=shard_size,
                                     progress=progress, rank=rank, world=world)
-        if world > 1 and (status[0] != "done" or adv_views > 0):
+        if world > 1 and (status != "done" or adv_views > 0):
             import torch.distributed as dist
 
             dist.barrier()

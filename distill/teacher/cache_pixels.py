@@ -179,7 +179,7 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from distill.teacher.cache_build import _broadcast
+    from distill.teacher.cache_build import prepare_on_rank0
     from distill.teacher.cache_format import MANIFEST, shard_name
     from distill.utils.io import atomic_write, atomic_write_json, read_json, sha256_file
 
@@ -190,16 +190,7 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
         raise DistillError(f"{cache_dir}: the dataset given is not the one this cache was built from "
                            f"(fingerprints differ); pass the cache's --data")
     out = cache_dir / pixel_dir_name(plan.size, interpolation)
-    status: tuple[str, str] | None = None
-    if rank == 0:
-        try:
-            status = (_prepare(out, plan), "")
-        except DistillError as e:
-            status = ("error", str(e))
-    status = _broadcast(status, world)
-    if status[0] == "error":
-        raise DistillError(status[1])
-    if status[0] == "done":
+    if prepare_on_rank0(lambda: _prepare(out, plan), rank, world) == "done":
         return out
 
     mine = [k for k in range(plan.num_shards) if k % world == rank and not (out / shard_name(k)).exists()]

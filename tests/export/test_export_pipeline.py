@@ -167,11 +167,14 @@ def test_builtin_digits_suite(builtin_quick_root: Path, tmp_path: Path) -> None:
     rep = export_checkpoint(ckpt, tmp_path / "exp", ExportConfig(
         precisions=("fp32", "int8"), data_root=str(builtin_quick_root), calib_domains=("mnist", "optdigits"),
         target_domains=("mnist_m",), exporter="torchscript", eval_count=None, calib_count=64, latency_iters=3,
-        max_drop=1.0, max_fallback_layers=3, sensitivity_count=32), log=lambda s: None)
+        max_drop=5.0, max_fallback_layers=3, sensitivity_count=32), log=lambda s: None)
     fp32, int8 = rep["models"]
-    # a realistic budget (1 point, at most 3 layers kept float) is met on this trained student: on the
-    # AVX2 machine this was written on, all-int8 lost 14 points on mnist and the fallback kept 1 layer
-    assert int8["within_max_drop"] is True and max(int8["drops_pts"].values()) <= 1.0
+    # a realistic budget (top-1 disagreement with fp32 on at most 5% of each domain's calibration
+    # images, about one of mnist_m's 21; at most 3 layers kept float) is met on this trained student:
+    # on the AVX2 machine this was written on, all-int8 disagreed on 14.3% of mnist_m's calibration
+    # images and the fallback kept 1 layer (4.8% left)
+    assert int8["within_max_drop"] is True and max(int8["disagreement_pts"].values()) <= 5.0
+    assert max(int8["drops_pts"].values()) <= 5.0  # test accuracy: reported, never decided on
     fb = int8["fallback"]
     if fb["triggered"]:
         assert fb["satisfied"] is True and 1 <= len(fb["kept_float"]) <= 3
