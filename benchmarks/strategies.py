@@ -62,15 +62,22 @@ def main() -> None:
             print(f"== {name} (seed {seed})", flush=True)
             summary = train_or_resume(base)
             accs.append(summary["test_acc"])
-        results[name] = {"acc": {d: statistics.mean(a[d] for a in accs) for d in accs[0]}, "summary": summary}
+        results[name] = {"acc": {d: statistics.mean(a[d] for a in accs) for d in accs[0]}, "summary": summary,
+                         "per_seed": accs}
 
     def tmean(acc: dict) -> float:
         return statistics.mean(acc[d] for d in targets if d in acc)
 
+    def spread(name: str) -> str:
+        """Target mean over seeds as mean ± sample std (n): the figure a ranking is read from."""
+        per = [tmean(a) for a in results[name]["per_seed"]]
+        sd = statistics.stdev(per) if len(per) > 1 else float("nan")
+        return f"{statistics.mean(per):.1f} ± {sd:.1f} (n={len(per)})"
+
     doms = dataset.domains
     print(f"\nsource {SOURCE}, targets {targets}; test-split accuracy (%), mean over seeds {args.seeds}")
-    head = ["model", *[f"{d}{'*' if d in SOURCE else ''}" for d in doms], "target mean", "params", "MFLOPs",
-            "FLOPs vs teacher"]
+    head = ["model", *[f"{d}{'*' if d in SOURCE else ''}" for d in doms], "target mean ± std over seeds", "params",
+            "MFLOPs", "FLOPs vs teacher"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     teacher_params = None
     print("| teacher zero-shot | " + " | ".join(f"{zs.get(d, math.nan):.1f}" for d in doms)
@@ -78,14 +85,22 @@ def main() -> None:
     for name, r in results.items():
         s = r["summary"]
         print(f"| {name} | " + " | ".join(f"{r['acc'].get(d, math.nan):.1f}" for d in doms)
-              + f" | {tmean(r['acc']):.1f} | {s['params'] / 1e6:.2f}M | {s['flops'] / 1e6:.2f} | "
+              + f" | {spread(name)} | {s['params'] / 1e6:.2f}M | {s['flops'] / 1e6:.2f} | "
               f"{100 * s['flops'] / teacher_flops:.1f}% |")
     best = max(results, key=lambda n: tmean(results[n]["acc"]))
     gap = tmean(results[best]["acc"]) - tmean(zs)
+    if "erm" in results and best != "erm":  # a difference is real only beyond two standard errors
+        b, e = ([tmean(a) for a in results[n]["per_seed"]] for n in (best, "erm"))
+        if len(b) > 1 and len(e) > 1:
+            se = math.sqrt(statistics.variance(b) / len(b) + statistics.variance(e) / len(e))
+            d = statistics.mean(b) - statistics.mean(e)
+            print(f"{best} vs erm: {d:+.1f} points, 2 standard errors = {2 * se:.1f} -> "
+                  f"{'a real difference' if abs(d) > 2 * se else 'within noise'}")
     print(f"\nbest strategy: {best} ({tmean(results[best]['acc']):.1f} mean target vs teacher zero-shot "
           f"{tmean(zs):.1f}: {gap:+.1f} points) -> goal {'met' if gap >= 0 else 'MISSED'}")
     (args.out / "strategies.json").write_text(json.dumps(
-        {"teacher_zero_shot": zs, "results": {k: v["acc"] for k, v in results.items()}, "best": best}, indent=2))
+        {"teacher_zero_shot": zs, "results": {k: v["acc"] for k, v in results.items()},
+         "per_seed": {k: v["per_seed"] for k, v in results.items()}, "best": best}, indent=2))
 
 
 if __name__ == "__main__":
