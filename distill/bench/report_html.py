@@ -505,8 +505,14 @@ def section_int8(data: ReportData) -> str:
                 continue
             fb = m.get("fallback") or {}
             lc = m.get("latency_check") or {}
-            before = (fb.get("before") or {}).get("worst_drop_pts")
-            after = max((m.get("drops_pts") or {}).values(), default=None)
+            # the fallback decides on label-free top-1 disagreement with fp32 over calibration images;
+            # the test-accuracy drop is reported beside it (older exports decided on the drop itself)
+            fb_before = fb.get("before") or {}
+            dis_before = fb_before.get("worst_disagreement_pts")
+            decided_on_drop = dis_before is None and "disagreement_pts" not in m
+            before = fb_before.get("worst_drop_pts") if decided_on_drop else dis_before
+            after = max((m.get("drops_pts" if decided_on_drop else "disagreement_pts") or {}).values(), default=None)
+            drop = max((m.get("drops_pts") or {}).values(), default=None)
             kept = fb.get("kept_float") or []
             ratio = lc.get("ratio_vs_fp32")
             slow = lc.get("slower_than_fp32")
@@ -530,15 +536,21 @@ def section_int8(data: ReportData) -> str:
                 f'<tr><td class="label">{esc(data.export_label(e))}</td><td title="target runtime: {esc(m.get("target_runtime"))}">{esc(m.get("flavour"))}</td>'
                 f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
                 f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span></td>'
-                f'<td>{decision}</td><td>{esc(", ".join(kept)) or "none"}</td>'
-                f'<td class="num">{"–" if cost is None else f"{cost:.2f}×"}</td><td>{ratio_s}</td><td>{qdq_s}</td></tr>')
+                f'<td class="num">{"–" if drop is None else f"{drop:+.2f}"}</td>'
+                f'<td>{decision}</td><td class="path">{"<br>".join(esc(k) for k in kept) or "none"}</td>'
+                f'<td>{ratio_s}'
+                + ("" if cost is None else f'<br><span class="muted">fallback cost {cost:.2f}×</span>')
+                + f'</td><td>{qdq_s}</td></tr>')
     if not rows:
         return ""
-    return ('<section id="int8"><h2>INT8 decisions</h2><p class="note">Worst per-domain drop vs fp32 (points) before '
-            'and after keeping sensitive layers in float; latency ratio measured at export time, interleaved, on the '
-            'exporting machine\'s CPU.</p><table class="sortable"><thead><tr><th>model</th><th>flavour</th>'
-            '<th>worst drop, points: before → after</th><th>fallback</th><th>layers kept in float</th>'
-            '<th>fallback latency cost</th><th>int8 / fp32 latency</th>'
+    return ('<section id="int8"><h2>INT8 decisions</h2><p class="note">The fallback decides on label-free evidence: '
+            'the worst per-domain top-1 disagreement with the fp32 model over the calibration images (% of images), '
+            'before and after keeping sensitive layers in float, against the budget (--max-drop). The worst '
+            'test-accuracy drop vs fp32 (points) is reported, never decided on. Latency ratio measured at export '
+            'time, interleaved, on the exporting machine\'s CPU.</p><table class="sortable"><thead><tr><th>model</th>'
+            '<th>flavour</th><th>worst disagreement, %: before → after</th><th>worst test drop, pts</th>'
+            '<th>fallback</th><th>layers kept in float</th>'
+            '<th>int8 / fp32 latency</th>'
             f'<th>TensorRT QDQ</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
 
 

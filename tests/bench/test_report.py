@@ -254,3 +254,14 @@ def test_labels_say_adapted_only_where_needed(tmp_path: Path) -> None:
     assert labels == {"a": "test_resnet (shot, adapted)", "b": "test_resnet (shot, source-trained)",
                       "c": "test_resnet (erm; src clean; tgt dark+noisy)",
                       "d": "test_resnet (erm; src clean+dark; tgt noisy)"}
+
+
+def test_int8_section_shows_the_label_free_criterion(stress_report: Path) -> None:
+    """The fallback decides on disagreement with fp32 (not the test drop): the INT8 table shows that
+    number against the budget, and the test drop apart."""
+    html = stress_report.read_text()
+    section = html[html.index('<section id="int8">'):]
+    section = section[:section.index("</section>")]
+    assert "worst disagreement, %: before → after" in section and "worst test drop, pts" in section
+    assert "2.73 → 0.60" in section  # the decision's own numbers (before: fallback, after: the shipped file)
+    assert "/backbone/blocks/blocks.0/blocks.0.0/se/conv_expand/Conv" in section
