@@ -31,7 +31,7 @@ from distill.config import RobustConfig, load_train_config
 from distill.demo import ADV_VIEWS, SOURCE, recipe
 from distill.robust import RobustEvaluator
 from distill.student.model import load_student
-from distill.train import Trainer, build, run_training
+from distill.train import Trainer, build, train
 
 ROBUST = RobustConfig(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corruptions=["all"], severity=3)
 
@@ -71,8 +71,8 @@ def one_epoch(trainer: Trainer, epoch: int) -> float:
     t0 = time.perf_counter()
     trainer.model.train()
     trainer.epoch = epoch
-    for pixels, labels, domain, index, view in trainer._loader(epoch, 0):
-        batch = trainer._batch(pixels, labels, domain, index, view)
+    for pixels, labels, domain, index, view in trainer.loader(epoch, 0):
+        batch = trainer.make_batch(pixels, labels, domain, index, view)
         loss = trainer.model(batch)["loss"]
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -128,7 +128,7 @@ def main() -> None:
             summaries[name] = json.loads((run / "summary.json").read_text())
         else:
             t = time.perf_counter()
-            summaries[name] = run_training(load_train_config(None, base=cfg))
+            summaries[name] = train(load_train_config(None, base=cfg)).to_dict()
             print(f"{name}: trained in {time.perf_counter() - t:.0f}s", flush=True)
 
     settings = ROBUST.settings()
@@ -173,7 +173,7 @@ def main() -> None:
     med = {n: statistics.median(v) for n, v in times.items()}
     t0_ = trainers[names[0]]
     print(f"\n### Cost (seconds per training epoch, {t0_.steps_per_epoch} steps of batch "
-          f"{t0_.s.cfg.optim.batch_size}, data "
+          f"{t0_.setup.cfg.optim.batch_size}, data "
           f"loading included; median of {args.timing_epochs} interleaved epochs; {args.threads} threads)\n")
     print("| strategy | s / epoch | x kd |\n|---|---|---|")
     for n in names:

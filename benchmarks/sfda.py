@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from distill.adapt import adapt_recipe
+from distill.train.adapt import adapt_recipe
 from distill.config import load_train_config
-from distill.train import run_training
+from distill.train import train
 
 
 def adapt(ckpt: Path, target: str, root: Path, caches: list[Path], strategy: str, out: Path, epochs: int,
@@ -42,9 +42,9 @@ def adapt(ckpt: Path, target: str, root: Path, caches: list[Path], strategy: str
                            optim={"epochs": epochs, "batch_size": batch_size, **({"lr": lr} if lr else {})},
                            run={"workers": 0, "progress": False})
         t0 = time.perf_counter()
-        summary = run_training(load_train_config(None, base=cfg))
+        summary = train(load_train_config(None, base=cfg)).to_dict()
         summary["_seconds"] = time.perf_counter() - t0
-    print(f"  {out.name}: {summary['test_acc'][target]:.1f}" +
+    print(f"  {out.name}: {100 * summary['test_acc'][target]:.1f}" +
           (f"  ({summary['_seconds']:.0f}s)" if "_seconds" in summary else "  (done before)"), flush=True)
     return summary
 

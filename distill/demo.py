@@ -63,7 +63,7 @@ def recipe(strategy: str | dict, root: Path, cache: Path, out: Path, quick: bool
 def train_or_resume(base: dict[str, Any]) -> dict[str, Any]:
     """Train the recipe, resume it if interrupted, or return its summary if it finished."""
     from distill.config import load_train_config
-    from distill.train import run_training
+    from distill.train import train
 
     run_dir = Path(base["run"]["out"])
     if (run_dir / "summary.json").is_file():
@@ -71,7 +71,7 @@ def train_or_resume(base: dict[str, Any]) -> dict[str, Any]:
         return json.loads((run_dir / "summary.json").read_text())
     resume = (run_dir / "checkpoints" / "last.json").is_file()
     cfg = load_train_config(run_dir / "config.yaml") if resume else load_train_config(None, base=base)
-    return run_training(cfg, resume=resume)
+    return train(cfg, resume=resume).to_dict()
 
 
 def accuracy_table(rows: dict[str, dict[str, float]], domains: list[str], source: list[str]) -> str:
@@ -256,7 +256,7 @@ def _adversarial_stage(dataset, teacher_ckpt: Path, cache_dir: Path, root: Path,
 
 def _sfda_stage(dataset, cache_dir: Path, root: Path, out: Path, runs: dict, quick: bool, progress: bool) -> dict:
     """Adapt the erm student (RUN/checkpoints/best) to every target domain at once with ``sfda``."""
-    from distill.adapt import adapt_recipe
+    from distill.train.adapt import adapt_recipe
 
     base = adapt_recipe(Path(runs["erm"]["checkpoint"]), _targets(dataset), root, [cache_dir], SFDA,
                         out / "runs" / SFDA,

@@ -338,3 +338,7 @@ class BenchRecord(Record):
     def append_to(self, path: str | Path) -> None:
         with open(path, "a") as f:
             f.write(json.dumps(self.to_dict()) + "\n")
+
+
+# --- added by train helper
+RUN_TENSORBOARD = "tb"                 # RUN/tb: TensorBoard event files of a training run

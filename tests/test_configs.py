@@ -40,7 +40,7 @@ def test_there_are_recipes():
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_recipe_validates_and_runs_one_step(recipe, quick_demo, tmp_path):
-    from distill.train import run_training
+    from distill.train import train
 
     out, _ = quick_demo
     cfg = load_train_config(recipe)  # as written: unknown keys, bad values, unknown strategy options
@@ -50,8 +50,8 @@ def test_recipe_validates_and_runs_one_step(recipe, quick_demo, tmp_path):
     if raw.get("robust"):  # keep what the recipe asks for, at test size
         raw["robust"].update(pgd_eps=raw["robust"]["pgd_eps"][:1], pgd_steps=1, max_images=8,
                              corruptions=(raw["robust"].get("corruptions") or [])[:1])
-    summary = run_training(load_train_config(None, base=raw))
-    assert summary["strategy"] == cfg.strategy.name
+    summary = train(load_train_config(None, base=raw))
+    assert summary.strategy == cfg.strategy.name
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1"]
     assert (tmp_path / "run" / "checkpoints" / "best" / "model.safetensors").is_file()

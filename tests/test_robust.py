@@ -143,14 +143,14 @@ def test_distill_eval_errors_are_one_line(root, checkpoint, capsys):
 def test_train_robust_section(root, tmp_path):
     """The optional `robust` config section evaluates the best checkpoint after training."""
     from distill.config import load_train_config
-    from distill.train import run_training
+    from distill.train import train
 
     cfg = {"data": {"root": str(root), "source": ["red"]}, "student": {"arch": "test_resnet", "input_size": 16},
            "strategy": {"name": "erm"}, "optim": {"epochs": 1, "batch_size": 8},
            "run": {"out": str(tmp_path / "run"), "workers": 0, "progress": False},
            "robust": {"pgd_eps": ["4/255"], "pgd_steps": 2, "corruptions": ["contrast"], "max_images": 4}}
-    summary = run_training(load_train_config(None, base=cfg))
-    rob = summary["robust"]
+    summary = train(load_train_config(None, base=cfg))
+    rob = summary.robust
     assert set(rob["domains"]) == {"red", "green"} and rob["settings"]["pgd_eps"] == ["4/255"]
     assert all(r["n"] == 4 for r in rob["domains"].values())
     assert json.loads((tmp_path / "run" / "robust.json").read_text())["domains"] == rob["domains"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from distill.config import load_train_config
+from distill.errors import DistillError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -40,27 +43,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from distill.adapt import adapt_recipe
-    from distill.config import load_train_config
-    from distill.errors import DistillError
+    # lazy: torch, timm and the strategies load only when this command runs, not at every `distill` start-up
     from distill.strategies import get_strategy
-    from distill.train import run_training
+    from distill.train import train
+    from distill.train.adapt import adapt_recipe
+    from distill.train.summary import printed_pct
 
-    cls = get_strategy(args.strategy)
-    if not cls.needs.target_data:
+    strategy_cls = get_strategy(args.strategy)
+    if not strategy_cls.needs.target_data:
         raise DistillError(f"strategy '{args.strategy}' is not a source-free adaptation strategy "
                            f"(use sfda, shot or teacher_pl; `distill train` runs the others)")
     targets = [t.strip() for t in args.target.split(",") if t.strip()]
-    src = [d.strip() for d in args.source_domains.split(",") if d.strip()] if args.source_domains else None
+    sources = [d.strip() for d in args.source_domains.split(",") if d.strip()] if args.source_domains else None
     base = adapt_recipe(args.source_checkpoint, targets, args.data, args.cache, args.strategy, args.out,
-                        source_domains=src)
+                        source_domains=sources)
     cfg = load_train_config(None, args.overrides + (["data.skip_bad=true"] if args.skip_bad else []), base=base)
-    if cls.optim_defaults:
-        own = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in cls.optim_defaults.items())
+    if strategy_cls.optim_defaults:
+        own = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in strategy_cls.optim_defaults.items())
         print(f"strategy '{args.strategy}' brings its own optim defaults: {own} (--set optim.KEY=VALUE overrides)")
-    summary = run_training(cfg)
-    if summary:
-        accs = "  ".join(f"{d} {v:.1f}" for d, v in summary["test_acc"].items())
-        print(f"adapted checkpoint: {summary['checkpoint']}  (kept: last epoch, {summary['best_epoch']}; no labels "
+    summary = train(cfg)
+    if summary is not None:
+        accs = "  ".join(f"{d} {printed_pct(v)}" for d, v in summary.test_acc.items())
+        print(f"adapted checkpoint: {summary.checkpoint}  (kept: last epoch, {summary.best_epoch}; no labels "
               f"to select on; target test accuracy: {accs})")
     return 0

@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from distill.config import load_train_config
+from distill.errors import DistillError
+from distill.records import RUN_CONFIG
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -27,33 +31,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from distill.config import load_train_config
-    from distill.errors import DistillError
+    # lazy: torch, timm and the strategies load only when this command runs, not at every `distill` start-up
+    from distill.strategies import get_strategy, list_strategies
+    from distill.train import train
+    from distill.train.summary import printed_pct
 
     if args.list_strategies:
-        from distill.strategies import get_strategy, list_strategies
-
         for name in list_strategies():
             doc = (get_strategy(name).__doc__ or "").strip().splitlines()[0]
             print(f"{name:12s} {doc}")
         return 0
     if args.resume is not None:
         if args.config is not None:
-            raise DistillError("--resume uses RUN_DIR/config.yaml; do not pass --config with it")
+            raise DistillError(f"--resume uses RUN_DIR/{RUN_CONFIG}; do not pass --config with it")
         if args.overrides or args.skip_bad:
             raise DistillError("--resume continues the run exactly as configured; --set and --skip-bad are not "
                                "allowed with it")
-        cfg = load_train_config(args.resume / "config.yaml")
+        cfg = load_train_config(args.resume / RUN_CONFIG)
     elif args.config is None:
         raise DistillError("pass --config FILE.yaml (or --resume RUN_DIR)")
     else:
         cfg = load_train_config(args.config, args.overrides + (["data.skip_bad=true"] if args.skip_bad else []))
-    from distill.train import run_training
-
-    summary = run_training(cfg, resume=args.resume is not None)
-    if summary:
-        src, tgt = ("n/a" if summary[k] is None else f"{summary[k]:.1f}" for k in ("source_acc", "target_acc"))
-        kept = "best checkpoint" if summary["source_acc"] is not None else \
-            f"checkpoint (kept: last epoch, {summary['best_epoch']}; no labels to select on)"
-        print(f"{kept}: {summary['checkpoint']}  (source {src}, target {tgt})")
+    summary = train(cfg, resume=args.resume is not None)
+    if summary is not None:
+        kept = "best checkpoint" if summary.source_acc is not None else \
+            f"checkpoint (kept: last epoch, {summary.best_epoch}; no labels to select on)"
+        print(f"{kept}: {summary.checkpoint}  (source {printed_pct(summary.source_acc)}, "
+              f"target {printed_pct(summary.target_acc)})")
     return 0

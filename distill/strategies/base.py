@@ -75,15 +75,32 @@ class StrategyContext:
     num_samples: int = 0  # size of the whole dataset (bound for sample_index)
 
 
+#: The optim section a source-free adaptation starts from: a short, gentle fine-tune of an
+#: already trained model (no warm-up from scratch). Target-data strategies declare only what
+#: differs (SHOT: lr 5e-4) in their ``optim_defaults``; see :meth:`Strategy.default_optim`.
+ADAPTATION_OPTIM: dict[str, Any] = {"epochs": 10, "batch_size": 64, "optimizer": "adamw", "lr": 3e-3,
+                                    "weight_decay": 0.01, "warmup_epochs": 0, "grad_clip": 1.0}
+
+
 class Strategy(nn.Module):
     """Base class. Subclasses set ``Config`` (a dataclass), ``needs`` and implement ``forward``."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = type("NoConfig", (), {})
     needs: ClassVar[Needs] = Needs()
-    #: Optimizer settings (``optim.*`` keys) this strategy needs where the stage's defaults do not
-    #: suit it; ``distill adapt`` applies them over :data:`distill.adapt.ADAPT_OPTIM`, under ``--set``.
+    #: Optimizer settings (``optim.*`` keys) this strategy needs where its stage's defaults do not
+    #: suit it (:meth:`default_optim`); ``--set optim.*`` overrides them.
     optim_defaults: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def default_optim(cls) -> dict[str, Any]:
+        """The ``optim`` section this strategy starts from: its stage's defaults under its own ``optim_defaults``.
+
+        A target-data (source-free) strategy adapts an already trained model: its stage is
+        :data:`ADAPTATION_OPTIM` (``distill adapt``). Others train from scratch under the
+        config's own defaults (:class:`distill.config.OptimConfig`).
+        """
+        return {**(ADAPTATION_OPTIM if cls.needs.target_data else {}), **cls.optim_defaults}
 
     def __init__(self, student: nn.Module, config: Any, ctx: StrategyContext):
         super().__init__()

@@ -185,7 +185,7 @@ def test_train_on_cuda(work, gpu_cache, tmp_path, strategy, precision):
     assert trainer.scaler.is_enabled() == (precision == "fp16")
     (tmp_path / "run").mkdir()
     summary = trainer.fit()
-    assert set(summary["test_acc"]) == {"red", "green", "blue"}
+    assert set(summary.test_acc) == {"red", "green", "blue"}
     assert all(torch.isfinite(t.float()).all() for t in _weights(tmp_path / "run").values())
 
 
@@ -220,9 +220,9 @@ def test_train_kill9_resume_on_cuda(work, gpu_cache, tmp_path):
 
 def test_adapt_on_cuda(work, gpu_cache, tmp_path):
     from distill.config import load_train_config
-    from distill.train import run_training
+    from distill.train import train
 
-    src = run_training(load_train_config(None, base=_train_cfg(work, gpu_cache, tmp_path / "src",
+    src = train(load_train_config(None, base=_train_cfg(work, gpu_cache, tmp_path / "src",
                                                                optim__epochs=1)))
     res = _distill("adapt", "--source-checkpoint", src["checkpoint"], "--target", "blue", "--data", str(work / "data"),
                    "--cache", str(gpu_cache), "--strategy", "sfda", "--out", str(tmp_path / "adapt"),
@@ -236,10 +236,10 @@ def test_adapt_on_cuda(work, gpu_cache, tmp_path):
 @pytest.fixture(scope="module")
 def gpu_checkpoint(work, gpu_cache, tmp_path_factory) -> Path:
     from distill.config import load_train_config
-    from distill.train import run_training
+    from distill.train import train
 
     out = tmp_path_factory.mktemp("ckpt") / "run"
-    run_training(load_train_config(None, base=_train_cfg(work, gpu_cache, out, optim__precision="bf16")))
+    train(load_train_config(None, base=_train_cfg(work, gpu_cache, out, optim__precision="bf16")))
     return out / "checkpoints" / "best"
 
 

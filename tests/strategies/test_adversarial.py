@@ -37,9 +37,9 @@ def data(tmp_path_factory, teacher):
 
 
 def _teacher_input(teacher):
-    from distill.train import _teacher_input_fn
+    from distill.train import teacher_input_fn
 
-    return _teacher_input_fn(teacher, torch.device("cpu"))
+    return teacher_input_fn(teacher, torch.device("cpu"))
 
 
 def _adv_kd(teacher, **options):
@@ -156,7 +156,7 @@ def test_cached_adversarial_views_within_eps_exact_replay_and_stronger_than_nois
 def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
     from distill.config import load_train_config
     from distill.teacher.cache_adv import AdversarialViews
-    from distill.train import Trainer, build, run_training
+    from distill.train import Trainer, build, train
 
     root, cache = data
     cfg = {"data": {"root": str(root), "source": ["red"], "test_fraction": 0.3}, "cache": str(cache),
@@ -165,11 +165,11 @@ def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
            "optim": {"epochs": 1, "batch_size": 8}, "run": {"out": str(tmp_path / "run"), "workers": 0,
                                                             "progress": False}}
     trainer = Trainer(build(load_train_config(None, base=cfg)))
-    pixels, labels, domain, index, view = next(iter(trainer._loader(0, 0)))
-    batch = trainer._batch(pixels, labels, domain, index, view)
+    pixels, labels, domain, index, view = next(iter(trainer.loader(0, 0)))
+    batch = trainer.make_batch(pixels, labels, domain, index, view)
     assert batch.adv_pixels.shape == batch.pixels.shape == (8, 3, 16, 16), "adversarial views at the student's size"
     adv = AdversarialViews.open(cache)
-    rows = adv.lookup(index, adv.choose(index, 0, trainer.s.view_seed))
+    rows = adv.lookup(index, adv.choose(index, 0, trainer.setup.views.seed))
     # batch tensors are on the run's device (cuda on a GPU machine), the lookup on the CPU
     assert torch.equal(batch.adv_teacher_logits.cpu(), rows["logits"])
     assert not torch.equal(batch.adv_teacher_logits, batch.teacher_logits)
@@ -179,8 +179,8 @@ def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
     assert torch.equal(t_logits[mask], batch.adv_teacher_logits[mask])
     assert torch.equal(mixed[~mask], batch.images[~mask])
 
-    summary = run_training(load_train_config(None, base=cfg))
-    assert summary["strategy"] == "adv_cached"
+    summary = train(load_train_config(None, base=cfg))
+    assert summary.strategy == "adv_cached"
     import json
 
     prov = json.loads((tmp_path / "run" / "checkpoints" / "best" / "student.json").read_text())["provenance"]
@@ -189,7 +189,7 @@ def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
     # a cache without adversarial views (other source domain) is refused with what to do
     cfg_green = {**cfg, "data": {**cfg["data"], "source": ["green"]}, "run": {**cfg["run"], "out": str(tmp_path / "g")}}
     with pytest.raises(DistillError, match="no adversarial view"):
-        run_training(load_train_config(None, base=cfg_green))
+        train(load_train_config(None, base=cfg_green))
 
 
 def test_adv_cached_clean_target_is_the_teacher_on_the_same_crop(data, tmp_path):
@@ -206,11 +206,11 @@ def test_adv_cached_clean_target_is_the_teacher_on_the_same_crop(data, tmp_path)
            "optim": {"epochs": 1, "batch_size": 8}, "run": {"out": str(tmp_path / "run"), "workers": 0,
                                                             "progress": False}}
     trainer = Trainer(build(load_train_config(None, base=cfg)))
-    views = torch.cat([v for *_, v in trainer._loader(0, 0)])
+    views = torch.cat([v for *_, v in trainer.loader(0, 0)])
     assert (views > 0).any(), "the test needs items that drew an augmented view"
     c = TeacherCache.open(cache)
-    for pixels, labels, domain, index, view in trainer._loader(0, 0):
-        batch = trainer._batch(pixels, labels, domain, index, view)
+    for pixels, labels, domain, index, view in trainer.loader(0, 0):
+        batch = trainer.make_batch(pixels, labels, domain, index, view)
         _, t_logits, mask = trainer.strategy.mix(batch)
         assert mask.all()
         view0 = c.lookup(index, torch.zeros_like(index))["logits"]
@@ -222,7 +222,7 @@ def test_adv_cached_clean_target_is_the_teacher_on_the_same_crop(data, tmp_path)
 
 def test_adv_kd_through_the_trainer(data, tmp_path):
     from distill.config import load_train_config
-    from distill.train import run_training
+    from distill.train import train
 
     root, cache = data
     cfg = {"data": {"root": str(root), "source": ["red"], "test_fraction": 0.3}, "cache": str(cache),
@@ -230,8 +230,8 @@ def test_adv_kd_through_the_trainer(data, tmp_path):
            "student": {"arch": "test_resnet", "input_size": 16}, "strategy": {"name": "adv_kd", "steps": 1},
            "optim": {"epochs": 1, "batch_size": 8}, "run": {"out": str(tmp_path / "run"), "workers": 0,
                                                             "progress": False}}
-    summary = run_training(load_train_config(None, base=cfg))
-    assert summary["strategy"] == "adv_kd" and set(summary["test_acc"]) == {"red", "green"}
+    summary = train(load_train_config(None, base=cfg))
+    assert summary.strategy == "adv_kd" and set(summary.test_acc) == {"red", "green"}
 
 
 def test_cache_build_cli_adds_adversarial_views(data, tmp_path, capsys):

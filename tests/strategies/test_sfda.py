@@ -243,14 +243,14 @@ def test_adapt_errors_are_one_line(root, caches, source_ckpt, tmp_path, capsys):
 
 def test_sfda_fuses_two_caches_per_sample(root, caches, source_ckpt):
     """Through the trainer's batches: teacher_logits_all carries both caches and the refresh weighs them."""
-    from distill.adapt import adapt_recipe
+    from distill.train.adapt import adapt_recipe
     from distill.config import load_train_config
     from distill.train import Trainer, build
 
     cfg = load_train_config(None, base=adapt_recipe(source_ckpt, [TARGET], root, caches, "sfda", "/tmp/unused",
                                                     optim={"batch_size": 8}, run={"workers": 0, "progress": False}))
     trainer = Trainer(build(cfg))
-    batch = next(trainer._clean_batches())
+    batch = next(trainer.clean_batches())
     assert batch.labels is None and len(batch.teacher_logits_all) == 2
     assert not torch.equal(batch.teacher_logits_all[0], batch.teacher_logits_all[1])
     strategy = trainer.strategy
@@ -311,7 +311,7 @@ def test_sfda_kill9_then_resume_is_bit_identical(root, caches, source_ckpt, tmp_
 
 
 def test_set_overrides_a_strategys_own_optim_defaults():
-    from distill.adapt import adapt_optim
+    from distill.train.adapt import adapt_optim
 
     assert adapt_optim("shot")["lr"] == 5e-4 and adapt_optim("sfda")["lr"] == 3e-3
     assert adapt_optim("shot", {"lr": 1e-3})["lr"] == 1e-3 and adapt_optim("shot")["epochs"] == 10

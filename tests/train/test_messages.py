@@ -10,7 +10,7 @@ import torch
 
 from distill.cli import main as cli
 from tests.shapes import make_shapes_root
-from tests.test_train import _config, _write
+from tests.train.test_trainer import _config, _write
 
 
 @pytest.fixture(scope="module")

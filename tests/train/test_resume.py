@@ -97,13 +97,13 @@ class _Crash(RuntimeError):
 
 @pytest.mark.parametrize("strategy", list_strategies())
 def test_crash_mid_epoch_2_then_resume_is_byte_identical(world, tmp_path, monkeypatch, strategy):
-    from distill.train import Checkpoints, run_training
+    from distill.train import Checkpoints, train
 
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     spe = _steps_per_epoch(_cfg(world, strategy, tmp_path / "p"))
     assert spe >= 2, "the crash must land inside epoch 2"
     crash_at = spe + 1  # the first step of epoch 2 is done and saved
-    run_training(load_train_config(None, base=_cfg(world, strategy, full)))
+    train(load_train_config(None, base=_cfg(world, strategy, full)))
 
     save = Checkpoints.save
 
@@ -115,14 +115,14 @@ def test_crash_mid_epoch_2_then_resume_is_byte_identical(world, tmp_path, monkey
 
     monkeypatch.setattr(Checkpoints, "save", save_then_crash)
     with pytest.raises(_Crash):
-        run_training(load_train_config(None, base=_cfg(world, strategy, crashed)))
+        train(load_train_config(None, base=_cfg(world, strategy, crashed)))
     monkeypatch.setattr(Checkpoints, "save", save)
     assert not (crashed / "summary.json").exists()
     assert f'"step": {crash_at}' in (crashed / "checkpoints" / "last.json").read_text()
 
     torch.manual_seed(12345)  # a fresh process: whatever the global RNG holds, resume must not depend on it
     torch.rand(7)
-    run_training(load_train_config(crashed / "config.yaml"), resume=True)
+    train(load_train_config(crashed / "config.yaml"), resume=True)
     _assert_same_run(full, crashed)
 
 
@@ -134,13 +134,13 @@ def _train_subprocess(args: list[str], env_extra: dict | None = None) -> subproc
 
 @pytest.mark.parametrize("strategy, workers", [("adv_cached", 2), ("adv_kd", 0)])
 def test_kill9_mid_epoch_2_then_resume_is_byte_identical(world, tmp_path, strategy, workers):
-    from distill.train import run_training
+    from distill.train import train
 
     full, killed = tmp_path / "full", tmp_path / "killed"
     cfg = _cfg(world, strategy, full, workers)
     spe = _steps_per_epoch(cfg)
     kill_at = spe + 1
-    run_training(load_train_config(None, base=cfg))
+    train(load_train_config(None, base=cfg))
     p = tmp_path / "kill.yaml"
     p.write_text(yaml.safe_dump(_cfg(world, strategy, killed, workers)))
     proc = _train_subprocess(["-c", str(p)], {"DISTILL_TRAIN_STEP_DELAY": "0.4"})

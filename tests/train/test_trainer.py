@@ -122,10 +122,10 @@ def test_erm_trains_without_any_teacher(tmp_path, tiny_root, monkeypatch):
     monkeypatch.setattr(clip.Teacher, "__init__", lambda *a, **k: pytest.fail("teacher was built"))
     cfg = _config(tiny_root, None, tmp_path / "run", strategy__name="erm", optim__epochs=1)
     cfg["strategy"] = {"name": "erm"}
-    from distill.train import run_training
+    from distill.train import train
 
-    summary = run_training(load_train_config(_write(tmp_path, cfg)))
-    assert set(summary["test_acc"]) == {"red", "green", "blue"}
+    summary = train(load_train_config(_write(tmp_path, cfg)))
+    assert set(summary.test_acc) == {"red", "green", "blue"}
     assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,")
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
 
@@ -217,11 +217,11 @@ def test_ddp_two_processes_match_one(tmp_path, tiny_root, tiny_cache):
 def test_ddp_matches_one_process_with_batch_statistics(tmp_path, tiny_root):
     """shot's information maximisation takes the entropy of the *batch's* mean prediction: under DDP
     it must be the global batch's (gathered across ranks), or 2 x 4 images train differently than 8."""
-    from distill.train import run_training
+    from distill.train import train
 
     src = _config(tiny_root, None, tmp_path / "erm", student__arch="test_vit", optim__epochs=2)
     src["strategy"] = {"name": "erm"}
-    run_training(load_train_config(_write(tmp_path, src, "erm.yaml")))
+    train(load_train_config(_write(tmp_path, src, "erm.yaml")))
     ckpt = tmp_path / "erm" / "checkpoints" / "best"
 
     def shot(out: str) -> dict:
@@ -262,11 +262,11 @@ def test_training_replays_the_cached_views(tiny_root, tiny_cache):
 
 def test_bf16_autocast_trains(tmp_path, tiny_root, tiny_cache):
     """optim.bf16 runs the forward passes under bfloat16 autocast and still trains."""
-    from distill.train import run_training
+    from distill.train import train
 
     cfg = _config(tiny_root, tiny_cache, tmp_path / "run", optim__epochs=1, optim__bf16=True)
-    summary = run_training(load_train_config(_write(tmp_path, cfg)))
-    assert all(0.0 <= a <= 100.0 for a in summary["test_acc"].values())
+    summary = train(load_train_config(_write(tmp_path, cfg)))
+    assert all(0.0 <= a <= 1.0 for a in summary.test_acc.values())
     w = _weights(tmp_path / "run")
     assert all(torch.isfinite(t.float()).all() for t in w.values())
 
@@ -277,7 +277,7 @@ def test_training_from_the_pixel_store_equals_decoding(tmp_path, tiny_root, tiny
 
     from distill.data import DomainFolder
     from distill.teacher.cache_pixels import build_pixel_store
-    from distill.train import run_training
+    from distill.train import train
 
     with_px = tmp_path / "cache_px"
     shutil.copytree(tiny_cache, with_px)
@@ -286,7 +286,7 @@ def test_training_from_the_pixel_store_equals_decoding(tmp_path, tiny_root, tiny
     lines = []
     for name, cache in (("decode", tiny_cache), ("store", with_px)):
         cfg = _config(tiny_root, cache, tmp_path / name, optim__epochs=1)
-        run_training(load_train_config(_write(tmp_path, cfg, f"{name}.yaml")))
+        train(load_train_config(_write(tmp_path, cfg, f"{name}.yaml")))
         lines.append(next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("input: ")))
     assert "decoding images" in lines[0] and "--store-pixels 16x16" in lines[0]
     assert lines[1].startswith("input: cached pixels 16x16 bilinear")  # test_resnet resizes bilinear

@@ -2,9 +2,14 @@
 
 ``distill adapt`` and the demo's SFDA stage build their training configs here, so both adapt
 with the same defaults. The result goes through :func:`distill.config.load_train_config`
-(``--set`` overrides, validation) and :func:`distill.train.run_training` like any recipe; the
+(``--set`` overrides, validation) and :func:`distill.train.train` like any recipe; the
 trainer then reads only the target domains' training images (labels hidden) and evaluates
 only the target domains.
+
+What the recipe needs from earlier stages it reads through their records: the checkpoint's
+:class:`~distill.student.model.StudentSpec` (``student.json``: arch, input size, the source
+domains it was trained on) and the cache's :class:`~distill.records.CacheManifest` (the split
+rule). The optimizer defaults are the strategy's own (:meth:`Strategy.default_optim`).
 """
 from __future__ import annotations
 
@@ -12,46 +17,32 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from distill.errors import DistillError
-
-SFDA_STRATEGIES = ("sfda", "shot", "teacher_pl")
-
-#: Optimizer defaults for adaptation: a short, gentle fine-tune of an already trained model
-#: (no warm-up from scratch). A strategy's own ``optim_defaults`` (SHOT: lr 5e-4) override them,
-#: and the caller's ``optim`` (``--set optim.*``) overrides both: see :func:`adapt_optim`.
-ADAPT_OPTIM: dict[str, Any] = {"epochs": 10, "batch_size": 64, "optimizer": "adamw", "lr": 3e-3,
-                               "weight_decay": 0.01, "warmup_epochs": 0, "grad_clip": 1.0}
-
+from distill.records import CACHE_MANIFEST, STUDENT_SPEC, STUDENT_WEIGHTS, CacheManifest
+from distill.strategies import get_strategy
+from distill.student.model import StudentSpec
+from distill.utils.io import read_json
 
 def adapt_optim(strategy: str, optim: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The optim section of an adaptation: :data:`ADAPT_OPTIM` < the strategy's ``optim_defaults`` < ``optim``."""
-    from distill.strategies import get_strategy
+    """The optim section of an adaptation: the strategy's :meth:`~distill.strategies.base.Strategy.default_optim`
+    under ``optim`` (the caller's, e.g. ``--set optim.*``)."""
+    return {**get_strategy(strategy).default_optim(), **(optim or {})}
 
-    return {**ADAPT_OPTIM, **get_strategy(strategy).optim_defaults, **(optim or {})}
 
-
-def source_domains_of(checkpoint: str | Path) -> list[str] | None:
-    """The source domains a checkpoint was trained on (its ``student.json`` provenance), if recorded."""
-    from distill.utils.io import read_json
-
+def checkpoint_spec(checkpoint: str | Path) -> StudentSpec:
+    """The :class:`StudentSpec` of a checkpoint folder (or of its ``model.safetensors``)."""
     path = Path(checkpoint)
-    folder = path.parent if path.suffix == ".safetensors" else path
-    if not (folder / "student.json").is_file():
-        raise DistillError(f"{folder}: not a student checkpoint (no student.json); pass RUN/checkpoints/best")
-    prov = read_json(folder / "student.json").get("provenance") or {}
-    doms = prov.get("source_domains")
-    return list(doms) if doms else None
+    folder = path.parent if path.name == STUDENT_WEIGHTS else path
+    if not (folder / STUDENT_SPEC).is_file():
+        raise DistillError(f"{folder}: not a student checkpoint (no {STUDENT_SPEC}); pass RUN/checkpoints/best")
+    return StudentSpec.from_dict(read_json(folder / STUDENT_SPEC), str(folder / STUDENT_SPEC))
 
 
 def split_of_cache(cache: str | Path) -> tuple[float, int, float]:
     """(test_fraction, split_seed, val_fraction) recorded in a cache manifest, so the run's split matches the cache's."""
-    from distill.teacher.cache_format import MANIFEST
-    from distill.utils.io import read_json
-
-    path = Path(cache) / MANIFEST
-    if not path.is_file():
-        raise DistillError(f"{cache}: not a complete teacher cache (no {MANIFEST})")
-    ds = read_json(path)["dataset"]
-    return float(ds["test_fraction"]), int(ds["split_seed"]), float(ds.get("val_fraction", 0.0))
+    if not CacheManifest.exists_in(cache):
+        raise DistillError(f"{cache}: not a complete teacher cache (no {CACHE_MANIFEST})")
+    dataset = CacheManifest.read(cache).dataset
+    return dataset.test_fraction, dataset.split_seed, dataset.val_fraction
 
 
 def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: str | Path,
@@ -76,7 +67,9 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     targets = [t for t in targets if t]
     if not targets:
         raise DistillError("adapt: name at least one target domain (--target mnist_m[,optdigits])")
-    src = list(source_domains) if source_domains else source_domains_of(source_checkpoint)
+    spec = checkpoint_spec(source_checkpoint)
+    recorded = spec.provenance.get("source_domains")
+    src = list(source_domains) if source_domains else (list(recorded) if recorded else None)
     if not src:
         raise DistillError(f"{source_checkpoint}: its student.json records no source domains; pass --source-domains")
     overlap = sorted(set(src) & set(targets))
@@ -84,14 +77,9 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
         raise DistillError(f"adapt: {overlap} are both source and target domains; a target must be unseen")
     val_fraction = None
     if caches:
-        val_fraction = split_of_cache(caches[0])[2]
-    if caches and (test_fraction is None or split_seed is None):
-        tf, ss, _ = split_of_cache(caches[0])
-        test_fraction = tf if test_fraction is None else test_fraction
-        split_seed = ss if split_seed is None else split_seed
-    from distill.student.model import load_student
-
-    spec = load_student(source_checkpoint).spec
+        cache_test_fraction, cache_split_seed, val_fraction = split_of_cache(caches[0])
+        test_fraction = cache_test_fraction if test_fraction is None else test_fraction
+        split_seed = cache_split_seed if split_seed is None else split_seed
     cfg: dict[str, Any] = {
         "data": {"root": str(root), "source": src, "target": list(targets),
                  "test_fraction": 0.3 if test_fraction is None else test_fraction,

@@ -76,11 +76,11 @@ def test_nan_is_caught_at_the_next_log_point_with_the_same_message(root, tmp_pat
         return out
 
     monkeypatch.setattr(erm.ERM, "forward", forward)
-    from distill.train import run_training
+    from distill.train import train
 
     cfg = _cfg(root, tmp_path / "run", log_every=3, save_every=2)
     with pytest.raises(DistillError, match=r"^loss is nan at epoch 1 step 1: lower optim.lr or enable optim.grad_clip$"):
-        run_training(cfg)
+        train(cfg)
     assert calls["n"] == 2, "flushed before the checkpoint at step 2: the NaN step is the last one run"
     assert not (tmp_path / "run" / "checkpoints" / "last.json").exists(), "a NaN-poisoned checkpoint was written"
 
@@ -92,23 +92,23 @@ def test_one_persistent_loader_serves_every_epoch_exactly(root, tmp_path):
     from distill.train import TrainImages, Trainer, build, epoch_items
 
     trainer = Trainer(build(_cfg(root, tmp_path / "run", workers=1)))
-    s = trainer.s
+    s = trainer.setup
     spec = trainer.strategy.student.spec
     B = s.cfg.optim.batch_size
-    first = trainer._loader(0, 0)
+    first = trainer.loader(0, 0)
     assert first.persistent_workers and first.num_workers == 1
     seen_workers = None
     for epoch, skip in ((0, 0), (1, 1), (2, 0)):
-        loader = trainer._loader(epoch, skip)
+        loader = trainer.loader(epoch, skip)
         assert loader is first
         got = list(loader)
         if seen_workers is None:
             seen_workers = loader._iterator._workers  # the worker processes, alive across epochs
         assert loader._iterator._workers is seen_workers
-        items = epoch_items(trainer.train_samples, trainer.domain_index, s.views, s.view_seed, epoch)
+        items = epoch_items(trainer.train_samples, trainer.domain_index, s.views.count, s.views.seed, epoch)
         items = items[skip * B: trainer.steps_per_epoch * B]
-        want = list(DataLoader(TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.view_cfg,
-                                           s.view_seed, uint8=True), batch_size=B))
+        want = list(DataLoader(TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.views.augment,
+                                           s.views.seed, uint8=True), batch_size=B))
         assert len(got) == len(want) == trainer.steps_per_epoch - skip
         for g, w in zip(got, want):
             for a, b in zip(g, w):
@@ -132,14 +132,14 @@ def test_batches_travel_as_uint8_and_become_the_same_floats_on_the_device(root, 
     from distill.train import TrainImages, Trainer, build
 
     trainer = Trainer(build(_cfg(root, tmp_path / "run")))
-    s = trainer.s
+    s = trainer.setup
     spec = trainer.strategy.student.spec
-    pixels, labels, domain, index, view = next(iter(trainer._loader(0, 0)))
+    pixels, labels, domain, index, view = next(iter(trainer.loader(0, 0)))
     assert pixels.dtype == torch.uint8
-    batch = trainer._batch(pixels, labels, domain, index, view)
-    items = trainer._loader(0, 0).dataset.items
-    floats = TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.view_cfg, s.view_seed)
-    ref = next(iter(DataLoader(floats, batch_sampler=[trainer._epoch_batches[0]])))[0]
+    batch = trainer.make_batch(pixels, labels, domain, index, view)
+    items = trainer.loader(0, 0).dataset.items
+    floats = TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.views.augment, s.views.seed)
+    ref = next(iter(DataLoader(floats, batch_sampler=[trainer.epoch_batches.batches[0]])))[0]
     assert ref.dtype == torch.float32 and torch.equal(batch.pixels, ref)
 
 

@@ -1,0 +1,87 @@
+"""A run's checkpoints: versioned step folders, the resume pointer, and the selected (best) student.
+
+``RUN/checkpoints/step-N/`` holds the student and the resumable training state (optimizer,
+scheduler, RNG, position; :mod:`distill.utils.state`, no pickle). A step folder is published
+by atomically rewriting ``checkpoints/last.json``, so a run killed at any point resumes from
+a complete one. ``checkpoints/best/`` holds the student selected on source validation
+accuracy (first of ties); a run without source validation images keeps its last epoch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from distill.records import BEST_CHECKPOINT, CHECKPOINT_POINTER, CHECKPOINTS_DIR, TRAIN_STATE
+from distill.strategies import Strategy
+from distill.student.model import save_student
+from distill.utils.io import atomic_write_json, read_json
+from distill.utils.state import load_state, save_state
+
+
+class Checkpoints:
+    """``RUN/checkpoints/step-N/`` folders + an atomically rewritten ``last.json`` pointer."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir) / CHECKPOINTS_DIR
+
+    @property
+    def best(self) -> Path:
+        """The selected student's folder (``checkpoints/best``)."""
+        return self.dir / BEST_CHECKPOINT
+
+    @property
+    def pointer(self) -> Path:
+        return self.dir / CHECKPOINT_POINTER
+
+    def last(self) -> Path | None:
+        """The newest complete step folder, or None (no checkpoint yet)."""
+        if not self.pointer.is_file():
+            return None
+        path = self.dir / read_json(self.pointer)["dir"]
+        return path if (path / TRAIN_STATE).is_file() else None
+
+    def save(self, step: int, strategy: Strategy, state: dict[str, Any]) -> Path:
+        """Write step ``step``'s folder (student + ``state`` + the strategy's own state), then publish it."""
+        path = self.dir / f"step-{step:08d}"
+        if path.exists():
+            shutil.rmtree(path)
+        save_student(strategy.student, path)
+        save_state(path / TRAIN_STATE, {"strategy": strategy.state_dict(), **state})
+        atomic_write_json(self.pointer, {"dir": path.name, "step": step})
+        for old in self.dir.glob("step-*"):
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    @staticmethod
+    def load(path: Path) -> dict[str, Any]:
+        """The training state saved in step folder ``path`` (see :meth:`save`)."""
+        return load_state(path / TRAIN_STATE)
+
+    def save_best(self, strategy: Strategy, provenance: dict[str, Any]) -> None:
+        """Replace ``checkpoints/best`` with the strategy's student (written aside, then renamed)."""
+        tmp = self.dir / f"{BEST_CHECKPOINT}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_student(strategy.student, tmp, extra_provenance=provenance)
+        if self.best.exists():
+            shutil.rmtree(self.best)
+        os.replace(tmp, self.best)
+
+
+# ---------------------------------------------------------------------------- selection
+def improves(source_val_acc: float, best: float) -> bool:
+    """Whether an epoch with this source validation accuracy replaces the best checkpoint.
+
+    Without validation accuracy (NaN: a source-free run sees no source data and must not peek
+    at target labels) every epoch does, so the last epoch is kept.
+    """
+    return source_val_acc > best if not math.isnan(source_val_acc) else True
+
+
+def best_epoch(history: list[dict[str, Any]]) -> int:
+    """The selected epoch: best source validation accuracy (first of ties), else the last."""
+    rows = [r for r in history if not math.isnan(r["source_val_acc"])]
+    return max(rows, key=lambda r: r["source_val_acc"])["epoch"] if rows else history[-1]["epoch"]

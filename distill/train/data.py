@@ -1,0 +1,146 @@
+"""What the trainer feeds the student: epoch items, the image dataset, and the batch plan of an epoch.
+
+Exact resume rests here: each epoch's order and each image's view are a pure function of
+``(seed, epoch)`` (:func:`epoch_items`), and the DataLoader draws from its own generator,
+never the global RNG. The loader and its workers persist for the whole run; each epoch only
+refills the list its batch sampler iterates (:class:`EpochBatches`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from distill.data.folder import DomainFolder, Sample
+from distill.data.images import load_rgb
+from distill.teacher.views import ViewConfig, view_params, view_pixels
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """Which views training shows: the (first) cache's, so training replays what the teacher saw."""
+
+    count: int              # views per image
+    augment: ViewConfig     # how a view is drawn (crop scale, flips)
+    seed: int               # the seed view params are drawn from (when no cache holds them)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training example of an epoch: an image and which of its views to show."""
+
+    sample: Sample
+    domain: int
+    view: int
+    params: tuple[float, ...] | None  # cached view params; None: compute from the seed
+
+
+class TrainImages(Dataset):
+    """Items -> pixels [3, H, W] in [0, 1] of the item's view, at the student's resolution.
+
+    With ``pixels`` (the cache's :class:`~distill.teacher.cache_pixels.PixelStore` at this size
+    and interpolation) an item with cached view params is read from the store: no decode, no
+    resize. Otherwise the image is decoded and the view made with
+    :func:`~distill.teacher.views.view_pixels`, the function the store was written with, so
+    both paths give the same bits.
+
+    With ``uint8=True`` items stay uint8 [3, H, W] (what the trainer asks for): a worker then only
+    reads or decodes, a quarter of the bytes cross shared memory, pinning and the host-to-device
+    copy, and :func:`to_unit` turns the batch into floats on the device, bit-identical to
+    converting here.
+    """
+
+    def __init__(self, dataset: DomainFolder, items: Sequence[Item], size: tuple[int, int], interpolation: str,
+                 view_cfg: ViewConfig, view_seed: int, pixels=None, uint8: bool = False):
+        self.dataset, self.items = dataset, list(items)
+        self.size, self.interpolation = size, interpolation
+        self.view_cfg, self.view_seed = view_cfg, view_seed
+        self.pixels = pixels
+        self.uint8 = uint8
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        if self.pixels is not None and item.params is not None:
+            u8 = self.pixels.get(item.sample.index, item.view)
+        else:
+            img = load_rgb(self.dataset.path(item.sample))
+            params = item.params
+            if params is None:
+                params = view_params(self.view_seed, item.sample.index, item.view, img.size, self.view_cfg,
+                                     clean_size=self.size)
+            u8 = view_pixels(img, params, self.size, self.interpolation)
+        pixels = u8 if self.uint8 else to_unit(u8)
+        return pixels, item.sample.label, item.domain, item.sample.index, item.view
+
+
+def to_unit(u8: Tensor) -> Tensor:
+    """uint8 pixels -> floats in [0, 1], exactly what torchvision's ``to_tensor`` computes (on any device)."""
+    return u8.to(torch.get_default_dtype()).div(255)
+
+
+def epoch_items(samples: Sequence[Sample], domain_index: dict[str, int], views: int, seed: int, epoch: int,
+                cache=None) -> list[Item]:
+    """The epoch's items in training order: a pure function of (samples, views, seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(samples), generator=g).tolist()
+    chosen = torch.randint(0, views, (len(samples),), generator=g).tolist() if views > 1 else [0] * len(samples)
+    items = []
+    params = None
+    if cache is not None:
+        idx = torch.tensor([samples[i].index for i in order], dtype=torch.long)
+        vw = torch.tensor([chosen[i] for i in order], dtype=torch.long)
+        params = cache.lookup(idx, vw)["view_params"].tolist() if len(idx) else []
+    for j, i in enumerate(order):
+        sample = samples[i]
+        items.append(Item(sample, domain_index[sample.domain], chosen[i],
+                          tuple(params[j]) if params is not None else None))
+    return items
+
+
+def all_view_items(samples: Sequence[Sample], domain_index: dict[str, int], views: int, cache=None) -> list[Item]:
+    """Every (image, view) pair once, image-major: the persistent loader's dataset.
+
+    Pair ``i * views + v`` is view ``v`` of ``samples[i]``; with a cache its view params come
+    from one lookup.
+    """
+    params = None
+    if cache is not None and samples:
+        idx = torch.tensor([x.index for x in samples], dtype=torch.long).repeat_interleave(views)
+        vw = torch.arange(views, dtype=torch.long).repeat(len(samples))
+        params = cache.lookup(idx, vw)["view_params"].tolist()
+    return [Item(x, domain_index[x.domain], v, tuple(params[i * views + v]) if params is not None else None)
+            for i, x in enumerate(samples) for v in range(views)]
+
+
+class EpochBatches:
+    """A batch sampler over a list the trainer refills each epoch (the DataLoader and its workers persist).
+
+    Keys are positions in :func:`all_view_items`' list: ``pair_of[sample_index] * views + view``.
+    """
+
+    def __init__(self, samples: Sequence[Sample], views: int):
+        self.views = views
+        self.pair_of = {x.index: i for i, x in enumerate(samples)}
+        self.batches: list[list[int]] = []
+
+    def plan(self, items: Sequence[Item], steps: range, batch_size: int, rank: int, world: int) -> None:
+        """This rank's share of ``items`` for each step in ``steps`` (the global batch split over ranks)."""
+        per_rank = batch_size // world
+        batches = []
+        for step in steps:
+            start = step * batch_size + rank * per_rank
+            batches.append([self.pair_of[it.sample.index] * self.views + it.view
+                            for it in items[start:start + per_rank]])
+        self.batches[:] = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(list(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)

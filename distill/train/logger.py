@@ -1,0 +1,129 @@
+"""What a run reports while it trains: TensorBoard scalars, the tqdm bar, and the NaN check.
+
+Kept out of the loop so :meth:`distill.train.trainer.Trainer.fit` reads as the loop it is.
+Rank 0 writes TensorBoard and shows the bar; every rank keeps the per-step values on the
+device and checks them for NaN at each log point (one host sync per log point, not per step).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from distill.errors import DistillError
+from distill.records import RUN_TENSORBOARD
+
+
+class StepLog:
+    """Per-step loss, loss parts and accuracy, kept on the device and read back at log points.
+
+    ``float(loss)`` every step stalls a GPU until the step finishes; here each log point costs one
+    host sync for all steps since the last. A non-finite loss raises the same one-line error as a
+    per-step check would, naming the first bad step, at the next log point (the trainer flushes
+    before every checkpoint, so a NaN never reaches one).
+    """
+
+    def __init__(self, writer, device: torch.device):
+        self.writer, self.device = writer, device
+        self.epoch = 0
+        self.steps: list[tuple[int, int, float]] = []  # (step in epoch, global step, lr)
+        self.values: list[Tensor] = []  # 0-dim: loss of each step, then its parts
+        self.names: list[list[str]] = []
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = 0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.correct.zero_()
+        self.seen = 0
+
+    def add(self, step_in_epoch: int, global_step: int, out: dict[str, Tensor], labels: Tensor | None,
+            lr: float) -> None:
+        parts = [k for k, v in out.items() if k not in ("loss", "logits") and v.dim() == 0]
+        self.steps.append((step_in_epoch, global_step, lr))
+        self.names.append(parts)
+        self.values += [out["loss"].detach().float()] + [out[k].detach().float() for k in parts]
+        if "logits" in out and labels is not None:  # live accuracy, accumulated on the device
+            self.correct += (out["logits"].detach().argmax(-1) == labels).sum()
+            self.seen += len(labels)
+
+    def flush(self, bar=None) -> None:
+        if not self.steps:
+            return
+        vals = torch.stack(self.values).cpu().tolist()  # the one host sync
+        i = 0
+        for (step, gstep, lr), names in zip(self.steps, self.names):
+            loss = vals[i]
+            if not math.isfinite(loss):
+                raise DistillError(f"loss is {loss} at epoch {self.epoch + 1} step {step}: "
+                                   f"lower optim.lr or enable optim.grad_clip")
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", loss, gstep)
+                for k, v in zip(names, vals[i + 1:i + 1 + len(names)]):
+                    self.writer.add_scalar(f"train/{k}", v, gstep)
+                self.writer.add_scalar("train/lr", lr, gstep)
+            i += 1 + len(names)
+        if bar is not None:
+            post = {"loss": f"{vals[i - 1 - len(self.names[-1])]:.3f}"}
+            if self.seen:
+                post["acc"] = f"{100 * int(self.correct) / self.seen:.1f}"
+            bar.set_postfix(post)
+        self.steps, self.values, self.names = [], [], []
+
+
+class RunLog:
+    """One run's reporting: TensorBoard (rank 0), the per-epoch tqdm bar (rank 0, ``run.progress``),
+    and the :class:`StepLog` of every rank."""
+
+    def __init__(self, run_dir: Path, device: torch.device, main: bool, progress: bool, global_step: int):
+        self.writer = None
+        if main:
+            # lazy: tensorboard's import takes about a second and only rank 0 of a training run writes
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(run_dir) / RUN_TENSORBOARD), purge_step=global_step or None)
+        self.show_bar = main and progress
+        self.steps = StepLog(self.writer, device)
+        self.bar = None
+
+    def start_epoch(self, epoch: int, epochs: int, steps_per_epoch: int, step_in_epoch: int) -> None:
+        if self.show_bar:
+            self.bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{epochs}",
+                            dynamic_ncols=True, leave=False)
+        self.steps.start_epoch(epoch)
+
+    def step(self, step_in_epoch: int, global_step: int, out: dict[str, Tensor], labels: Tensor | None,
+             lr: float) -> None:
+        """Record a step's outputs (on the device; nothing is read back here)."""
+        self.steps.add(step_in_epoch, global_step, out, labels, lr)
+
+    def flush(self) -> None:
+        """Read back the steps since the last flush; raises on a non-finite loss."""
+        self.steps.flush(self.bar)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def end_epoch(self) -> None:
+        self.flush()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def evaluation(self, row: dict[str, Any], global_step: int) -> None:
+        """The epoch's metrics row as ``eval/*`` scalars."""
+        if self.writer is None:
+            return
+        for k, v in row.items():
+            if k != "epoch":
+                self.writer.add_scalar(f"eval/{k}", v, global_step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

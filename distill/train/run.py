@@ -1,0 +1,44 @@
+"""``train(cfg)``: a validated TrainConfig -> a trained run folder (config.yaml, checkpoints, metrics, summary)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.config import TrainConfig, dump_config
+from distill.errors import DistillError
+from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary
+from distill.train.build import build
+from distill.train.summary import printed_pct
+from distill.train.trainer import Trainer
+from distill.utils.io import atomic_write_text
+from distill.utils.runtime import barrier
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> RunSummary | None:
+    """Train a student as ``cfg`` says (or continue the run in ``cfg.run.out`` with ``resume``).
+
+    Returns the run's summary (also in RUN/summary.json) on rank 0, None on the other ranks.
+    """
+    run_dir = Path(cfg.run.out)
+    saved = run_dir / RUN_CONFIG
+    if resume:
+        if not saved.is_file():
+            raise DistillError(f"--resume {run_dir}: no {RUN_CONFIG} there (not a run directory)")
+    elif (run_dir / CHECKPOINTS_DIR / CHECKPOINT_POINTER).is_file():
+        raise DistillError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, "
+                           "or choose another run.out")
+    setup = build(cfg)
+    if setup.dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            atomic_write_text(saved, dump_config(cfg))
+    barrier(setup.dist)
+    trainer = Trainer(setup)
+    if resume:
+        trainer.resume()
+    if setup.dist.main:
+        zero_shot = "  ".join(f"{d} {printed_pct(v)}" for d, v in setup.teacher_zero_shot.items())
+        print(f"training '{cfg.strategy.name}' student {cfg.student.arch} on {trainer.train_domains} "
+              f"({len(trainer.train_samples)} images, {trainer.steps_per_epoch} steps/epoch); "
+              f"targets {setup.target}" + (f"; teacher zero-shot: {zero_shot}" if zero_shot else ""))
+        print(trainer.pixel_store()[1])
+    return trainer.fit()

@@ -1,0 +1,109 @@
+"""A run's numbers: the per-epoch metrics row, the printed epoch line, ``metrics.csv`` and the RunSummary.
+
+Accuracies are fractions in every row, in ``metrics.csv`` and in ``summary.json``
+(:class:`~distill.records.RunSummary`); they become percents only where printed
+(:func:`printed_pct`, same digits as ever).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from distill.records import RUN_METRICS, RunSummary
+from distill.utils.io import atomic_write_text
+
+#: What :class:`distill.evaluate.DomainEvaluator` returns 1.0 for: 100 while it returns percents.
+#: The ONE place train assumes the evaluator's unit (:func:`evaluator_fractions`); set it to 1.0
+#: (or drop the division) when the evaluator returns fractions.
+EVALUATOR_FULL_SCALE = 100.0
+
+# row keys
+SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC = "source_acc", "target_acc", "source_val_acc"
+TEST_PREFIX, VAL_PREFIX = "acc/", "val/"
+
+
+def evaluator_fractions(accuracy: dict[str, float]) -> dict[str, float]:
+    """``{domain: accuracy}`` from DomainEvaluator as fractions (see :data:`EVALUATOR_FULL_SCALE`)."""
+    return {d: v / EVALUATOR_FULL_SCALE for d, v in accuracy.items()}
+
+
+def printed_pct(fraction: float | None) -> str:
+    """A fraction printed as a percent with one decimal, ``n/a`` for None/NaN.
+
+    Like :func:`distill.records.pct`, but rounded to 4 decimals of a percent first: rows keep 6
+    decimals of a fraction (what 4 of a percent were), so every printed digit is the one the
+    percent rows printed (``100 * 0.1235`` alone may print 12.4 where 12.35 printed 12.3).
+    """
+    if fraction is None or math.isnan(fraction):
+        return "n/a"
+    return f"{round(100.0 * fraction, 4):.1f}"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return round(float(np.mean(values)), 6) if values else float("nan")
+
+
+def metrics_row(epoch: int, test: dict[str, float], val: dict[str, float], source: Sequence[str],
+                target: Sequence[str]) -> dict[str, Any]:
+    """One epoch's row: test accuracy per domain, source/target means, validation per source domain + mean.
+
+    Accuracies are fractions rounded to 6 decimals; a mean over no domain is NaN (printed ``n/a``).
+    """
+    row: dict[str, Any] = {"epoch": epoch + 1}
+    row.update({f"{TEST_PREFIX}{d}": round(v, 6) for d, v in test.items()})
+    row[SOURCE_ACC] = _mean([test[d] for d in source if d in test])
+    row[TARGET_ACC] = _mean([test[d] for d in target if d in test])  # no target domains: n/a
+    row.update({f"{VAL_PREFIX}{d}": round(v, 6) for d, v in val.items()})
+    row[SOURCE_VAL_ACC] = _mean(list(val.values()))
+    return row
+
+
+def by_domain(row: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+
+
+def epoch_line(row: dict[str, Any], improved: bool) -> str:
+    """The line printed after each epoch (percents)."""
+    domains = "  ".join(f"{d} {printed_pct(v)}" for d, v in by_domain(row, TEST_PREFIX).items())
+    kept = ("  (kept: last epoch; no labels to select on)" if math.isnan(row[SOURCE_VAL_ACC])
+            else "  (best)" if improved else "")
+    src, tgt, val = (printed_pct(row[k]) for k in (SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC))
+    return f"epoch {row['epoch']}: source val {val}  |  test: source {src}  target {tgt}  |  {domains}{kept}"
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """``RUN/metrics.csv``: one row per epoch, columns in order of first appearance."""
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    for row in history:
+        writer.writerow(row)
+    atomic_write_text(Path(run_dir) / RUN_METRICS, buf.getvalue())
+
+
+def _or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def selected_run_summary(row: dict[str, Any], **facts: Any) -> RunSummary:
+    """The RunSummary of the selected epoch's ``row``; ``facts`` are the run's other fields
+    (strategy, student, domains, params, checkpoint, ...)."""
+    return RunSummary(
+        best_epoch=row["epoch"],
+        selected_on=("source validation accuracy" if not math.isnan(row[SOURCE_VAL_ACC])
+                     else "last epoch (no source validation images)"),
+        val_acc=by_domain(row, VAL_PREFIX),
+        source_val_acc=_or_none(row[SOURCE_VAL_ACC]),
+        test_acc=by_domain(row, TEST_PREFIX),
+        source_acc=_or_none(row[SOURCE_ACC]),
+        target_acc=_or_none(row[TARGET_ACC]),
+        **facts,
+    )

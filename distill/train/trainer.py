@@ -1,0 +1,367 @@
+"""The Trainer: a short loop over objects, built by :func:`distill.train.build.build`.
+
+:meth:`Trainer.fit` reads like timm's train loop: for each epoch, :meth:`Trainer.train_one_epoch`,
+then :meth:`Trainer.evaluate`, then select and checkpoint (:meth:`Trainer.end_epoch`); reporting
+(TensorBoard, tqdm, the NaN check) lives in :mod:`distill.train.logger`, checkpoints in
+:mod:`distill.train.checkpoints`, the numbers in :mod:`distill.train.summary`.
+
+Exact resume: every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD start) is a
+function of ``(seed, epoch, step)``: the global RNGs are reseeded before each step. GPU habits:
+channels_last student on CUDA, no host sync in the step loop (log every ``run.log_every``
+steps), one persistent DataLoader, pinned memory + non_blocking copies, ``optim.precision``
+bf16/fp16 autocast (fp16 with a GradScaler). DDP: the global batch is split across ranks; on
+GPU, BatchNorm becomes SyncBatchNorm so N ranks match one process (CPU/gloo has none).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from timm.scheduler import CosineLRScheduler
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from distill.errors import DistillError
+from distill.evaluate import DomainEvaluator
+from distill.records import ROBUST_REPORT, RunSummary
+from distill.robust import RobustEvaluator, robust_table
+from distill.strategies import Batch
+from distill.student.model import load_student
+from distill.teacher.cache_pixels import PixelStore, find_pixel_store
+from distill.train.build import TrainSetup
+from distill.train.checkpoints import Checkpoints, best_epoch, improves
+from distill.train.data import EpochBatches, Item, TrainImages, all_view_items, epoch_items, to_unit
+from distill.train.logger import RunLog
+from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, evaluator_fractions, metrics_row,
+                                   selected_run_summary, write_metrics)
+from distill.utils.flops import count_flops, count_params
+from distill.utils.io import atomic_write_json
+from distill.utils.runtime import autocast, barrier, seed_step, step_seed
+from distill.utils.state import rng_state, set_rng_state
+
+_STEP_DELAY = float(os.environ.get("DISTILL_TRAIN_STEP_DELAY", "0") or 0)
+
+
+class Trainer:
+    """Optimizes ``setup.strategy`` on the training domains; evaluates, selects and checkpoints each epoch."""
+
+    def __init__(self, setup: TrainSetup):
+        self.setup = setup
+        optim = setup.cfg.optim
+        self.run_dir = Path(setup.cfg.run.out)
+        self.checkpoints = Checkpoints(self.run_dir)
+        self.strategy = setup.strategy
+        # channels_last on CUDA (tensor-core convs: ~3x the student's step rate on an H100); CPU keeps NCHW,
+        # where oneDNN chooses its own layouts and the bitwise resume guarantee was established
+        self.memory_format = torch.channels_last if setup.device.type == "cuda" else torch.contiguous_format
+        setup.strategy.to(memory_format=self.memory_format)
+        self.model = self._distributed(setup.strategy)
+        self.optimizer = self._optimizer()
+        self.train_domains = setup.target if setup.strategy.needs.target_data else setup.source
+        self.train_samples = setup.dataset.select(self.train_domains, "train")
+        self.steps_per_epoch = len(self.train_samples) // optim.batch_size
+        if self.steps_per_epoch == 0:
+            raise DistillError(f"domains {self.train_domains}: {len(self.train_samples)} training images is fewer than "
+                               f"optim.batch_size={optim.batch_size}")
+        if optim.batch_size % setup.dist.world:
+            raise DistillError(f"optim.batch_size={optim.batch_size} must be divisible by the {setup.dist.world} "
+                               "DDP ranks")
+        self.scheduler = CosineLRScheduler(self.optimizer, t_initial=optim.epochs * self.steps_per_epoch,
+                                           lr_min=optim.min_lr,
+                                           warmup_t=int(optim.warmup_epochs * self.steps_per_epoch),
+                                           warmup_lr_init=optim.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
+        self.domain_index = {d: i for i, d in enumerate(setup.dataset.domains)}
+        self.evaluator, self.val_evaluator = self._evaluators()
+        ctx = self.strategy.ctx
+        ctx.iterate_train, ctx.num_train, ctx.num_samples = self.clean_batches, len(self.train_samples), len(setup.dataset)
+        self.history: list[dict[str, Any]] = []
+        self.best = -1.0
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        spec = self.strategy.student.spec  # normalization constants: created once, on the device
+        self._mean = torch.tensor(spec.mean, device=setup.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(spec.std, device=setup.device).view(1, 3, 1, 1)
+        # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); CUDA only (check_precision)
+        self.scaler = torch.amp.GradScaler(setup.device.type, enabled=optim.precision == "fp16")
+        self.epoch_batches = EpochBatches(self.train_samples, setup.views.count)
+        self._train_loader: DataLoader | None = None
+        self._pixels: tuple[PixelStore | None, str] | None = None
+
+    # -------------------------------------------------------------- construction
+    def _distributed(self, module: nn.Module) -> nn.Module:
+        """``module`` for this process: itself alone, DDP (+ SyncBatchNorm on GPU) under torchrun."""
+        setup = self.setup
+        if setup.dist.world <= 1:
+            return module
+        if setup.device.type == "cuda":
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        optim, cuda = self.setup.cfg.optim, self.setup.device.type == "cuda"
+        params = [p for p in self.strategy.parameters() if p.requires_grad]
+        if optim.optimizer == "adamw":  # fused on CUDA: one kernel, and no host sync under a GradScaler
+            return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, fused=True if cuda else None)
+        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
+                               nesterov=optim.momentum > 0)  # momentum 0: plain SGD
+
+    def _evaluators(self) -> tuple[DomainEvaluator | None, DomainEvaluator | None]:
+        """(test split of the evaluated domains, source validation split): rank 0 only."""
+        setup = self.setup
+        if not setup.dist.main:
+            return None, None
+        preprocess = self.strategy.student.preprocess()
+        # a target-data (source-free) strategy never reads a source-domain image, not even to evaluate
+        source_free = setup.strategy.needs.target_data
+        test = DomainEvaluator(setup.dataset, setup.target if source_free else setup.source + setup.target,
+                               preprocess, workers=0)
+        # model selection: the source domains' validation split (never test; none for a source-free run)
+        val = None if source_free else DomainEvaluator(setup.dataset, setup.source, preprocess, split="val", workers=0)
+        return test, val
+
+    # -------------------------------------------------------------- state
+    def _state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step, "best": self.best, "history": self.history,
+                **({"grad_scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
+
+    def resume(self) -> bool:
+        """Continue from the newest complete checkpoint, if any; returns whether there was one."""
+        path = self.checkpoints.last()
+        if path is None:
+            return False
+        state = Checkpoints.load(path)
+        self.strategy.load_state_dict(state["strategy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        if self.scaler.is_enabled() and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        self.best, self.history = state["best"], state["history"]
+        if self.setup.dist.main:
+            print(f"resumed from {path} (epoch {self.epoch + 1}, step {self.step_in_epoch}/{self.steps_per_epoch})")
+        return True
+
+    def save(self) -> None:
+        """Checkpoint the current position (rank 0 writes; every rank waits)."""
+        if self.setup.dist.main:
+            self.checkpoints.save(self.global_step, self.strategy, self._state())
+        barrier(self.setup.dist)
+
+    # -------------------------------------------------------------- batches
+    def loader(self, epoch: int, skip_steps: int) -> DataLoader:
+        """This rank's batches of ``epoch`` from step ``skip_steps`` on, through one persistent DataLoader.
+
+        The dataset holds every (image, view) pair once; the epoch's order and view choice
+        (:func:`epoch_items`, a pure function of seed and epoch) travel as the batch sampler's keys.
+        So the loader and its worker processes live for the whole run (``persistent_workers``),
+        and a resumed run still sees exactly the batches an uninterrupted one sees.
+        """
+        setup, batch_size = self.setup, self.setup.cfg.optim.batch_size
+        if self._train_loader is None:
+            self._train_loader = self._make_train_loader()
+        items = epoch_items(self.train_samples, self.domain_index, setup.views.count, setup.views.seed, epoch,
+                            setup.caches[0] if setup.caches else None)
+        items = items[: self.steps_per_epoch * batch_size]
+        self.epoch_batches.plan(items, range(skip_steps, self.steps_per_epoch), batch_size, setup.dist.rank,
+                                setup.dist.world)
+        return self._train_loader
+
+    def _make_train_loader(self) -> DataLoader:
+        setup = self.setup
+        pairs = all_view_items(self.train_samples, self.domain_index, setup.views.count,
+                               setup.caches[0] if setup.caches else None)
+        spec = self.strategy.student.spec
+        images = TrainImages(setup.dataset, pairs, spec.input_size, spec.interpolation, setup.views.augment,
+                             setup.views.seed, pixels=self.pixel_store()[0], uint8=True)
+        workers = setup.cfg.run.workers
+        # an explicit generator: an iterator's base seed must not come from (and advance) the
+        # global RNG, or a resumed run would be one draw behind the uninterrupted one
+        return DataLoader(images, batch_sampler=self.epoch_batches, num_workers=workers,
+                          pin_memory=setup.device.type == "cuda", persistent_workers=workers > 0,
+                          prefetch_factor=4 if workers else None,
+                          generator=torch.Generator().manual_seed(step_seed(setup.cfg.run.seed, 0, -2,
+                                                                            setup.dist.rank)))
+
+    def pixel_store(self) -> tuple[PixelStore | None, str]:
+        """(the first cache's pixel store at the student's size, or None; the line saying which), found once."""
+        if self._pixels is None:
+            spec = self.strategy.student.spec
+            self._pixels = find_pixel_store(self.setup.caches[0] if self.setup.caches else None, spec.input_size,
+                                            spec.interpolation)
+        return self._pixels
+
+    def make_batch(self, pixels: Tensor, labels: Tensor, domain: Tensor, index: Tensor, view: Tensor) -> Batch:
+        """A loader batch -> the strategy's :class:`Batch` on the device, with the cached rows it needs."""
+        setup, dev = self.setup, self.setup.device
+        # pinned host memory (pin_memory on CUDA) + non_blocking: the copy overlaps the previous step;
+        # batches arrive as uint8 (a quarter of the bytes) and become floats on the device
+        pixels = pixels.to(dev, non_blocking=True)
+        if pixels.dtype == torch.uint8:
+            pixels = to_unit(pixels)
+        pixels = pixels.contiguous(memory_format=self.memory_format)
+        spec = self.strategy.student.spec
+        needs = self.strategy.needs
+        batch = Batch(pixels=pixels, images=(pixels - self._mean) / self._std,
+                      labels=labels.to(dev, non_blocking=True) if needs.labels else None,
+                      domain=domain.to(dev, non_blocking=True), sample_index=index.to(dev, non_blocking=True),
+                      view=view.to(dev, non_blocking=True))
+        if setup.caches and (needs.cached_logits or needs.cached_features):
+            rows = [c.lookup(index, view) for c in setup.caches]
+            batch.teacher_logits = rows[0]["logits"].to(dev, non_blocking=True)
+            batch.teacher_emb = rows[0]["image_emb"].to(dev, non_blocking=True)
+            batch.teacher_logits_all = [r["logits"].to(dev, non_blocking=True) for r in rows]
+        if needs.cached_adversarial:  # one cached adversarial view per image, at the student's resolution
+            adv = setup.adversarial
+            rows = adv.lookup(index, adv.choose(index, self.epoch, setup.views.seed))
+            px = rows["pixels"].to(dev, non_blocking=True).float() / 255.0
+            if tuple(px.shape[-2:]) != tuple(spec.input_size):
+                px = F.interpolate(px, size=tuple(spec.input_size), mode="bicubic", align_corners=False,
+                                   antialias=True).clamp(0, 1)
+            batch.adv_pixels = px.contiguous(memory_format=self.memory_format)
+            batch.adv_teacher_logits = rows["logits"].to(dev, non_blocking=True)
+            # the views were crafted on the teacher's clean crop (view 0): its answer there, not on this item's view
+            batch.adv_clean_teacher_logits = setup.caches[0].lookup(index, torch.zeros_like(index))["logits"].to(
+                dev, non_blocking=True)
+        return batch
+
+    def clean_batches(self, batch_size: int = 256) -> Iterator[Batch]:
+        """View-0 batches over all training images in dataset order (for epoch hooks)."""
+        setup = self.setup
+        items = [Item(x, self.domain_index[x.domain], 0, None) for x in self.train_samples]
+        spec = self.strategy.student.spec
+        images = TrainImages(setup.dataset, items, spec.input_size, spec.interpolation, setup.views.augment,
+                             setup.views.seed, uint8=True)
+        gen = torch.Generator().manual_seed(setup.cfg.run.seed)  # leaves the global RNG alone
+        for pixels, labels, domain, index, view in DataLoader(images, batch_size=batch_size,
+                                                              num_workers=setup.cfg.run.workers, generator=gen):
+            yield self.make_batch(pixels, labels, domain, index, view)
+
+    # -------------------------------------------------------------- the loop
+    def fit(self) -> RunSummary | None:
+        """Train to ``optim.epochs``; returns the RunSummary (rank 0; None elsewhere), also in RUN/summary.json."""
+        setup = self.setup
+        log = RunLog(self.run_dir, setup.device, setup.dist.main, setup.cfg.run.progress, self.global_step)
+        started = time.time()
+        while self.epoch < setup.cfg.optim.epochs:
+            epoch = self.epoch
+            self.train_one_epoch(epoch, log)
+            row = self.evaluate(epoch)
+            # the epoch counter moves first so that a checkpoint taken here resumes at the next epoch
+            self.epoch, self.step_in_epoch = epoch + 1, 0
+            self.end_epoch(epoch, row, log)
+        log.close()
+        summary = None
+        if setup.dist.main:
+            robust = self.robust_eval() if setup.cfg.robust is not None else None
+            summary = self.summary(time.time() - started, robust)
+            summary.write(self.run_dir)
+        barrier(setup.dist)
+        return summary
+
+    def train_one_epoch(self, epoch: int, log: RunLog) -> None:
+        """The steps of ``epoch`` from ``self.step_in_epoch`` on (checkpointing every ``run.save_every``)."""
+        setup, run = self.setup, self.setup.cfg.run
+        seed_step(run.seed, epoch, -1, setup.dist.rank)  # the epoch hook's draws (if any)
+        self.strategy.on_epoch_start(epoch)
+        self.model.train()
+        loader = self.loader(epoch, self.step_in_epoch)
+        log.start_epoch(epoch, setup.cfg.optim.epochs, self.steps_per_epoch, self.step_in_epoch)
+        # no host sync in this loop: loss, parts and accuracy stay on the device until a log point
+        # (every run.log_every steps, before a checkpoint, at the epoch's end), which also catches a NaN
+        for pixels, labels, domain, index, view in loader:
+            # every random draw of the step (dropout, masks, PGD starts) is a function of
+            # (seed, epoch, step): a resumed run replays it whatever ran before
+            seed_step(run.seed, epoch, self.step_in_epoch, setup.dist.rank)
+            batch = self.make_batch(pixels, labels, domain, index, view)
+            self.train_step(batch, log)
+            save = (run.save_every and self.global_step % run.save_every == 0
+                    and self.step_in_epoch < self.steps_per_epoch)
+            if self.global_step % run.log_every == 0 or save:
+                log.flush()  # raises on a non-finite loss, before any checkpoint could keep it
+            log.advance()
+            if save:
+                self.save()
+            if _STEP_DELAY:  # test hook: slow steps so a test can kill -9 mid-run
+                time.sleep(_STEP_DELAY)
+        log.end_epoch()
+
+    def train_step(self, batch: Batch, log: RunLog) -> None:
+        """One optimizer step on ``batch`` (autocast, loss scaling, clipping, LR schedule)."""
+        optim = self.setup.cfg.optim
+        with autocast(self.setup.device, optim.precision):  # losses cast to fp32 themselves (strategies)
+            out = self.model(batch)
+        log.step(self.step_in_epoch, self.global_step + 1, out, batch.labels, self.optimizer.param_groups[0]["lr"])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out["loss"]).backward()
+        if optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.strategy.parameters(), optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.global_step += 1
+        self.step_in_epoch += 1
+        self.scheduler.step_update(num_updates=self.global_step)
+
+    @torch.no_grad()
+    def evaluate(self, epoch: int) -> dict[str, Any]:
+        """Epoch ``epoch``'s metrics row (rank 0; ``{}`` elsewhere): test accuracy of every evaluated
+        domain (reported, never selected on) and source validation accuracy (selected on), as fractions."""
+        if not self.setup.dist.main:
+            return {}
+        self.strategy.eval()
+        test = evaluator_fractions(self.evaluator(self.strategy.predict, self.setup.device))
+        val = (evaluator_fractions(self.val_evaluator(self.strategy.predict, self.setup.device))
+               if self.val_evaluator is not None else {})
+        self.strategy.train()
+        return metrics_row(epoch, test, val, self.setup.source, self.setup.target)
+
+    def end_epoch(self, epoch: int, row: dict[str, Any], log: RunLog) -> None:
+        """Record the row, keep the best checkpoint (selection on source validation), print, checkpoint."""
+        setup = self.setup
+        if setup.dist.main:
+            self.history.append(row)
+            write_metrics(self.run_dir, self.history)
+            log.evaluation(row, self.global_step)
+            val = row[SOURCE_VAL_ACC]
+            improved = improves(val, self.best)
+            if improved:
+                self.best = self.best if math.isnan(val) else val
+                self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row})
+            print(epoch_line(row, improved))
+        self.save()
+
+    # -------------------------------------------------------------- the end
+    def robust_eval(self) -> dict[str, Any]:
+        """PGD / corruption accuracy of the best checkpoint on the evaluated domains (config ``robust``)."""
+        setup, best = self.setup, self.checkpoints.best
+        student = load_student(best).to(setup.device)
+        settings = setup.cfg.robust.settings()
+        evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, settings)
+        results = evaluator(student, setup.device)
+        print(f"robustness of {best}:\n{robust_table(results)}")
+        report = {"checkpoint": str(best), "settings": settings.to_dict(), "domains": results}
+        atomic_write_json(self.run_dir / ROBUST_REPORT, report)
+        return report
+
+    def summary(self, seconds: float, robust: dict[str, Any] | None = None) -> RunSummary:
+        """The run's :class:`RunSummary`: the selected epoch's accuracies and the run's facts."""
+        setup = self.setup
+        selected = best_epoch(self.history)
+        row = next(r for r in reversed(self.history) if r["epoch"] == selected)
+        student = self.strategy.student
+        return selected_run_summary(
+            row, strategy=setup.cfg.strategy.name, strategy_options=setup.cfg.strategy.options(),
+            student=student.spec.arch, teacher=setup.provenance.get("teacher"), source_domains=setup.source,
+            target_domains=setup.target, trained_on=self.train_domains, teacher_zero_shot=setup.teacher_zero_shot,
+            params=count_params(student), flops=count_flops(student, student.spec.input_size),
+            teacher_flops=setup.provenance.get("teacher_flops"), checkpoint=str(self.checkpoints.best),
+            train_seconds_this_session=round(seconds, 1),
+            skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust)
