@@ -24,7 +24,7 @@ from distill.config import load_train_config
 from distill.strategies import get_strategy, list_strategies
 from tests.shapes import CLASSES, make_shapes_root
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOURCE, TARGET = ["red", "green"], ["blue"]
 TEACHER = {"arch": "distill-demo-vit", "pretrained": None, "templates": ["a photo of a {}."]}
 

@@ -19,7 +19,7 @@ from distill.config import load_train_config
 from distill.errors import DistillError
 from tests.shapes import make_shapes_root
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
