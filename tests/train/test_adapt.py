@@ -1,0 +1,78 @@
+"""Source-free adaptation recipes read the checkpoint's student.json and the cache's manifest through
+their records, take the strategy's optim defaults, and let --set win."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from distill.cli import main as cli
+from distill.config import load_train_config
+from distill.errors import DistillError
+from distill.strategies import get_strategy
+from distill.student.model import Student, default_spec, save_student
+from distill.train.adapt import adapt_optim, adapt_recipe
+
+CLASSES = ["circle", "square", "triangle"]
+
+
+@pytest.fixture
+def source_ckpt(tmp_path):
+    student = Student(default_spec("test_resnet", CLASSES, 16))
+    return save_student(student, tmp_path / "src" / "best", extra_provenance={"source_domains": ["red", "green"]})
+
+
+def test_the_source_domains_and_student_come_from_student_json(source_ckpt, tmp_path):
+    cfg = adapt_recipe(source_ckpt, ["blue"], tmp_path / "data", strategy="shot")
+    assert cfg["data"]["source"] == ["red", "green"] and cfg["data"]["target"] == ["blue"]
+    assert cfg["student"] == {"arch": "test_resnet", "input_size": 16}
+    assert adapt_recipe(source_ckpt, ["blue"], "d", strategy="shot", source_domains=["x"])["data"]["source"] == ["x"]
+    # the checkpoint's weights file names the same checkpoint
+    assert adapt_recipe(source_ckpt / "model.safetensors", ["blue"], "d", strategy="shot")["data"]["source"] == \
+        ["red", "green"]
+
+
+def test_a_checkpoint_without_student_json_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DistillError) as e:
+        adapt_recipe(tmp_path / "empty", ["blue"], "d", strategy="shot")
+    assert "no student.json" in str(e.value) and "\n" not in str(e.value)
+    assert cli(["adapt", "--source-checkpoint", str(tmp_path / "empty"), "--target", "blue", "--data", "d",
+                "--strategy", "shot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no student.json" in err
+
+
+def test_source_domains_must_be_recorded_or_given(tmp_path):
+    ckpt = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path / "bare")
+    with pytest.raises(DistillError, match="records no source domains; pass --source-domains"):
+        adapt_recipe(ckpt, ["blue"], "d", strategy="shot")
+    with pytest.raises(DistillError, match="both source and target"):
+        adapt_recipe(ckpt, ["red"], "d", strategy="shot", source_domains=["red"])
+
+
+def test_optim_defaults_are_the_strategys_and_set_wins(source_ckpt, tmp_path):
+    shot, sfda = adapt_optim("shot"), adapt_optim("sfda")
+    assert shot == get_strategy("shot").default_optim() and shot["lr"] == 5e-4
+    assert sfda["lr"] == 3e-3 and sfda["epochs"] == shot["epochs"] == 10 and sfda["warmup_epochs"] == 0
+    assert get_strategy("erm").default_optim() == {}, "a training strategy keeps the config's own defaults"
+    cfg = adapt_recipe(source_ckpt, ["blue"], tmp_path, strategy="shot", optim={"batch_size": 8})
+    assert cfg["optim"]["lr"] == 5e-4 and cfg["optim"]["batch_size"] == 8
+    # what `distill adapt --set` does with the recipe
+    assert load_train_config(None, ["optim.lr=0.002"], base=cfg).optim.lr == 0.002
+
+
+def test_the_split_rule_comes_from_the_cache_manifest(source_ckpt, tmp_path, tiny_cache):
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_cache, cache)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["dataset"].update(test_fraction=0.25, split_seed=7, val_fraction=0.125)
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    cfg = adapt_recipe(source_ckpt, ["blue"], tmp_path, [cache], strategy="sfda")
+    assert (cfg["data"]["test_fraction"], cfg["data"]["split_seed"], cfg["data"]["val_fraction"]) == (0.25, 7, 0.125)
+    assert cfg["cache"] == str(cache)
+    given = adapt_recipe(source_ckpt, ["blue"], tmp_path, [cache], strategy="sfda", test_fraction=0.5)
+    assert given["data"]["test_fraction"] == 0.5 and given["data"]["split_seed"] == 7
+    with pytest.raises(DistillError, match="not a complete teacher cache"):
+        adapt_recipe(source_ckpt, ["blue"], tmp_path, [tmp_path / "nowhere"], strategy="sfda")

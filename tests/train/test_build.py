@@ -1,0 +1,69 @@
+"""build(): each cache opened once, one teacher, identity checked, views and provenance taken from the cache."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from distill.config import load_train_config
+from distill.data import DomainFolder
+from distill.errors import DistillError
+from distill.teacher import Teacher
+from distill.teacher.cache import TeacherCache, build_cache
+from distill.train import build
+from tests.train.test_trainer import _config
+
+TEACHER = {"arch": "distill-demo-vit", "pretrained": None}
+
+
+def test_each_cache_is_opened_once_and_the_teacher_made_once(tmp_path, tiny_root, tiny_cache, monkeypatch):
+    opened, made = [], []
+    real_open, real_init = TeacherCache.open.__func__, Teacher.__init__
+
+    def counting_open(cls, path, *a, **k):
+        opened.append(str(path))
+        return real_open(cls, path, *a, **k)
+
+    def counting_init(self, *a, **k):
+        made.append(a[0])
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(TeacherCache, "open", classmethod(counting_open))
+    monkeypatch.setattr(Teacher, "__init__", counting_init)
+    cfg = _config(tiny_root, tiny_cache, tmp_path / "run")
+    cfg["cache"] = [str(tiny_cache), str(tiny_cache)]  # two teachers' caches (here the same one twice)
+    cfg["teacher"] = dict(TEACHER)  # named: its identity is checked against both caches
+    setup = build(load_train_config(None, base=cfg))
+    assert opened == [str(tiny_cache)] * 2 and made == ["distill-demo-vit"]
+    assert len(setup.caches) == 2
+
+
+def test_views_and_provenance_come_from_the_cache(tmp_path, tiny_root, tiny_cache):
+    setup = build(load_train_config(None, base=_config(tiny_root, tiny_cache, tmp_path / "run")))
+    manifest = json.loads((tiny_cache / "manifest.json").read_text())
+    assert (setup.views.count, setup.views.seed) == (2, 3) == (manifest["views"]["count"], manifest["views"]["seed"])
+    assert setup.provenance["teacher"] == manifest["teacher"]
+    assert setup.provenance["teacher_flops"] == manifest.get("teacher_flops_per_image")
+    zero_shot = TeacherCache.open(tiny_cache).zero_shot_accuracy()
+    assert setup.teacher_zero_shot == {d: pytest.approx(a["test"], abs=1e-6) for d, a in zero_shot.items()}
+    assert all(0.0 <= v <= 1.0 for v in setup.teacher_zero_shot.values()), "fractions"
+
+
+def test_caches_with_different_views_are_refused(tmp_path, tiny_root, tiny_cache):
+    torch.manual_seed(0)
+    ds = DomainFolder(tiny_root, test_fraction=0.3)
+    teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
+    one_view = build_cache(ds, teacher, tmp_path / "one", views=1, seed=3, shard_size=64, num_workers=0,
+                           progress=False)
+    cfg = _config(tiny_root, tiny_cache, tmp_path / "run")
+    cfg["cache"] = [str(tiny_cache), str(one_view)]
+    with pytest.raises(DistillError, match=r"its views differ from the first cache's \(views.count: 1 vs 2"):
+        build(load_train_config(None, base=cfg))
+
+
+def test_a_missing_source_checkpoint_is_named(tmp_path, tiny_root, tiny_cache):
+    cfg = _config(tiny_root, tiny_cache, tmp_path / "run", strategy__name="teacher_pl")
+    cfg["strategy"] = {"name": "teacher_pl"}
+    with pytest.raises(DistillError, match="set 'source_checkpoint'"):
+        build(load_train_config(None, base=cfg))

@@ -1,0 +1,55 @@
+"""Metrics rows hold fractions; the printed epoch line shows percents with the digits it always had."""
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from distill.train.summary import (epoch_line, evaluator_fractions, metrics_row, printed_pct, selected_run_summary,
+                                   write_metrics)
+
+
+@pytest.mark.parametrize("correct, total", [(23, 80), (49, 80), (98, 160), (1, 3), (0, 7), (7, 7)])
+def test_printed_percent_keeps_the_digits_percent_rows_printed(correct, total):
+    """Before: rows held round(100 * c / n, 4), printed with .1f. A fraction row printed as 100 * x alone
+    turns 23/80's 28.75 into 28.7 (it printed 28.8); printed_pct must not."""
+    before = f"{round(100.0 * correct / total, 4):.1f}"
+    row = metrics_row(0, {"a": correct / total}, {}, ["a"], [])
+    assert printed_pct(row["acc/a"]) == before
+    assert printed_pct(row["source_acc"]) == before
+
+
+def test_rows_are_fractions_with_means_over_source_target_and_validation():
+    row = metrics_row(2, {"a": 0.5, "b": 0.25, "c": 1.0}, {"a": 0.75}, ["a", "b"], ["c"])
+    assert row["epoch"] == 3
+    assert row["source_acc"] == pytest.approx(0.375) and row["target_acc"] == 1.0
+    assert row["val/a"] == 0.75 and row["source_val_acc"] == 0.75
+    empty = metrics_row(0, {"a": 0.5}, {}, ["a"], [])
+    assert math.isnan(empty["target_acc"]) and math.isnan(empty["source_val_acc"])
+
+
+def test_epoch_line_prints_percents_and_n_a():
+    row = metrics_row(0, {"a": 0.5, "c": 0.125}, {"a": 0.75}, ["a"], ["c"])
+    assert epoch_line(row, improved=True) == ("epoch 1: source val 75.0  |  test: source 50.0  target 12.5  |  "
+                                              "a 50.0  c 12.5  (best)")
+    no_val = metrics_row(0, {"c": 0.125}, {}, [], ["c"])
+    assert epoch_line(no_val, improved=True).startswith("epoch 1: source val n/a  |  test: source n/a  target 12.5")
+    assert epoch_line(no_val, improved=True).endswith("(kept: last epoch; no labels to select on)")
+
+
+def test_metrics_csv_and_summary_hold_fractions(tmp_path):
+    rows = [metrics_row(e, {"a": acc, "c": 0.5}, {"a": acc}, ["a"], ["c"]) for e, acc in enumerate([0.25, 0.75])]
+    write_metrics(tmp_path, rows)
+    read = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [float(r["acc/a"]) for r in read] == [0.25, 0.75]
+    summary = selected_run_summary(rows[1], strategy="erm", student="s", source_domains=["a"], target_domains=["c"],
+                                   trained_on=["a"], params=1, checkpoint="x", train_seconds_this_session=0.0)
+    assert summary.test_acc == {"a": 0.75, "c": 0.5} and summary.source_val_acc == 0.75
+    assert summary.selected_on == "source validation accuracy" and summary.best_epoch == 2
+
+
+def test_evaluator_percents_become_fractions_in_one_place():
+    from distill.train.summary import EVALUATOR_FULL_SCALE
+
+    assert evaluator_fractions({"a": 0.5 * EVALUATOR_FULL_SCALE}) == {"a": 0.5}
