@@ -38,7 +38,7 @@ SKIP: dict[str, str] = {
     "laion2b_s34b_b79k": "downloads a pretrained CLIP (needs internet)",
     "hf-hub:": "downloads from the Hugging Face hub (needs internet)",
     "/path/": "a placeholder path for the user's own checkpoint",
-    "torchrun": "two processes: tests/test_train.py::test_ddp_two_processes_match_one and "
+    "torchrun": "two processes: tests/train/test_trainer.py::test_ddp_two_processes_match_one and "
                 "tests/teacher/test_cache.py::test_torchrun_two_processes_equal_one run them",
     "--runtime ort-trt": "needs TensorRT (on a Jetson)",
     "distill teacher bootstrap": "its full preset trains >= 600 steps (minutes on this CPU); "

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from distill.errors import DistillError
@@ -82,9 +83,6 @@ class RunLog:
     def __init__(self, run_dir: Path, device: torch.device, main: bool, progress: bool, global_step: int):
         self.writer = None
         if main:
-            # lazy: tensorboard's import takes about a second and only rank 0 of a training run writes
-            from torch.utils.tensorboard import SummaryWriter
-
             self.writer = SummaryWriter(str(Path(run_dir) / RUN_TENSORBOARD), purge_step=global_step or None)
         self.show_bar = main and progress
         self.steps = StepLog(self.writer, device)

@@ -140,7 +140,7 @@ def test_sfda_never_opens_a_source_domain_file(root, caches, source_ckpt, tmp_pa
     """Record every file opened (builtins.open: PIL decodes through it) and every load_rgb during adaptation."""
     import distill.data.images as images
     import distill.evaluate as evaluate
-    import distill.train as train
+    import distill.train.data as train_data
 
     opened: list[str] = []
     real_open, real_load = builtins.open, images.load_rgb
@@ -154,7 +154,7 @@ def test_sfda_never_opens_a_source_domain_file(root, caches, source_ckpt, tmp_pa
         return real_load(path)
 
     monkeypatch.setattr(builtins, "open", spy_open)
-    for module in (images, train, evaluate):
+    for module in (images, train_data, evaluate):
         monkeypatch.setattr(module, "load_rgb", spy_load)
     assert cli(_adapt_args(root, caches[:1], source_ckpt, tmp_path / "run", epochs=1)) == 0
     monkeypatch.undo()

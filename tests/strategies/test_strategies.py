@@ -116,7 +116,7 @@ def make_inputs(name: str, seed: int = 0, embed: bool | None = None,
 
 # ---------------------------------------------------------------------------- needs of the adversarial / SFDA strategies
 def _adversarial_and_target_inputs(needs: Needs, ctx: StrategyContext, batch: Batch, seed: int) -> None:
-    """Supply ``cached_adversarial`` and ``target_data`` the way the trainer does (see distill/train.py)."""
+    """Supply ``cached_adversarial`` and ``target_data`` the way the trainer does (see distill/train/trainer.py)."""
     if needs.cached_adversarial:  # one cached adversarial view per image: pixels within 8/255, teacher logits on them
         g = torch.Generator().manual_seed(seed + 1)
         noise = torch.rand(batch.pixels.shape, generator=g) * 2 - 1

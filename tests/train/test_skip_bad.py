@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from PIL import Image
 
 from distill.cli import main as cli
 from distill.data.folder import split_of
