@@ -205,7 +205,7 @@ def accuracy_part(arch: str, root: Path, work: Path, steps: int, max_drop: float
     rep = export_checkpoint(ckpt, work / f"{arch}-export", ExportConfig(
         precisions=("fp32", "int8"), data_root=str(root), calib_domains=tuple(sources), target_domains=tuple(targets),
         int8_flavour="ort-cpu", max_drop=max_drop, eval_count=None, calib_count=256, latency_iters=10,
-        max_fallback_layers=8), log=lambda s: log("    " + s))
+        max_fallback_layers=8), log=lambda s: log("    " + s)).to_dict()
     fp32 = next(m for m in rep["models"] if m["precision"] == "fp32")
     int8 = next(m for m in rep["models"] if m["precision"] == "int8")
     fb = int8["fallback"]

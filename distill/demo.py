@@ -183,7 +183,8 @@ def _ship_stage(out: Path, runs: dict, quick: bool) -> dict[str, str]:
             print(f"  {export_dir}: already exported")
         else:
             print(f"  -- export {name}")
-            report = export_checkpoint(Path(runs[name]["checkpoint"]), export_dir, cfg, log=lambda m: print(f"  {m}"))
+            report = export_checkpoint(Path(runs[name]["checkpoint"]), export_dir, cfg,
+                                       log=lambda m: print(f"  {m}")).to_dict()
         for m in report["models"]:
             path = export_dir / m["file"]
             todo = tuple(b for b in bench["batches"] if (str(path), b) not in done)
