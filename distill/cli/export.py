@@ -77,8 +77,7 @@ def config_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    # lazy: distill.export pulls torch, onnx and onnxruntime; `distill --help` and the other commands need none
-    from distill.export import ExportConfig, export_checkpoint
+    from distill.export import ExportConfig, export_checkpoint  # lazy: torch/onnx/onnxruntime, not at CLI start-up
 
     cfg = ExportConfig.from_options(config_options(args), names=FLAGS)
     report = export_checkpoint(args.checkpoint, args.out, cfg)

@@ -19,13 +19,18 @@ import numpy as np
 
 from distill.bench.compare import compare_latency
 from distill.bench.edge_runner import cpu_info
-from distill.export import quantize as q
+from distill.export.quantize import Int8Flavour, compute_nodes, quantize, tensorrt_qdq_problems
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
 from distill.export.evaluate import disagreement_by_domain, drops_in_points, parity, predict_onnx
 from distill.export.fallback import greedy_fallback, rank_layers
 from distill.records import ExportedModel
 
 RANKING = "KL(fp32 || int8) of softmax outputs on calibration images, one layer in float at a time"
+
+
+def int8_file(flavour: str) -> str:
+    """The shipped file of one int8 flavour, in the export folder."""
+    return f"model.int8-{flavour}.onnx"
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class _Scores:
 class Int8Step:
     """Export one int8 flavour; :meth:`run` returns its export.json entry."""
 
-    def __init__(self, ctx: ExportContext, reference: Fp32Reference, flavour: q.Int8Flavour,
+    def __init__(self, ctx: ExportContext, reference: Fp32Reference, flavour: Int8Flavour,
                  calibration: Calibration):
         if ctx.data.calib_images is None:
             raise ValueError("int8 export without calibration images")  # ExportConfig.check_data prevents it
@@ -62,7 +67,7 @@ class Int8Step:
     def quantize_excluding(self, nodes: list[str]) -> Path:
         """A quantized variant with ``nodes`` kept in float (a quantization pass, no calibration)."""
         out = self.ctx.work_dir / f"int8-{self.flavour.name}-{next(self._variant)}.onnx"
-        return q.quantize(self.calibration.prepared, out, self.flavour, self.calibration.ranges,
+        return quantize(self.calibration.prepared, out, self.flavour, self.calibration.ranges,
                           self.cfg.calib_method, nodes)
 
     def disagreement(self, path: Path) -> dict[str, float]:
@@ -107,7 +112,7 @@ class Int8Step:
         name, cfg = self.flavour.name, self.cfg
         self.log(f"int8 ({name}): worst disagreement {worst:.2f} pts > --max-drop {cfg.max_drop}: "
                  "ranking layer sensitivity")
-        candidates = q.compute_nodes(self.calibration.prepared)
+        candidates = compute_nodes(self.calibration.prepared)
         # spread over the calibration set, which is ordered by domain (sources, then targets)
         count = len(self.calib_images)
         picked = np.unique(np.linspace(0, count - 1, min(cfg.sensitivity_count, count)).astype(int))
@@ -138,7 +143,7 @@ class Int8Step:
     def _ship(self, plain: Path, final: Path, scores: _Scores, fallback: dict[str, Any]) -> ExportedModel:
         """Copy the chosen variant to ``out_dir``, stamp it, check it, and describe it."""
         flavour, cfg, data = self.flavour, self.cfg, self.ctx.data
-        dst = self.ctx.out_dir / f"model.int8-{flavour.name}.onnx"
+        dst = self.ctx.out_dir / int8_file(flavour.name)
         shutil.copyfile(final, dst)
         quantization = {**flavour.describe(),
                         "calibration": {"method": cfg.calib_method, "images": len(self.calib_images),
@@ -158,7 +163,7 @@ class Int8Step:
             "fallback": fallback,
         }
         if flavour.name == "tensorrt":
-            problems = q.tensorrt_qdq_problems(dst, fallback["kept_float"])
+            problems = tensorrt_qdq_problems(dst, fallback["kept_float"])
             entry["tensorrt_qdq_check"] = {"ok": not problems, "problems": problems[:20]}
             if problems:
                 self.log.warn(f"int8 (tensorrt): {len(problems)} QDQ placement problem(s), e.g. {problems[0]}")

@@ -23,16 +23,16 @@ from typing import Any, Callable
 
 from distill.bench.edge_runner import library_versions
 from distill.errors import DistillError
-from distill.export import quantize as q
 from distill.export.config import ExportConfig
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
 from distill.export.data import load_export_data
 from distill.export.evaluate import drops_in_points, fp32_tolerance, parity, predict_onnx, predict_torch
 from distill.export.fp16 import convert_fp16
 from distill.export.images import ImageCalibrationReader
-from distill.export.int8_step import Calibration, Int8Step
+from distill.export.int8_step import Calibration, Int8Step, int8_file
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, export_onnx, preprocess_metadata
+from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare
 from distill.export.tensorrt import TIMING_CACHE, build_engine, tensorrt_available, tensorrt_version, write_build_script
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
 from distill.records import EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport
@@ -67,8 +67,8 @@ class Exporter:
         if "fp16" in cfg.precisions:
             self.fp16(reference)
         if "int8" in cfg.precisions:
-            calibration = self.calibrate(reference)
-            for flavour in q.flavours_for(cfg.int8_flavour):
+            calibration = self.calibrate_int8(reference)
+            for flavour in flavours_for(cfg.int8_flavour):
                 self.int8(reference, flavour, calibration)
         self.tensorrt()
 
@@ -119,18 +119,20 @@ class Exporter:
         self.log(f"fp16: top-1 agreement {entry.parity['top1_agreement']:.4f}, max |Δlogit| "
                  f"{entry.parity['max_abs_logit_diff']:.2e}")
 
-    def calibrate(self, reference: Fp32Reference) -> Calibration:
+    def calibrate_int8(self, reference: Fp32Reference) -> Calibration:
         """Activation ranges on the calibration images, once for every int8 flavour and fallback variant."""
         ctx, method = self.ctx, self.ctx.cfg.calib_method
         calib_images = ctx.data.calib_images
-        assert calib_images is not None  # ExportConfig.check_data: int8 needs data
-        prepared = q.prepare(reference.path, ctx.work_dir / "prepared.onnx")
+        if calib_images is None:  # ExportConfig.check_data refuses int8 without data
+            raise ValueError("int8 export without calibration images")
+        prepared = prepare(reference.path, ctx.work_dir / "prepared.onnx")
         self.log(f"int8: calibrating on {len(calib_images)} images ({method})")
-        ranges = q.calibrate(prepared, ImageCalibrationReader(calib_images, INPUT_NAME), method,
-                             ctx.work_dir / f"calibration-{method}.json")
+        ranges = calibrate(prepared, ImageCalibrationReader(calib_images, INPUT_NAME), method,
+                           ctx.work_dir / f"calibration-{method}.json")
         return Calibration(prepared, ranges)
 
-    def int8(self, reference: Fp32Reference, flavour: q.Int8Flavour, calibration: Calibration) -> None:
+    def int8(self, reference: Fp32Reference, flavour: Int8Flavour, calibration: Calibration) -> None:
+        """One int8 flavour, with the label-free fallback and the latency check (:class:`Int8Step`)."""
         if self.ctx.cfg.reduce_range and flavour.name == "ort-cpu":
             flavour = replace(flavour, reduce_range=True)
         self.models.append(Int8Step(self.ctx, reference, flavour, calibration).run())
@@ -146,7 +148,7 @@ class Exporter:
         if "fp16" in cfg.precisions:
             engines.append({"onnx": FP32_FILE, "engine": "model.fp16.engine", "precision": "fp16"})
         if has_trt_int8:
-            engines.append({"onnx": "model.int8-tensorrt.onnx", "engine": "model.int8.engine", "precision": "int8"})
+            engines.append({"onnx": int8_file("tensorrt"), "engine": "model.int8.engine", "precision": "int8"})
         script = write_build_script(ctx.out_dir, engines, INPUT_NAME, chw, cfg.trt_batches, cfg.trt_workspace_mib)
         info: dict[str, Any] = {"build_script": script.name, "engines": engines, "batches": list(cfg.trt_batches),
                                 "built_here": False}
