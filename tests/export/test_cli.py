@@ -1,4 +1,4 @@
-"""`distill export` (distill/cli/export.py): errors are one line, exit status 2, no traceback; one printed line per file."""
+"""`distill export` (distill/cli/export.py): one-line errors with exit status 2; one printed line per file."""
 from __future__ import annotations
 
 import shutil
