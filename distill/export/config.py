@@ -114,7 +114,11 @@ class ExportConfig(BaseModel):
     @field_validator("caches", mode="before")
     @classmethod
     def _cache_paths(cls, value: Any) -> Any:
-        return value if value is None or isinstance(value, str) else tuple(_path_str(v) for v in value)
+        if value is None:
+            return None
+        if isinstance(value, (str, Path)):
+            return (str(value),)
+        return tuple(_path_str(v) for v in value) if isinstance(value, (list, tuple)) else value
 
     @field_validator("precisions")
     @classmethod

@@ -56,6 +56,13 @@ def test_every_flag_sets_a_key() -> None:
     assert {flag[2:].replace("-", "_") for flag in FLAGS.values()} <= parser_dests
 
 
+def test_paths_are_kept_as_strings(tmp_path) -> None:
+    cfg = ExportConfig(data_root=tmp_path, class_map=tmp_path / "c.yaml", caches=tmp_path / "cache")
+    assert (cfg.data_root, cfg.class_map, cfg.caches) == (str(tmp_path), str(tmp_path / "c.yaml"),
+                                                          (str(tmp_path / "cache"),))
+    assert ExportConfig(caches=[tmp_path, "b"]).caches == (str(tmp_path), "b")
+
+
 def test_updates_are_validated() -> None:
     cfg = ExportConfig()
     assert cfg.with_updates(test_fraction=0.2).test_fraction == 0.2 and cfg.test_fraction is None
