@@ -1,15 +1,16 @@
 """`distill report`: discovery, content, grouping, self-containedness, and a real headless-Chromium render."""
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
 import pytest
 
-from distill.bench.report import Point, collect, discover, dominates, mark_pareto, read_run, write_report
+from distill.bench.report import collect, discover, write_report
 from distill.bench.report_browser import find_chromium, render
+from distill.bench.report_data import Point, binomial_se, dominates, mark_pareto
+from distill.bench.report_runs import read_run
 from distill.cli import main
 from distill.errors import DistillError
 
@@ -87,12 +88,22 @@ def test_markdown_is_named_after_the_html(report_inputs: Path, tmp_path: Path) -
         write_report([report_inputs / "run"], tmp_path / "x.md")
 
 
-def test_summary_accuracy_is_read_as_percent(tmp_path: Path) -> None:
-    """summary.json holds percentages: 0.9 there is 0.9 %, not 90 % (no guessing from the values)."""
-    run = write_run(tmp_path / "r", strategy="erm", acc={"clean": 0.9, "dark": 0.5, "noisy": 0.25}, seed=3)
-    r = read_run(run, json.loads((run / "summary.json").read_text()))
-    assert r.accuracy == pytest.approx({"clean": 0.009, "dark": 0.005, "noisy": 0.0025})
+def test_summary_accuracy_is_a_fraction_even_when_tiny(tmp_path: Path) -> None:
+    """summary.json holds fractions: a model under 1 % stays under 1 % (no unit guessed from the values)."""
+    run = write_run(tmp_path / "r", strategy="erm", acc={"clean": 0.009, "dark": 0.005, "noisy": 0.004}, seed=3)
+    r = read_run(run)
+    assert r.accuracy == {"clean": 0.009, "dark": 0.005, "noisy": 0.004}
     assert r.seed == 3 and not r.adapted and r.teacher == "ViT-test · open_clip_model.safetensors"
+    write_report([run], tmp_path / "r.html")
+    assert "| test_resnet (erm) | 1 | 0.4 | 0.9 (s) | 0.5 (s) | 0.4 |" in (tmp_path / "r.md").read_text()
+
+
+def test_a_summary_that_does_not_match_its_record_is_named(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "r", strategy="erm", acc={"clean": 0.9, "dark": 0.5, "noisy": 0.25}, seed=0)
+    text = (run / "summary.json").read_text().replace('"best_epoch"', '"best_epoch_typo"')
+    (run / "summary.json").write_text(text)
+    with pytest.raises(DistillError, match=r"summary\.json: best_epoch: Field required"):
+        collect([run])
 
 
 def test_runs_grouped_labelled_and_separated(grouped_runs: Path) -> None:
@@ -133,8 +144,6 @@ def test_grouped_html_and_markdown(grouped_runs: Path, tmp_path: Path) -> None:
 def _pt(lat: float, acc: float, n: int | None = None) -> Point:
     p = Point("s", "fp32", "ort-cpu", 1, {"p50": lat, "p90": lat, "p99": lat}, {"d": acc}, "", "", score=acc,
               count={"d": n} if n else None)
-    from distill.bench.report import binomial_se
-
     p.score_se = binomial_se(p.accuracy, p.count, ["d"])
     return p
 
@@ -152,8 +161,6 @@ def test_pareto_ignores_differences_within_the_test_set_noise() -> None:
     a, b = _pt(1.0, 0.9, 1000), _pt(1.0, 0.5, 1000)
     mark_pareto([a, b])
     assert a.pareto and not b.pareto
-    from distill.bench.report import binomial_se
-
     # mean over two domains of 96 images at 50 %: p~ = 50/100, var = 2 * 0.25 / 100, SE = sqrt(var) / 2
     assert binomial_se({"a": 0.5, "b": 0.5}, {"a": 96, "b": 96}, ["a", "b"]) == pytest.approx(0.0353553, rel=1e-5)
     # 0 of 46 right: p~ = 2/50, SE = sqrt(0.04 * 0.96 / 50), not zero
@@ -245,11 +252,11 @@ def test_layout_check_sees_an_overflow(chromium: str, tmp_path: Path) -> None:
 
 
 def test_labels_say_adapted_only_where_needed(tmp_path: Path) -> None:
-    write_run(tmp_path / "a", strategy="shot", acc={"noisy": 70.0}, seed=0, adapted_from="erm/checkpoints/best")
-    write_run(tmp_path / "b", strategy="shot", acc={"clean": 90.0, "dark": 80.0, "noisy": 60.0}, seed=0)
-    write_run(tmp_path / "c", strategy="erm", acc={"clean": 90.0, "dark": 80.0, "noisy": 50.0}, seed=0,
+    write_run(tmp_path / "a", strategy="shot", acc={"noisy": 0.70}, seed=0, adapted_from="erm/checkpoints/best")
+    write_run(tmp_path / "b", strategy="shot", acc={"clean": 0.90, "dark": 0.80, "noisy": 0.60}, seed=0)
+    write_run(tmp_path / "c", strategy="erm", acc={"clean": 0.90, "dark": 0.80, "noisy": 0.50}, seed=0,
               source=("clean",), target=("dark", "noisy"))
-    write_run(tmp_path / "d", strategy="erm", acc={"clean": 90.0, "dark": 80.0, "noisy": 55.0}, seed=0)
+    write_run(tmp_path / "d", strategy="erm", acc={"clean": 0.90, "dark": 0.80, "noisy": 0.55}, seed=0)
     labels = {Path(r.dir).name: r.label for r in collect([tmp_path]).runs}
     assert labels == {"a": "test_resnet (shot, adapted)", "b": "test_resnet (shot, source-trained)",
                       "c": "test_resnet (erm; src clean; tgt dark+noisy)",
