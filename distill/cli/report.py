@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distill.bench.report import write_report
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,8 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.bench.report import write_report
-
     res = write_report(args.paths, args.out, args.title)
     print(f"wrote {res['html']} and {res['markdown']}: {res['runs']} run(s), {res['exports']} export(s), "
           f"{res['records']} record(s), {res['pareto']} Pareto point(s)", file=sys.stderr)
