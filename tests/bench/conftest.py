@@ -10,7 +10,9 @@ import torch
 import yaml
 
 from distill.bench.edge_runner import SCHEMA, write_jsonl
+from distill.bench.report import write_report
 from distill.bench.run import bench_model
+from distill.cli import main
 from distill.config import TrainConfig
 from distill.export import ExportConfig, export_checkpoint
 from distill.export.onnx import build_metadata, export_onnx, stamp
@@ -191,3 +193,25 @@ def _fallback(prec: str, flav: str | None, acc: dict) -> dict:
             "before": {"disagreement_pts": {d: 2.73 for d in acc}, "worst_disagreement_pts": 2.73,
                        "drops_pts": {d: 0.33 for d in acc}, "worst_drop_pts": 0.33},
             "steps": [{"tried": k, "accepted": True} for k in kept]}
+
+
+@pytest.fixture(scope="session")
+def report(report_inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("html") / "report.html"
+    assert main(["report", str(report_inputs), "--out", str(out), "--title", "test report"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_report(report_inputs: Path, grouped_runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Everything at once: a real run + export + bench records, and grouped seeds / options / an adapted run."""
+    out = tmp_path_factory.mktemp("full") / "report.html"
+    write_report([report_inputs, grouped_runs], out, "full report")
+    return out
+
+
+@pytest.fixture(scope="session")
+def stress_report(stress_inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("stress_html") / "report.html"
+    write_report([stress_inputs], out, "six long-named domains")
+    return out
