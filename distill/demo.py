@@ -33,7 +33,7 @@ from distill.data.builtin import materialize
 from distill.errors import DistillError
 from distill.export import ExportConfig, export_checkpoint
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
-from distill.records import BENCH_RECORDS, REPORT_HTML, BenchRecord, CacheManifest, ExportReport, RunSummary, pct
+from distill.records import BENCH_RECORDS, DEMO_RESULTS, REPORT_HTML, BenchRecord, CacheManifest, ExportReport, RunSummary, pct
 from distill.robust import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher
@@ -68,12 +68,18 @@ def demo_recipe(name: str, root: Path, cache: Path, out: Path, quick: bool, prog
                               **(QUICK_OPTIM if quick else {}), **(overrides or {})})
 
 
+def percent(fraction: float) -> float:
+    """A fraction as the percent the tables print: rounded to 4 decimals first, as summaries keep 6 of a
+    fraction, so a printed digit is the one the percent the run measured printed (12.35 %, not 12.350000001)."""
+    return round(100.0 * fraction, 4)
+
+
 def accuracy_table(rows: dict[str, dict[str, float]], domains: list[str], source: list[str]) -> str:
     """Markdown-ish table: one row per model (accuracies as fractions), one column per domain + target mean, in %."""
     head = ["model"] + [f"{d}{'*' if d in source else ''}" for d in domains] + ["target mean"]
     lines = [" | ".join(f"{h:>12s}" for h in head)]
     for name, fractions in rows.items():
-        acc = {d: 100.0 * v for d, v in fractions.items()}  # percent only here, where it is printed
+        acc = {d: percent(v) for d, v in fractions.items()}  # percent only here, where it is printed
         tgt = [acc[d] for d in domains if d not in source and d in acc and not math.isnan(acc[d])]
         cells = [f"{acc.get(d, float('nan')):12.1f}" for d in domains]
         lines.append(" | ".join([f"{name:>12s}", *cells, f"{sum(tgt) / max(len(tgt), 1):12.1f}"]))
@@ -143,8 +149,8 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
                  f"{SFDA} (adapted)": sfda.test_acc}
     sfda_table = accuracy_table(sfda_rows, targets, [])
     print(f"\nsource-free adaptation, target test accuracy:\n{sfda_table}")
-    (out / "results.md").write_text(table + "\n\n" + adv_table + "\n\n" + sfda_table + "\n")
-    artifacts["table"] = str(out / "results.md")
+    (out / DEMO_RESULTS).write_text(table + "\n\n" + adv_table + "\n\n" + sfda_table + "\n")
+    artifacts["table"] = str(out / DEMO_RESULTS)
 
     stage(7, n, f"ship: export {' and '.join(SHIP)} to ONNX fp32 + int8, benchmark on ONNX Runtime CPU, report")
     artifacts.update(_ship_stage(out, runs, quick))

@@ -9,7 +9,7 @@ from distill.cli import main as cli
 from distill.config import load_train_config
 from distill.demo import ADVERSARIAL, DISTILLED, QUICK_OPTIM
 from distill.recipes import recipe_path
-from distill.records import RUN_CONFIG, BenchRecord, CacheManifest, ExportReport, RunSummary
+from distill.records import DEMO_RESULTS, RUN_CONFIG, BenchRecord, CacheManifest, ExportReport, RunSummary
 
 
 def _without(cfg: dict, dotted_keys) -> dict:
@@ -41,7 +41,7 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
         saved = load_train_config(out / "runs" / run / RUN_CONFIG).model_dump(mode="json")
         recipe = load_train_config(recipe_path(run)).model_dump(mode="json")
         assert _without(saved, overridden) == _without(recipe, overridden), run
-    table = (out / "results.md").read_text()
+    table = (out / DEMO_RESULTS).read_text()
     assert "teacher (zs)" in table and "erm" in table and "kd" in table
 
     # stage 5: adversarial views in the cache, an adv_cached run, robustness table vs kd

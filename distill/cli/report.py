@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from distill.bench.report import write_report
+from distill.records import REPORT_HTML
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "folders containing any of them (searched recursively). Writes one self-contained HTML file (no network "
         "needed) and the same name with .md beside it (report.html -> report.md).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, export dirs, bench .jsonl files, or parents")
-    p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--out", default=REPORT_HTML, help=f"HTML file to write (default: {REPORT_HTML})")
     p.add_argument("--title", default="distill report", help="page title")
     p.set_defaults(func=run, _parser=p)
 
