@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from distill.config import TrainConfig, load_yaml
+from distill.config import TrainConfig, format_validation_error, load_yaml
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, RunSummary, TeacherIdentity
 
@@ -99,22 +99,21 @@ def read_config(run_dir: Path) -> TrainConfig | None:
     path = run_dir / RUN_CONFIG
     if not path.is_file():
         return None
-    try:
+    try:  # the structure only: strategy options are the strategy's to check, and need torch to import
         return TrainConfig.model_validate(load_yaml(path))
     except ValidationError as e:
-        err = e.errors()[0]
-        raise DistillError(f"{path}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        raise DistillError(format_validation_error(e, str(path))) from None
 
 
-def read_run(d: Path) -> Run:
-    """A :class:`Run` from ``d/summary.json`` and, for seed and source checkpoint, ``d/config.yaml``."""
-    summary = RunSummary.read(d)
-    cfg = read_config(d)
+def read_run(run_dir: Path) -> Run:
+    """A :class:`Run` from ``RUN_DIR/summary.json`` and, for seed and source checkpoint, ``RUN_DIR/config.yaml``."""
+    summary = RunSummary.read(run_dir)
+    cfg = read_config(run_dir)
     if summary.trained_on:
         adapted = not set(summary.trained_on) & set(summary.source_domains)
     else:
         adapted = cfg is not None and cfg.source_checkpoint is not None
-    return Run(dir=str(d), summary=summary, student=summary.student, strategy=summary.strategy,
+    return Run(dir=str(run_dir), summary=summary, student=summary.student, strategy=summary.strategy,
                options=dict(summary.strategy_options), seed=cfg.run.seed if cfg is not None else None,
                adapted=adapted, source_domains=list(summary.source_domains),
                target_domains=list(summary.target_domains), accuracy=finite(summary.test_acc),
