@@ -25,17 +25,16 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from distill.bench.report_data import (ExportEntry, Measurement, Point, ReportData, binomial_se, device_label,
-                                       dominates, export_label, extra, mark_pareto)
+from distill.bench.report_data import (ExportEntry, Measurement, Point, ReportData, binomial_se, device_label, extra,
+                                       mark_pareto)
 from distill.bench.report_html import render_html
 from distill.bench.report_md import render_markdown
-from distill.bench.report_runs import finite, group_runs, label_runs, merge_teachers, read_run, teacher_label
+from distill.bench.report_runs import finite, group_runs, label_runs, merge_teachers, read_run
 from distill.errors import DistillError
 from distill.records import EXPORT_REPORT, RUN_SUMMARY, BenchRecord, ExportedModel, ExportReport
 from distill.utils.io import atomic_write_text
 
-__all__ = ["Point", "ReportData", "binomial_se", "collect", "discover", "dominates", "export_label",
-           "mark_pareto", "read_run", "teacher_label", "write_report"]
+__all__ = ["collect", "discover", "write_report"]
 
 EXPORT_FORMAT = "distill.export"  # export.json files of another format are not exports of this tool
 
