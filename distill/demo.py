@@ -17,6 +17,12 @@ interrupted, so rerunning the demo after a kill continues where it stopped):
 7. ship: export the students in :data:`SHIP` to ONNX fp32 and int8 (ort-cpu flavour, with the
    per-domain accuracy check), benchmark both on ONNX Runtime CPU, and write the HTML report
    (accuracy vs latency for every model and precision) and its Markdown summary.
+
+Every student is trained from its recipe in ``configs/*.yaml`` (:func:`distill.recipes.load_recipe`),
+pointed at the demo's data, cache and run folders; where the demo runs a recipe differently (``--quick``
+sizes, the robustness check's image count, the source-free run's targets and epochs) the override is
+named below (:data:`QUICK_OPTIM`, :data:`ROBUST_MAX_IMAGES`, :data:`ROBUST_QUICK`, :data:`SFDA_EPOCHS`).
+Accuracies are fractions in every artifact; the printed tables show percents.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from typing import Any
 from distill.bench import write_report
 from distill.bench.edge_runner import write_jsonl
 from distill.bench.run import bench_model
+from distill.config import TrainConfig
 from distill.data import DomainFolder
 from distill.data.builtin import materialize
 from distill.errors import DistillError
@@ -62,7 +69,7 @@ SFDA_EPOCHS, SFDA_EPOCHS_QUICK = 8, 2
 
 
 def demo_recipe(name: str, root: Path, cache: Path, out: Path, quick: bool, progress: bool,
-                overrides: dict[str, Any] | None = None):
+                overrides: dict[str, Any] | None = None) -> TrainConfig:
     """``configs/<name>.yaml`` pointed at the demo's data, cache and run folder (at test size with ``quick``)."""
     return load_recipe(name, {"data.root": root, "cache": cache, "run.out": out, "run.progress": progress,
                               **(QUICK_OPTIM if quick else {}), **(overrides or {})})
