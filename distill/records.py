@@ -338,3 +338,7 @@ class BenchRecord(Record):
     def append_to(self, path: str | Path) -> None:
         with open(path, "a") as f:
             f.write(json.dumps(self.to_dict()) + "\n")
+
+
+# --- added by report helper
+DEMO_RESULTS = "results.md"            # distill demo: its printed accuracy tables, as written to OUT/
