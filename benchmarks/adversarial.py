@@ -3,8 +3,8 @@
 Prints two tables:
 
 1. robustness — per domain, clean / PGD (L-inf, untargeted CE on the label, pixel space) /
-   common-corruption accuracy of the best checkpoint of each strategy, all trained with the
-   demo recipe (``distill.demo.recipe``: mobilenetv3_small_050 at 32 px, source mnist);
+   common-corruption accuracy of the best checkpoint of each strategy, each trained from its
+   ``configs/<name>.yaml`` recipe, as the demo does (mobilenetv3_small_050 at 32 px, source mnist);
 2. cost — seconds per training epoch (data loading included) of kd, adv_cached and adv_kd,
    measured side by side in this one process: the strategies' epochs are interleaved (kd,
    adv_cached, adv_kd, kd, ...) so machine noise hits them alike; plus the one-off cost of
@@ -24,46 +24,51 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from distill.config import RobustConfig, load_train_config
-from distill.demo import ADV_VIEWS, SOURCE, recipe
+from distill.config import RobustConfig, TrainConfig
+from distill.data import DomainFolder
+from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
+from distill.records import TEACHER_MANIFEST, RunSummary
 from distill.robust import RobustEvaluator
 from distill.student.model import load_student
-from distill.train import Trainer, build, train
+from distill.teacher import Teacher
+from distill.teacher.cache_adv import AdversarialViews, build_adversarial_views
+from distill.train import Trainer, build
 
 ROBUST = RobustConfig(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corruptions=["all"], severity=3)
 
 
 def demo_teacher(teacher_dir: Path) -> tuple[str, Path, list[str]]:
     """(open_clip arch, checkpoint, templates) of a bootstrapped demo teacher (from its teacher.json)."""
-    meta = json.loads((teacher_dir / "teacher.json").read_text())
+    meta = json.loads((teacher_dir / TEACHER_MANIFEST).read_text())
     return meta["arch"], teacher_dir / meta["checkpoint"], list(meta["templates"])
 
 
-def strategies(teacher_dir: Path) -> dict[str, dict]:
-    """name -> strategy section (+ what else the recipe needs)."""
+def strategies(teacher_dir: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """name -> (the configs/ recipe it starts from, what this benchmark sets beyond it)."""
     arch, ckpt, templates = demo_teacher(teacher_dir)
     return {
-        "kd": {"strategy": {"name": "kd"}},
-        "adv_cached": {"strategy": {"name": "adv_cached", "adv_fraction": 0.5, "target": "clean"}},
+        "kd": ("kd", {}),
+        "adv_cached": ("adv_cached", {"strategy.adv_fraction": 0.5, "strategy.target": "clean"}),
         # the same views, KD toward the teacher's answer on the perturbed pixels (which the attack changed)
-        "adv_cached_advtarget": {"strategy": {"name": "adv_cached", "adv_fraction": 0.5, "target": "adversarial"}},
-        "adv_kd": {"strategy": {"name": "adv_kd", "steps": 3, "epsilon": 8 / 255, "step_size": 2 / 255},
-                   "teacher": {"arch": arch, "pretrained": str(ckpt), "templates": templates}},
+        "adv_cached_advtarget": ("adv_cached", {"strategy.adv_fraction": 0.5, "strategy.target": "adversarial"}),
+        "adv_kd": ("adv_kd", {"strategy.steps": 3, "strategy.epsilon": 8 / 255, "strategy.step_size": 2 / 255,
+                              "teacher": {"arch": arch, "pretrained": str(ckpt), "templates": templates}}),
     }
 
 
-def config(name: str, extra: dict, root: Path, cache: Path, out: Path, epochs: int, quick: bool = False,
-           seed: int = 0) -> dict:
-    cfg = recipe(extra["strategy"], root, cache, out, quick=quick, progress=False)
-    cfg["optim"]["epochs"] = epochs
-    cfg["run"]["seed"] = seed
-    cfg["run"]["workers"] = 0  # in-process decoding: 32 px PNGs decode in ~0.5 s per epoch
-    if "teacher" in extra:
-        cfg["teacher"] = extra["teacher"]
-    return cfg
+def config(spec: tuple[str, dict[str, Any]], root: Path, cache: Path, out: Path, epochs: int, quick: bool = False,
+           seed: int = 0) -> TrainConfig:
+    """The recipe at this benchmark's size; robustness is measured here, with :data:`ROBUST`, not after training."""
+    recipe, extra = spec
+    quick_optim = {"optim.batch_size": 16, "optim.warmup_epochs": 0} if quick else {}
+    return load_recipe(recipe, {"data.root": root, "cache": cache, "run.out": out, "run.progress": False,
+                                "optim.epochs": epochs, "run.seed": seed, "robust": None, **quick_optim,
+                                "run.workers": 0,  # in-process decoding: 32 px PNGs decode in ~0.5 s per epoch
+                                **extra})
 
 
 def one_epoch(trainer: Trainer, epoch: int) -> float:
@@ -98,42 +103,36 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from distill.data import DomainFolder
-    from distill.teacher import Teacher
-    from distill.teacher.cache_adv import AdversarialViews, build_adversarial_views
-
     root = args.demo_out / "data" / ("digits-quick-seed0" if args.quick else "digits-full-seed0")
     cache = args.cache or args.demo_out / "cache"
     teacher_dir = args.teacher_dir or args.demo_out / "teacher"
     arch, teacher_ckpt, templates = demo_teacher(teacher_dir)
     ds = DomainFolder(root)
     names = args.only.split(",")
+    specs = strategies(teacher_dir)
+    source = list(config(specs["kd"], root, cache, args.out, 1).data.source)
 
     # one-off: adversarial views of the source train split, crafted against the teacher
     t0 = time.perf_counter()
     built_now = not AdversarialViews.exists(cache)
     teacher = Teacher(arch, str(teacher_ckpt), ds.classes, templates)
-    build_adversarial_views(ds, teacher, cache, domains=SOURCE, progress=False, **ADV_VIEWS)
+    build_adversarial_views(ds, teacher, cache, domains=source, progress=False, **ADVERSARIAL_VIEWS)
     adv_build_s = time.perf_counter() - t0
     adv_m = AdversarialViews.open(cache).manifest
     del teacher
 
     # accuracy: full runs
-    specs = strategies(teacher_dir)
-    summaries = {}
+    summaries: dict[str, RunSummary] = {}
     for name in names:
         run = args.out / f"{name}-e{args.epochs}" if args.seed == 0 else args.out / f"{name}-e{args.epochs}-s{args.seed}"
-        cfg = config(name, specs[name], root, cache, run, args.epochs, args.quick, args.seed)
-        if (run / "summary.json").is_file():
-            summaries[name] = json.loads((run / "summary.json").read_text())
-        else:
-            t = time.perf_counter()
-            summaries[name] = train(load_train_config(None, base=cfg)).to_dict()
+        trained_before, t = RunSummary.exists_in(run), time.perf_counter()
+        summaries[name] = train_or_resume(config(specs[name], root, cache, run, args.epochs, args.quick, args.seed))
+        if not trained_before:
             print(f"{name}: trained in {time.perf_counter() - t:.0f}s", flush=True)
 
     settings = ROBUST.settings()
-    ev = RobustEvaluator(ds, ds.domains, load_student(Path(summaries[names[0]]["checkpoint"])).spec, settings)
-    results = {n: ev(load_student(Path(s["checkpoint"]))) for n, s in summaries.items()}
+    ev = RobustEvaluator(ds, ds.domains, load_student(Path(summaries[names[0]].checkpoint)).spec, settings)
+    results = {n: ev(load_student(Path(s.checkpoint))) for n, s in summaries.items()}
 
     eps = list(next(iter(results[names[0]].values()))["pgd"])
     print(f"\n### Robustness (test split, %; PGD-{settings.pgd_steps} L-inf, step 2.5*eps/steps, random start; "
@@ -142,11 +141,11 @@ def main() -> None:
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for n, res in results.items():
         for d, r in res.items():
-            cells = [n, d + (" (source)" if d in SOURCE else ""), f"{r['clean']:.1f}"] + \
+            cells = [n, d + (" (source)" if d in source else ""), f"{r['clean']:.1f}"] + \
                     [f"{r['pgd'][e]:.1f}" for e in eps] + [f"{r['corruption_mean']:.1f}"]
             print("| " + " | ".join(cells) + " |")
     # targets, on the source domain
-    src = SOURCE[0]
+    src = source[0]
     base = results["kd"][src] if "kd" in results else None
     if base is not None:
         for n in names:
@@ -160,10 +159,8 @@ def main() -> None:
                   f"; clean cost {cost:+.1f} -> target (PGD up at <= 1 pt clean cost) {'met' if ok else 'MISSED'}")
 
     # cost: interleaved epochs, one process
-    trainers = {}
-    for name in names:
-        cfg = config(name, specs[name], root, cache, args.out / f"timing-{name}", 1, args.quick)
-        trainers[name] = Trainer(build(load_train_config(None, base=cfg)))
+    timing = {name: config(specs[name], root, cache, args.out / f"timing-{name}", 1, args.quick) for name in names}
+    trainers = {name: Trainer(build(cfg)) for name, cfg in timing.items()}
     times: dict[str, list[float]] = {n: [] for n in names}
     for e in range(args.timing_epochs + 1):
         for n, tr in trainers.items():
@@ -173,12 +170,12 @@ def main() -> None:
     med = {n: statistics.median(v) for n, v in times.items()}
     t0_ = trainers[names[0]]
     print(f"\n### Cost (seconds per training epoch, {t0_.steps_per_epoch} steps of batch "
-          f"{t0_.setup.cfg.optim.batch_size}, data "
+          f"{timing[names[0]].optim.batch_size}, data "
           f"loading included; median of {args.timing_epochs} interleaved epochs; {args.threads} threads)\n")
     print("| strategy | s / epoch | x kd |\n|---|---|---|")
     for n in names:
         print(f"| {n} | {med[n]:.1f} | {med[n] / med['kd']:.2f} |")
-    print(f"\none-off adversarial views: {adv_m['rows']} views ({adv_m['views']} per {SOURCE} train image, eps "
+    print(f"\none-off adversarial views: {adv_m['rows']} views ({adv_m['views']} per {source} train image, eps "
           f"{round(adv_m['epsilon'] * 255)}/255, {adv_m['steps']} PGD steps) "
           + (f"crafted in {adv_build_s:.0f}s" if built_now else "(already built)"))
     if "adv_cached" in med:

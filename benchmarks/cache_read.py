@@ -23,15 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import timm
+from safetensors.torch import save_file
+
+from distill.teacher.cache import TeacherCache
+from distill.teacher.cache_format import FORMAT, FORMAT_VERSION, MANIFEST, TEXT_EMBEDDINGS, shard_name, write_shard
+from distill.utils.io import atomic_write_json, sha256_file
 
 
 def synthetic_cache(out: Path, images: int, views: int, dim: int, classes: int, shard_size: int) -> Path:
     """Write a cache directory with random rows in the real format (no teacher run)."""
-    from safetensors.torch import save_file
-
-    from distill.teacher.cache_format import FORMAT, FORMAT_VERSION, MANIFEST, TEXT_EMBEDDINGS, shard_name, write_shard
-    from distill.utils.io import atomic_write_json, sha256_file
-
     g = torch.Generator().manual_seed(0)
     out.mkdir(parents=True)
     shards = []
@@ -73,10 +74,6 @@ def main() -> None:
     args = p.parse_args()
     if args.verify:
         return verify_cost(args)
-
-    import timm
-
-    from distill.teacher.cache import TeacherCache
 
     tmp = Path(tempfile.mkdtemp(prefix="cache_read_"))
     try:
@@ -126,8 +123,6 @@ def main() -> None:
 
 def verify_cost(args) -> None:
     """Median time of TeacherCache.open(verify=True) vs (verify=False) on one synthetic cache."""
-    from distill.teacher.cache import TeacherCache
-
     tmp = Path(tempfile.mkdtemp(prefix="cache_verify_"))
     try:
         path = synthetic_cache(tmp / "cache", args.images, args.views, args.dim, args.classes, 1024)

@@ -19,6 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from distill.data.folder import DomainFolder
+from distill.teacher.cache import build_cache
+from distill.teacher.clip import Teacher
+
 
 def make_images(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> None:
     """``n`` photo-like JPEGs (smooth gradients + noise) in 2 domains x 2 classes."""
@@ -57,10 +61,6 @@ def main() -> None:
                                                 "--images JPEGs (benchmarks/photos.py makes one in parallel)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
-
-    from distill.data.folder import DomainFolder
-    from distill.teacher.cache import build_cache
-    from distill.teacher.clip import Teacher
 
     tmp = Path(tempfile.mkdtemp(prefix="cache_throughput_"))
     try:

@@ -25,16 +25,21 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill.bench.compare import compare_latency  # noqa: E402
 from distill.bench.edge_runner import OrtRunner, cpu_info, library_versions  # noqa: E402
+from distill.data.builtin import materialize  # noqa: E402
+from distill.data.folder import DomainFolder  # noqa: E402
+from distill.export import ExportConfig, export_checkpoint  # noqa: E402
 from distill.export import quantize as q  # noqa: E402
 from distill.export.images import ImageCalibrationReader, load_images, pick_per_domain, random_images  # noqa: E402
 from distill.export.onnx import export_onnx  # noqa: E402
-from distill.student.model import Student, default_spec  # noqa: E402
+from distill.student.model import Student, default_spec, save_student  # noqa: E402
 
 SECTION = "## Export and latency"
 
@@ -71,8 +76,6 @@ def build(arch: str, size: int, work: Path, data_root: Path | None) -> dict[str,
     log(f"  {arch}: exported with {info['exporter']} in {time.time() - t0:.0f}s")
     pre = q.prepare(fp32, work / f"{arch}.pre.onnx")
     if data_root is not None:
-        from distill.data.folder import DomainFolder
-
         folder = DomainFolder(data_root)
         calib = load_images(folder, pick_per_domain(folder, folder.domains, "train", 8), spec)
     else:
@@ -103,8 +106,6 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
 
 def ort_optimized_ops(path: Path, work: Path) -> dict[str, int]:
     """Op census of the graph onnxruntime actually runs (after its QDQ fusions)."""
-    import onnxruntime as ort
-
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(work / (path.stem + ".ortopt.onnx"))
     so.log_severity_level = 3
@@ -168,11 +169,6 @@ def mobilenet_analysis(models: dict[str, Path], work: Path, iters: int, size: in
 # --------------------------------------------------------------------------- accuracy
 def train(arch: str, root: Path, out: Path, domains: list[str], steps: int, seed: int = 0) -> Path:
     """Plain cross-entropy training at 32 px on ``domains`` (train split); saves a checkpoint."""
-    import torch
-
-    from distill.data.folder import DomainFolder
-    from distill.student.model import save_student
-
     torch.manual_seed(seed)
     torch.set_num_threads(1)  # a shared 2-core machine: one thread is faster than two fighting for it
     folder = DomainFolder(root)
@@ -196,8 +192,6 @@ def train(arch: str, root: Path, out: Path, domains: list[str], steps: int, seed
 
 
 def accuracy_part(arch: str, root: Path, work: Path, steps: int, max_drop: float) -> dict[str, Any]:
-    from distill.export import ExportConfig, export_checkpoint
-
     sources, targets = ["mnist", "mnist_m"], ["optdigits", "mnist_c"]
     t0 = time.time()
     ckpt = train(arch, root, work / f"{arch}-ckpt", sources, steps)
@@ -205,7 +199,7 @@ def accuracy_part(arch: str, root: Path, work: Path, steps: int, max_drop: float
     rep = export_checkpoint(ckpt, work / f"{arch}-export", ExportConfig(
         precisions=("fp32", "int8"), data_root=str(root), calib_domains=tuple(sources), target_domains=tuple(targets),
         int8_flavour="ort-cpu", max_drop=max_drop, eval_count=None, calib_count=256, latency_iters=10,
-        max_fallback_layers=8), log=lambda s: log("    " + s))
+        max_fallback_layers=8), log=lambda s: log("    " + s)).to_dict()
     fp32 = next(m for m in rep["models"] if m["precision"] == "fp32")
     int8 = next(m for m in rep["models"] if m["precision"] == "int8")
     fb = int8["fallback"]
@@ -316,8 +310,6 @@ def main() -> int:
     try:
         data_root = Path(args.data) if args.data else None
         if data_root is None:
-            from distill.data.builtin import materialize
-
             data_root = materialize(work / "digits", quick=False)
         models = {}
         for arch in ("resnet18", "mobilenetv3_large_100"):

@@ -22,13 +22,21 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from photos import make_photos  # benchmarks/photos.py: this script's folder is on sys.path when it runs
 from torch.utils.data import DataLoader
+
+from distill.data.folder import DomainFolder
+from distill.teacher.cache import TeacherCache, build_cache
+from distill.teacher.cache_build import _ImageViews
+from distill.teacher.cache_pixels import build_pixel_store, find_pixel_store
+from distill.teacher.clip import Teacher
+from distill.teacher.views import ViewConfig
+from distill.train import TrainImages, epoch_items
 
 
 def rate(ds, n: int, batch: int) -> float:
@@ -52,17 +60,6 @@ def main() -> None:
     p.add_argument("--data", default=None, help="use this JPEG tree instead of making one")
     args = p.parse_args()
     torch.set_num_threads(1)
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from photos import make_photos
-
-    from distill.data.folder import DomainFolder
-    from distill.teacher.cache import TeacherCache, build_cache
-    from distill.teacher.cache_build import _ImageViews
-    from distill.teacher.cache_pixels import build_pixel_store, find_pixel_store
-    from distill.teacher.clip import Teacher
-    from distill.teacher.views import ViewConfig
-    from distill.train import TrainImages, epoch_items
 
     tmp = Path(tempfile.mkdtemp(prefix="input_pipeline_"))
     try:

@@ -30,38 +30,41 @@ import torch
 
 from distill.train.adapt import adapt_recipe
 from distill.config import load_train_config
+from distill.data import DomainFolder
+from distill.evaluate import DomainEvaluator
+from distill.records import TEACHER_MANIFEST, CacheManifest, RunSummary
+from distill.student.model import load_student
+from distill.teacher import Teacher
+from distill.teacher.cache import TeacherCache, ViewConfig, build_cache
 from distill.train import train
 
 
 def adapt(ckpt: Path, target: str, root: Path, caches: list[Path], strategy: str, out: Path, epochs: int,
-          batch_size: int = 64, lr: float | None = None) -> dict:
-    if (out / "summary.json").is_file():
-        summary = json.loads((out / "summary.json").read_text())
-    else:
+          batch_size: int = 64, lr: float | None = None) -> float:
+    """Adapt ``ckpt`` to ``target`` alone (or reuse the finished run); its test accuracy there, in %."""
+    seconds = None
+    if not RunSummary.exists_in(out):
         cfg = adapt_recipe(ckpt, [target], root, caches, strategy, out,
                            optim={"epochs": epochs, "batch_size": batch_size, **({"lr": lr} if lr else {})},
                            run={"workers": 0, "progress": False})
         t0 = time.perf_counter()
-        summary = train(load_train_config(None, base=cfg)).to_dict()
-        summary["_seconds"] = time.perf_counter() - t0
-    print(f"  {out.name}: {100 * summary['test_acc'][target]:.1f}" +
-          (f"  ({summary['_seconds']:.0f}s)" if "_seconds" in summary else "  (done before)"), flush=True)
-    return summary
+        train(load_train_config(None, base=cfg))
+        seconds = time.perf_counter() - t0
+    accuracy = 100 * RunSummary.read(out).test_acc[target]  # a fraction in summary.json; this table is in %
+    print(f"  {out.name}: {accuracy:.1f}" + (f"  ({seconds:.0f}s)" if seconds is not None else "  (done before)"),
+          flush=True)
+    return accuracy
 
 
 def random_teacher_cache(demo_out: Path, root: Path, like: Path, out: Path) -> Path:
     """A cache of a random-weights teacher of the demo architecture (seed 1), with the views of cache ``like``."""
-    from distill.data import DomainFolder
-    from distill.teacher import Teacher
-    from distill.teacher.cache import ViewConfig, build_cache
-
-    meta = json.loads((demo_out / "teacher" / "teacher.json").read_text())
-    views = json.loads((like / "manifest.json").read_text())["views"]
+    meta = json.loads((demo_out / "teacher" / TEACHER_MANIFEST).read_text())
+    views = CacheManifest.read(like).views
     ds = DomainFolder(root)
     torch.manual_seed(1)
     teacher = Teacher(meta["arch"], None, ds.classes, meta["templates"])
-    return build_cache(ds, teacher, out, views=views["count"], seed=views["seed"],
-                       augment=ViewConfig.from_dict(views["augment"]), num_workers=0, progress=False)
+    return build_cache(ds, teacher, out, views=views.count, seed=views.seed,
+                       augment=ViewConfig.from_dict(views.augment), num_workers=0, progress=False)
 
 
 def main() -> None:
@@ -78,16 +81,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from distill.data import DomainFolder
-    from distill.evaluate import DomainEvaluator
-    from distill.student.model import load_student
-    from distill.teacher.cache import TeacherCache
-
     root = args.demo_out / "data" / ("digits-quick-seed0" if args.quick else "digits-full-seed0")
     ckpt = args.demo_out / "runs" / "erm" / "checkpoints" / "best"
     bs = 16 if args.quick else 64
     ds = DomainFolder(root)
-    source = json.loads((ckpt / "student.json").read_text())["provenance"]["source_domains"]
+    student = load_student(ckpt)
+    source = student.spec.provenance["source_domains"]
     targets = args.targets.split(",") if args.targets else [d for d in ds.domains if d not in source]
     specs = args.teachers or [f"demo={args.demo_out / 'cache'}", f"demo+random={args.demo_out / 'cache'},random"]
     sets: dict[str, list[Path]] = {}
@@ -101,7 +100,6 @@ def main() -> None:
             caches.append(Path(p))
         sets[name] = caches
 
-    student = load_student(ckpt)
     src_only = DomainEvaluator(ds, targets, student.preprocess())(student)
     print(f"source model {ckpt} (trained on {source}); {args.epochs} epochs per adaptation; teachers: "
           + "; ".join(f"{n} = {', '.join(map(str, c))}" for n, c in sets.items()))
@@ -120,13 +118,13 @@ def main() -> None:
     for lr in (None, 5e-4):
         name = "shot" if lr is None else f"shot (lr {lr:g})"
         rows[name] = {t: adapt(ckpt, t, root, [], "shot", args.out / f"shot{'' if lr is None else f'-lr{lr:g}'}-{t}"
-                                                                       f"-e{args.epochs}", args.epochs, bs, lr)["test_acc"][t]
+                                                                       f"-e{args.epochs}", args.epochs, bs, lr)
                       for t in targets}
     for name, caches in sets.items():
         for strategy in ("teacher_pl", "sfda"):
             rows[f"{strategy} [{name}]"] = {
                 t: adapt(ckpt, t, root, caches, strategy, args.out / f"{strategy}-{name}-{t}-e{args.epochs}",
-                         args.epochs, bs)["test_acc"][t] for t in targets}
+                         args.epochs, bs) for t in targets}
 
     hardest = min(targets, key=lambda d: src_only[d])
     print(f"\n### Source-free adaptation (target test accuracy, %; source {source}; each target adapted alone, "

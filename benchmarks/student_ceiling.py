@@ -12,6 +12,7 @@ import argparse
 import time
 
 import torch
+import timm
 
 
 def main() -> None:
@@ -25,8 +26,6 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=8, help="untimed steps first (cudnn autotuning)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args()
-    import timm
-
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.backends.cudnn.benchmark = True

@@ -15,15 +15,17 @@ import argparse
 
 import torch
 
+from distill.student.model import Student, default_spec
+from distill.teacher import Teacher
+from distill.teacher.demo import DEMO_ARCH
+from distill.utils.flops import count_flops, count_params
+
 DEFAULT = ("mobilenetv3_small_050:32,mobilenetv3_small_050:24,mobilenetv3_small_050:16,lcnet_035:32,"
            "lcnet_050:32,test_convnext:32,test_vit:32,test_efficientnet:32,test_resnet:32")
 
 
 def image_tower_flops(arch: str) -> int:
     """FLOPs of an open_clip model's image tower on one image at its own input size."""
-    from distill.teacher import Teacher
-    from distill.utils.flops import count_flops
-
     teacher = Teacher(arch, None, ["a", "b"], ["a photo of a {}."])
     return count_flops(teacher.model.visual, teacher.preprocess_info.size)
 
@@ -33,10 +35,6 @@ def main() -> None:
     ap.add_argument("--students", default=DEFAULT, help="comma-separated timm_name:input_px")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from distill.student.model import Student, default_spec
-    from distill.teacher.demo import DEMO_ARCH
-    from distill.utils.flops import count_flops, count_params
-
     demo, clip = image_tower_flops(DEMO_ARCH), image_tower_flops("ViT-B-32")
     print(f"teachers: {DEMO_ARCH} {demo / 1e6:.2f} MFLOPs (32 px); ViT-B-32 {clip / 1e9:.2f} GFLOPs (224 px)")
     print("| student | px | MFLOPs | params | vs demo teacher | vs ViT-B-32 |\n|---|---:|---:|---:|---:|---:|")

@@ -13,10 +13,10 @@ import statistics
 import sys
 from pathlib import Path
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 
 def main() -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     run, batch = Path(sys.argv[1]), int(sys.argv[2])
     name = sys.argv[3] if len(sys.argv) > 3 else run.name
     ev = EventAccumulator(str(run / "tb"))

@@ -17,68 +17,76 @@ interrupted, so rerunning the demo after a kill continues where it stopped):
 7. ship: export the students in :data:`SHIP` to ONNX fp32 and int8 (ort-cpu flavour, with the
    per-domain accuracy check), benchmark both on ONNX Runtime CPU, and write the HTML report
    (accuracy vs latency for every model and precision) and its Markdown summary.
+
+Every student is trained from its recipe in ``configs/*.yaml`` (:func:`distill.recipes.load_recipe`),
+pointed at the demo's data, cache and run folders; where the demo runs a recipe differently (``--quick``
+sizes, the robustness check's image count, the source-free run's targets and epochs) the override is
+named below (:data:`QUICK_OPTIM`, :data:`ROBUST_MAX_IMAGES`, :data:`ROBUST_QUICK`, :data:`SFDA_EPOCHS`).
+Accuracies are fractions in every artifact; the printed tables show percents.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
+from distill.bench import write_report
+from distill.bench.edge_runner import write_jsonl
+from distill.bench.run import bench_model
+from distill.config import TrainConfig
+from distill.data import DomainFolder
+from distill.data.builtin import materialize
 from distill.errors import DistillError
+from distill.export import ExportConfig, export_checkpoint
+from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
+from distill.records import BENCH_RECORDS, DEMO_RESULTS, REPORT_HTML, BenchRecord, CacheManifest, ExportReport, RunSummary, pct
+from distill.robust import RobustEvaluator
+from distill.student.model import load_student
+from distill.teacher import Teacher
+from distill.teacher.cache import TeacherCache, ViewConfig, build_cache
+from distill.teacher.cache_adv import build_adversarial_views
+from distill.teacher.demo import DEMO_ARCH, DEMO_TEMPLATES, bootstrap_teacher
 
-SOURCE = ["mnist"]
-STUDENT = {"arch": "mobilenetv3_small_050", "input_size": 32}
 DISTILLED = "kd"  # the distilled strategy shown next to erm (see benchmarks/RESULTS.md)
 CACHE_VIEWS = 2
 # The adversarial run: "adv_cached" (teacher-free, kd's cost; PGD views crafted once against the teacher)
 # or "adv_kd" (online teacher, ~3.7x kd's cost, much more robust: see benchmarks/RESULTS.md).
 ADVERSARIAL = "adv_cached"
-ADV_VIEWS = {"views": 1, "epsilon": 8 / 255, "steps": 5}  # PGD views per source image, crafted against the teacher
-ROBUST = {"pgd_eps": ["2/255", "8/255"], "pgd_steps": 10, "corruptions": ["all"], "severity": 3, "max_images": 300}
-ROBUST_QUICK = {"pgd_eps": ["8/255"], "pgd_steps": 3, "corruptions": ["gaussian_noise", "contrast"], "severity": 3,
-                "max_images": 40}
 SFDA = "sfda"  # the source-free adaptation run (benchmarks/sfda.py compares it with shot and teacher_pl)
 SHIP = (DISTILLED, SFDA)  # the students exported, benchmarked and reported in stage 7
 BENCH = {"batches": (1, 8), "warmup": 10, "iters": 100, "threads": 1}  # ORT-CPU latency of every exported file
 BENCH_QUICK = {"batches": (1, 8), "warmup": 3, "iters": 20, "threads": 1}
 
-
-def recipe(strategy: str | dict, root: Path, cache: Path, out: Path, quick: bool = False,
-           progress: bool = True) -> dict[str, Any]:
-    """The training recipe the demo uses (``configs/*.yaml`` hold the same, with demo_out paths)."""
-    strat = {"name": strategy} if isinstance(strategy, str) else dict(strategy)
-    return {
-        "data": {"root": str(root), "source": list(SOURCE), "test_fraction": 0.3},
-        "cache": str(cache),
-        "student": dict(STUDENT),
-        "strategy": strat,
-        "optim": {"epochs": 3 if quick else 30, "batch_size": 16 if quick else 64, "lr": 0.003,
-                  "weight_decay": 0.05, "warmup_epochs": 0 if quick else 1, "grad_clip": 1.0},
-        "run": {"out": str(out), "seed": 0, "workers": 0, "progress": progress},  # 32-px PNGs: workers cost more than they save
-    }
+# What the demo changes in the configs/*.yaml recipes, beyond pointing them at its data, cache and run folders:
+QUICK_OPTIM = {"optim.epochs": 3, "optim.batch_size": 16, "optim.warmup_epochs": 0}  # --quick: seconds, not minutes
+# the adversarial run's robustness check: the recipe's, on 300 test images per domain (the recipe: all)
+ROBUST_MAX_IMAGES = 300
+ROBUST_QUICK = {"pgd_eps": ["8/255"], "pgd_steps": 3, "corruptions": ["gaussian_noise", "contrast"], "severity": 3,
+                "max_images": 40}
+# the source-free run adapts to every target domain (the recipe: mnist_m), for 8 epochs (the recipe: 10)
+SFDA_EPOCHS, SFDA_EPOCHS_QUICK = 8, 2
 
 
-def train_or_resume(base: dict[str, Any]) -> dict[str, Any]:
-    """Train the recipe, resume it if interrupted, or return its summary if it finished."""
-    from distill.config import load_train_config
-    from distill.train import train
+def demo_recipe(name: str, root: Path, cache: Path, out: Path, quick: bool, progress: bool,
+                overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """``configs/<name>.yaml`` pointed at the demo's data, cache and run folder (at test size with ``quick``)."""
+    return load_recipe(name, {"data.root": root, "cache": cache, "run.out": out, "run.progress": progress,
+                              **(QUICK_OPTIM if quick else {}), **(overrides or {})})
 
-    run_dir = Path(base["run"]["out"])
-    if (run_dir / "summary.json").is_file():
-        print(f"  {run_dir}: already trained")
-        return json.loads((run_dir / "summary.json").read_text())
-    resume = (run_dir / "checkpoints" / "last.json").is_file()
-    cfg = load_train_config(run_dir / "config.yaml") if resume else load_train_config(None, base=base)
-    return train(cfg, resume=resume).to_dict()
+
+def percent(fraction: float) -> float:
+    """A fraction as the percent the tables print: rounded to 4 decimals first, as summaries keep 6 of a
+    fraction, so a printed digit is the one the percent the run measured printed (12.35 %, not 12.350000001)."""
+    return round(100.0 * fraction, 4)
 
 
 def accuracy_table(rows: dict[str, dict[str, float]], domains: list[str], source: list[str]) -> str:
-    """Markdown-ish table: one row per model, one column per domain + target mean."""
+    """Markdown-ish table: one row per model (accuracies as fractions), one column per domain + target mean, in %."""
     head = ["model"] + [f"{d}{'*' if d in source else ''}" for d in domains] + ["target mean"]
     lines = [" | ".join(f"{h:>12s}" for h in head)]
-    for name, acc in rows.items():
+    for name, fractions in rows.items():
+        acc = {d: percent(v) for d, v in fractions.items()}  # percent only here, where it is printed
         tgt = [acc[d] for d in domains if d not in source and d in acc and not math.isnan(acc[d])]
         cells = [f"{acc.get(d, float('nan')):12.1f}" for d in domains]
         lines.append(" | ".join([f"{name:>12s}", *cells, f"{sum(tgt) / max(len(tgt), 1):12.1f}"]))
@@ -87,12 +95,6 @@ def accuracy_table(rows: dict[str, dict[str, float]], domains: list[str], source
 
 def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run every stage into ``out``; returns the paths of the artifacts and the accuracy table."""
-    from distill.data import DomainFolder
-    from distill.data.builtin import materialize
-    from distill.teacher import Teacher
-    from distill.teacher.cache import TeacherCache, ViewConfig, build_cache
-    from distill.teacher.demo import DEMO_ARCH, DEMO_TEMPLATES, bootstrap_teacher
-
     out = Path(out)
     t0 = time.time()
     artifacts: dict[str, Any] = {}
@@ -122,35 +124,40 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
     artifacts["cache"] = str(cache_dir)
     del teacher
 
-    stage(4, n, f"students: erm and {DISTILLED} ({STUDENT['arch']} at {STUDENT['input_size']} px), source {SOURCE}")
-    runs = {}
-    for name in ("erm", DISTILLED):
+    configs = {name: demo_recipe(name, root, cache_dir, out / "runs" / name, quick, progress)
+               for name in ("erm", DISTILLED)}
+    source = list(configs["erm"].data.source)
+    student = configs["erm"].student
+    stage(4, n, f"students: erm and {DISTILLED} ({student.arch} at {student.input_size} px), source {source}")
+    runs: dict[str, RunSummary] = {}
+    for name, cfg in configs.items():
         print(f"  -- {name}")
-        runs[name] = train_or_resume(recipe(name, root, cache_dir, out / "runs" / name, quick, progress))
+        runs[name] = train_or_resume(cfg)
     artifacts["runs"] = {k: str(out / "runs" / k) for k in runs}
 
     zs = cache.zero_shot_accuracy()
-    rows = {"teacher (zs)": {d: 100.0 * v.get("test", float("nan")) for d, v in zs.items()}}
-    rows.update({name: s["test_acc"] for name, s in runs.items()})
-    table = accuracy_table(rows, dataset.domains, SOURCE)
+    rows = {"teacher (zs)": {d: v.get("test", float("nan")) for d, v in zs.items()}}
+    rows.update({name: summary.test_acc for name, summary in runs.items()})
+    table = accuracy_table(rows, dataset.domains, source)
     first = next(iter(runs.values()))
-    flops_ratio = first["flops"] / first["teacher_flops"] if first.get("teacher_flops") else float("nan")
+    flops_ratio = first.flops / first.teacher_flops if first.teacher_flops else float("nan")
     print(f"\nper-domain test accuracy (student FLOPs = {100 * flops_ratio:.1f}% of the teacher's):\n{table}")
 
     stage(5, n, f"adversarial distillation: '{ADVERSARIAL}', robustness compared with '{DISTILLED}'")
-    adv_table = _adversarial_stage(dataset, ckpt, cache_dir, root, out, runs, quick, progress)
+    adv_table = _adversarial_stage(dataset, ckpt, cache_dir, root, out, runs, source, quick, progress)
     artifacts["runs"][ADVERSARIAL] = str(out / "runs" / ADVERSARIAL)
 
-    stage(6, n, f"source-free adaptation: the source-only erm student -> {', '.join(_targets(dataset))} with "
+    targets = _targets(dataset, source)
+    stage(6, n, f"source-free adaptation: the source-only erm student -> {', '.join(targets)} with "
                 f"'{SFDA}' (unlabeled target images + cached teacher; no source image read)")
-    sfda = runs[SFDA] = _sfda_stage(dataset, cache_dir, root, out, runs, quick, progress)
+    sfda = runs[SFDA] = _sfda_stage(cache_dir, root, out, runs, targets, quick, progress)
     artifacts["runs"][SFDA] = str(out / "runs" / SFDA)
-    sfda_rows = {"teacher (zs)": rows["teacher (zs)"], "erm (source)": runs["erm"]["test_acc"],
-                 f"{SFDA} (adapted)": sfda["test_acc"]}
-    sfda_table = accuracy_table(sfda_rows, _targets(dataset), [])
+    sfda_rows = {"teacher (zs)": rows["teacher (zs)"], "erm (source)": runs["erm"].test_acc,
+                 f"{SFDA} (adapted)": sfda.test_acc}
+    sfda_table = accuracy_table(sfda_rows, targets, [])
     print(f"\nsource-free adaptation, target test accuracy:\n{sfda_table}")
-    (out / "results.md").write_text(table + "\n\n" + adv_table + "\n\n" + sfda_table + "\n")
-    artifacts["table"] = str(out / "results.md")
+    (out / DEMO_RESULTS).write_text(table + "\n\n" + adv_table + "\n\n" + sfda_table + "\n")
+    artifacts["table"] = str(out / DEMO_RESULTS)
 
     stage(7, n, f"ship: export {' and '.join(SHIP)} to ONNX fp32 + int8, benchmark on ONNX Runtime CPU, report")
     artifacts.update(_ship_stage(out, runs, quick))
@@ -162,90 +169,75 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
     return artifacts
 
 
-def _ship_stage(out: Path, runs: dict, quick: bool) -> dict[str, str]:
+def _ship_stage(out: Path, runs: dict[str, RunSummary], quick: bool) -> dict[str, str]:
     """Export, benchmark (ORT-CPU) and report the :data:`SHIP` students; returns the artifact paths."""
-    from distill.bench import write_report
-    from distill.bench.edge_runner import read_jsonl, write_jsonl
-    from distill.bench.run import bench_model
-    from distill.export import ExportConfig, export_checkpoint
-
     cfg = ExportConfig(precisions=("fp32", "int8"), int8_flavour="ort-cpu", exporter="torchscript",
                        calib_count=64 if quick else 256, eval_count=50 if quick else 300,
                        latency_iters=5 if quick else 20, threads=1, build_engines=False)
     bench = BENCH_QUICK if quick else BENCH
-    bench_file = out / "bench.jsonl"
-    done = {(r["model"], r["batch"]) for r in read_jsonl(bench_file)} if bench_file.is_file() else set()
-    exported = []
+    bench_file = out / BENCH_RECORDS
+    done = {(r.model, r.batch) for r in BenchRecord.read_lines(bench_file)} if bench_file.is_file() else set()
+    exported: list[tuple[str, ExportReport]] = []
     for name in SHIP:
         export_dir = out / "export" / name
-        report = json.loads((export_dir / "export.json").read_text()) if (export_dir / "export.json").is_file() else {}
-        if report.get("status") == "ok":
+        if ExportReport.exists_in(export_dir) and ExportReport.read(export_dir).status == "ok":
             print(f"  {export_dir}: already exported")
         else:
             print(f"  -- export {name}")
-            report = export_checkpoint(Path(runs[name]["checkpoint"]), export_dir, cfg, log=lambda m: print(f"  {m}"))
-        for m in report["models"]:
-            path = export_dir / m["file"]
+            export_checkpoint(Path(runs[name].checkpoint), export_dir, cfg, log=lambda m: print(f"  {m}"))
+        report = ExportReport.read(export_dir)
+        for m in report.models:
+            path = export_dir / m.file
             todo = tuple(b for b in bench["batches"] if (str(path), b) not in done)
             if todo:
                 records = bench_model(path, "ort-cpu", todo, bench["threads"], bench["warmup"], bench["iters"],
                                       profile=True, topk=8)  # + ONNX Runtime's top ops (a separate pass)
                 write_jsonl(records, bench_file)
-        acc = {m["precision"]: m.get("mean_accuracy") for m in report["models"]}
-        exported.append((name, acc, report))
-    records = read_jsonl(bench_file)
+        exported.append((name, report))
+    records = list(BenchRecord.read_lines(bench_file))
     print(f"\nONNX Runtime CPU, {bench['threads']} thread(s): latency p50 in ms and mean test accuracy over every domain")
     print(f"  {'model':>8s} {'precision':>9s} {'batch':>5s} {'p50 ms':>8s} {'img/s':>8s} {'accuracy':>8s}")
-    for name, acc, report in exported:
-        for m in report["models"]:
-            path = str(out / "export" / name / m["file"])
-            for r in (r for r in records if r["model"] == path):
-                a = acc.get(m["precision"])
-                print(f"  {name:>8s} {m['precision']:>9s} {r['batch']:5d} {r['latency_ms']['p50']:8.3f} "
-                      f"{r['throughput_ips']:8.0f} {'-' if a is None else f'{100 * a:7.1f}%':>8s}")
-    html = out / "report.html"
-    res = write_report([out / "runs", out / "export", bench_file], html, "distill demo")
+    for name, report in exported:
+        for m in report.models:
+            path = str(out / "export" / name / m.file)
+            for r in (r for r in records if r.model == path):
+                a = m.mean_accuracy
+                print(f"  {name:>8s} {m.precision:>9s} {r.batch:5d} {r.latency_ms.p50:8.3f} "
+                      f"{r.throughput_ips:8.0f} {'-' if a is None else f'{pct(a):>7s}%':>8s}")
+    res = write_report([out / "runs", out / "export", bench_file], out / REPORT_HTML, "distill demo")
     print(f"\nreport: {res['html']}  (summary: {res['markdown']})")
     return {"exports": str(out / "export"), "bench": str(bench_file), "report": res["html"]}
 
 
-def _targets(dataset) -> list[str]:
-    return [d for d in dataset.domains if d not in SOURCE]
+def _targets(dataset: DomainFolder, source: list[str]) -> list[str]:
+    return [d for d in dataset.domains if d not in source]
 
 
-def _adversarial_stage(dataset, teacher_ckpt: Path, cache_dir: Path, root: Path, out: Path, runs: dict,
-                       quick: bool, progress: bool) -> str:
+def _adversarial_stage(dataset: DomainFolder, teacher_ckpt: Path, cache_dir: Path, root: Path, out: Path,
+                       runs: dict[str, RunSummary], source: list[str], quick: bool, progress: bool) -> str:
     """Adversarial views in the cache, an ``adv_cached`` run, and its robustness next to ``kd``'s."""
-    from distill.robust import RobustEvaluator
-    from distill.student.model import load_student
-    from distill.teacher import Teacher
-    from distill.teacher.cache_adv import build_adversarial_views
-    from distill.teacher.demo import DEMO_ARCH, DEMO_TEMPLATES
-
-    base = recipe(ADVERSARIAL, root, cache_dir, out / "runs" / ADVERSARIAL, quick, progress)
+    overrides: dict[str, Any] = {"robust": ROBUST_QUICK} if quick else {"robust.max_images": ROBUST_MAX_IMAGES}
     if ADVERSARIAL == "adv_kd":  # the teacher runs online on the adversarial inputs
-        base["teacher"] = {"arch": DEMO_ARCH, "pretrained": str(teacher_ckpt), "templates": list(DEMO_TEMPLATES)}
+        overrides["teacher"] = {"arch": DEMO_ARCH, "pretrained": str(teacher_ckpt), "templates": list(DEMO_TEMPLATES)}
     else:  # adversarial views crafted once against the teacher, stored in the cache
         teacher = Teacher(DEMO_ARCH, str(teacher_ckpt), dataset.classes, DEMO_TEMPLATES)
-        views = dict(ADV_VIEWS, steps=2) if quick else ADV_VIEWS
-        adv = build_adversarial_views(dataset, teacher, cache_dir, domains=SOURCE, progress=progress, **views)
+        views = dict(ADVERSARIAL_VIEWS, steps=2) if quick else ADVERSARIAL_VIEWS
+        adv = build_adversarial_views(dataset, teacher, cache_dir, domains=source, progress=progress, **views)
         del teacher
         print(f"  adversarial views: {adv}")
-    base["robust"] = dict(ROBUST_QUICK if quick else ROBUST)
-    runs[ADVERSARIAL] = train_or_resume(base)
-    from distill.config import RobustConfig
-
-    settings = RobustConfig(**base["robust"]).settings()
-    ev = RobustEvaluator(dataset, dataset.domains, load_student(Path(runs["kd"]["checkpoint"])).spec, settings)
+    cfg = demo_recipe(ADVERSARIAL, root, cache_dir, out / "runs" / ADVERSARIAL, quick, progress, overrides)
+    runs[ADVERSARIAL] = train_or_resume(cfg)
+    settings = cfg.robust.settings()
+    ev = RobustEvaluator(dataset, dataset.domains, load_student(Path(runs["kd"].checkpoint)).spec, settings)
     # the adversarial run evaluated its best checkpoint with the same settings at the end of training
-    results = {DISTILLED: ev(load_student(Path(runs[DISTILLED]["checkpoint"]))),
-               ADVERSARIAL: runs[ADVERSARIAL]["robust"]["domains"]}
+    results = {DISTILLED: ev(load_student(Path(runs[DISTILLED].checkpoint))),
+               ADVERSARIAL: runs[ADVERSARIAL].robust["domains"]}
     eps = [k for k in next(iter(results[DISTILLED].values()))["pgd"]]
     head = ["model", "domain", "clean"] + [f"pgd {e}" for e in eps] + ["corruptions"]
     lines = [" | ".join(f"{h:>12s}" for h in head)]
     for name, res in results.items():
         for d, r in res.items():
-            cells = [name, d + ("*" if d in SOURCE else ""), f"{r['clean']:.1f}"] + \
+            cells = [name, d + ("*" if d in source else ""), f"{r['clean']:.1f}"] + \
                     [f"{r['pgd'][e]:.1f}" for e in eps] + [f"{r['corruption_mean']:.1f}"]
             lines.append(" | ".join(f"{c:>12s}" for c in cells))
     table = "\n".join(lines) + (f"\n(* = source domain; test accuracy in %; PGD-{settings.pgd_steps} L-inf in pixel "
@@ -254,12 +246,17 @@ def _adversarial_stage(dataset, teacher_ckpt: Path, cache_dir: Path, root: Path,
     return table
 
 
-def _sfda_stage(dataset, cache_dir: Path, root: Path, out: Path, runs: dict, quick: bool, progress: bool) -> dict:
-    """Adapt the erm student (RUN/checkpoints/best) to every target domain at once with ``sfda``."""
-    from distill.train.adapt import adapt_recipe
+def _sfda_stage(cache_dir: Path, root: Path, out: Path, runs: dict[str, RunSummary], targets: list[str], quick: bool,
+                progress: bool) -> RunSummary:
+    """Adapt the erm student (RUN/checkpoints/best) to every target domain at once with ``sfda``.
 
-    base = adapt_recipe(Path(runs["erm"]["checkpoint"]), _targets(dataset), root, [cache_dir], SFDA,
-                        out / "runs" / SFDA,
-                        optim={"epochs": 2 if quick else 8, "batch_size": 16 if quick else 64},
-                        run={"workers": 0 if quick else 2, "progress": progress})
-    return train_or_resume(base)
+    The run's split is the cache's (as ``distill adapt`` does), so test images stay test images.
+    """
+    split = CacheManifest.read(cache_dir).dataset
+    cfg = load_recipe(SFDA, {
+        "data.root": root, "data.target": targets, "data.test_fraction": split.test_fraction,
+        "data.split_seed": split.split_seed, "data.val_fraction": split.val_fraction, "cache": cache_dir,
+        "source_checkpoint": runs["erm"].checkpoint, "run.out": out / "runs" / SFDA,
+        "optim.epochs": SFDA_EPOCHS_QUICK if quick else SFDA_EPOCHS, "optim.batch_size": 16 if quick else 64,
+        "run.workers": 0 if quick else 2, "run.progress": progress})
+    return train_or_resume(cfg)

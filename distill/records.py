@@ -340,5 +340,9 @@ class BenchRecord(Record):
             f.write(json.dumps(self.to_dict()) + "\n")
 
 
+# --- added by report helper
+DEMO_RESULTS = "results.md"            # distill demo: its printed accuracy tables, as written to OUT/
+
+
 # --- added by train helper
 RUN_TENSORBOARD = "tb"                 # RUN/tb: TensorBoard event files of a training run

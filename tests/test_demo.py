@@ -1,12 +1,25 @@
 """`distill demo --quick`: the main job end to end at test size, and its idempotent rerun."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
 from distill.cli import main as cli
+from distill.config import load_train_config
+from distill.demo import ADVERSARIAL, DISTILLED, QUICK_OPTIM
+from distill.recipes import recipe_path
+from distill.records import DEMO_RESULTS, RUN_CONFIG, BenchRecord, CacheManifest, ExportReport, RunSummary
+
+
+def _without(cfg: dict, dotted_keys) -> dict:
+    for key in dotted_keys:
+        *path, last = key.split(".")
+        section = cfg
+        for part in path:
+            section = section[part]
+        section.pop(last, None)
+    return cfg
 
 
 @pytest.mark.slow
@@ -15,42 +28,49 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     root = out / "data" / "digits-quick-seed0"
     assert (root / "suite.json").is_file()
     assert (out / "teacher" / "open_clip_model.safetensors").is_file()
-    manifest = json.loads((out / "cache" / "manifest.json").read_text())
-    assert manifest["views"]["count"] == 2 and manifest["teacher"]["arch"] == "distill-demo-rn"
+    manifest = CacheManifest.read(out / "cache")
+    assert manifest.views.count == 2 and manifest.teacher.arch == "distill-demo-rn"
     for run in ("erm", "kd"):
-        summary = json.loads((out / "runs" / run / "summary.json").read_text())
-        assert set(summary["test_acc"]) == {"mnist", "optdigits", "mnist_m", "mnist_c"}
+        summary = RunSummary.read(out / "runs" / run)
+        assert set(summary.test_acc) == {"mnist", "optdigits", "mnist_m", "mnist_c"}
+        assert all(0.0 <= v <= 1.0 for v in summary.test_acc.values())  # fractions in the artifact
         assert (out / "runs" / run / "checkpoints" / "best" / "model.safetensors").is_file()
-    table = (out / "results.md").read_text()
+    # the demo trains the configs/ recipes: each run's saved config is its recipe file but for the named overrides
+    overridden = ["data.root", "cache", "run.out", "run.progress", *QUICK_OPTIM, "robust"]
+    for run in ("erm", DISTILLED, ADVERSARIAL):
+        saved = load_train_config(out / "runs" / run / RUN_CONFIG).model_dump(mode="json")
+        recipe = load_train_config(recipe_path(run)).model_dump(mode="json")
+        assert _without(saved, overridden) == _without(recipe, overridden), run
+    table = (out / DEMO_RESULTS).read_text()
     assert "teacher (zs)" in table and "erm" in table and "kd" in table
 
     # stage 5: adversarial views in the cache, an adv_cached run, robustness table vs kd
     assert (out / "cache" / "adversarial" / "build.json").is_file()
-    adv = json.loads((out / "runs" / "adv_cached" / "summary.json").read_text())
-    assert adv["strategy"] == "adv_cached" and set(adv["test_acc"]) == set(summary["test_acc"])
+    adv = RunSummary.read(out / "runs" / "adv_cached")
+    assert adv.strategy == "adv_cached" and set(adv.test_acc) == set(summary.test_acc)
     assert "pgd 8/255" in table and "adv_cached" in table
 
     # stage 6: sfda adapted the erm student to the three target domains without source data
-    sfda = json.loads((out / "runs" / "sfda" / "summary.json").read_text())
-    assert set(sfda["test_acc"]) == {"optdigits", "mnist_m", "mnist_c"}
+    sfda = RunSummary.read(out / "runs" / "sfda")
+    assert set(sfda.test_acc) == {"optdigits", "mnist_m", "mnist_c"}
     assert "sfda (adapted)" in table
 
     # stage 7: fp32 + int8 exports of kd and sfda, ORT-CPU latency of each at batch 1 and 8, the report
-    records = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
+    records = list(BenchRecord.read_lines(out / "bench.jsonl"))
     for run in ("kd", "sfda"):
-        export = json.loads((out / "export" / run / "export.json").read_text())
-        assert export["status"] == "ok"
-        by_precision = {m["precision"]: m for m in export["models"]}
-        assert set(by_precision) == {"fp32", "int8"} and by_precision["fp32"]["parity"]["passed"]
-        assert by_precision["int8"]["flavour"] == "ort-cpu"
+        export = ExportReport.read(out / "export" / run)
+        assert export.status == "ok"
+        by_precision = {m.precision: m for m in export.models}
+        assert set(by_precision) == {"fp32", "int8"} and by_precision["fp32"].parity["passed"]
+        assert by_precision["int8"].model_extra["flavour"] == "ort-cpu"
         # calibrated where each model runs: kd on its source, the adapted model on its target domains
         want = ["mnist"] if run == "kd" else ["mnist_c", "mnist_m", "optdigits"]
-        assert sorted(export["data"]["calib_domains"]) == want
-        for m in export["models"]:
-            path = str(out / "export" / run / m["file"])
-            benched = sorted(r["batch"] for r in records if r["model"] == path and r["runtime"] == "ort-cpu")
+        assert sorted(export.data["calib_domains"]) == want
+        for m in export.models:
+            path = str(out / "export" / run / m.file)
+            benched = sorted(r.batch for r in records if r.model == path and r.runtime == "ort-cpu")
             assert benched == [1, 8], (path, benched)
-    assert len(records) == 8 and all(r["top_ops"] for r in records)  # profiled: the report's "top operators"
+    assert len(records) == 8 and all(r.model_extra["top_ops"] for r in records)  # profiled: the report's "top operators"
     html = (out / "report.html").read_text().replace("<wbr>", "")  # line-break hints in long names
     assert "<svg" in html and "model.int8-ort-cpu.onnx" in html
     assert "mobilenetv3_small_050 (kd)" in html and "mobilenetv3_small_050 (sfda)" in html

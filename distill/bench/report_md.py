@@ -1,22 +1,26 @@
-"""Render :class:`~distill.bench.report.ReportData` as a short Markdown summary (report.md)."""
+"""Render :class:`~distill.bench.report_data.ReportData` as a short Markdown summary (report.md).
+
+Accuracies arrive as fractions; they become percents here, when printed.
+"""
 from __future__ import annotations
 
-from distill.bench.report import Z95, ReportData
+from distill.bench.report_data import Z95, ReportData, extra
 from distill.bench.report_runs import RunGroup
+from distill.records import pct
 
 
 def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.2f}"
+    return "–" if x is None else pct(x, 2)
 
 
 def _ci(se: float | None) -> str:
-    return "" if se is None else f" ± {100 * Z95 * se:.2f}"
+    return "" if se is None else f" ± {pct(Z95 * se, 2)}"
 
 
 def _pm(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "–"
-    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+    return pct(mean) + (f" ± {pct(std)}" if std is not None else "")
 
 
 def _run_table(groups: list[RunGroup], doms: list[str]) -> list[str]:
@@ -53,7 +57,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                   "of that row; target mean: mean over the row's target domains. Runs that differ only in their seed "
                   "are one row: mean ± standard deviation over the n seeds.", ""]
         for t, zs in data.teachers.items():
-            lines.append(f"Teacher {t} (zero-shot): " + ", ".join(f"{d} {100 * v:.1f}" for d, v in zs.items()))
+            lines.append(f"Teacher {t} (zero-shot): " + ", ".join(f"{d} {pct(v)}" for d, v in zs.items()))
             lines.append("")
         trained = [g for g in data.groups if not g.adapted]
         adapted = [g for g in data.groups if g.adapted]
@@ -66,35 +70,35 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
         lines += ["## Per-domain accuracy of exported models (%)", "",
                   "| student | model | " + " | ".join(doms) + " |", "|---|---|" + "---:|" * len(doms)]
         for ex in data.exports:
-            e = ex["export"]
-            for m in e.get("models", []):
-                acc = m.get("accuracy") or {}
-                prec = m["precision"] + (f"/{m['flavour']}" if m.get("flavour") else "")
+            e = ex.report
+            for m in e.models:
+                acc = m.accuracy or {}
+                flavour = extra(m, "flavour")
+                prec = m.precision + (f"/{flavour}" if flavour else "")
                 lines.append(f"| {data.export_label(e)} | {prec} | " + " | ".join(
-                    f"{100 * acc[d]:.1f}" if d in acc else "–" for d in doms) + " |")
+                    pct(acc[d]) if d in acc else "–" for d in doms) + " |")
         lines.append("")
-        int8 = [(ex["export"], m) for ex in data.exports for m in ex["export"].get("models", [])
-                if m.get("precision") == "int8"]
+        int8 = [(ex.report, m) for ex in data.exports for m in ex.report.models if m.precision == "int8"]
         if int8:
             lines += ["## INT8 decisions", "", "| student | flavour | worst drop before | after | layers kept in float | "
                       "int8/fp32 latency (export CPU) |", "|---|---|---:|---:|---|---|"]
             for e, m in int8:
-                fb, lc = m.get("fallback") or {}, m.get("latency_check") or {}
+                fb, lc = extra(m, "fallback") or {}, extra(m, "latency_check") or {}
                 before = (fb.get("before") or {}).get("worst_drop_pts")
-                after = max((m.get("drops_pts") or {}).values(), default=None)
+                after = max((extra(m, "drops_pts") or {}).values(), default=None)
                 ratio = lc.get("ratio_vs_fp32")
                 note = "" if lc.get("representative", True) else " (not the target runtime)"
                 if lc.get("slower_than_fp32") and lc.get("representative", True):
                     note = " **slower than fp32**"
-                lines.append(f"| {data.export_label(e)} | {m.get('flavour')} | {'–' if before is None else f'{before:.2f}'} | "
+                lines.append(f"| {data.export_label(e)} | {extra(m, 'flavour')} | {'–' if before is None else f'{before:.2f}'} | "
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(fb.get('kept_float') or []) or 'none'} | "
                              f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} |")
             lines.append("")
-    prof = [r for r in data.records if r.get("top_ops")]
+    prof = [r for r in data.records if r.top_ops]
     if prof:
         lines += ["## Top operators", ""]
         for r in prof:
-            ops = ", ".join(f"{o['op']} {o.get('pct', 0):.0f}%" for o in r["top_ops"][:5])
-            lines.append(f"- {r.get('_label') or r.get('model_name')} ({r.get('runtime')}, batch {r.get('batch')}): {ops}")
+            ops = ", ".join(f"{o['op']} {o.get('pct', 0):.0f}%" for o in r.top_ops[:5])
+            lines.append(f"- {r.label or r.record.model_name} ({r.record.runtime}, batch {r.record.batch}): {ops}")
         lines.append("")
     return "\n".join(lines) + "\n"

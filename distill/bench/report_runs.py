@@ -3,8 +3,8 @@
 Runs that differ only in ``run.seed`` form one row, mean and standard deviation over the seeds;
 adapted (source-free) runs are kept apart from source-trained ones; two configurations of one
 strategy are labelled by the options in which they differ, so the ranking can be read off the
-table. summary.json's accuracies are percentages (``DomainEvaluator`` writes them so); here they
-become fractions, by that rule and never by looking at the values.
+table. summary.json is read as a :class:`~distill.records.RunSummary` (accuracies are fractions)
+and config.yaml as the :class:`~distill.config.TrainConfig` it is a dump of.
 """
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import ValidationError
 
-SUMMARY_ACC_SCALE = 100.0  # summary.json's test_acc / teacher_zero_shot are percentages (DomainEvaluator)
+from distill.config import TrainConfig, format_validation_error, load_yaml
+from distill.errors import DistillError
+from distill.records import RUN_CONFIG, RunSummary, TeacherIdentity
 
 
 def teacher_label(teacher: Any) -> str | None:
@@ -26,6 +28,8 @@ def teacher_label(teacher: Any) -> str | None:
         return None
     if isinstance(teacher, str):
         return Path(teacher).name or teacher
+    if isinstance(teacher, TeacherIdentity):
+        teacher = teacher.model_dump()
     if isinstance(teacher, dict):
         arch = teacher.get("arch") or teacher.get("model") or teacher.get("name")
         pre = teacher.get("pretrained") or teacher.get("checkpoint") or teacher.get("tag")
@@ -39,7 +43,7 @@ class Run:
     """One training run's summary.json (+ its config.yaml), accuracies as fractions."""
 
     dir: str
-    summary: dict[str, Any]
+    summary: RunSummary
     student: str
     strategy: str
     options: dict[str, Any]
@@ -48,7 +52,6 @@ class Run:
     source_domains: list[str]
     target_domains: list[str]
     accuracy: dict[str, float]
-    test_count: dict[str, int] | None
     teacher: str | None
     teacher_zero_shot: dict[str, float]
     label: str = ""
@@ -86,40 +89,35 @@ class RunGroup:
         return [r.seed for r in self.runs]
 
 
-def _scaled(acc: Any, scale: float) -> dict[str, float]:
-    """``{domain: value / scale}`` for the numeric, non-NaN values of ``acc``."""
-    if not isinstance(acc, dict):
-        return {}
-    return {str(k): float(v) / scale for k, v in acc.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))}
+def finite(acc: dict[str, float] | None) -> dict[str, float]:
+    """``acc`` without its NaN entries (a domain that could not be scored)."""
+    return {str(k): float(v) for k, v in (acc or {}).items() if not math.isnan(float(v))}
 
 
-def read_run(d: Path, summary: dict[str, Any]) -> Run:
-    """A :class:`Run` from ``d/summary.json`` (given) and, for seed and source checkpoint, ``d/config.yaml``."""
-    cfg: dict[str, Any] = {}
-    if (d / "config.yaml").is_file():
-        try:
-            loaded = yaml.safe_load((d / "config.yaml").read_text())
-        except (OSError, yaml.YAMLError):
-            loaded = None
-        cfg = loaded if isinstance(loaded, dict) else {}
-    seed = (cfg.get("run") or {}).get("seed") if isinstance(cfg.get("run"), dict) else None
-    source = [str(x) for x in summary.get("source_domains") or []]
-    target = [str(x) for x in summary.get("target_domains") or []]
-    trained_on = summary.get("trained_on")
-    if isinstance(trained_on, list) and trained_on:
-        adapted = not set(map(str, trained_on)) & set(source)
+def read_config(run_dir: Path) -> TrainConfig | None:
+    """The run's ``config.yaml`` (the resolved TrainConfig it was started with); None when absent."""
+    path = run_dir / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:  # the structure only: strategy options are the strategy's to check, and need torch to import
+        return TrainConfig.model_validate(load_yaml(path))
+    except ValidationError as e:
+        raise DistillError(format_validation_error(e, str(path))) from None
+
+
+def read_run(run_dir: Path) -> Run:
+    """A :class:`Run` from ``RUN_DIR/summary.json`` and, for seed and source checkpoint, ``RUN_DIR/config.yaml``."""
+    summary = RunSummary.read(run_dir)
+    cfg = read_config(run_dir)
+    if summary.trained_on:
+        adapted = not set(summary.trained_on) & set(summary.source_domains)
     else:
-        adapted = bool(cfg.get("source_checkpoint"))
-    count = summary.get("test_count")
-    count = {str(k): int(v) for k, v in count.items()} if isinstance(count, dict) else None
-    return Run(dir=str(d), summary=summary, student=str(summary.get("student", "?")),
-               strategy=str(summary.get("strategy", "?")),
-               options=dict(summary.get("strategy_options") or {}), seed=seed if isinstance(seed, int) else None,
-               adapted=adapted, source_domains=source, target_domains=target,
-               accuracy=_scaled(summary.get("test_acc"), SUMMARY_ACC_SCALE), test_count=count,
-               teacher=teacher_label(summary.get("teacher")),
-               teacher_zero_shot=_scaled(summary.get("teacher_zero_shot"), SUMMARY_ACC_SCALE))
+        adapted = cfg is not None and cfg.source_checkpoint is not None
+    return Run(dir=str(run_dir), summary=summary, student=summary.student, strategy=summary.strategy,
+               options=dict(summary.strategy_options), seed=cfg.run.seed if cfg is not None else None,
+               adapted=adapted, source_domains=list(summary.source_domains),
+               target_domains=list(summary.target_domains), accuracy=finite(summary.test_acc),
+               teacher=teacher_label(summary.teacher), teacher_zero_shot=finite(summary.teacher_zero_shot))
 
 
 def _config_key(r: Run) -> str:

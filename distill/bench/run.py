@@ -11,14 +11,15 @@ Timing, statistics, memory and device info are the edge runner's (one implementa
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from distill.bench.edge_runner import (RUNTIMES, RuntimeUnavailable, bench_file, bench_runner, format_record, rss_mb,
                                        sha256_file)
+from distill.bench.torch_runner import TorchRunner
 from distill.errors import DistillError
+from distill.records import EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -28,26 +29,26 @@ def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, s
     path = Path(model)
     if not path.exists():
         raise DistillError(f"{path}: not found (expected an .onnx file, a TensorRT engine, a checkpoint folder "
-                           "with student.json, or an export folder with export.json)")
+                           f"with {STUDENT_SPEC}, or an export folder with {EXPORT_REPORT})")
     if runtime is not None and runtime not in RUNTIMES:
         raise DistillError(f"--runtime: unknown runtime '{runtime}' (have: {', '.join(RUNTIMES)})")
     if path.is_dir():
-        if (path / "export.json").is_file():
-            listed = json.loads((path / "export.json").read_text()).get("models", [])
-            files = [path / m["file"] for m in listed if (path / m["file"]).is_file()]
+        if ExportReport.exists_in(path):
+            listed = ExportReport.read(path).models
+            files = [path / m.file for m in listed if (path / m.file).is_file()]
             if not files:
-                raise DistillError(f"{path / 'export.json'}: lists no model file present in {path}")
+                raise DistillError(f"{ExportReport.path_in(path)}: lists no model file present in {path}")
             rt = runtime or "ort-cpu"
             if rt in ("torch", "tensorrt"):
                 raise DistillError(f"--runtime {rt} cannot run an export folder's ONNX files: use ort-cpu, ort-cuda "
                                    "or ort-trt (or pass a checkpoint folder / an engine)")
             return [(f, rt) for f in files]
-        if (path / "student.json").is_file():
+        if (path / STUDENT_SPEC).is_file():
             if runtime not in (None, "torch"):
                 raise DistillError(f"{path} is a checkpoint folder: it runs with --runtime torch (export it for "
                                    f"'{runtime}': distill export {path} --out DIR)")
             return [(path, "torch")]
-        raise DistillError(f"{path}: folder has neither export.json nor student.json")
+        raise DistillError(f"{path}: folder has neither {EXPORT_REPORT} nor {STUDENT_SPEC}")
     if path.suffix in ENGINE_SUFFIXES:
         if runtime not in (None, "tensorrt"):
             raise DistillError(f"{path} is a TensorRT engine: it runs with --runtime tensorrt")
@@ -110,9 +111,7 @@ def bench_model(model: str | Path, runtime: str | None = None, batches: tuple[in
 
 def _bench_torch(path: Path, batches: tuple[int, ...], threads: int | None, warmup: int, iters: int,
                  profile: bool, topk: int, opts: TorchOptions) -> list[dict[str, Any]]:
-    import torch
-
-    from distill.bench.torch_runner import TorchRunner
+    import torch  # lazy: torch only for --runtime torch (benchmarking an ONNX file must not need it)
 
     before = rss_mb()
     runner = TorchRunner(path, threads=threads, device=opts.device, precision=opts.precision, compile=opts.compile,
@@ -126,7 +125,7 @@ def _bench_torch(path: Path, batches: tuple[int, ...], threads: int | None, warm
             r.update(runner.options)
             r["compile_s"] = round(first, 4)
             recs.append(r)
-    weights = path / "model.safetensors"
+    weights = path / STUDENT_WEIGHTS
     for r in recs:
         r["model_sha256"] = sha256_file(weights) if weights.is_file() else None
         if profile:

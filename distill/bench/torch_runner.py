@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from distill.errors import DistillError
+
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
@@ -46,9 +48,10 @@ class TorchRunner:
 
     def __init__(self, checkpoint: str | Path, threads: int | None = None, device: str | None = "auto",
                  precision: str = "fp32", compile: str = "none", memory_format: str = "auto"):
+        # lazy: torch and the student model only when a checkpoint is benchmarked; `distill bench x.onnx`
+        # (and the CLI's start-up, which registers this command) must not import torch
         import torch
 
-        from distill.errors import DistillError
         from distill.student.model import load_student
         from distill.utils.runtime import check_precision, resolve_device
 

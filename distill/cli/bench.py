@@ -5,10 +5,13 @@ import argparse
 import json
 import sys
 
+from distill.bench.edge_runner import RUNTIMES, add_bench_arguments, parse_batches, write_jsonl
+from distill.bench.run import TorchOptions, bench_model
+from distill.bench.torch_runner import COMPILE_MODES, MEMORY_FORMATS
+from distill.errors import DistillError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from distill.bench.edge_runner import RUNTIMES, add_bench_arguments
-
     p = sub.add_parser(
         "bench", help="latency of a checkpoint, ONNX file, TensorRT engine or export folder",
         description="Warm up, time repeated runs, and write one JSON line per (model, runtime, batch): "
@@ -16,8 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on devices as distill/bench/edge_runner.py (numpy + onnxruntime or tensorrt only).")
     p.add_argument("model", help=".onnx, .engine/.plan, a checkpoint folder (torch) or an export folder")
     add_bench_arguments(p, RUNTIMES, default_runtime=None)
-    from distill.bench.torch_runner import COMPILE_MODES, MEMORY_FORMATS
-
     t = p.add_argument_group("runtime torch (a checkpoint folder)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -31,10 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.bench.edge_runner import parse_batches, write_jsonl
-    from distill.bench.run import TorchOptions, bench_model
-    from distill.errors import DistillError
-
     try:
         batches = tuple(parse_batches(args.batch))
     except ValueError as e:

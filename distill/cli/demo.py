@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from distill.demo import run_demo
+    from distill.demo import run_demo  # lazy: the demo imports torch and open_clip; `distill --help` stays fast
 
     run_demo(args.out, quick=args.quick, progress=not args.no_progress)
     return 0

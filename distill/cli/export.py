@@ -4,24 +4,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distill.records import EXPORT_REPORT, RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, pct
 
-def _csv(values: list[str] | None) -> tuple[str, ...] | None:
-    """``--x a b`` and ``--x a,b`` both give ('a', 'b')."""
-    if values is None:
-        return None
-    return tuple(v.strip() for item in values for v in item.split(",") if v.strip())
-
-
-def _batches(text: str) -> tuple[int, int, int]:
-    from distill.errors import DistillError
-
-    try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise DistillError(f"--trt-batches must be MIN,OPT,MAX integers, got '{text}'") from None
-    if len(vals) != 3:
-        raise DistillError(f"--trt-batches must be MIN,OPT,MAX integers, got '{text}'")
-    return vals  # type: ignore[return-value]
+# ExportConfig key -> the flag that sets it (errors name the flag)
+FLAGS = {
+    "precisions": "--precision", "data_root": "--data", "eval_domains": "--eval-domains",
+    "calib_domains": "--calib-domains", "target_domains": "--target-domains", "calib_method": "--calib-method",
+    "calib_count": "--calib-count", "eval_count": "--eval-count", "int8_flavour": "--int8-flavour",
+    "max_drop": "--max-drop", "reduce_range": "--reduce-range", "max_fallback_layers": "--max-fallback-layers",
+    "opset": "--opset", "exporter": "--exporter", "with_embedding": "--embedding", "latency_batch": "--latency-batch",
+    "latency_iters": "--latency-iters", "threads": "--threads", "trt_batches": "--trt-batches",
+    "build_engines": "--no-build-engine", "test_fraction": "--test-fraction", "split_seed": "--split-seed",
+    "val_fraction": "--val-fraction", "class_map": "--class-map",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,13 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export", help="export a checkpoint to ONNX fp32/fp16/int8 (+ TensorRT), with parity and accuracy checks",
         description="Export RUN_DIR/checkpoints/best to ONNX, check ORT against PyTorch on real test images, "
         "quantize to int8 for the target runtime with per-domain accuracy checks and fp32 fallback of sensitive "
-        "layers, and write DIR/export.json plus DIR/build_engine.sh for TensorRT.")
-    p.add_argument("checkpoint", help="checkpoint folder (model.safetensors + student.json)")
+        f"layers, and write DIR/{EXPORT_REPORT} plus DIR/build_engine.sh for TensorRT.")
+    p.add_argument("checkpoint", help=f"checkpoint folder ({STUDENT_WEIGHTS} + {STUDENT_SPEC})")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--precision", default="fp32",
                    help="comma-separated: fp32,fp16,int8 (default: fp32; fp32 is always written, as the parent)")
     p.add_argument("--data", default=None, metavar="ROOT",
-                   help="ROOT/DOMAIN/CLASS/image data (default: the run's config.yaml; needed for int8)")
+                   help=f"ROOT/DOMAIN/CLASS/image data (default: the run's {RUN_CONFIG}; needed for int8)")
     p.add_argument("--eval-domains", nargs="+", default=None, help="domains to evaluate (default: all)")
     p.add_argument("--calib-domains", nargs="+", default=None,
                    help="labeled domains to calibrate on, train split (default: the run's source domains, else all)")
@@ -63,32 +58,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trt-batches", default="1,8,32", help="TensorRT profile MIN,OPT,MAX batch (default: 1,8,32)")
     p.add_argument("--no-build-engine", action="store_true", help="never build TensorRT engines here")
     p.add_argument("--test-fraction", type=float, default=None,
-                   help="dataset split used in training (default: the run's config.yaml, else 0.3)")
+                   help=f"dataset split used in training (default: the run's {RUN_CONFIG}, else 0.3)")
     p.add_argument("--split-seed", type=int, default=None,
-                   help="dataset split seed used in training (default: the run's config.yaml, else 0)")
+                   help=f"dataset split seed used in training (default: the run's {RUN_CONFIG}, else 0)")
     p.add_argument("--val-fraction", type=float, default=None,
-                   help="share of train held out as val in training (default: the run's config.yaml, else 0.1)")
+                   help=f"share of train held out as val in training (default: the run's {RUN_CONFIG}, else 0.1)")
     p.add_argument("--class-map", default=None, help="folder -> class name map (default: the run's, else "
                    "ROOT/classnames.yaml)")
     p.set_defaults(func=run, _parser=p)
 
 
-def run(args: argparse.Namespace) -> int:
-    from distill.export import ExportConfig, export_checkpoint
+def config_options(args: argparse.Namespace) -> dict:
+    """The flags as ExportConfig keys, values as given (ExportConfig splits ``a,b`` lists and checks them)."""
+    options = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()}
+    options["eval_count"] = args.eval_count or None  # 0 = all
+    options["build_engines"] = not args.no_build_engine
+    return options
 
-    cfg = ExportConfig(
-        precisions=_csv([args.precision]) or (), data_root=args.data, eval_domains=_csv(args.eval_domains),
-        calib_domains=_csv(args.calib_domains), target_domains=_csv(args.target_domains) or (),
-        calib_method=args.calib_method, calib_count=args.calib_count, eval_count=args.eval_count or None,
-        int8_flavour=args.int8_flavour, max_drop=args.max_drop, max_fallback_layers=args.max_fallback_layers,
-        opset=args.opset, exporter=args.exporter, with_embedding=args.embedding, latency_batch=args.latency_batch,
-        latency_iters=args.latency_iters, threads=args.threads, trt_batches=_batches(args.trt_batches),
-        build_engines=not args.no_build_engine, reduce_range=args.reduce_range, test_fraction=args.test_fraction, split_seed=args.split_seed,
-        val_fraction=args.val_fraction,
-        class_map=args.class_map)
+
+def run(args: argparse.Namespace) -> int:
+    from distill.export import ExportConfig, export_checkpoint  # lazy: torch/onnx/onnxruntime, not at CLI start-up
+
+    cfg = ExportConfig.from_options(config_options(args), names=FLAGS)
     report = export_checkpoint(args.checkpoint, args.out, cfg)
-    for m in report["models"]:
-        acc = f", mean accuracy {100 * m['mean_accuracy']:.2f}%" if m.get("mean_accuracy") is not None else ""
-        print(f"{args.out}/{m['file']}: {m['precision']}{'/' + m['flavour'] if m.get('flavour') else ''}{acc}",
-              file=sys.stdout)
+    for m in report.models:
+        acc = f", mean accuracy {pct(m.mean_accuracy, 2)}%" if m.mean_accuracy is not None else ""
+        flavour = m.model_extra.get("flavour")
+        print(f"{args.out}/{m.file}: {m.precision}{'/' + flavour if flavour else ''}{acc}", file=sys.stdout)
     return 0

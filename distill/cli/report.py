@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distill.bench.report import write_report
+from distill.records import REPORT_HTML
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -12,14 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "folders containing any of them (searched recursively). Writes one self-contained HTML file (no network "
         "needed) and the same name with .md beside it (report.html -> report.md).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, export dirs, bench .jsonl files, or parents")
-    p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--out", default=REPORT_HTML, help=f"HTML file to write (default: {REPORT_HTML})")
     p.add_argument("--title", default="distill report", help="page title")
     p.set_defaults(func=run, _parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.bench.report import write_report
-
     res = write_report(args.paths, args.out, args.title)
     print(f"wrote {res['html']} and {res['markdown']}: {res['runs']} run(s), {res['exports']} export(s), "
           f"{res['records']} record(s), {res['pareto']} Pareto point(s)", file=sys.stderr)

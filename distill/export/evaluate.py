@@ -5,6 +5,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
+import torch
 
 from distill.errors import DistillError
 from distill.export.images import ImageSet
@@ -12,8 +14,6 @@ from distill.export.images import ImageSet
 
 def ort_session(path: str | Path, threads: int | None = None):
     """A CPU onnxruntime session (``threads`` intra-op threads, default: onnxruntime's)."""
-    import onnxruntime as ort
-
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = int(threads)
@@ -34,8 +34,6 @@ def predict_onnx(path_or_session: Any, images: ImageSet, batch_size: int = 64) -
 
 def predict_torch(student: Any, images: ImageSet, batch_size: int = 64) -> np.ndarray:
     """Logits [N, C] of a PyTorch student (CPU, fp32, eval mode) on ``images``."""
-    import torch
-
     student = student.cpu().float().eval()
     outs = []
     with torch.no_grad():

@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+from onnxruntime.transformers.float16 import convert_float_to_float16
+from onnxruntime.transformers.onnx_model import OnnxModel
 
 
 def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     """Write the fp16 version of ``src`` to ``dst``; inputs/outputs stay float32."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     om = OnnxModel(model)
     om.topological_sort()

@@ -13,6 +13,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
+from torchvision import transforms as T
 
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import BadImageError, load_rgb
@@ -64,8 +65,6 @@ class ImageSet:
 
 def crop_transform(spec: StudentSpec):
     """The PIL part of ``Student.preprocess()``: resize shorter side, then center crop."""
-    from torchvision import transforms as T
-
     mode = T.InterpolationMode(spec.interpolation)
     return T.Compose([T.Resize(min(spec.input_size), interpolation=mode), T.CenterCrop(spec.input_size)])
 

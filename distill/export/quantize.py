@@ -17,13 +17,21 @@ costs a quantization pass, not a calibration).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
+from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, TensorData, TensorsData,
+                                      create_calibrator, quantize_static, save_tensors_data)
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from distill.errors import DistillError
 
@@ -65,6 +73,7 @@ FLAVOURS: dict[str, Int8Flavour] = {
         note="symmetric s8 activations and weights, zero point 0, float bias: TensorRT explicit quantization; "
              "slow on onnxruntime CPU, build an engine on the device"),
 }
+INT8_FLAVOUR_CHOICES = (*FLAVOURS, "both")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -73,25 +82,21 @@ def flavours_for(choice: str) -> list[Int8Flavour]:
     if choice == "both":
         return [FLAVOURS["ort-cpu"], FLAVOURS["tensorrt"]]
     if choice not in FLAVOURS:
-        raise DistillError(f"--int8-flavour must be one of ort-cpu, tensorrt, both; got '{choice}'")
+        raise DistillError(f"int8 flavour must be one of {', '.join(INT8_FLAVOUR_CHOICES)}; got '{choice}'")
     return [FLAVOURS[choice]]
 
 
 def calibration_method(name: str):
-    from onnxruntime.quantization import CalibrationMethod
-
     table = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}
     if name not in table:
-        raise DistillError(f"--calib-method must be one of {', '.join(table)}; got '{name}'")
+        raise DistillError(f"calibration method must be one of {', '.join(table)}; got '{name}'")
     return table[name]
 
 
 def prepare(fp32_path: str | Path, out_path: str | Path) -> Path:
     """onnxruntime's ``quant_pre_process`` (shape inference + graph optimization), with every
     node given a unique name so layers can be excluded by name."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     out_path = Path(out_path)
     quant_pre_process(str(fp32_path), str(out_path))
     model = onnx.load(str(out_path))
@@ -131,13 +136,6 @@ def calibrate(prepared: str | Path, reader: Any, method: str, cache_path: str | 
     same images): onnxruntime's entropy thresholds are symmetric around 0, which for a ReLU
     output would spend half of the uint8 range on values that never occur.
     """
-    import contextlib
-    import io
-    import tempfile
-
-    from onnxruntime.quantization import TensorData, TensorsData, create_calibrator, save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
     ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static calibrates
 
     def run(name: str) -> Any:
@@ -176,8 +174,6 @@ def quantize(prepared: str | Path, out_path: str | Path, flavour: Int8Flavour, c
         method: the calibration method the cache was made with.
         nodes_to_exclude: layers kept in float (fallback).
     """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
     out_path = Path(out_path)
     # quantize_static logs a warning per skipped tensor through the root logger; keep the CLI quiet
     root = logging.getLogger()
@@ -203,8 +199,6 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 def qdq_report(model: str | Path | onnx.ModelProto) -> list[dict[str, Any]]:
     """For each Conv/Gemm/MatMul: is each of its inputs (activation, weight) fed by a
     DequantizeLinear, and with what zero-point type and values? (used to check flavours)."""
-    from onnx import numpy_helper
-
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     inits = _initializers(model)

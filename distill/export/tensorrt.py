@@ -15,13 +15,23 @@ from typing import Any
 
 from distill.errors import DistillError
 
+BUILD_SCRIPT = "build_engine.sh"  # in the export folder: builds the engines on the device
+TIMING_CACHE = "timing.cache"     # TensorRT's kernel timing cache, next to the engines
+
 
 def tensorrt_available() -> bool:
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: F401  # lazy: optional dependency, present on TensorRT hosts only
     except ImportError:
         return False
     return True
+
+
+def tensorrt_version() -> str:
+    """The importable TensorRT's version (call after :func:`tensorrt_available`)."""
+    import tensorrt as trt  # lazy: optional dependency, present on TensorRT hosts only
+
+    return str(trt.__version__)
 
 
 def _shape(input_name: str, batch: int, chw: tuple[int, int, int]) -> str:
@@ -30,7 +40,7 @@ def _shape(input_name: str, batch: int, chw: tuple[int, int, int]) -> str:
 
 def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: str, input_name: str,
                     chw: tuple[int, int, int], batches: tuple[int, int, int] = (1, 8, 32),
-                    timing_cache: str = "timing.cache", workspace_mib: int = 1024,
+                    timing_cache: str = TIMING_CACHE, workspace_mib: int = 1024,
                     trtexec: str = "${TRTEXEC}") -> list[str]:
     """The ``trtexec`` argv building one engine.
 
@@ -82,7 +92,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
                               workspace_mib=workspace_mib, trtexec="$TRTEXEC")
         lines.append(f"echo 'building {e['engine']} ({e['precision']})'")
         lines.append('"$TRTEXEC" ' + " ".join(shlex.quote(a) for a in cmd[1:]))
-    path = out_dir / "build_engine.sh"
+    path = out_dir / BUILD_SCRIPT
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o755)
     return path
@@ -90,7 +100,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str, input_name: str,
                  chw: tuple[int, int, int], batches: tuple[int, int, int] = (1, 8, 32),
-                 timing_cache: str | Path = "timing.cache", workspace_mib: int = 1024) -> Path:
+                 timing_cache: str | Path = TIMING_CACHE, workspace_mib: int = 1024) -> Path:
     """Build a serialized engine with the TensorRT Python API (TensorRT 8.6 / 10.x).
 
     Builder -> network from ``OnnxParser`` -> config (FP16/INT8 flags, workspace, an
@@ -98,7 +108,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     ``timing_cache``) -> ``build_serialized_network``.
     """
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # lazy: optional dependency, present on TensorRT hosts only
     except ImportError:
         raise DistillError("building a TensorRT engine needs TensorRT (pip install tensorrt, or JetPack on a "
                            "Jetson); otherwise run build_engine.sh on the device") from None

@@ -70,7 +70,7 @@ def test_unavailable_runtime_is_one_line(small_onnx: Path, capsys: pytest.Captur
         pytest.skip(f"{runtime} is available here")
     if runtime == "tensorrt":
         try:
-            import tensorrt  # noqa: F401
+            import tensorrt  # noqa: F401  # lazy: probes whether tensorrt imports here
             pytest.skip("tensorrt is installed here")
         except ImportError:
             pass

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch.utils.tensorboard import SummaryWriter
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = [REPO / "benchmarks" / "gpu_check.sh", REPO / "scripts" / "gpu_wheels.sh"]
@@ -33,8 +34,6 @@ def test_every_helper_it_calls_exists():
 
 
 def test_train_steps_reads_rates_when_logging_every_n_steps(tmp_path):
-    from torch.utils.tensorboard import SummaryWriter
-
     w = SummaryWriter(str(tmp_path / "tb"))
     t = 1000.0
     for step in range(2, 41, 2):  # logged every 2 steps, 0.1 s per step, one 3 s epoch gap

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from distill.bench.run import TorchOptions, bench_model
+from distill.bench.torch_runner import TorchRunner
 from distill.cli import main
+from distill.student.model import Student, default_spec, save_student
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    from distill.student.model import Student, default_spec, save_student
-
     torch.manual_seed(0)
     return save_student(Student(default_spec("test_resnet", ["a", "b", "c"], 16)), tmp_path_factory.mktemp("ck") / "c")
 
@@ -40,8 +40,6 @@ def test_fp32_and_bf16_records_carry_the_new_fields(ckpt):
 
 
 def test_bf16_runner_really_runs_bf16_channels_last(ckpt):
-    from distill.bench.torch_runner import TorchRunner
-
     r = TorchRunner(ckpt, device="cpu", precision="bf16", memory_format="channels_last")
     conv = next(p for p in r.model.parameters() if p.dim() == 4)
     assert conv.dtype == torch.bfloat16 and conv.is_contiguous(memory_format=torch.channels_last)

@@ -82,15 +82,20 @@ def train_student(root: Path, out_dir: Path, arch: str = "test_resnet", steps: i
 
 
 def make_run_dir(root: Path, run_dir: Path, arch: str = "test_resnet", steps: int = 30) -> Path:
-    """RUN_DIR/checkpoints/best + summary.json + metrics.csv like a training run writes them."""
+    """RUN_DIR/checkpoints/best + summary.json + config + metrics.csv like a training run writes them."""
+    from distill.records import RUN_CONFIG, RUN_METRICS, RunSummary
+
     ckpt = train_student(root, run_dir / "checkpoints" / "best", arch=arch, steps=steps)
-    summary = {"strategy": "erm", "student": arch, "teacher": {"arch": "ViT-test", "pretrained": "none"},
-               "test_acc": {"clean": 0.9, "dark": 0.8, "noisy": 0.6}, "source_domains": ["clean", "dark"],
-               "target_domains": ["noisy"], "teacher_zero_shot": {"clean": 0.5, "dark": 0.4, "noisy": 0.3},
-               "params": 1000, "flops": 100000}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    (run_dir / "config.yaml").write_text(json.dumps({"data": {"root": str(root), "source": ["clean", "dark"],
-                                                              "target": ["noisy"], "test_fraction": 0.3,
-                                                              "split_seed": 0}}))  # JSON is YAML
-    (run_dir / "metrics.csv").write_text("step,loss\n1,1.0\n")
+    RunSummary.from_dict({
+        "strategy": "erm", "student": arch, "teacher": {"arch": "ViT-test", "pretrained": "none"},
+        "source_domains": ["clean", "dark"], "target_domains": ["noisy"], "trained_on": ["clean", "dark"],
+        "best_epoch": 1, "selected_on": "source validation accuracy",
+        "test_acc": {"clean": 0.9, "dark": 0.8, "noisy": 0.6},
+        "teacher_zero_shot": {"clean": 0.5, "dark": 0.4, "noisy": 0.3},
+        "params": 1000, "flops": 100000, "checkpoint": str(ckpt), "train_seconds_this_session": 1.0,
+    }).write(run_dir)
+    (run_dir / RUN_CONFIG).write_text(json.dumps({"data": {"root": str(root), "source": ["clean", "dark"],
+                                                           "target": ["noisy"], "test_fraction": 0.3,
+                                                           "split_seed": 0}}))  # JSON is YAML
+    (run_dir / RUN_METRICS).write_text("step,loss\n1,1.0\n")
     return ckpt

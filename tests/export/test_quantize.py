@@ -8,7 +8,6 @@ import pytest
 from onnxruntime.quantization import load_tensors_data
 
 from distill.export import quantize as q
-from distill.export.fallback import kl_divergence
 from distill.export.images import ImageCalibrationReader, load_images, pick_per_domain
 from distill.student.model import load_student
 
@@ -38,13 +37,6 @@ def test_entropy_and_percentile_are_not_minmax(prepared: Path, run_ckpt: Path, t
         # never wider than the data, and narrower somewhere (onnxruntime's defaults made entropy == minmax)
         assert all(mm[k][0] - 1e-6 <= r[k][0] and r[k][1] <= mm[k][1] + 1e-6 for k in r)
         assert any(r[k][1] < mm[k][1] - 1e-6 for k in r), method
-
-
-def test_kl_divergence() -> None:
-    a = np.array([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
-    assert kl_divergence(a, a) == pytest.approx(0.0, abs=1e-12)
-    assert kl_divergence(a, a + 5.0) == pytest.approx(0.0, abs=1e-9)  # shift-invariant, like softmax
-    assert kl_divergence(a, a[:, ::-1]) > 0.1
 
 
 def test_flavour_recipes() -> None:

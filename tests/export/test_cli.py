@@ -1,4 +1,4 @@
-"""`distill export` errors are one line, exit status 2, no traceback."""
+"""`distill export` (distill/cli/export.py): one-line errors with exit status 2; one printed line per file."""
 from __future__ import annotations
 
 import shutil
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
+from distill.records import ExportReport
 
 
 def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
@@ -43,3 +44,14 @@ def test_unknown_domain(capsys: pytest.CaptureFixture, run_ckpt: Path, tiny_root
     err = _one_line_error(capsys, ["export", str(run_ckpt), "--out", str(tmp_path), "--data", str(tiny_root),
                                    "--eval-domains", "clean,foggy", "--exporter", "torchscript"])
     assert "foggy" in err
+
+
+def test_prints_one_line_per_file_with_its_mean_accuracy(capsys: pytest.CaptureFixture, run_ckpt: Path,
+                                                        tiny_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    rc = main(["export", str(run_ckpt), "--out", str(out), "--data", str(tiny_root), "--eval-count", "4",
+               "--exporter", "torchscript", "--no-build-engine"])
+    assert rc == 0
+    fp32 = ExportReport.read(out).models[0]
+    assert 0.0 <= fp32.mean_accuracy <= 1.0  # a fraction in export.json, a percent when printed
+    assert capsys.readouterr().out == f"{out}/model.fp32.onnx: fp32, mean accuracy {100 * fp32.mean_accuracy:.2f}%\n"

@@ -1,7 +1,8 @@
-"""distill export end to end on a trained tiny student: parity, metadata, fp16 I/O, int8, export.json."""
+"""distill.export.pipeline end to end on a trained tiny student: parity, metadata, fp16 I/O, int8, export.json."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +11,17 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from distill.export import read_metadata
+from distill.errors import DistillError
+from distill.export import ExportConfig, export_checkpoint, read_metadata
 from distill.export.evaluate import parity
 from distill.export.images import load_images, pick_per_domain
+from distill.records import ExportReport
 from distill.student.model import load_student
 
 
 def _report(export_dir: Path) -> dict:
-    return json.loads((export_dir / "export.json").read_text())
+    """export.json, validated by its record on the way in."""
+    return ExportReport.read(export_dir).to_dict()
 
 
 def _model(report: dict, precision: str, flavour: str | None = None) -> dict:
@@ -161,13 +165,11 @@ def test_builtin_digits_suite(builtin_quick_root: Path, tmp_path: Path) -> None:
     """Real data: the built-in digits (4 domains), a 60-step student, fp32 + int8 with per-domain checks."""
     import synthetic
 
-    from distill.export import ExportConfig, export_checkpoint
-
     ckpt = synthetic.train_student(builtin_quick_root, tmp_path / "ckpt", steps=60, domains=["mnist", "optdigits"])
     rep = export_checkpoint(ckpt, tmp_path / "exp", ExportConfig(
         precisions=("fp32", "int8"), data_root=str(builtin_quick_root), calib_domains=("mnist", "optdigits"),
         target_domains=("mnist_m",), exporter="torchscript", eval_count=None, calib_count=64, latency_iters=3,
-        max_drop=5.0, max_fallback_layers=3, sensitivity_count=32), log=lambda s: None)
+        max_drop=5.0, max_fallback_layers=3, sensitivity_count=32), log=lambda s: None).to_dict()
     fp32, int8 = rep["models"]
     # a realistic budget (top-1 disagreement with fp32 on at most 5% of each domain's calibration
     # images, about one of mnist_m's 21; at most 3 layers kept float) is met on this trained student:
@@ -187,3 +189,14 @@ def test_builtin_digits_suite(builtin_quick_root: Path, tmp_path: Path) -> None:
     assert int8["parity"]["top1_agreement"] > 0.8 and set(int8["drops_pts"]) == set(fp32["accuracy"])
     assert rep["data"]["calib_per_domain"] == {"mnist": 22, "optdigits": 21, "mnist_m": 21}
     assert rep["class_names"][:3] == ["eight", "five", "four"]  # classnames.yaml names, sorted
+
+
+def test_fp32_parity_failure_is_loud(run_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    lone = tmp_path / "lone"  # outside the run: parity on random images, no data needed
+    shutil.copytree(run_ckpt, lone)
+    with pytest.raises(DistillError, match="differs from PyTorch"):
+        export_checkpoint(lone, out, ExportConfig(exporter="torchscript", fp32_rtol=1e-12), log=lambda s: None)
+    rep = ExportReport.read(out)  # written anyway, for inspection
+    assert rep.status == "failed" and rep.models[0].parity["passed"] is False
+    assert rep.tensorrt is None and rep.files == [] and rep.data["labeled"] is False

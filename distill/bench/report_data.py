@@ -1,0 +1,165 @@
+"""What the report shows, joined: points (accuracy x latency), runs, exports, bench records; the Pareto rule.
+
+:mod:`distill.bench.report` fills a :class:`ReportData`; :mod:`~distill.bench.report_html` and
+:mod:`~distill.bench.report_md` render it. Both renderers import this module and nothing imports
+them back, so the report has no import cycle.
+
+Accuracy is a fraction everywhere here (the records' unit); renderers print percents.
+
+Accuracy is measured on a finite test set, so it carries a binomial standard error per domain
+(Agresti-Coull: about sqrt(p(1-p)/n); n from export.json's ``data.eval_count``). The Pareto front
+(per batch size) keeps a point unless another point is at least as fast and not significantly
+less accurate (95 %, two-sided, the test sets taken as independent, which is conservative for two
+models scored on the same images): a slower model that wins by a couple of images is not "better".
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from distill.bench.report_runs import Run, RunGroup
+from distill.records import BenchRecord, ExportedModel, ExportReport
+
+Z95 = 1.959964  # two-sided 95 % normal quantile
+
+
+def extra(block: ExportedModel | BenchRecord, key: str) -> Any:
+    """A key a record keeps beyond its named fields (an export's int8 ``fallback``, a record's ``top_ops``)."""
+    return (block.model_extra or {}).get(key)
+
+
+def binomial_se(acc: dict[str, float], count: dict[str, int] | None, domains: list[str]) -> float | None:
+    """Standard error of the mean over ``domains`` of per-domain accuracies (fractions) on ``count`` images.
+
+    Each domain's accuracy is a binomial proportion. Its variance is taken Agresti-Coull style,
+    p~(1-p~)/(n+4) with p~ = (correct+2)/(n+4), which matches p(1-p)/n for large n and, unlike it,
+    does not claim zero uncertainty for a domain scored 0 % or 100 %. The domains' test sets are
+    disjoint, so the variance of their mean is the sum divided by len(domains)^2.
+    None when a domain's test-set size is unknown.
+    """
+    if not domains or not count or any(not count.get(d) for d in domains):
+        return None
+    var = 0.0
+    for d in domains:
+        n = count[d]
+        p = (acc[d] * n + 2.0) / (n + 4.0)
+        var += p * (1.0 - p) / (n + 4.0)
+    return math.sqrt(var) / len(domains)
+
+
+@dataclass
+class Point:
+    """One (student, precision, runtime, batch) measurement with its accuracy, if known."""
+
+    student: str
+    precision: str  # fp32 | fp16 | int8/ort-cpu | int8/tensorrt
+    runtime: str
+    batch: int
+    latency: dict[str, float]
+    accuracy: dict[str, float] | None
+    model: str
+    device: str
+    threads: int | None = None
+    count: dict[str, int] | None = None  # test images per domain behind ``accuracy``
+    score: float | None = None  # mean accuracy over the common domains
+    score_se: float | None = None  # its binomial standard error (None: test-set size unknown)
+    pareto: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.student} · {self.precision} · {self.runtime}"
+
+
+@dataclass
+class ExportEntry:
+    """An export folder and its export.json."""
+
+    dir: str
+    report: ExportReport
+
+
+@dataclass
+class Measurement:
+    """One bench record, the file it came from, and what the report calls its model."""
+
+    record: BenchRecord
+    source: str
+    label: str = ""
+
+    @property
+    def top_ops(self) -> list[dict[str, Any]] | None:
+        return extra(self.record, "top_ops")
+
+
+@dataclass
+class ReportData:
+    runs: list[Run] = field(default_factory=list)
+    groups: list[RunGroup] = field(default_factory=list)       # runs grouped over seeds, best target mean first
+    teachers: dict[str, dict[str, float]] = field(default_factory=dict)  # teacher label -> zero-shot accuracy
+    exports: list[ExportEntry] = field(default_factory=list)
+    records: list[Measurement] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    domains: list[str] = field(default_factory=list)             # every domain seen
+    common_domains: list[str] = field(default_factory=list)      # domains in every point's accuracy
+    sources: list[str] = field(default_factory=list)
+    unmatched: int = 0                                           # records without accuracy
+    run_labels: dict[str, str] = field(default_factory=dict)     # realpath(run dir) -> its label
+
+    def export_label(self, export: ExportReport) -> str:
+        return export_label(export, self.run_labels)
+
+    def run_of(self, export: ExportReport) -> Run | None:
+        """The run an export was made from, when that run is among the inputs."""
+        run = export.provenance.get("run")
+        if not run:
+            return None
+        return next((r for r in self.runs if os.path.realpath(r.dir) == os.path.realpath(str(run))), None)
+
+
+def device_label(record: BenchRecord) -> str:
+    """The device a record was measured on, as a person names it (GPU name, Jetson board or CPU model)."""
+    dev = record.device
+    gpus = dev.get("gpus") or []
+    if record.runtime in ("ort-cuda", "ort-trt", "tensorrt") and gpus:
+        return gpus[0].get("name", "GPU")
+    jet = dev.get("jetson") or {}
+    if jet.get("board"):
+        return jet["board"]
+    cpu = dev.get("cpu", {}) or {}
+    return f"{cpu.get('model', '?')} ({cpu.get('usable_cores', '?')} cores)"
+
+
+def _student_label(arch: str, strategy: str | None) -> str:
+    """``arch (strategy)``: two students of one architecture trained differently stay apart in the report."""
+    return f"{arch} ({strategy})" if strategy else arch
+
+
+def export_label(export: ExportReport, run_labels: dict[str, str] | None = None) -> str:
+    """The student label of an export: its run's label when that run is in the report, else arch (strategy)."""
+    run = export.provenance.get("run")
+    if run_labels and run and os.path.realpath(str(run)) in run_labels:
+        return run_labels[os.path.realpath(str(run))]
+    return _student_label(export.student, export.provenance.get("strategy"))
+
+
+def significantly_better(a: Point, b: Point) -> bool:
+    """Is ``a`` more accurate than ``b`` beyond the test sets' noise (95 %)? Plain ``>`` when a size is unknown."""
+    if a.score_se is None or b.score_se is None:
+        return a.score > b.score
+    return a.score - b.score > Z95 * math.hypot(a.score_se, b.score_se)
+
+
+def dominates(q: Point, p: Point) -> bool:
+    """``q`` is faster and not significantly less accurate, or as fast and significantly more accurate."""
+    lq, lp = q.latency["p50"], p.latency["p50"]
+    return (lq < lp and not significantly_better(p, q)) or (lq <= lp and significantly_better(q, p))
+
+
+def mark_pareto(points: list[Point]) -> None:
+    """Set ``pareto`` on the points (per batch) that no other point :func:`dominates`."""
+    for batch in {p.batch for p in points}:
+        group = [p for p in points if p.batch == batch and p.score is not None]
+        for p in group:
+            p.pareto = not any(dominates(q, p) for q in group if q is not p)

@@ -1,0 +1,173 @@
+"""The export-side sections of the HTML report: INT8 decisions and provenance (folders, data, devices)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from distill.bench.report_charts import esc
+from distill.bench.report_data import Measurement, ReportData, device_label, extra
+from distill.bench.report_runs import teacher_label
+
+
+def section_int8(data: ReportData) -> str:
+    rows = []
+    for ex in data.exports:
+        e = ex.report
+        for m in e.models:
+            if m.precision != "int8":
+                continue
+            fb = extra(m, "fallback") or {}
+            lc = extra(m, "latency_check") or {}
+            # the fallback decides on label-free top-1 disagreement with fp32 over calibration images;
+            # the test-accuracy drop is reported beside it (older exports decided on the drop itself)
+            fb_before = fb.get("before") or {}
+            dis_before = fb_before.get("worst_disagreement_pts")
+            decided_on_drop = dis_before is None and "disagreement_pts" not in (m.model_extra or {})
+            before = fb_before.get("worst_drop_pts") if decided_on_drop else dis_before
+            after = max((extra(m, "drops_pts" if decided_on_drop else "disagreement_pts") or {}).values(), default=None)
+            drop = max((extra(m, "drops_pts") or {}).values(), default=None)
+            kept = fb.get("kept_float") or []
+            ratio = lc.get("ratio_vs_fp32")
+            slow = lc.get("slower_than_fp32")
+            rep = lc.get("representative", True)
+            ratio_s = "–" if ratio is None else f"{ratio:.2f}×"
+            if slow and rep:
+                ratio_s = f'<span class="bad">{ratio_s} slower than fp32</span>'
+            elif not rep:
+                ratio_s += ' <span class="muted">(CPU, not the target)</span>'
+            cost = lc.get("fallback_cost_ratio")
+            qdq = extra(m, "tensorrt_qdq_check")
+            qdq_s = "–" if qdq is None else ('<span class="good">ok</span>' if qdq.get("ok") else
+                                             f'<span class="bad">{len(qdq.get("problems", []))} problem(s)</span>')
+            decision = ("not needed" if not fb.get("triggered") else
+                        ("within budget" if fb.get("satisfied") else '<span class="bad">budget not met</span>'))
+            steps = fb.get("steps") or []
+            if steps:
+                decision += (f'<br><span class="muted">{len(steps)} layer(s) tried, '
+                             f'{sum(bool(s.get("accepted")) for s in steps)} kept</span>')
+            rows.append(
+                f'<tr><td class="label">{esc(data.export_label(e))}</td><td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}</td>'
+                f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
+                f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span></td>'
+                f'<td class="num">{"–" if drop is None else f"{drop:+.2f}"}</td>'
+                f'<td>{decision}</td><td class="path">{"<br>".join(esc(k) for k in kept) or "none"}</td>'
+                f'<td>{ratio_s}'
+                + ("" if cost is None else f'<br><span class="muted">fallback cost {cost:.2f}×</span>')
+                + f'</td><td>{qdq_s}</td></tr>')
+    if not rows:
+        return ""
+    return ('<section id="int8"><h2>INT8 decisions</h2><p class="note">The fallback decides on label-free evidence: '
+            'the worst per-domain top-1 disagreement with the fp32 model over the calibration images (% of images), '
+            'before and after keeping sensitive layers in float, against the budget (--max-drop). The worst '
+            'test-accuracy drop vs fp32 (points) is reported, never decided on. Latency ratio measured at export '
+            'time, interleaved, on the exporting machine\'s CPU.</p><table class="sortable"><thead><tr><th>model</th>'
+            '<th>flavour</th><th>worst disagreement, %: before → after</th><th>worst test drop, pts</th>'
+            '<th>fallback</th><th>layers kept in float</th>'
+            '<th>int8 / fp32 latency</th>'
+            f'<th>TensorRT QDQ</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
+
+
+def _gpu_cell(measurement: Measurement) -> str:
+    dev = measurement.record.device
+    if dev.get("jetson"):
+        return json.dumps(dev["jetson"])
+    gpus = dev.get("gpus") or []
+    return "; ".join(f"{g.get('name')} (driver {g.get('driver')}, {g.get('memory')})" for g in gpus) or "–"
+
+
+def _dev(measurement: Measurement) -> str:
+    """The device and the runtime libraries a record was measured with."""
+    v = extra(measurement.record, "versions") or {}
+    libs = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "onnxruntime-gpu", "tensorrt", "torch") if k in v)
+    return f"{device_label(measurement.record)}; {libs}"
+
+
+def _common_root(paths: list[str]) -> str:
+    """The deepest folder holding every path (empty when there is none worth naming)."""
+    absolute = [os.path.abspath(p) for p in paths if p]
+    if not absolute:
+        return ""
+    try:
+        root = os.path.commonpath(absolute)
+    except ValueError:
+        return ""
+    if root in absolute and len(set(absolute)) == 1:
+        root = os.path.dirname(root)
+    return "" if root in ("", os.sep) else root
+
+
+def _rel(path: Any, root: str) -> str:
+    if not path:
+        return "–"
+    p = os.path.abspath(str(path))
+    return os.path.relpath(p, root) if root and (p == root or p.startswith(root + os.sep)) else str(path)
+
+
+def section_provenance(data: ReportData) -> str:
+    prov_runs = {os.path.realpath(str(ex.report.provenance.get("run", ""))) for ex in data.exports}
+    lone_runs = [r for r in data.runs if os.path.realpath(r.dir) not in prov_runs]
+    paths = ([ex.dir for ex in data.exports] + [str(ex.report.provenance.get("run") or "") for ex in data.exports]
+             + [ex.report.checkpoint for ex in data.exports] + [r.dir for r in lone_runs])
+    root = _common_root([p for p in paths if p])
+    teachers = list(dict.fromkeys(
+        [t for t in (teacher_label(ex.report.provenance.get("teacher")) for ex in data.exports) if t]
+        + [r.teacher for r in data.runs if r.teacher]))
+    rows = []
+    for ex in data.exports:
+        e = ex.report
+        prov = e.provenance
+        d = e.data or {}
+        calib = ", ".join(d.get("calib_domains", []) or []) or "–"
+        if d.get("target_domains"):
+            calib += f' <span class="muted">(targets unlabeled: {esc(", ".join(d["target_domains"]))})</span>'
+        teacher = teacher_label(prov.get("teacher"))
+        rows.append(
+            f'<tr><td class="label">{esc(data.export_label(e))}</td>'
+            + (f'<td>{esc(teacher or "–")}</td>' if len(teachers) > 1 else "")
+            + f'<td class="path">run {esc(_rel(prov.get("run"), root))}<br>export {esc(_rel(ex.dir, root))}</td>'
+            f'<td class="path">{esc(_rel(e.checkpoint, root))}<br>'
+            f'<code>{esc(str(prov.get("checkpoint_sha256", ""))[:12])}</code></td>'
+            f'<td class="path">{esc(d.get("root", "–"))}<br><code>{esc(str(d.get("fingerprint", ""))[:12])}</code></td>'
+            f'<td>{calib}</td></tr>')
+    run_rows = [
+        f'<tr><td class="label">{esc(r.label)}</td>' + (f'<td>{esc(r.teacher or "–")}</td>' if len(teachers) > 1 else "")
+        + f'<td class="num">{"–" if r.seed is None else r.seed}</td><td class="path">{esc(_rel(r.dir, root))}</td>'
+        f'<td>{esc(", ".join(r.source_domains) or "–")} → {esc(", ".join(r.target_domains) or "–")}</td></tr>'
+        for r in sorted(lone_runs, key=lambda r: (r.label, r.seed or 0))]
+    versions = list(dict.fromkeys(
+        ", ".join(f"{k} {v}" for k, v in ex.report.versions.items()) for ex in data.exports))
+    devices: dict[str, Measurement] = {}
+    for m in data.records:
+        devices.setdefault(json.dumps(m.record.device, sort_keys=True), m)
+    dev_rows = "".join(
+        f'<tr><td>{esc(_dev(m))}</td><td class="path">{esc(m.record.device.get("platform", ""))}</td>'
+        f'<td class="flags">{esc(" ".join((m.record.device.get("cpu") or {}).get("flags", [])))}</td>'
+        f'<td>{esc(_gpu_cell(m))}</td></tr>'
+        for m in devices.values())
+    if not rows and not run_rows and not dev_rows:
+        return ""
+    out = ['<section id="provenance"><h2>Provenance</h2>']
+    th_teacher = "<th>teacher</th>" if len(teachers) > 1 else ""
+    facts = []
+    if len(teachers) == 1:
+        facts.append(f"<b>teacher</b> {esc(teachers[0])}")
+    if root:
+        facts.append(f"<b>paths</b> relative to <code>{esc(root)}</code>")
+    for v in versions:
+        facts.append(f"<b>export libraries</b> {esc(v)}")
+    if facts:
+        out.append('<p class="facts">' + "<br>".join(facts) + "</p>")
+    if rows:
+        out.append(f'<h3>Exports</h3><table class="prov"><thead><tr><th>model</th>{th_teacher}<th>folders</th>'
+                   '<th>checkpoint</th><th>data</th><th>calibration</th></tr></thead>'
+                   f'<tbody>{"".join(rows)}</tbody></table>')
+    if run_rows:
+        out.append(f'<h3>{"Other runs" if rows else "Runs"}</h3><table class="prov"><thead><tr><th>model</th>{th_teacher}'
+                   '<th>seed</th><th>folder</th><th>source → target domains</th></tr></thead>'
+                   f'<tbody>{"".join(run_rows)}</tbody></table>')
+    if dev_rows:
+        out.append('<h3>Devices</h3><table class="prov"><thead><tr><th>device; libraries</th><th>platform</th>'
+                   f'<th>CPU flags</th><th>GPU / Jetson</th></tr></thead><tbody>{dev_rows}</tbody></table>')
+    out.append("</section>")
+    return "".join(out)

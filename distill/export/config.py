@@ -1,0 +1,195 @@
+"""What ``distill export`` writes and how it checks it: one pydantic model, validated once.
+
+The CLI maps its flags onto :class:`ExportConfig` keys and calls :meth:`ExportConfig.from_options`
+with the flag names, so a bad value is one line naming the flag and the value
+(``--calib-method: must be one of minmax, entropy, percentile (got 'kl')``); Python callers get
+the key instead (``calib_method: ...``). Below this, only the validated object flows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from distill.errors import DistillError
+from distill.export.quantize import CALIBRATION_METHODS, INT8_FLAVOUR_CHOICES
+from distill.records import RUN_CONFIG
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _split_csv(value: Any) -> Any:
+    """``"a,b"``, ``["a", "b"]`` and ``["a,b"]`` all give ``("a", "b")`` (``--x a b`` and ``--x a,b``)."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        return value  # let the type check name it
+    return tuple(v.strip() for item in items for v in str(item).split(",") if v.strip())
+
+
+def _path_str(value: Any) -> Any:
+    """Paths are kept as strings (export.json's ``config`` shows them as given)."""
+    return str(value) if isinstance(value, Path) else value
+
+
+class ExportConfig(BaseModel):
+    """What to export and how to check it.
+
+    Attributes:
+        precisions: any of fp32, fp16, int8 (fp32 is always written: it is the parent of the others).
+        data_root: ``ROOT/DOMAIN/CLASS/image`` data for parity, accuracy and calibration.
+        eval_domains: domains whose test split is evaluated (default: all under ROOT).
+        calib_domains: labeled domains whose train split calibrates int8 (default: the run's
+            source domains when known, else all).
+        target_domains: domains where the model will run; their train images are added to the
+            calibration set, unlabeled.
+        calib_method: minmax | entropy | percentile.
+        calib_count: calibration images in total, spread evenly over the calibration domains.
+        eval_count: at most this many test images per domain (None: all).
+        int8_flavour: ort-cpu | tensorrt | both.
+        max_drop: largest accepted int8 top-1 disagreement with the fp32 ONNX on any domain's
+            calibration images, in points (label-free; bounds the accuracy drop). Test accuracy is
+            reported, never used to decide. (Negative values force the fallback; tests use that.)
+        max_fallback_layers: at most this many layers kept in float by the fallback.
+        sensitivity_count: calibration images used to rank layer sensitivity.
+        fp32_rtol: fp32 parity tolerance, relative to max(1, max |logit|).
+        latency_batch, latency_iters, threads: the export-time int8 vs fp32 latency check.
+        trt_batches: (min, opt, max) batch of the TensorRT optimization profile (``"1,8,32"`` too).
+        build_engines: build TensorRT engines here when ``import tensorrt`` works.
+        reduce_range: 7-bit weights in the ort-cpu flavour (avoids u8 x s8 saturation on x86
+            CPUs without VNNI, at some accuracy cost).
+        test_fraction, split_seed, val_fraction, class_map: the dataset split and class names (must
+            match training's; default: the run's config, else 0.3 / 0 / 0.1 / ROOT/classnames.yaml).
+        caches: teacher caches whose ``skipped`` lists name undecodable images to leave out
+            (default: the run's); other undecodable images are skipped as they are met. All
+            are listed once, in one warning and in export.json's ``data.skipped``.
+
+    When the checkpoint sits in a training run (``RUN_DIR/checkpoints/best`` next to the run's
+    config), ``data_root``, the split, the class map and the calibration domains default to the
+    run's (:func:`distill.export.training_run.with_run_defaults`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    precisions: tuple[str, ...] = ("fp32",)
+    data_root: str | None = None
+    eval_domains: tuple[str, ...] | None = None
+    calib_domains: tuple[str, ...] | None = None
+    target_domains: tuple[str, ...] = ()
+    calib_method: str = "minmax"
+    calib_count: int = Field(256, ge=1)
+    eval_count: int | None = Field(500, ge=1)
+    int8_flavour: str = "ort-cpu"
+    max_drop: float = 1.0
+    max_fallback_layers: int = Field(10, ge=0)
+    sensitivity_count: int = Field(128, ge=1)
+    opset: int = Field(18, ge=17)
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    with_embedding: bool = False
+    fp32_rtol: float = Field(1e-3, gt=0)
+    latency_batch: int = Field(1, ge=1)
+    latency_iters: int = Field(20, ge=1)
+    threads: int | None = Field(None, ge=1)
+    trt_batches: tuple[int, int, int] = (1, 8, 32)
+    trt_workspace_mib: int = Field(1024, ge=1)
+    build_engines: bool = True
+    reduce_range: bool = False
+    test_fraction: float | None = Field(None, ge=0.0, lt=1.0)
+    split_seed: int | None = None
+    val_fraction: float | None = Field(None, ge=0.0, lt=1.0)
+    class_map: str | None = None
+    caches: tuple[str, ...] | None = None
+    seed: int = 0
+
+    _csv = field_validator("precisions", "eval_domains", "calib_domains", mode="before")(_split_csv)
+    _paths = field_validator("data_root", "class_map", mode="before")(_path_str)
+
+    @field_validator("target_domains", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        return () if value is None else _split_csv(value)
+
+    @field_validator("caches", mode="before")
+    @classmethod
+    def _cache_paths(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (str, Path)):
+            return (str(value),)
+        return tuple(_path_str(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+    @field_validator("precisions")
+    @classmethod
+    def _known_precisions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        value = tuple(dict.fromkeys(p.lower() for p in value))
+        bad = [p for p in value if p not in PRECISIONS]
+        if bad or not value:
+            raise ValueError(f"unknown precision(s) {', '.join(bad) or '(none)'}; choose from {', '.join(PRECISIONS)}")
+        return value
+
+    @field_validator("calib_method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in CALIBRATION_METHODS:
+            raise ValueError(f"must be one of {', '.join(CALIBRATION_METHODS)}")
+        return value
+
+    @field_validator("int8_flavour")
+    @classmethod
+    def _known_flavour(cls, value: str) -> str:
+        if value not in INT8_FLAVOUR_CHOICES:
+            raise ValueError(f"must be one of {', '.join(INT8_FLAVOUR_CHOICES)}")
+        return value
+
+    @field_validator("trt_batches", mode="before")
+    @classmethod
+    def _batch_profile(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = tuple(int(v) for v in value.split(","))
+            except ValueError:
+                raise ValueError("must be MIN,OPT,MAX integers") from None
+        if isinstance(value, (list, tuple)):
+            if len(value) != 3:
+                raise ValueError("must be MIN,OPT,MAX integers")
+            if not all(isinstance(v, int) for v in value) or not 1 <= value[0] <= value[1] <= value[2]:
+                raise ValueError("TensorRT batches must be min <= opt <= max (>= 1)")
+        return value
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], names: Mapping[str, str] | None = None) -> ExportConfig:
+        """Validate ``options``; a bad one is a :class:`DistillError` line naming it and its value.
+
+        Args:
+            options: ExportConfig keys -> values as the user gave them (``"fp32,int8"``, ``"1,8,32"``).
+            names: key -> how the user spelled it (the CLI's flags); default: the key.
+        """
+        try:
+            return cls.model_validate(dict(options))
+        except ValidationError as e:
+            raise DistillError(_one_line(e, names or {})) from None
+
+    def with_updates(self, **updates: Any) -> ExportConfig:
+        """A validated copy with ``updates`` applied (``model_copy`` would not validate them)."""
+        return type(self).from_options({**self.model_dump(), **updates}) if updates else self
+
+    def check_data(self) -> None:
+        """int8 needs images to calibrate on (checked once the run's defaults are in)."""
+        if "int8" in self.precisions and not self.data_root:
+            raise DistillError("--precision int8 needs calibration images: pass --data ROOT (or export a checkpoint "
+                               f"inside its training run, whose {RUN_CONFIG} names the data)")
+
+
+def _one_line(e: ValidationError, names: Mapping[str, str]) -> str:
+    """The first problem as ``<key or flag>: <problem> (got <value>)``."""
+    err = e.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    name = names.get(str(err["loc"][0]), key) if err["loc"] else key
+    if err["type"] == "extra_forbidden":
+        return f"export config: unknown key '{key}'"
+    message = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    shown = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+    return f"{name}: {message} (got {shown!r})"

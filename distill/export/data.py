@@ -1,0 +1,123 @@
+"""The images an export is checked on: test images per domain, and int8 calibration images.
+
+Parity and accuracy run on the *test* split of every evaluated domain (the split training
+held out); int8 calibrates on the *train* split of the calibration domains plus the target
+domains' train images, unlabeled. Without a dataset, parity runs on random-noise images and
+no accuracy is measured.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from distill.data.folder import DomainFolder
+from distill.errors import DistillError
+from distill.export.config import ExportConfig
+from distill.export.images import ImageSet, load_images, pick, pick_per_domain, random_images
+from distill.export.log import ExportLog
+from distill.records import CacheManifest
+from distill.student.model import StudentSpec
+
+RANDOM_IMAGES = 32  # parity images when no dataset is given
+
+
+@dataclass(frozen=True)
+class ExportData:
+    """The images every check runs on, and what export.json's ``data`` block says about them.
+
+    Attributes:
+        eval_images: test images (labels are the student's class ids), or random noise.
+        calib_images: calibration images when int8 is exported, else None.
+        info: export.json ``data`` (root, split, domains, counts, skipped images).
+    """
+
+    eval_images: ImageSet
+    calib_images: ImageSet | None
+    info: dict[str, Any]
+
+    @property
+    def labeled(self) -> bool:
+        return bool(self.info["labeled"])
+
+
+def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[str], log: ExportLog) -> ExportData:
+    """Load the eval (and, for int8, calibration) images ``cfg`` names; ``source_domains``: the run's,
+    the default calibration domains."""
+    if not cfg.data_root:
+        log.warn(f"no --data: fp32/fp16 parity is checked on {RANDOM_IMAGES} random-noise images and no accuracy "
+                 "is measured")
+        return ExportData(random_images(spec, RANDOM_IMAGES, cfg.seed), None,
+                          {"root": None, "labeled": False, "eval_count": {"random": RANDOM_IMAGES}})
+    folder = DomainFolder(cfg.data_root, class_map=cfg.class_map, test_fraction=cfg.test_fraction,
+                          split_seed=cfg.split_seed, val_fraction=cfg.val_fraction)
+    skipped = exclude_cache_skipped(folder, cfg.caches or ())
+    eval_domains = list(cfg.eval_domains or folder.domains)
+    folder.check_domains(eval_domains)
+    eval_images = load_images(folder, pick_per_domain(folder, eval_domains, "test", cfg.eval_count, cfg.seed), spec)
+    if len(eval_images) == 0:
+        raise DistillError(f"{cfg.data_root}: no decodable test-split images in {eval_domains}")
+    relabel(eval_images, folder.classes, list(spec.class_names), cfg.data_root)
+    skipped += eval_images.skipped
+    known_sources = [d for d in source_domains if d in folder.domains]
+    calib_domains = list(cfg.calib_domains or known_sources or folder.domains)
+    target_domains = [d for d in cfg.target_domains if d not in calib_domains]
+    folder.check_domains(calib_domains + target_domains)
+    calib_images = None
+    calib_per_domain: dict[str, int] = {}
+    if "int8" in cfg.precisions:
+        calib_images, calib_per_domain = _calibration_images(cfg, folder, calib_domains + target_domains, spec)
+        skipped += calib_images.skipped
+    if skipped:
+        log.warn(f"{len(skipped)} undecodable image(s) skipped: {', '.join(skipped)}")
+    info = {
+        "root": str(cfg.data_root), "labeled": True, "fingerprint": folder.fingerprint(),
+        "test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
+        "skipped": skipped,
+        "eval_domains": eval_domains, "eval_split": "test",
+        "eval_count": {d: int((eval_images.domains == d).sum()) for d in eval_domains},
+        "calib_domains": calib_domains, "target_domains": target_domains, "calib_split": "train",
+        "calib_count": len(calib_images) if calib_images is not None else 0, "calib_per_domain": calib_per_domain,
+        "calib_method": cfg.calib_method,
+    }
+    return ExportData(eval_images, calib_images, info)
+
+
+def _calibration_images(cfg: ExportConfig, folder: DomainFolder, domains: list[str], spec: StudentSpec
+                        ) -> tuple[ImageSet, dict[str, int]]:
+    """``cfg.calib_count`` train images, an even share per domain (target domains included)."""
+    samples = []
+    per_domain: dict[str, int] = {}
+    for i, d in enumerate(domains):
+        share = cfg.calib_count // len(domains) + (1 if i < cfg.calib_count % len(domains) else 0)
+        picked = pick(folder.select([d], "train"), max(1, share), cfg.seed)
+        per_domain[d] = len(picked)
+        samples.extend(picked)
+    images = load_images(folder, samples, spec)
+    if len(images) == 0:
+        raise DistillError(f"{cfg.data_root}: no train-split images to calibrate with in {domains}")
+    return images, per_domain
+
+
+def exclude_cache_skipped(folder: DomainFolder, caches: tuple[str, ...]) -> list[str]:
+    """Leave out the images the run's caches skipped at build time; returns their paths."""
+    out: list[str] = []
+    for cache in caches:
+        if CacheManifest.exists_in(cache):
+            manifest = CacheManifest.read(cache)
+            new = folder.exclude((image.path, image.reason) for image in manifest.skipped)
+            out += [str(folder.root / p) for p, _ in new]
+    return out
+
+
+def relabel(images: ImageSet, folder_classes: list[str], student_classes: list[str], root: str) -> ImageSet:
+    """Map dataset label ids to the student's class order (names must match)."""
+    index = {c: i for i, c in enumerate(student_classes)}
+    missing = [c for c in folder_classes if c not in index]
+    if missing:
+        raise DistillError(f"{root}: class(es) {missing[:5]} are not among the student's {len(student_classes)} "
+                           f"classes {student_classes[:5]}...; evaluate on the data the student was trained for")
+    table = np.asarray([index[c] for c in folder_classes], dtype=np.int64)
+    images.labels = table[images.labels] if len(images) else images.labels
+    return images

@@ -1,0 +1,129 @@
+"""The training run a checkpoint sits in: its summary, and the data settings an export defaults to.
+
+``distill train`` writes ``RUN_DIR/checkpoints/best`` next to ``RUN_DIR/summary.json``
+(:class:`~distill.records.RunSummary`) and ``RUN_DIR/config.yaml`` (the resolved
+:class:`~distill.config.TrainConfig`). Exporting that checkpoint should check it on the run's
+own data and split without the user repeating them, and stamp the run's teacher and strategy
+into the ONNX metadata.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from distill.config import DataConfig, format_validation_error, load_yaml
+from distill.errors import DistillError
+from distill.export.config import ExportConfig
+from distill.export.log import ExportLog
+from distill.records import RUN_CONFIG, RUN_SUMMARY, STUDENT_WEIGHTS, RunSummary
+from distill.student.model import Student
+from distill.utils.io import sha256_file
+
+# provenance keys taken from the run summary when student.json does not have them
+SUMMARY_PROVENANCE = ("strategy", "teacher", "source_domains", "target_domains")
+
+
+class RunConfigView(BaseModel):
+    """The keys of a run's config.yaml that export uses (the other sections belong to training)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    data: DataConfig | None = None
+    cache: Path | list[Path] | None = None
+    source_checkpoint: Path | None = None  # set: a source-free adaptation run
+
+    def caches(self) -> tuple[str, ...]:
+        if self.cache is None:
+            return ()
+        return tuple(str(c) for c in (self.cache if isinstance(self.cache, list) else [self.cache]))
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What is known about the run of a checkpoint (empty when it sits in none).
+
+    Attributes:
+        folder: the run folder holding the summary (None: no summary found).
+        summary: the run's summary, when it could be read.
+        config: the parts of the run's config export uses.
+    """
+
+    folder: Path | None = None
+    summary: RunSummary | None = None
+    config: RunConfigView = field(default_factory=RunConfigView)
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: Path, log: ExportLog) -> TrainingRun:
+        """Look in the checkpoint folder and its two parents (``RUN_DIR/checkpoints/best``).
+
+        An unreadable summary or config is a warning: the export still works, without the run's
+        provenance or defaults.
+        """
+        folders = [checkpoint, *list(checkpoint.resolve().parents)[:2]]
+        run_folder = next((f for f in folders if (f / RUN_SUMMARY).is_file()), None)
+        summary = None
+        if run_folder is not None:
+            try:
+                summary = RunSummary.read(run_folder / RUN_SUMMARY)
+            except DistillError as e:
+                log.warn(f"{e}; exporting without the run's summary")
+        # the config next to the summary; without a summary, the first one found
+        config_folder = next((f for f in folders if (f / RUN_CONFIG).is_file()
+                              and (run_folder is None or f == run_folder)), None)
+        config = RunConfigView()
+        if config_folder is not None:
+            config = _read_config(config_folder / RUN_CONFIG, log)
+        return cls(run_folder, summary, config)
+
+
+def _read_config(path: Path, log: ExportLog) -> RunConfigView:
+    try:
+        return RunConfigView.model_validate(load_yaml(path))
+    except DistillError as e:
+        log.warn(f"{e}; exporting without the run's data defaults")
+    except ValidationError as e:
+        log.warn(f"{format_validation_error(e, str(path))}; exporting without the run's data defaults")
+    return RunConfigView()
+
+
+def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> ExportConfig:
+    """Fill the data root, split, class map, caches and calibration domains ``cfg`` leaves unset from the run's
+    config: a training run calibrates on its source domains; a source-free adaptation run (it has a
+    ``source_checkpoint``) on its target domains, the images it was adapted to and will run on."""
+    data = run.config.data
+    updates: dict[str, Any] = {}
+    if cfg.data_root is None and data is not None:
+        updates["data_root"] = str(data.root)
+        log(f"data: {data.root} (from the run's {RUN_CONFIG})")
+    for key in ("test_fraction", "split_seed", "val_fraction", "class_map"):  # no run: training's defaults
+        if getattr(cfg, key) is None:
+            value = getattr(data, key) if data is not None else DataConfig.model_fields[key].default
+            updates[key] = str(value) if isinstance(value, Path) else value
+    if cfg.caches is None:
+        updates["caches"] = run.config.caches()
+    if cfg.calib_domains is None and "data_root" in updates:
+        if run.config.source_checkpoint and data.target:
+            updates["calib_domains"] = tuple(data.target)
+            log(f"int8 calibration on the adapted-to domains {', '.join(data.target)} (source-free run)")
+        elif data.source:
+            updates["calib_domains"] = tuple(data.source)
+    return cfg.with_updates(**updates)
+
+
+def provenance(checkpoint: Path, student: Student, run: TrainingRun) -> dict[str, Any]:
+    """Provenance for metadata: student.json's, plus the run summary's teacher/strategy/domains, the run
+    folder and the checkpoint (with its weights' sha256)."""
+    prov: dict[str, Any] = dict(student.spec.provenance)
+    if run.summary is not None:
+        written = run.summary.model_dump(mode="json", exclude_unset=True)  # the keys the run wrote
+        for key in SUMMARY_PROVENANCE:
+            if key in written and key not in prov:
+                prov[key] = written[key]
+        prov.setdefault("run", str(run.folder))
+    weights = checkpoint / STUDENT_WEIGHTS
+    prov["checkpoint"] = str(checkpoint)
+    if weights.is_file():
+        prov["checkpoint_sha256"] = sha256_file(weights)
+    return prov

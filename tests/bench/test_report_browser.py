@@ -1,0 +1,61 @@
+"""The report in a real headless Chromium (distill/bench/report_browser.py): nothing overflows or overlaps."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from distill.bench.report_browser import find_chromium, render
+
+
+def require_chromium() -> str:
+    """The browser; under CI=true its absence fails the run (.ci/run installs it), elsewhere it skips."""
+    path = find_chromium()
+    if path is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but no chromium: the report's browser test must run in CI (.ci/run installs it)")
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return require_chromium()
+
+
+def test_missing_browser_fails_under_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no browser on it
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but no chromium"):
+        require_chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        require_chromium()
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+@pytest.mark.parametrize("which", ["full", "stress"])
+def test_report_renders_in_chromium(chromium: str, full_report: Path, stress_report: Path, which: str, width: int,
+                                    tmp_path_factory: pytest.TempPathFactory) -> None:
+    shots = Path(os.environ.get("DISTILL_REPORT_SHOTS") or tmp_path_factory.mktemp("shots"))
+    report = full_report if which == "full" else stress_report
+    r = render(report, width, shots / f"{which}-{width}.png", chrome=chromium)
+    assert r.ready, "the report's inline script did not run to the end"
+    assert r.points >= (5 if which == "full" else 18) and not r.console, r.console
+    assert r.problems == [], "\n".join(r.problems)  # nothing overflows its box, no chart label outside or overlapping
+    assert r.screenshot and r.screenshot.stat().st_size > 20_000 and r.height > 1000
+    print(f"screenshot: {r.screenshot}")
+
+
+def test_layout_check_sees_an_overflow(chromium: str, tmp_path: Path) -> None:
+    """The check can fail: a cell too narrow for its word, a chart label past the SVG's edge."""
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><body data-report-ready="1"><section id="s" style="width:300px">'
+                    '<table style="table-layout:fixed;width:40px"><tr><td style="overflow:hidden">'
+                    'averyveryverylongword</td></tr></table></section>'
+                    '<svg viewBox="0 0 100 50" width="100" height="50"><text x="60" y="20">clipped label</text></svg>'
+                    "</body></html>")
+    r = render(page, 800, chrome=chromium)
+    assert any(p.startswith("text overflows td") for p in r.problems), r.problems
+    assert any(p.startswith("chart label outside its chart") for p in r.problems), r.problems

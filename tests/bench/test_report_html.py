@@ -1,0 +1,46 @@
+"""The rendered report (distill/bench/report_html.py, report_charts.py, report_export.py, report_md.py)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from distill.bench.report import write_report
+
+
+def test_report_content_is_self_contained(report: Path) -> None:
+    text = report.read_text()
+    assert "<script src" not in text and "<link" not in text and "@import" not in text
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", text))
+    assert urls <= {"http://www.w3.org/2000/svg"}, urls  # the SVG namespace is a name, never fetched
+    for needle in ("Pareto front", "Per-domain accuracy", "Latency distributions", "Top operators", "INT8 decisions",
+                   "Provenance", "clean", "noisy", "int8/tensorrt", "QLinearConv", "data-point="):
+        assert needle in text, needle
+    md = (report.parent / "report.md").read_text()
+    assert md.startswith("# test report") and "## Pareto front" in md and "## INT8 decisions" in md
+    assert "## Per-run accuracy (%)" in md
+    assert "| test_resnet (erm) | 1 | 60.0 | 90.0 (s) | 80.0 (s) | 60.0 |" in md  # the run, in percent, sources marked
+
+
+def test_grouped_html_and_markdown(grouped_runs: Path, tmp_path: Path) -> None:
+    res = write_report([grouped_runs], tmp_path / "g.html", "g")
+    text = (tmp_path / "g.html").read_text().replace("<wbr>", "")  # line-break hints in long names
+    assert "{&quot;arch" not in text and text.count("ViT-test · open_clip_model.safetensors") == 2  # table + provenance
+    assert text.count('<tr class="grp">') == 3  # teacher, source-trained, source-free
+    assert "Adapted to the target domains without source data (source-free)" in text
+    assert '<td class="num tm" data-v="0.62">62.0<span class="sd"> ±\u00a02.0</span></td>' in text
+    assert '<td class="num src" data-v="0.91">91.0<span class="sd"> ±\u00a01.0</span></td>' in text
+    md = Path(res["markdown"]).read_text()
+    assert "| test_resnet (kd; temperature=4) | 3 | 62.0 ± 2.0 | 91.0 ± 1.0 (s) | 81.0 ± 1.0 (s) | 62.0 ± 2.0 |" in md
+    assert md.index("### Trained on the source domains") < md.index("### Adapted to the target domains") \
+        < md.index("test_resnet (sfda)")
+
+
+def test_int8_section_shows_the_label_free_criterion(stress_report: Path) -> None:
+    """The fallback decides on disagreement with fp32 (not the test drop): the INT8 table shows that
+    number against the budget, and the test drop apart."""
+    html = stress_report.read_text()
+    section = html[html.index('<section id="int8">'):]
+    section = section[:section.index("</section>")]
+    assert "worst disagreement, %: before → after" in section and "worst test drop, pts" in section
+    assert "2.73 → 0.60" in section  # the decision's own numbers (before: fallback, after: the shipped file)
+    assert "/backbone/blocks/blocks.0/blocks.0.0/se/conv_expand/Conv" in section

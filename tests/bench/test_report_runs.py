@@ -1,0 +1,54 @@
+"""Runs in the report (distill/bench/report_runs.py): read as fractions, grouped over seeds, labelled."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distill.bench.report import collect, write_report
+from distill.bench.report_runs import read_run
+
+from .conftest import write_run
+
+
+def test_summary_accuracy_is_a_fraction_even_when_tiny(tmp_path: Path) -> None:
+    """summary.json holds fractions: a model under 1 % stays under 1 % (no unit guessed from the values)."""
+    run = write_run(tmp_path / "r", strategy="erm", acc={"clean": 0.009, "dark": 0.005, "noisy": 0.004}, seed=3)
+    r = read_run(run)
+    assert r.accuracy == {"clean": 0.009, "dark": 0.005, "noisy": 0.004}
+    assert r.seed == 3 and not r.adapted and r.teacher == "ViT-test · open_clip_model.safetensors"
+    write_report([run], tmp_path / "r.html")
+    assert "| test_resnet (erm) | 1 | 0.4 | 0.9 (s) | 0.5 (s) | 0.4 |" in (tmp_path / "r.md").read_text()
+
+
+def test_runs_grouped_labelled_and_separated(grouped_runs: Path) -> None:
+    data = collect([grouped_runs])
+    by_label = {g.label: g for g in data.groups}
+    assert set(by_label) == {"test_resnet (kd; temperature=4)", "test_resnet (kd; temperature=2)",
+                             "test_resnet (erm)", "test_resnet (sfda)"}
+    kd4 = by_label["test_resnet (kd; temperature=4)"]
+    assert kd4.n == 3 and kd4.seeds == [0, 1, 2] and not kd4.adapted
+    assert kd4.mean["noisy"] == pytest.approx(0.62) and kd4.std["noisy"] == pytest.approx(0.02)
+    assert kd4.target_mean == pytest.approx(0.62) and kd4.target_std == pytest.approx(0.02)
+    assert by_label["test_resnet (erm)"].n == 2 and by_label["test_resnet (erm)"].std["clean"] == 0.0
+    assert "noisy" not in by_label["test_resnet (kd; temperature=2)"].std  # one seed: no spread
+    sfda = by_label["test_resnet (sfda)"]
+    assert sfda.adapted and sfda.n == 1
+    # source-trained first, best target mean first within each kind
+    assert [g.label for g in data.groups] == ["test_resnet (kd; temperature=2)", "test_resnet (kd; temperature=4)",
+                                              "test_resnet (erm)", "test_resnet (sfda)"]
+    # one teacher, its zero-shot merged over the runs (the adapted run's partial dict adds no second row)
+    assert data.teachers == {"ViT-test · open_clip_model.safetensors": pytest.approx(
+        {"clean": 0.5, "dark": 0.4, "noisy": 0.3})}
+
+
+def test_labels_say_adapted_only_where_needed(tmp_path: Path) -> None:
+    write_run(tmp_path / "a", strategy="shot", acc={"noisy": 0.70}, seed=0, adapted_from="erm/checkpoints/best")
+    write_run(tmp_path / "b", strategy="shot", acc={"clean": 0.90, "dark": 0.80, "noisy": 0.60}, seed=0)
+    write_run(tmp_path / "c", strategy="erm", acc={"clean": 0.90, "dark": 0.80, "noisy": 0.50}, seed=0,
+              source=("clean",), target=("dark", "noisy"))
+    write_run(tmp_path / "d", strategy="erm", acc={"clean": 0.90, "dark": 0.80, "noisy": 0.55}, seed=0)
+    labels = {Path(r.dir).name: r.label for r in collect([tmp_path]).runs}
+    assert labels == {"a": "test_resnet (shot, adapted)", "b": "test_resnet (shot, source-trained)",
+                      "c": "test_resnet (erm; src clean; tgt dark+noisy)",
+                      "d": "test_resnet (erm; src clean+dark; tgt noisy)"}

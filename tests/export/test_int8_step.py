@@ -1,0 +1,79 @@
+"""distill.export.int8_step: a threshold no int8 model can meet forces the fallback; the decisions are recorded
+and never read a test label."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import distill.export.data as export_data
+from distill.export import ExportConfig, export_checkpoint
+from distill.export import quantize as q
+from distill.records import ExportReport
+
+
+@pytest.fixture(scope="module")
+def forced(run_ckpt: Path, tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, list[str]]:
+    out = tmp_path_factory.mktemp("fallback") / "exp"
+    lines: list[str] = []
+    rep = export_checkpoint(run_ckpt, out, _forced_config(tiny_root), log=lines.append)
+    return rep.to_dict(), out, lines
+
+
+def test_forced_fallback_records_decisions(forced: tuple[dict, Path, list[str]]) -> None:
+    rep, out, lines = forced
+    assert rep["exporter"]["exporter"] == "torchscript"
+    m = next(m for m in rep["models"] if m["precision"] == "int8")
+    fb = m["fallback"]
+    assert fb["triggered"] is True and fb["satisfied"] is False and fb["max_drop_pts"] == -100.0
+    ranked = [c["node"] for c in fb["sensitivity"]]
+    assert len(ranked) == len(set(ranked)) >= 10
+    assert set(ranked) == {c["node"] for c in q.compute_nodes(out / m["file"])}  # every Conv/Gemm was tried
+    assert all({"node", "op_type", "kl", "gain"} <= set(c) for c in fb["sensitivity"])
+    gains = [c["gain"] for c in fb["sensitivity"]]
+    assert gains == sorted(gains, reverse=True)
+    steps = fb["steps"]
+    assert 1 <= len(steps) <= 6 and [s["tried"] for s in steps] == ranked[:len(steps)]  # <= 3 x max layers tries
+    assert all({"kept_float", "disagreement_pts", "worst_disagreement_pts", "accepted"} <= set(s) for s in steps)
+    assert not any("accuracy" in s or "drops_pts" in s for s in steps), "a fallback step looked at labels"
+    assert fb["kept_float"] == [s["tried"] for s in steps if s["accepted"]] and len(fb["kept_float"]) <= 2
+    # kept layers really are float in the shipped file; the others are quantized
+    rows = {r["node"]: r for r in q.qdq_report(out / m["file"])}
+    for node in fb["kept_float"]:
+        assert not rows[node]["inputs"][1]["dequantized"]
+    assert any(r["inputs"][1]["dequantized"] for n, r in rows.items() if n not in fb["kept_float"])
+    assert m["quantization"]["kept_float"] == fb["kept_float"]
+    assert ("fallback_cost_ratio" in m["latency_check"]) == bool(fb["kept_float"])
+    assert any("still" in w and "float" in w for w in rep["warnings"])
+    assert any(line.startswith("warning: int8 (ort-cpu): still") for line in lines)
+    assert ExportReport.read(out).models[1].fallback["steps"] == steps  # what was returned is what was written
+
+
+def _forced_config(tiny_root: Path) -> ExportConfig:
+    return ExportConfig(precisions=("int8",), data_root=str(tiny_root), int8_flavour="ort-cpu", max_drop=-100.0,
+                        max_fallback_layers=2, exporter="torchscript", eval_count=12, calib_count=32, latency_iters=3,
+                        sensitivity_count=16, threads=1)
+
+
+def test_fallback_decisions_never_read_test_labels(forced: tuple[dict, Path, list[str]], run_ckpt: Path,
+                                                   tiny_root: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test label wrong: the reported test accuracy changes, not one fallback decision or measurement."""
+    real = export_data.load_images
+
+    def scrambled(folder, samples, spec):
+        images = real(folder, samples, spec)
+        if samples and all(s.split == "test" for s in samples):
+            images.labels = (images.labels + 1) % len(folder.classes)
+        return images
+
+    monkeypatch.setattr(export_data, "load_images", scrambled)
+    rep = export_checkpoint(run_ckpt, tmp_path / "exp", _forced_config(tiny_root), log=lambda s: None).to_dict()
+    a = next(m for m in forced[0]["models"] if m["precision"] == "int8")
+    b = next(m for m in rep["models"] if m["precision"] == "int8")
+    assert a["accuracy"] != b["accuracy"], "the scrambled labels did not reach the test images"
+    fa, fb = a["fallback"], b["fallback"]
+    for key in ("triggered", "satisfied", "kept_float", "steps"):
+        assert fa[key] == fb[key], f"fallback '{key}' depends on test labels"
+    assert fa["before"]["disagreement_pts"] == fb["before"]["disagreement_pts"]
+    assert a["disagreement_pts"] == b["disagreement_pts"] and a["within_max_drop"] == b["within_max_drop"]

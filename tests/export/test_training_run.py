@@ -1,0 +1,76 @@
+"""distill.export.training_run: a checkpoint inside a run takes the run's data, split and provenance."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from distill.export import ExportConfig, export_checkpoint
+from distill.export.log import ExportLog
+from distill.export.training_run import TrainingRun, provenance, with_run_defaults
+from distill.records import RUN_CONFIG, RUN_SUMMARY
+from distill.student.model import load_student
+
+
+def _log() -> tuple[ExportLog, list[str]]:
+    lines: list[str] = []
+    return ExportLog(lines.append), lines
+
+
+def test_data_defaults_from_the_run(run_ckpt: Path, tiny_root: Path, tmp_path: Path) -> None:
+    """Inside a training run, the data root, split and source domains come from RUN_DIR/config.yaml."""
+    rep = export_checkpoint(run_ckpt, tmp_path / "exp", ExportConfig(exporter="torchscript", eval_count=4),
+                            log=lambda s: None)
+    assert rep.data["root"] == str(tiny_root) and rep.data["labeled"]
+    assert rep.data["calib_domains"] == ["clean", "dark"] and rep.config["test_fraction"] == 0.3
+    assert set(rep.models[0].accuracy) == {"clean", "dark", "noisy"}
+    assert rep.files == ["model.fp32.onnx", "build_engine.sh", "export.json"]
+    assert rep.run_summary is not None and rep.run_summary.strategy == "erm"
+
+
+def test_run_defaults_and_provenance(run_ckpt: Path, tiny_root: Path) -> None:
+    log, lines = _log()
+    run = TrainingRun.of_checkpoint(run_ckpt, log)
+    assert run.folder == run_ckpt.parent.parent and run.summary is not None and not log.warnings
+    cfg = with_run_defaults(ExportConfig(split_seed=3), run, log)
+    assert (cfg.data_root, cfg.test_fraction, cfg.split_seed, cfg.val_fraction) == (str(tiny_root), 0.3, 3, 0.1)
+    assert cfg.calib_domains == ("clean", "dark") and cfg.caches == ()
+    assert lines == [f"data: {tiny_root} (from the run's {RUN_CONFIG})"]
+    prov = provenance(run_ckpt, load_student(run_ckpt), run)
+    assert prov["source_domains"] == ["clean", "dark"] and prov["target_domains"] == ["noisy"]  # from the summary
+    assert prov["teacher"] == {"arch": "none (test)"}  # student.json's wins
+    assert prov["checkpoint"] == str(run_ckpt) and len(prov["checkpoint_sha256"]) == 64
+
+
+def test_source_free_run_calibrates_on_its_targets(run_ckpt: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_ckpt.parent.parent, run_dir)
+    config = json.loads((run_dir / RUN_CONFIG).read_text())
+    (run_dir / RUN_CONFIG).write_text(json.dumps({**config, "source_checkpoint": "elsewhere/best"}))
+    log, lines = _log()
+    cfg = with_run_defaults(ExportConfig(), TrainingRun.of_checkpoint(run_dir / "checkpoints" / "best", log), log)
+    assert cfg.calib_domains == ("noisy",) and "source-free run" in lines[-1]
+
+
+def test_outside_a_run_training_defaults_apply(run_ckpt: Path, tmp_path: Path) -> None:
+    lone = tmp_path / "lone"
+    shutil.copytree(run_ckpt, lone)
+    log, lines = _log()
+    run = TrainingRun.of_checkpoint(lone, log)
+    assert run.folder is None and run.summary is None and run.config.data is None
+    cfg = with_run_defaults(ExportConfig(), run, log)
+    assert (cfg.data_root, cfg.test_fraction, cfg.split_seed, cfg.val_fraction) == (None, 0.3, 0, 0.1)
+    assert cfg.calib_domains is None and lines == []
+
+
+def test_a_broken_summary_or_config_is_a_warning_not_a_silent_default(run_ckpt: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_ckpt.parent.parent, run_dir)
+    (run_dir / RUN_SUMMARY).write_text(json.dumps({"strategy": "erm"}))
+    (run_dir / RUN_CONFIG).write_text(json.dumps({"data": {"root": "x", "source": "clean", "test_fraction": 7}}))
+    log, _ = _log()
+    run = TrainingRun.of_checkpoint(run_dir / "checkpoints" / "best", log)
+    assert run.summary is None and run.config.data is None
+    summary_warning, config_warning = log.warnings
+    assert RUN_SUMMARY in summary_warning and "without the run's summary" in summary_warning
+    assert RUN_CONFIG in config_warning and "data.test_fraction" in config_warning and "7" in config_warning
