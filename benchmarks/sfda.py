@@ -44,7 +44,7 @@ def adapt(ckpt: Path, target: str, root: Path, caches: list[Path], strategy: str
     """Adapt ``ckpt`` to ``target`` alone (or reuse the finished run); its test accuracy there, in %."""
     seconds = None
     if not RunSummary.exists_in(out):
-        cfg = adapt_recipe(ckpt, [target], root, caches, strategy, out,
+        cfg = adapt_recipe(ckpt, [target], root, caches=caches, strategy=strategy, out=out,
                            optim={"epochs": epochs, "batch_size": batch_size, **({"lr": lr} if lr else {})},
                            run={"workers": 0, "progress": False})
         t0 = time.perf_counter()

@@ -55,8 +55,8 @@ def _run(args: argparse.Namespace) -> int:
                            f"(use sfda, shot or teacher_pl; `distill train` runs the others)")
     targets = [t.strip() for t in args.target.split(",") if t.strip()]
     sources = [d.strip() for d in args.source_domains.split(",") if d.strip()] if args.source_domains else None
-    base = adapt_recipe(args.source_checkpoint, targets, args.data, args.cache, args.strategy, args.out,
-                        source_domains=sources)
+    base = adapt_recipe(args.source_checkpoint, targets, args.data, caches=args.cache, strategy=args.strategy,
+                        out=args.out, source_domains=sources)
     cfg = load_train_config(None, args.overrides + (["data.skip_bad=true"] if args.skip_bad else []), base=base)
     if strategy_cls.optim_defaults:
         own = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"

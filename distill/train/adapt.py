@@ -38,19 +38,21 @@ def checkpoint_spec(checkpoint: str | Path) -> StudentSpec:
 
 
 def split_of_cache(cache: str | Path) -> tuple[float, int, float]:
-    """(test_fraction, split_seed, val_fraction) recorded in a cache manifest, so the run's split matches the cache's."""
+    """(test_fraction, split_seed, val_fraction) of a cache's manifest: the run's split is the cache's."""
     if not CacheManifest.exists_in(cache):
         raise DistillError(f"{cache}: not a complete teacher cache (no {CACHE_MANIFEST})")
     dataset = CacheManifest.read(cache).dataset
     return dataset.test_fraction, dataset.split_seed, dataset.val_fraction
 
 
-def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: str | Path,
+def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: str | Path, *,
                  caches: Sequence[str | Path] = (), strategy: str | dict = "sfda", out: str | Path | None = None,
-                 source_domains: Sequence[str] | None = None, test_fraction: float | None = None,
-                 split_seed: int | None = None, optim: dict[str, Any] | None = None,
+                 source_domains: Sequence[str] | None = None, optim: dict[str, Any] | None = None,
                  run: dict[str, Any] | None = None) -> dict[str, Any]:
     """A training-config dict that adapts ``source_checkpoint`` to ``targets`` without source data.
+
+    The split rule is the first cache's (else test fraction 0.3, split seed 0), so test images
+    stay test images; like any other key it can be changed with ``--set data.*``.
 
     Args:
         source_checkpoint: ``RUN/checkpoints/best`` of a ``distill train`` run on the source domains.
@@ -60,7 +62,6 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
         strategy: ``sfda``, ``shot``, ``teacher_pl`` (or a dict with name + options).
         out: run directory (default ``runs/adapt-<strategy>-<targets>``).
         source_domains: recorded as the run's source (default: the checkpoint's provenance).
-        test_fraction, split_seed: the split rule (default: the first cache's, else 0.3 / 0).
         optim, run: overrides of the optim section (:func:`adapt_optim`) and of the run section.
     """
     strat = {"name": strategy} if isinstance(strategy, str) else dict(strategy)
@@ -75,15 +76,10 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     overlap = sorted(set(src) & set(targets))
     if overlap:
         raise DistillError(f"adapt: {overlap} are both source and target domains; a target must be unseen")
-    val_fraction = None
-    if caches:
-        cache_test_fraction, cache_split_seed, val_fraction = split_of_cache(caches[0])
-        test_fraction = cache_test_fraction if test_fraction is None else test_fraction
-        split_seed = cache_split_seed if split_seed is None else split_seed
+    test_fraction, split_seed, val_fraction = split_of_cache(caches[0]) if caches else (0.3, 0, None)
     cfg: dict[str, Any] = {
-        "data": {"root": str(root), "source": src, "target": list(targets),
-                 "test_fraction": 0.3 if test_fraction is None else test_fraction,
-                 "split_seed": 0 if split_seed is None else split_seed},
+        "data": {"root": str(root), "source": src, "target": list(targets), "test_fraction": test_fraction,
+                 "split_seed": split_seed},
         "student": {"arch": spec.arch, "input_size": int(spec.input_size[0])},
         "strategy": strat,
         "source_checkpoint": str(source_checkpoint),

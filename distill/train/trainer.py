@@ -78,7 +78,8 @@ class Trainer:
         self.domain_index = {d: i for i, d in enumerate(setup.dataset.domains)}
         self.evaluator, self.val_evaluator = self._evaluators()
         ctx = self.strategy.ctx
-        ctx.iterate_train, ctx.num_train, ctx.num_samples = self.clean_batches, len(self.train_samples), len(setup.dataset)
+        ctx.iterate_train = self.clean_batches
+        ctx.num_train, ctx.num_samples = len(self.train_samples), len(setup.dataset)
         self.history: list[dict[str, Any]] = []
         self.best = -1.0
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0

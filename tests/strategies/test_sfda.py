@@ -247,8 +247,9 @@ def test_sfda_fuses_two_caches_per_sample(root, caches, source_ckpt):
     from distill.config import load_train_config
     from distill.train import Trainer, build
 
-    cfg = load_train_config(None, base=adapt_recipe(source_ckpt, [TARGET], root, caches, "sfda", "/tmp/unused",
-                                                    optim={"batch_size": 8}, run={"workers": 0, "progress": False}))
+    recipe = adapt_recipe(source_ckpt, [TARGET], root, caches=caches, strategy="sfda", out="/tmp/unused",
+                          optim={"batch_size": 8}, run={"workers": 0, "progress": False})
+    cfg = load_train_config(None, base=recipe)
     trainer = Trainer(build(cfg))
     batch = next(trainer.clean_batches())
     assert batch.labels is None and len(batch.teacher_logits_all) == 2

@@ -25,6 +25,7 @@ def source_ckpt(tmp_path):
 
 def test_the_source_domains_and_student_come_from_student_json(source_ckpt, tmp_path):
     cfg = adapt_recipe(source_ckpt, ["blue"], tmp_path / "data", strategy="shot")
+    assert (cfg["data"]["test_fraction"], cfg["data"]["split_seed"]) == (0.3, 0) and "cache" not in cfg
     assert cfg["data"]["source"] == ["red", "green"] and cfg["data"]["target"] == ["blue"]
     assert cfg["student"] == {"arch": "test_resnet", "input_size": 16}
     assert adapt_recipe(source_ckpt, ["blue"], "d", strategy="shot", source_domains=["x"])["data"]["source"] == ["x"]
@@ -69,10 +70,10 @@ def test_the_split_rule_comes_from_the_cache_manifest(source_ckpt, tmp_path, tin
     manifest = json.loads((cache / "manifest.json").read_text())
     manifest["dataset"].update(test_fraction=0.25, split_seed=7, val_fraction=0.125)
     (cache / "manifest.json").write_text(json.dumps(manifest))
-    cfg = adapt_recipe(source_ckpt, ["blue"], tmp_path, [cache], strategy="sfda")
+    cfg = adapt_recipe(source_ckpt, ["blue"], tmp_path, caches=[cache], strategy="sfda")
     assert (cfg["data"]["test_fraction"], cfg["data"]["split_seed"], cfg["data"]["val_fraction"]) == (0.25, 7, 0.125)
     assert cfg["cache"] == str(cache)
-    given = adapt_recipe(source_ckpt, ["blue"], tmp_path, [cache], strategy="sfda", test_fraction=0.5)
-    assert given["data"]["test_fraction"] == 0.5 and given["data"]["split_seed"] == 7
+    given = load_train_config(None, ["data.test_fraction=0.5"], base=cfg)  # --set changes the split rule
+    assert given.data.test_fraction == 0.5 and given.data.split_seed == 7
     with pytest.raises(DistillError, match="not a complete teacher cache"):
-        adapt_recipe(source_ckpt, ["blue"], tmp_path, [tmp_path / "nowhere"], strategy="sfda")
+        adapt_recipe(source_ckpt, ["blue"], tmp_path, caches=[tmp_path / "nowhere"], strategy="sfda")
