@@ -100,7 +100,7 @@ def main() -> None:
 
     from distill.data import DomainFolder
     from distill.teacher import Teacher
-    from distill.teacher.cache_adv import AdversarialViews, build_adversarial_views
+    from distill.teacher.cache import AdversarialViews, build_adversarial_views
 
     root = args.demo_out / "data" / ("digits-quick-seed0" if args.quick else "digits-full-seed0")
     cache = args.cache or args.demo_out / "cache"

@@ -29,7 +29,7 @@ def synthetic_cache(out: Path, images: int, views: int, dim: int, classes: int, 
     """Write a cache directory with random rows in the real format (no teacher run)."""
     from safetensors.torch import save_file
 
-    from distill.teacher.cache_format import FORMAT, FORMAT_VERSION, MANIFEST, TEXT_EMBEDDINGS, shard_name, write_shard
+    from distill.teacher.cache.format import FORMAT, FORMAT_VERSION, MANIFEST, TEXT_EMBEDDINGS, shard_name, write_shard
     from distill.utils.io import atomic_write_json, sha256_file
 
     g = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ one torch thread), on photo-like 400x300 JPEGs, side by side in one run:
 - after:  read the view's 224 px uint8 pixels from the cache's pixel store, handed over as uint8
   (what the trainer's loader does: ``Trainer._batch`` makes the floats on the device).
 
-Both give the same tensors bit for bit (tests/teacher/test_cache_pixels.py); the figure is
+Both give the same tensors bit for bit (tests/teacher/cache/test_pixels.py); the figure is
 their rate ratio (target >= 3x). Also printed: the one-time cost of writing the pixel store and
 the cache build's decode + preprocess rate per worker (the teacher pass's input side), with
 the workers handing over normalized floats (before) or 8-bit pixels (after).
@@ -58,8 +58,8 @@ def main() -> None:
 
     from distill.data.folder import DomainFolder
     from distill.teacher.cache import TeacherCache, build_cache
-    from distill.teacher.cache_build import _ImageViews
-    from distill.teacher.cache_pixels import build_pixel_store, find_pixel_store
+    from distill.teacher.cache.inputs import ImageViews
+    from distill.teacher.cache import build_pixel_store, find_pixel_store
     from distill.teacher.clip import Teacher
     from distill.teacher.views import ViewConfig
     from distill.train import TrainImages, epoch_items
@@ -95,7 +95,7 @@ def main() -> None:
             a.append(rate(after, args.items, args.batch))
             if vit is not None:  # before: workers hand over normalized floats; after: uint8
                 for uint8, out in ((False, cf), (True, cu)):
-                    views = _ImageViews(ds.root, [(s.index, s.relpath) for s in ds.samples], args.views, 0, vc,
+                    views = ImageViews(ds.root, [(s.index, s.relpath) for s in ds.samples], args.views, 0, vc,
                                         vit.preprocess, vit.preprocess_info, uint8=uint8)
                     n = min(args.items // args.views, len(views))
                     t0 = time.perf_counter()

@@ -36,7 +36,7 @@ def main() -> None:
 
     from distill.data import DomainFolder
     from distill.demo import SOURCE, recipe, train_or_resume
-    from distill.teacher.cache_read import TeacherCache
+    from distill.teacher.cache import TeacherCache
 
     roots = sorted((args.demo_out / "data").glob("digits-full-seed*"))
     cache_dir = args.cache or args.demo_out / "cache"

@@ -28,7 +28,7 @@ import torch
 from distill.strategies import Batch, StrategyContext, create_strategy
 from distill.student.model import Student, default_spec
 from distill.teacher import Teacher
-from distill.teacher.cache_read import TeacherCache
+from distill.teacher.cache import TeacherCache
 
 CLASSES = [f"class{i}" for i in range(10)]
 

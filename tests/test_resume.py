@@ -36,7 +36,7 @@ def world(tmp_path_factory):
     from distill.student.model import Student, default_spec, save_student
     from distill.teacher import Teacher
     from distill.teacher.cache import build_cache
-    from distill.teacher.cache_adv import build_adversarial_views
+    from distill.teacher.cache import build_adversarial_views
 
     root = make_shapes_root(tmp_path_factory.mktemp("resume_data"), SOURCE + TARGET, per_class=8)
     ds = DomainFolder(root, test_fraction=0.3)

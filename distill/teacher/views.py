@@ -190,7 +190,7 @@ def view_pixels(img: Image.Image, params: np.ndarray | Tensor | list[float], siz
     """:func:`apply_view` as 8-bit pixels: what a trainer shows the student, before ``/ 255``.
 
     The one code path for a student's view: the trainer calls it when it decodes an image, and
-    the cache's pixel store (:mod:`distill.teacher.cache_pixels`) calls it to store the same
+    the cache's pixel store (:mod:`distill.teacher.cache.pixels`) calls it to store the same
     bytes ahead of time. ``view_pixels(...).float() / 255`` equals torchvision's ``to_tensor`` of
     the view bit for bit.
 

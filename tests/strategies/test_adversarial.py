@@ -25,7 +25,7 @@ def data(tmp_path_factory, teacher):
     """(root, cache with adversarial views of the 'red' train split)."""
     from distill.data import DomainFolder
     from distill.teacher.cache import build_cache
-    from distill.teacher.cache_adv import build_adversarial_views
+    from distill.teacher.cache import build_adversarial_views
 
     root = make_shapes_root(tmp_path_factory.mktemp("adv_data"), ["red", "green"], per_class=8)
     ds = DomainFolder(root, test_fraction=0.3)
@@ -107,7 +107,8 @@ def test_adv_kd_loss_uses_the_online_teacher_on_adversarial_inputs(teacher, monk
 def test_cached_adversarial_views_within_eps_exact_replay_and_stronger_than_noise(data, teacher):
     from distill.data import DomainFolder
     from distill.data.images import load_rgb
-    from distill.teacher.cache_adv import AdversarialViews, _clean_pixels, build_adversarial_views
+    from distill.teacher.cache import AdversarialViews, build_adversarial_views
+    from distill.teacher.cache.adversarial import clean_pixels
 
     root, cache = data
     ds = DomainFolder(root, test_fraction=0.3)
@@ -121,7 +122,7 @@ def test_cached_adversarial_views_within_eps_exact_replay_and_stronger_than_nois
     idx = torch.tensor([s.index for s in red]).repeat_interleave(2)
     views = torch.arange(2).repeat(len(red))
     rows = adv.lookup(idx, views)
-    clean = torch.stack([_clean_pixels(load_rgb(ds.path(s)), info) for s in red]).repeat_interleave(2, 0)
+    clean = torch.stack([clean_pixels(load_rgb(ds.path(s)), info) for s in red]).repeat_interleave(2, 0)
     diff = (rows["pixels"].float() - clean * 255).abs()
     assert diff.max() <= 8, "a stored view is more than floor(eps*255) 8-bit levels from the clean view"
     assert diff.max() >= 7, "the attack should use (almost) its whole budget"
@@ -155,7 +156,7 @@ def test_cached_adversarial_views_within_eps_exact_replay_and_stronger_than_nois
 
 def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
     from distill.config import load_train_config
-    from distill.teacher.cache_adv import AdversarialViews
+    from distill.teacher.cache import AdversarialViews
     from distill.train import Trainer, build, run_training
 
     root, cache = data
@@ -261,7 +262,7 @@ def test_cache_build_cli_adds_adversarial_views(data, tmp_path, capsys):
     s = json.loads(capsys.readouterr().out)["adversarial"]
     assert s["complete"] and (s["views"], s["steps"], s["domains"], s["rows"]) == (1, 2, ["green"], m["rows"])
     from distill.teacher.cache import TeacherCache
-    from distill.teacher.cache_adv import AdversarialViews
+    from distill.teacher.cache import AdversarialViews
 
     cache = TeacherCache.open(tmp_path / "c")
     views = AdversarialViews.open(tmp_path / "c")

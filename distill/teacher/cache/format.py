@@ -16,12 +16,18 @@ metadata holds ``skipped``: JSON list of the images of its range that could not 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load, save_file
 from torch import Tensor
+
+from distill.errors import DistillError
+from distill.utils.io import atomic_write
 
 FORMAT = "distill.teacher_cache"
 FORMAT_VERSION = 1
@@ -39,8 +45,6 @@ ROW_DTYPES = {
     "view_params": torch.float32,
 }
 ROW_KEYS = ("image_emb", "logits", *ROW_DTYPES)
-# Recorded in the manifest but not part of what a cached output means.
-TEACHER_UNCOMPARED = ("open_clip_version", "torch_version")
 
 
 def shard_name(k: int) -> str:
@@ -54,20 +58,24 @@ def empty_rows(dim: int, num_classes: int, dtype: torch.dtype) -> dict[str, Tens
     return rows
 
 
+def save_shard(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomically write one safetensors shard (temp file + rename: a kill leaves no partial shard)."""
+    atomic_write(path, lambda p: save_file(dict(tensors), str(p), metadata=metadata))
+
+
 def write_shard(path: Path, rows: Mapping[str, Tensor], skipped: list[dict]) -> None:
-    """Atomically write one shard (temp file + rename: a kill leaves no partial shard)."""
-    from safetensors.torch import save_file
+    """Atomically write one cache shard: the :data:`ROW_KEYS` of ``rows`` and its skipped images."""
+    save_shard(path, {k: rows[k].contiguous() for k in ROW_KEYS}, {"skipped": json.dumps(skipped)})
 
-    from distill.utils.io import atomic_write
 
-    tensors = {k: rows[k].contiguous() for k in ROW_KEYS}
-    atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"skipped": json.dumps(skipped)}))
+def shard_rows(path: Path) -> int:
+    """Rows of a shard (its ``sample_index`` length; no tensor is read)."""
+    with safe_open(str(path), "pt") as f:
+        return int(f.get_slice("sample_index").get_shape()[0])
 
 
 def read_shard_skipped(path: Path) -> list[dict]:
     """The ``skipped`` list of a shard's metadata (no tensor is read)."""
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as f:
         return json.loads((f.metadata() or {}).get("skipped", "[]"))
 
@@ -83,12 +91,6 @@ def load_verified(file: Path, sha256: str | None, rebuild: str = "rebuild the ca
         DistillError: missing, changed since the build (sha256 differs), or unreadable; one line
             naming the file and what to do.
     """
-    import hashlib
-
-    from safetensors.torch import load
-
-    from distill.errors import DistillError
-
     try:
         data = file.read_bytes()
     except FileNotFoundError:
@@ -103,75 +105,3 @@ def load_verified(file: Path, sha256: str | None, rebuild: str = "rebuild the ca
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise DistillError(f"{file}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                            f"{rebuild}") from None
-
-
-# ---------------------------------------------------------------------- comparing identities
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _jsonable(v: Any) -> Any:
-    return json.loads(json.dumps(v))  # tuples -> lists, numpy-free, as the manifest stores it
-
-
-def shorten(v: Any, width: int = 40) -> str:
-    """A value as JSON, cut to ``width`` characters."""
-    s = json.dumps(v)
-    return s if len(s) <= width else s[: width - 3] + "..."
-
-
-def describe(key: str, have: Any, want: Any) -> str:
-    """One differing field, both values shortened; lists name their first difference."""
-    if isinstance(have, list) and isinstance(want, list):
-        i = next((i for i, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have), len(want)))
-        a = shorten(have[i]) if i < len(have) else "<end>"
-        b = shorten(want[i]) if i < len(want) else "<end>"
-        return f"{key}: {len(have)} vs {len(want)} items, first difference [{i}] {a} vs {b}"
-    return f"{key}: {shorten(have)} vs {shorten(want)}"
-
-
-#: Fields added to the identity after format version 1 shipped, with the value every older cache had.
-LEGACY_DEFAULTS: dict[str, Any] = {"teacher.precision": "fp32"}
-
-#: Relative tolerance of float fields (logit scale, mean/std, crop ranges, epsilons). A CUDA exp or
-#: a JSON round trip moves the last digit (``teacher.logit_scale: 14.285714 vs 14.285715`` failed
-#: a GPU-built cache on a CPU); a real difference (another teacher, other preprocessing) is far larger.
-FLOAT_RTOL = 1e-6
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Equality, except that floats (also inside lists) match within :data:`FLOAT_RTOL`."""
-    import math
-
-    def num(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-    if num(a) and num(b) and (isinstance(a, float) or isinstance(b, float)):
-        return math.isclose(a, b, rel_tol=FLOAT_RTOL, abs_tol=1e-12)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
-    return a == b
-
-
-def diff_fields(have: Mapping[str, Any], want: Mapping[str, Any]) -> list[str]:
-    """``"field: X vs Y"`` (``have`` vs ``want``) for each dotted field of ``want`` that differs.
-
-    Floats compare within :data:`FLOAT_RTOL` (:func:`same_value`); a field missing from ``have``
-    that :data:`LEGACY_DEFAULTS` knows takes its old default (caches built before it existed).
-    """
-    h, w = flatten(_jsonable(have)), flatten(_jsonable(want))
-
-    def get(k: str) -> Any:
-        return h.get(k, LEGACY_DEFAULTS.get(k, "<absent>"))
-
-    return [describe(k, get(k), w[k]) for k in w if not same_value(get(k), w[k])]

@@ -13,102 +13,12 @@ import torch
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.teacher.cache_format import (
-    BUILD_PLAN, FORMAT, FORMAT_VERSION, MANIFEST, ROW_KEYS, SPLIT_CODES, TEACHER_UNCOMPARED, TEXT_EMBEDDINGS,
-    diff_fields,
+from distill.teacher.cache.adversarial import ADV_DIR, AdversarialViews
+from distill.teacher.cache.format import (
+    BUILD_PLAN, FORMAT, FORMAT_VERSION, MANIFEST, ROW_KEYS, SPLIT_CODES, TEXT_EMBEDDINGS, load_verified,
 )
-
-# expect key -> where it lives in the manifest
-_EXPECT_PATHS = {
-    "teacher": ("teacher",),
-    "preprocess": ("preprocess",),
-    "classes": ("classes",),
-    "dataset_fingerprint": ("dataset", "fingerprint"),
-    "templates": ("templates",),
-    "dataset": ("dataset",),
-    "content_fingerprint": ("dataset", "content_fingerprint"),
-}
-
-
-class CacheMismatchError(DistillError):
-    """A cache whose manifest differs from what the run expects. ``.fields`` lists the differences."""
-
-    def __init__(self, path: str | Path, fields: list[str]):
-        self.path, self.fields = str(path), fields
-        super().__init__(
-            f"{path}: teacher cache does not match this run (cache vs expected: {'; '.join(fields)}); "
-            f"rebuild it with `distill cache build` or point to the matching cache"
-        )
-
-
-def expected_identity(
-    teacher_identity: Mapping[str, Any] | None = None,
-    preprocess: Mapping[str, Any] | None = None,
-    classes: Sequence[str] | None = None,
-    dataset_fingerprint: str | None = None,
-    templates: Sequence[str] | None = None,
-    dataset: Mapping[str, Any] | None = None,
-    content_fingerprint: str | None = None,
-) -> dict:
-    """What a run expects of a cache, for ``TeacherCache.open(path, expect=...)``.
-
-    Pass only what the run knows (``None`` is not checked); a trainer that never loads the
-    teacher can still name its arch/pretrained tag, preprocessing, classes and data.
-    Library versions in a teacher identity are recorded in the manifest but not compared.
-
-    Args:
-        teacher_identity: ``Teacher.identity()`` or a subset such as ``{"arch": ..., "pretrained": ...}``.
-        preprocess: ``Teacher.preprocess_info.to_dict()`` or a subset (``{"mean": ..., "std": ...}``).
-        classes: class names in label order.
-        dataset_fingerprint: ``DomainFolder.fingerprint(domains)``.
-        templates: prompt templates.
-        dataset: ``DomainFolder.fingerprint_inputs(domains)``: the split rule, domains, image count
-            and file list the fingerprint is made of, so a mismatch names the field that differs
-            (compared where the manifest records them; older caches record fewer).
-        content_fingerprint: ``distill.data.fingerprint.content_fingerprint(dataset, domains)``; pass it
-            when the manifest records one (``cache build --fingerprint content``).
-    """
-    expect: dict[str, Any] = {}
-    if teacher_identity is not None:
-        expect["teacher"] = {k: v for k, v in teacher_identity.items() if k not in TEACHER_UNCOMPARED}
-    if preprocess is not None:
-        expect["preprocess"] = dict(preprocess)
-    if classes is not None:
-        expect["classes"] = list(classes)
-    if dataset is not None:  # before the fingerprint: the named field is what a user can act on
-        expect["dataset"] = dict(dataset)
-    if dataset_fingerprint is not None:
-        expect["dataset_fingerprint"] = str(dataset_fingerprint)
-    if templates is not None:
-        expect["templates"] = list(templates)
-    if content_fingerprint is not None:
-        expect["content_fingerprint"] = str(content_fingerprint)
-    return expect
-
-
-def check_manifest(manifest: Mapping[str, Any], expect: Mapping[str, Any], path: str | Path = MANIFEST) -> None:
-    """Raise :class:`CacheMismatchError` naming each field where ``manifest`` differs from ``expect``."""
-    unknown = set(expect) - set(_EXPECT_PATHS)
-    if unknown:
-        raise ValueError(f"unknown expect key(s) {sorted(unknown)}; known: {', '.join(_EXPECT_PATHS)}")
-    have, want = {}, {}
-    for key, value in expect.items():
-        if key == "teacher":
-            value = {k: v for k, v in value.items() if k not in TEACHER_UNCOMPARED}
-        node: Any = manifest
-        for part in _EXPECT_PATHS[key]:
-            node = node.get(part, "<absent>") if isinstance(node, Mapping) else "<absent>"
-        if key == "dataset":  # each fingerprint input the manifest records, before the fingerprint itself
-            node = node if isinstance(node, Mapping) else {}
-            for k, v in value.items():
-                if k in node:
-                    have[f"dataset.{k}"], want[f"dataset.{k}"] = node[k], v
-            continue
-        name = ".".join(_EXPECT_PATHS[key])
-        have[name], want[name] = node, value
-    fields = diff_fields(have, want)
-    if fields:
-        raise CacheMismatchError(path, fields)
+from distill.teacher.cache.identity import CacheMismatchError, check_manifest
+from distill.utils.io import read_json
 
 
 class TeacherCache:
@@ -149,9 +59,6 @@ class TeacherCache:
             CacheMismatchError: the manifest differs from ``expect`` (message names each field).
             DistillError: not a cache, an unfinished build, or a missing/changed/corrupt shard.
         """
-        from distill.teacher.cache_format import load_verified
-        from distill.utils.io import read_json
-
         path = Path(path)
         if not (path / MANIFEST).exists():
             if (path / BUILD_PLAN).exists():
@@ -295,8 +202,6 @@ class TeacherCache:
     def adversarial_summary(self) -> dict[str, Any] | None:
         """The cache's adversarial views (``CACHE/adversarial``): None if there are none, else their plan,
         row count, size and the teacher's accuracy on them next to its accuracy on the same images clean."""
-        from distill.teacher.cache_adv import ADV_DIR, AdversarialViews
-
         adv_dir = self.path / ADV_DIR
         if not adv_dir.is_dir():
             return None
@@ -332,24 +237,3 @@ class TeacherCache:
                 if m.any():
                     out.setdefault(d, {})[split] = float(correct[m].float().mean())
         return out
-
-
-def dataset_expectation(path: str | Path, manifest: Mapping[str, Any], dataset) -> dict:
-    """A run's expectation of the data behind the cache at ``path``: the fingerprint inputs of
-    ``dataset`` (a :class:`~distill.data.folder.DomainFolder`) over the cache's domains.
-
-    Raises:
-        CacheMismatchError: the cache holds domains that ``dataset`` lacks: a cache of another
-            data set (its fingerprint cannot even be computed), named as such rather than as a
-            missing domain.
-    """
-    from distill.teacher.cache_format import shorten
-
-    built = manifest.get("dataset", {})
-    domains = list(built.get("domains", []))
-    missing = [d for d in domains if d not in dataset.domains]
-    if missing:
-        raise CacheMismatchError(path, [
-            f"dataset.domains: {shorten(domains)} vs {shorten(dataset.domains)} (the cache was built from "
-            f"{built.get('root', 'another data set')}; this run's data.root is {dataset.root})"])
-    return dataset.fingerprint_inputs(domains)
