@@ -1,0 +1,60 @@
+"""distill.records: typed artifacts round-trip, and a file that does not match is one line naming it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distill.errors import DistillError
+from distill.records import BenchRecord, RunSummary, pct
+
+SUMMARY = {
+    "strategy": "kd", "student": "resnet18", "source_domains": ["a"], "target_domains": ["b"],
+    "trained_on": ["a"], "best_epoch": 2, "selected_on": "source validation accuracy",
+    "test_acc": {"a": 0.9, "b": 0.25}, "source_acc": 0.9, "target_acc": 0.25, "params": 10,
+    "checkpoint": "runs/x/checkpoints/best", "train_seconds_this_session": 1.5,
+    "teacher": {"arch": "ViT-B-32", "pretrained": "openai", "some_future_key": 1},
+}
+
+
+def test_run_summary_round_trips_through_its_file(tmp_path):
+    s = RunSummary.from_dict(SUMMARY)
+    path = s.write(tmp_path)
+    assert path.name == "summary.json"
+    back = RunSummary.read(tmp_path)
+    assert back == s and back.test_acc["b"] == 0.25 and back.teacher.arch == "ViT-B-32"
+    assert RunSummary.read(path) == s  # the file itself works too
+
+
+def test_a_wrong_value_is_one_line_naming_file_and_key(tmp_path):
+    bad = dict(SUMMARY, test_acc={"a": "high"})
+    (tmp_path / "summary.json").write_text(json.dumps(bad))
+    with pytest.raises(DistillError) as e:
+        RunSummary.read(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "summary.json" in msg and "test_acc.a" in msg
+
+
+def test_an_unknown_top_level_key_is_refused():
+    with pytest.raises(DistillError, match="accuracy_pct"):
+        RunSummary.from_dict(dict(SUMMARY, accuracy_pct=90))
+
+
+def test_bench_lines_name_the_line_at_fault(tmp_path):
+    good = {"schema": "distill.bench/1", "model": "m.onnx", "model_name": "m.onnx", "runtime": "ort-cpu",
+            "batch": 1, "input_shape": [1, 3, 8, 8], "warmup": 1, "iters": 2, "throughput_ips": 5.0,
+            "timestamp": "t", "latency_ms": {k: 1.0 for k in ("mean", "std", "min", "p50", "p90", "p99", "max")},
+            "compile_s": 3.0}
+    rec = BenchRecord.from_dict(good)
+    f = tmp_path / "bench.jsonl"
+    rec.append_to(f)
+    f.write_text(f.read_text() + "\n" + json.dumps(dict(good, batch="one")) + "\n")
+    with pytest.raises(DistillError, match=r"bench.jsonl:3: batch"):
+        list(BenchRecord.read_lines(f))
+    first = next(BenchRecord.read_lines(f))
+    assert first.schema_ == "distill.bench/1" and first.to_dict()["compile_s"] == 3.0  # runner extras kept
+
+
+@pytest.mark.parametrize("value,text", [(0.4035, "40.4"), (0.005, "0.5"), (None, "n/a"), (float("nan"), "n/a")])
+def test_pct_prints_fractions_as_percent(value, text):
+    assert pct(value) == text
