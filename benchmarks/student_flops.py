@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     from distill.student.model import Student, default_spec
-    from distill.teacher.bootstrap import DEMO_ARCH
+    from distill.teacher.bootstrap_presets import DEMO_ARCH
     from distill.utils.flops import count_flops, count_params
 
     demo, clip = image_tower_flops(DEMO_ARCH), image_tower_flops("ViT-B-32")

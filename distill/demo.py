@@ -91,7 +91,8 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
     from distill.data.builtin import materialize
     from distill.teacher import Teacher
     from distill.teacher.cache import TeacherCache, ViewConfig, build_cache
-    from distill.teacher.bootstrap import DEMO_ARCH, DEMO_TEMPLATES, bootstrap_teacher
+    from distill.teacher.bootstrap import bootstrap_teacher
+    from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
 
     out = Path(out)
     t0 = time.time()
@@ -220,7 +221,7 @@ def _adversarial_stage(dataset, teacher_ckpt: Path, cache_dir: Path, root: Path,
     from distill.student.model import load_student
     from distill.teacher import Teacher
     from distill.teacher.cache import build_adversarial_views
-    from distill.teacher.bootstrap import DEMO_ARCH, DEMO_TEMPLATES
+    from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
 
     base = recipe(ADVERSARIAL, root, cache_dir, out / "runs" / ADVERSARIAL, quick, progress)
     if ADVERSARIAL == "adv_kd":  # the teacher runs online on the adversarial inputs

@@ -10,10 +10,11 @@ import torch
 
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
+from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, CacheManifest
 from distill.robust import parse_eps
 from distill.teacher.clip import Teacher
 from distill.teacher.prompts import resolve_templates
-from distill.teacher.views import ViewConfig
+from distill.utils.io import read_json
 from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
 
 
@@ -104,9 +105,9 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    # lazy: the cache package pulls torchvision and safetensors; `distill --help` does not need them
+    # lazy: the cache package pulls torchvision (seconds); `distill --help` does not need it
     from distill.teacher.cache import (
-        MANIFEST, AdversarialOptions, CacheOptions, PixelOptions, build_cache, parse_sizes, pixel_dir_name,
+        AdversarialOptions, CacheOptions, PixelOptions, ViewConfig, build_cache, parse_sizes, pixel_dir_name,
     )
 
     if args.views < 1:
@@ -128,7 +129,7 @@ def _build(args: argparse.Namespace) -> int:
         torch.manual_seed(0)  # random weights, identical in every process and every run
     teacher = Teacher(args.arch, pretrained, dataset.classes, templates, device=str(device), precision=args.precision)
     out = Path(args.out)
-    was_complete = (out / MANIFEST).exists()
+    was_complete = CacheManifest.exists_in(out)
     if args.adv_views < 0:
         raise DistillError(f"--adv-views must be >= 0, got {args.adv_views}")
     options = CacheOptions(domains=domains, views=args.views, seed=args.seed, augment=augment,
@@ -142,16 +143,16 @@ def _build(args: argparse.Namespace) -> int:
                 pixels=PixelOptions(pixel_sizes, args.pixel_interpolation), skip_bad=args.skip_bad,
                 num_workers=args.workers, progress=not args.no_progress)
     if int(os.environ.get("RANK", 0)) == 0:
-        m = json.loads((out / MANIFEST).read_text())
+        m = CacheManifest.read(out)
         state = "already complete" if was_complete else "written"
-        skipped = f", {len(m['skipped'])} image(s) skipped (listed in {MANIFEST})" if m["skipped"] else ""
-        images = f"({m['dataset']['images']} images - {len(m['skipped'])} skipped)" if m["skipped"] else \
-            f"{m['dataset']['images']} images"
-        print(f"teacher cache {state}: {out} ({m['rows']} rows = {images} x "
-              f"{m['views']['count']} view(s), {len(m['shards'])} shard(s){skipped})")
+        skipped = f", {len(m.skipped)} image(s) skipped (listed in {CACHE_MANIFEST})" if m.skipped else ""
+        images = f"({m.dataset.images} images - {len(m.skipped)} skipped)" if m.skipped else \
+            f"{m.dataset.images} images"
+        print(f"teacher cache {state}: {out} ({m.rows} rows = {images} x "
+              f"{m.views.count} view(s), {len(m.shards)} shard(s){skipped})")
         if args.adv_views:
-            a = json.loads((out / "adversarial" / MANIFEST).read_text())
-            print(f"adversarial views: {out / 'adversarial'} ({a['rows']} = {a['images']} {a['split'] or 'all'} "
+            a = read_json(out / CACHE_ADVERSARIAL_DIR / CACHE_MANIFEST)
+            print(f"adversarial views: {out / CACHE_ADVERSARIAL_DIR} ({a['rows']} = {a['images']} {a['split'] or 'all'} "
                   f"images x {a['views']}; eps {a['epsilon']:.4f}, {a['steps']} PGD steps, seed {a['seed']})")
         for size in pixel_sizes:
             print(f"pixel store: {out / pixel_dir_name(size, args.pixel_interpolation)} (each row's view, "

@@ -407,7 +407,7 @@ def _load_data(cfg: ExportConfig, spec: Any, provenance: dict[str, Any], say: _L
 
 def _exclude_cache_skipped(folder: Any, caches: tuple[str, ...]) -> list[str]:
     """Leave out the images the run's caches skipped at build time; returns their paths."""
-    from distill.teacher.cache import MANIFEST
+    from distill.records import CACHE_MANIFEST as MANIFEST
 
     out: list[str] = []
     for c in caches:

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 from torch import Tensor
+from torchvision.transforms.functional import normalize, pil_to_tensor, to_tensor
 
 from distill.errors import DistillError
 
@@ -197,8 +198,6 @@ def view_pixels(img: Image.Image, params: np.ndarray | Tensor | list[float], siz
     Returns:
         uint8 [3, H, W], contiguous.
     """
-    from torchvision.transforms.functional import pil_to_tensor
-
     return pil_to_tensor(apply_view(img, params, size, interpolation)).contiguous()
 
 
@@ -209,8 +208,6 @@ def view_tensor(img: Image.Image, params: np.ndarray, size: tuple[int, int], int
     Returns:
         float32 [3, H, W].
     """
-    from torchvision.transforms.functional import normalize, to_tensor
-
     x = to_tensor(apply_view(img, params, size, interpolation))
     return normalize(x, list(mean), list(std))
 

@@ -18,9 +18,9 @@ This package's public API is what this module exports; one job per module:
 """
 from __future__ import annotations
 
-from distill.teacher.cache.adversarial import ADV_DIR, AdversarialViews, build_adversarial_views
+from distill.teacher.cache.adversarial import AdversarialViews, build_adversarial_views
 from distill.teacher.cache.build import SHARD_DELAY_ENV, build_cache, make_plan
-from distill.teacher.cache.format import BUILD_PLAN, MANIFEST, TEXT_EMBEDDINGS, shard_name
+from distill.teacher.cache.format import shard_name
 from distill.teacher.cache.identity import (
     CacheMismatchError, check_manifest, dataset_expectation, diff_fields, expected_identity, identity_diffs,
 )
@@ -32,7 +32,7 @@ from distill.teacher.cache.read import TeacherCache
 from distill.teacher.views import ViewConfig, apply_view, view_params
 
 __all__ = [
-    "ADV_DIR", "BUILD_PLAN", "MANIFEST", "SHARD_DELAY_ENV", "TEXT_EMBEDDINGS", "AdversarialOptions",
+    "SHARD_DELAY_ENV", "AdversarialOptions",
     "AdversarialViews", "CacheMismatchError", "CacheOptions", "PixelOptions", "PixelStore", "TeacherCache",
     "ViewConfig", "apply_view", "build_adversarial_views", "build_cache", "build_pixel_store", "check_manifest",
     "dataset_expectation", "diff_fields", "expected_identity", "find_pixel_store", "identity_diffs", "make_plan",

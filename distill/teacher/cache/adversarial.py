@@ -52,14 +52,14 @@ from tqdm.auto import tqdm
 from distill.data.images import BadImageError, load_rgb
 from distill.errors import DistillError
 from distill.robust import default_step_size, pgd, teacher_logits_with_grad
-from distill.teacher.cache.format import BUILD_PLAN, DTYPES, MANIFEST, load_verified
+from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, CacheManifest
+from distill.teacher.cache.format import DTYPES, load_verified
 from distill.teacher.cache.identity import TEACHER_UNCOMPARED, expected_identity, identity_diffs
 from distill.teacher.cache.options import AdversarialOptions
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.teacher.views import apply_view, clean_box
 from distill.utils.io import read_json
 
-ADV_DIR = "adversarial"
 FORMAT = "distill.adversarial_views"
 FORMAT_VERSION = 1
 OBJECTIVE = "kl(teacher_clean || teacher_adv), untargeted, L-inf in pixel space"
@@ -70,7 +70,7 @@ REFUSALS = PlanRefusals(complete="{file}: " + _REBUILD, unfinished="{file}: " + 
 ROW_NAMES = ("sample_index", "adv_view", "pixels", "logits", "image_emb")
 
 
-def adversarial_plan(cache_manifest: Mapping[str, Any], teacher_identity: Mapping[str, Any],
+def adversarial_plan(cache_manifest: CacheManifest, teacher_identity: Mapping[str, Any],
                      options: AdversarialOptions, *, step_size: float, seed: int, domains: Sequence[str],
                      images: int, batch_size: int, shard_size: int) -> dict:
     """Everything that determines the adversarial views' bytes (saved as ``build.json``)."""
@@ -78,12 +78,12 @@ def adversarial_plan(cache_manifest: Mapping[str, Any], teacher_identity: Mappin
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "teacher": {k: v for k, v in teacher_identity.items() if k not in TEACHER_UNCOMPARED},
-        "preprocess": cache_manifest["preprocess"],
-        "dataset_fingerprint": cache_manifest["dataset"]["fingerprint"],
+        "preprocess": cache_manifest.preprocess.model_dump(mode="json", exclude_unset=True),
+        "dataset_fingerprint": cache_manifest.dataset.fingerprint,
         "domains": list(domains), "split": o.split, "images": int(images),
         "views": int(o.views), "epsilon": float(o.epsilon), "epsilon_levels": int(math.floor(o.epsilon * 255 + 1e-6)),
         "step_size": float(step_size), "steps": int(o.steps), "seed": int(seed), "objective": OBJECTIVE,
-        "dtype": cache_manifest["dtype"], "batch_size": int(batch_size), "shard_size": int(shard_size),
+        "dtype": cache_manifest.dtype, "batch_size": int(batch_size), "shard_size": int(shard_size),
         "num_shards": math.ceil(images / shard_size) if images else 0,
     }
 
@@ -122,27 +122,28 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
         rank, world: this process's rank and the number of processes (default: one process).
 
     Returns:
-        ``cache_dir / "adversarial"``.
+        ``cache_dir / CACHE_ADVERSARIAL_DIR``.
     """
     o = options or AdversarialOptions()
     cache_dir = Path(cache_dir)
-    if not (cache_dir / MANIFEST).is_file():
-        raise DistillError(f"{cache_dir}: not a complete teacher cache (no {MANIFEST}); build it first")
-    cm = read_json(cache_dir / MANIFEST)
+    if not (cache_dir / CACHE_MANIFEST).is_file():
+        raise DistillError(f"{cache_dir}: not a complete teacher cache (no {CACHE_MANIFEST}); build it first")
+    cm = CacheManifest.read(cache_dir)
     views, steps, epsilon = o.views, o.steps, o.epsilon
     if views < 1 or steps < 0 or not 0 < epsilon <= 1:
         raise DistillError(f"adversarial views: need views >= 1, steps >= 0, 0 < epsilon <= 1 "
                            f"(got {views}, {steps}, {epsilon})")
     ident = teacher.identity()
-    diffs = identity_diffs(cm, expected_identity(teacher_identity=ident), LAYOUT)
+    diffs = identity_diffs(cm.to_dict(), expected_identity(teacher_identity=ident), LAYOUT)
     if diffs:
         raise DistillError(f"{cache_dir}: the teacher differs from the cache's ({'; '.join(diffs)}); build the "
                            "adversarial views with the cache's own teacher")
-    domains = list(o.domains) if o.domains is not None else list(cm["dataset"]["domains"])
+    cached = list(cm.dataset.domains)
+    domains = list(o.domains) if o.domains is not None else cached
     for d in domains:
-        if d not in cm["dataset"]["domains"]:
-            raise DistillError(f"domain '{d}' is not in cache {cache_dir} (has: {', '.join(cm['dataset']['domains'])})")
-    if dataset.fingerprint(cm["dataset"]["domains"]) != cm["dataset"]["fingerprint"]:
+        if d not in cached:
+            raise DistillError(f"domain '{d}' is not in cache {cache_dir} (has: {', '.join(cached)})")
+    if dataset.fingerprint(cached) != cm.dataset.fingerprint:
         raise DistillError(f"{cache_dir}: the dataset differs from the one the cache was built on "
                            "(dataset.fingerprint); pass the cache's data root and split settings")
     samples = dataset.select(domains, o.split)
@@ -150,7 +151,7 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
     seed = 0 if o.seed is None else o.seed
     plan = adversarial_plan(cm, ident, o, step_size=step_size, seed=seed, domains=domains, images=len(samples),
                             batch_size=batch_size, shard_size=shard_size)
-    shards = ResumableShards(cache_dir / ADV_DIR, rank, world)
+    shards = ResumableShards(cache_dir / CACHE_ADVERSARIAL_DIR, rank, world)
     if shards.prepare(plan, REFUSALS):
         return shards.out
 
@@ -158,7 +159,7 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
     device = teacher.text_embeddings.device
     mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
-    dtype = DTYPES[cm["dtype"]]
+    dtype = DTYPES[cm.dtype]
     levels = plan["epsilon_levels"]
     K, S = views, shard_size
     todo = shards.pending(plan["num_shards"])
@@ -208,7 +209,7 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
                 rows["pixels"].append(q.to(torch.uint8).cpu())
                 rows["logits"].append(logits.to(dtype).cpu())
                 rows["image_emb"].append(emb.to(dtype).cpu())
-            C, D = len(cm["classes"]), int(cm["embed_dim"])
+            C, D = len(cm.classes), int(cm.embed_dim)
             H, W = info.size
             empty = {"sample_index": torch.zeros(0, dtype=torch.long), "adv_view": torch.zeros(0, dtype=torch.int16),
                      "pixels": torch.zeros(0, 3, H, W, dtype=torch.uint8), "logits": torch.zeros(0, C, dtype=dtype),
@@ -224,7 +225,7 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
     n_rows = sum(f.rows for f in files)
     manifest = {**plan, "rows": n_rows, "shards": [{"file": f.file, "rows": f.rows, "sha256": f.sha256} for f in files],
                 "skipped": [s for f in files for s in f.skipped],
-                "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm["classes"])]},
+                "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm.classes)]},
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     shards.write_manifest(manifest)
     return shards.out
@@ -250,23 +251,23 @@ class AdversarialViews:
 
     @classmethod
     def exists(cls, cache_dir: str | Path) -> bool:
-        return (Path(cache_dir) / ADV_DIR / MANIFEST).is_file()
+        return (Path(cache_dir) / CACHE_ADVERSARIAL_DIR / CACHE_MANIFEST).is_file()
 
     @classmethod
-    def open(cls, cache_dir: str | Path, cache_manifest: Mapping[str, Any] | None = None) -> AdversarialViews:
+    def open(cls, cache_dir: str | Path, cache_manifest: CacheManifest | None = None) -> AdversarialViews:
         """Load ``CACHE/adversarial``; with ``cache_manifest`` check it was made by that cache's teacher."""
-        path = Path(cache_dir) / ADV_DIR
-        if not (path / MANIFEST).is_file():
-            what = "an unfinished build (rerun it to resume)" if (path / BUILD_PLAN).is_file() else "none"
+        path = Path(cache_dir) / CACHE_ADVERSARIAL_DIR
+        if not (path / CACHE_MANIFEST).is_file():
+            what = "an unfinished build (rerun it to resume)" if (path / CACHE_BUILD_PLAN).is_file() else "none"
             raise DistillError(f"{cache_dir}: the cache has no adversarial views ({what}); add them with "
                                f"`distill cache build ... --adv-views K` on the same --out")
-        m = read_json(path / MANIFEST)
+        m = read_json(path / CACHE_MANIFEST)
         if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
-            raise DistillError(f"{path / MANIFEST}: not {FORMAT} version {FORMAT_VERSION}; "
+            raise DistillError(f"{path / CACHE_MANIFEST}: not {FORMAT} version {FORMAT_VERSION}; "
                                "rebuild the adversarial views")
         if cache_manifest is not None:
-            want = expected_identity(teacher_identity=cache_manifest["teacher"],
-                                     dataset_fingerprint=cache_manifest["dataset"]["fingerprint"])
+            want = expected_identity(teacher_identity=cache_manifest.teacher.model_dump(mode="json", exclude_unset=True),
+                                     dataset_fingerprint=cache_manifest.dataset.fingerprint)
             diffs = identity_diffs(m, want, LAYOUT)
             if diffs:
                 raise DistillError(f"{path}: adversarial views were made for another teacher or dataset "
@@ -305,4 +306,4 @@ class AdversarialViews:
         return (si * 7919 + epoch * 104_729 + seed * 15_485_863) % self.views
 
 
-__all__ = ["ADV_DIR", "AdversarialViews", "build_adversarial_views"]
+__all__ = ["AdversarialViews", "build_adversarial_views"]

@@ -40,9 +40,10 @@ from distill.data.fingerprint import MODES, content_fingerprint
 from distill.data.folder import DomainFolder
 from distill.data.images import BadImageError
 from distill.errors import DistillError
+from distill.records import TEXT_EMBEDDINGS, CacheManifest
 from distill.teacher.cache.adversarial import build_adversarial_views
 from distill.teacher.cache.format import (
-    DTYPES, FORMAT, FORMAT_VERSION, ROW_DTYPES, SPLIT_CODES, TEXT_EMBEDDINGS, empty_rows, write_shard,
+    DTYPES, FORMAT, FORMAT_VERSION, ROW_DTYPES, SPLIT_CODES, empty_rows, write_shard,
 )
 from distill.teacher.cache.inputs import ImageViews, collate_views, teacher_input
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
@@ -294,7 +295,7 @@ def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableSh
     atomic_write(out / TEXT_EMBEDDINGS, lambda p: save_file({"text_embeddings": text}, str(p)))
     text_sha256 = sha256_file(out / TEXT_EMBEDDINGS)
     D, C = plan["embed_dim"], plan["num_classes"]
-    manifest = {
+    manifest = CacheManifest.from_dict({
         **plan,
         "dataset": {**plan["dataset"], "root": str(dataset.root.resolve()),
                     "class_map": dataset.class_map_source},
@@ -309,5 +310,5 @@ def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableSh
         "text_embeddings_sha256": text_sha256,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "distill_version": distill.__version__,
-    }
-    shards.write_manifest(manifest)
+    }, shards.out / CacheManifest.FILE)
+    manifest.write(shards.out)

@@ -31,9 +31,6 @@ from distill.utils.io import atomic_write
 
 FORMAT = "distill.teacher_cache"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-BUILD_PLAN = "build.json"
-TEXT_EMBEDDINGS = "text_embeddings.safetensors"
 SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ROW_DTYPES = {
@@ -48,6 +45,7 @@ ROW_KEYS = ("image_emb", "logits", *ROW_DTYPES)
 
 
 def shard_name(k: int) -> str:
+    """File of shard ``k`` (of the cache and of each companion folder)."""
     return f"shard-{k:05d}.safetensors"
 
 

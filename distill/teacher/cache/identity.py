@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from distill.errors import DistillError
-from distill.teacher.cache.format import MANIFEST
+from distill.records import CACHE_MANIFEST, CacheManifest
 
 # Recorded in the manifest but not part of what a cached output means.
 TEACHER_UNCOMPARED = ("open_clip_version", "torch_version")
@@ -204,14 +204,14 @@ def expected_identity(
     return expect
 
 
-def check_manifest(manifest: Mapping[str, Any], expect: Mapping[str, Any], path: str | Path = MANIFEST) -> None:
+def check_manifest(manifest: Mapping[str, Any], expect: Mapping[str, Any], path: str | Path = CACHE_MANIFEST) -> None:
     """Raise :class:`CacheMismatchError` naming each field where ``manifest`` differs from ``expect``."""
     fields = identity_diffs(manifest, expect, CACHE_LAYOUT)
     if fields:
         raise CacheMismatchError(path, fields)
 
 
-def dataset_expectation(path: str | Path, manifest: Mapping[str, Any], dataset) -> dict:
+def dataset_expectation(path: str | Path, manifest: CacheManifest, dataset) -> dict:
     """A run's expectation of the data behind the cache at ``path``: the fingerprint inputs of
     ``dataset`` (a :class:`~distill.data.folder.DomainFolder`) over the cache's domains.
 
@@ -220,11 +220,11 @@ def dataset_expectation(path: str | Path, manifest: Mapping[str, Any], dataset) 
             data set (its fingerprint cannot even be computed), named as such rather than as a
             missing domain.
     """
-    built = manifest.get("dataset", {})
-    domains = list(built.get("domains", []))
+    built = manifest.dataset
+    domains = list(built.domains)
     missing = [d for d in domains if d not in dataset.domains]
     if missing:
         raise CacheMismatchError(path, [
             f"dataset.domains: {shorten(domains)} vs {shorten(dataset.domains)} (the cache was built from "
-            f"{built.get('root', 'another data set')}; this run's data.root is {dataset.root})"])
+            f"{built.root or 'another data set'}; this run's data.root is {dataset.root})"])
     return dataset.fingerprint_inputs(domains)

@@ -45,7 +45,8 @@ from tqdm.auto import tqdm
 
 from distill.data.images import load_rgb
 from distill.errors import DistillError
-from distill.teacher.cache.format import BUILD_PLAN, MANIFEST, shard_name
+from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST, CACHE_PIXELS_PREFIX, CacheManifest
+from distill.teacher.cache.format import shard_name
 from distill.teacher.cache.identity import CACHE_LAYOUT, expected_identity, identity_diffs
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.teacher.views import view_pixels
@@ -66,7 +67,7 @@ REFUSALS = PlanRefusals(
 
 def pixel_dir_name(size: tuple[int, int], interpolation: str) -> str:
     """``pixels-224x224-bicubic``: the folder of one store inside the cache directory."""
-    return f"pixels-{int(size[0])}x{int(size[1])}-{interpolation}"
+    return f"{CACHE_PIXELS_PREFIX}{int(size[0])}x{int(size[1])}-{interpolation}"
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -100,13 +101,13 @@ class PixelPlan:
     format_version: int = FORMAT_VERSION
 
     @classmethod
-    def for_cache(cls, cache_manifest: Mapping[str, Any], size: tuple[int, int], interpolation: str) -> PixelPlan:
+    def for_cache(cls, cache_manifest: CacheManifest, size: tuple[int, int], interpolation: str) -> PixelPlan:
         if interpolation not in INTERPOLATIONS:
             raise DistillError(f"pixel interpolation '{interpolation}' is not one of {', '.join(INTERPOLATIONS)}")
         m = cache_manifest
         return cls(size=(int(size[0]), int(size[1])), interpolation=interpolation,
-                   dataset_fingerprint=str(m["dataset"]["fingerprint"]), views=dict(m["views"]),
-                   shard_size=int(m["shard_size"]), num_shards=int(m["num_shards"]), cache_rows=int(m["rows"]))
+                   dataset_fingerprint=str(m.dataset.fingerprint), views=m.views.model_dump(mode="json"),
+                   shard_size=int(m.shard_size), num_shards=int(m.num_shards), cache_rows=int(m.rows))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -130,7 +131,7 @@ class PixelManifest:
     shards: tuple[PixelShard, ...]
     created: str
 
-    FILE = MANIFEST
+    FILE = CACHE_MANIFEST
 
     def to_dict(self) -> dict:
         return {**self.plan.to_dict(), "shards": [asdict(s) for s in self.shards], "created": self.created}
@@ -189,10 +190,10 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
         The store's folder.
     """
     cache_dir = Path(cache_dir)
-    manifest = read_json(cache_dir / MANIFEST)
+    manifest = CacheManifest.read(cache_dir)
     plan = PixelPlan.for_cache(manifest, size, interpolation)
-    data_fingerprint = expected_identity(dataset_fingerprint=dataset.fingerprint(manifest["dataset"]["domains"]))
-    if identity_diffs(manifest, data_fingerprint, CACHE_LAYOUT):
+    data_fingerprint = expected_identity(dataset_fingerprint=dataset.fingerprint(manifest.dataset.domains))
+    if identity_diffs(manifest.to_dict(), data_fingerprint, CACHE_LAYOUT):
         raise DistillError(f"{cache_dir}: the dataset given is not the one this cache was built from "
                            f"(fingerprints differ); pass the cache's --data")
     shards = ResumableShards(cache_dir / pixel_dir_name(plan.size, interpolation), rank, world)
@@ -295,7 +296,7 @@ class PixelStore:
         return h.get_slice("pixels")[r:r + 1][0]
 
     @classmethod
-    def open(cls, cache_dir: str | Path, cache_manifest: Mapping[str, Any], size: tuple[int, int],
+    def open(cls, cache_dir: str | Path, cache_manifest: CacheManifest, size: tuple[int, int],
              interpolation: str) -> PixelStore:
         """The store of ``cache_dir`` at ``size``/``interpolation``; refuses one made for another cache.
 
@@ -304,7 +305,7 @@ class PixelStore:
         """
         path = Path(cache_dir) / pixel_dir_name(size, interpolation)
         if not (path / PixelManifest.FILE).is_file():
-            state = "unfinished (rerun the build to resume)" if (path / BUILD_PLAN).exists() else "absent"
+            state = "unfinished (rerun the build to resume)" if (path / CACHE_BUILD_PLAN).exists() else "absent"
             raise DistillError(f"{path}: pixel store {state}")
         m = PixelManifest.from_dict(read_json(path / PixelManifest.FILE))
         diffs = identity_diffs(m.plan.to_dict(), PixelPlan.for_cache(cache_manifest, size, interpolation).to_dict())
@@ -328,7 +329,7 @@ def find_pixel_store(cache, size: Sequence[int], interpolation: str) -> tuple[Pi
         return None, "input: decoding images (no teacher cache, so no pixel store)"
     name = pixel_dir_name((h, w), interpolation)
     if not (Path(cache.path) / name).exists():
-        have = sorted(p.name for p in Path(cache.path).glob("pixels-*"))
+        have = sorted(p.name for p in Path(cache.path).glob(CACHE_PIXELS_PREFIX + "*"))
         return None, (f"input: decoding images (the cache has no {name}{'; it has ' + ', '.join(have) if have else ''}"
                       f"; `distill cache build ... --store-pixels {h}x{w} --pixel-interpolation {interpolation}` "
                       "adds one)")

@@ -22,7 +22,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.teacher.cache.format import BUILD_PLAN, MANIFEST, read_shard_skipped, save_shard, shard_name, shard_rows
+from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST
+from distill.teacher.cache.format import read_shard_skipped, save_shard, shard_name, shard_rows
 from distill.teacher.cache.identity import identity_diffs
 from distill.utils.io import atomic_write_json, read_json, sha256_file
 from distill.utils.runtime import Dist, barrier
@@ -104,12 +105,12 @@ class ResumableShards:
 
     def _prepare(self, plan: Mapping, refusals: PlanRefusals) -> str:
         out = self.out
-        for name, template in ((MANIFEST, refusals.complete), (BUILD_PLAN, refusals.unfinished)):
+        for name, template in ((CACHE_MANIFEST, refusals.complete), (CACHE_BUILD_PLAN, refusals.unfinished)):
             if (out / name).exists():
                 diffs = identity_diffs(read_json(out / name), plan)
                 if diffs:
                     raise DistillError(template.format(file=out / name, diffs="; ".join(diffs), out=out))
-                if name == MANIFEST:
+                if name == CACHE_MANIFEST:
                     return "done"
                 break
         else:
@@ -118,7 +119,7 @@ class ResumableShards:
         out.mkdir(parents=True, exist_ok=True)
         for tmp in out.glob(".*.tmp"):  # leftovers of a killed atomic write
             tmp.unlink(missing_ok=True)
-        atomic_write_json(out / BUILD_PLAN, dict(plan))
+        atomic_write_json(out / CACHE_BUILD_PLAN, dict(plan))
         return "build"
 
     def pending(self, num_shards: int) -> list[int]:
@@ -150,4 +151,4 @@ class ResumableShards:
 
     def write_manifest(self, manifest: Mapping) -> None:
         """Write the manifest (the completion mark) atomically."""
-        atomic_write_json(self.out / MANIFEST, dict(manifest))
+        atomic_write_json(self.out / CACHE_MANIFEST, dict(manifest))
