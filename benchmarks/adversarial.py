@@ -100,7 +100,7 @@ def main() -> None:
 
     from distill.data import DomainFolder
     from distill.teacher import Teacher
-    from distill.teacher.cache import AdversarialViews, build_adversarial_views
+    from distill.teacher.cache import AdversarialOptions, AdversarialViews, build_adversarial_views
 
     root = args.demo_out / "data" / ("digits-quick-seed0" if args.quick else "digits-full-seed0")
     cache = args.cache or args.demo_out / "cache"
@@ -113,7 +113,7 @@ def main() -> None:
     t0 = time.perf_counter()
     built_now = not AdversarialViews.exists(cache)
     teacher = Teacher(arch, str(teacher_ckpt), ds.classes, templates)
-    build_adversarial_views(ds, teacher, cache, domains=SOURCE, progress=False, **ADV_VIEWS)
+    build_adversarial_views(ds, teacher, cache, AdversarialOptions(domains=SOURCE, **ADV_VIEWS), progress=False)
     adv_build_s = time.perf_counter() - t0
     adv_m = AdversarialViews.open(cache).manifest
     del teacher

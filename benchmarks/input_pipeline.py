@@ -57,11 +57,10 @@ def main() -> None:
     from photos import make_photos
 
     from distill.data.folder import DomainFolder
-    from distill.teacher.cache import TeacherCache, build_cache
+    from distill.teacher.cache import CacheOptions, TeacherCache, build_cache
     from distill.teacher.cache.inputs import ImageViews
     from distill.teacher.cache import build_pixel_store, find_pixel_store
     from distill.teacher.clip import Teacher
-    from distill.teacher.views import ViewConfig
     from distill.train import TrainImages, epoch_items
 
     tmp = Path(tempfile.mkdtemp(prefix="input_pipeline_"))
@@ -72,7 +71,7 @@ def main() -> None:
         torch.manual_seed(0)
         teacher = Teacher("distill-demo-vit", None, ds.classes)
         t0 = time.perf_counter()
-        cache_dir = build_cache(ds, teacher, tmp / "cache", views=args.views, seed=0, batch_size=64,
+        cache_dir = build_cache(ds, teacher, tmp / "cache", CacheOptions(views=args.views, seed=0, batch_size=64),
                                 num_workers=0, progress=False)
         t_cache = time.perf_counter() - t0
         size = (args.size, args.size)
@@ -83,7 +82,7 @@ def main() -> None:
         store, line = find_pixel_store(cache, size, "bicubic")
         samples = ds.select(None, "train")
         items = epoch_items(samples, {d: i for i, d in enumerate(ds.domains)}, cache.views, 0, 0, cache)
-        vc = ViewConfig.from_dict(cache.manifest["views"]["augment"])
+        vc = cache.view_config
         before = TrainImages(ds, items, size, "bicubic", vc, 0)
         after = TrainImages(ds, items, size, "bicubic", vc, 0, pixels=store, uint8=True)
         # the teacher pass's input side at ViT-B-32's 224 px: decode + open_clip preprocess + views

@@ -47,7 +47,7 @@ def main() -> None:
     cache = TeacherCache.open(cache_dir)
     targets = [d for d in dataset.domains if d not in SOURCE]
     zs = {d: 100.0 * v["test"] for d, v in cache.zero_shot_accuracy().items() if "test" in v}
-    teacher_flops = cache.manifest["teacher_flops_per_image"]
+    teacher_flops = cache.manifest.teacher_flops_per_image
 
     results: dict[str, dict] = {}
     for name in args.strategies.split(","):

@@ -204,9 +204,11 @@ def expected_identity(
     return expect
 
 
-def check_manifest(manifest: Mapping[str, Any], expect: Mapping[str, Any], path: str | Path = CACHE_MANIFEST) -> None:
+def check_manifest(manifest: CacheManifest | Mapping[str, Any], expect: Mapping[str, Any],
+                   path: str | Path = CACHE_MANIFEST) -> None:
     """Raise :class:`CacheMismatchError` naming each field where ``manifest`` differs from ``expect``."""
-    fields = identity_diffs(manifest, expect, CACHE_LAYOUT)
+    as_built = manifest.to_dict() if isinstance(manifest, CacheManifest) else manifest
+    fields = identity_diffs(as_built, expect, CACHE_LAYOUT)
     if fields:
         raise CacheMismatchError(path, fields)
 

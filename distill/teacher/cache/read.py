@@ -83,7 +83,7 @@ class TeacherCache:
                                f"{FORMAT_VERSION}; rebuild the cache")
         manifest = CacheManifest.from_dict(raw, path / CACHE_MANIFEST)
         if expect:
-            check_manifest(manifest.to_dict(), expect, path / CACHE_MANIFEST)
+            check_manifest(manifest, expect, path / CACHE_MANIFEST)
         parts = []
         rebuild = f"delete {path} and rebuild it with `distill cache build`"
         for shard in manifest.shards:
