@@ -53,15 +53,16 @@ def random_teacher_cache(demo_out: Path, root: Path, like: Path, out: Path) -> P
     """A cache of a random-weights teacher of the demo architecture (seed 1), with the views of cache ``like``."""
     from distill.data import DomainFolder
     from distill.teacher import Teacher
+    from distill.records import CacheManifest
     from distill.teacher.cache import CacheOptions, ViewConfig, build_cache
 
     meta = json.loads((demo_out / "teacher" / "teacher.json").read_text())
-    views = json.loads((like / "manifest.json").read_text())["views"]
+    views = CacheManifest.read(like).views
     ds = DomainFolder(root)
     torch.manual_seed(1)
     teacher = Teacher(meta["arch"], None, ds.classes, meta["templates"])
-    return build_cache(ds, teacher, out, CacheOptions(views=views["count"], seed=views["seed"],
-                                                 augment=ViewConfig.from_dict(views["augment"])),
+    return build_cache(ds, teacher, out, CacheOptions(views=views.count, seed=views.seed,
+                                                 augment=ViewConfig.from_dict(views.augment)),
                        num_workers=0, progress=False)
 
 

@@ -36,11 +36,12 @@ def main() -> None:
 
     from distill.data import DomainFolder
     from distill.demo import SOURCE, recipe, train_or_resume
+    from distill.records import CacheManifest
     from distill.teacher.cache import TeacherCache
 
     roots = sorted((args.demo_out / "data").glob("digits-full-seed*"))
     cache_dir = args.cache or args.demo_out / "cache"
-    if not roots or not (cache_dir / "manifest.json").is_file():
+    if not roots or not CacheManifest.exists_in(cache_dir):
         raise SystemExit(f"{args.demo_out}: run `make demo` (or `distill demo --out {args.demo_out}`) first")
     root = roots[0]
     dataset = DomainFolder(root)

@@ -90,7 +90,7 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
     from distill.data import DomainFolder
     from distill.data.builtin import materialize
     from distill.teacher import Teacher
-    from distill.teacher.cache import TeacherCache, ViewConfig, build_cache
+    from distill.teacher.cache import CacheOptions, TeacherCache, ViewConfig, build_cache
     from distill.teacher.bootstrap import bootstrap_teacher
     from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
 
@@ -115,9 +115,9 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
 
     stage(3, n, f"teacher cache ({CACHE_VIEWS} views per image)")
     teacher = Teacher(DEMO_ARCH, str(ckpt), dataset.classes, DEMO_TEMPLATES)
-    cache_dir = build_cache(dataset, teacher, out / "cache", views=CACHE_VIEWS, seed=0,
-                            augment=ViewConfig(scale=(0.6, 1.0), hflip=0.0), progress=progress,
-                            num_workers=0 if quick else 2)
+    cache_dir = build_cache(dataset, teacher, out / "cache",
+                            CacheOptions(views=CACHE_VIEWS, seed=0, augment=ViewConfig(scale=(0.6, 1.0), hflip=0.0)),
+                            progress=progress, num_workers=0 if quick else 2)
     cache = TeacherCache.open(cache_dir)
     print(f"  cache: {cache_dir}  ({len(cache)} rows)")
     artifacts["cache"] = str(cache_dir)
@@ -220,7 +220,7 @@ def _adversarial_stage(dataset, teacher_ckpt: Path, cache_dir: Path, root: Path,
     from distill.robust import RobustEvaluator
     from distill.student.model import load_student
     from distill.teacher import Teacher
-    from distill.teacher.cache import build_adversarial_views
+    from distill.teacher.cache import AdversarialOptions, build_adversarial_views
     from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
 
     base = recipe(ADVERSARIAL, root, cache_dir, out / "runs" / ADVERSARIAL, quick, progress)
@@ -229,7 +229,8 @@ def _adversarial_stage(dataset, teacher_ckpt: Path, cache_dir: Path, root: Path,
     else:  # adversarial views crafted once against the teacher, stored in the cache
         teacher = Teacher(DEMO_ARCH, str(teacher_ckpt), dataset.classes, DEMO_TEMPLATES)
         views = dict(ADV_VIEWS, steps=2) if quick else ADV_VIEWS
-        adv = build_adversarial_views(dataset, teacher, cache_dir, domains=SOURCE, progress=progress, **views)
+        adv = build_adversarial_views(dataset, teacher, cache_dir, AdversarialOptions(domains=SOURCE, **views),
+                                      progress=progress)
         del teacher
         print(f"  adversarial views: {adv}")
     base["robust"] = dict(ROBUST_QUICK if quick else ROBUST)
