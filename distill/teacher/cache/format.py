@@ -10,7 +10,7 @@ DIR/
 
 Shard tensors, one row per (image, view), sorted by (sample_index, view):
 ``image_emb`` [n, D] and ``logits`` [n, C] in the cache dtype, ``sample_index`` int64,
-``view`` int16, ``domain`` int16 (index into ``manifest["dataset"]["domains"]``), ``label``
+``view`` int16, ``domain`` int16 (index into ``manifest.dataset.domains``), ``label``
 int16, ``split`` uint8 (0 train, 1 test), ``view_params`` float32 [n, 5]. A shard's safetensors
 metadata holds ``skipped``: JSON list of the images of its range that could not be decoded.
 """
