@@ -44,7 +44,7 @@ def source_domains_of(checkpoint: str | Path) -> list[str] | None:
 
 def split_of_cache(cache: str | Path) -> tuple[float, int, float]:
     """(test_fraction, split_seed, val_fraction) recorded in a cache manifest, so the run's split matches the cache's."""
-    from distill.teacher.cache_format import MANIFEST
+    from distill.records import CACHE_MANIFEST as MANIFEST
     from distill.utils.io import read_json
 
     path = Path(cache) / MANIFEST

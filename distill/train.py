@@ -410,7 +410,7 @@ class Trainer:
     def pixel_store(self):
         """(the first cache's pixel store at the student's size, or None; the line saying which), found once."""
         if not hasattr(self, "_pixels"):
-            from distill.teacher.cache_pixels import find_pixel_store
+            from distill.teacher.cache import find_pixel_store
 
             spec = self.strategy.student.spec
             self._pixels = find_pixel_store(self.s.caches[0] if self.s.caches else None, spec.input_size,
@@ -701,7 +701,7 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
                                    content_fingerprint=content)
         caches.append(TeacherCache.open(path, expect=expect))
         if len(caches) > 1 and caches[-1].manifest["views"] != caches[0].manifest["views"]:
-            from distill.teacher.cache_format import diff_fields
+            from distill.teacher.cache import diff_fields
 
             diffs = diff_fields({"views": caches[-1].manifest["views"]}, {"views": caches[0].manifest["views"]})
             raise DistillError(f"cache {path}: its views differ from the first cache's ({'; '.join(diffs)}); "
@@ -768,7 +768,7 @@ def build(cfg: TrainConfig, resume: bool = False) -> TrainSetup:
                   "source_domains": source, "cache": [str(p) for p in cfg.caches()]}
     adversarial = None
     if needs.cached_adversarial:
-        from distill.teacher.cache_adv import AdversarialViews
+        from distill.teacher.cache import AdversarialViews
 
         adversarial = AdversarialViews.open(caches[0].path, caches[0].manifest)
         provenance["adversarial_views"] = {k: adversarial.manifest[k] for k in ("views", "epsilon", "steps",

@@ -31,13 +31,13 @@ def tiny_root(tmp_path_factory) -> Path:
 def tiny_cache(tiny_root, tmp_path_factory) -> Path:
     from distill.data import DomainFolder
     from distill.teacher import Teacher
-    from distill.teacher.cache import build_cache
+    from distill.teacher.cache import CacheOptions, build_cache
 
     torch.manual_seed(0)
     ds = DomainFolder(tiny_root, test_fraction=0.3)
     teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
     out = tmp_path_factory.mktemp("cache") / "c"
-    return build_cache(ds, teacher, out, views=2, seed=3, shard_size=16, num_workers=0, progress=False)
+    return build_cache(ds, teacher, out, CacheOptions(views=2, seed=3, shard_size=16), num_workers=0, progress=False)
 
 
 def _config(root: Path, cache: Path | None, out: Path, **over) -> dict:
@@ -276,7 +276,7 @@ def test_training_from_the_pixel_store_equals_decoding(tmp_path, tiny_root, tiny
     import shutil
 
     from distill.data import DomainFolder
-    from distill.teacher.cache_pixels import build_pixel_store
+    from distill.teacher.cache import build_pixel_store
     from distill.train import run_training
 
     with_px = tmp_path / "cache_px"
