@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.student.transforms import Normalizer, pixel_transform
 
 
 # ---------------------------------------------------------------------------- epsilons
@@ -108,14 +109,6 @@ def kl_per_sample(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) 
     log_p = F.log_softmax(p_logits.float() / temperature, dim=-1)  # fp32 even under autocast
     log_q = F.log_softmax(q_logits.float() / temperature, dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
-
-
-def normalizer(mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:
-    """pixels [B, 3, H, W] in [0, 1] -> ``kornia.enhance.normalize``d input (differentiable)."""
-    from kornia.enhance import normalize
-
-    m, s = torch.tensor(list(mean), dtype=torch.float32), torch.tensor(list(std), dtype=torch.float32)
-    return lambda px: normalize(px, m.to(px.device, px.dtype), s.to(px.device, px.dtype))
 
 
 def teacher_logits_with_grad(teacher: Any, teacher_input: Callable[[Tensor], Tensor], pixels: Tensor) -> Tensor:
@@ -232,14 +225,6 @@ class RobustSettings:
                 "seed": self.seed}
 
 
-def pixel_transform(spec: Any) -> Callable:
-    """The student's eval preprocessing without the normalization: PIL -> pixels [3, H, W] in [0, 1]."""
-    from torchvision import transforms as T
-
-    mode = T.InterpolationMode(spec.interpolation)
-    return T.Compose([T.Resize(min(spec.input_size), interpolation=mode), T.CenterCrop(spec.input_size), T.ToTensor()])
-
-
 class RobustEvaluator:
     """Clean, PGD and corruption accuracy of a student on each domain's split.
 
@@ -258,7 +243,7 @@ class RobustEvaluator:
         from distill.evaluate import ImageList
 
         self.settings, self.spec = settings, spec
-        self.normalize = normalizer(spec.mean, spec.std)
+        self.normalize = Normalizer(spec.mean, spec.std)
         self._data: dict[str, tuple[Tensor, Tensor]] = {}
         for d in domains:
             samples = dataset.select([d], split)
@@ -355,5 +340,5 @@ class RobustReport:
 
 
 __all__ = ["CORRUPTIONS", "RobustEvaluator", "RobustReport", "RobustSettings", "check_corruptions", "corrupt",
-           "default_step_size", "format_eps", "kl_per_sample", "normalizer", "parse_eps", "pgd", "pixel_transform",
+           "default_step_size", "format_eps", "kl_per_sample", "parse_eps", "pgd",
            "robust_table", "teacher_logits_with_grad"]

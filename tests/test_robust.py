@@ -11,9 +11,10 @@ import torch.nn.functional as F
 
 from distill.cli import main as cli
 from distill.errors import DistillError
-from distill.robust import (CORRUPTIONS, RobustEvaluator, RobustSettings, corrupt, format_eps, normalizer, parse_eps,
+from distill.robust import (CORRUPTIONS, RobustEvaluator, RobustSettings, corrupt, format_eps, parse_eps,
                             pgd)
 from distill.student.model import Student, default_spec, save_student
+from distill.student.transforms import Normalizer
 from tests.shapes import CLASSES, make_shapes_root
 
 
@@ -58,7 +59,7 @@ def test_parse_and_format_eps():
 def test_pgd_stays_in_the_ball_and_raises_the_loss():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
-    norm = normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    norm = Normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     x = torch.rand(16, 3, 8, 8)
     y = torch.randint(0, 4, (16,))
 

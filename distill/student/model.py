@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.student.transforms import eval_transform
 from distill.utils.io import atomic_write, atomic_write_json, read_json
 
 
@@ -120,13 +121,9 @@ class Student(nn.Module):
         self.head.weight.copy_(logit_scale * t @ self.projector.weight)
         self.head.bias.copy_(logit_scale * t @ self.projector.bias)
 
-    def preprocess(self):
-        """torchvision eval transform for PIL images: resize, center crop, normalize."""
-        from torchvision import transforms as T
-
-        mode = T.InterpolationMode(self.spec.interpolation)
-        return T.Compose([T.Resize(min(self.spec.input_size), interpolation=mode),
-                          T.CenterCrop(self.spec.input_size), T.ToTensor(), T.Normalize(self.spec.mean, self.spec.std)])
+    def preprocess(self) -> Callable:
+        """torchvision eval transform for PIL images: resize, center crop, normalize (:func:`eval_transform`)."""
+        return eval_transform(self.spec)
 
 
 def default_spec(arch: str, class_names: list[str], input_size: int | tuple[int, int] | None = None,
