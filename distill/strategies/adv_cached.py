@@ -10,7 +10,7 @@ from torch import Tensor
 from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
-from distill.student.model import kl_div_with_temperature
+from distill.strategies.losses import kl_div_with_temperature
 from distill.student.transforms import Normalizer
 
 

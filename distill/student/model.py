@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
@@ -171,14 +170,3 @@ def load_student(path: str | Path, map_location: str = "cpu") -> Student:
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     return student.eval()
 
-
-def kl_div_with_temperature(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """Hinton KD term: T² · KL(softmax(t/T) || softmax(s/T)), batch mean, always computed in fp32.
-
-    Under bf16/fp16 autocast the logits arrive in half precision; a bf16 log-softmax of logits in
-    the hundreds (CLIP's logit scale is ~100) is off by whole units, and CPU autocast keeps
-    softmax in bf16. Casting first keeps the loss finite and fp32-close on every CPU and GPU.
-    """
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits.float() / t, dim=-1), F.softmax(teacher_logits.float() / t, dim=-1),
-                    reduction="batchmean") * t * t
