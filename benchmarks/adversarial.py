@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from distill.config import RobustConfig, load_train_config
+from distill.config import RobustSettings, load_train_config
 from distill.demo import ADV_VIEWS, SOURCE, recipe
-from distill.robust import RobustEvaluator
+from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.train import Trainer, build, run_training
 
-ROBUST = RobustConfig(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corruptions=["all"], severity=3)
+ROBUST = RobustSettings(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corruptions=["all"], severity=3)
 
 
 def demo_teacher(teacher_dir: Path) -> tuple[str, Path, list[str]]:
@@ -131,7 +131,7 @@ def main() -> None:
             summaries[name] = run_training(load_train_config(None, base=cfg))
             print(f"{name}: trained in {time.perf_counter() - t:.0f}s", flush=True)
 
-    settings = ROBUST.settings()
+    settings = ROBUST
     ev = RobustEvaluator(ds, ds.domains, load_student(Path(summaries[names[0]]["checkpoint"])).spec, settings)
     results = {n: ev(load_student(Path(s["checkpoint"]))) for n, s in summaries.items()}
 

@@ -216,7 +216,7 @@ def _targets(dataset) -> list[str]:
 def _adversarial_stage(dataset, teacher_ckpt: Path, cache_dir: Path, root: Path, out: Path, runs: dict,
                        quick: bool, progress: bool) -> str:
     """Adversarial views in the cache, an ``adv_cached`` run, and its robustness next to ``kd``'s."""
-    from distill.robust import RobustEvaluator
+    from distill.robust.evaluate import RobustEvaluator
     from distill.student.model import load_student
     from distill.teacher import Teacher
     from distill.teacher.cache_adv import build_adversarial_views
@@ -233,9 +233,9 @@ def _adversarial_stage(dataset, teacher_ckpt: Path, cache_dir: Path, root: Path,
         print(f"  adversarial views: {adv}")
     base["robust"] = dict(ROBUST_QUICK if quick else ROBUST)
     runs[ADVERSARIAL] = train_or_resume(base)
-    from distill.config import RobustConfig
+    from distill.config import RobustSettings
 
-    settings = RobustConfig(**base["robust"]).settings()
+    settings = RobustSettings(**base["robust"])
     ev = RobustEvaluator(dataset, dataset.domains, load_student(Path(runs["kd"]["checkpoint"])).spec, settings)
     # the adversarial run evaluated its best checkpoint with the same settings at the end of training
     results = {DISTILLED: ev(load_student(Path(runs[DISTILLED]["checkpoint"]))),

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.robust import pgd, teacher_logits_with_grad
+from distill.robust.attacks import pgd, teacher_logits_with_grad
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
 from distill.strategies.losses import kl_div_with_temperature, kl_per_sample

@@ -131,7 +131,7 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
     from distill.teacher.cache_format import read_shard_skipped
 
     from distill.data.images import BadImageError, load_rgb
-    from distill.robust import default_step_size, pgd, teacher_logits_with_grad
+    from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
     from distill.teacher.cache_format import DTYPES, MANIFEST, TEACHER_UNCOMPARED, diff_fields
     from distill.utils.io import atomic_write, atomic_write_json, read_json
 
