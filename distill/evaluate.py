@@ -1,4 +1,8 @@
-"""Per-domain accuracy of a classifier on a DomainFolder split."""
+"""Per-domain accuracy of a classifier on a DomainFolder split.
+
+Accuracy is a fraction in [0, 1] here, as everywhere data is handed on or written; only
+printing turns it into a percent.
+"""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -53,12 +57,15 @@ class DomainEvaluator:
 
     @torch.no_grad()
     def __call__(self, predict: Callable[[Tensor], Tensor], device: str | torch.device = "cpu") -> dict[str, float]:
-        """Accuracy in percent per domain (domains with no images in the split are omitted)."""
+        """Accuracy per domain as a fraction in [0, 1] (domains with no images in the split are omitted).
+
+        ``predict`` maps preprocessed images [B, 3, H, W] on ``device`` to logits [B, C].
+        """
         out = {}
         for d, (x, y) in self._data.items():
             correct = 0
             for i in range(0, len(x), self.batch_size):
                 logits = predict(x[i:i + self.batch_size].to(device))
                 correct += int((logits.argmax(-1).cpu() == y[i:i + self.batch_size]).sum())
-            out[d] = 100.0 * correct / len(x)
+            out[d] = correct / len(x)
         return out
