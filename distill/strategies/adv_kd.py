@@ -73,7 +73,7 @@ class AdvKD(Strategy):
         self._normalize = Normalizer(spec.mean, spec.std)
         self._jitter = None
         if config.jitter > 0:
-            import kornia.augmentation as K
+            import kornia.augmentation as K  # lazy: kornia (~1 s) loads only when jitter is on
 
             self._jitter = K.RandomAffine(degrees=0.0, translate=(config.jitter, config.jitter), p=1.0,
                                           padding_mode="border")

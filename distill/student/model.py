@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import timm
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from distill.errors import DistillError
@@ -70,8 +72,6 @@ class Student(nn.Module):
 
     def __init__(self, spec: StudentSpec, pretrained: bool = False):
         super().__init__()
-        import timm
-
         self.spec = spec
         kwargs: dict[str, Any] = {"pretrained": pretrained, "num_classes": 0}
         try:
@@ -128,8 +128,6 @@ class Student(nn.Module):
 def default_spec(arch: str, class_names: list[str], input_size: int | tuple[int, int] | None = None,
                  embed_dim: int | None = None) -> StudentSpec:
     """A spec with timm's preprocessing defaults for ``arch`` (input size overridable)."""
-    import timm
-
     cfg = timm.get_pretrained_cfg(arch)
     cfg = cfg.to_dict() if cfg is not None else {}
     size = input_size or tuple(cfg.get("input_size", (3, 224, 224))[1:])
@@ -141,8 +139,6 @@ def default_spec(arch: str, class_names: list[str], input_size: int | tuple[int,
 
 def save_student(student: Student, out_dir: str | Path, extra_provenance: dict[str, Any] | None = None) -> Path:
     """Write ``out_dir/model.safetensors`` + ``out_dir/student.json``; returns ``out_dir``."""
-    from safetensors.torch import save_file
-
     out_dir = Path(out_dir)
     spec = student.spec
     if extra_provenance:
@@ -155,8 +151,6 @@ def save_student(student: Student, out_dir: str | Path, extra_provenance: dict[s
 
 def load_student(path: str | Path, map_location: str = "cpu") -> Student:
     """Rebuild a student from a checkpoint folder (or its ``model.safetensors``)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     folder = path.parent if path.suffix == ".safetensors" else path
     if not (folder / "student.json").is_file():
