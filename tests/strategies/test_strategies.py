@@ -36,16 +36,6 @@ _UNSUPPORTED: dict[str, str] = {}
 STRATEGIES = list_strategies()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP's
-    barriers make them ~30x slower; run this module single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @functools.lru_cache(maxsize=1)
 def demo_teacher():
     """A randomly initialised tiny open_clip teacher (no download)."""
