@@ -29,6 +29,29 @@ class ImageList(Dataset):
         return self.transform(load_rgb(self.dataset.path(s))), s.label, s.index
 
 
+def decode_split(dataset: DomainFolder, domains: Sequence[str], transform: Callable, split: str,
+                 batch_size: int = 256, workers: int = 0, max_images: int | None = None
+                 ) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each domain's split decoded once: ``{domain: (images [N, 3, H, W], labels [N])}``.
+
+    ``transform`` maps a PIL image to a tensor; ``max_images`` keeps the first N of each domain
+    (dataset order). Domains with no images in the split are left out.
+    """
+    data: dict[str, tuple[Tensor, Tensor]] = {}
+    for d in domains:
+        samples = dataset.select([d], split)
+        if max_images:
+            samples = samples[:max_images]
+        if not samples:
+            continue
+        xs, ys = [], []
+        for x, y, _ in DataLoader(ImageList(dataset, samples, transform), batch_size=batch_size, num_workers=workers):
+            xs.append(x)
+            ys.append(y)
+        data[d] = (torch.cat(xs), torch.cat(ys))
+    return data
+
+
 class DomainEvaluator:
     """Evaluates a model on each domain's split; decoded tensors are kept for reuse.
 
@@ -42,17 +65,7 @@ class DomainEvaluator:
     def __init__(self, dataset: DomainFolder, domains: Sequence[str], transform: Callable, split: str = "test",
                  batch_size: int = 256, workers: int = 0):
         self.domains, self.split = list(domains), split
-        self._data: dict[str, tuple[Tensor, Tensor]] = {}
-        for d in self.domains:
-            samples = dataset.select([d], split)
-            if not samples:
-                continue
-            loader = DataLoader(ImageList(dataset, samples, transform), batch_size=batch_size, num_workers=workers)
-            xs, ys = [], []
-            for x, y, _ in loader:
-                xs.append(x)
-                ys.append(y)
-            self._data[d] = (torch.cat(xs), torch.cat(ys))
+        self._data = decode_split(dataset, self.domains, transform, split, batch_size, workers)
         self.batch_size = batch_size
 
     @torch.no_grad()

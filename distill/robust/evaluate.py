@@ -11,11 +11,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from distill.config import RobustSettings
 from distill.data.folder import DomainFolder
-from distill.evaluate import ImageList
+from distill.evaluate import decode_split
 from distill.robust.attacks import format_eps, pgd
 from distill.robust.corruptions import corrupt, seeded_generator
 from distill.student.model import StudentSpec
@@ -43,19 +42,8 @@ class RobustEvaluator:
                  split: str = "test", workers: int = 0, batch_size: int = 256):
         self.settings, self.spec, self.batch_size = settings, spec, batch_size
         self.normalize = Normalizer(spec.mean, spec.std)
-        self._data: dict[str, tuple[Tensor, Tensor]] = {}
-        for d in domains:
-            samples = dataset.select([d], split)
-            if settings.max_images:
-                samples = samples[: settings.max_images]
-            if not samples:
-                continue
-            xs, ys = [], []
-            for x, y, _ in DataLoader(ImageList(dataset, samples, pixel_transform(spec)), batch_size=256,
-                                      num_workers=workers):
-                xs.append(x)
-                ys.append(y)
-            self._data[d] = (torch.cat(xs), torch.cat(ys))
+        self._data = decode_split(dataset, domains, pixel_transform(spec), split, workers=workers,
+                                  max_images=settings.max_images)
 
     @property
     def domains(self) -> list[str]:
