@@ -6,6 +6,7 @@ validates with pydantic. Any unknown key, wrong type or bad value is one line na
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,9 +14,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.errors import DistillError
-from distill.robust.attacks import default_step_size, format_eps, parse_eps
-from distill.robust.corruptions import CORRUPTIONS, check_corruptions
-from distill.strategies import build_config, get_strategy
 
 
 class _Strict(BaseModel):
@@ -107,8 +105,34 @@ class RunConfig(_Strict):
     progress: bool = True
 
 
+def parse_eps(text: str | float | int) -> float:
+    """``"2/255"``, ``"0.01"`` or a number -> float in pixel units ([0, 1] images): the one epsilon parser
+    (``distill eval``, ``distill cache build --adv-eps`` and the ``robust`` config section).
+
+    Raises:
+        DistillError: not a number or fraction, or outside [0, 1] (the message names the value).
+    """
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        s = str(text).strip()
+        try:
+            value = float(Fraction(s)) if "/" in s else float(s)
+        except (ValueError, ZeroDivisionError):
+            raise DistillError(f"epsilon '{text}': expected a number or a fraction such as 2/255") from None
+    if not 0 <= value <= 1:
+        raise DistillError(f"epsilon {text}: must be in [0, 1] (pixel units; 8/255 = {8 / 255:.4f})")
+    return value
+
+
+def format_eps(eps: float) -> str:
+    """0.00784 -> ``"2/255"`` when eps is a whole number of 8-bit levels, else ``"0.0100"``."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-4 else f"{eps:.4g}"
+
+
 def _pixel_eps(value: Any) -> float:
-    """One epsilon through the one parser (:func:`distill.robust.attacks.parse_eps`), as a pydantic error."""
+    """One epsilon through the one parser (:func:`parse_eps`), as a pydantic error."""
     try:
         return parse_eps(value)
     except DistillError as e:
@@ -123,7 +147,8 @@ class RobustSettings(_Strict):
     pgd_steps: int = Field(10, ge=0)
     pgd_step_size: float | None = None  # pixel units; None: 2.5 * eps / steps
     random_start: bool = True  # PGD starts at a uniform point of the ball (Madry et al.)
-    corruptions: tuple[str, ...] = tuple(CORRUPTIONS)  # names from distill.robust.corruptions, or [all]; [] = none
+    # names from distill.robust.corruptions, or [all] (the default); [] = none
+    corruptions: tuple[str, ...] = Field(("all",), validate_default=True)
     severity: int = Field(3, ge=1, le=5)
     max_images: int | None = Field(None, ge=1)  # per domain (first N of the split in dataset order); None = all
     seed: int = 0  # seeds PGD's random starts and the corruption noise
@@ -141,14 +166,13 @@ class RobustSettings(_Strict):
     @field_validator("corruptions", mode="before")
     @classmethod
     def _known(cls, v: Any) -> Any:
+        # lazy: torch; config.py stays torch-free so a config mistake is reported before torch loads
+        from distill.robust.corruptions import check_corruptions
+
         try:
             return check_corruptions(_listify(v))
         except DistillError as e:
             raise ValueError(str(e)) from None
-
-    def step_for(self, eps: float) -> float:
-        """PGD's step at radius ``eps``: the fixed step, or 2.5 · eps / steps."""
-        return self.pgd_step_size if self.pgd_step_size is not None else default_step_size(eps, self.pgd_steps)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as recorded next to the results (epsilons as ``2/255``, the step rule spelled out)."""
@@ -255,6 +279,9 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
     except ValidationError as e:  # a mistake in a --set override is blamed on it, not on the file
         item = _override_of(e, overrides)
         raise DistillError(format_validation_error(e, f"--set {item}" if item else source)) from None
+    # lazy: torch; config.py stays torch-free so a config mistake is reported before torch loads
+    from distill.strategies import build_config, get_strategy
+
     cls = get_strategy(cfg.strategy.name)  # unknown strategy -> one line naming it
     build_config(cls.Config, cfg.strategy.options(), where="strategy")
     return cfg

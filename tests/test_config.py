@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from distill.cli import main as cli
-from distill.config import RobustSettings, dump_config, load_train_config
+from distill.config import RobustSettings, dump_config, format_eps, load_train_config, parse_eps
 from distill.errors import DistillError
 from distill.robust.corruptions import CORRUPTIONS
 
@@ -71,18 +71,26 @@ def test_set_overrides_are_parsed_as_yaml_and_win_over_the_file(tmp_path):
         load_train_config(_recipe(tmp_path), ["optim.lr"])
 
 
-# ---------------------------------------------------------------------------- the robust section
+# ---------------------------------------------------------------------------- epsilons, the robust section
+def test_parse_and_format_eps():
+    assert parse_eps("2/255") == pytest.approx(2 / 255) and parse_eps("0.01") == 0.01 and parse_eps(0.5) == 0.5
+    assert format_eps(8 / 255) == "8/255" and format_eps(0.01) == "0.01"
+    with pytest.raises(DistillError, match="2/255"):
+        parse_eps("two")
+    with pytest.raises(DistillError, match=r"\[0, 1\]"):
+        parse_eps("8")
+
+
 def test_robust_epsilons_parse_fractions_and_corruptions_expand(tmp_path):
     cfg = load_train_config(None, base=_base(tmp_path, robust={"pgd_eps": ["2/255", 0.5, "0.25"],
                                                                 "pgd_step_size": "1/255", "corruptions": "all"}))
     assert cfg.robust.pgd_eps == (2 / 255, 0.5, 0.25)
-    assert cfg.robust.pgd_step_size == 1 / 255 and cfg.robust.step_for(0.5) == 1 / 255
+    assert cfg.robust.pgd_step_size == 1 / 255 and cfg.robust.to_dict()["pgd_step_rule"] == "fixed"
     assert cfg.robust.corruptions == tuple(CORRUPTIONS)
     assert load_train_config(None, base=_base(tmp_path, robust={"pgd_eps": "8/255"})).robust.pgd_eps == (8 / 255,)
     assert load_train_config(None, base=_base(tmp_path)).robust is None, "off unless asked for"
     # distill eval builds the same model from its flags; its record writes the epsilons back as fractions
     settings = RobustSettings(pgd_eps=(8 / 255,), pgd_steps=4)
-    assert settings.step_for(8 / 255) == pytest.approx(2.5 * (8 / 255) / 4)
     assert settings.to_dict()["pgd_eps"] == ["8/255"] and settings.to_dict()["corruptions"] == list(CORRUPTIONS)
 
 

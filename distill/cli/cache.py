@@ -122,7 +122,7 @@ def _build(args: argparse.Namespace) -> int:
     teacher = Teacher(args.arch, pretrained, dataset.classes, templates, device=str(device), precision=args.precision)
     out = Path(args.out)
     was_complete = (out / MANIFEST).exists()
-    from distill.robust.attacks import parse_eps
+    from distill.config import parse_eps
 
     if args.adv_views < 0:
         raise DistillError(f"--adv-views must be >= 0, got {args.adv_views}")

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _eps_list(values: list[str] | None) -> tuple[float, ...]:
     """``--pgd-eps`` values (comma-separated, repeatable) -> radii; ``0`` / ``none`` entries skip the attack."""
-    from distill.robust.attacks import parse_eps  # lazy: torch; the CLI builds its parser before any command runs
+    from distill.config import parse_eps  # lazy: pydantic; the CLI builds its parser before any command runs
 
     if values is None:
         return (2 / 255,)
@@ -68,8 +68,7 @@ def _eps_list(values: list[str] | None) -> tuple[float, ...]:
 def _settings(args: argparse.Namespace) -> RobustSettings:
     """The flags -> the same validated :class:`~distill.config.RobustSettings` a train config's ``robust`` holds."""
     # lazy: torch and pydantic; the CLI builds its parser before any command runs
-    from distill.config import RobustSettings, validate
-    from distill.robust.attacks import parse_eps
+    from distill.config import RobustSettings, parse_eps, validate
     from distill.robust.corruptions import check_corruptions
 
     corr = [c.strip() for c in args.corruptions.split(",") if c.strip()]

@@ -1,4 +1,4 @@
-"""Attacks in pixel space: PGD, its default step, the teacher's differentiable logits, and epsilons.
+"""Attacks in pixel space: PGD, its default step, and the teacher's differentiable logits.
 
 Everything here works on **pixels** ``[B, 3, H, W]`` in [0, 1]; a model is always reached
 through its own normalization (:class:`distill.student.transforms.Normalizer` with the
@@ -8,47 +8,18 @@ tensors would silently scale the budget by 1/std per channel).
 
 :func:`pgd` (Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial
 Attacks") is used by the adversarial strategies, the adversarial cache views and the robust
-evaluation. :func:`parse_eps` is the one parser of epsilons (``2/255``) for the CLI and the
-configs; :func:`format_eps` writes them back.
+evaluation. Epsilons written as ``2/255`` are parsed by :func:`distill.config.parse_eps`.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
-from fractions import Fraction
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill.errors import DistillError
 from distill.utils.runtime import full_precision
-
-
-# ---------------------------------------------------------------------------- epsilons
-def parse_eps(text: str | float | int) -> float:
-    """``"2/255"``, ``"0.01"`` or a number -> float in pixel units ([0, 1] images).
-
-    Raises:
-        DistillError: not a number or fraction, or outside [0, 1] (the message names the value).
-    """
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        s = str(text).strip()
-        try:
-            value = float(Fraction(s)) if "/" in s else float(s)
-        except (ValueError, ZeroDivisionError):
-            raise DistillError(f"epsilon '{text}': expected a number or a fraction such as 2/255") from None
-    if not 0 <= value <= 1:
-        raise DistillError(f"epsilon {text}: must be in [0, 1] (pixel units; 8/255 = {8 / 255:.4f})")
-    return value
-
-
-def format_eps(eps: float) -> str:
-    """0.00784 -> ``"2/255"`` when eps is a whole number of 8-bit levels, else ``"0.0100"``."""
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-4 else f"{eps:.4g}"
 
 
 # ---------------------------------------------------------------------------- PGD
@@ -114,4 +85,4 @@ def teacher_logits_with_grad(teacher: Any, teacher_input: Callable[[Tensor], Ten
         return teacher.logit_scale * emb @ teacher.text_embeddings.float().T
 
 
-__all__ = ["default_step_size", "format_eps", "parse_eps", "pgd", "teacher_logits_with_grad"]
+__all__ = ["default_step_size", "pgd", "teacher_logits_with_grad"]

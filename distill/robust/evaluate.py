@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.config import RobustSettings
+from distill.config import RobustSettings, format_eps
 from distill.data.folder import DomainFolder
 from distill.evaluate import decode_split
-from distill.robust.attacks import format_eps, pgd
+from distill.robust.attacks import default_step_size, pgd
 from distill.robust.corruptions import corrupt, seeded_generator
 from distill.student.model import StudentSpec
 from distill.student.transforms import Normalizer, pixel_transform
@@ -80,7 +80,7 @@ class RobustEvaluator:
                     for i, eps in enumerate(settings.pgd_eps):
                         g = seeded_generator(settings.seed * 1000 + i * 100 + start)
                         xa = pgd(x, lambda px: F.cross_entropy(logits_of(px), y, reduction="none"), eps,
-                                 settings.step_for(eps), settings.pgd_steps, settings.random_start, generator=g)
+                                 _step_size(settings, eps), settings.pgd_steps, settings.random_start, generator=g)
                         with torch.no_grad():  # robust = right on the clean image and on its attacked version
                             adv[eps] += int((ok & (logits_of(xa).argmax(-1) == y)).sum())
                     for j, c in enumerate(settings.corruptions):
@@ -95,6 +95,11 @@ class RobustEvaluator:
         finally:
             model.train(was_training)
         return out
+
+
+def _step_size(settings: RobustSettings, eps: float) -> float:
+    """PGD's step at radius ``eps``: the fixed ``pgd_step_size``, or 2.5 · eps / steps."""
+    return settings.pgd_step_size if settings.pgd_step_size is not None else default_step_size(eps, settings.pgd_steps)
 
 
 def robust_table(results: dict[str, dict[str, Any]]) -> str:

@@ -1,22 +1,12 @@
-"""distill.robust.attacks: the one epsilon parser, and PGD staying in the ε-ball while raising the loss."""
+"""distill.robust.attacks: PGD stays in the ε-ball and raises the loss; its start and default step."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.errors import DistillError
-from distill.robust.attacks import default_step_size, format_eps, parse_eps, pgd
+from distill.robust.attacks import default_step_size, pgd
 from distill.student.transforms import Normalizer
-
-
-def test_parse_and_format_eps():
-    assert parse_eps("2/255") == pytest.approx(2 / 255) and parse_eps("0.01") == 0.01 and parse_eps(0.5) == 0.5
-    assert format_eps(8 / 255) == "8/255" and format_eps(0.01) == "0.01"
-    with pytest.raises(DistillError, match="2/255"):
-        parse_eps("two")
-    with pytest.raises(DistillError, match=r"\[0, 1\]"):
-        parse_eps("8")
 
 
 def test_pgd_stays_in_the_ball_and_raises_the_loss():

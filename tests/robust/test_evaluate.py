@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from distill.cli import main as cli
 from distill.errors import DistillError
 from distill.config import RobustSettings, load_train_config
-from distill.robust.evaluate import RobustEvaluator, RobustReport, robust_table
+from distill.robust.evaluate import RobustEvaluator, RobustReport, _step_size, robust_table
 from distill.student.model import Student, default_spec, save_student
 from tests.shapes import CLASSES, make_shapes_root
 
@@ -121,7 +121,8 @@ def test_table_and_report_record_on_hand_made_results():
     assert lines[-1].startswith("(accuracy in %")
     assert robust_table({}) == "(no images)"
     settings = RobustSettings(pgd_eps=["2/255"], corruptions=["jpeg", "contrast"])
-    assert settings.step_for(2 / 255) == pytest.approx(2.5 * (2 / 255) / 10)
+    assert _step_size(settings, 2 / 255) == pytest.approx(2.5 * (2 / 255) / 10), "Madry's rule by default"
+    assert _step_size(RobustSettings(pgd_step_size="1/255"), 8 / 255) == pytest.approx(1 / 255), "or the fixed step"
     record = RobustReport("ckpt", settings, results).to_dict()
     assert list(record) == ["checkpoint", "settings", "domains"], "a training run's robust.json"
     assert record["settings"]["pgd_eps"] == ["2/255"] and record["settings"]["pgd_step_rule"] == "2.5*eps/steps"
