@@ -41,7 +41,7 @@ from distill.errors import DistillError
 from distill.export import ExportConfig, export_checkpoint
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
 from distill.records import BENCH_RECORDS, DEMO_RESULTS, REPORT_HTML, BenchRecord, CacheManifest, ExportReport, RunSummary, pct
-from distill.robust import RobustEvaluator
+from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher
 from distill.teacher.bootstrap import bootstrap_teacher
@@ -229,7 +229,7 @@ def _adversarial_stage(dataset: DomainFolder, teacher_ckpt: Path, cache_dir: Pat
         print(f"  adversarial views: {adv}")
     cfg = demo_recipe(ADVERSARIAL, root, cache_dir, out / "runs" / ADVERSARIAL, quick, progress, overrides)
     runs[ADVERSARIAL] = train_or_resume(cfg)
-    settings = cfg.robust.settings()
+    settings = cfg.robust
     ev = RobustEvaluator(dataset, dataset.domains, load_student(Path(runs["kd"].checkpoint)).spec, settings)
     # the adversarial run evaluated its best checkpoint with the same settings at the end of training
     results = {DISTILLED: ev(load_student(Path(runs[DISTILLED].checkpoint))),

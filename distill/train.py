@@ -595,11 +595,11 @@ class Trainer:
 
     def _robust_eval(self) -> dict[str, Any]:
         """PGD / corruption accuracy of the best checkpoint on the evaluated domains (config ``robust``)."""
-        from distill.robust import RobustEvaluator, robust_table
+        from distill.robust.evaluate import RobustEvaluator, robust_table
 
         best = self.ckpt.dir / "best"
         student = load_student(best).to(self.s.device)
-        settings = self.s.cfg.robust.settings()
+        settings = self.s.cfg.robust
         ev = RobustEvaluator(self.s.dataset, self.evaluator.domains, student.spec, settings)
         results = ev(student, self.s.device)
         print(f"robustness of {best}:\n{robust_table(results)}")

@@ -11,7 +11,7 @@ import torch
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, CacheManifest
-from distill.robust import parse_eps
+from distill.config import parse_eps
 from distill.teacher.clip import Teacher
 from distill.teacher.prompts import resolve_templates
 from distill.utils.io import read_json

@@ -12,7 +12,8 @@ import torch
 
 from distill.cli import main as cli
 from distill.errors import DistillError
-from distill.strategies._pseudo import centroid_labels, fuse_teachers, information_maximization, knn_smooth
+from distill.strategies._pseudo import centroid_labels, fuse_teachers, knn_smooth
+from distill.strategies.losses import information_maximization
 from tests.shapes import CLASSES, make_shapes_root
 
 DOMAINS = ["blue", "green", "red"]

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from distill.data.images import BadImageError, load_rgb
 from distill.errors import DistillError
-from distill.robust import default_step_size, pgd, teacher_logits_with_grad
+from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, CacheManifest
 from distill.teacher.cache.format import DTYPES, load_verified
 from distill.teacher.cache.identity import TEACHER_UNCOMPARED, expected_identity, identity_diffs
