@@ -74,6 +74,7 @@ from distill.teacher.clip import register_model_configs
 from distill.utils.io import atomic_write, atomic_write_json, read_json, sha256_file
 from distill.utils.runtime import resolve_device
 from distill.utils.schedule import warmup_cosine_lr
+from distill.student.transforms import normalize
 
 
 def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: BootstrapSettings | None = None, *,
@@ -190,7 +191,7 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
         for b in range(steps_per_epoch):
             idx = perm[b * batch_size:(b + 1) * batch_size]
             step = epoch * steps_per_epoch + b
-            x = (augment(images[idx], gen).to(device) - mean) / std
+            x = normalize(augment(images[idx], gen).to(device), mean, std)
             cap = captions.ids(templates[idx], s_domain[idx], s_label[idx], n_dom, n_cls)
             uniq, inverse = torch.unique(cap, return_inverse=True)
             positives = (s_label[idx][:, None] == captions.label[cap][None, :]) & (

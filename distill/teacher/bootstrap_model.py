@@ -20,6 +20,7 @@ from distill.errors import DistillError
 from distill.teacher.bootstrap_presets import WEIGHT_DECAY
 from distill.teacher.clip import register_model_configs
 from distill.utils.io import atomic_write
+from distill.student.transforms import normalize
 
 
 # ---------------------------------------------------------------------------- loss
@@ -66,7 +67,7 @@ def zero_shot_in_memory(model, images: Tensor, labels: Tensor, head_tokens: Tens
         head = F.normalize(txt.view(n_classes, -1, txt.shape[-1]).mean(dim=1), dim=-1)
         correct = 0
         for i in range(0, len(images), batch_size):
-            x = (images[i:i + batch_size].to(device).float() / 255.0 - mean) / std
+            x = normalize(images[i:i + batch_size].to(device).float() / 255.0, mean, std)
             pred = (F.normalize(model.encode_image(x), dim=-1) @ head.T).argmax(dim=1).cpu()
             correct += int((pred == labels[i:i + batch_size]).sum())
         return correct / len(images)

@@ -38,6 +38,7 @@ back to the CPU to be written.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 from pathlib import Path
@@ -52,6 +53,7 @@ from tqdm.auto import tqdm
 from distill.data.images import BadImageError, load_rgb
 from distill.errors import DistillError
 from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
+from distill.student.transforms import normalize
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, CacheManifest
 from distill.teacher.cache.format import DTYPES, load_verified
 from distill.teacher.cache.identity import TEACHER_UNCOMPARED, expected_identity, identity_diffs
@@ -188,14 +190,13 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
                 start = torch.stack([_start(seed, int(i), int(v), tuple(x0.shape[1:]))  # CPU RNG: device-independent
                                      for i, v in zip(si.tolist(), vv.tolist())]).to(device)
 
-                def normalize(px: Tensor) -> Tensor:
-                    return (px - mean) / std
+                norm = functools.partial(normalize, mean=mean, std=std)
 
                 with torch.no_grad():
-                    p_clean = teacher_logits_with_grad(teacher, normalize, x0).softmax(-1)
+                    p_clean = teacher_logits_with_grad(teacher, norm, x0).softmax(-1)
 
                 def loss_fn(px: Tensor) -> Tensor:
-                    log_q = teacher_logits_with_grad(teacher, normalize, px).log_softmax(-1)
+                    log_q = teacher_logits_with_grad(teacher, norm, px).log_softmax(-1)
                     return (p_clean * (torch.log(p_clean.clamp(min=1e-12)) - log_q)).sum(-1)
 
                 xa = pgd(x0, loss_fn, epsilon, step_size, steps, init=x0 + start * epsilon)

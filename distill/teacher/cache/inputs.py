@@ -17,6 +17,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from distill.data.images import BadImageError, load_rgb
 from distill.teacher.views import ViewConfig, view_params, view_pixels, view_tensor
+from distill.student.transforms import normalize
 
 
 class ImageViews(Dataset):
@@ -74,7 +75,7 @@ def teacher_input(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 
     ``mean``/``std``: float32 [1, 3, 1, 1] on ``x``'s device.
     """
-    return x.to(torch.float32).div_(255).sub_(mean).div_(std)
+    return normalize(x.to(torch.float32).div_(255), mean, std)
 
 
 def collate_views(items: list) -> dict:
