@@ -204,7 +204,7 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
                 q0 = torch.round(x0 * 255)
                 q = torch.round(xa * 255).clamp(min=q0 - levels, max=q0 + levels).clamp(0, 255)
                 with torch.no_grad():
-                    emb, logits = teacher(normalize(q / 255))
+                    emb, logits = teacher(norm(q / 255))
                 rows["sample_index"].append(si)
                 rows["adv_view"].append(vv)
                 rows["pixels"].append(q.to(torch.uint8).cpu())
