@@ -28,17 +28,17 @@ from typing import Any
 
 import torch
 
-from distill.config import RobustConfig, TrainConfig
+from distill.config import RobustSettings, TrainConfig
 from distill.data import DomainFolder
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
 from distill.records import TEACHER_MANIFEST, RunSummary
-from distill.robust import RobustEvaluator
+from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher
-from distill.teacher.cache_adv import AdversarialViews, build_adversarial_views
+from distill.teacher.cache import AdversarialOptions, AdversarialViews, build_adversarial_views
 from distill.train import Trainer, build
 
-ROBUST = RobustConfig(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corruptions=["all"], severity=3)
+ROBUST = RobustSettings(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corruptions=["all"], severity=3)
 
 
 def demo_teacher(teacher_dir: Path) -> tuple[str, Path, list[str]]:
@@ -116,7 +116,7 @@ def main() -> None:
     t0 = time.perf_counter()
     built_now = not AdversarialViews.exists(cache)
     teacher = Teacher(arch, str(teacher_ckpt), ds.classes, templates)
-    build_adversarial_views(ds, teacher, cache, domains=source, progress=False, **ADVERSARIAL_VIEWS)
+    build_adversarial_views(ds, teacher, cache, AdversarialOptions(domains=source, **ADVERSARIAL_VIEWS), progress=False)
     adv_build_s = time.perf_counter() - t0
     adv_m = AdversarialViews.open(cache).manifest
     del teacher
@@ -130,7 +130,7 @@ def main() -> None:
         if not trained_before:
             print(f"{name}: trained in {time.perf_counter() - t:.0f}s", flush=True)
 
-    settings = ROBUST.settings()
+    settings = ROBUST
     ev = RobustEvaluator(ds, ds.domains, load_student(Path(summaries[names[0]].checkpoint)).spec, settings)
     results = {n: ev(load_student(Path(s.checkpoint))) for n, s in summaries.items()}
 

@@ -27,7 +27,7 @@ import timm
 from safetensors.torch import save_file
 
 from distill.teacher.cache import TeacherCache
-from distill.teacher.cache_format import FORMAT, FORMAT_VERSION, MANIFEST, TEXT_EMBEDDINGS, shard_name, write_shard
+from distill.teacher.cache.format import FORMAT, FORMAT_VERSION, MANIFEST, TEXT_EMBEDDINGS, shard_name, write_shard
 from distill.utils.io import atomic_write_json, sha256_file
 
 

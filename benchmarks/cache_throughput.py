@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from distill.data.folder import DomainFolder
-from distill.teacher.cache import build_cache
+from distill.teacher.cache import CacheOptions, build_cache
 from distill.teacher.clip import Teacher
 
 
@@ -83,8 +83,8 @@ def main() -> None:
             bare.append(args.images / bare_forward(teacher, x, args.batch_size))
             out = tmp / f"cache{r}"
             t0 = time.perf_counter()
-            build_cache(ds, teacher, out, batch_size=args.batch_size, shard_size=128, num_workers=args.workers,
-                        progress=False)
+            build_cache(ds, teacher, out, CacheOptions(batch_size=args.batch_size, shard_size=128),
+                        num_workers=args.workers, progress=False)
             build.append(args.images / (time.perf_counter() - t0))
             print(f"  run {r}: bare forward {bare[-1]:7.1f} img/s   cache build {build[-1]:7.1f} img/s   "
                   f"ratio {build[-1] / bare[-1]:.3f}")

@@ -7,7 +7,7 @@ one torch thread), on photo-like 400x300 JPEGs, side by side in one run:
 - after:  read the view's 224 px uint8 pixels from the cache's pixel store, handed over as uint8
   (what the trainer's loader does: ``Trainer._batch`` makes the floats on the device).
 
-Both give the same tensors bit for bit (tests/teacher/test_cache_pixels.py); the figure is
+Both give the same tensors bit for bit (tests/teacher/cache/test_pixels.py); the figure is
 their rate ratio (target >= 3x). Also printed: the one-time cost of writing the pixel store and
 the cache build's decode + preprocess rate per worker (the teacher pass's input side), with
 the workers handing over normalized floats (before) or 8-bit pixels (after).
@@ -31,9 +31,8 @@ from photos import make_photos  # benchmarks/photos.py: this script's folder is 
 from torch.utils.data import DataLoader
 
 from distill.data.folder import DomainFolder
-from distill.teacher.cache import TeacherCache, build_cache
-from distill.teacher.cache_build import _ImageViews
-from distill.teacher.cache_pixels import build_pixel_store, find_pixel_store
+from distill.teacher.cache import CacheOptions, TeacherCache, build_cache, build_pixel_store, find_pixel_store
+from distill.teacher.cache.inputs import ImageViews
 from distill.teacher.clip import Teacher
 from distill.teacher.views import ViewConfig
 from distill.train import TrainImages, epoch_items
@@ -69,7 +68,7 @@ def main() -> None:
         torch.manual_seed(0)
         teacher = Teacher("distill-demo-vit", None, ds.classes)
         t0 = time.perf_counter()
-        cache_dir = build_cache(ds, teacher, tmp / "cache", views=args.views, seed=0, batch_size=64,
+        cache_dir = build_cache(ds, teacher, tmp / "cache", CacheOptions(views=args.views, seed=0, batch_size=64),
                                 num_workers=0, progress=False)
         t_cache = time.perf_counter() - t0
         size = (args.size, args.size)
@@ -80,7 +79,7 @@ def main() -> None:
         store, line = find_pixel_store(cache, size, "bicubic")
         samples = ds.select(None, "train")
         items = epoch_items(samples, {d: i for i, d in enumerate(ds.domains)}, cache.views, 0, 0, cache)
-        vc = ViewConfig.from_dict(cache.manifest["views"]["augment"])
+        vc = cache.view_config
         before = TrainImages(ds, items, size, "bicubic", vc, 0)
         after = TrainImages(ds, items, size, "bicubic", vc, 0, pixels=store, uint8=True)
         # the teacher pass's input side at ViT-B-32's 224 px: decode + open_clip preprocess + views
@@ -92,7 +91,7 @@ def main() -> None:
             a.append(rate(after, args.items, args.batch))
             if vit is not None:  # before: workers hand over normalized floats; after: uint8
                 for uint8, out in ((False, cf), (True, cu)):
-                    views = _ImageViews(ds.root, [(s.index, s.relpath) for s in ds.samples], args.views, 0, vc,
+                    views = ImageViews(ds.root, [(s.index, s.relpath) for s in ds.samples], args.views, 0, vc,
                                         vit.preprocess, vit.preprocess_info, uint8=uint8)
                     n = min(args.items // args.views, len(views))
                     t0 = time.perf_counter()

@@ -35,7 +35,7 @@ from distill.evaluate import DomainEvaluator
 from distill.records import TEACHER_MANIFEST, CacheManifest, RunSummary
 from distill.student.model import load_student
 from distill.teacher import Teacher
-from distill.teacher.cache import TeacherCache, ViewConfig, build_cache
+from distill.teacher.cache import CacheOptions, TeacherCache, ViewConfig, build_cache
 from distill.train import train
 
 
@@ -63,8 +63,9 @@ def random_teacher_cache(demo_out: Path, root: Path, like: Path, out: Path) -> P
     ds = DomainFolder(root)
     torch.manual_seed(1)
     teacher = Teacher(meta["arch"], None, ds.classes, meta["templates"])
-    return build_cache(ds, teacher, out, views=views.count, seed=views.seed,
-                       augment=ViewConfig.from_dict(views.augment), num_workers=0, progress=False)
+    return build_cache(ds, teacher, out, CacheOptions(views=views.count, seed=views.seed,
+                                                      augment=ViewConfig.from_dict(views.augment)),
+                       num_workers=0, progress=False)
 
 
 def main() -> None:

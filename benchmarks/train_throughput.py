@@ -25,10 +25,11 @@ import time
 
 import torch
 
+from distill.records import CacheDataset, CacheManifest, CacheViews
 from distill.strategies import Batch, StrategyContext, create_strategy
 from distill.student.model import Student, default_spec
 from distill.teacher import Teacher
-from distill.teacher.cache_read import TeacherCache
+from distill.teacher.cache import TeacherCache
 
 CLASSES = [f"class{i}" for i in range(10)]
 
@@ -46,7 +47,9 @@ def fake_cache(n_rows: int, dim: int, classes: int) -> TeacherCache:
         "split": torch.zeros(n_rows, dtype=torch.uint8),
         "view_params": torch.zeros(n_rows, 5),
     }
-    manifest = {"classes": CLASSES, "dataset": {"domains": ["d"]}, "views": {"count": 1}, "rows": n_rows}
+    manifest = CacheManifest.model_construct(  # unvalidated: only the fields the reader's lookup path uses
+        classes=CLASSES, dataset=CacheDataset.model_construct(domains=["d"]), views=CacheViews.model_construct(count=1),
+        rows=n_rows, skipped=[])
     return TeacherCache("<memory>", manifest, rows, torch.randn(classes, dim))
 
 

@@ -6,6 +6,7 @@ validates with pydantic. Any unknown key, wrong type or bad value is one line na
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,29 +105,53 @@ class RunConfig(_Strict):
     progress: bool = True
 
 
+def parse_eps(text: str | float | int) -> float:
+    """``"2/255"``, ``"0.01"`` or a number -> float in pixel units ([0, 1] images): the one epsilon parser
+    (``distill eval``, ``distill cache build --adv-eps`` and the ``robust`` config section).
+
+    Raises:
+        DistillError: not a number or fraction, or outside [0, 1] (the message names the value).
+    """
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        s = str(text).strip()
+        try:
+            value = float(Fraction(s)) if "/" in s else float(s)
+        except (ValueError, ZeroDivisionError):
+            raise DistillError(f"epsilon '{text}': expected a number or a fraction such as 2/255") from None
+    if not 0 <= value <= 1:
+        raise DistillError(f"epsilon {text}: must be in [0, 1] (pixel units; 8/255 = {8 / 255:.4f})")
+    return value
+
+
+def format_eps(eps: float) -> str:
+    """0.00784 -> ``"2/255"`` when eps is a whole number of 8-bit levels, else ``"0.0100"``."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-4 else f"{eps:.4g}"
+
+
 def _pixel_eps(value: Any) -> float:
-    """``2/255``, ``"0.01"`` or a number -> float in [0, 1] (pixel units)."""
-    from fractions import Fraction
-
+    """One epsilon through the one parser (:func:`parse_eps`), as a pydantic error."""
     try:
-        v = float(Fraction(str(value).strip())) if isinstance(value, str) else float(value)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"expected a number or a fraction such as 2/255, got {value!r}") from None
-    if not 0 <= v <= 1:
-        raise ValueError(f"must be in [0, 1] (pixel units; 8/255 = {8 / 255:.4f}), got {value!r}")
-    return v
+        return parse_eps(value)
+    except DistillError as e:
+        raise ValueError(str(e)) from None
 
 
-class RobustConfig(_Strict):
-    """Robustness evaluation of the best checkpoint after training (``distill.robust``); off when absent."""
+class RobustSettings(_Strict):
+    """What a robust evaluation measures (:mod:`distill.robust`): the train config's ``robust`` section
+    (evaluates the best checkpoint after training; off when absent) and ``distill eval``'s flags."""
 
-    pgd_eps: list[float] = [2 / 255]  # L-inf radii in pixel units; "2/255" strings are accepted; [] = no attack
+    pgd_eps: tuple[float, ...] = (2 / 255,)  # L-inf radii in pixel units; "2/255" strings are accepted; [] = no attack
     pgd_steps: int = Field(10, ge=0)
     pgd_step_size: float | None = None  # pixel units; None: 2.5 * eps / steps
-    corruptions: list[str] = ["all"]  # names from distill.robust.CORRUPTIONS, or [all]; [] = none
+    random_start: bool = True  # PGD starts at a uniform point of the ball (Madry et al.)
+    # names from distill.robust.corruptions, or [all] (the default); [] = none
+    corruptions: tuple[str, ...] = Field(("all",), validate_default=True)
     severity: int = Field(3, ge=1, le=5)
-    max_images: int | None = Field(None, ge=1)  # per domain (test split); None = all
-    seed: int = 0
+    max_images: int | None = Field(None, ge=1)  # per domain (first N of the split in dataset order); None = all
+    seed: int = 0  # seeds PGD's random starts and the corruption noise
 
     @field_validator("pgd_eps", mode="before")
     @classmethod
@@ -138,25 +163,25 @@ class RobustConfig(_Strict):
     def _step(cls, v: Any) -> Any:
         return None if v is None else _pixel_eps(v)
 
-    @field_validator("corruptions")
+    @field_validator("corruptions", mode="before")
     @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        from distill.robust import CORRUPTIONS
+    def _known(cls, v: Any) -> Any:
+        # lazy: torch; config.py stays torch-free so a config mistake is reported before torch loads
+        from distill.robust.corruptions import check_corruptions
 
-        if v == ["all"]:
-            return list(CORRUPTIONS)
-        bad = [n for n in v if n not in CORRUPTIONS]
-        if bad:
-            raise ValueError(f"unknown corruption {bad[0]!r} (known: {', '.join(CORRUPTIONS)}, or all)")
-        return v
+        try:
+            return check_corruptions(_listify(v))
+        except DistillError as e:
+            raise ValueError(str(e)) from None
 
-    def settings(self):
-        """-> :class:`distill.robust.RobustSettings`."""
-        from distill.robust import RobustSettings, check_corruptions
-
-        return RobustSettings(pgd_eps=tuple(self.pgd_eps), pgd_steps=self.pgd_steps, pgd_step_size=self.pgd_step_size,
-                              corruptions=tuple(check_corruptions(self.corruptions)), severity=self.severity, max_images=self.max_images,
-                              seed=self.seed)
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as recorded next to the results (epsilons as ``2/255``, the step rule spelled out)."""
+        return {"pgd_eps": [format_eps(e) for e in self.pgd_eps], "pgd_steps": self.pgd_steps,
+                "pgd_step_size": None if self.pgd_step_size is None else float(self.pgd_step_size),
+                "pgd_step_rule": "2.5*eps/steps" if self.pgd_step_size is None else "fixed",
+                "random_start": self.random_start, "attack": "untargeted CE on the label (L-inf, pixel space)",
+                "corruptions": list(self.corruptions), "severity": self.severity, "max_images": self.max_images,
+                "seed": self.seed}
 
 
 class TrainConfig(_Strict):
@@ -168,7 +193,7 @@ class TrainConfig(_Strict):
     source_checkpoint: Path | None = None  # student checkpoint to start from (SFDA)
     optim: OptimConfig = OptimConfig()
     run: RunConfig
-    robust: RobustConfig | None = None  # robustness evaluation after training (PGD, corruptions); off by default
+    robust: RobustSettings | None = None  # robustness evaluation after training (PGD, corruptions); off by default
 
     def caches(self) -> list[Path]:
         if self.cache is None:
@@ -254,7 +279,8 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
     except ValidationError as e:  # a mistake in a --set override is blamed on it, not on the file
         item = _override_of(e, overrides)
         raise DistillError(format_validation_error(e, f"--set {item}" if item else source)) from None
-    from distill.strategies import get_strategy, build_config
+    # lazy: torch; config.py stays torch-free so a config mistake is reported before torch loads
+    from distill.strategies import build_config, get_strategy
 
     cls = get_strategy(cfg.strategy.name)  # unknown strategy -> one line naming it
     build_config(cls.Config, cfg.strategy.options(), where="strategy")

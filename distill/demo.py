@@ -41,12 +41,13 @@ from distill.errors import DistillError
 from distill.export import ExportConfig, export_checkpoint
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
 from distill.records import BENCH_RECORDS, DEMO_RESULTS, REPORT_HTML, BenchRecord, CacheManifest, ExportReport, RunSummary, pct
-from distill.robust import RobustEvaluator
+from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher
-from distill.teacher.cache import TeacherCache, ViewConfig, build_cache
-from distill.teacher.cache_adv import build_adversarial_views
-from distill.teacher.demo import DEMO_ARCH, DEMO_TEMPLATES, bootstrap_teacher
+from distill.teacher.bootstrap import bootstrap_teacher
+from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
+from distill.teacher.cache import (AdversarialOptions, CacheOptions, TeacherCache, ViewConfig, build_adversarial_views,
+                                   build_cache)
 
 DISTILLED = "kd"  # the distilled strategy shown next to erm (see benchmarks/RESULTS.md)
 CACHE_VIEWS = 2
@@ -116,9 +117,9 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
 
     stage(3, n, f"teacher cache ({CACHE_VIEWS} views per image)")
     teacher = Teacher(DEMO_ARCH, str(ckpt), dataset.classes, DEMO_TEMPLATES)
-    cache_dir = build_cache(dataset, teacher, out / "cache", views=CACHE_VIEWS, seed=0,
-                            augment=ViewConfig(scale=(0.6, 1.0), hflip=0.0), progress=progress,
-                            num_workers=0 if quick else 2)
+    cache_dir = build_cache(dataset, teacher, out / "cache",
+                            CacheOptions(views=CACHE_VIEWS, seed=0, augment=ViewConfig(scale=(0.6, 1.0), hflip=0.0)),
+                            progress=progress, num_workers=0 if quick else 2)
     cache = TeacherCache.open(cache_dir)
     print(f"  cache: {cache_dir}  ({len(cache)} rows)")
     artifacts["cache"] = str(cache_dir)
@@ -222,12 +223,13 @@ def _adversarial_stage(dataset: DomainFolder, teacher_ckpt: Path, cache_dir: Pat
     else:  # adversarial views crafted once against the teacher, stored in the cache
         teacher = Teacher(DEMO_ARCH, str(teacher_ckpt), dataset.classes, DEMO_TEMPLATES)
         views = dict(ADVERSARIAL_VIEWS, steps=2) if quick else ADVERSARIAL_VIEWS
-        adv = build_adversarial_views(dataset, teacher, cache_dir, domains=source, progress=progress, **views)
+        adv = build_adversarial_views(dataset, teacher, cache_dir, AdversarialOptions(domains=source, **views),
+                                      progress=progress)
         del teacher
         print(f"  adversarial views: {adv}")
     cfg = demo_recipe(ADVERSARIAL, root, cache_dir, out / "runs" / ADVERSARIAL, quick, progress, overrides)
     runs[ADVERSARIAL] = train_or_resume(cfg)
-    settings = cfg.robust.settings()
+    settings = cfg.robust
     ev = RobustEvaluator(dataset, dataset.domains, load_student(Path(runs["kd"].checkpoint)).spec, settings)
     # the adversarial run evaluated its best checkpoint with the same settings at the end of training
     results = {DISTILLED: ev(load_student(Path(runs[DISTILLED].checkpoint))),

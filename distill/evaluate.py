@@ -1,4 +1,8 @@
-"""Per-domain accuracy of a classifier on a DomainFolder split."""
+"""Per-domain accuracy of a classifier on a DomainFolder split.
+
+Accuracy is a fraction in [0, 1] here, as everywhere data is handed on or written; only
+printing turns it into a percent.
+"""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -25,6 +29,29 @@ class ImageList(Dataset):
         return self.transform(load_rgb(self.dataset.path(s))), s.label, s.index
 
 
+def decode_split(dataset: DomainFolder, domains: Sequence[str], transform: Callable, split: str,
+                 batch_size: int = 256, workers: int = 0, max_images: int | None = None
+                 ) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each domain's split decoded once: ``{domain: (images [N, 3, H, W], labels [N])}``.
+
+    ``transform`` maps a PIL image to a tensor; ``max_images`` keeps the first N of each domain
+    (dataset order). Domains with no images in the split are left out.
+    """
+    data: dict[str, tuple[Tensor, Tensor]] = {}
+    for d in domains:
+        samples = dataset.select([d], split)
+        if max_images:
+            samples = samples[:max_images]
+        if not samples:
+            continue
+        xs, ys = [], []
+        for x, y, _ in DataLoader(ImageList(dataset, samples, transform), batch_size=batch_size, num_workers=workers):
+            xs.append(x)
+            ys.append(y)
+        data[d] = (torch.cat(xs), torch.cat(ys))
+    return data
+
+
 class DomainEvaluator:
     """Evaluates a model on each domain's split; decoded tensors are kept for reuse.
 
@@ -38,27 +65,20 @@ class DomainEvaluator:
     def __init__(self, dataset: DomainFolder, domains: Sequence[str], transform: Callable, split: str = "test",
                  batch_size: int = 256, workers: int = 0):
         self.domains, self.split = list(domains), split
-        self._data: dict[str, tuple[Tensor, Tensor]] = {}
-        for d in self.domains:
-            samples = dataset.select([d], split)
-            if not samples:
-                continue
-            loader = DataLoader(ImageList(dataset, samples, transform), batch_size=batch_size, num_workers=workers)
-            xs, ys = [], []
-            for x, y, _ in loader:
-                xs.append(x)
-                ys.append(y)
-            self._data[d] = (torch.cat(xs), torch.cat(ys))
+        self._data = decode_split(dataset, self.domains, transform, split, batch_size, workers)
         self.batch_size = batch_size
 
     @torch.no_grad()
     def __call__(self, predict: Callable[[Tensor], Tensor], device: str | torch.device = "cpu") -> dict[str, float]:
-        """Accuracy in percent per domain (domains with no images in the split are omitted)."""
+        """Accuracy per domain as a fraction in [0, 1] (domains with no images in the split are omitted).
+
+        ``predict`` maps preprocessed images [B, 3, H, W] on ``device`` to logits [B, C].
+        """
         out = {}
         for d, (x, y) in self._data.items():
             correct = 0
             for i in range(0, len(x), self.batch_size):
                 logits = predict(x[i:i + self.batch_size].to(device))
                 correct += int((logits.argmax(-1).cpu() == y[i:i + self.batch_size]).sum())
-            out[d] = 100.0 * correct / len(x)
+            out[d] = correct / len(x)
         return out

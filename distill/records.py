@@ -133,8 +133,8 @@ class SkippedImage(_Open):
     """An image that could not be decoded (``--skip-bad``)."""
 
     path: str
+    sample_index: int | None = None  # before reason: the key order a cache manifest has always had (cache helper)
     reason: str
-    sample_index: int | None = None
 
 
 # ------------------------------------------------------------------ teacher cache
@@ -202,6 +202,11 @@ class CacheManifest(Record):
     text_embeddings_sha256: str | None = None
     created: str
     distill_version: str
+
+    def to_dict(self) -> dict[str, Any]:  # added by cache helper
+        """The manifest as built: keys the build did not set (``dataset.content_fingerprint`` of a
+        ``--fingerprint paths`` build) stay absent, so a manifest round-trips byte for byte."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 # ------------------------------------------------------------------ run summary
@@ -342,6 +347,16 @@ class BenchRecord(Record):
 
 # --- added by report helper
 DEMO_RESULTS = "results.md"            # distill demo: its printed accuracy tables, as written to OUT/
+# --- added by cache helper
+# Inside a teacher cache folder (each companion folder has its own CACHE_BUILD_PLAN and CACHE_MANIFEST)
+CACHE_ADVERSARIAL_DIR = "adversarial"  # adversarial views crafted against the teacher
+CACHE_PIXELS_PREFIX = "pixels-"        # pixels-HxW-INTERP: a pixel store at the student's size
+# A bootstrapped stand-in teacher folder, while it trains
+TEACHER_BOOTSTRAP_STATE = "bootstrap-state.safetensors"
+# A materialized built-in data suite (the class map is also what any dataset root may hold)
+DATA_CLASS_MAP = "classnames.yaml"
+SUITE_INFO = "suite.json"              # provenance; written last: its presence means complete
+SUITE_INDEX = "index.csv"
 
 
 # --- added by train helper

@@ -1,12 +1,16 @@
-"""Config messages: a --set mistake names the override, not the YAML file it was applied to."""
+"""distill.config: one-line errors naming the key (a --set mistake names the override, not the file it was
+applied to), --set overrides, the robust section's epsilons and corruptions, and config.yaml round trips."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from distill.cli import main as cli
-from distill.config import load_train_config
+from distill.config import RobustSettings, dump_config, format_eps, load_train_config, parse_eps
+from distill.errors import DistillError
+from distill.robust.corruptions import CORRUPTIONS
 
 
 def _recipe(tmp_path: Path) -> Path:
@@ -34,3 +38,65 @@ def test_a_scalar_is_the_one_element_list(tmp_path):
     cfg = load_train_config(_recipe(tmp_path), ["data.source=clean", "data.target=noisy",
                                                 "teacher.arch=RN50", "teacher.templates=a {}."])
     assert cfg.data.source == ["clean"] and cfg.data.target == ["noisy"] and cfg.teacher.templates == ["a {}."]
+
+
+# ---------------------------------------------------------------------------- validation names the key
+def _base(tmp_path: Path, **extra) -> dict:
+    return {"data": {"root": str(tmp_path / "data"), "source": ["mnist"]}, "strategy": {"name": "kd"},
+            "run": {"out": str(tmp_path / "run")}, **extra}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"optim": {"lrr": 0.1}}, "config: unknown key 'optim.lrr'"),
+    ({"optim": {"epochs": 0}}, "config: 'optim.epochs': Input should be greater than or equal to 1 (got 0)"),
+    ({"strategy": {"name": "kd", "temprature": 2}}, "unknown key 'strategy.temprature'"),
+    ({"strategy": {"name": "nope"}}, "unknown strategy 'nope'"),
+    ({"robust": {"severity": 6}}, "config: 'robust.severity': Input should be less than or equal to 5 (got 6)"),
+    ({"robust": {"corruptions": ["fog"]}}, "config: 'robust.corruptions': Value error, unknown corruption 'fog'"),
+    ({"robust": {"pgd_eps": ["big"]}}, "config: 'robust.pgd_eps': Value error, epsilon 'big': expected a number"),
+    ({"robust": {"pgd_eps": [2]}}, "config: 'robust.pgd_eps': Value error, epsilon 2: must be in [0, 1]"),
+])
+def test_a_bad_value_is_one_line_naming_its_key(tmp_path, change, message):
+    with pytest.raises(DistillError) as e:
+        load_train_config(None, base={**_base(tmp_path), **change})
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_set_overrides_are_parsed_as_yaml_and_win_over_the_file(tmp_path):
+    cfg = load_train_config(_recipe(tmp_path), ["optim.lr=3e-4", "optim.epochs=3", "data.target=[a, b]",
+                                                "optim.grad_clip=null", "strategy.name=kd", "strategy.alpha=0.5"])
+    assert cfg.optim.lr == 3e-4 and cfg.optim.epochs == 3 and cfg.data.target == ["a", "b"]
+    assert cfg.optim.grad_clip is None and cfg.strategy.options() == {"alpha": 0.5}
+    with pytest.raises(DistillError, match="expected key=value"):
+        load_train_config(_recipe(tmp_path), ["optim.lr"])
+
+
+# ---------------------------------------------------------------------------- epsilons, the robust section
+def test_parse_and_format_eps():
+    assert parse_eps("2/255") == pytest.approx(2 / 255) and parse_eps("0.01") == 0.01 and parse_eps(0.5) == 0.5
+    assert format_eps(8 / 255) == "8/255" and format_eps(0.01) == "0.01"
+    with pytest.raises(DistillError, match="2/255"):
+        parse_eps("two")
+    with pytest.raises(DistillError, match=r"\[0, 1\]"):
+        parse_eps("8")
+
+
+def test_robust_epsilons_parse_fractions_and_corruptions_expand(tmp_path):
+    cfg = load_train_config(None, base=_base(tmp_path, robust={"pgd_eps": ["2/255", 0.5, "0.25"],
+                                                                "pgd_step_size": "1/255", "corruptions": "all"}))
+    assert cfg.robust.pgd_eps == (2 / 255, 0.5, 0.25)
+    assert cfg.robust.pgd_step_size == 1 / 255 and cfg.robust.to_dict()["pgd_step_rule"] == "fixed"
+    assert cfg.robust.corruptions == tuple(CORRUPTIONS)
+    assert load_train_config(None, base=_base(tmp_path, robust={"pgd_eps": "8/255"})).robust.pgd_eps == (8 / 255,)
+    assert load_train_config(None, base=_base(tmp_path)).robust is None, "off unless asked for"
+    # distill eval builds the same model from its flags; its record writes the epsilons back as fractions
+    settings = RobustSettings(pgd_eps=(8 / 255,), pgd_steps=4)
+    assert settings.to_dict()["pgd_eps"] == ["8/255"] and settings.to_dict()["corruptions"] == list(CORRUPTIONS)
+
+
+def test_the_dumped_config_loads_back_to_the_same_config(tmp_path):
+    """RUN/config.yaml is what --resume reads: dump -> load must be the identity."""
+    cfg = load_train_config(None, base=_base(tmp_path, robust={"pgd_eps": ["2/255"], "corruptions": ["jpeg"]}))
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_train_config(path) == cfg

@@ -6,7 +6,16 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
+from distill.data.folder import DomainFolder
 from distill.errors import DistillError
+from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, CacheManifest
+from distill.config import parse_eps
+from distill.teacher.clip import Teacher
+from distill.teacher.prompts import resolve_templates
+from distill.utils.io import read_json
+from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -91,14 +100,15 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _build(args: argparse.Namespace) -> int:
-    import torch
+def _names(text: str | None) -> list[str] | None:
+    return [d.strip() for d in text.split(",") if d.strip()] if text else None
 
-    from distill.data.folder import DomainFolder
-    from distill.teacher.cache import MANIFEST, ViewConfig, build_cache
-    from distill.teacher.cache_pixels import parse_sizes, pixel_dir_name
-    from distill.teacher.clip import Teacher
-    from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
+
+def _build(args: argparse.Namespace) -> int:
+    # lazy: the cache package pulls torchvision (seconds); `distill --help` does not need it
+    from distill.teacher.cache import (
+        AdversarialOptions, CacheOptions, PixelOptions, ViewConfig, build_cache, parse_sizes, pixel_dir_name,
+    )
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
@@ -107,9 +117,7 @@ def _build(args: argparse.Namespace) -> int:
                          hflip=args.hflip)
     dataset = DomainFolder(args.data, class_map=args.class_map, test_fraction=args.test_fraction,
                            split_seed=args.split_seed, val_fraction=args.val_fraction)
-    domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
-    from distill.teacher.prompts import resolve_templates
-
+    domains = _names(args.domains)
     templates, templates_source = resolve_templates(args.templates_file, args.pretrained)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"prompt templates: {len(templates)} from {templates_source}", flush=True)
@@ -121,32 +129,30 @@ def _build(args: argparse.Namespace) -> int:
         torch.manual_seed(0)  # random weights, identical in every process and every run
     teacher = Teacher(args.arch, pretrained, dataset.classes, templates, device=str(device), precision=args.precision)
     out = Path(args.out)
-    was_complete = (out / MANIFEST).exists()
-    from distill.robust import parse_eps
-
+    was_complete = CacheManifest.exists_in(out)
     if args.adv_views < 0:
         raise DistillError(f"--adv-views must be >= 0, got {args.adv_views}")
-    adv_domains = [d.strip() for d in args.adv_domains.split(",") if d.strip()] if args.adv_domains else None
-    build_cache(dataset, teacher, out, domains=domains, views=args.views, seed=args.seed, augment=augment,
-                batch_size=args.batch_size, shard_size=args.shard_size, dtype=args.dtype, skip_bad=args.skip_bad,
-                num_workers=args.workers, progress=not args.no_progress, adv_views=args.adv_views,
-                fingerprint=args.fingerprint,
-                adv_epsilon=parse_eps(args.adv_eps), adv_steps=args.adv_steps,
-                adv_step_size=None if args.adv_step_size is None else parse_eps(args.adv_step_size),
-                adv_seed=args.adv_seed, adv_split=None if args.adv_split == "all" else args.adv_split,
-                adv_domains=adv_domains, store_pixels=pixel_sizes,
-                pixel_interpolation=args.pixel_interpolation)
+    options = CacheOptions(domains=domains, views=args.views, seed=args.seed, augment=augment,
+                           batch_size=args.batch_size, shard_size=args.shard_size, dtype=args.dtype,
+                           fingerprint=args.fingerprint)
+    adversarial = AdversarialOptions(
+        views=args.adv_views, epsilon=parse_eps(args.adv_eps), steps=args.adv_steps,
+        step_size=None if args.adv_step_size is None else parse_eps(args.adv_step_size), seed=args.adv_seed,
+        split=None if args.adv_split == "all" else args.adv_split, domains=_names(args.adv_domains))
+    build_cache(dataset, teacher, out, options, adversarial=adversarial,
+                pixels=PixelOptions(pixel_sizes, args.pixel_interpolation), skip_bad=args.skip_bad,
+                num_workers=args.workers, progress=not args.no_progress)
     if int(os.environ.get("RANK", 0)) == 0:
-        m = json.loads((out / MANIFEST).read_text())
+        m = CacheManifest.read(out)
         state = "already complete" if was_complete else "written"
-        skipped = f", {len(m['skipped'])} image(s) skipped (listed in {MANIFEST})" if m["skipped"] else ""
-        images = f"({m['dataset']['images']} images - {len(m['skipped'])} skipped)" if m["skipped"] else \
-            f"{m['dataset']['images']} images"
-        print(f"teacher cache {state}: {out} ({m['rows']} rows = {images} x "
-              f"{m['views']['count']} view(s), {len(m['shards'])} shard(s){skipped})")
+        skipped = f", {len(m.skipped)} image(s) skipped (listed in {CACHE_MANIFEST})" if m.skipped else ""
+        images = f"({m.dataset.images} images - {len(m.skipped)} skipped)" if m.skipped else \
+            f"{m.dataset.images} images"
+        print(f"teacher cache {state}: {out} ({m.rows} rows = {images} x "
+              f"{m.views.count} view(s), {len(m.shards)} shard(s){skipped})")
         if args.adv_views:
-            a = json.loads((out / "adversarial" / MANIFEST).read_text())
-            print(f"adversarial views: {out / 'adversarial'} ({a['rows']} = {a['images']} {a['split'] or 'all'} "
+            a = read_json(out / CACHE_ADVERSARIAL_DIR / CACHE_MANIFEST)
+            print(f"adversarial views: {out / CACHE_ADVERSARIAL_DIR} ({a['rows']} = {a['images']} {a['split'] or 'all'} "
                   f"images x {a['views']}; eps {a['epsilon']:.4f}, {a['steps']} PGD steps, seed {a['seed']})")
         for size in pixel_sizes:
             print(f"pixel store: {out / pixel_dir_name(size, args.pixel_interpolation)} (each row's view, "
@@ -164,7 +170,7 @@ def _si(value: float, unit: str) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from distill.teacher.cache import TeacherCache
+    from distill.teacher.cache import TeacherCache  # lazy: as in _build
 
     s = TeacherCache.open(args.dir).summary()
     if args.json:

@@ -5,6 +5,9 @@ import argparse
 import time
 from pathlib import Path
 
+from distill.data.folder import DomainFolder
+from distill.records import SUITE_INFO
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``distill data {materialize,summary}``."""
@@ -48,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _materialize(args: argparse.Namespace) -> int:
+    # lazy: the suite's renderers pull scipy (~1 s); `distill --help` does not need them
     from distill.data.builtin import is_complete, materialize, read_suite, suite_dirname
 
     present = is_complete(args.out / suite_dirname(args.quick, args.seed), args.quick, args.seed)
@@ -62,13 +66,11 @@ def _materialize(args: argparse.Namespace) -> int:
     for name, dom in info["domains"].items():
         total += dom["count"]
         print(f"  {name:<10} {dom['count']:>5} images  {dom['source']}")
-    print(f"  {'total':<10} {total:>5} images, {len(info['classes'])} classes; provenance in {root / 'suite.json'}")
+    print(f"  {'total':<10} {total:>5} images, {len(info['classes'])} classes; provenance in {root / SUITE_INFO}")
     return 0
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from distill.data.folder import DomainFolder
-
     ds = DomainFolder(args.root, class_map=args.class_map, test_fraction=args.test_fraction,
                       split_seed=args.split_seed, val_fraction=args.val_fraction)
     cmap = ds.class_map_source or "none (folder names)"

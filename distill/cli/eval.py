@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from distill.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill.config import RobustSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,39 +56,40 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _eps_list(values: list[str] | None) -> tuple[float, ...]:
-    from distill.robust import parse_eps
+    """``--pgd-eps`` values (comma-separated, repeatable) -> radii; ``0`` / ``none`` entries skip the attack."""
+    from distill.config import parse_eps  # lazy: pydantic; the CLI builds its parser before any command runs
 
     if values is None:
         return (2 / 255,)
-    out: list[float] = []
-    for v in values:
-        for part in v.split(","):
-            part = part.strip()
-            if not part or part.lower() == "none":
-                continue
-            e = parse_eps(part)
-            if e > 0:
-                out.append(e)
-    return tuple(out)
+    parts = [part.strip() for v in values for part in v.split(",")]
+    return tuple(e for e in (parse_eps(p) for p in parts if p and p.lower() != "none") if e > 0)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from distill.data.folder import DomainFolder
-    from distill.errors import DistillError
-    from distill.robust import RobustEvaluator, RobustSettings, check_corruptions, parse_eps, robust_table
-    from distill.student.model import load_student
+def _settings(args: argparse.Namespace) -> RobustSettings:
+    """The flags -> the same validated :class:`~distill.config.RobustSettings` a train config's ``robust`` holds."""
+    # lazy: torch and pydantic; the CLI builds its parser before any command runs
+    from distill.config import RobustSettings, parse_eps, validate
+    from distill.robust.corruptions import check_corruptions
 
     corr = [c.strip() for c in args.corruptions.split(",") if c.strip()]
     corruptions = [] if corr in ([], ["none"]) else check_corruptions(corr)
     if args.pgd_steps < 0:
         raise DistillError(f"--pgd-steps must be >= 0, got {args.pgd_steps}")
-    settings = RobustSettings(
-        pgd_eps=_eps_list(args.pgd_eps), pgd_steps=args.pgd_steps,
-        pgd_step_size=None if args.pgd_step_size is None else parse_eps(args.pgd_step_size),
-        random_start=not args.no_random_start, corruptions=tuple(corruptions), severity=args.severity,
-        max_images=args.max_images, seed=args.seed)
+    return validate(RobustSettings, {
+        "pgd_eps": _eps_list(args.pgd_eps), "pgd_steps": args.pgd_steps,
+        "pgd_step_size": None if args.pgd_step_size is None else parse_eps(args.pgd_step_size),
+        "random_start": not args.no_random_start, "corruptions": corruptions, "severity": args.severity,
+        "max_images": args.max_images, "seed": args.seed}, "distill eval")
+
+
+def _run(args: argparse.Namespace) -> int:
+    # lazy: torch, timm; the CLI builds its parser before any command runs
+    from distill.data.folder import DomainFolder
+    from distill.robust.evaluate import RobustEvaluator, RobustReport, robust_table
+    from distill.student.model import load_student
     from distill.utils.runtime import resolve_device
 
+    settings = _settings(args)
     device = resolve_device(args.device, what="--device")
     student = load_student(args.checkpoint).to(device)
     dataset = DomainFolder(args.data, args.class_map, args.test_fraction, args.split_seed, args.val_fraction)
@@ -92,17 +100,14 @@ def _run(args: argparse.Namespace) -> int:
         else dataset.domains
     skipped = dataset.skip_undecodable(domains, args.split) if args.skip_bad else []
     if skipped:
-        import sys
-
         print(f"warning: {len(skipped)} undecodable image(s) skipped: "
               + ", ".join(f"{p} ({why})" for p, why in skipped), file=sys.stderr)
-    ev = RobustEvaluator(dataset, domains, student.spec, settings, split=args.split)
-    results = ev(student, device)
-    report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
-              "skipped_images": [{"path": p, "reason": why} for p, why in skipped],
-              "settings": settings.to_dict(), "domains": results}
+    evaluator = RobustEvaluator(dataset, domains, student.spec, settings, split=args.split)
+    results = evaluator(student, device)
+    report = RobustReport(str(args.checkpoint), settings, results, data=str(args.data), split=args.split,
+                          skipped_images=[{"path": p, "reason": why} for p, why in skipped])
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
     else:
         print(f"{args.checkpoint} ({student.spec.arch}, {student.spec.input_size[0]} px) on {args.data} [{args.split}]")
         print(robust_table(results))

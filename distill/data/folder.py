@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from distill.data.images import IMAGE_EXTENSIONS
+import yaml
+
+from distill.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
 from distill.errors import DistillError
+from distill.records import DATA_CLASS_MAP
 
 SPLITS = ("train", "val", "test")
 
@@ -47,8 +50,6 @@ def load_class_map(path: str | Path | None) -> dict[str, str]:
     """Read a class-name map (YAML or JSON object of ``folder -> name``)."""
     if path is None:
         return {}
-    import yaml
-
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -111,8 +112,8 @@ class DomainFolder:
             raise DistillError(f"test_fraction must be in [0, 1), got {test_fraction}")
         if not 0.0 <= val_fraction < 1.0:
             raise DistillError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if class_map is None and (self.root / "classnames.yaml").is_file():
-            class_map = self.root / "classnames.yaml"
+        if class_map is None and (self.root / DATA_CLASS_MAP).is_file():
+            class_map = self.root / DATA_CLASS_MAP
         self.class_map_source = str(class_map) if isinstance(class_map, (str, Path)) else None
         self.class_map = class_map if isinstance(class_map, dict) else load_class_map(class_map)
         self.test_fraction = float(test_fraction)
@@ -190,8 +191,6 @@ class DomainFolder:
         lists its bad files (see :meth:`exclude`), so a run with a cache scans only what the
         cache does not cover.
         """
-        from distill.data.images import BadImageError, load_rgb
-
         bad = []
         for s in self.select(domains, split):
             try:

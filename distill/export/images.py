@@ -13,11 +13,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
-from torchvision import transforms as T
 
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import BadImageError, load_rgb
 from distill.student.model import StudentSpec
+from distill.student.transforms import crop_transform
 
 
 @dataclass
@@ -61,12 +61,6 @@ class ImageSet:
 
     def subset(self, mask: np.ndarray) -> ImageSet:
         return ImageSet(self.images[mask], self.labels[mask], self.domains[mask], self.mean, self.std, [])
-
-
-def crop_transform(spec: StudentSpec):
-    """The PIL part of ``Student.preprocess()``: resize shorter side, then center crop."""
-    mode = T.InterpolationMode(spec.interpolation)
-    return T.Compose([T.Resize(min(spec.input_size), interpolation=mode), T.CenterCrop(spec.input_size)])
 
 
 def pick(samples: list[Sample], count: int | None, seed: int = 0) -> list[Sample]:

@@ -33,7 +33,7 @@ def _discover() -> None:
     if not _discovered:
         _discovered = True
         for info in pkgutil.iter_modules(__path__):
-            if info.name not in ("base",) and not info.name.startswith("_"):
+            if info.name not in ("base", "losses") and not info.name.startswith("_"):
                 importlib.import_module(f"{__name__}.{info.name}")
 
 

@@ -1,6 +1,5 @@
 """Shared pieces of the source-free strategies (``sfda``, ``shot``, ``teacher_pl``).
 
-- :func:`information_maximization`: SHOT's IM loss (confident and diverse predictions).
 - :func:`fuse_teachers`: several teachers' predictions fused per sample by reliability.
 - :func:`centroid_labels`: SHOT's self-supervised pseudo-labels from class centroids.
 - :func:`knn_smooth`: memory-bank smoothing of soft labels over feature-space neighbours.
@@ -20,54 +19,6 @@ from torch import Tensor, nn
 
 from distill.errors import DistillError
 from distill.strategies.base import Batch
-
-
-# ---------------------------------------------------------------------------- losses
-def information_maximization(logits: Tensor, diversity_weight: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
-    """SHOT's IM loss (Liang et al. 2020): mean per-sample entropy + diversity.
-
-    ``diversity = log C − H(mean_b p_b)`` = KL(mean prediction || uniform) ≥ 0: zero when the
-    batch's predictions cover the classes evenly. Under DDP the mean is over the global batch
-    (all ranks), so the loss does not depend on how the batch is split. (SHOT writes −H(mean p); the constant log C
-    only makes the loss non-negative.)
-
-    Args:
-        logits: [B, C].
-        diversity_weight: weight of the diversity term.
-
-    Returns:
-        (loss, entropy, diversity), scalars.
-    """
-    logits = logits.float()  # fp32 under autocast: entropy of near-one-hot rows needs the precision
-    p = logits.softmax(-1)
-    log_p = logits.log_softmax(-1)
-    ent = -(p * log_p).sum(-1).mean()
-    mean_p = _batch_mean(p)
-    div = math.log(logits.shape[-1]) + (mean_p * torch.log(mean_p + 1e-8)).sum()
-    return ent + diversity_weight * div, ent, div
-
-
-def _batch_mean(p: Tensor) -> Tensor:
-    """[B, C] -> [C] mean over the *global* batch: under DDP the ranks' means are averaged
-    (differentiably: each rank's rows get the gradient of the global statistic), so 2 ranks x B/2
-    train as 1 process x B does. Ranks hold equal batches (the trainer splits the global batch
-    evenly and drops the last partial one)."""
-    mean = p.mean(0)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from torch.distributed.nn.functional import all_reduce
-
-        mean = all_reduce(mean) / dist.get_world_size()
-    return mean
-
-
-def soft_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Mean over the batch of −Σ_c target_c · log softmax(logits)_c; optional per-sample weight [B]."""
-    per = -(target.float() * logits.float().log_softmax(-1)).sum(-1)
-    if weight is None:
-        return per.mean()
-    return (per * weight).sum() / weight.sum().clamp(min=1e-8)
 
 
 # ---------------------------------------------------------------------------- fusion

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.robust import normalizer
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
-from distill.student.model import kl_div_with_temperature
+from distill.strategies.losses import kl_div_with_temperature
+from distill.student.transforms import Normalizer
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class AdvCached(Strategy):
         if config.target not in ("clean", "adversarial"):
             raise DistillError(f"strategy.target: must be 'clean' or 'adversarial', got '{config.target}'")
         spec = student.spec
-        self._normalize = normalizer(spec.mean, spec.std)
+        self._normalize = Normalizer(spec.mean, spec.std)
 
     def mix(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """(images [B, 3, H, W], teacher logits [B, C], adversarial mask [B] bool) of the mixed batch."""

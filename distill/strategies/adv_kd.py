@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.robust import kl_per_sample, normalizer, pgd, teacher_logits_with_grad
+from distill.robust.attacks import pgd, teacher_logits_with_grad
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
-from distill.student.model import kl_div_with_temperature
+from distill.strategies.losses import kl_div_with_temperature, kl_per_sample
+from distill.student.transforms import Normalizer
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,10 @@ class AdvKD(Strategy):
             raise DistillError(f"strategy: epsilon >= 0, step_size > 0 and steps >= 0 are required "
                                f"(got {config.epsilon}, {config.step_size}, {config.steps})")
         spec = student.spec
-        self._normalize = normalizer(spec.mean, spec.std)
+        self._normalize = Normalizer(spec.mean, spec.std)
         self._jitter = None
         if config.jitter > 0:
-            import kornia.augmentation as K
+            import kornia.augmentation as K  # lazy: kornia (~1 s) loads only when jitter is on
 
             self._jitter = K.RandomAffine(degrees=0.0, translate=(config.jitter, config.jitter), p=1.0,
                                           padding_mode="border")

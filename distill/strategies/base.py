@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
 
+from pydantic import TypeAdapter, ValidationError
 from torch import Tensor, nn
 
 from distill.errors import DistillError
@@ -123,8 +124,6 @@ class Strategy(nn.Module):
 
 def build_config(config_cls: type, values: dict[str, Any] | None, where: str = "strategy") -> Any:
     """Validate ``values`` into ``config_cls`` (a dataclass); errors name the key."""
-    from pydantic import TypeAdapter, ValidationError
-
     values = dict(values or {})
     if not dataclasses.is_dataclass(config_cls):
         if values:

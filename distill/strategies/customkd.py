@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
-from distill.student.model import kl_div_with_temperature
+from distill.strategies.losses import cosine_distance, kl_div_with_temperature
 
 
 @dataclass(frozen=True)
@@ -19,11 +20,6 @@ class CustomKDConfig:
     lambda_general: float = 1.0  # weight of aligning P f with the raw teacher embedding t; 0 = off, no projector needed
     lambda_fit: float = 1.0  # weight of g's own loss: CE + KD of head(g(t)) through the student's frozen head
     hidden: int = 256  # width of g's hidden layer (D -> hidden -> F, GELU); 0 = a linear map D -> F
-
-
-def _cosine_distance(a: Tensor, b: Tensor) -> Tensor:
-    """Batch mean of 1 − cos between rows of ``a`` and ``b`` [B, K]: blind to feature scale."""
-    return (1 - F.cosine_similarity(a.float(), b.float(), dim=-1)).mean()  # fp32 under autocast
 
 
 @register_strategy("customkd")
@@ -87,7 +83,7 @@ class CustomKD(Strategy):
         kd = kl_div_with_temperature(logits, batch.teacher_logits, cfg.temperature)
 
         custom_feat = self.transform(batch.teacher_emb)  # g(t) [B, F]
-        custom = _cosine_distance(f, custom_feat.detach())
+        custom = cosine_distance(f, custom_feat.detach())
         head = self.student.head
         custom_logits = F.linear(custom_feat, head.weight.detach(), head.bias.detach())  # [B, C]
         fit = (F.cross_entropy(custom_logits.float(), batch.labels)
@@ -96,7 +92,7 @@ class CustomKD(Strategy):
         loss = ce + cfg.lambda_kd * kd + cfg.lambda_custom * custom + cfg.lambda_fit * fit
         parts = {"ce": ce.detach(), "kd": kd.detach(), "custom": custom.detach(), "fit": fit.detach()}
         if cfg.lambda_general > 0:
-            general = _cosine_distance(out["embedding"], batch.teacher_emb)
+            general = cosine_distance(out["embedding"], batch.teacher_emb)
             loss = loss + cfg.lambda_general * general
             parts["general"] = general.detach()
         return {"loss": loss, **parts, "logits": logits.detach()}

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy
-from distill.student.model import kl_div_with_temperature
+from distill.strategies.losses import kl_div_with_temperature
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from torch import Tensor
 from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
-from distill.student.model import kl_div_with_temperature
+from distill.strategies.losses import cosine_distance, kl_div_with_temperature, squared_l2_distance
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,8 @@ class RISE(Strategy):
         logits, emb = out["logits"], out["embedding"]  # [B, C], [B, D]
         ce = F.cross_entropy(logits.float(), batch.labels)
         kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
-        if self.config.distance == "cosine":
-            feat = (1 - F.cosine_similarity(emb.float(), batch.teacher_emb.float(), dim=-1)).mean()
-        else:
-            feat = (emb.float() - batch.teacher_emb.float()).pow(2).sum(dim=-1).mean()
+        distance = cosine_distance if self.config.distance == "cosine" else squared_l2_distance
+        feat = distance(emb, batch.teacher_emb)
         loss = ce + self.config.lambda_kd * kd + self.config.lambda_feat * feat
         return {"loss": loss, "ce": ce.detach(), "kd": kd.detach(), "feat": feat.detach(),
                 "logits": logits.detach()}

@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from distill.strategies import register_strategy
-from distill.strategies._pseudo import (SampleTargets, collect, fuse_teachers, information_maximization, knn_smooth,
-                                        normalized_certainty, require_iterate)
+from distill.strategies._pseudo import (SampleTargets, collect, fuse_teachers, knn_smooth, normalized_certainty,
+                                        require_iterate)
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.strategies.losses import information_maximization, kl_to_soft_target, weighted_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -155,10 +155,8 @@ class SFDA(Strategy):
         logits = self.student(batch.images)
         soft, hard, weight = self._batch_targets(batch, logits)
         im, ent, div = information_maximization(logits, c.diversity_weight)
-        log_q = logits.float().log_softmax(-1)
-        kd = (soft * (torch.log(soft.clamp(min=1e-8)) - log_q)).sum(-1).mean()
-        ce = F.cross_entropy(logits.float(), hard, reduction="none")
-        pl = (ce * weight).sum() / weight.sum().clamp(min=1.0)
+        kd = kl_to_soft_target(soft, logits)
+        pl = weighted_cross_entropy(logits, hard, weight)
         loss = c.lambda_im * im + c.lambda_kd * kd + c.lambda_pl * pl
         return {"loss": loss, "im": im.detach(), "entropy": ent.detach(), "diversity": div.detach(),
                 "kd": kd.detach(), "pl": pl.detach(), "pl_kept": weight.mean().detach(), "logits": logits.detach()}

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.strategies import register_strategy
-from distill.strategies._pseudo import (SampleTargets, centroid_labels, collect, information_maximization,
-                                        require_iterate)
+from distill.strategies._pseudo import SampleTargets, centroid_labels, collect, require_iterate
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.strategies.losses import information_maximization
 
 
 @dataclass(frozen=True)

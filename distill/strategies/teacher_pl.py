@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy
+from distill.strategies.losses import weighted_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -39,5 +39,5 @@ class TeacherPL(Strategy):
         conf, labels = probs.max(-1)
         weight = (conf >= c.confidence).float()
         logits = self.student(batch.images)
-        ce = (F.cross_entropy(logits.float(), labels, reduction="none") * weight).sum() / weight.sum().clamp(min=1.0)
+        ce = weighted_cross_entropy(logits, labels, weight)
         return {"loss": ce, "ce": ce.detach(), "kept": weight.mean(), "logits": logits.detach()}

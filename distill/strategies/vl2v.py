@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
-from distill.student.model import kl_div_with_temperature
+from distill.strategies.losses import cosine_distance, kl_div_with_temperature
 from distill.utils.runtime import full_precision
 
 _MAX_SCALE = 100.0  # CLIP clamps its learned logit scale here
@@ -112,7 +112,7 @@ class VL2V(Strategy):
         f = self.student.features(batch.images)  # [B, F]
         z, logits = self.text_logits(f)
         ce_text = F.cross_entropy(logits.float(), batch.labels)
-        align = (1 - F.cosine_similarity(z, batch.teacher_emb.float(), dim=-1)).mean()
+        align = cosine_distance(z, batch.teacher_emb)
         kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
         loss = ce_text + self.config.lambda_align * align + self.config.lambda_kd * kd
         return {"loss": loss, "ce_text": ce_text.detach(), "align": align.detach(), "kd": kd.detach(),

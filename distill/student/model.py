@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import timm
 import torch
-import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.student.transforms import eval_transform
 from distill.utils.io import atomic_write, atomic_write_json, read_json
 
 
@@ -70,8 +72,6 @@ class Student(nn.Module):
 
     def __init__(self, spec: StudentSpec, pretrained: bool = False):
         super().__init__()
-        import timm
-
         self.spec = spec
         kwargs: dict[str, Any] = {"pretrained": pretrained, "num_classes": 0}
         try:
@@ -120,20 +120,14 @@ class Student(nn.Module):
         self.head.weight.copy_(logit_scale * t @ self.projector.weight)
         self.head.bias.copy_(logit_scale * t @ self.projector.bias)
 
-    def preprocess(self):
-        """torchvision eval transform for PIL images: resize, center crop, normalize."""
-        from torchvision import transforms as T
-
-        mode = T.InterpolationMode(self.spec.interpolation)
-        return T.Compose([T.Resize(min(self.spec.input_size), interpolation=mode),
-                          T.CenterCrop(self.spec.input_size), T.ToTensor(), T.Normalize(self.spec.mean, self.spec.std)])
+    def preprocess(self) -> Callable:
+        """torchvision eval transform for PIL images: resize, center crop, normalize (:func:`eval_transform`)."""
+        return eval_transform(self.spec)
 
 
 def default_spec(arch: str, class_names: list[str], input_size: int | tuple[int, int] | None = None,
                  embed_dim: int | None = None) -> StudentSpec:
     """A spec with timm's preprocessing defaults for ``arch`` (input size overridable)."""
-    import timm
-
     cfg = timm.get_pretrained_cfg(arch)
     cfg = cfg.to_dict() if cfg is not None else {}
     size = input_size or tuple(cfg.get("input_size", (3, 224, 224))[1:])
@@ -145,8 +139,6 @@ def default_spec(arch: str, class_names: list[str], input_size: int | tuple[int,
 
 def save_student(student: Student, out_dir: str | Path, extra_provenance: dict[str, Any] | None = None) -> Path:
     """Write ``out_dir/model.safetensors`` + ``out_dir/student.json``; returns ``out_dir``."""
-    from safetensors.torch import save_file
-
     out_dir = Path(out_dir)
     spec = student.spec
     if extra_provenance:
@@ -159,8 +151,6 @@ def save_student(student: Student, out_dir: str | Path, extra_provenance: dict[s
 
 def load_student(path: str | Path, map_location: str = "cpu") -> Student:
     """Rebuild a student from a checkpoint folder (or its ``model.safetensors``)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     folder = path.parent if path.suffix == ".safetensors" else path
     if not (folder / "student.json").is_file():
@@ -174,14 +164,3 @@ def load_student(path: str | Path, map_location: str = "cpu") -> Student:
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     return student.eval()
 
-
-def kl_div_with_temperature(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """Hinton KD term: T² · KL(softmax(t/T) || softmax(s/T)), batch mean, always computed in fp32.
-
-    Under bf16/fp16 autocast the logits arrive in half precision; a bf16 log-softmax of logits in
-    the hundreds (CLIP's logit scale is ~100) is off by whole units, and CPU autocast keeps
-    softmax in bf16. Casting first keeps the loss finite and fp32-close on every CPU and GPU.
-    """
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits.float() / t, dim=-1), F.softmax(teacher_logits.float() / t, dim=-1),
-                    reduction="batchmean") * t * t

@@ -17,6 +17,9 @@ from torch import Tensor, nn
 
 from distill.errors import DistillError
 from distill.teacher.prompts import DEFAULT_TEMPLATES, check_templates
+from distill.utils.flops import count_flops
+from distill.utils.io import sha256_file
+from distill.utils.runtime import autocast, check_precision
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
@@ -26,7 +29,7 @@ def register_model_configs() -> None:
     """Register this package's open_clip JSON model configs (e.g. ``distill-demo-vit``)."""
     global _registered
     if not _registered:
-        import open_clip
+        import open_clip  # lazy: open_clip (+ timm) costs seconds; `distill --help` imports this module
 
         open_clip.add_model_config(_CONFIG_DIR)
         _registered = True
@@ -83,9 +86,7 @@ class Teacher(nn.Module):
         precision: str = "fp32",
     ):
         super().__init__()
-        import open_clip
-
-        from distill.utils.runtime import check_precision
+        import open_clip  # lazy: as in register_model_configs
 
         check_precision(precision, torch.device(device), what="teacher precision")
         self.precision = precision
@@ -139,9 +140,7 @@ class Teacher(nn.Module):
     # ------------------------------------------------------------------ identity
     def identity(self) -> dict:
         """What makes this teacher this teacher (stored in cache manifests)."""
-        import open_clip
-
-        from distill.utils.io import sha256_file
+        import open_clip  # lazy: as in register_model_configs (loaded already once a Teacher exists)
 
         ident = {"arch": self.arch, "pretrained": self.pretrained, "checkpoint_sha256": None,
                  "open_clip_version": open_clip.__version__, "torch_version": torch.__version__,
@@ -163,8 +162,6 @@ class Teacher(nn.Module):
 
     def autocast(self):
         """Autocast context of the teacher's precision on its device (a no-op for fp32)."""
-        from distill.utils.runtime import autocast
-
         return autocast(self.text_embeddings.device, self.precision)
 
     # ------------------------------------------------------------------ compute
@@ -193,6 +190,4 @@ class Teacher(nn.Module):
 
     def image_flops(self) -> int:
         """FLOPs of one image through the image tower (x2 per MAC, attention included)."""
-        from distill.utils.flops import count_flops
-
         return count_flops(self.model.visual, self.preprocess_info.size)

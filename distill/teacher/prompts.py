@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from distill.errors import DistillError
+from distill.records import TEACHER_MANIFEST
+from distill.utils.io import read_json
+
 # A compact subset of the CLIP ImageNet templates (Radford et al. 2021, "prompt ensembling").
 DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
@@ -26,13 +30,9 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a rendering of a {}.",
 )
 
-#: The manifest ``distill teacher bootstrap`` writes beside its checkpoint (holds ``templates``).
-TEACHER_MANIFEST = "teacher.json"
-
 
 def check_templates(templates: list[str] | tuple[str, ...]) -> list[str]:
-    from distill.errors import DistillError
-
+    """``templates`` as a list, each with exactly one ``{}`` for the class name."""
     templates = list(templates)
     if not templates:
         raise DistillError("prompt templates: need at least one template")
@@ -45,8 +45,6 @@ def check_templates(templates: list[str] | tuple[str, ...]) -> list[str]:
 def read_templates(path: str | Path) -> list[str]:
     """Templates from a text file (one per line, '#' comments) or JSON (a list, or an object with a
     ``templates`` list such as a bootstrapped teacher's ``teacher.json``)."""
-    from distill.errors import DistillError
-
     path = Path(path)
     try:
         text = path.read_text()
@@ -90,8 +88,6 @@ def resolve_templates(templates_file: str | Path | None, pretrained: str | Path 
         return read_templates(templates_file), str(templates_file)
     manifest = teacher_manifest_of(pretrained)
     if manifest is not None:
-        from distill.utils.io import read_json
-
         if read_json(manifest).get("templates"):
             return read_templates(manifest), str(manifest)
     return list(DEFAULT_TEMPLATES), "distill.teacher.prompts.DEFAULT_TEMPLATES"

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 from torch import Tensor
+from torchvision.transforms.functional import normalize, pil_to_tensor, to_tensor
 
 from distill.errors import DistillError
 
@@ -190,15 +191,13 @@ def view_pixels(img: Image.Image, params: np.ndarray | Tensor | list[float], siz
     """:func:`apply_view` as 8-bit pixels: what a trainer shows the student, before ``/ 255``.
 
     The one code path for a student's view: the trainer calls it when it decodes an image, and
-    the cache's pixel store (:mod:`distill.teacher.cache_pixels`) calls it to store the same
+    the cache's pixel store (:mod:`distill.teacher.cache.pixels`) calls it to store the same
     bytes ahead of time. ``view_pixels(...).float() / 255`` equals torchvision's ``to_tensor`` of
     the view bit for bit.
 
     Returns:
         uint8 [3, H, W], contiguous.
     """
-    from torchvision.transforms.functional import pil_to_tensor
-
     return pil_to_tensor(apply_view(img, params, size, interpolation)).contiguous()
 
 
@@ -209,8 +208,6 @@ def view_tensor(img: Image.Image, params: np.ndarray, size: tuple[int, int], int
     Returns:
         float32 [3, H, W].
     """
-    from torchvision.transforms.functional import normalize, to_tensor
-
     x = to_tensor(apply_view(img, params, size, interpolation))
     return normalize(x, list(mean), list(std))
 

@@ -20,14 +20,13 @@ from distill.config import TrainConfig
 from distill.data.fingerprint import content_fingerprint
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.records import CACHE_MANIFEST, CacheManifest
+from distill.records import CACHE_MANIFEST
 from distill.strategies import Strategy, StrategyContext, create_strategy, get_strategy
 from distill.strategies.base import Needs
 from distill.student.model import Student, default_spec, load_student
 from distill.teacher import Teacher
-from distill.teacher.cache import TeacherCache, check_manifest, dataset_expectation, expected_identity
-from distill.teacher.cache_adv import AdversarialViews
-from distill.teacher.cache_format import diff_fields
+from distill.teacher.cache import (AdversarialViews, TeacherCache, check_manifest, dataset_expectation, diff_fields,
+                                   expected_identity)
 from distill.teacher.prompts import resolve_templates
 from distill.teacher.views import ViewConfig
 from distill.train.data import ViewPlan
@@ -52,15 +51,6 @@ class TrainSetup:
     provenance: dict[str, Any]             # recorded in the best checkpoint's student.json
     adversarial: AdversarialViews | None = None  # when needs.cached_adversarial
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason) left out
-
-
-def cache_manifest(cache: TeacherCache) -> CacheManifest:
-    """The cache's manifest as its typed record: every manifest fact train reads goes through here.
-
-    (Once ``TeacherCache.manifest`` is itself a :class:`CacheManifest`, this is ``cache.manifest``:
-    validating a record returns it unchanged.)
-    """
-    return CacheManifest.from_dict(cache.manifest, Path(cache.path) / CACHE_MANIFEST)
 
 
 def teacher_input_fn(teacher: Teacher, device: torch.device) -> Callable[[Tensor], Tensor]:
@@ -102,7 +92,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
     if skipped and dist.main:
         print(f"warning: {len(skipped)} undecodable image(s) left out of training and evaluation: "
               + ", ".join(f"{p} ({why})" for p, why in skipped))
-    manifest = cache_manifest(caches[0]) if caches else None
+    manifest = caches[0].manifest if caches else None  # the first cache's: views, teacher
 
     # views: dictated by the (first) cache so training replays what the teacher saw
     if manifest is not None:
@@ -160,7 +150,7 @@ def _templates(cfg: TrainConfig, caches: list[TeacherCache]) -> list[str]:
     if cfg.teacher.templates:
         return list(cfg.teacher.templates)
     if caches:
-        return list(cache_manifest(caches[0]).templates)
+        return list(caches[0].manifest.templates)
     return resolve_templates(None, cfg.teacher.pretrained)[0]
 
 
@@ -174,8 +164,8 @@ def _create_teacher(cfg: TrainConfig, dataset: DomainFolder, caches: list[Teache
 
 def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, teacher: Teacher | None) -> None:
     """Refuse a cache whose identity (teacher, preprocessing, classes, data) differs from this run's."""
-    manifest = cache_manifest(cache)
-    data_inputs = dataset_expectation(cache.path, cache.manifest, dataset)  # another data set's cache: named so
+    manifest = cache.manifest
+    data_inputs = dataset_expectation(cache.path, manifest, dataset)  # another data set's cache: named so
     content = None
     if manifest.dataset.content_fingerprint:  # built with --fingerprint content
         content = content_fingerprint(dataset, cache.domains)
@@ -186,16 +176,16 @@ def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, t
                                teacher.preprocess_info.to_dict() if teacher is not None else None,
                                dataset.classes, dataset.fingerprint(cache.domains), templates, dataset=data_inputs,
                                content_fingerprint=content)
-    check_manifest(cache.manifest, expect, Path(cache.path) / CACHE_MANIFEST)
+    check_manifest(manifest, expect, Path(cache.path) / CACHE_MANIFEST)
 
 
 def _check_same_views(caches: list[TeacherCache]) -> None:
     """Several teachers must describe the same image views row for row."""
     if not caches:
         return
-    first = cache_manifest(caches[0]).views
+    first = caches[0].manifest.views
     for cache in caches[1:]:
-        views = cache_manifest(cache).views
+        views = cache.manifest.views
         if views != first:
             diffs = diff_fields({"views": views.model_dump()}, {"views": first.model_dump()})
             raise DistillError(f"cache {cache.path}: its views differ from the first cache's ({'; '.join(diffs)}); "
@@ -228,7 +218,7 @@ def _skip_bad_images(dataset: DomainFolder, caches: list[TeacherCache], domains:
     (``data.skip_bad``), every undecodable image of the domains no cache covers. Returns them."""
     out = []
     for cache in caches:
-        out += dataset.exclude((k.path, k.reason) for k in cache_manifest(cache).skipped)
+        out += dataset.exclude((k.path, k.reason) for k in cache.skipped)
     if scan:
         covered = set(caches[0].domains) if caches else set()
         out += dataset.skip_undecodable([x for x in domains if x not in covered])

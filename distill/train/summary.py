@@ -17,19 +17,9 @@ import numpy as np
 from distill.records import RUN_METRICS, RunSummary
 from distill.utils.io import atomic_write_text
 
-#: What :class:`distill.evaluate.DomainEvaluator` returns 1.0 for: 100 while it returns percents.
-#: The ONE place train assumes the evaluator's unit (:func:`evaluator_fractions`); set it to 1.0
-#: (or drop the division) when the evaluator returns fractions.
-EVALUATOR_FULL_SCALE = 100.0
-
 # row keys
 SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC = "source_acc", "target_acc", "source_val_acc"
 TEST_PREFIX, VAL_PREFIX = "acc/", "val/"
-
-
-def evaluator_fractions(accuracy: dict[str, float]) -> dict[str, float]:
-    """``{domain: accuracy}`` from DomainEvaluator as fractions (see :data:`EVALUATOR_FULL_SCALE`)."""
-    return {d: v / EVALUATOR_FULL_SCALE for d, v in accuracy.items()}
 
 
 def printed_pct(fraction: float | None) -> str:

@@ -29,16 +29,15 @@ from torch.utils.data import DataLoader
 from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
 from distill.records import ROBUST_REPORT, RunSummary
-from distill.robust import RobustEvaluator, robust_table
+from distill.robust.evaluate import RobustEvaluator, RobustReport, robust_table
 from distill.strategies import Batch
 from distill.student.model import load_student
-from distill.teacher.cache_pixels import PixelStore, find_pixel_store
+from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves
 from distill.train.data import EpochBatches, Item, TrainImages, all_view_items, epoch_items, to_unit
 from distill.train.logger import RunLog
-from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, evaluator_fractions, metrics_row,
-                                   selected_run_summary, write_metrics)
+from distill.train.summary import SOURCE_VAL_ACC, epoch_line, metrics_row, selected_run_summary, write_metrics
 from distill.utils.flops import count_flops, count_params
 from distill.utils.io import atomic_write_json
 from distill.utils.runtime import autocast, barrier, seed_step, step_seed
@@ -318,9 +317,8 @@ class Trainer:
         if not self.setup.dist.main:
             return {}
         self.strategy.eval()
-        test = evaluator_fractions(self.evaluator(self.strategy.predict, self.setup.device))
-        val = (evaluator_fractions(self.val_evaluator(self.strategy.predict, self.setup.device))
-               if self.val_evaluator is not None else {})
+        test = self.evaluator(self.strategy.predict, self.setup.device)
+        val = self.val_evaluator(self.strategy.predict, self.setup.device) if self.val_evaluator is not None else {}
         self.strategy.train()
         return metrics_row(epoch, test, val, self.setup.source, self.setup.target)
 
@@ -344,11 +342,10 @@ class Trainer:
         """PGD / corruption accuracy of the best checkpoint on the evaluated domains (config ``robust``)."""
         setup, best = self.setup, self.checkpoints.best
         student = load_student(best).to(setup.device)
-        settings = setup.cfg.robust.settings()
-        evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, settings)
+        evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, setup.cfg.robust)
         results = evaluator(student, setup.device)
         print(f"robustness of {best}:\n{robust_table(results)}")
-        report = {"checkpoint": str(best), "settings": settings.to_dict(), "domains": results}
+        report = RobustReport(str(best), setup.cfg.robust, results).to_dict()
         atomic_write_json(self.run_dir / ROBUST_REPORT, report)
         return report
 

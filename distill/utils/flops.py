@@ -21,11 +21,10 @@ from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    from torch.utils.flop_counter import sdpa_flop_count
-
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
@@ -52,8 +51,6 @@ def _unfused_attention() -> Iterator[None]:
 
 def count_forward_flops(fn: Callable[[Tensor], object], x: Tensor) -> int:
     """FLOPs of ``fn(x)`` under no_grad, attention included (see the module docstring)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with _unfused_attention(), FlopCounterMode(display=False, custom_mapping=_custom_mapping()) as counter, \
             torch.no_grad():
         fn(x)

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from distill.errors import DistillError
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` atomically: ``write(tmp)`` fills a temp file beside it, then rename.
@@ -51,8 +53,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def read_json(path: str | Path) -> Any:
     """Read JSON, turning a parse error into a one-line DistillError naming the file."""
-    from distill.errors import DistillError
-
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:

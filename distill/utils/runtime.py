@@ -24,10 +24,13 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import random
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
+import torch.distributed as dist
 
 from distill.errors import DistillError
 
@@ -115,8 +118,6 @@ def init_distributed(device: torch.device, timeout: _dt.timedelta | None = None)
 
     Call :func:`resolve_device` first: NCCL binds each rank to the current CUDA device.
     """
-    import torch.distributed as dist
-
     if not launched_by_torchrun() or not dist.is_available():
         return Dist()
     if not dist.is_initialized():
@@ -130,8 +131,6 @@ def init_distributed(device: torch.device, timeout: _dt.timedelta | None = None)
 @contextlib.contextmanager
 def process_group(device: torch.device, timeout: _dt.timedelta | None = None) -> Iterator[Dist]:
     """:func:`init_distributed` for the duration; destroys the group only if it created it."""
-    import torch.distributed as dist
-
     existed = dist.is_available() and dist.is_initialized()
     d = init_distributed(device, timeout)
     try:
@@ -145,8 +144,6 @@ def barrier(d: Dist) -> None:
     """Wait for every rank (no-op in a single process). NCCL gets this rank's device explicitly."""
     if d.world <= 1:
         return
-    import torch.distributed as dist
-
     if dist.get_backend() == "nccl":
         dist.barrier(device_ids=[torch.cuda.current_device()])
     else:
@@ -156,10 +153,6 @@ def barrier(d: Dist) -> None:
 # ---------------------------------------------------------------------------- seeding, determinism
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (every CUDA device too)."""
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -167,8 +160,6 @@ def seed_everything(seed: int) -> None:
 
 def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
     """A 63-bit seed that is a pure function of (run seed, epoch, step in epoch, rank)."""
-    import numpy as np
-
     words = [seed, epoch, step + 2, rank]  # step -1 (epoch hook) and -2 (loader) stay non-negative
     return int(np.random.SeedSequence(words).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
@@ -179,10 +170,6 @@ def seed_step(seed: int, epoch: int, step: int, rank: int = 0) -> None:
     Every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD start) is then a
     function of (seed, epoch, step), so a resumed run draws exactly what an uninterrupted one did.
     """
-    import random
-
-    import numpy as np
-
     s = step_seed(seed, epoch, step, rank)
     random.seed(s)
     np.random.seed(s % 2**32)

@@ -6,9 +6,11 @@ killed run resume exactly while never unpickling a file.
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -27,8 +29,6 @@ def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
     if isinstance(obj, list):
         return [_flatten(v, tensors, prefix) for v in obj]
     if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":  # numpy arrays / scalars
-        import numpy as np
-
         arr = np.asarray(obj)
         return {"__ndarray__": arr.tolist(), "dtype": str(arr.dtype)}
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -45,8 +45,6 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if "__tuple__" in obj:
             return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
         if "__ndarray__" in obj:
-            import numpy as np
-
             return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
         if "__dict__" in obj:
             return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__dict__"]}
@@ -70,10 +68,6 @@ def load_state(path: str | Path) -> dict[str, Any]:
 
 def rng_state() -> dict[str, Any]:
     """All RNG states a CPU/GPU training step touches."""
-    import random
-
-    import numpy as np
-
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -81,10 +75,6 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     np.random.set_state(tuple(state["numpy"]))

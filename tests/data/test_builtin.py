@@ -134,7 +134,7 @@ def test_cli_materialize_and_summary(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_interrupted_run_leaves_no_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real, calls = builtin._png_bytes, []
+    real, calls = builtin.png_bytes, []
 
     def flaky(rgb: np.ndarray) -> bytes:
         calls.append(1)
@@ -142,9 +142,9 @@ def test_interrupted_run_leaves_no_suite(tmp_path: Path, monkeypatch: pytest.Mon
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
         return real(rgb)
 
-    monkeypatch.setattr(builtin, "_png_bytes", flaky)
+    monkeypatch.setattr(builtin, "png_bytes", flaky)
     with pytest.raises(KeyboardInterrupt):
         materialize(tmp_path, quick=True, seed=2)
     assert list(tmp_path.iterdir()) == []  # neither ROOT nor a temp folder
-    monkeypatch.setattr(builtin, "_png_bytes", real)
+    monkeypatch.setattr(builtin, "png_bytes", real)
     assert is_complete(materialize(tmp_path, quick=True, seed=2), True, 2)

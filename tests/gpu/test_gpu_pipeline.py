@@ -125,9 +125,13 @@ def test_gpu_cache_matches_a_cpu_cache(work, gpu_cache, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     g, c = TeacherCache.open(gpu_cache), TeacherCache.open(tmp_path / "cpu")
     # identity: each manifest satisfies what the other's teacher expects (floats within tolerance)
-    check_manifest(g.manifest, expected_identity(c.manifest["teacher"], c.manifest["preprocess"], c.classes))
-    check_manifest(c.manifest, expected_identity(g.manifest["teacher"], g.manifest["preprocess"], g.classes))
-    assert g.manifest["teacher"]["precision"] == "fp32"
+    def expect(cache):
+        return expected_identity(cache.manifest.teacher.model_dump(), cache.manifest.preprocess.model_dump(),
+                                 cache.classes)
+
+    check_manifest(g.manifest, expect(c))
+    check_manifest(c.manifest, expect(g))
+    assert g.manifest.teacher.precision == "fp32"
     assert torch.equal(g.rows["sample_index"], c.rows["sample_index"])
     assert torch.equal(g.rows["view_params"], c.rows["view_params"])
     assert torch.allclose(g.rows["logits"].float(), c.rows["logits"].float(), atol=5e-2, rtol=1e-2)

@@ -2,14 +2,18 @@
 cached adversarial views replay exactly and reach training through the trainer."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from distill.errors import DistillError
+from distill.teacher.cache import AdversarialOptions
 from distill.strategies import Batch, StrategyContext, create_strategy
 from tests.shapes import CLASSES, make_shapes_root
 
 EPS = 8 / 255
+ADV = AdversarialOptions(views=2, epsilon=EPS, steps=4, seed=5, domains=["red"])
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +28,13 @@ def teacher():
 def data(tmp_path_factory, teacher):
     """(root, cache with adversarial views of the 'red' train split)."""
     from distill.data import DomainFolder
-    from distill.teacher.cache import build_cache
-    from distill.teacher.cache_adv import build_adversarial_views
+    from distill.teacher.cache import CacheOptions, build_adversarial_views, build_cache
 
     root = make_shapes_root(tmp_path_factory.mktemp("adv_data"), ["red", "green"], per_class=8)
     ds = DomainFolder(root, test_fraction=0.3)
-    cache = build_cache(ds, teacher, tmp_path_factory.mktemp("adv_cache") / "c", views=2, seed=3, shard_size=16,
-                        num_workers=0, progress=False)
-    build_adversarial_views(ds, teacher, cache, views=2, epsilon=EPS, steps=4, seed=5, domains=["red"],
-                            shard_size=8, progress=False)
+    cache = build_cache(ds, teacher, tmp_path_factory.mktemp("adv_cache") / "c",
+                        CacheOptions(views=2, seed=3, shard_size=16), num_workers=0, progress=False)
+    build_adversarial_views(ds, teacher, cache, ADV, shard_size=8, progress=False)
     return root, cache
 
 
@@ -107,7 +109,8 @@ def test_adv_kd_loss_uses_the_online_teacher_on_adversarial_inputs(teacher, monk
 def test_cached_adversarial_views_within_eps_exact_replay_and_stronger_than_noise(data, teacher):
     from distill.data import DomainFolder
     from distill.data.images import load_rgb
-    from distill.teacher.cache_adv import AdversarialViews, _clean_pixels, build_adversarial_views
+    from distill.teacher.cache import AdversarialViews, build_adversarial_views
+    from distill.teacher.cache.adversarial import clean_pixels
 
     root, cache = data
     ds = DomainFolder(root, test_fraction=0.3)
@@ -121,7 +124,7 @@ def test_cached_adversarial_views_within_eps_exact_replay_and_stronger_than_nois
     idx = torch.tensor([s.index for s in red]).repeat_interleave(2)
     views = torch.arange(2).repeat(len(red))
     rows = adv.lookup(idx, views)
-    clean = torch.stack([_clean_pixels(load_rgb(ds.path(s)), info) for s in red]).repeat_interleave(2, 0)
+    clean = torch.stack([clean_pixels(load_rgb(ds.path(s)), info) for s in red]).repeat_interleave(2, 0)
     diff = (rows["pixels"].float() - clean * 255).abs()
     assert diff.max() <= 8, "a stored view is more than floor(eps*255) 8-bit levels from the clean view"
     assert diff.max() >= 7, "the attack should use (almost) its whole budget"
@@ -143,11 +146,9 @@ def test_cached_adversarial_views_within_eps_exact_replay_and_stronger_than_nois
     assert kl(rows["logits"]).mean() > 2 * kl(t_noise).mean(), "PGD views should move the teacher more than noise"
 
     # idempotent; a different plan is refused naming the field; unbuilt samples are named
-    assert build_adversarial_views(ds, teacher, cache, views=2, epsilon=EPS, steps=4, seed=5, domains=["red"],
-                                   shard_size=8, progress=False) == adv.path
+    assert build_adversarial_views(ds, teacher, cache, ADV, shard_size=8, progress=False) == adv.path
     with pytest.raises(DistillError, match="steps"):
-        build_adversarial_views(ds, teacher, cache, views=2, epsilon=EPS, steps=3, seed=5, domains=["red"],
-                                shard_size=8, progress=False)
+        build_adversarial_views(ds, teacher, cache, dataclasses.replace(ADV, steps=3), shard_size=8, progress=False)
     green = ds.select(["green"], "train")[0].index
     with pytest.raises(DistillError, match=f"sample {green}"):
         adv.lookup(torch.tensor([green]), torch.tensor([0]))
@@ -155,7 +156,7 @@ def test_cached_adversarial_views_within_eps_exact_replay_and_stronger_than_nois
 
 def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
     from distill.config import load_train_config
-    from distill.teacher.cache_adv import AdversarialViews
+    from distill.teacher.cache import AdversarialViews
     from distill.train import Trainer, build, train
 
     root, cache = data
@@ -260,8 +261,7 @@ def test_cache_build_cli_adds_adversarial_views(data, tmp_path, capsys):
     assert cli(["cache", "inspect", str(tmp_path / "c"), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)["adversarial"]
     assert s["complete"] and (s["views"], s["steps"], s["domains"], s["rows"]) == (1, 2, ["green"], m["rows"])
-    from distill.teacher.cache import TeacherCache
-    from distill.teacher.cache_adv import AdversarialViews
+    from distill.teacher.cache import AdversarialViews, TeacherCache
 
     cache = TeacherCache.open(tmp_path / "c")
     views = AdversarialViews.open(tmp_path / "c")

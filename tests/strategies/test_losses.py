@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from distill.strategies import Batch, StrategyContext, create_strategy
-from distill.strategies._pseudo import information_maximization, soft_cross_entropy
-from distill.student.model import Student, default_spec, kl_div_with_temperature
+from distill.strategies.losses import (cosine_distance, information_maximization, kl_div_with_temperature, kl_per_sample,
+                                       kl_to_soft_target, soft_cross_entropy, squared_l2_distance,
+                                       weighted_cross_entropy)
+from distill.student.model import Student, default_spec
 
 LN3 = math.log(3)
 
@@ -116,3 +118,37 @@ def test_soft_cross_entropy_on_hand_numbers():
     w = torch.tensor([3.0, 1.0], dtype=torch.float64)
     assert float(soft_cross_entropy(logits, target, w)) == pytest.approx((3 * ce0 + ce1) / 4, rel=1e-6)  # losses compute in fp32 by design (bf16-safe): fp32 precision
     assert (ce0 + ce1) / 2 == pytest.approx(0.7650678, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------- the other shared terms
+def test_kl_per_sample_is_teacher_to_student_per_row():
+    # row 0: p = softmax([ln3, 0]) = [3/4, 1/4], q = [1/2, 1/2]; row 1: T = 2 halves [2 ln3, 0] -> the same p
+    p = torch.tensor([[LN3, 0.0], [2 * LN3, 0.0]])
+    q = torch.zeros(2, 2)
+    kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)  # 0.130812...
+    # at T = 1 row 1 is softmax([2 ln3, 0]) = [9/10, 1/10]
+    assert kl_per_sample(p, q).tolist() == pytest.approx([kl, _kl([0.9, 0.1], [0.5, 0.5])], rel=1e-5)
+    assert kl_per_sample(p, q, temperature=2.0)[1].item() == pytest.approx(kl, rel=1e-5)
+    assert kl_per_sample(q, p)[0].item() == pytest.approx(_kl([0.5, 0.5], [0.75, 0.25]), rel=1e-5)  # not symmetric
+
+
+def test_kl_to_soft_target_and_weighted_cross_entropy_on_hand_numbers():
+    logits = torch.tensor([[0.0, LN3], [0.0, 0.0]])  # softmax: [1/4, 3/4], [1/2, 1/2]
+    target = torch.tensor([[0.5, 0.5], [1.0, 0.0]])  # the 0 entry contributes 0 (0 · log 0 := 0)
+    want = (_kl([0.5, 0.5], [0.25, 0.75]) + math.log(2)) / 2  # 0.071... and log 2 = KL(one-hot || uniform)
+    assert float(kl_to_soft_target(target, logits)) == pytest.approx(want, rel=1e-5)
+    labels = torch.tensor([1, 0])
+    ce0, ce1 = -math.log(0.75), -math.log(0.5)
+    assert float(weighted_cross_entropy(logits, labels, torch.tensor([1.0, 0.0]))) == pytest.approx(ce0, rel=1e-5)
+    assert float(weighted_cross_entropy(logits, labels, torch.tensor([3.0, 1.0]))) == pytest.approx(
+        (3 * ce0 + ce1) / 4, rel=1e-5)
+    assert float(weighted_cross_entropy(logits, labels, torch.zeros(2))) == 0.0, "all skipped: zero, not 0/0"
+
+
+def test_feature_distances_on_hand_numbers():
+    a = torch.tensor([[3.0, 0.0], [0.0, -2.0]])
+    b = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    r = 1 / math.sqrt(2)
+    assert float(cosine_distance(a, b)) == pytest.approx(((1 - r) + 2) / 2, rel=1e-6)
+    assert float(cosine_distance(10 * a, b)) == pytest.approx(float(cosine_distance(a, b)), rel=1e-6)  # scale-free
+    assert float(squared_l2_distance(a, b)) == pytest.approx(((4 + 1) + 9) / 2, rel=1e-6)

@@ -12,7 +12,8 @@ import torch
 
 from distill.cli import main as cli
 from distill.errors import DistillError
-from distill.strategies._pseudo import centroid_labels, fuse_teachers, information_maximization, knn_smooth
+from distill.strategies._pseudo import centroid_labels, fuse_teachers, knn_smooth
+from distill.strategies.losses import information_maximization
 from tests.shapes import CLASSES, make_shapes_root
 
 DOMAINS = ["blue", "green", "red"]
@@ -27,12 +28,12 @@ def root(tmp_path_factory) -> Path:
 def _cache(root: Path, out: Path, seed: int) -> Path:
     from distill.data import DomainFolder
     from distill.teacher import Teacher
-    from distill.teacher.cache import build_cache
+    from distill.teacher.cache import CacheOptions, build_cache
 
     torch.manual_seed(seed)  # random-weights demo teachers: seed 0 and seed 1 are two different teachers
     ds = DomainFolder(root, test_fraction=0.3)
     teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
-    return build_cache(ds, teacher, out, views=2, seed=3, shard_size=32, num_workers=0, progress=False)
+    return build_cache(ds, teacher, out, CacheOptions(views=2, seed=3, shard_size=32), num_workers=0, progress=False)
 
 
 @pytest.fixture(scope="module")

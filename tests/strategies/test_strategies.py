@@ -19,6 +19,7 @@ from distill.errors import DistillError
 from distill.strategies import (Batch, Needs, Strategy, StrategyContext, build_config, create_strategy, get_strategy,
                                 list_strategies)
 from distill.student.model import Student, default_spec
+from distill.student.transforms import Normalizer
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]  # the digits suite
 ARCH, SIZE, BATCH = "test_resnet", 32, 8
@@ -34,16 +35,6 @@ _SUPPORTED = {"labels", "cached_logits", "cached_features", "text_embeddings", "
 _UNSUPPORTED: dict[str, str] = {}
 
 STRATEGIES = list_strategies()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP's
-    barriers make them ~30x slower; run this module single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,9 +68,7 @@ def make_inputs(name: str, seed: int = 0, embed: bool | None = None,
             pytest.skip(f"'{name}' declares needs.{need}: {reason}")
     torch.manual_seed(seed)
     student = make_student(needs, embed=embed)
-    mean = torch.tensor(student.spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(student.spec.std).view(1, 3, 1, 1)
-    normalize = lambda px: (px - mean) / std  # noqa: E731
+    normalize = Normalizer(student.spec.mean, student.spec.std)
     pixels = torch.rand(BATCH, 3, SIZE, SIZE)
     labels = torch.arange(BATCH) % len(CLASSES)
 

@@ -12,16 +12,6 @@ CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight
 SIZE, EMBED_DIM = 32, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core box OpenMP's
-    barriers make them ~30x slower; run this module single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("arch", ["test_resnet", "test_vit"])  # a CNN and a ViT (img_size set from the spec)
 def test_shapes(arch):
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import torch
 
 from distill.data import DomainFolder
 from distill.teacher import Teacher
-from distill.teacher.cache import build_cache
+from distill.teacher.cache import CacheOptions, build_cache
 from tests.shapes import make_shapes_root
 
 
@@ -23,4 +23,4 @@ def tiny_cache(tiny_root, tmp_path_factory) -> Path:
     ds = DomainFolder(tiny_root, test_fraction=0.3)
     teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
     out = tmp_path_factory.mktemp("cache") / "c"
-    return build_cache(ds, teacher, out, views=2, seed=3, shard_size=16, num_workers=0, progress=False)
+    return build_cache(ds, teacher, out, CacheOptions(views=2, seed=3, shard_size=16), num_workers=0, progress=False)

@@ -10,7 +10,7 @@ from distill.config import load_train_config
 from distill.data import DomainFolder
 from distill.errors import DistillError
 from distill.teacher import Teacher
-from distill.teacher.cache import TeacherCache, build_cache
+from distill.teacher.cache import CacheOptions, TeacherCache, build_cache
 from distill.train import build
 from tests.train.test_trainer import _config
 
@@ -54,7 +54,7 @@ def test_caches_with_different_views_are_refused(tmp_path, tiny_root, tiny_cache
     torch.manual_seed(0)
     ds = DomainFolder(tiny_root, test_fraction=0.3)
     teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
-    one_view = build_cache(ds, teacher, tmp_path / "one", views=1, seed=3, shard_size=64, num_workers=0,
+    one_view = build_cache(ds, teacher, tmp_path / "one", CacheOptions(views=1, seed=3, shard_size=64), num_workers=0,
                            progress=False)
     cfg = _config(tiny_root, tiny_cache, tmp_path / "run")
     cfg["cache"] = [str(tiny_cache), str(one_view)]

@@ -35,17 +35,16 @@ def world(tmp_path_factory):
     from distill.data import DomainFolder
     from distill.student.model import Student, default_spec, save_student
     from distill.teacher import Teacher
-    from distill.teacher.cache import build_cache
-    from distill.teacher.cache_adv import build_adversarial_views
+    from distill.teacher.cache import AdversarialOptions, CacheOptions, build_adversarial_views, build_cache
 
     root = make_shapes_root(tmp_path_factory.mktemp("resume_data"), SOURCE + TARGET, per_class=8)
     ds = DomainFolder(root, test_fraction=0.3)
     torch.manual_seed(0)
     teacher = Teacher(TEACHER["arch"], None, ds.classes, TEACHER["templates"])
-    cache = build_cache(ds, teacher, tmp_path_factory.mktemp("resume_cache") / "c", views=2, seed=3,
-                        shard_size=32, num_workers=0, progress=False)
-    build_adversarial_views(ds, teacher, cache, views=2, epsilon=8 / 255, steps=2, seed=5, domains=SOURCE,
-                            shard_size=32, progress=False)
+    cache = build_cache(ds, teacher, tmp_path_factory.mktemp("resume_cache") / "c",
+                        CacheOptions(views=2, seed=3, shard_size=32), num_workers=0, progress=False)
+    build_adversarial_views(ds, teacher, cache, AdversarialOptions(views=2, epsilon=8 / 255, steps=2, seed=5,
+                                                                   domains=SOURCE), shard_size=32, progress=False)
     torch.manual_seed(0)
     ckpt = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path_factory.mktemp("src") / "best",
                         {"source_domains": SOURCE})

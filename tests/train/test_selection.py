@@ -12,7 +12,6 @@ from distill.config import load_train_config
 from distill.evaluate import DomainEvaluator
 from distill.records import RunSummary
 from distill.train import train
-from distill.train.summary import EVALUATOR_FULL_SCALE
 from tests.shapes import make_shapes_root
 
 
@@ -30,7 +29,7 @@ def test_best_checkpoint_is_chosen_on_source_validation_not_test(root, tmp_path,
         k = self.split
         value = script[k][seen[k]]
         seen[k] += 1
-        return {d: value * EVALUATOR_FULL_SCALE for d in self._data}  # in the evaluator's unit
+        return {d: value for d in self._data}
 
     monkeypatch.setattr(DomainEvaluator, "__call__", scripted)
     cfg = {"data": {"root": str(root), "source": ["red", "green"], "test_fraction": 0.3, "val_fraction": 0.2},

@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from distill.train.summary import (epoch_line, evaluator_fractions, metrics_row, printed_pct, selected_run_summary,
-                                   write_metrics)
+from distill.train.summary import epoch_line, metrics_row, printed_pct, selected_run_summary, write_metrics
 
 
 @pytest.mark.parametrize("correct, total", [(23, 80), (49, 80), (98, 160), (1, 3), (0, 7), (7, 7)])
@@ -47,9 +46,3 @@ def test_metrics_csv_and_summary_hold_fractions(tmp_path):
                                    trained_on=["a"], params=1, checkpoint="x", train_seconds_this_session=0.0)
     assert summary.test_acc == {"a": 0.75, "c": 0.5} and summary.source_val_acc == 0.75
     assert summary.selected_on == "source validation accuracy" and summary.best_epoch == 2
-
-
-def test_evaluator_percents_become_fractions_in_one_place():
-    from distill.train.summary import EVALUATOR_FULL_SCALE
-
-    assert evaluator_fractions({"a": 0.5 * EVALUATOR_FULL_SCALE}) == {"a": 0.5}

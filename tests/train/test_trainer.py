@@ -237,7 +237,7 @@ def test_training_from_the_pixel_store_equals_decoding(tmp_path, tiny_root, tiny
     import shutil
 
     from distill.data import DomainFolder
-    from distill.teacher.cache_pixels import build_pixel_store
+    from distill.teacher.cache import build_pixel_store
     from distill.train import train
 
     with_px = tmp_path / "cache_px"

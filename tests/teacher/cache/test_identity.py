@@ -10,8 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from distill.data import DomainFolder
 from distill.errors import DistillError
-from distill.teacher.cache import CacheMismatchError, check_manifest, expected_identity
+from distill.teacher import Teacher
+from distill.teacher.cache import (
+    CacheMismatchError, TeacherCache, build_cache, check_manifest, expected_identity, identity_diffs,
+)
+from distill.teacher.cache.adversarial import LAYOUT as ADVERSARIAL_LAYOUT
+from tests.shapes import make_shapes_root
 
 MEAN = [0.48145466, 0.4578275, 0.40821073]
 STD = [0.26862954, 0.26130258, 0.27577711]
@@ -57,19 +63,29 @@ def test_precision_is_identity_and_old_caches_were_fp32():
         check_manifest(_manifest(14.2, precision=None), _expect(14.2, precision="bf16"))
 
 
-def test_bf16_teacher_cache_records_its_precision_and_is_refused_by_an_fp32_run(tmp_path):
-    from distill.data import DomainFolder
-    from distill.teacher import Teacher
-    from distill.teacher.cache import TeacherCache, build_cache
-    from tests.shapes import make_shapes_root
+def test_one_check_serves_every_layout_and_plans():
+    """identity_diffs is the one comparison: the cache's layout (nested), a companion's (flat), or plan vs plan."""
+    cache = {**_manifest(14.2), "dataset": {"fingerprint": "abc", "domains": ["a"]}}
+    want = expected_identity(_manifest(14.2)["teacher"], dataset_fingerprint="abd")
+    assert [f.split(":")[0] for f in identity_diffs(cache, want, {"teacher": ("teacher",),
+                                                                  "dataset_fingerprint": ("dataset", "fingerprint")})] \
+        == ["dataset.fingerprint"]
+    adversarial = {"teacher": {**_manifest(14.2)["teacher"], "arch": "RN50"}, "dataset_fingerprint": "abc"}
+    assert identity_diffs(adversarial, expected_identity(_manifest(14.2)["teacher"], dataset_fingerprint="abc"),
+                          ADVERSARIAL_LAYOUT) == ['teacher.arch: "RN50" vs "ViT-B-32"']
+    assert identity_diffs({"views": {"count": 2}, "seed": 1}, {"views": {"count": 3}}) == ["views.count: 2 vs 3"]
+    with pytest.raises(ValueError, match="unknown expect key"):
+        identity_diffs(cache, {"colour": "red"}, ADVERSARIAL_LAYOUT)
 
+
+def test_bf16_teacher_cache_records_its_precision_and_is_refused_by_an_fp32_run(tmp_path):
     root = make_shapes_root(tmp_path / "data", ["red"], per_class=2)
     ds = DomainFolder(root, test_fraction=0.5)
     torch.manual_seed(0)
     bf16 = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."], precision="bf16")
     out = build_cache(ds, bf16, tmp_path / "c", num_workers=0, progress=False)
     cache = TeacherCache.open(out, expect=expected_identity(bf16.identity()))
-    assert cache.manifest["teacher"]["precision"] == "bf16"
+    assert cache.manifest.teacher.precision == "bf16"
     assert torch.isfinite(cache.rows["logits"].float()).all()
 
     torch.manual_seed(0)

@@ -10,105 +10,23 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+from pydantic import BaseModel
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.teacher.cache_format import (
-    BUILD_PLAN, FORMAT, FORMAT_VERSION, MANIFEST, ROW_KEYS, SPLIT_CODES, TEACHER_UNCOMPARED, TEXT_EMBEDDINGS,
-    diff_fields,
+from distill.records import (
+    CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, TEXT_EMBEDDINGS, CacheManifest, SkippedImage,
 )
-
-# expect key -> where it lives in the manifest
-_EXPECT_PATHS = {
-    "teacher": ("teacher",),
-    "preprocess": ("preprocess",),
-    "classes": ("classes",),
-    "dataset_fingerprint": ("dataset", "fingerprint"),
-    "templates": ("templates",),
-    "dataset": ("dataset",),
-    "content_fingerprint": ("dataset", "content_fingerprint"),
-}
+from distill.teacher.cache.adversarial import AdversarialViews
+from distill.teacher.cache.format import FORMAT, FORMAT_VERSION, ROW_KEYS, SPLIT_CODES, load_verified
+from distill.teacher.cache.identity import CacheMismatchError, check_manifest
+from distill.teacher.views import ViewConfig
+from distill.utils.io import read_json
 
 
-class CacheMismatchError(DistillError):
-    """A cache whose manifest differs from what the run expects. ``.fields`` lists the differences."""
-
-    def __init__(self, path: str | Path, fields: list[str]):
-        self.path, self.fields = str(path), fields
-        super().__init__(
-            f"{path}: teacher cache does not match this run (cache vs expected: {'; '.join(fields)}); "
-            f"rebuild it with `distill cache build` or point to the matching cache"
-        )
-
-
-def expected_identity(
-    teacher_identity: Mapping[str, Any] | None = None,
-    preprocess: Mapping[str, Any] | None = None,
-    classes: Sequence[str] | None = None,
-    dataset_fingerprint: str | None = None,
-    templates: Sequence[str] | None = None,
-    dataset: Mapping[str, Any] | None = None,
-    content_fingerprint: str | None = None,
-) -> dict:
-    """What a run expects of a cache, for ``TeacherCache.open(path, expect=...)``.
-
-    Pass only what the run knows (``None`` is not checked); a trainer that never loads the
-    teacher can still name its arch/pretrained tag, preprocessing, classes and data.
-    Library versions in a teacher identity are recorded in the manifest but not compared.
-
-    Args:
-        teacher_identity: ``Teacher.identity()`` or a subset such as ``{"arch": ..., "pretrained": ...}``.
-        preprocess: ``Teacher.preprocess_info.to_dict()`` or a subset (``{"mean": ..., "std": ...}``).
-        classes: class names in label order.
-        dataset_fingerprint: ``DomainFolder.fingerprint(domains)``.
-        templates: prompt templates.
-        dataset: ``DomainFolder.fingerprint_inputs(domains)``: the split rule, domains, image count
-            and file list the fingerprint is made of, so a mismatch names the field that differs
-            (compared where the manifest records them; older caches record fewer).
-        content_fingerprint: ``distill.data.fingerprint.content_fingerprint(dataset, domains)``; pass it
-            when the manifest records one (``cache build --fingerprint content``).
-    """
-    expect: dict[str, Any] = {}
-    if teacher_identity is not None:
-        expect["teacher"] = {k: v for k, v in teacher_identity.items() if k not in TEACHER_UNCOMPARED}
-    if preprocess is not None:
-        expect["preprocess"] = dict(preprocess)
-    if classes is not None:
-        expect["classes"] = list(classes)
-    if dataset is not None:  # before the fingerprint: the named field is what a user can act on
-        expect["dataset"] = dict(dataset)
-    if dataset_fingerprint is not None:
-        expect["dataset_fingerprint"] = str(dataset_fingerprint)
-    if templates is not None:
-        expect["templates"] = list(templates)
-    if content_fingerprint is not None:
-        expect["content_fingerprint"] = str(content_fingerprint)
-    return expect
-
-
-def check_manifest(manifest: Mapping[str, Any], expect: Mapping[str, Any], path: str | Path = MANIFEST) -> None:
-    """Raise :class:`CacheMismatchError` naming each field where ``manifest`` differs from ``expect``."""
-    unknown = set(expect) - set(_EXPECT_PATHS)
-    if unknown:
-        raise ValueError(f"unknown expect key(s) {sorted(unknown)}; known: {', '.join(_EXPECT_PATHS)}")
-    have, want = {}, {}
-    for key, value in expect.items():
-        if key == "teacher":
-            value = {k: v for k, v in value.items() if k not in TEACHER_UNCOMPARED}
-        node: Any = manifest
-        for part in _EXPECT_PATHS[key]:
-            node = node.get(part, "<absent>") if isinstance(node, Mapping) else "<absent>"
-        if key == "dataset":  # each fingerprint input the manifest records, before the fingerprint itself
-            node = node if isinstance(node, Mapping) else {}
-            for k, v in value.items():
-                if k in node:
-                    have[f"dataset.{k}"], want[f"dataset.{k}"] = node[k], v
-            continue
-        name = ".".join(_EXPECT_PATHS[key])
-        have[name], want[name] = node, value
-    fields = diff_fields(have, want)
-    if fields:
-        raise CacheMismatchError(path, fields)
+def _as_built(block: BaseModel) -> dict[str, Any]:
+    """A manifest block as the build wrote it (keys it did not set stay absent)."""
+    return block.model_dump(mode="json", exclude_unset=True)
 
 
 class TeacherCache:
@@ -120,7 +38,7 @@ class TeacherCache:
 
     Attributes:
         path: the cache directory.
-        manifest: the parsed ``manifest.json``.
+        manifest: the cache's :class:`~distill.records.CacheManifest` (``manifest.json``).
         rows: ``{name: Tensor}`` of all rows sorted by (sample_index, view): ``image_emb`` [N, D]
             and ``logits`` [N, C] (cache dtype), ``sample_index`` [N] int64, ``view`` [N] int16,
             ``domain`` [N] int16, ``label`` [N] int16, ``split`` [N] uint8 (0 train, 1 test),
@@ -128,14 +46,14 @@ class TeacherCache:
         text_embeddings: [C, D] float32 zero-shot head.
     """
 
-    def __init__(self, path: Path, manifest: dict, rows: dict[str, Tensor], text_embeddings: Tensor):
+    def __init__(self, path: Path, manifest: CacheManifest, rows: dict[str, Tensor], text_embeddings: Tensor):
         self.path, self.manifest, self.rows, self.text_embeddings = path, manifest, rows, text_embeddings
         V = self.views
         si, v = rows["sample_index"], rows["view"].long()
         size = (int(si.max()) + 1) * V if len(si) else 0
         self._row_of = torch.full((size,), -1, dtype=torch.long)  # sample_index * V + view -> row
         self._row_of[si * V + v] = torch.arange(len(si))
-        self._skipped = {int(s["sample_index"]): s for s in manifest.get("skipped", [])}
+        self._skipped = {int(s.sample_index): s for s in manifest.skipped}
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -149,61 +67,78 @@ class TeacherCache:
             CacheMismatchError: the manifest differs from ``expect`` (message names each field).
             DistillError: not a cache, an unfinished build, or a missing/changed/corrupt shard.
         """
-        from distill.teacher.cache_format import load_verified
-        from distill.utils.io import read_json
-
         path = Path(path)
-        if not (path / MANIFEST).exists():
-            if (path / BUILD_PLAN).exists():
-                raise DistillError(f"{path}: unfinished teacher cache (no {MANIFEST}); rerun the same "
+        if not (path / CACHE_MANIFEST).exists():
+            if (path / CACHE_BUILD_PLAN).exists():
+                raise DistillError(f"{path}: unfinished teacher cache (no {CACHE_MANIFEST}); rerun the same "
                                    f"`distill cache build` to resume it")
-            raise DistillError(f"{path}: not a teacher cache (no {MANIFEST})")
-        manifest = read_json(path / MANIFEST)
-        if manifest.get("preprocess", {}).get("exif_transpose") is not True:  # built before EXIF was applied
+            raise DistillError(f"{path}: not a teacher cache (no {CACHE_MANIFEST})")
+        raw = read_json(path / CACHE_MANIFEST)  # the format is checked before the record is parsed
+        if raw.get("preprocess", {}).get("exif_transpose") is not True:  # built before EXIF was applied
             raise CacheMismatchError(path, ["preprocess.exif_transpose: <absent> vs true (images are now read with "
                                             "their EXIF orientation applied)"])
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise DistillError(f"{path / MANIFEST}: format {manifest.get('format')!r} version "
-                               f"{manifest.get('format_version')!r}, this distill reads {FORMAT!r} version "
+        if raw.get("format") != FORMAT or raw.get("format_version") != FORMAT_VERSION:
+            raise DistillError(f"{path / CACHE_MANIFEST}: format {raw.get('format')!r} version "
+                               f"{raw.get('format_version')!r}, this distill reads {FORMAT!r} version "
                                f"{FORMAT_VERSION}; rebuild the cache")
+        manifest = CacheManifest.from_dict(raw, path / CACHE_MANIFEST)
         if expect:
-            check_manifest(manifest, expect, path / MANIFEST)
+            check_manifest(manifest, expect, path / CACHE_MANIFEST)
         parts = []
         rebuild = f"delete {path} and rebuild it with `distill cache build`"
-        for shard in manifest["shards"]:
-            file = path / shard["file"]
-            part = load_verified(file, shard.get("sha256") if verify else None, rebuild)
-            if len(part["sample_index"]) != shard["rows"]:
-                raise DistillError(f"{file}: {len(part['sample_index'])} rows, manifest says {shard['rows']}; "
+        for shard in manifest.shards:
+            file = path / shard.file
+            part = load_verified(file, shard.sha256 if verify else None, rebuild)
+            if len(part["sample_index"]) != shard.rows:
+                raise DistillError(f"{file}: {len(part['sample_index'])} rows, manifest says {shard.rows}; "
                                    f"rebuild the cache")
             parts.append(part)
         rows = {k: torch.cat([p[k] for p in parts]) for k in ROW_KEYS}
-        order = torch.argsort(rows["sample_index"] * manifest["views"]["count"] + rows["view"].long(), stable=True)
+        order = torch.argsort(rows["sample_index"] * manifest.views.count + rows["view"].long(), stable=True)
         if not torch.equal(order, torch.arange(len(order))):
             rows = {k: t[order] for k, t in rows.items()}
-        text = load_verified(path / TEXT_EMBEDDINGS, manifest.get("text_embeddings_sha256") if verify else None,
+        text = load_verified(path / TEXT_EMBEDDINGS, manifest.text_embeddings_sha256 if verify else None,
                              rebuild)["text_embeddings"].float()
         return cls(path, manifest, rows, text)
 
     # ------------------------------------------------------------------ metadata
     @property
     def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
+        return list(self.manifest.classes)
 
     @property
     def domains(self) -> list[str]:
-        return list(self.manifest["dataset"]["domains"])
+        return list(self.manifest.dataset.domains)
 
     @property
     def views(self) -> int:
-        return int(self.manifest["views"]["count"])
+        return int(self.manifest.views.count)
+
+    @property
+    def view_seed(self) -> int:
+        """Seed of the augmented views' crops (training replays the same views)."""
+        return int(self.manifest.views.seed)
+
+    @property
+    def view_config(self) -> ViewConfig:
+        """Crop/flip settings of views 1.. as built."""
+        return ViewConfig.from_dict(self.manifest.views.augment)
+
+    @property
+    def templates(self) -> list[str]:
+        return list(self.manifest.templates)
+
+    @property
+    def skipped(self) -> list[SkippedImage]:
+        """Images the build could not decode (no row holds them)."""
+        return list(self.manifest.skipped)
 
     def __len__(self) -> int:
         return len(self.rows["sample_index"])
 
     def __repr__(self) -> str:
-        t = self.manifest["teacher"]
-        return (f"TeacherCache({str(self.path)!r}, teacher={t['arch']}/{t['pretrained']}, rows={len(self)}, "
+        t = self.manifest.teacher
+        return (f"TeacherCache({str(self.path)!r}, teacher={t.arch}/{t.pretrained}, rows={len(self)}, "
                 f"views={self.views}, domains={self.domains})")
 
     # ------------------------------------------------------------------ access
@@ -231,7 +166,7 @@ class TeacherCache:
         if bool((row < 0).any()):
             missing = (row < 0).nonzero().squeeze(1)
             s, w = int(si[missing[0]]), int(v[missing[0]])
-            why = (f"image skipped at build: {self._skipped[s]['path']} ({self._skipped[s]['reason']})"
+            why = (f"image skipped at build: {self._skipped[s].path} ({self._skipped[s].reason})"
                    if s in self._skipped else f"cache holds views 0..{self.views - 1} of domains {self.domains}")
             raise DistillError(f"{self.path}: no cached row for sample {s} view {w} "
                                f"({len(missing)} of {len(key)} requested rows missing; {why})")
@@ -265,39 +200,37 @@ class TeacherCache:
         """What ``distill cache inspect`` shows: identity, sizes, accuracy, compute saved."""
         m = self.manifest
         train_rows = int((self.rows["split"] == SPLIT_CODES["train"]).sum())
-        flops = m.get("teacher_flops_per_image")
+        flops = m.teacher_flops_per_image
         return {
             "path": str(self.path),
-            "teacher": m["teacher"],
-            "templates": len(m["templates"]),
+            "teacher": _as_built(m.teacher),
+            "templates": len(m.templates),
             "classes": self.classes,
             "domains": self.domains,
-            "dataset_fingerprint": m["dataset"]["fingerprint"],
-            "images": m["dataset"]["images"],
+            "dataset_fingerprint": m.dataset.fingerprint,
+            "images": m.dataset.images,
             "rows": len(self),
             "views": self.views,
-            "view_seed": m["views"]["seed"],
-            "augment": m["views"]["augment"],
-            "dtype": m["dtype"],
-            "shapes": m["shapes"],
-            "shards": len(m["shards"]),
+            "view_seed": m.views.seed,
+            "augment": m.views.augment,
+            "dtype": m.dtype,
+            "shapes": m.shapes,
+            "shards": len(m.shards),
             "size_bytes": sum(f.stat().st_size for f in self.path.iterdir() if f.is_file()),
-            "skipped": m.get("skipped", []),
+            "skipped": [_as_built(k) for k in m.skipped],
             "zero_shot_accuracy": self.zero_shot_accuracy(),
             "teacher_flops_per_image": flops,
             "train_rows": train_rows,
             "teacher_flops_saved_per_epoch": None if flops is None else flops * train_rows,
-            "created": m.get("created"),
-            "distill_version": m.get("distill_version"),
+            "created": m.created,
+            "distill_version": m.distill_version,
             "adversarial": self.adversarial_summary(),
         }
 
     def adversarial_summary(self) -> dict[str, Any] | None:
         """The cache's adversarial views (``CACHE/adversarial``): None if there are none, else their plan,
         row count, size and the teacher's accuracy on them next to its accuracy on the same images clean."""
-        from distill.teacher.cache_adv import ADV_DIR, AdversarialViews
-
-        adv_dir = self.path / ADV_DIR
+        adv_dir = self.path / CACHE_ADVERSARIAL_DIR
         if not adv_dir.is_dir():
             return None
         if not AdversarialViews.exists(self.path):
@@ -332,24 +265,3 @@ class TeacherCache:
                 if m.any():
                     out.setdefault(d, {})[split] = float(correct[m].float().mean())
         return out
-
-
-def dataset_expectation(path: str | Path, manifest: Mapping[str, Any], dataset) -> dict:
-    """A run's expectation of the data behind the cache at ``path``: the fingerprint inputs of
-    ``dataset`` (a :class:`~distill.data.folder.DomainFolder`) over the cache's domains.
-
-    Raises:
-        CacheMismatchError: the cache holds domains that ``dataset`` lacks: a cache of another
-            data set (its fingerprint cannot even be computed), named as such rather than as a
-            missing domain.
-    """
-    from distill.teacher.cache_format import shorten
-
-    built = manifest.get("dataset", {})
-    domains = list(built.get("domains", []))
-    missing = [d for d in domains if d not in dataset.domains]
-    if missing:
-        raise CacheMismatchError(path, [
-            f"dataset.domains: {shorten(domains)} vs {shorten(dataset.domains)} (the cache was built from "
-            f"{built.get('root', 'another data set')}; this run's data.root is {dataset.root})"])
-    return dataset.fingerprint_inputs(domains)

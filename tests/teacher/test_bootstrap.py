@@ -1,6 +1,7 @@
 """The demo-teacher bootstrap on a tiny synthetic ROOT/DOMAIN/CLASS tree (colored shapes)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,14 +15,17 @@ from safetensors.torch import load_file
 
 from distill.cli import main
 from distill.data.folder import DomainFolder
-from distill.teacher import demo
+from distill.teacher import bootstrap, bootstrap_presets
 from distill.teacher.clip import Teacher
-from distill.teacher.demo import DEMO_ARCH, DEMO_TEMPLATES, bootstrap_teacher
+from distill.teacher.bootstrap import bootstrap_teacher
+from distill.teacher.bootstrap_model import MultiPositiveClipLoss, create_model
+from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES, BootstrapSettings
+from distill.records import TEACHER_BOOTSTRAP_STATE
 from distill.utils.io import sha256_file
 
 SHAPES = {"square": (220, 40, 40), "circle": (40, 200, 40), "triangle": (40, 60, 230)}
 DOMAINS = ("plain", "night_sky")
-TRAIN_KW = dict(epochs=3, batch_size=8, lr=2e-3, seed=0, progress=False)
+SETTINGS = BootstrapSettings(epochs=3, batch_size=8, lr=2e-3, seed=0)
 
 
 def _draw(shape: str, domain: str, rng: np.random.Generator) -> Image.Image:
@@ -63,11 +67,11 @@ def trained(tree: Path, tmp_path_factory: pytest.TempPathFactory):
     opened: list[str] = []
     models: list[torch.nn.Module] = []
     mp = pytest.MonkeyPatch()
-    real_open, real_create = Image.open, demo._create_model
+    real_open, real_create = Image.open, bootstrap.create_model
     mp.setattr(Image, "open", lambda fp, *a, **k: (opened.append(str(fp)), real_open(fp, *a, **k))[1])
-    mp.setattr(demo, "_create_model", lambda *a: (lambda r: (models.append(r[0]), r)[1])(real_create(*a)))
+    mp.setattr(bootstrap, "create_model", lambda *a: (lambda r: (models.append(r[0]), r)[1])(real_create(*a)))
     try:
-        ckpt = bootstrap_teacher(ds, out, epochs=20, batch_size=8, lr=2e-3, seed=0, progress=False)
+        ckpt = bootstrap_teacher(ds, out, BootstrapSettings(epochs=20, batch_size=8, lr=2e-3, seed=0), progress=False)
     finally:
         mp.undo()
     return ds, ckpt, models[0].eval(), opened
@@ -84,13 +88,13 @@ def _loss_on_train(model: torch.nn.Module, ds: DomainFolder) -> float:
     with torch.no_grad():
         img = F.normalize(model.encode_image(x), dim=-1)
         txt = F.normalize(model.encode_text(captions), dim=-1)
-        loss = demo.MultiPositiveClipLoss()(img, txt, model.logit_scale.exp(), labels[:, None] == labels[None, :])
+        loss = MultiPositiveClipLoss()(img, txt, model.logit_scale.exp(), labels[:, None] == labels[None, :])
     return float(loss)
 
 
 def test_bootstrap_reduces_contrastive_loss(trained) -> None:
     ds, ckpt, model, _ = trained
-    initial, _, _ = demo._create_model(DEMO_ARCH, 0)  # the same seeded init the run started from
+    initial, _, _ = create_model(DEMO_ARCH, 0)  # the same seeded init the run started from
     before, after = _loss_on_train(initial.eval(), ds), _loss_on_train(model, ds)
     assert after < before - 0.3, (before, after)
     history = json.loads((ckpt.parent / "teacher.json").read_text())["loss_history"]
@@ -99,7 +103,7 @@ def test_bootstrap_reduces_contrastive_loss(trained) -> None:
 
 def test_checkpoint_round_trips_through_teacher(trained) -> None:
     ds, ckpt, model, _ = trained
-    assert ckpt.name == "open_clip_model.safetensors" and not (ckpt.parent / demo.STATE_NAME).exists()
+    assert ckpt.name == "open_clip_model.safetensors" and not (ckpt.parent / TEACHER_BOOTSTRAP_STATE).exists()
     teacher = Teacher(DEMO_ARCH, str(ckpt), ds.classes, DEMO_TEMPLATES)  # open_clip loads it strictly
     assert set(load_file(str(ckpt))) == set(model.state_dict())
     x = torch.stack([teacher.preprocess(Image.open(ds.path(s)).convert("RGB")) for s in ds.samples[:6]])
@@ -129,57 +133,57 @@ def test_never_opens_test_split_images(trained) -> None:
 
 def test_killed_bootstrap_resumes_bit_identical(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ds = DomainFolder(tree)
-    full = bootstrap_teacher(ds, tmp_path / "full", **TRAIN_KW)
+    full = bootstrap_teacher(ds, tmp_path / "full", SETTINGS, progress=False)
 
-    real_save = demo._save_state
+    real_save = bootstrap.save_state
 
     def save_then_die(path, *args, **kwargs):
         real_save(path, *args, **kwargs)
         raise KeyboardInterrupt  # killed right after the epoch-1 checkpoint hit the disk
 
-    monkeypatch.setattr(demo, "_save_state", save_then_die)
+    monkeypatch.setattr(bootstrap, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        bootstrap_teacher(ds, tmp_path / "killed", **TRAIN_KW)
-    assert (tmp_path / "killed" / demo.STATE_NAME).is_file()
+        bootstrap_teacher(ds, tmp_path / "killed", SETTINGS, progress=False)
+    assert (tmp_path / "killed" / TEACHER_BOOTSTRAP_STATE).is_file()
     assert not (tmp_path / "killed" / "open_clip_model.safetensors").exists()
-    monkeypatch.setattr(demo, "_save_state", real_save)
+    monkeypatch.setattr(bootstrap, "save_state", real_save)
 
     resumed_from: list[int] = []
-    real_load = demo._load_state
-    monkeypatch.setattr(demo, "_load_state", lambda *a: (lambda r: (resumed_from.append(r and r[0]), r)[1])(real_load(*a)))
-    resumed = bootstrap_teacher(ds, tmp_path / "killed", **TRAIN_KW)
+    real_load = bootstrap.load_state
+    monkeypatch.setattr(bootstrap, "load_state", lambda *a: (lambda r: (resumed_from.append(r and r[0]), r)[1])(real_load(*a)))
+    resumed = bootstrap_teacher(ds, tmp_path / "killed", SETTINGS, progress=False)
     assert resumed_from == [1]
     a, b = load_file(str(full)), load_file(str(resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert sha256_file(full) == sha256_file(resumed)
-    assert not (tmp_path / "killed" / demo.STATE_NAME).exists()
+    assert not (tmp_path / "killed" / TEACHER_BOOTSTRAP_STATE).exists()
 
     # Finished with the same parameters: returned at once, nothing rebuilt.
-    monkeypatch.setattr(demo, "_create_model", lambda *a: pytest.fail("retrained a finished teacher"))
-    assert bootstrap_teacher(ds, tmp_path / "killed", **TRAIN_KW) == resumed
+    monkeypatch.setattr(bootstrap, "create_model", lambda *a: pytest.fail("retrained a finished teacher"))
+    assert bootstrap_teacher(ds, tmp_path / "killed", SETTINGS, progress=False) == resumed
 
 
 def test_changed_parameters_retrain_and_ignore_stale_state(tree: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     ds = DomainFolder(tree)
-    first = bootstrap_teacher(ds, tmp_path, **TRAIN_KW)
+    first = bootstrap_teacher(ds, tmp_path, SETTINGS, progress=False)
     sha = sha256_file(first)
 
-    real_save = demo._save_state
+    real_save = bootstrap.save_state
 
     def save_then_die(path, *args, **kwargs):
         real_save(path, *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(demo, "_save_state", save_then_die)
+    monkeypatch.setattr(bootstrap, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):  # leaves an epoch checkpoint of a 4-epoch run
-        bootstrap_teacher(ds, tmp_path, **{**TRAIN_KW, "epochs": 4})
-    monkeypatch.setattr(demo, "_save_state", real_save)
+        bootstrap_teacher(ds, tmp_path, dataclasses.replace(SETTINGS, epochs=4), progress=False)
+    monkeypatch.setattr(bootstrap, "save_state", real_save)
 
     resumed_from: list = []
-    real_load = demo._load_state
-    monkeypatch.setattr(demo, "_load_state", lambda *a: (lambda r: (resumed_from.append(r), r)[1])(real_load(*a)))
-    again = bootstrap_teacher(ds, tmp_path, **{**TRAIN_KW, "epochs": 2})
+    real_load = bootstrap.load_state
+    monkeypatch.setattr(bootstrap, "load_state", lambda *a: (lambda r: (resumed_from.append(r), r)[1])(real_load(*a)))
+    again = bootstrap_teacher(ds, tmp_path, dataclasses.replace(SETTINGS, epochs=2), progress=False)
     assert resumed_from == [None]  # the 4-epoch state is not resumed by a 2-epoch run
     assert again == first and sha256_file(again) != sha
     assert json.loads((tmp_path / "teacher.json").read_text())["training"]["epochs"] == 2
@@ -238,21 +242,21 @@ def test_cache_build_and_eval_use_the_bootstrapped_teachers_templates(trained, t
 
 def test_schedule_adapts_to_the_data_size() -> None:
     # the issue's case: 187 photos -> ~118 train images; 14 epochs x batch 64 was 28 steps, loss stuck at ln(64)
-    assert demo.choose_schedule(118, demo.FULL) == (86, 16)  # batch <= 118/4, >= 600 steps (86 x 7)
-    assert demo.choose_schedule(4745, demo.FULL) == (14, 64)  # the digits suite keeps the preset
-    assert demo.choose_schedule(118, demo.FULL, epochs=5, batch_size=32) == (5, 32)  # explicit values are kept
-    assert demo.choose_schedule(20, demo.QUICK) == (6, 8)
-    assert demo.near_chance(0.25, 5) and not demo.near_chance(0.45, 5) and demo.near_chance(0.7, 2)
+    assert bootstrap_presets.choose_schedule(118, bootstrap_presets.FULL) == (86, 16)  # batch <= 118/4, >= 600 steps (86 x 7)
+    assert bootstrap_presets.choose_schedule(4745, bootstrap_presets.FULL) == (14, 64)  # the digits suite keeps the preset
+    assert bootstrap_presets.choose_schedule(118, bootstrap_presets.FULL, epochs=5, batch_size=32) == (5, 32)  # explicit values are kept
+    assert bootstrap_presets.choose_schedule(20, bootstrap_presets.QUICK) == (6, 8)
+    assert bootstrap_presets.near_chance(0.25, 5) and not bootstrap_presets.near_chance(0.45, 5) and bootstrap_presets.near_chance(0.7, 2)
 
 
 def test_bootstrap_picks_its_schedule_and_prints_progress(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(demo, "FULL", demo.BootstrapPreset(epochs=2, batch_size=64, lr=2e-3, min_steps=12))
+    monkeypatch.setattr(bootstrap, "FULL", bootstrap_presets.BootstrapPreset(epochs=2, batch_size=64, lr=2e-3, min_steps=12))
     # a well-trained teacher (nan: no images held out to validate on this tiny set): no warning
-    monkeypatch.setattr(demo, "_zero_shot_in_memory", lambda model, images, *a, **k: 0.9 if len(images) else float("nan"))
+    monkeypatch.setattr(bootstrap, "zero_shot_in_memory", lambda model, images, *a, **k: 0.9 if len(images) else float("nan"))
     ds = DomainFolder(tree)
     n = len(ds.select(split="train"))
-    bootstrap_teacher(ds, tmp_path, seed=0, progress=False)
+    bootstrap_teacher(ds, tmp_path, BootstrapSettings(seed=0), progress=False)
     training = json.loads((tmp_path / "teacher.json").read_text())["training"]
     steps = n // 8
     assert (training["batch_size"], training["epochs"]) == (8, max(2, -(-12 // steps)))  # 64 -> 8 for ~33 images
@@ -264,9 +268,9 @@ def test_bootstrap_picks_its_schedule_and_prints_progress(tree: Path, tmp_path: 
 def test_near_chance_teacher_warns_loudly(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture) -> None:
     # 3 classes: chance (training to chance for real is slow to make certain)
-    monkeypatch.setattr(demo, "_zero_shot_in_memory", lambda model, images, *a, **k: 1 / 3 if len(images) else float("nan"))
+    monkeypatch.setattr(bootstrap, "zero_shot_in_memory", lambda model, images, *a, **k: 1 / 3 if len(images) else float("nan"))
     ds = DomainFolder(tree)
-    bootstrap_teacher(ds, tmp_path, epochs=1, batch_size=8, seed=0, progress=False)
+    bootstrap_teacher(ds, tmp_path, BootstrapSettings(epochs=1, batch_size=8, seed=0), progress=False)
     manifest = json.loads((tmp_path / "teacher.json").read_text())
     loss = manifest["loss_history"][-1]
     steps = len(ds.select(split="train")) // 8
@@ -276,5 +280,5 @@ def test_near_chance_teacher_warns_loudly(tree: Path, tmp_path: Path, monkeypatc
             f"`distill teacher eval`")
     assert want in capsys.readouterr().err.splitlines()
     assert "WARNING: " + manifest["warning"] == want
-    bootstrap_teacher(ds, tmp_path, epochs=1, batch_size=8, seed=0, progress=False)  # finished: still says so
+    bootstrap_teacher(ds, tmp_path, BootstrapSettings(epochs=1, batch_size=8, seed=0), progress=False)  # finished: still says so
     assert want in capsys.readouterr().err.splitlines()

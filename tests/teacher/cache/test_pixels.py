@@ -11,23 +11,26 @@ from torchvision.transforms.functional import to_tensor
 from distill.data.folder import DomainFolder
 from distill.data.images import load_rgb
 from distill.errors import DistillError
-from distill.teacher.cache import TeacherCache, ViewConfig, build_cache, shard_name
-from distill.teacher.cache_pixels import PixelStore, find_pixel_store, parse_sizes, pixel_dir_name
+from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST
+from distill.teacher.cache import (
+    CacheOptions, PixelOptions, PixelStore, TeacherCache, ViewConfig, build_cache, find_pixel_store, parse_sizes,
+    pixel_dir_name, shard_name,
+)
 from distill.teacher.views import apply_view
 from distill.train import Item, TrainImages
-from tests.teacher.test_cache import demo_teacher, make_tree
+from tests.teacher.cache.common import demo_teacher, make_tree
 
 SIZE = (20, 24)  # not square: a swapped H/W shows
 AUG = ViewConfig(scale=(0.3, 0.9), hflip=0.5)
+OPTIONS = CacheOptions(views=3, seed=4, augment=AUG, batch_size=6, shard_size=4)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     data = make_tree(tmp_path_factory.mktemp("px") / "data")
     ds = DomainFolder(data)
-    out = build_cache(ds, demo_teacher(ds.classes), tmp_path_factory.mktemp("pxc") / "cache", views=3, seed=4,
-                      augment=AUG, batch_size=6, shard_size=4, num_workers=0, progress=False,
-                      store_pixels=[SIZE])
+    out = build_cache(ds, demo_teacher(ds.classes), tmp_path_factory.mktemp("pxc") / "cache", OPTIONS,
+                      pixels=PixelOptions((SIZE,)), num_workers=0, progress=False)
     return ds, out
 
 
@@ -66,7 +69,7 @@ def test_trainer_falls_back_and_says_why(built):
     with pytest.raises(DistillError, match="sample 999 view 0"):
         PixelStore.open(out, cache.manifest, SIZE, "bicubic").get(999, 0)
     (out / "pixels-8x8-bicubic").mkdir()  # an interrupted store: decode, and say how to finish it
-    (out / "pixels-8x8-bicubic" / "build.json").write_text("{}")
+    (out / "pixels-8x8-bicubic" / CACHE_BUILD_PLAN).write_text("{}")
     store, line = find_pixel_store(cache, (8, 8), "bicubic")
     assert store is None and "unfinished" in line and "--store-pixels 8x8" in line
     shutil.rmtree(out / "pixels-8x8-bicubic")
@@ -77,25 +80,25 @@ def test_resume_keeps_shards_and_refuses_another_plan(built, tmp_path):
     out = tmp_path / "cache"
     shutil.copytree(ref, out)
     px = out / pixel_dir_name(SIZE, "bicubic")
-    (px / "manifest.json").unlink()  # as if killed before the end: shard 2 and the manifest missing
+    (px / CACHE_MANIFEST).unlink()  # as if killed before the end: shard 2 and the manifest missing
     (px / shard_name(2)).unlink()
     mtime = (px / shard_name(0)).stat().st_mtime_ns
-    build_cache(ds, demo_teacher(ds.classes), out, views=3, seed=4, augment=AUG, batch_size=6, shard_size=4,
-                num_workers=1, progress=False, store_pixels=[SIZE])
+    build_cache(ds, demo_teacher(ds.classes), out, OPTIONS, pixels=PixelOptions((SIZE,)), num_workers=1,
+                progress=False)
     assert (px / shard_name(0)).stat().st_mtime_ns == mtime
     for f in sorted((ref / px.name).glob("shard-*")):
         assert (px / f.name).read_bytes() == f.read_bytes()
-    a, b = (json.loads((d / "manifest.json").read_text()) for d in (ref / px.name, px))
+    a, b = (json.loads((d / CACHE_MANIFEST).read_text()) for d in (ref / px.name, px))
     a.pop("created"), b.pop("created")
     assert a == b
 
-    plan = json.loads((px / "build.json").read_text())
+    plan = json.loads((px / CACHE_BUILD_PLAN).read_text())
     plan["views"]["seed"] = 99
-    (px / "build.json").write_text(json.dumps(plan))
-    (px / "manifest.json").unlink()
+    (px / CACHE_BUILD_PLAN).write_text(json.dumps(plan))
+    (px / CACHE_MANIFEST).unlink()
     with pytest.raises(DistillError, match=r"different plan.*views\.seed: 99 vs 4"):
-        build_cache(ds, demo_teacher(ds.classes), out, views=3, seed=4, augment=AUG, batch_size=6, shard_size=4,
-                    num_workers=0, progress=False, store_pixels=[SIZE])
+        build_cache(ds, demo_teacher(ds.classes), out, OPTIONS, pixels=PixelOptions((SIZE,)), num_workers=0,
+                    progress=False)
 
 
 def test_parse_sizes():

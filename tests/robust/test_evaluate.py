@@ -1,5 +1,5 @@
-"""distill.robust: PGD stays in the ε-ball and raises the loss; corruptions; `distill eval --json`;
-the train config's robust section."""
+"""distill.robust.evaluate: per-domain clean / PGD / corruption accuracy, `distill eval` (table, --json,
+errors), and the train config's robust section."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from distill.cli import main as cli
 from distill.errors import DistillError
-from distill.robust import (CORRUPTIONS, RobustEvaluator, RobustSettings, corrupt, format_eps, normalizer, parse_eps,
-                            pgd)
+from distill.config import RobustSettings, load_train_config
+from distill.robust.evaluate import RobustEvaluator, RobustReport, _step_size, robust_table
 from distill.student.model import Student, default_spec, save_student
 from tests.shapes import CLASSES, make_shapes_root
 
@@ -44,51 +44,6 @@ def checkpoint(root, tmp_path_factory) -> Path:
         F.cross_entropy(student(x), y).backward()
         opt.step()
     return save_student(student.eval(), tmp_path_factory.mktemp("ckpt") / "best")
-
-
-def test_parse_and_format_eps():
-    assert parse_eps("2/255") == pytest.approx(2 / 255) and parse_eps("0.01") == 0.01 and parse_eps(0.5) == 0.5
-    assert format_eps(8 / 255) == "8/255" and format_eps(0.01) == "0.01"
-    with pytest.raises(DistillError, match="2/255"):
-        parse_eps("two")
-    with pytest.raises(DistillError, match=r"\[0, 1\]"):
-        parse_eps("8")
-
-
-def test_pgd_stays_in_the_ball_and_raises_the_loss():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
-    norm = normalizer((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    x = torch.rand(16, 3, 8, 8)
-    y = torch.randint(0, 4, (16,))
-
-    def loss(px):
-        return F.cross_entropy(model(norm(px)), y, reduction="none")
-
-    eps = 4 / 255
-    for random_start in (True, False):
-        xa = pgd(x, loss, eps, eps / 4, 10, random_start=random_start)
-        assert (xa - x).abs().max() <= eps + 1e-6, "left the L-inf ball"
-        assert xa.min() >= 0 and xa.max() <= 1, "left the image range"
-        assert loss(xa).mean() > loss(x).mean() + 1e-3, "PGD did not raise the loss"
-        assert not any(p.grad is not None for p in model.parameters()), "the attack leaked gradients into the model"
-    # untouched at eps 0; clamped at the image range (a white image cannot get whiter)
-    assert torch.equal(pgd(x, loss, 0.0, 0.01, 5), x)
-    white = torch.ones(2, 3, 8, 8)
-    assert pgd(white, lambda px: F.cross_entropy(model(norm(px)), y[:2], reduction="none"), eps, eps, 3).max() <= 1
-
-
-def test_corruptions_are_deterministic_bounded_and_change_the_image():
-    x = torch.rand(4, 3, 20, 20)  # not a multiple of 16: jpeg pads and crops
-    for name in CORRUPTIONS:
-        a, b = corrupt(x, name, 3, seed=1), corrupt(x, name, 3, seed=1)
-        assert a.shape == x.shape and torch.equal(a, b), name
-        assert a.min() >= 0 and a.max() <= 1, name
-        assert (a - x).abs().mean() > 1e-3, f"{name} left the image unchanged"
-        mild, hard = [(corrupt(x, name, s, seed=1) - x).abs().mean() for s in (1, 5)]
-        assert hard >= mild - 1e-4, f"{name}: severity 5 should corrupt at least as much as severity 1"
-    with pytest.raises(DistillError, match="unknown corruption"):
-        corrupt(x, "fog")
 
 
 def test_robust_evaluator_per_domain(root, checkpoint):
@@ -142,7 +97,6 @@ def test_distill_eval_errors_are_one_line(root, checkpoint, capsys):
 
 def test_train_robust_section(root, tmp_path):
     """The optional `robust` config section evaluates the best checkpoint after training."""
-    from distill.config import load_train_config
     from distill.train import train
 
     cfg = {"data": {"root": str(root), "source": ["red"]}, "student": {"arch": "test_resnet", "input_size": 16},
@@ -156,3 +110,21 @@ def test_train_robust_section(root, tmp_path):
     assert json.loads((tmp_path / "run" / "robust.json").read_text())["domains"] == rob["domains"]
     with pytest.raises(DistillError, match="robust.pgd_eps"):
         load_train_config(None, base={**cfg, "robust": {"pgd_eps": ["big"]}})
+
+
+def test_table_and_report_record_on_hand_made_results():
+    results = {"red": {"n": 4, "clean": 75.0, "pgd": {"2/255": 50.0}, "corruptions": {"jpeg": 25.0, "contrast": 75.0},
+                       "corruption_mean": 50.0}}
+    lines = robust_table(results).splitlines()
+    assert lines[0].split() == ["domain", "n", "clean", "pgd", "2/255", "jpeg", "contrast", "corr.", "mean"]
+    assert lines[1].split() == ["red", "4", "75.0", "50.0", "25.0", "75.0", "50.0"]
+    assert lines[-1].startswith("(accuracy in %")
+    assert robust_table({}) == "(no images)"
+    settings = RobustSettings(pgd_eps=["2/255"], corruptions=["jpeg", "contrast"])
+    assert _step_size(settings, 2 / 255) == pytest.approx(2.5 * (2 / 255) / 10), "Madry's rule by default"
+    assert _step_size(RobustSettings(pgd_step_size="1/255"), 8 / 255) == pytest.approx(1 / 255), "or the fixed step"
+    record = RobustReport("ckpt", settings, results).to_dict()
+    assert list(record) == ["checkpoint", "settings", "domains"], "a training run's robust.json"
+    assert record["settings"]["pgd_eps"] == ["2/255"] and record["settings"]["pgd_step_rule"] == "2.5*eps/steps"
+    cli_record = RobustReport("ckpt", settings, results, data="ROOT", split="test", skipped_images=[]).to_dict()
+    assert list(cli_record) == ["checkpoint", "data", "split", "skipped_images", "settings", "domains"]

@@ -38,52 +38,60 @@ back to the CPU to be written.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.transforms.functional import pil_to_tensor
+from tqdm.auto import tqdm
 
+from distill.data.images import BadImageError, load_rgb
 from distill.errors import DistillError
+from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
+from distill.student.transforms import normalize
+from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, CacheManifest
+from distill.teacher.cache.format import DTYPES, load_verified
+from distill.teacher.cache.identity import TEACHER_UNCOMPARED, expected_identity, identity_diffs
+from distill.teacher.cache.options import AdversarialOptions
+from distill.teacher.cache.shards import PlanRefusals, ResumableShards
+from distill.teacher.views import apply_view, clean_box
+from distill.utils.io import read_json
 
-ADV_DIR = "adversarial"
 FORMAT = "distill.adversarial_views"
 FORMAT_VERSION = 1
 OBJECTIVE = "kl(teacher_clean || teacher_adv), untargeted, L-inf in pixel space"
+#: Where the identity fields of an adversarial manifest live (for :func:`identity_diffs`).
+LAYOUT = {"teacher": ("teacher",), "dataset_fingerprint": ("dataset_fingerprint",)}
+_REBUILD = "adversarial views with a different plan are here ({diffs}); remove {out} to rebuild"
+REFUSALS = PlanRefusals(complete="{file}: " + _REBUILD, unfinished="{file}: " + _REBUILD)
+ROW_NAMES = ("sample_index", "adv_view", "pixels", "logits", "image_emb")
 
 
-def _shard(k: int) -> str:
-    return f"shard-{k:05d}.safetensors"
-
-
-def adversarial_plan(cache_manifest: dict, teacher_identity: dict, *, views: int, epsilon: float, step_size: float,
-                     steps: int, seed: int, split: str | None, domains: Sequence[str], images: int,
-                     batch_size: int, shard_size: int) -> dict:
+def adversarial_plan(cache_manifest: CacheManifest, teacher_identity: Mapping[str, Any],
+                     options: AdversarialOptions, *, step_size: float, seed: int, domains: Sequence[str],
+                     images: int, batch_size: int, shard_size: int) -> dict:
     """Everything that determines the adversarial views' bytes (saved as ``build.json``)."""
-    from distill.teacher.cache_format import TEACHER_UNCOMPARED
-
+    o = options
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "teacher": {k: v for k, v in teacher_identity.items() if k not in TEACHER_UNCOMPARED},
-        "preprocess": cache_manifest["preprocess"],
-        "dataset_fingerprint": cache_manifest["dataset"]["fingerprint"],
-        "domains": list(domains), "split": split, "images": int(images),
-        "views": int(views), "epsilon": float(epsilon), "epsilon_levels": int(math.floor(epsilon * 255 + 1e-6)),
-        "step_size": float(step_size), "steps": int(steps), "seed": int(seed), "objective": OBJECTIVE,
-        "dtype": cache_manifest["dtype"], "batch_size": int(batch_size), "shard_size": int(shard_size),
+        "preprocess": cache_manifest.preprocess.model_dump(mode="json", exclude_unset=True),
+        "dataset_fingerprint": cache_manifest.dataset.fingerprint,
+        "domains": list(domains), "split": o.split, "images": int(images),
+        "views": int(o.views), "epsilon": float(o.epsilon), "epsilon_levels": int(math.floor(o.epsilon * 255 + 1e-6)),
+        "step_size": float(step_size), "steps": int(o.steps), "seed": int(seed), "objective": OBJECTIVE,
+        "dtype": cache_manifest.dtype, "batch_size": int(batch_size), "shard_size": int(shard_size),
         "num_shards": math.ceil(images / shard_size) if images else 0,
     }
 
 
-def _clean_pixels(img, info) -> Tensor:
+def clean_pixels(img, info) -> Tensor:
     """The teacher's clean view of a PIL image as 8-bit-valued pixels [3, H, W] in [0, 1]."""
-    from torchvision.transforms.functional import pil_to_tensor
-
-    from distill.teacher.views import apply_view, clean_box
-
     params = clean_box(img.size, info.size, info.resize_mode)
     return pil_to_tensor(apply_view(img, params, info.size, info.interpolation)).float() / 255.0
 
@@ -93,12 +101,10 @@ def _start(seed: int, sample_index: int, view: int, shape: tuple[int, ...]) -> T
     return torch.rand(shape, generator=g) * 2 - 1  # uniform in [-1, 1]
 
 
-def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: int = 1, epsilon: float = 8 / 255,
-                            step_size: float | None = None, steps: int = 5, seed: int = 0,
-                            split: str | None = "train", domains: Sequence[str] | None = None,
+def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: AdversarialOptions | None = None, *,
                             batch_size: int = 64, shard_size: int = 1024, progress: bool = True,
                             rank: int = 0, world: int = 1) -> Path:
-    """Craft ``views`` PGD views per image against ``teacher`` and store them in ``CACHE/adversarial``.
+    """Craft ``options.views`` PGD views per image against ``teacher`` and store them in ``CACHE/adversarial``.
 
     Resumable (complete shards are kept) and idempotent (returns at once when complete with the
     same plan; a different plan is refused, naming the fields). Under ``torchrun`` (``world`` > 1,
@@ -110,90 +116,67 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
         dataset: the cache's dataset (:class:`~distill.data.DomainFolder`).
         teacher: the cache's teacher (:class:`~distill.teacher.Teacher`), on its device.
         cache_dir: a complete teacher cache.
-        views: adversarial views per image (K).
-        epsilon: L∞ radius in pixel units ([0, 1] images).
-        step_size: PGD step (default 2.5 · ε / steps).
-        steps: PGD steps.
-        seed: seed of the random starts (with sample index and view).
-        split: ``"train"`` (default: what training reads), ``"test"``, or None for both.
-        domains: domains to cover (default: the cache's).
+        options: views, epsilon, step size, steps, seed (None: 0), split and domains (None: the
+            cache's) of the attack (default :class:`AdversarialOptions`).
         batch_size: images per attack batch (all K views of an image go in the same batch).
         shard_size: images per shard.
         progress: tqdm bar (rank 0 only).
         rank, world: this process's rank and the number of processes (default: one process).
 
     Returns:
-        ``cache_dir / "adversarial"``.
+        ``cache_dir / CACHE_ADVERSARIAL_DIR``.
     """
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
-
-    from distill.teacher.cache_format import read_shard_skipped
-
-    from distill.data.images import BadImageError, load_rgb
-    from distill.robust import default_step_size, pgd, teacher_logits_with_grad
-    from distill.teacher.cache_format import DTYPES, MANIFEST, TEACHER_UNCOMPARED, diff_fields
-    from distill.utils.io import atomic_write, atomic_write_json, read_json
-
+    o = options or AdversarialOptions()
     cache_dir = Path(cache_dir)
-    if not (cache_dir / MANIFEST).is_file():
-        raise DistillError(f"{cache_dir}: not a complete teacher cache (no {MANIFEST}); build it first")
-    cm = read_json(cache_dir / MANIFEST)
+    if not (cache_dir / CACHE_MANIFEST).is_file():
+        raise DistillError(f"{cache_dir}: not a complete teacher cache (no {CACHE_MANIFEST}); build it first")
+    cm = CacheManifest.read(cache_dir)
+    views, steps, epsilon = o.views, o.steps, o.epsilon
     if views < 1 or steps < 0 or not 0 < epsilon <= 1:
         raise DistillError(f"adversarial views: need views >= 1, steps >= 0, 0 < epsilon <= 1 "
                            f"(got {views}, {steps}, {epsilon})")
     ident = teacher.identity()
-    diffs = diff_fields({"teacher": cm["teacher"]},
-                        {"teacher": {k: v for k, v in ident.items() if k not in TEACHER_UNCOMPARED}})
+    diffs = identity_diffs(cm.to_dict(), expected_identity(teacher_identity=ident), LAYOUT)
     if diffs:
         raise DistillError(f"{cache_dir}: the teacher differs from the cache's ({'; '.join(diffs)}); build the "
                            "adversarial views with the cache's own teacher")
-    domains = list(domains) if domains is not None else list(cm["dataset"]["domains"])
+    cached = list(cm.dataset.domains)
+    domains = list(o.domains) if o.domains is not None else cached
     for d in domains:
-        if d not in cm["dataset"]["domains"]:
-            raise DistillError(f"domain '{d}' is not in cache {cache_dir} (has: {', '.join(cm['dataset']['domains'])})")
-    if dataset.fingerprint(cm["dataset"]["domains"]) != cm["dataset"]["fingerprint"]:
+        if d not in cached:
+            raise DistillError(f"domain '{d}' is not in cache {cache_dir} (has: {', '.join(cached)})")
+    if dataset.fingerprint(cached) != cm.dataset.fingerprint:
         raise DistillError(f"{cache_dir}: the dataset differs from the one the cache was built on "
                            "(dataset.fingerprint); pass the cache's data root and split settings")
-    samples = dataset.select(domains, split)
-    step_size = default_step_size(epsilon, steps) if step_size is None else float(step_size)
-    plan = adversarial_plan(cm, ident, views=views, epsilon=epsilon, step_size=step_size, steps=steps, seed=seed,
-                            split=split, domains=domains, images=len(samples), batch_size=batch_size,
-                            shard_size=shard_size)
-    out = cache_dir / ADV_DIR
-    for name in (MANIFEST, "build.json"):
-        if (out / name).is_file():
-            diffs = diff_fields(read_json(out / name), plan)
-            if diffs:
-                raise DistillError(f"{out / name}: adversarial views with a different plan are here "
-                                   f"({'; '.join(diffs)}); remove {out} to rebuild")
-            if name == MANIFEST:
-                return out
-    out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        atomic_write_json(out / "build.json", plan)
+    samples = dataset.select(domains, o.split)
+    step_size = default_step_size(epsilon, steps) if o.step_size is None else float(o.step_size)
+    seed = 0 if o.seed is None else o.seed
+    plan = adversarial_plan(cm, ident, o, step_size=step_size, seed=seed, domains=domains, images=len(samples),
+                            batch_size=batch_size, shard_size=shard_size)
+    shards = ResumableShards(cache_dir / CACHE_ADVERSARIAL_DIR, rank, world)
+    if shards.prepare(plan, REFUSALS):
+        return shards.out
 
     info = teacher.preprocess_info
     device = teacher.text_embeddings.device
     mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
-    dtype = DTYPES[cm["dtype"]]
+    dtype = DTYPES[cm.dtype]
     levels = plan["epsilon_levels"]
     K, S = views, shard_size
-    todo = [k for k in range(plan["num_shards"]) if k % world == rank and not (out / _shard(k)).exists()]
+    todo = shards.pending(plan["num_shards"])
     total = sum(min((k + 1) * S, len(samples)) - k * S for k in todo)
     desc = "adversarial views" + (f" (rank 0 of {world})" if world > 1 else "")
     with tqdm(total=total, unit="img", desc=desc, disable=not progress or rank != 0, dynamic_ncols=True) as bar:
         for k in todo:
             skipped: list[dict] = []  # this shard's; kept in its metadata, so a resumed build still knows them
-            rows: dict[str, list[Tensor]] = {n: [] for n in ("sample_index", "adv_view", "pixels", "logits",
-                                                              "image_emb")}
+            rows: dict[str, list[Tensor]] = {n: [] for n in ROW_NAMES}
             for b in range(k * S, min((k + 1) * S, len(samples)), batch_size):
                 chunk = samples[b:min(b + batch_size, (k + 1) * S, len(samples))]
                 xs, idx = [], []
                 for s in chunk:
                     try:
-                        xs.append(_clean_pixels(load_rgb(dataset.path(s)), info))
+                        xs.append(clean_pixels(load_rgb(dataset.path(s)), info))
                         idx.append(s.index)
                     except BadImageError as e:
                         skipped.append({"path": s.relpath, "sample_index": s.index, "reason": e.reason})
@@ -207,14 +190,13 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
                 start = torch.stack([_start(seed, int(i), int(v), tuple(x0.shape[1:]))  # CPU RNG: device-independent
                                      for i, v in zip(si.tolist(), vv.tolist())]).to(device)
 
-                def normalize(px: Tensor) -> Tensor:
-                    return (px - mean) / std
+                norm = functools.partial(normalize, mean=mean, std=std)
 
                 with torch.no_grad():
-                    p_clean = teacher_logits_with_grad(teacher, normalize, x0).softmax(-1)
+                    p_clean = teacher_logits_with_grad(teacher, norm, x0).softmax(-1)
 
                 def loss_fn(px: Tensor) -> Tensor:
-                    log_q = teacher_logits_with_grad(teacher, normalize, px).log_softmax(-1)
+                    log_q = teacher_logits_with_grad(teacher, norm, px).log_softmax(-1)
                     return (p_clean * (torch.log(p_clean.clamp(min=1e-12)) - log_q)).sum(-1)
 
                 xa = pgd(x0, loss_fn, epsilon, step_size, steps, init=x0 + start * epsilon)
@@ -222,43 +204,32 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, *, views: i
                 q0 = torch.round(x0 * 255)
                 q = torch.round(xa * 255).clamp(min=q0 - levels, max=q0 + levels).clamp(0, 255)
                 with torch.no_grad():
-                    emb, logits = teacher(normalize(q / 255))
+                    emb, logits = teacher(norm(q / 255))
                 rows["sample_index"].append(si)
                 rows["adv_view"].append(vv)
                 rows["pixels"].append(q.to(torch.uint8).cpu())
                 rows["logits"].append(logits.to(dtype).cpu())
                 rows["image_emb"].append(emb.to(dtype).cpu())
-            C, D = len(cm["classes"]), int(cm["embed_dim"])
+            C, D = len(cm.classes), int(cm.embed_dim)
             H, W = info.size
             empty = {"sample_index": torch.zeros(0, dtype=torch.long), "adv_view": torch.zeros(0, dtype=torch.int16),
                      "pixels": torch.zeros(0, 3, H, W, dtype=torch.uint8), "logits": torch.zeros(0, C, dtype=dtype),
                      "image_emb": torch.zeros(0, D, dtype=dtype)}
             tensors = {n: (torch.cat(v) if v else empty[n]).contiguous() for n, v in rows.items()}
-            meta = {"skipped": json.dumps(skipped)}
-            atomic_write(out / _shard(k), lambda p, t=tensors, m=meta: save_file(t, str(p), metadata=m))
+            shards.write(k, tensors, {"skipped": json.dumps(skipped)})
 
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()  # every rank's shards are written
+    shards.barrier()  # every rank's shards are written
     if rank != 0:
-        return out
-    from safetensors import safe_open
-
-    from distill.utils.io import sha256_file
-
-    shards, n_rows, skipped = [], 0, []
-    for k in range(plan["num_shards"]):
-        with safe_open(str(out / _shard(k)), "pt") as f:
-            r = int(f.get_slice("sample_index").get_shape()[0])
-        shards.append({"file": _shard(k), "rows": r, "sha256": sha256_file(out / _shard(k))})
-        skipped += read_shard_skipped(out / _shard(k))
-        n_rows += r
-    manifest = {**plan, "rows": n_rows, "shards": shards, "skipped": skipped,
-                "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm["classes"])]},
+        return shards.out
+    files = shards.finished(plan["num_shards"], "{path}: adversarial shard missing after all ranks finished; "
+                                                "rerun the build to resume")
+    n_rows = sum(f.rows for f in files)
+    manifest = {**plan, "rows": n_rows, "shards": [{"file": f.file, "rows": f.rows, "sha256": f.sha256} for f in files],
+                "skipped": [s for f in files for s in f.skipped],
+                "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm.classes)]},
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    atomic_write_json(out / MANIFEST, manifest)
-    return out
+    shards.write_manifest(manifest)
+    return shards.out
 
 
 class AdversarialViews:
@@ -281,29 +252,24 @@ class AdversarialViews:
 
     @classmethod
     def exists(cls, cache_dir: str | Path) -> bool:
-        from distill.teacher.cache_format import MANIFEST
-
-        return (Path(cache_dir) / ADV_DIR / MANIFEST).is_file()
+        return (Path(cache_dir) / CACHE_ADVERSARIAL_DIR / CACHE_MANIFEST).is_file()
 
     @classmethod
-    def open(cls, cache_dir: str | Path, cache_manifest: dict | None = None) -> AdversarialViews:
+    def open(cls, cache_dir: str | Path, cache_manifest: CacheManifest | None = None) -> AdversarialViews:
         """Load ``CACHE/adversarial``; with ``cache_manifest`` check it was made by that cache's teacher."""
-        from distill.teacher.cache_format import MANIFEST, TEACHER_UNCOMPARED, diff_fields, load_verified
-        from distill.utils.io import read_json
-
-        path = Path(cache_dir) / ADV_DIR
-        if not (path / MANIFEST).is_file():
-            what = "an unfinished build (rerun it to resume)" if (path / "build.json").is_file() else "none"
+        path = Path(cache_dir) / CACHE_ADVERSARIAL_DIR
+        if not (path / CACHE_MANIFEST).is_file():
+            what = "an unfinished build (rerun it to resume)" if (path / CACHE_BUILD_PLAN).is_file() else "none"
             raise DistillError(f"{cache_dir}: the cache has no adversarial views ({what}); add them with "
                                f"`distill cache build ... --adv-views K` on the same --out")
-        m = read_json(path / MANIFEST)
+        m = read_json(path / CACHE_MANIFEST)
         if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
-            raise DistillError(f"{path / MANIFEST}: not {FORMAT} version {FORMAT_VERSION}; "
+            raise DistillError(f"{path / CACHE_MANIFEST}: not {FORMAT} version {FORMAT_VERSION}; "
                                "rebuild the adversarial views")
         if cache_manifest is not None:
-            want = {k: v for k, v in cache_manifest["teacher"].items() if k not in TEACHER_UNCOMPARED}
-            diffs = diff_fields({"teacher": m["teacher"], "dataset_fingerprint": m["dataset_fingerprint"]},
-                                {"teacher": want, "dataset_fingerprint": cache_manifest["dataset"]["fingerprint"]})
+            want = expected_identity(teacher_identity=cache_manifest.teacher.model_dump(mode="json", exclude_unset=True),
+                                     dataset_fingerprint=cache_manifest.dataset.fingerprint)
+            diffs = identity_diffs(m, want, LAYOUT)
             if diffs:
                 raise DistillError(f"{path}: adversarial views were made for another teacher or dataset "
                                    f"({'; '.join(diffs)}); rebuild them")
@@ -311,8 +277,7 @@ class AdversarialViews:
         for sh in m["shards"]:
             parts.append(load_verified(path / sh["file"], sh.get("sha256"),
                                        f"delete {path} and rebuild it with `distill cache build ... --adv-views K`"))
-        keys = ("sample_index", "adv_view", "pixels", "logits", "image_emb")
-        rows = {k: torch.cat([p[k] for p in parts]) for k in keys}
+        rows = {k: torch.cat([p[k] for p in parts]) for k in ROW_NAMES}
         return cls(path, m, rows)
 
     def lookup(self, sample_index: Tensor, adv_view: Tensor) -> dict[str, Tensor]:
@@ -342,4 +307,4 @@ class AdversarialViews:
         return (si * 7919 + epoch * 104_729 + seed * 15_485_863) % self.views
 
 
-__all__ = ["ADV_DIR", "AdversarialViews", "build_adversarial_views"]
+__all__ = ["AdversarialViews", "build_adversarial_views"]

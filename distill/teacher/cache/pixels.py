@@ -38,19 +38,36 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+from safetensors import safe_open
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
+from distill.data.images import load_rgb
 from distill.errors import DistillError
+from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST, CACHE_PIXELS_PREFIX, CacheManifest
+from distill.teacher.cache.format import shard_name
+from distill.teacher.cache.identity import CACHE_LAYOUT, expected_identity, identity_diffs
+from distill.teacher.cache.shards import PlanRefusals, ResumableShards
+from distill.teacher.views import view_pixels
+from distill.utils.io import read_json
 
 FORMAT = "distill.cache_pixels"
 FORMAT_VERSION = 1
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
 
 
+_HOW = "remove that folder to rebuild it"
+REFUSALS = PlanRefusals(
+    complete="{file}: a pixel store with a different plan is here (that store vs this run: {diffs}); " + _HOW,
+    unfinished="{file}: an unfinished pixel store with a different plan is here (that store vs this run: {diffs}); "
+               + _HOW,
+)
+
+
 def pixel_dir_name(size: tuple[int, int], interpolation: str) -> str:
     """``pixels-224x224-bicubic``: the folder of one store inside the cache directory."""
-    return f"pixels-{int(size[0])}x{int(size[1])}-{interpolation}"
+    return f"{CACHE_PIXELS_PREFIX}{int(size[0])}x{int(size[1])}-{interpolation}"
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -84,13 +101,13 @@ class PixelPlan:
     format_version: int = FORMAT_VERSION
 
     @classmethod
-    def for_cache(cls, cache_manifest: Mapping[str, Any], size: tuple[int, int], interpolation: str) -> PixelPlan:
+    def for_cache(cls, cache_manifest: CacheManifest, size: tuple[int, int], interpolation: str) -> PixelPlan:
         if interpolation not in INTERPOLATIONS:
             raise DistillError(f"pixel interpolation '{interpolation}' is not one of {', '.join(INTERPOLATIONS)}")
         m = cache_manifest
         return cls(size=(int(size[0]), int(size[1])), interpolation=interpolation,
-                   dataset_fingerprint=str(m["dataset"]["fingerprint"]), views=dict(m["views"]),
-                   shard_size=int(m["shard_size"]), num_shards=int(m["num_shards"]), cache_rows=int(m["rows"]))
+                   dataset_fingerprint=str(m.dataset.fingerprint), views=m.views.model_dump(mode="json"),
+                   shard_size=int(m.shard_size), num_shards=int(m.num_shards), cache_rows=int(m.rows))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -114,7 +131,7 @@ class PixelManifest:
     shards: tuple[PixelShard, ...]
     created: str
 
-    FILE = "manifest.json"
+    FILE = CACHE_MANIFEST
 
     def to_dict(self) -> dict:
         return {**self.plan.to_dict(), "shards": [asdict(s) for s in self.shards], "created": self.created}
@@ -140,9 +157,6 @@ class _ShardImages(Dataset):
         return len(self.jobs)
 
     def __getitem__(self, i: int) -> Tensor:
-        from distill.data.images import load_rgb
-        from distill.teacher.views import view_pixels
-
         rel, params = self.jobs[i]
         img = load_rgb(self.root / rel)
         return torch.stack([view_pixels(img, p, self.size, self.interpolation) for p in params])
@@ -175,25 +189,19 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
     Returns:
         The store's folder.
     """
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
-
-    from distill.teacher.cache_build import prepare_on_rank0
-    from distill.teacher.cache_format import MANIFEST, shard_name
-    from distill.utils.io import atomic_write, atomic_write_json, read_json, sha256_file
-
     cache_dir = Path(cache_dir)
-    manifest = read_json(cache_dir / MANIFEST)
+    manifest = CacheManifest.read(cache_dir)
     plan = PixelPlan.for_cache(manifest, size, interpolation)
-    if plan.dataset_fingerprint != dataset.fingerprint(manifest["dataset"]["domains"]):
+    data_fingerprint = expected_identity(dataset_fingerprint=dataset.fingerprint(manifest.dataset.domains))
+    if identity_diffs(manifest.to_dict(), data_fingerprint, CACHE_LAYOUT):
         raise DistillError(f"{cache_dir}: the dataset given is not the one this cache was built from "
                            f"(fingerprints differ); pass the cache's --data")
-    out = cache_dir / pixel_dir_name(plan.size, interpolation)
-    if prepare_on_rank0(lambda: _prepare(out, plan), rank, world) == "done":
+    shards = ResumableShards(cache_dir / pixel_dir_name(plan.size, interpolation), rank, world)
+    out = shards.out
+    if shards.prepare(plan.to_dict(), REFUSALS):
         return out
 
-    mine = [k for k in range(plan.num_shards) if k % world == rank and not (out / shard_name(k)).exists()]
+    mine = shards.pending(plan.num_shards)
     jobs: list[tuple[str, Tensor]] = []
     batches: list[list[int]] = []
     rows_of: dict[int, tuple[Tensor, Tensor]] = {}
@@ -227,49 +235,16 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
                 bar.update(1)
             pixels = torch.cat(parts) if parts else torch.zeros(0, 3, h, w, dtype=torch.uint8)
             tensors = {"pixels": pixels.contiguous(), "sample_index": si.contiguous(), "view": view.contiguous()}
-            atomic_write(out / shard_name(k), lambda p, t=tensors: save_file(t, str(p)))
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+            shards.write(k, tensors)
+    shards.barrier()
     if rank == 0:
-        shards = []
-        for k in range(plan.num_shards):
-            path = out / shard_name(k)
-            if not path.exists():
-                raise DistillError(f"{path}: pixel shard missing after all ranks finished; rerun to resume")
-            with safe_open(str(path), "pt") as f:
-                n = int(f.get_slice("sample_index").get_shape()[0])
-            shards.append(PixelShard(path.name, n, path.stat().st_size, sha256_file(path)))
+        files = shards.finished(plan.num_shards, "{path}: pixel shard missing after all ranks finished; rerun to "
+                                                 "resume")
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        atomic_write_json(out / PixelManifest.FILE, PixelManifest(plan, tuple(shards), created).to_dict())
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+        listed = tuple(PixelShard(f.file, f.rows, f.bytes, f.sha256) for f in files)
+        shards.write_manifest(PixelManifest(plan, listed, created).to_dict())
+    shards.barrier()
     return out
-
-
-def _prepare(out: Path, plan: PixelPlan) -> str:
-    """``"done"`` (complete, same plan) or ``"build"``; refuses another plan in ``out``."""
-    from distill.teacher.cache_format import BUILD_PLAN, diff_fields
-    from distill.utils.io import atomic_write_json, read_json
-
-    how = "remove that folder to rebuild it"
-    for name, what in ((PixelManifest.FILE, "a pixel store"), (BUILD_PLAN, "an unfinished pixel store")):
-        if (out / name).exists():
-            diffs = diff_fields(read_json(out / name), plan.to_dict())
-            if diffs:
-                raise DistillError(f"{out / name}: {what} with a different plan is here "
-                                   f"(that store vs this run: {'; '.join(diffs)}); {how}")
-            if name == PixelManifest.FILE:
-                return "done"
-            break
-    out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-    atomic_write_json(out / BUILD_PLAN, plan.to_dict())
-    return "build"
 
 
 # ---------------------------------------------------------------------- read
@@ -282,8 +257,6 @@ class PixelStore:
     """
 
     def __init__(self, path: Path, manifest: PixelManifest):
-        from safetensors import safe_open
-
         self.path, self.manifest = path, manifest
         self.size, self.interpolation = manifest.plan.size, manifest.plan.interpolation
         V = int(manifest.plan.views["count"])
@@ -312,8 +285,6 @@ class PixelStore:
 
     def get(self, sample_index: int, view: int) -> Tensor:
         """uint8 [3, H, W] of one cached view."""
-        from safetensors import safe_open
-
         key = int(sample_index) * self._views + int(view)
         k = int(self._shard[key]) if 0 <= key < len(self._shard) and 0 <= view < self._views else -1
         if k < 0:
@@ -325,22 +296,19 @@ class PixelStore:
         return h.get_slice("pixels")[r:r + 1][0]
 
     @classmethod
-    def open(cls, cache_dir: str | Path, cache_manifest: Mapping[str, Any], size: tuple[int, int],
+    def open(cls, cache_dir: str | Path, cache_manifest: CacheManifest, size: tuple[int, int],
              interpolation: str) -> PixelStore:
         """The store of ``cache_dir`` at ``size``/``interpolation``; refuses one made for another cache.
 
         Raises:
             DistillError: no such store, an unfinished one, or one whose plan differs from the cache's.
         """
-        from distill.teacher.cache_format import BUILD_PLAN, diff_fields
-        from distill.utils.io import read_json
-
         path = Path(cache_dir) / pixel_dir_name(size, interpolation)
         if not (path / PixelManifest.FILE).is_file():
-            state = "unfinished (rerun the build to resume)" if (path / BUILD_PLAN).exists() else "absent"
+            state = "unfinished (rerun the build to resume)" if (path / CACHE_BUILD_PLAN).exists() else "absent"
             raise DistillError(f"{path}: pixel store {state}")
         m = PixelManifest.from_dict(read_json(path / PixelManifest.FILE))
-        diffs = diff_fields(m.plan.to_dict(), PixelPlan.for_cache(cache_manifest, size, interpolation).to_dict())
+        diffs = identity_diffs(m.plan.to_dict(), PixelPlan.for_cache(cache_manifest, size, interpolation).to_dict())
         if diffs:
             raise DistillError(f"{path}: pixel store does not match its cache (store vs cache: {'; '.join(diffs)}); "
                                f"remove it and rerun `distill cache build ... --store-pixels`")
@@ -351,7 +319,7 @@ def find_pixel_store(cache, size: Sequence[int], interpolation: str) -> tuple[Pi
     """The store a trainer can read instead of decoding, and one line saying which input it uses.
 
     Args:
-        cache: the run's first :class:`~distill.teacher.cache.TeacherCache` (it decides the
+        cache: the run's first :class:`~distill.teacher.cache.read.TeacherCache` (it decides the
             views), or None.
         size: the student's input (H, W).
         interpolation: the student's resize filter.
@@ -361,7 +329,7 @@ def find_pixel_store(cache, size: Sequence[int], interpolation: str) -> tuple[Pi
         return None, "input: decoding images (no teacher cache, so no pixel store)"
     name = pixel_dir_name((h, w), interpolation)
     if not (Path(cache.path) / name).exists():
-        have = sorted(p.name for p in Path(cache.path).glob("pixels-*"))
+        have = sorted(p.name for p in Path(cache.path).glob(CACHE_PIXELS_PREFIX + "*"))
         return None, (f"input: decoding images (the cache has no {name}{'; it has ' + ', '.join(have) if have else ''}"
                       f"; `distill cache build ... --store-pixels {h}x{w} --pixel-interpolation {interpolation}` "
                       "adds one)")

@@ -1,0 +1,146 @@
+"""Clean / PGD / corruption accuracy per domain, its report record and its printed table.
+
+Used by ``distill eval`` and by the optional ``robust`` section of ``distill train``; what is
+measured is a :class:`~distill.config.RobustSettings` (one validated model for both).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill.config import RobustSettings, format_eps
+from distill.data.folder import DomainFolder
+from distill.evaluate import decode_split
+from distill.robust.attacks import default_step_size, pgd
+from distill.robust.corruptions import corrupt, seeded_generator
+from distill.student.model import StudentSpec
+from distill.student.transforms import Normalizer, pixel_transform
+
+
+class RobustEvaluator:
+    """Clean, PGD and corruption accuracy of a student on each domain's split.
+
+    The images are decoded once, as pixels in [0, 1]; the model sees them through the
+    student's :class:`~distill.student.transforms.Normalizer`, so PGD's epsilon is in pixel units.
+
+    Args:
+        dataset: the data set.
+        domains: domains to evaluate (only their images are opened).
+        spec: the student's spec (size, mean/std, interpolation).
+        settings: what to measure.
+        split: ``"test"`` (default), ``"val"`` or ``"train"``.
+        workers: DataLoader workers for decoding.
+        batch_size: images per attacked batch (the random starts and the corruption noise are
+            seeded per batch, so it is part of what the numbers are).
+    """
+
+    def __init__(self, dataset: DomainFolder, domains: Sequence[str], spec: StudentSpec, settings: RobustSettings,
+                 split: str = "test", workers: int = 0, batch_size: int = 256):
+        self.settings, self.spec, self.batch_size = settings, spec, batch_size
+        self.normalize = Normalizer(spec.mean, spec.std)
+        self._data = decode_split(dataset, domains, pixel_transform(spec), split, workers=workers,
+                                  max_images=settings.max_images)
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self._data)
+
+    def __call__(self, model: nn.Module, device: str | torch.device = "cpu") -> dict[str, dict[str, Any]]:
+        """Accuracies in percent: ``{domain: {"n", "clean", "pgd": {eps: acc}, "corruptions": {name: acc},
+        "corruption_mean"}}``. ``model`` maps normalized images [B, 3, H, W] to logits [B, C].
+
+        PGD accuracy counts an image as correct when the model is right on it *and* on its
+        attacked version (so it never exceeds clean accuracy, as in RobustBench).
+        """
+        settings, batch = self.settings, self.batch_size
+        was_training = model.training
+        model.eval()
+        device = torch.device(device)
+
+        def logits_of(px: Tensor) -> Tensor:
+            return model(self.normalize(px))
+
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            for d, (x_all, y_all) in self._data.items():
+                n = len(y_all)
+                clean = 0
+                adv = {e: 0 for e in settings.pgd_eps}
+                cor = {c: 0 for c in settings.corruptions}
+                for start in range(0, n, batch):
+                    x = x_all[start:start + batch].to(device)
+                    y = y_all[start:start + batch].to(device)
+                    with torch.no_grad():
+                        ok = logits_of(x).argmax(-1) == y
+                    clean += int(ok.sum())
+                    for i, eps in enumerate(settings.pgd_eps):
+                        g = seeded_generator(settings.seed * 1000 + i * 100 + start)
+                        xa = pgd(x, lambda px: F.cross_entropy(logits_of(px), y, reduction="none"), eps,
+                                 _step_size(settings, eps), settings.pgd_steps, settings.random_start, generator=g)
+                        with torch.no_grad():  # robust = right on the clean image and on its attacked version
+                            adv[eps] += int((ok & (logits_of(xa).argmax(-1) == y)).sum())
+                    for j, c in enumerate(settings.corruptions):
+                        xc = corrupt(x, c, settings.severity, seed=settings.seed * 1000 + j * 100_003 + start)
+                        with torch.no_grad():
+                            cor[c] += int((logits_of(xc).argmax(-1) == y).sum())
+                row: dict[str, Any] = {"n": n, "clean": 100.0 * clean / n,
+                                       "pgd": {format_eps(e): 100.0 * v / n for e, v in adv.items()},
+                                       "corruptions": {c: 100.0 * v / n for c, v in cor.items()}}
+                row["corruption_mean"] = (sum(row["corruptions"].values()) / len(cor)) if cor else None
+                out[d] = row
+        finally:
+            model.train(was_training)
+        return out
+
+
+def _step_size(settings: RobustSettings, eps: float) -> float:
+    """PGD's step at radius ``eps``: the fixed ``pgd_step_size``, or 2.5 · eps / steps."""
+    return settings.pgd_step_size if settings.pgd_step_size is not None else default_step_size(eps, settings.pgd_steps)
+
+
+def robust_table(results: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table of :meth:`RobustEvaluator.__call__` results, one row per domain."""
+    if not results:
+        return "(no images)"
+    first = next(iter(results.values()))
+    eps_cols = list(first["pgd"])
+    cor_cols = list(first["corruptions"])
+    head = ["domain", "n", "clean"] + [f"pgd {e}" for e in eps_cols] + cor_cols + (["corr. mean"] if cor_cols else [])
+    widths = [max(10, len(h)) for h in head]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    for d, r in results.items():
+        cells = [d, str(r["n"]), f"{r['clean']:.1f}"] + [f"{r['pgd'][e]:.1f}" for e in eps_cols] + \
+                [f"{r['corruptions'][c]:.1f}" for c in cor_cols] + \
+                ([f"{r['corruption_mean']:.1f}"] if cor_cols else [])
+        lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+    return "\n".join(lines) + "\n(accuracy in %; PGD: untargeted CE on the label, L-inf in pixel space)"
+
+
+@dataclass(frozen=True)
+class RobustReport:
+    """What a robust evaluation wrote: ``distill eval --json`` and a run's ``robust.json`` / ``summary.json``.
+
+    ``data``, ``split`` and ``skipped_images`` are set by ``distill eval`` only (a training run's
+    data and split are in its config).
+    """
+
+    checkpoint: str
+    settings: RobustSettings
+    domains: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: str | None = None
+    split: str | None = None
+    skipped_images: list[dict[str, str]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"checkpoint": self.checkpoint}
+        if self.data is not None:
+            out.update(data=self.data, split=self.split, skipped_images=list(self.skipped_images or []))
+        out.update(settings=self.settings.to_dict(), domains=self.domains)
+        return out
+
+
+__all__ = ["RobustEvaluator", "RobustReport", "robust_table"]

@@ -1,0 +1,113 @@
+"""The losses the strategies share, as plain functions (no registry, no state).
+
+Every loss computes in fp32 whatever the autocast dtype of its inputs: under bf16/fp16 the
+logits arrive in half precision, and a half-precision log-softmax of logits in the hundreds
+(CLIP's logit scale is ~100) is off by whole units (CPU autocast also keeps softmax in bf16).
+
+- Distillation: :func:`kl_div_with_temperature` (Hinton KD, batch mean),
+  :func:`kl_per_sample` (per-sample KL, the adversarial attacks' objective),
+  :func:`kl_to_soft_target` (KL from fixed target probabilities).
+- Soft / weighted labels: :func:`soft_cross_entropy`, :func:`weighted_cross_entropy`.
+- Features: :func:`cosine_distance`, :func:`squared_l2_distance`.
+- Unlabeled data: :func:`information_maximization` (SHOT's IM).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+
+# ---------------------------------------------------------------------------- distillation
+def kl_div_with_temperature(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Hinton KD term: T² · KL(softmax(t/T) || softmax(s/T)), batch mean: [B, C], [B, C] -> scalar."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits.float() / t, dim=-1), F.softmax(teacher_logits.float() / t, dim=-1),
+                    reduction="batchmean") * t * t
+
+
+def kl_per_sample(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(softmax(p/T) || softmax(q/T)) per sample: [B, C], [B, C] -> [B]."""
+    log_p = F.log_softmax(p_logits.float() / temperature, dim=-1)
+    log_q = F.log_softmax(q_logits.float() / temperature, dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def kl_to_soft_target(target: Tensor, logits: Tensor) -> Tensor:
+    """Batch mean of KL(target || softmax(logits)): target probabilities [B, C] (fixed), logits [B, C] -> scalar."""
+    log_q = logits.float().log_softmax(-1)
+    return (target * (torch.log(target.clamp(min=1e-8)) - log_q)).sum(-1).mean()
+
+
+# ---------------------------------------------------------------------------- soft / weighted labels
+def soft_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean over the batch of −Σ_c target_c · log softmax(logits)_c; optional per-sample weight [B]."""
+    per = -(target.float() * logits.float().log_softmax(-1)).sum(-1)
+    if weight is None:
+        return per.mean()
+    return (per * weight).sum() / weight.sum().clamp(min=1e-8)
+
+
+def weighted_cross_entropy(logits: Tensor, labels: Tensor, weight: Tensor) -> Tensor:
+    """Cross-entropy on hard labels [B] weighted per sample ([B], 0 = skipped), over the kept weight (at least 1).
+
+    The denominator's floor of 1 makes a batch whose samples are all skipped a zero loss, not a 0/0.
+    """
+    ce = F.cross_entropy(logits.float(), labels, reduction="none")
+    return (ce * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+# ---------------------------------------------------------------------------- features
+def cosine_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Batch mean of 1 − cos between rows of ``a`` and ``b`` [B, D]: direction only, blind to feature scale."""
+    return (1 - F.cosine_similarity(a.float(), b.float(), dim=-1)).mean()
+
+
+def squared_l2_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Batch mean of ‖a − b‖² over rows [B, D] (pins the norm as well as the direction)."""
+    return (a.float() - b.float()).pow(2).sum(dim=-1).mean()
+
+
+# ---------------------------------------------------------------------------- unlabeled data
+def information_maximization(logits: Tensor, diversity_weight: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """SHOT's IM loss (Liang et al. 2020): mean per-sample entropy + diversity.
+
+    ``diversity = log C − H(mean_b p_b)`` = KL(mean prediction || uniform) ≥ 0: zero when the
+    batch's predictions cover the classes evenly. Under DDP the mean is over the global batch
+    (all ranks), so the loss does not depend on how the batch is split. (SHOT writes −H(mean p); the constant log C
+    only makes the loss non-negative.)
+
+    Args:
+        logits: [B, C].
+        diversity_weight: weight of the diversity term.
+
+    Returns:
+        (loss, entropy, diversity), scalars.
+    """
+    logits = logits.float()  # entropy of near-one-hot rows needs the precision
+    p = logits.softmax(-1)
+    log_p = logits.log_softmax(-1)
+    ent = -(p * log_p).sum(-1).mean()
+    mean_p = _batch_mean(p)
+    div = math.log(logits.shape[-1]) + (mean_p * torch.log(mean_p + 1e-8)).sum()
+    return ent + diversity_weight * div, ent, div
+
+
+def _batch_mean(p: Tensor) -> Tensor:
+    """[B, C] -> [C] mean over the *global* batch: under DDP the ranks' means are averaged
+    (differentiably: each rank's rows get the gradient of the global statistic), so 2 ranks x B/2
+    train as 1 process x B does. Ranks hold equal batches (the trainer splits the global batch
+    evenly and drops the last partial one)."""
+    mean = p.mean(0)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        from torch.distributed.nn.functional import all_reduce  # lazy: exists only where torch.distributed does
+
+        mean = all_reduce(mean) / dist.get_world_size()
+    return mean
+
+
+__all__ = ["cosine_distance", "information_maximization", "kl_div_with_temperature", "kl_per_sample",
+           "kl_to_soft_target", "soft_cross_entropy", "squared_l2_distance", "weighted_cross_entropy"]

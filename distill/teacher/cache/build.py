@@ -1,0 +1,314 @@
+"""Build a teacher cache: run the frozen teacher once over a dataset and write its outputs.
+
+Design (see :mod:`distill.teacher.cache.format` for the layout):
+
+- **Fixed work units.** Shard ``k`` holds samples ``[k*shard_size, (k+1)*shard_size)`` of the
+  selected sample list, every view of each, and is cut into fixed batches of
+  ``batch_size // views`` images. Nothing depends on the process count or on what ran
+  before, so a resumed or distributed build writes the same bytes as a single uninterrupted one
+  (teacher inference runs with deterministic kernels; CPU results are identical for identical
+  batches at a given thread count).
+- **Resumable.** ``build.json`` (the plan) is written first, shards atomically, ``manifest.json``
+  last (:class:`~distill.teacher.cache.shards.ResumableShards`, shared with the adversarial
+  views and pixel stores). A rerun skips shards that exist, refuses a different plan (naming
+  the fields), and returns at once when the manifest exists.
+- **Distributed.** Under ``torchrun`` rank ``r`` builds the shards ``k % world == r``; rank 0
+  writes the manifest after a barrier, gathering each shard's skipped images from its metadata
+  (so skipped images recorded by an earlier, interrupted run are kept).
+- **Overlap.** DataLoader workers decode while the main process runs the teacher
+  (:mod:`distill.teacher.cache.inputs`).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import math
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import distill
+from distill.data.fingerprint import MODES, content_fingerprint
+from distill.data.folder import DomainFolder
+from distill.data.images import BadImageError
+from distill.errors import DistillError
+from distill.records import TEXT_EMBEDDINGS, CacheManifest
+from distill.teacher.cache.adversarial import build_adversarial_views
+from distill.teacher.cache.format import (
+    DTYPES, FORMAT, FORMAT_VERSION, ROW_DTYPES, SPLIT_CODES, empty_rows, write_shard,
+)
+from distill.teacher.cache.inputs import ImageViews, collate_views, teacher_input
+from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
+from distill.teacher.cache.pixels import build_pixel_store
+from distill.teacher.cache.shards import PlanRefusals, ResumableShards
+from distill.teacher.clip import Teacher
+from distill.teacher.views import ViewConfig
+from distill.utils.io import atomic_write, sha256_file
+from distill.utils.runtime import process_group
+
+SHARD_DELAY_ENV = "DISTILL_CACHE_SHARD_DELAY"
+"""Test hook: seconds to sleep after writing each shard (lets a test kill a build mid-way)."""
+
+_HOW = "remove the directory to rebuild, or choose another --out"
+REFUSALS = PlanRefusals(
+    complete="{file}: a cache built with a different plan is here (cache vs this run: {diffs}); " + _HOW,
+    unfinished="{file}: an unfinished build with a different plan is here (that build vs this run: {diffs}); " + _HOW,
+    not_empty="{out}: directory is not empty and holds no teacher cache; choose an empty or new --out",
+)
+
+
+# ---------------------------------------------------------------------- plan
+def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) -> dict:
+    """Everything that determines a cache's bytes (saved as ``build.json``, compared on resume).
+
+    ``options.fingerprint="content"`` adds ``dataset.content_fingerprint`` (image bytes hashed, see
+    :mod:`distill.data.fingerprint`) to the identity; the default ``"paths"`` (paths + sizes) reads no image.
+    """
+    o = options
+    if o.fingerprint not in MODES:
+        raise DistillError(f"fingerprint must be one of {', '.join(MODES)}, got '{o.fingerprint}'")
+    if o.views < 1:
+        raise DistillError(f"views must be >= 1, got {o.views}")
+    if o.batch_size < 1 or o.shard_size < 1:
+        raise DistillError(f"batch size and shard size must be >= 1, got {o.batch_size} and {o.shard_size}")
+    if o.dtype not in DTYPES:
+        raise DistillError(f"cache dtype must be one of {', '.join(DTYPES)}, got '{o.dtype}'")
+    if list(teacher.class_names) != list(dataset.classes):
+        raise DistillError(
+            f"teacher class names ({len(teacher.class_names)}) differ from the dataset's classes "
+            f"({len(dataset.classes)}, {', '.join(dataset.classes[:5])}...): build the teacher with dataset.classes"
+        )
+    chosen = set(dataset.check_domains(list(o.domains))) if o.domains is not None else set(dataset.domains)
+    domains = [d for d in dataset.domains if d in chosen]
+    n = len(dataset.select(domains))
+    content = {"content_fingerprint": content_fingerprint(dataset, domains)} if o.fingerprint == "content" else {}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "teacher": teacher.identity(),
+        "templates": list(teacher.templates),
+        "classes": list(dataset.classes),
+        "preprocess": teacher.preprocess_info.to_dict(),
+        "dataset": {
+            "fingerprint": dataset.fingerprint(domains),
+            "domains": domains,
+            "images": n,
+            "test_fraction": dataset.test_fraction,
+            "split_seed": dataset.split_seed,
+            "val_fraction": dataset.val_fraction,
+            "files_sha256": dataset.fingerprint_inputs(domains)["files_sha256"],  # names a file-list mismatch
+            **content,
+        },
+        "views": {"count": int(o.views), "seed": int(o.seed), "augment": o.augment.to_dict()},
+        "dtype": o.dtype,
+        "embed_dim": teacher.embed_dim,
+        "num_classes": len(dataset.classes),
+        "batch_size": int(o.batch_size),
+        "shard_size": int(o.shard_size),
+        "num_shards": math.ceil(n / o.shard_size),
+    }
+
+
+# ---------------------------------------------------------------------- process group
+@contextlib.contextmanager
+def _distributed(device: torch.device) -> Iterator[tuple[int, int]]:
+    """(rank, world): joins the torchrun process group (env RANK/WORLD_SIZE) if there is one.
+
+    ``device`` is the teacher's, already indexed and current (:func:`distill.utils.runtime.resolve_device`).
+    """
+    # Ranks own different shards and may finish far apart: wait long at the barrier.
+    with process_group(device, timeout=_dt.timedelta(hours=12)) as d:
+        yield d.rank, d.world
+
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels on CUDA for the duration (restores the caller's flags)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+# ---------------------------------------------------------------------- build
+def build_cache(
+    dataset: DomainFolder,
+    teacher: Teacher,
+    out_dir: str | Path,
+    options: CacheOptions | None = None,
+    *,
+    adversarial: AdversarialOptions | None = None,
+    pixels: PixelOptions | None = None,
+    skip_bad: bool = False,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run ``teacher`` over ``dataset`` once and write a teacher cache to ``out_dir``.
+
+    Rerunning resumes an interrupted build from its last complete shard and returns at once for
+    a complete one. Under ``torchrun`` each rank builds every ``world``-th shard.
+
+    Args:
+        dataset: the images; rows record ``sample.index`` (position in ``dataset.samples``).
+        teacher: frozen open_clip teacher built with ``dataset.classes``, on its device.
+        out_dir: cache directory (created; must be empty or hold this same build).
+        options: what the cache holds (default :class:`CacheOptions`).
+        adversarial: also craft PGD views per image against the teacher, stored with the
+            teacher's outputs on them in ``out_dir/adversarial`` (after the cache is complete,
+            ``options.shard_size`` images per shard, split over the ranks like the cache's shards;
+            see :mod:`distill.teacher.cache.adversarial`); for ``adv_cached``.
+        pixels: also store every row's view as uint8 pixels (``out_dir/pixels-HxW-INTERP``, see
+            :mod:`distill.teacher.cache.pixels`): a trainer whose student takes that size and
+            interpolation then never decodes an image.
+        skip_bad: skip undecodable images (recorded in the manifest) instead of stopping.
+        num_workers: DataLoader decode workers (default: CPU cores per process - 1: on a GPU the
+            teacher outruns a worker ~30-fold, so every spare core decodes).
+        progress: show a tqdm bar (rows/s) on rank 0.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        BadImageError: an image cannot be decoded and ``skip_bad`` is False (shards written
+            so far are kept; rerun with ``skip_bad`` to go on).
+        DistillError: ``out_dir`` holds a different build, or a setting is invalid.
+    """
+    out = Path(out_dir)
+    options = options or CacheOptions()
+    device = teacher.text_embeddings.device
+    with _distributed(device) as (rank, world):
+        plan = make_plan(dataset, teacher, options)
+        shards = ResumableShards(out, rank, world)
+        done = shards.prepare(plan, REFUSALS)
+        if not done:
+            _build_shards(dataset, teacher, shards, plan, skip_bad, num_workers, progress)
+            shards.barrier()
+            if rank == 0:
+                _write_manifest(dataset, teacher, shards, plan)
+        if pixels is not None and pixels.sizes:  # on a complete cache (just built or found), own pass: no teacher
+            shards.barrier()  # rank 0 has written the cache's manifest
+            for size in pixels.sizes:
+                build_pixel_store(dataset, out, size, pixels.interpolation,
+                                  batch_size=max(1, options.batch_size // options.views),
+                                  num_workers=num_workers, progress=progress, rank=rank, world=world)
+        if adversarial is not None and adversarial.views > 0:  # on a complete cache; every rank crafts its shards
+            shards.barrier()  # rank 0 has written the cache's manifest
+            if adversarial.seed is None:
+                adversarial = dataclasses.replace(adversarial, seed=options.seed)
+            build_adversarial_views(dataset, teacher, out, adversarial, batch_size=options.batch_size,
+                                    shard_size=options.shard_size, progress=progress, rank=rank, world=world)
+        if not done or (adversarial is not None and adversarial.views > 0):
+            shards.barrier()
+    return out
+
+
+def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: dict, skip_bad: bool,
+                  num_workers: int | None, progress: bool) -> None:
+    """Write this rank's missing shards."""
+    rank, world = shards.rank, shards.world
+    samples = dataset.select(plan["dataset"]["domains"])
+    K, S = plan["views"]["count"], plan["shard_size"]
+    per_batch = max(1, plan["batch_size"] // K)
+    mine = shards.pending(plan["num_shards"])
+    if not mine:
+        return
+    batches = [list(range(b, min(b + per_batch, (k + 1) * S, len(samples))))
+               for k in mine for b in range(k * S, min((k + 1) * S, len(samples)), per_batch)]
+    info = teacher.preprocess_info
+    data = ImageViews(dataset.root, [(s.index, s.relpath) for s in samples], K, plan["views"]["seed"],
+                      ViewConfig.from_dict(plan["views"]["augment"]), teacher.preprocess, info, uint8=True)
+    if num_workers is None:
+        num_workers = max(1, (os.cpu_count() or 2) // world - 1)
+    device = teacher.text_embeddings.device
+    # batches in flight: 32 in all (as 8 workers x 4 before), at least 2 per worker: bounded shared memory
+    loader = DataLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_views,
+                        pin_memory=device.type == "cuda",
+                        prefetch_factor=max(2, 32 // num_workers) if num_workers else None)
+    # Row attributes of every selected sample, by position.
+    domain_ids = {d: i for i, d in enumerate(plan["dataset"]["domains"])}
+    attrs = {
+        "sample_index": torch.tensor([s.index for s in samples], dtype=torch.int64),
+        "domain": torch.tensor([domain_ids[s.domain] for s in samples], dtype=torch.int16),
+        "label": torch.tensor([s.label for s in samples], dtype=torch.int16),
+        "split": torch.tensor([SPLIT_CODES[s.split] for s in samples], dtype=torch.uint8),
+    }
+    dtype = DTYPES[plan["dtype"]]
+    norm = [torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1) for v in (info.mean, info.std)]
+    delay = float(os.environ.get(SHARD_DELAY_ENV) or 0)
+    pending: dict[int, list[dict[str, Tensor]]] = {}
+    skipped: dict[int, list[dict]] = {}
+    seen: dict[int, int] = {}
+    total = sum(min((k + 1) * S, len(samples)) - k * S for k in mine) * K
+    desc = "teacher cache" + (f" (rank 0 of {world})" if world > 1 else "")
+    with tqdm(total=total, unit="row", desc=desc, disable=not progress or rank != 0, dynamic_ncols=True) as bar, \
+            _deterministic(device), torch.inference_mode():
+        for batch in loader:
+            k = batch["pos"][0] // S
+            for pos, reason in batch["bad"]:
+                if not skip_bad:
+                    raise BadImageError(dataset.root / samples[pos].relpath, reason)
+                skipped.setdefault(k, []).append(
+                    {"path": samples[pos].relpath, "sample_index": samples[pos].index, "reason": reason})
+            good = batch["good"]
+            if len(good):
+                x = batch["x"].to(device, non_blocking=True)
+                emb, logits = teacher(teacher_input(x, *norm) if x.dtype == torch.uint8 else x)
+                rows = {"image_emb": emb.to(dtype).cpu(), "logits": logits.to(dtype).cpu(),
+                        "view": torch.arange(K, dtype=torch.int16).repeat(len(good)),
+                        "view_params": batch["params"].float()}
+                rows.update({key: t[good].repeat_interleave(K) for key, t in attrs.items()})
+                pending.setdefault(k, []).append(rows)
+            seen[k] = seen.get(k, 0) + len(batch["pos"])
+            bar.update(len(batch["pos"]) * K)
+            if seen[k] == min((k + 1) * S, len(samples)) - k * S:
+                parts = pending.pop(k, []) or [empty_rows(plan["embed_dim"], plan["num_classes"], dtype)]
+                write_shard(shards.path(k), {key: torch.cat([p[key] for p in parts]) for key in parts[0]},
+                            skipped.pop(k, []))
+                if delay:
+                    time.sleep(delay)
+
+
+def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: dict) -> None:
+    """Rank 0, all shards written: text embeddings, then the manifest (the completion mark)."""
+    S, n = plan["shard_size"], plan["dataset"]["images"]
+    files = shards.finished(plan["num_shards"], "{path}: shard missing after all ranks finished; rerun the build "
+                                                "to resume")
+    listed = [{"file": f.file, "samples": [k * S, min((k + 1) * S, n)], "rows": f.rows, "bytes": f.bytes,
+               "sha256": f.sha256} for k, f in enumerate(files)]
+    skipped = [s for f in files for s in f.skipped]
+    rows = sum(f.rows for f in files)
+    out = shards.out
+    text = teacher.text_embeddings.detach().float().cpu().contiguous()
+    atomic_write(out / TEXT_EMBEDDINGS, lambda p: save_file({"text_embeddings": text}, str(p)))
+    text_sha256 = sha256_file(out / TEXT_EMBEDDINGS)
+    D, C = plan["embed_dim"], plan["num_classes"]
+    manifest = CacheManifest.from_dict({
+        **plan,
+        "dataset": {**plan["dataset"], "root": str(dataset.root.resolve()),
+                    "class_map": dataset.class_map_source},
+        "rows": rows,
+        "shapes": {"image_emb": [rows, D], "logits": [rows, C], "view_params": [rows, 5],
+                   "text_embeddings": [C, D]},
+        "row_dtypes": {"image_emb": plan["dtype"], "logits": plan["dtype"],
+                       **{k: str(v).removeprefix("torch.") for k, v in ROW_DTYPES.items()}},
+        "teacher_flops_per_image": teacher.image_flops(),
+        "skipped": skipped,
+        "shards": listed,
+        "text_embeddings_sha256": text_sha256,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "distill_version": distill.__version__,
+    }, shards.out / CacheManifest.FILE)
+    manifest.write(shards.out)

@@ -1,0 +1,105 @@
+"""On-disk layout of a teacher cache, shared by its writer and its readers.
+
+```
+DIR/
+  build.json                    # the plan (identity + settings), written when a build starts
+  shard-00000.safetensors ...   # rows of samples [k*shard_size, (k+1)*shard_size), all views
+  text_embeddings.safetensors   # [C, D] float32 zero-shot head
+  manifest.json                 # the plan + results; written last: its presence means complete
+```
+
+Shard tensors, one row per (image, view), sorted by (sample_index, view):
+``image_emb`` [n, D] and ``logits`` [n, C] in the cache dtype, ``sample_index`` int64,
+``view`` int16, ``domain`` int16 (index into ``manifest.dataset.domains``), ``label``
+int16, ``split`` uint8 (0 train, 1 test), ``view_params`` float32 [n, 5]. A shard's safetensors
+metadata holds ``skipped``: JSON list of the images of its range that could not be decoded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load, save_file
+from torch import Tensor
+
+from distill.errors import DistillError
+from distill.utils.io import atomic_write
+
+FORMAT = "distill.teacher_cache"
+FORMAT_VERSION = 1
+SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
+DTYPES = {"float16": torch.float16, "float32": torch.float32}
+ROW_DTYPES = {
+    "sample_index": torch.int64,
+    "view": torch.int16,
+    "domain": torch.int16,
+    "label": torch.int16,
+    "split": torch.uint8,
+    "view_params": torch.float32,
+}
+ROW_KEYS = ("image_emb", "logits", *ROW_DTYPES)
+
+
+def shard_name(k: int) -> str:
+    """File of shard ``k`` (of the cache and of each companion folder)."""
+    return f"shard-{k:05d}.safetensors"
+
+
+def empty_rows(dim: int, num_classes: int, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Zero-row tensors with the shard schema (a shard whose images were all skipped)."""
+    rows = {"image_emb": torch.zeros(0, dim, dtype=dtype), "logits": torch.zeros(0, num_classes, dtype=dtype)}
+    rows.update({k: torch.zeros((0, 5) if k == "view_params" else (0,), dtype=dt) for k, dt in ROW_DTYPES.items()})
+    return rows
+
+
+def save_shard(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomically write one safetensors shard (temp file + rename: a kill leaves no partial shard)."""
+    atomic_write(path, lambda p: save_file(dict(tensors), str(p), metadata=metadata))
+
+
+def write_shard(path: Path, rows: Mapping[str, Tensor], skipped: list[dict]) -> None:
+    """Atomically write one cache shard: the :data:`ROW_KEYS` of ``rows`` and its skipped images."""
+    save_shard(path, {k: rows[k].contiguous() for k in ROW_KEYS}, {"skipped": json.dumps(skipped)})
+
+
+def shard_rows(path: Path) -> int:
+    """Rows of a shard (its ``sample_index`` length; no tensor is read)."""
+    with safe_open(str(path), "pt") as f:
+        return int(f.get_slice("sample_index").get_shape()[0])
+
+
+def read_shard_skipped(path: Path) -> list[dict]:
+    """The ``skipped`` list of a shard's metadata (no tensor is read)."""
+    with safe_open(str(path), "pt") as f:
+        return json.loads((f.metadata() or {}).get("skipped", "[]"))
+
+
+def load_verified(file: Path, sha256: str | None, rebuild: str = "rebuild the cache") -> dict[str, Tensor]:
+    """Tensors of a safetensors file whose bytes must hash to ``sha256`` (the manifest's record).
+
+    The file is read once into memory; hashing those bytes costs about as much as reading them
+    (see ``benchmarks/cache_read.py --verify``), so every open checks. ``sha256=None`` (a file
+    the manifest holds no hash for) is read unchecked.
+
+    Raises:
+        DistillError: missing, changed since the build (sha256 differs), or unreadable; one line
+            naming the file and what to do.
+    """
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise DistillError(f"{file}: listed in the manifest but missing; {rebuild}") from None
+    if sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            raise DistillError(f"{file}: sha256 {got[:12]}... differs from the manifest's {sha256[:12]}... (changed or "
+                               f"corrupted since the build); {rebuild}")
+    try:
+        return load(data)
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise DistillError(f"{file}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                           f"{rebuild}") from None

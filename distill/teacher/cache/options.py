@@ -1,0 +1,86 @@
+"""Typed settings of a cache build, made once by the CLI (or a script) and passed down whole.
+
+:class:`CacheOptions` and :class:`AdversarialOptions` hold what determines the bytes (they go
+into the plans and manifests); :class:`PixelOptions` names the pixel stores to add. How a
+process runs (decode workers, progress bar, skipping bad images) stays a keyword of
+:func:`~distill.teacher.cache.build.build_cache`: it never changes what is written.
+Values are checked where the plan is made, with the messages a user acts on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from distill.teacher.views import ViewConfig
+
+
+def _names(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """What a teacher cache holds, besides the dataset and the teacher.
+
+    Attributes:
+        domains: domains to cache (None: all).
+        views: rows per image: view 0 clean (open_clip eval transform), views 1.. augmented.
+        seed: seed of the views' random crops (with sample index and view number).
+        augment: crop/flip settings of views 1...
+        batch_size: images x views per teacher forward (rounded down to whole images).
+        shard_size: images per shard.
+        dtype: ``float16`` or ``float32`` for ``image_emb`` and ``logits``.
+        fingerprint: ``"paths"`` (paths + sizes) or ``"content"``: also hash every image's
+            bytes into the manifest, so a run refuses an image edited to the same size.
+    """
+
+    domains: tuple[str, ...] | None = None
+    views: int = 1
+    seed: int = 0
+    augment: ViewConfig = field(default_factory=ViewConfig)
+    batch_size: int = 64
+    shard_size: int = 1024
+    dtype: str = "float16"
+    fingerprint: str = "paths"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "domains", _names(self.domains))
+
+
+@dataclass(frozen=True)
+class AdversarialOptions:
+    """K PGD views per image against the teacher, stored with its outputs (``CACHE/adversarial``).
+
+    Attributes:
+        views: adversarial views per image (K).
+        epsilon: L-inf radius in pixel units ([0, 1] images).
+        step_size: PGD step (None: 2.5 * epsilon / steps).
+        steps: PGD steps.
+        seed: seed of the random starts (with sample index and view); None: the cache's view
+            seed when built with the cache, else 0.
+        split: ``"train"`` (what training reads), ``"test"``, or None for both.
+        domains: domains that get adversarial views (None: every cached domain).
+    """
+
+    views: int = 1
+    epsilon: float = 8 / 255
+    step_size: float | None = None
+    steps: int = 5
+    seed: int | None = None
+    split: str | None = "train"
+    domains: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "domains", _names(self.domains))
+
+
+@dataclass(frozen=True)
+class PixelOptions:
+    """Pixel stores to add: every row's view as uint8 at these (H, W) sizes and resize filter
+    (``CACHE/pixels-HxW-INTERP``), so a student of that size and filter never decodes."""
+
+    sizes: tuple[tuple[int, int], ...] = ()
+    interpolation: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sizes", tuple((int(h), int(w)) for h, w in self.sizes))

@@ -1,0 +1,154 @@
+"""The one resumable, distributed shard writer behind the cache, its adversarial views and its pixel stores.
+
+Every artifact of a cache directory is built the same way, and this module is that way:
+
+1. **Plan first.** Rank 0 compares the folder with the plan (everything that determines the
+   bytes): a complete artifact with the same plan means "done", another plan (complete or
+   not) is refused naming the differing fields, else ``build.json`` is written.
+2. **Shards atomically.** Shard ``k`` goes to ``shard-0000k.safetensors`` through a temp file
+   and a rename, so a killed build leaves only whole shards; a rerun skips the shards on disk
+   (:meth:`ResumableShards.pending`), and under torchrun rank ``r`` owns ``k % world == r``.
+3. **Manifest last.** After a barrier rank 0 lists every shard (rows, size, sha256, skipped
+   images from its metadata, so images skipped by an interrupted run are kept) and writes the
+   manifest, whose presence marks the artifact complete.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch.distributed as dist
+from torch import Tensor
+
+from distill.errors import DistillError
+from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST
+from distill.teacher.cache.format import read_shard_skipped, save_shard, shard_name, shard_rows
+from distill.teacher.cache.identity import identity_diffs
+from distill.utils.io import atomic_write_json, read_json, sha256_file
+from distill.utils.runtime import Dist, barrier
+
+
+def _broadcast(obj, world: int):
+    if world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def prepare_on_rank0(prepare: Callable[[], str], rank: int, world: int) -> str:
+    """Run ``prepare()`` (-> a status string) on rank 0 only and give every rank its answer.
+
+    A :class:`DistillError` there is re-raised on every rank, so all ranks stop with the same
+    one-line message instead of the others waiting at the next collective.
+    """
+    status: tuple[str, str] | None = None
+    if rank == 0:
+        try:
+            status = (prepare(), "")
+        except DistillError as e:
+            status = ("error", str(e))
+    status = _broadcast(status, world)
+    if status[0] == "error":
+        raise DistillError(status[1])
+    return status[0]
+
+
+@dataclass(frozen=True)
+class PlanRefusals:
+    """How an artifact words a folder that holds another plan (``str.format`` templates).
+
+    Fields: ``{file}`` (the manifest or ``build.json`` found), ``{diffs}`` (``"; "``-joined
+    differing fields, found vs this run) and ``{out}`` (the folder).
+    """
+
+    complete: str  # a complete artifact with another plan
+    unfinished: str  # an unfinished build with another plan
+    not_empty: str | None = None  # a non-empty folder that holds neither (None: allowed)
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One finished shard, as the manifest lists it."""
+
+    file: str
+    rows: int
+    bytes: int
+    sha256: str
+    skipped: list[dict]
+
+
+class ResumableShards:
+    """The shards of one artifact folder, written by this rank and resumed after a kill.
+
+    Args:
+        out: the artifact's folder (``CACHE``, ``CACHE/adversarial``, ``CACHE/pixels-...``).
+        rank, world: this process and the number of processes (one process: 0, 1).
+    """
+
+    def __init__(self, out: Path, rank: int = 0, world: int = 1):
+        self.out, self.rank, self.world = Path(out), rank, world
+
+    def path(self, k: int) -> Path:
+        return self.out / shard_name(k)
+
+    def prepare(self, plan: Mapping, refusals: PlanRefusals) -> bool:
+        """Rank 0 checks the folder against ``plan`` (and writes ``build.json``); True on every rank
+        when the artifact is already complete with this plan.
+
+        Raises:
+            DistillError: the folder holds another plan, or (with ``refusals.not_empty``) is not
+                empty and holds no build; on every rank.
+        """
+        return prepare_on_rank0(lambda: self._prepare(plan, refusals), self.rank, self.world) == "done"
+
+    def _prepare(self, plan: Mapping, refusals: PlanRefusals) -> str:
+        out = self.out
+        for name, template in ((CACHE_MANIFEST, refusals.complete), (CACHE_BUILD_PLAN, refusals.unfinished)):
+            if (out / name).exists():
+                diffs = identity_diffs(read_json(out / name), plan)
+                if diffs:
+                    raise DistillError(template.format(file=out / name, diffs="; ".join(diffs), out=out))
+                if name == CACHE_MANIFEST:
+                    return "done"
+                break
+        else:
+            if refusals.not_empty and out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
+                raise DistillError(refusals.not_empty.format(out=out))
+        out.mkdir(parents=True, exist_ok=True)
+        for tmp in out.glob(".*.tmp"):  # leftovers of a killed atomic write
+            tmp.unlink(missing_ok=True)
+        atomic_write_json(out / CACHE_BUILD_PLAN, dict(plan))
+        return "build"
+
+    def pending(self, num_shards: int) -> list[int]:
+        """This rank's shards (``k % world == rank``) that are not on disk yet, in order."""
+        return [k for k in range(num_shards) if k % self.world == self.rank and not self.path(k).exists()]
+
+    def write(self, k: int, tensors: Mapping[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+        """Write shard ``k`` atomically."""
+        save_shard(self.path(k), tensors, metadata)
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op in one process)."""
+        barrier(Dist(self.rank, self.world))
+
+    def finished(self, num_shards: int, missing: str) -> list[ShardFile]:
+        """Every shard of the artifact, after all ranks wrote theirs (rank 0, before the manifest).
+
+        Raises:
+            DistillError: a shard is missing; ``missing`` formats ``{path}`` into the message.
+        """
+        files = []
+        for k in range(num_shards):
+            path = self.path(k)
+            if not path.exists():
+                raise DistillError(missing.format(path=path))
+            files.append(ShardFile(path.name, shard_rows(path), path.stat().st_size, sha256_file(path),
+                                   read_shard_skipped(path)))
+        return files
+
+    def write_manifest(self, manifest: Mapping) -> None:
+        """Write the manifest (the completion mark) atomically."""
+        atomic_write_json(self.out / CACHE_MANIFEST, dict(manifest))

@@ -1,0 +1,210 @@
+"""Teacher cache builder: rerun and other plans, resume after kill -9, torchrun, bad images, the CLI.
+
+Fixtures (``tree``, ``dataset``, ``teacher``, ``reference``) come from this package's conftest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distill.cli import main as cli
+from distill.data.folder import DomainFolder
+from distill.data.images import BadImageError
+from distill.errors import DistillError
+from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST
+from distill.teacher.cache import (
+    SHARD_DELAY_ENV, AdversarialOptions, PixelOptions, TeacherCache, build_cache, pixel_dir_name, shard_name,
+)
+from tests.teacher.cache.common import CLI_SETTINGS, PACS_MINI, SETTINGS, assert_same_cache, demo_teacher, env, make_tree
+
+
+# ---------------------------------------------------------------------- plan
+def test_rerun_returns_at_once_and_other_plan_is_refused(reference, dataset, teacher, tmp_path):
+    mtimes = {p.name: p.stat().st_mtime_ns for p in reference.iterdir()}
+    assert build_cache(dataset, teacher, reference, SETTINGS, num_workers=0, progress=False) == reference
+    assert {p.name: p.stat().st_mtime_ns for p in reference.iterdir()} == mtimes
+
+    other = dataclasses.replace(SETTINGS, views=3, dtype="float32")
+    with pytest.raises(DistillError, match=r"views\.count: 2 vs 3; dtype: \"float16\" vs \"float32\""):
+        build_cache(dataset, teacher, reference, other, num_workers=0, progress=False)
+    # an unfinished build (build.json, no manifest) with another plan is refused too
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(reference / CACHE_BUILD_PLAN, partial / CACHE_BUILD_PLAN)
+    with pytest.raises(DistillError, match=f"{CACHE_BUILD_PLAN}.*views.count: 2 vs 3"):
+        build_cache(dataset, teacher, partial, other, num_workers=0, progress=False)
+    with pytest.raises(DistillError, match="unfinished teacher cache"):
+        TeacherCache.open(partial)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(DistillError, match="not empty"):
+        build_cache(dataset, teacher, tmp_path / "busy", SETTINGS, num_workers=0, progress=False)
+
+
+# ---------------------------------------------------------------------- resume, distributed
+def test_kill_9_then_resume_is_bit_identical(reference, tree, tmp_path):
+    out = tmp_path / "cache"
+    argv = ["cache", "build", "--data", str(tree), "--out", str(out), "--workers", "1", *CLI_SETTINGS]
+    proc = subprocess.Popen([sys.executable, "-m", "distill", *argv], env=env(**{SHARD_DELAY_ENV: "0.5"}),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / shard_name(2)).exists():
+            assert proc.poll() is None, "build exited before it could be killed"
+            assert time.time() < deadline, "build too slow"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (out / CACHE_BUILD_PLAN).exists() and not (out / CACHE_MANIFEST).exists()
+    assert len(list(out.glob("shard-*.safetensors"))) < 10  # killed mid-way (normally during shard 2's delay)
+    mtime = (out / shard_name(0)).stat().st_mtime_ns
+    assert cli(argv) == 0  # the same command resumes
+    assert (out / shard_name(0)).stat().st_mtime_ns == mtime  # kept, not rebuilt
+    assert not list(out.glob(".*.tmp"))
+    assert_same_cache(out, reference)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(tmp_path):
+    """2 ranks (gloo) build alternate shards; rank 0 gathers the skipped images of rank 1's shards."""
+    data = make_tree(tmp_path / "data")
+    bad = data / "photo" / "cat" / "4_bad.jpg"  # sample 15 -> shard 5 -> rank 1
+    bad.write_bytes(b"")
+    adv = AdversarialOptions(views=1, steps=2, seed=5)  # adversarial views too: every rank crafts its shards
+    one = build_cache(DomainFolder(data), demo_teacher(DomainFolder(data).classes), tmp_path / "one", SETTINGS,
+                      adversarial=adv, pixels=PixelOptions(((16, 16),)), num_workers=0, progress=False, skip_bad=True)
+    assert json.loads((one / CACHE_MANIFEST).read_text())["skipped"][0]["sample_index"] // 3 % 2 == 1
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    cmd = [*launcher, "--standalone", "--nproc_per_node=2", "-m", "distill", "cache", "build",
+           "--data", str(data), "--out", str(tmp_path / "two"), "--workers", "0", "--skip-bad", *CLI_SETTINGS,
+           "--adv-views", "1", "--adv-steps", "2", "--adv-seed", "5", "--store-pixels", "16"]
+    res = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, [line for line in res.stderr.splitlines() if "error" in line.lower()][:5]
+    assert res.stdout.count("teacher cache written") == 1  # rank 0 reports
+    assert_same_cache(tmp_path / "two", one)
+    m = json.loads((tmp_path / "two" / CACHE_MANIFEST).read_text())
+    assert m["skipped"] == [{"path": "photo/cat/4_bad.jpg", "sample_index": 15, "reason": "empty file"}]
+
+    # the adversarial views: several shards, split over the two ranks, byte-identical to one process's
+    a1, a2 = (json.loads((p / CACHE_ADVERSARIAL_DIR / CACHE_MANIFEST).read_text()) for p in (one, tmp_path / "two"))
+    a1.pop("created"), a2.pop("created")
+    assert a1 == a2 and len(a1["shards"]) >= 2 and a1["rows"] > 0
+    for shard in a1["shards"]:
+        assert (one / CACHE_ADVERSARIAL_DIR / shard["file"]).read_bytes() == \
+            (tmp_path / "two" / CACHE_ADVERSARIAL_DIR / shard["file"]).read_bytes()
+
+    # the pixel store: its shards split over the two ranks too, byte-identical to one process's
+    px1, px2 = one / pixel_dir_name((16, 16), "bicubic"), tmp_path / "two" / pixel_dir_name((16, 16), "bicubic")
+    p1, p2 = (json.loads((p / CACHE_MANIFEST).read_text()) for p in (px1, px2))
+    p1.pop("created"), p2.pop("created")
+    assert p1 == p2 and len(p1["shards"]) == len(m["shards"]) == 11
+    for shard in p1["shards"]:
+        assert (px1 / shard["file"]).read_bytes() == (px2 / shard["file"]).read_bytes()
+
+
+# ---------------------------------------------------------------------- bad images
+def _truncated_jpeg(path: Path) -> None:
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("kind,reason", [
+    ("truncated", "cannot decode"), ("empty", "empty file"), ("not_image", "not a readable image"),
+])
+def test_bad_image_stops_or_is_skipped(kind, reason, tree, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tree, data)
+    bad = data / "sketch" / "dog" / "3_bad.jpg"  # sorts into the last shards
+    {"truncated": _truncated_jpeg, "empty": lambda p: p.write_bytes(b""),
+     "not_image": lambda p: p.write_text("<html>not an image</html>")}[kind](bad)
+    ds = DomainFolder(data)
+    t = demo_teacher(ds.classes)
+    out = tmp_path / "cache"
+    with pytest.raises(BadImageError) as e:  # decoded in a DataLoader worker
+        build_cache(ds, t, out, SETTINGS, num_workers=1, progress=False)
+    assert str(bad) in str(e.value) and reason in str(e.value) and "--skip-bad" in str(e.value)
+    index = next(s.index for s in ds.samples if s.relpath == "sketch/dog/3_bad.jpg")
+    kept = sorted(p.name for p in out.glob("shard-*.safetensors"))
+    assert kept == [shard_name(k) for k in range(index // 3)]  # shards before the bad image are kept
+    assert index // 3 == 9 and not (out / CACHE_MANIFEST).exists()
+
+    build_cache(ds, t, out, SETTINGS, num_workers=0, progress=False, skip_bad=True)  # resumes
+    m = json.loads((out / CACHE_MANIFEST).read_text())
+    assert len(m["skipped"]) == 1 and m["skipped"][0]["path"] == "sketch/dog/3_bad.jpg"
+    assert m["skipped"][0]["sample_index"] == index and reason in m["skipped"][0]["reason"]
+    cache = TeacherCache.open(out)
+    assert len(cache) == m["rows"] == 60 and index not in cache.rows["sample_index"].tolist()
+    with pytest.raises(DistillError, match=f"sample {index} view 0.*3_bad.jpg"):
+        cache.lookup(torch.tensor([0, index]), torch.tensor([0, 0]))
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_inspect_json_and_text(reference, capsys):
+    assert cli(["cache", "inspect", str(reference), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    m = json.loads((reference / CACHE_MANIFEST).read_text())
+    assert s["teacher"]["arch"] == "distill-demo-vit" and s["rows"] == 60 and s["views"] == 2
+    assert s["size_bytes"] == sum(p.stat().st_size for p in reference.iterdir())
+    assert set(s["zero_shot_accuracy"]) == {"art", "photo", "sketch"}
+    assert s["train_rows"] == int((TeacherCache.open(reference).rows["split"] == 0).sum())
+    assert s["teacher_flops_saved_per_epoch"] == m["teacher_flops_per_image"] * s["train_rows"]
+    assert s["skipped"] == [] and s["classes"] == ["cat", "dog"] and s["dtype"] == "float16"
+    assert s["adversarial"] is None  # no adversarial views in this cache
+    assert cli(["cache", "inspect", str(reference)]) == 0
+    text = capsys.readouterr().out
+    assert "distill-demo-vit" in text and "zero-shot accuracy" in text and "compute saved" in text
+    assert cli(["cache", "inspect", str(reference.parent)]) == 2
+    assert "not a teacher cache" in capsys.readouterr().err
+
+
+def test_cli_build_options(tree, tmp_path, capsys):
+    templates = tmp_path / "t.txt"
+    templates.write_text("# mine\na {} here.\n\nthe {}.\n")
+    out = tmp_path / "c"
+    argv = ["cache", "build", "--data", str(tree), "--out", str(out), "--arch", "distill-demo-vit",
+            "--pretrained", "none", "--templates-file", str(templates), "--domains", "photo,art", "--views", "2",
+            "--hflip", "0", "--crop-scale", "0.5,1", "--dtype", "float32", "--workers", "0", "--test-fraction", "0.5"]
+    assert cli(argv) == 0
+    assert f"teacher cache written: {out}" in capsys.readouterr().out
+    m = json.loads((out / CACHE_MANIFEST).read_text())
+    assert m["templates"] == ["a {} here.", "the {}."] and m["dataset"]["domains"] == ["art", "photo"]
+    assert m["views"]["augment"] == {"scale": [0.5, 1.0], "ratio": [0.75, 4 / 3], "hflip": 0.0}
+    assert m["dtype"] == "float32" and m["dataset"]["test_fraction"] == 0.5 and m["rows"] == 40
+    assert (TeacherCache.open(out).rows["view_params"][:, 4] == 0).all()
+    assert cli(argv) == 0 and "already complete" in capsys.readouterr().out
+    assert cli([*argv[:-1], "0.3"]) == 2
+    assert "dataset.test_fraction: 0.5 vs 0.3" in capsys.readouterr().err
+    assert cli([*argv[:5], str(tmp_path / "d"), *argv[6:], "--crop-scale", "1"]) == 2
+    assert "--crop-scale expects" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- real images
+def test_pacs_mini_all_domains(tmp_path):
+    if not PACS_MINI.is_dir():
+        pytest.skip(f"PACS-mini not found at {PACS_MINI}")
+    ds = DomainFolder(PACS_MINI)
+    out = build_cache(ds, demo_teacher(ds.classes), tmp_path / "pacs", num_workers=1, progress=False)
+    cache = TeacherCache.open(out)
+    assert cache.domains == ["art_painting", "cartoon", "photo", "sketch"] and len(cache.classes) == 7
+    assert len(cache) == len(ds) and cache.skipped == []
+    giraffe, photo = cache.classes.index("giraffe"), cache.domains.index("photo")
+    assert not ((cache.rows["domain"] == photo) & (cache.rows["label"] == giraffe)).any()
+    assert ((cache.rows["label"] == giraffe).sum() > 0)
+    assert set(cache.zero_shot_accuracy()) == set(cache.domains)

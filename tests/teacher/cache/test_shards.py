@@ -1,0 +1,61 @@
+"""The one resumable shard writer: plan first, shards atomically and skipped when present, manifest last."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from distill.errors import DistillError
+from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST
+from distill.teacher.cache.shards import PlanRefusals, ResumableShards
+
+REFUSALS = PlanRefusals(complete="{file}: done with another plan ({diffs})",
+                        unfinished="{file}: started with another plan ({diffs}); remove {out}",
+                        not_empty="{out}: not empty")
+PLAN = {"views": {"count": 2}, "num_shards": 3}
+
+
+def test_plan_first_then_done_or_refused_naming_fields(tmp_path):
+    out = tmp_path / "a"
+    shards = ResumableShards(out)
+    assert shards.prepare(PLAN, REFUSALS) is False  # a new folder: build
+    assert json.loads((out / CACHE_BUILD_PLAN).read_text()) == PLAN
+    assert shards.prepare(PLAN, REFUSALS) is False  # same plan, unfinished: resume
+    with pytest.raises(DistillError, match=r"started with another plan \(views\.count: 2 vs 3\); remove .*a$"):
+        shards.prepare({**PLAN, "views": {"count": 3}}, REFUSALS)
+    shards.write_manifest({**PLAN, "rows": 0})
+    assert shards.prepare(PLAN, REFUSALS) is True  # complete with this plan: nothing to do
+    with pytest.raises(DistillError, match=r"manifest\.json: done with another plan \(num_shards: 3 vs 4\)"):
+        shards.prepare({**PLAN, "num_shards": 4}, REFUSALS)
+
+
+def test_a_foreign_folder_is_refused_only_when_asked(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    with pytest.raises(DistillError, match="not empty"):
+        ResumableShards(tmp_path / "b").prepare(PLAN, REFUSALS)
+    lenient = PlanRefusals(REFUSALS.complete, REFUSALS.unfinished)
+    assert ResumableShards(tmp_path / "b").prepare(PLAN, lenient) is False
+
+
+def test_pending_skips_written_shards_and_splits_over_ranks(tmp_path):
+    shards = ResumableShards(tmp_path)
+    shards.prepare(PLAN, REFUSALS)
+    (tmp_path / ".shard-00001.safetensors.x.tmp").write_bytes(b"half")  # a killed write's leftover
+    shards.write(1, {"sample_index": torch.arange(4)}, {"skipped": json.dumps([{"path": "x.png"}])})
+    assert shards.pending(3) == [0, 2]
+    assert ResumableShards(tmp_path, rank=1, world=2).pending(3) == []  # rank 1 owns shard 1 only: written
+    assert ResumableShards(tmp_path, rank=0, world=2).pending(3) == [0, 2]
+    shards.prepare(PLAN, REFUSALS)  # resuming clears leftovers of killed atomic writes
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(DistillError, match="shard-00000.safetensors: missing"):
+        shards.finished(3, "{path}: missing")
+    for k in (0, 2):
+        shards.write(k, {"sample_index": torch.arange(k)})
+    files = shards.finished(3, "{path}: missing")
+    assert [(f.file, f.rows, f.skipped) for f in files] == [
+        ("shard-00000.safetensors", 0, []), ("shard-00001.safetensors", 4, [{"path": "x.png"}]),
+        ("shard-00002.safetensors", 2, [])]
+    assert all(len(f.sha256) == 64 and f.bytes > 0 for f in files)
+    assert not (tmp_path / CACHE_MANIFEST).exists()
