@@ -15,15 +15,17 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from distill.records import RUN_TENSORBOARD
+
 
 def main() -> None:
     run, batch = Path(sys.argv[1]), int(sys.argv[2])
     name = sys.argv[3] if len(sys.argv) > 3 else run.name
-    ev = EventAccumulator(str(run / "tb"))
+    ev = EventAccumulator(str(run / RUN_TENSORBOARD))
     ev.Reload()
     s = ev.Scalars("train/loss")
     if len(s) < 2:
-        print(f"TRAIN {name}: only {len(s)} logged step(s) in {run / 'tb'}; run longer")
+        print(f"TRAIN {name}: only {len(s)} logged step(s) in {run / RUN_TENSORBOARD}; run longer")
         return
     per_step = [(b.wall_time - a.wall_time) / (b.step - a.step) for a, b in zip(s, s[1:]) if b.step > a.step]
     med = statistics.median(per_step)
