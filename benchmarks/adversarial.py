@@ -31,7 +31,7 @@ import torch
 from distill.config import RobustSettings, TrainConfig
 from distill.data import DomainFolder
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
-from distill.records import TEACHER_MANIFEST, RunSummary
+from distill.records import TEACHER_MANIFEST, RunSummary, pct, percent
 from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher
@@ -134,15 +134,15 @@ def main() -> None:
     ev = RobustEvaluator(ds, ds.domains, load_student(Path(summaries[names[0]].checkpoint)).spec, settings)
     results = {n: ev(load_student(Path(s.checkpoint))) for n, s in summaries.items()}
 
-    eps = list(next(iter(results[names[0]].values()))["pgd"])
+    eps = list(next(iter(results[names[0]].values())).pgd)
     print(f"\n### Robustness (test split, %; PGD-{settings.pgd_steps} L-inf, step 2.5*eps/steps, random start; "
           f"corruptions: mean of {len(settings.corruptions)} at severity {settings.severity}; {args.epochs} epochs)\n")
     head = ["strategy", "domain", "clean"] + [f"PGD {e}" for e in eps] + ["corruptions"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for n, res in results.items():
         for d, r in res.items():
-            cells = [n, d + (" (source)" if d in source else ""), f"{r['clean']:.1f}"] + \
-                    [f"{r['pgd'][e]:.1f}" for e in eps] + [f"{r['corruption_mean']:.1f}"]
+            cells = [n, d + (" (source)" if d in source else ""), pct(r.clean)] + \
+                    [pct(r.pgd[e]) for e in eps] + [pct(r.corruption_mean)]
             print("| " + " | ".join(cells) + " |")
     # targets, on the source domain
     src = source[0]
@@ -152,8 +152,8 @@ def main() -> None:
             if n == "kd":
                 continue
             r = results[n][src]
-            gain = {e: r["pgd"][e] - base["pgd"][e] for e in eps}
-            cost = base["clean"] - r["clean"]
+            gain = {e: percent(r.pgd[e]) - percent(base.pgd[e]) for e in eps}  # points
+            cost = percent(base.clean) - percent(r.clean)
             ok = all(g > 0 for g in gain.values()) and cost <= 1.0
             print(f"{n} vs kd on {src}: PGD gain " + ", ".join(f"{e}: {g:+.1f}" for e, g in gain.items()) +
                   f"; clean cost {cost:+.1f} -> target (PGD up at <= 1 pt clean cost) {'met' if ok else 'MISSED'}")

@@ -40,7 +40,8 @@ from distill.data.builtin import materialize
 from distill.errors import DistillError
 from distill.export import ExportConfig, export_checkpoint
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
-from distill.records import BENCH_RECORDS, DEMO_RESULTS, REPORT_HTML, BenchRecord, CacheManifest, ExportReport, RunSummary, pct
+from distill.records import (BENCH_RECORDS, DEMO_RESULTS, REPORT_HTML, BenchRecord, CacheManifest, ExportReport, RunSummary,
+                             pct, percent)
 from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher
@@ -74,12 +75,6 @@ def demo_recipe(name: str, root: Path, cache: Path, out: Path, quick: bool, prog
     """``configs/<name>.yaml`` pointed at the demo's data, cache and run folder (at test size with ``quick``)."""
     return load_recipe(name, {"data.root": root, "cache": cache, "run.out": out, "run.progress": progress,
                               **(QUICK_OPTIM if quick else {}), **(overrides or {})})
-
-
-def percent(fraction: float) -> float:
-    """A fraction as the percent the tables print: rounded to 4 decimals first, as summaries keep 6 of a
-    fraction, so a printed digit is the one the percent the run measured printed (12.35 %, not 12.350000001)."""
-    return round(100.0 * fraction, 4)
 
 
 def accuracy_table(rows: dict[str, dict[str, float]], domains: list[str], source: list[str]) -> str:
@@ -233,14 +228,14 @@ def _adversarial_stage(dataset: DomainFolder, teacher_ckpt: Path, cache_dir: Pat
     ev = RobustEvaluator(dataset, dataset.domains, load_student(Path(runs["kd"].checkpoint)).spec, settings)
     # the adversarial run evaluated its best checkpoint with the same settings at the end of training
     results = {DISTILLED: ev(load_student(Path(runs[DISTILLED].checkpoint))),
-               ADVERSARIAL: runs[ADVERSARIAL].robust["domains"]}
-    eps = [k for k in next(iter(results[DISTILLED].values()))["pgd"]]
+               ADVERSARIAL: runs[ADVERSARIAL].robust.domains}
+    eps = list(next(iter(results[DISTILLED].values())).pgd)
     head = ["model", "domain", "clean"] + [f"pgd {e}" for e in eps] + ["corruptions"]
     lines = [" | ".join(f"{h:>12s}" for h in head)]
     for name, res in results.items():
-        for d, r in res.items():
-            cells = [name, d + ("*" if d in source else ""), f"{r['clean']:.1f}"] + \
-                    [f"{r['pgd'][e]:.1f}" for e in eps] + [f"{r['corruption_mean']:.1f}"]
+        for d, r in res.items():  # fractions; percent only here, where they are printed
+            cells = [name, d + ("*" if d in source else ""), pct(r.clean)] + \
+                    [pct(r.pgd[e]) for e in eps] + [pct(r.corruption_mean)]
             lines.append(" | ".join(f"{c:>12s}" for c in cells))
     table = "\n".join(lines) + (f"\n(* = source domain; test accuracy in %; PGD-{settings.pgd_steps} L-inf in pixel "
                                 f"space; corruptions: mean of {len(settings.corruptions)} at severity {settings.severity})")

@@ -1,14 +1,15 @@
 """Typed artifacts that stages hand each other, and their file names.
 
-Every file one stage writes and another reads has one record here: the cache manifest
-(teacher -> train), the run summary (train -> export, report, demo), the export report
-(export -> bench, report, demo) and the bench record (bench -> report). Writers build a
+Every file one stage writes and another reads has one record here: a bootstrapped teacher's
+``teacher.json`` (teacher -> cache, demo), the cache manifest and its adversarial views'
+(teacher -> train), the run summary and robustness report (train -> export, report, demo), the
+export report (export -> bench, report, demo) and the bench record (bench -> report). Writers build a
 record and call :meth:`Record.write`; readers call :meth:`Record.read` and use attributes,
 never ``json.load(...)["key"]``. timm's ``PretrainedCfg`` and open_clip's ``PreprocessCfg`` do
 the same for per-model facts; :class:`distill.student.model.StudentSpec` for checkpoints.
 
 Units: every accuracy in a record is a **fraction** in [0, 1]. It becomes a percent only
-where it is printed (:func:`pct`).
+where it is printed (:func:`pct`, :func:`percent`).
 
 Records are pydantic models: a file that does not match is one line naming the file and
 the key (:meth:`Record.from_dict`). Top-level keys are strict; a few nested blocks that are
@@ -20,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from distill.errors import DistillError
 from distill.utils.io import atomic_write_json, read_json
@@ -53,11 +54,21 @@ REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 
 
+def percent(fraction: float) -> float:
+    """A fraction as the percent that is printed, rounded to 4 decimals of a percent.
+
+    Records keep fractions (rows 6 decimals, what 4 of a percent were); rounding here first makes
+    every printed digit the one the percent the run measured prints (23/80 -> 28.75 -> ``28.8``;
+    ``100 * 0.2875`` alone is 28.749999... and prints 28.7).
+    """
+    return round(100.0 * fraction, 4)
+
+
 def pct(fraction: float | None, digits: int = 1) -> str:
-    """A fraction printed as a percent with ``digits`` decimals; ``n/a`` for None/NaN."""
+    """A fraction printed as a percent with ``digits`` decimals (:func:`percent`); ``n/a`` for None/NaN."""
     if fraction is None or fraction != fraction:
         return "n/a"
-    return f"{100.0 * fraction:.{digits}f}"
+    return f"{percent(fraction):.{digits}f}"
 
 
 # ------------------------------------------------------------------ base
@@ -209,6 +220,45 @@ class CacheManifest(Record):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+# ------------------------------------------------------------------ robustness
+class RobustAccuracy(_Closed):
+    """One domain of a robust evaluation (fractions): clean, under PGD per epsilon (``"2/255"``), under
+    each corruption, and the corruptions' mean (None without corruptions)."""
+
+    n: int
+    clean: float
+    pgd: dict[str, float]
+    corruptions: dict[str, float]
+    corruption_mean: float | None
+
+
+class RobustReport(Record):
+    """``robust.json`` of a run (its selected checkpoint), ``summary.json``'s ``robust`` and ``distill eval --json``.
+
+    ``data``, ``split`` and ``skipped_images`` are set by ``distill eval`` only (a training run's data
+    and split are in its config); a report without them writes none of the three. ``settings`` is
+    :meth:`distill.config.RobustSettings.to_dict` (epsilons as written, ``"2/255"``).
+    """
+
+    FILE: ClassVar[str] = ROBUST_REPORT
+    checkpoint: str
+    data: str | None = None
+    split: str | None = None
+    skipped_images: list[SkippedImage] | None = None
+    settings: dict[str, Any]
+    domains: dict[str, RobustAccuracy] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _without_eval_only_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        if self.data is None:  # a training run's report: checkpoint, settings, domains (as ever)
+            for key in ("data", "split", "skipped_images"):
+                out.pop(key, None)
+        else:  # distill eval's: the skipped images as {path, reason}, [] when none
+            out["skipped_images"] = [k.model_dump(mode="json", exclude_none=True) for k in self.skipped_images or []]
+        return out
+
+
 # ------------------------------------------------------------------ run summary
 class RunSummary(Record):
     """``summary.json``: what a training/adaptation run produced and how it was selected.
@@ -238,7 +288,7 @@ class RunSummary(Record):
     checkpoint: str
     train_seconds_this_session: float
     skipped_images: list[SkippedImage] = Field(default_factory=list)
-    robust: dict[str, Any] | None = None
+    robust: RobustReport | None = None
 
 
 # ------------------------------------------------------------------ export report

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from distill.errors import DistillError
-from distill.records import BenchRecord, RunSummary, pct
+from distill.records import BenchRecord, RunSummary, pct, percent
 
 SUMMARY = {
     "strategy": "kd", "student": "resnet18", "source_domains": ["a"], "target_domains": ["b"],
@@ -58,3 +58,11 @@ def test_bench_lines_name_the_line_at_fault(tmp_path):
 @pytest.mark.parametrize("value,text", [(0.4035, "40.4"), (0.005, "0.5"), (None, "n/a"), (float("nan"), "n/a")])
 def test_pct_prints_fractions_as_percent(value, text):
     assert pct(value) == text
+
+
+@pytest.mark.parametrize("correct, total, text", [(23, 80, "28.8"), (1, 3, "33.3"), (7, 7, "100.0"), (0, 7, "0.0")])
+def test_percent_rounds_first_so_exact_halves_print_as_measured(correct, total, text):
+    """100 * (23/80) is 28.749999...; the percent the run measured is 28.75 and printed 28.8."""
+    assert f"{100.0 * (correct / total):.1f}" != text or correct != 23, "the case this guards against"
+    assert percent(correct / total) == round(100.0 * correct / total, 4)
+    assert pct(correct / total) == text and pct(correct / total, 2) == f"{percent(correct / total):.2f}"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from distill.config import load_train_config
 from distill.errors import DistillError
+from distill.records import pct
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +48,6 @@ def _run(args: argparse.Namespace) -> int:
     from distill.strategies import get_strategy
     from distill.train import train
     from distill.train.adapt import adapt_recipe
-    from distill.train.summary import printed_pct
 
     strategy_cls = get_strategy(args.strategy)
     if not strategy_cls.needs.target_data:
@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"strategy '{args.strategy}' brings its own optim defaults: {own} (--set optim.KEY=VALUE overrides)")
     summary = train(cfg)
     if summary is not None:
-        accs = "  ".join(f"{d} {printed_pct(v)}" for d, v in summary.test_acc.items())
+        accs = "  ".join(f"{d} {pct(v)}" for d, v in summary.test_acc.items())
         print(f"adapted checkpoint: {summary.checkpoint}  (kept: last epoch, {summary.best_epoch}; no labels "
               f"to select on; target test accuracy: {accs})")
     return 0

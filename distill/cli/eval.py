@@ -85,7 +85,8 @@ def _settings(args: argparse.Namespace) -> RobustSettings:
 def _run(args: argparse.Namespace) -> int:
     # lazy: torch, timm; the CLI builds its parser before any command runs
     from distill.data.folder import DomainFolder
-    from distill.robust.evaluate import RobustEvaluator, RobustReport, robust_table
+    from distill.records import RobustReport
+    from distill.robust.evaluate import RobustEvaluator, robust_table
     from distill.student.model import load_student
     from distill.utils.runtime import resolve_device
 
@@ -104,8 +105,9 @@ def _run(args: argparse.Namespace) -> int:
               + ", ".join(f"{p} ({why})" for p, why in skipped), file=sys.stderr)
     evaluator = RobustEvaluator(dataset, domains, student.spec, settings, split=args.split)
     results = evaluator(student, device)
-    report = RobustReport(str(args.checkpoint), settings, results, data=str(args.data), split=args.split,
-                          skipped_images=[{"path": p, "reason": why} for p, why in skipped])
+    report = RobustReport(checkpoint=str(args.checkpoint), data=str(args.data), split=args.split,
+                          skipped_images=[{"path": p, "reason": why} for p, why in skipped],
+                          settings=settings.to_dict(), domains=results)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from distill.config import load_train_config
 from distill.errors import DistillError
-from distill.records import RUN_CONFIG
+from distill.records import RUN_CONFIG, pct
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,6 @@ def _run(args: argparse.Namespace) -> int:
     # lazy: torch, timm and the strategies load only when this command runs, not at every `distill` start-up
     from distill.strategies import get_strategy, list_strategies
     from distill.train import train
-    from distill.train.summary import printed_pct
 
     if args.list_strategies:
         for name in list_strategies():
@@ -56,6 +55,6 @@ def _run(args: argparse.Namespace) -> int:
     if summary is not None:
         kept = "best checkpoint" if summary.source_acc is not None else \
             f"checkpoint (kept: last epoch, {summary.best_epoch}; no labels to select on)"
-        print(f"{kept}: {summary.checkpoint}  (source {printed_pct(summary.source_acc)}, "
-              f"target {printed_pct(summary.target_acc)})")
+        print(f"{kept}: {summary.checkpoint}  (source {pct(summary.source_acc)}, "
+              f"target {pct(summary.target_acc)})")
     return 0

@@ -1,12 +1,13 @@
-"""Clean / PGD / corruption accuracy per domain, its report record and its printed table.
+"""Clean / PGD / corruption accuracy per domain and its printed table.
 
 Used by ``distill eval`` and by the optional ``robust`` section of ``distill train``; what is
-measured is a :class:`~distill.config.RobustSettings` (one validated model for both).
+measured is a :class:`~distill.config.RobustSettings` (one validated model for both). Accuracies
+are fractions (:class:`~distill.records.RobustAccuracy`, written in a
+:class:`~distill.records.RobustReport`); :func:`robust_table` prints them as percents.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 from distill.config import RobustSettings, format_eps
 from distill.data.folder import DomainFolder
 from distill.evaluate import decode_split
+from distill.records import RobustAccuracy, pct
 from distill.robust.attacks import default_step_size, pgd
 from distill.robust.corruptions import corrupt, seeded_generator
 from distill.student.model import StudentSpec
@@ -49,9 +51,9 @@ class RobustEvaluator:
     def domains(self) -> list[str]:
         return list(self._data)
 
-    def __call__(self, model: nn.Module, device: str | torch.device = "cpu") -> dict[str, dict[str, Any]]:
-        """Accuracies in percent: ``{domain: {"n", "clean", "pgd": {eps: acc}, "corruptions": {name: acc},
-        "corruption_mean"}}``. ``model`` maps normalized images [B, 3, H, W] to logits [B, C].
+    def __call__(self, model: nn.Module, device: str | torch.device = "cpu") -> dict[str, RobustAccuracy]:
+        """Accuracies as fractions, per domain (``pgd`` keyed by the epsilon as written, ``"8/255"``).
+        ``model`` maps normalized images [B, 3, H, W] to logits [B, C].
 
         PGD accuracy counts an image as correct when the model is right on it *and* on its
         attacked version (so it never exceeds clean accuracy, as in RobustBench).
@@ -64,7 +66,7 @@ class RobustEvaluator:
         def logits_of(px: Tensor) -> Tensor:
             return model(self.normalize(px))
 
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, RobustAccuracy] = {}
         try:
             for d, (x_all, y_all) in self._data.items():
                 n = len(y_all)
@@ -87,11 +89,10 @@ class RobustEvaluator:
                         xc = corrupt(x, c, settings.severity, seed=settings.seed * 1000 + j * 100_003 + start)
                         with torch.no_grad():
                             cor[c] += int((logits_of(xc).argmax(-1) == y).sum())
-                row: dict[str, Any] = {"n": n, "clean": 100.0 * clean / n,
-                                       "pgd": {format_eps(e): 100.0 * v / n for e, v in adv.items()},
-                                       "corruptions": {c: 100.0 * v / n for c, v in cor.items()}}
-                row["corruption_mean"] = (sum(row["corruptions"].values()) / len(cor)) if cor else None
-                out[d] = row
+                corruptions = {c: v / n for c, v in cor.items()}
+                out[d] = RobustAccuracy(n=n, clean=clean / n, pgd={format_eps(e): v / n for e, v in adv.items()},
+                                        corruptions=corruptions,
+                                        corruption_mean=sum(corruptions.values()) / len(cor) if cor else None)
         finally:
             model.train(was_training)
         return out
@@ -102,45 +103,21 @@ def _step_size(settings: RobustSettings, eps: float) -> float:
     return settings.pgd_step_size if settings.pgd_step_size is not None else default_step_size(eps, settings.pgd_steps)
 
 
-def robust_table(results: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table of :meth:`RobustEvaluator.__call__` results, one row per domain."""
+def robust_table(results: dict[str, RobustAccuracy]) -> str:
+    """A plain-text table of :meth:`RobustEvaluator.__call__` results (fractions), one row per domain, in %."""
     if not results:
         return "(no images)"
     first = next(iter(results.values()))
-    eps_cols = list(first["pgd"])
-    cor_cols = list(first["corruptions"])
+    eps_cols = list(first.pgd)
+    cor_cols = list(first.corruptions)
     head = ["domain", "n", "clean"] + [f"pgd {e}" for e in eps_cols] + cor_cols + (["corr. mean"] if cor_cols else [])
     widths = [max(10, len(h)) for h in head]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
     for d, r in results.items():
-        cells = [d, str(r["n"]), f"{r['clean']:.1f}"] + [f"{r['pgd'][e]:.1f}" for e in eps_cols] + \
-                [f"{r['corruptions'][c]:.1f}" for c in cor_cols] + \
-                ([f"{r['corruption_mean']:.1f}"] if cor_cols else [])
+        cells = [d, str(r.n), pct(r.clean)] + [pct(r.pgd[e]) for e in eps_cols] + \
+                [pct(r.corruptions[c]) for c in cor_cols] + ([pct(r.corruption_mean)] if cor_cols else [])
         lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
     return "\n".join(lines) + "\n(accuracy in %; PGD: untargeted CE on the label, L-inf in pixel space)"
 
 
-@dataclass(frozen=True)
-class RobustReport:
-    """What a robust evaluation wrote: ``distill eval --json`` and a run's ``robust.json`` / ``summary.json``.
-
-    ``data``, ``split`` and ``skipped_images`` are set by ``distill eval`` only (a training run's
-    data and split are in its config).
-    """
-
-    checkpoint: str
-    settings: RobustSettings
-    domains: dict[str, dict[str, Any]] = field(default_factory=dict)
-    data: str | None = None
-    split: str | None = None
-    skipped_images: list[dict[str, str]] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"checkpoint": self.checkpoint}
-        if self.data is not None:
-            out.update(data=self.data, split=self.split, skipped_images=list(self.skipped_images or []))
-        out.update(settings=self.settings.to_dict(), domains=self.domains)
-        return out
-
-
-__all__ = ["RobustEvaluator", "RobustReport", "robust_table"]
+__all__ = ["RobustEvaluator", "robust_table"]

@@ -5,9 +5,8 @@ from pathlib import Path
 
 from distill.config import TrainConfig, dump_config
 from distill.errors import DistillError
-from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary
+from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary, pct
 from distill.train.build import build
-from distill.train.summary import printed_pct
 from distill.train.trainer import Trainer
 from distill.utils.io import atomic_write_text
 from distill.utils.runtime import barrier
@@ -36,7 +35,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunSummary | None:
     if resume:
         trainer.resume()
     if setup.dist.main:
-        zero_shot = "  ".join(f"{d} {printed_pct(v)}" for d, v in setup.teacher_zero_shot.items())
+        zero_shot = "  ".join(f"{d} {pct(v)}" for d, v in setup.teacher_zero_shot.items())
         print(f"training '{cfg.strategy.name}' student {cfg.student.arch} on {trainer.train_domains} "
               f"({len(trainer.train_samples)} images, {trainer.steps_per_epoch} steps/epoch); "
               f"targets {setup.target}" + (f"; teacher zero-shot: {zero_shot}" if zero_shot else ""))

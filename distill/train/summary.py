@@ -2,7 +2,7 @@
 
 Accuracies are fractions in every row, in ``metrics.csv`` and in ``summary.json``
 (:class:`~distill.records.RunSummary`); they become percents only where printed
-(:func:`printed_pct`, same digits as ever).
+(:func:`distill.records.pct`, same digits as ever).
 """
 from __future__ import annotations
 
@@ -14,24 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from distill.records import RUN_METRICS, RunSummary
+from distill.records import RUN_METRICS, RunSummary, pct
 from distill.utils.io import atomic_write_text
 
 # row keys
 SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC = "source_acc", "target_acc", "source_val_acc"
 TEST_PREFIX, VAL_PREFIX = "acc/", "val/"
-
-
-def printed_pct(fraction: float | None) -> str:
-    """A fraction printed as a percent with one decimal, ``n/a`` for None/NaN.
-
-    Like :func:`distill.records.pct`, but rounded to 4 decimals of a percent first: rows keep 6
-    decimals of a fraction (what 4 of a percent were), so every printed digit is the one the
-    percent rows printed (``100 * 0.1235`` alone may print 12.4 where 12.35 printed 12.3).
-    """
-    if fraction is None or math.isnan(fraction):
-        return "n/a"
-    return f"{round(100.0 * fraction, 4):.1f}"
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -59,10 +47,10 @@ def by_domain(row: dict[str, Any], prefix: str) -> dict[str, float]:
 
 def epoch_line(row: dict[str, Any], improved: bool) -> str:
     """The line printed after each epoch (percents)."""
-    domains = "  ".join(f"{d} {printed_pct(v)}" for d, v in by_domain(row, TEST_PREFIX).items())
+    domains = "  ".join(f"{d} {pct(v)}" for d, v in by_domain(row, TEST_PREFIX).items())
     kept = ("  (kept: last epoch; no labels to select on)" if math.isnan(row[SOURCE_VAL_ACC])
             else "  (best)" if improved else "")
-    src, tgt, val = (printed_pct(row[k]) for k in (SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC))
+    src, tgt, val = (pct(row[k]) for k in (SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC))
     return f"epoch {row['epoch']}: source val {val}  |  test: source {src}  target {tgt}  |  {domains}{kept}"
 
 

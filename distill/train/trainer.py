@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader
 
 from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
-from distill.records import ROBUST_REPORT, RunSummary
-from distill.robust.evaluate import RobustEvaluator, RobustReport, robust_table
+from distill.records import RobustReport, RunSummary
+from distill.robust.evaluate import RobustEvaluator, robust_table
 from distill.strategies import Batch
 from distill.student.model import load_student
 from distill.teacher.cache import PixelStore, find_pixel_store
@@ -39,7 +39,6 @@ from distill.train.data import EpochBatches, Item, TrainImages, all_view_items, 
 from distill.train.logger import RunLog
 from distill.train.summary import SOURCE_VAL_ACC, epoch_line, metrics_row, selected_run_summary, write_metrics
 from distill.utils.flops import count_flops, count_params
-from distill.utils.io import atomic_write_json
 from distill.utils.runtime import autocast, barrier, seed_step, step_seed
 from distill.utils.state import rng_state, set_rng_state
 
@@ -338,18 +337,19 @@ class Trainer:
         self.save()
 
     # -------------------------------------------------------------- the end
-    def robust_eval(self) -> dict[str, Any]:
-        """PGD / corruption accuracy of the best checkpoint on the evaluated domains (config ``robust``)."""
+    def robust_eval(self) -> RobustReport:
+        """PGD / corruption accuracy of the best checkpoint on the evaluated domains (config ``robust``),
+        also in ``RUN/robust.json``."""
         setup, best = self.setup, self.checkpoints.best
         student = load_student(best).to(setup.device)
         evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, setup.cfg.robust)
         results = evaluator(student, setup.device)
         print(f"robustness of {best}:\n{robust_table(results)}")
-        report = RobustReport(str(best), setup.cfg.robust, results).to_dict()
-        atomic_write_json(self.run_dir / ROBUST_REPORT, report)
+        report = RobustReport(checkpoint=str(best), settings=setup.cfg.robust.to_dict(), domains=results)
+        report.write(self.run_dir)
         return report
 
-    def summary(self, seconds: float, robust: dict[str, Any] | None = None) -> RunSummary:
+    def summary(self, seconds: float, robust: RobustReport | None = None) -> RunSummary:
         """The run's :class:`RunSummary`: the selected epoch's accuracies and the run's facts."""
         setup = self.setup
         selected = best_epoch(self.history)

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from distill.cli import main as cli
 from distill.errors import DistillError
 from distill.config import RobustSettings, load_train_config
-from distill.robust.evaluate import RobustEvaluator, RobustReport, _step_size, robust_table
+from distill.records import RobustAccuracy, RobustReport
+from distill.robust.evaluate import RobustEvaluator, _step_size, robust_table
 from distill.student.model import Student, default_spec, save_student
 from tests.shapes import CLASSES, make_shapes_root
 
@@ -57,18 +58,19 @@ def test_robust_evaluator_per_domain(root, checkpoint):
     res = ev(student)
     assert set(res) == {"red", "green"}
     for d, r in res.items():
-        assert r["n"] == len(ds.select([d], "test"))
+        assert r.n == len(ds.select([d], "test"))
         x, y = ev._data[d]  # clean accuracy recomputed from the model on the evaluator's images
         with torch.no_grad():
-            acc = 100.0 * float((student(ev.normalize(x)).argmax(-1) == y).float().mean())
-        assert r["clean"] == pytest.approx(acc)
+            acc = float((student(ev.normalize(x)).argmax(-1) == y).float().mean())
+        assert r.clean == pytest.approx(acc), "a fraction, not a percent"
     # the attack bites: PGD-3 at 64/255 flips images this (untrained) model gets right (a no-op attack
     # or a wrong gradient sign would leave it at clean accuracy; "pgd <= clean" alone holds by construction)
-    assert sum(r["pgd"]["64/255"] for r in res.values()) < sum(r["clean"] for r in res.values())
-    assert sum(r["clean"] for r in res.values()) > 0
+    assert sum(r.pgd["64/255"] for r in res.values()) < sum(r.clean for r in res.values())
+    assert sum(r.clean for r in res.values()) > 0
     for d, r in res.items():
-        assert set(r["corruptions"]) == {"gaussian_noise", "contrast"}
-        assert r["corruption_mean"] == pytest.approx(sum(r["corruptions"].values()) / 2)
+        assert set(r.corruptions) == {"gaussian_noise", "contrast"}
+        assert r.corruption_mean == pytest.approx(sum(r.corruptions.values()) / 2)
+        assert all(0.0 <= v <= 1.0 for v in [r.clean, *r.pgd.values(), *r.corruptions.values()])
     assert not student.training, "evaluation must leave the model in eval mode it was given"
 
 
@@ -82,6 +84,8 @@ def test_distill_eval_json(root, checkpoint, capsys):
     g = report["domains"]["green"]
     assert set(g["pgd"]) == {"2/255", "8/255"} and set(g["corruptions"]) == {"jpeg", "gaussian_blur"}
     assert report["settings"]["pgd_steps"] == 2 and report["settings"]["pgd_eps"] == ["2/255", "8/255"]
+    assert list(report) == ["checkpoint", "data", "split", "skipped_images", "settings", "domains"]
+    assert 0.0 <= g["clean"] <= 1.0 and RobustReport.from_dict(report).domains["green"].n == g["n"]
     # clean only, as a table
     assert cli(["eval", str(checkpoint), "--data", str(root), "--pgd-eps", "0", "--corruptions", "none"]) == 0
     table = capsys.readouterr().out
@@ -105,26 +109,34 @@ def test_train_robust_section(root, tmp_path):
            "robust": {"pgd_eps": ["4/255"], "pgd_steps": 2, "corruptions": ["contrast"], "max_images": 4}}
     summary = train(load_train_config(None, base=cfg))
     rob = summary.robust
-    assert set(rob["domains"]) == {"red", "green"} and rob["settings"]["pgd_eps"] == ["4/255"]
-    assert all(r["n"] == 4 for r in rob["domains"].values())
-    assert json.loads((tmp_path / "run" / "robust.json").read_text())["domains"] == rob["domains"]
+    assert set(rob.domains) == {"red", "green"} and rob.settings["pgd_eps"] == ["4/255"]
+    assert all(r.n == 4 and 0.0 <= r.clean <= 1.0 for r in rob.domains.values())
+    written = json.loads((tmp_path / "run" / "robust.json").read_text())
+    assert list(written) == ["checkpoint", "settings", "domains"], "a training run's robust.json"
+    assert RobustReport.read(tmp_path / "run") == rob
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["robust"] == written
     with pytest.raises(DistillError, match="robust.pgd_eps"):
         load_train_config(None, base={**cfg, "robust": {"pgd_eps": ["big"]}})
 
 
-def test_table_and_report_record_on_hand_made_results():
-    results = {"red": {"n": 4, "clean": 75.0, "pgd": {"2/255": 50.0}, "corruptions": {"jpeg": 25.0, "contrast": 75.0},
-                       "corruption_mean": 50.0}}
+def test_table_prints_fractions_as_percents_and_the_report_record_keeps_them():
+    results = {"red": RobustAccuracy(n=80, clean=0.75, pgd={"2/255": 23 / 80}, corruptions={"jpeg": 0.25, "contrast": 0.75},
+                                     corruption_mean=0.5)}
     lines = robust_table(results).splitlines()
     assert lines[0].split() == ["domain", "n", "clean", "pgd", "2/255", "jpeg", "contrast", "corr.", "mean"]
-    assert lines[1].split() == ["red", "4", "75.0", "50.0", "25.0", "75.0", "50.0"]
+    assert lines[1].split() == ["red", "80", "75.0", "28.8", "25.0", "75.0", "50.0"], "23/80 printed as 28.75 was"
     assert lines[-1].startswith("(accuracy in %")
     assert robust_table({}) == "(no images)"
     settings = RobustSettings(pgd_eps=["2/255"], corruptions=["jpeg", "contrast"])
     assert _step_size(settings, 2 / 255) == pytest.approx(2.5 * (2 / 255) / 10), "Madry's rule by default"
     assert _step_size(RobustSettings(pgd_step_size="1/255"), 8 / 255) == pytest.approx(1 / 255), "or the fixed step"
-    record = RobustReport("ckpt", settings, results).to_dict()
+    record = RobustReport(checkpoint="ckpt", settings=settings.to_dict(), domains=results).to_dict()
     assert list(record) == ["checkpoint", "settings", "domains"], "a training run's robust.json"
     assert record["settings"]["pgd_eps"] == ["2/255"] and record["settings"]["pgd_step_rule"] == "2.5*eps/steps"
-    cli_record = RobustReport("ckpt", settings, results, data="ROOT", split="test", skipped_images=[]).to_dict()
+    assert record["domains"]["red"]["pgd"]["2/255"] == 23 / 80, "fractions in the artifact"
+    cli_record = RobustReport(checkpoint="ckpt", data="ROOT", split="test", skipped_images=[{"path": "a.png", "reason": "x"}],
+                              settings=settings.to_dict(), domains=results).to_dict()
     assert list(cli_record) == ["checkpoint", "data", "split", "skipped_images", "settings", "domains"]
+    assert cli_record["skipped_images"] == [{"path": "a.png", "reason": "x"}]
+    with pytest.raises(DistillError, match="domains.red.clean"):
+        RobustReport.from_dict(dict(record, domains={"red": dict(record["domains"]["red"], clean="high")}))

@@ -6,17 +6,18 @@ import math
 
 import pytest
 
-from distill.train.summary import epoch_line, metrics_row, printed_pct, selected_run_summary, write_metrics
+from distill.records import pct
+from distill.train.summary import epoch_line, metrics_row, selected_run_summary, write_metrics
 
 
 @pytest.mark.parametrize("correct, total", [(23, 80), (49, 80), (98, 160), (1, 3), (0, 7), (7, 7)])
 def test_printed_percent_keeps_the_digits_percent_rows_printed(correct, total):
     """Before: rows held round(100 * c / n, 4), printed with .1f. A fraction row printed as 100 * x alone
-    turns 23/80's 28.75 into 28.7 (it printed 28.8); printed_pct must not."""
+    turns 23/80's 28.75 into 28.7 (it printed 28.8); records.pct must not."""
     before = f"{round(100.0 * correct / total, 4):.1f}"
     row = metrics_row(0, {"a": correct / total}, {}, ["a"], [])
-    assert printed_pct(row["acc/a"]) == before
-    assert printed_pct(row["source_acc"]) == before
+    assert pct(row["acc/a"]) == before
+    assert pct(row["source_acc"]) == before
 
 
 def test_rows_are_fractions_with_means_over_source_target_and_validation():
