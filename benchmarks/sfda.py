@@ -32,7 +32,7 @@ from distill.train.adapt import adapt_recipe
 from distill.config import load_train_config
 from distill.data import DomainFolder
 from distill.evaluate import DomainEvaluator
-from distill.records import TEACHER_MANIFEST, CacheManifest, RunSummary
+from distill.records import TEACHER_MANIFEST, CacheManifest, RunSummary, pct, percent
 from distill.student.model import load_student
 from distill.teacher import Teacher
 from distill.teacher.cache import CacheOptions, TeacherCache, ViewConfig, build_cache
@@ -41,7 +41,7 @@ from distill.train import train
 
 def adapt(ckpt: Path, target: str, root: Path, caches: list[Path], strategy: str, out: Path, epochs: int,
           batch_size: int = 64, lr: float | None = None) -> float:
-    """Adapt ``ckpt`` to ``target`` alone (or reuse the finished run); its test accuracy there, in %."""
+    """Adapt ``ckpt`` to ``target`` alone (or reuse the finished run); its test accuracy there (a fraction)."""
     seconds = None
     if not RunSummary.exists_in(out):
         cfg = adapt_recipe(ckpt, [target], root, caches=caches, strategy=strategy, out=out,
@@ -50,8 +50,8 @@ def adapt(ckpt: Path, target: str, root: Path, caches: list[Path], strategy: str
         t0 = time.perf_counter()
         train(load_train_config(None, base=cfg))
         seconds = time.perf_counter() - t0
-    accuracy = 100 * RunSummary.read(out).test_acc[target]  # a fraction in summary.json; this table is in %
-    print(f"  {out.name}: {accuracy:.1f}" + (f"  ({seconds:.0f}s)" if seconds is not None else "  (done before)"),
+    accuracy = RunSummary.read(out).test_acc[target]
+    print(f"  {out.name}: {pct(accuracy)}" + (f"  ({seconds:.0f}s)" if seconds is not None else "  (done before)"),
           flush=True)
     return accuracy
 
@@ -105,7 +105,7 @@ def main() -> None:
     print(f"source model {ckpt} (trained on {source}); {args.epochs} epochs per adaptation; teachers: "
           + "; ".join(f"{n} = {', '.join(map(str, c))}" for n, c in sets.items()))
 
-    rows: dict[str, dict[str, float]] = {"source-only (erm)": src_only}
+    rows: dict[str, dict[str, float]] = {"source-only (erm)": src_only}  # fractions; percents only when printed
     seen = set()
     for caches in sets.values():
         for c in caches:
@@ -113,7 +113,7 @@ def main() -> None:
                 seen.add(c)
                 zs = TeacherCache.open(c).zero_shot_accuracy()
                 label = "random teacher" if "random" in c.name else c.name
-                rows[f"zero-shot: {label}"] = {d: 100 * zs[d]["test"] for d in targets}
+                rows[f"zero-shot: {label}"] = {d: zs[d]["test"] for d in targets}
     # SHOT gets its own learning rate too: it degrades at the teacher-based strategies' 3e-3 (its
     # only signal is the model's own predictions, which a large step size drifts away from)
     for lr in (None, 5e-4):
@@ -134,14 +134,14 @@ def main() -> None:
     print("|---|" + "---|" * (len(targets) + 1))
     for name, acc in rows.items():
         mean = sum(acc[t] for t in targets) / len(targets)
-        print(f"| {name} | " + " | ".join(f"{acc[t]:.1f}" for t in targets) + f" | {mean:.1f} |")
+        print(f"| {name} | " + " | ".join(pct(acc[t]) for t in targets) + f" | {pct(mean)} |")
     print()
     for name in sets:
         s, pl = rows[f"sfda [{name}]"][hardest], rows[f"teacher_pl [{name}]"][hardest]
         sh = max(rows["shot"][hardest], rows["shot (lr 0.0005)"][hardest])
-        gain = s - src_only[hardest]
-        print(f"[{name}] hardest target {hardest}: sfda {s:.1f} vs source-only {src_only[hardest]:.1f} ({gain:+.1f}; "
-              f"target +15: {'met' if gain >= 15 else 'MISSED'}); above shot ({sh:.1f}) and teacher_pl ({pl:.1f}): "
+        gain = percent(s) - percent(src_only[hardest])  # points
+        print(f"[{name}] hardest target {hardest}: sfda {pct(s)} vs source-only {pct(src_only[hardest])} ({gain:+.1f}; "
+              f"target +15: {'met' if gain >= 15 else 'MISSED'}); above shot ({pct(sh)}) and teacher_pl ({pct(pl)}): "
               f"{'yes' if s > max(sh, pl) else 'NO'}")
 
 
