@@ -20,7 +20,6 @@ Usage (after `distill demo --out demo_out`):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 from distill.config import RobustSettings, TrainConfig
 from distill.data import DomainFolder
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
-from distill.records import TEACHER_MANIFEST, RunSummary, pct, percent
+from distill.records import RunSummary, TeacherManifest, pct, percent
 from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher
@@ -43,8 +42,8 @@ ROBUST = RobustSettings(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corru
 
 def demo_teacher(teacher_dir: Path) -> tuple[str, Path, list[str]]:
     """(open_clip arch, checkpoint, templates) of a bootstrapped demo teacher (from its teacher.json)."""
-    meta = json.loads((teacher_dir / TEACHER_MANIFEST).read_text())
-    return meta["arch"], teacher_dir / meta["checkpoint"], list(meta["templates"])
+    meta = TeacherManifest.read(teacher_dir)
+    return meta.arch, teacher_dir / meta.checkpoint, list(meta.templates)
 
 
 def strategies(teacher_dir: Path) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -175,8 +174,8 @@ def main() -> None:
     print("| strategy | s / epoch | x kd |\n|---|---|---|")
     for n in names:
         print(f"| {n} | {med[n]:.1f} | {med[n] / med['kd']:.2f} |")
-    print(f"\none-off adversarial views: {adv_m['rows']} views ({adv_m['views']} per {source} train image, eps "
-          f"{round(adv_m['epsilon'] * 255)}/255, {adv_m['steps']} PGD steps) "
+    print(f"\none-off adversarial views: {adv_m.rows} views ({adv_m.views} per {source} train image, eps "
+          f"{round(adv_m.epsilon * 255)}/255, {adv_m.steps} PGD steps) "
           + (f"crafted in {adv_build_s:.0f}s" if built_now else "(already built)"))
     if "adv_cached" in med:
         r = med["adv_cached"] / med["kd"]

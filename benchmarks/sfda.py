@@ -22,7 +22,6 @@ Usage (after `distill demo --out demo_out`):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from distill.train.adapt import adapt_recipe
 from distill.config import load_train_config
 from distill.data import DomainFolder
 from distill.evaluate import DomainEvaluator
-from distill.records import TEACHER_MANIFEST, CacheManifest, RunSummary, pct, percent
+from distill.records import CacheManifest, RunSummary, TeacherManifest, pct, percent
 from distill.student.model import load_student
 from distill.teacher import Teacher
 from distill.teacher.cache import CacheOptions, TeacherCache, ViewConfig, build_cache
@@ -58,11 +57,11 @@ def adapt(ckpt: Path, target: str, root: Path, caches: list[Path], strategy: str
 
 def random_teacher_cache(demo_out: Path, root: Path, like: Path, out: Path) -> Path:
     """A cache of a random-weights teacher of the demo architecture (seed 1), with the views of cache ``like``."""
-    meta = json.loads((demo_out / "teacher" / TEACHER_MANIFEST).read_text())
+    meta = TeacherManifest.read(demo_out / "teacher")
     views = CacheManifest.read(like).views
     ds = DomainFolder(root)
     torch.manual_seed(1)
-    teacher = Teacher(meta["arch"], None, ds.classes, meta["templates"])
+    teacher = Teacher(meta.arch, None, ds.classes, meta.templates)
     return build_cache(ds, teacher, out, CacheOptions(views=views.count, seed=views.seed,
                                                       augment=ViewConfig.from_dict(views.augment)),
                        num_workers=0, progress=False)

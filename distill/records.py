@@ -148,6 +148,49 @@ class SkippedImage(_Open):
     reason: str
 
 
+# ------------------------------------------------------------------ bootstrapped teacher
+class TeacherTrainingData(_Closed):
+    """The data a bootstrapped teacher was trained on (its train split only)."""
+
+    root: str
+    fingerprint: str
+    train_images: int
+    test_fraction: float
+    split_seed: int
+    class_map: str | None = None
+
+
+class TeacherManifest(Record):
+    """``teacher.json`` beside a bootstrapped stand-in teacher's checkpoint (:mod:`distill.teacher.bootstrap`).
+
+    Written last: its presence (with a matching ``checkpoint_sha256`` and ``run_key``) marks a
+    finished bootstrap. Readers take the arch and the zero-shot ``templates`` from it.
+    ``open_clip_config`` is the file's ``model_config`` (a name pydantic keeps for itself).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+    FILE: ClassVar[str] = TEACHER_MANIFEST
+    format: str
+    arch: str
+    checkpoint: str                   # file name inside the folder (TEACHER_CHECKPOINT)
+    checkpoint_sha256: str
+    templates: list[str]
+    classes: list[str]
+    domains: list[str]
+    dataset: TeacherTrainingData
+    training: dict[str, Any]          # the recipe's hyper-parameters (free-form)
+    open_clip_config: dict[str, Any] = Field(alias="model_config")
+    loss_history: list[float]
+    zero_shot: dict[str, float | None]  # "train" / "val" -> fraction (None: no images)
+    train_seconds: float
+    versions: dict[str, str]
+    run_key: str
+    warning: str | None = None        # a near-chance teacher's warning (absent when fine)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
 # ------------------------------------------------------------------ teacher cache
 class CachePreprocess(_Closed):
     size: list[int]
@@ -257,6 +300,48 @@ class RobustReport(Record):
         else:  # distill eval's: the skipped images as {path, reason}, [] when none
             out["skipped_images"] = [k.model_dump(mode="json", exclude_none=True) for k in self.skipped_images or []]
         return out
+
+
+class AdversarialShard(_Closed):
+    file: str
+    rows: int
+    sha256: str
+
+
+class AdversarialManifest(Record):
+    """``CACHE/adversarial/manifest.json`` (:mod:`distill.teacher.cache.adversarial`): the build plan
+    (everything that determines the views' bytes; ``build.json`` holds the same keys) + the shards
+    written. Written last: its presence means complete."""
+
+    FILE: ClassVar[str] = CACHE_MANIFEST
+    format: str
+    format_version: int
+    teacher: TeacherIdentity          # without the library versions (not part of what an output means)
+    preprocess: CachePreprocess
+    dataset_fingerprint: str
+    domains: list[str]
+    split: str | None                 # None: every split
+    images: int
+    views: int
+    epsilon: float
+    epsilon_levels: int               # floor(epsilon * 255): the budget in 8-bit levels
+    step_size: float
+    steps: int
+    seed: int
+    objective: str
+    dtype: Literal["float16", "float32"]
+    batch_size: int
+    shard_size: int
+    num_shards: int
+    rows: int
+    shards: list[AdversarialShard]
+    skipped: list[SkippedImage] = Field(default_factory=list)
+    shapes: dict[str, list[int]]
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """As built (keys the build did not set stay absent), like :meth:`CacheManifest.to_dict`."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 # ------------------------------------------------------------------ run summary

@@ -10,11 +10,10 @@ import torch
 
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, CacheManifest
+from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, AdversarialManifest, CacheManifest
 from distill.config import parse_eps
 from distill.teacher.clip import Teacher
 from distill.teacher.prompts import resolve_templates
-from distill.utils.io import read_json
 from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
 
 
@@ -151,9 +150,9 @@ def _build(args: argparse.Namespace) -> int:
         print(f"teacher cache {state}: {out} ({m.rows} rows = {images} x "
               f"{m.views.count} view(s), {len(m.shards)} shard(s){skipped})")
         if args.adv_views:
-            a = read_json(out / CACHE_ADVERSARIAL_DIR / CACHE_MANIFEST)
-            print(f"adversarial views: {out / CACHE_ADVERSARIAL_DIR} ({a['rows']} = {a['images']} {a['split'] or 'all'} "
-                  f"images x {a['views']}; eps {a['epsilon']:.4f}, {a['steps']} PGD steps, seed {a['seed']})")
+            a = AdversarialManifest.read(out / CACHE_ADVERSARIAL_DIR)
+            print(f"adversarial views: {out / CACHE_ADVERSARIAL_DIR} ({a.rows} = {a.images} {a.split or 'all'} "
+                  f"images x {a.views}; eps {a.epsilon:.4f}, {a.steps} PGD steps, seed {a.seed})")
         for size in pixel_sizes:
             print(f"pixel store: {out / pixel_dir_name(size, args.pixel_interpolation)} (each row's view, "
                   f"{size[0]}x{size[1]} uint8)")

@@ -8,12 +8,11 @@ import torch
 
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.records import TEACHER_MANIFEST
+from distill.records import TEACHER_MANIFEST, TeacherManifest
 from distill.teacher.bootstrap_presets import DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK, BootstrapSettings
 from distill.teacher.clip import Teacher
 from distill.teacher.prompts import resolve_templates, teacher_manifest_of
 from distill.teacher.zero_shot import zero_shot_accuracy
-from distill.utils.io import read_json
 from distill.utils.runtime import resolve_device
 
 
@@ -108,8 +107,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     found = teacher_manifest_of(args.pretrained)
-    manifest = read_json(found) if found is not None else {}
-    arch = args.arch or manifest.get("arch")
+    arch = args.arch or (TeacherManifest.read(found).arch if found is not None else None)
     if not arch:
         raise DistillError("--arch is required (no teacher.json beside --pretrained to take it from)")
     templates, source = resolve_templates(args.templates_file, args.pretrained)

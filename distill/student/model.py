@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.records import STUDENT_SPEC, STUDENT_WEIGHTS
 from distill.student.transforms import eval_transform
 from distill.utils.io import atomic_write, atomic_write_json, read_json
 
@@ -48,7 +49,7 @@ class StudentSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "student.json") -> StudentSpec:
+    def from_dict(cls, d: dict[str, Any], source: str = STUDENT_SPEC) -> StudentSpec:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
@@ -144,8 +145,8 @@ def save_student(student: Student, out_dir: str | Path, extra_provenance: dict[s
     if extra_provenance:
         spec.provenance = {**spec.provenance, **extra_provenance}
     state = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
-    atomic_write(out_dir / "model.safetensors", lambda p: save_file(state, str(p)))
-    atomic_write_json(out_dir / "student.json", spec.to_dict())
+    atomic_write(out_dir / STUDENT_WEIGHTS, lambda p: save_file(state, str(p)))
+    atomic_write_json(out_dir / STUDENT_SPEC, spec.to_dict())
     return out_dir
 
 
@@ -153,14 +154,14 @@ def load_student(path: str | Path, map_location: str = "cpu") -> Student:
     """Rebuild a student from a checkpoint folder (or its ``model.safetensors``)."""
     path = Path(path)
     folder = path.parent if path.suffix == ".safetensors" else path
-    if not (folder / "student.json").is_file():
-        raise DistillError(f"{folder}: not a student checkpoint (no student.json)")
-    spec = StudentSpec.from_dict(read_json(folder / "student.json"), str(folder / "student.json"))
+    if not (folder / STUDENT_SPEC).is_file():
+        raise DistillError(f"{folder}: not a student checkpoint (no {STUDENT_SPEC})")
+    spec = StudentSpec.from_dict(read_json(folder / STUDENT_SPEC), str(folder / STUDENT_SPEC))
     student = Student(spec)
-    state = load_file(str(folder / "model.safetensors"), device=map_location)
+    state = load_file(str(folder / STUDENT_WEIGHTS), device=map_location)
     missing, unexpected = student.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise DistillError(f"{folder / 'model.safetensors'}: weights do not match '{spec.arch}' "
+        raise DistillError(f"{folder / STUDENT_WEIGHTS}: weights do not match '{spec.arch}' "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     return student.eval()
 

@@ -59,7 +59,9 @@ from tqdm.auto import tqdm
 
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.records import TEACHER_BOOTSTRAP_STATE, TEACHER_CHECKPOINT, TEACHER_MANIFEST
+from distill.records import (
+    TEACHER_BOOTSTRAP_STATE, TEACHER_CHECKPOINT, TEACHER_MANIFEST, TeacherManifest, TeacherTrainingData,
+)
 from distill.teacher.bootstrap_data import (
     augment, build_captions, geometry_transform, load_uint8, split_validation, train_samples,
 )
@@ -71,7 +73,7 @@ from distill.teacher.bootstrap_presets import (
     WEIGHT_DECAY, BootstrapSettings, choose_schedule, near_chance_warning,
 )
 from distill.teacher.clip import register_model_configs
-from distill.utils.io import atomic_write, atomic_write_json, read_json, sha256_file
+from distill.utils.io import atomic_write, sha256_file
 from distill.utils.runtime import resolve_device
 from distill.utils.schedule import warmup_cosine_lr
 from distill.student.transforms import normalize
@@ -132,14 +134,14 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
 
     if manifest_path.is_file() and ckpt.is_file():
         try:
-            old = read_json(manifest_path)
-        except DistillError:
-            old = {}
-        if old.get("run_key") == run_key and old.get("checkpoint_sha256") == sha256_file(ckpt):
+            old = TeacherManifest.read(manifest_path)
+        except DistillError:  # unreadable or another format: retrain
+            old = None
+        if old is not None and old.run_key == run_key and old.checkpoint_sha256 == sha256_file(ckpt):
             if progress:
                 print(f"teacher already bootstrapped with these parameters: {ckpt}")
-            if old.get("warning"):
-                print(f"WARNING: {old['warning']}", file=sys.stderr, flush=True)
+            if old.warning:
+                print(f"WARNING: {old.warning}", file=sys.stderr, flush=True)
             return ckpt
 
     t0 = time.perf_counter()
@@ -224,30 +226,22 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
 
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(ckpt, lambda p: save_file(weights, str(p)))
-    manifest = {
-        "format": FORMAT,
-        "arch": arch,
-        "checkpoint": TEACHER_CHECKPOINT,
-        "checkpoint_sha256": sha256_file(ckpt),
-        "templates": list(DEMO_TEMPLATES),
-        "classes": dataset.classes,
-        "domains": dataset.domains,
-        "dataset": {"root": str(dataset.root), "fingerprint": params["dataset_fingerprint"],
-                    "train_images": len(samples), "test_fraction": dataset.test_fraction,
-                    "split_seed": dataset.split_seed, "class_map": dataset.class_map_source},
-        "training": {k: params[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction",
-                                              "max_per_domain", "seed", "augment", "loss", "caption_templates")},
-        "model_config": model_cfg,
-        "loss_history": [round(v, 5) for v in history],
-        "zero_shot": {k: (None if math.isnan(v) else round(v, 5)) for k, v in accuracy.items()},
-        "train_seconds": round(time.perf_counter() - t0, 1),
-        "versions": {"open_clip": open_clip.__version__, "torch": torch.__version__},
-        "run_key": run_key,
-    }
     warning = near_chance_warning(accuracy, history, n_cls, epochs, steps_per_epoch, batch_size, quick)
-    if warning:
-        manifest["warning"] = warning
-    atomic_write_json(manifest_path, manifest)  # written last: its presence marks a finished run
+    manifest = TeacherManifest(
+        format=FORMAT, arch=arch, checkpoint=TEACHER_CHECKPOINT, checkpoint_sha256=sha256_file(ckpt),
+        templates=list(DEMO_TEMPLATES), classes=dataset.classes, domains=dataset.domains,
+        dataset=TeacherTrainingData(root=str(dataset.root), fingerprint=params["dataset_fingerprint"],
+                                    train_images=len(samples), test_fraction=dataset.test_fraction,
+                                    split_seed=dataset.split_seed, class_map=dataset.class_map_source),
+        training={k: params[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction",
+                                         "max_per_domain", "seed", "augment", "loss", "caption_templates")},
+        open_clip_config=model_cfg,
+        loss_history=[round(v, 5) for v in history],
+        zero_shot={k: (None if math.isnan(v) else round(v, 5)) for k, v in accuracy.items()},
+        train_seconds=round(time.perf_counter() - t0, 1),
+        versions={"open_clip": open_clip.__version__, "torch": torch.__version__},
+        run_key=run_key, **({"warning": warning} if warning else {}))
+    manifest.write(out_dir)  # written last: its presence marks a finished run
     state_path.unlink(missing_ok=True)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr, flush=True)

@@ -11,8 +11,7 @@ import json
 from pathlib import Path
 
 from distill.errors import DistillError
-from distill.records import TEACHER_MANIFEST
-from distill.utils.io import read_json
+from distill.records import TEACHER_MANIFEST, TeacherManifest
 
 # A compact subset of the CLIP ImageNet templates (Radford et al. 2021, "prompt ensembling").
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -88,6 +87,10 @@ def resolve_templates(templates_file: str | Path | None, pretrained: str | Path 
         return read_templates(templates_file), str(templates_file)
     manifest = teacher_manifest_of(pretrained)
     if manifest is not None:
-        if read_json(manifest).get("templates"):
-            return read_templates(manifest), str(manifest)
+        templates = TeacherManifest.read(manifest).templates
+        if templates:
+            try:
+                return check_templates(templates), str(manifest)
+            except DistillError as e:
+                raise DistillError(f"{manifest}: {e}") from None
     return list(DEFAULT_TEMPLATES), "distill.teacher.prompts.DEFAULT_TEMPLATES"

@@ -128,8 +128,8 @@ def build(cfg: TrainConfig) -> TrainSetup:
     adversarial = None
     if needs.cached_adversarial:
         adversarial = AdversarialViews.open(caches[0].path, caches[0].manifest)
-        provenance["adversarial_views"] = {k: adversarial.manifest[k] for k in ("views", "epsilon", "steps",
-                                                                              "step_size", "seed", "objective")}
+        provenance["adversarial_views"] = {k: getattr(adversarial.manifest, k) for k in ("views", "epsilon", "steps",
+                                                                                        "step_size", "seed", "objective")}
     return TrainSetup(cfg=cfg, dataset=dataset, source=source, target=target, strategy=strategy, caches=caches,
                       views=views, device=device, dist=dist, teacher_zero_shot=zero_shot, provenance=provenance,
                       adversarial=adversarial, skipped=skipped)

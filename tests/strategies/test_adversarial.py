@@ -3,6 +3,7 @@ cached adversarial views replay exactly and reach training through the trainer."
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -117,8 +118,10 @@ def test_cached_adversarial_views_within_eps_exact_replay_and_stronger_than_nois
     adv = AdversarialViews.open(cache)
     m = adv.manifest
     red = ds.select(["red"], "train")
-    assert m["views"] == 2 and m["steps"] == 4 and m["seed"] == 5 and m["epsilon"] == pytest.approx(EPS)
-    assert m["rows"] == 2 * len(red) and m["split"] == "train" and m["domains"] == ["red"]
+    assert m.views == 2 and m.steps == 4 and m.seed == 5 and m.epsilon == pytest.approx(EPS)
+    assert m.rows == 2 * len(red) and m.split == "train" and m.domains == ["red"]
+    on_disk = json.loads((cache / "adversarial" / "manifest.json").read_text())
+    assert m.to_dict() == on_disk and list(m.to_dict()) == list(on_disk), "the record is the file, key order too"
 
     info = teacher.preprocess_info
     idx = torch.tensor([s.index for s in red]).repeat_interleave(2)

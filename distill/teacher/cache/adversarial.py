@@ -54,13 +54,12 @@ from distill.data.images import BadImageError, load_rgb
 from distill.errors import DistillError
 from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
 from distill.student.transforms import normalize
-from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, CacheManifest
+from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, AdversarialManifest, CacheManifest
 from distill.teacher.cache.format import DTYPES, load_verified
 from distill.teacher.cache.identity import TEACHER_UNCOMPARED, expected_identity, identity_diffs
 from distill.teacher.cache.options import AdversarialOptions
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.teacher.views import apply_view, clean_box
-from distill.utils.io import read_json
 
 FORMAT = "distill.adversarial_views"
 FORMAT_VERSION = 1
@@ -128,7 +127,7 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
     """
     o = options or AdversarialOptions()
     cache_dir = Path(cache_dir)
-    if not (cache_dir / CACHE_MANIFEST).is_file():
+    if not CacheManifest.exists_in(cache_dir):
         raise DistillError(f"{cache_dir}: not a complete teacher cache (no {CACHE_MANIFEST}); build it first")
     cm = CacheManifest.read(cache_dir)
     views, steps, epsilon = o.views, o.steps, o.epsilon
@@ -224,11 +223,12 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
     files = shards.finished(plan["num_shards"], "{path}: adversarial shard missing after all ranks finished; "
                                                 "rerun the build to resume")
     n_rows = sum(f.rows for f in files)
-    manifest = {**plan, "rows": n_rows, "shards": [{"file": f.file, "rows": f.rows, "sha256": f.sha256} for f in files],
-                "skipped": [s for f in files for s in f.skipped],
-                "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm.classes)]},
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    shards.write_manifest(manifest)
+    manifest = AdversarialManifest.from_dict({
+        **plan, "rows": n_rows, "shards": [{"file": f.file, "rows": f.rows, "sha256": f.sha256} for f in files],
+        "skipped": [s for f in files for s in f.skipped],
+        "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm.classes)]},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    shards.write_manifest(manifest.to_dict())
     return shards.out
 
 
@@ -241,10 +241,10 @@ class AdversarialViews:
         size: (H, W) of the stored pixels (the teacher's input size).
     """
 
-    def __init__(self, path: Path, manifest: dict, rows: dict[str, Tensor]):
+    def __init__(self, path: Path, manifest: AdversarialManifest, rows: dict[str, Tensor]):
         self.path, self.manifest, self.rows = path, manifest, rows
-        self.views = int(manifest["views"])
-        self.size = tuple(manifest["shapes"]["pixels"][-2:])
+        self.views = manifest.views
+        self.size = tuple(manifest.shapes["pixels"][-2:])
         si, v = rows["sample_index"], rows["adv_view"].long()
         n = (int(si.max()) + 1) * self.views if len(si) else 0
         self._row_of = torch.full((n,), -1, dtype=torch.long)
@@ -252,30 +252,33 @@ class AdversarialViews:
 
     @classmethod
     def exists(cls, cache_dir: str | Path) -> bool:
-        return (Path(cache_dir) / CACHE_ADVERSARIAL_DIR / CACHE_MANIFEST).is_file()
+        return AdversarialManifest.exists_in(Path(cache_dir) / CACHE_ADVERSARIAL_DIR)
 
     @classmethod
     def open(cls, cache_dir: str | Path, cache_manifest: CacheManifest | None = None) -> AdversarialViews:
         """Load ``CACHE/adversarial``; with ``cache_manifest`` check it was made by that cache's teacher."""
         path = Path(cache_dir) / CACHE_ADVERSARIAL_DIR
-        if not (path / CACHE_MANIFEST).is_file():
+        if not AdversarialManifest.exists_in(path):
             what = "an unfinished build (rerun it to resume)" if (path / CACHE_BUILD_PLAN).is_file() else "none"
             raise DistillError(f"{cache_dir}: the cache has no adversarial views ({what}); add them with "
                                f"`distill cache build ... --adv-views K` on the same --out")
-        m = read_json(path / CACHE_MANIFEST)
-        if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
-            raise DistillError(f"{path / CACHE_MANIFEST}: not {FORMAT} version {FORMAT_VERSION}; "
-                               "rebuild the adversarial views")
+        not_this_format = f"{path / CACHE_MANIFEST}: not {FORMAT} version {FORMAT_VERSION}"
+        try:
+            m = AdversarialManifest.read(path)
+        except DistillError as e:
+            raise DistillError(f"{not_this_format} ({e}); rebuild the adversarial views") from None
+        if m.format != FORMAT or m.format_version != FORMAT_VERSION:
+            raise DistillError(f"{not_this_format}; rebuild the adversarial views")
         if cache_manifest is not None:
             want = expected_identity(teacher_identity=cache_manifest.teacher.model_dump(mode="json", exclude_unset=True),
                                      dataset_fingerprint=cache_manifest.dataset.fingerprint)
-            diffs = identity_diffs(m, want, LAYOUT)
+            diffs = identity_diffs(m.to_dict(), want, LAYOUT)
             if diffs:
                 raise DistillError(f"{path}: adversarial views were made for another teacher or dataset "
                                    f"({'; '.join(diffs)}); rebuild them")
         parts = []
-        for sh in m["shards"]:
-            parts.append(load_verified(path / sh["file"], sh.get("sha256"),
+        for sh in m.shards:
+            parts.append(load_verified(path / sh.file, sh.sha256,
                                        f"delete {path} and rebuild it with `distill cache build ... --adv-views K`"))
         rows = {k: torch.cat([p[k] for p in parts]) for k in ROW_NAMES}
         return cls(path, m, rows)
@@ -295,7 +298,7 @@ class AdversarialViews:
         if bool((row < 0).any()):
             s = int(si[(row < 0).nonzero()[0]])
             raise DistillError(f"{self.path}: no adversarial view of sample {s} (built for split "
-                               f"{self.manifest['split']!r} of domains {self.manifest['domains']}); rebuild with the "
+                               f"{self.manifest.split!r} of domains {self.manifest.domains}); rebuild with the "
                                f"domains you train on")
         r = self.rows
         return {"pixels": r["pixels"][row], "logits": r["logits"][row].float(),

@@ -245,9 +245,9 @@ class TeacherCache:
         clean[self.rows["sample_index"][v0].long()] = self.rows["logits"][v0].float().argmax(1)
         adv_pred = views.rows["logits"].float().argmax(1)
         return {
-            "complete": True, "path": str(adv_dir), "rows": int(m["rows"]), "images": int(m["images"]),
-            "views": int(m["views"]), "epsilon": m["epsilon"], "step_size": m["step_size"], "steps": m["steps"],
-            "seed": m["seed"], "domains": m["domains"], "split": m["split"], "objective": m["objective"],
+            "complete": True, "path": str(adv_dir), "rows": m.rows, "images": m.images,
+            "views": m.views, "epsilon": m.epsilon, "step_size": m.step_size, "steps": m.steps,
+            "seed": m.seed, "domains": m.domains, "split": m.split, "objective": m.objective,
             "size_bytes": sum(f.stat().st_size for f in adv_dir.iterdir() if f.is_file()),
             "teacher_accuracy_clean": float((clean[si] == label[si]).float().mean()) if len(si) else None,
             "teacher_accuracy_adversarial": float((adv_pred == label[si]).float().mean()) if len(si) else None,
