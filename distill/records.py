@@ -31,27 +31,36 @@ from distill.utils.io import atomic_write_json, read_json
 RUN_CONFIG = "config.yaml"             # the resolved TrainConfig the run was started with
 RUN_SUMMARY = "summary.json"           # RunSummary, written when the run ends
 RUN_METRICS = "metrics.csv"            # one row per epoch (accuracies as fractions)
-ROBUST_REPORT = "robust.json"          # robustness of the selected checkpoint (config `robust`)
+ROBUST_REPORT = "robust.json"          # RobustReport of the selected checkpoint (config `robust`)
+RUN_TENSORBOARD = "tb"                 # RUN/tb: TensorBoard event files of a training run
 CHECKPOINTS_DIR = "checkpoints"        # checkpoints/<step>/, checkpoints/best/, checkpoints/last.json
-CHECKPOINT_POINTER = "last.json"       # which checkpoints/<dir> is the newest complete one
+CHECKPOINT_POINTER = "last.json"       # CheckpointPointer: which checkpoints/<dir> is the newest complete one
 TRAIN_STATE = "train_state.json"       # optimizer/scheduler/RNG step state inside a checkpoint
 BEST_CHECKPOINT = "best"               # checkpoints/best: the selected student
 # A student checkpoint folder
 STUDENT_SPEC = "student.json"          # StudentSpec
 STUDENT_WEIGHTS = "model.safetensors"
-# A teacher cache folder
-CACHE_MANIFEST = "manifest.json"       # CacheManifest; written last: its presence means complete
+# A teacher cache folder (each companion folder has its own CACHE_BUILD_PLAN and CACHE_MANIFEST)
+CACHE_MANIFEST = "manifest.json"       # CacheManifest (AdversarialManifest in CACHE/adversarial); written last
 CACHE_BUILD_PLAN = "build.json"        # the plan, written when a build starts (resume checks it)
 TEXT_EMBEDDINGS = "text_embeddings.safetensors"
+CACHE_ADVERSARIAL_DIR = "adversarial"  # adversarial views crafted against the teacher
+CACHE_PIXELS_PREFIX = "pixels-"        # pixels-HxW-INTERP: a pixel store at the student's size
 # A bootstrapped stand-in teacher folder
-TEACHER_MANIFEST = "teacher.json"
+TEACHER_MANIFEST = "teacher.json"      # TeacherManifest; written last
 TEACHER_CHECKPOINT = "open_clip_model.safetensors"
+TEACHER_BOOTSTRAP_STATE = "bootstrap-state.safetensors"  # while it trains
+# A materialized built-in data suite (the class map is also what any dataset root may hold)
+DATA_CLASS_MAP = "classnames.yaml"
+SUITE_INFO = "suite.json"              # SuiteInfo: provenance; written last: its presence means complete
+SUITE_INDEX = "index.csv"
 # An export folder
 EXPORT_REPORT = "export.json"          # ExportReport
-# Benchmarks and report
+# Benchmarks, report and demo
 BENCH_RECORDS = "bench.jsonl"          # one BenchRecord per line
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
+DEMO_RESULTS = "results.md"            # distill demo: its printed accuracy tables, as written to OUT/
 
 
 def percent(fraction: float) -> float:
@@ -146,6 +155,40 @@ class SkippedImage(_Open):
     path: str
     sample_index: int | None = None  # before reason: the key order a cache manifest has always had (cache helper)
     reason: str
+
+
+# ------------------------------------------------------------------ run folder internals
+class CheckpointPointer(Record):
+    """``RUN/checkpoints/last.json``: which ``checkpoints/<dir>`` is the newest complete one (rewritten atomically)."""
+
+    FILE: ClassVar[str] = CHECKPOINT_POINTER
+    dir: str
+    step: int
+
+
+# ------------------------------------------------------------------ built-in data suite
+class SuiteDomain(_Open):
+    """One domain of a materialized built-in suite (provenance details stay as extra keys)."""
+
+    source: str
+    count: int
+
+
+class SuiteInfo(Record):
+    """``ROOT/suite.json`` of a materialized built-in data suite: provenance; written last (its presence
+    with matching ``params`` and image counts means complete)."""
+
+    FILE: ClassVar[str] = SUITE_INFO
+    suite: str
+    params: dict[str, Any]            # what the materialization was made with (generator version, quick, seed)
+    image: dict[str, Any]
+    classes: dict[str, str]           # folder -> class name
+    domains: dict[str, SuiteDomain]
+    mnist_split: str
+    sources: dict[str, Any]
+    versions: dict[str, str]
+    content_sha256: str
+    index: str
 
 
 # ------------------------------------------------------------------ bootstrapped teacher
@@ -478,21 +521,3 @@ class BenchRecord(Record):
     def append_to(self, path: str | Path) -> None:
         with open(path, "a") as f:
             f.write(json.dumps(self.to_dict()) + "\n")
-
-
-# --- added by report helper
-DEMO_RESULTS = "results.md"            # distill demo: its printed accuracy tables, as written to OUT/
-# --- added by cache helper
-# Inside a teacher cache folder (each companion folder has its own CACHE_BUILD_PLAN and CACHE_MANIFEST)
-CACHE_ADVERSARIAL_DIR = "adversarial"  # adversarial views crafted against the teacher
-CACHE_PIXELS_PREFIX = "pixels-"        # pixels-HxW-INTERP: a pixel store at the student's size
-# A bootstrapped stand-in teacher folder, while it trains
-TEACHER_BOOTSTRAP_STATE = "bootstrap-state.safetensors"
-# A materialized built-in data suite (the class map is also what any dataset root may hold)
-DATA_CLASS_MAP = "classnames.yaml"
-SUITE_INFO = "suite.json"              # provenance; written last: its presence means complete
-SUITE_INDEX = "index.csv"
-
-
-# --- added by train helper
-RUN_TENSORBOARD = "tb"                 # RUN/tb: TensorBoard event files of a training run

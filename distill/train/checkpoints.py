@@ -14,10 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from distill.records import BEST_CHECKPOINT, CHECKPOINT_POINTER, CHECKPOINTS_DIR, TRAIN_STATE
+from distill.records import BEST_CHECKPOINT, CHECKPOINTS_DIR, TRAIN_STATE, CheckpointPointer
 from distill.strategies import Strategy
 from distill.student.model import save_student
-from distill.utils.io import atomic_write_json, read_json
 from distill.utils.state import load_state, save_state
 
 
@@ -34,13 +33,13 @@ class Checkpoints:
 
     @property
     def pointer(self) -> Path:
-        return self.dir / CHECKPOINT_POINTER
+        return CheckpointPointer.path_in(self.dir)
 
     def last(self) -> Path | None:
         """The newest complete step folder, or None (no checkpoint yet)."""
         if not self.pointer.is_file():
             return None
-        path = self.dir / read_json(self.pointer)["dir"]
+        path = self.dir / CheckpointPointer.read(self.pointer).dir
         return path if (path / TRAIN_STATE).is_file() else None
 
     def save(self, step: int, strategy: Strategy, state: dict[str, Any]) -> Path:
@@ -50,7 +49,7 @@ class Checkpoints:
             shutil.rmtree(path)
         save_student(strategy.student, path)
         save_state(path / TRAIN_STATE, {"strategy": strategy.state_dict(), **state})
-        atomic_write_json(self.pointer, {"dir": path.name, "step": step})
+        CheckpointPointer(dir=path.name, step=step).write(self.dir)
         for old in self.dir.glob("step-*"):
             if old != path:
                 shutil.rmtree(old, ignore_errors=True)

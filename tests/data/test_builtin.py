@@ -42,17 +42,19 @@ def test_quick_is_deterministic_byte_for_byte(builtin_quick_root: Path, tmp_path
 
 def test_domains_classes_and_counts(builtin_quick_root: Path) -> None:
     info = read_suite(builtin_quick_root)
-    assert len(DOMAINS) >= 4 and list(info["domains"]) == list(DOMAINS)
+    assert len(DOMAINS) >= 4 and list(info.domains) == list(DOMAINS)
     for dom in DOMAINS:
         folders = sorted(p.name for p in (builtin_quick_root / dom).iterdir())
         assert folders == [str(i) for i in range(10)], dom
         for c in folders:
             n = len(list((builtin_quick_root / dom / c).glob("*.png")))
             assert n == 8, (dom, c, n)
-        meta = info["domains"][dom]
-        assert meta["count"] == 80 and meta["seed"] == 0 and meta["source"] and meta["method"]
-    assert info["params"]["quick"] is True
-    assert "sklearn" in info["domains"]["optdigits"]["source"].lower() or "scikit" in info["domains"]["optdigits"]["source"]
+        meta = info.domains[dom]
+        assert meta.count == 80 and meta.seed == 0 and meta.source and meta.method  # provenance kept as extra keys
+    assert info.params["quick"] is True
+    assert "sklearn" in info.domains["optdigits"].source.lower() or "scikit" in info.domains["optdigits"].source
+    on_disk = json.loads((builtin_quick_root / "suite.json").read_text())
+    assert info.to_dict() == on_disk and list(info.to_dict()) == list(on_disk), "the record is the file"
 
 
 def test_mnist_derived_domains_share_no_source_digit(builtin_quick_root: Path) -> None:
@@ -106,7 +108,7 @@ def test_idempotent_and_never_overwrites_foreign_dirs(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
     # a different seed draws different digits
     assert json.loads((root / "suite.json").read_text())["content_sha256"] != \
-        read_suite(materialize(tmp_path, quick=True, seed=0))["content_sha256"]
+        read_suite(materialize(tmp_path, quick=True, seed=0)).content_sha256
     foreign = tmp_path / "x" / suite_dirname(True, 0)
     foreign.mkdir(parents=True)
     (foreign / "mine.txt").write_text("user data")

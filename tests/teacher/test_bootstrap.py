@@ -20,7 +20,7 @@ from distill.teacher.clip import Teacher
 from distill.teacher.bootstrap import bootstrap_teacher
 from distill.teacher.bootstrap_model import MultiPositiveClipLoss, create_model
 from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES, BootstrapSettings
-from distill.records import TEACHER_BOOTSTRAP_STATE
+from distill.records import TEACHER_BOOTSTRAP_STATE, TeacherManifest
 from distill.utils.io import sha256_file
 
 SHAPES = {"square": (220, 40, 40), "circle": (40, 200, 40), "triangle": (40, 60, 230)}
@@ -120,6 +120,8 @@ def test_checkpoint_round_trips_through_teacher(trained) -> None:
     assert manifest["dataset"]["train_images"] == len(ds.select(split="train"))
     assert manifest["checkpoint_sha256"] == sha256_file(ckpt)
     assert manifest["training"]["epochs"] == 20 and manifest["training"]["batch_size"] == 8
+    record = TeacherManifest.read(ckpt.parent)  # the record is the file, key order and "model_config" too
+    assert record.to_dict() == manifest and list(record.to_dict()) == list(manifest) and "warning" not in manifest
     assert not any(d.replace("_", " ") in t or d in t for t in DEMO_TEMPLATES for d in DOMAINS)
 
 
