@@ -306,45 +306,6 @@ class CacheManifest(Record):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
-# ------------------------------------------------------------------ robustness
-class RobustAccuracy(_Closed):
-    """One domain of a robust evaluation (fractions): clean, under PGD per epsilon (``"2/255"``), under
-    each corruption, and the corruptions' mean (None without corruptions)."""
-
-    n: int
-    clean: float
-    pgd: dict[str, float]
-    corruptions: dict[str, float]
-    corruption_mean: float | None
-
-
-class RobustReport(Record):
-    """``robust.json`` of a run (its selected checkpoint), ``summary.json``'s ``robust`` and ``distill eval --json``.
-
-    ``data``, ``split`` and ``skipped_images`` are set by ``distill eval`` only (a training run's data
-    and split are in its config); a report without them writes none of the three. ``settings`` is
-    :meth:`distill.config.RobustSettings.to_dict` (epsilons as written, ``"2/255"``).
-    """
-
-    FILE: ClassVar[str] = ROBUST_REPORT
-    checkpoint: str
-    data: str | None = None
-    split: str | None = None
-    skipped_images: list[SkippedImage] | None = None
-    settings: dict[str, Any]
-    domains: dict[str, RobustAccuracy] = Field(default_factory=dict)
-
-    @model_serializer(mode="wrap")
-    def _without_eval_only_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        out = handler(self)
-        if self.data is None:  # a training run's report: checkpoint, settings, domains (as ever)
-            for key in ("data", "split", "skipped_images"):
-                out.pop(key, None)
-        else:  # distill eval's: the skipped images as {path, reason}, [] when none
-            out["skipped_images"] = [k.model_dump(mode="json", exclude_none=True) for k in self.skipped_images or []]
-        return out
-
-
 class AdversarialShard(_Closed):
     file: str
     rows: int
@@ -385,6 +346,45 @@ class AdversarialManifest(Record):
     def to_dict(self) -> dict[str, Any]:
         """As built (keys the build did not set stay absent), like :meth:`CacheManifest.to_dict`."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+
+# ------------------------------------------------------------------ robustness
+class RobustAccuracy(_Closed):
+    """One domain of a robust evaluation (fractions): clean, under PGD per epsilon (``"2/255"``), under
+    each corruption, and the corruptions' mean (None without corruptions)."""
+
+    n: int
+    clean: float
+    pgd: dict[str, float]
+    corruptions: dict[str, float]
+    corruption_mean: float | None
+
+
+class RobustReport(Record):
+    """``robust.json`` of a run (its selected checkpoint), ``summary.json``'s ``robust`` and ``distill eval --json``.
+
+    ``data``, ``split`` and ``skipped_images`` are set by ``distill eval`` only (a training run's data
+    and split are in its config); a report without them writes none of the three. ``settings`` is
+    :meth:`distill.config.RobustSettings.to_dict` (epsilons as written, ``"2/255"``).
+    """
+
+    FILE: ClassVar[str] = ROBUST_REPORT
+    checkpoint: str
+    data: str | None = None
+    split: str | None = None
+    skipped_images: list[SkippedImage] | None = None
+    settings: dict[str, Any]
+    domains: dict[str, RobustAccuracy] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _without_eval_only_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        if self.data is None:  # a training run's report: checkpoint, settings, domains (as ever)
+            for key in ("data", "split", "skipped_images"):
+                out.pop(key, None)
+        else:  # distill eval's: the skipped images as {path, reason}, [] when none
+            out["skipped_images"] = [k.model_dump(mode="json", exclude_none=True) for k in self.skipped_images or []]
+        return out
 
 
 # ------------------------------------------------------------------ run summary

@@ -66,3 +66,15 @@ def test_percent_rounds_first_so_exact_halves_print_as_measured(correct, total, 
     assert f"{100.0 * (correct / total):.1f}" != text or correct != 23, "the case this guards against"
     assert percent(correct / total) == round(100.0 * correct / total, 4)
     assert pct(correct / total) == text and pct(correct / total, 2) == f"{percent(correct / total):.2f}"
+
+
+def test_a_run_summary_keeps_its_robust_report_typed_and_as_written(tmp_path):
+    robust = {"checkpoint": "runs/x/checkpoints/best", "settings": {"pgd_eps": ["2/255"]},
+              "domains": {"b": {"n": 80, "clean": 0.75, "pgd": {"2/255": 0.5}, "corruptions": {}, "corruption_mean": None}}}
+    RunSummary.from_dict(dict(SUMMARY, robust=robust)).write(tmp_path)
+    written = json.loads((tmp_path / "summary.json").read_text())["robust"]
+    assert written == robust, "a training run's report has no data/split/skipped_images keys"
+    back = RunSummary.read(tmp_path).robust
+    assert back.domains["b"].pgd["2/255"] == 0.5 and back.data is None
+    with pytest.raises(DistillError, match="robust.domains.b.n"):
+        RunSummary.from_dict(dict(SUMMARY, robust=dict(robust, domains={"b": {"clean": 0.75}})))

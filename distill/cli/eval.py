@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=int, default=None, metavar="N", help="at most N images per domain")
     p.add_argument("--seed", type=int, default=0, help="seed of PGD random starts and corruption noise (0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (accuracies as fractions)")
     p.set_defaults(func=_run)
 
 
