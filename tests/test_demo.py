@@ -9,7 +9,8 @@ from distill.cli import main as cli
 from distill.config import load_train_config
 from distill.demo import ADVERSARIAL, DISTILLED, QUICK_OPTIM
 from distill.recipes import recipe_path
-from distill.records import DEMO_RESULTS, RUN_CONFIG, BenchRecord, CacheManifest, ExportReport, RunSummary
+from distill.records import (DEMO_RESULTS, RUN_CONFIG, BenchRecord, CacheManifest, ExportReport, RobustReport,
+                             RunSummary, pct)
 
 
 def _without(cfg: dict, dotted_keys) -> dict:
@@ -49,6 +50,13 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     adv = RunSummary.read(out / "runs" / "adv_cached")
     assert adv.strategy == "adv_cached" and set(adv.test_acc) == set(summary.test_acc)
     assert "pgd 8/255" in table and "adv_cached" in table
+    # robustness is a fraction in robust.json / summary.json and a percent in the printed table
+    assert RobustReport.read(out / "runs" / "adv_cached") == adv.robust
+    for d, r in adv.robust.domains.items():
+        assert all(0.0 <= v <= 1.0 for v in (r.clean, *r.pgd.values(), *r.corruptions.values()))
+        d_row = next(ln.split("|") for ln in table.splitlines()
+                     if ln.split("|")[0].strip() == "adv_cached" and ln.split("|")[1].strip().rstrip("*") == d)
+        assert [c.strip() for c in d_row[2:]] == [pct(r.clean), pct(r.pgd["8/255"]), pct(r.corruption_mean)], d
 
     # stage 6: sfda adapted the erm student to the three target domains without source data
     sfda = RunSummary.read(out / "runs" / "sfda")
