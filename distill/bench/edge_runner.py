@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -30,7 +31,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -143,7 +146,7 @@ class PeakRSS:
         kb = _status_kb("VmHWM")
         if kb is None:
             try:
-                import resource
+                import resource  # lazy: POSIX only, and only when /proc is missing
 
                 kb = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
                 self.lifetime = True
@@ -235,7 +238,6 @@ def jetson_info() -> dict[str, str] | None:
 
 def library_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Installed versions of the runtime libraries (from package metadata: imports nothing)."""
-    from importlib import metadata
 
     out = {"python": platform.python_version()}
     for dist in ("numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "torch", "timm"):
@@ -259,7 +261,6 @@ def device_info() -> dict[str, Any]:
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     # the same as distill.utils.io.sha256_file, kept here on purpose: this file must run alone on a device
-    import hashlib
 
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -286,7 +287,7 @@ class OrtRunner:
     def __init__(self, path: str | Path, runtime: str = "ort-cpu", threads: int | None = None,
                  profile: bool = False, cache_dir: str | Path | None = None, spin: bool = True):
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # lazy: optional runtime, absent on a TensorRT-only device
         except ImportError:
             raise RuntimeUnavailable(f"runtime '{runtime}' needs onnxruntime (pip install onnxruntime, or "
                                      "onnxruntime-gpu for CUDA/TensorRT)") from None
@@ -307,7 +308,6 @@ class OrtRunner:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         if profile:
             so.enable_profiling = True
-            import tempfile
 
             so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"ort_profile_{self.path.stem}_{os.getpid()}")
         providers: list[Any] = list(wanted)
@@ -403,14 +403,14 @@ class TensorRTRunner:
     def __init__(self, path: str | Path, runtime: str = "tensorrt", threads: int | None = None,
                  profile: bool = False, cache_dir: str | Path | None = None):
         try:
-            import tensorrt as trt
+            import tensorrt as trt  # lazy: optional runtime, present on Jetson/GPU devices only
         except ImportError:
             raise RuntimeUnavailable(f"runtime 'tensorrt' needs {_INSTALL_HINT['tensorrt']}") from None
         try:
-            from cuda.bindings import runtime as cudart  # cuda-python >= 12.8
+            from cuda.bindings import runtime as cudart  # lazy: with tensorrt only; cuda-python >= 12.8
         except ImportError:
             try:
-                from cuda import cudart  # older cuda-python
+                from cuda import cudart  # lazy: older cuda-python
             except ImportError:
                 raise RuntimeUnavailable(f"runtime 'tensorrt' needs {_INSTALL_HINT['tensorrt']}") from None
         if Path(path).suffix == ".onnx":

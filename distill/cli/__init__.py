@@ -23,9 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ONNX and TensorRT, benchmark latency.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    import distill.cli as pkg
-
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"distill.cli.{info.name}")

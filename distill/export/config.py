@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from distill.errors import DistillError
 from distill.export.quantize import CALIBRATION_METHODS, INT8_FLAVOUR_CHOICES
@@ -129,18 +129,12 @@ class ExportConfig(BaseModel):
             raise ValueError(f"unknown precision(s) {', '.join(bad) or '(none)'}; choose from {', '.join(PRECISIONS)}")
         return value
 
-    @field_validator("calib_method")
+    @field_validator("calib_method", "int8_flavour")
     @classmethod
-    def _known_method(cls, value: str) -> str:
-        if value not in CALIBRATION_METHODS:
-            raise ValueError(f"must be one of {', '.join(CALIBRATION_METHODS)}")
-        return value
-
-    @field_validator("int8_flavour")
-    @classmethod
-    def _known_flavour(cls, value: str) -> str:
-        if value not in INT8_FLAVOUR_CHOICES:
-            raise ValueError(f"must be one of {', '.join(INT8_FLAVOUR_CHOICES)}")
+    def _one_of_the_choices(cls, value: str, info: ValidationInfo) -> str:
+        choices = {"calib_method": CALIBRATION_METHODS, "int8_flavour": INT8_FLAVOUR_CHOICES}[info.field_name]
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
         return value
 
     @field_validator("trt_batches", mode="before")

@@ -24,6 +24,7 @@ from distill.records import CACHE_MANIFEST
 from distill.strategies import Strategy, StrategyContext, create_strategy, get_strategy
 from distill.strategies.base import Needs
 from distill.student.model import Student, default_spec, load_student
+from distill.student.transforms import normalize
 from distill.teacher import Teacher
 from distill.teacher.cache import (AdversarialViews, TeacherCache, check_manifest, dataset_expectation, diff_fields,
                                    expected_identity)
@@ -61,7 +62,7 @@ def teacher_input_fn(teacher: Teacher, device: torch.device) -> Callable[[Tensor
 
     def teacher_input(pixels: Tensor) -> Tensor:
         x = F.interpolate(pixels, size=info.size, mode="bicubic", align_corners=False, antialias=True)
-        return (x.clamp(0, 1) - mean) / std
+        return normalize(x.clamp(0, 1), mean, std)
 
     return teacher_input
 

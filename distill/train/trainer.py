@@ -32,6 +32,7 @@ from distill.records import RobustReport, RunSummary
 from distill.robust.evaluate import RobustEvaluator, robust_table
 from distill.strategies import Batch
 from distill.student.model import load_student
+from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves
@@ -208,7 +209,7 @@ class Trainer:
         pixels = pixels.contiguous(memory_format=self.memory_format)
         spec = self.strategy.student.spec
         needs = self.strategy.needs
-        batch = Batch(pixels=pixels, images=(pixels - self._mean) / self._std,
+        batch = Batch(pixels=pixels, images=normalize(pixels, self._mean, self._std),
                       labels=labels.to(dev, non_blocking=True) if needs.labels else None,
                       domain=domain.to(dev, non_blocking=True), sample_index=index.to(dev, non_blocking=True),
                       view=view.to(dev, non_blocking=True))

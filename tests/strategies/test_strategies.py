@@ -20,6 +20,7 @@ from distill.strategies import (Batch, Needs, Strategy, StrategyContext, build_c
                                 list_strategies)
 from distill.student.model import Student, default_spec
 from distill.student.transforms import Normalizer
+from distill.train.build import teacher_input_fn
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]  # the digits suite
 ARCH, SIZE, BATCH = "test_resnet", 32, 8
@@ -46,10 +47,8 @@ def demo_teacher():
 
 
 def teacher_input_for(teacher) -> Callable[[Tensor], Tensor]:
-    """pixels [B, 3, H, W] in [0, 1] -> the teacher's resized, normalized input."""
-    info = teacher.preprocess_info
-    mean, std = torch.tensor(info.mean).view(1, 3, 1, 1), torch.tensor(info.std).view(1, 3, 1, 1)
-    return lambda px: (F.interpolate(px, size=info.size, mode="bilinear", align_corners=False) - mean) / std
+    """pixels [B, 3, H, W] in [0, 1] -> the teacher's resized, normalized input (the trainer's function)."""
+    return teacher_input_fn(teacher, torch.device("cpu"))
 
 
 def make_student(needs: Needs, arch: str = ARCH, embed: bool | None = None) -> Student:
