@@ -1,0 +1,46 @@
+"""Typed artifacts that stages hand each other, and their file names.
+
+Import from here: ``from distill.records import RunSummary, RUN_SUMMARY``. Modules: :mod:`.names`
+(every artifact file name), :mod:`.base` (the Record base, units), :mod:`.teacher` (suite, teacher,
+cache manifests), :mod:`.run` (checkpoint pointer, robustness, run summary), :mod:`.ship` (export
+report, bench record).
+
+Every file one stage writes and another reads has one record here: a bootstrapped teacher's
+``teacher.json`` (teacher -> cache, demo), the cache manifest and its adversarial views'
+(teacher -> train), the run summary and robustness report (train -> export, report, demo), the
+export report (export -> bench, report, demo) and the bench record (bench -> report). Writers build a
+record and call :meth:`Record.write`; readers call :meth:`Record.read` and use attributes,
+never ``json.load(...)["key"]``. timm's ``PretrainedCfg`` and open_clip's ``PreprocessCfg`` do
+the same for per-model facts; :class:`distill.student.model.StudentSpec` for checkpoints.
+
+Units: every accuracy in a record is a **fraction** in [0, 1]. It becomes a percent only
+where it is printed (:func:`pct`, :func:`percent`).
+
+Records are pydantic models: a file that does not match is one line naming the file and
+the key (:meth:`Record.from_dict`). Top-level keys are strict; a few nested blocks that are
+free-form by nature (options, environment details) stay ``dict``.
+"""
+from __future__ import annotations
+
+from distill.records.names import (RUN_CONFIG, RUN_SUMMARY, RUN_METRICS, ROBUST_REPORT, RUN_TENSORBOARD,
+    CHECKPOINTS_DIR, CHECKPOINT_POINTER, TRAIN_STATE, BEST_CHECKPOINT, STUDENT_SPEC, STUDENT_WEIGHTS, CACHE_MANIFEST,
+    CACHE_BUILD_PLAN, TEXT_EMBEDDINGS, CACHE_ADVERSARIAL_DIR, CACHE_PIXELS_PREFIX, TEACHER_MANIFEST,
+    TEACHER_CHECKPOINT, TEACHER_BOOTSTRAP_STATE, DATA_CLASS_MAP, SUITE_INFO, SUITE_INDEX, EXPORT_REPORT,
+    BENCH_RECORDS, REPORT_HTML, REPORT_MD, DEMO_RESULTS)
+from distill.records.base import (percent, pct, Record, Accuracy, TeacherIdentity, SkippedImage)
+from distill.records.teacher import (SuiteDomain, SuiteInfo, TeacherTrainingData, TeacherManifest, CachePreprocess,
+    CacheDataset, CacheViews, CacheShard, CacheManifest, AdversarialShard, AdversarialManifest)
+from distill.records.run import (CheckpointPointer, RobustAccuracy, RobustReport, RunSummary)
+from distill.records.ship import (ExportedModel, ExportReport, LatencyStats, BenchRecord)
+
+__all__ = [
+    "Accuracy", "AdversarialManifest", "AdversarialShard", "BENCH_RECORDS", "BEST_CHECKPOINT", "BenchRecord",
+    "CACHE_ADVERSARIAL_DIR", "CACHE_BUILD_PLAN", "CACHE_MANIFEST", "CACHE_PIXELS_PREFIX", "CHECKPOINTS_DIR",
+    "CHECKPOINT_POINTER", "CacheDataset", "CacheManifest", "CachePreprocess", "CacheShard", "CacheViews",
+    "CheckpointPointer", "DATA_CLASS_MAP", "DEMO_RESULTS", "EXPORT_REPORT", "ExportReport", "ExportedModel",
+    "LatencyStats", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT", "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",
+    "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
+    "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "SkippedImage", "SuiteDomain", "SuiteInfo",
+    "TEACHER_BOOTSTRAP_STATE", "TEACHER_CHECKPOINT", "TEACHER_MANIFEST", "TEXT_EMBEDDINGS", "TRAIN_STATE",
+    "TeacherIdentity", "TeacherManifest", "TeacherTrainingData", "pct", "percent",
+]

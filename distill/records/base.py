@@ -1,0 +1,107 @@
+"""The record base class, the units rule (fractions; :func:`pct` prints), and blocks shared by records.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from distill.errors import DistillError
+from distill.utils.io import atomic_write_json, read_json
+
+
+def percent(fraction: float) -> float:
+    """A fraction as the percent that is printed, rounded to 4 decimals of a percent.
+
+    Records keep fractions (rows 6 decimals, what 4 of a percent were); rounding here first makes
+    every printed digit the one the percent the run measured prints (23/80 -> 28.75 -> ``28.8``;
+    ``100 * 0.2875`` alone is 28.749999... and prints 28.7).
+    """
+    return round(100.0 * fraction, 4)
+
+
+def pct(fraction: float | None, digits: int = 1) -> str:
+    """A fraction printed as a percent with ``digits`` decimals (:func:`percent`); ``n/a`` for None/NaN."""
+    if fraction is None or fraction != fraction:
+        return "n/a"
+    return f"{percent(fraction):.{digits}f}"
+
+
+
+
+# ------------------------------------------------------------------ base
+class Record(BaseModel):
+    """A JSON artifact with a file name. Subclasses set ``FILE``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    FILE: ClassVar[str] = ""
+
+    @classmethod
+    def path_in(cls, folder: str | Path) -> Path:
+        return Path(folder) / cls.FILE
+
+    @classmethod
+    def exists_in(cls, folder: str | Path) -> bool:
+        return cls.path_in(folder).is_file()
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None):
+        """Validate ``data``; a mismatch is one line: ``<source>: <key.path>: <problem>``."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+            raise DistillError(f"{source or cls.FILE}: {where}: {err['msg']}{more}") from None
+
+    @classmethod
+    def read(cls, path: str | Path):
+        """Read from a file, or from ``FILE`` inside a folder."""
+        path = Path(path)
+        file = path if path.suffix == Path(cls.FILE).suffix and not path.is_dir() else cls.path_in(path)
+        return cls.from_dict(read_json(file), file)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def write(self, folder: str | Path) -> Path:
+        """Atomically write ``folder/FILE`` and return its path."""
+        path = self.path_in(folder)
+        atomic_write_json(path, self.to_dict())
+        return path
+
+
+class _Open(BaseModel):
+    """A nested block that keeps keys this version does not name (forward compatible)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, protected_namespaces=())
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+Accuracy = dict[str, float]  # domain -> fraction in [0, 1]
+
+
+# ------------------------------------------------------------------ shared blocks
+class TeacherIdentity(_Open):
+    """What a cached teacher output means: open_clip arch + weights (+ library versions)."""
+
+    arch: str
+    pretrained: str | None = None
+    checkpoint_sha256: str | None = None
+    open_clip_version: str | None = None
+    torch_version: str | None = None
+    logit_scale: float | None = None
+    precision: str | None = None
+
+
+class SkippedImage(_Open):
+    """An image that could not be decoded (``--skip-bad``)."""
+
+    path: str
+    sample_index: int | None = None  # before reason: the key order a cache manifest has always had (cache helper)
+    reason: str

@@ -1,0 +1,92 @@
+"""A training run's records: the checkpoint pointer, the robustness report and the run summary.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+
+from distill.records.base import Accuracy, Record, SkippedImage, TeacherIdentity, _Closed, _Open
+from distill.records.names import CHECKPOINT_POINTER, ROBUST_REPORT, RUN_SUMMARY
+
+
+# ------------------------------------------------------------------ run folder internals
+class CheckpointPointer(Record):
+    """``RUN/checkpoints/last.json``: which ``checkpoints/<dir>`` is the newest complete one (rewritten atomically)."""
+
+    FILE: ClassVar[str] = CHECKPOINT_POINTER
+    dir: str
+    step: int
+
+
+
+
+# ------------------------------------------------------------------ robustness
+class RobustAccuracy(_Closed):
+    """One domain of a robust evaluation (fractions): clean, under PGD per epsilon (``"2/255"``), under
+    each corruption, and the corruptions' mean (None without corruptions)."""
+
+    n: int
+    clean: float
+    pgd: dict[str, float]
+    corruptions: dict[str, float]
+    corruption_mean: float | None
+
+
+class RobustReport(Record):
+    """``robust.json`` of a run (its selected checkpoint), ``summary.json``'s ``robust`` and ``distill eval --json``.
+
+    ``data``, ``split`` and ``skipped_images`` are set by ``distill eval`` only (a training run's data
+    and split are in its config); a report without them writes none of the three. ``settings`` is
+    :meth:`distill.config.RobustSettings.to_dict` (epsilons as written, ``"2/255"``).
+    """
+
+    FILE: ClassVar[str] = ROBUST_REPORT
+    checkpoint: str
+    data: str | None = None
+    split: str | None = None
+    skipped_images: list[SkippedImage] | None = None
+    settings: dict[str, Any]
+    domains: dict[str, RobustAccuracy] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _without_eval_only_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        if self.data is None:  # a training run's report: checkpoint, settings, domains (as ever)
+            for key in ("data", "split", "skipped_images"):
+                out.pop(key, None)
+        else:  # distill eval's: the skipped images as {path, reason}, [] when none
+            out["skipped_images"] = [k.model_dump(mode="json", exclude_none=True) for k in self.skipped_images or []]
+        return out
+
+
+# ------------------------------------------------------------------ run summary
+class RunSummary(Record):
+    """``summary.json``: what a training/adaptation run produced and how it was selected.
+
+    Accuracies are fractions. ``source_*``/``target_*`` are means over the domains listed.
+    """
+
+    FILE: ClassVar[str] = RUN_SUMMARY
+    strategy: str
+    strategy_options: dict[str, Any] = Field(default_factory=dict)
+    student: str
+    teacher: TeacherIdentity | None = None
+    source_domains: list[str]
+    target_domains: list[str]
+    trained_on: list[str]
+    best_epoch: int
+    selected_on: str
+    val_acc: Accuracy = Field(default_factory=dict)
+    source_val_acc: float | None = None
+    test_acc: Accuracy
+    source_acc: float | None = None
+    target_acc: float | None = None
+    teacher_zero_shot: Accuracy | None = None
+    params: int
+    flops: int | None = None
+    teacher_flops: int | None = None
+    checkpoint: str
+    train_seconds_this_session: float
+    skipped_images: list[SkippedImage] = Field(default_factory=list)
+    robust: RobustReport | None = None

@@ -1,0 +1,118 @@
+"""Records of the shipping stages: the export report and the bench record.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Literal
+
+from pydantic import ConfigDict, Field
+
+from distill.errors import DistillError
+from distill.records.base import Accuracy, Record, _Closed, _Open
+from distill.records.names import BENCH_RECORDS, EXPORT_REPORT
+from distill.records.run import RunSummary
+
+
+# ------------------------------------------------------------------ export report
+class ExportedModel(_Open):
+    """One file of an export: where it is, how it was checked, how accurate it is.
+
+    Precision-specific details (``drops_pts``, the int8 fallback, notes) stay as extra keys.
+    """
+
+    file: str
+    bytes: int
+    sha256: str
+    precision: str
+    runtime: str
+    parity: dict[str, Any] | None = None
+    accuracy: Accuracy | None = None
+    mean_accuracy: float | None = None
+
+
+class ExportReport(Record):
+    """``export.json``: the files an export wrote, their parity/accuracy, and provenance.
+
+    A failed export writes what it had (``status="failed"``), so most blocks are optional.
+    """
+
+    FILE: ClassVar[str] = EXPORT_REPORT
+    format: str
+    created: str
+    status: Literal["running", "ok", "failed"]
+    checkpoint: str
+    student: str
+    class_names: list[str]
+    input: dict[str, Any]
+    preprocess: dict[str, Any]
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    run_summary: RunSummary | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str | None] = Field(default_factory=dict)
+    models: list[ExportedModel] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    data: dict[str, Any] | None = None
+    exporter: dict[str, Any] | None = None
+    reference: dict[str, Any] | None = None
+    tensorrt: dict[str, Any] | None = None
+    files: list[str] = Field(default_factory=list)
+    elapsed_s: float | None = None
+
+
+# ------------------------------------------------------------------ bench record
+class LatencyStats(_Closed):
+    mean: float
+    std: float
+    min: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+
+class BenchRecord(Record):
+    """One line of ``bench.jsonl``: one model x runtime x batch measured on one device.
+
+    Written by :mod:`distill.bench.edge_runner` (standalone: it cannot import distill, so it
+    writes plain JSON that this record validates) and by the torch runner.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, protected_namespaces=())
+    FILE: ClassVar[str] = BENCH_RECORDS
+    schema_: str = Field(alias="schema")
+    model: str
+    model_name: str
+    model_sha256: str | None = None
+    model_meta: dict[str, Any] = Field(default_factory=dict)
+    runtime: str
+    batch: int
+    input_shape: list[int]
+    threads: int | None = None
+    warmup: int
+    iters: int
+    latency_ms: LatencyStats
+    throughput_ips: float
+    memory: dict[str, Any] = Field(default_factory=dict)
+    device: dict[str, Any] = Field(default_factory=dict)
+    timestamp: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    @classmethod
+    def read_lines(cls, path: str | Path) -> Iterator[BenchRecord]:
+        """Every record of a ``bench.jsonl`` (blank lines skipped); errors name file and line."""
+        path = Path(path)
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DistillError(f"{path}:{n}: invalid JSON: {e.msg}") from None
+            yield cls.from_dict(data, f"{path}:{n}")
+
+    def append_to(self, path: str | Path) -> None:
+        with open(path, "a") as f:
+            f.write(json.dumps(self.to_dict()) + "\n")

@@ -1,0 +1,195 @@
+"""Teacher-side records: a built-in suite's ``suite.json``, a bootstrapped teacher's ``teacher.json``,
+the cache manifest and its adversarial views' manifest.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from distill.records.base import Record, SkippedImage, TeacherIdentity, _Closed, _Open
+from distill.records.names import CACHE_MANIFEST, SUITE_INFO, TEACHER_MANIFEST
+
+
+# ------------------------------------------------------------------ built-in data suite
+class SuiteDomain(_Open):
+    """One domain of a materialized built-in suite (provenance details stay as extra keys)."""
+
+    source: str
+    count: int
+
+
+class SuiteInfo(Record):
+    """``ROOT/suite.json`` of a materialized built-in data suite: provenance; written last (its presence
+    with matching ``params`` and image counts means complete)."""
+
+    FILE: ClassVar[str] = SUITE_INFO
+    suite: str
+    params: dict[str, Any]            # what the materialization was made with (generator version, quick, seed)
+    image: dict[str, Any]
+    classes: dict[str, str]           # folder -> class name
+    domains: dict[str, SuiteDomain]
+    mnist_split: str
+    sources: dict[str, Any]
+    versions: dict[str, str]
+    content_sha256: str
+    index: str
+
+
+
+
+# ------------------------------------------------------------------ bootstrapped teacher
+class TeacherTrainingData(_Closed):
+    """The data a bootstrapped teacher was trained on (its train split only)."""
+
+    root: str
+    fingerprint: str
+    train_images: int
+    test_fraction: float
+    split_seed: int
+    class_map: str | None = None
+
+
+class TeacherManifest(Record):
+    """``teacher.json`` beside a bootstrapped stand-in teacher's checkpoint (:mod:`distill.teacher.bootstrap`).
+
+    Written last: its presence (with a matching ``checkpoint_sha256`` and ``run_key``) marks a
+    finished bootstrap. Readers take the arch and the zero-shot ``templates`` from it.
+    ``open_clip_config`` is the file's ``model_config`` (a name pydantic keeps for itself).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+    FILE: ClassVar[str] = TEACHER_MANIFEST
+    format: str
+    arch: str
+    checkpoint: str                   # file name inside the folder (TEACHER_CHECKPOINT)
+    checkpoint_sha256: str
+    templates: list[str]
+    classes: list[str]
+    domains: list[str]
+    dataset: TeacherTrainingData
+    training: dict[str, Any]          # the recipe's hyper-parameters (free-form)
+    open_clip_config: dict[str, Any] = Field(alias="model_config")
+    loss_history: list[float]
+    zero_shot: dict[str, float | None]  # "train" / "val" -> fraction (None: no images)
+    train_seconds: float
+    versions: dict[str, str]
+    run_key: str
+    warning: str | None = None        # a near-chance teacher's warning (absent when fine)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+# ------------------------------------------------------------------ teacher cache
+class CachePreprocess(_Closed):
+    size: list[int]
+    mean: list[float]
+    std: list[float]
+    interpolation: str
+    resize_mode: str
+    crop: str
+    exif_transpose: bool = False
+
+
+class CacheDataset(_Closed):
+    fingerprint: str
+    domains: list[str]
+    images: int
+    test_fraction: float
+    split_seed: int
+    val_fraction: float = 0.0
+    files_sha256: str | None = None
+    content_fingerprint: str | None = None
+    root: str | None = None       # set when the build completes
+    class_map: str | None = None
+
+
+class CacheViews(_Closed):
+    count: int
+    seed: int
+    augment: dict[str, Any]
+
+
+class CacheShard(_Closed):
+    file: str
+    samples: list[int]             # [first, end) sample indices
+    rows: int
+    bytes: int
+    sha256: str | None = None
+
+
+class CacheManifest(Record):
+    """``manifest.json`` of a teacher cache: identity (what the outputs mean) + what was written."""
+
+    FILE: ClassVar[str] = CACHE_MANIFEST
+    format: str
+    format_version: int
+    teacher: TeacherIdentity
+    templates: list[str]
+    classes: list[str]
+    preprocess: CachePreprocess
+    dataset: CacheDataset
+    views: CacheViews
+    dtype: Literal["float16", "float32"]
+    embed_dim: int
+    num_classes: int
+    batch_size: int
+    shard_size: int
+    num_shards: int
+    rows: int
+    shapes: dict[str, list[int]]
+    row_dtypes: dict[str, str]
+    teacher_flops_per_image: int | None = None
+    skipped: list[SkippedImage] = Field(default_factory=list)
+    shards: list[CacheShard]
+    text_embeddings_sha256: str | None = None
+    created: str
+    distill_version: str
+
+    def to_dict(self) -> dict[str, Any]:  # added by cache helper
+        """The manifest as built: keys the build did not set (``dataset.content_fingerprint`` of a
+        ``--fingerprint paths`` build) stay absent, so a manifest round-trips byte for byte."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class AdversarialShard(_Closed):
+    file: str
+    rows: int
+    sha256: str
+
+
+class AdversarialManifest(Record):
+    """``CACHE/adversarial/manifest.json`` (:mod:`distill.teacher.cache.adversarial`): the build plan
+    (everything that determines the views' bytes; ``build.json`` holds the same keys) + the shards
+    written. Written last: its presence means complete."""
+
+    FILE: ClassVar[str] = CACHE_MANIFEST
+    format: str
+    format_version: int
+    teacher: TeacherIdentity          # without the library versions (not part of what an output means)
+    preprocess: CachePreprocess
+    dataset_fingerprint: str
+    domains: list[str]
+    split: str | None                 # None: every split
+    images: int
+    views: int
+    epsilon: float
+    epsilon_levels: int               # floor(epsilon * 255): the budget in 8-bit levels
+    step_size: float
+    steps: int
+    seed: int
+    objective: str
+    dtype: Literal["float16", "float32"]
+    batch_size: int
+    shard_size: int
+    num_shards: int
+    rows: int
+    shards: list[AdversarialShard]
+    skipped: list[SkippedImage] = Field(default_factory=list)
+    shapes: dict[str, list[int]]
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """As built (keys the build did not set stay absent), like :meth:`CacheManifest.to_dict`."""
+        return self.model_dump(mode="json", exclude_unset=True)
