@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from distill.errors import DistillError
 from distill.utils.io import atomic_write_json, read_json
@@ -105,3 +105,11 @@ class SkippedImage(_Open):
     path: str
     sample_index: int | None = None  # before reason: the key order a cache manifest has always had (cache helper)
     reason: str
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_index(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``{path, reason}`` where no sample index is known (run summaries, eval), as those files always had."""
+        out = handler(self)
+        if self.sample_index is None:
+            out.pop("sample_index", None)
+        return out

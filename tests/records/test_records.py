@@ -6,7 +6,7 @@ import json
 import pytest
 
 from distill.errors import DistillError
-from distill.records import BenchRecord, RunSummary, pct, percent
+from distill.records import BenchRecord, RunSummary, SkippedImage, pct, percent
 
 SUMMARY = {
     "strategy": "kd", "student": "resnet18", "source_domains": ["a"], "target_domains": ["b"],
@@ -78,3 +78,11 @@ def test_a_run_summary_keeps_its_robust_report_typed_and_as_written(tmp_path):
     assert back.domains["b"].pgd["2/255"] == 0.5 and back.data is None
     with pytest.raises(DistillError, match="robust.domains.b.n"):
         RunSummary.from_dict(dict(SUMMARY, robust=dict(robust, domains={"b": {"clean": 0.75}})))
+
+
+def test_a_skipped_image_without_sample_index_is_written_as_path_and_reason(tmp_path):
+    s = RunSummary.from_dict(dict(SUMMARY, skipped_images=[{"path": "a/0/x.png", "reason": "truncated"}]))
+    written = json.loads(s.write(tmp_path).read_text())
+    assert written["skipped_images"] == [{"path": "a/0/x.png", "reason": "truncated"}]
+    m = SkippedImage.model_validate({"path": "p", "sample_index": 3, "reason": "r"}).model_dump(mode="json")
+    assert list(m) == ["path", "sample_index", "reason"]  # the cache manifest's order, index kept when known
