@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 
 from distill.errors import DistillError
-from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, build_config
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, build_config, strategy_config
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 _discovered = False
@@ -56,4 +56,4 @@ def create_strategy(name: str, student, options: dict | None, ctx: StrategyConte
 
 
 __all__ = ["Batch", "Needs", "Strategy", "StrategyContext", "register_strategy", "list_strategies",
-           "get_strategy", "create_strategy", "build_config"]
+           "get_strategy", "create_strategy", "build_config", "strategy_config"]

@@ -1,7 +1,6 @@
 """``adv_cached``: KD on a mix of clean views and adversarial views crafted against the teacher at cache time."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -9,12 +8,12 @@ from torch import Tensor
 
 from distill.errors import DistillError
 from distill.strategies import register_strategy
-from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import kl_div_with_temperature
 from distill.student.transforms import Normalizer
 
 
-@dataclass(frozen=True)
+@strategy_config
 class AdvCachedConfig:
     temperature: float = 4.0  # KD softmax temperature
     alpha: float = 0.9  # weight of the distillation term vs. cross-entropy on the labels

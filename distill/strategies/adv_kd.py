@@ -1,7 +1,6 @@
 """``adv_kd``: distil on clean and on PGD-crafted inputs where student and (online) teacher disagree most."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -11,12 +10,12 @@ from torch import Tensor
 from distill.errors import DistillError
 from distill.robust.attacks import pgd, teacher_logits_with_grad
 from distill.strategies import register_strategy
-from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import kl_div_with_temperature, kl_per_sample
 from distill.student.transforms import Normalizer
 
 
-@dataclass(frozen=True)
+@strategy_config
 class AdvKDConfig:
     temperature: float = 4.0  # KD softmax temperature (clean and adversarial terms, and the attack's KL)
     alpha: float = 0.9  # weight of the distillation terms vs. cross-entropy on the clean labels

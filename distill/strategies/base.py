@@ -11,7 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import Tensor, nn
 
 from distill.errors import DistillError
@@ -122,8 +123,18 @@ class Strategy(nn.Module):
         return self.student(images)
 
 
+def strategy_config(cls: type) -> type:
+    """Declare a strategy's options (``@strategy_config class KDConfig: temperature: float = 4.0``).
+
+    A frozen pydantic dataclass: the same config style as :mod:`distill.config` (values are
+    validated and coerced on construction, unknown keys are errors), with the declaration
+    shape of a dataclass so that a strategy file reads like DESIGN.md's.
+    """
+    return pydantic_dataclass(cls, frozen=True, config=ConfigDict(extra="forbid"))
+
+
 def build_config(config_cls: type, values: dict[str, Any] | None, where: str = "strategy") -> Any:
-    """Validate ``values`` into ``config_cls`` (a dataclass); errors name the key."""
+    """Validate ``values`` into ``config_cls`` (a :func:`strategy_config` class); errors name the key."""
     values = dict(values or {})
     if not dataclasses.is_dataclass(config_cls):
         if values:
@@ -134,7 +145,7 @@ def build_config(config_cls: type, values: dict[str, Any] | None, where: str = "
         if key not in fields:
             raise DistillError(f"unknown key '{where}.{key}' (valid: {', '.join(sorted(fields)) or 'none'})")
     try:
-        return TypeAdapter(config_cls).validate_python(values)
+        return config_cls(**values)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])

@@ -1,18 +1,17 @@
 """``customkd``: align the student with teacher embeddings customised to it by a learnable transform."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
 from distill.strategies import register_strategy
-from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import cosine_distance, kl_div_with_temperature
 
 
-@dataclass(frozen=True)
+@strategy_config
 class CustomKDConfig:
     temperature: float = 4.0  # KD softmax temperature (student head and customised head vs teacher)
     lambda_kd: float = 1.0  # weight of KD into the student's head (label cross-entropy has weight 1)

@@ -1,16 +1,15 @@
 """``erm``: plain supervised training on source labels — the baseline everything is compared to."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from distill.strategies import register_strategy
-from distill.strategies.base import Batch, Needs, Strategy
+from distill.strategies.base import Batch, Needs, Strategy, strategy_config
 
 
-@dataclass(frozen=True)
+@strategy_config
 class ERMConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing
 

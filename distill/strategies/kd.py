@@ -1,18 +1,17 @@
 """``kd``: Hinton knowledge distillation from the cached zero-shot soft labels."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from distill.strategies import register_strategy
-from distill.strategies.base import Batch, Needs, Strategy
+from distill.strategies.base import Batch, Needs, Strategy, strategy_config
 from distill.strategies.losses import kl_div_with_temperature
 
 
-@dataclass(frozen=True)
+@strategy_config
 class KDConfig:
     temperature: float = 4.0  # softmax temperature for teacher and student
     alpha: float = 0.9  # weight of the distillation term vs. hard labels

@@ -1,7 +1,6 @@
 """``rise``: labels + Hinton KD + mimicking the teacher's image embedding through a projector."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch.nn.functional as F
@@ -9,11 +8,11 @@ from torch import Tensor
 
 from distill.errors import DistillError
 from distill.strategies import register_strategy
-from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import cosine_distance, kl_div_with_temperature, squared_l2_distance
 
 
-@dataclass(frozen=True)
+@strategy_config
 class RISEConfig:
     temperature: float = 4.0  # KD softmax temperature for teacher and student logits
     lambda_kd: float = 1.0  # weight of the KD term (label cross-entropy has weight 1)

@@ -1,7 +1,6 @@
 """``sfda``: adapt a source-trained student to unlabeled target domains with the VLM teacher's knowledge."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -9,11 +8,11 @@ from torch import Tensor
 from distill.strategies import register_strategy
 from distill.strategies._pseudo import (SampleTargets, collect, fuse_teachers, knn_smooth, normalized_certainty,
                                         require_iterate)
-from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import information_maximization, kl_to_soft_target, weighted_cross_entropy
 
 
-@dataclass(frozen=True)
+@strategy_config
 class SFDAConfig:
     teacher_temperature: float = 1.0  # softmax temperature on cached teacher logits (they include CLIP's logit scale)
     teacher_weight: float = 0.7  # λ: prior weight of the teachers vs the current student in the fused prediction

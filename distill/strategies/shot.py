@@ -1,7 +1,6 @@
 """``shot``: source-free adaptation without a teacher — information maximization + centroid pseudo-labels."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -9,11 +8,11 @@ from torch import Tensor
 
 from distill.strategies import register_strategy
 from distill.strategies._pseudo import SampleTargets, centroid_labels, collect, require_iterate
-from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import information_maximization
 
 
-@dataclass(frozen=True)
+@strategy_config
 class SHOTConfig:
     beta: float = 0.3  # weight of the pseudo-label cross-entropy (SHOT's β)
     diversity_weight: float = 1.0  # weight of the diversity half of the IM term

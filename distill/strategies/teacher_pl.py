@@ -1,17 +1,16 @@
 """``teacher_pl``: adapt a source model with cross-entropy on the teacher's zero-shot pseudo-labels only."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from distill.strategies import register_strategy
-from distill.strategies.base import Batch, Needs, Strategy
+from distill.strategies.base import Batch, Needs, Strategy, strategy_config
 from distill.strategies.losses import weighted_cross_entropy
 
 
-@dataclass(frozen=True)
+@strategy_config
 class TeacherPLConfig:
     teacher_temperature: float = 1.0  # softmax temperature on the cached logits (only matters with confidence > 0)
     confidence: float = 0.0  # skip images where the (averaged) teacher is less sure than this

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -10,14 +9,14 @@ from torch import Tensor, nn
 
 from distill.errors import DistillError
 from distill.strategies import register_strategy
-from distill.strategies.base import Batch, Needs, Strategy, StrategyContext
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import cosine_distance, kl_div_with_temperature
 from distill.utils.runtime import full_precision
 
 _MAX_SCALE = 100.0  # CLIP clamps its learned logit scale here
 
 
-@dataclass(frozen=True)
+@strategy_config
 class VL2VConfig:
     temperature: float = 4.0  # KD softmax temperature (text-anchored student logits vs teacher logits)
     lambda_align: float = 1.0  # weight of 1 − cos(z, teacher image embedding)

@@ -10,6 +10,7 @@ import functools
 import re
 from typing import Any, Callable
 
+import pydantic.dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
@@ -152,9 +153,10 @@ def test_docstring_names_a_paper(name):
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
-def test_config_is_a_frozen_dataclass_that_rejects_unknown_keys(name):
+def test_config_is_a_frozen_pydantic_dataclass_that_rejects_unknown_keys(name):
     config_cls = get_strategy(name).Config
     assert dataclasses.is_dataclass(config_cls) and config_cls.__dataclass_params__.frozen
+    assert pydantic.dataclasses.is_pydantic_dataclass(config_cls), f"'{name}': declare its Config with @strategy_config"
     build_config(config_cls, {}, where="strategy")  # every option has a default
     with pytest.raises(DistillError, match=r"strategy\.no_such_option"):
         build_config(config_cls, {"no_such_option": 1}, where="strategy")
