@@ -3,13 +3,12 @@ from __future__ import annotations
 
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
-from distill.strategies.losses import kl_div_with_temperature
+from distill.strategies.losses import kl_div_with_temperature, label_cross_entropy
 from distill.student.transforms import Normalizer
 
 
@@ -55,7 +54,7 @@ class AdvCached(Strategy):
     """
 
     Config = AdvCachedConfig
-    needs = Needs(labels=True, cached_logits=True, cached_adversarial=True)
+    needs = Needs(labels=True, cached_logits=True, cached_adversarial=True, unlabeled=True)
 
     def __init__(self, student, config: AdvCachedConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
@@ -88,7 +87,9 @@ class AdvCached(Strategy):
         images, t_logits, mask = self.mix(batch)
         logits = self.student(images)
         kd = kl_div_with_temperature(logits, t_logits, c.temperature)
-        ce = F.cross_entropy(logits.float(), batch.labels)
+        # an adversarial row shows view 0's unmixed crop: only its own label applies there
+        lam = None if batch.mix_lam is None else torch.where(mask, torch.ones_like(batch.mix_lam), batch.mix_lam)
+        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, lam)
         loss = c.alpha * kd + (1 - c.alpha) * ce
         shown = logits.detach()
         out = {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "adv_share": mask.float().mean()}

@@ -4,14 +4,13 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import DistillError
 from distill.robust.attacks import pgd, teacher_logits_with_grad
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
-from distill.strategies.losses import kl_div_with_temperature, kl_per_sample
+from distill.strategies.losses import kl_div_with_temperature, kl_per_sample, label_cross_entropy
 from distill.student.transforms import Normalizer
 
 
@@ -112,7 +111,7 @@ class AdvKD(Strategy):
         logits, logits_adv = both.split(len(x_adv))
         kd = kl_div_with_temperature(logits, batch.teacher_logits, c.temperature)
         kd_adv = kl_div_with_temperature(logits_adv, t_adv, c.temperature)
-        ce = F.cross_entropy(logits.float(), batch.labels)
+        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
         loss = c.alpha * (kd + c.adv_weight * kd_adv) + (1 - c.alpha) * ce
         return {"loss": loss, "kd": kd.detach(), "kd_adv": kd_adv.detach(), "ce": ce.detach(),
                 "logits": logits.detach()}

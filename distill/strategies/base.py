@@ -30,6 +30,10 @@ class Needs:
     cached_adversarial: bool = False  # adversarial views stored in the cache (`cache build --adv-views K`)
     target_data: bool = False  # unlabeled target-domain images
     source_checkpoint: bool = False  # a source-trained student to start from
+    # accepts rows without a label (``data.unlabeled`` pool images, label -1): its label terms go through
+    # losses.label_cross_entropy and its other terms are well-defined on any cached image
+    unlabeled: bool = False
+    augmented_views: bool = False  # needs a cache built with an augmenting view policy (`--policy fm`)
 
 
 @dataclass
@@ -42,7 +46,12 @@ class Batch:
 
     pixels: Tensor
     images: Tensor
-    labels: Tensor | None = None  # [B] int64; None when the strategy does not get labels
+    # [B] int64; -1 on rows without a label (pool images, withheld classes); None when the strategy gets none
+    labels: Tensor | None = None
+    # a mixed view is lam * own image + (1 - lam) * partner's: the partner's label ([B] int64, -1 = none)
+    # and lam ([B] float, 1.0 = unmixed); None when the cache mixes nothing
+    partner_labels: Tensor | None = None
+    mix_lam: Tensor | None = None
     teacher_logits: Tensor | None = None  # [B, C] float32 (first cache)
     teacher_logits_all: list[Tensor] | None = None  # one [B, C] per cache (multi-teacher)
     teacher_emb: Tensor | None = None  # [B, D] float32, L2-normalized

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
-from distill.strategies.losses import cosine_distance, kl_div_with_temperature
+from distill.strategies.losses import cosine_distance, kl_div_with_temperature, label_cross_entropy
 
 
 @strategy_config
@@ -54,7 +54,7 @@ class CustomKD(Strategy):
     """
 
     Config = CustomKDConfig
-    needs = Needs(labels=True, cached_logits=True, cached_features=True)
+    needs = Needs(labels=True, cached_logits=True, cached_features=True, unlabeled=True)
 
     def __init__(self, student, config: CustomKDConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
@@ -78,14 +78,14 @@ class CustomKD(Strategy):
         cfg = self.config
         out = self.student.forward_all(batch.images)
         f, logits = out["features"], out["logits"]  # [B, F], [B, C]
-        ce = F.cross_entropy(logits.float(), batch.labels)
+        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
         kd = kl_div_with_temperature(logits, batch.teacher_logits, cfg.temperature)
 
         custom_feat = self.transform(batch.teacher_emb)  # g(t) [B, F]
         custom = cosine_distance(f, custom_feat.detach())
         head = self.student.head
         custom_logits = F.linear(custom_feat, head.weight.detach(), head.bias.detach())  # [B, C]
-        fit = (F.cross_entropy(custom_logits.float(), batch.labels)
+        fit = (label_cross_entropy(custom_logits, batch.labels, batch.partner_labels, batch.mix_lam)
                + kl_div_with_temperature(custom_logits, batch.teacher_logits, cfg.temperature))
 
         loss = ce + cfg.lambda_kd * kd + cfg.lambda_custom * custom + cfg.lambda_fit * fit

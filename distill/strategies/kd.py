@@ -3,12 +3,11 @@ from __future__ import annotations
 
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, strategy_config
-from distill.strategies.losses import kl_div_with_temperature
+from distill.strategies.losses import kl_div_with_temperature, label_cross_entropy
 
 
 @strategy_config
@@ -27,12 +26,12 @@ class KD(Strategy):
     """
 
     Config = KDConfig
-    needs = Needs(labels=True, cached_logits=True)
+    needs = Needs(labels=True, cached_logits=True, unlabeled=True)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         logits = self.student(batch.images)
         kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
-        ce = F.cross_entropy(logits.float(), batch.labels)
+        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
         loss = self.config.alpha * kd + (1 - self.config.alpha) * ce
         return {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "logits": logits.detach()}
 

@@ -7,6 +7,7 @@ logits arrive in half precision, and a half-precision log-softmax of logits in t
 - Distillation: :func:`kl_div_with_temperature` (Hinton KD, batch mean),
   :func:`kl_per_sample` (per-sample KL, the adversarial attacks' objective),
   :func:`kl_to_soft_target` (KL from fixed target probabilities).
+- Labels: :func:`label_cross_entropy` (every strategy's label loss: rows with a label only, mixed views).
 - Soft / weighted labels: :func:`soft_cross_entropy`, :func:`weighted_cross_entropy`.
 - Features: :func:`cosine_distance`, :func:`squared_l2_distance`.
 - Unlabeled data: :func:`information_maximization` (SHOT's IM).
@@ -40,6 +41,46 @@ def kl_to_soft_target(target: Tensor, logits: Tensor) -> Tensor:
     """Batch mean of KL(target || softmax(logits)): target probabilities [B, C] (fixed), logits [B, C] -> scalar."""
     log_q = logits.float().log_softmax(-1)
     return (target * (torch.log(target.clamp(min=1e-8)) - log_q)).sum(-1).mean()
+
+
+# ---------------------------------------------------------------------------- labels
+def label_cross_entropy(logits: Tensor, labels: Tensor, partner_labels: Tensor | None = None,
+                        lam: Tensor | None = None, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy on the rows that have a label, the one label loss every strategy uses.
+
+    Rows with label -1 (unlabeled pool images, withheld classes) add nothing: the loss is the
+    mean over the labelled rows only, and 0 when there are none (a tensor still in the graph,
+    whose gradient is 0, so a batch of pool rows alone is a valid step). So no label of a
+    pool image can reach a student, whatever its dataset label says.
+
+    Mixed views (``lam`` [B], ``partner_labels`` [B]; mixup/cutmix): a row's loss is
+    ``lam * CE(y) + (1 - lam) * CE(y_partner)``. When the partner has no label (-1) only the
+    own part ``lam * CE(y)`` counts: the partner's share of the image has no label to learn.
+    Without mixing (either argument None) this is ``F.cross_entropy`` itself, bit for bit.
+
+    Args:
+        logits: [B, C] (computed in fp32).
+        labels: [B] int64, -1 = no label.
+        partner_labels: [B] int64, -1 = no partner label; None = unmixed.
+        lam: [B] float, the own image's share (1.0 = unmixed); None = unmixed.
+        label_smoothing: as in ``F.cross_entropy``.
+
+    Returns:
+        A scalar.
+    """
+    logits = logits.float()
+    known = labels >= 0
+    if partner_labels is None or lam is None:
+        ce = F.cross_entropy(logits, labels, ignore_index=-1, label_smoothing=label_smoothing)
+        # no labelled row: F's mean is 0/0; the where keeps the graph (its gradient is exactly 0)
+        return torch.where(known.any(), ce, torch.zeros_like(ce))
+    own = F.cross_entropy(logits, labels, ignore_index=-1, label_smoothing=label_smoothing, reduction="none")
+    other = F.cross_entropy(logits, partner_labels, ignore_index=-1, label_smoothing=label_smoothing,
+                            reduction="none")
+    lam = lam.to(own.dtype)
+    per_row = lam * own + torch.where(partner_labels >= 0, (1 - lam) * other, torch.zeros_like(other))
+    per_row = torch.where(known, per_row, torch.zeros_like(per_row))
+    return per_row.sum() / known.sum().clamp(min=1)
 
 
 # ---------------------------------------------------------------------------- soft / weighted labels
@@ -110,4 +151,5 @@ def _batch_mean(p: Tensor) -> Tensor:
 
 
 __all__ = ["cosine_distance", "information_maximization", "kl_div_with_temperature", "kl_per_sample",
-           "kl_to_soft_target", "soft_cross_entropy", "squared_l2_distance", "weighted_cross_entropy"]
+           "kl_to_soft_target", "label_cross_entropy", "soft_cross_entropy", "squared_l2_distance",
+           "weighted_cross_entropy"]

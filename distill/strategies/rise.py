@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
-from distill.strategies.losses import cosine_distance, kl_div_with_temperature, squared_l2_distance
+from distill.strategies.losses import (cosine_distance, kl_div_with_temperature, label_cross_entropy,
+                                       squared_l2_distance)
 
 
 @strategy_config
@@ -41,7 +41,7 @@ class RISE(Strategy):
     """
 
     Config = RISEConfig
-    needs = Needs(labels=True, cached_logits=True, cached_features=True)
+    needs = Needs(labels=True, cached_logits=True, cached_features=True, unlabeled=True)
 
     def __init__(self, student, config: RISEConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
@@ -56,7 +56,7 @@ class RISE(Strategy):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         out = self.student.forward_all(batch.images)
         logits, emb = out["logits"], out["embedding"]  # [B, C], [B, D]
-        ce = F.cross_entropy(logits.float(), batch.labels)
+        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
         kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
         distance = cosine_distance if self.config.distance == "cosine" else squared_l2_distance
         feat = distance(emb, batch.teacher_emb)

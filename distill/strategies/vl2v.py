@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
-from distill.strategies.losses import cosine_distance, kl_div_with_temperature
+from distill.strategies.losses import cosine_distance, kl_div_with_temperature, label_cross_entropy
 from distill.utils.runtime import full_precision
 
 _MAX_SCALE = 100.0  # CLIP clamps its learned logit scale here
@@ -57,7 +57,8 @@ class VL2V(Strategy):
     """
 
     Config = VL2VConfig
-    needs = Needs(labels=True, cached_logits=True, cached_features=True, text_embeddings=True)
+    needs = Needs(labels=True, cached_logits=True, cached_features=True, text_embeddings=True,
+                  unlabeled=True)
 
     def __init__(self, student, config: VL2VConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
@@ -110,7 +111,7 @@ class VL2V(Strategy):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         f = self.student.features(batch.images)  # [B, F]
         z, logits = self.text_logits(f)
-        ce_text = F.cross_entropy(logits.float(), batch.labels)
+        ce_text = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
         align = cosine_distance(z, batch.teacher_emb)
         kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
         loss = ce_text + self.config.lambda_align * align + self.config.lambda_kd * kd

@@ -1,0 +1,85 @@
+"""``fm``: function matching -- match the teacher on exactly the augmented (and mixed) views it saw."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from distill.errors import DistillError
+from distill.strategies import register_strategy
+from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
+from distill.strategies.losses import cosine_distance, kl_div_with_temperature, label_cross_entropy
+
+
+@strategy_config
+class FMConfig:
+    temperature: float = 1.0  # softmax temperature for teacher and student (the paper's: 1)
+    alpha: float = 1.0  # weight of matching the teacher; 1 - alpha goes to label cross-entropy (paper: none)
+    feature_weight: float = 0.0  # weight of 1 - cos(P f, teacher embedding); 0 = off, no projector needed
+
+
+@register_strategy("fm")
+class FM(Strategy):
+    """Beyer et al., CVPR 2022, "Knowledge distillation: A good teacher is patient and consistent".
+
+    Function matching: the student matches the teacher's output on the *identical* input, an
+    aggressively augmented view (inception crop, photometric jitter, mixup/cutmix). Here that
+    view is the batch's: a cache built with ``distill cache build --policy fm`` stores the
+    teacher's logits of every view it rendered, and the trainer shows the student exactly those
+    bytes, so teacher and student are consistent by construction. Per batch:
+
+        alpha · T² · KL(teacher_T || student_T)
+        + feature_weight · (1 − cos(P f, t))         # only when feature_weight > 0
+        + (1 − alpha) · CE(labels)                    # mixed rows: lam · CE(y) + (1 − lam) · CE(y')
+
+    with P the student's projector and t the cached teacher image embedding of the view. The
+    matching terms see every row, pool images (``data.unlabeled``) included; the label term
+    only rows with a label.
+
+    How this differs from the paper: the teacher's outputs are computed once for K cached views
+    per image instead of on fresh views every step (ml-dr's trade, Faghri et al. 2023), so "patient"
+    schedules cost only student steps, and the paper's caveat applies -- with few views the
+    student sees a fixed teacher and can overfit it, so K should be large. The paper uses no
+    labels (alpha = 1, the default) and no feature term; both are options here.
+    """
+
+    Config = FMConfig
+    needs = Needs(labels=True, cached_logits=True, cached_features=True, augmented_views=True, unlabeled=True)
+
+    def __init__(self, student, config: FMConfig, ctx: StrategyContext):
+        super().__init__(student, config, ctx)
+        if not 0.0 <= config.alpha <= 1.0:
+            raise DistillError(f"strategy.alpha: must be in [0, 1], got {config.alpha}")
+        if config.temperature <= 0:
+            raise DistillError(f"strategy.temperature: must be > 0, got {config.temperature}")
+        if config.feature_weight < 0:
+            raise DistillError(f"strategy.feature_weight: must be >= 0, got {config.feature_weight}")
+        projector = getattr(student, "projector", None)
+        if config.feature_weight == 0 and projector is not None:
+            projector.requires_grad_(False)  # unused: no weight decay drift, and DDP finds no unused parameter
+        if config.feature_weight > 0:
+            if projector is None:
+                raise DistillError(f"strategy '{self.name}': feature_weight > 0 matches the student's projected "
+                                   "features to the teacher's embeddings, but the student has no projector: build "
+                                   "it with embed_dim = the teacher's width, or set strategy.feature_weight=0")
+            if ctx.embed_dim is not None and projector.out_features != ctx.embed_dim:
+                raise DistillError(f"strategy '{self.name}': student projector outputs {projector.out_features} "
+                                   f"dims but the teacher's embeddings have {ctx.embed_dim}")
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        cfg = self.config
+        if cfg.feature_weight > 0:
+            out = self.student.forward_all(batch.images)
+            logits = out["logits"]
+        else:
+            logits = self.student(batch.images)
+        match = kl_div_with_temperature(logits, batch.teacher_logits, cfg.temperature)
+        loss = cfg.alpha * match
+        parts = {"match": match.detach()}
+        if cfg.feature_weight > 0:
+            feat = cosine_distance(out["embedding"], batch.teacher_emb)
+            loss = loss + cfg.feature_weight * feat
+            parts["feat"] = feat.detach()
+        if cfg.alpha < 1:
+            ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
+            loss = loss + (1 - cfg.alpha) * ce
+            parts["ce"] = ce.detach()
+        return {"loss": loss, **parts, "logits": logits.detach()}
