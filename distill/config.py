@@ -34,8 +34,19 @@ class DataConfig(_Strict):
     split_seed: int = 0
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # share of train held out for model selection
     skip_bad: bool = False  # skip undecodable images (listed once) instead of stopping
+    # domains under root whose TRAIN split is an unlabeled pool: their cached teacher outputs feed the
+    # distillation terms; cross-entropy never sees them (never their val/test split; never a source domain)
+    unlabeled: list[str] = Field(default_factory=list)
+    unlabeled_ratio: float = Field(1.0, gt=0.0)  # pool images per labelled image in a step
 
-    _one_domain = field_validator("source", "target", mode="before")(_listify)
+    _one_domain = field_validator("source", "target", "unlabeled", mode="before")(_listify)
+
+    @model_validator(mode="after")
+    def _pool_is_not_source(self) -> DataConfig:
+        both = [d for d in self.unlabeled if d in self.source]
+        if both:
+            raise ValueError(f"data.unlabeled: {both} are also in data.source (a pool domain has no labels)")
+        return self
 
 
 class TeacherConfig(_Strict):

@@ -30,7 +30,7 @@ from distill.records.names import (RUN_CONFIG, RUN_SUMMARY, RUN_METRICS, ROBUST_
 from distill.records.base import (percent, pct, Record, Accuracy, TeacherIdentity, SkippedImage)
 from distill.records.teacher import (SuiteDomain, SuiteInfo, TeacherTrainingData, TeacherManifest, CachePreprocess,
     CacheDataset, CacheViews, CacheShard, CacheManifest, AdversarialShard, AdversarialManifest)
-from distill.records.run import (CheckpointPointer, RobustAccuracy, RobustReport, RunSummary)
+from distill.records.run import (CheckpointPointer, RobustAccuracy, RobustReport, RunSummary, UnlabeledPool)
 from distill.records.ship import (ExportedModel, ExportReport, LatencyStats, BenchRecord)
 
 __all__ = [
@@ -42,5 +42,5 @@ __all__ = [
     "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
     "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "SkippedImage", "SuiteDomain", "SuiteInfo",
     "TEACHER_BOOTSTRAP_STATE", "TEACHER_CHECKPOINT", "TEACHER_MANIFEST", "TEXT_EMBEDDINGS", "TRAIN_STATE",
-    "TeacherIdentity", "TeacherManifest", "TeacherTrainingData", "pct", "percent",
+    "TeacherIdentity", "TeacherManifest", "TeacherTrainingData", "UnlabeledPool", "pct", "percent",
 ]

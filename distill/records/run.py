@@ -61,6 +61,14 @@ class RobustReport(Record):
 
 
 # ------------------------------------------------------------------ run summary
+class UnlabeledPool(_Closed):
+    """``summary.json``'s ``unlabeled``: the pool a run distilled on without labels (``data.unlabeled``)."""
+
+    domains: list[str]
+    images: int  # train-split images of those domains in the pool
+    ratio: float  # pool images per labelled image in a step
+
+
 class RunSummary(Record):
     """``summary.json``: what a training/adaptation run produced and how it was selected.
 
@@ -90,3 +98,11 @@ class RunSummary(Record):
     train_seconds_this_session: float
     skipped_images: list[SkippedImage] = Field(default_factory=list)
     robust: RobustReport | None = None
+    unlabeled: UnlabeledPool | None = None  # written only when the run had a pool
+
+    @model_serializer(mode="wrap")
+    def _pool_only_when_used(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        if self.unlabeled is None:  # a run without a pool writes the summary it always wrote
+            out.pop("unlabeled", None)
+        return out

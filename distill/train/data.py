@@ -1,9 +1,10 @@
 """What the trainer feeds the student: epoch items, the image dataset, and the batch plan of an epoch.
 
 Exact resume rests here: each epoch's order and each image's view are a pure function of
-``(seed, epoch)`` (:func:`epoch_items`), and the DataLoader draws from its own generator,
-never the global RNG. The loader and its workers persist for the whole run; each epoch only
-refills the list its batch sampler iterates (:class:`EpochBatches`).
+``(seed, epoch)`` (:func:`epoch_items`; the unlabeled pool's, :func:`pool_items`, from a generator of
+its own), and the DataLoader draws from its own generator, never the global RNG. The loader and its
+workers persist for the whole run; each epoch only refills the list its batch sampler iterates
+(:class:`EpochBatches`).
 """
 from __future__ import annotations
 
@@ -103,6 +104,37 @@ def epoch_items(samples: Sequence[Sample], domain_index: dict[str, int], views: 
     return items
 
 
+#: Offsets the run seed for the unlabeled pool's generator, so the pool's order is its own draw
+#: (adding or resizing a pool never changes the labelled images' order).
+POOL_SEED_OFFSET = 7_368_787
+
+
+def pool_items(pool: Sequence[Sample], domain_index: dict[str, int], views: int, seed: int, epoch: int,
+               count: int, cache=None) -> list[Item]:
+    """The epoch's first ``count`` unlabeled-pool items: a pure function of (pool, views, seed, epoch, count).
+
+    The pool is shuffled (and its views chosen) by its own generator, ``(seed + POOL_SEED_OFFSET, epoch)``,
+    and cycles: when an epoch needs more pool items than the pool holds, every image comes round
+    again (``ceil(count / len(pool))`` copies shuffled together).
+    """
+    if not pool or count <= 0:
+        return []
+    copies = -(-count // len(pool))
+    return epoch_items(list(pool) * copies, domain_index, views, seed + POOL_SEED_OFFSET, epoch, cache)[:count]
+
+
+def label_table(num_samples: int, labelled: Sequence[Sample]) -> Tensor:
+    """The one label gate: [num_samples] int64, each labelled sample's label at its index and -1 everywhere else.
+
+    Batches read their labels (and mixed partners' labels) here, by sample index, so a pool image,
+    a target image or anything not in ``labelled`` is -1 by construction, whatever its folder says.
+    """
+    table = torch.full((num_samples,), -1, dtype=torch.long)
+    if labelled:
+        table[torch.tensor([x.index for x in labelled])] = torch.tensor([x.label for x in labelled])
+    return table
+
+
 def all_view_items(samples: Sequence[Sample], domain_index: dict[str, int], views: int, cache=None) -> list[Item]:
     """Every (image, view) pair once, image-major: the persistent loader's dataset.
 
@@ -129,14 +161,20 @@ class EpochBatches:
         self.pair_of = {x.index: i for i, x in enumerate(samples)}
         self.batches: list[list[int]] = []
 
-    def plan(self, items: Sequence[Item], steps: range, batch_size: int, rank: int, world: int) -> None:
-        """This rank's share of ``items`` for each step in ``steps`` (the global batch split over ranks)."""
-        per_rank = batch_size // world
+    def plan(self, items: Sequence[Item], steps: range, batch_size: int, rank: int, world: int,
+             pool: Sequence[Item] = (), pool_size: int = 0) -> None:
+        """This rank's share of ``items`` for each step in ``steps`` (the global batch split over ranks).
+
+        With an unlabeled pool each step's batch is its ``batch_size`` labelled items followed by
+        that step's ``pool_size`` pool items (``pool[step * pool_size:]``), both split over ranks.
+        """
+        per_rank, pool_per_rank = batch_size // world, pool_size // world
         batches = []
         for step in steps:
             start = step * batch_size + rank * per_rank
+            at = step * pool_size + rank * pool_per_rank
             batches.append([self.pair_of[it.sample.index] * self.views + it.view
-                            for it in items[start:start + per_rank]])
+                            for it in [*items[start:start + per_rank], *pool[at:at + pool_per_rank]]])
         self.batches[:] = batches
 
     def __iter__(self) -> Iterator[list[int]]:

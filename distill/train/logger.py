@@ -49,7 +49,8 @@ class StepLog:
         self.names.append(parts)
         self.values += [out["loss"].detach().float()] + [out[k].detach().float() for k in parts]
         if "logits" in out and labels is not None:  # live accuracy, accumulated on the device
-            self.correct += (out["logits"].detach().argmax(-1) == labels).sum()
+            # labels may cover only the batch's first (labelled) rows: pool rows have none
+            self.correct += (out["logits"].detach()[: len(labels)].argmax(-1) == labels).sum()
             self.seen += len(labels)
 
     def flush(self, bar=None) -> None:

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
-from distill.records import RobustReport, RunSummary
+from distill.records import RobustReport, RunSummary, UnlabeledPool
 from distill.robust.evaluate import RobustEvaluator, robust_table
 from distill.strategies import Batch
 from distill.student.model import load_student
@@ -36,7 +36,8 @@ from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves
-from distill.train.data import EpochBatches, Item, TrainImages, all_view_items, epoch_items, to_unit
+from distill.train.data import (EpochBatches, Item, TrainImages, all_view_items, epoch_items, label_table, pool_items,
+                                to_unit)
 from distill.train.logger import RunLog
 from distill.train.summary import SOURCE_VAL_ACC, epoch_line, metrics_row, selected_run_summary, write_metrics
 from distill.utils.flops import count_flops, count_params
@@ -70,6 +71,15 @@ class Trainer:
         if optim.batch_size % setup.dist.world:
             raise DistillError(f"optim.batch_size={optim.batch_size} must be divisible by the {setup.dist.world} "
                                "DDP ranks")
+        # data.unlabeled: each step appends pool_per_step pool images to its batch_size labelled ones
+        self.pool = setup.unlabeled
+        self.pool_per_step = round(setup.cfg.data.unlabeled_ratio * optim.batch_size) if self.pool else 0
+        if self.pool_per_step % setup.dist.world:
+            raise DistillError(f"data.unlabeled_ratio={setup.cfg.data.unlabeled_ratio}: {self.pool_per_step} pool "
+                               f"images per step must be divisible by the {setup.dist.world} DDP ranks")
+        # the one label gate: labels (and mixed partners' labels) are read here by sample index
+        self.label_of = label_table(len(setup.dataset), [] if setup.strategy.needs.target_data else self.train_samples)
+        self._mixing = bool(setup.caches) and getattr(setup.caches[0].manifest.views, "policy", None) is not None
         self.scheduler = CosineLRScheduler(self.optimizer, t_initial=optim.epochs * self.steps_per_epoch,
                                            lr_min=optim.min_lr,
                                            warmup_t=int(optim.warmup_epochs * self.steps_per_epoch),
@@ -87,7 +97,7 @@ class Trainer:
         self._std = torch.tensor(spec.std, device=setup.device).view(1, 3, 1, 1)
         # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); CUDA only (check_precision)
         self.scaler = torch.amp.GradScaler(setup.device.type, enabled=optim.precision == "fp16")
-        self.epoch_batches = EpochBatches(self.train_samples, setup.views.count)
+        self.epoch_batches = EpochBatches(self.train_samples + self.pool, setup.views.count)
         self._train_loader: DataLoader | None = None
         self._pixels: tuple[PixelStore | None, str] | None = None
 
@@ -167,16 +177,18 @@ class Trainer:
         setup, batch_size = self.setup, self.setup.cfg.optim.batch_size
         if self._train_loader is None:
             self._train_loader = self._make_train_loader()
-        items = epoch_items(self.train_samples, self.domain_index, setup.views.count, setup.views.seed, epoch,
-                            setup.caches[0] if setup.caches else None)
+        cache = setup.caches[0] if setup.caches else None
+        items = epoch_items(self.train_samples, self.domain_index, setup.views.count, setup.views.seed, epoch, cache)
         items = items[: self.steps_per_epoch * batch_size]
+        pool = pool_items(self.pool, self.domain_index, setup.views.count, setup.views.seed, epoch,
+                          self.steps_per_epoch * self.pool_per_step, cache)
         self.epoch_batches.plan(items, range(skip_steps, self.steps_per_epoch), batch_size, setup.dist.rank,
-                                setup.dist.world)
+                                setup.dist.world, pool, self.pool_per_step)
         return self._train_loader
 
     def _make_train_loader(self) -> DataLoader:
         setup = self.setup
-        pairs = all_view_items(self.train_samples, self.domain_index, setup.views.count,
+        pairs = all_view_items(self.train_samples + self.pool, self.domain_index, setup.views.count,
                                setup.caches[0] if setup.caches else None)
         spec = self.strategy.student.spec
         images = TrainImages(setup.dataset, pairs, spec.input_size, spec.interpolation, setup.views.augment,
@@ -198,8 +210,11 @@ class Trainer:
                                             spec.interpolation)
         return self._pixels
 
-    def make_batch(self, pixels: Tensor, labels: Tensor, domain: Tensor, index: Tensor, view: Tensor) -> Batch:
-        """A loader batch -> the strategy's :class:`Batch` on the device, with the cached rows it needs."""
+    def make_batch(self, pixels: Tensor, loader_labels: Tensor, domain: Tensor, index: Tensor, view: Tensor) -> Batch:
+        """A loader batch -> the strategy's :class:`Batch` on the device, with the cached rows it needs.
+
+        Labels come from the one gate, ``self.label_of[index]`` (-1 on pool rows), never from the loader's
+        ``loader_labels`` (the folders' labels, pool images' included)."""
         setup, dev = self.setup, self.setup.device
         # pinned host memory (pin_memory on CUDA) + non_blocking: the copy overlaps the previous step;
         # batches arrive as uint8 (a quarter of the bytes) and become floats on the device
@@ -210,7 +225,7 @@ class Trainer:
         spec = self.strategy.student.spec
         needs = self.strategy.needs
         batch = Batch(pixels=pixels, images=normalize(pixels, self._mean, self._std),
-                      labels=labels.to(dev, non_blocking=True) if needs.labels else None,
+                      labels=self.label_of[index].to(dev, non_blocking=True) if needs.labels else None,
                       domain=domain.to(dev, non_blocking=True), sample_index=index.to(dev, non_blocking=True),
                       view=view.to(dev, non_blocking=True))
         if setup.caches and (needs.cached_logits or needs.cached_features):
@@ -218,6 +233,11 @@ class Trainer:
             batch.teacher_logits = rows[0]["logits"].to(dev, non_blocking=True)
             batch.teacher_emb = rows[0]["image_emb"].to(dev, non_blocking=True)
             batch.teacher_logits_all = [r["logits"].to(dev, non_blocking=True) for r in rows]
+        if needs.labels and self._mixing:  # a mixed view's partner label, through the same gate
+            row = setup.caches[0].lookup(index, view)
+            partner = row["mix_partner"]
+            batch.partner_labels = torch.where(partner >= 0, self.label_of[partner.clamp(min=0)], -1).to(dev)
+            batch.mix_lam = row["mix_lam"].to(dev, non_blocking=True)
         if needs.cached_adversarial:  # one cached adversarial view per image, at the student's resolution
             adv = setup.adversarial
             rows = adv.lookup(index, adv.choose(index, self.epoch, setup.views.seed))
@@ -298,7 +318,9 @@ class Trainer:
         optim = self.setup.cfg.optim
         with autocast(self.setup.device, optim.precision):  # losses cast to fp32 themselves (strategies)
             out = self.model(batch)
-        log.step(self.step_in_epoch, self.global_step + 1, out, batch.labels, self.optimizer.param_groups[0]["lr"])
+        labelled = batch.labels[: len(batch.labels) - self.pool_per_step // self.setup.dist.world] \
+            if batch.labels is not None else None  # the live accuracy: labelled rows (each batch's first ones)
+        log.step(self.step_in_epoch, self.global_step + 1, out, labelled, self.optimizer.param_groups[0]["lr"])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out["loss"]).backward()
         if optim.grad_clip:
@@ -363,4 +385,6 @@ class Trainer:
             params=count_params(student), flops=count_flops(student, student.spec.input_size),
             teacher_flops=setup.provenance.get("teacher_flops"), checkpoint=str(self.checkpoints.best),
             train_seconds_this_session=round(seconds, 1),
-            skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust)
+            skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust,
+            unlabeled=UnlabeledPool(domains=setup.cfg.data.unlabeled, images=len(self.pool),
+                                    ratio=setup.cfg.data.unlabeled_ratio) if self.pool else None)
