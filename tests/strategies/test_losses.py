@@ -14,8 +14,8 @@ import torch
 
 from distill.strategies import Batch, StrategyContext, create_strategy
 from distill.strategies.losses import (cosine_distance, information_maximization, kl_div_with_temperature, kl_per_sample,
-                                       kl_to_soft_target, soft_cross_entropy, squared_l2_distance,
-                                       weighted_cross_entropy)
+                                       kl_to_soft_target, label_cross_entropy, soft_cross_entropy,
+                                       squared_l2_distance, weighted_cross_entropy)
 from distill.student.model import Student, default_spec
 
 LN3 = math.log(3)
@@ -152,3 +152,52 @@ def test_feature_distances_on_hand_numbers():
     assert float(cosine_distance(a, b)) == pytest.approx(((1 - r) + 2) / 2, rel=1e-6)
     assert float(cosine_distance(10 * a, b)) == pytest.approx(float(cosine_distance(a, b)), rel=1e-6)  # scale-free
     assert float(squared_l2_distance(a, b)) == pytest.approx(((4 + 1) + 9) / 2, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- label cross-entropy
+# logits [ln 3, 0] give p = [3/4, 1/4]: CE(class 0) = ln(4/3), CE(class 1) = ln 4
+_L = [[LN3, 0.0], [0.0, LN3], [LN3, 0.0], [0.0, 0.0]]
+CE0, CE1, CE_HALF = math.log(4 / 3), math.log(4), math.log(2)
+
+
+def test_label_cross_entropy_is_the_mean_over_labelled_rows_only():
+    logits = torch.tensor(_L)
+    # rows 1 and 3 have no label: (CE(row 0, class 1) + CE(row 2, class 0)) / 2 = (ln 4 + ln 4/3) / 2;
+    # the mean over all 4 rows, or row 1 counted, gives other numbers
+    got = label_cross_entropy(logits, torch.tensor([1, -1, 0, -1]))
+    assert float(got) == pytest.approx((CE1 + CE0) / 2, rel=1e-6)
+    labels = torch.tensor([0, 1, 1, 0])  # all labelled: exactly F.cross_entropy, bit for bit
+    assert torch.equal(label_cross_entropy(logits, labels), torch.nn.functional.cross_entropy(logits, labels))
+
+
+def test_label_cross_entropy_without_labelled_rows_is_a_zero_with_zero_gradient():
+    logits = torch.tensor(_L, requires_grad=True)
+    got = label_cross_entropy(logits, torch.full((4,), -1))
+    assert float(got.detach()) == 0.0 and got.requires_grad
+    got.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_label_cross_entropy_of_mixed_rows_weighs_own_and_partner_label():
+    logits = torch.tensor(_L)
+    labels = torch.tensor([0, 1, 0, -1])
+    partner = torch.tensor([1, -1, 0, 1])
+    lam = torch.tensor([0.25, 0.6, 1.0, 0.5])
+    # row 0: 0.25 CE(0) + 0.75 CE(1) = 0.25 ln(4/3) + 0.75 ln 4; row 1 (logits favour class 1, its label):
+    # partner without a label, so only its own part 0.6 ln(4/3); row 2 (lam 1): ln(4/3); row 3: no label, out
+    want = (0.25 * CE0 + 0.75 * CE1 + 0.6 * CE0 + CE0) / 3
+    got = label_cross_entropy(logits, labels, partner, lam)
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    # unmixed (lam 1, no partners) equals the plain loss
+    plain = label_cross_entropy(logits, labels)
+    same = label_cross_entropy(logits, labels, torch.full((4,), -1), torch.ones(4))
+    assert float(same) == pytest.approx(float(plain), rel=1e-6)
+    assert float(plain) == pytest.approx((CE0 + CE0 + CE0) / 3, rel=1e-6)
+
+
+def test_label_cross_entropy_passes_label_smoothing_on():
+    logits = torch.tensor(_L)
+    labels = torch.tensor([0, -1, -1, -1])
+    # smoothing 0.5 over 2 classes: target [3/4, 1/4] -> 3/4 ln(4/3) + 1/4 ln 4
+    got = label_cross_entropy(logits, labels, label_smoothing=0.5)
+    assert float(got) == pytest.approx(0.75 * CE0 + 0.25 * CE1, rel=1e-6)

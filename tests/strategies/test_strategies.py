@@ -33,7 +33,9 @@ STEPS = 30
 # declare it, with the reason, until someone teaches make_inputs() to build it.
 _SUPPORTED = {"labels", "cached_logits", "cached_features", "text_embeddings", "online_teacher",
               "source_checkpoint",  # source_checkpoint: the student handed over stands for the source-trained one
-              "cached_adversarial", "target_data"}  # supplied by _adversarial_and_target_inputs() below
+              "cached_adversarial", "target_data",  # supplied by _adversarial_and_target_inputs() below
+              "unlabeled",  # two rows of the batch carry no label (-1), as pool rows do
+              "augmented_views"}  # the batch's views are mixed: partner labels and mixing weights
 _UNSUPPORTED: dict[str, str] = {}
 
 STRATEGIES = list_strategies()
@@ -91,12 +93,18 @@ def make_inputs(name: str, seed: int = 0, embed: bool | None = None,
         logit_scale=scale if (teacher_space or needs.cached_logits) else None,
         teacher=teacher, teacher_input=teacher_input, normalize=normalize,
     )
+    shown = labels.clone()
+    if needs.unlabeled:
+        shown[-2:] = -1  # pool rows (data.unlabeled): no label
     batch = Batch(
-        pixels=pixels, images=normalize(pixels), labels=labels if needs.labels else None,
+        pixels=pixels, images=normalize(pixels), labels=shown if needs.labels else None,
         teacher_logits=logits if needs.cached_logits else None,
         teacher_emb=emb if needs.cached_features else None,
         domain=torch.arange(BATCH) % 2, sample_index=torch.arange(BATCH), view=torch.zeros(BATCH, dtype=torch.long),
     )
+    if needs.augmented_views and needs.labels:  # mixup pairs row i with row i - 1 (lam 1: unmixed)
+        batch.partner_labels = shown.roll(1)
+        batch.mix_lam = torch.linspace(0.5, 1.0, BATCH)
     _adversarial_and_target_inputs(needs, ctx, batch, seed)
     if needs.source_checkpoint:
         _source_trained_head(student, pixels, normalize)
