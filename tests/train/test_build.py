@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from importlib import import_module
 
 import pytest
 import torch
@@ -67,3 +68,26 @@ def test_a_missing_source_checkpoint_is_named(tmp_path, tiny_root, tiny_cache):
     cfg["strategy"] = {"name": "teacher_pl"}
     with pytest.raises(DistillError, match="set 'source_checkpoint'"):
         build(load_train_config(None, base=cfg))
+
+
+def test_function_matching_on_a_crop_only_cache_is_refused_naming_the_policy(tmp_path, tiny_root, tiny_cache):
+    """fm on crop-only views would silently be kd: refused, saying how to build the cache it needs."""
+    cfg = _config(tiny_root, tiny_cache, tmp_path / "run", strategy__name="fm")
+    del cfg["strategy"]["temperature"]
+    with pytest.raises(DistillError, match=r"strategy 'fm'.*crop-only.*--policy fm") as err:
+        build(load_train_config(None, base=cfg))
+    assert "\n" not in str(err.value)
+
+
+def test_a_pool_domain_the_cache_lacks_is_refused(tmp_path, tiny_root, tiny_cache, monkeypatch):
+    setup = build(load_train_config(None, base=_config(tiny_root, tiny_cache, tmp_path / "ok",
+                                                       data__source=["red"], data__unlabeled=["blue"])))
+    assert {x.domain for x in setup.unlabeled} == {"blue"} and {x.split for x in setup.unlabeled} == {"train"}
+    assert len(setup.unlabeled) == len(setup.dataset.select(["blue"], "train"))
+    cache = TeacherCache.open(tiny_cache)
+    monkeypatch.setattr(TeacherCache, "open", classmethod(lambda cls, path: cache))
+    monkeypatch.setattr(type(cache), "domains", property(lambda self: ["red", "green"]))  # a cache without blue
+    monkeypatch.setattr(import_module("distill.train.build"), "_check_cache", lambda *a: None)  # (its identity)
+    with pytest.raises(DistillError, match=r"data\.unlabeled: domain 'blue' is not in cache"):
+        build(load_train_config(None, base=_config(tiny_root, tiny_cache, tmp_path / "no",
+                                                   data__source=["red"], data__unlabeled=["blue"])))

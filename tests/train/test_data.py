@@ -6,7 +6,7 @@ import torch
 
 from distill.data.folder import DomainFolder, Sample
 from distill.teacher.cache import TeacherCache
-from distill.train.data import EpochBatches, all_view_items, epoch_items
+from distill.train.data import EpochBatches, all_view_items, epoch_items, label_table, pool_items
 
 
 def _samples(n: int, first_index: int = 5) -> list[Sample]:
@@ -57,3 +57,43 @@ def test_training_replays_the_cached_views(tiny_root, tiny_cache):
     pairs = all_view_items(samples, domain_index, 2, cache)
     by_key = {(p.sample.index, p.view): p.params for p in pairs}
     assert all(by_key[(it.sample.index, it.view)] == it.params for it in items)
+
+
+def test_pool_items_are_pure_cycle_whole_and_leave_the_labelled_order_alone():
+    pool = _samples(5, first_index=100)
+    items = pool_items(pool, {"d": 0}, views=2, seed=4, epoch=1, count=12)
+    again = pool_items(pool, {"d": 0}, views=2, seed=4, epoch=1, count=12)
+    assert [(i.sample.index, i.view) for i in items] == [(i.sample.index, i.view) for i in again]
+    order = [i.sample.index for i in items]
+    # cycles: each of the first two runs of 5 holds the whole pool once; the third is cut at 12
+    assert sorted(order[:5]) == sorted(order[5:10]) == [x.index for x in pool] and len(order) == 12
+    assert order[:5] != order[5:10]  # each cycle in its own order
+    assert order != [i.sample.index for i in pool_items(pool, {"d": 0}, 2, 4, epoch=2, count=12)]
+    labelled = _samples(8)
+    assert [i.sample.index for i in epoch_items(labelled, {"d": 0}, 2, 4, 1)] == \
+        [i.sample.index for i in epoch_items(labelled, {"d": 0}, 2, 4, 1)]
+    assert pool_items([], {"d": 0}, 2, 4, 1, 12) == [] and pool_items(pool, {"d": 0}, 2, 4, 1, 0) == []
+
+
+def test_the_batch_plan_appends_each_steps_pool_items_and_splits_both_over_ranks():
+    samples, pool = _samples(8), _samples(6, first_index=100)
+    items = epoch_items(samples, {"d": 0}, views=2, seed=4, epoch=0)
+    extra = pool_items(pool, {"d": 0}, views=2, seed=4, epoch=0, count=8)
+    pairs = all_view_items(samples + pool, {"d": 0}, views=2)
+    keys = []
+    for rank in range(2):
+        plan = EpochBatches(samples + pool, views=2)
+        plan.plan(items, range(0, 2), batch_size=4, rank=rank, world=2, pool=extra, pool_size=4)
+        assert all(len(b) == 4 for b in plan)  # 2 labelled + 2 pool rows per rank
+        keys.append(list(plan))
+    for step in range(2):
+        got = [(pairs[k].sample.index, pairs[k].view) for k in keys[0][step][:2] + keys[1][step][:2]]
+        assert got == [(i.sample.index, i.view) for i in items[step * 4:(step + 1) * 4]]
+        got = [(pairs[k].sample.index, pairs[k].view) for k in keys[0][step][2:] + keys[1][step][2:]]
+        assert got == [(i.sample.index, i.view) for i in extra[step * 4:(step + 1) * 4]]
+
+
+def test_the_label_table_knows_only_the_labelled_samples():
+    labelled = [Sample(1, "d/c/a.png", "d", "c", 2, "train", 1), Sample(3, "d/c/b.png", "d", "c", 0, "train", 1)]
+    assert label_table(5, labelled).tolist() == [-1, 2, -1, 0, -1]
+    assert label_table(3, []).tolist() == [-1, -1, -1]

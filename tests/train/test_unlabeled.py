@@ -1,0 +1,187 @@
+"""Unlabeled pools (``data.unlabeled``): pool images feed the distillation terms and never a label loss.
+
+For every strategy that takes pool rows (``needs.unlabeled``): over an epoch every labelled row
+is a source-train image and every pool row is -1; rewriting the pool images' dataset labels
+changes nothing, bit for bit; with the distillation weights at 0 no gradient reaches a pool
+image's pixels. Strategies that cannot take a pool are refused, naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.config import load_train_config
+from distill.errors import DistillError
+from distill.strategies import get_strategy, list_strategies
+from distill.strategies.losses import label_cross_entropy
+from distill.student.transforms import normalize
+from distill.train import Trainer, build
+from distill.utils.runtime import seed_step
+from tests.shapes import CLASSES, make_shapes_root
+
+SOURCE, TARGET, POOL = ["red"], ["green", "blue"], ["blue"]
+BATCH, RATIO = 4, 2.0  # 8 pool images per step: more per epoch than the pool holds, so it cycles
+UNLABELED = [n for n in list_strategies() if get_strategy(n).needs.unlabeled]
+# the options that leave only the label loss (distillation, feature and adversarial terms at 0)
+LABELS_ONLY = {"erm": {}, "kd": {"alpha": 0.0}, "fm": {"alpha": 0.0}, "adv_cached": {"alpha": 0.0, "adv_fraction": 0.0},
+               "rise": {"lambda_kd": 0.0, "lambda_feat": 0.0}, "vl2v": {"lambda_align": 0.0, "lambda_kd": 0.0},
+               "customkd": {"lambda_kd": 0.0, "lambda_custom": 0.0, "lambda_general": 0.0, "lambda_fit": 0.0}}
+BUILD = import_module("distill.train.build")  # the module (distill.train.build is also the function's name)
+DEFAULTS = {"adv_cached": {"adv_fraction": 0.0}}  # every row shows its own pixels (the gradient test reads them)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(data root, cache of every domain with 2 views, adversarial views of the source and the pool)."""
+    from distill.data import DomainFolder
+    from distill.teacher import Teacher
+    from distill.teacher.cache import AdversarialOptions, CacheOptions, build_adversarial_views, build_cache
+
+    root = make_shapes_root(tmp_path_factory.mktemp("pool_data"), SOURCE + ["green", "blue"], per_class=6)
+    ds = DomainFolder(root, test_fraction=0.3)
+    torch.manual_seed(0)
+    teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
+    cache = build_cache(ds, teacher, tmp_path_factory.mktemp("pool_cache") / "c",
+                        CacheOptions(views=2, seed=3, shard_size=32), num_workers=0, progress=False)
+    build_adversarial_views(ds, teacher, cache, AdversarialOptions(views=1, epsilon=8 / 255, steps=1, seed=5,
+                                                                   domains=SOURCE + POOL), shard_size=32, progress=False)
+    return root, cache
+
+
+def _cfg(world, strategy: str, out: Path, options: dict | None = None, **data) -> dict:
+    root, cache = world
+    return {"data": {"root": str(root), "source": SOURCE, "target": TARGET, "test_fraction": 0.3,
+                     "unlabeled": POOL, "unlabeled_ratio": RATIO, **data},
+            "cache": str(cache), "student": {"arch": "test_resnet", "input_size": 16},
+            "strategy": {"name": strategy, **(options or {})},
+            "optim": {"epochs": 1, "batch_size": BATCH, "lr": 0.01, "warmup_epochs": 0},
+            "run": {"out": str(out), "workers": 0, "progress": False, "seed": 1}}
+
+
+def _trainer(world, strategy: str, out: Path, monkeypatch, options: dict | None = None,
+             relabel_pool: bool = False) -> Trainer:
+    # fm needs a cache built with an augmenting view policy; this crop-only cache stands in for one
+    # (the refusal itself is tested in tests/train/test_build.py)
+    monkeypatch.setattr(BUILD, "_check_view_policy", lambda *a: None)
+    setup = build(load_train_config(None, base=_cfg(world, strategy, out, options)))
+    if relabel_pool:  # every pool image's folder label changes
+        samples = setup.dataset.samples
+        for x in setup.unlabeled:
+            samples[x.index] = dataclasses.replace(x, label=(x.label + 1) % len(CLASSES))
+        setup.unlabeled = [samples[x.index] for x in setup.unlabeled]
+    return Trainer(setup)
+
+
+def _batches(trainer: Trainer, epoch: int = 0):
+    for pixels, loader_labels, domain, index, view in trainer.loader(epoch, 0):
+        yield loader_labels, trainer.make_batch(pixels, loader_labels, domain, index, view)
+
+
+class _Log:
+    def step(self, step, global_step, out, labels, lr):
+        self.loss = out["loss"].detach()
+
+
+@pytest.mark.parametrize("strategy", UNLABELED)
+def test_every_labelled_row_is_a_source_train_image_and_every_pool_row_is_unlabelled(world, tmp_path, monkeypatch,
+                                                                                       strategy):
+    trainer = _trainer(world, strategy, tmp_path / "run", monkeypatch)
+    source = {x.index: x.label for x in trainer.setup.dataset.select(SOURCE, "train")}
+    pool = {x.index for x in trainer.setup.unlabeled}
+    assert pool and trainer.pool_per_step == 8 and trainer.steps_per_epoch * 8 > len(pool)  # the pool cycles
+    seen_pool, steps = set(), 0
+    for loader_labels, batch in _batches(trainer):
+        steps += 1
+        index, labels = batch.sample_index.tolist(), batch.labels.tolist()
+        assert len(index) == BATCH + 8 and all(i in pool for i in index[BATCH:])  # labelled first, then pool
+        for i, y, folder_label in zip(index, labels, loader_labels.tolist()):
+            if y >= 0:
+                assert source.get(i) == y, f"row of sample {i} has label {y} but is not that source-train image"
+            if i in pool:
+                assert y == -1 and folder_label >= 0  # the folder knows a label; the gate hides it
+                seen_pool.add(i)
+    assert steps == trainer.steps_per_epoch and seen_pool == pool
+
+
+@pytest.mark.parametrize("strategy", UNLABELED)
+def test_pool_labels_cannot_change_a_step(world, tmp_path, monkeypatch, strategy):
+    runs = []
+    for relabel in (False, True):
+        trainer = _trainer(world, strategy, tmp_path / f"run{relabel}", monkeypatch, relabel_pool=relabel)
+        trainer.strategy.on_epoch_start(0)
+        _, batch = next(_batches(trainer))
+        seed_step(1, 0, 0)
+        log = _Log()
+        trainer.train_step(batch, log)
+        runs.append((log.loss, {k: v.clone() for k, v in trainer.strategy.state_dict().items()}))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert runs[0][1].keys() == runs[1][1].keys()
+    for key in runs[0][1]:
+        assert torch.equal(runs[0][1][key], runs[1][1][key]), key
+
+
+@pytest.mark.parametrize("strategy", UNLABELED)
+def test_no_label_gradient_reaches_a_pool_image(world, tmp_path, monkeypatch, strategy):
+    """With only the label loss left, pool pixels get exactly 0 gradient (and labelled ones do not);
+    with the strategy's own weights, the distillation terms do reach the pool (erm has none)."""
+    for options, distills in ((LABELS_ONLY[strategy], False), (DEFAULTS.get(strategy, {}), strategy != "erm")):
+        trainer = _trainer(world, strategy, tmp_path / f"run{distills}", monkeypatch, options)
+        _, batch = next(_batches(trainer))
+        trainer.strategy.eval()  # BatchNorm on running statistics: rows do not see each other
+        seed_step(1, 0, 0)
+        batch.pixels = batch.pixels.detach().requires_grad_()
+        batch.images = normalize(batch.pixels, trainer._mean, trainer._std)
+        trainer.strategy(batch)["loss"].backward()
+        per_row = batch.pixels.grad.abs().flatten(1).sum(1)
+        assert bool((per_row[:BATCH] > 0).all()), per_row
+        if distills:
+            assert bool((per_row[BATCH:] > 0).all()), per_row
+        else:
+            assert torch.equal(per_row[BATCH:], torch.zeros(len(per_row) - BATCH)), per_row
+
+
+def test_mixed_partners_take_their_labels_through_the_same_gate(world, tmp_path, monkeypatch):
+    """On a mixing cache, ``partner_labels`` is the partner's gated label: a pool partner is -1, like no partner."""
+    trainer = _trainer(world, "erm", tmp_path / "run", monkeypatch)
+    cache = trainer.setup.caches[0]
+    source = [x.index for x in trainer.setup.dataset.select(SOURCE, "train")]
+    pool = [x.index for x in trainer.setup.unlabeled]
+    partner_of = {i: [source[0], pool[0], -1][k % 3] for k, i in enumerate(source + pool)}
+    lookup = cache.lookup
+
+    def mixing_lookup(index, view):  # what a `--policy fm` cache's lookup adds
+        partner = torch.tensor([partner_of[int(i)] for i in index])
+        return {**lookup(index, view), "mix_partner": partner, "mix_lam": torch.where(partner >= 0, 0.7, 1.0)}
+
+    monkeypatch.setattr(cache, "lookup", mixing_lookup)
+    trainer._mixing = True
+    _, batch = next(_batches(trainer))
+    want = [trainer.label_of[partner_of[i]].item() if partner_of[i] >= 0 else -1 for i in batch.sample_index.tolist()]
+    assert batch.partner_labels.tolist() == want and -1 in want and max(want) >= 0
+    assert batch.mix_lam.tolist() == pytest.approx([0.7 if partner_of[i] >= 0 else 1.0
+                                                    for i in batch.sample_index.tolist()])
+    out = trainer.strategy(batch)  # erm on mixed views: the mixed label loss
+    logits = trainer.strategy.student(batch.images)
+    assert torch.equal(out["ce"], label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam))
+
+
+@pytest.mark.parametrize("strategy", ["shot", "kd_online"])
+def test_a_strategy_that_cannot_take_a_pool_is_refused_naming_the_key(world, tmp_path, strategy):
+    cfg = _cfg(world, strategy, tmp_path / "run")
+    if get_strategy(strategy).needs.online_teacher:
+        cfg["teacher"] = {"arch": "distill-demo-vit", "pretrained": None, "templates": ["a photo of a {}."]}
+    if get_strategy(strategy).needs.source_checkpoint:
+        cfg["source_checkpoint"] = str(tmp_path / "unused")
+    with pytest.raises(DistillError, match=r"data\.unlabeled.*" + strategy):
+        build(load_train_config(None, base=cfg))
+
+
+def test_unknown_or_source_pool_domains_are_refused(world, tmp_path):
+    with pytest.raises(DistillError, match=r"data\.unlabeled: domain 'purple' not found"):
+        build(load_train_config(None, base=_cfg(world, "kd", tmp_path / "a", unlabeled=["purple"])))
+    with pytest.raises(DistillError, match=r"data\.unlabeled: \['red'\] are also in data\.source"):
+        load_train_config(None, base=_cfg(world, "kd", tmp_path / "b", unlabeled=["red"]))
