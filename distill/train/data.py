@@ -107,20 +107,25 @@ def epoch_items(samples: Sequence[Sample], domain_index: dict[str, int], views: 
 #: Offsets the run seed for the unlabeled pool's generator, so the pool's order is its own draw
 #: (adding or resizing a pool never changes the labelled images' order).
 POOL_SEED_OFFSET = 7_368_787
+_MAX_CYCLES = 1_000_003  # pool cycles per epoch that get distinct orders (far more than any ratio asks)
 
 
 def pool_items(pool: Sequence[Sample], domain_index: dict[str, int], views: int, seed: int, epoch: int,
                count: int, cache=None) -> list[Item]:
     """The epoch's first ``count`` unlabeled-pool items: a pure function of (pool, views, seed, epoch, count).
 
-    The pool is shuffled (and its views chosen) by its own generator, ``(seed + POOL_SEED_OFFSET, epoch)``,
-    and cycles: when an epoch needs more pool items than the pool holds, every image comes round
-    again (``ceil(count / len(pool))`` copies shuffled together).
+    The pool cycles: when an epoch needs more pool items than the pool holds, it is shown whole,
+    then again in a new order, and so on. Cycle ``c`` of epoch ``e`` is :func:`epoch_items`' order
+    (and view choice) of the pool for its own seed, ``seed + POOL_SEED_OFFSET``, at "epoch"
+    ``e * _MAX_CYCLES + c``: the pool's draws never touch the labelled images' generator.
     """
     if not pool or count <= 0:
         return []
-    copies = -(-count // len(pool))
-    return epoch_items(list(pool) * copies, domain_index, views, seed + POOL_SEED_OFFSET, epoch, cache)[:count]
+    cycles = -(-count // len(pool))
+    items = []
+    for cycle in range(cycles):
+        items += epoch_items(pool, domain_index, views, seed + POOL_SEED_OFFSET, epoch * _MAX_CYCLES + cycle, cache)
+    return items[:count]
 
 
 def label_table(num_samples: int, labelled: Sequence[Sample]) -> Tensor:

@@ -228,13 +228,14 @@ class Trainer:
                       labels=self.label_of[index].to(dev, non_blocking=True) if needs.labels else None,
                       domain=domain.to(dev, non_blocking=True), sample_index=index.to(dev, non_blocking=True),
                       view=view.to(dev, non_blocking=True))
+        rows = None
         if setup.caches and (needs.cached_logits or needs.cached_features):
             rows = [c.lookup(index, view) for c in setup.caches]
             batch.teacher_logits = rows[0]["logits"].to(dev, non_blocking=True)
             batch.teacher_emb = rows[0]["image_emb"].to(dev, non_blocking=True)
             batch.teacher_logits_all = [r["logits"].to(dev, non_blocking=True) for r in rows]
         if needs.labels and self._mixing:  # a mixed view's partner label, through the same gate
-            row = setup.caches[0].lookup(index, view)
+            row = rows[0] if rows else setup.caches[0].lookup(index, view)
             partner = row["mix_partner"]
             batch.partner_labels = torch.where(partner >= 0, self.label_of[partner.clamp(min=0)], -1).to(dev)
             batch.mix_lam = row["mix_lam"].to(dev, non_blocking=True)
