@@ -34,8 +34,12 @@ class DataConfig(_Strict):
     split_seed: int = 0
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # share of train held out for model selection
     skip_bad: bool = False  # skip undecodable images (listed once) instead of stopping
+    # class names no student label ever names: the student's classes are the others; their images still
+    # feed the distillation losses (label -1), and `distill export --classes` can re-target a text head to them
+    withhold_classes: list[str] = []
 
     _one_domain = field_validator("source", "target", mode="before")(_listify)
+    _one_class = field_validator("withhold_classes", mode="before")(_listify)
 
 
 class TeacherConfig(_Strict):
@@ -52,6 +56,9 @@ class StudentConfig(_Strict):
     input_size: int = Field(224, gt=0)
     pretrained: bool = False  # timm pretrained weights (needs them in the HF cache)
     zero_shot_init: bool = False  # head <- teacher text embeddings through the projector
+    # linear: a trained classifier; text: open vocabulary, the teacher's text embeddings as a fixed
+    # classifier over the projected feature (needs a teacher cache; re-targetable at export)
+    head: Literal["linear", "text"] = "linear"
 
 
 class StrategyConfig(BaseModel):

@@ -90,3 +90,13 @@ class RunSummary(Record):
     train_seconds_this_session: float
     skipped_images: list[SkippedImage] = Field(default_factory=list)
     robust: RobustReport | None = None
+    # data.withhold_classes: classes no label of the run named (evaluated without them); None: none withheld
+    withheld_classes: list[str] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unused_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A run that withheld no class writes the summary.json it always wrote (no ``withheld_classes``)."""
+        out = handler(self)
+        if self.withheld_classes is None:
+            out.pop("withheld_classes", None)
+        return out

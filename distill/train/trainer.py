@@ -75,6 +75,7 @@ class Trainer:
                                            warmup_t=int(optim.warmup_epochs * self.steps_per_epoch),
                                            warmup_lr_init=optim.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
         self.domain_index = {d: i for i, d in enumerate(setup.dataset.domains)}
+        self.columns = setup.columns  # withheld classes: labels -> -1, teacher logits -> the student's columns
         self.evaluator, self.val_evaluator = self._evaluators()
         ctx = self.strategy.ctx
         ctx.iterate_train = self.clean_batches
@@ -119,9 +120,10 @@ class Trainer:
         # a target-data (source-free) strategy never reads a source-domain image, not even to evaluate
         source_free = setup.strategy.needs.target_data
         test = DomainEvaluator(setup.dataset, setup.target if source_free else setup.source + setup.target,
-                               preprocess, workers=0)
+                               preprocess, workers=0, class_columns=setup.class_columns)
         # model selection: the source domains' validation split (never test; none for a source-free run)
-        val = None if source_free else DomainEvaluator(setup.dataset, setup.source, preprocess, split="val", workers=0)
+        val = None if source_free else DomainEvaluator(setup.dataset, setup.source, preprocess, split="val", workers=0,
+                                                       class_columns=setup.class_columns)
         return test, val
 
     # -------------------------------------------------------------- state
@@ -210,14 +212,14 @@ class Trainer:
         spec = self.strategy.student.spec
         needs = self.strategy.needs
         batch = Batch(pixels=pixels, images=normalize(pixels, self._mean, self._std),
-                      labels=labels.to(dev, non_blocking=True) if needs.labels else None,
+                      labels=self.columns.labels(labels.to(dev, non_blocking=True)) if needs.labels else None,
                       domain=domain.to(dev, non_blocking=True), sample_index=index.to(dev, non_blocking=True),
                       view=view.to(dev, non_blocking=True))
         if setup.caches and (needs.cached_logits or needs.cached_features):
             rows = [c.lookup(index, view) for c in setup.caches]
-            batch.teacher_logits = rows[0]["logits"].to(dev, non_blocking=True)
+            batch.teacher_logits = self.columns.logits(rows[0]["logits"].to(dev, non_blocking=True))
             batch.teacher_emb = rows[0]["image_emb"].to(dev, non_blocking=True)
-            batch.teacher_logits_all = [r["logits"].to(dev, non_blocking=True) for r in rows]
+            batch.teacher_logits_all = [self.columns.logits(r["logits"].to(dev, non_blocking=True)) for r in rows]
         if needs.cached_adversarial:  # one cached adversarial view per image, at the student's resolution
             adv = setup.adversarial
             rows = adv.lookup(index, adv.choose(index, self.epoch, setup.views.seed))
@@ -226,10 +228,10 @@ class Trainer:
                 px = F.interpolate(px, size=tuple(spec.input_size), mode="bicubic", align_corners=False,
                                    antialias=True).clamp(0, 1)
             batch.adv_pixels = px.contiguous(memory_format=self.memory_format)
-            batch.adv_teacher_logits = rows["logits"].to(dev, non_blocking=True)
+            batch.adv_teacher_logits = self.columns.logits(rows["logits"].to(dev, non_blocking=True))
             # the views were crafted on the teacher's clean crop (view 0): its answer there, not on this item's view
-            batch.adv_clean_teacher_logits = setup.caches[0].lookup(index, torch.zeros_like(index))["logits"].to(
-                dev, non_blocking=True)
+            batch.adv_clean_teacher_logits = self.columns.logits(setup.caches[0].lookup(
+                index, torch.zeros_like(index))["logits"].to(dev, non_blocking=True))
         return batch
 
     def clean_batches(self, batch_size: int = 256) -> Iterator[Batch]:
@@ -363,4 +365,5 @@ class Trainer:
             params=count_params(student), flops=count_flops(student, student.spec.input_size),
             teacher_flops=setup.provenance.get("teacher_flops"), checkpoint=str(self.checkpoints.best),
             train_seconds_this_session=round(seconds, 1),
-            skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust)
+            skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust,
+            withheld_classes=setup.withheld_classes or None)
