@@ -18,7 +18,6 @@ from typing import Any, Callable, Literal
 
 import timm
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -126,7 +125,10 @@ class Student(nn.Module):
         """Pooled features [B, F] -> logits [B, C] (linear head, or the text head's cosine rule)."""
         if self.head is not None:
             return self.head(features)
-        emb = F.normalize(self.projector(features), dim=-1)
+        emb = self.projector(features)
+        # L2-normalise as sqrt(sum(x^2)): F.normalize exports to ReduceL2 + Expand, which onnxruntime's
+        # symbolic shape inference (int8 preprocessing) cannot follow
+        emb = emb / (emb * emb).sum(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
         return self.spec.logit_scale * emb @ self.text_head.T
 
     def require_linear_head(self, who: str) -> nn.Linear:
