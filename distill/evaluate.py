@@ -53,7 +53,7 @@ def decode_split(dataset: DomainFolder, domains: Sequence[str], transform: Calla
     return data
 
 
-def _seen_classes(data: dict[str, tuple[Tensor, Tensor]], columns: ClassColumns) -> dict[str, tuple[Tensor, Tensor]]:
+def seen_classes(data: dict[str, tuple[Tensor, Tensor]], columns: ClassColumns) -> dict[str, tuple[Tensor, Tensor]]:
     """Each domain's images of the model's classes, labels remapped to its columns (domains left empty dropped)."""
     out = {}
     for domain, (images, labels) in data.items():
@@ -82,7 +82,7 @@ class DomainEvaluator:
         self.domains, self.split = list(domains), split
         self._data = decode_split(dataset, self.domains, transform, split, batch_size, workers)
         if class_columns is not None:
-            self._data = _seen_classes(self._data, ClassColumns(class_columns, len(dataset.classes)))
+            self._data = seen_classes(self._data, ClassColumns(class_columns, len(dataset.classes)))
         self.batch_size = batch_size
 
     @torch.no_grad()

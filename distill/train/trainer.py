@@ -345,7 +345,8 @@ class Trainer:
         also in ``RUN/robust.json``."""
         setup, best = self.setup, self.checkpoints.best
         student = load_student(best).to(setup.device)
-        evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, setup.cfg.robust)
+        evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, setup.cfg.robust,
+                                    class_columns=setup.class_columns)
         results = evaluator(student, setup.device)
         print(f"robustness of {best}:\n{robust_table(results)}")
         report = RobustReport(checkpoint=str(best), settings=setup.cfg.robust.to_dict(), domains=results)

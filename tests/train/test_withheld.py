@@ -55,7 +55,9 @@ def _withheld_config(tiny_root, tiny_cache, out, **over):
 
 
 def test_an_epoch_labels_withheld_images_minus_one_and_slices_the_teacher(tmp_path, tiny_root, tiny_cache, seen_kl):
-    setup = build(load_train_config(None, base=_withheld_config(tiny_root, tiny_cache, tmp_path / "run")))
+    cfg = _withheld_config(tiny_root, tiny_cache, tmp_path / "run")
+    cfg["robust"] = {"pgd_eps": [], "corruptions": [], "max_images": 6}
+    setup = build(load_train_config(None, base=cfg))
     classes = setup.dataset.classes
     assert setup.class_columns == [classes.index("circle"), classes.index("stripes")]
     ctx = setup.strategy.ctx
@@ -80,6 +82,9 @@ def test_an_epoch_labels_withheld_images_minus_one_and_slices_the_teacher(tmp_pa
     assert withheld_rows > 0, "withheld images stay in the training set"
 
     assert summary.withheld_classes == [WITHHELD]
+    for domain, robust in summary.robust.domains.items():  # seen-class images only, as the evaluator scores
+        first = setup.dataset.select([domain], "test")[:6]
+        assert robust.n == sum(classes[s.label] != WITHHELD for s in first)
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["withheld_classes"] == [WITHHELD]
     best = load_student(tmp_path / "run" / "checkpoints" / "best")
