@@ -77,6 +77,9 @@ def teacher_source(student: Student, arch: str | None = None, pretrained: str | 
         raise DistillError("the student's provenance names no teacher: pass --teacher-arch (and --teacher-pretrained)")
     if pretrained is None:
         pretrained = prov.get("teacher_pretrained") or trained.get("pretrained")
+    if pretrained is None and not arch.startswith(("hf-hub:", "local-dir:")):
+        raise DistillError(f"the student's teacher '{arch}' has no recorded weights (random init): a new one would "
+                           "embed elsewhere; pass --teacher-pretrained")
     templates = tuple(prov.get("templates") or DEFAULT_TEMPLATES)
     return TeacherSource(arch, pretrained, templates)
 

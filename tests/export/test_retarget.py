@@ -187,3 +187,13 @@ def test_class_files(tmp_path):
         read_class_file(tmp_path / "empty.txt")
     with pytest.raises(DistillError, match="not found"):
         read_class_file(tmp_path / "missing.txt")
+
+
+def test_a_teacher_without_recorded_weights_is_refused(text_ckpt):
+    from distill.export.retarget import teacher_source
+
+    student = load_student(text_ckpt)
+    student.spec.provenance = {"teacher": {"arch": "distill-demo-vit", "pretrained": None}, "templates": TEMPLATES}
+    with pytest.raises(DistillError, match="--teacher-pretrained"):
+        teacher_source(student)
+    assert teacher_source(student, pretrained="w.safetensors").templates == tuple(TEMPLATES)
