@@ -110,15 +110,16 @@ class Student(nn.Module):
         if spec.head == "text":
             self.head = None
             start = torch.zeros(spec.num_classes, spec.embed_dim) if text_embeddings is None else text_embeddings
-            self.register_buffer("text_head", self._checked_text(start))
+            self.register_buffer("text_head", self._checked_text(start, spec.num_classes))
         else:
             self.head = nn.Linear(self.num_features, spec.num_classes)
 
-    def _checked_text(self, text_embeddings: Tensor) -> Tensor:
+    def _checked_text(self, text_embeddings: Tensor, num_classes: int) -> Tensor:
+        """A copy of ``text_embeddings`` (float32, CPU) after checking it is [num_classes, embed_dim]."""
         t = text_embeddings.detach().float().cpu().clone()
-        if t.shape != (self.spec.num_classes, self.spec.embed_dim):
+        if t.shape != (num_classes, self.spec.embed_dim):
             raise DistillError(f"text embeddings {tuple(t.shape)} do not match classes x embed_dim "
-                               f"({self.spec.num_classes}, {self.spec.embed_dim})")
+                               f"({num_classes}, {self.spec.embed_dim})")
         return t
 
     def classify(self, features: Tensor) -> Tensor:
@@ -144,10 +145,9 @@ class Student(nn.Module):
         if self.spec.head != "text":
             raise DistillError(f"student '{self.spec.arch}' has a linear head: only a text-head student "
                                "(student.head=text) can be re-targeted to other classes")
-        if len(class_names) != len(text_embeddings):
-            raise DistillError(f"{len(class_names)} class names but {len(text_embeddings)} text embeddings")
+        text = self._checked_text(text_embeddings, len(class_names)).to(self.text_head.device)
         self.spec.class_names = list(class_names)
-        self.text_head = self._checked_text(text_embeddings).to(self.text_head.device)
+        self.text_head = text
 
     def features(self, x: Tensor) -> Tensor:
         """[B, 3, H, W] -> pooled pre-logit features [B, F]."""

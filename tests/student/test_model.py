@@ -112,6 +112,9 @@ def test_set_classes_swaps_names_and_classifier():
         assert torch.allclose(student(x), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(DistillError, match="do not match"):
         student.set_classes(["a", "b"], torch.randn(2, EMBED_DIM + 1))
+    with pytest.raises(DistillError, match="do not match"):
+        student.set_classes(["a", "b", "c"], torch.randn(2, EMBED_DIM))
+    assert student.spec.class_names == new, "a refused re-target changes nothing"
 
 
 def test_text_head_checkpoint_round_trip_after_retarget(tmp_path):
