@@ -148,11 +148,13 @@ def test_linear_head_refuses_set_classes_and_text_head_refuses_linear_only_uses(
         Student(default_spec("test_resnet", CLASSES, SIZE, head="text"))
 
 
-def test_customkd_refuses_a_text_head_student():
+@pytest.mark.parametrize("name", ["customkd", "vl2v"])  # both read or fold the linear head's weights
+def test_linear_head_strategies_refuse_a_text_head_student(name):
     from distill.strategies import StrategyContext, create_strategy
 
     student, text = _text_student()
     ctx = StrategyContext(num_classes=len(CLASSES), class_names=CLASSES, embed_dim=EMBED_DIM, text_embeddings=text,
                           logit_scale=20.0)
-    with pytest.raises(DistillError, match="strategy 'customkd'.*head=text"):
-        create_strategy("customkd", student, {}, ctx)
+    with pytest.raises(DistillError, match=f"strategy '{name}'.*head=text") as e:
+        create_strategy(name, student, {}, ctx)
+    assert "\n" not in str(e.value)
