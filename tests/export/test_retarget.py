@@ -129,8 +129,10 @@ def test_accuracy_only_on_the_data_classes_the_file_names(retargeted):
 
 
 def test_retargeting_to_the_original_list_reproduces_the_original_onnx(text_ckpt, tiny_root, tmp_path):
-    plain = tmp_path / "plain"
-    export_checkpoint(text_ckpt, plain, ExportConfig(exporter="torchscript"), log=_quiet)
+    plain = tmp_path / "plain"  # a text head trained on 3 of the data's 4 classes: scored on those 3
+    report = export_checkpoint(text_ckpt, plain, ExportConfig(exporter="torchscript", data_root=str(tiny_root),
+                                                              eval_count=3), log=_quiet)
+    assert report.data["labeled"] and report.data["eval_classes"] == TRAINED
     again = tmp_path / "again"
     export_checkpoint(text_ckpt, again, ExportConfig(classes=str(_class_file(tmp_path, TRAINED, yaml_list=True)),
                                                      exporter="torchscript"), log=_quiet)
