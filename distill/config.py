@@ -39,7 +39,12 @@ class DataConfig(_Strict):
     unlabeled: list[str] = Field(default_factory=list)
     unlabeled_ratio: float = Field(1.0, gt=0.0)  # pool images per labelled image in a step
 
+    # class names no student label ever names: the student's classes are the others; their images still
+    # feed the distillation losses (label -1), and `distill export --classes` can re-target a text head to them
+    withhold_classes: list[str] = []
+
     _one_domain = field_validator("source", "target", "unlabeled", mode="before")(_listify)
+    _one_class = field_validator("withhold_classes", mode="before")(_listify)
 
     @model_validator(mode="after")
     def _pool_is_not_source(self) -> DataConfig:
@@ -63,6 +68,9 @@ class StudentConfig(_Strict):
     input_size: int = Field(224, gt=0)
     pretrained: bool = False  # timm pretrained weights (needs them in the HF cache)
     zero_shot_init: bool = False  # head <- teacher text embeddings through the projector
+    # linear: a trained classifier; text: open vocabulary, the teacher's text embeddings as a fixed
+    # classifier over the projected feature (needs a teacher cache; re-targetable at export)
+    head: Literal["linear", "text"] = "linear"
 
 
 class StrategyConfig(BaseModel):

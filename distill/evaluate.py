@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from distill.data.classes import ClassColumns
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
 
@@ -52,6 +53,17 @@ def decode_split(dataset: DomainFolder, domains: Sequence[str], transform: Calla
     return data
 
 
+def seen_classes(data: dict[str, tuple[Tensor, Tensor]], columns: ClassColumns) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each domain's images of the model's classes, labels remapped to its columns (domains left empty dropped)."""
+    out = {}
+    for domain, (images, labels) in data.items():
+        remapped = columns.labels(labels)
+        keep = remapped >= 0
+        if bool(keep.any()):
+            out[domain] = (images[keep], remapped[keep])
+    return out
+
+
 class DomainEvaluator:
     """Evaluates a model on each domain's split; decoded tensors are kept for reuse.
 
@@ -60,12 +72,17 @@ class DomainEvaluator:
         domains: domains to evaluate.
         transform: PIL -> normalized tensor (the student's eval preprocessing).
         split: "test" (default), "val" (model selection) or "train".
+        class_columns: the dataset class ids the model predicts (``data.withhold_classes`` leaves some
+            out): only images of those classes are scored, labels remapped to the model's columns.
+            None: every class, in dataset order.
     """
 
     def __init__(self, dataset: DomainFolder, domains: Sequence[str], transform: Callable, split: str = "test",
-                 batch_size: int = 256, workers: int = 0):
+                 batch_size: int = 256, workers: int = 0, class_columns: Sequence[int] | None = None):
         self.domains, self.split = list(domains), split
         self._data = decode_split(dataset, self.domains, transform, split, batch_size, workers)
+        if class_columns is not None:
+            self._data = seen_classes(self._data, ClassColumns(class_columns, len(dataset.classes)))
         self.batch_size = batch_size
 
     @torch.no_grad()

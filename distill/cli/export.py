@@ -15,7 +15,8 @@ FLAGS = {
     "opset": "--opset", "exporter": "--exporter", "with_embedding": "--embedding", "latency_batch": "--latency-batch",
     "latency_iters": "--latency-iters", "threads": "--threads", "trt_batches": "--trt-batches",
     "build_engines": "--no-build-engine", "test_fraction": "--test-fraction", "split_seed": "--split-seed",
-    "val_fraction": "--val-fraction", "class_map": "--class-map",
+    "val_fraction": "--val-fraction", "class_map": "--class-map", "classes": "--classes",
+    "teacher_arch": "--teacher-arch", "teacher_pretrained": "--teacher-pretrained",
 }
 
 
@@ -65,6 +66,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"share of train held out as val in training (default: the run's {RUN_CONFIG}, else 0.1)")
     p.add_argument("--class-map", default=None, help="folder -> class name map (default: the run's, else "
                    "ROOT/classnames.yaml)")
+    p.add_argument("--classes", default=None, metavar="FILE",
+                   help="re-target a text-head (open-vocabulary) student to the class names in FILE (one per line, "
+                        "or a YAML list) with the teacher's text tower, no retraining; the re-targeted checkpoint "
+                        "is saved under OUT/checkpoint")
+    p.add_argument("--teacher-arch", default=None,
+                   help="--classes: the teacher's open_clip arch (default: the student's provenance)")
+    p.add_argument("--teacher-pretrained", default=None,
+                   help="--classes: the teacher's weights, tag or file (default: the student's provenance)")
     p.set_defaults(func=run, _parser=p)
 
 

@@ -62,6 +62,9 @@ class ExportConfig(BaseModel):
             CPUs without VNNI, at some accuracy cost).
         test_fraction, split_seed, val_fraction, class_map: the dataset split and class names (must
             match training's; default: the run's config, else 0.3 / 0 / 0.1 / ROOT/classnames.yaml).
+        classes: a class file (one name per line, or a YAML list): re-target a text-head student to
+            these names with the teacher's text tower before exporting (:mod:`distill.export.retarget`).
+        teacher_arch, teacher_pretrained: that text tower (default: the student's provenance).
         caches: teacher caches whose ``skipped`` lists name undecodable images to leave out
             (default: the run's); other undecodable images are skipped as they are met. All
             are listed once, in one warning and in export.json's ``data.skipped``.
@@ -102,9 +105,12 @@ class ExportConfig(BaseModel):
     class_map: str | None = None
     caches: tuple[str, ...] | None = None
     seed: int = 0
+    classes: str | None = None
+    teacher_arch: str | None = None
+    teacher_pretrained: str | None = None
 
     _csv = field_validator("precisions", "eval_domains", "calib_domains", mode="before")(_split_csv)
-    _paths = field_validator("data_root", "class_map", mode="before")(_path_str)
+    _paths = field_validator("data_root", "class_map", "classes", "teacher_pretrained", mode="before")(_path_str)
 
     @field_validator("target_domains", mode="before")
     @classmethod

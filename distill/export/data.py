@@ -3,7 +3,8 @@
 Parity and accuracy run on the *test* split of every evaluated domain (the split training
 held out); int8 calibrates on the *train* split of the calibration domains plus the target
 domains' train images, unlabeled. Without a dataset, parity runs on random-noise images and
-no accuracy is measured.
+no accuracy is measured. A text-head (open-vocabulary) student is scored only on images of the
+data's classes its head names; when it names none, its checks run on real images, label-free.
 """
 from __future__ import annotations
 
@@ -55,10 +56,20 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     skipped = exclude_cache_skipped(folder, cfg.caches or ())
     eval_domains = list(cfg.eval_domains or folder.domains)
     folder.check_domains(eval_domains)
-    eval_images = load_images(folder, pick_per_domain(folder, eval_domains, "test", cfg.eval_count, cfg.seed), spec)
+    samples = pick_per_domain(folder, eval_domains, "test", cfg.eval_count, cfg.seed)
+    labeled = True
+    if spec.head == "text":  # open vocabulary: accuracy only on the data's classes the head names
+        named = [x for x in samples if folder.classes[x.label] in set(spec.class_names)]
+        labeled = bool(named)
+        samples = named or samples
+        if not labeled:
+            log.warn(f"none of {cfg.data_root}'s classes is among the student's {len(spec.class_names)}: "
+                     "checks run on its test images label-free, and no accuracy is measured")
+    eval_images = load_images(folder, samples, spec)
     if len(eval_images) == 0:
         raise DistillError(f"{cfg.data_root}: no decodable test-split images in {eval_domains}")
-    relabel(eval_images, folder.classes, list(spec.class_names), cfg.data_root)
+    if labeled:
+        relabel(eval_images, folder.classes, list(spec.class_names), cfg.data_root, partial=spec.head == "text")
     skipped += eval_images.skipped
     known_sources = [d for d in source_domains if d in folder.domains]
     calib_domains = list(cfg.calib_domains or known_sources or folder.domains)
@@ -72,7 +83,7 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     if skipped:
         log.warn(f"{len(skipped)} undecodable image(s) skipped: {', '.join(skipped)}")
     info = {
-        "root": str(cfg.data_root), "labeled": True, "fingerprint": folder.fingerprint(),
+        "root": str(cfg.data_root), "labeled": labeled, "fingerprint": folder.fingerprint(),
         "test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
         "skipped": skipped,
         "eval_domains": eval_domains, "eval_split": "test",
@@ -81,6 +92,8 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
         "calib_count": len(calib_images) if calib_images is not None else 0, "calib_per_domain": calib_per_domain,
         "calib_method": cfg.calib_method,
     }
+    if spec.head == "text":
+        info["eval_classes"] = [c for c in spec.class_names if c in folder.classes] if labeled else []
     return ExportData(eval_images, calib_images, info)
 
 
@@ -111,11 +124,15 @@ def exclude_cache_skipped(folder: DomainFolder, caches: tuple[str, ...]) -> list
     return out
 
 
-def relabel(images: ImageSet, folder_classes: list[str], student_classes: list[str], root: str) -> ImageSet:
-    """Map dataset label ids to the student's class order (names must match)."""
+def relabel(images: ImageSet, folder_classes: list[str], student_classes: list[str], root: str,
+            partial: bool = False) -> ImageSet:
+    """Map dataset label ids to the student's class order (names must match; with ``partial``, the images
+    hold only classes the student names, and the data set may have others)."""
     index = {c: i for i, c in enumerate(student_classes)}
     missing = [c for c in folder_classes if c not in index]
-    if missing:
+    if partial:
+        index.update({c: -1 for c in missing})
+    elif missing:
         raise DistillError(f"{root}: class(es) {missing[:5]} are not among the student's {len(student_classes)} "
                            f"classes {student_classes[:5]}...; evaluate on the data the student was trained for")
     table = np.asarray([index[c] for c in folder_classes], dtype=np.int64)

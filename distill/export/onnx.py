@@ -5,6 +5,9 @@ The graph has one input ``input`` [B, 3, H, W] float32 (already normalized, see 
 when asked for and the student has a projector). ``metadata_props`` carry, as JSON strings:
 
 - ``distill.class_names``: the label of each logit;
+- ``distill.head``: ``linear``, or ``text`` (open vocabulary: the classifier is the teacher's text
+  embeddings of ``class_names``, a constant in the graph; ``distill export --classes`` re-targets it)
+  and then ``distill.templates``, the teacher's prompt templates it was built with;
 - ``distill.preprocess``: input size, mean/std, interpolation, resize/crop rule, layout;
 - ``distill.provenance``: teacher, strategy, run, source checkpoint;
 - ``distill.precision`` (fp32/fp16/int8) and, for int8, ``distill.int8_flavour``,
@@ -32,7 +35,7 @@ from distill.student.model import Student, StudentSpec
 INPUT_NAME = "input"
 META_PREFIX = "distill."
 METADATA_VERSION = "1"
-_JSON_KEYS = ("class_names", "preprocess", "provenance", "outputs", "quantization")
+_JSON_KEYS = ("class_names", "preprocess", "provenance", "outputs", "quantization", "templates")
 EXPORTERS = ("dynamo", "torchscript")
 
 
@@ -46,7 +49,7 @@ class _ExportWrapper(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         f = self.student.features(x)
-        logits = self.student.head(f)
+        logits = self.student.classify(f)  # a text head's classifier becomes a constant of the graph
         if self.with_embedding:
             return logits, self.student.projector(f)
         return logits
@@ -144,6 +147,9 @@ def build_metadata(spec: StudentSpec, precision: str, provenance: dict[str, Any]
         "version": METADATA_VERSION, "arch": spec.arch, "precision": precision, "class_names": list(spec.class_names),
         "preprocess": preprocess_metadata(spec), "provenance": provenance, "outputs": outputs,
     }
+    if spec.head == "text":  # linear students' files carry exactly the keys they always had
+        props["head"] = "text"
+        props["templates"] = list(spec.provenance.get("templates") or [])
     props.update(extra or {})
     return {META_PREFIX + k: (json.dumps(v) if k in _JSON_KEYS else str(v)) for k, v in props.items()}
 

@@ -33,6 +33,7 @@ from distill.export.int8_step import Calibration, Int8Step, int8_file
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, export_onnx, preprocess_metadata
 from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare
+from distill.export.retarget import retarget_into
 from distill.export.tensorrt import TIMING_CACHE, build_engine, tensorrt_available, tensorrt_version, write_build_script
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
 from distill.records import EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport
@@ -186,7 +187,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
     Args:
         checkpoint: ``RUN_DIR/checkpoints/best`` (``model.safetensors`` + ``student.json``).
         out_dir: output folder (created).
-        config: see :class:`ExportConfig`; the run's data settings fill what it leaves unset.
+        config: see :class:`ExportConfig`; the run's data settings fill what it leaves unset. With
+            ``classes``, a text-head student is first re-targeted to that class file and saved as
+            ``out_dir/checkpoint`` (:mod:`distill.export.retarget`); what ships is that student.
         log: progress sink (default: stderr).
 
     Returns:
@@ -207,8 +210,10 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
     run = TrainingRun.of_checkpoint(checkpoint, say)
     cfg = with_run_defaults(config or ExportConfig(), run, say)
     cfg.check_data()
-    prov = provenance(checkpoint, student, run)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.classes is not None:
+        retarget_into(student, cfg.classes, out_dir, say, cfg.teacher_arch, cfg.teacher_pretrained)
+    prov = provenance(checkpoint, student, run)
     t_start = time.time()
     header = {
         "format": EXPORT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -26,7 +26,7 @@ from distill.records.names import (RUN_CONFIG, RUN_SUMMARY, RUN_METRICS, ROBUST_
     CHECKPOINTS_DIR, CHECKPOINT_POINTER, TRAIN_STATE, BEST_CHECKPOINT, STUDENT_SPEC, STUDENT_WEIGHTS, CACHE_MANIFEST,
     CACHE_BUILD_PLAN, TEXT_EMBEDDINGS, CACHE_ADVERSARIAL_DIR, CACHE_PIXELS_PREFIX, TEACHER_MANIFEST,
     TEACHER_CHECKPOINT, TEACHER_BOOTSTRAP_STATE, DATA_CLASS_MAP, SUITE_INFO, SUITE_INDEX, EXPORT_REPORT,
-    BENCH_RECORDS, REPORT_HTML, REPORT_MD, DEMO_RESULTS)
+    EXPORT_CHECKPOINT, BENCH_RECORDS, REPORT_HTML, REPORT_MD, DEMO_RESULTS)
 from distill.records.base import (percent, pct, Record, Accuracy, TeacherIdentity, SkippedImage)
 from distill.records.teacher import (SuiteDomain, SuiteInfo, TeacherTrainingData, TeacherManifest, CachePreprocess,
     CacheDataset, CacheViews, CacheShard, CacheManifest, AdversarialShard, AdversarialManifest)
@@ -37,8 +37,8 @@ __all__ = [
     "Accuracy", "AdversarialManifest", "AdversarialShard", "BENCH_RECORDS", "BEST_CHECKPOINT", "BenchRecord",
     "CACHE_ADVERSARIAL_DIR", "CACHE_BUILD_PLAN", "CACHE_MANIFEST", "CACHE_PIXELS_PREFIX", "CHECKPOINTS_DIR",
     "CHECKPOINT_POINTER", "CacheDataset", "CacheManifest", "CachePreprocess", "CacheShard", "CacheViews",
-    "CheckpointPointer", "DATA_CLASS_MAP", "DEMO_RESULTS", "EXPORT_REPORT", "ExportReport", "ExportedModel",
-    "LatencyStats", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT", "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",
+    "CheckpointPointer", "DATA_CLASS_MAP", "DEMO_RESULTS", "EXPORT_CHECKPOINT", "EXPORT_REPORT", "ExportReport",
+    "ExportedModel", "LatencyStats", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT", "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",
     "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
     "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "SkippedImage", "SuiteDomain", "SuiteInfo",
     "TEACHER_BOOTSTRAP_STATE", "TEACHER_CHECKPOINT", "TEACHER_MANIFEST", "TEXT_EMBEDDINGS", "TRAIN_STATE",

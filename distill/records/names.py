@@ -33,6 +33,7 @@ SUITE_INFO = "suite.json"              # SuiteInfo: provenance; written last: it
 SUITE_INDEX = "index.csv"
 # An export folder
 EXPORT_REPORT = "export.json"          # ExportReport
+EXPORT_CHECKPOINT = "checkpoint"       # OUT/checkpoint/: the re-targeted student of `distill export --classes`
 # Benchmarks, report and demo
 BENCH_RECORDS = "bench.jsonl"          # one BenchRecord per line
 REPORT_HTML = "report.html"

@@ -99,10 +99,14 @@ class RunSummary(Record):
     skipped_images: list[SkippedImage] = Field(default_factory=list)
     robust: RobustReport | None = None
     unlabeled: UnlabeledPool | None = None  # written only when the run had a pool
+    # data.withhold_classes: classes no label of the run named (evaluated without them); None: none withheld
+    withheld_classes: list[str] | None = None
 
     @model_serializer(mode="wrap")
-    def _pool_only_when_used(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _without_unused_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A run without a pool or withheld classes writes the summary.json it always wrote."""
         out = handler(self)
-        if self.unlabeled is None:  # a run without a pool writes the summary it always wrote
-            out.pop("unlabeled", None)
+        for key in ("unlabeled", "withheld_classes"):
+            if getattr(self, key) is None:
+                out.pop(key, None)
         return out

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.config import RobustSettings, format_eps
+from distill.data.classes import ClassColumns
 from distill.data.folder import DomainFolder
-from distill.evaluate import decode_split
+from distill.evaluate import decode_split, seen_classes
 from distill.records import RobustAccuracy, pct
 from distill.robust.attacks import default_step_size, pgd
 from distill.robust.corruptions import corrupt, seeded_generator
@@ -38,14 +39,19 @@ class RobustEvaluator:
         workers: DataLoader workers for decoding.
         batch_size: images per attacked batch (the random starts and the corruption noise are
             seeded per batch, so it is part of what the numbers are).
+        class_columns: the dataset class ids the student predicts (``data.withhold_classes``):
+            only their images, labels remapped (:class:`distill.evaluate.DomainEvaluator` alike).
     """
 
     def __init__(self, dataset: DomainFolder, domains: Sequence[str], spec: StudentSpec, settings: RobustSettings,
-                 split: str = "test", workers: int = 0, batch_size: int = 256):
+                 split: str = "test", workers: int = 0, batch_size: int = 256,
+                 class_columns: Sequence[int] | None = None):
         self.settings, self.spec, self.batch_size = settings, spec, batch_size
         self.normalize = Normalizer(spec.mean, spec.std)
         self._data = decode_split(dataset, domains, pixel_transform(spec), split, workers=workers,
                                   max_images=settings.max_images)
+        if class_columns is not None:  # data.withhold_classes: the student's classes only, labels remapped
+            self._data = seen_classes(self._data, ClassColumns(class_columns, len(dataset.classes)))
 
     @property
     def domains(self) -> list[str]:

@@ -58,6 +58,7 @@ class CustomKD(Strategy):
 
     def __init__(self, student, config: CustomKDConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
+        student.require_linear_head(f"strategy '{self.name}'")
         dim = ctx.embed_dim
         if dim is None and ctx.text_embeddings is not None:
             dim = int(ctx.text_embeddings.shape[1])

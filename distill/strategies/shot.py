@@ -45,7 +45,7 @@ class SHOT(Strategy):
 
     def __init__(self, student, config: SHOTConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
-        if config.freeze_head:
+        if config.freeze_head and student.head is not None:  # a text head is a buffer: frozen already
             for p in student.head.parameters():
                 p.requires_grad_(False)
         self.targets = SampleTargets()

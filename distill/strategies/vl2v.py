@@ -84,7 +84,7 @@ class VL2V(Strategy):
         else:
             self.register_buffer("log_scale", log_s)
         # the head is derived from (P, T, s), never trained: no gradient, no weight decay on it
-        student.head.requires_grad_(False)
+        student.require_linear_head(f"strategy '{self.name}'").requires_grad_(False)
         self.fold_head()
 
     def scale(self) -> Tensor:

@@ -4,12 +4,17 @@ A checkpoint is a folder with ``model.safetensors`` (weights) and ``student.json
 (:class:`StudentSpec`: timm name, classes, preprocessing, provenance). Everything downstream
 — evaluation, export, benchmarks — rebuilds the model and its input pipeline from these two
 files alone.
+
+Two heads: ``linear`` (a trained ``nn.Linear`` over the classes) and ``text`` (open vocabulary:
+the projected feature, L2-normalised, against a fixed buffer of the teacher's text embeddings,
+times the teacher's logit scale). A text head is the teacher's zero-shot rule in the student, so
+:meth:`Student.set_classes` swaps in the text embeddings of other class names with no retraining.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import timm
 import torch
@@ -37,6 +42,8 @@ class StudentSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
     embed_dim: int | None = None  # teacher embedding width; None = no projector
+    head: Literal["linear", "text"] = "linear"  # text: logit_scale * normalize(projector(f)) @ text_head.T
+    logit_scale: float | None = None  # the teacher's (exp'd), text head only
     provenance: dict[str, Any] = field(default_factory=dict)  # teacher, strategy, run, metrics
 
     @property
@@ -45,6 +52,8 @@ class StudentSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if self.head == "linear":  # a linear student's student.json reads as it always has
+            del d["head"], d["logit_scale"]
         d["input_size"], d["mean"], d["std"] = list(self.input_size), list(self.mean), list(self.std)
         return d
 
@@ -58,6 +67,8 @@ class StudentSpec:
             spec = cls(**d)
         except TypeError as e:
             raise DistillError(f"{source}: {e}") from None
+        if spec.head not in ("linear", "text"):
+            raise DistillError(f"{source}: head must be 'linear' or 'text' (got {spec.head!r})")
         spec.input_size = tuple(spec.input_size)
         spec.mean, spec.std = tuple(spec.mean), tuple(spec.std)
         return spec
@@ -66,14 +77,23 @@ class StudentSpec:
 class Student(nn.Module):
     """timm backbone -> pooled pre-logit features -> classifier head (+ projector).
 
+    With ``spec.head == "text"`` there is no ``head`` module: logits are
+    ``spec.logit_scale * normalize(projector(f)) @ text_head.T``, ``text_head`` [C, D] a buffer
+    (saved, never trained) of the teacher's text embeddings for ``spec.class_names``.
+
     Args:
-        spec: the student's description (arch, classes, preprocessing, embed_dim).
+        spec: the student's description (arch, classes, preprocessing, embed_dim, head).
         pretrained: load timm's pretrained weights (needs internet / HF cache).
+        text_embeddings: [C, D] the text head's start (required for a new text-head student;
+            a loaded checkpoint fills the buffer from its weights).
     """
 
-    def __init__(self, spec: StudentSpec, pretrained: bool = False):
+    def __init__(self, spec: StudentSpec, pretrained: bool = False, text_embeddings: Tensor | None = None):
         super().__init__()
         self.spec = spec
+        if spec.head == "text" and (not spec.embed_dim or not spec.logit_scale):
+            raise DistillError("student.head=text needs the teacher's embedding width and logit scale "
+                               "(a teacher cache with text embeddings)")
         kwargs: dict[str, Any] = {"pretrained": pretrained, "num_classes": 0}
         try:
             self.backbone = timm.create_model(spec.arch, **kwargs, img_size=spec.input_size)
@@ -86,8 +106,48 @@ class Student(nn.Module):
             raise DistillError(f"student '{spec.arch}': {str(e).splitlines()[0]} (see timm.list_models())") from None
         # pre-logit width: timm models with a head MLP (mobilenetv3) expose head_hidden_size
         self.num_features = int(getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features)
-        self.head = nn.Linear(self.num_features, spec.num_classes)
         self.projector = nn.Linear(self.num_features, spec.embed_dim) if spec.embed_dim else None
+        if spec.head == "text":
+            self.head = None
+            start = torch.zeros(spec.num_classes, spec.embed_dim) if text_embeddings is None else text_embeddings
+            self.register_buffer("text_head", self._checked_text(start, spec.num_classes))
+        else:
+            self.head = nn.Linear(self.num_features, spec.num_classes)
+
+    def _checked_text(self, text_embeddings: Tensor, num_classes: int) -> Tensor:
+        """A copy of ``text_embeddings`` (float32, CPU) after checking it is [num_classes, embed_dim]."""
+        t = text_embeddings.detach().float().cpu().clone()
+        if t.shape != (num_classes, self.spec.embed_dim):
+            raise DistillError(f"text embeddings {tuple(t.shape)} do not match classes x embed_dim "
+                               f"({num_classes}, {self.spec.embed_dim})")
+        return t
+
+    def classify(self, features: Tensor) -> Tensor:
+        """Pooled features [B, F] -> logits [B, C] (linear head, or the text head's cosine rule)."""
+        if self.head is not None:
+            return self.head(features)
+        emb = self.projector(features)
+        # L2-normalise as sqrt(sum(x^2)): F.normalize exports to ReduceL2 + Expand, which onnxruntime's
+        # symbolic shape inference (int8 preprocessing) cannot follow
+        emb = emb / (emb * emb).sum(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
+        return self.spec.logit_scale * emb @ self.text_head.T
+
+    def require_linear_head(self, who: str) -> nn.Linear:
+        """The linear head, or a one-line error for ``who`` (a strategy or option that reads its weights)."""
+        if self.head is None:
+            raise DistillError(f"{who} reads the student's linear head weights: it cannot train a text-head "
+                               "student (student.head=text); use student.head=linear")
+        return self.head
+
+    @torch.no_grad()
+    def set_classes(self, class_names: list[str], text_embeddings: Tensor) -> None:
+        """Re-target a text-head student: new class names and their text embeddings [C', D] (no retraining)."""
+        if self.spec.head != "text":
+            raise DistillError(f"student '{self.spec.arch}' has a linear head: only a text-head student "
+                               "(student.head=text) can be re-targeted to other classes")
+        text = self._checked_text(text_embeddings, len(class_names)).to(self.text_head.device)
+        self.spec.class_names = list(class_names)
+        self.text_head = text
 
     def features(self, x: Tensor) -> Tensor:
         """[B, 3, H, W] -> pooled pre-logit features [B, F]."""
@@ -95,12 +155,12 @@ class Student(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[B, 3, H, W] -> logits [B, C]."""
-        return self.head(self.features(x))
+        return self.classify(self.features(x))
 
     def forward_all(self, x: Tensor) -> dict[str, Tensor]:
         """Features [B, F], logits [B, C] and, with a projector, embedding [B, D] (unnormalized)."""
         f = self.features(x)
-        out = {"features": f, "logits": self.head(f)}
+        out = {"features": f, "logits": self.classify(f)}
         if self.projector is not None:
             out["embedding"] = self.projector(f)
         return out
@@ -112,6 +172,7 @@ class Student(nn.Module):
         logits ≈ s · T · (W_p f + b_p) — the teacher's zero-shot rule applied to the projected
         (unnormalised) student feature — so the head starts where the projector points.
         """
+        self.require_linear_head("student.zero_shot_init")
         if self.projector is None:
             raise DistillError("zero-shot init needs a projector: set student.embed_dim to the teacher's width")
         t = text_embeddings.to(self.head.weight)
@@ -127,7 +188,7 @@ class Student(nn.Module):
 
 
 def default_spec(arch: str, class_names: list[str], input_size: int | tuple[int, int] | None = None,
-                 embed_dim: int | None = None) -> StudentSpec:
+                 embed_dim: int | None = None, head: str = "linear", logit_scale: float | None = None) -> StudentSpec:
     """A spec with timm's preprocessing defaults for ``arch`` (input size overridable)."""
     cfg = timm.get_pretrained_cfg(arch)
     cfg = cfg.to_dict() if cfg is not None else {}
@@ -135,7 +196,8 @@ def default_spec(arch: str, class_names: list[str], input_size: int | tuple[int,
     size = (size, size) if isinstance(size, int) else tuple(size)
     return StudentSpec(arch=arch, class_names=list(class_names), input_size=size,
                        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-                       interpolation=cfg.get("interpolation", "bicubic"), embed_dim=embed_dim)
+                       interpolation=cfg.get("interpolation", "bicubic"), embed_dim=embed_dim,
+                       head=head, logit_scale=logit_scale)
 
 
 def save_student(student: Student, out_dir: str | Path, extra_provenance: dict[str, Any] | None = None) -> Path:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.config import TrainConfig
+from distill.data.classes import ClassColumns, student_classes
 from distill.data.fingerprint import content_fingerprint
 from distill.data.folder import DomainFolder, Sample
 from distill.errors import DistillError
@@ -54,6 +55,14 @@ class TrainSetup:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason) left out
     # data.unlabeled: the pool's train-split samples, shown without labels next to the labelled ones
     unlabeled: list[Sample] = field(default_factory=list)
+    # dataset class ids of the student's classes (data.withhold_classes leaves some out); None = all
+    class_columns: list[int] | None = None
+    withheld_classes: list[str] = field(default_factory=list)  # data.withhold_classes
+
+    @property
+    def columns(self) -> ClassColumns:
+        """Dataset class ids -> the student's (labels remapped, teacher logits sliced)."""
+        return ClassColumns(self.class_columns, len(self.dataset.classes))
 
 
 def teacher_input_fn(teacher: Teacher, device: torch.device) -> Callable[[Tensor], Tensor]:
@@ -84,6 +93,11 @@ def build(cfg: TrainConfig) -> TrainSetup:
     strategy_cls = get_strategy(cfg.strategy.name)
     needs = strategy_cls.needs
     _check_requirements(cfg, strategy_cls.name, needs)
+    class_names, class_columns = student_classes(dataset.classes, cfg.data.withhold_classes)
+    columns = ClassColumns(class_columns, len(dataset.classes))
+    if class_columns is not None and needs.online_teacher:
+        raise DistillError(f"data.withhold_classes: strategy '{strategy_cls.name}' runs the teacher online over "
+                           "every class; use a strategy that reads the teacher cache")
 
     caches = [TeacherCache.open(path) for path in cfg.caches()]  # each opened once; identity checked below
     teacher = _create_teacher(cfg, dataset, caches, device) if (cfg.teacher and caches) or needs.online_teacher \
@@ -107,15 +121,21 @@ def build(cfg: TrainConfig) -> TrainSetup:
         views = ViewPlan(cfg.run.views, ViewConfig(hflip=0.0), cfg.run.seed)
 
     text = caches[0].text_embeddings if caches else (teacher.text_embeddings.cpu() if teacher is not None else None)
-    embed_dim = int(text.shape[1]) if text is not None and (needs.cached_features or needs.text_embeddings) else None
+    text = columns.rows(text)  # the student's classes only
+    text_head = cfg.student.head == "text"
+    if text_head and text is None:
+        raise DistillError("student.head=text needs the teacher's text embeddings: set 'cache' to a "
+                           "`distill cache build` output")
+    embed_dim = (int(text.shape[1]) if text is not None and (needs.cached_features or needs.text_embeddings
+                                                                or text_head) else None)
     if manifest is not None:
         logit_scale = float(manifest.teacher.logit_scale or 0) or None
     else:
         logit_scale = teacher.logit_scale if teacher is not None else None
 
-    student = _create_student(cfg, dataset, embed_dim, text, logit_scale).to(device)
+    student = _create_student(cfg, class_names, embed_dim, text, logit_scale).to(device)
     ctx = StrategyContext(
-        num_classes=len(dataset.classes), class_names=dataset.classes, embed_dim=embed_dim,
+        num_classes=len(class_names), class_names=class_names, embed_dim=embed_dim,
         text_embeddings=text.to(device) if text is not None else None, logit_scale=logit_scale,
         teacher=teacher if needs.online_teacher else None,
         teacher_input=teacher_input_fn(teacher, device) if teacher is not None else None,
@@ -131,6 +151,12 @@ def build(cfg: TrainConfig) -> TrainSetup:
                               else teacher.identity() if teacher is not None else None),
                   "teacher_flops": manifest.teacher_flops_per_image if manifest is not None else None,
                   "source_domains": source, "cache": [str(p) for p in cfg.caches()]}
+    if class_columns is not None:
+        provenance["withheld_classes"] = list(cfg.data.withhold_classes)
+    if text_head:  # what `distill export --classes` re-targets the text head with
+        provenance["templates"] = list(manifest.templates if manifest is not None else teacher.templates)
+        if cfg.teacher is not None and cfg.teacher.pretrained:
+            provenance["teacher_pretrained"] = str(cfg.teacher.pretrained)  # the path (the identity has its name)
     adversarial = None
     if needs.cached_adversarial:
         adversarial = AdversarialViews.open(caches[0].path, caches[0].manifest)
@@ -143,7 +169,8 @@ def build(cfg: TrainConfig) -> TrainSetup:
     unlabeled = dataset.select(cfg.data.unlabeled, "train") if cfg.data.unlabeled else []
     return TrainSetup(cfg=cfg, dataset=dataset, source=source, target=target, strategy=strategy, caches=caches,
                       views=views, device=device, dist=dist, teacher_zero_shot=zero_shot, provenance=provenance,
-                      adversarial=adversarial, skipped=skipped, unlabeled=unlabeled)
+                      adversarial=adversarial, skipped=skipped, unlabeled=unlabeled, class_columns=class_columns,
+                      withheld_classes=list(cfg.data.withhold_classes))
 
 
 def _check_requirements(cfg: TrainConfig, name: str, needs: Needs) -> None:
@@ -237,16 +264,20 @@ def _check_same_views(caches: list[TeacherCache]) -> None:
                                "so that every row describes the same image view")
 
 
-def _create_student(cfg: TrainConfig, dataset: DomainFolder, embed_dim: int | None, text: Tensor | None,
+def _create_student(cfg: TrainConfig, class_names: list[str], embed_dim: int | None, text: Tensor | None,
                     logit_scale: float | None) -> Student:
-    """The source checkpoint's student (adaptation) or a new one (zero-shot initialised if asked)."""
+    """The source checkpoint's student (adaptation) or a new one (zero-shot initialised if asked; a text
+    head starts from the teacher's text embeddings of ``class_names``, the student's classes)."""
     if cfg.source_checkpoint is not None:
         student = load_student(cfg.source_checkpoint)
-        if student.spec.class_names != dataset.classes:
-            raise DistillError(f"source_checkpoint {cfg.source_checkpoint}: its classes differ from data.root's")
+        if student.spec.class_names != class_names:
+            raise DistillError(f"source_checkpoint {cfg.source_checkpoint}: its classes differ from data.root's"
+                               + (" (less data.withhold_classes)" if cfg.data.withhold_classes else ""))
         return student
-    spec = default_spec(cfg.student.arch, dataset.classes, cfg.student.input_size, embed_dim)
-    student = Student(spec, pretrained=cfg.student.pretrained)
+    text_head = cfg.student.head == "text"
+    spec = default_spec(cfg.student.arch, class_names, cfg.student.input_size, embed_dim, head=cfg.student.head,
+                        logit_scale=logit_scale if text_head else None)
+    student = Student(spec, pretrained=cfg.student.pretrained, text_embeddings=text if text_head else None)
     if cfg.student.zero_shot_init:
         if text is None or logit_scale is None:
             raise DistillError("student.zero_shot_init needs a cache (or teacher) for the text embeddings")

@@ -77,8 +77,11 @@ class Trainer:
         if self.pool_per_step % setup.dist.world:
             raise DistillError(f"data.unlabeled_ratio={setup.cfg.data.unlabeled_ratio}: {self.pool_per_step} pool "
                                f"images per step must be divisible by the {setup.dist.world} DDP ranks")
-        # the one label gate: labels (and mixed partners' labels) are read here by sample index
-        self.label_of = label_table(len(setup.dataset), [] if setup.strategy.needs.target_data else self.train_samples)
+        # the one label gate: labels (and mixed partners' labels) are read here by sample index; withheld
+        # classes read -1 and the others their student column
+        self.columns = setup.columns  # withheld classes: labels -> -1, teacher logits -> the student's columns
+        self.label_of = self.columns.labels(
+            label_table(len(setup.dataset), [] if setup.strategy.needs.target_data else self.train_samples))
         self._mixing = bool(setup.caches) and getattr(setup.caches[0].manifest.views, "policy", None) is not None
         self.scheduler = CosineLRScheduler(self.optimizer, t_initial=optim.epochs * self.steps_per_epoch,
                                            lr_min=optim.min_lr,
@@ -129,9 +132,10 @@ class Trainer:
         # a target-data (source-free) strategy never reads a source-domain image, not even to evaluate
         source_free = setup.strategy.needs.target_data
         test = DomainEvaluator(setup.dataset, setup.target if source_free else setup.source + setup.target,
-                               preprocess, workers=0)
+                               preprocess, workers=0, class_columns=setup.class_columns)
         # model selection: the source domains' validation split (never test; none for a source-free run)
-        val = None if source_free else DomainEvaluator(setup.dataset, setup.source, preprocess, split="val", workers=0)
+        val = None if source_free else DomainEvaluator(setup.dataset, setup.source, preprocess, split="val", workers=0,
+                                                       class_columns=setup.class_columns)
         return test, val
 
     # -------------------------------------------------------------- state
@@ -231,9 +235,9 @@ class Trainer:
         rows = None
         if setup.caches and (needs.cached_logits or needs.cached_features):
             rows = [c.lookup(index, view) for c in setup.caches]
-            batch.teacher_logits = rows[0]["logits"].to(dev, non_blocking=True)
+            batch.teacher_logits = self.columns.logits(rows[0]["logits"].to(dev, non_blocking=True))
             batch.teacher_emb = rows[0]["image_emb"].to(dev, non_blocking=True)
-            batch.teacher_logits_all = [r["logits"].to(dev, non_blocking=True) for r in rows]
+            batch.teacher_logits_all = [self.columns.logits(r["logits"].to(dev, non_blocking=True)) for r in rows]
         if needs.labels and self._mixing:  # a mixed view's partner label, through the same gate
             row = rows[0] if rows else setup.caches[0].lookup(index, view)
             partner = row["mix_partner"]
@@ -247,10 +251,10 @@ class Trainer:
                 px = F.interpolate(px, size=tuple(spec.input_size), mode="bicubic", align_corners=False,
                                    antialias=True).clamp(0, 1)
             batch.adv_pixels = px.contiguous(memory_format=self.memory_format)
-            batch.adv_teacher_logits = rows["logits"].to(dev, non_blocking=True)
+            batch.adv_teacher_logits = self.columns.logits(rows["logits"].to(dev, non_blocking=True))
             # the views were crafted on the teacher's clean crop (view 0): its answer there, not on this item's view
-            batch.adv_clean_teacher_logits = setup.caches[0].lookup(index, torch.zeros_like(index))["logits"].to(
-                dev, non_blocking=True)
+            batch.adv_clean_teacher_logits = self.columns.logits(setup.caches[0].lookup(
+                index, torch.zeros_like(index))["logits"].to(dev, non_blocking=True))
         return batch
 
     def clean_batches(self, batch_size: int = 256) -> Iterator[Batch]:
@@ -366,7 +370,8 @@ class Trainer:
         also in ``RUN/robust.json``."""
         setup, best = self.setup, self.checkpoints.best
         student = load_student(best).to(setup.device)
-        evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, setup.cfg.robust)
+        evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, setup.cfg.robust,
+                                    class_columns=setup.class_columns)
         results = evaluator(student, setup.device)
         print(f"robustness of {best}:\n{robust_table(results)}")
         report = RobustReport(checkpoint=str(best), settings=setup.cfg.robust.to_dict(), domains=results)
@@ -388,4 +393,5 @@ class Trainer:
             train_seconds_this_session=round(seconds, 1),
             skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust,
             unlabeled=UnlabeledPool(domains=setup.cfg.data.unlabeled, images=len(self.pool),
-                                    ratio=setup.cfg.data.unlabeled_ratio) if self.pool else None)
+                                    ratio=setup.cfg.data.unlabeled_ratio) if self.pool else None,
+            withheld_classes=setup.withheld_classes or None)

@@ -77,3 +77,84 @@ def test_bad_checkpoints_are_distill_errors(tmp_path):
         load_student(tmp_path)
     with pytest.raises(DistillError, match="unknown key"):
         StudentSpec.from_dict({"arch": "test_resnet", "class_names": CLASSES, "colour": "red"})
+
+
+# ------------------------------------------------------------------ text head (open vocabulary)
+def _text_student(classes=CLASSES, seed=0) -> tuple[Student, torch.Tensor]:
+    torch.manual_seed(seed)
+    text = F.normalize(torch.randn(len(classes), EMBED_DIM), dim=-1)
+    spec = default_spec("test_resnet", classes, SIZE, embed_dim=EMBED_DIM, head="text", logit_scale=20.0)
+    return Student(spec, text_embeddings=text).eval(), text
+
+
+def test_text_head_is_scale_times_cosine_with_a_frozen_buffer():
+    student, text = _text_student()
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        f = student.features(x)
+        expected = 20.0 * F.normalize(student.projector(f), dim=-1) @ text.T
+        assert torch.allclose(student(x), expected, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(student.forward_all(x)["logits"], expected, rtol=1e-5, atol=1e-5)
+    assert student.head is None
+    assert "text_head" in dict(student.named_buffers())
+    assert not any("text_head" in name for name, _ in student.named_parameters())  # the optimizer never sees it
+
+
+def test_set_classes_swaps_names_and_classifier():
+    student, _ = _text_student()
+    new = ["cat", "dog"]
+    new_text = F.normalize(torch.randn(2, EMBED_DIM), dim=-1)
+    student.set_classes(new, new_text)
+    assert student.spec.class_names == new and student.spec.num_classes == 2
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = 20.0 * F.normalize(student.projector(student.features(x)), dim=-1) @ new_text.T
+        assert torch.allclose(student(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(DistillError, match="do not match"):
+        student.set_classes(["a", "b"], torch.randn(2, EMBED_DIM + 1))
+    with pytest.raises(DistillError, match="do not match"):
+        student.set_classes(["a", "b", "c"], torch.randn(2, EMBED_DIM))
+    assert student.spec.class_names == new, "a refused re-target changes nothing"
+
+
+def test_text_head_checkpoint_round_trip_after_retarget(tmp_path):
+    student, _ = _text_student()
+    student.set_classes(["cat", "dog", "eel"], F.normalize(torch.randn(3, EMBED_DIM), dim=-1))
+    save_student(student, tmp_path / "ckpt")
+    loaded = load_student(tmp_path / "ckpt")
+    assert loaded.spec.head == "text" and loaded.spec.logit_scale == 20.0
+    assert loaded.spec.class_names == ["cat", "dog", "eel"]
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), student(x))
+
+
+def test_linear_student_json_is_unchanged_and_old_checkpoints_load(tmp_path):
+    student = Student(default_spec("test_resnet", CLASSES, SIZE))
+    assert "head" not in student.spec.to_dict() and "logit_scale" not in student.spec.to_dict()
+    save_student(student, tmp_path / "old")
+    assert load_student(tmp_path / "old").spec.head == "linear"
+
+
+def test_linear_head_refuses_set_classes_and_text_head_refuses_linear_only_uses():
+    linear = Student(default_spec("test_resnet", CLASSES, SIZE, embed_dim=EMBED_DIM))
+    with pytest.raises(DistillError, match="linear head"):
+        linear.set_classes(["a"], torch.randn(1, EMBED_DIM))
+    student, text = _text_student()
+    with pytest.raises(DistillError, match="head=text") as e:
+        student.zero_shot_init(text, 10.0)
+    assert "\n" not in str(e.value)
+    with pytest.raises(DistillError, match="needs the teacher's embedding width"):
+        Student(default_spec("test_resnet", CLASSES, SIZE, head="text"))
+
+
+@pytest.mark.parametrize("name", ["customkd", "vl2v"])  # both read or fold the linear head's weights
+def test_linear_head_strategies_refuse_a_text_head_student(name):
+    from distill.strategies import StrategyContext, create_strategy
+
+    student, text = _text_student()
+    ctx = StrategyContext(num_classes=len(CLASSES), class_names=CLASSES, embed_dim=EMBED_DIM, text_embeddings=text,
+                          logit_scale=20.0)
+    with pytest.raises(DistillError, match=f"strategy '{name}'.*head=text") as e:
+        create_strategy(name, student, {}, ctx)
+    assert "\n" not in str(e.value)

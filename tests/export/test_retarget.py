@@ -1,0 +1,201 @@
+"""`distill export --classes FILE` (distill/export/retarget.py): a text-head student re-targeted with the
+teacher's text tower ships an ONNX file equal to the re-targeted PyTorch student, whose logits are the
+teacher's zero-shot rule through the student's projector."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from distill.cli import main
+from distill.data import DomainFolder
+from distill.errors import DistillError
+from distill.export import ExportConfig, export_checkpoint
+from distill.export.images import load_images, random_images
+from distill.export.onnx import read_metadata
+from distill.export.retarget import read_class_file
+from distill.records import ExportReport
+from distill.student.model import Student, default_spec, load_student, save_student
+from distill.teacher import Teacher, register_model_configs
+
+TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
+TRAINED = ["checker", "hstripes", "square"]  # the student's classes; the data set also has vstripes
+NEW = ["vstripes", "checker", "zebra"]  # re-targeted: a withheld class, a seen one, one the data lacks
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory) -> Path:
+    """A random distill-demo-vit saved to a file, so that every Teacher built from it is the same."""
+    import open_clip
+
+    register_model_configs()
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in open_clip.create_model("distill-demo-vit").state_dict().items()},
+              str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def text_ckpt(teacher_ckpt, tmp_path_factory) -> Path:
+    """A text-head test_resnet student of that teacher (moved BatchNorm statistics), as training saves one."""
+    teacher = Teacher("distill-demo-vit", str(teacher_ckpt), TRAINED, TEMPLATES)
+    spec = default_spec("test_resnet", TRAINED, 32, embed_dim=teacher.embed_dim, head="text",
+                        logit_scale=teacher.logit_scale)
+    spec.provenance = {"teacher": teacher.identity(), "teacher_pretrained": str(teacher_ckpt), "templates": TEMPLATES}
+    torch.manual_seed(1)
+    student = Student(spec, text_embeddings=teacher.text_embeddings)
+    with torch.no_grad():
+        student.train()(torch.randn(8, 3, 32, 32))
+    return save_student(student.eval(), tmp_path_factory.mktemp("student") / "best")
+
+
+def _class_file(tmp_path: Path, names: list[str], yaml_list: bool = False) -> Path:
+    path = tmp_path / ("classes.yaml" if yaml_list else "classes.txt")
+    path.write_text("".join(f"- {n}\n" for n in names) if yaml_list else "# new classes\n" + "\n".join(names) + "\n")
+    return path
+
+
+def _ort(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})[0]
+
+
+def _real_images(tiny_root: Path, spec) -> np.ndarray:
+    folder = DomainFolder(tiny_root)
+    images = load_images(folder, folder.select(["clean", "noisy"], "test")[:12], spec)
+    return images.normalize(images.images)
+
+
+@pytest.fixture(scope="module")
+def retargeted(text_ckpt, tiny_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("retarget") / "exp"
+    classes = _class_file(out.parent, NEW)
+    export_checkpoint(text_ckpt, out, ExportConfig(  # the default (dynamo) exporter, and every precision
+        classes=str(classes), data_root=str(tiny_root), eval_count=4, precisions=("fp32", "fp16", "int8"),
+        calib_count=16, sensitivity_count=16, latency_iters=2, threads=1), log=_quiet)
+    return out
+
+
+def test_onnx_equals_the_retargeted_pytorch_student(retargeted, tiny_root):
+    student = load_student(retargeted / "checkpoint")
+    assert student.spec.class_names == NEW
+    x_random = random_images(student.spec, 6, seed=3)
+    for x in (x_random.normalize(x_random.images), _real_images(tiny_root, student.spec)):
+        with torch.no_grad():
+            expected = student(torch.from_numpy(x)).numpy()
+        got = _ort(retargeted / "model.fp32.onnx", x)
+        assert got.shape == (len(x), len(NEW))
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_pytorch_logits_are_the_teachers_zero_shot_rule_through_the_projector(retargeted, text_ckpt, teacher_ckpt):
+    original = load_student(text_ckpt)
+    student = load_student(retargeted / "checkpoint")
+    teacher = Teacher("distill-demo-vit", str(teacher_ckpt), NEW, TEMPLATES)  # computed independently
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        emb = F.normalize(original.projector(original.features(x)), dim=-1)  # the student's own weights
+        expected = teacher.logit_scale * emb @ teacher.text_embeddings.T
+        torch.testing.assert_close(student(x), expected, rtol=1e-4, atol=1e-5)
+    assert student.spec.provenance["retargeted"]["from_classes"] == TRAINED
+
+
+def test_metadata_names_the_classes_of_the_file(retargeted):
+    meta = read_metadata(retargeted / "model.fp32.onnx")
+    assert meta["class_names"] == NEW
+    assert meta["head"] == "text" and meta["templates"] == TEMPLATES
+    report = ExportReport.read(retargeted)
+    assert report.class_names == NEW
+    assert [m.precision for m in report.models] == ["fp32", "fp16", "int8"]
+    assert report.exporter["exporter"] == "dynamo" and not report.exporter["fallback_reason"]
+    for model in report.models:
+        assert read_metadata(retargeted / model.file)["class_names"] == NEW
+
+
+def test_accuracy_only_on_the_data_classes_the_file_names(retargeted):
+    report = ExportReport.read(retargeted)
+    assert report.data["labeled"] and report.data["eval_classes"] == ["vstripes", "checker"]
+    assert report.models[0].accuracy is not None
+
+
+def test_retargeting_to_the_original_list_reproduces_the_original_onnx(text_ckpt, tiny_root, tmp_path):
+    plain = tmp_path / "plain"  # a text head trained on 3 of the data's 4 classes: scored on those 3
+    report = export_checkpoint(text_ckpt, plain, ExportConfig(exporter="torchscript", data_root=str(tiny_root),
+                                                              eval_count=3), log=_quiet)
+    assert report.data["labeled"] and report.data["eval_classes"] == TRAINED
+    again = tmp_path / "again"
+    export_checkpoint(text_ckpt, again, ExportConfig(classes=str(_class_file(tmp_path, TRAINED, yaml_list=True)),
+                                                     exporter="torchscript"), log=_quiet)
+    x = _real_images(tiny_root, load_student(text_ckpt).spec)
+    np.testing.assert_allclose(_ort(again / "model.fp32.onnx", x), _ort(plain / "model.fp32.onnx", x),
+                               rtol=1e-5, atol=1e-5)
+    assert read_metadata(plain / "model.fp32.onnx")["class_names"] == TRAINED
+
+
+def test_a_file_naming_no_data_class_is_checked_label_free(text_ckpt, tiny_root, tmp_path):
+    report = export_checkpoint(text_ckpt, tmp_path / "exp", ExportConfig(
+        classes=str(_class_file(tmp_path, ["zebra", "giraffe"])), data_root=str(tiny_root), eval_count=2,
+        exporter="torchscript"), log=_quiet)
+    assert not report.data["labeled"] and report.models[0].accuracy is None
+    assert report.models[0].parity["passed"]
+
+
+def test_a_linear_head_student_is_refused(tmp_path, capsys):
+    run_ckpt = save_student(Student(default_spec("test_resnet", TRAINED, 32, embed_dim=32)), tmp_path / "linear")
+    with pytest.raises(DistillError, match="linear head"):
+        export_checkpoint(run_ckpt, tmp_path / "exp", ExportConfig(classes=str(_class_file(tmp_path, NEW))),
+                          log=_quiet)
+    assert main(["export", str(run_ckpt), "--out", str(tmp_path / "cli"), "--classes",
+                 str(_class_file(tmp_path, NEW))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "linear head" in err
+
+
+def test_an_unreachable_teacher_checkpoint_is_one_line(text_ckpt, tmp_path, capsys):
+    argv = ["export", str(text_ckpt), "--out", str(tmp_path / "exp"), "--classes", str(_class_file(tmp_path, NEW)),
+            "--teacher-pretrained", str(tmp_path / "gone.safetensors"), "--exporter", "torchscript"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress line
+    assert err.startswith("error: ") and "gone.safetensors" in err and "--teacher-pretrained" in err
+
+
+def test_the_cli_retargets(text_ckpt, tmp_path, capsys):
+    out = tmp_path / "exp"
+    argv = ["export", str(text_ckpt), "--out", str(out), "--classes", str(_class_file(tmp_path, NEW)),
+            "--exporter", "torchscript"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert read_metadata(out / "model.fp32.onnx")["class_names"] == NEW
+    assert load_student(out / "checkpoint").spec.class_names == NEW
+
+
+def test_class_files(tmp_path):
+    assert read_class_file(_class_file(tmp_path, ["a cat", "dog"])) == ["a cat", "dog"]
+    assert read_class_file(_class_file(tmp_path, ["a cat", "dog"], yaml_list=True)) == ["a cat", "dog"]
+    (tmp_path / "dup.txt").write_text("cat\ncat\n")
+    with pytest.raises(DistillError, match="more than once"):
+        read_class_file(tmp_path / "dup.txt")
+    (tmp_path / "empty.txt").write_text("# nothing\n\n")
+    with pytest.raises(DistillError, match="no class names"):
+        read_class_file(tmp_path / "empty.txt")
+    with pytest.raises(DistillError, match="not found"):
+        read_class_file(tmp_path / "missing.txt")
+
+
+def test_a_teacher_without_recorded_weights_is_refused(text_ckpt):
+    from distill.export.retarget import teacher_source
+
+    student = load_student(text_ckpt)
+    student.spec.provenance = {"teacher": {"arch": "distill-demo-vit", "pretrained": None}, "templates": TEMPLATES}
+    with pytest.raises(DistillError, match="--teacher-pretrained"):
+        teacher_source(student)
+    assert teacher_source(student, pretrained="w.safetensors").templates == tuple(TEMPLATES)
