@@ -307,6 +307,13 @@ def draw_params(seed: int, sample_index: int, view: int, image_wh: tuple[int, in
     return vec, partner, int(view)
 
 
+def unmixed(vec: np.ndarray) -> np.ndarray:
+    """``vec`` with its mix fields reset (no partner): a view whose partner could not be decoded."""
+    out = np.array(vec, dtype=np.float32)
+    out[MIX_MODE:] = [_IDENTITY[n] for n in PARAMS_LAYOUT[MIX_MODE:]]
+    return out
+
+
 # ---------------------------------------------------------------------- rendering
 def _photometric(u8: Tensor, p: np.ndarray) -> Tensor:
     """The photometric ops of vector ``p`` on uint8 [3, H, W], in a fixed order; uint8 out."""
@@ -414,4 +421,4 @@ class PolicyRender:
 
 
 __all__ = ["LAM", "MIX_MODE", "PARAMS_LAYOUT", "PRESETS", "Mix", "PartnerPools", "Photometric", "PolicyRender",
-           "ViewPolicy", "cutmix_box", "draw_params", "preset", "render_view"]
+           "ViewPolicy", "cutmix_box", "draw_params", "preset", "render_view", "unmixed"]
