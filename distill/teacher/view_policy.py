@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import kornia
 import numpy as np
@@ -31,7 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.teacher.views import ViewConfig, view_params, view_pixels
+from distill.teacher.views import Mix, Photometric, ViewConfig, view_params, view_pixels
 
 PARAMS_LAYOUT: tuple[str, ...] = (
     "x0", "y0", "w", "h", "flip",                                   # crop (views.view_params)
@@ -50,97 +50,6 @@ _IDENTITY = {"bright": 0.0, "contrast": 1.0, "sat": 1.0, "hue": 0.0, "gray": 0.0
              "mix_mode": 0.0, "lam": 1.0, "cut_x0": 0.0, "cut_y0": 0.0, "cut_x1": 0.0, "cut_y1": 0.0}
 _NOISE_SEEDS = 2 ** 24  # float32 holds every integer below it exactly
 _FULL = (0.0, 0.0, 1.0, 1.0, 0.0)  # the whole image, unflipped: view_pixels as a plain resize
-
-
-def _range(value: Sequence[float], what: str, low: float, high: float) -> tuple[float, float]:
-    a, b = (float(v) for v in value)
-    if not low <= a <= b <= high:
-        raise DistillError(f"view policy {what}: expected {low} <= low <= high <= {high}, got {(a, b)}")
-    return a, b
-
-
-def _prob(value: float, what: str) -> float:
-    if not 0.0 <= float(value) <= 1.0:
-        raise DistillError(f"view policy {what}: a probability must be in [0, 1], got {value}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class Photometric:
-    """Photometric ops of views 1..: each fires with its probability, its strength drawn from its range.
-
-    Attributes:
-        jitter: probability of colour jitter (brightness, contrast, saturation, hue together).
-        brightness: additive shift drawn from [-b, b] (kornia ``adjust_brightness``).
-        contrast: factor from [1 - c, 1 + c]. saturation: factor from [1 - s, 1 + s].
-        hue: shift from [-h, h] in turns (0.5 = half a turn; kornia takes radians).
-        grayscale, invert: probabilities.
-        solarize: probability; ``solarize_threshold``: its threshold range in [0, 1].
-        blur: probability; ``blur_sigma``: Gaussian sigma range as a fraction of the view's side.
-        noise: probability; ``noise_std``: std range of additive Gaussian noise ([0, 1] pixels).
-        jpeg: probability; ``jpeg_quality``: quality range (kornia's differentiable JPEG codec).
-    """
-
-    jitter: float = 0.0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0
-    grayscale: float = 0.0
-    invert: float = 0.0
-    solarize: float = 0.0
-    solarize_threshold: tuple[float, float] = (0.5, 1.0)
-    blur: float = 0.0
-    blur_sigma: tuple[float, float] = (0.01, 0.05)
-    noise: float = 0.0
-    noise_std: tuple[float, float] = (0.01, 0.05)
-    jpeg: float = 0.0
-    jpeg_quality: tuple[float, float] = (30.0, 90.0)
-
-    def __post_init__(self) -> None:
-        for name in ("jitter", "grayscale", "invert", "solarize", "blur", "noise", "jpeg"):
-            object.__setattr__(self, name, _prob(getattr(self, name), f"photometric.{name}"))
-        for name, high in (("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0), ("hue", 0.5)):
-            if not 0.0 <= float(getattr(self, name)) <= high:
-                raise DistillError(f"view policy photometric.{name}: expected a value in [0, {high}], "
-                                   f"got {getattr(self, name)}")
-            object.__setattr__(self, name, float(getattr(self, name)))
-        for name, (low, high) in (("solarize_threshold", (0.0, 1.0)), ("blur_sigma", (0.0, 0.5)),
-                                  ("noise_std", (0.0, 1.0)), ("jpeg_quality", (1.0, 100.0))):
-            object.__setattr__(self, name, _range(getattr(self, name), f"photometric.{name}", low, high))
-
-    @property
-    def active(self) -> bool:
-        return any(getattr(self, n) > 0 for n in ("jitter", "grayscale", "invert", "solarize", "blur", "noise",
-                                                   "jpeg"))
-
-
-@dataclass(frozen=True)
-class Mix:
-    """Mixup / cutmix pairs, timm's rule (``timm.data.mixup.Mixup``) drawn from our own generator.
-
-    Attributes:
-        mixup_alpha, cutmix_alpha: Beta(alpha, alpha) of lambda; 0 turns that mode off.
-        prob: probability that an augmented view is mixed.
-        switch_prob: with both modes on, probability of cutmix over mixup.
-    """
-
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    prob: float = 1.0
-    switch_prob: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in ("mixup_alpha", "cutmix_alpha"):
-            if float(getattr(self, name)) < 0:
-                raise DistillError(f"view policy mix.{name}: must be >= 0, got {getattr(self, name)}")
-            object.__setattr__(self, name, float(getattr(self, name)))
-        object.__setattr__(self, "prob", _prob(self.prob, "mix.prob"))
-        object.__setattr__(self, "switch_prob", _prob(self.switch_prob, "mix.switch_prob"))
-
-    @property
-    def active(self) -> bool:
-        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
 
 @dataclass(frozen=True)
@@ -420,5 +329,5 @@ class PolicyRender:
         return view_pixels(Image.fromarray(u8.permute(1, 2, 0).numpy()), _FULL, size, interpolation)
 
 
-__all__ = ["LAM", "MIX_MODE", "PARAMS_LAYOUT", "PRESETS", "Mix", "PartnerPools", "Photometric", "PolicyRender",
+__all__ = ["LAM", "MIX_MODE", "PARAMS_LAYOUT", "PRESETS", "PartnerPools", "PolicyRender",
            "ViewPolicy", "cutmix_box", "draw_params", "preset", "render_view", "unmixed"]
