@@ -24,7 +24,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
-import kornia
+import warnings
+from importlib.metadata import version
+
 import numpy as np
 import torch
 from PIL import Image
@@ -63,7 +65,7 @@ class ViewPolicy:
     crop: ViewConfig = field(default_factory=ViewConfig)
     photometric: Photometric = field(default_factory=Photometric)
     mix: Mix = field(default_factory=Mix)
-    kornia_version: str = kornia.__version__
+    kornia_version: str = field(default_factory=lambda: version("kornia"))
 
     @property
     def crop_only(self) -> bool:
@@ -228,6 +230,7 @@ def _photometric(u8: Tensor, p: np.ndarray) -> Tensor:
     """The photometric ops of vector ``p`` on uint8 [3, H, W], in a fixed order; uint8 out."""
     if all(float(p[_I[n]]) == v for n, v in _IDENTITY.items() if _I[n] < MIX_MODE):
         return u8
+    import kornia  # lazy: +0.4 s at import for every trainer and cache reader; only policy views need it
     x = u8.to(torch.float32).div(255).unsqueeze(0)
     f = {n: float(p[_I[n]]) for n in PARAMS_LAYOUT[CROP_PARAMS:MIX_MODE]}
     if f["bright"] != 0:
@@ -315,6 +318,11 @@ class PolicyRender:
         """None for a crop-only or old cache (today's path), else the teacher's size and filter."""
         if manifest is None or manifest.views.policy is None:
             return None
+        built = manifest.views.policy.get("kornia_version")
+        if built != version("kornia"):
+            warnings.warn(f"this view-policy cache was built with kornia {built}, this is kornia {version('kornia')}: "
+                          "views decoded here may differ from the teacher's by rounding (a pixel store replays "
+                          "exactly)", stacklevel=2)
         pre = manifest.preprocess
         return cls((int(pre.size[0]), int(pre.size[1])), str(pre.interpolation))
 
