@@ -179,16 +179,16 @@ class _ShardImages(Dataset):
         return torch.stack(out)
 
 
-def _partner_rows(cache_dir: Path, manifest: CacheManifest) -> dict[int, Tensor]:
-    """``sample_index * views + view`` -> view_params of every row of the cache (a mixed row's partner
-    may sit in any shard)."""
-    out: dict[int, Tensor] = {}
-    V = int(manifest.views.count)
+def _partner_rows(cache_dir: Path, manifest: CacheManifest) -> tuple[Tensor, Tensor]:
+    """(sorted keys ``sample_index * views + view``, their view_params) of every row of the cache: a
+    mixed row's partner may sit in any shard."""
+    keys, params = [], []
     for shard in manifest.shards:
         with safe_open(str(cache_dir / shard.file), "pt") as f:
-            si, view, params = f.get_tensor("sample_index"), f.get_tensor("view"), f.get_tensor("view_params")
-        out.update(zip((si * V + view.long()).tolist(), params))
-    return out
+            keys.append(f.get_tensor("sample_index") * int(manifest.views.count) + f.get_tensor("view").long())
+            params.append(f.get_tensor("view_params"))
+    key, order = torch.cat(keys).sort()
+    return key, torch.cat(params)[order]
 
 
 def _cat(items: list[Tensor]) -> Tensor:
@@ -232,7 +232,7 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
 
     mine = shards.pending(plan.num_shards)
     render = PolicyRender.for_manifest(manifest)
-    by_key = _partner_rows(cache_dir, manifest) if render is not None and mine else {}
+    all_keys, all_params = _partner_rows(cache_dir, manifest) if render is not None and mine else (None, None)
     V = int(manifest.views.count)
     jobs: list[tuple] = []
     batches: list[list[int]] = []
@@ -249,8 +249,15 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
         for s, c in zip(uniq.tolist(), counts.tolist()):
             partners = None
             if mix is not None:
-                partners = [None if p < 0 else (dataset.samples[p].relpath, by_key[p * V + pv])
-                            for p, pv in zip(mix[0][start:start + c].tolist(), mix[1][start:start + c].tolist())]
+                partner, pview = mix[0][start:start + c], mix[1][start:start + c].long()
+                want = partner.clamp(min=0) * V + pview.clamp(min=0)
+                at = torch.searchsorted(all_keys, want).clamp(max=len(all_keys) - 1)
+                if bool(((all_keys[at] != want) & (partner >= 0)).any()):
+                    raise DistillError(f"{cache_dir}: sample {s} is mixed with a row the cache does not hold; "
+                                       "rebuild the cache")
+                found = all_params[at]
+                partners = [None if p < 0 else (dataset.samples[p].relpath, q)
+                            for p, q in zip(partner.tolist(), found)]
             jobs.append((dataset.samples[s].relpath, view[start:start + c], params[start:start + c], partners))
             start += c
         batches += [list(range(b, min(b + per_batch, len(jobs)))) for b in range(first, len(jobs), per_batch)]
