@@ -49,8 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--crop-scale", default="0.25,1.0", metavar="LO,HI", help="random crop area range (0.25,1.0)")
     b.add_argument("--crop-ratio", default="0.75,1.3333333333333333", metavar="LO,HI",
                    help="random crop aspect-ratio range (3/4,4/3)")
-    b.add_argument("--hflip", type=float, default=0.5, metavar="P",
-                   help="horizontal flip probability of augmented views; 0 for digits/text (0.5)")
+    b.add_argument("--hflip", type=float, default=None, metavar="P",
+                   help="horizontal flip probability of augmented views; 0 for digits/text (0.5; fm policy: 0)")
+    b.add_argument("--policy", choices=("crops", "fm"), default="crops",
+                   help="augmented views: crops (crops + flips) or fm (function matching: strong photometric "
+                        "ops + mixup/cutmix pairs, replayed exactly from the cache) (crops)")
+    b.add_argument("--mixup", type=float, default=None, metavar="A",
+                   help="mixup Beta(A, A) of the view policy; 0 turns mixup off (fm: 0.4)")
+    b.add_argument("--cutmix", type=float, default=None, metavar="A",
+                   help="cutmix Beta(A, A) of the view policy; 0 turns cutmix off (fm: 1.0)")
     b.add_argument("--batch-size", type=int, default=64, metavar="B", help="image views per teacher forward (64)")
     b.add_argument("--adv-views", type=int, default=0, metavar="K",
                    help="also craft K PGD views per image against the teacher and store them with its outputs "
@@ -108,12 +115,15 @@ def _build(args: argparse.Namespace) -> int:
     from distill.teacher.cache import (
         AdversarialOptions, CacheOptions, PixelOptions, ViewConfig, build_cache, parse_sizes, pixel_dir_name,
     )
+    from distill.teacher.view_policy import preset as view_preset  # lazy: as above (kornia)
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
     pixel_sizes = parse_sizes(args.store_pixels or "")
+    hflip = args.hflip if args.hflip is not None else (0.0 if args.policy == "fm" else 0.5)
     augment = ViewConfig(scale=_pair(args.crop_scale, "--crop-scale"), ratio=_pair(args.crop_ratio, "--crop-ratio"),
-                         hflip=args.hflip)
+                         hflip=hflip)
+    policy = view_preset(args.policy, augment, mixup=args.mixup, cutmix=args.cutmix)
     dataset = DomainFolder(args.data, class_map=args.class_map, test_fraction=args.test_fraction,
                            split_seed=args.split_seed, val_fraction=args.val_fraction)
     domains = _names(args.domains)
@@ -132,6 +142,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.adv_views < 0:
         raise DistillError(f"--adv-views must be >= 0, got {args.adv_views}")
     options = CacheOptions(domains=domains, views=args.views, seed=args.seed, augment=augment,
+                           policy=None if policy.crop_only else policy,
                            batch_size=args.batch_size, shard_size=args.shard_size, dtype=args.dtype,
                            fingerprint=args.fingerprint)
     adversarial = AdversarialOptions(
@@ -149,6 +160,8 @@ def _build(args: argparse.Namespace) -> int:
             f"{m.dataset.images} images"
         print(f"teacher cache {state}: {out} ({m.rows} rows = {images} x "
               f"{m.views.count} view(s), {len(m.shards)} shard(s){skipped})")
+        if m.views.policy is not None:
+            print(f"view policy: {_policy_line(m.views.policy)}")
         if args.adv_views:
             a = AdversarialManifest.read(out / CACHE_ADVERSARIAL_DIR)
             print(f"adversarial views: {out / CACHE_ADVERSARIAL_DIR} ({a.rows} = {a.images} {a.split or 'all'} "
@@ -166,6 +179,17 @@ def _si(value: float, unit: str) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}"
+
+
+def _policy_line(policy: dict) -> str:
+    """One line of a view policy: its name, the photometric ops that can fire, the mix."""
+    ph, mix = policy.get("photometric", {}), policy.get("mix", {})
+    ops = [f"{k} {ph[k]:g}" for k in ("jitter", "grayscale", "invert", "solarize", "blur", "noise", "jpeg")
+           if ph.get(k)]
+    mixes = [f"{k} {mix[k]:g}" for k in ("mixup_alpha", "cutmix_alpha") if mix.get(k)]
+    return (f"{policy.get('name')}: photometric {', '.join(ops) or 'none'}; mix "
+            f"{(', '.join(mixes) + ', prob ' + format(mix.get('prob', 0), 'g')) if mixes else 'none'}; "
+            f"hflip {policy.get('crop', {}).get('hflip', 0):g} (kornia {policy.get('kornia_version')})")
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -186,6 +210,8 @@ def _inspect(args: argparse.Namespace) -> int:
     minus = f" - {len(s['skipped'])} skipped" if s["skipped"] else ""
     print(f"rows      {s['rows']} = ({s['images']} images{minus}) x {s['views']} view(s); dtype {s['dtype']}; "
           f"image_emb {s['shapes']['image_emb']}, logits {s['shapes']['logits']}")
+    if s["policy"] is not None:
+        print(f"views     policy {_policy_line(s['policy'])}")
     print(f"skipped   {len(s['skipped'])}" + "".join(f"\n            {k['path']}: {k['reason']}" for k in s["skipped"]))
     print("zero-shot accuracy of the teacher (view 0):")
     print(f"  {'domain':<20} {'train':>8} {'test':>8}")

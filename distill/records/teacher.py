@@ -106,9 +106,15 @@ class CacheDataset(_Closed):
 
 
 class CacheViews(_Closed):
+    """How a cache's views were drawn. ``policy`` (:class:`~distill.teacher.view_policy.ViewPolicy`'s
+    ``to_dict``) and ``params_layout`` (the ``view_params`` columns) are set only for a policy beyond
+    crops, so a crop-only manifest round-trips as before."""
+
     count: int
     seed: int
     augment: dict[str, Any]
+    policy: dict[str, Any] | None = None
+    params_layout: list[str] | None = None
 
 
 class CacheShard(_Closed):

@@ -1,5 +1,8 @@
 """Teacher views: the crop (and flip) an image went through before the teacher saw it.
 
+Also the settings of a view policy's other ops (:class:`Photometric`, :class:`Mix`), drawn and
+replayed by :mod:`distill.teacher.view_policy`.
+
 A cache row stores its view as ``view_params = (x0, y0, w, h, flip)``: the crop box relative
 to the original image size (so ``x0 * W`` is a pixel column) and ``flip`` in {0, 1}. Replaying
 the params with :func:`apply_view` at the student's resolution gives the student exactly the
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -77,6 +80,97 @@ class ViewConfig:
         if unknown:
             raise DistillError(f"view config: unknown key(s) {sorted(unknown)} (known: scale, ratio, hflip)")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _range(value: Sequence[float], what: str, low: float, high: float) -> tuple[float, float]:
+    a, b = (float(v) for v in value)
+    if not low <= a <= b <= high:
+        raise DistillError(f"view policy {what}: expected {low} <= low <= high <= {high}, got {(a, b)}")
+    return a, b
+
+
+def _prob(value: float, what: str) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise DistillError(f"view policy {what}: a probability must be in [0, 1], got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Photometric:
+    """Photometric ops of views 1..: each fires with its probability, its strength drawn from its range.
+
+    Attributes:
+        jitter: probability of colour jitter (brightness, contrast, saturation, hue together).
+        brightness: additive shift drawn from [-b, b] (kornia ``adjust_brightness``).
+        contrast: factor from [1 - c, 1 + c]. saturation: factor from [1 - s, 1 + s].
+        hue: shift from [-h, h] in turns (0.5 = half a turn; kornia takes radians).
+        grayscale, invert: probabilities.
+        solarize: probability; ``solarize_threshold``: its threshold range in [0, 1].
+        blur: probability; ``blur_sigma``: Gaussian sigma range as a fraction of the view's side.
+        noise: probability; ``noise_std``: std range of additive Gaussian noise ([0, 1] pixels).
+        jpeg: probability; ``jpeg_quality``: quality range (kornia's differentiable JPEG codec).
+    """
+
+    jitter: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    grayscale: float = 0.0
+    invert: float = 0.0
+    solarize: float = 0.0
+    solarize_threshold: tuple[float, float] = (0.5, 1.0)
+    blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.01, 0.05)
+    noise: float = 0.0
+    noise_std: tuple[float, float] = (0.01, 0.05)
+    jpeg: float = 0.0
+    jpeg_quality: tuple[float, float] = (30.0, 90.0)
+
+    def __post_init__(self) -> None:
+        for name in ("jitter", "grayscale", "invert", "solarize", "blur", "noise", "jpeg"):
+            object.__setattr__(self, name, _prob(getattr(self, name), f"photometric.{name}"))
+        for name, high in (("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0), ("hue", 0.5)):
+            if not 0.0 <= float(getattr(self, name)) <= high:
+                raise DistillError(f"view policy photometric.{name}: expected a value in [0, {high}], "
+                                   f"got {getattr(self, name)}")
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name, (low, high) in (("solarize_threshold", (0.0, 1.0)), ("blur_sigma", (0.0, 0.5)),
+                                  ("noise_std", (0.0, 1.0)), ("jpeg_quality", (1.0, 100.0))):
+            object.__setattr__(self, name, _range(getattr(self, name), f"photometric.{name}", low, high))
+
+    @property
+    def active(self) -> bool:
+        return any(getattr(self, n) > 0 for n in ("jitter", "grayscale", "invert", "solarize", "blur", "noise",
+                                                   "jpeg"))
+
+
+@dataclass(frozen=True)
+class Mix:
+    """Mixup / cutmix pairs, timm's rule (``timm.data.mixup.Mixup``) drawn from our own generator.
+
+    Attributes:
+        mixup_alpha, cutmix_alpha: Beta(alpha, alpha) of lambda; 0 turns that mode off.
+        prob: probability that an augmented view is mixed.
+        switch_prob: with both modes on, probability of cutmix over mixup.
+    """
+
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    prob: float = 1.0
+    switch_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if float(getattr(self, name)) < 0:
+                raise DistillError(f"view policy mix.{name}: must be >= 0, got {getattr(self, name)}")
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "prob", _prob(self.prob, "mix.prob"))
+        object.__setattr__(self, "switch_prob", _prob(self.switch_prob, "mix.switch_prob"))
+
+    @property
+    def active(self) -> bool:
+        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
 
 def clean_box(image_wh: tuple[int, int], size: tuple[int, int], resize_mode: str = "shortest") -> np.ndarray:
@@ -212,4 +306,5 @@ def view_tensor(img: Image.Image, params: np.ndarray, size: tuple[int, int], int
     return normalize(x, list(mean), list(std))
 
 
-__all__ = ["ViewConfig", "apply_view", "clean_box", "view_params", "view_pixels", "view_tensor"]
+__all__ = ["Mix", "Photometric", "ViewConfig", "apply_view", "clean_box", "view_params", "view_pixels",
+           "view_tensor"]

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
+from distill.teacher.view_policy import CROP_PARAMS, PolicyRender
 from distill.teacher.views import ViewConfig, view_params, view_pixels
 
 
@@ -31,12 +32,19 @@ class ViewPlan:
 
 @dataclass(frozen=True)
 class Item:
-    """One training example of an epoch: an image and which of its views to show."""
+    """One training example of an epoch: an image and which of its views to show.
+
+    A mixed view of a policy cache names its partner: the mixed-in sample's index, its view and
+    that row's view params (its unmixed view is rendered from them).
+    """
 
     sample: Sample
     domain: int
     view: int
     params: tuple[float, ...] | None  # cached view params; None: compute from the seed
+    partner: int = -1                 # mixed-in sample index; -1: none
+    partner_view: int = -1
+    partner_params: tuple[float, ...] | None = None
 
 
 class TrainImages(Dataset):
@@ -55,12 +63,14 @@ class TrainImages(Dataset):
     """
 
     def __init__(self, dataset: DomainFolder, items: Sequence[Item], size: tuple[int, int], interpolation: str,
-                 view_cfg: ViewConfig, view_seed: int, pixels=None, uint8: bool = False):
+                 view_cfg: ViewConfig, view_seed: int, pixels=None, uint8: bool = False,
+                 render: PolicyRender | None = None):
         self.dataset, self.items = dataset, list(items)
         self.size, self.interpolation = size, interpolation
         self.view_cfg, self.view_seed = view_cfg, view_seed
         self.pixels = pixels
         self.uint8 = uint8
+        self.render = render  # a policy cache's views (PolicyRender.for_manifest); None: crops, today's path
 
     def __len__(self) -> int:
         return len(self.items)
@@ -75,7 +85,12 @@ class TrainImages(Dataset):
             if params is None:
                 params = view_params(self.view_seed, item.sample.index, item.view, img.size, self.view_cfg,
                                      clean_size=self.size)
-            u8 = view_pixels(img, params, self.size, self.interpolation)
+            if self.render is not None and len(params) > CROP_PARAMS:  # a policy view: the pixel store's bytes
+                other = load_rgb(self.dataset.path(self.dataset.samples[item.partner])) if item.partner >= 0 else None
+                u8 = self.render.pixels(img, item.view, params, self.size, self.interpolation, other,
+                                        item.partner_params)
+            else:
+                u8 = view_pixels(img, params, self.size, self.interpolation)
         pixels = u8 if self.uint8 else to_unit(u8)
         return pixels, item.sample.label, item.domain, item.sample.index, item.view
 
@@ -92,15 +107,14 @@ def epoch_items(samples: Sequence[Sample], domain_index: dict[str, int], views: 
     order = torch.randperm(len(samples), generator=g).tolist()
     chosen = torch.randint(0, views, (len(samples),), generator=g).tolist() if views > 1 else [0] * len(samples)
     items = []
-    params = None
+    rows = None
     if cache is not None:
         idx = torch.tensor([samples[i].index for i in order], dtype=torch.long)
         vw = torch.tensor([chosen[i] for i in order], dtype=torch.long)
-        params = cache.lookup(idx, vw)["view_params"].tolist() if len(idx) else []
+        rows = _view_rows(cache, idx, vw)
     for j, i in enumerate(order):
         sample = samples[i]
-        items.append(Item(sample, domain_index[sample.domain], chosen[i],
-                          tuple(params[j]) if params is not None else None))
+        items.append(Item(sample, domain_index[sample.domain], chosen[i], *(rows[j] if rows is not None else (None,))))
     return items
 
 
@@ -140,18 +154,34 @@ def label_table(num_samples: int, labelled: Sequence[Sample]) -> Tensor:
     return table
 
 
+def _view_rows(cache, idx: Tensor, view: Tensor) -> list[tuple]:
+    """Per (sample, view): (params, partner, partner view, partner params) from the cache, or (params,)
+    for an unmixed view (crop-only and old caches have no partners)."""
+    if not len(idx):
+        return []
+    rows = cache.lookup(idx, view)
+    params, partner, pview = rows["view_params"].tolist(), rows["mix_partner"], rows["mix_view"]
+    mixed = (partner >= 0).nonzero().squeeze(1)
+    out = [(tuple(p),) for p in params]
+    if len(mixed):
+        pparams = cache.lookup(partner[mixed], pview[mixed])["view_params"].tolist()
+        for j, pp in zip(mixed.tolist(), pparams):
+            out[j] = (tuple(params[j]), int(partner[j]), int(pview[j]), tuple(pp))
+    return out
+
+
 def all_view_items(samples: Sequence[Sample], domain_index: dict[str, int], views: int, cache=None) -> list[Item]:
     """Every (image, view) pair once, image-major: the persistent loader's dataset.
 
     Pair ``i * views + v`` is view ``v`` of ``samples[i]``; with a cache its view params come
     from one lookup.
     """
-    params = None
+    rows = None
     if cache is not None and samples:
         idx = torch.tensor([x.index for x in samples], dtype=torch.long).repeat_interleave(views)
         vw = torch.arange(views, dtype=torch.long).repeat(len(samples))
-        params = cache.lookup(idx, vw)["view_params"].tolist()
-    return [Item(x, domain_index[x.domain], v, tuple(params[i * views + v]) if params is not None else None)
+        rows = _view_rows(cache, idx, vw)
+    return [Item(x, domain_index[x.domain], v, *(rows[i * views + v] if rows is not None else (None,)))
             for i, x in enumerate(samples) for v in range(views)]
 
 

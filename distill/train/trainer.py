@@ -34,6 +34,7 @@ from distill.strategies import Batch
 from distill.student.model import load_student
 from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
+from distill.teacher.view_policy import PolicyRender
 from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves
 from distill.train.data import (EpochBatches, Item, TrainImages, all_view_items, epoch_items, label_table, pool_items,
@@ -196,7 +197,8 @@ class Trainer:
                                setup.caches[0] if setup.caches else None)
         spec = self.strategy.student.spec
         images = TrainImages(setup.dataset, pairs, spec.input_size, spec.interpolation, setup.views.augment,
-                             setup.views.seed, pixels=self.pixel_store()[0], uint8=True)
+                             setup.views.seed, pixels=self.pixel_store()[0], uint8=True,
+                             render=PolicyRender.for_manifest(setup.caches[0].manifest) if setup.caches else None)
         workers = setup.cfg.run.workers
         # an explicit generator: an iterator's base seed must not come from (and advance) the
         # global RNG, or a resumed run would be one draw behind the uninterrupted one

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.cli import main as cli
+from distill.teacher.cache import TeacherCache
 from tests.shapes import make_shapes_root
 
 
@@ -19,3 +20,22 @@ def test_skip_bad_build_line_counts_the_skipped_images(tmp_path: Path, capsys) -
             "2 image(s) skipped (listed in manifest.json))") in lines
     assert cli(["cache", "inspect", str(out)]) == 0
     assert any(ln.startswith("rows      12 = (8 images - 2 skipped) x 2 view(s)") for ln in capsys.readouterr().out.splitlines())
+
+
+def test_policy_build_prints_its_policy_and_never_mixes_in_a_skipped_image(tmp_path: Path, capsys) -> None:
+    root = make_shapes_root(tmp_path / "data", ["red"], per_class=2)
+    for i in range(2):
+        (root / "red" / "circle" / f"bad{i}.png").write_bytes(b"")
+    out = tmp_path / "c"
+    assert cli(["cache", "build", "--data", str(root), "--out", str(out), "--arch", "distill-demo-vit",
+                "--pretrained", "none", "--views", "4", "--policy", "fm", "--mixup", "1.0", "--skip-bad",
+                "--test-fraction", "0", "--val-fraction", "0", "--workers", "0", "--no-progress"]) == 0
+    assert any(ln.startswith("view policy: fm: photometric jitter 0.8") for ln in capsys.readouterr().out.splitlines())
+    assert cli(["cache", "inspect", str(out)]) == 0
+    assert any("mixup_alpha 1, cutmix_alpha 1, prob 0.5" in ln for ln in capsys.readouterr().out.splitlines())
+    cache = TeacherCache.open(out)
+    assert cache.view_policy.mix.mixup_alpha == 1.0 and cache.view_policy.crop.hflip == 0.0
+    partners = cache.rows["mix_partner"]
+    assert (partners >= 0).any()
+    skipped = {s.sample_index for s in cache.skipped}
+    assert len(skipped) == 2 and not skipped & set(partners.tolist())

@@ -3,9 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import yaml
+from safetensors.torch import load_file
 
+from distill.config import load_train_config
 from distill.data.folder import DomainFolder, Sample
-from distill.teacher.cache import TeacherCache
+from distill.teacher.cache import CacheOptions, PixelOptions, TeacherCache, build_cache
+from distill.teacher.clip import Teacher
+from distill.teacher.view_policy import preset
+from distill.train import train
 from distill.train.data import EpochBatches, all_view_items, epoch_items, label_table, pool_items
 
 
@@ -97,3 +103,34 @@ def test_the_label_table_knows_only_the_labelled_samples():
     labelled = [Sample(1, "d/c/a.png", "d", "c", 2, "train", 1), Sample(3, "d/c/b.png", "d", "c", 0, "train", 1)]
     assert label_table(5, labelled).tolist() == [-1, 2, -1, 0, -1]
     assert label_table(3, []).tolist() == [-1, -1, -1]
+
+
+def test_a_policy_cache_trains_the_same_from_its_pixel_store_as_decoding(tiny_root, tmp_path, capsys):
+    """kd on an fm cache (student 16 px, teacher 32 px): the decode path renders each mixed view with its
+    partner exactly as the pixel store stored it, so both runs end with bit-identical weights."""
+    ds = DomainFolder(tiny_root, test_fraction=0.3)
+    torch.manual_seed(0)
+    teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
+    options = CacheOptions(views=3, seed=3, shard_size=16, policy=preset("fm", mixup=1.0))
+    plain = build_cache(ds, teacher, tmp_path / "c", options, num_workers=0, progress=False)
+    with_px = build_cache(ds, teacher, tmp_path / "c_px", options, pixels=PixelOptions(((16, 16),), "bilinear"),
+                          num_workers=0, progress=False)
+    cache = TeacherCache.open(plain)
+    items = epoch_items(ds.select(["red", "green"], "train"), {d: i for i, d in enumerate(ds.domains)}, 3, 3,
+                        epoch=0, cache=cache)
+    mixed = [it for it in items if it.partner >= 0]
+    assert mixed and all(len(it.params) == 22 and len(it.partner_params) == 22 for it in mixed)
+    lines, weights = [], []
+    for name, c in (("decode", plain), ("store", with_px)):
+        cfg = {"data": {"root": str(tiny_root), "source": ["red", "green"], "test_fraction": 0.3},
+               "student": {"arch": "test_resnet", "input_size": 16}, "strategy": {"name": "kd"},
+               "optim": {"epochs": 1, "batch_size": 8, "lr": 0.01, "warmup_epochs": 0.5},
+               "run": {"out": str(tmp_path / name), "workers": 0, "progress": False, "seed": 1, "device": "cpu"},
+               "cache": str(c)}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        train(load_train_config(tmp_path / f"{name}.yaml"))
+        lines.append(next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("input: ")))
+        weights.append(load_file(str(tmp_path / name / "checkpoints" / "best" / "model.safetensors")))
+    assert "decoding images" in lines[0] and lines[1].startswith("input: cached pixels 16x16 bilinear")
+    a, b = weights
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

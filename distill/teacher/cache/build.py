@@ -45,11 +45,12 @@ from distill.teacher.cache.adversarial import build_adversarial_views
 from distill.teacher.cache.format import (
     DTYPES, FORMAT, FORMAT_VERSION, ROW_DTYPES, SPLIT_CODES, empty_rows, write_shard,
 )
-from distill.teacher.cache.inputs import ImageViews, collate_views, teacher_input
+from distill.teacher.cache.inputs import ImageViews, ViewDraws, collate_views, teacher_input
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
 from distill.teacher.cache.pixels import build_pixel_store
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.teacher.clip import Teacher
+from distill.teacher.view_policy import PartnerPools, ViewPolicy
 from distill.teacher.views import ViewConfig
 from distill.utils.io import atomic_write, sha256_file
 from distill.utils.runtime import process_group
@@ -107,7 +108,7 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
             "files_sha256": dataset.fingerprint_inputs(domains)["files_sha256"],  # names a file-list mismatch
             **content,
         },
-        "views": {"count": int(o.views), "seed": int(o.seed), "augment": o.augment.to_dict()},
+        "views": _views_block(o),
         "dtype": o.dtype,
         "embed_dim": teacher.embed_dim,
         "num_classes": len(dataset.classes),
@@ -115,6 +116,23 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
         "shard_size": int(o.shard_size),
         "num_shards": math.ceil(n / o.shard_size),
     }
+
+
+def _views_block(options: CacheOptions) -> dict:
+    """The plan's ``views``: count, seed, crop; plus the policy and its params layout unless crop-only
+    (so a crop-only cache's plan and manifest are what they were before policies)."""
+    block = {"count": int(options.views), "seed": int(options.seed), "augment": options.augment.to_dict()}
+    policy = options.view_policy
+    if not policy.crop_only:
+        block.update(policy=policy.to_dict(), params_layout=list(policy.layout))
+    return block
+
+
+def view_policy_of(views: dict) -> ViewPolicy:
+    """The policy of a plan's or manifest's ``views`` block (crop-only from ``augment`` when it has none)."""
+    if views.get("policy") is not None:
+        return ViewPolicy.from_dict(views["policy"])
+    return ViewPolicy("crops", ViewConfig.from_dict(views["augment"]))
 
 
 # ---------------------------------------------------------------------- process group
@@ -228,8 +246,10 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
     batches = [list(range(b, min(b + per_batch, (k + 1) * S, len(samples))))
                for k in mine for b in range(k * S, min((k + 1) * S, len(samples)), per_batch)]
     info = teacher.preprocess_info
-    data = ImageViews(dataset.root, [(s.index, s.relpath) for s in samples], K, plan["views"]["seed"],
-                      ViewConfig.from_dict(plan["views"]["augment"]), teacher.preprocess, info, uint8=True)
+    policy = view_policy_of(plan["views"])
+    pools = PartnerPools((s.index, s.domain, s.split) for s in samples) if policy.mix.active else None
+    data = ImageViews(dataset.root, [(s.index, s.relpath) for s in samples],
+                      ViewDraws(K, plan["views"]["seed"], policy, pools), teacher.preprocess, info, uint8=True)
     if num_workers is None:
         num_workers = max(1, (os.cpu_count() or 2) // world - 1)
     device = teacher.text_embeddings.device
@@ -268,13 +288,16 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
                 emb, logits = teacher(teacher_input(x, *norm) if x.dtype == torch.uint8 else x)
                 rows = {"image_emb": emb.to(dtype).cpu(), "logits": logits.to(dtype).cpu(),
                         "view": torch.arange(K, dtype=torch.int16).repeat(len(good)),
-                        "view_params": batch["params"].float()}
+                        "view_params": batch["params"].float(),
+                        "mix_partner": batch["mix"][:, 0].contiguous(),
+                        "mix_view": batch["mix"][:, 1].to(torch.int16)}
                 rows.update({key: t[good].repeat_interleave(K) for key, t in attrs.items()})
                 pending.setdefault(k, []).append(rows)
             seen[k] = seen.get(k, 0) + len(batch["pos"])
             bar.update(len(batch["pos"]) * K)
             if seen[k] == min((k + 1) * S, len(samples)) - k * S:
-                parts = pending.pop(k, []) or [empty_rows(plan["embed_dim"], plan["num_classes"], dtype)]
+                parts = pending.pop(k, []) or [empty_rows(plan["embed_dim"], plan["num_classes"], dtype,
+                                                                 len(policy.layout))]
                 write_shard(shards.path(k), {key: torch.cat([p[key] for p in parts]) for key in parts[0]},
                             skipped.pop(k, []))
                 if delay:
@@ -294,13 +317,13 @@ def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableSh
     text = teacher.text_embeddings.detach().float().cpu().contiguous()
     atomic_write(out / TEXT_EMBEDDINGS, lambda p: save_file({"text_embeddings": text}, str(p)))
     text_sha256 = sha256_file(out / TEXT_EMBEDDINGS)
-    D, C = plan["embed_dim"], plan["num_classes"]
+    D, C, P = plan["embed_dim"], plan["num_classes"], len(view_policy_of(plan["views"]).layout)
     manifest = CacheManifest.from_dict({
         **plan,
         "dataset": {**plan["dataset"], "root": str(dataset.root.resolve()),
                     "class_map": dataset.class_map_source},
         "rows": rows,
-        "shapes": {"image_emb": [rows, D], "logits": [rows, C], "view_params": [rows, 5],
+        "shapes": {"image_emb": [rows, D], "logits": [rows, C], "view_params": [rows, P],
                    "text_embeddings": [C, D]},
         "row_dtypes": {"image_emb": plan["dtype"], "logits": plan["dtype"],
                        **{k: str(v).removeprefix("torch.") for k, v in ROW_DTYPES.items()}},

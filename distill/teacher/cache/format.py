@@ -11,8 +11,14 @@ DIR/
 Shard tensors, one row per (image, view), sorted by (sample_index, view):
 ``image_emb`` [n, D] and ``logits`` [n, C] in the cache dtype, ``sample_index`` int64,
 ``view`` int16, ``domain`` int16 (index into ``manifest.dataset.domains``), ``label``
-int16, ``split`` uint8 (0 train, 1 test), ``view_params`` float32 [n, 5]. A shard's safetensors
-metadata holds ``skipped``: JSON list of the images of its range that could not be decoded.
+int16, ``split`` uint8 (0 train, 1 test), ``view_params`` float32 [n, P] (P = 5 crop params, or
+the view policy's :data:`~distill.teacher.view_policy.PARAMS_LAYOUT`, named by the manifest's
+``views.params_layout``), ``mix_partner`` int64 (the mixed-in sample, -1 none) and ``mix_view``
+int16 (its view, -1 none). A shard's safetensors metadata holds ``skipped``: JSON list of the
+images of its range that could not be decoded.
+
+Version 2 added ``mix_partner``/``mix_view`` and the wider ``view_params``; a version-1 cache
+still opens (:func:`upgrade_rows` fills the mix columns with -1).
 """
 from __future__ import annotations
 
@@ -30,7 +36,8 @@ from distill.errors import DistillError
 from distill.utils.io import atomic_write
 
 FORMAT = "distill.teacher_cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ROW_DTYPES = {
@@ -40,8 +47,11 @@ ROW_DTYPES = {
     "label": torch.int16,
     "split": torch.uint8,
     "view_params": torch.float32,
+    "mix_partner": torch.int64,
+    "mix_view": torch.int16,
 }
 ROW_KEYS = ("image_emb", "logits", *ROW_DTYPES)
+MIX_KEYS = ("mix_partner", "mix_view")  # absent from version-1 shards
 
 
 def shard_name(k: int) -> str:
@@ -49,11 +59,18 @@ def shard_name(k: int) -> str:
     return f"shard-{k:05d}.safetensors"
 
 
-def empty_rows(dim: int, num_classes: int, dtype: torch.dtype) -> dict[str, Tensor]:
-    """Zero-row tensors with the shard schema (a shard whose images were all skipped)."""
+def empty_rows(dim: int, num_classes: int, dtype: torch.dtype, width: int = 5) -> dict[str, Tensor]:
+    """Zero-row tensors with the shard schema (a shard whose images were all skipped); ``width``: P."""
     rows = {"image_emb": torch.zeros(0, dim, dtype=dtype), "logits": torch.zeros(0, num_classes, dtype=dtype)}
-    rows.update({k: torch.zeros((0, 5) if k == "view_params" else (0,), dtype=dt) for k, dt in ROW_DTYPES.items()})
+    rows.update({k: torch.zeros((0, width) if k == "view_params" else (0,), dtype=dt)
+                 for k, dt in ROW_DTYPES.items()})
     return rows
+
+
+def upgrade_rows(rows: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A version-1 shard's tensors with the version-2 mix columns added (-1: no partner)."""
+    n = len(rows["sample_index"])
+    return {**rows, **{k: torch.full((n,), -1, dtype=ROW_DTYPES[k]) for k in MIX_KEYS if k not in rows}}
 
 
 def save_shard(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -6,18 +6,34 @@ and turned into the teacher's normalized floats on its device (:func:`teacher_in
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
-from torchvision.transforms.functional import pil_to_tensor
+from torchvision.transforms.functional import normalize as tv_normalize, pil_to_tensor
 
 from distill.data.images import BadImageError, load_rgb
-from distill.teacher.views import ViewConfig, view_params, view_pixels, view_tensor
+from distill.teacher.view_policy import CROP_PARAMS, PartnerPools, ViewPolicy, draw_params, render_view, unmixed
+from distill.teacher.views import view_pixels, view_tensor
 from distill.student.transforms import normalize
+
+
+@dataclass(frozen=True)
+class ViewDraws:
+    """Which views a build draws: ``count`` rows per image, from ``seed``, under ``policy``.
+
+    ``pools`` (a policy that mixes): each sample's (domain, split) partner pool.
+    """
+
+    count: int
+    seed: int
+    policy: ViewPolicy
+    pools: PartnerPools | None = None
 
 
 class ImageViews(Dataset):
@@ -27,35 +43,69 @@ class ImageViews(Dataset):
     views are returned as 8-bit pixels and :func:`teacher_input` makes the same floats on the
     teacher's device: a quarter of the bytes through shared memory and pinning, and the float
     conversion off the decode workers, which limit a GPU build.
+
+    Under a view policy (:mod:`distill.teacher.view_policy`) views 1.. are drawn with
+    :func:`draw_params` and rendered with :func:`render_view` at the teacher's size; a mixed
+    view's partner is decoded here, in the same worker. A partner that cannot be decoded leaves
+    the view unmixed (recorded so in its row; that partner is a skipped image, with no row).
     """
 
-    def __init__(self, root: Path, samples: list[tuple[int, str]], views: int, seed: int, augment: ViewConfig,
-                 clean_transform, info, uint8: bool = False):
-        self.root, self.samples, self.views, self.seed = root, samples, views, seed
-        self.augment, self.clean_transform, self.info = augment, clean_transform, info
+    def __init__(self, root: Path, samples: list[tuple[int, str]], draws: ViewDraws, clean_transform, info,
+                 uint8: bool = False):
+        self.root, self.samples, self.draws = root, samples, draws
+        self.views, self.seed = draws.count, draws.seed
+        self.clean_transform, self.info = clean_transform, info
         self.split = split_preprocess(clean_transform, info) if uint8 else None
+        self.relpath = dict(samples)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, pos: int) -> tuple[int, Tensor | None, Tensor | None, str | None]:
-        """-> (pos, x [K, 3, H, W], view_params [K, 5], None) or (pos, None, None, reason)."""
+    def __getitem__(self, pos: int) -> tuple[int, Tensor | None, Tensor | None, Tensor | None, str | None]:
+        """-> (pos, x [K, 3, H, W], view_params [K, P], mix [K, 2] (partner, view), None)
+        or (pos, None, None, None, reason)."""
         index, rel = self.samples[pos]
         try:
             img = load_rgb(self.root / rel)
         except BadImageError as e:
-            return pos, None, None, e.reason
-        info = self.info
+            return pos, None, None, None, e.reason
+        info, policy = self.info, self.draws.policy
         xs = [pil_to_tensor(self.split[0](img)) if self.split else self.clean_transform(img)]
-        ps = []
+        ps, mix = [], []
+        partners: dict[int, Image.Image | None] = {}
         for v in range(self.views):
-            p = view_params(self.seed, index, v, img.size, self.augment, clean_size=info.size,
-                            resize_mode=info.resize_mode)
-            ps.append(p)
+            pool = self.draws.pools.pool(index) if self.draws.pools is not None else None
+            p, partner, pview = draw_params(self.seed, index, v, img.size, policy, pool, size=info.size,
+                                            resize_mode=info.resize_mode)
             if v > 0:
-                xs.append(view_pixels(img, p, info.size, info.interpolation) if self.split else
-                          view_tensor(img, p, info.size, info.interpolation, info.mean, info.std))
-        return pos, torch.stack(xs), torch.from_numpy(np.stack(ps)), None
+                if len(p) == CROP_PARAMS:  # crop-only: today's path
+                    xs.append(view_pixels(img, p, info.size, info.interpolation) if self.split else
+                              view_tensor(img, p, info.size, info.interpolation, info.mean, info.std))
+                else:
+                    partner_img, partner_p = None, None
+                    if partner >= 0:
+                        partner_img = self._partner(partners, partner)
+                        if partner_img is None:  # undecodable partner: this view stays unmixed
+                            p, partner, pview = unmixed(p), -1, -1
+                        else:
+                            partner_p = draw_params(self.seed, partner, pview, partner_img.size, policy,
+                                                    self.draws.pools.pool(partner), size=info.size,
+                                                    resize_mode=info.resize_mode)[0]
+                    u8 = render_view(img, p, info.size, info.interpolation, partner_img, partner_p)
+                    xs.append(u8 if self.split else
+                              tv_normalize(u8.to(torch.float32).div(255), list(info.mean), list(info.std)))
+            ps.append(p)
+            mix.append((partner, pview))
+        return pos, torch.stack(xs), torch.from_numpy(np.stack(ps)), torch.tensor(mix, dtype=torch.int64), None
+
+    def _partner(self, cache: dict[int, Image.Image | None], index: int) -> Image.Image | None:
+        if index not in cache:
+            try:
+                cache[index] = load_rgb(self.root / self.relpath[index])
+            except BadImageError:
+                cache[index] = None
+        return cache[index]
+
 
 
 def split_preprocess(transform, info) -> tuple | None:
@@ -80,11 +130,12 @@ def teacher_input(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 
 def collate_views(items: list) -> dict:
     """Stack the decodable images of a batch; list the others with their reason."""
-    good = [it for it in items if it[3] is None]
+    good = [it for it in items if it[4] is None]
     return {
         "pos": [it[0] for it in items],
         "good": torch.tensor([it[0] for it in good], dtype=torch.long),
         "x": torch.cat([it[1] for it in good]) if good else torch.zeros(0),
         "params": torch.cat([it[2] for it in good]) if good else torch.zeros(0, 5),
-        "bad": [(it[0], it[3]) for it in items if it[3] is not None],
+        "mix": torch.cat([it[3] for it in good]) if good else torch.zeros(0, 2, dtype=torch.int64),
+        "bad": [(it[0], it[4]) for it in items if it[4] is not None],
     }

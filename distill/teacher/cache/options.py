@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from distill.teacher.view_policy import ViewPolicy
 from distill.teacher.views import ViewConfig
 
 
@@ -32,6 +33,8 @@ class CacheOptions:
         dtype: ``float16`` or ``float32`` for ``image_emb`` and ``logits``.
         fingerprint: ``"paths"`` (paths + sizes) or ``"content"``: also hash every image's
             bytes into the manifest, so a run refuses an image edited to the same size.
+        policy: augmented-view policy of views 1.. (:mod:`distill.teacher.view_policy`);
+            its crop replaces ``augment``. None or a crop-only policy: today's crop views.
     """
 
     domains: tuple[str, ...] | None = None
@@ -42,9 +45,17 @@ class CacheOptions:
     shard_size: int = 1024
     dtype: str = "float16"
     fingerprint: str = "paths"
+    policy: ViewPolicy | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "domains", _names(self.domains))
+        if self.policy is not None:
+            object.__setattr__(self, "augment", self.policy.crop)
+
+    @property
+    def view_policy(self) -> ViewPolicy:
+        """The policy views are drawn with (crop-only from ``augment`` when none was given)."""
+        return self.policy if self.policy is not None else ViewPolicy("crops", self.augment)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,11 @@ absent here too).
 
 Exact replay: each row is :func:`~distill.teacher.views.view_pixels` of the decoded image with
 the row's stored ``view_params``, the very function and params the trainer's decode path uses,
-so ``pixels / 255`` equals what the trainer would compute, bit for bit (tested).
+so ``pixels / 255`` equals what the trainer would compute, bit for bit (tested). A cache with a
+view policy stores the final bytes of each view, photometric ops and mix included
+(:meth:`~distill.teacher.view_policy.PolicyRender.pixels`, the trainer's decode path too): a
+mixed view is then one read. The plan holds the cache's views block, so a store made under
+another policy is refused.
 
 The store is built in its own pass after the cache is complete (decode + crop + resize, no
 teacher), resumable shard by shard and split over torchrun ranks like the cache's shards; so
@@ -49,6 +53,7 @@ from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST, CACHE_PIXELS_PREFI
 from distill.teacher.cache.format import shard_name
 from distill.teacher.cache.identity import CACHE_LAYOUT, expected_identity, identity_diffs
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
+from distill.teacher.view_policy import PolicyRender
 from distill.teacher.views import view_pixels
 from distill.utils.io import read_json
 
@@ -106,7 +111,8 @@ class PixelPlan:
             raise DistillError(f"pixel interpolation '{interpolation}' is not one of {', '.join(INTERPOLATIONS)}")
         m = cache_manifest
         return cls(size=(int(size[0]), int(size[1])), interpolation=interpolation,
-                   dataset_fingerprint=str(m.dataset.fingerprint), views=m.views.model_dump(mode="json"),
+                   dataset_fingerprint=str(m.dataset.fingerprint),
+                   views=m.views.model_dump(mode="json", exclude_none=True),
                    shard_size=int(m.shard_size), num_shards=int(m.num_shards), cache_rows=int(m.rows))
 
     def to_dict(self) -> dict:
@@ -148,18 +154,41 @@ class PixelManifest:
 
 # ---------------------------------------------------------------------- build
 class _ShardImages(Dataset):
-    """Item: one image of a cache shard -> its views' pixels uint8 [k, 3, H, W] (one decode per image)."""
+    """Item: one image of a cache shard -> its views' pixels uint8 [k, 3, H, W] (one decode per image).
 
-    def __init__(self, root: Path, jobs: list[tuple[str, Tensor]], size: tuple[int, int], interpolation: str):
-        self.root, self.jobs, self.size, self.interpolation = root, jobs, size, interpolation
+    A job is (relpath, views [k], view_params [k, P], partners): ``partners`` is None (crop-only
+    cache) or, per row, None or the mixed-in row's (relpath, view_params), decoded here too.
+    """
+
+    def __init__(self, root: Path, jobs: list[tuple], size: tuple[int, int], interpolation: str,
+                 render: PolicyRender | None):
+        self.root, self.jobs, self.size, self.interpolation, self.render = root, jobs, size, interpolation, render
 
     def __len__(self) -> int:
         return len(self.jobs)
 
     def __getitem__(self, i: int) -> Tensor:
-        rel, params = self.jobs[i]
+        rel, views, params, partners = self.jobs[i]
         img = load_rgb(self.root / rel)
-        return torch.stack([view_pixels(img, p, self.size, self.interpolation) for p in params])
+        if self.render is None:
+            return torch.stack([view_pixels(img, p, self.size, self.interpolation) for p in params])
+        out = []
+        for v, p, partner in zip(views.tolist(), params, partners):
+            other, other_p = (load_rgb(self.root / partner[0]), partner[1]) if partner is not None else (None, None)
+            out.append(self.render.pixels(img, v, p, self.size, self.interpolation, other, other_p))
+        return torch.stack(out)
+
+
+def _partner_rows(cache_dir: Path, manifest: CacheManifest) -> tuple[Tensor, Tensor]:
+    """(sorted keys ``sample_index * views + view``, their view_params) of every row of the cache: a
+    mixed row's partner may sit in any shard."""
+    keys, params = [], []
+    for shard in manifest.shards:
+        with safe_open(str(cache_dir / shard.file), "pt") as f:
+            keys.append(f.get_tensor("sample_index") * int(manifest.views.count) + f.get_tensor("view").long())
+            params.append(f.get_tensor("view_params"))
+    key, order = torch.cat(keys).sort()
+    return key, torch.cat(params)[order]
 
 
 def _cat(items: list[Tensor]) -> Tensor:
@@ -202,25 +231,40 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
         return out
 
     mine = shards.pending(plan.num_shards)
-    jobs: list[tuple[str, Tensor]] = []
+    render = PolicyRender.for_manifest(manifest)
+    all_keys, all_params = _partner_rows(cache_dir, manifest) if render is not None and mine else (None, None)
+    V = int(manifest.views.count)
+    jobs: list[tuple] = []
     batches: list[list[int]] = []
     rows_of: dict[int, tuple[Tensor, Tensor]] = {}
     per_batch = max(1, batch_size)
     for k in mine:
         with safe_open(str(cache_dir / shard_name(k)), "pt") as f:
             si, view, params = f.get_tensor("sample_index"), f.get_tensor("view"), f.get_tensor("view_params")
+            mix = (f.get_tensor("mix_partner"), f.get_tensor("mix_view")) if render is not None else None
         rows_of[k] = (si, view)
         first = len(jobs)
         uniq, counts = torch.unique_consecutive(si, return_counts=True)  # rows sorted by (sample, view)
         start = 0
         for s, c in zip(uniq.tolist(), counts.tolist()):
-            jobs.append((dataset.samples[s].relpath, params[start:start + c]))
+            partners = None
+            if mix is not None:
+                partner, pview = mix[0][start:start + c], mix[1][start:start + c].long()
+                want = partner.clamp(min=0) * V + pview.clamp(min=0)
+                at = torch.searchsorted(all_keys, want).clamp(max=len(all_keys) - 1)
+                if bool(((all_keys[at] != want) & (partner >= 0)).any()):
+                    raise DistillError(f"{cache_dir}: sample {s} is mixed with a row the cache does not hold; "
+                                       "rebuild the cache")
+                found = all_params[at]
+                partners = [None if p < 0 else (dataset.samples[p].relpath, q)
+                            for p, q in zip(partner.tolist(), found)]
+            jobs.append((dataset.samples[s].relpath, view[start:start + c], params[start:start + c], partners))
             start += c
         batches += [list(range(b, min(b + per_batch, len(jobs)))) for b in range(first, len(jobs), per_batch)]
     if num_workers is None:
         num_workers = max(1, (os.cpu_count() or 2) // world - 1)
     h, w = plan.size
-    data = _ShardImages(dataset.root, jobs, plan.size, interpolation)
+    data = _ShardImages(dataset.root, jobs, plan.size, interpolation, render)
     loader = DataLoader(data, batch_sampler=batches, num_workers=num_workers if jobs else 0, collate_fn=_cat,
                         prefetch_factor=2 if num_workers and jobs else None)
     it = iter(loader)

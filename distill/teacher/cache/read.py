@@ -18,8 +18,9 @@ from distill.records import (
     CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, TEXT_EMBEDDINGS, CacheManifest, SkippedImage,
 )
 from distill.teacher.cache.adversarial import AdversarialViews
-from distill.teacher.cache.format import FORMAT, FORMAT_VERSION, ROW_KEYS, SPLIT_CODES, load_verified
+from distill.teacher.cache.format import FORMAT, ROW_KEYS, SPLIT_CODES, SUPPORTED_VERSIONS, load_verified, upgrade_rows
 from distill.teacher.cache.identity import CacheMismatchError, check_manifest
+from distill.teacher.view_policy import CROP_PARAMS, LAM, PARAMS_LAYOUT, ViewPolicy
 from distill.teacher.views import ViewConfig
 from distill.utils.io import read_json
 
@@ -42,7 +43,8 @@ class TeacherCache:
         rows: ``{name: Tensor}`` of all rows sorted by (sample_index, view): ``image_emb`` [N, D]
             and ``logits`` [N, C] (cache dtype), ``sample_index`` [N] int64, ``view`` [N] int16,
             ``domain`` [N] int16, ``label`` [N] int16, ``split`` [N] uint8 (0 train, 1 test),
-            ``view_params`` [N, 5] float32.
+            ``view_params`` [N, P] float32 (P = 5 crop params, or :attr:`params_layout`),
+            ``mix_partner`` [N] int64 and ``mix_view`` [N] int16 (the mixed-in row; -1: none).
         text_embeddings: [C, D] float32 zero-shot head.
     """
 
@@ -77,10 +79,10 @@ class TeacherCache:
         if raw.get("preprocess", {}).get("exif_transpose") is not True:  # built before EXIF was applied
             raise CacheMismatchError(path, ["preprocess.exif_transpose: <absent> vs true (images are now read with "
                                             "their EXIF orientation applied)"])
-        if raw.get("format") != FORMAT or raw.get("format_version") != FORMAT_VERSION:
+        if raw.get("format") != FORMAT or raw.get("format_version") not in SUPPORTED_VERSIONS:
             raise DistillError(f"{path / CACHE_MANIFEST}: format {raw.get('format')!r} version "
-                               f"{raw.get('format_version')!r}, this distill reads {FORMAT!r} version "
-                               f"{FORMAT_VERSION}; rebuild the cache")
+                               f"{raw.get('format_version')!r}, this distill reads {FORMAT!r} versions "
+                               f"{', '.join(map(str, SUPPORTED_VERSIONS))}; rebuild the cache")
         manifest = CacheManifest.from_dict(raw, path / CACHE_MANIFEST)
         if expect:
             check_manifest(manifest, expect, path / CACHE_MANIFEST)
@@ -92,7 +94,7 @@ class TeacherCache:
             if len(part["sample_index"]) != shard.rows:
                 raise DistillError(f"{file}: {len(part['sample_index'])} rows, manifest says {shard.rows}; "
                                    f"rebuild the cache")
-            parts.append(part)
+            parts.append(upgrade_rows(part))
         rows = {k: torch.cat([p[k] for p in parts]) for k in ROW_KEYS}
         order = torch.argsort(rows["sample_index"] * manifest.views.count + rows["view"].long(), stable=True)
         if not torch.equal(order, torch.arange(len(order))):
@@ -125,6 +127,17 @@ class TeacherCache:
         return ViewConfig.from_dict(self.manifest.views.augment)
 
     @property
+    def view_policy(self) -> ViewPolicy | None:
+        """The augmented-view policy the cache was built with; None for a crop-only (or version-1) cache."""
+        p = self.manifest.views.policy
+        return None if p is None else ViewPolicy.from_dict(p)
+
+    @property
+    def params_layout(self) -> tuple[str, ...]:
+        """Names of the ``view_params`` columns."""
+        return tuple(self.manifest.views.params_layout or PARAMS_LAYOUT[:CROP_PARAMS])
+
+    @property
     def templates(self) -> list[str]:
         return list(self.manifest.templates)
 
@@ -150,8 +163,10 @@ class TeacherCache:
             view: [B] view numbers in ``[0, views)``.
 
         Returns:
-            ``image_emb`` [B, D] and ``logits`` [B, C] float32, ``view_params`` [B, 5] float32,
-            ``label`` [B] int64, ``domain`` [B] int64.
+            ``image_emb`` [B, D] and ``logits`` [B, C] float32, ``view_params`` [B, P] float32,
+            ``label`` [B] int64, ``domain`` [B] int64, and the mix: ``mix_partner`` [B] int64
+            (sample index, -1 none), ``mix_view`` [B] int64 (-1 none), ``mix_lam`` [B] float32
+            (the own image's share; 1.0 unmixed).
 
         Raises:
             DistillError: a requested row is not in the cache (skipped image, other domain...).
@@ -171,11 +186,17 @@ class TeacherCache:
             raise DistillError(f"{self.path}: no cached row for sample {s} view {w} "
                                f"({len(missing)} of {len(key)} requested rows missing; {why})")
         r = self.rows
+        params = r["view_params"].index_select(0, row)
+        partner = r["mix_partner"].index_select(0, row)
+        lam = params[:, LAM] if params.shape[1] > LAM else torch.ones(len(row), dtype=torch.float32)
         return {"image_emb": r["image_emb"].index_select(0, row).float(),
                 "logits": r["logits"].index_select(0, row).float(),
-                "view_params": r["view_params"].index_select(0, row),
+                "view_params": params,
                 "label": r["label"].index_select(0, row).long(),
-                "domain": r["domain"].index_select(0, row).long()}
+                "domain": r["domain"].index_select(0, row).long(),
+                "mix_partner": partner,
+                "mix_view": r["mix_view"].index_select(0, row).long(),
+                "mix_lam": torch.where(partner >= 0, lam, torch.ones_like(lam)).contiguous()}
 
     def row_ids(self, split: str | None = None, domains: Sequence[str] | None = None,
                 view: int | None = None) -> Tensor:
@@ -213,6 +234,7 @@ class TeacherCache:
             "views": self.views,
             "view_seed": m.views.seed,
             "augment": m.views.augment,
+            "policy": m.views.policy,
             "dtype": m.dtype,
             "shapes": m.shapes,
             "shards": len(m.shards),

@@ -7,7 +7,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from distill.teacher.cache import CacheOptions, TeacherCache, ViewConfig, build_cache
-from distill.teacher.cache.inputs import ImageViews, teacher_input
+from distill.teacher.cache.inputs import ImageViews, ViewDraws, teacher_input
+from distill.teacher.view_policy import ViewPolicy
 
 
 def test_augmented_views_replay_the_teachers_input(dataset, teacher, tmp_path):
@@ -17,14 +18,14 @@ def test_augmented_views_replay_the_teachers_input(dataset, teacher, tmp_path):
     cache = TeacherCache.open(out)
     info = teacher.preprocess_info
     samples = [(s.index, s.relpath) for s in dataset.samples]
-    views = ImageViews(dataset.root, samples, 4, 5, cfg, teacher.preprocess, info)
+    views = ImageViews(dataset.root, samples, ViewDraws(4, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info)
     flips = set()
     for s in dataset.samples[::3]:
         img = Image.open(dataset.path(s)).convert("RGB")
         W, H = img.size
-        _, x, params, _ = views[s.index]  # what the teacher received
+        _, x, params, mix, _ = views[s.index]  # what the teacher received
         rows = cache.lookup(torch.full((4,), s.index), torch.arange(4))
-        assert torch.equal(rows["view_params"], params)
+        assert torch.equal(rows["view_params"], params) and (mix == -1).all()
         assert torch.allclose(rows["view_params"][0, :4], torch.tensor(
             [(1 - min(W, H) / W) / 2, (1 - min(W, H) / H) / 2, min(W, H) / W, min(W, H) / H]), atol=1e-6)
         for v in range(1, 4):
@@ -45,12 +46,13 @@ def test_uint8_hand_off_gives_the_teacher_the_same_floats(dataset, teacher):
     info = teacher.preprocess_info
     samples = [(s.index, s.relpath) for s in dataset.samples]
     cfg = ViewConfig(scale=(0.3, 0.9), hflip=0.5)
-    floats = ImageViews(dataset.root, samples, 3, 5, cfg, teacher.preprocess, info)
-    pixels = ImageViews(dataset.root, samples, 3, 5, cfg, teacher.preprocess, info, uint8=True)
+    floats = ImageViews(dataset.root, samples, ViewDraws(3, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info)
+    pixels = ImageViews(dataset.root, samples, ViewDraws(3, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info,
+                         uint8=True)
     assert pixels.split is not None  # open_clip's transform ends in ToTensor + Normalize
     mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (info.mean, info.std))
     for pos in range(0, len(samples), 3):
-        _, a, pa, _ = floats[pos]
-        _, b, pb, _ = pixels[pos]
+        _, a, pa, _, _ = floats[pos]
+        _, b, pb, _, _ = pixels[pos]
         assert b.dtype == torch.uint8 and b.shape == a.shape and torch.equal(pa, pb)
         assert torch.equal(teacher_input(b, mean, std), a)
