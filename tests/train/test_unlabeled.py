@@ -19,6 +19,7 @@ from distill.errors import DistillError
 from distill.strategies import get_strategy, list_strategies
 from distill.strategies.losses import label_cross_entropy
 from distill.student.transforms import normalize
+from distill.teacher.view_policy import preset
 from distill.train import Trainer, build
 from distill.utils.runtime import seed_step
 from tests.shapes import CLASSES, make_shapes_root
@@ -45,8 +46,10 @@ def world(tmp_path_factory):
     ds = DomainFolder(root, test_fraction=0.3)
     torch.manual_seed(0)
     teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
+    # an fm policy cache (photometric ops + mixup/cutmix partners), so fm runs as it would for a user
     cache = build_cache(ds, teacher, tmp_path_factory.mktemp("pool_cache") / "c",
-                        CacheOptions(views=2, seed=3, shard_size=32), num_workers=0, progress=False)
+                        CacheOptions(views=2, seed=3, shard_size=32, policy=preset("fm")), num_workers=0,
+                        progress=False)
     build_adversarial_views(ds, teacher, cache, AdversarialOptions(views=1, epsilon=8 / 255, steps=1, seed=5,
                                                                    domains=SOURCE + POOL), shard_size=32, progress=False)
     return root, cache
@@ -64,9 +67,6 @@ def _cfg(world, strategy: str, out: Path, options: dict | None = None, **data) -
 
 def _trainer(world, strategy: str, out: Path, monkeypatch, options: dict | None = None,
              relabel_pool: bool = False) -> Trainer:
-    # fm needs a cache built with an augmenting view policy; this crop-only cache stands in for one
-    # (the refusal itself is tested in tests/train/test_build.py)
-    monkeypatch.setattr(BUILD, "_check_view_policy", lambda *a: None)
     setup = build(load_train_config(None, base=_cfg(world, strategy, out, options)))
     if relabel_pool:  # every pool image's folder label changes
         samples = setup.dataset.samples
@@ -148,22 +148,18 @@ def test_mixed_partners_take_their_labels_through_the_same_gate(world, tmp_path,
     """On a mixing cache, ``partner_labels`` is the partner's gated label: a pool partner is -1, like no partner."""
     trainer = _trainer(world, "erm", tmp_path / "run", monkeypatch)
     cache = trainer.setup.caches[0]
-    source = [x.index for x in trainer.setup.dataset.select(SOURCE, "train")]
-    pool = [x.index for x in trainer.setup.unlabeled]
-    partner_of = {i: [source[0], pool[0], -1][k % 3] for k, i in enumerate(source + pool)}
-    lookup = cache.lookup
-
-    def mixing_lookup(index, view):  # what a `--policy fm` cache's lookup adds
-        partner = torch.tensor([partner_of[int(i)] for i in index])
-        return {**lookup(index, view), "mix_partner": partner, "mix_lam": torch.where(partner >= 0, 0.7, 1.0)}
-
-    monkeypatch.setattr(cache, "lookup", mixing_lookup)
-    trainer._mixing = True
+    assert trainer._mixing
     _, batch = next(_batches(trainer))
-    want = [trainer.label_of[partner_of[i]].item() if partner_of[i] >= 0 else -1 for i in batch.sample_index.tolist()]
-    assert batch.partner_labels.tolist() == want and -1 in want and max(want) >= 0
-    assert batch.mix_lam.tolist() == pytest.approx([0.7 if partner_of[i] >= 0 else 1.0
-                                                    for i in batch.sample_index.tolist()])
+    rows = cache.lookup(batch.sample_index, batch.view)
+    partner = rows["mix_partner"]
+    want = [trainer.label_of[p].item() if p >= 0 else -1 for p in partner.tolist()]
+    assert batch.partner_labels.tolist() == want
+    assert (partner >= 0).any(), "the fm cache mixes some views"
+    pool = {x.index for x in trainer.setup.unlabeled}
+    # a pool partner reads -1 through the gate, exactly like no partner
+    assert all(w == -1 for p, w in zip(partner.tolist(), want) if p in pool or p < 0)
+    assert torch.equal(batch.mix_lam, rows["mix_lam"])
+    assert bool((batch.mix_lam[partner < 0] == 1).all()) and bool((batch.mix_lam[partner >= 0] < 1).all())
     out = trainer.strategy(batch)  # erm on mixed views: the mixed label loss
     logits = trainer.strategy.student(batch.images)
     assert torch.equal(out["ce"], label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam))
