@@ -24,6 +24,7 @@ import yaml
 
 from distill.config import load_train_config
 from distill.strategies import get_strategy, list_strategies
+from distill.teacher.view_policy import preset
 from tests.shapes import CLASSES, make_shapes_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,15 +48,21 @@ def world(tmp_path_factory):
                         CacheOptions(views=2, seed=3, shard_size=32), num_workers=0, progress=False)
     build_adversarial_views(ds, teacher, cache, AdversarialOptions(views=2, epsilon=8 / 255, steps=2, seed=5,
                                                                    domains=SOURCE), shard_size=32, progress=False)
+    # a `--policy fm` cache (photometric ops, mixup/cutmix partners) for strategies that need augmented views
+    fm_cache = build_cache(ds, teacher, tmp_path_factory.mktemp("resume_fm_cache") / "c",
+                           CacheOptions(views=2, seed=3, shard_size=32, policy=preset("fm")), num_workers=0,
+                           progress=False)
     torch.manual_seed(0)
     ckpt = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path_factory.mktemp("src") / "best",
                         {"source_domains": SOURCE})
-    return root, cache, ckpt
+    return root, cache, ckpt, fm_cache
 
 
-def _cfg(world, strategy: str, out: Path, workers: int = 0) -> dict:
-    root, cache, ckpt = world
+def _cfg(world, strategy: str, out: Path, workers: int = 0, policy_cache: bool = False) -> dict:
+    root, cache, ckpt, fm_cache = world
     cls = get_strategy(strategy)
+    if cls.needs.augmented_views or policy_cache:
+        cache = fm_cache
     cfg = {
         "data": {"root": str(root), "source": SOURCE, "target": TARGET, "test_fraction": 0.3},
         "cache": str(cache),
@@ -98,8 +105,6 @@ class _Crash(RuntimeError):
 
 @pytest.mark.parametrize("strategy", list_strategies())
 def test_crash_mid_epoch_2_then_resume_is_byte_identical(world, tmp_path, monkeypatch, strategy):
-    if get_strategy(strategy).needs.augmented_views:  # fm: this crop-only cache stands in for a `--policy fm` one
-        monkeypatch.setattr(import_module("distill.train.build"), "_check_view_policy", lambda *a: None)
     summary = _crash_then_resume(world, tmp_path, monkeypatch, lambda out: _cfg(world, strategy, out))
     assert "unlabeled" not in summary  # a run without a pool writes the summary it always wrote
 
@@ -118,6 +123,17 @@ def test_crash_then_resume_with_an_unlabeled_pool_is_byte_identical(world, tmp_p
 
     images = len(DomainFolder(pool.data.root, test_fraction=0.3).select(TARGET, "train"))
     assert summary["unlabeled"] == {"domains": TARGET, "images": images, "ratio": 1.5}
+
+
+def test_crash_then_resume_on_a_policy_cache_with_a_pool_and_workers_is_byte_identical(world, tmp_path, monkeypatch):
+    """fm on a `--policy fm` cache (mixed views rendered on the decode path by 2 workers) + a pool replays exactly."""
+    def fm_pool(out: Path) -> dict:
+        cfg = _cfg(world, "fm", out, workers=2)
+        cfg["strategy"]["alpha"] = 0.5  # the mixed label loss too
+        cfg["data"] = {**cfg["data"], "unlabeled": TARGET}
+        return cfg
+
+    _crash_then_resume(world, tmp_path, monkeypatch, fm_pool)
 
 
 def _crash_then_resume(world, tmp_path, monkeypatch, make_cfg) -> dict:
