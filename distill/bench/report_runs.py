@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from distill.bench.stats import mean_std, spread
 from distill.config import TrainConfig, format_validation_error, load_yaml
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, RunSummary, TeacherIdentity
@@ -67,10 +67,16 @@ class RunGroup:
     std: dict[str, float]  # sample std over seeds (absent with one seed)
     target_mean: float | None
     target_std: float | None
+    target_per_seed: list[float]  # each run's mean over its target domains, in seed order
 
     @property
     def n(self) -> int:
         return len(self.runs)
+
+    @property
+    def target_spread(self) -> tuple[float, float] | None:
+        """(lowest, highest) target mean over the seeds; None with fewer than two."""
+        return spread(self.target_per_seed) if len(self.target_per_seed) > 1 else None
 
     @property
     def adapted(self) -> bool:
@@ -173,15 +179,15 @@ def group_runs(runs: list[Run]) -> list[RunGroup]:
         doms = list(dict.fromkeys(d for r in rs for d in r.accuracy))
         mean, std = {}, {}
         for d in doms:
-            vals = [r.accuracy[d] for r in rs if d in r.accuracy]
-            mean[d] = statistics.fmean(vals)
-            if len(vals) > 1:
-                std[d] = statistics.stdev(vals)
-        tmeans = [statistics.fmean(r.accuracy[d] for d in r.target_domains) for r in rs
+            mean[d], sd = mean_std([r.accuracy[d] for r in rs if d in r.accuracy])
+            if not math.isnan(sd):
+                std[d] = sd
+        tmeans = [mean_std([r.accuracy[d] for d in r.target_domains])[0] for r in rs
                   if r.target_domains and all(d in r.accuracy for d in r.target_domains)]
+        tmean, tstd = mean_std(tmeans)
         groups.append(RunGroup(label=rs[0].label, runs=rs, mean=mean, std=std,
-                               target_mean=statistics.fmean(tmeans) if tmeans else None,
-                               target_std=statistics.stdev(tmeans) if len(tmeans) > 1 else None))
+                               target_mean=tmean if tmeans else None,
+                               target_std=None if math.isnan(tstd) else tstd, target_per_seed=tmeans))
     groups.sort(key=lambda g: (g.adapted, g.target_mean is None, -(g.target_mean or 0.0), g.label))
     return groups
 

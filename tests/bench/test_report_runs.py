@@ -18,7 +18,7 @@ def test_summary_accuracy_is_a_fraction_even_when_tiny(tmp_path: Path) -> None:
     assert r.accuracy == {"clean": 0.009, "dark": 0.005, "noisy": 0.004}
     assert r.seed == 3 and not r.adapted and r.teacher == "ViT-test · open_clip_model.safetensors"
     write_report([run], tmp_path / "r.html")
-    assert "| test_resnet (erm) | 1 | 0.4 | 0.9 (s) | 0.5 (s) | 0.4 |" in (tmp_path / "r.md").read_text()
+    assert "| test_resnet (erm) | 1 | 0.4 | 0.9* | 0.5* | 0.4 |" in (tmp_path / "r.md").read_text()
 
 
 def test_runs_grouped_labelled_and_separated(grouped_runs: Path) -> None:
@@ -30,8 +30,10 @@ def test_runs_grouped_labelled_and_separated(grouped_runs: Path) -> None:
     assert kd4.n == 3 and kd4.seeds == [0, 1, 2] and not kd4.adapted
     assert kd4.mean["noisy"] == pytest.approx(0.62) and kd4.std["noisy"] == pytest.approx(0.02)
     assert kd4.target_mean == pytest.approx(0.62) and kd4.target_std == pytest.approx(0.02)
+    assert kd4.target_per_seed == pytest.approx([0.60, 0.64, 0.62]) and kd4.target_spread == pytest.approx((0.60, 0.64))
     assert by_label["test_resnet (erm)"].n == 2 and by_label["test_resnet (erm)"].std["clean"] == 0.0
-    assert "noisy" not in by_label["test_resnet (kd; temperature=2)"].std  # one seed: no spread
+    kd2 = by_label["test_resnet (kd; temperature=2)"]
+    assert "noisy" not in kd2.std and kd2.target_std is None and kd2.target_spread is None  # one seed: no spread
     sfda = by_label["test_resnet (sfda)"]
     assert sfda.adapted and sfda.n == 1
     # source-trained first, best target mean first within each kind
