@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,10 @@ class Run:
     teacher: str | None
     teacher_zero_shot: dict[str, float]
     label: str = ""
+    # what else sets a run apart (config.yaml): an unlabeled pool, an open-vocabulary head, withheld classes
+    unlabeled: list[str] = field(default_factory=list)
+    head: str = "linear"
+    withheld: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -119,24 +123,28 @@ def read_run(run_dir: Path) -> Run:
         adapted = not set(summary.trained_on) & set(summary.source_domains)
     else:
         adapted = cfg is not None and cfg.source_checkpoint is not None
+    data = cfg.data if cfg is not None else None
     return Run(dir=str(run_dir), summary=summary, student=summary.student, strategy=summary.strategy,
                options=dict(summary.strategy_options), seed=cfg.run.seed if cfg is not None else None,
                adapted=adapted, source_domains=list(summary.source_domains),
                target_domains=list(summary.target_domains), accuracy=finite(summary.test_acc),
-               teacher=teacher_label(summary.teacher), teacher_zero_shot=finite(summary.teacher_zero_shot))
+               teacher=teacher_label(summary.teacher), teacher_zero_shot=finite(summary.teacher_zero_shot),
+               unlabeled=[str(u) for u in getattr(data, "unlabeled", None) or []],
+               head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
+               withheld=list(getattr(data, "withhold_classes", None) or []))
 
 
 def _config_key(r: Run) -> str:
-    return json.dumps([r.student, r.strategy, r.options, r.source_domains, r.target_domains, r.adapted, r.teacher],
-                      sort_keys=True, default=str)
+    return json.dumps([r.student, r.strategy, r.options, r.source_domains, r.target_domains, r.adapted, r.teacher,
+                       r.unlabeled, r.head, r.withheld], sort_keys=True, default=str)
 
 
 def label_runs(runs: list[Run]) -> None:
     """Set each run's label: ``arch (strategy)``, plus what tells apart configurations sharing that name.
 
     Two configurations of one (arch, strategy) are labelled by the options whose values differ
-    between them, then by their source domains, then by their teacher; runs differing only in
-    seed share a label (they are grouped).
+    between them, then by their source domains, targets, teacher, unlabeled pool, head and
+    withheld classes; runs differing only in seed share a label (they are grouped).
     """
     by_name: dict[tuple[str, str, bool], list[Run]] = {}
     for r in runs:
@@ -154,11 +162,12 @@ def label_runs(runs: list[Run]) -> None:
                 if len(vals) > 1:
                     for ck, r in configs.items():
                         extra[ck].append(f"{k}={_short(r.options.get(k, '–'))}")
-            for attr, name in (("source_domains", "src"), ("target_domains", "tgt"), ("teacher", "teacher")):
+            for attr, name in (("source_domains", "src"), ("target_domains", "tgt"), ("teacher", "teacher"),
+                               ("unlabeled", "unlabeled"), ("head", "head"), ("withheld", "withheld")):
                 if len({json.dumps(getattr(r, attr), default=str) for r in configs.values()}) > 1:
                     for ck, r in configs.items():
                         v = getattr(r, attr)
-                        extra[ck].append(f"{name} {'+'.join(v) if isinstance(v, list) else v}")
+                        extra[ck].append(f"{name} {('+'.join(v) or 'none') if isinstance(v, list) else v}")
         for r in rs:
             bits = [base] + extra[_config_key(r)]
             r.label = f"{arch} ({'; '.join(bits)})"

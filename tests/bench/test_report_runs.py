@@ -1,6 +1,7 @@
 """Runs in the report (distill/bench/report_runs.py): read as fractions, grouped over seeds, labelled."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,21 @@ def test_labels_say_adapted_only_where_needed(tmp_path: Path) -> None:
     assert labels == {"a": "test_resnet (shot, adapted)", "b": "test_resnet (shot, source-trained)",
                       "c": "test_resnet (erm; src clean; tgt dark+noisy)",
                       "d": "test_resnet (erm; src clean+dark; tgt noisy)"}
+
+
+def test_an_unlabeled_pool_or_a_text_head_is_another_row_not_another_seed(tmp_path: Path) -> None:
+    """fm, fm + an unlabeled pool and an open-vocabulary fm share strategy and options: config.yaml tells them apart."""
+    from distill.bench.report_runs import group_runs, label_runs
+
+    base = read_run(write_run(tmp_path / "fm", strategy="fm", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0))
+    pool = replace(base, dir="fm_unlabeled", unlabeled=["noisy"], accuracy={"clean": 0.9, "dark": 0.8, "noisy": 0.7})
+    text = replace(base, dir="openvocab", head="text", withheld=["c"])
+    seed1 = replace(base, dir="fm-s1", seed=1, accuracy={"clean": 0.9, "dark": 0.8, "noisy": 0.62})
+    runs = [base, pool, text, seed1]
+    label_runs(runs)
+    groups = {g.label: g for g in group_runs(runs)}
+    assert set(groups) == {"test_resnet (fm; unlabeled none; head linear; withheld none)",
+                           "test_resnet (fm; unlabeled noisy; head linear; withheld none)",
+                           "test_resnet (fm; unlabeled none; head text; withheld c)"}
+    assert groups["test_resnet (fm; unlabeled none; head linear; withheld none)"].n == 2  # the two seeds of fm
+    assert groups["test_resnet (fm; unlabeled noisy; head linear; withheld none)"].target_mean == pytest.approx(0.7)
