@@ -39,6 +39,7 @@ from distill.student.model import load_student
 from distill.teacher import Teacher
 from distill.teacher.cache import AdversarialOptions, AdversarialViews, build_adversarial_views
 from distill.train import Trainer, build
+from epoch_cost import timed_epoch  # benchmarks/: one way to time an epoch (Trainer.train_one_epoch)
 
 ROBUST = RobustSettings(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corruptions=["all"], severity=3)
 
@@ -71,20 +72,6 @@ def config(spec: tuple[str, dict[str, Any]], root: Path, cache: Path, out: Path,
                                 "optim.epochs": epochs, "run.seed": seed, "robust": None, **quick_optim,
                                 "run.workers": 0,  # in-process decoding: 32 px PNGs decode in ~0.5 s per epoch
                                 **extra})
-
-
-def one_epoch(trainer: Trainer, epoch: int) -> float:
-    """Seconds for one training epoch (loader + forward + backward + step), without evaluation."""
-    t0 = time.perf_counter()
-    trainer.model.train()
-    trainer.epoch = epoch
-    for pixels, labels, domain, index, view in trainer.loader(epoch, 0):
-        batch = trainer.make_batch(pixels, labels, domain, index, view)
-        loss = trainer.model(batch)["loss"]
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -175,7 +162,7 @@ def main() -> None:
     times: dict[str, list[float]] = {n: [] for n in names}
     for e in range(args.timing_epochs + 1):
         for n, tr in trainers.items():
-            s = one_epoch(tr, e)
+            s = timed_epoch(tr, e)
             if e > 0:  # epoch 0 is warm-up
                 times[n].append(s)
     med = {n: statistics.median(v) for n, v in times.items()}
