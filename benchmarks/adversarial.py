@@ -11,11 +11,13 @@ Prints two tables:
    crafting the cached adversarial views.
 
 Targets: adv_cached epoch <= 1.2 x kd epoch; the adversarial strategies raise PGD accuracy
-at <= 1 point of clean accuracy (source domain).
+at <= 1 point of clean accuracy (source domain). Every strategy trains each seed of ``--seeds``
+(default 0,1,2); robustness cells are mean ± std (n) over the seeds, and a PGD gain counts only
+beyond two standard errors (distill/bench/stats.py). Timing uses seed 0.
 
 Usage (after `distill demo --out demo_out`):
     .venv/bin/python benchmarks/adversarial.py [--demo-out demo_out] [--epochs 30] [--out runs/bench-adversarial]
-        [--timing-epochs 2] [--threads 1] [--quick] [--only kd,adv_cached,adv_cached_advtarget,adv_kd] [--seed 0]
+        [--timing-epochs 2] [--threads 1] [--quick] [--only kd,adv_cached,adv_cached_advtarget,adv_kd] [--seeds 0,1,2]
 """
 from __future__ import annotations
 
@@ -27,15 +29,17 @@ from typing import Any
 
 import torch
 
+from distill.bench.stats import mean_std, pm, two_se, verdict
 from distill.config import RobustSettings, TrainConfig
 from distill.data import DomainFolder
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
-from distill.records import RunSummary, TeacherManifest, pct, percent
+from distill.records import RunSummary, TeacherManifest, percent
 from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher
 from distill.teacher.cache import AdversarialOptions, AdversarialViews, build_adversarial_views
 from distill.train import Trainer, build
+from epoch_cost import timed_epoch  # benchmarks/: one way to time an epoch (Trainer.train_one_epoch)
 
 ROBUST = RobustSettings(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corruptions=["all"], severity=3)
 
@@ -70,20 +74,6 @@ def config(spec: tuple[str, dict[str, Any]], root: Path, cache: Path, out: Path,
                                 **extra})
 
 
-def one_epoch(trainer: Trainer, epoch: int) -> float:
-    """Seconds for one training epoch (loader + forward + backward + step), without evaluation."""
-    t0 = time.perf_counter()
-    trainer.model.train()
-    trainer.epoch = epoch
-    for pixels, labels, domain, index, view in trainer.loader(epoch, 0):
-        batch = trainer.make_batch(pixels, labels, domain, index, view)
-        loss = trainer.model(batch)["loss"]
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo-out", type=Path, default=Path("demo_out"))
@@ -98,8 +88,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke test on a `distill demo --quick` output")
     ap.add_argument("--only", default="kd,adv_cached,adv_kd",
                     help="comma-separated, from kd, adv_cached, adv_cached_advtarget, adv_kd")
-    ap.add_argument("--seed", type=int, default=0, help="training seed of every run")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds of every strategy")
     args = ap.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")]
     torch.set_num_threads(args.threads)
 
     root = args.demo_out / "data" / ("digits-quick-seed0" if args.quick else "digits-full-seed0")
@@ -121,27 +112,35 @@ def main() -> None:
     del teacher
 
     # accuracy: full runs
-    summaries: dict[str, RunSummary] = {}
+    summaries: dict[str, list[RunSummary]] = {name: [] for name in names}
     for name in names:
-        run = args.out / f"{name}-e{args.epochs}" if args.seed == 0 else args.out / f"{name}-e{args.epochs}-s{args.seed}"
-        trained_before, t = RunSummary.exists_in(run), time.perf_counter()
-        summaries[name] = train_or_resume(config(specs[name], root, cache, run, args.epochs, args.quick, args.seed))
-        if not trained_before:
-            print(f"{name}: trained in {time.perf_counter() - t:.0f}s", flush=True)
+        for seed in seeds:
+            run = args.out / f"{name}-e{args.epochs}" if seed == 0 else args.out / f"{name}-e{args.epochs}-s{seed}"
+            trained_before, t = RunSummary.exists_in(run), time.perf_counter()
+            summaries[name].append(train_or_resume(config(specs[name], root, cache, run, args.epochs, args.quick, seed)))
+            if not trained_before:
+                print(f"{name} (seed {seed}): trained in {time.perf_counter() - t:.0f}s", flush=True)
 
     settings = ROBUST
-    ev = RobustEvaluator(ds, ds.domains, load_student(Path(summaries[names[0]].checkpoint)).spec, settings)
-    results = {n: ev(load_student(Path(s.checkpoint))) for n, s in summaries.items()}
+    ev = RobustEvaluator(ds, ds.domains, load_student(Path(summaries[names[0]][0].checkpoint)).spec, settings)
+    per_seed = {n: [ev(load_student(Path(s.checkpoint))) for s in runs] for n, runs in summaries.items()}
+    results = {n: res[0] for n, res in per_seed.items()}  # seed order: the first seed names the domains and eps
+
+    def values(n: str, d: str, what: str, e: str | None = None) -> list[float]:
+        """One robustness figure of strategy ``n`` on domain ``d`` over the seeds (fractions)."""
+        rs = [res[d] for res in per_seed[n]]
+        return [r.pgd[e] for r in rs] if what == "pgd" else [getattr(r, what) for r in rs]
 
     eps = list(next(iter(results[names[0]].values())).pgd)
     print(f"\n### Robustness (test split, %; PGD-{settings.pgd_steps} L-inf, step 2.5*eps/steps, random start; "
-          f"corruptions: mean of {len(settings.corruptions)} at severity {settings.severity}; {args.epochs} epochs)\n")
+          f"corruptions: mean of {len(settings.corruptions)} at severity {settings.severity}; {args.epochs} epochs; "
+          f"mean ± std (n) over seeds {args.seeds})\n")
     head = ["strategy", "domain", "clean"] + [f"PGD {e}" for e in eps] + ["corruptions"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for n, res in results.items():
-        for d, r in res.items():
-            cells = [n, d + (" (source)" if d in source else ""), pct(r.clean)] + \
-                    [pct(r.pgd[e]) for e in eps] + [pct(r.corruption_mean)]
+        for d in res:
+            cells = [n, d + (" (source)" if d in source else ""), pm(values(n, d, "clean"))] + \
+                    [pm(values(n, d, "pgd", e)) for e in eps] + [pm(values(n, d, "corruption_mean"))]
             print("| " + " | ".join(cells) + " |")
     # targets, on the source domain
     src = source[0]
@@ -150,11 +149,11 @@ def main() -> None:
         for n in names:
             if n == "kd":
                 continue
-            r = results[n][src]
-            gain = {e: percent(r.pgd[e]) - percent(base.pgd[e]) for e in eps}  # points
-            cost = percent(base.clean) - percent(r.clean)
-            ok = all(g > 0 for g in gain.values()) and cost <= 1.0
-            print(f"{n} vs kd on {src}: PGD gain " + ", ".join(f"{e}: {g:+.1f}" for e, g in gain.items()) +
+            gains = {e: two_se(values(n, src, "pgd", e), values("kd", src, "pgd", e)) for e in eps}
+            cost = percent(mean_std(values("kd", src, "clean"))[0]) - percent(mean_std(values(n, src, "clean"))[0])
+            ok = all(g[0] > 0 and g[2] for g in gains.values()) and cost <= 1.0  # a gain only beyond 2 SE
+            print(f"{n} vs kd on {src}: PGD gain " + ", ".join(
+                f"{e}: {verdict(values(n, src, 'pgd', e), values('kd', src, 'pgd', e))}" for e in eps) +
                   f"; clean cost {cost:+.1f} -> target (PGD up at <= 1 pt clean cost) {'met' if ok else 'MISSED'}")
 
     # cost: interleaved epochs, one process
@@ -163,7 +162,7 @@ def main() -> None:
     times: dict[str, list[float]] = {n: [] for n in names}
     for e in range(args.timing_epochs + 1):
         for n, tr in trainers.items():
-            s = one_epoch(tr, e)
+            s = timed_epoch(tr, e)
             if e > 0:  # epoch 0 is warm-up
                 times[n].append(s)
     med = {n: statistics.median(v) for n, v in times.items()}

@@ -12,12 +12,14 @@ demo architecture (built on the fly; near-chance, near-flat predictions): an unr
 that a reliability-weighted fusion should learn to ignore.
 
 Targets: sfda >= source-only + 15 points on the hardest target (lowest source-only accuracy),
-and sfda above both baselines there.
+and sfda above both baselines there. Each adaptation runs every seed of ``--seeds`` (default 0,1,2;
+the source model is the same); cells are mean ± std (n) over the seeds, and "above" is claimed only
+beyond two standard errors (distill/bench/stats.py).
 
 Usage (after `distill demo --out demo_out`):
     .venv/bin/python benchmarks/sfda.py [--demo-out demo_out] [--epochs 10] [--out runs/bench-sfda]
         [--teachers demo=demo_out/cache --teachers demo+random=demo_out/cache,random]
-        [--targets mnist_m,optdigits,mnist_c] [--threads 1] [--quick]
+        [--targets mnist_m,optdigits,mnist_c] [--seeds 0,1,2] [--threads 1] [--quick]
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from distill.bench.stats import mean_std, pm, two_se, verdict
 from distill.train.adapt import adapt_recipe
 from distill.config import load_train_config
 from distill.data import DomainFolder
@@ -39,13 +42,13 @@ from distill.train import train
 
 
 def adapt(ckpt: Path, target: str, root: Path, caches: list[Path], strategy: str, out: Path, epochs: int,
-          batch_size: int = 64, lr: float | None = None) -> float:
+          batch_size: int = 64, lr: float | None = None, seed: int = 0) -> float:
     """Adapt ``ckpt`` to ``target`` alone (or reuse the finished run); its test accuracy there (a fraction)."""
     seconds = None
     if not RunSummary.exists_in(out):
         cfg = adapt_recipe(ckpt, [target], root, caches=caches, strategy=strategy, out=out,
                            optim={"epochs": epochs, "batch_size": batch_size, **({"lr": lr} if lr else {})},
-                           run={"workers": 0, "progress": False})
+                           run={"workers": 0, "progress": False, "seed": seed})
         t0 = time.perf_counter()
         train(load_train_config(None, base=cfg))
         seconds = time.perf_counter() - t0
@@ -77,9 +80,14 @@ def main() -> None:
     ap.add_argument("--targets", default=None, help="comma-separated (default: every non-source domain)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: fastest for these tiny models on a shared 2-core box)")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated adaptation seeds (cells: mean ± std over them)")
     ap.add_argument("--quick", action="store_true", help="smoke test on a `distill demo --quick` output")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    seeds = [int(x) for x in args.seeds.split(",")]
+
+    def runs(name: str, seed: int) -> Path:  # seed 0 keeps the folder names of earlier one-seed runs
+        return args.out / (name if seed == 0 else f"{name}-s{seed}")
 
     root = args.demo_out / "data" / ("digits-quick-seed0" if args.quick else "digits-full-seed0")
     ckpt = args.demo_out / "runs" / "erm" / "checkpoints" / "best"
@@ -104,7 +112,8 @@ def main() -> None:
     print(f"source model {ckpt} (trained on {source}); {args.epochs} epochs per adaptation; teachers: "
           + "; ".join(f"{n} = {', '.join(map(str, c))}" for n, c in sets.items()))
 
-    rows: dict[str, dict[str, float]] = {"source-only (erm)": src_only}  # fractions; percents only when printed
+    # per seed, fractions; percents only when printed (the source model is one: one value)
+    rows: dict[str, dict[str, list[float]]] = {"source-only (erm)": {d: [v] for d, v in src_only.items()}}
     seen = set()
     for caches in sets.values():
         for c in caches:
@@ -112,36 +121,38 @@ def main() -> None:
                 seen.add(c)
                 zs = TeacherCache.open(c).zero_shot_accuracy()
                 label = "random teacher" if "random" in c.name else c.name
-                rows[f"zero-shot: {label}"] = {d: zs[d]["test"] for d in targets}
+                rows[f"zero-shot: {label}"] = {d: [zs[d]["test"]] for d in targets}
     # SHOT gets its own learning rate too: it degrades at the teacher-based strategies' 3e-3 (its
     # only signal is the model's own predictions, which a large step size drifts away from)
     for lr in (None, 5e-4):
         name = "shot" if lr is None else f"shot (lr {lr:g})"
-        rows[name] = {t: adapt(ckpt, t, root, [], "shot", args.out / f"shot{'' if lr is None else f'-lr{lr:g}'}-{t}"
-                                                                       f"-e{args.epochs}", args.epochs, bs, lr)
-                      for t in targets}
+        rows[name] = {t: [adapt(ckpt, t, root, [], "shot", runs(f"shot{'' if lr is None else f'-lr{lr:g}'}-{t}"
+                                                                f"-e{args.epochs}", seed), args.epochs, bs, lr, seed)
+                          for seed in seeds] for t in targets}
     for name, caches in sets.items():
         for strategy in ("teacher_pl", "sfda"):
             rows[f"{strategy} [{name}]"] = {
-                t: adapt(ckpt, t, root, caches, strategy, args.out / f"{strategy}-{name}-{t}-e{args.epochs}",
-                         args.epochs, bs) for t in targets}
+                t: [adapt(ckpt, t, root, caches, strategy, runs(f"{strategy}-{name}-{t}-e{args.epochs}", seed),
+                          args.epochs, bs, seed=seed) for seed in seeds] for t in targets}
 
     hardest = min(targets, key=lambda d: src_only[d])
     print(f"\n### Source-free adaptation (target test accuracy, %; source {source}; each target adapted alone, "
-          f"{args.epochs} epochs)\n")
+          f"{args.epochs} epochs; mean ± std (n) over seeds {args.seeds})\n")
     print("| method | " + " | ".join(t + (" (hardest)" if t == hardest else "") for t in targets) + " | mean |")
     print("|---|" + "---|" * (len(targets) + 1))
     for name, acc in rows.items():
-        mean = sum(acc[t] for t in targets) / len(targets)
-        print(f"| {name} | " + " | ".join(pct(acc[t]) for t in targets) + f" | {pct(mean)} |")
+        n = min(len(acc[t]) for t in targets)
+        per_seed = [mean_std([acc[t][i] for t in targets])[0] for i in range(n)]
+        print(f"| {name} | " + " | ".join(pm(acc[t]) for t in targets) + f" | {pm(per_seed)} |")
     print()
     for name in sets:
         s, pl = rows[f"sfda [{name}]"][hardest], rows[f"teacher_pl [{name}]"][hardest]
-        sh = max(rows["shot"][hardest], rows["shot (lr 0.0005)"][hardest])
-        gain = percent(s) - percent(src_only[hardest])  # points
-        print(f"[{name}] hardest target {hardest}: sfda {pct(s)} vs source-only {pct(src_only[hardest])} ({gain:+.1f}; "
-              f"target +15: {'met' if gain >= 15 else 'MISSED'}); above shot ({pct(sh)}) and teacher_pl ({pct(pl)}): "
-              f"{'yes' if s > max(sh, pl) else 'NO'}")
+        sh = max(rows["shot"][hardest], rows["shot (lr 0.0005)"][hardest], key=lambda v: mean_std(v)[0])
+        gain = percent(mean_std(s)[0]) - percent(src_only[hardest])  # points
+        above = all(two_se(s, other)[2] and two_se(s, other)[0] > 0 for other in (sh, pl))
+        print(f"[{name}] hardest target {hardest}: sfda {pm(s)} vs source-only {pct(src_only[hardest])} ({gain:+.1f}; "
+              f"target +15: {'met' if gain >= 15 else 'MISSED'}); above shot ({pm(sh)}: {verdict(s, sh)}) and "
+              f"teacher_pl ({pm(pl)}: {verdict(s, pl)}): {'yes' if above else 'NO (not beyond 2 SE)'}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ at <= 5% of the teacher's FLOPs.
 
 Usage (after ``make demo``, which writes demo_out/ with the data, teacher and cache):
     .venv/bin/python benchmarks/strategies.py [--demo-out demo_out] [--out benchmarks/runs]
-        [--strategies erm,kd,rise,vl2v,customkd] [--epochs 30] [--seeds 0]
-Finished runs are reused (delete --out to retrain); interrupted ones resume.
+        [--strategies erm,kd,rise,vl2v,customkd] [--epochs 30] [--seeds 0,1,2]
+Finished runs are reused (delete --out to retrain); interrupted ones resume. Each strategy runs every
+seed; the table shows target mean ± std (n) over the seeds, and a difference from erm is called real
+only beyond two standard errors (distill/bench/stats.py).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import math
 import statistics
 from pathlib import Path
 
+from distill.bench.stats import pm, two_se, verdict
 from distill.data import DomainFolder
 from distill.recipes import load_recipe, train_or_resume
 from distill.records import CACHE_MANIFEST, CacheManifest, RunSummary, pct
@@ -34,7 +37,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/runs"))
     ap.add_argument("--strategies", default="erm,kd,rise,vl2v,customkd")
     ap.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    ap.add_argument("--seeds", default="0", help="comma-separated seeds; the table shows their mean")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; the table shows mean ± std over them")
     ap.add_argument("--workers", type=int, default=None, help="override run.workers (0: decode in-process)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
@@ -73,11 +76,9 @@ def main() -> None:
     def tmean(acc: dict) -> float:
         return statistics.mean(acc[d] for d in targets if d in acc)
 
-    def spread(name: str) -> str:
-        """Target mean over seeds as mean ± sample std (n), in %: the figure a ranking is read from."""
-        per = [tmean(a) for a in results[name]["per_seed"]]
-        sd = statistics.stdev(per) if len(per) > 1 else float("nan")
-        return f"{100 * statistics.mean(per):.1f} ± {100 * sd:.1f} (n={len(per)})"
+    def per_seed(name: str) -> list[float]:
+        """Each seed's target mean (fractions): the figures a ranking and its significance are read from."""
+        return [tmean(a) for a in results[name]["per_seed"]]
 
     doms = dataset.domains
     print(f"\nsource {source}, targets {targets}; test-split accuracy (%), mean over seeds {args.seeds}")
@@ -90,17 +91,14 @@ def main() -> None:
     for name, r in results.items():
         s: RunSummary = r["summary"]
         print(f"| {name} | " + " | ".join(pct(r["acc"].get(d, math.nan)) for d in doms)
-              + f" | {spread(name)} | {s.params / 1e6:.2f}M | {s.flops / 1e6:.2f} | "
+              + f" | {pm(per_seed(name))} | {s.params / 1e6:.2f}M | {s.flops / 1e6:.2f} | "
               f"{100 * s.flops / teacher_flops:.1f}% |")
     best = max(results, key=lambda n: tmean(results[n]["acc"]))
     gap = tmean(results[best]["acc"]) - tmean(zs)
     if "erm" in results and best != "erm":  # a difference is real only beyond two standard errors
-        b, e = ([tmean(a) for a in results[n]["per_seed"]] for n in (best, "erm"))
-        if len(b) > 1 and len(e) > 1:
-            se = math.sqrt(statistics.variance(b) / len(b) + statistics.variance(e) / len(e))
-            d = statistics.mean(b) - statistics.mean(e)
-            print(f"{best} vs erm: {100 * d:+.1f} points, 2 standard errors = {100 * 2 * se:.1f} -> "
-                  f"{'a real difference' if abs(d) > 2 * se else 'within noise'}")
+        print(f"{best} vs erm: {verdict(per_seed(best), per_seed('erm'))}")
+        if not two_se(per_seed(best), per_seed("erm"))[2]:
+            print(f"  -> no strategy is shown better than erm with seeds {args.seeds}")
     print(f"\nbest strategy: {best} ({pct(tmean(results[best]['acc']))} mean target vs teacher zero-shot "
           f"{pct(tmean(zs))}: {100 * gap:+.1f} points) -> goal {'met' if gap >= 0 else 'MISSED'}")
     (args.out / "strategies.json").write_text(json.dumps(  # accuracies as fractions, as in every artifact

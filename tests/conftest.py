@@ -37,11 +37,12 @@ def builtin_quick_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """(OUT, what it printed) of one `distill demo --quick --out OUT --no-progress`, run once per session.
+    """(OUT, what it printed) of one `distill demo --quick --adversarial --out OUT --no-progress`, once per session.
 
     OUT holds the quick digits suite (OUT/data/digits-quick-seed0), the bootstrapped teacher
-    (OUT/teacher), its cache with adversarial views (OUT/cache), trained runs (OUT/runs/erm, kd,
-    adv_cached, sfda), exports, bench records and the report. Shared: treat it as read-only.
+    (OUT/teacher), its policy cache with pixels and adversarial views (OUT/cache), trained runs
+    (OUT/runs/erm, fm, fm_unlabeled, openvocab, sfda, adv_cached), exports, bench records and the
+    report. Shared: treat it as read-only.
     """
     import contextlib
     import io
@@ -51,6 +52,6 @@ def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("quick_demo") / "demo_out"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = cli(["demo", "--quick", "--out", str(out), "--no-progress"])
+        rc = cli(["demo", "--quick", "--adversarial", "--out", str(out), "--no-progress"])  # + adv views for adv_cached.yaml
     assert rc == 0, buf.getvalue()[-4000:]
     return out, buf.getvalue()

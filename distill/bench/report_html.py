@@ -141,19 +141,36 @@ def _pm(mean: float | None, std: float | None) -> str:
     return percent(mean) + (f'<span class="sd"> ±\u00a0{percent(std)}</span>' if std is not None else "")
 
 
+def _source_mark(is_source: bool) -> str:
+    return '<span class="sd">*</span>' if is_source else ""
+
+
+def _target_cell(g: RunGroup) -> str:
+    """Target mean ± std (n) and the seed spread [lowest–highest]; one seed: the mean alone."""
+    text = _pm(g.target_mean, g.target_std)
+    if g.target_spread is not None:
+        low, high = g.target_spread
+        text += f'<span class="sd"> ({g.n}) [{percent(low)}–{percent(high)}]</span>'
+    return text
+
+
 def _group_rows(groups: list[RunGroup], doms: list[str]) -> str:
     rows = []
     for g in groups:
         src = set(g.source_domains)
         cells = "".join(
-            f'<td class="num{" src" if d in src else ""}" data-v="{g.mean[d]}">{_pm(g.mean[d], g.std.get(d))}</td>'
-            if d in g.mean else f'<td class="num{" src" if d in src else ""}">–</td>' for d in doms)
+            f'<td class="num{" src" if d in src else ""}" data-v="{g.mean[d]}">{_pm(g.mean[d], g.std.get(d))}'
+            f'{_source_mark(d in src)}</td>'
+            if d in g.mean else f'<td class="num{" src" if d in src else ""}">–{_source_mark(d in src)}</td>' for d in doms)
         seeds = [s for s in g.seeds if s is not None]
         seed_note = f"seeds {', '.join(map(str, seeds))}" if seeds else "seed not recorded"
+        per_seed = "; ".join(f"{percent(v)}" for v in g.target_per_seed)
+        tm_tip = f' title="{esc(seed_note)}: {per_seed}"' if len(g.target_per_seed) > 1 else ""
         tip = esc("; ".join(r.dir for r in g.runs))
         rows.append(f'<tr><td class="label" title="{tip}">{esc_wrap(g.label)}</td><td class="num" title="{esc(seed_note)}">'
-                    f'{g.n}</td><td class="num tm" data-v="{g.target_mean if g.target_mean is not None else -1}">'
-                    f'{_pm(g.target_mean, g.target_std)}</td>{cells}</tr>')
+                    f'{g.n}</td><td class="num tm" data-v="{g.target_mean if g.target_mean is not None else -1}"'
+                    f'{tm_tip}>'
+                    f'{_target_cell(g)}</td>{cells}</tr>')
     return "".join(rows)
 
 
@@ -215,9 +232,9 @@ def section_accuracy(data: ReportData) -> str:
         return ""
     head = "".join(f"<th>{esc_wrap(d)}</th>" for d in doms)
     return ('<section id="accuracy"><h2>Per-domain accuracy (%)</h2><p class="note">Top-1 on each domain\'s test '
-            'split. <span class="src legend-src">shaded</span>: a source (training) domain of that row; '
+            'split. <span class="src legend-src">shaded</span>, *: a source (training) domain of that row; '
             '<b>target mean</b>: mean over the row\'s target domains, the number to rank by. Runs that differ only '
-            'in their seed are one row: mean ± standard deviation over the <b>n</b> seeds.</p>'
+            'in their seed are one row: mean ± standard deviation (<b>n</b> seeds) [lowest–highest seed].</p>'
             f'<table class="sortable acc"><thead><tr><th>model</th><th title="runs (seeds)">n</th><th>target mean</th>'
             f'{head}</tr></thead>{"".join(bodies)}</table></section>')
 

@@ -23,12 +23,20 @@ def _pm(mean: float | None, std: float | None) -> str:
     return pct(mean) + (f" ± {pct(std)}" if std is not None else "")
 
 
+def target_cell(g: RunGroup) -> str:
+    """``mean ± std (n) [lowest–highest]`` over the seeds, in %; one seed: the mean alone, as a single run reads."""
+    if g.target_spread is None:
+        return _pm(g.target_mean, None)
+    low, high = g.target_spread
+    return f"{_pm(g.target_mean, g.target_std)} ({g.n}) [{pct(low)}–{pct(high)}]"
+
+
 def _run_table(groups: list[RunGroup], doms: list[str]) -> list[str]:
     lines = ["| model | n | target mean | " + " | ".join(doms) + " |", "|---|---:|---:|" + "---:|" * len(doms)]
     for g in groups:
         src = set(g.source_domains)
-        cells = [(_pm(g.mean[d], g.std.get(d)) if d in g.mean else "–") + (" (s)" if d in src else "") for d in doms]
-        lines.append(f"| {g.label} | {g.n} | {_pm(g.target_mean, g.target_std)} | " + " | ".join(cells) + " |")
+        cells = [(_pm(g.mean[d], g.std.get(d)) if d in g.mean else "–") + ("*" if d in src else "") for d in doms]
+        lines.append(f"| {g.label} | {g.n} | {target_cell(g)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -53,9 +61,9 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
         lines.append("")
     if data.groups or data.teachers:
         doms = data.domains
-        lines += ["## Per-run accuracy (%)", "", "Top-1 on each domain's test split; (s): a source (training) domain "
+        lines += ["## Per-run accuracy (%)", "", "Top-1 on each domain's test split; *: a source (training) domain "
                   "of that row; target mean: mean over the row's target domains. Runs that differ only in their seed "
-                  "are one row: mean ± standard deviation over the n seeds.", ""]
+                  "are one row: mean ± standard deviation (n seeds) [lowest–highest seed].", ""]
         for t, zs in data.teachers.items():
             lines.append(f"Teacher {t} (zero-shot): " + ", ".join(f"{d} {pct(v)}" for d, v in zs.items()))
             lines.append("")

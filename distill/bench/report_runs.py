@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from distill.bench.stats import mean_std, spread
 from distill.config import TrainConfig, format_validation_error, load_yaml
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, RunSummary, TeacherIdentity
@@ -55,6 +55,10 @@ class Run:
     teacher: str | None
     teacher_zero_shot: dict[str, float]
     label: str = ""
+    # what else sets a run apart (config.yaml): an unlabeled pool, an open-vocabulary head, withheld classes
+    unlabeled: list[str] = field(default_factory=list)
+    head: str = "linear"
+    withheld: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,10 +71,16 @@ class RunGroup:
     std: dict[str, float]  # sample std over seeds (absent with one seed)
     target_mean: float | None
     target_std: float | None
+    target_per_seed: list[float]  # each run's mean over its target domains, in seed order
 
     @property
     def n(self) -> int:
         return len(self.runs)
+
+    @property
+    def target_spread(self) -> tuple[float, float] | None:
+        """(lowest, highest) target mean over the seeds; None with fewer than two."""
+        return spread(self.target_per_seed) if len(self.target_per_seed) > 1 else None
 
     @property
     def adapted(self) -> bool:
@@ -113,24 +123,28 @@ def read_run(run_dir: Path) -> Run:
         adapted = not set(summary.trained_on) & set(summary.source_domains)
     else:
         adapted = cfg is not None and cfg.source_checkpoint is not None
+    data = cfg.data if cfg is not None else None
     return Run(dir=str(run_dir), summary=summary, student=summary.student, strategy=summary.strategy,
                options=dict(summary.strategy_options), seed=cfg.run.seed if cfg is not None else None,
                adapted=adapted, source_domains=list(summary.source_domains),
                target_domains=list(summary.target_domains), accuracy=finite(summary.test_acc),
-               teacher=teacher_label(summary.teacher), teacher_zero_shot=finite(summary.teacher_zero_shot))
+               teacher=teacher_label(summary.teacher), teacher_zero_shot=finite(summary.teacher_zero_shot),
+               unlabeled=[str(u) for u in getattr(data, "unlabeled", None) or []],
+               head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
+               withheld=list(getattr(data, "withhold_classes", None) or []))
 
 
 def _config_key(r: Run) -> str:
-    return json.dumps([r.student, r.strategy, r.options, r.source_domains, r.target_domains, r.adapted, r.teacher],
-                      sort_keys=True, default=str)
+    return json.dumps([r.student, r.strategy, r.options, r.source_domains, r.target_domains, r.adapted, r.teacher,
+                       r.unlabeled, r.head, r.withheld], sort_keys=True, default=str)
 
 
 def label_runs(runs: list[Run]) -> None:
     """Set each run's label: ``arch (strategy)``, plus what tells apart configurations sharing that name.
 
     Two configurations of one (arch, strategy) are labelled by the options whose values differ
-    between them, then by their source domains, then by their teacher; runs differing only in
-    seed share a label (they are grouped).
+    between them, then by their source domains, targets, teacher, unlabeled pool, head and
+    withheld classes; runs differing only in seed share a label (they are grouped).
     """
     by_name: dict[tuple[str, str, bool], list[Run]] = {}
     for r in runs:
@@ -148,11 +162,12 @@ def label_runs(runs: list[Run]) -> None:
                 if len(vals) > 1:
                     for ck, r in configs.items():
                         extra[ck].append(f"{k}={_short(r.options.get(k, '–'))}")
-            for attr, name in (("source_domains", "src"), ("target_domains", "tgt"), ("teacher", "teacher")):
+            for attr, name in (("source_domains", "src"), ("target_domains", "tgt"), ("teacher", "teacher"),
+                               ("unlabeled", "unlabeled"), ("head", "head"), ("withheld", "withheld")):
                 if len({json.dumps(getattr(r, attr), default=str) for r in configs.values()}) > 1:
                     for ck, r in configs.items():
                         v = getattr(r, attr)
-                        extra[ck].append(f"{name} {'+'.join(v) if isinstance(v, list) else v}")
+                        extra[ck].append(f"{name} {('+'.join(v) or 'none') if isinstance(v, list) else v}")
         for r in rs:
             bits = [base] + extra[_config_key(r)]
             r.label = f"{arch} ({'; '.join(bits)})"
@@ -173,15 +188,15 @@ def group_runs(runs: list[Run]) -> list[RunGroup]:
         doms = list(dict.fromkeys(d for r in rs for d in r.accuracy))
         mean, std = {}, {}
         for d in doms:
-            vals = [r.accuracy[d] for r in rs if d in r.accuracy]
-            mean[d] = statistics.fmean(vals)
-            if len(vals) > 1:
-                std[d] = statistics.stdev(vals)
-        tmeans = [statistics.fmean(r.accuracy[d] for d in r.target_domains) for r in rs
+            mean[d], sd = mean_std([r.accuracy[d] for r in rs if d in r.accuracy])
+            if not math.isnan(sd):
+                std[d] = sd
+        tmeans = [mean_std([r.accuracy[d] for d in r.target_domains])[0] for r in rs
                   if r.target_domains and all(d in r.accuracy for d in r.target_domains)]
+        tmean, tstd = mean_std(tmeans)
         groups.append(RunGroup(label=rs[0].label, runs=rs, mean=mean, std=std,
-                               target_mean=statistics.fmean(tmeans) if tmeans else None,
-                               target_std=statistics.stdev(tmeans) if len(tmeans) > 1 else None))
+                               target_mean=tmean if tmeans else None,
+                               target_std=None if math.isnan(tstd) else tstd, target_per_seed=tmeans))
     groups.sort(key=lambda g: (g.adapted, g.target_mean is None, -(g.target_mean or 0.0), g.label))
     return groups
 

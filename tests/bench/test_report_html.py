@@ -18,7 +18,7 @@ def test_report_content_is_self_contained(report: Path) -> None:
     md = (report.parent / "report.md").read_text()
     assert md.startswith("# test report") and "## Pareto front" in md and "## INT8 decisions" in md
     assert "## Per-run accuracy (%)" in md
-    assert "| test_resnet (erm) | 1 | 60.0 | 90.0 (s) | 80.0 (s) | 60.0 |" in md  # the run, in percent, sources marked
+    assert "| test_resnet (erm) | 1 | 60.0 | 90.0* | 80.0* | 60.0 |" in md  # the run, in percent, sources marked
 
 
 def test_grouped_html_and_markdown(grouped_runs: Path, tmp_path: Path) -> None:
@@ -27,10 +27,16 @@ def test_grouped_html_and_markdown(grouped_runs: Path, tmp_path: Path) -> None:
     assert "{&quot;arch" not in text and text.count("ViT-test · open_clip_model.safetensors") == 2  # table + provenance
     assert text.count('<tr class="grp">') == 3  # teacher, source-trained, source-free
     assert "Adapted to the target domains without source data (source-free)" in text
-    assert '<td class="num tm" data-v="0.62">62.0<span class="sd"> ±\u00a02.0</span></td>' in text
-    assert '<td class="num src" data-v="0.91">91.0<span class="sd"> ±\u00a01.0</span></td>' in text
+    # target mean ± std (n seeds) [lowest-highest seed], per-seed values in the tooltip; sources marked *
+    assert ('<td class="num tm" data-v="0.62" title="seeds 0, 1, 2: 60.0; 64.0; 62.0">62.0<span class="sd"> ±\u00a02.0'
+            '</span><span class="sd"> (3) [60.0–64.0]</span></td>') in text
+    assert '<td class="num src" data-v="0.91">91.0<span class="sd"> ±\u00a01.0</span><span class="sd">*</span></td>' in text
+    assert '<td class="num tm" data-v="0.7">70.0</td>' in text  # one seed: the mean alone, no spread
     md = Path(res["markdown"]).read_text()
-    assert "| test_resnet (kd; temperature=4) | 3 | 62.0 ± 2.0 | 91.0 ± 1.0 (s) | 81.0 ± 1.0 (s) | 62.0 ± 2.0 |" in md
+    assert ("| test_resnet (kd; temperature=4) | 3 | 62.0 ± 2.0 (3) [60.0–64.0] | 91.0 ± 1.0* | 81.0 ± 1.0* "
+            "| 62.0 ± 2.0 |") in md
+    assert "| test_resnet (kd; temperature=2) | 1 | 70.0 | 88.0* | 79.0* | 70.0 |" in md
+    assert "| test_resnet (erm) | 2 | 52.0 ± 2.8 (2) [50.0–54.0] |" in md
     assert md.index("### Trained on the source domains") < md.index("### Adapted to the target domains") \
         < md.index("test_resnet (sfda)")
 

@@ -1,6 +1,7 @@
 """Runs in the report (distill/bench/report_runs.py): read as fractions, grouped over seeds, labelled."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def test_summary_accuracy_is_a_fraction_even_when_tiny(tmp_path: Path) -> None:
     assert r.accuracy == {"clean": 0.009, "dark": 0.005, "noisy": 0.004}
     assert r.seed == 3 and not r.adapted and r.teacher == "ViT-test · open_clip_model.safetensors"
     write_report([run], tmp_path / "r.html")
-    assert "| test_resnet (erm) | 1 | 0.4 | 0.9 (s) | 0.5 (s) | 0.4 |" in (tmp_path / "r.md").read_text()
+    assert "| test_resnet (erm) | 1 | 0.4 | 0.9* | 0.5* | 0.4 |" in (tmp_path / "r.md").read_text()
 
 
 def test_runs_grouped_labelled_and_separated(grouped_runs: Path) -> None:
@@ -30,8 +31,10 @@ def test_runs_grouped_labelled_and_separated(grouped_runs: Path) -> None:
     assert kd4.n == 3 and kd4.seeds == [0, 1, 2] and not kd4.adapted
     assert kd4.mean["noisy"] == pytest.approx(0.62) and kd4.std["noisy"] == pytest.approx(0.02)
     assert kd4.target_mean == pytest.approx(0.62) and kd4.target_std == pytest.approx(0.02)
+    assert kd4.target_per_seed == pytest.approx([0.60, 0.64, 0.62]) and kd4.target_spread == pytest.approx((0.60, 0.64))
     assert by_label["test_resnet (erm)"].n == 2 and by_label["test_resnet (erm)"].std["clean"] == 0.0
-    assert "noisy" not in by_label["test_resnet (kd; temperature=2)"].std  # one seed: no spread
+    kd2 = by_label["test_resnet (kd; temperature=2)"]
+    assert "noisy" not in kd2.std and kd2.target_std is None and kd2.target_spread is None  # one seed: no spread
     sfda = by_label["test_resnet (sfda)"]
     assert sfda.adapted and sfda.n == 1
     # source-trained first, best target mean first within each kind
@@ -52,3 +55,21 @@ def test_labels_say_adapted_only_where_needed(tmp_path: Path) -> None:
     assert labels == {"a": "test_resnet (shot, adapted)", "b": "test_resnet (shot, source-trained)",
                       "c": "test_resnet (erm; src clean; tgt dark+noisy)",
                       "d": "test_resnet (erm; src clean+dark; tgt noisy)"}
+
+
+def test_an_unlabeled_pool_or_a_text_head_is_another_row_not_another_seed(tmp_path: Path) -> None:
+    """fm, fm + an unlabeled pool and an open-vocabulary fm share strategy and options: config.yaml tells them apart."""
+    from distill.bench.report_runs import group_runs, label_runs
+
+    base = read_run(write_run(tmp_path / "fm", strategy="fm", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0))
+    pool = replace(base, dir="fm_unlabeled", unlabeled=["noisy"], accuracy={"clean": 0.9, "dark": 0.8, "noisy": 0.7})
+    text = replace(base, dir="openvocab", head="text", withheld=["c"])
+    seed1 = replace(base, dir="fm-s1", seed=1, accuracy={"clean": 0.9, "dark": 0.8, "noisy": 0.62})
+    runs = [base, pool, text, seed1]
+    label_runs(runs)
+    groups = {g.label: g for g in group_runs(runs)}
+    assert set(groups) == {"test_resnet (fm; unlabeled none; head linear; withheld none)",
+                           "test_resnet (fm; unlabeled noisy; head linear; withheld none)",
+                           "test_resnet (fm; unlabeled none; head text; withheld c)"}
+    assert groups["test_resnet (fm; unlabeled none; head linear; withheld none)"].n == 2  # the two seeds of fm
+    assert groups["test_resnet (fm; unlabeled noisy; head linear; withheld none)"].target_mean == pytest.approx(0.7)
