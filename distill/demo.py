@@ -45,7 +45,7 @@ from distill.data import DomainFolder
 from distill.data.builtin import materialize
 from distill.errors import DistillError
 from distill.export import ExportConfig, export_checkpoint
-from distill.export.retarget import retarget
+from distill.export.retarget import retarget, teacher_source
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
 from distill.records import (BENCH_RECORDS, CHECKPOINTS_DIR, DEMO_RESULTS, REPORT_HTML, BenchRecord, CacheManifest,
                              ExportReport, RunSummary, pct, percent)
@@ -56,7 +56,7 @@ from distill.teacher.bootstrap import bootstrap_teacher
 from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
 from distill.teacher.cache import (AdversarialOptions, CacheOptions, PixelOptions, TeacherCache, ViewConfig,
                                    build_adversarial_views, build_cache)
-from distill.teacher.view_policy import FM_DIGITS
+from distill.teacher.view_policy import preset
 
 PRETRAIN_FRACTION = 0.3  # share of each domain only the stand-in teacher pretrains on (students never see it)
 CACHE_VIEWS = 8  # policy views per image: enough that a fixed-view teacher does not overfit (ml-dr)
@@ -160,8 +160,8 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True, advers
                          f"(photometric + geometric + mixup/cutmix), pixels at {PIXEL_SIZE} px")
     teacher = Teacher(DEMO_ARCH, str(ckpt), dataset.classes, DEMO_TEMPLATES)
     cache_dir = build_cache(dataset, teacher, out / "cache",
-                            CacheOptions(views=CACHE_VIEWS, seed=0, augment=ViewConfig(scale=(0.6, 1.0), hflip=0.0),
-                                         policy=FM_DIGITS),
+                            CacheOptions(views=CACHE_VIEWS, seed=0,
+                                         policy=preset("fm", crop=ViewConfig(scale=(0.6, 1.0), hflip=0.0))),
                             pixels=PixelOptions(((PIXEL_SIZE, PIXEL_SIZE),)), progress=progress,
                             num_workers=0 if quick else 2)
     cache = TeacherCache.open(cache_dir)
@@ -183,8 +183,8 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True, advers
     classes_file = out / "runs" / OPENVOCAB / CLASSES_FILE
     classes_file.write_text("\n".join(dataset.classes) + "\n")
     # what `distill export --classes FILE` does: the teacher's text tower names every class in FILE
-    retargeted = retarget(load_student(Path(runs[OPENVOCAB].checkpoint)), classes_file, DEMO_ARCH, str(ckpt),
-                          cache.templates)
+    openvocab = load_student(Path(runs[OPENVOCAB].checkpoint))
+    retargeted = retarget(openvocab, list(dataset.classes), teacher_source(openvocab))
     save_student(retargeted, out / "runs" / OPENVOCAB / CHECKPOINTS_DIR / RETARGETED)
     withheld = {"student": student_withheld_accuracy(retargeted, dataset, dataset.domains, WITHHELD),
                 "teacher": teacher_withheld_accuracy(cache, WITHHELD)}
