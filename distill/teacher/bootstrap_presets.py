@@ -61,8 +61,8 @@ QUICK = BootstrapPreset(epochs=6, batch_size=32, lr=2e-3, max_per_domain=64)
 MIN_BATCHES_PER_EPOCH = 4
 #: Smallest batch :func:`choose_schedule` picks (a contrastive batch needs negatives).
 MIN_AUTO_BATCH = 8
-#: Share of the train split held out (by a hash of the path) to validate zero-shot accuracy while
-#: training; the test split is never opened. Only when the train split has at least
+#: Share of the pretraining pool held out (by a hash of the path) to validate zero-shot accuracy while
+#: training; no student split is ever opened. Only when the pool has at least
 #: ``MIN_VAL_IMAGES / VAL_FRACTION`` images.
 VAL_FRACTION = 0.1
 MIN_VAL_IMAGES = 10

@@ -28,6 +28,7 @@ from distill.student.transforms import normalize
 from distill.teacher import Teacher
 from distill.teacher.cache import (AdversarialViews, TeacherCache, check_manifest, dataset_expectation, diff_fields,
                                    expected_identity)
+from distill.teacher.pool import check_teacher_pool
 from distill.teacher.prompts import resolve_templates
 from distill.teacher.views import ViewConfig
 from distill.train.data import ViewPlan
@@ -75,7 +76,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
     seed_everything(cfg.run.seed)
     set_deterministic(cfg.run.deterministic)
     dataset = DomainFolder(cfg.data.root, cfg.data.class_map, cfg.data.test_fraction, cfg.data.split_seed,
-                           cfg.data.val_fraction)
+                           cfg.data.val_fraction, cfg.data.pretrain_fraction)
     source = dataset.check_domains(cfg.data.source)
     target = dataset.check_domains(cfg.data.target) if cfg.data.target is not None else [
         x for x in dataset.domains if x not in source]
@@ -164,7 +165,11 @@ def _create_teacher(cfg: TrainConfig, dataset: DomainFolder, caches: list[Teache
 
 
 def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, teacher: Teacher | None) -> None:
-    """Refuse a cache whose identity (teacher, preprocessing, classes, data) differs from this run's."""
+    """Refuse a cache whose identity (teacher, preprocessing, classes, data) differs from this run's, and a
+    split rule that would put the named teacher's pretraining pool in the students' splits (without a teacher
+    section the cache's recorded split rule, checked by its fingerprint, stands for the teacher's)."""
+    if cfg.teacher is not None:
+        check_teacher_pool(cfg.teacher.pretrained, dataset, "this run")
     manifest = cache.manifest
     data_inputs = dataset_expectation(cache.path, manifest, dataset)  # another data set's cache: named so
     content = None
