@@ -54,12 +54,12 @@ def check_teacher_pool(pretrained: str | Path | None, dataset: DomainFolder, wha
     if found is None:
         return
     pool, manifest = found
-    diffs = [f"{name} {have:g} vs the teacher's {want:g}"
-             for name, have, want in (("pretrain_fraction", dataset.pretrain_fraction, pool.fraction),
-                                      ("split_seed", dataset.split_seed, pool.split_seed)) if have != want]
+    diffs = [f"{name} {have:g}" for name, have, want in (("pretrain_fraction", dataset.pretrain_fraction, pool.fraction),
+                                                        ("split_seed", dataset.split_seed, pool.split_seed))
+             if have != want]
     if diffs:
         raise DistillError(
             f"the teacher was pretrained on {100 * pool.fraction:g}% of each domain (pretrain_fraction {pool.fraction:g}, "
-            f"split_seed {pool.split_seed}, {manifest}); {what} with pretrain_fraction {dataset.pretrain_fraction:g} "
-            f"and split_seed {dataset.split_seed} would put its pretraining images in the students' train/test "
-            f"({'; '.join(diffs)}): use the teacher's pretrain_fraction and split_seed")
+            f"split_seed {pool.split_seed}: {manifest}); {what} with {' and '.join(diffs)} would put its pretraining "
+            f"images in the students' train/test; use the teacher's pretrain_fraction {pool.fraction:g} and "
+            f"split_seed {pool.split_seed}")
