@@ -8,9 +8,10 @@ import pytest
 from distill.cli import main as cli
 from distill.config import load_train_config
 from distill.demo import ADVERSARIAL, DISTILLED, QUICK_OPTIM
-from distill.recipes import recipe_path
+from distill.data import DomainFolder
+from distill.recipes import load_recipe, recipe_path
 from distill.records import (DEMO_RESULTS, RUN_CONFIG, BenchRecord, CacheManifest, ExportReport, RobustReport,
-                             RunSummary, pct)
+                             RunSummary, TeacherManifest, pct)
 
 
 def _without(cfg: dict, dotted_keys) -> dict:
@@ -31,6 +32,10 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     assert (out / "teacher" / "open_clip_model.safetensors").is_file()
     manifest = CacheManifest.read(out / "cache")
     assert manifest.views.count == 2 and manifest.teacher.arch == "distill-demo-rn"
+    # the teacher pretrained on the recipes' pool only; the cache (students' rows) holds none of it
+    pool = TeacherManifest.read(out / "teacher").dataset.pretrain
+    assert pool.fraction == manifest.dataset.pretrain_fraction == load_recipe("erm").data.pretrain_fraction == 0.3
+    assert pool.images == len(DomainFolder(root, pretrain_fraction=0.3).select(split="pretrain")) > 0
     for run in ("erm", "kd"):
         summary = RunSummary.read(out / "runs" / run)
         assert set(summary.test_acc) == {"mnist", "optdigits", "mnist_m", "mnist_c"}
