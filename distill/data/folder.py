@@ -162,8 +162,8 @@ class DomainFolder:
         label_of = {c: i for i, c in enumerate(self.classes)}
         found.sort(key=lambda t: t[0])
         self.samples: list[Sample] = [
-            Sample(i, rel, dom, cname, label_of[cname], split_of(rel, self.test_fraction, self.split_seed, self.val_fraction,
-                                            self.pretrain_fraction), size)
+            Sample(i, rel, dom, cname, label_of[cname],
+                   split_of(rel, self.test_fraction, self.split_seed, self.val_fraction, self.pretrain_fraction), size)
             for i, (rel, dom, cname, size) in enumerate(found)
         ]
 
