@@ -274,8 +274,9 @@ def test_cache_build_and_eval_use_the_bootstrapped_teachers_templates(trained, t
 
 def test_schedule_adapts_to_the_data_size() -> None:
     # the case: 187 photos -> ~118 train images; 14 epochs x batch 64 was 28 steps, loss stuck at ln(64)
-    assert bootstrap_presets.choose_schedule(118, bootstrap_presets.FULL) == (86, 16)  # batch <= 118/4, >= 600 steps (86 x 7)
-    assert bootstrap_presets.choose_schedule(4745, bootstrap_presets.FULL) == (14, 64)  # the digits suite keeps the preset
+    assert bootstrap_presets.choose_schedule(118, bootstrap_presets.FULL) == (143, 16)  # batch <= 118/4, >= 1000 steps (143 x 7)
+    assert bootstrap_presets.choose_schedule(1907, bootstrap_presets.FULL) == (35, 64)  # the digits suite's 30% pool
+    assert bootstrap_presets.choose_schedule(4745, bootstrap_presets.FULL) == (14, 64)  # a large set keeps the preset (1036 steps)
     assert bootstrap_presets.choose_schedule(118, bootstrap_presets.FULL, epochs=5, batch_size=32) == (5, 32)  # explicit values are kept
     assert bootstrap_presets.choose_schedule(20, bootstrap_presets.QUICK) == (6, 8)
     assert bootstrap_presets.near_chance(0.25, 5) and not bootstrap_presets.near_chance(0.45, 5) and bootstrap_presets.near_chance(0.7, 2)
