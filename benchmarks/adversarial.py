@@ -33,7 +33,7 @@ from distill.bench.stats import mean_std, pm, two_se, verdict
 from distill.config import RobustSettings, TrainConfig
 from distill.data import DomainFolder
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
-from distill.records import RunSummary, TeacherManifest, percent
+from distill.records import CacheManifest, RunSummary, TeacherManifest, pct, percent
 from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher
@@ -97,7 +97,7 @@ def main() -> None:
     cache = args.cache or args.demo_out / "cache"
     teacher_dir = args.teacher_dir or args.demo_out / "teacher"
     arch, teacher_ckpt, templates = demo_teacher(teacher_dir)
-    ds = DomainFolder(root)
+    ds = DomainFolder(root, pretrain_fraction=CacheManifest.read(cache).dataset.pretrain_fraction)  # the cache's split
     names = args.only.split(",")
     specs = strategies(teacher_dir)
     source = list(config(specs["kd"], root, cache, args.out, 1).data.source)

@@ -61,8 +61,9 @@ def adapt(ckpt: Path, target: str, root: Path, caches: list[Path], strategy: str
 def random_teacher_cache(demo_out: Path, root: Path, like: Path, out: Path) -> Path:
     """A cache of a random-weights teacher of the demo architecture (seed 1), with the views of cache ``like``."""
     meta = TeacherManifest.read(demo_out / "teacher")
-    views = CacheManifest.read(like).views
-    ds = DomainFolder(root)
+    built = CacheManifest.read(like)
+    views = built.views
+    ds = DomainFolder(root, pretrain_fraction=built.dataset.pretrain_fraction)  # the same rows as ``like``
     torch.manual_seed(1)
     teacher = Teacher(meta.arch, None, ds.classes, meta.templates)
     return build_cache(ds, teacher, out, CacheOptions(views=views.count, seed=views.seed,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from distill.data.folder import check_split_rule
 from distill.errors import DistillError
 
 
@@ -33,6 +34,8 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.3, ge=0.0, lt=1.0)
     split_seed: int = 0
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # share of train held out for model selection
+    # share of each domain (same path hash, carved from the top) that only the stand-in teacher pretrains on
+    pretrain_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     skip_bad: bool = False  # skip undecodable images (listed once) instead of stopping
     # domains under root whose TRAIN split is an unlabeled pool: their cached teacher outputs feed the
     # distillation terms; cross-entropy never sees them (never their val/test split; never a source domain)
@@ -51,6 +54,16 @@ class DataConfig(_Strict):
         both = [d for d in self.unlabeled if d in self.source]
         if both:
             raise ValueError(f"data.unlabeled: {both} are also in data.source (a pool domain has no labels)")
+        return self
+
+    @model_validator(mode="after")
+    def _leaves_a_train_split(self) -> DataConfig:
+        """Fractions that leave no train split are refused here, at the boundary (the rule's one home
+        is :func:`distill.data.folder.check_split_rule`)."""
+        try:
+            check_split_rule(self.test_fraction, self.val_fraction, self.pretrain_fraction)
+        except DistillError as e:
+            raise ValueError(str(e)) from None
         return self
 
 

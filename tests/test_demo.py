@@ -14,8 +14,10 @@ from distill.cli import main as cli
 from distill.config import load_train_config
 from distill.demo import (ADVERSARIAL, CACHE_VIEWS, DISTILLED, OPENVOCAB, QUICK_OPTIM, SHIP, STUDENTS, WITHHELD_TAG)
 from distill.recipes import recipe_path
+from distill.data import DomainFolder
+from distill.recipes import load_recipe
 from distill.records import (DEMO_RESULTS, RUN_CONFIG, BenchRecord, CacheManifest, ExportReport, RobustReport,
-                             RunSummary, pct)
+                             RunSummary, TeacherManifest, pct)
 
 DOMAINS = {"mnist", "optdigits", "mnist_m", "mnist_c"}
 
@@ -44,7 +46,11 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     # one policy cache: 8 views per image under the function-matching policy, honest split, pixels stored
     manifest = CacheManifest.read(out / "cache")
     assert manifest.views.count == CACHE_VIEWS == 8 and manifest.teacher.arch == "distill-demo-rn"
-    assert manifest.views.policy and manifest.dataset.pretrain_fraction == 0.3
+    assert manifest.views.policy
+    # the teacher pretrained on the recipes' pool only; the cache (students' rows) holds none of it
+    pool = TeacherManifest.read(out / "teacher").dataset.pretrain
+    assert pool.fraction == manifest.dataset.pretrain_fraction == load_recipe("erm").data.pretrain_fraction == 0.3
+    assert pool.images == len(DomainFolder(root, pretrain_fraction=0.3).select(split="pretrain")) > 0
     assert list(out.glob("cache/pixels-32x32-*")), "no pixel store"
     for run in STUDENTS:
         summary = RunSummary.read(out / "runs" / run)

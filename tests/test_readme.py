@@ -41,7 +41,7 @@ SKIP: dict[str, str] = {
     "torchrun": "two processes: tests/train/test_trainer.py::test_ddp_two_processes_match_one and "
                 "tests/teacher/cache/test_build.py::test_torchrun_two_processes_equal_one run them",
     "--runtime ort-trt": "needs TensorRT (on a Jetson)",
-    "distill teacher bootstrap": "its full preset trains >= 600 steps (minutes on this CPU); "
+    "distill teacher bootstrap": "its full preset trains >= 1000 steps (minutes on this CPU); "
                                  "tests/teacher/test_bootstrap.py runs the command; teacher/ here is the quick demo's",
     "distill data materialize": "writes the full 6,797-image suite (~1 min); the quick demo's stage 1 ran the same "
                                 "code, and data/ here is its output",

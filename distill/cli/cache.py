@@ -13,6 +13,7 @@ from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, AdversarialManifest, CacheManifest
 from distill.config import parse_eps
 from distill.teacher.clip import Teacher
+from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates
 from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
 
@@ -44,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--split-seed", type=int, default=0, metavar="S", help="seed of the train/test split hash (0)")
     b.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                    help="share of the train split held out for model selection (0.1)")
+    b.add_argument("--pretrain-fraction", type=float, default=None, metavar="F",
+                   help="share of each domain that is the stand-in teacher's pretraining pool, never cached "
+                        "(default: the pool teacher.json beside --pretrained records, else 0)")
     b.add_argument("--views", type=int, default=1, metavar="K", help="rows per image: 1 clean + K-1 augmented (1)")
     b.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the augmented views (0)")
     b.add_argument("--crop-scale", default="0.25,1.0", metavar="LO,HI", help="random crop area range (0.25,1.0)")
@@ -124,8 +128,12 @@ def _build(args: argparse.Namespace) -> int:
     augment = ViewConfig(scale=_pair(args.crop_scale, "--crop-scale"), ratio=_pair(args.crop_ratio, "--crop-ratio"),
                          hflip=hflip)
     policy = view_preset(args.policy, augment, mixup=args.mixup, cutmix=args.cutmix)
+    pool = teacher_pool(args.pretrained)
+    pretrain_fraction = (args.pretrain_fraction if args.pretrain_fraction is not None
+                         else pool[0].fraction if pool else 0.0)
     dataset = DomainFolder(args.data, class_map=args.class_map, test_fraction=args.test_fraction,
-                           split_seed=args.split_seed, val_fraction=args.val_fraction)
+                           split_seed=args.split_seed, val_fraction=args.val_fraction,
+                           pretrain_fraction=pretrain_fraction)
     domains = _names(args.domains)
     templates, templates_source = resolve_templates(args.templates_file, args.pretrained)
     if int(os.environ.get("RANK", 0)) == 0:

@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--split-seed", type=int, default=0, metavar="N", help="seed of the split hash (default 0)")
     s.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                    help="share of the train split held out for model selection (default 0.1)")
+    s.add_argument("--pretrain-fraction", type=float, default=0.0, metavar="F",
+                   help="share of each domain kept as the stand-in teacher's pretraining pool (default 0)")
     s.set_defaults(func=_summary)
 
 
@@ -72,22 +74,24 @@ def _materialize(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     ds = DomainFolder(args.root, class_map=args.class_map, test_fraction=args.test_fraction,
-                      split_seed=args.split_seed, val_fraction=args.val_fraction)
+                      split_seed=args.split_seed, val_fraction=args.val_fraction,
+                      pretrain_fraction=args.pretrain_fraction)
     cmap = ds.class_map_source or "none (folder names)"
     print(f"{ds.root}: {len(ds.domains)} domains, {len(ds.classes)} classes, {len(ds)} images "
-          f"(test fraction {ds.test_fraction}, val fraction {ds.val_fraction} of train, split seed {ds.split_seed}; "
+          f"(test fraction {ds.test_fraction}, val fraction {ds.val_fraction} of train, pretrain fraction "
+          f"{ds.pretrain_fraction} (the teacher's pool), split seed {ds.split_seed}; "
           f"class map: {cmap})")
     print(f"classes: {', '.join(ds.classes)}")
     counts = ds.summary()
     present: dict[str, set[str]] = {d: set() for d in ds.domains}
     for s in ds.samples:
         present[s.domain].add(s.class_name)
-    print(f"  {'domain':<16} {'train':>6} {'val':>6} {'test':>6} {'total':>6}  classes")
+    print(f"  {'domain':<16} {'train':>6} {'val':>6} {'test':>6} {'pretrain':>8} {'total':>6}  classes")
     for d in ds.domains:
         c = counts[d]
         missing = [k for k in ds.classes if k not in present[d]]
         note = f" (missing: {', '.join(missing)})" if missing else ""
-        print(f"  {d:<16} {c['train']:>6} {c['val']:>6} {c['test']:>6} {c['train'] + c['val'] + c['test']:>6}  "
+        print(f"  {d:<16} {c['train']:>6} {c['val']:>6} {c['test']:>6} {c['pretrain']:>8} {sum(c.values()):>6}  "
               f"{len(present[d])}/{len(ds.classes)}{note}")
     print(f"fingerprint: {ds.fingerprint()}")
     return 0

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seed of the split hash; must match training (0)")
     p.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                    help="share of train held out as val; must match training (0.1)")
+    p.add_argument("--pretrain-fraction", type=float, default=0.0, metavar="F",
+                   help="share of each domain that is the stand-in teacher's pool; must match training (0)")
     p.add_argument("--class-map", metavar="F", help="class-name map (default ROOT/classnames.yaml)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave undecodable images out (listed once on stderr) instead of stopping")
@@ -93,7 +95,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     device = resolve_device(args.device, what="--device")
     student = load_student(args.checkpoint).to(device)
-    dataset = DomainFolder(args.data, args.class_map, args.test_fraction, args.split_seed, args.val_fraction)
+    dataset = DomainFolder(args.data, args.class_map, args.test_fraction, args.split_seed, args.val_fraction,
+                           args.pretrain_fraction)
     if student.spec.class_names != dataset.classes:
         raise DistillError(f"{args.checkpoint}: the checkpoint's classes ({len(student.spec.class_names)}) differ from "
                            f"{args.data}'s ({len(dataset.classes)}); evaluate on the data it was trained for")

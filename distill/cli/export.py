@@ -15,8 +15,8 @@ FLAGS = {
     "opset": "--opset", "exporter": "--exporter", "with_embedding": "--embedding", "latency_batch": "--latency-batch",
     "latency_iters": "--latency-iters", "threads": "--threads", "trt_batches": "--trt-batches",
     "build_engines": "--no-build-engine", "test_fraction": "--test-fraction", "split_seed": "--split-seed",
-    "val_fraction": "--val-fraction", "class_map": "--class-map", "classes": "--classes",
-    "teacher_arch": "--teacher-arch", "teacher_pretrained": "--teacher-pretrained",
+    "val_fraction": "--val-fraction", "pretrain_fraction": "--pretrain-fraction", "class_map": "--class-map",
+    "classes": "--classes", "teacher_arch": "--teacher-arch", "teacher_pretrained": "--teacher-pretrained",
 }
 
 
@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"dataset split seed used in training (default: the run's {RUN_CONFIG}, else 0)")
     p.add_argument("--val-fraction", type=float, default=None,
                    help=f"share of train held out as val in training (default: the run's {RUN_CONFIG}, else 0.1)")
+    p.add_argument("--pretrain-fraction", type=float, default=None,
+                   help=f"the stand-in teacher's pretraining pool in training (default: the run's {RUN_CONFIG}, else 0)")
     p.add_argument("--class-map", default=None, help="folder -> class name map (default: the run's, else "
                    "ROOT/classnames.yaml)")
     p.add_argument("--classes", default=None, metavar="FILE",

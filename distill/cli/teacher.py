@@ -11,6 +11,7 @@ from distill.errors import DistillError
 from distill.records import TEACHER_MANIFEST, TeacherManifest
 from distill.teacher.bootstrap_presets import DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK, BootstrapSettings
 from distill.teacher.clip import Teacher
+from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates, teacher_manifest_of
 from distill.teacher.zero_shot import zero_shot_accuracy
 from distill.utils.runtime import resolve_device
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     teacher = subparsers.add_parser(
         "teacher", help="bootstrap the offline demo teacher; zero-shot accuracy of an open_clip teacher",
         description="Teacher utilities. No pretrained CLIP can be downloaded offline, so `bootstrap` trains a "
-        "small open_clip CLIP on your data's train split; `eval` measures any open_clip teacher's zero-shot "
+        "small open_clip CLIP on a pretraining pool of your data that no student sees; `eval` measures any open_clip teacher's zero-shot "
         "accuracy per domain.")
     teacher.set_defaults(_parser=teacher)
     sub = teacher.add_subparsers(dest="teacher_command", metavar="SUBCOMMAND")
@@ -30,24 +31,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bootstrap", help="train a small open_clip CLIP (both towers) on a ROOT/DOMAIN/CLASS dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill(
-            "Train an open_clip CLIP from scratch on the train split of ROOT/DOMAIN/CLASS images, with captions "
-            "built from domain and class names, and save OUT/open_clip_model.safetensors + OUT/teacher.json. "
-            "Test-split images are never opened. A killed run resumes from its last finished epoch when rerun; "
+            "Train an open_clip CLIP from scratch on the pretraining pool of ROOT/DOMAIN/CLASS images "
+            "(--pretrain-fraction of each domain, by the same path hash as the students' train/val/test splits), "
+            "with captions built from domain and class names, and save OUT/open_clip_model.safetensors + "
+            "OUT/teacher.json. No student train, val or test image is ever opened, so the teacher's zero-shot "
+            "accuracy is honest, as a web-pretrained CLIP's is; caches and runs must use the same "
+            "--pretrain-fraction (data.pretrain_fraction) and split seed. A killed run resumes from its last finished epoch when rerun; "
             "a finished run with the same parameters returns at once. Load the result like any local CLIP "
             "checkpoint: --arch ARCH --pretrained OUT/open_clip_model.safetensors.", 88),
         epilog=f"presets: full = {FULL.epochs} epochs, batch {FULL.batch_size}, lr {FULL.lr:g} (about 2 min of one "
         f"CPU core on the built-in digits suite);\n         on a small set the batch shrinks to <= 1/{MIN_BATCHES_PER_EPOCH} "
         f"of the train images and the epochs grow to >= {FULL.min_steps} steps;\n         --quick = {QUICK.epochs} epochs, batch {QUICK.batch_size}, "
-        f"at most {QUICK.max_per_domain} train images per domain (seconds; near-chance teacher, for smoke tests).\n"
+        f"at most {QUICK.max_per_domain} pool images per domain (seconds; near-chance teacher, for smoke tests).\n"
         "then: distill teacher eval --pretrained OUT/open_clip_model.safetensors --data ROOT")
     boot.add_argument("--data", required=True, metavar="ROOT", help="dataset root laid out as ROOT/DOMAIN/CLASS/image")
     boot.add_argument("--out", required=True, metavar="DIR", help="output folder for the checkpoint and teacher.json")
+    boot.add_argument("--pretrain-fraction", type=float, default=0.0, metavar="F",
+                      help="share of each domain kept as the teacher's pretraining pool, never a student's "
+                      "(required; 0.3 on the digits suite; the split seed is 0 and test/val are unchanged)")
     boot.add_argument("--arch", default=DEMO_ARCH, help=f"open_clip CLIP config to train (default: {DEMO_ARCH})")
     boot.add_argument("--epochs", type=int, metavar="N", help="training epochs (default: the preset's, more on a small set)")
     boot.add_argument("--batch-size", type=int, metavar="B", help="images per step (default: the preset's, less on a small set)")
     boot.add_argument("--lr", type=float, help="peak AdamW learning rate (default: from the preset)")
     boot.add_argument("--max-per-domain", type=int, metavar="N",
-                      help="use at most N train images per domain, 0 = all (default: from the preset)")
+                      help="use at most N pool images per domain, 0 = all (default: from the preset)")
     boot.add_argument("--quick", action="store_true", help="seconds-long preset for smoke tests")
     boot.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map "
                       "(default: ROOT/classnames.yaml if present)")
@@ -74,6 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--domains", nargs="+", metavar="D", help="domains to score (default: all)")
     ev.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map "
                     "(default: ROOT/classnames.yaml if present)")
+    ev.add_argument("--pretrain-fraction", type=float, metavar="F", help="the split rule's pretraining pool "
+                    "(default: the pool teacher.json beside --pretrained records, else 0); test and val do not depend on it")
     ev.add_argument("--batch-size", type=int, default=256, metavar="B", help="images per forward pass (default: 256)")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
@@ -92,7 +101,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
     from distill.teacher.bootstrap import bootstrap_teacher  # lazy: it loads open_clip (seconds), not for --help
 
     _set_threads(args.threads)
-    ds = DomainFolder(args.data, class_map=args.class_map)
+    ds = DomainFolder(args.data, class_map=args.class_map, pretrain_fraction=args.pretrain_fraction)
     settings = BootstrapSettings(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  max_per_domain=args.max_per_domain, seed=args.seed)
     ckpt = bootstrap_teacher(ds, args.out, settings, quick=args.quick,
@@ -111,7 +120,9 @@ def _eval(args: argparse.Namespace) -> int:
     if not arch:
         raise DistillError("--arch is required (no teacher.json beside --pretrained to take it from)")
     templates, source = resolve_templates(args.templates_file, args.pretrained)
-    ds = DomainFolder(args.data, class_map=args.class_map)
+    pool = teacher_pool(args.pretrained)
+    fraction = args.pretrain_fraction if args.pretrain_fraction is not None else pool[0].fraction if pool else 0.0
+    ds = DomainFolder(args.data, class_map=args.class_map, pretrain_fraction=fraction)
     domains = ds.check_domains(args.domains) if args.domains else ds.domains
     split = None if args.split == "all" else args.split
     teacher = Teacher(arch, args.pretrained, ds.classes, templates, device=str(resolve_device(args.device, what="--device")))

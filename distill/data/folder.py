@@ -11,6 +11,10 @@
   ``val`` is carved from the rest by the same hash: the next ``val_fraction`` of the train
   share (default 0.1 of train), so the test split is the same whatever ``val_fraction`` is.
   Model selection reads ``val`` only; ``test`` is reported, never selected on.
+  ``pretrain`` (``pretrain_fraction`` > 0) is carved from the *top* of the same hash, so test and
+  val are the same whatever the pool's size: it is the stand-in teacher's pretraining pool
+  (:mod:`distill.teacher.bootstrap`), which no student ever sees, as real CLIP never saw your
+  evaluation images. :meth:`DomainFolder.select` reaches it only when asked for by name.
 - Bad images: :meth:`DomainFolder.exclude` (a cache's skipped list) or
   :meth:`DomainFolder.skip_undecodable` (a scan that decodes every image) take files out of
   :meth:`select`; sample indices and the fingerprint stay those of the full file list, so a
@@ -30,7 +34,8 @@ from distill.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
 from distill.errors import DistillError
 from distill.records import DATA_CLASS_MAP
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "pretrain")
+STUDENT_SPLITS = ("train", "val", "test")  # what select() returns by default: never the teacher's pool
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class Sample:
     domain: str
     class_name: str
     label: int
-    split: str  # "train" | "val" | "test"
+    split: str  # "train" | "val" | "test" | "pretrain"
     size: int  # bytes on disk, part of the dataset fingerprint
 
 
@@ -73,17 +78,33 @@ def load_class_map(path: str | Path | None) -> dict[str, str]:
     return out
 
 
-def split_of(relpath: str, test_fraction: float, seed: int = 0, val_fraction: float = 0.1) -> str:
+def check_split_rule(test_fraction: float, val_fraction: float, pretrain_fraction: float) -> None:
+    """Refuse fractions that leave no ``train`` split (one line naming the values)."""
+    for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction),
+                        ("pretrain_fraction", pretrain_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise DistillError(f"{name} must be in [0, 1), got {value}")
+    used = test_fraction + val_fraction * (1.0 - test_fraction) + pretrain_fraction
+    if pretrain_fraction > 0 and used >= 1.0:
+        raise DistillError(f"test_fraction {test_fraction} + val_fraction {val_fraction} of the rest + pretrain_fraction "
+                           f"{pretrain_fraction} = {used:g} of each domain leaves no train split; lower one of them")
+
+
+def split_of(relpath: str, test_fraction: float, seed: int = 0, val_fraction: float = 0.1,
+             pretrain_fraction: float = 0.0) -> str:
     """Deterministic split for one image from a hash of its relative path.
 
     ``u`` uniform in [0, 1) from the hash: ``test`` below ``test_fraction``, ``val`` in the next
-    ``val_fraction * (1 - test_fraction)``, else ``train``.
+    ``val_fraction * (1 - test_fraction)``, ``pretrain`` at or above ``1 - pretrain_fraction``
+    (carved from the top, so test and val do not depend on it), else ``train``.
     """
     h = hashlib.sha1(f"{seed}:{relpath}".encode()).digest()
     u = int.from_bytes(h[:8], "big") / 2**64
     if u < test_fraction:
         return "test"
-    return "val" if u < test_fraction + val_fraction * (1.0 - test_fraction) else "train"
+    if u < test_fraction + val_fraction * (1.0 - test_fraction):
+        return "val"
+    return "pretrain" if pretrain_fraction > 0 and u >= 1.0 - pretrain_fraction else "train"
 
 
 class DomainFolder:
@@ -95,6 +116,8 @@ class DomainFolder:
         test_fraction: fraction of each domain's images held out as ``test``.
         split_seed: seed of the split hash.
         val_fraction: fraction of each domain's non-test images held out as ``val``.
+        pretrain_fraction: fraction of each domain kept for the stand-in teacher's pretraining pool
+            (``pretrain``; 0: none), taken from the top of the hash, so test and val stay the same.
     """
 
     def __init__(
@@ -104,14 +127,12 @@ class DomainFolder:
         test_fraction: float = 0.3,
         split_seed: int = 0,
         val_fraction: float = 0.1,
+        pretrain_fraction: float = 0.0,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DistillError(f"{self.root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
-        if not 0.0 <= test_fraction < 1.0:
-            raise DistillError(f"test_fraction must be in [0, 1), got {test_fraction}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise DistillError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        check_split_rule(test_fraction, val_fraction, pretrain_fraction)
         if class_map is None and (self.root / DATA_CLASS_MAP).is_file():
             class_map = self.root / DATA_CLASS_MAP
         self.class_map_source = str(class_map) if isinstance(class_map, (str, Path)) else None
@@ -119,6 +140,7 @@ class DomainFolder:
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
         self.val_fraction = float(val_fraction)
+        self.pretrain_fraction = float(pretrain_fraction)
         self.excluded: dict[str, str] = {}  # relpath -> why (undecodable): left out of select()
 
         self.domains: list[str] = sorted(
@@ -140,7 +162,8 @@ class DomainFolder:
         label_of = {c: i for i, c in enumerate(self.classes)}
         found.sort(key=lambda t: t[0])
         self.samples: list[Sample] = [
-            Sample(i, rel, dom, cname, label_of[cname], split_of(rel, self.test_fraction, self.split_seed, self.val_fraction), size)
+            Sample(i, rel, dom, cname, label_of[cname],
+                   split_of(rel, self.test_fraction, self.split_seed, self.val_fraction, self.pretrain_fraction), size)
             for i, (rel, dom, cname, size) in enumerate(found)
         ]
 
@@ -169,11 +192,16 @@ class DomainFolder:
         return domains
 
     def select(self, domains: Iterable[str] | None = None, split: str | None = None) -> list[Sample]:
-        """Samples of the given domains (default all) and split (default both)."""
+        """Samples of the given domains (default all) and split (default: train, val and test).
+
+        The teacher's pretraining pool is returned only for ``split="pretrain"``: no student-side
+        selection can reach it by default.
+        """
         if split is not None and split not in SPLITS:
             raise DistillError(f"split must be one of {SPLITS}, got '{split}'")
         keep = set(self.check_domains(domains)) if domains is not None else set(self.domains)
-        return [s for s in self.samples if s.domain in keep and (split is None or s.split == split)
+        splits = STUDENT_SPLITS if split is None else (split,)
+        return [s for s in self.samples if s.domain in keep and s.split in splits
                 and s.relpath not in self.excluded]
 
     # ------------------------------------------------------------------ bad images
@@ -204,11 +232,16 @@ class DomainFolder:
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self, domains: Iterable[str] | None = None) -> str:
-        """sha256 over the selected file list and sizes, the class list and the split rule."""
+        """sha256 over the selected file list and sizes, the class list and the split rule.
+
+        ``pretrain_fraction`` is hashed only when > 0, so every fingerprint without a pool is unchanged.
+        """
         h = hashlib.sha256()
-        h.update(json.dumps({"classes": self.classes, "test_fraction": self.test_fraction,
-                             "split_seed": self.split_seed, "val_fraction": self.val_fraction},
-                            sort_keys=True).encode())
+        rule = {"classes": self.classes, "test_fraction": self.test_fraction,
+                "split_seed": self.split_seed, "val_fraction": self.val_fraction}
+        if self.pretrain_fraction > 0:
+            rule["pretrain_fraction"] = self.pretrain_fraction
+        h.update(json.dumps(rule, sort_keys=True).encode())
         keep = set(self.check_domains(domains)) if domains is not None else set(self.domains)
         for s in (s for s in self.samples if s.domain in keep):  # excluded files included: identity of the tree
             h.update(f"{s.relpath}\t{s.size}\t{s.class_name}\n".encode())
@@ -216,17 +249,19 @@ class DomainFolder:
 
     def fingerprint_inputs(self, domains: Iterable[str] | None = None) -> dict:
         """What :meth:`fingerprint` is made of, field by field, so a mismatch can name the field that
-        differs: split rule, domains, image count and a sha256 of the file list (paths, sizes, classes)."""
+        differs: split rule, domains, image count and a sha256 of the student-side file list (paths, sizes,
+        classes; the pretraining pool is not in it)."""
         chosen = self.check_domains(domains) if domains is not None else self.domains
         samples = self.select(chosen)
         files = hashlib.sha256("".join(f"{s.relpath}\t{s.size}\t{s.class_name}\n" for s in samples).encode())
         return {"test_fraction": self.test_fraction, "split_seed": self.split_seed,
+                "pretrain_fraction": self.pretrain_fraction,
                 "domains": [d for d in self.domains if d in set(chosen)], "images": len(samples),
                 "files_sha256": files.hexdigest()}
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """``{domain: {"train": n, "val": n, "test": n}}``."""
-        out: dict[str, dict[str, int]] = {d: {"train": 0, "val": 0, "test": 0} for d in self.domains}
+        """``{domain: {"train": n, "val": n, "test": n, "pretrain": n}}`` (every file, excluded ones included)."""
+        out: dict[str, dict[str, int]] = {d: dict.fromkeys(SPLITS, 0) for d in self.domains}
         for s in self.samples:
             out[s.domain][s.split] += 1
         return out

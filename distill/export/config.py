@@ -60,8 +60,8 @@ class ExportConfig(BaseModel):
         build_engines: build TensorRT engines here when ``import tensorrt`` works.
         reduce_range: 7-bit weights in the ort-cpu flavour (avoids u8 x s8 saturation on x86
             CPUs without VNNI, at some accuracy cost).
-        test_fraction, split_seed, val_fraction, class_map: the dataset split and class names (must
-            match training's; default: the run's config, else 0.3 / 0 / 0.1 / ROOT/classnames.yaml).
+        test_fraction, split_seed, val_fraction, pretrain_fraction, class_map: the dataset split and class
+            names (must match training's; default: the run's config, else 0.3 / 0 / 0.1 / 0 / ROOT/classnames.yaml).
         classes: a class file (one name per line, or a YAML list): re-target a text-head student to
             these names with the teacher's text tower before exporting (:mod:`distill.export.retarget`).
         teacher_arch, teacher_pretrained: that text tower (default: the student's provenance).
@@ -102,6 +102,7 @@ class ExportConfig(BaseModel):
     test_fraction: float | None = Field(None, ge=0.0, lt=1.0)
     split_seed: int | None = None
     val_fraction: float | None = Field(None, ge=0.0, lt=1.0)
+    pretrain_fraction: float | None = Field(None, ge=0.0, lt=1.0)
     class_map: str | None = None
     caches: tuple[str, ...] | None = None
     seed: int = 0

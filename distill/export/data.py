@@ -52,7 +52,8 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
         return ExportData(random_images(spec, RANDOM_IMAGES, cfg.seed), None,
                           {"root": None, "labeled": False, "eval_count": {"random": RANDOM_IMAGES}})
     folder = DomainFolder(cfg.data_root, class_map=cfg.class_map, test_fraction=cfg.test_fraction,
-                          split_seed=cfg.split_seed, val_fraction=cfg.val_fraction)
+                          split_seed=cfg.split_seed, val_fraction=cfg.val_fraction,
+                          pretrain_fraction=cfg.pretrain_fraction or 0.0)
     skipped = exclude_cache_skipped(folder, cfg.caches or ())
     eval_domains = list(cfg.eval_domains or folder.domains)
     folder.check_domains(eval_domains)
@@ -85,6 +86,7 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     info = {
         "root": str(cfg.data_root), "labeled": labeled, "fingerprint": folder.fingerprint(),
         "test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
+        **({"pretrain_fraction": cfg.pretrain_fraction} if cfg.pretrain_fraction else {}),  # absent: no pool
         "skipped": skipped,
         "eval_domains": eval_domains, "eval_split": "test",
         "eval_count": {d: int((eval_images.domains == d).sum()) for d in eval_domains},

@@ -97,7 +97,7 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> Ex
     if cfg.data_root is None and data is not None:
         updates["data_root"] = str(data.root)
         log(f"data: {data.root} (from the run's {RUN_CONFIG})")
-    for key in ("test_fraction", "split_seed", "val_fraction", "class_map"):  # no run: training's defaults
+    for key in ("test_fraction", "split_seed", "val_fraction", "pretrain_fraction", "class_map"):  # no run: training's defaults
         if getattr(cfg, key) is None:
             value = getattr(data, key) if data is not None else DataConfig.model_fields[key].default
             updates[key] = str(value) if isinstance(value, Path) else value

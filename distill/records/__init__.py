@@ -28,7 +28,7 @@ from distill.records.names import (RUN_CONFIG, RUN_SUMMARY, RUN_METRICS, ROBUST_
     TEACHER_CHECKPOINT, TEACHER_BOOTSTRAP_STATE, DATA_CLASS_MAP, SUITE_INFO, SUITE_INDEX, EXPORT_REPORT,
     EXPORT_CHECKPOINT, BENCH_RECORDS, REPORT_HTML, REPORT_MD, DEMO_RESULTS)
 from distill.records.base import (percent, pct, Record, Accuracy, TeacherIdentity, SkippedImage)
-from distill.records.teacher import (SuiteDomain, SuiteInfo, TeacherTrainingData, TeacherManifest, CachePreprocess,
+from distill.records.teacher import (SuiteDomain, SuiteInfo, TeacherTrainingData, TeacherManifest, TeacherPool, CachePreprocess,
     CacheDataset, CacheViews, CacheShard, CacheManifest, AdversarialShard, AdversarialManifest)
 from distill.records.run import (CheckpointPointer, RobustAccuracy, RobustReport, RunSummary, UnlabeledPool)
 from distill.records.ship import (ExportedModel, ExportReport, LatencyStats, BenchRecord)
@@ -42,5 +42,5 @@ __all__ = [
     "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
     "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "SkippedImage", "SuiteDomain", "SuiteInfo",
     "TEACHER_BOOTSTRAP_STATE", "TEACHER_CHECKPOINT", "TEACHER_MANIFEST", "TEXT_EMBEDDINGS", "TRAIN_STATE",
-    "TeacherIdentity", "TeacherManifest", "TeacherTrainingData", "UnlabeledPool", "pct", "percent",
+    "TeacherIdentity", "TeacherManifest", "TeacherPool", "TeacherTrainingData", "UnlabeledPool", "pct", "percent",
 ]

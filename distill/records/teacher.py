@@ -39,8 +39,21 @@ class SuiteInfo(Record):
 
 
 # ------------------------------------------------------------------ bootstrapped teacher
+class TeacherPool(_Closed):
+    """The pretraining pool a stand-in teacher was trained on: the ``pretrain`` split of the data
+    (:func:`distill.data.folder.split_of`), which no student ever sees. Which images are in it
+    follows from ``split_seed`` and ``fraction`` alone (carved from the top of the path hash)."""
+
+    fraction: float                   # pretrain_fraction: share of each domain
+    split_seed: int
+    test_fraction: float              # the split rule it was carved with (test and val do not move it)
+    val_fraction: float
+    images: int                       # pool images, the teacher's own validation hold-out included
+
+
 class TeacherTrainingData(_Closed):
-    """The data a bootstrapped teacher was trained on (its train split only)."""
+    """The data a bootstrapped teacher was trained on: its pretraining pool (``pretrain``; teachers
+    from before the pool trained on the train split and record no ``pretrain``)."""
 
     root: str
     fingerprint: str
@@ -48,6 +61,7 @@ class TeacherTrainingData(_Closed):
     test_fraction: float
     split_seed: int
     class_map: str | None = None
+    pretrain: TeacherPool | None = None
 
 
 class TeacherManifest(Record):
@@ -99,6 +113,7 @@ class CacheDataset(_Closed):
     test_fraction: float
     split_seed: int
     val_fraction: float = 0.0
+    pretrain_fraction: float = 0.0  # the teacher's pool, never rows of the cache
     files_sha256: str | None = None
     content_fingerprint: str | None = None
     root: str | None = None       # set when the build completes

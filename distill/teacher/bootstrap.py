@@ -2,8 +2,11 @@
 
 No pretrained CLIP can be downloaded offline, so the demo trains one: an open_clip ``CLIP``
 built from one of this package's plain JSON configs (both towers, random init) is trained
-contrastively on the *train split* of a ``ROOT/DOMAIN/CLASS`` dataset, with captions made from
-domain and class names ("a mnist m image of a seven."). The result is saved as
+contrastively on the *pretraining pool* of a ``ROOT/DOMAIN/CLASS`` dataset (its ``pretrain`` split,
+``pretrain_fraction`` of each domain by the same path hash as test and val), with captions made from
+domain and class names ("a mnist m image of a seven."). Like real CLIP, whose web pretraining did not
+include your evaluation images, it never sees a student's train, val or test image, so its zero-shot
+numbers rest on no student-side label. The result is saved as
 ``OUT/open_clip_model.safetensors`` and loads through exactly the code path of a downloaded
 CLIP::
 
@@ -12,7 +15,9 @@ CLIP::
 
 ``OUT/teacher.json`` records the architecture, the zero-shot templates to use with it
 (:data:`~distill.teacher.bootstrap_presets.DEMO_TEMPLATES`, free of domain words), classes, dataset fingerprint, training
-hyper-parameters, train-image count and the checkpoint's sha256.
+hyper-parameters, the pool (``dataset.pretrain``: fraction, split rule, image count; cache builds and
+training runs refuse a split rule that would move pool images into the students' splits,
+:mod:`distill.teacher.pool`), train-image count and the checkpoint's sha256.
 
 Architecture: :data:`DEMO_ARCH` is ``distill-demo-rn``, CLIP's own ModifiedResNet image tower
 (as in open_clip's ``RN50``) at width 16 with a 2-layer text transformer. On the built-in digits
@@ -23,7 +28,7 @@ stays the tiny random-weight teacher of unit tests; pass ``arch=`` to bootstrap 
 
 Cannot fail silently: the schedule is chosen from the data size
 (:func:`~distill.teacher.bootstrap_presets.choose_schedule`: a
-small set gets smaller batches and more epochs), ``VAL_FRACTION`` of the train split is held
+small set gets smaller batches and more epochs), ``VAL_FRACTION`` of the pool is held
 out to validate, every epoch prints the loss and the train / validation zero-shot accuracy, and a
 teacher near chance ends with a ``WARNING:`` line (also stored in ``teacher.json``) that gives
 the numbers and what to change.
@@ -73,6 +78,7 @@ from distill.teacher.bootstrap_presets import (
     WEIGHT_DECAY, BootstrapSettings, choose_schedule, near_chance_warning,
 )
 from distill.teacher.clip import register_model_configs
+from distill.teacher.pool import pool_of
 from distill.utils.io import atomic_write, sha256_file
 from distill.utils.runtime import resolve_device
 from distill.utils.schedule import warmup_cosine_lr
@@ -81,10 +87,11 @@ from distill.student.transforms import normalize
 
 def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: BootstrapSettings | None = None, *,
                       quick: bool = False, device: str = "cpu", progress: bool = True) -> Path:
-    """Train an open_clip CLIP from scratch on ``dataset``'s train split; return the checkpoint path.
+    """Train an open_clip CLIP from scratch on ``dataset``'s pretraining pool; return the checkpoint path.
 
     Args:
-        dataset: ``ROOT/DOMAIN/CLASS`` images; only its ``train`` split is ever opened.
+        dataset: ``ROOT/DOMAIN/CLASS`` images with ``pretrain_fraction`` > 0; only its ``pretrain``
+            split is ever opened (a pool of 0 is refused).
         out_dir: gets ``open_clip_model.safetensors`` and ``teacher.json`` (and, while
             training, ``bootstrap-state.safetensors``).
         settings: arch, seed and overrides of the preset (default :class:`BootstrapSettings`).
@@ -115,7 +122,9 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     state_path = out_dir / TEACHER_BOOTSTRAP_STATE
     samples, val_samples = split_validation(train_samples(dataset, max_per_domain, seed), seed)
     if len(samples) < 2:
-        raise DistillError(f"{dataset.root}: {len(samples)} train-split image(s); a contrastive bootstrap needs at least 2")
+        raise DistillError(f"{dataset.root}: {len(samples)} pretraining-pool image(s); a contrastive bootstrap needs "
+                           "at least 2 (raise --pretrain-fraction)")
+    pool = pool_of(dataset)
     epochs, batch_size = choose_schedule(len(samples), preset, epochs, batch_size)
     register_model_configs()
     model_cfg = open_clip.get_model_config(arch)
@@ -124,6 +133,7 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     params = {
         "format": FORMAT, "arch": arch, "model_config": model_cfg,
         "dataset_fingerprint": dataset.fingerprint(), "classes": dataset.classes, "domains": dataset.domains,
+        "pretrain": pool.model_dump(mode="json"),  # another pool retrains
         "train_images": len(samples), "val_images": len(val_samples), "templates": list(DEMO_TEMPLATES),
         "caption_templates": list(CAPTION_TEMPLATES),
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": WEIGHT_DECAY,
@@ -179,7 +189,8 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
                disable=not progress, dynamic_ncols=True)
     say = bar.write if progress else print
     if progress or start_epoch == 0:
-        say(f"bootstrap: {n} train images ({len(val_samples)} more held out to validate), {n_cls} classes; "
+        say(f"bootstrap: {n} pretraining-pool images ({len(val_samples)} more held out to validate; pool = "
+            f"{100 * pool.fraction:g}% of each domain, no student split opened), {n_cls} classes; "
             f"{epochs} epochs x {steps_per_epoch} steps at batch {batch_size} = {total} steps, lr {lr:g}; "
             f"chance: loss ln({batch_size}) = {math.log(batch_size):.3f}, accuracy {100 / n_cls:.1f}%")
     if start_epoch:
@@ -232,7 +243,8 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
         templates=list(DEMO_TEMPLATES), classes=dataset.classes, domains=dataset.domains,
         dataset=TeacherTrainingData(root=str(dataset.root), fingerprint=params["dataset_fingerprint"],
                                     train_images=len(samples), test_fraction=dataset.test_fraction,
-                                    split_seed=dataset.split_seed, class_map=dataset.class_map_source),
+                                    split_seed=dataset.split_seed, class_map=dataset.class_map_source,
+                                    pretrain=pool),
         training={k: params[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction",
                                          "max_per_domain", "seed", "augment", "loss", "caption_templates")},
         open_clip_config=model_cfg,

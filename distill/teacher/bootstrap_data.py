@@ -1,6 +1,7 @@
 """The bootstrap's data: train/validation images held in memory, captions, augmentation.
 
-Train images are decoded once and held as ``uint8`` at the model's input size (3 KB each at
+Both come from the dataset's pretraining pool (``pretrain`` split) only: no student's train, val
+or test image is ever opened (:mod:`distill.teacher.pool`). Train images are decoded once and held as ``uint8`` at the model's input size (3 KB each at
 32x32); every random draw comes from a generator the caller seeds with ``(seed, epoch)``, so a
 resumed run replays the same batches.
 """
@@ -23,6 +24,7 @@ from distill.errors import DistillError
 from distill.teacher.bootstrap_presets import (
     AUGMENT, CAPTION_TEMPLATES, DEMO_TEMPLATES, MAX_VAL_IMAGES, MIN_VAL_IMAGES, VAL_FRACTION,
 )
+from distill.teacher.pool import NO_POOL
 
 
 # ---------------------------------------------------------------------------- captions
@@ -125,10 +127,17 @@ def split_validation(samples: list[Sample], seed: int) -> tuple[list[Sample], li
 
 
 def train_samples(dataset: DomainFolder, max_per_domain: int, seed: int) -> list[Sample]:
-    """Train-split samples; with a cap, a hash-ordered (class-balanced in expectation) subset per domain."""
-    samples = dataset.select(split="train")
+    """The pretraining pool's samples; with a cap, a hash-ordered (class-balanced in expectation) subset per domain.
+
+    Raises:
+        DistillError: the dataset has no pool (``pretrain_fraction`` 0) or an empty one.
+    """
+    if dataset.pretrain_fraction <= 0:
+        raise DistillError(f"{dataset.root}: pretrain_fraction is 0; {NO_POOL}")
+    samples = dataset.select(split="pretrain")
     if not samples:
-        raise DistillError(f"{dataset.root}: no train-split images to bootstrap a teacher from")
+        raise DistillError(f"{dataset.root}: the pretraining pool (pretrain_fraction {dataset.pretrain_fraction:g}) "
+                           "holds no image; raise --pretrain-fraction")
     if max_per_domain <= 0:
         return samples
     keep: list[Sample] = []

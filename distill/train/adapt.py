@@ -37,12 +37,15 @@ def checkpoint_spec(checkpoint: str | Path) -> StudentSpec:
     return StudentSpec.from_dict(read_json(folder / STUDENT_SPEC), str(folder / STUDENT_SPEC))
 
 
-def split_of_cache(cache: str | Path) -> tuple[float, int, float]:
-    """(test_fraction, split_seed, val_fraction) of a cache's manifest: the run's split is the cache's."""
+def split_of_cache(cache: str | Path) -> dict[str, Any]:
+    """The split rule of a cache's manifest as ``data`` config keys (test_fraction, split_seed, val_fraction,
+    pretrain_fraction): the run's split is the cache's, so test images stay test images and the teacher's
+    pretraining pool stays out of the run."""
     if not CacheManifest.exists_in(cache):
         raise DistillError(f"{cache}: not a complete teacher cache (no {CACHE_MANIFEST})")
     dataset = CacheManifest.read(cache).dataset
-    return dataset.test_fraction, dataset.split_seed, dataset.val_fraction
+    return {"test_fraction": dataset.test_fraction, "split_seed": dataset.split_seed,
+            "val_fraction": dataset.val_fraction, "pretrain_fraction": dataset.pretrain_fraction}
 
 
 def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: str | Path, *,
@@ -76,10 +79,9 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     overlap = sorted(set(src) & set(targets))
     if overlap:
         raise DistillError(f"adapt: {overlap} are both source and target domains; a target must be unseen")
-    test_fraction, split_seed, val_fraction = split_of_cache(caches[0]) if caches else (0.3, 0, None)
+    split = split_of_cache(caches[0]) if caches else {"test_fraction": 0.3, "split_seed": 0}
     cfg: dict[str, Any] = {
-        "data": {"root": str(root), "source": src, "target": list(targets), "test_fraction": test_fraction,
-                 "split_seed": split_seed},
+        "data": {"root": str(root), "source": src, "target": list(targets), **split},
         "student": {"arch": spec.arch, "input_size": int(spec.input_size[0])},
         "strategy": strat,
         "source_checkpoint": str(source_checkpoint),
@@ -87,8 +89,6 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
         "run": {"out": str(out or Path("runs") / f"adapt-{strat['name']}-{'+'.join(targets)}"), "seed": 0,
                 "workers": 2, **(run or {})},
     }
-    if val_fraction is not None:
-        cfg["data"]["val_fraction"] = val_fraction
     if caches:
         cfg["cache"] = str(caches[0]) if len(caches) == 1 else [str(c) for c in caches]
     return cfg

@@ -29,6 +29,7 @@ from distill.student.transforms import normalize
 from distill.teacher import Teacher
 from distill.teacher.cache import (AdversarialViews, TeacherCache, check_manifest, dataset_expectation, diff_fields,
                                    expected_identity)
+from distill.teacher.pool import check_teacher_pool
 from distill.teacher.prompts import resolve_templates
 from distill.teacher.views import ViewConfig
 from distill.train.data import ViewPlan
@@ -86,7 +87,9 @@ def build(cfg: TrainConfig) -> TrainSetup:
     seed_everything(cfg.run.seed)
     set_deterministic(cfg.run.deterministic)
     dataset = DomainFolder(cfg.data.root, cfg.data.class_map, cfg.data.test_fraction, cfg.data.split_seed,
-                           cfg.data.val_fraction)
+                           cfg.data.val_fraction, cfg.data.pretrain_fraction)
+    if cfg.teacher is not None:  # before any cache or teacher is opened: a named stand-in's pool must stay out
+        check_teacher_pool(cfg.teacher.pretrained, dataset, "this run")
     source = dataset.check_domains(cfg.data.source)
     target = dataset.check_domains(cfg.data.target) if cfg.data.target is not None else [
         x for x in dataset.domains if x not in source]
@@ -234,7 +237,12 @@ def _create_teacher(cfg: TrainConfig, dataset: DomainFolder, caches: list[Teache
 
 
 def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, teacher: Teacher | None) -> None:
-    """Refuse a cache whose identity (teacher, preprocessing, classes, data) differs from this run's."""
+    """Refuse a cache whose identity (teacher, preprocessing, classes, data) differs from this run's.
+
+    The data part includes ``pretrain_fraction``: a cache build refused a split rule other than its
+    teacher's pool (:func:`~distill.teacher.pool.check_teacher_pool`), so a run that matches the cache
+    keeps the teacher's pretraining images out of its splits even when it names no teacher.
+    """
     manifest = cache.manifest
     data_inputs = dataset_expectation(cache.path, manifest, dataset)  # another data set's cache: named so
     content = None

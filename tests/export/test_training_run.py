@@ -33,7 +33,8 @@ def test_run_defaults_and_provenance(run_ckpt: Path, tiny_root: Path) -> None:
     run = TrainingRun.of_checkpoint(run_ckpt, log)
     assert run.folder == run_ckpt.parent.parent and run.summary is not None and not log.warnings
     cfg = with_run_defaults(ExportConfig(split_seed=3), run, log)
-    assert (cfg.data_root, cfg.test_fraction, cfg.split_seed, cfg.val_fraction) == (str(tiny_root), 0.3, 3, 0.1)
+    assert (cfg.data_root, cfg.test_fraction, cfg.split_seed, cfg.val_fraction, cfg.pretrain_fraction) == \
+        (str(tiny_root), 0.3, 3, 0.1, 0.0)
     assert cfg.calib_domains == ("clean", "dark") and cfg.caches == ()
     assert lines == [f"data: {tiny_root} (from the run's {RUN_CONFIG})"]
     prov = provenance(run_ckpt, load_student(run_ckpt), run)
@@ -59,7 +60,8 @@ def test_outside_a_run_training_defaults_apply(run_ckpt: Path, tmp_path: Path) -
     run = TrainingRun.of_checkpoint(lone, log)
     assert run.folder is None and run.summary is None and run.config.data is None
     cfg = with_run_defaults(ExportConfig(), run, log)
-    assert (cfg.data_root, cfg.test_fraction, cfg.split_seed, cfg.val_fraction) == (None, 0.3, 0, 0.1)
+    assert (cfg.data_root, cfg.test_fraction, cfg.split_seed, cfg.val_fraction, cfg.pretrain_fraction) == \
+        (None, 0.3, 0, 0.1, 0.0)
     assert cfg.calib_domains is None and lines == []
 
 

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from distill.cli import main
 from distill.data.folder import DomainFolder
+from distill.errors import DistillError
 from distill.teacher import bootstrap, bootstrap_presets
 from distill.teacher.clip import Teacher
 from distill.teacher.bootstrap import bootstrap_teacher
@@ -26,6 +27,7 @@ from distill.utils.io import sha256_file
 SHAPES = {"square": (220, 40, 40), "circle": (40, 200, 40), "triangle": (40, 60, 230)}
 DOMAINS = ("plain", "night_sky")
 SETTINGS = BootstrapSettings(epochs=3, batch_size=8, lr=2e-3, seed=0)
+POOL = 0.5  # the teacher's pretraining pool: half of each domain (~24 of the 48 images)
 
 
 def _draw(shape: str, domain: str, rng: np.random.Generator) -> Image.Image:
@@ -63,7 +65,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained(tree: Path, tmp_path_factory: pytest.TempPathFactory):
     """One bootstrap run, keeping the in-memory model and every file it opened."""
     out = tmp_path_factory.mktemp("teacher")
-    ds = DomainFolder(tree)
+    ds = DomainFolder(tree, pretrain_fraction=POOL)
     opened: list[str] = []
     models: list[torch.nn.Module] = []
     mp = pytest.MonkeyPatch()
@@ -78,10 +80,10 @@ def trained(tree: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def _loss_on_train(model: torch.nn.Module, ds: DomainFolder) -> float:
-    """Contrastive loss on every train image, un-augmented, with domain-free captions."""
+    """Contrastive loss on every pool image, un-augmented, with domain-free captions."""
     _, _, preprocess = open_clip.create_model_and_transforms(DEMO_ARCH)
     tok = open_clip.get_tokenizer(DEMO_ARCH)
-    samples = ds.select(split="train")
+    samples = ds.select(split="pretrain")
     x = torch.stack([preprocess(Image.open(ds.path(s)).convert("RGB")) for s in samples])
     labels = torch.tensor([s.label for s in samples])
     captions = tok([DEMO_TEMPLATES[i % len(DEMO_TEMPLATES)].format(s.class_name) for i, s in enumerate(samples)])
@@ -117,7 +119,10 @@ def test_checkpoint_round_trips_through_teacher(trained) -> None:
     manifest = json.loads((ckpt.parent / "teacher.json").read_text())
     assert manifest["arch"] == DEMO_ARCH and manifest["templates"] == list(DEMO_TEMPLATES)
     assert manifest["classes"] == ds.classes and manifest["dataset"]["fingerprint"] == ds.fingerprint()
-    assert manifest["dataset"]["train_images"] == len(ds.select(split="train"))
+    pool = ds.select(split="pretrain")
+    assert manifest["dataset"]["train_images"] == len(pool)  # too few to hold some out to validate
+    assert manifest["dataset"]["pretrain"] == {"fraction": POOL, "split_seed": 0, "test_fraction": 0.3,
+                                               "val_fraction": 0.1, "images": len(pool)}
     assert manifest["checkpoint_sha256"] == sha256_file(ckpt)
     assert manifest["training"]["epochs"] == 20 and manifest["training"]["batch_size"] == 8
     record = TeacherManifest.read(ckpt.parent)  # the record is the file, key order and "model_config" too
@@ -125,16 +130,41 @@ def test_checkpoint_round_trips_through_teacher(trained) -> None:
     assert not any(d.replace("_", " ") in t or d in t for t in DEMO_TEMPLATES for d in DOMAINS)
 
 
-def test_never_opens_test_split_images(trained) -> None:
+def test_opens_only_the_pretraining_pool(trained) -> None:
+    """No student train, val or test image is ever opened: the teacher's zero-shot numbers rest on none."""
     ds, _, _, opened = trained
     split_of = {str(ds.path(s)): s.split for s in ds.samples}
     assert opened, "the loader was not observed"
-    assert {split_of[p] for p in opened} == {"train"}
-    assert sorted(set(opened)) == sorted(str(ds.path(s)) for s in ds.select(split="train"))
+    assert {split_of[p] for p in opened} == {"pretrain"}
+    assert sorted(set(opened)) == sorted(str(ds.path(s)) for s in ds.select(split="pretrain"))
+    assert {s.split for s in ds.samples} == {"train", "val", "test", "pretrain"}
+
+
+def test_no_pool_is_refused(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(DistillError, match=r"pretraining pool only .*pass --pretrain-fraction \(0.3 on the digits suite\)"):
+        bootstrap_teacher(DomainFolder(tree), tmp_path, SETTINGS, progress=False)
+    assert main(["teacher", "bootstrap", "--data", str(tree), "--out", str(tmp_path / "t"), "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--pretrain-fraction" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "t" / "teacher.json").exists()
+
+
+def test_another_pool_retrains(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    one_epoch = dataclasses.replace(SETTINGS, epochs=1)
+    bootstrap_teacher(DomainFolder(tree, pretrain_fraction=POOL), tmp_path, one_epoch, progress=False)
+    first = TeacherManifest.read(tmp_path)
+    real_create, created = bootstrap.create_model, []
+    monkeypatch.setattr(bootstrap, "create_model", lambda *a: (created.append(1), real_create(*a))[1])
+    bootstrap_teacher(DomainFolder(tree, pretrain_fraction=POOL), tmp_path, one_epoch, progress=False)
+    assert not created, "the same pool retrained"
+    bootstrap_teacher(DomainFolder(tree, pretrain_fraction=0.4), tmp_path, one_epoch, progress=False)
+    second = TeacherManifest.read(tmp_path)
+    assert created and second.run_key != first.run_key
+    assert (first.dataset.pretrain.fraction, second.dataset.pretrain.fraction) == (POOL, 0.4)
 
 
 def test_killed_bootstrap_resumes_bit_identical(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ds = DomainFolder(tree)
+    ds = DomainFolder(tree, pretrain_fraction=POOL)
     full = bootstrap_teacher(ds, tmp_path / "full", SETTINGS, progress=False)
 
     real_save = bootstrap.save_state
@@ -167,7 +197,7 @@ def test_killed_bootstrap_resumes_bit_identical(tree: Path, tmp_path: Path, monk
 
 def test_changed_parameters_retrain_and_ignore_stale_state(tree: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    ds = DomainFolder(tree)
+    ds = DomainFolder(tree, pretrain_fraction=POOL)
     first = bootstrap_teacher(ds, tmp_path, SETTINGS, progress=False)
     sha = sha256_file(first)
 
@@ -193,7 +223,8 @@ def test_changed_parameters_retrain_and_ignore_stale_state(tree: Path, tmp_path:
 
 def test_cli_bootstrap_then_eval(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "t"
-    assert main(["teacher", "bootstrap", "--data", str(tree), "--out", str(out), "--quick", "--no-progress"]) == 0
+    assert main(["teacher", "bootstrap", "--data", str(tree), "--out", str(out), "--quick", "--no-progress",
+                 "--pretrain-fraction", str(POOL)]) == 0
     text = capsys.readouterr().out
     assert f"teacher checkpoint: {out / 'open_clip_model.safetensors'}" in text
     assert main(["teacher", "eval", "--pretrained", str(out / "open_clip_model.safetensors"), "--data", str(tree)]) == 0
@@ -208,7 +239,6 @@ def test_cli_bootstrap_then_eval(tree: Path, tmp_path: Path, capsys: pytest.Capt
 
 
 def test_templates_file_formats(tmp_path: Path) -> None:
-    from distill.errors import DistillError
     from distill.teacher.prompts import read_templates as load_templates
 
     txt = tmp_path / "t.txt"
@@ -244,8 +274,9 @@ def test_cache_build_and_eval_use_the_bootstrapped_teachers_templates(trained, t
 
 def test_schedule_adapts_to_the_data_size() -> None:
     # the issue's case: 187 photos -> ~118 train images; 14 epochs x batch 64 was 28 steps, loss stuck at ln(64)
-    assert bootstrap_presets.choose_schedule(118, bootstrap_presets.FULL) == (86, 16)  # batch <= 118/4, >= 600 steps (86 x 7)
-    assert bootstrap_presets.choose_schedule(4745, bootstrap_presets.FULL) == (14, 64)  # the digits suite keeps the preset
+    assert bootstrap_presets.choose_schedule(118, bootstrap_presets.FULL) == (143, 16)  # batch <= 118/4, >= 1000 steps (143 x 7)
+    assert bootstrap_presets.choose_schedule(1907, bootstrap_presets.FULL) == (35, 64)  # the digits suite's 30% pool
+    assert bootstrap_presets.choose_schedule(4745, bootstrap_presets.FULL) == (14, 64)  # a large set keeps the preset (1036 steps)
     assert bootstrap_presets.choose_schedule(118, bootstrap_presets.FULL, epochs=5, batch_size=32) == (5, 32)  # explicit values are kept
     assert bootstrap_presets.choose_schedule(20, bootstrap_presets.QUICK) == (6, 8)
     assert bootstrap_presets.near_chance(0.25, 5) and not bootstrap_presets.near_chance(0.45, 5) and bootstrap_presets.near_chance(0.7, 2)
@@ -256,12 +287,12 @@ def test_bootstrap_picks_its_schedule_and_prints_progress(tree: Path, tmp_path: 
     monkeypatch.setattr(bootstrap, "FULL", bootstrap_presets.BootstrapPreset(epochs=2, batch_size=64, lr=2e-3, min_steps=12))
     # a well-trained teacher (nan: no images held out to validate on this tiny set): no warning
     monkeypatch.setattr(bootstrap, "zero_shot_in_memory", lambda model, images, *a, **k: 0.9 if len(images) else float("nan"))
-    ds = DomainFolder(tree)
-    n = len(ds.select(split="train"))
+    ds = DomainFolder(tree, pretrain_fraction=POOL)
+    n = len(ds.select(split="pretrain"))
     bootstrap_teacher(ds, tmp_path, BootstrapSettings(seed=0), progress=False)
     training = json.loads((tmp_path / "teacher.json").read_text())["training"]
     steps = n // 8
-    assert (training["batch_size"], training["epochs"]) == (8, max(2, -(-12 // steps)))  # 64 -> 8 for ~33 images
+    assert (training["batch_size"], training["epochs"]) == (8, max(2, -(-12 // steps)))  # 64 -> 8 for ~24 images
     out, err = capsys.readouterr()
     assert f"bootstrap epoch 1/{training['epochs']}: loss " in out and "zero-shot train 90.0%  val -" in out
     assert "WARNING" not in err
@@ -271,11 +302,11 @@ def test_near_chance_teacher_warns_loudly(tree: Path, tmp_path: Path, monkeypatc
                                          capsys: pytest.CaptureFixture) -> None:
     # 3 classes: chance (training to chance for real is slow to make certain)
     monkeypatch.setattr(bootstrap, "zero_shot_in_memory", lambda model, images, *a, **k: 1 / 3 if len(images) else float("nan"))
-    ds = DomainFolder(tree)
+    ds = DomainFolder(tree, pretrain_fraction=POOL)
     bootstrap_teacher(ds, tmp_path, BootstrapSettings(epochs=1, batch_size=8, seed=0), progress=False)
     manifest = json.loads((tmp_path / "teacher.json").read_text())
     loss = manifest["loss_history"][-1]
-    steps = len(ds.select(split="train")) // 8
+    steps = len(ds.select(split="pretrain")) // 8
     want = (f"WARNING: the bootstrapped teacher is near chance: zero-shot train accuracy 33.3% (chance 33.3% with 3 "
             f"classes), final loss {loss:.3f} (ln(batch 8) = 2.079 means nothing learned) after 1 epochs x {steps} "
             f"steps; train longer or with smaller batches, e.g. --epochs 100 --batch-size 4, and check it with "

@@ -68,10 +68,11 @@ def test_the_split_rule_comes_from_the_cache_manifest(source_ckpt, tmp_path, tin
     cache = tmp_path / "cache"
     shutil.copytree(tiny_cache, cache)
     manifest = json.loads((cache / "manifest.json").read_text())
-    manifest["dataset"].update(test_fraction=0.25, split_seed=7, val_fraction=0.125)
+    manifest["dataset"].update(test_fraction=0.25, split_seed=7, val_fraction=0.125, pretrain_fraction=0.2)
     (cache / "manifest.json").write_text(json.dumps(manifest))
     cfg = adapt_recipe(source_ckpt, ["blue"], tmp_path, caches=[cache], strategy="sfda")
-    assert (cfg["data"]["test_fraction"], cfg["data"]["split_seed"], cfg["data"]["val_fraction"]) == (0.25, 7, 0.125)
+    assert (cfg["data"]["test_fraction"], cfg["data"]["split_seed"], cfg["data"]["val_fraction"],
+            cfg["data"]["pretrain_fraction"]) == (0.25, 7, 0.125, 0.2)  # the teacher's pool stays out of the run
     assert cfg["cache"] == str(cache)
     given = load_train_config(None, ["data.test_fraction=0.5"], base=cfg)  # --set changes the split rule
     assert given.data.test_fraction == 0.5 and given.data.split_seed == 7

@@ -50,6 +50,7 @@ from distill.teacher.cache.options import AdversarialOptions, CacheOptions, Pixe
 from distill.teacher.cache.pixels import build_pixel_store
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.teacher.clip import Teacher
+from distill.teacher.pool import check_teacher_pool
 from distill.teacher.view_policy import PartnerPools, ViewPolicy
 from distill.teacher.views import ViewConfig
 from distill.utils.io import atomic_write, sha256_file
@@ -87,6 +88,7 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
             f"teacher class names ({len(teacher.class_names)}) differ from the dataset's classes "
             f"({len(dataset.classes)}, {', '.join(dataset.classes[:5])}...): build the teacher with dataset.classes"
         )
+    check_teacher_pool(teacher.pretrained, dataset, "a cache")
     chosen = set(dataset.check_domains(list(o.domains))) if o.domains is not None else set(dataset.domains)
     domains = [d for d in dataset.domains if d in chosen]
     n = len(dataset.select(domains))
@@ -105,6 +107,7 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
             "test_fraction": dataset.test_fraction,
             "split_seed": dataset.split_seed,
             "val_fraction": dataset.val_fraction,
+            "pretrain_fraction": dataset.pretrain_fraction,  # the teacher's pool: never rows of this cache
             "files_sha256": dataset.fingerprint_inputs(domains)["files_sha256"],  # names a file-list mismatch
             **content,
         },

@@ -23,7 +23,7 @@ from distill.records import CACHE_MANIFEST, CacheManifest
 TEACHER_UNCOMPARED = ("open_clip_version", "torch_version")
 
 #: Fields added to the identity after format version 1 shipped, with the value every older cache had.
-LEGACY_DEFAULTS: dict[str, Any] = {"teacher.precision": "fp32"}
+LEGACY_DEFAULTS: dict[str, Any] = {"teacher.precision": "fp32", "dataset.pretrain_fraction": 0.0}
 
 #: Relative tolerance of float fields (logit scale, mean/std, crop ranges, epsilons). A CUDA exp or
 #: a JSON round trip moves the last digit (``teacher.logit_scale: 14.285714 vs 14.285715`` failed

@@ -63,6 +63,15 @@ def test_precision_is_identity_and_old_caches_were_fp32():
         check_manifest(_manifest(14.2, precision=None), _expect(14.2, precision="bf16"))
 
 
+def test_pretrain_fraction_is_identity_and_old_caches_had_no_pool():
+    """A plan or manifest written before pools existed had none (0.0): it still resumes / matches at 0."""
+    old_plan, plan = {"dataset": {"test_fraction": 0.3}}, {"dataset": {"test_fraction": 0.3, "pretrain_fraction": 0.0}}
+    assert identity_diffs(old_plan, plan) == []
+    pooled = {"dataset": {"test_fraction": 0.3, "pretrain_fraction": 0.3}}
+    assert identity_diffs(old_plan, pooled) == ["dataset.pretrain_fraction: 0.0 vs 0.3"]
+    assert identity_diffs(plan, pooled) == ["dataset.pretrain_fraction: 0.0 vs 0.3"]
+
+
 def test_one_check_serves_every_layout_and_plans():
     """identity_diffs is the one comparison: the cache's layout (nested), a companion's (flat), or plan vs plan."""
     cache = {**_manifest(14.2), "dataset": {"fingerprint": "abc", "domains": ["a"]}}
