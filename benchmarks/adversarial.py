@@ -33,7 +33,7 @@ from distill.bench.stats import mean_std, pm, two_se, verdict
 from distill.config import RobustSettings, TrainConfig
 from distill.data import DomainFolder
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
-from distill.records import CacheManifest, RunSummary, TeacherManifest, pct, percent
+from distill.records import CacheManifest, RunSummary, TeacherManifest, percent
 from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher

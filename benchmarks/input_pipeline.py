@@ -34,7 +34,6 @@ from distill.data.folder import DomainFolder
 from distill.teacher.cache import CacheOptions, TeacherCache, build_cache, build_pixel_store, find_pixel_store
 from distill.teacher.cache.inputs import ImageViews
 from distill.teacher.clip import Teacher
-from distill.teacher.views import ViewConfig
 from distill.train import TrainImages, epoch_items
 
 

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
-from distill.records.base import Accuracy, Record, SkippedImage, TeacherIdentity, _Closed, _Open
+from distill.records.base import Accuracy, Record, SkippedImage, TeacherIdentity, _Closed
 from distill.records.names import CHECKPOINT_POINTER, ROBUST_REPORT, RUN_SUMMARY
 
 
