@@ -162,6 +162,9 @@ class CacheManifest(Record):
     shapes: dict[str, list[int]]
     row_dtypes: dict[str, str]
     teacher_flops_per_image: int | None = None
+    # where the teacher checkpoint was read from (the identity holds only its name and sha256): what a
+    # text-head student is re-targeted with by default (`distill export --classes`)
+    teacher_path: str | None = None
     skipped: list[SkippedImage] = Field(default_factory=list)
     shards: list[CacheShard]
     text_embeddings_sha256: str | None = None

@@ -158,8 +158,10 @@ def build(cfg: TrainConfig) -> TrainSetup:
         provenance["withheld_classes"] = list(cfg.data.withhold_classes)
     if text_head:  # what `distill export --classes` re-targets the text head with
         provenance["templates"] = list(manifest.templates if manifest is not None else teacher.templates)
-        if cfg.teacher is not None and cfg.teacher.pretrained:
-            provenance["teacher_pretrained"] = str(cfg.teacher.pretrained)  # the path (the identity has its name)
+        path = (str(cfg.teacher.pretrained) if cfg.teacher is not None and cfg.teacher.pretrained
+                else manifest.teacher_path if manifest is not None else None)
+        if path:
+            provenance["teacher_pretrained"] = path  # the path (the identity has its name)
     adversarial = None
     if needs.cached_adversarial:
         adversarial = AdversarialViews.open(caches[0].path, caches[0].manifest)

@@ -331,6 +331,8 @@ def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableSh
         "row_dtypes": {"image_emb": plan["dtype"], "logits": plan["dtype"],
                        **{k: str(v).removeprefix("torch.") for k, v in ROW_DTYPES.items()}},
         "teacher_flops_per_image": teacher.image_flops(),
+        **({"teacher_path": str(Path(teacher.pretrained).resolve())}
+           if teacher.pretrained and Path(teacher.pretrained).is_file() else {}),
         "skipped": skipped,
         "shards": listed,
         "text_embeddings_sha256": text_sha256,
