@@ -42,7 +42,7 @@ from distill.bench.withheld import student_withheld_accuracy, teacher_withheld_a
 from distill.cli import main as cli
 from distill.data import DomainFolder
 from distill.data.builtin import materialize
-from distill.export.retarget import retarget
+from distill.export.retarget import retarget, teacher_source
 from distill.recipes import load_recipe, train_or_resume
 from distill.records import CacheManifest, RunSummary, pct
 from distill.student.model import load_student
@@ -50,7 +50,7 @@ from distill.teacher import Teacher
 from distill.teacher.bootstrap import bootstrap_teacher
 from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
 from distill.teacher.cache import CacheOptions, PixelOptions, TeacherCache, ViewConfig, build_cache
-from distill.teacher.view_policy import FM_DIGITS
+from distill.teacher.view_policy import preset
 
 PRETRAIN_FRACTION = 0.3
 WITHHELD = ("seven", "eight", "nine")
@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None,
                     help="epochs of every trained student (default 100, the same for all: a fair comparison)")
     ap.add_argument("--views", type=int, default=8, help="policy views per image in the cache")
+    ap.add_argument("--eval-every", type=int, default=10,
+                    help="test-split evaluation every N epochs (and whenever source validation improves)")
     ap.add_argument("--feature-weight", type=float, default=1.0, help="the open-vocab fm run's embedding term")
     ap.add_argument("--quick", action="store_true", help="smoke run on the quick suite (every stage, no result)")
     args = ap.parse_args()
@@ -97,8 +99,8 @@ def main() -> None:
     ckpt = bootstrap_teacher(dataset, args.out / "teacher", quick=args.quick, progress=False)
     teacher = Teacher(DEMO_ARCH, str(ckpt), dataset.classes, DEMO_TEMPLATES)
     cache_dir = build_cache(dataset, teacher, args.out / "cache",
-                            CacheOptions(views=args.views, seed=0, augment=ViewConfig(scale=(0.6, 1.0), hflip=0.0),
-                                         policy=FM_DIGITS),
+                            CacheOptions(views=args.views, seed=0,
+                                         policy=preset("fm", crop=ViewConfig(scale=(0.6, 1.0), hflip=0.0))),
                             pixels=PixelOptions(((32, 32),)), num_workers=0 if args.quick else 2, progress=False)
     del teacher
     cache = TeacherCache.open(cache_dir)
@@ -107,7 +109,8 @@ def main() -> None:
 
     def recipe(name: str, seed: int, extra: dict[str, Any] | None = None):
         return load_recipe(name, {"data.root": root, "cache": cache_dir, "run.out": args.out / f"{name}-s{seed}",
-                                  "run.seed": seed, "run.progress": False, "optim.epochs": epochs, **size,
+                                  "run.seed": seed, "run.progress": False, "optim.epochs": epochs,
+                                  "run.eval_every": args.eval_every, **size,
                                   **(extra or {})})
 
     source = list(recipe("erm", 0).data.source)
@@ -129,7 +132,8 @@ def main() -> None:
             "run.progress": False, **size, **({"optim.epochs": epochs} if args.quick else {})})).test_acc)
         print(f"== openvocab (seed {seed}): withheld {', '.join(WITHHELD)}", flush=True)
         run = train_or_resume(recipe("openvocab", seed, {"strategy.feature_weight": args.feature_weight}))
-        student = retarget(load_student(Path(run.checkpoint)), classes_file, DEMO_ARCH, str(ckpt), cache.templates)
+        trained = load_student(Path(run.checkpoint))
+        student = retarget(trained, list(dataset.classes), teacher_source(trained))
         per_seed["openvocab"].append(student_withheld_accuracy(student, dataset, dataset.domains, WITHHELD))
         if seed == seeds[0]:  # the shipped form: the ONNX with the text classifier inside, named for all ten classes
             cli(["export", str(run.checkpoint), "--out", str(args.out / f"export-openvocab-s{seed}"), "--classes",

@@ -134,6 +134,10 @@ class RunConfig(_Strict):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = True  # deterministic kernels (CPU runs are exact; CUDA: see README "Resume on a GPU")
     log_every: int = Field(50, ge=1)  # loss/accuracy logging and the NaN check every N steps (no per-step host sync)
+    # test-split evaluation every N epochs, at the last one and whenever source validation improves (so the
+    # selected epoch always has its test numbers); validation runs every epoch. N > 1: patient schedules
+    # spend their time training, not evaluating
+    eval_every: int = Field(1, ge=1)
     progress: bool = True
 
 

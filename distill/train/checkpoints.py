@@ -80,6 +80,14 @@ def improves(source_val_acc: float, best: float) -> bool:
     return source_val_acc > best if not math.isnan(source_val_acc) else True
 
 
+def wants_test(epoch: int, epochs: int, eval_every: int, source_val_acc: float, best: float) -> bool:
+    """Whether epoch ``epoch`` (0-based) evaluates the test splits: every ``eval_every`` epochs, the last
+    epoch, and every epoch that becomes the selected one (so a run's reported test accuracy is always the
+    selected epoch's). A source-free run (no validation: NaN) selects its last epoch."""
+    periodic = (epoch + 1) % eval_every == 0 or epoch + 1 == epochs
+    return periodic or (not math.isnan(source_val_acc) and source_val_acc > best)
+
+
 def best_epoch(history: list[dict[str, Any]]) -> int:
     """The selected epoch: best source validation accuracy (first of ties), else the last."""
     rows = [r for r in history if not math.isnan(r["source_val_acc"])]

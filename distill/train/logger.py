@@ -49,9 +49,10 @@ class StepLog:
         self.names.append(parts)
         self.values += [out["loss"].detach().float()] + [out[k].detach().float() for k in parts]
         if "logits" in out and labels is not None:  # live accuracy, accumulated on the device
-            # labels may cover only the batch's first (labelled) rows: pool rows have none
-            self.correct += (out["logits"].detach()[: len(labels)].argmax(-1) == labels).sum()
-            self.seen += len(labels)
+            # rows without a label (-1: pool images, withheld classes) are not counted
+            has = labels >= 0
+            self.correct += ((out["logits"].detach().argmax(-1) == labels) & has).sum()
+            self.seen += has.sum()
 
     def flush(self, bar=None) -> None:
         if not self.steps:
@@ -71,8 +72,9 @@ class StepLog:
             i += 1 + len(names)
         if bar is not None:
             post = {"loss": f"{vals[i - 1 - len(self.names[-1])]:.3f}"}
-            if self.seen:
-                post["acc"] = f"{100 * int(self.correct) / self.seen:.1f}"
+            seen = int(self.seen)
+            if seen:
+                post["acc"] = f"{100 * int(self.correct) / seen:.1f}"
             bar.set_postfix(post)
         self.steps, self.values, self.names = [], [], []
 

@@ -22,7 +22,7 @@ SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC = "source_acc", "target_acc", "source_val
 TEST_PREFIX, VAL_PREFIX = "acc/", "val/"
 
 
-def _mean(values: Sequence[float]) -> float:
+def mean_or_nan(values: Sequence[float]) -> float:
     return round(float(np.mean(values)), 6) if values else float("nan")
 
 
@@ -34,10 +34,10 @@ def metrics_row(epoch: int, test: dict[str, float], val: dict[str, float], sourc
     """
     row: dict[str, Any] = {"epoch": epoch + 1}
     row.update({f"{TEST_PREFIX}{d}": round(v, 6) for d, v in test.items()})
-    row[SOURCE_ACC] = _mean([test[d] for d in source if d in test])
-    row[TARGET_ACC] = _mean([test[d] for d in target if d in test])  # no target domains: n/a
+    row[SOURCE_ACC] = mean_or_nan([test[d] for d in source if d in test])
+    row[TARGET_ACC] = mean_or_nan([test[d] for d in target if d in test])  # no target domains: n/a
     row.update({f"{VAL_PREFIX}{d}": round(v, 6) for d, v in val.items()})
-    row[SOURCE_VAL_ACC] = _mean(list(val.values()))
+    row[SOURCE_VAL_ACC] = mean_or_nan(list(val.values()))
     return row
 
 

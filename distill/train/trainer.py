@@ -2,8 +2,7 @@
 
 :meth:`Trainer.fit` reads like timm's train loop: for each epoch, :meth:`Trainer.train_one_epoch`,
 then :meth:`Trainer.evaluate`, then select and checkpoint (:meth:`Trainer.end_epoch`); reporting
-(TensorBoard, tqdm, the NaN check) lives in :mod:`distill.train.logger`, checkpoints in
-:mod:`distill.train.checkpoints`, the numbers in :mod:`distill.train.summary`.
+(TensorBoard, tqdm, the NaN check) in :mod:`distill.train.logger`, checkpoints in :mod:`distill.train.checkpoints`.
 
 Exact resume: every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD start) is a
 function of ``(seed, epoch, step)``: the global RNGs are reseeded before each step. GPU habits:
@@ -36,11 +35,12 @@ from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.teacher.view_policy import PolicyRender
 from distill.train.build import TrainSetup
-from distill.train.checkpoints import Checkpoints, best_epoch, improves
+from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_test
 from distill.train.data import (EpochBatches, Item, TrainImages, all_view_items, epoch_items, label_table, pool_items,
                                 to_unit)
 from distill.train.logger import RunLog
-from distill.train.summary import SOURCE_VAL_ACC, epoch_line, metrics_row, selected_run_summary, write_metrics
+from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, mean_or_nan, metrics_row, selected_run_summary,
+                                   write_metrics)
 from distill.utils.flops import count_flops, count_params
 from distill.utils.runtime import autocast, barrier, seed_step, step_seed
 from distill.utils.state import rng_state, set_rng_state
@@ -243,7 +243,7 @@ class Trainer:
         if needs.labels and self._mixing:  # a mixed view's partner label, through the same gate
             row = rows[0] if rows else setup.caches[0].lookup(index, view)
             partner = row["mix_partner"]
-            batch.partner_labels = torch.where(partner >= 0, self.label_of[partner.clamp(min=0)], -1).to(dev)
+            batch.partner_labels = self.label_of[partner.clamp(min=0)].masked_fill(partner < 0, -1).to(dev)
             batch.mix_lam = row["mix_lam"].to(dev, non_blocking=True)
         if needs.cached_adversarial:  # one cached adversarial view per image, at the student's resolution
             adv = setup.adversarial
@@ -325,9 +325,7 @@ class Trainer:
         optim = self.setup.cfg.optim
         with autocast(self.setup.device, optim.precision):  # losses cast to fp32 themselves (strategies)
             out = self.model(batch)
-        labelled = batch.labels[: len(batch.labels) - self.pool_per_step // self.setup.dist.world] \
-            if batch.labels is not None else None  # the live accuracy: labelled rows (each batch's first ones)
-        log.step(self.step_in_epoch, self.global_step + 1, out, labelled, self.optimizer.param_groups[0]["lr"])
+        log.step(self.step_in_epoch, self.global_step + 1, out, batch.labels, self.optimizer.param_groups[0]["lr"])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out["loss"]).backward()
         if optim.grad_clip:
@@ -346,8 +344,10 @@ class Trainer:
         if not self.setup.dist.main:
             return {}
         self.strategy.eval()
-        test = self.evaluator(self.strategy.predict, self.setup.device)
-        val = self.val_evaluator(self.strategy.predict, self.setup.device) if self.val_evaluator is not None else {}
+        cfg, predict, device = self.setup.cfg, self.strategy.predict, self.setup.device
+        val = self.val_evaluator(predict, device) if self.val_evaluator is not None else {}
+        test_now = wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every, mean_or_nan(val.values()), self.best)
+        test = self.evaluator(predict, device) if test_now else {}
         self.strategy.train()
         return metrics_row(epoch, test, val, self.setup.source, self.setup.target)
 
