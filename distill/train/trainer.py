@@ -346,7 +346,7 @@ class Trainer:
         self.strategy.eval()
         cfg, predict, device = self.setup.cfg, self.strategy.predict, self.setup.device
         val = self.val_evaluator(predict, device) if self.val_evaluator is not None else {}
-        test_now = wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every, mean_or_nan(val.values()), self.best)
+        test_now = wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every, mean_or_nan(list(val.values())), self.best)
         test = self.evaluator(predict, device) if test_now else {}
         self.strategy.train()
         return metrics_row(epoch, test, val, self.setup.source, self.setup.target)
