@@ -109,7 +109,8 @@ def accuracy_table(rows: dict[str, dict[str, float]], domains: list[str], source
     for name, fractions in rows.items():
         acc = {d: percent(v) for d, v in fractions.items()}  # percent only here, where it is printed
         tgt = [acc[d] for d in domains if d not in source and d in acc and not math.isnan(acc[d])]
-        cells = [f"{acc.get(d, float('nan')):12.1f}" for d in domains]
+        # a domain the model was not evaluated on (sfda never opens the source): "-"
+        cells = [f"{acc[d]:12.1f}" if not math.isnan(acc.get(d, math.nan)) else f"{'-':>12s}" for d in domains]
         mean = f"{sum(tgt) / len(tgt):12.1f}" if tgt else f"{'-':>12s}"
         lines.append(" | ".join([f"{name:>{width}s}", *cells, mean]))
     return "\n".join(lines) + "\n(* = source domain; test split accuracy in %)"
