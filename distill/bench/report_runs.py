@@ -167,10 +167,15 @@ def label_runs(runs: list[Run]) -> None:
                 if len({json.dumps(getattr(r, attr), default=str) for r in configs.values()}) > 1:
                     for ck, r in configs.items():
                         v = getattr(r, attr)
+                        if attr in _UNSET_IS_DEFAULT and v in ([], "linear", None):
+                            continue  # no pool, a linear head, nothing withheld: the plain case says nothing
                         extra[ck].append(f"{name} {('+'.join(v) or 'none') if isinstance(v, list) else v}")
         for r in rs:
             bits = [base] + extra[_config_key(r)]
             r.label = f"{arch} ({'; '.join(bits)})"
+
+
+_UNSET_IS_DEFAULT = ("unlabeled", "head", "withheld")  # labelled only where a run sets them
 
 
 def _short(v: Any) -> str:

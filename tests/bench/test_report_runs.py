@@ -68,8 +68,8 @@ def test_an_unlabeled_pool_or_a_text_head_is_another_row_not_another_seed(tmp_pa
     runs = [base, pool, text, seed1]
     label_runs(runs)
     groups = {g.label: g for g in group_runs(runs)}
-    assert set(groups) == {"test_resnet (fm; unlabeled none; head linear; withheld none)",
-                           "test_resnet (fm; unlabeled noisy; head linear; withheld none)",
-                           "test_resnet (fm; unlabeled none; head text; withheld c)"}
-    assert groups["test_resnet (fm; unlabeled none; head linear; withheld none)"].n == 2  # the two seeds of fm
-    assert groups["test_resnet (fm; unlabeled noisy; head linear; withheld none)"].target_mean == pytest.approx(0.7)
+    assert set(groups) == {"test_resnet (fm)",
+                           "test_resnet (fm; unlabeled noisy)",
+                           "test_resnet (fm; head text; withheld c)"}
+    assert groups["test_resnet (fm)"].n == 2  # the two seeds of fm
+    assert groups["test_resnet (fm; unlabeled noisy)"].target_mean == pytest.approx(0.7)
