@@ -47,3 +47,15 @@ def test_metrics_csv_and_summary_hold_fractions(tmp_path):
                                    trained_on=["a"], params=1, checkpoint="x", train_seconds_this_session=0.0)
     assert summary.test_acc == {"a": 0.75, "c": 0.5} and summary.source_val_acc == 0.75
     assert summary.selected_on == "source validation accuracy" and summary.best_epoch == 2
+
+
+def test_live_accuracy_counts_only_rows_with_a_label():
+    """Pool images and withheld classes carry label -1: the live accuracy neither counts them right nor wrong."""
+    import torch
+
+    from distill.train.logger import StepLog
+
+    log = StepLog(None, torch.device("cpu"))
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])  # predicts 0, 1, 0, 0
+    log.add(0, 1, {"loss": torch.tensor(1.0), "logits": logits}, torch.tensor([0, 0, -1, -1]), 0.1)
+    assert int(log.correct) == 1 and int(log.seen) == 2  # 1 of the 2 labelled rows; the -1 rows not counted
