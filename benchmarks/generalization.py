@@ -43,14 +43,13 @@ from distill.cli import main as cli
 from distill.data import DomainFolder
 from distill.data.builtin import materialize
 from distill.export.retarget import retarget, teacher_source
-from distill.recipes import load_recipe, train_or_resume
+from distill.recipes import load_recipe, recipes_view_policy, train_or_resume
 from distill.records import CacheManifest, RunSummary, pct
 from distill.student.model import load_student
 from distill.teacher import Teacher
 from distill.teacher.bootstrap import bootstrap_teacher
 from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
-from distill.teacher.cache import CacheOptions, PixelOptions, TeacherCache, ViewConfig, build_cache
-from distill.teacher.view_policy import preset
+from distill.teacher.cache import CacheOptions, PixelOptions, TeacherCache, build_cache
 
 PRETRAIN_FRACTION = 0.3
 WITHHELD = ("seven", "eight", "nine")
@@ -103,7 +102,7 @@ def main() -> None:
     teacher = Teacher(DEMO_ARCH, str(ckpt), dataset.classes, DEMO_TEMPLATES)
     cache_dir = build_cache(dataset, teacher, args.out / "cache",
                             CacheOptions(views=args.views, seed=0,
-                                         policy=preset("fm", crop=ViewConfig(scale=(0.6, 1.0), hflip=0.0))),
+                                         policy=recipes_view_policy()),
                             pixels=PixelOptions(((32, 32),)), num_workers=0 if args.quick else 2, progress=False)
     del teacher
     cache = TeacherCache.open(cache_dir)

@@ -46,7 +46,7 @@ from distill.data.builtin import materialize
 from distill.errors import DistillError
 from distill.export import ExportConfig, export_checkpoint
 from distill.export.retarget import retarget, teacher_source
-from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
+from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, recipes_view_policy, train_or_resume
 from distill.records import (BENCH_RECORDS, CHECKPOINTS_DIR, DEMO_RESULTS, REPORT_HTML, BenchRecord, CacheManifest,
                              ExportReport, RunSummary, pct, percent)
 from distill.robust.evaluate import RobustEvaluator
@@ -54,9 +54,8 @@ from distill.student.model import load_student, save_student
 from distill.teacher import Teacher
 from distill.teacher.bootstrap import bootstrap_teacher
 from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
-from distill.teacher.cache import (AdversarialOptions, CacheOptions, PixelOptions, TeacherCache, ViewConfig,
+from distill.teacher.cache import (AdversarialOptions, CacheOptions, PixelOptions, TeacherCache,
                                    build_adversarial_views, build_cache)
-from distill.teacher.view_policy import preset
 
 PRETRAIN_FRACTION = 0.3  # share of each domain only the stand-in teacher pretrains on (students never see it)
 CACHE_VIEWS = 8  # policy views per image: enough that a fixed-view teacher does not overfit (ml-dr)
@@ -162,7 +161,7 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True, advers
     teacher = Teacher(DEMO_ARCH, str(ckpt), dataset.classes, DEMO_TEMPLATES)
     cache_dir = build_cache(dataset, teacher, out / "cache",
                             CacheOptions(views=CACHE_VIEWS, seed=0,
-                                         policy=preset("fm", crop=ViewConfig(scale=(0.6, 1.0), hflip=0.0))),
+                                         policy=recipes_view_policy()),
                             pixels=PixelOptions(((PIXEL_SIZE, PIXEL_SIZE),)), progress=progress,
                             num_workers=0 if quick else 2)
     cache = TeacherCache.open(cache_dir)

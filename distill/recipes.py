@@ -15,6 +15,8 @@ import yaml
 from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
 from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary
+from distill.teacher.view_policy import ViewPolicy, preset
+from distill.teacher.views import ViewConfig
 from distill.train import train
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -23,6 +25,12 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 #: train split crafted once against the teacher (``distill cache build --adv-views 1 --adv-eps 8/255
 #: --adv-steps 5``); the demo's stage 5 and ``benchmarks/adversarial.py`` build these.
 ADVERSARIAL_VIEWS: dict[str, Any] = {"views": 1, "epsilon": 8 / 255, "steps": 5}
+
+
+def recipes_view_policy() -> ViewPolicy:
+    """The view policy of the cache the recipes train on (``demo_out/cache``; ``distill cache build
+    --policy fm --crop-scale 0.6,1``): function-matching views, crops of 60-100%, no flips (digits)."""
+    return preset("fm", crop=ViewConfig(scale=(0.6, 1.0), hflip=0.0))
 
 
 def recipe_path(name: str) -> Path:

@@ -216,7 +216,7 @@ def _check_pool_config(cfg: TrainConfig, dataset: DomainFolder, name: str, needs
 
 def _check_view_policy(name: str, needs: Needs, caches: list[TeacherCache]) -> None:
     """A strategy that matches the teacher on augmented views needs a cache that augmented them (else it is kd)."""
-    if needs.augmented_views and caches and getattr(caches[0].manifest.views, "policy", None) is None:
+    if needs.augmented_views and caches and caches[0].manifest.views.policy is None:
         raise DistillError(f"strategy '{name}' matches the teacher on augmented views, but cache {caches[0].path} "
                            "holds crop-only views: build the cache with `distill cache build --policy fm`")
 

@@ -83,7 +83,7 @@ class Trainer:
         self.columns = setup.columns  # withheld classes: labels -> -1, teacher logits -> the student's columns
         self.label_of = self.columns.labels(
             label_table(len(setup.dataset), [] if setup.strategy.needs.target_data else self.train_samples))
-        self._mixing = bool(setup.caches) and getattr(setup.caches[0].manifest.views, "policy", None) is not None
+        self._mixing = bool(setup.caches) and setup.caches[0].manifest.views.policy is not None
         self.scheduler = CosineLRScheduler(self.optimizer, t_initial=optim.epochs * self.steps_per_epoch,
                                            lr_min=optim.min_lr,
                                            warmup_t=int(optim.warmup_epochs * self.steps_per_epoch),
