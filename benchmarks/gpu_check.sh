@@ -6,8 +6,10 @@
 # with the card's name.
 #
 #   bash benchmarks/gpu_check.sh [BUDGET_S]          # default 450 s
-#   GPU_CHECK_TESTS=0 bash benchmarks/gpu_check.sh   # the figures only (tests/gpu already run)
-#   GPU_CHECK_ONLY_TESTS=1 bash benchmarks/gpu_check.sh   # env + wheels + tests/gpu, no figures
+#   GPU_CHECK_PHASES="ceiling kd" bash benchmarks/gpu_check.sh   # only some phases (default: all of
+#       tests data cache throughput kd ceiling bench kd_online_B32 kd_online_L14 input; kd, bench and
+#       kd_online_B32 need data and cache)
+#   GPU_CHECK_TEST_SELECT="kill9 or adapt" ...   # a pytest -k expression for the tests phase
 #   GPU_CHECK_DRY=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh
 #       # the same phases on CPU with tiny models and a few images (proves the script end to end)
 #
@@ -29,6 +31,8 @@ W=${GPU_CHECK_TMP:-/tmp/gpu_check}
 rm -rf "$W" && mkdir -p "$W/bin"
 el() { echo $(( $(date +%s) - T0 )); }
 step() { echo; echo "=== [$(el)s] $*"; }
+PHASES=" ${GPU_CHECK_PHASES:-tests data cache throughput kd ceiling bench kd_online_B32 kd_online_L14 input} "
+want() { case "$PHASES" in *" $1 "*) return 0;; esac; return 1; }
 # ok N: at least N seconds of budget left (else say the phase is skipped)
 ok() { if [ $(( BUDGET - $(el) )) -gt "$1" ]; then return 0; fi; echo "SKIPPED (budget: $(el)s of $BUDGET s used)"; return 1; }
 # lim N: a phase's timeout, never past the budget
@@ -41,7 +45,7 @@ if [ "$DRY" = 1 ]; then   # CPU, tiny: proves every command line, not a speed
   BATCH=8; WORKERS=1; EPOCHS=2; CT_IMAGES=16; CT_BATCH=8; PREC=fp32; IP_ARGS="--images 24 --items 16 --repeats 1 --size 32 --batch 8"
 else
   DEV=cuda; N=${GPU_CHECK_IMAGES:-8000}; SIZE=224; INTERP=bicubic; STUDENT=mobilenetv3_large_100
-  TB=ViT-B-32; TL=ViT-L-14; BATCH=256; WORKERS=$(( $(nproc) - 1 )); EPOCHS=3; CT_IMAGES=2000; CT_BATCH=256
+  TB=ViT-B-32; TL=ViT-L-14; BATCH=256; WORKERS=$(( $(nproc) - 1 )); EPOCHS=${GPU_CHECK_EPOCHS:-3}; CT_IMAGES=2000; CT_BATCH=256
   PREC=bf16; IP_ARGS="--images 400 --items 360 --repeats 3"
 fi
 
@@ -83,24 +87,23 @@ fi
 step "GPU tests: pytest -m gpu tests/gpu (full log: $W/pytest.log)"
 # Every test runs (no -x): a first run on a new card should show all that breaks, not the first thing.
 # pytest-xdist, where installed (the GPU image has it), spreads the subprocess-heavy tests over cores.
-if [ "${GPU_CHECK_TESTS:-1}" = 0 ]; then
-  echo "skipped (GPU_CHECK_TESTS=0)"
+if ! want tests; then
+  echo "not in GPU_CHECK_PHASES"
 elif ok 60; then
   XDIST=(); "$PY" -c "import xdist" 2>/dev/null && [ "$DRY" != 1 ] && XDIST=(-n "${GPU_CHECK_TEST_PROCS:-6}")
+  SELECT=(); [ -n "${GPU_CHECK_TEST_SELECT:-}" ] && SELECT=(-k "$GPU_CHECK_TEST_SELECT")
   timeout "$(lim "${GPU_CHECK_TEST_S:-200}")" "$PY" -m pytest -m gpu tests/gpu -q -rfEs --durations=15 \
-    -p no:cacheprovider "${XDIST[@]}" > "$W/pytest.log" 2>&1
+    -p no:cacheprovider "${XDIST[@]}" "${SELECT[@]}" > "$W/pytest.log" 2>&1
   echo "pytest exit $? (124: stopped at its time limit)"
   grep -E "^(FAILED|ERROR|SKIPPED)|passed|failed" "$W/pytest.log" | tail -25 | fig
 fi
 
-if [ "${GPU_CHECK_ONLY_TESTS:-0}" = 1 ]; then echo "done in $(el) s (tests only)"; exit 0; fi
-
 step "data: $N photo-like JPEGs, 400x300, 2 domains x 10 classes"
-ok 30 && timeout "$(lim 90)" "$PY" benchmarks/photos.py "$W/jpg" "$N" && \
+want data && ok 30 && timeout "$(lim 90)" "$PY" benchmarks/photos.py "$W/jpg" "$N" && \
   timeout "$(lim 30)" "$PY" benchmarks/photos.py "$W/jpg_small" "$CT_IMAGES"
 
 step "cache build: $TB (random weights), batch $BATCH, views 1, pixel store ${SIZE}px $INTERP"
-if ok 40; then
+if want cache && ok 40; then
   t_build=$(date +%s.%N)  # (no /usr/bin/time: the GPU image may lack it)
   timeout "$(lim 150)" distill cache build --data "$W/jpg" --out "$W/cache" --arch "$TB" --pretrained none \
     --batch-size "$BATCH" --test-fraction 0.05 --store-pixels "$SIZE" --pixel-interpolation "$INTERP" \
@@ -111,7 +114,7 @@ if ok 40; then
 fi
 
 step "cache build vs bare teacher forward ($TB, fp32 both, $CT_IMAGES JPEGs 400x300)"
-ok 50 && timeout "$(lim 120)" "$PY" benchmarks/cache_throughput.py --arch "$TB" --data "$W/jpg_small" \
+want throughput && ok 50 && timeout "$(lim 120)" "$PY" benchmarks/cache_throughput.py --arch "$TB" --data "$W/jpg_small" \
   --batch-size "$CT_BATCH" --repeats 2 --device "$DEV" 2>&1 | grep -v -i warning | tail -4 | fig
 
 cat > "$W/train.yaml" <<EOF
@@ -119,25 +122,28 @@ data: {root: $W/jpg, source: [d0], target: [d1], test_fraction: 0.05}
 student: {arch: $STUDENT, input_size: $SIZE}
 strategy: {name: kd}
 optim: {epochs: $EPOCHS, batch_size: $BATCH}
-run: {out: $W/runs/kd, workers: $WORKERS, device: $DEV, progress: false, deterministic: false}
+run: {out: $W/runs/kd, workers: $WORKERS, device: $DEV, progress: false, deterministic: false, log_every: 5}
 EOF
 train() {  # train NAME BUDGET_S [--set ...]
   local name=$1 t=$2; shift 2
+  want "$name" || return 0
   step "train $name ($STUDENT ${SIZE}px $PREC, batch $BATCH, $WORKERS workers, $EPOCHS epochs)"
   ok 40 || return 0
   timeout "$(lim "$t")" distill train -c "$W/train.yaml" --set "run.out=$W/runs/$name" "${PREC_SET[@]}" "$@" \
-    > "$W/train_$name.log" 2>&1 || echo "train $name failed or timed out: $(grep -v -i warning "$W/train_$name.log" | tail -2)"
-  grep -E "^input: |^epoch " "$W/train_$name.log" | tail -2
+    2>&1 | while IFS= read -r line; do printf '%(%s)T %s\n' -1 "$line"; done > "$W/train_$name.log"  # timestamped
+  [ "${PIPESTATUS[0]}" = 0 ] || echo "train $name failed or timed out: $(grep -v -i warning "$W/train_$name.log" | tail -2)"
+  grep -E "^[0-9]+ (input: |epoch |best )" "$W/train_$name.log" | tail -4
   "$PY" benchmarks/train_steps.py "$W/runs/$name" "$BATCH" "$name" 2>&1 | tail -1 | fig
 }
+step "the student's own step on in-memory tensors (the ceiling), $PREC batch $BATCH"
+want ceiling && ok 30 && timeout "$(lim 90)" "$PY" benchmarks/student_ceiling.py "$STUDENT" --size "$SIZE" --batch "$BATCH" \
+  --precision "$PREC" --device "$DEV" --formats cl --cudnn-benchmark off,on $([ "$DRY" = 1 ] && echo "--steps 2 --warmup 1") 2>&1 | grep CEILING | fig
+
 train kd 100 --set "cache=$W/cache"
 
-step "the student's own step on in-memory tensors (the ceiling), $PREC batch $BATCH"
-ok 30 && timeout "$(lim 60)" "$PY" benchmarks/student_ceiling.py "$STUDENT" --size "$SIZE" --batch "$BATCH" \
-  --precision "$PREC" --device "$DEV" $([ "$DRY" = 1 ] && echo "--steps 2 --warmup 1") 2>&1 | grep CEILING | fig
 
 step "distill bench ${BENCH_OPTS[*]} ($STUDENT checkpoint)"
-if ok 30 && [ -d "$W/runs/kd/checkpoints/best" ]; then
+if want bench && ok 30 && [ -d "$W/runs/kd/checkpoints/best" ]; then
   timeout "$(lim 90)" distill bench "$W/runs/kd/checkpoints/best" "${BENCH_OPTS[@]}" --out "$W/bench.jsonl" \
     > "$W/bench.log" 2>&1 || echo "bench failed: $(tail -2 "$W/bench.log")"
   [ -f "$W/bench.jsonl" ] && "$PY" - "$W/bench.jsonl" <<'EOF' | fig
@@ -158,7 +164,7 @@ train kd_online_B32 90 --set strategy.name=kd_online --set "cache=$W/cache" --se
 train kd_online_L14 110 --set strategy.name=kd_online --set "teacher.arch=$TL"
 
 step "CPU input pipeline per worker: decoding vs the pixel store (benchmarks/input_pipeline.py)"
-ok 30 && timeout "$(lim 120)" "$PY" benchmarks/input_pipeline.py $IP_ARGS 2>&1 | grep -v -i warning | fig
+want input && ok 30 && timeout "$(lim 120)" "$PY" benchmarks/input_pipeline.py $IP_ARGS 2>&1 | grep -v -i warning | fig
 
 step "figures"
 cat "$FIG"
@@ -168,7 +174,7 @@ text = open(sys.argv[1]).read()
 def num(pattern):
     m = re.search(pattern, text)
     return float(m.group(1)) if m else None
-ceiling = num(r"CEILING .*channels_last=True: (\d+) img/s")
+ceiling = num(r"CEILING .*channels_last=True cudnn_benchmark=True: (\d+) img/s")  # as distill train runs it
 kd = num(r"TRAIN kd: .*boundaries (\d+) img/s")
 if kd and ceiling:
     print(f"RATIO kd (epoch boundaries included) / student channels_last ceiling: {kd / ceiling:.2f} (target >= 0.8)")

@@ -25,36 +25,40 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=25, help="timed steps")
     p.add_argument("--warmup", type=int, default=8, help="untimed steps first (cudnn autotuning)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--formats", default="nchw,cl", help="memory formats to time: nchw, cl (channels_last)")
+    p.add_argument("--cudnn-benchmark", default="on", help="on, off or off,on: cuDNN's autotuner (distill train "
+                                                           "turns it on when run.deterministic is false)")
     a = p.parse_args()
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    torch.backends.cudnn.benchmark = True
-    for arch in a.arch.split(","):
-        for cl in (False, True):
-            fmt = torch.channels_last if cl else torch.contiguous_format
-            m = timm.create_model(arch, num_classes=a.classes).to(dev, memory_format=fmt)
-            opt = torch.optim.AdamW(m.parameters(), 1e-3)
-            x = torch.randn(a.batch, 3, a.size, a.size, device=dev).contiguous(memory_format=fmt)
-            y = torch.randint(0, a.classes, (a.batch,), device=dev)
-            amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")
+    for arch, cl, bench in [(arch, fmt == "cl", mode == "on") for arch in a.arch.split(",")
+                            for fmt in a.formats.split(",") for mode in a.cudnn_benchmark.split(",")]:
+        torch.backends.cudnn.benchmark = bench
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        m = timm.create_model(arch, num_classes=a.classes).to(dev, memory_format=fmt)
+        opt = torch.optim.AdamW(m.parameters(), 1e-3, fused=True if dev.type == "cuda" else None)  # as distill train
+        x = torch.randn(a.batch, 3, a.size, a.size, device=dev).contiguous(memory_format=fmt)
+        y = torch.randint(0, a.classes, (a.batch,), device=dev)
+        amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")
 
-            def step() -> None:
-                with amp:
-                    loss = torch.nn.functional.cross_entropy(m(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        def step() -> None:
+            with amp:
+                loss = torch.nn.functional.cross_entropy(m(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
-            for _ in range(a.warmup):
-                step()
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(a.steps):
-                step()
-            sync()
-            dt = (time.perf_counter() - t0) / a.steps
-            print(f"CEILING {arch} {a.size}px {a.precision} batch {a.batch} channels_last={cl}: "
-                  f"{a.batch / dt:.0f} img/s ({dt * 1000:.1f} ms/step) on {a.device}")
+        for _ in range(a.warmup):
+            step()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            step()
+        sync()
+        dt = (time.perf_counter() - t0) / a.steps
+        print(f"CEILING {arch} {a.size}px {a.precision} batch {a.batch} channels_last={cl} "
+              f"cudnn_benchmark={bench}: "
+              f"{a.batch / dt:.0f} img/s ({dt * 1000:.1f} ms/step) on {a.device}")
 
 
 if __name__ == "__main__":

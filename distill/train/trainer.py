@@ -43,7 +43,7 @@ from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, mean_or_nan, metr
                                    write_metrics)
 from distill.utils.flops import count_flops, count_params
 from distill.utils.runtime import autocast, barrier, seed_step, step_seed
-from distill.utils.state import rng_state, set_rng_state
+from distill.utils.state import restore_optimizer, rng_state, set_rng_state
 
 _STEP_DELAY = float(os.environ.get("DISTILL_TRAIN_STEP_DELAY", "0") or 0)
 
@@ -153,7 +153,7 @@ class Trainer:
             return False
         state = Checkpoints.load(path)
         self.strategy.load_state_dict(state["strategy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        restore_optimizer(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         if self.scaler.is_enabled() and "grad_scaler" in state:

@@ -178,13 +178,15 @@ def seed_step(seed: int, epoch: int, step: int, rank: int = 0) -> None:
 
 def set_deterministic(enabled: bool = True) -> None:
     """Deterministic kernels: bitwise-repeatable on CPU; on CUDA wherever torch has a deterministic kernel.
+    ``enabled=False`` (``run.deterministic: false``) switches cuDNN's autotuner on instead.
 
     Sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (unless already set: it must be in place before the
     first cuBLAS call) and cuDNN's deterministic mode. An op with no deterministic CUDA kernel
     warns ("... does not have a deterministic implementation") rather than fails, and then a
     CUDA resume is identical only within float tolerance (see README, "Resume on a GPU").
     """
-    if not enabled:
+    if not enabled:  # fixed shapes: let cuDNN time its kernels once and keep the fastest (as timm's train.py)
+        torch.backends.cudnn.benchmark = True
         return
     deterministic_cublas()
     torch.use_deterministic_algorithms(True, warn_only=True)

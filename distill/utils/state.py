@@ -66,6 +66,21 @@ def load_state(path: str | Path) -> dict[str, Any]:
     return _unflatten(read_json(path.with_suffix(".json")), tensors)
 
 
+def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)``, then every per-parameter tensor laid out like its parameter.
+
+    Saved tensors are contiguous (safetensors), while a channels_last parameter's moments were made
+    with its strides. The fused AdamW kernels need the two to match: on CUDA a resumed run stopped with
+    "params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout" (found on an
+    H200), and the fused CPU kernel silently paired each moment with the wrong element.
+    """
+    optimizer.load_state_dict(state)
+    for param, slots in optimizer.state.items():
+        for key, value in slots.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                slots[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)  # param's strides
+
+
 def rng_state() -> dict[str, Any]:
     """All RNG states a CPU/GPU training step touches."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}

@@ -139,7 +139,8 @@ def test_gpu_cache_matches_a_cpu_cache(work, gpu_cache, tmp_path):
 
 
 def test_cache_build_kill9_resume_is_byte_identical_on_the_gpu(work, tmp_path):
-    from distill.teacher.cache import MANIFEST, SHARD_DELAY_ENV, shard_name
+    from distill.records.names import CACHE_MANIFEST as MANIFEST
+    from distill.teacher.cache import SHARD_DELAY_ENV, shard_name
 
     args = ["cache", "build", "--data", str(work / "data"), *CACHE_FLAGS, str(work / "t.txt"), "--device", "auto",
             "--workers", "1", "--no-progress", "--shard-size", "3"]
@@ -228,7 +229,7 @@ def test_adapt_on_cuda(work, gpu_cache, tmp_path):
 
     src = train(load_train_config(None, base=_train_cfg(work, gpu_cache, tmp_path / "src",
                                                                optim__epochs=1)))
-    res = _distill("adapt", "--source-checkpoint", src["checkpoint"], "--target", "blue", "--data", str(work / "data"),
+    res = _distill("adapt", "--source-checkpoint", src.checkpoint, "--target", "blue", "--data", str(work / "data"),
                    "--cache", str(gpu_cache), "--strategy", "sfda", "--out", str(tmp_path / "adapt"),
                    "--set", "optim.epochs=1", "--set", "optim.batch_size=4", "--set", "run.progress=false",
                    "--set", "run.device=auto")

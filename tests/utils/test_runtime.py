@@ -154,3 +154,20 @@ def test_precision_rules():
         check_precision("fp16", cpu, what="optim.precision")
     with pytest.raises(DistillError, match="'fp64': use one of fp32, bf16, fp16"):
         check_precision("fp64", cpu)
+
+
+def test_non_deterministic_runs_let_cudnn_autotune_and_deterministic_ones_do_not():
+    """run.deterministic false: cuDNN's autotuner on (fixed shapes; the H200's ceiling was measured with it);
+    true: off, with deterministic cuDNN kernels."""
+    from distill.utils.runtime import set_deterministic
+
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    try:
+        torch.backends.cudnn.benchmark = False
+        set_deterministic(False)
+        assert torch.backends.cudnn.benchmark is True
+        set_deterministic(True)
+        assert torch.backends.cudnn.benchmark is False and torch.backends.cudnn.deterministic is True
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2], warn_only=True)
