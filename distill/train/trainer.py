@@ -285,6 +285,7 @@ class Trainer:
             self.epoch, self.step_in_epoch = epoch + 1, 0
             self.end_epoch(epoch, row, log)
         log.close()
+        self._train_loader = None  # its persistent workers stop now: left to exit, torch joined each for 5 s
         summary = None
         if setup.dist.main:
             robust = self.robust_eval() if setup.cfg.robust is not None else None
