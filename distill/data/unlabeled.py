@@ -65,15 +65,15 @@ def scan_folder(entry: str, root: str | Path, key: str) -> UnlabeledFolder:
 
     Raises:
         DistillError: the folder does not exist, holds no images, or overlaps ``root`` (its images would be
-            data.root's labelled train/val/test images: name the domain instead).
+            the root's labelled train/val/test images: name the domain instead).
     """
     path = Path(entry).expanduser()
     if not path.is_dir():
         raise DistillError(f"{key}: folder '{entry}' does not exist" + (" (it is a file)" if path.exists() else ""))
     path, root = path.resolve(), Path(root).resolve()
     if path == root or root in path.parents or path in root.parents:
-        raise DistillError(f"{key}: folder '{entry}' overlaps data.root {root} (its images are the domains' labelled "
-                           "train/val/test images); name a domain under data.root to pool its train split")
+        raise DistillError(f"{key}: folder '{entry}' overlaps the data root {root} (its images are the domains' "
+                           "labelled train/val/test images); name a domain under the root to pool its train split")
     files = []
     for f in sorted(path.rglob("*")):
         rel = f.relative_to(path)

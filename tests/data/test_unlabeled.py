@@ -61,9 +61,9 @@ def test_scan_errors_are_one_line_naming_the_key_and_the_folder(tmp_path, root):
     cases = {str(tmp_path / "nowhere"): "does not exist",
              str(_images(tmp_path, ["file.png"]) / "file.png"): "does not exist (it is a file)",
              str(tmp_path / "empty"): "holds no images",
-             str(root / "red"): "overlaps data.root",
-             str(root / "red" / "circle"): "overlaps data.root",
-             str(tmp_path): "overlaps data.root"}
+             str(root / "red"): "overlaps the data root",
+             str(root / "red" / "circle"): "overlaps the data root",
+             str(tmp_path): "overlaps the data root"}
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "sub" / "readme.txt").write_text("x")
     for entry, why in cases.items():
