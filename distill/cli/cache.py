@@ -77,7 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--adv-seed", type=int, default=None, metavar="S", help="seed of their random starts (--seed)")
     b.add_argument("--adv-split", choices=("train", "test", "all"), default="train",
                    help="which split gets adversarial views (train)")
-    b.add_argument("--adv-domains", metavar="a,b", help="domains that get adversarial views (default: all cached)")
+    b.add_argument("--adv-domains", metavar="a,b",
+                   help="domains (or --unlabeled folders, by their cached name) that get adversarial views "
+                        "(default: all cached)")
     b.add_argument("--store-pixels", default=None, metavar="S[,S]",
                    help="also store every view as uint8 pixels at these sizes (224 or 224x192), so training "
                         "at that input size never decodes a JPEG (3*H*W bytes per row)")

@@ -170,7 +170,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
         adversarial = AdversarialViews.open(caches[0].path, caches[0].manifest)
         provenance["adversarial_views"] = {k: getattr(adversarial.manifest, k) for k in ("views", "epsilon", "steps",
                                                                                         "step_size", "seed", "objective")}
-        missing = [d for d in pool.domains if d not in adversarial.manifest.domains]
+        missing = [d for d in pool.names if d not in adversarial.manifest.domains]
         if missing:
             raise DistillError(f"data.unlabeled: {missing} have no cached adversarial views (they cover "
                                f"{adversarial.manifest.domains}); build them with `distill cache build --adv-views K`")

@@ -74,9 +74,6 @@ def resolve_pool(cfg: TrainConfig, dataset: DomainFolder, name: str, needs: Need
             raise DistillError(f"{KEY}: domain '{domain}' is not in cache {caches[0].path} "
                                f"(has: {', '.join(caches[0].domains)}); cache it with `distill cache build`")
     folders = scan_folders([e for e in entries if is_folder_entry(e)], dataset.root, KEY)
-    if folders and needs.cached_adversarial:
-        raise DistillError(f"{KEY}: folder '{folders[0].entry}': strategy '{name}' reads cached adversarial views, "
-                           "which `distill cache build` crafts for domains under data.root only")
     if caches:
         placed = sorted((_cached_folder(folder, caches) for folder in folders), key=lambda p: p[1].first_index)
         for folder, record in placed:

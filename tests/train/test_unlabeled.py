@@ -6,12 +6,13 @@ changes nothing, bit for bit; with the distillation weights at 0 no gradient rea
 image's pixels. Strategies that cannot take a pool are refused, naming the key.
 
 A folder outside data.root in the pool (``unlabeled: [/path/to/images]``) gets the same checks for
-the cache-reading strategies kd and fm, plus its refusals: a folder missing, empty, overlapping the
+the cache-reading strategies kd, fm and adv_cached, plus its refusals: a folder missing, empty, overlapping the
 root, absent from the cache or changed since the cache was built.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from importlib import import_module
 import shutil
 from pathlib import Path
@@ -191,7 +192,7 @@ def test_unknown_or_source_pool_domains_are_refused(world, tmp_path):
 
 
 # ---------------------------------------------------------------------- a folder outside data.root
-FOLDER_STRATEGIES = ["kd", "fm"]
+FOLDER_STRATEGIES = ["kd", "fm", "adv_cached"]
 
 
 def _field_cam(folder: Path, per_class: int = 4) -> Path:
@@ -204,25 +205,39 @@ def _field_cam(folder: Path, per_class: int = 4) -> Path:
     return folder
 
 
-def _folder_cache(root: Path, folder: Path, out: Path, **options) -> Path:
+def _folder_dataset(root: Path, folder: Path):
+    """(the data root with the folder added as `cache build --unlabeled` adds it, the random-weight teacher)."""
     from distill.data import DomainFolder
     from distill.teacher import Teacher
-    from distill.teacher.cache import CacheOptions, build_cache
 
     ds = DomainFolder(root, test_fraction=0.3)
     add_folders(ds, scan_folders([str(folder)], root, "--unlabeled"))
     torch.manual_seed(0)
-    teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
+    return ds, Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
+
+
+def _folder_cache(root: Path, folder: Path, out: Path, **options) -> Path:
+    from distill.teacher.cache import CacheOptions, build_cache
+
+    ds, teacher = _folder_dataset(root, folder)
     return build_cache(ds, teacher, out, CacheOptions(**{"views": 2, "seed": 3, "shard_size": 32, **options}),
                        num_workers=0, progress=False)
 
 
 @pytest.fixture(scope="module")
 def folder_world(tmp_path_factory):
-    """(data root, an fm policy cache of the root and of a folder outside it, the folder)."""
+    """(data root, an fm policy cache of the root and of a folder outside it with adversarial views, the folder)."""
+    from distill.teacher.cache import AdversarialOptions, TeacherCache, build_adversarial_views
+
     root = make_shapes_root(tmp_path_factory.mktemp("folder_data"), SOURCE + ["green"], per_class=6)
     cam = _field_cam(tmp_path_factory.mktemp("outside") / "field_cam")
-    return root, _folder_cache(root, cam, tmp_path_factory.mktemp("folder_cache") / "c", policy=preset("fm")), cam
+    cache = _folder_cache(root, cam, tmp_path_factory.mktemp("folder_cache") / "c", policy=preset("fm"))
+    ds, teacher = _folder_dataset(root, cam)
+    adv = build_adversarial_views(ds, teacher, cache, AdversarialOptions(views=1, epsilon=8 / 255, steps=1, seed=5),
+                                  shard_size=32, progress=False)
+    assert json.loads((adv / "manifest.json").read_text())["domains"] == ["green", "red", "field_cam"]  # by default
+    assert TeacherCache.open(cache).folders[0].name == "field_cam"
+    return root, cache, cam
 
 
 def _folder_cfg(folder_world, strategy: str, out: Path, options: dict | None = None, **data) -> dict:
@@ -278,7 +293,7 @@ def test_folder_labels_cannot_change_a_step_and_no_label_gradient_reaches_a_fold
         runs.append((log.loss, trainer.strategy.state_dict()))
     assert torch.equal(runs[0][0], runs[1][0])
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
-    for options, distills in ((LABELS_ONLY[strategy], False), ({}, True)):
+    for options, distills in ((LABELS_ONLY[strategy], False), (DEFAULTS.get(strategy, {}), True)):
         trainer = _folder_trainer(folder_world, strategy, tmp_path / f"grad{distills}", options)
         _, batch = next(_batches(trainer))
         trainer.strategy.eval()
@@ -328,8 +343,6 @@ def test_folder_entries_are_refused_in_one_line_naming_the_key(folder_world, tmp
         with pytest.raises(DistillError, match=r"^data\.unlabeled: " + message) as err:
             build(load_train_config(None, base=_folder_cfg(folder_world, "kd", tmp_path / "run", unlabeled=entries)))
         assert "\n" not in str(err.value)
-    with pytest.raises(DistillError, match=r"data\.unlabeled: folder .* strategy 'adv_cached' reads cached adversarial"):
-        build(load_train_config(None, base=_folder_cfg(folder_world, "adv_cached", tmp_path / "adv")))
 
 
 def test_a_folder_changed_since_its_cache_was_built_is_refused(folder_world, tmp_path):

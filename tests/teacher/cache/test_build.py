@@ -26,8 +26,8 @@ from distill.data.unlabeled import add_folders, scan_folders
 from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST
 from distill.teacher.cache import (
-    SHARD_DELAY_ENV, AdversarialOptions, PixelOptions, TeacherCache, build_cache, find_pixel_store, make_plan,
-    pixel_dir_name, shard_name,
+    SHARD_DELAY_ENV, AdversarialOptions, PixelOptions, TeacherCache, build_adversarial_views, build_cache,
+    find_pixel_store, make_plan, pixel_dir_name, shard_name,
 )
 from distill.teacher.view_policy import preset
 from distill.teacher.views import view_pixels
@@ -120,6 +120,11 @@ def test_a_changed_folder_changes_the_identity_and_is_refused_where_it_was_built
     content = dataclasses.replace(SETTINGS, fingerprint="content")
     record = make_plan(changed, teacher, content)["dataset"]["unlabeled_folders"][0]
     assert record["content_sha256"] == changed.folders["cam"].content_sha256()
+    # adversarial views (of every cached domain and folder by default) are refused for another folder, or none
+    for other in (changed, DomainFolder(tree)):
+        with pytest.raises(DistillError, match=r"unlabeled folder 'cam' \(.*\) is not the one the cache was built "
+                                               r"with; pass the cache's --unlabeled folders"):
+            build_adversarial_views(other, teacher, out, AdversarialOptions(views=1, steps=1), progress=False)
 
 
 def test_a_folder_mixes_only_with_itself(tree, teacher, tmp_path):
