@@ -96,11 +96,21 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
     check_teacher_pool(teacher.pretrained, dataset, "a cache")
     chosen = set(dataset.check_domains(list(o.domains))) if o.domains is not None else set(dataset.domains)
     domains = [d for d in dataset.domains if d in chosen]
-    folders = [folder_record(dataset, name, o.fingerprint == "content") for name in dataset.folders]
-    n = len(dataset.select(domains))  # the root's images: its part of the identity, as without folders
-    content = {"content_fingerprint": content_fingerprint(dataset, domains)} if o.fingerprint == "content" else {}
-    if folders:  # unlabeled folders outside the root: after its domains, in their own block
-        content["unlabeled_folders"] = folders
+    data = {
+        "fingerprint": dataset.fingerprint(domains),
+        "domains": domains,
+        "images": len(dataset.select(domains)),  # the root's: its part of the identity, as without folders
+        "test_fraction": dataset.test_fraction,
+        "split_seed": dataset.split_seed,
+        "val_fraction": dataset.val_fraction,
+        "pretrain_fraction": dataset.pretrain_fraction,  # the teacher's pool: never rows of this cache
+        "files_sha256": dataset.fingerprint_inputs(domains)["files_sha256"],  # names a file-list mismatch
+    }
+    if o.fingerprint == "content":
+        data["content_fingerprint"] = content_fingerprint(dataset, domains)
+    if dataset.folders:  # unlabeled folders outside the root: cached after its domains, in their own block
+        data["unlabeled_folders"] = [folder_record(dataset, name, o.fingerprint == "content")
+                                     for name in dataset.folders]
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -108,24 +118,14 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
         "templates": list(teacher.templates),
         "classes": list(dataset.classes),
         "preprocess": teacher.preprocess_info.to_dict(),
-        "dataset": {
-            "fingerprint": dataset.fingerprint(domains),
-            "domains": domains,
-            "images": n,
-            "test_fraction": dataset.test_fraction,
-            "split_seed": dataset.split_seed,
-            "val_fraction": dataset.val_fraction,
-            "pretrain_fraction": dataset.pretrain_fraction,  # the teacher's pool: never rows of this cache
-            "files_sha256": dataset.fingerprint_inputs(domains)["files_sha256"],  # names a file-list mismatch
-            **content,
-        },
+        "dataset": data,
         "views": _views_block(o),
         "dtype": o.dtype,
         "embed_dim": teacher.embed_dim,
         "num_classes": len(dataset.classes),
         "batch_size": int(o.batch_size),
         "shard_size": int(o.shard_size),
-        "num_shards": math.ceil((n + sum(f["images"] for f in folders)) / o.shard_size),
+        "num_shards": math.ceil(images_with_rows(data) / o.shard_size),
     }
 
 
@@ -139,9 +139,14 @@ def _views_block(options: CacheOptions) -> dict:
     return block
 
 
-def cached_domains(plan: dict) -> list[str]:
-    """The domains whose rows a plan or manifest ``dataset`` block holds: the root's, then the unlabeled folders'."""
-    return list(plan["domains"]) + [f["name"] for f in plan.get("unlabeled_folders") or []]
+def cached_domains(data: dict) -> list[str]:
+    """The domains whose rows a plan's ``dataset`` block holds: the root's, then the unlabeled folders'."""
+    return list(data["domains"]) + [f["name"] for f in data.get("unlabeled_folders") or []]
+
+
+def images_with_rows(data: dict) -> int:
+    """The images a plan's ``dataset`` block gives rows: the root's ``images``, then the unlabeled folders'."""
+    return data["images"] + sum(f["images"] for f in data.get("unlabeled_folders") or [])
 
 
 def view_policy_of(views: dict) -> ViewPolicy:
@@ -323,8 +328,7 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
 
 def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: dict) -> None:
     """Rank 0, all shards written: text embeddings, then the manifest (the completion mark)."""
-    S = plan["shard_size"]
-    n = plan["dataset"]["images"] + sum(f["images"] for f in plan["dataset"].get("unlabeled_folders") or [])
+    S, n = plan["shard_size"], images_with_rows(plan["dataset"])
     files = shards.finished(plan["num_shards"], "{path}: shard missing after all ranks finished; rerun the build "
                                                 "to resume")
     listed = [{"file": f.file, "samples": [k * S, min((k + 1) * S, n)], "rows": f.rows, "bytes": f.bytes,
