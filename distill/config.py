@@ -37,8 +37,9 @@ class DataConfig(_Strict):
     # share of each domain (same path hash, carved from the top) that only the stand-in teacher pretrains on
     pretrain_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     skip_bad: bool = False  # skip undecodable images (listed once) instead of stopping
-    # domains under root whose TRAIN split is an unlabeled pool: their cached teacher outputs feed the
-    # distillation terms; cross-entropy never sees them (never their val/test split; never a source domain)
+    # domains under root whose TRAIN split is an unlabeled pool, or folders of images anywhere (an entry with a
+    # '/' or starting with '.' or '~'; cached with `cache build --unlabeled DIR`): their cached teacher outputs
+    # feed the distillation terms; cross-entropy never sees them (never their val/test split; never a source domain)
     unlabeled: list[str] = Field(default_factory=list)
     unlabeled_ratio: float = Field(1.0, gt=0.0)  # pool images per labelled image in a step
 

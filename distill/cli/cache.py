@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from distill.data.folder import DomainFolder
+from distill.data.unlabeled import FOLDER_HINT, add_folders, is_folder_entry, scan_folders
 from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, AdversarialManifest, CacheManifest
 from distill.config import parse_eps
@@ -41,6 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "bootstrapped --pretrained checkpoint, else 12 built-in templates)")
     b.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map (default ROOT/classnames.yaml)")
     b.add_argument("--domains", metavar="a,b", help="comma-separated domains to cache (default: all)")
+    b.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
+                   help="also cache a folder of unlabeled images outside ROOT (any image files, flat or nested; "
+                        "no class folders), for a run's data.unlabeled pool; its file list is in the cache's "
+                        "identity, so a changed folder is refused. Repeat for several folders")
     b.add_argument("--test-fraction", type=float, default=0.3, metavar="F", help="held-out fraction per domain (0.3)")
     b.add_argument("--split-seed", type=int, default=0, metavar="S", help="seed of the train/test split hash (0)")
     b.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
@@ -72,7 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--adv-seed", type=int, default=None, metavar="S", help="seed of their random starts (--seed)")
     b.add_argument("--adv-split", choices=("train", "test", "all"), default="train",
                    help="which split gets adversarial views (train)")
-    b.add_argument("--adv-domains", metavar="a,b", help="domains that get adversarial views (default: all cached)")
+    b.add_argument("--adv-domains", metavar="a,b",
+                   help="domains (or --unlabeled folders, by their cached name) that get adversarial views "
+                        "(default: all cached)")
     b.add_argument("--store-pixels", default=None, metavar="S[,S]",
                    help="also store every view as uint8 pixels at these sizes (224 or 224x192), so training "
                         "at that input size never decodes a JPEG (3*H*W bytes per row)")
@@ -114,6 +121,17 @@ def _names(text: str | None) -> list[str] | None:
     return [d.strip() for d in text.split(",") if d.strip()] if text else None
 
 
+def add_unlabeled_folders(dataset: DomainFolder, entries: list[str]) -> None:
+    """``--unlabeled DIR...``: scan each folder and add it to ``dataset`` as an unlabeled domain."""
+    for entry in entries:
+        if not is_folder_entry(entry):
+            where = "is a domain under ROOT (cached by --domains, all by default)" if entry in dataset.domains \
+                else "is not a folder"
+            raise DistillError(f"--unlabeled: '{entry}' {where}; --unlabeled takes folders outside ROOT "
+                               f"({FOLDER_HINT})")
+    add_folders(dataset, scan_folders(entries, dataset.root, "--unlabeled"))
+
+
 def _build(args: argparse.Namespace) -> int:
     # lazy: the cache package pulls torchvision (seconds); `distill --help` does not need it
     from distill.teacher.cache import (
@@ -135,6 +153,7 @@ def _build(args: argparse.Namespace) -> int:
                            split_seed=args.split_seed, val_fraction=args.val_fraction,
                            pretrain_fraction=pretrain_fraction)
     domains = _names(args.domains)
+    add_unlabeled_folders(dataset, args.unlabeled)
     templates, templates_source = resolve_templates(args.templates_file, args.pretrained)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"prompt templates: {len(templates)} from {templates_source}", flush=True)
@@ -164,10 +183,12 @@ def _build(args: argparse.Namespace) -> int:
         m = CacheManifest.read(out)
         state = "already complete" if was_complete else "written"
         skipped = f", {len(m.skipped)} image(s) skipped (listed in {CACHE_MANIFEST})" if m.skipped else ""
-        images = f"({m.dataset.images} images - {len(m.skipped)} skipped)" if m.skipped else \
-            f"{m.dataset.images} images"
+        images = f"({m.dataset.cached_images} images - {len(m.skipped)} skipped)" if m.skipped else \
+            f"{m.dataset.cached_images} images"
         print(f"teacher cache {state}: {out} ({m.rows} rows = {images} x "
               f"{m.views.count} view(s), {len(m.shards)} shard(s){skipped})")
+        for f in m.dataset.unlabeled_folders or []:
+            print(f"unlabeled folder {f.path}: {f.images} images, cached as '{f.name}' (name it in data.unlabeled)")
         if m.views.policy is not None:
             print(f"view policy: {_policy_line(m.views.policy)}")
         if args.adv_views:
@@ -221,6 +242,9 @@ def _inspect(args: argparse.Namespace) -> int:
     if s["policy"] is not None:
         print(f"views     policy {_policy_line(s['policy'])}")
     print(f"skipped   {len(s['skipped'])}" + "".join(f"\n            {k['path']}: {k['reason']}" for k in s["skipped"]))
+    for f in s.get("unlabeled_folders", []):
+        print(f"unlabeled {f['name']}: {f['images']} images from {f['path']} (no labels; files_sha256 "
+              f"{f['files_sha256'][:12]})")
     print("zero-shot accuracy of the teacher (view 0):")
     print(f"  {'domain':<20} {'train':>8} {'test':>8}")
     for d in s["domains"]:

@@ -15,6 +15,9 @@
   val are the same whatever the pool's size: it is the stand-in teacher's pretraining pool
   (:mod:`distill.teacher.bootstrap`), which no student ever sees, as real CLIP never saw your
   evaluation images. :meth:`DomainFolder.select` reaches it only when asked for by name.
+- Unlabeled folders outside ROOT (:mod:`distill.data.unlabeled`) join as extra unlabeled domains
+  (:meth:`DomainFolder.add_folder`): label -1, all ``train``, at sample indices after ROOT's. Nothing
+  about ROOT (its domains, indices, fingerprint, :meth:`DomainFolder.select` by default) changes.
 - Bad images: :meth:`DomainFolder.exclude` (a cache's skipped list) or
   :meth:`DomainFolder.skip_undecodable` (a scan that decodes every image) take files out of
   :meth:`select`; sample indices and the fingerprint stay those of the full file list, so a
@@ -31,6 +34,7 @@ from typing import Iterable
 import yaml
 
 from distill.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
+from distill.data.unlabeled import UnlabeledFolder
 from distill.errors import DistillError
 from distill.records import DATA_CLASS_MAP
 
@@ -40,13 +44,14 @@ STUDENT_SPLITS = ("train", "val", "test")  # what select() returns by default: n
 
 @dataclass(frozen=True)
 class Sample:
-    """One image. ``index`` is its position in the dataset's sorted sample list."""
+    """One image. ``index`` is its position in ROOT's sorted sample list; an unlabeled folder's images
+    follow, from the index its cache gave the folder (:meth:`DomainFolder.add_folder`)."""
 
     index: int
-    relpath: str  # "DOMAIN/CLASSFOLDER/file", posix separators
+    relpath: str  # "DOMAIN/CLASSFOLDER/file" (an unlabeled folder's: "NAME/path in the folder"), posix separators
     domain: str
-    class_name: str
-    label: int
+    class_name: str  # "" in an unlabeled folder
+    label: int  # -1 in an unlabeled folder
     split: str  # "train" | "val" | "test" | "pretrain"
     size: int  # bytes on disk, part of the dataset fingerprint
 
@@ -142,6 +147,8 @@ class DomainFolder:
         self.val_fraction = float(val_fraction)
         self.pretrain_fraction = float(pretrain_fraction)
         self.excluded: dict[str, str] = {}  # relpath -> why (undecodable): left out of select()
+        self.folders: dict[str, UnlabeledFolder] = {}  # unlabeled folders outside ROOT, by name (add_folder)
+        self._folder_samples: dict[int, Sample] = {}  # their samples, by index
 
         self.domains: list[str] = sorted(
             d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
@@ -166,6 +173,7 @@ class DomainFolder:
                    split_of(rel, self.test_fraction, self.split_seed, self.val_fraction, self.pretrain_fraction), size)
             for i, (rel, dom, cname, size) in enumerate(found)
         ]
+        self._root_samples = len(self.samples)
 
     def _check_class_map_domains(self) -> None:
         """A ``DOMAIN/folder`` key must name a domain and a class folder under ROOT: a typo
@@ -182,17 +190,54 @@ class DomainFolder:
                 raise DistillError(f"{where}: key '{key}' names class folder '{folder}', which is not under "
                                    f"{self.root / domain}")
 
+    # ------------------------------------------------------------------ unlabeled folders
+    def add_folder(self, name: str, folder: UnlabeledFolder, first_index: int | None = None) -> list[Sample]:
+        """Add ``folder``'s images as the unlabeled domain ``name`` (label -1, split ``train``) at sample indices
+        ``first_index``... (default: the next free index; a run passes its cache's, so rows and samples agree).
+
+        Raises:
+            DistillError: ``name`` is taken, or ``first_index`` falls on indices in use (the cache was built
+                over a data.root that held fewer images).
+        """
+        if name in self.domains or name in self.folders:
+            raise DistillError(f"unlabeled folder '{folder.entry}': name '{name}' is already a domain or folder")
+        first = self.index_count if first_index is None else int(first_index)
+        if first < self.index_count:
+            raise DistillError(f"unlabeled folder '{folder.entry}': its cached sample indices start at {first}, but "
+                               f"{self.root} (and the folders before it) use {self.index_count}: data.root changed "
+                               "since the cache was built; rebuild the cache")
+        added = [Sample(first + i, f"{name}/{rel}", name, "", -1, "train", size)
+                 for i, (rel, size) in enumerate(folder.files)]
+        self.folders[name] = folder
+        self.samples.extend(added)
+        self._folder_samples.update((s.index, s) for s in added)
+        return added
+
+    def first_index(self, name: str) -> int:
+        """The first sample index of unlabeled folder ``name``."""
+        return next(s.index for s in self.samples[self._root_samples:] if s.domain == name)
+
+    @property
+    def index_count(self) -> int:
+        """One past the largest sample index (ROOT's image count when no folder was added)."""
+        return self.samples[-1].index + 1 if self.samples else 0
+
+    def sample_at(self, index: int) -> Sample:
+        """The sample with this index (ROOT's by position; an unlabeled folder's by lookup)."""
+        return self.samples[index] if index < self._root_samples else self._folder_samples[index]
+
     # ------------------------------------------------------------------ selection
     def check_domains(self, domains: Iterable[str]) -> list[str]:
-        """Return ``domains`` as a list, or raise naming the first one not under ROOT."""
+        """Return ``domains`` as a list, or raise naming the first one not under ROOT (nor an added folder)."""
         domains = list(domains)
         for d in domains:
-            if d not in self.domains:
+            if d not in self.domains and d not in self.folders:
                 raise DistillError(f"domain '{d}' not found under {self.root} (have: {', '.join(self.domains)})")
         return domains
 
     def select(self, domains: Iterable[str] | None = None, split: str | None = None) -> list[Sample]:
-        """Samples of the given domains (default all) and split (default: train, val and test).
+        """Samples of the given domains (default: all of ROOT's; an unlabeled folder when named) and split
+        (default: train, val and test).
 
         The teacher's pretraining pool is returned only for ``split="pretrain"``: no student-side
         selection can reach it by default.
@@ -228,6 +273,9 @@ class DomainFolder:
         return self.exclude(bad)
 
     def path(self, sample: Sample) -> Path:
+        folder = self.folders.get(sample.domain)
+        if folder is not None:
+            return folder.path / sample.relpath[len(sample.domain) + 1:]
         return self.root / sample.relpath
 
     # ------------------------------------------------------------------ identity
@@ -262,7 +310,7 @@ class DomainFolder:
     def summary(self) -> dict[str, dict[str, int]]:
         """``{domain: {"train": n, "val": n, "test": n, "pretrain": n}}`` (every file, excluded ones included)."""
         out: dict[str, dict[str, int]] = {d: dict.fromkeys(SPLITS, 0) for d in self.domains}
-        for s in self.samples:
+        for s in self.samples[:self._root_samples]:
             out[s.domain][s.split] += 1
         return out
 

@@ -61,12 +61,29 @@ class RobustReport(Record):
 
 
 # ------------------------------------------------------------------ run summary
+class PoolFolder(_Closed):
+    """An unlabeled folder outside data.root in a run's pool."""
+
+    name: str  # its domain name (the cache's)
+    path: str  # the resolved folder
+    images: int
+
+
 class UnlabeledPool(_Closed):
     """``summary.json``'s ``unlabeled``: the pool a run distilled on without labels (``data.unlabeled``)."""
 
-    domains: list[str]
-    images: int  # train-split images of those domains in the pool
+    domains: list[str]  # domains under data.root
+    images: int  # train-split images of those domains (and every image of the folders) in the pool
     ratio: float  # pool images per labelled image in a step
+    folders: list[PoolFolder] | None = None  # folders outside data.root; written only when the pool has some
+
+    @model_serializer(mode="wrap")
+    def _without_folders(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A pool of domains only writes the ``unlabeled`` it always wrote."""
+        out = handler(self)
+        if self.folders is None:
+            out.pop("folders", None)
+        return out
 
 
 class RunSummary(Record):

@@ -106,6 +106,17 @@ class CachePreprocess(_Closed):
     exif_transpose: bool = False
 
 
+class CacheFolder(_Closed):
+    """One unlabeled folder outside the root that a cache holds rows of (``cache build --unlabeled``)."""
+
+    name: str                 # its domain name in the cache and in a run
+    path: str                 # the resolved folder it was built from
+    first_index: int          # its images are samples first_index.. (sorted by relative path)
+    images: int
+    files_sha256: str         # sorted relative paths + sizes: its identity
+    content_sha256: str | None = None  # with --fingerprint content: the images' bytes too
+
+
 class CacheDataset(_Closed):
     fingerprint: str
     domains: list[str]
@@ -118,6 +129,12 @@ class CacheDataset(_Closed):
     content_fingerprint: str | None = None
     root: str | None = None       # set when the build completes
     class_map: str | None = None
+    unlabeled_folders: list[CacheFolder] | None = None  # folders outside the root, cached after its domains
+
+    @property
+    def cached_images(self) -> int:
+        """Images with rows: ``images`` (the root's cached domains) plus the unlabeled folders'."""
+        return self.images + sum(f.images for f in self.unlabeled_folders or [])
 
 
 class CacheViews(_Closed):

@@ -5,6 +5,7 @@
 
 - :mod:`~distill.train.build`: config -> objects (caches opened once, the teacher made once).
 - :mod:`~distill.train.data`: epoch items, the image dataset, the persistent loader's batch plan.
+- :mod:`~distill.train.pool`: the ``data.unlabeled`` pool (domains, and folders outside data.root) as samples.
 - :mod:`~distill.train.trainer`: the loop (train one epoch -> evaluate -> select/checkpoint).
 - :mod:`~distill.train.checkpoints`: step folders, the resume pointer, the selected student.
 - :mod:`~distill.train.logger`: TensorBoard, tqdm, the NaN check.

@@ -21,8 +21,8 @@ from distill.data.classes import ClassColumns, student_classes
 from distill.data.fingerprint import content_fingerprint
 from distill.data.folder import DomainFolder, Sample
 from distill.errors import DistillError
-from distill.records import CACHE_MANIFEST
-from distill.strategies import Strategy, StrategyContext, create_strategy, get_strategy, list_strategies
+from distill.records import CACHE_MANIFEST, UnlabeledPool
+from distill.strategies import Strategy, StrategyContext, create_strategy, get_strategy
 from distill.strategies.base import Needs
 from distill.student.model import Student, default_spec, load_student
 from distill.student.transforms import normalize
@@ -33,6 +33,7 @@ from distill.teacher.pool import check_teacher_pool
 from distill.teacher.prompts import resolve_templates
 from distill.teacher.views import ViewConfig
 from distill.train.data import ViewPlan
+from distill.train.pool import resolve_pool
 from distill.utils.runtime import (Dist, check_precision, init_distributed, resolve_device, seed_everything,
                                    set_deterministic)
 
@@ -54,8 +55,10 @@ class TrainSetup:
     provenance: dict[str, Any]             # recorded in the best checkpoint's student.json
     adversarial: AdversarialViews | None = None  # when needs.cached_adversarial
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason) left out
-    # data.unlabeled: the pool's train-split samples, shown without labels next to the labelled ones
+    # data.unlabeled: the pool's train-split samples (and its folders' images), shown without labels next to
+    # the labelled ones; pool_record: what summary.json says of it
     unlabeled: list[Sample] = field(default_factory=list)
+    pool_record: UnlabeledPool | None = None
     # dataset class ids of the student's classes (data.withhold_classes leaves some out); None = all
     class_columns: list[int] | None = None
     withheld_classes: list[str] = field(default_factory=list)  # data.withhold_classes
@@ -108,10 +111,10 @@ def build(cfg: TrainConfig) -> TrainSetup:
     for cache in caches:
         _check_cache(cache, cfg, dataset, teacher)
     _check_same_views(caches)
-    _check_pool_config(cfg, dataset, strategy_cls.name, needs, source, caches)
+    pool = resolve_pool(cfg, dataset, strategy_cls.name, needs, source, caches)  # adds its folders to dataset
     _check_view_policy(strategy_cls.name, needs, caches)
-    skipped = _skip_bad_images(dataset, caches, source + target + [d for d in cfg.data.unlabeled
-                                                                  if d not in source + target], cfg.data.skip_bad)
+    skipped = _skip_bad_images(dataset, caches, source + target + [d for d in pool.names if d not in source + target],
+                               cfg.data.skip_bad)
     if skipped and dist.main:
         print(f"warning: {len(skipped)} undecodable image(s) left out of training and evaluation: "
               + ", ".join(f"{p} ({why})" for p, why in skipped))
@@ -167,15 +170,16 @@ def build(cfg: TrainConfig) -> TrainSetup:
         adversarial = AdversarialViews.open(caches[0].path, caches[0].manifest)
         provenance["adversarial_views"] = {k: getattr(adversarial.manifest, k) for k in ("views", "epsilon", "steps",
                                                                                         "step_size", "seed", "objective")}
-        missing = [d for d in cfg.data.unlabeled if d not in adversarial.manifest.domains]
+        missing = [d for d in pool.names if d not in adversarial.manifest.domains]
         if missing:
             raise DistillError(f"data.unlabeled: {missing} have no cached adversarial views (they cover "
                                f"{adversarial.manifest.domains}); build them with `distill cache build --adv-views K`")
-    unlabeled = dataset.select(cfg.data.unlabeled, "train") if cfg.data.unlabeled else []
+    unlabeled = dataset.select(pool.names, "train") if pool.names else []
     return TrainSetup(cfg=cfg, dataset=dataset, source=source, target=target, strategy=strategy, caches=caches,
                       views=views, device=device, dist=dist, teacher_zero_shot=zero_shot, provenance=provenance,
-                      adversarial=adversarial, skipped=skipped, unlabeled=unlabeled, class_columns=class_columns,
-                      withheld_classes=list(cfg.data.withhold_classes))
+                      adversarial=adversarial, skipped=skipped, unlabeled=unlabeled,
+                      pool_record=pool.record(dataset, len(unlabeled), cfg.data.unlabeled_ratio),
+                      class_columns=class_columns, withheld_classes=list(cfg.data.withhold_classes))
 
 
 def _check_requirements(cfg: TrainConfig, name: str, needs: Needs) -> None:
@@ -186,32 +190,6 @@ def _check_requirements(cfg: TrainConfig, name: str, needs: Needs) -> None:
         raise DistillError(f"strategy '{name}' runs the teacher online: set the 'teacher' section (arch, pretrained)")
     if needs.source_checkpoint and cfg.source_checkpoint is None:
         raise DistillError(f"strategy '{name}' adapts a source-trained student: set 'source_checkpoint'")
-
-
-def _check_pool_config(cfg: TrainConfig, dataset: DomainFolder, name: str, needs: Needs, source: list[str],
-                       caches: list[TeacherCache]) -> None:
-    """Refuse a ``data.unlabeled`` pool the strategy cannot use, or that is not a set of known, unlabeled domains."""
-    pool = cfg.data.unlabeled
-    if not pool:
-        return
-    if needs.target_data:
-        raise DistillError(f"data.unlabeled: strategy '{name}' already trains on unlabeled target images only; "
-                           "remove data.unlabeled")
-    if not needs.unlabeled:
-        raise DistillError(f"data.unlabeled: strategy '{name}' does not take unlabeled images (strategies that do: "
-                           f"{', '.join(n for n in list_strategies() if get_strategy(n).needs.unlabeled)})")
-    for domain in pool:
-        if domain not in dataset.domains:
-            raise DistillError(f"data.unlabeled: domain '{domain}' not found under {dataset.root} "
-                               f"(have: {', '.join(dataset.domains)})")
-        if domain in source:
-            raise DistillError(f"data.unlabeled: '{domain}' is also a source domain (a pool domain has no labels)")
-        if caches and domain not in caches[0].domains:
-            raise DistillError(f"data.unlabeled: domain '{domain}' is not in cache {caches[0].path} "
-                               f"(has: {', '.join(caches[0].domains)}); cache it with `distill cache build`")
-    if round(cfg.data.unlabeled_ratio * cfg.optim.batch_size) < 1:
-        raise DistillError(f"data.unlabeled_ratio={cfg.data.unlabeled_ratio}: gives no pool image per step at "
-                           f"optim.batch_size={cfg.optim.batch_size}")
 
 
 def _check_view_policy(name: str, needs: Needs, caches: list[TeacherCache]) -> None:
@@ -305,6 +283,6 @@ def _skip_bad_images(dataset: DomainFolder, caches: list[TeacherCache], domains:
     for cache in caches:
         out += dataset.exclude((k.path, k.reason) for k in cache.skipped)
     if scan:
-        covered = set(caches[0].domains) if caches else set()
+        covered = set(caches[0].domains + [f.name for f in caches[0].folders]) if caches else set()
         out += dataset.skip_undecodable([x for x in domains if x not in covered])
     return out

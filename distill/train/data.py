@@ -86,7 +86,7 @@ class TrainImages(Dataset):
                 params = view_params(self.view_seed, item.sample.index, item.view, img.size, self.view_cfg,
                                      clean_size=self.size)
             if self.render is not None and len(params) > CROP_PARAMS:  # a policy view: the pixel store's bytes
-                other = load_rgb(self.dataset.path(self.dataset.samples[item.partner])) if item.partner >= 0 else None
+                other = load_rgb(self.dataset.path(self.dataset.sample_at(item.partner))) if item.partner >= 0 else None
                 u8 = self.render.pixels(img, item.view, params, self.size, self.interpolation, other,
                                         item.partner_params)
             else:

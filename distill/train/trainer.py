@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
-from distill.records import RobustReport, RunSummary, UnlabeledPool
+from distill.records import RobustReport, RunSummary
 from distill.robust.evaluate import RobustEvaluator, robust_table
 from distill.strategies import Batch
 from distill.student.model import load_student
@@ -82,17 +82,17 @@ class Trainer:
         # classes read -1 and the others their student column
         self.columns = setup.columns  # withheld classes: labels -> -1, teacher logits -> the student's columns
         self.label_of = self.columns.labels(
-            label_table(len(setup.dataset), [] if setup.strategy.needs.target_data else self.train_samples))
+            label_table(setup.dataset.index_count, [] if setup.strategy.needs.target_data else self.train_samples))
         self._mixing = bool(setup.caches) and setup.caches[0].manifest.views.policy is not None
         self.scheduler = CosineLRScheduler(self.optimizer, t_initial=optim.epochs * self.steps_per_epoch,
                                            lr_min=optim.min_lr,
                                            warmup_t=int(optim.warmup_epochs * self.steps_per_epoch),
                                            warmup_lr_init=optim.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
-        self.domain_index = {d: i for i, d in enumerate(setup.dataset.domains)}
+        self.domain_index = {d: i for i, d in enumerate(setup.dataset.domains + list(setup.dataset.folders))}
         self.evaluator, self.val_evaluator = self._evaluators()
         ctx = self.strategy.ctx
         ctx.iterate_train = self.clean_batches
-        ctx.num_train, ctx.num_samples = len(self.train_samples), len(setup.dataset)
+        ctx.num_train, ctx.num_samples = len(self.train_samples), setup.dataset.index_count
         self.history: list[dict[str, Any]] = []
         self.best = -1.0
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
@@ -395,6 +395,5 @@ class Trainer:
             teacher_flops=setup.provenance.get("teacher_flops"), checkpoint=str(self.checkpoints.best),
             train_seconds_this_session=round(seconds, 1),
             skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust,
-            unlabeled=UnlabeledPool(domains=setup.cfg.data.unlabeled, images=len(self.pool),
-                                    ratio=setup.cfg.data.unlabeled_ratio) if self.pool else None,
+            unlabeled=setup.pool_record,
             withheld_classes=setup.withheld_classes or None)

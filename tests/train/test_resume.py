@@ -135,6 +135,37 @@ def test_crash_then_resume_on_a_policy_cache_with_a_pool_and_workers_is_byte_ide
     _crash_then_resume(world, tmp_path, monkeypatch, fm_pool)
 
 
+def test_crash_then_resume_with_an_unlabeled_folder_pool_is_byte_identical(world, tmp_path, monkeypatch):
+    """A folder outside data.root in the pool (cached with `cache build --unlabeled`) replays exactly after a crash."""
+    from distill.data import DomainFolder
+    from distill.data.unlabeled import add_folders, scan_folders
+    from distill.teacher import Teacher
+    from distill.teacher.cache import CacheOptions, build_cache
+    from tests.shapes import COLOURS, draw
+
+    root = world[0]
+    cam = tmp_path / "field" / "cam"
+    for k in range(7):  # flat and nested, no class folders
+        (cam / ("night" if k % 2 else "")).mkdir(parents=True, exist_ok=True)
+        draw(CLASSES[k % 3], COLOURS["blue"], 9000 + k, k).save(cam / ("night" if k % 2 else "") / f"{k}.png")
+    ds = DomainFolder(root, test_fraction=0.3)
+    add_folders(ds, scan_folders([str(cam)], root, "--unlabeled"))
+    torch.manual_seed(0)
+    cache = build_cache(ds, Teacher(TEACHER["arch"], None, ds.classes, TEACHER["templates"]), tmp_path / "cache",
+                        CacheOptions(views=2, seed=3, shard_size=32), num_workers=0, progress=False)
+
+    def with_folder(out: Path) -> dict:
+        cfg = _cfg(world, "kd", out)
+        cfg["cache"] = str(cache)
+        cfg["data"] = {**cfg["data"], "unlabeled": [str(cam)], "unlabeled_ratio": 1.5}
+        cfg["optim"] = {**cfg["optim"], "batch_size": 2}  # 3 pool images per step: the 7-image folder cycles
+        return cfg
+
+    summary = _crash_then_resume(world, tmp_path, monkeypatch, with_folder)
+    assert summary["unlabeled"] == {"domains": [], "images": 7, "ratio": 1.5,
+                                    "folders": [{"name": "cam", "path": str(cam.resolve()), "images": 7}]}
+
+
 def _crash_then_resume(world, tmp_path, monkeypatch, make_cfg) -> dict:
     """Train once uninterrupted and once crashed after the first step of epoch 2 and resumed; the same bytes.
     Returns the uninterrupted run's summary.json."""

@@ -4,25 +4,33 @@ For every strategy that takes pool rows (``needs.unlabeled``): over an epoch eve
 is a source-train image and every pool row is -1; rewriting the pool images' dataset labels
 changes nothing, bit for bit; with the distillation weights at 0 no gradient reaches a pool
 image's pixels. Strategies that cannot take a pool are refused, naming the key.
+
+A folder outside data.root in the pool (``unlabeled: [/path/to/images]``) gets the same checks for
+the cache-reading strategies kd, fm and adv_cached, plus its refusals: a folder missing, empty, overlapping the
+root, absent from the cache or changed since the cache was built.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from importlib import import_module
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from distill.config import load_train_config
+from distill.data.unlabeled import add_folders, scan_folders
 from distill.errors import DistillError
+from distill.records import PoolFolder, UnlabeledPool
 from distill.strategies import get_strategy, list_strategies
 from distill.strategies.losses import label_cross_entropy
 from distill.student.transforms import normalize
 from distill.teacher.view_policy import preset
 from distill.train import Trainer, build
 from distill.utils.runtime import seed_step
-from tests.shapes import CLASSES, make_shapes_root
+from tests.shapes import CLASSES, COLOURS, draw, make_shapes_root
 
 SOURCE, TARGET, POOL = ["red"], ["green", "blue"], ["blue"]
 BATCH, RATIO = 4, 2.0  # 8 pool images per step: more per epoch than the pool holds, so it cycles
@@ -181,3 +189,179 @@ def test_unknown_or_source_pool_domains_are_refused(world, tmp_path):
         build(load_train_config(None, base=_cfg(world, "kd", tmp_path / "a", unlabeled=["purple"])))
     with pytest.raises(DistillError, match=r"data\.unlabeled: \['red'\] are also in data\.source"):
         load_train_config(None, base=_cfg(world, "kd", tmp_path / "b", unlabeled=["red"]))
+
+
+# ---------------------------------------------------------------------- a folder outside data.root
+FOLDER_STRATEGIES = ["kd", "fm", "adv_cached"]
+
+
+def _field_cam(folder: Path, per_class: int = 4) -> Path:
+    """Blue shapes, flat and nested, with no class folders: a deployment camera's unlabeled images."""
+    for cls in CLASSES:
+        for k in range(per_class):
+            path = folder / ("night" if k % 2 else "") / f"{cls}_{k}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            draw(cls, COLOURS["blue"], 5000 + 10 * k + CLASSES.index(cls), k).save(path)
+    return folder
+
+
+def _folder_dataset(root: Path, folder: Path):
+    """(the data root with the folder added as `cache build --unlabeled` adds it, the random-weight teacher)."""
+    from distill.data import DomainFolder
+    from distill.teacher import Teacher
+
+    ds = DomainFolder(root, test_fraction=0.3)
+    add_folders(ds, scan_folders([str(folder)], root, "--unlabeled"))
+    torch.manual_seed(0)
+    return ds, Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
+
+
+def _folder_cache(root: Path, folder: Path, out: Path, **options) -> Path:
+    from distill.teacher.cache import CacheOptions, build_cache
+
+    ds, teacher = _folder_dataset(root, folder)
+    return build_cache(ds, teacher, out, CacheOptions(**{"views": 2, "seed": 3, "shard_size": 32, **options}),
+                       num_workers=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def folder_world(tmp_path_factory):
+    """(data root, an fm policy cache of the root and of a folder outside it with adversarial views, the folder)."""
+    from distill.teacher.cache import AdversarialOptions, TeacherCache, build_adversarial_views
+
+    root = make_shapes_root(tmp_path_factory.mktemp("folder_data"), SOURCE + ["green"], per_class=6)
+    cam = _field_cam(tmp_path_factory.mktemp("outside") / "field_cam")
+    cache = _folder_cache(root, cam, tmp_path_factory.mktemp("folder_cache") / "c", policy=preset("fm"))
+    ds, teacher = _folder_dataset(root, cam)
+    adv = build_adversarial_views(ds, teacher, cache, AdversarialOptions(views=1, epsilon=8 / 255, steps=1, seed=5),
+                                  shard_size=32, progress=False)
+    assert json.loads((adv / "manifest.json").read_text())["domains"] == ["green", "red", "field_cam"]  # by default
+    assert TeacherCache.open(cache).folders[0].name == "field_cam"
+    return root, cache, cam
+
+
+def _folder_cfg(folder_world, strategy: str, out: Path, options: dict | None = None, **data) -> dict:
+    root, cache, cam = folder_world
+    return _cfg((root, cache), strategy, out, options, **{"target": ["green"], "unlabeled": [str(cam)], **data})
+
+
+def _folder_trainer(folder_world, strategy: str, out: Path, options: dict | None = None,
+                    relabel_pool: bool = False) -> Trainer:
+    setup = build(load_train_config(None, base=_folder_cfg(folder_world, strategy, out, options)))
+    if relabel_pool:  # every folder image gets a class label in the dataset
+        samples = setup.dataset.samples
+        for x in setup.unlabeled:
+            samples[x.index] = dataclasses.replace(x, label=x.index % len(CLASSES))
+        setup.unlabeled = [samples[x.index] for x in setup.unlabeled]
+    return Trainer(setup)
+
+
+@pytest.mark.parametrize("strategy", FOLDER_STRATEGIES)
+def test_every_folder_image_reaches_the_distillation_loss_unlabelled(folder_world, tmp_path, strategy):
+    root, cache_dir, cam = folder_world
+    trainer = _folder_trainer(folder_world, strategy, tmp_path / "run")
+    setup, cache = trainer.setup, trainer.setup.caches[0]
+    [record] = cache.folders
+    folder = set(range(record.first_index, record.first_index + record.images))
+    assert {x.index for x in setup.unlabeled} == folder and len(folder) == 12
+    assert {(x.domain, x.label, x.split) for x in setup.unlabeled} == {("field_cam", -1, "train")}
+    assert setup.pool_record == UnlabeledPool(domains=[], images=12, ratio=RATIO, folders=[
+        PoolFolder(name="field_cam", path=str(cam.resolve()), images=12)])
+    source = {x.index: x.label for x in setup.dataset.select(SOURCE, "train")}
+    seen = set()
+    for loader_labels, batch in _batches(trainer):
+        index, labels = batch.sample_index.tolist(), batch.labels.tolist()
+        assert all(i in source for i in index[:BATCH]) and all(i in folder for i in index[BATCH:])
+        assert labels[BATCH:] == [-1] * 8 and loader_labels[BATCH:].eq(-1).all()
+        assert all(source[i] == y for i, y in zip(index[:BATCH], labels[:BATCH]))
+        rows = cache.lookup(batch.sample_index, batch.view)  # the distillation targets are the folder's rows
+        assert torch.equal(batch.teacher_logits, rows["logits"]) and torch.equal(batch.teacher_emb, rows["image_emb"])
+        seen.update(index[BATCH:])
+    assert seen == folder
+
+
+@pytest.mark.parametrize("strategy", FOLDER_STRATEGIES)
+def test_folder_labels_cannot_change_a_step_and_no_label_gradient_reaches_a_folder_image(folder_world, tmp_path,
+                                                                                        strategy):
+    runs = []
+    for relabel in (False, True):
+        trainer = _folder_trainer(folder_world, strategy, tmp_path / f"run{relabel}", relabel_pool=relabel)
+        _, batch = next(_batches(trainer))
+        seed_step(1, 0, 0)
+        log = _Log()
+        trainer.train_step(batch, log)
+        runs.append((log.loss, trainer.strategy.state_dict()))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+    for options, distills in ((LABELS_ONLY[strategy], False), (DEFAULTS.get(strategy, {}), True)):
+        trainer = _folder_trainer(folder_world, strategy, tmp_path / f"grad{distills}", options)
+        _, batch = next(_batches(trainer))
+        trainer.strategy.eval()
+        seed_step(1, 0, 0)
+        batch.pixels = batch.pixels.detach().requires_grad_()
+        batch.images = normalize(batch.pixels, trainer._mean, trainer._std)
+        trainer.strategy(batch)["loss"].backward()
+        per_row = batch.pixels.grad.abs().flatten(1).sum(1)
+        assert bool((per_row[:BATCH] > 0).all()), per_row
+        assert bool((per_row[BATCH:] > 0).all()) if distills else torch.equal(per_row[BATCH:], torch.zeros(8))
+
+
+def test_a_folder_moved_elsewhere_still_matches_its_cache_and_a_pool_mixes_domains_and_folders(folder_world, tmp_path):
+    root, cache, cam = folder_world
+    moved = shutil.copytree(cam, tmp_path / "elsewhere" / "renamed")
+    setup = build(load_train_config(None, base=_folder_cfg(folder_world, "kd", tmp_path / "run",
+                                                           unlabeled=["green", str(moved)], target=["green"])))
+    assert setup.dataset.folders["field_cam"].path == moved.resolve()  # the cache's name, this folder's files
+    assert {x.domain for x in setup.unlabeled} == {"green", "field_cam"}
+    assert setup.pool_record.domains == ["green"] and setup.pool_record.folders[0].path == str(moved.resolve())
+
+
+def test_a_folder_pool_without_a_cache_is_placed_after_the_root(folder_world, tmp_path):
+    cfg = _folder_cfg(folder_world, "erm", tmp_path / "run")
+    cfg["cache"] = None
+    trainer = Trainer(build(load_train_config(None, base=cfg)))
+    from distill.data import DomainFolder
+
+    n = len(DomainFolder(folder_world[0], test_fraction=0.3).samples)
+    assert sorted(x.index for x in trainer.setup.unlabeled) == list(range(n, n + 12))
+    assert trainer.label_of[n:].eq(-1).all() and len(trainer.label_of) == n + 12
+    _, batch = next(_batches(trainer))
+    assert batch.labels[BATCH:].eq(-1).all()
+
+
+def test_folder_entries_are_refused_in_one_line_naming_the_key(folder_world, tmp_path):
+    root, cache, cam = folder_world
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    other = _field_cam(tmp_path / "other_cam", per_class=1)
+    cases = [([str(tmp_path / "nowhere")], rf"folder '{tmp_path / 'nowhere'}' does not exist"),
+             ([str(tmp_path / "empty")], r"folder '.*empty' holds no images"),
+             ([str(root / "green")], r"folder '.*green' overlaps the data root"),
+             (["purple"], r"domain 'purple' not found under .*a folder is named by a path"),
+             ([str(other)], rf"cache {cache} was built without unlabeled folder '{other}'; rebuild with "
+                            rf"`distill cache build \.\.\. --unlabeled {other}`")]
+    for entries, message in cases:
+        with pytest.raises(DistillError, match=r"^data\.unlabeled: " + message) as err:
+            build(load_train_config(None, base=_folder_cfg(folder_world, "kd", tmp_path / "run", unlabeled=entries)))
+        assert "\n" not in str(err.value)
+
+
+def test_a_folder_changed_since_its_cache_was_built_is_refused(folder_world, tmp_path):
+    root = folder_world[0]
+    cam = _field_cam(tmp_path / "cam", per_class=1)
+    cache = _folder_cache(root, cam, tmp_path / "c", views=1, fingerprint="content")
+
+    def run(out: str):
+        cfg = _cfg((root, cache), "kd", tmp_path / out, target=["green"], unlabeled=[str(cam)])
+        return build(load_train_config(None, base=cfg))
+
+    assert {x.domain for x in run("ok").unlabeled} == {"cam"}
+    image = cam / "circle_0.png"
+    data = bytearray(image.read_bytes())
+    data[-20] ^= 0xFF  # same size, other bytes: the content identity the cache recorded sees it
+    image.write_bytes(bytes(data))
+    with pytest.raises(DistillError, match=r"folder '.*cam': its images' bytes changed since cache .* was built"):
+        run("edited")
+    draw("square", COLOURS["blue"], 1, 1).save(cam / "new.png")
+    with pytest.raises(DistillError, match=r"folder '.*cam' changed since cache .* was built \(files_sha256 \w+ vs "
+                                           r"\w+: 3 vs 4 images.*rebuild with `distill cache build"):
+        run("added")

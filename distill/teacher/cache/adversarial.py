@@ -51,6 +51,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from tqdm.auto import tqdm
 
 from distill.data.images import BadImageError, load_rgb
+from distill.data.unlabeled import folder_record
 from distill.errors import DistillError
 from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
 from distill.student.transforms import normalize
@@ -140,13 +141,20 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
         raise DistillError(f"{cache_dir}: the teacher differs from the cache's ({'; '.join(diffs)}); build the "
                            "adversarial views with the cache's own teacher")
     cached = list(cm.dataset.domains)
-    domains = list(o.domains) if o.domains is not None else cached
+    folders = {f.name: f for f in cm.dataset.unlabeled_folders or []}  # unlabeled folders outside the root
+    domains = list(o.domains) if o.domains is not None else cached + list(folders)
     for d in domains:
-        if d not in cached:
-            raise DistillError(f"domain '{d}' is not in cache {cache_dir} (has: {', '.join(cached)})")
+        if d not in cached and d not in folders:
+            raise DistillError(f"domain '{d}' is not in cache {cache_dir} (has: {', '.join(cached + list(folders))})")
     if dataset.fingerprint(cached) != cm.dataset.fingerprint:
         raise DistillError(f"{cache_dir}: the dataset differs from the one the cache was built on "
                            "(dataset.fingerprint); pass the cache's data root and split settings")
+    for name in (d for d in domains if d in folders):  # the folder's images at the cache's sample indices
+        record = folders[name].model_dump(mode="json", exclude_none=True)
+        have = folder_record(dataset, name) if name in dataset.folders else {}
+        if any(have.get(k) != record[k] for k in ("first_index", "files_sha256")):
+            raise DistillError(f"{cache_dir}: unlabeled folder '{name}' ({record['path']}) is not the one the cache "
+                               "was built with; pass the cache's --unlabeled folders")
     samples = dataset.select(domains, o.split)
     step_size = default_step_size(epsilon, steps) if o.step_size is None else float(o.step_size)
     seed = 0 if o.seed is None else o.seed

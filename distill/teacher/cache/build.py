@@ -15,6 +15,10 @@ Design (see :mod:`distill.teacher.cache.format` for the layout):
 - **Distributed.** Under ``torchrun`` rank ``r`` builds the shards ``k % world == r``; rank 0
   writes the manifest after a barrier, gathering each shard's skipped images from its metadata
   (so skipped images recorded by an earlier, interrupted run are kept).
+- **Unlabeled folders.** Folders outside the root added to the dataset
+  (:meth:`~distill.data.folder.DomainFolder.add_folder`, ``cache build --unlabeled``) are cached after the
+  root's domains, as unlabeled domains; each one's identity is in ``dataset.unlabeled_folders``
+  (:func:`~distill.data.unlabeled.folder_record`), which a plan without folders does not have.
 - **Overlap.** DataLoader workers decode while the main process runs the teacher
   (:mod:`distill.teacher.cache.inputs`).
 """
@@ -39,6 +43,7 @@ import distill
 from distill.data.fingerprint import MODES, content_fingerprint
 from distill.data.folder import DomainFolder
 from distill.data.images import BadImageError
+from distill.data.unlabeled import folder_record
 from distill.errors import DistillError
 from distill.records import TEXT_EMBEDDINGS, CacheManifest
 from distill.teacher.cache.adversarial import build_adversarial_views
@@ -91,8 +96,21 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
     check_teacher_pool(teacher.pretrained, dataset, "a cache")
     chosen = set(dataset.check_domains(list(o.domains))) if o.domains is not None else set(dataset.domains)
     domains = [d for d in dataset.domains if d in chosen]
-    n = len(dataset.select(domains))
-    content = {"content_fingerprint": content_fingerprint(dataset, domains)} if o.fingerprint == "content" else {}
+    data = {
+        "fingerprint": dataset.fingerprint(domains),
+        "domains": domains,
+        "images": len(dataset.select(domains)),  # the root's: its part of the identity, as without folders
+        "test_fraction": dataset.test_fraction,
+        "split_seed": dataset.split_seed,
+        "val_fraction": dataset.val_fraction,
+        "pretrain_fraction": dataset.pretrain_fraction,  # the teacher's pool: never rows of this cache
+        "files_sha256": dataset.fingerprint_inputs(domains)["files_sha256"],  # names a file-list mismatch
+    }
+    if o.fingerprint == "content":
+        data["content_fingerprint"] = content_fingerprint(dataset, domains)
+    if dataset.folders:  # unlabeled folders outside the root: cached after its domains, in their own block
+        data["unlabeled_folders"] = [folder_record(dataset, name, o.fingerprint == "content")
+                                     for name in dataset.folders]
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -100,24 +118,14 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
         "templates": list(teacher.templates),
         "classes": list(dataset.classes),
         "preprocess": teacher.preprocess_info.to_dict(),
-        "dataset": {
-            "fingerprint": dataset.fingerprint(domains),
-            "domains": domains,
-            "images": n,
-            "test_fraction": dataset.test_fraction,
-            "split_seed": dataset.split_seed,
-            "val_fraction": dataset.val_fraction,
-            "pretrain_fraction": dataset.pretrain_fraction,  # the teacher's pool: never rows of this cache
-            "files_sha256": dataset.fingerprint_inputs(domains)["files_sha256"],  # names a file-list mismatch
-            **content,
-        },
+        "dataset": data,
         "views": _views_block(o),
         "dtype": o.dtype,
         "embed_dim": teacher.embed_dim,
         "num_classes": len(dataset.classes),
         "batch_size": int(o.batch_size),
         "shard_size": int(o.shard_size),
-        "num_shards": math.ceil(n / o.shard_size),
+        "num_shards": math.ceil(images_with_rows(data) / o.shard_size),
     }
 
 
@@ -129,6 +137,16 @@ def _views_block(options: CacheOptions) -> dict:
     if not policy.crop_only:
         block.update(policy=policy.to_dict(), params_layout=list(policy.layout))
     return block
+
+
+def cached_domains(data: dict) -> list[str]:
+    """The domains whose rows a plan's ``dataset`` block holds: the root's, then the unlabeled folders'."""
+    return list(data["domains"]) + [f["name"] for f in data.get("unlabeled_folders") or []]
+
+
+def images_with_rows(data: dict) -> int:
+    """The images a plan's ``dataset`` block gives rows: the root's ``images``, then the unlabeled folders'."""
+    return data["images"] + sum(f["images"] for f in data.get("unlabeled_folders") or [])
 
 
 def view_policy_of(views: dict) -> ViewPolicy:
@@ -240,7 +258,8 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
                   num_workers: int | None, progress: bool) -> None:
     """Write this rank's missing shards."""
     rank, world = shards.rank, shards.world
-    samples = dataset.select(plan["dataset"]["domains"])
+    domains = cached_domains(plan["dataset"])
+    samples = dataset.select(domains)
     K, S = plan["views"]["count"], plan["shard_size"]
     per_batch = max(1, plan["batch_size"] // K)
     mine = shards.pending(plan["num_shards"])
@@ -251,7 +270,7 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
     info = teacher.preprocess_info
     policy = view_policy_of(plan["views"])
     pools = PartnerPools((s.index, s.domain, s.split) for s in samples) if policy.mix.active else None
-    data = ImageViews(dataset.root, [(s.index, s.relpath) for s in samples],
+    data = ImageViews([(s.index, dataset.path(s)) for s in samples],
                       ViewDraws(K, plan["views"]["seed"], policy, pools), teacher.preprocess, info, uint8=True)
     if num_workers is None:
         num_workers = max(1, (os.cpu_count() or 2) // world - 1)
@@ -261,7 +280,7 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
                         pin_memory=device.type == "cuda",
                         prefetch_factor=max(2, 32 // num_workers) if num_workers else None)
     # Row attributes of every selected sample, by position.
-    domain_ids = {d: i for i, d in enumerate(plan["dataset"]["domains"])}
+    domain_ids = {d: i for i, d in enumerate(domains)}
     attrs = {
         "sample_index": torch.tensor([s.index for s in samples], dtype=torch.int64),
         "domain": torch.tensor([domain_ids[s.domain] for s in samples], dtype=torch.int16),
@@ -282,7 +301,7 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
             k = batch["pos"][0] // S
             for pos, reason in batch["bad"]:
                 if not skip_bad:
-                    raise BadImageError(dataset.root / samples[pos].relpath, reason)
+                    raise BadImageError(dataset.path(samples[pos]), reason)
                 skipped.setdefault(k, []).append(
                     {"path": samples[pos].relpath, "sample_index": samples[pos].index, "reason": reason})
             good = batch["good"]
@@ -309,7 +328,7 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
 
 def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: dict) -> None:
     """Rank 0, all shards written: text embeddings, then the manifest (the completion mark)."""
-    S, n = plan["shard_size"], plan["dataset"]["images"]
+    S, n = plan["shard_size"], images_with_rows(plan["dataset"])
     files = shards.finished(plan["num_shards"], "{path}: shard missing after all ranks finished; rerun the build "
                                                 "to resume")
     listed = [{"file": f.file, "samples": [k * S, min((k + 1) * S, n)], "rows": f.rows, "bytes": f.bytes,

@@ -50,13 +50,13 @@ class ImageViews(Dataset):
     the view unmixed (recorded so in its row; that partner is a skipped image, with no row).
     """
 
-    def __init__(self, root: Path, samples: list[tuple[int, str]], draws: ViewDraws, clean_transform, info,
+    def __init__(self, samples: list[tuple[int, Path]], draws: ViewDraws, clean_transform, info,
                  uint8: bool = False):
-        self.root, self.samples, self.draws = root, samples, draws
+        self.samples, self.draws = samples, draws  # (sample index, image file)
         self.views, self.seed = draws.count, draws.seed
         self.clean_transform, self.info = clean_transform, info
         self.split = split_preprocess(clean_transform, info) if uint8 else None
-        self.relpath = dict(samples)
+        self.path_of = dict(samples)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -64,9 +64,9 @@ class ImageViews(Dataset):
     def __getitem__(self, pos: int) -> tuple[int, Tensor | None, Tensor | None, Tensor | None, str | None]:
         """-> (pos, x [K, 3, H, W], view_params [K, P], mix [K, 2] (partner, view), None)
         or (pos, None, None, None, reason)."""
-        index, rel = self.samples[pos]
+        index, path = self.samples[pos]
         try:
-            img = load_rgb(self.root / rel)
+            img = load_rgb(path)
         except BadImageError as e:
             return pos, None, None, None, e.reason
         info, policy = self.info, self.draws.policy
@@ -101,7 +101,7 @@ class ImageViews(Dataset):
     def _partner(self, cache: dict[int, Image.Image | None], index: int) -> Image.Image | None:
         if index not in cache:
             try:
-                cache[index] = load_rgb(self.root / self.relpath[index])
+                cache[index] = load_rgb(self.path_of[index])
             except BadImageError:
                 cache[index] = None
         return cache[index]

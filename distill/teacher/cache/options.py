@@ -70,7 +70,7 @@ class AdversarialOptions:
         seed: seed of the random starts (with sample index and view); None: the cache's view
             seed when built with the cache, else 0.
         split: ``"train"`` (what training reads), ``"test"``, or None for both.
-        domains: domains that get adversarial views (None: every cached domain).
+        domains: domains that get adversarial views (None: every cached domain and unlabeled folder).
     """
 
     views: int = 1

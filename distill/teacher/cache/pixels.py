@@ -156,25 +156,24 @@ class PixelManifest:
 class _ShardImages(Dataset):
     """Item: one image of a cache shard -> its views' pixels uint8 [k, 3, H, W] (one decode per image).
 
-    A job is (relpath, views [k], view_params [k, P], partners): ``partners`` is None (crop-only
-    cache) or, per row, None or the mixed-in row's (relpath, view_params), decoded here too.
+    A job is (image file, views [k], view_params [k, P], partners): ``partners`` is None (crop-only
+    cache) or, per row, None or the mixed-in row's (image file, view_params), decoded here too.
     """
 
-    def __init__(self, root: Path, jobs: list[tuple], size: tuple[int, int], interpolation: str,
-                 render: PolicyRender | None):
-        self.root, self.jobs, self.size, self.interpolation, self.render = root, jobs, size, interpolation, render
+    def __init__(self, jobs: list[tuple], size: tuple[int, int], interpolation: str, render: PolicyRender | None):
+        self.jobs, self.size, self.interpolation, self.render = jobs, size, interpolation, render
 
     def __len__(self) -> int:
         return len(self.jobs)
 
     def __getitem__(self, i: int) -> Tensor:
-        rel, views, params, partners = self.jobs[i]
-        img = load_rgb(self.root / rel)
+        path, views, params, partners = self.jobs[i]
+        img = load_rgb(path)
         if self.render is None:
             return torch.stack([view_pixels(img, p, self.size, self.interpolation) for p in params])
         out = []
         for v, p, partner in zip(views.tolist(), params, partners):
-            other, other_p = (load_rgb(self.root / partner[0]), partner[1]) if partner is not None else (None, None)
+            other, other_p = (load_rgb(partner[0]), partner[1]) if partner is not None else (None, None)
             out.append(self.render.pixels(img, v, p, self.size, self.interpolation, other, other_p))
         return torch.stack(out)
 
@@ -256,15 +255,15 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
                     raise DistillError(f"{cache_dir}: sample {s} is mixed with a row the cache does not hold; "
                                        "rebuild the cache")
                 found = all_params[at]
-                partners = [None if p < 0 else (dataset.samples[p].relpath, q)
+                partners = [None if p < 0 else (dataset.path(dataset.sample_at(p)), q)
                             for p, q in zip(partner.tolist(), found)]
-            jobs.append((dataset.samples[s].relpath, view[start:start + c], params[start:start + c], partners))
+            jobs.append((dataset.path(dataset.sample_at(s)), view[start:start + c], params[start:start + c], partners))
             start += c
         batches += [list(range(b, min(b + per_batch, len(jobs)))) for b in range(first, len(jobs), per_batch)]
     if num_workers is None:
         num_workers = max(1, (os.cpu_count() or 2) // world - 1)
     h, w = plan.size
-    data = _ShardImages(dataset.root, jobs, plan.size, interpolation, render)
+    data = _ShardImages(jobs, plan.size, interpolation, render)
     loader = DataLoader(data, batch_sampler=batches, num_workers=num_workers if jobs else 0, collate_fn=_cat,
                         prefetch_factor=2 if num_workers and jobs else None)
     it = iter(loader)

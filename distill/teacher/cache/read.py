@@ -15,7 +15,7 @@ from torch import Tensor
 
 from distill.errors import DistillError
 from distill.records import (
-    CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, TEXT_EMBEDDINGS, CacheManifest, SkippedImage,
+    CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, TEXT_EMBEDDINGS, CacheFolder, CacheManifest, SkippedImage,
 )
 from distill.teacher.cache.adversarial import AdversarialViews
 from distill.teacher.cache.format import FORMAT, ROW_KEYS, SPLIT_CODES, SUPPORTED_VERSIONS, load_verified, upgrade_rows
@@ -110,7 +110,13 @@ class TeacherCache:
 
     @property
     def domains(self) -> list[str]:
+        """The labelled domains under the root it was built from (not the unlabeled folders)."""
         return list(self.manifest.dataset.domains)
+
+    @property
+    def folders(self) -> list[CacheFolder]:
+        """The unlabeled folders outside the root it holds rows of (``cache build --unlabeled``)."""
+        return list(self.manifest.dataset.unlabeled_folders or [])
 
     @property
     def views(self) -> int:
@@ -182,7 +188,8 @@ class TeacherCache:
             missing = (row < 0).nonzero().squeeze(1)
             s, w = int(si[missing[0]]), int(v[missing[0]])
             why = (f"image skipped at build: {self._skipped[s].path} ({self._skipped[s].reason})"
-                   if s in self._skipped else f"cache holds views 0..{self.views - 1} of domains {self.domains}")
+                   if s in self._skipped else f"cache holds views 0..{self.views - 1} of domains "
+                   f"{self.domains + [f.name for f in self.folders]}")
             raise DistillError(f"{self.path}: no cached row for sample {s} view {w} "
                                f"({len(missing)} of {len(key)} requested rows missing; {why})")
         r = self.rows
@@ -229,7 +236,7 @@ class TeacherCache:
             "classes": self.classes,
             "domains": self.domains,
             "dataset_fingerprint": m.dataset.fingerprint,
-            "images": m.dataset.images,
+            "images": m.dataset.cached_images,
             "rows": len(self),
             "views": self.views,
             "view_seed": m.views.seed,
@@ -247,6 +254,8 @@ class TeacherCache:
             "created": m.created,
             "distill_version": m.distill_version,
             "adversarial": self.adversarial_summary(),
+            **({"unlabeled_folders": [f.model_dump(mode="json", exclude_none=True) for f in self.folders]}
+               if self.folders else {}),
         }
 
     def adversarial_summary(self) -> dict[str, Any] | None:

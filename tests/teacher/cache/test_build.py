@@ -22,11 +22,15 @@ from PIL import Image
 from distill.cli import main as cli
 from distill.data.folder import DomainFolder
 from distill.data.images import BadImageError
+from distill.data.unlabeled import add_folders, scan_folders
 from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST
 from distill.teacher.cache import (
-    SHARD_DELAY_ENV, AdversarialOptions, PixelOptions, TeacherCache, build_cache, pixel_dir_name, shard_name,
+    SHARD_DELAY_ENV, AdversarialOptions, PixelOptions, TeacherCache, build_adversarial_views, build_cache,
+    find_pixel_store, make_plan, pixel_dir_name, shard_name,
 )
+from distill.teacher.view_policy import preset
+from distill.teacher.views import view_pixels
 from tests.teacher.cache.common import CLI_SETTINGS, PACS_MINI, SETTINGS, assert_same_cache, demo_teacher, env, make_tree
 
 
@@ -51,6 +55,107 @@ def test_rerun_returns_at_once_and_other_plan_is_refused(reference, dataset, tea
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(DistillError, match="not empty"):
         build_cache(dataset, teacher, tmp_path / "busy", SETTINGS, num_workers=0, progress=False)
+
+
+# ---------------------------------------------------------------------- unlabeled folders outside the root
+def _cam(folder: Path, images: int = 5, seed: int = 7) -> Path:
+    """Noise PNGs of varied sizes, flat and nested, no class folders."""
+    rng = np.random.default_rng(seed)
+    for i in range(images):
+        path = folder / ("" if i % 2 else "day") / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        h, w = (int(v) for v in rng.integers(24, 64, 2))
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+    return folder
+
+
+def _with(tree: Path, *folders: Path) -> DomainFolder:
+    ds = DomainFolder(tree)
+    add_folders(ds, scan_folders([str(f) for f in folders], tree, "--unlabeled"))
+    return ds
+
+
+def test_an_unlabeled_folder_is_cached_once_after_the_root_with_every_view(reference, tree, teacher, tmp_path):
+    cam = _cam(tmp_path / "outside" / "cam")
+    ds = _with(tree, cam)
+    cache = TeacherCache.open(build_cache(ds, teacher, tmp_path / "c", SETTINGS, num_workers=0, progress=False,
+                                          pixels=PixelOptions(((16, 16),))))
+    ref = TeacherCache.open(reference)
+    n = len(DomainFolder(tree).samples)
+    [folder] = cache.folders
+    assert (folder.name, folder.path, folder.first_index, folder.images) == ("cam", str(cam.resolve()), n, 5)
+    assert folder.files_sha256 == ds.folders["cam"].files_sha256() and folder.content_sha256 is None
+    # teacher rows for every view of every folder image, unlabeled, under the folder's own domain id
+    index = torch.arange(n, n + 5).repeat_interleave(2)
+    rows = cache.lookup(index, torch.arange(2).repeat(5))
+    assert (rows["label"] == -1).all() and (rows["domain"] == len(ref.domains)).all()
+    assert len(cache) == len(ref) + 10 and cache.manifest.dataset.images == ref.manifest.dataset.images  # the root's
+    assert cache.manifest.dataset.cached_images == ref.manifest.dataset.images + 5
+    store, _ = find_pixel_store(cache, (16, 16), "bicubic")
+    for s in ds.select(["cam"]):  # view 0 is the teacher on the image itself; the pixel store holds its views
+        img = Image.open(ds.path(s)).convert("RGB")
+        _, logits = teacher(teacher.preprocess(img)[None])
+        got = cache.lookup(torch.tensor([s.index, s.index]), torch.tensor([0, 1]))
+        torch.testing.assert_close(got["logits"][:1], logits, atol=2e-2, rtol=1e-2)
+        for v in (0, 1):
+            assert torch.equal(store.get(s.index, v), view_pixels(img, tuple(got["view_params"][v].tolist()), (16, 16),
+                                                                  "bicubic"))
+    # the root's rows, identity and zero-shot table are the reference's, bit for bit
+    for key in ("sample_index", "view", "image_emb", "logits", "label", "domain"):
+        assert torch.equal(cache.rows[key][:len(ref)], ref.rows[key]), key
+    assert cache.manifest.dataset.fingerprint == ref.manifest.dataset.fingerprint
+    assert "unlabeled_folders" not in json.loads((reference / CACHE_MANIFEST).read_text())["dataset"]
+    assert cache.zero_shot_accuracy() == ref.zero_shot_accuracy()
+
+
+def test_a_changed_folder_changes_the_identity_and_is_refused_where_it_was_built(tree, teacher, tmp_path):
+    cam = _cam(tmp_path / "cam")
+    out = build_cache(_with(tree, cam), teacher, tmp_path / "c", SETTINGS, num_workers=0, progress=False)
+    built = TeacherCache.open(out).folders[0].files_sha256
+    _cam(cam / "more", images=1, seed=9)  # one image added
+    changed = _with(tree, cam)
+    assert make_plan(changed, teacher, SETTINGS)["dataset"]["unlabeled_folders"][0]["files_sha256"] != built
+    with pytest.raises(DistillError, match=r"a cache built with a different plan.*dataset\.unlabeled_folders"):
+        build_cache(changed, teacher, out, SETTINGS, num_workers=0, progress=False)
+    content = dataclasses.replace(SETTINGS, fingerprint="content")
+    record = make_plan(changed, teacher, content)["dataset"]["unlabeled_folders"][0]
+    assert record["content_sha256"] == changed.folders["cam"].content_sha256()
+    # adversarial views (of every cached domain and folder by default) are refused for another folder, or none
+    for other in (changed, DomainFolder(tree)):
+        with pytest.raises(DistillError, match=r"unlabeled folder 'cam' \(.*\) is not the one the cache was built "
+                                               r"with; pass the cache's --unlabeled folders"):
+            build_adversarial_views(other, teacher, out, AdversarialOptions(views=1, steps=1), progress=False)
+
+
+def test_a_folder_mixes_only_with_itself(tree, teacher, tmp_path):
+    """fm policy: a folder image's partner is from the same folder, a root image's never from the folder."""
+    ds = _with(tree, _cam(tmp_path / "cam", images=6))
+    options = dataclasses.replace(SETTINGS, views=4, policy=preset("fm", mixup=1.0, cutmix=1.0))
+    cache = TeacherCache.open(build_cache(ds, teacher, tmp_path / "c", options, num_workers=0, progress=False))
+    folder = set(range(cache.folders[0].first_index, cache.folders[0].first_index + 6))
+    si, partner = cache.rows["sample_index"].tolist(), cache.rows["mix_partner"].tolist()
+    mixed = [(s, p) for s, p in zip(si, partner) if p >= 0]
+    assert any(s in folder for s, _ in mixed), "some folder views are mixed"
+    assert all((s in folder) == (p in folder) for s, p in mixed)
+
+
+def test_cli_build_with_unlabeled_folders_and_its_errors(tree, tmp_path, capsys):
+    cam = _cam(tmp_path / "cam")
+    out = tmp_path / "c"
+    argv = ["cache", "build", "--data", str(tree), "--out", str(out), *CLI_SETTINGS, "--workers", "0",
+            "--no-progress", "--unlabeled", str(cam)]
+    assert cli(argv) == 0
+    assert f"unlabeled folder {cam.resolve()}: 5 images, cached as 'cam'" in capsys.readouterr().out
+    assert cli(["cache", "inspect", str(out)]) == 0
+    assert f"unlabeled cam: 5 images from {cam.resolve()}" in capsys.readouterr().out
+    for entry, message in (("art", "'art' is a domain under ROOT (cached by --domains"),
+                           ("purple", "'purple' is not a folder"),
+                           (str(tmp_path / "nowhere"), f"folder '{tmp_path / 'nowhere'}' does not exist"),
+                           (str(tree / "art"), "overlaps the data root")):
+        assert cli([*argv[:-1], entry]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --unlabeled: ") and message in err, err
+        assert err.count("\n") == 1, err
 
 
 # ---------------------------------------------------------------------- resume, distributed

@@ -17,8 +17,8 @@ def test_augmented_views_replay_the_teachers_input(dataset, teacher, tmp_path):
     out = build_cache(dataset, teacher, tmp_path / "mv", options, num_workers=0, progress=False)
     cache = TeacherCache.open(out)
     info = teacher.preprocess_info
-    samples = [(s.index, s.relpath) for s in dataset.samples]
-    views = ImageViews(dataset.root, samples, ViewDraws(4, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info)
+    samples = [(s.index, dataset.path(s)) for s in dataset.samples]
+    views = ImageViews(samples, ViewDraws(4, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info)
     flips = set()
     for s in dataset.samples[::3]:
         img = Image.open(dataset.path(s)).convert("RGB")
@@ -44,10 +44,10 @@ def test_augmented_views_replay_the_teachers_input(dataset, teacher, tmp_path):
 def test_uint8_hand_off_gives_the_teacher_the_same_floats(dataset, teacher):
     """Workers hand over 8-bit pixels; normalized on the device they equal open_clip's floats bit for bit."""
     info = teacher.preprocess_info
-    samples = [(s.index, s.relpath) for s in dataset.samples]
+    samples = [(s.index, dataset.path(s)) for s in dataset.samples]
     cfg = ViewConfig(scale=(0.3, 0.9), hflip=0.5)
-    floats = ImageViews(dataset.root, samples, ViewDraws(3, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info)
-    pixels = ImageViews(dataset.root, samples, ViewDraws(3, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info,
+    floats = ImageViews(samples, ViewDraws(3, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info)
+    pixels = ImageViews(samples, ViewDraws(3, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info,
                          uint8=True)
     assert pixels.split is not None  # open_clip's transform ends in ToTensor + Normalize
     mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (info.mean, info.std))

@@ -1,0 +1,130 @@
+"""Unlabeled image folders outside ``data.root``: the deployment case's "images from where the model will run".
+
+``data.unlabeled`` (and ``distill cache build --unlabeled``) names domains under ``data.root`` *or*
+folders anywhere. An entry is a folder when it looks like a path (:func:`is_folder_entry`: it holds a
+path separator or starts with ``.`` or ``~``), so a domain name can never be mistaken for one. A folder
+holds any image files, flat or nested; no class subfolders, no labels.
+
+A folder joins a :class:`~distill.data.folder.DomainFolder` as one more unlabeled "domain"
+(:meth:`~distill.data.folder.DomainFolder.add_folder`): a stable name (:func:`folder_names`), every image
+in its ``train`` split with label -1, at sample indices after data.root's. So the cache, the trainer's
+pool and its label gate see one sample-index space, and a folder is cached once like a domain.
+
+Its identity (:func:`folder_record`) is the sorted relative paths and sizes of its images (``files_sha256``)
+and, for ``cache build --fingerprint content``, their bytes (``content_sha256``): a folder whose images
+were added, removed, resized (or edited, with content) no longer matches its cache and is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from distill.data.images import IMAGE_EXTENSIONS
+from distill.errors import DistillError
+from distill.utils.io import sha256_file
+
+FOLDER_HINT = "a folder is named by a path: with a '/', or starting with '.' or '~'"
+
+
+def is_folder_entry(entry: str) -> bool:
+    """Whether a ``data.unlabeled`` entry names a folder (a path) rather than a domain under data.root."""
+    return "/" in entry or os.sep in entry or entry.startswith((".", "~"))
+
+
+@dataclass(frozen=True)
+class UnlabeledFolder:
+    """A scanned folder of unlabeled images.
+
+    Attributes:
+        entry: the folder as the recipe or command line wrote it (what messages name).
+        path: its resolved directory.
+        files: ``(relative posix path, size in bytes)`` of every image under it, sorted by path.
+    """
+
+    entry: str
+    path: Path
+    files: tuple[tuple[str, int], ...]
+
+    def files_sha256(self) -> str:
+        """sha256 over the sorted relative paths and sizes (reads no image)."""
+        return hashlib.sha256("".join(f"{rel}\t{size}\n" for rel, size in self.files).encode()).hexdigest()
+
+    def content_sha256(self) -> str:
+        """sha256 over the sorted relative paths and each image's bytes hashed (one read of the folder)."""
+        h = hashlib.sha256()
+        for rel, _ in self.files:
+            h.update(f"{rel}\t{sha256_file(self.path / rel)}\n".encode())
+        return h.hexdigest()
+
+
+def scan_folder(entry: str, root: str | Path, key: str) -> UnlabeledFolder:
+    """Scan the folder ``entry`` names; one-line errors name ``key`` and the entry.
+
+    Raises:
+        DistillError: the folder does not exist, holds no images, or overlaps ``root`` (its images would be
+            the root's labelled train/val/test images: name the domain instead).
+    """
+    path = Path(entry).expanduser()
+    if not path.is_dir():
+        raise DistillError(f"{key}: folder '{entry}' does not exist" + (" (it is a file)" if path.exists() else ""))
+    path, root = path.resolve(), Path(root).resolve()
+    if path == root or root in path.parents or path in root.parents:
+        raise DistillError(f"{key}: folder '{entry}' overlaps the data root {root} (its images are the domains' "
+                           "labelled train/val/test images); name a domain under the root to pool its train split")
+    files = []
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path)
+        if f.suffix.lower() in IMAGE_EXTENSIONS and not any(p.startswith(".") for p in rel.parts) and f.is_file():
+            files.append((rel.as_posix(), f.stat().st_size))
+    if not files:
+        raise DistillError(f"{key}: folder '{entry}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return UnlabeledFolder(entry, path, tuple(files))
+
+
+def scan_folders(entries: Iterable[str], root: str | Path, key: str) -> list[UnlabeledFolder]:
+    """:func:`scan_folder` of each entry, refusing one folder named twice."""
+    folders: list[UnlabeledFolder] = []
+    for entry in entries:
+        folder = scan_folder(entry, root, key)
+        twice = next((f for f in folders if f.path == folder.path), None)
+        if twice is not None:
+            raise DistillError(f"{key}: folder '{entry}' is named twice (also as '{twice.entry}')")
+        folders.append(folder)
+    return folders
+
+
+def folder_names(folders: Iterable[UnlabeledFolder], taken: Iterable[str]) -> list[str]:
+    """A stable name per folder: its directory's name, ``-2``, ``-3``... after one a domain or folder has."""
+    used, names = set(taken), []
+    for folder in folders:
+        base = folder.path.name or "folder"
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}-{k}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def add_folders(dataset, folders: Iterable[UnlabeledFolder]) -> None:
+    """Add ``folders`` to ``dataset`` (a :class:`~distill.data.folder.DomainFolder`) as a cache build places them:
+    sorted by path (the order they were named in does not change the cache), named by :func:`folder_names`,
+    at the next free sample indices."""
+    folders = sorted(folders, key=lambda f: str(f.path))
+    for name, folder in zip(folder_names(folders, dataset.domains), folders):
+        dataset.add_folder(name, folder)
+
+
+def folder_record(dataset, name: str, content: bool = False) -> dict:
+    """What a cache records of folder ``name`` of ``dataset`` (a :class:`~distill.data.folder.DomainFolder`):
+    name, path, first sample index, image count, ``files_sha256`` (and ``content_sha256`` with ``content``)."""
+    folder = dataset.folders[name]
+    record = {"name": name, "path": str(folder.path), "first_index": dataset.first_index(name),
+              "images": len(folder.files), "files_sha256": folder.files_sha256()}
+    if content:
+        record["content_sha256"] = folder.content_sha256()
+    return record
