@@ -10,6 +10,7 @@
 #       tests data cache throughput kd ceiling bench kd_online_B32 kd_online_L14 input; kd, bench and
 #       kd_online_B32 need data and cache)
 #   GPU_CHECK_TEST_SELECT="kill9 or adapt" ...   # a pytest -k expression for the tests phase
+#   GPU_CHECK_IMAGES (8000), GPU_CHECK_CT_IMAGES (2000), GPU_CHECK_EPOCHS (3), GPU_CHECK_TEST_S (200): sizes
 #   GPU_CHECK_DRY=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh
 #       # the same phases on CPU with tiny models and a few images (proves the script end to end)
 #
@@ -45,7 +46,7 @@ if [ "$DRY" = 1 ]; then   # CPU, tiny: proves every command line, not a speed
   BATCH=8; WORKERS=1; EPOCHS=2; CT_IMAGES=16; CT_BATCH=8; PREC=fp32; IP_ARGS="--images 24 --items 16 --repeats 1 --size 32 --batch 8"
 else
   DEV=cuda; N=${GPU_CHECK_IMAGES:-8000}; SIZE=224; INTERP=bicubic; STUDENT=mobilenetv3_large_100
-  TB=ViT-B-32; TL=ViT-L-14; BATCH=256; WORKERS=$(( $(nproc) - 1 )); EPOCHS=${GPU_CHECK_EPOCHS:-3}; CT_IMAGES=2000; CT_BATCH=256
+  TB=ViT-B-32; TL=ViT-L-14; BATCH=256; WORKERS=$(( $(nproc) - 1 )); EPOCHS=${GPU_CHECK_EPOCHS:-3}; CT_IMAGES=${GPU_CHECK_CT_IMAGES:-2000}; CT_BATCH=256
   PREC=bf16; IP_ARGS="--images 400 --items 360 --repeats 3"
 fi
 
