@@ -178,15 +178,17 @@ def seed_step(seed: int, epoch: int, step: int, rank: int = 0) -> None:
 
 def set_deterministic(enabled: bool = True) -> None:
     """Deterministic kernels: bitwise-repeatable on CPU; on CUDA wherever torch has a deterministic kernel.
-    ``enabled=False`` (``run.deterministic: false``) switches cuDNN's autotuner on instead.
+    ``enabled=False`` (``run.deterministic: false``) changes nothing: cuDNN's autotuner stays off. On an
+    H200 it gained nothing on the student's step (8,671 vs 8,670 img/s, mobilenetv3_large_100 bf16
+    channels_last) and its one-off timing of every train and eval shape is the likeliest cause of the
+    62 s first epoch of the one run that had it on (benchmarks/RESULTS.md, "First GPU run").
 
     Sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (unless already set: it must be in place before the
     first cuBLAS call) and cuDNN's deterministic mode. An op with no deterministic CUDA kernel
     warns ("... does not have a deterministic implementation") rather than fails, and then a
     CUDA resume is identical only within float tolerance (see README, "Resume on a GPU").
     """
-    if not enabled:  # fixed shapes: let cuDNN time its kernels once and keep the fastest (as timm's train.py)
-        torch.backends.cudnn.benchmark = True
+    if not enabled:
         return
     deterministic_cublas()
     torch.use_deterministic_algorithms(True, warn_only=True)
