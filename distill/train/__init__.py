@@ -15,7 +15,7 @@
 Guarantees:
 
 - Exact resume. Each epoch's order (and each image's view) is a pure function of
-  ``(seed, epoch)``, and every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD
+  ``(run.seed, epoch)``, and every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD
   start) of ``(seed, epoch, step)``: the global RNGs are reseeded before each step and
   DataLoaders draw from their own generators, never the global one. Checkpoints hold weights,
   optimizer, scheduler and RNG state plus the position in the epoch. A run killed at any point

@@ -1,7 +1,7 @@
 """What the trainer feeds the student: epoch items, the image dataset, and the batch plan of an epoch.
 
 Exact resume rests here: each epoch's order and each image's view are a pure function of
-``(seed, epoch)`` (:func:`epoch_items`; the unlabeled pool's, :func:`pool_items`, from a generator of
+``(run.seed, epoch)`` (:func:`epoch_items`; the unlabeled pool's, :func:`pool_items`, from a generator of
 its own), and the DataLoader draws from its own generator, never the global RNG. The loader and its
 workers persist for the whole run; each epoch only refills the list its batch sampler iterates
 (:class:`EpochBatches`).
@@ -27,7 +27,8 @@ class ViewPlan:
 
     count: int              # views per image
     augment: ViewConfig     # how a view is drawn (crop scale, flips)
-    seed: int               # the seed view params are drawn from (when no cache holds them)
+    seed: int               # the seed view params are drawn from (the cache's; the run's without a cache).
+                            # Not the epoch order's: that is run.seed's (Trainer.loader)
 
 
 @dataclass(frozen=True)

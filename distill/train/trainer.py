@@ -175,7 +175,7 @@ class Trainer:
         """This rank's batches of ``epoch`` from step ``skip_steps`` on, through one persistent DataLoader.
 
         The dataset holds every (image, view) pair once; the epoch's order and view choice
-        (:func:`epoch_items`, a pure function of seed and epoch) travel as the batch sampler's keys.
+        (:func:`epoch_items`, a pure function of ``run.seed`` and epoch) travel as the batch sampler's keys.
         So the loader and its worker processes live for the whole run (``persistent_workers``),
         and a resumed run still sees exactly the batches an uninterrupted one sees.
         """
@@ -183,9 +183,11 @@ class Trainer:
         if self._train_loader is None:
             self._train_loader = self._make_train_loader()
         cache = setup.caches[0] if setup.caches else None
-        items = epoch_items(self.train_samples, self.domain_index, setup.views.count, setup.views.seed, epoch, cache)
+        # the order and view choice are the run's draw (run.seed), not the cache's: the cache's views seed
+        # fixes only what each view looks like, so runs of different seeds on one cache see different orders
+        items = epoch_items(self.train_samples, self.domain_index, setup.views.count, setup.cfg.run.seed, epoch, cache)
         items = items[: self.steps_per_epoch * batch_size]
-        pool = pool_items(self.pool, self.domain_index, setup.views.count, setup.views.seed, epoch,
+        pool = pool_items(self.pool, self.domain_index, setup.views.count, setup.cfg.run.seed, epoch,
                           self.steps_per_epoch * self.pool_per_step, cache)
         self.epoch_batches.plan(items, range(skip_steps, self.steps_per_epoch), batch_size, setup.dist.rank,
                                 setup.dist.world, pool, self.pool_per_step)
@@ -247,7 +249,7 @@ class Trainer:
             batch.mix_lam = row["mix_lam"].to(dev, non_blocking=True)
         if needs.cached_adversarial:  # one cached adversarial view per image, at the student's resolution
             adv = setup.adversarial
-            rows = adv.lookup(index, adv.choose(index, self.epoch, setup.views.seed))
+            rows = adv.lookup(index, adv.choose(index, self.epoch, setup.cfg.run.seed))
             px = rows["pixels"].to(dev, non_blocking=True).float() / 255.0
             if tuple(px.shape[-2:]) != tuple(spec.input_size):
                 px = F.interpolate(px, size=tuple(spec.input_size), mode="bicubic", align_corners=False,

@@ -173,7 +173,7 @@ def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
     batch = trainer.make_batch(pixels, labels, domain, index, view)
     assert batch.adv_pixels.shape == batch.pixels.shape == (8, 3, 16, 16), "adversarial views at the student's size"
     adv = AdversarialViews.open(cache)
-    rows = adv.lookup(index, adv.choose(index, 0, trainer.setup.views.seed))
+    rows = adv.lookup(index, adv.choose(index, 0, trainer.setup.cfg.run.seed))  # the run's draw
     # batch tensors are on the run's device (cuda on a GPU machine), the lookup on the CPU
     assert torch.equal(batch.adv_teacher_logits.cpu(), rows["logits"])
     assert not torch.equal(batch.adv_teacher_logits, batch.teacher_logits)

@@ -6,13 +6,17 @@ import json
 import shutil
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from distill.cli import main as cli
 from distill.config import load_train_config
 from distill.errors import DistillError
 from distill.strategies import get_strategy
 from distill.student.model import Student, default_spec, save_student
+from distill.train import train
 from distill.train.adapt import adapt_optim, adapt_recipe
+from tests.shapes import CLASSES as SHAPE_CLASSES
 
 CLASSES = ["circle", "square", "triangle"]
 
@@ -78,3 +82,23 @@ def test_the_split_rule_comes_from_the_cache_manifest(source_ckpt, tmp_path, tin
     assert given.data.test_fraction == 0.5 and given.data.split_seed == 7
     with pytest.raises(DistillError, match="not a complete teacher cache"):
         adapt_recipe(source_ckpt, ["blue"], tmp_path, caches=[tmp_path / "nowhere"], strategy="sfda")
+
+
+def test_the_run_seed_reaches_a_cached_adaptation(tiny_root, tiny_cache, tmp_path):
+    """teacher_pl from one checkpoint draws nothing but the batch order, and the cache (views seed 3)
+    must not fix that order: seeds 0 and 1 adapt differently, seed 0 twice identically. (benchmarks/sfda.py
+    once showed std 0.0 over seeds because the order came from the cache's views seed.)"""
+    torch.manual_seed(0)
+    ckpt = save_student(Student(default_spec("test_resnet", SHAPE_CLASSES, 16)), tmp_path / "src" / "best",
+                        extra_provenance={"source_domains": ["red", "green"]})
+
+    def adapted(name: str, seed: int) -> dict[str, torch.Tensor]:
+        cfg = adapt_recipe(ckpt, ["blue"], tiny_root, caches=[tiny_cache], strategy="teacher_pl",
+                           out=tmp_path / name, optim={"epochs": 2, "batch_size": 4},
+                           run={"workers": 0, "progress": False, "seed": seed, "device": "cpu"})
+        train(load_train_config(None, base=cfg))
+        return load_file(str(tmp_path / name / "checkpoints" / "best" / "model.safetensors"))
+
+    first, again, other = adapted("s0", 0), adapted("s0-again", 0), adapted("s1", 1)
+    assert all(torch.equal(first[k], again[k]) for k in first), "one seed must give bit-identical weights"
+    assert any(not torch.equal(first[k], other[k]) for k in first), "the run seed never reached the adaptation"

@@ -105,7 +105,7 @@ def test_one_persistent_loader_serves_every_epoch_exactly(root, tmp_path):
         if seen_workers is None:
             seen_workers = loader._iterator._workers  # the worker processes, alive across epochs
         assert loader._iterator._workers is seen_workers
-        items = epoch_items(trainer.train_samples, trainer.domain_index, s.views.count, s.views.seed, epoch)
+        items = epoch_items(trainer.train_samples, trainer.domain_index, s.views.count, s.cfg.run.seed, epoch)
         items = items[skip * B: trainer.steps_per_epoch * B]
         want = list(DataLoader(TrainImages(s.dataset, items, spec.input_size, spec.interpolation, s.views.augment,
                                            s.views.seed, uint8=True), batch_size=B))
