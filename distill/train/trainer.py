@@ -183,8 +183,7 @@ class Trainer:
         if self._train_loader is None:
             self._train_loader = self._make_train_loader()
         cache = setup.caches[0] if setup.caches else None
-        # the order and view choice are the run's draw (run.seed), not the cache's: the cache's views seed
-        # fixes only what each view looks like, so runs of different seeds on one cache see different orders
+        # order and view choice: the run's draw (run.seed); the cache's views seed fixes only how a view looks
         items = epoch_items(self.train_samples, self.domain_index, setup.views.count, setup.cfg.run.seed, epoch, cache)
         items = items[: self.steps_per_epoch * batch_size]
         pool = pool_items(self.pool, self.domain_index, setup.views.count, setup.cfg.run.seed, epoch,
