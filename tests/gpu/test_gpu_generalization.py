@@ -32,33 +32,23 @@ POLICY_FLAGS = ["--arch", "distill-demo-vit", "--pretrained", "none", "--views",
                 "--no-progress", "--templates-file"]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    from tests.shapes import make_shapes_root
-
-    w = tmp_path_factory.mktemp("gpu_gen")
-    make_shapes_root(w / "data", ["red", "green", "blue"], per_class=8)
-    (w / "t.txt").write_text("a photo of a {}.\n")
-    return w
-
-
-def _build(world: Path, out: Path, device: str) -> Path:
-    res = _distill("cache", "build", "--data", str(world / "data"), "--out", str(out), *POLICY_FLAGS,
-                   str(world / "t.txt"), "--device", device)
+def _build(work: Path, out: Path, device: str) -> Path:
+    res = _distill("cache", "build", "--data", str(work / "data"), "--out", str(out), *POLICY_FLAGS,
+                   str(work / "t.txt"), "--device", device)
     assert res.returncode == 0, res.stderr[-3000:]
     return out
 
 
 @pytest.fixture(scope="module")
-def policy_cache(world, tmp_path_factory) -> Path:
-    return _build(world, tmp_path_factory.mktemp("pc") / "cache", "auto")
+def policy_cache(work, tmp_path_factory) -> Path:
+    return _build(work, tmp_path_factory.mktemp("pc") / "cache", "auto")
 
 
-def test_a_gpu_policy_cache_replays_the_cpu_views_bit_for_bit(world, policy_cache, tmp_path):
+def test_a_gpu_policy_cache_replays_the_cpu_views_bit_for_bit(work, policy_cache, tmp_path):
     from distill.records.names import CACHE_PIXELS_PREFIX
     from distill.teacher.cache import TeacherCache
 
-    g, c = TeacherCache.open(policy_cache), TeacherCache.open(_build(world, tmp_path / "cpu", "cpu"))
+    g, c = TeacherCache.open(policy_cache), TeacherCache.open(_build(work, tmp_path / "cpu", "cpu"))
     assert g.view_policy is not None and g.view_policy == c.view_policy
     for key in ("sample_index", "view_params", "mix_partner", "mix_view"):
         assert torch.equal(g.rows[key], c.rows[key]), key
@@ -71,11 +61,11 @@ def test_a_gpu_policy_cache_replays_the_cpu_views_bit_for_bit(world, policy_cach
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_fm_with_a_pool_and_a_text_head_trains_and_exports_on_cuda(world, policy_cache, tmp_path, precision):
+def test_fm_with_a_pool_and_a_text_head_trains_and_exports_on_cuda(work, policy_cache, tmp_path, precision):
     from distill.config import load_train_config
     from distill.train import Trainer, build
 
-    cfg = _train_cfg(world, policy_cache, tmp_path / "run", optim__precision=precision, optim__epochs=2,
+    cfg = _train_cfg(work, policy_cache, tmp_path / "run", optim__precision=precision, optim__epochs=2,
                      data__source=["red"], data__unlabeled=["blue"], student__head="text",
                      strategy__name="fm", run__workers=2)
     cfg["strategy"] = {"name": "fm", "temperature": 1.0, "alpha": 0.5, "feature_weight": 1.0}
@@ -97,9 +87,9 @@ def test_fm_with_a_pool_and_a_text_head_trains_and_exports_on_cuda(world, policy
         assert fp32["parity"]["passed"], fp32["parity"]
 
 
-def test_erm_with_the_same_augmentations_on_cuda(world, policy_cache, tmp_path):
+def test_erm_with_the_same_augmentations_on_cuda(work, policy_cache, tmp_path):
     """The fair baseline on the same cache: labels λ-mixed on mixed views, cross-entropy only, on the GPU."""
-    cfg = _write(tmp_path / "erm.yaml", {**_train_cfg(world, policy_cache, tmp_path / "erm", optim__epochs=1,
+    cfg = _write(tmp_path / "erm.yaml", {**_train_cfg(work, policy_cache, tmp_path / "erm", optim__epochs=1,
                                                        optim__precision="bf16"), "strategy": {"name": "erm"}})
     res = _distill("train", "-c", str(cfg))
     assert res.returncode == 0, res.stderr[-3000:]

@@ -54,16 +54,6 @@ def _distill(*args: str, env_extra: dict | None = None, timeout: int = 300) -> s
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    from tests.shapes import make_shapes_root
-
-    w = tmp_path_factory.mktemp("gpu")
-    make_shapes_root(w / "data", ["red", "green", "blue"], per_class=8)
-    (w / "t.txt").write_text("a photo of a {}.\n")
-    return w
-
-
-@pytest.fixture(scope="module")
 def gpu_cache(work) -> Path:
     """A teacher cache built on the GPU (`--device auto`), with one adversarial view per train image."""
     out = work / "cache_gpu"

@@ -89,6 +89,17 @@ def _batches(trainer: Trainer, epoch: int = 0):
         yield loader_labels, trainer.make_batch(pixels, loader_labels, domain, index, view)
 
 
+def _row_grads(trainer) -> torch.Tensor:
+    """Per-row |d loss / d pixels| of the trainer's first batch (labelled rows first, then pool rows)."""
+    _, batch = next(_batches(trainer))
+    trainer.strategy.eval()  # BatchNorm on running statistics: rows do not see each other
+    seed_step(1, 0, 0)
+    batch.pixels = batch.pixels.detach().requires_grad_()
+    batch.images = normalize(batch.pixels, trainer._mean, trainer._std)
+    trainer.strategy(batch)["loss"].backward()
+    return batch.pixels.grad.abs().flatten(1).sum(1)
+
+
 class _Log:
     def step(self, step, global_step, out, labels, lr):
         self.loss = out["loss"].detach()
@@ -138,13 +149,7 @@ def test_no_label_gradient_reaches_a_pool_image(world, tmp_path, monkeypatch, st
     with the strategy's own weights, the distillation terms do reach the pool (erm has none)."""
     for options, distills in ((LABELS_ONLY[strategy], False), (DEFAULTS.get(strategy, {}), strategy != "erm")):
         trainer = _trainer(world, strategy, tmp_path / f"run{distills}", monkeypatch, options)
-        _, batch = next(_batches(trainer))
-        trainer.strategy.eval()  # BatchNorm on running statistics: rows do not see each other
-        seed_step(1, 0, 0)
-        batch.pixels = batch.pixels.detach().requires_grad_()
-        batch.images = normalize(batch.pixels, trainer._mean, trainer._std)
-        trainer.strategy(batch)["loss"].backward()
-        per_row = batch.pixels.grad.abs().flatten(1).sum(1)
+        per_row = _row_grads(trainer)
         assert bool((per_row[:BATCH] > 0).all()), per_row
         if distills:
             assert bool((per_row[BATCH:] > 0).all()), per_row
@@ -295,13 +300,7 @@ def test_folder_labels_cannot_change_a_step_and_no_label_gradient_reaches_a_fold
     assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
     for options, distills in ((LABELS_ONLY[strategy], False), (DEFAULTS.get(strategy, {}), True)):
         trainer = _folder_trainer(folder_world, strategy, tmp_path / f"grad{distills}", options)
-        _, batch = next(_batches(trainer))
-        trainer.strategy.eval()
-        seed_step(1, 0, 0)
-        batch.pixels = batch.pixels.detach().requires_grad_()
-        batch.images = normalize(batch.pixels, trainer._mean, trainer._std)
-        trainer.strategy(batch)["loss"].backward()
-        per_row = batch.pixels.grad.abs().flatten(1).sum(1)
+        per_row = _row_grads(trainer)
         assert bool((per_row[:BATCH] > 0).all()), per_row
         assert bool((per_row[BATCH:] > 0).all()) if distills else torch.equal(per_row[BATCH:], torch.zeros(8))
 
