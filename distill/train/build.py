@@ -27,8 +27,8 @@ from distill.strategies.base import Needs
 from distill.student.model import Student, default_spec, load_student
 from distill.student.transforms import normalize
 from distill.teacher import Teacher
-from distill.teacher.cache import (AdversarialViews, TeacherCache, check_manifest, dataset_expectation, diff_fields,
-                                   expected_identity)
+from distill.teacher.cache import (AdversarialViews, TeacherCache, check_manifest, check_sample_indices,
+                                   dataset_expectation, diff_fields, expected_identity)
 from distill.teacher.pool import check_teacher_pool
 from distill.teacher.prompts import resolve_templates
 from distill.teacher.views import ViewConfig
@@ -217,7 +217,8 @@ def _create_teacher(cfg: TrainConfig, dataset: DomainFolder, caches: list[Teache
 
 
 def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, teacher: Teacher | None) -> None:
-    """Refuse a cache whose identity (teacher, preprocessing, classes, data) differs from this run's.
+    """Refuse a cache whose identity (teacher, preprocessing, classes, data) differs from this run's, or whose
+    images data.root now numbers otherwise (a domain added before the cached ones: the rows are keyed by index).
 
     The data part includes ``pretrain_fraction``: a cache build refused a split rule other than its
     teacher's pool (:func:`~distill.teacher.pool.check_teacher_pool`), so a run that matches the cache
@@ -236,6 +237,7 @@ def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, t
                                dataset.classes, dataset.fingerprint(cache.domains), templates, dataset=data_inputs,
                                content_fingerprint=content)
     check_manifest(manifest, expect, Path(cache.path) / CACHE_MANIFEST)
+    check_sample_indices(cache.path, cache.sample_indices(), dataset)  # rows are keyed by index: still the same images?
 
 
 def _check_same_views(caches: list[TeacherCache]) -> None:

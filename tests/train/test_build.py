@@ -13,6 +13,7 @@ from distill.errors import DistillError
 from distill.teacher import Teacher
 from distill.teacher.cache import CacheOptions, TeacherCache, build_cache
 from distill.train import build
+from tests.shapes import make_shapes_root
 from tests.train.test_trainer import _config
 
 TEACHER = {"arch": "distill-demo-vit", "pretrained": None}
@@ -91,3 +92,31 @@ def test_a_pool_domain_the_cache_lacks_is_refused(tmp_path, tiny_root, tiny_cach
     with pytest.raises(DistillError, match=r"data\.unlabeled: domain 'blue' is not in cache"):
         build(load_train_config(None, base=_config(tiny_root, tiny_cache, tmp_path / "no",
                                                    data__source=["red"], data__unlabeled=["blue"])))
+
+
+def test_a_domain_added_before_the_cached_ones_is_refused_naming_both_index_ranges(tmp_path):
+    """Sample indices count every domain under data.root, the cache's identity only its own: a domain added that
+    sorts first moves every cached index while the identity still matches, and each row would be read for another
+    image. A domain added after them moves nothing and is accepted."""
+    root = make_shapes_root(tmp_path / "data", ["green", "red"], per_class=4)
+    torch.manual_seed(0)
+    built_on = DomainFolder(root, test_fraction=0.3)
+    teacher = Teacher("distill-demo-vit", None, built_on.classes, ["a photo of a {}."])
+    cache = build_cache(built_on, teacher, tmp_path / "c", CacheOptions(views=1, seed=3, shard_size=64),
+                        num_workers=0, progress=False)
+    make_shapes_root(root, ["blue"], per_class=4)  # sorts before green and red
+    grown = DomainFolder(root, test_fraction=0.3)
+    assert grown.fingerprint(["green", "red"]) == built_on.fingerprint(["green", "red"])  # the identity matches...
+    green = grown.select(["green"])[0]
+    row = TeacherCache.open(cache).lookup(torch.tensor([green.index]), torch.tensor([0]))
+    assert TeacherCache.open(cache).domains[int(row["domain"])] == "red"  # ...but green's index now names a red row
+    with pytest.raises(DistillError, match=r"domain 'green' at sample indices 0\.\.11, but .* now numbers its images "
+                                           r"12\.\.23: the data root gained or lost domains before 'green'.*rebuild "
+                                           r"the cache, or move the new domain out") as err:
+        build(load_train_config(None, base=_config(root, cache, tmp_path / "run", data__source=["green", "red"])))
+    assert str(cache) in str(err.value) and "\n" not in str(err.value)
+
+    (root / "blue").rename(tmp_path / "blue")  # out again: the cache matches
+    (tmp_path / "blue").rename(root / "zebra")  # a domain after the cached ones moves no index
+    setup = build(load_train_config(None, base=_config(root, cache, tmp_path / "ok", data__source=["green", "red"])))
+    assert setup.dataset.domains == ["green", "red", "zebra"] and setup.target == ["zebra"]

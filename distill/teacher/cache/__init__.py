@@ -22,7 +22,8 @@ from distill.teacher.cache.adversarial import AdversarialViews, build_adversaria
 from distill.teacher.cache.build import SHARD_DELAY_ENV, build_cache, make_plan
 from distill.teacher.cache.format import shard_name
 from distill.teacher.cache.identity import (
-    CacheMismatchError, check_manifest, dataset_expectation, diff_fields, expected_identity, identity_diffs,
+    CacheMismatchError, check_manifest, check_sample_indices, dataset_expectation, diff_fields, expected_identity,
+    identity_diffs,
 )
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
 from distill.teacher.cache.pixels import (
@@ -35,6 +36,6 @@ __all__ = [
     "SHARD_DELAY_ENV", "AdversarialOptions",
     "AdversarialViews", "CacheMismatchError", "CacheOptions", "PixelOptions", "PixelStore", "TeacherCache",
     "ViewConfig", "apply_view", "build_adversarial_views", "build_cache", "build_pixel_store", "check_manifest",
-    "dataset_expectation", "diff_fields", "expected_identity", "find_pixel_store", "identity_diffs", "make_plan",
-    "parse_sizes", "pixel_dir_name", "shard_name", "view_params",
+    "check_sample_indices", "dataset_expectation", "diff_fields", "expected_identity", "find_pixel_store",
+    "identity_diffs", "make_plan", "parse_sizes", "pixel_dir_name", "shard_name", "view_params",
 ]

@@ -57,7 +57,8 @@ from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_g
 from distill.student.transforms import normalize
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, AdversarialManifest, CacheManifest
 from distill.teacher.cache.format import DTYPES, load_verified
-from distill.teacher.cache.identity import TEACHER_UNCOMPARED, expected_identity, identity_diffs
+from distill.teacher.cache.identity import (TEACHER_UNCOMPARED, check_sample_indices, expected_identity, identity_diffs,
+                                           stored_sample_indices)
 from distill.teacher.cache.options import AdversarialOptions
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.teacher.views import apply_view, clean_box
@@ -149,6 +150,7 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
     if dataset.fingerprint(cached) != cm.dataset.fingerprint:
         raise DistillError(f"{cache_dir}: the dataset differs from the one the cache was built on "
                            "(dataset.fingerprint); pass the cache's data root and split settings")
+    check_sample_indices(cache_dir, stored_sample_indices(cache_dir, cm), dataset)  # views keyed as the cache's rows
     for name in (d for d in domains if d in folders):  # the folder's images at the cache's sample indices
         record = folders[name].model_dump(mode="json", exclude_none=True)
         have = folder_record(dataset, name) if name in dataset.folders else {}

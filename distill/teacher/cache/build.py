@@ -48,7 +48,8 @@ from distill.errors import DistillError
 from distill.records import TEXT_EMBEDDINGS, CacheManifest
 from distill.teacher.cache.adversarial import build_adversarial_views
 from distill.teacher.cache.format import (
-    DTYPES, FORMAT, FORMAT_VERSION, ROW_DTYPES, SPLIT_CODES, empty_rows, write_shard,
+    DTYPES, FORMAT, FORMAT_VERSION, ROW_DTYPES, SPLIT_CODES, empty_rows, read_shard_columns, read_shard_skipped,
+    write_shard,
 )
 from distill.teacher.cache.inputs import ImageViews, ViewDraws, collate_views, teacher_input
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
@@ -260,6 +261,7 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
     rank, world = shards.rank, shards.world
     domains = cached_domains(plan["dataset"])
     samples = dataset.select(domains)
+    _check_written_shards(shards, samples, plan)
     K, S = plan["views"]["count"], plan["shard_size"]
     per_batch = max(1, plan["batch_size"] // K)
     mine = shards.pending(plan["num_shards"])
@@ -324,6 +326,26 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
                             skipped.pop(k, []))
                 if delay:
                     time.sleep(delay)
+
+
+def _check_written_shards(shards: ResumableShards, samples: list, plan: dict) -> None:
+    """A resumed build: each shard on disk must hold the samples now at its positions. The plan pins the cached
+    domains' files, not where data.root numbers them: a domain added before them since the build started moves
+    their indices, and the new shards would name other images than the old ones (every rank checks every shard
+    on disk, so all stop alike)."""
+    S = plan["shard_size"]
+    for k in range(plan["num_shards"]):
+        path = shards.path(k)
+        if not path.exists():
+            continue
+        have = set(read_shard_columns(path, ("sample_index",))["sample_index"].tolist())
+        have |= {lost["sample_index"] for lost in read_shard_skipped(path)}
+        want = {s.index for s in samples[k * S:(k + 1) * S]}
+        if have != want:
+            held, now = (f"{min(x)}..{max(x)}" if x else "none" for x in (have, want))
+            raise DistillError(f"{path}: holds samples {held}, but data.root now numbers the images of its positions "
+                               f"{now}: the data root gained or lost domains since this build started; {_HOW}, or "
+                               "move the new domain out of the data root")
 
 
 def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: dict) -> None:

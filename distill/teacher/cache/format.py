@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from safetensors import safe_open
@@ -87,6 +87,12 @@ def shard_rows(path: Path) -> int:
     """Rows of a shard (its ``sample_index`` length; no tensor is read)."""
     with safe_open(str(path), "pt") as f:
         return int(f.get_slice("sample_index").get_shape()[0])
+
+
+def read_shard_columns(path: Path, names: Sequence[str]) -> dict[str, Tensor]:
+    """Only these tensors of a shard (e.g. its index columns; its outputs are not read)."""
+    with safe_open(str(path), "pt") as f:
+        return {name: f.get_tensor(name) for name in names}
 
 
 def read_shard_skipped(path: Path) -> list[dict]:

@@ -8,16 +8,26 @@ adversarial views and pixel stores).
 
 Values compare as JSON (tuples are lists), floats within :data:`FLOAT_RTOL`, and a field added
 after format version 1 shipped takes its old value (:data:`LEGACY_DEFAULTS`) when absent.
+
+The identity pins the cached domains' files, not where data.root numbers them: rows are keyed by
+sample index, a position among *all* the root's images. :func:`check_sample_indices` is the
+second question every reader of rows asks (after the identity): do the cache's images still sit at
+the indices its rows name?
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
+import torch
+from torch import Tensor
+
+from distill.data.folder import STUDENT_SPLITS
 from distill.errors import DistillError
-from distill.records import CACHE_MANIFEST, CacheManifest
+from distill.records import CACHE_MANIFEST, CacheManifest, SkippedImage
+from distill.teacher.cache.format import read_shard_columns
 
 # Recorded in the manifest but not part of what a cached output means.
 TEACHER_UNCOMPARED = ("open_clip_version", "torch_version")
@@ -230,3 +240,68 @@ def dataset_expectation(path: str | Path, manifest: CacheManifest, dataset) -> d
             f"dataset.domains: {shorten(domains)} vs {shorten(dataset.domains)} (the cache was built from "
             f"{built.root or 'another data set'}; this run's data.root is {dataset.root})"])
     return dataset.fingerprint_inputs(domains)
+
+
+# ---------------------------------------------------------------------- sample indices
+def cached_sample_indices(domains: Sequence[str], sample_index: Tensor, domain: Tensor,
+                          skipped: Iterable[SkippedImage]) -> dict[str, Tensor]:
+    """Root domain -> the sorted sample indices a cache gave that domain's images: its rows' and its skipped images'.
+
+    Args:
+        domains: the cache's root domains (``manifest.dataset.domains``); rows of its unlabeled folders
+            (domain ids past them) are left out: :meth:`~distill.data.folder.DomainFolder.add_folder` checks
+            where those start.
+        sample_index, domain: the rows' columns (``domain`` indexes the cache's domains).
+        skipped: the images the build could not decode (no row holds them).
+    """
+    skipped = list(skipped)
+    index, ids = sample_index.long(), domain.long()
+    out = {}
+    for i, name in enumerate(domains):
+        lost = torch.tensor([k.sample_index for k in skipped if k.path.split("/", 1)[0] == name], dtype=torch.long)
+        out[name] = torch.unique(torch.cat([index[ids == i], lost]))
+    return out
+
+
+def stored_sample_indices(cache_dir: str | Path, manifest: CacheManifest) -> dict[str, Tensor]:
+    """:func:`cached_sample_indices` of the complete cache at ``cache_dir``, from its shards' index columns only."""
+    none = torch.zeros(0, dtype=torch.long)
+    columns = [read_shard_columns(Path(cache_dir) / s.file, ("sample_index", "domain")) for s in manifest.shards]
+    return cached_sample_indices(manifest.dataset.domains, torch.cat([c["sample_index"] for c in columns] or [none]),
+                                 torch.cat([c["domain"] for c in columns] or [none]), manifest.skipped)
+
+
+def check_sample_indices(path: str | Path, cached: Mapping[str, Tensor], dataset) -> None:
+    """Refuse a cache whose images sit at other sample indices in ``dataset`` (a
+    :class:`~distill.data.folder.DomainFolder`) than the ones its rows name.
+
+    A domain added to data.root (or removed from it) that sorts before a cached one moves every index of that
+    domain while its fingerprint still matches: each row would be read for another image. Call it after the
+    identity check (:func:`check_manifest`): a cached domain's file list is then the one the cache was built from,
+    so its indices can only have moved all together, and the cache's indices being among the domain's current
+    ones means they did not move (exact for a cache of every image of a domain, as ``cache build`` makes; never a
+    false refusal). Checked from the rows themselves, so a cache built before this check is checked too.
+
+    Args:
+        path: the cache (named in the message).
+        cached: :func:`cached_sample_indices` of the cache (:meth:`TeacherCache.sample_indices`,
+            :func:`stored_sample_indices`).
+        dataset: this run's data.
+
+    Raises:
+        DistillError: one line naming the cache, the domain, both index ranges and what to do.
+    """
+    now: dict[str, list[int]] = {name: [] for name in cached}
+    for sample in dataset.samples:  # the cache holds what select() gives by default: never the teacher's pool
+        if sample.domain in now and sample.split in STUDENT_SPLITS:
+            now[sample.domain].append(sample.index)
+    for name, have in cached.items():
+        want = torch.tensor(now[name], dtype=torch.long)
+        if not len(have) or bool(torch.isin(have, want).all()):
+            continue
+        moved = f"{int(want.min())}..{int(want.max())}" if len(want) else "none"
+        raise DistillError(
+            f"{path}: the cache holds domain '{name}' at sample indices {int(have.min())}..{int(have.max())}, but "
+            f"{dataset.root} now numbers its images {moved}: the data root gained or lost domains before '{name}' "
+            "since the cache was built (sample indices count every domain under it), so each row would be read for "
+            f"another image; rebuild the cache, or move the new domain out of {dataset.root}")

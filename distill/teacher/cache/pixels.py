@@ -51,7 +51,8 @@ from distill.data.images import load_rgb
 from distill.errors import DistillError
 from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST, CACHE_PIXELS_PREFIX, CacheManifest
 from distill.teacher.cache.format import shard_name
-from distill.teacher.cache.identity import CACHE_LAYOUT, expected_identity, identity_diffs
+from distill.teacher.cache.identity import (CACHE_LAYOUT, check_sample_indices, expected_identity, identity_diffs,
+                                           stored_sample_indices)
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.teacher.view_policy import PolicyRender
 from distill.teacher.views import view_pixels
@@ -224,6 +225,7 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
     if identity_diffs(manifest.to_dict(), data_fingerprint, CACHE_LAYOUT):
         raise DistillError(f"{cache_dir}: the dataset given is not the one this cache was built from "
                            f"(fingerprints differ); pass the cache's --data")
+    check_sample_indices(cache_dir, stored_sample_indices(cache_dir, manifest), dataset)  # rows' images by index
     shards = ResumableShards(cache_dir / pixel_dir_name(plan.size, interpolation), rank, world)
     out = shards.out
     if shards.prepare(plan.to_dict(), REFUSALS):

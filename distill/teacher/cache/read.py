@@ -19,7 +19,7 @@ from distill.records import (
 )
 from distill.teacher.cache.adversarial import AdversarialViews
 from distill.teacher.cache.format import FORMAT, ROW_KEYS, SPLIT_CODES, SUPPORTED_VERSIONS, load_verified, upgrade_rows
-from distill.teacher.cache.identity import CacheMismatchError, check_manifest
+from distill.teacher.cache.identity import CacheMismatchError, cached_sample_indices, check_manifest
 from distill.teacher.view_policy import CROP_PARAMS, LAM, PARAMS_LAYOUT, ViewPolicy
 from distill.teacher.views import ViewConfig
 from distill.utils.io import read_json
@@ -151,6 +151,11 @@ class TeacherCache:
     def skipped(self) -> list[SkippedImage]:
         """Images the build could not decode (no row holds them)."""
         return list(self.manifest.skipped)
+
+    def sample_indices(self) -> dict[str, Tensor]:
+        """Root domain -> the sorted sample indices the cache gave its images (rows and skipped images), for
+        :func:`~distill.teacher.cache.identity.check_sample_indices`."""
+        return cached_sample_indices(self.domains, self.rows["sample_index"], self.rows["domain"], self.skipped)
 
     def __len__(self) -> int:
         return len(self.rows["sample_index"])

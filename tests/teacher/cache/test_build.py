@@ -27,7 +27,7 @@ from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST
 from distill.teacher.cache import (
     SHARD_DELAY_ENV, AdversarialOptions, PixelOptions, TeacherCache, build_adversarial_views, build_cache,
-    find_pixel_store, make_plan, pixel_dir_name, shard_name,
+    build_pixel_store, find_pixel_store, make_plan, pixel_dir_name, shard_name,
 )
 from distill.teacher.view_policy import preset
 from distill.teacher.views import view_pixels
@@ -55,6 +55,34 @@ def test_rerun_returns_at_once_and_other_plan_is_refused(reference, dataset, tea
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(DistillError, match="not empty"):
         build_cache(dataset, teacher, tmp_path / "busy", SETTINGS, num_workers=0, progress=False)
+
+
+# ---------------------------------------------------------------------- a domain added to the root
+def test_a_domain_added_before_the_cached_ones_is_refused_by_every_builder_of_rows(tree, teacher, tmp_path):
+    """Rows are keyed by sample index, a position among all the root's images; the plan pins only the cached
+    domains' files. With 'art' added before 'photo' and 'sketch', adversarial views and pixel stores of the cache
+    (keyed as its rows), and the cache's own resumed build, would name other images: each is refused."""
+    data = tmp_path / "data"
+    shutil.copytree(tree, data)
+    (data / "art").rename(tmp_path / "art")
+    options = dataclasses.replace(SETTINGS, domains=("photo", "sketch"))
+    out = build_cache(DomainFolder(data), teacher, tmp_path / "c", options, num_workers=0, progress=False)
+    (tmp_path / "art").rename(data / "art")  # sorts first: every cached index moves by its 10 images
+    grown = DomainFolder(data)
+    moved = r"domain 'photo' at sample indices 0\.\.9, but .* now numbers its images 10\.\.19: the data root gained"
+    with pytest.raises(DistillError, match=moved):
+        build_adversarial_views(grown, teacher, out, AdversarialOptions(views=1, steps=1), progress=False)
+    with pytest.raises(DistillError, match=moved):
+        build_pixel_store(grown, out, (16, 16), num_workers=0, progress=False)
+    (out / CACHE_MANIFEST).unlink()  # as if killed before the end: the last shard and the manifest missing
+    (out / shard_name(6)).unlink()
+    with pytest.raises(DistillError, match=r"shard-00000.safetensors: holds samples 0\.\.2, but data.root now "
+                                           r"numbers the images of its positions 10\.\.12: the data root gained"):
+        build_cache(grown, teacher, out, options, num_workers=0, progress=False)
+    assert not (out / shard_name(6)).exists() and not (out / CACHE_MANIFEST).exists()  # nothing written
+    (data / "art").rename(tmp_path / "art")
+    assert len(TeacherCache.open(build_cache(DomainFolder(data), teacher, out, options, num_workers=0,
+                                             progress=False))) == 40  # resumes as before
 
 
 # ---------------------------------------------------------------------- unlabeled folders outside the root
