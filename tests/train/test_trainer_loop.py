@@ -166,5 +166,16 @@ def test_the_persistent_workers_are_gone_when_fit_returns(root, tmp_path):
     from distill.train import Trainer, build
 
     trainer = Trainer(build(_cfg(root, tmp_path / "run", workers=2)))
+    before = {p.pid for p in multiprocessing.active_children()}  # other tests' loaders may still live
+    started: list[int] = []
+    make = trainer._make_train_loader
+
+    def spying_make():
+        loader = make()
+        started.extend(w.pid for w in iter(loader)._workers)  # the persistent iterator the epochs reuse
+        return loader
+
+    trainer._make_train_loader = spying_make
     trainer.fit()
-    assert multiprocessing.active_children() == []
+    assert len(started) == 2 and not set(started) & before
+    assert not set(started) & {p.pid for p in multiprocessing.active_children()}
