@@ -91,6 +91,7 @@ def _cached_folder(folder: UnlabeledFolder, caches: list[TeacherCache]) -> tuple
     """(folder, its record in the first cache), refusing a folder some cache lacks or holds elsewhere."""
     rebuild = f"rebuild with `distill cache build ... --unlabeled {folder.entry}`"
     files = folder.files_sha256()
+    content: str | None = None  # read the folder's bytes once, however many caches recorded them
     found = None
     for cache in caches:
         record = next((r for r in cache.folders if r.files_sha256 == files), None)
@@ -103,7 +104,9 @@ def _cached_folder(folder: UnlabeledFolder, caches: list[TeacherCache]) -> tuple
                     f"images, or files renamed or resized); {rebuild}")
             raise DistillError(f"{KEY}: cache {cache.path} was built without unlabeled folder '{folder.entry}'; "
                                f"{rebuild}")
-        if record.content_sha256 is not None and record.content_sha256 != folder.content_sha256():
+        if record.content_sha256 is not None:
+            content = content or folder.content_sha256()
+        if record.content_sha256 is not None and record.content_sha256 != content:
             raise DistillError(f"{KEY}: folder '{folder.entry}': its images' bytes changed since cache {cache.path} "
                                f"was built (content_sha256); {rebuild}")
         if found is not None and (record.name, record.first_index) != (found.name, found.first_index):
