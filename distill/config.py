@@ -109,6 +109,9 @@ class OptimConfig(_Strict):
     grad_clip: float | None = Field(1.0, gt=0)  # max grad norm; null disables
     # forward passes under autocast: bf16, or fp16 with a grad scaler (CUDA only); losses compute in fp32
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # steps with non-finite gradients are skipped (CPU bf16: first retried in fp32; distill/train/guard.py); a run
+    # that skips more than this fraction of its steps stops
+    max_skipped_steps: float = Field(0.05, ge=0, le=1)
 
     @model_validator(mode="before")
     @classmethod

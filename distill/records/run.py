@@ -113,6 +113,8 @@ class RunSummary(Record):
     teacher_flops: int | None = None
     checkpoint: str
     train_seconds_this_session: float
+    # optimizer steps with non-finite gradients: skipped_steps, and fp32_retried_steps (CPU bf16; distill/train/guard.py)
+    nonfinite_steps: dict[str, int] = Field(default_factory=lambda: {"skipped_steps": 0, "fp32_retried_steps": 0})
     skipped_images: list[SkippedImage] = Field(default_factory=list)
     robust: RobustReport | None = None
     unlabeled: UnlabeledPool | None = None  # written only when the run had a pool

@@ -31,7 +31,7 @@ class StepLog:
     def __init__(self, writer, device: torch.device):
         self.writer, self.device = writer, device
         self.epoch = 0
-        self.steps: list[tuple[int, int, float]] = []  # (step in epoch, global step, lr)
+        self.steps: list[tuple[int, int, float, bool]] = []  # (step in epoch, global step, lr, skipped)
         self.values: list[Tensor] = []  # 0-dim: loss of each step, then its parts
         self.names: list[list[str]] = []
         self.correct = torch.zeros((), dtype=torch.long, device=device)
@@ -43,9 +43,9 @@ class StepLog:
         self.seen = 0
 
     def add(self, step_in_epoch: int, global_step: int, out: dict[str, Tensor], labels: Tensor | None,
-            lr: float) -> None:
+            lr: float, skipped: bool = False) -> None:
         parts = [k for k, v in out.items() if k not in ("loss", "logits") and v.dim() == 0]
-        self.steps.append((step_in_epoch, global_step, lr))
+        self.steps.append((step_in_epoch, global_step, lr, skipped))
         self.names.append(parts)
         self.values += [out["loss"].detach().float()] + [out[k].detach().float() for k in parts]
         if "logits" in out and labels is not None:  # live accuracy, accumulated on the device
@@ -59,10 +59,10 @@ class StepLog:
             return
         vals = torch.stack(self.values).cpu().tolist()  # the one host sync
         i = 0
-        for (step, gstep, lr), names in zip(self.steps, self.names):
+        for (step, gstep, lr, skipped), names in zip(self.steps, self.names):
             loss = vals[i]
-            if not math.isfinite(loss):
-                raise DistillError(f"loss is {loss} at epoch {self.epoch + 1} step {step}: "
+            if not math.isfinite(loss) and not skipped:  # a skipped step was counted (distill/train/guard.py)
+                raise DistillError(f"loss is {loss} at epoch {self.epoch + 1} step {step} on {self.device.type}: "
                                    f"lower optim.lr or enable optim.grad_clip")
             if self.writer is not None:
                 self.writer.add_scalar("train/loss", loss, gstep)
@@ -98,9 +98,9 @@ class RunLog:
         self.steps.start_epoch(epoch)
 
     def step(self, step_in_epoch: int, global_step: int, out: dict[str, Tensor], labels: Tensor | None,
-             lr: float) -> None:
-        """Record a step's outputs (on the device; nothing is read back here)."""
-        self.steps.add(step_in_epoch, global_step, out, labels, lr)
+             lr: float, skipped: bool = False) -> None:
+        """Record a step's outputs (on the device; nothing is read back here); ``skipped``: no update was made."""
+        self.steps.add(step_in_epoch, global_step, out, labels, lr, skipped)
 
     def flush(self) -> None:
         """Read back the steps since the last flush; raises on a non-finite loss."""

@@ -4,12 +4,9 @@
 then :meth:`Trainer.evaluate`, then select and checkpoint (:meth:`Trainer.end_epoch`); reporting
 (TensorBoard, tqdm, the NaN check) in :mod:`distill.train.logger`, checkpoints in :mod:`distill.train.checkpoints`.
 
-Exact resume: every random draw of a step (dropout, adv_cached's mask, adv_kd's PGD start) is a
-function of ``(seed, epoch, step)``: the global RNGs are reseeded before each step. GPU habits:
-channels_last student on CUDA, no host sync in the step loop (log every ``run.log_every``
-steps), one persistent DataLoader, pinned memory + non_blocking copies, ``optim.precision``
-bf16/fp16 autocast (fp16 with a GradScaler). DDP: the global batch is split across ranks; on
-GPU, BatchNorm becomes SyncBatchNorm so N ranks match one process (CPU/gloo has none).
+Exact resume: every random draw of a step is a function of ``(seed, epoch, step)``. GPU habits: channels_last,
+no host sync in the step loop, one persistent DataLoader, pinned memory, ``optim.precision`` autocast (fp16 with
+a GradScaler; non-finite gradients: :mod:`distill.train.guard`). DDP: the global batch is split across ranks.
 """
 from __future__ import annotations
 
@@ -36,6 +33,7 @@ from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.teacher.view_policy import PolicyRender
 from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_test
+from distill.train.guard import GradGuard
 from distill.train.data import (EpochBatches, Item, TrainImages, all_view_items, epoch_items, label_table, pool_items,
                                 to_unit)
 from distill.train.logger import RunLog
@@ -52,8 +50,7 @@ class Trainer:
     """Optimizes ``setup.strategy`` on the training domains; evaluates, selects and checkpoints each epoch."""
 
     def __init__(self, setup: TrainSetup):
-        self.setup = setup
-        optim = setup.cfg.optim
+        self.setup, optim = setup, setup.cfg.optim
         self.run_dir = Path(setup.cfg.run.out)
         self.checkpoints = Checkpoints(self.run_dir)
         self.strategy = setup.strategy
@@ -70,8 +67,7 @@ class Trainer:
             raise DistillError(f"domains {self.train_domains}: {len(self.train_samples)} training images is fewer than "
                                f"optim.batch_size={optim.batch_size}")
         if optim.batch_size % setup.dist.world:
-            raise DistillError(f"optim.batch_size={optim.batch_size} must be divisible by the {setup.dist.world} "
-                               "DDP ranks")
+            raise DistillError(f"optim.batch_size={optim.batch_size}: not divisible by {setup.dist.world} DDP ranks")
         # data.unlabeled: each step appends pool_per_step pool images to its batch_size labelled ones
         self.pool = setup.unlabeled
         self.pool_per_step = round(setup.cfg.data.unlabeled_ratio * optim.batch_size) if self.pool else 0
@@ -93,14 +89,14 @@ class Trainer:
         ctx = self.strategy.ctx
         ctx.iterate_train = self.clean_batches
         ctx.num_train, ctx.num_samples = len(self.train_samples), setup.dataset.index_count
-        self.history: list[dict[str, Any]] = []
-        self.best = -1.0
-        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.history: list[dict[str, Any]] = []  # one metrics row per epoch
+        self.best, self.epoch, self.step_in_epoch, self.global_step = -1.0, 0, 0, 0
         spec = self.strategy.student.spec  # normalization constants: created once, on the device
         self._mean = torch.tensor(spec.mean, device=setup.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=setup.device).view(1, 3, 1, 1)
         # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); CUDA only (check_precision)
         self.scaler = torch.amp.GradScaler(setup.device.type, enabled=optim.precision == "fp16")
+        self.guard = GradGuard(self.strategy, setup.device, optim, self.steps_per_epoch)  # non-finite gradients
         self.epoch_batches = EpochBatches(self.train_samples + self.pool, setup.views.count)
         self._train_loader: DataLoader | None = None
         self._pixels: tuple[PixelStore | None, str] | None = None
@@ -108,13 +104,11 @@ class Trainer:
     # -------------------------------------------------------------- construction
     def _distributed(self, module: nn.Module) -> nn.Module:
         """``module`` for this process: itself alone, DDP (+ SyncBatchNorm on GPU) under torchrun."""
-        setup = self.setup
-        if setup.dist.world <= 1:
+        cuda = self.setup.device.type == "cuda"
+        if self.setup.dist.world <= 1:
             return module
-        if setup.device.type == "cuda":
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        return nn.parallel.DistributedDataParallel(
-            module, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module) if cuda else module
+        return nn.parallel.DistributedDataParallel(module, device_ids=[self.setup.device.index] if cuda else None)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         optim, cuda = self.setup.cfg.optim, self.setup.device.type == "cuda"
@@ -127,7 +121,7 @@ class Trainer:
     def _evaluators(self) -> tuple[DomainEvaluator | None, DomainEvaluator | None]:
         """(test split of the evaluated domains, source validation split): rank 0 only."""
         setup = self.setup
-        if not setup.dist.main:
+        if not setup.dist.main:  # rank 0 only
             return None, None
         preprocess = self.strategy.student.preprocess()
         # a target-data (source-free) strategy never reads a source-domain image, not even to evaluate
@@ -144,6 +138,7 @@ class Trainer:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "best": self.best, "history": self.history,
+                "grad_guard": self.guard.state_dict(),
                 **({"grad_scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
 
     def resume(self) -> bool:
@@ -160,6 +155,7 @@ class Trainer:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         self.best, self.history = state["best"], state["history"]
+        self.guard.load_state_dict(state.get("grad_guard", {}))
         if self.setup.dist.main:
             print(f"resumed from {path} (epoch {self.epoch + 1}, step {self.step_in_epoch}/{self.steps_per_epoch})")
         return True
@@ -172,12 +168,9 @@ class Trainer:
 
     # -------------------------------------------------------------- batches
     def loader(self, epoch: int, skip_steps: int) -> DataLoader:
-        """This rank's batches of ``epoch`` from step ``skip_steps`` on, through one persistent DataLoader.
-
-        The dataset holds every (image, view) pair once; the epoch's order and view choice
-        (:func:`epoch_items`, a pure function of ``run.seed`` and epoch) travel as the batch sampler's keys.
-        So the loader and its worker processes live for the whole run (``persistent_workers``),
-        and a resumed run still sees exactly the batches an uninterrupted one sees.
+        """This rank's batches of ``epoch`` from step ``skip_steps`` on, through one persistent DataLoader: the
+        epoch's order and view choice (:func:`epoch_items`, a function of ``run.seed`` and epoch) travel as the batch
+        sampler's keys, so workers live for the whole run and a resumed run sees the batches an uninterrupted one sees.
         """
         setup, batch_size = self.setup, self.setup.cfg.optim.batch_size
         if self._train_loader is None:
@@ -306,34 +299,41 @@ class Trainer:
         # no host sync in this loop: loss, parts and accuracy stay on the device until a log point
         # (every run.log_every steps, before a checkpoint, at the epoch's end), which also catches a NaN
         for pixels, labels, domain, index, view in loader:
-            # every random draw of the step (dropout, masks, PGD starts) is a function of
-            # (seed, epoch, step): a resumed run replays it whatever ran before
-            seed_step(run.seed, epoch, self.step_in_epoch, setup.dist.rank)
-            batch = self.make_batch(pixels, labels, domain, index, view)
-            self.train_step(batch, log)
-            save = (run.save_every and self.global_step % run.save_every == 0
-                    and self.step_in_epoch < self.steps_per_epoch)
+            # every random draw of the step is a function of (seed, epoch, step): resume replays it
+            reseed = lambda: seed_step(run.seed, epoch, self.step_in_epoch, setup.dist.rank)  # noqa: E731
+            reseed()
+            self.train_step(self.make_batch(pixels, labels, domain, index, view), log, reseed)
+            save = run.save_every and self.global_step % run.save_every == 0 and self.step_in_epoch < self.steps_per_epoch
             if self.global_step % run.log_every == 0 or save:
                 log.flush()  # raises on a non-finite loss, before any checkpoint could keep it
             log.advance()
             if save:
                 self.save()
-            if _STEP_DELAY:  # test hook: slow steps so a test can kill -9 mid-run
-                time.sleep(_STEP_DELAY)
+            time.sleep(_STEP_DELAY)  # test hook (0 unless set): slow steps so a test can kill -9 mid-run
         log.end_epoch()
 
-    def train_step(self, batch: Batch, log: RunLog) -> None:
-        """One optimizer step on ``batch`` (autocast, loss scaling, clipping, LR schedule)."""
-        optim = self.setup.cfg.optim
-        with autocast(self.setup.device, optim.precision):  # losses cast to fp32 themselves (strategies)
+    def _backward(self, batch: Batch, precision: str) -> dict[str, Tensor]:
+        """Forward under ``precision``'s autocast and backward (loss scaling, unscaled grads when clipping)."""
+        with autocast(self.setup.device, precision):  # losses cast to fp32 themselves (strategies)
             out = self.model(batch)
-        log.step(self.step_in_epoch, self.global_step + 1, out, batch.labels, self.optimizer.param_groups[0]["lr"])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out["loss"]).backward()
-        if optim.grad_clip:
+        if self.setup.cfg.optim.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.strategy.parameters(), optim.grad_clip)
-        self.scaler.step(self.optimizer)
+        return out
+
+    def train_step(self, batch: Batch, log: RunLog, reseed=lambda: None) -> None:
+        """One optimizer step on ``batch`` (autocast, loss scaling, the non-finite guard, clipping, LR schedule);
+        ``reseed`` replays the step's random draws for a retry (:class:`GradGuard`)."""
+        optim = self.setup.cfg.optim
+        out, take = self.guard.after_backward(self.epoch, self.step_in_epoch, lambda p: reseed() or self._backward(
+            batch, p), self._backward(batch, optim.precision))
+        log.step(self.step_in_epoch, self.global_step + 1, out, batch.labels, self.optimizer.param_groups[0]["lr"],
+                 skipped=not take)
+        if take:
+            if optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.strategy.parameters(), optim.grad_clip)
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.global_step += 1
         self.step_in_epoch += 1
@@ -394,7 +394,7 @@ class Trainer:
             target_domains=setup.target, trained_on=self.train_domains, teacher_zero_shot=setup.teacher_zero_shot,
             params=count_params(student), flops=count_flops(student, student.spec.input_size),
             teacher_flops=setup.provenance.get("teacher_flops"), checkpoint=str(self.checkpoints.best),
-            train_seconds_this_session=round(seconds, 1),
+            train_seconds_this_session=round(seconds, 1), nonfinite_steps=self.guard.counts(),
             skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust,
             unlabeled=setup.pool_record,
             withheld_classes=setup.withheld_classes or None)
