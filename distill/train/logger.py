@@ -62,7 +62,7 @@ class StepLog:
         for (step, gstep, lr, skipped), names in zip(self.steps, self.names):
             loss = vals[i]
             if not math.isfinite(loss) and not skipped:  # a skipped step was counted (distill/train/guard.py)
-                raise DistillError(f"loss is {loss} at epoch {self.epoch + 1} step {step} on {self.device.type}: "
+                raise DistillError(f"loss is {loss} at epoch {self.epoch + 1} step {step}: "
                                    f"lower optim.lr or enable optim.grad_clip")
             if self.writer is not None:
                 self.writer.add_scalar("train/loss", loss, gstep)

@@ -96,3 +96,9 @@ def load(tmp_path, cfg):
 
     from distill.config import load_train_config
     return load_train_config(_write(tmp_path, cfg))
+
+
+def test_the_guard_is_off_on_cuda_and_adds_no_host_sync_there():
+    """On CUDA the per-step check would stall the GPU: the guard is off (the log-point loss check remains)."""
+    guard = GradGuard(_net(), torch.device("cuda"), OptimConfig(precision="bf16"), steps_per_epoch=10)
+    assert guard.enabled is False and guard.retry_fp32 is False

@@ -101,7 +101,7 @@ def _row_grads(trainer) -> torch.Tensor:
 
 
 class _Log:
-    def step(self, step, global_step, out, labels, lr):
+    def step(self, step, global_step, out, labels, lr, skipped=False):
         self.loss = out["loss"].detach()
 
 
