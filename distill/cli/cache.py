@@ -137,7 +137,7 @@ def _build(args: argparse.Namespace) -> int:
     from distill.teacher.cache import (
         AdversarialOptions, CacheOptions, PixelOptions, ViewConfig, build_cache, parse_sizes, pixel_dir_name,
     )
-    from distill.teacher.view_policy import preset as view_preset  # lazy: as above (kornia)
+    from distill.data.view_policy import preset as view_preset  # lazy: as above (kornia)
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")

@@ -9,7 +9,7 @@ import torch
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
 from distill.records import TEACHER_MANIFEST, TeacherManifest
-from distill.teacher.bootstrap_presets import DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK, BootstrapSettings
+from distill.teacher.bootstrap.presets import DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK, BootstrapSettings
 from distill.teacher.clip import Teacher
 from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates, teacher_manifest_of
@@ -98,7 +98,7 @@ def _set_threads(n: int | None) -> None:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    from distill.teacher.bootstrap import bootstrap_teacher  # lazy: it loads open_clip (seconds), not for --help
+    from distill.teacher.bootstrap.train import bootstrap_teacher  # lazy: it loads open_clip (seconds), not for --help
 
     _set_threads(args.threads)
     ds = DomainFolder(args.data, class_map=args.class_map, pretrain_fraction=args.pretrain_fraction)

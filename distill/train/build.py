@@ -20,6 +20,7 @@ from distill.config import TrainConfig
 from distill.data.classes import ClassColumns, student_classes
 from distill.data.fingerprint import content_fingerprint
 from distill.data.folder import DomainFolder, Sample
+from distill.data.views import ViewConfig
 from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST, UnlabeledPool
 from distill.strategies import Strategy, StrategyContext, create_strategy, get_strategy
@@ -31,7 +32,6 @@ from distill.teacher.cache import (AdversarialViews, TeacherCache, check_manifes
                                    dataset_expectation, diff_fields, expected_identity)
 from distill.teacher.pool import check_teacher_pool
 from distill.teacher.prompts import resolve_templates
-from distill.teacher.views import ViewConfig
 from distill.train.data import ViewPlan
 from distill.train.pool import resolve_pool
 from distill.utils.runtime import (Dist, check_precision, init_distributed, resolve_device, seed_everything,

@@ -25,6 +25,7 @@ from timm.scheduler import CosineLRScheduler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from distill.data.view_policy import PolicyRender
 from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
 from distill.records import RobustReport, RunSummary
@@ -33,7 +34,6 @@ from distill.strategies import Batch
 from distill.student.model import load_student
 from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
-from distill.teacher.view_policy import PolicyRender
 from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_test
 from distill.train.data import (EpochBatches, Item, TrainImages, all_view_items, epoch_items, label_table, pool_items,

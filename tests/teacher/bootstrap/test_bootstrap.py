@@ -16,12 +16,13 @@ from safetensors.torch import load_file
 from distill.cli import main
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.teacher import bootstrap, bootstrap_presets
-from distill.teacher.clip import Teacher
-from distill.teacher.bootstrap import bootstrap_teacher
-from distill.teacher.bootstrap_model import MultiPositiveClipLoss, create_model
-from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES, BootstrapSettings
 from distill.records import TEACHER_BOOTSTRAP_STATE, TeacherManifest
+from distill.teacher.bootstrap import presets as bootstrap_presets
+from distill.teacher.bootstrap import train as bootstrap
+from distill.teacher.bootstrap.model import MultiPositiveClipLoss, create_model
+from distill.teacher.bootstrap.presets import DEMO_ARCH, DEMO_TEMPLATES, BootstrapSettings
+from distill.teacher.bootstrap.train import bootstrap_teacher
+from distill.teacher.clip import Teacher
 from distill.utils.io import sha256_file
 
 SHAPES = {"square": (220, 40, 40), "circle": (40, 200, 40), "triangle": (40, 60, 230)}

@@ -1,6 +1,6 @@
 """The bootstrap's recipe: presets, templates and the schedule chosen from the data size.
 
-Kept apart from the trainer (:mod:`distill.teacher.bootstrap`) and free of torch and
+Kept apart from the trainer (:mod:`distill.teacher.bootstrap.train`) and free of torch and
 open_clip, so ``distill teacher bootstrap --help`` can print the presets without loading them.
 """
 from __future__ import annotations
