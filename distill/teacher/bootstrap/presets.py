@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 
 DEMO_ARCH = "distill-demo-rn"
+#: `distill teacher bootstrap`'s default pretraining pool: this share of each domain (the demo's too)
+BOOTSTRAP_POOL = 0.3
 FORMAT = "distill-demo-teacher/1"
 
 #: Zero-shot templates for the demo teacher: no domain words, so one head serves every domain.

@@ -144,7 +144,9 @@ def test_opens_only_the_pretraining_pool(trained) -> None:
 def test_no_pool_is_refused(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(DistillError, match=r"pretraining pool only .*pass --pretrain-fraction \(0.3 on the digits suite\)"):
         bootstrap_teacher(DomainFolder(tree), tmp_path, SETTINGS, progress=False)
-    assert main(["teacher", "bootstrap", "--data", str(tree), "--out", str(tmp_path / "t"), "--quick"]) == 2
+    # the CLI defaults to a pool (--pretrain-fraction 0.3, tests/data/test_split.py); an explicit 0 is refused
+    assert main(["teacher", "bootstrap", "--data", str(tree), "--out", str(tmp_path / "t"), "--quick",
+                 "--pretrain-fraction", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--pretrain-fraction" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "t" / "teacher.json").exists()
