@@ -13,7 +13,7 @@ Prints two tables:
 Targets: adv_cached epoch <= 1.2 x kd epoch; the adversarial strategies raise PGD accuracy
 at <= 1 point of clean accuracy (source domain). Every strategy trains each seed of ``--seeds``
 (default 0,1,2); robustness cells are mean ± std (n) over the seeds, and a PGD gain counts only
-beyond two standard errors (distill/bench/stats.py). Timing uses seed 0.
+beyond two standard errors (distill/report/stats.py). Timing uses seed 0.
 
 Usage (after `distill demo --out demo_out`):
     .venv/bin/python benchmarks/adversarial.py [--demo-out demo_out] [--epochs 30] [--out runs/bench-adversarial]
@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from distill.bench.stats import mean_std, pm, two_se, verdict
 from distill.config import RobustSettings, TrainConfig
 from distill.data import DomainFolder
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, train_or_resume
 from distill.records import CacheManifest, RunSummary, TeacherManifest, percent
+from distill.report.stats import mean_std, pm, two_se, verdict
 from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student
 from distill.teacher import Teacher

@@ -10,7 +10,7 @@ sed -E -e 's#/[^ ]*/(data|teacher|cache|runs|export)/#OUT/\1/#g' \
        -e 's#/[^ ]*/(cache|export)( |$)#OUT/\1\2#g' \
        -e 's#/[^ ]*/(report\.(html|md)|results\.md|bench\.jsonl)#OUT/\1#g' \
        -e "s#'/[^']*/runs/#'OUT/runs/#g" \
-       -e 's/\(t=[0-9]+s\)//' -e 's/demo finished in [0-9]+s/demo finished/' "$1" \
+       -e 's/\(t=[0-9]+s\)//' -e 's/demo finished in [0-9]+s( \([^)]*\))?/demo finished/' "$1" \
   | grep -v -E 'latency on this CPU|^real|^user|^sys' \
   | awk '/latency p50 in ms/{tbl=1} tbl && NF==6 && $3 ~ /^[0-9]+$/ {print $1, $2, $3, $6; next} {print}'  \
   | awk 'NF { for (; blank > 0; blank--) print ""; print; next } { blank++ }'  # no trailing blank lines

@@ -10,7 +10,7 @@ so that load from other processes on a shared machine hits both alike; absolute 
 are printed for reference only. Appends (or replaces) the ``## Export and latency`` section of
 benchmarks/RESULTS.md, leaving other sections alone; with ``--skip-latency`` only its
 ``### int8 accuracy per domain`` subsection. Accuracy cells are mean ± sample std over ``--seeds``
-(each seed trains its own students; distill/bench/stats.py).
+(each seed trains its own students; distill/report/stats.py).
 """
 from __future__ import annotations
 
@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill.bench.compare import compare_latency  # noqa: E402
-from distill.bench.stats import mean_std, pm  # noqa: E402
 from distill.bench.edge_runner import OrtRunner, cpu_info, library_versions  # noqa: E402
 from distill.data.builtin import materialize  # noqa: E402
 from distill.data.folder import DomainFolder  # noqa: E402
@@ -43,6 +42,7 @@ from distill.export import ExportConfig, export_checkpoint  # noqa: E402
 from distill.export import quantize as q  # noqa: E402
 from distill.export.images import ImageCalibrationReader, load_images, pick_per_domain, random_images  # noqa: E402
 from distill.export.onnx import export_onnx  # noqa: E402
+from distill.report.stats import mean_std, pm  # noqa: E402
 from distill.student.model import Student, default_spec, save_student  # noqa: E402
 
 SECTION = "## Export and latency"

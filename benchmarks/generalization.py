@@ -37,18 +37,18 @@ from typing import Any
 
 import torch
 
-from distill.bench.stats import mean_std, pm, two_se, verdict
-from distill.bench.withheld import student_withheld_accuracy, teacher_withheld_accuracy
 from distill.cli import main as cli
 from distill.data import DomainFolder
 from distill.data.builtin import materialize
 from distill.export.retarget import retarget, teacher_source
 from distill.recipes import load_recipe, recipes_view_policy, train_or_resume
 from distill.records import CacheManifest, RunSummary, pct
+from distill.report.stats import mean_std, pm, two_se, verdict
+from distill.report.withheld import student_withheld_accuracy, teacher_withheld_accuracy
 from distill.student.model import load_student
 from distill.teacher import Teacher
-from distill.teacher.bootstrap import bootstrap_teacher
-from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
+from distill.teacher.bootstrap.presets import DEMO_ARCH, DEMO_TEMPLATES
+from distill.teacher.bootstrap.train import bootstrap_teacher
 from distill.teacher.cache import CacheOptions, PixelOptions, TeacherCache, build_cache
 
 PRETRAIN_FRACTION = 0.3

@@ -14,7 +14,7 @@ predictions): an unreliable teacher that a reliability-weighted fusion should le
 Targets: sfda >= source-only + 15 points on the hardest target (lowest source-only accuracy),
 and sfda above both baselines there. Each adaptation runs every seed of ``--seeds`` (default 0,1,2;
 the source model is the same); cells are mean ± std (n) over the seeds, and "above" is claimed only
-beyond two standard errors (distill/bench/stats.py).
+beyond two standard errors (distill/report/stats.py).
 
 Usage (after `distill demo --out demo_out`):
     .venv/bin/python benchmarks/sfda.py [--demo-out demo_out] [--epochs 10] [--out runs/bench-sfda]
@@ -29,16 +29,16 @@ from pathlib import Path
 
 import torch
 
-from distill.bench.stats import mean_std, pm, two_se, verdict
-from distill.train.adapt import adapt_recipe
 from distill.config import load_train_config
 from distill.data import DomainFolder
 from distill.evaluate import DomainEvaluator
 from distill.records import CacheManifest, RunSummary, TeacherManifest, pct, percent
+from distill.report.stats import mean_std, pm, two_se, verdict
 from distill.student.model import load_student
 from distill.teacher import Teacher
 from distill.teacher.cache import CacheOptions, TeacherCache, ViewConfig, build_cache
 from distill.train import train
+from distill.train.adapt import adapt_recipe
 
 
 def adapt(ckpt: Path, target: str, root: Path, caches: list[Path], strategy: str, out: Path, epochs: int,

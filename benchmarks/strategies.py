@@ -13,7 +13,7 @@ Usage (after ``make demo``, which writes demo_out/ with the data, teacher and ca
         [--strategies erm,kd,rise,vl2v,customkd] [--epochs 30] [--seeds 0,1,2]
 Finished runs are reused (delete --out to retrain); interrupted ones resume. Each strategy runs every
 seed; the table shows target mean ± std (n) over the seeds, and a difference from erm is called real
-only beyond two standard errors (distill/bench/stats.py).
+only beyond two standard errors (distill/report/stats.py).
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ import math
 import statistics
 from pathlib import Path
 
-from distill.bench.stats import pm, two_se, verdict
 from distill.data import DomainFolder
 from distill.recipes import load_recipe, train_or_resume
 from distill.records import CACHE_MANIFEST, CacheManifest, RunSummary, pct
+from distill.report.stats import pm, two_se, verdict
 from distill.teacher.cache import TeacherCache
 
 

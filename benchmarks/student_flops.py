@@ -17,7 +17,7 @@ import torch
 
 from distill.student.model import Student, default_spec
 from distill.teacher import Teacher
-from distill.teacher.bootstrap_presets import DEMO_ARCH
+from distill.teacher.bootstrap.presets import DEMO_ARCH
 from distill.utils.flops import count_flops, count_params
 
 DEFAULT = ("mobilenetv3_small_050:32,mobilenetv3_small_050:24,mobilenetv3_small_050:16,lcnet_035:32,"

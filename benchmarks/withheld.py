@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from distill.bench.stats import mean_std
-from distill.bench.withheld import student_withheld_accuracy, teacher_withheld_accuracy
 from distill.data import DomainFolder
 from distill.export.retarget import retarget, teacher_source
 from distill.records import RunSummary, pct
+from distill.report.stats import mean_std
+from distill.report.withheld import student_withheld_accuracy, teacher_withheld_accuracy
 from distill.student.model import load_student
 from distill.teacher.cache import TeacherCache
 

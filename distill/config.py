@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from distill.data.folder import check_split_rule
+from distill.data.split import SplitKeys, SplitRule, check_split_rule
 from distill.errors import DistillError
 
 
@@ -26,16 +26,16 @@ def _listify(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
-class DataConfig(_Strict):
+class DataConfig(SplitKeys, _Strict):
+    """``data:``. Its split-rule keys (``class_map``, ``test_fraction``, ``split_seed``, ``val_fraction``,
+    ``pretrain_fraction``: :class:`~distill.data.split.SplitKeys`) may be left unset: a run then takes
+    them from its (first) cache, else the defaults (:class:`~distill.data.split.SplitRule`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     root: Path  # ROOT/DOMAIN/CLASS/image
     source: list[str] = Field(min_length=1)  # domains trained on
     target: list[str] | None = None  # evaluated as unseen domains; default: all others
-    class_map: Path | None = None  # folder -> class name map (default ROOT/classnames.yaml)
-    test_fraction: float = Field(0.3, ge=0.0, lt=1.0)
-    split_seed: int = 0
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # share of train held out for model selection
-    # share of each domain (same path hash, carved from the top) that only the stand-in teacher pretrains on
-    pretrain_fraction: float = Field(0.0, ge=0.0, lt=1.0)
     skip_bad: bool = False  # skip undecodable images (listed once) instead of stopping
     # domains under root whose TRAIN split is an unlabeled pool, or folders of images anywhere (an entry with a
     # '/' or starting with '.' or '~'; cached with `cache build --unlabeled DIR`): their cached teacher outputs
@@ -60,9 +60,10 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _leaves_a_train_split(self) -> DataConfig:
         """Fractions that leave no train split are refused here, at the boundary (the rule's one home
-        is :func:`distill.data.folder.check_split_rule`)."""
+        is :func:`distill.data.split.check_split_rule`); unset keys count at their defaults."""
+        rule = {**SplitRule().model_dump(), **self.split_keys()}
         try:
-            check_split_rule(self.test_fraction, self.val_fraction, self.pretrain_fraction)
+            check_split_rule(rule["test_fraction"], rule["val_fraction"], rule["pretrain_fraction"])
         except DistillError as e:
             raise ValueError(str(e)) from None
         return self

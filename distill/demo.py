@@ -36,10 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distill.bench import write_report
 from distill.bench.edge_runner import write_jsonl
 from distill.bench.run import bench_model
-from distill.bench.withheld import student_withheld_accuracy, teacher_withheld_accuracy
 from distill.config import TrainConfig
 from distill.data import DomainFolder
 from distill.data.builtin import materialize
@@ -49,11 +47,13 @@ from distill.export.retarget import retarget, teacher_source
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, recipes_view_policy, train_or_resume
 from distill.records import (BENCH_RECORDS, CHECKPOINTS_DIR, DEMO_RESULTS, REPORT_HTML, BenchRecord, CacheManifest,
                              ExportReport, RunSummary, pct, percent)
+from distill.report import write_report
+from distill.report.withheld import student_withheld_accuracy, teacher_withheld_accuracy
 from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student, save_student
 from distill.teacher import Teacher
-from distill.teacher.bootstrap import bootstrap_teacher
-from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES
+from distill.teacher.bootstrap.presets import DEMO_ARCH, DEMO_TEMPLATES
+from distill.teacher.bootstrap.train import bootstrap_teacher
 from distill.teacher.cache import (AdversarialOptions, CacheOptions, PixelOptions, TeacherCache,
                                    build_adversarial_views, build_cache)
 

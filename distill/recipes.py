@@ -13,10 +13,10 @@ from typing import Any, Mapping
 import yaml
 
 from distill.config import TrainConfig, load_train_config
+from distill.data.view_policy import ViewPolicy, preset
+from distill.data.views import ViewConfig
 from distill.errors import DistillError
 from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary
-from distill.teacher.view_policy import ViewPolicy, preset
-from distill.teacher.views import ViewConfig
 from distill.train import train
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"

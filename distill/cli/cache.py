@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from distill.cli._split import add_split_arguments, split_rule_of
 from distill.data.folder import DomainFolder
 from distill.data.unlabeled import FOLDER_HINT, add_folders, is_folder_entry, scan_folders
 from distill.errors import DistillError
@@ -40,19 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="prompt templates with one '{}': a text file (one per line) or JSON (a list, or an object "
                         "with a 'templates' list such as teacher.json) (default: the teacher.json beside a "
                         "bootstrapped --pretrained checkpoint, else 12 built-in templates)")
-    b.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map (default ROOT/classnames.yaml)")
     b.add_argument("--domains", metavar="a,b", help="comma-separated domains to cache (default: all)")
     b.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
                    help="also cache a folder of unlabeled images outside ROOT (any image files, flat or nested; "
                         "no class folders), for a run's data.unlabeled pool; its file list is in the cache's "
                         "identity, so a changed folder is refused. Repeat for several folders")
-    b.add_argument("--test-fraction", type=float, default=0.3, metavar="F", help="held-out fraction per domain (0.3)")
-    b.add_argument("--split-seed", type=int, default=0, metavar="S", help="seed of the train/test split hash (0)")
-    b.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
-                   help="share of the train split held out for model selection (0.1)")
-    b.add_argument("--pretrain-fraction", type=float, default=None, metavar="F",
-                   help="share of each domain that is the stand-in teacher's pretraining pool, never cached "
-                        "(default: the pool teacher.json beside --pretrained records, else 0)")
+    add_split_arguments(b, unset=("pretrain_fraction",), unset_from="the pool teacher.json beside --pretrained records")
     b.add_argument("--views", type=int, default=1, metavar="K", help="rows per image: 1 clean + K-1 augmented (1)")
     b.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the augmented views (0)")
     b.add_argument("--crop-scale", default="0.25,1.0", metavar="LO,HI", help="random crop area range (0.25,1.0)")
@@ -137,7 +131,7 @@ def _build(args: argparse.Namespace) -> int:
     from distill.teacher.cache import (
         AdversarialOptions, CacheOptions, PixelOptions, ViewConfig, build_cache, parse_sizes, pixel_dir_name,
     )
-    from distill.teacher.view_policy import preset as view_preset  # lazy: as above (kornia)
+    from distill.data.view_policy import preset as view_preset  # lazy: as above (kornia)
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
@@ -147,11 +141,7 @@ def _build(args: argparse.Namespace) -> int:
                          hflip=hflip)
     policy = view_preset(args.policy, augment, mixup=args.mixup, cutmix=args.cutmix)
     pool = teacher_pool(args.pretrained)
-    pretrain_fraction = (args.pretrain_fraction if args.pretrain_fraction is not None
-                         else pool[0].fraction if pool else 0.0)
-    dataset = DomainFolder(args.data, class_map=args.class_map, test_fraction=args.test_fraction,
-                           split_seed=args.split_seed, val_fraction=args.val_fraction,
-                           pretrain_fraction=pretrain_fraction)
+    dataset = DomainFolder(args.data, split_rule_of(args, pretrain_fraction=pool[0].fraction if pool else 0.0))
     domains = _names(args.domains)
     add_unlabeled_folders(dataset, args.unlabeled)
     templates, templates_source = resolve_templates(args.templates_file, args.pretrained)

@@ -5,6 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
+from distill.cli._split import add_split_arguments, split_rule_of
 from distill.data.folder import DomainFolder
 from distill.records import SUITE_INFO
 
@@ -39,16 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train/test counts, the global class list (classes missing from a domain are listed), "
         "and the dataset fingerprint recorded in teacher caches.")
     s.add_argument("root", type=Path, metavar="ROOT", help="dataset root (ROOT/DOMAIN/CLASS/image)")
-    s.add_argument("--class-map", type=Path, default=None, metavar="FILE",
-                   help="YAML/JSON 'folder: name' or 'DOMAIN/folder: name' map "
-                   "(default: ROOT/classnames.yaml if present)")
-    s.add_argument("--test-fraction", type=float, default=0.3, metavar="F",
-                   help="fraction of each domain held out as test, by path hash (default 0.3)")
-    s.add_argument("--split-seed", type=int, default=0, metavar="N", help="seed of the split hash (default 0)")
-    s.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
-                   help="share of the train split held out for model selection (default 0.1)")
-    s.add_argument("--pretrain-fraction", type=float, default=0.0, metavar="F",
-                   help="share of each domain kept as the stand-in teacher's pretraining pool (default 0)")
+    add_split_arguments(s)
     s.set_defaults(func=_summary)
 
 
@@ -73,9 +65,7 @@ def _materialize(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    ds = DomainFolder(args.root, class_map=args.class_map, test_fraction=args.test_fraction,
-                      split_seed=args.split_seed, val_fraction=args.val_fraction,
-                      pretrain_fraction=args.pretrain_fraction)
+    ds = DomainFolder(args.root, split_rule_of(args))
     cmap = ds.class_map_source or "none (folder names)"
     print(f"{ds.root}: {len(ds.domains)} domains, {len(ds.classes)} classes, {len(ds)} images "
           f"(test fraction {ds.test_fraction}, val fraction {ds.val_fraction} of train, pretrain fraction "

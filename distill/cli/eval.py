@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distill.cli._split import add_split_arguments, split_rule_of
 from distill.errors import DistillError
 
 if TYPE_CHECKING:
@@ -28,15 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, metavar="ROOT", help="dataset root (ROOT/DOMAIN/CLASS/image)")
     p.add_argument("--domains", metavar="a,b", help="comma-separated domains (default: all under ROOT)")
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to evaluate (test)")
-    p.add_argument("--test-fraction", type=float, default=0.3, metavar="F",
-                   help="held-out fraction per domain; must match training (0.3)")
-    p.add_argument("--split-seed", type=int, default=0, metavar="S",
-                   help="seed of the split hash; must match training (0)")
-    p.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
-                   help="share of train held out as val; must match training (0.1)")
-    p.add_argument("--pretrain-fraction", type=float, default=0.0, metavar="F",
-                   help="share of each domain that is the stand-in teacher's pool; must match training (0)")
-    p.add_argument("--class-map", metavar="F", help="class-name map (default ROOT/classnames.yaml)")
+    add_split_arguments(p)  # must match training's
     p.add_argument("--skip-bad", action="store_true",
                    help="leave undecodable images out (listed once on stderr) instead of stopping")
     p.add_argument("--pgd-eps", action="append", default=None, metavar="EPS",
@@ -95,8 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     device = resolve_device(args.device, what="--device")
     student = load_student(args.checkpoint).to(device)
-    dataset = DomainFolder(args.data, args.class_map, args.test_fraction, args.split_seed, args.val_fraction,
-                           args.pretrain_fraction)
+    dataset = DomainFolder(args.data, split_rule_of(args))
     if student.spec.class_names != dataset.classes:
         raise DistillError(f"{args.checkpoint}: the checkpoint's classes ({len(student.spec.class_names)}) differ from "
                            f"{args.data}'s ({len(dataset.classes)}); evaluate on the data it was trained for")

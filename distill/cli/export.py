@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distill.cli._split import add_split_arguments
+from distill.data.split import SPLIT_KEYS
 from distill.records import EXPORT_REPORT, RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, pct
 
 # ExportConfig key -> the flag that sets it (errors name the flag)
@@ -58,16 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for the latency check")
     p.add_argument("--trt-batches", default="1,8,32", help="TensorRT profile MIN,OPT,MAX batch (default: 1,8,32)")
     p.add_argument("--no-build-engine", action="store_true", help="never build TensorRT engines here")
-    p.add_argument("--test-fraction", type=float, default=None,
-                   help=f"dataset split used in training (default: the run's {RUN_CONFIG}, else 0.3)")
-    p.add_argument("--split-seed", type=int, default=None,
-                   help=f"dataset split seed used in training (default: the run's {RUN_CONFIG}, else 0)")
-    p.add_argument("--val-fraction", type=float, default=None,
-                   help=f"share of train held out as val in training (default: the run's {RUN_CONFIG}, else 0.1)")
-    p.add_argument("--pretrain-fraction", type=float, default=None,
-                   help=f"the stand-in teacher's pretraining pool in training (default: the run's {RUN_CONFIG}, else 0)")
-    p.add_argument("--class-map", default=None, help="folder -> class name map (default: the run's, else "
-                   "ROOT/classnames.yaml)")
+    add_split_arguments(p, unset=SPLIT_KEYS, unset_from=f"the run's {RUN_CONFIG}")  # must match training's
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="re-target a text-head (open-vocabulary) student to the class names in FILE (one per line, "
                         "or a YAML list) with the teacher's text tower, no retraining; the re-targeted checkpoint "

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distill.bench.report import write_report
 from distill.records import REPORT_HTML
+from distill.report.write import write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:

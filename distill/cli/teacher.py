@@ -7,9 +7,11 @@ import textwrap
 import torch
 
 from distill.data.folder import DomainFolder
+from distill.data.split import SplitRule
 from distill.errors import DistillError
 from distill.records import TEACHER_MANIFEST, TeacherManifest
-from distill.teacher.bootstrap_presets import DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK, BootstrapSettings
+from distill.teacher.bootstrap.presets import (BOOTSTRAP_POOL, DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK,
+                                               BootstrapSettings)
 from distill.teacher.clip import Teacher
 from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates, teacher_manifest_of
@@ -46,9 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "then: distill teacher eval --pretrained OUT/open_clip_model.safetensors --data ROOT")
     boot.add_argument("--data", required=True, metavar="ROOT", help="dataset root laid out as ROOT/DOMAIN/CLASS/image")
     boot.add_argument("--out", required=True, metavar="DIR", help="output folder for the checkpoint and teacher.json")
-    boot.add_argument("--pretrain-fraction", type=float, default=0.0, metavar="F",
+    boot.add_argument("--pretrain-fraction", type=float, default=BOOTSTRAP_POOL, metavar="F",
                       help="share of each domain kept as the teacher's pretraining pool, never a student's "
-                      "(required; 0.3 on the digits suite; the split seed is 0 and test/val are unchanged)")
+                      f"(> 0; default {BOOTSTRAP_POOL}; the split seed is 0 and test/val are unchanged)")
     boot.add_argument("--arch", default=DEMO_ARCH, help=f"open_clip CLIP config to train (default: {DEMO_ARCH})")
     boot.add_argument("--epochs", type=int, metavar="N", help="training epochs (default: the preset's, more on a small set)")
     boot.add_argument("--batch-size", type=int, metavar="B", help="images per step (default: the preset's, less on a small set)")
@@ -98,10 +100,11 @@ def _set_threads(n: int | None) -> None:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    from distill.teacher.bootstrap import bootstrap_teacher  # lazy: it loads open_clip (seconds), not for --help
+    from distill.teacher.bootstrap.train import bootstrap_teacher  # lazy: it loads open_clip (seconds), not for --help
 
     _set_threads(args.threads)
-    ds = DomainFolder(args.data, class_map=args.class_map, pretrain_fraction=args.pretrain_fraction)
+    ds = DomainFolder(args.data, SplitRule.of("teacher bootstrap", class_map=args.class_map,
+                                              pretrain_fraction=args.pretrain_fraction))
     settings = BootstrapSettings(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  max_per_domain=args.max_per_domain, seed=args.seed)
     ckpt = bootstrap_teacher(ds, args.out, settings, quick=args.quick,
@@ -122,7 +125,7 @@ def _eval(args: argparse.Namespace) -> int:
     templates, source = resolve_templates(args.templates_file, args.pretrained)
     pool = teacher_pool(args.pretrained)
     fraction = args.pretrain_fraction if args.pretrain_fraction is not None else pool[0].fraction if pool else 0.0
-    ds = DomainFolder(args.data, class_map=args.class_map, pretrain_fraction=fraction)
+    ds = DomainFolder(args.data, SplitRule.of("teacher eval", class_map=args.class_map, pretrain_fraction=fraction))
     domains = ds.check_domains(args.domains) if args.domains else ds.domains
     split = None if args.split == "all" else args.split
     teacher = Teacher(arch, args.pretrained, ds.classes, templates, device=str(resolve_device(args.device, what="--device")))

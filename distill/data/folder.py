@@ -29,11 +29,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import yaml
 
 from distill.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
+from distill.data.split import SplitRule, split_of
 from distill.data.unlabeled import UnlabeledFolder
 from distill.errors import DistillError
 from distill.records import DATA_CLASS_MAP
@@ -83,61 +84,27 @@ def load_class_map(path: str | Path | None) -> dict[str, str]:
     return out
 
 
-def check_split_rule(test_fraction: float, val_fraction: float, pretrain_fraction: float) -> None:
-    """Refuse fractions that leave no ``train`` split (one line naming the values)."""
-    for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction),
-                        ("pretrain_fraction", pretrain_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise DistillError(f"{name} must be in [0, 1), got {value}")
-    used = test_fraction + val_fraction * (1.0 - test_fraction) + pretrain_fraction
-    if pretrain_fraction > 0 and used >= 1.0:
-        raise DistillError(f"test_fraction {test_fraction} + val_fraction {val_fraction} of the rest + pretrain_fraction "
-                           f"{pretrain_fraction} = {used:g} of each domain leaves no train split; lower one of them")
-
-
-def split_of(relpath: str, test_fraction: float, seed: int = 0, val_fraction: float = 0.1,
-             pretrain_fraction: float = 0.0) -> str:
-    """Deterministic split for one image from a hash of its relative path.
-
-    ``u`` uniform in [0, 1) from the hash: ``test`` below ``test_fraction``, ``val`` in the next
-    ``val_fraction * (1 - test_fraction)``, ``pretrain`` at or above ``1 - pretrain_fraction``
-    (carved from the top, so test and val do not depend on it), else ``train``.
-    """
-    h = hashlib.sha1(f"{seed}:{relpath}".encode()).digest()
-    u = int.from_bytes(h[:8], "big") / 2**64
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + val_fraction * (1.0 - test_fraction):
-        return "val"
-    return "pretrain" if pretrain_fraction > 0 and u >= 1.0 - pretrain_fraction else "train"
-
-
 class DomainFolder:
     """Scan a ``ROOT/DOMAIN/CLASS/image`` tree.
 
     Args:
         root: dataset root.
-        class_map: optional ``folder -> class name`` mapping (see module docstring).
-        test_fraction: fraction of each domain's images held out as ``test``.
-        split_seed: seed of the split hash.
-        val_fraction: fraction of each domain's non-test images held out as ``val``.
-        pretrain_fraction: fraction of each domain kept for the stand-in teacher's pretraining pool
-            (``pretrain``; 0: none), taken from the top of the hash, so test and val stay the same.
+        split: the split rule (:class:`~distill.data.split.SplitRule`: class-name map, test / val /
+            pretrain fraction, split seed), passed whole; default: its defaults.
+        **keys: the rule's keys by name (``test_fraction=0.5``), over ``split``'s: a short spelling for
+            scripts and tests.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        class_map: dict[str, str] | str | Path | None = None,
-        test_fraction: float = 0.3,
-        split_seed: int = 0,
-        val_fraction: float = 0.1,
-        pretrain_fraction: float = 0.0,
-    ):
+    def __init__(self, root: str | Path, split: SplitRule | None = None, **keys: Any):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DistillError(f"{self.root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
-        check_split_rule(test_fraction, val_fraction, pretrain_fraction)
+        if keys or split is None:
+            split = SplitRule.of("split rule", **{**(split.model_dump() if split is not None else {}), **keys})
+        self.split = split
+        class_map = split.class_map
+        test_fraction, split_seed = split.test_fraction, split.split_seed
+        val_fraction, pretrain_fraction = split.val_fraction, split.pretrain_fraction
         if class_map is None and (self.root / DATA_CLASS_MAP).is_file():
             class_map = self.root / DATA_CLASS_MAP
         self.class_map_source = str(class_map) if isinstance(class_map, (str, Path)) else None

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from distill.data.split import SplitKeys
 from distill.errors import DistillError
 from distill.export.quantize import CALIBRATION_METHODS, INT8_FLAVOUR_CHOICES
 from distill.records import RUN_CONFIG
@@ -34,7 +35,7 @@ def _path_str(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-class ExportConfig(BaseModel):
+class ExportConfig(SplitKeys):
     """What to export and how to check it.
 
     Attributes:
@@ -60,8 +61,9 @@ class ExportConfig(BaseModel):
         build_engines: build TensorRT engines here when ``import tensorrt`` works.
         reduce_range: 7-bit weights in the ort-cpu flavour (avoids u8 x s8 saturation on x86
             CPUs without VNNI, at some accuracy cost).
-        test_fraction, split_seed, val_fraction, pretrain_fraction, class_map: the dataset split and class
-            names (must match training's; default: the run's config, else 0.3 / 0 / 0.1 / 0 / ROOT/classnames.yaml).
+        test_fraction, split_seed, val_fraction, pretrain_fraction, class_map: the split rule's keys
+            (:class:`~distill.data.split.SplitKeys`; must match training's; unset: the run's config, else
+            :class:`~distill.data.split.SplitRule`'s defaults).
         classes: a class file (one name per line, or a YAML list): re-target a text-head student to
             these names with the teacher's text tower before exporting (:mod:`distill.export.retarget`).
         teacher_arch, teacher_pretrained: that text tower (default: the student's provenance).
@@ -99,11 +101,6 @@ class ExportConfig(BaseModel):
     trt_workspace_mib: int = Field(1024, ge=1)
     build_engines: bool = True
     reduce_range: bool = False
-    test_fraction: float | None = Field(None, ge=0.0, lt=1.0)
-    split_seed: int | None = None
-    val_fraction: float | None = Field(None, ge=0.0, lt=1.0)
-    pretrain_fraction: float | None = Field(None, ge=0.0, lt=1.0)
-    class_map: str | None = None
     caches: tuple[str, ...] | None = None
     seed: int = 0
     classes: str | None = None
@@ -111,7 +108,7 @@ class ExportConfig(BaseModel):
     teacher_pretrained: str | None = None
 
     _csv = field_validator("precisions", "eval_domains", "calib_domains", mode="before")(_split_csv)
-    _paths = field_validator("data_root", "class_map", "classes", "teacher_pretrained", mode="before")(_path_str)
+    _paths = field_validator("data_root", "classes", "teacher_pretrained", mode="before")(_path_str)
 
     @field_validator("target_domains", mode="before")
     @classmethod

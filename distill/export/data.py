@@ -51,9 +51,8 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
                  "is measured")
         return ExportData(random_images(spec, RANDOM_IMAGES, cfg.seed), None,
                           {"root": None, "labeled": False, "eval_count": {"random": RANDOM_IMAGES}})
-    folder = DomainFolder(cfg.data_root, class_map=cfg.class_map, test_fraction=cfg.test_fraction,
-                          split_seed=cfg.split_seed, val_fraction=cfg.val_fraction,
-                          pretrain_fraction=cfg.pretrain_fraction or 0.0)
+    rule = cfg.split_rule(where="export")
+    folder = DomainFolder(cfg.data_root, rule)
     skipped = exclude_cache_skipped(folder, cfg.caches or ())
     eval_domains = list(cfg.eval_domains or folder.domains)
     folder.check_domains(eval_domains)
@@ -85,8 +84,8 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
         log.warn(f"{len(skipped)} undecodable image(s) skipped: {', '.join(skipped)}")
     info = {
         "root": str(cfg.data_root), "labeled": labeled, "fingerprint": folder.fingerprint(),
-        "test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction,
-        **({"pretrain_fraction": cfg.pretrain_fraction} if cfg.pretrain_fraction else {}),  # absent: no pool
+        "test_fraction": rule.test_fraction, "split_seed": rule.split_seed, "val_fraction": rule.val_fraction,
+        **({"pretrain_fraction": rule.pretrain_fraction} if rule.pretrain_fraction else {}),  # absent: no pool
         "skipped": skipped,
         "eval_domains": eval_domains, "eval_split": "test",
         "eval_count": {d: int((eval_images.domains == d).sum()) for d in eval_domains},

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from distill.config import DataConfig, format_validation_error, load_yaml
+from distill.data.split import SplitRule
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
 from distill.export.log import ExportLog
@@ -97,10 +98,10 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> Ex
     if cfg.data_root is None and data is not None:
         updates["data_root"] = str(data.root)
         log(f"data: {data.root} (from the run's {RUN_CONFIG})")
-    for key in ("test_fraction", "split_seed", "val_fraction", "pretrain_fraction", "class_map"):  # no run: training's defaults
-        if getattr(cfg, key) is None:
-            value = getattr(data, key) if data is not None else DataConfig.model_fields[key].default
-            updates[key] = str(value) if isinstance(value, Path) else value
+    rule = data.split_rule() if data is not None else SplitRule()  # a run saves its whole rule; else the defaults
+    for key, value in rule.model_dump().items():
+        if getattr(cfg, key) is None and value is not None:
+            updates[key] = value
     if cfg.caches is None:
         updates["caches"] = run.config.caches()
     if cfg.calib_domains is None and "data_root" in updates:

@@ -138,7 +138,7 @@ class CacheDataset(_Closed):
 
 
 class CacheViews(_Closed):
-    """How a cache's views were drawn. ``policy`` (:class:`~distill.teacher.view_policy.ViewPolicy`'s
+    """How a cache's views were drawn. ``policy`` (:class:`~distill.data.view_policy.ViewPolicy`'s
     ``to_dict``) and ``params_layout`` (the ``view_params`` columns) are set only for a policy beyond
     crops, so a crop-only manifest round-trips as before."""
 

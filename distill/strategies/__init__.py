@@ -9,7 +9,8 @@ import importlib
 import pkgutil
 
 from distill.errors import DistillError
-from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, build_config, strategy_config
+from distill.strategies.base import (Batch, BatchSource, Needs, Strategy, StrategyContext, build_config,
+                                     strategy_config)
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 _discovered = False
@@ -55,5 +56,5 @@ def create_strategy(name: str, student, options: dict | None, ctx: StrategyConte
     return cls(student, build_config(cls.Config, options, where="strategy"), ctx)
 
 
-__all__ = ["Batch", "Needs", "Strategy", "StrategyContext", "register_strategy", "list_strategies",
+__all__ = ["Batch", "BatchSource", "Needs", "Strategy", "StrategyContext", "register_strategy", "list_strategies",
            "get_strategy", "create_strategy", "build_config", "strategy_config"]

@@ -1,13 +1,13 @@
 """``adv_cached``: KD on a mix of clean views and adversarial views crafted against the teacher at cache time."""
 from __future__ import annotations
 
-
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import DistillError
 from distill.strategies import register_strategy
-from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
+from distill.strategies.base import Batch, BatchSource, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import kl_div_with_temperature, label_cross_entropy
 from distill.student.transforms import Normalizer
 
@@ -31,8 +31,8 @@ class AdvCached(Strategy):
     ``distill cache build --adv-views K`` crafts, once, K PGD views of every training image
     against the teacher (maximising KL(teacher(x) || teacher(x')), i.e. moving the teacher away
     from its own clean prediction) and stores the perturbed pixels with the teacher's logits on
-    them. The trainer hands each batch one of those views per image (``batch.adv_pixels`` at the
-    student's resolution, ``batch.adv_teacher_logits``); this strategy replaces a random
+    them. :meth:`batch_extras` picks one of those views per image for each batch (``adv_pixels`` at the
+    student's resolution, ``adv_teacher_logits``, in ``batch.extras``); this strategy replaces a random
     ``adv_fraction`` of the batch by them and applies KD (+ label CE):
 
         alpha · T² · KL(t || s) + (1 − alpha) · CE(s, y)   on the mixed batch
@@ -65,9 +65,31 @@ class AdvCached(Strategy):
         spec = student.spec
         self._normalize = Normalizer(spec.mean, spec.std)
 
+    def batch_extras(self, source: BatchSource) -> dict[str, Tensor]:
+        """One cached adversarial view per image (the one ``AdversarialViews.choose`` picks for this epoch):
+
+        ``adv_pixels`` [B, 3, H, W] in [0, 1] at the student's resolution, ``adv_teacher_logits`` [B, C] (the
+        teacher on them) and ``adv_clean_teacher_logits`` [B, C] (the teacher on the clean crop they were
+        crafted from: cached view 0, not the crop of ``batch.images`` when the item drew an augmented view).
+        """
+        adv, index, dev = source.adversarial, source.sample_index, source.device
+        if adv is None:
+            return {}
+        rows = adv.lookup(index, adv.choose(index, source.epoch, source.seed))
+        px = rows["pixels"].to(dev, non_blocking=True).float() / 255.0
+        size = tuple(self.student.spec.input_size)
+        if tuple(px.shape[-2:]) != size:
+            px = F.interpolate(px, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        # the views were crafted on the teacher's clean crop (view 0): its answer there, not on this item's view
+        view0 = source.caches[0].lookup(index, torch.zeros_like(index))["logits"]
+        return {"adv_pixels": px.contiguous(memory_format=source.memory_format),
+                "adv_teacher_logits": source.student_logits(rows["logits"].to(dev, non_blocking=True)),
+                "adv_clean_teacher_logits": source.student_logits(view0.to(dev, non_blocking=True))}
+
     def mix(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """(images [B, 3, H, W], teacher logits [B, C], adversarial mask [B] bool) of the mixed batch."""
-        if batch.adv_pixels is None or batch.adv_teacher_logits is None or batch.adv_clean_teacher_logits is None:
+        x = batch.extras
+        if not {"adv_pixels", "adv_teacher_logits", "adv_clean_teacher_logits"} <= x.keys():
             raise DistillError(f"strategy '{self.name}': the batch carries no cached adversarial views (build the "
                                "cache with `distill cache build --adv-views K`)")
         B = len(batch.images)
@@ -75,10 +97,10 @@ class AdvCached(Strategy):
         self._all_clean = not bool(mask.any())  # read on the CPU: no GPU sync in forward
         mask = mask.to(batch.images.device)
         m = mask.view(B, 1, 1, 1)
-        images = torch.where(m, self._normalize(batch.adv_pixels.to(batch.images.dtype)), batch.images)
+        images = torch.where(m, self._normalize(x["adv_pixels"].to(batch.images.dtype)), batch.images)
         # an adversarial row shows view 0's crop, perturbed: its target is the teacher on that crop
         # (clean, or perturbed with target: adversarial), never the teacher on the item's own view
-        adv_target = batch.adv_teacher_logits if self.config.target == "adversarial" else batch.adv_clean_teacher_logits
+        adv_target = x["adv_teacher_logits"] if self.config.target == "adversarial" else x["adv_clean_teacher_logits"]
         logits = torch.where(mask.view(B, 1), adv_target, batch.teacher_logits)
         return images, logits, mask
 

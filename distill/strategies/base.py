@@ -8,9 +8,10 @@ nothing more is loaded (a cache-only strategy never builds a teacher).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
+import torch
 from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import Tensor, nn
@@ -58,12 +59,29 @@ class Batch:
     domain: Tensor | None = None  # [B] int64, index into the dataset's domains
     sample_index: Tensor | None = None  # [B] int64
     view: Tensor | None = None  # [B] int64
-    # with needs.cached_adversarial: one cached adversarial view per image (first cache)
-    adv_pixels: Tensor | None = None  # [B, 3, H, W] in [0, 1] at the student's resolution
-    adv_teacher_logits: Tensor | None = None  # [B, C] float32, the teacher's logits on adv_pixels
-    # [B, C] float32, the teacher's logits on the clean crop adv_pixels were crafted from (cached
-    # view 0), which is not the crop of ``images`` when the item drew an augmented view
-    adv_clean_teacher_logits: Tensor | None = None
+    # what one strategy alone reads (e.g. adv_cached's cached adversarial views), filled by its own
+    # :meth:`Strategy.batch_extras`; the trainer neither fills nor reads it
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchSource:
+    """Where a training batch comes from: what :meth:`Strategy.batch_extras` may read to build its extras.
+
+    The trainer fills it per batch; the caches and adversarial views are the run's opened ones
+    (duck-typed here: strategies import nothing from the cache).
+    """
+
+    sample_index: Tensor  # [B] int64 on the CPU, as the loader gave it
+    view: Tensor  # [B] int64 on the CPU: the cached view each image shows
+    epoch: int
+    seed: int  # run.seed
+    device: torch.device
+    memory_format: torch.memory_format  # the student's (channels_last on CUDA)
+    caches: Sequence[Any] = ()  # the run's TeacherCaches; the first is the one teacher logits come from
+    adversarial: Any = None  # the first cache's AdversarialViews, opened when needs.cached_adversarial
+    # cache logits [B, C_cache] -> the student's columns (data.withhold_classes drops some)
+    student_logits: Callable[[Tensor], Tensor] = lambda logits: logits
 
 
 @dataclass
@@ -126,6 +144,12 @@ class Strategy(nn.Module):
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook run by the trainer before each epoch (e.g. refresh pseudo-labels)."""
+
+    def batch_extras(self, source: BatchSource) -> dict[str, Tensor]:
+        """This strategy's own inputs for a batch from ``source``, on ``source.device``: they become
+        ``batch.extras``. The trainer supplies what every strategy shares (pixels, labels, cached rows);
+        what only one strategy reads is built here, by it. Default: none."""
+        return {}
 
     def predict(self, images: Tensor) -> Tensor:
         """Logits used for evaluation: [B, 3, H, W] -> [B, C]."""

@@ -20,8 +20,10 @@ from distill.config import TrainConfig
 from distill.data.classes import ClassColumns, student_classes
 from distill.data.fingerprint import content_fingerprint
 from distill.data.folder import DomainFolder, Sample
+from distill.data.split import SplitRule
+from distill.data.views import ViewConfig
 from distill.errors import DistillError
-from distill.records import CACHE_MANIFEST, UnlabeledPool
+from distill.records import CACHE_MANIFEST, CacheManifest, UnlabeledPool
 from distill.strategies import Strategy, StrategyContext, create_strategy, get_strategy
 from distill.strategies.base import Needs
 from distill.student.model import Student, default_spec, load_student
@@ -31,7 +33,6 @@ from distill.teacher.cache import (AdversarialViews, TeacherCache, check_manifes
                                    dataset_expectation, diff_fields, expected_identity)
 from distill.teacher.pool import check_teacher_pool
 from distill.teacher.prompts import resolve_templates
-from distill.teacher.views import ViewConfig
 from distill.train.data import ViewPlan
 from distill.train.pool import resolve_pool
 from distill.utils.runtime import (Dist, check_precision, init_distributed, resolve_device, seed_everything,
@@ -89,8 +90,8 @@ def build(cfg: TrainConfig) -> TrainSetup:
     dist = init_distributed(device)
     seed_everything(cfg.run.seed)
     set_deterministic(cfg.run.deterministic)
-    dataset = DomainFolder(cfg.data.root, cfg.data.class_map, cfg.data.test_fraction, cfg.data.split_seed,
-                           cfg.data.val_fraction, cfg.data.pretrain_fraction)
+    cfg = with_split_rule(cfg)  # the keys the recipe leaves unset: the cache's (saved so with the run)
+    dataset = DomainFolder(cfg.data.root, cfg.data.split_rule())
     if cfg.teacher is not None:  # before any cache or teacher is opened: a named stand-in's pool must stay out
         check_teacher_pool(cfg.teacher.pretrained, dataset, "this run")
     source = dataset.check_domains(cfg.data.source)
@@ -197,6 +198,18 @@ def _check_view_policy(name: str, needs: Needs, caches: list[TeacherCache]) -> N
     if needs.augmented_views and caches and caches[0].manifest.views.policy is None:
         raise DistillError(f"strategy '{name}' matches the teacher on augmented views, but cache {caches[0].path} "
                            "holds crop-only views: build the cache with `distill cache build --policy fm`")
+
+
+def with_split_rule(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its whole split rule: the keys ``data`` sets, else those its first cache recorded, else the
+    defaults (:class:`~distill.data.split.SplitRule`). So a recipe that leaves the rule out trains on any
+    cache, e.g. one built with a bootstrapped teacher's pretraining pool, on the cache's images' splits."""
+    paths = cfg.caches()
+    built = paths and CacheManifest.exists_in(paths[0])  # no manifest: TeacherCache.open names the problem later
+    base = SplitRule.from_cache(CacheManifest.read(paths[0]).dataset) if built else {}
+    rule = cfg.data.split_rule(base)
+    keys = {k: v for k, v in rule.model_dump().items() if v is not None}
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update=keys)})
 
 
 def _templates(cfg: TrainConfig, caches: list[TeacherCache]) -> list[str]:

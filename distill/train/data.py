@@ -17,8 +17,8 @@ from torch.utils.data import Dataset
 
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
-from distill.teacher.view_policy import CROP_PARAMS, PolicyRender
-from distill.teacher.views import ViewConfig, view_params, view_pixels
+from distill.data.view_policy import CROP_PARAMS, PolicyRender
+from distill.data.views import ViewConfig, view_params, view_pixels
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class TrainImages(Dataset):
     With ``pixels`` (the cache's :class:`~distill.teacher.cache_pixels.PixelStore` at this size
     and interpolation) an item with cached view params is read from the store: no decode, no
     resize. Otherwise the image is decoded and the view made with
-    :func:`~distill.teacher.views.view_pixels`, the function the store was written with, so
+    :func:`~distill.data.views.view_pixels`, the function the store was written with, so
     both paths give the same bits.
 
     With ``uint8=True`` items stay uint8 [3, H, W] (what the trainer asks for): a worker then only

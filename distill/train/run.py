@@ -29,7 +29,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunSummary | None:
     if setup.dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            atomic_write_text(saved, dump_config(cfg))
+            atomic_write_text(saved, dump_config(setup.cfg))  # the split rule resolved from the cache
     barrier(setup.dist)
     trainer = Trainer(setup)
     if resume:

@@ -17,20 +17,19 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from timm.scheduler import CosineLRScheduler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from distill.data.view_policy import PolicyRender
 from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
 from distill.records import RobustReport, RunSummary
 from distill.robust.evaluate import RobustEvaluator, robust_table
-from distill.strategies import Batch
+from distill.strategies import Batch, BatchSource
 from distill.student.model import load_student
 from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
-from distill.teacher.view_policy import PolicyRender
 from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_test
 from distill.train.guard import GradGuard
@@ -222,7 +221,6 @@ class Trainer:
         if pixels.dtype == torch.uint8:
             pixels = to_unit(pixels)
         pixels = pixels.contiguous(memory_format=self.memory_format)
-        spec = self.strategy.student.spec
         needs = self.strategy.needs
         batch = Batch(pixels=pixels, images=normalize(pixels, self._mean, self._std),
                       labels=self.label_of[index].to(dev, non_blocking=True) if needs.labels else None,
@@ -239,18 +237,11 @@ class Trainer:
             partner = row["mix_partner"]
             batch.partner_labels = self.label_of[partner.clamp(min=0)].masked_fill(partner < 0, -1).to(dev)
             batch.mix_lam = row["mix_lam"].to(dev, non_blocking=True)
-        if needs.cached_adversarial:  # one cached adversarial view per image, at the student's resolution
-            adv = setup.adversarial
-            rows = adv.lookup(index, adv.choose(index, self.epoch, setup.cfg.run.seed))
-            px = rows["pixels"].to(dev, non_blocking=True).float() / 255.0
-            if tuple(px.shape[-2:]) != tuple(spec.input_size):
-                px = F.interpolate(px, size=tuple(spec.input_size), mode="bicubic", align_corners=False,
-                                   antialias=True).clamp(0, 1)
-            batch.adv_pixels = px.contiguous(memory_format=self.memory_format)
-            batch.adv_teacher_logits = self.columns.logits(rows["logits"].to(dev, non_blocking=True))
-            # the views were crafted on the teacher's clean crop (view 0): its answer there, not on this item's view
-            batch.adv_clean_teacher_logits = self.columns.logits(setup.caches[0].lookup(
-                index, torch.zeros_like(index))["logits"].to(dev, non_blocking=True))
+        # what one strategy alone reads (adv_cached's adversarial views), it builds itself
+        batch.extras = self.strategy.batch_extras(BatchSource(
+            sample_index=index, view=view, epoch=self.epoch, seed=setup.cfg.run.seed, device=dev,
+            memory_format=self.memory_format, caches=setup.caches, adversarial=setup.adversarial,
+            student_logits=self.columns.logits))
         return batch
 
     def clean_batches(self, batch_size: int = 256) -> Iterator[Batch]:

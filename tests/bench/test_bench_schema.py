@@ -44,8 +44,8 @@ def test_onnx_records_and_profile(small_onnx: Path) -> None:
         assert 0 < sum(o["pct"] for o in ops) <= 100.01
 
 
-def test_torch_runtime_on_checkpoint(report_inputs: Path) -> None:
-    ckpt = report_inputs / "run" / "checkpoints" / "best"
+def test_torch_runtime_on_checkpoint(small_checkpoint: Path) -> None:
+    ckpt = small_checkpoint
     recs = bench_model(ckpt, "torch", (2,), threads=1, warmup=1, iters=3)
     _check_record(recs[0], 2)
     assert recs[0]["runtime"] == "torch" and recs[0]["model_sha256"] == sha256_file(ckpt / "model.safetensors")

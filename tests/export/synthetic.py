@@ -1,6 +1,6 @@
 """Tiny offline fixtures: a 3-domain, 4-class 32x32 image tree and a quickly trained student.
 
-Imported by tests/export/conftest.py and (by file path) tests/bench/conftest.py.
+Imported by tests/export/conftest.py and (by file path) tests/report/conftest.py.
 """
 from __future__ import annotations
 

@@ -171,16 +171,16 @@ def test_trainer_mixes_cached_adversarial_views(data, tmp_path):
     trainer = Trainer(build(load_train_config(None, base=cfg)))
     pixels, labels, domain, index, view = next(iter(trainer.loader(0, 0)))
     batch = trainer.make_batch(pixels, labels, domain, index, view)
-    assert batch.adv_pixels.shape == batch.pixels.shape == (8, 3, 16, 16), "adversarial views at the student's size"
+    assert batch.extras["adv_pixels"].shape == batch.pixels.shape == (8, 3, 16, 16), "views at the student's size"
     adv = AdversarialViews.open(cache)
     rows = adv.lookup(index, adv.choose(index, 0, trainer.setup.cfg.run.seed))  # the run's draw
     # batch tensors are on the run's device (cuda on a GPU machine), the lookup on the CPU
-    assert torch.equal(batch.adv_teacher_logits.cpu(), rows["logits"])
-    assert not torch.equal(batch.adv_teacher_logits, batch.teacher_logits)
+    assert torch.equal(batch.extras["adv_teacher_logits"].cpu(), rows["logits"])
+    assert not torch.equal(batch.extras["adv_teacher_logits"], batch.teacher_logits)
     mixed, t_logits, mask = trainer.strategy.mix(batch)
     assert mask.any() and (~mask).any(), "adv_fraction 0.5 should mix both kinds in a batch of 8"
     assert mixed.device == t_logits.device == mask.device == batch.images.device
-    assert torch.equal(t_logits[mask], batch.adv_teacher_logits[mask])
+    assert torch.equal(t_logits[mask], batch.extras["adv_teacher_logits"][mask])
     assert torch.equal(mixed[~mask], batch.images[~mask])
 
     summary = train(load_train_config(None, base=cfg))
@@ -297,8 +297,8 @@ def test_adv_cached_kd_target_on_adversarial_views(target):
     # adversarial view was crafted from; adv_t: on the adversarial pixels
     clean_t, view0_t, adv_t = (torch.randn(B, len(CLASSES)) for _ in range(3))
     batch = Batch(torch.rand(B, 3, 16, 16), torch.rand(B, 3, 16, 16), torch.randint(0, 3, (B,)),
-                  teacher_logits=clean_t, adv_pixels=torch.randint(0, 256, (B, 3, 16, 16)).float() / 255,
-                  adv_teacher_logits=adv_t, adv_clean_teacher_logits=view0_t)
+                  teacher_logits=clean_t, extras={"adv_pixels": torch.randint(0, 256, (B, 3, 16, 16)).float() / 255,
+                                                  "adv_teacher_logits": adv_t, "adv_clean_teacher_logits": view0_t})
     images, logits, mask = s.mix(batch)
     assert 0 < int(mask.sum()) < B  # both kinds of rows in the batch
     assert torch.equal(images[~mask], batch.images[~mask]) and not torch.equal(images[mask], batch.images[mask])

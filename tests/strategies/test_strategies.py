@@ -113,13 +113,15 @@ def make_inputs(name: str, seed: int = 0, embed: bool | None = None,
 
 # ---------------------------------------------------------------------------- needs of the adversarial / SFDA strategies
 def _adversarial_and_target_inputs(needs: Needs, ctx: StrategyContext, batch: Batch, seed: int) -> None:
-    """Supply ``cached_adversarial`` and ``target_data`` the way the trainer does (see distill/train/trainer.py)."""
+    """Supply ``cached_adversarial`` (as adv_cached's ``batch_extras`` would) and ``target_data`` (as the trainer does)."""
     if needs.cached_adversarial:  # one cached adversarial view per image: pixels within 8/255, teacher logits on them
         g = torch.Generator().manual_seed(seed + 1)
         noise = torch.rand(batch.pixels.shape, generator=g) * 2 - 1
-        batch.adv_pixels = (batch.pixels + noise * 8 / 255).clamp(0, 1)
-        batch.adv_teacher_logits = batch.teacher_logits + 0.5 * torch.randn(batch.teacher_logits.shape, generator=g)
-        batch.adv_clean_teacher_logits = batch.teacher_logits + 0.3 * torch.randn(batch.teacher_logits.shape, generator=g)
+        batch.extras["adv_pixels"] = (batch.pixels + noise * 8 / 255).clamp(0, 1)
+        batch.extras["adv_teacher_logits"] = batch.teacher_logits + 0.5 * torch.randn(batch.teacher_logits.shape,
+                                                                                      generator=g)
+        batch.extras["adv_clean_teacher_logits"] = batch.teacher_logits + 0.3 * torch.randn(
+            batch.teacher_logits.shape, generator=g)
     if needs.target_data:  # the training images are the (unlabeled) target batch; epoch hooks iterate over it
         ctx.iterate_train = lambda: iter([batch])
         ctx.num_train = ctx.num_samples = BATCH

@@ -8,9 +8,9 @@ from safetensors.torch import load_file
 
 from distill.config import load_train_config
 from distill.data.folder import DomainFolder, Sample
+from distill.data.view_policy import preset
 from distill.teacher.cache import CacheOptions, PixelOptions, TeacherCache, build_cache
 from distill.teacher.clip import Teacher
-from distill.teacher.view_policy import preset
 from distill.train import train
 from distill.train.data import EpochBatches, all_view_items, epoch_items, label_table, pool_items
 

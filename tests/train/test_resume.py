@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from distill.config import load_train_config
+from distill.data.view_policy import preset
 from distill.strategies import get_strategy, list_strategies
-from distill.teacher.view_policy import preset
 from tests.shapes import CLASSES, make_shapes_root
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,12 +22,12 @@ import torch
 
 from distill.config import load_train_config
 from distill.data.unlabeled import add_folders, scan_folders
+from distill.data.view_policy import preset
 from distill.errors import DistillError
 from distill.records import PoolFolder, UnlabeledPool
 from distill.strategies import get_strategy, list_strategies
 from distill.strategies.losses import label_cross_entropy
 from distill.student.transforms import normalize
-from distill.teacher.view_policy import preset
 from distill.train import Trainer, build
 from distill.utils.runtime import seed_step
 from tests.shapes import CLASSES, COLOURS, draw, make_shapes_root

@@ -14,10 +14,11 @@ This package's public API is what this module exports; one job per module:
     - :mod:`~distill.teacher.cache.read`: the reader.
     - :mod:`~distill.teacher.cache.adversarial`: PGD views crafted once against the teacher.
     - :mod:`~distill.teacher.cache.pixels`: the views' pixels at the student's size (no decoding).
-    - :mod:`distill.teacher.views`: view params (crop box + flip) and their replay.
+    - :mod:`distill.data.views`: view params (crop box + flip) and their replay.
 """
 from __future__ import annotations
 
+from distill.data.views import ViewConfig, apply_view, view_params
 from distill.teacher.cache.adversarial import AdversarialViews, build_adversarial_views
 from distill.teacher.cache.build import SHARD_DELAY_ENV, build_cache, make_plan
 from distill.teacher.cache.format import shard_name
@@ -30,7 +31,6 @@ from distill.teacher.cache.pixels import (
     PixelStore, build_pixel_store, find_pixel_store, parse_sizes, pixel_dir_name,
 )
 from distill.teacher.cache.read import TeacherCache
-from distill.teacher.views import ViewConfig, apply_view, view_params
 
 __all__ = [
     "SHARD_DELAY_ENV", "AdversarialOptions",

@@ -52,16 +52,16 @@ from tqdm.auto import tqdm
 
 from distill.data.images import BadImageError, load_rgb
 from distill.data.unlabeled import folder_record
+from distill.data.views import apply_view, clean_box
 from distill.errors import DistillError
+from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, AdversarialManifest, CacheManifest
 from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
 from distill.student.transforms import normalize
-from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, AdversarialManifest, CacheManifest
 from distill.teacher.cache.format import DTYPES, load_verified
 from distill.teacher.cache.identity import (TEACHER_UNCOMPARED, check_sample_indices, expected_identity, identity_diffs,
                                            stored_sample_indices)
 from distill.teacher.cache.options import AdversarialOptions
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
-from distill.teacher.views import apply_view, clean_box
 
 FORMAT = "distill.adversarial_views"
 FORMAT_VERSION = 1

@@ -44,6 +44,8 @@ from distill.data.fingerprint import MODES, content_fingerprint
 from distill.data.folder import DomainFolder
 from distill.data.images import BadImageError
 from distill.data.unlabeled import folder_record
+from distill.data.view_policy import PartnerPools, ViewPolicy
+from distill.data.views import ViewConfig
 from distill.errors import DistillError
 from distill.records import TEXT_EMBEDDINGS, CacheManifest
 from distill.teacher.cache.adversarial import build_adversarial_views
@@ -57,8 +59,6 @@ from distill.teacher.cache.pixels import build_pixel_store
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.teacher.clip import Teacher
 from distill.teacher.pool import check_teacher_pool
-from distill.teacher.view_policy import PartnerPools, ViewPolicy
-from distill.teacher.views import ViewConfig
 from distill.utils.io import atomic_write, sha256_file
 from distill.utils.runtime import process_group
 

@@ -12,7 +12,7 @@ Shard tensors, one row per (image, view), sorted by (sample_index, view):
 ``image_emb`` [n, D] and ``logits`` [n, C] in the cache dtype, ``sample_index`` int64,
 ``view`` int16, ``domain`` int16 (index into ``manifest.dataset.domains``), ``label``
 int16, ``split`` uint8 (0 train, 1 test), ``view_params`` float32 [n, P] (P = 5 crop params, or
-the view policy's :data:`~distill.teacher.view_policy.PARAMS_LAYOUT`, named by the manifest's
+the view policy's :data:`~distill.data.view_policy.PARAMS_LAYOUT`, named by the manifest's
 ``views.params_layout``), ``mix_partner`` int64 (the mixed-in sample, -1 none) and ``mix_view``
 int16 (its view, -1 none). A shard's safetensors metadata holds ``skipped``: JSON list of the
 images of its range that could not be decoded.

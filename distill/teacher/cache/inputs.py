@@ -18,8 +18,8 @@ from torchvision import transforms as T
 from torchvision.transforms.functional import normalize as tv_normalize, pil_to_tensor
 
 from distill.data.images import BadImageError, load_rgb
-from distill.teacher.view_policy import CROP_PARAMS, PartnerPools, ViewPolicy, draw_params, render_view, unmixed
-from distill.teacher.views import view_pixels, view_tensor
+from distill.data.view_policy import CROP_PARAMS, PartnerPools, ViewPolicy, draw_params, render_view, unmixed
+from distill.data.views import view_pixels, view_tensor
 from distill.student.transforms import normalize
 
 
@@ -44,7 +44,7 @@ class ImageViews(Dataset):
     teacher's device: a quarter of the bytes through shared memory and pinning, and the float
     conversion off the decode workers, which limit a GPU build.
 
-    Under a view policy (:mod:`distill.teacher.view_policy`) views 1.. are drawn with
+    Under a view policy (:mod:`distill.data.view_policy`) views 1.. are drawn with
     :func:`draw_params` and rendered with :func:`render_view` at the teacher's size; a mixed
     view's partner is decoded here, in the same worker. A partner that cannot be decoded leaves
     the view unmixed (recorded so in its row; that partner is a skipped image, with no row).

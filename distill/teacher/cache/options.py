@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from distill.teacher.view_policy import ViewPolicy
-from distill.teacher.views import ViewConfig
+from distill.data.view_policy import ViewPolicy
+from distill.data.views import ViewConfig
 
 
 def _names(values: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -33,7 +33,7 @@ class CacheOptions:
         dtype: ``float16`` or ``float32`` for ``image_emb`` and ``logits``.
         fingerprint: ``"paths"`` (paths + sizes) or ``"content"``: also hash every image's
             bytes into the manifest, so a run refuses an image edited to the same size.
-        policy: augmented-view policy of views 1.. (:mod:`distill.teacher.view_policy`);
+        policy: augmented-view policy of views 1.. (:mod:`distill.data.view_policy`);
             its crop replaces ``augment``. None or a crop-only policy: today's crop views.
     """
 

@@ -21,11 +21,11 @@ Shard tensors: ``pixels`` [n, 3, H, W] uint8, ``sample_index`` [n] int64, ``view
 one row per row of the cache's shard with the same number (so images skipped by the build are
 absent here too).
 
-Exact replay: each row is :func:`~distill.teacher.views.view_pixels` of the decoded image with
+Exact replay: each row is :func:`~distill.data.views.view_pixels` of the decoded image with
 the row's stored ``view_params``, the very function and params the trainer's decode path uses,
 so ``pixels / 255`` equals what the trainer would compute, bit for bit (tested). A cache with a
 view policy stores the final bytes of each view, photometric ops and mix included
-(:meth:`~distill.teacher.view_policy.PolicyRender.pixels`, the trainer's decode path too): a
+(:meth:`~distill.data.view_policy.PolicyRender.pixels`, the trainer's decode path too): a
 mixed view is then one read. The plan holds the cache's views block, so a store made under
 another policy is refused.
 
@@ -48,14 +48,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from distill.data.images import load_rgb
+from distill.data.view_policy import PolicyRender
+from distill.data.views import view_pixels
 from distill.errors import DistillError
 from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST, CACHE_PIXELS_PREFIX, CacheManifest
 from distill.teacher.cache.format import shard_name
 from distill.teacher.cache.identity import (CACHE_LAYOUT, check_sample_indices, expected_identity, identity_diffs,
                                            stored_sample_indices)
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
-from distill.teacher.view_policy import PolicyRender
-from distill.teacher.views import view_pixels
 from distill.utils.io import read_json
 
 FORMAT = "distill.cache_pixels"

@@ -13,6 +13,8 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor
 
+from distill.data.view_policy import CROP_PARAMS, LAM, PARAMS_LAYOUT, ViewPolicy
+from distill.data.views import ViewConfig
 from distill.errors import DistillError
 from distill.records import (
     CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, TEXT_EMBEDDINGS, CacheFolder, CacheManifest, SkippedImage,
@@ -20,8 +22,6 @@ from distill.records import (
 from distill.teacher.cache.adversarial import AdversarialViews
 from distill.teacher.cache.format import FORMAT, ROW_KEYS, SPLIT_CODES, SUPPORTED_VERSIONS, load_verified, upgrade_rows
 from distill.teacher.cache.identity import CacheMismatchError, cached_sample_indices, check_manifest
-from distill.teacher.view_policy import CROP_PARAMS, LAM, PARAMS_LAYOUT, ViewPolicy
-from distill.teacher.views import ViewConfig
 from distill.utils.io import read_json
 
 

@@ -6,9 +6,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from distill.data.view_policy import ViewPolicy
 from distill.teacher.cache import CacheOptions, TeacherCache, ViewConfig, build_cache
 from distill.teacher.cache.inputs import ImageViews, ViewDraws, teacher_input
-from distill.teacher.view_policy import ViewPolicy
 
 
 def test_augmented_views_replay_the_teachers_input(dataset, teacher, tmp_path):

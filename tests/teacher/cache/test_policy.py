@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 from torchvision.transforms.functional import pil_to_tensor
 
 from distill.data.images import load_rgb
+from distill.data.view_policy import LAM, MIX_MODE, PARAMS_LAYOUT, PolicyRender, preset, render_view
 from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST
 from distill.teacher.cache import CacheOptions, PixelOptions, PixelStore, TeacherCache, build_cache
 from distill.teacher.cache.format import MIX_KEYS, save_shard
 from distill.teacher.cache.inputs import split_preprocess, teacher_input
-from distill.teacher.view_policy import LAM, MIX_MODE, PARAMS_LAYOUT, PolicyRender, preset, render_view
 from distill.train.data import TrainImages, all_view_items
 from distill.utils.io import sha256_file
 from tests.teacher.cache.common import SETTINGS, assert_same_cache

@@ -1,10 +1,10 @@
-"""The report's SVG charts and cell formatting (distill/bench/report_charts.py)."""
+"""The report's SVG charts and cell formatting (distill/report/charts.py)."""
 from __future__ import annotations
 
 import re
 
-from distill.bench.report_charts import fit_text, latency_svg, nice_ticks, pareto_svg, pct
-from distill.bench.report_data import Point
+from distill.report.charts import fit_text, latency_svg, nice_ticks, pareto_svg, pct
+from distill.report.data import Point
 
 
 def _point(lat: float, score: float | None, pareto: bool = False) -> Point:

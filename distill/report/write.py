@@ -16,7 +16,7 @@ path it names); a ``torch`` record of a checkpoint belongs to the export of that
 (``provenance.checkpoint_sha256``), else to the run whose folder holds the checkpoint. The
 accuracy of a point is the mean top-1 over the domains every point was evaluated on; its
 latency is the record's p50. The Pareto rule and the standard errors are in
-:mod:`distill.bench.report_data`; runs are read and grouped in :mod:`distill.bench.report_runs`.
+:mod:`distill.report.data`; runs are read and grouped in :mod:`distill.report.runs`.
 """
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from distill.bench.report_data import (ExportEntry, Measurement, Point, ReportData, binomial_se, device_label, extra,
-                                       mark_pareto)
-from distill.bench.report_html import render_html
-from distill.bench.report_md import render_markdown
-from distill.bench.report_runs import finite, group_runs, label_runs, merge_teachers, read_run
 from distill.errors import DistillError
 from distill.records import EXPORT_REPORT, RUN_SUMMARY, BenchRecord, ExportedModel, ExportReport
+from distill.report.data import (ExportEntry, Measurement, Point, ReportData, binomial_se, device_label, extra,
+                                       mark_pareto)
+from distill.report.render_html import render_html
+from distill.report.render_md import render_markdown
+from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run
 from distill.utils.io import atomic_write_text
 
 __all__ = ["collect", "discover", "write_report"]

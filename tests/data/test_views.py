@@ -10,8 +10,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from distill.data.views import ViewConfig, apply_view, clean_box, view_params
 from distill.errors import DistillError
-from distill.teacher.views import ViewConfig, apply_view, clean_box, view_params
 
 
 def _image(w: int = 61, h: int = 43, seed: int = 0) -> Image.Image:

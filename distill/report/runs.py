@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from distill.bench.stats import mean_std, spread
 from distill.config import TrainConfig, format_validation_error, load_yaml
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, RunSummary, TeacherIdentity
+from distill.report.stats import mean_std, spread
 
 
 def teacher_label(teacher: Any) -> str | None:

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from distill.errors import DistillError
-from distill.teacher.view_policy import (
+from distill.data.view_policy import (
     LAM, MIX_MODE, PARAMS_LAYOUT, Mix, PartnerPools, PolicyRender, ViewPolicy, cutmix_box, draw_params, preset,
     render_view,
 )
-from distill.teacher.views import ViewConfig, view_params, view_pixels
+from distill.data.views import ViewConfig, view_params, view_pixels
+from distill.errors import DistillError
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (32, 32)
@@ -82,7 +82,7 @@ def test_draw_params_is_pure_and_keeps_the_crop_stream():
 
 def test_draw_params_is_identical_in_another_process():
     pol = preset("fm")
-    code = ("import numpy as np, hashlib; from distill.teacher.view_policy import draw_params, preset; "
+    code = ("import numpy as np, hashlib; from distill.data.view_policy import draw_params, preset; "
             "h = hashlib.sha256(); "
             "[h.update(np.append(draw_params(7, i, v, (40, 30), preset('fm'), np.arange(8), size=(32, 32))[0], "
             "draw_params(7, i, v, (40, 30), preset('fm'), np.arange(8), size=(32, 32))[1]).astype(np.float32)"

@@ -1,6 +1,6 @@
 """The bootstrap's recipe: presets, templates and the schedule chosen from the data size.
 
-Kept apart from the trainer (:mod:`distill.teacher.bootstrap`) and free of torch and
+Kept apart from the trainer (:mod:`distill.teacher.bootstrap.train`) and free of torch and
 open_clip, so ``distill teacher bootstrap --help`` can print the presets without loading them.
 """
 from __future__ import annotations
@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 
 DEMO_ARCH = "distill-demo-rn"
+#: `distill teacher bootstrap`'s default pretraining pool: this share of each domain (the demo's too)
+BOOTSTRAP_POOL = 0.3
 FORMAT = "distill-demo-teacher/1"
 
 #: Zero-shot templates for the demo teacher: no domain words, so one head serves every domain.

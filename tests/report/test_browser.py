@@ -1,4 +1,4 @@
-"""The report in a real headless Chromium (distill/bench/report_browser.py): nothing overflows or overlaps."""
+"""The report in a real headless Chromium (distill/report/browser.py): nothing overflows or overlaps."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.bench.report_browser import find_chromium, render
+from distill.report.browser import find_chromium, render
 
 
 def require_chromium() -> str:

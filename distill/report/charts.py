@@ -1,7 +1,7 @@
 """Inline SVG charts of the report: accuracy vs latency (Pareto front) and latency distributions.
 
 Plain SVG strings, no plotting library and no network; sizes and label placement are chosen so
-the headless-Chromium layout check (:mod:`distill.bench.report_browser`) finds nothing overlapping.
+the headless-Chromium layout check (:mod:`distill.report.browser`) finds nothing overlapping.
 Accuracies arrive as fractions and are drawn in percent.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ import math
 import re
 from typing import Any
 
-from distill.bench.report_data import Z95, Point
 from distill.records import pct as percent
+from distill.report.data import Z95, Point
 
 COLORS = {"fp32": "#1f6fb4", "fp16": "#2a9d3a", "int8/ort-cpu": "#f07f0e", "int8/tensorrt": "#c8302c", "int8": "#f07f0e"}
 SHAPES = {"torch": "square", "ort-cpu": "circle", "ort-cuda": "diamond", "ort-trt": "triangle", "tensorrt": "triangle"}

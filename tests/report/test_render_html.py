@@ -1,10 +1,10 @@
-"""The rendered report (distill/bench/report_html.py, report_charts.py, report_export.py, report_md.py)."""
+"""The rendered report (distill/report/render_html.py, charts.py, export_sections.py, render_md.py)."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from distill.bench.report import write_report
+from distill.report.write import write_report
 
 
 def test_report_content_is_self_contained(report: Path) -> None:

@@ -17,10 +17,10 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from distill.errors import DistillError
-from distill.teacher.bootstrap_presets import WEIGHT_DECAY
+from distill.student.transforms import normalize
+from distill.teacher.bootstrap.presets import WEIGHT_DECAY
 from distill.teacher.clip import register_model_configs
 from distill.utils.io import atomic_write
-from distill.student.transforms import normalize
 
 
 # ---------------------------------------------------------------------------- loss

@@ -1,4 +1,4 @@
-"""distill/bench/withheld.py: accuracy on withheld classes, by hand on tiny tensors."""
+"""distill/report/withheld.py: accuracy on withheld classes, by hand on tiny tensors."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from distill.bench.withheld import subset_correct, teacher_withheld_accuracy
 from distill.errors import DistillError
+from distill.report.withheld import subset_correct, teacher_withheld_accuracy
 
 DATA = ["zero", "one", "seven", "eight"]  # the dataset's class order (labels index it)
 

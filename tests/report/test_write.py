@@ -1,14 +1,14 @@
-"""`distill report` (distill/bench/report.py): discovery, reading through records, joining, the CLI."""
+"""`distill report` (distill/report/write.py): discovery, reading through records, joining, the CLI."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from distill.bench.report import collect, discover, write_report
-from distill.bench.report_data import dominates
 from distill.cli import main
 from distill.errors import DistillError
+from distill.report.data import dominates
+from distill.report.write import collect, discover, write_report
 
 from .conftest import write_run
 

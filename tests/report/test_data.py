@@ -1,9 +1,9 @@
-"""The report's Pareto rule and test-set noise (distill/bench/report_data.py)."""
+"""The report's Pareto rule and test-set noise (distill/report/data.py)."""
 from __future__ import annotations
 
 import pytest
 
-from distill.bench.report_data import Point, binomial_se, mark_pareto
+from distill.report.data import Point, binomial_se, mark_pareto
 
 
 def test_pareto_rule() -> None:

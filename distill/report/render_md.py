@@ -1,12 +1,12 @@
-"""Render :class:`~distill.bench.report_data.ReportData` as a short Markdown summary (report.md).
+"""Render :class:`~distill.report.data.ReportData` as a short Markdown summary (report.md).
 
 Accuracies arrive as fractions; they become percents here, when printed.
 """
 from __future__ import annotations
 
-from distill.bench.report_data import Z95, ReportData, extra
-from distill.bench.report_runs import RunGroup
 from distill.records import pct
+from distill.report.data import Z95, ReportData, extra
+from distill.report.runs import RunGroup
 
 
 def _pct(x: float | None) -> str:

@@ -16,12 +16,13 @@ from safetensors.torch import load_file
 from distill.cli import main
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.teacher import bootstrap, bootstrap_presets
-from distill.teacher.clip import Teacher
-from distill.teacher.bootstrap import bootstrap_teacher
-from distill.teacher.bootstrap_model import MultiPositiveClipLoss, create_model
-from distill.teacher.bootstrap_presets import DEMO_ARCH, DEMO_TEMPLATES, BootstrapSettings
 from distill.records import TEACHER_BOOTSTRAP_STATE, TeacherManifest
+from distill.teacher.bootstrap import presets as bootstrap_presets
+from distill.teacher.bootstrap import train as bootstrap
+from distill.teacher.bootstrap.model import MultiPositiveClipLoss, create_model
+from distill.teacher.bootstrap.presets import DEMO_ARCH, DEMO_TEMPLATES, BootstrapSettings
+from distill.teacher.bootstrap.train import bootstrap_teacher
+from distill.teacher.clip import Teacher
 from distill.utils.io import sha256_file
 
 SHAPES = {"square": (220, 40, 40), "circle": (40, 200, 40), "triangle": (40, 60, 230)}
@@ -143,7 +144,9 @@ def test_opens_only_the_pretraining_pool(trained) -> None:
 def test_no_pool_is_refused(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(DistillError, match=r"pretraining pool only .*pass --pretrain-fraction \(0.3 on the digits suite\)"):
         bootstrap_teacher(DomainFolder(tree), tmp_path, SETTINGS, progress=False)
-    assert main(["teacher", "bootstrap", "--data", str(tree), "--out", str(tmp_path / "t"), "--quick"]) == 2
+    # the CLI defaults to a pool (--pretrain-fraction 0.3, tests/data/test_split.py); an explicit 0 is refused
+    assert main(["teacher", "bootstrap", "--data", str(tree), "--out", str(tmp_path / "t"), "--quick",
+                 "--pretrain-fraction", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--pretrain-fraction" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "t" / "teacher.json").exists()

@@ -1,4 +1,4 @@
-"""Runs in the report (distill/bench/report_runs.py): read as fractions, grouped over seeds, labelled."""
+"""Runs in the report (distill/report/runs.py): read as fractions, grouped over seeds, labelled."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.bench.report import collect, write_report
-from distill.bench.report_runs import read_run
+from distill.report.runs import read_run
+from distill.report.write import collect, write_report
 
 from .conftest import write_run
 
@@ -59,7 +59,7 @@ def test_labels_say_adapted_only_where_needed(tmp_path: Path) -> None:
 
 def test_an_unlabeled_pool_or_a_text_head_is_another_row_not_another_seed(tmp_path: Path) -> None:
     """fm, fm + an unlabeled pool and an open-vocabulary fm share strategy and options: config.yaml tells them apart."""
-    from distill.bench.report_runs import group_runs, label_runs
+    from distill.report.runs import group_runs, label_runs
 
     base = read_run(write_run(tmp_path / "fm", strategy="fm", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0))
     pool = replace(base, dir="fm_unlabeled", unlabeled=["noisy"], accuracy={"clean": 0.9, "dark": 0.8, "noisy": 0.7})

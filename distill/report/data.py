@@ -1,7 +1,7 @@
 """What the report shows, joined: points (accuracy x latency), runs, exports, bench records; the Pareto rule.
 
-:mod:`distill.bench.report` fills a :class:`ReportData`; :mod:`~distill.bench.report_html` and
-:mod:`~distill.bench.report_md` render it. Both renderers import this module and nothing imports
+:mod:`distill.report.write` fills a :class:`ReportData`; :mod:`~distill.report.render_html` and
+:mod:`~distill.report.render_md` render it. Both renderers import this module and nothing imports
 them back, so the report has no import cycle.
 
 Accuracy is a fraction everywhere here (the records' unit); renderers print percents.
@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from distill.bench.report_runs import Run, RunGroup
 from distill.records import BenchRecord, ExportedModel, ExportReport
+from distill.report.runs import Run, RunGroup
 
 Z95 = 1.959964  # two-sided 95 % normal quantile
 

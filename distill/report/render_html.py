@@ -1,18 +1,18 @@
-"""Render :class:`~distill.bench.report_data.ReportData` as one self-contained HTML page.
+"""Render :class:`~distill.report.data.ReportData` as one self-contained HTML page.
 
-Inline CSS, inline SVG charts (:mod:`~distill.bench.report_charts`) and a few lines of inline JS
+Inline CSS, inline SVG charts (:mod:`~distill.report.charts`) and a few lines of inline JS
 (batch switcher, sortable tables); no network, no CDN. When the script has run without throwing
 it sets ``document.body.dataset.reportReady = "1"`` (tests look for ``data-report-ready="1"``).
-The export-side sections (INT8 decisions, provenance) are in :mod:`~distill.bench.report_export`.
+The export-side sections (INT8 decisions, provenance) are in :mod:`~distill.report.export_sections`.
 Accuracies arrive as fractions and are printed in percent.
 """
 from __future__ import annotations
 
-from distill.bench.report_charts import SHAPES, color, esc, esc_wrap, front_no, latency_svg, pareto_svg, pct
-from distill.bench.report_data import Z95, Measurement, Point, ReportData, device_label, extra
-from distill.bench.report_export import section_int8, section_provenance
-from distill.bench.report_runs import RunGroup
 from distill.records import pct as percent
+from distill.report.charts import SHAPES, color, esc, esc_wrap, front_no, latency_svg, pareto_svg, pct
+from distill.report.data import Z95, Measurement, Point, ReportData, device_label, extra
+from distill.report.export_sections import section_int8, section_provenance
+from distill.report.runs import RunGroup
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232b;background:#f6f7f9}

@@ -1,11 +1,11 @@
-"""distill/bench/stats.py against values computed by hand."""
+"""distill/report/stats.py against values computed by hand."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from distill.bench.stats import mean_std, pm, spread, two_se, verdict
+from distill.report.stats import mean_std, pm, spread, two_se, verdict
 
 
 def test_mean_std_is_the_sample_std() -> None:

@@ -14,7 +14,7 @@ CLIP::
             class_names=ds.classes, templates=DEMO_TEMPLATES)
 
 ``OUT/teacher.json`` records the architecture, the zero-shot templates to use with it
-(:data:`~distill.teacher.bootstrap_presets.DEMO_TEMPLATES`, free of domain words), classes, dataset fingerprint, training
+(:data:`~distill.teacher.bootstrap.presets.DEMO_TEMPLATES`, free of domain words), classes, dataset fingerprint, training
 hyper-parameters, the pool (``dataset.pretrain``: fraction, split rule, image count; cache builds and
 training runs refuse a split rule that would move pool images into the students' splits,
 :mod:`distill.teacher.pool`), train-image count and the checkpoint's sha256.
@@ -27,7 +27,7 @@ third of the compute: ViTs are data-hungry, and ~5k images are not enough. ``dis
 stays the tiny random-weight teacher of unit tests; pass ``arch=`` to bootstrap it anyway.
 
 Cannot fail silently: the schedule is chosen from the data size
-(:func:`~distill.teacher.bootstrap_presets.choose_schedule`: a
+(:func:`~distill.teacher.bootstrap.presets.choose_schedule`: a
 small set gets smaller batches and more epochs), ``VAL_FRACTION`` of the pool is held
 out to validate, every epoch prints the loss and the train / validation zero-shot accuracy, and a
 teacher near chance ends with a ``WARNING:`` line (also stored in ``teacher.json``) that gives
@@ -43,9 +43,9 @@ parameters (or data) retrain from scratch.
 Meant for small images and datasets: train images are decoded once and held in memory as
 ``uint8`` at the model's input size (3 KB each at 32x32).
 
-One job per module: the recipe (:mod:`~distill.teacher.bootstrap_presets`), the data
-(:mod:`~distill.teacher.bootstrap_data`), the model, loss and epoch state
-(:mod:`~distill.teacher.bootstrap_model`), and this module's training loop.
+One job per module: the recipe (:mod:`~distill.teacher.bootstrap.presets`), the data
+(:mod:`~distill.teacher.bootstrap.data`), the model, loss and epoch state
+(:mod:`~distill.teacher.bootstrap.model`), and this module's training loop.
 """
 from __future__ import annotations
 
@@ -67,13 +67,14 @@ from distill.errors import DistillError
 from distill.records import (
     TEACHER_BOOTSTRAP_STATE, TEACHER_CHECKPOINT, TEACHER_MANIFEST, TeacherManifest, TeacherTrainingData,
 )
-from distill.teacher.bootstrap_data import (
+from distill.student.transforms import normalize
+from distill.teacher.bootstrap.data import (
     augment, build_captions, geometry_transform, load_uint8, split_validation, train_samples,
 )
-from distill.teacher.bootstrap_model import (
+from distill.teacher.bootstrap.model import (
     MultiPositiveClipLoss, adamw, create_model, load_state, save_state, zero_shot_in_memory,
 )
-from distill.teacher.bootstrap_presets import (
+from distill.teacher.bootstrap.presets import (
     AUGMENT, CAPTION_TEMPLATES, DEMO_TEMPLATES, FORMAT, FULL, QUICK, TRAIN_EVAL_IMAGES, WARMUP_FRACTION,
     WEIGHT_DECAY, BootstrapSettings, choose_schedule, near_chance_warning,
 )
@@ -82,7 +83,6 @@ from distill.teacher.pool import pool_of
 from distill.utils.io import atomic_write, sha256_file
 from distill.utils.runtime import resolve_device
 from distill.utils.schedule import warmup_cosine_lr
-from distill.student.transforms import normalize
 
 
 def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: BootstrapSettings | None = None, *,

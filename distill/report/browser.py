@@ -6,7 +6,7 @@ batch panel, measures every table cell, heading and chart label, and writes what
 ``<body data-layout-problems="[...]">``; ``chromium --dump-dom`` hands that back. No driver, no
 network, nothing beyond the ``chromium`` binary (Debian: ``apt-get install -y chromium``).
 
-    python -m distill.bench.report_browser report.html --shots docs/report   # docs/report-1400.png, -800.png
+    python -m distill.report.browser report.html --shots docs/report   # docs/report-1400.png, -800.png
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def render(report: str | Path, width: int, screenshot: str | Path | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m distill.bench.report_browser", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m distill.report.browser", description=__doc__.split("\n\n")[0])
     p.add_argument("report", help="a report.html")
     p.add_argument("--shots", help="screenshot prefix: writes PREFIX-<width>.png")
     p.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="comma-separated widths in px")

@@ -1,7 +1,7 @@
 """Teacher views: the crop (and flip) an image went through before the teacher saw it.
 
 Also the settings of a view policy's other ops (:class:`Photometric`, :class:`Mix`), drawn and
-replayed by :mod:`distill.teacher.view_policy`.
+replayed by :mod:`distill.data.view_policy`.
 
 A cache row stores its view as ``view_params = (x0, y0, w, h, flip)``: the crop box relative
 to the original image size (so ``x0 * W`` is a pixel column) and ``flip`` in {0, 1}. Replaying

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
 from distill.errors import DistillError
-from distill.teacher.bootstrap_presets import (
+from distill.teacher.bootstrap.presets import (
     AUGMENT, CAPTION_TEMPLATES, DEMO_TEMPLATES, MAX_VAL_IMAGES, MIN_VAL_IMAGES, VAL_FRACTION,
 )
 from distill.teacher.pool import NO_POOL

@@ -5,9 +5,9 @@ import json
 import os
 from typing import Any
 
-from distill.bench.report_charts import esc
-from distill.bench.report_data import Measurement, ReportData, device_label, extra
-from distill.bench.report_runs import teacher_label
+from distill.report.charts import esc
+from distill.report.data import Measurement, ReportData, device_label, extra
+from distill.report.runs import teacher_label
 
 
 def section_int8(data: ReportData) -> str:

@@ -9,9 +9,9 @@ mixed view, its partner (sample index and view, integer columns).
 - :func:`draw_params` is a pure function of ``(seed, sample_index, view)`` and the policy: it
   draws from ``np.random.default_rng([seed, index, view, stream])``, never from global state
   (kornia's augmentation modules and timm's ``Mixup`` both draw globally). The crop stream is
-  :func:`distill.teacher.views.view_params`' own, so the first 5 params equal a crop-only
+  :func:`distill.data.views.view_params`' own, so the first 5 params equal a crop-only
   cache's. View 0 is the clean view: never augmented, never mixed.
-- :func:`render_view` replays a vector: today's crop (:func:`~distill.teacher.views.view_pixels`),
+- :func:`render_view` replays a vector: today's crop (:func:`~distill.data.views.view_pixels`),
   then kornia *functional* ops in a fixed order on CPU float32 with the stored scalars (noise
   from a ``torch.Generator`` seeded by the stored noise seed), rounded to uint8, then mixed with
   the partner's unmixed view rendered by the same function.
@@ -32,8 +32,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from distill.data.views import Mix, Photometric, ViewConfig, view_params, view_pixels
 from distill.errors import DistillError
-from distill.teacher.views import Mix, Photometric, ViewConfig, view_params, view_pixels
 
 PARAMS_LAYOUT: tuple[str, ...] = (
     "x0", "y0", "w", "h", "flip",                                   # crop (views.view_params)
