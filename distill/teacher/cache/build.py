@@ -54,7 +54,6 @@ from distill.teacher.cache.format import (
 from distill.teacher.cache.compact import (
     compact_outputs, empty_outputs, make_layout, manifest_columns, output_columns, plan_layout,
 )
-from distill.teacher.cache.mapped import record_verified
 from distill.teacher.cache.inputs import ImageViews, ViewDraws, collate_views, teacher_input
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
 from distill.teacher.cache.pixels import build_pixel_store
@@ -390,5 +389,4 @@ def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableSh
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "distill_version": distill.__version__,
     }, shards.out / CacheManifest.FILE)
-    record_verified(out, [(f.file, f.sha256) for f in files])  # hashed just now: the first open reads no shard
     manifest.write(shards.out)
