@@ -93,10 +93,6 @@ def write_shard(path: Path, rows: Mapping[str, Tensor], skipped: list[dict], out
     save_shard(path, {k: rows[k].contiguous() for k in (*outputs, *ROW_DTYPES)}, {"skipped": json.dumps(skipped)})
 
 
-def upgrade_index(mapped) -> dict[str, Tensor]:
-    """The :data:`RESIDENT_KEYS` of a mapped shard, copied into memory."""
-    return {k: mapped.tensor(k).clone() for k in RESIDENT_KEYS}
-
 
 def shard_rows(path: Path) -> int:
     """Rows of a shard (its ``sample_index`` length; no tensor is read)."""

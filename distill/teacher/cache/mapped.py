@@ -76,6 +76,7 @@ class MappedFile:
     def __init__(self, path: Path, rebuild: str):
         self.path = Path(path)
         self._start, self._header = read_header(self.path, rebuild)
+        self._arrays: dict = {}
         size = self.path.stat().st_size
         self._bytes = (torch.from_file(str(self.path), shared=False, size=size, dtype=torch.uint8) if size
                        else torch.zeros(0, dtype=torch.uint8))
@@ -89,6 +90,12 @@ class MappedFile:
 
     def metadata(self) -> dict[str, str]:
         return dict(self._header.get("__metadata__") or {})
+
+    def array(self, name: str):
+        """The stored tensor as a numpy view of the map (None when the file has no such tensor); cached."""
+        if name not in self._arrays:
+            self._arrays[name] = self.tensor(name).numpy() if name in self._header else None
+        return self._arrays[name]
 
     def tensor(self, name: str) -> Tensor:
         """The stored tensor (a view of the map; read-only by contract: never write to it)."""
