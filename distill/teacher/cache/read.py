@@ -23,37 +23,10 @@ from distill.teacher.cache.format import (
 )
 from distill.teacher.cache.identity import CacheMismatchError, cached_sample_indices, check_manifest
 from distill.teacher.cache.mapped import MappedFile, verify_once
-from distill.teacher.cache.summary import adversarial_summary, cache_summary, zero_shot_accuracy
+from distill.teacher.cache.summary import CacheRows, adversarial_summary, cache_summary, zero_shot_accuracy
 from distill.teacher.view_policy import CROP_PARAMS, LAM, PARAMS_LAYOUT, ViewPolicy
 from distill.teacher.views import ViewConfig
 from distill.utils.io import read_json
-
-
-class CacheRows(Mapping[str, Tensor]):
-    """``cache.rows``: every row's columns by name, sorted by (sample_index, view).
-
-    The index columns (:data:`RESIDENT_KEYS`) are tensors in memory; the others (``image_emb``,
-    ``logits``, ``view_params``, ``mix_partner``, ``mix_view``) are gathered from the mapped shards
-    when asked for, all rows at once: fine for small caches and tests, while training gathers per
-    batch (:meth:`TeacherCache.lookup`) and summaries in chunks.
-    """
-
-    def __init__(self, cache: TeacherCache):
-        self._cache = cache
-
-    def __getitem__(self, name: str) -> Tensor:
-        c = self._cache
-        if name in c.index:
-            return c.index[name]
-        if name not in c.stored_columns:
-            raise KeyError(name)
-        return c.gather(name, torch.arange(len(c)))
-
-    def __iter__(self):
-        return iter(self._cache.stored_columns)
-
-    def __len__(self) -> int:
-        return len(self._cache.stored_columns)
 
 
 class TeacherCache:
@@ -367,17 +340,10 @@ class TeacherCache:
                                f"({len(missing)} of {len(key)} requested rows missing; {why})")
         return row
 
-    def logits_of_rows(self, row: Tensor, chunk: int = 65536) -> Tensor:
-        """Dense float32 logits [M, C] of sorted rows ``row``, gathered ``chunk`` rows at a time."""
-        row = torch.as_tensor(row, dtype=torch.long)
-        if not len(row):
-            return torch.zeros(0, self.manifest.num_classes)
-        return torch.cat([self._logits(row[i:i + chunk]) for i in range(0, len(row), chunk)])
-
     def predictions(self, row: Tensor, chunk: int = 65536) -> Tensor:
-        """[M] int64 argmax of the teacher's logits on sorted rows ``row`` (memory: one chunk of logits)."""
+        """[M] int64 argmax of the teacher's logits (as stored) on sorted rows ``row``, one chunk at a time."""
         row = torch.as_tensor(row, dtype=torch.long)
-        return torch.cat([self._logits(row[i:i + chunk]).to(DTYPES[self.manifest.dtype]).float().argmax(1)
+        return torch.cat([self.gather("logits", row[i:i + chunk]).float().argmax(1)
                           for i in range(0, len(row), chunk)] or [torch.zeros(0, dtype=torch.long)])
 
     def row_ids(self, split: str | None = None, domains: Sequence[str] | None = None,

@@ -1,11 +1,13 @@
-"""What ``distill cache inspect`` prints of a :class:`~distill.teacher.cache.read.TeacherCache`: identity, sizes,
-bytes per row, the teacher's zero-shot accuracy (view-0 logits gathered in chunks from the mapped shards)."""
+"""Whole-cache views of a :class:`~distill.teacher.cache.read.TeacherCache`: ``cache.rows`` (every column of
+every row) and what ``distill cache inspect`` prints (identity, sizes, bytes per row, the teacher's zero-shot
+accuracy from view-0 logits gathered in chunks from the mapped shards)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from pydantic import BaseModel
+from torch import Tensor
 
 from distill.records import CACHE_ADVERSARIAL_DIR
 from distill.teacher.cache.adversarial import AdversarialViews
@@ -14,6 +16,33 @@ from distill.teacher.cache.format import SPLIT_CODES
 if TYPE_CHECKING:
     from distill.teacher.cache.read import TeacherCache
 
+
+
+class CacheRows(Mapping[str, Tensor]):
+    """``cache.rows``: every row's columns by name, sorted by (sample_index, view).
+
+    The index columns (:data:`~distill.teacher.cache.format.RESIDENT_KEYS`) are tensors in memory; the others (``image_emb``,
+    ``logits``, ``view_params``, ``mix_partner``, ``mix_view``) are gathered from the mapped shards
+    when asked for, all rows at once: fine for small caches and tests, while training gathers per
+    batch (:meth:`TeacherCache.lookup`) and summaries in chunks.
+    """
+
+    def __init__(self, cache: TeacherCache):
+        self._cache = cache
+
+    def __getitem__(self, name: str) -> Tensor:
+        c = self._cache
+        if name in c.index:
+            return c.index[name]
+        if name not in c.stored_columns:
+            raise KeyError(name)
+        return c.gather(name, torch.arange(len(c)))
+
+    def __iter__(self):
+        return iter(self._cache.stored_columns)
+
+    def __len__(self) -> int:
+        return len(self._cache.stored_columns)
 
 
 def _as_built(block: BaseModel) -> dict[str, Any]:
