@@ -165,8 +165,8 @@ def check_strategy_layout(name: str, needs, layout: CacheRowLayout, path) -> Non
     """
     if needs.cached_features and not layout.embeddings:
         raise DistillError(f"strategy '{name}' matches teacher embeddings, but cache {path} was built with "
-                           "--no-embeddings; rebuild it without --no-embeddings, or choose a logits-only strategy "
-                           "(kd, erm, teacher_pl)")
+                           "--no-embeddings; rebuild it without --no-embeddings, or choose a strategy that reads "
+                           "logits only (kd, adv_cached, teacher_pl, sfda)")
     if needs.cached_logits and layout.logits not in needs.logit_modes:
         raise DistillError(f"strategy '{name}' reads logits as {'/'.join(needs.logit_modes)}, but cache {path} "
                            f"stores them as '{layout.logits}'; rebuild it with --logits full")
