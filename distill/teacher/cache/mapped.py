@@ -16,10 +16,12 @@ ranks and its workers open it. Any rewrite, truncation or copy changes the key a
 hashed again on its next open (a copy is hashed once, in its new place). What this does not
 catch: bytes that rot on disk without the file's mtime changing (a `distill cache verify`-style
 full check is then a re-hash: delete ``.verified.json``). When the folder is read-only the
-record cannot be kept and every open hashes (as before this module).
+record cannot be kept and every open hashes (as before this module). Concurrent first opens (the ranks
+of a host) take an ``flock`` on ``DIR/.verified.json.lock``: one hashes, the others find the record.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +32,11 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, concurrent first opens may each hash
+    fcntl = None
 
 from distill.errors import DistillError
 from distill.utils.io import atomic_write_json
@@ -161,7 +168,16 @@ def verify_once(folder: Path, files: Sequence[tuple[str, str | None]], rebuild: 
             first such file and ``rebuild``).
     """
     folder = Path(folder)
-    record = _read_record(folder)
+    if not _unverified(folder, files, _read_record(folder), rebuild):
+        return
+    with _lock(folder):  # the ranks (and workers) of a host: one hashes, the others then find it recorded
+        record = _read_record(folder)
+        todo = _unverified(folder, files, record, rebuild)
+        if todo:
+            _hash_and_record(folder, todo, record, rebuild, workers)
+
+
+def _unverified(folder: Path, files, record: dict, rebuild: str) -> list[tuple[str, str, list[int]]]:
     todo = []
     for name, sha in files:
         try:
@@ -170,8 +186,28 @@ def verify_once(folder: Path, files: Sequence[tuple[str, str | None]], rebuild: 
             raise DistillError(f"{folder / name}: listed in the manifest but missing; {rebuild}") from None
         if sha is not None and record.get(name) != [*_key(st), sha]:
             todo.append((name, sha, _key(st)))
-    if not todo:
+    return todo
+
+
+@contextlib.contextmanager
+def _lock(folder: Path):
+    """An exclusive ``flock`` on ``DIR/.verified.lock`` (none when the folder cannot be written)."""
+    try:
+        f = open(folder / (VERIFIED_FILE + ".lock"), "a") if fcntl is not None else None
+    except OSError:
+        f = None
+    if f is None:
+        yield
         return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _hash_and_record(folder: Path, todo: list, record: dict, rebuild: str, workers: int) -> None:
     with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
         got = list(pool.map(lambda t: _hash(folder / t[0]), todo))
     for (name, sha, key), h in zip(todo, got):
