@@ -285,12 +285,14 @@ class TeacherCache:
                 f"views={self.views}, domains={self.domains})")
 
     # ------------------------------------------------------------------ access
-    def lookup(self, sample_index: Tensor, view: Tensor) -> dict[str, Tensor]:
+    def lookup(self, sample_index: Tensor, view: Tensor, outputs: bool = True) -> dict[str, Tensor]:
         """Rows of B (sample, view) pairs, gathered from the mapped shards; vectorized, O(B).
 
         Args:
             sample_index: [B] dataset sample indices.
             view: [B] view numbers in ``[0, views)``.
+            outputs: also the teacher's outputs (``logits``, ``image_emb``); False: the view columns and
+                labels only (e.g. every item's view params at start-up, without gathering every row's logits).
 
         Returns:
             ``logits`` [B, C] float32 (dense whatever the layout; absent only when the cache holds
@@ -303,8 +305,8 @@ class TeacherCache:
             DistillError: a requested row is not in the cache (skipped image, other domain...).
         """
         row = self._rows_of(sample_index, view)
-        names = [*MAPPED_KEYS, *(("image_emb",) if self.layout.embeddings else ())]
-        names += [n for n in logit_columns(self.layout) if n not in names] if self.has_logits else []
+        names = [*MAPPED_KEYS, *(("image_emb",) if self.layout.embeddings and outputs else ())]
+        names += [n for n in logit_columns(self.layout) if n not in names] if self.has_logits and outputs else []
         g = self._gather_stored(names, row) if len(row) else {n: self._empty(n) for n in MAPPED_KEYS}
         params, partner = g["view_params"], g["mix_partner"]
         lam = params[:, LAM] if params.shape[1] > LAM else torch.ones(len(row), dtype=torch.float32)
@@ -314,9 +316,9 @@ class TeacherCache:
                "mix_partner": partner,
                "mix_view": g["mix_view"].long(),
                "mix_lam": torch.where(partner >= 0, lam, torch.ones_like(lam)).contiguous()}
-        if self.layout.embeddings:
+        if self.layout.embeddings and outputs:
             out["image_emb"] = g["image_emb"].float() if len(row) else self._empty("image_emb").float()
-        if self.has_logits:
+        if self.has_logits and outputs:
             out["logits"] = (dense_logits(self.layout, g, self.text_embeddings) if len(row)
                              else torch.zeros(0, self.manifest.num_classes))
         return out

@@ -147,3 +147,15 @@ def test_rows_are_mapped_and_pickling_drops_the_maps(reference):
     a, b = cache.lookup(si, v), clone.lookup(si, v)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert math.isclose(cache.bytes_per_row(), sum(s.bytes for s in cache.manifest.shards) / 60, rel_tol=1e-3)
+
+
+def test_lookup_without_outputs_gathers_the_view_columns_only(reference, monkeypatch):
+    cache = TeacherCache.open(reference)
+    si, v = cache.index["sample_index"], cache.index["view"].long()
+    full = cache.lookup(si, v)
+    asked = []
+    real = cache._gather_stored
+    monkeypatch.setattr(cache, "_gather_stored", lambda names, row: asked.append(list(names)) or real(names, row))
+    light = cache.lookup(si, v, outputs=False)
+    assert asked == [["view_params", "mix_partner", "mix_view"]] and "logits" not in light
+    assert all(torch.equal(light[k], full[k]) for k in light)
