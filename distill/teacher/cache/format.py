@@ -115,9 +115,9 @@ def read_shard_skipped(path: Path) -> list[dict]:
 def load_verified(file: Path, sha256: str | None, rebuild: str = "rebuild the cache") -> dict[str, Tensor]:
     """Tensors of a safetensors file whose bytes must hash to ``sha256`` (the manifest's record).
 
-    The file is read once into memory; hashing those bytes costs about as much as reading them
-    (see ``benchmarks/cache_read.py --verify``), so every open checks. ``sha256=None`` (a file
-    the manifest holds no hash for) is read unchecked.
+    The file is read once into memory and hashed from those bytes: for small files (the text
+    embeddings). Shards are mapped instead and checked once per file version
+    (:func:`~distill.teacher.cache.mapped.verify_once`), then read with ``sha256=None`` (unchecked here).
 
     Raises:
         DistillError: missing, changed since the build (sha256 differs), or unreadable; one line
