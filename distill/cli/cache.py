@@ -85,6 +85,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="dataset identity recorded in the manifest and checked by every run: paths + file sizes "
                         "(paths, reads no image), or also every image's bytes hashed (content: catches an image "
                         "re-encoded or edited to the same size, costs one read of the data set per build and run)")
+    b.add_argument("--logits", choices=("full", "topk", "none"), default="full",
+                   help="teacher logits per row: full (C values), topk (the --topk largest + their classes, TinyViT "
+                        "style; the rest filled so the softmax keeps their mass) or none (recomputed from the "
+                        "embedding and the text head: exact up to --dtype) (full)")
+    b.add_argument("--topk", type=int, default=None, metavar="K", help="K of --logits topk (e.g. 100)")
+    b.add_argument("--no-embeddings", action="store_true",
+                   help="do not store image embeddings (only for strategies that read logits alone: kd, erm, ...)")
     b.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest)")
     b.add_argument("--workers", type=int, default=None, metavar="N", help="decode workers per process (cores - 1)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -161,7 +168,8 @@ def _build(args: argparse.Namespace) -> int:
     options = CacheOptions(domains=domains, views=args.views, seed=args.seed, augment=augment,
                            policy=None if policy.crop_only else policy,
                            batch_size=args.batch_size, shard_size=args.shard_size, dtype=args.dtype,
-                           fingerprint=args.fingerprint)
+                           fingerprint=args.fingerprint, logits=args.logits, topk=args.topk,
+                           embeddings=not args.no_embeddings)
     adversarial = AdversarialOptions(
         views=args.adv_views, epsilon=parse_eps(args.adv_eps), steps=args.adv_steps,
         step_size=None if args.adv_step_size is None else parse_eps(args.adv_step_size), seed=args.adv_seed,
@@ -227,8 +235,15 @@ def _inspect(args: argparse.Namespace) -> int:
           f"torch {t['torch_version']}, {s['templates']} prompt templates)")
     print(f"classes   {len(s['classes'])}: {', '.join(s['classes'])}")
     minus = f" - {len(s['skipped'])} skipped" if s["skipped"] else ""
+    lay = s["layout"]
+    held = [f"image_emb {s['shapes']['image_emb']}"] if lay["embeddings"] else ["no image_emb"]
+    held.append({"full": f"logits {s['shapes'].get('logits')}", "topk": f"top-{lay['topk']} logits",
+                 "none": "logits recomputed from image_emb"}[lay["logits"]])
     print(f"rows      {s['rows']} = ({s['images']} images{minus}) x {s['views']} view(s); dtype {s['dtype']}; "
-          f"image_emb {s['shapes']['image_emb']}, logits {s['shapes']['logits']}")
+          + ", ".join(held))
+    if s["bytes_per_row"] is not None:
+        print(f"row size  {s['bytes_per_row']:.0f} B per row on disk (mapped; in memory: the index columns, "
+              f"~23 B per row)")
     if s["policy"] is not None:
         print(f"views     policy {_policy_line(s['policy'])}")
     print(f"skipped   {len(s['skipped'])}" + "".join(f"\n            {k['path']}: {k['reason']}" for k in s["skipped"]))

@@ -29,7 +29,7 @@ from distill.records.names import (RUN_CONFIG, RUN_SUMMARY, RUN_METRICS, ROBUST_
     EXPORT_CHECKPOINT, BENCH_RECORDS, REPORT_HTML, REPORT_MD, DEMO_RESULTS)
 from distill.records.base import (percent, pct, Record, Accuracy, TeacherIdentity, SkippedImage)
 from distill.records.teacher import (SuiteDomain, SuiteInfo, TeacherTrainingData, TeacherManifest, TeacherPool, CachePreprocess,
-    CacheDataset, CacheFolder, CacheViews, CacheShard, CacheManifest, AdversarialShard, AdversarialManifest)
+    CacheDataset, CacheFolder, CacheViews, CacheShard, CacheManifest, CacheRowLayout, AdversarialShard, AdversarialManifest)
 from distill.records.run import (CheckpointPointer, RobustAccuracy, RobustReport, RunSummary, PoolFolder,
     UnlabeledPool)
 from distill.records.ship import (ExportedModel, ExportReport, LatencyStats, BenchRecord)
@@ -37,7 +37,7 @@ from distill.records.ship import (ExportedModel, ExportReport, LatencyStats, Ben
 __all__ = [
     "Accuracy", "AdversarialManifest", "AdversarialShard", "BENCH_RECORDS", "BEST_CHECKPOINT", "BenchRecord",
     "CACHE_ADVERSARIAL_DIR", "CACHE_BUILD_PLAN", "CACHE_MANIFEST", "CACHE_PIXELS_PREFIX", "CHECKPOINTS_DIR",
-    "CHECKPOINT_POINTER", "CacheDataset", "CacheManifest", "CachePreprocess", "CacheShard", "CacheViews",
+    "CHECKPOINT_POINTER", "CacheDataset", "CacheManifest", "CachePreprocess", "CacheRowLayout", "CacheShard", "CacheViews",
     "CacheFolder", "CheckpointPointer", "DATA_CLASS_MAP", "DEMO_RESULTS", "EXPORT_CHECKPOINT", "EXPORT_REPORT",
     "ExportReport", "ExportedModel", "LatencyStats", "PoolFolder", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
     "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",

@@ -149,6 +149,16 @@ class CacheViews(_Closed):
     params_layout: list[str] | None = None
 
 
+class CacheRowLayout(_Closed):
+    """What a cache row stores of the teacher's outputs (:mod:`distill.teacher.cache.compact`); a manifest
+    without one (every cache before compact rows, and a default build) stores full logits and embeddings."""
+
+    logits: Literal["full", "topk", "none"] = "full"
+    topk: int | None = None           # K of ``topk``: the K largest logits + classes + the rest's log-mean-exp
+    embeddings: bool = True           # image_emb stored
+    logit_scale: float | None = None  # the teacher's exact scale (``none`` recomputes scale * emb @ text.T)
+
+
 class CacheShard(_Closed):
     file: str
     samples: list[int]             # [first, end) sample indices
@@ -187,6 +197,7 @@ class CacheManifest(Record):
     text_embeddings_sha256: str | None = None
     created: str
     distill_version: str
+    layout: CacheRowLayout | None = None  # compact rows (format version 3); absent: full rows
 
     def to_dict(self) -> dict[str, Any]:  # added by cache helper
         """The manifest as built: keys the build did not set (``dataset.content_fingerprint`` of a

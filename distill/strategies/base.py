@@ -35,6 +35,9 @@ class Needs:
     # losses.label_cross_entropy and its other terms are well-defined on any cached image
     unlabeled: bool = False
     augmented_views: bool = False  # needs a cache built with an augmenting view policy (`--policy fm`)
+    # the cache row layouts (`cache build --logits`) whose dense logits this strategy accepts: "topk" is exact
+    # at temperature 1 and in argmax, approximate at other temperatures (distill.teacher.cache.compact)
+    logit_modes: tuple[str, ...] = ("full", "topk", "none")
 
 
 @dataclass

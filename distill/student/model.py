@@ -213,14 +213,27 @@ def save_student(student: Student, out_dir: str | Path, extra_provenance: dict[s
 
 
 def load_student(path: str | Path, map_location: str = "cpu") -> Student:
-    """Rebuild a student from a checkpoint folder (or its ``model.safetensors``)."""
+    """Rebuild a student from a checkpoint folder (or its ``model.safetensors``).
+
+    Raises:
+        DistillError: not a checkpoint, or weights missing, damaged (truncated, empty) or of another model;
+            one line naming the file and what to do.
+    """
     path = Path(path)
     folder = path.parent if path.suffix == ".safetensors" else path
     if not (folder / STUDENT_SPEC).is_file():
         raise DistillError(f"{folder}: not a student checkpoint (no {STUDENT_SPEC})")
     spec = StudentSpec.from_dict(read_json(folder / STUDENT_SPEC), str(folder / STUDENT_SPEC))
     student = Student(spec)
-    state = load_file(str(folder / STUDENT_WEIGHTS), device=map_location)
+    try:  # loading reads every byte anyway: a damaged file costs nothing extra to catch here
+        state = load_file(str(folder / STUDENT_WEIGHTS), device=map_location)
+    except FileNotFoundError:
+        raise DistillError(f"{folder / STUDENT_WEIGHTS}: missing (the checkpoint folder has only {STUDENT_SPEC}); "
+                           "retrain with `distill train` or copy the checkpoint again") from None
+    except Exception as e:  # safetensors' own error types: truncated, empty, or not safetensors
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DistillError(f"{folder / STUDENT_WEIGHTS}: unreadable, truncated or not safetensors ({why}); "
+                           "retrain with `distill train` or copy the checkpoint again") from None
     missing, unexpected = student.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise DistillError(f"{folder / STUDENT_WEIGHTS}: weights do not match '{spec.arch}' "

@@ -31,6 +31,7 @@ from distill.student.transforms import normalize
 from distill.teacher import Teacher
 from distill.teacher.cache import (AdversarialViews, TeacherCache, check_manifest, check_sample_indices,
                                    dataset_expectation, diff_fields, expected_identity)
+from distill.teacher.cache.compact import check_strategy_layout
 from distill.teacher.pool import check_teacher_pool
 from distill.teacher.prompts import resolve_templates
 from distill.train.data import ViewPlan
@@ -110,6 +111,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
     teacher = _create_teacher(cfg, dataset, caches, device) if (cfg.teacher and caches) or needs.online_teacher \
         else None
     for cache in caches:
+        check_strategy_layout(strategy_cls.name, needs, cache.layout, cache.path)  # before any other work
         _check_cache(cache, cfg, dataset, teacher)
     _check_same_views(caches)
     pool = resolve_pool(cfg, dataset, strategy_cls.name, needs, source, caches)  # adds its folders to dataset

@@ -230,7 +230,7 @@ class Trainer:
         if setup.caches and (needs.cached_logits or needs.cached_features):
             rows = [c.lookup(index, view) for c in setup.caches]
             batch.teacher_logits = self.columns.logits(rows[0]["logits"].to(dev, non_blocking=True))
-            batch.teacher_emb = rows[0]["image_emb"].to(dev, non_blocking=True)
+            batch.teacher_emb = rows[0]["image_emb"].to(dev, non_blocking=True) if "image_emb" in rows[0] else None
             batch.teacher_logits_all = [self.columns.logits(r["logits"].to(dev, non_blocking=True)) for r in rows]
         if needs.labels and self._mixing:  # a mixed view's partner label, through the same gate
             row = rows[0] if rows else setup.caches[0].lookup(index, view)

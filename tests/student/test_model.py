@@ -158,3 +158,18 @@ def test_linear_head_strategies_refuse_a_text_head_student(name):
     with pytest.raises(DistillError, match=f"strategy '{name}'.*head=text") as e:
         create_strategy(name, student, {}, ctx)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:len(b) // 2], lambda b: b[:5], lambda b: b""],
+                         ids=["truncated", "header-cut", "empty"])
+def test_damaged_checkpoint_is_one_line(tmp_path, damage):
+    """A truncated or empty model.safetensors raised a raw SafetensorError traceback in `distill export`."""
+    from distill.cli import main as cli
+    save_student(Student(default_spec("test_resnet", CLASSES, SIZE)), tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(DistillError) as e:
+        load_student(tmp_path / "ckpt")
+    msg = str(e.value)
+    assert "\n" not in msg and str(weights) in msg and "retrain" in msg
+    assert cli(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "exp")]) == 2

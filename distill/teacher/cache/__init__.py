@@ -11,7 +11,9 @@ This package's public API is what this module exports; one job per module:
     - :mod:`~distill.teacher.cache.shards`: the one resumable, distributed shard writer.
     - :mod:`~distill.teacher.cache.options`: typed build settings.
     - :mod:`~distill.teacher.cache.build`: the builder (:mod:`~distill.teacher.cache.inputs`: its decode path).
-    - :mod:`~distill.teacher.cache.read`: the reader.
+    - :mod:`~distill.teacher.cache.read`: the reader (memory-mapped; :mod:`~distill.teacher.cache.mapped`: the
+      maps and the verify-once record; :mod:`~distill.teacher.cache.summary`: whole-cache views).
+    - :mod:`~distill.teacher.cache.compact`: compact rows (top-k / recomputed logits, no embeddings).
     - :mod:`~distill.teacher.cache.adversarial`: PGD views crafted once against the teacher.
     - :mod:`~distill.teacher.cache.pixels`: the views' pixels at the student's size (no decoding).
     - :mod:`distill.data.views`: view params (crop box + flip) and their replay.

@@ -58,6 +58,7 @@ from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIF
 from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
 from distill.student.transforms import normalize
 from distill.teacher.cache.format import DTYPES, load_verified
+from distill.teacher.cache.mapped import verify_once
 from distill.teacher.cache.identity import (TEACHER_UNCOMPARED, check_sample_indices, expected_identity, identity_diffs,
                                            stored_sample_indices)
 from distill.teacher.cache.options import AdversarialOptions
@@ -286,10 +287,9 @@ class AdversarialViews:
             if diffs:
                 raise DistillError(f"{path}: adversarial views were made for another teacher or dataset "
                                    f"({'; '.join(diffs)}); rebuild them")
-        parts = []
-        for sh in m.shards:
-            parts.append(load_verified(path / sh.file, sh.sha256,
-                                       f"delete {path} and rebuild it with `distill cache build ... --adv-views K`"))
+        rebuild = f"delete {path} and rebuild it with `distill cache build ... --adv-views K`"
+        verify_once(path, [(sh.file, sh.sha256) for sh in m.shards], rebuild)  # hashed once per file version
+        parts = [load_verified(path / sh.file, None, rebuild) for sh in m.shards]
         rows = {k: torch.cat([p[k] for p in parts]) for k in ROW_NAMES}
         return cls(path, m, rows)
 

@@ -50,8 +50,11 @@ from distill.errors import DistillError
 from distill.records import TEXT_EMBEDDINGS, CacheManifest
 from distill.teacher.cache.adversarial import build_adversarial_views
 from distill.teacher.cache.format import (
-    DTYPES, FORMAT, FORMAT_VERSION, ROW_DTYPES, SPLIT_CODES, empty_rows, read_shard_columns, read_shard_skipped,
-    write_shard,
+    COMPACT_VERSION, DTYPES, FORMAT, FORMAT_VERSION, SPLIT_CODES, empty_rows, read_shard_columns,
+    read_shard_skipped, write_shard,
+)
+from distill.teacher.cache.compact import (
+    compact_outputs, empty_outputs, make_layout, manifest_columns, output_columns, plan_layout,
 )
 from distill.teacher.cache.inputs import ImageViews, ViewDraws, collate_views, teacher_input
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
@@ -112,6 +115,10 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
     if dataset.folders:  # unlabeled folders outside the root: cached after its domains, in their own block
         data["unlabeled_folders"] = [folder_record(dataset, name, o.fingerprint == "content")
                                      for name in dataset.folders]
+    layout = make_layout(o.logits, o.topk, o.embeddings, len(dataset.classes))
+    compact = {} if layout is None else {  # a full-row plan stays as it was (version 2, no layout)
+        "format_version": COMPACT_VERSION,
+        "layout": layout.model_copy(update={"logit_scale": float(teacher.logit_scale)}).model_dump(mode="json")}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -127,6 +134,7 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
         "batch_size": int(o.batch_size),
         "shard_size": int(o.shard_size),
         "num_shards": math.ceil(images_with_rows(data) / o.shard_size),
+        **compact,
     }
 
 
@@ -290,6 +298,7 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
         "split": torch.tensor([SPLIT_CODES[s.split] for s in samples], dtype=torch.uint8),
     }
     dtype = DTYPES[plan["dtype"]]
+    layout = plan_layout(plan)
     norm = [torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1) for v in (info.mean, info.std)]
     delay = float(os.environ.get(SHARD_DELAY_ENV) or 0)
     pending: dict[int, list[dict[str, Tensor]]] = {}
@@ -310,7 +319,7 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
             if len(good):
                 x = batch["x"].to(device, non_blocking=True)
                 emb, logits = teacher(teacher_input(x, *norm) if x.dtype == torch.uint8 else x)
-                rows = {"image_emb": emb.to(dtype).cpu(), "logits": logits.to(dtype).cpu(),
+                rows = {**compact_outputs(layout, emb, logits, dtype),
                         "view": torch.arange(K, dtype=torch.int16).repeat(len(good)),
                         "view_params": batch["params"].float(),
                         "mix_partner": batch["mix"][:, 0].contiguous(),
@@ -320,10 +329,11 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
             seen[k] = seen.get(k, 0) + len(batch["pos"])
             bar.update(len(batch["pos"]) * K)
             if seen[k] == min((k + 1) * S, len(samples)) - k * S:
-                parts = pending.pop(k, []) or [empty_rows(plan["embed_dim"], plan["num_classes"], dtype,
-                                                                 len(policy.layout))]
+                parts = pending.pop(k, []) or [{
+                    **empty_rows(plan["embed_dim"], plan["num_classes"], dtype, len(policy.layout)),
+                    **empty_outputs(layout, plan["embed_dim"], plan["num_classes"], dtype)}]
                 write_shard(shards.path(k), {key: torch.cat([p[key] for p in parts]) for key in parts[0]},
-                            skipped.pop(k, []))
+                            skipped.pop(k, []), output_columns(layout))
                 if delay:
                     time.sleep(delay)
 
@@ -362,15 +372,14 @@ def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableSh
     atomic_write(out / TEXT_EMBEDDINGS, lambda p: save_file({"text_embeddings": text}, str(p)))
     text_sha256 = sha256_file(out / TEXT_EMBEDDINGS)
     D, C, P = plan["embed_dim"], plan["num_classes"], len(view_policy_of(plan["views"]).layout)
+    shapes, row_dtypes = manifest_columns(plan_layout(plan), rows, D, C, P, plan["dtype"])
     manifest = CacheManifest.from_dict({
         **plan,
         "dataset": {**plan["dataset"], "root": str(dataset.root.resolve()),
                     "class_map": dataset.class_map_source},
         "rows": rows,
-        "shapes": {"image_emb": [rows, D], "logits": [rows, C], "view_params": [rows, P],
-                   "text_embeddings": [C, D]},
-        "row_dtypes": {"image_emb": plan["dtype"], "logits": plan["dtype"],
-                       **{k: str(v).removeprefix("torch.") for k, v in ROW_DTYPES.items()}},
+        "shapes": shapes,
+        "row_dtypes": row_dtypes,
         "teacher_flops_per_image": teacher.image_flops(),
         **({"teacher_path": str(Path(teacher.pretrained).resolve())}
            if teacher.pretrained and Path(teacher.pretrained).is_file() else {}),

@@ -18,7 +18,12 @@ int16 (its view, -1 none). A shard's safetensors metadata holds ``skipped``: JSO
 images of its range that could not be decoded.
 
 Version 2 added ``mix_partner``/``mix_view`` and the wider ``view_params``; a version-1 cache
-still opens (:func:`upgrade_rows` fills the mix columns with -1).
+still opens (:func:`upgrade_rows` fills the mix columns with -1). Version 3 is a cache with compact
+rows (the manifest's ``layout``, :mod:`~distill.teacher.cache.compact`): ``image_emb`` may be absent
+and ``logits`` replaced by top-k columns or left out. A full-row build still writes version 2, so its
+plan and bytes are what they were.
+
+The reader keeps :data:`RESIDENT_KEYS` in memory and maps the rest (:mod:`~distill.teacher.cache.mapped`).
 """
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ from distill.utils.io import atomic_write
 
 FORMAT = "distill.teacher_cache"
 FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+COMPACT_VERSION = 3  # a build with a row layout other than full
+SUPPORTED_VERSIONS = (1, 2, 3)
 SPLIT_CODES = {"train": 0, "test": 1, "val": 2}
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 ROW_DTYPES = {
@@ -52,6 +58,8 @@ ROW_DTYPES = {
 }
 ROW_KEYS = ("image_emb", "logits", *ROW_DTYPES)
 MIX_KEYS = ("mix_partner", "mix_view")  # absent from version-1 shards
+RESIDENT_KEYS = ("sample_index", "view", "domain", "label", "split")  # 15 B a row, in memory after open
+MAPPED_KEYS = ("view_params", *MIX_KEYS)  # gathered per batch with the outputs
 
 
 def shard_name(k: int) -> str:
@@ -78,9 +86,12 @@ def save_shard(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, st
     atomic_write(path, lambda p: save_file(dict(tensors), str(p), metadata=metadata))
 
 
-def write_shard(path: Path, rows: Mapping[str, Tensor], skipped: list[dict]) -> None:
-    """Atomically write one cache shard: the :data:`ROW_KEYS` of ``rows`` and its skipped images."""
-    save_shard(path, {k: rows[k].contiguous() for k in ROW_KEYS}, {"skipped": json.dumps(skipped)})
+def write_shard(path: Path, rows: Mapping[str, Tensor], skipped: list[dict], outputs: Sequence[str] = ROW_KEYS[:2]
+                ) -> None:
+    """Atomically write one cache shard: the teacher ``outputs`` (the layout's columns) and :data:`ROW_DTYPES`
+    columns of ``rows``, and its skipped images."""
+    save_shard(path, {k: rows[k].contiguous() for k in (*outputs, *ROW_DTYPES)}, {"skipped": json.dumps(skipped)})
+
 
 
 def shard_rows(path: Path) -> int:
@@ -104,9 +115,9 @@ def read_shard_skipped(path: Path) -> list[dict]:
 def load_verified(file: Path, sha256: str | None, rebuild: str = "rebuild the cache") -> dict[str, Tensor]:
     """Tensors of a safetensors file whose bytes must hash to ``sha256`` (the manifest's record).
 
-    The file is read once into memory; hashing those bytes costs about as much as reading them
-    (see ``benchmarks/cache_read.py --verify``), so every open checks. ``sha256=None`` (a file
-    the manifest holds no hash for) is read unchecked.
+    The file is read once into memory and hashed from those bytes: for small files (the text
+    embeddings). Shards are mapped instead and checked once per file version
+    (:func:`~distill.teacher.cache.mapped.verify_once`), then read with ``sha256=None`` (unchecked here).
 
     Raises:
         DistillError: missing, changed since the build (sha256 differs), or unreadable; one line

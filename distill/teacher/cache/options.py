@@ -35,6 +35,10 @@ class CacheOptions:
             bytes into the manifest, so a run refuses an image edited to the same size.
         policy: augmented-view policy of views 1.. (:mod:`distill.data.view_policy`);
             its crop replaces ``augment``. None or a crop-only policy: today's crop views.
+        logits: ``"full"``, ``"topk"`` (the ``topk`` largest, TinyViT style) or ``"none"`` (recomputed
+            from the embeddings and the text head); see :mod:`distill.teacher.cache.compact`.
+        topk: K of ``logits="topk"``.
+        embeddings: store the image embeddings (False: only for strategies that read logits alone).
     """
 
     domains: tuple[str, ...] | None = None
@@ -46,6 +50,9 @@ class CacheOptions:
     dtype: str = "float16"
     fingerprint: str = "paths"
     policy: ViewPolicy | None = None
+    logits: str = "full"
+    topk: int | None = None
+    embeddings: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "domains", _names(self.domains))

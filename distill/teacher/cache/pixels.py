@@ -55,6 +55,7 @@ from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST, CACHE_PIXELS_PREFI
 from distill.teacher.cache.format import shard_name
 from distill.teacher.cache.identity import (CACHE_LAYOUT, check_sample_indices, expected_identity, identity_diffs,
                                            stored_sample_indices)
+from distill.teacher.cache.mapped import MappedFile, verify_once
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.utils.io import read_json
 
@@ -305,10 +306,13 @@ class PixelStore:
         self.path, self.manifest = path, manifest
         self.size, self.interpolation = manifest.plan.size, manifest.plan.interpolation
         V = int(manifest.plan.views["count"])
+        h, w = self.size
+        self._rebuild = (f"remove {path} and rerun `distill cache build ... --store-pixels {h}x{w} "
+                         f"--pixel-interpolation {self.interpolation}` on the same --out")
         keys, shard_ids, rows = [], [], []
         for k, shard in enumerate(manifest.shards):
-            with safe_open(str(path / shard.file), "pt") as f:
-                si, view = f.get_tensor("sample_index"), f.get_tensor("view").long()
+            f = MappedFile(path / shard.file, self._rebuild)  # a truncated shard: one line naming it
+            si, view = f.tensor("sample_index").clone(), f.tensor("view").long()
             keys.append(si * V + view)
             shard_ids.append(torch.full_like(si, k))
             rows.append(torch.arange(len(si)))
@@ -319,8 +323,8 @@ class PixelStore:
         self._row = torch.full((n,), -1, dtype=torch.long)
         if len(key):
             self._shard[key], self._row[key] = torch.cat(shard_ids), torch.cat(rows)
-        self._files = [str(path / s.file) for s in manifest.shards]
-        self._handles: dict[int, Any] = {}
+        self._files = [path / s.file for s in manifest.shards]
+        self._handles: dict[int, MappedFile] = {}
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_handles": {}}
@@ -329,16 +333,15 @@ class PixelStore:
         return int((self._row >= 0).sum())
 
     def get(self, sample_index: int, view: int) -> Tensor:
-        """uint8 [3, H, W] of one cached view."""
+        """uint8 [3, H, W] of one cached view (a copy of the mapped row)."""
         key = int(sample_index) * self._views + int(view)
         k = int(self._shard[key]) if 0 <= key < len(self._shard) and 0 <= view < self._views else -1
         if k < 0:
             raise DistillError(f"{self.path}: no stored pixels for sample {sample_index} view {view}")
         h = self._handles.get(k)
         if h is None:
-            h = self._handles[k] = safe_open(self._files[k], "pt")
-        r = int(self._row[key])
-        return h.get_slice("pixels")[r:r + 1][0]
+            h = self._handles[k] = MappedFile(self._files[k], self._rebuild)
+        return h.tensor("pixels")[int(self._row[key])].clone()
 
     @classmethod
     def open(cls, cache_dir: str | Path, cache_manifest: CacheManifest, size: tuple[int, int],
@@ -357,6 +360,11 @@ class PixelStore:
         if diffs:
             raise DistillError(f"{path}: pixel store does not match its cache (store vs cache: {'; '.join(diffs)}); "
                                f"remove it and rerun `distill cache build ... --store-pixels`")
+        h, w = m.plan.size
+        # each shard's sha256 (the manifest's) checked once per file version (distill.teacher.cache.mapped)
+        verify_once(path, [(sh.file, sh.sha256) for sh in m.shards],
+                    f"remove {path} and rerun `distill cache build ... --store-pixels {h}x{w} "
+                    f"--pixel-interpolation {m.plan.interpolation}` on the same --out")
         return cls(path, m)
 
 

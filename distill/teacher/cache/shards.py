@@ -25,6 +25,7 @@ from distill.errors import DistillError
 from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST
 from distill.teacher.cache.format import read_shard_skipped, save_shard, shard_name, shard_rows
 from distill.teacher.cache.identity import identity_diffs
+from distill.teacher.cache.mapped import record_verified
 from distill.utils.io import atomic_write_json, read_json, sha256_file
 from distill.utils.runtime import Dist, barrier
 
@@ -147,6 +148,7 @@ class ResumableShards:
                 raise DistillError(missing.format(path=path))
             files.append(ShardFile(path.name, shard_rows(path), path.stat().st_size, sha256_file(path),
                                    read_shard_skipped(path)))
+        record_verified(self.out, [(f.file, f.sha256) for f in files])  # hashed just now: opening reads none again
         return files
 
     def write_manifest(self, manifest: Mapping) -> None:
