@@ -42,7 +42,7 @@ from distill.train.logger import RunLog
 from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, mean_or_nan, metrics_row, selected_run_summary,
                                    write_metrics)
 from distill.utils.flops import count_flops, count_params
-from distill.utils.runtime import autocast, barrier, seed_step, step_seed
+from distill.utils.runtime import autocast, barrier, broadcast_flag, seed_step, step_seed
 from distill.utils.state import restore_optimizer, rng_state, set_rng_state
 
 _STEP_DELAY = float(os.environ.get("DISTILL_TRAIN_STEP_DELAY", "0") or 0)
@@ -125,18 +125,16 @@ class Trainer:
                                nesterov=optim.momentum > 0)  # momentum 0: plain SGD
 
     def _evaluators(self) -> tuple[DomainEvaluator | None, DomainEvaluator | None]:
-        """(test split of the evaluated domains, source validation split): rank 0 only."""
+        """(test split of the evaluated domains, source validation split): streamed, split over the ranks."""
         setup = self.setup
-        if not setup.dist.main:
-            return None, None
         preprocess = self.strategy.student.preprocess()
         # a target-data (source-free) strategy never reads a source-domain image, not even to evaluate
         source_free = setup.strategy.needs.target_data
+        opts = dict(workers=setup.cfg.run.workers, class_columns=setup.class_columns, dist=setup.dist)
         test = DomainEvaluator(setup.dataset, setup.target if source_free else setup.source + setup.target,
-                               preprocess, workers=0, class_columns=setup.class_columns)
+                               preprocess, **opts)
         # model selection: the source domains' validation split (never test; none for a source-free run)
-        val = None if source_free else DomainEvaluator(setup.dataset, setup.source, preprocess, split="val", workers=0,
-                                                       class_columns=setup.class_columns)
+        val = None if source_free else DomainEvaluator(setup.dataset, setup.source, preprocess, split="val", **opts)
         return test, val
 
     # -------------------------------------------------------------- state
@@ -342,15 +340,17 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, Any]:
         """Epoch ``epoch``'s metrics row (rank 0; ``{}`` elsewhere): test accuracy of every evaluated
-        domain (reported, never selected on) and source validation accuracy (selected on), as fractions."""
-        if not self.setup.dist.main:
-            return {}
+        domain (reported, never selected on) and source validation accuracy (selected on), as fractions.
+        Every rank evaluates its share of the splits (:class:`DomainEvaluator`)."""
         self.strategy.eval()
         cfg, predict, device = self.setup.cfg, self.strategy.predict, self.setup.device
         val = self.val_evaluator(predict, device) if self.val_evaluator is not None else {}
-        test_now = wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every, mean_or_nan(list(val.values())), self.best)
+        test_now = broadcast_flag(wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every,
+                                             mean_or_nan(list(val.values())), self.best), self.setup.dist)
         test = self.evaluator(predict, device) if test_now else {}
         self.strategy.train()
+        if not self.setup.dist.main:
+            return {}
         return metrics_row(epoch, test, val, self.setup.source, self.setup.target)
 
     def end_epoch(self, epoch: int, row: dict[str, Any], log: RunLog) -> None:
