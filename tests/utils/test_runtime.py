@@ -171,3 +171,18 @@ def test_cudnn_autotuner_stays_off_whether_or_not_runs_are_deterministic():
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
         torch.use_deterministic_algorithms(saved[2], warn_only=True)
+
+
+def test_process_group_timeout_is_long_by_default_and_set_by_the_environment(monkeypatch):
+    import datetime
+
+    from distill.errors import DistillError
+    from distill.utils.runtime import DEFAULT_TIMEOUT, TIMEOUT_ENV, dist_timeout
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert dist_timeout() == DEFAULT_TIMEOUT >= datetime.timedelta(hours=1)
+    monkeypatch.setenv(TIMEOUT_ENV, "90")
+    assert dist_timeout() == datetime.timedelta(seconds=90)
+    for bad in ("soon", "0", "-5"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(DistillError, match=TIMEOUT_ENV):
+            dist_timeout()
