@@ -36,7 +36,7 @@ from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.teacher.view_policy import PolicyRender
 from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_test
-from distill.train.data import (EpochBatches, Item, TrainImages, all_view_items, epoch_items, label_table, pool_items,
+from distill.train.data import (EpochBatches, TrainImages, all_view_items, epoch_keys, label_table, pool_keys,
                                 to_unit)
 from distill.train.logger import RunLog
 from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, mean_or_nan, metrics_row, selected_run_summary,
@@ -173,19 +173,18 @@ class Trainer:
         """This rank's batches of ``epoch`` from step ``skip_steps`` on, through one persistent DataLoader.
 
         The dataset holds every (image, view) pair once; the epoch's order and view choice
-        (:func:`epoch_items`, a pure function of ``run.seed`` and epoch) travel as the batch sampler's keys.
+        (:func:`epoch_keys`, a pure function of ``run.seed`` and epoch) travel as the batch sampler's keys.
         So the loader and its worker processes live for the whole run (``persistent_workers``),
         and a resumed run still sees exactly the batches an uninterrupted one sees.
         """
         setup, batch_size = self.setup, self.setup.cfg.optim.batch_size
         if self._train_loader is None:
             self._train_loader = self._make_train_loader()
-        cache = setup.caches[0] if setup.caches else None
         # order and view choice: the run's draw (run.seed); the cache's views seed fixes only how a view looks
-        items = epoch_items(self.train_samples, self.domain_index, setup.views.count, setup.cfg.run.seed, epoch, cache)
+        items = epoch_keys(len(self.train_samples), setup.views.count, setup.cfg.run.seed, epoch)
         items = items[: self.steps_per_epoch * batch_size]
-        pool = pool_items(self.pool, self.domain_index, setup.views.count, setup.cfg.run.seed, epoch,
-                          self.steps_per_epoch * self.pool_per_step, cache)
+        pool = pool_keys(len(self.pool), setup.views.count, setup.cfg.run.seed, epoch,
+                         self.steps_per_epoch * self.pool_per_step, offset=len(self.train_samples))
         self.epoch_batches.plan(items, range(skip_steps, self.steps_per_epoch), batch_size, setup.dist.rank,
                                 setup.dist.world, pool, self.pool_per_step)
         return self._train_loader
@@ -261,7 +260,7 @@ class Trainer:
     def clean_batches(self, batch_size: int = 256) -> Iterator[Batch]:
         """View-0 batches over all training images in dataset order (for epoch hooks)."""
         setup = self.setup
-        items = [Item(x, self.domain_index[x.domain], 0, None) for x in self.train_samples]
+        items = all_view_items(self.train_samples, self.domain_index, 1)  # view 0, drawn from the seed
         spec = self.strategy.student.spec
         images = TrainImages(setup.dataset, items, spec.input_size, spec.interpolation, setup.views.augment,
                              setup.views.seed, uint8=True)
