@@ -19,7 +19,7 @@ from torch import Tensor
 from distill.config import TrainConfig
 from distill.data.classes import ClassColumns, student_classes
 from distill.data.fingerprint import content_fingerprint
-from distill.data.folder import DomainFolder, Sample
+from distill.data.folder import DomainFolder, Sample, list_images
 from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST, UnlabeledPool
 from distill.strategies import Strategy, StrategyContext, create_strategy, get_strategy
@@ -35,7 +35,7 @@ from distill.teacher.views import ViewConfig
 from distill.train.data import ViewPlan
 from distill.train.pool import resolve_pool
 from distill.utils.runtime import (Dist, check_precision, init_distributed, resolve_device, seed_everything,
-                                   set_deterministic)
+                                   set_deterministic, share_from_main)
 
 
 @dataclass
@@ -89,8 +89,10 @@ def build(cfg: TrainConfig) -> TrainSetup:
     dist = init_distributed(device)
     seed_everything(cfg.run.seed)
     set_deterministic(cfg.run.deterministic)
+    # ROOT is listed once, on rank 0, and the listing sent to the other ranks
     dataset = DomainFolder(cfg.data.root, cfg.data.class_map, cfg.data.test_fraction, cfg.data.split_seed,
-                           cfg.data.val_fraction, cfg.data.pretrain_fraction)
+                           cfg.data.val_fraction, cfg.data.pretrain_fraction,
+                           listing=share_from_main(lambda: list_images(cfg.data.root), dist))
     if cfg.teacher is not None:  # before any cache or teacher is opened: a named stand-in's pool must stay out
         check_teacher_pool(cfg.teacher.pretrained, dataset, "this run")
     source = dataset.check_domains(cfg.data.source)

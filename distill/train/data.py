@@ -250,7 +250,7 @@ def _view_rows(cache, idx: Tensor, view: Tensor) -> list[tuple]:
     return out
 
 
-_LOOKUP_CHUNK = 65_536  # rows per cache lookup while the table is built (bounds the lookup's transient)
+_LOOKUP_CHUNK = 4096  # rows per cache lookup while the table is built (a lookup returns every field: bounded)
 
 
 def _view_columns(cache, idx: np.ndarray, view: np.ndarray) -> dict[str, np.ndarray | None]:

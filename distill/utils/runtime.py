@@ -26,13 +26,15 @@ import datetime as _dt
 import os
 import random
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from distill.errors import DistillError
+
+T = TypeVar("T")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -194,6 +196,27 @@ def broadcast_flag(flag: bool, d: Dist) -> bool:
     return bool(all_reduce_sum(t * int(d.main), d)[0])
 
 
+def share_from_main(make: Callable[[], T], d: Dist) -> T:
+    """``make()`` run on rank 0 only, its result sent to every rank (``broadcast_object_list``): work that is
+    the same on every rank (listing a data set's files) done once. A :class:`DistillError` on rank 0 is
+    raised on every rank (no rank is left waiting for an object that never comes)."""
+    if d.world <= 1:
+        return make()
+    box: list[Any] = [None]
+    if d.main:
+        try:
+            box[0] = ("ok", make())
+        except DistillError as e:
+            box[0] = ("error", str(e))
+    dist.broadcast_object_list(box, src=0,
+                               device=torch.device("cuda", torch.cuda.current_device())
+                               if dist.get_backend() == "nccl" else None)
+    kind, value = box[0]
+    if kind == "error":
+        raise DistillError(value)
+    return value
+
+
 # ---------------------------------------------------------------------------- seeding, determinism
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (every CUDA device too)."""
@@ -269,6 +292,6 @@ def full_precision(like: torch.Tensor):
 
 
 __all__ = ["DEFAULT_TIMEOUT", "DTYPES", "Dist", "PRECISIONS", "TIMEOUT_ENV", "all_reduce_sum", "autocast", "barrier",
-           "broadcast_flag", "dist_timeout", "check_precision", "deterministic_cublas", "full_precision", "init_distributed",
+           "broadcast_flag", "dist_timeout", "share_from_main", "check_precision", "deterministic_cublas", "full_precision", "init_distributed",
            "launched_by_torchrun", "process_group", "resolve_device", "seed_everything", "seed_step",
            "set_deterministic", "step_seed"]
