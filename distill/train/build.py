@@ -111,7 +111,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
     teacher = _create_teacher(cfg, dataset, caches, device) if (cfg.teacher and caches) or needs.online_teacher \
         else None
     for cache in caches:
-        _check_cache(cache, cfg, dataset, teacher)
+        _check_cache(cache, cfg, dataset, teacher, dist)
     _check_same_views(caches)
     pool = resolve_pool(cfg, dataset, strategy_cls.name, needs, source, caches)  # adds its folders to dataset
     _check_view_policy(strategy_cls.name, needs, caches)
@@ -218,7 +218,8 @@ def _create_teacher(cfg: TrainConfig, dataset: DomainFolder, caches: list[Teache
     return teacher.to(device)
 
 
-def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, teacher: Teacher | None) -> None:
+def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, teacher: Teacher | None,
+                 dist: Dist = Dist()) -> None:
     """Refuse a cache whose identity (teacher, preprocessing, classes, data) differs from this run's, or whose
     images data.root now numbers otherwise (a domain added before the cached ones: the rows are keyed by index).
 
@@ -230,7 +231,8 @@ def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, t
     data_inputs = dataset_expectation(cache.path, manifest, dataset)  # another data set's cache: named so
     content = None
     if manifest.dataset.content_fingerprint:  # built with --fingerprint content
-        content = content_fingerprint(dataset, cache.domains)
+        # every image read and hashed once per run (rank 0, a thread pool), not once per rank
+        content = share_from_main(lambda: content_fingerprint(dataset, cache.domains), dist)
     templates = None
     if cfg.teacher is not None:
         templates = list(cfg.teacher.templates) if cfg.teacher.templates else list(manifest.templates)
