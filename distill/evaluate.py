@@ -5,7 +5,9 @@ printing turns it into a percent.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
 
 import torch
 from torch import Tensor
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from distill.data.classes import ClassColumns
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
+from distill.utils.runtime import Dist, all_reduce_sum
 
 
 class ImageList(Dataset):
@@ -64,38 +67,131 @@ def seen_classes(data: dict[str, tuple[Tensor, Tensor]], columns: ClassColumns) 
     return out
 
 
+def rank_share(n: int, rank: int, world: int) -> range:
+    """The positions ``0..n-1`` that rank ``rank`` of ``world`` evaluates: one contiguous share each,
+    their sizes differing by at most one; the shares of all ranks are disjoint and cover ``range(n)``."""
+    return range(rank * n // world, (rank + 1) * n // world)
+
+
+class _SplitImages(Dataset):
+    """Position -> (preprocessed image [3, H, W], label in the model's columns) over a split held as two
+    int64 arrays (sample index, label): 16 bytes an image, shared by DataLoader workers without copies."""
+
+    def __init__(self, dataset: DomainFolder, index: np.ndarray, labels: np.ndarray, transform: Callable):
+        self.dataset, self.index, self.labels, self.transform = dataset, index, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        sample = self.dataset.sample_at(int(self.index[i]))
+        return self.transform(load_rgb(self.dataset.path(sample))), int(self.labels[i])
+
+
+class _DomainBatches:
+    """Batch sampler: ``batch_size`` consecutive positions of one domain's share at a time, domain after domain
+    (a batch never mixes domains), generated on the fly (no list that grows with the split)."""
+
+    def __init__(self, shares: Sequence[range], batch_size: int):
+        self.shares, self.batch_size = list(shares), batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for share in self.shares:
+            for i in range(share.start, share.stop, self.batch_size):
+                yield list(range(i, min(i + self.batch_size, share.stop)))
+
+    def __len__(self) -> int:
+        return sum(-(-len(s) // self.batch_size) for s in self.shares)
+
+
 class DomainEvaluator:
-    """Evaluates a model on each domain's split; decoded tensors are kept for reuse.
+    """Evaluates a model on each domain's split, streaming: images are decoded batch by batch by DataLoader
+    workers at every call, nothing decoded is kept, and the split is shared among the ranks.
+
+    The evaluator holds two int64 arrays over the split (sample index and label, 16 bytes an image); each
+    rank evaluates one contiguous share of each domain (:func:`rank_share`) and the per-domain
+    (correct, total) counts are summed over ranks (``torch.distributed.all_reduce``), so every rank returns
+    the same accuracies, and a single process counts exactly what it counted when the split was decoded
+    whole (same batches, same order). Every rank of a process group must call it together.
 
     Args:
         dataset: the data set.
         domains: domains to evaluate.
         transform: PIL -> normalized tensor (the student's eval preprocessing).
         split: "test" (default), "val" (model selection) or "train".
+        batch_size: images per forward.
+        workers: DataLoader workers decoding the batches (0: in this process).
         class_columns: the dataset class ids the model predicts (``data.withhold_classes`` leaves some
             out): only images of those classes are scored, labels remapped to the model's columns.
             None: every class, in dataset order.
+        dist: this process's place in the process group (None: a single process).
     """
 
     def __init__(self, dataset: DomainFolder, domains: Sequence[str], transform: Callable, split: str = "test",
-                 batch_size: int = 256, workers: int = 0, class_columns: Sequence[int] | None = None):
+                 batch_size: int = 256, workers: int = 0, class_columns: Sequence[int] | None = None,
+                 dist: Dist | None = None):
         self.domains, self.split = list(domains), split
-        self._data = decode_split(dataset, self.domains, transform, split, batch_size, workers)
-        if class_columns is not None:
-            self._data = seen_classes(self._data, ClassColumns(class_columns, len(dataset.classes)))
-        self.batch_size = batch_size
+        self.batch_size, self.workers, self.dist = batch_size, workers, dist or Dist()
+        columns = ClassColumns(class_columns, len(dataset.classes)) if class_columns is not None else None
+        index, labels, self._spans = [], [], {}  # _spans: domain -> (start, stop) in the arrays
+        at = 0
+        for d in self.domains:
+            samples = dataset.select([d], split)
+            idx = np.fromiter((s.index for s in samples), dtype=np.int64, count=len(samples))
+            lab = torch.from_numpy(np.fromiter((s.label for s in samples), dtype=np.int64, count=len(samples)))
+            if columns is not None:  # the model's classes only, labels remapped to its columns
+                lab = columns.labels(lab)
+                keep = (lab >= 0).numpy()
+                idx, lab = idx[keep], lab[torch.from_numpy(keep)]
+            if not len(idx):
+                continue  # a domain with no (seen-class) images in the split is left out
+            index.append(idx)
+            labels.append(lab.numpy())
+            self._spans[d] = (at, at + len(idx))
+            at += len(idx)
+        empty = np.zeros(0, dtype=np.int64)
+        self._images = _SplitImages(dataset, np.concatenate(index) if index else empty,
+                                    np.concatenate(labels) if labels else empty, transform)
+
+    @property
+    def present(self) -> list[str]:
+        """The domains scored: those of ``domains`` with (seen-class) images in the split."""
+        return list(self._spans)
+
+    def __len__(self) -> int:
+        """Images in the split (all ranks together)."""
+        return len(self._images)
+
+    def share(self, domain: str) -> range:
+        """This rank's positions of ``domain`` (empty when the domain has no images in the split)."""
+        start, stop = self._spans.get(domain, (0, 0))
+        part = rank_share(stop - start, self.dist.rank, self.dist.world)
+        return range(start + part.start, start + part.stop)
 
     @torch.no_grad()
+    def counts(self, predict: Callable[[Tensor], Tensor], device: str | torch.device = "cpu") -> dict[str, tuple[int, int]]:
+        """``{domain: (correct, total)}`` summed over ranks (domains with no images in the split omitted)."""
+        device = torch.device(device)
+        domains = list(self._spans)
+        shares = [self.share(d) for d in domains]
+        correct = torch.zeros(len(domains), dtype=torch.long, device=device)
+        if any(len(s) for s in shares):
+            which = np.zeros(len(self._images), dtype=np.int64)  # position -> domain number, for the counts
+            for k, d in enumerate(domains):
+                which[slice(*self._spans[d])] = k
+            loader = DataLoader(self._images, batch_sampler=_DomainBatches(shares, self.batch_size),
+                                num_workers=self.workers, pin_memory=device.type == "cuda")
+            batches = iter(_DomainBatches(shares, self.batch_size))
+            for (x, y), positions in zip(loader, batches):
+                logits = predict(x.to(device, non_blocking=True))
+                correct[which[positions[0]]] += (logits.argmax(-1) == y.to(device, non_blocking=True)).sum()
+        totals = torch.tensor([self._spans[d][1] - self._spans[d][0] for d in domains], dtype=torch.long)
+        correct = all_reduce_sum(correct, self.dist).cpu()
+        return {d: (int(c), int(t)) for d, c, t in zip(domains, correct, totals)}
+
     def __call__(self, predict: Callable[[Tensor], Tensor], device: str | torch.device = "cpu") -> dict[str, float]:
         """Accuracy per domain as a fraction in [0, 1] (domains with no images in the split are omitted).
 
         ``predict`` maps preprocessed images [B, 3, H, W] on ``device`` to logits [B, C].
         """
-        out = {}
-        for d, (x, y) in self._data.items():
-            correct = 0
-            for i in range(0, len(x), self.batch_size):
-                logits = predict(x[i:i + self.batch_size].to(device))
-                correct += int((logits.argmax(-1).cpu() == y[i:i + self.batch_size]).sum())
-            out[d] = correct / len(x)
-        return out
+        return {d: c / t for d, (c, t) in self.counts(predict, device).items()}

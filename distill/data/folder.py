@@ -57,6 +57,27 @@ class Sample:
     size: int  # bytes on disk, part of the dataset fingerprint
 
 
+#: ROOT's scan: (sorted domain folders, [(relpath, domain, class folder, bytes)]) (:func:`list_images`).
+Listing = tuple[list[str], list[tuple[str, str, str, int]]]
+
+
+def list_images(root: str | Path) -> Listing:
+    """The one walk of ROOT's file system: its domain folders and every image under ROOT/DOMAIN/CLASS/ with
+    its size (hidden files and folders skipped). :class:`DomainFolder` makes it, or takes one made once for
+    the whole run (:func:`distill.utils.runtime.share_from_main`: rank 0 lists, the other ranks receive)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DistillError(f"{root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
+    domains = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = []
+    for domain in domains:
+        for cdir in sorted(p for p in (root / domain).iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in sorted(cdir.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."):
+                    files.append((f.relative_to(root).as_posix(), domain, cdir.name, f.stat().st_size))
+    return domains, files
+
+
 def load_class_map(path: str | Path | None) -> dict[str, str]:
     """Read a class-name map (YAML or JSON object of ``folder -> name``)."""
     if path is None:
@@ -91,11 +112,14 @@ class DomainFolder:
         root: dataset root.
         split: the split rule (:class:`~distill.data.split.SplitRule`: class-name map, test / val /
             pretrain fraction, split seed), passed whole; default: its defaults.
+        listing: ROOT's :func:`list_images`, made elsewhere (a run lists once and shares it with every
+            rank); None: scan ROOT here.
         **keys: the rule's keys by name (``test_fraction=0.5``), over ``split``'s: a short spelling for
             scripts and tests.
     """
 
-    def __init__(self, root: str | Path, split: SplitRule | None = None, **keys: Any):
+    def __init__(self, root: str | Path, split: SplitRule | None = None, listing: Listing | None = None,
+                 **keys: Any):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DistillError(f"{self.root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
@@ -117,19 +141,15 @@ class DomainFolder:
         self.folders: dict[str, UnlabeledFolder] = {}  # unlabeled folders outside ROOT, by name (add_folder)
         self._folder_samples: dict[int, Sample] = {}  # their samples, by index
 
-        self.domains: list[str] = sorted(
-            d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
-        )
+        domains, files = listing if listing is not None else list_images(self.root)
+        self.domains: list[str] = list(domains)
         if not self.domains:
             raise DistillError(f"{self.root}: no domain folders found (expected ROOT/DOMAIN/CLASS/image)")
-        found: list[tuple[str, str, str, int]] = []  # (relpath, domain, class_name, size)
         self._check_class_map_domains()
-        for domain in self.domains:
-            for cdir in sorted(p for p in (self.root / domain).iterdir() if p.is_dir() and not p.name.startswith(".")):
-                name = self.class_map.get(f"{domain}/{cdir.name}", self.class_map.get(cdir.name, cdir.name))
-                for f in sorted(cdir.rglob("*")):
-                    if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."):
-                        found.append((f.relative_to(self.root).as_posix(), domain, name, f.stat().st_size))
+        cmap = self.class_map
+        found = [(rel, domain, cmap.get(f"{domain}/{folder}", cmap.get(folder, folder)), size)
+                 for rel, domain, folder, size in files]  # (relpath, domain, class_name, size)
+        del files
         if not found:
             raise DistillError(f"{self.root}: no images found under ROOT/DOMAIN/CLASS/")
         self.classes: list[str] = sorted({c for _, _, c, _ in found})

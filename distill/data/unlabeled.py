@@ -24,7 +24,7 @@ from typing import Iterable
 
 from distill.data.images import IMAGE_EXTENSIONS
 from distill.errors import DistillError
-from distill.utils.io import sha256_file
+from distill.utils.io import sha256_files
 
 FOLDER_HINT = "a folder is named by a path: with a '/', or starting with '.' or '~'"
 
@@ -55,8 +55,9 @@ class UnlabeledFolder:
     def content_sha256(self) -> str:
         """sha256 over the sorted relative paths and each image's bytes hashed (one read of the folder)."""
         h = hashlib.sha256()
-        for rel, _ in self.files:
-            h.update(f"{rel}\t{sha256_file(self.path / rel)}\n".encode())
+        digests = sha256_files(self.path / rel for rel, _ in self.files)  # a thread pool
+        for (rel, _), digest in zip(self.files, digests):
+            h.update(f"{rel}\t{digest}\n".encode())
         return h.hexdigest()
 
 

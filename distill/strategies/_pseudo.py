@@ -109,6 +109,10 @@ def knn_smooth(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024) -
     A memory-bank smoothing in the spirit of NRC / AaD (Yang et al. 2021, 2022): neighbours in
     the adapting model's feature space tend to share a class, so a wrong label on one sample is
     outvoted by its neighbours. [N, F], [N, C] -> [N, C].
+
+    Exact, in tiles: ``chunk`` queries against ``chunk`` candidates at a time, keeping a running top-k
+    (:func:`knn_indices`), so the working memory is ``chunk x chunk`` similarities plus ``N x k``
+    indices, linear in N (a ``chunk x N`` block is 40 GB at N = 10^7).
     """
     if k <= 1 or len(features) <= 1:
         return probs
@@ -116,9 +120,22 @@ def knn_smooth(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024) -
     k = min(k, len(f))
     out = torch.empty_like(probs)
     for s in range(0, len(f), chunk):
-        idx = (f[s:s + chunk] @ f.T).topk(k, dim=-1).indices  # [b, k]
-        out[s:s + chunk] = probs[idx].mean(1)
+        out[s:s + chunk] = probs[knn_indices(f[s:s + chunk], f, k, chunk)].mean(1)
     return out
+
+
+def knn_indices(queries: Tensor, keys: Tensor, k: int, chunk: int = 1024) -> Tensor:
+    """Indices [B, k] of each query's ``k`` largest dot products with ``keys`` [N, F], largest first:
+    ``(queries @ keys.T).topk(k).indices`` computed over ``chunk`` keys at a time (a running top-k)."""
+    best_val = best_idx = None
+    for t in range(0, len(keys), chunk):
+        sim = queries @ keys[t:t + chunk].T  # [B, b]
+        idx = torch.arange(t, t + len(sim[0]), device=keys.device).expand_as(sim)
+        if best_val is not None:  # the running best first: on a tie the earlier key stays ahead
+            sim, idx = torch.cat([best_val, sim], 1), torch.cat([best_idx, idx], 1)
+        best_val, at = sim.topk(min(k, sim.shape[1]), dim=-1)
+        best_idx = idx.gather(1, at)
+    return best_idx
 
 
 # ---------------------------------------------------------------------------- epoch refresh

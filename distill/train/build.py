@@ -19,7 +19,7 @@ from torch import Tensor
 from distill.config import TrainConfig
 from distill.data.classes import ClassColumns, student_classes
 from distill.data.fingerprint import content_fingerprint
-from distill.data.folder import DomainFolder, Sample
+from distill.data.folder import DomainFolder, Sample, list_images
 from distill.data.split import SplitRule
 from distill.data.views import ViewConfig
 from distill.errors import DistillError
@@ -37,7 +37,7 @@ from distill.teacher.prompts import resolve_templates
 from distill.train.data import ViewPlan
 from distill.train.pool import resolve_pool
 from distill.utils.runtime import (Dist, check_precision, init_distributed, resolve_device, seed_everything,
-                                   set_deterministic)
+                                   set_deterministic, share_from_main)
 
 
 @dataclass
@@ -92,7 +92,9 @@ def build(cfg: TrainConfig) -> TrainSetup:
     seed_everything(cfg.run.seed)
     set_deterministic(cfg.run.deterministic)
     cfg = with_split_rule(cfg)  # the keys the recipe leaves unset: the cache's (saved so with the run)
-    dataset = DomainFolder(cfg.data.root, cfg.data.split_rule())
+    # ROOT is listed once, on rank 0, and the listing sent to the other ranks
+    dataset = DomainFolder(cfg.data.root, cfg.data.split_rule(),
+                           listing=share_from_main(lambda: list_images(cfg.data.root), dist))
     if cfg.teacher is not None:  # before any cache or teacher is opened: a named stand-in's pool must stay out
         check_teacher_pool(cfg.teacher.pretrained, dataset, "this run")
     source = dataset.check_domains(cfg.data.source)
@@ -112,7 +114,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
         else None
     for cache in caches:
         check_strategy_layout(strategy_cls.name, needs, cache.layout, cache.path)  # before any other work
-        _check_cache(cache, cfg, dataset, teacher)
+        _check_cache(cache, cfg, dataset, teacher, dist)
     _check_same_views(caches)
     pool = resolve_pool(cfg, dataset, strategy_cls.name, needs, source, caches)  # adds its folders to dataset
     _check_view_policy(strategy_cls.name, needs, caches)
@@ -231,7 +233,8 @@ def _create_teacher(cfg: TrainConfig, dataset: DomainFolder, caches: list[Teache
     return teacher.to(device)
 
 
-def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, teacher: Teacher | None) -> None:
+def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, teacher: Teacher | None,
+                 dist: Dist = Dist()) -> None:
     """Refuse a cache whose identity (teacher, preprocessing, classes, data) differs from this run's, or whose
     images data.root now numbers otherwise (a domain added before the cached ones: the rows are keyed by index).
 
@@ -243,7 +246,8 @@ def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, t
     data_inputs = dataset_expectation(cache.path, manifest, dataset)  # another data set's cache: named so
     content = None
     if manifest.dataset.content_fingerprint:  # built with --fingerprint content
-        content = content_fingerprint(dataset, cache.domains)
+        # every image read and hashed once per run (rank 0, a thread pool), not once per rank
+        content = share_from_main(lambda: content_fingerprint(dataset, cache.domains), dist)
     templates = None
     if cfg.teacher is not None:
         templates = list(cfg.teacher.templates) if cfg.teacher.templates else list(manifest.templates)

@@ -32,14 +32,14 @@ from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_test
-from distill.train.guard import GradGuard
-from distill.train.data import (EpochBatches, Item, TrainImages, all_view_items, epoch_items, label_table, pool_items,
+from distill.train.data import (EpochBatches, TrainImages, all_view_items, epoch_keys, label_table, pool_keys,
                                 to_unit)
+from distill.train.guard import GradGuard
 from distill.train.logger import RunLog
 from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, mean_or_nan, metrics_row, selected_run_summary,
                                    write_metrics)
 from distill.utils.flops import count_flops, count_params
-from distill.utils.runtime import autocast, barrier, seed_step, step_seed
+from distill.utils.runtime import autocast, barrier, broadcast_flag, seed_step, step_seed
 from distill.utils.state import restore_optimizer, rng_state, set_rng_state
 
 _STEP_DELAY = float(os.environ.get("DISTILL_TRAIN_STEP_DELAY", "0") or 0)
@@ -118,18 +118,16 @@ class Trainer:
                                nesterov=optim.momentum > 0)  # momentum 0: plain SGD
 
     def _evaluators(self) -> tuple[DomainEvaluator | None, DomainEvaluator | None]:
-        """(test split of the evaluated domains, source validation split): rank 0 only."""
+        """(test split of the evaluated domains, source validation split): streamed, split over the ranks."""
         setup = self.setup
-        if not setup.dist.main:  # rank 0 only
-            return None, None
         preprocess = self.strategy.student.preprocess()
         # a target-data (source-free) strategy never reads a source-domain image, not even to evaluate
         source_free = setup.strategy.needs.target_data
+        opts = dict(workers=setup.cfg.run.workers, class_columns=setup.class_columns, dist=setup.dist)
         test = DomainEvaluator(setup.dataset, setup.target if source_free else setup.source + setup.target,
-                               preprocess, workers=0, class_columns=setup.class_columns)
+                               preprocess, **opts)
         # model selection: the source domains' validation split (never test; none for a source-free run)
-        val = None if source_free else DomainEvaluator(setup.dataset, setup.source, preprocess, split="val", workers=0,
-                                                       class_columns=setup.class_columns)
+        val = None if source_free else DomainEvaluator(setup.dataset, setup.source, preprocess, split="val", **opts)
         return test, val
 
     # -------------------------------------------------------------- state
@@ -168,18 +166,17 @@ class Trainer:
     # -------------------------------------------------------------- batches
     def loader(self, epoch: int, skip_steps: int) -> DataLoader:
         """This rank's batches of ``epoch`` from step ``skip_steps`` on, through one persistent DataLoader: the
-        epoch's order and view choice (:func:`epoch_items`, a function of ``run.seed`` and epoch) travel as the batch
+        epoch's order and view choice (:func:`epoch_keys`, a function of ``run.seed`` and epoch) travel as the batch
         sampler's keys, so workers live for the whole run and a resumed run sees the batches an uninterrupted one sees.
         """
         setup, batch_size = self.setup, self.setup.cfg.optim.batch_size
         if self._train_loader is None:
             self._train_loader = self._make_train_loader()
-        cache = setup.caches[0] if setup.caches else None
         # order and view choice: the run's draw (run.seed); the cache's views seed fixes only how a view looks
-        items = epoch_items(self.train_samples, self.domain_index, setup.views.count, setup.cfg.run.seed, epoch, cache)
+        items = epoch_keys(len(self.train_samples), setup.views.count, setup.cfg.run.seed, epoch)
         items = items[: self.steps_per_epoch * batch_size]
-        pool = pool_items(self.pool, self.domain_index, setup.views.count, setup.cfg.run.seed, epoch,
-                          self.steps_per_epoch * self.pool_per_step, cache)
+        pool = pool_keys(len(self.pool), setup.views.count, setup.cfg.run.seed, epoch,
+                         self.steps_per_epoch * self.pool_per_step, offset=len(self.train_samples))
         self.epoch_batches.plan(items, range(skip_steps, self.steps_per_epoch), batch_size, setup.dist.rank,
                                 setup.dist.world, pool, self.pool_per_step)
         return self._train_loader
@@ -247,7 +244,7 @@ class Trainer:
     def clean_batches(self, batch_size: int = 256) -> Iterator[Batch]:
         """View-0 batches over all training images in dataset order (for epoch hooks)."""
         setup = self.setup
-        items = [Item(x, self.domain_index[x.domain], 0, None) for x in self.train_samples]
+        items = all_view_items(self.train_samples, self.domain_index, 1)  # view 0, drawn from the seed
         spec = self.strategy.student.spec
         images = TrainImages(setup.dataset, items, spec.input_size, spec.interpolation, setup.views.augment,
                              setup.views.seed, uint8=True)
@@ -333,15 +330,17 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, Any]:
         """Epoch ``epoch``'s metrics row (rank 0; ``{}`` elsewhere): test accuracy of every evaluated
-        domain (reported, never selected on) and source validation accuracy (selected on), as fractions."""
-        if not self.setup.dist.main:
-            return {}
+        domain (reported, never selected on) and source validation accuracy (selected on), as fractions.
+        Every rank evaluates its share of the splits (:class:`DomainEvaluator`)."""
         self.strategy.eval()
         cfg, predict, device = self.setup.cfg, self.strategy.predict, self.setup.device
         val = self.val_evaluator(predict, device) if self.val_evaluator is not None else {}
-        test_now = wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every, mean_or_nan(list(val.values())), self.best)
+        test_now = broadcast_flag(wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every,
+                                             mean_or_nan(list(val.values())), self.best), self.setup.dist)
         test = self.evaluator(predict, device) if test_now else {}
         self.strategy.train()
+        if not self.setup.dist.main:
+            return {}
         return metrics_row(epoch, test, val, self.setup.source, self.setup.target)
 
     def end_epoch(self, epoch: int, row: dict[str, Any], log: RunLog) -> None:

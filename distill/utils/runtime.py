@@ -26,13 +26,15 @@ import datetime as _dt
 import os
 import random
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from distill.errors import DistillError
+
+T = TypeVar("T")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -113,18 +115,43 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+#: Environment variable: the process group's timeout in seconds (how long a collective, a barrier
+#: included, waits for the slowest rank before the job fails).
+TIMEOUT_ENV = "DISTILL_DIST_TIMEOUT"
+#: Its default: 6 hours. torch's own (10-30 minutes, by backend and version) is shorter than a stage
+#: one rank may run alone while the others wait (rank 0 writing a checkpoint or a summary, the robust
+#: evaluation of the best checkpoint, a large data set's listing).
+DEFAULT_TIMEOUT = _dt.timedelta(hours=6)
+
+
+def dist_timeout() -> _dt.timedelta:
+    """The process-group timeout: ``DISTILL_DIST_TIMEOUT`` seconds when set, else :data:`DEFAULT_TIMEOUT`."""
+    value = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not value:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise DistillError(f"environment {TIMEOUT_ENV}={value!r}: the process-group timeout must be a positive "
+                           "number of seconds")
+    return _dt.timedelta(seconds=seconds)
+
+
 def init_distributed(device: torch.device, timeout: _dt.timedelta | None = None) -> Dist:
     """Join the torchrun process group (NCCL on CUDA, gloo otherwise); a lone process gets ``Dist()``.
 
-    Call :func:`resolve_device` first: NCCL binds each rank to the current CUDA device.
+    Call :func:`resolve_device` first: NCCL binds each rank to the current CUDA device. ``timeout``
+    None: :func:`dist_timeout` (``DISTILL_DIST_TIMEOUT`` seconds, default 6 hours).
     """
     if not launched_by_torchrun() or not dist.is_available():
         return Dist()
     if not dist.is_initialized():
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return Dist()
-        kwargs = {"timeout": timeout} if timeout is not None else {}
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **kwargs)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=timeout if timeout is not None else dist_timeout())
     return Dist(dist.get_rank(), dist.get_world_size(), _torchrun_local_rank() or 0)
 
 
@@ -148,6 +175,46 @@ def barrier(d: Dist) -> None:
         dist.barrier(device_ids=[torch.cuda.current_device()])
     else:
         dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """``t`` summed over the ranks (``t`` itself in a single process). Under NCCL the sum runs on this
+    rank's GPU; gloo sums CPU tensors. Returns a tensor on ``t``'s device."""
+    if d.world <= 1:
+        return t
+    nccl = dist.get_backend() == "nccl"
+    buf = t.to(torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu").clone()
+    dist.all_reduce(buf)
+    return buf.to(t.device)
+
+
+def broadcast_flag(flag: bool, d: Dist) -> bool:
+    """Rank 0's ``flag`` on every rank (so that all of them take the same branch into a collective)."""
+    if d.world <= 1:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.long)
+    return bool(all_reduce_sum(t * int(d.main), d)[0])
+
+
+def share_from_main(make: Callable[[], T], d: Dist) -> T:
+    """``make()`` run on rank 0 only, its result sent to every rank (``broadcast_object_list``): work that is
+    the same on every rank (listing a data set's files) done once. A :class:`DistillError` on rank 0 is
+    raised on every rank (no rank is left waiting for an object that never comes)."""
+    if d.world <= 1:
+        return make()
+    box: list[Any] = [None]
+    if d.main:
+        try:
+            box[0] = ("ok", make())
+        except DistillError as e:
+            box[0] = ("error", str(e))
+    dist.broadcast_object_list(box, src=0,
+                               device=torch.device("cuda", torch.cuda.current_device())
+                               if dist.get_backend() == "nccl" else None)
+    kind, value = box[0]
+    if kind == "error":
+        raise DistillError(value)
+    return value
 
 
 # ---------------------------------------------------------------------------- seeding, determinism
@@ -224,6 +291,7 @@ def full_precision(like: torch.Tensor):
     return torch.autocast(like.device.type, enabled=False)
 
 
-__all__ = ["DTYPES", "Dist", "PRECISIONS", "autocast", "barrier", "check_precision", "deterministic_cublas", "full_precision", "init_distributed",
+__all__ = ["DEFAULT_TIMEOUT", "DTYPES", "Dist", "PRECISIONS", "TIMEOUT_ENV", "all_reduce_sum", "autocast", "barrier",
+           "broadcast_flag", "dist_timeout", "share_from_main", "check_precision", "deterministic_cublas", "full_precision", "init_distributed",
            "launched_by_torchrun", "process_group", "resolve_device", "seed_everything", "seed_step",
            "set_deterministic", "step_seed"]

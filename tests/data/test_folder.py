@@ -177,3 +177,16 @@ def test_class_map_key_for_an_unknown_domain_is_an_error(tree: Path) -> None:
     with pytest.raises(DistillError) as e:
         DomainFolder(tree, class_map={"real/car": "automobile"})  # no car folder in real
     assert str(e.value) == f"class-name map: key 'real/car' names class folder 'car', which is not under {tree / 'real'}"
+
+
+def test_a_folder_built_from_a_shared_listing_is_the_scanned_one(tmp_path):
+    """DomainFolder(listing=list_images(ROOT)) (what a run's other ranks get from rank 0) equals a scan."""
+    from distill.data.folder import list_images
+    from tests.shapes import make_shapes_root
+    root = make_shapes_root(tmp_path / "r", ["red", "green"], per_class=3)
+    (root / "classnames.yaml").write_text("circle: round thing\n")
+    listing = list_images(root)
+    scanned, shared = DomainFolder(root), DomainFolder(root, listing=listing)
+    assert shared.samples == scanned.samples and shared.classes == scanned.classes == sorted(shared.classes)
+    assert "round thing" in shared.classes and shared.fingerprint() == scanned.fingerprint()
+    assert listing[0] == ["green", "red"] and all(f[2] in ("circle", "square", "stripes") for f in listing[1])

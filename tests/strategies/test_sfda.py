@@ -317,3 +317,29 @@ def test_set_overrides_a_strategys_own_optim_defaults():
 
     assert adapt_optim("shot")["lr"] == 5e-4 and adapt_optim("sfda")["lr"] == 3e-3
     assert adapt_optim("shot", {"lr": 1e-3})["lr"] == 1e-3 and adapt_optim("shot")["epochs"] == 10
+
+
+def test_the_neighbour_step_in_tiles_equals_the_whole_similarity_matrix(monkeypatch):
+    """knn_smooth with chunks smaller than N: the exact result of the N x N computation, and no similarity
+    block larger than chunk x chunk (memory linear in N)."""
+    from distill.strategies._pseudo import knn_indices
+    g = torch.Generator().manual_seed(0)
+    feats, probs = torch.randn(53, 8, generator=g), torch.softmax(torch.randn(53, 4, generator=g), -1)
+    f = torch.nn.functional.normalize(feats, dim=-1)
+    whole = (f @ f.T).topk(5, dim=-1).indices
+    want = probs[whole].mean(1)
+    largest = []
+    matmul = torch.Tensor.__matmul__
+
+    def recording(a, b):
+        out = matmul(a, b)
+        largest.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", recording)
+    for chunk in (1, 7, 16, 53, 100):
+        assert torch.equal(knn_indices(f, f, 5, chunk), whole)
+        largest.clear()
+        got = knn_smooth(feats, probs, k=5, chunk=chunk)
+        assert torch.equal(got, want), chunk
+        assert max(largest) <= chunk * min(chunk, 53)

@@ -12,7 +12,8 @@ from distill.data.view_policy import preset
 from distill.teacher.cache import CacheOptions, PixelOptions, TeacherCache, build_cache
 from distill.teacher.clip import Teacher
 from distill.train import train
-from distill.train.data import EpochBatches, all_view_items, epoch_items, label_table, pool_items
+from distill.train.data import (EpochBatches, Item, ItemTable, TrainImages, all_view_items, epoch_items, epoch_keys,
+                                label_table, pool_items, pool_keys)
 
 
 def _samples(n: int, first_index: int = 5) -> list[Sample]:
@@ -32,7 +33,7 @@ def test_the_batch_plan_splits_each_global_batch_over_ranks():
     for step in range(2):  # steps 1 and 2 of the epoch: items 4..7 and 8..11, rank 0 first
         keys = per_rank[0][step] + per_rank[1][step]
         want = items[(step + 1) * 4:(step + 2) * 4]
-        assert [(pairs[k].sample.index, pairs[k].view) for k in keys] == [(i.sample.index, i.view) for i in want]
+        assert [(pairs.sample[k], pairs.view[k]) for k in keys] == [(i.sample.index, i.view) for i in want]
 
 
 def test_replanning_refills_the_same_sampler_object():
@@ -61,7 +62,7 @@ def test_training_replays_the_cached_views(tiny_root, tiny_cache):
     assert [(i.sample.index, i.view) for i in items] != [(i.sample.index, i.view) for i in other]
     # the loader's dataset carries the same cached params for every (image, view)
     pairs = all_view_items(samples, domain_index, 2, cache)
-    by_key = {(p.sample.index, p.view): p.params for p in pairs}
+    by_key = {(int(pairs.sample[k]), int(pairs.view[k])): pairs.params_at(k) for k in range(len(pairs))}
     assert all(by_key[(it.sample.index, it.view)] == it.params for it in items)
 
 
@@ -93,9 +94,9 @@ def test_the_batch_plan_appends_each_steps_pool_items_and_splits_both_over_ranks
         assert all(len(b) == 4 for b in plan)  # 2 labelled + 2 pool rows per rank
         keys.append(list(plan))
     for step in range(2):
-        got = [(pairs[k].sample.index, pairs[k].view) for k in keys[0][step][:2] + keys[1][step][:2]]
+        got = [(pairs.sample[k], pairs.view[k]) for k in keys[0][step][:2] + keys[1][step][:2]]
         assert got == [(i.sample.index, i.view) for i in items[step * 4:(step + 1) * 4]]
-        got = [(pairs[k].sample.index, pairs[k].view) for k in keys[0][step][2:] + keys[1][step][2:]]
+        got = [(pairs.sample[k], pairs.view[k]) for k in keys[0][step][2:] + keys[1][step][2:]]
         assert got == [(i.sample.index, i.view) for i in extra[step * 4:(step + 1) * 4]]
 
 
@@ -134,3 +135,39 @@ def test_a_policy_cache_trains_the_same_from_its_pixel_store_as_decoding(tiny_ro
     assert "decoding images" in lines[0] and lines[1].startswith("input: cached pixels 16x16 bilinear")
     a, b = weights
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_keys_are_the_epoch_items_without_objects():
+    """epoch_keys / pool_keys: the same draws as epoch_items / pool_items, as int64 keys of the table."""
+    samples, pool = _samples(9), _samples(4, first_index=100)
+    plan = EpochBatches(samples + pool, views=3)
+    for epoch in range(3):
+        assert np.array_equal(epoch_keys(len(samples), 3, 4, epoch),
+                              plan.keys(epoch_items(samples, {"d": 0}, 3, 4, epoch)))
+        assert np.array_equal(pool_keys(len(pool), 3, 4, epoch, 10, offset=len(samples)),
+                              plan.keys(pool_items(pool, {"d": 0}, 3, 4, epoch, 10)))
+    assert epoch_keys(5, 1, 0, 0).dtype == np.int64 and len(pool_keys(0, 2, 0, 0, 5)) == 0
+
+
+def test_the_loader_dataset_is_columns_not_one_object_per_item(tiny_root, tiny_cache):
+    """all_view_items: numpy columns (no Python object per (image, view)), holding what the old Items held."""
+    ds = DomainFolder(tiny_root, test_fraction=0.3)
+    cache = TeacherCache.open(tiny_cache)
+    samples = ds.select(["red", "green"], "train")
+    table = all_view_items(samples, {d: i for i, d in enumerate(ds.domains)}, 2, cache)
+    assert isinstance(table, ItemTable) and len(table) == 2 * len(samples)
+    for col in (table.sample, table.label, table.domain, table.view, table.params):
+        assert isinstance(col, np.ndarray) and col.dtype != object
+    rows = cache.lookup(torch.from_numpy(table.sample), torch.from_numpy(table.view))
+    assert np.array_equal(table.params, rows["view_params"].numpy())
+    assert [(int(s), int(v)) for s, v in zip(table.sample, table.view)] == \
+        [(x.index, v) for x in samples for v in range(2)]
+    assert table.label.tolist() == [x.label for x in samples for _ in range(2)]
+    # a list of Items and the table give a dataset with the same rows
+    items = [Item(ds.sample_at(int(s)), int(d), int(v), table.params_at(k)) for k, (s, d, v) in
+             enumerate(zip(table.sample, table.domain, table.view))]
+    a = TrainImages(ds, items, (16, 16), "bilinear", cache.view_config, cache.view_seed, uint8=True)
+    b = TrainImages(ds, table, (16, 16), "bilinear", cache.view_config, cache.view_seed, uint8=True)
+    for k in (0, 1, len(table) - 1):
+        xa, xb = a[k], b[k]
+        assert torch.equal(xa[0], xb[0]) and xa[1:] == xb[1:]

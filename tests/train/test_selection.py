@@ -29,7 +29,7 @@ def test_best_checkpoint_is_chosen_on_source_validation_not_test(root, tmp_path,
         k = self.split
         value = script[k][seen[k]]
         seen[k] += 1
-        return {d: value for d in self._data}
+        return {d: value for d in self.present}
 
     monkeypatch.setattr(DomainEvaluator, "__call__", scripted)
     cfg = {"data": {"root": str(root), "source": ["red", "green"], "test_fraction": 0.3, "val_fraction": 0.2},
@@ -59,7 +59,7 @@ def test_eval_every_tests_periodically_at_the_end_and_on_every_new_best(root, tm
     def scripted(self, predict, device="cpu"):
         calls[self.split].append(len(calls["val"]))  # for test: the number of epochs validated so far
         value = val[len(calls["val"]) - 1] if self.split == "val" else 0.5
-        return {d: value for d in self._data}
+        return {d: value for d in self.present}
 
     monkeypatch.setattr(DomainEvaluator, "__call__", scripted)
     cfg = {"data": {"root": str(root), "source": ["red", "green"], "test_fraction": 0.3, "val_fraction": 0.2},

@@ -171,3 +171,54 @@ def test_cudnn_autotuner_stays_off_whether_or_not_runs_are_deterministic():
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
         torch.use_deterministic_algorithms(saved[2], warn_only=True)
+
+
+def test_process_group_timeout_is_long_by_default_and_set_by_the_environment(monkeypatch):
+    import datetime
+
+    from distill.errors import DistillError
+    from distill.utils.runtime import DEFAULT_TIMEOUT, TIMEOUT_ENV, dist_timeout
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert dist_timeout() == DEFAULT_TIMEOUT >= datetime.timedelta(hours=1)
+    monkeypatch.setenv(TIMEOUT_ENV, "90")
+    assert dist_timeout() == datetime.timedelta(seconds=90)
+    for bad in ("soon", "0", "-5"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(DistillError, match=TIMEOUT_ENV):
+            dist_timeout()
+
+
+def _share_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as tdist
+
+    from distill.errors import DistillError
+    from distill.utils.runtime import Dist, share_from_main
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        d, calls = Dist(rank, 2), []
+        value = share_from_main(lambda: calls.append(rank) or ["listed by", rank], d)
+
+        def fails():
+            raise DistillError("ROOT: no images")
+        try:
+            share_from_main(fails, d)
+            error = None
+        except DistillError as e:
+            error = str(e)
+        torch.save({"value": value, "calls": calls, "error": error}, f"{out}.{rank}")
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_work_shared_from_rank_0_runs_once_and_its_error_reaches_every_rank(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_share_worker, args=(port, str(tmp_path / "r")), nprocs=2)
+    r0, r1 = torch.load(tmp_path / "r.0"), torch.load(tmp_path / "r.1")
+    assert r0["value"] == r1["value"] == ["listed by", 0]
+    assert r0["calls"] == [0] and r1["calls"] == []  # rank 1 never listed
+    assert r0["error"] == r1["error"] == "ROOT: no images"

@@ -26,7 +26,7 @@ from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST
 from distill.teacher.cache.format import read_shard_skipped, save_shard, shard_name, shard_rows
 from distill.teacher.cache.identity import identity_diffs
 from distill.teacher.cache.mapped import record_verified
-from distill.utils.io import atomic_write_json, read_json, sha256_file
+from distill.utils.io import atomic_write_json, read_json, sha256_files
 from distill.utils.runtime import Dist, barrier
 
 
@@ -141,13 +141,12 @@ class ResumableShards:
         Raises:
             DistillError: a shard is missing; ``missing`` formats ``{path}`` into the message.
         """
-        files = []
-        for k in range(num_shards):
-            path = self.path(k)
+        paths = [self.path(k) for k in range(num_shards)]
+        for path in paths:
             if not path.exists():
                 raise DistillError(missing.format(path=path))
-            files.append(ShardFile(path.name, shard_rows(path), path.stat().st_size, sha256_file(path),
-                                   read_shard_skipped(path)))
+        files = [ShardFile(path.name, shard_rows(path), path.stat().st_size, digest, read_shard_skipped(path))
+                 for path, digest in zip(paths, sha256_files(paths))]  # hashed by a thread pool
         record_verified(self.out, [(f.file, f.sha256) for f in files])  # hashed just now: opening reads none again
         return files
 

@@ -97,15 +97,15 @@ def test_pixel_store_equals_the_trainers_decode_path(dataset, fm_cache, size):
     store = PixelStore.open(fm_cache.path, fm_cache.manifest, size, "bicubic")
     samples = [s for s in dataset.samples]
     items = all_view_items(samples, {d: i for i, d in enumerate(dataset.domains)}, VIEWS, fm_cache)
-    assert any(it.partner >= 0 for it in items)
+    assert items.partner is not None and (items.partner >= 0).any()
     render = PolicyRender.for_manifest(fm_cache.manifest)
     decoded = TrainImages(dataset, items, size, "bicubic", fm_cache.view_config, fm_cache.view_seed, uint8=True,
                           render=render)
     stored = TrainImages(dataset, items, size, "bicubic", fm_cache.view_config, fm_cache.view_seed, uint8=True,
                          render=render, pixels=store)
-    for i, it in enumerate(items):
+    for i in range(len(items)):
         a, b = decoded[i][0], stored[i][0]
-        assert a.shape == (3, *size) and torch.equal(a, b), (it.sample.index, it.view, it.partner)
+        assert a.shape == (3, *size) and torch.equal(a, b), (items.sample[i], items.view[i], items.partner[i])
 
 
 def test_pixel_store_refuses_another_policy(fm_cache):

@@ -1,0 +1,233 @@
+"""Training memory at two data set sizes: does `distill train` grow with N?
+
+Makes synthetic 32 px PNG domain folders of N images, builds a teacher cache of them with the demo
+teacher (random weights), runs `distill train` (kd, 1 epoch, DataLoader workers) in a subprocess and
+samples the anonymous memory (``RssAnon`` in ``/proc/PID/status``: heap, not the page cache or mapped
+files) of the main process and of each of its children (the DataLoader workers, training's and
+evaluation's) every ``--interval`` seconds. Printed per size: the peak of the main process and the
+largest peak of any worker; then the growth between the two sizes per cached row
+(rows = images x views). Targets (issue "Scale"): main <= 200 B per row, workers ~0, evaluation adds
+nothing that grows with the split.
+
+Only subprocesses import distill: run from a checkout (with ``PYTHONPATH=$PWD``, or its venv's
+editable install) and that checkout is what is measured.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/scale_train.py --sizes 2000,10000
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/scale_train.py --sizes 10000,100000   # the issue's sizes
+
+:func:`measure_train_memory` is what ``benchmarks/scale.py`` imports.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DOMAINS, CLASSES = ("d0", "d1", "d2"), ("c0", "c1", "c2", "c3")
+
+
+def make_pngs(root: Path, n: int, size: int = 32, seed: int = 0) -> None:
+    """``n`` ``size`` px RGB PNGs spread over 3 domains x 4 classes (class = a tint, plus noise)."""
+    rng = np.random.default_rng(seed)
+    tints = rng.uniform(40, 215, (len(CLASSES), 3)).astype(np.float32)
+    for d in DOMAINS:
+        for c in CLASSES:
+            (root / d / c).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        d, c = i % len(DOMAINS), (i // len(DOMAINS)) % len(CLASSES)
+        img = np.clip(tints[c] + rng.normal(0, 40, (size, size, 3)) + 30 * d, 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / DOMAINS[d] / CLASSES[c] / f"{i:07d}.png", compress_level=1)
+
+
+def rss_anon(pid: int) -> int | None:
+    """Anonymous resident bytes of ``pid`` (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return None
+
+
+def private_dirty(pid: int) -> int | None:
+    """Bytes only ``pid`` holds (``Private_Dirty`` of ``/proc/PID/smaps_rollup``): for a forked worker, what
+    it allocated or copied, not the parent's pages it still shares (RssAnon counts those too)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Private_Dirty:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return None
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (every thread's list)."""
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return out
+
+
+@dataclass
+class MemoryPeaks:
+    """Peak anonymous memory of one command: its main process and each child seen."""
+
+    main: int = 0                                           # peak RssAnon of the main process
+    workers: dict[int, int] = field(default_factory=dict)  # child pid -> its peak RssAnon
+    workers_private: dict[int, int] = field(default_factory=dict)  # child pid -> its peak Private_Dirty
+    seconds: float = 0.0
+
+    @property
+    def worker_max(self) -> int:
+        return max(self.workers.values(), default=0)
+
+    @property
+    def worker_private_max(self) -> int:
+        return max(self.workers_private.values(), default=0)
+
+
+def run_sampled(cmd: list[str], env: dict[str, str] | None = None, interval: float = 0.05,
+                log: Path | None = None) -> MemoryPeaks:
+    """Run ``cmd``; sample RssAnon of it and of its children until it exits. Raises on a non-zero exit."""
+    peaks = MemoryPeaks()
+    out = open(log, "w") if log else subprocess.DEVNULL
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peaks.main = max(peaks.main, rss_anon(proc.pid) or 0)
+            for child in children(proc.pid):
+                peaks.workers[child] = max(peaks.workers.get(child, 0), rss_anon(child) or 0)
+                peaks.workers_private[child] = max(peaks.workers_private.get(child, 0), private_dirty(child) or 0)
+            time.sleep(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    rc = proc.wait()
+    done.set()
+    thread.join()
+    peaks.seconds = time.perf_counter() - t0
+    if log:
+        out.close()
+    if rc:
+        tail = log.read_text()[-2000:] if log else ""
+        raise RuntimeError(f"{' '.join(cmd)} exited with {rc}\n{tail}")
+    return peaks
+
+
+@dataclass
+class SizeResult:
+    images: int
+    rows: int             # cached rows: images x views
+    train_images: int     # images in the source domains' train split (what one epoch sees)
+    build: MemoryPeaks
+    train: MemoryPeaks
+
+
+def measure_train_memory(sizes: list[int], workdir: Path, *, views: int = 2, workers: int = 2,
+                         batch_size: int = 64, student: str = "test_resnet", teacher: str = "distill-demo-rn",
+                         python: str = sys.executable, env: dict[str, str] | None = None,
+                         interval: float = 0.05, progress=print) -> list[SizeResult]:
+    """For each size N: N PNGs, a cache (``views`` rows an image), then `distill train` kd 1 epoch,
+    each a sampled subprocess of ``python -m distill`` (``env``: default this process's environment)."""
+    env = dict(os.environ if env is None else env)
+    results = []
+    for n in sizes:
+        root, cache, run = workdir / f"data-{n}", workdir / f"cache-{n}", workdir / f"run-{n}"
+        t0 = time.perf_counter()
+        if not root.exists():
+            make_pngs(root, n)
+        progress(f"  {n} images written ({time.perf_counter() - t0:.0f} s)")
+        build = run_sampled([python, "-m", "distill", "cache", "build", "--data", str(root), "--out", str(cache),
+                             "--arch", teacher, "--pretrained", "none", "--views", str(views), "--batch-size", "256",
+                             "--workers", str(workers), "--no-progress", "--device", "cpu"],
+                            env, interval, workdir / f"build-{n}.log")
+        progress(f"  cache built ({build.seconds:.0f} s)")
+        cfg = workdir / f"train-{n}.yaml"
+        cfg.write_text(
+            f"data: {{root: {root}, source: [d0, d1], target: [d2], test_fraction: 0.3}}\n"
+            f"cache: {cache}\n"
+            f"student: {{arch: {student}, input_size: 32}}\n"
+            f"strategy: {{name: kd}}\n"
+            f"optim: {{epochs: 1, batch_size: {batch_size}, lr: 0.01, warmup_epochs: 0}}\n"
+            f"run: {{out: {run}, workers: {workers}, progress: false, device: cpu, log_every: 1000}}\n")
+        shutil.rmtree(run, ignore_errors=True)  # a finished run dir would only be resumed (nothing to train)
+        train = run_sampled([python, "-m", "distill", "train", "-c", str(cfg)], env, interval,
+                            workdir / f"train-{n}.log")
+        line = next((ln for ln in (workdir / f"train-{n}.log").read_text().splitlines()
+                     if ln.startswith("training ")), "")
+        train_images = int(line.split("(")[1].split()[0]) if "(" in line else -1
+        progress(f"  trained 1 epoch ({train.seconds:.0f} s)")
+        results.append(SizeResult(n, n * views, train_images, build, train))
+    return results
+
+
+def report(results: list[SizeResult]) -> str:
+    """The table: peaks per size, then growth per cached row between the first and last size."""
+    mb = lambda b: f"{b / 2**20:8.1f}"  # noqa: E731
+    lines = [f"{'images':>8} {'rows':>8} {'train imgs':>10} | {'build main MB':>13} {'build wkr MB':>12} | "
+             f"{'train main MB':>13} {'train wkr MB':>12} {'wkr private MB':>14} {'children':>8} {'train s':>7}"]
+    for r in results:
+        lines.append(f"{r.images:8d} {r.rows:8d} {r.train_images:10d} | {mb(r.build.main):>13} "
+                     f"{mb(r.build.worker_max):>12} | {mb(r.train.main):>13} {mb(r.train.worker_max):>12} "
+                     f"{mb(r.train.worker_private_max):>14} {len(r.train.workers):8d} {r.train.seconds:7.0f}")
+    if len(results) >= 2:
+        a, b = results[0], results[-1]
+        rows = b.rows - a.rows
+        lines.append(f"growth per cached row ({a.images} -> {b.images} images): "
+                     f"train main {(b.train.main - a.train.main) / rows:+.0f} B, "
+                     f"train worker (max) {(b.train.worker_max - a.train.worker_max) / rows:+.0f} B "
+                     f"(private {(b.train.worker_private_max - a.train.worker_private_max) / rows:+.0f} B), "
+                     f"build main {(b.build.main - a.build.main) / rows:+.0f} B")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="2000,10000", help="image counts, comma-separated (the issue: 10000,100000)")
+    p.add_argument("--views", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers (cache build and training)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--student", default="test_resnet")
+    p.add_argument("--interval", type=float, default=0.05, help="seconds between memory samples")
+    p.add_argument("--workdir", default=None, help="keep the images, caches and logs here (default: a temp dir)")
+    args = p.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="scale_train_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"distill train kd, 1 epoch, {args.views} views, {args.workers} workers, student {args.student} at 32 px, "
+          f"{os.cpu_count()} cores; sizes {sizes}; work in {workdir}")
+    try:
+        results = measure_train_memory(sizes, workdir, views=args.views, workers=args.workers,
+                                       batch_size=args.batch_size, student=args.student, interval=args.interval)
+        print(report(results))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["MemoryPeaks", "SizeResult", "make_pngs", "measure_train_memory", "private_dirty", "report", "run_sampled",
+           "rss_anon"]

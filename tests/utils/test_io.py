@@ -1,0 +1,34 @@
+"""distill.utils.io: files hashed in parallel, in order, with the sequential digests."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from distill.utils import io
+from distill.utils.io import sha256_file, sha256_files
+
+
+def test_parallel_hashes_are_the_sequential_ones_in_order(tmp_path):
+    paths = []
+    for k in range(37):
+        p = tmp_path / f"{k}.bin"
+        p.write_bytes(bytes([k]) * (k * 997 + 1))
+        paths.append(p)
+    assert list(sha256_files(paths, threads=4, chunk=5)) == [sha256_file(p) for p in paths]
+    assert list(sha256_files([], threads=2)) == []
+
+
+def test_files_are_hashed_at_the_same_time(tmp_path, monkeypatch):
+    """Two hashes must be in flight together to pass the barrier: a sequential loop times out."""
+    both = threading.Barrier(2, timeout=10)
+
+    def hash_waiting(path):
+        both.wait()
+        return str(path)
+
+    monkeypatch.setattr(io, "sha256_file", hash_waiting)
+    try:
+        assert list(sha256_files(["a", "b"], threads=2)) == ["a", "b"]
+    except threading.BrokenBarrierError:
+        pytest.fail("the files were hashed one after another")
