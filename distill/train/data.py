@@ -239,18 +239,18 @@ def _view_rows(cache, idx: Tensor, view: Tensor) -> list[tuple]:
     for an unmixed view (crop-only and old caches have no partners)."""
     if not len(idx):
         return []
-    rows = cache.lookup(idx, view)
+    rows = cache.lookup(idx, view, outputs=False)
     params, partner, pview = rows["view_params"].tolist(), rows["mix_partner"], rows["mix_view"]
     mixed = (partner >= 0).nonzero().squeeze(1)
     out = [(tuple(p),) for p in params]
     if len(mixed):
-        pparams = cache.lookup(partner[mixed], pview[mixed])["view_params"].tolist()
+        pparams = cache.lookup(partner[mixed], pview[mixed], outputs=False)["view_params"].tolist()
         for j, pp in zip(mixed.tolist(), pparams):
             out[j] = (tuple(params[j]), int(partner[j]), int(pview[j]), tuple(pp))
     return out
 
 
-_LOOKUP_CHUNK = 4096  # rows per cache lookup while the table is built (a lookup returns every field: bounded)
+_LOOKUP_CHUNK = 4096  # rows per cache lookup while the table is built (view columns only, still bounded)
 
 
 def _view_columns(cache, idx: np.ndarray, view: np.ndarray) -> dict[str, np.ndarray | None]:
@@ -258,7 +258,8 @@ def _view_columns(cache, idx: np.ndarray, view: np.ndarray) -> dict[str, np.ndar
     ``partner``/``partner_view`` [N] (-1: none) and ``partner_params`` [N, P]."""
     params, partner, pview = [], [], []
     for at in range(0, len(idx), _LOOKUP_CHUNK):
-        rows = cache.lookup(torch.from_numpy(idx[at:at + _LOOKUP_CHUNK]), torch.from_numpy(view[at:at + _LOOKUP_CHUNK]))
+        rows = cache.lookup(torch.from_numpy(idx[at:at + _LOOKUP_CHUNK]), torch.from_numpy(view[at:at + _LOOKUP_CHUNK]),
+                            outputs=False)
         params.append(rows["view_params"].numpy())
         partner.append(rows["mix_partner"].to(torch.int64).numpy())
         pview.append(rows["mix_view"].to(torch.int64).numpy())
@@ -269,7 +270,8 @@ def _view_columns(cache, idx: np.ndarray, view: np.ndarray) -> dict[str, np.ndar
     pparams = np.zeros_like(params)
     for at in range(0, len(mixed), _LOOKUP_CHUNK):
         m = mixed[at:at + _LOOKUP_CHUNK]
-        pparams[m] = cache.lookup(torch.from_numpy(partner[m]), torch.from_numpy(pview[m]))["view_params"].numpy()
+        rows = cache.lookup(torch.from_numpy(partner[m]), torch.from_numpy(pview[m]), outputs=False)
+        pparams[m] = rows["view_params"].numpy()
     return {"params": params, "partner": partner, "partner_view": pview, "partner_params": pparams}
 
 
