@@ -39,6 +39,7 @@ from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_t
 from distill.train.data import (EpochBatches, Item, TrainImages, all_view_items, epoch_items, label_table, pool_items,
                                 to_unit)
 from distill.train.logger import RunLog
+from distill.train.optim import build_optimizer
 from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, mean_or_nan, metrics_row, selected_run_summary,
                                    write_metrics)
 from distill.utils.flops import count_flops, count_params
@@ -62,7 +63,7 @@ class Trainer:
         self.memory_format = torch.channels_last if setup.device.type == "cuda" else torch.contiguous_format
         setup.strategy.to(memory_format=self.memory_format)
         self.model = self._distributed(setup.strategy)
-        self.optimizer = self._optimizer()
+        self.optimizer = build_optimizer(setup.strategy, optim, setup.device.type == "cuda")  # timm's no-decay rule
         self.train_domains = setup.target if setup.strategy.needs.target_data else setup.source
         self.train_samples = setup.dataset.select(self.train_domains, "train")
         self.steps_per_epoch = len(self.train_samples) // optim.batch_size
@@ -115,14 +116,6 @@ class Trainer:
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         return nn.parallel.DistributedDataParallel(
             module, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        optim, cuda = self.setup.cfg.optim, self.setup.device.type == "cuda"
-        params = [p for p in self.strategy.parameters() if p.requires_grad]
-        if optim.optimizer == "adamw":  # fused on CUDA: one kernel, and no host sync under a GradScaler
-            return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, fused=True if cuda else None)
-        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
-                               nesterov=optim.momentum > 0)  # momentum 0: plain SGD
 
     def _evaluators(self) -> tuple[DomainEvaluator | None, DomainEvaluator | None]:
         """(test split of the evaluated domains, source validation split): rank 0 only."""
