@@ -109,6 +109,9 @@ class OptimConfig(_Strict):
     grad_clip: float | None = Field(1.0, gt=0)  # max grad norm; null disables
     # forward passes under autocast: bf16, or fp16 with a grad scaler (CUDA only); losses compute in fp32
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # EMA of the student's weights (timm's ModelEmaV3), e.g. 0.999: evaluated, selected on and saved as the best
+    # checkpoint instead of the raw weights; null (default): off
+    ema_decay: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod

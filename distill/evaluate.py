@@ -5,7 +5,8 @@ printing turns it into a percent.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -14,6 +15,13 @@ from torch.utils.data import DataLoader, Dataset
 from distill.data.classes import ClassColumns
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
+
+
+class TopK(NamedTuple):
+    """A domain's top-1 and top-5 accuracy (fractions; top-5 NaN with fewer than 5 classes)."""
+
+    top1: float
+    top5: float
 
 
 class ImageList(Dataset):
@@ -91,11 +99,20 @@ class DomainEvaluator:
 
         ``predict`` maps preprocessed images [B, 3, H, W] on ``device`` to logits [B, C].
         """
+        return {d: acc.top1 for d, acc in self.accuracy(predict, device).items()}
+
+    @torch.no_grad()
+    def accuracy(self, predict: Callable[[Tensor], Tensor], device: str | torch.device = "cpu") -> dict[str, TopK]:
+        """Top-1 and top-5 accuracy per domain (fractions; top-5 is NaN for a model of fewer than 5 classes)."""
         out = {}
         for d, (x, y) in self._data.items():
-            correct = 0
+            correct, correct5, classes = 0, 0, 0
             for i in range(0, len(x), self.batch_size):
                 logits = predict(x[i:i + self.batch_size].to(device))
-                correct += int((logits.argmax(-1).cpu() == y[i:i + self.batch_size]).sum())
-            out[d] = correct / len(x)
+                labels = y[i:i + self.batch_size]
+                correct += int((logits.argmax(-1).cpu() == labels).sum())
+                classes = logits.shape[-1]
+                if classes >= 5:
+                    correct5 += int((logits.topk(5, dim=-1).indices.cpu() == labels[:, None]).any(-1).sum())
+            out[d] = TopK(correct / len(x), correct5 / len(x) if classes >= 5 else math.nan)
         return out

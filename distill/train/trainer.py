@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 from timm.scheduler import CosineLRScheduler
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from distill.errors import DistillError
@@ -38,12 +38,14 @@ from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_test
 from distill.train.data import (EpochBatches, Item, TrainImages, all_view_items, epoch_items, label_table, pool_items,
                                 to_unit)
+from distill.train.ema import make_ema
+from distill.train.epoch_stats import EpochTrainStats
 from distill.train.logger import RunLog
 from distill.train.optim import build_optimizer
-from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, mean_or_nan, metrics_row, selected_run_summary,
+from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, metrics_row, selected_run_summary, top1_mean,
                                    write_metrics)
 from distill.utils.flops import count_flops, count_params
-from distill.utils.runtime import autocast, barrier, seed_step, step_seed
+from distill.utils.runtime import autocast, barrier, distributed, seed_step, step_seed
 from distill.utils.state import restore_optimizer, rng_state, set_rng_state
 
 _STEP_DELAY = float(os.environ.get("DISTILL_TRAIN_STEP_DELAY", "0") or 0)
@@ -62,8 +64,10 @@ class Trainer:
         # where oneDNN chooses its own layouts and the bitwise resume guarantee was established
         self.memory_format = torch.channels_last if setup.device.type == "cuda" else torch.contiguous_format
         setup.strategy.to(memory_format=self.memory_format)
-        self.model = self._distributed(setup.strategy)
+        self.model = distributed(setup.strategy, setup.dist, setup.device)
         self.optimizer = build_optimizer(setup.strategy, optim, setup.device.type == "cuda")  # timm's no-decay rule
+        # optim.ema_decay: the EMA student is evaluated, selected, saved as best; metrics.csv's train_loss and lr
+        self.ema, self.epoch_stats = make_ema(optim, setup.strategy), EpochTrainStats(setup.device)
         self.train_domains = setup.target if setup.strategy.needs.target_data else setup.source
         self.train_samples = setup.dataset.select(self.train_domains, "train")
         self.steps_per_epoch = len(self.train_samples) // optim.batch_size
@@ -107,16 +111,6 @@ class Trainer:
         self._pixels: tuple[PixelStore | None, str] | None = None
 
     # -------------------------------------------------------------- construction
-    def _distributed(self, module: nn.Module) -> nn.Module:
-        """``module`` for this process: itself alone, DDP (+ SyncBatchNorm on GPU) under torchrun."""
-        setup = self.setup
-        if setup.dist.world <= 1:
-            return module
-        if setup.device.type == "cuda":
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        return nn.parallel.DistributedDataParallel(
-            module, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
-
     def _evaluators(self) -> tuple[DomainEvaluator | None, DomainEvaluator | None]:
         """(test split of the evaluated domains, source validation split): rank 0 only."""
         setup = self.setup
@@ -137,6 +131,7 @@ class Trainer:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "best": self.best, "history": self.history,
+                **self.epoch_stats.state(), **self.ema.state(),
                 **({"grad_scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
 
     def resume(self) -> bool:
@@ -149,6 +144,8 @@ class Trainer:
         restore_optimizer(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        self.epoch_stats.restore(state)
+        self.ema.restore(state)
         if self.scaler.is_enabled() and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
@@ -294,6 +291,7 @@ class Trainer:
         seed_step(run.seed, epoch, -1, setup.dist.rank)  # the epoch hook's draws (if any)
         self.strategy.on_epoch_start(epoch)
         self.model.train()
+        self.epoch_stats.start(self.step_in_epoch)
         loader = self.loader(epoch, self.step_in_epoch)
         log.start_epoch(epoch, setup.cfg.optim.epochs, self.steps_per_epoch, self.step_in_epoch)
         # no host sync in this loop: loss, parts and accuracy stay on the device until a log point
@@ -321,6 +319,7 @@ class Trainer:
         with autocast(self.setup.device, optim.precision):  # losses cast to fp32 themselves (strategies)
             out = self.model(batch)
         log.step(self.step_in_epoch, self.global_step + 1, out, batch.labels, self.optimizer.param_groups[0]["lr"])
+        self.epoch_stats.add(out["loss"], self.optimizer.param_groups[0]["lr"])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out["loss"]).backward()
         if optim.grad_clip:
@@ -328,6 +327,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.strategy.parameters(), optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.ema.update(self.strategy, self.global_step + 1)
         self.global_step += 1
         self.step_in_epoch += 1
         self.scheduler.step_update(num_updates=self.global_step)
@@ -340,11 +340,12 @@ class Trainer:
             return {}
         self.strategy.eval()
         cfg, predict, device = self.setup.cfg, self.strategy.predict, self.setup.device
-        val = self.val_evaluator(predict, device) if self.val_evaluator is not None else {}
-        test_now = wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every, mean_or_nan(list(val.values())), self.best)
-        test = self.evaluator(predict, device) if test_now else {}
+        with self.ema.evaluated(self.strategy):  # the EMA student, when optim.ema_decay is set
+            val = self.val_evaluator.accuracy(predict, device) if self.val_evaluator is not None else {}
+            test_now = wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every, top1_mean(val), self.best)
+            test = self.evaluator.accuracy(predict, device) if test_now else {}
         self.strategy.train()
-        return metrics_row(epoch, test, val, self.setup.source, self.setup.target)
+        return metrics_row(epoch, test, val, self.setup.source, self.setup.target, self.epoch_stats.row())
 
     def end_epoch(self, epoch: int, row: dict[str, Any], log: RunLog) -> None:
         """Record the row, keep the best checkpoint (selection on source validation), print, checkpoint."""
@@ -357,7 +358,8 @@ class Trainer:
             improved = improves(val, self.best)
             if improved:
                 self.best = self.best if math.isnan(val) else val
-                self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row})
+                with self.ema.evaluated(self.strategy):
+                    self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row})
             print(epoch_line(row, improved))
         self.save()
 
@@ -390,4 +392,4 @@ class Trainer:
             train_seconds_this_session=round(seconds, 1),
             skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust,
             unlabeled=setup.pool_record,
-            withheld_classes=setup.withheld_classes or None)
+            withheld_classes=setup.withheld_classes or None, ema_decay=self.ema.decay)

@@ -151,6 +151,15 @@ def barrier(d: Dist) -> None:
 
 
 # ---------------------------------------------------------------------------- seeding, determinism
+def distributed(module: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:
+    """``module`` for this process: itself alone, DDP (+ SyncBatchNorm on GPU) under torchrun."""
+    if d.world <= 1:
+        return module
+    if device.type == "cuda":
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (every CUDA device too)."""
     random.seed(seed)
@@ -224,6 +233,6 @@ def full_precision(like: torch.Tensor):
     return torch.autocast(like.device.type, enabled=False)
 
 
-__all__ = ["DTYPES", "Dist", "PRECISIONS", "autocast", "barrier", "check_precision", "deterministic_cublas", "full_precision", "init_distributed",
+__all__ = ["DTYPES", "Dist", "PRECISIONS", "autocast", "barrier", "check_precision", "deterministic_cublas", "distributed", "full_precision", "init_distributed",
            "launched_by_torchrun", "process_group", "resolve_device", "seed_everything", "seed_step",
            "set_deterministic", "step_seed"]

@@ -233,3 +233,14 @@ def test_kill9_mid_epoch_2_then_resume_is_byte_identical(world, tmp_path, strate
     assert resumed.returncode == 0, out
     assert "resumed from" in out
     _assert_same_run(full, killed)
+
+
+def test_crash_then_resume_with_weight_ema_is_byte_identical(world, tmp_path, monkeypatch):
+    """optim.ema_decay: the EMA student (in every step checkpoint) resumes bit for bit, and it is what is selected."""
+    def with_ema(out: Path) -> dict:
+        cfg = _cfg(world, "kd", out)
+        cfg["optim"] = {**cfg["optim"], "ema_decay": 0.6}
+        return cfg
+
+    summary = _crash_then_resume(world, tmp_path, monkeypatch, with_ema)
+    assert summary["ema_decay"] == 0.6
