@@ -244,3 +244,17 @@ def test_crash_then_resume_with_weight_ema_is_byte_identical(world, tmp_path, mo
 
     summary = _crash_then_resume(world, tmp_path, monkeypatch, with_ema)
     assert summary["ema_decay"] == 0.6
+
+
+@pytest.mark.parametrize("strategy", list_strategies())
+def test_every_strategy_trains_with_weight_ema(world, tmp_path, strategy):
+    """optim.ema_decay with each strategy: its predict (vl2v folds its head) runs on the EMA student, which is saved."""
+    from distill.student.model import load_student
+    from distill.train import train
+
+    cfg = _cfg(world, strategy, tmp_path / "run")
+    cfg["optim"] = {**cfg["optim"], "epochs": 1, "ema_decay": 0.5}
+    cfg["run"] = {**cfg["run"], "save_every": 0}
+    summary = train(load_train_config(None, base=cfg))
+    assert summary.ema_decay == 0.5
+    load_student(tmp_path / "run" / "checkpoints" / "best")  # a complete student
