@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+from typing import Callable
 
 import pytest
 import torch
@@ -41,7 +42,7 @@ def test_train_loss_and_lr_per_epoch(tiny_root, tiny_cache, tmp_path, monkeypatc
         assert all(math.isnan(float(r[key])) for r in rows), key
 
 
-def _evaluator(logits: torch.Tensor, labels: torch.Tensor) -> tuple[DomainEvaluator, callable]:
+def _evaluator(logits: torch.Tensor, labels: torch.Tensor) -> tuple[DomainEvaluator, Callable]:
     ev = DomainEvaluator.__new__(DomainEvaluator)
     ev.domains, ev.split, ev.batch_size = ["d"], "test", 2  # batches of 2: counts add up across batches
     ev._data = {"d": (torch.arange(len(labels)).float().view(-1, 1, 1, 1), labels)}

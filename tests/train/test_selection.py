@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from distill.config import load_train_config
-from distill.evaluate import DomainEvaluator, TopK
+from distill.evaluate import DomainEvaluator
 from distill.records import RunSummary
 from distill.train import train
 from tests.shapes import make_shapes_root
