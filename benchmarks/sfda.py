@@ -14,7 +14,7 @@ predictions): an unreliable teacher that a reliability-weighted fusion should le
 Targets: sfda >= source-only + 15 points on the hardest target (lowest source-only accuracy),
 and sfda above both baselines there. Each adaptation runs every seed of ``--seeds`` (default 0,1,2;
 the source model is the same); cells are mean ± std (n) over the seeds, and "above" is claimed only
-beyond two standard errors (distill/report/stats.py).
+at Welch p < 0.05 over seeds (distill/report/stats.py).
 
 Usage (after `distill demo --out demo_out`):
     .venv/bin/python benchmarks/sfda.py [--demo-out demo_out] [--epochs 10] [--out runs/bench-sfda]
@@ -150,7 +150,7 @@ def main() -> None:
         above = all(two_se(s, other)[2] and two_se(s, other)[0] > 0 for other in (sh, pl))
         print(f"[{name}] hardest target {hardest}: sfda {pm(s)} vs source-only {pct(src_only[hardest])} ({gain:+.1f}; "
               f"target +15: {'met' if gain >= 15 else 'MISSED'}); above shot ({pm(sh)}: {verdict(s, sh)}) and "
-              f"teacher_pl ({pm(pl)}: {verdict(s, pl)}): {'yes' if above else 'NO (not beyond 2 SE)'}")
+              f"teacher_pl ({pm(pl)}: {verdict(s, pl)}): {'yes' if above else 'NO (not at Welch p < 0.05)'}")
 
 
 if __name__ == "__main__":

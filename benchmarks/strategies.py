@@ -13,7 +13,7 @@ Usage (after ``make demo``, which writes demo_out/ with the data, teacher and ca
         [--strategies erm,kd,rise,vl2v,customkd] [--epochs 30] [--seeds 0,1,2]
 Finished runs are reused (delete --out to retrain); interrupted ones resume. Each strategy runs every
 seed; the table shows target mean ± std (n) over the seeds, and a difference from erm is called real
-only beyond two standard errors (distill/report/stats.py).
+only at Welch p < 0.05 over seeds (distill/report/stats.py).
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def main() -> None:
               f"{100 * s.flops / teacher_flops:.1f}% |")
     best = max(results, key=lambda n: tmean(results[n]["acc"]))
     gap = tmean(results[best]["acc"]) - tmean(zs)
-    if "erm" in results and best != "erm":  # a difference is real only beyond two standard errors
+    if "erm" in results and best != "erm":  # a difference is real only at Welch p < 0.05
         print(f"{best} vs erm: {verdict(per_seed(best), per_seed('erm'))}")
         if not two_se(per_seed(best), per_seed("erm"))[2]:
             print(f"  -> no strategy is shown better than erm with seeds {args.seeds}")

@@ -113,6 +113,9 @@ class OptimConfig(_Strict):
     # steps with non-finite gradients are skipped (CPU bf16: first retried in fp32; distill/train/guard.py); a run
     # that skips more than this fraction of its steps stops
     max_skipped_steps: float = Field(0.05, ge=0, le=1)
+    # EMA of the student's weights (timm's ModelEmaV3), e.g. 0.999: evaluated, selected on and saved as the best
+    # checkpoint instead of the raw weights; null (default): off
+    ema_decay: float | None = Field(None, gt=0, lt=1)
 
     @model_validator(mode="before")
     @classmethod

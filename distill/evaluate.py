@@ -5,7 +5,8 @@ printing turns it into a percent.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+import math
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -17,6 +18,13 @@ from distill.data.classes import ClassColumns
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
 from distill.utils.runtime import Dist, all_reduce_sum
+
+
+class TopK(NamedTuple):
+    """A domain's top-1 and top-5 accuracy (fractions; top-5 NaN with fewer than 5 classes)."""
+
+    top1: float
+    top5: float
 
 
 class ImageList(Dataset):
@@ -168,13 +176,21 @@ class DomainEvaluator:
         part = rank_share(stop - start, self.dist.rank, self.dist.world)
         return range(start + part.start, start + part.stop)
 
-    @torch.no_grad()
     def counts(self, predict: Callable[[Tensor], Tensor], device: str | torch.device = "cpu") -> dict[str, tuple[int, int]]:
         """``{domain: (correct, total)}`` summed over ranks (domains with no images in the split omitted)."""
+        return self._tally(predict, device)[0]
+
+    @torch.no_grad()
+    def _tally(self, predict: Callable[[Tensor], Tensor], device: str | torch.device
+               ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]] | None]:
+        """(top-1 ``{domain: (correct, total)}``, the same for top-5 or None for a model of fewer than 5
+        classes), summed over ranks in one all-reduce."""
         device = torch.device(device)
         domains = list(self._spans)
         shares = [self.share(d) for d in domains]
-        correct = torch.zeros(len(domains), dtype=torch.long, device=device)
+        # top-1 correct per domain, top-5 correct per domain, and a last cell: 1 when this rank scored a model of
+        # >= 5 classes (0 on a rank with no images, so the sum over ranks is > 0 exactly when top-5 was counted)
+        tally = torch.zeros(2 * len(domains) + 1, dtype=torch.long, device=device)
         if any(len(s) for s in shares):
             which = np.zeros(len(self._images), dtype=np.int64)  # position -> domain number, for the counts
             for k, d in enumerate(domains):
@@ -184,14 +200,25 @@ class DomainEvaluator:
             batches = iter(_DomainBatches(shares, self.batch_size))
             for (x, y), positions in zip(loader, batches):
                 logits = predict(x.to(device, non_blocking=True))
-                correct[which[positions[0]]] += (logits.argmax(-1) == y.to(device, non_blocking=True)).sum()
-        totals = torch.tensor([self._spans[d][1] - self._spans[d][0] for d in domains], dtype=torch.long)
-        correct = all_reduce_sum(correct, self.dist).cpu()
-        return {d: (int(c), int(t)) for d, c, t in zip(domains, correct, totals)}
+                y, k = y.to(device, non_blocking=True), int(which[positions[0]])
+                tally[k] += (logits.argmax(-1) == y).sum()
+                if logits.shape[-1] >= 5:
+                    tally[-1] = 1
+                    tally[len(domains) + k] += (logits.topk(5, dim=-1).indices == y[:, None]).any(-1).sum()
+        tally = all_reduce_sum(tally, self.dist).cpu().tolist()
+        totals = [self._spans[d][1] - self._spans[d][0] for d in domains]
+        top1 = {d: (tally[k], t) for k, (d, t) in enumerate(zip(domains, totals))}
+        top5 = {d: (tally[len(domains) + k], t) for k, (d, t) in enumerate(zip(domains, totals))}
+        return top1, top5 if tally[-1] else None
 
     def __call__(self, predict: Callable[[Tensor], Tensor], device: str | torch.device = "cpu") -> dict[str, float]:
         """Accuracy per domain as a fraction in [0, 1] (domains with no images in the split are omitted).
 
         ``predict`` maps preprocessed images [B, 3, H, W] on ``device`` to logits [B, C].
         """
-        return {d: c / t for d, (c, t) in self.counts(predict, device).items()}
+        return {d: acc.top1 for d, acc in self.accuracy(predict, device).items()}
+
+    def accuracy(self, predict: Callable[[Tensor], Tensor], device: str | torch.device = "cpu") -> dict[str, TopK]:
+        """Top-1 and top-5 accuracy per domain (fractions; top-5 is NaN for a model of fewer than 5 classes)."""
+        top1, top5 = self._tally(predict, device)
+        return {d: TopK(c / t, top5[d][0] / t if top5 is not None else math.nan) for d, (c, t) in top1.items()}

@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"layers, and write DIR/{EXPORT_REPORT} plus DIR/build_engine.sh for TensorRT.")
     p.add_argument("checkpoint", help=f"checkpoint folder ({STUDENT_WEIGHTS} + {STUDENT_SPEC})")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="onnx", choices=["onnx", "timm"],
+                   help="onnx (default): the ONNX pipeline below; timm: OUT/model.safetensors + config.json with "
+                   "timm's own key names, for timm.create_model(arch, pretrained=True, pretrained_cfg_overlay="
+                   "dict(file=..., num_classes=N), num_classes=N) or timm.create_model('local-dir:OUT', "
+                   "pretrained=True) (the other options do not apply)")
     p.add_argument("--precision", default="fp32",
                    help="comma-separated: fp32,fp16,int8 (default: fp32; fp32 is always written, as the parent)")
     p.add_argument("--data", default=None, metavar="ROOT",
@@ -81,6 +86,11 @@ def config_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "timm":
+        from distill.export.timm_format import export_timm  # lazy: torch/timm, not at CLI start-up
+
+        print(export_timm(args.checkpoint, args.out), file=sys.stdout)
+        return 0
     from distill.export import ExportConfig, export_checkpoint  # lazy: torch/onnx/onnxruntime, not at CLI start-up
 
     cfg = ExportConfig.from_options(config_options(args), names=FLAGS)

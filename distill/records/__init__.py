@@ -26,7 +26,7 @@ from distill.records.names import (RUN_CONFIG, RUN_SUMMARY, RUN_METRICS, ROBUST_
     CHECKPOINTS_DIR, CHECKPOINT_POINTER, TRAIN_STATE, BEST_CHECKPOINT, STUDENT_SPEC, STUDENT_WEIGHTS, CACHE_MANIFEST,
     CACHE_BUILD_PLAN, TEXT_EMBEDDINGS, CACHE_ADVERSARIAL_DIR, CACHE_PIXELS_PREFIX, TEACHER_MANIFEST,
     TEACHER_CHECKPOINT, TEACHER_BOOTSTRAP_STATE, DATA_CLASS_MAP, SUITE_INFO, SUITE_INDEX, EXPORT_REPORT,
-    EXPORT_CHECKPOINT, BENCH_RECORDS, REPORT_HTML, REPORT_MD, DEMO_RESULTS)
+    EXPORT_CHECKPOINT, TIMM_WEIGHTS, TIMM_CONFIG, BENCH_RECORDS, REPORT_HTML, REPORT_MD, DEMO_RESULTS)
 from distill.records.base import (percent, pct, Record, Accuracy, TeacherIdentity, SkippedImage)
 from distill.records.teacher import (SuiteDomain, SuiteInfo, TeacherTrainingData, TeacherManifest, TeacherPool, CachePreprocess,
     CacheDataset, CacheFolder, CacheViews, CacheShard, CacheManifest, CacheRowLayout, AdversarialShard, AdversarialManifest)
@@ -43,6 +43,6 @@ __all__ = [
     "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",
     "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
     "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "SkippedImage", "SuiteDomain", "SuiteInfo",
-    "TEACHER_BOOTSTRAP_STATE", "TEACHER_CHECKPOINT", "TEACHER_MANIFEST", "TEXT_EMBEDDINGS", "TRAIN_STATE",
+    "TEACHER_BOOTSTRAP_STATE", "TEACHER_CHECKPOINT", "TEACHER_MANIFEST", "TEXT_EMBEDDINGS", "TIMM_CONFIG", "TIMM_WEIGHTS", "TRAIN_STATE",
     "TeacherIdentity", "TeacherManifest", "TeacherPool", "TeacherTrainingData", "UnlabeledPool", "pct", "percent",
 ]

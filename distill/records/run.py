@@ -120,12 +120,14 @@ class RunSummary(Record):
     unlabeled: UnlabeledPool | None = None  # written only when the run had a pool
     # data.withhold_classes: classes no label of the run named (evaluated without them); None: none withheld
     withheld_classes: list[str] | None = None
+    # optim.ema_decay: the selected checkpoint and every accuracy here are the EMA student's; None: raw weights
+    ema_decay: float | None = None
 
     @model_serializer(mode="wrap")
     def _without_unused_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A run without a pool or withheld classes writes the summary.json it always wrote."""
+        """A run without a pool, withheld classes or EMA writes the summary.json it always wrote."""
         out = handler(self)
-        for key in ("unlabeled", "withheld_classes"):
+        for key in ("unlabeled", "withheld_classes", "ema_decay"):
             if getattr(self, key) is None:
                 out.pop(key, None)
         return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 from distill.records import pct
 from distill.report.data import Z95, ReportData, extra
 from distill.report.runs import RunGroup
+from distill.report.stats import verdict
 
 
 def _pct(x: float | None) -> str:
@@ -37,7 +38,18 @@ def _run_table(groups: list[RunGroup], doms: list[str]) -> list[str]:
         src = set(g.source_domains)
         cells = [(_pm(g.mean[d], g.std.get(d)) if d in g.mean else "–") + ("*" if d in src else "") for d in doms]
         lines.append(f"| {g.label} | {g.n} | {target_cell(g)} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines + [""] + _against_best(groups)
+
+
+def _against_best(groups: list[RunGroup]) -> list[str]:
+    """The best row of several seeds against each other such row: Welch's t-test over the seeds' target means
+    (:func:`distill.report.stats.verdict`; "real" only at p < 0.05). Rows arrive best first."""
+    several = [g for g in groups if len(g.target_per_seed) > 1]
+    if len(several) < 2:
+        return []
+    best = several[0]
+    return [f"- {best.label} vs {g.label}: {verdict(best.target_per_seed, g.target_per_seed)}"
+            for g in several[1:]] + [""]
 
 
 def render_markdown(data: ReportData, title: str, generated: str) -> str:
@@ -63,7 +75,9 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
         doms = data.domains
         lines += ["## Per-run accuracy (%)", "", "Top-1 on each domain's test split; *: a source (training) domain "
                   "of that row; target mean: mean over the row's target domains. Runs that differ only in their seed "
-                  "are one row: mean ± standard deviation (n seeds) [lowest–highest seed].", ""]
+                  "are one row: mean ± standard deviation (n seeds) [lowest–highest seed]. Below a table, its best row of "
+                  "several seeds against each other such row (target mean; Welch's t-test over the seeds, "
+                  "real only at p < 0.05).", ""]
         for t, zs in data.teachers.items():
             lines.append(f"Teacher {t} (zero-shot): " + ", ".join(f"{d} {pct(v)}" for d, v in zs.items()))
             lines.append("")

@@ -8,6 +8,9 @@
 - :mod:`~distill.train.pool`: the ``data.unlabeled`` pool (domains, and folders outside data.root) as samples.
 - :mod:`~distill.train.trainer`: the loop (train one epoch -> evaluate -> select/checkpoint).
 - :mod:`~distill.train.checkpoints`: step folders, the resume pointer, the selected student.
+- :mod:`~distill.train.optim`: the optimizer, with timm's no-weight-decay rule for norms and biases.
+- :mod:`~distill.train.ema`: ``optim.ema_decay``, an EMA of the student (timm's ModelEmaV3) evaluated and saved.
+- :mod:`~distill.train.epoch_stats`: ``metrics.csv``'s per-epoch train loss and learning rate (resumable).
 - :mod:`~distill.train.logger`: TensorBoard, tqdm, the NaN check.
 - :mod:`~distill.train.summary`: metrics rows, the printed epoch line, ``metrics.csv``, RunSummary.
 - :mod:`~distill.train.adapt`: source-free adaptation recipes (a checkpoint + target domains -> a config).

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from distill.errors import DistillError
 from distill.records import RUN_TENSORBOARD
+from distill.train.epoch_stats import LR, TRAIN_LOSS
 
 
 class StepLog:
@@ -117,11 +118,11 @@ class RunLog:
             self.bar = None
 
     def evaluation(self, row: dict[str, Any], global_step: int) -> None:
-        """The epoch's metrics row as ``eval/*`` scalars."""
+        """The epoch's metrics row as ``eval/*`` scalars (train_loss and lr are already ``train/*``, per step)."""
         if self.writer is None:
             return
         for k, v in row.items():
-            if k != "epoch":
+            if k not in ("epoch", TRAIN_LOSS, LR):
                 self.writer.add_scalar(f"eval/{k}", v, global_step)
         self.writer.flush()
 

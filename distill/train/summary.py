@@ -14,11 +14,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from distill.evaluate import TopK
 from distill.records import RUN_METRICS, RunSummary, pct
 from distill.utils.io import atomic_write_text
 
 # row keys
 SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC = "source_acc", "target_acc", "source_val_acc"
+SOURCE_TOP5, TARGET_TOP5, SOURCE_VAL_TOP5 = "source_top5", "target_top5", "source_val_top5"  # NaN: < 5 classes
 TEST_PREFIX, VAL_PREFIX = "acc/", "val/"
 
 
@@ -26,19 +28,38 @@ def mean_or_nan(values: Sequence[float]) -> float:
     return round(float(np.mean(values)), 6) if values else float("nan")
 
 
-def metrics_row(epoch: int, test: dict[str, float], val: dict[str, float], source: Sequence[str],
-                target: Sequence[str]) -> dict[str, Any]:
-    """One epoch's row: test accuracy per domain, source/target means, validation per source domain + mean.
+def metrics_row(epoch: int, test: dict[str, float | TopK], val: dict[str, float | TopK], source: Sequence[str],
+                target: Sequence[str], train: dict[str, float] | None = None) -> dict[str, Any]:
+    """One epoch's row: test accuracy per domain, source/target means, validation per source domain + mean;
+    with :class:`~distill.evaluate.TopK` values also the top-5 means (``source_top5``, ``target_top5``,
+    ``source_val_top5``: NaN for fewer than 5 classes or no domain), then ``train`` (train_loss, lr).
 
     Accuracies are fractions rounded to 6 decimals; a mean over no domain is NaN (printed ``n/a``).
     """
+    top1 = {k: _top(v, 0) for k, v in test.items()}
+    vtop1 = {k: _top(v, 0) for k, v in val.items()}
     row: dict[str, Any] = {"epoch": epoch + 1}
-    row.update({f"{TEST_PREFIX}{d}": round(v, 6) for d, v in test.items()})
-    row[SOURCE_ACC] = mean_or_nan([test[d] for d in source if d in test])
-    row[TARGET_ACC] = mean_or_nan([test[d] for d in target if d in test])  # no target domains: n/a
-    row.update({f"{VAL_PREFIX}{d}": round(v, 6) for d, v in val.items()})
-    row[SOURCE_VAL_ACC] = mean_or_nan(list(val.values()))
+    row.update({f"{TEST_PREFIX}{d}": round(v, 6) for d, v in top1.items()})
+    row[SOURCE_ACC] = mean_or_nan([top1[d] for d in source if d in top1])
+    row[TARGET_ACC] = mean_or_nan([top1[d] for d in target if d in top1])  # no target domains: n/a
+    row.update({f"{VAL_PREFIX}{d}": round(v, 6) for d, v in vtop1.items()})
+    row[SOURCE_VAL_ACC] = mean_or_nan(list(vtop1.values()))
+    if any(isinstance(v, TopK) for v in [*test.values(), *val.values()]):
+        row[SOURCE_TOP5] = mean_or_nan([_top(test[d], 1) for d in source if d in test])
+        row[TARGET_TOP5] = mean_or_nan([_top(test[d], 1) for d in target if d in test])
+        row[SOURCE_VAL_TOP5] = mean_or_nan([_top(v, 1) for v in val.values()])
+    row.update(train or {})
     return row
+
+
+def top1_mean(accuracy: dict[str, float | TopK]) -> float:
+    """The mean top-1 accuracy over the domains of ``accuracy`` (NaN for none), as ``metrics_row`` computes it."""
+    return mean_or_nan([_top(v, 0) for v in accuracy.values()])
+
+
+def _top(v: float | TopK, k: int) -> float:
+    """Top-1 (k=0) or top-5 (k=1) of an accuracy (a plain float is top-1 only)."""
+    return v[k] if isinstance(v, TopK) else (v if k == 0 else math.nan)
 
 
 def by_domain(row: dict[str, Any], prefix: str) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import torch
 from timm.scheduler import CosineLRScheduler
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from distill.data.view_policy import PolicyRender
@@ -34,12 +34,15 @@ from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_test
 from distill.train.data import (EpochBatches, TrainImages, all_view_items, epoch_keys, label_table, pool_keys,
                                 to_unit)
+from distill.train.ema import make_ema
+from distill.train.epoch_stats import EpochTrainStats
 from distill.train.guard import GradGuard
 from distill.train.logger import RunLog
-from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, mean_or_nan, metrics_row, selected_run_summary,
+from distill.train.optim import build_optimizer
+from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, metrics_row, selected_run_summary, top1_mean,
                                    write_metrics)
 from distill.utils.flops import count_flops, count_params
-from distill.utils.runtime import autocast, barrier, broadcast_flag, seed_step, step_seed
+from distill.utils.runtime import autocast, barrier, broadcast_flag, distributed, seed_step, step_seed
 from distill.utils.state import restore_optimizer, rng_state, set_rng_state
 
 _STEP_DELAY = float(os.environ.get("DISTILL_TRAIN_STEP_DELAY", "0") or 0)
@@ -57,8 +60,10 @@ class Trainer:
         # where oneDNN chooses its own layouts and the bitwise resume guarantee was established
         self.memory_format = torch.channels_last if setup.device.type == "cuda" else torch.contiguous_format
         setup.strategy.to(memory_format=self.memory_format)
-        self.model = self._distributed(setup.strategy)
-        self.optimizer = self._optimizer()
+        self.model = distributed(setup.strategy, setup.dist, setup.device)
+        self.optimizer = build_optimizer(setup.strategy, optim, setup.device.type == "cuda")  # timm's no-decay rule
+        # optim.ema_decay: the EMA student is evaluated, selected, saved as best; metrics.csv's train_loss and lr
+        self.ema, self.epoch_stats = make_ema(optim, setup.strategy), EpochTrainStats(setup.device)
         self.train_domains = setup.target if setup.strategy.needs.target_data else setup.source
         self.train_samples = setup.dataset.select(self.train_domains, "train")
         self.steps_per_epoch = len(self.train_samples) // optim.batch_size
@@ -101,22 +106,6 @@ class Trainer:
         self._pixels: tuple[PixelStore | None, str] | None = None
 
     # -------------------------------------------------------------- construction
-    def _distributed(self, module: nn.Module) -> nn.Module:
-        """``module`` for this process: itself alone, DDP (+ SyncBatchNorm on GPU) under torchrun."""
-        cuda = self.setup.device.type == "cuda"
-        if self.setup.dist.world <= 1:
-            return module
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module) if cuda else module
-        return nn.parallel.DistributedDataParallel(module, device_ids=[self.setup.device.index] if cuda else None)
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        optim, cuda = self.setup.cfg.optim, self.setup.device.type == "cuda"
-        params = [p for p in self.strategy.parameters() if p.requires_grad]
-        if optim.optimizer == "adamw":  # fused on CUDA: one kernel, and no host sync under a GradScaler
-            return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, fused=True if cuda else None)
-        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
-                               nesterov=optim.momentum > 0)  # momentum 0: plain SGD
-
     def _evaluators(self) -> tuple[DomainEvaluator | None, DomainEvaluator | None]:
         """(test split of the evaluated domains, source validation split): streamed, split over the ranks."""
         setup = self.setup
@@ -135,7 +124,7 @@ class Trainer:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step, "best": self.best, "history": self.history,
-                "grad_guard": self.guard.state_dict(),
+                "grad_guard": self.guard.state_dict(), **self.epoch_stats.state(), **self.ema.state(),
                 **({"grad_scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
 
     def resume(self) -> bool:
@@ -148,6 +137,8 @@ class Trainer:
         restore_optimizer(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        self.epoch_stats.restore(state)
+        self.ema.restore(state)
         if self.scaler.is_enabled() and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
@@ -282,6 +273,7 @@ class Trainer:
         seed_step(run.seed, epoch, -1, setup.dist.rank)  # the epoch hook's draws (if any)
         self.strategy.on_epoch_start(epoch)
         self.model.train()
+        self.epoch_stats.start(self.step_in_epoch)
         loader = self.loader(epoch, self.step_in_epoch)
         log.start_epoch(epoch, setup.cfg.optim.epochs, self.steps_per_epoch, self.step_in_epoch)
         # no host sync in this loop: loss, parts and accuracy stay on the device until a log point
@@ -318,10 +310,12 @@ class Trainer:
             batch, p), self._backward(batch, optim.precision))
         log.step(self.step_in_epoch, self.global_step + 1, out, batch.labels, self.optimizer.param_groups[0]["lr"],
                  skipped=not take)
-        if take:
+        if take:  # a skipped step: no update, no EMA step, not in the epoch's train_loss
+            self.epoch_stats.add(out["loss"], self.optimizer.param_groups[0]["lr"])
             if optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.strategy.parameters(), optim.grad_clip)
             self.scaler.step(self.optimizer)
+            self.ema.update(self.strategy, self.global_step + 1)
         self.scaler.update()
         self.global_step += 1
         self.step_in_epoch += 1
@@ -334,14 +328,15 @@ class Trainer:
         Every rank evaluates its share of the splits (:class:`DomainEvaluator`)."""
         self.strategy.eval()
         cfg, predict, device = self.setup.cfg, self.strategy.predict, self.setup.device
-        val = self.val_evaluator(predict, device) if self.val_evaluator is not None else {}
-        test_now = broadcast_flag(wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every,
-                                             mean_or_nan(list(val.values())), self.best), self.setup.dist)
-        test = self.evaluator(predict, device) if test_now else {}
+        with self.ema.evaluated(self.strategy):  # the EMA student, when optim.ema_decay is set
+            val = self.val_evaluator.accuracy(predict, device) if self.val_evaluator is not None else {}
+            test_now = broadcast_flag(wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every, top1_mean(val),
+                                                 self.best), self.setup.dist)
+            test = self.evaluator.accuracy(predict, device) if test_now else {}
         self.strategy.train()
         if not self.setup.dist.main:
             return {}
-        return metrics_row(epoch, test, val, self.setup.source, self.setup.target)
+        return metrics_row(epoch, test, val, self.setup.source, self.setup.target, self.epoch_stats.row())
 
     def end_epoch(self, epoch: int, row: dict[str, Any], log: RunLog) -> None:
         """Record the row, keep the best checkpoint (selection on source validation), print, checkpoint."""
@@ -354,7 +349,8 @@ class Trainer:
             improved = improves(val, self.best)
             if improved:
                 self.best = self.best if math.isnan(val) else val
-                self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row})
+                with self.ema.evaluated(self.strategy):
+                    self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row})
             print(epoch_line(row, improved))
         self.save()
 
@@ -387,4 +383,4 @@ class Trainer:
             train_seconds_this_session=round(seconds, 1), nonfinite_steps=self.guard.counts(),
             skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust,
             unlabeled=setup.pool_record,
-            withheld_classes=setup.withheld_classes or None)
+            withheld_classes=setup.withheld_classes or None, ema_decay=self.ema.decay)

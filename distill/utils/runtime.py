@@ -218,6 +218,15 @@ def share_from_main(make: Callable[[], T], d: Dist) -> T:
 
 
 # ---------------------------------------------------------------------------- seeding, determinism
+def distributed(module: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:
+    """``module`` for this process: itself alone, DDP (+ SyncBatchNorm on GPU) under torchrun."""
+    if d.world <= 1:
+        return module
+    if device.type == "cuda":
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (every CUDA device too)."""
     random.seed(seed)
@@ -292,6 +301,7 @@ def full_precision(like: torch.Tensor):
 
 
 __all__ = ["DEFAULT_TIMEOUT", "DTYPES", "Dist", "PRECISIONS", "TIMEOUT_ENV", "all_reduce_sum", "autocast", "barrier",
-           "broadcast_flag", "dist_timeout", "share_from_main", "check_precision", "deterministic_cublas", "full_precision", "init_distributed",
+           "broadcast_flag", "check_precision", "deterministic_cublas", "dist_timeout", "distributed", "full_precision",
+           "init_distributed", "share_from_main",
            "launched_by_torchrun", "process_group", "resolve_device", "seed_everything", "seed_step",
            "set_deterministic", "step_seed"]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from distill.errors import DistillError
 from distill.utils.io import atomic_write, atomic_write_json, read_json
 
 
@@ -73,7 +74,13 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -
     with its strides. The fused AdamW kernels need the two to match: on CUDA a resumed run stopped with
     "params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout" (found on an
     H200), and the fused CPU kernel silently paired each moment with the wrong element.
+    A state with another number of parameter groups (a run started before the student trainer split
+    its parameters into timm's decay/no-decay groups) is refused in one line.
     """
+    saved, now = len(state.get("param_groups", [])), len(optimizer.param_groups)
+    if saved != now:
+        raise DistillError(f"optimizer state has {saved} parameter group(s), this optimizer {now}: the run was "
+                           "started by another distill version (weight-decay groups differ); start a new run")
     optimizer.load_state_dict(state)
     for param, slots in optimizer.state.items():
         for key, value in slots.items():

@@ -73,3 +73,13 @@ def test_an_unlabeled_pool_or_a_text_head_is_another_row_not_another_seed(tmp_pa
                            "test_resnet (fm; head text; withheld c)"}
     assert groups["test_resnet (fm)"].n == 2  # the two seeds of fm
     assert groups["test_resnet (fm; unlabeled noisy)"].target_mean == pytest.approx(0.7)
+
+
+def test_report_md_compares_rows_of_several_seeds_by_welch(grouped_runs: Path, tmp_path: Path) -> None:
+    """kd (T=4, 3 seeds: 60/64/62) vs erm (2 seeds: 50/54): +10 points is beyond 2 SE (4.6) but Welch's p is 0.066
+    (t 4.33, df 1.7), so the report does not call it real; kd (T=2) has one seed and is compared with nothing."""
+    write_report([grouped_runs], tmp_path / "r.html")
+    md = (tmp_path / "r.md").read_text()
+    assert "- test_resnet (kd; temperature=4) vs test_resnet (erm): +10.0 points, 2 SE = 4.6, Welch p = 0.066 -> " \
+           "within noise" in md
+    assert "temperature=2) vs" not in md and "vs test_resnet (kd; temperature=2)" not in md

@@ -233,3 +233,28 @@ def test_kill9_mid_epoch_2_then_resume_is_byte_identical(world, tmp_path, strate
     assert resumed.returncode == 0, out
     assert "resumed from" in out
     _assert_same_run(full, killed)
+
+
+def test_crash_then_resume_with_weight_ema_is_byte_identical(world, tmp_path, monkeypatch):
+    """optim.ema_decay: the EMA student (in every step checkpoint) resumes bit for bit, and it is what is selected."""
+    def with_ema(out: Path) -> dict:
+        cfg = _cfg(world, "kd", out)
+        cfg["optim"] = {**cfg["optim"], "ema_decay": 0.6}
+        return cfg
+
+    summary = _crash_then_resume(world, tmp_path, monkeypatch, with_ema)
+    assert summary["ema_decay"] == 0.6
+
+
+@pytest.mark.parametrize("strategy", list_strategies())
+def test_every_strategy_trains_with_weight_ema(world, tmp_path, strategy):
+    """optim.ema_decay with each strategy: its predict (vl2v folds its head) runs on the EMA student, which is saved."""
+    from distill.student.model import load_student
+    from distill.train import train
+
+    cfg = _cfg(world, strategy, tmp_path / "run")
+    cfg["optim"] = {**cfg["optim"], "epochs": 1, "ema_decay": 0.5}
+    cfg["run"] = {**cfg["run"], "save_every": 0}
+    summary = train(load_train_config(None, base=cfg))
+    assert summary.ema_decay == 0.5
+    load_student(tmp_path / "run" / "checkpoints" / "best")  # a complete student

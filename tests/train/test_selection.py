@@ -31,7 +31,7 @@ def test_best_checkpoint_is_chosen_on_source_validation_not_test(root, tmp_path,
         seen[k] += 1
         return {d: value for d in self.present}
 
-    monkeypatch.setattr(DomainEvaluator, "__call__", scripted)
+    monkeypatch.setattr(DomainEvaluator, "accuracy", scripted)  # the trainer reads top-1 and top-5 in one pass
     cfg = {"data": {"root": str(root), "source": ["red", "green"], "test_fraction": 0.3, "val_fraction": 0.2},
            "student": {"arch": "test_resnet", "input_size": 16}, "strategy": {"name": "erm"},
            "optim": {"epochs": 3, "batch_size": 8}, "run": {"out": str(tmp_path / "run"), "workers": 0,
@@ -61,7 +61,7 @@ def test_eval_every_tests_periodically_at_the_end_and_on_every_new_best(root, tm
         value = val[len(calls["val"]) - 1] if self.split == "val" else 0.5
         return {d: value for d in self.present}
 
-    monkeypatch.setattr(DomainEvaluator, "__call__", scripted)
+    monkeypatch.setattr(DomainEvaluator, "accuracy", scripted)  # the trainer reads top-1 and top-5 in one pass
     cfg = {"data": {"root": str(root), "source": ["red", "green"], "test_fraction": 0.3, "val_fraction": 0.2},
            "student": {"arch": "test_resnet", "input_size": 16}, "strategy": {"name": "erm"},
            "optim": {"epochs": 7, "batch_size": 8},
