@@ -14,7 +14,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "source-free, export, benchmark and report. Rerunning skips finished stages and resumes interrupted ones.")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="where every artifact goes (default demo_out)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: seconds, for tests and smoke checks")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--adversarial", action="store_true",
                    help="also craft PGD views against the teacher and train adv_cached (robustness table; minutes)")
     p.set_defaults(func=_run)

@@ -88,6 +88,9 @@ def config_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from distill.api import require_onnxruntime
+
+    require_onnxruntime()  # one line naming the extra to install, not a ModuleNotFoundError from deep inside
     from distill.export import ExportConfig, export_checkpoint  # lazy: torch/onnx/onnxruntime, not at CLI start-up
 
     cfg = ExportConfig.from_options(config_options(args), names=FLAGS)

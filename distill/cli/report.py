@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distill.bench.report import write_report
 from distill.records import REPORT_HTML
 
 
@@ -21,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from distill.bench.report import write_report  # lazy: `distill --help` does not load the report's imports
+
     res = write_report(args.paths, args.out, args.title)
     print(f"wrote {res['html']} and {res['markdown']}: {res['runs']} run(s), {res['exports']} export(s), "
           f"{res['records']} record(s), {res['pareto']} Pareto point(s)", file=sys.stderr)
