@@ -268,7 +268,7 @@ def test_sfda_fuses_two_caches_per_sample(root, caches, source_ckpt):
 
 @pytest.mark.slow
 def test_sfda_kill9_then_resume_is_bit_identical(root, caches, source_ckpt, tmp_path):
-    """`distill adapt` killed with kill -9 mid-epoch and resumed with `distill train --resume` ends with the
+    """`distill adapt` killed with kill -9 mid-epoch and resumed with `distill adapt --resume` ends with the
     same weights, metrics and pseudo-labels as an uninterrupted run (the refresh hook's state is checkpointed)."""
     import os
     import signal
@@ -300,10 +300,11 @@ def test_sfda_kill9_then_resume_is_bit_identical(root, caches, source_ckpt, tmp_
     assert '"step": 3' in last.read_text(), "the run finished or never reached step 3 before the kill"
     assert not (tmp_path / "killed" / "summary.json").exists()
 
-    resumed = subprocess.run([sys.executable, "-m", "distill", "train", "--resume", str(tmp_path / "killed")],
+    resumed = subprocess.run([sys.executable, "-m", "distill", "adapt", "--resume", str(tmp_path / "killed")],
                              cwd=repo, capture_output=True, text=True, timeout=300,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr and "adapted checkpoint:" in resumed.stdout
     a = load_file(str(tmp_path / "full" / "checkpoints" / "best" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "checkpoints" / "best" / "model.safetensors"))
     assert a.keys() == b.keys()
