@@ -18,7 +18,6 @@ import yaml
 from distill.config import load_train_config
 from distill.recipes import CONFIGS_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(CONFIGS_DIR.glob("*.yaml"))
 FULL_ROOT, QUICK_ROOT = "digits-full-seed0", "digits-quick-seed0"
 
