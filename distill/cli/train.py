@@ -6,7 +6,7 @@ from pathlib import Path
 
 from distill.config import load_train_config
 from distill.errors import DistillError
-from distill.recipes import resolve_recipe
+from distill.recipes import CONFIGS_DIR, list_recipes, resolve_recipe
 from distill.records import RUN_CONFIG, pct
 
 #: --no-progress as the config key it sets (``--set run.progress=false`` still works)
@@ -43,16 +43,14 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.list_recipes:
+        for name in list_recipes():
+            print(f"{name:12s} {CONFIGS_DIR / (name + '.yaml')}")
+        return 0
     # lazy: torch, timm and the strategies load only when this command runs, not at every `distill` start-up
     from distill.strategies import get_strategy, list_strategies
     from distill.train import train
 
-    if args.list_recipes:
-        from distill.recipes import CONFIGS_DIR, list_recipes
-
-        for name in list_recipes():
-            print(f"{name:12s} {CONFIGS_DIR / (name + '.yaml')}")
-        return 0
     if args.list_strategies:
         for name in list_strategies():
             doc = (get_strategy(name).__doc__ or "").strip().splitlines()[0]

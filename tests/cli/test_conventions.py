@@ -100,6 +100,12 @@ def test_train_takes_a_builtin_recipe_by_name_and_no_progress(trained, tmp_path,
     assert main(["train", "-c", "fm"]) == 0 and trained[-1][0].run.progress is True  # the old default
 
 
+def test_list_recipes(capsys):
+    assert main(["train", "--list-recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == list_recipes() and str(CONFIGS_DIR / "kd.yaml") in "\n".join(lines)
+
+
 def test_recipe_lookup(tmp_path, monkeypatch):
     assert set(list_recipes()) >= {"erm", "kd", "fm", "sfda"}
     assert resolve_recipe("kd") == resolve_recipe("kd.yaml") == CONFIGS_DIR / "kd.yaml"
