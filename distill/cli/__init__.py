@@ -10,7 +10,8 @@ Conventions shared by every command (as in pip, git and argparse itself):
 - exit status 0 on success; 2 for bad usage (an unknown flag, a missing argument: argparse's
   own code); 1 for an error in the user's input or the run (a :class:`~distill.errors.DistillError`,
   printed as one ``error:`` line); 130 when interrupted.
-- results on stdout; warnings, progress bars and progress lines on stderr.
+- results on stdout (a run's per-epoch metric lines included); warnings, errors and progress
+  bars on stderr.
 - ``--no-progress`` (alias ``--quiet``) on every command turns progress bars off.
 - building the parser imports no torch: each command imports its stage lazily, so ``distill
   --help`` and a mistyped flag answer at once.

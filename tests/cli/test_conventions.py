@@ -79,6 +79,24 @@ def test_every_command_takes_no_progress_and_quiet():
         assert parser._option_string_actions["--quiet"].dest == "no_progress"
 
 
+def test_no_progress_turns_off_every_tqdm_bar_for_the_command_only(monkeypatch, capsys):
+    """Bars a command does not pass the flag to (export, eval, teacher loading) read TQDM_DISABLE."""
+    import os
+
+    import distill.cli.data
+
+    seen = []
+
+    def fake(*args, **kwargs):
+        seen.append(os.environ.get("TQDM_DISABLE"))
+        raise DistillError("stop")
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(distill.cli.data, "DomainFolder", fake)
+    assert main(["data", "summary", "ROOT", "--quiet"]) == 1 and main(["data", "summary", "ROOT"]) == 1
+    assert seen == ["1", None] and "TQDM_DISABLE" not in os.environ
+
+
 @pytest.fixture
 def trained(monkeypatch):
     """`distill.train.train` replaced by a recorder: the CLI's config and resume flag, no training."""
