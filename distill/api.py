@@ -28,14 +28,15 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
-from distill.recipes import list_recipes, load_recipe
+from distill.recipes import _yaml_value, list_recipes, load_recipe, resolve_recipe
+from distill.records import RUN_CONFIG
 
 __all__ = ["adapt", "adapt_config", "build_cache", "export", "list_recipes", "load_recipe", "require_onnxruntime",
            "train", "train_config"]
 
 if TYPE_CHECKING:
-    from distill.config import TrainConfig
     from distill.export.config import ExportConfig
     from distill.records import CacheManifest, ExportReport, RunSummary
     from distill.teacher.cache.job import CacheBuildConfig
@@ -51,14 +52,12 @@ def build_cache(config: CacheBuildConfig) -> CacheManifest | None:
     ``distill cache build`` with its flags as :class:`~distill.teacher.cache.job.CacheBuildConfig`
     fields. Returns the cache's manifest (None on ranks other than 0 under torchrun).
     """
-    from distill.teacher.cache.job import run_cache_build
+    from distill.teacher.cache.job import run_cache_build  # lazy: the cache package loads torch and open_clip
 
     return run_cache_build(config)
 
 
 def _sets(overrides: Mapping[str, Any] | None) -> list[str]:
-    from distill.recipes import _yaml_value
-
     return [f"{key}={_yaml_value(value)}" for key, value in (overrides or {}).items()]
 
 
@@ -68,9 +67,6 @@ def train_config(config: TrainConfig | str | Path, overrides: Mapping[str, Any] 
     ``overrides`` are ``--set`` items as a mapping (``{"optim.epochs": 5, "run.out": "runs/x"}``),
     validated exactly as on the command line.
     """
-    from distill.config import TrainConfig, load_train_config
-    from distill.recipes import resolve_recipe
-
     if isinstance(config, TrainConfig):
         if not overrides:
             return config
@@ -95,7 +91,7 @@ def train(config: TrainConfig | str | Path | None = None, overrides: Mapping[str
         The run's :class:`~distill.records.RunSummary` (also ``RUN/summary.json``); None on ranks
         other than 0 under torchrun.
     """
-    from distill.train import train as run_training
+    from distill.train import train as run_training  # lazy: torch, timm; `import distill.api` stays cheap
 
     if resume is not None:
         return run_training(_resumed(resume, config, overrides, "train"), resume=True)
@@ -105,9 +101,6 @@ def train(config: TrainConfig | str | Path | None = None, overrides: Mapping[str
 
 
 def _resumed(run_dir: str | Path, config: Any, overrides: Mapping[str, Any] | None, what: str) -> TrainConfig:
-    from distill.config import load_train_config
-    from distill.records import RUN_CONFIG
-
     if config is not None or overrides:
         raise DistillError(f"{what}: resume continues the run exactly as configured (its {RUN_CONFIG}); "
                            "pass no config or overrides with it")
@@ -130,7 +123,7 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
         source_domains: the checkpoint's source domains, when its ``student.json`` lacks them.
         overrides: ``--set`` items, as a mapping or as ``KEY=VALUE`` strings.
     """
-    from distill.config import load_train_config
+    # lazy: the strategies and the adaptation recipe load torch
     from distill.strategies import get_strategy
     from distill.train.adapt import adapt_recipe
 
@@ -155,7 +148,7 @@ def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[st
     ``resume=RUN_DIR`` continues an interrupted adaptation, exactly as configured. Returns the
     run's :class:`~distill.records.RunSummary` (None on ranks other than 0).
     """
-    from distill.train import train as run_training
+    from distill.train import train as run_training  # lazy: torch, timm
 
     if resume is not None:
         given = source_checkpoint or target or data or cache or out or source_domains
@@ -186,7 +179,7 @@ def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | None 
         The :class:`~distill.records.ExportReport` written to ``out/export.json``.
     """
     require_onnxruntime()
-    from distill.export import ExportConfig, export_checkpoint
+    from distill.export import ExportConfig, export_checkpoint  # lazy: torch, onnx, onnxruntime
 
     cfg = config.with_updates(**options) if config is not None else ExportConfig.from_options(options)
     return export_checkpoint(checkpoint, out, cfg)

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from distill.cli.train import NO_PROGRESS
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, pct
 
@@ -56,8 +57,6 @@ def _run(args: argparse.Namespace) -> int:
     from distill.config import load_train_config
     from distill.strategies import get_strategy
     from distill.train import train
-
-    from distill.cli.train import NO_PROGRESS
 
     progress = [NO_PROGRESS] if args.no_progress else []
     if args.resume is not None:

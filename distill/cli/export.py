@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distill.api import require_onnxruntime
 from distill.records import EXPORT_REPORT, RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, pct
 
 # ExportConfig key -> the flag that sets it (errors name the flag)
@@ -88,8 +89,6 @@ def config_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from distill.api import require_onnxruntime
-
     require_onnxruntime()  # one line naming the extra to install, not a ModuleNotFoundError from deep inside
     from distill.export import ExportConfig, export_checkpoint  # lazy: torch/onnx/onnxruntime, not at CLI start-up
 

@@ -10,7 +10,7 @@ __all__ = ["Teacher", "register_model_configs"]
 
 
 def __getattr__(name: str) -> Any:
-    # PEP 562: open_clip and torch load on first use, so `distill.teacher.<light module>` (prompts,
+    # lazy (PEP 562): open_clip and torch load on first use, so `distill.teacher.<light module>` (prompts,
     # pool, the bootstrap presets) is cheap to import and `distill --help` never loads torch
     if name in __all__:
         from distill.teacher import clip
