@@ -81,6 +81,9 @@ def test_missing_onnx_runtime_is_one_line_at_export(monkeypatch, tmp_path, capsy
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # find_spec: not installed
     with pytest.raises(DistillError, match=r"distill-vlm\[cpu\].*distill-vlm\[gpu\]"):
         export(tmp_path / "ckpt", tmp_path / "out")
-    assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no ONNX Runtime is installed" in err
+    for argv in (["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")],
+                 ["demo", "--quick", "--out", str(tmp_path / "demo")]):  # the demo says so before it trains
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "no ONNX Runtime is installed" in err
+    assert not (tmp_path / "demo").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from distill.api import require_onnxruntime
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    require_onnxruntime()  # the demo exports and benchmarks: say so now, not after its training stages
     from distill.demo import run_demo  # lazy: the demo imports torch and open_clip; `distill --help` stays fast
 
     run_demo(args.out, quick=args.quick, progress=not args.no_progress, adversarial=args.adversarial)
