@@ -68,3 +68,21 @@ def test_train_takes_a_recipe_name(trained):
 def test_adapt_refuses_a_strategy_that_does_not_adapt(tmp_path):
     with pytest.raises(DistillError, match="'kd' is not a source-free adaptation strategy"):
         api.adapt_config(tmp_path, "mnist_m", tmp_path, strategy="kd")
+
+
+def test_build_cache_from_its_config_returns_its_manifest(tmp_path):
+    """`build_cache(CacheBuildConfig)` (what `distill cache build` runs) returns the manifest it wrote; again, the same."""
+    from tests.shapes import make_shapes_root
+
+    from distill.records import CacheManifest
+    from distill.teacher.cache import CacheOptions
+
+    root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=4)
+    cfg = distill.CacheBuildConfig(data=root, out=tmp_path / "c", arch="distill-demo-vit", pretrained="none",
+                                   templates_file=None, options=CacheOptions(views=2, seed=3, shard_size=8),
+                                   workers=0, progress=False, device="cpu")
+    manifest = distill.build_cache(cfg)
+    assert isinstance(manifest, CacheManifest) and manifest == CacheManifest.read(tmp_path / "c")
+    assert manifest.views.count == 2 and manifest.rows == 2 * manifest.dataset.cached_images
+    assert manifest.teacher.arch == "distill-demo-vit" and manifest.dataset.test_fraction == 0.3
+    assert distill.build_cache(cfg) == manifest  # complete: found, not rebuilt
