@@ -1,4 +1,5 @@
-# Two entry points (see README): `make demo` and `make test`. Both install into ./.venv first.
+# Two entry points (see README): `make demo` and `make test`. Both install into ./.venv first, with the
+# cpu ONNX Runtime and the demo data extras (scripts/install.sh; `scripts/install.sh gpu,dev` for onnxruntime-gpu).
 PY := .venv/bin/python
 .PHONY: install install-dev demo test
 

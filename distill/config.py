@@ -273,12 +273,31 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise DistillError(f"--set '{item}': expected key=value (e.g. optim.lr=3e-4)")
         key, raw = item.split("=", 1)
+        key = key.strip()
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
-            value = raw
-        out.append((key.strip(), value))
+            if _unbalanced(raw):
+                raise _malformed(key, raw) from None
+            value = raw  # plain text YAML cannot read (a template with ': ' in it) is kept as text
+        if isinstance(value, str) and raw.strip()[:1] not in "'\"" and _unbalanced(raw):
+            raise _malformed(key, raw)  # `mnist_m]` reads as text, but is a typo as surely as `[mnist_m`
+        out.append((key, value))
     return out
+
+
+def _unbalanced(raw: str) -> bool:
+    """Whether ``raw`` opens a YAML list, mapping or quoted string it does not close (or closes one never opened)."""
+    text = raw.strip()
+    if text[:1] in "'\"" and (len(text) < 2 or text[-1] != text[0]):
+        return True
+    return text.count("[") != text.count("]") or text.count("{") != text.count("}")
+
+
+def _malformed(key: str, raw: str) -> DistillError:
+    # one line naming the key: `--set data.target=[mnist_m` must not train on a domain named '[mnist_m'
+    return DistillError(f"--set {key}={raw}: the value of '{key}' is malformed (unbalanced brackets or quotes); "
+                        "a list is written [a, b], text with spaces 'a b'")
 
 
 def format_validation_error(e: ValidationError, source: str) -> str:

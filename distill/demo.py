@@ -32,6 +32,7 @@ under :data:`TIME_BUDGET_S` on 2 CPU cores; it says so when it does not.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,7 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True, advers
     print(f"\ndemo finished in {total:.0f}s (" + ", ".join(f"{k} {v:.0f}s" for k, v in clock.seconds.items())
           + "); artifacts:")
     if total > TIME_BUDGET_S and not quick:
-        print(f"  warning: the demo took {total:.0f}s, over its {TIME_BUDGET_S}s budget on 2 CPU cores")
+        print(f"warning: the demo took {total:.0f}s, over its {TIME_BUDGET_S}s budget on 2 CPU cores", file=sys.stderr)
     for k, v in artifacts.items():
         print(f"  {k:8s} {v}")
     if not runs:

@@ -1,5 +1,9 @@
 """The training recipes in ``configs/*.yaml``, loaded with a caller's overrides; train, resume or reuse a run.
 
+The recipes ship inside the package (``distill/configs/``; the repository's ``configs/`` is a link to
+it), so an installed distill has them too, addressable by name: ``distill train -c kd``,
+``distill.load_recipe("kd")``.
+
 A recipe has one home: its YAML file. ``distill train -c configs/kd.yaml``, ``distill demo`` and the
 scripts in ``benchmarks/`` all start from it and change only what differs for their run (data
 root, cache, run folder, epochs) through ``--set``-style overrides, which
@@ -8,18 +12,19 @@ root, cache, run folder, epochs) through ``--set``-style overrides, which
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
 from distill.config import TrainConfig, load_train_config
-from distill.data.view_policy import ViewPolicy, preset
-from distill.data.views import ViewConfig
 from distill.errors import DistillError
 from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary
-from distill.train import train
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+if TYPE_CHECKING:
+    from distill.data.view_policy import ViewPolicy
+
+#: the built-in recipes, shipped as package data (pyproject.toml); ``configs/`` in a checkout links here
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 #: The adversarial views ``configs/adv_cached.yaml`` expects in its cache: PGD views of the source
 #: train split crafted once against the teacher (``distill cache build --adv-views 1 --adv-eps 8/255
@@ -30,14 +35,38 @@ ADVERSARIAL_VIEWS: dict[str, Any] = {"views": 1, "epsilon": 8 / 255, "steps": 5}
 def recipes_view_policy() -> ViewPolicy:
     """The view policy of the cache the recipes train on (``demo_out/cache``; ``distill cache build
     --policy fm --crop-scale 0.6,1``): function-matching views, crops of 60-100%, no flips (digits)."""
+    # lazy: kornia and torch; looking a recipe up (`distill train -c kd`) needs neither
+    from distill.data.view_policy import preset
+    from distill.data.views import ViewConfig
+
     return preset("fm", crop=ViewConfig(scale=(0.6, 1.0), hflip=0.0))
+
+
+def list_recipes() -> list[str]:
+    """The names of the built-in recipes (``kd``, ``fm``, ...)."""
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def resolve_recipe(text: str | Path) -> Path:
+    """``-c`` of ``distill train``: a YAML file if one exists at ``text``, else a built-in recipe's name.
+
+    ``kd`` and ``kd.yaml`` name ``distill/configs/kd.yaml`` unless a file of that name is in the
+    working folder (a user's own recipe wins). Neither is one line listing the built-in names.
+    """
+    path = Path(text)
+    if path.is_file():
+        return path
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    if path.parent == Path(".") and (CONFIGS_DIR / f"{name}.yaml").is_file():
+        return CONFIGS_DIR / f"{name}.yaml"
+    raise DistillError(f"{text}: no such config file, nor a built-in recipe (built-in: {', '.join(list_recipes())})")
 
 
 def recipe_path(name: str) -> Path:
     """``configs/<name>.yaml``; a missing one is an error listing the recipes there are."""
     path = CONFIGS_DIR / f"{name}.yaml"
     if not path.is_file():
-        have = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))) or "none"
+        have = ", ".join(list_recipes()) or "none"
         raise DistillError(f"{path}: no such recipe (configs/ has: {have})")
     return path
 
@@ -62,6 +91,8 @@ def _yaml_value(value: Any) -> str:
 
 def train_or_resume(cfg: TrainConfig) -> RunSummary:
     """Train ``cfg``, resume its run if it was interrupted, or read its summary if it finished."""
+    from distill.train import train  # lazy: torch; loading a recipe does not need it
+
     run_dir = Path(cfg.run.out)
     if RunSummary.exists_in(run_dir):
         print(f"  {run_dir}: already trained")

@@ -6,7 +6,11 @@
 # torchvision ops ("operator torchvision::nms does not exist"). PyPI's CUDA build of torch
 # runs fine on CPU, so we pin the matching pair from PyPI and check it imports.
 #
-# Usage: scripts/install.sh [EXTRAS]      e.g. scripts/install.sh dev
+# Usage: scripts/install.sh [EXTRAS]      e.g. scripts/install.sh dev, scripts/install.sh gpu,dev
+#
+# Always installs the `demo` extra (the built-in digits suite: `make demo`, `make test`) and one
+# ONNX Runtime: the `cpu` extra (onnxruntime) unless EXTRAS names `gpu` or `tensorrt`
+# (onnxruntime-gpu). Never both: they install the same module, and the CUDA provider can vanish.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -30,7 +34,10 @@ if ! stack_ok; then
   stack_ok || { echo "[install] torch/torchvision still broken after install" >&2; exit 1; }
 fi
 
-target="."
-[ -n "$EXTRAS" ] && target=".[$EXTRAS]"
+case ",$EXTRAS," in
+  *,gpu,*|*,tensorrt,*) RUNTIME="" ;;  # they bring onnxruntime-gpu
+  *) RUNTIME="cpu," ;;
+esac
+target=".[${RUNTIME}demo${EXTRAS:+,$EXTRAS}]"
 "$PY" -m pip install -q --disable-pip-version-check -e "$target"
 echo "[install] ok: $("$PY" -c 'import torch, torchvision, open_clip, timm; print("torch", torch.__version__, "torchvision", torchvision.__version__, "open_clip", open_clip.__version__, "timm", timm.__version__)')"

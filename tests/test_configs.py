@@ -1,4 +1,4 @@
-"""Every recipe in configs/ validates and runs: one training step against the quick demo's outputs.
+"""Every recipe in distill/configs/ (configs/ in a checkout) validates and runs: one training step against the quick demo's outputs.
 
 The recipes point at ``demo_out/`` (what ``make demo`` writes); here they are pointed at the
 session's ``distill demo --quick`` output instead (same teacher architecture, cache layout,
@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from distill.config import load_train_config
+from distill.recipes import CONFIGS_DIR
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = sorted(CONFIGS_DIR.glob("*.yaml"))
 FULL_ROOT, QUICK_ROOT = "digits-full-seed0", "digits-quick-seed0"
 
 

@@ -12,7 +12,10 @@ How a README command becomes a test command (the only changes made to it):
 - Optional arguments shown in brackets (``[--json]``, ``[--calib-method a|b]``) are dropped.
 - ``distill`` runs as ``python -m distill``, ``python`` as this interpreter.
 - ``distill train -c`` and ``distill adapt`` get :data:`TEST_SIZE` appended: the recipes are
-  sized for the full suite (batch 64 is more than the quick suite's 52 mnist train images).
+  sized for the full suite (batch 64 is more than the quick suite's 52 mnist train images);
+  not ``--resume``, which continues a run exactly as configured and takes no ``--set``.
+- The ```python blocks (the Python API) run as written, each as one script, in the same folder;
+  their examples are already at test size.
 - Lines matched by :data:`SKIP` are not run, each for the reason given there; a line with
   ``...`` elides arguments and is not a command.
 """
@@ -69,7 +72,7 @@ def to_argv(command: str) -> list[str]:
     argv = shlex.split(command)
     if argv[0] == "distill":
         argv = [sys.executable, "-m", "distill", *argv[1:]]
-        if argv[3] == "adapt" or (argv[3] == "train" and "-c" in argv):
+        if (argv[3] == "adapt" and "--resume" not in argv) or (argv[3] == "train" and "-c" in argv):
             argv += TEST_SIZE
     elif argv[0] == "python":
         argv = [sys.executable, *argv[1:]]
@@ -92,11 +95,38 @@ def _workdir(tmp: Path, demo: Path) -> Path:
     return tmp
 
 
+def readme_python(text: str) -> list[str]:
+    """The ```python blocks, each a script."""
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
 def test_readme_parsing_rules():
     text = "```bash\ndistill a --x ROOT [--json]  # note\n# only a comment\ndistill b \\\n    --y 1\n```\n"
     assert readme_commands(text) == ["distill a --x ROOT [--json]", "distill b --y 1"]
     assert to_argv("distill cache inspect c [--json]")[1:] == ["-m", "distill", "cache", "inspect", "c"]
     assert to_argv("distill train -c k.yaml")[-4:] == TEST_SIZE
+    assert to_argv("distill adapt --resume runs/a")[-2:] == ["--resume", "runs/a"]
+    assert readme_python("x\n```python\nprint(1)\n```\n```bash\nls\n```") == ["print(1)\n"]
+
+
+@pytest.mark.slow
+def test_readme_python_api_runs_as_written(quick_demo, tmp_path):
+    """The Python API example trains, exports and prints what the README says, from the folder `make demo` ran in."""
+    demo, _ = quick_demo
+    scripts = readme_python((REPO / "README.md").read_text())
+    assert scripts and any("from distill.api import" in s for s in scripts)
+    cwd = _workdir(tmp_path, demo)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    for i, script in enumerate(scripts):
+        (cwd / f"readme_{i}.py").write_text(script)
+        res = subprocess.run([sys.executable, f"readme_{i}.py"], cwd=cwd, env=env, capture_output=True, text=True,
+                             timeout=TIMEOUT_S)
+        assert res.returncode == 0, f"README python block {i} failed:\n{(res.stdout + res.stderr)[-3000:]}"
+    summary = json.loads((cwd / "runs" / "api-kd" / "summary.json").read_text())
+    assert summary["strategy"] == "kd" and str(cwd / "runs") not in summary["checkpoint"]  # relative, as written
+    report = json.loads((cwd / "exports" / "api-kd" / "export.json").read_text())
+    assert summary["checkpoint"] in res.stdout and all(m["file"] in res.stdout for m in report["models"]), res.stdout
 
 
 @pytest.mark.slow

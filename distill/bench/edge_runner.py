@@ -635,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
                              args.iters, args.profile, args.topk)
     except (RuntimeUnavailable, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+        return 1  # the distill CLI's convention: 1 for a runtime error, 2 (argparse) for bad usage
     for r in records:
         print(format_record(r), file=sys.stderr)
     if args.out:

@@ -4,15 +4,51 @@ Each stage adds its subcommands from its own module in this package (``distill/c
 each exposing ``register(subparsers)``); the handler it sets as ``func`` receives the parsed
 namespace, builds typed configs and calls stage functions. Adding a command means adding a
 module here, not editing a central list.
+
+Conventions shared by every command (as in pip, git and argparse itself):
+
+- exit status 0 on success; 2 for bad usage (an unknown flag, a missing argument: argparse's
+  own code); 1 for an error in the user's input or the run (a :class:`~distill.errors.DistillError`,
+  printed as one ``error:`` line); 130 when interrupted.
+- results on stdout (a run's per-epoch metric lines included); warnings, errors and progress
+  bars on stderr.
+- ``--no-progress`` (alias ``--quiet``) on every command turns progress bars off.
+- building the parser imports no torch: each command imports its stage lazily, so ``distill
+  --help`` and a mistyped flag answer at once.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
+from distill import __version__
 from distill.errors import DistillError
+
+#: exit status of a DistillError (bad input or a failed run); argparse exits 2 on bad usage
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress`` / ``--quiet``: the one spelling every command takes (progress bars off)."""
+    if any("--no-progress" in a.option_strings for a in parser._actions):
+        return
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                        help="no progress bars (warnings and results are still printed)")
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser):
+    """Every parser under ``parser`` that runs a command (has no subcommands of its own)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield parser
+    for action in subs:
+        for child in dict.fromkeys(action.choices.values()):
+            yield from _leaf_parsers(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,12 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
         "once, train students with KD / feature / adversarial / SFDA strategies, export to "
         "ONNX and TensorRT, benchmark latency.",
     )
+    parser.add_argument("--version", action="version", version=f"distill {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"distill.cli.{info.name}")
         module.register(sub)
+    for leaf in _leaf_parsers(parser):
+        if leaf is not parser:
+            add_progress_flag(leaf)
     return parser
 
 
@@ -38,14 +78,26 @@ def main(argv: list[str] | None = None) -> int:
         # `distill` or `distill cache` alone: show the relevant help.
         (getattr(args, "_parser", None) or parser).print_help()
         return 0
+    quiet = getattr(args, "no_progress", False)
+    before = os.environ.get("TQDM_DISABLE")
+    if quiet:
+        # tqdm reads TQDM_DISABLE: bars a command does not pass its flag to (teacher loading,
+        # export, eval) stay off too, in this process and in the workers it starts
+        os.environ["TQDM_DISABLE"] = "1"
     try:
         rc = args.func(args)
     except DistillError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    finally:
+        if quiet:  # main() is also called in-process (tests, the Python API): leave the environment as found
+            if before is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = before
     return int(rc or 0)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Iterable
 
-from distill.data.split import SPLIT_KEYS, SplitRule
+from distill.data.split import SPLIT_KEYS, SplitKeys, SplitRule
 
 
 def add_split_arguments(p: argparse.ArgumentParser, unset: Iterable[str] = (), unset_from: str = "") -> None:
@@ -42,3 +42,10 @@ def split_rule_of(args: argparse.Namespace, **fill: Any) -> SplitRule:
     """The rule the split flags give; ``fill``: values for the flags left unset (None). A bad value is one line."""
     keys = {k: getattr(args, k) for k in SPLIT_KEYS if getattr(args, k, None) is not None}
     return SplitRule.of("split rule", **{**fill, **keys})
+
+
+def split_keys_of(args: argparse.Namespace) -> SplitKeys:
+    """The split keys the flags set (the unset ones None: the stage fills them). A bad value is one line."""
+    keys = {k: getattr(args, k) for k in SPLIT_KEYS if getattr(args, k, None) is not None}
+    SplitRule.of("split rule", **keys)  # the same one-line error for a value no rule takes
+    return SplitKeys(**keys)

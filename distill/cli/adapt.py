@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from distill.config import load_train_config
+from distill.cli.train import NO_PROGRESS
 from distill.errors import DistillError
-from distill.records import pct
+from distill.records import RUN_CONFIG, pct
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  distill adapt --source-checkpoint runs/erm/checkpoints/best --target mnist_m \\\n"
         "      --cache demo_out/cache --data demo_out/data/digits-full-seed0 --out runs/sfda-mnist_m\n"
         "  distill adapt ... --strategy shot --set optim.epochs=15 --set strategy.beta=0.5\n"
-        "  distill train --resume runs/sfda-mnist_m      # continue an interrupted adaptation",
+        "  distill adapt --resume runs/sfda-mnist_m      # continue an interrupted adaptation",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source-checkpoint", required=True, type=Path, metavar="CKPT",
-                   help="source-trained student checkpoint folder (RUN/checkpoints/best)")
-    p.add_argument("--target", required=True, metavar="DOMAIN[,DOMAIN]", help="target domain(s), comma-separated")
-    p.add_argument("--data", required=True, type=Path, metavar="ROOT", help="dataset root (ROOT/DOMAIN/CLASS/image)")
+    p.add_argument("--source-checkpoint", type=Path, metavar="CKPT",
+                   help="source-trained student checkpoint folder (RUN/checkpoints/best) (required)")
+    p.add_argument("--target", metavar="DOMAIN[,DOMAIN]", help="target domain(s), comma-separated (required)")
+    p.add_argument("--data", type=Path, metavar="ROOT", help="dataset root (ROOT/DOMAIN/CLASS/image) (required)")
     p.add_argument("--cache", action="append", default=[], type=Path, metavar="DIR",
                    help="teacher cache (repeat for several teachers); required by sfda and teacher_pl")
     p.add_argument("--strategy", default="sfda", help="sfda (default), shot or teacher_pl; each brings its own "
@@ -40,29 +41,47 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave undecodable target images out (listed once); a cache's skipped images always are")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. optim.epochs=20 or strategy.teacher_weight=0.5 (repeatable)")
-    p.set_defaults(func=_run)
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help=f"continue the adaptation in RUN_DIR from its last checkpoint (uses RUN_DIR/{RUN_CONFIG}; "
+                        "no other option with it but --no-progress)")
+    p.set_defaults(func=_run, _parser=p)
+
+
+#: the options that define an adaptation (not allowed with --resume, required without it)
+DEFINING = ("source_checkpoint", "target", "data")
 
 
 def _run(args: argparse.Namespace) -> int:
     # lazy: torch, timm and the strategies load only when this command runs, not at every `distill` start-up
+    from distill.api import adapt_config
+    from distill.config import load_train_config
     from distill.strategies import get_strategy
     from distill.train import train
-    from distill.train.adapt import adapt_recipe
 
-    strategy_cls = get_strategy(args.strategy)
-    if not strategy_cls.needs.target_data:
-        raise DistillError(f"strategy '{args.strategy}' is not a source-free adaptation strategy "
-                           f"(use sfda, shot or teacher_pl; `distill train` runs the others)")
-    targets = [t.strip() for t in args.target.split(",") if t.strip()]
-    sources = [d.strip() for d in args.source_domains.split(",") if d.strip()] if args.source_domains else None
-    base = adapt_recipe(args.source_checkpoint, targets, args.data, caches=args.cache, strategy=args.strategy,
-                        out=args.out, source_domains=sources)
-    cfg = load_train_config(None, args.overrides + (["data.skip_bad=true"] if args.skip_bad else []), base=base)
-    if strategy_cls.optim_defaults:
-        own = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                        for k, v in strategy_cls.optim_defaults.items())
-        print(f"strategy '{args.strategy}' brings its own optim defaults: {own} (--set optim.KEY=VALUE overrides)")
-    summary = train(cfg)
+    progress = [NO_PROGRESS] if args.no_progress else []
+    if args.resume is not None:
+        given = [f"--{k.replace('_', '-')}" for k in (*DEFINING, "out", "source_domains") if getattr(args, k)]
+        given += [flag for flag, on in (("--cache", args.cache), ("--set", args.overrides), ("--skip-bad", args.skip_bad),
+                                         ("--strategy", args.strategy != "sfda")) if on]
+        if given:
+            raise DistillError(f"--resume continues the adaptation exactly as configured (RUN_DIR/{RUN_CONFIG}); "
+                               f"{', '.join(given)} not allowed with it")
+        summary = train(load_train_config(args.resume / RUN_CONFIG, progress), resume=True)
+    else:
+        missing = [f"--{k.replace('_', '-')}" for k in DEFINING if getattr(args, k) is None]
+        if missing:
+            args._parser.error(f"the following arguments are required: {', '.join(missing)} (or --resume RUN_DIR)")
+        strategy_cls = get_strategy(args.strategy)
+        sources = [d.strip() for d in args.source_domains.split(",") if d.strip()] if args.source_domains else None
+        cfg = adapt_config(args.source_checkpoint, args.target, args.data, cache=args.cache, strategy=args.strategy,
+                           out=args.out, source_domains=sources,
+                           overrides=args.overrides + (["data.skip_bad=true"] if args.skip_bad else []) + progress)
+        if strategy_cls.optim_defaults:
+            own = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in strategy_cls.optim_defaults.items())
+            print(f"strategy '{args.strategy}' brings its own optim defaults: {own} (--set optim.KEY=VALUE overrides)",
+                  file=sys.stderr)
+        summary = train(cfg)
     if summary is not None:
         accs = "  ".join(f"{d} {pct(v)}" for d, v in summary.test_acc.items())
         print(f"adapted checkpoint: {summary.checkpoint}  (kept: last epoch, {summary.best_epoch}; no labels "

@@ -6,18 +6,10 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
-from distill.cli._split import add_split_arguments, split_rule_of
-from distill.data.folder import DomainFolder
-from distill.data.unlabeled import FOLDER_HINT, add_folders, is_folder_entry, scan_folders
+from distill.cli._split import add_split_arguments, split_keys_of
 from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, AdversarialManifest, CacheManifest
 from distill.config import parse_eps
-from distill.teacher.clip import Teacher
-from distill.teacher.pool import teacher_pool
-from distill.teacher.prompts import resolve_templates
-from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,7 +86,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="do not store image embeddings (only for strategies that read logits alone: kd, erm, ...)")
     b.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest)")
     b.add_argument("--workers", type=int, default=None, metavar="N", help="decode workers per process (cores - 1)")
-    b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("--device", default="auto",
                    help="auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK under torchrun, else cuda:0, else cpu)")
     b.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -122,23 +113,13 @@ def _names(text: str | None) -> list[str] | None:
     return [d.strip() for d in text.split(",") if d.strip()] if text else None
 
 
-def add_unlabeled_folders(dataset: DomainFolder, entries: list[str]) -> None:
-    """``--unlabeled DIR...``: scan each folder and add it to ``dataset`` as an unlabeled domain."""
-    for entry in entries:
-        if not is_folder_entry(entry):
-            where = "is a domain under ROOT (cached by --domains, all by default)" if entry in dataset.domains \
-                else "is not a folder"
-            raise DistillError(f"--unlabeled: '{entry}' {where}; --unlabeled takes folders outside ROOT "
-                               f"({FOLDER_HINT})")
-    add_folders(dataset, scan_folders(entries, dataset.root, "--unlabeled"))
-
-
 def _build(args: argparse.Namespace) -> int:
-    # lazy: the cache package pulls torchvision (seconds); `distill --help` does not need it
+    # lazy: the cache package pulls torch and torchvision (seconds); `distill --help` does not need them
     from distill.teacher.cache import (
-        AdversarialOptions, CacheOptions, PixelOptions, ViewConfig, build_cache, parse_sizes, pixel_dir_name,
+        AdversarialOptions, CacheOptions, PixelOptions, ViewConfig, parse_sizes, pixel_dir_name,
     )
     from distill.data.view_policy import preset as view_preset  # lazy: as above (kornia)
+    from distill.teacher.cache.job import CacheBuildConfig, run_cache_build
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
@@ -147,25 +128,11 @@ def _build(args: argparse.Namespace) -> int:
     augment = ViewConfig(scale=_pair(args.crop_scale, "--crop-scale"), ratio=_pair(args.crop_ratio, "--crop-ratio"),
                          hflip=hflip)
     policy = view_preset(args.policy, augment, mixup=args.mixup, cutmix=args.cutmix)
-    pool = teacher_pool(args.pretrained)
-    dataset = DomainFolder(args.data, split_rule_of(args, pretrain_fraction=pool[0].fraction if pool else 0.0))
-    domains = _names(args.domains)
-    add_unlabeled_folders(dataset, args.unlabeled)
-    templates, templates_source = resolve_templates(args.templates_file, args.pretrained)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(f"prompt templates: {len(templates)} from {templates_source}", flush=True)
-    device = resolve_device(args.device, what="--device")
-    check_precision(args.precision, device, what="--precision")
-    deterministic_cublas()  # before the teacher's first matmul: a resumed build writes the same bytes
-    pretrained = None if args.pretrained.lower() == "none" else args.pretrained
-    if pretrained is None:
-        torch.manual_seed(0)  # random weights, identical in every process and every run
-    teacher = Teacher(args.arch, pretrained, dataset.classes, templates, device=str(device), precision=args.precision)
-    out = Path(args.out)
-    was_complete = CacheManifest.exists_in(out)
     if args.adv_views < 0:
         raise DistillError(f"--adv-views must be >= 0, got {args.adv_views}")
-    options = CacheOptions(domains=domains, views=args.views, seed=args.seed, augment=augment,
+    out = Path(args.out)
+    was_complete = CacheManifest.exists_in(out)
+    options = CacheOptions(domains=_names(args.domains), views=args.views, seed=args.seed, augment=augment,
                            policy=None if policy.crop_only else policy,
                            batch_size=args.batch_size, shard_size=args.shard_size, dtype=args.dtype,
                            fingerprint=args.fingerprint, logits=args.logits, topk=args.topk,
@@ -174,9 +141,11 @@ def _build(args: argparse.Namespace) -> int:
         views=args.adv_views, epsilon=parse_eps(args.adv_eps), steps=args.adv_steps,
         step_size=None if args.adv_step_size is None else parse_eps(args.adv_step_size), seed=args.adv_seed,
         split=None if args.adv_split == "all" else args.adv_split, domains=_names(args.adv_domains))
-    build_cache(dataset, teacher, out, options, adversarial=adversarial,
-                pixels=PixelOptions(pixel_sizes, args.pixel_interpolation), skip_bad=args.skip_bad,
-                num_workers=args.workers, progress=not args.no_progress)
+    run_cache_build(CacheBuildConfig(
+        data=args.data, out=out, arch=args.arch, pretrained=args.pretrained, templates_file=args.templates_file,
+        split=split_keys_of(args), unlabeled=tuple(args.unlabeled), options=options, adversarial=adversarial, pixels=PixelOptions(pixel_sizes, args.pixel_interpolation),
+        skip_bad=args.skip_bad, workers=args.workers, progress=not args.no_progress, device=args.device,
+        precision=args.precision))
     if int(os.environ.get("RANK", 0)) == 0:
         m = CacheManifest.read(out)
         state = "already complete" if was_complete else "written"

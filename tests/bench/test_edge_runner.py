@@ -55,6 +55,6 @@ def test_edge_runner_without_torch(small_onnx: Path, tmp_path: Path) -> None:
 def test_edge_runner_error_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", BLOCKER, edge_runner.__file__, str(tmp_path / "none.onnx")],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
+    assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "not found" in errors[0] and "Traceback" not in r.stderr

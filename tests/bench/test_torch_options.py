@@ -76,11 +76,11 @@ def test_compile_path_times_the_first_call_apart(ckpt, monkeypatch):
     (["--compile", "reduce-overhead", "--device", "cpu"], "reduce-overhead captures CUDA graphs"),
 ])
 def test_cpu_refusals_are_one_line(ckpt, capsys, flags, needle):
-    assert main(["bench", str(ckpt), "--runtime", "torch", *flags]) == 2
+    assert main(["bench", str(ckpt), "--runtime", "torch", *flags]) == 1
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1, err
 
 
 def test_torch_flags_refused_for_onnx(small_onnx, capsys):
-    assert main(["bench", str(small_onnx), "--precision", "bf16"]) == 2
+    assert main(["bench", str(small_onnx), "--precision", "bf16"]) == 1
     assert "apply to --runtime torch only" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`distill export` (distill/cli/export.py): one-line errors with exit status 2; one printed line per file."""
+"""`distill export` (distill/cli/export.py): one-line errors with exit status 1; one printed line per file."""
 from __future__ import annotations
 
 import shutil
@@ -13,7 +13,7 @@ from distill.records import ExportReport
 def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     rc = main(argv)
     err = capsys.readouterr().err.strip()
-    assert rc == 2, err
+    assert rc == 1, err
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
     return err
 

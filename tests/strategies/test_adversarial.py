@@ -257,7 +257,7 @@ def test_cache_build_cli_adds_adversarial_views(data, tmp_path, capsys):
     assert (m["views"], m["steps"], m["seed"], m["domains"], m["split"]) == (1, 2, 7, ["green"], "train")
     assert m["epsilon"] == pytest.approx(4 / 255) and m["epsilon_levels"] == 4
     assert cli(args + adv) == 0  # complete: nothing to do
-    assert cli(args + ["--adv-views", "1", "--adv-steps", "3", "--adv-domains", "green"]) == 2
+    assert cli(args + ["--adv-views", "1", "--adv-steps", "3", "--adv-domains", "green"]) == 1
     assert "different plan" in capsys.readouterr().err
 
     # `cache inspect` shows them, with the teacher's accuracy on the perturbed images next to clean

@@ -234,11 +234,11 @@ def test_distill_adapt_end_to_end(root, caches, source_ckpt, tmp_path, strategy,
 def test_adapt_errors_are_one_line(root, caches, source_ckpt, tmp_path, capsys):
     bad = _adapt_args(root, caches[:1], source_ckpt, tmp_path / "r1")
     bad[bad.index("--target") + 1] = SOURCE
-    assert cli(bad) == 2
+    assert cli(bad) == 1
     assert "both source and target" in capsys.readouterr().err
-    assert cli(_adapt_args(root, [], source_ckpt, tmp_path / "r2", "sfda")) == 2
+    assert cli(_adapt_args(root, [], source_ckpt, tmp_path / "r2", "sfda")) == 1
     assert "needs a teacher cache" in capsys.readouterr().err
-    assert cli(_adapt_args(root, caches[:1], source_ckpt, tmp_path / "r3", "kd")) == 2
+    assert cli(_adapt_args(root, caches[:1], source_ckpt, tmp_path / "r3", "kd")) == 1
     assert "not a source-free adaptation strategy" in capsys.readouterr().err
 
 
@@ -268,7 +268,7 @@ def test_sfda_fuses_two_caches_per_sample(root, caches, source_ckpt):
 
 @pytest.mark.slow
 def test_sfda_kill9_then_resume_is_bit_identical(root, caches, source_ckpt, tmp_path):
-    """`distill adapt` killed with kill -9 mid-epoch and resumed with `distill train --resume` ends with the
+    """`distill adapt` killed with kill -9 mid-epoch and resumed with `distill adapt --resume` ends with the
     same weights, metrics and pseudo-labels as an uninterrupted run (the refresh hook's state is checkpointed)."""
     import os
     import signal
@@ -300,10 +300,11 @@ def test_sfda_kill9_then_resume_is_bit_identical(root, caches, source_ckpt, tmp_
     assert '"step": 3' in last.read_text(), "the run finished or never reached step 3 before the kill"
     assert not (tmp_path / "killed" / "summary.json").exists()
 
-    resumed = subprocess.run([sys.executable, "-m", "distill", "train", "--resume", str(tmp_path / "killed")],
+    resumed = subprocess.run([sys.executable, "-m", "distill", "adapt", "--resume", str(tmp_path / "killed")],
                              cwd=repo, capture_output=True, text=True, timeout=300,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr and "adapted checkpoint:" in resumed.stdout
     a = load_file(str(tmp_path / "full" / "checkpoints" / "best" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "checkpoints" / "best" / "model.safetensors"))
     assert a.keys() == b.keys()

@@ -60,9 +60,10 @@ def test_cache_skip_list_is_honoured_by_train_eval_and_export(world, tmp_path, c
     (tmp_path / "kd.yaml").write_text(yaml.safe_dump(cfg))
     capsys.readouterr()
     assert cli(["train", "-c", str(tmp_path / "kd.yaml")]) == 0, capsys.readouterr().err
-    out = capsys.readouterr().out
-    lines = _warnings(out)
-    assert len(lines) == 1 and empty in lines[0] and truncated in lines[0], out
+    res = capsys.readouterr()
+    lines = _warnings(res.err)  # warnings go to stderr, results to stdout
+    assert len(lines) == 1 and empty in lines[0] and truncated in lines[0], res.err
+    assert not _warnings(res.out), res.out
     summary = json.loads((run / "summary.json").read_text())
     assert {k["path"] for k in summary["skipped_images"]} == {empty, truncated}
     assert set(summary["robust"]["domains"]) == {"red", "green", "blue"}
@@ -70,7 +71,7 @@ def test_cache_skip_list_is_honoured_by_train_eval_and_export(world, tmp_path, c
     # eval: the truncated test image stops it without --skip-bad, and is skipped (listed once) with it
     ckpt = run / "checkpoints" / "best"
     args = ["eval", str(ckpt), "--data", str(root), "--pgd-eps", "0", "--corruptions", "none", "--json"]
-    assert cli(args) == 2
+    assert cli(args) == 1
     assert "--skip-bad" in capsys.readouterr().err
     assert cli(args + ["--skip-bad"]) == 0
     res = capsys.readouterr()
@@ -94,8 +95,8 @@ def test_skip_bad_without_a_cache_scans_the_dataset(world, tmp_path, capsys):
     root, _, empty, truncated = world
     (tmp_path / "erm.yaml").write_text(yaml.safe_dump(_train_cfg(root, tmp_path / "run", strategy={"name": "erm"})))
     capsys.readouterr()
-    assert cli(["train", "-c", str(tmp_path / "erm.yaml")]) == 2
+    assert cli(["train", "-c", str(tmp_path / "erm.yaml")]) == 1
     assert "--skip-bad" in capsys.readouterr().err
     assert cli(["train", "-c", str(tmp_path / "erm.yaml"), "--skip-bad"]) == 0
-    lines = _warnings(capsys.readouterr().out)
+    lines = _warnings(capsys.readouterr().err)
     assert len(lines) == 1 and empty in lines[0] and truncated in lines[0]

@@ -61,7 +61,7 @@ def test_config_errors_are_one_line_naming_the_key(tmp_path, tiny_root, tiny_cac
     p = _write(tmp_path, _config(tiny_root, tiny_cache, tmp_path / "run"))
     rc = cli(["train", "-c", str(p), "--set", override])
     err = capsys.readouterr().err.strip()
-    assert rc == 2
+    assert rc == 1
     assert needle in err
     assert len(err.splitlines()) == 1, err
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -76,7 +76,7 @@ def test_missing_required_section(tmp_path, tiny_root):
 
 def test_kd_without_cache_is_refused(tmp_path, tiny_root, capsys):
     p = _write(tmp_path, _config(tiny_root, None, tmp_path / "run"))
-    assert cli(["train", "-c", str(p)]) == 2
+    assert cli(["train", "-c", str(p)]) == 1
     assert "needs a teacher cache" in capsys.readouterr().err
 
 
@@ -84,7 +84,7 @@ def test_kd_without_cache_is_refused(tmp_path, tiny_root, capsys):
 def test_cache_mismatch_refused_naming_fields(tmp_path, tiny_root, tiny_cache, capsys):
     # a different split rule changes the data identity the cache was built for
     p = _write(tmp_path, _config(tiny_root, tiny_cache, tmp_path / "run", data__test_fraction=0.5))
-    assert cli(["train", "-c", str(p)]) == 2
+    assert cli(["train", "-c", str(p)]) == 1
     err = capsys.readouterr().err
     assert "dataset.fingerprint" in err and len(err.strip().splitlines()) == 1
 
@@ -92,7 +92,7 @@ def test_cache_mismatch_refused_naming_fields(tmp_path, tiny_root, tiny_cache, c
 def test_cache_teacher_mismatch_refused(tmp_path, tiny_root, tiny_cache, capsys):
     cfg = _config(tiny_root, tiny_cache, tmp_path / "run")
     cfg["teacher"] = {"arch": "distill-demo-vit", "pretrained": None, "templates": ["a drawing of a {}."]}
-    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 2
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 1
     err = capsys.readouterr().err
     assert "templates" in err
 
@@ -157,7 +157,7 @@ def test_second_run_into_same_dir_refused(tmp_path, tiny_root, tiny_cache, capsy
     cfg = _config(tiny_root, tiny_cache, tmp_path / "run", optim__epochs=1)
     p = _write(tmp_path, cfg)
     assert cli(["train", "-c", str(p)]) == 0
-    assert cli(["train", "-c", str(p)]) == 2
+    assert cli(["train", "-c", str(p)]) == 1
     assert "--resume" in capsys.readouterr().err
 
 
@@ -284,6 +284,6 @@ def test_content_fingerprint_catches_a_same_size_edit(tmp_path, capsys):
     Image.fromarray(edited).save(img, compress_level=0)
     assert img.stat().st_size == size and DomainFolder(root, test_fraction=0.3).fingerprint() == paths_fp
     capsys.readouterr()
-    assert cli(["train", "-c", str(p)]) == 2
+    assert cli(["train", "-c", str(p)]) == 1
     err = capsys.readouterr().err.strip()
     assert "dataset.content_fingerprint" in err and len(err.splitlines()) == 1, err

@@ -11,6 +11,8 @@ This package's public API is what this module exports; one job per module:
     - :mod:`~distill.teacher.cache.shards`: the one resumable, distributed shard writer.
     - :mod:`~distill.teacher.cache.options`: typed build settings.
     - :mod:`~distill.teacher.cache.build`: the builder (:mod:`~distill.teacher.cache.inputs`: its decode path).
+    - :mod:`~distill.teacher.cache.job`: one build as one typed config (``distill cache build``,
+      ``distill.build_cache``): data, split rule and teacher resolved, then the builder run.
     - :mod:`~distill.teacher.cache.read`: the reader (memory-mapped; :mod:`~distill.teacher.cache.mapped`: the
       maps and the verify-once record; :mod:`~distill.teacher.cache.summary`: whole-cache views).
     - :mod:`~distill.teacher.cache.compact`: compact rows (top-k / recomputed logits, no embeddings).
@@ -24,6 +26,7 @@ from distill.data.views import ViewConfig, apply_view, view_params
 from distill.teacher.cache.adversarial import AdversarialViews, build_adversarial_views
 from distill.teacher.cache.build import SHARD_DELAY_ENV, build_cache, make_plan
 from distill.teacher.cache.format import shard_name
+from distill.teacher.cache.job import CacheBuildConfig, run_cache_build
 from distill.teacher.cache.identity import (
     CacheMismatchError, check_manifest, check_sample_indices, dataset_expectation, diff_fields, expected_identity,
     identity_diffs,
@@ -35,7 +38,7 @@ from distill.teacher.cache.pixels import (
 from distill.teacher.cache.read import TeacherCache
 
 __all__ = [
-    "SHARD_DELAY_ENV", "AdversarialOptions",
+    "SHARD_DELAY_ENV", "AdversarialOptions", "CacheBuildConfig", "run_cache_build",
     "AdversarialViews", "CacheMismatchError", "CacheOptions", "PixelOptions", "PixelStore", "TeacherCache",
     "ViewConfig", "apply_view", "build_adversarial_views", "build_cache", "build_pixel_store", "check_manifest",
     "check_sample_indices", "dataset_expectation", "diff_fields", "expected_identity", "find_pixel_store",

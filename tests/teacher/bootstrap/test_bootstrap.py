@@ -146,7 +146,7 @@ def test_no_pool_is_refused(tree: Path, tmp_path: Path, capsys: pytest.CaptureFi
         bootstrap_teacher(DomainFolder(tree), tmp_path, SETTINGS, progress=False)
     # the CLI defaults to a pool (--pretrain-fraction 0.3, tests/data/test_split.py); an explicit 0 is refused
     assert main(["teacher", "bootstrap", "--data", str(tree), "--out", str(tmp_path / "t"), "--quick",
-                 "--pretrain-fraction", "0"]) == 2
+                 "--pretrain-fraction", "0"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--pretrain-fraction" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "t" / "teacher.json").exists()
@@ -237,7 +237,7 @@ def test_cli_bootstrap_then_eval(tree: Path, tmp_path: Path, capsys: pytest.Capt
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(dom + " "))
         assert 0.0 <= float(line.split()[1].rstrip("%")) <= 100.0
     assert main(["teacher", "eval", "--arch", DEMO_ARCH, "--pretrained", str(tmp_path / "missing.safetensors"),
-                 "--data", str(tree)]) == 2
+                 "--data", str(tree)]) == 1
     assert "teacher checkpoint not found" in capsys.readouterr().err
 
 

@@ -180,7 +180,7 @@ def test_cli_build_with_unlabeled_folders_and_its_errors(tree, tmp_path, capsys)
                            ("purple", "'purple' is not a folder"),
                            (str(tmp_path / "nowhere"), f"folder '{tmp_path / 'nowhere'}' does not exist"),
                            (str(tree / "art"), "overlaps the data root")):
-        assert cli([*argv[:-1], entry]) == 2
+        assert cli([*argv[:-1], entry]) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: --unlabeled: ") and message in err, err
         assert err.count("\n") == 1, err
@@ -303,7 +303,7 @@ def test_cli_inspect_json_and_text(reference, capsys):
     assert cli(["cache", "inspect", str(reference)]) == 0
     text = capsys.readouterr().out
     assert "distill-demo-vit" in text and "zero-shot accuracy" in text and "compute saved" in text
-    assert cli(["cache", "inspect", str(reference.parent)]) == 2
+    assert cli(["cache", "inspect", str(reference.parent)]) == 1
     assert "not a teacher cache" in capsys.readouterr().err
 
 
@@ -322,9 +322,9 @@ def test_cli_build_options(tree, tmp_path, capsys):
     assert m["dtype"] == "float32" and m["dataset"]["test_fraction"] == 0.5 and m["rows"] == 40
     assert (TeacherCache.open(out).rows["view_params"][:, 4] == 0).all()
     assert cli(argv) == 0 and "already complete" in capsys.readouterr().out
-    assert cli([*argv[:-1], "0.3"]) == 2
+    assert cli([*argv[:-1], "0.3"]) == 1
     assert "dataset.test_fraction: 0.5 vs 0.3" in capsys.readouterr().err
-    assert cli([*argv[:5], str(tmp_path / "d"), *argv[6:], "--crop-scale", "1"]) == 2
+    assert cli([*argv[:5], str(tmp_path / "d"), *argv[6:], "--crop-scale", "1"]) == 1
     assert "--crop-scale expects" in capsys.readouterr().err
 
 

@@ -1,0 +1,185 @@
+"""The Python API: the stage functions the CLI calls, over the same typed configs and records.
+
+Each function takes the typed config its command builds (or the few arguments that make one)
+and returns the typed record the command reads back and prints::
+
+    from distill.api import export, load_recipe, train
+
+    cfg = load_recipe("kd", {"optim.epochs": 5, "run.out": "runs/kd"})        # a TrainConfig
+    summary = train(cfg)                                                      # a RunSummary
+    report = export(summary.checkpoint, "exports/kd", precisions="fp32,int8")  # an ExportReport
+
+==========================  ====================================  =====================
+function                    config                                returns
+==========================  ====================================  =====================
+:func:`build_cache`         :class:`CacheBuildConfig`             :class:`CacheManifest`
+:func:`train`               :class:`TrainConfig` or a recipe      :class:`RunSummary`
+:func:`adapt`               the arguments of ``distill adapt``    :class:`RunSummary`
+:func:`export`              :class:`ExportConfig` (or its keys)   :class:`ExportReport`
+==========================  ====================================  =====================
+
+Errors are :class:`~distill.errors.DistillError` (one line naming the file, key or value), as
+on the command line. Nothing heavy is imported until a function runs. (``distill`` itself
+re-exports these lazily, but for ``train`` and ``export``, whose names are the stage subpackages.)
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from distill.config import TrainConfig, load_train_config
+from distill.errors import DistillError
+from distill.recipes import _yaml_value, list_recipes, load_recipe, resolve_recipe
+from distill.records import RUN_CONFIG
+
+__all__ = ["adapt", "adapt_config", "build_cache", "export", "list_recipes", "load_recipe", "require_onnxruntime",
+           "train", "train_config"]
+
+if TYPE_CHECKING:
+    from distill.export.config import ExportConfig
+    from distill.records import CacheManifest, ExportReport, RunSummary
+    from distill.teacher.cache.job import CacheBuildConfig
+
+#: what to install when no ONNX Runtime is importable (both wheels provide the module `onnxruntime`)
+ORT_HINT = ("no ONNX Runtime is installed: pip install 'distill-vlm[cpu]' (or 'distill-vlm[gpu]' on a CUDA "
+            "machine; install one of the two, never both)")
+
+
+def build_cache(config: CacheBuildConfig) -> CacheManifest | None:
+    """Run the teacher once over a dataset and write (or resume, or find complete) a teacher cache.
+
+    ``distill cache build`` with its flags as :class:`~distill.teacher.cache.job.CacheBuildConfig`
+    fields. Returns the cache's manifest (None on ranks other than 0 under torchrun).
+    """
+    from distill.teacher.cache.job import run_cache_build  # lazy: the cache package loads torch and open_clip
+
+    return run_cache_build(config)
+
+
+def _sets(overrides: Mapping[str, Any] | None) -> list[str]:
+    return [f"{key}={_yaml_value(value)}" for key, value in (overrides or {}).items()]
+
+
+def train_config(config: TrainConfig | str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from a config, a recipe file or a built-in recipe's name, with ``overrides``.
+
+    ``overrides`` are ``--set`` items as a mapping (``{"optim.epochs": 5, "run.out": "runs/x"}``),
+    validated exactly as on the command line.
+    """
+    if isinstance(config, TrainConfig):
+        if not overrides:
+            return config
+        return load_train_config(None, _sets(overrides), base=config.model_dump(mode="json"))
+    if not isinstance(config, (str, Path)):
+        raise DistillError(f"train: config must be a TrainConfig, a recipe file or a recipe name, got "
+                           f"{type(config).__name__}")
+    return load_train_config(resolve_recipe(config), _sets(overrides))
+
+
+def train(config: TrainConfig | str | Path | None = None, overrides: Mapping[str, Any] | None = None, *,
+          resume: str | Path | None = None) -> RunSummary | None:
+    """Train a student: ``distill train -c CONFIG --set KEY=VALUE ...`` (or ``--resume RUN_DIR``).
+
+    Args:
+        config: a :class:`TrainConfig`, a recipe file, or a built-in recipe's name (``"kd"``).
+        overrides: ``--set`` items as a mapping (``{"optim.epochs": 5}``).
+        resume: continue the run in this folder from its last checkpoint, exactly as configured
+            (no ``config`` or ``overrides`` with it).
+
+    Returns:
+        The run's :class:`~distill.records.RunSummary` (also ``RUN/summary.json``); None on ranks
+        other than 0 under torchrun.
+    """
+    from distill.train import train as run_training  # lazy: torch, timm; `import distill.api` stays cheap
+
+    if resume is not None:
+        return run_training(_resumed(resume, config, overrides, "train"), resume=True)
+    if config is None:
+        raise DistillError("train: pass a config (a TrainConfig, a recipe file or a built-in recipe's name) or resume")
+    return run_training(train_config(config, overrides))
+
+
+def _resumed(run_dir: str | Path, config: Any, overrides: Mapping[str, Any] | None, what: str) -> TrainConfig:
+    if config is not None or overrides:
+        raise DistillError(f"{what}: resume continues the run exactly as configured (its {RUN_CONFIG}); "
+                           "pass no config or overrides with it")
+    return load_train_config(Path(run_dir) / RUN_CONFIG)
+
+
+def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], data: str | Path, *,
+                 cache: str | Path | Sequence[str | Path] = (), strategy: str = "sfda", out: str | Path | None = None,
+                 source_domains: Sequence[str] | None = None, overrides: Mapping[str, Any] | Sequence[str] | None = None,
+                 ) -> TrainConfig:
+    """The :class:`TrainConfig` of a source-free adaptation (what ``distill adapt`` trains).
+
+    Args:
+        source_checkpoint: ``RUN/checkpoints/best`` of a run on the source domains.
+        target: target domain(s): a name, ``"a,b"`` or a list.
+        data: dataset root holding them.
+        cache: teacher cache folder(s), one per teacher (sfda and teacher_pl need one).
+        strategy: ``sfda``, ``shot`` or ``teacher_pl``.
+        out: run folder (default ``runs/adapt-STRATEGY-TARGETS``).
+        source_domains: the checkpoint's source domains, when its ``student.json`` lacks them.
+        overrides: ``--set`` items, as a mapping or as ``KEY=VALUE`` strings.
+    """
+    # lazy: the strategies and the adaptation recipe load torch
+    from distill.strategies import get_strategy
+    from distill.train.adapt import adapt_recipe
+
+    strategy_cls = get_strategy(strategy)
+    if not strategy_cls.needs.target_data:
+        raise DistillError(f"strategy '{strategy}' is not a source-free adaptation strategy "
+                           f"(use sfda, shot or teacher_pl; `distill train` runs the others)")
+    targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else [str(t) for t in target]
+    caches = [cache] if isinstance(cache, (str, Path)) else list(cache)
+    base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,
+                        out=out, source_domains=source_domains)
+    sets = list(overrides) if isinstance(overrides, (list, tuple)) else _sets(overrides)
+    return load_train_config(None, sets, base=base)
+
+
+def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[str] | None = None,
+          data: str | Path | None = None, *, cache: str | Path | Sequence[str | Path] = (), strategy: str = "sfda",
+          out: str | Path | None = None, source_domains: Sequence[str] | None = None,
+          overrides: Mapping[str, Any] | None = None, resume: str | Path | None = None) -> RunSummary | None:
+    """Adapt a source-trained student to unlabeled target domains (``distill adapt``; see :func:`adapt_config`).
+
+    ``resume=RUN_DIR`` continues an interrupted adaptation, exactly as configured. Returns the
+    run's :class:`~distill.records.RunSummary` (None on ranks other than 0).
+    """
+    from distill.train import train as run_training  # lazy: torch, timm
+
+    if resume is not None:
+        given = source_checkpoint or target or data or cache or out or source_domains
+        return run_training(_resumed(resume, given or None, overrides, "adapt"), resume=True)
+    if source_checkpoint is None or target is None or data is None:
+        raise DistillError("adapt: pass source_checkpoint, target and data (or resume=RUN_DIR)")
+    return run_training(adapt_config(source_checkpoint, target, data, cache=cache, strategy=strategy, out=out,
+                                     source_domains=source_domains, overrides=overrides))
+
+
+def require_onnxruntime() -> None:
+    """One line saying what to install when neither ``onnxruntime`` nor ``onnxruntime-gpu`` is."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise DistillError(ORT_HINT)
+
+
+def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | None = None,
+           **options: Any) -> ExportReport:
+    """Export a checkpoint to ONNX fp32/fp16/int8 (+ TensorRT) with parity and accuracy checks (``distill export``).
+
+    Args:
+        checkpoint: a checkpoint folder (``RUN/checkpoints/best``).
+        out: output folder (``export.json``, the ``.onnx`` files, ``build_engine.sh``).
+        config: an :class:`~distill.export.ExportConfig`; or give its keys as ``options``
+            (``precisions="fp32,int8"``, ``data_root=...``), which update ``config`` when both are given.
+
+    Returns:
+        The :class:`~distill.records.ExportReport` written to ``out/export.json``.
+    """
+    require_onnxruntime()
+    from distill.export import ExportConfig, export_checkpoint  # lazy: torch, onnx, onnxruntime
+
+    cfg = config.with_updates(**options) if config is not None else ExportConfig.from_options(options)
+    return export_checkpoint(checkpoint, out, cfg)

@@ -1,0 +1,107 @@
+"""One cache build as one typed config: :class:`CacheBuildConfig` -> :func:`run_cache_build`.
+
+``distill cache build`` parses its flags into a :class:`CacheBuildConfig` and calls
+:func:`run_cache_build`; ``distill.build_cache(cfg)`` (the Python API) is the same function. It
+resolves what the flags leave open (the teacher's templates and pretraining pool from the
+``teacher.json`` beside a bootstrapped checkpoint, the device), makes the dataset and the
+teacher, and runs :func:`~distill.teacher.cache.build.build_cache`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from distill.data.folder import DomainFolder
+from distill.data.split import SplitKeys
+from distill.data.unlabeled import FOLDER_HINT, add_folders, is_folder_entry, scan_folders
+from distill.errors import DistillError
+from distill.records import CacheManifest
+from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
+from distill.teacher.pool import teacher_pool
+from distill.teacher.prompts import resolve_templates
+
+
+@dataclass(frozen=True)
+class CacheBuildConfig:
+    """A teacher cache to build: the data and its split rule, the teacher, what the cache holds.
+
+    Attributes:
+        data: dataset root (ROOT/DOMAIN/CLASS/image).
+        out: cache directory (new, or this same build to resume).
+        arch: open_clip model name (``ViT-B-32``, or a bootstrapped teacher's ``distill-demo-rn``).
+        pretrained: open_clip tag, checkpoint file, or ``"none"`` (random weights seeded with 0).
+        templates_file: prompt templates (default: the ``teacher.json`` beside a bootstrapped
+            ``pretrained`` checkpoint, else the built-in ones).
+        split: the split rule's keys (:class:`~distill.data.split.SplitKeys`: class map, test / val /
+            pretrain fraction, split seed); unset ones take the defaults, except ``pretrain_fraction``: the
+            stand-in teacher's pretraining pool its ``teacher.json`` records (never cached), else 0.
+        unlabeled: folders of unlabeled images outside ROOT to cache too (``data.unlabeled`` of a run).
+        options: what the cache holds (views, view policy, shards, dtype, fingerprint).
+        adversarial: also craft PGD views against the teacher (``adv_cached``); None: none.
+        pixels: also store every view's pixels at these sizes; None: none.
+        skip_bad: skip undecodable images (listed in the manifest) instead of stopping.
+        workers: decode workers per process (default: cores - 1).
+        progress: show a progress bar.
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+        precision: the teacher's inference dtype (``fp32``, ``bf16``, ``fp16``; CUDA only).
+    """
+
+    data: str | Path
+    out: str | Path
+    arch: str
+    pretrained: str
+    templates_file: str | Path | None = None
+    split: SplitKeys = field(default_factory=SplitKeys)
+    unlabeled: Sequence[str] = ()
+    options: CacheOptions = field(default_factory=CacheOptions)
+    adversarial: AdversarialOptions | None = None
+    pixels: PixelOptions | None = None
+    skip_bad: bool = False
+    workers: int | None = None
+    progress: bool = True
+    device: str = "auto"
+    precision: str = "fp32"
+
+
+def add_unlabeled_folders(dataset: DomainFolder, entries: Sequence[str]) -> None:
+    """``--unlabeled DIR...``: scan each folder and add it to ``dataset`` as an unlabeled domain."""
+    for entry in entries:
+        if not is_folder_entry(entry):
+            where = "is a domain under ROOT (cached by --domains, all by default)" if entry in dataset.domains \
+                else "is not a folder"
+            raise DistillError(f"--unlabeled: '{entry}' {where}; --unlabeled takes folders outside ROOT "
+                               f"({FOLDER_HINT})")
+    add_folders(dataset, scan_folders(list(entries), dataset.root, "--unlabeled"))
+
+
+def run_cache_build(cfg: CacheBuildConfig) -> CacheManifest | None:
+    """Build (or resume, or find complete) the cache ``cfg`` describes; its manifest on rank 0, None on others."""
+    # lazy: torch and open_clip load only when a cache is built
+    import torch
+
+    from distill.teacher.cache.build import build_cache
+    from distill.teacher.clip import Teacher
+    from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
+
+    pool = teacher_pool(cfg.pretrained)
+    dataset = DomainFolder(cfg.data, cfg.split.split_rule({"pretrain_fraction": pool[0].fraction} if pool else None,
+                                                          where="cache build"))
+    add_unlabeled_folders(dataset, cfg.unlabeled)
+    templates_file = None if cfg.templates_file is None else str(cfg.templates_file)
+    templates, templates_source = resolve_templates(templates_file, cfg.pretrained)
+    main = int(os.environ.get("RANK", 0)) == 0
+    if main:
+        print(f"prompt templates: {len(templates)} from {templates_source}", flush=True)
+    device = resolve_device(cfg.device, what="--device")
+    check_precision(cfg.precision, device, what="--precision")
+    deterministic_cublas()  # before the teacher's first matmul: a resumed build writes the same bytes
+    pretrained = None if str(cfg.pretrained).lower() == "none" else str(cfg.pretrained)
+    if pretrained is None:
+        torch.manual_seed(0)  # random weights, identical in every process and every run
+    teacher = Teacher(cfg.arch, pretrained, dataset.classes, templates, device=str(device), precision=cfg.precision)
+    out = Path(cfg.out)
+    build_cache(dataset, teacher, out, cfg.options, adversarial=cfg.adversarial,
+                pixels=cfg.pixels, skip_bad=cfg.skip_bad, num_workers=cfg.workers, progress=cfg.progress)
+    return CacheManifest.read(out) if main else None

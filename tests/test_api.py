@@ -1,0 +1,88 @@
+"""distill/api.py and distill/__init__.py: the Python API over the CLI's typed configs (the README's
+example, which trains and exports, runs in tests/test_readme.py)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import distill
+from distill import api
+from distill.config import TrainConfig, dump_config, load_train_config
+from distill.errors import DistillError
+from distill.recipes import CONFIGS_DIR, load_recipe
+from distill.records import RUN_CONFIG
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    import distill.train
+
+    calls: list[tuple[TrainConfig, bool]] = []
+    monkeypatch.setattr(distill.train, "train", lambda cfg, resume=False: calls.append((cfg, resume)) or "summary")
+    return calls
+
+
+def test_lazy_top_level_names():
+    assert {"build_cache", "adapt", "TrainConfig", "RunSummary", "CacheBuildConfig", "load_recipe"} <= set(dir(distill))
+    from distill.teacher.cache.job import CacheBuildConfig
+
+    assert distill.CacheBuildConfig is CacheBuildConfig and distill.adapt is api.adapt
+    assert dataclasses.is_dataclass(distill.CacheBuildConfig)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        distill.nope  # noqa: B018
+
+
+def test_train_config_from_a_name_a_file_or_a_config():
+    by_name = api.train_config("kd", {"optim.epochs": 3, "run.out": "runs/x"})
+    assert by_name == load_recipe("kd", {"optim.epochs": 3, "run.out": "runs/x"})
+    assert api.train_config(CONFIGS_DIR / "kd.yaml", {"optim.epochs": 3, "run.out": "runs/x"}) == by_name
+    again = api.train_config(by_name, {"optim.epochs": 4})
+    assert again.optim.epochs == 4 and again.strategy == by_name.strategy and api.train_config(by_name) is by_name
+    with pytest.raises(DistillError, match="unknown key 'optim.epoch'"):
+        api.train_config(by_name, {"optim.epoch": 4})
+    with pytest.raises(DistillError, match="must be a TrainConfig"):
+        api.train_config({"strategy": "kd"})  # type: ignore[arg-type]
+
+
+def test_train_and_adapt_resume(trained, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_CONFIG).write_text(dump_config(load_train_config(CONFIGS_DIR / "sfda.yaml", [f"run.out={run}"])))
+    assert api.train(resume=run) == "summary" and api.adapt(resume=run) == "summary"
+    assert [(c.strategy.name, r) for c, r in trained] == [("sfda", True), ("sfda", True)]
+    with pytest.raises(DistillError, match="exactly as configured"):
+        api.train("kd", resume=run)
+    with pytest.raises(DistillError, match="exactly as configured"):
+        api.adapt(target="mnist_m", resume=run)
+    with pytest.raises(DistillError, match="pass source_checkpoint, target and data"):
+        api.adapt(target="mnist_m")
+
+
+def test_train_takes_a_recipe_name(trained):
+    assert api.train("erm", {"optim.epochs": 1}) == "summary"
+    (cfg, resume), = trained
+    assert cfg.strategy.name == "erm" and cfg.optim.epochs == 1 and not resume
+
+
+def test_adapt_refuses_a_strategy_that_does_not_adapt(tmp_path):
+    with pytest.raises(DistillError, match="'kd' is not a source-free adaptation strategy"):
+        api.adapt_config(tmp_path, "mnist_m", tmp_path, strategy="kd")
+
+
+def test_build_cache_from_its_config_returns_its_manifest(tmp_path):
+    """`build_cache(CacheBuildConfig)` (what `distill cache build` runs) returns the manifest it wrote; again, the same."""
+    from tests.shapes import make_shapes_root
+
+    from distill.records import CacheManifest
+    from distill.teacher.cache import CacheOptions
+
+    root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=4)
+    cfg = distill.CacheBuildConfig(data=root, out=tmp_path / "c", arch="distill-demo-vit", pretrained="none",
+                                   templates_file=None, options=CacheOptions(views=2, seed=3, shard_size=8),
+                                   workers=0, progress=False, device="cpu")
+    manifest = distill.build_cache(cfg)
+    assert isinstance(manifest, CacheManifest) and manifest == CacheManifest.read(tmp_path / "c")
+    assert manifest.views.count == 2 and manifest.rows == 2 * manifest.dataset.cached_images
+    assert manifest.teacher.arch == "distill-demo-vit" and manifest.dataset.test_fraction == 0.3
+    assert distill.build_cache(cfg) == manifest  # complete: found, not rebuilt
