@@ -15,6 +15,7 @@ from distill.config import load_train_config
 from distill.demo import (ADVERSARIAL, CACHE_VIEWS, DISTILLED, OPENVOCAB, QUICK_OPTIM, SHIP, STUDENTS, WITHHELD_TAG)
 from distill.recipes import recipe_path
 from distill.data import DomainFolder
+from distill.data.split import SPLIT_KEYS, SplitRule
 from distill.recipes import load_recipe
 from distill.records import (DEMO_RESULTS, RUN_CONFIG, BenchRecord, CacheManifest, ExportReport, RobustReport,
                              RunSummary, TeacherManifest, pct)
@@ -58,11 +59,16 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
         assert all(0.0 <= v <= 1.0 for v in summary.test_acc.values())  # fractions in the artifact
         assert (out / "runs" / run / "checkpoints" / "best" / "model.safetensors").is_file()
     # the demo trains the configs/ recipes: each run's saved config is its recipe file but for the named overrides
+    # and the split keys a recipe leaves unset, which a run takes from its cache (so saved: the cache's rule)
     overridden = ["data.root", "cache", "run.out", "run.progress", *QUICK_OPTIM, "robust"]
+    cache_rule = SplitRule.from_cache(manifest.dataset)
     for run in (*STUDENTS, ADVERSARIAL):
         saved = load_train_config(out / "runs" / run / RUN_CONFIG).model_dump(mode="json")
         recipe = load_train_config(recipe_path(run)).model_dump(mode="json")
-        assert _without(saved, overridden) == _without(recipe, overridden), run
+        unset = [k for k in SPLIT_KEYS if recipe["data"][k] is None]
+        assert {k: saved["data"][k] for k in unset} == {k: SplitRule.of(**cache_rule).model_dump()[k] for k in unset}, run
+        skip = [*overridden, *(f"data.{k}" for k in unset)]
+        assert _without(saved, skip) == _without(recipe, skip), run
 
     # the story's table: every row, fractions printed as percents
     table = (out / DEMO_RESULTS).read_text()
