@@ -1,6 +1,8 @@
 """distill.evaluate: per-domain accuracy, as a fraction, on a hand-made data set against a hand count."""
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +71,10 @@ def _to_tensor(img) -> Tensor:
     return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
 
 
-def _linear(seed: int = 0):
-    """A fixed random linear classifier over 16x16 images: 3 classes, near-ties impossible to hand-pick."""
-    w = torch.randn(3 * 16 * 16, 3, generator=torch.Generator().manual_seed(seed))
+def _linear(seed: int = 0, classes: int = 3):
+    """A fixed random linear classifier over 16x16 images: 3 classes (or ``classes`` columns), near-ties
+    impossible to hand-pick."""
+    w = torch.randn(3 * 16 * 16, classes, generator=torch.Generator().manual_seed(seed))
     return lambda x: x.flatten(1) @ w
 
 
@@ -134,7 +137,8 @@ def _two_rank_worker(rank: int, root: str, port: int, out: str) -> None:
     try:
         ds = DomainFolder(root, test_fraction=0.4)
         ev = DomainEvaluator(ds, ["red", "green", "blue"], _to_tensor, batch_size=4, dist=Dist(rank, 2))
-        torch.save(ev.counts(_linear(2)), f"{out}.{rank}")
+        # counts; top-1/top-5 of a 6-column model; a 3-class model (top-5 undefined on every rank)
+        torch.save((ev.counts(_linear(2)), ev.accuracy(_linear(2, classes=6)), ev.accuracy(_linear(2))), f"{out}.{rank}")
     finally:
         tdist.destroy_process_group()
 
@@ -147,5 +151,10 @@ def test_two_gloo_ranks_sum_to_the_single_process_counts(shapes, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_two_rank_worker, args=(str(shapes.root), port, str(tmp_path / "counts")), nprocs=2)
-    single = DomainEvaluator(shapes, ["red", "green", "blue"], _to_tensor, batch_size=4).counts(_linear(2))
-    assert torch.load(tmp_path / "counts.0") == torch.load(tmp_path / "counts.1") == single
+    ev = DomainEvaluator(shapes, ["red", "green", "blue"], _to_tensor, batch_size=4)
+    single, six = ev.counts(_linear(2)), ev.accuracy(_linear(2, classes=6))
+    for rank in (0, 1):
+        counts, acc6, acc3 = torch.load(tmp_path / f"counts.{rank}", weights_only=False)
+        assert counts == single and acc6 == six  # top-5 summed over the ranks as top-1 is
+        assert all(math.isnan(a.top5) and not math.isnan(a.top1) for a in acc3.values())
+    assert all(0 < a.top5 <= 1 and a.top5 >= a.top1 for a in six.values())

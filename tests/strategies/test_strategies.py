@@ -35,7 +35,8 @@ _SUPPORTED = {"labels", "cached_logits", "cached_features", "text_embeddings", "
               "source_checkpoint",  # source_checkpoint: the student handed over stands for the source-trained one
               "cached_adversarial", "target_data",  # supplied by _adversarial_and_target_inputs() below
               "unlabeled",  # two rows of the batch carry no label (-1), as pool rows do
-              "augmented_views"}  # the batch's views are mixed: partner labels and mixing weights
+              "augmented_views",
+              "logit_modes"}  # the cache row layouts accepted: checked at start-up (tests/train/test_mapped_cache.py)  # the batch's views are mixed: partner labels and mixing weights
 _UNSUPPORTED: dict[str, str] = {}
 
 STRATEGIES = list_strategies()

@@ -10,6 +10,7 @@ import torch
 
 from distill.config import load_train_config
 from distill.evaluate import DomainEvaluator, TopK
+from distill.utils.runtime import Dist
 from distill.train.summary import metrics_row
 
 
@@ -20,9 +21,9 @@ def test_train_loss_and_lr_per_epoch(tiny_root, tiny_cache, tmp_path, monkeypatc
     seen: list[tuple[int, float, float]] = []  # (epoch, loss, lr) of every step, as the logger receives them
     step = RunLog.step
 
-    def spy(self, step_in_epoch, global_step, out, labels, lr):
+    def spy(self, step_in_epoch, global_step, out, labels, lr, skipped=False):
         seen.append((self.steps.epoch, float(out["loss"].detach()), lr))
-        return step(self, step_in_epoch, global_step, out, labels, lr)
+        return step(self, step_in_epoch, global_step, out, labels, lr, skipped=skipped)
 
     monkeypatch.setattr(RunLog, "step", spy)
     cfg = {"data": {"root": str(tiny_root), "source": ["red", "green"], "test_fraction": 0.3},
@@ -42,10 +43,23 @@ def test_train_loss_and_lr_per_epoch(tiny_root, tiny_cache, tmp_path, monkeypatc
         assert all(math.isnan(float(r[key])) for r in rows), key
 
 
+class _Positions(torch.utils.data.Dataset):
+    """Position i -> (image [1, 1, 1] holding i, label i): the split the evaluator streams."""
+
+    def __init__(self, labels: torch.Tensor):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return torch.full((1, 1, 1), float(i)), int(self.labels[i])
+
+
 def _evaluator(logits: torch.Tensor, labels: torch.Tensor) -> tuple[DomainEvaluator, Callable]:
     ev = DomainEvaluator.__new__(DomainEvaluator)
-    ev.domains, ev.split, ev.batch_size = ["d"], "test", 2  # batches of 2: counts add up across batches
-    ev._data = {"d": (torch.arange(len(labels)).float().view(-1, 1, 1, 1), labels)}
+    ev.domains, ev.split, ev.batch_size, ev.workers, ev.dist = ["d"], "test", 2, 0, Dist()  # batches of 2
+    ev._spans, ev._images = {"d": (0, len(labels))}, _Positions(labels)  # one domain: every position
     return ev, lambda x: logits[x.view(-1).long()]
 
 
