@@ -71,6 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "at that input size never decodes a JPEG (3*H*W bytes per row)")
     b.add_argument("--pixel-interpolation", default="bicubic",
                    help="resize filter of the stored pixels: the student's (bicubic)")
+    b.add_argument("--pixel-codec", default="raw", metavar="CODEC",
+                   help="how --store-pixels keeps each view: raw (exact uint8, 3*H*W bytes, no decode), jpeg or "
+                        "webp (encoded at the student's size, ~5-15x smaller, decoded by the training workers; "
+                        "lossy: training is then not byte-identical to raw) (raw)")
+    b.add_argument("--pixel-quality", type=int, default=None, metavar="Q",
+                   help="quality 1..100 of --pixel-codec jpeg/webp (90)")
     b.add_argument("--shard-size", type=int, default=1024, metavar="S", help="images per shard (1024)")
     b.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored dtype (float16)")
     b.add_argument("--fingerprint", choices=("paths", "content"), default="paths",
@@ -124,6 +130,9 @@ def _build(args: argparse.Namespace) -> int:
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
     pixel_sizes = parse_sizes(args.store_pixels or "")
+    pixels = PixelOptions(pixel_sizes, args.pixel_interpolation, args.pixel_codec, args.pixel_quality)
+    if pixels.codec != "raw" and not pixel_sizes:
+        raise DistillError(f"--pixel-codec {pixels.codec}: needs --store-pixels SIZE (the store it encodes)")
     hflip = args.hflip if args.hflip is not None else (0.0 if args.policy == "fm" else 0.5)
     augment = ViewConfig(scale=_pair(args.crop_scale, "--crop-scale"), ratio=_pair(args.crop_ratio, "--crop-ratio"),
                          hflip=hflip)
@@ -143,7 +152,7 @@ def _build(args: argparse.Namespace) -> int:
         split=None if args.adv_split == "all" else args.adv_split, domains=_names(args.adv_domains))
     run_cache_build(CacheBuildConfig(
         data=args.data, out=out, arch=args.arch, pretrained=args.pretrained, templates_file=args.templates_file,
-        split=split_keys_of(args), unlabeled=tuple(args.unlabeled), options=options, adversarial=adversarial, pixels=PixelOptions(pixel_sizes, args.pixel_interpolation),
+        split=split_keys_of(args), unlabeled=tuple(args.unlabeled), options=options, adversarial=adversarial, pixels=pixels,
         skip_bad=args.skip_bad, workers=args.workers, progress=not args.no_progress, device=args.device,
         precision=args.precision))
     if int(os.environ.get("RANK", 0)) == 0:
@@ -163,8 +172,9 @@ def _build(args: argparse.Namespace) -> int:
             print(f"adversarial views: {out / CACHE_ADVERSARIAL_DIR} ({a.rows} = {a.images} {a.split or 'all'} "
                   f"images x {a.views}; eps {a.epsilon:.4f}, {a.steps} PGD steps, seed {a.seed})")
         for size in pixel_sizes:
+            how = "uint8" if pixels.codec == "raw" else f"{pixels.codec} quality {pixels.quality}, lossy"
             print(f"pixel store: {out / pixel_dir_name(size, args.pixel_interpolation)} (each row's view, "
-                  f"{size[0]}x{size[1]} uint8)")
+                  f"{size[0]}x{size[1]} {how})")
         print(f"inspect it with: distill cache inspect {out}")
     return 0
 

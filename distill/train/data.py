@@ -107,11 +107,12 @@ class ItemTable:
 class TrainImages(Dataset):
     """Items -> pixels [3, H, W] in [0, 1] of the item's view, at the student's resolution.
 
-    With ``pixels`` (the cache's :class:`~distill.teacher.cache_pixels.PixelStore` at this size
-    and interpolation) an item with cached view params is read from the store: no decode, no
-    resize. Otherwise the image is decoded and the view made with
+    With ``pixels`` (the cache's :class:`~distill.teacher.cache.pixel_store.PixelStore` at this size
+    and interpolation) an item with cached view params is read from the store: no resize, and no
+    decode from a raw store. Otherwise the image is decoded and the view made with
     :func:`~distill.data.views.view_pixels`, the function the store was written with, so
-    both paths give the same bits.
+    both paths give the same bits with a raw store; a jpeg/webp store is lossy (its decoded rows
+    differ slightly from those bits).
 
     With ``uint8=True`` items stay uint8 [3, H, W] (what the trainer asks for): a worker then only
     reads or decodes, a quarter of the bytes cross shared memory, pinning and the host-to-device

@@ -39,3 +39,34 @@ def test_policy_build_prints_its_policy_and_never_mixes_in_a_skipped_image(tmp_p
     assert (partners >= 0).any()
     skipped = {s.sample_index for s in cache.skipped}
     assert len(skipped) == 2 and not skipped & set(partners.tolist())
+
+
+def test_pixel_codec_flags_are_checked_in_one_line(tmp_path: Path, capsys) -> None:
+    """Bad --pixel-codec / --pixel-quality: exit 1 and one line naming the flag and value, before any work."""
+    base = ["cache", "build", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "c"), "--arch",
+            "distill-demo-vit", "--pretrained", "none", "--store-pixels", "32"]
+    for extra, words in ((["--pixel-codec", "png"], "'png' is not one of raw, jpeg, webp"),
+                         (["--pixel-codec", "jpeg", "--pixel-quality", "0"], "--pixel-quality: 0 is not"),
+                         (["--pixel-codec", "webp", "--pixel-quality", "101"], "--pixel-quality: 101 is not"),
+                         (["--pixel-quality", "80"], "applies to --pixel-codec jpeg or webp, not raw")):
+        assert cli(base + extra) == 1, extra
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, (extra, err)
+    assert cli(base[:-2] + ["--pixel-codec", "jpeg"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs --store-pixels" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_jpeg_pixel_store_from_the_cli(tmp_path: Path, capsys) -> None:
+    root = make_shapes_root(tmp_path / "data", ["red"], per_class=2)
+    out = tmp_path / "c"
+    assert cli(["cache", "build", "--data", str(root), "--out", str(out), "--arch", "distill-demo-vit",
+                "--pretrained", "none", "--store-pixels", "32", "--pixel-codec", "jpeg", "--pixel-quality", "80",
+                "--workers", "0", "--no-progress"]) == 0
+    assert f"pixel store: {out / 'pixels-32x32-bicubic'} (each row's view, 32x32 jpeg quality 80, lossy)" in \
+        capsys.readouterr().out.splitlines()
+    from distill.teacher.cache import find_pixel_store
+
+    store, line = find_pixel_store(TeacherCache.open(out), (32, 32), "bicubic")  # no flag: the manifest says
+    assert (store.codec, store.quality) == ("jpeg", 80) and "jpeg q80" in line

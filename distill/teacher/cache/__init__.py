@@ -17,7 +17,8 @@ This package's public API is what this module exports; one job per module:
       maps and the verify-once record; :mod:`~distill.teacher.cache.summary`: whole-cache views).
     - :mod:`~distill.teacher.cache.compact`: compact rows (top-k / recomputed logits, no embeddings).
     - :mod:`~distill.teacher.cache.adversarial`: PGD views crafted once against the teacher.
-    - :mod:`~distill.teacher.cache.pixels`: the views' pixels at the student's size (no decoding).
+    - :mod:`~distill.teacher.cache.pixels`: the views' pixels at the student's size (no decoding); read by
+      :mod:`~distill.teacher.cache.pixel_store`, raw or compressed (:mod:`~distill.teacher.cache.pixel_codecs`).
     - :mod:`distill.data.views`: view params (crop box + flip) and their replay.
 """
 from __future__ import annotations
@@ -32,9 +33,8 @@ from distill.teacher.cache.identity import (
     identity_diffs,
 )
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
-from distill.teacher.cache.pixels import (
-    PixelStore, build_pixel_store, find_pixel_store, parse_sizes, pixel_dir_name,
-)
+from distill.teacher.cache.pixel_store import PixelStore, find_pixel_store
+from distill.teacher.cache.pixels import build_pixel_store, parse_sizes, pixel_dir_name
 from distill.teacher.cache.read import TeacherCache
 
 __all__ = [

@@ -249,7 +249,7 @@ def build_cache(
         if pixels is not None and pixels.sizes:  # on a complete cache (just built or found), own pass: no teacher
             shards.barrier()  # rank 0 has written the cache's manifest
             for size in pixels.sizes:
-                build_pixel_store(dataset, out, size, pixels.interpolation,
+                build_pixel_store(dataset, out, size, pixels.interpolation, codec=pixels.codec, quality=pixels.quality,
                                   batch_size=max(1, options.batch_size // options.views),
                                   num_workers=num_workers, progress=progress, rank=rank, world=world)
         if adversarial is not None and adversarial.views > 0:  # on a complete cache; every rank crafts its shards

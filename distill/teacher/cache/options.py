@@ -95,10 +95,21 @@ class AdversarialOptions:
 @dataclass(frozen=True)
 class PixelOptions:
     """Pixel stores to add: every row's view as uint8 at these (H, W) sizes and resize filter
-    (``CACHE/pixels-HxW-INTERP``), so a student of that size and filter never decodes."""
+    (``CACHE/pixels-HxW-INTERP``), so a student of that size and filter never decodes.
+
+    ``codec`` ``raw`` (exact, 3*H*W bytes a row) or ``jpeg``/``webp`` at ``quality`` 1..100 (default
+    90 for those; lossy, decoded by the training workers: :mod:`~distill.teacher.cache.pixel_codecs`).
+    """
 
     sizes: tuple[tuple[int, int], ...] = ()
     interpolation: str = "bicubic"
+    codec: str = "raw"
+    quality: int | None = None
 
     def __post_init__(self) -> None:
+        from distill.teacher.cache.pixel_codecs import check_codec  # lazy: torchvision.io
+
         object.__setattr__(self, "sizes", tuple((int(h), int(w)) for h, w in self.sizes))
+        codec, quality = check_codec(self.codec, self.quality)
+        object.__setattr__(self, "codec", codec)
+        object.__setattr__(self, "quality", quality)

@@ -6,9 +6,10 @@ DataLoader worker decodes a full-size JPEG (~2 ms for 400x300), crops and bicubi
 Like FFCV's pre-resized stores, ``distill cache build ... --store-pixels 224`` writes each cached
 view (the exact crop + flip the teacher saw) once, as 8-bit pixels at the student's input size;
 a training worker then reads ~150 kB from a memory-mapped safetensors shard (~0.15 ms) instead.
-Raw uint8 rather than re-encoded JPEG: re-encoding would show the student other pixels than
-the replay path (lossy) and would bring a (smaller) decode back. The price is disk:
-3 x H x W bytes per row (150 kB at 224 px; 3 GB per 20,000 images and view).
+Raw uint8 by default: exact, and no decode; the price is disk, 3 x H x W bytes per row (150 kB at
+224 px). ``--pixel-codec jpeg|webp`` stores each view encoded instead (~5-15x smaller, decoded
+by the DataLoader workers, lossy: :mod:`~distill.teacher.cache.pixel_codecs`); the manifest
+records the codec, so a run reading the store needs no flag.
 
 Layout, one folder per (size, interpolation), next to the cache's own shards::
 
@@ -21,7 +22,7 @@ Shard tensors: ``pixels`` [n, 3, H, W] uint8, ``sample_index`` [n] int64, ``view
 one row per row of the cache's shard with the same number (so images skipped by the build are
 absent here too).
 
-Exact replay: each row is :func:`~distill.data.views.view_pixels` of the decoded image with
+Exact replay (raw): each row is :func:`~distill.data.views.view_pixels` of the decoded image with
 the row's stored ``view_params``, the very function and params the trainer's decode path uses,
 so ``pixels / 255`` equals what the trainer would compute, bit for bit (tested). A cache with a
 view policy stores the final bytes of each view, photometric ops and mix included
@@ -39,7 +40,7 @@ import datetime as _dt
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from safetensors import safe_open
@@ -55,12 +56,13 @@ from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST, CACHE_PIXELS_PREFI
 from distill.teacher.cache.format import shard_name
 from distill.teacher.cache.identity import (CACHE_LAYOUT, check_sample_indices, expected_identity, identity_diffs,
                                            stored_sample_indices)
-from distill.teacher.cache.mapped import MappedFile, verify_once
+from distill.teacher.cache.pixel_codecs import check_codec, codec_label, encode, pack
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.utils.io import read_json
 
 FORMAT = "distill.cache_pixels"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # raw; a compressed store is version 2 (an older distill refuses it instead of misreading)
+COMPRESSED_VERSION = 2
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
 
 
@@ -106,20 +108,28 @@ class PixelPlan:
     cache_rows: int
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
+    codec: str = "raw"  # raw | jpeg | webp (pixel_codecs); absent from a raw store's files
+    quality: int | None = None  # of jpeg/webp
 
     @classmethod
-    def for_cache(cls, cache_manifest: CacheManifest, size: tuple[int, int], interpolation: str) -> PixelPlan:
+    def for_cache(cls, cache_manifest: CacheManifest, size: tuple[int, int], interpolation: str,
+                  codec: str = "raw", quality: int | None = None) -> PixelPlan:
         if interpolation not in INTERPOLATIONS:
             raise DistillError(f"pixel interpolation '{interpolation}' is not one of {', '.join(INTERPOLATIONS)}")
+        codec, quality = check_codec(codec, quality)
         m = cache_manifest
         return cls(size=(int(size[0]), int(size[1])), interpolation=interpolation,
                    dataset_fingerprint=str(m.dataset.fingerprint),
                    views=m.views.model_dump(mode="json", exclude_none=True),
-                   shard_size=int(m.shard_size), num_shards=int(m.num_shards), cache_rows=int(m.rows))
+                   shard_size=int(m.shard_size), num_shards=int(m.num_shards), cache_rows=int(m.rows),
+                   format_version=FORMAT_VERSION if codec == "raw" else COMPRESSED_VERSION,
+                   codec=codec, quality=quality)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["size"] = list(self.size)
+        if self.codec == "raw":  # a raw store's plan and manifest stay what they were before codecs
+            del d["codec"], d["quality"]
         return d
 
 
@@ -146,38 +156,41 @@ class PixelManifest:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PixelManifest:
-        if d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
+        if d.get("format") != FORMAT or d.get("format_version") not in (FORMAT_VERSION, COMPRESSED_VERSION):
             raise DistillError(f"pixel store format {d.get('format')!r} version {d.get('format_version')!r}; "
-                               f"this distill reads {FORMAT!r} version {FORMAT_VERSION}")
-        fields = {k: d[k] for k in PixelPlan.__dataclass_fields__}
+                               f"this distill reads {FORMAT!r} versions {FORMAT_VERSION}, {COMPRESSED_VERSION}")
+        fields = {k: d.get(k, PixelPlan.__dataclass_fields__[k].default) for k in PixelPlan.__dataclass_fields__}
         fields["size"] = tuple(fields["size"])
         return cls(PixelPlan(**fields), tuple(PixelShard(**s) for s in d["shards"]), str(d.get("created", "")))
 
 
 # ---------------------------------------------------------------------- build
 class _ShardImages(Dataset):
-    """Item: one image of a cache shard -> its views' pixels uint8 [k, 3, H, W] (one decode per image).
+    """Item: one image of a cache shard -> its views' pixels uint8 [k, 3, H, W] (one decode per image),
+    or with a compressed ``plan.codec`` the list of the k views' encoded files (encoded in the worker).
 
     A job is (image file, views [k], view_params [k, P], partners): ``partners`` is None (crop-only
     cache) or, per row, None or the mixed-in row's (image file, view_params), decoded here too.
     """
 
-    def __init__(self, jobs: list[tuple], size: tuple[int, int], interpolation: str, render: PolicyRender | None):
-        self.jobs, self.size, self.interpolation, self.render = jobs, size, interpolation, render
+    def __init__(self, jobs: list[tuple], plan: PixelPlan, render: PolicyRender | None):
+        self.jobs, self.size, self.interpolation, self.render = jobs, plan.size, plan.interpolation, render
+        self.codec, self.quality = plan.codec, plan.quality
 
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def __getitem__(self, i: int) -> Tensor:
+    def __getitem__(self, i: int) -> Tensor | list[Tensor]:
         path, views, params, partners = self.jobs[i]
         img = load_rgb(path)
         if self.render is None:
-            return torch.stack([view_pixels(img, p, self.size, self.interpolation) for p in params])
-        out = []
-        for v, p, partner in zip(views.tolist(), params, partners):
-            other, other_p = (load_rgb(partner[0]), partner[1]) if partner is not None else (None, None)
-            out.append(self.render.pixels(img, v, p, self.size, self.interpolation, other, other_p))
-        return torch.stack(out)
+            out = [view_pixels(img, p, self.size, self.interpolation) for p in params]
+        else:
+            out = []
+            for v, p, partner in zip(views.tolist(), params, partners):
+                other, other_p = (load_rgb(partner[0]), partner[1]) if partner is not None else (None, None)
+                out.append(self.render.pixels(img, v, p, self.size, self.interpolation, other, other_p))
+        return torch.stack(out) if self.codec == "raw" else [encode(u8, self.codec, self.quality) for u8 in out]
 
 
 def _partner_rows(cache_dir: Path, manifest: CacheManifest) -> tuple[Tensor, Tensor]:
@@ -192,14 +205,16 @@ def _partner_rows(cache_dir: Path, manifest: CacheManifest) -> tuple[Tensor, Ten
     return key, torch.cat(params)[order]
 
 
-def _cat(items: list[Tensor]) -> Tensor:
-    return torch.cat(items)
+def _cat(items: list) -> Tensor | list[Tensor]:
+    return torch.cat(items) if isinstance(items[0], Tensor) else [row for item in items for row in item]
 
 
 def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], interpolation: str = "bicubic", *,
+                      codec: str = "raw", quality: int | None = None,
                       batch_size: int = 64, num_workers: int | None = None, progress: bool = True,
                       rank: int = 0, world: int = 1) -> Path:
-    """Write ``CACHE/pixels-HxW-INTERP``: each row of a complete cache as uint8 pixels at ``size``.
+    """Write ``CACHE/pixels-HxW-INTERP``: each row of a complete cache as uint8 pixels at ``size``
+    (``codec`` raw), or as one JPEG/WebP file per row (``codec`` jpeg/webp at ``quality``; lossy).
 
     Resumable (complete shards are kept) and idempotent (a complete store with the same plan
     returns at once; a different plan in the folder is refused, naming the fields). Under
@@ -211,6 +226,7 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
         cache_dir: a complete teacher cache.
         size: (H, W) of the stored views: the student's input size.
         interpolation: PIL filter of the resize: the student's ``spec.interpolation``.
+        codec, quality: ``raw`` (exact), ``jpeg`` or ``webp`` at quality 1..100 (default 90).
         batch_size: images per DataLoader batch.
         num_workers: decode workers (default: CPU cores per process - 1).
         progress: tqdm bar on rank 0.
@@ -221,7 +237,7 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
     """
     cache_dir = Path(cache_dir)
     manifest = CacheManifest.read(cache_dir)
-    plan = PixelPlan.for_cache(manifest, size, interpolation)
+    plan = PixelPlan.for_cache(manifest, size, interpolation, codec, quality)
     data_fingerprint = expected_identity(dataset_fingerprint=dataset.fingerprint(manifest.dataset.domains))
     if identity_diffs(manifest.to_dict(), data_fingerprint, CACHE_LAYOUT):
         raise DistillError(f"{cache_dir}: the dataset given is not the one this cache was built from "
@@ -229,6 +245,8 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
     check_sample_indices(cache_dir, stored_sample_indices(cache_dir, manifest), dataset)  # rows' images by index
     shards = ResumableShards(cache_dir / pixel_dir_name(plan.size, interpolation), rank, world)
     out = shards.out
+    if rank == 0:
+        _refuse_other_codec(out, plan)
     if shards.prepare(plan.to_dict(), REFUSALS):
         return out
 
@@ -266,7 +284,7 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
     if num_workers is None:
         num_workers = max(1, (os.cpu_count() or 2) // world - 1)
     h, w = plan.size
-    data = _ShardImages(jobs, plan.size, interpolation, render)
+    data = _ShardImages(jobs, plan, render)
     loader = DataLoader(data, batch_sampler=batches, num_workers=num_workers if jobs else 0, collate_fn=_cat,
                         prefetch_factor=2 if num_workers and jobs else None)
     it = iter(loader)
@@ -279,8 +297,12 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
                 parts.append(next(it))
                 got += len(parts[-1])
                 bar.update(1)
-            pixels = torch.cat(parts) if parts else torch.zeros(0, 3, h, w, dtype=torch.uint8)
-            tensors = {"pixels": pixels.contiguous(), "sample_index": si.contiguous(), "view": view.contiguous()}
+            if plan.codec == "raw":
+                pixels = torch.cat(parts) if parts else torch.zeros(0, 3, h, w, dtype=torch.uint8)
+                tensors = {"pixels": pixels.contiguous()}
+            else:
+                tensors = pack([row for part in parts for row in part])
+            tensors.update(sample_index=si.contiguous(), view=view.contiguous())
             shards.write(k, tensors)
     shards.barrier()
     if rank == 0:
@@ -293,105 +315,16 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
     return out
 
 
-# ---------------------------------------------------------------------- read
-class PixelStore:
-    """A complete pixel store, memory-mapped: ``get(sample_index, view)`` -> uint8 [3, H, W].
-
-    Only the [N] index columns are read at open; pixels are sliced from the safetensors shards
-    on demand, so DataLoader workers share the page cache instead of each holding a copy. The
-    open shard handles are per process (dropped when pickled to a spawned worker).
-    """
-
-    def __init__(self, path: Path, manifest: PixelManifest):
-        self.path, self.manifest = path, manifest
-        self.size, self.interpolation = manifest.plan.size, manifest.plan.interpolation
-        V = int(manifest.plan.views["count"])
-        h, w = self.size
-        self._rebuild = (f"remove {path} and rerun `distill cache build ... --store-pixels {h}x{w} "
-                         f"--pixel-interpolation {self.interpolation}` on the same --out")
-        keys, shard_ids, rows = [], [], []
-        for k, shard in enumerate(manifest.shards):
-            f = MappedFile(path / shard.file, self._rebuild)  # a truncated shard: one line naming it
-            si, view = f.tensor("sample_index").clone(), f.tensor("view").long()
-            keys.append(si * V + view)
-            shard_ids.append(torch.full_like(si, k))
-            rows.append(torch.arange(len(si)))
-        key = torch.cat(keys) if keys else torch.zeros(0, dtype=torch.long)
-        n = int(key.max()) + 1 if len(key) else 0
-        self._views = V
-        self._shard = torch.full((n,), -1, dtype=torch.long)
-        self._row = torch.full((n,), -1, dtype=torch.long)
-        if len(key):
-            self._shard[key], self._row[key] = torch.cat(shard_ids), torch.cat(rows)
-        self._files = [path / s.file for s in manifest.shards]
-        self._handles: dict[int, MappedFile] = {}
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_handles": {}}
-
-    def __len__(self) -> int:
-        return int((self._row >= 0).sum())
-
-    def get(self, sample_index: int, view: int) -> Tensor:
-        """uint8 [3, H, W] of one cached view (a copy of the mapped row)."""
-        key = int(sample_index) * self._views + int(view)
-        k = int(self._shard[key]) if 0 <= key < len(self._shard) and 0 <= view < self._views else -1
-        if k < 0:
-            raise DistillError(f"{self.path}: no stored pixels for sample {sample_index} view {view}")
-        h = self._handles.get(k)
-        if h is None:
-            h = self._handles[k] = MappedFile(self._files[k], self._rebuild)
-        return h.tensor("pixels")[int(self._row[key])].clone()
-
-    @classmethod
-    def open(cls, cache_dir: str | Path, cache_manifest: CacheManifest, size: tuple[int, int],
-             interpolation: str) -> PixelStore:
-        """The store of ``cache_dir`` at ``size``/``interpolation``; refuses one made for another cache.
-
-        Raises:
-            DistillError: no such store, an unfinished one, or one whose plan differs from the cache's.
-        """
-        path = Path(cache_dir) / pixel_dir_name(size, interpolation)
-        if not (path / PixelManifest.FILE).is_file():
-            state = "unfinished (rerun the build to resume)" if (path / CACHE_BUILD_PLAN).exists() else "absent"
-            raise DistillError(f"{path}: pixel store {state}")
-        m = PixelManifest.from_dict(read_json(path / PixelManifest.FILE))
-        diffs = identity_diffs(m.plan.to_dict(), PixelPlan.for_cache(cache_manifest, size, interpolation).to_dict())
-        if diffs:
-            raise DistillError(f"{path}: pixel store does not match its cache (store vs cache: {'; '.join(diffs)}); "
-                               f"remove it and rerun `distill cache build ... --store-pixels`")
-        h, w = m.plan.size
-        # each shard's sha256 (the manifest's) checked once per file version (distill.teacher.cache.mapped)
-        verify_once(path, [(sh.file, sh.sha256) for sh in m.shards],
-                    f"remove {path} and rerun `distill cache build ... --store-pixels {h}x{w} "
-                    f"--pixel-interpolation {m.plan.interpolation}` on the same --out")
-        return cls(path, m)
+def _refuse_other_codec(out: Path, plan: PixelPlan) -> None:
+    """A store (complete or not) of another codec in ``out``: one line saying which, before the plan diff."""
+    for name in (CACHE_MANIFEST, CACHE_BUILD_PLAN):
+        if (out / name).is_file():
+            have = read_json(out / name)
+            codec, quality = have.get("codec", "raw"), have.get("quality")
+            if (codec, quality) != (plan.codec, plan.quality):
+                raise DistillError(f"{out / name}: a {codec_label(codec, quality)} pixel store is here, this run "
+                                   f"asks for {codec_label(plan.codec, plan.quality)}; {_HOW}")
+            return
 
 
-def find_pixel_store(cache, size: Sequence[int], interpolation: str) -> tuple[PixelStore | None, str]:
-    """The store a trainer can read instead of decoding, and one line saying which input it uses.
-
-    Args:
-        cache: the run's first :class:`~distill.teacher.cache.read.TeacherCache` (it decides the
-            views), or None.
-        size: the student's input (H, W).
-        interpolation: the student's resize filter.
-    """
-    h, w = (int(v) for v in size)
-    if cache is None:
-        return None, "input: decoding images (no teacher cache, so no pixel store)"
-    name = pixel_dir_name((h, w), interpolation)
-    if not (Path(cache.path) / name).exists():
-        have = sorted(p.name for p in Path(cache.path).glob(CACHE_PIXELS_PREFIX + "*"))
-        return None, (f"input: decoding images (the cache has no {name}{'; it has ' + ', '.join(have) if have else ''}"
-                      f"; `distill cache build ... --store-pixels {h}x{w} --pixel-interpolation {interpolation}` "
-                      "adds one)")
-    if not (Path(cache.path) / name / PixelManifest.FILE).is_file():
-        return None, (f"input: decoding images ({Path(cache.path) / name} is unfinished; rerun the "
-                      f"`distill cache build ... --store-pixels {h}x{w}` that made it to finish it)")
-    store = PixelStore.open(cache.path, cache.manifest, (h, w), interpolation)
-    return store, f"input: cached pixels {h}x{w} {interpolation} from {store.path} (no decoding)"
-
-
-__all__ = ["PixelManifest", "PixelPlan", "PixelStore", "build_pixel_store", "find_pixel_store", "parse_sizes",
-           "pixel_dir_name"]
+__all__ = ["PixelManifest", "PixelPlan", "build_pixel_store", "parse_sizes", "pixel_dir_name"]
