@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fake ``polygraphy run`` (tests only): records its argv, feeds the data loader script's batches to a
 stand-in model and saves its "logits" where --save-outputs says, in the fake comparator's format.
 

@@ -11,8 +11,9 @@ class RunResults:
         self.lst = lst
 
     @staticmethod
-    def load(path: str) -> "RunResults":
-        data = json.loads(open(path).read())
+    def load(path: str) -> RunResults:
+        with open(path) as f:
+            data = json.load(f)
         return RunResults([(data["runner"], [{"logits": np.asarray(x, np.float32)} for x in data["iterations"]])])
 
     def items(self):
