@@ -164,8 +164,8 @@ class Exporter:
                                 "built_here": False, "check_files": check}
         if "int8" in cfg.precisions and not has_trt_int8:
             info["note"] = "no TensorRT int8 engine: export with --int8-flavour tensorrt (or both) for one"
-        if cfg.build_engines and tensorrt_available():
-            major = tensorrt_major(tensorrt_version())
+        major = self.tensorrt_here() if cfg.build_engines else None
+        if major is not None:
             for e in engines:
                 self.log(f"building TensorRT engine {e['engine']} ({e['precision']}, from {engine_source(e, major)})")
                 build_engine(ctx.out_dir / engine_source(e, major), ctx.out_dir / e["engine"], e["precision"],
@@ -175,6 +175,17 @@ class Exporter:
         else:
             self.log(f"TensorRT not importable here: wrote {script} — run it on the target device")
         self.tensorrt_info = info
+
+    def tensorrt_here(self) -> int | None:
+        """The importable TensorRT's major version; None (with a warning when it is too old) when
+        engines are not built here."""
+        if not tensorrt_available():
+            return None
+        try:
+            return tensorrt_major(tensorrt_version())
+        except DistillError as e:  # the ONNX files and the script are still good: say so, build nothing here
+            self.log.warn(f"not building engines here: {e}")
+            return None
 
     # ------------------------------------------------------------------ the record
     def files(self) -> list[str]:

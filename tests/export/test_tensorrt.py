@@ -236,3 +236,15 @@ def test_export_builds_each_engine_from_its_versions_source(run_ckpt: Path, tmp_
     assert calls["builder_flags"] == ([] if version.startswith("11") else [0])
     assert rep.tensorrt["built_here"] and rep.tensorrt["tensorrt_version"] == version
     assert {"model.fp32.engine", "model.fp16.engine", "timing.cache"} <= set(rep.files)
+
+
+def test_export_with_a_too_old_tensorrt_warns_and_writes_the_script(run_ckpt: Path, tmp_path: Path,
+                                                                     with_tensorrt) -> None:
+    from distill.export import ExportConfig, export_checkpoint
+
+    calls = with_tensorrt("8.6.1")  # JetPack 5: the export finishes, the device runs build_engine.sh
+    rep = export_checkpoint(run_ckpt, tmp_path / "exp", ExportConfig(precisions=("fp32",), latency_iters=1, threads=1),
+                            log=lambda s: None)
+    assert rep.status == "ok" and not rep.tensorrt["built_here"] and calls["network_flags"] == []
+    assert any("not building engines here: TensorRT 8.6.1 is too old" in w for w in rep.warnings)
+    assert (tmp_path / "exp" / "build_engine.sh").exists() and (tmp_path / "exp" / "export.json").exists()
