@@ -34,7 +34,9 @@ from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, export_onnx, preprocess_metadata
 from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare
 from distill.export.retarget import retarget_into
-from distill.export.tensorrt import TIMING_CACHE, build_engine, tensorrt_available, tensorrt_version, write_build_script
+from distill.export.tensorrt import (TIMING_CACHE, build_engine, engine_source, tensorrt_available, tensorrt_major,
+                                     tensorrt_version)
+from distill.export.tensorrt_script import write_build_script, write_check_files
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
 from distill.records import EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport
 from distill.student.model import load_student
@@ -139,32 +141,51 @@ class Exporter:
         self.models.append(Int8Step(self.ctx, reference, flavour, calibration).run())
 
     def tensorrt(self) -> None:
-        """build_engine.sh for the device, and engines here if TensorRT is importable."""
+        """build_engine.sh for the device (TensorRT 10 or 11, with its check against ONNX Runtime on the
+        calibration images), and engines here if TensorRT is importable."""
         ctx, cfg = self.ctx, self.ctx.cfg
         chw = (3, *ctx.spec.input_size)
         has_trt_int8 = any(m.model_extra.get("flavour") == "tensorrt" for m in self.models)
-        engines = []
+        engines = []  # onnx: TensorRT 10's source (precision flags); onnx_strongly_typed: 11's
         if "fp32" in cfg.precisions:
-            engines.append({"onnx": FP32_FILE, "engine": "model.fp32.engine", "precision": "fp32"})
+            engines.append({"onnx": FP32_FILE, "onnx_strongly_typed": FP32_FILE, "engine": "model.fp32.engine",
+                            "precision": "fp32"})
         if "fp16" in cfg.precisions:
-            engines.append({"onnx": FP32_FILE, "engine": "model.fp16.engine", "precision": "fp16"})
+            engines.append({"onnx": FP32_FILE, "onnx_strongly_typed": FP16_FILE, "engine": "model.fp16.engine",
+                            "precision": "fp16"})
         if has_trt_int8:
-            engines.append({"onnx": int8_file("tensorrt"), "engine": "model.int8.engine", "precision": "int8"})
-        script = write_build_script(ctx.out_dir, engines, INPUT_NAME, chw, cfg.trt_batches, cfg.trt_workspace_mib)
+            engines.append({"onnx": int8_file("tensorrt"), "onnx_strongly_typed": int8_file("tensorrt"),
+                            "engine": "model.int8.engine", "precision": "int8"})
+        calib = ctx.data.calib_images
+        check = write_check_files(ctx.out_dir, calib, INPUT_NAME, cfg.trt_batches) if calib is not None and engines else []
+        script = write_build_script(ctx.out_dir, engines, INPUT_NAME, chw, cfg.trt_batches, cfg.trt_workspace_mib,
+                                    reference=FP32_FILE if check else None)
         info: dict[str, Any] = {"build_script": script.name, "engines": engines, "batches": list(cfg.trt_batches),
-                                "built_here": False}
+                                "built_here": False, "check_files": check}
         if "int8" in cfg.precisions and not has_trt_int8:
             info["note"] = "no TensorRT int8 engine: export with --int8-flavour tensorrt (or both) for one"
-        if cfg.build_engines and tensorrt_available():
+        major = self.tensorrt_here() if cfg.build_engines else None
+        if major is not None:
             for e in engines:
-                self.log(f"building TensorRT engine {e['engine']} ({e['precision']})")
-                build_engine(ctx.out_dir / e["onnx"], ctx.out_dir / e["engine"], e["precision"], INPUT_NAME, chw,
-                             cfg.trt_batches, ctx.out_dir / TIMING_CACHE, cfg.trt_workspace_mib)
+                self.log(f"building TensorRT engine {e['engine']} ({e['precision']}, from {engine_source(e, major)})")
+                build_engine(ctx.out_dir / engine_source(e, major), ctx.out_dir / e["engine"], e["precision"],
+                             INPUT_NAME, chw, cfg.trt_batches, ctx.out_dir / TIMING_CACHE, cfg.trt_workspace_mib)
             info.update({"built_here": True, "tensorrt_version": tensorrt_version(),
                          "note": "engines run only on this GPU model with this TensorRT version"})
         else:
             self.log(f"TensorRT not importable here: wrote {script} — run it on the target device")
         self.tensorrt_info = info
+
+    def tensorrt_here(self) -> int | None:
+        """The importable TensorRT's major version; None (with a warning when it is too old) when
+        engines are not built here."""
+        if not tensorrt_available():
+            return None
+        try:
+            return tensorrt_major(tensorrt_version())
+        except DistillError as e:  # the ONNX files and the script are still good: say so, build nothing here
+            self.log.warn(f"not building engines here: {e}")
+            return None
 
     # ------------------------------------------------------------------ the record
     def files(self) -> list[str]:
@@ -172,7 +193,7 @@ class Exporter:
         trt = self.tensorrt_info
         assert trt is not None, "files() before tensorrt()"
         engines = [e["engine"] for e in trt["engines"]] + [TIMING_CACHE] if trt["built_here"] else []
-        return [m.file for m in self.models] + [trt["build_script"]] + engines + [EXPORT_REPORT]
+        return [m.file for m in self.models] + [trt["build_script"], *trt["check_files"]] + engines + [EXPORT_REPORT]
 
     def report(self, status: str, **end: Any) -> ExportReport:
         return ExportReport(**self.header, status=status, models=self.models, warnings=self.log.warnings,

@@ -1,22 +1,37 @@
 """TensorRT engines from the exported ONNX: build here when ``import tensorrt`` works, else a script.
 
 An engine is specific to the GPU and the TensorRT version that built it, so the portable
-artifact is the ONNX file plus ``build_engine.sh``, run on the target device (a Jetson has
-``trtexec`` at ``/usr/src/tensorrt/bin/trtexec``). fp16 engines are built from the fp32 ONNX
-with ``--fp16``; int8 engines from the ``tensorrt``-flavour QDQ ONNX (explicit quantization:
-the scales are in the graph, no calibrator) with ``--int8 --fp16`` so layers left in float run
-in fp16.
+artifact is the ONNX files plus ``build_engine.sh`` (:mod:`distill.export.tensorrt_script`), run
+on the target device (a Jetson has ``trtexec`` at ``/usr/src/tensorrt/bin/trtexec``).
+
+Two TensorRT generations are supported, and the builder picks by the major version:
+
+- **TensorRT 10** (JetPack 6.x ships 10.3): weakly typed networks with precision flags, as
+  before. fp16 engines come from the fp32 ONNX with ``FP16``; int8 engines from the
+  ``tensorrt``-flavour QDQ ONNX (explicit quantization: the scales are in the graph, no
+  calibrator) with ``INT8`` + ``FP16``, so layers left in float run in fp16.
+- **TensorRT 11** removed ``BuilderFlag.INT8/FP16`` and trtexec's ``--int8/--fp16/--best/--calib``:
+  every network is strongly typed, each tensor keeps the type the ONNX gives it. int8 comes only
+  from the Q/DQ nodes of the QDQ ONNX (its float layers stay fp32), fp16 only from the fp16 ONNX.
+  The network is created with ``STRONGLY_TYPED`` (a flag 11 keeps for compatibility: it is
+  always strongly typed) and no precision flag is set.
+
+Older TensorRT (8.x, JetPack 5) is refused with one line.
 """
 from __future__ import annotations
 
-import shlex
+import re
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from distill.errors import DistillError
 
-BUILD_SCRIPT = "build_engine.sh"  # in the export folder: builds the engines on the device
-TIMING_CACHE = "timing.cache"     # TensorRT's kernel timing cache, next to the engines
+TIMING_CACHE = "timing.cache"  # TensorRT's kernel timing cache, next to the engines
+MIN_MAJOR = 10                 # oldest TensorRT supported (JetPack 6.x: 10.3)
+STRONGLY_TYPED_MAJOR = 11      # from here on: no precision flags, types come from the ONNX
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def tensorrt_available() -> bool:
@@ -34,6 +49,28 @@ def tensorrt_version() -> str:
     return str(trt.__version__)
 
 
+def tensorrt_major(version: str) -> int:
+    """``"10.3.0.30"`` -> 10; a version that does not parse, or one older than TensorRT 10, raises."""
+    m = re.match(r"\s*(\d+)\.", str(version))
+    if m is None:
+        raise DistillError(f"TensorRT version '{version}' does not parse: expected MAJOR.MINOR... (10.x or 11.x)")
+    major = int(m.group(1))
+    if major < MIN_MAJOR:
+        raise DistillError(f"TensorRT {version} is too old: engines need TensorRT {MIN_MAJOR} or newer "
+                           "(JetPack 6.x ships 10.3); upgrade, or run build_engine.sh on a newer device")
+    return major
+
+
+def strongly_typed(major: int) -> bool:
+    """Whether TensorRT ``major`` builds only strongly typed networks (no precision flags)."""
+    return major >= STRONGLY_TYPED_MAJOR
+
+
+def engine_source(entry: dict[str, Any], major: int) -> str:
+    """The ONNX file an engine ``{"onnx", "onnx_strongly_typed", ...}`` is built from on TensorRT ``major``."""
+    return str(entry["onnx_strongly_typed"] if strongly_typed(major) else entry["onnx"])
+
+
 def _shape(input_name: str, batch: int, chw: tuple[int, int, int]) -> str:
     return f"{input_name}:{batch}x{'x'.join(str(d) for d in chw)}"
 
@@ -41,82 +78,73 @@ def _shape(input_name: str, batch: int, chw: tuple[int, int, int]) -> str:
 def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: str, input_name: str,
                     chw: tuple[int, int, int], batches: tuple[int, int, int] = (1, 8, 32),
                     timing_cache: str = TIMING_CACHE, workspace_mib: int = 1024,
-                    trtexec: str = "${TRTEXEC}") -> list[str]:
+                    trtexec: str = "${TRTEXEC}", typed: bool = False) -> list[str]:
     """The ``trtexec`` argv building one engine.
 
     Args:
         precision: ``fp32`` | ``fp16`` | ``int8`` (int8 expects a QDQ model).
         batches: (min, opt, max) batch of the optimization profile.
         workspace_mib: builder workspace memory pool limit in MiB.
+        typed: TensorRT >= 11: ``--stronglyTyped`` and no precision flag, so ``onnx_path`` must
+            carry the precision (the fp16 ONNX for fp16, the QDQ ONNX for int8). Otherwise
+            TensorRT 10's ``--fp16`` / ``--int8 --fp16``.
     """
     lo, opt, hi = batches
     if not lo <= opt <= hi:
         raise DistillError(f"TensorRT batch profile must be min <= opt <= max, got {batches}")
+    if precision not in PRECISIONS:
+        raise DistillError(f"TensorRT precision must be fp32, fp16 or int8; got '{precision}'")
     cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine_path}",
            f"--minShapes={_shape(input_name, lo, chw)}", f"--optShapes={_shape(input_name, opt, chw)}",
            f"--maxShapes={_shape(input_name, hi, chw)}", f"--timingCacheFile={timing_cache}",
            f"--memPoolSize=workspace:{workspace_mib}"]
-    if precision == "fp16":
+    if typed:
+        cmd.append("--stronglyTyped")
+    elif precision == "fp16":
         cmd.append("--fp16")
     elif precision == "int8":
         cmd += ["--int8", "--fp16"]
-    elif precision != "fp32":
-        raise DistillError(f"TensorRT precision must be fp32, fp16 or int8; got '{precision}'")
     return cmd
 
 
-def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input_name: str,
-                       chw: tuple[int, int, int], batches: tuple[int, int, int] = (1, 8, 32),
-                       workspace_mib: int = 1024) -> Path:
-    """Write ``out_dir/build_engine.sh`` building each ``{"onnx", "engine", "precision"}`` entry.
-
-    Paths in the script are relative to the export folder (the script ``cd``s there), so the
-    folder can be copied to the device as is.
-    """
-    out_dir = Path(out_dir)
-    lines = [
-        "#!/usr/bin/env bash",
-        "# Build TensorRT engines for this export. Run it ON THE TARGET DEVICE: an engine only runs on",
-        "# the GPU model and TensorRT version that built it (copy this folder, then ./build_engine.sh).",
-        f"# Optimization profile for '{input_name}': batch min/opt/max = {batches[0]}/{batches[1]}/{batches[2]}.",
-        "# int8 engines come from the tensorrt-flavour QDQ model (explicit quantization, scales inside the",
-        "# ONNX; no calibration cache needed). On TensorRT >= 10 '--stronglyTyped' may replace '--int8 --fp16'.",
-        "set -euo pipefail",
-        'cd "$(dirname "$0")"',
-        'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
-        'if [ ! -x "$TRTEXEC" ]; then echo "trtexec not found: install TensorRT (on a Jetson: JetPack) or set TRTEXEC=" >&2; exit 1; fi',
-        '"$TRTEXEC" --version 2>/dev/null | head -n 1 || true',
-    ]
-    for e in engines:
-        cmd = trtexec_command(e["onnx"], e["engine"], e["precision"], input_name, chw, batches,
-                              workspace_mib=workspace_mib, trtexec="$TRTEXEC")
-        lines.append(f"echo 'building {e['engine']} ({e['precision']})'")
-        lines.append('"$TRTEXEC" ' + " ".join(shlex.quote(a) for a in cmd[1:]))
-    path = out_dir / BUILD_SCRIPT
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o755)
-    return path
+def check_engine_source(onnx_path: str | Path, precision: str, typed: bool) -> None:
+    """Refuse an ONNX that cannot give ``precision``: int8 needs Q/DQ nodes (no calibrator is used);
+    a strongly typed fp16 engine needs float16 tensors in the graph."""
+    if precision == "int8" or (typed and precision == "fp16"):
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        if precision == "int8" and not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+            raise DistillError(f"{onnx_path}: an int8 engine needs a QDQ model (export with --int8-flavour "
+                               "tensorrt); this one has no QuantizeLinear/DequantizeLinear node")
+        if precision == "fp16" and not any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+            raise DistillError(f"{onnx_path}: TensorRT >= {STRONGLY_TYPED_MAJOR} builds fp16 only from an fp16 "
+                               "ONNX (model.fp16.onnx); this one has no float16 weights")
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str, input_name: str,
                  chw: tuple[int, int, int], batches: tuple[int, int, int] = (1, 8, 32),
                  timing_cache: str | Path = TIMING_CACHE, workspace_mib: int = 1024) -> Path:
-    """Build a serialized engine with the TensorRT Python API (TensorRT 8.6 / 10.x).
+    """Build a serialized engine with the TensorRT Python API (TensorRT 10.x or 11.x).
 
-    Builder -> network from ``OnnxParser`` -> config (FP16/INT8 flags, workspace, an
-    optimization profile for the dynamic batch, a timing cache read and written at
-    ``timing_cache``) -> ``build_serialized_network``.
+    Builder -> network from ``OnnxParser`` (strongly typed on 11) -> config (TensorRT 10: the
+    FP16/INT8 flags; 11: none), workspace, an optimization profile for the dynamic batch, a
+    timing cache read and written at ``timing_cache`` -> ``build_serialized_network``. On 11,
+    ``onnx_path`` must carry the precision: pick it with :func:`engine_source`.
     """
     try:
         import tensorrt as trt  # lazy: optional dependency, present on TensorRT hosts only
     except ImportError:
         raise DistillError("building a TensorRT engine needs TensorRT (pip install tensorrt, or JetPack on a "
                            "Jetson); otherwise run build_engine.sh on the device") from None
+    if precision not in PRECISIONS:
+        raise DistillError(f"TensorRT precision must be fp32, fp16 or int8; got '{precision}'")
+    typed = strongly_typed(tensorrt_major(trt.__version__))
+    check_engine_source(onnx_path, precision, typed)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # TensorRT 8.x; default in 10
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if typed and flag is not None:  # 11 keeps the flag for compatibility (always strongly typed)
+        flags = 1 << int(flag)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
@@ -124,9 +152,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
         raise DistillError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    if precision in ("fp16", "int8"):
+    if not typed and precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
+    if not typed and precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)  # QDQ model: explicit quantization, no calibrator
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, *[(b, *chw) for b in batches])

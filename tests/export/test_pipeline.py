@@ -60,7 +60,12 @@ def test_files_and_report(export_dir: Path) -> None:
     assert rep["tensorrt"]["build_script"] == "build_engine.sh" and not rep["tensorrt"]["built_here"]
     assert rep["preprocess"]["input_size"] == [32, 32] and rep["input"]["shape"] == ["batch", 3, 32, 32]
     assert rep["files"] == [*sorted(files, key=[m["file"] for m in rep["models"]].index), "build_engine.sh",
-                            "export.json"]
+                            "tensorrt_check.py", "tensorrt_check_images.npz", "export.json"]
+    assert rep["tensorrt"]["check_files"] == ["tensorrt_check.py", "tensorrt_check_images.npz"]
+    engines = {e["engine"]: (e["onnx"], e["onnx_strongly_typed"]) for e in rep["tensorrt"]["engines"]}
+    assert engines == {"model.fp32.engine": ("model.fp32.onnx", "model.fp32.onnx"),  # TensorRT 10's, 11's source
+                       "model.fp16.engine": ("model.fp32.onnx", "model.fp16.onnx"),
+                       "model.int8.engine": ("model.int8-tensorrt.onnx", "model.int8-tensorrt.onnx")}
 
 
 def test_fp32_parity_on_real_images(export_dir: Path, run_ckpt: Path, tiny_root: Path) -> None:

@@ -1,0 +1,166 @@
+"""``build_engine.sh``: TensorRT engines built on the target device, for TensorRT 10 or 11, then checked.
+
+The script asks ``trtexec`` which TensorRT it is (its ``[TensorRT v100300]`` banner; the Python
+bindings as a fallback; ``TRT_MAJOR=10|11`` overrides) and runs one of two blocks:
+
+- TensorRT 10 (Jetson, JetPack 6.x): ``--fp16`` from the fp32 ONNX, ``--int8 --fp16`` from the QDQ ONNX.
+- TensorRT >= 11: ``--stronglyTyped`` and none of the removed ``--int8/--fp16/--best/--calib``;
+  fp16 from the fp16 ONNX, int8 from the QDQ ONNX.
+
+Then, when the export had calibration images and ``polygraphy`` is installed, each engine is
+run by polygraphy on those images next to ONNX Runtime on the ONNX it was built from (and on the
+fp32 ONNX), and :mod:`distill.export.engine_check` prints the top-1 agreement of each pair.
+"""
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.export import engine_check
+from distill.export.images import ImageSet
+from distill.export.tensorrt import MIN_MAJOR, STRONGLY_TYPED_MAJOR, trtexec_command
+
+BUILD_SCRIPT = "build_engine.sh"        # in the export folder: builds the engines on the device
+CHECK_SCRIPT = "tensorrt_check.py"      # engine_check.py, copied: polygraphy's data loader + the agreement
+CHECK_IMAGES_FILE = engine_check.IMAGES_FILE
+CHECK_DIR = "tensorrt_check"            # written on the device: polygraphy's saved outputs and log
+CHECK_IMAGES = 256                      # calibration images the engines are checked on, at most
+
+_DETECT = r"""
+# Which TensorRT: TRT_MAJOR=10|11 overrides; else trtexec's banner ("[TensorRT v100300]" is 10.3.0,
+# "[TensorRT v8502]" 8.5.2, or a dotted "[TensorRT v11.0.0.x]"); else the Python bindings.
+trt_major() {
+    local v
+    v="$("$TRTEXEC" --help 2>&1 | grep -o -m 1 '\[TensorRT v[0-9.]*' || true)"
+    v="${v#\[TensorRT v}"
+    if [[ "$v" == *.* ]]; then echo "${v%%%%.*}"; return; fi
+    if [[ "$v" =~ ^[0-9]+$ ]]; then
+        if [ "$v" -ge 100000 ]; then echo $((v / 10000)); else echo $((v / 1000)); fi
+        return
+    fi
+    "$PYTHON" -c 'import tensorrt; print(tensorrt.__version__.split(".")[0])' 2>/dev/null || true
+}
+TRT_MAJOR="${TRT_MAJOR:-$(trt_major)}"
+if ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]]; then
+    echo "cannot tell which TensorRT $TRTEXEC is: set TRT_MAJOR=10 or TRT_MAJOR=11" >&2; exit 1
+fi
+if [ "$TRT_MAJOR" -lt %(min)d ]; then
+    echo "TensorRT $TRT_MAJOR is too old: these engines need TensorRT %(min)d or newer (JetPack 6.x ships 10.3)" >&2; exit 1
+fi
+"""
+
+_CHECK = r"""
+# Each engine vs ONNX Runtime on the export's calibration images (polygraphy), as top-1 agreement.
+# SKIP_CHECK=1 skips it; POLYGRAPHY= and PYTHON= name other executables.
+if [ "${SKIP_CHECK:-0}" = 1 ]; then echo "engine check skipped (SKIP_CHECK=1)"; exit 0; fi
+if ! command -v "$POLYGRAPHY" >/dev/null 2>&1; then
+    echo "polygraphy not found (pip install polygraphy onnxruntime): engines not compared with ONNX Runtime" >&2; exit 0
+fi
+rm -rf %(dir)s && mkdir -p %(dir)s
+LOG=%(dir)s/polygraphy.log
+pg() {  # pg MODEL ARGS...: polygraphy run on the calibration images, its log in $LOG
+    "$POLYGRAPHY" run "$@" --data-loader-script %(script)s:load_data >>"$LOG" 2>&1 || {
+        tail -n 20 "$LOG" >&2; echo "polygraphy run $1 failed: see $LOG" >&2; exit 1; }
+}
+check() {  # check ENGINE ONNX: top-1 agreement of the engine with ONNX Runtime running ONNX
+    local ref="%(dir)s/ort.${2%%.onnx}.json" out="%(dir)s/trt.${1%%.engine}.json"
+    [ -f "$ref" ] || pg "$2" --onnxrt --save-outputs "$ref"
+    [ -f "$out" ] || pg "$1" --model-type engine --trt --save-outputs "$out"
+    "$PYTHON" %(script)s "$ref" "$out" --name "$1 vs ONNX Runtime on $2"
+}
+"""
+
+
+def write_check_files(out_dir: str | Path, images: ImageSet, input_name: str,
+                      batches: tuple[int, int, int], count: int = CHECK_IMAGES) -> list[str]:
+    """The check's inputs: up to ``count`` calibration images (spread over the set, uint8 with the
+    normalization to apply) and the standalone :mod:`~distill.export.engine_check` script.
+
+    Returns:
+        The file names written, in ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    n = len(images)
+    keep = np.unique(np.linspace(0, n - 1, count).astype(np.int64)) if n > count else np.arange(n)
+    np.savez(out_dir / CHECK_IMAGES_FILE, images=images.images[keep],
+             mean=np.asarray(images.mean, np.float32), std=np.asarray(images.std, np.float32),
+             input_name=np.asarray(input_name), batch=np.asarray(batches[1]), min_batch=np.asarray(batches[0]))
+    shutil.copyfile(engine_check.__file__, out_dir / CHECK_SCRIPT)
+    return [CHECK_SCRIPT, CHECK_IMAGES_FILE]
+
+
+def _block(engines: list[dict[str, Any]], input_name: str, chw: tuple[int, int, int],
+           batches: tuple[int, int, int], workspace_mib: int, typed: bool) -> list[str]:
+    lines = []
+    for e in engines:
+        src = e["onnx_strongly_typed"] if typed else e["onnx"]
+        cmd = trtexec_command(src, e["engine"], e["precision"], input_name, chw, batches,
+                              workspace_mib=workspace_mib, trtexec="$TRTEXEC", typed=typed)
+        note = f"building {e['engine']} ({e['precision']}, from {src})"
+        lines.append(f"    echo {shlex.quote(note)}")
+        lines.append('    "$TRTEXEC" ' + " ".join(shlex.quote(a) for a in cmd[1:]))
+    return lines
+
+
+def _checks(engines: list[dict[str, Any]], reference: str, typed: bool) -> list[str]:
+    lines = []
+    for e in engines:
+        src = e["onnx_strongly_typed"] if typed else e["onnx"]
+        for onnx_file in dict.fromkeys([src, reference]):
+            lines.append(f"    check {shlex.quote(e['engine'])} {shlex.quote(onnx_file)}")
+    return lines
+
+
+def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input_name: str,
+                       chw: tuple[int, int, int], batches: tuple[int, int, int] = (1, 8, 32),
+                       workspace_mib: int = 1024, reference: str | None = None) -> Path:
+    """Write ``out_dir/build_engine.sh`` building each ``{"onnx", "onnx_strongly_typed", "engine",
+    "precision"}`` entry (``onnx``: TensorRT 10's source, ``onnx_strongly_typed``: 11's).
+
+    Args:
+        reference: the fp32 ONNX the engines are also compared with; None: no polygraphy check
+            (the export wrote no calibration images, :func:`write_check_files`).
+
+    Paths in the script are relative to the export folder (the script ``cd``s there), so the
+    folder can be copied to the device as is.
+    """
+    out_dir = Path(out_dir)
+    lines = [
+        "#!/usr/bin/env bash",
+        "# Build TensorRT engines for this export. Run it ON THE TARGET DEVICE: an engine only runs on",
+        "# the GPU model and TensorRT version that built it (copy this folder, then ./build_engine.sh).",
+        f"# Optimization profile for '{input_name}': batch min/opt/max = {batches[0]}/{batches[1]}/{batches[2]}.",
+        "# int8 engines come from the tensorrt-flavour QDQ model (explicit quantization, scales inside the",
+        "# ONNX; no calibration cache). TensorRT 10 (JetPack 6.x) takes the precision flags --fp16 / --int8;",
+        f"# TensorRT {STRONGLY_TYPED_MAJOR} removed them (and --best, --calib): it builds strongly typed networks,",
+        "# fp16 from the fp16 ONNX, int8 from the QDQ ONNX (whose float layers then run in fp32).",
+        "set -euo pipefail",
+        'cd "$(dirname "$0")"',
+        'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
+        'PYTHON="${PYTHON:-python3}"',
+        'POLYGRAPHY="${POLYGRAPHY:-polygraphy}"',
+        'if [ ! -x "$TRTEXEC" ]; then echo "trtexec not found: install TensorRT (on a Jetson: JetPack) or set TRTEXEC=" >&2; exit 1; fi',
+        *(_DETECT % {"min": MIN_MAJOR}).strip("\n").splitlines(),
+        f'if [ "$TRT_MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then',
+        '    echo "TensorRT $TRT_MAJOR: strongly typed networks (precision from each ONNX)"',
+        *_block(engines, input_name, chw, batches, workspace_mib, typed=True),
+        "else",
+        '    echo "TensorRT $TRT_MAJOR: precision flags (--fp16; --int8 --fp16 with the QDQ model)"',
+        *_block(engines, input_name, chw, batches, workspace_mib, typed=False),
+        "fi",
+    ]
+    if reference is not None and engines:
+        lines += [*(_CHECK % {"dir": CHECK_DIR, "script": CHECK_SCRIPT}).rstrip("\n").splitlines(),
+                  f'if [ "$TRT_MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then',
+                  *_checks(engines, reference, typed=True),
+                  "else",
+                  *_checks(engines, reference, typed=False),
+                  "fi"]
+    path = out_dir / BUILD_SCRIPT
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o755)
+    return path

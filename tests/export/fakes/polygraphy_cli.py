@@ -1,0 +1,33 @@
+"""Fake ``polygraphy run`` (tests only): records its argv, feeds the data loader script's batches to a
+stand-in model and saves its "logits" where --save-outputs says, in the fake comparator's format.
+
+The stand-in logits are the per-channel means of each image plus a constant (4 classes); a ``--trt``
+run flips the prediction of the first image of each batch, so engine-vs-ORT agreement is below 100 %.
+"""
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+
+args = sys.argv[1:]
+with open(os.environ["POLYGRAPHY_LOG"], "a") as f:
+    f.write(" ".join(args) + "\n")
+assert args[0] == "run", args
+script, func = args[args.index("--data-loader-script") + 1].split(":")
+spec = importlib.util.spec_from_file_location("loader", script)
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+iterations = []
+for feed in getattr(mod, func)():
+    (x,) = feed.values()
+    logits = np.concatenate([x.mean(axis=(2, 3)), np.zeros((len(x), 1), np.float32)], axis=1)
+    if "--trt" in args:
+        top = int(logits[0].argmax())
+        logits[0, (top + 1) % logits.shape[1]] = logits[0].max() + 1.0  # another class wins
+    iterations.append(logits.tolist())
+out = args[args.index("--save-outputs") + 1]
+with open(out, "w") as f:
+    json.dump({"runner": "trt-runner" if "--trt" in args else "onnxrt-runner", "iterations": iterations,
+               "batches": [len(i) for i in iterations]}, f)

@@ -1,0 +1,184 @@
+"""build_engine.sh on TensorRT 10 and 11, run here with a fake ``trtexec`` and a fake ``polygraphy``.
+
+The fakes record their arguments: which block of the script ran (the version branch), the exact
+trtexec flags of each engine, and the polygraphy runs of the engine check, whose agreement line the
+script prints. The real polygraphy is used only in the last test, where it is importable (its ONNX
+Runtime backend: no TensorRT here).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from distill.export import engine_check
+from distill.export.images import ImageSet
+from distill.export.tensorrt_script import CHECK_DIR, CHECK_IMAGES_FILE, CHECK_SCRIPT, write_check_files
+
+FAKES = Path(__file__).parent / "fakes"
+REMOVED_IN_11 = ("--int8", "--fp16", "--best", "--calib")
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def _fake_trtexec(bin_dir: Path, banner: str) -> None:
+    exe = bin_dir / "trtexec"
+    exe.write_text('#!/usr/bin/env bash\n'
+                   'for a in "$@"; do [ "$a" = --help ] && { echo "&&&& RUNNING TensorRT.trtexec %s # trtexec --help"; '
+                   'echo "=== Model Options ==="; exit 0; }; done\n'
+                   'echo "$*" >> "$TRTEXEC_LOG"\n'
+                   'for a in "$@"; do case "$a" in --saveEngine=*) echo engine > "${a#--saveEngine=}";; esac; done\n'
+                   % banner)
+    exe.chmod(0o755)
+
+
+def _run(folder: Path, tmp_path: Path, banner: str, env: dict[str, str] | None = None,
+         polygraphy: bool = True) -> tuple[subprocess.CompletedProcess, list[list[str]], list[list[str]]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    _fake_trtexec(bin_dir, banner)
+    fake_polygraphy = bin_dir / "polygraphy"
+    fake_polygraphy.write_text(f'#!/usr/bin/env bash\nexec "{sys.executable}" "{FAKES / "polygraphy_cli.py"}" "$@"\n')
+    fake_polygraphy.chmod(0o755)
+    full = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TRTEXEC_LOG": str(tmp_path / "trtexec.log"),
+            "POLYGRAPHY_LOG": str(tmp_path / "polygraphy.log"), "PYTHON": sys.executable,
+            "POLYGRAPHY": str(fake_polygraphy) if polygraphy else "no-such-polygraphy",
+            "PYTHONPATH": str(FAKES), **(env or {})}
+    proc = subprocess.run(["bash", str(folder / "build_engine.sh")], env=full, capture_output=True, text=True,
+                          timeout=300, check=False)
+    logs = [[line.split() for line in (tmp_path / name).read_text().splitlines()] if (tmp_path / name).exists() else []
+            for name in ("trtexec.log", "polygraphy.log")]
+    return proc, logs[0], logs[1]
+
+
+@pytest.fixture
+def folder(export_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the session's export (fp32, fp16, both int8 flavours; 64 calibration images)."""
+    return Path(shutil.copytree(export_dir, tmp_path / "exp"))
+
+
+def _by_engine(calls: list[list[str]]) -> dict[str, list[str]]:
+    return {next(a for a in c if a.startswith("--saveEngine=")).split("=", 1)[1]: c for c in calls}
+
+
+def test_the_export_writes_the_check_files(export_dir: Path) -> None:
+    assert (export_dir / CHECK_SCRIPT).read_text() == Path(engine_check.__file__).read_text()
+    with np.load(export_dir / CHECK_IMAGES_FILE) as z:
+        assert z["images"].shape == (64, 32, 32, 3) and z["images"].dtype == np.uint8
+        assert str(z["input_name"]) == "input" and (int(z["batch"]), int(z["min_batch"])) == (8, 1)
+
+
+@pytest.mark.parametrize("banner", ["[TensorRT v100300] [b17]", "[TensorRT v10.3.0.30]"])
+def test_tensorrt_10_uses_the_precision_flags(folder: Path, tmp_path: Path, banner: str) -> None:
+    proc, trtexec, _ = _run(folder, tmp_path, banner, {"SKIP_CHECK": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "TensorRT 10: precision flags" in proc.stdout and "engine check skipped" in proc.stdout
+    calls = _by_engine(trtexec)
+    assert set(calls) == {"model.fp32.engine", "model.fp16.engine", "model.int8.engine"}
+    assert "--onnx=model.int8-tensorrt.onnx" in calls["model.int8.engine"]
+    assert calls["model.int8.engine"][-2:] == ["--int8", "--fp16"]
+    assert "--onnx=model.fp32.onnx" in calls["model.fp16.engine"] and calls["model.fp16.engine"][-1] == "--fp16"
+    assert not {"--int8", "--fp16", "--stronglyTyped"} & set(calls["model.fp32.engine"])
+    assert all((folder / e).exists() for e in calls)
+
+
+@pytest.mark.parametrize("banner,env", [("[TensorRT v110000] [b10]", {}), ("[TensorRT v11.1.0.106] [b48]", {}),
+                                        ("[TensorRT v100300]", {"TRT_MAJOR": "11"})])
+def test_tensorrt_11_is_strongly_typed(folder: Path, tmp_path: Path, banner: str, env: dict[str, str]) -> None:
+    proc, trtexec, _ = _run(folder, tmp_path, banner, {"SKIP_CHECK": "1", **env})
+    assert proc.returncode == 0, proc.stderr
+    assert "TensorRT 11: strongly typed" in proc.stdout
+    calls = _by_engine(trtexec)
+    assert set(calls) == {"model.fp32.engine", "model.fp16.engine", "model.int8.engine"}
+    for args in calls.values():
+        assert args[-1] == "--stronglyTyped"
+        assert not [a for a in args if a.split("=")[0] in REMOVED_IN_11], args  # trtexec 11 would refuse them
+    assert "--onnx=model.fp16.onnx" in calls["model.fp16.engine"]  # fp16 from the fp16 ONNX
+    assert "--onnx=model.int8-tensorrt.onnx" in calls["model.int8.engine"]  # int8 from the Q/DQ nodes
+
+
+@pytest.mark.parametrize("banner,message", [("[TensorRT v8502]", "TensorRT 8 is too old"),
+                                            ("no banner", "cannot tell which TensorRT")])
+def test_old_or_unknown_tensorrt_stops_before_building(folder: Path, tmp_path: Path, banner: str,
+                                                       message: str) -> None:
+    proc, trtexec, _ = _run(folder, tmp_path, banner)
+    assert proc.returncode == 1 and message in proc.stderr and trtexec == []
+
+
+@pytest.mark.parametrize("banner,sources", [
+    ("[TensorRT v100300]", {"model.fp16.engine": ["model.fp32.onnx"],
+                            "model.int8.engine": ["model.int8-tensorrt.onnx", "model.fp32.onnx"]}),
+    ("[TensorRT v110000]", {"model.fp16.engine": ["model.fp16.onnx", "model.fp32.onnx"],
+                            "model.int8.engine": ["model.int8-tensorrt.onnx", "model.fp32.onnx"]})])
+def test_engines_are_compared_with_onnx_runtime(folder: Path, tmp_path: Path, banner: str,
+                                                sources: dict[str, list[str]]) -> None:
+    proc, _, polygraphy = _run(folder, tmp_path, banner)
+    assert proc.returncode == 0, proc.stderr
+    runs = {(c[1], "--trt" in c) for c in polygraphy}
+    onnx_files = {"model.fp32.onnx", *(f for fs in sources.values() for f in fs)}
+    assert runs == {(f, False) for f in onnx_files} | {(e, True) for e in ("model.fp32.engine", *sources)}
+    for c in polygraphy:  # every run on the calibration images, the engine as an engine
+        assert c[c.index("--data-loader-script") + 1] == f"{CHECK_SCRIPT}:load_data"
+        assert ("--model-type" in c) == ("--trt" in c) and ("--onnxrt" in c) != ("--trt" in c)
+    lines = [line for line in proc.stdout.splitlines() if "top-1 agreement" in line]
+    expected = [("model.fp32.engine", "model.fp32.onnx")] + [(e, f) for e, fs in sources.items() for f in fs]
+    assert [line.split(":")[0] for line in lines] == [f"{e} vs ONNX Runtime on {f}" for e, f in expected]
+    # the fake engine flips the top-1 class of the first image of each of the 8 batches of 8
+    assert all("top-1 agreement 87.50 % (56/64 calibration images)" in line for line in lines), lines
+    assert (folder / CHECK_DIR / "polygraphy.log").exists()
+
+
+def test_no_polygraphy_builds_and_says_so(folder: Path, tmp_path: Path) -> None:
+    proc, trtexec, _ = _run(folder, tmp_path, "[TensorRT v100300]", polygraphy=False)
+    assert proc.returncode == 0 and len(trtexec) == 3 and "polygraphy not found" in proc.stderr
+
+
+def test_check_images_load_like_the_export(export_dir: Path) -> None:
+    """The data loader's batches are the export's own normalized calibration images, in the profile's batch."""
+    with np.load(export_dir / CHECK_IMAGES_FILE) as z:
+        images = ImageSet(z["images"], np.zeros(len(z["images"]), np.int64), np.asarray(["x"] * len(z["images"])),
+                          tuple(z["mean"].tolist()), tuple(z["std"].tolist()), [])
+    batches = list(engine_check.load_data(export_dir / CHECK_IMAGES_FILE))
+    assert [b["input"].shape[0] for b in batches] == [8] * 8
+    assert np.array_equal(np.concatenate([b["input"] for b in batches]), images.normalize(images.images))
+
+
+def test_write_check_files_spreads_and_drops_short_batches(tmp_path: Path) -> None:
+    imgs = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(3, axis=3)
+    images = ImageSet(imgs, np.zeros(10, np.int64), np.asarray(["d"] * 10), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), [])
+    write_check_files(tmp_path, images, "x", (4, 4, 8), count=5)
+    with np.load(tmp_path / CHECK_IMAGES_FILE) as z:
+        assert z["images"][:, 0, 0, 0].tolist() == [0, 2, 4, 6, 9]  # spread over all domains, not the first 5
+    assert [len(b["x"]) for b in engine_check.load_data(tmp_path / CHECK_IMAGES_FILE)] == [4]  # 1 < min batch 4
+
+
+def test_agreement() -> None:
+    ref = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.5]], np.float32)
+    test = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.25]], np.float32)
+    assert engine_check.agreement(ref, test) == (2, 3, 1.0)
+    with pytest.raises(SystemExit):
+        engine_check.agreement(ref, test[:2])
+
+
+def test_with_the_real_polygraphy_on_onnx_runtime(export_dir: Path, tmp_path: Path) -> None:
+    """polygraphy's own CLI, data loader and saved outputs (ONNX Runtime backend), read by tensorrt_check.py:
+    the int8 QDQ model vs fp32, against the same agreement computed with onnxruntime directly."""
+    pytest.importorskip("polygraphy")
+    folder = Path(shutil.copytree(export_dir, tmp_path / "exp"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    run = [sys.executable, "-c", "import sys; from polygraphy.tools import main; sys.exit(main())", "run"]
+    for name in ("model.fp32.onnx", "model.int8-tensorrt.onnx"):
+        subprocess.run([*run, name, "--onnxrt", "--data-loader-script", f"{CHECK_SCRIPT}:load_data",
+                        "--save-outputs", f"{name}.json"], cwd=folder, env=env, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, CHECK_SCRIPT, "model.fp32.onnx.json", "model.int8-tensorrt.onnx.json"],
+                         cwd=folder, env=env, check=True, capture_output=True, text=True).stdout
+    x = np.concatenate([b["input"] for b in engine_check.load_data(folder / CHECK_IMAGES_FILE)])
+    logits = [ort.InferenceSession(str(folder / f), providers=["CPUExecutionProvider"]).run(["logits"], {"input": x})[0]
+              for f in ("model.fp32.onnx", "model.int8-tensorrt.onnx")]
+    same, n, _ = engine_check.agreement(*logits)
+    assert f"top-1 agreement {100.0 * same / n:.2f} % ({same}/{n} calibration images)" in out
