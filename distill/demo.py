@@ -55,8 +55,8 @@ from distill.student.model import load_student, save_student
 from distill.teacher import Teacher
 from distill.teacher.bootstrap.presets import DEMO_ARCH, DEMO_TEMPLATES
 from distill.teacher.bootstrap.train import bootstrap_teacher
-from distill.teacher.cache import (AdversarialOptions, CacheOptions, PixelOptions, TeacherCache,
-                                   build_adversarial_views, build_cache)
+from distill.teacher.cache import (AdversarialOptions, CacheBuildConfig, CacheOptions, PixelOptions, TeacherCache,
+                                   build_adversarial_views, run_cache_build)
 
 PRETRAIN_FRACTION = 0.3  # share of each domain only the stand-in teacher pretrains on (students never see it)
 CACHE_VIEWS = 8  # policy views per image: enough that a fixed-view teacher does not overfit (ml-dr)
@@ -159,16 +159,16 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True, advers
 
     clock.start("cache", f"policy cache: {CACHE_VIEWS} function-matching views per image "
                          f"(photometric + geometric + mixup/cutmix), pixels at {PIXEL_SIZE} px")
-    teacher = Teacher(DEMO_ARCH, str(ckpt), dataset.classes, DEMO_TEMPLATES)
-    cache_dir = build_cache(dataset, teacher, out / "cache",
-                            CacheOptions(views=CACHE_VIEWS, seed=0,
-                                         policy=recipes_view_policy()),
-                            pixels=PixelOptions(((PIXEL_SIZE, PIXEL_SIZE),)), progress=progress,
-                            num_workers=0 if quick else 2)
+    # the one entry for a cache build (as `distill cache build` and distill.build_cache): the teacher's templates
+    # and pretraining pool come from the teacher.json beside its checkpoint
+    cache_dir = out / "cache"
+    run_cache_build(CacheBuildConfig(data=root, out=cache_dir, arch=DEMO_ARCH, pretrained=str(ckpt),
+                                     options=CacheOptions(views=CACHE_VIEWS, seed=0, policy=recipes_view_policy()),
+                                     pixels=PixelOptions(((PIXEL_SIZE, PIXEL_SIZE),)), progress=progress,
+                                     workers=0 if quick else 2, device="cpu"))
     cache = TeacherCache.open(cache_dir)
     print(f"  cache: {cache_dir}  ({len(cache)} rows)")
     artifacts["cache"] = str(cache_dir)
-    del teacher
 
     configs = {name: demo_recipe(name, root, cache_dir, out / "runs" / name, quick, progress) for name in STUDENTS}
     source = list(configs["erm"].data.source)
