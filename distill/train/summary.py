@@ -72,6 +72,8 @@ def epoch_line(row: dict[str, Any], improved: bool) -> str:
     kept = ("  (kept: last epoch; no labels to select on)" if math.isnan(row[SOURCE_VAL_ACC])
             else "  (best)" if improved else "")
     src, tgt, val = (pct(row[k]) for k in (SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC))
+    if not domains:  # an epoch between run.eval_every evaluations: no test numbers, no empty column
+        return f"epoch {row['epoch']}: source val {val}  |  test: not evaluated this epoch{kept}"
     return f"epoch {row['epoch']}: source val {val}  |  test: source {src}  target {tgt}  |  {domains}{kept}"
 
 
