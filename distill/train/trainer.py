@@ -67,9 +67,11 @@ class Trainer:
         self.train_domains = setup.target if setup.strategy.needs.target_data else setup.source
         self.train_samples = setup.dataset.select(self.train_domains, "train")
         self.steps_per_epoch = len(self.train_samples) // optim.batch_size
-        if self.steps_per_epoch == 0:
+        if self.steps_per_epoch == 0:  # what to set: the largest batch the images fill, divisible by the ranks
+            fits = len(self.train_samples) // setup.dist.world * setup.dist.world
+            todo = f"set optim.batch_size <= {fits} (--set optim.batch_size={fits})" if fits else "no image to train on"
             raise DistillError(f"domains {self.train_domains}: {len(self.train_samples)} training images is fewer than "
-                               f"optim.batch_size={optim.batch_size}")
+                               f"optim.batch_size={optim.batch_size}: {todo}")
         if optim.batch_size % setup.dist.world:
             raise DistillError(f"optim.batch_size={optim.batch_size}: not divisible by {setup.dist.world} DDP ranks")
         # data.unlabeled: each step appends pool_per_step pool images to its batch_size labelled ones
