@@ -39,8 +39,8 @@ from distill.train.epoch_stats import EpochTrainStats
 from distill.train.guard import GradGuard
 from distill.train.logger import RunLog
 from distill.train.optim import build_optimizer
-from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, metrics_row, selected_run_summary, top1_mean,
-                                   write_metrics)
+from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, metrics_row, selected_on, selected_run_summary,
+                                   top1_mean, write_metrics)
 from distill.utils.flops import count_flops, count_params
 from distill.utils.runtime import autocast, barrier, broadcast_flag, distributed, seed_step, step_seed
 from distill.utils.state import restore_optimizer, rng_state, set_rng_state
@@ -351,8 +351,10 @@ class Trainer:
             improved = improves(val, self.best)
             if improved:
                 self.best = self.best if math.isnan(val) else val
+                what = selected_on(val, setup.cfg.strategy.name, self.strategy.needs.target_data)  # in best/student.json
                 with self.ema.evaluated(self.strategy):
-                    self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row})
+                    self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row,
+                                                               "selected_on": what})
             print(epoch_line(row, improved))
         self.save()
 
@@ -377,7 +379,8 @@ class Trainer:
         row = next(r for r in reversed(self.history) if r["epoch"] == selected)
         student = self.strategy.student
         return selected_run_summary(
-            row, strategy=setup.cfg.strategy.name, strategy_options=setup.cfg.strategy.options(),
+            row, source_free=self.strategy.needs.target_data, strategy=setup.cfg.strategy.name,
+            strategy_options=setup.cfg.strategy.options(),
             student=student.spec.arch, teacher=setup.provenance.get("teacher"), source_domains=setup.source,
             target_domains=setup.target, trained_on=self.train_domains, teacher_zero_shot=setup.teacher_zero_shot,
             params=count_params(student), flops=count_flops(student, student.spec.input_size),

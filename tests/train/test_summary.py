@@ -56,6 +56,13 @@ def test_metrics_csv_and_summary_hold_fractions(tmp_path):
                                    trained_on=["a"], params=1, checkpoint="x", train_seconds_this_session=0.0)
     assert summary.test_acc == {"a": 0.75, "c": 0.5} and summary.source_val_acc == 0.75
     assert summary.selected_on == "source validation accuracy" and summary.best_epoch == 2
+    no_val = [metrics_row(0, {"c": 0.5}, {}, [], ["c"])]
+    facts = dict(strategy="sfda", student="s", source_domains=["a"], target_domains=["c"], trained_on=["c"], params=1,
+                 checkpoint="x", train_seconds_this_session=0.0)
+    assert selected_run_summary(no_val[0], source_free=True, **facts).selected_on == \
+        "last epoch (sfda selects no epoch: no labels)"
+    assert selected_run_summary(no_val[0], **{**facts, "strategy": "erm"}).selected_on == \
+        "last epoch (no source validation images)"
 
 
 def test_live_accuracy_counts_only_rows_with_a_label():
