@@ -69,7 +69,8 @@ class Trainer:
         self.steps_per_epoch = len(self.train_samples) // optim.batch_size
         if self.steps_per_epoch == 0:  # what to set: the largest batch the images fill, divisible by the ranks
             fits = len(self.train_samples) // setup.dist.world * setup.dist.world
-            todo = f"set optim.batch_size <= {fits} (--set optim.batch_size={fits})" if fits else "no image to train on"
+            todo = (f"set optim.batch_size <= {fits} (--set optim.batch_size={fits})" if fits else
+                    f"fewer than one image for each of the {setup.dist.world} DDP ranks")
             raise DistillError(f"domains {self.train_domains}: {len(self.train_samples)} training images is fewer than "
                                f"optim.batch_size={optim.batch_size}: {todo}")
         if optim.batch_size % setup.dist.world:
