@@ -109,6 +109,22 @@ def test_readme_parsing_rules():
     assert readme_python("x\n```python\nprint(1)\n```\n```bash\nls\n```") == ["print(1)\n"]
 
 
+def test_readme_states_the_demos_cache_views_and_the_fm_policys_flips():
+    """README section 2 said the demo caches 2 views while the stage table (and distill/demo.py) said 8; it said
+    `--policy fm` uses no flips, which is only its default: `--hflip P` is taken with it."""
+    from distill.data.view_policy import preset
+    from distill.data.views import ViewConfig
+    from distill.demo import CACHE_VIEWS
+
+    text = (REPO / "README.md").read_text()
+    stated = re.findall(r"(\d+) function-matching views per image", text) + \
+        re.findall(r"The demo caches (\d+) views per image", text)
+    assert len(stated) == 2 and set(stated) == {str(CACHE_VIEWS)}, stated
+    fm = re.search(r"^- `--policy fm`.*?(?=^- )", text, flags=re.S | re.M).group(0)
+    assert "no flips unless `--hflip P`" in fm
+    assert preset("fm").crop.hflip == 0.0 and preset("fm", ViewConfig(hflip=0.5)).crop.hflip == 0.5
+
+
 @pytest.mark.slow
 def test_readme_python_api_runs_as_written(quick_demo, tmp_path):
     """The Python API example trains, exports and prints what the README says, from the folder `make demo` ran in."""

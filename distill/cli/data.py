@@ -7,7 +7,7 @@ from pathlib import Path
 
 from distill.cli._split import add_split_arguments, split_rule_of
 from distill.data.folder import DomainFolder
-from distill.records import SUITE_INFO
+from distill.records import DATA_CLASS_MAP, SUITE_INFO
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +76,11 @@ def _summary(args: argparse.Namespace) -> int:
     present: dict[str, set[str]] = {d: set() for d in ds.domains}
     for s in ds.samples:
         present[s.domain].add(s.class_name)
+    shared = set.intersection(*present.values())
+    if not ds.class_map and len(shared) < len(ds.classes):  # folder names that may name one class differently
+        print(f"note: no class map found (--class-map FILE, or ROOT/{DATA_CLASS_MAP}) and the domains' class folders "
+              f"differ ({len(shared)} of {len(ds.classes)} in every domain): if some name the same class, map them "
+              f"with --class-map FILE ('DOMAIN/folder: name')")
     print(f"  {'domain':<16} {'train':>6} {'val':>6} {'test':>6} {'pretrain':>8} {'total':>6}  classes")
     for d in ds.domains:
         c = counts[d]

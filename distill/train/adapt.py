@@ -32,6 +32,9 @@ def checkpoint_spec(checkpoint: str | Path) -> StudentSpec:
     """The :class:`StudentSpec` of a checkpoint folder (or of its ``model.safetensors``)."""
     path = Path(checkpoint)
     folder = path.parent if path.name == STUDENT_WEIGHTS else path
+    if not folder.exists():  # a mistyped run folder: say so, not "no student.json" about a path that is not there
+        raise DistillError(f"{folder}: no such checkpoint folder (pass RUN/checkpoints/best of a finished "
+                           "`distill train` run)")
     if not (folder / STUDENT_SPEC).is_file():
         raise DistillError(f"{folder}: not a student checkpoint (no {STUDENT_SPEC}); pass RUN/checkpoints/best")
     return StudentSpec.from_dict(read_json(folder / STUDENT_SPEC), str(folder / STUDENT_SPEC))

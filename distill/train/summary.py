@@ -72,6 +72,8 @@ def epoch_line(row: dict[str, Any], improved: bool) -> str:
     kept = ("  (kept: last epoch; no labels to select on)" if math.isnan(row[SOURCE_VAL_ACC])
             else "  (best)" if improved else "")
     src, tgt, val = (pct(row[k]) for k in (SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC))
+    if not domains:  # an epoch between run.eval_every evaluations: no test numbers, no empty column
+        return f"epoch {row['epoch']}: source val {val}  |  test: not evaluated this epoch{kept}"
     return f"epoch {row['epoch']}: source val {val}  |  test: source {src}  target {tgt}  |  {domains}{kept}"
 
 
@@ -92,13 +94,21 @@ def _or_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def selected_run_summary(row: dict[str, Any], **facts: Any) -> RunSummary:
+def selected_on(source_val_acc: float, strategy: str, source_free: bool) -> str:
+    """What ``checkpoints/best`` holds (``summary.json``'s ``selected_on``, the folder's ``student.json``): a
+    source-free run (sfda, shot, ...) reads no label, so its folder named ``best`` holds the last epoch."""
+    if not math.isnan(source_val_acc):
+        return "source validation accuracy"
+    return f"last epoch ({strategy} selects no epoch: no labels)" if source_free else \
+        "last epoch (no source validation images)"
+
+
+def selected_run_summary(row: dict[str, Any], source_free: bool = False, **facts: Any) -> RunSummary:
     """The RunSummary of the selected epoch's ``row``; ``facts`` are the run's other fields
-    (strategy, student, domains, params, checkpoint, ...)."""
+    (strategy, student, domains, params, checkpoint, ...); ``source_free``: a run that reads no label."""
     return RunSummary(
         best_epoch=row["epoch"],
-        selected_on=("source validation accuracy" if not math.isnan(row[SOURCE_VAL_ACC])
-                     else "last epoch (no source validation images)"),
+        selected_on=selected_on(row[SOURCE_VAL_ACC], facts.get("strategy", ""), source_free),
         val_acc=by_domain(row, VAL_PREFIX),
         source_val_acc=_or_none(row[SOURCE_VAL_ACC]),
         test_acc=by_domain(row, TEST_PREFIX),

@@ -39,8 +39,8 @@ from distill.train.epoch_stats import EpochTrainStats
 from distill.train.guard import GradGuard
 from distill.train.logger import RunLog
 from distill.train.optim import build_optimizer
-from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, metrics_row, selected_run_summary, top1_mean,
-                                   write_metrics)
+from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, metrics_row, selected_on, selected_run_summary,
+                                   top1_mean, write_metrics)
 from distill.utils.flops import count_flops, count_params
 from distill.utils.runtime import autocast, barrier, broadcast_flag, distributed, seed_step, step_seed
 from distill.utils.state import restore_optimizer, rng_state, set_rng_state
@@ -67,9 +67,12 @@ class Trainer:
         self.train_domains = setup.target if setup.strategy.needs.target_data else setup.source
         self.train_samples = setup.dataset.select(self.train_domains, "train")
         self.steps_per_epoch = len(self.train_samples) // optim.batch_size
-        if self.steps_per_epoch == 0:
+        if self.steps_per_epoch == 0:  # what to set: the largest batch the images fill, divisible by the ranks
+            fits = len(self.train_samples) // setup.dist.world * setup.dist.world
+            todo = (f"set optim.batch_size <= {fits} (--set optim.batch_size={fits})" if fits else
+                    f"fewer than one image for each of the {setup.dist.world} DDP ranks")
             raise DistillError(f"domains {self.train_domains}: {len(self.train_samples)} training images is fewer than "
-                               f"optim.batch_size={optim.batch_size}")
+                               f"optim.batch_size={optim.batch_size}: {todo}")
         if optim.batch_size % setup.dist.world:
             raise DistillError(f"optim.batch_size={optim.batch_size}: not divisible by {setup.dist.world} DDP ranks")
         # data.unlabeled: each step appends pool_per_step pool images to its batch_size labelled ones
@@ -349,8 +352,10 @@ class Trainer:
             improved = improves(val, self.best)
             if improved:
                 self.best = self.best if math.isnan(val) else val
+                what = selected_on(val, setup.cfg.strategy.name, self.strategy.needs.target_data)  # in best/student.json
                 with self.ema.evaluated(self.strategy):
-                    self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row})
+                    self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row,
+                                                               "selected_on": what})
             print(epoch_line(row, improved))
         self.save()
 
@@ -375,7 +380,8 @@ class Trainer:
         row = next(r for r in reversed(self.history) if r["epoch"] == selected)
         student = self.strategy.student
         return selected_run_summary(
-            row, strategy=setup.cfg.strategy.name, strategy_options=setup.cfg.strategy.options(),
+            row, source_free=self.strategy.needs.target_data, strategy=setup.cfg.strategy.name,
+            strategy_options=setup.cfg.strategy.options(),
             student=student.spec.arch, teacher=setup.provenance.get("teacher"), source_domains=setup.source,
             target_domains=setup.target, trained_on=self.train_domains, teacher_zero_shot=setup.teacher_zero_shot,
             params=count_params(student), flops=count_flops(student, student.spec.input_size),

@@ -214,6 +214,11 @@ def test_distill_adapt_end_to_end(root, caches, source_ckpt, tmp_path, strategy,
     assert summary["strategy"] == strategy and summary["source_domains"] == [SOURCE]
     assert summary["target_domains"] == [TARGET] and summary["source_acc"] is None
     assert (tmp_path / "run" / "checkpoints" / "best" / "model.safetensors").is_file()
+    # the folder named `best` says what it holds: no epoch was selected, it is the last one
+    held = f"last epoch ({strategy} selects no epoch: no labels)"
+    assert summary["selected_on"] == held
+    assert json.loads((tmp_path / "run" / "checkpoints" / "best" / "student.json").read_text())[
+        "provenance"]["selected_on"] == held
     import yaml
 
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())

@@ -102,3 +102,31 @@ def test_the_run_seed_reaches_a_cached_adaptation(tiny_root, tiny_cache, tmp_pat
     first, again, other = adapted("s0", 0), adapted("s0-again", 0), adapted("s1", 1)
     assert all(torch.equal(first[k], again[k]) for k in first), "one seed must give bit-identical weights"
     assert any(not torch.equal(first[k], other[k]) for k in first), "the run seed never reached the adaptation"
+
+
+def test_a_checkpoint_path_that_does_not_exist_says_so(tmp_path, capsys):
+    """Not 'no student.json; pass RUN/checkpoints/best' when RUN/checkpoints/best was what was passed."""
+    missing = tmp_path / "no-such-run" / "checkpoints" / "best"
+    with pytest.raises(DistillError) as e:
+        adapt_recipe(missing, ["blue"], "d", strategy="shot")
+    assert str(e.value).startswith(f"{missing}: no such checkpoint folder") and "no student.json" not in str(e.value)
+    assert cli(["adapt", "--source-checkpoint", str(missing), "--target", "blue", "--data", "d",
+                "--strategy", "shot"]) == 1
+    assert capsys.readouterr().err.strip().startswith(f"error: {missing}: no such checkpoint folder")
+
+
+def test_adapt_defaults_on_few_target_images_say_what_batch_to_set(tmp_path, capsys):
+    """`distill adapt`'s default optim.batch_size (64) on a small target: the one-line error names what to set."""
+    from distill.data import DomainFolder
+    from tests.shapes import make_shapes_root
+
+    root = make_shapes_root(tmp_path / "data", ["red", "blue"], per_class=6)
+    ckpt = save_student(Student(default_spec("test_resnet", SHAPE_CLASSES, 16)), tmp_path / "src" / "best",
+                        extra_provenance={"source_domains": ["red"]})
+    n = len(DomainFolder(root).select(["blue"], "train"))
+    assert cli(["adapt", "--source-checkpoint", str(ckpt), "--target", "blue", "--data", str(root),
+                "--strategy", "shot", "--out", str(tmp_path / "run"), "--set", "run.workers=0",
+                "--set", "run.device=cpu", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"{n} training images is fewer than optim.batch_size=64: set optim.batch_size <= {n} "
+                            f"(--set optim.batch_size={n})")

@@ -61,3 +61,16 @@ def test_no_target_domains_prints_n_a(tmp_path, root, capsys):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["target_acc"] is None
     assert f"best checkpoint: {tmp_path / 'run' / 'checkpoints' / 'best'}  (source " in out
     assert out.rstrip().endswith(", target n/a)")
+
+
+def test_a_batch_larger_than_the_training_images_says_what_to_set(tmp_path, root, capsys):
+    """The recipes' optim.batch_size 64 on a small source: the error names the largest batch that fits."""
+    from distill.data import DomainFolder
+
+    cfg = _config(root, None, tmp_path / "run", optim__batch_size=64)
+    cfg["strategy"] = {"name": "erm"}
+    n = len(DomainFolder(root, test_fraction=0.3).select(["red", "green"], "train"))
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{n} training images is fewer than optim.batch_size=64" in err
+    assert err.endswith(f"set optim.batch_size <= {n} (--set optim.batch_size={n})")

@@ -38,6 +38,15 @@ def test_epoch_line_prints_percents_and_n_a():
     assert epoch_line(no_val, improved=True).endswith("(kept: last epoch; no labels to select on)")
 
 
+def test_epoch_line_of_an_epoch_without_test_evaluation_has_no_dangling_bar():
+    """run.eval_every > 1: an epoch that evaluated no test split printed `target n/a  |  ` with nothing after it."""
+    row = metrics_row(1, {}, {"a": 0.75}, ["a"], ["c"])
+    assert epoch_line(row, improved=False) == "epoch 2: source val 75.0  |  test: not evaluated this epoch"
+    no_val = metrics_row(0, {}, {}, [], ["c"])
+    assert epoch_line(no_val, improved=True) == ("epoch 1: source val n/a  |  test: not evaluated this epoch"
+                                                 "  (kept: last epoch; no labels to select on)")
+
+
 def test_metrics_csv_and_summary_hold_fractions(tmp_path):
     rows = [metrics_row(e, {"a": acc, "c": 0.5}, {"a": acc}, ["a"], ["c"]) for e, acc in enumerate([0.25, 0.75])]
     write_metrics(tmp_path, rows)
@@ -47,6 +56,13 @@ def test_metrics_csv_and_summary_hold_fractions(tmp_path):
                                    trained_on=["a"], params=1, checkpoint="x", train_seconds_this_session=0.0)
     assert summary.test_acc == {"a": 0.75, "c": 0.5} and summary.source_val_acc == 0.75
     assert summary.selected_on == "source validation accuracy" and summary.best_epoch == 2
+    no_val = [metrics_row(0, {"c": 0.5}, {}, [], ["c"])]
+    facts = dict(strategy="sfda", student="s", source_domains=["a"], target_domains=["c"], trained_on=["c"], params=1,
+                 checkpoint="x", train_seconds_this_session=0.0)
+    assert selected_run_summary(no_val[0], source_free=True, **facts).selected_on == \
+        "last epoch (sfda selects no epoch: no labels)"
+    assert selected_run_summary(no_val[0], **{**facts, "strategy": "erm"}).selected_on == \
+        "last epoch (no source validation images)"
 
 
 def test_live_accuracy_counts_only_rows_with_a_label():

@@ -130,21 +130,41 @@ class BootstrapSettings:
     seed: int = 0
 
 
+#: Train zero-shot accuracy at least this with held-out validation at least :data:`MEMORISED_GAP` lower: the
+#: teacher memorised its pool (the issue's case: 48 pool images, train 100 %, test 47 %).
+MEMORISED_TRAIN = 0.95
+MEMORISED_GAP = 0.25
+
+
 def near_chance_warning(accuracy: dict[str, float], history: list[float], n_classes: int, epochs: int,
-                        steps_per_epoch: int, batch_size: int, quick: bool) -> str | None:
-    """One line saying the teacher learned (almost) nothing, with the numbers and what to do; else None.
+                        steps_per_epoch: int, batch_size: int, quick: bool, n_train: int = 0) -> str | None:
+    """One line saying the teacher cannot be trusted, with the numbers and what to do; else None.
 
-    Judged on validation accuracy (train accuracy when too few images were held out).
+    Judged on held-out validation accuracy: near chance, or far below a near-perfect train accuracy
+    (memorised). Without a held-out image (a pool under ``MIN_VAL_IMAGES / VAL_FRACTION`` images) the
+    teacher cannot be judged, and the line says so instead of trusting train accuracy.
     """
-    which = "val" if not math.isnan(accuracy.get("val", float("nan"))) else "train"
-    acc = accuracy.get(which, float("nan"))
-    if math.isnan(acc) or not near_chance(acc, n_classes):
+    train, val = accuracy.get("train", float("nan")), accuracy.get("val", float("nan"))
+    unjudged = math.isnan(val)
+    acc, which = (train, "train") if unjudged else (val, "val")
+    if math.isnan(acc):
         return None
-    todo = ("expected of --quick, a smoke-test preset; drop --quick for a usable teacher" if quick else
-            f"train longer or with smaller batches, e.g. --epochs {max(2 * epochs, 100)} --batch-size "
-            f"{max(2, batch_size // 2)}, and check it with `distill teacher eval`")
-    return (f"the bootstrapped teacher is near chance: zero-shot {which} accuracy {100 * acc:.1f}% "
-            f"(chance {100 / n_classes:.1f}% with {n_classes} classes), final loss {history[-1]:.3f} "
-            f"(ln(batch {batch_size}) = {math.log(batch_size):.3f} means nothing learned) after {epochs} epochs x "
-            f"{steps_per_epoch} steps; {todo}")
-
+    no_val = (f"no held-out validation: {n_train} pool images leave none to validate on (a pool of at least "
+              f"{math.ceil(MIN_VAL_IMAGES / VAL_FRACTION)} holds {MIN_VAL_IMAGES}+ out)")
+    if near_chance(acc, n_classes):
+        todo = ("expected of --quick, a smoke-test preset; drop --quick for a usable teacher" if quick else
+                f"train longer or with smaller batches, e.g. --epochs {max(2 * epochs, 100)} --batch-size "
+                f"{max(2, batch_size // 2)}, and check it with `distill teacher eval`")
+        return (f"the bootstrapped teacher is near chance: zero-shot {which} accuracy {100 * acc:.1f}% "
+                f"(chance {100 / n_classes:.1f}% with {n_classes} classes{'; ' + no_val if unjudged else ''}), "
+                f"final loss {history[-1]:.3f} (ln(batch {batch_size}) = {math.log(batch_size):.3f} means nothing "
+                f"learned) after {epochs} epochs x {steps_per_epoch} steps; {todo}")
+    if unjudged:
+        return (f"the bootstrapped teacher cannot be judged: {no_val}; its zero-shot train accuracy "
+                f"{100 * train:.1f}% says nothing about unseen images (a small pool is easily memorised): raise "
+                f"--pretrain-fraction, or measure it with `distill teacher eval` (the test split)")
+    if train >= MEMORISED_TRAIN and train - val >= MEMORISED_GAP:
+        return (f"the bootstrapped teacher memorised its pool: zero-shot train accuracy {100 * train:.1f}% but "
+                f"{100 * val:.1f}% on held-out images, the number that predicts unseen ones; a larger pool "
+                f"(--pretrain-fraction) or fewer epochs (--epochs {max(1, epochs // 2)}) generalise better")
+    return None

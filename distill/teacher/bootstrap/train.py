@@ -237,7 +237,7 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
 
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(ckpt, lambda p: save_file(weights, str(p)))
-    warning = near_chance_warning(accuracy, history, n_cls, epochs, steps_per_epoch, batch_size, quick)
+    warning = near_chance_warning(accuracy, history, n_cls, epochs, steps_per_epoch, batch_size, quick, n)
     manifest = TeacherManifest(
         format=FORMAT, arch=arch, checkpoint=TEACHER_CHECKPOINT, checkpoint_sha256=sha256_file(ckpt),
         templates=list(DEMO_TEMPLATES), classes=dataset.classes, domains=dataset.domains,

@@ -1,0 +1,107 @@
+"""benchmarks/generalization.py and benchmarks/withheld.py run on any ROOT/DOMAIN/CLASS data (issue 22, item 4):
+their argument parsing and planning, on a tiny generated folder whose class folders need a class map. No training."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from distill.cli import main as cli
+from distill.records import RunSummary
+from tests.shapes import make_shapes_root
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def mapped(tmp_path_factory) -> tuple[Path, Path]:
+    """(ROOT, class map): three colour domains whose circle folders are named by an id, ``n01: circle``."""
+    tmp = tmp_path_factory.mktemp("anydata")
+    root = make_shapes_root(tmp / "data", ["red", "green", "blue"], per_class=6)
+    for domain in ("red", "green", "blue"):
+        (root / domain / "circle").rename(root / domain / "n01")
+    cmap = tmp / "classes.yaml"
+    cmap.write_text("n01: circle\n")
+    return root, cmap
+
+
+def test_generalization_plans_on_any_data(mapped, tmp_path, capsys):
+    gen = _script("generalization")
+    root, cmap = mapped
+    out = tmp_path / "out"
+    gen.main(["--data", str(root), "--class-map", str(cmap), "--source", "red", "--withhold", "circle",
+              "--batch-size", "4", "--epochs", "3", "--seeds", "0,1", "--rows", "erm,fm,openvocab", "--set",
+              "optim.lr=0.001", "--out", str(out), "--dry-run"])
+    text = capsys.readouterr().out
+    assert f"data {root} (3 classes; class map: {cmap})" in text
+    assert "source ['red'], targets ['blue', 'green']; withheld (open vocabulary) ['circle']" in text
+    assert ("rows ['erm', 'fm', 'openvocab']; seeds [0, 1]; 3 epochs; settings {'optim.batch_size': 4, "
+            "'optim.lr': 0.001}") in text
+    assert not out.exists(), "a dry run trains nothing and writes nothing"
+    args = gen.parse_args(["--data", str(root), "--class-map", str(cmap), "--source", "red", "--targets", "green",
+                           "--withhold", "circle", "--batch-size", "4"])
+    from distill.data import DomainFolder
+
+    job = gen.plan(args, DomainFolder(root, pretrain_fraction=0.3, class_map=cmap))
+    assert (job.source, job.targets, job.withheld, job.epochs, job.seeds) == (["red"], ["green"], ["circle"], 100,
+                                                                              [0, 1, 2])
+    assert list(job.rows) == list(gen.ROWS)  # the digits' defaults stay the defaults
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--withhold", "circle"], "--withhold: ['circle'] not a class of"),  # no class map: folder names only
+    (["--class-map", "MAP", "--withhold", "circle", "--source", "cyan"], "--source: ['cyan'] not a domain"),
+    (["--class-map", "MAP", "--withhold", "circle", "--targets", "red"], "--targets: ['red']: targets must be"),
+    (["--class-map", "MAP", "--withhold", "circle"], "fewer than optim.batch_size=64: pass --batch-size"),
+    (["--class-map", "MAP", "--withhold", "circle", "--batch-size", "8", "--rows", "fm"], "--rows: erm is"),
+])
+def test_generalization_refuses_a_bad_plan_in_one_line(mapped, tmp_path, argv, says):
+    gen = _script("generalization")
+    root, cmap = mapped
+    argv = [str(cmap) if a == "MAP" else a for a in argv]
+    source = [] if "--source" in argv else ["--source", "red"]
+    with pytest.raises(SystemExit) as e:
+        gen.main(["--data", str(root), *source, *argv, "--out", str(tmp_path / "o"), "--dry-run"])
+    assert says in str(e.value) and "\n" not in str(e.value)
+    if argv == ["--withhold", "circle"]:
+        assert "no class map found, see --class-map" in str(e.value)
+
+
+def test_withheld_scores_under_the_caches_class_map(mapped, tmp_path, capsys):
+    """Its traceback `the model has no column for person` came from scoring mapped names against folder names."""
+    wh = _script("withheld")
+    root, cmap = mapped
+    cache = tmp_path / "cache"
+    assert cli(["cache", "build", "--data", str(root), "--out", str(cache), "--arch", "distill-demo-vit",
+                "--pretrained", "none", "--class-map", str(cmap), "--views", "1", "--workers", "0",
+                "--no-progress"]) == 0
+    run = tmp_path / "run"
+    RunSummary(strategy="fm", student="test_resnet", source_domains=["red"], target_domains=["green", "blue"],
+               trained_on=["red"], best_epoch=1, selected_on="source validation accuracy", test_acc={"green": 0.5},
+               params=1, checkpoint=str(run / "checkpoints" / "best"), train_seconds_this_session=0.0,
+               withheld_classes=["circle"]).write(run)
+    capsys.readouterr()
+    wh.main([str(run), "--data", str(root), "--cache", str(cache), "--targets", "green,blue", "--dry-run"])
+    assert capsys.readouterr().out.startswith(f"{run}: withheld circle on green, blue; data {root} (class map: {cmap})")
+    job = wh.plan(wh.parse_args([str(run), "--data", str(root), "--cache", str(cache)]))
+    assert "circle" in job.dataset.classes and "n01" not in job.dataset.classes and job.withheld == ["circle"]
+
+    moved = cmap.rename(tmp_path / "moved.yaml")  # the cache's map is gone: one line, not a traceback
+    try:
+        with pytest.raises(SystemExit, match=r"withheld \['circle'\] not a class of .*pass --class-map FILE\)$"):
+            wh.plan(wh.parse_args([str(run), "--data", str(root), "--cache", str(cache)]))
+        job = wh.plan(wh.parse_args([str(run), "--data", str(root), "--cache", str(cache), "--class-map", str(moved)]))
+        assert "circle" in job.dataset.classes
+    finally:
+        moved.rename(cmap)
