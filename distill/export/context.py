@@ -68,12 +68,14 @@ class Fp32Reference:
         outputs: its output names.
         torch_logits: PyTorch's logits on the eval images [N, C] (parity).
         accuracy: the fp32 ONNX's per-domain accuracy (drops); None without labels.
+        logits: the fp32 ONNX's logits on the eval images [N, C] (the paired test of a drop); None: not kept.
     """
 
     path: Path
     outputs: list[str]
     torch_logits: np.ndarray
     accuracy: dict[str, float] | None
+    logits: np.ndarray | None = None
 
 
 def mean_accuracy(accuracy: dict[str, float] | None) -> float | None:

@@ -21,7 +21,8 @@ from distill.bench.compare import compare_latency
 from distill.bench.edge_runner import cpu_info
 from distill.export.quantize import Int8Flavour, compute_nodes, quantize, tensorrt_qdq_problems
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
-from distill.export.evaluate import disagreement_by_domain, drops_in_points, parity, predict_onnx
+from distill.export.evaluate import (disagreement_by_domain, drop_p_values, drops_in_points, parity,
+                                     predict_onnx)
 from distill.export.fallback import greedy_fallback, rank_layers
 from distill.records import ExportedModel
 
@@ -48,6 +49,7 @@ class _Scores:
     logits: np.ndarray
     accuracy: dict[str, float] | None
     drops_pts: dict[str, float]
+    drops_p: dict[str, float]  # McNemar's p of each domain's drop (paired: the same test images); {} unlabelled
 
 
 class Int8Step:
@@ -80,7 +82,10 @@ class Int8Step:
         logits = predict_onnx(path, self.ctx.data.eval_images)
         accuracy = self.ctx.accuracy(logits)
         fp32 = self.reference.accuracy
-        return _Scores(logits, accuracy, drops_in_points(fp32, accuracy) if accuracy and fp32 else {})
+        ref = self.reference.logits
+        drops = drops_in_points(fp32, accuracy) if accuracy and fp32 else {}
+        p = drop_p_values(ref, logits, self.ctx.data.eval_images) if drops and ref is not None else {}
+        return _Scores(logits, accuracy, drops, p)
 
     # ------------------------------------------------------------------ the step
     def run(self) -> ExportedModel:
@@ -92,8 +97,10 @@ class Int8Step:
         self.log(f"int8 ({name}): top-1 disagreement with fp32 on calibration images per domain (pts): "
                  + ", ".join(f"{d} {v:.2f}" for d, v in disagree.items()))
         if scores.drops_pts:
-            self.log(f"int8 ({name}): test accuracy drop vs fp32 per domain (pts, reported only): "
-                     + ", ".join(f"{d} {v:+.2f}" for d, v in scores.drops_pts.items()))
+            p = scores.drops_p
+            self.log(f"int8 ({name}): test accuracy drop vs fp32 per domain (pts, reported only; McNemar p on the "
+                     "same test images): " + ", ".join(f"{d} {v:+.2f}" + (f" (p {p[d]:.2g})" if d in p else "")
+                                                      for d, v in scores.drops_pts.items()))
         fallback: dict[str, Any] = {
             "triggered": False, "max_drop_pts": self.cfg.max_drop, "kept_float": [],
             "criterion": f"top-1 disagreement with fp32 ONNX on the {len(self.calib_images)} calibration images, "
@@ -159,6 +166,7 @@ class Int8Step:
             "target_runtime": flavour.target_runtime, "runtime": "ort-cpu", "quantization": quantization,
             "parity": parity(self.reference.torch_logits, scores.logits), "accuracy": scores.accuracy,
             "mean_accuracy": mean_accuracy(scores.accuracy), "drops_pts": scores.drops_pts,
+            "drops_p": scores.drops_p,
             "disagreement_pts": decided_on, "within_max_drop": max(decided_on.values(), default=0.0) <= cfg.max_drop,
             "fallback": fallback,
         }

@@ -26,7 +26,8 @@ from distill.errors import DistillError
 from distill.export.config import ExportConfig
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
 from distill.export.data import load_export_data
-from distill.export.evaluate import drops_in_points, fp32_tolerance, parity, predict_onnx, predict_torch
+from distill.export.evaluate import (drop_p_values, drops_in_points, fp32_tolerance, parity, predict_onnx,
+                                     predict_torch)
 from distill.export.fp16 import convert_fp16
 from distill.export.images import ImageCalibrationReader
 from distill.export.int8_step import Calibration, Int8Step, int8_file
@@ -104,7 +105,7 @@ class Exporter:
             report = self.report("failed").write(ctx.out_dir)
             raise DistillError(f"{path}: fp32 ONNX differs from PyTorch by {check['max_abs_logit_diff']:.3g} "
                                f"(> {check['tolerance']:.1g}) in max |logit|; see {report}")
-        return Fp32Reference(path, outputs, torch_logits, accuracy)
+        return Fp32Reference(path, outputs, torch_logits, accuracy, logits)
 
     def fp16(self, reference: Fp32Reference) -> None:
         """fp16 weights and compute, fp32 I/O; agreement with PyTorch and drops vs fp32 are reported."""
@@ -117,10 +118,15 @@ class Exporter:
                               parity=parity(reference.torch_logits, logits), accuracy=accuracy,
                               mean_accuracy=mean_accuracy(accuracy),
                               drops_pts=drops_in_points(reference.accuracy, accuracy) if accuracy else None,
+                              drops_p=self._drop_p(reference, logits) if accuracy else None,
                               note=FP16_NOTE)
         self.models.append(entry)
         self.log(f"fp16: top-1 agreement {entry.parity['top1_agreement']:.4f}, max |Δlogit| "
                  f"{entry.parity['max_abs_logit_diff']:.2e}")
+
+    def _drop_p(self, reference: Fp32Reference, logits) -> dict[str, float] | None:
+        """McNemar's p per domain of the accuracy change vs the fp32 ONNX on the same test images."""
+        return None if reference.logits is None else drop_p_values(reference.logits, logits, self.ctx.data.eval_images)
 
     def calibrate_int8(self, reference: Fp32Reference) -> Calibration:
         """Activation ranges on the calibration images, once for every int8 flavour and fallback variant."""

@@ -26,7 +26,10 @@ def section_int8(data: ReportData) -> str:
             decided_on_drop = dis_before is None and "disagreement_pts" not in (m.model_extra or {})
             before = fb_before.get("worst_drop_pts") if decided_on_drop else dis_before
             after = max((extra(m, "drops_pts" if decided_on_drop else "disagreement_pts") or {}).values(), default=None)
-            drop = max((extra(m, "drops_pts") or {}).values(), default=None)
+            drops = extra(m, "drops_pts") or {}
+            drop = max(drops.values(), default=None)
+            # McNemar's p of that domain's drop (paired: fp32 and int8 scored the same test images)
+            drop_p = (extra(m, "drops_p") or {}).get(max(drops, key=drops.get)) if drops else None
             kept = fb.get("kept_float") or []
             ratio = lc.get("ratio_vs_fp32")
             slow = lc.get("slower_than_fp32")
@@ -50,7 +53,8 @@ def section_int8(data: ReportData) -> str:
                 f'<tr><td class="label">{esc(data.export_label(e))}</td><td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}</td>'
                 f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
                 f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span></td>'
-                f'<td class="num">{"–" if drop is None else f"{drop:+.2f}"}</td>'
+                f'<td class="num">{"–" if drop is None else f"{drop:+.2f}"}'
+                + ("" if drop_p is None else f' <span class="sd">(p {drop_p:.2g})</span>') + '</td>'
                 f'<td>{decision}</td><td class="path">{"<br>".join(esc(k) for k in kept) or "none"}</td>'
                 f'<td>{ratio_s}'
                 + ("" if cost is None else f'<br><span class="muted">fallback cost {cost:.2f}×</span>')
@@ -60,7 +64,8 @@ def section_int8(data: ReportData) -> str:
     return ('<section id="int8"><h2>INT8 decisions</h2><p class="note">The fallback decides on label-free evidence: '
             'the worst per-domain top-1 disagreement with the fp32 model over the calibration images (% of images), '
             'before and after keeping sensitive layers in float, against the budget (--max-drop). The worst '
-            'test-accuracy drop vs fp32 (points) is reported, never decided on. Latency ratio measured at export '
+            'test-accuracy drop vs fp32 (points) is reported, never decided on, with McNemar\'s exact p over the '
+            'same test images (a drop is real only at p &lt; 0.05). Latency ratio measured at export '
             'time, interleaved, on the exporting machine\'s CPU.</p><table class="sortable"><thead><tr><th>model</th>'
             '<th>flavour</th><th>worst disagreement, %: before → after</th><th>worst test drop, pts</th>'
             '<th>fallback</th><th>layers kept in float</th>'

@@ -13,8 +13,8 @@ import torch
 
 from distill.errors import DistillError
 from distill.export import ExportConfig, export_checkpoint, read_metadata
-from distill.export.evaluate import parity
-from distill.export.images import load_images, pick_per_domain
+from distill.export.evaluate import drop_p_values, parity
+from distill.export.images import ImageSet, load_images, pick_per_domain
 from distill.records import ExportReport
 from distill.student.model import load_student
 
@@ -145,6 +145,8 @@ def test_int8_accuracy_and_latency_check_reported(export_dir: Path, tiny_root: P
         assert set(m["accuracy"]) == set(fp32["accuracy"]) == {"clean", "dark", "noisy"}
         for d, drop in m["drops_pts"].items():
             assert drop == pytest.approx(100 * (fp32["accuracy"][d] - m["accuracy"][d]))
+        # each domain's drop comes with McNemar's p (paired: fp32 and int8 scored the same test images)
+        assert set(m["drops_p"]) == set(m["drops_pts"]) and all(0.0 < p <= 1.0 for p in m["drops_p"].values())
         assert m["fallback"]["triggered"] is False and m["within_max_drop"] is True
         assert 0.0 <= m["parity"]["top1_agreement"] <= 1.0
         lc = m["latency_check"]
@@ -157,6 +159,22 @@ def test_int8_accuracy_and_latency_check_reported(export_dir: Path, tiny_root: P
     for m in (fp32, _model(rep, "int8", "ort-cpu")):
         assert m["accuracy"] == pytest.approx(_accuracy_from_file(export_dir / m["file"], tiny_root, run_ckpt,
                                                                   m["accuracy"]))
+
+
+def test_drop_p_values_by_hand() -> None:
+    """McNemar's exact test per domain: only images exactly one model gets right count."""
+    labels = np.zeros(20, np.int64)
+    domains = np.array(["a"] * 10 + ["b"] * 10)
+    images = ImageSet(np.zeros((20, 1, 1, 3), np.uint8), labels, domains, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), [])
+    right, wrong = np.array([1.0, 0.0]), np.array([0.0, 1.0])  # class 0 is the label
+    ref = np.stack([right] * 20)
+    other = ref.copy()
+    other[:6] = wrong  # a: 6 images fp32 got right and the other model not, none the other way
+    other[10], ref[11] = wrong, wrong  # b: one discordant image each way
+    p = drop_p_values(ref, other, images)
+    assert p["a"] == pytest.approx(2 * 0.5 ** 6)  # two-sided binomial, 6 of 6 discordant one way: 0.03125
+    assert p["b"] == pytest.approx(1.0)
+    assert drop_p_values(ref, ref, images) == {"a": 1.0, "b": 1.0}
 
 
 def test_parity_helper_detects_differences() -> None:

@@ -137,6 +137,7 @@ def stress_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     file=fname, bytes=1000, sha256=sha, precision=prec, runtime="onnxruntime", flavour=flav,
                     target_runtime=flav, accuracy={d: acc[d] - 0.004 * j for d in acc},
                     drops_pts={d: 0.4 * j for d in acc}, fallback=_fallback(prec, flav, acc),
+                    drops_p={d: 0.0123 * j for d in acc} if prec == "int8" else None,
                     disagreement_pts={d: 0.6 * j for d in acc} if prec == "int8" else None,
                     latency_check={"ratio_vs_fp32": 1.3, "slower_than_fp32": True}))
                 for batch in (1, 32):

@@ -49,4 +49,5 @@ def test_int8_section_shows_the_label_free_criterion(stress_report: Path) -> Non
     section = section[:section.index("</section>")]
     assert "worst disagreement, %: before → after" in section and "worst test drop, pts" in section
     assert "2.73 → 0.60" in section  # the decision's own numbers (before: fallback, after: the shipped file)
+    assert "+0.40 <span class=\"sd\">(p 0.012)</span>" in section  # the worst drop with its McNemar p
     assert "/backbone/blocks/blocks.0/blocks.0.0/se/conv_expand/Conv" in section
