@@ -1,6 +1,10 @@
 # Usage: python benchmarks/cpu_bf16_grads.py [STEPS]  (run it several times: the NaN is per process)
 """Probe: CPU bf16 autocast conv weight grads vs fp32 recompute, repeated."""
-import sys, torch, timm
+import sys
+
+import timm
+import torch
+
 torch.manual_seed(0)
 m = timm.create_model("test_resnet", num_classes=4)
 x = torch.rand(8, 3, 16, 16); y = torch.randint(0, 4, (8,))

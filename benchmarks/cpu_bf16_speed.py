@@ -1,5 +1,11 @@
 # Usage: python benchmarks/cpu_bf16_speed.py ARCH SIZE BATCH  (prints step time ratios vs fp32, one process, interleaved)
-import time, torch, timm, torch.nn.functional as F, sys
+import sys
+import time
+
+import timm
+import torch
+import torch.nn.functional as F
+
 arch, size, bs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 m = timm.create_model(arch, num_classes=10); m.train()
 x = torch.rand(bs, 3, size, size); y = torch.randint(0, 10, (bs,))

@@ -43,7 +43,7 @@ from distill.data.builtin import materialize
 from distill.export.retarget import retarget, teacher_source
 from distill.recipes import load_recipe, recipes_view_policy, train_or_resume
 from distill.records import CacheManifest, RunSummary, pct
-from distill.report.stats import mean_std, pm, two_se, verdict, welch
+from distill.report.stats import mean_std, pm, verdict, welch
 from distill.report.withheld import student_withheld_accuracy, teacher_withheld_accuracy
 from distill.student.model import load_student
 from distill.teacher import Teacher

@@ -8,8 +8,14 @@ from distill.data.folder import DomainFolder
 from distill.data.split import SplitRule
 from distill.errors import DistillError
 from distill.records import TEACHER_MANIFEST, TeacherManifest
-from distill.teacher.bootstrap.presets import (BOOTSTRAP_POOL, DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK,
-                                               BootstrapSettings)
+from distill.teacher.bootstrap.presets import (
+    BOOTSTRAP_POOL,
+    DEMO_ARCH,
+    FULL,
+    MIN_BATCHES_PER_EPOCH,
+    QUICK,
+    BootstrapSettings,
+)
 from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates, teacher_manifest_of
 

@@ -2,7 +2,6 @@
 """
 from __future__ import annotations
 
-
 # ------------------------------------------------------------------ artifact file names
 # A run folder (distill train / distill adapt)
 RUN_CONFIG = "config.yaml"             # the resolved TrainConfig the run was started with

@@ -13,9 +13,17 @@ import pytest
 import torch
 
 from distill.strategies import Batch, StrategyContext, create_strategy
-from distill.strategies.losses import (cosine_distance, information_maximization, kl_div_with_temperature, kl_per_sample,
-                                       kl_to_soft_target, label_cross_entropy, soft_cross_entropy,
-                                       squared_l2_distance, weighted_cross_entropy)
+from distill.strategies.losses import (
+    cosine_distance,
+    information_maximization,
+    kl_div_with_temperature,
+    kl_per_sample,
+    kl_to_soft_target,
+    label_cross_entropy,
+    soft_cross_entropy,
+    squared_l2_distance,
+    weighted_cross_entropy,
+)
 from distill.student.model import Student, default_spec
 
 LN3 = math.log(3)

@@ -17,8 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.strategies import (Batch, Needs, Strategy, StrategyContext, build_config, create_strategy, get_strategy,
-                                list_strategies)
+from distill.strategies import (
+    Batch,
+    Needs,
+    Strategy,
+    StrategyContext,
+    build_config,
+    create_strategy,
+    get_strategy,
+    list_strategies,
+)
 from distill.student.model import Student, default_spec
 from distill.student.transforms import Normalizer
 from distill.train.build import teacher_input_fn

@@ -22,7 +22,12 @@ from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
 from distill.errors import DistillError
 from distill.teacher.bootstrap.presets import (
-    AUGMENT, CAPTION_TEMPLATES, DEMO_TEMPLATES, MAX_VAL_IMAGES, MIN_VAL_IMAGES, VAL_FRACTION,
+    AUGMENT,
+    CAPTION_TEMPLATES,
+    DEMO_TEMPLATES,
+    MAX_VAL_IMAGES,
+    MIN_VAL_IMAGES,
+    VAL_FRACTION,
 )
 from distill.teacher.pool import NO_POOL
 
