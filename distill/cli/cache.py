@@ -124,7 +124,7 @@ def _build(args: argparse.Namespace) -> int:
         parse_sizes,
         pixel_dir_name,
     )
-    from distill.teacher.cache.job import CacheBuildConfig, run_cache_build
+    from distill.teacher.cache.job import CacheBuildConfig, run_cache_build  # lazy: as above
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
@@ -148,7 +148,8 @@ def _build(args: argparse.Namespace) -> int:
         split=None if args.adv_split == "all" else args.adv_split, domains=_names(args.adv_domains))
     run_cache_build(CacheBuildConfig(
         data=args.data, out=out, arch=args.arch, pretrained=args.pretrained, templates_file=args.templates_file,
-        split=split_keys_of(args), unlabeled=tuple(args.unlabeled), options=options, adversarial=adversarial, pixels=PixelOptions(pixel_sizes, args.pixel_interpolation),
+        split=split_keys_of(args), unlabeled=tuple(args.unlabeled), options=options, adversarial=adversarial,
+        pixels=PixelOptions(pixel_sizes, args.pixel_interpolation),
         skip_bad=args.skip_bad, workers=args.workers, progress=not args.no_progress, device=args.device,
         precision=args.precision))
     if int(os.environ.get("RANK", 0)) == 0:

@@ -122,9 +122,10 @@ def test_soft_cross_entropy_on_hand_numbers():
     target = torch.tensor([[0.5, 0.5], [1.0, 0.0]], dtype=torch.float64)
     ce0 = -(0.5 * math.log(0.25) + 0.5 * math.log(0.75))  # 0.836988...
     ce1 = -math.log(0.5)  # 0.693147...
-    assert float(soft_cross_entropy(logits, target)) == pytest.approx((ce0 + ce1) / 2, rel=1e-6)  # losses compute in fp32 by design (bf16-safe): fp32 precision
+    # losses compute in fp32 by design (bf16-safe): fp32 precision
+    assert float(soft_cross_entropy(logits, target)) == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
     w = torch.tensor([3.0, 1.0], dtype=torch.float64)
-    assert float(soft_cross_entropy(logits, target, w)) == pytest.approx((3 * ce0 + ce1) / 4, rel=1e-6)  # losses compute in fp32 by design (bf16-safe): fp32 precision
+    assert float(soft_cross_entropy(logits, target, w)) == pytest.approx((3 * ce0 + ce1) / 4, rel=1e-6)  # fp32, as above
     assert (ce0 + ce1) / 2 == pytest.approx(0.7650678, abs=1e-6)
 
 
