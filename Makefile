@@ -1,7 +1,7 @@
 # Two entry points (see README): `make demo` and `make test`. Both install into ./.venv first, with the
 # cpu ONNX Runtime and the demo data extras (scripts/install.sh; `scripts/install.sh gpu,dev` for onnxruntime-gpu).
 PY := .venv/bin/python
-.PHONY: install install-dev demo test
+.PHONY: install install-dev demo lint test
 
 install:
 	bash scripts/install.sh
@@ -12,5 +12,11 @@ install-dev:
 demo: install
 	.venv/bin/distill demo --out demo_out
 
-test: install-dev
+# lint: ruff on the whole tree, mypy on the typed configs and records ([tool.ruff], [tool.mypy] in pyproject.toml)
+lint: install-dev
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+# lint first: a lint or type error fails `make test` before pytest starts
+test: lint
 	$(PY) -m pytest -q -ra

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from epoch_cost import timed_epoch  # benchmarks/: one way to time an epoch (Trainer.train_one_epoch)
 
 from distill.config import RobustSettings, TrainConfig
 from distill.data import DomainFolder
@@ -39,7 +40,6 @@ from distill.student.model import load_student
 from distill.teacher import Teacher
 from distill.teacher.cache import AdversarialOptions, AdversarialViews, build_adversarial_views
 from distill.train import Trainer, build
-from epoch_cost import timed_epoch  # benchmarks/: one way to time an epoch (Trainer.train_one_epoch)
 
 ROBUST = RobustSettings(pgd_eps=["1/255", "2/255", "8/255"], pgd_steps=10, corruptions=["all"], severity=3)
 

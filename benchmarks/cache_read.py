@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
-import timm
 from safetensors.torch import save_file
 
 from distill.teacher.cache import TeacherCache

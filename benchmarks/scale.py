@@ -21,8 +21,8 @@ function ``(args) -> None`` with its own flags in :func:`add_flags`.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import datetime as _dt
+import multiprocessing as mp
 import re
 import shutil
 import tempfile

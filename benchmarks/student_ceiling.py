@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 import timm
+import torch
 
 
 def main() -> None:

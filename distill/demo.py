@@ -46,8 +46,18 @@ from distill.errors import DistillError
 from distill.export import ExportConfig, export_checkpoint
 from distill.export.retarget import retarget, teacher_source
 from distill.recipes import ADVERSARIAL_VIEWS, load_recipe, recipes_view_policy, train_or_resume
-from distill.records import (BENCH_RECORDS, CHECKPOINTS_DIR, DEMO_RESULTS, REPORT_HTML, BenchRecord, CacheManifest,
-                             ExportReport, RunSummary, pct, percent)
+from distill.records import (
+    BENCH_RECORDS,
+    CHECKPOINTS_DIR,
+    DEMO_RESULTS,
+    REPORT_HTML,
+    BenchRecord,
+    CacheManifest,
+    ExportReport,
+    RunSummary,
+    pct,
+    percent,
+)
 from distill.report import write_report
 from distill.report.withheld import student_withheld_accuracy, teacher_withheld_accuracy
 from distill.robust.evaluate import RobustEvaluator
@@ -55,8 +65,15 @@ from distill.student.model import load_student, save_student
 from distill.teacher import Teacher
 from distill.teacher.bootstrap.presets import DEMO_ARCH, DEMO_TEMPLATES
 from distill.teacher.bootstrap.train import bootstrap_teacher
-from distill.teacher.cache import (AdversarialOptions, CacheBuildConfig, CacheOptions, PixelOptions, TeacherCache,
-                                   build_adversarial_views, run_cache_build)
+from distill.teacher.cache import (
+    AdversarialOptions,
+    CacheBuildConfig,
+    CacheOptions,
+    PixelOptions,
+    TeacherCache,
+    build_adversarial_views,
+    run_cache_build,
+)
 
 PRETRAIN_FRACTION = 0.3  # share of each domain only the stand-in teacher pretrains on (students never see it)
 CACHE_VIEWS = 8  # policy views per image: enough that a fixed-view teacher does not overfit (ml-dr)

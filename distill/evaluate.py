@@ -9,7 +9,6 @@ import math
 from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
-
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset

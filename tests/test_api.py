@@ -72,10 +72,9 @@ def test_adapt_refuses_a_strategy_that_does_not_adapt(tmp_path):
 
 def test_build_cache_from_its_config_returns_its_manifest(tmp_path):
     """`build_cache(CacheBuildConfig)` (what `distill cache build` runs) returns the manifest it wrote; again, the same."""
-    from tests.shapes import make_shapes_root
-
     from distill.records import CacheManifest
     from distill.teacher.cache import CacheOptions
+    from tests.shapes import make_shapes_root
 
     root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=4)
     cfg = distill.CacheBuildConfig(data=root, out=tmp_path / "c", arch="distill-demo-vit", pretrained="none",

@@ -1,6 +1,7 @@
 """The layout rules of docs/architecture.md, checked on the source so that they stay true.
 
-- small modules (<= 400 lines; the standalone edge runner is the one exception),
+- small modules (<= 400 lines; the standalone edge runner is the one exception; an import statement counts as one
+  line, however ruff's import sorting wraps it),
 - no import cycle between distill's modules (imports under ``if TYPE_CHECKING`` excluded),
 - function-local imports only where deliberately lazy, with a ``# lazy: <why>`` comment,
 - artifact file names only in distill/records/ (docstrings may mention them).
@@ -56,9 +57,16 @@ def _imported(node: ast.Import | ast.ImportFrom, module: str, is_pkg: bool) -> l
     return [base] + [f"{base}.{a.name}" for a in node.names]
 
 
+def _size(path: Path) -> int:
+    """Lines, with each import statement as one: ruff (isort) wraps a long import one name per line."""
+    text = path.read_text()
+    wrapped = sum(node.end_lineno - node.lineno for node in ast.walk(ast.parse(text))
+                  if isinstance(node, (ast.Import, ast.ImportFrom)) and node.end_lineno)
+    return len(text.splitlines()) - wrapped
+
+
 def test_every_module_is_small():
-    big = {_rel(p): n for p in _modules().values()
-           if (n := len(p.read_text().splitlines())) > MAX_LINES and _rel(p) not in STANDALONE}
+    big = {_rel(p): n for p in _modules().values() if (n := _size(p)) > MAX_LINES and _rel(p) not in STANDALONE}
     assert not big, f"modules over {MAX_LINES} lines: {big}"
 
 

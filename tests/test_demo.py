@@ -12,13 +12,21 @@ import pytest
 
 from distill.cli import main as cli
 from distill.config import load_train_config
-from distill.demo import (ADVERSARIAL, CACHE_VIEWS, DISTILLED, OPENVOCAB, QUICK_OPTIM, SHIP, STUDENTS, WITHHELD_TAG)
-from distill.recipes import recipe_path
 from distill.data import DomainFolder
 from distill.data.split import SPLIT_KEYS, SplitRule
-from distill.recipes import load_recipe
-from distill.records import (DEMO_RESULTS, RUN_CONFIG, BenchRecord, CacheManifest, ExportReport, RobustReport,
-                             RunSummary, TeacherManifest, pct)
+from distill.demo import ADVERSARIAL, CACHE_VIEWS, DISTILLED, OPENVOCAB, QUICK_OPTIM, SHIP, STUDENTS, WITHHELD_TAG
+from distill.recipes import load_recipe, recipe_path
+from distill.records import (
+    DEMO_RESULTS,
+    RUN_CONFIG,
+    BenchRecord,
+    CacheManifest,
+    ExportReport,
+    RobustReport,
+    RunSummary,
+    TeacherManifest,
+    pct,
+)
 
 DOMAINS = {"mnist", "optdigits", "mnist_m", "mnist_c"}
 

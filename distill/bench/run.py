@@ -15,8 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from distill.bench.edge_runner import (RUNTIMES, RuntimeUnavailable, bench_file, bench_runner, format_record, rss_mb,
-                                       sha256_file)
+from distill.bench.edge_runner import (
+    RUNTIMES,
+    RuntimeUnavailable,
+    bench_file,
+    bench_runner,
+    format_record,
+    rss_mb,
+    sha256_file,
+)
 from distill.bench.torch_runner import TorchRunner
 from distill.errors import DistillError
 from distill.records import EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport

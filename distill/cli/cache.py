@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from distill.cli._split import add_split_arguments, split_keys_of
+from distill.config import parse_eps
 from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, AdversarialManifest, CacheManifest
-from distill.config import parse_eps
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -121,11 +121,16 @@ def _names(text: str | None) -> list[str] | None:
 
 def _build(args: argparse.Namespace) -> int:
     # lazy: the cache package pulls torch and torchvision (seconds); `distill --help` does not need them
-    from distill.teacher.cache import (
-        AdversarialOptions, CacheOptions, PixelOptions, ViewConfig, parse_sizes, pixel_dir_name,
-    )
     from distill.data.view_policy import preset as view_preset  # lazy: as above (kornia)
-    from distill.teacher.cache.job import CacheBuildConfig, run_cache_build
+    from distill.teacher.cache import (
+        AdversarialOptions,
+        CacheOptions,
+        PixelOptions,
+        ViewConfig,
+        parse_sizes,
+        pixel_dir_name,
+    )
+    from distill.teacher.cache.job import CacheBuildConfig, run_cache_build  # lazy: as above
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")

@@ -5,7 +5,6 @@ import argparse
 import sys
 
 from distill.records import REPORT_HTML
-from distill.report.write import write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,8 +8,14 @@ from distill.data.folder import DomainFolder
 from distill.data.split import SplitRule
 from distill.errors import DistillError
 from distill.records import TEACHER_MANIFEST, TeacherManifest
-from distill.teacher.bootstrap.presets import (BOOTSTRAP_POOL, DEMO_ARCH, FULL, MIN_BATCHES_PER_EPOCH, QUICK,
-                                               BootstrapSettings)
+from distill.teacher.bootstrap.presets import (
+    BOOTSTRAP_POOL,
+    DEMO_ARCH,
+    FULL,
+    MIN_BATCHES_PER_EPOCH,
+    QUICK,
+    BootstrapSettings,
+)
 from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates, teacher_manifest_of
 
@@ -37,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "a finished run with the same parameters returns at once. Load the result like any local CLIP "
             "checkpoint: --arch ARCH --pretrained OUT/open_clip_model.safetensors.", 88),
         epilog=f"presets: full = {FULL.epochs} epochs, batch {FULL.batch_size}, lr {FULL.lr:g} (about 2 min of one "
-        f"CPU core on the built-in digits suite);\n         on a small set the batch shrinks to <= 1/{MIN_BATCHES_PER_EPOCH} "
-        f"of the train images and the epochs grow to >= {FULL.min_steps} steps;\n         --quick = {QUICK.epochs} epochs, batch {QUICK.batch_size}, "
+        f"CPU core on the built-in digits suite);\n         on a small set the batch shrinks to "
+        f"<= 1/{MIN_BATCHES_PER_EPOCH} of the train images and the epochs grow to >= {FULL.min_steps} steps;\n"
+        f"         --quick = {QUICK.epochs} epochs, batch {QUICK.batch_size}, "
         f"at most {QUICK.max_per_domain} pool images per domain (seconds; near-chance teacher, for smoke tests).\n"
         "then: distill teacher eval --pretrained OUT/open_clip_model.safetensors --data ROOT")
     boot.add_argument("--data", required=True, metavar="ROOT", help="dataset root laid out as ROOT/DOMAIN/CLASS/image")

@@ -50,7 +50,14 @@ import numpy as np
 import PIL
 
 from distill.data.builtin_render import (
-    CORRUPTIONS, SIZE, pad32, png_bytes, render_mnist_c, render_mnist_m, render_optdigit, rgb,
+    CORRUPTIONS,
+    SIZE,
+    pad32,
+    png_bytes,
+    render_mnist_c,
+    render_mnist_m,
+    render_optdigit,
+    rgb,
 )
 from distill.errors import DistillError
 from distill.records import DATA_CLASS_MAP, SUITE_INDEX, SUITE_INFO, SuiteInfo

@@ -21,11 +21,10 @@ mixed view, its partner (sample index and view, integer columns).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterable, Mapping
-
 import warnings
+from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import version
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch

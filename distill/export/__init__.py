@@ -8,12 +8,12 @@
 Modules: :mod:`~distill.export.config` (what to export), :mod:`~distill.export.training_run`
 (the run's defaults and provenance), :mod:`~distill.export.data` and
 :mod:`~distill.export.images` (eval and calibration images), :mod:`~distill.export.onnx`
-(torch -> ONNX, metadata), :mod:`~distill.export.timm_format` (timm's own checkpoint layout), :mod:`~distill.export.fp16`, :mod:`~distill.export.quantize` (int8
-flavours), :mod:`~distill.export.int8_step` and :mod:`~distill.export.fallback` (one flavour,
-layers kept in float), :mod:`~distill.export.tensorrt` (engines, TensorRT 10 or 11),
-:mod:`~distill.export.tensorrt_script` (build_engine.sh) and :mod:`~distill.export.engine_check`
-(engine vs ONNX Runtime, standalone), :mod:`~distill.export.pipeline` (the
-steps in order, export.json as :class:`distill.records.ExportReport`).
+(torch -> ONNX, metadata), :mod:`~distill.export.timm_format` (timm's own checkpoint layout),
+:mod:`~distill.export.fp16`, :mod:`~distill.export.quantize` (int8 flavours),
+:mod:`~distill.export.int8_step` and :mod:`~distill.export.fallback` (one flavour, layers kept in float),
+:mod:`~distill.export.tensorrt` (engines, TensorRT 10 or 11), :mod:`~distill.export.tensorrt_script`
+(build_engine.sh) and :mod:`~distill.export.engine_check` (engine vs ONNX Runtime, standalone),
+:mod:`~distill.export.pipeline` (the steps in order, export.json as :class:`distill.records.ExportReport`).
 """
 from __future__ import annotations
 

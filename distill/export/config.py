@@ -136,7 +136,7 @@ class ExportConfig(SplitKeys):
     @field_validator("calib_method", "int8_flavour")
     @classmethod
     def _one_of_the_choices(cls, value: str, info: ValidationInfo) -> str:
-        choices = {"calib_method": CALIBRATION_METHODS, "int8_flavour": INT8_FLAVOUR_CHOICES}[info.field_name]
+        choices = {"calib_method": CALIBRATION_METHODS, "int8_flavour": INT8_FLAVOUR_CHOICES}[str(info.field_name)]
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}")
         return value

@@ -19,11 +19,10 @@ import numpy as np
 
 from distill.bench.compare import compare_latency
 from distill.bench.edge_runner import cpu_info
-from distill.export.quantize import Int8Flavour, compute_nodes, quantize, tensorrt_qdq_problems
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
-from distill.export.evaluate import (disagreement_by_domain, drop_p_values, drops_in_points, parity,
-                                     predict_onnx)
+from distill.export.evaluate import disagreement_by_domain, drop_p_values, drops_in_points, parity, predict_onnx
 from distill.export.fallback import greedy_fallback, rank_layers
+from distill.export.quantize import Int8Flavour, compute_nodes, quantize, tensorrt_qdq_problems
 from distill.records import ExportedModel
 
 RANKING = "KL(fp32 || int8) of softmax outputs on calibration images, one layer in float at a time"

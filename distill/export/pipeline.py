@@ -26,8 +26,7 @@ from distill.errors import DistillError
 from distill.export.config import ExportConfig
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
 from distill.export.data import load_export_data
-from distill.export.evaluate import (drop_p_values, drops_in_points, fp32_tolerance, parity, predict_onnx,
-                                     predict_torch)
+from distill.export.evaluate import drop_p_values, drops_in_points, fp32_tolerance, parity, predict_onnx, predict_torch
 from distill.export.fp16 import convert_fp16
 from distill.export.images import ImageCalibrationReader
 from distill.export.int8_step import Calibration, Int8Step, int8_file
@@ -35,8 +34,14 @@ from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, export_onnx, preprocess_metadata
 from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare
 from distill.export.retarget import retarget_into
-from distill.export.tensorrt import (TIMING_CACHE, build_engine, engine_source, tensorrt_available, tensorrt_major,
-                                     tensorrt_version)
+from distill.export.tensorrt import (
+    TIMING_CACHE,
+    build_engine,
+    engine_source,
+    tensorrt_available,
+    tensorrt_major,
+    tensorrt_version,
+)
 from distill.export.tensorrt_script import write_build_script, write_check_files
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
 from distill.records import EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport

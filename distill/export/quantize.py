@@ -28,8 +28,16 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, TensorData, TensorsData,
-                                      create_calibrator, quantize_static, save_tensors_data)
+from onnxruntime.quantization import (
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    TensorData,
+    TensorsData,
+    create_calibrator,
+    quantize_static,
+    save_tensors_data,
+)
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 

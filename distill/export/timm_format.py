@@ -27,7 +27,6 @@ from distill.records import TIMM_WEIGHTS
 from distill.student.model import Student, load_student
 
 
-
 def timm_model_of(student: Student) -> torch.nn.Module:
     """An eval-mode timm model of ``student.spec.arch`` with ``num_classes`` classes holding the student's weights."""
     spec = student.spec

@@ -22,17 +22,57 @@ free-form by nature (options, environment details) stay ``dict``.
 """
 from __future__ import annotations
 
-from distill.records.names import (RUN_CONFIG, RUN_SUMMARY, RUN_METRICS, ROBUST_REPORT, RUN_TENSORBOARD,
-    CHECKPOINTS_DIR, CHECKPOINT_POINTER, TRAIN_STATE, BEST_CHECKPOINT, STUDENT_SPEC, STUDENT_WEIGHTS, CACHE_MANIFEST,
-    CACHE_BUILD_PLAN, TEXT_EMBEDDINGS, CACHE_ADVERSARIAL_DIR, CACHE_PIXELS_PREFIX, TEACHER_MANIFEST,
-    TEACHER_CHECKPOINT, TEACHER_BOOTSTRAP_STATE, DATA_CLASS_MAP, SUITE_INFO, SUITE_INDEX, EXPORT_REPORT,
-    EXPORT_CHECKPOINT, TIMM_WEIGHTS, TIMM_CONFIG, BENCH_RECORDS, REPORT_HTML, REPORT_MD, DEMO_RESULTS)
-from distill.records.base import (percent, pct, Record, Accuracy, TeacherIdentity, SkippedImage)
-from distill.records.teacher import (SuiteDomain, SuiteInfo, TeacherTrainingData, TeacherManifest, TeacherPool, CachePreprocess,
-    CacheDataset, CacheFolder, CacheViews, CacheShard, CacheManifest, CacheRowLayout, AdversarialShard, AdversarialManifest)
-from distill.records.run import (CheckpointPointer, RobustAccuracy, RobustReport, RunSummary, PoolFolder,
-    UnlabeledPool)
-from distill.records.ship import (ExportedModel, ExportReport, LatencyStats, BenchRecord)
+from distill.records.base import Accuracy, Record, SkippedImage, TeacherIdentity, pct, percent
+from distill.records.names import (
+    BENCH_RECORDS,
+    BEST_CHECKPOINT,
+    CACHE_ADVERSARIAL_DIR,
+    CACHE_BUILD_PLAN,
+    CACHE_MANIFEST,
+    CACHE_PIXELS_PREFIX,
+    CHECKPOINT_POINTER,
+    CHECKPOINTS_DIR,
+    DATA_CLASS_MAP,
+    DEMO_RESULTS,
+    EXPORT_CHECKPOINT,
+    EXPORT_REPORT,
+    REPORT_HTML,
+    REPORT_MD,
+    ROBUST_REPORT,
+    RUN_CONFIG,
+    RUN_METRICS,
+    RUN_SUMMARY,
+    RUN_TENSORBOARD,
+    STUDENT_SPEC,
+    STUDENT_WEIGHTS,
+    SUITE_INDEX,
+    SUITE_INFO,
+    TEACHER_BOOTSTRAP_STATE,
+    TEACHER_CHECKPOINT,
+    TEACHER_MANIFEST,
+    TEXT_EMBEDDINGS,
+    TIMM_CONFIG,
+    TIMM_WEIGHTS,
+    TRAIN_STATE,
+)
+from distill.records.run import CheckpointPointer, PoolFolder, RobustAccuracy, RobustReport, RunSummary, UnlabeledPool
+from distill.records.ship import BenchRecord, ExportedModel, ExportReport, LatencyStats
+from distill.records.teacher import (
+    AdversarialManifest,
+    AdversarialShard,
+    CacheDataset,
+    CacheFolder,
+    CacheManifest,
+    CachePreprocess,
+    CacheRowLayout,
+    CacheShard,
+    CacheViews,
+    SuiteDomain,
+    SuiteInfo,
+    TeacherManifest,
+    TeacherPool,
+    TeacherTrainingData,
+)
 
 __all__ = [
     "Accuracy", "AdversarialManifest", "AdversarialShard", "BENCH_RECORDS", "BEST_CHECKPOINT", "BenchRecord",

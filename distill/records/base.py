@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from distill.errors import DistillError
 from distill.utils.io import atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11; pydantic depends on typing_extensions
 
 
 def percent(fraction: float) -> float:
@@ -46,7 +49,7 @@ class Record(BaseModel):
         return cls.path_in(folder).is_file()
 
     @classmethod
-    def from_dict(cls, data: Any, source: str | Path | None = None):
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> Self:
         """Validate ``data``; a mismatch is one line: ``<source>: <key.path>: <problem>``."""
         try:
             return cls.model_validate(data)
@@ -57,7 +60,7 @@ class Record(BaseModel):
             raise DistillError(f"{source or cls.FILE}: {where}: {err['msg']}{more}") from None
 
     @classmethod
-    def read(cls, path: str | Path):
+    def read(cls, path: str | Path) -> Self:
         """Read from a file, or from ``FILE`` inside a folder."""
         path = Path(path)
         file = path if path.suffix == Path(cls.FILE).suffix and not path.is_dir() else cls.path_in(path)

@@ -2,7 +2,6 @@
 """
 from __future__ import annotations
 
-
 # ------------------------------------------------------------------ artifact file names
 # A run folder (distill train / distill adapt)
 RUN_CONFIG = "config.yaml"             # the resolved TrainConfig the run was started with
@@ -33,10 +32,10 @@ SUITE_INFO = "suite.json"              # SuiteInfo: provenance; written last: it
 SUITE_INDEX = "index.csv"
 # An export folder
 EXPORT_REPORT = "export.json"          # ExportReport
-EXPORT_CHECKPOINT = "checkpoint"
+EXPORT_CHECKPOINT = "checkpoint"     # OUT/checkpoint/: the re-targeted student of `distill export --classes`
 # `distill export --format timm`: timm's Hugging Face layout, as timm.models.save_for_hf names it
 TIMM_WEIGHTS = "model.safetensors"     # timm's key names (no backbone./head. prefixes)
-TIMM_CONFIG = "config.json"            # architecture, num_classes, label_names, pretrained_cfg (preprocessing)       # OUT/checkpoint/: the re-targeted student of `distill export --classes`
+TIMM_CONFIG = "config.json"            # architecture, num_classes, label_names, pretrained_cfg (preprocessing)
 # Benchmarks, report and demo
 BENCH_RECORDS = "bench.jsonl"          # one BenchRecord per line
 REPORT_HTML = "report.html"

@@ -219,7 +219,8 @@ def latency_svg(points: list[Point], width: int = 760) -> str:
         out.append(f'<rect x="{fx(0):.1f}" y="{y - 6:.1f}" width="{max(1.0, fx(lat["p50"]) - fx(0)):.1f}" height="12" '
                    f'fill="{c}" opacity="0.85"><title>{esc(p.label)}: p50 {lat["p50"]:.3g} ms</title></rect>')
         out.append(f'<line x1="{fx(lat["p50"]):.1f}" y1="{y:.1f}" x2="{fx(lat["p99"]):.1f}" y2="{y:.1f}" stroke="#1d232b"/>'
-                   f'<line x1="{fx(lat["p90"]):.1f}" y1="{y - 5:.1f}" x2="{fx(lat["p90"]):.1f}" y2="{y + 5:.1f}" stroke="#1d232b" stroke-width="2"/>'
+                   f'<line x1="{fx(lat["p90"]):.1f}" y1="{y - 5:.1f}" x2="{fx(lat["p90"]):.1f}" y2="{y + 5:.1f}" '
+                   f'stroke="#1d232b" stroke-width="2"/>'
                    f'<line x1="{fx(lat["p99"]):.1f}" y1="{y - 7:.1f}" x2="{fx(lat["p99"]):.1f}" y2="{y + 7:.1f}" stroke="#1d232b"/>')
         if "min" in lat:
             out.append(f'<circle cx="{fx(lat["min"]):.1f}" cy="{y:.1f}" r="2" fill="#fff" stroke="#1d232b"/>')

@@ -50,7 +50,8 @@ def section_int8(data: ReportData) -> str:
                 decision += (f'<br><span class="muted">{len(steps)} layer(s) tried, '
                              f'{sum(bool(s.get("accepted")) for s in steps)} kept</span>')
             rows.append(
-                f'<tr><td class="label">{esc(data.export_label(e))}</td><td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}</td>'
+                f'<tr><td class="label">{esc(data.export_label(e))}</td>'
+                f'<td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}</td>'
                 f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
                 f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span></td>'
                 f'<td class="num">{"–" if drop is None else f"{drop:+.2f}"}'

@@ -12,7 +12,7 @@ from distill.records import pct as percent
 from distill.report.charts import SHAPES, color, esc, esc_wrap, front_no, latency_svg, pareto_svg, pct
 from distill.report.data import Z95, Measurement, Point, ReportData, device_label, extra
 from distill.report.export_sections import section_int8, section_provenance
-from distill.report.runs import RunGroup
+from distill.report.runs import RunGroup, against_best
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232b;background:#f6f7f9}
@@ -40,7 +40,8 @@ header details{color:#b9c6d3;font-size:12px;margin-top:4px}header summary{paddin
 details{margin:6px 0}summary{cursor:pointer;padding:3px 0}
 .legend span{margin-right:14px;font-size:12px;white-space:nowrap}code{font-size:12px;background:#f1f3f6;padding:0 3px;border-radius:3px}
 svg text{font-family:inherit}.note{font-size:12px;color:#6b7682;margin:6px 0}
-"""
+ul.welch{font-size:13px;margin:4px 0 10px;padding-left:20px}
+"""  # noqa: E501 (CSS as shipped; rewrapping would change the page)
 
 JS = """
 (function(){
@@ -69,7 +70,7 @@ JS = """
   document.body.setAttribute('data-points',String(document.querySelectorAll('svg [data-point]').length));
   document.body.dataset.reportReady='1';
 })();
-"""
+"""  # noqa: E501 (the page's script as shipped)
 
 
 # --------------------------------------------------------------------------- sections
@@ -206,6 +207,19 @@ def _export_rows(data: ReportData, doms: list[str]) -> str:
     return "".join(rows)
 
 
+def _welch_lists(data: ReportData) -> str:
+    """Below the table, per kind of trained row: its best row of several seeds against each other such row, in
+    report.md's words (:func:`distill.report.runs.against_best`)."""
+    parts = []
+    for title, groups in (("Trained on the source domains", [g for g in data.groups if not g.adapted]),
+                          ("Adapted without source data (source-free)", [g for g in data.groups if g.adapted])):
+        pairs = against_best(groups)
+        if pairs:
+            items = "".join(f"<li>{esc(f'{best.label} vs {g.label}: {text}')}</li>" for best, g, text in pairs)
+            parts.append(f'<h3>{title}: best row of several seeds vs the others</h3><ul class="welch">{items}</ul>')
+    return "".join(parts)
+
+
 def section_accuracy(data: ReportData) -> str:
     """One table, one body per kind of row (teacher, source-trained, source-free, exported), so columns line up."""
     doms = data.domains
@@ -234,9 +248,11 @@ def section_accuracy(data: ReportData) -> str:
     return ('<section id="accuracy"><h2>Per-domain accuracy (%)</h2><p class="note">Top-1 on each domain\'s test '
             'split. <span class="src legend-src">shaded</span>, *: a source (training) domain of that row; '
             '<b>target mean</b>: mean over the row\'s target domains, the number to rank by. Runs that differ only '
-            'in their seed are one row: mean ± standard deviation (<b>n</b> seeds) [lowest–highest seed].</p>'
+            'in their seed are one row: mean ± standard deviation (<b>n</b> seeds) [lowest–highest seed]. Below the '
+            "table, each kind's best row of several seeds against each other such row (target mean; Welch's t-test "
+            'over the seeds, <b>real</b> only at p &lt; 0.05).</p>'
             f'<table class="sortable acc"><thead><tr><th>model</th><th title="runs (seeds)">n</th><th>target mean</th>'
-            f'{head}</tr></thead>{"".join(bodies)}</table></section>')
+            f'{head}</tr></thead>{"".join(bodies)}</table>{_welch_lists(data)}</section>')
 
 
 def section_latency(data: ReportData) -> str:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from distill.records import pct
 from distill.report.data import Z95, ReportData, extra
-from distill.report.runs import RunGroup
-from distill.report.stats import verdict
+from distill.report.runs import RunGroup, against_best
 
 
 def _pct(x: float | None) -> str:
@@ -42,14 +41,9 @@ def _run_table(groups: list[RunGroup], doms: list[str]) -> list[str]:
 
 
 def _against_best(groups: list[RunGroup]) -> list[str]:
-    """The best row of several seeds against each other such row: Welch's t-test over the seeds' target means
-    (:func:`distill.report.stats.verdict`; "real" only at p < 0.05). Rows arrive best first."""
-    several = [g for g in groups if len(g.target_per_seed) > 1]
-    if len(several) < 2:
-        return []
-    best = several[0]
-    return [f"- {best.label} vs {g.label}: {verdict(best.target_per_seed, g.target_per_seed)}"
-            for g in several[1:]] + [""]
+    """The best row of several seeds against each other such row (:func:`distill.report.runs.against_best`)."""
+    pairs = against_best(groups)
+    return [f"- {best.label} vs {g.label}: {text}" for best, g, text in pairs] + [""] if pairs else []
 
 
 def render_markdown(data: ReportData, title: str, generated: str) -> str:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from distill.config import TrainConfig, format_validation_error, load_yaml
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, RunSummary, TeacherIdentity
-from distill.report.stats import mean_std, spread
+from distill.report.stats import mean_std, spread, verdict
 
 
 def teacher_label(teacher: Any) -> str | None:
@@ -204,6 +204,17 @@ def group_runs(runs: list[Run]) -> list[RunGroup]:
                                target_std=None if math.isnan(tstd) else tstd, target_per_seed=tmeans))
     groups.sort(key=lambda g: (g.adapted, g.target_mean is None, -(g.target_mean or 0.0), g.label))
     return groups
+
+
+def against_best(groups: list[RunGroup]) -> list[tuple[RunGroup, RunGroup, str]]:
+    """The best row of several seeds against each other such row: (best, other, Welch's verdict over the seeds'
+    target means, :func:`distill.report.stats.verdict`; "real" only at p < 0.05). ``groups`` arrive best first,
+    as :func:`group_runs` sorts them; rows of one seed are left out (no spread to test)."""
+    several = [g for g in groups if len(g.target_per_seed) > 1]
+    if len(several) < 2:
+        return []
+    best = several[0]
+    return [(best, g, verdict(best.target_per_seed, g.target_per_seed)) for g in several[1:]]
 
 
 def merge_teachers(runs: list[Run]) -> dict[str, dict[str, float]]:

@@ -27,8 +27,16 @@ from typing import Any, Iterable
 
 from distill.errors import DistillError
 from distill.records import EXPORT_REPORT, RUN_SUMMARY, BenchRecord, ExportedModel, ExportReport
-from distill.report.data import (ExportEntry, Measurement, Point, ReportData, binomial_se, device_label, extra,
-                                       mark_pareto)
+from distill.report.data import (
+    ExportEntry,
+    Measurement,
+    Point,
+    ReportData,
+    binomial_se,
+    device_label,
+    extra,
+    mark_pareto,
+)
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
 from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run

@@ -9,8 +9,7 @@ import importlib
 import pkgutil
 
 from distill.errors import DistillError
-from distill.strategies.base import (Batch, BatchSource, Needs, Strategy, StrategyContext, build_config,
-                                     strategy_config)
+from distill.strategies.base import Batch, BatchSource, Needs, Strategy, StrategyContext, build_config, strategy_config
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 _discovered = False

@@ -1,7 +1,6 @@
 """``customkd``: align the student with teacher embeddings customised to it by a learnable transform."""
 from __future__ import annotations
 
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 

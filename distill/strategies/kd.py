@@ -1,7 +1,6 @@
 """``kd``: Hinton knowledge distillation from the cached zero-shot soft labels."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

@@ -8,8 +8,7 @@ from torch import Tensor
 from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
-from distill.strategies.losses import (cosine_distance, kl_div_with_temperature, label_cross_entropy,
-                                       squared_l2_distance)
+from distill.strategies.losses import cosine_distance, kl_div_with_temperature, label_cross_entropy, squared_l2_distance
 
 
 @strategy_config

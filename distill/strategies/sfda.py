@@ -1,13 +1,18 @@
 """``sfda``: adapt a source-trained student to unlabeled target domains with the VLM teacher's knowledge."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
 from distill.strategies import register_strategy
-from distill.strategies._pseudo import (SampleTargets, collect, fuse_teachers, knn_smooth, normalized_certainty,
-                                        require_iterate)
+from distill.strategies._pseudo import (
+    SampleTargets,
+    collect,
+    fuse_teachers,
+    knn_smooth,
+    normalized_certainty,
+    require_iterate,
+)
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import information_maximization, kl_to_soft_target, weighted_cross_entropy
 

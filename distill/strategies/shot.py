@@ -1,7 +1,6 @@
 """``shot``: source-free adaptation without a teacher — information maximization + centroid pseudo-labels."""
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor

@@ -1,7 +1,6 @@
 """``teacher_pl``: adapt a source model with cross-entropy on the teacher's zero-shot pseudo-labels only."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 

@@ -44,8 +44,8 @@ class VL2V(Strategy):
     head(f) = s · T (P f + b_P) = ‖P f + b_P‖ · text_logits (same argmax; the per-image
     positive factor changes calibration only) — refreshed from P, T and s by :meth:`fold_head`
     before every evaluation (so before every best checkpoint is saved). ``student(x)``, the
-    path that evaluation and export use, therefore predicts with the teacher's text embeddings. (Before, the head was a separately trained linear probe on
-    detached features and the text classifier never reached the exported model.)
+    path that evaluation and export use, therefore predicts with the teacher's text embeddings. (Before, the head was a
+    separately trained linear probe on detached features and the text classifier never reached the exported model.)
 
     How this differs from VL2V-ADiP: the paper works in stages — first aligning the
     (pretrained) student's projected features with the teacher's image *and* text

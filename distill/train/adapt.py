@@ -22,6 +22,7 @@ from distill.strategies import get_strategy
 from distill.student.model import StudentSpec
 from distill.utils.io import read_json
 
+
 def adapt_optim(strategy: str, optim: dict[str, Any] | None = None) -> dict[str, Any]:
     """The optim section of an adaptation: the strategy's :meth:`~distill.strategies.base.Strategy.default_optim`
     under ``optim`` (the caller's, e.g. ``--set optim.*``)."""

@@ -8,8 +8,8 @@ form, and a strategy that needs only cached outputs never builds a teacher.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,15 +30,29 @@ from distill.strategies.base import Needs
 from distill.student.model import Student, default_spec, load_student
 from distill.student.transforms import normalize
 from distill.teacher import Teacher
-from distill.teacher.cache import (AdversarialViews, TeacherCache, check_manifest, check_sample_indices,
-                                   dataset_expectation, diff_fields, expected_identity)
+from distill.teacher.cache import (
+    AdversarialViews,
+    TeacherCache,
+    check_manifest,
+    check_sample_indices,
+    dataset_expectation,
+    diff_fields,
+    expected_identity,
+)
 from distill.teacher.cache.compact import check_strategy_layout
 from distill.teacher.pool import check_teacher_pool
 from distill.teacher.prompts import resolve_templates
 from distill.train.data import ViewPlan
 from distill.train.pool import resolve_pool
-from distill.utils.runtime import (Dist, check_precision, init_distributed, resolve_device, seed_everything,
-                                   set_deterministic, share_from_main)
+from distill.utils.runtime import (
+    Dist,
+    check_precision,
+    init_distributed,
+    resolve_device,
+    seed_everything,
+    set_deterministic,
+    share_from_main,
+)
 
 
 @dataclass

@@ -32,15 +32,21 @@ from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.train.build import TrainSetup
 from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_test
-from distill.train.data import (EpochBatches, TrainImages, all_view_items, epoch_keys, label_table, pool_keys,
-                                to_unit)
+from distill.train.data import EpochBatches, TrainImages, all_view_items, epoch_keys, label_table, pool_keys, to_unit
 from distill.train.ema import make_ema
 from distill.train.epoch_stats import EpochTrainStats
 from distill.train.guard import GradGuard
 from distill.train.logger import RunLog
 from distill.train.optim import build_optimizer
-from distill.train.summary import (SOURCE_VAL_ACC, epoch_line, metrics_row, selected_on, selected_run_summary,
-                                   top1_mean, write_metrics)
+from distill.train.summary import (
+    SOURCE_VAL_ACC,
+    epoch_line,
+    metrics_row,
+    selected_on,
+    selected_run_summary,
+    top1_mean,
+    write_metrics,
+)
 from distill.utils.flops import count_flops, count_params
 from distill.utils.runtime import autocast, barrier, broadcast_flag, distributed, seed_step, step_seed
 from distill.utils.state import restore_optimizer, rng_state, set_rng_state

@@ -5,8 +5,8 @@ import hashlib
 import json
 import os
 import tempfile
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from distill.errors import DistillError

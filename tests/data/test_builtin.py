@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from distill.cli import main
-from distill.data import DomainFolder, load_rgb
-from distill.data import builtin
+from distill.data import DomainFolder, builtin, load_rgb
 from distill.data.builtin import DOMAINS, is_complete, materialize, read_suite, suite_dirname
 from distill.errors import DistillError
 

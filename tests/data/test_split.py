@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from distill.cli import build_parser
-from distill.data.folder import DomainFolder
 from distill.cli._split import split_rule_of
+from distill.data.folder import DomainFolder
 from distill.data.split import SplitRule
 from distill.errors import DistillError
 from tests.shapes import make_shapes_root

@@ -13,7 +13,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from distill.data.view_policy import (
-    LAM, MIX_MODE, PARAMS_LAYOUT, Mix, PartnerPools, PolicyRender, ViewPolicy, cutmix_box, draw_params, preset,
+    LAM,
+    MIX_MODE,
+    PARAMS_LAYOUT,
+    Mix,
+    PartnerPools,
+    PolicyRender,
+    ViewPolicy,
+    cutmix_box,
+    draw_params,
+    preset,
     render_view,
 )
 from distill.data.views import ViewConfig, view_params, view_pixels

@@ -1,6 +1,7 @@
 """The rendered report (distill/report/render_html.py, charts.py, export_sections.py, render_md.py)."""
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -39,6 +40,19 @@ def test_grouped_html_and_markdown(grouped_runs: Path, tmp_path: Path) -> None:
     assert "| test_resnet (erm) | 2 | 52.0 ± 2.8 (2) [50.0–54.0] |" in md
     assert md.index("### Trained on the source domains") < md.index("### Adapted to the target domains") \
         < md.index("test_resnet (sfda)")
+
+
+def test_html_compares_rows_of_several_seeds_by_welch(grouped_runs: Path, tmp_path: Path) -> None:
+    """The HTML page carries report.md's Welch line: kd (T=4, 3 seeds) vs erm (2 seeds) is +10 points, beyond 2 SE
+    but Welch p = 0.066, so not real; kd (T=2, one seed) and the one-seed source-free run are compared with nothing."""
+    write_report([grouped_runs], tmp_path / "w.html", "w")
+    text = (tmp_path / "w.html").read_text().replace("<wbr>", "")
+    line = "test_resnet (kd; temperature=4) vs test_resnet (erm): +10.0 points, 2 SE = 4.6, Welch p = 0.066 -> within noise"
+    assert f"<li>{html.escape(line)}</li>" in text and f"- {line}" in (tmp_path / "w.md").read_text()  # same words
+    assert text.count('<ul class="welch">') == 1  # the source-free kind has no row of several seeds
+    at = text.index('id="accuracy"')
+    assert at < text.index(html.escape(line)) < text.index("</section>", at)  # in the accuracy section, below its table
+    assert "temperature=2) vs" not in text and "vs test_resnet (kd; temperature=2)" not in text
 
 
 def test_int8_section_shows_the_label_free_criterion(stress_report: Path) -> None:

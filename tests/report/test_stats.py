@@ -5,8 +5,19 @@ import math
 
 import pytest
 
-from distill.report.stats import (ALPHA, Comparison, mcnemar, mean_std, paired, pm, spread, two_se, verdict, welch,
-                                 welch_from_stats)
+from distill.report.stats import (
+    ALPHA,
+    Comparison,
+    mcnemar,
+    mean_std,
+    paired,
+    pm,
+    spread,
+    two_se,
+    verdict,
+    welch,
+    welch_from_stats,
+)
 
 # Wikipedia, "Welch's t-test", example 1: t = -2.46, nu ~ 25.0, p = 0.021
 A1 = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from distill.cli import main as cli
-from distill.errors import DistillError
 from distill.config import RobustSettings, load_train_config
+from distill.errors import DistillError
 from distill.records import RobustAccuracy, RobustReport
 from distill.robust.evaluate import RobustEvaluator, _step_size, robust_table
 from distill.student.model import Student, default_spec, save_student

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from distill.errors import DistillError
-from distill.teacher.cache import AdversarialOptions
 from distill.strategies import Batch, StrategyContext, create_strategy
+from distill.teacher.cache import AdversarialOptions
 from tests.shapes import CLASSES, make_shapes_root
 
 EPS = 8 / 255

@@ -13,9 +13,17 @@ import pytest
 import torch
 
 from distill.strategies import Batch, StrategyContext, create_strategy
-from distill.strategies.losses import (cosine_distance, information_maximization, kl_div_with_temperature, kl_per_sample,
-                                       kl_to_soft_target, label_cross_entropy, soft_cross_entropy,
-                                       squared_l2_distance, weighted_cross_entropy)
+from distill.strategies.losses import (
+    cosine_distance,
+    information_maximization,
+    kl_div_with_temperature,
+    kl_per_sample,
+    kl_to_soft_target,
+    label_cross_entropy,
+    soft_cross_entropy,
+    squared_l2_distance,
+    weighted_cross_entropy,
+)
 from distill.student.model import Student, default_spec
 
 LN3 = math.log(3)
@@ -114,9 +122,10 @@ def test_soft_cross_entropy_on_hand_numbers():
     target = torch.tensor([[0.5, 0.5], [1.0, 0.0]], dtype=torch.float64)
     ce0 = -(0.5 * math.log(0.25) + 0.5 * math.log(0.75))  # 0.836988...
     ce1 = -math.log(0.5)  # 0.693147...
-    assert float(soft_cross_entropy(logits, target)) == pytest.approx((ce0 + ce1) / 2, rel=1e-6)  # losses compute in fp32 by design (bf16-safe): fp32 precision
+    # losses compute in fp32 by design (bf16-safe): fp32 precision
+    assert float(soft_cross_entropy(logits, target)) == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
     w = torch.tensor([3.0, 1.0], dtype=torch.float64)
-    assert float(soft_cross_entropy(logits, target, w)) == pytest.approx((3 * ce0 + ce1) / 4, rel=1e-6)  # losses compute in fp32 by design (bf16-safe): fp32 precision
+    assert float(soft_cross_entropy(logits, target, w)) == pytest.approx((3 * ce0 + ce1) / 4, rel=1e-6)  # fp32, as above
     assert (ce0 + ce1) / 2 == pytest.approx(0.7650678, abs=1e-6)
 
 

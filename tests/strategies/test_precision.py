@@ -14,8 +14,12 @@ import torch.nn.functional as F
 
 from distill.config import load_train_config
 from distill.errors import DistillError
-from distill.strategies.losses import (information_maximization, kl_div_with_temperature, kl_per_sample,
-                                       soft_cross_entropy)
+from distill.strategies.losses import (
+    information_maximization,
+    kl_div_with_temperature,
+    kl_per_sample,
+    soft_cross_entropy,
+)
 
 
 def _close_logits(seed: int = 0, scale: float = 100.0, n: int = 64, c: int = 10):

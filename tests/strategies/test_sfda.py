@@ -249,9 +249,9 @@ def test_adapt_errors_are_one_line(root, caches, source_ckpt, tmp_path, capsys):
 
 def test_sfda_fuses_two_caches_per_sample(root, caches, source_ckpt):
     """Through the trainer's batches: teacher_logits_all carries both caches and the refresh weighs them."""
-    from distill.train.adapt import adapt_recipe
     from distill.config import load_train_config
     from distill.train import Trainer, build
+    from distill.train.adapt import adapt_recipe
 
     recipe = adapt_recipe(source_ckpt, [TARGET], root, caches=caches, strategy="sfda", out="/tmp/unused",
                           optim={"batch_size": 8}, run={"workers": 0, "progress": False})

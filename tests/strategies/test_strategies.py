@@ -17,8 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.strategies import (Batch, Needs, Strategy, StrategyContext, build_config, create_strategy, get_strategy,
-                                list_strategies)
+from distill.strategies import (
+    Batch,
+    Needs,
+    Strategy,
+    StrategyContext,
+    build_config,
+    create_strategy,
+    get_strategy,
+    list_strategies,
+)
 from distill.student.model import Student, default_spec
 from distill.student.transforms import Normalizer
 from distill.train.build import teacher_input_fn
@@ -35,8 +43,8 @@ _SUPPORTED = {"labels", "cached_logits", "cached_features", "text_embeddings", "
               "source_checkpoint",  # source_checkpoint: the student handed over stands for the source-trained one
               "cached_adversarial", "target_data",  # supplied by _adversarial_and_target_inputs() below
               "unlabeled",  # two rows of the batch carry no label (-1), as pool rows do
-              "augmented_views",
-              "logit_modes"}  # the cache row layouts accepted: checked at start-up (tests/train/test_mapped_cache.py)  # the batch's views are mixed: partner labels and mixing weights
+              "augmented_views",  # the batch's views are mixed: partner labels and mixing weights
+              "logit_modes"}  # the cache row layouts accepted: checked at start-up (tests/train/test_mapped_cache.py)
 _UNSUPPORTED: dict[str, str] = {}
 
 STRATEGIES = list_strategies()

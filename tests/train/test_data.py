@@ -12,8 +12,18 @@ from distill.data.view_policy import preset
 from distill.teacher.cache import CacheOptions, PixelOptions, TeacherCache, build_cache
 from distill.teacher.clip import Teacher
 from distill.train import train
-from distill.train.data import (EpochBatches, Item, ItemTable, TrainImages, all_view_items, epoch_items, epoch_keys,
-                                label_table, pool_items, pool_keys)
+from distill.train.data import (
+    EpochBatches,
+    Item,
+    ItemTable,
+    TrainImages,
+    all_view_items,
+    epoch_items,
+    epoch_keys,
+    label_table,
+    pool_items,
+    pool_keys,
+)
 
 
 def _samples(n: int, first_index: int = 5) -> list[Sample]:

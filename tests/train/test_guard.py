@@ -64,11 +64,10 @@ def test_fp16_is_left_to_its_grad_scaler():
 def test_a_run_skips_an_injected_nan_step_and_reports_it(tmp_path, tiny_root, tiny_cache, monkeypatch, capsys):
     """A NaN gradient injected into one step of a real run: no update is made from it, the run finishes,
     summary.json counts it; injected into every step, the run stops with the guard's message."""
-    from tests.train.test_trainer import _config
-
     from distill.records import RunSummary
     from distill.train import train
     from distill.train.trainer import Trainer
+    from tests.train.test_trainer import _config
 
     real = Trainer._backward
     poisoned: set[int] = {1}
@@ -92,9 +91,8 @@ def test_a_run_skips_an_injected_nan_step_and_reports_it(tmp_path, tiny_root, ti
 
 
 def load(tmp_path, cfg):
-    from tests.train.test_trainer import _write
-
     from distill.config import load_train_config
+    from tests.train.test_trainer import _write
     return load_train_config(_write(tmp_path, cfg))
 
 

@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 from distill.cli import main as cli
-from distill.teacher.cache import TeacherCache
 from distill.data.view_policy import LAM
+from distill.teacher.cache import TeacherCache
 from tests.train.test_trainer import _config, _weights, _write
 
 

@@ -10,8 +10,8 @@ import torch
 
 from distill.config import load_train_config
 from distill.evaluate import DomainEvaluator, TopK
-from distill.utils.runtime import Dist
 from distill.train.summary import metrics_row
+from distill.utils.runtime import Dist
 
 
 def test_train_loss_and_lr_per_epoch(tiny_root, tiny_cache, tmp_path, monkeypatch):

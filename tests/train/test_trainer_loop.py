@@ -94,7 +94,7 @@ def test_one_persistent_loader_serves_every_epoch_exactly(root, tmp_path):
     """workers > 0: the same DataLoader (and worker processes) each epoch, with the batches of epoch_items."""
     from torch.utils.data import DataLoader
 
-    from distill.train import TrainImages, Trainer, build, epoch_items
+    from distill.train import Trainer, TrainImages, build, epoch_items
 
     trainer = Trainer(build(_cfg(root, tmp_path / "run", workers=1)))
     s = trainer.setup
@@ -134,7 +134,7 @@ def test_batches_travel_as_uint8_and_become_the_same_floats_on_the_device(root, 
     that ``to_tensor`` would have made in the worker, bit for bit."""
     from torch.utils.data import DataLoader
 
-    from distill.train import TrainImages, Trainer, build
+    from distill.train import Trainer, TrainImages, build
 
     trainer = Trainer(build(_cfg(root, tmp_path / "run")))
     s = trainer.setup

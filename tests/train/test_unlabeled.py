@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from importlib import import_module
 import shutil
+from importlib import import_module
 from pathlib import Path
 
 import pytest

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from distill.errors import DistillError
-from distill.utils import runtime
 from distill.utils.runtime import check_precision, resolve_device
 
 

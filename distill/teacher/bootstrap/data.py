@@ -1,9 +1,9 @@
 """The bootstrap's data: train/validation images held in memory, captions, augmentation.
 
 Both come from the dataset's pretraining pool (``pretrain`` split) only: no student's train, val
-or test image is ever opened (:mod:`distill.teacher.pool`). Train images are decoded once and held as ``uint8`` at the model's input size (3 KB each at
-32x32); every random draw comes from a generator the caller seeds with ``(seed, epoch)``, so a
-resumed run replays the same batches.
+or test image is ever opened (:mod:`distill.teacher.pool`). Train images are decoded once and held
+as ``uint8`` at the model's input size (3 KB each at 32x32); every random draw comes from a
+generator the caller seeds with ``(seed, epoch)``, so a resumed run replays the same batches.
 """
 from __future__ import annotations
 
@@ -22,7 +22,12 @@ from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
 from distill.errors import DistillError
 from distill.teacher.bootstrap.presets import (
-    AUGMENT, CAPTION_TEMPLATES, DEMO_TEMPLATES, MAX_VAL_IMAGES, MIN_VAL_IMAGES, VAL_FRACTION,
+    AUGMENT,
+    CAPTION_TEMPLATES,
+    DEMO_TEMPLATES,
+    MAX_VAL_IMAGES,
+    MIN_VAL_IMAGES,
+    VAL_FRACTION,
 )
 from distill.teacher.pool import NO_POOL
 

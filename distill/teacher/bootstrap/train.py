@@ -65,18 +65,42 @@ from tqdm.auto import tqdm
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
 from distill.records import (
-    TEACHER_BOOTSTRAP_STATE, TEACHER_CHECKPOINT, TEACHER_MANIFEST, TeacherManifest, TeacherTrainingData,
+    TEACHER_BOOTSTRAP_STATE,
+    TEACHER_CHECKPOINT,
+    TEACHER_MANIFEST,
+    TeacherManifest,
+    TeacherTrainingData,
 )
 from distill.student.transforms import normalize
 from distill.teacher.bootstrap.data import (
-    augment, build_captions, geometry_transform, load_uint8, split_validation, train_samples,
+    augment,
+    build_captions,
+    geometry_transform,
+    load_uint8,
+    split_validation,
+    train_samples,
 )
 from distill.teacher.bootstrap.model import (
-    MultiPositiveClipLoss, adamw, create_model, load_state, save_state, zero_shot_in_memory,
+    MultiPositiveClipLoss,
+    adamw,
+    create_model,
+    load_state,
+    save_state,
+    zero_shot_in_memory,
 )
 from distill.teacher.bootstrap.presets import (
-    AUGMENT, CAPTION_TEMPLATES, DEMO_TEMPLATES, FORMAT, FULL, QUICK, TRAIN_EVAL_IMAGES, WARMUP_FRACTION,
-    WEIGHT_DECAY, BootstrapSettings, choose_schedule, near_chance_warning,
+    AUGMENT,
+    CAPTION_TEMPLATES,
+    DEMO_TEMPLATES,
+    FORMAT,
+    FULL,
+    QUICK,
+    TRAIN_EVAL_IMAGES,
+    WARMUP_FRACTION,
+    WEIGHT_DECAY,
+    BootstrapSettings,
+    choose_schedule,
+    near_chance_warning,
 )
 from distill.teacher.clip import register_model_configs
 from distill.teacher.pool import pool_of

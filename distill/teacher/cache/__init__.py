@@ -27,11 +27,16 @@ from distill.data.views import ViewConfig, apply_view, view_params
 from distill.teacher.cache.adversarial import AdversarialViews, build_adversarial_views
 from distill.teacher.cache.build import SHARD_DELAY_ENV, build_cache, make_plan
 from distill.teacher.cache.format import shard_name
-from distill.teacher.cache.job import CacheBuildConfig, run_cache_build
 from distill.teacher.cache.identity import (
-    CacheMismatchError, check_manifest, check_sample_indices, dataset_expectation, diff_fields, expected_identity,
+    CacheMismatchError,
+    check_manifest,
+    check_sample_indices,
+    dataset_expectation,
+    diff_fields,
+    expected_identity,
     identity_diffs,
 )
+from distill.teacher.cache.job import CacheBuildConfig, run_cache_build
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
 from distill.teacher.cache.pixel_store import PixelStore, find_pixel_store
 from distill.teacher.cache.pixels import build_pixel_store, parse_sizes, pixel_dir_name

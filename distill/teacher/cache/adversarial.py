@@ -58,9 +58,14 @@ from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIF
 from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
 from distill.student.transforms import normalize
 from distill.teacher.cache.format import DTYPES, load_verified
+from distill.teacher.cache.identity import (
+    TEACHER_UNCOMPARED,
+    check_sample_indices,
+    expected_identity,
+    identity_diffs,
+    stored_sample_indices,
+)
 from distill.teacher.cache.mapped import verify_once
-from distill.teacher.cache.identity import (TEACHER_UNCOMPARED, check_sample_indices, expected_identity, identity_diffs,
-                                           stored_sample_indices)
 from distill.teacher.cache.options import AdversarialOptions
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 

@@ -49,12 +49,24 @@ from distill.data.views import ViewConfig
 from distill.errors import DistillError
 from distill.records import TEXT_EMBEDDINGS, CacheManifest
 from distill.teacher.cache.adversarial import build_adversarial_views
-from distill.teacher.cache.format import (
-    COMPACT_VERSION, DTYPES, FORMAT, FORMAT_VERSION, SPLIT_CODES, empty_rows, read_shard_columns,
-    read_shard_skipped, write_shard,
-)
 from distill.teacher.cache.compact import (
-    compact_outputs, empty_outputs, make_layout, manifest_columns, output_columns, plan_layout,
+    compact_outputs,
+    empty_outputs,
+    make_layout,
+    manifest_columns,
+    output_columns,
+    plan_layout,
+)
+from distill.teacher.cache.format import (
+    COMPACT_VERSION,
+    DTYPES,
+    FORMAT,
+    FORMAT_VERSION,
+    SPLIT_CODES,
+    empty_rows,
+    read_shard_columns,
+    read_shard_skipped,
+    write_shard,
 )
 from distill.teacher.cache.inputs import ImageViews, ViewDraws, collate_views, teacher_input
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions

@@ -15,7 +15,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
-from torchvision.transforms.functional import normalize as tv_normalize, pil_to_tensor
+from torchvision.transforms.functional import normalize as tv_normalize
+from torchvision.transforms.functional import pil_to_tensor
 
 from distill.data.images import BadImageError, load_rgb
 from distill.data.view_policy import CROP_PARAMS, PartnerPools, ViewPolicy, draw_params, render_view, unmixed

@@ -54,8 +54,13 @@ from distill.data.views import view_pixels
 from distill.errors import DistillError
 from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST, CACHE_PIXELS_PREFIX, CacheManifest
 from distill.teacher.cache.format import shard_name
-from distill.teacher.cache.identity import (CACHE_LAYOUT, check_sample_indices, expected_identity, identity_diffs,
-                                           stored_sample_indices)
+from distill.teacher.cache.identity import (
+    CACHE_LAYOUT,
+    check_sample_indices,
+    expected_identity,
+    identity_diffs,
+    stored_sample_indices,
+)
 from distill.teacher.cache.pixel_codecs import check_codec, codec_label, encode, pack
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
 from distill.utils.io import read_json

@@ -17,11 +17,23 @@ from distill.data.view_policy import CROP_PARAMS, LAM, PARAMS_LAYOUT, ViewPolicy
 from distill.data.views import ViewConfig
 from distill.errors import DistillError
 from distill.records import (
-    CACHE_BUILD_PLAN, CACHE_MANIFEST, TEXT_EMBEDDINGS, CacheFolder, CacheManifest, SkippedImage,
+    CACHE_BUILD_PLAN,
+    CACHE_MANIFEST,
+    TEXT_EMBEDDINGS,
+    CacheFolder,
+    CacheManifest,
+    SkippedImage,
 )
 from distill.teacher.cache.compact import dense_logits, logit_columns, row_layout
 from distill.teacher.cache.format import (
-    DTYPES, FORMAT, MAPPED_KEYS, RESIDENT_KEYS, ROW_DTYPES, SPLIT_CODES, SUPPORTED_VERSIONS, load_verified,
+    DTYPES,
+    FORMAT,
+    MAPPED_KEYS,
+    RESIDENT_KEYS,
+    ROW_DTYPES,
+    SPLIT_CODES,
+    SUPPORTED_VERSIONS,
+    load_verified,
 )
 from distill.teacher.cache.identity import CacheMismatchError, cached_sample_indices, check_manifest
 from distill.teacher.cache.mapped import MappedFile, verify_once

@@ -28,10 +28,27 @@ from distill.data.views import view_pixels
 from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST
 from distill.teacher.cache import (
-    SHARD_DELAY_ENV, AdversarialOptions, PixelOptions, TeacherCache, build_adversarial_views, build_cache,
-    build_pixel_store, find_pixel_store, make_plan, pixel_dir_name, shard_name,
+    SHARD_DELAY_ENV,
+    AdversarialOptions,
+    PixelOptions,
+    TeacherCache,
+    build_adversarial_views,
+    build_cache,
+    build_pixel_store,
+    find_pixel_store,
+    make_plan,
+    pixel_dir_name,
+    shard_name,
 )
-from tests.teacher.cache.common import CLI_SETTINGS, PACS_MINI, SETTINGS, assert_same_cache, demo_teacher, env, make_tree
+from tests.teacher.cache.common import (
+    CLI_SETTINGS,
+    PACS_MINI,
+    SETTINGS,
+    assert_same_cache,
+    demo_teacher,
+    env,
+    make_tree,
+)
 
 
 # ---------------------------------------------------------------------- plan

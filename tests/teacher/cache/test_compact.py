@@ -14,8 +14,7 @@ from distill.cli import main as cli
 from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST, CacheRowLayout
 from distill.strategies import get_strategy
-from distill.teacher.cache import CacheOptions, TeacherCache, build_cache, shard_name
-from distill.teacher.cache import mapped
+from distill.teacher.cache import CacheOptions, TeacherCache, build_cache, mapped, shard_name
 from distill.teacher.cache.compact import check_strategy_layout, compact_outputs, dense_logits, make_layout
 from tests.teacher.cache.common import SETTINGS
 

@@ -14,7 +14,12 @@ from distill.data import DomainFolder
 from distill.errors import DistillError
 from distill.teacher import Teacher
 from distill.teacher.cache import (
-    CacheMismatchError, TeacherCache, build_cache, check_manifest, expected_identity, identity_diffs,
+    CacheMismatchError,
+    TeacherCache,
+    build_cache,
+    check_manifest,
+    expected_identity,
+    identity_diffs,
 )
 from distill.teacher.cache.adversarial import LAYOUT as ADVERSARIAL_LAYOUT
 from tests.shapes import make_shapes_root

@@ -13,8 +13,15 @@ from distill.data.folder import DomainFolder
 from distill.errors import DistillError
 from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST
 from distill.teacher.cache import (
-    CacheOptions, PixelOptions, TeacherCache, ViewConfig, build_cache, build_pixel_store,
-    find_pixel_store, pixel_dir_name, shard_name,
+    CacheOptions,
+    PixelOptions,
+    TeacherCache,
+    ViewConfig,
+    build_cache,
+    build_pixel_store,
+    find_pixel_store,
+    pixel_dir_name,
+    shard_name,
 )
 from distill.teacher.cache.mapped import read_header
 from distill.teacher.cache.pixel_codecs import check_codec

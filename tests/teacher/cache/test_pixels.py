@@ -14,8 +14,16 @@ from distill.data.views import apply_view
 from distill.errors import DistillError
 from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST
 from distill.teacher.cache import (
-    CacheOptions, PixelOptions, PixelStore, TeacherCache, ViewConfig, build_cache, find_pixel_store, parse_sizes,
-    pixel_dir_name, shard_name,
+    CacheOptions,
+    PixelOptions,
+    PixelStore,
+    TeacherCache,
+    ViewConfig,
+    build_cache,
+    find_pixel_store,
+    parse_sizes,
+    pixel_dir_name,
+    shard_name,
 )
 from distill.train import Item, TrainImages
 from tests.teacher.cache.common import demo_teacher, make_tree
