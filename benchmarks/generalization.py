@@ -49,16 +49,16 @@ import yaml
 from distill.cli import main as cli
 from distill.data import DomainFolder
 from distill.data.builtin import materialize
+from distill.data.split import SplitKeys
 from distill.export.retarget import retarget, teacher_source
 from distill.recipes import load_recipe, recipes_view_policy, train_or_resume
 from distill.records import CacheManifest, RunSummary, pct
 from distill.report.stats import mean_std, pm, verdict, welch
 from distill.report.withheld import student_withheld_accuracy, teacher_withheld_accuracy
 from distill.student.model import load_student
-from distill.teacher import Teacher
-from distill.teacher.bootstrap.presets import DEMO_ARCH, DEMO_TEMPLATES
+from distill.teacher.bootstrap.presets import DEMO_ARCH
 from distill.teacher.bootstrap.train import bootstrap_teacher
-from distill.teacher.cache import CacheOptions, PixelOptions, TeacherCache, build_cache
+from distill.teacher.cache import CacheBuildConfig, CacheOptions, PixelOptions, TeacherCache, run_cache_build
 
 PRETRAIN_FRACTION = 0.3
 WITHHELD = ("seven", "eight", "nine")  # the digits' open-vocabulary classes (configs/openvocab.yaml)
@@ -215,13 +215,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # the honest teacher and its one policy cache
     ckpt = bootstrap_teacher(dataset, args.out / "teacher", quick=args.quick, progress=False)
-    teacher = Teacher(DEMO_ARCH, str(ckpt), dataset.classes, DEMO_TEMPLATES)
-    cache_dir = build_cache(dataset, teacher, args.out / "cache",
-                            CacheOptions(views=args.views, seed=0,
-                                         policy=recipes_view_policy()),
-                            pixels=PixelOptions(((args.input_size, args.input_size),)),
-                            num_workers=0 if args.quick else 2, progress=False)
-    del teacher
+    cache_dir = args.out / "cache"  # the one build entry (as `distill cache build`); pool and templates: teacher.json
+    run_cache_build(CacheBuildConfig(
+        data=root, out=cache_dir, arch=DEMO_ARCH, pretrained=str(ckpt),
+        split=SplitKeys(**cmap), options=CacheOptions(views=args.views, seed=0, policy=recipes_view_policy()),
+        pixels=PixelOptions(((args.input_size, args.input_size),)), workers=0 if args.quick else 2, progress=False,
+        device="cpu"))
     cache = TeacherCache.open(cache_dir)
     cache_split = CacheManifest.read(cache_dir).dataset
     zs = {d: v["test"] for d, v in cache.zero_shot_accuracy().items() if "test" in v}
