@@ -46,7 +46,8 @@ def test_metrics_csv_and_summary_hold_fractions(tmp_path):
     summary = selected_run_summary(rows[1], strategy="erm", student="s", source_domains=["a"], target_domains=["c"],
                                    trained_on=["a"], params=1, checkpoint="x", train_seconds_this_session=0.0)
     assert summary.test_acc == {"a": 0.75, "c": 0.5} and summary.source_val_acc == 0.75
-    assert summary.selected_on == "source validation accuracy" and summary.best_epoch == 2
+    assert summary.selected_on == "source_val" and summary.best_epoch == 2
+    assert summary.selected_value == 0.75 and summary.teacher_agreement is None
 
 
 def test_live_accuracy_counts_only_rows_with_a_label():
