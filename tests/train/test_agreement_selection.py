@@ -4,8 +4,8 @@ teacher on the unlabeled pool, measured without reading a label.
 - Driven by scripted evaluators, selection keeps the agreement-best epoch (not the validation-best one),
   metrics.csv gets a ``teacher_agreement`` column and summary.json says ``selected_on: teacher_agreement``.
 - The agreement is the cache's view-0 top-1 against the student's: a constant predictor agrees exactly as
-  often as the cache's logits name its class; the pixel store and the decode path give the same counts;
-  the ranks' shares add up to the whole pool.
+  often as the cache's view-0 logits name its class; the pixel store and the decode path give the same
+  pixels; the ranks' shares add up to the whole pool, and two gloo ranks return one process's counts.
 - No label is read: with every sample's label raising on access and the cache's label column scrambled,
   the counts are identical.
 - A run without a pool keeps source validation (and no new column); asking for agreement without a pool,
@@ -162,21 +162,21 @@ def test_the_pixel_store_and_the_decode_path_agree(world, tmp_path):
     assert stored.images.pixels is not None
     d = stored.images  # the same items, decoded from the image files
     plain = TrainImages(d.dataset, d.items, d.size, d.interpolation, d.view_cfg, d.view_seed, uint8=True)
-    student = _student()
-    assert PoolAgreement(plain, stored.cache, stored.columns, stored.mean, stored.std).counts(student) == \
-        stored.counts(student)
+    assert all(torch.equal(plain[i][0], d[i][0]) for i in range(len(d))), "the store holds the decoded view 0"
+    decoding = PoolAgreement(plain, stored.cache, stored.columns, stored.mean, stored.std)
+    assert decoding.counts(_student()) == stored.counts(_student())
 
 
 def test_the_ranks_shares_add_up_to_the_pool(world, tmp_path, monkeypatch):
     import distill.train.agreement as mod
 
     agreement = _agreement(world, tmp_path)
-    student = _student()
-    whole = agreement.counts(student)
     monkeypatch.setattr(mod, "all_reduce_sum", lambda t, d: t)  # each rank's own count
-    parts = [PoolAgreement(agreement.images, agreement.cache, agreement.columns, agreement.mean, agreement.std,
-                           batch_size=3, dist=Dist(rank=r, world=2)).counts(student) for r in range(2)]
-    assert sum(p[0] for p in parts) == whole[0] and all(p[1] == whole[1] for p in parts)
+    for student in _predictors():
+        whole = agreement.counts(student)
+        parts = [PoolAgreement(agreement.images, agreement.cache, agreement.columns, agreement.mean, agreement.std,
+                               batch_size=3, dist=Dist(rank=r, world=2)).counts(student) for r in range(2)]
+        assert sum(p[0] for p in parts) == whole[0] and all(p[1] == whole[1] for p in parts)
 
 
 class _Poisoned(Sample):
@@ -200,8 +200,8 @@ def test_no_label_is_read(world, tmp_path):
     from a trainer built on the poisoned data (construction reads no label either)."""
     cfg = load_train_config(None, base=_cfg(world, tmp_path / "clean"))
     clean = Trainer(build(cfg)).agreement
-    student = _student()
-    expected = clean.counts(student)
+    expected = [clean.counts(p) for p in _predictors()]
+    assert any(agree for agree, _ in expected), "some student must agree with the teacher somewhere"
 
     setup = build(load_train_config(None, base=_cfg(world, tmp_path / "poisoned")))
     trainer = Trainer(setup)  # labelled images need their labels for training: poison after construction
@@ -214,9 +214,9 @@ def test_no_label_is_read(world, tmp_path):
     cache.index["label"] = torch.randint(0, len(CLASSES), cache.index["label"].shape, generator=g).to(
         cache.index["label"].dtype)
     _, rebuilt = make_selection(setup, trainer.strategy, trainer.pixel_store)  # built from the poisoned pool
-    assert rebuilt.counts(student) == expected
+    assert [rebuilt.counts(p) for p in _predictors()] == expected
     _, decoded = make_selection(setup, trainer.strategy, lambda: (None, ""))  # decoding the poisoned images
-    assert decoded.counts(student) == expected
+    assert [decoded.counts(p) for p in _predictors()] == expected
 
 
 def test_agreement_without_a_pool_is_one_line(world, tmp_path):
@@ -239,3 +239,49 @@ def test_resuming_under_another_select_on_is_refused():
         selection.restore({"best": 0.5})  # a checkpoint from before select_on: source validation
     selection.restore({"best": 0.25, "select_on": "teacher_agreement"})
     assert selection.best == 0.25 and selection.state() == {"best": 0.25, "select_on": "teacher_agreement"}
+
+
+def _pool_agreement(root: str, cache_dir: str, dist: Dist | None = None) -> PoolAgreement:
+    from distill.data.classes import ClassColumns
+    from distill.teacher.cache import TeacherCache
+    from distill.train.agreement import pool_view0
+
+    ds = DomainFolder(root, test_fraction=0.3, val_fraction=0.2)
+    cache = TeacherCache.open(cache_dir)
+    spec = default_spec("test_resnet", CLASSES, SIZE)
+    images = pool_view0(ds, ds.select(TARGET, "train"), cache, spec.input_size, spec.interpolation)
+    return PoolAgreement(images, cache, ClassColumns(None, len(CLASSES)), spec.mean, spec.std, batch_size=4,
+                         dist=dist)
+
+
+def _predictors() -> list:
+    """The random student and one constant student per class (the teacher's class agrees on every image)."""
+    def constant(k):
+        return lambda x: torch.nn.functional.one_hot(torch.full((len(x),), k), len(CLASSES)).float()
+
+    return [_student(), *(constant(k) for k in range(len(CLASSES)))]
+
+
+def _two_rank_worker(rank: int, root: str, cache_dir: str, port: int, out: str) -> None:
+    import torch.distributed as tdist
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        agreement = _pool_agreement(root, cache_dir, Dist(rank, 2))
+        torch.save([agreement.counts(p) for p in _predictors()], f"{out}.{rank}")
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_two_gloo_ranks_count_what_one_process_counts(world, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_two_rank_worker, args=(str(world[0]), str(world[1]), port, str(tmp_path / "counts")), nprocs=2)
+    agreement = _pool_agreement(str(world[0]), str(world[1]))
+    single = [agreement.counts(p) for p in _predictors()]
+    assert sum(agree for agree, _ in single[1:]) == single[0][1] > 0  # each image agrees with one constant
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"counts.{rank}") == single  # every rank returns the summed counts
