@@ -157,6 +157,18 @@ def test_agreement_is_top1_against_the_caches_view_0(world, tmp_path):
     assert set(teacher.views) == {0}
 
 
+def test_withheld_classes_compare_the_students_columns_only(world, tmp_path):
+    """data.withhold_classes: the teacher's top-1 is taken over the student's columns (here classes 0 and 2)."""
+    from distill.data.classes import ClassColumns
+
+    agreement = _agreement(world, tmp_path)
+    agreement.cache, agreement.columns = _Teacher(agreement.cache), ClassColumns([0, 2], len(CLASSES))
+    pool = torch.tensor([int(i) for i in agreement.images.items.sample]) % len(CLASSES)
+    for k, teacher_says in ((0, (pool == 0) | (pool == 1)), (1, pool == 2)):  # class 1's one-hot ties: column 0
+        constant = lambda x, k=k: torch.nn.functional.one_hot(torch.full((len(x),), k), 2).float()
+        assert agreement.counts(constant) == (int(teacher_says.sum()), len(pool))
+
+
 def test_the_pixel_store_and_the_decode_path_agree(world, tmp_path):
     stored = _agreement(world, tmp_path / "a")
     assert stored.images.pixels is not None
