@@ -147,6 +147,10 @@ class RunConfig(_Strict):
     # spend their time training, not evaluating
     eval_every: int = Field(1, ge=1)
     progress: bool = True
+    # what the best epoch (checkpoints/best) is selected on: source_val (the source domains' validation accuracy,
+    # the default) or teacher_agreement (top-1 agreement of the student with the cached teacher on the run's
+    # unlabeled pool, data.unlabeled: no label read; distill/train/selection.py). README "Selection"
+    select_on: Literal["source_val", "teacher_agreement"] = "source_val"
 
 
 def parse_eps(text: str | float | int) -> float:

@@ -101,7 +101,12 @@ class RunSummary(Record):
     target_domains: list[str]
     trained_on: list[str]
     best_epoch: int
+    # what best_epoch was selected on (run.select_on): "source_val", "teacher_agreement" (agreement with the
+    # cached teacher on the unlabeled pool), or "last_epoch" (nothing to select on: a source-free run); summaries
+    # written before run.select_on say "source validation accuracy" / "last epoch (no source validation images)"
     selected_on: str
+    selected_value: float | None = None  # the selected epoch's value of it (a fraction); None: last_epoch
+    teacher_agreement: float | None = None  # the selected epoch's pool agreement; written only when measured
     val_acc: Accuracy = Field(default_factory=dict)
     source_val_acc: float | None = None
     test_acc: Accuracy
@@ -125,9 +130,9 @@ class RunSummary(Record):
 
     @model_serializer(mode="wrap")
     def _without_unused_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A run without a pool, withheld classes or EMA writes the summary.json it always wrote."""
+        """A run without a pool, withheld classes, EMA or a value selected on leaves those keys out."""
         out = handler(self)
-        for key in ("unlabeled", "withheld_classes", "ema_decay"):
+        for key in ("unlabeled", "withheld_classes", "ema_decay", "selected_value", "teacher_agreement"):
             if getattr(self, key) is None:
                 out.pop(key, None)
         return out

@@ -4,7 +4,9 @@
 scheduler, RNG, position; :mod:`distill.utils.state`, no pickle). A step folder is published
 by atomically rewriting ``checkpoints/last.json``, so a run killed at any point resumes from
 a complete one. ``checkpoints/best/`` holds the student selected on source validation
-accuracy (first of ties); a run without source validation images keeps its last epoch.
+accuracy or, with ``run.select_on: teacher_agreement``, on agreement with the teacher on the
+unlabeled pool (first of ties; :mod:`distill.train.selection`); a run without a value to select on
+keeps its last epoch.
 """
 from __future__ import annotations
 
@@ -88,7 +90,8 @@ def wants_test(epoch: int, epochs: int, eval_every: int, source_val_acc: float, 
     return periodic or (not math.isnan(source_val_acc) and source_val_acc > best)
 
 
-def best_epoch(history: list[dict[str, Any]]) -> int:
-    """The selected epoch: best source validation accuracy (first of ties), else the last."""
-    rows = [r for r in history if not math.isnan(r["source_val_acc"])]
-    return max(rows, key=lambda r: r["source_val_acc"])["epoch"] if rows else history[-1]["epoch"]
+def best_epoch(history: list[dict[str, Any]], key: str = "source_val_acc") -> int:
+    """The selected epoch: best ``key`` (source validation accuracy unless ``run.select_on`` says otherwise;
+    first of ties), else the last."""
+    rows = [r for r in history if not math.isnan(r.get(key, math.nan))]
+    return max(rows, key=lambda r: r[key])["epoch"] if rows else history[-1]["epoch"]

@@ -21,6 +21,7 @@ from distill.utils.io import atomic_write_text
 # row keys
 SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC = "source_acc", "target_acc", "source_val_acc"
 SOURCE_TOP5, TARGET_TOP5, SOURCE_VAL_TOP5 = "source_top5", "target_top5", "source_val_top5"  # NaN: < 5 classes
+TEACHER_AGREEMENT = "teacher_agreement"  # run.select_on teacher_agreement: the student's agreement on the pool
 TEST_PREFIX, VAL_PREFIX = "acc/", "val/"
 
 
@@ -29,10 +30,12 @@ def mean_or_nan(values: Sequence[float]) -> float:
 
 
 def metrics_row(epoch: int, test: dict[str, float | TopK], val: dict[str, float | TopK], source: Sequence[str],
-                target: Sequence[str], train: dict[str, float] | None = None) -> dict[str, Any]:
+                target: Sequence[str], train: dict[str, float] | None = None,
+                agreement: float | None = None) -> dict[str, Any]:
     """One epoch's row: test accuracy per domain, source/target means, validation per source domain + mean;
     with :class:`~distill.evaluate.TopK` values also the top-5 means (``source_top5``, ``target_top5``,
-    ``source_val_top5``: NaN for fewer than 5 classes or no domain), then ``train`` (train_loss, lr).
+    ``source_val_top5``: NaN for fewer than 5 classes or no domain), then ``teacher_agreement`` (only when
+    measured: ``run.select_on: teacher_agreement``), then ``train`` (train_loss, lr).
 
     Accuracies are fractions rounded to 6 decimals; a mean over no domain is NaN (printed ``n/a``).
     """
@@ -48,6 +51,8 @@ def metrics_row(epoch: int, test: dict[str, float | TopK], val: dict[str, float 
         row[SOURCE_TOP5] = mean_or_nan([_top(test[d], 1) for d in source if d in test])
         row[TARGET_TOP5] = mean_or_nan([_top(test[d], 1) for d in target if d in test])
         row[SOURCE_VAL_TOP5] = mean_or_nan([_top(v, 1) for v in val.values()])
+    if agreement is not None:
+        row[TEACHER_AGREEMENT] = round(agreement, 6)
     row.update(train or {})
     return row
 
@@ -66,15 +71,17 @@ def by_domain(row: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
 
 
-def epoch_line(row: dict[str, Any], improved: bool) -> str:
-    """The line printed after each epoch (percents)."""
+def epoch_line(row: dict[str, Any], improved: bool, selected_on: str = SOURCE_VAL_ACC) -> str:
+    """The line printed after each epoch (percents); ``selected_on``: the row key the run selects on."""
     domains = "  ".join(f"{d} {pct(v)}" for d, v in by_domain(row, TEST_PREFIX).items())
-    kept = ("  (kept: last epoch; no labels to select on)" if math.isnan(row[SOURCE_VAL_ACC])
+    kept = ("  (kept: last epoch; no labels to select on)" if math.isnan(row[selected_on])
             else "  (best)" if improved else "")
     src, tgt, val = (pct(row[k]) for k in (SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC))
+    agree = f"  teacher agreement {pct(row[TEACHER_AGREEMENT])}" if TEACHER_AGREEMENT in row else ""
     if not domains:  # an epoch between run.eval_every evaluations: no test numbers, no empty column
-        return f"epoch {row['epoch']}: source val {val}  |  test: not evaluated this epoch{kept}"
-    return f"epoch {row['epoch']}: source val {val}  |  test: source {src}  target {tgt}  |  {domains}{kept}"
+        return f"epoch {row['epoch']}: source val {val}{agree}  |  test: not evaluated this epoch{kept}"
+    return (f"epoch {row['epoch']}: source val {val}{agree}  |  test: source {src}  target {tgt}  |  "
+            f"{domains}{kept}")
 
 
 def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -94,21 +101,31 @@ def _or_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def selected_on(source_val_acc: float, strategy: str, source_free: bool) -> str:
-    """What ``checkpoints/best`` holds (``summary.json``'s ``selected_on``, the folder's ``student.json``): a
-    source-free run (sfda, shot, ...) reads no label, so its folder named ``best`` holds the last epoch."""
-    if not math.isnan(source_val_acc):
-        return "source validation accuracy"
+def best_holds(row: dict[str, Any], select_key: str, strategy: str, source_free: bool) -> str:
+    """What ``checkpoints/best`` holds, in words (the folder's ``student.json`` provenance): a source-free run
+    (sfda, shot, ...) reads no label, so its folder named ``best`` holds the last epoch."""
+    if not math.isnan(row.get(select_key, math.nan)):
+        return "source validation accuracy" if select_key == SOURCE_VAL_ACC else "teacher agreement on the pool"
     return f"last epoch ({strategy} selects no epoch: no labels)" if source_free else \
         "last epoch (no source validation images)"
 
 
-def selected_run_summary(row: dict[str, Any], source_free: bool = False, **facts: Any) -> RunSummary:
-    """The RunSummary of the selected epoch's ``row``; ``facts`` are the run's other fields
-    (strategy, student, domains, params, checkpoint, ...); ``source_free``: a run that reads no label."""
+def selected_run_summary(row: dict[str, Any], select_key: str = SOURCE_VAL_ACC, **facts: Any) -> RunSummary:
+    """The RunSummary of the selected epoch's ``row``; ``select_key``: the row key the run selected on
+    (``source_val_acc`` or ``teacher_agreement``); ``facts`` are the run's other fields (strategy, student,
+    domains, params, checkpoint, ...).
+
+    ``selected_on`` is ``source_val``, ``teacher_agreement`` or ``last_epoch`` (no value to select on: a
+    source-free run, whose ``checkpoints/best`` holds its last epoch); ``selected_value`` the selected epoch's
+    value of it (None for ``last_epoch``).
+    """
+    value = row.get(select_key, math.nan)
     return RunSummary(
         best_epoch=row["epoch"],
-        selected_on=selected_on(row[SOURCE_VAL_ACC], facts.get("strategy", ""), source_free),
+        selected_on=("last_epoch" if math.isnan(value)
+                     else "source_val" if select_key == SOURCE_VAL_ACC else TEACHER_AGREEMENT),
+        selected_value=_or_none(value),
+        teacher_agreement=row.get(TEACHER_AGREEMENT),
         val_acc=by_domain(row, VAL_PREFIX),
         source_val_acc=_or_none(row[SOURCE_VAL_ACC]),
         test_acc=by_domain(row, TEST_PREFIX),

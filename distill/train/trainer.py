@@ -10,7 +10,6 @@ a GradScaler; non-finite gradients: :mod:`distill.train.guard`). DDP: the global
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -31,22 +30,15 @@ from distill.student.model import load_student
 from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.train.build import TrainSetup
-from distill.train.checkpoints import Checkpoints, best_epoch, improves, wants_test
+from distill.train.checkpoints import Checkpoints
 from distill.train.data import EpochBatches, TrainImages, all_view_items, epoch_keys, label_table, pool_keys, to_unit
 from distill.train.ema import make_ema
 from distill.train.epoch_stats import EpochTrainStats
 from distill.train.guard import GradGuard
 from distill.train.logger import RunLog
 from distill.train.optim import build_optimizer
-from distill.train.summary import (
-    SOURCE_VAL_ACC,
-    epoch_line,
-    metrics_row,
-    selected_on,
-    selected_run_summary,
-    top1_mean,
-    write_metrics,
-)
+from distill.train.selection import make_selection
+from distill.train.summary import best_holds, epoch_line, metrics_row, selected_run_summary, top1_mean, write_metrics
 from distill.utils.flops import count_flops, count_params
 from distill.utils.runtime import autocast, barrier, broadcast_flag, distributed, seed_step, step_seed
 from distill.utils.state import restore_optimizer, rng_state, set_rng_state
@@ -103,7 +95,7 @@ class Trainer:
         ctx.iterate_train = self.clean_batches
         ctx.num_train, ctx.num_samples = len(self.train_samples), setup.dataset.index_count
         self.history: list[dict[str, Any]] = []  # one metrics row per epoch
-        self.best, self.epoch, self.step_in_epoch, self.global_step = -1.0, 0, 0, 0
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         spec = self.strategy.student.spec  # normalization constants: created once, on the device
         self._mean = torch.tensor(spec.mean, device=setup.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=setup.device).view(1, 3, 1, 1)
@@ -113,6 +105,8 @@ class Trainer:
         self.epoch_batches = EpochBatches(self.train_samples + self.pool, setup.views.count)
         self._train_loader: DataLoader | None = None
         self._pixels: tuple[PixelStore | None, str] | None = None
+        # run.select_on: what checkpoints/best is selected on (and the pool's agreement evaluator, when on it)
+        self.selection, self.agreement = make_selection(setup, self.strategy, self.pixel_store)
 
     # -------------------------------------------------------------- construction
     def _evaluators(self) -> tuple[DomainEvaluator | None, DomainEvaluator | None]:
@@ -132,7 +126,7 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": rng_state(), "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "global_step": self.global_step, "best": self.best, "history": self.history,
+                "global_step": self.global_step, **self.selection.state(), "history": self.history,
                 "grad_guard": self.guard.state_dict(), **self.epoch_stats.state(), **self.ema.state(),
                 **({"grad_scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
 
@@ -151,7 +145,8 @@ class Trainer:
         if self.scaler.is_enabled() and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        self.best, self.history = state["best"], state["history"]
+        self.selection.restore(state)
+        self.history = state["history"]
         self.guard.load_state_dict(state.get("grad_guard", {}))
         if self.setup.dist.main:
             print(f"resumed from {path} (epoch {self.epoch + 1}, step {self.step_in_epoch}/{self.steps_per_epoch})")
@@ -333,36 +328,37 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, Any]:
         """Epoch ``epoch``'s metrics row (rank 0; ``{}`` elsewhere): test accuracy of every evaluated
-        domain (reported, never selected on) and source validation accuracy (selected on), as fractions.
-        Every rank evaluates its share of the splits (:class:`DomainEvaluator`)."""
+        domain (reported, never selected on), source validation accuracy and, with ``run.select_on:
+        teacher_agreement``, the pool's agreement with the teacher (selected on: ``run.select_on``), as
+        fractions. Every rank evaluates its share of the splits (:class:`DomainEvaluator`, :class:`PoolAgreement`)."""
         self.strategy.eval()
         cfg, predict, device = self.setup.cfg, self.strategy.predict, self.setup.device
         with self.ema.evaluated(self.strategy):  # the EMA student, when optim.ema_decay is set
             val = self.val_evaluator.accuracy(predict, device) if self.val_evaluator is not None else {}
-            test_now = broadcast_flag(wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every, top1_mean(val),
-                                                 self.best), self.setup.dist)
+            agreement = self.agreement(predict, device) if self.agreement is not None else None
+            value = self.selection.value(top1_mean(val), agreement)
+            test_now = broadcast_flag(self.selection.wants_test(epoch, cfg.optim.epochs, cfg.run.eval_every, value),
+                                      self.setup.dist)
             test = self.evaluator.accuracy(predict, device) if test_now else {}
         self.strategy.train()
         if not self.setup.dist.main:
             return {}
-        return metrics_row(epoch, test, val, self.setup.source, self.setup.target, self.epoch_stats.row())
+        return metrics_row(epoch, test, val, self.setup.source, self.setup.target, self.epoch_stats.row(), agreement)
 
     def end_epoch(self, epoch: int, row: dict[str, Any], log: RunLog) -> None:
-        """Record the row, keep the best checkpoint (selection on source validation), print, checkpoint."""
+        """Record the row, keep the best checkpoint (selected on ``run.select_on``), print, checkpoint."""
         setup = self.setup
         if setup.dist.main:
             self.history.append(row)
             write_metrics(self.run_dir, self.history)
             log.evaluation(row, self.global_step)
-            val = row[SOURCE_VAL_ACC]
-            improved = improves(val, self.best)
+            improved = self.selection.update(row)
             if improved:
-                self.best = self.best if math.isnan(val) else val
-                what = selected_on(val, setup.cfg.strategy.name, self.strategy.needs.target_data)  # in best/student.json
-                with self.ema.evaluated(self.strategy):
+                what = best_holds(row, self.selection.key, setup.cfg.strategy.name, self.strategy.needs.target_data)
+                with self.ema.evaluated(self.strategy):  # what best/ holds, in words, in its student.json
                     self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row,
                                                                "selected_on": what})
-            print(epoch_line(row, improved))
+            print(epoch_line(row, improved, self.selection.key))
         self.save()
 
     # -------------------------------------------------------------- the end
@@ -382,12 +378,11 @@ class Trainer:
     def summary(self, seconds: float, robust: RobustReport | None = None) -> RunSummary:
         """The run's :class:`RunSummary`: the selected epoch's accuracies and the run's facts."""
         setup = self.setup
-        selected = best_epoch(self.history)
+        selected = self.selection.best_epoch(self.history)
         row = next(r for r in reversed(self.history) if r["epoch"] == selected)
         student = self.strategy.student
         return selected_run_summary(
-            row, source_free=self.strategy.needs.target_data, strategy=setup.cfg.strategy.name,
-            strategy_options=setup.cfg.strategy.options(),
+            row, self.selection.key, strategy=setup.cfg.strategy.name, strategy_options=setup.cfg.strategy.options(),
             student=student.spec.arch, teacher=setup.provenance.get("teacher"), source_domains=setup.source,
             target_domains=setup.target, trained_on=self.train_domains, teacher_zero_shot=setup.teacher_zero_shot,
             params=count_params(student), flops=count_flops(student, student.spec.input_size),

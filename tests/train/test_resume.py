@@ -246,6 +246,30 @@ def test_crash_then_resume_with_weight_ema_is_byte_identical(world, tmp_path, mo
     assert summary["ema_decay"] == 0.6
 
 
+def test_crash_then_resume_selecting_on_teacher_agreement_is_byte_identical(world, tmp_path, monkeypatch):
+    """run.select_on teacher_agreement (with an EMA student): the best agreement is in every step checkpoint, so
+    the resumed run keeps the uninterrupted run's best; resuming it under another select_on is refused."""
+    from distill.errors import DistillError
+    from distill.train import train
+
+    def on_agreement(out: Path) -> dict:
+        cfg = _cfg(world, "kd", out)
+        cfg["data"] = {**cfg["data"], "unlabeled": TARGET}
+        cfg["optim"] = {**cfg["optim"], "epochs": 3, "ema_decay": 0.6}
+        cfg["run"] = {**cfg["run"], "select_on": "teacher_agreement"}
+        return cfg
+
+    summary = _crash_then_resume(world, tmp_path, monkeypatch, on_agreement)
+    assert summary["selected_on"] == "teacher_agreement" and summary["selected_value"] == summary["teacher_agreement"]
+    from distill.train import Checkpoints
+
+    state = Checkpoints.load(Checkpoints(tmp_path / "crashed").last())
+    assert state["select_on"] == "teacher_agreement" and state["best"] == summary["selected_value"]
+    cfg = load_train_config(tmp_path / "crashed" / "config.yaml", ["run.select_on=source_val"])
+    with pytest.raises(DistillError, match="selected on teacher_agreement; resume with run.select_on=teacher_agreement"):
+        train(cfg, resume=True)
+
+
 @pytest.mark.parametrize("strategy", list_strategies())
 def test_every_strategy_trains_with_weight_ema(world, tmp_path, strategy):
     """optim.ema_decay with each strategy: its predict (vl2v folds its head) runs on the EMA student, which is saved."""

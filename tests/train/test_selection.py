@@ -38,7 +38,7 @@ def test_best_checkpoint_is_chosen_on_source_validation_not_test(root, tmp_path,
                                                              "progress": False}}
     summary = train(load_train_config(None, base=cfg))
     assert seen == {"test": 3, "val": 3}
-    assert summary.best_epoch == 2 and summary.selected_on == "source validation accuracy"
+    assert summary.best_epoch == 2 and summary.selected_on == "source_val" and summary.selected_value == 0.9
     assert summary.source_val_acc == 0.9 and summary.val_acc == {"red": 0.9, "green": 0.9}
     assert summary.source_acc == 0.1, "test accuracy is reported for the selected epoch, not maximised"
     assert RunSummary.read(tmp_path / "run") == summary

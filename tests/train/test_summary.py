@@ -7,7 +7,14 @@ import math
 import pytest
 
 from distill.records import pct
-from distill.train.summary import epoch_line, metrics_row, selected_run_summary, write_metrics
+from distill.train.summary import (
+    SOURCE_VAL_ACC,
+    best_holds,
+    epoch_line,
+    metrics_row,
+    selected_run_summary,
+    write_metrics,
+)
 
 
 @pytest.mark.parametrize("correct, total", [(23, 80), (49, 80), (98, 160), (1, 3), (0, 7), (7, 7)])
@@ -55,14 +62,14 @@ def test_metrics_csv_and_summary_hold_fractions(tmp_path):
     summary = selected_run_summary(rows[1], strategy="erm", student="s", source_domains=["a"], target_domains=["c"],
                                    trained_on=["a"], params=1, checkpoint="x", train_seconds_this_session=0.0)
     assert summary.test_acc == {"a": 0.75, "c": 0.5} and summary.source_val_acc == 0.75
-    assert summary.selected_on == "source validation accuracy" and summary.best_epoch == 2
-    no_val = [metrics_row(0, {"c": 0.5}, {}, [], ["c"])]
-    facts = dict(strategy="sfda", student="s", source_domains=["a"], target_domains=["c"], trained_on=["c"], params=1,
-                 checkpoint="x", train_seconds_this_session=0.0)
-    assert selected_run_summary(no_val[0], source_free=True, **facts).selected_on == \
-        "last epoch (sfda selects no epoch: no labels)"
-    assert selected_run_summary(no_val[0], **{**facts, "strategy": "erm"}).selected_on == \
-        "last epoch (no source validation images)"
+    assert summary.selected_on == "source_val" and summary.best_epoch == 2
+    assert summary.selected_value == 0.75 and summary.teacher_agreement is None
+    # what checkpoints/best holds, in words (its student.json): a source-free run's is its last epoch
+    no_val = metrics_row(0, {"c": 0.5}, {}, [], ["c"])
+    assert selected_run_summary(no_val).selected_on == "last_epoch"
+    assert best_holds(no_val, SOURCE_VAL_ACC, "sfda", source_free=True) == "last epoch (sfda selects no epoch: no labels)"
+    assert best_holds(no_val, SOURCE_VAL_ACC, "erm", source_free=False) == "last epoch (no source validation images)"
+    assert best_holds(rows[1], SOURCE_VAL_ACC, "erm", source_free=False) == "source validation accuracy"
 
 
 def test_live_accuracy_counts_only_rows_with_a_label():
