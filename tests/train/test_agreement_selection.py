@@ -165,7 +165,8 @@ def test_withheld_classes_compare_the_students_columns_only(world, tmp_path):
     agreement.cache, agreement.columns = _Teacher(agreement.cache), ClassColumns([0, 2], len(CLASSES))
     pool = torch.tensor([int(i) for i in agreement.images.items.sample]) % len(CLASSES)
     for k, teacher_says in ((0, (pool == 0) | (pool == 1)), (1, pool == 2)):  # class 1's one-hot ties: column 0
-        constant = lambda x, k=k: torch.nn.functional.one_hot(torch.full((len(x),), k), 2).float()
+        def constant(x, k=k):
+            return torch.nn.functional.one_hot(torch.full((len(x),), k), 2).float()
         assert agreement.counts(constant) == (int(teacher_says.sum()), len(pool))
 
 
