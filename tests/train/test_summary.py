@@ -66,7 +66,9 @@ def test_metrics_csv_and_summary_hold_fractions(tmp_path):
     assert summary.selected_value == 0.75 and summary.teacher_agreement is None
     # what checkpoints/best holds, in words (its student.json): a source-free run's is its last epoch
     no_val = metrics_row(0, {"c": 0.5}, {}, [], ["c"])
-    assert selected_run_summary(no_val).selected_on == "last_epoch"
+    facts = dict(strategy="sfda", student="s", source_domains=["a"], target_domains=["c"], trained_on=["c"], params=1,
+                 checkpoint="x", train_seconds_this_session=0.0)
+    assert selected_run_summary(no_val, **facts).selected_on == "last_epoch"
     assert best_holds(no_val, SOURCE_VAL_ACC, "sfda", source_free=True) == "last epoch (sfda selects no epoch: no labels)"
     assert best_holds(no_val, SOURCE_VAL_ACC, "erm", source_free=False) == "last epoch (no source validation images)"
     assert best_holds(rows[1], SOURCE_VAL_ACC, "erm", source_free=False) == "source validation accuracy"
