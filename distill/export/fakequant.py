@@ -1,0 +1,310 @@
+"""A student fake-quantized the way an int8 flavour runs it (torch.ao FX), and its QDQ ONNX.
+
+The fake-quant model mirrors :mod:`distill.export.quantize`'s onnxruntime recipe per flavour:
+
+- weights: int8, symmetric, per output channel, integers in [-127, 127] (scale = max |w| / 127),
+  what ``quantize_static(per_channel=True, WeightSymmetric=True)`` computes for both flavours;
+- activations: ``ort-cpu`` uint8 asymmetric per tensor (0..255, a zero point);
+  ``tensorrt`` int8 symmetric per tensor (zero point 0);
+- BatchNorm folded into the convolutions first (onnxruntime's ``quant_pre_process`` folds it too,
+  so the weights quantized here are the folded weights the int8 graph holds).
+
+:func:`export_qdq` writes the fake-quant graph with torch's ONNX exporter, which turns each
+fake-quant into QuantizeLinear/DequantizeLinear with the *trained* scales and zero points, then
+stores each weight as its int8 tensor feeding a DequantizeLinear (as onnxruntime's PTQ does) and,
+for ``ort-cpu``, each Conv/Gemm bias as int32 with scale = input scale x weight scale (what
+onnxruntime's QLinearConv fusion expects). See docs/qad.md for why torch.ao.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+from torch.ao.quantization import (FakeQuantize, MovingAverageMinMaxObserver, PerChannelMinMaxObserver, QConfig,
+                                   QConfigMapping, disable_observer, enable_observer)
+from torch.ao.quantization.backend_config import get_native_backend_config, get_tensorrt_backend_config
+from torch.ao.quantization.quantize_fx import fuse_fx, prepare_qat_fx
+
+from distill.errors import DistillError
+from distill.export.onnx import INPUT_NAME, check
+from distill.export.quantize import Int8Flavour
+from distill.student.model import Student
+
+WEIGHT_QMIN, WEIGHT_QMAX = -127, 127  # onnxruntime's symmetric int8 weights (and TensorRT's rule)
+
+
+def qconfig_for(flavour: Int8Flavour) -> QConfig:
+    """The torch.ao QConfig matching ``flavour``'s onnxruntime QDQ recipe (see module doc)."""
+    weight = FakeQuantize.with_args(observer=PerChannelMinMaxObserver, quant_min=WEIGHT_QMIN, quant_max=WEIGHT_QMAX,
+                                    dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    if flavour.activation_type == "QUInt8" and not flavour.activation_symmetric:
+        act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+                                     dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=False)
+    elif flavour.activation_type == "QInt8" and flavour.activation_symmetric:
+        act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127,
+                                     dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, reduce_range=False)
+    else:
+        raise DistillError(f"int8 flavour '{flavour.name}': no fake-quant recipe for {flavour.activation_type} "
+                           f"activations (symmetric={flavour.activation_symmetric})")
+    return QConfig(activation=act, weight=weight)
+
+
+def backend_config_for(flavour: Int8Flavour):
+    """torch.ao's pattern table: which ops get fake-quant and with which dtypes. The native (fbgemm)
+    table allows only uint8 activations, so symmetric int8 activations use torch's TensorRT table."""
+    return get_tensorrt_backend_config() if flavour.activation_symmetric else get_native_backend_config()
+
+
+class _Logits(nn.Module):
+    """The student's inference path, [B, 3, H, W] -> logits [B, C], as one traceable module."""
+
+    def __init__(self, student: Student):
+        super().__init__()
+        self.student = student
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student.classify(self.student.features(x))
+
+
+def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphModule:
+    """A copy of ``student`` with BatchNorm folded and fake-quant inserted (observers on, fake-quant on).
+
+    Raises:
+        DistillError: the student cannot be traced by torch.fx (data-dependent control flow).
+    """
+    model = _Logits(copy.deepcopy(student).cpu().float().eval()).eval()
+    h, w = student.spec.input_size
+    example = (torch.randn(2, 3, h, w),)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            folded = fuse_fx(model)  # eval mode: BN folded into the preceding conv's weights
+            prepared = prepare_qat_fx(folded.train(), QConfigMapping().set_global(qconfig_for(flavour)), example,
+                                      backend_config=backend_config_for(flavour))
+    except Exception as e:  # torch.fx raises TraceError and many others from deep inside a model
+        raise DistillError(f"student '{student.spec.arch}': torch.fx cannot trace it for fake-quant "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                           "QAD supports FX-traceable CNN students") from None
+    return prepared
+
+
+def set_observers(model: nn.Module, on: bool) -> None:
+    """Let the activation/weight ranges follow the data (on) or freeze them (off)."""
+    model.apply(enable_observer if on else disable_observer)
+
+
+def fake_quants(model: nn.Module) -> list[FakeQuantize]:
+    return [m for m in model.modules() if isinstance(m, FakeQuantize)]
+
+
+@contextlib.contextmanager
+def _onnx_weight_range(model: nn.Module):
+    """ONNX's exporter accepts only (-128, 127) int8 fake-quant; weights quantized to [-127, 127] with
+    scale max|w|/127 give the same integers either way, so widen the clamp while exporting."""
+    changed = []
+    for fq in fake_quants(model):
+        if (fq.quant_min, fq.quant_max) == (WEIGHT_QMIN, WEIGHT_QMAX):
+            changed.append(fq)
+            fq.quant_min, fq.activation_post_process.quant_min = -128, -128
+    try:
+        yield
+    finally:
+        for fq in changed:
+            fq.quant_min, fq.activation_post_process.quant_min = WEIGHT_QMIN, WEIGHT_QMIN
+
+
+def export_qdq(model: nn.Module, path: str | Path, input_size: tuple[int, int], flavour: Int8Flavour,
+               opset: int = 18) -> Path:
+    """Write the fake-quant ``model`` (observers frozen) as a QDQ ONNX with int8 weight initializers.
+
+    Args:
+        model: from :func:`fake_quant_model`, trained and calibrated.
+        path: the ``.onnx`` to write.
+        input_size: (H, W).
+        flavour: decides whether Conv/Gemm biases become int32 (``QuantizeBias``, ort-cpu) or stay float.
+        opset: >= 13 (per-axis QuantizeLinear).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    set_observers(model, False)
+    h, w = input_size
+    with _onnx_weight_range(model), warnings.catch_warnings(), torch.no_grad(), \
+            contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 3, h, w),), str(path), dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=["logits"],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}, do_constant_folding=True)
+    proto = onnx.load(str(path))
+    skip_identities(proto)
+    scalar_qparams(proto)
+    fold_weight_quantization(proto)
+    if flavour.extra_options.get("QuantizeBias", True):
+        quantize_biases(proto)
+    _name_nodes(proto)
+    onnx.save(proto, str(path))
+    check(path)
+    return path
+
+
+def _consts(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs by name."""
+    out = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Constant" and n.attribute:
+            out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return out
+
+
+def _axis(node: onnx.NodeProto) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), 1)
+
+
+def _quantized(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
+    """ONNX QuantizeLinear on constants (round half to even, saturate to the zero point's type)."""
+    shape = [1] * x.ndim
+    if scale.ndim == 1 and scale.size > 1:
+        shape[axis] = -1
+    info = np.iinfo(zp.dtype)
+    q = np.rint(x / scale.reshape(shape)) + zp.reshape(shape).astype(np.int64)
+    return np.clip(q, info.min, info.max).astype(zp.dtype)
+
+
+def skip_identities(proto: onnx.ModelProto) -> None:
+    """Bypass Identity nodes (torch's exporter routes shared constants such as zero points through them)."""
+    graph = proto.graph
+    outputs = {o.name for o in graph.output}
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.output[0] not in outputs}
+
+    def source(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    nodes = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for n in nodes:
+        for k, name in enumerate(n.input):
+            n.input[k] = source(name)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def scalar_qparams(proto: onnx.ModelProto) -> None:
+    """Per-tensor scales and zero points as scalars (torch exports them as [1]; onnxruntime's QLinear
+    fusions, e.g. QLinearAveragePool, require scalars)."""
+    consts, graph = _consts(proto), proto.graph
+    made: set[str] = set()
+    for n in graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for k in (1, 2):
+            name = n.input[k] if len(n.input) > k else ""
+            if name in consts and consts[name].size == 1 and consts[name].ndim > 0:
+                scalar = f"{name}_scalar"
+                if scalar not in made:
+                    graph.initializer.append(numpy_helper.from_array(consts[name].reshape(()), scalar))
+                    made.add(scalar)
+                n.input[k] = scalar
+    _drop_unused(proto)
+
+
+def fold_weight_quantization(proto: onnx.ModelProto) -> int:
+    """Replace QuantizeLinear(constant) -> DequantizeLinear by an integer initializer -> DequantizeLinear.
+
+    Returns how many constants were folded (the weights: the graph input's Q nodes are kept).
+    """
+    consts, graph = _consts(proto), proto.graph
+    keep, folded = [], 0
+    for n in graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] in consts and all(i in consts for i in n.input[1:]):
+            scale, zp = consts[n.input[1]], consts[n.input[2]]
+            q = _quantized(consts[n.input[0]].astype(np.float32), scale, zp, _axis(n))
+            graph.initializer.append(numpy_helper.from_array(q, n.output[0]))
+            folded += 1
+            continue
+        keep.append(n)
+    del graph.node[:]
+    graph.node.extend(keep)
+    _drop_unused(proto)
+    return folded
+
+
+def quantize_biases(proto: onnx.ModelProto) -> int:
+    """Conv/Gemm float bias initializers -> int32 (scale = input scale x weight scale) -> DequantizeLinear,
+    the layout onnxruntime's PTQ writes and its QLinearConv/QGemm fusion expects. Returns how many."""
+    consts, graph = _consts(proto), proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {t.name for t in graph.initializer}
+    added, count = [], 0
+    for n in graph.node:
+        if n.op_type not in ("Conv", "Gemm") or len(n.input) < 3 or n.input[2] not in inits:
+            continue
+        dq_x, dq_w = producer.get(n.input[0]), producer.get(n.input[1])
+        if not dq_x or not dq_w or dq_x.op_type != dq_w.op_type or dq_x.op_type != "DequantizeLinear":
+            continue
+        if dq_x.input[1] not in consts or dq_w.input[1] not in consts or consts[dq_x.input[1]].size != 1:
+            continue
+        bias = consts[n.input[2]].astype(np.float64)
+        scale = (float(consts[dq_x.input[1]].reshape(-1)[0]) * consts[dq_w.input[1]].astype(np.float64)).astype(np.float32)
+        scale = np.broadcast_to(scale, bias.shape).copy()
+        q = np.clip(np.rint(bias / scale), -2**31, 2**31 - 1).astype(np.int32)
+        base = f"{n.output[0]}_bias"  # per node: the exporter shares equal constants between layers
+        graph.initializer.extend([numpy_helper.from_array(q, f"{base}_quantized"),
+                                  numpy_helper.from_array(scale, f"{base}_scale"),
+                                  numpy_helper.from_array(np.zeros_like(q), f"{base}_zero_point")])
+        added.append(helper.make_node("DequantizeLinear", [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                                      [f"{base}_dequantized"], name=f"{base}_DequantizeLinear", axis=0))
+        n.input[2] = f"{base}_dequantized"
+        count += 1
+    graph.node.extend(added)
+    _topological(proto)
+    _drop_unused(proto)
+    return count
+
+
+def _topological(proto: onnx.ModelProto) -> None:
+    """Re-order nodes so each comes after its inputs' producers (new DQ nodes were appended)."""
+    graph = proto.graph
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise DistillError("QDQ export: the graph has a cycle or a dangling input")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _drop_unused(proto: onnx.ModelProto) -> None:
+    graph = proto.graph
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = [n for n in graph.node if n.op_type != "Constant" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _name_nodes(proto: onnx.ModelProto) -> None:
+    """Every node a unique name (the fallback and the reports name layers)."""
+    seen: set[str] = set()
+    for i, n in enumerate(proto.graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.op_type}_{i}"
+        seen.add(n.name)
