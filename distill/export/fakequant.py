@@ -37,6 +37,7 @@ from distill.errors import DistillError
 from distill.export.onnx import INPUT_NAME, check
 from distill.export.quantize import Int8Flavour
 from distill.student.model import Student
+from timm.layers import BatchNormAct2d
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127  # onnxruntime's symmetric int8 weights (and TensorRT's rule)
 
@@ -74,13 +75,47 @@ class _Logits(nn.Module):
         return self.student.classify(self.student.features(x))
 
 
+def _plain_batchnorms(model: nn.Module) -> nn.Module:
+    """timm's ``BatchNormAct2d`` (BN + drop + act in one module) as ``Sequential(BatchNorm2d, drop, act)``, in
+    place, so torch.ao sees a plain BatchNorm2d after the conv and folds it (as onnxruntime folds the
+    ONNX BatchNormalization into the Conv before quantizing)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, BatchNormAct2d):
+            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            bn.load_state_dict(child.state_dict())
+            setattr(model, name, nn.Sequential(bn, child.drop, child.act))
+        else:
+            _plain_batchnorms(child)
+    return model
+
+
+def conv_bn_pairs(student: Student) -> dict[str, str]:
+    """Conv module name -> the BatchNorm module name folded into it (names in ``student``), from an FX trace."""
+    traced = torch.fx.symbolic_trace(_plain_batchnorms(_Logits(copy.deepcopy(student).cpu().eval())))
+    modules = dict(traced.named_modules())
+    pairs = {}
+    for node in traced.graph.nodes:
+        if node.op == "call_module" and isinstance(modules[node.target], nn.BatchNorm2d):
+            src = node.args[0]
+            if (isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1
+                    and isinstance(modules[src.target], nn.Conv2d)):
+                bn = node.target.removeprefix("student.")
+                # a BatchNormAct2d became Sequential(bn, ...): its BN is the module itself in the student
+                pairs[src.target.removeprefix("student.")] = bn[:-2] if bn.endswith(".0") and \
+                    isinstance(student.get_submodule(bn[:-2]), BatchNormAct2d) else bn
+    return pairs
+
+
 def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphModule:
     """A copy of ``student`` with BatchNorm folded and fake-quant inserted (observers on, fake-quant on).
+
+    BatchNorm is folded into the conv weights before fake-quant (its statistics are frozen from the
+    start, the QAT practice of freezing BN, here from step 0 because the int8 graph holds folded weights).
 
     Raises:
         DistillError: the student cannot be traced by torch.fx (data-dependent control flow).
     """
-    model = _Logits(copy.deepcopy(student).cpu().float().eval()).eval()
+    model = _plain_batchnorms(_Logits(copy.deepcopy(student).cpu().float().eval())).eval()
     h, w = student.spec.input_size
     example = (torch.randn(2, 3, h, w),)
     try:
@@ -96,9 +131,42 @@ def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphMo
     return prepared
 
 
-def set_observers(model: nn.Module, on: bool) -> None:
-    """Let the activation/weight ranges follow the data (on) or freeze them (off)."""
-    model.apply(enable_observer if on else disable_observer)
+@torch.no_grad()
+def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str]) -> Student:
+    """A copy of ``student`` holding ``model``'s trained float weights (fake-quant off: its fp32 twin).
+
+    A folded conv's weight goes back to the conv and its bias to the BatchNorm, which becomes the
+    identity (mean 0, var 1 - eps, scale 1): same module names, so ``save_student`` / ``load_student`` work.
+    """
+    out = copy.deepcopy(student).cpu().float().eval()
+    own = dict(out.named_parameters())
+    for name, param in model.named_parameters():
+        key = name.removeprefix("student.")
+        conv = key.rsplit(".", 1)[0]
+        if conv in pairs:
+            bn = out.get_submodule(pairs[conv])
+            if key.endswith(".weight"):
+                out.get_submodule(conv).weight.copy_(param)
+            else:
+                bn.bias.copy_(param)
+                bn.weight.fill_(1.0)
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+                if out.get_submodule(conv).bias is not None:
+                    out.get_submodule(conv).bias.zero_()
+        elif key in own:
+            own[key].copy_(param)
+        else:
+            raise DistillError(f"QAD: trained parameter '{name}' has no place in the student '{student.spec.arch}'")
+    return out
+
+
+def set_observers(model: nn.Module, on: bool, weights: bool | None = None) -> None:
+    """Let the activation ranges follow the data (``on``) or freeze them; the weight observers (per
+    channel max |w|) do as ``weights`` says (default: as the activations)."""
+    weights = on if weights is None else weights
+    for fq in fake_quants(model):
+        (enable_observer if (weights if fq.is_per_channel else on) else disable_observer)(fq)
 
 
 def fake_quants(model: nn.Module) -> list[FakeQuantize]:
