@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from distill.export.qad import qad  # lazy: torch/onnx/onnxruntime, not at CLI start-up
     from distill.export.qad_config import QADConfig
 
-    options = {key: getattr(args, "out" if key == "out_dir" else key) for key in FLAGS}
+    options = {key: getattr(args, flag.lstrip("-").replace("-", "_").lower()) for key, flag in FLAGS.items()}
     options["target_domains"] = args.target_domains or ()
     record = qad(QADConfig.from_options(options, names=FLAGS))
     print(f"{args.out}/{record.qad_file}: int8/{record.flavour} (QAD); worst calibration disagreement "

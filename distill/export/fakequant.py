@@ -28,7 +28,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 from torch import nn
-from torch.ao.quantization import (FakeQuantize, MovingAverageMinMaxObserver, PerChannelMinMaxObserver, QConfig,
+from torch.ao.quantization import (FakeQuantize, MinMaxObserver, PerChannelMinMaxObserver, QConfig,
                                    QConfigMapping, disable_observer, enable_observer)
 from torch.ao.quantization.backend_config import get_native_backend_config, get_tensorrt_backend_config
 from torch.ao.quantization.quantize_fx import fuse_fx, prepare_qat_fx
@@ -47,10 +47,10 @@ def qconfig_for(flavour: Int8Flavour) -> QConfig:
     weight = FakeQuantize.with_args(observer=PerChannelMinMaxObserver, quant_min=WEIGHT_QMIN, quant_max=WEIGHT_QMAX,
                                     dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
     if flavour.activation_type == "QUInt8" and not flavour.activation_symmetric:
-        act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+        act = FakeQuantize.with_args(observer=MinMaxObserver, quant_min=0, quant_max=255,
                                      dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=False)
     elif flavour.activation_type == "QInt8" and flavour.activation_symmetric:
-        act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127,
+        act = FakeQuantize.with_args(observer=MinMaxObserver, quant_min=-128, quant_max=127,
                                      dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, reduce_range=False)
     else:
         raise DistillError(f"int8 flavour '{flavour.name}': no fake-quant recipe for {flavour.activation_type} "
@@ -76,14 +76,15 @@ class _Logits(nn.Module):
 
 
 def _plain_batchnorms(model: nn.Module) -> nn.Module:
-    """timm's ``BatchNormAct2d`` (BN + drop + act in one module) as ``Sequential(BatchNorm2d, drop, act)``, in
+    """timm's ``BatchNormAct2d`` (BN + drop + act in one module) as ``Sequential(BatchNorm2d, [drop], [act])``, in
     place, so torch.ao sees a plain BatchNorm2d after the conv and folds it (as onnxruntime folds the
     ONNX BatchNormalization into the Conv before quantizing)."""
     for name, child in list(model.named_children()):
         if isinstance(child, BatchNormAct2d):
             bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             bn.load_state_dict(child.state_dict())
-            setattr(model, name, nn.Sequential(bn, child.drop, child.act))
+            rest = [m for m in (child.drop, child.act) if not isinstance(m, nn.Identity)]  # conv-bn-relu must be
+            setattr(model, name, nn.Sequential(bn, *rest))  # adjacent for torch.ao to fuse the ReLU into the conv
         else:
             _plain_batchnorms(child)
     return model
@@ -128,7 +129,28 @@ def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphMo
         raise DistillError(f"student '{student.spec.arch}': torch.fx cannot trace it for fake-quant "
                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
                            "QAD supports FX-traceable CNN students") from None
+    drop_repeated_fake_quants(prepared)
     return prepared
+
+
+def drop_repeated_fake_quants(model: torch.fx.GraphModule) -> int:
+    """Remove a fake-quant applied directly to another fake-quant's output (torch.ao's FX prepare observes a
+    conv's output and again the next op's input, e.g. before hardswish): one tensor, one quantization, as
+    onnxruntime's QDQ graph has it. Returns how many were removed."""
+    modules = dict(model.named_modules())
+    removed = 0
+    for node in list(model.graph.nodes):
+        src = node.args[0] if node.args else None
+        if (node.op == "call_module" and isinstance(modules.get(node.target), FakeQuantize)
+                and isinstance(src, torch.fx.Node) and src.op == "call_module"
+                and isinstance(modules.get(src.target), FakeQuantize)):
+            node.replace_all_uses_with(src)
+            model.graph.erase_node(node)
+            removed += 1
+    if removed:
+        model.delete_all_unused_submodules()
+        model.recompile()
+    return removed
 
 
 @torch.no_grad()

@@ -160,6 +160,9 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
         for _, x in _batches(calib, cfg.batch_size, device):
             model(x)
     model.apply(torch.ao.quantization.enable_fake_quant)
+    with torch.no_grad():
+        start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
+    say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     steps = cfg.epochs * math.ceil(len(calib) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
@@ -170,6 +173,7 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
         set_observers(model, epoch < cfg.range_epochs, weights=True)
         model.train()
         total = torch.zeros((), device=device)
+        flips = torch.zeros((), device=device)
         for idx, x in _batches(calib, cfg.batch_size, device, rng.permutation(len(calib))):
             logits = model(x)
             t = torch.as_tensor(idx, device=device)
@@ -182,8 +186,10 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
             opt.step()
             sched.step()
             total += loss.detach() * len(idx)
+            flips += (logits.detach().argmax(1) != targets[t].argmax(1)).sum()
         losses.append(float(total) / len(calib))  # one host sync per epoch
-        say(f"QAD epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}"
+        say(f"QAD epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}, fake-quant top-1 disagreement with fp32 "
+            f"{100 * float(flips) / len(calib):.2f} pts (during the epoch)"
             + ("" if epoch < cfg.range_epochs else " (ranges frozen)"))
     set_observers(model, False, weights=True)  # weight scales follow the last step's weights (max |w| / 127)
     with torch.no_grad():
