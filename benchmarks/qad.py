@@ -78,7 +78,7 @@ def table(records: list[QADRecord]) -> list[str]:
     lines = ["| domain | PTQ calib | QAD calib | PTQ test | QAD test |", "|---|---|---|---|---|"]
     first = records[0]
     for d in dict.fromkeys([*first.ptq.calibration, *first.ptq.test]):
-        def get(part: str, which: str) -> list[float]:
+        def get(part: str, which: str, d: str = d) -> list[float]:
             return [getattr(getattr(r, which), part)[d] for r in records if d in getattr(getattr(r, which), part)]
         ptq_c, qad_c, ptq_t, qad_t = get("calibration", "ptq"), get("calibration", "qad"), get("test", "ptq"), get(
             "test", "qad")

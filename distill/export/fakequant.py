@@ -23,10 +23,8 @@ import io
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
-from onnx import helper, numpy_helper
 from torch import nn
 from torch.ao.quantization import (FakeQuantize, MinMaxObserver, PerChannelMinMaxObserver, QConfig,
                                    QConfigMapping, disable_observer, enable_observer)
@@ -35,6 +33,7 @@ from torch.ao.quantization.quantize_fx import fuse_fx, prepare_qat_fx
 
 from distill.errors import DistillError
 from distill.export.onnx import INPUT_NAME, check
+from distill.export.qdq_graph import tidy_qdq
 from distill.export.quantize import Int8Flavour
 from distill.student.model import Student
 from timm.layers import BatchNormAct2d
@@ -129,28 +128,7 @@ def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphMo
         raise DistillError(f"student '{student.spec.arch}': torch.fx cannot trace it for fake-quant "
                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
                            "QAD supports FX-traceable CNN students") from None
-    drop_repeated_fake_quants(prepared)
     return prepared
-
-
-def drop_repeated_fake_quants(model: torch.fx.GraphModule) -> int:
-    """Remove a fake-quant applied directly to another fake-quant's output (torch.ao's FX prepare observes a
-    conv's output and again the next op's input, e.g. before hardswish): one tensor, one quantization, as
-    onnxruntime's QDQ graph has it. Returns how many were removed."""
-    modules = dict(model.named_modules())
-    removed = 0
-    for node in list(model.graph.nodes):
-        src = node.args[0] if node.args else None
-        if (node.op == "call_module" and isinstance(modules.get(node.target), FakeQuantize)
-                and isinstance(src, torch.fx.Node) and src.op == "call_module"
-                and isinstance(modules.get(src.target), FakeQuantize)):
-            node.replace_all_uses_with(src)
-            model.graph.erase_node(node)
-            removed += 1
-    if removed:
-        model.delete_all_unused_submodules()
-        model.recompile()
-    return removed
 
 
 @torch.no_grad()
@@ -234,167 +212,7 @@ def export_qdq(model: nn.Module, path: str | Path, input_size: tuple[int, int], 
                           input_names=[INPUT_NAME], output_names=["logits"],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}, do_constant_folding=True)
     proto = onnx.load(str(path))
-    skip_identities(proto)
-    scalar_qparams(proto)
-    fold_weight_quantization(proto)
-    if flavour.extra_options.get("QuantizeBias", True):
-        quantize_biases(proto)
-    _name_nodes(proto)
+    tidy_qdq(proto, quantize_bias=flavour.extra_options.get("QuantizeBias", True))
     onnx.save(proto, str(path))
     check(path)
     return path
-
-
-def _consts(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Initializers and Constant-node outputs by name."""
-    out = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    for n in proto.graph.node:
-        if n.op_type == "Constant" and n.attribute:
-            out[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    return out
-
-
-def _axis(node: onnx.NodeProto) -> int:
-    return next((a.i for a in node.attribute if a.name == "axis"), 1)
-
-
-def _quantized(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
-    """ONNX QuantizeLinear on constants (round half to even, saturate to the zero point's type)."""
-    shape = [1] * x.ndim
-    if scale.ndim == 1 and scale.size > 1:
-        shape[axis] = -1
-    info = np.iinfo(zp.dtype)
-    q = np.rint(x / scale.reshape(shape)) + zp.reshape(shape).astype(np.int64)
-    return np.clip(q, info.min, info.max).astype(zp.dtype)
-
-
-def skip_identities(proto: onnx.ModelProto) -> None:
-    """Bypass Identity nodes (torch's exporter routes shared constants such as zero points through them)."""
-    graph = proto.graph
-    outputs = {o.name for o in graph.output}
-    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.output[0] not in outputs}
-
-    def source(name: str) -> str:
-        while name in alias:
-            name = alias[name]
-        return name
-
-    nodes = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
-    for n in nodes:
-        for k, name in enumerate(n.input):
-            n.input[k] = source(name)
-    del graph.node[:]
-    graph.node.extend(nodes)
-
-
-def scalar_qparams(proto: onnx.ModelProto) -> None:
-    """Per-tensor scales and zero points as scalars (torch exports them as [1]; onnxruntime's QLinear
-    fusions, e.g. QLinearAveragePool, require scalars)."""
-    consts, graph = _consts(proto), proto.graph
-    made: set[str] = set()
-    for n in graph.node:
-        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        for k in (1, 2):
-            name = n.input[k] if len(n.input) > k else ""
-            if name in consts and consts[name].size == 1 and consts[name].ndim > 0:
-                scalar = f"{name}_scalar"
-                if scalar not in made:
-                    graph.initializer.append(numpy_helper.from_array(consts[name].reshape(()), scalar))
-                    made.add(scalar)
-                n.input[k] = scalar
-    _drop_unused(proto)
-
-
-def fold_weight_quantization(proto: onnx.ModelProto) -> int:
-    """Replace QuantizeLinear(constant) -> DequantizeLinear by an integer initializer -> DequantizeLinear.
-
-    Returns how many constants were folded (the weights: the graph input's Q nodes are kept).
-    """
-    consts, graph = _consts(proto), proto.graph
-    keep, folded = [], 0
-    for n in graph.node:
-        if n.op_type == "QuantizeLinear" and n.input[0] in consts and all(i in consts for i in n.input[1:]):
-            scale, zp = consts[n.input[1]], consts[n.input[2]]
-            q = _quantized(consts[n.input[0]].astype(np.float32), scale, zp, _axis(n))
-            graph.initializer.append(numpy_helper.from_array(q, n.output[0]))
-            folded += 1
-            continue
-        keep.append(n)
-    del graph.node[:]
-    graph.node.extend(keep)
-    _drop_unused(proto)
-    return folded
-
-
-def quantize_biases(proto: onnx.ModelProto) -> int:
-    """Conv/Gemm float bias initializers -> int32 (scale = input scale x weight scale) -> DequantizeLinear,
-    the layout onnxruntime's PTQ writes and its QLinearConv/QGemm fusion expects. Returns how many."""
-    consts, graph = _consts(proto), proto.graph
-    producer = {o: n for n in graph.node for o in n.output}
-    inits = {t.name for t in graph.initializer}
-    added, count = [], 0
-    for n in graph.node:
-        if n.op_type not in ("Conv", "Gemm") or len(n.input) < 3 or n.input[2] not in inits:
-            continue
-        dq_x, dq_w = producer.get(n.input[0]), producer.get(n.input[1])
-        if not dq_x or not dq_w or dq_x.op_type != dq_w.op_type or dq_x.op_type != "DequantizeLinear":
-            continue
-        if dq_x.input[1] not in consts or dq_w.input[1] not in consts or consts[dq_x.input[1]].size != 1:
-            continue
-        bias = consts[n.input[2]].astype(np.float64)
-        scale = (float(consts[dq_x.input[1]].reshape(-1)[0]) * consts[dq_w.input[1]].astype(np.float64)).astype(np.float32)
-        scale = np.broadcast_to(scale, bias.shape).copy()
-        q = np.clip(np.rint(bias / scale), -2**31, 2**31 - 1).astype(np.int32)
-        base = f"{n.output[0]}_bias"  # per node: the exporter shares equal constants between layers
-        graph.initializer.extend([numpy_helper.from_array(q, f"{base}_quantized"),
-                                  numpy_helper.from_array(scale, f"{base}_scale"),
-                                  numpy_helper.from_array(np.zeros_like(q), f"{base}_zero_point")])
-        added.append(helper.make_node("DequantizeLinear", [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
-                                      [f"{base}_dequantized"], name=f"{base}_DequantizeLinear", axis=0))
-        n.input[2] = f"{base}_dequantized"
-        count += 1
-    graph.node.extend(added)
-    _topological(proto)
-    _drop_unused(proto)
-    return count
-
-
-def _topological(proto: onnx.ModelProto) -> None:
-    """Re-order nodes so each comes after its inputs' producers (new DQ nodes were appended)."""
-    graph = proto.graph
-    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in ready for i in n.input):
-                ordered.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise DistillError("QDQ export: the graph has a cycle or a dangling input")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-
-def _drop_unused(proto: onnx.ModelProto) -> None:
-    graph = proto.graph
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    keep = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    nodes = [n for n in graph.node if n.op_type != "Constant" or n.output[0] in used]
-    del graph.node[:]
-    graph.node.extend(nodes)
-
-
-def _name_nodes(proto: onnx.ModelProto) -> None:
-    """Every node a unique name (the fallback and the reports name layers)."""
-    seen: set[str] = set()
-    for i, n in enumerate(proto.graph.node):
-        if not n.name or n.name in seen:
-            n.name = f"{n.op_type}_{i}"
-        seen.add(n.name)

@@ -72,10 +72,14 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     calib = data.calib_images
     assert calib is not None  # check_data: int8 needs a data root
     out.mkdir(parents=True, exist_ok=True)
-    teacher_logits = _cached_teacher_logits(cfg, ecfg, student, say) if cfg.cache else None
-    if teacher_logits is not None and len(teacher_logits) != len(calib):
-        raise DistillError(f"{cfg.cache}: {len(teacher_logits)} cached rows for {len(calib)} calibration images "
-                           "(an image failed to decode?); drop --cache to distill from the fp32 student only")
+    teacher_logits = None
+    if cfg.cache:
+        domains = [*data.info["calib_domains"], *data.info["target_domains"]]
+        teacher_logits, picked_domains = _cached_teacher_logits(cfg, ecfg, domains, student, say)
+        if picked_domains != calib.domains.tolist():
+            raise DistillError(f"{cfg.cache}: {len(teacher_logits)} cached rows do not line up with the "
+                               f"{len(calib)} calibration images (an image failed to decode?); drop --cache to "
+                               "distill from the fp32 student only")
 
     with tempfile.TemporaryDirectory(prefix=".qad-", dir=out) as work:
         fp32_path = Path(work) / "model.fp32.onnx"
@@ -198,11 +202,13 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     return model.eval(), losses
 
 
-def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, student: Student, say: ExportLog) -> torch.Tensor:
-    """[N, C] the cache's view-0 (clean) teacher logits of the calibration images, in the student's class order.
+def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, domains: list[str], student: Student,
+                           say: ExportLog) -> tuple[torch.Tensor, list[str]]:
+    """[N, C] the cache's view-0 (clean) teacher logits of the calibration images, in the student's class
+    order, and the domain of each row.
 
-    The calibration images are picked again here exactly as :func:`load_export_data` picks them (same
-    rule, seed and counts), so row i is image i.
+    The calibration images of ``domains`` are picked again here exactly as :func:`load_export_data` picks
+    them (same rule, seed and counts), so row i is image i (the caller checks the domains line up).
     """
     from distill.data.folder import DomainFolder  # lazy: only with --cache
     from distill.export.data import exclude_cache_skipped
@@ -219,8 +225,6 @@ def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, student: Student,
     missing = [c for c in student.spec.class_names if c not in order]
     if missing:
         raise DistillError(f"{cfg.cache}: class(es) {missing[:5]} of the student are not in the cache's classes")
-    domains = list(ecfg.calib_domains or folder.domains) + [d for d in ecfg.target_domains
-                                                             if d not in (ecfg.calib_domains or ())]
     samples = []
     for i, d in enumerate(domains):
         share = ecfg.calib_count // len(domains) + (1 if i < ecfg.calib_count % len(domains) else 0)
@@ -228,4 +232,4 @@ def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, student: Student,
     index = torch.tensor([s.index for s in samples], dtype=torch.long)
     logits = cache.lookup(index, torch.zeros_like(index))["logits"].float()
     say(f"QAD teacher: fp32 student and the cache {cfg.cache} (weight {cfg.cache_weight})")
-    return logits[:, [order[c] for c in student.spec.class_names]]
+    return logits[:, [order[c] for c in student.spec.class_names]], [s.domain for s in samples]

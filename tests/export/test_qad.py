@@ -171,3 +171,45 @@ def test_an_untraceable_student_is_named():
     student.features = lambda x: x.flatten(1)[:, :1] if bool(x.sum() > 0) else x  # data-dependent branch
     with pytest.raises(DistillError, match="torch.fx cannot trace it"):
         fake_quant_model(student, FLAVOURS["ort-cpu"])
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-view teacher cache of the tiny tree, split as the run_ckpt run splits it."""
+    from distill.teacher import Teacher
+    from distill.teacher.cache import CacheOptions, build_cache
+
+    torch.manual_seed(0)
+    folder = DomainFolder(tiny_root, test_fraction=0.3, split_seed=0)
+    teacher = Teacher("distill-demo-vit", None, folder.classes, ["a photo of a {}."])
+    return build_cache(folder, teacher, tmp_path_factory.mktemp("cache") / "c", CacheOptions(views=1, seed=0),
+                       num_workers=0, progress=False)
+
+
+def test_qad_with_a_teacher_cache_mixes_in_its_soft_labels(run_ckpt, tiny_cache, tmp_path, monkeypatch):
+    import distill.export.qad as qad_module
+
+    seen = {}
+    real = qad_module._train
+
+    def spy(cfg, student, flavour, calib, teacher_logits, device, say):
+        seen["teacher"], seen["images"] = teacher_logits, len(calib)
+        return real(cfg, student, flavour, calib, teacher_logits, device, say)
+
+    monkeypatch.setattr(qad_module, "_train", spy)
+    record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), cache=str(tiny_cache), epochs=1,
+                           calib_count=16, eval_count=4), log=lambda s: None)
+    assert record.teacher == "fp32+cache"
+    assert seen["teacher"].shape == (seen["images"], 4) and torch.isfinite(seen["teacher"]).all()
+
+
+def test_a_cache_of_other_data_is_refused(run_ckpt, tiny_cache, tmp_path, tiny_root):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_root, other)
+    for p in list((other / "clean" / "checker").iterdir())[:3]:  # another file list: another fingerprint
+        p.unlink()
+    with pytest.raises(DistillError, match="built from other data"):
+        qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), cache=str(tiny_cache),
+                      data_root=str(other), epochs=1, calib_count=8, eval_count=4), log=lambda s: None)
