@@ -4,8 +4,8 @@ Steps (:func:`qad`):
 
 1. Load the checkpoint and the images ``distill export`` would use (:func:`load_export_data`, the
    run's data and source domains by default): calibration = train-split images, test = held-out.
-2. PTQ baseline: the export's own path (fp32 ONNX -> ``quant_pre_process`` -> MinMax calibration ->
-   ``quantize_static`` for the flavour), scored against the fp32 ONNX on both image sets.
+2. PTQ baseline: the export's own functions (fp32 ONNX, TorchScript exporter -> ``quant_pre_process`` ->
+   MinMax calibration -> ``quantize_static`` for the flavour), scored against the fp32 ONNX on both image sets.
 3. Fake-quantize a copy of the student for the flavour (:mod:`distill.export.fakequant`), calibrate its
    activation ranges on the calibration images, then train ``epochs`` passes: T² KL(fp32 student ||
    int8 student) at temperature T (self-distillation; the frozen fp32 student needs no cache), mixed
