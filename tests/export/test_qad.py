@@ -65,7 +65,11 @@ def test_qdq_export_is_int8_runs_in_onnxruntime_and_matches_the_fake_quant_model
     activation_zp = {r["inputs"][0]["zero_point_dtype"] for r in rows}
     assert activation_zp == ({"uint8"} if flavour == "ort-cpu" else {"int8"})
     if flavour == "tensorrt":
-        assert tensorrt_qdq_problems(path) == []
+        assert tensorrt_qdq_problems(path) == []  # includes: no int32 (quantized) bias
+    else:  # biases int32 with scale = input scale x weight scale, as onnxruntime's PTQ writes them
+        proto = onnx.load(str(path))
+        int32 = {t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT32}
+        assert sum(n.op_type == "DequantizeLinear" and n.input[0] in int32 for n in proto.graph.node) == len(rows)
 
     # the QDQ graph run as written (float Q/DQ, no integer kernels) is the fake-quant model: only
     # accumulation order differs, which can move a value across a rounding boundary by one step
