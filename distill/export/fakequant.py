@@ -1,0 +1,225 @@
+"""A student fake-quantized the way an int8 flavour runs it (torch.ao FX), and its QDQ ONNX.
+
+The fake-quant model mirrors :mod:`distill.export.quantize`'s onnxruntime recipe per flavour:
+
+- weights: int8, symmetric, per output channel, integers in [-127, 127] (scale = max |w| / 127),
+  what ``quantize_static(per_channel=True, WeightSymmetric=True)`` computes for both flavours;
+- activations: ``ort-cpu`` uint8 asymmetric per tensor (0..255, a zero point);
+  ``tensorrt`` int8 symmetric per tensor (zero point 0);
+- BatchNorm folded into the convolutions first (onnxruntime's ``quant_pre_process`` folds it too,
+  so the weights quantized here are the folded weights the int8 graph holds).
+
+:func:`export_qdq` writes the fake-quant graph with torch's ONNX exporter, which turns each
+fake-quant into QuantizeLinear/DequantizeLinear with the *trained* scales and zero points, then
+stores each weight as its int8 tensor feeding a DequantizeLinear (as onnxruntime's PTQ does) and,
+for ``ort-cpu``, each Conv/Gemm bias as int32 with scale = input scale x weight scale (what
+onnxruntime's QLinearConv fusion expects). See docs/qad.md for why torch.ao.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from timm.layers import BatchNormAct2d
+from torch import nn
+from torch.ao.quantization import (
+    FakeQuantize,
+    MinMaxObserver,
+    PerChannelMinMaxObserver,
+    QConfig,
+    QConfigMapping,
+    disable_observer,
+    enable_observer,
+)
+from torch.ao.quantization.backend_config import get_native_backend_config, get_tensorrt_backend_config
+from torch.ao.quantization.quantize_fx import fuse_fx, prepare_qat_fx
+
+from distill.errors import DistillError
+from distill.export.onnx import INPUT_NAME, check
+from distill.export.qdq_graph import tidy_qdq
+from distill.export.quantize import Int8Flavour
+from distill.student.model import Student
+
+WEIGHT_QMIN, WEIGHT_QMAX = -127, 127  # onnxruntime's symmetric int8 weights (and TensorRT's rule)
+
+
+def qconfig_for(flavour: Int8Flavour) -> QConfig:
+    """The torch.ao QConfig matching ``flavour``'s onnxruntime QDQ recipe (see module doc)."""
+    weight = FakeQuantize.with_args(observer=PerChannelMinMaxObserver, quant_min=WEIGHT_QMIN, quant_max=WEIGHT_QMAX,
+                                    dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    if flavour.activation_type == "QUInt8" and not flavour.activation_symmetric:
+        act = FakeQuantize.with_args(observer=MinMaxObserver, quant_min=0, quant_max=255,
+                                     dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=False)
+    elif flavour.activation_type == "QInt8" and flavour.activation_symmetric:
+        act = FakeQuantize.with_args(observer=MinMaxObserver, quant_min=-128, quant_max=127,
+                                     dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, reduce_range=False)
+    else:
+        raise DistillError(f"int8 flavour '{flavour.name}': no fake-quant recipe for {flavour.activation_type} "
+                           f"activations (symmetric={flavour.activation_symmetric})")
+    return QConfig(activation=act, weight=weight)
+
+
+def backend_config_for(flavour: Int8Flavour):
+    """torch.ao's pattern table: which ops get fake-quant and with which dtypes. The native (fbgemm)
+    table allows only uint8 activations, so symmetric int8 activations use torch's TensorRT table."""
+    return get_tensorrt_backend_config() if flavour.activation_symmetric else get_native_backend_config()
+
+
+class _Logits(nn.Module):
+    """The student's inference path, [B, 3, H, W] -> logits [B, C], as one traceable module."""
+
+    def __init__(self, student: Student):
+        super().__init__()
+        self.student = student
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student.classify(self.student.features(x))
+
+
+def _plain_batchnorms(model: nn.Module) -> nn.Module:
+    """timm's ``BatchNormAct2d`` (BN + drop + act in one module) as ``Sequential(BatchNorm2d, [drop], [act])``, in
+    place, so torch.ao sees a plain BatchNorm2d after the conv and folds it (as onnxruntime folds the
+    ONNX BatchNormalization into the Conv before quantizing)."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, BatchNormAct2d):
+            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            bn.load_state_dict(child.state_dict())
+            rest = [m for m in (child.drop, child.act) if not isinstance(m, nn.Identity)]  # conv-bn-relu must be
+            setattr(model, name, nn.Sequential(bn, *rest))  # adjacent for torch.ao to fuse the ReLU into the conv
+        else:
+            _plain_batchnorms(child)
+    return model
+
+
+def conv_bn_pairs(student: Student) -> dict[str, str]:
+    """Conv module name -> the BatchNorm module name folded into it (names in ``student``), from an FX trace."""
+    traced = torch.fx.symbolic_trace(_plain_batchnorms(_Logits(copy.deepcopy(student).cpu().eval())))
+    modules = dict(traced.named_modules())
+    pairs = {}
+    for node in traced.graph.nodes:
+        if node.op == "call_module" and isinstance(modules[node.target], nn.BatchNorm2d):
+            src = node.args[0]
+            if (isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1
+                    and isinstance(modules[src.target], nn.Conv2d)):
+                bn = node.target.removeprefix("student.")
+                # a BatchNormAct2d became Sequential(bn, ...): its BN is the module itself in the student
+                pairs[src.target.removeprefix("student.")] = bn[:-2] if bn.endswith(".0") and \
+                    isinstance(student.get_submodule(bn[:-2]), BatchNormAct2d) else bn
+    return pairs
+
+
+def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphModule:
+    """A copy of ``student`` with BatchNorm folded and fake-quant inserted (observers on, fake-quant on).
+
+    BatchNorm is folded into the conv weights before fake-quant (its statistics are frozen from the
+    start, the QAT practice of freezing BN, here from step 0 because the int8 graph holds folded weights).
+
+    Raises:
+        DistillError: the student cannot be traced by torch.fx (data-dependent control flow).
+    """
+    model = _plain_batchnorms(_Logits(copy.deepcopy(student).cpu().float().eval())).eval()
+    h, w = student.spec.input_size
+    example = (torch.randn(2, 3, h, w),)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            folded = fuse_fx(model)  # eval mode: BN folded into the preceding conv's weights
+            prepared = prepare_qat_fx(folded.train(), QConfigMapping().set_global(qconfig_for(flavour)), example,
+                                      backend_config=backend_config_for(flavour))
+    except Exception as e:  # torch.fx raises TraceError and many others from deep inside a model
+        raise DistillError(f"student '{student.spec.arch}': torch.fx cannot trace it for fake-quant "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                           "QAD supports FX-traceable CNN students") from None
+    return prepared
+
+
+@torch.no_grad()
+def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str]) -> Student:
+    """A copy of ``student`` holding ``model``'s trained float weights (fake-quant off: its fp32 twin).
+
+    A folded conv's weight goes back to the conv and its bias to the BatchNorm, which becomes the
+    identity (mean 0, var 1 - eps, scale 1): same module names, so ``save_student`` / ``load_student`` work.
+    """
+    out = copy.deepcopy(student).cpu().float().eval()
+    own = dict(out.named_parameters())
+    for name, param in model.named_parameters():
+        key = name.removeprefix("student.")
+        conv = key.rsplit(".", 1)[0]
+        if conv in pairs:
+            bn = out.get_submodule(pairs[conv])
+            if key.endswith(".weight"):
+                out.get_submodule(conv).weight.copy_(param)
+            else:
+                bn.bias.copy_(param)
+                bn.weight.fill_(1.0)
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+                if out.get_submodule(conv).bias is not None:
+                    out.get_submodule(conv).bias.zero_()
+        elif key in own:
+            own[key].copy_(param)
+        else:
+            raise DistillError(f"QAD: trained parameter '{name}' has no place in the student '{student.spec.arch}'")
+    return out
+
+
+def set_observers(model: nn.Module, on: bool, weights: bool | None = None) -> None:
+    """Let the activation ranges follow the data (``on``) or freeze them; the weight observers (per
+    channel max |w|) do as ``weights`` says (default: as the activations)."""
+    weights = on if weights is None else weights
+    for fq in fake_quants(model):
+        (enable_observer if (weights if fq.is_per_channel else on) else disable_observer)(fq)
+
+
+def fake_quants(model: nn.Module) -> list[FakeQuantize]:
+    return [m for m in model.modules() if isinstance(m, FakeQuantize)]
+
+
+@contextlib.contextmanager
+def _onnx_weight_range(model: nn.Module):
+    """ONNX's exporter accepts only (-128, 127) int8 fake-quant; weights quantized to [-127, 127] with
+    scale max|w|/127 give the same integers either way, so widen the clamp while exporting."""
+    changed = []
+    for fq in fake_quants(model):
+        if (fq.quant_min, fq.quant_max) == (WEIGHT_QMIN, WEIGHT_QMAX):
+            changed.append(fq)
+            fq.quant_min, fq.activation_post_process.quant_min = -128, -128
+    try:
+        yield
+    finally:
+        for fq in changed:
+            fq.quant_min, fq.activation_post_process.quant_min = WEIGHT_QMIN, WEIGHT_QMIN
+
+
+def export_qdq(model: nn.Module, path: str | Path, input_size: tuple[int, int], flavour: Int8Flavour,
+               opset: int = 18) -> Path:
+    """Write the fake-quant ``model`` (observers frozen) as a QDQ ONNX with int8 weight initializers.
+
+    Args:
+        model: from :func:`fake_quant_model`, trained and calibrated.
+        path: the ``.onnx`` to write.
+        input_size: (H, W).
+        flavour: decides whether Conv/Gemm biases become int32 (``QuantizeBias``, ort-cpu) or stay float.
+        opset: >= 13 (per-axis QuantizeLinear).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    set_observers(model, False)
+    h, w = input_size
+    with _onnx_weight_range(model), warnings.catch_warnings(), torch.no_grad(), \
+            contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 3, h, w),), str(path), dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=["logits"],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}, do_constant_folding=True)
+    proto = onnx.load(str(path))
+    tidy_qdq(proto, quantize_bias=flavour.extra_options.get("QuantizeBias", True))
+    onnx.save(proto, str(path))
+    check(path)
+    return path

@@ -1,0 +1,243 @@
+"""``distill qad``: quantization-aware distillation of a trained student, and its QDQ int8 ONNX.
+
+Steps (:func:`qad`):
+
+1. Load the checkpoint and the images ``distill export`` would use (:func:`load_export_data`, the
+   run's data and source domains by default): calibration = train-split images, test = held-out.
+2. PTQ baseline: the export's own functions (fp32 ONNX, TorchScript exporter -> ``quant_pre_process`` ->
+   MinMax calibration -> ``quantize_static`` for the flavour), scored against the fp32 ONNX on both image sets.
+3. Fake-quantize a copy of the student for the flavour (:mod:`distill.export.fakequant`), calibrate its
+   activation ranges on the calibration images, then train ``epochs`` passes: T² KL(fp32 student ||
+   int8 student) at temperature T (self-distillation; the frozen fp32 student needs no cache), mixed
+   with KL(cached teacher || int8 student) when a cache is given (``cache_weight``). Ranges follow the
+   data (EMA) for ``observer_epochs`` epochs, then are frozen; BatchNorm is folded from the start.
+4. Export the QDQ ONNX with the trained scales, check it (onnxruntime runs it, int8 weights, the
+   flavour's QDQ rules, close to the torch fake-quant model), save the tuned fp32 student, and write
+   ``qad.json`` (:class:`QADRecord`) with PTQ vs QAD disagreement per domain.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from distill.errors import DistillError
+from distill.export.config import ExportConfig
+from distill.export.data import ExportData, load_export_data
+from distill.export.evaluate import disagreement_by_domain, parity, predict_onnx, predict_torch
+from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, set_observers, tuned_student
+from distill.export.images import ImageCalibrationReader, ImageSet
+from distill.export.int8_step import int8_file
+from distill.export.log import ExportLog
+from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
+from distill.export.qad_config import Disagreement, QADConfig, QADRecord
+from distill.export.quantize import (
+    FLAVOURS,
+    Int8Flavour,
+    calibrate,
+    prepare,
+    qdq_report,
+    quantize,
+    tensorrt_qdq_problems,
+)
+from distill.export.training_run import TrainingRun, provenance, with_run_defaults
+from distill.records import EXPORT_CHECKPOINT
+from distill.strategies.losses import kl_div_with_temperature
+from distill.student.model import Student, load_student, save_student
+from distill.utils.runtime import resolve_device
+
+LIBRARY = f"torch.ao.quantization (FX prepare_qat_fx, FakeQuantize), torch {torch.__version__}"
+
+
+def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
+    """Quantization-aware distillation of ``cfg.checkpoint``; writes ``cfg.out_dir`` and returns its record.
+
+    Raises:
+        DistillError: unreadable checkpoint, no data to calibrate on, a cache of other data, a student
+            torch.fx cannot trace, or an export onnxruntime cannot run.
+    """
+    say = ExportLog(log)
+    t0 = time.time()
+    checkpoint, out = Path(cfg.checkpoint), Path(cfg.out_dir)
+    if checkpoint.is_file():
+        checkpoint = checkpoint.parent
+    student = load_student(checkpoint)  # DistillError names the file when it is not a checkpoint
+    flavour = FLAVOURS[cfg.flavour]
+    device = resolve_device(cfg.device)
+    run = TrainingRun.of_checkpoint(checkpoint, say)
+    ecfg = with_run_defaults(ExportConfig(
+        precisions=("fp32", "int8"), data_root=cfg.data_root, calib_domains=cfg.calib_domains,
+        target_domains=cfg.target_domains, calib_count=cfg.calib_count, eval_count=cfg.eval_count,
+        int8_flavour=cfg.flavour, seed=cfg.seed), run, say)
+    ecfg.check_data()
+    prov = provenance(checkpoint, student, run)
+    data = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say)
+    calib = data.calib_images
+    assert calib is not None  # check_data: int8 needs a data root
+    out.mkdir(parents=True, exist_ok=True)
+    teacher_logits = None
+    if cfg.cache:
+        domains = [*data.info["calib_domains"], *data.info["target_domains"]]
+        teacher_logits, picked_domains = _cached_teacher_logits(cfg, ecfg, domains, student, say)
+        if picked_domains != calib.domains.tolist():
+            raise DistillError(f"{cfg.cache}: {len(teacher_logits)} cached rows do not line up with the "
+                               f"{len(calib)} calibration images (an image failed to decode?); drop --cache to "
+                               "distill from the fp32 student only")
+
+    with tempfile.TemporaryDirectory(prefix=".qad-", dir=out) as work:
+        fp32_path = Path(work) / "model.fp32.onnx"
+        export_onnx(student, fp32_path, opset=max(cfg.opset, 17), exporter="torchscript")
+        ref_calib, ref_test = predict_onnx(fp32_path, calib), predict_onnx(fp32_path, data.eval_images)
+        ptq_path = _ptq(fp32_path, Path(work), calib, flavour)
+        ptq = _disagreement(ptq_path, ref_calib, ref_test, data)
+        say(f"PTQ ({flavour.name}): disagreement with fp32 (pts) calibration {_fmt(ptq.calibration)}; "
+            f"test {_fmt(ptq.test)}")
+
+        model, losses = _train(cfg, student, flavour, calib, teacher_logits, device, say)
+        dst = export_qdq(model.cpu(), out / int8_file(flavour.name), student.spec.input_size, flavour, cfg.opset)
+        fq_logits = predict_torch(model, calib)
+        onnx_logits = predict_onnx(dst, calib)
+        agreement = parity(fq_logits, onnx_logits)
+        result = _disagreement(dst, ref_calib, ref_test, data)
+    say(f"QAD ({flavour.name}): disagreement with fp32 (pts) calibration {_fmt(result.calibration)}; "
+        f"test {_fmt(result.test)}")
+    problems = tensorrt_qdq_problems(dst) if flavour.name == "tensorrt" else []
+    rows = qdq_report(dst)
+    qdq_check = {"compute_nodes": len(rows), "int8_weight_nodes": sum(
+        1 for r in rows if len(r["inputs"]) > 1 and r["inputs"][1].get("zero_point_dtype") == "int8"),
+        "tensorrt_problems": problems[:20]}
+    tuned = tuned_student(model.cpu(), student, conv_bn_pairs(student))
+    ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
+        "from": str(checkpoint), "flavour": flavour.name, "epochs": cfg.epochs}})
+    quantization = {**flavour.describe(), "qad": True, "library": LIBRARY}
+    stamp(dst, build_metadata(student.spec, "int8", {k: prov[k] for k in ("teacher", "strategy", "checkpoint")
+                                                      if k in prov}, ["logits"],
+                              {"int8_flavour": flavour.name, "target_runtime": flavour.target_runtime,
+                               "quantization": quantization}),
+          doc=f"distill student {student.spec.arch} (int8, {flavour.name} flavour, QAD)")
+    record = QADRecord(
+        checkpoint=str(checkpoint), student=student.spec.arch, flavour=flavour.name, library=LIBRARY,
+        teacher="fp32+cache" if teacher_logits is not None else "fp32", config=cfg.model_dump(mode="json"),
+        calibration_images=len(calib), test_images=len(data.eval_images), ptq=ptq, qad=result,
+        qad_file=dst.name, tuned_checkpoint=ckpt.name, qdq_check=qdq_check, torch_vs_onnx=agreement,
+        losses=losses, elapsed_s=round(time.time() - t0, 1),
+        within_target=result.worst_calibration <= 1.0)
+    say(f"wrote {record.write(out)}")
+    return record
+
+
+def _fmt(values: dict[str, float]) -> str:
+    return ", ".join(f"{d} {v:.2f}" for d, v in values.items())
+
+
+def _ptq(fp32_path: Path, work: Path, calib: ImageSet, flavour: Int8Flavour) -> Path:
+    """``distill export``'s int8 path without the fallback: MinMax ranges, quantize_static for ``flavour``."""
+    prepared = prepare(fp32_path, work / "prepared.onnx")
+    ranges = calibrate(prepared, ImageCalibrationReader(calib, INPUT_NAME), "minmax", work / "calibration.json")
+    return quantize(prepared, work / f"ptq-{flavour.name}.onnx", flavour, ranges, "minmax")
+
+
+def _disagreement(path: Path, ref_calib: np.ndarray, ref_test: np.ndarray, data: ExportData) -> Disagreement:
+    assert data.calib_images is not None
+    return Disagreement(
+        calibration=disagreement_by_domain(ref_calib, predict_onnx(path, data.calib_images), data.calib_images),
+        test=disagreement_by_domain(ref_test, predict_onnx(path, data.eval_images), data.eval_images))
+
+
+def _batches(images: ImageSet, batch_size: int, device: torch.device, order: np.ndarray | None = None):
+    """(indices, normalized float batch on ``device``) over ``images`` in ``order``."""
+    order = np.arange(len(images)) if order is None else order
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        yield idx, torch.from_numpy(images.normalize(images.images[idx])).to(device)
+
+
+def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageSet, teacher_logits: torch.Tensor | None,
+           device: torch.device, say: ExportLog) -> tuple[torch.nn.Module, list[float]]:
+    """Calibrate the fake-quant student's ranges, then distill into it; returns it (eval mode) and epoch losses."""
+    torch.manual_seed(cfg.seed)
+    model = fake_quant_model(student, flavour).to(device)
+    fp32 = student.to(device).eval()
+    with torch.no_grad():  # the frozen fp32 student's logits: the self-distillation target
+        targets = torch.cat([fp32(x) for _, x in _batches(calib, 256, device)])
+    student.cpu()
+    model.apply(torch.ao.quantization.disable_fake_quant)  # calibration: observe float activations
+    set_observers(model, True)
+    with torch.no_grad():
+        for _, x in _batches(calib, cfg.batch_size, device):
+            model(x)
+    model.apply(torch.ao.quantization.enable_fake_quant)
+    with torch.no_grad():
+        start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
+    say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    steps = cfg.epochs * math.ceil(len(calib) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    rng = np.random.default_rng(cfg.seed)
+    teacher = teacher_logits.to(device) if teacher_logits is not None else None
+    losses: list[float] = []
+    for epoch in range(cfg.epochs):
+        set_observers(model, epoch < cfg.range_epochs, weights=True)
+        model.train()
+        total = torch.zeros((), device=device)
+        flips = torch.zeros((), device=device)
+        for idx, x in _batches(calib, cfg.batch_size, device, rng.permutation(len(calib))):
+            logits = model(x)
+            t = torch.as_tensor(idx, device=device)
+            loss = kl_div_with_temperature(logits, targets[t], cfg.temperature)
+            if teacher is not None:
+                loss = (1 - cfg.cache_weight) * loss + cfg.cache_weight * kl_div_with_temperature(
+                    logits, teacher[t], cfg.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.detach() * len(idx)
+            flips += (logits.detach().argmax(1) != targets[t].argmax(1)).sum()
+        losses.append(float(total) / len(calib))  # one host sync per epoch
+        say(f"QAD epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}, fake-quant top-1 disagreement with fp32 "
+            f"{100 * float(flips) / len(calib):.2f} pts (during the epoch)"
+            + ("" if epoch < cfg.range_epochs else " (ranges frozen)"))
+    set_observers(model, False, weights=True)  # weight scales follow the last step's weights (max |w| / 127)
+    with torch.no_grad():
+        model(next(_batches(calib, 1, device))[1])
+    set_observers(model, False)
+    return model.eval(), losses
+
+
+def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, domains: list[str], student: Student,
+                           say: ExportLog) -> tuple[torch.Tensor, list[str]]:
+    """[N, C] the cache's view-0 (clean) teacher logits of the calibration images, in the student's class
+    order, and the domain of each row.
+
+    The calibration images of ``domains`` are picked again here exactly as :func:`load_export_data` picks
+    them (same rule, seed and counts), so row i is image i (the caller checks the domains line up).
+    """
+    from distill.data.folder import DomainFolder  # lazy: only with --cache
+    from distill.export.data import exclude_cache_skipped
+    from distill.export.images import pick
+    from distill.teacher.cache import TeacherCache
+
+    cache = TeacherCache.open(cfg.cache)
+    folder = DomainFolder(ecfg.data_root, ecfg.split_rule(where="qad"))
+    exclude_cache_skipped(folder, ecfg.caches or ())
+    if cache.manifest.dataset.fingerprint != folder.fingerprint(cache.manifest.dataset.domains):
+        raise DistillError(f"{cfg.cache}: the cache was built from other data or another split than "
+                           f"{ecfg.data_root}; pass the run's cache, or drop --cache (self-distillation)")
+    order = {c: i for i, c in enumerate(cache.manifest.classes)}
+    missing = [c for c in student.spec.class_names if c not in order]
+    if missing:
+        raise DistillError(f"{cfg.cache}: class(es) {missing[:5]} of the student are not in the cache's classes")
+    samples = []
+    for i, d in enumerate(domains):
+        share = ecfg.calib_count // len(domains) + (1 if i < ecfg.calib_count % len(domains) else 0)
+        samples.extend(pick(folder.select([d], "train"), max(1, share), ecfg.seed))
+    index = torch.tensor([s.index for s in samples], dtype=torch.long)
+    logits = cache.lookup(index, torch.zeros_like(index))["logits"].float()
+    say(f"QAD teacher: fp32 student and the cache {cfg.cache} (weight {cfg.cache_weight})")
+    return logits[:, [order[c] for c in student.spec.class_names]], [s.domain for s in samples]

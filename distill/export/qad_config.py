@@ -1,0 +1,126 @@
+"""``distill qad``'s typed config (validated once, one-line errors) and the record it writes (``qad.json``)."""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from distill.errors import DistillError
+from distill.export.config import _one_line, _path_str, _split_csv
+from distill.records import Record
+from distill.records.names import QAD_REPORT
+
+
+class QADConfig(BaseModel):
+    """Quantization-aware distillation of a trained student (see docs/qad.md).
+
+    Attributes:
+        checkpoint: the student checkpoint folder (``RUN_DIR/checkpoints/best``).
+        out_dir: where ``model.int8-<flavour>.onnx``, ``checkpoint/`` (the tuned fp32 student) and
+            ``qad.json`` go.
+        cache: a teacher cache of the same data: its view-0 soft labels join the targets. Without one
+            the frozen fp32 student is the only teacher (self-distillation).
+        cache_weight: share of the loss from the cached teacher (the rest: the fp32 student); with a cache only.
+        flavour: the int8 recipe to fake-quantize for (ort-cpu | tensorrt, as ``distill export``).
+        data_root, calib_domains, target_domains, calib_count, eval_count: as ``distill export`` (the run's
+            data and source domains when unset); QAD trains on the calibration images.
+        epochs: passes over the calibration images with fake-quant on.
+        observer_epochs: epochs whose activation ranges still follow the data (EMA); then they are frozen
+            (default: all but the last epoch).
+        lr: AdamW learning rate. batch_size: images per step. temperature: KL softmax temperature.
+        device: cpu | cuda | cuda:N.
+        opset: ONNX opset of the QDQ file (>= 13: per-channel QuantizeLinear).
+        seed: image picks and shuffling.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: str
+    out_dir: str
+    cache: str | None = None
+    cache_weight: float = Field(0.5, ge=0.0, le=1.0)
+    flavour: Literal["ort-cpu", "tensorrt"] = "ort-cpu"
+    data_root: str | None = None
+    calib_domains: tuple[str, ...] | None = None
+    target_domains: tuple[str, ...] = ()
+    calib_count: int = Field(256, ge=1)
+    eval_count: int | None = Field(200, ge=1)
+    epochs: int = Field(3, ge=1, le=1000)
+    observer_epochs: int | None = Field(None, ge=0)
+    lr: float = Field(1e-4, gt=0.0, lt=1.0)
+    batch_size: int = Field(32, ge=1)
+    temperature: float = Field(2.0, gt=0.0)
+    device: str = "cpu"
+    opset: int = Field(18, ge=13)
+    seed: int = 0
+
+    _csv = field_validator("calib_domains", mode="before")(_split_csv)
+    _paths = field_validator("checkpoint", "out_dir", "cache", "data_root", mode="before")(_path_str)
+
+    @field_validator("target_domains", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        return () if value is None else _split_csv(value)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        head, _, index = value.partition(":")
+        if head not in ("cpu", "cuda") or (index and not index.isdigit()) or (head == "cpu" and index):
+            raise ValueError("must be cpu, cuda or cuda:N")
+        return value
+
+    @model_validator(mode="after")
+    def _observer_epochs_fit(self) -> QADConfig:
+        if self.observer_epochs is not None and self.observer_epochs > self.epochs:
+            raise ValueError(f"observer_epochs ({self.observer_epochs}) must be <= epochs ({self.epochs})")
+        return self
+
+    @property
+    def range_epochs(self) -> int:
+        """Epochs whose activation ranges follow the data."""
+        return self.observer_epochs if self.observer_epochs is not None else max(0, self.epochs - 1)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], names: Mapping[str, str] | None = None) -> QADConfig:
+        """Validate ``options``; a bad one is a :class:`DistillError` line naming it (its flag) and its value."""
+        try:
+            return cls.model_validate(dict(options))
+        except ValidationError as e:
+            raise DistillError(_one_line(e, names or {}).replace("export config:", "qad config:")) from None
+
+
+class Disagreement(BaseModel):
+    """Top-1 disagreement with the original fp32 student's ONNX, in points per domain."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    calibration: dict[str, float]  # the train-split images QAD calibrated and trained on
+    test: dict[str, float]         # held-out test-split images (never trained on)
+
+    @property
+    def worst_calibration(self) -> float:
+        return max(self.calibration.values(), default=0.0)
+
+
+class QADRecord(Record):
+    """``qad.json``: what QAD did and how far its int8 model is from fp32, next to plain PTQ's."""
+
+    FILE: ClassVar[str] = QAD_REPORT
+    checkpoint: str
+    student: str
+    flavour: str
+    library: str
+    teacher: Literal["fp32", "fp32+cache"]
+    config: dict[str, Any]
+    calibration_images: int
+    test_images: int
+    ptq: Disagreement
+    qad: Disagreement
+    qad_file: str
+    tuned_checkpoint: str
+    qdq_check: dict[str, Any]
+    torch_vs_onnx: dict[str, Any]  # the fake-quant model vs the exported file on the calibration images
+    losses: list[float] = Field(default_factory=list)  # mean loss per epoch
+    elapsed_s: float
+    target_pts: float = 1.0
+    within_target: bool

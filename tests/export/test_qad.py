@@ -1,0 +1,225 @@
+"""distill qad: the fake-quant student, its QDQ ONNX, the tuned checkpoint, the config and the CLI."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from distill.cli import main
+from distill.data.folder import DomainFolder
+from distill.errors import DistillError
+from distill.export.fakequant import (
+    conv_bn_pairs,
+    export_qdq,
+    fake_quant_model,
+    fake_quants,
+    set_observers,
+    tuned_student,
+)
+from distill.export.images import load_images
+from distill.export.qad import qad
+from distill.export.qad_config import QADConfig, QADRecord
+from distill.export.quantize import FLAVOURS, qdq_report, tensorrt_qdq_problems
+from distill.records import EXPORT_CHECKPOINT
+from distill.student.model import Student, default_spec, load_student
+
+
+def _images(root: Path, spec, count: int = 48) -> np.ndarray:
+    folder = DomainFolder(root)
+    samples = folder.select(["clean", "dark", "noisy"], "train")
+    imgs = load_images(folder, samples[:: max(1, len(samples) // count)][:count], spec)
+    return imgs.normalize(imgs.images)
+
+
+def _calibrated(student: Student, flavour: str, x: np.ndarray) -> torch.nn.Module:
+    model = fake_quant_model(student, FLAVOURS[flavour])
+    model.apply(torch.ao.quantization.disable_fake_quant)
+    with torch.no_grad():
+        model(torch.from_numpy(x))
+    model.apply(torch.ao.quantization.enable_fake_quant)
+    set_observers(model, False)
+    return model.eval()
+
+
+def _ort(path: Path, x: np.ndarray, level: str = "ORT_ENABLE_ALL") -> np.ndarray:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+@pytest.mark.parametrize("flavour", ["ort-cpu", "tensorrt"])
+def test_qdq_export_is_int8_runs_in_onnxruntime_and_matches_the_fake_quant_model(run_ckpt, tiny_root, tmp_path,
+                                                                                 flavour):
+    student = load_student(run_ckpt)
+    x = _images(tiny_root, student.spec)
+    model = _calibrated(student, flavour, x)
+    with torch.no_grad():
+        torch_logits = model(torch.from_numpy(x)).numpy()
+    path = export_qdq(model, tmp_path / "q.onnx", student.spec.input_size, FLAVOURS[flavour])
+
+    rows = qdq_report(path)
+    assert rows and all(inp["dequantized"] for r in rows for inp in r["inputs"]), rows
+    weights = [r["inputs"][1] for r in rows]
+    assert all(w["zero_point_dtype"] == "int8" and -127 <= w["int_range"][0] <= w["int_range"][1] <= 127
+               for w in weights), weights
+    activation_zp = {r["inputs"][0]["zero_point_dtype"] for r in rows}
+    assert activation_zp == ({"uint8"} if flavour == "ort-cpu" else {"int8"})
+    if flavour == "tensorrt":
+        assert tensorrt_qdq_problems(path) == []  # includes: no int32 (quantized) bias
+    else:  # biases int32 with scale = input scale x weight scale, as onnxruntime's PTQ writes them
+        proto = onnx.load(str(path))
+        int32 = {t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT32}
+        assert sum(n.op_type == "DequantizeLinear" and n.input[0] in int32 for n in proto.graph.node) == len(rows)
+
+    # the QDQ graph run as written (float Q/DQ, no integer kernels) is the fake-quant model: only
+    # accumulation order differs, which can move a value across a rounding boundary by one step
+    plain = _ort(path, x, "ORT_DISABLE_ALL")
+    scale = max(1.0, float(np.abs(torch_logits).max()))
+    assert np.abs(plain - torch_logits).max() <= 0.05 * scale
+    assert (plain.argmax(1) == torch_logits.argmax(1)).mean() >= 0.9
+    # onnxruntime's fused int8 kernels (QLinearConv...) round differently, never by more than a loose bound
+    fused = _ort(path, x)
+    assert np.abs(fused - torch_logits).max() <= 0.25 * scale
+    assert (fused.argmax(1) == torch_logits.argmax(1)).mean() >= 0.9
+
+
+def test_the_onnx_file_holds_the_trained_activation_scales(run_ckpt, tiny_root, tmp_path):
+    """Each activation DequantizeLinear's scale is one of the fake-quant model's (not recomputed by onnxruntime)."""
+    student = load_student(run_ckpt)
+    model = _calibrated(student, "ort-cpu", _images(tiny_root, student.spec))
+    for fq in fake_quants(model):  # scales no calibration would produce: only a copy of the model's can match
+        if not fq.is_per_channel:
+            fq.scale.mul_(1.37)
+    torch_scales = {round(float(fq.scale), 7) for fq in fake_quants(model) if not fq.is_per_channel}
+    proto = onnx.load(str(export_qdq(model, tmp_path / "q.onnx", student.spec.input_size, FLAVOURS["ort-cpu"])))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    onnx_scales = {round(float(inits[n.input[1]]), 7) for n in proto.graph.node
+                   if n.op_type == "QuantizeLinear" and inits[n.input[1]].size == 1}
+    assert onnx_scales and onnx_scales <= torch_scales
+
+
+@pytest.mark.parametrize("arch", ["test_resnet", "mobilenetv3_small_050"])
+def test_tuned_student_is_the_fake_quant_models_float_twin(arch):
+    """BN folded for fake-quant, written back as conv weight + identity BN: same logits, same module names."""
+    torch.manual_seed(0)
+    student = Student(default_spec(arch, ["a", "b", "c"], 32)).eval()
+    for m in student.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics to fold
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    model = fake_quant_model(student, FLAVOURS["ort-cpu"]).eval()
+    model.apply(torch.ao.quantization.disable_fake_quant)
+    with torch.no_grad():
+        for p in model.parameters():  # "training" moved every weight
+            p.add_(0.01 * torch.randn_like(p))
+        x = torch.randn(4, 3, 32, 32)
+        twin = tuned_student(model, student, conv_bn_pairs(student))
+        assert torch.allclose(twin(x), model(x), atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(twin(x), student(x), atol=1e-4)
+    assert twin.state_dict().keys() == student.state_dict().keys()
+
+
+def test_qad_writes_the_int8_file_the_tuned_checkpoint_and_the_record(run_ckpt, tmp_path, capsys):
+    out = tmp_path / "qad"
+    assert main(["qad", str(run_ckpt), "--out", str(out), "--epochs", "1", "--calib-count", "32",
+                 "--eval-count", "8", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8/ort-cpu (QAD)" in printed and "PTQ" in printed
+    record = QADRecord.read(out)
+    assert record.teacher == "fp32" and record.flavour == "ort-cpu" and len(record.losses) == 1
+    assert set(record.ptq.calibration) == set(record.qad.calibration) == {"clean", "dark"}  # the run's sources
+    assert set(record.qad.test) == {"clean", "dark", "noisy"}
+    assert all(0.0 <= v <= 100.0 for v in [*record.ptq.calibration.values(), *record.qad.test.values()])
+    assert record.torch_vs_onnx["top1_agreement"] >= 0.9
+    assert record.qdq_check["int8_weight_nodes"] == record.qdq_check["compute_nodes"] > 0
+    tuned = load_student(out / EXPORT_CHECKPOINT)
+    assert tuned.spec.provenance["qad"]["flavour"] == "ort-cpu"
+    session = ort.InferenceSession(str(out / record.qad_file), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["distill.precision"] == "int8" and '"qad": true' in meta["distill.quantization"]
+    assert session.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 4)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"epochs": 0}, "--epochs: Input should be greater than or equal to 1 (got 0)"),
+    ({"flavour": "int4"}, "--flavour: Input should be 'ort-cpu' or 'tensorrt' (got 'int4')"),
+    ({"device": "gpu"}, "--device: must be cpu, cuda or cuda:N (got 'gpu')"),
+    ({"lr": -1}, "--lr: Input should be greater than 0"),
+    ({"cache_weight": 2}, "--cache-weight: Input should be less than or equal to 1"),
+    ({"epochs": 2, "observer_epochs": 3}, "observer_epochs (3) must be <= epochs (2)"),
+    ({"bogus": 1}, "qad config: unknown key 'bogus'"),
+])
+def test_config_refuses_bad_values_in_one_line(options, message):
+    from distill.cli.qad import FLAGS
+
+    with pytest.raises(DistillError) as e:
+        QADConfig.from_options({"checkpoint": "ck", "out_dir": "out", **options}, names=FLAGS)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_bad_flag_is_one_error_line(tmp_path, capsys):
+    assert main(["qad", str(tmp_path), "--out", str(tmp_path / "o"), "--epochs", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--epochs" in err
+
+
+def test_not_a_checkpoint_is_one_line(tmp_path):
+    with pytest.raises(DistillError, match="not a student checkpoint"):
+        qad(QADConfig(checkpoint=str(tmp_path), out_dir=str(tmp_path / "o")))
+
+
+def test_an_untraceable_student_is_named():
+    student = Student(default_spec("test_resnet", ["a", "b"], 16)).eval()
+    student.features = lambda x: x.flatten(1)[:, :1] if bool(x.sum() > 0) else x  # data-dependent branch
+    with pytest.raises(DistillError, match="torch.fx cannot trace it"):
+        fake_quant_model(student, FLAVOURS["ort-cpu"])
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-view teacher cache of the tiny tree, split as the run_ckpt run splits it."""
+    from distill.teacher import Teacher
+    from distill.teacher.cache import CacheOptions, build_cache
+
+    torch.manual_seed(0)
+    folder = DomainFolder(tiny_root, test_fraction=0.3, split_seed=0)
+    teacher = Teacher("distill-demo-vit", None, folder.classes, ["a photo of a {}."])
+    return build_cache(folder, teacher, tmp_path_factory.mktemp("cache") / "c", CacheOptions(views=1, seed=0),
+                       num_workers=0, progress=False)
+
+
+def test_qad_with_a_teacher_cache_mixes_in_its_soft_labels(run_ckpt, tiny_cache, tmp_path, monkeypatch):
+    import distill.export.qad as qad_module
+
+    seen = {}
+    real = qad_module._train
+
+    def spy(cfg, student, flavour, calib, teacher_logits, device, say):
+        seen["teacher"], seen["images"] = teacher_logits, len(calib)
+        return real(cfg, student, flavour, calib, teacher_logits, device, say)
+
+    monkeypatch.setattr(qad_module, "_train", spy)
+    record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), cache=str(tiny_cache), epochs=1,
+                           calib_count=16, eval_count=4), log=lambda s: None)
+    assert record.teacher == "fp32+cache"
+    assert seen["teacher"].shape == (seen["images"], 4) and torch.isfinite(seen["teacher"]).all()
+
+
+def test_a_cache_of_other_data_is_refused(run_ckpt, tiny_cache, tmp_path, tiny_root):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_root, other)
+    for p in list((other / "clean" / "checker").iterdir())[:3]:  # another file list: another fingerprint
+        p.unlink()
+    with pytest.raises(DistillError, match="built from other data"):
+        qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), cache=str(tiny_cache),
+                      data_root=str(other), epochs=1, calib_count=8, eval_count=4), log=lambda s: None)
