@@ -165,7 +165,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
         text_embeddings=text.to(device) if text is not None else None, logit_scale=logit_scale,
         teacher=teacher if needs.online_teacher else None,
         teacher_input=teacher_input_fn(teacher, device) if teacher is not None else None,
-        normalize=None)
+        normalize=None, num_teachers=len(caches))
     strategy = create_strategy(cfg.strategy.name, student, cfg.strategy.options(), ctx).to(device)
 
     zero_shot = {}
