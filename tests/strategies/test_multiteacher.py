@@ -1,17 +1,23 @@
 """Multi-teacher ``kd`` and ``fm`` (``strategy.teachers``): the ensemble soft target on hand numbers, weights
-[1, 0] as the first teacher bit for bit, one-line start-up errors."""
+[1, 0] as the first teacher bit for bit, one-line start-up errors, and a training run on two caches that
+records the combination in summary.json."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
+from distill.cli import main as cli
 from distill.errors import DistillError
 from distill.strategies import Batch, StrategyContext, create_strategy
 from distill.strategies._teachers import TeacherEnsemble
 from distill.student.model import Student, default_spec
+from tests.shapes import make_shapes_root
 
 LN3 = math.log(3)
 CLASSES = ["a", "b"]
@@ -99,3 +105,72 @@ def test_kd_online_has_no_caches_to_combine():
     with pytest.raises(DistillError, match=r"unknown key 'strategy\.teachers'"):
         create_strategy("kd_online", Student(default_spec("test_resnet", CLASSES, 16)),
                         {"teachers": {"combine": "mean_probs"}}, StrategyContext(2, CLASSES, num_teachers=2))
+
+
+# ---------------------------------------------------------------------------- through a training run
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return make_shapes_root(tmp_path_factory.mktemp("multiteacher_data"), ["red", "green"], per_class=6)
+
+
+@pytest.fixture(scope="module")
+def caches(root, tmp_path_factory) -> list[Path]:
+    from distill.data import DomainFolder
+    from distill.teacher import Teacher
+    from distill.teacher.cache import CacheOptions, build_cache
+
+    base, out = tmp_path_factory.mktemp("multiteacher_caches"), []
+    for seed in (0, 1):  # random-weights demo teachers: seeds 0 and 1 are two different teachers
+        torch.manual_seed(seed)
+        ds = DomainFolder(root, test_fraction=0.3)
+        teacher = Teacher("distill-demo-vit", None, ds.classes, ["a photo of a {}."])
+        out.append(build_cache(ds, teacher, base / f"t{seed}", CacheOptions(views=2, seed=3, shard_size=32),
+                               num_workers=0, progress=False))
+    return out
+
+
+def _recipe(root: Path, caches: list[Path], out: Path, teachers: dict | None) -> dict:
+    strategy = {"name": "kd", "temperature": 2.0, **({"teachers": teachers} if teachers else {})}
+    return {"data": {"root": str(root), "source": ["red"], "test_fraction": 0.3},
+            "student": {"arch": "test_resnet", "input_size": 16}, "strategy": strategy,
+            "cache": [str(c) for c in caches],
+            "optim": {"epochs": 1, "batch_size": 8, "lr": 0.01, "warmup_epochs": 0},
+            "run": {"out": str(out), "workers": 0, "progress": False, "seed": 1, "device": "cpu"}}
+
+
+def test_kd_trains_on_two_caches_and_records_the_combination(root, caches, tmp_path, monkeypatch):
+    from distill.config import load_train_config
+    from distill.train import build, train
+
+    calls = []
+    real_target = TeacherEnsemble.target
+
+    def spy(self, batch, temperature):
+        calls.append(len(batch.teacher_logits_all))
+        return real_target(self, batch, temperature)
+
+    monkeypatch.setattr(TeacherEnsemble, "target", spy)
+    teachers = {"combine": "mean_probs", "weights": [3, 1]}
+    summary = train(load_train_config(None, base=_recipe(root, caches, tmp_path / "run", teachers)))
+    assert calls and set(calls) == {2}, "every step combines both caches"
+    written = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert written["strategy_options"] == {"temperature": 2.0, "teachers": teachers}
+    identities = [json.loads((c / "manifest.json").read_text())["teacher"] for c in caches]
+    assert written["teachers"] == {"combine": "mean_probs", "caches": [
+        {"cache": str(caches[0]), "teacher": identities[0], "weight": 0.75},
+        {"cache": str(caches[1]), "teacher": identities[1], "weight": 0.25}]}
+    assert summary.teachers is not None and summary.teachers.caches[1].weight == 0.25
+    best = json.loads((tmp_path / "run" / "checkpoints" / "best" / "student.json").read_text())
+    assert best["provenance"]["teachers"] == written["teachers"]
+    # the default reads the first cache alone and records no combination (summaries unchanged)
+    setup = build(load_train_config(None, base=_recipe(root, caches, tmp_path / "plain", None)))
+    assert "teachers" not in setup.provenance
+
+
+def test_a_combination_the_caches_cannot_serve_stops_train_in_one_line(root, caches, tmp_path, capsys):
+    cfg = _recipe(root, caches[:1], tmp_path / "run", None)
+    (tmp_path / "kd.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli(["train", "-c", str(tmp_path / "kd.yaml"), "--set", "strategy.teachers.combine=mean_probs"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "strategy.teachers.combine: mean_probs combines several teachers" in err
+    assert "has 1 teacher cache(s)" in err
