@@ -55,7 +55,16 @@ from distill.records.names import (
     TIMM_WEIGHTS,
     TRAIN_STATE,
 )
-from distill.records.run import CheckpointPointer, PoolFolder, RobustAccuracy, RobustReport, RunSummary, UnlabeledPool
+from distill.records.run import (
+    CheckpointPointer,
+    CombinedTeacher,
+    PoolFolder,
+    RobustAccuracy,
+    RobustReport,
+    RunSummary,
+    TeacherCombination,
+    UnlabeledPool,
+)
 from distill.records.ship import BenchRecord, ExportedModel, ExportReport, LatencyStats
 from distill.records.teacher import (
     AdversarialManifest,
@@ -78,11 +87,11 @@ __all__ = [
     "Accuracy", "AdversarialManifest", "AdversarialShard", "BENCH_RECORDS", "BEST_CHECKPOINT", "BenchRecord",
     "CACHE_ADVERSARIAL_DIR", "CACHE_BUILD_PLAN", "CACHE_MANIFEST", "CACHE_PIXELS_PREFIX", "CHECKPOINTS_DIR",
     "CHECKPOINT_POINTER", "CacheDataset", "CacheManifest", "CachePreprocess", "CacheRowLayout", "CacheShard", "CacheViews",
-    "CacheFolder", "CheckpointPointer", "DATA_CLASS_MAP", "DEMO_RESULTS", "EXPORT_CHECKPOINT", "EXPORT_REPORT",
+    "CacheFolder", "CheckpointPointer", "CombinedTeacher", "DATA_CLASS_MAP", "DEMO_RESULTS", "EXPORT_CHECKPOINT", "EXPORT_REPORT",
     "ExportReport", "ExportedModel", "LatencyStats", "PoolFolder", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
     "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",
     "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
     "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "SkippedImage", "SuiteDomain", "SuiteInfo",
     "TEACHER_BOOTSTRAP_STATE", "TEACHER_CHECKPOINT", "TEACHER_MANIFEST", "TEXT_EMBEDDINGS", "TIMM_CONFIG", "TIMM_WEIGHTS", "TRAIN_STATE",
-    "TeacherIdentity", "TeacherManifest", "TeacherPool", "TeacherTrainingData", "UnlabeledPool", "pct", "percent",
+    "TeacherCombination", "TeacherIdentity", "TeacherManifest", "TeacherPool", "TeacherTrainingData", "UnlabeledPool", "pct", "percent",
 ]

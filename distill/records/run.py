@@ -86,6 +86,21 @@ class UnlabeledPool(_Closed):
         return out
 
 
+class CombinedTeacher(_Closed):
+    """One cache of a multi-teacher run and its share of the soft target."""
+
+    cache: str  # the cache folder
+    teacher: TeacherIdentity  # its manifest's teacher identity
+    weight: float  # its normalized weight in the combination (the weights sum to 1)
+
+
+class TeacherCombination(_Closed):
+    """``summary.json``'s ``teachers``: how a run combined several teacher caches (``strategy.teachers``)."""
+
+    combine: str  # "mean_probs": the weighted mean of the teachers' softmax at the strategy's temperature
+    caches: list[CombinedTeacher]
+
+
 class RunSummary(Record):
     """``summary.json``: what a training/adaptation run produced and how it was selected.
 
@@ -127,12 +142,14 @@ class RunSummary(Record):
     withheld_classes: list[str] | None = None
     # optim.ema_decay: the selected checkpoint and every accuracy here are the EMA student's; None: raw weights
     ema_decay: float | None = None
+    # several teacher caches combined into one soft target (kd/fm strategy.teachers); None: one teacher (the first)
+    teachers: TeacherCombination | None = None
 
     @model_serializer(mode="wrap")
     def _without_unused_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A run without a pool, withheld classes, EMA or a value selected on leaves those keys out."""
+        """A run without a pool, withheld classes, EMA, a value selected on or combined teachers leaves those keys out."""
         out = handler(self)
-        for key in ("unlabeled", "withheld_classes", "ema_decay", "selected_value", "teacher_agreement"):
+        for key in ("unlabeled", "withheld_classes", "ema_decay", "selected_value", "teacher_agreement", "teachers"):
             if getattr(self, key) is None:
                 out.pop(key, None)
         return out

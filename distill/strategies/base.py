@@ -105,6 +105,7 @@ class StrategyContext:
     iterate_train: Callable[[], Iterator[Batch]] | None = None
     num_train: int = 0  # number of training images (sample indices are dataset-wide)
     num_samples: int = 0  # size of the whole dataset (bound for sample_index)
+    num_teachers: int = 1  # teacher caches the run opened: one [B, C] per cache in batch.teacher_logits_all
 
 
 #: The optim section a source-free adaptation starts from: a short, gentle fine-tune of an

@@ -1,12 +1,14 @@
 """``fm``: function matching -- match the teacher on exactly the augmented (and mixed) views it saw."""
 from __future__ import annotations
 
+from pydantic import Field
 from torch import Tensor
 
 from distill.errors import DistillError
 from distill.strategies import register_strategy
+from distill.strategies._teachers import TeacherEnsemble
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
-from distill.strategies.losses import cosine_distance, kl_div_with_temperature, label_cross_entropy
+from distill.strategies.losses import cosine_distance, label_cross_entropy
 
 
 @strategy_config
@@ -14,6 +16,8 @@ class FMConfig:
     temperature: float = 1.0  # softmax temperature for teacher and student (the paper's: 1)
     alpha: float = 1.0  # weight of matching the teacher; 1 - alpha goes to label cross-entropy (paper: none)
     feature_weight: float = 0.0  # weight of 1 - cos(P f, teacher embedding); 0 = off, no projector needed
+    # several caches: combine: first (the first cache alone) | mean_probs (weights: one per cache); see _teachers.py
+    teachers: TeacherEnsemble = Field(default_factory=TeacherEnsemble)
 
 
 @register_strategy("fm")
@@ -38,7 +42,10 @@ class FM(Strategy):
     per image instead of on fresh views every step (ml-dr's trade, Faghri et al. 2023), so "patient"
     schedules cost only student steps, and the paper's caveat applies -- with few views the
     student sees a fixed teacher and can overfit it, so K should be large. The paper uses no
-    labels (alpha = 1, the default) and no feature term; both are options here.
+    labels (alpha = 1, the default) and no feature term; both are options here. With several
+    caches (teachers cached on the same views), ``teachers.combine=mean_probs`` matches the
+    (weighted) mean of their softened outputs (:mod:`distill.strategies._teachers`); the feature
+    term stays the first cache's embedding.
     """
 
     Config = FMConfig
@@ -52,6 +59,7 @@ class FM(Strategy):
             raise DistillError(f"strategy.temperature: must be > 0, got {config.temperature}")
         if config.feature_weight < 0:
             raise DistillError(f"strategy.feature_weight: must be >= 0, got {config.feature_weight}")
+        config.teachers.check(ctx.num_teachers, self.name)
         projector = getattr(student, "projector", None)
         if config.feature_weight == 0 and projector is not None:
             projector.requires_grad_(False)  # unused: no weight decay drift, and DDP finds no unused parameter
@@ -71,7 +79,7 @@ class FM(Strategy):
             logits = out["logits"]
         else:
             logits = self.student(batch.images)
-        match = kl_div_with_temperature(logits, batch.teacher_logits, cfg.temperature)
+        match = cfg.teachers.kl(logits, batch, cfg.temperature)
         loss = cfg.alpha * match
         parts = {"match": match.detach()}
         if cfg.feature_weight > 0:

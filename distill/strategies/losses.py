@@ -5,6 +5,7 @@ logits arrive in half precision, and a half-precision log-softmax of logits in t
 (CLIP's logit scale is ~100) is off by whole units (CPU autocast also keeps softmax in bf16).
 
 - Distillation: :func:`kl_div_with_temperature` (Hinton KD, batch mean),
+  :func:`kl_div_to_probs_with_temperature` (the same term toward given softened probabilities: a teacher ensemble),
   :func:`kl_per_sample` (per-sample KL, the adversarial attacks' objective),
   :func:`kl_to_soft_target` (KL from fixed target probabilities).
 - Labels: :func:`label_cross_entropy` (every strategy's label loss: rows with a label only, mixed views).
@@ -26,8 +27,14 @@ from torch import Tensor
 def kl_div_with_temperature(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
     """Hinton KD term: T² · KL(softmax(t/T) || softmax(s/T)), batch mean: [B, C], [B, C] -> scalar."""
     t = temperature
-    return F.kl_div(F.log_softmax(student_logits.float() / t, dim=-1), F.softmax(teacher_logits.float() / t, dim=-1),
-                    reduction="batchmean") * t * t
+    return kl_div_to_probs_with_temperature(student_logits, F.softmax(teacher_logits.float() / t, dim=-1), t)
+
+
+def kl_div_to_probs_with_temperature(student_logits: Tensor, target: Tensor, temperature: float) -> Tensor:
+    """T² · KL(target || softmax(s/T)), batch mean, for target probabilities already at temperature T (e.g. an
+    ensemble of teachers' softened outputs): [B, C] logits, [B, C] probabilities (fp32) -> scalar."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits.float() / t, dim=-1), target, reduction="batchmean") * t * t
 
 
 def kl_per_sample(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -150,6 +157,6 @@ def _batch_mean(p: Tensor) -> Tensor:
     return mean
 
 
-__all__ = ["cosine_distance", "information_maximization", "kl_div_with_temperature", "kl_per_sample",
-           "kl_to_soft_target", "label_cross_entropy", "soft_cross_entropy", "squared_l2_distance",
+__all__ = ["cosine_distance", "information_maximization", "kl_div_to_probs_with_temperature", "kl_div_with_temperature",
+           "kl_per_sample", "kl_to_soft_target", "label_cross_entropy", "soft_cross_entropy", "squared_l2_distance",
            "weighted_cross_entropy"]

@@ -26,6 +26,7 @@ from distill.data.views import ViewConfig
 from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST, CacheManifest, UnlabeledPool
 from distill.strategies import Strategy, StrategyContext, create_strategy, get_strategy
+from distill.strategies._teachers import teacher_combination
 from distill.strategies.base import Needs
 from distill.student.model import Student, default_spec, load_student
 from distill.student.transforms import normalize
@@ -165,7 +166,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
         text_embeddings=text.to(device) if text is not None else None, logit_scale=logit_scale,
         teacher=teacher if needs.online_teacher else None,
         teacher_input=teacher_input_fn(teacher, device) if teacher is not None else None,
-        normalize=None)
+        normalize=None, num_teachers=len(caches))
     strategy = create_strategy(cfg.strategy.name, student, cfg.strategy.options(), ctx).to(device)
 
     zero_shot = {}
@@ -179,6 +180,9 @@ def build(cfg: TrainConfig) -> TrainSetup:
                   "source_domains": source, "cache": [str(p) for p in cfg.caches()]}
     if class_columns is not None:
         provenance["withheld_classes"] = list(cfg.data.withhold_classes)
+    combination = teacher_combination(strategy, caches)  # several caches combined (kd/fm teachers.combine)
+    if combination is not None:
+        provenance["teachers"] = combination
     if text_head:  # what `distill export --classes` re-targets the text head with
         provenance["templates"] = list(manifest.templates if manifest is not None else teacher.templates)
         path = (str(cfg.teacher.pretrained) if cfg.teacher is not None and cfg.teacher.pretrained

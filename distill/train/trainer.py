@@ -389,5 +389,5 @@ class Trainer:
             teacher_flops=setup.provenance.get("teacher_flops"), checkpoint=str(self.checkpoints.best),
             train_seconds_this_session=round(seconds, 1), nonfinite_steps=self.guard.counts(),
             skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust,
-            unlabeled=setup.pool_record,
+            unlabeled=setup.pool_record, teachers=setup.provenance.get("teachers"),
             withheld_classes=setup.withheld_classes or None, ema_decay=self.ema.decay)
