@@ -25,11 +25,12 @@ from distill.records.ship import ExportedModel, ShipRecommendation
 
 PAYS_BELOW = 0.9  # int8/fp32 p50 at or below this is a speed-up worth shipping (shared-machine noise is ~5%)
 
-# measured int8/fp32 p50 ratios on ONNX Runtime CPU, ort-cpu flavour (benchmarks/RESULTS.md,
-# "int8 per student" and "Export and latency"); the first figure is this project's AVX-512 VNNI machine
+# measured int8/fp32 p50 ratios on ONNX Runtime CPU, ort-cpu flavour, batch 1 and 32 (benchmarks/RESULTS.md,
+# "int8 per student": AVX-512 VNNI EPYC, 64 px, 2026-12-04; "Export and latency": AVX2-only EPYC, 224 px)
 INT8_FASTER_FAMILIES: dict[str, str] = {
-    "resnet18": "0.53-0.56x on AVX2 (RESULTS.md, Export and latency, 224 px)",
-    "mobilenetv4_conv_small": "0.61-0.77x on AVX2 (RESULTS.md, Export and latency, 224 px)",
+    "resnet18": "0.29-0.30x (AVX-512 VNNI, 64 px), 0.53-0.56x (AVX2, 224 px)",
+    "efficientnet_lite0": "0.49-0.66x (AVX-512 VNNI, 64 px)",
+    "mobilenetv4_conv_small": "0.56-0.66x (AVX-512 VNNI, 64 px), 0.61-0.77x (AVX2, 224 px)",
 }
 RESULTS_SOURCE = "benchmarks/RESULTS.md"
 

@@ -85,3 +85,18 @@ def test_recommendation_round_trips_through_export_json(tmp_path) -> None:
     (tmp_path / "old").mkdir()
     old = ExportReport(**header).write(tmp_path / "old")
     assert ExportReport.read(old).recommendation is None
+
+
+def test_the_families_named_are_measured_in_results_md() -> None:
+    """Every family the recommendation suggests, with each figure it quotes, is in benchmarks/RESULTS.md."""
+    import re
+    from pathlib import Path
+
+    from distill.export.recommend import INT8_FASTER_FAMILIES
+
+    results = (Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md").read_text()
+    section = results[results.index("## int8 per student"):]
+    for family, figures in INT8_FASTER_FAMILIES.items():
+        assert f"| {family} |" in section, family
+        for low, high in re.findall(r"(\d\.\d\d)-(\d\.\d\d)x", figures):
+            assert low in results and high in results, (family, low, high)
