@@ -105,3 +105,16 @@ def test_withheld_scores_under_the_caches_class_map(mapped, tmp_path, capsys):
         assert "circle" in job.dataset.classes
     finally:
         moved.rename(cmap)
+
+
+def test_int8_students_table_has_one_row_per_student_with_the_ratio_range():
+    """benchmarks/int8_students.py's Markdown: median [range] of the interleaved ratios, float ops, the choice."""
+    mod = _script("int8_students")
+    args = mod.argparse.Namespace(batches=[1, 32])
+    row = {"arch": "resnet18", "ratios": {1: (0.2, 3.0, 0.6, 0.18, 0.25), 32: (0.33, 90.0, 30.0, 0.3, 0.4)},
+           "disagree_before": 3.125, "disagree_after": 3.125, "kept_float": 0, "float_ops": {"ReduceMean": 1},
+           "choice": "fp16"}
+    table = mod.render([row], args).splitlines()
+    assert len(table) == 3 and table[1].count("|") == table[0].count("|")
+    assert table[2] == ("| resnet18 | **0.20** [0.18–0.25] (3.0 / 0.6) | **0.33** [0.30–0.40] (90.0 / 30.0) "
+                        "| 3.12 → 3.12 (0) | ReduceMean 1 | fp16 |")

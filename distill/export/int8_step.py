@@ -22,7 +22,7 @@ from distill.bench.edge_runner import cpu_info
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
 from distill.export.evaluate import disagreement_by_domain, drop_p_values, drops_in_points, parity, predict_onnx
 from distill.export.fallback import greedy_fallback, rank_layers
-from distill.export.quantize import Int8Flavour, compute_nodes, quantize, tensorrt_qdq_problems
+from distill.export.quantize import Int8Flavour, compute_nodes, float_ops_as_run, quantize, tensorrt_qdq_problems
 from distill.records import ExportedModel
 
 RANKING = "KL(fp32 || int8) of softmax outputs on calibration images, one layer in float at a time"
@@ -108,7 +108,11 @@ class Int8Step:
                        "accuracy": scores.accuracy, "drops_pts": scores.drops_pts,
                        "worst_drop_pts": max(scores.drops_pts.values()) if scores.drops_pts else 0.0}}
         final = plain
-        if worst_disagreement > self.cfg.max_drop:
+        if worst_disagreement > self.cfg.max_drop and self.cfg.max_fallback_layers == 0:
+            fallback["disabled"] = True  # ranking every layer would be wasted: none may be kept in float
+            self.log.warn(f"int8 ({name}): worst disagreement {worst_disagreement:.2f} pts > --max-drop "
+                          f"{self.cfg.max_drop} and the fallback is off (--max-fallback-layers 0) — consider fp16")
+        elif worst_disagreement > self.cfg.max_drop:
             final, scores = self._fall_back(plain, disagree, worst_disagreement, fallback, scores)
         return self._ship(plain, final, scores, fallback)
 
@@ -174,6 +178,7 @@ class Int8Step:
             entry["tensorrt_qdq_check"] = {"ok": not problems, "problems": problems[:20]}
             if problems:
                 self.log.warn(f"int8 (tensorrt): {len(problems)} QDQ placement problem(s), e.g. {problems[0]}")
+        entry["float_op_types"] = float_ops_as_run(dst, self.ctx.work_dir)
         entry["latency_check"] = self._latency_check(plain, final)
         return ExportedModel(**entry)
 

@@ -33,6 +33,7 @@ from distill.export.int8_step import Calibration, Int8Step, int8_file
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, export_onnx, preprocess_metadata
 from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare
+from distill.export.recommend import recommend_for
 from distill.export.retarget import retarget_into
 from distill.export.tensorrt import (
     TIMING_CACHE,
@@ -207,9 +208,10 @@ class Exporter:
         return [m.file for m in self.models] + [trt["build_script"], *trt["check_files"]] + engines + [EXPORT_REPORT]
 
     def report(self, status: str, **end: Any) -> ExportReport:
+        recommendation = recommend_for(self.models, self.ctx.cfg.max_drop, self.ctx.spec.arch) if status == "ok" else None
         return ExportReport(**self.header, status=status, models=self.models, warnings=self.log.warnings,
                             data=self.ctx.data.info, exporter=self.exporter_info, reference=self.reference_info,
-                            tensorrt=self.tensorrt_info, **end)
+                            tensorrt=self.tensorrt_info, recommendation=recommendation, **end)
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: ExportConfig | None = None,
@@ -263,4 +265,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
     report = exporter.report("ok", files=exporter.files(), elapsed_s=round(time.time() - t_start, 1))
     path = report.write(out_dir)
     say(f"wrote {path}")
+    if report.recommendation is not None:
+        say(report.recommendation.line())  # the export's last line
     return report

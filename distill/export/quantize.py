@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import numpy_helper
 from onnxruntime.quantization import (
     CalibrationMethod,
@@ -265,3 +266,28 @@ def tensorrt_qdq_problems(model: str | Path | onnx.ModelProto, kept_float: list[
         if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT32:
             problems.append(f"DequantizeLinear '{n.name}': int32 input (quantized bias), unsupported by TensorRT")
     return problems
+
+
+# op types onnxruntime runs on int8 data or only moves/reshapes: everything else in the optimized graph computes in float
+_INT8_OR_LAYOUT = {"QuantizeLinear", "DequantizeLinear", "QGemm", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                   "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Gather", "Concat", "Identity",
+                   "ReorderInput", "ReorderOutput", "Constant", "MaxPool", "NhwcMaxPool"}
+
+
+def float_ops_as_run(model: str | Path, work_dir: str | Path) -> dict[str, int]:
+    """Op types (with counts) that onnxruntime CPU still computes in float in an int8 model, read
+    from the graph it actually runs (all optimizations on: QDQ pairs fused into QLinear* kernels).
+    ``QLinear*``, Q/DQ and layout ops are int8 or free; what remains (e.g. hardswish's HardSigmoid,
+    squeeze-excite's ReduceMean) is a float island with a Q/DQ pair around it."""
+    optimized = Path(work_dir) / f"{Path(model).stem}.as-run.onnx"
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(optimized)
+    opts.log_severity_level = 3  # its warning that the NCHWc graph is machine-specific: we only count op types
+    ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    counts: dict[str, int] = {}
+    for n in onnx.load(str(optimized)).graph.node:
+        if n.op_type.startswith("QLinear") or n.op_type in _INT8_OR_LAYOUT:
+            continue
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return dict(sorted(counts.items()))

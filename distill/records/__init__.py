@@ -65,7 +65,7 @@ from distill.records.run import (
     TeacherCombination,
     UnlabeledPool,
 )
-from distill.records.ship import BenchRecord, ExportedModel, ExportReport, LatencyStats
+from distill.records.ship import BenchRecord, ExportedModel, ExportReport, LatencyStats, ShipRecommendation
 from distill.records.teacher import (
     AdversarialManifest,
     AdversarialShard,
@@ -91,7 +91,7 @@ __all__ = [
     "ExportReport", "ExportedModel", "LatencyStats", "PoolFolder", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
     "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",
     "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
-    "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "SkippedImage", "SuiteDomain", "SuiteInfo",
+    "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "ShipRecommendation", "SkippedImage", "SuiteDomain", "SuiteInfo",
     "TEACHER_BOOTSTRAP_STATE", "TEACHER_CHECKPOINT", "TEACHER_MANIFEST", "TEXT_EMBEDDINGS", "TIMM_CONFIG", "TIMM_WEIGHTS", "TRAIN_STATE",
     "TeacherCombination", "TeacherIdentity", "TeacherManifest", "TeacherPool", "TeacherTrainingData", "UnlabeledPool", "pct", "percent",
 ]

@@ -31,6 +31,22 @@ class ExportedModel(_Open):
     mean_accuracy: float | None = None
 
 
+class ShipRecommendation(_Open):
+    """What ``distill export`` recommends shipping, from what it measured (:mod:`distill.export.recommend`)."""
+
+    precision: Literal["int8", "fp16", "fp32"]
+    flavour: str | None = None  # the int8 flavour (ort-cpu | tensorrt)
+    reason: str
+    speedup_measured: bool  # True only when int8's speed-up was timed on its target runtime
+    latency_ratio: float | None = None  # int8 / fp32 p50 on this CPU, when that is the target
+    float_op_types: dict[str, int] = Field(default_factory=dict)  # op types the int8 model still runs in float
+    faster_families: list[str] = Field(default_factory=list)  # students measured to gain from int8 (RESULTS.md)
+
+    def line(self) -> str:
+        what = f"int8 ({self.flavour})" if self.precision == "int8" and self.flavour else self.precision
+        return f"recommendation: ship {what} — {self.reason}"
+
+
 class ExportReport(Record):
     """``export.json``: the files an export wrote, their parity/accuracy, and provenance.
 
@@ -56,6 +72,7 @@ class ExportReport(Record):
     exporter: dict[str, Any] | None = None
     reference: dict[str, Any] | None = None
     tensorrt: dict[str, Any] | None = None
+    recommendation: ShipRecommendation | None = None  # absent in exports before it existed
     files: list[str] = Field(default_factory=list)
     elapsed_s: float | None = None
 

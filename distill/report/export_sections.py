@@ -60,8 +60,9 @@ def section_int8(data: ReportData) -> str:
                 f'<td>{ratio_s}'
                 + ("" if cost is None else f'<br><span class="muted">fallback cost {cost:.2f}×</span>')
                 + f'</td><td>{qdq_s}</td></tr>')
+    recommended = section_recommendations(data)
     if not rows:
-        return ""
+        return f'<section id="int8"><h2>What to ship</h2>{recommended}</section>' if recommended else ""
     return ('<section id="int8"><h2>INT8 decisions</h2><p class="note">The fallback decides on label-free evidence: '
             'the worst per-domain top-1 disagreement with the fp32 model over the calibration images (% of images), '
             'before and after keeping sensitive layers in float, against the budget (--max-drop). The worst '
@@ -71,7 +72,26 @@ def section_int8(data: ReportData) -> str:
             '<th>flavour</th><th>worst disagreement, %: before → after</th><th>worst test drop, pts</th>'
             '<th>fallback</th><th>layers kept in float</th>'
             '<th>int8 / fp32 latency</th>'
-            f'<th>TensorRT QDQ</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
+            f'<th>TensorRT QDQ</th></tr></thead><tbody>{"".join(rows)}</tbody></table>{recommended}</section>')
+
+
+def section_recommendations(data: ReportData) -> str:
+    """Each export's recommendation (export.json ``recommendation``: what its measurements say to ship, and why)."""
+    items = []
+    for ex in data.exports:
+        rec = ex.report.recommendation
+        if rec is None:
+            continue
+        what = f"int8 ({rec.flavour})" if rec.precision == "int8" and rec.flavour else rec.precision
+        speed = "" if rec.precision != "int8" or rec.speedup_measured else \
+            ' <span class="muted">(speed-up not measured on the target)</span>'
+        items.append(f'<li><b>{esc(data.export_label(ex.report))}</b>: ship <b>{esc(what)}</b>{speed} — '
+                     f'{esc(rec.reason)}</li>')
+    if not items:
+        return ""
+    return ('<h3>Recommended to ship</h3><p class="note">From the export\'s own measurements: int8 only where it '
+            'was measured faster on its target runtime and within --max-drop.</p>'
+            f'<ul class="recommend">{"".join(items)}</ul>')
 
 
 def _gpu_cell(measurement: Measurement) -> str:

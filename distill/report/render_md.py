@@ -110,6 +110,11 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(fb.get('kept_float') or []) or 'none'} | "
                              f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} |")
             lines.append("")
+        recs = [(ex.report, ex.report.recommendation) for ex in data.exports if ex.report.recommendation]
+        if recs:
+            lines += ["## Recommended to ship", ""]
+            lines += [f"- {data.export_label(e)}: {r.line().removeprefix('recommendation: ')}" for e, r in recs]
+            lines.append("")
     prof = [r for r in data.records if r.top_ops]
     if prof:
         lines += ["## Top operators", ""]

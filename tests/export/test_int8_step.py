@@ -77,3 +77,17 @@ def test_fallback_decisions_never_read_test_labels(forced: tuple[dict, Path, lis
         assert fa[key] == fb[key], f"fallback '{key}' depends on test labels"
     assert fa["before"]["disagreement_pts"] == fb["before"]["disagreement_pts"]
     assert a["disagreement_pts"] == b["disagreement_pts"] and a["within_max_drop"] == b["within_max_drop"]
+
+
+def test_no_fallback_layers_skips_the_ranking(run_ckpt: Path, tiny_root: Path, tmp_path: Path) -> None:
+    """--max-fallback-layers 0 over budget: no layer ranking (it could keep none), a warning, the budget not met."""
+    cfg = _forced_config(tiny_root).model_copy(update={"max_fallback_layers": 0})
+    lines: list[str] = []
+    rep = export_checkpoint(run_ckpt, tmp_path / "exp", cfg, log=lines.append)
+    m = next(m for m in rep.models if m.precision == "int8")
+    assert m.fallback["disabled"] is True and m.fallback["triggered"] is False and "sensitivity" not in m.fallback
+    assert m.within_max_drop is False and m.fallback["kept_float"] == []
+    assert not any("sensitivity" in line for line in lines)
+    assert any("fallback is off (--max-fallback-layers 0)" in w for w in rep.warnings)
+    assert rep.recommendation is not None and rep.recommendation.precision == "fp32"
+    assert "> --max-drop -100" in rep.recommendation.reason

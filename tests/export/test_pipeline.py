@@ -154,6 +154,13 @@ def test_int8_accuracy_and_latency_check_reported(export_dir: Path, tiny_root: P
         assert lc["slower_than_fp32"] == (lc["ratio_vs_fp32"] >= 1.0)
         assert m["quantization"]["calibration"]["target_domains"] == ["noisy"]
     assert _model(rep, "int8", "ort-cpu")["latency_check"]["representative"] is True
+    # test_resnet is ReLU-only, SE-free: the one op onnxruntime still runs in float is the head's global pooling
+    assert _model(rep, "int8", "ort-cpu")["float_op_types"] == {"ReduceMean": 1}
+    # the recommendation is typed in export.json and follows from the facts above (not re-derived here)
+    rec = ExportReport.read(export_dir).recommendation
+    assert rec is not None and rec.precision in ("int8", "fp16", "fp32") and rec.reason
+    if rec.precision == "int8" and rec.flavour == "ort-cpu":
+        assert rec.speedup_measured and rec.latency_ratio == _model(rep, "int8", "ort-cpu")["latency_check"]["ratio_vs_fp32"]
     assert _model(rep, "int8", "tensorrt")["latency_check"]["representative"] is False
     # the accuracy numbers are real: recomputed from each shipped file with onnxruntime
     for m in (fp32, _model(rep, "int8", "ort-cpu")):
