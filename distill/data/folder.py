@@ -27,55 +27,97 @@ from __future__ import annotations
 
 import hashlib
 import json
+from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
+import numpy as np
 import yaml
 
 from distill.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
+from distill.data.sample_table import (
+    SPLIT_CODE,
+    SPLITS,
+    Sample,
+    SampleColumns,
+    SampleTable,
+    pack_strings,
+    sort_order,
+    take_strings,
+)
 from distill.data.split import SplitRule, split_of
 from distill.data.unlabeled import UnlabeledFolder
 from distill.errors import DistillError
 from distill.records import DATA_CLASS_MAP
 
-SPLITS = ("train", "val", "test", "pretrain")
 STUDENT_SPLITS = ("train", "val", "test")  # what select() returns by default: never the teacher's pool
 
 
 @dataclass(frozen=True)
-class Sample:
-    """One image. ``index`` is its position in ROOT's sorted sample list; an unlabeled folder's images
-    follow, from the index its cache gave the folder (:meth:`DomainFolder.add_folder`)."""
+class FileList:
+    """ROOT's image files in scan order, packed (no Python object per file): relative paths as one UTF-8
+    buffer and offsets, each file's domain (a position in the listing's domains), class folder (a position
+    in ``folders``: ``(domain, folder name)``) and size in bytes."""
 
-    index: int
-    relpath: str  # "DOMAIN/CLASSFOLDER/file" (an unlabeled folder's: "NAME/path in the folder"), posix separators
-    domain: str
-    class_name: str  # "" in an unlabeled folder
-    label: int  # -1 in an unlabeled folder
-    split: str  # "train" | "val" | "test" | "pretrain"
-    size: int  # bytes on disk, part of the dataset fingerprint
+    text: np.ndarray     # uint8 [B]
+    offsets: np.ndarray  # int64 [n + 1]
+    domain: np.ndarray   # int32 [n]
+    folder: np.ndarray   # int32 [n]
+    folders: list[tuple[str, str]]
+    size: np.ndarray     # int64 [n]
+
+    def __len__(self) -> int:
+        return len(self.size)
+
+    @classmethod
+    def of(cls, domains: Sequence[str], files: Sequence[tuple[str, str, str, int]]) -> FileList:
+        """From ``(relpath, domain, class folder, bytes)`` tuples."""
+        folders = list(dict.fromkeys((d, f) for _, d, f, _ in files))
+        code = {k: i for i, k in enumerate(folders)}
+        text, offsets = pack_strings(rel for rel, _, _, _ in files)
+        return cls(text, offsets, np.array([list(domains).index(d) for _, d, _, _ in files], dtype=np.int32),
+                   np.array([code[(d, f)] for _, d, f, _ in files], dtype=np.int32), folders,
+                   np.array([size for *_, size in files], dtype=np.int64))
 
 
-#: ROOT's scan: (sorted domain folders, [(relpath, domain, class folder, bytes)]) (:func:`list_images`).
-Listing = tuple[list[str], list[tuple[str, str, str, int]]]
+#: ROOT's scan: (sorted domain folders, its files) (:func:`list_images`); the files may also be given as
+#: ``[(relpath, domain, class folder, bytes)]``.
+Listing = tuple[list[str], "FileList | Sequence[tuple[str, str, str, int]]"]
 
 
-def list_images(root: str | Path) -> Listing:
+def list_images(root: str | Path) -> tuple[list[str], FileList]:
     """The one walk of ROOT's file system: its domain folders and every image under ROOT/DOMAIN/CLASS/ with
     its size (hidden files and folders skipped). :class:`DomainFolder` makes it, or takes one made once for
-    the whole run (:func:`distill.utils.runtime.share_from_main`: rank 0 lists, the other ranks receive)."""
+    the whole run (:func:`distill.utils.runtime.share_from_main`: rank 0 lists, the other ranks receive).
+    Packed class folder by class folder: what is held per file is a few bytes plus its path."""
     root = Path(root)
     if not root.is_dir():
         raise DistillError(f"{root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
     domains = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files = []
-    for domain in domains:
+    texts: list[bytes] = []
+    lengths, dom, fol, sizes = [], [], [], []
+    folders: list[tuple[str, str]] = []
+    for di, domain in enumerate(domains):
         for cdir in sorted(p for p in (root / domain).iterdir() if p.is_dir() and not p.name.startswith(".")):
+            rel, size = [], []
             for f in sorted(cdir.rglob("*")):
                 if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."):
-                    files.append((f.relative_to(root).as_posix(), domain, cdir.name, f.stat().st_size))
-    return domains, files
+                    rel.append(f.relative_to(root).as_posix().encode())
+                    size.append(f.stat().st_size)
+            if rel:
+                texts.append(b"".join(rel))
+                lengths.append(np.fromiter(map(len, rel), dtype=np.int64, count=len(rel)))
+                dom.append(np.full(len(rel), di, dtype=np.int32))
+                fol.append(np.full(len(rel), len(folders), dtype=np.int32))
+                folders.append((domain, cdir.name))
+                sizes.append(np.array(size, dtype=np.int64))
+    offsets = np.zeros(sum(map(len, lengths)) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dtype=dt)  # noqa: E731
+    return domains, FileList(np.frombuffer(b"".join(texts), dtype=np.uint8).copy(), offsets, cat(dom, np.int32),
+                             cat(fol, np.int32), folders, cat(sizes, np.int64))
 
 
 def load_class_map(path: str | Path | None) -> dict[str, str]:
@@ -139,28 +181,34 @@ class DomainFolder:
         self.pretrain_fraction = float(pretrain_fraction)
         self.excluded: dict[str, str] = {}  # relpath -> why (undecodable): left out of select()
         self.folders: dict[str, UnlabeledFolder] = {}  # unlabeled folders outside ROOT, by name (add_folder)
-        self._folder_samples: dict[int, Sample] = {}  # their samples, by index
+        self._excluded_rows: tuple[Any, np.ndarray] | None = None  # (what it was made of, positions)
 
         domains, files = listing if listing is not None else list_images(self.root)
         self.domains: list[str] = list(domains)
         if not self.domains:
             raise DistillError(f"{self.root}: no domain folders found (expected ROOT/DOMAIN/CLASS/image)")
         self._check_class_map_domains()
-        cmap = self.class_map
-        found = [(rel, domain, cmap.get(f"{domain}/{folder}", cmap.get(folder, folder)), size)
-                 for rel, domain, folder, size in files]  # (relpath, domain, class_name, size)
-        del files
-        if not found:
+        files = files if isinstance(files, FileList) else FileList.of(self.domains, files)
+        if not len(files):
             raise DistillError(f"{self.root}: no images found under ROOT/DOMAIN/CLASS/")
-        self.classes: list[str] = sorted({c for _, _, c, _ in found})
+        cmap = self.class_map
+        names = [cmap.get(f"{domain}/{folder}", cmap.get(folder, folder)) for domain, folder in files.folders]
+        self.classes: list[str] = sorted(set(names))
         label_of = {c: i for i, c in enumerate(self.classes)}
-        found.sort(key=lambda t: t[0])
-        self.samples: list[Sample] = [
-            Sample(i, rel, dom, cname, label_of[cname],
-                   split_of(rel, self.test_fraction, self.split_seed, self.val_fraction, self.pretrain_fraction), size)
-            for i, (rel, dom, cname, size) in enumerate(found)
-        ]
-        self._root_samples = len(self.samples)
+        label_of_folder = np.array([label_of[c] for c in names], dtype=np.int32)
+        order = sort_order(files.text, files.offsets)  # samples in relpath order
+        text, offsets = take_strings(files.text, files.offsets, order)
+        label = label_of_folder[files.folder[order]]
+        blob, n = text.tobytes(), len(order)
+        split_code = np.fromiter((SPLIT_CODE[split_of(blob[offsets[i]:offsets[i + 1]].decode(), self.test_fraction,
+                                                  self.split_seed, self.val_fraction, self.pretrain_fraction)]
+                             for i in range(n)), dtype=np.int8, count=n)
+        del blob
+        #: every sample (a :class:`SampleTable`: a sequence of :class:`Sample` s, held as columns)
+        self.samples = SampleTable(SampleColumns(np.arange(n, dtype=np.int64), text, offsets, files.domain[order],
+                                                 self.domains, label, self.classes, label, split_code,
+                                                 files.size[order]))
+        self._root_samples = n
 
     def _check_class_map_domains(self) -> None:
         """A ``DOMAIN/folder`` key must name a domain and a class folder under ROOT: a typo
@@ -178,7 +226,7 @@ class DomainFolder:
                                    f"{self.root / domain}")
 
     # ------------------------------------------------------------------ unlabeled folders
-    def add_folder(self, name: str, folder: UnlabeledFolder, first_index: int | None = None) -> list[Sample]:
+    def add_folder(self, name: str, folder: UnlabeledFolder, first_index: int | None = None) -> SampleTable:
         """Add ``folder``'s images as the unlabeled domain ``name`` (label -1, split ``train``) at sample indices
         ``first_index``... (default: the next free index; a run passes its cache's, so rows and samples agree).
 
@@ -193,25 +241,38 @@ class DomainFolder:
             raise DistillError(f"unlabeled folder '{folder.entry}': its cached sample indices start at {first}, but "
                                f"{self.root} (and the folders before it) use {self.index_count}: data.root changed "
                                "since the cache was built; rebuild the cache")
-        added = [Sample(first + i, f"{name}/{rel}", name, "", -1, "train", size)
-                 for i, (rel, size) in enumerate(folder.files)]
+        n = len(folder.files)
+        text, offsets = pack_strings(f"{name}/{rel}" for rel, _ in folder.files)
+        zeros = np.zeros(n, dtype=np.int32)
+        added = SampleColumns(np.arange(first, first + n, dtype=np.int64), text, offsets, zeros, [name], zeros, [""],
+                              np.full(n, -1, dtype=np.int32), np.full(n, SPLIT_CODE["train"], dtype=np.int8),
+                              np.array([size for _, size in folder.files], dtype=np.int64))
+        start = len(self.samples)
         self.folders[name] = folder
-        self.samples.extend(added)
-        self._folder_samples.update((s.index, s) for s in added)
-        return added
+        self.samples = SampleTable(self.samples.columns.concat(added))
+        self._excluded_rows = None
+        return self.samples[start:]
 
     def first_index(self, name: str) -> int:
         """The first sample index of unlabeled folder ``name``."""
-        return next(s.index for s in self.samples[self._root_samples:] if s.domain == name)
+        c = self.samples.columns
+        rows = np.flatnonzero(c.domain[self._root_samples:] == c.domain_names.index(name))
+        return int(c.index[self._root_samples + rows[0]])
 
     @property
     def index_count(self) -> int:
         """One past the largest sample index (ROOT's image count when no folder was added)."""
-        return self.samples[-1].index + 1 if self.samples else 0
+        return int(self.samples.columns.index[-1]) + 1 if len(self.samples) else 0
 
     def sample_at(self, index: int) -> Sample:
         """The sample with this index (ROOT's by position; an unlabeled folder's by lookup)."""
-        return self.samples[index] if index < self._root_samples else self._folder_samples[index]
+        c = self.samples.columns
+        if 0 <= index < self._root_samples:
+            return c.sample(int(index))
+        p = self._root_samples + int(np.searchsorted(c.index[self._root_samples:], index))  # folders: ascending
+        if p >= len(c) or int(c.index[p]) != index:
+            raise KeyError(index)
+        return c.sample(p)
 
     # ------------------------------------------------------------------ selection
     def check_domains(self, domains: Iterable[str]) -> list[str]:
@@ -222,19 +283,42 @@ class DomainFolder:
                 raise DistillError(f"domain '{d}' not found under {self.root} (have: {', '.join(self.domains)})")
         return domains
 
-    def select(self, domains: Iterable[str] | None = None, split: str | None = None) -> list[Sample]:
+    def select(self, domains: Iterable[str] | None = None, split: str | None = None) -> SampleTable:
         """Samples of the given domains (default: all of ROOT's; an unlabeled folder when named) and split
-        (default: train, val and test).
+        (default: train, val and test), in sample order: a :class:`SampleTable` (a sequence of samples).
 
         The teacher's pretraining pool is returned only for ``split="pretrain"``: no student-side
         selection can reach it by default.
         """
         if split is not None and split not in SPLITS:
             raise DistillError(f"split must be one of {SPLITS}, got '{split}'")
-        keep = set(self.check_domains(domains)) if domains is not None else set(self.domains)
         splits = STUDENT_SPLITS if split is None else (split,)
-        return [s for s in self.samples if s.domain in keep and s.split in splits
-                and s.relpath not in self.excluded]
+        mask = self._domain_mask(domains) & np.isin(self.samples.columns.split, [SPLIT_CODE[s] for s in splits])
+        if self.excluded:
+            mask[self._excluded_positions()] = False
+        return self.samples.take(np.flatnonzero(mask))
+
+    def _domain_mask(self, domains: Iterable[str] | None) -> np.ndarray:
+        """[samples] bool: the sample is in one of ``domains`` (default: ROOT's)."""
+        keep = self.check_domains(domains) if domains is not None else self.domains
+        c = self.samples.columns
+        return np.isin(c.domain, [c.domain_names.index(d) for d in keep])
+
+    def _excluded_positions(self) -> np.ndarray:
+        """Positions of the :attr:`excluded` files (found once per change of the set or of the samples)."""
+        key = (frozenset(self.excluded), id(self.samples.columns))
+        if self._excluded_rows is None or self._excluded_rows[0] != key:
+            c, root = self.samples.columns, self._root_samples
+            found = []
+            for rel in self.excluded:  # ROOT's rows are sorted by relpath: a binary search each
+                p = bisect_left(range(root), rel, key=c.relpath)
+                if p < root and c.relpath(p) == rel:
+                    found.append(p)
+            if len(c) > root:  # an unlabeled folder's files: one pass
+                wanted = {rel.encode() for rel in self.excluded}
+                found += [p for p in range(root, len(c)) if c._text[c.offsets[p]:c.offsets[p + 1]] in wanted]
+            self._excluded_rows = (key, np.array(sorted(found), dtype=np.int64))
+        return self._excluded_rows[1]
 
     # ------------------------------------------------------------------ bad images
     def exclude(self, skipped: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -277,8 +361,7 @@ class DomainFolder:
         if self.pretrain_fraction > 0:
             rule["pretrain_fraction"] = self.pretrain_fraction
         h.update(json.dumps(rule, sort_keys=True).encode())
-        keep = set(self.check_domains(domains)) if domains is not None else set(self.domains)
-        for s in (s for s in self.samples if s.domain in keep):  # excluded files included: identity of the tree
+        for s in self.samples.take(np.flatnonzero(self._domain_mask(domains))):  # excluded files included
             h.update(f"{s.relpath}\t{s.size}\t{s.class_name}\n".encode())
         return h.hexdigest()
 
@@ -288,7 +371,9 @@ class DomainFolder:
         classes; the pretraining pool is not in it)."""
         chosen = self.check_domains(domains) if domains is not None else self.domains
         samples = self.select(chosen)
-        files = hashlib.sha256("".join(f"{s.relpath}\t{s.size}\t{s.class_name}\n" for s in samples).encode())
+        files = hashlib.sha256()  # over the lines one after another: the sha256 of their join
+        for s in samples:
+            files.update(f"{s.relpath}\t{s.size}\t{s.class_name}\n".encode())
         return {"test_fraction": self.test_fraction, "split_seed": self.split_seed,
                 "pretrain_fraction": self.pretrain_fraction,
                 "domains": [d for d in self.domains if d in set(chosen)], "images": len(samples),
@@ -296,10 +381,10 @@ class DomainFolder:
 
     def summary(self) -> dict[str, dict[str, int]]:
         """``{domain: {"train": n, "val": n, "test": n, "pretrain": n}}`` (every file, excluded ones included)."""
-        out: dict[str, dict[str, int]] = {d: dict.fromkeys(SPLITS, 0) for d in self.domains}
-        for s in self.samples[:self._root_samples]:
-            out[s.domain][s.split] += 1
-        return out
+        c, root = self.samples.columns, self._root_samples
+        counts = np.bincount(c.domain[:root].astype(np.int64) * len(SPLITS) + c.split[:root],
+                             minlength=len(self.domains) * len(SPLITS)).reshape(len(self.domains), len(SPLITS))
+        return {d: {s: int(counts[i, j]) for j, s in enumerate(SPLITS)} for i, d in enumerate(self.domains)}
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +75,7 @@ class TrainSetup:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason) left out
     # data.unlabeled: the pool's train-split samples (and its folders' images), shown without labels next to
     # the labelled ones; pool_record: what summary.json says of it
-    unlabeled: list[Sample] = field(default_factory=list)
+    unlabeled: Sequence[Sample] = field(default_factory=list)
     pool_record: UnlabeledPool | None = None
     # dataset class ids of the student's classes (data.withhold_classes leaves some out); None = all
     class_columns: list[int] | None = None

@@ -189,4 +189,4 @@ def test_a_folder_built_from_a_shared_listing_is_the_scanned_one(tmp_path):
     scanned, shared = DomainFolder(root), DomainFolder(root, listing=listing)
     assert shared.samples == scanned.samples and shared.classes == scanned.classes == sorted(shared.classes)
     assert "round thing" in shared.classes and shared.fingerprint() == scanned.fingerprint()
-    assert listing[0] == ["green", "red"] and all(f[2] in ("circle", "square", "stripes") for f in listing[1])
+    assert listing[0] == ["green", "red"] and all(f in ("circle", "square", "stripes") for _, f in listing[1].folders)
