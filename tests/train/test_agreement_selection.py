@@ -24,6 +24,7 @@ import torch
 from distill.config import load_train_config
 from distill.data import DomainFolder
 from distill.data.folder import Sample
+from distill.data.sample_table import SPLITS, SampleColumns, SampleTable
 from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
 from distill.student.model import Student, default_spec
@@ -208,6 +209,22 @@ def _poison(sample: Sample) -> Sample:
     return out
 
 
+class _PoisonedColumns(SampleColumns):
+    """Sample columns whose label column, and every sample's label, may not be read."""
+
+    @property
+    def label(self):
+        raise AssertionError("the agreement read a label column")
+
+    @label.setter
+    def label(self, value):
+        self._label = value
+
+    def sample(self, p: int) -> Sample:
+        return _poison(Sample(int(self.index[p]), self.relpath(p), self.domain_names[self.domain[p]],
+                              self.class_names[self.klass[p]], -1, SPLITS[self.split[p]], int(self.size[p])))
+
+
 def test_no_label_is_read(world, tmp_path):
     """Every sample's label raises when read, and the cache's label column is scrambled: same counts,
     from a trainer built on the poisoned data (construction reads no label either)."""
@@ -218,10 +235,11 @@ def test_no_label_is_read(world, tmp_path):
 
     setup = build(load_train_config(None, base=_cfg(world, tmp_path / "poisoned")))
     trainer = Trainer(setup)  # labelled images need their labels for training: poison after construction
-    samples = setup.dataset.samples
-    for i, s in enumerate(samples):
-        samples[i] = _poison(s)
-    setup.unlabeled = [samples[s.index] for s in setup.unlabeled]
+    c = setup.dataset.samples.columns
+    poisoned = _PoisonedColumns(c.index, c.text, c.offsets, c.domain, c.domain_names, c.klass, c.class_names, c.label,
+                                c.split, c.size)
+    setup.dataset.samples = SampleTable(poisoned)
+    setup.unlabeled = SampleTable(poisoned, setup.unlabeled.rows())
     cache = setup.caches[0]
     g = torch.Generator().manual_seed(0)
     cache.index["label"] = torch.randint(0, len(CLASSES), cache.index["label"].shape, generator=g).to(

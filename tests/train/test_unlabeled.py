@@ -11,7 +11,6 @@ root, absent from the cache or changed since the cache was built.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from importlib import import_module
@@ -77,10 +76,8 @@ def _trainer(world, strategy: str, out: Path, monkeypatch, options: dict | None 
              relabel_pool: bool = False) -> Trainer:
     setup = build(load_train_config(None, base=_cfg(world, strategy, out, options)))
     if relabel_pool:  # every pool image's folder label changes
-        samples = setup.dataset.samples
-        for x in setup.unlabeled:
-            samples[x.index] = dataclasses.replace(x, label=(x.label + 1) % len(CLASSES))
-        setup.unlabeled = [samples[x.index] for x in setup.unlabeled]
+        cols, rows = setup.dataset.samples.columns, setup.unlabeled.rows()  # samples are columns: relabel there
+        cols.label[rows] = (cols.label[rows] + 1) % len(CLASSES)
     return Trainer(setup)
 
 
@@ -254,10 +251,8 @@ def _folder_trainer(folder_world, strategy: str, out: Path, options: dict | None
                     relabel_pool: bool = False) -> Trainer:
     setup = build(load_train_config(None, base=_folder_cfg(folder_world, strategy, out, options)))
     if relabel_pool:  # every folder image gets a class label in the dataset
-        samples = setup.dataset.samples
-        for x in setup.unlabeled:
-            samples[x.index] = dataclasses.replace(x, label=x.index % len(CLASSES))
-        setup.unlabeled = [samples[x.index] for x in setup.unlabeled]
+        cols, rows = setup.dataset.samples.columns, setup.unlabeled.rows()  # samples are columns: relabel there
+        cols.label[rows] = cols.index[rows] % len(CLASSES)
     return Trainer(setup)
 
 
