@@ -123,7 +123,10 @@ def section_qad(data: ReportData) -> str:
         return ""
     parts = ['<section id="qad"><h2>PTQ vs QAD per domain (int8 next to fp32)</h2>',
              f'<p class="note">{esc(NOTE)} Disagreement in points; red: over the QAD target.</p>']
-    head = "".join(f"<th>{esc(h)}{', pts' if i >= 5 else ''}</th>" for i, h in enumerate(HEADERS))
+    head = ('<tr><th rowspan="2">domain</th><th rowspan="2">test images</th><th colspan="3">test accuracy, %</th>'
+            '<th colspan="2">disagreement with fp32, calibration, pts</th>'
+            '<th colspan="2">disagreement with fp32, test, pts</th></tr>'
+            "<tr><th>fp32</th><th>PTQ int8</th><th>QAD int8</th><th>PTQ</th><th>QAD</th><th>PTQ</th><th>QAD</th></tr>")
     for entry in data.qad:
         r = entry.record
         rows = "".join(
@@ -135,6 +138,6 @@ def section_qad(data: ReportData) -> str:
             for row in qad_rows(r))
         parts.append(f'<h3 title="{esc(entry.dir)}">{esc(qad_title(data, entry))}</h3>'
                      f'<p class="facts">{esc(qad_facts(r))}</p>'
-                     f'<table class="sortable qad"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>')
+                     f'<table class="qad"><thead>{head}</thead><tbody>{rows}</tbody></table>')
     parts.append("</section>")
     return "".join(parts)

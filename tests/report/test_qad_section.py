@@ -10,9 +10,11 @@ import pytest
 
 from distill.errors import DistillError
 from distill.records import QADAccuracy, QADRecord
+from distill.report.browser import render
 from distill.report.write import collect, discover, write_report
 
 from .conftest import write_run
+from .test_browser import require_chromium
 
 
 def _record(checkpoint: Path, *, seed: int = 3, accuracy: bool = True) -> QADRecord:
@@ -111,3 +113,12 @@ def test_invalid_json_is_named(tmp_path: Path) -> None:
     (tmp_path / "qad" / "qad.json").write_text("{")
     with pytest.raises(DistillError, match=r"qad\.json: invalid JSON"):
         collect([tmp_path])
+
+
+def test_the_qad_table_fits_its_card_in_chromium(tmp_path: Path) -> None:
+    """Nine columns: at 800 px a one-row header overflowed the card (868 > 750 px)."""
+    chrome = require_chromium()
+    _inputs(tmp_path / "in")
+    write_report([tmp_path / "in"], tmp_path / "r.html")
+    r = render(tmp_path / "r.html", 800, tmp_path / "r.png", chrome=chrome)
+    assert r.ready and not r.console and r.problems == [], r.problems
