@@ -10,10 +10,11 @@ from distill.records import REPORT_HTML
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report", help="HTML + Markdown report: Pareto front, per-domain accuracy, latency, top ops, int8 decisions",
-        description="PATHs are run folders (summary.json), export folders (export.json), bench .jsonl files, or "
-        "folders containing any of them (searched recursively). Writes one self-contained HTML file (no network "
-        "needed) and the same name with .md beside it (report.html -> report.md).")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, export dirs, bench .jsonl files, or parents")
+        description="PATHs are run folders (summary.json), export folders (export.json), `distill qad` folders "
+        "(qad.json: PTQ vs QAD per domain), bench .jsonl files, or folders containing any of them (searched "
+        "recursively). Writes one self-contained HTML file (no network needed) and the same name with .md beside it "
+        "(report.html -> report.md).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, export dirs, qad dirs, bench .jsonl files, or parents")
     p.add_argument("--out", default=REPORT_HTML, help=f"HTML file to write (default: {REPORT_HTML})")
     p.add_argument("--title", default="distill report", help="page title")
     p.set_defaults(func=run, _parser=p)
@@ -24,5 +25,6 @@ def run(args: argparse.Namespace) -> int:
 
     res = write_report(args.paths, args.out, args.title)
     print(f"wrote {res['html']} and {res['markdown']}: {res['runs']} run(s), {res['exports']} export(s), "
-          f"{res['records']} record(s), {res['pareto']} Pareto point(s)", file=sys.stderr)
+          f"{res['records']} record(s), {res['pareto']} Pareto point(s)"
+          + (f", {res['qad']} QAD result(s)" if res["qad"] else ""), file=sys.stderr)
     return 0

@@ -13,7 +13,8 @@ Steps (:func:`qad`):
    data (EMA) for ``observer_epochs`` epochs, then are frozen; BatchNorm is folded from the start.
 4. Export the QDQ ONNX with the trained scales, check it (onnxruntime runs it, int8 weights, the
    flavour's QDQ rules, close to the torch fake-quant model), save the tuned fp32 student, and write
-   ``qad.json`` (:class:`QADRecord`) with PTQ vs QAD disagreement per domain.
+   ``qad.json`` (:class:`QADRecord`) with PTQ vs QAD disagreement per domain (and, on labelled images,
+   test accuracy per domain of fp32, PTQ and QAD).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import torch
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
 from distill.export.data import ExportData, load_export_data
-from distill.export.evaluate import disagreement_by_domain, parity, predict_onnx, predict_torch
+from distill.export.evaluate import accuracy_by_domain, disagreement_by_domain, parity, predict_onnx, predict_torch
 from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, set_observers, tuned_student
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
@@ -46,7 +47,7 @@ from distill.export.quantize import (
     tensorrt_qdq_problems,
 )
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
-from distill.records import EXPORT_CHECKPOINT
+from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.strategies.losses import kl_div_with_temperature
 from distill.student.model import Student, load_student, save_student
 from distill.utils.runtime import resolve_device
@@ -94,7 +95,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         export_onnx(student, fp32_path, opset=max(cfg.opset, 17), exporter="torchscript")
         ref_calib, ref_test = predict_onnx(fp32_path, calib), predict_onnx(fp32_path, data.eval_images)
         ptq_path = _ptq(fp32_path, Path(work), calib, flavour)
-        ptq = _disagreement(ptq_path, ref_calib, ref_test, data)
+        ptq, ptq_test = _disagreement(ptq_path, ref_calib, ref_test, data)
         say(f"PTQ ({flavour.name}): disagreement with fp32 (pts) calibration {_fmt(ptq.calibration)}; "
             f"test {_fmt(ptq.test)}")
 
@@ -103,7 +104,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         fq_logits = predict_torch(model, calib)
         onnx_logits = predict_onnx(dst, calib)
         agreement = parity(fq_logits, onnx_logits)
-        result = _disagreement(dst, ref_calib, ref_test, data)
+        result, qad_test = _disagreement(dst, ref_calib, ref_test, data)
     say(f"QAD ({flavour.name}): disagreement with fp32 (pts) calibration {_fmt(result.calibration)}; "
         f"test {_fmt(result.test)}")
     problems = tensorrt_qdq_problems(dst) if flavour.name == "tensorrt" else []
@@ -126,7 +127,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         calibration_images=len(calib), test_images=len(data.eval_images), ptq=ptq, qad=result,
         qad_file=dst.name, tuned_checkpoint=ckpt.name, qdq_check=qdq_check, torch_vs_onnx=agreement,
         losses=losses, elapsed_s=round(time.time() - t0, 1),
-        within_target=result.worst_calibration <= 1.0)
+        within_target=result.worst_calibration <= 1.0,
+        accuracy=_accuracy(data, ref_test, ptq_test, qad_test))
     say(f"wrote {record.write(out)}")
     return record
 
@@ -142,11 +144,24 @@ def _ptq(fp32_path: Path, work: Path, calib: ImageSet, flavour: Int8Flavour) -> 
     return quantize(prepared, work / f"ptq-{flavour.name}.onnx", flavour, ranges, "minmax")
 
 
-def _disagreement(path: Path, ref_calib: np.ndarray, ref_test: np.ndarray, data: ExportData) -> Disagreement:
+def _disagreement(path: Path, ref_calib: np.ndarray, ref_test: np.ndarray,
+                  data: ExportData) -> tuple[Disagreement, np.ndarray]:
+    """``path``'s disagreement with the fp32 logits, and its test-image logits [N, C] (scored once, reused)."""
     assert data.calib_images is not None
+    test = predict_onnx(path, data.eval_images)
     return Disagreement(
         calibration=disagreement_by_domain(ref_calib, predict_onnx(path, data.calib_images), data.calib_images),
-        test=disagreement_by_domain(ref_test, predict_onnx(path, data.eval_images), data.eval_images))
+        test=disagreement_by_domain(ref_test, test, data.eval_images)), test
+
+
+def _accuracy(data: ExportData, fp32: np.ndarray, ptq: np.ndarray, qad: np.ndarray) -> QADAccuracy | None:
+    """Test accuracy per domain of fp32, PTQ and QAD from logits already computed (None: unlabeled images)."""
+    if not data.labeled:
+        return None
+    images = data.eval_images
+    return QADAccuracy(fp32=accuracy_by_domain(fp32, images), ptq=accuracy_by_domain(ptq, images),
+                       qad=accuracy_by_domain(qad, images),
+                       count={d: int((images.domains == d).sum()) for d in images.domain_names})
 
 
 def _batches(images: ImageSet, batch_size: int, device: torch.device, order: np.ndarray | None = None):

@@ -1,14 +1,16 @@
-"""``distill qad``'s typed config (validated once, one-line errors) and the record it writes (``qad.json``)."""
+"""``distill qad``'s typed config (validated once, one-line errors); the record it writes (``qad.json``) is
+:class:`distill.records.QADRecord`, re-exported here."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.errors import DistillError
 from distill.export.config import _one_line, _path_str, _split_csv
-from distill.records import Record
-from distill.records.names import QAD_REPORT
+from distill.records import Disagreement, QADRecord
+
+__all__ = ["Disagreement", "QADConfig", "QADRecord"]
 
 
 class QADConfig(BaseModel):
@@ -88,39 +90,3 @@ class QADConfig(BaseModel):
             return cls.model_validate(dict(options))
         except ValidationError as e:
             raise DistillError(_one_line(e, names or {}).replace("export config:", "qad config:")) from None
-
-
-class Disagreement(BaseModel):
-    """Top-1 disagreement with the original fp32 student's ONNX, in points per domain."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    calibration: dict[str, float]  # the train-split images QAD calibrated and trained on
-    test: dict[str, float]         # held-out test-split images (never trained on)
-
-    @property
-    def worst_calibration(self) -> float:
-        return max(self.calibration.values(), default=0.0)
-
-
-class QADRecord(Record):
-    """``qad.json``: what QAD did and how far its int8 model is from fp32, next to plain PTQ's."""
-
-    FILE: ClassVar[str] = QAD_REPORT
-    checkpoint: str
-    student: str
-    flavour: str
-    library: str
-    teacher: Literal["fp32", "fp32+cache"]
-    config: dict[str, Any]
-    calibration_images: int
-    test_images: int
-    ptq: Disagreement
-    qad: Disagreement
-    qad_file: str
-    tuned_checkpoint: str
-    qdq_check: dict[str, Any]
-    torch_vs_onnx: dict[str, Any]  # the fake-quant model vs the exported file on the calibration images
-    losses: list[float] = Field(default_factory=list)  # mean loss per epoch
-    elapsed_s: float
-    target_pts: float = 1.0
-    within_target: bool

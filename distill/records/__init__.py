@@ -3,12 +3,12 @@
 Import from here: ``from distill.records import RunSummary, RUN_SUMMARY``. Modules: :mod:`.names`
 (every artifact file name), :mod:`.base` (the Record base, units), :mod:`.teacher` (suite, teacher,
 cache manifests), :mod:`.run` (checkpoint pointer, robustness, run summary), :mod:`.ship` (export
-report, bench record).
+report, bench record), :mod:`.qad` (``distill qad``'s PTQ vs QAD record).
 
 Every file one stage writes and another reads has one record here: a bootstrapped teacher's
 ``teacher.json`` (teacher -> cache, demo), the cache manifest and its adversarial views'
 (teacher -> train), the run summary and robustness report (train -> export, report, demo), the
-export report (export -> bench, report, demo) and the bench record (bench -> report). Writers build a
+export report (export -> bench, report, demo), the QAD record (qad -> report) and the bench record (bench -> report). Writers build a
 record and call :meth:`Record.write`; readers call :meth:`Record.read` and use attributes,
 never ``json.load(...)["key"]``. timm's ``PretrainedCfg`` and open_clip's ``PreprocessCfg`` do
 the same for per-model facts; :class:`distill.student.model.StudentSpec` for checkpoints.
@@ -36,6 +36,7 @@ from distill.records.names import (
     DEMO_RESULTS,
     EXPORT_CHECKPOINT,
     EXPORT_REPORT,
+    QAD_REPORT,
     REPORT_HTML,
     REPORT_MD,
     ROBUST_REPORT,
@@ -55,6 +56,7 @@ from distill.records.names import (
     TIMM_WEIGHTS,
     TRAIN_STATE,
 )
+from distill.records.qad import Disagreement, QADAccuracy, QADRecord, QADSettings
 from distill.records.run import (
     CheckpointPointer,
     CombinedTeacher,
@@ -87,8 +89,9 @@ __all__ = [
     "Accuracy", "AdversarialManifest", "AdversarialShard", "BENCH_RECORDS", "BEST_CHECKPOINT", "BenchRecord",
     "CACHE_ADVERSARIAL_DIR", "CACHE_BUILD_PLAN", "CACHE_MANIFEST", "CACHE_PIXELS_PREFIX", "CHECKPOINTS_DIR",
     "CHECKPOINT_POINTER", "CacheDataset", "CacheManifest", "CachePreprocess", "CacheRowLayout", "CacheShard", "CacheViews",
-    "CacheFolder", "CheckpointPointer", "CombinedTeacher", "DATA_CLASS_MAP", "DEMO_RESULTS", "EXPORT_CHECKPOINT", "EXPORT_REPORT",
-    "ExportReport", "ExportedModel", "LatencyStats", "PoolFolder", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
+    "CacheFolder", "CheckpointPointer", "CombinedTeacher", "DATA_CLASS_MAP", "DEMO_RESULTS", "Disagreement",
+    "EXPORT_CHECKPOINT", "EXPORT_REPORT", "ExportReport", "ExportedModel", "LatencyStats", "PoolFolder", "QADAccuracy",
+    "QADRecord", "QADSettings", "QAD_REPORT", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
     "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",
     "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
     "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "ShipRecommendation", "SkippedImage", "SuiteDomain", "SuiteInfo",

@@ -33,7 +33,7 @@ SUITE_INDEX = "index.csv"
 # An export folder
 EXPORT_REPORT = "export.json"          # ExportReport
 EXPORT_CHECKPOINT = "checkpoint"       # OUT/checkpoint/: the re-targeted student of `distill export --classes`
-QAD_REPORT = "qad.json"                # QADRecord (distill/export/qad_config.py): `distill qad`'s PTQ vs QAD figures
+QAD_REPORT = "qad.json"                # QADRecord (distill/records/qad.py): `distill qad`'s PTQ vs QAD figures
 # `distill export --format timm`: timm's Hugging Face layout, as timm.models.save_for_hf names it
 TIMM_WEIGHTS = "model.safetensors"     # timm's key names (no backbone./head. prefixes)
 TIMM_CONFIG = "config.json"            # architecture, num_classes, label_names, pretrained_cfg (preprocessing)

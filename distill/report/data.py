@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from distill.records import BenchRecord, ExportedModel, ExportReport
+from distill.records import BenchRecord, ExportedModel, ExportReport, QADRecord
 from distill.report.runs import Run, RunGroup
 
 Z95 = 1.959964  # two-sided 95 % normal quantile
@@ -81,6 +82,14 @@ class ExportEntry:
 
 
 @dataclass
+class QADEntry:
+    """A ``distill qad`` output folder and its qad.json."""
+
+    dir: str
+    record: QADRecord
+
+
+@dataclass
 class Measurement:
     """One bench record, the file it came from, and what the report calls its model."""
 
@@ -99,6 +108,7 @@ class ReportData:
     groups: list[RunGroup] = field(default_factory=list)       # runs grouped over seeds, best target mean first
     teachers: dict[str, dict[str, float]] = field(default_factory=dict)  # teacher label -> zero-shot accuracy
     exports: list[ExportEntry] = field(default_factory=list)
+    qad: list[QADEntry] = field(default_factory=list)            # distill qad results: PTQ vs QAD per domain
     records: list[Measurement] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
     domains: list[str] = field(default_factory=list)             # every domain seen
@@ -109,6 +119,14 @@ class ReportData:
 
     def export_label(self, export: ExportReport) -> str:
         return export_label(export, self.run_labels)
+
+    def qad_label(self, record: QADRecord) -> str:
+        """The student label of a QAD result: its run's label when that run is in the report, else its arch."""
+        for parent in list(Path(record.checkpoint).parents)[:3]:  # RUN/checkpoints/best -> RUN
+            label = self.run_labels.get(os.path.realpath(parent))
+            if label:
+                return label
+        return record.student
 
     def run_of(self, export: ExportReport) -> Run | None:
         """The run an export was made from, when that run is among the inputs."""

@@ -3,7 +3,8 @@
 Inline CSS, inline SVG charts (:mod:`~distill.report.charts`) and a few lines of inline JS
 (batch switcher, sortable tables); no network, no CDN. When the script has run without throwing
 it sets ``document.body.dataset.reportReady = "1"`` (tests look for ``data-report-ready="1"``).
-The export-side sections (INT8 decisions, provenance) are in :mod:`~distill.report.export_sections`.
+The export-side sections (INT8 decisions, provenance) are in :mod:`~distill.report.export_sections`,
+PTQ vs QAD per domain in :mod:`~distill.report.qad_sections`.
 Accuracies arrive as fractions and are printed in percent.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from distill.records import pct as percent
 from distill.report.charts import SHAPES, color, esc, esc_wrap, front_no, latency_svg, pareto_svg, pct
 from distill.report.data import Z95, Measurement, Point, ReportData, device_label, extra
 from distill.report.export_sections import section_int8, section_provenance
+from distill.report.qad_sections import section_qad
 from distill.report.runs import RunGroup, against_best
 
 CSS = """
@@ -313,10 +315,11 @@ def section_top_ops(data: ReportData) -> str:
 def render_html(data: ReportData, title: str, generated: str) -> str:
     """The whole page."""
     body = "".join([section_pareto(data), section_accuracy(data), section_latency(data), section_top_ops(data),
-                    section_int8(data), section_provenance(data)])
+                    section_int8(data), section_qad(data), section_provenance(data)])
     sources = "<br>".join(esc(s) for s in data.sources)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
             f'<body data-report-ready="0"><header><h1>{esc(title)}</h1><p>generated {esc(generated)} · '
-            f'{len(data.runs)} run(s), {len(data.exports)} export(s), {len(data.records)} benchmark record(s)</p>'
+            f'{len(data.runs)} run(s), {len(data.exports)} export(s), {len(data.records)} benchmark record(s)'
+            + (f', {len(data.qad)} QAD result(s)' if data.qad else "") + '</p>'
             f'<details><summary>inputs</summary>{sources}</details></header><main>{body}</main><script>{JS}</script></body></html>\n')

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from distill.records import pct
 from distill.report.data import Z95, ReportData, extra
+from distill.report.qad_sections import qad_markdown
 from distill.report.runs import RunGroup, against_best
 
 
@@ -48,7 +49,7 @@ def _against_best(groups: list[RunGroup]) -> list[str]:
 
 def render_markdown(data: ReportData, title: str, generated: str) -> str:
     lines = [f"# {title}", "", f"Generated {generated} from {len(data.runs)} run(s), {len(data.exports)} export(s), "
-             f"{len(data.records)} benchmark record(s).", ""]
+             f"{len(data.records)} benchmark record(s)" + (f", {len(data.qad)} QAD result(s)" if data.qad else "") + ".", ""]
     if data.points:
         dom = ", ".join(data.common_domains) or "each point's own domains"
         lines += ["## Pareto front (accuracy vs p50 latency)", "", f"Accuracy: mean top-1 over {dom}.", "",
@@ -115,6 +116,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
             lines += ["## Recommended to ship", ""]
             lines += [f"- {data.export_label(e)}: {r.line().removeprefix('recommendation: ')}" for e, r in recs]
             lines.append("")
+    lines += qad_markdown(data)
     prof = [r for r in data.records if r.top_ops]
     if prof:
         lines += ["## Top operators", ""]

@@ -3,9 +3,10 @@
 Discovery rule — each PATH given is:
 
 - a ``*.jsonl`` file: benchmark records (:class:`~distill.records.BenchRecord`, one per line);
-- an ``export.json`` or ``summary.json`` file: its folder, as below;
+- an ``export.json``, ``summary.json`` or ``qad.json`` file: its folder, as below;
 - a folder: walked recursively (hidden folders skipped). Every folder holding ``summary.json``
-  is a training run, every folder holding ``export.json`` an export, every ``*.jsonl`` file a
+  is a training run, every folder holding ``export.json`` an export, every folder holding
+  ``qad.json`` a ``distill qad`` result (PTQ vs QAD per domain), every ``*.jsonl`` file a
   benchmark file.
 
 Every artifact is read through its record (:mod:`distill.records`), so accuracy is a fraction
@@ -23,14 +24,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from distill.errors import DistillError
-from distill.records import EXPORT_REPORT, RUN_SUMMARY, BenchRecord, ExportedModel, ExportReport
+from distill.records import EXPORT_REPORT, QAD_REPORT, RUN_SUMMARY, BenchRecord, ExportedModel, ExportReport, QADRecord
 from distill.report.data import (
     ExportEntry,
     Measurement,
     Point,
+    QADEntry,
     ReportData,
     binomial_se,
     device_label,
@@ -42,17 +44,27 @@ from distill.report.render_md import render_markdown
 from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run
 from distill.utils.io import atomic_write_text
 
-__all__ = ["collect", "discover", "write_report"]
+__all__ = ["Inputs", "collect", "discover", "write_report"]
 
 EXPORT_FORMAT = "distill.export"  # export.json files of another format are not exports of this tool
 
 
 # --------------------------------------------------------------------------- discovery
-def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path], list[Path]]:
-    """(run folders, export folders, bench .jsonl files) under ``paths`` (see module docstring)."""
+class Inputs(NamedTuple):
+    """What :func:`discover` found under the paths given."""
+
+    runs: list[Path]     # folders holding summary.json
+    exports: list[Path]  # folders holding export.json
+    benches: list[Path]  # bench .jsonl files
+    qad: list[Path]      # folders holding qad.json
+
+
+def discover(paths: Iterable[str | Path]) -> Inputs:
+    """Run folders, export folders, bench .jsonl files and QAD folders under ``paths`` (see module docstring)."""
     runs: dict[str, Path] = {}
     exports: dict[str, Path] = {}
     benches: dict[str, Path] = {}
+    qad: dict[str, Path] = {}
 
     def visit_dir(d: Path) -> None:
         for cur, dirs, files in os.walk(d):
@@ -62,6 +74,8 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path], list[
                 runs.setdefault(str(here.resolve()), here)
             if EXPORT_REPORT in files:
                 exports.setdefault(str(here.resolve()), here)
+            if QAD_REPORT in files:
+                qad.setdefault(str(here.resolve()), here)
             for f in sorted(files):
                 if f.endswith(".jsonl"):
                     benches.setdefault(str((here / f).resolve()), here / f)
@@ -69,22 +83,23 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path], list[
     for raw in paths:
         p = Path(raw)
         if not p.exists():
-            raise DistillError(f"{p}: not found (give run folders, export folders or bench .jsonl files)")
+            raise DistillError(f"{p}: not found (give run folders, export folders, qad folders or bench .jsonl files)")
         if p.is_dir():
             visit_dir(p)
         elif p.suffix == ".jsonl":
             benches.setdefault(str(p.resolve()), p)
-        elif p.name in (EXPORT_REPORT, RUN_SUMMARY):
+        elif p.name in (EXPORT_REPORT, RUN_SUMMARY, QAD_REPORT):
             visit_dir(p.parent)
         else:
-            raise DistillError(f"{p}: not a run folder, export folder, {EXPORT_REPORT}, {RUN_SUMMARY} or .jsonl file")
-    return list(runs.values()), list(exports.values()), list(benches.values())
+            raise DistillError(f"{p}: not a run folder, export folder, {EXPORT_REPORT}, {RUN_SUMMARY}, {QAD_REPORT} "
+                               "or .jsonl file")
+    return Inputs(list(runs.values()), list(exports.values()), list(benches.values()), list(qad.values()))
 
 
 # --------------------------------------------------------------------------- joining
 def collect(paths: Iterable[str | Path]) -> ReportData:
     """Read everything under ``paths`` and join benchmark records to accuracies."""
-    run_dirs, export_dirs, bench_files = discover(paths)
+    run_dirs, export_dirs, bench_files, qad_dirs = discover(paths)
     data = ReportData()
     data.runs = [read_run(d) for d in run_dirs]
     label_runs(data.runs)
@@ -95,8 +110,9 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         report = ExportReport.read(d)
         if report.format.startswith(EXPORT_FORMAT):
             data.exports.append(ExportEntry(str(d), report))
+    data.qad = [QADEntry(str(d), QADRecord.read(d)) for d in qad_dirs]  # a malformed one: DistillError naming it
     data.records = [Measurement(record, str(f)) for f in bench_files for record in BenchRecord.read_lines(f)]
-    data.sources = [str(p) for p in [*run_dirs, *export_dirs, *bench_files]]
+    data.sources = [str(p) for p in [*run_dirs, *export_dirs, *bench_files, *qad_dirs]]
     data.points = _join(data)
 
     domains: list[str] = []
@@ -184,8 +200,8 @@ def _eval_count(export: ExportReport) -> dict[str, int] | None:
 def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "distill report") -> dict[str, Any]:
     """Write ``out`` (HTML) and the same name with ``.md`` beside it; returns counts of what went in."""
     data = collect(paths)
-    if not (data.runs or data.exports or data.records):
-        raise DistillError(f"nothing to report: no {RUN_SUMMARY}, {EXPORT_REPORT} or bench .jsonl found under "
+    if not (data.runs or data.exports or data.records or data.qad):
+        raise DistillError(f"nothing to report: no {RUN_SUMMARY}, {EXPORT_REPORT}, {QAD_REPORT} or bench .jsonl found under "
                            + ", ".join(str(p) for p in paths))
     out = Path(out)
     md = out.with_suffix(".md")
@@ -194,6 +210,6 @@ def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "dis
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     atomic_write_text(out, render_html(data, title, generated))
     atomic_write_text(md, render_markdown(data, title, generated))
-    return {"html": str(out), "markdown": str(md), "runs": len(data.runs), "exports": len(data.exports),
+    return {"html": str(out), "markdown": str(md), "runs": len(data.runs), "exports": len(data.exports), "qad": len(data.qad),
             "records": len(data.records), "points": len(data.points),
             "pareto": sum(p.pareto for p in data.points)}

@@ -139,6 +139,13 @@ def test_qad_writes_the_int8_file_the_tuned_checkpoint_and_the_record(run_ckpt, 
     assert set(record.qad.test) == {"clean", "dark", "noisy"}
     assert all(0.0 <= v <= 100.0 for v in [*record.ptq.calibration.values(), *record.qad.test.values()])
     assert record.torch_vs_onnx["top1_agreement"] >= 0.9
+    acc = record.accuracy  # test accuracy per domain of fp32, PTQ and QAD, scored on the same held-out images
+    assert acc is not None and set(acc.fp32) == set(acc.ptq) == set(acc.qad) == set(acc.count) == set(record.qad.test)
+    assert sum(acc.count.values()) == record.test_images
+    for d in acc.fp32:  # |acc - acc_fp32| <= top-1 disagreement with fp32 on the same images
+        assert 0.0 <= acc.fp32[d] <= 1.0
+        assert abs(100 * (acc.ptq[d] - acc.fp32[d])) <= record.ptq.test[d] + 1e-6
+        assert abs(100 * (acc.qad[d] - acc.fp32[d])) <= record.qad.test[d] + 1e-6
     assert record.qdq_check["int8_weight_nodes"] == record.qdq_check["compute_nodes"] > 0
     tuned = load_student(out / EXPORT_CHECKPOINT)
     assert tuned.spec.provenance["qad"]["flavour"] == "ort-cpu"

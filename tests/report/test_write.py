@@ -14,11 +14,11 @@ from .conftest import write_run
 
 
 def test_discovery_rule(report_inputs: Path) -> None:
-    runs, exports, benches = discover([report_inputs])
+    runs, exports, benches, qad = discover([report_inputs])
     assert [p.name for p in runs] == ["run"] and [p.name for p in exports] == ["export"]
-    assert [p.name for p in benches] == ["bench.jsonl"]
+    assert [p.name for p in benches] == ["bench.jsonl"] and qad == []
     # explicit files work too, and duplicates collapse
-    runs2, exports2, benches2 = discover([report_inputs / "export" / "export.json", benches[0], report_inputs / "run"])
+    runs2, exports2, benches2, _ = discover([report_inputs / "export" / "export.json", benches[0], report_inputs / "run"])
     assert len(runs2) == 1 and len(exports2) == 1 and len(benches2) == 1
     with pytest.raises(DistillError):
         discover([report_inputs / "nope"])

@@ -1,0 +1,81 @@
+"""The record ``distill qad`` writes (``qad.json``): PTQ vs QAD int8 against fp32, per domain.
+
+It lives here, not beside :class:`~distill.export.qad_config.QADConfig`, because the report reads it
+too, and importing :mod:`distill.export` would load torch and onnxruntime into ``distill report``.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from distill.records.base import Accuracy, Record, _Closed, _Open
+from distill.records.names import QAD_REPORT
+
+
+class Disagreement(_Closed):
+    """Top-1 disagreement with the original fp32 student's ONNX, in points per domain."""
+
+    calibration: dict[str, float]  # the train-split images QAD calibrated and trained on
+    test: dict[str, float]         # held-out test-split images (never trained on)
+
+    @property
+    def worst_calibration(self) -> float:
+        return max(self.calibration.values(), default=0.0)
+
+
+class QADAccuracy(_Closed):
+    """Top-1 accuracy (fractions) per domain on the held-out test images, each model scored on the same images."""
+
+    fp32: Accuracy  # the original fp32 student's ONNX
+    ptq: Accuracy   # plain PTQ int8 (the export's int8 path, no fallback)
+    qad: Accuracy   # the QAD int8 file
+    count: dict[str, int]  # test images per domain
+
+
+class QADSettings(_Open):
+    """The keys of ``qad.json``'s ``config`` (a :class:`~distill.export.qad_config.QADConfig` dump) the report
+    names; the other keys are kept as they are."""
+
+    seed: int = 0
+    epochs: int | None = None
+
+
+class QADRecord(Record):
+    """``qad.json``: what QAD did and how far its int8 model is from fp32, next to plain PTQ's."""
+
+    FILE: ClassVar[str] = QAD_REPORT
+    checkpoint: str
+    student: str
+    flavour: str
+    library: str
+    teacher: Literal["fp32", "fp32+cache"]
+    config: dict[str, Any]
+    calibration_images: int
+    test_images: int
+    ptq: Disagreement
+    qad: Disagreement
+    qad_file: str
+    tuned_checkpoint: str
+    qdq_check: dict[str, Any]
+    torch_vs_onnx: dict[str, Any]  # the fake-quant model vs the exported file on the calibration images
+    losses: list[float] = Field(default_factory=list)  # mean loss per epoch
+    elapsed_s: float
+    target_pts: float = 1.0
+    within_target: bool
+    accuracy: QADAccuracy | None = None  # absent in qad.json files written before it existed
+
+    @field_validator("config")
+    @classmethod
+    def _typed_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            QADSettings.model_validate(value)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ValueError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        return value
+
+    @property
+    def settings(self) -> QADSettings:
+        """The typed view of ``config`` (seed, epochs)."""
+        return QADSettings.model_validate(self.config)

@@ -1,0 +1,143 @@
+"""PTQ vs QAD next to fp32, per domain: one table per ``distill qad`` result (qad.json), in HTML and Markdown.
+
+Per domain: the fp32 student's test accuracy, plain PTQ int8's and QAD int8's (with their change from fp32
+in points), and each int8 model's top-1 disagreement with fp32 on the calibration images (QAD trained on
+them) and on the held-out test images. Accuracy is a fraction in the record
+(:class:`~distill.records.QADRecord`) and a percent here; qad.json files written before accuracies were
+recorded show disagreement only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distill.records import QADRecord, pct
+from distill.report.charts import esc, esc_wrap
+from distill.report.data import QADEntry, ReportData
+
+NOTE = ("Top-1 accuracy on each domain's held-out test images (% of images; in brackets: the change from fp32 in "
+        "points), and top-1 disagreement with the fp32 student (% of images whose predicted class differs) on the "
+        "calibration images, which QAD trained on, and on the test images. PTQ: the export's int8 path (MinMax "
+        "calibration, no float fallback); QAD: the student fine-tuned with fake quantization against the fp32 "
+        "student (and the cached teacher when given), exported as QDQ int8 (distill qad). All three are scored on "
+        "the same images.")
+HEADERS = ("domain", "test images", "fp32 %", "PTQ int8 %", "QAD int8 %", "PTQ disagreement, calibration",
+           "QAD disagreement, calibration", "PTQ disagreement, test", "QAD disagreement, test")
+
+
+@dataclass
+class QADRow:
+    """One domain of one QAD result; accuracies are fractions, disagreements points, None where not measured."""
+
+    domain: str
+    count: int | None
+    fp32: float | None
+    ptq: float | None
+    qad: float | None
+    ptq_calibration: float | None
+    qad_calibration: float | None
+    ptq_test: float | None
+    qad_test: float | None
+
+
+def qad_rows(record: QADRecord) -> list[QADRow]:
+    """One row per domain, in the order the record's test (then calibration) domains appear."""
+    acc = record.accuracy
+    domains = list(dict.fromkeys([*record.qad.test, *record.qad.calibration, *(acc.fp32 if acc else {})]))
+    return [QADRow(domain=d, count=acc.count.get(d) if acc else None, fp32=acc.fp32.get(d) if acc else None,
+                   ptq=acc.ptq.get(d) if acc else None, qad=acc.qad.get(d) if acc else None,
+                   ptq_calibration=record.ptq.calibration.get(d), qad_calibration=record.qad.calibration.get(d),
+                   ptq_test=record.ptq.test.get(d), qad_test=record.qad.test.get(d))
+            for d in domains]
+
+
+def qad_title(data: ReportData, entry: QADEntry) -> str:
+    """``student · int8/flavour · seed S · E epochs · teacher T``: what sets one QAD result apart."""
+    r = entry.record
+    s = r.settings
+    epochs = "" if s.epochs is None else f" · {s.epochs} epoch{'s' if s.epochs != 1 else ''}"
+    return f"{data.qad_label(r)} · int8/{r.flavour} · seed {s.seed}{epochs} · teacher {r.teacher}"
+
+
+def qad_facts(record: QADRecord) -> str:
+    """Image counts and whether the record met its target (worst calibration disagreement after QAD)."""
+    met = "met" if record.within_target else "not met"
+    return (f"{record.calibration_images} calibration / {record.test_images} test images; worst calibration "
+            f"disagreement PTQ {record.ptq.worst_calibration:.2f} → QAD {record.qad.worst_calibration:.2f} points "
+            f"(target ≤ {record.target_pts:g}: {met})")
+
+
+def _pts(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _delta(x: float | None, fp32: float | None) -> str:
+    """The change from fp32 in points, one decimal (no "-0.0")."""
+    if x is None or fp32 is None:
+        return ""
+    return f"{round(100 * (x - fp32), 1) + 0.0:+.1f}"
+
+
+def _acc(x: float | None) -> str:
+    return "–" if x is None else pct(x)
+
+
+# --------------------------------------------------------------------------- Markdown
+def qad_markdown(data: ReportData) -> list[str]:
+    """The report.md section (empty when there is no QAD result)."""
+    if not data.qad:
+        return []
+    lines = ["## PTQ vs QAD per domain (int8 next to fp32)", "", NOTE, ""]
+    for entry in data.qad:
+        lines += [f"### {qad_title(data, entry)}", "", qad_facts(entry.record) + ".", "",
+                  "| " + " | ".join(HEADERS[:5]) + " | " + " | ".join(f"{h}, pts" for h in HEADERS[5:]) + " |",
+                  "|---|" + "---:|" * (len(HEADERS) - 1)]
+        for row in qad_rows(entry.record):
+            cells = [row.domain, "–" if row.count is None else str(row.count), _acc(row.fp32)]
+            cells += [_acc(x) + (f" ({d})" if (d := _delta(x, row.fp32)) else "") for x in (row.ptq, row.qad)]
+            cells += [_pts(x) for x in (row.ptq_calibration, row.qad_calibration, row.ptq_test, row.qad_test)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+# --------------------------------------------------------------------------- HTML
+def _acc_cell(x: float | None, fp32: float | None) -> str:
+    if x is None:
+        return '<td class="num">–</td>'
+    d = _delta(x, fp32)
+    bad = d and float(d) < -1.0
+    return (f'<td class="num" data-v="{x}">{pct(x)}'
+            + (f' <span class="{"bad" if bad else "sd"}">({d})</span>' if d else "") + "</td>")
+
+
+def _pts_cell(x: float | None, limit: float | None = None) -> str:
+    if x is None:
+        return '<td class="num">–</td>'
+    over = limit is not None and x > limit
+    return f'<td class="num{" bad" if over else ""}" data-v="{x}">{x:.2f}</td>'
+
+
+def section_qad(data: ReportData) -> str:
+    """The report.html section (empty when there is no QAD result)."""
+    if not data.qad:
+        return ""
+    parts = ['<section id="qad"><h2>PTQ vs QAD per domain (int8 next to fp32)</h2>',
+             f'<p class="note">{esc(NOTE)} Disagreement in points; red: over the QAD target.</p>']
+    head = ('<tr><th rowspan="2">domain</th><th rowspan="2">test images</th><th colspan="3">test accuracy, %</th>'
+            '<th colspan="2">disagreement with fp32, calibration, pts</th>'
+            '<th colspan="2">disagreement with fp32, test, pts</th></tr>'
+            "<tr><th>fp32</th><th>PTQ int8</th><th>QAD int8</th><th>PTQ</th><th>QAD</th><th>PTQ</th><th>QAD</th></tr>")
+    for entry in data.qad:
+        r = entry.record
+        rows = "".join(
+            f'<tr><td class="label">{esc_wrap(row.domain)}</td>'
+            f'<td class="num">{"–" if row.count is None else row.count}</td>'
+            + _acc_cell(row.fp32, None) + _acc_cell(row.ptq, row.fp32) + _acc_cell(row.qad, row.fp32)
+            + _pts_cell(row.ptq_calibration) + _pts_cell(row.qad_calibration, r.target_pts)
+            + _pts_cell(row.ptq_test) + _pts_cell(row.qad_test) + "</tr>"
+            for row in qad_rows(r))
+        parts.append(f'<h3 title="{esc(entry.dir)}">{esc(qad_title(data, entry))}</h3>'
+                     f'<p class="facts">{esc(qad_facts(r))}</p>'
+                     f'<table class="qad"><thead>{head}</thead><tbody>{rows}</tbody></table>')
+    parts.append("</section>")
+    return "".join(parts)

@@ -1,0 +1,124 @@
+"""The report's PTQ vs QAD section (distill/report/qad_sections.py): qad.json found, read through its record,
+one per-domain table next to fp32 in report.md and report.html."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.errors import DistillError
+from distill.records import QADAccuracy, QADRecord
+from distill.report.browser import render
+from distill.report.write import collect, discover, write_report
+
+from .conftest import write_run
+from .test_browser import require_chromium
+
+
+def _record(checkpoint: Path, *, seed: int = 3, accuracy: bool = True) -> QADRecord:
+    """A qad.json as ``distill qad`` writes it, with numbers that are easy to find in the tables."""
+    return QADRecord(
+        checkpoint=str(checkpoint), student="test_resnet", flavour="tensorrt", library="torch.ao (test)",
+        teacher="fp32+cache", config={"checkpoint": str(checkpoint), "out_dir": "qad", "flavour": "tensorrt",
+                                      "epochs": 2, "seed": seed, "lr": 1e-4},
+        calibration_images=32, test_images=30,
+        ptq={"calibration": {"clean": 12.5, "dark": 6.25}, "test": {"clean": 10.0, "dark": 20.0, "noisy": 30.0}},
+        qad={"calibration": {"clean": 0.0, "dark": 3.125}, "test": {"clean": 0.0, "dark": 10.0, "noisy": 20.0}},
+        qad_file="model.int8-tensorrt.onnx", tuned_checkpoint="checkpoint",
+        qdq_check={"compute_nodes": 5, "int8_weight_nodes": 5, "tensorrt_problems": []},
+        torch_vs_onnx={"top1_agreement": 1.0}, losses=[0.5, 0.25], elapsed_s=12.0, within_target=False,
+        accuracy=QADAccuracy(fp32={"clean": 0.9, "dark": 0.8, "noisy": 0.6},
+                             ptq={"clean": 0.8, "dark": 0.7, "noisy": 0.5},
+                             qad={"clean": 0.9, "dark": 0.8, "noisy": 0.7},
+                             count={"clean": 10, "dark": 10, "noisy": 10}) if accuracy else None)
+
+
+def _inputs(root: Path, **kw: Any) -> tuple[Path, Path]:
+    run = write_run(root / "run", strategy="kd", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0)
+    qad = root / "qad"
+    qad.mkdir()
+    _record(run / "checkpoints" / "best", **kw).write(qad)
+    return run, qad
+
+
+def test_the_report_shows_ptq_vs_qad_per_domain_next_to_fp32(tmp_path: Path) -> None:
+    run, qad = _inputs(tmp_path / "in")
+    res = write_report([tmp_path / "in"], tmp_path / "r.html", "r")
+    assert res["qad"] == 1
+    md = Path(res["markdown"]).read_text()
+    assert "## PTQ vs QAD per domain (int8 next to fp32)" in md
+    # labelled with its run's label (the run is among the inputs), flavour, seed, epochs and teacher
+    assert "### test_resnet (kd) · int8/tensorrt · seed 3 · 2 epochs · teacher fp32+cache" in md
+    assert ("32 calibration / 30 test images; worst calibration disagreement PTQ 12.50 → QAD 3.12 points "
+            "(target ≤ 1: not met).") in md
+    assert "| clean | 10 | 90.0 | 80.0 (-10.0) | 90.0 (+0.0) | 12.50 | 0.00 | 10.00 | 0.00 |" in md
+    assert "| dark | 10 | 80.0 | 70.0 (-10.0) | 80.0 (+0.0) | 6.25 | 3.12 | 20.00 | 10.00 |" in md
+    assert "| noisy | 10 | 60.0 | 50.0 (-10.0) | 70.0 (+10.0) | – | – | 30.00 | 20.00 |" in md  # not calibrated on
+    assert "1 QAD result(s)" in md
+    html = Path(res["html"]).read_text()
+    assert '<section id="qad">' in html and "seed 3 · 2 epochs · teacher fp32+cache" in html
+    noisy = html[html.index('<td class="label">noisy</td>'):]
+    noisy = noisy[:noisy.index("</tr>")]
+    assert ('<td class="num" data-v="0.6">60.0</td><td class="num" data-v="0.5">50.0 <span class="bad">(-10.0)</span>'
+            '</td><td class="num" data-v="0.7">70.0 <span class="sd">(+10.0)</span></td>') in noisy
+    assert '<td class="num bad" data-v="3.125">3.12</td>' in html  # QAD calibration disagreement over the target
+
+
+def test_a_qad_json_from_before_accuracies_shows_disagreement_only(tmp_path: Path) -> None:
+    _, qad = _inputs(tmp_path / "in", accuracy=False)
+    raw = json.loads((qad / "qad.json").read_text())
+    raw.pop("accuracy")  # files written before the field existed
+    (qad / "qad.json").write_text(json.dumps(raw))
+    data = collect([qad])
+    assert len(data.qad) == 1 and data.qad[0].record.accuracy is None
+    assert data.qad_label(data.qad[0].record) == "test_resnet"  # its run is not among the inputs
+    md = Path(write_report([qad], tmp_path / "r.html")["markdown"]).read_text()
+    assert "| clean | – | – | – | – | 12.50 | 0.00 | 10.00 | 0.00 |" in md
+
+
+def test_a_report_without_qad_json_has_no_qad_section(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", strategy="kd", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0)
+    res = write_report([run], tmp_path / "r.html")
+    md, html = Path(res["markdown"]).read_text(), Path(res["html"]).read_text()
+    assert res["qad"] == 0 and "QAD" not in md and "QAD" not in html and 'id="qad"' not in html
+    assert "from 1 run(s), 0 export(s), 0 benchmark record(s).\n" in md
+
+
+def test_discovery_finds_qad_folders_and_files(tmp_path: Path) -> None:
+    _, qad = _inputs(tmp_path / "in")
+    assert discover([tmp_path / "in"]).qad == [qad]
+    found = discover([qad / "qad.json"])
+    assert found.qad == [qad] and not found.runs and not found.exports and not found.benches
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda raw: raw.pop("ptq"), r"qad\.json: ptq: Field required"),
+    (lambda raw: raw["config"].update(seed="zero"), r"qad\.json: config: Value error, seed: Input should be a valid integer"),
+    (lambda raw: raw["accuracy"].pop("count"), r"qad\.json: accuracy\.count: Field required"),
+])
+def test_a_malformed_qad_json_is_one_line_naming_the_file(tmp_path: Path, edit, message) -> None:
+    _, qad = _inputs(tmp_path / "in")
+    raw = json.loads((qad / "qad.json").read_text())
+    edit(raw)
+    (qad / "qad.json").write_text(json.dumps(raw))
+    with pytest.raises(DistillError, match=message) as e:
+        write_report([tmp_path / "in"], tmp_path / "r.html")
+    assert "\n" not in str(e.value) and str(qad / "qad.json") in str(e.value)
+
+
+def test_invalid_json_is_named(tmp_path: Path) -> None:
+    (tmp_path / "qad").mkdir()
+    (tmp_path / "qad" / "qad.json").write_text("{")
+    with pytest.raises(DistillError, match=r"qad\.json: invalid JSON"):
+        collect([tmp_path])
+
+
+def test_the_qad_table_fits_its_card_in_chromium(tmp_path: Path) -> None:
+    """Nine columns: at 800 px a one-row header overflowed the card (868 > 750 px)."""
+    chrome = require_chromium()
+    _inputs(tmp_path / "in")
+    write_report([tmp_path / "in"], tmp_path / "r.html")
+    r = render(tmp_path / "r.html", 800, tmp_path / "r.png", chrome=chrome)
+    assert r.ready and not r.console and r.problems == [], r.problems
