@@ -4,7 +4,8 @@ Section ``cache`` (this file's one section so far):
 
 1. writes a synthetic N-row cache through the real writer (``write_shard`` shards,
    :class:`~distill.teacher.cache.shards.ResumableShards` hashing them and recording the hashes,
-   :class:`~distill.records.CacheManifest`), fp16, default 1M rows at D=768, C=1000;
+   :class:`~distill.records.CacheManifest`), fp16, default 1M rows at D=768, C=1000 (not through the one
+   build entry ``run_cache_build``: there is no teacher, one random block of outputs stands in for it);
 2. opens it (``TeacherCache.open``) and prints the open time and the anonymous memory (``RssAnon`` of
    ``/proc/self/status``: what is not file-backed, so not shared through the page cache) it added, then
    gathers random batches (``lookup``) and prints the anonymous memory again and the time per batch;
