@@ -7,7 +7,8 @@ report, bench record).
 
 Every file one stage writes and another reads has one record here: a bootstrapped teacher's
 ``teacher.json`` (teacher -> cache, demo), the cache manifest and its adversarial views'
-(teacher -> train), the run summary and robustness report (train -> export, report, demo), the
+(teacher -> train) and their plans (``build.json``: a build -> its resumed self), the run
+summary and robustness report (train -> export, report, demo), the
 export report (export -> bench, report, demo) and the bench record (bench -> report). Writers build a
 record and call :meth:`Record.write`; readers call :meth:`Record.read` and use attributes,
 never ``json.load(...)["key"]``. timm's ``PretrainedCfg`` and open_clip's ``PreprocessCfg`` do
@@ -68,7 +69,9 @@ from distill.records.run import (
 from distill.records.ship import BenchRecord, ExportedModel, ExportReport, LatencyStats, ShipRecommendation
 from distill.records.teacher import (
     AdversarialManifest,
+    AdversarialPlan,
     AdversarialShard,
+    CacheBuildPlan,
     CacheDataset,
     CacheFolder,
     CacheManifest,
@@ -84,9 +87,10 @@ from distill.records.teacher import (
 )
 
 __all__ = [
-    "Accuracy", "AdversarialManifest", "AdversarialShard", "BENCH_RECORDS", "BEST_CHECKPOINT", "BenchRecord",
+    "Accuracy", "AdversarialManifest", "AdversarialPlan", "AdversarialShard", "BENCH_RECORDS", "BEST_CHECKPOINT", "BenchRecord",
     "CACHE_ADVERSARIAL_DIR", "CACHE_BUILD_PLAN", "CACHE_MANIFEST", "CACHE_PIXELS_PREFIX", "CHECKPOINTS_DIR",
-    "CHECKPOINT_POINTER", "CacheDataset", "CacheManifest", "CachePreprocess", "CacheRowLayout", "CacheShard", "CacheViews",
+    "CHECKPOINT_POINTER", "CacheBuildPlan",
+    "CacheDataset", "CacheManifest", "CachePreprocess", "CacheRowLayout", "CacheShard", "CacheViews",
     "CacheFolder", "CheckpointPointer", "CombinedTeacher", "DATA_CLASS_MAP", "DEMO_RESULTS", "EXPORT_CHECKPOINT", "EXPORT_REPORT",
     "ExportReport", "ExportedModel", "LatencyStats", "PoolFolder", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
     "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",

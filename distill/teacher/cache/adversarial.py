@@ -54,7 +54,14 @@ from distill.data.images import BadImageError, load_rgb
 from distill.data.unlabeled import folder_record
 from distill.data.views import apply_view, clean_box
 from distill.errors import DistillError
-from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, AdversarialManifest, CacheManifest
+from distill.records import (
+    CACHE_ADVERSARIAL_DIR,
+    CACHE_BUILD_PLAN,
+    CACHE_MANIFEST,
+    AdversarialManifest,
+    AdversarialPlan,
+    CacheManifest,
+)
 from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
 from distill.student.transforms import normalize
 from distill.teacher.cache.format import DTYPES, load_verified
@@ -81,10 +88,10 @@ ROW_NAMES = ("sample_index", "adv_view", "pixels", "logits", "image_emb")
 
 def adversarial_plan(cache_manifest: CacheManifest, teacher_identity: Mapping[str, Any],
                      options: AdversarialOptions, *, step_size: float, seed: int, domains: Sequence[str],
-                     images: int, batch_size: int, shard_size: int) -> dict:
+                     images: int, batch_size: int, shard_size: int) -> AdversarialPlan:
     """Everything that determines the adversarial views' bytes (saved as ``build.json``)."""
     o = options
-    return {
+    return AdversarialPlan.from_dict({
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "teacher": {k: v for k, v in teacher_identity.items() if k not in TEACHER_UNCOMPARED},
         "preprocess": cache_manifest.preprocess.model_dump(mode="json", exclude_unset=True),
@@ -94,7 +101,7 @@ def adversarial_plan(cache_manifest: CacheManifest, teacher_identity: Mapping[st
         "step_size": float(step_size), "steps": int(o.steps), "seed": int(seed), "objective": OBJECTIVE,
         "dtype": cache_manifest.dtype, "batch_size": int(batch_size), "shard_size": int(shard_size),
         "num_shards": math.ceil(images / shard_size) if images else 0,
-    }
+    }, CACHE_BUILD_PLAN)
 
 
 def clean_pixels(img, info) -> Tensor:
@@ -177,9 +184,9 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
     mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
     dtype = DTYPES[cm.dtype]
-    levels = plan["epsilon_levels"]
+    levels = plan.epsilon_levels
     K, S = views, shard_size
-    todo = shards.pending(plan["num_shards"])
+    todo = shards.pending(plan.num_shards)
     total = sum(min((k + 1) * S, len(samples)) - k * S for k in todo)
     desc = "adversarial views" + (f" (rank 0 of {world})" if world > 1 else "")
     with tqdm(total=total, unit="img", desc=desc, disable=not progress or rank != 0, dynamic_ncols=True) as bar:
@@ -236,11 +243,11 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
     shards.barrier()  # every rank's shards are written
     if rank != 0:
         return shards.out
-    files = shards.finished(plan["num_shards"], "{path}: adversarial shard missing after all ranks finished; "
-                                                "rerun the build to resume")
+    files = shards.finished(plan.num_shards, "{path}: adversarial shard missing after all ranks finished; "
+                                             "rerun the build to resume")
     n_rows = sum(f.rows for f in files)
     manifest = AdversarialManifest.from_dict({
-        **plan, "rows": n_rows, "shards": [{"file": f.file, "rows": f.rows, "sha256": f.sha256} for f in files],
+        **plan.to_dict(), "rows": n_rows, "shards": [{"file": f.file, "rows": f.rows, "sha256": f.sha256} for f in files],
         "skipped": [s for f in files for s in f.skipped],
         "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm.classes)]},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -137,6 +137,24 @@ class PixelPlan:
             del d["codec"], d["quality"]
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str | Path | None = None) -> PixelPlan:
+        """A plan (``build.json``) or the plan part of a manifest; codec and quality default to raw's.
+
+        Raises:
+            DistillError: another format or version, or a field missing; one line naming ``source``.
+        """
+        where = f"{source}: " if source is not None else ""
+        if d.get("format") != FORMAT or d.get("format_version") not in (FORMAT_VERSION, COMPRESSED_VERSION):
+            raise DistillError(f"{where}pixel store format {d.get('format')!r} version {d.get('format_version')!r}; "
+                               f"this distill reads {FORMAT!r} versions {FORMAT_VERSION}, {COMPRESSED_VERSION}")
+        fields = {k: d.get(k, f.default) for k, f in cls.__dataclass_fields__.items()}
+        missing = [k for k, v in fields.items() if v is MISSING]
+        if missing:
+            raise DistillError(f"{where}pixel store plan without {', '.join(missing)}")
+        fields["size"] = tuple(fields["size"])
+        return cls(**fields)
+
 
 @dataclass(frozen=True)
 class PixelShard:
@@ -161,12 +179,7 @@ class PixelManifest:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PixelManifest:
-        if d.get("format") != FORMAT or d.get("format_version") not in (FORMAT_VERSION, COMPRESSED_VERSION):
-            raise DistillError(f"pixel store format {d.get('format')!r} version {d.get('format_version')!r}; "
-                               f"this distill reads {FORMAT!r} versions {FORMAT_VERSION}, {COMPRESSED_VERSION}")
-        fields = {k: d.get(k, PixelPlan.__dataclass_fields__[k].default) for k in PixelPlan.__dataclass_fields__}
-        fields["size"] = tuple(fields["size"])
-        return cls(PixelPlan(**fields), tuple(PixelShard(**s) for s in d["shards"]), str(d.get("created", "")))
+        return cls(PixelPlan.from_dict(d), tuple(PixelShard(**s) for s in d["shards"]), str(d.get("created", "")))
 
 
 # ---------------------------------------------------------------------- build
@@ -252,7 +265,7 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
     out = shards.out
     if rank == 0:
         _refuse_other_codec(out, plan)
-    if shards.prepare(plan.to_dict(), REFUSALS):
+    if shards.prepare(plan, REFUSALS):
         return out
 
     mine = shards.pending(plan.num_shards)
@@ -324,8 +337,11 @@ def _refuse_other_codec(out: Path, plan: PixelPlan) -> None:
     """A store (complete or not) of another codec in ``out``: one line saying which, before the plan diff."""
     for name in (CACHE_MANIFEST, CACHE_BUILD_PLAN):
         if (out / name).is_file():
-            have = read_json(out / name)
-            codec, quality = have.get("codec", "raw"), have.get("quality")
+            try:
+                have = PixelPlan.from_dict(read_json(out / name), out / name)
+            except DistillError:
+                return  # ResumableShards.prepare refuses it, with the rebuild command
+            codec, quality = have.codec, have.quality
             if (codec, quality) != (plan.codec, plan.quality):
                 raise DistillError(f"{out / name}: a {codec_label(codec, quality)} pixel store is here, this run "
                                    f"asks for {codec_label(plan.codec, plan.quality)}; {_HOW}")

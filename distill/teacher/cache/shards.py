@@ -2,9 +2,11 @@
 
 Every artifact of a cache directory is built the same way, and this module is that way:
 
-1. **Plan first.** Rank 0 compares the folder with the plan (everything that determines the
-   bytes): a complete artifact with the same plan means "done", another plan (complete or
-   not) is refused naming the differing fields, else ``build.json`` is written.
+1. **Plan first.** Rank 0 compares the folder with the plan (a typed record of everything that
+   determines the bytes, :class:`BuildPlan`): a complete artifact with the same plan means
+   "done", another plan (complete or not) is refused naming the differing fields, else
+   ``build.json`` is written. A ``build.json`` found is read through the plan's own type: one
+   that type does not read is refused in one line with the rebuild command.
 2. **Shards atomically.** Shard ``k`` goes to ``shard-0000k.safetensors`` through a temp file
    and a rename, so a killed build leaves only whole shards; a rerun skips the shards on disk
    (:meth:`ResumableShards.pending`), and under torchrun rank ``r`` owns ``k % world == r``.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import torch.distributed as dist
 from torch import Tensor
@@ -56,6 +58,18 @@ def prepare_on_rank0(prepare: Callable[[], str], rank: int, world: int) -> str:
     return status[0]
 
 
+class BuildPlan(Protocol):
+    """A plan record (:class:`~distill.records.CacheBuildPlan`, :class:`~distill.records.AdversarialPlan`,
+    :class:`~distill.teacher.cache.pixels.PixelPlan`): written as ``build.json``, read back through its type."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> Any:
+        """Validate a plan read from ``source``; a mismatch is a one-line DistillError."""
+        ...
+
+
 @dataclass(frozen=True)
 class PlanRefusals:
     """How an artifact words a folder that holds another plan (``str.format`` templates).
@@ -80,6 +94,17 @@ class ShardFile:
     skipped: list[dict]
 
 
+def _read_plan(kind: type[BuildPlan], path: Path, template: str, out: Path) -> dict[str, Any]:
+    """A ``build.json`` read through its plan type (as a dict of the keys it holds); one it does not read
+    is refused with ``template`` (the artifact's "another plan is here ...; how to rebuild" line)."""
+    try:
+        return kind.from_dict(read_json(path), path).to_dict()
+    except DistillError as e:
+        why = str(e).removeprefix(f"{path}: ")
+        raise DistillError(template.format(file=path, diffs=f"not a plan this distill reads: {why}", out=out)) \
+            from None
+
+
 class ResumableShards:
     """The shards of one artifact folder, written by this rank and resumed after a kill.
 
@@ -94,21 +119,22 @@ class ResumableShards:
     def path(self, k: int) -> Path:
         return self.out / shard_name(k)
 
-    def prepare(self, plan: Mapping, refusals: PlanRefusals) -> bool:
+    def prepare(self, plan: BuildPlan, refusals: PlanRefusals) -> bool:
         """Rank 0 checks the folder against ``plan`` (and writes ``build.json``); True on every rank
         when the artifact is already complete with this plan.
 
         Raises:
-            DistillError: the folder holds another plan, or (with ``refusals.not_empty``) is not
-                empty and holds no build; on every rank.
+            DistillError: the folder holds another plan, or a ``build.json`` the plan's type does not
+                read, or (with ``refusals.not_empty``) is not empty and holds no build; on every rank.
         """
         return prepare_on_rank0(lambda: self._prepare(plan, refusals), self.rank, self.world) == "done"
 
-    def _prepare(self, plan: Mapping, refusals: PlanRefusals) -> str:
-        out = self.out
+    def _prepare(self, plan: BuildPlan, refusals: PlanRefusals) -> str:
+        out, want = self.out, plan.to_dict()
         for name, template in ((CACHE_MANIFEST, refusals.complete), (CACHE_BUILD_PLAN, refusals.unfinished)):
             if (out / name).exists():
-                diffs = identity_diffs(read_json(out / name), plan)
+                diffs = identity_diffs(read_json(out / name) if name == CACHE_MANIFEST
+                                       else _read_plan(type(plan), out / name, template, out), want)
                 if diffs:
                     raise DistillError(template.format(file=out / name, diffs="; ".join(diffs), out=out))
                 if name == CACHE_MANIFEST:
@@ -120,7 +146,7 @@ class ResumableShards:
         out.mkdir(parents=True, exist_ok=True)
         for tmp in out.glob(".*.tmp"):  # leftovers of a killed atomic write
             tmp.unlink(missing_ok=True)
-        atomic_write_json(out / CACHE_BUILD_PLAN, dict(plan))
+        atomic_write_json(out / CACHE_BUILD_PLAN, want)
         return "build"
 
     def pending(self, num_shards: int) -> list[int]:
