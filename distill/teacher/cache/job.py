@@ -117,6 +117,7 @@ def cache_dataset(cfg: CacheBuildConfig) -> DomainFolder:
 def make_teacher(cfg: CacheBuildConfig, dataset: DomainFolder) -> Teacher:
     """The teacher of ``cfg`` for ``dataset``'s classes: templates resolved (and printed on rank 0), device and
     precision checked, deterministic cuBLAS set; ``pretrained="none"``: random weights seeded with 0."""
+    # lazy: torch and open_clip load only when a cache is built (the CLI's --help stays light)
     import torch
 
     from distill.teacher.clip import Teacher
