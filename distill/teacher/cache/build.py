@@ -66,12 +66,12 @@ from distill.teacher.cache.format import (
     empty_rows,
     read_shard_columns,
     read_shard_skipped,
-    write_shard,
+    shard_columns,
 )
 from distill.teacher.cache.inputs import ImageViews, ViewDraws, collate_views, teacher_input
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
 from distill.teacher.cache.pixels import build_pixel_store
-from distill.teacher.cache.shards import PlanRefusals, ResumableShards
+from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, ShardFile
 from distill.teacher.clip import Teacher
 from distill.teacher.pool import check_teacher_pool
 from distill.utils.io import atomic_write, sha256_file
@@ -248,12 +248,10 @@ def build_cache(
     with _distributed(device) as (rank, world):
         plan = make_plan(dataset, teacher, options)
         shards = ResumableShards(out, rank, world)
-        done = shards.prepare(plan, REFUSALS)
-        if not done:
-            _build_shards(dataset, teacher, shards, plan, skip_bad, num_workers, progress)
-            shards.barrier()
-            if rank == 0:
-                _write_manifest(dataset, teacher, shards, plan)
+        done = shards.build(plan, REFUSALS,
+                            lambda mine: _shards(dataset, teacher, shards, plan, mine, skip_bad, num_workers, progress),
+                            lambda files: _manifest(dataset, teacher, shards.out, plan, files),
+                            "{path}: shard missing after all ranks finished; rerun the build to resume")
         if pixels is not None and pixels.sizes:  # on a complete cache (just built or found), own pass: no teacher
             shards.barrier()  # rank 0 has written the cache's manifest
             for size in pixels.sizes:
@@ -271,16 +269,15 @@ def build_cache(
     return out
 
 
-def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: CacheBuildPlan, skip_bad: bool,
-                  num_workers: int | None, progress: bool) -> None:
-    """Write this rank's missing shards."""
+def _shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: CacheBuildPlan, mine: list[int],
+            skip_bad: bool, num_workers: int | None, progress: bool) -> Iterator[Shard]:
+    """This rank's missing shards ``mine``, each yielded when its last batch is through the teacher."""
     rank, world = shards.rank, shards.world
     domains = cached_domains(plan.dataset)
     samples = dataset.select(domains)
     _check_written_shards(shards, samples, plan)
     K, S = plan.views.count, plan.shard_size
     per_batch = max(1, plan.batch_size // K)
-    mine = shards.pending(plan.num_shards)
     if not mine:
         return
     batches = [list(range(b, min(b + per_batch, (k + 1) * S, len(samples))))
@@ -340,9 +337,9 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
                 parts = pending.pop(k, []) or [{
                     **empty_rows(plan.embed_dim, plan.num_classes, dtype, len(policy.layout)),
                     **empty_outputs(layout, plan.embed_dim, plan.num_classes, dtype)}]
-                write_shard(shards.path(k), {key: torch.cat([p[key] for p in parts]) for key in parts[0]},
-                            skipped.pop(k, []), output_columns(layout))
-                if delay:
+                yield k, *shard_columns({key: torch.cat([p[key] for p in parts]) for key in parts[0]},
+                                        skipped.pop(k, []), output_columns(layout))
+                if delay:  # the shard is on disk
                     time.sleep(delay)
 
 
@@ -366,15 +363,13 @@ def _check_written_shards(shards: ResumableShards, samples: list, plan: CacheBui
                                "move the new domain out of the data root")
 
 
-def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: CacheBuildPlan) -> None:
-    """Rank 0, all shards written: text embeddings, then the manifest (the completion mark)."""
+def _manifest(dataset: DomainFolder, teacher: Teacher, out: Path, plan: CacheBuildPlan, files: list[ShardFile]) -> dict:
+    """Rank 0, all shards written: text embeddings written, the manifest (the completion mark) returned."""
     S, n = plan.shard_size, plan.dataset.cached_images
-    files = shards.finished(plan.num_shards, "{path}: shard missing after all ranks finished; rerun the build to resume")
     listed = [{"file": f.file, "samples": [k * S, min((k + 1) * S, n)], "rows": f.rows, "bytes": f.bytes,
                "sha256": f.sha256} for k, f in enumerate(files)]
     skipped = [s for f in files for s in f.skipped]
     rows = sum(f.rows for f in files)
-    out = shards.out
     text = teacher.text_embeddings.detach().float().cpu().contiguous()
     atomic_write(out / TEXT_EMBEDDINGS, lambda p: save_file({"text_embeddings": text}, str(p)))
     text_sha256 = sha256_file(out / TEXT_EMBEDDINGS)
@@ -396,5 +391,5 @@ def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableSh
         "text_embeddings_sha256": text_sha256,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "distill_version": distill.__version__,
-    }, shards.out / CacheManifest.FILE)
-    manifest.write(shards.out)
+    }, out / CacheManifest.FILE)
+    return manifest.to_dict()

@@ -13,12 +13,16 @@ Every artifact of a cache directory is built the same way, and this module is th
 3. **Manifest last.** After a barrier rank 0 lists every shard (rows, size, sha256, skipped
    images from its metadata, so images skipped by an interrupted run are kept) and writes the
    manifest, whose presence marks the artifact complete.
+
+:meth:`ResumableShards.build` is that skeleton; each artifact brings only what differs: its plan,
+how it words a refusal, a generator of its pending shards' tensors (the cache: DataLoader +
+teacher; the adversarial views: PGD; a pixel store: decode + resize) and its manifest.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import torch.distributed as dist
 from torch import Tensor
@@ -62,6 +66,9 @@ class BuildPlan(Protocol):
     """A plan record (:class:`~distill.records.CacheBuildPlan`, :class:`~distill.records.AdversarialPlan`,
     :class:`~distill.teacher.cache.pixels.PixelPlan`): written as ``build.json``, read back through its type."""
 
+    @property
+    def num_shards(self) -> int: ...
+
     def to_dict(self) -> dict[str, Any]: ...
 
     @classmethod
@@ -81,6 +88,10 @@ class PlanRefusals:
     complete: str  # a complete artifact with another plan
     unfinished: str  # an unfinished build with another plan
     not_empty: str | None = None  # a non-empty folder that holds neither (None: allowed)
+
+
+#: One shard a builder made: (k, its tensors, its safetensors metadata or None).
+Shard = tuple[int, Mapping[str, Tensor], "dict[str, str] | None"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,34 @@ class ResumableShards:
             tmp.unlink(missing_ok=True)
         atomic_write_json(out / CACHE_BUILD_PLAN, want)
         return "build"
+
+    def build(self, plan: BuildPlan, refusals: PlanRefusals, make: Callable[[list[int]], Iterable[Shard]],
+              manifest: Callable[[list[ShardFile]], Mapping], missing: str) -> bool:
+        """The skeleton: plan first, this rank's pending shards written as ``make`` yields them, a barrier,
+        then on rank 0 the manifest made from every shard (hashed) by ``manifest``.
+
+        Args:
+            plan, refusals: as :meth:`prepare`.
+            make: this rank's pending shard numbers -> (k, tensors, metadata) per shard, in any order (a
+                generator resumes after each shard is on disk).
+            manifest: every shard of the artifact (rank 0) -> the manifest to write.
+            missing: as :meth:`finished`.
+
+        Returns:
+            True when the artifact was already complete with this plan (nothing written).
+        """
+        if self.prepare(plan, refusals):
+            return True
+        made = iter(make(self.pending(plan.num_shards)))
+        try:
+            for k, tensors, metadata in made:
+                self.write(k, tensors, metadata)
+        finally:  # a generator stopped by an error leaves its context managers (inference mode ...) now, not at GC
+            getattr(made, "close", lambda: None)()
+        self.barrier()
+        if self.rank == 0:
+            self.write_manifest(manifest(self.finished(plan.num_shards, missing)))
+        return False
 
     def pending(self, num_shards: int) -> list[int]:
         """This rank's shards (``k % world == rank``) that are not on disk yet, in order."""

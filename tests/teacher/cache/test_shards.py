@@ -10,6 +10,7 @@ import torch
 from distill.errors import DistillError
 from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST, Record
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards
+from distill.utils.io import sha256_file
 
 REFUSALS = PlanRefusals(complete="{file}: done with another plan ({diffs})",
                         unfinished="{file}: started with another plan ({diffs}); remove {out}",
@@ -86,3 +87,49 @@ def test_pending_skips_written_shards_and_splits_over_ranks(tmp_path):
         ("shard-00002.safetensors", 2, [])]
     assert all(len(f.sha256) == 64 and f.bytes > 0 for f in files)
     assert not (tmp_path / CACHE_MANIFEST).exists()
+
+
+def test_build_is_the_skeleton_plan_pending_shards_manifest_and_resumes_after_a_kill(tmp_path):
+    """One skeleton for the cache, its adversarial views and its pixel stores: only the pending shards are asked
+    for, the manifest is made last from every shard (hashed), and a complete artifact asks for nothing."""
+    asked: list[list[int]] = []
+
+    def make(mine):
+        asked.append(list(mine))
+        for k in mine:
+            if k == 2 and len(asked) == 1:
+                raise KeyboardInterrupt  # killed before shard 2
+            yield k, {"sample_index": torch.arange(k + 1)}, None
+
+    def manifest(files):
+        return {**PLAN.to_dict(), "shards": [[f.file, f.rows, f.sha256] for f in files]}
+
+    shards = ResumableShards(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        shards.build(PLAN, REFUSALS, make, manifest, "{path}: missing")
+    assert sorted(p.name for p in tmp_path.glob("shard-*")) == ["shard-00000.safetensors", "shard-00001.safetensors"]
+    assert not (tmp_path / CACHE_MANIFEST).exists()
+    assert shards.build(PLAN, REFUSALS, make, manifest, "{path}: missing") is False
+    assert asked == [[0, 1, 2], [2]]  # resumed: only the shard not on disk
+    listed = json.loads((tmp_path / CACHE_MANIFEST).read_text())["shards"]
+    assert listed == [[f"shard-0000{k}.safetensors", k + 1, sha256_file(tmp_path / f"shard-0000{k}.safetensors")]
+                      for k in range(3)]
+    assert shards.build(PLAN, REFUSALS, make, manifest, "{path}: missing") is True and len(asked) == 2
+
+
+def test_build_closes_the_shard_generator_when_a_write_fails(tmp_path):
+    """A failed write leaves the builder's context managers (inference mode, cuDNN flags) at once, not at GC."""
+    left = []
+
+    def make(mine):
+        try:
+            yield 0, {"x": torch.arange(6).view(2, 3).t()}, None  # not contiguous: safetensors refuses it
+        finally:
+            left.append(True)
+
+    try:
+        ResumableShards(tmp_path).build(PLAN, REFUSALS, make, dict, "{path}: missing")
+    except ValueError:  # the traceback still holds build's frame, and with it the generator
+        assert left == [True]
+    else:
+        pytest.fail("the write did not fail")
