@@ -91,7 +91,7 @@ class PlanRefusals:
 
 
 #: One shard a builder made: (k, its tensors, its safetensors metadata or None).
-Shard = tuple[int, Mapping[str, Tensor], "dict[str, str] | None"]
+Shard = tuple[int, Mapping[str, Tensor], dict[str, str] | None]
 
 
 @dataclass(frozen=True)
