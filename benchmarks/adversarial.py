@@ -15,6 +15,11 @@ at <= 1 point of clean accuracy (source domain). Every strategy trains each seed
 (default 0,1,2); robustness cells are mean ± std (n) over the seeds, and a PGD gain counts only
 at Welch p < 0.05 over seeds (distill/report/stats.py). Timing uses seed 0.
 
+The views are added with :func:`~distill.teacher.cache.build_adversarial_views`, not the one build
+entry (``run_cache_build``): they go into a cache that already exists (the demo's), whose build
+options this script does not restate, and the entry would refuse any it restated differently; the
+lower-level call checks the teacher and dataset against that cache's manifest instead.
+
 Usage (after `distill demo --out demo_out`):
     .venv/bin/python benchmarks/adversarial.py [--demo-out demo_out] [--epochs 30] [--out runs/bench-adversarial]
         [--timing-epochs 2] [--threads 1] [--quick] [--only kd,adv_cached,adv_cached_advtarget,adv_kd] [--seeds 0,1,2]

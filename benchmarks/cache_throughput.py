@@ -3,6 +3,9 @@
 The build decodes, preprocesses and writes while the teacher runs (DataLoader workers, pinned
 prefetch), so it should reach >= 0.9x the teacher's own speed. Both are measured side by side
 in one run, alternating, on a synthetic JPEG tree with a real-size teacher (random weights).
+The build runs through the one entry (``run_cache_build(CacheBuildConfig(...), teacher=...)``) with
+the very teacher the bare forward times passed in, so both figures are of the same weights; the
+build's time includes listing the image tree, as ``distill cache build``'s does.
 
     .venv/bin/python benchmarks/cache_throughput.py --arch ViT-B-32 --images 256
 """
@@ -20,7 +23,7 @@ import torch
 from PIL import Image
 
 from distill.data.folder import DomainFolder
-from distill.teacher.cache import CacheOptions, build_cache
+from distill.teacher.cache import CacheBuildConfig, CacheOptions, run_cache_build
 from distill.teacher.clip import Teacher
 
 
@@ -83,8 +86,9 @@ def main() -> None:
             bare.append(args.images / bare_forward(teacher, x, args.batch_size))
             out = tmp / f"cache{r}"
             t0 = time.perf_counter()
-            build_cache(ds, teacher, out, CacheOptions(batch_size=args.batch_size, shard_size=128),
-                        num_workers=args.workers, progress=False)
+            run_cache_build(CacheBuildConfig(data=ds.root, out=out, arch=args.arch, pretrained="none",
+                                             options=CacheOptions(batch_size=args.batch_size, shard_size=128),
+                                             workers=args.workers, progress=False), teacher=teacher)
             build.append(args.images / (time.perf_counter() - t0))
             print(f"  run {r}: bare forward {bare[-1]:7.1f} img/s   cache build {build[-1]:7.1f} img/s   "
                   f"ratio {build[-1] / bare[-1]:.3f}")

@@ -19,6 +19,7 @@ what matters here, not its outputs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import statistics
@@ -31,7 +32,15 @@ from photos import make_photos  # benchmarks/photos.py: this script's folder is 
 from torch.utils.data import DataLoader
 
 from distill.data.folder import DomainFolder
-from distill.teacher.cache import CacheOptions, TeacherCache, build_cache, build_pixel_store, find_pixel_store
+from distill.data.split import SplitKeys
+from distill.teacher.cache import (
+    CacheBuildConfig,
+    CacheOptions,
+    PixelOptions,
+    TeacherCache,
+    find_pixel_store,
+    run_cache_build,
+)
 from distill.teacher.cache.inputs import ImageViews
 from distill.teacher.clip import Teacher
 from distill.train import TrainImages, epoch_items
@@ -64,15 +73,16 @@ def main() -> None:
         w, h = (int(v) for v in args.image_size.split("x"))
         data = Path(args.data) if args.data else make_photos(tmp / "data", args.images, (w, h), procs=args.procs)
         ds = DomainFolder(data, test_fraction=0.05)
-        torch.manual_seed(0)
-        teacher = Teacher("distill-demo-vit", None, ds.classes)
-        t0 = time.perf_counter()
-        cache_dir = build_cache(ds, teacher, tmp / "cache", CacheOptions(views=args.views, seed=0, batch_size=64),
-                                num_workers=0, progress=False)
-        t_cache = time.perf_counter() - t0
+        cache_dir = tmp / "cache"
         size = (args.size, args.size)
+        build = CacheBuildConfig(data=data, out=cache_dir, arch="distill-demo-vit", pretrained="none",
+                                 split=SplitKeys(test_fraction=0.05), workers=0, progress=False,
+                                 options=CacheOptions(views=args.views, seed=0, batch_size=64))
         t0 = time.perf_counter()
-        build_pixel_store(ds, cache_dir, size, "bicubic", num_workers=0, progress=False)
+        run_cache_build(build)
+        t_cache = time.perf_counter() - t0
+        t0 = time.perf_counter()  # the same entry adds the store to the complete cache (no teacher pass)
+        run_cache_build(dataclasses.replace(build, pixels=PixelOptions(sizes=(size,))))
         t_store = time.perf_counter() - t0
         cache = TeacherCache.open(cache_dir)
         store, line = find_pixel_store(cache, size, "bicubic")

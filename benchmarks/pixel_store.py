@@ -5,7 +5,8 @@ throughput next to raw's. One run, one process, one torch thread (what one DataL
 
 - builds one teacher cache (the tiny ``distill-demo-vit`` teacher, random weights: only its view
   params matter here) over photo-like 400x300 JPEGs (``benchmarks/photos.py``), then one pixel store
-  per codec at ``--size`` through the real builder (``build_pixel_store``), timed;
+  per codec at ``--size`` through the one entry (``run_cache_build`` with ``PixelOptions``), timed
+  (the time includes the entry's check of the complete cache: listing, the tiny teacher, the plan);
 - prints each store's bytes per row on disk and its ratio to raw, and the mean absolute error of its
   decoded rows against the raw store's (raw is exact: the decode path's bytes);
 - times a worker's read of every row (``TrainImages`` with the store, uint8 hand-off, batches
@@ -19,6 +20,7 @@ throughput next to raw's. One run, one process, one torch thread (what one DataL
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -35,8 +37,15 @@ from photos import make_photos  # benchmarks/photos.py: this script's folder is 
 from torch.utils.data import DataLoader
 
 from distill.data.folder import DomainFolder
-from distill.teacher.cache import CacheOptions, TeacherCache, build_cache, build_pixel_store, find_pixel_store
-from distill.teacher.clip import Teacher
+from distill.data.split import SplitKeys
+from distill.teacher.cache import (
+    CacheBuildConfig,
+    CacheOptions,
+    PixelOptions,
+    TeacherCache,
+    find_pixel_store,
+    run_cache_build,
+)
 from distill.train import TrainImages, epoch_items
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
@@ -93,17 +102,19 @@ def main() -> None:
         w, h = (int(v) for v in args.image_size.split("x"))
         data = Path(args.data) if args.data else make_photos(tmp / "data", args.images, (w, h), procs=1)
         ds = DomainFolder(data, test_fraction=0.05)
-        torch.manual_seed(0)
-        teacher = Teacher("distill-demo-vit", None, ds.classes)
-        base = build_cache(ds, teacher, tmp / "cache", CacheOptions(views=args.views, seed=0, batch_size=64),
-                           num_workers=0, progress=False)
+        base = tmp / "cache"
+        build = CacheBuildConfig(data=data, out=base, arch="distill-demo-vit", pretrained="none",
+                                 split=SplitKeys(test_fraction=0.05), workers=0, progress=False,
+                                 options=CacheOptions(views=args.views, seed=0, batch_size=64))
+        run_cache_build(build)
         stores, build_rate = {}, {}
         for codec, q in codecs:
             name = codec if q is None else f"{codec} q{q}"
             c = tmp / f"cache-{codec}-{q}"
             shutil.copytree(base, c)
-            t0 = time.perf_counter()
-            build_pixel_store(ds, c, size, "bicubic", codec=codec, quality=q, num_workers=0, progress=False)
+            t0 = time.perf_counter()  # the entry finds the cache complete and adds the store (no teacher pass)
+            run_cache_build(dataclasses.replace(build, out=c, pixels=PixelOptions(sizes=(size,), codec=codec,
+                                                                                  quality=q)))
             dt = time.perf_counter() - t0
             store, _ = find_pixel_store(TeacherCache.open(c), size, "bicubic")
             stores[name], build_rate[name] = store, len(store) / dt

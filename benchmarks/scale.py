@@ -4,7 +4,8 @@ Section ``cache`` (this file's one section so far):
 
 1. writes a synthetic N-row cache through the real writer (``write_shard`` shards,
    :class:`~distill.teacher.cache.shards.ResumableShards` hashing them and recording the hashes,
-   :class:`~distill.records.CacheManifest`), fp16, default 1M rows at D=768, C=1000;
+   :class:`~distill.records.CacheManifest`), fp16, default 1M rows at D=768, C=1000 (not through the one
+   build entry ``run_cache_build``: there is no teacher, one random block of outputs stands in for it);
 2. opens it (``TeacherCache.open``) and prints the open time and the anonymous memory (``RssAnon`` of
    ``/proc/self/status``: what is not file-backed, so not shared through the page cache) it added, then
    gathers random batches (``lookup``) and prints the anonymous memory again and the time per batch;
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import distill
-from distill.records import TEXT_EMBEDDINGS, CacheManifest, CacheRowLayout
+from distill.records import TEXT_EMBEDDINGS, CacheBuildPlan, CacheManifest, CacheRowLayout
 from distill.teacher.cache import TeacherCache
 from distill.teacher.cache.build import REFUSALS
 from distill.teacher.cache.compact import compact_outputs, manifest_columns, output_columns
@@ -98,7 +99,7 @@ def write_cache(out: Path, rows: int, dim: int, classes: int, views: int = 8, sh
         "views": {"count": views, "seed": 0, "augment": {}}, "dtype": "float16", "embed_dim": dim,
         "num_classes": classes, "batch_size": 64, "shard_size": shard_images, "num_shards": num_shards, **compact}
     shards = ResumableShards(out)
-    shards.prepare(plan, REFUSALS)
+    shards.prepare(CacheBuildPlan.from_dict(plan), REFUSALS)
     for k in range(num_shards):
         m = min(shard_images, images - k * shard_images)
         si = torch.arange(k * shard_images, k * shard_images + m).repeat_interleave(views)

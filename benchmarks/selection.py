@@ -36,10 +36,9 @@ from distill.data.builtin import materialize
 from distill.recipes import load_recipe, recipes_view_policy, train_or_resume
 from distill.records import RUN_METRICS, pct
 from distill.report.stats import mean_std, paired, pm, verdict
-from distill.teacher import Teacher
-from distill.teacher.bootstrap.presets import DEMO_ARCH, DEMO_TEMPLATES
+from distill.teacher.bootstrap.presets import DEMO_ARCH
 from distill.teacher.bootstrap.train import bootstrap_teacher
-from distill.teacher.cache import CacheOptions, PixelOptions, build_cache
+from distill.teacher.cache import CacheBuildConfig, CacheOptions, PixelOptions, run_cache_build
 from distill.train.checkpoints import best_epoch
 
 PRETRAIN_FRACTION = 0.3
@@ -89,11 +88,11 @@ def main() -> None:
     if args.reuse is None:
         dataset = DomainFolder(root, pretrain_fraction=PRETRAIN_FRACTION)
         ckpt = bootstrap_teacher(dataset, args.out / "teacher", quick=args.quick, progress=False)
-        teacher = Teacher(DEMO_ARCH, str(ckpt), dataset.classes, DEMO_TEMPLATES)
-        cache_dir = build_cache(dataset, teacher, cache_dir,
-                                CacheOptions(views=args.views, seed=0, policy=recipes_view_policy()),
-                                pixels=PixelOptions(((32, 32),)), num_workers=0 if args.quick else 2, progress=False)
-        del teacher
+        # the one build entry (as `distill cache build`): templates and pretraining pool from the teacher.json
+        run_cache_build(CacheBuildConfig(
+            data=root, out=cache_dir, arch=DEMO_ARCH, pretrained=str(ckpt),
+            options=CacheOptions(views=args.views, seed=0, policy=recipes_view_policy()),
+            pixels=PixelOptions(((32, 32),)), workers=0 if args.quick else 2, progress=False, device="cpu"))
 
     per_seed: list[dict[str, Any]] = []
     for seed in seeds:

@@ -31,12 +31,13 @@ import torch
 
 from distill.config import load_train_config
 from distill.data import DomainFolder
+from distill.data.split import SplitKeys
 from distill.evaluate import DomainEvaluator
 from distill.records import CacheManifest, RunSummary, TeacherManifest, pct, percent
 from distill.report.stats import mean_std, pm, two_se, verdict
 from distill.student.model import load_student
 from distill.teacher import Teacher
-from distill.teacher.cache import CacheOptions, TeacherCache, ViewConfig, build_cache
+from distill.teacher.cache import CacheBuildConfig, CacheOptions, TeacherCache, ViewConfig, run_cache_build
 from distill.train import train
 from distill.train.adapt import adapt_recipe
 
@@ -63,12 +64,15 @@ def random_teacher_cache(demo_out: Path, root: Path, like: Path, out: Path) -> P
     meta = TeacherManifest.read(demo_out / "teacher")
     built = CacheManifest.read(like)
     views = built.views
-    ds = DomainFolder(root, pretrain_fraction=built.dataset.pretrain_fraction)  # the same rows as ``like``
-    torch.manual_seed(1)
+    split = SplitKeys(pretrain_fraction=built.dataset.pretrain_fraction)  # the same rows as ``like``
+    ds = DomainFolder(root, split.split_rule())
+    torch.manual_seed(1)  # not the entry's seed 0 for random weights: this teacher is its own, passed in
     teacher = Teacher(meta.arch, None, ds.classes, meta.templates)
-    return build_cache(ds, teacher, out, CacheOptions(views=views.count, seed=views.seed,
-                                                      augment=ViewConfig.from_dict(views.augment)),
-                       num_workers=0, progress=False)
+    run_cache_build(CacheBuildConfig(data=root, out=out, arch=meta.arch, pretrained="none", split=split,
+                                     options=CacheOptions(views=views.count, seed=views.seed,
+                                                          augment=ViewConfig.from_dict(views.augment)),
+                                     workers=0, progress=False), teacher=teacher)
+    return out
 
 
 def main() -> None:

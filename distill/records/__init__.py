@@ -7,7 +7,8 @@ report, bench record), :mod:`.qad` (``distill qad``'s PTQ vs QAD record).
 
 Every file one stage writes and another reads has one record here: a bootstrapped teacher's
 ``teacher.json`` (teacher -> cache, demo), the cache manifest and its adversarial views'
-(teacher -> train), the run summary and robustness report (train -> export, report, demo), the
+(teacher -> train) and their plans (``build.json``: a build -> its resumed self), the run
+summary and robustness report (train -> export, report, demo), the
 export report (export -> bench, report, demo), the QAD record (qad -> report) and the bench record (bench -> report). Writers build a
 record and call :meth:`Record.write`; readers call :meth:`Record.read` and use attributes,
 never ``json.load(...)["key"]``. timm's ``PretrainedCfg`` and open_clip's ``PreprocessCfg`` do
@@ -70,7 +71,9 @@ from distill.records.run import (
 from distill.records.ship import BenchRecord, ExportedModel, ExportReport, LatencyStats, ShipRecommendation
 from distill.records.teacher import (
     AdversarialManifest,
+    AdversarialPlan,
     AdversarialShard,
+    CacheBuildPlan,
     CacheDataset,
     CacheFolder,
     CacheManifest,
@@ -86,12 +89,12 @@ from distill.records.teacher import (
 )
 
 __all__ = [
-    "Accuracy", "AdversarialManifest", "AdversarialShard", "BENCH_RECORDS", "BEST_CHECKPOINT", "BenchRecord",
+    "Accuracy", "AdversarialManifest", "AdversarialPlan", "AdversarialShard", "BENCH_RECORDS", "BEST_CHECKPOINT", "BenchRecord",
     "CACHE_ADVERSARIAL_DIR", "CACHE_BUILD_PLAN", "CACHE_MANIFEST", "CACHE_PIXELS_PREFIX", "CHECKPOINTS_DIR",
-    "CHECKPOINT_POINTER", "CacheDataset", "CacheManifest", "CachePreprocess", "CacheRowLayout", "CacheShard", "CacheViews",
-    "CacheFolder", "CheckpointPointer", "CombinedTeacher", "DATA_CLASS_MAP", "DEMO_RESULTS", "Disagreement",
-    "EXPORT_CHECKPOINT", "EXPORT_REPORT", "ExportReport", "ExportedModel", "LatencyStats", "PoolFolder", "QADAccuracy",
-    "QADRecord", "QADSettings", "QAD_REPORT", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
+    "CHECKPOINT_POINTER", "CacheBuildPlan", "CacheDataset", "CacheManifest", "CachePreprocess", "CacheRowLayout",
+    "CacheShard", "CacheViews", "CacheFolder", "CheckpointPointer", "CombinedTeacher", "DATA_CLASS_MAP", "DEMO_RESULTS",
+    "Disagreement", "EXPORT_CHECKPOINT", "EXPORT_REPORT", "ExportReport", "ExportedModel", "LatencyStats", "PoolFolder",
+    "QADAccuracy", "QADRecord", "QADSettings", "QAD_REPORT", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
     "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",
     "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
     "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "ShipRecommendation", "SkippedImage", "SuiteDomain", "SuiteInfo",

@@ -1,5 +1,5 @@
 """Teacher-side records: a built-in suite's ``suite.json``, a bootstrapped teacher's ``teacher.json``,
-the cache manifest and its adversarial views' manifest.
+the cache's build plan and manifest, and its adversarial views' plan and manifest.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, Field
 
 from distill.records.base import Record, SkippedImage, TeacherIdentity, _Closed, _Open
-from distill.records.names import CACHE_MANIFEST, SUITE_INFO, TEACHER_MANIFEST
+from distill.records.names import CACHE_BUILD_PLAN, CACHE_MANIFEST, SUITE_INFO, TEACHER_MANIFEST
 
 
 # ------------------------------------------------------------------ built-in data suite
@@ -167,6 +167,33 @@ class CacheShard(_Closed):
     sha256: str | None = None
 
 
+class CacheBuildPlan(Record):
+    """``build.json`` of a teacher cache: everything that determines its bytes, written before the first
+    shard and compared on resume (:func:`~distill.teacher.cache.build.make_plan`). The manifest repeats
+    these keys (in its own order) with what was written."""
+
+    FILE: ClassVar[str] = CACHE_BUILD_PLAN
+    format: str
+    format_version: int
+    teacher: TeacherIdentity
+    templates: list[str]
+    classes: list[str]
+    preprocess: CachePreprocess
+    dataset: CacheDataset
+    views: CacheViews
+    dtype: Literal["float16", "float32"]
+    embed_dim: int
+    num_classes: int
+    batch_size: int
+    shard_size: int
+    num_shards: int
+    layout: CacheRowLayout | None = None  # compact rows (format version 3); absent: full rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as made (keys it did not set stay absent), so a plan file round-trips byte for byte."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
 class CacheManifest(Record):
     """``manifest.json`` of a teacher cache: identity (what the outputs mean) + what was written."""
 
@@ -211,12 +238,11 @@ class AdversarialShard(_Closed):
     sha256: str
 
 
-class AdversarialManifest(Record):
-    """``CACHE/adversarial/manifest.json`` (:mod:`distill.teacher.cache.adversarial`): the build plan
-    (everything that determines the views' bytes; ``build.json`` holds the same keys) + the shards
-    written. Written last: its presence means complete."""
+class AdversarialPlan(Record):
+    """``CACHE/adversarial/build.json`` (:mod:`distill.teacher.cache.adversarial`): everything that
+    determines the views' bytes, written first and compared on resume."""
 
-    FILE: ClassVar[str] = CACHE_MANIFEST
+    FILE: ClassVar[str] = CACHE_BUILD_PLAN
     format: str
     format_version: int
     teacher: TeacherIdentity          # without the library versions (not part of what an output means)
@@ -236,12 +262,19 @@ class AdversarialManifest(Record):
     batch_size: int
     shard_size: int
     num_shards: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """As made (keys it did not set stay absent), like :meth:`CacheBuildPlan.to_dict`."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class AdversarialManifest(AdversarialPlan):
+    """``CACHE/adversarial/manifest.json``: the plan (:class:`AdversarialPlan`) + the shards written.
+    Written last: its presence means complete."""
+
+    FILE: ClassVar[str] = CACHE_MANIFEST
     rows: int
     shards: list[AdversarialShard]
     skipped: list[SkippedImage] = Field(default_factory=list)
     shapes: dict[str, list[int]]
     created: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """As built (keys the build did not set stay absent), like :meth:`CacheManifest.to_dict`."""
-        return self.model_dump(mode="json", exclude_unset=True)

@@ -8,7 +8,7 @@ shapes; readers compare it with what the run expects and refuse a mismatch.
 This package's public API is what this module exports; one job per module:
     - :mod:`~distill.teacher.cache.format`: directory layout, shard schema, verified reads.
     - :mod:`~distill.teacher.cache.identity`: the one identity check (manifest vs expectation).
-    - :mod:`~distill.teacher.cache.shards`: the one resumable, distributed shard writer.
+    - :mod:`~distill.teacher.cache.shards`: the one resumable, distributed shard writer and build skeleton.
     - :mod:`~distill.teacher.cache.options`: typed build settings.
     - :mod:`~distill.teacher.cache.build`: the builder (:mod:`~distill.teacher.cache.inputs`: its decode path).
     - :mod:`~distill.teacher.cache.job`: one build as one typed config (``distill cache build``,

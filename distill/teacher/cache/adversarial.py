@@ -42,7 +42,7 @@ import functools
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -54,7 +54,14 @@ from distill.data.images import BadImageError, load_rgb
 from distill.data.unlabeled import folder_record
 from distill.data.views import apply_view, clean_box
 from distill.errors import DistillError
-from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_BUILD_PLAN, CACHE_MANIFEST, AdversarialManifest, CacheManifest
+from distill.records import (
+    CACHE_ADVERSARIAL_DIR,
+    CACHE_BUILD_PLAN,
+    CACHE_MANIFEST,
+    AdversarialManifest,
+    AdversarialPlan,
+    CacheManifest,
+)
 from distill.robust.attacks import default_step_size, pgd, teacher_logits_with_grad
 from distill.student.transforms import normalize
 from distill.teacher.cache.format import DTYPES, load_verified
@@ -67,7 +74,7 @@ from distill.teacher.cache.identity import (
 )
 from distill.teacher.cache.mapped import verify_once
 from distill.teacher.cache.options import AdversarialOptions
-from distill.teacher.cache.shards import PlanRefusals, ResumableShards
+from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, ShardFile
 
 FORMAT = "distill.adversarial_views"
 FORMAT_VERSION = 1
@@ -81,10 +88,10 @@ ROW_NAMES = ("sample_index", "adv_view", "pixels", "logits", "image_emb")
 
 def adversarial_plan(cache_manifest: CacheManifest, teacher_identity: Mapping[str, Any],
                      options: AdversarialOptions, *, step_size: float, seed: int, domains: Sequence[str],
-                     images: int, batch_size: int, shard_size: int) -> dict:
+                     images: int, batch_size: int, shard_size: int) -> AdversarialPlan:
     """Everything that determines the adversarial views' bytes (saved as ``build.json``)."""
     o = options
-    return {
+    return AdversarialPlan.from_dict({
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "teacher": {k: v for k, v in teacher_identity.items() if k not in TEACHER_UNCOMPARED},
         "preprocess": cache_manifest.preprocess.model_dump(mode="json", exclude_unset=True),
@@ -94,7 +101,7 @@ def adversarial_plan(cache_manifest: CacheManifest, teacher_identity: Mapping[st
         "step_size": float(step_size), "steps": int(o.steps), "seed": int(seed), "objective": OBJECTIVE,
         "dtype": cache_manifest.dtype, "batch_size": int(batch_size), "shard_size": int(shard_size),
         "num_shards": math.ceil(images / shard_size) if images else 0,
-    }
+    }, CACHE_BUILD_PLAN)
 
 
 def clean_pixels(img, info) -> Tensor:
@@ -169,82 +176,80 @@ def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: Ad
     plan = adversarial_plan(cm, ident, o, step_size=step_size, seed=seed, domains=domains, images=len(samples),
                             batch_size=batch_size, shard_size=shard_size)
     shards = ResumableShards(cache_dir / CACHE_ADVERSARIAL_DIR, rank, world)
-    if shards.prepare(plan, REFUSALS):
-        return shards.out
-
     info = teacher.preprocess_info
-    device = teacher.text_embeddings.device
-    mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
-    dtype = DTYPES[cm.dtype]
-    levels = plan["epsilon_levels"]
-    K, S = views, shard_size
-    todo = shards.pending(plan["num_shards"])
-    total = sum(min((k + 1) * S, len(samples)) - k * S for k in todo)
-    desc = "adversarial views" + (f" (rank 0 of {world})" if world > 1 else "")
-    with tqdm(total=total, unit="img", desc=desc, disable=not progress or rank != 0, dynamic_ncols=True) as bar:
-        for k in todo:
-            skipped: list[dict] = []  # this shard's; kept in its metadata, so a resumed build still knows them
-            rows: dict[str, list[Tensor]] = {n: [] for n in ROW_NAMES}
-            for b in range(k * S, min((k + 1) * S, len(samples)), batch_size):
-                chunk = samples[b:min(b + batch_size, (k + 1) * S, len(samples))]
-                xs, idx = [], []
-                for s in chunk:
-                    try:
-                        xs.append(clean_pixels(load_rgb(dataset.path(s)), info))
-                        idx.append(s.index)
-                    except BadImageError as e:
-                        skipped.append({"path": s.relpath, "sample_index": s.index, "reason": e.reason})
-                bar.update(len(chunk))
-                if not xs:
-                    continue
-                x0 = torch.stack(xs).to(device)  # [n, 3, H, W]
-                x0 = x0.repeat_interleave(K, dim=0)  # [n*K, ...] sample-major, view-minor
-                si = torch.tensor(idx, dtype=torch.long).repeat_interleave(K)
-                vv = torch.arange(K, dtype=torch.int16).repeat(len(idx))
-                start = torch.stack([_start(seed, int(i), int(v), tuple(x0.shape[1:]))  # CPU RNG: device-independent
-                                     for i, v in zip(si.tolist(), vv.tolist())]).to(device)
 
-                norm = functools.partial(normalize, mean=mean, std=std)
+    def craft(todo: list[int]) -> Iterator[Shard]:
+        """This rank's missing shards ``todo``, each yielded when its images are crafted."""
+        device = teacher.text_embeddings.device
+        mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
+        dtype = DTYPES[cm.dtype]
+        levels = plan.epsilon_levels
+        K, S = views, shard_size
+        total = sum(min((k + 1) * S, len(samples)) - k * S for k in todo)
+        desc = "adversarial views" + (f" (rank 0 of {world})" if world > 1 else "")
+        with tqdm(total=total, unit="img", desc=desc, disable=not progress or rank != 0, dynamic_ncols=True) as bar:
+            for k in todo:
+                skipped: list[dict] = []  # this shard's; kept in its metadata, so a resumed build still knows them
+                rows: dict[str, list[Tensor]] = {n: [] for n in ROW_NAMES}
+                for b in range(k * S, min((k + 1) * S, len(samples)), batch_size):
+                    chunk = samples[b:min(b + batch_size, (k + 1) * S, len(samples))]
+                    xs, idx = [], []
+                    for s in chunk:
+                        try:
+                            xs.append(clean_pixels(load_rgb(dataset.path(s)), info))
+                            idx.append(s.index)
+                        except BadImageError as e:
+                            skipped.append({"path": s.relpath, "sample_index": s.index, "reason": e.reason})
+                    bar.update(len(chunk))
+                    if not xs:
+                        continue
+                    x0 = torch.stack(xs).to(device)  # [n, 3, H, W]
+                    x0 = x0.repeat_interleave(K, dim=0)  # [n*K, ...] sample-major, view-minor
+                    si = torch.tensor(idx, dtype=torch.long).repeat_interleave(K)
+                    vv = torch.arange(K, dtype=torch.int16).repeat(len(idx))
+                    start = torch.stack([_start(seed, int(i), int(v), tuple(x0.shape[1:]))  # CPU RNG: device-independent
+                                         for i, v in zip(si.tolist(), vv.tolist())]).to(device)
 
-                with torch.no_grad():
-                    p_clean = teacher_logits_with_grad(teacher, norm, x0).softmax(-1)
+                    norm = functools.partial(normalize, mean=mean, std=std)
 
-                def loss_fn(px: Tensor) -> Tensor:
-                    log_q = teacher_logits_with_grad(teacher, norm, px).log_softmax(-1)
-                    return (p_clean * (torch.log(p_clean.clamp(min=1e-12)) - log_q)).sum(-1)
+                    with torch.no_grad():
+                        p_clean = teacher_logits_with_grad(teacher, norm, x0).softmax(-1)
 
-                xa = pgd(x0, loss_fn, epsilon, step_size, steps, init=x0 + start * epsilon)
-                # 8-bit, and still within floor(eps*255) levels of the (8-bit) clean view
-                q0 = torch.round(x0 * 255)
-                q = torch.round(xa * 255).clamp(min=q0 - levels, max=q0 + levels).clamp(0, 255)
-                with torch.no_grad():
-                    emb, logits = teacher(norm(q / 255))
-                rows["sample_index"].append(si)
-                rows["adv_view"].append(vv)
-                rows["pixels"].append(q.to(torch.uint8).cpu())
-                rows["logits"].append(logits.to(dtype).cpu())
-                rows["image_emb"].append(emb.to(dtype).cpu())
-            C, D = len(cm.classes), int(cm.embed_dim)
-            H, W = info.size
-            empty = {"sample_index": torch.zeros(0, dtype=torch.long), "adv_view": torch.zeros(0, dtype=torch.int16),
-                     "pixels": torch.zeros(0, 3, H, W, dtype=torch.uint8), "logits": torch.zeros(0, C, dtype=dtype),
-                     "image_emb": torch.zeros(0, D, dtype=dtype)}
-            tensors = {n: (torch.cat(v) if v else empty[n]).contiguous() for n, v in rows.items()}
-            shards.write(k, tensors, {"skipped": json.dumps(skipped)})
+                    def loss_fn(px: Tensor) -> Tensor:
+                        log_q = teacher_logits_with_grad(teacher, norm, px).log_softmax(-1)
+                        return (p_clean * (torch.log(p_clean.clamp(min=1e-12)) - log_q)).sum(-1)
 
-    shards.barrier()  # every rank's shards are written
-    if rank != 0:
-        return shards.out
-    files = shards.finished(plan["num_shards"], "{path}: adversarial shard missing after all ranks finished; "
-                                                "rerun the build to resume")
-    n_rows = sum(f.rows for f in files)
-    manifest = AdversarialManifest.from_dict({
-        **plan, "rows": n_rows, "shards": [{"file": f.file, "rows": f.rows, "sha256": f.sha256} for f in files],
-        "skipped": [s for f in files for s in f.skipped],
-        "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm.classes)]},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-    shards.write_manifest(manifest.to_dict())
+                    xa = pgd(x0, loss_fn, epsilon, step_size, steps, init=x0 + start * epsilon)
+                    # 8-bit, and still within floor(eps*255) levels of the (8-bit) clean view
+                    q0 = torch.round(x0 * 255)
+                    q = torch.round(xa * 255).clamp(min=q0 - levels, max=q0 + levels).clamp(0, 255)
+                    with torch.no_grad():
+                        emb, logits = teacher(norm(q / 255))
+                    rows["sample_index"].append(si)
+                    rows["adv_view"].append(vv)
+                    rows["pixels"].append(q.to(torch.uint8).cpu())
+                    rows["logits"].append(logits.to(dtype).cpu())
+                    rows["image_emb"].append(emb.to(dtype).cpu())
+                C, D = len(cm.classes), int(cm.embed_dim)
+                H, W = info.size
+                empty = {"sample_index": torch.zeros(0, dtype=torch.long), "adv_view": torch.zeros(0, dtype=torch.int16),
+                         "pixels": torch.zeros(0, 3, H, W, dtype=torch.uint8), "logits": torch.zeros(0, C, dtype=dtype),
+                         "image_emb": torch.zeros(0, D, dtype=dtype)}
+                tensors = {n: (torch.cat(v) if v else empty[n]).contiguous() for n, v in rows.items()}
+                yield k, tensors, {"skipped": json.dumps(skipped)}
+
+    def manifest(files: list[ShardFile]) -> dict:
+        n_rows = sum(f.rows for f in files)
+        return AdversarialManifest.from_dict({
+            **plan.to_dict(), "rows": n_rows,
+            "shards": [{"file": f.file, "rows": f.rows, "sha256": f.sha256} for f in files],
+            "skipped": [s for f in files for s in f.skipped],
+            "shapes": {"pixels": [n_rows, 3, *info.size], "logits": [n_rows, len(cm.classes)]},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}).to_dict()
+
+    shards.build(plan, REFUSALS, craft, manifest,
+                 "{path}: adversarial shard missing after all ranks finished; rerun the build to resume")
     return shards.out
 
 

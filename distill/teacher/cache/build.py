@@ -8,7 +8,7 @@ Design (see :mod:`distill.teacher.cache.format` for the layout):
   before, so a resumed or distributed build writes the same bytes as a single uninterrupted one
   (teacher inference runs with deterministic kernels; CPU results are identical for identical
   batches at a given thread count).
-- **Resumable.** ``build.json`` (the plan) is written first, shards atomically, ``manifest.json``
+- **Resumable.** ``build.json`` (the plan, :class:`~distill.records.CacheBuildPlan`) is written first, shards atomically, ``manifest.json``
   last (:class:`~distill.teacher.cache.shards.ResumableShards`, shared with the adversarial
   views and pixel stores). A rerun skips shards that exist, refuses a different plan (naming
   the fields), and returns at once when the manifest exists.
@@ -47,7 +47,7 @@ from distill.data.unlabeled import folder_record
 from distill.data.view_policy import PartnerPools, ViewPolicy
 from distill.data.views import ViewConfig
 from distill.errors import DistillError
-from distill.records import TEXT_EMBEDDINGS, CacheManifest
+from distill.records import CACHE_BUILD_PLAN, TEXT_EMBEDDINGS, CacheBuildPlan, CacheDataset, CacheManifest, CacheViews
 from distill.teacher.cache.adversarial import build_adversarial_views
 from distill.teacher.cache.compact import (
     compact_outputs,
@@ -66,12 +66,12 @@ from distill.teacher.cache.format import (
     empty_rows,
     read_shard_columns,
     read_shard_skipped,
-    write_shard,
+    shard_columns,
 )
 from distill.teacher.cache.inputs import ImageViews, ViewDraws, collate_views, teacher_input
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
 from distill.teacher.cache.pixels import build_pixel_store
-from distill.teacher.cache.shards import PlanRefusals, ResumableShards
+from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, ShardFile
 from distill.teacher.clip import Teacher
 from distill.teacher.pool import check_teacher_pool
 from distill.utils.io import atomic_write, sha256_file
@@ -89,7 +89,7 @@ REFUSALS = PlanRefusals(
 
 
 # ---------------------------------------------------------------------- plan
-def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) -> dict:
+def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) -> CacheBuildPlan:
     """Everything that determines a cache's bytes (saved as ``build.json``, compared on resume).
 
     ``options.fingerprint="content"`` adds ``dataset.content_fingerprint`` (image bytes hashed, see
@@ -131,7 +131,7 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
     compact = {} if layout is None else {  # a full-row plan stays as it was (version 2, no layout)
         "format_version": COMPACT_VERSION,
         "layout": layout.model_copy(update={"logit_scale": float(teacher.logit_scale)}).model_dump(mode="json")}
-    return {
+    return CacheBuildPlan.from_dict({
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "teacher": teacher.identity(),
@@ -145,9 +145,10 @@ def make_plan(dataset: DomainFolder, teacher: Teacher, options: CacheOptions) ->
         "num_classes": len(dataset.classes),
         "batch_size": int(o.batch_size),
         "shard_size": int(o.shard_size),
-        "num_shards": math.ceil(images_with_rows(data) / o.shard_size),
+        "num_shards": math.ceil((data["images"] + sum(f["images"] for f in data.get("unlabeled_folders") or []))
+                                / o.shard_size),
         **compact,
-    }
+    }, CACHE_BUILD_PLAN)
 
 
 def _views_block(options: CacheOptions) -> dict:
@@ -160,21 +161,16 @@ def _views_block(options: CacheOptions) -> dict:
     return block
 
 
-def cached_domains(data: dict) -> list[str]:
+def cached_domains(data: CacheDataset) -> list[str]:
     """The domains whose rows a plan's ``dataset`` block holds: the root's, then the unlabeled folders'."""
-    return list(data["domains"]) + [f["name"] for f in data.get("unlabeled_folders") or []]
+    return list(data.domains) + [f.name for f in data.unlabeled_folders or []]
 
 
-def images_with_rows(data: dict) -> int:
-    """The images a plan's ``dataset`` block gives rows: the root's ``images``, then the unlabeled folders'."""
-    return data["images"] + sum(f["images"] for f in data.get("unlabeled_folders") or [])
-
-
-def view_policy_of(views: dict) -> ViewPolicy:
+def view_policy_of(views: CacheViews) -> ViewPolicy:
     """The policy of a plan's or manifest's ``views`` block (crop-only from ``augment`` when it has none)."""
-    if views.get("policy") is not None:
-        return ViewPolicy.from_dict(views["policy"])
-    return ViewPolicy("crops", ViewConfig.from_dict(views["augment"]))
+    if views.policy is not None:
+        return ViewPolicy.from_dict(views.policy)
+    return ViewPolicy("crops", ViewConfig.from_dict(views.augment))
 
 
 # ---------------------------------------------------------------------- process group
@@ -252,12 +248,10 @@ def build_cache(
     with _distributed(device) as (rank, world):
         plan = make_plan(dataset, teacher, options)
         shards = ResumableShards(out, rank, world)
-        done = shards.prepare(plan, REFUSALS)
-        if not done:
-            _build_shards(dataset, teacher, shards, plan, skip_bad, num_workers, progress)
-            shards.barrier()
-            if rank == 0:
-                _write_manifest(dataset, teacher, shards, plan)
+        done = shards.build(plan, REFUSALS,
+                            lambda mine: _shards(dataset, teacher, shards, plan, mine, skip_bad, num_workers, progress),
+                            lambda files: _manifest(dataset, teacher, shards.out, plan, files),
+                            "{path}: shard missing after all ranks finished; rerun the build to resume")
         if pixels is not None and pixels.sizes:  # on a complete cache (just built or found), own pass: no teacher
             shards.barrier()  # rank 0 has written the cache's manifest
             for size in pixels.sizes:
@@ -275,25 +269,24 @@ def build_cache(
     return out
 
 
-def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: dict, skip_bad: bool,
-                  num_workers: int | None, progress: bool) -> None:
-    """Write this rank's missing shards."""
+def _shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: CacheBuildPlan, mine: list[int],
+            skip_bad: bool, num_workers: int | None, progress: bool) -> Iterator[Shard]:
+    """This rank's missing shards ``mine``, each yielded when its last batch is through the teacher."""
     rank, world = shards.rank, shards.world
-    domains = cached_domains(plan["dataset"])
+    domains = cached_domains(plan.dataset)
     samples = dataset.select(domains)
     _check_written_shards(shards, samples, plan)
-    K, S = plan["views"]["count"], plan["shard_size"]
-    per_batch = max(1, plan["batch_size"] // K)
-    mine = shards.pending(plan["num_shards"])
+    K, S = plan.views.count, plan.shard_size
+    per_batch = max(1, plan.batch_size // K)
     if not mine:
         return
     batches = [list(range(b, min(b + per_batch, (k + 1) * S, len(samples))))
                for k in mine for b in range(k * S, min((k + 1) * S, len(samples)), per_batch)]
     info = teacher.preprocess_info
-    policy = view_policy_of(plan["views"])
+    policy = view_policy_of(plan.views)
     pools = PartnerPools((s.index, s.domain, s.split) for s in samples) if policy.mix.active else None
     data = ImageViews([(s.index, dataset.path(s)) for s in samples],
-                      ViewDraws(K, plan["views"]["seed"], policy, pools), teacher.preprocess, info, uint8=True)
+                      ViewDraws(K, plan.views.seed, policy, pools), teacher.preprocess, info, uint8=True)
     if num_workers is None:
         num_workers = max(1, (os.cpu_count() or 2) // world - 1)
     device = teacher.text_embeddings.device
@@ -309,7 +302,7 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
         "label": torch.tensor([s.label for s in samples], dtype=torch.int16),
         "split": torch.tensor([SPLIT_CODES[s.split] for s in samples], dtype=torch.uint8),
     }
-    dtype = DTYPES[plan["dtype"]]
+    dtype = DTYPES[plan.dtype]
     layout = plan_layout(plan)
     norm = [torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1) for v in (info.mean, info.std)]
     delay = float(os.environ.get(SHARD_DELAY_ENV) or 0)
@@ -342,21 +335,21 @@ def _build_shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShar
             bar.update(len(batch["pos"]) * K)
             if seen[k] == min((k + 1) * S, len(samples)) - k * S:
                 parts = pending.pop(k, []) or [{
-                    **empty_rows(plan["embed_dim"], plan["num_classes"], dtype, len(policy.layout)),
-                    **empty_outputs(layout, plan["embed_dim"], plan["num_classes"], dtype)}]
-                write_shard(shards.path(k), {key: torch.cat([p[key] for p in parts]) for key in parts[0]},
-                            skipped.pop(k, []), output_columns(layout))
-                if delay:
+                    **empty_rows(plan.embed_dim, plan.num_classes, dtype, len(policy.layout)),
+                    **empty_outputs(layout, plan.embed_dim, plan.num_classes, dtype)}]
+                yield k, *shard_columns({key: torch.cat([p[key] for p in parts]) for key in parts[0]},
+                                        skipped.pop(k, []), output_columns(layout))
+                if delay:  # the shard is on disk
                     time.sleep(delay)
 
 
-def _check_written_shards(shards: ResumableShards, samples: list, plan: dict) -> None:
+def _check_written_shards(shards: ResumableShards, samples: list, plan: CacheBuildPlan) -> None:
     """A resumed build: each shard on disk must hold the samples now at its positions. The plan pins the cached
     domains' files, not where data.root numbers them: a domain added before them since the build started moves
     their indices, and the new shards would name other images than the old ones (every rank checks every shard
     on disk, so all stop alike)."""
-    S = plan["shard_size"]
-    for k in range(plan["num_shards"]):
+    S = plan.shard_size
+    for k in range(plan.num_shards):
         path = shards.path(k)
         if not path.exists():
             continue
@@ -370,24 +363,22 @@ def _check_written_shards(shards: ResumableShards, samples: list, plan: dict) ->
                                "move the new domain out of the data root")
 
 
-def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, plan: dict) -> None:
-    """Rank 0, all shards written: text embeddings, then the manifest (the completion mark)."""
-    S, n = plan["shard_size"], images_with_rows(plan["dataset"])
-    files = shards.finished(plan["num_shards"], "{path}: shard missing after all ranks finished; rerun the build "
-                                                "to resume")
+def _manifest(dataset: DomainFolder, teacher: Teacher, out: Path, plan: CacheBuildPlan, files: list[ShardFile]) -> dict:
+    """Rank 0, all shards written: text embeddings written, the manifest (the completion mark) returned."""
+    S, n = plan.shard_size, plan.dataset.cached_images
     listed = [{"file": f.file, "samples": [k * S, min((k + 1) * S, n)], "rows": f.rows, "bytes": f.bytes,
                "sha256": f.sha256} for k, f in enumerate(files)]
     skipped = [s for f in files for s in f.skipped]
     rows = sum(f.rows for f in files)
-    out = shards.out
     text = teacher.text_embeddings.detach().float().cpu().contiguous()
     atomic_write(out / TEXT_EMBEDDINGS, lambda p: save_file({"text_embeddings": text}, str(p)))
     text_sha256 = sha256_file(out / TEXT_EMBEDDINGS)
-    D, C, P = plan["embed_dim"], plan["num_classes"], len(view_policy_of(plan["views"]).layout)
-    shapes, row_dtypes = manifest_columns(plan_layout(plan), rows, D, C, P, plan["dtype"])
+    D, C, P = plan.embed_dim, plan.num_classes, len(view_policy_of(plan.views).layout)
+    shapes, row_dtypes = manifest_columns(plan_layout(plan), rows, D, C, P, plan.dtype)
+    planned = plan.to_dict()
     manifest = CacheManifest.from_dict({
-        **plan,
-        "dataset": {**plan["dataset"], "root": str(dataset.root.resolve()),
+        **planned,
+        "dataset": {**planned["dataset"], "root": str(dataset.root.resolve()),
                     "class_map": dataset.class_map_source},
         "rows": rows,
         "shapes": shapes,
@@ -400,5 +391,5 @@ def _write_manifest(dataset: DomainFolder, teacher: Teacher, shards: ResumableSh
         "text_embeddings_sha256": text_sha256,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "distill_version": distill.__version__,
-    }, shards.out / CacheManifest.FILE)
-    manifest.write(shards.out)
+    }, out / CacheManifest.FILE)
+    return manifest.to_dict()

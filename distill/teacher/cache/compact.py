@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.records import CacheManifest, CacheRowLayout
+from distill.records import CacheBuildPlan, CacheManifest, CacheRowLayout
 from distill.teacher.cache.format import ROW_DTYPES
 
 LOGIT_MODES = ("full", "topk", "none")
@@ -66,9 +66,9 @@ def make_layout(logits: str = "full", topk: int | None = None, embeddings: bool 
     return CacheRowLayout(logits=logits, topk=topk, embeddings=embeddings)
 
 
-def plan_layout(plan: dict) -> CacheRowLayout:
+def plan_layout(plan: CacheBuildPlan) -> CacheRowLayout:
     """The row layout of a build plan (full when it records none)."""
-    return CacheRowLayout(**plan["layout"]) if plan.get("layout") else FULL
+    return plan.layout if plan.layout is not None else FULL
 
 
 def manifest_columns(layout: CacheRowLayout, rows: int, D: int, C: int, P: int, dtype: str

@@ -86,11 +86,17 @@ def save_shard(path: Path, tensors: Mapping[str, Tensor], metadata: dict[str, st
     atomic_write(path, lambda p: save_file(dict(tensors), str(p), metadata=metadata))
 
 
+def shard_columns(rows: Mapping[str, Tensor], skipped: list[dict], outputs: Sequence[str] = ROW_KEYS[:2]
+                  ) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(tensors, metadata) of one cache shard: the teacher ``outputs`` (the layout's columns) and
+    :data:`ROW_DTYPES` columns of ``rows``, and its skipped images."""
+    return {k: rows[k].contiguous() for k in (*outputs, *ROW_DTYPES)}, {"skipped": json.dumps(skipped)}
+
+
 def write_shard(path: Path, rows: Mapping[str, Tensor], skipped: list[dict], outputs: Sequence[str] = ROW_KEYS[:2]
                 ) -> None:
-    """Atomically write one cache shard: the teacher ``outputs`` (the layout's columns) and :data:`ROW_DTYPES`
-    columns of ``rows``, and its skipped images."""
-    save_shard(path, {k: rows[k].contiguous() for k in (*outputs, *ROW_DTYPES)}, {"skipped": json.dumps(skipped)})
+    """Atomically write one cache shard (:func:`shard_columns`)."""
+    save_shard(path, *shard_columns(rows, skipped, outputs))
 
 
 

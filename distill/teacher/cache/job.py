@@ -4,14 +4,16 @@
 :func:`run_cache_build`; ``distill.build_cache(cfg)`` (the Python API) is the same function. It
 resolves what the flags leave open (the teacher's templates and pretraining pool from the
 ``teacher.json`` beside a bootstrapped checkpoint, the device), makes the dataset and the
-teacher, and runs :func:`~distill.teacher.cache.build.build_cache`.
+teacher (or takes an already-loaded one: a benchmark that times the bare teacher holds it), and
+runs :func:`~distill.teacher.cache.build.build_cache`. Benchmarks and the demo build through it
+too, so there is one way to assemble dataset, teacher and options.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from distill.data.folder import DomainFolder
 from distill.data.split import SplitKeys
@@ -21,6 +23,9 @@ from distill.records import CacheManifest
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
 from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates
+
+if TYPE_CHECKING:
+    from distill.teacher.clip import Teacher
 
 
 @dataclass(frozen=True)
@@ -76,32 +81,68 @@ def add_unlabeled_folders(dataset: DomainFolder, entries: Sequence[str]) -> None
     add_folders(dataset, scan_folders(list(entries), dataset.root, "--unlabeled"))
 
 
-def run_cache_build(cfg: CacheBuildConfig) -> CacheManifest | None:
-    """Build (or resume, or find complete) the cache ``cfg`` describes; its manifest on rank 0, None on others."""
-    # lazy: torch and open_clip load only when a cache is built
-    import torch
+def run_cache_build(cfg: CacheBuildConfig, teacher: Teacher | None = None) -> CacheManifest | None:
+    """Build (or resume, or find complete) the cache ``cfg`` describes; its manifest on rank 0, None on others.
 
-    from distill.teacher.cache.build import build_cache
-    from distill.teacher.clip import Teacher
-    from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
+    Args:
+        cfg: the build.
+        teacher: an already-loaded teacher to use instead of making one from ``cfg`` (a benchmark that
+            times the bare teacher against the build holds it); it must be ``cfg.arch`` / ``cfg.pretrained``
+            built with the dataset's classes, and it brings its own templates, device and precision
+            (``cfg.templates_file``, ``cfg.device`` and ``cfg.precision`` are then not used).
+    """
+    from distill.teacher.cache.build import build_cache  # lazy: torch and open_clip load only when a cache is built
 
+    dataset = cache_dataset(cfg)
+    if teacher is None:
+        teacher = make_teacher(cfg, dataset)
+    else:
+        _check_teacher(cfg, teacher)
+    out = Path(cfg.out)
+    build_cache(dataset, teacher, out, cfg.options, adversarial=cfg.adversarial,
+                pixels=cfg.pixels, skip_bad=cfg.skip_bad, num_workers=cfg.workers, progress=cfg.progress)
+    return CacheManifest.read(out) if int(os.environ.get("RANK", 0)) == 0 else None
+
+
+def cache_dataset(cfg: CacheBuildConfig) -> DomainFolder:
+    """The images of ``cfg``: its data root under its split rule (the teacher's pool filled in), plus its
+    unlabeled folders."""
     pool = teacher_pool(cfg.pretrained)
     dataset = DomainFolder(cfg.data, cfg.split.split_rule({"pretrain_fraction": pool[0].fraction} if pool else None,
                                                           where="cache build"))
     add_unlabeled_folders(dataset, cfg.unlabeled)
+    return dataset
+
+
+def make_teacher(cfg: CacheBuildConfig, dataset: DomainFolder) -> Teacher:
+    """The teacher of ``cfg`` for ``dataset``'s classes: templates resolved (and printed on rank 0), device and
+    precision checked, deterministic cuBLAS set; ``pretrained="none"``: random weights seeded with 0."""
+    # lazy: torch and open_clip load only when a cache is built (the CLI's --help stays light)
+    import torch
+
+    from distill.teacher.clip import Teacher
+    from distill.utils.runtime import check_precision, deterministic_cublas, resolve_device
+
     templates_file = None if cfg.templates_file is None else str(cfg.templates_file)
     templates, templates_source = resolve_templates(templates_file, cfg.pretrained)
-    main = int(os.environ.get("RANK", 0)) == 0
-    if main:
+    if int(os.environ.get("RANK", 0)) == 0:
         print(f"prompt templates: {len(templates)} from {templates_source}", flush=True)
     device = resolve_device(cfg.device, what="--device")
     check_precision(cfg.precision, device, what="--precision")
     deterministic_cublas()  # before the teacher's first matmul: a resumed build writes the same bytes
-    pretrained = None if str(cfg.pretrained).lower() == "none" else str(cfg.pretrained)
+    pretrained = _pretrained(cfg)
     if pretrained is None:
         torch.manual_seed(0)  # random weights, identical in every process and every run
-    teacher = Teacher(cfg.arch, pretrained, dataset.classes, templates, device=str(device), precision=cfg.precision)
-    out = Path(cfg.out)
-    build_cache(dataset, teacher, out, cfg.options, adversarial=cfg.adversarial,
-                pixels=cfg.pixels, skip_bad=cfg.skip_bad, num_workers=cfg.workers, progress=cfg.progress)
-    return CacheManifest.read(out) if main else None
+    return Teacher(cfg.arch, pretrained, dataset.classes, templates, device=str(device), precision=cfg.precision)
+
+
+def _pretrained(cfg: CacheBuildConfig) -> str | None:
+    return None if str(cfg.pretrained).lower() == "none" else str(cfg.pretrained)
+
+
+def _check_teacher(cfg: CacheBuildConfig, teacher: Teacher) -> None:
+    """A teacher passed to :func:`run_cache_build` is the one ``cfg`` names."""
+    have = (teacher.arch, None if teacher.pretrained is None else str(teacher.pretrained))
+    if have != (cfg.arch, _pretrained(cfg)):
+        raise DistillError(f"run_cache_build: the teacher given is {have[0]} / {have[1]}, the config names "
+                           f"{cfg.arch} / {_pretrained(cfg)}; pass the config's teacher or none")

@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors import safe_open
@@ -62,7 +62,7 @@ from distill.teacher.cache.identity import (
     stored_sample_indices,
 )
 from distill.teacher.cache.pixel_codecs import check_codec, codec_label, encode, pack
-from distill.teacher.cache.shards import PlanRefusals, ResumableShards
+from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, ShardFile
 from distill.utils.io import read_json
 
 FORMAT = "distill.cache_pixels"
@@ -137,6 +137,24 @@ class PixelPlan:
             del d["codec"], d["quality"]
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str | Path | None = None) -> PixelPlan:
+        """A plan (``build.json``) or the plan part of a manifest; codec and quality default to raw's.
+
+        Raises:
+            DistillError: another format or version, or a field missing; one line naming ``source``.
+        """
+        where = f"{source}: " if source is not None else ""
+        if d.get("format") != FORMAT or d.get("format_version") not in (FORMAT_VERSION, COMPRESSED_VERSION):
+            raise DistillError(f"{where}pixel store format {d.get('format')!r} version {d.get('format_version')!r}; "
+                               f"this distill reads {FORMAT!r} versions {FORMAT_VERSION}, {COMPRESSED_VERSION}")
+        fields = {k: d.get(k, f.default) for k, f in cls.__dataclass_fields__.items()}
+        missing = [k for k, v in fields.items() if v is MISSING]
+        if missing:
+            raise DistillError(f"{where}pixel store plan without {', '.join(missing)}")
+        fields["size"] = tuple(fields["size"])
+        return cls(**fields)
+
 
 @dataclass(frozen=True)
 class PixelShard:
@@ -161,12 +179,7 @@ class PixelManifest:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PixelManifest:
-        if d.get("format") != FORMAT or d.get("format_version") not in (FORMAT_VERSION, COMPRESSED_VERSION):
-            raise DistillError(f"pixel store format {d.get('format')!r} version {d.get('format_version')!r}; "
-                               f"this distill reads {FORMAT!r} versions {FORMAT_VERSION}, {COMPRESSED_VERSION}")
-        fields = {k: d.get(k, PixelPlan.__dataclass_fields__[k].default) for k in PixelPlan.__dataclass_fields__}
-        fields["size"] = tuple(fields["size"])
-        return cls(PixelPlan(**fields), tuple(PixelShard(**s) for s in d["shards"]), str(d.get("created", "")))
+        return cls(PixelPlan.from_dict(d), tuple(PixelShard(**s) for s in d["shards"]), str(d.get("created", "")))
 
 
 # ---------------------------------------------------------------------- build
@@ -252,70 +265,68 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
     out = shards.out
     if rank == 0:
         _refuse_other_codec(out, plan)
-    if shards.prepare(plan.to_dict(), REFUSALS):
-        return out
 
-    mine = shards.pending(plan.num_shards)
-    render = PolicyRender.for_manifest(manifest)
-    all_keys, all_params = _partner_rows(cache_dir, manifest) if render is not None and mine else (None, None)
-    V = int(manifest.views.count)
-    jobs: list[tuple] = []
-    batches: list[list[int]] = []
-    rows_of: dict[int, tuple[Tensor, Tensor]] = {}
-    per_batch = max(1, batch_size)
-    for k in mine:
-        with safe_open(str(cache_dir / shard_name(k)), "pt") as f:
-            si, view, params = f.get_tensor("sample_index"), f.get_tensor("view"), f.get_tensor("view_params")
-            mix = (f.get_tensor("mix_partner"), f.get_tensor("mix_view")) if render is not None else None
-        rows_of[k] = (si, view)
-        first = len(jobs)
-        uniq, counts = torch.unique_consecutive(si, return_counts=True)  # rows sorted by (sample, view)
-        start = 0
-        for s, c in zip(uniq.tolist(), counts.tolist()):
-            partners = None
-            if mix is not None:
-                partner, pview = mix[0][start:start + c], mix[1][start:start + c].long()
-                want = partner.clamp(min=0) * V + pview.clamp(min=0)
-                at = torch.searchsorted(all_keys, want).clamp(max=len(all_keys) - 1)
-                if bool(((all_keys[at] != want) & (partner >= 0)).any()):
-                    raise DistillError(f"{cache_dir}: sample {s} is mixed with a row the cache does not hold; "
-                                       "rebuild the cache")
-                found = all_params[at]
-                partners = [None if p < 0 else (dataset.path(dataset.sample_at(p)), q)
-                            for p, q in zip(partner.tolist(), found)]
-            jobs.append((dataset.path(dataset.sample_at(s)), view[start:start + c], params[start:start + c], partners))
-            start += c
-        batches += [list(range(b, min(b + per_batch, len(jobs)))) for b in range(first, len(jobs), per_batch)]
-    if num_workers is None:
-        num_workers = max(1, (os.cpu_count() or 2) // world - 1)
-    h, w = plan.size
-    data = _ShardImages(jobs, plan, render)
-    loader = DataLoader(data, batch_sampler=batches, num_workers=num_workers if jobs else 0, collate_fn=_cat,
-                        prefetch_factor=2 if num_workers and jobs else None)
-    it = iter(loader)
-    with tqdm(total=len(batches), unit="batch", desc=f"pixel store {h}x{w}", dynamic_ncols=True,
-              disable=not progress or rank != 0) as bar:
-        for k in mine:  # batches arrive in order and never straddle two shards
-            si, view = rows_of[k]
-            parts, got = [], 0
-            while got < len(si):
-                parts.append(next(it))
-                got += len(parts[-1])
-                bar.update(1)
-            if plan.codec == "raw":
-                pixels = torch.cat(parts) if parts else torch.zeros(0, 3, h, w, dtype=torch.uint8)
-                tensors = {"pixels": pixels.contiguous()}
-            else:
-                tensors = pack([row for part in parts for row in part])
-            tensors.update(sample_index=si.contiguous(), view=view.contiguous())
-            shards.write(k, tensors)
-    shards.barrier()
-    if rank == 0:
-        files = shards.finished(plan.num_shards, "{path}: pixel shard missing after all ranks finished; rerun to "
-                                                 "resume")
+    def make(mine: list[int]) -> Iterator[Shard]:
+        """This rank's missing shards ``mine``: decoded by DataLoader workers, yielded shard by shard."""
+        render = PolicyRender.for_manifest(manifest)
+        all_keys, all_params = _partner_rows(cache_dir, manifest) if render is not None and mine else (None, None)
+        V = int(manifest.views.count)
+        jobs: list[tuple] = []
+        batches: list[list[int]] = []
+        rows_of: dict[int, tuple[Tensor, Tensor]] = {}
+        per_batch = max(1, batch_size)
+        for k in mine:
+            with safe_open(str(cache_dir / shard_name(k)), "pt") as f:
+                si, view, params = f.get_tensor("sample_index"), f.get_tensor("view"), f.get_tensor("view_params")
+                mix = (f.get_tensor("mix_partner"), f.get_tensor("mix_view")) if render is not None else None
+            rows_of[k] = (si, view)
+            first = len(jobs)
+            uniq, counts = torch.unique_consecutive(si, return_counts=True)  # rows sorted by (sample, view)
+            start = 0
+            for s, c in zip(uniq.tolist(), counts.tolist()):
+                partners = None
+                if mix is not None:
+                    partner, pview = mix[0][start:start + c], mix[1][start:start + c].long()
+                    want = partner.clamp(min=0) * V + pview.clamp(min=0)
+                    at = torch.searchsorted(all_keys, want).clamp(max=len(all_keys) - 1)
+                    if bool(((all_keys[at] != want) & (partner >= 0)).any()):
+                        raise DistillError(f"{cache_dir}: sample {s} is mixed with a row the cache does not hold; "
+                                           "rebuild the cache")
+                    found = all_params[at]
+                    partners = [None if p < 0 else (dataset.path(dataset.sample_at(p)), q)
+                                for p, q in zip(partner.tolist(), found)]
+                jobs.append((dataset.path(dataset.sample_at(s)), view[start:start + c], params[start:start + c], partners))
+                start += c
+            batches += [list(range(b, min(b + per_batch, len(jobs)))) for b in range(first, len(jobs), per_batch)]
+        workers = max(1, (os.cpu_count() or 2) // world - 1) if num_workers is None else num_workers
+        h, w = plan.size
+        data = _ShardImages(jobs, plan, render)
+        loader = DataLoader(data, batch_sampler=batches, num_workers=workers if jobs else 0, collate_fn=_cat,
+                            prefetch_factor=2 if workers and jobs else None)
+        it = iter(loader)
+        with tqdm(total=len(batches), unit="batch", desc=f"pixel store {h}x{w}", dynamic_ncols=True,
+                  disable=not progress or rank != 0) as bar:
+            for k in mine:  # batches arrive in order and never straddle two shards
+                si, view = rows_of[k]
+                parts, got = [], 0
+                while got < len(si):
+                    parts.append(next(it))
+                    got += len(parts[-1])
+                    bar.update(1)
+                if plan.codec == "raw":
+                    pixels = torch.cat(parts) if parts else torch.zeros(0, 3, h, w, dtype=torch.uint8)
+                    tensors = {"pixels": pixels.contiguous()}
+                else:
+                    tensors = pack([row for part in parts for row in part])
+                tensors.update(sample_index=si.contiguous(), view=view.contiguous())
+                yield k, tensors, None
+
+    def listed(files: list[ShardFile]) -> dict:
         created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        listed = tuple(PixelShard(f.file, f.rows, f.bytes, f.sha256) for f in files)
-        shards.write_manifest(PixelManifest(plan, listed, created).to_dict())
+        return PixelManifest(plan, tuple(PixelShard(f.file, f.rows, f.bytes, f.sha256) for f in files), created).to_dict()
+
+    if shards.build(plan, REFUSALS, make, listed, "{path}: pixel shard missing after all ranks finished; rerun to resume"):
+        return out  # complete with this plan
     shards.barrier()
     return out
 
@@ -324,8 +335,11 @@ def _refuse_other_codec(out: Path, plan: PixelPlan) -> None:
     """A store (complete or not) of another codec in ``out``: one line saying which, before the plan diff."""
     for name in (CACHE_MANIFEST, CACHE_BUILD_PLAN):
         if (out / name).is_file():
-            have = read_json(out / name)
-            codec, quality = have.get("codec", "raw"), have.get("quality")
+            try:
+                have = PixelPlan.from_dict(read_json(out / name), out / name)
+            except DistillError:
+                return  # ResumableShards.prepare refuses it, with the rebuild command
+            codec, quality = have.codec, have.quality
             if (codec, quality) != (plan.codec, plan.quality):
                 raise DistillError(f"{out / name}: a {codec_label(codec, quality)} pixel store is here, this run "
                                    f"asks for {codec_label(plan.codec, plan.quality)}; {_HOW}")

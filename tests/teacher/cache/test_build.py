@@ -159,12 +159,12 @@ def test_a_changed_folder_changes_the_identity_and_is_refused_where_it_was_built
     built = TeacherCache.open(out).folders[0].files_sha256
     _cam(cam / "more", images=1, seed=9)  # one image added
     changed = _with(tree, cam)
-    assert make_plan(changed, teacher, SETTINGS)["dataset"]["unlabeled_folders"][0]["files_sha256"] != built
+    assert make_plan(changed, teacher, SETTINGS).dataset.unlabeled_folders[0].files_sha256 != built
     with pytest.raises(DistillError, match=r"a cache built with a different plan.*dataset\.unlabeled_folders"):
         build_cache(changed, teacher, out, SETTINGS, num_workers=0, progress=False)
     content = dataclasses.replace(SETTINGS, fingerprint="content")
-    record = make_plan(changed, teacher, content)["dataset"]["unlabeled_folders"][0]
-    assert record["content_sha256"] == changed.folders["cam"].content_sha256()
+    record = make_plan(changed, teacher, content).dataset.unlabeled_folders[0]
+    assert record.content_sha256 == changed.folders["cam"].content_sha256()
     # adversarial views (of every cached domain and folder by default) are refused for another folder, or none
     for other in (changed, DomainFolder(tree)):
         with pytest.raises(DistillError, match=r"unlabeled folder 'cam' \(.*\) is not the one the cache was built "
