@@ -116,6 +116,12 @@ class MemoryPeaks:
         return max((b for _, b, _, n in self.samples if n == 0), default=0) if any(
             n for *_, n in self.samples) else 0
 
+    def before_children(self, k: int) -> int:
+        """Peak RssAnon of the main process before it first had more than ``k`` children (`distill train` with
+        ``k`` workers: its setup and training epoch, before the first evaluation starts its own workers)."""
+        first = next((i for i, (_, _, kids, _) in enumerate(self.samples) if kids > k), len(self.samples))
+        return max((b for _, b, _, _ in self.samples[:first]), default=0)
+
     @property
     def worker_max(self) -> int:
         return max(self.workers.values(), default=0)
@@ -189,11 +195,17 @@ class SizeResult:
     build: MemoryPeaks
     train: MemoryPeaks    # the training run whose main-process peak is the median of the repeats
     repeats: list[MemoryPeaks] = field(default_factory=list)  # every training run, in order
+    workers: int = 0      # the training loader's workers (more children: evaluation has started)
 
     @property
     def setup_median(self) -> int:
         """Median over the repeats of the main process's peak before training's first log line."""
         return median([r.before_log for r in self.repeats or [self.train]])
+
+    @property
+    def epoch_median(self) -> int:
+        """Median over the repeats of the main process's peak before evaluation (setup and the training epoch)."""
+        return median([r.before_children(self.workers) for r in self.repeats or [self.train]])
 
 
 def measure_train_memory(sizes: list[int], workdir: Path, *, views: int = 2, workers: int = 2,
@@ -243,7 +255,7 @@ def measure_train_memory(sizes: list[int], workdir: Path, *, views: int = 2, wor
         line = next((ln for ln in (workdir / f"train-{n}.log").read_text().splitlines()
                      if ln.startswith("training ")), "")
         train_images = int(line.split("(")[1].split()[0]) if "(" in line else -1
-        results.append(SizeResult(n, n * views, train_images, build, train, runs))
+        results.append(SizeResult(n, n * views, train_images, build, train, runs, workers))
     return results
 
 
@@ -252,24 +264,26 @@ def report(results: list[SizeResult]) -> str:
 
     "train main MB" is the median over the repeats of the main process's peak (their range beside it);
     "setup main MB" the median of its peak before training's first log line (``build`` and ``Trainer``: what
-    the run holds before its first step). The peak falls in the epoch's evaluation, whose transient buffers
-    (batch-size bound) land on a heap whose state varies from run to run: it varies by tens of MB at one size."""
+    the run holds before its first step), "to eval MB" of its peak before evaluation starts (setup and the
+    training epoch: batches of one size at every N). The whole run's peak falls in evaluation, batches of
+    256 images per domain: a size whose splits hold fewer images per domain has smaller batches there."""
     mb = lambda b: f"{b / 2**20:8.1f}"  # noqa: E731
     lines = [f"{'images':>8} {'rows':>8} {'train imgs':>10} | {'build main MB':>13} {'build wkr MB':>12} | "
-             f"{'setup main MB':>13} {'train main MB':>13} {'(min-max of runs)':>17} {'train wkr MB':>12} "
-             f"{'wkr private MB':>14} {'children':>8} {'train s':>7}"]
+             f"{'setup main MB':>13} {'to eval MB':>10} {'train main MB':>13} {'(min-max of runs)':>17} "
+             f"{'train wkr MB':>12} {'wkr private MB':>14} {'children':>8} {'train s':>7}"]
     for r in results:
         peaks = [x.main for x in r.repeats or [r.train]]
         spread = f"{min(peaks) / 2**20:.1f}-{max(peaks) / 2**20:.1f} ({len(peaks)})"
         lines.append(f"{r.images:8d} {r.rows:8d} {r.train_images:10d} | {mb(r.build.main):>13} "
-                     f"{mb(r.build.worker_max):>12} | {mb(r.setup_median):>13} {mb(r.train.main):>13} {spread:>17} "
-                     f"{mb(r.train.worker_max):>12} {mb(r.train.worker_private_max):>14} {len(r.train.workers):8d} "
-                     f"{r.train.seconds:7.0f}")
+                     f"{mb(r.build.worker_max):>12} | {mb(r.setup_median):>13} {mb(r.epoch_median):>10} "
+                     f"{mb(r.train.main):>13} {spread:>17} {mb(r.train.worker_max):>12} "
+                     f"{mb(r.train.worker_private_max):>14} {len(r.train.workers):8d} {r.train.seconds:7.0f}")
     if len(results) >= 2:
         a, b = results[0], results[-1]
         rows = b.rows - a.rows
         lines.append(f"growth per cached row ({a.images} -> {b.images} images): "
                      f"train main setup {(b.setup_median - a.setup_median) / rows:+.0f} B, "
+                     f"to eval {(b.epoch_median - a.epoch_median) / rows:+.0f} B, "
                      f"peak {(b.train.main - a.train.main) / rows:+.0f} B (medians), "
                      f"train worker (max) {(b.train.worker_max - a.train.worker_max) / rows:+.0f} B "
                      f"(private {(b.train.worker_private_max - a.train.worker_private_max) / rows:+.0f} B), "
