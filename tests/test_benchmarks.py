@@ -118,3 +118,33 @@ def test_int8_students_table_has_one_row_per_student_with_the_ratio_range():
     assert len(table) == 3 and table[1].count("|") == table[0].count("|")
     assert table[2] == ("| resnet18 | **0.20** [0.18–0.25] (3.0 / 0.6) | **0.33** [0.30–0.40] (90.0 / 30.0) "
                         "| 3.12 → 3.12 (0) | ReduceMean 1 | fp16 |")
+
+
+def test_scale_train_reports_medians_of_repeats_and_the_setup_before_the_first_log_line(tmp_path):
+    """benchmarks/scale_train.py (issue 20): the main process's peak varies by tens of MB between runs at one size,
+    so the table gives the median of the repeats (and their range), the peak before training's first log line (its
+    setup) and the peak before evaluation starts its workers, from samples that count the log's lines and children."""
+    mod = _script("scale_train")
+    mb = 2**20
+
+    def run(setup: int, peak: int) -> object:  # samples: (seconds, RssAnon, children, log lines)
+        return mod.MemoryPeaks(main=peak * mb, samples=[(0.0, setup // 2 * mb, 0, 0), (1.0, setup * mb, 0, 0),
+                                                        (2.0, (setup + 20) * mb, 2, 1), (3.0, peak * mb, 4, 1),
+                                                        (4.0, setup * mb, 0, 2)])
+
+    assert run(400, 480).before_log == 400 * mb and run(400, 480).before_children(2) == 420 * mb
+    assert mod.MemoryPeaks(main=mb, samples=[(0.0, mb, 0, 0)]).before_log == 0  # no log line: no setup known
+    small = [run(400, 480), run(401, 450), run(400, 460)]
+    large = [run(404, 470), run(402, 500), run(403, 455)]
+    results = [mod.SizeResult(n, 2 * n, n, mod.MemoryPeaks(), sorted(rs, key=lambda r: r.main)[1], rs, 2)
+               for n, rs in ((1000, small), (2000, large))]
+    assert results[0].setup_median == 400 * mb and results[1].setup_median == 403 * mb
+    table = mod.report(results).splitlines()
+    assert "460.0 (3)" not in table[1] and "450.0-480.0 (3)" in table[1] and "455.0-500.0 (3)" in table[2]
+    assert results[1].epoch_median == 423 * mb  # before evaluation's workers (more than the 2 training ones)
+    assert table[-1].startswith("growth per cached row (1000 -> 2000 images): train main setup +1573 B, "
+                                "to eval +1573 B, peak +5243 B (medians)")
+    log = tmp_path / "out.log"  # a real subprocess: its line lands in the log while it runs (unbuffered)
+    peaks = mod.run_sampled([sys.executable, "-c", "import time; time.sleep(0.5); print('x'); time.sleep(0.5)"],
+                            {"PYTHONUNBUFFERED": "1"}, 0.02, log)
+    assert peaks.before_log > 0 and {n for *_, n in peaks.samples} == {0, 1}
