@@ -95,6 +95,8 @@ class StrategyContext:
     class_names: list[str]
     embed_dim: int | None = None  # teacher embedding width
     text_embeddings: Tensor | None = None  # [C, D] teacher zero-shot head
+    # [C_all, D] the text embeddings of every class name of the data set, data.withhold_classes' included
+    all_text_embeddings: Tensor | None = None
     logit_scale: float | None = None  # teacher's logit scale (exp'd)
     teacher: Any = None  # distill.teacher.Teacher when needs.online_teacher
     teacher_input: Callable[[Tensor], Tensor] | None = None  # pixels -> teacher-normalized input

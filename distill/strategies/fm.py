@@ -8,7 +8,7 @@ from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies._teachers import TeacherEnsemble
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
-from distill.strategies.losses import cosine_distance, label_cross_entropy
+from distill.strategies.losses import cosine_distance, label_cross_entropy, text_anchor_kl
 
 
 @strategy_config
@@ -16,6 +16,9 @@ class FMConfig:
     temperature: float = 1.0  # softmax temperature for teacher and student (the paper's: 1)
     alpha: float = 1.0  # weight of matching the teacher; 1 - alpha goes to label cross-entropy (paper: none)
     feature_weight: float = 0.0  # weight of 1 - cos(P f, teacher embedding); 0 = off, no projector needed
+    # weight of T² KL(teacher || student) of the zero-shot rule over EVERY class name (withheld ones too), both
+    # sides' logit_scale · cos(embedding, text): ties P f to the text directions re-targeting uses; 0 = off
+    text_anchor_weight: float = 0.0
     # several caches: combine: first (the first cache alone) | mean_probs (weights: one per cache); see _teachers.py
     teachers: TeacherEnsemble = Field(default_factory=TeacherEnsemble)
 
@@ -32,9 +35,12 @@ class FM(Strategy):
 
         alpha · T² · KL(teacher_T || student_T)
         + feature_weight · (1 − cos(P f, t))         # only when feature_weight > 0
+        + text_anchor_weight · T² · KL(zs(t) || zs(P f))   # only when text_anchor_weight > 0
         + (1 − alpha) · CE(labels)                    # mixed rows: lam · CE(y) + (1 − lam) · CE(y')
 
-    with P the student's projector and t the cached teacher image embedding of the view. The
+    with P the student's projector and t the cached teacher image embedding of the view; zs(e) the
+    zero-shot rule ``logit_scale · cos(e, text)`` over every class name of the data set, those
+    ``data.withhold_classes`` leaves out of the student's head included (CLIP-KD-style). The
     matching terms see every row, pool images (``data.unlabeled``) included; the label term
     only rows with a label.
 
@@ -59,22 +65,32 @@ class FM(Strategy):
             raise DistillError(f"strategy.temperature: must be > 0, got {config.temperature}")
         if config.feature_weight < 0:
             raise DistillError(f"strategy.feature_weight: must be >= 0, got {config.feature_weight}")
+        if config.text_anchor_weight < 0:
+            raise DistillError(f"strategy.text_anchor_weight: must be >= 0, got {config.text_anchor_weight}")
         config.teachers.check(ctx.num_teachers, self.name)
         projector = getattr(student, "projector", None)
-        if config.feature_weight == 0 and projector is not None:
+        if not self._uses_embedding and projector is not None:
             projector.requires_grad_(False)  # unused: no weight decay drift, and DDP finds no unused parameter
-        if config.feature_weight > 0:
+        if config.text_anchor_weight > 0 and (ctx.all_text_embeddings is None or not ctx.logit_scale):
+            raise DistillError("strategy.text_anchor_weight: needs the teacher's text embeddings and logit "
+                               "scale from the cache (set 'cache'), got none; or set it to 0")
+        if self._uses_embedding:
             if projector is None:
-                raise DistillError(f"strategy '{self.name}': feature_weight > 0 matches the student's projected "
+                key = "feature_weight" if config.feature_weight > 0 else "text_anchor_weight"
+                raise DistillError(f"strategy '{self.name}': {key} > 0 matches the student's projected "
                                    "features to the teacher's embeddings, but the student has no projector: build "
-                                   "it with embed_dim = the teacher's width, or set strategy.feature_weight=0")
+                                   f"it with embed_dim = the teacher's width, or set strategy.{key}=0")
             if ctx.embed_dim is not None and projector.out_features != ctx.embed_dim:
                 raise DistillError(f"strategy '{self.name}': student projector outputs {projector.out_features} "
                                    f"dims but the teacher's embeddings have {ctx.embed_dim}")
 
+    @property
+    def _uses_embedding(self) -> bool:
+        return self.config.feature_weight > 0 or self.config.text_anchor_weight > 0
+
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.config
-        if cfg.feature_weight > 0:
+        if self._uses_embedding:
             out = self.student.forward_all(batch.images)
             logits = out["logits"]
         else:
@@ -86,6 +102,12 @@ class FM(Strategy):
             feat = cosine_distance(out["embedding"], batch.teacher_emb)
             loss = loss + cfg.feature_weight * feat
             parts["feat"] = feat.detach()
+        if cfg.text_anchor_weight > 0:
+            assert self.ctx.all_text_embeddings is not None and self.ctx.logit_scale  # checked in __init__
+            anchor = text_anchor_kl(out["embedding"], batch.teacher_emb, self.ctx.all_text_embeddings,
+                                    self.ctx.logit_scale, cfg.temperature)
+            loss = loss + cfg.text_anchor_weight * anchor
+            parts["anchor"] = anchor.detach()
         if cfg.alpha < 1:
             ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
             loss = loss + (1 - cfg.alpha) * ce

@@ -114,6 +114,18 @@ def cosine_distance(a: Tensor, b: Tensor) -> Tensor:
     return (1 - F.cosine_similarity(a.float(), b.float(), dim=-1)).mean()
 
 
+def text_anchor_kl(embedding: Tensor, teacher_emb: Tensor, text: Tensor, logit_scale: float,
+                   temperature: float = 1.0) -> Tensor:
+    """T² · KL(teacher || student) of the zero-shot rule over the class names ``text`` [K, D]: each side's
+    ``logit_scale · cos(embedding, text)``, batch mean. With ``text`` every class name (withheld ones
+    included) it ties the student's embedding to the text directions re-targeting will use (CLIP-KD-style).
+    ``embedding`` [B, D] (unnormalized), ``teacher_emb`` [B, D] -> scalar; zero when their directions agree."""
+    t = F.normalize(text.float(), dim=-1)
+    student = logit_scale * F.normalize(embedding.float(), dim=-1) @ t.T
+    teacher = logit_scale * F.normalize(teacher_emb.float(), dim=-1) @ t.T
+    return kl_div_with_temperature(student, teacher, temperature)
+
+
 def squared_l2_distance(a: Tensor, b: Tensor) -> Tensor:
     """Batch mean of ‖a − b‖² over rows [B, D] (pins the norm as well as the direction)."""
     return (a.float() - b.float()).pow(2).sum(dim=-1).mean()

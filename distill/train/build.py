@@ -147,8 +147,9 @@ def build(cfg: TrainConfig) -> TrainSetup:
     else:
         views = ViewPlan(cfg.run.views, ViewConfig(hflip=0.0), cfg.run.seed)
 
-    text = caches[0].text_embeddings if caches else (teacher.text_embeddings.cpu() if teacher is not None else None)
-    text = columns.rows(text)  # the student's classes only
+    all_text = caches[0].text_embeddings if caches else (teacher.text_embeddings.cpu() if teacher is not None
+                                                         else None)
+    text = columns.rows(all_text)  # the student's classes only
     text_head = cfg.student.head == "text"
     if text_head and text is None:
         raise DistillError("student.head=text needs the teacher's text embeddings: set 'cache' to a "
@@ -164,6 +165,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
     ctx = StrategyContext(
         num_classes=len(class_names), class_names=class_names, embed_dim=embed_dim,
         text_embeddings=text.to(device) if text is not None else None, logit_scale=logit_scale,
+        all_text_embeddings=all_text.to(device) if all_text is not None else None,
         teacher=teacher if needs.online_teacher else None,
         teacher_input=teacher_input_fn(teacher, device) if teacher is not None else None,
         normalize=None, num_teachers=len(caches))

@@ -8,6 +8,7 @@ import torch
 
 from distill.errors import DistillError
 from distill.strategies import Batch, StrategyContext, create_strategy, get_strategy
+from distill.strategies.losses import text_anchor_kl
 from distill.student.model import Student, default_spec
 
 LN3 = math.log(3)
@@ -83,3 +84,61 @@ def test_fm_projector_is_frozen_without_feature_term_and_required_with_it():
 def test_fm_declares_cached_augmented_views_and_pool_rows():
     needs = get_strategy("fm").needs
     assert needs.cached_logits and needs.augmented_views and needs.unlabeled and not needs.online_teacher
+
+
+# ---------------------------------------------------------------------------- text anchor (all class names)
+ALL_TEXT = torch.nn.functional.normalize(torch.randn(5, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+
+
+def _anchored(options: dict, all_text: torch.Tensor | None = ALL_TEXT, logit_scale: float | None = 10.0):
+    torch.manual_seed(0)
+    student = Student(default_spec("test_resnet", CLASSES, 16, embed_dim=8))
+    ctx = StrategyContext(2, CLASSES, embed_dim=8, all_text_embeddings=all_text, logit_scale=logit_scale)
+    return create_strategy("fm", student, options, ctx), student
+
+
+def _emb_batch(images: torch.Tensor, emb: torch.Tensor) -> Batch:
+    return Batch(images, images, labels=torch.tensor([0, -1]), teacher_logits=TEACHER, teacher_emb=emb)
+
+
+def test_text_anchor_is_zero_when_the_directions_agree_and_positive_otherwise():
+    teacher = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    assert float(text_anchor_kl(3.0 * teacher, teacher, ALL_TEXT, 10.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(text_anchor_kl(torch.randn(4, 8), teacher, ALL_TEXT, 10.0)) > 1e-3
+
+
+def test_fm_text_anchor_is_zero_on_the_students_own_embedding_and_trains_the_projector():
+    fm, student = _anchored({"text_anchor_weight": 0.5})
+    images = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        own = torch.nn.functional.normalize(student.forward_all(images)["embedding"], dim=-1)
+    assert float(fm(_emb_batch(images, own))["anchor"]) == pytest.approx(0.0, abs=1e-5)
+    other = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    out = fm(_emb_batch(images, other))
+    assert float(out["anchor"]) > 1e-4 and "feat" not in out
+    assert float(out["loss"].detach()) == pytest.approx(float(out["match"]) + 0.5 * float(out["anchor"]), rel=1e-5)
+    out["loss"].backward()
+    assert student.projector.weight.grad is not None and student.projector.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.backbone.parameters())
+
+
+def test_fm_text_anchor_off_by_default_leaves_the_loss_bit_identical():
+    images = torch.rand(2, 3, 16, 16)
+    emb = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    plain, _ = _anchored({"feature_weight": 1.0}, all_text=None, logit_scale=None)
+    off, _ = _anchored({"feature_weight": 1.0, "text_anchor_weight": 0.0})
+    a, b = plain(_emb_batch(images, emb)), off(_emb_batch(images, emb))
+    assert torch.equal(a["loss"], b["loss"]) and "anchor" not in b
+    frozen, student = _anchored({})  # neither term: the projector stays frozen, as before
+    assert not any(p.requires_grad for p in student.projector.parameters())
+
+
+def test_fm_text_anchor_config_errors_are_one_line():
+    with pytest.raises(DistillError, match="strategy.text_anchor_weight: must be >= 0"):
+        _anchored({"text_anchor_weight": -1.0})
+    with pytest.raises(DistillError, match="text_anchor_weight: needs the teacher's text embeddings"):
+        _anchored({"text_anchor_weight": 1.0}, all_text=None)
+    bare = Student(default_spec("test_resnet", CLASSES, 16))
+    with pytest.raises(DistillError, match="text_anchor_weight > 0 .* no projector"):
+        create_strategy("fm", bare, {"text_anchor_weight": 1.0},
+                        StrategyContext(2, CLASSES, all_text_embeddings=ALL_TEXT, logit_scale=10.0))

@@ -64,6 +64,7 @@ def test_an_epoch_labels_withheld_images_minus_one_and_slices_the_teacher(tmp_pa
     cache = TeacherCache.open(tiny_cache)
     assert ctx.class_names == ["circle", "stripes"] and ctx.num_classes == 2
     assert torch.equal(ctx.text_embeddings.cpu(), cache.text_embeddings[setup.class_columns])
+    assert torch.equal(ctx.all_text_embeddings.cpu(), cache.text_embeddings), "every name, the withheld one too"
     assert setup.strategy.student.spec.class_names == ["circle", "stripes"]
 
     summary = Trainer(setup).fit()
