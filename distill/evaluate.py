@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from distill.data.classes import ClassColumns
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
+from distill.data.sample_table import sample_column
 from distill.utils.runtime import Dist, all_reduce_sum
 
 
@@ -144,8 +145,8 @@ class DomainEvaluator:
         at = 0
         for d in self.domains:
             samples = dataset.select([d], split)
-            idx = np.fromiter((s.index for s in samples), dtype=np.int64, count=len(samples))
-            lab = torch.from_numpy(np.fromiter((s.label for s in samples), dtype=np.int64, count=len(samples)))
+            idx = sample_column(samples, "index")
+            lab = torch.from_numpy(sample_column(samples, "label"))
             if columns is not None:  # the model's classes only, labels remapped to its columns
                 lab = columns.labels(lab)
                 keep = (lab >= 0).numpy()

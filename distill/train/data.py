@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
+from distill.data.sample_table import sample_column, sample_domains
 from distill.data.view_policy import CROP_PARAMS, PolicyRender
 from distill.data.views import ViewConfig, view_params, view_pixels
 
@@ -283,9 +284,8 @@ def all_view_items(samples: Sequence[Sample], domain_index: dict[str, int], view
     cache, looked up in chunks.
     """
     n = len(samples)
-    idx = np.fromiter((x.index for x in samples), dtype=np.int64, count=n)
-    label = np.fromiter((x.label for x in samples), dtype=np.int64, count=n)
-    domain = np.fromiter((domain_index[x.domain] for x in samples), dtype=np.int64, count=n)
+    idx, label = sample_column(samples, "index"), sample_column(samples, "label")
+    domain = sample_domains(samples, domain_index)
     sample, view = np.repeat(idx, views), np.tile(np.arange(views, dtype=np.int64), n)
     columns = _view_columns(cache, sample, view) if cache is not None and n else {}
     return ItemTable(sample, np.repeat(label, views), np.repeat(domain, views), view, **columns)
@@ -301,7 +301,7 @@ class EpochBatches:
 
     def __init__(self, samples: Sequence[Sample], views: int):
         self.views = views
-        idx = np.fromiter((x.index for x in samples), dtype=np.int64, count=len(samples))
+        idx = sample_column(samples, "index")
         self._position = np.full(int(idx.max()) + 1 if len(idx) else 0, -1, dtype=np.int64)  # sample index -> place
         self._position[idx] = np.arange(len(idx))
         self.batches = np.zeros((0, 0), dtype=np.int64)

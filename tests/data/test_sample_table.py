@@ -149,3 +149,21 @@ def test_a_folder_holds_a_few_dozen_bytes_per_image() -> None:
     assert len(ds) == n and len(train) > n // 2
     print(f"{held / n:.0f} bytes per image")
     assert held / n < 100, f"{held / n:.0f} bytes per image"
+
+
+def test_columns_read_without_building_samples(tree: Path) -> None:
+    """sample_column / sample_domains (what training's item table and evaluation read at start-up) equal the
+    per-sample values, for a selection view and for a plain list; a domain missing from the lookup is a KeyError."""
+    import numpy as np
+
+    from distill.data.sample_table import sample_column, sample_domains
+
+    folder = DomainFolder(tree)
+    domain_index = {d: i for i, d in enumerate(reversed(folder.domains))}
+    for samples in (folder.select(["photo", "art"], "train"), list(folder.select(["zz"], "test")), folder.samples):
+        for name in ("index", "label", "size"):
+            assert sample_column(samples, name).tolist() == [getattr(s, name) for s in samples]
+            assert sample_column(samples, name).dtype == np.int64
+        assert sample_domains(samples, domain_index).tolist() == [domain_index[s.domain] for s in samples]
+    with pytest.raises(KeyError, match="photo"):
+        sample_domains(folder.select(["photo"]), {"art": 0})
