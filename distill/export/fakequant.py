@@ -7,7 +7,14 @@ The fake-quant model mirrors :mod:`distill.export.quantize`'s onnxruntime recipe
 - activations: ``ort-cpu`` uint8 asymmetric per tensor (0..255, a zero point);
   ``tensorrt`` int8 symmetric per tensor (zero point 0);
 - BatchNorm folded into the convolutions first (onnxruntime's ``quant_pre_process`` folds it too,
-  so the weights quantized here are the folded weights the int8 graph holds).
+  so the weights quantized here are the folded weights the int8 graph holds);
+- ``ort-cpu``: each Conv/Linear bias rounded to the int32 grid of scale = input scale x weight scale
+  (:class:`Int32Bias`), the bias :func:`export_qdq` writes; without it torch and onnxruntime differ by
+  a fraction of a step in every biased output, which ~50 layers amplify into different top-1 classes;
+- ``mean`` (global pooling in squeeze-excite) computed in float, no fake-quant on its output:
+  onnxruntime's PTQ keeps ReduceMean in float too, and a mean re-quantized on its input's coarse grid
+  (torch.ao's default, "shared qparams") made onnxruntime's fused kernels disagree with its own
+  float Q/DQ graph.
 
 :func:`export_qdq` writes the fake-quant graph with torch's ONNX exporter, which turns each
 fake-quant into QuantizeLinear/DequantizeLinear with the *trained* scales and zero points, then
@@ -27,6 +34,7 @@ import onnx
 import torch
 from timm.layers import BatchNormAct2d
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.ao.quantization import (
     FakeQuantize,
     MinMaxObserver,
@@ -62,6 +70,13 @@ def qconfig_for(flavour: Int8Flavour) -> QConfig:
         raise DistillError(f"int8 flavour '{flavour.name}': no fake-quant recipe for {flavour.activation_type} "
                            f"activations (symmetric={flavour.activation_symmetric})")
     return QConfig(activation=act, weight=weight)
+
+
+def qconfig_mapping_for(flavour: Int8Flavour) -> QConfigMapping:
+    """Every op fake-quantized as ``qconfig_for(flavour)`` says, except ``mean``: float, as onnxruntime's PTQ
+    leaves ReduceMean (see module doc)."""
+    return (QConfigMapping().set_global(qconfig_for(flavour))
+            .set_object_type("mean", None).set_object_type(torch.mean, None))
 
 
 def backend_config_for(flavour: Int8Flavour):
@@ -129,13 +144,64 @@ def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphMo
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             folded = fuse_fx(model)  # eval mode: BN folded into the preceding conv's weights
-            prepared = prepare_qat_fx(folded.train(), QConfigMapping().set_global(qconfig_for(flavour)), example,
+            prepared = prepare_qat_fx(folded.train(), qconfig_mapping_for(flavour), example,
                                       backend_config=backend_config_for(flavour))
     except Exception as e:  # torch.fx raises TraceError and many others from deep inside a model
         raise DistillError(f"student '{student.spec.arch}': torch.fx cannot trace it for fake-quant "
                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
                            "QAD supports FX-traceable CNN students") from None
+    if flavour.extra_options.get("QuantizeBias", True):
+        quantize_biases_int32(prepared)
     return prepared
+
+
+class Int32Bias(nn.Module):
+    """A Conv/Linear bias as the int8 graph holds it (a ``torch.nn.utils.parametrize`` parametrization):
+    ``rint(b / s)`` as int32, ``s = float32(input scale x weight scale)``, dequantized in float32, exactly as
+    :func:`distill.export.qdq_graph.quantize_biases` writes it and onnxruntime reads it; the gradient
+    passes straight through to the float bias."""
+
+    def __init__(self, inputs: FakeQuantize, weights: FakeQuantize):
+        super().__init__()
+        self._scales = (inputs, weights)  # a tuple: references to modules of the graph, not submodules
+
+    def forward(self, bias: torch.Tensor) -> torch.Tensor:
+        inputs, weights = self._scales
+        scale = torch.broadcast_to((inputs.scale.double() * weights.scale.double()).float().reshape(-1), bias.shape)
+        q = torch.clamp(torch.round(bias.double() / scale.double()), -2**31, 2**31 - 1)
+        return bias + (q.float() * scale - bias).detach()
+
+
+def quantize_biases_int32(model: torch.fx.GraphModule) -> int:
+    """Give every fake-quant Conv/Linear whose input is fake-quantized an :class:`Int32Bias`; returns how many."""
+    count = 0
+    for node in model.graph.nodes:
+        if node.op != "call_module" or not node.args or not isinstance(node.args[0], torch.fx.Node):
+            continue
+        mod, src = model.get_submodule(node.target), node.args[0]
+        if getattr(mod, "bias", None) is None or not isinstance(getattr(mod, "weight_fake_quant", None), FakeQuantize):
+            continue
+        fq = model.get_submodule(src.target) if src.op == "call_module" else None
+        if isinstance(fq, FakeQuantize):  # (modules shared under two names are listed once by named_modules)
+            parametrize.register_parametrization(mod, "bias", Int32Bias(fq, mod.weight_fake_quant))
+            count += 1
+    return count
+
+
+@contextlib.contextmanager
+def plain_biases(model: nn.Module):
+    """``model`` with plain float bias parameters (the trained values, no :class:`Int32Bias`) inside the block,
+    in place, and the :class:`Int32Bias` back after it (the same bias parameters: an optimizer's still hold)."""
+    removed = []
+    for m in list(model.modules()):
+        if parametrize.is_parametrized(m, "bias"):
+            removed.append((m, m.parametrizations.bias[0]))
+            parametrize.remove_parametrizations(m, "bias", leave_parametrized=False)
+    try:
+        yield model
+    finally:
+        for m, p in removed:
+            parametrize.register_parametrization(m, "bias", p)
 
 
 @torch.no_grad()
@@ -147,7 +213,9 @@ def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str]) -> 
     """
     out = copy.deepcopy(student).cpu().float().eval()
     own = dict(out.named_parameters())
-    for name, param in model.named_parameters():
+    with plain_biases(model):
+        params = list(model.named_parameters())
+    for name, param in params:
         key = name.removeprefix("student.")
         conv = key.rsplit(".", 1)[0]
         if conv in pairs:
@@ -212,7 +280,8 @@ def export_qdq(model: nn.Module, path: str | Path, input_size: tuple[int, int], 
     model = model.eval()
     set_observers(model, False)
     h, w = input_size
-    with _onnx_weight_range(model), warnings.catch_warnings(), torch.no_grad(), \
+    # plain_biases: tidy_qdq's quantize_biases writes the int32 bias Int32Bias computes, from the float bias
+    with plain_biases(model), _onnx_weight_range(model), warnings.catch_warnings(), torch.no_grad(), \
             contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.randn(2, 3, h, w),), str(path), dynamo=False, opset_version=opset,
