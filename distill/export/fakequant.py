@@ -34,7 +34,6 @@ import onnx
 import torch
 from timm.layers import BatchNormAct2d
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.ao.quantization import (
     FakeQuantize,
     MinMaxObserver,
@@ -46,6 +45,7 @@ from torch.ao.quantization import (
 )
 from torch.ao.quantization.backend_config import get_native_backend_config, get_tensorrt_backend_config
 from torch.ao.quantization.quantize_fx import fuse_fx, prepare_qat_fx
+from torch.nn.utils import parametrize
 
 from distill.errors import DistillError
 from distill.export.onnx import INPUT_NAME, check

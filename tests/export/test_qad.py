@@ -230,3 +230,52 @@ def test_a_cache_of_other_data_is_refused(run_ckpt, tiny_cache, tmp_path, tiny_r
     with pytest.raises(DistillError, match="built from other data"):
         qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), cache=str(tiny_cache),
                       data_root=str(other), epochs=1, calib_count=8, eval_count=4), log=lambda s: None)
+
+
+def _random_bn_student(arch: str) -> Student:
+    torch.manual_seed(0)
+    student = Student(default_spec(arch, ["a", "b", "c", "d"], 32)).eval()
+    for m in student.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics: folded biases far from any grid
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    return student
+
+
+def test_the_fake_quant_biases_are_the_int32_biases_the_file_holds(tmp_path):
+    """ort-cpu: each Conv/Gemm bias in torch is exactly the file's int32 bias x (input scale x weight scale),
+    the value onnxruntime adds; a float bias in torch left every biased output a fraction of a step off."""
+    student = _random_bn_student("mobilenetv3_small_050")
+    model = _calibrated(student, "ort-cpu", torch.randn(32, 3, 32, 32).numpy())
+    torch_biases = np.sort(np.concatenate([m.bias.detach().numpy().ravel() for m in model.modules()
+                                           if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+                                           and m.bias is not None]))
+    proto = onnx.load(str(export_qdq(model, tmp_path / "q.onnx", student.spec.input_size, FLAVOURS["ort-cpu"])))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    file_biases = np.sort(np.concatenate([  # DequantizeLinear(int32) in float32, as onnxruntime computes it
+        (inits[n.input[0]].astype(np.float32) * inits[n.input[1]]).ravel() for n in proto.graph.node
+        if n.op_type == "DequantizeLinear" and inits.get(n.input[0], np.zeros(0, np.int8)).dtype == np.int32]))
+    assert file_biases.size == torch_biases.size > 0
+    assert np.array_equal(torch_biases, file_biases)
+    # and the trained (float) values are what the tuned checkpoint and the next export start from
+    with torch.no_grad():
+        twin = tuned_student(model, student, conv_bn_pairs(student))
+    assert not np.array_equal(np.sort(np.concatenate([p.detach().numpy().ravel() for n, p in twin.named_parameters()
+                                                      if n.endswith("bias")])), file_biases)
+
+
+def test_squeeze_excite_means_stay_float_as_in_onnxruntimes_ptq():
+    """A mean's output is not re-quantized on its input's grid (torch.ao's default for mean: the input's
+    own fake-quant, "shared qparams"): the next conv's input gets a range of its own, as in onnxruntime's
+    PTQ graph, where ReduceMean runs in float."""
+    student = _random_bn_student("mobilenetv3_small_050")
+    model = fake_quant_model(student, FLAVOURS["ort-cpu"])
+    means = [n for n in model.graph.nodes if n.op == "call_method" and n.target == "mean"]
+    assert means  # squeeze-excite blocks
+    for mean in means:
+        before = model.get_submodule(mean.args[0].target)
+        after = [model.get_submodule(u.target) for u in mean.users if u.op == "call_module"]
+        assert after and all(isinstance(a, torch.ao.quantization.FakeQuantize) and a is not before for a in after), \
+            mean.name
