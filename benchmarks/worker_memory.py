@@ -49,6 +49,24 @@ def private_in(pid: int, spans: list[tuple[int, int]]) -> int | None:
     return total
 
 
+def private_shared_memory(pid: int) -> int | None:
+    """``Private_Dirty`` of ``pid``'s shared-memory mappings (torch's ``/dev/shm`` files and memfds: the batches a
+    worker has made and the loader has not yet mapped); None once it is gone."""
+    total, shm = 0, False
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split(maxsplit=5)
+                if "-" in head[0] and not head[0].endswith(":"):
+                    name = head[5] if len(head) > 5 else ""
+                    shm = name.startswith(("/dev/shm/", "/memfd:")) or "torch_" in name
+                elif shm and head[0] == "Private_Dirty:":
+                    total += int(head[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return total
+
+
 def array_spans(*holders) -> list[tuple[int, int]]:
     """Address ranges of the numpy buffers (64 kB or more) held as attributes of ``holders``."""
     import numpy as np
@@ -77,8 +95,9 @@ def at_milestones(loader, milestones: list[int], marks, label: str, out: list[st
             pulled += 1
         cells = []
         for pid in pids:
-            priv, arr = private_dirty(pid), private_in(pid, marks)
-            cells.append(f"{(priv or 0) / 2**20:6.1f} MB ({(arr or 0) // 1024} kB in arrays)")
+            priv, arr, shm = private_dirty(pid), private_in(pid, marks), private_shared_memory(pid)
+            cells.append(f"{(priv or 0) / 2**20:6.1f} MB ({(arr or 0) // 1024} kB in arrays, "
+                         f"{(shm or 0) / 2**20:.1f} MB shared-memory batches)")
         out.append(f"{label:5} {pulled:7d} batches | " + " | ".join(cells))
     del it
 
@@ -92,6 +111,8 @@ def main() -> None:
                    help="training batches (64 images) pulled at which each worker is read, comma-separated")
     p.add_argument("--eval-batches", default="1,4,16,64,1000",
                    help="evaluation batches (256 images of the test split) at which each worker is read")
+    p.add_argument("--eval-split", default="test", choices=["test", "train", "val"],
+                   help="the split evaluation's loader reads (train: a longer pass, every domain's train split)")
     p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() before each loader forks")
     args = p.parse_args()
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") != str(MMAP_THRESHOLD):  # as scale_train.py runs `distill train`
@@ -101,7 +122,7 @@ def main() -> None:
     from torch.utils.data import DataLoader
 
     from distill.config import TrainConfig
-    from distill.evaluate import _DomainBatches
+    from distill.evaluate import DomainEvaluator, _DomainBatches
     from distill.train.build import build
     from distill.train.trainer import Trainer
 
@@ -120,6 +141,9 @@ def main() -> None:
     trainer = Trainer(build(cfg))  # what `distill train` holds when its loader forks
     setup_s = time.perf_counter() - t0
     loader, test = trainer.loader(0, 0), trainer.evaluator
+    if args.eval_split != "test":
+        test = DomainEvaluator(trainer.setup.dataset, test.domains, trainer.strategy.student.preprocess(),
+                               split=args.eval_split, workers=args.workers)
     # the N-sized numpy buffers a worker reads: the training items, the epoch plan, the sample columns, the split
     marks = array_spans(loader.dataset.items, trainer.epoch_batches, trainer.setup.dataset.samples.columns,
                         test._images)  # noqa: SLF001
@@ -135,7 +159,7 @@ def main() -> None:
                              num_workers=args.workers), [int(b) for b in args.eval_batches.split(",")], marks,
                   "eval", lines)
     print(f"size {args.size} images: {len(trainer.train_samples)} training ({trainer.steps_per_epoch} steps), "
-          f"test split {len(test)}; {args.workers} workers; gc.freeze {args.gc_freeze}; setup {setup_s:.0f} s, "
+          f"{args.eval_split} split {len(test)}; {args.workers} workers; gc.freeze {args.gc_freeze}; setup {setup_s:.0f} s, "
           f"total {time.perf_counter() - t0:.0f} s; main RssAnon {rss_anon(os.getpid()) / 2**20:.1f} MB; "
           f"{len(marks)} N-sized arrays, {sum(b - a for a, b in marks) / 2**20:.1f} MB")
     print("loader  pulled        | Private_Dirty of each worker (its pages inside those arrays)")
