@@ -105,6 +105,10 @@ class MemoryPeaks:
     main: int = 0                                           # peak RssAnon of the main process
     workers: dict[int, int] = field(default_factory=dict)  # child pid -> its peak RssAnon
     workers_private: dict[int, int] = field(default_factory=dict)  # child pid -> its peak Private_Dirty
+    # child pid -> lines in the log when it was first seen. A child seen before the first line is a start-up
+    # helper, not a loader worker: a subprocess started with vfork shares the parent's memory until it execs, and
+    # its smaps then report the parent's pages (a `distill train` at 100k: one such child read 223 MB)
+    first_line: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
     # one (seconds, main RssAnon, children alive, lines in the log so far) per sample of the main process
     samples: list[tuple[float, int, int, int]] = field(default_factory=list)
@@ -122,19 +126,25 @@ class MemoryPeaks:
         first = next((i for i, (_, _, kids, _) in enumerate(self.samples) if kids > k), len(self.samples))
         return max((b for _, b, _, _ in self.samples[:first]), default=0)
 
+    def _loader_workers(self) -> list[int]:
+        """The children in the order first seen, less the start-up helpers (seen before the log's first line;
+        every child when nothing was logged)."""
+        logged = any(self.first_line.values())
+        return [pid for pid in self.workers_private if not logged or self.first_line.get(pid, 0) > 0]
+
     @property
     def worker_max(self) -> int:
-        return max(self.workers.values(), default=0)
+        return max((self.workers.get(pid, 0) for pid in self._loader_workers()), default=0)
 
     @property
     def worker_private_max(self) -> int:
-        return max(self.workers_private.values(), default=0)
+        return max((self.workers_private[pid] for pid in self._loader_workers()), default=0)
 
     def private_max(self, first: int, training: bool) -> int:
-        """Peak Private_Dirty of the first ``first`` children seen (``training``: `distill train`'s persistent
-        loader workers, forked before any other child) or of the later ones (evaluation's workers)."""
-        values = list(self.workers_private.values())  # in the order the children were first seen
-        return max(values[:first] if training else values[first:], default=0)
+        """Peak Private_Dirty of the first ``first`` loader workers seen (``training``: `distill train`'s persistent
+        loader workers, forked before evaluation's) or of the later ones (evaluation's workers)."""
+        pids = self._loader_workers()
+        return max((self.workers_private[p] for p in (pids[:first] if training else pids[first:])), default=0)
 
 
 def log_lines(log: Path | None) -> int:
@@ -159,11 +169,12 @@ def run_sampled(cmd: list[str], env: dict[str, str] | None = None, interval: flo
 
     def sample():
         while not done.is_set():
-            now, kids = rss_anon(proc.pid) or 0, children(proc.pid)
+            now, kids, lines = rss_anon(proc.pid) or 0, children(proc.pid), log_lines(log)
             peaks.main = max(peaks.main, now)
             if now:
-                peaks.samples.append((time.perf_counter() - t0, now, len(kids), log_lines(log)))
+                peaks.samples.append((time.perf_counter() - t0, now, len(kids), lines))
             for child in kids:
+                peaks.first_line.setdefault(child, lines)
                 peaks.workers[child] = max(peaks.workers.get(child, 0), rss_anon(child) or 0)
                 peaks.workers_private[child] = max(peaks.workers_private.get(child, 0), private_dirty(child) or 0)
             time.sleep(interval)
