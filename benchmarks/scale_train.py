@@ -105,6 +105,10 @@ class MemoryPeaks:
     main: int = 0                                           # peak RssAnon of the main process
     workers: dict[int, int] = field(default_factory=dict)  # child pid -> its peak RssAnon
     workers_private: dict[int, int] = field(default_factory=dict)  # child pid -> its peak Private_Dirty
+    # child pid -> lines in the log when it was first seen. A child seen before the first line is a start-up
+    # helper, not a loader worker: a subprocess started with vfork shares the parent's memory until it execs, and
+    # its smaps then report the parent's pages (a `distill train` at 100k: one such child read 223 MB)
+    first_line: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
     # one (seconds, main RssAnon, children alive, lines in the log so far) per sample of the main process
     samples: list[tuple[float, int, int, int]] = field(default_factory=list)
@@ -122,13 +126,25 @@ class MemoryPeaks:
         first = next((i for i, (_, _, kids, _) in enumerate(self.samples) if kids > k), len(self.samples))
         return max((b for _, b, _, _ in self.samples[:first]), default=0)
 
+    def _loader_workers(self) -> list[int]:
+        """The children in the order first seen, less the start-up helpers (seen before the log's first line;
+        every child when nothing was logged)."""
+        logged = any(self.first_line.values())
+        return [pid for pid in self.workers_private if not logged or self.first_line.get(pid, 0) > 0]
+
     @property
     def worker_max(self) -> int:
-        return max(self.workers.values(), default=0)
+        return max((self.workers.get(pid, 0) for pid in self._loader_workers()), default=0)
 
     @property
     def worker_private_max(self) -> int:
-        return max(self.workers_private.values(), default=0)
+        return max((self.workers_private[pid] for pid in self._loader_workers()), default=0)
+
+    def private_max(self, first: int, training: bool) -> int:
+        """Peak Private_Dirty of the first ``first`` loader workers seen (``training``: `distill train`'s persistent
+        loader workers, forked before evaluation's) or of the later ones (evaluation's workers)."""
+        pids = self._loader_workers()
+        return max((self.workers_private[p] for p in (pids[:first] if training else pids[first:])), default=0)
 
 
 def log_lines(log: Path | None) -> int:
@@ -153,11 +169,12 @@ def run_sampled(cmd: list[str], env: dict[str, str] | None = None, interval: flo
 
     def sample():
         while not done.is_set():
-            now, kids = rss_anon(proc.pid) or 0, children(proc.pid)
+            now, kids, lines = rss_anon(proc.pid) or 0, children(proc.pid), log_lines(log)
             peaks.main = max(peaks.main, now)
             if now:
-                peaks.samples.append((time.perf_counter() - t0, now, len(kids), log_lines(log)))
+                peaks.samples.append((time.perf_counter() - t0, now, len(kids), lines))
             for child in kids:
+                peaks.first_line.setdefault(child, lines)
                 peaks.workers[child] = max(peaks.workers.get(child, 0), rss_anon(child) or 0)
                 peaks.workers_private[child] = max(peaks.workers_private.get(child, 0), private_dirty(child) or 0)
             time.sleep(interval)
@@ -201,6 +218,16 @@ class SizeResult:
     def setup_median(self) -> int:
         """Median over the repeats of the main process's peak before training's first log line."""
         return median([r.before_log for r in self.repeats or [self.train]])
+
+    @property
+    def train_private(self) -> int:
+        """Peak Private_Dirty of training's loader workers (of the run kept: ``train``)."""
+        return self.train.private_max(self.workers, training=True)
+
+    @property
+    def eval_private(self) -> int:
+        """Peak Private_Dirty of evaluation's loader workers (of the run kept: ``train``)."""
+        return self.train.private_max(self.workers, training=False)
 
     @property
     def epoch_median(self) -> int:
@@ -250,13 +277,20 @@ def measure_train_memory(sizes: list[int], workdir: Path, *, views: int = 2, wor
                                     workdir / f"train-{n}.log"))
             if trace:
                 write_trace(runs[-1], workdir / f"train-{n}-{r}.trace.tsv")
-            progress(f"  trained 1 epoch ({runs[-1].seconds:.0f} s): main peak {runs[-1].main / 2**20:.1f} MB")
+            progress(f"  trained 1 epoch ({runs[-1].seconds:.0f} s): main peak {runs[-1].main / 2**20:.1f} MB, workers' "
+                     f"private peak {runs[-1].private_max(workers, True) / 2**20:.1f} MB (training's) / "
+                     f"{runs[-1].private_max(workers, False) / 2**20:.1f} MB (evaluation's)")
         train = next(r for r in runs if r.main == median([r.main for r in runs]))
         line = next((ln for ln in (workdir / f"train-{n}.log").read_text().splitlines()
                      if ln.startswith("training ")), "")
         train_images = int(line.split("(")[1].split()[0]) if "(" in line else -1
         results.append(SizeResult(n, n * views, train_images, build, train, runs, workers))
     return results
+
+
+def private_split(r: SizeResult) -> str:
+    """"TRAIN/EVAL": the peak Private_Dirty (MB) of training's loader workers and of evaluation's."""
+    return f"{r.train_private / 2**20:.1f}/{r.eval_private / 2**20:.1f}"
 
 
 def report(results: list[SizeResult]) -> str:
@@ -270,14 +304,15 @@ def report(results: list[SizeResult]) -> str:
     mb = lambda b: f"{b / 2**20:8.1f}"  # noqa: E731
     lines = [f"{'images':>8} {'rows':>8} {'train imgs':>10} | {'build main MB':>13} {'build wkr MB':>12} | "
              f"{'setup main MB':>13} {'to eval MB':>10} {'train main MB':>13} {'(min-max of runs)':>17} "
-             f"{'train wkr MB':>12} {'wkr private MB':>14} {'children':>8} {'train s':>7}"]
+             f"{'train wkr MB':>12} {'wkr private MB':>14} {'(train/eval wkrs)':>17} {'children':>8} {'train s':>7}"]
     for r in results:
         peaks = [x.main for x in r.repeats or [r.train]]
         spread = f"{min(peaks) / 2**20:.1f}-{max(peaks) / 2**20:.1f} ({len(peaks)})"
         lines.append(f"{r.images:8d} {r.rows:8d} {r.train_images:10d} | {mb(r.build.main):>13} "
                      f"{mb(r.build.worker_max):>12} | {mb(r.setup_median):>13} {mb(r.epoch_median):>10} "
                      f"{mb(r.train.main):>13} {spread:>17} {mb(r.train.worker_max):>12} "
-                     f"{mb(r.train.worker_private_max):>14} {len(r.train.workers):8d} {r.train.seconds:7.0f}")
+                     f"{mb(r.train.worker_private_max):>14} {private_split(r):>17} {len(r.train.workers):8d} "
+                     f"{r.train.seconds:7.0f}")
     if len(results) >= 2:
         a, b = results[0], results[-1]
         rows = b.rows - a.rows
@@ -286,7 +321,9 @@ def report(results: list[SizeResult]) -> str:
                      f"to eval {(b.epoch_median - a.epoch_median) / rows:+.0f} B, "
                      f"peak {(b.train.main - a.train.main) / rows:+.0f} B (medians), "
                      f"train worker (max) {(b.train.worker_max - a.train.worker_max) / rows:+.0f} B "
-                     f"(private {(b.train.worker_private_max - a.train.worker_private_max) / rows:+.0f} B), "
+                     f"(private {(b.train.worker_private_max - a.train.worker_private_max) / rows:+.0f} B: training's "
+                     f"workers {(b.train_private - a.train_private) / rows:+.0f} B, evaluation's "
+                     f"{(b.eval_private - a.eval_private) / rows:+.0f} B), "
                      f"build main {(b.build.main - a.build.main) / rows:+.0f} B")
     return "\n".join(lines)
 

@@ -148,3 +148,70 @@ def test_scale_train_reports_medians_of_repeats_and_the_setup_before_the_first_l
     peaks = mod.run_sampled([sys.executable, "-c", "import time; time.sleep(0.5); print('x'); time.sleep(0.5)"],
                             {"PYTHONUNBUFFERED": "1"}, 0.02, log)
     assert peaks.before_log > 0 and {n for *_, n in peaks.samples} == {0, 1}
+
+
+def test_scale_train_splits_the_workers_private_memory_into_training_and_evaluation():
+    """benchmarks/scale_train.py: the workers' private peak is the max over every child, and evaluation's workers
+    (forked after training's) decode batches of 256 images; so the table also gives training's persistent workers
+    (the first loader workers seen) and evaluation's apart, and their growth per row. A child seen before the log's
+    first line is a start-up helper (a vfork'ed subprocess reports the parent's pages until it execs) and is left
+    out: one read 223 MB at 100k images and stood for "training's workers"."""
+    mod = _script("scale_train")
+    mb = 2**20
+
+    def run(train: int, evaluation: int) -> object:  # pid 5: a start-up helper (vfork: the parent's pages)
+        return mod.MemoryPeaks(main=400 * mb, workers={5: 223 * mb, 11: 400 * mb},
+                               workers_private={5: 223 * mb, 11: train * mb, 12: (train - 1) * mb,
+                                                20: evaluation * mb, 21: 3 * mb},
+                               first_line={5: 0, 11: 2, 12: 2, 20: 3, 21: 3},
+                               samples=[(0.0, 400 * mb, 0, 0), (1.0, 400 * mb, 2, 1)])
+
+    small, large = run(14, 17), run(15, 20)
+    assert small.private_max(2, training=True) == 14 * mb and small.private_max(2, training=False) == 17 * mb
+    assert small.worker_private_max == 17 * mb and small.worker_max == 400 * mb  # the helper is no loader worker
+    no_log = mod.MemoryPeaks(workers_private={5: mb, 6: 2 * mb}, first_line={5: 0, 6: 0})  # cache build: no log
+    assert no_log.worker_private_max == 2 * mb
+    results = [mod.SizeResult(n, 2 * n, n, mod.MemoryPeaks(), r, [r], 2) for n, r in ((1000, small), (2000, large))]
+    assert results[1].train_private == 15 * mb and results[1].eval_private == 20 * mb
+    table = mod.report(results).splitlines()
+    assert "14.0/17.0" in table[1] and "15.0/20.0" in table[2]
+    assert "(private +1573 B: training's workers +524 B, evaluation's +1573 B)" in table[-1]
+
+
+def test_worker_memory_counts_a_forked_childs_own_pages_of_an_array():
+    """benchmarks/worker_memory.py reads, from /proc/PID/pagemap, how much of a parent's buffer a forked worker maps
+    alone: nothing when it only reads it, all of it once it writes it (copy-on-write)."""
+    import os
+
+    import numpy as np
+
+    mod = _script("worker_memory")
+    a = np.ones(64 * 4096 // 8, dtype=np.int64)  # 64 pages, written here
+    assert mod.array_spans(type("H", (), {})()) == []  # an object without arrays: no spans
+    holder = type("H", (), {})()
+    holder.a = a
+    spans = mod.array_spans(holder)
+    if not mod.private_in(os.getpid(), spans):
+        pytest.skip("the pagemap's exclusive bit is not readable here (needs root on this kernel)")
+    for write in (False, True):
+        ready_r, ready_w = os.pipe()  # child -> parent: it has read (or written) the array
+        done_r, done_w = os.pipe()    # parent -> child: the pagemap was read, exit
+        pid = os.fork()
+        if pid == 0:
+            try:
+                total = int(a.sum())
+                if write:
+                    a[:] = 2
+                os.write(ready_w, b"x" if total else b"y")
+                os.read(done_r, 1)
+            finally:
+                os._exit(0)
+        try:
+            os.read(ready_r, 1)
+            own = mod.private_in(pid, spans)
+        finally:
+            os.write(done_w, b"x")
+            os.waitpid(pid, 0)
+            for fd in (ready_r, ready_w, done_r, done_w):
+                os.close(fd)
+        assert (own >= a.nbytes) if write else (own <= 2 * 4096), (write, own)
