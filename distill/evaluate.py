@@ -17,6 +17,7 @@ from distill.data.classes import ClassColumns
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
 from distill.data.sample_table import sample_column
+from distill.utils.loaders import bounded_worker_batches
 from distill.utils.runtime import Dist, all_reduce_sum
 
 
@@ -128,7 +129,8 @@ class DomainEvaluator:
         transform: PIL -> normalized tensor (the student's eval preprocessing).
         split: "test" (default), "val" (model selection) or "train".
         batch_size: images per forward.
-        workers: DataLoader workers decoding the batches (0: in this process).
+        workers: DataLoader workers decoding the batches (0: in this process), a fresh set every
+            :data:`~distill.utils.loaders.WORKER_IMAGES` images (a worker's heap creeps with what it decodes).
         class_columns: the dataset class ids the model predicts (``data.withhold_classes`` leaves some
             out): only images of those classes are scored, labels remapped to the model's columns.
             None: every class, in dataset order.
@@ -195,8 +197,8 @@ class DomainEvaluator:
             which = np.zeros(len(self._images), dtype=np.int64)  # position -> domain number, for the counts
             for k, d in enumerate(domains):
                 which[slice(*self._spans[d])] = k
-            loader = DataLoader(self._images, batch_sampler=_DomainBatches(shares, self.batch_size),
-                                num_workers=self.workers, pin_memory=device.type == "cuda")
+            loader = bounded_worker_batches(self._images, _DomainBatches(shares, self.batch_size), self.batch_size,
+                                            self.workers, pin_memory=device.type == "cuda")
             batches = iter(_DomainBatches(shares, self.batch_size))
             for (x, y), positions in zip(loader, batches):
                 logits = predict(x.to(device, non_blocking=True))

@@ -157,3 +157,27 @@ def test_two_gloo_ranks_sum_to_the_single_process_counts(shapes, tmp_path):
         assert counts == single and acc6 == six  # top-5 summed over the ranks as top-1 is
         assert all(math.isnan(a.top5) and not math.isnan(a.top1) for a in acc3.values())
     assert all(0 < a.top5 <= 1 and a.top5 >= a.top1 for a in six.values())
+
+
+def test_evaluation_workers_are_replaced_along_a_long_split(shapes, monkeypatch):
+    """A worker's heap creeps with the images it decodes, so a pass over a long split gets a fresh set of
+    workers every WORKER_IMAGES images: here every 4 images (one batch); the counts do not change."""
+    from torch.utils.data import DataLoader
+
+    import distill.utils.loaders as loaders
+
+    made = []
+
+    class Counting(DataLoader):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("num_workers"))
+            super().__init__(*args, **kwargs)
+
+    predict, domains = _linear(), ["red", "green", "blue"]
+    whole = DomainEvaluator(shapes, domains, _to_tensor, batch_size=4, workers=0).counts(predict)
+    monkeypatch.setattr(loaders, "WORKER_IMAGES", 4)
+    monkeypatch.setattr(loaders, "DataLoader", Counting)
+    ev = DomainEvaluator(shapes, domains, _to_tensor, batch_size=4, workers=1)
+    assert ev.counts(predict) == whole
+    batches = sum(-(-len(ev.share(d)) // 4) for d in ev.present)
+    assert batches > 1 and made == [1] * batches

@@ -19,7 +19,6 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from distill.data.classes import ClassColumns
 from distill.data.folder import DomainFolder, Sample
@@ -28,6 +27,7 @@ from distill.data.views import ViewConfig
 from distill.evaluate import rank_share
 from distill.student.transforms import normalize
 from distill.train.data import ItemTable, TrainImages, to_unit
+from distill.utils.loaders import bounded_worker_batches
 from distill.utils.runtime import Dist, all_reduce_sum
 
 _CHUNK = 4096  # pool images per cache lookup while view 0's crop boxes are read at start-up
@@ -76,7 +76,8 @@ class PoolAgreement:
         columns: dataset classes -> the student's (withheld classes: the teacher's logits are sliced alike).
         mean, std: the student's normalization.
         batch_size: images per forward.
-        workers: DataLoader workers decoding the batches (0: in this process).
+        workers: DataLoader workers decoding the batches (0: in this process), a fresh set every
+            :data:`~distill.utils.loaders.WORKER_IMAGES` images (a worker's heap creeps with what it decodes).
         dist: this process's place in the process group (None: a single process).
     """
 
@@ -103,8 +104,8 @@ class PoolAgreement:
         if len(share):
             mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
             std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-            loader = DataLoader(self.images, batch_sampler=_Batches(share, self.batch_size),
-                                num_workers=self.workers, pin_memory=device.type == "cuda")
+            loader = bounded_worker_batches(self.images, _Batches(share, self.batch_size), self.batch_size,
+                                            self.workers, pin_memory=device.type == "cuda")
             with torch.no_grad():
                 for pixels, _unlabeled, _domain, index, _view in loader:
                     x = normalize(to_unit(pixels.to(device, non_blocking=True)), mean, std)

@@ -1,0 +1,41 @@
+"""distill.utils.loaders: the same batches in the same order, through a fresh set of workers every N images."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from distill.utils.loaders import bounded_worker_batches
+
+
+class _WhoDecodes(Dataset):
+    """Item i -> (i, the pid of the process that produced it)."""
+
+    def __len__(self) -> int:
+        return 23
+
+    def __getitem__(self, i: int):
+        return torch.tensor(i), torch.tensor(os.getpid())
+
+
+def _batches(n: int, size: int):
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+@pytest.mark.parametrize("images_per_loader,loaders", [(8, 3), (9, 3), (4, 6), (1000, 1)])
+def test_workers_are_replaced_every_so_many_images_and_the_batches_do_not_change(images_per_loader, loaders):
+    """23 images in batches of 4 (6 batches): a loader serves images_per_loader // 4 batches (at least one),
+    each from its own worker process; the batches and their order are one DataLoader's."""
+    out = list(bounded_worker_batches(_WhoDecodes(), _batches(23, 4), 4, workers=1,
+                                      images_per_loader=images_per_loader))
+    assert [b[0].tolist() for b in out] == _batches(23, 4)
+    pids = [int(p) for _, pid in out for p in pid.unique()]
+    assert len(set(pids)) == loaders and os.getpid() not in pids
+
+
+def test_no_workers_decode_in_this_process():
+    out = list(bounded_worker_batches(_WhoDecodes(), _batches(23, 4), 4, workers=0, images_per_loader=4))
+    assert [b[0].tolist() for b in out] == _batches(23, 4)
+    assert {int(p) for _, pid in out for p in pid} == {os.getpid()}
