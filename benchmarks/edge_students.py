@@ -222,13 +222,13 @@ def score_on_qad_images(checkpoint: Path, files: dict[str, Path], seed: int) -> 
 
 
 def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache: Path) -> RunResult:
+    from int8_students import interleaved_ratios
+
     from distill import api
     from distill.demo import _export_settings, demo_recipe
-    from distill.export.int8_step import int8_file
-    from distill.records import ExportReport, QADRecord
     from distill.recipes import train_or_resume
+    from distill.records import ExportReport, QADRecord
     from distill.report.stats import mcnemar
-    from int8_students import interleaved_ratios
 
     tag = f"{student}-e{args.epochs}-s{seed}"
     out = Path(args.out)
