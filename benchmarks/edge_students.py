@@ -156,6 +156,14 @@ def render(rows: list[RunResult]) -> str:
                 continue
             cells = [_pm([r.acc[m][d] for r in rs]) for d in doms]
             tl.append(f"| {names[m]} | " + " | ".join(cells) + f" | {_pm(s['target_mean'][m])} |")
+        dis = {"ptq_test": "PTQ vs fp32 top-1 disagreement, test, pts", "qad_test": "QAD vs fp32 disagreement, test",
+               "ptq_calib": "PTQ vs fp32 disagreement, calibration", "qad_calib": "QAD vs fp32, calibration",
+               "export_int8_calib": "export int8 vs fp32, calibration"}
+        for key, name in dis.items():
+            if all(key in r.disagreement for r in rs):
+                tl.append(f"| {name} | " + " | ".join(
+                    _pts([r.disagreement[key][d] for r in rs]) if all(d in r.disagreement[key] for r in rs) else "–"
+                    for d in doms) + " | |")
         tl.append("| QAD − fp32, pts | " + " | ".join(_pts(s["gap"][d]) for d in doms) + " | "
                   + _pts([100 * (q - f) for q, f in zip(s["target_mean"]["qad"], s["target_mean"]["fp32"])]) + " |")
         for test, vs, paired_key in (("qad_vs_fp32", "fp32", "qad_vs_fp32"),

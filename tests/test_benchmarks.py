@@ -159,7 +159,8 @@ def _edge_row(mod: ModuleType, seed: int, qad_mnist_m: float, ratio: float):
            "32": {"ptq": [0.5, 10.0, 5.0, 0.45, 0.55], "qad": [0.55, 10.0, 5.5, 0.5, 0.6]}}
     return mod.RunResult(
         student="mobilenetv4_conv_small", seed=seed, epochs=30, source=["mnist"], targets=["mnist_m", "optdigits"],
-        acc=acc, test_count={"mnist": 200, "mnist_m": 200, "optdigits": 200}, export_acc={}, disagreement={},
+        acc=acc, test_count={"mnist": 200, "mnist_m": 200, "optdigits": 200}, export_acc={},
+        disagreement={"ptq_calib": {"mnist": 1.5 * seed}, "qad_test": {"mnist": 0.5, "mnist_m": 2.0, "optdigits": 1.0}},
         kept_float=0, recommendation="int8 (ort-cpu)" if seed else "fp32", recommendation_reason="",
         export_ratio=0.6, latency=lat,
         mcnemar={"qad_vs_fp32": {"mnist": 1.0, "mnist_m": 0.5, "optdigits": 1.0},
@@ -188,6 +189,8 @@ def test_edge_students_summary_gaps_target_and_table():
                                "| optdigits 0.50 ± 0.00 | 1.50 | 0.58 [0.55–0.62], 0.55 [0.55–0.55] ")
     assert "fp32 ×1, int8 (ort-cpu) ×2" in first[2]
     assert "| QAD − fp32, pts | 0.00 ± 0.00 | 0.17 ± 1.26 | 0.50 ± 0.00 | 0.33 ± 0.63 |" in table
+    assert "| PTQ vs fp32 disagreement, calibration | 1.50 ± 1.50 | – | – | |" in table
+    assert "| QAD vs fp32 disagreement, test | 0.50 ± 0.00 | 2.00 ± 0.00 | 1.00 ± 0.00 | |" in table
     assert "| McNemar p, QAD vs export int8, per seed | 0.25 / 0.25 / 0.25 | 0.03 / 0.03 / 0.03 |" in table
     lines = mod.verdict(rows)
     assert len(lines) == 1 and "latency target NOT met: a seed's median 0.62x at batch 1 (> 0.6x)" in lines[0]
