@@ -244,12 +244,12 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
     if rec_file.is_file() and not args.rescore:
         log(f"{tag}: record {rec_file} exists (reused)")
         return RunResult(**json.loads(rec_file.read_text()))
-    secs: dict[str, float] = {}
-    t = time.time()
+    # a rescore reuses the run, export and QAD: keep the seconds they took when they were made
+    secs: dict[str, float] = json.loads(rec_file.read_text()).get("seconds", {}) if rec_file.is_file() else {}
     cfg = demo_recipe(RECIPE, data, cache, out / "runs" / tag, quick=False, progress=False,
                       overrides={"optim.epochs": args.epochs, "student.arch": student, "run.seed": seed})
     summary = train_or_resume(cfg)
-    secs["train"] = round(time.time() - t, 1)
+    secs["train"] = summary.train_seconds_this_session  # the run's own clock (the run may predate this script)
     ckpt = Path(summary.checkpoint)
     log(f"{tag}: trained ({secs['train']:.0f} s), test accuracy "
         + ", ".join(f"{d} {pct(v)}" for d, v in summary.test_acc.items()))
@@ -260,7 +260,7 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
         rep = ExportReport.read(exp_dir)
     else:
         rep = api.export(ckpt, exp_dir, _export_settings(quick=False))
-    secs["export"] = round(time.time() - t, 1)
+    secs.setdefault("export", round(time.time() - t, 1))
 
     t = time.time()
     qad_dir = out / ("qad-cache" if args.qad_cache else "qad") / tag
@@ -268,7 +268,7 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
         q = QADRecord.read(qad_dir)
     else:
         q = api.qad(checkpoint=ckpt, out_dir=qad_dir, cache=cache if args.qad_cache else None)
-    secs["qad"] = round(time.time() - t, 1)
+    secs.setdefault("qad", round(time.time() - t, 1))
     if q.accuracy is None:
         raise SystemExit(f"{qad_dir}/qad.json has no accuracy block (an older distill qad): delete it and rerun")
 
