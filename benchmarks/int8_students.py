@@ -72,6 +72,25 @@ def train(arch: str, root: Path, out: Path, size: int, steps: int, seed: int) ->
                                                                "source_domains": SOURCES})
 
 
+def interleaved_ratios(files: dict[str, Path], batch: int, threads: int | None, iters: int,
+                       repeats: int) -> dict[str, tuple[float, float, float, float, float]]:
+    """``repeats`` interleaved comparisons of ``files`` (name -> .onnx; the first is the baseline) at ``batch``
+    (``iters`` timed runs at batch 1, a third, at least 5, at larger batches).
+
+    Returns, per model after the first: (median ratio p50(model)/p50(baseline) over the repeats, baseline p50 ms
+    and model p50 ms of the median repeat, min ratio, max ratio)."""
+    runs = [compare_latency(files, batch=batch, threads=threads, iters=iters if batch == 1 else max(5, iters // 3),
+                            seed=i) for i in range(repeats)]
+    base = next(iter(files))
+    out = {}
+    for name in list(files)[1:]:
+        rs = [r["ratio_p50"][name] for r in runs]
+        srt = sorted(rs)
+        mid = runs[rs.index(srt[len(srt) // 2])]
+        out[name] = (srt[len(srt) // 2], mid["stats"][base]["p50"], mid["stats"][name]["p50"], srt[0], srt[-1])
+    return out
+
+
 def one(arch: str, root: Path, work: Path, args: argparse.Namespace) -> dict:
     t0 = time.time()
     ckpt = train(arch, root, work / f"{arch}-ckpt", args.size, args.steps, args.seed)
@@ -85,14 +104,8 @@ def one(arch: str, root: Path, work: Path, args: argparse.Namespace) -> dict:
     int8 = next(m for m in rep.models if m.precision == "int8")
     x = int8.model_extra or {}
     fb = x["fallback"]
-    ratios = {}
-    for b in args.batches:
-        runs = [compare_latency({"fp32": out / "model.fp32.onnx", "int8": out / int8_file("ort-cpu")}, batch=b,
-                                threads=args.threads, iters=args.iters if b == 1 else max(5, args.iters // 3), seed=i)
-                for i in range(args.repeats)]
-        rs = sorted(r["ratio_p50"]["int8"] for r in runs)
-        mid = runs[[r["ratio_p50"]["int8"] for r in runs].index(rs[len(rs) // 2])]
-        ratios[b] = (rs[len(rs) // 2], mid["stats"]["fp32"]["p50"], mid["stats"]["int8"]["p50"], rs[0], rs[-1])
+    files = {"fp32": out / "model.fp32.onnx", "int8": out / int8_file("ort-cpu")}
+    ratios = {b: interleaved_ratios(files, b, args.threads, args.iters, args.repeats)["int8"] for b in args.batches}
     rec = rep.recommendation
     row = {"arch": arch, "train_s": t_train, "total_s": time.time() - t0, "ratios": ratios,
            "export_ratio": x["latency_check"]["ratio_vs_fp32"],

@@ -215,3 +215,57 @@ def test_worker_memory_counts_a_forked_childs_own_pages_of_an_array():
             for fd in (ready_r, ready_w, done_r, done_w):
                 os.close(fd)
         assert (own >= a.nbytes) if write else (own <= 2 * 4096), (write, own)
+
+
+def _edge_row(mod: ModuleType, seed: int, qad_mnist_m: float, ratio: float):
+    acc = {"fp32": {"mnist": 0.90, "mnist_m": 0.50, "optdigits": 0.70},
+           "ptq": {"mnist": 0.88, "mnist_m": 0.45, "optdigits": 0.70},
+           "qad": {"mnist": 0.90, "mnist_m": qad_mnist_m, "optdigits": 0.705},
+           "export_int8": {"mnist": 0.89, "mnist_m": 0.48, "optdigits": 0.70}}
+    lat = {"1": {"ptq": [0.7, 1.0, 0.7, 0.65, 0.75], "qad": [ratio, 1.0, ratio, ratio - 0.05, ratio + 0.05]},
+           "32": {"ptq": [0.5, 10.0, 5.0, 0.45, 0.55], "qad": [0.55, 10.0, 5.5, 0.5, 0.6]}}
+    return mod.RunResult(
+        student="mobilenetv4_conv_small", seed=seed, epochs=30, source=["mnist"], targets=["mnist_m", "optdigits"],
+        acc=acc, test_count={"mnist": 200, "mnist_m": 200, "optdigits": 200}, export_acc={},
+        disagreement={"ptq_calib": {"mnist": 1.5 * seed}, "qad_test": {"mnist": 0.5, "mnist_m": 2.0, "optdigits": 1.0}},
+        kept_float=0, recommendation="int8 (ort-cpu)" if seed else "fp32", recommendation_reason="",
+        export_ratio=0.6, latency=lat,
+        mcnemar={"qad_vs_fp32": {"mnist": 1.0, "mnist_m": 0.5, "optdigits": 1.0},
+                 "qad_vs_export_int8": {"mnist": 0.25, "mnist_m": 0.03, "optdigits": 1.0}})
+
+
+def test_edge_students_summary_gaps_target_and_table():
+    """benchmarks/edge_students.py: per-domain QAD - fp32 gaps over seeds, the issue's edge target, one table row
+    per student, a per-domain table per student. Fake records; no training."""
+    mod = _script("edge_students")
+    rows = [_edge_row(mod, 0, 0.49, 0.55), _edge_row(mod, 1, 0.50, 0.58), _edge_row(mod, 2, 0.515, 0.62)]
+    s = mod.summarize(rows)["mobilenetv4_conv_small"]
+    assert s["seeds"] == [0, 1, 2] and s["domains"] == ["mnist", "mnist_m", "optdigits"]
+    assert s["gap"]["mnist_m"] == pytest.approx([-1.0, 0.0, 1.5])
+    assert s["worst_domain"] == "optdigits" and s["worst_mean_gap"] == pytest.approx(0.5)  # mnist_m's mean: 0.17
+    assert s["worst_any_gap"] == pytest.approx(1.5) and not s["accuracy_met"]  # one seed 1.5 pts off: not met
+    assert s["latency"]["1"]["qad"] == [0.55, 0.58, 0.62] and not s["latency_met"]  # one seed over 0.6x
+    assert s["target_mean"]["qad"] == pytest.approx([0.5975, 0.6025, 0.61])
+    assert s["qad_vs_fp32"].diff == pytest.approx(0.0033333, abs=1e-6) and s["recommendations"] == {
+        "fp32": 1, "int8 (ort-cpu)": 2}
+
+    table = mod.render(rows)
+    first = table.splitlines()
+    assert first[0].count("|") == first[1].count("|") == first[2].count("|")
+    assert first[2].startswith("| mobilenetv4_conv_small | 3 | 60.0 ± 0.0 | 57.5 ± 0.0 | 60.3 ± 0.6 | 59.0 ± 0.0 "
+                               "| optdigits 0.50 ± 0.00 | 1.50 | 0.58 [0.55–0.62], 0.55 [0.55–0.55] ")
+    assert "fp32 ×1, int8 (ort-cpu) ×2" in first[2]
+    assert "| QAD − fp32, pts | 0.00 ± 0.00 | 0.17 ± 1.26 | 0.50 ± 0.00 | 0.33 ± 0.63 |" in table
+    assert "| PTQ vs fp32 disagreement, calibration | 1.50 ± 1.50 | – | – | |" in table
+    assert "| QAD vs fp32 disagreement, test | 0.50 ± 0.00 | 2.00 ± 0.00 | 1.00 ± 0.00 | |" in table
+    assert "| McNemar p, QAD vs export int8, per seed | 0.25 / 0.25 / 0.25 | 0.03 / 0.03 / 0.03 |" in table
+    lines = mod.verdict(rows)
+    assert len(lines) == 1 and "latency target NOT met: a seed's median 0.62x at batch 1 (> 0.6x)" in lines[0]
+    assert "NOT met: worst |QAD − fp32| 1.50 pts (> 0.5; worst domain by mean optdigits 0.50)" in lines[0]
+
+
+def test_edge_students_needs_a_finished_demo(tmp_path):
+    mod = _script("edge_students")
+    with pytest.raises(SystemExit, match=r"run `make demo` first") as e:
+        mod.main(["--demo-out", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+    assert "\n" not in str(e.value) and not (tmp_path / "o").exists()
