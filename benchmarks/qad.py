@@ -65,7 +65,8 @@ def one_seed(args: argparse.Namespace, seed: int, work: Path, data_root: Path | 
         root, calib, targets = str(data_root), SOURCES, TARGETS
     cfg = QADConfig(checkpoint=str(ckpt), out_dir=str(work / f"qad-s{seed}"), flavour=args.flavour, data_root=root,
                     calib_domains=calib, target_domains=targets, calib_count=args.calib_count,
-                    eval_count=args.eval_count, epochs=args.epochs, lr=args.lr, temperature=args.temperature,
+                    eval_count=args.eval_count, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
+                    temperature=args.temperature,
                     batch_size=args.batch_size, seed=seed)
     return qad(cfg, log=lambda s: log("  " + s))
 
@@ -97,7 +98,8 @@ def main() -> None:
     ap.add_argument("--calib-count", type=int, default=256)
     ap.add_argument("--eval-count", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=None, help="default: the optimizer's (distill qad's)")
+    ap.add_argument("--optimizer", default="sgd", help="sgd | adamw (distill qad's default: sgd)")
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", default=None, help="also write the records here")
@@ -113,7 +115,7 @@ def main() -> None:
         records = [one_seed(args, s, work, data_root) for s in seeds]
     what = args.checkpoint or f"{args.arch} trained {args.train_steps} steps from scratch (32 px, mnist + mnist_m)"
     print(f"PTQ vs QAD ({args.flavour}), top-1 disagreement with fp32 in points, {what}; "
-          f"seeds {args.seeds}; {args.epochs} QAD epochs, lr {args.lr}, T {args.temperature}; "
+          f"seeds {args.seeds}; {args.epochs} QAD epochs, {args.optimizer} lr {args.lr or 'default'}, T {args.temperature}; "
           f"{time.time() - t0:.0f}s on {cpu_flags()}")
     print("\n".join(table(records)))
     worst = [r.qad.worst_calibration for r in records]

@@ -12,7 +12,8 @@ FLAGS = {
     "checkpoint": "CHECKPOINT", "out_dir": "--out", "cache": "--cache", "cache_weight": "--cache-weight",
     "flavour": "--flavour", "data_root": "--data", "calib_domains": "--calib-domains",
     "target_domains": "--target-domains", "calib_count": "--calib-count", "eval_count": "--eval-count",
-    "epochs": "--epochs", "observer_epochs": "--observer-epochs", "lr": "--lr", "batch_size": "--batch-size",
+    "epochs": "--epochs", "observer_epochs": "--observer-epochs", "optimizer": "--optimizer", "lr": "--lr",
+    "batch_size": "--batch-size",
     "temperature": "--temperature", "device": "--device", "opset": "--opset", "seed": "--seed",
 }
 
@@ -38,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=3, help="QAD epochs (default: 3)")
     p.add_argument("--observer-epochs", type=int, default=None,
                    help="epochs whose activation ranges follow the data, then frozen (default: epochs - 1)")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default: 1e-4)")
+    p.add_argument("--optimizer", default="sgd", help="sgd (momentum 0.9) | adamw (default: sgd)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 sgd, 1e-4 adamw)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
     p.add_argument("--temperature", type=float, default=2.0, help="KL temperature (default: 2.0)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")

@@ -8,7 +8,8 @@ Steps (:func:`qad`):
    MinMax calibration -> ``quantize_static`` for the flavour), scored against the fp32 ONNX on both image sets.
 3. Fake-quantize a copy of the student for the flavour (:mod:`distill.export.fakequant`), calibrate its
    activation ranges on the calibration images, then train ``epochs`` passes: T² KL(fp32 student ||
-   int8 student) at temperature T (self-distillation; the frozen fp32 student needs no cache), mixed
+   int8 student) at temperature T, SGD with momentum (``--optimizer adamw`` optional; self-distillation: the
+   frozen fp32 student needs no cache), mixed
    with KL(cached teacher || int8 student) when a cache is given (``cache_weight``). Ranges follow the
    data (EMA) for ``observer_epochs`` epochs, then are frozen; BatchNorm is folded from the start.
 4. Export the QDQ ONNX with the trained scales, check it (onnxruntime runs it, int8 weights, the
@@ -190,7 +191,7 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     with torch.no_grad():
         start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
     say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     steps = cfg.epochs * math.ceil(len(calib) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     rng = np.random.default_rng(cfg.seed)
@@ -223,6 +224,13 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
         model(next(_batches(calib, 1, device))[1])
     set_observers(model, False)
     return model.eval(), losses
+
+
+def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` at ``cfg.learning_rate``, no weight decay (QAD moves a trained student a little)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=0.9, weight_decay=0.0)
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
 
 
 def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, domains: list[str], student: Student,

@@ -29,7 +29,11 @@ class QADConfig(BaseModel):
         epochs: passes over the calibration images with fake-quant on.
         observer_epochs: epochs whose activation ranges still follow the data (EMA); then they are frozen
             (default: all but the last epoch).
-        lr: AdamW learning rate. batch_size: images per step. temperature: KL softmax temperature.
+        optimizer: sgd (momentum 0.9, the default) or adamw. AdamW takes full-size normalized steps even when
+            the loss is ~0, which moved a student PTQ already quantized well away from fp32 (resnet18:
+            benchmarks/RESULTS.md, "Trained edge students"); SGD's steps shrink with the gradient.
+        lr: learning rate (default: 1e-3 for sgd, 1e-4 for adamw; :attr:`learning_rate`). batch_size: images per
+            step. temperature: KL softmax temperature.
         device: cpu | cuda | cuda:N.
         opset: ONNX opset of the QDQ file (>= 13: per-channel QuantizeLinear).
         seed: image picks and shuffling.
@@ -49,7 +53,8 @@ class QADConfig(BaseModel):
     eval_count: int | None = Field(200, ge=1)
     epochs: int = Field(3, ge=1, le=1000)
     observer_epochs: int | None = Field(None, ge=0)
-    lr: float = Field(1e-4, gt=0.0, lt=1.0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float | None = Field(None, gt=0.0, lt=1.0)
     batch_size: int = Field(32, ge=1)
     temperature: float = Field(2.0, gt=0.0)
     device: str = "cpu"
@@ -77,6 +82,11 @@ class QADConfig(BaseModel):
         if self.observer_epochs is not None and self.observer_epochs > self.epochs:
             raise ValueError(f"observer_epochs ({self.observer_epochs}) must be <= epochs ({self.epochs})")
         return self
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the optimizer's default (sgd 1e-3, adamw 1e-4)."""
+        return self.lr if self.lr is not None else (1e-3 if self.optimizer == "sgd" else 1e-4)
 
     @property
     def range_epochs(self) -> int:

@@ -163,6 +163,7 @@ def test_qad_writes_the_int8_file_the_tuned_checkpoint_and_the_record(run_ckpt, 
     ({"cache_weight": 2}, "--cache-weight: Input should be less than or equal to 1"),
     ({"epochs": 2, "observer_epochs": 3}, "observer_epochs (3) must be <= epochs (2)"),
     ({"bogus": 1}, "qad config: unknown key 'bogus'"),
+    ({"optimizer": "adam"}, "--optimizer: Input should be 'sgd' or 'adamw' (got 'adam')"),
 ])
 def test_config_refuses_bad_values_in_one_line(options, message):
     from distill.cli.qad import FLAGS
@@ -279,3 +280,34 @@ def test_squeeze_excite_means_stay_float_as_in_onnxruntimes_ptq():
         after = [model.get_submodule(u.target) for u in mean.users if u.op == "call_module"]
         assert after and all(isinstance(a, torch.ao.quantization.FakeQuantize) and a is not before for a in after), \
             mean.name
+
+
+@pytest.mark.parametrize("options,kind,lr", [({}, torch.optim.SGD, 1e-3), ({"optimizer": "adamw"}, torch.optim.AdamW, 1e-4),
+                                             ({"lr": 5e-3}, torch.optim.SGD, 5e-3)])
+def test_qad_steps_with_sgd_and_momentum_unless_asked(options, kind, lr):
+    """SGD's steps shrink with the gradient; AdamW's do not (a student PTQ already quantizes well drifts: RESULTS.md,
+    "Trained edge students", resnet18), so SGD + momentum is the default, AdamW an option."""
+    from distill.export.qad import make_optimizer
+
+    cfg = QADConfig(checkpoint="ck", out_dir="o", **options)
+    opt = make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(3))])
+    assert type(opt) is kind and opt.param_groups[0]["lr"] == lr and opt.param_groups[0]["weight_decay"] == 0.0
+    if kind is torch.optim.SGD:
+        assert opt.param_groups[0]["momentum"] == 0.9
+
+
+def test_a_zero_gradient_step_leaves_the_weights_where_they_are():
+    """The reason for the default: with the loss at its minimum (fake-quant = fp32 on a batch) SGD does not move
+    the student, AdamW moves every weight by ~lr (its update is normalized)."""
+    from distill.export.qad import make_optimizer
+
+    moved = {}
+    for name in ("sgd", "adamw"):
+        w = torch.nn.Parameter(torch.ones(4))
+        opt = make_optimizer(QADConfig(checkpoint="ck", out_dir="o", optimizer=name), [w])
+        for _ in range(3):
+            opt.zero_grad()
+            (1e-8 * w.sum()).backward()  # a nearly flat loss
+            opt.step()
+        moved[name] = float((w.detach() - 1).abs().max())
+    assert moved["sgd"] < 1e-9 < 1e-4 < moved["adamw"]
