@@ -101,7 +101,8 @@ def summarize(rows: list[RunResult]) -> dict[str, dict[str, Any]]:
         domains = [*rs[0].source, *rs[0].targets]
         tm = {m: [target_mean(r.acc[m], r.targets) for r in rs] for m in MODELS if all(m in r.acc for r in rs)}
         # QAD - fp32 in points per domain and seed (same images within a seed)
-        gap = {d: [100.0 * (r.acc["qad"][d] - r.acc["fp32"][d]) for r in rs] for d in domains}
+        # (rounded: accuracies are k/n, so 0.705 - 0.70 must count as the 0.5 points it is, not 0.5000000000000004)
+        gap = {d: [round(100.0 * (r.acc["qad"][d] - r.acc["fp32"][d]), 6) for r in rs] for d in domains}
         mean_gap = {d: mean_std(v)[0] for d, v in gap.items()}
         worst_dom = max(domains, key=lambda d: abs(mean_gap[d]))
         worst_any = max(abs(x) for v in gap.values() for x in v)
