@@ -268,7 +268,8 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
     if QADRecord.exists_in(qad_dir):
         q = QADRecord.read(qad_dir)
     else:
-        q = api.qad(checkpoint=ckpt, out_dir=qad_dir, cache=cache if args.qad_cache else None)
+        opt = {"optimizer": args.qad_optimizer} if args.qad_optimizer else {}
+        q = api.qad(checkpoint=ckpt, out_dir=qad_dir, cache=cache if args.qad_cache else None, **opt)
     secs.setdefault("qad", round(time.time() - t, 1))
     if q.accuracy is None:
         raise SystemExit(f"{qad_dir}/qad.json has no accuracy block (an older distill qad): delete it and rerun")
@@ -340,6 +341,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="optim.epochs (default: the demo's FM_EPOCHS, 30)")
     p.add_argument("--qad-cache", action="store_true", help="distill qad --cache DEMO_OUT/cache (default: no cache, "
                                                             "self-distillation from the fp32 student)")
+    p.add_argument("--qad-optimizer", default=None, choices=["sgd", "adamw"],
+                   help="distill qad --optimizer (default: distill qad's, sgd); compare two in two --out folders "
+                        "that link the same runs/ and export/")
     p.add_argument("--batches", default="1,32", help="latency batch sizes")
     p.add_argument("--iters", type=int, default=20, help="interleaved timed runs at batch 1 (a third at larger)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved comparisons per batch size (median reported)")
@@ -373,7 +377,8 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         raise SystemExit(f"no records for {args.students} seeds {args.seeds} at {args.epochs} epochs in {args.out}")
     print(f"CPU flags: {cpu_flags()}; onnxruntime threads {args.threads}; {args.epochs} epochs; QAD "
-          f"{'with the demo cache' if args.qad_cache else 'defaults, no cache'}\n")
+          f"{'with the demo cache' if args.qad_cache else 'defaults, no cache'}, "
+          f"optimizer {args.qad_optimizer or 'default (sgd)'}\n")
     print(render(rows))
     for line in verdict(rows):
         print("- " + line)
