@@ -277,3 +277,22 @@ def test_edge_students_needs_a_finished_demo(tmp_path):
     with pytest.raises(SystemExit, match=r"run `make demo` first") as e:
         mod.main(["--demo-out", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert "\n" not in str(e.value) and not (tmp_path / "o").exists()
+
+
+def test_generalization_prints_issue22_goals_and_the_open_vocab_floor(capsys):
+    """The targets are computed from the rows, not restated: a row under its factor, or one open-vocab seed under
+    half the teacher on one domain, reads MISSED (the mean over seeds alone would pass)."""
+    gen = _script("generalization")
+    teacher_withheld = {"a": 0.9, "b": 0.8}
+    good = [{"a": 0.8, "b": 0.7}, {"a": 0.78, "b": 0.72}]
+    out = gen.issue22_goals({"fm": [0.6, 0.62], "fm_unlabeled": [0.8, 0.78], "openvocab": [0.75, 0.75]}, 0.9, good,
+                            teacher_withheld)
+    assert (out["fm"]["met"], out["fm_unlabeled"]["met"], out["openvocab"]["met"]) == (True, True, True)
+    assert out["openvocab_floor"]["met"] and "sfda" not in out
+    one_bad_seed = [{"a": 0.85, "b": 0.7}, {"a": 0.85, "b": 0.39}]  # b: 0.39 / 0.8 < 0.5 in the second seed
+    out = gen.issue22_goals({"fm": [0.5, 0.52], "openvocab": [0.775, 0.62]}, 0.9, one_bad_seed, teacher_withheld)
+    assert not out["fm"]["met"] and out["fm"]["ratio"] == pytest.approx(0.51 / 0.9)
+    assert out["openvocab_floor"] == {"ratios": pytest.approx({"a": 0.85 / 0.9, "b": 0.39 / 0.8}), "worst": "b",
+                                      "goal": 0.5, "met": False}
+    text = capsys.readouterr().out
+    assert "worst domain in any seed: b 0.49x" in text and text.count("MISSED") == 2
