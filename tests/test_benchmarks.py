@@ -63,7 +63,7 @@ def test_generalization_plans_on_any_data(mapped, tmp_path, capsys):
     (["--withhold", "circle"], "--withhold: ['circle'] not a class of"),  # no class map: folder names only
     (["--class-map", "MAP", "--withhold", "circle", "--source", "cyan"], "--source: ['cyan'] not a domain"),
     (["--class-map", "MAP", "--withhold", "circle", "--targets", "red"], "--targets: ['red']: targets must be"),
-    (["--class-map", "MAP", "--withhold", "circle"], "fewer than optim.batch_size=64: pass --batch-size"),
+    (["--class-map", "MAP", "--withhold", "circle"], "fewer than optim.batch_size=16: pass --batch-size"),
     (["--class-map", "MAP", "--withhold", "circle", "--batch-size", "8", "--rows", "fm"], "--rows: erm is"),
 ])
 def test_generalization_refuses_a_bad_plan_in_one_line(mapped, tmp_path, argv, says):
