@@ -142,6 +142,7 @@ def load_holdout_images(cfg: ExportConfig, spec: StudentSpec, domains: list[str]
     Raises:
         DistillError: no train-split image is left once the calibration images are taken.
     """
+    assert cfg.data_root, "hold-out images need a data root"  # ExportConfig.check_data: int8 needs one
     folder = DomainFolder(cfg.data_root, cfg.split_rule(where="export"))
     exclude_cache_skipped(folder, cfg.caches or ())
     images = load_images(folder, holdout_samples(cfg, folder, domains, count), spec)

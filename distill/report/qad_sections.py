@@ -4,7 +4,8 @@ Per domain: the fp32 student's test accuracy, plain PTQ int8's and QAD int8's (w
 in points), and each int8 model's top-1 disagreement with fp32 on the calibration images (QAD trained on
 them) and on the held-out test images. Accuracy is a fraction in the record
 (:class:`~distill.records.QADRecord`) and a percent here; qad.json files written before accuracies were
-recorded show disagreement only.
+recorded show disagreement only. Above each table, the no-harm rule's decision (which int8 file ships, why,
+and the hold-out disagreement per domain it decided on); files from before the rule say none was recorded.
 """
 from __future__ import annotations
 
