@@ -16,6 +16,9 @@ Steps (:func:`qad`):
    flavour's QDQ rules, close to the torch fake-quant model), save the tuned fp32 student, and write
    ``qad.json`` (:class:`QADRecord`) with PTQ vs QAD disagreement per domain (and, on labelled images,
    test accuracy per domain of fp32, PTQ and QAD).
+5. The no-harm rule (:mod:`distill.export.qad_ship`): on hold-out images (train-split images that are neither
+   calibration nor test images) QAD's file ships only when its mean disagreement with fp32 is below plain PTQ's;
+   otherwise PTQ's int8 is written beside it (``model.int8-<flavour>.ptq.onnx``). The record says which and why.
 """
 from __future__ import annotations
 
@@ -132,14 +135,9 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
         "from": str(checkpoint), "flavour": flavour.name, "epochs": cfg.epochs}})
     origin = {k: prov[k] for k in ("teacher", "strategy", "checkpoint") if k in prov}
-    for path, quantization, how in [
-            (dst, {**flavour.describe(), "qad": True, "library": LIBRARY}, "QAD"),
-            *([(shipped_ptq, {**flavour.describe(), "qad": False, "calibration": "minmax"}, "PTQ")]
-              if ship == "ptq" else [])]:
-        stamp(path, build_metadata(student.spec, "int8", origin, ["logits"],
-                                   {"int8_flavour": flavour.name, "target_runtime": flavour.target_runtime,
-                                    "quantization": quantization}),
-              doc=f"distill student {student.spec.arch} (int8, {flavour.name} flavour, {how})")
+    _stamp_int8(dst, student, origin, flavour, {"qad": True, "library": LIBRARY}, "QAD")
+    if ship == "ptq":
+        _stamp_int8(shipped_ptq, student, origin, flavour, {"qad": False, "calibration": "minmax"}, "PTQ")
     record = QADRecord(
         checkpoint=str(checkpoint), student=student.spec.arch, flavour=flavour.name, library=LIBRARY,
         teacher="fp32+cache" if teacher_logits is not None else "fp32", config=cfg.model_dump(mode="json"),
@@ -151,6 +149,15 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         ship_reason=reason, ptq_file=shipped_ptq.name if ship == "ptq" else None)
     say(f"wrote {record.write(out)}")
     return record
+
+
+def _stamp_int8(path: Path, student: Student, origin: dict, flavour: Int8Flavour, quantization: dict,
+                how: str) -> None:
+    """The ``distill.*`` metadata of ``distill export``'s int8 files, ``quantization`` added to the flavour's."""
+    stamp(path, build_metadata(student.spec, "int8", origin, ["logits"],
+                               {"int8_flavour": flavour.name, "target_runtime": flavour.target_runtime,
+                                "quantization": {**flavour.describe(), **quantization}}),
+          doc=f"distill student {student.spec.arch} (int8, {flavour.name} flavour, {how})")
 
 
 def _fmt(values: dict[str, float]) -> str:
