@@ -102,7 +102,7 @@ BENCH = {"batches": (1,), "warmup": 10, "iters": 50, "threads": 1}  # ORT-CPU la
 BENCH_QUICK = {"batches": (1,), "warmup": 3, "iters": 20, "threads": 1}
 # QAD of the shipped student (distill qad, ort-cpu, fp32 student as its teacher), on calibration images of every
 # domain it trained on (the source's and the unlabeled targets'), then the no-harm rule picks the int8 to ship.
-# Sized to <= 20 % of the student's own training: ~10 s on 2 cores against fm_unlabeled's ~75-95 s.
+# Sized to <= 20 % of the student's own training: 9-10 s on 2 cores (load ~3) against fm_unlabeled's 95 s.
 QAD_SETTINGS = {"epochs": 3, "calib_count": 256, "holdout_count": 256}
 QAD_QUICK = {"epochs": 1, "calib_count": 64, "holdout_count": 64}
 QAD_DIR = "qad"  # OUT/export/<SHIP>/qad: the QAD file, PTQ's when it ships, qad.json
