@@ -22,11 +22,13 @@ from distill.records import (
     BenchRecord,
     CacheManifest,
     ExportReport,
+    QADRecord,
     RobustReport,
     RunSummary,
     TeacherManifest,
     pct,
 )
+from distill.report.write import collect
 
 DOMAINS = {"mnist", "optdigits", "mnist_m", "mnist_c"}
 
@@ -104,7 +106,8 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
                      if ln.split("|")[0].strip() == "adv_cached" and ln.split("|")[1].strip().rstrip("*") == d)
         assert [c.strip() for c in d_row[2:]] == [pct(r.clean), pct(r.pgd["8/255"]), pct(r.corruption_mean)], d
 
-    # ship: fm_unlabeled fp32 + int8, the re-targeted open-vocab student fp32; ORT-CPU latency at batch 1; the report
+    # ship: fm_unlabeled fp32 + int8, the re-targeted open-vocab student fp32; QAD of fm_unlabeled and the int8 the
+    # no-harm rule picks; ORT-CPU latency at batch 1 of the fp32 files and the shipped int8; the report
     records = list(BenchRecord.read_lines(out / "bench.jsonl"))
     want_precisions = {SHIP: {"fp32", "int8"}, OPENVOCAB: {"fp32"}}
     for run, precisions in want_precisions.items():
@@ -112,15 +115,25 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
         assert export.status == "ok"
         by_precision = {m.precision: m for m in export.models}
         assert set(by_precision) == precisions and by_precision["fp32"].parity["passed"]
-        for m in export.models:
+        for m in export.models:  # the export's own int8 is not what ships: not benchmarked
             path = str(out / "export" / run / m.file)
             benched = sorted(r.batch for r in records if r.model == path and r.runtime == "ort-cpu")
-            assert benched == [1], (path, benched)
+            assert benched == ([1] if m.precision == "fp32" else []), (path, benched)
+    qad = QADRecord.read(out / "export" / SHIP / "qad")
+    assert qad.ship in ("qad", "ptq") and qad.flavour == "ort-cpu" and qad.holdout_images > 0
+    assert set(qad.qad.holdout) == DOMAINS  # calibrated (and decided) on every domain fm_unlabeled trained on
+    shipped = out / "export" / SHIP / "qad" / qad.ship_file
+    assert sorted(r.batch for r in records if r.model == str(shipped)) == [1]
+    assert f"  {SHIP} ships {qad.ship_file} ({qad.ship.upper()} int8): {qad.ship_reason}" in printed
+    (point,) = [p for p in collect([out / "runs", out / "export", out / "bench.jsonl"]).points
+                if p.model == str(shipped)]  # the report finds the QAD record under OUT/export and joins it
+    assert point.precision == f"int8/ort-cpu ({qad.ship.upper()})" and point.accuracy
     assert {m.model_extra["flavour"] for m in ExportReport.read(out / "export" / SHIP).models
             if m.precision == "int8"} == {"ort-cpu"}
     assert len(records) == 3 and all(r.model_extra["top_ops"] for r in records)  # profiled: "top operators"
     html = (out / "report.html").read_text().replace("<wbr>", "")  # line-break hints in long names
     assert "<svg" in html and "model.int8-ort-cpu.onnx" in html
+    assert f"No-harm rule: ships {qad.ship.upper()} int8" in html
     assert "mobilenetv3_small_050 (sfda)" in html and "unlabeled optdigits+mnist_m+mnist_c" in html
     # one teacher, named by arch and file (not raw JSON): its zero-shot row and the provenance line, nothing more
     assert html.count("distill-demo-rn · open_clip_model.safetensors") == 2 and "{&quot;arch" not in html
@@ -128,13 +141,13 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     assert "No profiled records" not in html
     assert f"report: {out / 'report.html'}" in printed
     assert "demo finished in" in printed and "students " in printed  # the per-stage time line
-    for where in ("data", "teacher", "cache", "runs", "exports", "bench", "report"):  # where each artifact went
+    for where in ("data", "teacher", "cache", "runs", "exports", "shipped", "bench", "report"):  # where each artifact went
         assert f"  {where}" in printed
 
     # a rerun finds every stage complete and skips it
     t0 = time.time()
     assert cli(["demo", "--quick", "--adversarial", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "already trained" in printed and "already exported" in printed
+    assert "already trained" in printed and "already exported" in printed and "already distilled (QAD)" in printed
     assert len((out / "bench.jsonl").read_text().splitlines()) == 3  # nothing benchmarked twice
     assert time.time() - t0 < 60

@@ -12,6 +12,7 @@ FLAGS = {
     "checkpoint": "CHECKPOINT", "out_dir": "--out", "cache": "--cache", "cache_weight": "--cache-weight",
     "flavour": "--flavour", "data_root": "--data", "calib_domains": "--calib-domains",
     "target_domains": "--target-domains", "calib_count": "--calib-count", "eval_count": "--eval-count",
+    "holdout_count": "--holdout-count",
     "epochs": "--epochs", "observer_epochs": "--observer-epochs", "optimizer": "--optimizer", "lr": "--lr",
     "batch_size": "--batch-size",
     "temperature": "--temperature", "device": "--device", "opset": "--opset", "seed": "--seed",
@@ -25,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Start from a trained checkpoint, calibrate fake-quant ranges like the int8 flavour runs them, "
         "train a few epochs with KL to the frozen fp32 student (plus the cached teacher with --cache), and write "
         "OUT/model.int8-FLAVOUR.onnx, OUT/checkpoint (the tuned fp32 student) and OUT/qad.json: top-1 "
-        "disagreement with fp32 per domain for plain PTQ and for QAD. See docs/qad.md.")
+        "disagreement with fp32 per domain for plain PTQ and for QAD. No harm: QAD's file ships only when it "
+        "disagrees with fp32 less than PTQ's on hold-out images; otherwise PTQ's int8 is written as "
+        "OUT/model.int8-FLAVOUR.ptq.onnx and ships. See docs/qad.md.")
     p.add_argument("checkpoint", help=f"checkpoint folder ({STUDENT_WEIGHTS} + {STUDENT_SPEC})")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--cache", default=None, help="teacher cache of the same data (default: none, fp32 student only)")
@@ -36,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-domains", nargs="+", default=None, help="domains whose train images join, unlabeled")
     p.add_argument("--calib-count", type=int, default=256, help="calibration = training images (default: 256)")
     p.add_argument("--eval-count", type=int, default=200, help="held-out test images per domain (default: 200)")
+    p.add_argument("--holdout-count", type=int, default=256,
+                   help="train images, not calibration images, on which the no-harm rule picks QAD's or PTQ's int8 "
+                   "(default: 256)")
     p.add_argument("--epochs", type=int, default=3, help="QAD epochs (default: 3)")
     p.add_argument("--observer-epochs", type=int, default=None,
                    help="epochs whose activation ranges follow the data, then frozen (default: epochs - 1)")
@@ -59,4 +65,6 @@ def run(args: argparse.Namespace) -> int:
     record = qad(QADConfig.from_options(options, names=FLAGS))
     print(f"{args.out}/{record.qad_file}: int8/{record.flavour} (QAD); worst calibration disagreement "
           f"PTQ {record.ptq.worst_calibration:.2f} -> QAD {record.qad.worst_calibration:.2f} pts", file=sys.stdout)
+    print(f"ship {args.out}/{record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",
+          file=sys.stdout)
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from distill.data.folder import DomainFolder
+from distill.data.folder import DomainFolder, Sample
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
 from distill.export.images import ImageSet, load_images, pick, pick_per_domain, random_images
@@ -98,20 +98,58 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     return ExportData(eval_images, calib_images, info)
 
 
+def _share(count: int, i: int, n: int) -> int:
+    """Domain ``i``'s even share of ``count`` over ``n`` domains (the first ``count % n`` take one more)."""
+    return count // n + (1 if i < count % n else 0)
+
+
+def calibration_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[str]) -> dict[str, list[Sample]]:
+    """The calibration picks per domain: ``cfg.calib_count`` train images, an even share per domain (at least
+    one each). The one rule: :func:`load_export_data`, QAD's cached teacher rows and its hold-out use it."""
+    return {d: pick(folder.select([d], "train"), max(1, _share(cfg.calib_count, i, len(domains))), cfg.seed)
+            for i, d in enumerate(domains)}
+
+
 def _calibration_images(cfg: ExportConfig, folder: DomainFolder, domains: list[str], spec: StudentSpec
                         ) -> tuple[ImageSet, dict[str, int]]:
     """``cfg.calib_count`` train images, an even share per domain (target domains included)."""
-    samples = []
-    per_domain: dict[str, int] = {}
-    for i, d in enumerate(domains):
-        share = cfg.calib_count // len(domains) + (1 if i < cfg.calib_count % len(domains) else 0)
-        picked = pick(folder.select([d], "train"), max(1, share), cfg.seed)
-        per_domain[d] = len(picked)
-        samples.extend(picked)
-    images = load_images(folder, samples, spec)
+    picks = calibration_samples(cfg, folder, domains)
+    images = load_images(folder, [s for d in domains for s in picks[d]], spec)
     if len(images) == 0:
         raise DistillError(f"{cfg.data_root}: no train-split images to calibrate with in {domains}")
-    return images, per_domain
+    return images, {d: len(picks[d]) for d in domains}
+
+
+def holdout_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[str], count: int) -> list[Sample]:
+    """Up to ``count`` train-split images of ``domains`` (an even share per domain, fewer where fewer are left)
+    that are not calibration images (:func:`calibration_samples`); test images are another split.
+
+    Used to choose between int8 models without choosing on the calibration images (QAD trained on them) or on
+    the test images (accuracy is reported there). Label-free: only top-1 agreement with fp32 is measured.
+    """
+    calib = calibration_samples(cfg, folder, domains)
+    out: list[Sample] = []
+    for i, d in enumerate(domains):
+        taken = {s.index for s in calib[d]}
+        rest = [s for s in folder.select([d], "train") if s.index not in taken]
+        out.extend(pick(rest, _share(count, i, len(domains)), cfg.seed))
+    return out
+
+
+def load_holdout_images(cfg: ExportConfig, spec: StudentSpec, domains: list[str], count: int) -> ImageSet:
+    """The images of :func:`holdout_samples` (``cfg.data_root``, split and cache exclusions as the export's).
+
+    Raises:
+        DistillError: no train-split image is left once the calibration images are taken.
+    """
+    assert cfg.data_root, "hold-out images need a data root"  # ExportConfig.check_data: int8 needs one
+    folder = DomainFolder(cfg.data_root, cfg.split_rule(where="export"))
+    exclude_cache_skipped(folder, cfg.caches or ())
+    images = load_images(folder, holdout_samples(cfg, folder, domains, count), spec)
+    if len(images) == 0:
+        raise DistillError(f"{cfg.data_root}: no train-split image of {domains} is left for the hold-out once the "
+                           f"{cfg.calib_count} calibration images are taken; lower --calib-count")
+    return images
 
 
 def exclude_cache_skipped(folder: DomainFolder, caches: tuple[str, ...]) -> list[str]:

@@ -16,12 +16,17 @@ Steps (:func:`qad`):
    flavour's QDQ rules, close to the torch fake-quant model), save the tuned fp32 student, and write
    ``qad.json`` (:class:`QADRecord`) with PTQ vs QAD disagreement per domain (and, on labelled images,
    test accuracy per domain of fp32, PTQ and QAD).
+5. The no-harm rule (:mod:`distill.export.qad_ship`): on hold-out images (train-split images that are neither
+   calibration nor test images) QAD's file ships only when its mean disagreement with fp32 is below plain PTQ's;
+   otherwise PTQ's int8 is written beside it (``model.int8-<flavour>.ptq.onnx``). The record says which and why.
 """
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +35,7 @@ import torch
 
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
-from distill.export.data import ExportData, load_export_data
+from distill.export.data import ExportData, load_export_data, load_holdout_images
 from distill.export.evaluate import accuracy_by_domain, disagreement_by_domain, parity, predict_onnx, predict_torch
 from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, set_observers, tuned_student
 from distill.export.images import ImageCalibrationReader, ImageSet
@@ -38,6 +43,7 @@ from distill.export.int8_step import int8_file
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
+from distill.export.qad_ship import no_harm, ptq_file
 from distill.export.quantize import (
     FLAVOURS,
     Int8Flavour,
@@ -81,6 +87,10 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     data = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say)
     calib = data.calib_images
     assert calib is not None  # check_data: int8 needs a data root
+    # the no-harm rule decides on images neither trained on (calibration) nor reported on (test)
+    holdout = load_holdout_images(ecfg, student.spec, [*data.info["calib_domains"], *data.info["target_domains"]],
+                                  cfg.holdout_count)
+    say(f"hold-out (decides which int8 ships): {len(holdout)} train-split images, none of them calibration images")
     out.mkdir(parents=True, exist_ok=True)
     teacher_logits = None
     if cfg.cache:
@@ -94,20 +104,28 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     with tempfile.TemporaryDirectory(prefix=".qad-", dir=out) as work:
         fp32_path = Path(work) / "model.fp32.onnx"
         export_onnx(student, fp32_path, opset=max(cfg.opset, 17), exporter="torchscript")
-        ref_calib, ref_test = predict_onnx(fp32_path, calib), predict_onnx(fp32_path, data.eval_images)
+        refs = _References(predict_onnx(fp32_path, calib), predict_onnx(fp32_path, data.eval_images),
+                           predict_onnx(fp32_path, holdout))
         ptq_path = _ptq(fp32_path, Path(work), calib, flavour)
-        ptq, ptq_test = _disagreement(ptq_path, ref_calib, ref_test, data)
+        ptq, ptq_test = _disagreement(ptq_path, refs, data, holdout)
         say(f"PTQ ({flavour.name}): disagreement with fp32 (pts) calibration {_fmt(ptq.calibration)}; "
-            f"test {_fmt(ptq.test)}")
+            f"test {_fmt(ptq.test)}; hold-out {_fmt(ptq.holdout)}")
 
         model, losses = _train(cfg, student, flavour, calib, teacher_logits, device, say)
         dst = export_qdq(model.cpu(), out / int8_file(flavour.name), student.spec.input_size, flavour, cfg.opset)
         fq_logits = predict_torch(model, calib)
         onnx_logits = predict_onnx(dst, calib)
         agreement = parity(fq_logits, onnx_logits)
-        result, qad_test = _disagreement(dst, ref_calib, ref_test, data)
+        result, qad_test = _disagreement(dst, refs, data, holdout)
+        ship, reason = no_harm(ptq, result, len(holdout))
+        shipped_ptq = out / ptq_file(flavour.name)
+        if ship == "ptq":  # the file the rule picked, beside the QAD one
+            shutil.copyfile(ptq_path, shipped_ptq)
+        else:
+            shipped_ptq.unlink(missing_ok=True)  # a previous run's into this folder
     say(f"QAD ({flavour.name}): disagreement with fp32 (pts) calibration {_fmt(result.calibration)}; "
-        f"test {_fmt(result.test)}")
+        f"test {_fmt(result.test)}; hold-out {_fmt(result.holdout)}")
+    say(f"ships {ship.upper()} int8 ({shipped_ptq.name if ship == 'ptq' else dst.name}): {reason}")
     problems = tensorrt_qdq_problems(dst) if flavour.name == "tensorrt" else []
     rows = qdq_report(dst)
     qdq_check = {"compute_nodes": len(rows), "int8_weight_nodes": sum(
@@ -116,12 +134,10 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     tuned = tuned_student(model.cpu(), student, conv_bn_pairs(student))
     ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
         "from": str(checkpoint), "flavour": flavour.name, "epochs": cfg.epochs}})
-    quantization = {**flavour.describe(), "qad": True, "library": LIBRARY}
-    stamp(dst, build_metadata(student.spec, "int8", {k: prov[k] for k in ("teacher", "strategy", "checkpoint")
-                                                      if k in prov}, ["logits"],
-                              {"int8_flavour": flavour.name, "target_runtime": flavour.target_runtime,
-                               "quantization": quantization}),
-          doc=f"distill student {student.spec.arch} (int8, {flavour.name} flavour, QAD)")
+    origin = {k: prov[k] for k in ("teacher", "strategy", "checkpoint") if k in prov}
+    _stamp_int8(dst, student, origin, flavour, {"qad": True, "library": LIBRARY}, "QAD")
+    if ship == "ptq":
+        _stamp_int8(shipped_ptq, student, origin, flavour, {"qad": False, "calibration": "minmax"}, "PTQ")
     record = QADRecord(
         checkpoint=str(checkpoint), student=student.spec.arch, flavour=flavour.name, library=LIBRARY,
         teacher="fp32+cache" if teacher_logits is not None else "fp32", config=cfg.model_dump(mode="json"),
@@ -129,9 +145,19 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         qad_file=dst.name, tuned_checkpoint=ckpt.name, qdq_check=qdq_check, torch_vs_onnx=agreement,
         losses=losses, elapsed_s=round(time.time() - t0, 1),
         within_target=result.worst_calibration <= 1.0,
-        accuracy=_accuracy(data, ref_test, ptq_test, qad_test))
+        accuracy=_accuracy(data, refs.test, ptq_test, qad_test), holdout_images=len(holdout), ship=ship,
+        ship_reason=reason, ptq_file=shipped_ptq.name if ship == "ptq" else None)
     say(f"wrote {record.write(out)}")
     return record
+
+
+def _stamp_int8(path: Path, student: Student, origin: dict, flavour: Int8Flavour, quantization: dict,
+                how: str) -> None:
+    """The ``distill.*`` metadata of ``distill export``'s int8 files, ``quantization`` added to the flavour's."""
+    stamp(path, build_metadata(student.spec, "int8", origin, ["logits"],
+                               {"int8_flavour": flavour.name, "target_runtime": flavour.target_runtime,
+                                "quantization": {**flavour.describe(), **quantization}}),
+          doc=f"distill student {student.spec.arch} (int8, {flavour.name} flavour, {how})")
 
 
 def _fmt(values: dict[str, float]) -> str:
@@ -145,14 +171,24 @@ def _ptq(fp32_path: Path, work: Path, calib: ImageSet, flavour: Int8Flavour) -> 
     return quantize(prepared, work / f"ptq-{flavour.name}.onnx", flavour, ranges, "minmax")
 
 
-def _disagreement(path: Path, ref_calib: np.ndarray, ref_test: np.ndarray,
-                  data: ExportData) -> tuple[Disagreement, np.ndarray]:
+@dataclass(frozen=True)
+class _References:
+    """The fp32 ONNX's logits [N, C] on each image set."""
+
+    calibration: np.ndarray
+    test: np.ndarray
+    holdout: np.ndarray
+
+
+def _disagreement(path: Path, refs: _References, data: ExportData,
+                  holdout: ImageSet) -> tuple[Disagreement, np.ndarray]:
     """``path``'s disagreement with the fp32 logits, and its test-image logits [N, C] (scored once, reused)."""
     assert data.calib_images is not None
     test = predict_onnx(path, data.eval_images)
     return Disagreement(
-        calibration=disagreement_by_domain(ref_calib, predict_onnx(path, data.calib_images), data.calib_images),
-        test=disagreement_by_domain(ref_test, test, data.eval_images)), test
+        calibration=disagreement_by_domain(refs.calibration, predict_onnx(path, data.calib_images), data.calib_images),
+        test=disagreement_by_domain(refs.test, test, data.eval_images),
+        holdout=disagreement_by_domain(refs.holdout, predict_onnx(path, holdout), holdout)), test
 
 
 def _accuracy(data: ExportData, fp32: np.ndarray, ptq: np.ndarray, qad: np.ndarray) -> QADAccuracy | None:
@@ -242,8 +278,7 @@ def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, domains: list[str
     them (same rule, seed and counts), so row i is image i (the caller checks the domains line up).
     """
     from distill.data.folder import DomainFolder  # lazy: only with --cache
-    from distill.export.data import exclude_cache_skipped
-    from distill.export.images import pick
+    from distill.export.data import calibration_samples, exclude_cache_skipped
     from distill.teacher.cache import TeacherCache
 
     cache = TeacherCache.open(cfg.cache)
@@ -256,10 +291,8 @@ def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, domains: list[str
     missing = [c for c in student.spec.class_names if c not in order]
     if missing:
         raise DistillError(f"{cfg.cache}: class(es) {missing[:5]} of the student are not in the cache's classes")
-    samples = []
-    for i, d in enumerate(domains):
-        share = ecfg.calib_count // len(domains) + (1 if i < ecfg.calib_count % len(domains) else 0)
-        samples.extend(pick(folder.select([d], "train"), max(1, share), ecfg.seed))
+    picks = calibration_samples(ecfg, folder, domains)
+    samples = [s for d in domains for s in picks[d]]
     index = torch.tensor([s.index for s in samples], dtype=torch.long)
     logits = cache.lookup(index, torch.zeros_like(index))["logits"].float()
     say(f"QAD teacher: fp32 student and the cache {cfg.cache} (weight {cfg.cache_weight})")

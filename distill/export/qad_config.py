@@ -26,6 +26,9 @@ class QADConfig(BaseModel):
         flavour: the int8 recipe to fake-quantize for (ort-cpu | tensorrt, as ``distill export``).
         data_root, calib_domains, target_domains, calib_count, eval_count: as ``distill export`` (the run's
             data and source domains when unset); QAD trains on the calibration images.
+        holdout_count: hold-out images (an even share per calibration domain, fewer where fewer are left):
+            train-split images that are not calibration images, on which the no-harm rule picks the int8 file
+            to ship (QAD's only when its mean disagreement with fp32 there is below plain PTQ's).
         epochs: passes over the calibration images with fake-quant on.
         observer_epochs: epochs whose activation ranges still follow the data (EMA); then they are frozen
             (default: all but the last epoch).
@@ -51,6 +54,7 @@ class QADConfig(BaseModel):
     target_domains: tuple[str, ...] = ()
     calib_count: int = Field(256, ge=1)
     eval_count: int | None = Field(200, ge=1)
+    holdout_count: int = Field(256, ge=1)
     epochs: int = Field(3, ge=1, le=1000)
     observer_epochs: int | None = Field(None, ge=0)
     optimizer: Literal["sgd", "adamw"] = "sgd"

@@ -18,10 +18,18 @@ class Disagreement(_Closed):
 
     calibration: dict[str, float]  # the train-split images QAD calibrated and trained on
     test: dict[str, float]         # held-out test-split images (never trained on)
+    # other train-split images of the calibration domains (neither calibration nor test): what the no-harm rule
+    # decides on; absent ({}) in qad.json files written before the rule
+    holdout: dict[str, float] = Field(default_factory=dict)
 
     @property
     def worst_calibration(self) -> float:
         return max(self.calibration.values(), default=0.0)
+
+    @property
+    def mean_holdout(self) -> float | None:
+        """Mean over domains (each domain counts once) of the hold-out disagreement; None when not measured."""
+        return sum(self.holdout.values()) / len(self.holdout) if self.holdout else None
 
 
 class QADAccuracy(_Closed):
@@ -64,6 +72,17 @@ class QADRecord(Record):
     target_pts: float = 1.0
     within_target: bool
     accuracy: QADAccuracy | None = None  # absent in qad.json files written before it existed
+    # the no-harm rule (docs/qad.md): which int8 file to ship, and why. Files written before the rule have
+    # neither (ship None: no decision recorded; their int8 file is the QAD one)
+    holdout_images: int = 0
+    ship: Literal["qad", "ptq"] | None = None
+    ship_reason: str = ""
+    ptq_file: str | None = None  # plain PTQ's int8 file in the same folder, written when PTQ ships
+
+    @property
+    def ship_file(self) -> str:
+        """The int8 file the rule picked (the QAD file when no decision is recorded)."""
+        return self.ptq_file if self.ship == "ptq" and self.ptq_file else self.qad_file
 
     @field_validator("config")
     @classmethod

@@ -33,7 +33,8 @@ def pct(x: float | None, digits: int = 1) -> str:
 
 
 def color(precision: str) -> str:
-    return COLORS.get(precision, "#6b7682")
+    """The colour of a precision; ``int8/ort-cpu (QAD)`` (a ``distill qad`` file) takes its flavour's."""
+    return COLORS.get(precision.split(" (")[0], "#6b7682")
 
 
 # --------------------------------------------------------------------------- svg helpers

@@ -4,7 +4,8 @@ Per domain: the fp32 student's test accuracy, plain PTQ int8's and QAD int8's (w
 in points), and each int8 model's top-1 disagreement with fp32 on the calibration images (QAD trained on
 them) and on the held-out test images. Accuracy is a fraction in the record
 (:class:`~distill.records.QADRecord`) and a percent here; qad.json files written before accuracies were
-recorded show disagreement only.
+recorded show disagreement only. Above each table, the no-harm rule's decision (which int8 file ships, why,
+and the hold-out disagreement per domain it decided on); files from before the rule say none was recorded.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ NOTE = ("Top-1 accuracy on each domain's held-out test images (% of images; in b
         "calibration images, which QAD trained on, and on the test images. PTQ: the export's int8 path (MinMax "
         "calibration, no float fallback); QAD: the student fine-tuned with fake quantization against the fp32 "
         "student (and the cached teacher when given), exported as QDQ int8 (distill qad). All three are scored on "
-        "the same images.")
+        "the same images. No-harm rule: QAD's int8 ships only when its mean disagreement with fp32 over the "
+        "domains, on hold-out train images (neither calibration nor test images), is below PTQ's; otherwise PTQ's "
+        "int8 ships.")
 HEADERS = ("domain", "test images", "fp32 %", "PTQ int8 %", "QAD int8 %", "PTQ disagreement, calibration",
            "QAD disagreement, calibration", "PTQ disagreement, test", "QAD disagreement, test")
 
@@ -66,6 +69,16 @@ def qad_facts(record: QADRecord) -> str:
             f"(target ≤ {record.target_pts:g}: {met})")
 
 
+def qad_decision(record: QADRecord) -> str:
+    """The no-harm rule's decision: the file it ships, why, and the hold-out disagreement per domain."""
+    if record.ship is None:
+        return f"No-harm rule: not recorded (a qad.json from before the rule); its int8 file is QAD's, {record.qad_file}"
+    per_domain = "; ".join(f"{d} PTQ {record.ptq.holdout.get(d, float('nan')):.2f} / QAD {v:.2f}"
+                           for d, v in record.qad.holdout.items())
+    return (f"No-harm rule: ships {record.ship.upper()} int8, {record.ship_file} ({record.ship_reason}). "
+            f"Hold-out disagreement with fp32 per domain, pts: {per_domain}")
+
+
 def _pts(x: float | None) -> str:
     return "–" if x is None else f"{x:.2f}"
 
@@ -89,6 +102,7 @@ def qad_markdown(data: ReportData) -> list[str]:
     lines = ["## PTQ vs QAD per domain (int8 next to fp32)", "", NOTE, ""]
     for entry in data.qad:
         lines += [f"### {qad_title(data, entry)}", "", qad_facts(entry.record) + ".", "",
+                  f"**{qad_decision(entry.record)}.**", "",
                   "| " + " | ".join(HEADERS[:5]) + " | " + " | ".join(f"{h}, pts" for h in HEADERS[5:]) + " |",
                   "|---|" + "---:|" * (len(HEADERS) - 1)]
         for row in qad_rows(entry.record):
@@ -138,6 +152,7 @@ def section_qad(data: ReportData) -> str:
             for row in qad_rows(r))
         parts.append(f'<h3 title="{esc(entry.dir)}">{esc(qad_title(data, entry))}</h3>'
                      f'<p class="facts">{esc(qad_facts(r))}</p>'
+                     f'<p class="facts"><b>{esc(qad_decision(r))}</b></p>'
                      f'<table class="qad"><thead>{head}</thead><tbody>{rows}</tbody></table>')
     parts.append("</section>")
     return "".join(parts)

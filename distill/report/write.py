@@ -148,6 +148,7 @@ def _join(data: ReportData) -> list[Point]:
         if ck:
             by_ckpt_sha[ck] = ex.report
     run_by_dir = {os.path.realpath(r.dir): r for r in data.runs}
+    by_qad_path = _qad_files(data)
 
     latest: dict[tuple, Point] = {}
     for entry in data.records:
@@ -167,6 +168,8 @@ def _join(data: ReportData) -> list[Point]:
             count = _eval_count(e)
             flavour = extra(m, "flavour")
             precision = f"int8/{flavour}" if flavour else m.precision
+        elif os.path.realpath(r.model) in by_qad_path:
+            student, precision, accuracy, count = by_qad_path[os.path.realpath(r.model)]
         elif r.runtime == "torch":
             e = by_ckpt_sha.get(r.model_sha256 or "")
             if e is not None:
@@ -188,6 +191,22 @@ def _join(data: ReportData) -> list[Point]:
         entry.label = f"{student} · {precision}"  # what the latency table and top-ops list call this model
         latest[(r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads)] = p
     return list(latest.values())
+
+
+def _qad_files(data: ReportData) -> dict[str, tuple[str, str, dict[str, float] | None, dict[str, int] | None]]:
+    """realpath of each int8 file of a ``distill qad`` folder -> (student, precision, test accuracy, images per
+    domain): the QAD file (accuracy ``accuracy.qad``) and, when the no-harm rule shipped it, plain PTQ's
+    (``accuracy.ptq``); precision ``int8/FLAVOUR (QAD)`` / ``(PTQ)``."""
+    out: dict[str, tuple[str, str, dict[str, float] | None, dict[str, int] | None]] = {}
+    for entry in data.qad:
+        r, acc = entry.record, entry.record.accuracy
+        files = [(r.qad_file, "QAD", acc.qad if acc else None), (r.ptq_file, "PTQ", acc.ptq if acc else None)]
+        for name, how, accuracy in files:
+            if name:
+                out[os.path.realpath(Path(entry.dir) / name)] = (
+                    data.qad_label(r), f"int8/{r.flavour} ({how})", finite(accuracy) or None,
+                    dict(acc.count) if acc else None)
+    return out
 
 
 def _eval_count(export: ExportReport) -> dict[str, int] | None:

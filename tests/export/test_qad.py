@@ -134,6 +134,9 @@ def test_qad_writes_the_int8_file_the_tuned_checkpoint_and_the_record(run_ckpt, 
     printed = capsys.readouterr().out
     assert "int8/ort-cpu (QAD)" in printed and "PTQ" in printed
     record = QADRecord.read(out)
+    # the no-harm rule decided on hold-out images and the CLI names the file to ship
+    assert record.ship in ("qad", "ptq") and record.holdout_images > 0 and (out / record.ship_file).is_file()
+    assert f"ship {out}/{record.ship_file} ({record.ship.upper()} int8): {record.ship_reason}" in printed
     assert record.teacher == "fp32" and record.flavour == "ort-cpu" and len(record.losses) == 1
     assert set(record.ptq.calibration) == set(record.qad.calibration) == {"clean", "dark"}  # the run's sources
     assert set(record.qad.test) == {"clean", "dark", "noisy"}
@@ -311,3 +314,138 @@ def test_a_zero_gradient_step_leaves_the_weights_where_they_are():
             opt.step()
         moved[name] = float((w.detach() - 1).abs().max())
     assert moved["sgd"] < 1e-9 < 1e-4 < moved["adamw"]
+
+
+# ----------------------------------------------------------------------------- the no-harm rule (issue 21)
+def test_no_harm_ships_qad_only_below_ptqs_mean_holdout_disagreement():
+    from distill.export.qad_ship import no_harm
+    from distill.records import Disagreement
+
+    def arm(**holdout: float) -> Disagreement:
+        return Disagreement(calibration={}, test={}, holdout=holdout)
+
+    assert no_harm(arm(a=2.0, b=2.0), arm(a=1.0, b=2.0), 100)[0] == "qad"
+    assert no_harm(arm(a=2.0, b=2.0), arm(a=2.0, b=2.0), 100)[0] == "ptq"  # a tie: QAD changed nothing measurable
+    assert no_harm(arm(a=1.0, b=2.0), arm(a=2.0, b=2.0), 100)[0] == "ptq"
+    ship, reason = no_harm(arm(a=0.0, b=4.0), arm(a=3.0, b=0.0), 100)  # the mean over domains decides: 1.5 < 2
+    assert ship == "qad" and "QAD 1.50 < PTQ 2.00" in reason and "100 hold-out images (2 domains)" in reason
+
+
+def test_the_holdout_is_train_images_that_are_neither_calibration_nor_test_images(tiny_root):
+    from distill.export.config import ExportConfig
+    from distill.export.data import calibration_samples, holdout_samples
+
+    folder = DomainFolder(tiny_root, test_fraction=0.3, split_seed=0)
+    cfg = ExportConfig(precisions=("fp32", "int8"), data_root=str(tiny_root), calib_count=32)
+    domains = ["clean", "dark"]
+    calib = {s.index for picks in calibration_samples(cfg, folder, domains).values() for s in picks}
+    test = {s.index for s in folder.select(domains, "test")}
+    train = {s.index for s in folder.select(domains, "train")}
+    held = holdout_samples(cfg, folder, domains, 40)
+    assert len(held) == 40 and {s.domain for s in held} == set(domains)
+    assert {s.index for s in held} <= train and not {s.index for s in held} & (calib | test)
+    everything = holdout_samples(cfg, folder, domains, 10_000)  # "or what is available": every train image left
+    assert {s.index for s in everything} == train - calib
+
+
+def test_no_holdout_image_left_is_one_line(run_ckpt, tiny_root, tmp_path):
+    with pytest.raises(DistillError, match="no train-split image of .* is left for the hold-out") as e:
+        qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), calib_count=10_000, epochs=1,
+                      eval_count=4), log=lambda s: None)
+    assert "\n" not in str(e.value)
+
+
+def test_qad_worse_than_ptq_on_the_holdout_ships_ptqs_int8(run_ckpt, tmp_path, monkeypatch, capsys):
+    """Training that damages the student (injected): the rule ships plain PTQ's int8, written beside the QAD file,
+    and the CLI names it; the hold-out images are none of the calibration or test images."""
+    import distill.export.qad as qad_module
+
+    real_train, real_data, real_holdout = qad_module._train, qad_module.load_export_data, qad_module.load_holdout_images
+    seen = {}
+
+    def damaging_train(*args, **kwargs):
+        model, losses = real_train(*args, **kwargs)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(p.std() * torch.randn_like(p))
+        return model, losses
+
+    def spy_data(*args, **kwargs):
+        seen["data"] = real_data(*args, **kwargs)
+        return seen["data"]
+
+    def spy_holdout(*args, **kwargs):
+        seen["holdout"] = real_holdout(*args, **kwargs)
+        return seen["holdout"]
+
+    monkeypatch.setattr(qad_module, "_train", damaging_train)
+    monkeypatch.setattr(qad_module, "load_export_data", spy_data)
+    monkeypatch.setattr(qad_module, "load_holdout_images", spy_holdout)
+    out = tmp_path / "qad"
+    assert main(["qad", str(run_ckpt), "--out", str(out), "--epochs", "1", "--calib-count", "32",
+                 "--eval-count", "8", "--holdout-count", "40", "--quiet"]) == 0
+    record = QADRecord.read(out)
+    assert record.ship == "ptq" and record.ptq_file == "model.int8-ort-cpu.ptq.onnx" == record.ship_file
+    assert record.holdout_images == 40 and set(record.qad.holdout) == set(record.ptq.holdout) == {"clean", "dark"}
+    assert record.qad.mean_holdout > record.ptq.mean_holdout and "QAD did not help" in record.ship_reason
+    assert f"ship {out}/model.int8-ort-cpu.ptq.onnx (PTQ int8)" in capsys.readouterr().out
+    session = ort.InferenceSession(str(out / record.ptq_file), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["distill.int8_flavour"] == "ort-cpu" and '"qad": false' in meta["distill.quantization"]
+    assert (out / record.qad_file).is_file()  # the QAD file stays, for comparison
+    # the images the rule decided on: none is a calibration (trained-on) or test (reported-on) image
+    held, data = seen["holdout"], seen["data"]
+    assert len(held) == 40 and set(held.domain_names) == {"clean", "dark"}
+    others = {img.tobytes() for img in [*data.calib_images.images, *data.eval_images.images]}
+    assert not any(img.tobytes() in others for img in held.images)
+
+
+def test_qad_better_than_ptq_on_the_holdout_ships_the_qad_file(run_ckpt, tmp_path, monkeypatch, capsys):
+    """A damaged PTQ baseline (injected: its fp32 graph's weights perturbed before quantizing): QAD ships, and a
+    PTQ file an earlier run left in the folder is removed, so the folder holds one int8 file to ship."""
+    import distill.export.qad as qad_module
+
+    real_ptq = qad_module._ptq
+
+    def damaged_ptq(fp32_path, work, calib, flavour):
+        proto = onnx.load(str(fp32_path))
+        rng = np.random.default_rng(0)
+        for t in proto.graph.initializer:
+            w = numpy_helper.to_array(t)
+            if w.dtype == np.float32 and w.ndim >= 2:
+                t.CopyFrom(numpy_helper.from_array(w + w.std() * rng.standard_normal(w.shape).astype(np.float32),
+                                                   t.name))
+        damaged = Path(work) / "damaged.onnx"
+        onnx.save(proto, str(damaged))
+        return real_ptq(damaged, work, calib, flavour)
+
+    monkeypatch.setattr(qad_module, "_ptq", damaged_ptq)
+    out = tmp_path / "qad"
+    out.mkdir()
+    (out / "model.int8-ort-cpu.ptq.onnx").write_bytes(b"stale")
+    assert main(["qad", str(run_ckpt), "--out", str(out), "--epochs", "1", "--calib-count", "32",
+                 "--eval-count", "8", "--holdout-count", "40", "--quiet"]) == 0
+    record = QADRecord.read(out)
+    assert record.ship == "qad" and record.ptq_file is None and record.ship_file == record.qad_file
+    assert record.qad.mean_holdout < record.ptq.mean_holdout and "QAD" in record.ship_reason
+    assert not (out / "model.int8-ort-cpu.ptq.onnx").exists()
+    assert f"ship {out}/model.int8-ort-cpu.onnx (QAD int8)" in capsys.readouterr().out
+
+
+def test_a_qad_json_from_before_the_rule_still_reads(tmp_path):
+    """qad.json files written before the no-harm rule have no hold-out figures and no decision: they read, with
+    no decision recorded, and their int8 file (the QAD one) is the one to ship."""
+    import json
+
+    raw = {"checkpoint": "run/checkpoints/best", "student": "test_resnet", "flavour": "ort-cpu", "library": "torch.ao",
+           "teacher": "fp32", "config": {"seed": 0, "epochs": 3}, "calibration_images": 32, "test_images": 24,
+           "ptq": {"calibration": {"clean": 3.0}, "test": {"clean": 4.0}},
+           "qad": {"calibration": {"clean": 1.0}, "test": {"clean": 2.0}},
+           "qad_file": "model.int8-ort-cpu.onnx", "tuned_checkpoint": "checkpoint", "qdq_check": {},
+           "torch_vs_onnx": {}, "losses": [0.1], "elapsed_s": 9.0, "within_target": False}
+    (tmp_path / "qad.json").write_text(json.dumps(raw))
+    record = QADRecord.read(tmp_path)
+    assert record.ship is None and record.ship_reason == "" and record.holdout_images == 0
+    assert record.qad.holdout == {} and record.qad.mean_holdout is None
+    assert record.ship_file == "model.int8-ort-cpu.onnx"

@@ -122,3 +122,47 @@ def test_the_qad_table_fits_its_card_in_chromium(tmp_path: Path) -> None:
     write_report([tmp_path / "in"], tmp_path / "r.html")
     r = render(tmp_path / "r.html", 800, tmp_path / "r.png", chrome=chrome)
     assert r.ready and not r.console and r.problems == [], r.problems
+
+
+def _bench_line(model: Path) -> str:
+    """One ORT-CPU bench record of ``model`` (no sha256: joined by path), as ``bench_model`` writes it."""
+    from distill.records import BenchRecord
+
+    from .conftest import SCHEMA
+
+    return BenchRecord(**{
+        "schema": SCHEMA, "model": str(model), "model_name": model.name, "model_meta": {"precision": "int8"},
+        "runtime": "ort-cpu", "batch": 1, "input_shape": [1, 3, 32, 32], "threads": 1, "warmup": 2, "iters": 5,
+        "throughput_ips": 1000.0, "latency_ms": {k: 1.0 for k in ("mean", "std", "min", "p50", "p90", "p99", "max")},
+        "timestamp": "2026-01-01T00:00:00+0000", "device": {"cpu": {"model": "test cpu"}, "platform": "linux"},
+    }).model_dump_json() + "\n"
+
+
+def test_the_report_shows_the_no_harm_decision_and_the_shipped_file_with_its_accuracy(tmp_path: Path) -> None:
+    """The rule shipped PTQ: the section says so with the hold-out figures per domain, and a bench record of the
+    shipped PTQ file is a point with PTQ's test accuracy (a QAD file is in no export.json)."""
+    run, qad = _inputs(tmp_path / "in")
+    raw = json.loads((qad / "qad.json").read_text())
+    raw["ptq"]["holdout"], raw["qad"]["holdout"] = {"clean": 1.0, "dark": 2.0}, {"clean": 3.0, "dark": 2.5}
+    raw.update(holdout_images=40, ship="ptq", ptq_file="model.int8-tensorrt.ptq.onnx",
+               ship_reason="mean top-1 disagreement with fp32 on 40 hold-out images (2 domains): QAD 2.75 >= PTQ 1.50 "
+                           "pts, so QAD did not help")
+    (qad / "qad.json").write_text(json.dumps(raw))
+    (tmp_path / "in" / "bench.jsonl").write_text(_bench_line(qad / "model.int8-tensorrt.ptq.onnx"))
+    res = write_report([tmp_path / "in"], tmp_path / "r.html", "r")
+    md = Path(res["markdown"]).read_text()
+    assert ("**No-harm rule: ships PTQ int8, model.int8-tensorrt.ptq.onnx (mean top-1 disagreement with fp32 on 40 "
+            "hold-out images (2 domains): QAD 2.75 >= PTQ 1.50 pts, so QAD did not help). Hold-out disagreement with "
+            "fp32 per domain, pts: clean PTQ 1.00 / QAD 3.00; dark PTQ 2.00 / QAD 2.50.**") in md
+    assert "No-harm rule: ships PTQ int8" in Path(res["html"]).read_text()
+    data = collect([tmp_path / "in"])
+    (point,) = data.points
+    assert point.precision == "int8/tensorrt (PTQ)" and point.student == "test_resnet (kd)"
+    assert point.accuracy == {"clean": 0.8, "dark": 0.7, "noisy": 0.5} and data.unmatched == 0  # accuracy.ptq
+
+
+def test_a_qad_json_from_before_the_rule_says_no_decision_was_recorded(tmp_path: Path) -> None:
+    _, qad = _inputs(tmp_path / "in")
+    md = Path(write_report([qad], tmp_path / "r.html")["markdown"]).read_text()
+    assert ("**No-harm rule: not recorded (a qad.json from before the rule); its int8 file is QAD's, "
+            "model.int8-tensorrt.onnx.**") in md

@@ -1,0 +1,37 @@
+"""QAD's "no harm" rule: which int8 file ``distill qad`` ships, QAD's or plain PTQ's (issue 21, docs/qad.md).
+
+QAD's int8 ships only when, on hold-out images (train-split images of the calibration domains that are neither
+the calibration images QAD trained on nor the test images accuracy is reported on), its top-1 disagreement with
+the fp32 student, averaged over domains (each domain counts once), is strictly lower than plain PTQ's.
+Otherwise (a tie included: QAD then costs training and changes nothing measurable) PTQ's int8 ships.
+Deciding on the test images would be selection on test; on the calibration images, on what QAD was fit to.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from distill.records import Disagreement
+
+Ship = Literal["qad", "ptq"]
+TIE_PTS = 1e-9  # means closer than this are a tie (the same flips, summed in another order)
+
+
+def ptq_file(flavour: str) -> str:
+    """Plain PTQ's int8 file in a ``distill qad`` folder, written when the rule ships it."""
+    return f"model.int8-{flavour}.ptq.onnx"
+
+
+def no_harm(ptq: Disagreement, qad: Disagreement, images: int) -> tuple[Ship, str]:
+    """``("qad" | "ptq", reason)``: QAD when its mean hold-out disagreement with fp32 is below PTQ's.
+
+    Args:
+        ptq, qad: each int8 model's disagreement with fp32 (points per domain; ``holdout`` must be set).
+        images: hold-out images behind the figures (for the reason only).
+    """
+    p, q = ptq.mean_holdout, qad.mean_holdout
+    if p is None or q is None:
+        raise ValueError("no hold-out disagreement to decide on")
+    where = f"mean top-1 disagreement with fp32 on {images} hold-out images ({len(qad.holdout)} domains)"
+    if q < p - TIE_PTS:
+        return "qad", f"{where}: QAD {q:.2f} < PTQ {p:.2f} pts"
+    return "ptq", f"{where}: QAD {q:.2f} >= PTQ {p:.2f} pts, so QAD did not help"
