@@ -199,6 +199,8 @@ def report(scores: list[ArmScores], arms: list[Arm]) -> str:
         ok = mean_std(s.ratio())[0] >= MEAN_TARGET and low >= DOMAIN_FLOOR
         lines.append(f"| {s.name} | " + " | ".join(fmt_ratio(s.domain_ratio(d)) for d in domains)
             + f" | {worst} {low:.2f}x | {'yes' if ok else 'no'} |")
+    lines += ["", "per seed, withheld mean (%): " + "; ".join(
+        f"{s.name} " + " / ".join(f"{100 * m:.1f}" for m in s.mean()) for s in scores)]
     lines += ["", "arms: " + "; ".join(f"{a.name} = " + (" ".join(a.sets) or "the recipe") for a in arms), ""]
     for s in scores[1:]:
         lines.append(f"{s.name} vs {first.name}, withheld mean (paired by seed): {verdict(s.mean(), first.mean(), pair=True)}")

@@ -336,6 +336,7 @@ def test_openvocab_geometry_table_has_per_domain_ratios_the_lowest_domain_and_th
     assert "| plain | 0.62x ± 0.18 | 0.25x ± 0.00 | b 0.25x | no |" in text
     assert "| pool | 0.90x ± 0.00 | 0.80x ± 0.07 | b 0.80x | yes |" in text
     assert "arms: plain = the recipe; pool = " + POOL in text
+    assert "per seed, withheld mean (%): plain 25.0 / 35.0; pool 51.0 / 53.0" in text
     assert "pool vs plain, withheld mean (paired by seed):" in text
     one = geo.report([geo.ArmScores("plain", base.acc[:1], teacher)], [geo.Arm("plain")])
     assert "| plain | 0.50x | 0.25x | b 0.25x | no |" in one and "nan" not in one  # one seed: no ± at all
