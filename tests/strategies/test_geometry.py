@@ -154,7 +154,7 @@ def _rank_worker(rank: int, port: int, student: torch.Tensor, teacher: torch.Ten
             value = loss(mine, teacher[rank * half:(rank + 1) * half], 0.2)
             value.backward()
             assert mine.grad is not None
-            got.append((float(value), mine.grad / 2))  # DDP averages the ranks' gradients
+            got.append((float(value.detach()), mine.grad / 2))  # DDP averages the ranks' gradients
         torch.save(got, f"{out}.{rank}")
     finally:
         tdist.destroy_process_group()
@@ -176,5 +176,5 @@ def test_two_gloo_ranks_of_half_the_batch_compute_the_single_process_loss_and_gr
         value = loss(whole, teacher, 0.2)
         value.backward()
         assert whole.grad is not None
-        assert (ranks[0][k][0] + ranks[1][k][0]) / 2 == pytest.approx(float(value), rel=1e-5)
+        assert (ranks[0][k][0] + ranks[1][k][0]) / 2 == pytest.approx(float(value.detach()), rel=1e-5)
         assert torch.allclose(torch.cat([ranks[0][k][1], ranks[1][k][1]]), whole.grad, atol=1e-6)
