@@ -296,3 +296,66 @@ def test_generalization_prints_issue22_goals_and_the_open_vocab_floor(capsys):
                                       "goal": 0.5, "met": False}
     text = capsys.readouterr().out
     assert "worst domain in any seed: b 0.49x" in text and text.count("MISSED") == 2
+
+
+# ---------------------------------------------------------------------------- openvocab_geometry.py: arms, reuse, table
+POOL = "data.unlabeled=[optdigits,mnist_m,mnist_c]"
+
+
+def test_openvocab_geometry_reads_arms_as_a_name_and_recipe_overrides():
+    geo = _script("openvocab_geometry")
+    arms = geo.parse_arms(["plain", f"pool:{POOL}", f"icl:{POOL} strategy.contrastive_weight=1"])
+    assert [(a.name, a.sets) for a in arms] == [("plain", ()), ("pool", (POOL,)),
+                                                ("icl", (POOL, "strategy.contrastive_weight=1"))]
+    sets = geo.run_sets(arms[2], Path("o/icl-s1"), Path("demo"), 1, 60, 10)
+    assert sets[-2:] == [POOL, "strategy.contrastive_weight=1"] and "run.seed=1" in sets and "optim.epochs=60" in sets
+    cfg = geo.load_train_config(geo.RECIPE, sets)
+    assert cfg.data.unlabeled == ["optdigits", "mnist_m", "mnist_c"] and cfg.run.seed == 1
+    assert cfg.strategy.options()["contrastive_weight"] == 1
+
+
+@pytest.mark.parametrize("arms, says", [
+    (["a b"], "the name 'a b' must be letters"),
+    (["pool:data.unlabeled=[optdigits"], "is malformed"),
+    (["pool:strategy.alpha"], "expected key=value"),
+    (["long:optim.epochs=200"], "'optim.epochs' is set by the benchmark"),
+    (["x", "x:strategy.alpha=0.5"], "the names ['x'] are given more than once"),
+])
+def test_openvocab_geometry_refuses_a_bad_arm_in_one_line(arms, says):
+    geo = _script("openvocab_geometry")
+    with pytest.raises(geo.DistillError) as e:
+        geo.parse_arms(arms)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_openvocab_geometry_reuses_a_finished_run_only_with_the_same_config(tmp_path, monkeypatch):
+    geo = _script("openvocab_geometry")
+    run = tmp_path / "pool-s0"
+    run.mkdir()
+    saved = geo.load_train_config(geo.RECIPE, geo.run_sets(geo.Arm.parse(f"pool:{POOL}"), run, tmp_path, 0, 60, 10))
+    (run / geo.RUN_CONFIG).write_text(geo.dump_config(saved))
+    (run / geo.RUN_SUMMARY).write_text("{}")
+    monkeypatch.setattr(geo.subprocess, "run", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    geo.train(run, geo.run_sets(geo.Arm.parse(f"pool:{POOL}"), run, tmp_path, 0, 60, 10))  # same: reused
+    other = geo.run_sets(geo.Arm.parse(f"pool:{POOL} strategy.contrastive_weight=1"), run, tmp_path, 0, 30, 10)
+    with pytest.raises(geo.DistillError, match=r"pool-s0: a finished run with other settings \(optim.epochs, "
+                                                r"strategy.contrastive_weight\)"):
+        geo.train(run, other)
+
+
+def test_openvocab_geometry_table_has_per_domain_ratios_the_lowest_domain_and_the_bar():
+    geo = _script("openvocab_geometry")
+    teacher = {"a": 0.8, "b": 0.4}
+    base = geo.ArmScores("plain", [{"a": 0.4, "b": 0.1}, {"a": 0.6, "b": 0.14}], teacher)
+    good = geo.ArmScores("pool", [{"a": 0.72, "b": 0.3}, {"a": 0.74, "b": 0.38}], teacher)
+    assert base.domain_ratio("a") == pytest.approx([0.5, 0.75]) and base.lowest_domain() == ("b", pytest.approx(0.3))
+    assert good.ratio() == pytest.approx([0.51 / 0.6, 0.56 / 0.6])  # the mean over the teacher's mean, 0.6
+    text = geo.report([base, good], [geo.Arm("plain"), geo.Arm("pool", (POOL,))])
+    assert "| teacher zero-shot | 80.0 | 40.0 | 60.0 | 1.00x |" in text
+    assert "| plain | 0.62x ± 0.18 | 0.30x ± 0.07 | b 0.30x | no |" in text
+    assert "| pool | 0.91x ± 0.02 | 0.85x ± 0.14 | b 0.85x | yes |" in text
+    assert "arms: plain = the recipe; pool = " + POOL in text
+    assert "per seed, withheld mean (%): plain 25.0 / 37.0; pool 51.0 / 56.0" in text
+    assert "pool vs plain, withheld mean (paired by seed):" in text
+    one = geo.report([geo.ArmScores("plain", base.acc[:1], teacher)], [geo.Arm("plain")])
+    assert "| plain | 0.50x | 0.25x | b 0.25x | no |" in one and "nan" not in one  # one seed: no ± at all

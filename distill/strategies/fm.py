@@ -8,7 +8,13 @@ from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies._teachers import TeacherEnsemble
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
-from distill.strategies.losses import cosine_distance, label_cross_entropy, text_anchor_kl
+from distill.strategies.losses import (
+    cosine_distance,
+    embedding_contrastive,
+    embedding_relational,
+    label_cross_entropy,
+    text_anchor_kl,
+)
 
 
 @strategy_config
@@ -19,8 +25,19 @@ class FMConfig:
     # weight of T² KL(teacher || student) of the zero-shot rule over EVERY class name (withheld ones too), both
     # sides' logit_scale · cos(embedding, text): ties P f to the text directions re-targeting uses; 0 = off
     text_anchor_weight: float = 0.0
+    # CLIP-KD-style geometry of P f over the batch (pool rows too; no label needed), see losses.py; 0 = off:
+    contrastive_weight: float = 0.0  # InfoNCE: P f of image i must pick the teacher embedding of image i
+    relational_weight: float = 0.0  # KL of the batch's teacher-teacher vs student-student cosine distributions
+    # the two terms' softmax temperature over cosines; None = 1 / the teacher's logit_scale (from the cache):
+    # the sharpness the teacher's own contrastive training settled on (demo stand-in: 1/14.07 = 0.071,
+    # close to CLIP's initial 0.07; OpenAI CLIP: 1/100)
+    geometry_temperature: float | None = None
     # several caches: combine: first (the first cache alone) | mean_probs (weights: one per cache); see _teachers.py
     teachers: TeacherEnsemble = Field(default_factory=TeacherEnsemble)
+
+
+#: the weights whose terms read the student's projected embedding P f (each needs the projector)
+_EMBEDDING_WEIGHTS = ("feature_weight", "text_anchor_weight", "contrastive_weight", "relational_weight")
 
 
 @register_strategy("fm")
@@ -36,13 +53,18 @@ class FM(Strategy):
         alpha · T² · KL(teacher_T || student_T)
         + feature_weight · (1 − cos(P f, t))         # only when feature_weight > 0
         + text_anchor_weight · T² · KL(zs(t) || zs(P f))   # only when text_anchor_weight > 0
+        + contrastive_weight · InfoNCE(P f_i picks t_i among the batch's t)   # only when > 0
+        + relational_weight · KL(softmax_j cos(t_i, t_j)/τ || softmax_j cos(P f_i, P f_j)/τ)   # j != i
         + (1 − alpha) · CE(labels)                    # mixed rows: lam · CE(y) + (1 − lam) · CE(y')
 
     with P the student's projector and t the cached teacher image embedding of the view; zs(e) the
     zero-shot rule ``logit_scale · cos(e, text)`` over every class name of the data set, those
     ``data.withhold_classes`` leaves out of the student's head included (CLIP-KD-style). The
     matching terms see every row, pool images (``data.unlabeled``) included; the label term
-    only rows with a label.
+    only rows with a label. The two batch terms are CLIP-KD's (Yang et al., CVPR 2024) "ICL" and
+    "CRD" made image-image (the student has no text tower): the cosine term fixes each direction, the
+    contrastive one also the spacing between images, the relational one only the spacing; τ is
+    ``geometry_temperature`` (default: 1 / the teacher's logit_scale).
 
     How this differs from the paper: the teacher's outputs are computed once for K cached views
     per image instead of on fresh views every step (ml-dr's trade, Faghri et al. 2023), so "patient"
@@ -67,6 +89,14 @@ class FM(Strategy):
             raise DistillError(f"strategy.feature_weight: must be >= 0, got {config.feature_weight}")
         if config.text_anchor_weight < 0:
             raise DistillError(f"strategy.text_anchor_weight: must be >= 0, got {config.text_anchor_weight}")
+        for key in ("contrastive_weight", "relational_weight"):
+            if getattr(config, key) < 0:
+                raise DistillError(f"strategy.{key}: must be >= 0, got {getattr(config, key)}")
+        if config.geometry_temperature is not None and config.geometry_temperature <= 0:
+            raise DistillError(f"strategy.geometry_temperature: must be > 0, got {config.geometry_temperature}")
+        if self._uses_batch_geometry and config.geometry_temperature is None and not ctx.logit_scale:
+            raise DistillError("strategy.geometry_temperature: unset and the cache has no teacher logit scale to "
+                               "default to (1 / logit_scale); set it, e.g. 0.07")
         config.teachers.check(ctx.num_teachers, self.name)
         projector = getattr(student, "projector", None)
         if not self._uses_embedding and projector is not None:
@@ -76,7 +106,7 @@ class FM(Strategy):
                                "scale from the cache (set 'cache'), got none; or set it to 0")
         if self._uses_embedding:
             if projector is None:
-                key = "feature_weight" if config.feature_weight > 0 else "text_anchor_weight"
+                key = next(k for k in _EMBEDDING_WEIGHTS if getattr(config, k) > 0)
                 raise DistillError(f"strategy '{self.name}': {key} > 0 matches the student's projected "
                                    "features to the teacher's embeddings, but the student has no projector: build "
                                    f"it with embed_dim = the teacher's width, or set strategy.{key}=0")
@@ -86,7 +116,19 @@ class FM(Strategy):
 
     @property
     def _uses_embedding(self) -> bool:
-        return self.config.feature_weight > 0 or self.config.text_anchor_weight > 0
+        return any(getattr(self.config, key) > 0 for key in _EMBEDDING_WEIGHTS)
+
+    @property
+    def _uses_batch_geometry(self) -> bool:
+        return self.config.contrastive_weight > 0 or self.config.relational_weight > 0
+
+    @property
+    def geometry_temperature(self) -> float:
+        """τ of the contrastive and relational terms: the config's, else 1 / the teacher's logit scale."""
+        if self.config.geometry_temperature is not None:
+            return self.config.geometry_temperature
+        assert self.ctx.logit_scale  # checked in __init__ when a batch term is on
+        return 1.0 / self.ctx.logit_scale
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         cfg = self.config
@@ -108,6 +150,14 @@ class FM(Strategy):
                                     self.ctx.logit_scale, cfg.temperature)
             loss = loss + cfg.text_anchor_weight * anchor
             parts["anchor"] = anchor.detach()
+        if cfg.contrastive_weight > 0:
+            icl = embedding_contrastive(out["embedding"], batch.teacher_emb, self.geometry_temperature)
+            loss = loss + cfg.contrastive_weight * icl
+            parts["icl"] = icl.detach()
+        if cfg.relational_weight > 0:
+            rel = embedding_relational(out["embedding"], batch.teacher_emb, self.geometry_temperature)
+            loss = loss + cfg.relational_weight * rel
+            parts["rel"] = rel.detach()
         if cfg.alpha < 1:
             ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
             loss = loss + (1 - cfg.alpha) * ce

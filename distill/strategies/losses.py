@@ -11,6 +11,8 @@ logits arrive in half precision, and a half-precision log-softmax of logits in t
 - Labels: :func:`label_cross_entropy` (every strategy's label loss: rows with a label only, mixed views).
 - Soft / weighted labels: :func:`soft_cross_entropy`, :func:`weighted_cross_entropy`.
 - Features: :func:`cosine_distance`, :func:`squared_l2_distance`.
+- Embedding geometry (CLIP-KD-style, over the batch): :func:`embedding_contrastive` (student row i must pick
+  teacher row i), :func:`embedding_relational` (the batch's student-student vs teacher-teacher similarities).
 - Unlabeled data: :func:`information_maximization` (SHOT's IM).
 """
 from __future__ import annotations
@@ -126,6 +128,64 @@ def text_anchor_kl(embedding: Tensor, teacher_emb: Tensor, text: Tensor, logit_s
     return kl_div_with_temperature(student, teacher, temperature)
 
 
+def embedding_contrastive(embedding: Tensor, teacher_emb: Tensor, temperature: float) -> Tensor:
+    """InfoNCE of student row i against the batch's teacher embeddings, the positive being teacher row i.
+
+    CLIP-KD's "interactive contrastive learning" (Yang et al., CVPR 2024) with the teacher's *image*
+    embeddings as the keys (the student here has no text tower): cross-entropy of
+    ``cos(s_i, t_j) / temperature`` over j with target i, batch mean; both sides L2-normalised. Unlike
+    the cosine term it also pushes s_i *away* from the other images' teacher embeddings, so the student
+    keeps the teacher's spacing, not only its directions. Needs no label (pool rows count as well).
+    Under DDP the keys are every rank's teacher rows (gathered, no gradient needed), so 2 ranks x B/2
+    compute what 1 process x B does. ``embedding`` [B, D] (any norm), ``teacher_emb`` [B, D] -> scalar;
+    its minimum (all rows distinct) is when s_i = t_i."""
+    s = F.normalize(embedding.float(), dim=-1)
+    keys, offset = _gather_rows(F.normalize(teacher_emb.float(), dim=-1))
+    target = torch.arange(s.shape[0], device=s.device) + offset
+    return F.cross_entropy(s @ keys.T / temperature, target)
+
+
+def embedding_relational(embedding: Tensor, teacher_emb: Tensor, temperature: float) -> Tensor:
+    """KL(teacher || student) of each row's similarity distribution over the batch's *other* rows.
+
+    The relational term (CLIP-KD's "CRD", contrastive relational distillation, here image-image: row i's
+    ``softmax_j cos(e_i, e_j) / temperature``, j != i, on each side): the student's batch must be arranged
+    as the teacher's is, a constraint on relations only (any rotation of the teacher's space is a
+    minimum), where :func:`embedding_contrastive` pins the student to the teacher's coordinates.
+    Batch mean over rows; needs B >= 2 (0 for a single row); no label needed. Under DDP the "other
+    rows" are every rank's (a differentiable gather: 2 ranks x B/2 train as 1 process x B).
+    ``embedding`` [B, D], ``teacher_emb`` [B, D] -> scalar; zero when the two batches' Gram matrices agree."""
+    s = F.normalize(embedding.float(), dim=-1)
+    t = F.normalize(teacher_emb.float(), dim=-1)
+    s_all, offset = _gather_rows(s, differentiable=True)
+    t_all, _ = _gather_rows(t)
+    if s_all.shape[0] < 2:
+        return (s * 0).sum()
+    rows = torch.arange(s.shape[0], device=s.device)
+    self_mask = torch.zeros(s.shape[0], s_all.shape[0], dtype=torch.bool, device=s.device)
+    self_mask[rows, rows + offset] = True
+    s_logits = (s @ s_all.T / temperature).masked_fill(self_mask, float("-inf"))
+    t_logits = (t @ t_all.T / temperature).masked_fill(self_mask, float("-inf"))
+    log_q, log_p = s_logits.log_softmax(-1), t_logits.log_softmax(-1)
+    p = log_p.exp()  # the masked entry: p = 0, and 0 · (-inf - -inf) must read 0, not nan
+    return torch.where(self_mask, torch.zeros_like(p), p * (log_p - log_q)).sum(-1).mean()
+
+
+def _gather_rows(x: Tensor, differentiable: bool = False) -> tuple[Tensor, int]:
+    """[B, D] -> (every rank's rows concatenated in rank order [W·B, D], this rank's first row in it).
+    One process: (x, 0). ``differentiable``: gradients reach every rank's rows (torch.distributed.nn)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return x, 0
+    if differentiable:
+        from torch.distributed.nn.functional import all_gather  # lazy: exists only where torch.distributed does
+
+        parts = list(all_gather(x))
+    else:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.detach().contiguous())
+    return torch.cat(parts), dist.get_rank() * x.shape[0]
+
+
 def squared_l2_distance(a: Tensor, b: Tensor) -> Tensor:
     """Batch mean of ‖a − b‖² over rows [B, D] (pins the norm as well as the direction)."""
     return (a.float() - b.float()).pow(2).sum(dim=-1).mean()
@@ -169,6 +229,6 @@ def _batch_mean(p: Tensor) -> Tensor:
     return mean
 
 
-__all__ = ["cosine_distance", "information_maximization", "kl_div_to_probs_with_temperature", "kl_div_with_temperature",
-           "kl_per_sample", "kl_to_soft_target", "label_cross_entropy", "soft_cross_entropy", "squared_l2_distance",
-           "weighted_cross_entropy"]
+__all__ = ["cosine_distance", "embedding_contrastive", "embedding_relational", "information_maximization",
+           "kl_div_to_probs_with_temperature", "kl_div_with_temperature", "kl_per_sample", "kl_to_soft_target",
+           "label_cross_entropy", "soft_cross_entropy", "squared_l2_distance", "weighted_cross_entropy"]
