@@ -10,7 +10,7 @@ Per student and seed, everything goes through distill's own entry points, pointe
 
 1. train: the demo's shipped recipe, ``fm_unlabeled`` (configs/fm_unlabeled.yaml) as
    ``distill.demo.demo_recipe`` points it at the demo's data and cache (``optim.epochs`` = ``--epochs``,
-   the demo's FM_EPOCHS by default), with ``student.arch`` and ``run.seed`` set;
+   30 by default: RESULTS' runs), with ``student.arch`` and ``run.seed`` set;
 2. ``distill export`` with the demo's settings (``distill.demo._export_settings``: fp32 + int8 ort-cpu,
    MinMax on 256 calibration images, float fallback, latency check, 300 test images per domain);
 3. ``distill qad`` with its defaults (``--qad-cache``: the demo's cache joins the teacher);
@@ -45,6 +45,7 @@ from distill.report.stats import mean_std, paired  # noqa: E402
 DATA = "data/digits-full-seed0"  # what `make demo` writes under its output folder
 PIXEL_STORE = "pixels-32x32-bicubic"
 RECIPE = "fm_unlabeled"  # the demo's shipped student
+EPOCHS = 30  # the demo's epochs when RESULTS' "Trained edge students" ran (then at batch 64; the demo: 20 at 16 now)
 TARGET_RATIO, TARGET_PTS = 0.6, 0.5  # issue 21's edge target: int8 <= 0.6x fp32 latency, QAD within 0.5 pts
 MODELS = ("fp32", "ptq", "qad", "export_int8")  # accuracy rows: qad.json's three + the export's shipped int8
 
@@ -338,7 +339,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="edge_students_out", help="work folder: runs, exports, qad, records")
     p.add_argument("--students", default="mobilenetv4_conv_small", help="comma-separated timm names")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated run.seed values")
-    p.add_argument("--epochs", type=int, default=None, help="optim.epochs (default: the demo's FM_EPOCHS, 30)")
+    p.add_argument("--epochs", type=int, default=None, help=f"optim.epochs (default {EPOCHS}: RESULTS' runs)")
     p.add_argument("--qad-cache", action="store_true", help="distill qad --cache DEMO_OUT/cache (default: no cache, "
                                                             "self-distillation from the fp32 student)")
     p.add_argument("--qad-optimizer", default=None, choices=["sgd", "adamw"],
@@ -352,9 +353,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--records-only", action="store_true", help="print the tables of the records in OUT/records")
     args = p.parse_args(argv)
     if args.epochs is None:
-        from distill.demo import FM_EPOCHS
-
-        args.epochs = FM_EPOCHS
+        args.epochs = EPOCHS
     args.batches = [int(b) for b in str(args.batches).split(",")]
     args.seeds = [int(s) for s in str(args.seeds).split(",")]
     args.students = [s for s in str(args.students).split(",") if s]
