@@ -17,6 +17,7 @@ Skipped (with the reason) where torch sees no CUDA device. Run them where one is
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -255,6 +256,24 @@ def test_export_parity_of_a_gpu_trained_checkpoint(work, gpu_checkpoint, tmp_pat
     exp = json.loads((tmp_path / "exp" / "export.json").read_text())
     fp32 = next(m for m in exp["models"] if m["precision"] == "fp32")
     assert fp32["parity"]["passed"], fp32["parity"]
+
+
+@pytest.mark.parametrize("flavour", ["ort-cpu", "tensorrt"])
+def test_qad_trains_the_fake_quant_student_on_cuda(work, gpu_checkpoint, tmp_path, flavour):
+    """distill qad --device cuda (issue 21: "must run on CPU for tests and on CUDA"): the fake-quant student (torch.ao
+    observers, FakeQuantize, Int32Bias) trains on the GPU; the QDQ file it exports on the CPU computes what it did."""
+    from distill.export.qad_config import QADRecord
+
+    out = tmp_path / f"qad-{flavour}"
+    res = _distill("qad", str(gpu_checkpoint), "--out", str(out), "--device", "cuda", "--flavour", flavour,
+                   "--epochs", "2", "--calib-count", "16", "--eval-count", "4", "--holdout-count", "8",
+                   "--data", str(work / "data"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    record = QADRecord.read(out)
+    assert record.config["device"].startswith("cuda") and len(record.losses) == 2
+    assert all(math.isfinite(v) for v in record.losses)
+    assert record.torch_vs_onnx["top1_agreement"] >= 0.9, record.torch_vs_onnx  # the CPU suite's bound
+    assert (out / record.ship_file).is_file() and (out / "checkpoint" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("precision, compile", [("fp32", "none"), ("bf16", "none"), ("fp16", "reduce-overhead"),
