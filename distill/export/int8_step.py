@@ -22,6 +22,7 @@ from distill.bench.edge_runner import cpu_info
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
 from distill.export.evaluate import disagreement_by_domain, drop_p_values, drops_in_points, parity, predict_onnx
 from distill.export.fallback import greedy_fallback, rank_layers
+from distill.export.margins import near_ties
 from distill.export.quantize import Int8Flavour, compute_nodes, float_ops_as_run, quantize, tensorrt_qdq_problems
 from distill.records import ExportedModel
 
@@ -164,6 +165,10 @@ class Int8Step:
                        {"int8_flavour": flavour.name, "target_runtime": flavour.target_runtime,
                         "quantization": quantization}, detail=f"int8, {flavour.name} flavour")
         decided_on = fallback.get("after", fallback["before"])["disagreement_pts"]
+        ties = near_ties(self.reference.logits if self.reference.logits is not None else self.reference.torch_logits,
+                         scores.logits)
+        if ties is not None and max(decided_on.values(), default=0.0) > cfg.max_drop:
+            self.log(f"int8 ({flavour.name}): {ties.explain()}")
         entry: dict[str, Any] = {
             **self.ctx.file_entry(dst), "precision": "int8", "flavour": flavour.name,
             "target_runtime": flavour.target_runtime, "runtime": "ort-cpu", "quantization": quantization,
@@ -171,7 +176,7 @@ class Int8Step:
             "mean_accuracy": mean_accuracy(scores.accuracy), "drops_pts": scores.drops_pts,
             "drops_p": scores.drops_p,
             "disagreement_pts": decided_on, "within_max_drop": max(decided_on.values(), default=0.0) <= cfg.max_drop,
-            "fallback": fallback,
+            "fallback": fallback, "near_ties": ties.to_dict() if ties is not None else None,
         }
         if flavour.name == "tensorrt":
             problems = tensorrt_qdq_problems(dst, fallback["kept_float"])
