@@ -16,6 +16,7 @@ FLAGS = {
     "epochs": "--epochs", "observer_epochs": "--observer-epochs", "optimizer": "--optimizer", "lr": "--lr",
     "batch_size": "--batch-size",
     "temperature": "--temperature", "device": "--device", "opset": "--opset", "seed": "--seed",
+    "export_dir": "--export",
 }
 
 
@@ -52,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset of the QDQ file, >= 13 (default: 18)")
     p.add_argument("--seed", type=int, default=0, help="image picks and shuffling (default: 0)")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="a `distill export` folder of the same checkpoint: its int8 file (with the export's float "
+                   "fallback) is the arm QAD must beat and ships when QAD does not (default: plain PTQ made here)")
     p.set_defaults(func=run, _parser=p)
 
 

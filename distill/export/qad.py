@@ -54,11 +54,12 @@ from distill.export.quantize import (
     tensorrt_qdq_problems,
 )
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
-from distill.records import EXPORT_CHECKPOINT, QADAccuracy
+from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT, ExportReport, QADAccuracy
 from distill.strategies.losses import kl_div_with_temperature
 from distill.student.model import Student, load_student, save_student
 from distill.utils.runtime import resolve_device
 
+PLAIN_PTQ = "plain PTQ (MinMax, no float fallback)"  # the PTQ arm without --export
 LIBRARY = f"torch.ao.quantization (FX prepare_qat_fx, FakeQuantize), torch {torch.__version__}"
 
 
@@ -77,6 +78,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     student = load_student(checkpoint)  # DistillError names the file when it is not a checkpoint
     flavour = FLAVOURS[cfg.flavour]
     device = resolve_device(cfg.device)
+    # --export: the arm QAD must beat is that folder's int8 file (checked before any data is read)
+    exported = _export_int8(Path(cfg.export_dir), checkpoint, flavour) if cfg.export_dir else None
     run = TrainingRun.of_checkpoint(checkpoint, say)
     ecfg = with_run_defaults(ExportConfig(
         precisions=("fp32", "int8"), data_root=cfg.data_root, calib_domains=cfg.calib_domains,
@@ -106,9 +109,12 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         export_onnx(student, fp32_path, opset=max(cfg.opset, 17), exporter="torchscript")
         refs = _References(predict_onnx(fp32_path, calib), predict_onnx(fp32_path, data.eval_images),
                            predict_onnx(fp32_path, holdout))
-        ptq_path = _ptq(fp32_path, Path(work), calib, flavour)
+        if exported is not None:
+            ptq_path, ptq_origin = exported
+        else:
+            ptq_path, ptq_origin = _ptq(fp32_path, Path(work), calib, flavour), PLAIN_PTQ
         ptq, ptq_test = _disagreement(ptq_path, refs, data, holdout)
-        say(f"PTQ ({flavour.name}): disagreement with fp32 (pts) calibration {_fmt(ptq.calibration)}; "
+        say(f"PTQ ({flavour.name}; {ptq_origin}): disagreement with fp32 (pts) calibration {_fmt(ptq.calibration)}; "
             f"test {_fmt(ptq.test)}; hold-out {_fmt(ptq.holdout)}")
 
         model, losses = _train(cfg, student, flavour, calib, teacher_logits, device, say)
@@ -136,7 +142,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         "from": str(checkpoint), "flavour": flavour.name, "epochs": cfg.epochs}})
     origin = {k: prov[k] for k in ("teacher", "strategy", "checkpoint") if k in prov}
     _stamp_int8(dst, student, origin, flavour, {"qad": True, "library": LIBRARY}, "QAD")
-    if ship == "ptq":
+    if ship == "ptq" and not cfg.export_dir:  # a copy of an export's file keeps the export's own stamp
         _stamp_int8(shipped_ptq, student, origin, flavour, {"qad": False, "calibration": "minmax"}, "PTQ")
     record = QADRecord(
         checkpoint=str(checkpoint), student=student.spec.arch, flavour=flavour.name, library=LIBRARY,
@@ -146,7 +152,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         losses=losses, elapsed_s=round(time.time() - t0, 1),
         within_target=result.worst_calibration <= 1.0,
         accuracy=_accuracy(data, refs.test, ptq_test, qad_test), holdout_images=len(holdout), ship=ship,
-        ship_reason=reason, ptq_file=shipped_ptq.name if ship == "ptq" else None)
+        ship_reason=reason, ptq_file=shipped_ptq.name if ship == "ptq" else None, ptq_origin=ptq_origin)
     say(f"wrote {record.write(out)}")
     return record
 
@@ -162,6 +168,25 @@ def _stamp_int8(path: Path, student: Student, origin: dict, flavour: Int8Flavour
 
 def _fmt(values: dict[str, float]) -> str:
     return ", ".join(f"{d} {v:.2f}" for d, v in values.items())
+
+
+def _export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> tuple[Path, str]:
+    """The int8 file of ``flavour`` a ``distill export`` of ``checkpoint`` wrote in ``export_dir``, and its origin."""
+    if not ExportReport.exists_in(export_dir):
+        raise DistillError(f"{export_dir}: no {EXPORT_REPORT} here (--export takes a `distill export` output folder)")
+    report = ExportReport.read(export_dir)
+    exported = Path(report.checkpoint)
+    if (exported.parent if exported.is_file() else exported).resolve() != checkpoint.resolve():
+        raise DistillError(f"{export_dir}: exported from {report.checkpoint}, not {checkpoint}; pass the export of "
+                           "the checkpoint QAD starts from")
+    model = next((m for m in report.models if m.precision == "int8" and (m.model_extra or {}).get("flavour")
+                  == flavour.name), None)
+    if model is None or not (export_dir / model.file).is_file():
+        raise DistillError(f"{export_dir}: no int8 file of flavour {flavour.name} (export with --precision int8 "
+                           f"--int8-flavour {flavour.name}, or drop --export to compare with plain PTQ)")
+    path = export_dir / model.file
+    kept = ((model.model_extra or {}).get("fallback") or {}).get("kept_float") or []
+    return path, f"the export's int8, {path} ({len(kept)} layer(s) kept in float)"
 
 
 def _ptq(fp32_path: Path, work: Path, calib: ImageSet, flavour: Int8Flavour) -> Path:

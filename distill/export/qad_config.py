@@ -40,6 +40,9 @@ class QADConfig(BaseModel):
         device: cpu | cuda | cuda:N.
         opset: ONNX opset of the QDQ file (>= 13: per-channel QuantizeLinear).
         seed: image picks and shuffling.
+        export_dir: a ``distill export`` folder of the same checkpoint: its int8 file of ``flavour`` (PTQ with
+            the export's calibration and float fallback) is the arm QAD must beat, and the one that ships when QAD
+            does not; None: plain PTQ computed here (MinMax, no fallback).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -64,9 +67,10 @@ class QADConfig(BaseModel):
     device: str = "cpu"
     opset: int = Field(18, ge=13)
     seed: int = 0
+    export_dir: str | None = None
 
     _csv = field_validator("calib_domains", mode="before")(_split_csv)
-    _paths = field_validator("checkpoint", "out_dir", "cache", "data_root", mode="before")(_path_str)
+    _paths = field_validator("checkpoint", "out_dir", "cache", "data_root", "export_dir", mode="before")(_path_str)
 
     @field_validator("target_domains", mode="before")
     @classmethod

@@ -36,7 +36,7 @@ class QADAccuracy(_Closed):
     """Top-1 accuracy (fractions) per domain on the held-out test images, each model scored on the same images."""
 
     fp32: Accuracy  # the original fp32 student's ONNX
-    ptq: Accuracy   # plain PTQ int8 (the export's int8 path, no fallback)
+    ptq: Accuracy   # the PTQ arm (QADRecord.ptq_origin): plain PTQ, or the export's int8 file with --export
     qad: Accuracy   # the QAD int8 file
     count: dict[str, int]  # test images per domain
 
@@ -77,7 +77,9 @@ class QADRecord(Record):
     holdout_images: int = 0
     ship: Literal["qad", "ptq"] | None = None
     ship_reason: str = ""
-    ptq_file: str | None = None  # plain PTQ's int8 file in the same folder, written when PTQ ships
+    ptq_file: str | None = None  # the PTQ arm's int8 file in the same folder, written when PTQ ships
+    # what the "PTQ" arm is: plain PTQ made by distill qad, or a distill export folder's int8 file (--export)
+    ptq_origin: str = "plain PTQ (MinMax, no float fallback)"
 
     @property
     def ship_file(self) -> str:

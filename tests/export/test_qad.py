@@ -449,3 +449,55 @@ def test_a_qad_json_from_before_the_rule_still_reads(tmp_path):
     assert record.ship is None and record.ship_reason == "" and record.holdout_images == 0
     assert record.qad.holdout == {} and record.qad.mean_holdout is None
     assert record.ship_file == "model.int8-ort-cpu.onnx"
+
+
+def test_qad_against_an_exports_int8_compares_with_and_ships_that_file(run_ckpt, export_dir, tmp_path, monkeypatch,
+                                                                       capsys):
+    """--export: the PTQ arm is the export's int8 file (its calibration and float fallback), not a plain PTQ made
+    here; when QAD does not beat it (injected damage), a byte copy of the export's file ships, with its stamp."""
+    import distill.export.qad as qad_module
+
+    def no_plain_ptq(*args, **kwargs):
+        raise AssertionError("plain PTQ was made although --export names the arm")
+
+    real_train = qad_module._train
+
+    def damaging_train(*args, **kwargs):
+        model, losses = real_train(*args, **kwargs)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(p.std() * torch.randn_like(p))
+        return model, losses
+
+    monkeypatch.setattr(qad_module, "_ptq", no_plain_ptq)
+    monkeypatch.setattr(qad_module, "_train", damaging_train)
+    out = tmp_path / "qad"
+    assert main(["qad", str(run_ckpt), "--out", str(out), "--export", str(export_dir), "--epochs", "1",
+                 "--calib-count", "32", "--eval-count", "8", "--holdout-count", "40", "--quiet"]) == 0
+    record = QADRecord.read(out)
+    exported = export_dir / "model.int8-ort-cpu.onnx"
+    assert record.ptq_origin.startswith("the export's int8") and str(exported) in record.ptq_origin
+    assert record.ship == "ptq" and (out / record.ship_file).read_bytes() == exported.read_bytes()
+    assert f"ship {out}/model.int8-ort-cpu.ptq.onnx (PTQ int8)" in capsys.readouterr().out
+    assert record.config["export_dir"] == str(export_dir)
+
+
+def test_export_arm_refusals_are_one_line(run_ckpt, export_dir, tmp_path):
+    import shutil
+
+    other = tmp_path / "other_ckpt"
+    shutil.copytree(run_ckpt, other)  # the same weights, another checkpoint folder
+    cases = [
+        (run_ckpt, tmp_path / "nothing", "no export.json here"),
+        (other, export_dir, "exported from .*, not "),
+    ]
+    partial = tmp_path / "partial"
+    shutil.copytree(export_dir, partial)
+    (partial / "model.int8-ort-cpu.onnx").unlink()
+    cases.append((run_ckpt, partial, "no int8 file of flavour ort-cpu"))
+    for ckpt, exp, message in cases:
+        with pytest.raises(DistillError, match=message) as e:
+            qad(QADConfig(checkpoint=str(ckpt), out_dir=str(tmp_path / "q"), export_dir=str(exp), epochs=1,
+                          calib_count=16, eval_count=4), log=lambda s: None)
+        assert "\n" not in str(e.value)
