@@ -8,7 +8,7 @@ data's classes its head names; when it names none, its checks run on real images
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,23 @@ RANDOM_IMAGES = 32  # parity images when no dataset is given
 
 
 @dataclass(frozen=True)
+class CalibrationPicks:
+    """The calibration picks (:func:`calibration_samples`): a few hundred samples, not images.
+
+    Attributes:
+        domains: the calibration domains then the target domains, as the export lists them (repeats kept).
+        by_domain: each domain's picks, in sample order.
+    """
+
+    domains: list[str]
+    by_domain: dict[str, list[Sample]]
+
+    def samples(self) -> list[Sample]:
+        """Every pick, domain by domain: the order of the calibration images (and of cached teacher rows)."""
+        return [s for d in self.domains for s in self.by_domain[d]]
+
+
+@dataclass(frozen=True)
 class ExportData:
     """The images every check runs on, and what export.json's ``data`` block says about them.
 
@@ -32,20 +49,33 @@ class ExportData:
         eval_images: test images (labels are the student's class ids), or random noise.
         calib_images: calibration images when int8 is exported, else None.
         info: export.json ``data`` (root, split, domains, counts, skipped images).
+        calib_picks: which samples the calibration images are; None without int8.
+        folder: the one scan of the data root (cache-skipped images left out), kept only when
+            :func:`load_export_data` is asked to (``keep_folder``: ``distill qad``'s hold-out and cached
+            teacher rows pick from it instead of scanning again); None otherwise, so an export does not
+            hold the index (its size grows with the data set) past loading.
     """
 
     eval_images: ImageSet
     calib_images: ImageSet | None
     info: dict[str, Any]
+    calib_picks: CalibrationPicks | None = None
+    folder: DomainFolder | None = None
 
     @property
     def labeled(self) -> bool:
         return bool(self.info["labeled"])
 
+    def without_folder(self) -> ExportData:
+        """This record without its folder: drops the index once the picks that need it are made."""
+        return replace(self, folder=None)
 
-def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[str], log: ExportLog) -> ExportData:
+
+def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[str], log: ExportLog,
+                     keep_folder: bool = False) -> ExportData:
     """Load the eval (and, for int8, calibration) images ``cfg`` names; ``source_domains``: the run's,
-    the default calibration domains."""
+    the default calibration domains. ``keep_folder``: the record keeps the folder scanned here
+    (:attr:`ExportData.folder`), for picks made later from the same scan."""
     if not cfg.data_root:
         log.warn(f"no --data: fp32/fp16 parity is checked on {RANDOM_IMAGES} random-noise images and no accuracy "
                  "is measured")
@@ -75,11 +105,13 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     calib_domains = list(cfg.calib_domains or known_sources or folder.domains)
     target_domains = [d for d in cfg.target_domains if d not in calib_domains]
     folder.check_domains(calib_domains + target_domains)
-    calib_images = None
-    calib_per_domain: dict[str, int] = {}
+    calib_images, calib_picks = None, None
     if "int8" in cfg.precisions:
-        calib_images, calib_per_domain = _calibration_images(cfg, folder, calib_domains + target_domains, spec)
+        domains = calib_domains + target_domains
+        calib_picks = CalibrationPicks(domains, calibration_samples(cfg, folder, domains))
+        calib_images = _calibration_images(cfg, folder, calib_picks, spec)
         skipped += calib_images.skipped
+    calib_per_domain = {d: len(calib_picks.by_domain[d]) for d in calib_picks.domains} if calib_picks else {}
     if skipped:
         log.warn(f"{len(skipped)} undecodable image(s) skipped: {', '.join(skipped)}")
     info = {
@@ -95,7 +127,7 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     }
     if spec.head == "text":
         info["eval_classes"] = [c for c in spec.class_names if c in folder.classes] if labeled else []
-    return ExportData(eval_images, calib_images, info)
+    return ExportData(eval_images, calib_images, info, calib_picks, folder if keep_folder else None)
 
 
 def _share(count: int, i: int, n: int) -> int:
@@ -110,24 +142,25 @@ def calibration_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[s
             for i, d in enumerate(domains)}
 
 
-def _calibration_images(cfg: ExportConfig, folder: DomainFolder, domains: list[str], spec: StudentSpec
-                        ) -> tuple[ImageSet, dict[str, int]]:
-    """``cfg.calib_count`` train images, an even share per domain (target domains included)."""
-    picks = calibration_samples(cfg, folder, domains)
-    images = load_images(folder, [s for d in domains for s in picks[d]], spec)
+def _calibration_images(cfg: ExportConfig, folder: DomainFolder, picks: CalibrationPicks, spec: StudentSpec
+                        ) -> ImageSet:
+    """The images of the calibration ``picks``, domain by domain."""
+    images = load_images(folder, picks.samples(), spec)
     if len(images) == 0:
-        raise DistillError(f"{cfg.data_root}: no train-split images to calibrate with in {domains}")
-    return images, {d: len(picks[d]) for d in domains}
+        raise DistillError(f"{cfg.data_root}: no train-split images to calibrate with in {picks.domains}")
+    return images
 
 
-def holdout_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[str], count: int) -> list[Sample]:
+def holdout_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[str], count: int,
+                    calib: dict[str, list[Sample]] | None = None) -> list[Sample]:
     """Up to ``count`` train-split images of ``domains`` (an even share per domain, fewer where fewer are left)
-    that are not calibration images (:func:`calibration_samples`); test images are another split.
+    that are not calibration images (``calib``, :func:`calibration_samples` picked again when None); test images
+    are another split.
 
     Used to choose between int8 models without choosing on the calibration images (QAD trained on them) or on
     the test images (accuracy is reported there). Label-free: only top-1 agreement with fp32 is measured.
     """
-    calib = calibration_samples(cfg, folder, domains)
+    calib = calibration_samples(cfg, folder, domains) if calib is None else calib
     out: list[Sample] = []
     for i, d in enumerate(domains):
         taken = {s.index for s in calib[d]}
@@ -136,19 +169,19 @@ def holdout_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[str],
     return out
 
 
-def load_holdout_images(cfg: ExportConfig, spec: StudentSpec, domains: list[str], count: int) -> ImageSet:
-    """The images of :func:`holdout_samples` (``cfg.data_root``, split and cache exclusions as the export's).
+def load_holdout_images(cfg: ExportConfig, spec: StudentSpec, data: ExportData, count: int) -> ImageSet:
+    """The images of :func:`holdout_samples` over the calibration (and target) domains, from the folder and
+    calibration picks ``data`` holds (:func:`load_export_data` with ``keep_folder``: no second scan).
 
     Raises:
         DistillError: no train-split image is left once the calibration images are taken.
     """
-    assert cfg.data_root, "hold-out images need a data root"  # ExportConfig.check_data: int8 needs one
-    folder = DomainFolder(cfg.data_root, cfg.split_rule(where="export"))
-    exclude_cache_skipped(folder, cfg.caches or ())
-    images = load_images(folder, holdout_samples(cfg, folder, domains, count), spec)
+    folder, picks = data.folder, data.calib_picks
+    assert folder is not None and picks is not None, "hold-out images need load_export_data(keep_folder=True), int8"
+    images = load_images(folder, holdout_samples(cfg, folder, picks.domains, count, picks.by_domain), spec)
     if len(images) == 0:
-        raise DistillError(f"{cfg.data_root}: no train-split image of {domains} is left for the hold-out once the "
-                           f"{cfg.calib_count} calibration images are taken; lower --calib-count")
+        raise DistillError(f"{cfg.data_root}: no train-split image of {picks.domains} is left for the hold-out once "
+                           f"the {cfg.calib_count} calibration images are taken; lower --calib-count")
     return images
 
 

@@ -3,7 +3,9 @@
 Steps (:func:`qad`):
 
 1. Load the checkpoint and the images ``distill export`` would use (:func:`load_export_data`, the
-   run's data and source domains by default): calibration = train-split images, test = held-out.
+   run's data and source domains by default): calibration = train-split images, test = held-out. The data
+   root is scanned once: the hold-out images and the cached teacher rows are picked from that scan and its
+   calibration picks (:attr:`ExportData.folder`, :attr:`ExportData.calib_picks`), which is dropped after.
 2. PTQ baseline: the export's own functions (fp32 ONNX, TorchScript exporter -> ``quant_pre_process`` ->
    MinMax calibration -> ``quantize_static`` for the flavour), scored against the fp32 ONNX on both image sets.
 3. Fake-quantize a copy of the student for the flavour (:mod:`distill.export.fakequant`), calibrate its
@@ -87,22 +89,22 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         int8_flavour=cfg.flavour, seed=cfg.seed), run, say)
     ecfg.check_data()
     prov = provenance(checkpoint, student, run)
-    data = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say)
+    # one scan of the data root: the hold-out and the cached teacher rows pick from the folder it kept
+    data = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say, keep_folder=True)
     calib = data.calib_images
     assert calib is not None  # check_data: int8 needs a data root
     # the no-harm rule decides on images neither trained on (calibration) nor reported on (test)
-    holdout = load_holdout_images(ecfg, student.spec, [*data.info["calib_domains"], *data.info["target_domains"]],
-                                  cfg.holdout_count)
+    holdout = load_holdout_images(ecfg, student.spec, data, cfg.holdout_count)
     say(f"hold-out (decides which int8 ships): {len(holdout)} train-split images, none of them calibration images")
     out.mkdir(parents=True, exist_ok=True)
     teacher_logits = None
     if cfg.cache:
-        domains = [*data.info["calib_domains"], *data.info["target_domains"]]
-        teacher_logits, picked_domains = _cached_teacher_logits(cfg, ecfg, domains, student, say)
+        teacher_logits, picked_domains = _cached_teacher_logits(cfg, ecfg, data, student, say)
         if picked_domains != calib.domains.tolist():
             raise DistillError(f"{cfg.cache}: {len(teacher_logits)} cached rows do not line up with the "
                                f"{len(calib)} calibration images (an image failed to decode?); drop --cache to "
                                "distill from the fp32 student only")
+    data = data.without_folder()  # the index grows with the data set: not held through training
 
     with tempfile.TemporaryDirectory(prefix=".qad-", dir=out) as work:
         fp32_path = Path(work) / "model.fp32.onnx"
@@ -294,21 +296,19 @@ def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter]) -> torch.op
     return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
 
 
-def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, domains: list[str], student: Student,
+def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, data: ExportData, student: Student,
                            say: ExportLog) -> tuple[torch.Tensor, list[str]]:
     """[N, C] the cache's view-0 (clean) teacher logits of the calibration images, in the student's class
     order, and the domain of each row.
 
-    The calibration images of ``domains`` are picked again here exactly as :func:`load_export_data` picks
-    them (same rule, seed and counts), so row i is image i (the caller checks the domains line up).
+    Row i is the sample of calibration image i: ``data``'s calibration picks, in the order
+    :func:`load_export_data` loaded them (the caller checks the domains line up, in case one failed to decode).
     """
-    from distill.data.folder import DomainFolder  # lazy: only with --cache
-    from distill.export.data import calibration_samples, exclude_cache_skipped
-    from distill.teacher.cache import TeacherCache
+    from distill.teacher.cache import TeacherCache  # lazy: only with --cache
 
+    folder, picks = data.folder, data.calib_picks
+    assert folder is not None and picks is not None, "cached teacher rows need load_export_data(keep_folder=True)"
     cache = TeacherCache.open(cfg.cache)
-    folder = DomainFolder(ecfg.data_root, ecfg.split_rule(where="qad"))
-    exclude_cache_skipped(folder, ecfg.caches or ())
     if cache.manifest.dataset.fingerprint != folder.fingerprint(cache.manifest.dataset.domains):
         raise DistillError(f"{cfg.cache}: the cache was built from other data or another split than "
                            f"{ecfg.data_root}; pass the run's cache, or drop --cache (self-distillation)")
@@ -316,8 +316,7 @@ def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, domains: list[str
     missing = [c for c in student.spec.class_names if c not in order]
     if missing:
         raise DistillError(f"{cfg.cache}: class(es) {missing[:5]} of the student are not in the cache's classes")
-    picks = calibration_samples(ecfg, folder, domains)
-    samples = [s for d in domains for s in picks[d]]
+    samples = picks.samples()
     index = torch.tensor([s.index for s in samples], dtype=torch.long)
     logits = cache.lookup(index, torch.zeros_like(index))["logits"].float()
     say(f"QAD teacher: fp32 student and the cache {cfg.cache} (weight {cfg.cache_weight})")

@@ -39,3 +39,19 @@ def export_dir(run_ckpt: Path, tiny_root: Path, tmp_path_factory: pytest.TempPat
         precisions=("fp32", "fp16", "int8"), data_root=str(tiny_root), int8_flavour="both",
         target_domains=("noisy",), calib_count=64, latency_iters=3, threads=1), log=lambda s: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-view teacher cache of the tiny tree, split as the run_ckpt run splits it."""
+    import torch
+
+    from distill.data.folder import DomainFolder
+    from distill.teacher import Teacher
+    from distill.teacher.cache import CacheOptions, build_cache
+
+    torch.manual_seed(0)
+    folder = DomainFolder(tiny_root, test_fraction=0.3, split_seed=0)
+    teacher = Teacher("distill-demo-vit", None, folder.classes, ["a photo of a {}."])
+    return build_cache(folder, teacher, tmp_path_factory.mktemp("cache") / "c", CacheOptions(views=1, seed=0),
+                       num_workers=0, progress=False)

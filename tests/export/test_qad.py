@@ -194,19 +194,6 @@ def test_an_untraceable_student_is_named():
         fake_quant_model(student, FLAVOURS["ort-cpu"])
 
 
-@pytest.fixture(scope="module")
-def tiny_cache(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-view teacher cache of the tiny tree, split as the run_ckpt run splits it."""
-    from distill.teacher import Teacher
-    from distill.teacher.cache import CacheOptions, build_cache
-
-    torch.manual_seed(0)
-    folder = DomainFolder(tiny_root, test_fraction=0.3, split_seed=0)
-    teacher = Teacher("distill-demo-vit", None, folder.classes, ["a photo of a {}."])
-    return build_cache(folder, teacher, tmp_path_factory.mktemp("cache") / "c", CacheOptions(views=1, seed=0),
-                       num_workers=0, progress=False)
-
-
 def test_qad_with_a_teacher_cache_mixes_in_its_soft_labels(run_ckpt, tiny_cache, tmp_path, monkeypatch):
     import distill.export.qad as qad_module
 

@@ -1,0 +1,81 @@
+"""distill qad's start-up: one scan of the data folder for the export images, the hold-out and the cached teacher
+rows, and the same picks as scanning afresh for each (as QAD did before: three scans, minutes each at 10^7 images)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import distill.data.folder as folder_module
+import distill.export.qad as qad_module
+from distill.data.folder import DomainFolder
+from distill.export.data import calibration_samples, exclude_cache_skipped, holdout_samples
+from distill.export.images import load_images
+from distill.export.qad import qad
+from distill.export.qad_config import QADConfig
+from distill.teacher.cache import TeacherCache
+
+
+def test_qad_scans_the_data_folder_once_and_picks_what_fresh_scans_pick(run_ckpt: Path, tiny_cache: Path,
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    scans: list[str] = []
+    real_list = folder_module.list_images
+
+    def counting_list(root):
+        scans.append(str(root))
+        return real_list(root)
+
+    seen: dict = {}
+    real_data, real_holdout, real_train = qad_module.load_export_data, qad_module.load_holdout_images, qad_module._train
+
+    def spy_data(cfg, spec, *args, **kwargs):
+        seen["cfg"], seen["spec"] = cfg, spec
+        seen["data"] = real_data(cfg, spec, *args, **kwargs)
+        return seen["data"]
+
+    def spy_holdout(*args, **kwargs):
+        seen["holdout"] = real_holdout(*args, **kwargs)
+        return seen["holdout"]
+
+    def spy_train(cfg, student, flavour, calib, teacher_logits, device, say):
+        seen["teacher"] = teacher_logits.cpu()
+        return real_train(cfg, student, flavour, calib, teacher_logits, device, say)
+
+    monkeypatch.setattr(folder_module, "list_images", counting_list)
+    monkeypatch.setattr(qad_module, "load_export_data", spy_data)
+    monkeypatch.setattr(qad_module, "load_holdout_images", spy_holdout)
+    monkeypatch.setattr(qad_module, "_train", spy_train)
+    record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), cache=str(tiny_cache), epochs=1,
+                           calib_count=16, eval_count=4, holdout_count=24), log=lambda s: None)
+    qad_scans = list(scans)
+    assert record.teacher == "fp32+cache" and record.holdout_images == 24
+
+    # what the old start-up computed: a fresh scan (cache-skipped images left out) for each pick
+    cfg, spec, data = seen["cfg"], seen["spec"], seen["data"]
+    domains = [*data.info["calib_domains"], *data.info["target_domains"]]
+    assert domains == ["clean", "dark"]
+
+    def fresh() -> DomainFolder:
+        folder = DomainFolder(cfg.data_root, cfg.split_rule())
+        exclude_cache_skipped(folder, cfg.caches or ())
+        return folder
+
+    folder = fresh()
+    expected = load_images(folder, holdout_samples(cfg, folder, domains, 24), spec)
+    held = seen["holdout"]
+    assert np.array_equal(held.images, expected.images) and np.array_equal(held.labels, expected.labels)
+    assert held.domains.tolist() == expected.domains.tolist()
+
+    folder = fresh()
+    picks = calibration_samples(cfg, folder, domains)
+    index = torch.tensor([s.index for d in domains for s in picks[d]], dtype=torch.long)
+    cache = TeacherCache.open(tiny_cache)
+    order = {c: i for i, c in enumerate(cache.manifest.classes)}
+    rows = cache.lookup(index, torch.zeros_like(index))["logits"].float()[:, [order[c] for c in spec.class_names]]
+    assert torch.equal(seen["teacher"], rows)
+
+    # and one scan did it all (the old start-up: load_export_data, the hold-out and the cache rows each scanned)
+    assert qad_scans == [cfg.data_root], qad_scans
