@@ -21,9 +21,11 @@ interrupted, so rerunning the demo after a kill continues where it stopped):
    ``adv_cached`` trained on them, its robustness next to ``fm``'s (:data:`ADVERSARIAL`),
 7. ship: export ``fm_unlabeled`` to ONNX fp32 + int8 and the open-vocabulary student re-targeted
    to every class name (``distill export --classes FILE``) at fp32; run ``distill qad`` on
-   ``fm_unlabeled`` and ship the int8 file the no-harm rule picks (QAD's, or plain PTQ's when QAD does not
-   disagree less with fp32 on hold-out images: docs/qad.md); benchmark the fp32 files and the shipped
-   int8 on ONNX Runtime CPU, and write the HTML report and its Markdown summary.
+   ``fm_unlabeled``, whose no-harm rule picks its int8 file (QAD's, or plain PTQ's when QAD does not
+   disagree less with fp32 on hold-out images: docs/qad.md); print the one decision of what ships (the
+   precision the export recommends from int8's measured speed and --max-drop, the int8 file the rule picked:
+   :mod:`distill.report.decision`, worded as the report words it); benchmark the fp32 files and the rule's
+   int8 file (the int8 candidate) on ONNX Runtime CPU, and write the HTML report and its Markdown summary.
 
 Every student is trained from its recipe in ``configs/*.yaml`` (:func:`distill.recipes.load_recipe`),
 pointed at the demo's data, cache and run folders; where the demo runs a recipe differently the
@@ -52,6 +54,7 @@ from distill.records import (
     BENCH_RECORDS,
     CHECKPOINTS_DIR,
     DEMO_RESULTS,
+    EXPORT_REPORT,
     REPORT_HTML,
     BenchRecord,
     CacheManifest,
@@ -62,6 +65,7 @@ from distill.records import (
     percent,
 )
 from distill.report import write_report
+from distill.report.decision import ShipDecision, decide
 from distill.report.withheld import student_withheld_accuracy, teacher_withheld_accuracy
 from distill.robust.evaluate import RobustEvaluator
 from distill.student.model import load_student, save_student
@@ -101,11 +105,11 @@ RETARGETED = "retargeted"  # RUN/checkpoints/retargeted: the open-vocab student 
 BENCH = {"batches": (1,), "warmup": 10, "iters": 50, "threads": 1}  # ORT-CPU latency of every exported file
 BENCH_QUICK = {"batches": (1,), "warmup": 3, "iters": 20, "threads": 1}
 # QAD of the shipped student (distill qad, ort-cpu, fp32 student as its teacher), on calibration images of every
-# domain it trained on (the source's and the unlabeled targets'), then the no-harm rule picks the int8 to ship.
+# domain it trained on (the source's and the unlabeled targets'), then the no-harm rule picks its int8 file.
 # Sized to <= 20 % of the student's own training: 9-10 s on 2 cores (load ~3) against fm_unlabeled's 95 s.
 QAD_SETTINGS = {"epochs": 3, "calib_count": 256, "holdout_count": 256}
 QAD_QUICK = {"epochs": 1, "calib_count": 64, "holdout_count": 64}
-QAD_DIR = "qad"  # OUT/export/<SHIP>/qad: the QAD file, PTQ's when it ships, qad.json
+QAD_DIR = "qad"  # OUT/export/<SHIP>/qad: the QAD file, PTQ's when the rule picks it, qad.json
 TIME_BUDGET_S = 900  # the full demo on 2 CPU cores
 
 # What the demo changes in the configs/*.yaml recipes, beyond pointing them at its data, cache and run folders:
@@ -248,7 +252,7 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True, advers
     artifacts["table"] = str(out / DEMO_RESULTS)
 
     clock.start("ship", f"ship: export {SHIP} to ONNX fp32 + int8 and {OPENVOCAB} re-targeted to all 10 names at "
-                        f"fp32, QAD of {SHIP} (the no-harm rule picks its int8), benchmark on ONNX Runtime CPU, report")
+                        f"fp32, QAD of {SHIP} (the no-harm rule picks its int8 file), benchmark on ONNX Runtime CPU, report")
     artifacts.update(_ship_stage(out, runs, targets, quick))
     clock.stop()
     total = clock.total()
@@ -291,9 +295,19 @@ def _qad_stage(out: Path, run: RunSummary, targets: list[str], quick: bool) -> Q
     return record
 
 
+def ship_decision(out: Path, export: ExportReport, qad: QADRecord) -> ShipDecision:
+    """What ships of :data:`SHIP`: the precision its export recommends, the int8 file QAD's no-harm rule picked
+    (the report's "Recommended to ship" item, in the same words)."""
+    export_dir = out / "export" / SHIP
+    if export.recommendation is None:
+        raise DistillError(f"{export_dir / EXPORT_REPORT}: no recommendation (an export from before it); delete "
+                           f"{export_dir} and rerun the demo")
+    return decide(export.recommendation, qad, export_dir / QAD_DIR, export_dir)
+
+
 def _ship_stage(out: Path, runs: dict[str, RunSummary], targets: list[str], quick: bool) -> dict[str, str]:
-    """Export (fm_unlabeled fp32 + int8; openvocab re-targeted, fp32), QAD + the no-harm rule (fm_unlabeled's
-    shipped int8), benchmark the fp32 files and the shipped int8 (ORT-CPU), report."""
+    """Export (fm_unlabeled fp32 + int8; openvocab re-targeted, fp32), QAD + the no-harm rule (fm_unlabeled's int8
+    file), the one decision of what ships, benchmark the fp32 files and the rule's int8 file (ORT-CPU), report."""
     cfg = _export_settings(quick)
     checkpoints = {SHIP: (Path(runs[SHIP].checkpoint), cfg),
                    OPENVOCAB: (out / "runs" / OPENVOCAB / CHECKPOINTS_DIR / RETARGETED, cfg.with_updates(precisions=("fp32",)))}
@@ -311,13 +325,16 @@ def _ship_stage(out: Path, runs: dict[str, RunSummary], targets: list[str], quic
             export_checkpoint(checkpoint, export_dir, settings, log=lambda m: print(f"  {m}"))
         exported[name] = ExportReport.read(export_dir)
     qad = _qad_stage(out, runs[SHIP], targets, quick)
-    shipped = out / "export" / SHIP / QAD_DIR / qad.ship_file
-    print(f"  {SHIP} ships {qad.ship_file} ({(qad.ship or 'qad').upper()} int8): {qad.ship_reason}")
-    acc = qad.accuracy.qad if qad.accuracy and qad.ship == "qad" else qad.accuracy.ptq if qad.accuracy else None
-    # what is benchmarked and printed: every fp32 file, and the int8 the rule ships (not the export's own PTQ int8)
+    int8_file = out / "export" / SHIP / QAD_DIR / qad.ship_file
+    decision = ship_decision(out, exported[SHIP], qad)
+    shipped = decision.shipped_file(exported[SHIP])
+    print(f"  {SHIP}: {decision.text()}")
+    acc = qad.ship_accuracy
+    # what is benchmarked and printed: every fp32 file, and the int8 file the rule picked (the int8 candidate; not
+    # the export's own int8)
     rows = [(name, m.precision, out / "export" / name / m.file, m.mean_accuracy)
             for name, report in exported.items() for m in report.models if m.precision == "fp32"]
-    rows.append((SHIP, f"int8 {(qad.ship or 'qad').upper()}", shipped, sum(acc.values()) / len(acc) if acc else None))
+    rows.append((SHIP, f"int8 {qad.ship_arm}", int8_file, sum(acc.values()) / len(acc) if acc else None))
     for _, _, path, _ in rows:
         todo = tuple(b for b in bench["batches"] if (str(path), b) not in done)
         if todo:
@@ -333,7 +350,8 @@ def _ship_stage(out: Path, runs: dict[str, RunSummary], targets: list[str], quic
                   f"{r.throughput_ips:8.0f} {'-' if a is None else f'{pct(a):>7s}%':>8s}")
     res = write_report([out / "runs", out / "export", bench_file], out / REPORT_HTML, "distill demo")
     print(f"\nreport: {res['html']}  (summary: {res['markdown']})")
-    return {"exports": str(out / "export"), "shipped": str(shipped), "bench": str(bench_file), "report": res["html"]}
+    return {"exports": str(out / "export"), "shipped": str(out / "export" / SHIP / shipped) if shipped else "-",
+            "int8": str(int8_file), "bench": str(bench_file), "report": res["html"]}
 
 
 def _adversarial_stage(dataset: DomainFolder, teacher_ckpt: Path, cache_dir: Path, root: Path, out: Path,

@@ -14,7 +14,17 @@ from distill.cli import main as cli
 from distill.config import load_train_config
 from distill.data import DomainFolder
 from distill.data.split import SPLIT_KEYS, SplitRule
-from distill.demo import ADVERSARIAL, CACHE_VIEWS, DISTILLED, OPENVOCAB, QUICK_OPTIM, SHIP, STUDENTS, WITHHELD_TAG
+from distill.demo import (
+    ADVERSARIAL,
+    CACHE_VIEWS,
+    DISTILLED,
+    OPENVOCAB,
+    QUICK_OPTIM,
+    SHIP,
+    STUDENTS,
+    WITHHELD_TAG,
+    ship_decision,
+)
 from distill.recipes import load_recipe, recipe_path
 from distill.records import (
     DEMO_RESULTS,
@@ -106,8 +116,8 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
                      if ln.split("|")[0].strip() == "adv_cached" and ln.split("|")[1].strip().rstrip("*") == d)
         assert [c.strip() for c in d_row[2:]] == [pct(r.clean), pct(r.pgd["8/255"]), pct(r.corruption_mean)], d
 
-    # ship: fm_unlabeled fp32 + int8, the re-targeted open-vocab student fp32; QAD of fm_unlabeled and the int8 the
-    # no-harm rule picks; ORT-CPU latency at batch 1 of the fp32 files and the shipped int8; the report
+    # ship: fm_unlabeled fp32 + int8, the re-targeted open-vocab student fp32; QAD of fm_unlabeled and the int8 file
+    # the no-harm rule picks; ORT-CPU latency at batch 1 of the fp32 files and that int8 file; the report
     records = list(BenchRecord.read_lines(out / "bench.jsonl"))
     want_precisions = {SHIP: {"fp32", "int8"}, OPENVOCAB: {"fp32"}}
     for run, precisions in want_precisions.items():
@@ -115,7 +125,7 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
         assert export.status == "ok"
         by_precision = {m.precision: m for m in export.models}
         assert set(by_precision) == precisions and by_precision["fp32"].parity["passed"]
-        for m in export.models:  # the export's own int8 is not what ships: not benchmarked
+        for m in export.models:  # the export's own int8 is not the int8 candidate: not benchmarked
             path = str(out / "export" / run / m.file)
             benched = sorted(r.batch for r in records if r.model == path and r.runtime == "ort-cpu")
             assert benched == ([1] if m.precision == "fp32" else []), (path, benched)
@@ -124,7 +134,11 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     assert set(qad.qad.holdout) == DOMAINS  # calibrated (and decided) on every domain fm_unlabeled trained on
     shipped = out / "export" / SHIP / "qad" / qad.ship_file
     assert sorted(r.batch for r in records if r.model == str(shipped)) == [1]
-    assert f"  {SHIP} ships {qad.ship_file} ({qad.ship.upper()} int8): {qad.ship_reason}" in printed
+    # one decision, in the console's and the report's words: the export's precision, the rule's int8 file
+    decision = ship_decision(out, ExportReport.read(out / "export" / SHIP), qad)
+    assert f"  {SHIP}: {decision.text()}" in printed and f": {decision.text()}\n" in (out / "report.md").read_text()
+    assert decision.int8 is not None and decision.int8.path == f"qad/{qad.ship_file}"
+    assert f" ships {qad.ship_file}" not in printed
     (point,) = [p for p in collect([out / "runs", out / "export", out / "bench.jsonl"]).points
                 if p.model == str(shipped)]  # the report finds the QAD record under OUT/export and joins it
     assert point.precision == f"int8/ort-cpu ({qad.ship.upper()})" and point.accuracy
@@ -133,7 +147,7 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     assert len(records) == 3 and all(r.model_extra["top_ops"] for r in records)  # profiled: "top operators"
     html = (out / "report.html").read_text().replace("<wbr>", "")  # line-break hints in long names
     assert "<svg" in html and "model.int8-ort-cpu.onnx" in html
-    assert f"No-harm rule: ships {qad.ship.upper()} int8" in html
+    assert f"No-harm rule: int8 file: {qad.ship_arm}&#x27;s" in html and "No-harm rule: ships" not in html
     assert "mobilenetv3_small_050 (sfda)" in html and "unlabeled optdigits+mnist_m+mnist_c" in html
     # one teacher, named by arch and file (not raw JSON): its zero-shot row and the provenance line, nothing more
     assert html.count("distill-demo-rn · open_clip_model.safetensors") == 2 and "{&quot;arch" not in html
@@ -141,7 +155,7 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     assert "No profiled records" not in html
     assert f"report: {out / 'report.html'}" in printed
     assert "demo finished in" in printed and "students " in printed  # the per-stage time line
-    for where in ("data", "teacher", "cache", "runs", "exports", "shipped", "bench", "report"):  # where each artifact went
+    for where in ("data", "teacher", "cache", "runs", "exports", "shipped", "int8", "bench", "report"):  # each artifact
         assert f"  {where}" in printed
 
     # a rerun finds every stage complete and skips it
@@ -151,3 +165,28 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     assert "already trained" in printed and "already exported" in printed and "already distilled (QAD)" in printed
     assert len((out / "bench.jsonl").read_text().splitlines()) == 3  # nothing benchmarked twice
     assert time.time() - t0 < 60
+
+
+def test_the_demo_words_what_ships_as_the_report_does(tmp_path):
+    """The console line of the ship stage is the report's "Recommended to ship" item: fp32 recommended, the QAD file
+    the no-harm rule picked named as the int8 (before: "fm_unlabeled ships model.int8-ort-cpu.onnx (QAD int8)")."""
+    from distill.errors import DistillError
+    from distill.report.write import write_report
+
+    from .report.test_ship_decision import FP32, FP32_REASON, QAD_WINS, _export, _qad
+
+    export_dir = tmp_path / "export" / SHIP
+    checkpoint = tmp_path / "runs" / SHIP / "checkpoints" / "best"
+    _export(export_dir, checkpoint, FP32)
+    qad = _qad(export_dir / "qad", checkpoint, "qad")
+    decision = ship_decision(tmp_path, ExportReport.read(export_dir), qad)
+    assert decision.text() == (f"ship fp32 — {FP32_REASON}; if int8 is needed anyway (another runtime), ship "
+                               f"qad/model.int8-ort-cpu.onnx (QAD int8; no-harm rule: {QAD_WINS})")
+    md = write_report([tmp_path / "export"], tmp_path / "report.html")["markdown"]
+    assert f": {decision.text()}\n" in open(md).read()
+    assert decision.shipped_file(ExportReport.read(export_dir)) == "model.fp32.onnx"
+    raw = ExportReport.read(export_dir).to_dict()
+    raw.pop("recommendation")  # an export.json from before recommendations
+    ExportReport.from_dict(raw).write(export_dir)
+    with pytest.raises(DistillError, match=r"export\.json: no recommendation"):
+        ship_decision(tmp_path, ExportReport.read(export_dir), qad)

@@ -86,6 +86,19 @@ class QADRecord(Record):
         """The int8 file the rule picked (the QAD file when no decision is recorded)."""
         return self.ptq_file if self.ship == "ptq" and self.ptq_file else self.qad_file
 
+    @property
+    def ship_arm(self) -> Literal["QAD", "PTQ"]:
+        """Whose int8 :attr:`ship_file` is: ``"PTQ"`` when the rule picked plain PTQ's file, else ``"QAD"``."""
+        return "PTQ" if self.ship_file != self.qad_file else "QAD"
+
+    @property
+    def ship_accuracy(self) -> Accuracy | None:
+        """Test accuracy per domain (fractions) of :attr:`ship_file` (``accuracy.ptq`` or ``accuracy.qad``);
+        None in qad.json files written before accuracies were recorded."""
+        if self.accuracy is None:
+            return None
+        return self.accuracy.ptq if self.ship_arm == "PTQ" else self.accuracy.qad
+
     @field_validator("config")
     @classmethod
     def _typed_settings(cls, value: dict[str, Any]) -> dict[str, Any]:

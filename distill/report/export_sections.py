@@ -7,6 +7,7 @@ from typing import Any
 
 from distill.report.charts import esc
 from distill.report.data import Measurement, ReportData, device_label, extra
+from distill.report.decision import decision_for
 from distill.report.runs import teacher_label
 
 
@@ -76,21 +77,18 @@ def section_int8(data: ReportData) -> str:
 
 
 def section_recommendations(data: ReportData) -> str:
-    """Each export's recommendation (export.json ``recommendation``: what its measurements say to ship, and why)."""
+    """Each export's one decision (:mod:`distill.report.decision`): the precision its measurements recommend
+    (export.json ``recommendation``) and, with a ``distill qad`` result of its model, the no-harm rule's int8 file."""
     items = []
     for ex in data.exports:
-        rec = ex.report.recommendation
-        if rec is None:
-            continue
-        what = f"int8 ({rec.flavour})" if rec.precision == "int8" and rec.flavour else rec.precision
-        speed = "" if rec.precision != "int8" or rec.speedup_measured else \
-            ' <span class="muted">(speed-up not measured on the target)</span>'
-        items.append(f'<li><b>{esc(data.export_label(ex.report))}</b>: ship <b>{esc(what)}</b>{speed} — '
-                     f'{esc(rec.reason)}</li>')
+        decision = decision_for(data, ex)
+        if decision is not None:
+            items.append(f'<li><b>{esc(data.export_label(ex.report))}</b>: {decision.html()}</li>')
     if not items:
         return ""
     return ('<h3>Recommended to ship</h3><p class="note">From the export\'s own measurements: int8 only where it '
-            'was measured faster on its target runtime and within --max-drop.</p>'
+            'was measured faster on its target runtime and within --max-drop. With a distill qad result, the int8 '
+            'file is the one its no-harm rule picked (QAD\'s or plain PTQ\'s).</p>'
             f'<ul class="recommend">{"".join(items)}</ul>')
 
 

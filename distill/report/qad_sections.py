@@ -4,8 +4,10 @@ Per domain: the fp32 student's test accuracy, plain PTQ int8's and QAD int8's (w
 in points), and each int8 model's top-1 disagreement with fp32 on the calibration images (QAD trained on
 them) and on the held-out test images. Accuracy is a fraction in the record
 (:class:`~distill.records.QADRecord`) and a percent here; qad.json files written before accuracies were
-recorded show disagreement only. Above each table, the no-harm rule's decision (which int8 file ships, why,
-and the hold-out disagreement per domain it decided on); files from before the rule say none was recorded.
+recorded show disagreement only. Above each table, the no-harm rule's decision (which int8 file, QAD's or PTQ's,
+is the student's int8, why, and the hold-out disagreement per domain it decided on; whether int8 ships at all is the
+export's recommendation, named beside it: :mod:`distill.report.decision`); files from before the rule say none was
+recorded.
 """
 from __future__ import annotations
 
@@ -14,15 +16,17 @@ from dataclasses import dataclass
 from distill.records import QADRecord, pct
 from distill.report.charts import esc, esc_wrap
 from distill.report.data import QADEntry, ReportData
+from distill.report.decision import decision_for, export_for
 
 NOTE = ("Top-1 accuracy on each domain's held-out test images (% of images; in brackets: the change from fp32 in "
         "points), and top-1 disagreement with the fp32 student (% of images whose predicted class differs) on the "
         "calibration images, which QAD trained on, and on the test images. PTQ: the export's int8 path (MinMax "
         "calibration, no float fallback); QAD: the student fine-tuned with fake quantization against the fp32 "
         "student (and the cached teacher when given), exported as QDQ int8 (distill qad). All three are scored on "
-        "the same images. No-harm rule: QAD's int8 ships only when its mean disagreement with fp32 over the "
-        "domains, on hold-out train images (neither calibration nor test images), is below PTQ's; otherwise PTQ's "
-        "int8 ships.")
+        "the same images. No-harm rule: QAD's file is the student's int8 file only when its mean disagreement with "
+        "fp32 over the domains, on hold-out train images (neither calibration nor test images), is below PTQ's; "
+        "otherwise PTQ's is. The rule picks the int8 file, not whether int8 ships: that is the export's "
+        "recommendation (Recommended to ship), from int8's measured speed and --max-drop.")
 HEADERS = ("domain", "test images", "fp32 %", "PTQ int8 %", "QAD int8 %", "PTQ disagreement, calibration",
            "QAD disagreement, calibration", "PTQ disagreement, test", "QAD disagreement, test")
 
@@ -69,14 +73,27 @@ def qad_facts(record: QADRecord) -> str:
             f"(target ≤ {record.target_pts:g}: {met})")
 
 
-def qad_decision(record: QADRecord) -> str:
-    """The no-harm rule's decision: the file it ships, why, and the hold-out disagreement per domain."""
+def qad_decision(record: QADRecord, recommended: str | None = None) -> str:
+    """The no-harm rule's decision: the int8 file it picks, why, and the hold-out disagreement per domain; then
+    where the precision comes from: the export's recommendation (``recommended``, e.g. ``fp32``, when the export of
+    this checkpoint is in the report)."""
+    precision = (f"Precision to ship: {recommended}, the export's recommendation (Recommended to ship)" if recommended
+                 else "Precision to ship (int8 or not): the export's recommendation (Recommended to ship; no export "
+                      "of this checkpoint in this report)")
     if record.ship is None:
-        return f"No-harm rule: not recorded (a qad.json from before the rule); its int8 file is QAD's, {record.qad_file}"
+        return (f"No-harm rule: not recorded (a qad.json from before the rule); int8 file: QAD's, {record.qad_file}. "
+                f"{precision}")
     per_domain = "; ".join(f"{d} PTQ {record.ptq.holdout.get(d, float('nan')):.2f} / QAD {v:.2f}"
                            for d, v in record.qad.holdout.items())
-    return (f"No-harm rule: ships {record.ship.upper()} int8, {record.ship_file} ({record.ship_reason}). "
+    return (f"No-harm rule: int8 file: {record.ship_arm}'s, {record.ship_file} ({record.ship_reason}). {precision}. "
             f"Hold-out disagreement with fp32 per domain, pts: {per_domain}")
+
+
+def _decision(data: ReportData, entry: QADEntry) -> str:
+    """:func:`qad_decision` with the precision recommended for the export this result belongs to."""
+    export = export_for(data, entry)
+    decision = decision_for(data, export) if export else None
+    return qad_decision(entry.record, decision.what if decision else None)
 
 
 def _pts(x: float | None) -> str:
@@ -102,7 +119,7 @@ def qad_markdown(data: ReportData) -> list[str]:
     lines = ["## PTQ vs QAD per domain (int8 next to fp32)", "", NOTE, ""]
     for entry in data.qad:
         lines += [f"### {qad_title(data, entry)}", "", qad_facts(entry.record) + ".", "",
-                  f"**{qad_decision(entry.record)}.**", "",
+                  f"**{_decision(data, entry)}.**", "",
                   "| " + " | ".join(HEADERS[:5]) + " | " + " | ".join(f"{h}, pts" for h in HEADERS[5:]) + " |",
                   "|---|" + "---:|" * (len(HEADERS) - 1)]
         for row in qad_rows(entry.record):
@@ -152,7 +169,7 @@ def section_qad(data: ReportData) -> str:
             for row in qad_rows(r))
         parts.append(f'<h3 title="{esc(entry.dir)}">{esc(qad_title(data, entry))}</h3>'
                      f'<p class="facts">{esc(qad_facts(r))}</p>'
-                     f'<p class="facts"><b>{esc(qad_decision(r))}</b></p>'
+                     f'<p class="facts"><b>{esc(_decision(data, entry))}</b></p>'
                      f'<table class="qad"><thead>{head}</thead><tbody>{rows}</tbody></table>')
     parts.append("</section>")
     return "".join(parts)

@@ -9,9 +9,12 @@ Accuracies arrive as fractions and are printed in percent.
 """
 from __future__ import annotations
 
+import os
+
 from distill.records import pct as percent
 from distill.report.charts import SHAPES, color, esc, esc_wrap, front_no, latency_svg, pareto_svg, pct
 from distill.report.data import Z95, Measurement, Point, ReportData, device_label, extra
+from distill.report.decision import int8_file_of
 from distill.report.export_sections import section_int8, section_provenance
 from distill.report.qad_sections import section_qad
 from distill.report.runs import RunGroup, against_best
@@ -186,27 +189,39 @@ def _export_rows(data: ReportData, doms: list[str]) -> str:
         targets = run.target_domains if run else []
         fp32 = next((m.accuracy for m in e.models if m.precision == "fp32"), None) or {}
         count = (e.data or {}).get("eval_count") or {}
+        label = data.export_label(e)
         for m in e.models:
-            acc = m.accuracy or {}
-            cells = []
-            for d in doms:
-                cls = "num src" if d in src else "num"
-                if d not in acc:
-                    cells.append(f'<td class="{cls}">–</td>')
-                    continue
-                delta = round(100 * (acc[d] - fp32.get(d, acc[d])), 1) + 0.0  # + 0.0: no "-0.0"
-                vs_fp32 = (f' <span class="{"bad" if delta < -1.0 else "sd"}">({delta:+.1f})</span>'
-                           if m.precision != "fp32" else "")
-                n = f' title="{count[d]} test images"' if d in count else ""
-                cells.append(f'<td class="{cls}" data-v="{acc[d]}"{n}>{percent(acc[d])}{vs_fp32}</td>')
-            tmean = (sum(acc[d] for d in targets) / len(targets)) if targets and all(d in acc for d in targets) else None
             flavour = extra(m, "flavour")
             prec = m.precision + (f"/{flavour}" if flavour else "")
-            rows.append(f'<tr><td class="label" title="{esc(ex.dir)}/{esc(m.file)}">{esc_wrap(data.export_label(e))} '
-                        f'<span class="pill" style="background:{color(prec)}">{esc(prec)}</span></td>'
-                        f'<td class="num">–</td><td class="num tm" data-v="{tmean if tmean is not None else -1}">'
-                        f'{pct(tmean)}</td>{"".join(cells)}</tr>')
+            rows.append(_export_row(label, prec, f"{ex.dir}/{m.file}", m.accuracy or {},
+                                    fp32 if m.precision != "fp32" else None, doms, src, targets, count))
+        rule = int8_file_of(data, ex)  # the int8 file the no-harm rule picked, beside the export's own
+        if rule is not None:  # scored by distill qad, next to fp32 on the same images
+            rows.append(_export_row(label, rule.file.label, os.path.join(ex.dir, rule.file.path), rule.accuracy,
+                                    rule.fp32, doms, src, targets, rule.images))
     return "".join(rows)
+
+
+def _export_row(label: str, prec: str, path: str, acc: dict[str, float], fp32: dict[str, float] | None,
+                doms: list[str], src: set[str], targets: list[str], count: dict[str, int]) -> str:
+    """One exported model's row: accuracy per domain, in brackets the points vs ``fp32`` (None: it is fp32)."""
+    cells = []
+    for d in doms:
+        cls = "num src" if d in src else "num"
+        if d not in acc:
+            cells.append(f'<td class="{cls}">–</td>')
+            continue
+        vs_fp32 = ""
+        if fp32 is not None:
+            delta = round(100 * (acc[d] - fp32.get(d, acc[d])), 1) + 0.0  # + 0.0: no "-0.0"
+            vs_fp32 = f' <span class="{"bad" if delta < -1.0 else "sd"}">({delta:+.1f})</span>'
+        n = f' title="{count[d]} test images"' if d in count else ""
+        cells.append(f'<td class="{cls}" data-v="{acc[d]}"{n}>{percent(acc[d])}{vs_fp32}</td>')
+    tmean = (sum(acc[d] for d in targets) / len(targets)) if targets and all(d in acc for d in targets) else None
+    return (f'<tr><td class="label" title="{esc(path)}">{esc_wrap(label)} '
+            f'<span class="pill" style="background:{color(prec)}">{esc(prec)}</span></td>'
+            f'<td class="num">–</td><td class="num tm" data-v="{tmean if tmean is not None else -1}">'
+            f'{pct(tmean)}</td>{"".join(cells)}</tr>')
 
 
 def _welch_lists(data: ReportData) -> str:

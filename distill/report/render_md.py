@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from distill.records import pct
 from distill.report.data import Z95, ReportData, extra
+from distill.report.decision import decision_for, int8_file_of
 from distill.report.qad_sections import qad_markdown
 from distill.report.runs import RunGroup, against_best
 
@@ -94,6 +95,10 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                 prec = m.precision + (f"/{flavour}" if flavour else "")
                 lines.append(f"| {data.export_label(e)} | {prec} | " + " | ".join(
                     pct(acc[d]) if d in acc else "–" for d in doms) + " |")
+            rule = int8_file_of(data, ex)  # the int8 file the no-harm rule picked, beside the export's own
+            if rule is not None:
+                lines.append(f"| {data.export_label(e)} | {rule.file.label} | " + " | ".join(
+                    pct(rule.accuracy[d]) if d in rule.accuracy else "–" for d in doms) + " |")
         lines.append("")
         int8 = [(ex.report, m) for ex in data.exports for m in ex.report.models if m.precision == "int8"]
         if int8:
@@ -111,10 +116,10 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(fb.get('kept_float') or []) or 'none'} | "
                              f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} |")
             lines.append("")
-        recs = [(ex.report, ex.report.recommendation) for ex in data.exports if ex.report.recommendation]
-        if recs:
+        decisions = [(ex.report, d) for ex in data.exports if (d := decision_for(data, ex)) is not None]
+        if decisions:
             lines += ["## Recommended to ship", ""]
-            lines += [f"- {data.export_label(e)}: {r.line().removeprefix('recommendation: ')}" for e, r in recs]
+            lines += [f"- {data.export_label(e)}: {d.text()}" for e, d in decisions]
             lines.append("")
     lines += qad_markdown(data)
     prof = [r for r in data.records if r.top_ops]

@@ -138,9 +138,10 @@ def _bench_line(model: Path) -> str:
     }).model_dump_json() + "\n"
 
 
-def test_the_report_shows_the_no_harm_decision_and_the_shipped_file_with_its_accuracy(tmp_path: Path) -> None:
-    """The rule shipped PTQ: the section says so with the hold-out figures per domain, and a bench record of the
-    shipped PTQ file is a point with PTQ's test accuracy (a QAD file is in no export.json)."""
+def test_the_report_shows_the_no_harm_decision_and_the_picked_file_with_its_accuracy(tmp_path: Path) -> None:
+    """The rule picked PTQ's file: the section names it (not what ships: the export's recommendation decides the
+    precision) with the hold-out figures per domain, and a bench record of the PTQ file is a point with PTQ's test
+    accuracy (a QAD file is in no export.json)."""
     run, qad = _inputs(tmp_path / "in")
     raw = json.loads((qad / "qad.json").read_text())
     raw["ptq"]["holdout"], raw["qad"]["holdout"] = {"clean": 1.0, "dark": 2.0}, {"clean": 3.0, "dark": 2.5}
@@ -151,10 +152,11 @@ def test_the_report_shows_the_no_harm_decision_and_the_shipped_file_with_its_acc
     (tmp_path / "in" / "bench.jsonl").write_text(_bench_line(qad / "model.int8-tensorrt.ptq.onnx"))
     res = write_report([tmp_path / "in"], tmp_path / "r.html", "r")
     md = Path(res["markdown"]).read_text()
-    assert ("**No-harm rule: ships PTQ int8, model.int8-tensorrt.ptq.onnx (mean top-1 disagreement with fp32 on 40 "
-            "hold-out images (2 domains): QAD 2.75 >= PTQ 1.50 pts, so QAD did not help). Hold-out disagreement with "
-            "fp32 per domain, pts: clean PTQ 1.00 / QAD 3.00; dark PTQ 2.00 / QAD 2.50.**") in md
-    assert "No-harm rule: ships PTQ int8" in Path(res["html"]).read_text()
+    assert ("**No-harm rule: int8 file: PTQ's, model.int8-tensorrt.ptq.onnx (mean top-1 disagreement with fp32 on 40 "
+            "hold-out images (2 domains): QAD 2.75 >= PTQ 1.50 pts, so QAD did not help). Precision to ship (int8 or "
+            "not): the export's recommendation (Recommended to ship; no export of this checkpoint in this report). "
+            "Hold-out disagreement with fp32 per domain, pts: clean PTQ 1.00 / QAD 3.00; dark PTQ 2.00 / QAD 2.50.**") in md
+    assert "No-harm rule: int8 file: PTQ&#x27;s" in Path(res["html"]).read_text() and "ships PTQ" not in md
     data = collect([tmp_path / "in"])
     (point,) = data.points
     assert point.precision == "int8/tensorrt (PTQ)" and point.student == "test_resnet (kd)"
@@ -164,5 +166,6 @@ def test_the_report_shows_the_no_harm_decision_and_the_shipped_file_with_its_acc
 def test_a_qad_json_from_before_the_rule_says_no_decision_was_recorded(tmp_path: Path) -> None:
     _, qad = _inputs(tmp_path / "in")
     md = Path(write_report([qad], tmp_path / "r.html")["markdown"]).read_text()
-    assert ("**No-harm rule: not recorded (a qad.json from before the rule); its int8 file is QAD's, "
-            "model.int8-tensorrt.onnx.**") in md
+    assert ("**No-harm rule: not recorded (a qad.json from before the rule); int8 file: QAD's, "
+            "model.int8-tensorrt.onnx. Precision to ship (int8 or not): the export's recommendation (Recommended to "
+            "ship; no export of this checkpoint in this report).**") in md
