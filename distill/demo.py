@@ -286,7 +286,10 @@ def _qad_stage(out: Path, run: RunSummary, targets: list[str], quick: bool) -> Q
     print(f"  -- qad {run.checkpoint}")
     t0 = time.time()
     # target domains: the unlabeled train images fm_unlabeled trained on join the calibration (and the hold-out)
+    # the PTQ arm is the int8 file the export just wrote (its calibration and float fallback): the rule ships the
+    # better of the two files the demo has, and no second PTQ is made
     record = qad(QADConfig(checkpoint=run.checkpoint, out_dir=str(qad_dir), flavour="ort-cpu",
+                           export_dir=str(out / "export" / SHIP),
                            target_domains=tuple(targets), eval_count=export.eval_count,
                            **(QAD_QUICK if quick else QAD_SETTINGS)), log=lambda m: print(f"  {m}"))
     took, trained = time.time() - t0, run.train_seconds_this_session

@@ -20,8 +20,9 @@ from distill.report.decision import decision_for, export_for
 
 NOTE = ("Top-1 accuracy on each domain's held-out test images (% of images; in brackets: the change from fp32 in "
         "points), and top-1 disagreement with the fp32 student (% of images whose predicted class differs) on the "
-        "calibration images, which QAD trained on, and on the test images. PTQ: the export's int8 path (MinMax "
-        "calibration, no float fallback); QAD: the student fine-tuned with fake quantization against the fp32 "
+        "calibration images, which QAD trained on, and on the test images. PTQ: plain PTQ (MinMax calibration, no float "
+        "fallback), or, when distill qad ran with --export, that export's int8 file (its calibration and fallback; "
+        "the PTQ arm of each table is named above it); QAD: the student fine-tuned with fake quantization against the fp32 "
         "student (and the cached teacher when given), exported as QDQ int8 (distill qad). All three are scored on "
         "the same images. No-harm rule: QAD's file is the student's int8 file only when its mean disagreement with "
         "fp32 over the domains, on hold-out train images (neither calibration nor test images), is below PTQ's; "
@@ -68,7 +69,8 @@ def qad_title(data: ReportData, entry: QADEntry) -> str:
 def qad_facts(record: QADRecord) -> str:
     """Image counts and whether the record met its target (worst calibration disagreement after QAD)."""
     met = "met" if record.within_target else "not met"
-    return (f"{record.calibration_images} calibration / {record.test_images} test images; worst calibration "
+    return (f"PTQ arm: {record.ptq_origin}. "
+            f"{record.calibration_images} calibration / {record.test_images} test images; worst calibration "
             f"disagreement PTQ {record.ptq.worst_calibration:.2f} → QAD {record.qad.worst_calibration:.2f} points "
             f"(target ≤ {record.target_pts:g}: {met})")
 

@@ -160,7 +160,10 @@ def _join(data: ReportData) -> list[Point]:
         student = meta.get("arch", "?")
         accuracy = None
         count = None
-        hit = by_sha.get(r.model_sha256 or "") or by_path.get(os.path.realpath(r.model))
+        real = os.path.realpath(r.model)
+        # the file's own path first: a distill qad folder's PTQ file can be a byte copy of an export's int8 file
+        # (qad --export), and then it is that qad record's PTQ arm, not the export's file
+        hit = by_path.get(real) or (None if real in by_qad_path else by_sha.get(r.model_sha256 or ""))
         if hit:
             e, m = hit
             student = data.export_label(e)
@@ -168,8 +171,8 @@ def _join(data: ReportData) -> list[Point]:
             count = _eval_count(e)
             flavour = extra(m, "flavour")
             precision = f"int8/{flavour}" if flavour else m.precision
-        elif os.path.realpath(r.model) in by_qad_path:
-            student, precision, accuracy, count = by_qad_path[os.path.realpath(r.model)]
+        elif real in by_qad_path:
+            student, precision, accuracy, count = by_qad_path[real]
         elif r.runtime == "torch":
             e = by_ckpt_sha.get(r.model_sha256 or "")
             if e is not None:

@@ -169,3 +169,35 @@ def test_a_qad_json_from_before_the_rule_says_no_decision_was_recorded(tmp_path:
     assert ("**No-harm rule: not recorded (a qad.json from before the rule); int8 file: QAD's, "
             "model.int8-tensorrt.onnx. Precision to ship (int8 or not): the export's recommendation (Recommended to "
             "ship; no export of this checkpoint in this report).**") in md
+
+
+def test_a_qad_ptq_file_that_copies_an_exports_int8_is_labelled_by_its_own_path(tmp_path: Path) -> None:
+    """qad --export ships a byte copy of the export's int8 file as its PTQ file: a bench record of that copy (same
+    sha256 as the export's file) is the qad record's PTQ arm, found by its path, not the export's file."""
+    import hashlib
+
+    from distill.records import ExportReport
+
+    run, qad = _inputs(tmp_path / "in")
+    raw = json.loads((qad / "qad.json").read_text())
+    raw.update(holdout_images=40, ship="ptq", ptq_file="model.int8-tensorrt.ptq.onnx", ship_reason="QAD did not help")
+    (qad / "qad.json").write_text(json.dumps(raw))
+    body = b"the same int8 bytes"
+    (qad / "model.int8-tensorrt.ptq.onnx").write_bytes(body)
+    sha = hashlib.sha256(body).hexdigest()
+    ex = tmp_path / "in" / "export"
+    ex.mkdir()
+    (ex / "model.int8-tensorrt.onnx").write_bytes(body)
+    ExportReport(format="distill.export/1", created="2026-01-01", status="ok", checkpoint=str(run / "checkpoints" / "best"),
+                 student="test_resnet", class_names=["a", "b"], input={}, preprocess={}, models=[
+                     {"file": "model.int8-tensorrt.onnx", "bytes": len(body), "sha256": sha, "precision": "int8",
+                      "runtime": "ort-cpu", "flavour": "tensorrt", "accuracy": {"clean": 0.1}}]).write(ex)
+    line = json.loads(_bench_line(qad / "model.int8-tensorrt.ptq.onnx"))
+    (tmp_path / "in" / "bench.jsonl").write_text(json.dumps({**line, "model_sha256": sha}) + "\n")
+    (point,) = collect([tmp_path / "in"]).points
+    assert point.precision == "int8/tensorrt (PTQ)" and point.accuracy == {"clean": 0.8, "dark": 0.7, "noisy": 0.5}
+    # the export's own file, benchmarked, is still the export's
+    (tmp_path / "in" / "bench.jsonl").write_text(json.dumps({**line, "model": str(ex / "model.int8-tensorrt.onnx"),
+                                                             "model_sha256": sha}) + "\n")
+    (point,) = collect([tmp_path / "in"]).points
+    assert point.precision == "int8/tensorrt" and point.accuracy == {"clean": 0.1}
