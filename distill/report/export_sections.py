@@ -10,6 +10,16 @@ from distill.report.data import Measurement, ReportData, device_label, extra
 from distill.report.decision import decision_for
 from distill.report.runs import teacher_label
 
+NEAR_TIE_NOTE = ("Test images near a tie: the share of test images whose fp32 top-1 margin is smaller than the int8 "
+                 "model's logit move (its p95); int8 can change only those, so this bounds what any calibration, "
+                 "fallback or QAD can reach (export.json near_ties).")
+
+
+def near_tie_cell(model: Any) -> str:
+    """``36 %`` (export.json ``near_ties.near_tie_pct`` of an int8 entry), or ``–`` in exports without it."""
+    ties = extra(model, "near_ties") or {}
+    return "–" if ties.get("near_tie_pct") is None else f"{ties['near_tie_pct']:.0f} %"
+
 
 def section_int8(data: ReportData) -> str:
     rows = []
@@ -54,7 +64,9 @@ def section_int8(data: ReportData) -> str:
                 f'<tr><td class="label">{esc(data.export_label(e))}</td>'
                 f'<td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}</td>'
                 f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
-                f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span></td>'
+                f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span>'
+                + ("" if near_tie_cell(m) == "–" else f'<br><span class="muted">near a tie: {near_tie_cell(m)}</span>')
+                + '</td>'
                 f'<td class="num">{"–" if drop is None else f"{drop:+.2f}"}'
                 + ("" if drop_p is None else f' <span class="sd">(p {drop_p:.2g})</span>') + '</td>'
                 f'<td>{decision}</td><td class="path">{"<br>".join(esc(k) for k in kept) or "none"}</td>'
@@ -66,7 +78,9 @@ def section_int8(data: ReportData) -> str:
         return f'<section id="int8"><h2>What to ship</h2>{recommended}</section>' if recommended else ""
     return ('<section id="int8"><h2>INT8 decisions</h2><p class="note">The fallback decides on label-free evidence: '
             'the worst per-domain top-1 disagreement with the fp32 model over the calibration images (% of images), '
-            'before and after keeping sensitive layers in float, against the budget (--max-drop). The worst '
+            'before and after keeping sensitive layers in float, against the budget (--max-drop); under it, the '
+            'share of test images whose fp32 margin is within int8\'s logit move (near a tie: int8 can change '
+            'only those). The worst '
             'test-accuracy drop vs fp32 (points) is reported, never decided on, with McNemar\'s exact p over the '
             'same test images (a drop is real only at p &lt; 0.05). Latency ratio measured at export '
             'time, interleaved, on the exporting machine\'s CPU.</p><table class="sortable"><thead><tr><th>model</th>'

@@ -7,6 +7,7 @@ from __future__ import annotations
 from distill.records import pct
 from distill.report.data import Z95, ReportData, extra
 from distill.report.decision import decision_for, int8_file_of
+from distill.report.export_sections import NEAR_TIE_NOTE, near_tie_cell
 from distill.report.qad_sections import qad_markdown
 from distill.report.runs import RunGroup, against_best
 
@@ -103,7 +104,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
         int8 = [(ex.report, m) for ex in data.exports for m in ex.report.models if m.precision == "int8"]
         if int8:
             lines += ["## INT8 decisions", "", "| student | flavour | worst drop before | after | layers kept in float | "
-                      "int8/fp32 latency (export CPU) |", "|---|---|---:|---:|---|---|"]
+                      "int8/fp32 latency (export CPU) | test images near a tie |", "|---|---|---:|---:|---|---|---:|"]
             for e, m in int8:
                 fb, lc = extra(m, "fallback") or {}, extra(m, "latency_check") or {}
                 before = (fb.get("before") or {}).get("worst_drop_pts")
@@ -114,8 +115,8 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                     note = " **slower than fp32**"
                 lines.append(f"| {data.export_label(e)} | {extra(m, 'flavour')} | {'–' if before is None else f'{before:.2f}'} | "
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(fb.get('kept_float') or []) or 'none'} | "
-                             f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} |")
-            lines.append("")
+                             f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} | {near_tie_cell(m)} |")
+            lines += ["", NEAR_TIE_NOTE, ""]
         decisions = [(ex.report, d) for ex in data.exports if (d := decision_for(data, ex)) is not None]
         if decisions:
             lines += ["## Recommended to ship", ""]

@@ -65,3 +65,16 @@ def test_int8_section_shows_the_label_free_criterion(stress_report: Path) -> Non
     assert "2.73 → 0.60" in section  # the decision's own numbers (before: fallback, after: the shipped file)
     assert "+0.40 <span class=\"sd\">(p 0.012)</span>" in section  # the worst drop with its McNemar p
     assert "/backbone/blocks/blocks.0/blocks.0.0/se/conv_expand/Conv" in section
+
+
+def test_int8_section_shows_how_many_test_images_sit_near_a_tie(stress_report: Path) -> None:
+    """export.json's near_ties: the share of test images int8 can turn (fp32 margin below int8's move), under the
+    disagreement in html and as its own column in md; an export without it shows a dash, not a number."""
+    html = stress_report.read_text()
+    section = html[html.index('<section id="int8">'):]
+    section = section[:section.index("</section>")]
+    assert section.count('<span class="muted">near a tie: 36 %</span>') == 1  # only customkd-0's ort-cpu file has it
+    md = stress_report.with_suffix(".md").read_text()
+    rows = [line for line in md[md.index("## INT8 decisions"):].splitlines() if line.startswith("| ")][1:]
+    assert sum(line.endswith("| 36 % |") for line in rows) == 1 and sum(line.endswith("| – |") for line in rows) == 5
+    assert "Test images near a tie: the share of test images" in md
