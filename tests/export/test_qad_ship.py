@@ -1,0 +1,197 @@
+"""distill qad's no-harm rule: QAD's int8 file ships only below PTQ's (plain, or an export's: --export) mean
+disagreement with fp32 on hold-out images that are neither calibration nor test images."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from distill.cli import main
+from distill.data.folder import DomainFolder
+from distill.errors import DistillError
+from distill.export.qad import qad
+from distill.export.qad_config import QADConfig, QADRecord
+
+
+def _damaging(real_train):
+    """``_train`` that perturbs every parameter by its std after training: a QAD that harms (injected)."""
+    def train(*args, **kwargs):
+        model, losses = real_train(*args, **kwargs)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(p.std() * torch.randn_like(p))
+        return model, losses
+    return train
+
+
+def test_no_harm_ships_qad_only_below_ptqs_mean_holdout_disagreement():
+    from distill.export.qad_ship import no_harm
+    from distill.records import Disagreement
+
+    def arm(**holdout: float) -> Disagreement:
+        return Disagreement(calibration={}, test={}, holdout=holdout)
+
+    assert no_harm(arm(a=2.0, b=2.0), arm(a=1.0, b=2.0), 100)[0] == "qad"
+    assert no_harm(arm(a=2.0, b=2.0), arm(a=2.0, b=2.0), 100)[0] == "ptq"  # a tie: QAD changed nothing measurable
+    assert no_harm(arm(a=1.0, b=2.0), arm(a=2.0, b=2.0), 100)[0] == "ptq"
+    ship, reason = no_harm(arm(a=0.0, b=4.0), arm(a=3.0, b=0.0), 100)  # the mean over domains decides: 1.5 < 2
+    assert ship == "qad" and "QAD 1.50 < PTQ 2.00" in reason and "100 hold-out images (2 domains)" in reason
+
+
+def test_the_holdout_is_train_images_that_are_neither_calibration_nor_test_images(tiny_root):
+    from distill.export.config import ExportConfig
+    from distill.export.data import calibration_samples, holdout_samples
+
+    folder = DomainFolder(tiny_root, test_fraction=0.3, split_seed=0)
+    cfg = ExportConfig(precisions=("fp32", "int8"), data_root=str(tiny_root), calib_count=32)
+    domains = ["clean", "dark"]
+    calib = {s.index for picks in calibration_samples(cfg, folder, domains).values() for s in picks}
+    test = {s.index for s in folder.select(domains, "test")}
+    train = {s.index for s in folder.select(domains, "train")}
+    held = holdout_samples(cfg, folder, domains, 40)
+    assert len(held) == 40 and {s.domain for s in held} == set(domains)
+    assert {s.index for s in held} <= train and not {s.index for s in held} & (calib | test)
+    everything = holdout_samples(cfg, folder, domains, 10_000)  # "or what is available": every train image left
+    assert {s.index for s in everything} == train - calib
+
+
+def test_no_holdout_image_left_is_one_line(run_ckpt, tiny_root, tmp_path):
+    with pytest.raises(DistillError, match="no train-split image of .* is left for the hold-out") as e:
+        qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), calib_count=10_000, epochs=1,
+                      eval_count=4), log=lambda s: None)
+    assert "\n" not in str(e.value)
+
+
+def test_qad_worse_than_ptq_on_the_holdout_ships_ptqs_int8(run_ckpt, tmp_path, monkeypatch, capsys):
+    """Training that damages the student (injected): the rule ships plain PTQ's int8, written beside the QAD file,
+    and the CLI names it; the hold-out images are none of the calibration or test images."""
+    import distill.export.qad as qad_module
+
+    real_data, real_holdout = qad_module.load_export_data, qad_module.load_holdout_images
+    seen = {}
+
+    def spy_data(*args, **kwargs):
+        seen["data"] = real_data(*args, **kwargs)
+        return seen["data"]
+
+    def spy_holdout(*args, **kwargs):
+        seen["holdout"] = real_holdout(*args, **kwargs)
+        return seen["holdout"]
+
+    monkeypatch.setattr(qad_module, "_train", _damaging(qad_module._train))
+    monkeypatch.setattr(qad_module, "load_export_data", spy_data)
+    monkeypatch.setattr(qad_module, "load_holdout_images", spy_holdout)
+    out = tmp_path / "qad"
+    assert main(["qad", str(run_ckpt), "--out", str(out), "--epochs", "1", "--calib-count", "32",
+                 "--eval-count", "8", "--holdout-count", "40", "--quiet"]) == 0
+    record = QADRecord.read(out)
+    assert record.ship == "ptq" and record.ptq_file == "model.int8-ort-cpu.ptq.onnx" == record.ship_file
+    assert record.holdout_images == 40 and set(record.qad.holdout) == set(record.ptq.holdout) == {"clean", "dark"}
+    assert record.qad.mean_holdout > record.ptq.mean_holdout and "QAD did not help" in record.ship_reason
+    assert f"ship {out}/model.int8-ort-cpu.ptq.onnx (PTQ int8)" in capsys.readouterr().out
+    session = ort.InferenceSession(str(out / record.ptq_file), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["distill.int8_flavour"] == "ort-cpu" and '"qad": false' in meta["distill.quantization"]
+    assert (out / record.qad_file).is_file()  # the QAD file stays, for comparison
+    # the images the rule decided on: none is a calibration (trained-on) or test (reported-on) image
+    held, data = seen["holdout"], seen["data"]
+    assert len(held) == 40 and set(held.domain_names) == {"clean", "dark"}
+    others = {img.tobytes() for img in [*data.calib_images.images, *data.eval_images.images]}
+    assert not any(img.tobytes() in others for img in held.images)
+
+
+def test_qad_better_than_ptq_on_the_holdout_ships_the_qad_file(run_ckpt, tmp_path, monkeypatch, capsys):
+    """A damaged PTQ baseline (injected: its fp32 graph's weights perturbed before quantizing): QAD ships, and a
+    PTQ file an earlier run left in the folder is removed, so the folder holds one int8 file to ship."""
+    import distill.export.qad as qad_module
+
+    real_ptq = qad_module._ptq
+
+    def damaged_ptq(fp32_path, work, calib, flavour):
+        proto = onnx.load(str(fp32_path))
+        rng = np.random.default_rng(0)
+        for t in proto.graph.initializer:
+            w = numpy_helper.to_array(t)
+            if w.dtype == np.float32 and w.ndim >= 2:
+                t.CopyFrom(numpy_helper.from_array(w + w.std() * rng.standard_normal(w.shape).astype(np.float32),
+                                                   t.name))
+        damaged = Path(work) / "damaged.onnx"
+        onnx.save(proto, str(damaged))
+        return real_ptq(damaged, work, calib, flavour)
+
+    monkeypatch.setattr(qad_module, "_ptq", damaged_ptq)
+    out = tmp_path / "qad"
+    out.mkdir()
+    (out / "model.int8-ort-cpu.ptq.onnx").write_bytes(b"stale")
+    assert main(["qad", str(run_ckpt), "--out", str(out), "--epochs", "1", "--calib-count", "32",
+                 "--eval-count", "8", "--holdout-count", "40", "--quiet"]) == 0
+    record = QADRecord.read(out)
+    assert record.ship == "qad" and record.ptq_file is None and record.ship_file == record.qad_file
+    assert record.qad.mean_holdout < record.ptq.mean_holdout and "QAD" in record.ship_reason
+    assert not (out / "model.int8-ort-cpu.ptq.onnx").exists()
+    assert f"ship {out}/model.int8-ort-cpu.onnx (QAD int8)" in capsys.readouterr().out
+
+
+def test_a_qad_json_from_before_the_rule_still_reads(tmp_path):
+    """qad.json files written before the no-harm rule have no hold-out figures and no decision: they read, with
+    no decision recorded, and their int8 file (the QAD one) is the one to ship."""
+    import json
+
+    raw = {"checkpoint": "run/checkpoints/best", "student": "test_resnet", "flavour": "ort-cpu", "library": "torch.ao",
+           "teacher": "fp32", "config": {"seed": 0, "epochs": 3}, "calibration_images": 32, "test_images": 24,
+           "ptq": {"calibration": {"clean": 3.0}, "test": {"clean": 4.0}},
+           "qad": {"calibration": {"clean": 1.0}, "test": {"clean": 2.0}},
+           "qad_file": "model.int8-ort-cpu.onnx", "tuned_checkpoint": "checkpoint", "qdq_check": {},
+           "torch_vs_onnx": {}, "losses": [0.1], "elapsed_s": 9.0, "within_target": False}
+    (tmp_path / "qad.json").write_text(json.dumps(raw))
+    record = QADRecord.read(tmp_path)
+    assert record.ship is None and record.ship_reason == "" and record.holdout_images == 0
+    assert record.qad.holdout == {} and record.qad.mean_holdout is None
+    assert record.ship_file == "model.int8-ort-cpu.onnx"
+
+
+def test_qad_against_an_exports_int8_compares_with_and_ships_that_file(run_ckpt, export_dir, tmp_path, monkeypatch,
+                                                                       capsys):
+    """--export: the PTQ arm is the export's int8 file (its calibration and float fallback), not a plain PTQ made
+    here; when QAD does not beat it (injected damage), a byte copy of the export's file ships, with its stamp."""
+    import distill.export.qad as qad_module
+
+    def no_plain_ptq(*args, **kwargs):
+        raise AssertionError("plain PTQ was made although --export names the arm")
+
+    monkeypatch.setattr(qad_module, "_ptq", no_plain_ptq)
+    monkeypatch.setattr(qad_module, "_train", _damaging(qad_module._train))
+    out = tmp_path / "qad"
+    assert main(["qad", str(run_ckpt), "--out", str(out), "--export", str(export_dir), "--epochs", "1",
+                 "--calib-count", "32", "--eval-count", "8", "--holdout-count", "40", "--quiet"]) == 0
+    record = QADRecord.read(out)
+    exported = export_dir / "model.int8-ort-cpu.onnx"
+    assert record.ptq_origin.startswith("the export's int8") and str(exported) in record.ptq_origin
+    assert record.ship == "ptq" and (out / record.ship_file).read_bytes() == exported.read_bytes()
+    assert f"ship {out}/model.int8-ort-cpu.ptq.onnx (PTQ int8)" in capsys.readouterr().out
+    assert record.config["export_dir"] == str(export_dir)
+
+
+def test_export_arm_refusals_are_one_line(run_ckpt, export_dir, tmp_path):
+    other = tmp_path / "other_ckpt"
+    shutil.copytree(run_ckpt, other)  # the same weights, another checkpoint folder
+    cases = [
+        (run_ckpt, tmp_path / "nothing", "no export.json here"),
+        (other, export_dir, "exported from .*, not "),
+    ]
+    partial = tmp_path / "partial"
+    shutil.copytree(export_dir, partial)
+    (partial / "model.int8-ort-cpu.onnx").unlink()
+    cases.append((run_ckpt, partial, "no int8 file of flavour ort-cpu"))
+    for ckpt, exp, message in cases:
+        with pytest.raises(DistillError, match=message) as e:
+            qad(QADConfig(checkpoint=str(ckpt), out_dir=str(tmp_path / "q"), export_dir=str(exp), epochs=1,
+                          calib_count=16, eval_count=4), log=lambda s: None)
+        assert "\n" not in str(e.value)
