@@ -71,4 +71,11 @@ def run(args: argparse.Namespace) -> int:
           f"PTQ {record.ptq.worst_calibration:.2f} -> QAD {record.qad.worst_calibration:.2f} pts", file=sys.stdout)
     print(f"ship {args.out}/{record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",
           file=sys.stdout)
+    if args.export:  # the export's recommendation decides the precision: the report's one decision, in its words
+        from distill.records import ExportReport
+        from distill.report.decision import decide
+
+        rec = ExportReport.read(args.export).recommendation
+        if rec is not None:
+            print(f"{args.export}: {decide(rec, record, args.out, args.export).text()}", file=sys.stdout)
     return 0

@@ -17,6 +17,8 @@ from distill.data.folder import DomainFolder
 from distill.errors import DistillError
 from distill.export.qad import qad
 from distill.export.qad_config import QADConfig, QADRecord
+from distill.records import ExportReport
+from distill.report.decision import decide
 
 
 def _damaging(real_train):
@@ -175,8 +177,13 @@ def test_qad_against_an_exports_int8_compares_with_and_ships_that_file(run_ckpt,
     exported = export_dir / "model.int8-ort-cpu.onnx"
     assert record.ptq_origin.startswith("the export's int8") and str(exported) in record.ptq_origin
     assert record.ship == "ptq" and (out / record.ship_file).read_bytes() == exported.read_bytes()
-    assert f"ship {out}/model.int8-ort-cpu.ptq.onnx (PTQ int8)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"ship {out}/model.int8-ort-cpu.ptq.onnx (PTQ int8)" in printed
     assert record.config["export_dir"] == str(export_dir)
+    # and the one decision of the report: the export's precision, this folder's int8 file
+    rec = ExportReport.read(export_dir).recommendation
+    assert rec is not None and f"{export_dir}: {decide(rec, record, out, export_dir).text()}\n" in printed
+    assert f"{out}/model.int8-ort-cpu.ptq.onnx (PTQ int8; no-harm rule: " in printed
 
 
 def test_export_arm_refusals_are_one_line(run_ckpt, export_dir, tmp_path):
