@@ -138,7 +138,8 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     decision = ship_decision(out, ExportReport.read(out / "export" / SHIP), qad)
     assert f"  {SHIP}: {decision.text()}" in printed and f": {decision.text()}\n" in (out / "report.md").read_text()
     assert decision.int8 is not None and decision.int8.path == f"qad/{qad.ship_file}"
-    assert f" ships {qad.ship_file}" not in printed
+    assert f" ships {qad.ship_file}" not in printed and "ships QAD int8" not in printed  # QAD's own log names the
+    assert "ships PTQ int8" not in printed and "int8 file: " in printed  # int8 file; only the decision says "ship"
     (point,) = [p for p in collect([out / "runs", out / "export", out / "bench.jsonl"]).points
                 if p.model == str(shipped)]  # the report finds the QAD record under OUT/export and joins it
     assert point.precision == f"int8/ort-cpu ({qad.ship.upper()})" and point.accuracy

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     record = qad(QADConfig.from_options(options, names=FLAGS))
     print(f"{args.out}/{record.qad_file}: int8/{record.flavour} (QAD); worst calibration disagreement "
           f"PTQ {record.ptq.worst_calibration:.2f} -> QAD {record.qad.worst_calibration:.2f} pts", file=sys.stdout)
-    print(f"ship {args.out}/{record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",
+    print(f"int8 file: {args.out}/{record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",
           file=sys.stdout)
     if args.export:  # the export's recommendation decides the precision: the report's one decision, in its words
         from distill.records import ExportReport

@@ -133,7 +133,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
             shipped_ptq.unlink(missing_ok=True)  # a previous run's into this folder
     say(f"QAD ({flavour.name}): disagreement with fp32 (pts) calibration {_fmt(result.calibration)}; "
         f"test {_fmt(result.test)}; hold-out {_fmt(result.holdout)}")
-    say(f"ships {ship.upper()} int8 ({shipped_ptq.name if ship == 'ptq' else dst.name}): {reason}")
+    say(f"int8 file: {ship.upper()}'s ({shipped_ptq.name if ship == 'ptq' else dst.name}; no-harm rule: {reason}); "
+        "whether int8 ships is the export's recommendation")
     problems = tensorrt_qdq_problems(dst) if flavour.name == "tensorrt" else []
     rows = qdq_report(dst)
     qdq_check = {"compute_nodes": len(rows), "int8_weight_nodes": sum(

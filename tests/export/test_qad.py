@@ -136,7 +136,7 @@ def test_qad_writes_the_int8_file_the_tuned_checkpoint_and_the_record(run_ckpt, 
     record = QADRecord.read(out)
     # the no-harm rule decided on hold-out images and the CLI names the file to ship
     assert record.ship in ("qad", "ptq") and record.holdout_images > 0 and (out / record.ship_file).is_file()
-    assert f"ship {out}/{record.ship_file} ({record.ship.upper()} int8): {record.ship_reason}" in printed
+    assert f"int8 file: {out}/{record.ship_file} ({record.ship.upper()} int8): {record.ship_reason}" in printed
     assert record.teacher == "fp32" and record.flavour == "ort-cpu" and len(record.losses) == 1
     assert set(record.ptq.calibration) == set(record.qad.calibration) == {"clean", "dark"}  # the run's sources
     assert set(record.qad.test) == {"clean", "dark", "noisy"}
