@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from distill.api import require_onnxruntime
-from distill.records import RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS
+from distill.records import RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport
 
 # QADConfig key -> the flag that sets it (errors name the flag)
 FLAGS = {
@@ -72,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"int8 file: {args.out}/{record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",
           file=sys.stdout)
     if args.export:  # the export's recommendation decides the precision: the report's one decision, in its words
-        from distill.records import ExportReport
-        from distill.report.decision import decide
+        from distill.report.decision import decide  # lazy: the report package, needed only with --export
 
         rec = ExportReport.read(args.export).recommendation
         if rec is not None:
