@@ -23,6 +23,9 @@ def near_tie_cell(model: Any) -> str:
 
 def section_int8(data: ReportData) -> str:
     rows = []
+    # the TensorRT QDQ placement check exists for tensorrt-flavour files only: no column of dashes without one
+    any_qdq = any(extra(m, "tensorrt_qdq_check") is not None for ex in data.exports for m in ex.report.models
+                  if m.precision == "int8")
     for ex in data.exports:
         e = ex.report
         for m in e.models:
@@ -72,7 +75,7 @@ def section_int8(data: ReportData) -> str:
                 f'<td>{decision}</td><td class="path">{"<br>".join(esc(k) for k in kept) or "none"}</td>'
                 f'<td>{ratio_s}'
                 + ("" if cost is None else f'<br><span class="muted">fallback cost {cost:.2f}×</span>')
-                + f'</td><td>{qdq_s}</td></tr>')
+                + '</td>' + (f'<td>{qdq_s}</td>' if any_qdq else '') + '</tr>')
     recommended = section_recommendations(data)
     if not rows:
         return f'<section id="int8"><h2>What to ship</h2>{recommended}</section>' if recommended else ""
@@ -87,7 +90,8 @@ def section_int8(data: ReportData) -> str:
             '<th>flavour</th><th>worst disagreement, %: before → after</th><th>worst test drop, pts</th>'
             '<th>fallback</th><th>layers kept in float</th>'
             '<th>int8 / fp32 latency</th>'
-            f'<th>TensorRT QDQ</th></tr></thead><tbody>{"".join(rows)}</tbody></table>{recommended}</section>')
+            + ('<th>TensorRT QDQ</th>' if any_qdq else '')
+            + f'</tr></thead><tbody>{"".join(rows)}</tbody></table>{recommended}</section>')
 
 
 def section_recommendations(data: ReportData) -> str:

@@ -78,3 +78,24 @@ def test_int8_section_shows_how_many_test_images_sit_near_a_tie(stress_report: P
     rows = [line for line in md[md.index("## INT8 decisions"):].splitlines() if line.startswith("| ")][1:]
     assert sum(line.endswith("| 36 % |") for line in rows) == 1 and sum(line.endswith("| – |") for line in rows) == 5
     assert "Test images near a tie: the share of test images" in md
+
+
+def test_the_tensorrt_qdq_column_shows_only_where_a_file_was_checked(stress_inputs: Path, tmp_path: Path) -> None:
+    """The TensorRT QDQ placement check runs on tensorrt-flavour exports only: without one the INT8 table has no
+    column of dashes (it made the demo's card overflow at 800 px); with one, the column and its verdict show."""
+    import json
+    import shutil
+
+    from distill.report.export_sections import section_int8
+    from distill.report.write import collect
+
+    ex = tmp_path / "exports" / "customkd-0"
+    shutil.copytree(stress_inputs / "exports" / "customkd-0", ex)
+    assert "TensorRT QDQ" not in section_int8(collect([ex]))
+    raw = json.loads((ex / "export.json").read_text())
+    trt = next(m for m in raw["models"] if m.get("flavour") == "tensorrt")
+    trt["tensorrt_qdq_check"] = {"ok": True, "problems": []}
+    (ex / "export.json").write_text(json.dumps(raw))
+    html = section_int8(collect([ex]))
+    assert "<th>TensorRT QDQ</th>" in html and '<span class="good">ok</span>' in html
+    assert html.count("<tr>") == html.count("</tr>") and all(row.count("<td") == 8 for row in html.split("<tr>")[2:])
