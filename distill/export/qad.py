@@ -310,7 +310,11 @@ def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, data: ExportData,
     folder, picks = data.folder, data.calib_picks
     assert folder is not None and picks is not None, "cached teacher rows need load_export_data(keep_folder=True)"
     cache = TeacherCache.open(cfg.cache)
-    if cache.manifest.dataset.fingerprint != folder.fingerprint(cache.manifest.dataset.domains):
+    domains = cache.manifest.dataset.domains
+    # a cache of every domain has the fingerprint load_export_data already took (a pass over every file: minutes
+    # at 10^7 images); a cache of some domains is fingerprinted over those
+    whole = data.info.get("fingerprint") if set(domains) == set(folder.domains) else None
+    if cache.manifest.dataset.fingerprint != (whole or folder.fingerprint(domains)):
         raise DistillError(f"{cfg.cache}: the cache was built from other data or another split than "
                            f"{ecfg.data_root}; pass the run's cache, or drop --cache (self-distillation)")
     order = {c: i for i, c in enumerate(cache.manifest.classes)}

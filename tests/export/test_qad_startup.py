@@ -44,13 +44,21 @@ def test_qad_scans_the_data_folder_once_and_picks_what_fresh_scans_pick(run_ckpt
         seen["teacher"] = teacher_logits.cpu()
         return real_train(cfg, student, flavour, calib, teacher_logits, device, say)
 
+    hashed: list[object] = []
+    real_fingerprint = DomainFolder.fingerprint
+
+    def counting_fingerprint(self, domains=None):
+        hashed.append(domains)
+        return real_fingerprint(self, domains)
+
+    monkeypatch.setattr(DomainFolder, "fingerprint", counting_fingerprint)
     monkeypatch.setattr(folder_module, "list_images", counting_list)
     monkeypatch.setattr(qad_module, "load_export_data", spy_data)
     monkeypatch.setattr(qad_module, "load_holdout_images", spy_holdout)
     monkeypatch.setattr(qad_module, "_train", spy_train)
     record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), cache=str(tiny_cache), epochs=1,
                            calib_count=16, eval_count=4, holdout_count=24), log=lambda s: None)
-    qad_scans = list(scans)
+    qad_scans, qad_hashes = list(scans), len(hashed)
     assert record.teacher == "fp32+cache" and record.holdout_images == 24
 
     # what the old start-up computed: a fresh scan (cache-skipped images left out) for each pick
@@ -79,3 +87,5 @@ def test_qad_scans_the_data_folder_once_and_picks_what_fresh_scans_pick(run_ckpt
 
     # and one scan did it all (the old start-up: load_export_data, the hold-out and the cache rows each scanned)
     assert qad_scans == [cfg.data_root], qad_scans
+    # and one pass hashing every file: the cache covers every domain, so the export's fingerprint is the cache's check
+    assert set(cache.manifest.dataset.domains) == set(folder.domains) and qad_hashes == 1
