@@ -11,7 +11,7 @@ Per student and seed, everything goes through distill's own entry points, pointe
 1. train: the demo's shipped recipe, ``fm_unlabeled`` (configs/fm_unlabeled.yaml) as
    ``distill.demo.demo_recipe`` points it at the demo's data and cache (``optim.epochs`` = ``--epochs``,
    30 by default: RESULTS' runs), with ``student.arch`` and ``run.seed`` set;
-2. ``distill export`` with the demo's settings (``distill.demo._export_settings``: fp32 + int8 ort-cpu,
+2. ``distill export`` with the demo's settings (``distill.demo_ship.export_settings``: fp32 + int8 ort-cpu,
    MinMax on 256 calibration images, float fallback, latency check, 300 test images per domain);
 3. ``distill qad`` with its defaults (``--qad-cache``: the demo's cache joins the teacher);
 4. scoring: the export's fp32 and int8 files and the QAD file on qad.json's held-out test images
@@ -235,7 +235,8 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
     from int8_students import interleaved_ratios
 
     from distill import api
-    from distill.demo import _export_settings, demo_recipe
+    from distill.demo import demo_recipe
+    from distill.demo_ship import export_settings
     from distill.recipes import train_or_resume
     from distill.records import ExportReport, QADRecord
     from distill.report.stats import mcnemar
@@ -261,7 +262,7 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
     if ExportReport.exists_in(exp_dir) and ExportReport.read(exp_dir).status == "ok":
         rep = ExportReport.read(exp_dir)
     else:
-        rep = api.export(ckpt, exp_dir, _export_settings(quick=False))
+        rep = api.export(ckpt, exp_dir, export_settings(quick=False))
     secs.setdefault("export", round(time.time() - t, 1))
 
     t = time.time()

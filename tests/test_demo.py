@@ -23,8 +23,8 @@ from distill.demo import (
     SHIP,
     STUDENTS,
     WITHHELD_TAG,
-    ship_decision,
 )
+from distill.demo_ship import ship_decision
 from distill.recipes import load_recipe, recipe_path
 from distill.records import (
     DEMO_RESULTS,
