@@ -6,8 +6,10 @@ Steps (:func:`qad`):
    run's data and source domains by default): calibration = train-split images, test = held-out. The data
    root is scanned once: the hold-out images and the cached teacher rows are picked from that scan and its
    calibration picks (:attr:`ExportData.folder`, :attr:`ExportData.calib_picks`), which is dropped after.
-2. PTQ baseline: the export's own functions (fp32 ONNX, TorchScript exporter -> ``quant_pre_process`` ->
-   MinMax calibration -> ``quantize_static`` for the flavour), scored against the fp32 ONNX on both image sets.
+2. PTQ baseline: with ``export_dir`` (``--export``), that ``distill export`` folder's int8 file (its calibration
+   and float fallback); else the export's own functions without the fallback (fp32 ONNX, TorchScript exporter ->
+   ``quant_pre_process`` -> MinMax calibration -> ``quantize_static`` for the flavour). Scored against the fp32
+   ONNX on the calibration, test and hold-out images.
 3. Fake-quantize a copy of the student for the flavour (:mod:`distill.export.fakequant`), calibrate its
    activation ranges on the calibration images, then train ``epochs`` passes: T² KL(fp32 student ||
    int8 student) at temperature T, SGD with momentum (``--optimizer adamw`` optional; self-distillation: the
@@ -19,8 +21,9 @@ Steps (:func:`qad`):
    ``qad.json`` (:class:`QADRecord`) with PTQ vs QAD disagreement per domain (and, on labelled images,
    test accuracy per domain of fp32, PTQ and QAD).
 5. The no-harm rule (:mod:`distill.export.qad_ship`): on hold-out images (train-split images that are neither
-   calibration nor test images) QAD's file ships only when its mean disagreement with fp32 is below plain PTQ's;
-   otherwise PTQ's int8 is written beside it (``model.int8-<flavour>.ptq.onnx``). The record says which and why.
+   calibration nor test images) QAD's file is the int8 file only when its mean disagreement with fp32 is below
+   the PTQ baseline's; otherwise the baseline is copied beside it (``model.int8-<flavour>.ptq.onnx``). The record
+   says which and why; whether int8 ships at all is the export's recommendation (:mod:`distill.report.decision`).
 """
 from __future__ import annotations
 
@@ -38,7 +41,14 @@ import torch
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
 from distill.export.data import ExportData, load_export_data, load_holdout_images
-from distill.export.evaluate import accuracy_by_domain, disagreement_by_domain, parity, predict_onnx, predict_torch
+from distill.export.evaluate import (
+    accuracy_by_domain,
+    disagreement_by_domain,
+    ort_session,
+    parity,
+    predict_onnx,
+    predict_torch,
+)
 from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, set_observers, tuned_student
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
@@ -109,8 +119,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     with tempfile.TemporaryDirectory(prefix=".qad-", dir=out) as work:
         fp32_path = Path(work) / "model.fp32.onnx"
         export_onnx(student, fp32_path, opset=max(cfg.opset, 17), exporter="torchscript")
-        refs = _References(predict_onnx(fp32_path, calib), predict_onnx(fp32_path, data.eval_images),
-                           predict_onnx(fp32_path, holdout))
+        fp32 = ort_session(fp32_path)  # one session per file, for all three image sets
+        refs = _References(predict_onnx(fp32, calib), predict_onnx(fp32, data.eval_images), predict_onnx(fp32, holdout))
         if exported is not None:
             ptq_path, ptq_origin = exported
         else:
@@ -212,11 +222,13 @@ def _disagreement(path: Path, refs: _References, data: ExportData,
                   holdout: ImageSet) -> tuple[Disagreement, np.ndarray]:
     """``path``'s disagreement with the fp32 logits, and its test-image logits [N, C] (scored once, reused)."""
     assert data.calib_images is not None
-    test = predict_onnx(path, data.eval_images)
+    session = ort_session(path)  # one session for all three image sets
+    test = predict_onnx(session, data.eval_images)
     return Disagreement(
-        calibration=disagreement_by_domain(refs.calibration, predict_onnx(path, data.calib_images), data.calib_images),
+        calibration=disagreement_by_domain(refs.calibration, predict_onnx(session, data.calib_images),
+                                           data.calib_images),
         test=disagreement_by_domain(refs.test, test, data.eval_images),
-        holdout=disagreement_by_domain(refs.holdout, predict_onnx(path, holdout), holdout)), test
+        holdout=disagreement_by_domain(refs.holdout, predict_onnx(session, holdout), holdout)), test
 
 
 def _accuracy(data: ExportData, fp32: np.ndarray, ptq: np.ndarray, qad: np.ndarray) -> QADAccuracy | None:

@@ -198,8 +198,9 @@ def _join(data: ReportData) -> list[Point]:
 
 def _qad_files(data: ReportData) -> dict[str, tuple[str, str, dict[str, float] | None, dict[str, int] | None]]:
     """realpath of each int8 file of a ``distill qad`` folder -> (student, precision, test accuracy, images per
-    domain): the QAD file (accuracy ``accuracy.qad``) and, when the no-harm rule shipped it, plain PTQ's
-    (``accuracy.ptq``); precision ``int8/FLAVOUR (QAD)`` / ``(PTQ)``."""
+    domain): the QAD file (accuracy ``accuracy.qad``) and, when the no-harm rule picked it, the PTQ baseline's copy
+    (plain PTQ, or the export's int8 with ``--export``; accuracy ``accuracy.ptq``); precision ``int8/FLAVOUR (QAD)``
+    / ``(PTQ)``."""
     out: dict[str, tuple[str, str, dict[str, float] | None, dict[str, int] | None]] = {}
     for entry in data.qad:
         r, acc = entry.record, entry.record.accuracy
