@@ -51,6 +51,7 @@ from distill.errors import DistillError
 from distill.export.onnx import INPUT_NAME, check
 from distill.export.qdq_graph import tidy_qdq
 from distill.export.quantize import Int8Flavour
+from distill.export.relu6 import with_relu6_fusion
 from distill.student.model import Student
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127  # onnxruntime's symmetric int8 weights (and TensorRT's rule)
@@ -81,8 +82,10 @@ def qconfig_mapping_for(flavour: Int8Flavour) -> QConfigMapping:
 
 def backend_config_for(flavour: Int8Flavour):
     """torch.ao's pattern table: which ops get fake-quant and with which dtypes. The native (fbgemm)
-    table allows only uint8 activations, so symmetric int8 activations use torch's TensorRT table."""
-    return get_tensorrt_backend_config() if flavour.activation_symmetric else get_native_backend_config()
+    table allows only uint8 activations, so symmetric int8 activations use torch's TensorRT table. Both get
+    Conv(+BN)+ReLU6 fusion (:mod:`distill.export.relu6`), which torch.ao lacks and onnxruntime's PTQ does."""
+    table = get_tensorrt_backend_config() if flavour.activation_symmetric else get_native_backend_config()
+    return with_relu6_fusion(table)  # Conv(+BN)+ReLU6 fused as Conv(+BN)+ReLU (efficientnet_lite, mobilenetv2)
 
 
 class _Logits(nn.Module):

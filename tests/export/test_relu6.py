@@ -1,0 +1,100 @@
+"""Conv(+BN)+ReLU6 students (efficientnet_lite, mobilenetv2): fake-quant fuses the ReLU6 into the conv, as
+onnxruntime's PTQ does, so the QAD file runs as fused int8 kernels (distill/export/relu6.py)."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, set_observers, tuned_student
+from distill.export.quantize import FLAVOURS
+from distill.export.relu6 import QATConvReLU62d
+from distill.student.model import Student, default_spec
+
+ARCH = "mobilenetv2_035"  # the smallest timm ReLU6 student (35 Conv+BN+ReLU6)
+
+
+def _student() -> Student:
+    torch.manual_seed(0)
+    student = Student(default_spec(ARCH, ["a", "b", "c"], 32)).eval()
+    for m in student.modules():  # non-trivial statistics to fold
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    return student
+
+
+def _calibrated(student: Student, flavour: str, x: torch.Tensor) -> torch.nn.Module:
+    model = fake_quant_model(student, FLAVOURS[flavour])
+    model.apply(torch.ao.quantization.disable_fake_quant)
+    with torch.no_grad():
+        model(x)
+    model.apply(torch.ao.quantization.enable_fake_quant)
+    set_observers(model, False)
+    return model.eval()
+
+
+def _optimized_ops(path: Path, x: np.ndarray, tmp_path: Path) -> tuple[Counter, np.ndarray]:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    out = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    return Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node), out
+
+
+def test_relu6_is_fused_into_its_conv_and_onnxruntime_runs_no_float_clip(tmp_path):
+    student = _student()
+    relu6 = sum(isinstance(m, torch.nn.ReLU6) for m in student.modules())
+    x = torch.randn(16, 3, 32, 32)
+    model = _calibrated(student, "ort-cpu", x)
+    assert sum(isinstance(m, QATConvReLU62d) for m in model.modules()) == relu6 > 0
+    with torch.no_grad():
+        torch_logits = model(x).numpy()
+    path = export_qdq(model, tmp_path / "q.onnx", student.spec.input_size, FLAVOURS["ort-cpu"])
+
+    proto = onnx.load(str(path))
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    clips = [n for n in proto.graph.node if n.op_type == "Clip"]
+    assert len(clips) == relu6
+    # Conv -> Clip -> QuantizeLinear: no Q/DQ pair between a conv and its ReLU6, and the range after it is the
+    # ReLU6 output's (zero point 0: no uint8 step spent on negative values)
+    assert all(producer[c.input[0]].op_type == "Conv" for c in clips)
+    after = [n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in {c.output[0] for c in clips}]
+    assert len(after) == relu6 and all(int(inits[q.input[2]]) == 0 for q in after)
+
+    ops, fused = _optimized_ops(path, x.numpy(), tmp_path)
+    assert ops["Clip"] == 0 and ops["QLinearConv"] == Counter(n.op_type for n in proto.graph.node)["Conv"]
+    scale = max(1.0, float(np.abs(torch_logits).max()))
+    assert np.abs(fused - torch_logits).max() <= 0.25 * scale
+    assert (fused.argmax(1) == torch_logits.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("flavour", ["ort-cpu", "tensorrt"])
+def test_the_fused_relu6_student_has_a_float_twin_and_exports_for_both_flavours(flavour, tmp_path):
+    student = _student()
+    x = torch.randn(8, 3, 32, 32)
+    model = _calibrated(student, flavour, x)
+    model.apply(torch.ao.quantization.disable_fake_quant)
+    with torch.no_grad():
+        twin = tuned_student(model, student, conv_bn_pairs(student))  # BN folded back as identity BNs
+        # (the model's biases are on the int32 grid: a 1e-4 offset; a misplaced BN or ReLU6 moves logits by ~0.1)
+        assert torch.allclose(twin(x), model(x), atol=1e-3)
+        assert torch.allclose(twin(x), student(x), atol=1e-3)  # nothing trained yet: the same function
+    assert twin.state_dict().keys() == student.state_dict().keys()
+    model.apply(torch.ao.quantization.enable_fake_quant)
+    path = export_qdq(model, tmp_path / "q.onnx", student.spec.input_size, FLAVOURS[flavour])
+    proto = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear"]  # activations
+    dtypes = {z.dtype for z in zero_points}
+    assert dtypes == ({np.dtype("uint8")} if flavour == "ort-cpu" else {np.dtype("int8")})
+    assert flavour == "ort-cpu" or all(int(z) == 0 for z in zero_points)  # tensorrt: symmetric int8
