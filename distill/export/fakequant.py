@@ -114,6 +114,21 @@ def _plain_batchnorms(model: nn.Module) -> nn.Module:
     return model
 
 
+def _without_identities(model: nn.Module) -> torch.fx.GraphModule:
+    """``model`` traced by torch.fx with every ``nn.Identity`` call taken out. timm puts placeholders between a
+    BatchNorm and its ReLU (resnet's ``drop_block``): they hide Conv+BN+ReLU from torch.ao's fusion, so the ReLU
+    shared the conv output's range (negatives included) and ran in float between Q/DQ pairs in onnxruntime,
+    whose PTQ drops Identity nodes first (``quant_pre_process``) and fuses the ReLU."""
+    traced = torch.fx.symbolic_trace(model)
+    for node in list(traced.graph.nodes):
+        if node.op == "call_module" and isinstance(traced.get_submodule(node.target), nn.Identity):
+            node.replace_all_uses_with(node.args[0])
+            traced.graph.erase_node(node)
+    traced.recompile()
+    traced.delete_all_unused_submodules()
+    return traced
+
+
 def conv_bn_pairs(student: Student) -> dict[str, str]:
     """Conv module name -> the BatchNorm module name folded into it (names in ``student``), from an FX trace."""
     traced = torch.fx.symbolic_trace(_plain_batchnorms(_Logits(copy.deepcopy(student).cpu().eval())))
@@ -146,7 +161,7 @@ def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphMo
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            folded = fuse_fx(model)  # eval mode: BN folded into the preceding conv's weights
+            folded = fuse_fx(_without_identities(model))  # eval mode: BN folded into the preceding conv
             prepared = prepare_qat_fx(folded.train(), qconfig_mapping_for(flavour), example,
                                       backend_config=backend_config_for(flavour))
     except Exception as e:  # torch.fx raises TraceError and many others from deep inside a model

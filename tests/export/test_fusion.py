@@ -1,5 +1,6 @@
-"""Conv(+BN)+ReLU6 students (efficientnet_lite, mobilenetv2): fake-quant fuses the ReLU6 into the conv, as
-onnxruntime's PTQ does, so the QAD file runs as fused int8 kernels (distill/export/relu6.py)."""
+"""QAD's fake-quant fuses each conv with its activation as onnxruntime's PTQ does, so the QAD file runs as fused
+int8 kernels with no float activation between Q/DQ pairs: Conv(+BN)+ReLU6 (efficientnet_lite, mobilenetv2;
+distill/export/relu6.py) and Conv+BN+ReLU with a timm placeholder (nn.Identity) between BN and ReLU (resnets)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -98,3 +99,22 @@ def test_the_fused_relu6_student_has_a_float_twin_and_exports_for_both_flavours(
     dtypes = {z.dtype for z in zero_points}
     assert dtypes == ({np.dtype("uint8")} if flavour == "ort-cpu" else {np.dtype("int8")})
     assert flavour == "ort-cpu" or all(int(z) == 0 for z in zero_points)  # tensorrt: symmetric int8
+
+
+def test_a_relu_behind_an_identity_placeholder_is_fused_into_its_conv(tmp_path):
+    """timm's resnet blocks run conv1 -> bn1 -> drop_block (nn.Identity) -> act1: without the placeholder taken
+    out, the ReLU shared the conv's range and onnxruntime ran it in float between a DequantizeLinear and a
+    QuantizeLinear (4 such islands in test_resnet)."""
+    torch.manual_seed(0)
+    student = Student(default_spec("test_resnet", ["a", "b"], 32)).eval()
+    assert any(isinstance(m, torch.nn.Identity) for m in student.modules())  # the placeholders are there
+    x = torch.randn(8, 3, 32, 32)
+    model = _calibrated(student, "ort-cpu", x)
+    with torch.no_grad():
+        torch_logits = model(x).numpy()
+    path = export_qdq(model, tmp_path / "q.onnx", student.spec.input_size, FLAVOURS["ort-cpu"])
+    ops, fused = _optimized_ops(path, x.numpy(), tmp_path)
+    assert ops["Relu"] == 0 and ops["QuantizeLinear"] == ops["DequantizeLinear"] == 1  # only the graph's edges
+    assert ops["QLinearConv"] == Counter(n.op_type for n in onnx.load(str(path)).graph.node)["Conv"]
+    scale = max(1.0, float(np.abs(torch_logits).max()))
+    assert np.abs(fused - torch_logits).max() <= 0.25 * scale
