@@ -42,6 +42,7 @@ from distill.data.sample_table import (
     Sample,
     SampleColumns,
     SampleTable,
+    hash_file_lines,
     pack_strings,
     sort_order,
     take_strings,
@@ -361,8 +362,7 @@ class DomainFolder:
         if self.pretrain_fraction > 0:
             rule["pretrain_fraction"] = self.pretrain_fraction
         h.update(json.dumps(rule, sort_keys=True).encode())
-        for s in self.samples.take(np.flatnonzero(self._domain_mask(domains))):  # excluded files included
-            h.update(f"{s.relpath}\t{s.size}\t{s.class_name}\n".encode())
+        hash_file_lines(h, self.samples.take(np.flatnonzero(self._domain_mask(domains))))  # excluded files included
         return h.hexdigest()
 
     def fingerprint_inputs(self, domains: Iterable[str] | None = None) -> dict:
@@ -372,8 +372,7 @@ class DomainFolder:
         chosen = self.check_domains(domains) if domains is not None else self.domains
         samples = self.select(chosen)
         files = hashlib.sha256()  # over the lines one after another: the sha256 of their join
-        for s in samples:
-            files.update(f"{s.relpath}\t{s.size}\t{s.class_name}\n".encode())
+        hash_file_lines(files, samples)
         return {"test_fraction": self.test_fraction, "split_seed": self.split_seed,
                 "pretrain_fraction": self.pretrain_fraction,
                 "domains": [d for d in self.domains if d in set(chosen)], "images": len(samples),

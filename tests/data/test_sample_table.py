@@ -167,3 +167,17 @@ def test_columns_read_without_building_samples(tree: Path) -> None:
         assert sample_domains(samples, domain_index).tolist() == [domain_index[s.domain] for s in samples]
     with pytest.raises(KeyError, match="photo"):
         sample_domains(folder.select(["photo"]), {"art": 0})
+
+
+def test_the_fingerprint_hashes_the_same_lines_in_any_chunking(tree: Path, monkeypatch) -> None:
+    """hash_file_lines hashes rows in chunks (no Sample per image): chunk boundaries change nothing."""
+    import distill.data.sample_table as table
+
+    ds = DomainFolder(tree, test_fraction=0.3, pretrain_fraction=0.2, split_seed=3)
+    whole, inputs = ds.fingerprint(["photo", "zz"]), ds.fingerprint_inputs()
+    monkeypatch.setattr(table, "_LINES", 4)  # 75 images: many chunks, the last one short
+    assert ds.fingerprint(["photo", "zz"]) == whole and ds.fingerprint_inputs() == inputs
+    h = hashlib.sha256()
+    table.hash_file_lines(h, ds.select(["zz"], "train"))
+    expected = "".join(f"{s.relpath}\t{s.size}\t{s.class_name}\n" for s in ds.select(["zz"], "train"))
+    assert h.hexdigest() == hashlib.sha256(expected.encode()).hexdigest()
