@@ -264,6 +264,7 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
         for _, x in _batches(calib, cfg.batch_size, device):
             model(x)
     model.apply(torch.ao.quantization.enable_fake_quant)
+    set_observers(model, False)  # a measurement: the ranges stay the calibration's (each epoch sets them on/off)
     with torch.no_grad():
         start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
     say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")

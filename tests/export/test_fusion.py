@@ -118,3 +118,45 @@ def test_a_relu_behind_an_identity_placeholder_is_fused_into_its_conv(tmp_path):
     assert ops["QLinearConv"] == Counter(n.op_type for n in onnx.load(str(path)).graph.node)["Conv"]
     scale = max(1.0, float(np.abs(torch_logits).max()))
     assert np.abs(fused - torch_logits).max() <= 0.25 * scale
+
+
+def test_qads_measurement_after_calibration_leaves_the_calibrated_ranges(monkeypatch):
+    """_train measures the fake-quant disagreement right after calibrating; with the observers still on, that
+    pass fed each range its own fake-quantized output (rounded up to the grid: ranges crept by up to half a step
+    where an observer is shared, e.g. a placeholder's). The ranges at the first step are the calibration's."""
+    import distill.export.qad as qad_module
+    from distill.export.fakequant import fake_quants
+    from distill.export.images import ImageSet
+    from distill.export.qad_config import QADConfig
+
+    torch.manual_seed(0)
+    student = Student(default_spec("test_resnet", ["a", "b"], 32)).eval()
+    rng = np.random.default_rng(0)
+    calib = ImageSet(images=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), labels=np.zeros(40, np.int64),
+                     domains=np.array(["d"] * 40), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), skipped=[])
+    built = []
+    monkeypatch.setattr(qad_module, "fake_quant_model", lambda *a: built.append(fake_quant_model(*a)) or built[-1])
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def first_step(cfg, params):  # the optimizer is made right after the measurement
+        seen["ranges"] = [(float(f.activation_post_process.min_val), float(f.activation_post_process.max_val))
+                          for f in fake_quants(built[0]) if not f.is_per_channel]
+        raise Stop
+
+    monkeypatch.setattr(qad_module, "make_optimizer", first_step)
+    cfg = QADConfig(checkpoint="ck", out_dir="out", batch_size=16)
+    with pytest.raises(Stop):
+        qad_module._train(cfg, student, FLAVOURS["ort-cpu"], calib, None, torch.device("cpu"), lambda m: None)
+    reference = fake_quant_model(student, FLAVOURS["ort-cpu"])  # calibration alone, as _train does it
+    reference.apply(torch.ao.quantization.disable_fake_quant)
+    set_observers(reference, True)
+    with torch.no_grad():
+        for _, x in qad_module._batches(calib, 16, torch.device("cpu")):
+            reference(x)
+    expected = [(float(f.activation_post_process.min_val), float(f.activation_post_process.max_val))
+                for f in fake_quants(reference) if not f.is_per_channel]
+    assert seen["ranges"] == expected
