@@ -21,6 +21,10 @@ from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.intrinsic import qat as nniqat
 from torch.ao.nn.quantized import reference as nnqr
 from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig, ObservationType
+
+# torch 2.13: BackendConfig's setters use this submodule without importing it (a fresh process that has not
+# imported quantize_fx fails in get_native_backend_config); loaded here so this module works on its own
+from torch.ao.quantization.backend_config import utils as _pattern_utils  # noqa: F401, E402
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 

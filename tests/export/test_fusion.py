@@ -167,3 +167,15 @@ def test_qads_measurement_after_calibration_leaves_the_calibrated_ranges(monkeyp
     expected = [(float(f.activation_post_process.min_val), float(f.activation_post_process.max_val))
                 for f in fake_quants(reference) if not f.is_per_channel]
     assert seen["ranges"] == expected
+
+
+def test_the_relu6_table_builds_in_a_fresh_process():
+    """torch 2.13's BackendConfig setters need a submodule nothing imported yet in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("from distill.export.relu6 import with_relu6_fusion\n"
+            "from torch.ao.quantization.backend_config import get_native_backend_config\n"
+            "print(len(with_relu6_fusion(get_native_backend_config()).configs))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
