@@ -79,8 +79,9 @@ _CHUNK = 1 << 12  # strings per step of the two functions above (their temporari
 
 def hash_file_lines(h, table: SampleTable) -> None:
     """``h.update(f"{relpath}\t{size}\t{class_name}\n".encode())`` for each sample of ``table`` in order (the
-    dataset fingerprint's lines), in chunks of rows straight from the columns: no :class:`Sample` per image (at
-    10^7 images building one each took minutes; benchmarks/RESULTS.md, "Fingerprint")."""
+    dataset fingerprint's lines), in chunks of rows straight from the columns: no :class:`Sample` per image (one
+    each cost ~40 s at 10^7 images, this ~5 s; benchmarks/RESULTS.md, "Scale: the dataset fingerprint's file-list
+    hash")."""
     c, rows = table.columns, table.rows()
     names = [n.encode() for n in c.class_names]
     for a in range(0, len(rows), _LINES):

@@ -5,7 +5,7 @@ not ReLU6 (efficientnet_lite, mobilenetv2): it stays a separate op that *shares*
 range includes the conv's negative outputs, so about half of uint8's 256 steps go to values ReLU6 zeroes, and the
 exported graph has a Quantize/Dequantize pair between each Conv and its Clip. onnxruntime cannot fuse
 Conv + Clip into one QLinearConv across that pair and runs every Clip in float between two more Q/DQ nodes
-(efficientnet_lite0: 33 Clip islands, int8 file 1.20x the PTQ file's latency, benchmarks/RESULTS.md).
+(efficientnet_lite0: 33 Clip islands, QAD's file 1.24x the PTQ file's latency; benchmarks/qad_placement.py).
 
 onnxruntime's PTQ instead quantizes the Clip's output (a range inside [0, 6], zero point 0) and drops the
 Clip, which that range already enforces. :func:`with_relu6_fusion` adds the same fusion to a torch.ao backend
