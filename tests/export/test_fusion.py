@@ -21,7 +21,7 @@ from distill.export.fakequant import (
     set_observers,
     tuned_student,
 )
-from distill.export.quantize import FLAVOURS
+from distill.export.quantize import FLAVOURS, tensorrt_qdq_problems
 from distill.export.relu6 import QATConvReLU62d
 from distill.student.model import Student, default_spec
 
@@ -106,6 +106,7 @@ def test_the_fused_relu6_student_has_a_float_twin_and_exports_for_both_flavours(
     dtypes = {z.dtype for z in zero_points}
     assert dtypes == ({np.dtype("uint8")} if flavour == "ort-cpu" else {np.dtype("int8")})
     assert flavour == "ort-cpu" or all(int(z) == 0 for z in zero_points)  # tensorrt: symmetric int8
+    assert flavour == "ort-cpu" or tensorrt_qdq_problems(path) == []  # Conv -> Clip -> Q passes TensorRT's rules
 
 
 def test_a_relu_behind_an_identity_placeholder_is_fused_into_its_conv(tmp_path):
