@@ -37,10 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from int8_students import cpu_flags, interleaved_ratios  # noqa: E402
 
-from distill.export.fakequant import export_qdq, fake_quant_model, set_observers  # noqa: E402
-from distill.export.images import ImageCalibrationReader, ImageSet  # noqa: E402
-from distill.export.onnx import INPUT_NAME, export_onnx  # noqa: E402
-from distill.export.quantize import FLAVOURS, calibrate, prepare, quantize  # noqa: E402
+from distill.export.fakequant import calibrate_ranges, export_qdq, fake_quant_model  # noqa: E402
+from distill.export.images import ImageSet  # noqa: E402
+from distill.export.onnx import export_onnx  # noqa: E402
+from distill.export.qad import plain_ptq  # noqa: E402
+from distill.export.quantize import FLAVOURS  # noqa: E402
 from distill.student.model import Student, default_spec  # noqa: E402
 
 DEFAULT = "mobilenetv3_small_050,mobilenetv3_large_100,mobilenetv4_conv_small,resnet18,efficientnet_lite0,mobilenetv2_100"
@@ -75,20 +76,8 @@ def calibration_set(size: int, count: int, seed: int) -> ImageSet:
 
 def qad_file(student: Student, images: ImageSet, path: Path) -> Path:
     """The fake-quant student, ranges calibrated on ``images`` (no training), exported as ``distill qad`` does."""
-    model = fake_quant_model(student, FLAVOURS["ort-cpu"])
-    model.apply(torch.ao.quantization.disable_fake_quant)
-    with torch.no_grad():
-        model(torch.from_numpy(images.normalize(images.images)))
-    model.apply(torch.ao.quantization.enable_fake_quant)
-    set_observers(model, False)
+    model = calibrate_ranges(fake_quant_model(student, FLAVOURS["ort-cpu"]), [torch.from_numpy(images.normalize(images.images))])
     return export_qdq(model.eval(), path, student.spec.input_size, FLAVOURS["ort-cpu"])
-
-
-def ptq_file(fp32: Path, images: ImageSet, work: Path) -> Path:
-    """``distill export``'s int8 path without the fallback (MinMax, quantize_static for ort-cpu)."""
-    prepared = prepare(fp32, work / "prepared.onnx")
-    ranges = calibrate(prepared, ImageCalibrationReader(images, INPUT_NAME), "minmax", work / "calibration.json")
-    return quantize(prepared, work / "ptq.onnx", FLAVOURS["ort-cpu"], ranges, "minmax")
 
 
 def runs(path: Path, work: Path) -> collections.Counter:
@@ -114,7 +103,7 @@ def one(arch: str, args: argparse.Namespace, work: Path) -> str:
     images = calibration_set(args.size, args.calib_count, args.seed)
     fp32 = work / "fp32.onnx"
     export_onnx(student, fp32, exporter="torchscript")
-    files = {"fp32": fp32, "ptq": ptq_file(fp32, images, work), "qad": qad_file(student, images, work / "qad.onnx")}
+    files = {"fp32": fp32, "ptq": plain_ptq(fp32, work, images, FLAVOURS["ort-cpu"]), "qad": qad_file(student, images, work / "qad.onnx")}
     ptq_ops, ptq_float = describe(runs(files["ptq"], work))
     qad_ops, qad_float = describe(runs(files["qad"], work))
     vs_fp32 = interleaved_ratios(files, batch=1, threads=1, iters=args.iters, repeats=args.repeats)

@@ -29,6 +29,7 @@ import copy
 import io
 import warnings
 from pathlib import Path
+from typing import Iterable
 
 import onnx
 import torch
@@ -40,7 +41,9 @@ from torch.ao.quantization import (
     PerChannelMinMaxObserver,
     QConfig,
     QConfigMapping,
+    disable_fake_quant,
     disable_observer,
+    enable_fake_quant,
     enable_observer,
 )
 from torch.ao.quantization.backend_config import get_native_backend_config, get_tensorrt_backend_config
@@ -260,6 +263,19 @@ def set_observers(model: nn.Module, on: bool, weights: bool | None = None) -> No
     weights = on if weights is None else weights
     for fq in fake_quants(model):
         (enable_observer if (weights if fq.is_per_channel else on) else disable_observer)(fq)
+
+
+def calibrate_ranges(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+    """Set ``model``'s activation ranges from ``batches`` (float activations observed, fake-quant off: the PTQ
+    calibration), then turn fake-quant on and every observer off; returns ``model``."""
+    model.apply(disable_fake_quant)
+    set_observers(model, True)
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    model.apply(enable_fake_quant)
+    set_observers(model, False)
+    return model
 
 
 def fake_quants(model: nn.Module) -> list[FakeQuantize]:

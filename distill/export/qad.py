@@ -49,7 +49,14 @@ from distill.export.evaluate import (
     predict_onnx,
     predict_torch,
 )
-from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, set_observers, tuned_student
+from distill.export.fakequant import (
+    calibrate_ranges,
+    conv_bn_pairs,
+    export_qdq,
+    fake_quant_model,
+    set_observers,
+    tuned_student,
+)
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
 from distill.export.log import ExportLog
@@ -124,7 +131,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         if exported is not None:
             ptq_path, ptq_origin = exported
         else:
-            ptq_path, ptq_origin = _ptq(fp32_path, Path(work), calib, flavour), PLAIN_PTQ
+            ptq_path, ptq_origin = plain_ptq(fp32_path, Path(work), calib, flavour), PLAIN_PTQ
         ptq, ptq_test = _disagreement(ptq_path, refs, data, holdout)
         say(f"PTQ ({flavour.name}; {ptq_origin}): disagreement with fp32 (pts) calibration {_fmt(ptq.calibration)}; "
             f"test {_fmt(ptq.test)}; hold-out {_fmt(ptq.holdout)}")
@@ -202,7 +209,7 @@ def _export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> tu
     return path, f"the export's int8, {path} ({len(kept)} layer(s) kept in float)"
 
 
-def _ptq(fp32_path: Path, work: Path, calib: ImageSet, flavour: Int8Flavour) -> Path:
+def plain_ptq(fp32_path: Path, work: Path, calib: ImageSet, flavour: Int8Flavour) -> Path:
     """``distill export``'s int8 path without the fallback: MinMax ranges, quantize_static for ``flavour``."""
     prepared = prepare(fp32_path, work / "prepared.onnx")
     ranges = calibrate(prepared, ImageCalibrationReader(calib, INPUT_NAME), "minmax", work / "calibration.json")
@@ -258,13 +265,9 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     with torch.no_grad():  # the frozen fp32 student's logits: the self-distillation target
         targets = torch.cat([fp32(x) for _, x in _batches(calib, 256, device)])
     student.cpu()
-    model.apply(torch.ao.quantization.disable_fake_quant)  # calibration: observe float activations
-    set_observers(model, True)
-    with torch.no_grad():
-        for _, x in _batches(calib, cfg.batch_size, device):
-            model(x)
-    model.apply(torch.ao.quantization.enable_fake_quant)
-    set_observers(model, False)  # a measurement: the ranges stay the calibration's (each epoch sets them on/off)
+    # calibration (observers off after it: the measurement below leaves the ranges as calibrated; each epoch
+    # then turns them on or off)
+    calibrate_ranges(model, (x for _, x in _batches(calib, cfg.batch_size, device)))
     with torch.no_grad():
         start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
     say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")

@@ -14,6 +14,7 @@ import torch
 from onnx import numpy_helper
 
 from distill.export.fakequant import (
+    calibrate_ranges,
     conv_bn_pairs,
     export_qdq,
     fake_quant_model,
@@ -41,13 +42,7 @@ def _student() -> Student:
 
 
 def _calibrated(student: Student, flavour: str, x: torch.Tensor) -> torch.nn.Module:
-    model = fake_quant_model(student, FLAVOURS[flavour])
-    model.apply(torch.ao.quantization.disable_fake_quant)
-    with torch.no_grad():
-        model(x)
-    model.apply(torch.ao.quantization.enable_fake_quant)
-    set_observers(model, False)
-    return model.eval()
+    return calibrate_ranges(fake_quant_model(student, FLAVOURS[flavour]), [x]).eval()
 
 
 def _optimized_ops(path: Path, x: np.ndarray, tmp_path: Path) -> tuple[Counter, np.ndarray]:

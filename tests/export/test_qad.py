@@ -14,11 +14,11 @@ from distill.cli import main
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
 from distill.export.fakequant import (
+    calibrate_ranges,
     conv_bn_pairs,
     export_qdq,
     fake_quant_model,
     fake_quants,
-    set_observers,
     tuned_student,
 )
 from distill.export.images import load_images
@@ -37,13 +37,7 @@ def _images(root: Path, spec, count: int = 48) -> np.ndarray:
 
 
 def _calibrated(student: Student, flavour: str, x: np.ndarray) -> torch.nn.Module:
-    model = fake_quant_model(student, FLAVOURS[flavour])
-    model.apply(torch.ao.quantization.disable_fake_quant)
-    with torch.no_grad():
-        model(torch.from_numpy(x))
-    model.apply(torch.ao.quantization.enable_fake_quant)
-    set_observers(model, False)
-    return model.eval()
+    return calibrate_ranges(fake_quant_model(student, FLAVOURS[flavour]), [torch.from_numpy(x)]).eval()
 
 
 def _ort(path: Path, x: np.ndarray, level: str = "ORT_ENABLE_ALL") -> np.ndarray:

@@ -114,7 +114,7 @@ def test_qad_better_than_ptq_on_the_holdout_ships_the_qad_file(run_ckpt, tmp_pat
     PTQ file an earlier run left in the folder is removed, so the folder holds one int8 file to ship."""
     import distill.export.qad as qad_module
 
-    real_ptq = qad_module._ptq
+    real_ptq = qad_module.plain_ptq
 
     def damaged_ptq(fp32_path, work, calib, flavour):
         proto = onnx.load(str(fp32_path))
@@ -128,7 +128,7 @@ def test_qad_better_than_ptq_on_the_holdout_ships_the_qad_file(run_ckpt, tmp_pat
         onnx.save(proto, str(damaged))
         return real_ptq(damaged, work, calib, flavour)
 
-    monkeypatch.setattr(qad_module, "_ptq", damaged_ptq)
+    monkeypatch.setattr(qad_module, "plain_ptq", damaged_ptq)
     out = tmp_path / "qad"
     out.mkdir()
     (out / "model.int8-ort-cpu.ptq.onnx").write_bytes(b"stale")
@@ -168,7 +168,7 @@ def test_qad_against_an_exports_int8_compares_with_and_ships_that_file(run_ckpt,
     def no_plain_ptq(*args, **kwargs):
         raise AssertionError("plain PTQ was made although --export names the arm")
 
-    monkeypatch.setattr(qad_module, "_ptq", no_plain_ptq)
+    monkeypatch.setattr(qad_module, "plain_ptq", no_plain_ptq)
     monkeypatch.setattr(qad_module, "_train", _damaging(qad_module._train))
     out = tmp_path / "qad"
     assert main(["qad", str(run_ckpt), "--out", str(out), "--export", str(export_dir), "--epochs", "1",
