@@ -6,6 +6,8 @@ Every stage that opens a data folder (train, cache build, export, qad) hashes it
 (``DomainFolder.fingerprint``: each image's "relpath, size, class" line). The table is synthetic (paths like
 ``domainD/classC/img_00000001_é.jpg``, random sizes), so no disk is read: this times the hashing alone. Both
 ways run side by side, twice, on the same table; the figure is the ratio (and that both give the same sha256).
+Memory: the peak of what each way allocates while hashing (``tracemalloc``, which sees Python objects and numpy
+buffers; a third pass, untimed), at each size: it must not grow with N (the table itself is made before).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import hashlib
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +48,23 @@ def chunked(t: SampleTable) -> str:
     return h.hexdigest()
 
 
+def peak_mb(fn, t: SampleTable) -> float:
+    """MB allocated at the peak while ``fn(t)`` runs, above what was allocated before it."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    fn(t)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return (peak - base) / 2**20
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="120000,1200000", help="images per synthetic table")
     args = p.parse_args()
     print("| images | per Sample, s | chunked, s | ratio | same sha256 |\n|---:|---:|---:|---:|---|")
+    peaks = []
     for n in (int(x) for x in args.sizes.split(",")):
         t = table(n)
         for _ in range(2):
@@ -59,6 +74,10 @@ def main() -> None:
             b = chunked(t)
             t2 = time.perf_counter()
             print(f"| {n:,} | {t1 - t0:.2f} | {t2 - t1:.2f} | {(t2 - t1) / (t1 - t0):.2f} | {a == b} |", flush=True)
+        peaks.append((n, peak_mb(per_sample, t), peak_mb(chunked, t)))
+    print("\n| images | peak allocated while hashing, per Sample, MB | chunked, MB |\n|---:|---:|---:|")
+    for n, old, new in peaks:
+        print(f"| {n:,} | {old:.1f} | {new:.1f} |")
 
 
 if __name__ == "__main__":

@@ -82,15 +82,15 @@ def hash_file_lines(h, table: SampleTable) -> None:
     dataset fingerprint's lines), in chunks of rows straight from the columns: no :class:`Sample` per image (one
     each cost ~40 s at 10^7 images, this ~5 s; benchmarks/RESULTS.md, "Scale: the dataset fingerprint's file-list
     hash")."""
-    c, rows = table.columns, table.rows()
-    names = [n.encode() for n in c.class_names]
-    for a in range(0, len(rows), _LINES):
-        r = rows[a:a + _LINES]
+    c, n = table.columns, len(table)
+    names = [name.encode() for name in c.class_names]
+    for a in range(0, n, _LINES):  # a whole table's rows made a chunk at a time (rows() would be 8 bytes an image)
+        r = table.positions[a:a + _LINES] if table.positions is not None else np.arange(a, min(a + _LINES, n))
         h.update(b"".join(b"%s\t%d\t%s\n" % (c._text[s:e], z, names[k]) for s, e, z, k in zip(
             c.offsets[r].tolist(), c.offsets[r + 1].tolist(), c.size[r].tolist(), c.klass[r].tolist())))
 
 
-_LINES = 1 << 16  # rows per hash update (a few MB of lines)
+_LINES = 1 << 16  # rows per hash update (~14 MB at the peak: benchmarks/fingerprint.py)
 
 
 class SampleColumns:

@@ -8,6 +8,7 @@ import pickle
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from distill.data.folder import DomainFolder, FileList, Sample, list_images, load_class_map, split_of
@@ -181,3 +182,17 @@ def test_the_fingerprint_hashes_the_same_lines_in_any_chunking(tree: Path, monke
     table.hash_file_lines(h, ds.select(["zz"], "train"))
     expected = "".join(f"{s.relpath}\t{s.size}\t{s.class_name}\n" for s in ds.select(["zz"], "train"))
     assert h.hexdigest() == hashlib.sha256(expected.encode()).hexdigest()
+
+
+def test_a_whole_table_hashes_as_its_selection(tree: Path, monkeypatch) -> None:
+    """hash_file_lines on a table without positions (every row) makes its rows a chunk at a time."""
+    import distill.data.sample_table as table
+
+    ds = DomainFolder(tree)
+    monkeypatch.setattr(table, "_LINES", 4)
+    whole, selected = hashlib.sha256(), hashlib.sha256()
+    table.hash_file_lines(whole, ds.samples)
+    table.hash_file_lines(selected, ds.samples.take(np.arange(len(ds.samples))))
+    expected = "".join(f"{s.relpath}\t{s.size}\t{s.class_name}\n" for s in ds.samples)
+    assert ds.samples.positions is None
+    assert whole.hexdigest() == selected.hexdigest() == hashlib.sha256(expected.encode()).hexdigest()
