@@ -98,13 +98,9 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     flavour = FLAVOURS[cfg.flavour]
     device = resolve_device(cfg.device)
     # --export: the arm QAD must beat is that folder's int8 file (checked before any data is read)
-    exported = _export_int8(Path(cfg.export_dir), checkpoint, flavour) if cfg.export_dir else None
+    exported = export_int8(Path(cfg.export_dir), checkpoint, flavour) if cfg.export_dir else None
     run = TrainingRun.of_checkpoint(checkpoint, say)
-    ecfg = with_run_defaults(ExportConfig(
-        precisions=("fp32", "int8"), data_root=cfg.data_root, calib_domains=cfg.calib_domains,
-        target_domains=cfg.target_domains, calib_count=cfg.calib_count, eval_count=cfg.eval_count,
-        int8_flavour=cfg.flavour, seed=cfg.seed), run, say)
-    ecfg.check_data()
+    ecfg = export_config(cfg, run, say)
     prov = provenance(checkpoint, student, run)
     # one scan of the data root: the hold-out and the cached teacher rows pick from the folder it kept
     data = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say, keep_folder=True)
@@ -177,6 +173,21 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     return record
 
 
+def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog) -> ExportConfig:
+    """The ``distill export`` settings QAD picks its images with: the run's data and split unless ``cfg`` names
+    them, ``cfg``'s calibration and test counts, fp32 + int8 of ``cfg.flavour``.
+
+    Raises:
+        DistillError: no data root to calibrate on (int8 needs one).
+    """
+    ecfg = with_run_defaults(ExportConfig(
+        precisions=("fp32", "int8"), data_root=cfg.data_root, calib_domains=cfg.calib_domains,
+        target_domains=cfg.target_domains, calib_count=cfg.calib_count, eval_count=cfg.eval_count,
+        int8_flavour=cfg.flavour, seed=cfg.seed), run, say)
+    ecfg.check_data()
+    return ecfg
+
+
 def _stamp_int8(path: Path, student: Student, origin: dict, flavour: Int8Flavour, quantization: dict,
                 how: str) -> None:
     """The ``distill.*`` metadata of ``distill export``'s int8 files, ``quantization`` added to the flavour's."""
@@ -190,7 +201,7 @@ def _fmt(values: dict[str, float]) -> str:
     return ", ".join(f"{d} {v:.2f}" for d, v in values.items())
 
 
-def _export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> tuple[Path, str]:
+def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> tuple[Path, str]:
     """The int8 file of ``flavour`` a ``distill export`` of ``checkpoint`` wrote in ``export_dir``, and its origin."""
     if not ExportReport.exists_in(export_dir):
         raise DistillError(f"{export_dir}: no {EXPORT_REPORT} here (--export takes a `distill export` output folder)")
