@@ -74,8 +74,8 @@ def draw(pool_domains: np.ndarray, names: list[str], size: int, rng: np.random.G
     return np.concatenate(out)
 
 
-def study(qad_dir: Path, sizes: list[int], draws: int, seed: int) -> list[str]:
-    """The table rows of one ``distill qad`` folder."""
+def study(qad_dir: Path, sizes: list[int], draws: int, seed: int) -> tuple[str, list[str]]:
+    """One folder's verdict row and its rows per hold-out size."""
     record = QADRecord.read(qad_dir)
     cfg = QADConfig.model_validate({**record.config, "out_dir": str(qad_dir)})
     say = ExportLog(log)
@@ -100,28 +100,31 @@ def study(qad_dir: Path, sizes: list[int], draws: int, seed: int) -> list[str]:
         files = {"ptq": ptq, "qad": qad_dir / record.qad_file}
         on_test, on_pool = flips(files, fp32, test), flips(files, fp32, pool)
     t_ptq, t_qad = (domain_mean(on_test[k], test.domains, names) for k in ("ptq", "qad"))
-    paired = mcnemar(~on_test["qad"], ~on_test["ptq"])  # "correct" = agrees with fp32
+    p_ptq, p_qad = (domain_mean(on_pool[k], pool.domains, names) for k in ("ptq", "qad"))
+    paired = mcnemar((~on_test["qad"]).tolist(), (~on_test["ptq"]).tolist())  # "correct": agrees with fp32
     better = "qad" if t_qad < t_ptq else "ptq" if t_ptq < t_qad else "tie"
     cost = {"qad": t_qad - min(t_ptq, t_qad), "ptq": t_ptq - min(t_ptq, t_qad)}
     rng = np.random.default_rng(seed)
-    rows = []
+    rows, seen = [], set()
     for size in sizes:
+        n = len(draw(pool.domains, names, size, rng))
+        if n in seen:  # the pool is smaller than this size: the same as the last row
+            continue
+        seen.add(n)
         picks = []
         for _ in range(draws):
             idx = draw(pool.domains, names, size, rng)
             p, q = (domain_mean(on_pool[k][idx], pool.domains[idx], names) for k in ("ptq", "qad"))
             picks.append("qad" if q < p - 1e-9 else "ptq")
-        n = len(draw(pool.domains, names, size, rng))
         shipped_qad = 100.0 * np.mean([x == "qad" for x in picks])
         agree = "n/a (tie)" if better == "tie" else f"{100.0 * np.mean([x == better for x in picks]):.0f} %"
         rows.append(f"| {qad_dir.name} | {n} | {shipped_qad:.0f} % | {agree} | "
                     f"{np.mean([cost[x] for x in picks]):.2f} |")
-    head = (f"| {qad_dir.name} ({record.student}, {len(names)} domain(s), pool {len(pool)}, test {len(test)}) | "
-            f"test: PTQ {t_ptq:.2f}, QAD {t_qad:.2f} pts; better {better}, McNemar p = {paired.p:.2f} "
-            f"({int((on_test['ptq'] & ~on_test['qad']).sum())} images only PTQ flips, "
-            f"{int((on_test['qad'] & ~on_test['ptq']).sum())} only QAD) | qad.json: {record.holdout_images} "
-            f"hold-out images, shipped {record.ship} | | |")
-    return [head, *rows]
+    only = {k: int((on_test[k] & ~on_test[o]).sum()) for k, o in (("ptq", "qad"), ("qad", "ptq"))}
+    verdict = (f"| {qad_dir.name} | {record.student} | {len(names)} | {record.holdout_images}, {record.ship} | "
+               f"{len(pool)}: {p_ptq:.2f} / {p_qad:.2f} | {len(test)}: {t_ptq:.2f} / {t_qad:.2f} | "
+               f"{only['ptq']} / {only['qad']} | {paired.p:.2f} | {better} |")
+    return verdict, rows
 
 
 def main() -> None:
@@ -132,14 +135,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    studies = [study(d, sizes, args.draws, args.seed) for d in args.qad_dirs]
     model, flags = cpu_flags()
     print(f"{model}; SIMD flags: {' '.join(flags)}\n")
-    print("| QAD folder | hold-out images | rule ships QAD | agrees with the test verdict | test pts lost vs the "
+    print("| QAD folder | student | domains | qad.json: hold-out images, file shipped | whole pool: images, "
+          "PTQ / QAD disagreement (pts) | whole test split: images, PTQ / QAD (pts) | test images only PTQ / only "
+          "QAD flips | McNemar p (test) | better on test |")
+    print("|---|---|---:|---|---|---|---|---:|---|")
+    for verdict, _ in studies:
+        print(verdict)
+    print("\n| QAD folder | hold-out images | rule ships QAD | agrees with the test verdict | test pts lost vs the "
           "better file |")
     print("|---|---:|---:|---:|---:|")
-    for qad_dir in args.qad_dirs:
-        for row in study(qad_dir, sizes, args.draws, args.seed):
-            print(row, flush=True)
+    for _, rows in studies:
+        print("\n".join(rows))
 
 
 if __name__ == "__main__":

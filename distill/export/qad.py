@@ -62,7 +62,7 @@ from distill.export.int8_step import int8_file
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
-from distill.export.qad_ship import no_harm, ptq_file
+from distill.export.qad_ship import holdout_pairs, no_harm, ptq_file
 from distill.export.quantize import (
     FLAVOURS,
     Int8Flavour,
@@ -128,7 +128,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
             ptq_path, ptq_origin = exported
         else:
             ptq_path, ptq_origin = plain_ptq(fp32_path, Path(work), calib, flavour), PLAIN_PTQ
-        ptq, ptq_test = _disagreement(ptq_path, refs, data, holdout)
+        ptq, ptq_scored = _disagreement(ptq_path, refs, data, holdout)
         say(f"PTQ ({flavour.name}; {ptq_origin}): disagreement with fp32 (pts) calibration {_fmt(ptq.calibration)}; "
             f"test {_fmt(ptq.test)}; hold-out {_fmt(ptq.holdout)}")
 
@@ -137,8 +137,9 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         fq_logits = predict_torch(model, calib)
         onnx_logits = predict_onnx(dst, calib)
         agreement = parity(fq_logits, onnx_logits)
-        result, qad_test = _disagreement(dst, refs, data, holdout)
-        ship, reason = no_harm(ptq, result, len(holdout))
+        result, qad_scored = _disagreement(dst, refs, data, holdout)
+        pairs = holdout_pairs(ptq_scored.holdout_flips, qad_scored.holdout_flips)
+        ship, reason = no_harm(ptq, result, len(holdout), pairs)
         shipped_ptq = out / ptq_file(flavour.name)
         if ship == "ptq":  # the file the rule picked, beside the QAD one
             shutil.copyfile(ptq_path, shipped_ptq)
@@ -167,8 +168,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         qad_file=dst.name, tuned_checkpoint=ckpt.name, qdq_check=qdq_check, torch_vs_onnx=agreement,
         losses=losses, elapsed_s=round(time.time() - t0, 1),
         within_target=result.worst_calibration <= 1.0,
-        accuracy=_accuracy(data, refs.test, ptq_test, qad_test), holdout_images=len(holdout), ship=ship,
-        ship_reason=reason, ptq_file=shipped_ptq.name if ship == "ptq" else None, ptq_origin=ptq_origin)
+        accuracy=_accuracy(data, refs.test, ptq_scored.test, qad_scored.test), holdout_images=len(holdout),
+        ship=ship, ship_reason=reason, holdout_pairs=pairs, ptq_file=shipped_ptq.name if ship == "ptq" else None, ptq_origin=ptq_origin)
     say(f"wrote {record.write(out)}")
     return record
 
@@ -236,17 +237,26 @@ class _References:
     holdout: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """What one int8 file's figures are made of, kept for the rule and the accuracies."""
+
+    test: np.ndarray           # logits [N, C] on the test images
+    holdout_flips: np.ndarray  # [N] bool: top-1 differs from fp32 on each hold-out image
+
+
 def _disagreement(path: Path, refs: _References, data: ExportData,
-                  holdout: ImageSet) -> tuple[Disagreement, np.ndarray]:
-    """``path``'s disagreement with the fp32 logits, and its test-image logits [N, C] (scored once, reused)."""
+                  holdout: ImageSet) -> tuple[Disagreement, _Scored]:
+    """``path``'s disagreement with the fp32 logits, and its test logits and hold-out flips (scored once, reused)."""
     assert data.calib_images is not None
     session = ort_session(path)  # one session for all three image sets
-    test = predict_onnx(session, data.eval_images)
+    test, held = predict_onnx(session, data.eval_images), predict_onnx(session, holdout)
     return Disagreement(
         calibration=disagreement_by_domain(refs.calibration, predict_onnx(session, data.calib_images),
                                            data.calib_images),
         test=disagreement_by_domain(refs.test, test, data.eval_images),
-        holdout=disagreement_by_domain(refs.holdout, predict_onnx(session, holdout), holdout)), test
+        holdout=disagreement_by_domain(refs.holdout, held, holdout)), _Scored(
+            test, refs.holdout.argmax(1) != held.argmax(1))
 
 
 def _accuracy(data: ExportData, fp32: np.ndarray, ptq: np.ndarray, qad: np.ndarray) -> QADAccuracy | None:

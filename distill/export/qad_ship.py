@@ -5,12 +5,19 @@ the calibration images QAD trained on nor the test images accuracy is reported o
 the fp32 student, averaged over domains (each domain counts once), is strictly lower than plain PTQ's.
 Otherwise (a tie included: QAD then costs training and changes nothing measurable) PTQ's int8 ships.
 Deciding on the test images would be selection on test; on the calibration images, on what QAD was fit to.
+
+The reason also says whether the pick is more than chance: McNemar's exact test on the hold-out images where
+exactly one file flips (:func:`holdout_pairs`). On near-tie students it mostly is not (RESULTS.md, "How big must
+QAD's hold-out be"), and the two files are then equally good choices.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-from distill.records import Disagreement
+import numpy as np
+
+from distill.records import Disagreement, HoldoutPairs
+from distill.report.stats import mcnemar
 
 Ship = Literal["qad", "ptq"]
 TIE_PTS = 1e-9  # means closer than this are a tie (the same flips, summed in another order)
@@ -21,17 +28,29 @@ def ptq_file(flavour: str) -> str:
     return f"model.int8-{flavour}.ptq.onnx"
 
 
-def no_harm(ptq: Disagreement, qad: Disagreement, images: int) -> tuple[Ship, str]:
+def holdout_pairs(ptq_flips: np.ndarray, qad_flips: np.ndarray) -> HoldoutPairs:
+    """From [N] bool "top-1 differs from fp32" per hold-out image of each file (same images, same order)."""
+    ptq, qad = np.asarray(ptq_flips, bool), np.asarray(qad_flips, bool)
+    test = mcnemar((~qad).tolist(), (~ptq).tolist())  # "correct": agrees with fp32
+    return HoldoutPairs(only_ptq=int((ptq & ~qad).sum()), only_qad=int((qad & ~ptq).sum()), p=test.p)
+
+
+def no_harm(ptq: Disagreement, qad: Disagreement, images: int,
+            pairs: HoldoutPairs | None = None) -> tuple[Ship, str]:
     """``("qad" | "ptq", reason)``: QAD when its mean hold-out disagreement with fp32 is below PTQ's.
 
     Args:
         ptq, qad: each int8 model's disagreement with fp32 (points per domain; ``holdout`` must be set).
         images: hold-out images behind the figures (for the reason only).
+        pairs: the images only one file flips, and whether that is more than chance (for the reason only).
     """
     p, q = ptq.mean_holdout, qad.mean_holdout
     if p is None or q is None:
         raise ValueError("no hold-out disagreement to decide on")
     where = f"mean top-1 disagreement with fp32 on {images} hold-out images ({len(qad.holdout)} domains)"
+    chance = "" if pairs is None else (
+        f"; only PTQ flips {pairs.only_ptq} image(s), only QAD {pairs.only_qad}: McNemar p = {pairs.p:.2g}, "
+        + ("more than chance" if pairs.significant else "within chance, the two files are as good"))
     if q < p - TIE_PTS:
-        return "qad", f"{where}: QAD {q:.2f} < PTQ {p:.2f} pts"
-    return "ptq", f"{where}: QAD {q:.2f} >= PTQ {p:.2f} pts, so QAD did not help"
+        return "qad", f"{where}: QAD {q:.2f} < PTQ {p:.2f} pts{chance}"
+    return "ptq", f"{where}: QAD {q:.2f} >= PTQ {p:.2f} pts, so QAD did not help{chance}"

@@ -57,7 +57,7 @@ from distill.records.names import (
     TIMM_WEIGHTS,
     TRAIN_STATE,
 )
-from distill.records.qad import Disagreement, QADAccuracy, QADRecord, QADSettings
+from distill.records.qad import Disagreement, HoldoutPairs, QADAccuracy, QADRecord, QADSettings
 from distill.records.run import (
     CheckpointPointer,
     CombinedTeacher,
@@ -94,7 +94,7 @@ __all__ = [
     "CHECKPOINT_POINTER", "CacheBuildPlan", "CacheDataset", "CacheManifest", "CachePreprocess", "CacheRowLayout",
     "CacheShard", "CacheViews", "CacheFolder", "CheckpointPointer", "CombinedTeacher", "DATA_CLASS_MAP", "DEMO_RESULTS",
     "Disagreement", "EXPORT_CHECKPOINT", "EXPORT_REPORT", "ExportReport", "ExportedModel", "LatencyStats", "PoolFolder",
-    "QADAccuracy", "QADRecord", "QADSettings", "QAD_REPORT", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
+    "HoldoutPairs", "QADAccuracy", "QADRecord", "QADSettings", "QAD_REPORT", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
     "RUN_CONFIG", "RUN_METRICS", "RUN_SUMMARY",
     "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
     "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "ShipRecommendation", "SkippedImage", "SuiteDomain", "SuiteInfo",

@@ -32,6 +32,19 @@ class Disagreement(_Closed):
         return sum(self.holdout.values()) / len(self.holdout) if self.holdout else None
 
 
+class HoldoutPairs(_Closed):
+    """The hold-out images where exactly one int8 file's top-1 differs from fp32's, and McNemar's exact p-value of
+    "the two files flip as often" on them: whether the no-harm rule's pick is more than chance."""
+
+    only_ptq: int  # images the PTQ arm flips and QAD's file does not
+    only_qad: int  # images QAD's file flips and the PTQ arm does not
+    p: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p < 0.05
+
+
 class QADAccuracy(_Closed):
     """Top-1 accuracy (fractions) per domain on the held-out test images, each model scored on the same images."""
 
@@ -78,6 +91,7 @@ class QADRecord(Record):
     ship: Literal["qad", "ptq"] | None = None
     ship_reason: str = ""
     ptq_file: str | None = None  # the PTQ arm's int8 file in the same folder, written when PTQ ships
+    holdout_pairs: HoldoutPairs | None = None  # absent in files written before it
     # what the "PTQ" arm is: plain PTQ made by distill qad, or a distill export folder's int8 file (--export)
     ptq_origin: str = "plain PTQ (MinMax, no float fallback)"
 

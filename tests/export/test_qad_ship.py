@@ -47,6 +47,24 @@ def test_no_harm_ships_qad_only_below_ptqs_mean_holdout_disagreement():
     assert ship == "qad" and "QAD 1.50 < PTQ 2.00" in reason and "100 hold-out images (2 domains)" in reason
 
 
+def test_the_rule_says_whether_its_pick_is_more_than_chance():
+    from distill.export.qad_ship import holdout_pairs, no_harm
+    from distill.records import Disagreement
+
+    ptq = np.array([True, True, False, False, True, False])
+    qad = np.array([False, True, True, False, False, False])
+    pairs = holdout_pairs(ptq, qad)  # images 0 and 4 only PTQ flips, image 2 only QAD
+    assert (pairs.only_ptq, pairs.only_qad) == (2, 1) and pairs.p == 1.0 and not pairs.significant
+    lopsided = holdout_pairs(np.r_[np.ones(12, bool), np.zeros(88, bool)], np.zeros(100, bool))
+    assert (lopsided.only_ptq, lopsided.only_qad) == (12, 0)
+    assert lopsided.p == pytest.approx(2 * 0.5 ** 12, abs=1e-4) and lopsided.significant
+    arm = Disagreement(calibration={}, test={}, holdout={"a": 12.0}), Disagreement(calibration={}, test={},
+                                                                                   holdout={"a": 0.0})
+    ship, reason = no_harm(*arm, 100, lopsided)
+    assert ship == "qad" and "only PTQ flips 12 image(s), only QAD 0: McNemar p = 0.00049, more than chance" in reason
+    assert "within chance, the two files are as good" in no_harm(*arm, 100, pairs)[1]
+
+
 def test_the_holdout_is_train_images_that_are_neither_calibration_nor_test_images(tiny_root):
     from distill.export.config import ExportConfig
     from distill.export.data import calibration_samples, holdout_samples
@@ -97,6 +115,11 @@ def test_qad_worse_than_ptq_on_the_holdout_ships_ptqs_int8(run_ckpt, tmp_path, m
     assert record.ship == "ptq" and record.ptq_file == "model.int8-ort-cpu.ptq.onnx" == record.ship_file
     assert record.holdout_images == 40 and set(record.qad.holdout) == set(record.ptq.holdout) == {"clean", "dark"}
     assert record.qad.mean_holdout > record.ptq.mean_holdout and "QAD did not help" in record.ship_reason
+    # the paired count is of the same hold-out images: its net equals the per-domain figures' (20 images a domain)
+    pairs = record.holdout_pairs
+    net = sum(record.qad.holdout[d] - record.ptq.holdout[d] for d in record.qad.holdout) * 20 / 100
+    assert pairs is not None and pairs.only_qad - pairs.only_ptq == pytest.approx(net)
+    assert f"McNemar p = {pairs.p:.2g}" in record.ship_reason
     assert f"int8 file: {out}/model.int8-ort-cpu.ptq.onnx (PTQ int8)" in capsys.readouterr().out
     session = ort.InferenceSession(str(out / record.ptq_file), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
