@@ -74,6 +74,16 @@ def draw(pool_domains: np.ndarray, names: list[str], size: int, rng: np.random.G
     return np.concatenate(out)
 
 
+def check_rebuild(record: QADRecord, own: ImageSet, on_own: dict[str, np.ndarray]) -> None:
+    """The run's own hold-out (``own``), scored again, gives qad.json's figures: the data, fp32 reference and PTQ
+    arm were rebuilt as the run had them (else the study would be of other files or images)."""
+    for arm, figures in (("ptq", record.ptq.holdout), ("qad", record.qad.holdout)):
+        again = {d: 100.0 * float(on_own[arm][own.domains == d].mean()) for d in own.domain_names}
+        if set(again) != set(figures) or any(abs(again[d] - figures[d]) > 1e-6 for d in figures):
+            raise SystemExit(f"{record.checkpoint}: the rebuilt {arm} arm disagrees with fp32 on {again} pts of the "
+                             f"run's hold-out, its qad.json says {figures}: not the run's data or files")
+
+
 def study(qad_dir: Path, sizes: list[int], draws: int, seed: int) -> tuple[str, list[str]]:
     """One folder's verdict row and its rows per hold-out size."""
     record = QADRecord.read(qad_dir)
@@ -99,6 +109,8 @@ def study(qad_dir: Path, sizes: list[int], draws: int, seed: int) -> tuple[str, 
                else plain_ptq(fp32, Path(work), data.calib_images, flavour))
         files = {"ptq": ptq, "qad": qad_dir / record.qad_file}
         on_test, on_pool = flips(files, fp32, test), flips(files, fp32, pool)
+        own = load_holdout_images(ecfg, student.spec, data, record.holdout_images)
+        check_rebuild(record, own, flips(files, fp32, own))
     t_ptq, t_qad = (domain_mean(on_test[k], test.domains, names) for k in ("ptq", "qad"))
     p_ptq, p_qad = (domain_mean(on_pool[k], pool.domains, names) for k in ("ptq", "qad"))
     paired = mcnemar((~on_test["qad"]).tolist(), (~on_test["ptq"]).tolist())  # "correct": agrees with fp32

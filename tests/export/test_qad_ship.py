@@ -229,3 +229,31 @@ def test_export_arm_refusals_are_one_line(run_ckpt, export_dir, tmp_path):
             qad(QADConfig(checkpoint=str(ckpt), out_dir=str(tmp_path / "q"), export_dir=str(exp), epochs=1,
                           calib_count=16, eval_count=4), log=lambda s: None)
         assert "\n" not in str(e.value)
+
+
+def test_the_holdout_benchmark_rebuilds_the_runs_arms_and_refuses_other_figures(run_ckpt, tmp_path):
+    """benchmarks/qad_holdout.py rebuilds a run's data, fp32 reference and plain-PTQ arm from its qad.json: scored
+    again, the run's own hold-out gives qad.json's figures; a qad.json whose figures are not the files' is refused."""
+    from tests.test_benchmarks import _script
+
+    bench = _script("qad_holdout")
+    out = tmp_path / "qad"
+    qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(out), epochs=1, calib_count=32, eval_count=8,
+                  holdout_count=40), log=lambda s: None)
+    verdict, rows = bench.study(out, [8, 10 ** 6], draws=20, seed=0)
+    record = QADRecord.read(out)
+    pool = DomainFolder(record.config["data_root"] or _run_data(run_ckpt), test_fraction=0.3, split_seed=0)
+    left = len(pool.select(["clean", "dark"], "train")) - 32
+    assert verdict.startswith(f"| qad | {record.student} | 2 | 40, {record.ship} | {left}: ")
+    assert [r.split(" | ")[1] for r in rows] == ["8", str(left)]  # the size over the pool is the whole pool
+    tampered = record.model_copy(update={"ptq": record.ptq.model_copy(
+        update={"holdout": {d: v + 5.0 for d, v in record.ptq.holdout.items()}})})
+    tampered.write(out)
+    with pytest.raises(SystemExit, match="the rebuilt ptq arm disagrees .* not the run's data or files"):
+        bench.study(out, [8], draws=2, seed=0)
+
+
+def _run_data(run_ckpt: Path) -> str:
+    import yaml
+
+    return yaml.safe_load((run_ckpt.parents[1] / "config.yaml").read_text())["data"]["root"]
