@@ -11,10 +11,11 @@ The fake-quant model mirrors :mod:`distill.export.quantize`'s onnxruntime recipe
 - ``ort-cpu``: each Conv/Linear bias rounded to the int32 grid of scale = input scale x weight scale
   (:class:`Int32Bias`), the bias :func:`export_qdq` writes; without it torch and onnxruntime differ by
   a fraction of a step in every biased output, which ~50 layers amplify into different top-1 classes;
-- ``mean`` (global pooling in squeeze-excite) computed in float, no fake-quant on its output:
-  onnxruntime's PTQ keeps ReduceMean in float too, and a mean re-quantized on its input's coarse grid
-  (torch.ao's default, "shared qparams") made onnxruntime's fused kernels disagree with its own
-  float Q/DQ graph.
+- ``mean`` (global pooling in squeeze-excite) computed from its fake-quantized input, its output getting a range
+  of its own at the next conv's input: what onnxruntime's QLinearGlobalAveragePool computes in the PTQ file
+  (the mean is written as GlobalAveragePool there, :mod:`distill.export.int8_graph`, and in the file
+  :func:`export_qdq` writes). A mean re-quantized on its input's coarse grid (torch.ao's default, "shared
+  qparams") made onnxruntime's fused kernels disagree with its own float Q/DQ graph.
 
 :func:`export_qdq` writes the fake-quant graph with torch's ONNX exporter, which turns each
 fake-quant into QuantizeLinear/DequantizeLinear with the *trained* scales and zero points, then
@@ -77,8 +78,8 @@ def qconfig_for(flavour: Int8Flavour) -> QConfig:
 
 
 def qconfig_mapping_for(flavour: Int8Flavour) -> QConfigMapping:
-    """Every op fake-quantized as ``qconfig_for(flavour)`` says, except ``mean``: float, as onnxruntime's PTQ
-    leaves ReduceMean (see module doc)."""
+    """Every op fake-quantized as ``qconfig_for(flavour)`` says, except ``mean``: no shared range of its own; the
+    next op's input range quantizes it, as QLinearGlobalAveragePool's output range does in the file (module doc)."""
     return (QConfigMapping().set_global(qconfig_for(flavour))
             .set_object_type("mean", None).set_object_type(torch.mean, None))
 

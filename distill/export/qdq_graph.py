@@ -5,7 +5,9 @@ torch's exporter turns each fake-quant into QuantizeLinear -> DequantizeLinear, 
 Identity nodes. :func:`tidy_qdq` bypasses the Identities, makes per-tensor scales and zero points
 scalars, stores each weight as its int8 tensor feeding a DequantizeLinear and, when asked, each
 Conv/Gemm bias as int32 with scale = input scale x weight scale (onnxruntime's QLinearConv fusion
-expects both). No value changes: the integers are what the QuantizeLinear would compute.
+expects both), and writes each spatial ReduceMean (squeeze-excite's pooling) as GlobalAveragePool, which
+onnxruntime runs in int8, as :func:`distill.export.quantize.prepare` does for the PTQ files. No value changes:
+the integers are what the QuantizeLinear would compute, the mean is the same mean.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from distill.errors import DistillError
+from distill.export.int8_graph import means_to_global_pool
 
 
 def tidy_qdq(proto: onnx.ModelProto, quantize_bias: bool) -> onnx.ModelProto:
@@ -23,6 +26,7 @@ def tidy_qdq(proto: onnx.ModelProto, quantize_bias: bool) -> onnx.ModelProto:
     fold_weight_quantization(proto)
     if quantize_bias:
         quantize_biases(proto)
+    means_to_global_pool(proto)
     _name_nodes(proto)
     return proto
 

@@ -43,6 +43,7 @@ from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from distill.errors import DistillError
+from distill.export.int8_graph import int8_friendly
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -103,21 +104,22 @@ def calibration_method(name: str):
     return table[name]
 
 
-def prepare(fp32_path: str | Path, out_path: str | Path) -> Path:
+def prepare(fp32_path: str | Path, out_path: str | Path, int8_rewrites: bool = True) -> Path:
     """onnxruntime's ``quant_pre_process`` (shape inference + graph optimization), with every
-    node given a unique name so layers can be excluded by name."""
+    node given a unique name so layers can be excluded by name, then (``int8_rewrites``) the same function
+    rewritten so that onnxruntime runs more of it in int8 (:func:`distill.export.int8_graph.int8_friendly`:
+    squeeze-excite's mean and gate; off only to measure what they change, benchmarks/int8_islands.py)."""
     out_path = Path(out_path)
     quant_pre_process(str(fp32_path), str(out_path))
     model = onnx.load(str(out_path))
     seen: set[str] = set()
-    changed = False
     for i, node in enumerate(model.graph.node):
         if not node.name or node.name in seen:
             node.name = f"{node.op_type}_{i}"
-            changed = True
         seen.add(node.name)
-    if changed:
-        onnx.save(model, str(out_path))
+    if int8_rewrites:
+        int8_friendly(model)
+    onnx.save(model, str(out_path))
     return out_path
 
 

@@ -254,7 +254,7 @@ def test_the_fake_quant_biases_are_the_int32_biases_the_file_holds(tmp_path):
 def test_squeeze_excite_means_stay_float_as_in_onnxruntimes_ptq():
     """A mean's output is not re-quantized on its input's grid (torch.ao's default for mean: the input's
     own fake-quant, "shared qparams"): the next conv's input gets a range of its own, as in onnxruntime's
-    PTQ graph, where ReduceMean runs in float."""
+    PTQ graph, where the mean's output is quantized with its own range (QLinearGlobalAveragePool)."""
     student = _random_bn_student("mobilenetv3_small_050")
     model = fake_quant_model(student, FLAVOURS["ort-cpu"])
     means = [n for n in model.graph.nodes if n.op == "call_method" and n.target == "mean"]
