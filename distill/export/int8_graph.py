@@ -84,7 +84,7 @@ def fold_gates_into_convs(model: onnx.ModelProto) -> int:
     producer = {out: n for n in graph.node for out in n.output}
     uses = Counter(name for n in graph.node for name in n.input)
     outputs = {o.name for o in graph.output}
-    done = 0
+    done, replaced = 0, set()
     for i, node in enumerate(graph.node):
         if node.op_type != "HardSigmoid":
             continue
@@ -104,6 +104,7 @@ def fold_gates_into_convs(model: onnx.ModelProto) -> int:
             name = f"{tag}_folded_{'weight' if slot == 1 else 'bias'}"
             graph.initializer.append(numpy_helper.from_array(value.astype(weight.dtype), name))
             if slot < len(conv.input):
+                replaced.add(conv.input[slot])
                 conv.input[slot] = name
             else:
                 conv.input.append(name)
@@ -112,12 +113,14 @@ def fold_gates_into_convs(model: onnx.ModelProto) -> int:
         graph.node[i].CopyFrom(helper.make_node("Clip", [x, f"{tag}_lo", f"{tag}_hi"], list(node.output),
                                                 name=node.name))
         done += 1
-    _drop_unused_initializers(graph)
+    _drop_unused(graph, replaced)
     return done
 
 
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
-    keep = [t for t in graph.initializer if t.name in used]
+def _drop_unused(graph: onnx.GraphProto, names: set[str]) -> None:
+    """The initializers among ``names`` that nothing uses any more (another conv may still share one)."""
+    used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output} | {
+        i.name for i in graph.input}
+    keep = [t for t in graph.initializer if t.name not in names or t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)

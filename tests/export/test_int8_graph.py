@@ -71,6 +71,28 @@ def test_the_se_mean_and_gate_are_rewritten_and_the_function_is_unchanged(opset)
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_gates_whose_convs_share_constants_get_constants_of_their_own():
+    """onnxruntime's optimizer shares equal constants between convs (zero biases at init): folding one gate must not
+    change the other conv, and a constant nothing uses any more is dropped."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "b_shared")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b_shared"], ["g1_in"]),
+             helper.make_node("HardSigmoid", ["g1_in"], ["g1"], alpha=1 / 6, beta=0.5),
+             helper.make_node("Conv", ["x", "w2", "b_shared"], ["c2"]),
+             helper.make_node("Mul", ["g1", "c2"], ["y"])]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 4, 3, 3)).astype(np.float32) * 4
+    before = _run(model, x)
+    assert int8_friendly(model)["HardSigmoid folded into its Conv"] == 1
+    np.testing.assert_allclose(_run(model, x)[0], before[0], rtol=1e-5, atol=1e-5)
+    names = {t.name for t in model.graph.initializer}
+    assert "b_shared" in names and "w1" not in names  # still used by the other conv / replaced by the folded weight
+
+
 def _student() -> Student:
     torch.manual_seed(0)
     student = Student(default_spec("mobilenetv3_small_050", [str(i) for i in range(10)], 32)).eval()
