@@ -62,7 +62,7 @@ def means_to_global_pool(model: onnx.ModelProto) -> int:
     graph = model.graph
     constants = _constants(graph)
     ranks = _ranks(model)
-    done = 0
+    done, orphans = 0, set()
     for i, node in enumerate(graph.node):
         if node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4:
             continue
@@ -70,9 +70,11 @@ def means_to_global_pool(model: onnx.ModelProto) -> int:
         axes = _axes(node, constants)
         if attrs.get("keepdims", 1) != 1 or axes is None or {a % 4 for a in axes} != SPATIAL or len(axes) != 2:
             continue
+        orphans.update(node.input[1:])
         graph.node[i].CopyFrom(helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output),
                                                 name=node.name))
         done += 1
+    _drop_unused(graph, orphans)  # the axes constants (onnxruntime warns about each unused one on loading)
     return done
 
 
@@ -118,9 +120,14 @@ def fold_gates_into_convs(model: onnx.ModelProto) -> int:
 
 
 def _drop_unused(graph: onnx.GraphProto, names: set[str]) -> None:
-    """The initializers among ``names`` that nothing uses any more (another conv may still share one)."""
+    """The initializers and Constant nodes among ``names`` that nothing uses any more (another node may still
+    share one)."""
     used = {n for node in graph.node for n in node.input} | {o.name for o in graph.output} | {
         i.name for i in graph.input}
     keep = [t for t in graph.initializer if t.name not in names or t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
+    nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.output[0] in names
+                                           and n.output[0] not in used)]
+    del graph.node[:]
+    graph.node.extend(nodes)
