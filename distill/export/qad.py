@@ -169,7 +169,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         losses=losses, elapsed_s=round(time.time() - t0, 1),
         within_target=result.worst_calibration <= 1.0,
         accuracy=_accuracy(data, refs.test, ptq_scored.test, qad_scored.test), holdout_images=len(holdout),
-        ship=ship, ship_reason=reason, holdout_pairs=pairs, ptq_file=shipped_ptq.name if ship == "ptq" else None, ptq_origin=ptq_origin)
+        ship=ship, ship_reason=reason, holdout_pairs=pairs, ptq_file=shipped_ptq.name if ship == "ptq" else None,
+        ptq_origin=ptq_origin)
     say(f"wrote {record.write(out)}")
     return record
 
