@@ -13,8 +13,8 @@ with PyTorch. :func:`recommend` turns them into one choice and a one-line reason
 3. else fp16 when it was exported and agrees with PyTorch within the budget;
 4. else fp32.
 When int8 is within budget but not faster and float islands remain (hardswish's HardSigmoid; squeeze-excite's
-mean and hard-sigmoid gate are rewritten to run in int8 before quantizing, :mod:`distill.export.int8_graph`, a
-Sigmoid gate is not), the reason names them and the families measured to gain from int8
+mean and hard-sigmoid gate are rewritten to run in int8 before quantizing, :mod:`distill.export.int8_graph`; a
+Sigmoid gate is left as onnxruntime quantizes it), the reason names them and the families measured to gain from int8
 (:data:`INT8_FASTER_FAMILIES`, figures from benchmarks/RESULTS.md).
 """
 from __future__ import annotations
