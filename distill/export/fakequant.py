@@ -56,6 +56,7 @@ from distill.export.onnx import INPUT_NAME, check
 from distill.export.qdq_graph import tidy_qdq
 from distill.export.quantize import Int8Flavour
 from distill.export.relu6 import with_relu6_fusion
+from distill.export.se_gate import gate_pairs, gates_as_clamps, unfold, with_gate_fusion
 from distill.student.model import Student
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127  # onnxruntime's symmetric int8 weights (and TensorRT's rule)
@@ -89,7 +90,8 @@ def backend_config_for(flavour: Int8Flavour):
     table allows only uint8 activations, so symmetric int8 activations use torch's TensorRT table. Both get
     Conv(+BN)+ReLU6 fusion (:mod:`distill.export.relu6`), which torch.ao lacks and onnxruntime's PTQ does."""
     table = get_tensorrt_backend_config() if flavour.activation_symmetric else get_native_backend_config()
-    return with_relu6_fusion(table)  # Conv(+BN)+ReLU6 fused as Conv(+BN)+ReLU (efficientnet_lite, mobilenetv2)
+    # Conv(+BN)+ReLU6 fused as Conv(+BN)+ReLU (efficientnet_lite, mobilenetv2); a folded SE gate too (mobilenetv3)
+    return with_gate_fusion(with_relu6_fusion(table))
 
 
 class _Logits(nn.Module):
@@ -133,6 +135,12 @@ def _without_identities(model: nn.Module) -> torch.fx.GraphModule:
     return traced
 
 
+def gate_convs(student: Student) -> set[str]:
+    """Names in ``student`` of the convs :func:`fake_quant_model` folds a squeeze-excite gate into."""
+    traced = _without_identities(_plain_batchnorms(_Logits(copy.deepcopy(student).cpu().eval())))
+    return {conv.removeprefix("student.") for conv, _ in gate_pairs(traced)}
+
+
 def conv_bn_pairs(student: Student) -> dict[str, str]:
     """Conv module name -> the BatchNorm module name folded into it (names in ``student``), from an FX trace."""
     traced = torch.fx.symbolic_trace(_plain_batchnorms(_Logits(copy.deepcopy(student).cpu().eval())))
@@ -165,7 +173,9 @@ def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphMo
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            folded = fuse_fx(_without_identities(model))  # eval mode: BN folded into the preceding conv
+            traced = _without_identities(model)
+            gates_as_clamps(traced)  # squeeze-excite's hard-sigmoid gate folded into its conv, as the export does
+            folded = fuse_fx(traced)  # eval mode: BN folded into the preceding conv
             prepared = prepare_qat_fx(folded.train(), qconfig_mapping_for(flavour), example,
                                       backend_config=backend_config_for(flavour))
     except Exception as e:  # torch.fx raises TraceError and many others from deep inside a model
@@ -227,11 +237,13 @@ def plain_biases(model: nn.Module):
 
 
 @torch.no_grad()
-def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str]) -> Student:
+def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str],
+                  gates: set[str] | frozenset[str] = frozenset()) -> Student:
     """A copy of ``student`` holding ``model``'s trained float weights (fake-quant off: its fp32 twin).
 
     A folded conv's weight goes back to the conv and its bias to the BatchNorm, which becomes the
     identity (mean 0, var 1 - eps, scale 1): same module names, so ``save_student`` / ``load_student`` work.
+    A conv in ``gates`` (:func:`gate_convs`) gets its weight and bias with the gate's fold taken out.
     """
     out = copy.deepcopy(student).cpu().float().eval()
     own = dict(out.named_parameters())
@@ -252,7 +264,7 @@ def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str]) -> 
                 if out.get_submodule(conv).bias is not None:
                     out.get_submodule(conv).bias.zero_()
         elif key in own:
-            own[key].copy_(param)
+            own[key].copy_(unfold(key, param) if conv in gates else param)
         else:
             raise DistillError(f"QAD: trained parameter '{name}' has no place in the student '{student.spec.arch}'")
     return out

@@ -54,6 +54,7 @@ from distill.export.fakequant import (
     conv_bn_pairs,
     export_qdq,
     fake_quant_model,
+    gate_convs,
     set_observers,
     tuned_student,
 )
@@ -154,7 +155,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     qdq_check = {"compute_nodes": len(rows), "int8_weight_nodes": sum(
         1 for r in rows if len(r["inputs"]) > 1 and r["inputs"][1].get("zero_point_dtype") == "int8"),
         "tensorrt_problems": problems[:20]}
-    tuned = tuned_student(model.cpu(), student, conv_bn_pairs(student))
+    tuned = tuned_student(model.cpu(), student, conv_bn_pairs(student), gate_convs(student))
     ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
         "from": str(checkpoint), "flavour": flavour.name, "epochs": cfg.epochs}})
     origin = {k: prov[k] for k in ("teacher", "strategy", "checkpoint") if k in prov}

@@ -1,5 +1,5 @@
-"""distill/export/int8_graph.py: squeeze-excite's mean and gate rewritten so onnxruntime runs them in int8, with the
-function unchanged; the export's and QAD's int8 files of a mobilenetv3 lose those float islands."""
+"""distill/export/int8_graph.py and se_gate.py: squeeze-excite's mean and gate rewritten so onnxruntime runs them in
+int8, with the function unchanged; the export's and QAD's int8 files of a mobilenetv3 lose those float islands."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +13,7 @@ from distill.export.evaluate import ort_session
 from distill.export.fakequant import calibrate_ranges, export_qdq, fake_quant_model
 from distill.export.int8_graph import int8_friendly
 from distill.export.quantize import FLAVOURS, calibrate, float_ops_as_run, prepare, quantize
+from distill.export.se_gate import QATConvGate2d
 from distill.student.model import Student, default_spec
 
 
@@ -123,9 +124,14 @@ def test_a_mobilenetv3s_int8_files_run_squeeze_excite_in_int8(tmp_path):
     assert np.isfinite(ort_session(ptq).run(None, {INPUT_NAME: x})[0]).all()
 
     model = fake_quant_model(student, FLAVOURS["ort-cpu"])
+    # QAD's fake-quant student folds the same 9 gates (distill/export/se_gate.py), each clamped to [0, 1] inside
+    # its fused conv, with one range after the clamp
+    gates = [m for m in model.modules() if isinstance(m, QATConvGate2d)]
+    assert len(gates) == 9
     calibrate_ranges(model, [torch.from_numpy(x)])
     qad_file = export_qdq(model.eval(), tmp_path / "qad.onnx", (32, 32), FLAVOURS["ort-cpu"], 18)
-    assert "ReduceMean" not in float_ops_as_run(qad_file, tmp_path)
+    islands = float_ops_as_run(qad_file, tmp_path)
+    assert "ReduceMean" not in islands and islands.get("HardSigmoid") == 19  # hardswish's only
     # the rewritten means' axes constants are gone (onnxruntime logs a warning for each unused one it loads)
     proto = onnx.load(str(qad_file))
     used = {name for n in proto.graph.node for name in n.input}
