@@ -73,6 +73,7 @@ from distill.export.quantize import (
     quantize,
     tensorrt_qdq_problems,
 )
+from distill.export.se_gate import gate_lr_factor, gate_params
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
 from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT, ExportReport, QADAccuracy
 from distill.strategies.losses import kl_div_with_temperature
@@ -294,7 +295,9 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     with torch.no_grad():
         start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
     say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")
-    opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    gated = {id(p) for p in gate_params(model)}  # squeeze-excite gate convs, folded: their own step size
+    opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in gated],
+                         gate_params(model))
     steps = cfg.epochs * math.ceil(len(calib) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     rng = np.random.default_rng(cfg.seed)
@@ -329,11 +332,16 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     return model.eval(), losses
 
 
-def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` at ``cfg.learning_rate``, no weight decay (QAD moves a trained student a little)."""
+def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter],
+                   gates: list[torch.nn.Parameter] | None = None) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` at ``cfg.learning_rate``, no weight decay (QAD moves a trained student a little); ``gates``
+    (folded squeeze-excite gate convs) in a second group at the rate that moves their unfolded weights the same."""
+    groups: list[dict] = [{"params": params}]
+    if gates:
+        groups.append({"params": gates, "lr": cfg.learning_rate * gate_lr_factor(cfg.optimizer)})
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=0.9, weight_decay=0.0)
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=0.9, weight_decay=0.0)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=0.0)
 
 
 def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, data: ExportData, student: Student,
