@@ -137,3 +137,31 @@ def test_a_mobilenetv3s_int8_files_run_squeeze_excite_in_int8(tmp_path):
     used = {name for n in proto.graph.node for name in n.input}
     assert all(t.name in used for t in proto.graph.initializer)
     assert all(n.output[0] in used for n in proto.graph.node if n.op_type == "Constant")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_folded_gate_trains_as_the_unfolded_one_at_its_lr_factor(optimizer):
+    """QAD trains the folded gate conv (weights x 1/6) in its own group (distill.export.qad.make_optimizer): a step
+    there, unfolded, is the step the student's own conv would have taken; at the plain lr it was 36x (SGD)."""
+    import copy
+
+    from distill.export.qad import make_optimizer
+    from distill.export.qad_config import QADConfig
+    from distill.export.se_gate import gates_as_clamps, unfold
+
+    torch.manual_seed(0)
+    original = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Hardsigmoid())
+    folded = torch.fx.symbolic_trace(copy.deepcopy(original))
+    assert gates_as_clamps(folded) == ["0"]
+    x, r = torch.randn(2, 3, 5, 5), torch.randn(2, 4, 5, 5)
+    cfg = QADConfig(checkpoint="ck", out_dir="o", optimizer=optimizer, lr=0.05)
+    start = original(x).detach()
+    for model, opt in ((original, make_optimizer(cfg, list(original.parameters()))),
+                       (folded, make_optimizer(cfg, [], list(folded.parameters())))):
+        assert torch.allclose(model(x), start, atol=1e-6)  # the same function before training
+        for _ in range(3):
+            opt.zero_grad()
+            (model(x) * r).sum().backward()
+            opt.step()
+    for name, p in folded.named_parameters():
+        assert torch.allclose(unfold(name, p.detach()), dict(original.named_parameters())[name].detach(), atol=1e-5)
