@@ -15,6 +15,8 @@ config: Conv(+BN)+ReLU6 becomes :class:`ConvReLU62d` (BN folded, eval-mode fusio
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn import intrinsic as nni
@@ -54,16 +56,23 @@ def _fuse_conv_bn_relu6(is_qat: bool, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu6
     return ConvReLU62d(fuse_conv_bn_eval(conv.eval(), bn.eval()), relu6)
 
 
-def with_relu6_fusion(config: BackendConfig) -> BackendConfig:
-    """``config`` (in place) with Conv(+BN)+ReLU6 fused like Conv(+BN)+ReLU, using the dtypes of its Conv2d."""
+def with_conv_fusion(config: BackendConfig, patterns: dict[tuple, Callable], fused: type, qat: type) -> BackendConfig:
+    """``config`` (in place) with each of ``patterns`` (conv first) fused by its fuser into ``fused``, trained as
+    ``qat`` with one output fake-quant, like Conv(+BN)+ReLU, using the dtypes of ``config``'s Conv2d."""
     conv = next(c for c in config.configs if c.pattern is nn.Conv2d)
     dtypes, observed = conv.dtype_configs, ObservationType.OUTPUT_USE_DIFFERENT_OBSERVER_AS_INPUT
-    for pattern, fuser in (((nn.Conv2d, nn.ReLU6), _fuse_conv_relu6),
-                           ((nn.Conv2d, nn.BatchNorm2d, nn.ReLU6), _fuse_conv_bn_relu6)):
+    for pattern, fuser in patterns.items():
         config.set_backend_pattern_config(BackendPatternConfig(pattern).set_dtype_configs(dtypes)
-                                          .set_fuser_method(fuser).set_fused_module(ConvReLU62d))
-    for module, qat in ((ConvReLU62d, QATConvReLU62d), (QATConvReLU62d, None)):
+                                          .set_fuser_method(fuser).set_fused_module(fused))
+    for module, qat_module in ((fused, qat), (qat, None)):
         entry = (BackendPatternConfig(module).set_observation_type(observed).set_dtype_configs(dtypes)
                  .set_root_module(nn.Conv2d).set_reference_quantized_module(nnqr.Conv2d))
-        config.set_backend_pattern_config(entry.set_qat_module(qat) if qat is not None else entry)
+        config.set_backend_pattern_config(entry.set_qat_module(qat_module) if qat_module is not None else entry)
     return config
+
+
+def with_relu6_fusion(config: BackendConfig) -> BackendConfig:
+    """``config`` (in place) with Conv(+BN)+ReLU6 fused like Conv(+BN)+ReLU, using the dtypes of its Conv2d."""
+    return with_conv_fusion(config, {(nn.Conv2d, nn.ReLU6): _fuse_conv_relu6,
+                                     (nn.Conv2d, nn.BatchNorm2d, nn.ReLU6): _fuse_conv_bn_relu6},
+                            ConvReLU62d, QATConvReLU62d)

@@ -17,11 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.intrinsic import qat as nniqat
-from torch.ao.nn.quantized import reference as nnqr
-from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig, ObservationType
+from torch.ao.quantization.backend_config import BackendConfig
 
-# torch 2.13: BackendConfig's setters need this submodule imported (see distill/export/relu6.py)
-from torch.ao.quantization.backend_config import utils as _pattern_utils  # noqa: F401, E402
+from distill.export.relu6 import with_conv_fusion
 
 ALPHA, BETA = 1.0 / 6.0, 0.5  # torch's Hardsigmoid: clamp(x * ALPHA + BETA, 0, 1), as ONNX HardSigmoid writes it
 
@@ -64,15 +62,7 @@ def with_gate_fusion(config: BackendConfig) -> BackendConfig:
     """``config`` (in place) with Conv + Hardtanh fused like Conv + ReLU, using its Conv2d's dtypes (a Hardtanh
     module, not a class of ours: torch.ao's tracer keeps only torch.nn modules as leaves, and traces others into
     functions that no module pattern matches)."""
-    conv = next(c for c in config.configs if c.pattern is nn.Conv2d)
-    dtypes, observed = conv.dtype_configs, ObservationType.OUTPUT_USE_DIFFERENT_OBSERVER_AS_INPUT
-    config.set_backend_pattern_config(BackendPatternConfig((nn.Conv2d, nn.Hardtanh)).set_dtype_configs(dtypes)
-                                      .set_fuser_method(_fuse).set_fused_module(ConvGate2d))
-    for module, qat in ((ConvGate2d, QATConvGate2d), (QATConvGate2d, None)):
-        entry = (BackendPatternConfig(module).set_observation_type(observed).set_dtype_configs(dtypes)
-                 .set_root_module(nn.Conv2d).set_reference_quantized_module(nnqr.Conv2d))
-        config.set_backend_pattern_config(entry.set_qat_module(qat) if qat is not None else entry)
-    return config
+    return with_conv_fusion(config, {(nn.Conv2d, nn.Hardtanh): _fuse}, ConvGate2d, QATConvGate2d)
 
 
 def gate_pairs(traced: torch.fx.GraphModule) -> list[tuple[str, str]]:
