@@ -513,43 +513,59 @@ def bench_runner(runner: Any, batches: Iterable[int], warmup: int = 10, iters: i
         gpu_peak_mb: callable giving peak GPU memory (MiB) after the runs, if the runtime has one.
         seed: input data seed (inputs are standard normal, the distribution after normalization).
     """
-    model_path = Path(model_path or runner.path)
-    sha = sha256_file(model_path) if model_path.is_file() else None
-    meta = dict(model_meta if model_meta is not None else getattr(runner, "meta", {}))
+    return bench_runners([runner], batches, warmup, iters, profile, topk, [model_path], [model_meta],
+                         rss_before_load_mb, extra_versions, gpu_peak_mb, seed)
+
+
+def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 10, iters: int = 50,
+                  profile: bool = False, topk: int = 10, model_paths: Sequence[str | Path | None] | None = None,
+                  model_metas: Sequence[dict[str, Any] | None] | None = None, rss_before_load_mb: float | None = None,
+                  extra_versions: dict[str, str] | None = None, gpu_peak_mb: Callable[[], float | None] | None = None,
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """:func:`bench_runner` for several runners timed round-robin at each batch size (:func:`interleaved_times`:
+    A B A B ...), so a shared machine's background load hits them alike; one record per runner and batch. The
+    memory figures are the whole pass's (all runners loaded)."""
+    paths = [Path(p or r.path) for p, r in zip(model_paths or [None] * len(runners), runners)]
+    metas = [dict(m if m is not None else getattr(r, "meta", {}))
+             for m, r in zip(model_metas or [None] * len(runners), runners)]
+    shas = [sha256_file(p) if p.is_file() else None for p in paths]
     device, versions = device_info(), library_versions(extra_versions)
     rng = np.random.default_rng(seed)
-    records = []
+    records: list[tuple[Any, dict[str, Any]]] = []
     for batch in batches:
         # distill exports take fp32 input at every precision (fp16/int8 convert inside the graph)
-        x = rng.standard_normal(runner.input_shape(int(batch))).astype(np.float32)
+        xs = [rng.standard_normal(r.input_shape(int(batch))).astype(np.float32) for r in runners]
+        calls = {str(i): (lambda r=r, x=x: r.run(x)) for i, (r, x) in enumerate(zip(runners, xs))}
         with PeakRSS() as peak:
             t0 = time.perf_counter()
-            times = time_callable(lambda: runner.run(x), warmup, iters)
+            times = interleaved_times(calls, warmup, iters)
             wall = time.perf_counter() - t0
         base = rss_before_load_mb
         mem = {"rss_mb": rss_mb(), "peak_rss_mb": peak.peak_mb,
                "peak_rss_delta_mb": (peak.peak_mb - base) if (peak.peak_mb is not None and base is not None) else None,
                "peak_is_lifetime": peak.lifetime,
                "gpu_peak_mb": gpu_peak_mb() if gpu_peak_mb else None}
-        records.append({
-            "schema": SCHEMA, "model": str(model_path), "model_name": model_path.name,
-            "model_sha256": sha, "model_meta": meta, "runtime": runner.runtime, "providers": list(runner.providers),
-            "batch": int(batch), "input_shape": list(x.shape), "threads": runner.threads, "warmup": warmup,
-            "iters": iters, "latency_ms": latency_stats(times), "throughput_ips": int(batch) * iters / sum(times),
-            "memory": mem, "top_ops": None, "device": device, "versions": versions,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": wall,
-        })
-    if profile and records:
+        for i, (runner, x) in enumerate(zip(runners, xs)):
+            t = times[str(i)]
+            records.append((runner, {
+                "schema": SCHEMA, "model": str(paths[i]), "model_name": paths[i].name,
+                "model_sha256": shas[i], "model_meta": metas[i], "runtime": runner.runtime,
+                "providers": list(runner.providers), "batch": int(batch), "input_shape": list(x.shape),
+                "threads": runner.threads, "warmup": warmup, "iters": iters, "latency_ms": latency_stats(t),
+                "throughput_ips": int(batch) * iters / sum(t), "memory": mem, "top_ops": None, "device": device,
+                "versions": versions, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": wall,
+            }))
+    if profile:
         # Profile in a separate pass so the profiler's overhead never enters the timed runs.
-        for rec in records:
+        for runner, rec in records:
             prof_runner = runner.profiled()
             if prof_runner is None:
-                break
+                continue
             x = rng.standard_normal(rec["input_shape"]).astype(np.float32)
             time_callable(lambda: prof_runner.run(x), 1, max(5, min(iters, 20)))
             rec["top_ops"] = prof_runner.top_ops(topk)
             prof_runner.close()
-    return records
+    return [rec for _, rec in records]
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
@@ -590,6 +606,24 @@ def bench_file(model: str | Path, runtime: str = "ort-cpu", batches: Iterable[in
         return bench_runner(runner, batches, warmup, iters, profile, topk, rss_before_load_mb=before, gpu_peak_mb=gpu)
     finally:
         runner.close()
+
+
+def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches: Iterable[int] = (1,),
+                threads: int | None = None, warmup: int = 10, iters: int = 50, profile: bool = False,
+                topk: int = 10) -> list[dict[str, Any]]:
+    """Several ``models`` on ``runtime``, timed round-robin (:func:`bench_runners`): their ratios are fair on a
+    shared machine, where one model timed after another can come out faster or slower by chance. ONNX Runtime
+    sessions do not spin-wait here (a session's spinning workers would steal the cores from the next one)."""
+    for model in models:
+        if not Path(model).is_file():
+            raise RuntimeUnavailable(f"{model}: model file not found")
+    runners = [OrtRunner(m, runtime, threads=threads, spin=False) if runtime in _ORT_PROVIDERS
+               else open_runner(m, runtime, threads=threads) for m in models]
+    try:
+        return bench_runners(runners, batches, warmup, iters, profile, topk)
+    finally:
+        for runner in runners:
+            runner.close()
 
 
 # --------------------------------------------------------------------------- CLI

@@ -58,3 +58,39 @@ def test_edge_runner_error_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "not found" in errors[0] and "Traceback" not in r.stderr
+
+
+class _Logged:
+    """A runner that records its calls in a shared log (for the order) and takes no time."""
+
+    def __init__(self, name: str, log: list[str], path: Path) -> None:
+        self.name, self.log, self.path, self.meta = name, log, path, {}
+        self.runtime, self.providers, self.threads = "ort-cpu", ["CPUExecutionProvider"], 1
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, 3, 4, 4)
+
+    def run(self, x) -> None:
+        self.log.append(self.name)
+
+    def profiled(self) -> None:
+        return None
+
+
+def test_several_runners_are_timed_round_robin_one_record_each(tmp_path: Path) -> None:
+    """bench_runners (the demo's bench): A B A B ..., so background load hits every model alike; one record per
+    runner and batch, each with its own timed runs."""
+    log: list[str] = []
+    runners = [_Logged(n, log, tmp_path / f"{n}.onnx") for n in ("a", "b")]
+    records = edge_runner.bench_runners(runners, (1, 2), warmup=2, iters=3)
+    assert log == ["a", "b"] * (2 + 3) * 2  # warmup then timed, per batch size, interleaved
+    assert [(r["model_name"], r["batch"]) for r in records] == [("a.onnx", 1), ("b.onnx", 1), ("a.onnx", 2),
+                                                                ("b.onnx", 2)]
+    assert all(r["iters"] == 3 and r["latency_ms"]["p50"] >= 0 for r in records)
+
+
+def test_bench_files_times_real_models_together(small_onnx: Path, tmp_path: Path) -> None:
+    other = Path(shutil.copy(small_onnx, tmp_path / "other.onnx"))
+    records = edge_runner.bench_files([small_onnx, other], "ort-cpu", (1,), threads=1, warmup=1, iters=4)
+    assert [r["model"] for r in records] == [str(small_onnx), str(other)]
+    assert all(r["latency_ms"]["p50"] > 0 and r["iters"] == 4 for r in records)
