@@ -13,7 +13,7 @@ from distill.export.evaluate import ort_session
 from distill.export.fakequant import calibrate_ranges, export_qdq, fake_quant_model
 from distill.export.int8_graph import int8_friendly
 from distill.export.quantize import FLAVOURS, calibrate, float_ops_as_run, prepare, quantize
-from distill.export.se_gate import QATConvGate2d
+from distill.export.se_gate import QATConvGate2d, gate_params
 from distill.student.model import Student, default_spec
 
 
@@ -127,7 +127,8 @@ def test_a_mobilenetv3s_int8_files_run_squeeze_excite_in_int8(tmp_path):
     # QAD's fake-quant student folds the same 9 gates (distill/export/se_gate.py), each clamped to [0, 1] inside
     # its fused conv, with one range after the clamp
     gates = [m for m in model.modules() if isinstance(m, QATConvGate2d)]
-    assert len(gates) == 9
+    assert len(gates) == 9 and all(g.folded_gate for g in gates)
+    assert len(gate_params(model)) == 18  # weight and bias of each: QAD trains them in their own optimizer group
     calibrate_ranges(model, [torch.from_numpy(x)])
     qad_file = export_qdq(model.eval(), tmp_path / "qad.onnx", (32, 32), FLAVOURS["ort-cpu"], 18)
     islands = float_ops_as_run(qad_file, tmp_path)
