@@ -56,7 +56,7 @@ from distill.export.onnx import INPUT_NAME, check
 from distill.export.qdq_graph import tidy_qdq
 from distill.export.quantize import Int8Flavour
 from distill.export.relu6 import with_relu6_fusion
-from distill.export.se_gate import gate_pairs, gates_as_clamps, unfold, with_gate_fusion
+from distill.export.se_gate import gates_as_clamps, unfold, with_gate_fusion
 from distill.student.model import Student
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127  # onnxruntime's symmetric int8 weights (and TensorRT's rule)
@@ -133,12 +133,6 @@ def _without_identities(model: nn.Module) -> torch.fx.GraphModule:
     traced.recompile()
     traced.delete_all_unused_submodules()
     return traced
-
-
-def gate_convs(student: Student) -> set[str]:
-    """Names in ``student`` of the convs :func:`fake_quant_model` folds a squeeze-excite gate into."""
-    traced = _without_identities(_plain_batchnorms(_Logits(copy.deepcopy(student).cpu().eval())))
-    return {conv.removeprefix("student.") for conv, _ in gate_pairs(traced)}
 
 
 def conv_bn_pairs(student: Student) -> dict[str, str]:
@@ -237,15 +231,16 @@ def plain_biases(model: nn.Module):
 
 
 @torch.no_grad()
-def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str],
-                  gates: set[str] | frozenset[str] = frozenset()) -> Student:
+def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str]) -> Student:
     """A copy of ``student`` holding ``model``'s trained float weights (fake-quant off: its fp32 twin).
 
     A folded conv's weight goes back to the conv and its bias to the BatchNorm, which becomes the
     identity (mean 0, var 1 - eps, scale 1): same module names, so ``save_student`` / ``load_student`` work.
-    A conv in ``gates`` (:func:`gate_convs`) gets its weight and bias with the gate's fold taken out.
+    A conv ``model`` folded a squeeze-excite gate into (:mod:`distill.export.se_gate`) gets its weight and bias
+    with the fold taken out.
     """
     out = copy.deepcopy(student).cpu().float().eval()
+    gates = {n.removeprefix("student.") for n, m in model.named_modules() if getattr(m, "folded_gate", False)}
     own = dict(out.named_parameters())
     with plain_biases(model):
         params = list(model.named_parameters())

@@ -12,7 +12,8 @@ islands", benchmarks/RESULTS.md "int8 per student"):
   onnxruntime's quantizer absorbs into the conv's output range, so the gate runs inside the ``QLinearConv``.
 
 Hardswish's HardSigmoid (``x * HardSigmoid(x)``: its input also feeds the Mul, so there is no conv to fold into)
-is left as it is: written as Mul + Add + Clip it ran in int8 but slower at 32 px (RESULTS.md, "Float islands").
+is left as it is: written as Mul + Add + Clip it ran in int8 but slower at 32 px in a throwaway probe (not in the
+repo, so no figure is claimed).
 """
 from __future__ import annotations
 

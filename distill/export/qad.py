@@ -54,7 +54,6 @@ from distill.export.fakequant import (
     conv_bn_pairs,
     export_qdq,
     fake_quant_model,
-    gate_convs,
     set_observers,
     tuned_student,
 )
@@ -156,7 +155,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     qdq_check = {"compute_nodes": len(rows), "int8_weight_nodes": sum(
         1 for r in rows if len(r["inputs"]) > 1 and r["inputs"][1].get("zero_point_dtype") == "int8"),
         "tensorrt_problems": problems[:20]}
-    tuned = tuned_student(model.cpu(), student, conv_bn_pairs(student), gate_convs(student))
+    tuned = tuned_student(model.cpu(), student, conv_bn_pairs(student))
     ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
         "from": str(checkpoint), "flavour": flavour.name, "epochs": cfg.epochs}})
     origin = {k: prov[k] for k in ("teacher", "strategy", "checkpoint") if k in prov}
@@ -295,9 +294,9 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     with torch.no_grad():
         start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
     say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")
-    gated = {id(p) for p in gate_params(model)}  # squeeze-excite gate convs, folded: their own step size
-    opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in gated],
-                         gate_params(model))
+    gates = gate_params(model)  # squeeze-excite gate convs, folded: their own step size
+    gated = {id(p) for p in gates}
+    opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in gated], gates)
     steps = cfg.epochs * math.ceil(len(calib) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     rng = np.random.default_rng(cfg.seed)

@@ -18,7 +18,6 @@ from distill.export.fakequant import (
     conv_bn_pairs,
     export_qdq,
     fake_quant_model,
-    gate_convs,
     plain_biases,
     set_observers,
     tuned_student,
@@ -89,7 +88,7 @@ def test_the_fused_relu6_student_has_a_float_twin_and_exports_for_both_flavours(
     model = _calibrated(student, flavour, x)
     model.apply(torch.ao.quantization.disable_fake_quant)
     with torch.no_grad():
-        twin = tuned_student(model, student, conv_bn_pairs(student), gate_convs(student))  # BN folded back as identity BNs
+        twin = tuned_student(model, student, conv_bn_pairs(student))  # BN folded back as identity BNs
         with plain_biases(model):  # the float biases (not rounded to the int32 grid), as the twin holds them
             assert torch.allclose(twin(x), model(x), atol=1e-4, rtol=1e-4)
         assert torch.allclose(twin(x), student(x), atol=1e-4, rtol=1e-4)  # nothing trained yet: the same function

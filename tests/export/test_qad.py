@@ -19,7 +19,6 @@ from distill.export.fakequant import (
     export_qdq,
     fake_quant_model,
     fake_quants,
-    gate_convs,
     tuned_student,
 )
 from distill.export.images import load_images
@@ -116,7 +115,7 @@ def test_tuned_student_is_the_fake_quant_models_float_twin(arch):
         for p in model.parameters():  # "training" moved every weight
             p.add_(0.01 * torch.randn_like(p))
         x = torch.randn(4, 3, 32, 32)
-        twin = tuned_student(model, student, conv_bn_pairs(student), gate_convs(student))
+        twin = tuned_student(model, student, conv_bn_pairs(student))
         assert torch.allclose(twin(x), model(x), atol=1e-4, rtol=1e-4)
         assert not torch.allclose(twin(x), student(x), atol=1e-4)
     assert twin.state_dict().keys() == student.state_dict().keys()
@@ -247,7 +246,7 @@ def test_the_fake_quant_biases_are_the_int32_biases_the_file_holds(tmp_path):
     assert np.array_equal(torch_biases, file_biases)
     # and the trained (float) values are what the tuned checkpoint and the next export start from
     with torch.no_grad():
-        twin = tuned_student(model, student, conv_bn_pairs(student), gate_convs(student))
+        twin = tuned_student(model, student, conv_bn_pairs(student))
     assert not np.array_equal(np.sort(np.concatenate([p.detach().numpy().ravel() for n, p in twin.named_parameters()
                                                       if n.endswith("bias")])), file_biases)
 
