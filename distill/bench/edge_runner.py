@@ -617,10 +617,13 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
     for model in models:
         if not Path(model).is_file():
             raise RuntimeUnavailable(f"{model}: model file not found")
+    before = rss_mb()
     runners = [OrtRunner(m, runtime, threads=threads, spin=False) if runtime in _ORT_PROVIDERS
                else open_runner(m, runtime, threads=threads) for m in models]
+    gpu = gpu_process_memory_mb if runtime in ("ort-cuda", "ort-trt", "tensorrt") else None
     try:
-        return bench_runners(runners, batches, warmup, iters, profile, topk)
+        return bench_runners(runners, batches, warmup, iters, profile, topk, rss_before_load_mb=before,
+                             gpu_peak_mb=gpu)
     finally:
         for runner in runners:
             runner.close()
@@ -649,6 +652,10 @@ def add_bench_arguments(p: argparse.ArgumentParser, runtimes: Sequence[str] = RU
     p.add_argument("--out", default=None, help="append JSON lines here (default: print them)")
     p.add_argument("--profile", action="store_true", help="add onnxruntime's top ops by time to each record")
     p.add_argument("--topk", type=int, default=10, help="ops listed with --profile (default: 10)")
+    p.add_argument("--interleave", action="store_true",
+                   help="time several models round-robin (A B A B ...), so a shared machine's background load hits "
+                        "them alike and their ratios are fair; memory figures are then the whole pass's "
+                        "(default: one model after another)")
 
 
 def format_record(r: dict[str, Any]) -> str:
@@ -661,12 +668,17 @@ def format_record(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="edge_runner.py", description="Latency of an ONNX model or TensorRT engine "
                                 "(numpy + onnxruntime or tensorrt only), as distill bench JSON lines.")
-    p.add_argument("model", help=".onnx file, or a TensorRT engine (.engine/.plan) with --runtime tensorrt")
+    p.add_argument("model", nargs="+",
+                   help=".onnx file(s), or TensorRT engine(s) (.engine/.plan) with --runtime tensorrt")
     add_bench_arguments(p)
     args = p.parse_args(argv)
     try:
-        records = bench_file(args.model, args.runtime, parse_batches(args.batch), args.threads, args.warmup,
-                             args.iters, args.profile, args.topk)
+        batches = parse_batches(args.batch)
+        timing = (args.warmup, args.iters, args.profile, args.topk)
+        if args.interleave:
+            records = bench_files(args.model, args.runtime, batches, args.threads, *timing)
+        else:
+            records = [r for m in args.model for r in bench_file(m, args.runtime, batches, args.threads, *timing)]
     except (RuntimeUnavailable, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1  # the distill CLI's convention: 1 for a runtime error, 2 (argparse) for bad usage

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from distill.bench.edge_runner import (
     RUNTIMES,
     RuntimeUnavailable,
     bench_file,
+    bench_files,
     bench_runner,
     format_record,
     rss_mb,
@@ -81,15 +82,19 @@ class TorchOptions:
         return self == TorchOptions()
 
 
-def bench_model(model: str | Path, runtime: str | None = None, batches: tuple[int, ...] = (1,),
+def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = None, batches: tuple[int, ...] = (1,),
                 threads: int | None = None, warmup: int = 10, iters: int = 50, profile: bool = False,
                 topk: int = 10, log: Callable[[str], None] | None = None,
-                torch_options: TorchOptions | None = None) -> list[dict[str, Any]]:
-    """Benchmark MODEL at each batch size; one record per (model file, runtime, batch).
+                torch_options: TorchOptions | None = None, interleave: bool = False) -> list[dict[str, Any]]:
+    """Benchmark MODEL (or several) at each batch size; one record per (model file, runtime, batch).
 
     ``torch_options`` (device, precision, compile mode, memory format) apply to ``--runtime torch``
     only; torch records add ``precision``, ``memory_format``, ``compile`` and ``compile_s`` (the first
     call at that batch size: compilation and warm-up, timed apart from the timed runs).
+
+    ``interleave``: time every file round-robin (:func:`~distill.bench.edge_runner.bench_files`), so background
+    load on a shared machine hits them alike and their latency ratios are fair (an export folder's fp32 vs int8);
+    the memory figures are then the whole pass's. ONNX files and engines on one runtime only.
 
     Raises:
         DistillError: bad MODEL/runtime, or a runtime unavailable here (message names what to install).
@@ -98,10 +103,13 @@ def bench_model(model: str | Path, runtime: str | None = None, batches: tuple[in
         raise DistillError(f"--warmup must be >= 0 and --iters >= 1 (got {warmup}, {iters})")
     records: list[dict[str, Any]] = []
     opts = torch_options or TorchOptions()
-    pairs = resolve_models(model, runtime)
+    models = [model] if isinstance(model, (str, Path)) else list(model)
+    pairs = [pair for m in models for pair in resolve_models(m, runtime)]
     if not opts.is_default() and any(rt != "torch" for _, rt in pairs):
         raise DistillError("--device, --precision, --compile and --memory-format apply to --runtime torch only "
                            "(an ONNX model's precision is fixed at export)")
+    if interleave:
+        return _bench_interleaved(pairs, batches, threads, warmup, iters, profile, topk, log)
     for path, rt in pairs:
         try:
             if rt == "torch":
@@ -113,6 +121,22 @@ def bench_model(model: str | Path, runtime: str | None = None, batches: tuple[in
         if log:
             for r in records[-len(batches):]:
                 log(format_record(r))
+    return records
+
+
+def _bench_interleaved(pairs: list[tuple[Path, str]], batches: tuple[int, ...], threads: int | None, warmup: int,
+                       iters: int, profile: bool, topk: int, log: Callable[[str], None] | None) -> list[dict[str, Any]]:
+    runtimes = sorted({rt for _, rt in pairs})
+    if "torch" in runtimes or len(runtimes) > 1:
+        raise DistillError(f"--interleave times ONNX files or engines on one runtime together; got runtime(s) "
+                           f"{', '.join(runtimes)} for {', '.join(str(p) for p, _ in pairs)}")
+    try:
+        records = bench_files([p for p, _ in pairs], runtimes[0], batches, threads, warmup, iters, profile, topk)
+    except RuntimeUnavailable as e:
+        raise DistillError(str(e)) from None
+    if log:
+        for r in records:
+            log(format_record(r))
     return records
 
 

@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Warm up, time repeated runs, and write one JSON line per (model, runtime, batch): "
         "p50/p90/p99 latency, throughput, peak memory, device and library versions. The same code runs "
         "on devices as distill/bench/edge_runner.py (numpy + onnxruntime or tensorrt only).")
-    p.add_argument("model", help=".onnx, .engine/.plan, a checkpoint folder (torch) or an export folder")
+    p.add_argument("model", nargs="+",
+                   help=".onnx, .engine/.plan, a checkpoint folder (torch) or an export folder; several with "
+                        "--interleave to compare them")
     add_bench_arguments(p, RUNTIMES, default_runtime=None)
     t = p.add_argument_group("runtime torch (a checkpoint folder)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise DistillError(str(e)) from None
     records = bench_model(args.model, args.runtime, batches, args.threads, args.warmup, args.iters, args.profile,
                           args.topk, log=lambda s: print(s, file=sys.stderr),
-                          torch_options=TorchOptions(args.device, args.precision, args.compile, args.memory_format))
+                          torch_options=TorchOptions(args.device, args.precision, args.compile, args.memory_format),
+                          interleave=args.interleave)
     if args.out:
         write_jsonl(records, args.out)
         print(f"appended {len(records)} record(s) to {args.out}", file=sys.stderr)

@@ -94,3 +94,53 @@ def test_bench_files_times_real_models_together(small_onnx: Path, tmp_path: Path
     records = edge_runner.bench_files([small_onnx, other], "ort-cpu", (1,), threads=1, warmup=1, iters=4)
     assert [r["model"] for r in records] == [str(small_onnx), str(other)]
     assert all(r["latency_ms"]["p50"] > 0 and r["iters"] == 4 for r in records)
+
+
+def _run_order(monkeypatch, log: list[str]) -> None:
+    """Log the file name of every ONNX Runtime call (warm-up and timed), to see the order models ran in."""
+    real = edge_runner.OrtRunner.run
+
+    def run(self, x):
+        log.append(Path(self.path).stem)
+        return real(self, x)
+
+    monkeypatch.setattr(edge_runner.OrtRunner, "run", run)
+
+
+def test_distill_bench_interleave_times_several_files_round_robin(small_onnx: Path, tmp_path: Path,
+                                                                   monkeypatch, capsys) -> None:
+    """`distill bench A B --interleave`: A B A B ... (fair ratios on a shared machine); without it, A then B."""
+    from distill.cli import main
+
+    other = Path(shutil.copy(small_onnx, tmp_path / "other.onnx"))
+    for flag, expected in (([], ["small.fp32"] * 3 + ["other"] * 3), (["--interleave"], ["small.fp32", "other"] * 3)):
+        log: list[str] = []
+        with monkeypatch.context() as m:
+            _run_order(m, log)
+            rc = main(["bench", str(small_onnx), str(other), "--warmup", "1", "--iters", "2", "--threads", "1",
+                       *flag])
+        assert rc == 0
+        assert log == expected, flag
+        records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [Path(r["model"]).name for r in records] == ["small.fp32.onnx", "other.onnx"]
+
+
+def test_distill_bench_interleave_refuses_a_checkpoint_in_one_line(small_onnx: Path, small_checkpoint: Path,
+                                                                    capsys) -> None:
+    from distill.cli import main
+
+    assert main(["bench", str(small_onnx), str(small_checkpoint), "--interleave", "--iters", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--interleave" in err[0] and "torch" in err[0], err
+
+
+def test_edge_runner_interleaves_several_files(small_onnx: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """The Jetson runner takes several files too: `edge_runner.py fp16.onnx int8.onnx --interleave`."""
+    other = Path(shutil.copy(small_onnx, tmp_path / "other.onnx"))
+    log: list[str] = []
+    _run_order(monkeypatch, log)
+    assert edge_runner.main([str(small_onnx), str(other), "--interleave", "--warmup", "0", "--iters", "3",
+                             "--threads", "1"]) == 0
+    assert log == ["small.fp32", "other"] * 3
+    assert [json.loads(line)["model_name"] for line in capsys.readouterr().out.splitlines()] == [
+        "small.fp32.onnx", "other.onnx"]
