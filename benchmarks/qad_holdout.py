@@ -105,7 +105,7 @@ def study(qad_dir: Path, sizes: list[int], draws: int, seed: int) -> tuple[str, 
     with tempfile.TemporaryDirectory(prefix="qad-holdout-") as work:
         fp32 = Path(work) / "model.fp32.onnx"
         export_onnx(student, fp32, opset=max(cfg.opset, 17), exporter="torchscript")
-        ptq = (export_int8(Path(cfg.export_dir), checkpoint, flavour)[0] if cfg.export_dir
+        ptq = (export_int8(Path(cfg.export_dir), checkpoint, flavour).path if cfg.export_dir
                else plain_ptq(fp32, Path(work), data.calib_images, flavour))
         files = {"ptq": ptq, "qad": qad_dir / record.qad_file}
         on_test, on_pool = flips(files, fp32, test), flips(files, fp32, pool)

@@ -16,7 +16,7 @@ FLAGS = {
     "epochs": "--epochs", "observer_epochs": "--observer-epochs", "optimizer": "--optimizer", "lr": "--lr",
     "batch_size": "--batch-size",
     "temperature": "--temperature", "device": "--device", "opset": "--opset", "seed": "--seed",
-    "export_dir": "--export",
+    "export_dir": "--export", "quantize_all": "--quantize-all",
 }
 
 
@@ -55,7 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="image picks and shuffling (default: 0)")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="a `distill export` folder of the same checkpoint: its int8 file (with the export's float "
-                   "fallback) is the arm QAD must beat and ships when QAD does not (default: plain PTQ made here)")
+                   "fallback) is the arm QAD must beat and ships when QAD does not (default: plain PTQ made here); "
+                   "QAD keeps the layers that file keeps in float in float too")
+    p.add_argument("--quantize-all", action="store_true",
+                   help="with --export: quantize every layer, also those the export's fallback keeps in float "
+                        "(QAD instead of the fallback: a file with no float layer)")
     p.set_defaults(func=run, _parser=p)
 
 

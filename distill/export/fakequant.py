@@ -152,11 +152,14 @@ def conv_bn_pairs(student: Student) -> dict[str, str]:
     return pairs
 
 
-def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphModule:
+def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterable[str] = ()) -> torch.fx.GraphModule:
     """A copy of ``student`` with BatchNorm folded and fake-quant inserted (observers on, fake-quant on).
 
     BatchNorm is folded into the conv weights before fake-quant (its statistics are frozen from the
     start, the QAT practice of freezing BN, here from step 0 because the int8 graph holds folded weights).
+    ``keep_float``: conv / linear module names of ``student`` left in float (:func:`keep_in_float`), as the
+    export's float fallback left them (:func:`distill.export.kept_float.kept_modules`); a name that is no such
+    module is an error.
 
     Raises:
         DistillError: the student cannot be traced by torch.fx (data-dependent control flow).
@@ -176,9 +179,39 @@ def fake_quant_model(student: Student, flavour: Int8Flavour) -> torch.fx.GraphMo
         raise DistillError(f"student '{student.spec.arch}': torch.fx cannot trace it for fake-quant "
                            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
                            "QAD supports FX-traceable CNN students") from None
+    keep_in_float(prepared, keep_float)
     if flavour.extra_options.get("QuantizeBias", True):
-        quantize_biases_int32(prepared)
+        quantize_biases_int32(prepared)  # float weights keep a float bias
     return prepared
+
+
+def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str]) -> None:
+    """Leave the conv / linear modules ``names`` (the student's names) of the fake-quant ``model`` in float, in
+    place, as onnxruntime's ``nodes_to_exclude`` leaves the export's fallback layers: float weights (their weight
+    fake-quant becomes the identity) and float input and output where no int8 op is on the other side (an
+    activation fake-quant between the graph's input or output and kept layers only becomes the identity: the
+    first conv reads the float image, a kept head writes float logits). A kept layer between int8 layers
+    still reads and writes quantized activations, as in the export's file.
+
+    Raises:
+        DistillError: a name is not a fake-quantized conv or linear layer of ``model``.
+    """
+    kept = {f"student.{n}" for n in names}
+    modules = dict(model.named_modules())
+    for name in sorted(kept):
+        if not isinstance(getattr(modules.get(name), "weight_fake_quant", None), FakeQuantize):
+            raise DistillError(f"keep in float: '{name.removeprefix('student.')}' is not a conv or linear layer of "
+                               "the fake-quant student")
+        modules[name].weight_fake_quant = nn.Identity()
+
+    def floating(node: torch.fx.Node) -> bool:  # a float end: the graph's input or output, or a kept layer
+        return node.op in ("placeholder", "output") or (node.op == "call_module" and node.target in kept)
+
+    for node in model.graph.nodes:
+        if (node.op == "call_module" and isinstance(model.get_submodule(str(node.target)), FakeQuantize)
+                and isinstance(node.args[0], torch.fx.Node) and floating(node.args[0])
+                and all(floating(user) for user in node.users)):
+            model.add_submodule(str(node.target), nn.Identity())
 
 
 class Int32Bias(nn.Module):

@@ -59,6 +59,7 @@ from distill.export.fakequant import (
 )
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
+from distill.export.kept_float import export_int8, kept_layers
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
@@ -74,7 +75,7 @@ from distill.export.quantize import (
 )
 from distill.export.se_gate import gate_lr_factor, gate_params
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
-from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT, ExportReport, QADAccuracy
+from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.strategies.losses import kl_div_with_temperature
 from distill.student.model import Student, load_student, save_student
 from distill.utils.runtime import resolve_device
@@ -100,6 +101,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     device = resolve_device(cfg.device)
     # --export: the arm QAD must beat is that folder's int8 file (checked before any data is read)
     exported = export_int8(Path(cfg.export_dir), checkpoint, flavour) if cfg.export_dir else None
+    folded = conv_bn_pairs(student)  # conv -> the BatchNorm folded into it
+    keep = kept_layers(exported, student, folded, say) if exported is not None and not cfg.quantize_all else []
     run = TrainingRun.of_checkpoint(checkpoint, say)
     ecfg = export_config(cfg, run, say)
     prov = provenance(checkpoint, student, run)
@@ -126,14 +129,14 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         fp32 = ort_session(fp32_path)  # one session per file, for all three image sets
         refs = _References(predict_onnx(fp32, calib), predict_onnx(fp32, data.eval_images), predict_onnx(fp32, holdout))
         if exported is not None:
-            ptq_path, ptq_origin = exported
+            ptq_path, ptq_origin = exported.path, exported.origin
         else:
             ptq_path, ptq_origin = plain_ptq(fp32_path, Path(work), calib, flavour), PLAIN_PTQ
         ptq, ptq_scored = _disagreement(ptq_path, refs, data, holdout)
         say(f"PTQ ({flavour.name}; {ptq_origin}): disagreement with fp32 (pts) calibration {_fmt(ptq.calibration)}; "
             f"test {_fmt(ptq.test)}; hold-out {_fmt(ptq.holdout)}")
 
-        model, losses = _train(cfg, student, flavour, calib, teacher_logits, device, say)
+        model, losses = _train(cfg, student, flavour, calib, teacher_logits, device, say, keep)
         dst = export_qdq(model.cpu(), out / int8_file(flavour.name), student.spec.input_size, flavour, cfg.opset)
         fq_logits = predict_torch(model, calib)
         onnx_logits = predict_onnx(dst, calib)
@@ -150,12 +153,15 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         f"test {_fmt(result.test)}; hold-out {_fmt(result.holdout)}")
     say(f"int8 file: {ship.upper()}'s ({shipped_ptq.name if ship == 'ptq' else dst.name}; no-harm rule: {reason}); "
         "whether int8 ships is the export's recommendation")
-    problems = tensorrt_qdq_problems(dst) if flavour.name == "tensorrt" else []
     rows = qdq_report(dst)
+    # the layers left in float on purpose: float weights in QAD's file, as many as were kept (else none are excused)
+    floats = [r["node"] for r in rows if len(r["inputs"]) > 1 and not r["inputs"][1]["dequantized"]]
+    excused = floats if len(floats) == len(keep) else []
+    problems = tensorrt_qdq_problems(dst, excused) if flavour.name == "tensorrt" else []
     qdq_check = {"compute_nodes": len(rows), "int8_weight_nodes": sum(
         1 for r in rows if len(r["inputs"]) > 1 and r["inputs"][1].get("zero_point_dtype") == "int8"),
-        "tensorrt_problems": problems[:20]}
-    tuned = tuned_student(model.cpu(), student, conv_bn_pairs(student))
+        "float_weight_nodes": floats, "tensorrt_problems": problems[:20]}
+    tuned = tuned_student(model.cpu(), student, folded)
     ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
         "from": str(checkpoint), "flavour": flavour.name, "epochs": cfg.epochs}})
     origin = {k: prov[k] for k in ("teacher", "strategy", "checkpoint") if k in prov}
@@ -171,7 +177,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         within_target=result.worst_calibration <= 1.0,
         accuracy=_accuracy(data, refs.test, ptq_scored.test, qad_scored.test), holdout_images=len(holdout),
         ship=ship, ship_reason=reason, holdout_pairs=pairs, ptq_file=shipped_ptq.name if ship == "ptq" else None,
-        ptq_origin=ptq_origin)
+        ptq_origin=ptq_origin, kept_float=keep)
     say(f"wrote {record.write(out)}")
     return record
 
@@ -202,25 +208,6 @@ def _stamp_int8(path: Path, student: Student, origin: dict, flavour: Int8Flavour
 
 def _fmt(values: dict[str, float]) -> str:
     return ", ".join(f"{d} {v:.2f}" for d, v in values.items())
-
-
-def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> tuple[Path, str]:
-    """The int8 file of ``flavour`` a ``distill export`` of ``checkpoint`` wrote in ``export_dir``, and its origin."""
-    if not ExportReport.exists_in(export_dir):
-        raise DistillError(f"{export_dir}: no {EXPORT_REPORT} here (--export takes a `distill export` output folder)")
-    report = ExportReport.read(export_dir)
-    exported = Path(report.checkpoint)
-    if (exported.parent if exported.is_file() else exported).resolve() != checkpoint.resolve():
-        raise DistillError(f"{export_dir}: exported from {report.checkpoint}, not {checkpoint}; pass the export of "
-                           "the checkpoint QAD starts from")
-    model = next((m for m in report.models if m.precision == "int8" and (m.model_extra or {}).get("flavour")
-                  == flavour.name), None)
-    if model is None or not (export_dir / model.file).is_file():
-        raise DistillError(f"{export_dir}: no int8 file of flavour {flavour.name} (export with --precision int8 "
-                           f"--int8-flavour {flavour.name}, or drop --export to compare with plain PTQ)")
-    path = export_dir / model.file
-    kept = ((model.model_extra or {}).get("fallback") or {}).get("kept_float") or []
-    return path, f"the export's int8, {path} ({len(kept)} layer(s) kept in float)"
 
 
 def plain_ptq(fp32_path: Path, work: Path, calib: ImageSet, flavour: Int8Flavour) -> Path:
@@ -280,10 +267,11 @@ def _batches(images: ImageSet, batch_size: int, device: torch.device, order: np.
 
 
 def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageSet, teacher_logits: torch.Tensor | None,
-           device: torch.device, say: ExportLog) -> tuple[torch.nn.Module, list[float]]:
-    """Calibrate the fake-quant student's ranges, then distill into it; returns it (eval mode) and epoch losses."""
+           device: torch.device, say: ExportLog, keep: list[str]) -> tuple[torch.nn.Module, list[float]]:
+    """Calibrate the fake-quant student's ranges (``keep``: layers left in float), then distill into it; returns it
+    (eval mode) and epoch losses."""
     torch.manual_seed(cfg.seed)
-    model = fake_quant_model(student, flavour).to(device)
+    model = fake_quant_model(student, flavour, keep).to(device)
     fp32 = student.to(device).eval()
     with torch.no_grad():  # the frozen fp32 student's logits: the self-distillation target
         targets = torch.cat([fp32(x) for _, x in _batches(calib, 256, device)])

@@ -42,7 +42,9 @@ class QADConfig(BaseModel):
         seed: image picks and shuffling.
         export_dir: a ``distill export`` folder of the same checkpoint: its int8 file of ``flavour`` (PTQ with
             the export's calibration and float fallback) is the arm QAD must beat, and the one that ships when QAD
-            does not; None: plain PTQ computed here (MinMax, no fallback).
+            does not; None: plain PTQ computed here (MinMax, no fallback). QAD's fake-quant student keeps the
+            layers that file keeps in float (its float fallback) in float too, so it starts from that file.
+        quantize_all: with ``export_dir``: quantize every layer anyway (QAD instead of the float fallback).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -68,6 +70,7 @@ class QADConfig(BaseModel):
     opset: int = Field(18, ge=13)
     seed: int = 0
     export_dir: str | None = None
+    quantize_all: bool = False
 
     _csv = field_validator("calib_domains", mode="before")(_split_csv)
     _paths = field_validator("checkpoint", "out_dir", "cache", "data_root", "export_dir", mode="before")(_path_str)

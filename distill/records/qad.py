@@ -94,6 +94,8 @@ class QADRecord(Record):
     holdout_pairs: HoldoutPairs | None = None  # absent in files written before it
     # what the "PTQ" arm is: plain PTQ made by distill qad, or a distill export folder's int8 file (--export)
     ptq_origin: str = "plain PTQ (MinMax, no float fallback)"
+    # student layers QAD's fake-quant model left in float: the ones the --export file keeps in float
+    kept_float: list[str] = Field(default_factory=list)
 
     @property
     def ship_file(self) -> str:

@@ -153,7 +153,7 @@ def test_qads_measurement_after_calibration_leaves_the_calibrated_ranges(monkeyp
     monkeypatch.setattr(qad_module, "make_optimizer", first_step)
     cfg = QADConfig(checkpoint="ck", out_dir="out", batch_size=16)
     with pytest.raises(Stop):
-        qad_module._train(cfg, student, FLAVOURS["ort-cpu"], calib, None, torch.device("cpu"), lambda m: None)
+        qad_module._train(cfg, student, FLAVOURS["ort-cpu"], calib, None, torch.device("cpu"), lambda m: None, [])
     reference = fake_quant_model(student, FLAVOURS["ort-cpu"])  # calibration alone, as _train does it
     reference.apply(torch.ao.quantization.disable_fake_quant)
     set_observers(reference, True)

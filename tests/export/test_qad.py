@@ -194,9 +194,9 @@ def test_qad_with_a_teacher_cache_mixes_in_its_soft_labels(run_ckpt, tiny_cache,
     seen = {}
     real = qad_module._train
 
-    def spy(cfg, student, flavour, calib, teacher_logits, device, say):
+    def spy(cfg, student, flavour, calib, teacher_logits, device, say, keep):
         seen["teacher"], seen["images"] = teacher_logits, len(calib)
-        return real(cfg, student, flavour, calib, teacher_logits, device, say)
+        return real(cfg, student, flavour, calib, teacher_logits, device, say, keep)
 
     monkeypatch.setattr(qad_module, "_train", spy)
     record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), cache=str(tiny_cache), epochs=1,

@@ -40,9 +40,9 @@ def test_qad_scans_the_data_folder_once_and_picks_what_fresh_scans_pick(run_ckpt
         seen["holdout"] = real_holdout(*args, **kwargs)
         return seen["holdout"]
 
-    def spy_train(cfg, student, flavour, calib, teacher_logits, device, say):
+    def spy_train(cfg, student, flavour, calib, teacher_logits, device, say, keep):
         seen["teacher"] = teacher_logits.cpu()
-        return real_train(cfg, student, flavour, calib, teacher_logits, device, say)
+        return real_train(cfg, student, flavour, calib, teacher_logits, device, say, keep)
 
     hashed: list[object] = []
     real_fingerprint = DomainFolder.fingerprint

@@ -1,0 +1,131 @@
+"""The ``distill export`` int8 file QAD starts from (``--export``), and the student layers it kept in float, which
+QAD's fake-quant student keeps in float too.
+
+The export's float fallback (:mod:`distill.export.fallback`) names ONNX nodes (``kept_float`` in export.json):
+onnxruntime's ``nodes_to_exclude`` takes node names. QAD's fake-quant student is a torch model, so each node is
+traced back to the student module that computes it:
+
+- the dynamo exporter's nodes (``node_Conv_12``) carry their module path in the node metadata
+  (``pkg.torch.onnx.name_scopes``); a Conv whose BatchNorm the exporter folded carries the BatchNorm's path, which
+  :func:`distill.export.fakequant.conv_bn_pairs` leads back to its conv;
+- the TorchScript exporter's node names are the scope path itself (:func:`module_of_node`).
+
+A node traced to no conv or linear layer of the student is returned apart: QAD quantizes that layer and says so.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from torch import nn
+
+from distill.errors import DistillError
+from distill.export.log import ExportLog
+from distill.export.quantize import Int8Flavour
+from distill.records import EXPORT_REPORT, ExportReport
+from distill.student.model import Student
+
+SCOPES = "pkg.torch.onnx.name_scopes"  # the dynamo exporter's module path of each node
+ROOT = "student."  # the export wrapper's attribute holding the student (dynamo scopes start with it)
+
+
+def module_of_node(node: str) -> str:
+    """The student module a TorchScript-exported ONNX node computes, from the scope path in its name:
+    ``/backbone/blocks/blocks.1/blocks.1.0/conv_pw/Conv`` -> ``backbone.blocks.1.0.conv_pw`` (each scope names
+    its module from its parent's, a Sequential child as ``parent.index``); "" for a name without a scope."""
+    parts = node.strip("/").split("/")[:-1]
+    if not parts:
+        return ""
+    path = last = parts[0]
+    for part in parts[1:]:
+        path = path + part[len(last):] if part.startswith(last + ".") else f"{path}.{part}"
+        last = part
+    return path
+
+
+def _scoped(onnx_files: list[Path]) -> dict[str, str]:
+    """Node name -> the deepest student module in its dynamo name scopes, over ``onnx_files``."""
+    out: dict[str, str] = {}
+    for path in onnx_files:
+        if not path.is_file():
+            continue
+        for node in onnx.load(str(path), load_external_data=False).graph.node:
+            meta = next((m.value for m in node.metadata_props if m.key == SCOPES), None)
+            if meta is None or node.name in out:
+                continue
+            try:
+                scopes = ast.literal_eval(meta)  # a Python list literal of strings: parsed, never executed
+            except (ValueError, SyntaxError):
+                continue
+            mine = [s for s in scopes if isinstance(s, str) and s.startswith(ROOT)]
+            if mine:
+                out[node.name] = mine[-1].removeprefix(ROOT)
+    return out
+
+
+def kept_modules(nodes: list[str], student: Student, conv_of_bn: dict[str, str],
+                 onnx_files: list[Path]) -> tuple[list[str], list[str]]:
+    """(student conv / linear module names the export's kept ``nodes`` compute, nodes traced to none).
+
+    Args:
+        nodes: export.json's ``kept_float`` node names.
+        conv_of_bn: BatchNorm module name -> the conv it is folded into (``conv_bn_pairs`` inverted).
+        onnx_files: the export's files to read dynamo scopes from (its int8 file, then its fp32 file).
+    """
+    scoped = _scoped(onnx_files) if nodes else {}
+    layers = {n for n, m in student.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    found: list[str] = []
+    missing: list[str] = []
+    for node in nodes:
+        name = scoped.get(node) or module_of_node(node)
+        name = conv_of_bn.get(name, name)
+        if name not in layers:
+            missing.append(node)
+        elif name not in found:
+            found.append(name)
+    return found, missing
+
+
+@dataclass(frozen=True)
+class ExportedInt8:
+    """A ``distill export`` folder's int8 file of one flavour: the arm QAD must beat."""
+
+    path: Path
+    origin: str  # what it is, for the log and qad.json's ptq_origin
+    kept_float: list[str]  # ONNX node names its float fallback kept in float
+    fp32: Path | None  # the export's fp32 file (its nodes carry the dynamo exporter's module scopes)
+
+
+def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> ExportedInt8:
+    """The int8 file of ``flavour`` a ``distill export`` of ``checkpoint`` wrote in ``export_dir``."""
+    if not ExportReport.exists_in(export_dir):
+        raise DistillError(f"{export_dir}: no {EXPORT_REPORT} here (--export takes a `distill export` output folder)")
+    report = ExportReport.read(export_dir)
+    exported = Path(report.checkpoint)
+    if (exported.parent if exported.is_file() else exported).resolve() != checkpoint.resolve():
+        raise DistillError(f"{export_dir}: exported from {report.checkpoint}, not {checkpoint}; pass the export of "
+                           "the checkpoint QAD starts from")
+    model = next((m for m in report.models if m.precision == "int8" and (m.model_extra or {}).get("flavour")
+                  == flavour.name), None)
+    if model is None or not (export_dir / model.file).is_file():
+        raise DistillError(f"{export_dir}: no int8 file of flavour {flavour.name} (export with --precision int8 "
+                           f"--int8-flavour {flavour.name}, or drop --export to compare with plain PTQ)")
+    path = export_dir / model.file
+    kept = list(((model.model_extra or {}).get("fallback") or {}).get("kept_float") or [])
+    fp32 = next((export_dir / m.file for m in report.models if m.precision == "fp32"), None)
+    return ExportedInt8(path, f"the export's int8, {path} ({len(kept)} layer(s) kept in float)", kept, fp32)
+
+
+def kept_layers(exported: ExportedInt8, student: Student, pairs: dict[str, str], say: ExportLog) -> list[str]:
+    """The student layers the export's int8 file keeps in float, which QAD's fake-quant student keeps in float too
+    (it starts from that file's quantization, fallback included); a layer it cannot trace is quantized, and said."""
+    files = [exported.path] + ([exported.fp32] if exported.fp32 is not None else [])
+    keep, missing = kept_modules(exported.kept_float, student, {bn: conv for conv, bn in pairs.items()}, files)
+    if keep:
+        say(f"QAD keeps the {len(keep)} layer(s) the export kept in float in float: {', '.join(keep)}")
+    if missing:
+        say.warn(f"QAD quantizes {len(missing)} layer(s) the export kept in float: no student layer found for "
+                 f"the node(s) {', '.join(missing[:5])}")
+    return keep

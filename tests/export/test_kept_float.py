@@ -1,0 +1,129 @@
+"""QAD keeps the layers the export's float fallback keeps in float (distill/export/kept_float.py and
+fakequant.keep_in_float): ONNX node names traced back to student layers for both exporters, and a fake-quant
+student whose QDQ file has float weights exactly there."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from distill.errors import DistillError
+from distill.export.fakequant import calibrate_ranges, conv_bn_pairs, export_qdq, fake_quant_model
+from distill.export.kept_float import kept_modules, module_of_node
+from distill.export.onnx import export_onnx
+from distill.export.quantize import FLAVOURS, qdq_report
+from distill.records import ExportReport, QADRecord
+from distill.student.model import Student, default_spec, load_student
+
+
+def _student(arch: str = "test_resnet") -> Student:
+    torch.manual_seed(0)
+    return Student(default_spec(arch, ["a", "b", "c"], input_size=32)).eval()
+
+
+def _layers(student: Student) -> set[str]:
+    return {n for n, m in student.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+
+
+def test_torchscript_scope_names_become_module_paths():
+    assert module_of_node("/backbone/blocks/blocks.1/blocks.1.0/conv_pw/Conv") == "backbone.blocks.1.0.conv_pw"
+    assert module_of_node("/backbone/conv_stem/Conv") == "backbone.conv_stem"
+    assert module_of_node("/head/Gemm") == "head"
+    assert module_of_node("/backbone/layer1/layer1.0/downsample/downsample.0/Conv") == \
+        "backbone.layer1.0.downsample.0"
+    assert module_of_node("node_Conv_12") == ""
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("arch", ["test_resnet", "mobilenetv3_small_050"])
+def test_every_conv_and_gemm_node_traces_back_to_its_student_layer(exporter, arch, tmp_path):
+    """Each Conv / Gemm of the fp32 ONNX names one conv or linear layer of the student, all layers are named once,
+    whichever exporter wrote it (dynamo: node metadata, the BatchNorm scope of a folded conv led back to the conv)."""
+    student = _student(arch)
+    path = tmp_path / "m.onnx"
+    export_onnx(student, path, exporter=exporter)
+    nodes = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    conv_of_bn = {bn: conv for conv, bn in conv_bn_pairs(student).items()}
+    found, missing = kept_modules(nodes, student, conv_of_bn, [path])
+    assert missing == []
+    assert sorted(found) == sorted(_layers(student)) and len(found) == len(nodes)
+    # the same names without the file: dynamo's are opaque and are returned as not found, never guessed
+    if exporter == "dynamo":
+        assert kept_modules(nodes[:2], student, conv_of_bn, [])[1] == nodes[:2]
+
+
+def _float_weights(path: Path) -> list[str]:
+    return [r["node"] for r in qdq_report(path) if len(r["inputs"]) > 1 and not r["inputs"][1]["dequantized"]]
+
+
+def test_kept_layers_stay_float_in_the_fake_quant_student_and_its_qdq_file(tmp_path):
+    """Kept: float weights and float bias; the first conv reads the float image (no Q/DQ on the input) and a kept
+    head writes float logits; every other layer keeps int8 weights."""
+    student = _student()
+    flavour = FLAVOURS["ort-cpu"]
+    first = next(n for n in ("backbone.conv1", "backbone.conv1.0") if n in _layers(student))
+    model = fake_quant_model(student, flavour, [first, "head"])
+    calibrate_ranges(model, (torch.randn(8, 3, 32, 32) for _ in range(2)))
+    path = export_qdq(model, tmp_path / "q.onnx", (32, 32), flavour)
+    graph = onnx.load(str(path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    floats = _float_weights(path)
+    assert len(floats) == 2
+    rows = qdq_report(path)
+    assert len(rows) - 2 == sum(1 for r in rows if r["inputs"][1].get("zero_point_dtype") == "int8")
+    stem = next(n for n in graph.node if n.name in floats and n.op_type == "Conv")
+    assert stem.input[0] == graph.input[0].name  # the float image, not a DequantizeLinear
+    gemm = next(n for n in graph.node if n.name in floats and n.op_type == "Gemm")
+    assert graph.output[0].name == gemm.output[0] and producer[gemm.input[0]].op_type == "DequantizeLinear"
+    assert all(producer.get(n.input[2]) is None for n in (stem, gemm))  # float biases (no int32 DequantizeLinear)
+    # without keep_float: every layer int8 (the names above did change something)
+    plain = fake_quant_model(student, flavour)
+    calibrate_ranges(plain, (torch.randn(8, 3, 32, 32) for _ in range(2)))
+    assert _float_weights(export_qdq(plain, tmp_path / "all.onnx", (32, 32), flavour)) == []
+
+
+def test_a_name_that_is_no_layer_is_refused_in_one_line():
+    with pytest.raises(DistillError, match=r"'backbone\.nope' is not a conv or linear layer") as e:
+        fake_quant_model(_student(), FLAVOURS["ort-cpu"], ["backbone.nope"])
+    assert "\n" not in str(e.value)
+
+
+def _with_fallback(export_dir: Path, dest: Path, nodes: list[str]) -> Path:
+    """A copy of ``export_dir`` whose ort-cpu int8 file is said to keep ``nodes`` in float (export.json's
+    fallback), as an export whose int8 missed --max-drop says it."""
+    shutil.copytree(export_dir, dest)
+    report = json.loads((dest / "export.json").read_text())
+    for m in report["models"]:
+        if m["precision"] == "int8" and m.get("flavour") == "ort-cpu":
+            m["fallback"] = {**(m.get("fallback") or {}), "kept_float": nodes}
+    (dest / "export.json").write_text(json.dumps(report))
+    assert ExportReport.read(dest)  # still a valid record
+    return dest
+
+
+def test_qad_keeps_the_exports_float_layers_unless_told_to_quantize_all(run_ckpt, export_dir, tmp_path):
+    from distill.export.qad import qad
+    from distill.export.qad_config import QADConfig
+
+    int8 = export_dir / "model.int8-ort-cpu.onnx"
+    convs = [n.name for n in onnx.load(str(int8)).graph.node if n.op_type in ("Conv", "Gemm")]
+    student = load_student(run_ckpt)
+    conv_of_bn = {bn: conv for conv, bn in conv_bn_pairs(student).items()}
+    picked = [convs[0], convs[-1]]  # the first conv and the head
+    layers, _ = kept_modules(picked, student, conv_of_bn, [int8, export_dir / "model.fp32.onnx"])
+    assert len(layers) == 2
+    exp = _with_fallback(export_dir, tmp_path / "exp", picked + ["/no/such/Conv"])
+    common = {"checkpoint": str(run_ckpt), "export_dir": str(exp), "epochs": 1, "calib_count": 32, "eval_count": 8,
+              "holdout_count": 16}
+    lines: list[str] = []
+    record = qad(QADConfig(out_dir=str(tmp_path / "keep"), **common), log=lines.append)
+    assert record.kept_float == layers
+    assert len(record.qdq_check["float_weight_nodes"]) == 2
+    assert QADRecord.read(tmp_path / "keep").kept_float == layers
+    assert any("quantizes 1 layer(s) the export kept in float" in line and "/no/such/Conv" in line for line in lines)
+    every = qad(QADConfig(out_dir=str(tmp_path / "all"), quantize_all=True, **common), log=lambda s: None)
+    assert every.kept_float == [] and every.qdq_check["float_weight_nodes"] == []
