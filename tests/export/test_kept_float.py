@@ -127,3 +127,36 @@ def test_qad_keeps_the_exports_float_layers_unless_told_to_quantize_all(run_ckpt
     assert any("quantizes 1 layer(s) the export kept in float" in line and "/no/such/Conv" in line for line in lines)
     every = qad(QADConfig(out_dir=str(tmp_path / "all"), quantize_all=True, **common), log=lambda s: None)
     assert every.kept_float == [] and every.qdq_check["float_weight_nodes"] == []
+
+
+def test_the_arms_benchmark_runs_qad_per_arm_on_an_edge_students_folder(run_ckpt, export_dir, tmp_path,
+                                                                         monkeypatch, capsys):
+    """benchmarks/qad_arms.py: one `distill qad --export` per run and arm (the arm's settings over the defaults),
+    each file scored on the whole test split; a bad arm is refused before anything runs."""
+    from tests.test_benchmarks import _script
+
+    bench = _script("qad_arms")
+    assert bench.parse_arms(["a:", "b:lr=1e-4,quantize_all=true,epochs=2"]) == {
+        "a": {}, "b": {"lr": 1e-4, "quantize_all": True, "epochs": 2}}
+    with pytest.raises(DistillError, match="lr_typo") as e:
+        bench.parse_arms(["a:lr_typo=1"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(SystemExit, match="a name of its own"):
+        bench.parse_arms(["a:", "a:lr=1e-4"])
+
+    edge = tmp_path / "edge"  # what benchmarks/edge_students.py leaves: runs/TAG, export/TAG, records/TAG.json
+    tag = "test_resnet-e1-s0"
+    for sub, src in (("runs", run_ckpt.parents[1]), ("export", export_dir)):
+        (edge / sub).mkdir(parents=True)
+        (edge / sub / tag).symlink_to(src)
+    (edge / "records").mkdir()
+    (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": []}))
+    small = "epochs=1,calib_count=32,eval_count=8,holdout_count=16"
+    monkeypatch.setattr("sys.argv", ["qad_arms.py", str(edge), "--out", str(tmp_path / "arms"),
+                                     "--arm", f"keep:{small}", "--arm", f"all:{small},quantize_all=true"])
+    bench.main()
+    printed = capsys.readouterr().out
+    for arm in ("keep", "all"):
+        assert QADRecord.read(tmp_path / "arms" / arm / tag).config["export_dir"] == str(edge / "export" / tag)
+    assert QADRecord.read(tmp_path / "arms" / "all" / tag).config["quantize_all"] is True
+    assert f"| {tag} | " in printed and "keep vs all, paired" in printed and "paired t-test" in printed

@@ -1,0 +1,214 @@
+"""``distill qad`` settings side by side: int8 disagreement with fp32 and accuracy, per arm, on the same runs.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/qad_arms.py EDGE_OUT [EDGE_OUT ...] --out /tmp/qad_arms \
+        --arm default: --arm lr1e-4:lr=1e-4 --arm all-int8:quantize_all=true
+
+EDGE_OUT: a ``benchmarks/edge_students.py --out`` folder (``runs/TAG``, ``export/TAG``, ``records/TAG.json``): trained
+students and their ``distill export`` (fp32 + int8 ort-cpu with the float fallback). An arm (``--arm``, repeated) is
+``NAME:KEY=VALUE,...`` (``distill qad`` config keys, checked before anything runs; numbers, true/false). Per run and arm, ``distill qad``
+runs as the demo runs it (``distill.demo_ship``): against the export's int8 file (``--export``), on calibration
+images of the run's source and target domains, the arm's settings over the defaults, into ``OUT/NAME/TAG``
+(reused when there). Then every file is scored on the whole test split of every domain of the run:
+
+- disagreement with the fp32 ONNX (top-1 differs), points: mean over domains and the worst domain;
+- test accuracy minus fp32's, points, worst domain (issue 21: within 0.5 of fp32 on every domain);
+- QAD's own figures from qad.json: the worst calibration domain (issue 21: <= 1 point), whether its training loss
+  rose (last epoch's mean loss above the first's) and which file the no-harm rule shipped.
+
+The first arm is compared with each other arm, paired: the same runs and the same test images. Per run, McNemar's exact test
+on the images where exactly one QAD file flips; over runs, a paired t-test of the mean test disagreement. Prints
+Markdown tables; paste them into benchmarks/RESULTS.md with the command and the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from int8_students import cpu_flags  # noqa: E402
+from qad_holdout import flips  # noqa: E402
+
+from distill import api  # noqa: E402
+from distill.export.data import load_export_data  # noqa: E402
+from distill.export.evaluate import ort_session, predict_onnx  # noqa: E402
+from distill.export.images import ImageSet  # noqa: E402
+from distill.export.log import ExportLog  # noqa: E402
+from distill.export.onnx import export_onnx  # noqa: E402
+from distill.export.qad import export_config, export_int8  # noqa: E402
+from distill.export.qad_config import QADConfig, QADRecord  # noqa: E402
+from distill.export.quantize import FLAVOURS  # noqa: E402
+from distill.export.training_run import TrainingRun  # noqa: E402
+from distill.report.stats import mcnemar, mean_std, paired  # noqa: E402
+from distill.student.model import load_student  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Scored:
+    """One int8 file of one run on the whole test split."""
+
+    flips: np.ndarray    # [N] bool: top-1 differs from fp32
+    correct: np.ndarray  # [N] bool: top-1 is the label
+    disagree_mean: float  # points, mean over domains
+    disagree_worst: float
+    acc_drop_worst: float  # points: max over domains of (fp32 accuracy - this file's)
+
+
+def runs_of(edge_out: Path) -> list[tuple[str, Path, Path, list[str]]]:
+    """(tag, checkpoint, export folder, target domains) of each finished run of an edge_students.py folder."""
+    found = []
+    for rec in sorted((edge_out / "records").glob("*.json")):
+        tag = rec.stem
+        ckpt, exp = edge_out / "runs" / tag / "checkpoints" / "best", edge_out / "export" / tag
+        if ckpt.is_dir() and exp.is_dir():
+            found.append((tag, ckpt, exp, list(json.loads(rec.read_text()).get("targets") or [])))
+    if not found:
+        raise SystemExit(f"{edge_out}: no finished run (records/TAG.json with runs/TAG and export/TAG)")
+    return found
+
+
+def _value(raw: str) -> object:
+    """true/false, an int, a float, else the string."""
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def parse_arms(texts: list[str]) -> dict[str, dict[str, object]]:
+    """``["a:", "b:lr=1e-4,quantize_all=true"]`` -> {"a": {}, "b": {"lr": 0.0001, "quantize_all": True}}; a bad
+    key or value is refused in one line (QADConfig's) before anything runs."""
+    arms: dict[str, dict[str, object]] = {}
+    for spec in texts:
+        name, _, body = spec.strip().partition(":")
+        options: dict[str, object] = {}
+        for item in filter(None, body.split(",")):
+            key, _, raw = item.partition("=")
+            options[key.strip()] = _value(raw.strip())
+        if not name.strip() or name.strip() in arms:
+            raise SystemExit(f"--arm {spec!r}: each arm needs a name of its own (NAME:KEY=VALUE,...)")
+        QADConfig.from_options({"checkpoint": ".", "out_dir": ".", **options})  # DistillError names the key
+        arms[name.strip()] = options
+    return arms
+
+
+def run_qad(ckpt: Path, exp: Path, targets: list[str], options: dict[str, object], out: Path) -> QADRecord:
+    if QADRecord.exists_in(out) and QADRecord.read(out).ship is not None:
+        return QADRecord.read(out)
+    log(f"qad {ckpt} {options} -> {out}")
+    return api.qad(checkpoint=ckpt, out_dir=out, export_dir=exp, target_domains=tuple(targets), **options)
+
+
+def test_split(record: QADRecord) -> ImageSet:
+    """Every test image of every domain under the run's data root (labelled), as qad.json's run picks data."""
+    cfg = QADConfig.model_validate(record.config)
+    checkpoint = Path(cfg.checkpoint)
+    student = load_student(checkpoint)
+    ecfg = export_config(cfg, TrainingRun.of_checkpoint(checkpoint, ExportLog(lambda m: None)), ExportLog(lambda m: None))
+    tcfg = ecfg.model_copy(update={"eval_count": None, "eval_domains": None, "calib_domains": None})
+    return load_export_data(tcfg, student.spec, [], ExportLog(lambda m: None)).eval_images
+
+
+def score(files: dict[str, Path], checkpoint: Path, images: ImageSet) -> dict[str, Scored]:
+    names = list(images.domain_names)
+    with tempfile.TemporaryDirectory(prefix="qad-arms-") as work:
+        fp32 = Path(work) / "model.fp32.onnx"  # the reference QAD scores against: the TorchScript export
+        export_onnx(load_student(checkpoint), fp32, opset=18, exporter="torchscript")
+        flipped = flips(files, fp32, images)
+        right = {k: predict_onnx(ort_session(p), images).argmax(1) == images.labels for k, p in {**files,
+                                                                                               "fp32": fp32}.items()}
+    out = {}
+    for k in files:
+        per = [100.0 * flipped[k][images.domains == d].mean() for d in names]
+        drop = [100.0 * (right["fp32"][images.domains == d].mean() - right[k][images.domains == d].mean())
+                for d in names]
+        out[k] = Scored(flipped[k], right[k], float(np.mean(per)), float(max(per)), float(max(drop)))
+    return out
+
+
+def fmt(values: list[float]) -> str:
+    m, s = mean_std(values)
+    return f"{m:.2f} ± {s:.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("edge_outs", nargs="+", type=Path, help="benchmarks/edge_students.py --out folders")
+    ap.add_argument("--out", type=Path, required=True, help="QAD folders go to OUT/NAME/TAG")
+    ap.add_argument("--arm", action="append", default=None,
+                    help="NAME:KEY=VALUE,... (distill qad settings), repeated; the first is compared with each other "
+                         "(default: one arm, QAD's defaults)")
+    args = ap.parse_args()
+    settings = parse_arms(args.arm or ["default:"])
+    arms = list(settings)
+    rows: list[dict] = []
+    for edge_out in args.edge_outs:
+        for tag, ckpt, exp, targets in runs_of(edge_out):
+            records = {arm: run_qad(ckpt, exp, targets, settings[arm], args.out / arm / tag) for arm in arms}
+            files = {"ptq": export_int8(exp, ckpt, FLAVOURS["ort-cpu"]).path,
+                     **{arm: args.out / arm / tag / r.qad_file for arm, r in records.items()}}
+            images = test_split(next(iter(records.values())))
+            scored = score(files, ckpt, images)
+            rows.append({"tag": tag, "student": tag.rsplit("-e", 1)[0], "images": len(images), "scored": scored,
+                         "records": records})
+            log(f"{tag}: " + ", ".join(f"{k} {v.disagree_mean:.2f}" for k, v in scored.items()))
+    model, flags = cpu_flags()
+    print(f"{model}; SIMD flags: {' '.join(flags)}; arms: "
+          + "; ".join(f"{a} {settings[a] or 'defaults'}" for a in arms) + "\n")
+    print("| run | test images | PTQ: test disagreement mean / worst (pts) | "
+          + " | ".join(f"QAD {a}: calib worst / test mean / test worst (pts), acc drop worst, loss rose, ships"
+                       for a in arms) + " |")
+    print("|---|---:|---|" + "---|" * len(arms))
+    for r in rows:
+        s, recs = r["scored"], r["records"]
+        cells = []
+        for a in arms:
+            q = recs[a]
+            rose = q.losses[-1] > q.losses[0]
+            cells.append(f"{q.qad.worst_calibration:.2f} / {s[a].disagree_mean:.2f} / {s[a].disagree_worst:.2f}, "
+                         f"{s[a].acc_drop_worst:+.2f}, {'yes' if rose else 'no'}, {q.ship}")
+        print(f"| {r['tag']} | {r['images']} | {s['ptq'].disagree_mean:.2f} / {s['ptq'].disagree_worst:.2f} | "
+              + " | ".join(cells) + " |")
+    print("\n| student | runs | PTQ test mean (pts) | " + " | ".join(
+        f"{a}: test mean (pts), calib worst (pts), acc drop worst (pts), loss rose, ships QAD" for a in arms) + " |")
+    print("|---|---:|---|" + "---|" * len(arms))
+    for student in dict.fromkeys(r["student"] for r in rows):
+        mine = [r for r in rows if r["student"] == student]
+        cells = [f"{fmt([r['scored'][a].disagree_mean for r in mine])}, "
+                 f"{fmt([r['records'][a].qad.worst_calibration for r in mine])}, "
+                 f"{fmt([r['scored'][a].acc_drop_worst for r in mine])}, "
+                 f"{sum(r['records'][a].losses[-1] > r['records'][a].losses[0] for r in mine)}/{len(mine)}, "
+                 f"{sum(r['records'][a].ship == 'qad' for r in mine)}/{len(mine)}" for a in arms]
+        print(f"| {student} | {len(mine)} | {fmt([r['scored']['ptq'].disagree_mean for r in mine])} | "
+              + " | ".join(cells) + " |")
+    for b in arms[1:]:
+        a = arms[0]
+        print(f"\n{a} vs {b}, paired (same runs, same test images):")
+        for r in rows:
+            x, y = r["scored"][a].flips, r["scored"][b].flips
+            p = mcnemar((~x).tolist(), (~y).tolist()).p
+            print(f"- {r['tag']}: only {a} flips {int((x & ~y).sum())}, only {b} flips {int((y & ~x).sum())}, "
+                  f"McNemar p = {p:.3g}")
+        t = paired([r["scored"][a].disagree_mean for r in rows], [r["scored"][b].disagree_mean for r in rows])
+        print(f"- over {len(rows)} runs, test disagreement mean {a} minus {b}: {t.diff:+.2f} pts "
+              f"(paired t-test p = {t.p:.3g})")
+
+
+if __name__ == "__main__":
+    main()
