@@ -197,6 +197,12 @@ def main() -> None:
                  f"{sum(r['records'][a].ship == 'qad' for r in mine)}/{len(mine)}" for a in arms]
         print(f"| {student} | {len(mine)} | {fmt([r['scored']['ptq'].disagree_mean for r in mine])} | "
               + " | ".join(cells) + " |")
+    print(f"\nEach arm against the export's int8 file (PTQ), paired over {len(rows)} runs (test disagreement mean):")
+    for a in arms:
+        t = paired([r["scored"][a].disagree_mean for r in rows], [r["scored"]["ptq"].disagree_mean for r in rows])
+        better = sum(r["scored"][a].disagree_mean < r["scored"]["ptq"].disagree_mean for r in rows)
+        print(f"- {a} minus PTQ: {t.diff:+.2f} pts (paired t-test p = {t.p:.3g}); lower than PTQ on {better} of "
+              f"{len(rows)} runs")
     for b in arms[1:]:
         a = arms[0]
         print(f"\n{a} vs {b}, paired (same runs, same test images):")

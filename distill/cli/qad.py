@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--observer-epochs", type=int, default=None,
                    help="epochs whose activation ranges follow the data, then frozen (default: epochs - 1)")
     p.add_argument("--optimizer", default="sgd", help="sgd (momentum 0.9) | adamw (default: sgd)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 sgd, 1e-4 adamw)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-4)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
     p.add_argument("--temperature", type=float, default=2.0, help="KL temperature (default: 2.0)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")

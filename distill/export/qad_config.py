@@ -35,8 +35,9 @@ class QADConfig(BaseModel):
         optimizer: sgd (momentum 0.9, the default) or adamw. AdamW takes full-size normalized steps even when
             the loss is ~0, which moved a student PTQ already quantized well away from fp32 (resnet18:
             benchmarks/RESULTS.md, "Trained edge students"); SGD's steps shrink with the gradient.
-        lr: learning rate (default: 1e-3 for sgd, 1e-4 for adamw; :attr:`learning_rate`). batch_size: images per
-            step. temperature: KL softmax temperature.
+        lr: learning rate (default: 1e-4 for both; :attr:`learning_rate`). SGD's was 1e-3 until session 15: it
+            diverged on mobilenetv3_large_100 (benchmarks/RESULTS.md, "QAD keeps the export's float layers").
+        batch_size: images per step. temperature: KL softmax temperature.
         device: cpu | cuda | cuda:N.
         opset: ONNX opset of the QDQ file (>= 13: per-channel QuantizeLinear).
         seed: image picks and shuffling.
@@ -96,8 +97,8 @@ class QADConfig(BaseModel):
 
     @property
     def learning_rate(self) -> float:
-        """``lr``, or the optimizer's default (sgd 1e-3, adamw 1e-4)."""
-        return self.lr if self.lr is not None else (1e-3 if self.optimizer == "sgd" else 1e-4)
+        """``lr``, or the default: 1e-4 (sgd and adamw)."""
+        return self.lr if self.lr is not None else 1e-4
 
     @property
     def range_epochs(self) -> int:

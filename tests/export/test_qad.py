@@ -266,7 +266,7 @@ def test_squeeze_excite_means_stay_float_as_in_onnxruntimes_ptq():
             mean.name
 
 
-@pytest.mark.parametrize("options,kind,lr", [({}, torch.optim.SGD, 1e-3), ({"optimizer": "adamw"}, torch.optim.AdamW, 1e-4),
+@pytest.mark.parametrize("options,kind,lr", [({}, torch.optim.SGD, 1e-4), ({"optimizer": "adamw"}, torch.optim.AdamW, 1e-4),
                                              ({"lr": 5e-3}, torch.optim.SGD, 5e-3)])
 def test_qad_steps_with_sgd_and_momentum_unless_asked(options, kind, lr):
     """SGD's steps shrink with the gradient; AdamW's do not (a student PTQ already quantizes well drifts: RESULTS.md,
