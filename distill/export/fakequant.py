@@ -135,9 +135,18 @@ def _without_identities(model: nn.Module) -> torch.fx.GraphModule:
     return traced
 
 
+def _untraceable(student: Student, e: Exception) -> DistillError:
+    return DistillError(f"student '{student.spec.arch}': torch.fx cannot trace it for fake-quant "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                        "QAD supports FX-traceable CNN students")
+
+
 def conv_bn_pairs(student: Student) -> dict[str, str]:
     """Conv module name -> the BatchNorm module name folded into it (names in ``student``), from an FX trace."""
-    traced = torch.fx.symbolic_trace(_plain_batchnorms(_Logits(copy.deepcopy(student).cpu().eval())))
+    try:
+        traced = torch.fx.symbolic_trace(_plain_batchnorms(_Logits(copy.deepcopy(student).cpu().eval())))
+    except Exception as e:  # torch.fx raises TraceError and many others from deep inside a model
+        raise _untraceable(student, e) from None
     modules = dict(traced.named_modules())
     pairs = {}
     for node in traced.graph.nodes:
@@ -176,9 +185,7 @@ def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterabl
             prepared = prepare_qat_fx(folded.train(), qconfig_mapping_for(flavour), example,
                                       backend_config=backend_config_for(flavour))
     except Exception as e:  # torch.fx raises TraceError and many others from deep inside a model
-        raise DistillError(f"student '{student.spec.arch}': torch.fx cannot trace it for fake-quant "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-                           "QAD supports FX-traceable CNN students") from None
+        raise _untraceable(student, e) from None
     keep_in_float(prepared, keep_float)
     if flavour.extra_options.get("QuantizeBias", True):
         quantize_biases_int32(prepared)  # float weights keep a float bias

@@ -186,6 +186,8 @@ def test_an_untraceable_student_is_named():
     student.features = lambda x: x.flatten(1)[:, :1] if bool(x.sum() > 0) else x  # data-dependent branch
     with pytest.raises(DistillError, match="torch.fx cannot trace it"):
         fake_quant_model(student, FLAVOURS["ort-cpu"])
+    with pytest.raises(DistillError, match="torch.fx cannot trace it"):  # qad traces it first for the BN pairs
+        conv_bn_pairs(student)
 
 
 def test_qad_with_a_teacher_cache_mixes_in_its_soft_labels(run_ckpt, tiny_cache, tmp_path, monkeypatch):
