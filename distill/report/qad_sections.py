@@ -67,9 +67,12 @@ def qad_title(data: ReportData, entry: QADEntry) -> str:
 
 
 def qad_facts(record: QADRecord) -> str:
-    """Image counts and whether the record met its target (worst calibration disagreement after QAD)."""
+    """The PTQ arm, the layers QAD kept in float as that arm does, image counts and whether the record met its
+    target (worst calibration disagreement after QAD)."""
     met = "met" if record.within_target else "not met"
-    return (f"PTQ arm: {record.ptq_origin}. "
+    kept = (f"QAD kept the {len(record.kept_float)} layer(s) that file keeps in float in float too: "
+            f"{', '.join(record.kept_float)}. " if record.kept_float else "")
+    return (f"PTQ arm: {record.ptq_origin}. {kept}"
             f"{record.calibration_images} calibration / {record.test_images} test images; worst calibration "
             f"disagreement PTQ {record.ptq.worst_calibration:.2f} → QAD {record.qad.worst_calibration:.2f} points "
             f"(target ≤ {record.target_pts:g}: {met})")

@@ -66,6 +66,19 @@ def test_the_report_shows_ptq_vs_qad_per_domain_next_to_fp32(tmp_path: Path) -> 
     assert '<td class="num bad" data-v="3.125">3.12</td>' in html  # QAD calibration disagreement over the target
 
 
+def test_the_report_names_the_layers_qad_kept_in_float(tmp_path: Path) -> None:
+    """qad --export keeps the export's float layers in float (qad.json kept_float): the facts line names them."""
+    run = write_run(tmp_path / "in" / "run", strategy="kd", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0)
+    record = _record(run / "checkpoints" / "best").model_copy(update={
+        "kept_float": ["backbone.conv1", "head"], "ptq_origin": "the export's int8, exp/model.int8-tensorrt.onnx "
+                                                               "(2 layer(s) kept in float)"})
+    (tmp_path / "in" / "qad").mkdir()
+    record.write(tmp_path / "in" / "qad")
+    md = Path(write_report([tmp_path / "in"], tmp_path / "r.html", "r")["markdown"]).read_text()
+    assert ("PTQ arm: the export's int8, exp/model.int8-tensorrt.onnx (2 layer(s) kept in float). QAD kept the 2 "
+            "layer(s) that file keeps in float in float too: backbone.conv1, head. 32 calibration") in md
+
+
 def test_a_qad_json_from_before_accuracies_shows_disagreement_only(tmp_path: Path) -> None:
     _, qad = _inputs(tmp_path / "in", accuracy=False)
     raw = json.loads((qad / "qad.json").read_text())
