@@ -7,9 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from distill.errors import DistillError
 from distill.export.fakequant import calibrate_ranges, conv_bn_pairs, export_qdq, fake_quant_model
@@ -60,30 +62,90 @@ def _float_weights(path: Path) -> list[str]:
     return [r["node"] for r in qdq_report(path) if len(r["inputs"]) > 1 and not r["inputs"][1]["dequantized"]]
 
 
-def test_kept_layers_stay_float_in_the_fake_quant_student_and_its_qdq_file(tmp_path):
-    """Kept: float weights and float bias; the first conv reads the float image (no Q/DQ on the input) and a kept
-    head writes float logits; every other layer keeps int8 weights."""
+def _weight_scale(graph: onnx.GraphProto, node: onnx.NodeProto) -> np.ndarray:
+    """The scale of the DequantizeLinear feeding ``node``'s weight."""
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    return inits[producer[node.input[1]].input[1]]
+
+
+@pytest.mark.parametrize("flavour", ["ort-cpu", "tensorrt"])
+def test_kept_layers_leave_the_int8_recipe_in_the_fake_quant_student_and_its_qdq_file(tmp_path, flavour):
+    """Kept: no per-channel weights. The first conv reads the float image (no Q/DQ on the input) and keeps float
+    weights and bias; a kept head writes float logits. tensorrt: its weights are float too. ort-cpu: its input is
+    dequantized, so onnxruntime would quantize its float weight per tensor at load (WeightBiasQuantization): the
+    fake-quant student does it already and the file holds that per-tensor grid. Every other layer: per-channel."""
     student = _student()
-    flavour = FLAVOURS["ort-cpu"]
+    fl = FLAVOURS[flavour]
     first = next(n for n in ("backbone.conv1", "backbone.conv1.0") if n in _layers(student))
-    model = fake_quant_model(student, flavour, [first, "head"])
+    model = fake_quant_model(student, fl, [first, "head"])
     calibrate_ranges(model, (torch.randn(8, 3, 32, 32) for _ in range(2)))
-    path = export_qdq(model, tmp_path / "q.onnx", (32, 32), flavour)
+    path = export_qdq(model, tmp_path / "q.onnx", (32, 32), fl)
     graph = onnx.load(str(path)).graph
     producer = {o: n for n in graph.node for o in n.output}
     floats = _float_weights(path)
-    assert len(floats) == 2
-    rows = qdq_report(path)
-    assert len(rows) - 2 == sum(1 for r in rows if r["inputs"][1].get("zero_point_dtype") == "int8")
-    stem = next(n for n in graph.node if n.name in floats and n.op_type == "Conv")
-    assert stem.input[0] == graph.input[0].name  # the float image, not a DequantizeLinear
-    gemm = next(n for n in graph.node if n.name in floats and n.op_type == "Gemm")
-    assert graph.output[0].name == gemm.output[0] and producer[gemm.input[0]].op_type == "DequantizeLinear"
-    assert all(producer.get(n.input[2]) is None for n in (stem, gemm))  # float biases (no int32 DequantizeLinear)
+    stem = next(n for n in graph.node if n.op_type == "Conv" and n.input[0] == graph.input[0].name)
+    gemm = next(n for n in graph.node if n.op_type == "Gemm")
+    assert stem.name in floats and producer.get(stem.input[2]) is None  # float weight and bias on the float image
+    assert graph.output[0].name == gemm.output[0]  # float logits
+    if flavour == "tensorrt":
+        assert sorted(floats) == sorted([stem.name, gemm.name])
+    else:
+        assert floats == [stem.name] and _weight_scale(graph, gemm).size == 1  # per tensor, as onnxruntime would
+    convs = [n for n in graph.node if n.op_type == "Conv" and n is not stem]
+    assert convs and all(_weight_scale(graph, n).size > 1 for n in convs)  # the rest: per output channel
     # without keep_float: every layer int8 (the names above did change something)
-    plain = fake_quant_model(student, flavour)
+    plain = fake_quant_model(student, fl)
     calibrate_ranges(plain, (torch.randn(8, 3, 32, 32) for _ in range(2)))
-    assert _float_weights(export_qdq(plain, tmp_path / "all.onnx", (32, 32), flavour)) == []
+    assert _float_weights(export_qdq(plain, tmp_path / "all.onnx", (32, 32), fl)) == []
+
+
+def test_onnxruntime_quantizes_a_float_layer_between_int8_layers_per_tensor(tmp_path):
+    """Why ort-cpu's kept layers are fake-quantized per tensor: onnxruntime (1.32 here) quantizes the float weight of a
+    Conv whose input is dequantized when the session is created. If a later onnxruntime stops doing it, this fails
+    and the fake-quant recipe for kept layers should follow."""
+    import onnxruntime as ort
+
+    student = _student()
+    fl = FLAVOURS["ort-cpu"]
+    mid = "backbone.layer2.0.downsample.1"
+    with torch.no_grad():  # one output channel 30x the others: a per-tensor grid crushes the rest
+        student.get_submodule(mid).weight[0].mul_(30.0)
+    x = torch.randn(64, 3, 32, 32)
+
+    def mismatch(keep: list[str], float_weights: bool = False) -> float:
+        """Mean |torch fake-quant - onnxruntime| logits of the fake-quant student with ``keep`` kept."""
+        import distill.export.fakequant as fakequant
+
+        real = fakequant.ort_requantized_weight
+        if float_weights:  # what QAD did before: a kept layer's weights float in torch
+            fakequant.ort_requantized_weight = torch.nn.Identity
+        try:
+            model = fake_quant_model(student, fl, keep)
+        finally:
+            fakequant.ort_requantized_weight = real
+        calibrate_ranges(model, (x[i:i + 16] for i in range(0, 64, 16)))
+        with torch.no_grad():
+            mine = model.eval()(x).numpy()
+        path = export_qdq(model, tmp_path / f"m{len(keep)}{float_weights}.onnx", (32, 32), fl)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return float(np.abs(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0] - mine).mean())
+
+    every, kept, as_float = mismatch([]), mismatch([mid]), mismatch([mid], float_weights=True)
+    assert kept < 2 * every  # the kept layer adds no mismatch of its own
+    assert as_float > 5 * kept  # float weights in torch: onnxruntime ran something else
+    # and the float file, optimized by onnxruntime at its basic level, has a quantized weight there
+    path = tmp_path / "m1True.onnx"
+    float_node = _float_weights(path)
+    assert len(float_node) == 1
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(tmp_path / "basic.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tmp_path / "basic.onnx")).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    node = next(n for n in graph.node if n.name == float_node[0])
+    assert producer[node.input[1]].op_type == "DequantizeLinear"
 
 
 def test_a_name_that_is_no_layer_is_refused_in_one_line():
@@ -92,37 +154,46 @@ def test_a_name_that_is_no_layer_is_refused_in_one_line():
     assert "\n" not in str(e.value)
 
 
-def _with_fallback(export_dir: Path, dest: Path, nodes: list[str]) -> Path:
-    """A copy of ``export_dir`` whose ort-cpu int8 file is said to keep ``nodes`` in float (export.json's
+def _with_fallback(export_dir: Path, dest: Path, nodes: list[str], flavour: str = "ort-cpu") -> Path:
+    """A copy of ``export_dir`` whose int8 file of ``flavour`` is said to keep ``nodes`` in float (export.json's
     fallback), as an export whose int8 missed --max-drop says it."""
     shutil.copytree(export_dir, dest)
     report = json.loads((dest / "export.json").read_text())
     for m in report["models"]:
-        if m["precision"] == "int8" and m.get("flavour") == "ort-cpu":
+        if m["precision"] == "int8" and m.get("flavour") == flavour:
             m["fallback"] = {**(m.get("fallback") or {}), "kept_float": nodes}
     (dest / "export.json").write_text(json.dumps(report))
     assert ExportReport.read(dest)  # still a valid record
     return dest
 
 
-def test_qad_keeps_the_exports_float_layers_unless_told_to_quantize_all(run_ckpt, export_dir, tmp_path):
+@pytest.mark.parametrize("flavour", ["ort-cpu", "tensorrt"])
+def test_qad_keeps_the_exports_float_layers_unless_told_to_quantize_all(run_ckpt, export_dir, tmp_path, flavour):
+    """The kept layers are float in QAD's file and named in qad.json; the tensorrt flavour's Q/DQ check excuses
+    exactly them (a float layer is otherwise a problem there); --quantize-all makes every layer int8 again."""
     from distill.export.qad import qad
     from distill.export.qad_config import QADConfig
 
-    int8 = export_dir / "model.int8-ort-cpu.onnx"
+    int8 = export_dir / f"model.int8-{flavour}.onnx"
     convs = [n.name for n in onnx.load(str(int8)).graph.node if n.op_type in ("Conv", "Gemm")]
     student = load_student(run_ckpt)
     conv_of_bn = {bn: conv for conv, bn in conv_bn_pairs(student).items()}
     picked = [convs[0], convs[-1]]  # the first conv and the head
     layers, _ = kept_modules(picked, student, conv_of_bn, [int8, export_dir / "model.fp32.onnx"])
     assert len(layers) == 2
-    exp = _with_fallback(export_dir, tmp_path / "exp", picked + ["/no/such/Conv"])
+    exp = _with_fallback(export_dir, tmp_path / "exp", picked + ["/no/such/Conv"], flavour)
     common = {"checkpoint": str(run_ckpt), "export_dir": str(exp), "epochs": 1, "calib_count": 32, "eval_count": 8,
-              "holdout_count": 16}
+              "holdout_count": 16, "flavour": flavour}
     lines: list[str] = []
     record = qad(QADConfig(out_dir=str(tmp_path / "keep"), **common), log=lines.append)
     assert record.kept_float == layers
-    assert len(record.qdq_check["float_weight_nodes"]) == 2
+    # float weights: both on tensorrt; on ort-cpu the first conv (it reads the image), the head is per tensor
+    assert len(record.qdq_check["float_weight_nodes"]) == (2 if flavour == "tensorrt" else 1)
+    assert record.qdq_check["tensorrt_problems"] == []  # tensorrt: the two float layers are excused, nothing else
+    if flavour == "tensorrt":  # without the excuse they are problems: the check above could fail
+        from distill.export.quantize import tensorrt_qdq_problems
+
+        assert len(tensorrt_qdq_problems(tmp_path / "keep" / record.qad_file)) >= 2
     assert QADRecord.read(tmp_path / "keep").kept_float == layers
     assert any("quantizes 1 layer(s) the export kept in float" in line and "/no/such/Conv" in line for line in lines)
     every = qad(QADConfig(out_dir=str(tmp_path / "all"), quantize_all=True, **common), log=lambda s: None)
