@@ -46,6 +46,8 @@ def test_forced_fallback_records_decisions(forced: tuple[dict, Path, list[str]])
     assert ("fallback_cost_ratio" in m["latency_check"]) == bool(fb["kept_float"])
     assert any("still" in w and "float" in w for w in rep["warnings"])
     assert any(line.startswith("warning: int8 (ort-cpu): still") for line in lines)
+    # what "float" means on onnxruntime, said where the kept layers are named (docs/qad.md)
+    assert any("per-tensor int8 weights" in w for w in rep["warnings"]) == bool(fb["kept_float"])
     assert ExportReport.read(out).models[1].fallback["steps"] == steps  # what was returned is what was written
 
 
@@ -91,3 +93,40 @@ def test_no_fallback_layers_skips_the_ranking(run_ckpt: Path, tiny_root: Path, t
     assert any("fallback is off (--max-fallback-layers 0)" in w for w in rep.warnings)
     assert rep.recommendation is not None and rep.recommendation.precision == "fp32"
     assert "> --max-drop -100" in rep.recommendation.reason
+
+
+def test_an_ort_cpu_float_layer_fed_by_int8_is_quantized_by_onnxruntime_and_the_log_says_so(
+        run_ckpt: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export keeps a layer "in float" (the fallback's choice is forced here: the most sensitive layer that
+    reads int8); onnxruntime quantizes its float weight per tensor when it loads the file, and the export's log
+    line naming the kept layer says so."""
+    import onnx
+    import onnxruntime as ort
+
+    import distill.export.int8_step as int8_step
+    from distill.export.fallback import FallbackResult
+
+    def keep_one(quantize_excluding, ranked, measure, baseline, max_drop, max_layers, **kw):
+        node = next(c["node"] for c in ranked if c["op_type"] == "Conv" and "/layer" in c["node"])  # not the stem
+        path = quantize_excluding([node])
+        return FallbackResult(kept_float=[node], satisfied=True, disagreement_pts=measure(path)), path
+
+    monkeypatch.setattr(int8_step, "greedy_fallback", keep_one)
+    lines: list[str] = []
+    out = tmp_path / "exp"
+    rep = export_checkpoint(run_ckpt, out, _forced_config(tiny_root), log=lines.append)
+    m = next(m for m in rep.models if m.precision == "int8")
+    node = m.fallback["kept_float"][0]
+    assert any(f"kept 1 layer(s) in float: {node}; on ONNX Runtime CPU those fed by int8 run with per-tensor int8 "
+               "weights" in line for line in lines)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(tmp_path / "basic.onnx")
+    ort.InferenceSession(str(out / m.file), opts, providers=["CPUExecutionProvider"])
+    for path, quantized in ((out / m.file, False), (tmp_path / "basic.onnx", True)):
+        graph = onnx.load(str(path)).graph
+        producer = {o: n for n in graph.node for o in n.output}
+        conv = next(n for n in graph.node if n.name == node)
+        assert producer[conv.input[0]].op_type == "DequantizeLinear"  # fed by int8
+        weight = producer.get(conv.input[1])
+        assert (weight is not None and weight.op_type == "DequantizeLinear") == quantized, path
