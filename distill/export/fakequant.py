@@ -166,8 +166,8 @@ def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterabl
 
     BatchNorm is folded into the conv weights before fake-quant (its statistics are frozen from the
     start, the QAT practice of freezing BN, here from step 0 because the int8 graph holds folded weights).
-    ``keep_float``: conv / linear module names of ``student`` left in float (:func:`keep_in_float`), as the
-    export's float fallback left them (:func:`distill.export.kept_float.kept_modules`); a name that is no such
+    ``keep_float``: conv / linear module names of ``student`` left out of the int8 recipe (:func:`keep_in_float`),
+    as the export's float fallback left them (:func:`distill.export.kept_float.kept_modules`); a name that is no such
     module is an error.
 
     Raises:
