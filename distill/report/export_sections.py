@@ -13,6 +13,9 @@ from distill.report.runs import teacher_label
 NEAR_TIE_NOTE = ("Test images near a tie: the share of test images whose fp32 top-1 margin is smaller than the int8 "
                  "model's logit move (its p95); int8 can change only those, so this bounds what any calibration, "
                  "fallback or QAD can reach (export.json near_ties).")
+ORT_FLOAT_NOTE = ("On ONNX Runtime CPU (ort-cpu) a layer \"kept in float\" that reads int8 runs with per-tensor int8 "
+                  "weights: onnxruntime quantizes it when it loads the file (the figures here are measured that way; "
+                  "TensorRT runs it in float).")
 
 
 def near_tie_cell(model: Any) -> str:
@@ -86,7 +89,8 @@ def section_int8(data: ReportData) -> str:
             'only those). The worst '
             'test-accuracy drop vs fp32 (points) is reported, never decided on, with McNemar\'s exact p over the '
             'same test images (a drop is real only at p &lt; 0.05). Latency ratio measured at export '
-            'time, interleaved, on the exporting machine\'s CPU.</p><table class="sortable"><thead><tr><th>model</th>'
+            'time, interleaved, on the exporting machine\'s CPU. ' + ORT_FLOAT_NOTE
+            + '</p><table class="sortable"><thead><tr><th>model</th>'
             '<th>flavour</th><th>worst disagreement, %: before → after</th><th>worst test drop, pts</th>'
             '<th>fallback</th><th>layers kept in float</th>'
             '<th>int8 / fp32 latency</th>'
