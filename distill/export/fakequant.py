@@ -188,7 +188,7 @@ def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterabl
         raise _untraceable(student, e) from None
     keep_in_float(prepared, keep_float, ort_requantizes=flavour.name == "ort-cpu")
     if flavour.extra_options.get("QuantizeBias", True):
-        quantize_biases_int32(prepared)  # float weights keep a float bias
+        quantize_biases_int32(prepared)  # a kept layer's float weights (identity fake-quant) keep a float bias
     return prepared
 
 
