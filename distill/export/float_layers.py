@@ -35,7 +35,8 @@ def _input_channels(node: onnx.NodeProto, weight: np.ndarray) -> int:
 
 def float_inputs_per_axis(model: onnx.ModelProto) -> list[str]:
     """Rewrite ``model`` in place (see the module doc); returns the names of the layers whose input now has its own
-    per-axis ``DequantizeLinear`` (float-weight Conv/Gemm/ConvTranspose fed by a scalar-scale one)."""
+    per-axis ``DequantizeLinear`` (float-weight Conv/Gemm/ConvTranspose fed by a scalar-scale one whose scale and
+    zero point are initializers, as ``quantize_static`` and :func:`distill.export.qdq_graph.tidy_qdq` write them)."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
@@ -44,23 +45,23 @@ def float_inputs_per_axis(model: onnx.ModelProto) -> list[str]:
         weight = inits.get(node.input[1]) if node.op_type in LAYERS and len(node.input) > 1 else None
         dq = producer.get(node.input[0]) if weight is not None else None
         if weight is None or weight.data_type != onnx.TensorProto.FLOAT or dq is None or \
-                dq.op_type != "DequantizeLinear" or dq.input[1] not in inits:
-            continue
+                dq.op_type != "DequantizeLinear" or not all(name in inits for name in dq.input[1:] if name):
+            continue  # an int8 layer, a layer on a float input, or qparams that are not initializers
         scale = numpy_helper.to_array(inits[dq.input[1]])
         if scale.size != 1:
             continue
         channels = _input_channels(node, numpy_helper.to_array(weight))
-        names = [f"{node.name}/float_input_scale"]
+        base = node.name or node.output[0]  # output names are unique; node names may be empty
+        names = [f"{base}/float_input_scale"]
         tensors = [numpy_helper.from_array(np.full(channels, scale.item(), dtype=scale.dtype), names[0])]
         if len(dq.input) > 2 and dq.input[2]:
             zero = numpy_helper.to_array(inits[dq.input[2]])
-            names.append(f"{node.name}/float_input_zero_point")
+            names.append(f"{base}/float_input_zero_point")
             tensors.append(numpy_helper.from_array(np.full(channels, zero.item(), dtype=zero.dtype), names[1]))
         graph.initializer.extend(tensors)
-        out = f"{node.name}/float_input"
-        added.append((dq, helper.make_node("DequantizeLinear", [dq.input[0], *names], [out],
-                                           name=f"{node.name}/float_input_dq", axis=1)))
-        node.input[0] = out
+        added.append((dq, helper.make_node("DequantizeLinear", [dq.input[0], *names], [f"{base}/float_input"],
+                                           name=f"{base}/float_input_dq", axis=1)))
+        node.input[0] = f"{base}/float_input"
     for dq, copy in added:  # right after the DQ it copies: the graph stays in topological order
         graph.node.insert(list(graph.node).index(dq) + 1, copy)
     return [copy.name.removesuffix("/float_input_dq") for _, copy in added]

@@ -120,12 +120,12 @@ def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> Exp
 
 def kept_layers(exported: ExportedInt8, student: Student, pairs: dict[str, str], say: ExportLog) -> list[str]:
     """The student layers the export's int8 file keeps in float, which QAD's fake-quant student leaves out of its
-    int8 recipe too, as the runtime runs them (:func:`distill.export.fakequant.keep_in_float`: it starts from that
+    int8 recipe too (:func:`distill.export.fakequant.keep_in_float`: it starts from that
     file's quantization, fallback included); a layer it cannot trace is quantized, and said."""
     files = [exported.path] + ([exported.fp32] if exported.fp32 is not None else [])
     keep, missing = kept_modules(exported.kept_float, student, {bn: conv for conv, bn in pairs.items()}, files)
     if keep:
-        say(f"QAD keeps the {len(keep)} layer(s) the export kept in float as the runtime runs them: {', '.join(keep)}")
+        say(f"QAD keeps in float the {len(keep)} layer(s) the export kept in float: {', '.join(keep)}")
     if missing:
         say.warn(f"QAD quantizes {len(missing)} layer(s) the export kept in float: no student layer found for "
                  f"the node(s) {', '.join(missing[:5])}")

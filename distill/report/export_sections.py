@@ -13,9 +13,10 @@ from distill.report.runs import teacher_label
 NEAR_TIE_NOTE = ("Test images near a tie: the share of test images whose fp32 top-1 margin is smaller than the int8 "
                  "model's logit move (its p95); int8 can change only those, so this bounds what any calibration, "
                  "fallback or QAD can reach (export.json near_ties).")
-ORT_FLOAT_NOTE = ("On ONNX Runtime CPU (ort-cpu) a layer \"kept in float\" that reads int8 runs with per-tensor int8 "
-                  "weights: onnxruntime quantizes it when it loads the file (the figures here are measured that way; "
-                  "TensorRT runs it in float).")
+ORT_FLOAT_NOTE = ("A layer \"kept in float\" runs in float on TensorRT and on ONNX Runtime CPU: in ort-cpu files each "
+                  "one that reads int8 has its own per-channel DequantizeLinear, so onnxruntime does not quantize its "
+                  "weight when it loads the file (files written before distill added it ran such layers with "
+                  "per-tensor int8 weights).")
 
 
 def near_tie_cell(model: Any) -> str:

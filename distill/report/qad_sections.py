@@ -70,7 +70,7 @@ def qad_facts(record: QADRecord) -> str:
     """The PTQ arm, the layers QAD kept in float as that arm does, image counts and whether the record met its
     target (worst calibration disagreement after QAD)."""
     met = "met" if record.within_target else "not met"
-    kept = (f"QAD kept the {len(record.kept_float)} layer(s) that file keeps in float as the runtime runs them: "
+    kept = (f"QAD kept in float the {len(record.kept_float)} layer(s) that file keeps in float: "
             f"{', '.join(record.kept_float)}. " if record.kept_float else "")
     return (f"PTQ arm: {record.ptq_origin}. {kept}"
             f"{record.calibration_images} calibration / {record.test_images} test images; worst calibration "

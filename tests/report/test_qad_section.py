@@ -75,8 +75,8 @@ def test_the_report_names_the_layers_qad_kept_in_float(tmp_path: Path) -> None:
     (tmp_path / "in" / "qad").mkdir()
     record.write(tmp_path / "in" / "qad")
     md = Path(write_report([tmp_path / "in"], tmp_path / "r.html", "r")["markdown"]).read_text()
-    assert ("PTQ arm: the export's int8, exp/model.int8-tensorrt.onnx (2 layer(s) kept in float). QAD kept the 2 "
-            "layer(s) that file keeps in float as the runtime runs them: backbone.conv1, head. 32 calibration") in md
+    assert ("PTQ arm: the export's int8, exp/model.int8-tensorrt.onnx (2 layer(s) kept in float). QAD kept in float the 2 "
+            "layer(s) that file keeps in float: backbone.conv1, head. 32 calibration") in md
 
 
 def test_a_qad_json_from_before_accuracies_shows_disagreement_only(tmp_path: Path) -> None:

@@ -1,0 +1,138 @@
+"""distill.export.float_layers: a float-weight Conv/Gemm fed by a per-tensor DequantizeLinear gets its own per-axis
+copy of it, so onnxruntime runs the layer in float instead of quantizing its weight per tensor at load."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from distill.export.float_layers import float_inputs_per_axis
+
+SCALE, ZERO = np.float32(0.05), np.uint8(128)
+
+
+def _layer_model(op: str) -> onnx.ModelProto:
+    """x -> Q -> DQ -> op (float weight with one output channel 40x the others, float bias) -> Q -> DQ -> y: a layer
+    the fallback kept in float between int8 layers, as quantize_static writes it."""
+    rng = np.random.default_rng(0)
+    if op == "Conv":
+        x_shape, y_shape, weight = [2, 4, 6, 6], [2, 6, 6, 6], rng.normal(0, 0.1, (6, 4, 3, 3)).astype(np.float32)
+        node = helper.make_node("Conv", ["x_dq", "w", "b"], ["y"], name="/kept/Conv", pads=[1, 1, 1, 1])
+    else:
+        x_shape, y_shape, weight = [2, 64], [2, 6], rng.normal(0, 0.1, (6, 64)).astype(np.float32)
+        node = helper.make_node("Gemm", ["x_dq", "w", "b"], ["y"], name="/kept/Gemm", transB=1)
+    weight[0] *= 40.0  # a per-tensor grid crushes the other channels
+    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(rng.normal(0, 0.1, 6).astype(np.float32), "b"),
+             numpy_helper.from_array(np.array(SCALE), "s"), numpy_helper.from_array(np.array(ZERO), "z"),
+             numpy_helper.from_array(np.array(np.float32(0.02)), "so"), numpy_helper.from_array(np.array(ZERO), "zo")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["x_q"], name="x_q"),
+             helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["x_dq"], name="x_dq"), node,
+             helper.make_node("QuantizeLinear", ["y", "so", "zo"], ["y_q"], name="y_q"),
+             helper.make_node("DequantizeLinear", ["y_q", "so", "zo"], ["out"], name="out_dq")]
+    graph = helper.make_graph(nodes, "kept", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, y_shape)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray, tmp_path: Path, name: str, **session) -> tuple[np.ndarray, onnx.GraphProto]:
+    """The model's output and the graph onnxruntime made of it (basic level, where the transformer runs)."""
+    path, optimized = tmp_path / f"{name}.onnx", tmp_path / f"{name}.basic.onnx"
+    onnx.save(model, str(path))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(optimized)
+    s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], **session)
+    return s.run(None, {"x": x})[0], onnx.load(str(optimized)).graph
+
+
+def _weight_is_quantized(graph: onnx.GraphProto, layer: str) -> bool:
+    producer = {o: n for n in graph.node for o in n.output}
+    node = next(n for n in graph.node if n.name == layer)
+    return node.input[1] in producer and producer[node.input[1]].op_type == "DequantizeLinear"
+
+
+def test_a_kept_conv_and_gemm_run_in_float_on_onnxruntime_after_the_rewrite(tmp_path):
+    for op in ("Conv", "Gemm"):
+        model = _layer_model(op)
+        x = np.random.default_rng(1).normal(0, 1, [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+                                            ).astype(np.float32)
+        # as written: onnxruntime quantizes the float weight per tensor when it loads the file (why the rewrite exists)
+        before, graph = _run(model, x, tmp_path, f"{op}-as-written")
+        assert _weight_is_quantized(graph, f"/kept/{op}")
+        # what "float" promised: the same file with that transformer off
+        floated, _ = _run(model, x, tmp_path, f"{op}-no-transformer", disabled_optimizers=["WeightBiasQuantization"])
+        assert float(np.abs(before - floated).max()) > 0.1  # the outlier channel: per tensor is another model
+        assert float_inputs_per_axis(model) == [f"/kept/{op}"]
+        after, graph = _run(model, x, tmp_path, f"{op}-rewritten")
+        assert not _weight_is_quantized(graph, f"/kept/{op}")
+        np.testing.assert_array_equal(after, floated)  # the same DequantizeLinear values, the same float layer
+        dq = next(n for n in model.graph.node if n.name == f"/kept/{op}/float_input_dq")
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        channels = 4 if op == "Conv" else 64
+        assert [helper.get_attribute_value(a) for a in dq.attribute if a.name == "axis"] == [1]
+        assert inits[dq.input[1]].tolist() == [SCALE] * channels and inits[dq.input[2]].tolist() == [ZERO] * channels
+
+
+def test_int8_layers_float_inputs_and_per_axis_inputs_are_left_alone():
+    model = _layer_model("Conv")
+    w = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "w"))
+    # an int8 layer: its weight comes from a DequantizeLinear
+    model.graph.initializer.extend([numpy_helper.from_array(np.round(w / 0.01).astype(np.int8), "w_q"),
+                                    numpy_helper.from_array(np.array(np.float32(0.01)), "w_s")])
+    model.graph.node.insert(0, helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w_dq"], name="w_dq"))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    conv.input[1] = "w_dq"
+    assert float_inputs_per_axis(model) == []
+    # a float layer on the float image (no DequantizeLinear before it)
+    plain = _layer_model("Conv")
+    next(n for n in plain.graph.node if n.op_type == "Conv").input[0] = "x"
+    assert float_inputs_per_axis(plain) == []
+    # rewritten once: a second pass finds the per-axis input and leaves it
+    again = _layer_model("Gemm")
+    assert len(float_inputs_per_axis(again)) == 1 and float_inputs_per_axis(again) == []
+
+
+def test_a_nameless_layer_gets_names_from_its_output_and_the_model_stays_valid():
+    model = _layer_model("Conv")
+    next(n for n in model.graph.node if n.op_type == "Conv").name = ""
+    assert float_inputs_per_axis(model) == ["y"]
+    onnx.checker.check_model(model)
+    assert [n.name for n in model.graph.node].count("y/float_input_dq") == 1
+
+
+def test_the_float_fallback_benchmark_exports_each_run_both_ways(run_ckpt, tiny_root, tmp_path, monkeypatch, capsys):
+    """benchmarks/float_fallback.py re-exports a run whose export kept a layer in float with that export's settings,
+    with the per-axis input (float) and without it (per-tensor), and scores both files on the whole test split."""
+    import json
+
+    import distill.export.int8_step as int8_step
+    from distill.export import ExportConfig, export_checkpoint
+    from distill.export.fallback import FallbackResult
+    from tests.test_benchmarks import _script
+
+    def keep_one(quantize_excluding, ranked, measure, baseline, max_drop, max_layers, **kw):
+        node = next(c["node"] for c in ranked if c["op_type"] == "Conv" and "/layer" in c["node"])  # reads int8
+        path = quantize_excluding([node])
+        return FallbackResult(kept_float=[node], satisfied=True, disagreement_pts=measure(path)), path
+
+    monkeypatch.setattr(int8_step, "greedy_fallback", keep_one)
+    edge, tag = tmp_path / "edge", "test_resnet-e1-s0"
+    (edge / "runs").mkdir(parents=True)
+    (edge / "runs" / tag).symlink_to(run_ckpt.parents[1])
+    (edge / "records").mkdir()
+    (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": []}))
+    export_checkpoint(run_ckpt, edge / "export" / tag, ExportConfig(
+        precisions=("int8",), data_root=str(tiny_root), int8_flavour="ort-cpu", max_drop=-100.0,
+        max_fallback_layers=1, exporter="torchscript", eval_count=12, calib_count=32, latency_iters=3,
+        sensitivity_count=16, threads=1), log=lambda s: None)
+    bench = _script("float_fallback")
+    monkeypatch.setattr("sys.argv", ["float_fallback.py", str(edge), "--out", str(tmp_path / "ff")])
+    bench.main()
+    printed = capsys.readouterr().out
+    for arm, per_axis in (("float", 1), ("per-tensor", 0)):
+        graph = onnx.load(str(tmp_path / "ff" / arm / tag / "model.int8-ort-cpu.onnx")).graph
+        assert sum(n.name.endswith("/float_input_dq") for n in graph.node) == per_axis, arm
+    assert f"| {tag} | " in printed and "paired t-test" in printed
