@@ -9,6 +9,7 @@ whose export kept layers in float is exported again with that export's settings 
   in float (:mod:`distill.export.float_layers`); the greedy fallback measures and picks layers that way.
 - ``per-tensor``: the rewrite switched off, as exports were before it: onnxruntime's ``WeightBiasQuantization``
   quantizes such a layer's float weight per tensor when it loads the file, and the fallback picks layers that way.
+- ``all-int8``: no fallback (``max_fallback_layers=0``): every layer per-channel int8, what the fallback starts from.
 
 Runs whose export kept no layer are skipped (the fallback did not run, so both arms are the same file). Each int8
 file is scored on the whole test split of every domain against the fp32 ONNX: top-1 disagreement (points, mean over
@@ -41,7 +42,7 @@ from distill.records import ExportReport  # noqa: E402
 from distill.report.stats import mcnemar, paired  # noqa: E402
 from distill.student.model import load_student  # noqa: E402
 
-ARMS = ("float", "per-tensor")
+ARMS = ("float", "per-tensor", "all-int8")
 
 
 def int8_model(rep: ExportReport):
@@ -57,7 +58,7 @@ def export_arm(ckpt: Path, cfg: ExportConfig, arm: str, out: Path) -> ExportRepo
     if arm == "per-tensor":
         quantize_module.float_inputs_per_axis = lambda model: []  # type: ignore[assignment]
     try:
-        return api.export(ckpt, out, cfg)
+        return api.export(ckpt, out, cfg.model_copy(update={"max_fallback_layers": 0}) if arm == "all-int8" else cfg)
     finally:
         quantize_module.float_inputs_per_axis = real
 
@@ -114,11 +115,21 @@ def main() -> None:
         print(f"| {r['tag']} | {r['images']} | " + " | ".join(cells)
               + f" | {int((x & ~y).sum())} / {int((y & ~x).sum())}, p = {p:.3g} |")
     means = {a: [r["scored"][a].disagree_mean for r in rows] for a in ARMS}
-    t = paired(means["float"], means["per-tensor"])
-    lower = sum(f < p for f, p in zip(means["float"], means["per-tensor"]))
-    print(f"\nOver {len(rows)} runs: test disagreement mean float {fmt(means['float'])}, per-tensor "
-          f"{fmt(means['per-tensor'])} pts; float minus per-tensor {t.diff:+.2f} pts (paired t-test p = {t.p:.3g}); "
-          f"float lower on {lower} of {len(rows)} runs")
+    print(f"\nOver {len(rows)} runs, test disagreement mean: "
+          + ", ".join(f"{a} {fmt(means[a])}" for a in ARMS) + " pts")
+    for a, b in (("float", "per-tensor"), ("float", "all-int8"), ("per-tensor", "all-int8")):
+        t = paired(means[a], means[b])
+        lower = sum(x < y for x, y in zip(means[a], means[b]))
+        beyond = [r["tag"] for r in rows if mcnemar((~r["scored"][a].flips).tolist(),
+                                                    (~r["scored"][b].flips).tolist()).p < 0.05]
+        print(f"- {a} minus {b}: {t.diff:+.2f} pts (paired t-test p = {t.p:.3g}); {a} lower on {lower} of "
+              f"{len(rows)} runs; McNemar p < 0.05 on {len(beyond)} ({', '.join(beyond) or 'none'})")
+    ratios = {a: [latency_ratio(r["reps"][a]) for r in rows] for a in ARMS}
+    if all(v is not None for vs in ratios.values() for v in vs):
+        slower = sum(f > p for f, p in zip(ratios["float"], ratios["per-tensor"]))
+        print("- int8/fp32 latency (each export's own interleaved measurement): "
+              + ", ".join(f"{a} {fmt(ratios[a])}x" for a in ARMS)
+              + f"; float above per-tensor on {slower} of {len(rows)} runs")
     print(json.dumps({r["tag"]: {a: r["scored"][a].disagree_mean for a in ARMS} for r in rows}))
 
 

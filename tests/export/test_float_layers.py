@@ -132,7 +132,7 @@ def test_the_float_fallback_benchmark_exports_each_run_both_ways(run_ckpt, tiny_
     monkeypatch.setattr("sys.argv", ["float_fallback.py", str(edge), "--out", str(tmp_path / "ff")])
     bench.main()
     printed = capsys.readouterr().out
-    for arm, per_axis in (("float", 1), ("per-tensor", 0)):
+    for arm, per_axis in (("float", 1), ("per-tensor", 0), ("all-int8", 0)):
         graph = onnx.load(str(tmp_path / "ff" / arm / tag / "model.int8-ort-cpu.onnx")).graph
         assert sum(n.name.endswith("/float_input_dq") for n in graph.node) == per_axis, arm
     assert f"| {tag} | " in printed and "paired t-test" in printed
