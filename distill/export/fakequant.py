@@ -52,7 +52,6 @@ from torch.ao.quantization.quantize_fx import fuse_fx, prepare_qat_fx
 from torch.nn.utils import parametrize
 
 from distill.errors import DistillError
-from distill.export.float_layers import float_inputs_per_axis
 from distill.export.onnx import INPUT_NAME, check
 from distill.export.qdq_graph import tidy_qdq
 from distill.export.quantize import Int8Flavour
@@ -187,20 +186,34 @@ def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterabl
                                       backend_config=backend_config_for(flavour))
     except Exception as e:  # torch.fx raises TraceError and many others from deep inside a model
         raise _untraceable(student, e) from None
-    keep_in_float(prepared, keep_float)
+    keep_in_float(prepared, keep_float, ort_requantizes=flavour.name == "ort-cpu")
     if flavour.extra_options.get("QuantizeBias", True):
         quantize_biases_int32(prepared)  # a kept layer's float weights (identity fake-quant) keep a float bias
     return prepared
 
 
-def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str]) -> None:
+def ort_requantized_weight() -> FakeQuantize:
+    """What onnxruntime makes of a "float" Conv/Gemm weight whose input is dequantized: its ``WeightBiasQuantization``
+    graph transformer (onnxruntime 1.32, from the basic optimization level up) quantizes the float weight to int8
+    per tensor, asymmetric over [min(w, 0), max(w, 0)] (scale = range / 255, a zero point), and the bias to int32 at
+    input scale x weight scale, when the session is created. So a layer the export's fallback excluded between int8
+    layers does not run in float on ONNX Runtime CPU: it runs with this coarser weight grid."""
+    return FakeQuantize(observer=MinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
+                        qscheme=torch.per_tensor_affine, reduce_range=False)
+
+
+def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str], ort_requantizes: bool = False) -> None:
     """Leave the conv / linear modules ``names`` (the student's names) of the fake-quant ``model`` out of the int8
     recipe, in place, as onnxruntime's ``nodes_to_exclude`` leaves the export's fallback layers: no per-channel
     weight fake-quant, and float input and output where no int8 op is on the other side (an activation fake-quant
     between the graph's input or output and kept layers only becomes the identity: the first conv reads the float
     image, a kept head writes float logits). A kept layer between int8 layers still reads and writes quantized
-    activations, as in the export's file. Its weights stay float: TensorRT runs it so, and the ort-cpu files give its
-    input a per-axis DequantizeLinear so that onnxruntime does too (:mod:`distill.export.float_layers`).
+    activations, as in the export's file.
+
+    ``ort_requantizes`` (the ort-cpu flavour): a kept layer between int8 layers (its input fake-quantized, its one
+    consumer a fake-quant) gets the weight grid onnxruntime gives it (:func:`ort_requantized_weight`), which the
+    export's file holds too (:mod:`distill.export.ort_weights`); otherwise (tensorrt, a float input, a float
+    output) its weights stay float.
 
     Raises:
         DistillError: a name is not a fake-quantized conv or linear layer of ``model``.
@@ -220,8 +233,16 @@ def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str]) -> None:
                 and isinstance(node.args[0], torch.fx.Node) and floating(node.args[0])
                 and all(floating(user) for user in node.users)):
             model.add_submodule(str(node.target), nn.Identity())
-    for name in kept:
-        modules[name].weight_fake_quant = nn.Identity()
+    def fake_quantized(node: object) -> bool:
+        return (isinstance(node, torch.fx.Node) and node.op == "call_module"
+                and isinstance(model.get_submodule(str(node.target)), FakeQuantize))
+
+    for node in model.graph.nodes:
+        if node.op == "call_module" and node.target in kept:
+            # onnxruntime's rule: a quantized input, and an output whose one consumer is quantized
+            between_int8 = fake_quantized(node.args[0]) and len(node.users) == 1 and fake_quantized(next(iter(node.users)))
+            modules[str(node.target)].weight_fake_quant = (ort_requantized_weight() if ort_requantizes and between_int8
+                                                           else nn.Identity())
 
 
 class Int32Bias(nn.Module):
@@ -312,8 +333,11 @@ def set_observers(model: nn.Module, on: bool, weights: bool | None = None) -> No
     """Let the activation ranges follow the data (``on``) or freeze them; the weight observers (per
     channel max |w|) do as ``weights`` says (default: as the activations)."""
     weights = on if weights is None else weights
+    weight_fqs = {id(m.weight_fake_quant) for m in model.modules() if isinstance(getattr(m, "weight_fake_quant", None),
+                                                                               FakeQuantize)}
     for fq in fake_quants(model):
-        (enable_observer if (weights if fq.is_per_channel else on) else disable_observer)(fq)
+        is_weight = fq.is_per_channel or id(fq) in weight_fqs  # per-tensor: a kept layer's (ort_requantized_weight)
+        (enable_observer if (weights if is_weight else on) else disable_observer)(fq)
 
 
 def calibrate_ranges(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
@@ -374,8 +398,6 @@ def export_qdq(model: nn.Module, path: str | Path, input_size: tuple[int, int], 
                           dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}, do_constant_folding=True)
     proto = onnx.load(str(path))
     tidy_qdq(proto, quantize_bias=flavour.extra_options.get("QuantizeBias", True))
-    if flavour.name == "ort-cpu":  # kept layers reading int8 run in float on onnxruntime too
-        float_inputs_per_axis(proto)
     onnx.save(proto, str(path))
     check(path)
     return path

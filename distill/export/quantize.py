@@ -43,8 +43,8 @@ from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from distill.errors import DistillError
-from distill.export.float_layers import float_inputs_per_axis
 from distill.export.int8_graph import int8_friendly
+from distill.export.ort_weights import per_tensor_weights
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -184,8 +184,8 @@ def quantize(prepared: str | Path, out_path: str | Path, flavour: Int8Flavour, c
         flavour: target-runtime recipe (see :data:`FLAVOURS`).
         cache_path: the ranges written by :func:`calibrate` for this ``prepared`` model.
         method: the calibration method the cache was made with.
-        nodes_to_exclude: layers kept in float (fallback). ort-cpu: each that reads int8 gets its own per-axis
-            DequantizeLinear, so onnxruntime runs it in float (:mod:`distill.export.float_layers`).
+        nodes_to_exclude: layers kept in float (fallback). ort-cpu: those between int8 layers get the per-tensor
+            int8 weights onnxruntime would give them at load (:mod:`distill.export.ort_weights`).
     """
     out_path = Path(out_path)
     # quantize_static logs a warning per skipped tensor through the root logger; keep the CLI quiet
@@ -203,7 +203,7 @@ def quantize(prepared: str | Path, out_path: str | Path, flavour: Int8Flavour, c
         root.setLevel(level)
     if nodes_to_exclude and flavour.name == "ort-cpu":
         model = onnx.load(str(out_path))
-        if float_inputs_per_axis(model):
+        if per_tensor_weights(model):
             onnx.save(model, str(out_path))
     return out_path
 
