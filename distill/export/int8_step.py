@@ -143,13 +143,17 @@ class Int8Step:
             "after": {"disagreement_pts": after, "worst_disagreement_pts": max(after.values()) if after else None,
                       "accuracy": scores.accuracy, "drops_pts": scores.drops_pts,
                       "worst_drop_pts": max(scores.drops_pts.values()) if scores.drops_pts else None}})
+        # the file holds what onnxruntime would run them as (distill/export/ort_weights.py): say so
+        ort = ("; those between int8 layers have per-tensor int8 weights (what onnxruntime makes of a float layer "
+               "there)") if name == "ort-cpu" and result.kept_float else ""
         if not result.satisfied:
             self.log.warn(f"int8 ({name}): still {max(after.values()):.2f} pts of top-1 disagreement with fp32 on "
                           f"{max(after, key=after.get)} with {len(result.kept_float)} layer(s) in float "
-                          f"(--max-fallback-layers {cfg.max_fallback_layers}); kept the best variant — consider "
+                          f"(--max-fallback-layers {cfg.max_fallback_layers}){ort}; kept the best variant — consider "
                           "fp16")
         else:
-            self.log(f"int8 ({name}): kept {len(result.kept_float)} layer(s) in float: {', '.join(result.kept_float)}")
+            self.log(f"int8 ({name}): kept {len(result.kept_float)} layer(s) in float: {', '.join(result.kept_float)}"
+                     + ort)
         return final, scores
 
     def _ship(self, plain: Path, final: Path, scores: _Scores, fallback: dict[str, Any]) -> ExportedModel:

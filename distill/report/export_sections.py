@@ -13,10 +13,9 @@ from distill.report.runs import teacher_label
 NEAR_TIE_NOTE = ("Test images near a tie: the share of test images whose fp32 top-1 margin is smaller than the int8 "
                  "model's logit move (its p95); int8 can change only those, so this bounds what any calibration, "
                  "fallback or QAD can reach (export.json near_ties).")
-ORT_FLOAT_NOTE = ("A layer \"kept in float\" runs in float on TensorRT and on ONNX Runtime CPU: in ort-cpu files each "
-                  "one that reads int8 has its own per-channel DequantizeLinear, so onnxruntime does not quantize its "
-                  "weight when it loads the file (files written before distill added it ran such layers with "
-                  "per-tensor int8 weights).")
+ORT_FLOAT_NOTE = ("On ONNX Runtime CPU (ort-cpu) a layer \"kept in float\" between int8 layers has per-tensor int8 "
+                  "weights in the file: what onnxruntime would make of a float layer there when it loads the file "
+                  "(the others, and every kept layer of a TensorRT file, are float).")
 
 
 def near_tie_cell(model: Any) -> str:

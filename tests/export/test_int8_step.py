@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import distill.export.data as export_data
@@ -46,6 +47,8 @@ def test_forced_fallback_records_decisions(forced: tuple[dict, Path, list[str]])
     assert ("fallback_cost_ratio" in m["latency_check"]) == bool(fb["kept_float"])
     assert any("still" in w and "float" in w for w in rep["warnings"])
     assert any(line.startswith("warning: int8 (ort-cpu): still") for line in lines)
+    # what the ort-cpu file does with them, said where the kept layers are named (docs/qad.md)
+    assert any("per-tensor int8 weights" in w for w in rep["warnings"]) == bool(fb["kept_float"])
     assert ExportReport.read(out).models[1].fallback["steps"] == steps  # what was returned is what was written
 
 
@@ -93,13 +96,15 @@ def test_no_fallback_layers_skips_the_ranking(run_ckpt: Path, tiny_root: Path, t
     assert "> --max-drop -100" in rep.recommendation.reason
 
 
-def test_an_ort_cpu_float_layer_fed_by_int8_runs_in_float_on_onnxruntime(
+def test_an_ort_cpu_layer_kept_between_int8_layers_has_per_tensor_weights_in_the_file_and_the_log_says_so(
         run_ckpt: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The export keeps a layer "in float" (the fallback's choice is forced here: the most sensitive layer that
-    reads int8); onnxruntime, which quantizes the float weight of a Conv fed by a per-tensor DequantizeLinear when it
-    loads a file (WeightBiasQuantization), leaves it float: its input has its own per-axis DequantizeLinear."""
+    reads int8); its file holds the per-tensor int8 weights onnxruntime would give that layer at load
+    (distill/export/ort_weights.py), so onnxruntime at its basic level changes nothing there, and the log line naming
+    the kept layer says so."""
     import onnx
     import onnxruntime as ort
+    from onnx import numpy_helper
 
     import distill.export.int8_step as int8_step
     from distill.export.fallback import FallbackResult
@@ -115,7 +120,8 @@ def test_an_ort_cpu_float_layer_fed_by_int8_runs_in_float_on_onnxruntime(
     rep = export_checkpoint(run_ckpt, out, _forced_config(tiny_root), log=lines.append)
     m = next(m for m in rep.models if m.precision == "int8")
     node = m.fallback["kept_float"][0]
-    assert any(line.endswith(f"kept 1 layer(s) in float: {node}") for line in lines)
+    assert any(f"kept 1 layer(s) in float: {node}; those between int8 layers have per-tensor int8 weights" in line
+               for line in lines)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.optimized_model_filepath = str(tmp_path / "basic.onnx")
@@ -125,4 +131,9 @@ def test_an_ort_cpu_float_layer_fed_by_int8_runs_in_float_on_onnxruntime(
         producer = {o: n for n in graph.node for o in n.output}
         conv = next(n for n in graph.node if n.name == node)
         assert producer[conv.input[0]].op_type == "DequantizeLinear"  # fed by int8
-        assert conv.input[1] not in producer, path  # a float weight, in the file and as onnxruntime runs it
+        weight = producer[conv.input[1]]
+        assert weight.op_type == "DequantizeLinear", path
+    graph = onnx.load(str(out / m.file)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    weight = {o: n for n in graph.node for o in n.output}[next(n for n in graph.node if n.name == node).input[1]]
+    assert inits[weight.input[0]].dtype == np.int8 and inits[weight.input[1]].size == 1  # int8, per tensor

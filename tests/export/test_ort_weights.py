@@ -1,5 +1,5 @@
-"""distill.export.float_layers: a float-weight Conv/Gemm fed by a per-tensor DequantizeLinear gets its own per-axis
-copy of it, so onnxruntime runs the layer in float instead of quantizing its weight per tensor at load."""
+"""distill.export.ort_weights: a float layer between int8 layers gets, in the file, the per-tensor int8 weights
+onnxruntime's WeightBiasQuantization would give it at load, bit for bit, so every onnxruntime runs the same model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from distill.export.float_layers import float_inputs_per_axis
+from distill.export.ort_weights import per_tensor_weights
 
 SCALE, ZERO = np.float32(0.05), np.uint8(128)
 
@@ -54,58 +54,77 @@ def _weight_is_quantized(graph: onnx.GraphProto, layer: str) -> bool:
     return node.input[1] in producer and producer[node.input[1]].op_type == "DequantizeLinear"
 
 
-def test_a_kept_conv_and_gemm_run_in_float_on_onnxruntime_after_the_rewrite(tmp_path):
+def test_the_file_holds_what_onnxruntime_runs_and_runs_it_without_the_transformer_too(tmp_path):
     for op in ("Conv", "Gemm"):
         model = _layer_model(op)
         x = np.random.default_rng(1).normal(0, 1, [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
                                             ).astype(np.float32)
-        # as written: onnxruntime quantizes the float weight per tensor when it loads the file (why the rewrite exists)
-        before, graph = _run(model, x, tmp_path, f"{op}-as-written")
+        # as quantize_static writes it: onnxruntime quantizes the float weight per tensor when it loads the file...
+        runs, graph = _run(model, x, tmp_path, f"{op}-as-written")
         assert _weight_is_quantized(graph, f"/kept/{op}")
-        # what "float" promised: the same file with that transformer off
+        # ...and an onnxruntime without that transformer runs it in float: another model (the outlier channel)
         floated, _ = _run(model, x, tmp_path, f"{op}-no-transformer", disabled_optimizers=["WeightBiasQuantization"])
-        assert float(np.abs(before - floated).max()) > 0.1  # the outlier channel: per tensor is another model
-        assert float_inputs_per_axis(model) == [f"/kept/{op}"]
-        after, graph = _run(model, x, tmp_path, f"{op}-rewritten")
-        assert not _weight_is_quantized(graph, f"/kept/{op}")
-        np.testing.assert_array_equal(after, floated)  # the same DequantizeLinear values, the same float layer
-        dq = next(n for n in model.graph.node if n.name == f"/kept/{op}/float_input_dq")
+        assert float(np.abs(runs - floated).max()) > 0.1
+        assert per_tensor_weights(model) == [f"/kept/{op}"]
+        written, graph = _run(model, x, tmp_path, f"{op}-written")
+        np.testing.assert_array_equal(written, runs)  # the same integers, scales and int32 bias as onnxruntime's
+        without, _ = _run(model, x, tmp_path, f"{op}-written-no-transformer",
+                          disabled_optimizers=["WeightBiasQuantization"])
+        np.testing.assert_array_equal(without, runs)  # the same model with or without the transformer
         inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-        channels = 4 if op == "Conv" else 64
-        assert [helper.get_attribute_value(a) for a in dq.attribute if a.name == "axis"] == [1]
-        assert inits[dq.input[1]].tolist() == [SCALE] * channels and inits[dq.input[2]].tolist() == [ZERO] * channels
+        assert inits[f"/kept/{op}/weight_int8"].dtype == np.int8 and inits[f"/kept/{op}/weight_scale"].size == 1
+        assert inits[f"/kept/{op}/bias_int32"].dtype == np.int32
+        assert "w" not in inits and "b" not in inits  # the float weight and bias are gone
 
 
-def test_int8_layers_float_inputs_and_per_axis_inputs_are_left_alone():
+def test_layers_onnxruntime_leaves_float_are_left_float():
+    # an int8 layer: its weight comes from a DequantizeLinear
     model = _layer_model("Conv")
     w = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "w"))
-    # an int8 layer: its weight comes from a DequantizeLinear
     model.graph.initializer.extend([numpy_helper.from_array(np.round(w / 0.01).astype(np.int8), "w_q"),
                                     numpy_helper.from_array(np.array(np.float32(0.01)), "w_s")])
     model.graph.node.insert(0, helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w_dq"], name="w_dq"))
-    conv = next(n for n in model.graph.node if n.op_type == "Conv")
-    conv.input[1] = "w_dq"
-    assert float_inputs_per_axis(model) == []
-    # a float layer on the float image (no DequantizeLinear before it)
+    next(n for n in model.graph.node if n.op_type == "Conv").input[1] = "w_dq"
+    assert per_tensor_weights(model) == []
+    # a layer on the float image (no DequantizeLinear before it)
     plain = _layer_model("Conv")
     next(n for n in plain.graph.node if n.op_type == "Conv").input[0] = "x"
-    assert float_inputs_per_axis(plain) == []
-    # rewritten once: a second pass finds the per-axis input and leaves it
-    again = _layer_model("Gemm")
-    assert len(float_inputs_per_axis(again)) == 1 and float_inputs_per_axis(again) == []
+    assert per_tensor_weights(plain) == []
+    # a layer writing float (a head writing the logits): no QuantizeLinear after it
+    head = _layer_model("Gemm")
+    nodes = [n for n in head.graph.node if n.name not in ("y_q", "out_dq")]
+    del head.graph.node[:]
+    head.graph.node.extend(nodes)
+    head.graph.output[0].name = "y"
+    assert per_tensor_weights(head) == []
+    # a second pass finds nothing left to do
+    again = _layer_model("Conv")
+    assert len(per_tensor_weights(again)) == 1 and per_tensor_weights(again) == []
+
+
+def test_a_layer_writing_float_is_left_float_by_onnxruntime_too(tmp_path):
+    """The rule above mirrors onnxruntime's: it does not quantize a layer whose output is not quantized."""
+    head = _layer_model("Gemm")
+    nodes = [n for n in head.graph.node if n.name not in ("y_q", "out_dq")]
+    del head.graph.node[:]
+    head.graph.node.extend(nodes)
+    head.graph.output[0].name = "y"
+    _, graph = _run(head, np.ones((2, 64), np.float32), tmp_path, "head")
+    assert not _weight_is_quantized(graph, "/kept/Gemm")
 
 
 def test_a_nameless_layer_gets_names_from_its_output_and_the_model_stays_valid():
     model = _layer_model("Conv")
     next(n for n in model.graph.node if n.op_type == "Conv").name = ""
-    assert float_inputs_per_axis(model) == ["y"]
+    assert per_tensor_weights(model) == ["y"]
     onnx.checker.check_model(model)
-    assert [n.name for n in model.graph.node].count("y/float_input_dq") == 1
+    assert [n.name for n in model.graph.node].count("y/weight_dq") == 1
 
 
-def test_the_float_fallback_benchmark_exports_each_run_both_ways(run_ckpt, tiny_root, tmp_path, monkeypatch, capsys):
-    """benchmarks/float_fallback.py re-exports a run whose export kept a layer in float with that export's settings,
-    with the per-axis input (float) and without it (per-tensor), and scores both files on the whole test split."""
+def test_the_float_fallback_benchmark_exports_each_run_three_ways(run_ckpt, tiny_root, tmp_path, monkeypatch, capsys):
+    """benchmarks/float_fallback.py re-exports a run whose export kept a layer in float with that export's settings:
+    per-tensor int8 weights there (this code), a per-axis input instead (float), no fallback (all-int8); it scores
+    the files on the whole test split."""
     import json
 
     import distill.export.int8_step as int8_step
@@ -132,7 +151,8 @@ def test_the_float_fallback_benchmark_exports_each_run_both_ways(run_ckpt, tiny_
     monkeypatch.setattr("sys.argv", ["float_fallback.py", str(edge), "--out", str(tmp_path / "ff")])
     bench.main()
     printed = capsys.readouterr().out
-    for arm, per_axis in (("float", 1), ("per-tensor", 0), ("all-int8", 0)):
+    for arm, per_axis, per_tensor in (("per-tensor", 0, 1), ("float", 1, 0), ("all-int8", 0, 0)):
         graph = onnx.load(str(tmp_path / "ff" / arm / tag / "model.int8-ort-cpu.onnx")).graph
         assert sum(n.name.endswith("/float_input_dq") for n in graph.node) == per_axis, arm
+        assert sum(n.name.endswith("/weight_dq") for n in graph.node) == per_tensor, arm
     assert f"| {tag} | " in printed and "paired t-test" in printed
