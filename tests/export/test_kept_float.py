@@ -231,3 +231,29 @@ def test_the_arms_benchmark_runs_qad_per_arm_on_an_edge_students_folder(run_ckpt
         assert QADRecord.read(tmp_path / "arms" / arm / tag).config["export_dir"] == str(edge / "export" / tag)
     assert QADRecord.read(tmp_path / "arms" / "all" / tag).config["quantize_all"] is True
     assert f"| {tag} | " in printed and "keep vs all, paired" in printed and "paired t-test" in printed
+
+
+def test_qad_and_the_export_give_per_tensor_weights_to_the_same_kept_layers(tmp_path, monkeypatch):
+    """mobilenetv3: a squeeze-excite gate conv (its hard-sigmoid folded in), a pointwise conv and the head kept. QAD's
+    fake-quant rule (a fake-quantized input and one fake-quantized consumer) and the export's
+    (distill/export/ort_weights.py, onnxruntime's: a dequantized input, a path to a QuantizeLinear) pick the same
+    layers for per-tensor weights: the two convs, not the head writing the logits."""
+    import distill.export.fakequant as fakequant
+    from distill.export.ort_weights import per_tensor_weights
+
+    student = _student("mobilenetv3_small_050")
+    layers = _layers(student)
+    keep = [next(n for n in sorted(layers) if n.endswith("se.conv_expand")),
+            next(n for n in sorted(layers) if n.endswith("conv_pw")), "head"]
+    fl = FLAVOURS["ort-cpu"]
+    model = fake_quant_model(student, fl, keep)
+    per_tensor = sorted(n for n in keep if isinstance(model.get_submodule(f"student.{n}").weight_fake_quant,
+                                                      torch.ao.quantization.FakeQuantize))
+    assert per_tensor == sorted(keep[:2])
+    monkeypatch.setattr(fakequant, "ort_requantized_weight", torch.nn.Identity)  # every kept layer float in the file
+    floats = fake_quant_model(student, fl, keep)
+    calibrate_ranges(floats, (torch.randn(8, 3, 32, 32) for _ in range(2)))
+    path = export_qdq(floats, tmp_path / "float.onnx", (32, 32), fl)
+    # the file's node names end in the layer's own name (torch.fx flattens the path)
+    assert sorted(n.split("/")[-2] for n in per_tensor_weights(onnx.load(str(path)))) == sorted(
+        n.rsplit(".", 1)[-1] for n in per_tensor)
