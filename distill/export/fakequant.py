@@ -193,11 +193,8 @@ def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterabl
 
 
 def ort_requantized_weight() -> FakeQuantize:
-    """What onnxruntime makes of a "float" Conv/Gemm weight whose input is dequantized: its ``WeightBiasQuantization``
-    graph transformer (onnxruntime 1.32, from the basic optimization level up) quantizes the float weight to int8
-    per tensor, asymmetric over [min(w, 0), max(w, 0)] (scale = range / 255, a zero point), and the bias to int32 at
-    input scale x weight scale, when the session is created. So a layer the export's fallback excluded between int8
-    layers does not run in float on ONNX Runtime CPU: it runs with this coarser weight grid."""
+    """The weight grid of a "float" layer between int8 layers on ONNX Runtime CPU: int8 per tensor, asymmetric over
+    [min(w, 0), max(w, 0)], as onnxruntime quantizes it at load and the export writes it (:mod:`.ort_weights`)."""
     return FakeQuantize(observer=MinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
                         qscheme=torch.per_tensor_affine, reduce_range=False)
 
@@ -210,10 +207,8 @@ def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str], ort_requant
     image, a kept head writes float logits). A kept layer between int8 layers still reads and writes quantized
     activations, as in the export's file.
 
-    ``ort_requantizes`` (the ort-cpu flavour): a kept layer between int8 layers (its input fake-quantized, its one
-    consumer a fake-quant) gets the weight grid onnxruntime gives it (:func:`ort_requantized_weight`), which the
-    export's file holds too (:mod:`distill.export.ort_weights`); otherwise (tensorrt, a float input, a float
-    output) its weights stay float.
+    ``ort_requantizes`` (ort-cpu): a kept layer between int8 layers (its input and its one consumer fake-quantized)
+    gets :func:`ort_requantized_weight`, as the export's file (:mod:`.ort_weights`); other kept weights stay float.
 
     Raises:
         DistillError: a name is not a fake-quantized conv or linear layer of ``model``.
@@ -233,6 +228,7 @@ def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str], ort_requant
                 and isinstance(node.args[0], torch.fx.Node) and floating(node.args[0])
                 and all(floating(user) for user in node.users)):
             model.add_submodule(str(node.target), nn.Identity())
+
     def fake_quantized(node: object) -> bool:
         return (isinstance(node, torch.fx.Node) and node.op == "call_module"
                 and isinstance(model.get_submodule(str(node.target)), FakeQuantize))
