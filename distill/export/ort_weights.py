@@ -9,7 +9,9 @@ are exactly that, so on ONNX Runtime CPU they run with a per-tensor int8 weight 
 
 That is a good deal, measured (benchmarks/RESULTS.md, "The float fallback in float"): on 9 trained students the
 per-tensor layers were as accurate as truly float ones and faster (int8/fp32 latency 0.87x against float's 0.92x).
-But it is the runtime's choice, made at load time: an onnxruntime without the transformer runs the file in float.
+But it is the runtime's choice, made at load time, and onnxruntime's choice changed: the transformer came in 1.21
+(microsoft/onnxruntime#22969), 1.22 stopped it for layers whose output is not quantized (#24537), and an older
+onnxruntime (an older Jetson build, say) runs such a file in float.
 :func:`per_tensor_weights` makes the choice in the file instead: it writes those layers' weights and biases as the
 transformer would (the same integers, checked against onnxruntime's own result in
 tests/export/test_ort_weights.py), so every onnxruntime runs the same model and the file says what it runs. Layers
