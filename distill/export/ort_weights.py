@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from distill.export.qdq_graph import quantize_linear
+
 LAYERS = ("Conv", "Gemm", "ConvTranspose")  # the ops the transformer quantizes
 PASS_THROUGH = ("Relu", "Clip")  # allowed between such a layer and the QuantizeLinear after it
 
@@ -35,8 +37,7 @@ def ort_weight_grid(weight: np.ndarray) -> tuple[np.ndarray, np.float32, np.int8
     lo, hi = np.float32(min(float(w.min()), 0.0)), np.float32(max(float(w.max()), 0.0))
     scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255.0))
     zero = np.int8(np.rint(np.clip(np.float32(-128.0) - lo / scale, -128.0, 127.0)))
-    q = np.clip(np.rint(w / scale) + np.float32(zero), -128.0, 127.0).astype(np.int8)
-    return q, scale, zero
+    return quantize_linear(w, np.array(scale), np.array(zero), axis=0), scale, zero
 
 
 def _leads_to_quantize(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]]) -> bool:
@@ -74,8 +75,10 @@ def per_tensor_weights(model: onnx.ModelProto) -> list[str]:
         weight = inits.get(node.input[1]) if node.op_type in LAYERS and len(node.input) > 1 else None
         dq = producer.get(node.input[0]) if weight is not None else None
         if weight is None or weight.data_type != onnx.TensorProto.FLOAT or dq is None \
-                or dq.op_type != "DequantizeLinear" or dq.input[1] not in inits \
-                or numpy_helper.to_array(inits[dq.input[1]]).size != 1 or not _leads_to_quantize(node, consumers):
+                or dq.op_type != "DequantizeLinear" or dq.input[1] not in inits:
+            continue
+        input_scale = numpy_helper.to_array(inits[dq.input[1]])
+        if input_scale.size != 1 or not _leads_to_quantize(node, consumers):
             continue
         base = node.name or node.output[0]  # output names are unique; node names may be empty
         q, scale, zero = ort_weight_grid(numpy_helper.to_array(weight))
@@ -87,7 +90,9 @@ def per_tensor_weights(model: onnx.ModelProto) -> list[str]:
         node.input[1] = f"{base}/weight"
         bias = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if bias is not None and bias.data_type == onnx.TensorProto.FLOAT and len(bias.dims) == 1:
-            bias_scale = np.float32(numpy_helper.to_array(inits[dq.input[1]]).reshape(()) * scale)
+            # float32 Mul, Div, Round as the transformer's subgraph (qdq_graph.quantize_biases divides in float64,
+            # as onnxruntime's PTQ does, and writes a per-channel layout: not the same integers on every tie)
+            bias_scale = np.float32(input_scale.reshape(()) * scale)
             b = np.rint(numpy_helper.to_array(bias).astype(np.float32) / bias_scale).astype(np.int32)
             tensors += [numpy_helper.from_array(b, f"{base}/bias_int32"),
                         numpy_helper.from_array(np.array(bias_scale, dtype=np.float32), f"{base}/bias_scale")]

@@ -44,7 +44,7 @@ def _axis(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
 
-def _quantized(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
+def quantize_linear(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
     """ONNX QuantizeLinear on constants (round half to even, saturate to the zero point's type)."""
     shape = [1] * x.ndim
     if scale.ndim == 1 and scale.size > 1:
@@ -102,7 +102,7 @@ def fold_weight_quantization(proto: onnx.ModelProto) -> int:
     for n in graph.node:
         if n.op_type == "QuantizeLinear" and n.input[0] in consts and all(i in consts for i in n.input[1:]):
             scale, zp = consts[n.input[1]], consts[n.input[2]]
-            q = _quantized(consts[n.input[0]].astype(np.float32), scale, zp, _axis(n))
+            q = quantize_linear(consts[n.input[0]].astype(np.float32), scale, zp, _axis(n))
             graph.initializer.append(numpy_helper.from_array(q, n.output[0]))
             folded += 1
             continue
