@@ -117,7 +117,9 @@ def test_an_ort_cpu_layer_kept_between_int8_layers_has_per_tensor_weights_in_the
     monkeypatch.setattr(int8_step, "greedy_fallback", keep_one)
     lines: list[str] = []
     out = tmp_path / "exp"
-    rep = export_checkpoint(run_ckpt, out, _forced_config(tiny_root), log=lines.append)
+    # no hold-out check: it could send the forced layer back to int8 (this test is about the file, not the choice)
+    cfg = _forced_config(tiny_root).model_copy(update={"holdout_count": 0})
+    rep = export_checkpoint(run_ckpt, out, cfg, log=lines.append)
     m = next(m for m in rep.models if m.precision == "int8")
     node = m.fallback["kept_float"][0]
     assert any(f"kept 1 layer(s) in float: {node}; those between int8 layers have per-tensor int8 weights" in line
@@ -137,3 +139,96 @@ def test_an_ort_cpu_layer_kept_between_int8_layers_has_per_tensor_weights_in_the
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     weight = {o: n for n in graph.node for o in n.output}[next(n for n in graph.node if n.name == node).input[1]]
     assert inits[weight.input[0]].dtype == np.int8 and inits[weight.input[1]].size == 1  # int8, per tensor
+
+
+def _skewed(src: Path, dst: Path) -> Path:
+    """``src`` with +1000 added to class 0's logit: a model that predicts class 0 on every image."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    out = graph.output[0]
+    classes = out.type.tensor_type.shape.dim[-1].dim_value
+    skew = np.zeros(classes, np.float32)
+    skew[0] = 1000.0
+    graph.initializer.append(numpy_helper.from_array(skew, "skew"))
+    for node in graph.node:  # the node writing the output now writes a renamed tensor
+        node.output[:] = ["pre_skew" if o == out.name else o for o in node.output]
+    graph.node.append(helper.make_node("Add", ["pre_skew", "skew"], [out.name], name="skew_add"))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _greedy_accepting(variant_files: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The greedy search replaced by one that 'accepts' one layer, then two, whose files are
+    ``variant_files(quantize_excluding, nodes, work)`` (the models the hold-out check then chooses among)."""
+    import distill.export.int8_step as int8_step
+    from distill.export.fallback import FallbackResult, Variant
+
+    def accept(quantize_excluding, ranked, measure, baseline, max_drop, max_layers, **kw):
+        nodes = [c["node"] for c in ranked[:2]]
+        paths = variant_files(quantize_excluding, nodes)
+        accepted = [Variant(nodes[:i + 1], p, measure(p)) for i, p in enumerate(paths)]
+        last = accepted[-1]
+        return FallbackResult(kept_float=last.kept_float, satisfied=False, disagreement_pts=last.disagreement_pts,
+                              accepted=accepted), last.path
+
+    monkeypatch.setattr(int8_step, "greedy_fallback", accept)
+
+
+def test_the_holdout_check_does_not_ship_the_greedy_pick_that_disagrees_on_holdout_images(
+        run_ckpt: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The greedy's last model is broken (class 0 everywhere), the one before it is the fp32 model itself: the
+    hold-out images send the broken one back, and the fp32-equal one ships unless all-int8 already agrees with fp32
+    on every hold-out image (a tie: fewer layers in float). The record says why, with every variant's figures."""
+    out = tmp_path / "exp"
+    _greedy_accepting(lambda qx, nodes: [out / "model.fp32.onnx", _skewed(qx(nodes), tmp_path / "broken.onnx")],
+                      monkeypatch)
+    lines: list[str] = []
+    rep = export_checkpoint(run_ckpt, out, _forced_config(tiny_root), log=lines.append)
+    m = next(m for m in rep.models if m.precision == "int8")
+    held = m.fallback["holdout"]
+    assert held["images"] == rep.data["holdout_count"] > 0
+    variants = held["variants"]
+    assert [len(v["kept_float"]) for v in variants] == [0, 1, 2]
+    means = [v["mean_pts"] for v in variants]
+    assert means[1] == 0.0 and means[2] > 50.0  # the fp32 file agrees with itself; the broken one does not
+    expected = 0 if means[0] == 0.0 else 1
+    assert held["shipped"] == expected and held["greedy"] == 2
+    assert m.fallback["kept_float"] == variants[expected]["kept_float"] == m.quantization["kept_float"]
+    assert m.disagreement_pts == m.fallback["after"]["disagreement_pts"]
+    assert any(line.startswith("int8 (ort-cpu): on ") and f"ships {expected} layer(s)" in line for line in lines)
+
+
+def test_without_a_holdout_the_greedy_pick_ships_and_the_log_says_it_was_not_checked(
+        run_ckpt: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--holdout-count 0: the old rule (the greedy's last accepted model ships, even a broken one here)."""
+    _greedy_accepting(lambda qx, nodes: [qx(nodes[:1]), _skewed(qx(nodes), tmp_path / "broken.onnx")], monkeypatch)
+    lines: list[str] = []
+    cfg = _forced_config(tiny_root).model_copy(update={"holdout_count": 0})
+    rep = export_checkpoint(run_ckpt, tmp_path / "exp", cfg, log=lines.append)
+    m = next(m for m in rep.models if m.precision == "int8")
+    assert "holdout" not in m.fallback and rep.data["holdout_count"] == 0
+    assert len(m.fallback["kept_float"]) == 2
+    assert any("no hold-out images (--holdout-count 0" in line for line in lines)
+
+
+def test_holdout_images_are_train_images_that_are_not_calibration_images(run_ckpt: Path, tiny_root: Path) -> None:
+    from distill.data.folder import DomainFolder
+    from distill.export.data import calibration_samples, holdout_samples, load_export_data
+    from distill.export.log import ExportLog
+    from distill.student.model import load_student
+
+    spec = load_student(run_ckpt).spec
+    cfg = _forced_config(tiny_root).model_copy(update={"holdout_count": 20, "calib_domains": ("clean", "dark")})
+    data = load_export_data(cfg, spec, [], ExportLog(lambda s: None))
+    folder = DomainFolder(str(tiny_root), cfg.split_rule(where="test"))
+    calib = calibration_samples(cfg, folder, ["clean", "dark"])
+    held = holdout_samples(cfg, folder, ["clean", "dark"], 20, calib)
+    assert data.holdout_images is not None and len(data.holdout_images) == len(held) == 20
+    assert {s.split for s in held} == {"train"}
+    assert not {s.index for s in held} & {s.index for picks in calib.values() for s in picks}
+    assert sorted(set(data.holdout_images.domains.tolist())) == ["clean", "dark"]
+    for off in ({"holdout_count": 0}, {"max_fallback_layers": 0}, {"precisions": ("fp32",)}):
+        assert load_export_data(cfg.model_copy(update=off), spec, [], ExportLog(lambda s: None)).holdout_images is None
