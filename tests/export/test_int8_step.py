@@ -232,3 +232,34 @@ def test_holdout_images_are_train_images_that_are_not_calibration_images(run_ckp
     assert sorted(set(data.holdout_images.domains.tolist())) == ["clean", "dark"]
     for off in ({"holdout_count": 0}, {"max_fallback_layers": 0}, {"precisions": ("fp32",)}):
         assert load_export_data(cfg.model_copy(update=off), spec, [], ExportLog(lambda s: None)).holdout_images is None
+
+
+def test_the_fallback_holdout_benchmark_exports_each_run_with_and_without_the_check(
+        run_ckpt: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """benchmarks/fallback_holdout.py re-exports a run with its export's settings, with the hold-out check and
+    without (--holdout-count 0), and scores both on the whole test split: here the search's pick is broken, so
+    the check ships fewer layers than the old rule, and the broken file's disagreement shows in the table."""
+    import json
+
+    from tests.test_benchmarks import _script
+
+    _greedy_accepting(lambda qx, nodes: [qx([]), _skewed(qx(nodes), tmp_path / "broken.onnx")], monkeypatch)
+    edge, tag = tmp_path / "edge", "test_resnet-e1-s0"
+    (edge / "runs").mkdir(parents=True)
+    (edge / "runs" / tag).symlink_to(run_ckpt.parents[1])
+    (edge / "records").mkdir()
+    (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": []}))
+    export_checkpoint(run_ckpt, edge / "export" / tag, _forced_config(tiny_root), log=lambda s: None)
+    bench = _script("fallback_holdout")
+    monkeypatch.setattr("sys.argv", ["fallback_holdout.py", str(edge), "--out", str(tmp_path / "fh")])
+    bench.main()
+    printed = capsys.readouterr().out
+    reps = {arm: ExportReport.read(tmp_path / "fh" / arm / tag) for arm in ("holdout", "calibration")}
+    kept = {arm: next(m for m in r.models if m.precision == "int8").fallback["kept_float"] for arm, r in reps.items()}
+    assert len(kept["calibration"]) == 2 and len(kept["holdout"]) < 2  # the broken pick is not shipped
+    row = next(line for line in printed.splitlines() if line.startswith(f"| {tag} | "))
+    cells = row.split(" | ")
+    assert cells[4].startswith(f"{len(kept['calibration'])}, ") and cells[3].startswith(f"{len(kept['holdout'])}, ")
+    assert float(cells[4].split(", ")[1].split(" / ")[0]) > 50.0  # the broken file disagrees with fp32 on most images
+    assert "holdout minus calibration" in printed and "paired t-test" in printed
