@@ -1,20 +1,26 @@
-"""The export's float fallback with and without its hold-out check, side by side on trained students.
+"""Should the export's float fallback check its layers on hold-out images? Three rules side by side on trained students.
 
     PYTHONPATH=. .venv/bin/python benchmarks/fallback_holdout.py EDGE_OUT [EDGE_OUT ...] --out /tmp/fallback_holdout
 
-EDGE_OUT: a ``benchmarks/edge_students.py --out`` folder (``runs/TAG``, ``export/TAG``, ``records/TAG.json``). Each run
-is exported again with its export's own settings (export.json ``config``), two ways:
+EDGE_OUT: a ``benchmarks/edge_students.py --out`` folder (``runs/TAG``, ``export/TAG``, ``records/TAG.json``). The
+greedy fallback accepts a layer when it lowers the worst calibration domain by one image, so on 256 calibration
+images some of its gains may be chance. Each run is exported again with its export's own settings (export.json
+``config``), three ways:
 
-- ``holdout``: this code. The greedy search picks layers on the calibration images; then all-int8 and each model it
-  accepted are measured on ``--holdout-count`` (256) train images that are not calibration images, and the lowest
-  mean disagreement ships (ties: fewer layers; :func:`distill.export.fallback.pick_on_holdout`).
-- ``calibration``: ``--holdout-count 0``: the search's last accepted model ships (the rule before the check).
+- ``calibration``: the product (``distill export``): the search's last accepted model ships.
+- ``holdout``: the same search, then all-int8 and each model it accepted are measured on ``--holdout-count`` (256)
+  train images that are not calibration images (``distill.export.data.holdout_samples``, as ``distill qad``'s
+  hold-out), and the lowest mean disagreement over domains ships (ties: fewer layers in float).
+- ``no-harm``: the search's pick ships only when its mean hold-out disagreement is below all-int8's (QAD's rule,
+  ``distill.export.qad_ship``), else all-int8.
 
-Runs whose all-int8 model meets ``--max-drop`` never run the fallback (both arms the same file) and are skipped. The
-shipped int8 files are scored on the whole test split of every domain against the fp32 ONNX: top-1 disagreement
-(points, mean over domains and worst domain) and the worst test accuracy drop, with each export's own int8/fp32
-latency ratio (interleaved, batch 1). Per run McNemar's exact test on the images exactly one file flips; over runs
-a paired t-test of the mean disagreement, and of the latency ratio. Prints Markdown for benchmarks/RESULTS.md.
+The two checks live here (:func:`checked`, wrapping the product's ``greedy_fallback``), not in the product: measured
+(benchmarks/RESULTS.md, "The fallback's hold-out check"), neither beat the product's rule. Runs whose all-int8 model
+meets ``--max-drop`` never run the fallback (every arm the same file) and are skipped. The shipped int8 files are
+scored on the whole test split of every domain against the fp32 ONNX: top-1 disagreement (points, mean over domains
+and worst domain), the worst test accuracy drop, and each export's own int8/fp32 latency ratio (interleaved, batch 1).
+Per run McNemar's exact test against ``calibration`` on the images exactly one file flips; over runs paired t-tests.
+Prints Markdown for benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -22,6 +28,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,86 +40,149 @@ from float_fallback import int8_model, kept, latency_ratio, test_split  # noqa: 
 from int8_students import cpu_flags  # noqa: E402
 from qad_arms import fmt, log, runs_of, score  # noqa: E402
 
+import distill.export.int8_step as int8_step  # noqa: E402
 from distill import api  # noqa: E402
 from distill.export.config import ExportConfig  # noqa: E402
+from distill.export.data import load_export_data, load_holdout_images  # noqa: E402
+from distill.export.evaluate import disagreement_by_domain, predict_onnx  # noqa: E402
+from distill.export.log import ExportLog  # noqa: E402
 from distill.records import ExportReport  # noqa: E402
 from distill.report.stats import mcnemar, paired  # noqa: E402
 
-ARMS = ("holdout", "calibration")
+ARMS = ("calibration", "holdout", "no-harm")
+HOLDOUT_FILE = "holdout.json"  # OUT/ARM/TAG/holdout.json: each candidate's hold-out figures and the pick
+TIE_PTS = 1e-9
 
 
-def export_arm(ckpt: Path, cfg: ExportConfig, arm: str, out: Path) -> ExportReport:
-    """``distill export`` of ``ckpt`` with ``cfg`` (``--holdout-count 0`` for the calibration arm) into ``out``
-    (reused when finished)."""
+def pick(rule: str, means: list[float]) -> int:
+    """The candidate that ships (candidates: all-int8, then each model the search accepted, in order)."""
+    if rule == "no-harm":
+        return len(means) - 1 if means[-1] < means[0] - TIE_PTS else 0
+    best = 0
+    for i, m in enumerate(means):
+        if m < means[best] - TIE_PTS:
+            best = i
+    return best
+
+
+def _holdout_images(step: Any, count: int):
+    """``count`` train images of the step's calibration (and target) domains that are not its calibration images."""
+    info = step.ctx.data.info
+    cfg = step.cfg.model_copy(update={"calib_domains": tuple(info["calib_domains"]),
+                                      "target_domains": tuple(info["target_domains"])})
+    quiet = ExportLog(lambda m: None)
+    data = load_export_data(cfg, step.ctx.spec, [], quiet, keep_folder=True)
+    return load_holdout_images(cfg, step.ctx.spec, data, count)
+
+
+def checked(rule: str, count: int, record: Path):
+    """The product's ``greedy_fallback`` followed by the ``rule``'s hold-out check; writes ``record``."""
+    search = int8_step.greedy_fallback
+
+    def fallback(quantize_excluding, ranked, measure, baseline, max_drop, max_layers, **kw):
+        res, chosen = search(quantize_excluding, ranked, measure, baseline, max_drop, max_layers, **kw)
+        if chosen is None:
+            return res, chosen
+        step = quantize_excluding.__self__  # the Int8Step running this fallback
+        holdout = _holdout_images(step, count)
+        accepted = [s for s in res.steps if s["accepted"]]
+        kept_lists = [[]] + [list(s["kept_float"]) for s in accepted]
+        pts = [dict(baseline)] + [dict(s["disagreement_pts"]) for s in accepted]
+        # every prefix quantized again (deterministic: the same model the search measured); the pick is its file
+        paths = [quantize_excluding(k) for k in kept_lists[:-1]] + [chosen]
+        ref = predict_onnx(step.reference.path, holdout)
+        per_domain = [disagreement_by_domain(ref, predict_onnx(p, holdout), holdout) for p in paths]
+        means = [float(np.mean(list(d.values()))) for d in per_domain]
+        best = pick(rule, means)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"rule": rule, "images": len(holdout), "shipped": best, "candidates": [
+            {"kept_float": k, "holdout_pts": d, "mean_pts": m} for k, d, m in zip(kept_lists, per_domain, means)]}))
+        res.kept_float, res.disagreement_pts = kept_lists[best], pts[best]
+        res.satisfied = max(pts[best].values(), default=0.0) <= max_drop
+        return res, (paths[best] if best else None)
+
+    return fallback
+
+
+def export_arm(ckpt: Path, cfg: ExportConfig, arm: str, out: Path, count: int) -> ExportReport:
+    """``distill export`` of ``ckpt`` with ``cfg`` into ``out`` (reused when finished), the arm's rule patched in."""
     if ExportReport.exists_in(out) and ExportReport.read(out).status == "ok":
         return ExportReport.read(out)
     log(f"export ({arm}) {ckpt} -> {out}")
-    return api.export(ckpt, out, cfg.model_copy(update={"holdout_count": 0}) if arm == "calibration" else cfg)
-
-
-def holdout_block(rep: ExportReport) -> dict:
-    return ((int8_model(rep).model_extra or {}).get("fallback") or {}).get("holdout") or {}
+    real = int8_step.greedy_fallback
+    if arm != "calibration":
+        int8_step.greedy_fallback = checked(arm, count, out / HOLDOUT_FILE)  # type: ignore[assignment]
+    try:
+        return api.export(ckpt, out, cfg)
+    finally:
+        int8_step.greedy_fallback = real  # type: ignore[assignment]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("edge_outs", nargs="+", type=Path, help="benchmarks/edge_students.py --out folders")
     ap.add_argument("--out", type=Path, required=True, help="exports go to OUT/ARM/TAG")
-    ap.add_argument("--holdout-count", type=int, default=256, help="the holdout arm's --holdout-count (default 256)")
+    ap.add_argument("--holdout-count", type=int, default=256, help="hold-out images of the checks (default 256)")
     args = ap.parse_args()
     rows = []
     for edge_out in args.edge_outs:
         for tag, ckpt, exp, _ in runs_of(edge_out):
-            original = ExportReport.read(exp)
-            cfg = ExportConfig.model_validate({**original.config, "holdout_count": args.holdout_count})
-            reps = {arm: export_arm(ckpt, cfg, arm, args.out / arm / tag) for arm in ARMS}
+            config = ExportReport.read(exp).config  # keys of another distill version's export are left out
+            cfg = ExportConfig.model_validate({k: v for k, v in config.items() if k in ExportConfig.model_fields})
+            reps = {arm: export_arm(ckpt, cfg, arm, args.out / arm / tag, args.holdout_count) for arm in ARMS}
             if not ((int8_model(reps["calibration"]).model_extra or {}).get("fallback") or {}).get("triggered"):
                 log(f"{tag}: all-int8 meets --max-drop, the fallback did not run (skipped)")
                 continue
             files = {arm: args.out / arm / tag / int8_model(r).file for arm, r in reps.items()}
             scored = score(files, ckpt, test_split(cfg, ckpt))
-            rows.append({"tag": tag, "reps": reps, "scored": scored, "images": len(scored["holdout"].flips)})
+            held = {arm: json.loads((args.out / arm / tag / HOLDOUT_FILE).read_text()) for arm in ARMS[1:]}
+            rows.append({"tag": tag, "reps": reps, "scored": scored, "held": held,
+                         "images": len(scored["calibration"].flips)})
             log(f"{tag}: " + ", ".join(f"{a} {len(kept(reps[a]))} layer(s), {s.disagree_mean:.2f}"
                                        for a, s in scored.items()))
     if not rows:
         raise SystemExit("no run whose export ran the fallback")
     model, flags = cpu_flags()
     print(f"{model}; SIMD flags: {' '.join(flags)}\n")
-    print("| run | test images | hold-out: mean disagreement per step of the search (pts; first: all-int8) | "
-          + " | ".join(f"{a}: kept layers, test disagreement mean / worst (pts), acc drop worst (pts), int8/fp32 "
-                       "latency" for a in ARMS) + " | McNemar: only holdout flips / only calibration flips, p |")
+    print("| run | test images | hold-out mean disagreement, all-int8 then each accepted step (pts; holdout's pick "
+          "bold) | " + " | ".join(f"{a}: kept layers, test disagreement mean / worst (pts), acc drop worst (pts), "
+                                  "int8/fp32 latency" for a in ARMS)
+          + " | McNemar vs calibration: holdout, no-harm (only it flips / only calibration flips, p) |")
     print("|---|---:|---|" + "---|" * (len(ARMS) + 1))
     for r in rows:
-        held = holdout_block(r["reps"]["holdout"])
-        steps = ", ".join((f"**{v['mean_pts']:.2f}**" if i == held.get("shipped") else f"{v['mean_pts']:.2f}")
-                          for i, v in enumerate(held.get("variants") or []))
+        h = r["held"]["holdout"]
+        steps = ", ".join((f"**{c['mean_pts']:.2f}**" if i == h["shipped"] else f"{c['mean_pts']:.2f}")
+                          for i, c in enumerate(h["candidates"]))
         cells = []
         for a in ARMS:
             s, ratio = r["scored"][a], latency_ratio(r["reps"][a])
             cells.append(f"{len(kept(r['reps'][a]))}, {s.disagree_mean:.2f} / {s.disagree_worst:.2f}, "
                          f"{s.acc_drop_worst:+.2f}, " + (f"{ratio:.2f}x" if ratio else "–"))
-        x, y = r["scored"]["holdout"].flips, r["scored"]["calibration"].flips
-        p = mcnemar((~x).tolist(), (~y).tolist()).p
-        print(f"| {r['tag']} | {r['images']} | {steps or '–'} | " + " | ".join(cells)
-              + f" | {int((x & ~y).sum())} / {int((y & ~x).sum())}, p = {p:.3g} |")
+        y = r["scored"]["calibration"].flips
+        tests = []
+        for a in ARMS[1:]:
+            x = r["scored"][a].flips
+            tests.append(f"{int((x & ~y).sum())} / {int((y & ~x).sum())}, p = "
+                         f"{mcnemar((~x).tolist(), (~y).tolist()).p:.3g}")
+        print(f"| {r['tag']} | {r['images']} | {steps} | " + " | ".join(cells) + " | " + "; ".join(tests) + " |")
     means = {a: [r["scored"][a].disagree_mean for r in rows] for a in ARMS}
-    layers = {a: [len(kept(r["reps"][a])) for r in rows] for a in ARMS}
-    print(f"\nOver {len(rows)} runs, test disagreement mean: "
-          + ", ".join(f"{a} {fmt(means[a])}" for a in ARMS) + " pts; layers kept in float: "
-          + ", ".join(f"{a} {sum(layers[a])}" for a in ARMS))
-    t = paired(means["holdout"], means["calibration"])
-    lower = sum(x < y for x, y in zip(means["holdout"], means["calibration"]))
-    higher = sum(x > y for x, y in zip(means["holdout"], means["calibration"]))
-    beyond = [r["tag"] for r in rows if mcnemar((~r["scored"]["holdout"].flips).tolist(),
-                                                (~r["scored"]["calibration"].flips).tolist()).p < 0.05]
-    print(f"- holdout minus calibration: {t.diff:+.2f} pts (paired t-test p = {t.p:.3g}); lower on {lower}, higher "
-          f"on {higher} of {len(rows)} runs; McNemar p < 0.05 on {len(beyond)} ({', '.join(beyond) or 'none'})")
+    layers = {a: sum(len(kept(r["reps"][a])) for r in rows) for a in ARMS}
+    print(f"\nOver {len(rows)} runs, test disagreement mean: " + ", ".join(f"{a} {fmt(means[a])}" for a in ARMS)
+          + " pts; layers kept in float in all: " + ", ".join(f"{a} {layers[a]}" for a in ARMS))
     ratios = {a: [latency_ratio(r["reps"][a]) for r in rows] for a in ARMS}
-    if all(v is not None for vs in ratios.values() for v in vs):
-        lt = paired(ratios["holdout"], ratios["calibration"])  # type: ignore[arg-type]
-        print("- int8/fp32 latency (each export's own interleaved measurement): "
-              + ", ".join(f"{a} {fmt(ratios[a])}x" for a in ARMS)  # type: ignore[arg-type]
-              + f"; holdout minus calibration {lt.diff:+.3f} (paired t-test p = {lt.p:.3g})")
+    for a in ARMS[1:]:
+        t = paired(means[a], means["calibration"])
+        lower = sum(x < y for x, y in zip(means[a], means["calibration"]))
+        higher = sum(x > y for x, y in zip(means[a], means["calibration"]))
+        beyond = [r["tag"] for r in rows if mcnemar((~r["scored"][a].flips).tolist(),
+                                                    (~r["scored"]["calibration"].flips).tolist()).p < 0.05]
+        line = (f"- {a} minus calibration: {t.diff:+.2f} pts (paired t-test p = {t.p:.3g}); lower on {lower}, higher "
+                f"on {higher} of {len(rows)} runs; McNemar p < 0.05 on {len(beyond)} ({', '.join(beyond) or 'none'})")
+        if all(v is not None for v in ratios[a] + ratios["calibration"]):
+            lt = paired(ratios[a], ratios["calibration"])  # type: ignore[arg-type]
+            line += (f"; int8/fp32 latency {fmt(ratios[a])}x vs {fmt(ratios['calibration'])}x "  # type: ignore[arg-type]
+                     f"({lt.diff:+.3f}, p = {lt.p:.3g})")
+        print(line)
     print(json.dumps({r["tag"]: {a: [len(kept(r["reps"][a])), r["scored"][a].disagree_mean] for a in ARMS}
                       for r in rows}))
 

@@ -15,7 +15,6 @@ FLAGS = {
     "calib_domains": "--calib-domains", "target_domains": "--target-domains", "calib_method": "--calib-method",
     "calib_count": "--calib-count", "eval_count": "--eval-count", "int8_flavour": "--int8-flavour",
     "max_drop": "--max-drop", "reduce_range": "--reduce-range", "max_fallback_layers": "--max-fallback-layers",
-    "holdout_count": "--holdout-count",
     "opset": "--opset", "exporter": "--exporter", "with_embedding": "--embedding", "latency_batch": "--latency-batch",
     "latency_iters": "--latency-iters", "threads": "--threads", "trt_batches": "--trt-batches",
     "build_engines": "--no-build-engine", "test_fraction": "--test-fraction", "split_seed": "--split-seed",
@@ -58,10 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ort-cpu flavour: 7-bit weights, avoids int16 saturation on x86 CPUs without VNNI")
     p.add_argument("--max-fallback-layers", type=int, default=10,
                    help="cap on layers kept in float; at most 3x as many are tried (default: 10)")
-    p.add_argument("--holdout-count", type=int, default=256,
-                   help="train images outside the calibration set on which the fallback's layers must lower the "
-                        "mean disagreement with fp32 before they ship; 0 = decide on calibration images only "
-                        "(default: 256)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default: 18)")
     p.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"],
                    help="torch.onnx exporter (default: dynamo; falls back to torchscript if it fails)")

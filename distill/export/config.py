@@ -54,10 +54,6 @@ class ExportConfig(SplitKeys):
             calibration images, in points (label-free; bounds the accuracy drop). Test accuracy is
             reported, never used to decide. (Negative values force the fallback; tests use that.)
         max_fallback_layers: at most this many layers kept in float by the fallback.
-        holdout_count: train-split images of the calibration (and target) domains that are not calibration
-            images, on which the fallback's result is checked before it ships (:mod:`distill.export.fallback`:
-            the variant with the lowest mean disagreement there, all-int8 included; ties: fewer layers in
-            float). 0: decide on the calibration images alone.
         sensitivity_count: calibration images used to rank layer sensitivity.
         fp32_rtol: fp32 parity tolerance, relative to max(1, max |logit|).
         latency_batch, latency_iters, threads: the export-time int8 vs fp32 latency check.
@@ -93,7 +89,6 @@ class ExportConfig(SplitKeys):
     int8_flavour: str = "ort-cpu"
     max_drop: float = 1.0
     max_fallback_layers: int = Field(10, ge=0)
-    holdout_count: int = Field(256, ge=0)
     sensitivity_count: int = Field(128, ge=1)
     opset: int = Field(18, ge=17)
     exporter: Literal["dynamo", "torchscript"] = "dynamo"

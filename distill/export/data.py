@@ -50,9 +50,6 @@ class ExportData:
         calib_images: calibration images when int8 is exported, else None.
         info: export.json ``data`` (root, split, domains, counts, skipped images).
         calib_picks: which samples the calibration images are; None without int8.
-        holdout_images: train-split images of the calibration domains that are not calibration images, on
-            which the float fallback's result is checked (:func:`holdout_samples`); None without int8, with
-            ``holdout_count`` 0 or with the fallback off.
         folder: the one scan of the data root (cache-skipped images left out), kept only when
             :func:`load_export_data` is asked to (``keep_folder``: ``distill qad``'s hold-out and cached
             teacher rows pick from it instead of scanning again); None otherwise, so an export does not
@@ -64,7 +61,6 @@ class ExportData:
     info: dict[str, Any]
     calib_picks: CalibrationPicks | None = None
     folder: DomainFolder | None = None
-    holdout_images: ImageSet | None = None
 
     @property
     def labeled(self) -> bool:
@@ -109,16 +105,12 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     calib_domains = list(cfg.calib_domains or known_sources or folder.domains)
     target_domains = [d for d in cfg.target_domains if d not in calib_domains]
     folder.check_domains(calib_domains + target_domains)
-    calib_images, calib_picks, holdout = None, None, None
+    calib_images, calib_picks = None, None
     if "int8" in cfg.precisions:
         domains = calib_domains + target_domains
         calib_picks = CalibrationPicks(domains, calibration_samples(cfg, folder, domains))
         calib_images = _calibration_images(cfg, folder, calib_picks, spec)
         skipped += calib_images.skipped
-        if cfg.holdout_count and cfg.max_fallback_layers:  # a few hundred images, loaded now: the folder is not kept
-            holdout = load_images(folder, holdout_samples(cfg, folder, domains, cfg.holdout_count,
-                                                          calib_picks.by_domain), spec)
-            skipped += holdout.skipped
     calib_per_domain = {d: len(calib_picks.by_domain[d]) for d in calib_picks.domains} if calib_picks else {}
     if skipped:
         log.warn(f"{len(skipped)} undecodable image(s) skipped: {', '.join(skipped)}")
@@ -131,12 +123,11 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
         "eval_count": {d: int((eval_images.domains == d).sum()) for d in eval_domains},
         "calib_domains": calib_domains, "target_domains": target_domains, "calib_split": "train",
         "calib_count": len(calib_images) if calib_images is not None else 0, "calib_per_domain": calib_per_domain,
-        "holdout_count": len(holdout) if holdout is not None else 0,
         "calib_method": cfg.calib_method,
     }
     if spec.head == "text":
         info["eval_classes"] = [c for c in spec.class_names if c in folder.classes] if labeled else []
-    return ExportData(eval_images, calib_images, info, calib_picks, folder if keep_folder else None, holdout)
+    return ExportData(eval_images, calib_images, info, calib_picks, folder if keep_folder else None)
 
 
 def _share(count: int, i: int, n: int) -> int:

@@ -15,12 +15,6 @@
    Stop when no domain disagrees on more than ``max_drop`` points, when ``max_layers`` layers
    are kept, or after ``max_trials`` tries; the best variant seen is kept and reported. Test
    accuracy is measured afterwards, for the report only.
-3. Hold-out check (:func:`pick_on_holdout`): the greedy accepts a layer when it flips back one
-   calibration image, so on a few hundred images some of its gains are chance. Each model it
-   accepted on the way (all-int8, then one more layer at a time) is measured on hold-out images
-   (train-split images that are not calibration images), and the one with the lowest mean
-   disagreement over domains ships (ties: fewer layers in float, the faster file), all-int8
-   included: layers that do not help on images they were not picked on are not paid for.
 """
 from __future__ import annotations
 
@@ -43,16 +37,6 @@ class FallbackResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     satisfied: bool = False
     disagreement_pts: dict[str, float] = field(default_factory=dict)  # of the chosen variant, per domain
-    accepted: list[Variant] = field(default_factory=list)  # every model the greedy accepted, in order (not in json)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One int8 model the greedy search accepted: its float layers, file and calibration disagreement."""
-
-    kept_float: list[str]
-    path: Path
-    disagreement_pts: dict[str, float]
 
 
 def kl_divergence(ref_logits: np.ndarray, logits: np.ndarray) -> float:
@@ -135,7 +119,6 @@ def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: lis
             f"{worst:.2f} pts -> {'kept' if accepted else 'reverted'}")
         if accepted:
             kept, best_score, best = trial, score, (path, pts)
-            res.accepted.append(Variant(list(trial), path, pts))
             if worst <= max_drop:
                 res.satisfied = True
                 break
@@ -144,17 +127,3 @@ def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: lis
     path, res.disagreement_pts = best
     res.kept_float = list(kept)
     return res, path
-
-
-TIE_PTS = 1e-9  # mean disagreements closer than this are a tie (the same flips, summed in another order)
-
-
-def pick_on_holdout(means: list[float]) -> int:
-    """Which variant ships, from each one's mean hold-out disagreement over domains (points; variants ordered
-    fewest float layers first, the first all-int8): the lowest mean; a tie goes to the earlier variant (fewer
-    layers in float: less latency paid for the same agreement)."""
-    best = 0
-    for i, m in enumerate(means):
-        if m < means[best] - TIE_PTS:
-            best = i
-    return best

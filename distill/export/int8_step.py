@@ -21,12 +21,10 @@ from distill.bench.compare import compare_latency
 from distill.bench.edge_runner import cpu_info
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
 from distill.export.evaluate import disagreement_by_domain, drop_p_values, drops_in_points, parity, predict_onnx
-from distill.export.fallback import FallbackResult, Variant, greedy_fallback, pick_on_holdout, rank_layers
-from distill.export.images import ImageSet
+from distill.export.fallback import greedy_fallback, rank_layers
 from distill.export.margins import near_ties
 from distill.export.quantize import Int8Flavour, compute_nodes, float_ops_as_run, quantize, tensorrt_qdq_problems
 from distill.records import ExportedModel
-from distill.report.stats import mcnemar
 
 RANKING = "KL(fp32 || int8) of softmax outputs on calibration images, one layer in float at a time"
 
@@ -134,13 +132,6 @@ class Int8Step:
                              predict_onnx(plain, probe), log=self.log)
         result, chosen = greedy_fallback(self.quantize_excluding, ranked, self.disagreement, disagree, cfg.max_drop,
                                          cfg.max_fallback_layers, log=self.log)
-        holdout = self.ctx.data.holdout_images
-        if chosen is not None and holdout is not None and len(holdout):
-            chosen = self._check_on_holdout(plain, chosen, disagree, result, holdout, fallback)
-        elif chosen is not None:
-            self.log(f"int8 ({name}): no hold-out images (--holdout-count {cfg.holdout_count}, or none left beside "
-                     "the calibration images): the fallback's layers are not checked on images they were not "
-                     "picked on")
         final = plain
         if chosen is not None:
             final, scores = chosen, self._score(chosen)
@@ -164,42 +155,6 @@ class Int8Step:
             self.log(f"int8 ({name}): kept {len(result.kept_float)} layer(s) in float: {', '.join(result.kept_float)}"
                      + ort)
         return final, scores
-
-    def _check_on_holdout(self, plain: Path, chosen: Path, disagree: dict[str, float], result: FallbackResult,
-                          holdout: ImageSet, fallback: dict[str, Any]) -> Path | None:
-        """Of all-int8 and every model the greedy accepted, ship the one with the lowest mean disagreement with
-        fp32 on the hold-out images (:func:`~distill.export.fallback.pick_on_holdout`); updates ``result`` to it
-        and records the check in ``fallback["holdout"]``. Returns its path, None for all-int8."""
-        accepted = result.accepted or [Variant(result.kept_float, chosen, result.disagreement_pts)]
-        variants = [Variant([], plain, disagree), *accepted]
-        ref = predict_onnx(self.reference.path, holdout)
-        logits = [predict_onnx(v.path, holdout) for v in variants]
-        per_domain = [disagreement_by_domain(ref, z, holdout) for z in logits]
-        means = [float(np.mean(list(p.values()))) for p in per_domain]
-        best = pick_on_holdout(means)
-        # is the shipped file's difference from the other end of the search (all-int8, or the greedy's pick
-        # when all-int8 ships) more than chance? McNemar on the hold-out images exactly one of them flips
-        other = 0 if best else len(variants) - 1
-        flips = [ref.argmax(1) != z.argmax(1) for z in (logits[best], logits[other])]
-        test = mcnemar((~flips[0]).tolist(), (~flips[1]).tolist())
-        shipped = variants[best]
-        fallback["holdout"] = {
-            "images": len(holdout), "shipped": best, "greedy": len(variants) - 1,
-            "rule": "lowest mean top-1 disagreement with fp32 over domains on hold-out images (train split, not "
-                    "calibration images) among all-int8 and each model the greedy accepted; ties: fewer layers",
-            "variants": [{"kept_float": v.kept_float, "disagreement_pts": p, "mean_pts": m}
-                         for v, p, m in zip(variants, per_domain, means)],
-            "versus": {"kept_float": variants[other].kept_float, "only_shipped_flips": int((flips[0] & ~flips[1]).sum()),
-                       "only_other_flips": int((flips[1] & ~flips[0]).sum()), "p": test.p}}
-        self.log(f"int8 ({self.flavour.name}): on {len(holdout)} hold-out images (not calibration images) mean "
-                 "disagreement with fp32 " + ", ".join(f"{len(v.kept_float)} layer(s) float {m:.2f}"
-                                                        for v, m in zip(variants, means))
-                 + f" pts -> ships {len(shipped.kept_float)} layer(s) in float (against "
-                 f"{len(variants[other].kept_float)}: only it flips {int((flips[1] & ~flips[0]).sum())} image(s), "
-                 f"only the shipped {int((flips[0] & ~flips[1]).sum())}: McNemar p = {test.p:.2g})")
-        result.kept_float, result.disagreement_pts = list(shipped.kept_float), dict(shipped.disagreement_pts)
-        result.satisfied = max(shipped.disagreement_pts.values(), default=0.0) <= self.cfg.max_drop
-        return shipped.path if best else None
 
     def _ship(self, plain: Path, final: Path, scores: _Scores, fallback: dict[str, Any]) -> ExportedModel:
         """Copy the chosen variant to ``out_dir``, stamp it, check it, and describe it."""

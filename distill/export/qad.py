@@ -192,7 +192,7 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog) -> ExportCon
     ecfg = with_run_defaults(ExportConfig(
         precisions=("fp32", "int8"), data_root=cfg.data_root, calib_domains=cfg.calib_domains,
         target_domains=cfg.target_domains, calib_count=cfg.calib_count, eval_count=cfg.eval_count,
-        int8_flavour=cfg.flavour, seed=cfg.seed, holdout_count=0), run, say)  # QAD picks its own hold-out
+        int8_flavour=cfg.flavour, seed=cfg.seed), run, say)
     ecfg.check_data()
     return ecfg
 

@@ -66,9 +66,6 @@ def section_int8(data: ReportData) -> str:
             if steps:
                 decision += (f'<br><span class="muted">{len(steps)} layer(s) tried, '
                              f'{sum(bool(s.get("accepted")) for s in steps)} kept</span>')
-            held = fb.get("holdout")
-            if held:
-                decision += '<br><span class="muted">' + esc(holdout_line(held)) + '</span>'
             rows.append(
                 f'<tr><td class="label">{esc(data.export_label(e))}</td>'
                 f'<td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}</td>'
@@ -87,10 +84,7 @@ def section_int8(data: ReportData) -> str:
         return f'<section id="int8"><h2>What to ship</h2>{recommended}</section>' if recommended else ""
     return ('<section id="int8"><h2>INT8 decisions</h2><p class="note">The fallback decides on label-free evidence: '
             'the worst per-domain top-1 disagreement with the fp32 model over the calibration images (% of images), '
-            'before and after keeping sensitive layers in float, against the budget (--max-drop); the layers it '
-            'keeps are then checked on hold-out images (train images that are not calibration images): of '
-            'all-int8 and each step of the search, the lowest mean disagreement there ships (ties: fewer layers). '
-            'Under the figures, the '
+            'before and after keeping sensitive layers in float, against the budget (--max-drop); under it, the '
             'share of test images whose fp32 margin is within int8\'s logit move (near a tie: int8 can change '
             'only those). The worst '
             'test-accuracy drop vs fp32 (points) is reported, never decided on, with McNemar\'s exact p over the '
@@ -223,14 +217,3 @@ def section_provenance(data: ReportData) -> str:
                    f'<th>CPU flags</th><th>GPU / Jetson</th></tr></thead><tbody>{dev_rows}</tbody></table>')
     out.append("</section>")
     return "".join(out)
-
-
-def holdout_line(held: dict) -> str:
-    """The fallback's hold-out check in one line (export.json ``fallback.holdout``)."""
-    variants = held.get("variants") or []
-    if not variants:
-        return ""
-    shipped, greedy = variants[held.get("shipped", 0)], variants[held.get("greedy", len(variants) - 1)]
-    return (f"hold-out ({held.get('images')} images): ships {len(shipped['kept_float'])} of the search's "
-            f"{len(greedy['kept_float'])} layer(s); mean disagreement {shipped['mean_pts']:.2f} "
-            f"(all-int8 {variants[0]['mean_pts']:.2f}, the search's pick {greedy['mean_pts']:.2f})")

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from distill.data.folder import DomainFolder
 from distill.export.evaluate import disagreement_by_domain, predict_onnx
-from distill.export.fallback import Variant, greedy_fallback, kl_divergence, pick_on_holdout
+from distill.export.fallback import greedy_fallback, kl_divergence
 from distill.export.images import load_images, pick_per_domain
 from distill.student.model import load_student
 
@@ -53,22 +53,9 @@ def test_greedy_keeps_only_layers_that_help(export_dir: Path, broken_fp32: Path,
     res, path = greedy_fallback(quantize_excluding, ranked, measure, broken, max_drop=0.0, max_layers=5)
     assert calls == [["a"], ["b"]] and [s["accepted"] for s in res.steps] == [False, True]
     assert res.satisfied and res.kept_float == ["b"] and path == fp32 and max(res.disagreement_pts.values()) == 0.0
-    assert res.accepted == [Variant(["b"], fp32, res.disagreement_pts)]  # what the hold-out check chooses among
     # nothing helps: nothing is kept, the all-int8 model stays
     res, path = greedy_fallback(lambda nodes: broken_fp32, ranked, measure, broken, 0.0, 5)
     assert path is None and res.kept_float == [] and not res.satisfied and len(res.steps) == 3
-    assert res.accepted == []
-
-
-def test_pick_on_holdout_ships_the_lowest_mean_and_fewer_layers_on_a_tie() -> None:
-    """Variants come fewest float layers first (all-int8 first): the lowest hold-out mean ships; a tie, within
-    summation rounding, goes to the variant with fewer layers (it is faster and agrees as well)."""
-    assert pick_on_holdout([3.0, 1.0, 1.0, 5.0]) == 1
-    assert pick_on_holdout([3.0, 2.0, 0.5]) == 2
-    assert pick_on_holdout([2.0, 2.0, 2.0]) == 0
-    assert pick_on_holdout([2.0, 2.0 - 1e-12]) == 0  # the same flips summed in another order
-    assert pick_on_holdout([0.0, 5.0, 7.0]) == 0  # the greedy's layers did not help on unseen images
-    assert pick_on_holdout([4.0]) == 0
 
 
 def test_kl_divergence() -> None:

@@ -117,9 +117,7 @@ def test_an_ort_cpu_layer_kept_between_int8_layers_has_per_tensor_weights_in_the
     monkeypatch.setattr(int8_step, "greedy_fallback", keep_one)
     lines: list[str] = []
     out = tmp_path / "exp"
-    # no hold-out check: it could send the forced layer back to int8 (this test is about the file, not the choice)
-    cfg = _forced_config(tiny_root).model_copy(update={"holdout_count": 0})
-    rep = export_checkpoint(run_ckpt, out, cfg, log=lines.append)
+    rep = export_checkpoint(run_ckpt, out, _forced_config(tiny_root), log=lines.append)
     m = next(m for m in rep.models if m.precision == "int8")
     node = m.fallback["kept_float"][0]
     assert any(f"kept 1 layer(s) in float: {node}; those between int8 layers have per-tensor int8 weights" in line
@@ -149,8 +147,7 @@ def _skewed(src: Path, dst: Path) -> Path:
     model = onnx.load(str(src))
     graph = model.graph
     out = graph.output[0]
-    classes = out.type.tensor_type.shape.dim[-1].dim_value
-    skew = np.zeros(classes, np.float32)
+    skew = np.zeros(out.type.tensor_type.shape.dim[-1].dim_value, np.float32)
     skew[0] = 1000.0
     graph.initializer.append(numpy_helper.from_array(skew, "skew"))
     for node in graph.node:  # the node writing the output now writes a renamed tensor
@@ -160,91 +157,28 @@ def _skewed(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _greedy_accepting(variant_files: list, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The greedy search replaced by one that 'accepts' one layer, then two, whose files are
-    ``variant_files(quantize_excluding, nodes, work)`` (the models the hold-out check then chooses among)."""
-    import distill.export.int8_step as int8_step
-    from distill.export.fallback import FallbackResult, Variant
-
-    def accept(quantize_excluding, ranked, measure, baseline, max_drop, max_layers, **kw):
-        nodes = [c["node"] for c in ranked[:2]]
-        paths = variant_files(quantize_excluding, nodes)
-        accepted = [Variant(nodes[:i + 1], p, measure(p)) for i, p in enumerate(paths)]
-        last = accepted[-1]
-        return FallbackResult(kept_float=last.kept_float, satisfied=False, disagreement_pts=last.disagreement_pts,
-                              accepted=accepted), last.path
-
-    monkeypatch.setattr(int8_step, "greedy_fallback", accept)
-
-
-def test_the_holdout_check_does_not_ship_the_greedy_pick_that_disagrees_on_holdout_images(
-        run_ckpt: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The greedy's last model is broken (class 0 everywhere), the one before it is the fp32 model itself: the
-    hold-out images send the broken one back, and the fp32-equal one ships unless all-int8 already agrees with fp32
-    on every hold-out image (a tie: fewer layers in float). The record says why, with every variant's figures."""
-    out = tmp_path / "exp"
-    _greedy_accepting(lambda qx, nodes: [out / "model.fp32.onnx", _skewed(qx(nodes), tmp_path / "broken.onnx")],
-                      monkeypatch)
-    lines: list[str] = []
-    rep = export_checkpoint(run_ckpt, out, _forced_config(tiny_root), log=lines.append)
-    m = next(m for m in rep.models if m.precision == "int8")
-    held = m.fallback["holdout"]
-    assert held["images"] == rep.data["holdout_count"] > 0
-    variants = held["variants"]
-    assert [len(v["kept_float"]) for v in variants] == [0, 1, 2]
-    means = [v["mean_pts"] for v in variants]
-    assert means[1] == 0.0 and means[2] > 50.0  # the fp32 file agrees with itself; the broken one does not
-    expected = 0 if means[0] == 0.0 else 1
-    assert held["shipped"] == expected and held["greedy"] == 2
-    assert m.fallback["kept_float"] == variants[expected]["kept_float"] == m.quantization["kept_float"]
-    assert m.disagreement_pts == m.fallback["after"]["disagreement_pts"]
-    assert any(line.startswith("int8 (ort-cpu): on ") and f"ships {expected} layer(s)" in line for line in lines)
-
-
-def test_without_a_holdout_the_greedy_pick_ships_and_the_log_says_it_was_not_checked(
-        run_ckpt: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--holdout-count 0: the old rule (the greedy's last accepted model ships, even a broken one here)."""
-    _greedy_accepting(lambda qx, nodes: [qx(nodes[:1]), _skewed(qx(nodes), tmp_path / "broken.onnx")], monkeypatch)
-    lines: list[str] = []
-    cfg = _forced_config(tiny_root).model_copy(update={"holdout_count": 0})
-    rep = export_checkpoint(run_ckpt, tmp_path / "exp", cfg, log=lines.append)
-    m = next(m for m in rep.models if m.precision == "int8")
-    assert "holdout" not in m.fallback and rep.data["holdout_count"] == 0
-    assert len(m.fallback["kept_float"]) == 2
-    assert any("no hold-out images (--holdout-count 0" in line for line in lines)
-
-
-def test_holdout_images_are_train_images_that_are_not_calibration_images(run_ckpt: Path, tiny_root: Path) -> None:
-    from distill.data.folder import DomainFolder
-    from distill.export.data import calibration_samples, holdout_samples, load_export_data
-    from distill.export.log import ExportLog
-    from distill.student.model import load_student
-
-    spec = load_student(run_ckpt).spec
-    cfg = _forced_config(tiny_root).model_copy(update={"holdout_count": 20, "calib_domains": ("clean", "dark")})
-    data = load_export_data(cfg, spec, [], ExportLog(lambda s: None))
-    folder = DomainFolder(str(tiny_root), cfg.split_rule(where="test"))
-    calib = calibration_samples(cfg, folder, ["clean", "dark"])
-    held = holdout_samples(cfg, folder, ["clean", "dark"], 20, calib)
-    assert data.holdout_images is not None and len(data.holdout_images) == len(held) == 20
-    assert {s.split for s in held} == {"train"}
-    assert not {s.index for s in held} & {s.index for picks in calib.values() for s in picks}
-    assert sorted(set(data.holdout_images.domains.tolist())) == ["clean", "dark"]
-    for off in ({"holdout_count": 0}, {"max_fallback_layers": 0}, {"precisions": ("fp32",)}):
-        assert load_export_data(cfg.model_copy(update=off), spec, [], ExportLog(lambda s: None)).holdout_images is None
-
-
-def test_the_fallback_holdout_benchmark_exports_each_run_with_and_without_the_check(
+def test_the_fallback_holdout_benchmark_checks_the_search_on_holdout_images(
         run_ckpt: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture) -> None:
-    """benchmarks/fallback_holdout.py re-exports a run with its export's settings, with the hold-out check and
-    without (--holdout-count 0), and scores both on the whole test split: here the search's pick is broken, so
-    the check ships fewer layers than the old rule, and the broken file's disagreement shows in the table."""
+    """benchmarks/fallback_holdout.py re-exports a run three ways: the product's rule, and the search followed by
+    a check on hold-out images (argmin, or QAD's no-harm rule against all-int8). The search is made to accept one
+    layer, then a broken model (class 0 everywhere): the product ships the broken one, both checks do not, and the
+    table shows the broken file's disagreement."""
     import json
 
+    import distill.export.int8_step as int8_step
+    from distill.export.fallback import FallbackResult
     from tests.test_benchmarks import _script
 
-    _greedy_accepting(lambda qx, nodes: [qx([]), _skewed(qx(nodes), tmp_path / "broken.onnx")], monkeypatch)
+    def accept_two(quantize_excluding, ranked, measure, baseline, max_drop, max_layers, **kw):
+        nodes = [c["node"] for c in ranked[:2]]
+        broken = _skewed(quantize_excluding(nodes), tmp_path / f"broken-{len(list(tmp_path.glob('broken-*')))}.onnx")
+        steps = [{"tried": n, "kept_float": nodes[:i + 1], "accepted": True,
+                  "disagreement_pts": measure(quantize_excluding(nodes[:i + 1]) if i == 0 else broken)}
+                 for i, n in enumerate(nodes)]
+        return FallbackResult(kept_float=nodes, steps=steps, disagreement_pts=steps[-1]["disagreement_pts"]), broken
+
+    monkeypatch.setattr(int8_step, "greedy_fallback", accept_two)
     edge, tag = tmp_path / "edge", "test_resnet-e1-s0"
     (edge / "runs").mkdir(parents=True)
     (edge / "runs" / tag).symlink_to(run_ckpt.parents[1])
@@ -252,14 +186,26 @@ def test_the_fallback_holdout_benchmark_exports_each_run_with_and_without_the_ch
     (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": []}))
     export_checkpoint(run_ckpt, edge / "export" / tag, _forced_config(tiny_root), log=lambda s: None)
     bench = _script("fallback_holdout")
-    monkeypatch.setattr("sys.argv", ["fallback_holdout.py", str(edge), "--out", str(tmp_path / "fh")])
+    monkeypatch.setattr("sys.argv", ["fallback_holdout.py", str(edge), "--out", str(tmp_path / "fh"),
+                                     "--holdout-count", "24"])
     bench.main()
     printed = capsys.readouterr().out
-    reps = {arm: ExportReport.read(tmp_path / "fh" / arm / tag) for arm in ("holdout", "calibration")}
-    kept = {arm: next(m for m in r.models if m.precision == "int8").fallback["kept_float"] for arm, r in reps.items()}
-    assert len(kept["calibration"]) == 2 and len(kept["holdout"]) < 2  # the broken pick is not shipped
+    kept = {arm: next(m for m in ExportReport.read(tmp_path / "fh" / arm / tag).models
+                      if m.precision == "int8").fallback["kept_float"] for arm in bench.ARMS}
+    assert len(kept["calibration"]) == 2 and len(kept["holdout"]) < 2 and kept["no-harm"] == []
+    held = json.loads((tmp_path / "fh" / "holdout" / tag / bench.HOLDOUT_FILE).read_text())
+    assert held["images"] == 24 and [len(c["kept_float"]) for c in held["candidates"]] == [0, 1, 2]
+    assert held["candidates"][2]["mean_pts"] > 50.0  # the broken model, on images it was not picked on
     row = next(line for line in printed.splitlines() if line.startswith(f"| {tag} | "))
     cells = row.split(" | ")
-    assert cells[4].startswith(f"{len(kept['calibration'])}, ") and cells[3].startswith(f"{len(kept['holdout'])}, ")
-    assert float(cells[4].split(", ")[1].split(" / ")[0]) > 50.0  # the broken file disagrees with fp32 on most images
-    assert "holdout minus calibration" in printed and "paired t-test" in printed
+    assert cells[3].startswith("2, ") and float(cells[3].split(", ")[1].split(" / ")[0]) > 50.0  # calibration arm
+    assert cells[4].startswith(f"{len(kept['holdout'])}, ") and cells[5].startswith("0, ")
+    assert "holdout minus calibration" in printed and "no-harm minus calibration" in printed
+
+
+def test_the_benchmark_rules_pick_the_lowest_or_all_int8() -> None:
+    from tests.test_benchmarks import _script
+
+    pick = _script("fallback_holdout").pick
+    assert pick("holdout", [3.0, 1.0, 1.0, 5.0]) == 1 and pick("holdout", [2.0, 2.0 - 1e-12]) == 0
+    assert pick("no-harm", [3.0, 1.0, 2.0]) == 2 and pick("no-harm", [2.0, 1.0, 2.0]) == 0

@@ -146,7 +146,7 @@ def test_the_float_fallback_benchmark_exports_each_run_three_ways(run_ckpt, tiny
     export_checkpoint(run_ckpt, edge / "export" / tag, ExportConfig(
         precisions=("int8",), data_root=str(tiny_root), int8_flavour="ort-cpu", max_drop=-100.0,
         max_fallback_layers=1, exporter="torchscript", eval_count=12, calib_count=32, latency_iters=3,
-        sensitivity_count=16, threads=1, holdout_count=0), log=lambda s: None)  # the forced layer ships
+        sensitivity_count=16, threads=1), log=lambda s: None)
     bench = _script("float_fallback")
     monkeypatch.setattr("sys.argv", ["float_fallback.py", str(edge), "--out", str(tmp_path / "ff")])
     bench.main()
