@@ -18,9 +18,10 @@ The two checks live here (:func:`checked`, wrapping the product's ``greedy_fallb
 (benchmarks/RESULTS.md, "The fallback's hold-out check"), neither beat the product's rule. Runs whose all-int8 model
 meets ``--max-drop`` never run the fallback (every arm the same file) and are skipped. The shipped int8 files are
 scored on the whole test split of every domain against the fp32 ONNX: top-1 disagreement (points, mean over domains
-and worst domain), the worst test accuracy drop, and each export's own int8/fp32 latency ratio (interleaved, batch 1).
-Per run McNemar's exact test against ``calibration`` on the images exactly one file flips; over runs paired t-tests.
-Prints Markdown for benchmarks/RESULTS.md.
+and worst domain), the worst test accuracy drop, and int8/fp32 latency: fp32 and the three int8 files timed
+interleaved in one process (batch 1, 1 thread, median of ``--repeats``; where two arms ship the same file, their
+ratios show the timing noise). Per run McNemar's exact test against ``calibration`` on the images exactly one file
+flips; over runs paired t-tests. Prints Markdown for benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from float_fallback import int8_model, kept, latency_ratio, test_split  # noqa: E402
-from int8_students import cpu_flags  # noqa: E402
+from float_fallback import int8_model, kept, test_split  # noqa: E402
+from int8_students import cpu_flags, interleaved_ratios  # noqa: E402
 from qad_arms import fmt, log, runs_of, score  # noqa: E402
 
 import distill.export.int8_step as int8_step  # noqa: E402
@@ -123,6 +124,8 @@ def main() -> None:
     ap.add_argument("edge_outs", nargs="+", type=Path, help="benchmarks/edge_students.py --out folders")
     ap.add_argument("--out", type=Path, required=True, help="exports go to OUT/ARM/TAG")
     ap.add_argument("--holdout-count", type=int, default=256, help="hold-out images of the checks (default 256)")
+    ap.add_argument("--iters", type=int, default=50, help="timed runs per file per interleaved comparison")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved comparisons per run (median reported)")
     args = ap.parse_args()
     rows = []
     for edge_out in args.edge_outs:
@@ -136,7 +139,10 @@ def main() -> None:
             files = {arm: args.out / arm / tag / int8_model(r).file for arm, r in reps.items()}
             scored = score(files, ckpt, test_split(cfg, ckpt))
             held = {arm: json.loads((args.out / arm / tag / HOLDOUT_FILE).read_text()) for arm in ARMS[1:]}
-            rows.append({"tag": tag, "reps": reps, "scored": scored, "held": held,
+            fp32 = args.out / "calibration" / tag / next(m for m in reps["calibration"].models
+                                                        if m.precision == "fp32").file
+            lat = interleaved_ratios({"fp32": fp32, **files}, 1, 1, args.iters, args.repeats)
+            rows.append({"tag": tag, "reps": reps, "scored": scored, "held": held, "ratio": {a: lat[a][0] for a in ARMS},
                          "images": len(scored["calibration"].flips)})
             log(f"{tag}: " + ", ".join(f"{a} {len(kept(reps[a]))} layer(s), {s.disagree_mean:.2f}"
                                        for a, s in scored.items()))
@@ -146,7 +152,7 @@ def main() -> None:
     print(f"{model}; SIMD flags: {' '.join(flags)}\n")
     print("| run | test images | hold-out mean disagreement, all-int8 then each accepted step (pts; holdout's pick "
           "bold) | " + " | ".join(f"{a}: kept layers, test disagreement mean / worst (pts), acc drop worst (pts), "
-                                  "int8/fp32 latency" for a in ARMS)
+                                  "int8/fp32 latency (interleaved)" for a in ARMS)
           + " | McNemar vs calibration: holdout, no-harm (only it flips / only calibration flips, p) |")
     print("|---|---:|---|" + "---|" * (len(ARMS) + 1))
     for r in rows:
@@ -155,7 +161,7 @@ def main() -> None:
                           for i, c in enumerate(h["candidates"]))
         cells = []
         for a in ARMS:
-            s, ratio = r["scored"][a], latency_ratio(r["reps"][a])
+            s, ratio = r["scored"][a], r["ratio"][a]
             cells.append(f"{len(kept(r['reps'][a]))}, {s.disagree_mean:.2f} / {s.disagree_worst:.2f}, "
                          f"{s.acc_drop_worst:+.2f}, " + (f"{ratio:.2f}x" if ratio else "–"))
         y = r["scored"]["calibration"].flips
@@ -169,7 +175,7 @@ def main() -> None:
     layers = {a: sum(len(kept(r["reps"][a])) for r in rows) for a in ARMS}
     print(f"\nOver {len(rows)} runs, test disagreement mean: " + ", ".join(f"{a} {fmt(means[a])}" for a in ARMS)
           + " pts; layers kept in float in all: " + ", ".join(f"{a} {layers[a]}" for a in ARMS))
-    ratios = {a: [latency_ratio(r["reps"][a]) for r in rows] for a in ARMS}
+    ratios = {a: [r["ratio"][a] for r in rows] for a in ARMS}
     for a in ARMS[1:]:
         t = paired(means[a], means["calibration"])
         lower = sum(x < y for x, y in zip(means[a], means["calibration"]))
@@ -178,10 +184,8 @@ def main() -> None:
                                                     (~r["scored"]["calibration"].flips).tolist()).p < 0.05]
         line = (f"- {a} minus calibration: {t.diff:+.2f} pts (paired t-test p = {t.p:.3g}); lower on {lower}, higher "
                 f"on {higher} of {len(rows)} runs; McNemar p < 0.05 on {len(beyond)} ({', '.join(beyond) or 'none'})")
-        if all(v is not None for v in ratios[a] + ratios["calibration"]):
-            lt = paired(ratios[a], ratios["calibration"])  # type: ignore[arg-type]
-            line += (f"; int8/fp32 latency {fmt(ratios[a])}x vs {fmt(ratios['calibration'])}x "  # type: ignore[arg-type]
-                     f"({lt.diff:+.3f}, p = {lt.p:.3g})")
+        lt = paired(ratios[a], ratios["calibration"])
+        line += f"; int8/fp32 latency {fmt(ratios[a])}x vs {fmt(ratios['calibration'])}x ({lt.diff:+.3f}, p = {lt.p:.3g})"
         print(line)
     print(json.dumps({r["tag"]: {a: [len(kept(r["reps"][a])), r["scored"][a].disagree_mean] for a in ARMS}
                       for r in rows}))
