@@ -29,7 +29,7 @@ def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str 
     runners = {k: OrtRunner(p, runtime, threads=threads, spin=False) for k, p in models.items()}
     first = next(iter(runners.values()))
     x = np.random.default_rng(seed).standard_normal(first.input_shape(batch)).astype(np.float32)
-    times = interleaved_times({k: (lambda r=r: r.run(x)) for k, r in runners.items()}, warmup, iters, seed)
+    times = interleaved_times({k: (lambda r=r: r.run(x)) for k, r in runners.items()}, warmup, iters)
     stats = {k: latency_stats(v) for k, v in times.items()}
     base = stats[next(iter(stats))]["p50"]
     return {"batch": batch, "runtime": runtime, "threads": threads, "iters": iters, "stats": stats,

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import platform
-import random
 import re
 import shutil
 import subprocess
@@ -93,26 +92,19 @@ def time_callable(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]
     return times
 
 
-def interleaved_times(fns: dict[str, Callable[[], Any]], warmup: int, iters: int,
-                      seed: int = 0) -> dict[str, list[float]]:
-    """Time several callables round-robin (each once per round) so background load hits all alike.
+def interleaved_times(fns: dict[str, Callable[[], Any]], warmup: int, iters: int) -> dict[str, list[float]]:
+    """Time several callables round-robin (A B C A B C ...) so background load hits all alike.
 
-    On a shared machine this is the only fair comparison: compare ratios measured this way. Each round
-    runs them in a new random order (``seed``): in one fixed order (A B C A B C ...) the callable timed
-    last in every round measured 1-4 % faster than the same ONNX file timed in another place (onnxruntime
-    CPU, AVX-512 machine; benchmarks/RESULTS.md, "The fallback's hold-out check"), a bias in every ratio.
+    On a shared machine this is the only fair comparison: compare ratios measured this way.
     """
-    order, rng = list(fns), random.Random(seed)
     for _ in range(max(0, warmup)):
-        rng.shuffle(order)
-        for k in order:
-            fns[k]()
+        for fn in fns.values():
+            fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(iters):
-        rng.shuffle(order)
-        for k in order:
+        for k, fn in fns.items():
             t0 = time.perf_counter()
-            fns[k]()
+            fn()
             times[k].append(time.perf_counter() - t0)
     return times
 
@@ -531,8 +523,8 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
                   extra_versions: dict[str, str] | None = None, gpu_peak_mb: Callable[[], float | None] | None = None,
                   seed: int = 0) -> list[dict[str, Any]]:
     """:func:`bench_runner` for several runners timed round-robin at each batch size (:func:`interleaved_times`:
-    each once per round, in a new random order each round), so a shared machine's background load hits them alike;
-    one record per runner and batch. The memory figures are the whole pass's (all runners loaded)."""
+    A B A B ...), so a shared machine's background load hits them alike; one record per runner and batch. The
+    memory figures are the whole pass's (all runners loaded)."""
     paths = [Path(p or r.path) for p, r in zip(model_paths or [None] * len(runners), runners)]
     metas = [dict(m if m is not None else getattr(r, "meta", {}))
              for m, r in zip(model_metas or [None] * len(runners), runners)]
@@ -546,7 +538,7 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
         calls = {str(i): (lambda r=r, x=x: r.run(x)) for i, (r, x) in enumerate(zip(runners, xs))}
         with PeakRSS() as peak:
             t0 = time.perf_counter()
-            times = interleaved_times(calls, warmup, iters, seed)
+            times = interleaved_times(calls, warmup, iters)
             wall = time.perf_counter() - t0
         base = rss_before_load_mb
         mem = {"rss_mb": rss_mb(), "peak_rss_mb": peak.peak_mb,
