@@ -6,8 +6,10 @@
 fixed order a b c ... (:func:`distill.bench.edge_runner.interleaved_times`, batch 1, 1 thread) and reported as
 p50 / p50 of ``a``; then again with the sessions created in reverse order, and with the timing order reversed
 instead. An identical file should give ratios of 1.00 everywhere: a ratio that follows the creation order is a bias
-of every interleaved comparison whose files are loaded in a fixed order (``compare_latency``: the baseline first).
-Prints one line per arrangement (median over ``--repeats``).
+of every interleaved comparison whose files are loaded in a fixed order. Last, the copies through
+:func:`distill.bench.compare.compare_latency` (what ``distill export``'s int8 check uses: since session 17 it creates
+the sessions in the given order for half the runs and in reverse for the other half). Prints one line per
+arrangement (median over ``--repeats``).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from int8_students import cpu_flags  # noqa: E402
 
+from distill.bench.compare import compare_latency  # noqa: E402
 from distill.bench.edge_runner import OrtRunner, interleaved_times, latency_stats  # noqa: E402
 
 
@@ -51,6 +54,9 @@ def main() -> None:
         runs = [ratios(args.model, created, timed, args.iters) for _ in range(args.repeats)]
         med = {k: float(np.median([r[k] for r in runs])) for k in names}
         print(f"{label}: " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
+    runs = [compare_latency({k: args.model for k in names}, batch=1, threads=1, iters=args.iters, seed=i)["ratio_p50"]
+            for i in range(args.repeats)]
+    print("compare_latency: " + ", ".join(f"{k} {float(np.median([r[k] for r in runs])):.3f}" for k in names))
 
 
 if __name__ == "__main__":

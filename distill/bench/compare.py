@@ -3,6 +3,11 @@
 Used by ``distill export`` (is int8 faster than its fp32 parent here? what does the fp32
 fallback cost?) and by ``benchmarks/export_latency.py``. Timing and statistics come from the
 edge runner, so every number in this project is measured by one implementation.
+
+The onnxruntime session created last runs 1-2.5 % faster than the same file's session created
+first, whatever order they are timed in (benchmarks/session_order.py; RESULTS.md, "onnxruntime
+sessions created later run faster"). So the models are timed in two passes, half the runs each:
+sessions created in the given order, then in reverse, and each model's runs of both are pooled.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ from distill.bench.edge_runner import OrtRunner, interleaved_times, latency_stat
 
 def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str = "ort-cpu",
                     threads: int | None = None, warmup: int = 3, iters: int = 20, seed: int = 0) -> dict[str, Any]:
-    """Interleaved latency of ``models`` (name -> .onnx) on the same random input.
+    """Interleaved latency of ``models`` (name -> .onnx) on the same random input: ``iters`` timed runs of each, half
+    with the sessions created in the given order and half in reverse (see the module docstring).
 
     Spin-waiting of idle worker threads is off: with it, the session just timed keeps its
     workers spinning and steals cores from the next one (on a 2-core machine this alone made
@@ -26,10 +32,20 @@ def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str 
         ``{"batch", "runtime", "threads", "iters", "stats": {name: latency_stats}, "ratio_p50":
         {name: p50 / p50 of the first model}}`` — the first model is the baseline.
     """
-    runners = {k: OrtRunner(p, runtime, threads=threads, spin=False) for k, p in models.items()}
-    first = next(iter(runners.values()))
-    x = np.random.default_rng(seed).standard_normal(first.input_shape(batch)).astype(np.float32)
-    times = interleaved_times({k: (lambda r=r: r.run(x)) for k, r in runners.items()}, warmup, iters)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    x = None
+    for created, runs in ((list(models), (iters + 1) // 2), (list(models)[::-1], iters // 2)):
+        if runs == 0:
+            continue
+        runners = {k: OrtRunner(models[k], runtime, threads=threads, spin=False) for k in created}
+        if x is None:
+            shape = runners[next(iter(models))].input_shape(batch)
+            x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+        # timed in the given order (the timing order does not matter; the creation order does)
+        got = interleaved_times({k: (lambda r=runners[k]: r.run(x)) for k in models}, warmup, runs)
+        for k in models:
+            times[k] += got[k]
+        del runners  # one pass's sessions alive at a time
     stats = {k: latency_stats(v) for k, v in times.items()}
     base = stats[next(iter(stats))]["p50"]
     return {"batch": batch, "runtime": runtime, "threads": threads, "iters": iters, "stats": stats,
