@@ -99,3 +99,15 @@ def make_run_dir(root: Path, run_dir: Path, arch: str = "test_resnet", steps: in
                                                            "split_seed": 0}}))  # JSON is YAML
     (run_dir / RUN_METRICS).write_text("step,loss\n1,1.0\n")
     return ckpt
+
+
+def edge_out(run_ckpt: Path, edge: Path, tag: str = "test_resnet-e1-s0") -> tuple[Path, str]:
+    """A ``benchmarks/edge_students.py --out`` folder holding ``run_ckpt``'s run as ``tag`` (runs/TAG, records/TAG.json);
+    the caller writes its export into ``edge/export/TAG``. Returns (edge, tag)."""
+    import json
+
+    (edge / "runs").mkdir(parents=True)
+    (edge / "runs" / tag).symlink_to(run_ckpt.parents[1])
+    (edge / "records").mkdir()
+    (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": []}))
+    return edge, tag

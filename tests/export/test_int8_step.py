@@ -166,6 +166,8 @@ def test_the_fallback_holdout_benchmark_checks_the_search_on_holdout_images(
     table shows the broken file's disagreement."""
     import json
 
+    import synthetic
+
     import distill.export.int8_step as int8_step
     from distill.export.fallback import FallbackResult
     from tests.test_benchmarks import _script
@@ -179,11 +181,7 @@ def test_the_fallback_holdout_benchmark_checks_the_search_on_holdout_images(
         return FallbackResult(kept_float=nodes, steps=steps, disagreement_pts=steps[-1]["disagreement_pts"]), broken
 
     monkeypatch.setattr(int8_step, "greedy_fallback", accept_two)
-    edge, tag = tmp_path / "edge", "test_resnet-e1-s0"
-    (edge / "runs").mkdir(parents=True)
-    (edge / "runs" / tag).symlink_to(run_ckpt.parents[1])
-    (edge / "records").mkdir()
-    (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": []}))
+    edge, tag = synthetic.edge_out(run_ckpt, tmp_path / "edge")
     export_checkpoint(run_ckpt, edge / "export" / tag, _forced_config(tiny_root), log=lambda s: None)
     bench = _script("fallback_holdout")
     monkeypatch.setattr("sys.argv", ["fallback_holdout.py", str(edge), "--out", str(tmp_path / "fh"),

@@ -125,7 +125,7 @@ def test_the_float_fallback_benchmark_exports_each_run_three_ways(run_ckpt, tiny
     """benchmarks/float_fallback.py re-exports a run whose export kept a layer in float with that export's settings:
     per-tensor int8 weights there (this code), a per-axis input instead (float), no fallback (all-int8); it scores
     the files on the whole test split."""
-    import json
+    import synthetic
 
     import distill.export.int8_step as int8_step
     from distill.export import ExportConfig, export_checkpoint
@@ -138,11 +138,7 @@ def test_the_float_fallback_benchmark_exports_each_run_three_ways(run_ckpt, tiny
         return FallbackResult(kept_float=[node], satisfied=True, disagreement_pts=measure(path)), path
 
     monkeypatch.setattr(int8_step, "greedy_fallback", keep_one)
-    edge, tag = tmp_path / "edge", "test_resnet-e1-s0"
-    (edge / "runs").mkdir(parents=True)
-    (edge / "runs" / tag).symlink_to(run_ckpt.parents[1])
-    (edge / "records").mkdir()
-    (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": []}))
+    edge, tag = synthetic.edge_out(run_ckpt, tmp_path / "edge")
     export_checkpoint(run_ckpt, edge / "export" / tag, ExportConfig(
         precisions=("int8",), data_root=str(tiny_root), int8_flavour="ort-cpu", max_drop=-100.0,
         max_fallback_layers=1, exporter="torchscript", eval_count=12, calib_count=32, latency_iters=3,
