@@ -6,8 +6,11 @@ edge runner, so every number in this project is measured by one implementation.
 
 The onnxruntime session created last runs 1-2.5 % faster than the same file's session created
 first, whatever order they are timed in (benchmarks/session_order.py; RESULTS.md, "onnxruntime
-sessions created later run faster"). So the models are timed in two passes, half the runs each:
-sessions created in the given order, then in reverse, and each model's runs of both are pooled.
+sessions created later run faster"). So the models are timed in one pass per model, the runs split
+evenly: each pass creates the sessions in the given order rotated by one more place, so every
+model is created last (and first) once, and each model's runs of all passes are pooled. (Two
+passes, given order then reverse, left the middle one of three never created last: with the
+edge only on the newest session that is a bias again.)
 """
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ from distill.bench.edge_runner import OrtRunner, interleaved_times, latency_stat
 
 def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str = "ort-cpu",
                     threads: int | None = None, warmup: int = 3, iters: int = 20, seed: int = 0) -> dict[str, Any]:
-    """Interleaved latency of ``models`` (name -> .onnx) on the same random input: ``iters`` timed runs of each, half
-    with the sessions created in the given order and half in reverse (see the module docstring).
+    """Interleaved latency of ``models`` (name -> .onnx) on the same random input: ``iters`` timed runs of each,
+    split over one pass per model with the sessions created in a rotated order (see the module docstring).
 
     Spin-waiting of idle worker threads is off: with it, the session just timed keeps its
     workers spinning and steals cores from the next one (on a 2-core machine this alone made
@@ -34,7 +37,9 @@ def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str 
     """
     times: dict[str, list[float]] = {k: [] for k in models}
     x = None
-    for created, runs in ((list(models), (iters + 1) // 2), (list(models)[::-1], iters // 2)):
+    names = list(models)
+    for i in range(len(names)):
+        created, runs = names[i:] + names[:i], iters // len(names) + (1 if i < iters % len(names) else 0)
         if runs == 0:
             continue
         runners = {k: OrtRunner(models[k], runtime, threads=threads, spin=False) for k in created}

@@ -173,3 +173,10 @@ def test_compare_latency_does_not_favour_the_session_created_last(monkeypatch) -
     assert abs(res["ratio_p50"]["b"] - 1.0) < 1e-9, res["ratio_p50"]  # one creation order gives 0.9
     assert len(created) == 4 and [c.path for c in created] == ["same.onnx"] * 4  # two passes, two sessions each
     assert all(len(s) > 0 for s in res["stats"].values()) and res["iters"] == 40
+    # three models (the export's fp32, int8 and fallback file): given order then reverse would never make the middle
+    # one the newest; each must be newest in a third of its runs, so all three pool the same times
+    created.clear()
+    res = compare.compare_latency({"a": "same.onnx", "b": "same.onnx", "c": "same.onnx"}, iters=30, warmup=2)
+    assert len(created) == 9 and all(abs(r - 1.0) < 1e-9 for r in res["ratio_p50"].values()), res["ratio_p50"]
+    means = [s["mean"] for s in res["stats"].values()]  # ms: 10 runs newest (900) and 20 not (1000) each
+    assert all(abs(m - (10 * 900 + 20 * 1000) / 30) < 1e-6 for m in means), means
