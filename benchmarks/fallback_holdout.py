@@ -19,9 +19,9 @@ The two checks live here (:func:`checked`, wrapping the product's ``greedy_fallb
 meets ``--max-drop`` never run the fallback (every arm the same file) and are skipped. The shipped int8 files are
 scored on the whole test split of every domain against the fp32 ONNX: top-1 disagreement (points, mean over domains
 and worst domain), the worst test accuracy drop, and int8/fp32 latency: fp32 and the three int8 files timed
-interleaved in one process (batch 1, 1 thread, median of ``--repeats``), the arms' sessions created in a rotated
-order each repeat (the session created last runs 1-3 % faster: RESULTS.md, "onnxruntime sessions created later run
-faster"); where two arms ship the same file, their ratios show what is left of the noise. Per run McNemar's exact
+interleaved in one process (``int8_students.interleaved_ratios``: batch 1, 1 thread, median of ``--repeats``;
+``compare_latency`` creates the sessions in both orders, since the one created last runs 1-2.5 % faster: RESULTS.md,
+"onnxruntime sessions created later run faster"); where two arms ship the same file, their ratios show the noise. Per run McNemar's exact
 test against ``calibration`` on the images exactly one file flips; over runs paired t-tests. Prints Markdown for benchmarks/RESULTS.md.
 """
 from __future__ import annotations
@@ -39,22 +39,21 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from float_fallback import int8_model, kept, test_split  # noqa: E402
-from int8_students import cpu_flags  # noqa: E402
+from int8_students import cpu_flags, interleaved_ratios  # noqa: E402
 from qad_arms import fmt, log, runs_of, score  # noqa: E402
 
 import distill.export.int8_step as int8_step  # noqa: E402
 from distill import api  # noqa: E402
-from distill.bench.compare import compare_latency  # noqa: E402
 from distill.export.config import ExportConfig  # noqa: E402
 from distill.export.data import load_export_data, load_holdout_images  # noqa: E402
 from distill.export.evaluate import disagreement_by_domain, predict_onnx  # noqa: E402
 from distill.export.log import ExportLog  # noqa: E402
+from distill.export.qad_ship import TIE_PTS  # noqa: E402
 from distill.records import ExportReport  # noqa: E402
 from distill.report.stats import mcnemar, paired  # noqa: E402
 
 ARMS = ("calibration", "holdout", "no-harm")
 HOLDOUT_FILE = "holdout.json"  # OUT/ARM/TAG/holdout.json: each candidate's hold-out figures and the pick
-TIE_PTS = 1e-9
 
 
 def pick(rule: str, means: list[float]) -> int:
@@ -107,19 +106,6 @@ def checked(rule: str, count: int, record: Path):
     return fallback
 
 
-def arm_ratios(fp32: Path, files: dict[str, Path], iters: int, repeats: int) -> dict[str, float]:
-    """Median over ``repeats`` of each file's p50 / fp32's p50, timed interleaved; the files' sessions are created
-    in a rotated order each repeat (fp32's first every time: a common factor of every ratio)."""
-    names = list(files)
-    ratios: dict[str, list[float]] = {a: [] for a in names}
-    for i in range(repeats):
-        order = names[i % len(names):] + names[:i % len(names)]
-        r = compare_latency({"fp32": fp32, **{a: files[a] for a in order}}, batch=1, threads=1, iters=iters, seed=i)
-        for a in names:
-            ratios[a].append(r["ratio_p50"][a])
-    return {a: float(np.median(v)) for a, v in ratios.items()}
-
-
 def export_arm(ckpt: Path, cfg: ExportConfig, arm: str, out: Path, count: int) -> ExportReport:
     """``distill export`` of ``ckpt`` with ``cfg`` into ``out`` (reused when finished), the arm's rule patched in."""
     if ExportReport.exists_in(out) and ExportReport.read(out).status == "ok":
@@ -157,7 +143,8 @@ def main() -> None:
             fp32 = args.out / "calibration" / tag / next(m for m in reps["calibration"].models
                                                         if m.precision == "fp32").file
             rows.append({"tag": tag, "reps": reps, "scored": scored, "held": held,
-                         "ratio": arm_ratios(fp32, files, args.iters, args.repeats),
+                         "ratio": {a: v[0] for a, v in interleaved_ratios({"fp32": fp32, **files}, 1, 1, args.iters,
+                                                                          args.repeats).items()},
                          "images": len(scored["calibration"].flips)})
             log(f"{tag}: " + ", ".join(f"{a} {len(kept(reps[a]))} layer(s), {s.disagree_mean:.2f}"
                                        for a, s in scored.items()))
