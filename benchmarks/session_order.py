@@ -7,9 +7,10 @@ fixed order a b c ... (:func:`distill.bench.edge_runner.interleaved_times`, batc
 p50 / p50 of ``a``; then again with the sessions created in reverse order, and with the timing order reversed
 instead. An identical file should give ratios of 1.00 everywhere: a ratio that follows the creation order is a bias
 of every interleaved comparison whose files are loaded in a fixed order. Last, the copies through
-:func:`distill.bench.compare.compare_latency` (what ``distill export``'s int8 check uses: since session 17 it creates
-the sessions in the given order for half the runs and in reverse for the other half). Prints one line per
-arrangement (median over ``--repeats``).
+:func:`distill.bench.compare.compare_latency` (what ``distill export``'s int8 check uses) and through
+:func:`distill.bench.edge_runner.bench_files` (the demo's bench table, ``distill bench --interleave``): since session
+17 and 18 each splits its runs over one pass per file with the sessions created in a rotated order. Prints one line
+per arrangement (median over ``--repeats``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from int8_students import cpu_flags  # noqa: E402
 
 from distill.bench.compare import compare_latency  # noqa: E402
-from distill.bench.edge_runner import OrtRunner, interleaved_times, latency_stats  # noqa: E402
+from distill.bench.edge_runner import OrtRunner, bench_files, interleaved_times, latency_stats  # noqa: E402
 
 
 def ratios(model: Path, created: list[str], timed: list[str], iters: int) -> dict[str, float]:
@@ -57,6 +58,11 @@ def main() -> None:
     runs = [compare_latency({k: args.model for k in names}, batch=1, threads=1, iters=args.iters, seed=i)["ratio_p50"]
             for i in range(args.repeats)]
     print("compare_latency: " + ", ".join(f"{k} {float(np.median([r[k] for r in runs])):.3f}" for k in names))
+    runs = []
+    for _ in range(args.repeats):
+        p50 = [rec["latency_ms"]["p50"] for rec in bench_files([args.model] * len(names), threads=1, iters=args.iters)]
+        runs.append({k: p / p50[0] for k, p in zip(names, p50)})
+    print("bench_files: " + ", ".join(f"{k} {float(np.median([r[k] for r in runs])):.3f}" for k in names))
 
 
 if __name__ == "__main__":

@@ -113,7 +113,8 @@ def test_distill_bench_interleave_times_several_files_round_robin(small_onnx: Pa
     from distill.cli import main
 
     other = Path(shutil.copy(small_onnx, tmp_path / "other.onnx"))
-    for flag, expected in (([], ["small.fp32"] * 3 + ["other"] * 3), (["--interleave"], ["small.fp32", "other"] * 3)):
+    # --interleave: two passes (sessions re-created in rotated order, see bench_files), each warms up once
+    for flag, expected in (([], ["small.fp32"] * 3 + ["other"] * 3), (["--interleave"], ["small.fp32", "other"] * 4)):
         log: list[str] = []
         with monkeypatch.context() as m:
             _run_order(m, log)
@@ -180,3 +181,48 @@ def test_compare_latency_does_not_favour_the_session_created_last(monkeypatch) -
     assert len(created) == 9 and all(abs(r - 1.0) < 1e-9 for r in res["ratio_p50"].values()), res["ratio_p50"]
     means = [s["mean"] for s in res["stats"].values()]  # ms: 10 runs newest (900) and 20 not (1000) each
     assert all(abs(m - (10 * 900 + 20 * 1000) / 30) < 1e-6 for m in means), means
+
+
+def test_bench_files_does_not_favour_the_session_created_last(tmp_path: Path, monkeypatch) -> None:
+    """The demo's bench table and ``distill bench --interleave`` (``bench_files``) created their sessions once, in
+    the order given, so the last file got the newest session's 1-2.5 % edge. Simulated as in the test above: a
+    run takes 0.9 on a fake clock for the newest live runner, 1.0 otherwise. Three copies of one file must come
+    out alike, each runner must be closed after its pass, and a closed runner must never run."""
+    clock = {"t": 0.0}
+    created: list["_Fake"] = []
+
+    class _Fake:
+        runtime, providers, threads, meta = "ort-cpu", ["CPUExecutionProvider"], 1, {}
+
+        def __init__(self, path, runtime, threads=None, spin=True) -> None:
+            self.path, self.closed = Path(path), False
+            created.append(self)
+
+        def input_shape(self, batch: int) -> list[int]:
+            return [batch, 3, 4, 4]
+
+        def run(self, x) -> None:
+            assert not self.closed, "a closed runner ran"
+            newest = [c for c in created if not c.closed][-1] is self
+            clock["t"] += 0.9 if newest else 1.0
+
+        def profiled(self) -> None:
+            return None
+
+        def close(self) -> None:
+            self.closed = True
+
+    files = []
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.onnx").write_bytes(b"same")
+        files.append(tmp_path / f"{name}.onnx")
+    monkeypatch.setattr(edge_runner, "OrtRunner", _Fake)
+    monkeypatch.setattr(edge_runner.time, "perf_counter", lambda: clock["t"])
+    recs = edge_runner.bench_files(files, "ort-cpu", batches=(1, 2), warmup=1, iters=30)
+    assert [(r["model_name"], r["batch"]) for r in recs] == [(f"{n}.onnx", b) for b in (1, 2) for n in "abc"]
+    means = [r["latency_ms"]["mean"] for r in recs]  # ms: each file newest in 10 of its 30 runs
+    assert all(abs(m - (10 * 900 + 20 * 1000) / 30) < 1e-6 for m in means), means
+    assert [c.path.name for c in created] == ["a.onnx", "b.onnx", "c.onnx", "b.onnx", "c.onnx", "a.onnx",
+                                              "c.onnx", "a.onnx", "b.onnx"]  # rotated creation, one pass each
+    assert all(c.closed for c in created)
+    assert all(r["iters"] == 30 for r in recs)
