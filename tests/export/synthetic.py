@@ -101,13 +101,14 @@ def make_run_dir(root: Path, run_dir: Path, arch: str = "test_resnet", steps: in
     return ckpt
 
 
-def edge_out(run_ckpt: Path, edge: Path, tag: str = "test_resnet-e1-s0") -> tuple[Path, str]:
-    """A ``benchmarks/edge_students.py --out`` folder holding ``run_ckpt``'s run as ``tag`` (runs/TAG, records/TAG.json);
-    the caller writes its export into ``edge/export/TAG``. Returns (edge, tag)."""
+def edge_out(run_ckpt: Path, edge: Path, tag: str = "test_resnet-e1-s0",
+             targets: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """A ``benchmarks/edge_students.py --out`` folder holding ``run_ckpt``'s run as ``tag`` (runs/TAG, records/TAG.json
+    naming ``targets``); the caller writes its export into ``edge/export/TAG``. Returns (edge, tag)."""
     import json
 
     (edge / "runs").mkdir(parents=True)
     (edge / "runs" / tag).symlink_to(run_ckpt.parents[1])
     (edge / "records").mkdir()
-    (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": []}))
+    (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": list(targets)}))
     return edge, tag

@@ -207,3 +207,40 @@ def test_the_benchmark_rules_pick_the_lowest_or_all_int8() -> None:
     pick = _script("fallback_holdout").pick
     assert pick("holdout", [3.0, 1.0, 1.0, 5.0]) == 1 and pick("holdout", [2.0, 2.0 - 1e-12]) == 0
     assert pick("no-harm", [3.0, 1.0, 2.0]) == 2 and pick("no-harm", [2.0, 1.0, 2.0]) == 0
+
+
+def test_the_export_arms_benchmark_exports_each_arm_with_its_settings(
+        run_ckpt: Path, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """benchmarks/export_arms.py re-exports a run per arm over its own export's settings: ``@targets`` adds the
+    run's target domains to the calibration images, and the table scores each arm's int8 file on the test split.
+    An arm whose int8 file is broken (class 0 everywhere) must show it, against the same fp32 reference."""
+    import synthetic
+
+    import distill.export.int8_step as int8_step
+    from tests.test_benchmarks import _script
+
+    edge, tag = synthetic.edge_out(run_ckpt, tmp_path / "edge", targets=("noisy",))
+    export_checkpoint(run_ckpt, edge / "export" / tag, _forced_config(tiny_root).with_updates(max_fallback_layers=0),
+                      log=lambda s: None)
+    bench = _script("export_arms")
+    real = int8_step.Int8Step.run
+
+    def broken_with_targets(self, *a, **kw):  # the arm that calibrates on target domains too ships a broken file
+        rec = real(self, *a, **kw)
+        if self.ctx.cfg.target_domains:
+            _skewed(self.ctx.out_dir / rec.file, self.ctx.out_dir / rec.file)
+        return rec
+
+    monkeypatch.setattr(int8_step.Int8Step, "run", broken_with_targets)
+    monkeypatch.setattr("sys.argv", ["export_arms.py", str(edge), "--out", str(tmp_path / "arms"), "--arm", "source:",
+                                     "--arm", "targets:target_domains=@targets", "--iters", "3", "--repeats", "1"])
+    bench.main()
+    printed = capsys.readouterr().out
+    calib = {a: next(m for m in ExportReport.read(tmp_path / "arms" / a / tag).models if m.precision == "int8")
+             .quantization["calibration"] for a in ("source", "targets")}
+    assert calib["source"]["target_domains"] == [] and calib["targets"]["target_domains"] == ["noisy"]
+    row = next(line for line in printed.splitlines() if line.startswith(f"| {tag} | "))
+    source, targets = (float(c.split(", ")[1].split(" / ")[0]) for c in row.split(" | ")[2:4])
+    assert source < 50.0 < targets, row
+    assert "targets vs source, paired" in printed and "McNemar p = " in printed
