@@ -12,10 +12,15 @@ Per student and seed, everything goes through distill's own entry points, pointe
    ``distill.demo.demo_recipe`` points it at the demo's data and cache (``optim.epochs`` = ``--epochs``,
    30 by default: RESULTS' runs), with ``student.arch`` and ``run.seed`` set;
 2. ``distill export`` with the demo's settings (``distill.demo_ship.export_settings``: fp32 + int8 ort-cpu,
-   MinMax on 256 calibration images, float fallback, latency check, 300 test images per domain);
-3. ``distill qad`` with its defaults (``--qad-cache``: the demo's cache joins the teacher);
-4. scoring: the export's fp32 and int8 files and the QAD file on qad.json's held-out test images
-   (200 per domain: one image is 0.5 points), for McNemar's exact test per domain;
+   MinMax on 256 calibration images of the source and target domains, float fallback, latency check, 300 test
+   images per domain; ``--plain``: source domains only, as before session 18);
+3. ``distill qad`` as the demo runs it (``distill.demo_ship.qad_stage``: ``--export`` the export above, so its int8
+   file is the PTQ arm and QAD keeps its float layers; the run's target domains join the calibration images;
+   300 test images per domain); ``--plain``: ``distill qad`` with its defaults instead (its own PTQ, every
+   layer int8, source-domain calibration, 200 test images per domain: how the tables before session 18 were
+   made); ``--qad-cache``: the demo's cache joins the teacher;
+4. scoring: the export's fp32 and int8 files and the QAD file on qad.json's held-out test images, for McNemar's
+   exact test per domain;
 5. latency: fp32, the export's int8 (PTQ) and the QAD int8 file interleaved in one process
    (``int8_students.interleaved_ratios``), at each ``--batches``, ``--repeats`` times.
 
@@ -74,6 +79,7 @@ class RunResult:
     latency: dict[str, dict[str, list[float]]]  # str(batch) -> ptq|qad -> [median, fp32 ms, int8 ms, min, max]
     mcnemar: dict[str, dict[str, float]]  # "qad_vs_fp32" | "qad_vs_export_int8" -> domain -> p
     torch_vs_onnx: float | None = None  # qad.json: fake-quant torch vs its ONNX file, top-1 agreement
+    qad: str = "plain"  # "demo": distill qad as the demo runs it; "plain": its defaults (every record before session 18)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -210,9 +216,10 @@ def demo_inputs(demo_out: Path) -> tuple[Path, Path]:
     return data, cache
 
 
-def score_on_qad_images(checkpoint: Path, files: dict[str, Path], seed: int) -> tuple[dict[str, Any], Any]:
-    """Per-image correctness of each ONNX file on the test images ``distill qad`` (seed ``seed``, its default
-    eval count) held out, picked again the same way (the run's data, split and domains)."""
+def score_on_qad_images(checkpoint: Path, files: dict[str, Path], seed: int,
+                        eval_count: int | None = None) -> tuple[dict[str, Any], Any]:
+    """Per-image correctness of each ONNX file on the test images ``distill qad`` (seed ``seed``, ``eval_count``
+    per domain, default its default) held out, picked again the same way (the run's data, split and domains)."""
     from distill.export.config import ExportConfig
     from distill.export.data import load_export_data
     from distill.export.evaluate import predict_onnx
@@ -225,7 +232,8 @@ def score_on_qad_images(checkpoint: Path, files: dict[str, Path], seed: int) -> 
     student = load_student(checkpoint)
     run = TrainingRun.of_checkpoint(checkpoint, say)
     defaults = QADConfig(checkpoint=str(checkpoint), out_dir=".")
-    ecfg = with_run_defaults(ExportConfig(precisions=("fp32",), eval_count=defaults.eval_count, seed=seed), run, say)
+    count = eval_count if eval_count is not None else defaults.eval_count
+    ecfg = with_run_defaults(ExportConfig(precisions=("fp32",), eval_count=count, seed=seed), run, say)
     prov = provenance(checkpoint, student, run)
     images = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say).eval_images
     return {k: predict_onnx(p, images).argmax(1) == images.labels for k, p in files.items()}, images
@@ -236,7 +244,7 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
 
     from distill import api
     from distill.demo import demo_recipe
-    from distill.demo_ship import export_settings
+    from distill.demo_ship import QAD_SETTINGS, export_settings
     from distill.recipes import train_or_resume
     from distill.records import ExportReport, QADRecord
     from distill.report.stats import mcnemar
@@ -244,9 +252,13 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
     tag = f"{student}-e{args.epochs}-s{seed}"
     out = Path(args.out)
     rec_file = out / "records" / f"{tag}.json"
+    mode = "plain" if args.plain else "demo"
     if rec_file.is_file() and not args.rescore:
-        log(f"{tag}: record {rec_file} exists (reused)")
-        return RunResult(**json.loads(rec_file.read_text()))
+        old = RunResult(**json.loads(rec_file.read_text()))
+        if old.qad == mode:
+            log(f"{tag}: record {rec_file} exists (reused)")
+            return old
+        log(f"{tag}: record {rec_file} is of {old.qad} QAD, this run wants {mode}: rescoring")
     # a rescore reuses the run, export and QAD: keep the seconds they took when they were made
     secs: dict[str, float] = json.loads(rec_file.read_text()).get("seconds", {}) if rec_file.is_file() else {}
     cfg = demo_recipe(RECIPE, data, cache, out / "runs" / tag, quick=False, progress=False,
@@ -259,18 +271,27 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
 
     t = time.time()
     exp_dir = out / "export" / tag
+    settings = export_settings(quick=False, targets=() if args.plain else summary.target_domains)
     if ExportReport.exists_in(exp_dir) and ExportReport.read(exp_dir).status == "ok":
         rep = ExportReport.read(exp_dir)
+        had = list(rep.config.get("target_domains") or [])
+        if had != list(settings.target_domains):
+            raise SystemExit(f"{exp_dir}: exported with target domains {had}, this run wants "
+                             f"{list(settings.target_domains)} ({'--plain' if args.plain else 'the demo'}): move it "
+                             "away, or pass another --out")
     else:
-        rep = api.export(ckpt, exp_dir, export_settings(quick=False))
+        rep = api.export(ckpt, exp_dir, settings)
     secs.setdefault("export", round(time.time() - t, 1))
 
     t = time.time()
-    qad_dir = out / ("qad-cache" if args.qad_cache else "qad") / tag
+    qad_dir = out / (("qad" if args.plain else "qad-demo") + ("-cache" if args.qad_cache else "")) / tag
     if QADRecord.exists_in(qad_dir):
         q = QADRecord.read(qad_dir)
     else:
-        opt = {"optimizer": args.qad_optimizer} if args.qad_optimizer else {}
+        opt: dict[str, Any] = {"optimizer": args.qad_optimizer} if args.qad_optimizer else {}
+        if not args.plain:  # as distill.demo_ship.qad_stage runs it
+            opt.update(export_dir=exp_dir, target_domains=tuple(summary.target_domains), flavour="ort-cpu",
+                       eval_count=export_settings(quick=False).eval_count, **QAD_SETTINGS)
         q = api.qad(checkpoint=ckpt, out_dir=qad_dir, cache=cache if args.qad_cache else None, **opt)
     secs.setdefault("qad", round(time.time() - t, 1))
     if q.accuracy is None:
@@ -282,7 +303,7 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
     files = {"fp32": exp_dir / fp32.file, "ptq": exp_dir / int8.file, "qad": qad_dir / q.qad_file}
     t = time.time()
     ok, images = score_on_qad_images(ckpt, {"fp32": files["fp32"], "export_int8": files["ptq"],
-                                            "qad": files["qad"]}, q.settings.seed)
+                                            "qad": files["qad"]}, q.settings.seed, q.settings.eval_count)
     doms = list(images.domain_names)
     by = {k: {d: v[images.domains == d] for d in doms} for k, v in ok.items()}
     mine = {d: float(by["qad"][d].mean()) for d in doms}
@@ -318,7 +339,7 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
                         if rep.recommendation else "–"),
         recommendation_reason=rep.recommendation.reason if rep.recommendation else "",
         export_ratio=(x.get("latency_check") or {}).get("ratio_vs_fp32"),
-        latency=lat, mcnemar=mc, torch_vs_onnx=q.torch_vs_onnx.get("top1_agreement"), seconds=secs)
+        latency=lat, mcnemar=mc, torch_vs_onnx=q.torch_vs_onnx.get("top1_agreement"), seconds=secs, qad=mode)
     rec_file.parent.mkdir(parents=True, exist_ok=True)
     rec_file.write_text(json.dumps(asdict(result), indent=1))
     log(f"{tag}: {secs}; target mean fp32 {pct(target_mean(result.acc['fp32'], result.targets))} "
@@ -341,6 +362,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--students", default="mobilenetv4_conv_small", help="comma-separated timm names")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated run.seed values")
     p.add_argument("--epochs", type=int, default=None, help=f"optim.epochs (default {EPOCHS}: RESULTS' runs)")
+    p.add_argument("--plain", action="store_true", help="export on the source domains and distill qad with its "
+                   "defaults, not as the demo does (target domains, qad --export): how the tables before session 18 "
+                   "were made")
     p.add_argument("--qad-cache", action="store_true", help="distill qad --cache DEMO_OUT/cache (default: no cache, "
                                                             "self-distillation from the fp32 student)")
     p.add_argument("--qad-optimizer", default=None, choices=["sgd", "adamw"],

@@ -145,6 +145,10 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     assert point.precision == f"int8/ort-cpu ({qad.ship.upper()})" and point.accuracy
     assert {m.model_extra["flavour"] for m in ExportReport.read(out / "export" / SHIP).models
             if m.precision == "int8"} == {"ort-cpu"}
+    # the export's int8 (the no-harm rule's PTQ arm) calibrates where QAD does: source and target domains
+    (int8,) = [m for m in ExportReport.read(out / "export" / SHIP).models if m.precision == "int8"]
+    calib = (int8.model_extra or {})["quantization"]["calibration"]
+    assert set(calib["domains"]) | set(calib["target_domains"]) == DOMAINS, calib
     assert len(records) == 3 and all(r.model_extra["top_ops"] for r in records)  # profiled: "top operators"
     html = (out / "report.html").read_text().replace("<wbr>", "")  # line-break hints in long names
     assert "<svg" in html and "model.int8-ort-cpu.onnx" in html
