@@ -15,7 +15,8 @@ Steps (:func:`qad`):
    int8 student) at temperature T, SGD with momentum (``--optimizer adamw`` optional; self-distillation: the
    frozen fp32 student needs no cache), mixed
    with KL(cached teacher || int8 student) when a cache is given (``cache_weight``). Ranges follow the
-   data (EMA) for ``observer_epochs`` epochs, then are frozen; BatchNorm is folded from the start.
+   data (MinMax) for ``observer_epochs`` epochs, then are frozen, or (``range_lr``) are trained from their
+   calibrated values (:mod:`distill.export.learned_ranges`); BatchNorm is folded from the start.
 4. Export the QDQ ONNX with the trained scales, check it (onnxruntime runs it, int8 weights, the
    flavour's QDQ rules, close to the torch fake-quant model), save the tuned fp32 student, and write
    ``qad.json`` (:class:`QADRecord`) with PTQ vs QAD disagreement per domain (and, on labelled images,
@@ -60,6 +61,7 @@ from distill.export.fakequant import (
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
 from distill.export.kept_float import export_int8, kept_layers
+from distill.export.learned_ranges import freeze_scales, learn_scales
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
@@ -282,9 +284,10 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     with torch.no_grad():
         start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
     say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")
+    scales = learn_scales(model) if cfg.range_lr is not None else []  # after calibration: they start there
     gates = gate_params(model)  # squeeze-excite gate convs, folded: their own step size
-    gated = {id(p) for p in gates}
-    opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in gated], gates)
+    own = {id(p) for p in [*gates, *scales]}
+    opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in own], gates, scales)
     steps = cfg.epochs * math.ceil(len(calib) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     rng = np.random.default_rng(cfg.seed)
@@ -311,7 +314,8 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
         losses.append(float(total) / len(calib))  # one host sync per epoch
         say(f"QAD epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}, fake-quant top-1 disagreement with fp32 "
             f"{100 * float(flips) / len(calib):.2f} pts (during the epoch)"
-            + ("" if epoch < cfg.range_epochs else " (ranges frozen)"))
+            + (" (ranges learned)" if scales else "" if epoch < cfg.range_epochs else " (ranges frozen)"))
+    freeze_scales(model)
     set_observers(model, False, weights=True)  # weight scales follow the last step's weights (max |w| / 127)
     with torch.no_grad():
         model(next(_batches(calib, 1, device))[1])
@@ -319,13 +323,16 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     return model.eval(), losses
 
 
-def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter],
-                   gates: list[torch.nn.Parameter] | None = None) -> torch.optim.Optimizer:
+def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter], gates: list[torch.nn.Parameter] | None = None,
+                   scales: list[torch.nn.Parameter] | None = None) -> torch.optim.Optimizer:
     """``cfg.optimizer`` at ``cfg.learning_rate``, no weight decay (QAD moves a trained student a little); ``gates``
-    (folded squeeze-excite gate convs) in a second group at the rate that moves their unfolded weights the same."""
+    (folded squeeze-excite gate convs) in a second group at the rate that moves their unfolded weights the same;
+    ``scales`` (learned activation ranges) in a third at ``cfg.range_lr``."""
     groups: list[dict] = [{"params": params}]
     if gates:
         groups.append({"params": gates, "lr": cfg.learning_rate * gate_lr_factor(cfg.optimizer)})
+    if scales:
+        groups.append({"params": scales, "lr": cfg.range_lr})
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=0.9, weight_decay=0.0)
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=0.0)

@@ -159,6 +159,7 @@ def test_qad_writes_the_int8_file_the_tuned_checkpoint_and_the_record(run_ckpt, 
     ({"lr": -1}, "--lr: Input should be greater than 0"),
     ({"cache_weight": 2}, "--cache-weight: Input should be less than or equal to 1"),
     ({"epochs": 2, "observer_epochs": 3}, "observer_epochs (3) must be <= epochs (2)"),
+    ({"range_lr": 0.01, "observer_epochs": 1}, "range_lr (0.01) learns the ranges: observer_epochs (1) must be unset"),
     ({"bogus": 1}, "qad config: unknown key 'bogus'"),
     ({"optimizer": "adam"}, "--optimizer: Input should be 'sgd' or 'adamw' (got 'adam')"),
 ])
