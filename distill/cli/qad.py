@@ -13,7 +13,8 @@ FLAGS = {
     "flavour": "--flavour", "data_root": "--data", "calib_domains": "--calib-domains",
     "target_domains": "--target-domains", "calib_count": "--calib-count", "eval_count": "--eval-count",
     "holdout_count": "--holdout-count",
-    "epochs": "--epochs", "observer_epochs": "--observer-epochs", "range_lr": "--range-lr", "optimizer": "--optimizer", "lr": "--lr",
+    "epochs": "--epochs", "observer_epochs": "--observer-epochs", "ranges": "--ranges", "range_lr": "--range-lr",
+    "optimizer": "--optimizer", "lr": "--lr",
     "batch_size": "--batch-size",
     "temperature": "--temperature", "device": "--device", "opset": "--opset", "seed": "--seed",
     "export_dir": "--export", "quantize_all": "--quantize-all",
@@ -45,9 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: 256)")
     p.add_argument("--epochs", type=int, default=3, help="QAD epochs (default: 3)")
     p.add_argument("--observer-epochs", type=int, default=None,
-                   help="epochs whose activation ranges follow the data, then frozen (default: epochs - 1)")
-    p.add_argument("--range-lr", type=float, default=None,
-                   help="learn the activation ranges (LSQ) at this rate instead of observing them (default: observed)")
+                   help="with --ranges observed: epochs whose activation ranges follow the data, then frozen "
+                   "(default: epochs - 1)")
+    p.add_argument("--ranges", default="learned",
+                   help="learned (LSQ: calibrated, then trained; the default) | observed (MinMax, --observer-epochs)")
+    p.add_argument("--range-lr", type=float, default=1e-2, help="learned ranges' learning rate (default: 1e-2)")
     p.add_argument("--optimizer", default="sgd", help="sgd (momentum 0.9) | adamw (default: sgd)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-4)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")

@@ -15,8 +15,9 @@ Steps (:func:`qad`):
    int8 student) at temperature T, SGD with momentum (``--optimizer adamw`` optional; self-distillation: the
    frozen fp32 student needs no cache), mixed
    with KL(cached teacher || int8 student) when a cache is given (``cache_weight``). Ranges follow the
-   data (MinMax) for ``observer_epochs`` epochs, then are frozen, or (``range_lr``) are trained from their
-   calibrated values (:mod:`distill.export.learned_ranges`); BatchNorm is folded from the start.
+   data (MinMax) for ``observer_epochs`` epochs, then are frozen (``ranges="observed"``), or are trained from
+   their calibrated values (``"learned"``, the default: :mod:`distill.export.learned_ranges`); BatchNorm is folded
+   from the start.
 4. Export the QDQ ONNX with the trained scales, check it (onnxruntime runs it, int8 weights, the
    flavour's QDQ rules, close to the torch fake-quant model), save the tuned fp32 student, and write
    ``qad.json`` (:class:`QADRecord`) with PTQ vs QAD disagreement per domain (and, on labelled images,
@@ -284,7 +285,7 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     with torch.no_grad():
         start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
     say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")
-    scales = learn_scales(model) if cfg.range_lr is not None else []  # after calibration: they start there
+    scales = learn_scales(model) if cfg.ranges == "learned" else []  # after calibration: they start there
     gates = gate_params(model)  # squeeze-excite gate convs, folded: their own step size
     own = {id(p) for p in [*gates, *scales]}
     opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in own], gates, scales)

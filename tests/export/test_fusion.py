@@ -145,7 +145,7 @@ def test_qads_measurement_after_calibration_leaves_the_calibrated_ranges(monkeyp
 
     seen = {}
 
-    def first_step(cfg, params, gates=None):  # the optimizer is made right after the measurement
+    def first_step(cfg, params, gates=None, scales=None):  # the optimizer is made right after the measurement
         seen["ranges"] = [(float(f.activation_post_process.min_val), float(f.activation_post_process.max_val))
                           for f in fake_quants(built[0]) if not f.is_per_channel]
         raise Stop

@@ -54,22 +54,24 @@ def test_learned_scales_train_and_export_as_the_files_scales(run_ckpt, tiny_root
     assert float((torch.from_numpy(_ort(path, x.numpy())).argmax(1) == torch_top1).float().mean()) >= 0.9
 
 
-def test_range_lr_turns_the_observers_off():
-    cfg = QADConfig(checkpoint="ck", out_dir="out", epochs=3, range_lr=0.01)
-    assert cfg.range_epochs == 0 and QADConfig(checkpoint="ck", out_dir="out", epochs=3).range_epochs == 2
+def test_learned_ranges_are_the_default_and_turn_the_observers_off():
+    cfg = QADConfig(checkpoint="ck", out_dir="out", epochs=3)
+    assert cfg.ranges == "learned" and cfg.range_epochs == 0
+    assert QADConfig(checkpoint="ck", out_dir="out", epochs=3, ranges="observed").range_epochs == 2
 
 
 def test_qad_with_learned_ranges_ships_the_learned_scales(run_ckpt, tmp_path, capsys):
-    """The same QAD (one epoch: observed ranges are the calibrated ones throughout) with and without --range-lr:
-    only the learned run's file has activation scales calibration did not set."""
+    """The same QAD (one epoch: observed ranges are the calibrated ones throughout) with observed and learned
+    ranges: only the learned run's file has activation scales calibration did not set."""
     files = {}
-    for name, extra in (("observed", []), ("learned", ["--range-lr", "0.5"])):
+    for name, extra in (("observed", ["--ranges", "observed"]), ("learned", ["--range-lr", "0.5"])):
         out = tmp_path / name
         assert main(["qad", str(run_ckpt), "--out", str(out), "--epochs", "1", "--calib-count", "32",
                      "--eval-count", "8", "--quiet", *extra]) == 0
         record = QADRecord.read(out)
         assert record.torch_vs_onnx["top1_agreement"] >= 0.9
         files[name] = _activation_scales(out / record.qad_file)
+    assert QADRecord.read(tmp_path / "learned").config["ranges"] == "learned"
     assert QADRecord.read(tmp_path / "learned").config["range_lr"] == 0.5
     assert len(files["observed"]) == len(files["learned"])
     moved = [abs(a - b) / a for a, b in zip(files["observed"], files["learned"])]
