@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from float_fallback import int8_model, kept, test_split  # noqa: E402
 from int8_students import cpu_flags, interleaved_ratios  # noqa: E402
-from qad_arms import _value, fmt, log, runs_of, score  # noqa: E402
+from qad_arms import _value, arm_specs, fmt, log, runs_of, score  # noqa: E402
 
 from distill import api  # noqa: E402
 from distill.export.config import ExportConfig  # noqa: E402
@@ -39,21 +39,17 @@ from distill.report.stats import mcnemar, paired  # noqa: E402
 TARGETS = "@targets"
 
 
+def _raw(raw: str) -> Any:
+    """``@targets`` as is, ``a+b`` a list, else a number, true/false or the string."""
+    return raw if raw == TARGETS else (raw.split("+") if "+" in raw else _value(raw))
+
+
 def parse_arms(texts: list[str]) -> dict[str, dict[str, Any]]:
     """``["a:", "b:calib_count=512,target_domains=@targets"]`` -> {"a": {}, "b": {...}}; a bad key or value is
     refused in one line (ExportConfig's) before anything runs."""
-    arms: dict[str, dict[str, Any]] = {}
-    for spec in texts:
-        name, _, body = spec.strip().partition(":")
-        options: dict[str, Any] = {}
-        for item in filter(None, body.split(",")):
-            key, _, raw = item.partition("=")
-            raw = raw.strip()
-            options[key.strip()] = raw if raw == TARGETS else (raw.split("+") if "+" in raw else _value(raw))
-        if not name.strip() or name.strip() in arms:
-            raise SystemExit(f"--arm {spec!r}: each arm needs a name of its own (NAME:KEY=VALUE,...)")
+    arms = arm_specs(texts, _raw)
+    for options in arms.values():
         ExportConfig.from_options({k: ("x" if v == TARGETS else v) for k, v in options.items()})
-        arms[name.strip()] = options
     return arms
 
 

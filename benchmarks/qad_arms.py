@@ -27,6 +27,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -90,20 +91,28 @@ def _value(raw: str) -> object:
     return raw
 
 
-def parse_arms(texts: list[str]) -> dict[str, dict[str, object]]:
-    """``["a:", "b:lr=1e-4,quantize_all=true"]`` -> {"a": {}, "b": {"lr": 0.0001, "quantize_all": True}}; a bad
-    key or value is refused in one line (QADConfig's) before anything runs."""
-    arms: dict[str, dict[str, object]] = {}
+def arm_specs(texts: list[str], value: Callable[[str], Any] = _value) -> dict[str, dict[str, Any]]:
+    """``["a:", "b:lr=1e-4,quantize_all=true"]`` -> {"a": {}, "b": {"lr": 0.0001, "quantize_all": True}} (each raw
+    value through ``value``); an arm without a name of its own is refused in one line."""
+    arms: dict[str, dict[str, Any]] = {}
     for spec in texts:
         name, _, body = spec.strip().partition(":")
-        options: dict[str, object] = {}
+        options: dict[str, Any] = {}
         for item in filter(None, body.split(",")):
             key, _, raw = item.partition("=")
-            options[key.strip()] = _value(raw.strip())
+            options[key.strip()] = value(raw.strip())
         if not name.strip() or name.strip() in arms:
             raise SystemExit(f"--arm {spec!r}: each arm needs a name of its own (NAME:KEY=VALUE,...)")
-        QADConfig.from_options({"checkpoint": ".", "out_dir": ".", **options})  # DistillError names the key
         arms[name.strip()] = options
+    return arms
+
+
+def parse_arms(texts: list[str]) -> dict[str, dict[str, Any]]:
+    """:func:`arm_specs` of ``distill qad`` settings; a bad key or value is refused in one line (QADConfig's)
+    before anything runs."""
+    arms = arm_specs(texts)
+    for options in arms.values():
+        QADConfig.from_options({"checkpoint": ".", "out_dir": ".", **options})  # DistillError names the key
     return arms
 
 
