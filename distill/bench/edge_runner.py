@@ -639,9 +639,11 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
                 topk: int = 10) -> list[dict[str, Any]]:
     """Several ``models`` on ``runtime``, timed round-robin (:func:`bench_runners`): their ratios are fair on a
     shared machine, where one model timed after another can come out faster or slower by chance. The runs are
-    split over one pass per model with the runners created in a rotated order (``reopen`` in
-    :func:`bench_runners`: the session created last runs faster). ONNX Runtime sessions do not spin-wait here
-    (a session's spinning workers would steal the cores from the next one)."""
+    split over one pass per model with the ONNX Runtime sessions created in a rotated order (``reopen`` in
+    :func:`bench_runners`: the session created last runs faster); TensorRT engines (``tensorrt``) are timed in one
+    pass (the effect was measured on ONNX Runtime sessions, and deserializing every engine once per file costs on a
+    Jetson). ONNX Runtime sessions do not spin-wait here (a session's spinning workers would steal the cores from
+    the next one)."""
     for model in models:
         if not Path(model).is_file():
             raise RuntimeUnavailable(f"{model}: model file not found")
@@ -664,7 +666,7 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
     gpu = gpu_process_memory_mb if runtime in ("ort-cuda", "ort-trt", "tensorrt") else None
     try:
         return bench_runners(list(live), batches, warmup, iters, profile, topk, rss_before_load_mb=before,
-                             gpu_peak_mb=gpu, reopen=reopen)
+                             gpu_peak_mb=gpu, reopen=reopen if runtime in _ORT_PROVIDERS else None)
     finally:
         for runner in live:
             runner.close()

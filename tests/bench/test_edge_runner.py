@@ -226,3 +226,9 @@ def test_bench_files_does_not_favour_the_session_created_last(tmp_path: Path, mo
                                               "c.onnx", "a.onnx", "b.onnx"]  # rotated creation, one pass each
     assert all(c.closed for c in created)
     assert all(r["iters"] == 30 for r in recs)
+    # TensorRT engines are deserialized once per file and timed in one pass (the effect is ONNX Runtime's)
+    created.clear()
+    monkeypatch.setattr(edge_runner, "open_runner", lambda m, runtime, threads=None: _Fake(m, runtime, threads))
+    recs = edge_runner.bench_files(files, "tensorrt", batches=(1,), warmup=1, iters=6)
+    assert [c.path.name for c in created] == ["a.onnx", "b.onnx", "c.onnx"] and all(c.closed for c in created)
+    assert [round(r["latency_ms"]["mean"], 6) for r in recs] == [1000.0, 1000.0, 900.0]  # the lean, kept there
