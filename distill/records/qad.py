@@ -60,6 +60,7 @@ class QADSettings(_Open):
 
     seed: int = 0
     epochs: int | None = None
+    ranges: str = "observed"  # learned (LSQ) or observed activation ranges; records before session 18 have no key
 
 
 class QADRecord(Record):

@@ -59,11 +59,11 @@ def qad_rows(record: QADRecord) -> list[QADRow]:
 
 
 def qad_title(data: ReportData, entry: QADEntry) -> str:
-    """``student · int8/flavour · seed S · E epochs · teacher T``: what sets one QAD result apart."""
+    """``student · int8/flavour · seed S · E epochs · teacher T · ranges R``: what sets one QAD result apart."""
     r = entry.record
     s = r.settings
     epochs = "" if s.epochs is None else f" · {s.epochs} epoch{'s' if s.epochs != 1 else ''}"
-    return f"{data.qad_label(r)} · int8/{r.flavour} · seed {s.seed}{epochs} · teacher {r.teacher}"
+    return f"{data.qad_label(r)} · int8/{r.flavour} · seed {s.seed}{epochs} · teacher {r.teacher} · ranges {s.ranges}"
 
 
 def qad_facts(record: QADRecord) -> str:

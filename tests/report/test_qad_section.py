@@ -50,7 +50,8 @@ def test_the_report_shows_ptq_vs_qad_per_domain_next_to_fp32(tmp_path: Path) -> 
     md = Path(res["markdown"]).read_text()
     assert "## PTQ vs QAD per domain (int8 next to fp32)" in md
     # labelled with its run's label (the run is among the inputs), flavour, seed, epochs and teacher
-    assert "### test_resnet (kd) · int8/tensorrt · seed 3 · 2 epochs · teacher fp32+cache" in md
+    # (a record without a "ranges" key was written before QAD learned its ranges: observed)
+    assert "### test_resnet (kd) · int8/tensorrt · seed 3 · 2 epochs · teacher fp32+cache · ranges observed" in md
     assert ("32 calibration / 30 test images; worst calibration disagreement PTQ 12.50 → QAD 3.12 points "
             "(target ≤ 1: not met).") in md
     assert "| clean | 10 | 90.0 | 80.0 (-10.0) | 90.0 (+0.0) | 12.50 | 0.00 | 10.00 | 0.00 |" in md
@@ -214,3 +215,13 @@ def test_a_qad_ptq_file_that_copies_an_exports_int8_is_labelled_by_its_own_path(
                                                              "model_sha256": sha}) + "\n")
     (point,) = collect([tmp_path / "in"]).points
     assert point.precision == "int8/tensorrt" and point.accuracy == {"clean": 0.1}
+
+
+def test_the_qad_title_says_whether_its_ranges_were_learned(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "in" / "run", strategy="kd", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0)
+    record = _record(run / "checkpoints" / "best")
+    record.config["ranges"] = "learned"  # what distill qad writes since session 18
+    (tmp_path / "in" / "qad").mkdir()
+    record.write(tmp_path / "in" / "qad")
+    md = Path(write_report([tmp_path / "in"], tmp_path / "r.html", "r")["markdown"]).read_text()
+    assert "· 2 epochs · teacher fp32+cache · ranges learned" in md
