@@ -16,9 +16,9 @@ Per student and seed, everything goes through distill's own entry points, pointe
    images per domain; ``--plain``: source domains only, as before session 18);
 3. ``distill qad`` as the demo runs it (``distill.demo_ship.qad_stage``: ``--export`` the export above, so its int8
    file is the PTQ arm and QAD keeps its float layers; the run's target domains join the calibration images;
-   300 test images per domain); ``--plain``: ``distill qad`` with its defaults instead (its own PTQ, every
-   layer int8, source-domain calibration, 200 test images per domain: how the tables before session 18 were
-   made); ``--qad-cache``: the demo's cache joins the teacher;
+   300 test images per domain); ``--plain``: ``distill qad``'s defaults before session 18 instead (its own PTQ,
+   every layer int8, source-domain calibration, observed ranges, 200 test images per domain: how the tables before
+   session 18 were made); ``--qad-cache``: the demo's cache joins the teacher;
 4. scoring: the export's fp32 and int8 files and the QAD file on qad.json's held-out test images, for McNemar's
    exact test per domain;
 5. latency: fp32, the export's int8 (PTQ) and the QAD int8 file interleaved in one process
@@ -289,7 +289,9 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
         q = QADRecord.read(qad_dir)
     else:
         opt: dict[str, Any] = {"optimizer": args.qad_optimizer} if args.qad_optimizer else {}
-        if not args.plain:  # as distill.demo_ship.qad_stage runs it
+        if args.plain:  # distill qad's defaults before session 18
+            opt.update(ranges="observed")
+        else:  # as distill.demo_ship.qad_stage runs it
             opt.update(export_dir=exp_dir, target_domains=tuple(summary.target_domains), flavour="ort-cpu",
                        eval_count=export_settings(quick=False).eval_count, **QAD_SETTINGS)
         q = api.qad(checkpoint=ckpt, out_dir=qad_dir, cache=cache if args.qad_cache else None, **opt)
