@@ -46,7 +46,7 @@ QAD_DIR = "qad"  # OUT/export/<SHIP>/qad: the QAD file, PTQ's when the rule pick
 def export_settings(quick: bool, targets: Sequence[str] = ()) -> ExportConfig:
     """The demo's export. ``targets``: the domains the student is meant for; their unlabeled train images join
     the int8 calibration (and the float fallback's checks), as in :func:`qad_stage`: fm_unlabeled trained on them,
-    and ranges from the source domain alone cost mobilenetv3_large_100 up to 4.4 points of target accuracy
+    and ranges from the source domain alone cost a mobilenetv3_large_100 run 4.4 points of accuracy on a domain
     (benchmarks/RESULTS.md, "Calibrating on the target domains too")."""
     return ExportConfig(precisions=("fp32", "int8"), int8_flavour="ort-cpu", exporter="torchscript",
                         calib_count=64 if quick else 256, eval_count=50 if quick else 300,
