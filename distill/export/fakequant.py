@@ -329,11 +329,17 @@ def set_observers(model: nn.Module, on: bool, weights: bool | None = None) -> No
     """Let the activation ranges follow the data (``on``) or freeze them; the weight observers (per
     channel max |w|) do as ``weights`` says (default: as the activations)."""
     weights = on if weights is None else weights
+    activations = {id(fq) for fq in activation_fake_quants(model)}
+    for fq in fake_quants(model):
+        (enable_observer if (on if id(fq) in activations else weights) else disable_observer)(fq)
+
+
+def activation_fake_quants(model: nn.Module) -> list[FakeQuantize]:
+    """The per-tensor fake-quants that are not a weight's (a kept layer's per-tensor weight grid,
+    :func:`ort_requantized_weight`, is a weight's)."""
     weight_fqs = {id(m.weight_fake_quant) for m in model.modules() if isinstance(getattr(m, "weight_fake_quant", None),
                                                                                FakeQuantize)}
-    for fq in fake_quants(model):
-        is_weight = fq.is_per_channel or id(fq) in weight_fqs  # per-tensor: a kept layer's (ort_requantized_weight)
-        (enable_observer if (weights if is_weight else on) else disable_observer)(fq)
+    return [fq for fq in fake_quants(model) if not fq.is_per_channel and id(fq) not in weight_fqs]
 
 
 def calibrate_ranges(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.ao.quantization import FakeQuantize
 
+from distill.export.fakequant import activation_fake_quants
+
 MIN_SCALE = 1e-8  # a step below this would be no range at all; the forward pass clamps to it
 
 
@@ -35,18 +37,11 @@ class LearnedScaleFakeQuantize(FakeQuantize):
             grad_factor)
 
 
-def _activation_fake_quants(model: nn.Module) -> list[FakeQuantize]:
-    """Per-tensor fake-quants that are not a weight's (a kept layer's per-tensor weight grid stays observed)."""
-    weights = {id(m.weight_fake_quant) for m in model.modules()
-               if isinstance(getattr(m, "weight_fake_quant", None), FakeQuantize)}
-    return [m for m in model.modules() if isinstance(m, FakeQuantize) and not m.is_per_channel and id(m) not in weights]
-
-
 def learn_scales(model: nn.Module) -> list[nn.Parameter]:
     """Make every activation scale of the calibrated ``model`` a parameter, in place; returns them (their own
     optimizer group: their step is not the weights')."""
     params = []
-    for fq in _activation_fake_quants(model):
+    for fq in activation_fake_quants(model):
         fq.scale = nn.Parameter(fq.scale.detach().clone().reshape(fq.scale.shape))  # replaces the buffer
         fq.__class__ = LearnedScaleFakeQuantize
         params.append(fq.scale)
