@@ -79,7 +79,7 @@ from distill.export.quantize import (
 from distill.export.se_gate import gate_lr_factor, gate_params
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
 from distill.records import EXPORT_CHECKPOINT, QADAccuracy
-from distill.strategies.losses import kl_div_with_temperature
+from distill.strategies.losses import kl_div_with_temperature, top1_margin_hinge
 from distill.student.model import Student, load_student, save_student
 from distill.utils.runtime import resolve_device
 
@@ -306,6 +306,8 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
             if teacher is not None:
                 loss = (1 - cfg.cache_weight) * loss + cfg.cache_weight * kl_div_with_temperature(
                     logits, teacher[t], cfg.temperature)
+            if cfg.margin_weight:
+                loss = loss + cfg.margin_weight * top1_margin_hinge(logits, targets[t].argmax(1), cfg.margin)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

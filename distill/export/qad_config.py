@@ -43,6 +43,10 @@ class QADConfig(BaseModel):
             disagreement with fp32 over 9 students (benchmarks/RESULTS.md, "Learned activation ranges").
         range_lr: the learned ranges' rate (their own optimizer group; 1e-1 diverged on mobilenetv3_large_100).
         batch_size: images per step. temperature: KL softmax temperature.
+        margin_weight: weight of a hinge term added to the loss, ``relu(margin - (z[y] - max_{j != y} z[j]))``
+            with ``y`` the fp32 student's top-1: the int8 student must keep fp32's class by ``margin`` logits on
+            every training image, near-ties included (0: off; benchmarks/RESULTS.md, "A margin hinge for near-ties").
+        margin: that hinge's margin, raw logits (the int8 move's p95 is 0.2-0.9 logits on the edge students).
         device: cpu | cuda | cuda:N.
         opset: ONNX opset of the QDQ file (>= 13: per-channel QuantizeLinear).
         seed: image picks and shuffling.
@@ -74,6 +78,8 @@ class QADConfig(BaseModel):
     range_lr: float = Field(1e-2, gt=0.0, lt=1.0)
     batch_size: int = Field(32, ge=1)
     temperature: float = Field(2.0, gt=0.0)
+    margin_weight: float = Field(0.0, ge=0.0)
+    margin: float = Field(0.5, ge=0.0)
     device: str = "cpu"
     opset: int = Field(18, ge=13)
     seed: int = 0

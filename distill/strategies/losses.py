@@ -8,6 +8,7 @@ logits arrive in half precision, and a half-precision log-softmax of logits in t
   :func:`kl_div_to_probs_with_temperature` (the same term toward given softened probabilities: a teacher ensemble),
   :func:`kl_per_sample` (per-sample KL, the adversarial attacks' objective),
   :func:`kl_to_soft_target` (KL from fixed target probabilities).
+- Agreement: :func:`top1_margin_hinge` (a student's top-1 must beat its runner-up by a margin: QAD's near-ties).
 - Labels: :func:`label_cross_entropy` (every strategy's label loss: rows with a label only, mixed views).
 - Soft / weighted labels: :func:`soft_cross_entropy`, :func:`weighted_cross_entropy`.
 - Features: :func:`cosine_distance`, :func:`squared_l2_distance`.
@@ -37,6 +38,16 @@ def kl_div_to_probs_with_temperature(student_logits: Tensor, target: Tensor, tem
     ensemble of teachers' softened outputs): [B, C] logits, [B, C] probabilities (fp32) -> scalar."""
     t = temperature
     return F.kl_div(F.log_softmax(student_logits.float() / t, dim=-1), target, reduction="batchmean") * t * t
+
+
+def top1_margin_hinge(logits: Tensor, labels: Tensor, margin: float) -> Tensor:
+    """Batch mean of ``relu(margin - (z[label] - max_{j != label} z[j]))``: zero once the label's logit leads every
+    other class by ``margin`` (raw logits); [B, C], [B] -> scalar. QAD uses it with the fp32 student's top-1 as the
+    label, so the int8 student keeps fp32's class on near-ties, where a KL term hardly pulls."""
+    z = logits.float()
+    own = z.gather(1, labels[:, None]).squeeze(1)
+    rest = z.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return F.relu(margin - (own - rest)).mean()
 
 
 def kl_per_sample(p_logits: Tensor, q_logits: Tensor, temperature: float = 1.0) -> Tensor:

@@ -22,6 +22,7 @@ from distill.strategies.losses import (
     label_cross_entropy,
     soft_cross_entropy,
     squared_l2_distance,
+    top1_margin_hinge,
     weighted_cross_entropy,
 )
 from distill.student.model import Student, default_spec
@@ -210,3 +211,16 @@ def test_label_cross_entropy_passes_label_smoothing_on():
     # smoothing 0.5 over 2 classes: target [3/4, 1/4] -> 3/4 ln(4/3) + 1/4 ln 4
     got = label_cross_entropy(logits, labels, label_smoothing=0.5)
     assert float(got) == pytest.approx(0.75 * CE0 + 0.25 * CE1, rel=1e-6)
+
+
+def test_top1_margin_hinge_is_the_shortfall_of_the_labels_lead():
+    logits = torch.tensor([[2.0, 1.9, 0.0],    # label 0 leads by 0.1: shortfall 0.4
+                           [0.0, 3.0, 1.0],    # label 0 trails the max (3.0) by 3: shortfall 3.5
+                           [5.0, 0.0, 1.0]])   # label 0 leads by 4: no loss
+    labels = torch.tensor([0, 0, 0])
+    assert float(top1_margin_hinge(logits, labels, 0.5)) == pytest.approx((0.4 + 3.5 + 0.0) / 3)
+    grad_logits = logits.clone().requires_grad_()
+    top1_margin_hinge(grad_logits, labels, 0.5).backward()
+    # the label's logit is pushed up and the runner-up down, only on rows short of the margin
+    assert grad_logits.grad[0, 0] < 0 < grad_logits.grad[0, 1] and grad_logits.grad[1, 1] > 0
+    assert torch.all(grad_logits.grad[2] == 0)
