@@ -66,6 +66,7 @@ from distill.export.learned_ranges import freeze_scales, learn_scales
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
+from distill.export.qad_moves import changed_share, int8_weights
 from distill.export.qad_ship import holdout_pairs, no_harm, ptq_file
 from distill.export.quantize import (
     FLAVOURS,
@@ -139,7 +140,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         say(f"PTQ ({flavour.name}; {ptq_origin}): disagreement with fp32 (pts) calibration {_fmt(ptq.calibration)}; "
             f"test {_fmt(ptq.test)}; hold-out {_fmt(ptq.holdout)}")
 
-        model, losses = _train(cfg, student, flavour, calib, teacher_logits, device, say, keep)
+        model, losses, moved = _train(cfg, student, flavour, calib, teacher_logits, device, say, keep)
         dst = export_qdq(model.cpu(), out / int8_file(flavour.name), student.spec.input_size, flavour, cfg.opset)
         fq_logits = predict_torch(model, calib)
         onnx_logits = predict_onnx(dst, calib)
@@ -176,7 +177,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         teacher="fp32+cache" if teacher_logits is not None else "fp32", config=cfg.model_dump(mode="json"),
         calibration_images=len(calib), test_images=len(data.eval_images), ptq=ptq, qad=result,
         qad_file=dst.name, tuned_checkpoint=ckpt.name, qdq_check=qdq_check, torch_vs_onnx=agreement,
-        losses=losses, elapsed_s=round(time.time() - t0, 1),
+        losses=losses, weights_changed_pct=round(moved, 4), elapsed_s=round(time.time() - t0, 1),
         within_target=result.worst_calibration <= 1.0,
         accuracy=_accuracy(data, refs.test, ptq_scored.test, qad_scored.test), holdout_images=len(holdout),
         ship=ship, ship_reason=reason, holdout_pairs=pairs, ptq_file=shipped_ptq.name if ship == "ptq" else None,
@@ -270,9 +271,9 @@ def _batches(images: ImageSet, batch_size: int, device: torch.device, order: np.
 
 
 def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageSet, teacher_logits: torch.Tensor | None,
-           device: torch.device, say: ExportLog, keep: list[str]) -> tuple[torch.nn.Module, list[float]]:
+           device: torch.device, say: ExportLog, keep: list[str]) -> tuple[torch.nn.Module, list[float], float]:
     """Calibrate the fake-quant student's ranges (``keep``: layers left in float), then distill into it; returns it
-    (eval mode) and epoch losses."""
+    (eval mode), epoch losses and the percent of its int8 weight values that training changed."""
     torch.manual_seed(cfg.seed)
     model = fake_quant_model(student, flavour, keep).to(device)
     fp32 = student.to(device).eval()
@@ -285,6 +286,7 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     with torch.no_grad():
         start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
     say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")
+    calibrated = int8_weights(model)
     scales = learn_scales(model) if cfg.ranges == "learned" else []  # after calibration: they start there
     gates = gate_params(model)  # squeeze-excite gate convs, folded: their own step size
     own = {id(p) for p in [*gates, *scales]}
@@ -323,7 +325,9 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     with torch.no_grad():
         model(next(_batches(calib, 1, device))[1])
     set_observers(model, False)
-    return model.eval(), losses
+    moved = changed_share(calibrated, int8_weights(model))
+    say(f"QAD changed {moved:.2f} % of the int8 weight values (the rest of its effect: biases and activation ranges)")
+    return model.eval(), losses, moved
 
 
 def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter], gates: list[torch.nn.Parameter] | None = None,

@@ -82,6 +82,8 @@ class QADRecord(Record):
     qdq_check: dict[str, Any]
     torch_vs_onnx: dict[str, Any]  # the fake-quant model vs the exported file on the calibration images
     losses: list[float] = Field(default_factory=list)  # mean loss per epoch
+    # percent of the int8 weight values QAD's training changed (None: written before it was recorded)
+    weights_changed_pct: float | None = None
     elapsed_s: float
     target_pts: float = 1.0
     within_target: bool
