@@ -13,7 +13,9 @@ images of the run's source and target domains, the arm's settings over the defau
 - disagreement with the fp32 ONNX (top-1 differs), points: mean over domains and the worst domain;
 - test accuracy minus fp32's, points, worst domain (issue 21: within 0.5 of fp32 on every domain);
 - QAD's own figures from qad.json: the worst calibration domain (issue 21: <= 1 point), whether its training loss
-  rose (last epoch's mean loss above the first's) and which file the no-harm rule shipped.
+  rose (last epoch's mean loss above the first's) and which file the no-harm rule shipped;
+- the int8 weight values QAD's training changed, percent: the student and QAD's tuned checkpoint on the same
+  per-channel grids (every layer quantized), recomputed from the checkpoints so folders of any age compare.
 
 The first arm is compared with each other arm, paired: the same runs and the same test images. Per run, McNemar's exact test
 on the images where exactly one QAD file flips; over runs, a paired t-test of the mean test disagreement. Prints
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,11 +43,13 @@ from int8_students import cpu_flags  # noqa: E402
 from distill import api  # noqa: E402
 from distill.export.data import load_export_data  # noqa: E402
 from distill.export.evaluate import ort_session, predict_onnx  # noqa: E402
+from distill.export.fakequant import calibrate_ranges, fake_quant_model  # noqa: E402
 from distill.export.images import ImageSet  # noqa: E402
 from distill.export.log import ExportLog  # noqa: E402
 from distill.export.onnx import export_onnx  # noqa: E402
 from distill.export.qad import export_config, export_int8  # noqa: E402
 from distill.export.qad_config import QADConfig, QADRecord  # noqa: E402
+from distill.export.qad_moves import changed_share, int8_weights  # noqa: E402
 from distill.export.quantize import FLAVOURS  # noqa: E402
 from distill.export.training_run import TrainingRun  # noqa: E402
 from distill.report.stats import mcnemar, mean_std, paired  # noqa: E402
@@ -150,6 +155,17 @@ def score(files: dict[str, Path], checkpoint: Path, images: ImageSet) -> dict[st
     return out
 
 
+def weights_moved(checkpoint: Path, tuned: Path) -> float:
+    """Percent of the int8 weight values that differ between ``checkpoint`` and QAD's tuned one (folded BatchNorm,
+    per-channel grids: what the file holds for an int8 layer)."""
+    grids = []
+    for ck in (checkpoint, tuned):
+        student = load_student(ck)
+        fq = fake_quant_model(student, FLAVOURS["ort-cpu"])
+        grids.append(int8_weights(calibrate_ranges(fq, [torch.zeros(1, 3, *student.spec.input_size)])))
+    return changed_share(*grids)
+
+
 def fmt(values: list[float]) -> str:
     m, s = mean_std(values)
     return f"{m:.2f} ± {s:.2f}"
@@ -173,15 +189,16 @@ def main() -> None:
                      **{arm: args.out / arm / tag / r.qad_file for arm, r in records.items()}}
             images = test_split(next(iter(records.values())))
             scored = score(files, ckpt, images)
+            moved = {arm: weights_moved(ckpt, args.out / arm / tag / r.tuned_checkpoint) for arm, r in records.items()}
             rows.append({"tag": tag, "student": tag.rsplit("-e", 1)[0], "images": len(images), "scored": scored,
-                         "records": records})
+                         "records": records, "moved": moved})
             log(f"{tag}: " + ", ".join(f"{k} {v.disagree_mean:.2f}" for k, v in scored.items()))
     model, flags = cpu_flags()
     print(f"{model}; SIMD flags: {' '.join(flags)}; arms: "
           + "; ".join(f"{a} {settings[a] or 'defaults'}" for a in arms) + "\n")
     print("| run | test images | PTQ: test disagreement mean / worst (pts) | "
-          + " | ".join(f"QAD {a}: calib worst / test mean / test worst (pts), acc drop worst, loss rose, ships"
-                       for a in arms) + " |")
+          + " | ".join(f"QAD {a}: calib worst / test mean / test worst (pts), acc drop worst, loss rose, ships, "
+                       "int8 weights moved" for a in arms) + " |")
     print("|---|---:|---|" + "---|" * len(arms))
     for r in rows:
         s, recs = r["scored"], r["records"]
@@ -190,7 +207,7 @@ def main() -> None:
             q = recs[a]
             rose = q.losses[-1] > q.losses[0]
             cells.append(f"{q.qad.worst_calibration:.2f} / {s[a].disagree_mean:.2f} / {s[a].disagree_worst:.2f}, "
-                         f"{s[a].acc_drop_worst:+.2f}, {'yes' if rose else 'no'}, {q.ship}")
+                         f"{s[a].acc_drop_worst:+.2f}, {'yes' if rose else 'no'}, {q.ship}, {r['moved'][a]:.2f} %")
         print(f"| {r['tag']} | {r['images']} | {s['ptq'].disagree_mean:.2f} / {s['ptq'].disagree_worst:.2f} | "
               + " | ".join(cells) + " |")
     print("\n| student | runs | PTQ test mean (pts) | " + " | ".join(

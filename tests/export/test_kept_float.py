@@ -231,6 +231,9 @@ def test_the_arms_benchmark_runs_qad_per_arm_on_an_edge_students_folder(run_ckpt
         assert QADRecord.read(tmp_path / "arms" / arm / tag).config["export_dir"] == str(edge / "export" / tag)
     assert QADRecord.read(tmp_path / "arms" / "all" / tag).config["quantize_all"] is True
     assert f"| {tag} | " in printed and "keep vs all, paired" in printed and "paired t-test" in printed
+    row = next(line for line in printed.splitlines() if line.startswith(f"| {tag} | "))
+    moved = [float(cell.rsplit(", ", 1)[1].rstrip(" %")) for cell in row.strip(" |").split(" | ")[3:5]]
+    assert len(moved) == 2 and all(0.0 <= m <= 100.0 for m in moved)  # per arm: the int8 weights QAD changed
 
 
 def test_qad_and_the_export_give_per_tensor_weights_to_the_same_kept_layers(tmp_path, monkeypatch):
