@@ -36,3 +36,4 @@ def test_qad_records_how_many_int8_weights_it_changed(run_ckpt, tmp_path, capsys
     moved = QADRecord.read(out).weights_changed_pct
     assert moved is not None and moved > 1.0  # a huge step moves many values (the default's moves ~0.03-0.2 %)
     assert f"QAD changed {moved:.2f} % of the int8 weight values" in capsys.readouterr().err
+

@@ -1,0 +1,99 @@
+"""Where int8's disagreement with fp32 comes from: weights or activations (torch fake-quant, whole test split).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/int8_error_sources.py QAD_ARM_DIR [QAD_ARM_DIR ...]
+
+QAD_ARM_DIR: a ``benchmarks/qad_arms.py --out OUT/NAME`` folder (``TAG/qad.json`` per run). For each run, the
+student as ``distill qad`` starts from it (before training): fake-quantized for ort-cpu with the layers qad.json
+kept in float left float, activation ranges calibrated (MinMax) on the same calibration images. Then its top-1
+disagreement with the fp32 student on every test image of every domain, three ways: everything int8 as the file
+runs it; only the weights (and int32 biases) quantized, activations float; only the activations quantized,
+weights float. Disagreement is the mean over domains, in points. A weight-dominated error is what learning the
+rounding (AdaRound) would address; an activation-dominated one, the ranges (what ``--ranges learned`` trains).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from int8_students import cpu_flags  # noqa: E402
+from qad_arms import fmt, test_split  # noqa: E402
+
+from distill.export.data import load_export_data  # noqa: E402
+from distill.export.evaluate import predict_torch  # noqa: E402
+from distill.export.fakequant import activation_fake_quants, calibrate_ranges, fake_quant_model, fake_quants  # noqa: E402
+from distill.export.images import ImageSet  # noqa: E402
+from distill.export.log import ExportLog  # noqa: E402
+from distill.export.qad import export_config  # noqa: E402
+from distill.export.qad_config import QADConfig, QADRecord  # noqa: E402
+from distill.export.quantize import FLAVOURS  # noqa: E402
+from distill.export.training_run import TrainingRun, provenance  # noqa: E402
+from distill.student.model import load_student  # noqa: E402
+
+WAYS = ("int8", "weights only", "activations only")
+
+
+def calibration_images(record: QADRecord) -> ImageSet:
+    """The calibration images ``distill qad`` trained on for ``record`` (same config, same picks)."""
+    cfg = QADConfig.model_validate(record.config)
+    checkpoint, quiet = Path(cfg.checkpoint), ExportLog(lambda m: None)
+    student, run = load_student(checkpoint), TrainingRun.of_checkpoint(checkpoint, quiet)
+    sources = list(provenance(checkpoint, student, run).get("source_domains") or [])
+    calib = load_export_data(export_config(cfg, run, quiet), student.spec, sources, quiet).calib_images
+    assert calib is not None
+    return calib
+
+
+def set_way(model: torch.nn.Module, way: str) -> None:
+    """Turn fake-quant on for what ``way`` (one of :data:`WAYS`) quantizes and off for the rest."""
+    activations = {id(fq) for fq in activation_fake_quants(model)}
+    for fq in fake_quants(model):
+        off = (way == "weights only" and id(fq) in activations) or (way == "activations only" and id(fq) not in activations)
+        fq.disable_fake_quant() if off else fq.enable_fake_quant()
+
+
+def disagreement(record: QADRecord, calib: ImageSet, test: ImageSet) -> dict[str, float]:
+    """Mean-over-domains top-1 disagreement with fp32 (points) of each way of quantizing."""
+    student = load_student(Path(record.config["checkpoint"]))
+    fp32 = predict_torch(student, test).argmax(1)
+    model = fake_quant_model(student, FLAVOURS[record.flavour], record.kept_float)
+    calibrate_ranges(model, (torch.from_numpy(x) for x in calib.batches(64)))
+    out = {}
+    for way in WAYS:
+        set_way(model, way)
+        flips = predict_torch(model, test).argmax(1) != fp32
+        out[way] = float(np.mean([100.0 * flips[test.domains == d].mean() for d in test.domain_names]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("arm_dirs", nargs="+", type=Path, help="qad_arms.py OUT/NAME folders (TAG/qad.json)")
+    args = ap.parse_args()
+    rows = []
+    for arm_dir in args.arm_dirs:
+        for qad_json in sorted(arm_dir.glob(f"*/{QADRecord.FILE}")):
+            record = QADRecord.read(qad_json.parent)
+            got = disagreement(record, calibration_images(record), test_split(record))
+            rows.append((qad_json.parent.name, got))
+            print(f"{rows[-1][0]}: " + ", ".join(f"{k} {v:.2f}" for k, v in got.items()), file=sys.stderr, flush=True)
+    model, flags = cpu_flags()
+    print(f"{model}; SIMD flags: {' '.join(flags)}; torch {torch.__version__} fake-quant (ort-cpu), whole test split\n")
+    print("| run | " + " | ".join(f"{w} (pts)" for w in WAYS) + " |\n|---|" + "---:|" * len(WAYS))
+    for tag, got in rows:
+        print(f"| {tag} | " + " | ".join(f"{got[w]:.2f}" for w in WAYS) + " |")
+    print("\n| student | runs | " + " | ".join(f"{w} (pts)" for w in WAYS) + " |\n|---|---:|" + "---|" * len(WAYS))
+    for student in dict.fromkeys(tag.rsplit("-e", 1)[0] for tag, _ in rows):
+        mine = [got for tag, got in rows if tag.rsplit("-e", 1)[0] == student]
+        print(f"| {student} | {len(mine)} | " + " | ".join(fmt([g[w] for g in mine]) for w in WAYS) + " |")
+
+
+if __name__ == "__main__":
+    main()
