@@ -11,7 +11,9 @@ images of the run's source and target domains, the arm's settings over the defau
 (reused when there). Then every file is scored on the whole test split of every domain of the run:
 
 - disagreement with the fp32 ONNX (top-1 differs), points: mean over domains and the worst domain;
-- test accuracy minus fp32's, points, worst domain (issue 21: within 0.5 of fp32 on every domain);
+- test accuracy minus fp32's, points, worst domain (issue 21: within 0.5 of fp32 on every domain), and how many
+  domains lose accuracy beyond chance (McNemar's exact test against fp32 on that domain's images, p < 0.05): a
+  domain's test split of a few hundred images moves by a point when a few images flip either way;
 - QAD's own figures from qad.json: the worst calibration domain (issue 21: <= 1 point), whether its training loss
   rose (last epoch's mean loss above the first's) and which file the no-harm rule shipped;
 - the int8 weight values QAD's training changed, percent: the student and QAD's tuned checkpoint on the same
@@ -69,6 +71,7 @@ class Scored:
     disagree_mean: float  # points, mean over domains
     disagree_worst: float
     acc_drop_worst: float  # points: max over domains of (fp32 accuracy - this file's)
+    drops_beyond_chance: int  # domains whose accuracy is below fp32's with McNemar p < 0.05
 
 
 def runs_of(edge_out: Path) -> list[tuple[str, Path, Path, list[str]]]:
@@ -146,13 +149,17 @@ def score(files: dict[str, Path], checkpoint: Path, images: ImageSet) -> dict[st
         top1 = {k: predict_onnx(ort_session(p), images).argmax(1) for k, p in {**files, "fp32": fp32}.items()}
     flipped = {k: top1[k] != top1["fp32"] for k in files}  # each file run once: flips and correctness from it
     right = {k: v == images.labels for k, v in top1.items()}
-    out = {}
-    for k in files:
-        per = [100.0 * flipped[k][images.domains == d].mean() for d in names]
-        drop = [100.0 * (right["fp32"][images.domains == d].mean() - right[k][images.domains == d].mean())
-                for d in names]
-        out[k] = Scored(flipped[k], right[k], float(np.mean(per)), float(max(per)), float(max(drop)))
-    return out
+    return {k: scored(flipped[k], right[k], right["fp32"], images.domains, names) for k in files}
+
+
+def scored(flips: np.ndarray, correct: np.ndarray, fp32_correct: np.ndarray, domains: np.ndarray,
+           names: list[str]) -> Scored:
+    """One file's figures from its per-image flips and correctness and fp32's, per domain of ``names``."""
+    per = [100.0 * flips[domains == d].mean() for d in names]
+    drop = [100.0 * (fp32_correct[domains == d].mean() - correct[domains == d].mean()) for d in names]
+    beyond = sum(drop[i] > 0 and mcnemar(fp32_correct[domains == d].tolist(), correct[domains == d].tolist()).p < 0.05
+                 for i, d in enumerate(names))
+    return Scored(flips, correct, float(np.mean(per)), float(max(per)), float(max(drop)), beyond)
 
 
 def weights_moved(checkpoint: Path, tuned: Path) -> float:
@@ -164,6 +171,11 @@ def weights_moved(checkpoint: Path, tuned: Path) -> float:
         fq = fake_quant_model(student, FLAVOURS["ort-cpu"])
         grids.append(int8_weights(calibrate_ranges(fq, [torch.zeros(1, 3, *student.spec.input_size)])))
     return changed_share(*grids)
+
+
+def beyond(rows: list[dict], file: str) -> str:
+    """Domains (over ``rows``' runs) where ``file`` loses accuracy to fp32 beyond chance, of all."""
+    return f"{sum(r['scored'][file].drops_beyond_chance for r in rows)}/{sum(r['domains'] for r in rows)}"
 
 
 def fmt(values: list[float]) -> str:
@@ -191,7 +203,7 @@ def main() -> None:
             scored = score(files, ckpt, images)
             moved = {arm: weights_moved(ckpt, args.out / arm / tag / r.tuned_checkpoint) for arm, r in records.items()}
             rows.append({"tag": tag, "student": tag.rsplit("-e", 1)[0], "images": len(images), "scored": scored,
-                         "records": records, "moved": moved})
+                         "records": records, "moved": moved, "domains": len(images.domain_names)})
             log(f"{tag}: " + ", ".join(f"{k} {v.disagree_mean:.2f}" for k, v in scored.items()))
     model, flags = cpu_flags()
     print(f"{model}; SIMD flags: {' '.join(flags)}; arms: "
@@ -210,8 +222,9 @@ def main() -> None:
                          f"{s[a].acc_drop_worst:+.2f}, {'yes' if rose else 'no'}, {q.ship}, {r['moved'][a]:.2f} %")
         print(f"| {r['tag']} | {r['images']} | {s['ptq'].disagree_mean:.2f} / {s['ptq'].disagree_worst:.2f} | "
               + " | ".join(cells) + " |")
-    print("\n| student | runs | PTQ test mean (pts) | " + " | ".join(
-        f"{a}: test mean (pts), calib worst (pts), acc drop worst (pts), loss rose, ships QAD" for a in arms) + " |")
+    print("\n| student | runs | PTQ: test mean (pts), acc drop worst (pts), domains losing beyond chance | " + " | ".join(
+        f"{a}: test mean (pts), calib worst (pts), acc drop worst (pts), loss rose, ships QAD, domains losing beyond "
+        "chance" for a in arms) + " |")
     print("|---|---:|---|" + "---|" * len(arms))
     for student in dict.fromkeys(r["student"] for r in rows):
         mine = [r for r in rows if r["student"] == student]
@@ -219,8 +232,9 @@ def main() -> None:
                  f"{fmt([r['records'][a].qad.worst_calibration for r in mine])}, "
                  f"{fmt([r['scored'][a].acc_drop_worst for r in mine])}, "
                  f"{sum(r['records'][a].losses[-1] > r['records'][a].losses[0] for r in mine)}/{len(mine)}, "
-                 f"{sum(r['records'][a].ship == 'qad' for r in mine)}/{len(mine)}" for a in arms]
-        print(f"| {student} | {len(mine)} | {fmt([r['scored']['ptq'].disagree_mean for r in mine])} | "
+                 f"{sum(r['records'][a].ship == 'qad' for r in mine)}/{len(mine)}, {beyond(mine, a)}" for a in arms]
+        print(f"| {student} | {len(mine)} | {fmt([r['scored']['ptq'].disagree_mean for r in mine])}, "
+              f"{fmt([r['scored']['ptq'].acc_drop_worst for r in mine])}, {beyond(mine, 'ptq')} | "
               + " | ".join(cells) + " |")
     print(f"\nEach arm against the export's int8 file (PTQ), paired over {len(rows)} runs (test disagreement mean):")
     for a in arms:

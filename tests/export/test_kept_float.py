@@ -236,6 +236,22 @@ def test_the_arms_benchmark_runs_qad_per_arm_on_an_edge_students_folder(run_ckpt
     assert len(moved) == 2 and all(0.0 <= m <= 100.0 for m in moved)  # per arm: the int8 weights QAD changed
 
 
+def test_the_arms_benchmark_counts_a_domains_accuracy_loss_only_beyond_chance():
+    """qad_arms.scored: 20 of 100 images lost on domain a is beyond chance (McNemar), 2 lost on b is not."""
+    from tests.test_benchmarks import _script
+
+    bench = _script("qad_arms")
+    domains = np.repeat(np.array(["a", "b"]), 100)
+    fp32 = np.ones(200, bool)
+    correct = fp32.copy()
+    correct[:20] = False        # domain a: 20 points lost
+    correct[100:102] = False    # domain b: 2 points lost
+    s = bench.scored(~correct, correct, fp32, domains, ["a", "b"])
+    assert s.drops_beyond_chance == 1 and (s.acc_drop_worst, s.disagree_mean) == pytest.approx((20.0, 11.0))
+    correct[100:120] = False
+    assert bench.scored(~correct, correct, fp32, domains, ["a", "b"]).drops_beyond_chance == 2
+
+
 def test_qad_and_the_export_give_per_tensor_weights_to_the_same_kept_layers(tmp_path, monkeypatch):
     """mobilenetv3: a squeeze-excite gate conv (its hard-sigmoid folded in), a pointwise conv and the head kept. QAD's
     fake-quant rule (a fake-quantized input and one fake-quantized consumer) and the export's
