@@ -24,12 +24,12 @@ from distill.report.decision import decide
 def _damaging(real_train):
     """``_train`` that perturbs every parameter by its std after training: a QAD that harms (injected)."""
     def train(*args, **kwargs):
-        model, losses = real_train(*args, **kwargs)
+        model, losses, moved = real_train(*args, **kwargs)
         torch.manual_seed(1)
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(p.std() * torch.randn_like(p))
-        return model, losses
+        return model, losses, moved
     return train
 
 
