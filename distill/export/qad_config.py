@@ -45,7 +45,8 @@ class QADConfig(BaseModel):
         batch_size: images per step. temperature: KL softmax temperature.
         margin_weight: weight of a hinge term added to the loss, ``relu(margin - (z[y] - max_{j != y} z[j]))``
             with ``y`` the fp32 student's top-1: the int8 student must keep fp32's class by ``margin`` logits on
-            every training image, near-ties included (0: off; benchmarks/RESULTS.md, "A margin hinge for near-ties").
+            every training image, near-ties included (0: off; measured no gain, and 6 epochs diverged on a run:
+            benchmarks/RESULTS.md, "What QAD moves, and where int8's error comes from").
         margin: that hinge's margin, raw logits (the int8 move's p95 is 0.2-0.9 logits on the edge students).
         device: cpu | cuda | cuda:N.
         opset: ONNX opset of the QDQ file (>= 13: per-channel QuantizeLinear).

@@ -1,8 +1,9 @@
 """What QAD moved in the int8 model: the share of integer weight values that training changed.
 
 QAD trains a few dozen small steps; a latent float weight changes its int8 value only when it crosses a rounding
-boundary of its channel's grid (max |w| / 127). On the edge students 0.03-0.2 % of the values moved
-(benchmarks/RESULTS.md, "What QAD moves"): the rest of QAD's effect is in the biases (int32) and activation ranges.
+boundary of its channel's grid (max |w| / 127). On the 9 edge students 0.01-0.14 % of the values moved
+(benchmarks/RESULTS.md, "What QAD moves, and where int8's error comes from"): the rest of QAD's effect is in the
+biases (int32) and activation ranges.
 """
 from __future__ import annotations
 

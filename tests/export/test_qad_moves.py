@@ -34,6 +34,7 @@ def test_qad_records_how_many_int8_weights_it_changed(run_ckpt, tmp_path, capsys
     assert main(["qad", str(run_ckpt), "--out", str(out), "--epochs", "1", "--calib-count", "32", "--eval-count", "8",
                  "--lr", "0.5"]) == 0
     moved = QADRecord.read(out).weights_changed_pct
-    assert moved is not None and moved > 1.0  # a huge step moves many values (the default's moves ~0.03-0.2 %)
+    # a huge step moves many values (the default moved 0.01-0.14 % on the edge students)
+    assert moved is not None and moved > 1.0
     assert f"QAD changed {moved:.2f} % of the int8 weight values" in capsys.readouterr().err
 
