@@ -208,7 +208,7 @@ def main() -> None:
     model, flags = cpu_flags()
     print(f"{model}; SIMD flags: {' '.join(flags)}; arms: "
           + "; ".join(f"{a} {settings[a] or 'defaults'}" for a in arms) + "\n")
-    print("| run | test images | PTQ: test disagreement mean / worst (pts) | "
+    print("| run | test images | PTQ: test disagreement mean / worst (pts), acc drop worst | "
           + " | ".join(f"QAD {a}: calib worst / test mean / test worst (pts), acc drop worst, loss rose, ships, "
                        "int8 weights moved" for a in arms) + " |")
     print("|---|---:|---|" + "---|" * len(arms))
@@ -220,7 +220,8 @@ def main() -> None:
             rose = q.losses[-1] > q.losses[0]
             cells.append(f"{q.qad.worst_calibration:.2f} / {s[a].disagree_mean:.2f} / {s[a].disagree_worst:.2f}, "
                          f"{s[a].acc_drop_worst:+.2f}, {'yes' if rose else 'no'}, {q.ship}, {r['moved'][a]:.2f} %")
-        print(f"| {r['tag']} | {r['images']} | {s['ptq'].disagree_mean:.2f} / {s['ptq'].disagree_worst:.2f} | "
+        print(f"| {r['tag']} | {r['images']} | {s['ptq'].disagree_mean:.2f} / {s['ptq'].disagree_worst:.2f}, "
+              f"{s['ptq'].acc_drop_worst:+.2f} | "
               + " | ".join(cells) + " |")
     print("\n| student | runs | PTQ: test mean (pts), acc drop worst (pts), domains losing beyond chance | " + " | ".join(
         f"{a}: test mean (pts), calib worst (pts), acc drop worst (pts), loss rose, ships QAD, domains losing beyond "
