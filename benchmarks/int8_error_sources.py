@@ -9,6 +9,11 @@ disagreement with the fp32 student on every test image of every domain, three wa
 runs it; only the weights (and int32 biases) quantized, activations float; only the activations quantized,
 weights float. Disagreement is the mean over domains, in points. A weight-dominated error is what learning the
 rounding (AdaRound) would address; an activation-dominated one, the ranges (what ``--ranges learned`` trains).
+
+``--per-tensor N``: also, per run, each activation quantizer's share (weights float, on ``--images`` test images):
+the disagreement with only it on, and with every activation on but it; prints the N whose removal lowers the
+activations-only disagreement most, named by the layer that writes the tensor. When errors are spread over many
+tensors and flip the same near-tie images, removing any one changes little.
 """
 from __future__ import annotations
 
@@ -73,15 +78,56 @@ def disagreement(record: QADRecord, calib: ImageSet, test: ImageSet) -> dict[str
     return out
 
 
+def per_tensor(record: QADRecord, calib: ImageSet, test: ImageSet, count: int, top: int) -> list[str]:
+    """Lines: the ``top`` activation quantizers whose removal lowers the activations-only disagreement most."""
+    student = load_student(Path(record.config["checkpoint"]))
+    images = test.subset(np.random.default_rng(0).permutation(len(test))[:count])
+    fp32 = predict_torch(student, images).argmax(1)
+    model = fake_quant_model(student, FLAVOURS[record.flavour], record.kept_float)
+    calibrate_ranges(model, (torch.from_numpy(x) for x in calib.batches(64)))
+    set_way(model, "activations only")
+    acts = activation_fake_quants(model)
+    writer = {n.target: n.args[0] for n in model.graph.nodes if n.op == "call_module" and n.target in
+              {name for name, m in model.named_modules() if m in acts}}
+    names = {id(m): name for name, m in model.named_modules()}
+
+    def flips() -> float:
+        return 100.0 * float((predict_torch(model, images).argmax(1) != fp32).mean())
+
+    every = flips()
+    rows = []
+    for fq in acts:
+        for other in acts:
+            other.disable_fake_quant()
+        fq.enable_fake_quant()
+        alone = flips()
+        for other in acts:
+            other.enable_fake_quant()
+        fq.disable_fake_quant()
+        rows.append((every - flips(), alone, names[id(fq)], float(fq.scale.flatten()[0])))
+        fq.enable_fake_quant()
+    rows.sort(key=lambda r: -r[0])
+    src = {k: getattr(v, "target", v) for k, v in writer.items()}
+    return [f"activations only {every:.2f} pts on {len(images)} images, {len(acts)} activation tensors"] + [
+        f"  without {str(src.get(name, name)).removeprefix('student.')} ({name}, scale {scale:.4f}): "
+        f"{gain:.2f} pts lower; alone {alone:.2f}" for gain, alone, name, scale in rows[:top]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("arm_dirs", nargs="+", type=Path, help="qad_arms.py OUT/NAME folders (TAG/qad.json)")
+    ap.add_argument("--per-tensor", type=int, default=0, metavar="N", help="also list the N tensors that matter most")
+    ap.add_argument("--images", type=int, default=768, help="test images for --per-tensor")
     args = ap.parse_args()
+    tensors = []
     rows = []
     for arm_dir in args.arm_dirs:
         for qad_json in sorted(arm_dir.glob(f"*/{QADRecord.FILE}")):
             record = QADRecord.read(qad_json.parent)
-            got = disagreement(record, calibration_images(record), test_split(record))
+            calib, test = calibration_images(record), test_split(record)
+            got = disagreement(record, calib, test)
+            if args.per_tensor:
+                tensors.append((qad_json.parent.name, per_tensor(record, calib, test, args.images, args.per_tensor)))
             rows.append((qad_json.parent.name, got))
             print(f"{rows[-1][0]}: " + ", ".join(f"{k} {v:.2f}" for k, v in got.items()), file=sys.stderr, flush=True)
     model, flags = cpu_flags()
@@ -93,6 +139,8 @@ def main() -> None:
     for student in dict.fromkeys(tag.rsplit("-e", 1)[0] for tag, _ in rows):
         mine = [got for tag, got in rows if tag.rsplit("-e", 1)[0] == student]
         print(f"| {student} | {len(mine)} | " + " | ".join(fmt([g[w] for g in mine]) for w in WAYS) + " |")
+    for tag, lines in tensors:
+        print(f"\n{tag}: " + "\n".join(lines))
 
 
 if __name__ == "__main__":
