@@ -11,18 +11,15 @@ import torch
 from torch import nn
 from torch.ao.quantization import FakeQuantize
 
-from distill.export.fakequant import fake_quants
-
 
 def int8_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """Module name -> its weight's integer values on the grid its fake-quant holds now (observers must be off, so
     reading does not move the grid). Layers whose weight is not fake-quantized (float) are left out."""
-    own = {id(fq) for fq in fake_quants(model)}
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name, module in model.named_modules():
             fq = getattr(module, "weight_fake_quant", None)
-            if not isinstance(fq, FakeQuantize) or id(fq) not in own or not fq.fake_quant_enabled[0]:
+            if not isinstance(fq, FakeQuantize) or not fq.fake_quant_enabled[0]:
                 continue
             shape = [-1 if d == fq.ch_axis else 1 for d in range(module.weight.dim())] if fq.is_per_channel else [1]
             scale, zero = fq.scale.reshape(shape), fq.zero_point.reshape(shape)
