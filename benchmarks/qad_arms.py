@@ -149,10 +149,10 @@ def score(files: dict[str, Path], checkpoint: Path, images: ImageSet) -> dict[st
         top1 = {k: predict_onnx(ort_session(p), images).argmax(1) for k, p in {**files, "fp32": fp32}.items()}
     flipped = {k: top1[k] != top1["fp32"] for k in files}  # each file run once: flips and correctness from it
     right = {k: v == images.labels for k, v in top1.items()}
-    return {k: scored(flipped[k], right[k], right["fp32"], images.domains, names) for k in files}
+    return {k: figures(flipped[k], right[k], right["fp32"], images.domains, names) for k in files}
 
 
-def scored(flips: np.ndarray, correct: np.ndarray, fp32_correct: np.ndarray, domains: np.ndarray,
+def figures(flips: np.ndarray, correct: np.ndarray, fp32_correct: np.ndarray, domains: np.ndarray,
            names: list[str]) -> Scored:
     """One file's figures from its per-image flips and correctness and fp32's, per domain of ``names``."""
     per = [100.0 * flips[domains == d].mean() for d in names]

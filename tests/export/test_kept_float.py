@@ -237,7 +237,7 @@ def test_the_arms_benchmark_runs_qad_per_arm_on_an_edge_students_folder(run_ckpt
 
 
 def test_the_arms_benchmark_counts_a_domains_accuracy_loss_only_beyond_chance():
-    """qad_arms.scored: 20 of 100 images lost on domain a is beyond chance (McNemar), 2 lost on b is not."""
+    """qad_arms.figures: 20 of 100 images lost on domain a is beyond chance (McNemar), 2 lost on b is not."""
     from tests.test_benchmarks import _script
 
     bench = _script("qad_arms")
@@ -246,10 +246,10 @@ def test_the_arms_benchmark_counts_a_domains_accuracy_loss_only_beyond_chance():
     correct = fp32.copy()
     correct[:20] = False        # domain a: 20 points lost
     correct[100:102] = False    # domain b: 2 points lost
-    s = bench.scored(~correct, correct, fp32, domains, ["a", "b"])
+    s = bench.figures(~correct, correct, fp32, domains, ["a", "b"])
     assert s.drops_beyond_chance == 1 and (s.acc_drop_worst, s.disagree_mean) == pytest.approx((20.0, 11.0))
     correct[100:120] = False
-    assert bench.scored(~correct, correct, fp32, domains, ["a", "b"]).drops_beyond_chance == 2
+    assert bench.figures(~correct, correct, fp32, domains, ["a", "b"]).drops_beyond_chance == 2
 
 
 def test_qad_and_the_export_give_per_tensor_weights_to_the_same_kept_layers(tmp_path, monkeypatch):
