@@ -67,15 +67,18 @@ def qad_title(data: ReportData, entry: QADEntry) -> str:
 
 
 def qad_facts(record: QADRecord) -> str:
-    """The PTQ arm, the layers QAD kept in float as that arm does, image counts and whether the record met its
-    target (worst calibration disagreement after QAD)."""
+    """The PTQ arm, the layers QAD kept in float as that arm does, image counts, whether the record met its
+    target (worst calibration disagreement after QAD) and, when recorded, how many int8 weight values QAD changed."""
     met = "met" if record.within_target else "not met"
+    moved = ("" if record.weights_changed_pct is None else
+             f"; QAD changed {record.weights_changed_pct:.2f} % of the int8 weight values (the rest of its effect: "
+             "biases and activation ranges)")
     kept = (f"QAD kept in float the {len(record.kept_float)} layer(s) that file keeps in float: "
             f"{', '.join(record.kept_float)}. " if record.kept_float else "")
     return (f"PTQ arm: {record.ptq_origin}. {kept}"
             f"{record.calibration_images} calibration / {record.test_images} test images; worst calibration "
             f"disagreement PTQ {record.ptq.worst_calibration:.2f} → QAD {record.qad.worst_calibration:.2f} points "
-            f"(target ≤ {record.target_pts:g}: {met})")
+            f"(target ≤ {record.target_pts:g}: {met}){moved}")
 
 
 def qad_decision(record: QADRecord, recommended: str | None = None) -> str:

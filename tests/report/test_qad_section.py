@@ -58,6 +58,7 @@ def test_the_report_shows_ptq_vs_qad_per_domain_next_to_fp32(tmp_path: Path) -> 
     assert "| dark | 10 | 80.0 | 70.0 (-10.0) | 80.0 (+0.0) | 6.25 | 3.12 | 20.00 | 10.00 |" in md
     assert "| noisy | 10 | 60.0 | 50.0 (-10.0) | 70.0 (+10.0) | – | – | 30.00 | 20.00 |" in md  # not calibrated on
     assert "1 QAD result(s)" in md
+    assert "int8 weight values" not in md  # a qad.json from before session 19 does not record it
     html = Path(res["html"]).read_text()
     assert '<section id="qad">' in html and "seed 3 · 2 epochs · teacher fp32+cache" in html
     noisy = html[html.index('<td class="label">noisy</td>'):]
@@ -65,6 +66,15 @@ def test_the_report_shows_ptq_vs_qad_per_domain_next_to_fp32(tmp_path: Path) -> 
     assert ('<td class="num" data-v="0.6">60.0</td><td class="num" data-v="0.5">50.0 <span class="bad">(-10.0)</span>'
             '</td><td class="num" data-v="0.7">70.0 <span class="sd">(+10.0)</span></td>') in noisy
     assert '<td class="num bad" data-v="3.125">3.12</td>' in html  # QAD calibration disagreement over the target
+
+
+def test_the_report_says_how_many_int8_weights_qad_changed(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "in" / "run", strategy="kd", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0)
+    (tmp_path / "in" / "qad").mkdir()
+    _record(run / "checkpoints" / "best").model_copy(update={"weights_changed_pct": 0.0312}).write(tmp_path / "in" / "qad")
+    res = write_report([tmp_path / "in"], tmp_path / "r.html", "r")
+    line = "(target ≤ 1: not met); QAD changed 0.03 % of the int8 weight values (the rest of its effect: biases"
+    assert line in Path(res["markdown"]).read_text() and line in Path(res["html"]).read_text()
 
 
 def test_the_report_names_the_layers_qad_kept_in_float(tmp_path: Path) -> None:
