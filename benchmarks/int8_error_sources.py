@@ -33,7 +33,8 @@ from qad_arms import fmt, test_split  # noqa: E402
 
 from distill.export.data import load_export_data  # noqa: E402
 from distill.export.evaluate import predict_torch  # noqa: E402
-from distill.export.fakequant import activation_fake_quants, calibrate_ranges, fake_quant_model, fake_quants  # noqa: E402
+from distill.export.fakequant import fake_quant_model  # noqa: E402
+from distill.export.fq_state import activation_fake_quants, calibrate_ranges, fake_quants  # noqa: E402
 from distill.export.images import ImageSet  # noqa: E402
 from distill.export.log import ExportLog  # noqa: E402
 from distill.export.qad import export_config  # noqa: E402

@@ -45,7 +45,8 @@ from int8_students import cpu_flags  # noqa: E402
 from distill import api  # noqa: E402
 from distill.export.data import load_export_data  # noqa: E402
 from distill.export.evaluate import ort_session, predict_onnx  # noqa: E402
-from distill.export.fakequant import calibrate_ranges, fake_quant_model  # noqa: E402
+from distill.export.fakequant import fake_quant_model  # noqa: E402
+from distill.export.fq_state import calibrate_ranges  # noqa: E402
 from distill.export.images import ImageSet  # noqa: E402
 from distill.export.log import ExportLog  # noqa: E402
 from distill.export.onnx import export_onnx  # noqa: E402

@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from int8_students import cpu_flags, interleaved_ratios  # noqa: E402
 
-from distill.export.fakequant import calibrate_ranges, export_qdq, fake_quant_model  # noqa: E402
+from distill.export.fakequant import export_qdq, fake_quant_model  # noqa: E402
+from distill.export.fq_state import calibrate_ranges  # noqa: E402
 from distill.export.images import ImageSet  # noqa: E402
 from distill.export.onnx import export_onnx  # noqa: E402
 from distill.export.qad import plain_ptq  # noqa: E402

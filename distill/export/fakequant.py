@@ -42,16 +42,13 @@ from torch.ao.quantization import (
     PerChannelMinMaxObserver,
     QConfig,
     QConfigMapping,
-    disable_fake_quant,
-    disable_observer,
-    enable_fake_quant,
-    enable_observer,
 )
 from torch.ao.quantization.backend_config import get_native_backend_config, get_tensorrt_backend_config
 from torch.ao.quantization.quantize_fx import fuse_fx, prepare_qat_fx
 from torch.nn.utils import parametrize
 
 from distill.errors import DistillError
+from distill.export.fq_state import fake_quants, set_observers
 from distill.export.onnx import INPUT_NAME, check
 from distill.export.qdq_graph import tidy_qdq
 from distill.export.quantize import Int8Flavour
@@ -323,40 +320,6 @@ def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str]) -> 
         else:
             raise DistillError(f"QAD: trained parameter '{name}' has no place in the student '{student.spec.arch}'")
     return out
-
-
-def set_observers(model: nn.Module, on: bool, weights: bool | None = None) -> None:
-    """Let the activation ranges follow the data (``on``) or freeze them; the weight observers (per
-    channel max |w|) do as ``weights`` says (default: as the activations)."""
-    weights = on if weights is None else weights
-    activations = {id(fq) for fq in activation_fake_quants(model)}
-    for fq in fake_quants(model):
-        (enable_observer if (on if id(fq) in activations else weights) else disable_observer)(fq)
-
-
-def activation_fake_quants(model: nn.Module) -> list[FakeQuantize]:
-    """The per-tensor fake-quants that are not a weight's (a kept layer's per-tensor weight grid,
-    :func:`ort_requantized_weight`, is a weight's)."""
-    weight_fqs = {id(m.weight_fake_quant) for m in model.modules() if isinstance(getattr(m, "weight_fake_quant", None),
-                                                                               FakeQuantize)}
-    return [fq for fq in fake_quants(model) if not fq.is_per_channel and id(fq) not in weight_fqs]
-
-
-def calibrate_ranges(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
-    """Set ``model``'s activation ranges from ``batches`` (float activations observed, fake-quant off: the PTQ
-    calibration), then turn fake-quant on and every observer off; returns ``model``."""
-    model.apply(disable_fake_quant)
-    set_observers(model, True)
-    with torch.no_grad():
-        for x in batches:
-            model(x)
-    model.apply(enable_fake_quant)
-    set_observers(model, False)
-    return model
-
-
-def fake_quants(model: nn.Module) -> list[FakeQuantize]:
-    return [m for m in model.modules() if isinstance(m, FakeQuantize)]
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.ao.quantization import FakeQuantize
 
-from distill.export.fakequant import activation_fake_quants
+from distill.export.fq_state import activation_fake_quants
 
 MIN_SCALE = 1e-8  # a step below this would be no range at all; the forward pass clamps to it
 

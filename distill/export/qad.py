@@ -51,14 +51,8 @@ from distill.export.evaluate import (
     predict_onnx,
     predict_torch,
 )
-from distill.export.fakequant import (
-    calibrate_ranges,
-    conv_bn_pairs,
-    export_qdq,
-    fake_quant_model,
-    set_observers,
-    tuned_student,
-)
+from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, tuned_student
+from distill.export.fq_state import calibrate_ranges, set_observers
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
 from distill.export.kept_float import export_int8, kept_layers

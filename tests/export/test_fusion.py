@@ -13,15 +13,8 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from distill.export.fakequant import (
-    calibrate_ranges,
-    conv_bn_pairs,
-    export_qdq,
-    fake_quant_model,
-    plain_biases,
-    set_observers,
-    tuned_student,
-)
+from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, plain_biases, tuned_student
+from distill.export.fq_state import calibrate_ranges, set_observers
 from distill.export.quantize import FLAVOURS, tensorrt_qdq_problems
 from distill.export.relu6 import QATConvReLU62d
 from distill.student.model import Student, default_spec
@@ -128,7 +121,7 @@ def test_qads_measurement_after_calibration_leaves_the_calibrated_ranges(monkeyp
     pass fed each range its own fake-quantized output (rounded up to the grid: ranges crept by up to half a step
     where an observer is shared, e.g. a placeholder's). The ranges at the first step are the calibration's."""
     import distill.export.qad as qad_module
-    from distill.export.fakequant import fake_quants
+    from distill.export.fq_state import fake_quants
     from distill.export.images import ImageSet
     from distill.export.qad_config import QADConfig
 

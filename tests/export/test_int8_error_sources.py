@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from test_qad import _calibrated, _images
 
-from distill.export.fakequant import activation_fake_quants, fake_quants
+from distill.export.fq_state import activation_fake_quants, fake_quants
 from distill.student.model import load_student
 
 

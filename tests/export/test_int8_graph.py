@@ -10,7 +10,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from distill.export.evaluate import ort_session
-from distill.export.fakequant import calibrate_ranges, export_qdq, fake_quant_model
+from distill.export.fakequant import export_qdq, fake_quant_model
+from distill.export.fq_state import calibrate_ranges
 from distill.export.int8_graph import int8_friendly
 from distill.export.quantize import FLAVOURS, calibrate, float_ops_as_run, prepare, quantize
 from distill.export.se_gate import QATConvGate2d, gate_params

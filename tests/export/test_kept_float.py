@@ -14,7 +14,8 @@ import torch
 from onnx import numpy_helper
 
 from distill.errors import DistillError
-from distill.export.fakequant import calibrate_ranges, conv_bn_pairs, export_qdq, fake_quant_model
+from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model
+from distill.export.fq_state import calibrate_ranges
 from distill.export.kept_float import kept_modules, module_of_node
 from distill.export.onnx import export_onnx
 from distill.export.quantize import FLAVOURS, qdq_report

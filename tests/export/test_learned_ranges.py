@@ -8,7 +8,8 @@ from onnx import numpy_helper
 from test_qad import _calibrated, _images, _ort
 
 from distill.cli import main
-from distill.export.fakequant import export_qdq, fake_quants
+from distill.export.fakequant import export_qdq
+from distill.export.fq_state import fake_quants
 from distill.export.learned_ranges import LearnedScaleFakeQuantize, freeze_scales, learn_scales
 from distill.export.qad_config import QADConfig, QADRecord
 from distill.export.quantize import FLAVOURS

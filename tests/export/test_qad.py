@@ -13,14 +13,8 @@ from onnx import numpy_helper
 from distill.cli import main
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.export.fakequant import (
-    calibrate_ranges,
-    conv_bn_pairs,
-    export_qdq,
-    fake_quant_model,
-    fake_quants,
-    tuned_student,
-)
+from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, tuned_student
+from distill.export.fq_state import calibrate_ranges, fake_quants
 from distill.export.images import load_images
 from distill.export.qad import qad
 from distill.export.qad_config import QADConfig, QADRecord
