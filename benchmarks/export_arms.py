@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from float_fallback import int8_model, kept, test_split  # noqa: E402
 from int8_students import cpu_flags, interleaved_ratios  # noqa: E402
-from qad_arms import _value, arm_specs, fmt, log, runs_of, score  # noqa: E402
+from qad_arms import _value, arm_specs, by_student, fmt, log, runs_of, score  # noqa: E402
 
 from distill import api  # noqa: E402
 from distill.export.config import ExportConfig  # noqa: E402
@@ -105,8 +105,7 @@ def main() -> None:
     print("\n| student | runs | " + " | ".join(f"{a}: test disagreement mean (pts), acc drop worst (pts), "
                                               "int8/fp32 latency" for a in arms) + " |")
     print("|---|---:|" + "---|" * len(arms))
-    for student in dict.fromkeys(r["student"] for r in rows):
-        mine = [r for r in rows if r["student"] == student]
+    for student, mine in by_student(rows).items():
         cells = [f"{fmt([r['scored'][a].disagree_mean for r in mine])}, "
                  f"{fmt([r['scored'][a].acc_drop_worst for r in mine])}, {fmt([r['ratio'][a] for r in mine])}x"
                  for a in arms]

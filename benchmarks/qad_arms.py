@@ -179,6 +179,14 @@ def beyond(rows: list[dict], file: str) -> str:
     return f"{sum(r['scored'][file].drops_beyond_chance for r in rows)}/{sum(r['domains'] for r in rows)}"
 
 
+def by_student(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by their ``student``, in first-seen order (the per-student tables' rows)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["student"], []).append(r)
+    return groups
+
+
 def fmt(values: list[float]) -> str:
     m, s = mean_std(values)
     return f"{m:.2f} ± {s:.2f}"
@@ -228,8 +236,7 @@ def main() -> None:
         f"{a}: test mean (pts), calib worst (pts), acc drop worst (pts), loss rose, ships QAD, domains losing beyond "
         "chance" for a in arms) + " |")
     print("|---|---:|---|" + "---|" * len(arms))
-    for student in dict.fromkeys(r["student"] for r in rows):
-        mine = [r for r in rows if r["student"] == student]
+    for student, mine in by_student(rows).items():
         cells = [f"{fmt([r['scored'][a].disagree_mean for r in mine])}, "
                  f"{fmt([r['records'][a].qad.worst_calibration for r in mine])}, "
                  f"{fmt([r['scored'][a].acc_drop_worst for r in mine])}, "
