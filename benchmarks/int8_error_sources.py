@@ -88,9 +88,9 @@ def per_tensor(record: QADRecord, calib: ImageSet, test: ImageSet, count: int, t
     calibrate_ranges(model, (torch.from_numpy(x) for x in calib.batches(64)))
     set_way(model, "activations only")
     acts = activation_fake_quants(model)
-    writer = {n.target: n.args[0] for n in model.graph.nodes if n.op == "call_module" and n.target in
-              {name for name, m in model.named_modules() if m in acts}}
     names = {id(m): name for name, m in model.named_modules()}
+    # the layer (or function) whose output each activation fake-quant reads, by the fake-quant's module name
+    src = {n.target: getattr(n.args[0], "target", n.args[0]) for n in model.graph.nodes if n.op == "call_module"}
 
     def flips() -> float:
         return 100.0 * float((predict_torch(model, images).argmax(1) != fp32).mean())
@@ -108,7 +108,6 @@ def per_tensor(record: QADRecord, calib: ImageSet, test: ImageSet, count: int, t
         rows.append((every - flips(), alone, names[id(fq)], float(fq.scale.flatten()[0])))
         fq.enable_fake_quant()
     rows.sort(key=lambda r: -r[0])
-    src = {k: getattr(v, "target", v) for k, v in writer.items()}
     return [f"activations only {every:.2f} pts on {len(images)} images, {len(acts)} activation tensors"] + [
         f"  without {str(src.get(name, name)).removeprefix('student.')} ({name}, scale {scale:.4f}): "
         f"{gain:.2f} pts lower; alone {alone:.2f}" for gain, alone, name, scale in rows[:top]]
