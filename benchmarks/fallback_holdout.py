@@ -89,9 +89,11 @@ def checked(rule: str, count: int, record: Path):
         holdout = _holdout_images(step, count)
         accepted = [s for s in res.steps if s["accepted"]]
         kept_lists = [[]] + [list(s["kept_float"]) for s in accepted]
+        excluded = [[]] + [list(s["excluded"]) for s in accepted]  # the layers and their float outputs' activations
+        outputs = [[]] + [list(s["float_outputs"]) for s in accepted]
         pts = [dict(baseline)] + [dict(s["disagreement_pts"]) for s in accepted]
         # every prefix quantized again (deterministic: the same model the search measured); the pick is its file
-        paths = [quantize_excluding(k) for k in kept_lists[:-1]] + [chosen]
+        paths = [quantize_excluding(k) for k in excluded[:-1]] + [chosen]
         ref = predict_onnx(step.reference.path, holdout)
         per_domain = [disagreement_by_domain(ref, predict_onnx(p, holdout), holdout) for p in paths]
         means = [float(np.mean(list(d.values()))) for d in per_domain]
@@ -100,6 +102,7 @@ def checked(rule: str, count: int, record: Path):
         record.write_text(json.dumps({"rule": rule, "images": len(holdout), "shipped": best, "candidates": [
             {"kept_float": k, "holdout_pts": d, "mean_pts": m} for k, d, m in zip(kept_lists, per_domain, means)]}))
         res.kept_float, res.disagreement_pts = kept_lists[best], pts[best]
+        res.float_outputs, res.excluded = outputs[best], excluded[best]
         res.satisfied = max(pts[best].values(), default=0.0) <= max_drop
         return res, (paths[best] if best else None)
 

@@ -1,6 +1,7 @@
 """Keep the int8-sensitive layers in float until every domain is within the budget — without labels.
 
-1. Sensitivity: quantize with one Conv/Gemm/MatMul left in float at a time (the calibration
+1. Sensitivity: quantize with one candidate left in float at a time (a Conv/Gemm/MatMul, or one with the
+   activation it feeds, its output kept float: :mod:`distill.export.float_outputs`; the calibration
    cache makes each variant a quantization pass, not a calibration) and measure how much
    closer its predictions get to fp32 on *calibration* images — label-free, no test data used
    for ranking. Score = reduction of KL(softmax fp32 || softmax int8), averaged over images,
@@ -25,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from distill.export.evaluate import predict_onnx
+from distill.export.float_outputs import excluded_nodes, label
 from distill.export.images import ImageSet
 
 
@@ -32,7 +34,9 @@ from distill.export.images import ImageSet
 class FallbackResult:
     """What the fallback did (all of it goes to export.json)."""
 
-    kept_float: list[str] = field(default_factory=list)
+    kept_float: list[str] = field(default_factory=list)  # the layers (Conv/Gemm/MatMul nodes) kept in float
+    float_outputs: list[str] = field(default_factory=list)  # those of them whose output (and activation) is float too
+    excluded: list[str] = field(default_factory=list)  # every node quantize_static leaves in float: the above + activations
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     satisfied: bool = False
@@ -56,7 +60,8 @@ def rank_layers(quantize_excluding: Callable[[list[str]], Path], candidates: lis
 
     Args:
         quantize_excluding: writes an int8 model with the given layers kept float; returns its path.
-        candidates: ``[{"node", "op_type"}]`` layers to try.
+        candidates: ``[{"node", "op_type"[, "float_output"]}]`` to try
+            (:func:`distill.export.float_outputs.fallback_candidates`).
         probe: images (calibration split) to measure on.
         fp32_logits, int8_logits: logits of the fp32 and fully int8 models on ``probe``.
 
@@ -67,11 +72,11 @@ def rank_layers(quantize_excluding: Callable[[list[str]], Path], candidates: lis
     base = kl_divergence(fp32_logits, int8_logits)
     scored = []
     for i, c in enumerate(candidates):
-        path = quantize_excluding([c["node"]])
+        path = quantize_excluding(excluded_nodes(c))
         kl = kl_divergence(fp32_logits, predict_onnx(path, probe))
         scored.append({**c, "kl": kl, "gain": base - kl})
         if (i + 1) % 10 == 0:
-            log(f"  sensitivity: {i + 1}/{len(candidates)} layers")
+            log(f"  sensitivity: {i + 1}/{len(candidates)} candidates")
     return sorted(scored, key=lambda d: -d["gain"])
 
 
@@ -93,7 +98,8 @@ def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: lis
             top-1 disagreement with fp32 on calibration images: label-free).
         baseline: ``measure`` of the all-int8 model, the score to beat.
         max_layers: most layers kept in float.
-        max_trials: most candidates tried (default ``3 * max_layers``).
+        max_trials: most candidates tried (default ``3 * max_layers``); a layer already kept with its float output
+            is not tried again alone.
 
     Returns:
         the result and the path of the chosen model (the first that satisfies the budget, else
@@ -101,22 +107,27 @@ def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: lis
     """
     res = FallbackResult(sensitivity=ranked, disagreement_pts=dict(baseline))
     max_trials = 3 * max_layers if max_trials is None else max_trials
-    kept: list[str] = []
+    kept: list[dict[str, Any]] = []
     best_score = _score(baseline)
     best: tuple[Path, dict[str, float]] | None = None
-    for c in ranked[:max(0, max_trials)]:
-        if len(kept) >= max_layers:
+    tried = 0
+    for c in ranked:
+        if tried >= max_trials or len(_layers(kept)) >= max_layers:
             break
-        trial = kept + [c["node"]]
-        path = quantize_excluding(trial)
+        if set(excluded_nodes(c)) <= set(_excluded(kept)):
+            continue  # a layer already kept with its output float: nothing new to try
+        tried += 1
+        trial = kept + [c]
+        path = quantize_excluding(_excluded(trial))
         pts = measure(path)
         worst = max(pts.values()) if pts else 0.0
         score = _score(pts)
         accepted = score < best_score
-        res.steps.append({"tried": c["node"], "op_type": c["op_type"], "kept_float": trial,
-                          "disagreement_pts": pts, "worst_disagreement_pts": worst, "accepted": accepted})
-        log(f"  fallback: try {c['op_type']} {c['node']} in float ({len(trial)} layer(s)): worst disagreement "
-            f"{worst:.2f} pts -> {'kept' if accepted else 'reverted'}")
+        res.steps.append({"tried": c["node"], "op_type": c["op_type"], "float_output": bool(c.get("float_output")),
+                          **_described(trial), "disagreement_pts": pts, "worst_disagreement_pts": worst,
+                          "accepted": accepted})
+        log(f"  fallback: try {c['op_type']} {label(c)} in float ({len(_layers(trial))} layer(s)): worst "
+            f"disagreement {worst:.2f} pts -> {'kept' if accepted else 'reverted'}")
         if accepted:
             kept, best_score, best = trial, score, (path, pts)
             if worst <= max_drop:
@@ -125,5 +136,22 @@ def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: lis
     if best is None:
         return res, None
     path, res.disagreement_pts = best
-    res.kept_float = list(kept)
+    described = _described(kept)
+    res.kept_float, res.float_outputs, res.excluded = (described["kept_float"], described["float_outputs"],
+                                                       described["excluded"])
     return res, path
+
+
+def _layers(kept: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(c["node"] for c in kept))
+
+
+def _excluded(kept: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(n for c in kept for n in excluded_nodes(c)))
+
+
+def _described(kept: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The layers kept, those with a float output, and the nodes left out of quantization (export.json's keys)."""
+    return {"kept_float": _layers(kept),
+            "float_outputs": list(dict.fromkeys(c["node"] for c in kept if c.get("float_output"))),
+            "excluded": _excluded(kept)}

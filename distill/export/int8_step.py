@@ -16,17 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from distill.bench.compare import compare_latency
 from distill.bench.edge_runner import cpu_info
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
 from distill.export.evaluate import disagreement_by_domain, drop_p_values, drops_in_points, parity, predict_onnx
 from distill.export.fallback import greedy_fallback, rank_layers
+from distill.export.float_outputs import fallback_candidates
 from distill.export.margins import near_ties
-from distill.export.quantize import Int8Flavour, compute_nodes, float_ops_as_run, quantize, tensorrt_qdq_problems
+from distill.export.quantize import Int8Flavour, float_ops_as_run, quantize, tensorrt_qdq_problems
 from distill.records import ExportedModel
 
-RANKING = "KL(fp32 || int8) of softmax outputs on calibration images, one layer in float at a time"
+RANKING = ("KL(fp32 || int8) of softmax outputs on calibration images, one candidate in float at a time (a layer, "
+           "or a layer with its output and activation)")
 
 
 def int8_file(flavour: str) -> str:
@@ -123,7 +126,7 @@ class Int8Step:
         name, cfg = self.flavour.name, self.cfg
         self.log(f"int8 ({name}): worst disagreement {worst:.2f} pts > --max-drop {cfg.max_drop}: "
                  "ranking layer sensitivity")
-        candidates = compute_nodes(self.calibration.prepared)
+        candidates = fallback_candidates(onnx.load(str(self.calibration.prepared)), cfg.fallback_outputs)
         # spread over the calibration set, which is ordered by domain (sources, then targets)
         count = len(self.calib_images)
         picked = np.unique(np.linspace(0, count - 1, min(cfg.sensitivity_count, count)).astype(int))
@@ -138,7 +141,8 @@ class Int8Step:
         after = result.disagreement_pts
         fallback.update({
             "triggered": True, "satisfied": result.satisfied, "kept_float": result.kept_float,
-            "kept_float_op_types": [c["op_type"] for c in ranked if c["node"] in result.kept_float],
+            "float_outputs": result.float_outputs, "excluded": result.excluded,
+            "kept_float_op_types": [next(c["op_type"] for c in ranked if c["node"] == n) for n in result.kept_float],
             "sensitivity": ranked, "steps": result.steps, "ranking_images": len(probe), "ranking": RANKING,
             "after": {"disagreement_pts": after, "worst_disagreement_pts": max(after.values()) if after else None,
                       "accuracy": scores.accuracy, "drops_pts": scores.drops_pts,
@@ -152,8 +156,9 @@ class Int8Step:
                           f"(--max-fallback-layers {cfg.max_fallback_layers}){ort}; kept the best variant — consider "
                           "fp16")
         else:
+            outputs = f" (with its output and activation: {', '.join(result.float_outputs)})" if result.float_outputs else ""
             self.log(f"int8 ({name}): kept {len(result.kept_float)} layer(s) in float: {', '.join(result.kept_float)}"
-                     + ort)
+                     + outputs + ort)
         return final, scores
 
     def _ship(self, plain: Path, final: Path, scores: _Scores, fallback: dict[str, Any]) -> ExportedModel:
@@ -165,7 +170,7 @@ class Int8Step:
                         "calibration": {"method": cfg.calib_method, "images": len(self.calib_images),
                                         "domains": data.info["calib_domains"],
                                         "target_domains": data.info["target_domains"]},
-                        "kept_float": fallback["kept_float"]}
+                        "kept_float": fallback["kept_float"], "float_outputs": fallback.get("float_outputs", [])}
         self.ctx.stamp(dst, "int8", self.reference.outputs,
                        {"int8_flavour": flavour.name, "target_runtime": flavour.target_runtime,
                         "quantization": quantization}, detail=f"int8, {flavour.name} flavour")

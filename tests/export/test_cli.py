@@ -56,3 +56,18 @@ def test_prints_one_line_per_file_with_its_mean_accuracy(capsys: pytest.CaptureF
     assert 0.0 <= fp32.mean_accuracy <= 1.0  # a fraction in export.json, a percent when printed
     assert capsys.readouterr().out == (f"{out}/model.fp32.onnx: fp32, mean accuracy {100 * fp32.mean_accuracy:.2f}%\n"
                                        "recommendation: ship fp32 — no int8 exported\n")  # last: what to ship
+
+
+def test_the_float_output_candidates_can_be_switched_off_from_the_command_line() -> None:
+    """``--no-fallback-outputs``: ExportConfig.fallback_outputs off (the fallback tries layers alone); on by default."""
+    import argparse
+
+    from distill.cli.export import config_options, register
+    from distill.export.config import ExportConfig
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    parser = sub.choices["export"]
+    on = config_options(parser.parse_args(["ckpt", "--out", "o"]))
+    off = config_options(parser.parse_args(["ckpt", "--out", "o", "--no-fallback-outputs"]))
+    assert ExportConfig.from_options(on).fallback_outputs and not ExportConfig.from_options(off).fallback_outputs

@@ -175,7 +175,7 @@ def test_the_fallback_holdout_benchmark_checks_the_search_on_holdout_images(
     def accept_two(quantize_excluding, ranked, measure, baseline, max_drop, max_layers, **kw):
         nodes = [c["node"] for c in ranked[:2]]
         broken = _skewed(quantize_excluding(nodes), tmp_path / f"broken-{len(list(tmp_path.glob('broken-*')))}.onnx")
-        steps = [{"tried": n, "kept_float": nodes[:i + 1], "accepted": True,
+        steps = [{"tried": n, "kept_float": nodes[:i + 1], "float_outputs": [], "excluded": nodes[:i + 1], "accepted": True,
                   "disagreement_pts": measure(quantize_excluding(nodes[:i + 1]) if i == 0 else broken)}
                  for i, n in enumerate(nodes)]
         return FallbackResult(kept_float=nodes, steps=steps, disagreement_pts=steps[-1]["disagreement_pts"]), broken
