@@ -69,7 +69,7 @@ def disagreement(record: QADRecord, calib: ImageSet, test: ImageSet) -> dict[str
     """Mean-over-domains top-1 disagreement with fp32 (points) of each way of quantizing."""
     student = load_student(Path(record.config["checkpoint"]))
     fp32 = predict_torch(student, test).argmax(1)
-    model = fake_quant_model(student, FLAVOURS[record.flavour], record.kept_float)
+    model = fake_quant_model(student, FLAVOURS[record.flavour], record.kept_float, record.float_outputs)
     calibrate_ranges(model, (torch.from_numpy(x) for x in calib.batches(64)))
     out = {}
     for way in WAYS:
@@ -84,7 +84,7 @@ def per_tensor(record: QADRecord, calib: ImageSet, test: ImageSet, count: int, t
     student = load_student(Path(record.config["checkpoint"]))
     images = test.subset(np.random.default_rng(0).permutation(len(test))[:count])
     fp32 = predict_torch(student, images).argmax(1)
-    model = fake_quant_model(student, FLAVOURS[record.flavour], record.kept_float)
+    model = fake_quant_model(student, FLAVOURS[record.flavour], record.kept_float, record.float_outputs)
     calibrate_ranges(model, (torch.from_numpy(x) for x in calib.batches(64)))
     set_way(model, "activations only")
     acts = activation_fake_quants(model)

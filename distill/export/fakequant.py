@@ -158,14 +158,16 @@ def conv_bn_pairs(student: Student) -> dict[str, str]:
     return pairs
 
 
-def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterable[str] = ()) -> torch.fx.GraphModule:
+def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterable[str] = (),
+                     float_outputs: Iterable[str] = ()) -> torch.fx.GraphModule:
     """A copy of ``student`` with BatchNorm folded and fake-quant inserted (observers on, fake-quant on).
 
     BatchNorm is folded into the conv weights before fake-quant (its statistics are frozen from the
     start, the QAT practice of freezing BN, here from step 0 because the int8 graph holds folded weights).
     ``keep_float``: conv / linear module names of ``student`` left out of the int8 recipe (:func:`keep_in_float`),
     as the export's float fallback left them (:func:`distill.export.kept_float.kept_modules`); a name that is no such
-    module is an error.
+    module is an error. ``float_outputs``: those of them whose output the export keeps float too (its activation
+    runs in float, :mod:`distill.export.float_outputs`).
 
     Raises:
         DistillError: the student cannot be traced by torch.fx (data-dependent control flow).
@@ -183,7 +185,7 @@ def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterabl
                                       backend_config=backend_config_for(flavour))
     except Exception as e:  # torch.fx raises TraceError and many others from deep inside a model
         raise _untraceable(student, e) from None
-    keep_in_float(prepared, keep_float, ort_requantizes=flavour.name == "ort-cpu")
+    keep_in_float(prepared, keep_float, ort_requantizes=flavour.name == "ort-cpu", float_outputs=float_outputs)
     if flavour.extra_options.get("QuantizeBias", True):
         quantize_biases_int32(prepared)  # a kept layer's float weights (identity fake-quant) keep a float bias
     return prepared
@@ -196,7 +198,8 @@ def ort_requantized_weight() -> FakeQuantize:
                         qscheme=torch.per_tensor_affine, reduce_range=False)
 
 
-def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str], ort_requantizes: bool = False) -> None:
+def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str], ort_requantizes: bool = False,
+                  float_outputs: Iterable[str] = ()) -> None:
     """Leave the conv / linear modules ``names`` (the student's names) of the fake-quant ``model`` out of the int8
     recipe, in place, as onnxruntime's ``nodes_to_exclude`` leaves the export's fallback layers: no per-channel
     weight fake-quant, and float input and output where no int8 op is on the other side (an activation fake-quant
@@ -207,10 +210,19 @@ def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str], ort_requant
     ``ort_requantizes`` (ort-cpu): a kept layer between int8 layers (its input and its one consumer fake-quantized)
     gets :func:`ort_requantized_weight`, as the export's file (:mod:`.ort_weights`); other kept weights stay float.
 
+    ``float_outputs`` (some of ``names``): the fake-quant after each of these layers becomes the identity, its
+    activation reads the float output and only the activation's output is quantized, as in the export's file when
+    its fallback kept the layer with its output float (:mod:`.float_outputs`); their weights stay float.
+
     Raises:
-        DistillError: a name is not a fake-quantized conv or linear layer of ``model``.
+        DistillError: a name is not a fake-quantized conv or linear layer of ``model``, or a ``float_outputs`` name
+            is not among ``names``.
     """
     kept = {f"student.{n}" for n in names}
+    outputs = {f"student.{n}" for n in float_outputs}
+    if outputs - kept:
+        raise DistillError(f"keep in float: float output of '{sorted(outputs - kept)[0].removeprefix('student.')}', "
+                           "a layer not kept in float")
     modules = dict(model.named_modules())
     for name in sorted(kept):
         if not isinstance(getattr(modules.get(name), "weight_fake_quant", None), FakeQuantize):
@@ -229,6 +241,12 @@ def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str], ort_requant
     def fake_quantized(node: object) -> bool:
         return (isinstance(node, torch.fx.Node) and node.op == "call_module"
                 and isinstance(model.get_submodule(str(node.target)), FakeQuantize))
+
+    for node in model.graph.nodes:
+        if node.op == "call_module" and node.target in outputs:
+            for user in node.users:
+                if fake_quantized(user):
+                    model.add_submodule(str(user.target), nn.Identity())
 
     for node in model.graph.nodes:
         if node.op == "call_module" and node.target in kept:

@@ -15,7 +15,7 @@ A node traced to no conv or linear layer of the student is returned apart: QAD q
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -96,6 +96,15 @@ class ExportedInt8:
     origin: str  # what it is, for the log and qad.json's ptq_origin
     kept_float: list[str]  # ONNX node names its float fallback kept in float
     fp32: Path | None  # the export's fp32 file (its nodes carry the dynamo exporter's module scopes)
+    float_outputs: list[str] = field(default_factory=list)  # those of them whose output (and activation) is float
+
+
+@dataclass(frozen=True)
+class KeptFloat:
+    """The student layers QAD's fake-quant model leaves in float, as the export's file does."""
+
+    layers: list[str] = field(default_factory=list)  # conv / linear module names
+    float_outputs: list[str] = field(default_factory=list)  # those of them whose output stays float too
 
 
 def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> ExportedInt8:
@@ -113,20 +122,26 @@ def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> Exp
         raise DistillError(f"{export_dir}: no int8 file of flavour {flavour.name} (export with --precision int8 "
                            f"--int8-flavour {flavour.name}, or drop --export to compare with plain PTQ)")
     path = export_dir / model.file
-    kept = list(((model.model_extra or {}).get("fallback") or {}).get("kept_float") or [])
+    fallback = (model.model_extra or {}).get("fallback") or {}
+    kept = list(fallback.get("kept_float") or [])
     fp32 = next((export_dir / m.file for m in report.models if m.precision == "fp32"), None)
-    return ExportedInt8(path, f"the export's int8, {path} ({len(kept)} layer(s) kept in float)", kept, fp32)
+    return ExportedInt8(path, f"the export's int8, {path} ({len(kept)} layer(s) kept in float)", kept, fp32,
+                        list(fallback.get("float_outputs") or []))
 
 
-def kept_layers(exported: ExportedInt8, student: Student, pairs: dict[str, str], say: ExportLog) -> list[str]:
+def kept_layers(exported: ExportedInt8, student: Student, pairs: dict[str, str], say: ExportLog) -> KeptFloat:
     """The student layers the export's int8 file keeps in float, which QAD's fake-quant student leaves out of its
     int8 recipe too (:func:`distill.export.fakequant.keep_in_float`: it starts from that
-    file's quantization, fallback included); a layer it cannot trace is quantized, and said."""
+    file's quantization, fallback included), and those whose output it keeps float too; a layer it cannot trace is
+    quantized, and said."""
     files = [exported.path] + ([exported.fp32] if exported.fp32 is not None else [])
-    keep, missing = kept_modules(exported.kept_float, student, {bn: conv for conv, bn in pairs.items()}, files)
+    conv_of_bn = {bn: conv for conv, bn in pairs.items()}
+    keep, missing = kept_modules(exported.kept_float, student, conv_of_bn, files)
+    outputs, _ = kept_modules(exported.float_outputs, student, conv_of_bn, files)
     if keep:
-        say(f"QAD keeps in float the {len(keep)} layer(s) the export kept in float: {', '.join(keep)}")
+        with_outputs = f" ({', '.join(outputs)} with its output float)" if outputs else ""
+        say(f"QAD keeps in float the {len(keep)} layer(s) the export kept in float: {', '.join(keep)}{with_outputs}")
     if missing:
         say.warn(f"QAD quantizes {len(missing)} layer(s) the export kept in float: no student layer found for "
                  f"the node(s) {', '.join(missing[:5])}")
-    return keep
+    return KeptFloat(keep, [o for o in outputs if o in keep])

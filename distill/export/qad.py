@@ -55,7 +55,7 @@ from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model
 from distill.export.fq_state import calibrate_ranges, set_observers
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
-from distill.export.kept_float import export_int8, kept_layers
+from distill.export.kept_float import KeptFloat, export_int8, kept_layers
 from distill.export.learned_ranges import freeze_scales, learn_scales
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
@@ -100,7 +100,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     # --export: the arm QAD must beat is that folder's int8 file (checked before any data is read)
     exported = export_int8(Path(cfg.export_dir), checkpoint, flavour) if cfg.export_dir else None
     folded = conv_bn_pairs(student)  # conv -> the BatchNorm folded into it
-    keep = kept_layers(exported, student, folded, say) if exported is not None and not cfg.quantize_all else []
+    keep = kept_layers(exported, student, folded, say) if exported is not None and not cfg.quantize_all else KeptFloat()
     run = TrainingRun.of_checkpoint(checkpoint, say)
     ecfg = export_config(cfg, run, say)
     prov = provenance(checkpoint, student, run)
@@ -154,7 +154,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     rows = qdq_report(dst)
     # the layers left in float on purpose: float weights in QAD's file, as many as were kept (else none are excused)
     floats = [r["node"] for r in rows if len(r["inputs"]) > 1 and not r["inputs"][1]["dequantized"]]
-    excused = floats if len(floats) == len(keep) else []
+    excused = floats if len(floats) == len(keep.layers) else []
     problems = tensorrt_qdq_problems(dst, excused) if flavour.name == "tensorrt" else []
     qdq_check = {"compute_nodes": len(rows), "int8_weight_nodes": sum(
         1 for r in rows if len(r["inputs"]) > 1 and r["inputs"][1].get("zero_point_dtype") == "int8"),
@@ -175,7 +175,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         within_target=result.worst_calibration <= 1.0,
         accuracy=_accuracy(data, refs.test, ptq_scored.test, qad_scored.test), holdout_images=len(holdout),
         ship=ship, ship_reason=reason, holdout_pairs=pairs, ptq_file=shipped_ptq.name if ship == "ptq" else None,
-        ptq_origin=ptq_origin, kept_float=keep)
+        ptq_origin=ptq_origin, kept_float=keep.layers, float_outputs=keep.float_outputs)
     say(f"wrote {record.write(out)}")
     return record
 
@@ -265,11 +265,11 @@ def _batches(images: ImageSet, batch_size: int, device: torch.device, order: np.
 
 
 def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageSet, teacher_logits: torch.Tensor | None,
-           device: torch.device, say: ExportLog, keep: list[str]) -> tuple[torch.nn.Module, list[float], float]:
+           device: torch.device, say: ExportLog, keep: KeptFloat) -> tuple[torch.nn.Module, list[float], float]:
     """Calibrate the fake-quant student's ranges (``keep``: layers left in float), then distill into it; returns it
     (eval mode), epoch losses and the percent of its int8 weight values that training changed."""
     torch.manual_seed(cfg.seed)
-    model = fake_quant_model(student, flavour, keep).to(device)
+    model = fake_quant_model(student, flavour, keep.layers, keep.float_outputs).to(device)
     fp32 = student.to(device).eval()
     with torch.no_grad():  # the frozen fp32 student's logits: the self-distillation target
         targets = torch.cat([fp32(x) for _, x in _batches(calib, 256, device)])

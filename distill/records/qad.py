@@ -99,6 +99,7 @@ class QADRecord(Record):
     ptq_origin: str = "plain PTQ (MinMax, no float fallback)"
     # student layers QAD's fake-quant model left in float: the ones the --export file keeps in float
     kept_float: list[str] = Field(default_factory=list)
+    float_outputs: list[str] = Field(default_factory=list)  # those of them whose output (and activation) stays float
 
     @property
     def ship_file(self) -> str:

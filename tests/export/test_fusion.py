@@ -15,6 +15,7 @@ from onnx import numpy_helper
 
 from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, plain_biases, tuned_student
 from distill.export.fq_state import calibrate_ranges, set_observers
+from distill.export.kept_float import KeptFloat
 from distill.export.quantize import FLAVOURS, tensorrt_qdq_problems
 from distill.export.relu6 import QATConvReLU62d
 from distill.student.model import Student, default_spec
@@ -146,7 +147,7 @@ def test_qads_measurement_after_calibration_leaves_the_calibrated_ranges(monkeyp
     monkeypatch.setattr(qad_module, "make_optimizer", first_step)
     cfg = QADConfig(checkpoint="ck", out_dir="out", batch_size=16)
     with pytest.raises(Stop):
-        qad_module._train(cfg, student, FLAVOURS["ort-cpu"], calib, None, torch.device("cpu"), lambda m: None, [])
+        qad_module._train(cfg, student, FLAVOURS["ort-cpu"], calib, None, torch.device("cpu"), lambda m: None, KeptFloat())
     reference = fake_quant_model(student, FLAVOURS["ort-cpu"])  # calibration alone, as _train does it
     reference.apply(torch.ao.quantization.disable_fake_quant)
     set_observers(reference, True)
