@@ -15,7 +15,14 @@ NEAR_TIE_NOTE = ("Test images near a tie: the share of test images whose fp32 to
                  "fallback or QAD can reach (export.json near_ties).")
 ORT_FLOAT_NOTE = ("On ONNX Runtime CPU (ort-cpu) a layer \"kept in float\" between int8 layers has per-tensor int8 "
                   "weights in the file: what onnxruntime would make of a float layer there when it loads the file "
-                  "(the others, and every kept layer of a TensorRT file, are float).")
+                  "(the others, and every kept layer of a TensorRT file, are float). \"+ float output\": the layer's "
+                  "output and the activation after it (hardswish) are float too.")
+
+
+def kept_labels(fallback: dict[str, Any]) -> list[str]:
+    """export.json's fallback layers kept in float, ``+ float output`` on those whose output stayed float too."""
+    outputs = set(fallback.get("float_outputs") or [])
+    return [k + (" + float output" if k in outputs else "") for k in fallback.get("kept_float") or []]
 
 
 def near_tie_cell(model: Any) -> str:
@@ -47,7 +54,7 @@ def section_int8(data: ReportData) -> str:
             drop = max(drops.values(), default=None)
             # McNemar's p of that domain's drop (paired: fp32 and int8 scored the same test images)
             drop_p = (extra(m, "drops_p") or {}).get(max(drops, key=drops.get)) if drops else None
-            kept = fb.get("kept_float") or []
+            kept = kept_labels(fb)
             ratio = lc.get("ratio_vs_fp32")
             slow = lc.get("slower_than_fp32")
             rep = lc.get("representative", True)

@@ -73,8 +73,9 @@ def qad_facts(record: QADRecord) -> str:
     moved = ("" if record.weights_changed_pct is None else
              f"; QAD changed {record.weights_changed_pct:.2f} % of the int8 weight values (the rest of its effect: "
              "biases and activation ranges)")
+    names = [k + (" (its output too)" if k in record.float_outputs else "") for k in record.kept_float]
     kept = (f"QAD kept in float the {len(record.kept_float)} layer(s) that file keeps in float: "
-            f"{', '.join(record.kept_float)}. " if record.kept_float else "")
+            f"{', '.join(names)}. " if record.kept_float else "")
     return (f"PTQ arm: {record.ptq_origin}. {kept}"
             f"{record.calibration_images} calibration / {record.test_images} test images; worst calibration "
             f"disagreement PTQ {record.ptq.worst_calibration:.2f} → QAD {record.qad.worst_calibration:.2f} points "

@@ -180,8 +180,8 @@ def _fallback(prec: str, flav: str | None, acc: dict) -> dict:
     if prec != "int8" or flav != "ort-cpu":
         return {"triggered": False}
     kept = ["/backbone/conv_stem/Conv", "/backbone/blocks/blocks.2/blocks.2.1/conv_dw/Conv",
-            "/backbone/blocks/blocks.0/blocks.0.0/se/conv_expand/Conv"]
-    return {"triggered": True, "satisfied": True, "max_drop_pts": 1.0, "kept_float": kept,
+            "/backbone/blocks/blocks.0/blocks.0.0/se/conv_expand/Conv", "/backbone/conv_head/Conv"]
+    return {"triggered": True, "satisfied": True, "max_drop_pts": 1.0, "kept_float": kept, "float_outputs": kept[-1:],
             "before": {"disagreement_pts": {d: 2.73 for d in acc}, "worst_disagreement_pts": 2.73,
                        "drops_pts": {d: 0.33 for d in acc}, "worst_drop_pts": 0.33},
             "steps": [{"tried": k, "accepted": True} for k in kept]}

@@ -81,13 +81,13 @@ def test_the_report_names_the_layers_qad_kept_in_float(tmp_path: Path) -> None:
     """qad --export keeps the export's float layers in float (qad.json kept_float): the facts line names them."""
     run = write_run(tmp_path / "in" / "run", strategy="kd", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0)
     record = _record(run / "checkpoints" / "best").model_copy(update={
-        "kept_float": ["backbone.conv1", "head"], "ptq_origin": "the export's int8, exp/model.int8-tensorrt.onnx "
-                                                               "(2 layer(s) kept in float)"})
+        "kept_float": ["backbone.conv1", "head"], "float_outputs": ["backbone.conv1"],
+        "ptq_origin": "the export's int8, exp/model.int8-tensorrt.onnx (2 layer(s) kept in float)"})
     (tmp_path / "in" / "qad").mkdir()
     record.write(tmp_path / "in" / "qad")
     md = Path(write_report([tmp_path / "in"], tmp_path / "r.html", "r")["markdown"]).read_text()
     assert ("PTQ arm: the export's int8, exp/model.int8-tensorrt.onnx (2 layer(s) kept in float). QAD kept in float the 2 "
-            "layer(s) that file keeps in float: backbone.conv1, head. 32 calibration") in md
+            "layer(s) that file keeps in float: backbone.conv1 (its output too), head. 32 calibration") in md
 
 
 def test_a_qad_json_from_before_accuracies_shows_disagreement_only(tmp_path: Path) -> None:

@@ -64,7 +64,8 @@ def test_int8_section_shows_the_label_free_criterion(stress_report: Path) -> Non
     assert "worst disagreement, %: before → after" in section and "worst test drop, pts" in section
     assert "2.73 → 0.60" in section  # the decision's own numbers (before: fallback, after: the shipped file)
     assert "+0.40 <span class=\"sd\">(p 0.012)</span>" in section  # the worst drop with its McNemar p
-    assert "/backbone/blocks/blocks.0/blocks.0.0/se/conv_expand/Conv" in section
+    assert "/backbone/blocks/blocks.0/blocks.0.0/se/conv_expand/Conv<br>" in section
+    assert "/backbone/conv_head/Conv + float output" in section  # export.json float_outputs: its output float too
 
 
 def test_int8_section_shows_how_many_test_images_sit_near_a_tie(stress_report: Path) -> None:
