@@ -1,7 +1,8 @@
 """Keep the int8-sensitive layers in float until every domain is within the budget — without labels.
 
 1. Sensitivity: quantize with one candidate left in float at a time (a Conv/Gemm/MatMul, or one with the
-   activation it feeds, its output kept float: :mod:`distill.export.float_outputs`; the calibration
+   activation it feeds, its output kept float: :mod:`distill.export.float_outputs`; the search below tries
+   each layer once, as its variant ranked higher; the calibration
    cache makes each variant a quantization pass, not a calibration) and measure how much
    closer its predictions get to fp32 on *calibration* images — label-free, no test data used
    for ranking. Score = reduction of KL(softmax fp32 || softmax int8), averaged over images,
@@ -98,8 +99,8 @@ def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: lis
             top-1 disagreement with fp32 on calibration images: label-free).
         baseline: ``measure`` of the all-int8 model, the score to beat.
         max_layers: most layers kept in float.
-        max_trials: most candidates tried (default ``3 * max_layers``); a layer already kept with its float output
-            is not tried again alone.
+        max_trials: most candidates tried (default ``3 * max_layers``); each layer is tried once, as the variant
+            (alone, or with its float output) that ``ranked`` puts first (:func:`best_variants`).
 
     Returns:
         the result and the path of the chosen model (the first that satisfies the budget, else
@@ -110,13 +111,9 @@ def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: lis
     kept: list[dict[str, Any]] = []
     best_score = _score(baseline)
     best: tuple[Path, dict[str, float]] | None = None
-    tried = 0
-    for c in ranked:
-        if tried >= max_trials or len(_layers(kept)) >= max_layers:
+    for c in best_variants(ranked)[:max(0, max_trials)]:
+        if len(kept) >= max_layers:
             break
-        if set(excluded_nodes(c)) <= set(_excluded(kept)):
-            continue  # a layer already kept with its output float: nothing new to try
-        tried += 1
         trial = kept + [c]
         path = quantize_excluding(_excluded(trial))
         pts = measure(path)
@@ -140,6 +137,19 @@ def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: lis
     res.kept_float, res.float_outputs, res.excluded = (described["kept_float"], described["float_outputs"],
                                                        described["excluded"])
     return res, path
+
+
+def best_variants(ranked: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``ranked`` with one candidate per layer, the first (most sensitive) of its variants, in order: a layer's
+    float-output variant takes the plain one's place in the search only when the ranking found it more useful,
+    so the trial budget still buys 3 layers per layer kept and the extra candidates cost only ranking time."""
+    seen: set[str] = set()
+    out = []
+    for c in ranked:
+        if c["node"] not in seen:
+            seen.add(c["node"])
+            out.append(c)
+    return out
 
 
 def _layers(kept: list[dict[str, Any]]) -> list[str]:

@@ -8,8 +8,9 @@ moves, and where int8's error comes from": mobilenetv3_large_100's conv_head out
 ~120-160, flips 4-10 % of the images on its own). A *float-output* candidate excludes the layer and the nodes of its
 activation: the layer's output then goes to the activation in float, and the activation's output is quantized for
 the next int8 layer. The activation runs in float on onnxruntime CPU anyway (``HardSigmoid`` has no int8 kernel), so
-this trades the Mul's int8 kernel and one Q/DQ pair for the accuracy; the greedy search keeps it only when it lowers
-the disagreement, like any candidate.
+this trades the Mul's int8 kernel and one Q/DQ pair for the accuracy. Both variants of a layer are ranked; the greedy
+search tries the layer once, as the variant ranked higher, and keeps it only when it lowers the disagreement, like any
+candidate (:func:`distill.export.fallback.best_variants`).
 
 Recognized activations (each alone reading the layer's output): ``HardSwish``, and ``x * g(x)`` with ``g`` one of
 ``HardSigmoid`` / ``Sigmoid`` (hardswish inlined, SiLU). A ReLU/Clip after a layer is fused into onnxruntime's

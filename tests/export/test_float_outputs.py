@@ -119,9 +119,10 @@ def test_a_float_output_candidate_leaves_the_layers_output_float_and_quantizes_i
     assert _head(grouped).input[1] in inits  # a float weight, stored float (no DequantizeLinear before it)
 
 
-def test_the_greedy_search_keeps_a_layer_with_its_float_output_and_does_not_retry_it_alone():
-    """'b' with its output float fixes the model; 'b' alone is then nothing new and is not tried; the result names
-    the layer, its float output and every node left out of quantization."""
+def test_the_greedy_search_tries_each_layer_once_as_its_better_ranked_variant():
+    """Each layer is tried once, as the variant the ranking put first: 'b' with its output float (it fixes the
+    model), not 'b' alone ranked below it; the result names the layer, its float output and every node left out of
+    quantization. Ranked the other way round, only 'b' alone is tried."""
     calls: list[list[str]] = []
     good, bad = Path("good.onnx"), Path("bad.onnx")
 
@@ -139,6 +140,10 @@ def test_the_greedy_search_keeps_a_layer_with_its_float_output_and_does_not_retr
     assert path == good and not res.satisfied
     assert (res.kept_float, res.float_outputs, res.excluded) == (["b"], ["b"], ["b", "b_gate", "b_act"])
     assert [s["float_output"] for s in res.steps] == [True, False] and res.steps[0]["excluded"] == calls[0]
+    calls.clear()
+    res, path = greedy_fallback(quantize_excluding, [ranked[1], ranked[0], ranked[2]], measure, {"d": 10.0},
+                                max_drop=0.0, max_layers=5)
+    assert calls == [["b"], ["a"]] and path is None and res.kept_float == []
 
 
 def test_qads_fake_quant_student_keeps_the_same_output_float(mnv3, tmp_path):
