@@ -17,7 +17,7 @@ FLAGS = {
     "max_drop": "--max-drop", "reduce_range": "--reduce-range", "max_fallback_layers": "--max-fallback-layers",
     "opset": "--opset", "exporter": "--exporter", "with_embedding": "--embedding", "latency_batch": "--latency-batch",
     "latency_iters": "--latency-iters", "threads": "--threads", "trt_batches": "--trt-batches",
-    "build_engines": "--no-build-engine", "fallback_outputs": "--no-fallback-outputs",
+    "build_engines": "--no-build-engine", "fallback_outputs": "--fallback-outputs",
     "test_fraction": "--test-fraction", "split_seed": "--split-seed",
     "val_fraction": "--val-fraction", "pretrain_fraction": "--pretrain-fraction", "class_map": "--class-map",
     "classes": "--classes", "teacher_arch": "--teacher-arch", "teacher_pretrained": "--teacher-pretrained",
@@ -58,9 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ort-cpu flavour: 7-bit weights, avoids int16 saturation on x86 CPUs without VNNI")
     p.add_argument("--max-fallback-layers", type=int, default=10,
                    help="cap on layers kept in float; at most 3x as many are tried (default: 10)")
-    p.add_argument("--no-fallback-outputs", action="store_true",
-                   help="the fallback tries layers alone, not also a layer with its output and activation "
-                   "(hardswish, SiLU) in float")
+    p.add_argument("--fallback-outputs", action="store_true",
+                   help="the fallback also tries a layer with its output and the activation after it (hardswish, "
+                   "SiLU) in float: that output's Q/DQ goes too (mobilenetv3's conv_head; see docs/qad.md)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default: 18)")
     p.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"],
                    help="torch.onnx exporter (default: dynamo; falls back to torchscript if it fails)")
@@ -87,7 +87,6 @@ def config_options(args: argparse.Namespace) -> dict:
     options = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()}
     options["eval_count"] = args.eval_count or None  # 0 = all
     options["build_engines"] = not args.no_build_engine
-    options["fallback_outputs"] = not args.no_fallback_outputs
     return options
 
 

@@ -46,7 +46,7 @@ def activation_after(model: onnx.ModelProto, node: str) -> list[str]:
     return [gate.name, mul.name]
 
 
-def fallback_candidates(model: onnx.ModelProto, float_outputs: bool = True) -> list[dict]:
+def fallback_candidates(model: onnx.ModelProto, float_outputs: bool = False) -> list[dict]:
     """Every Conv/Gemm/MatMul (``{"node", "op_type"}``, :func:`distill.export.quantize.compute_nodes`), then
     (``float_outputs``) each one feeding a recognized activation once more with its output kept float:
     ``{"node", "op_type", "float_output": [activation nodes]}``."""

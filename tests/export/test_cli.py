@@ -58,8 +58,9 @@ def test_prints_one_line_per_file_with_its_mean_accuracy(capsys: pytest.CaptureF
                                        "recommendation: ship fp32 — no int8 exported\n")  # last: what to ship
 
 
-def test_the_float_output_candidates_can_be_switched_off_from_the_command_line() -> None:
-    """``--no-fallback-outputs``: ExportConfig.fallback_outputs off (the fallback tries layers alone); on by default."""
+def test_the_float_output_candidates_are_switched_on_from_the_command_line() -> None:
+    """``--fallback-outputs``: ExportConfig.fallback_outputs on (the fallback ranks float-output variants too); off by
+    default."""
     import argparse
 
     from distill.cli.export import config_options, register
@@ -68,6 +69,6 @@ def test_the_float_output_candidates_can_be_switched_off_from_the_command_line()
     sub = argparse.ArgumentParser().add_subparsers()
     register(sub)
     parser = sub.choices["export"]
-    on = config_options(parser.parse_args(["ckpt", "--out", "o"]))
-    off = config_options(parser.parse_args(["ckpt", "--out", "o", "--no-fallback-outputs"]))
+    off = config_options(parser.parse_args(["ckpt", "--out", "o"]))
+    on = config_options(parser.parse_args(["ckpt", "--out", "o", "--fallback-outputs"]))
     assert ExportConfig.from_options(on).fallback_outputs and not ExportConfig.from_options(off).fallback_outputs

@@ -52,10 +52,10 @@ def test_layers_feeding_hardswish_are_candidates_once_more_with_their_activation
     _, _, prepared, _ = mnv3
     model = onnx.load(str(prepared))
     by_name = {n.name: n for n in model.graph.node}
-    candidates = fallback_candidates(model)
+    candidates = fallback_candidates(model, float_outputs=True)
     plain = [c for c in candidates if "float_output" not in c]
     grouped = [c for c in candidates if "float_output" in c]
-    assert plain == q.compute_nodes(model) and fallback_candidates(model, float_outputs=False) == plain
+    assert plain == q.compute_nodes(model) and fallback_candidates(model) == plain
     assert _head(model).name in {c["node"] for c in grouped}
     for c in grouped:  # each activation: onnxruntime's inlined hardswish, reading the layer's output alone
         ops = sorted(by_name[n].op_type for n in c["float_output"])
@@ -64,7 +64,7 @@ def test_layers_feeding_hardswish_are_candidates_once_more_with_their_activation
     # a ReLU network has none: its activations fuse into onnxruntime's QLinearConv
     resnet = mnv3[1].parent / "resnet.onnx"
     export_onnx(_student("test_resnet"), resnet, exporter="torchscript")
-    assert all("float_output" not in c for c in fallback_candidates(onnx.load(str(resnet))))
+    assert all("float_output" not in c for c in fallback_candidates(onnx.load(str(resnet)), True))
 
 
 def _graph(nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
@@ -103,7 +103,7 @@ def test_a_float_output_candidate_leaves_the_layers_output_float_and_quantizes_i
     activation's output is quantized for the next int8 layer."""
     _, _, prepared, cache = mnv3
     model = onnx.load(str(prepared))
-    head = next(c for c in fallback_candidates(model) if c.get("float_output") and c["node"] == _head(model).name)
+    head = next(c for c in fallback_candidates(model, True) if c.get("float_output") and c["node"] == _head(model).name)
     fl = q.FLAVOURS["ort-cpu"]
     alone = onnx.load(str(q.quantize(prepared, tmp_path / "alone.onnx", fl, cache, nodes_to_exclude=[head["node"]])))
     assert _readers(alone, _head(alone).output[0]) == ["QuantizeLinear"]
@@ -176,3 +176,31 @@ def test_qads_fake_quant_student_keeps_the_same_output_float(mnv3, tmp_path):
     assert isinstance(alone.get_submodule(str(after.target)), torch.ao.quantization.FakeQuantize)
     with pytest.raises(DistillError, match="conv_head', a layer not kept in float"):
         fake_quant_model(student, fl, [], keep.float_outputs)
+
+
+def test_an_export_with_float_outputs_on_ranks_both_variants_and_writes_what_it_kept(tiny_root, tmp_path):
+    """``fallback_outputs``: export.json's sensitivity holds both variants of each layer that feeds hardswish;
+    every search step records the nodes it excluded, its layers plus their activations, and so does the result.
+    (Off, the default, ranks layers alone: fallback_candidates' test; the file a float output makes: the
+    quantize test above.)"""
+    from distill.data.folder import DomainFolder
+    from distill.export import ExportConfig, export_checkpoint
+    from distill.student.model import save_student
+
+    torch.manual_seed(0)
+    student = Student(default_spec("mobilenetv3_small_050", DomainFolder(tiny_root).classes, input_size=32)).eval()
+    ckpt = save_student(student, tmp_path / "ckpt")
+    rep = export_checkpoint(ckpt, tmp_path / "exp", ExportConfig(
+        precisions=("int8",), data_root=str(tiny_root), int8_flavour="ort-cpu", max_drop=-100.0,
+        max_fallback_layers=3, exporter="torchscript", eval_count=12, calib_count=32, latency_iters=3,
+        sensitivity_count=16, threads=1, fallback_outputs=True), log=lambda s: None)
+    fb = next(m for m in rep.models if m.precision == "int8").model_extra["fallback"]
+    grouped = [c for c in fb["sensitivity"] if c.get("float_output")]
+    plain = {c["node"] for c in fb["sensitivity"] if not c.get("float_output")}
+    assert grouped and {c["node"] for c in grouped} < plain
+    assert fb["steps"] and len({s["tried"] for s in fb["steps"]}) == len(fb["steps"])  # each layer tried once
+    acts = {c["node"]: c["float_output"] for c in grouped}
+    for s in fb["steps"]:
+        assert set(s["float_outputs"]) <= set(s["kept_float"])
+        assert sorted(s["excluded"]) == sorted(s["kept_float"] + [n for k in s["float_outputs"] for n in acts[k]])
+    assert sorted(fb["excluded"]) == sorted(fb["kept_float"] + [n for k in fb["float_outputs"] for n in acts[k]])
