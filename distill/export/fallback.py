@@ -1,8 +1,9 @@
 """Keep the int8-sensitive layers in float until every domain is within the budget — without labels.
 
-1. Sensitivity: quantize with one candidate left in float at a time (a Conv/Gemm/MatMul, or one with the
-   activation it feeds, its output kept float: :mod:`distill.export.float_outputs`; the search below tries
-   each layer once, as its variant ranked higher; the calibration
+1. Sensitivity: quantize with one candidate left in float at a time (a Conv/Gemm/MatMul; with
+   ``--fallback-outputs`` also one with the activation it feeds, its output kept float,
+   :mod:`distill.export.float_outputs`, and the search below tries each layer once, as its variant ranked
+   higher; the calibration
    cache makes each variant a quantization pass, not a calibration) and measure how much
    closer its predictions get to fp32 on *calibration* images — label-free, no test data used
    for ranking. Score = reduction of KL(softmax fp32 || softmax int8), averaged over images,
@@ -123,7 +124,7 @@ def greedy_fallback(quantize_excluding: Callable[[list[str]], Path], ranked: lis
         res.steps.append({"tried": c["node"], "op_type": c["op_type"], "float_output": bool(c.get("float_output")),
                           **_described(trial), "disagreement_pts": pts, "worst_disagreement_pts": worst,
                           "accepted": accepted})
-        log(f"  fallback: try {c['op_type']} {label(c)} in float ({len(_layers(trial))} layer(s)): worst "
+        log(f"  fallback: try {c['op_type']} {label(c)} in float ({len(trial)} layer(s)): worst "
             f"disagreement {worst:.2f} pts -> {'kept' if accepted else 'reverted'}")
         if accepted:
             kept, best_score, best = trial, score, (path, pts)
@@ -152,16 +153,12 @@ def best_variants(ranked: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _layers(kept: list[dict[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(c["node"] for c in kept))
-
-
 def _excluded(kept: list[dict[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(n for c in kept for n in excluded_nodes(c)))
+    return [n for c in kept for n in excluded_nodes(c)]
 
 
 def _described(kept: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """The layers kept, those with a float output, and the nodes left out of quantization (export.json's keys)."""
-    return {"kept_float": _layers(kept),
-            "float_outputs": list(dict.fromkeys(c["node"] for c in kept if c.get("float_output"))),
+    """The layers kept (one candidate each, :func:`best_variants`), those with a float output, and the nodes left out
+    of quantization (export.json's keys)."""
+    return {"kept_float": [c["node"] for c in kept], "float_outputs": [c["node"] for c in kept if c.get("float_output")],
             "excluded": _excluded(kept)}
