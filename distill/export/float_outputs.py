@@ -26,22 +26,33 @@ UNARY = ("HardSwish",)
 GATES = ("HardSigmoid", "Sigmoid")
 
 
-def activation_after(model: onnx.ModelProto, node: str) -> list[str]:
+def readers_of(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes reading it, in graph order (one pass over the graph)."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for name in dict.fromkeys(n.input):
+            readers.setdefault(name, []).append(n)
+    return readers
+
+
+def activation_after(model: onnx.ModelProto, node: str,
+                     readers: dict[str, list[onnx.NodeProto]] | None = None) -> list[str]:
     """The nodes of the activation that alone reads ``node``'s (first) output, in graph order; [] when it is
-    none of the recognized ones (module doc) or when anything else reads that output too."""
-    by_name = {n.name: n for n in model.graph.node}
-    out = by_name[node].output[0]
-    readers = [n for n in model.graph.node if out in n.input]
-    if len(readers) == 1 and readers[0].op_type in UNARY:
-        return [readers[0].name]
-    gates = [n for n in readers if n.op_type in GATES]
-    muls = [n for n in readers if n.op_type == "Mul"]
-    if len(readers) != 2 or len(gates) != 1 or len(muls) != 1:
+    none of the recognized ones (module doc) or when anything else reads that output too. ``readers``:
+    :func:`readers_of` of ``model``, when the caller asks about many nodes."""
+    readers = readers_of(model) if readers is None else readers
+    out = next(n for n in model.graph.node if n.name == node).output[0]
+    mine = readers.get(out, [])
+    if len(mine) == 1 and mine[0].op_type in UNARY:
+        return [mine[0].name]
+    gates = [n for n in mine if n.op_type in GATES]
+    muls = [n for n in mine if n.op_type == "Mul"]
+    if len(mine) != 2 or len(gates) != 1 or len(muls) != 1:
         return []
     gate, mul = gates[0], muls[0]
     if sorted(mul.input) != sorted([out, gate.output[0]]):
         return []
-    if any(gate.output[0] in n.input for n in model.graph.node if n is not mul):
+    if readers.get(gate.output[0], []) != [mul]:
         return []  # the gate's value is used elsewhere too: not an activation of this layer alone
     return [gate.name, mul.name]
 
@@ -53,9 +64,10 @@ def fallback_candidates(model: onnx.ModelProto, float_outputs: bool = False) -> 
     plain = compute_nodes(model)
     if not float_outputs:
         return plain
+    readers = readers_of(model)
     grouped = []
     for c in plain:
-        act = activation_after(model, c["node"])
+        act = activation_after(model, c["node"], readers)
         if act:
             grouped.append({**c, "float_output": act})
     return plain + grouped
