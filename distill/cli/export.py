@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-domains", nargs="+", default=None, help="domains to evaluate (default: all)")
     p.add_argument("--calib-domains", nargs="+", default=None,
                    help="labeled domains to calibrate on, train split (default: the run's source domains, else all)")
-    p.add_argument("--target-domains", nargs="+", default=None,
-                   help="domains the model will run on: their train images join calibration, unlabeled")
+    p.add_argument("--target-domains", nargs="*", default=None,
+                   help="domains the model will run on: their train images join calibration, unlabeled (default: the "
+                        "run's unlabeled pool domains; the flag alone: none)")
     p.add_argument("--calib-method", default="minmax", help="minmax | entropy | percentile (default: minmax)")
     p.add_argument("--calib-count", type=int, default=256, help="calibration images (default: 256)")
     p.add_argument("--eval-count", type=int, default=500, help="max test images per domain; 0 = all (default: 500)")

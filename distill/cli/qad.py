@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flavour", default="ort-cpu", help="ort-cpu (u8 activations) | tensorrt (symmetric s8)")
     p.add_argument("--data", default=None, metavar="ROOT", help=f"data root (default: the run's {RUN_CONFIG})")
     p.add_argument("--calib-domains", nargs="+", default=None, help="train-split domains (default: run's sources)")
-    p.add_argument("--target-domains", nargs="+", default=None, help="domains whose train images join, unlabeled")
+    p.add_argument("--target-domains", nargs="*", default=None,
+                   help="domains whose train images join, unlabeled (default: --export's, else the run's unlabeled "
+                        "pool domains; the flag alone: none)")
     p.add_argument("--calib-count", type=int, default=256, help="calibration = training images (default: 256)")
     p.add_argument("--eval-count", type=int, default=200, help="held-out test images per domain (default: 200)")
     p.add_argument("--holdout-count", type=int, default=256,
@@ -74,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
     from distill.export.qad_config import QADConfig
 
     options = {key: getattr(args, flag.lstrip("-").replace("-", "_").lower()) for key, flag in FLAGS.items()}
-    options["target_domains"] = args.target_domains or ()
     record = qad(QADConfig.from_options(options, names=FLAGS))
     print(f"{args.out}/{record.qad_file}: int8/{record.flavour} (QAD); worst calibration disagreement "
           f"PTQ {record.ptq.worst_calibration:.2f} -> QAD {record.qad.worst_calibration:.2f} pts", file=sys.stdout)

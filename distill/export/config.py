@@ -45,7 +45,9 @@ class ExportConfig(SplitKeys):
         calib_domains: labeled domains whose train split calibrates int8 (default: the run's
             source domains when known, else all).
         target_domains: domains where the model will run; their train images are added to the
-            calibration set, unlabeled.
+            calibration set, unlabeled. None (unset): inside a training run whose data the export uses, the run's
+            unlabeled pool domains (``data.unlabeled``: it trained on their images and is meant for them;
+            benchmarks/RESULTS.md, "Calibrating on the target domains too"), else none; ``()``: none.
         calib_method: minmax | entropy | percentile.
         calib_count: calibration images in total, spread evenly over the calibration domains.
         eval_count: at most this many test images per domain (None: all).
@@ -85,7 +87,7 @@ class ExportConfig(SplitKeys):
     data_root: str | None = None
     eval_domains: tuple[str, ...] | None = None
     calib_domains: tuple[str, ...] | None = None
-    target_domains: tuple[str, ...] = ()
+    target_domains: tuple[str, ...] | None = None
     calib_method: str = "minmax"
     calib_count: int = Field(256, ge=1)
     eval_count: int | None = Field(500, ge=1)
@@ -111,13 +113,9 @@ class ExportConfig(SplitKeys):
     teacher_arch: str | None = None
     teacher_pretrained: str | None = None
 
-    _csv = field_validator("precisions", "eval_domains", "calib_domains", mode="before")(_split_csv)
+    _csv = field_validator("precisions", "eval_domains", "calib_domains", "target_domains",
+                           mode="before")(_split_csv)
     _paths = field_validator("data_root", "classes", "teacher_pretrained", mode="before")(_path_str)
-
-    @field_validator("target_domains", mode="before")
-    @classmethod
-    def _targets(cls, value: Any) -> Any:
-        return () if value is None else _split_csv(value)
 
     @field_validator("caches", mode="before")
     @classmethod

@@ -103,7 +103,7 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     skipped += eval_images.skipped
     known_sources = [d for d in source_domains if d in folder.domains]
     calib_domains = list(cfg.calib_domains or known_sources or folder.domains)
-    target_domains = [d for d in cfg.target_domains if d not in calib_domains]
+    target_domains = [d for d in cfg.target_domains or () if d not in calib_domains]
     folder.check_domains(calib_domains + target_domains)
     calib_images, calib_picks = None, None
     if "int8" in cfg.precisions:

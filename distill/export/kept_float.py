@@ -97,6 +97,10 @@ class ExportedInt8:
     kept_float: list[str]  # ONNX node names its float fallback kept in float
     fp32: Path | None  # the export's fp32 file (its nodes carry the dynamo exporter's module scopes)
     float_outputs: list[str] = field(default_factory=list)  # those of them whose output (and activation) is float
+    # what the export calibrated on (export.json's data): QAD calibrates alike unless told otherwise
+    data_root: str | None = None
+    calib_domains: tuple[str, ...] = ()
+    target_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,8 +129,10 @@ def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> Exp
     fallback = (model.model_extra or {}).get("fallback") or {}
     kept = list(fallback.get("kept_float") or [])
     fp32 = next((export_dir / m.file for m in report.models if m.precision == "fp32"), None)
+    data = report.data or {}
     return ExportedInt8(path, f"the export's int8, {path} ({len(kept)} layer(s) kept in float)", kept, fp32,
-                        list(fallback.get("float_outputs") or []))
+                        list(fallback.get("float_outputs") or []), data.get("root"),
+                        tuple(data.get("calib_domains") or ()), tuple(data.get("target_domains") or ()))
 
 
 def kept_layers(exported: ExportedInt8, student: Student, pairs: dict[str, str], say: ExportLog) -> KeptFloat:

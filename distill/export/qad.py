@@ -55,7 +55,7 @@ from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model
 from distill.export.fq_state import calibrate_ranges, set_observers
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
-from distill.export.kept_float import KeptFloat, export_int8, kept_layers
+from distill.export.kept_float import ExportedInt8, KeptFloat, export_int8, kept_layers
 from distill.export.learned_ranges import freeze_scales, learn_scales
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
@@ -102,7 +102,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     folded = conv_bn_pairs(student)  # conv -> the BatchNorm folded into it
     keep = kept_layers(exported, student, folded, say) if exported is not None and not cfg.quantize_all else KeptFloat()
     run = TrainingRun.of_checkpoint(checkpoint, say)
-    ecfg = export_config(cfg, run, say)
+    ecfg = export_config(cfg, run, say, exported)
     prov = provenance(checkpoint, student, run)
     # one scan of the data root: the hold-out and the cached teacher rows pick from the folder it kept
     data = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say, keep_folder=True)
@@ -180,16 +180,25 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     return record
 
 
-def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog) -> ExportConfig:
-    """The ``distill export`` settings QAD picks its images with: the run's data and split unless ``cfg`` names
-    them, ``cfg``'s calibration and test counts, fp32 + int8 of ``cfg.flavour``.
+def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
+                  exported: ExportedInt8 | None = None) -> ExportConfig:
+    """The ``distill export`` settings QAD picks its images with: ``cfg``'s calibration and test counts, fp32 + int8
+    of ``cfg.flavour``; the data root and calibration domains ``cfg`` leaves unset are ``exported``'s (the PTQ file
+    QAD must beat was calibrated on them: both files are calibrated alike), else the run's.
 
     Raises:
         DistillError: no data root to calibrate on (int8 needs one).
     """
+    data_root, calib, targets = cfg.data_root, cfg.calib_domains, cfg.target_domains
+    if exported is not None and exported.data_root is not None and (data_root, calib, targets).count(None):
+        data_root = data_root or exported.data_root
+        calib = calib if calib is not None else exported.calib_domains or None
+        targets = targets if targets is not None else exported.target_domains
+        say(f"calibration as the export's (--export): {data_root}, domains {', '.join(calib or ())}"
+            + (f" + {', '.join(targets)} (unlabeled)" if targets else ""))
     ecfg = with_run_defaults(ExportConfig(
-        precisions=("fp32", "int8"), data_root=cfg.data_root, calib_domains=cfg.calib_domains,
-        target_domains=cfg.target_domains, calib_count=cfg.calib_count, eval_count=cfg.eval_count,
+        precisions=("fp32", "int8"), data_root=data_root, calib_domains=calib,
+        target_domains=targets, calib_count=cfg.calib_count, eval_count=cfg.eval_count,
         int8_flavour=cfg.flavour, seed=cfg.seed), run, say)
     ecfg.check_data()
     return ecfg

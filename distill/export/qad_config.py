@@ -24,8 +24,9 @@ class QADConfig(BaseModel):
             the frozen fp32 student is the only teacher (self-distillation).
         cache_weight: share of the loss from the cached teacher (the rest: the fp32 student); with a cache only.
         flavour: the int8 recipe to fake-quantize for (ort-cpu | tensorrt, as ``distill export``).
-        data_root, calib_domains, target_domains, calib_count, eval_count: as ``distill export`` (the run's
-            data and source domains when unset); QAD trains on the calibration images.
+        data_root, calib_domains, target_domains, calib_count, eval_count: as ``distill export`` (unset: the
+            domains of ``export_dir``'s calibration when given, so both int8 files are calibrated alike; else the
+            run's data, source domains and unlabeled pool domains); QAD trains on the calibration images.
         holdout_count: hold-out images (an even share per calibration domain, fewer where fewer are left):
             train-split images that are not calibration images, on which the no-harm rule picks the int8 file
             to ship (QAD's only when its mean disagreement with fp32 there is below plain PTQ's).
@@ -67,7 +68,7 @@ class QADConfig(BaseModel):
     flavour: Literal["ort-cpu", "tensorrt"] = "ort-cpu"
     data_root: str | None = None
     calib_domains: tuple[str, ...] | None = None
-    target_domains: tuple[str, ...] = ()
+    target_domains: tuple[str, ...] | None = None
     calib_count: int = Field(256, ge=1)
     eval_count: int | None = Field(200, ge=1)
     holdout_count: int = Field(256, ge=1)
@@ -87,13 +88,8 @@ class QADConfig(BaseModel):
     export_dir: str | None = None
     quantize_all: bool = False
 
-    _csv = field_validator("calib_domains", mode="before")(_split_csv)
+    _csv = field_validator("calib_domains", "target_domains", mode="before")(_split_csv)
     _paths = field_validator("checkpoint", "out_dir", "cache", "data_root", "export_dir", mode="before")(_path_str)
-
-    @field_validator("target_domains", mode="before")
-    @classmethod
-    def _targets(cls, value: Any) -> Any:
-        return () if value is None else _split_csv(value)
 
     @field_validator("device")
     @classmethod

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from distill.config import DataConfig, format_validation_error, load_yaml
 from distill.data.split import SplitRule
+from distill.data.unlabeled import is_folder_entry
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
 from distill.export.log import ExportLog
@@ -92,7 +93,9 @@ def _read_config(path: Path, log: ExportLog) -> RunConfigView:
 def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> ExportConfig:
     """Fill the data root, split, class map, caches and calibration domains ``cfg`` leaves unset from the run's
     config: a training run calibrates on its source domains; a source-free adaptation run (it has a
-    ``source_checkpoint``) on its target domains, the images it was adapted to and will run on."""
+    ``source_checkpoint``) on its target domains, the images it was adapted to and will run on. The run's unlabeled
+    pool domains (``data.unlabeled``, those under the data root) become the target domains: the student trained on
+    their images and is meant for them, so their train images join the calibration, unlabeled."""
     data = run.config.data
     updates: dict[str, Any] = {}
     if cfg.data_root is None and data is not None:
@@ -110,6 +113,11 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> Ex
             log(f"int8 calibration on the adapted-to domains {', '.join(data.target)} (source-free run)")
         elif data.source:
             updates["calib_domains"] = tuple(data.source)
+    if cfg.target_domains is None:
+        pool = [d for d in data.unlabeled if not is_folder_entry(d)] if data is not None and "data_root" in updates else []
+        updates["target_domains"] = tuple(pool)
+        if pool and "int8" in cfg.precisions:
+            log(f"int8 calibration also on the run's unlabeled pool domains {', '.join(pool)} (--target-domains to change)")
     return cfg.with_updates(**updates)
 
 

@@ -23,7 +23,14 @@ def test_lists_and_profiles_are_parsed() -> None:
                       "--eval-count", "0", "--no-build-engine", "--embedding")
     assert cfg.precisions == ("fp32", "int8") and cfg.eval_domains == ("a", "b", "c")
     assert cfg.trt_batches == (2, 4, 8) and cfg.eval_count is None  # 0 = every test image
-    assert cfg.build_engines is False and cfg.with_embedding is True and cfg.target_domains == ()
+    assert cfg.build_engines is False and cfg.with_embedding is True
+    assert cfg.target_domains is None  # unset: the run's unlabeled pool domains (training_run.with_run_defaults)
+
+
+def test_target_domains_flag_alone_means_none() -> None:
+    """``--target-domains`` with no value is an explicit "no target domains", which the run's default must not fill."""
+    assert _cli_config("--target-domains").target_domains == ()
+    assert _cli_config("--target-domains", "a", "b,c").target_domains == ("a", "b", "c")
 
 
 @pytest.mark.parametrize("flags,named", [

@@ -89,3 +89,25 @@ def test_qad_scans_the_data_folder_once_and_picks_what_fresh_scans_pick(run_ckpt
     assert qad_scans == [cfg.data_root], qad_scans
     # and one pass hashing every file: the cache covers every domain, so the export's fingerprint is the cache's check
     assert set(cache.manifest.dataset.domains) == set(folder.domains) and qad_hashes == 1
+
+
+def test_qad_with_an_export_calibrates_as_the_export_did(run_ckpt: Path, export_dir: Path) -> None:
+    """--export: the PTQ file QAD must beat was calibrated on the export's domains (the fixture's: the run's sources
+    + 'noisy' as a target); QAD's images come from the same domains unless it is told otherwise."""
+    from distill.export.kept_float import export_int8
+    from distill.export.log import ExportLog
+    from distill.export.quantize import FLAVOURS
+    from distill.export.training_run import TrainingRun
+
+    lines: list[str] = []
+    say = ExportLog(lines.append)
+    run = TrainingRun.of_checkpoint(run_ckpt, say)
+    exported = export_int8(export_dir, run_ckpt, FLAVOURS["ort-cpu"])
+    cfg = QADConfig(checkpoint=str(run_ckpt), out_dir="unused", export_dir=str(export_dir))
+    ecfg = qad_module.export_config(cfg, run, say, exported)
+    assert ecfg.calib_domains == ("clean", "dark") and ecfg.target_domains == ("noisy",)
+    assert any("as the export's" in line for line in lines)
+    told = qad_module.export_config(cfg.model_copy(update={"target_domains": ()}), run, say, exported)
+    assert told.calib_domains == ("clean", "dark") and told.target_domains == ()
+    # without --export: the run's defaults (this run has no unlabeled pool: no target domain)
+    assert qad_module.export_config(cfg, run, say).target_domains == ()

@@ -76,3 +76,38 @@ def test_a_broken_summary_or_config_is_a_warning_not_a_silent_default(run_ckpt: 
     summary_warning, config_warning = log.warnings
     assert RUN_SUMMARY in summary_warning and "without the run's summary" in summary_warning
     assert RUN_CONFIG in config_warning and "data.test_fraction" in config_warning and "7" in config_warning
+
+
+def _pool_run(run_ckpt: Path, tmp_path: Path, unlabeled: list[str]) -> Path:
+    """A copy of the run whose config trained on ``unlabeled`` pool domains too; its best checkpoint."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_ckpt.parent.parent, run_dir)
+    config = json.loads((run_dir / RUN_CONFIG).read_text())
+    config["data"]["unlabeled"] = unlabeled
+    (run_dir / RUN_CONFIG).write_text(json.dumps(config))
+    return run_dir / "checkpoints" / "best"
+
+
+def test_the_runs_unlabeled_pool_domains_join_the_calibration(run_ckpt: Path, tmp_path: Path) -> None:
+    """A run that trained on unlabeled images of a domain is meant for it: its train images calibrate int8 by
+    default (a folder entry of the pool is no domain under the root and is left out); an explicit empty list, or
+    a data root the user names, keeps them out."""
+    ckpt = _pool_run(run_ckpt, tmp_path, ["noisy", "./more_images"])
+    log, lines = _log()
+    run = TrainingRun.of_checkpoint(ckpt, log)
+    cfg = with_run_defaults(ExportConfig(precisions=("fp32", "int8")), run, log)
+    assert cfg.calib_domains == ("clean", "dark") and cfg.target_domains == ("noisy",)
+    assert "unlabeled pool domains noisy" in lines[-1] and "--target-domains" in lines[-1]
+    assert with_run_defaults(ExportConfig(target_domains=()), run, log).target_domains == ()
+    assert with_run_defaults(ExportConfig(target_domains="dark"), run, log).target_domains == ("dark",)
+    assert with_run_defaults(ExportConfig(data_root=str(tmp_path)), run, log).target_domains == ()
+
+
+def test_an_export_of_a_pool_run_calibrates_on_the_pool(run_ckpt: Path, tmp_path: Path) -> None:
+    ckpt = _pool_run(run_ckpt, tmp_path, ["noisy"])
+    rep = export_checkpoint(ckpt, tmp_path / "exp", ExportConfig(
+        precisions=("fp32", "int8"), exporter="torchscript", calib_count=12, eval_count=4, latency_iters=2,
+        threads=1, max_fallback_layers=0), log=lambda s: None)
+    assert rep.data["calib_domains"] == ["clean", "dark"] and rep.data["target_domains"] == ["noisy"]
+    assert rep.data["calib_per_domain"] == {"clean": 4, "dark": 4, "noisy": 4}
+    assert rep.config["target_domains"] == ["noisy"]  # export.json says what it resolved to
