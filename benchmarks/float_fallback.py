@@ -50,10 +50,11 @@ from distill.student.model import load_student  # noqa: E402
 ARMS = ("per-tensor", "float", "all-int8")
 
 
-def float_input(model: onnx.ModelProto) -> list[str]:
+def float_input(model: onnx.ModelProto, reduce_range: bool = False) -> list[str]:
     """The ``float`` arm: each float-weight Conv/Gemm fed by a scalar-scale DequantizeLinear reads its own copy of it
     with the scale (and zero point) repeated per input channel (``axis=1``): the same values, but no longer a scalar,
-    so onnxruntime's ``WeightBiasQuantization`` leaves the layer float. Returns the layers changed."""
+    so onnxruntime's ``WeightBiasQuantization`` leaves the layer float (``reduce_range``: no weight grid to choose).
+    Returns the layers changed."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}

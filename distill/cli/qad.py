@@ -10,7 +10,7 @@ from distill.records import RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, ExportRep
 # QADConfig key -> the flag that sets it (errors name the flag)
 FLAGS = {
     "checkpoint": "CHECKPOINT", "out_dir": "--out", "cache": "--cache", "cache_weight": "--cache-weight",
-    "flavour": "--flavour", "data_root": "--data", "calib_domains": "--calib-domains",
+    "flavour": "--flavour", "reduce_range": "--reduce-range", "data_root": "--data", "calib_domains": "--calib-domains",
     "target_domains": "--target-domains", "calib_count": "--calib-count", "eval_count": "--eval-count",
     "holdout_count": "--holdout-count",
     "epochs": "--epochs", "observer_epochs": "--observer-epochs", "ranges": "--ranges", "range_lr": "--range-lr",
@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", default=None, help="teacher cache of the same data (default: none, fp32 student only)")
     p.add_argument("--cache-weight", type=float, default=0.5, help="share of the cached teacher's KL (default: 0.5)")
     p.add_argument("--flavour", default="ort-cpu", help="ort-cpu (u8 activations) | tensorrt (symmetric s8)")
+    p.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
+                   help="ort-cpu: 7-bit weights, as distill export --reduce-range (default: as --export's file, else "
+                        "distill export's default)")
     p.add_argument("--data", default=None, metavar="ROOT", help=f"data root (default: the run's {RUN_CONFIG})")
     p.add_argument("--calib-domains", nargs="+", default=None, help="train-split domains (default: run's sources)")
     p.add_argument("--target-domains", nargs="*", default=None,

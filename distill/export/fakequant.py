@@ -3,7 +3,8 @@
 The fake-quant model mirrors :mod:`distill.export.quantize`'s onnxruntime recipe per flavour:
 
 - weights: int8, symmetric, per output channel, integers in [-127, 127] (scale = max |w| / 127),
-  what ``quantize_static(per_channel=True, WeightSymmetric=True)`` computes for both flavours;
+  what ``quantize_static(per_channel=True, WeightSymmetric=True)`` computes for both flavours; in [-64, 64]
+  (scale = max |w| / 64) with ``reduce_range`` (:data:`REDUCED_WEIGHTS`: what it computes then);
 - activations: ``ort-cpu`` uint8 asymmetric per tensor (0..255, a zero point);
   ``tensorrt`` int8 symmetric per tensor (zero point 0);
 - BatchNorm folded into the convolutions first (onnxruntime's ``quant_pre_process`` folds it too,
@@ -57,11 +58,20 @@ from distill.export.se_gate import gates_as_clamps, unfold, with_gate_fusion
 from distill.student.model import Student
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127  # onnxruntime's symmetric int8 weights (and TensorRT's rule)
+# onnxruntime's reduce_range int8 (quant_utils.ONNX_INT_TYPE_REDUCED_RANGE): 7-bit weights, so that two u8 x s8
+# products fit the int16 that x86 CPUs without VNNI add them in (255 x 64 x 2 = 32,640; :mod:`.quantize`)
+REDUCED_WEIGHTS = (-64, 64)
+
+
+def weight_range(flavour: Int8Flavour) -> tuple[int, int]:
+    """The integer range of ``flavour``'s int8 weights."""
+    return REDUCED_WEIGHTS if flavour.reduce_range else (WEIGHT_QMIN, WEIGHT_QMAX)
 
 
 def qconfig_for(flavour: Int8Flavour) -> QConfig:
     """The torch.ao QConfig matching ``flavour``'s onnxruntime QDQ recipe (see module doc)."""
-    weight = FakeQuantize.with_args(observer=PerChannelMinMaxObserver, quant_min=WEIGHT_QMIN, quant_max=WEIGHT_QMAX,
+    lo, hi = weight_range(flavour)
+    weight = FakeQuantize.with_args(observer=PerChannelMinMaxObserver, quant_min=lo, quant_max=hi,
                                     dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
     if flavour.activation_type == "QUInt8" and not flavour.activation_symmetric:
         act = FakeQuantize.with_args(observer=MinMaxObserver, quant_min=0, quant_max=255,
@@ -185,21 +195,24 @@ def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterabl
                                       backend_config=backend_config_for(flavour))
     except Exception as e:  # torch.fx raises TraceError and many others from deep inside a model
         raise _untraceable(student, e) from None
-    keep_in_float(prepared, keep_float, ort_requantizes=flavour.name == "ort-cpu", float_outputs=float_outputs)
+    keep_in_float(prepared, keep_float, ort_requantizes=flavour.name == "ort-cpu", float_outputs=float_outputs,
+                  reduce_range=flavour.reduce_range)
     if flavour.extra_options.get("QuantizeBias", True):
         quantize_biases_int32(prepared)  # a kept layer's float weights (identity fake-quant) keep a float bias
     return prepared
 
 
-def ort_requantized_weight() -> FakeQuantize:
+def ort_requantized_weight(reduce_range: bool = False) -> FakeQuantize:
     """The weight grid of a "float" layer between int8 layers on ONNX Runtime CPU: int8 per tensor, asymmetric over
-    [min(w, 0), max(w, 0)], as onnxruntime quantizes it at load and the export writes it (:mod:`.ort_weights`)."""
-    return FakeQuantize(observer=MinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
+    [min(w, 0), max(w, 0)], as onnxruntime quantizes it at load and the export writes it (:mod:`.ort_weights`);
+    ``reduce_range``: on [-64, 64], as the export writes it then."""
+    lo, hi = REDUCED_WEIGHTS if reduce_range else (-128, 127)
+    return FakeQuantize(observer=MinMaxObserver, quant_min=lo, quant_max=hi, dtype=torch.qint8,
                         qscheme=torch.per_tensor_affine, reduce_range=False)
 
 
 def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str], ort_requantizes: bool = False,
-                  float_outputs: Iterable[str] = ()) -> None:
+                  float_outputs: Iterable[str] = (), reduce_range: bool = False) -> None:
     """Leave the conv / linear modules ``names`` (the student's names) of the fake-quant ``model`` out of the int8
     recipe, in place, as onnxruntime's ``nodes_to_exclude`` leaves the export's fallback layers: no per-channel
     weight fake-quant, and float input and output where no int8 op is on the other side (an activation fake-quant
@@ -208,7 +221,8 @@ def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str], ort_requant
     activations, as in the export's file.
 
     ``ort_requantizes`` (ort-cpu): a kept layer between int8 layers (its input and its one consumer fake-quantized)
-    gets :func:`ort_requantized_weight`, as the export's file (:mod:`.ort_weights`); other kept weights stay float.
+    gets :func:`ort_requantized_weight` (``reduce_range``: its 7-bit grid), as the export's file (:mod:`.ort_weights`);
+    other kept weights stay float.
 
     ``float_outputs`` (some of ``names``): the fake-quant after each of these layers becomes the identity, its
     activation reads the float output and only the activation's output is quantized, as in the export's file when
@@ -252,8 +266,8 @@ def keep_in_float(model: torch.fx.GraphModule, names: Iterable[str], ort_requant
         if node.op == "call_module" and node.target in kept:
             # onnxruntime's rule: a quantized input, and an output whose one consumer is quantized
             between_int8 = fake_quantized(node.args[0]) and len(node.users) == 1 and fake_quantized(next(iter(node.users)))
-            modules[str(node.target)].weight_fake_quant = (ort_requantized_weight() if ort_requantizes and between_int8
-                                                           else nn.Identity())
+            modules[str(node.target)].weight_fake_quant = (ort_requantized_weight(reduce_range)
+                                                           if ort_requantizes and between_int8 else nn.Identity())
 
 
 class Int32Bias(nn.Module):
@@ -342,18 +356,20 @@ def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str]) -> 
 
 @contextlib.contextmanager
 def _onnx_weight_range(model: nn.Module):
-    """ONNX's exporter accepts only (-128, 127) int8 fake-quant; weights quantized to [-127, 127] with
-    scale max|w|/127 give the same integers either way, so widen the clamp while exporting."""
+    """ONNX's exporter accepts only (-128, 127) int8 fake-quant; weights quantized to [-127, 127] (or [-64, 64],
+    reduce_range) with frozen scales give the same integers either way, so widen the clamp while exporting."""
     changed = []
     for fq in fake_quants(model):
-        if (fq.quant_min, fq.quant_max) == (WEIGHT_QMIN, WEIGHT_QMAX):
-            changed.append(fq)
+        if fq.dtype == torch.qint8 and (fq.quant_min, fq.quant_max) != (-128, 127):
+            changed.append((fq, fq.quant_min, fq.quant_max))
             fq.quant_min, fq.activation_post_process.quant_min = -128, -128
+            fq.quant_max, fq.activation_post_process.quant_max = 127, 127
     try:
         yield
     finally:
-        for fq in changed:
-            fq.quant_min, fq.activation_post_process.quant_min = WEIGHT_QMIN, WEIGHT_QMIN
+        for fq, lo, hi in changed:
+            fq.quant_min, fq.activation_post_process.quant_min = lo, lo
+            fq.quant_max, fq.activation_post_process.quant_max = hi, hi
 
 
 def export_qdq(model: nn.Module, path: str | Path, input_size: tuple[int, int], flavour: Int8Flavour,

@@ -25,7 +25,7 @@ from distill.export.evaluate import disagreement_by_domain, drop_p_values, drops
 from distill.export.fallback import greedy_fallback, rank_layers
 from distill.export.float_outputs import fallback_candidates
 from distill.export.margins import near_ties
-from distill.export.quantize import Int8Flavour, float_ops_as_run, quantize, tensorrt_qdq_problems
+from distill.export.quantize import Int8Flavour, float_ops_as_run, quantize, saturation_risk, tensorrt_qdq_problems
 from distill.records import ExportedModel
 
 RANKING = ("KL(fp32 || int8) of softmax outputs on calibration images, one candidate in float at a time (a layer, "
@@ -193,6 +193,13 @@ class Int8Step:
             entry["tensorrt_qdq_check"] = {"ok": not problems, "problems": problems[:20]}
             if problems:
                 self.log.warn(f"int8 (tensorrt): {len(problems)} QDQ placement problem(s), e.g. {problems[0]}")
+        if flavour.name == "ort-cpu":
+            risky = saturation_risk(dst)
+            entry["x86_without_vnni"] = {"exact": not risky, "layers_at_risk": len(risky), "examples": risky[:5]}
+            if risky:
+                self.log.warn(f"int8 (ort-cpu): {len(risky)} layer(s) have 8-bit weights: x86 CPUs without VNNI (AVX2; "
+                              "AVX-512 before Cascade Lake) saturate their u8 x s8 products and run another model "
+                              "than this check measured; --reduce-range writes 7-bit weights every x86 CPU runs alike")
         entry["float_op_types"] = float_ops_as_run(dst, self.ctx.work_dir)
         entry["latency_check"] = self._latency_check(plain, final)
         return ExportedModel(**entry)

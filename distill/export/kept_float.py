@@ -101,6 +101,7 @@ class ExportedInt8:
     data_root: str | None = None
     calib_domains: tuple[str, ...] = ()
     target_domains: tuple[str, ...] = ()
+    reduce_range: bool = False  # its ort-cpu weights are 7-bit (export.json's quantization record)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> Exp
     data = report.data or {}
     return ExportedInt8(path, f"the export's int8, {path} ({len(kept)} layer(s) kept in float)", kept, fp32,
                         list(fallback.get("float_outputs") or []), data.get("root"),
-                        tuple(data.get("calib_domains") or ()), tuple(data.get("target_domains") or ()))
+                        tuple(data.get("calib_domains") or ()), tuple(data.get("target_domains") or ()),
+                        bool(((model.model_extra or {}).get("quantization") or {}).get("reduce_range", False)))
 
 
 def kept_layers(exported: ExportedInt8, student: Student, pairs: dict[str, str], say: ExportLog) -> KeptFloat:

@@ -29,15 +29,21 @@ LAYERS = ("Conv", "Gemm", "ConvTranspose")  # the ops the transformer quantizes
 PASS_THROUGH = ("Relu", "Clip")  # allowed between such a layer and the QuantizeLinear after it
 
 
-def ort_weight_grid(weight: np.ndarray) -> tuple[np.ndarray, np.float32, np.int8]:
+def ort_weight_grid(weight: np.ndarray, reduce_range: bool = False) -> tuple[np.ndarray, np.float32, np.int8]:
     """(int8 weights, scale, zero point) as onnxruntime's ``GetQuantizationParameter`` + ``QuantizeLinear`` compute
     them: scale = (max(w, 0) - min(w, 0)) / 255 (1 when that is 0), zero point = round(-128 - min / scale),
-    q = clip(round(w / scale) + zero point, -128, 127), float32 arithmetic, rounding half to even."""
+    q = clip(round(w / scale) + zero point, -128, 127), float32 arithmetic, rounding half to even.
+
+    ``reduce_range``: the same on [-64, 64] (scale = range / 128), the 7-bit weights of an ``--reduce-range`` export:
+    onnxruntime would quantize the layer at load on the full range, which saturates on x86 CPUs without VNNI
+    (:mod:`distill.export.quantize`), so the file fixes the grid instead."""
+    qmin, qmax = (-64.0, 64.0) if reduce_range else (-128.0, 127.0)
     w = weight.astype(np.float32)
     lo, hi = np.float32(min(float(w.min()), 0.0)), np.float32(max(float(w.max()), 0.0))
-    scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255.0))
-    zero = np.int8(np.rint(np.clip(np.float32(-128.0) - lo / scale, -128.0, 127.0)))
-    return quantize_linear(w, np.array(scale), np.array(zero), axis=0), scale, zero
+    scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(qmax - qmin))
+    zero = np.int8(np.rint(np.clip(np.float32(qmin) - lo / scale, qmin, qmax)))
+    q = quantize_linear(w, np.array(scale), np.array(zero), axis=0)
+    return np.clip(q, int(qmin), int(qmax)).astype(np.int8), scale, zero
 
 
 def _leads_to_quantize(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]]) -> bool:
@@ -55,8 +61,9 @@ def _leads_to_quantize(node: onnx.NodeProto, consumers: dict[str, list[onnx.Node
     return False
 
 
-def per_tensor_weights(model: onnx.ModelProto) -> list[str]:
-    """Rewrite ``model`` in place (see the module doc); returns the names of the layers given per-tensor int8 weights.
+def per_tensor_weights(model: onnx.ModelProto, reduce_range: bool = False) -> list[str]:
+    """Rewrite ``model`` in place (see the module doc); returns the names of the layers given per-tensor int8 weights
+    (``reduce_range``: on [-64, 64], :func:`ort_weight_grid`).
 
     A layer qualifies as it does for onnxruntime: a float weight initializer, input from a DequantizeLinear with a
     one-element scale (an initializer), output leading to a QuantizeLinear (:func:`_leads_to_quantize`); a float
@@ -81,7 +88,7 @@ def per_tensor_weights(model: onnx.ModelProto) -> list[str]:
         if input_scale.size != 1 or not _leads_to_quantize(node, consumers):
             continue
         base = node.name or node.output[0]  # output names are unique; node names may be empty
-        q, scale, zero = ort_weight_grid(numpy_helper.to_array(weight))
+        q, scale, zero = ort_weight_grid(numpy_helper.to_array(weight), reduce_range)
         tensors = [numpy_helper.from_array(q, f"{base}/weight_int8"),
                    numpy_helper.from_array(np.array(scale, dtype=np.float32), f"{base}/weight_scale"),
                    numpy_helper.from_array(np.array(zero, dtype=np.int8), f"{base}/weight_zero_point")]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,7 +31,7 @@ from distill.export.images import ImageCalibrationReader
 from distill.export.int8_step import Calibration, Int8Step, int8_file
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, export_onnx, preprocess_metadata
-from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare
+from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare, with_weight_range
 from distill.export.recommend import recommend_for
 from distill.export.retarget import retarget_into
 from distill.export.tensorrt import (
@@ -148,8 +147,7 @@ class Exporter:
 
     def int8(self, reference: Fp32Reference, flavour: Int8Flavour, calibration: Calibration) -> None:
         """One int8 flavour, with the label-free fallback and the latency check (:class:`Int8Step`)."""
-        if self.ctx.cfg.reduce_range and flavour.name == "ort-cpu":
-            flavour = replace(flavour, reduce_range=True)
+        flavour = with_weight_range(flavour, self.ctx.cfg.reduce_range)
         self.models.append(Int8Step(self.ctx, reference, flavour, calibration).run())
 
     def tensorrt(self) -> None:

@@ -69,7 +69,9 @@ from distill.export.quantize import (
     prepare,
     qdq_report,
     quantize,
+    saturation_risk,
     tensorrt_qdq_problems,
+    with_weight_range,
 )
 from distill.export.se_gate import gate_lr_factor, gate_params
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
@@ -99,6 +101,9 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     device = resolve_device(cfg.device)
     # --export: the arm QAD must beat is that folder's int8 file (checked before any data is read)
     exported = export_int8(Path(cfg.export_dir), checkpoint, flavour) if cfg.export_dir else None
+    reduce_range = cfg.reduce_range if cfg.reduce_range is not None else (
+        exported.reduce_range if exported is not None else ExportConfig.model_fields["reduce_range"].default)
+    flavour = with_weight_range(flavour, reduce_range)
     folded = conv_bn_pairs(student)  # conv -> the BatchNorm folded into it
     keep = kept_layers(exported, student, folded, say) if exported is not None and not cfg.quantize_all else KeptFloat()
     run = TrainingRun.of_checkpoint(checkpoint, say)
@@ -159,6 +164,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     qdq_check = {"compute_nodes": len(rows), "int8_weight_nodes": sum(
         1 for r in rows if len(r["inputs"]) > 1 and r["inputs"][1].get("zero_point_dtype") == "int8"),
         "float_weight_nodes": floats, "tensorrt_problems": problems[:20]}
+    if flavour.name == "ort-cpu":  # layers x86 CPUs without VNNI compute otherwise (quantize.saturation_risk)
+        qdq_check["x86_without_vnni_at_risk"] = len(saturation_risk(dst))
     tuned = tuned_student(model.cpu(), student, folded)
     ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
         "from": str(checkpoint), "flavour": flavour.name, "epochs": cfg.epochs}})

@@ -24,6 +24,8 @@ class QADConfig(BaseModel):
             the frozen fp32 student is the only teacher (self-distillation).
         cache_weight: share of the loss from the cached teacher (the rest: the fp32 student); with a cache only.
         flavour: the int8 recipe to fake-quantize for (ort-cpu | tensorrt, as ``distill export``).
+        reduce_range: ort-cpu: 7-bit weights, as ``distill export --reduce-range`` (None: as ``export_dir``'s file,
+            else ``distill export``'s default).
         data_root, calib_domains, target_domains, calib_count, eval_count: as ``distill export`` (unset: the
             domains of ``export_dir``'s calibration when given, so both int8 files are calibrated alike; else the
             run's data, source domains and unlabeled pool domains); QAD trains on the calibration images.
@@ -66,6 +68,7 @@ class QADConfig(BaseModel):
     cache: str | None = None
     cache_weight: float = Field(0.5, ge=0.0, le=1.0)
     flavour: Literal["ort-cpu", "tensorrt"] = "ort-cpu"
+    reduce_range: bool | None = None
     data_root: str | None = None
     calib_domains: tuple[str, ...] | None = None
     target_domains: tuple[str, ...] | None = None

@@ -77,6 +77,32 @@ def test_the_file_holds_what_onnxruntime_runs_and_runs_it_without_the_transforme
         assert "w" not in inits and "b" not in inits  # the float weight and bias are gone
 
 
+def test_reduce_range_writes_7_bit_weights_that_onnxruntime_runs_as_written(tmp_path):
+    """--reduce-range: onnxruntime would quantize the layer at load on [-128, 127] (saturating u8 x s8 pairs on x86
+    CPUs without VNNI); the file fixes a [-64, 64] grid instead, which every onnxruntime runs as written."""
+    from distill.export.ort_weights import ort_weight_grid
+
+    for op in ("Conv", "Gemm"):
+        model = _layer_model(op)
+        w = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "w"))
+        x = np.random.default_rng(1).normal(0, 1, [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+                                            ).astype(np.float32)
+        full, _ = _run(model, x, tmp_path, f"{op}-full")
+        assert per_tensor_weights(model, reduce_range=True) == [f"/kept/{op}"]
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        q, scale, zero = (inits[f"/kept/{op}/weight_{k}"] for k in ("int8", "scale", "zero_point"))
+        assert int(q.min()) >= -64 and int(q.max()) <= 64 and int(q.max()) - int(q.min()) >= 120  # the 7-bit grid, used
+        assert float(np.abs((q.astype(np.float32) - zero) * scale - w).max()) <= float(scale) / 2 + 1e-6
+        reduced, _ = _run(model, x, tmp_path, f"{op}-reduced")
+        without, _ = _run(model, x, tmp_path, f"{op}-reduced-no-transformer",
+                          disabled_optimizers=["WeightBiasQuantization"])
+        np.testing.assert_array_equal(without, reduced)  # runs as written: nothing re-quantizes it at load
+        assert float(np.abs(reduced - full).max()) > 0  # not the 8-bit grid onnxruntime would have chosen
+    w = np.random.default_rng(2).normal(0, 1, (8, 3)).astype(np.float32)
+    q, scale, zero = ort_weight_grid(w, reduce_range=True)
+    assert -64 <= int(zero) <= 64 and float(np.abs((q.astype(np.float32) - zero) * scale - w).max()) <= scale / 2 + 1e-6
+
+
 def test_layers_onnxruntime_leaves_float_are_left_float():
     # an int8 layer: its weight comes from a DequantizeLinear
     model = _layer_model("Conv")
