@@ -25,6 +25,17 @@ def kept_labels(fallback: dict[str, Any]) -> list[str]:
     return [k + (" + float output" if k in outputs else "") for k in fallback.get("kept_float") or []]
 
 
+def cpu_kinds_note(model: Any) -> str:
+    """Which x86 CPUs run an ort-cpu file as exported (export.json ``x86_without_vnni``; "" for other flavours and older
+    exports): 7-bit weights run alike everywhere; 8-bit ones saturate u8 x s8 pairs on x86 CPUs without VNNI."""
+    check = extra(model, "x86_without_vnni")
+    if not check:
+        return ""
+    if check.get("exact"):
+        return "7-bit weights: any x86 CPU"
+    return f"8-bit weights: x86 with VNNI only ({check.get('layers_at_risk', '?')} layers saturate without)"
+
+
 def near_tie_cell(model: Any) -> str:
     """``36 %`` (export.json ``near_ties.near_tie_pct`` of an int8 entry), or ``–`` in exports without it."""
     ties = extra(model, "near_ties") or {}
@@ -73,9 +84,12 @@ def section_int8(data: ReportData) -> str:
             if steps:
                 decision += (f'<br><span class="muted">{len(steps)} layer(s) tried, '
                              f'{sum(bool(s.get("accepted")) for s in steps)} kept</span>')
+            note = cpu_kinds_note(m)  # which x86 CPUs run the file as exported (ort-cpu)
+            kinds = "" if not note else (f'<br><span class="{"muted" if note.startswith("7-bit") else "bad"}">'
+                                         f'{esc(note)}</span>')
             rows.append(
                 f'<tr><td class="label">{esc(data.export_label(e))}</td>'
-                f'<td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}</td>'
+                f'<td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}{kinds}</td>'
                 f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
                 f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span>'
                 + ("" if near_tie_cell(m) == "–" else f'<br><span class="muted">near a tie: {near_tie_cell(m)}</span>')

@@ -7,7 +7,7 @@ from __future__ import annotations
 from distill.records import pct
 from distill.report.data import Z95, ReportData, extra
 from distill.report.decision import decision_for, int8_file_of
-from distill.report.export_sections import NEAR_TIE_NOTE, ORT_FLOAT_NOTE, kept_labels, near_tie_cell
+from distill.report.export_sections import NEAR_TIE_NOTE, ORT_FLOAT_NOTE, cpu_kinds_note, kept_labels, near_tie_cell
 from distill.report.qad_sections import qad_markdown
 from distill.report.runs import RunGroup, against_best
 
@@ -113,7 +113,8 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                 note = "" if lc.get("representative", True) else " (not the target runtime)"
                 if lc.get("slower_than_fp32") and lc.get("representative", True):
                     note = " **slower than fp32**"
-                lines.append(f"| {data.export_label(e)} | {extra(m, 'flavour')} | {'–' if before is None else f'{before:.2f}'} | "
+                kinds = f" ({cpu_kinds_note(m)})" if cpu_kinds_note(m) else ""
+                lines.append(f"| {data.export_label(e)} | {extra(m, 'flavour')}{kinds} | {'–' if before is None else f'{before:.2f}'} | "
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(kept_labels(fb)) or 'none'} | "
                              f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} | {near_tie_cell(m)} |")
             lines += ["", NEAR_TIE_NOTE, "", ORT_FLOAT_NOTE, ""]

@@ -81,6 +81,21 @@ def test_int8_section_shows_how_many_test_images_sit_near_a_tie(stress_report: P
     assert "Test images near a tie: the share of test images" in md
 
 
+def test_int8_section_says_which_x86_cpus_run_an_ort_cpu_file_as_exported(stress_report: Path) -> None:
+    """export.json's x86_without_vnni: 7-bit weights run alike on every x86 CPU; 8-bit ones saturate u8 x s8 pairs on
+    CPUs without VNNI, flagged; an export without the check (and a tensorrt file) shows nothing."""
+    html = stress_report.read_text()
+    section = html[html.index('<section id="int8">'):]
+    section = section[:section.index("</section>")]
+    assert section.count('<span class="muted">7-bit weights: any x86 CPU</span>') == 1
+    assert section.count('<span class="bad">8-bit weights: x86 with VNNI only (12 layers saturate without)</span>') == 1
+    assert section.count("bit weights") == 2
+    md = stress_report.with_suffix(".md").read_text()
+    rows = [line for line in md[md.index("## INT8 decisions"):].splitlines() if line.startswith("| ")][1:]
+    assert sum("| ort-cpu (7-bit weights: any x86 CPU) |" in line for line in rows) == 1
+    assert sum("| ort-cpu (8-bit weights: x86 with VNNI only (12 layers saturate without)) |" in line for line in rows) == 1
+
+
 def test_the_tensorrt_qdq_column_shows_only_where_a_file_was_checked(stress_inputs: Path, tmp_path: Path) -> None:
     """The TensorRT QDQ placement check runs on tensorrt-flavour exports only: without one the INT8 table has no
     column of dashes (it made the demo's card overflow at 800 px); with one, the column and its verdict show."""
