@@ -153,3 +153,20 @@ def test_on_an_emulated_avx2_cpu_only_the_reduced_range_file_computes_its_exact_
         emulated = np.load(f"{path}.out.npy")
         error = float(np.abs(emulated - exact).max() / np.abs(exact).max())
         assert (error < 0.02) if rr else (error > 0.2), (rr, error)
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
+                    reason="qemu-x86_64 not installed (Debian: apt install qemu-user): no emulated AVX2 CPU to run on")
+def test_the_cpu_kinds_benchmark_scores_an_export_here_and_emulated(export_dir: Path, monkeypatch, capsys) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "int8_cpu_kinds.py"
+    spec = importlib.util.spec_from_file_location("bench_int8_cpu_kinds", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, "argv", ["int8_cpu_kinds.py", "--arm", f"default={export_dir}", "--jobs", "1"])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "onnxruntime 1048544 (saturated)" in out  # the emulated CPU has no VNNI: the probe's pairs saturate
+    row = next(line for line in out.splitlines() if line.startswith(f"| {export_dir.name} |"))
+    assert row.count("|") == 5 and "%" in row  # run, images, fp32 moved, the arm's figures
