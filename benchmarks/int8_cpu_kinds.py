@@ -39,10 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 QEMU = "qemu-x86_64"
 KINDS = ("here", "emulated")
+# onnxruntime's own fix, off by default: u8 x s8 ops whose constant weights leave [-64, 63] run as u8 x u8 on x86 CPUs
+# without VNNI (microsoft/onnxruntime#12088)
+PRECISION_OPTION = "session.x64quantprecision"
 
 
-def child(inputs: str, out: str, files: list[str]) -> None:
-    """Logits of each ONNX file on the saved images (numpy + onnxruntime only: this runs under emulation)."""
+def child(inputs: str, out: str, files: list[str], precise: bool = False) -> None:
+    """Logits of each ONNX file on the saved images (numpy + onnxruntime only: this runs under emulation);
+    ``precise``: with :data:`PRECISION_OPTION` on."""
     import onnxruntime as ort
 
     x = np.load(inputs)["x"]
@@ -50,6 +54,8 @@ def child(inputs: str, out: str, files: list[str]) -> None:
     for i, f in enumerate(files):
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
+        if precise:
+            so.add_session_config_entry(PRECISION_OPTION, "1")
         sess = ort.InferenceSession(f, so, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
         logits[f"m{i}"] = np.concatenate([sess.run(None, {name: x[j:j + 64]})[0] for j in range(0, len(x), 64)])
@@ -73,18 +79,21 @@ def saturation_probe() -> int:
     return 0 if got == 255 * 127 * k else 1
 
 
-def run_kinds(cpu: str, images: np.ndarray, files: list[Path]) -> dict[str, list[np.ndarray]]:
-    """Logits of ``files`` here and under ``qemu-x86_64 -cpu CPU``."""
+def run_kinds(cpu: str, images: np.ndarray, files: list[Path], kinds: tuple[str, ...] = KINDS
+              ) -> dict[str, list[np.ndarray]]:
+    """Logits of ``files`` here and under ``qemu-x86_64 -cpu CPU`` (kind ``emulated``; ``emulated+option``: with
+    :data:`PRECISION_OPTION` on)."""
     out: dict[str, list[np.ndarray]] = {}
     with tempfile.TemporaryDirectory(prefix="cpu-kinds-") as work:
         inputs = Path(work) / "x.npz"
         np.savez(inputs, x=images)
-        for kind in KINDS:
+        for kind in kinds:
             dst = Path(work) / f"{kind}.npz"
-            cmd = [sys.executable, __file__, "--child", str(inputs), str(dst), *map(str, files)]
-            if kind == "emulated":
+            mode = "--child-precise" if kind.endswith("+option") else "--child"
+            cmd = [sys.executable, __file__, mode, str(inputs), str(dst), *map(str, files)]
+            if kind.startswith("emulated"):
                 cmd = [QEMU, "-cpu", cpu, *cmd]
-            subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL if kind == "emulated" else None)
+            subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL if kind != "here" else None)
             got = np.load(dst)
             out[kind] = [got[f"m{i}"] for i in range(len(files))]
     return out
@@ -98,14 +107,16 @@ def tags_of(arm: Path) -> dict[str, Path]:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3], sys.argv[4:])
+    if len(sys.argv) > 1 and sys.argv[1] in ("--child", "--child-precise"):
+        child(sys.argv[2], sys.argv[3], sys.argv[4:], precise=sys.argv[1] == "--child-precise")
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arm", action="append", required=True, help="NAME=DIR (repeated); the first is compared "
                     "with each other")
     ap.add_argument("--cpu", default="Haswell", help="QEMU CPU model (default: Haswell: AVX2, no VNNI, no AVX-512)")
     ap.add_argument("--jobs", type=int, default=2, help="runs scored at a time (default: 2)")
+    ap.add_argument("--with-option", action="store_true", help=f"also run emulated with onnxruntime's {PRECISION_OPTION} "
+                    "on (u8 x u8 where weights leave [-64, 63]: its own fix, off by default)")
     args = ap.parse_args()
     if shutil.which(QEMU) is None:
         raise SystemExit(f"{QEMU} not found: install QEMU's user-mode emulator (Debian: apt install qemu-user)")
@@ -133,6 +144,7 @@ def main() -> None:
     print(f"emulated {probe.stdout.strip()} ({'exact' if probe.returncode == 0 else 'saturated'}); here "
           f"{'exact' if here_exact else 'saturated'}\n")
 
+    kinds = (*KINDS, "emulated+option") if args.with_option else KINDS
     jobs = []
     for tag in common:
         reps = {a: ExportReport.read(tags[a][tag]) for a in arms}
@@ -146,8 +158,8 @@ def main() -> None:
         jobs.append((tag, images, [fp32, *int8]))
     # each run's two processes (here, emulated) are single-threaded: --jobs runs at a time
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        outputs = list(pool.map(lambda job: run_kinds(args.cpu, np.concatenate(list(job[1].batches(256))), job[2]),
-                                jobs))
+        outputs = list(pool.map(lambda job: run_kinds(args.cpu, np.concatenate(list(job[1].batches(256))), job[2],
+                                                      kinds), jobs))
     rows = []
     for (tag, images, _), logits in zip(jobs, outputs):
         names = list(images.domain_names)
@@ -155,10 +167,10 @@ def main() -> None:
         fp32_correct = ref == images.labels
         scored, between = {}, {}
         for i, a in enumerate(arms, start=1):
-            tops = {k: logits[k][i].argmax(1) for k in KINDS}
-            for k in KINDS:
+            tops = {k: logits[k][i].argmax(1) for k in kinds}
+            for k in kinds:
                 scored[a, k] = figures(tops[k] != ref, tops[k] == images.labels, fp32_correct, images.domains, names)
-            between[a] = 100.0 * float((tops["here"] != tops["emulated"]).mean())
+                between[a, k] = 100.0 * float((tops["here"] != tops[k]).mean())
         fp32_moved = 100.0 * float((logits["emulated"][0].argmax(1) != ref).mean())
         rows.append({"tag": tag, "student": tag.rsplit("-e", 1)[0], "scored": scored, "between": between,
                      "fp32_moved": fp32_moved, "images": len(images)})
@@ -166,16 +178,21 @@ def main() -> None:
                                       f"{scored[a, 'emulated'].disagree_mean:.2f}" for a in arms), file=sys.stderr)
 
     head = " | ".join(f"{a}: disagreement here / {args.cpu} (mean, worst), acc drop worst here / {args.cpu}, "
-                      "int8 top-1 differs between kinds" for a in arms)
+                      "int8 top-1 differs between kinds" + (f" (; {args.cpu} with {PRECISION_OPTION}: disagreement, "
+                                                            "differs from here)" if args.with_option else "")
+                      for a in arms)
     print(f"| run | test images | fp32 top-1 differs between kinds | {head} |")
     print("|---|---:|---:|" + "---|" * len(arms))
     for r in rows:
         cells = []
         for a in arms:
             h, e = r["scored"][a, "here"], r["scored"][a, "emulated"]
+            option = "" if not args.with_option else (
+                f"; with the option: {r['scored'][a, 'emulated+option'].disagree_mean:.2f}, "
+                f"{r['between'][a, 'emulated+option']:.2f} % differ")
             cells.append(f"{h.disagree_mean:.2f} / **{e.disagree_mean:.2f}** ({h.disagree_worst:.2f} / "
                          f"{e.disagree_worst:.2f}), {h.acc_drop_worst:+.2f} / {e.acc_drop_worst:+.2f}, "
-                         f"{r['between'][a]:.2f} %")
+                         f"{r['between'][a, 'emulated']:.2f} %{option}")
         print(f"| {r['tag']} | {r['images']} | {r['fp32_moved']:.2f} % | " + " | ".join(cells) + " |")
     print("\n| student | runs | " + " | ".join(f"{a}: disagreement mean here, {args.cpu}; acc drop worst here, "
                                               f"{args.cpu}" for a in arms) + " |")
@@ -188,7 +205,7 @@ def main() -> None:
         print(f"| {student} | {len(mine)} | " + " | ".join(cells) + " |")
     names = list(arms)
     print()
-    for k in KINDS:
+    for k in kinds:
         for a in names[1:]:
             t = paired([r["scored"][a, k].disagree_mean for r in rows], [r["scored"][names[0], k].disagree_mean
                                                                          for r in rows])
@@ -200,9 +217,10 @@ def main() -> None:
                   f"p = {t.p:.3g}), worst accuracy drop {d.diff:+.2f} (p = {d.p:.3g}); runs whose flips differ beyond "
                   f"chance (McNemar, images one file flips): {beyond}")
     for a in names:
-        t = paired([r["scored"][a, "emulated"].disagree_mean for r in rows],
-                   [r["scored"][a, "here"].disagree_mean for r in rows])
-        print(f"- {a}: {args.cpu} minus here: disagreement {t.diff:+.2f} pts (paired t-test p = {t.p:.3g})")
+        for k in kinds[1:]:
+            t = paired([r["scored"][a, k].disagree_mean for r in rows], [r["scored"][a, "here"].disagree_mean
+                                                                         for r in rows])
+            print(f"- {a}: {k} ({args.cpu}) minus here: disagreement {t.diff:+.2f} pts (paired t-test p = {t.p:.3g})")
 
 
 if __name__ == "__main__":

@@ -64,8 +64,11 @@ class ExportConfig(SplitKeys):
         latency_batch, latency_iters, threads: the export-time int8 vs fp32 latency check.
         trt_batches: (min, opt, max) batch of the TensorRT optimization profile (``"1,8,32"`` too).
         build_engines: build TensorRT engines here when ``import tensorrt`` works.
-        reduce_range: 7-bit weights in the ort-cpu flavour (avoids u8 x s8 saturation on x86
-            CPUs without VNNI, at some accuracy cost).
+        reduce_range: 7-bit weights in the ort-cpu flavour (the default): every x86 CPU computes the file alike.
+            8-bit weights (False) are exact only on CPUs with VNNI and on ARM: x86 CPUs without VNNI (AVX2) add u8 x s8
+            products in saturating int16 pairs and run another model (9 trained students on an emulated Haswell:
+            +4.9 points of disagreement with fp32; 7-bit: the same predictions on both kinds, 0.9 points more than
+            8-bit on a VNNI CPU; benchmarks/RESULTS.md, "int8 on x86 CPUs without VNNI").
         test_fraction, split_seed, val_fraction, pretrain_fraction, class_map: the split rule's keys
             (:class:`~distill.data.split.SplitKeys`; must match training's; unset: the run's config, else
             :class:`~distill.data.split.SplitRule`'s defaults).
@@ -106,7 +109,7 @@ class ExportConfig(SplitKeys):
     trt_batches: tuple[int, int, int] = (1, 8, 32)
     trt_workspace_mib: int = Field(1024, ge=1)
     build_engines: bool = True
-    reduce_range: bool = False
+    reduce_range: bool = True
     caches: tuple[str, ...] | None = None
     seed: int = 0
     classes: str | None = None

@@ -48,7 +48,7 @@ def test_reduce_range_exports_weights_no_x86_cpu_saturates_on(run_ckpt: Path, ti
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     _kept_between_int8(run_ckpt, monkeypatch)
     lines: list[str] = []
-    full = export_checkpoint(run_ckpt, tmp_path / "full", _config(tiny_root), log=lines.append)
+    full = export_checkpoint(run_ckpt, tmp_path / "full", _config(tiny_root, reduce_range=False), log=lines.append)
     model = next(m for m in full.models if m.precision == "int8")
     ranges = _int8_weight_ranges(tmp_path / "full" / model.file)
     assert max(max(abs(lo), abs(hi)) for lo, hi in ranges.values()) > SATURATION_FREE_WEIGHT  # 8-bit: at risk
@@ -56,7 +56,8 @@ def test_reduce_range_exports_weights_no_x86_cpu_saturates_on(run_ckpt: Path, ti
     assert not at_risk["exact"] and at_risk["layers_at_risk"] == len(saturation_risk(tmp_path / "full" / model.file))
     assert any("x86 CPUs without VNNI" in w and "--reduce-range" in w for w in full.warnings)
 
-    reduced = export_checkpoint(run_ckpt, tmp_path / "reduced", _config(tiny_root, reduce_range=True), log=lines.append)
+    assert ExportConfig().reduce_range  # the default: a file every x86 CPU runs alike
+    reduced = export_checkpoint(run_ckpt, tmp_path / "reduced", _config(tiny_root), log=lines.append)
     model = next(m for m in reduced.models if m.precision == "int8")
     ranges = _int8_weight_ranges(tmp_path / "reduced" / model.file)
     kept = model.fallback["kept_float"][0]
@@ -164,9 +165,11 @@ def test_the_cpu_kinds_benchmark_scores_an_export_here_and_emulated(export_dir: 
     spec = importlib.util.spec_from_file_location("bench_int8_cpu_kinds", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr(sys, "argv", ["int8_cpu_kinds.py", "--arm", f"default={export_dir}", "--jobs", "1"])
+    monkeypatch.setattr(sys, "argv", ["int8_cpu_kinds.py", "--arm", f"default={export_dir}", "--jobs", "1",
+                                      "--with-option"])
     bench.main()
     out = capsys.readouterr().out
     assert "onnxruntime 1048544 (saturated)" in out  # the emulated CPU has no VNNI: the probe's pairs saturate
     row = next(line for line in out.splitlines() if line.startswith(f"| {export_dir.name} |"))
-    assert row.count("|") == 5 and "%" in row  # run, images, fp32 moved, the arm's figures
+    assert row.count("|") == 5 and "%" in row and "with the option" in row  # run, images, fp32 moved, the arm
+    assert "- default: emulated+option (Haswell) minus here:" in out
