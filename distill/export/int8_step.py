@@ -199,7 +199,7 @@ class Int8Step:
             if risky:
                 self.log.warn(f"int8 (ort-cpu): {len(risky)} layer(s) have 8-bit weights: x86 CPUs without VNNI (AVX2; "
                               "AVX-512 before Cascade Lake) saturate their u8 x s8 products and run another model "
-                              "than this check measured; --reduce-range writes 7-bit weights every x86 CPU runs alike")
+                              "than this check measured; --reduce-range (the default) writes 7-bit weights every x86 CPU runs alike")
         entry["float_op_types"] = float_ops_as_run(dst, self.ctx.work_dir)
         entry["latency_check"] = self._latency_check(plain, final)
         return ExportedModel(**entry)

@@ -104,6 +104,9 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     reduce_range = cfg.reduce_range if cfg.reduce_range is not None else (
         exported.reduce_range if exported is not None else ExportConfig.model_fields["reduce_range"].default)
     flavour = with_weight_range(flavour, reduce_range)
+    if flavour.name == "ort-cpu":
+        say(f"int8 weights: {'7-bit (any x86 CPU runs the file alike)' if reduce_range else '8-bit (exact on VNNI x86 and ARM)'}"
+            f"{', as the export' if cfg.reduce_range is None and exported is not None else ''}")
     folded = conv_bn_pairs(student)  # conv -> the BatchNorm folded into it
     keep = kept_layers(exported, student, folded, say) if exported is not None and not cfg.quantize_all else KeptFloat()
     run = TrainingRun.of_checkpoint(checkpoint, say)
@@ -197,7 +200,7 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
         DistillError: no data root to calibrate on (int8 needs one).
     """
     data_root, calib, targets = cfg.data_root, cfg.calib_domains, cfg.target_domains
-    if exported is not None and exported.data_root is not None and (data_root, calib, targets).count(None):
+    if exported is not None and exported.data_root is not None and None in (data_root, calib, targets):
         data_root = data_root or exported.data_root
         calib = calib if calib is not None else exported.calib_domains or None
         targets = targets if targets is not None else exported.target_domains

@@ -33,7 +33,7 @@ def cpu_kinds_note(model: Any) -> str:
         return ""
     if check.get("exact"):
         return "7-bit weights: any x86 CPU"
-    return f"8-bit weights: x86 with VNNI only ({check.get('layers_at_risk', '?')} layers saturate without)"
+    return f"8-bit weights: {check.get('layers_at_risk', '?')} layers saturate on x86 without VNNI"
 
 
 def near_tie_cell(model: Any) -> str:

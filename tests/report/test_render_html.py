@@ -88,12 +88,12 @@ def test_int8_section_says_which_x86_cpus_run_an_ort_cpu_file_as_exported(stress
     section = html[html.index('<section id="int8">'):]
     section = section[:section.index("</section>")]
     assert section.count('<span class="muted">7-bit weights: any x86 CPU</span>') == 1
-    assert section.count('<span class="bad">8-bit weights: x86 with VNNI only (12 layers saturate without)</span>') == 1
+    assert section.count('<span class="bad">8-bit weights: 12 layers saturate on x86 without VNNI</span>') == 1
     assert section.count("bit weights") == 2
     md = stress_report.with_suffix(".md").read_text()
     rows = [line for line in md[md.index("## INT8 decisions"):].splitlines() if line.startswith("| ")][1:]
     assert sum("| ort-cpu (7-bit weights: any x86 CPU) |" in line for line in rows) == 1
-    assert sum("| ort-cpu (8-bit weights: x86 with VNNI only (12 layers saturate without)) |" in line for line in rows) == 1
+    assert sum("| ort-cpu (8-bit weights: 12 layers saturate on x86 without VNNI) |" in line for line in rows) == 1
 
 
 def test_the_tensorrt_qdq_column_shows_only_where_a_file_was_checked(stress_inputs: Path, tmp_path: Path) -> None:
