@@ -19,7 +19,9 @@ the first arm's fp32 file and each arm's int8 file (ort-cpu) run on the whole te
 export's data and split), once here and once under ``qemu-x86_64 -cpu CPU``. Printed: a saturation probe (one
 MatMulInteger whose exact sum the AVX2 kernel cannot hold), then per run and arm the top-1 disagreement with fp32
 (points, mean over domains / worst domain) and the worst test accuracy drop, on each CPU kind, and the images
-whose int8 top-1 differs between the kinds; over runs, paired t-tests between arms on each kind.
+whose int8 top-1 differs between the kinds; over runs, paired t-tests between arms on each kind. ``--with-option``
+also runs the emulated CPU with onnxruntime's ``session.x64quantprecision`` on (its own fix for 8-bit weights there,
+off by default). Results: benchmarks/RESULTS.md, "int8 on x86 CPUs without VNNI".
 """
 from __future__ import annotations
 

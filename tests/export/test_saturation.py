@@ -31,7 +31,7 @@ def _config(tiny_root: Path, **over) -> ExportConfig:
                         sensitivity_count=16, threads=1, **over)
 
 
-def _kept_between_int8(run_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _kept_between_int8(monkeypatch: pytest.MonkeyPatch) -> None:
     """Force the fallback to keep one layer that reads and writes int8 (it gets per-tensor weights in the file)."""
     import distill.export.int8_step as int8_step
     from distill.export.fallback import FallbackResult
@@ -46,7 +46,7 @@ def _kept_between_int8(run_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_reduce_range_exports_weights_no_x86_cpu_saturates_on(run_ckpt: Path, tiny_root: Path, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    _kept_between_int8(run_ckpt, monkeypatch)
+    _kept_between_int8(monkeypatch)
     lines: list[str] = []
     full = export_checkpoint(run_ckpt, tmp_path / "full", _config(tiny_root, reduce_range=False), log=lines.append)
     model = next(m for m in full.models if m.precision == "int8")
