@@ -4,7 +4,7 @@ The fake-quant model mirrors :mod:`distill.export.quantize`'s onnxruntime recipe
 
 - weights: int8, symmetric, per output channel, integers in [-127, 127] (scale = max |w| / 127),
   what ``quantize_static(per_channel=True, WeightSymmetric=True)`` computes for both flavours; in [-64, 64]
-  (scale = max |w| / 64) with ``reduce_range`` (:data:`REDUCED_WEIGHTS`: what it computes then);
+  (scale = max |w| / 64) with ``reduce_range`` (:data:`distill.export.qdq_graph.REDUCED_WEIGHTS`);
 - activations: ``ort-cpu`` uint8 asymmetric per tensor (0..255, a zero point);
   ``tensorrt`` int8 symmetric per tensor (zero point 0);
 - BatchNorm folded into the convolutions first (onnxruntime's ``quant_pre_process`` folds it too,
@@ -51,26 +51,18 @@ from torch.nn.utils import parametrize
 from distill.errors import DistillError
 from distill.export.fq_state import fake_quants, set_observers
 from distill.export.onnx import INPUT_NAME, check
-from distill.export.qdq_graph import tidy_qdq
+from distill.export.qdq_graph import REDUCED_WEIGHTS, tidy_qdq
 from distill.export.quantize import Int8Flavour
 from distill.export.relu6 import with_relu6_fusion
 from distill.export.se_gate import gates_as_clamps, unfold, with_gate_fusion
 from distill.student.model import Student
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127  # onnxruntime's symmetric int8 weights (and TensorRT's rule)
-# onnxruntime's reduce_range int8 (quant_utils.ONNX_INT_TYPE_REDUCED_RANGE): 7-bit weights, so that two u8 x s8
-# products fit the int16 that x86 CPUs without VNNI add them in (255 x 64 x 2 = 32,640; :mod:`.quantize`)
-REDUCED_WEIGHTS = (-64, 64)
-
-
-def weight_range(flavour: Int8Flavour) -> tuple[int, int]:
-    """The integer range of ``flavour``'s int8 weights."""
-    return REDUCED_WEIGHTS if flavour.reduce_range else (WEIGHT_QMIN, WEIGHT_QMAX)
 
 
 def qconfig_for(flavour: Int8Flavour) -> QConfig:
     """The torch.ao QConfig matching ``flavour``'s onnxruntime QDQ recipe (see module doc)."""
-    lo, hi = weight_range(flavour)
+    lo, hi = REDUCED_WEIGHTS if flavour.reduce_range else (WEIGHT_QMIN, WEIGHT_QMAX)
     weight = FakeQuantize.with_args(observer=PerChannelMinMaxObserver, quant_min=lo, quant_max=hi,
                                     dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
     if flavour.activation_type == "QUInt8" and not flavour.activation_symmetric:

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from distill.export.qdq_graph import quantize_linear
+from distill.export.qdq_graph import REDUCED_WEIGHTS, quantize_linear
 
 LAYERS = ("Conv", "Gemm", "ConvTranspose")  # the ops the transformer quantizes
 PASS_THROUGH = ("Relu", "Clip")  # allowed between such a layer and the QuantizeLinear after it
@@ -37,7 +37,7 @@ def ort_weight_grid(weight: np.ndarray, reduce_range: bool = False) -> tuple[np.
     ``reduce_range``: the same on [-64, 64] (scale = range / 128), the 7-bit weights of an ``--reduce-range`` export:
     onnxruntime would quantize the layer at load on the full range, which saturates on x86 CPUs without VNNI
     (:mod:`distill.export.quantize`), so the file fixes the grid instead."""
-    qmin, qmax = (-64.0, 64.0) if reduce_range else (-128.0, 127.0)
+    qmin, qmax = (float(v) for v in (REDUCED_WEIGHTS if reduce_range else (-128, 127)))
     w = weight.astype(np.float32)
     lo, hi = np.float32(min(float(w.min()), 0.0)), np.float32(max(float(w.max()), 0.0))
     scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(qmax - qmin))

@@ -18,6 +18,10 @@ from onnx import helper, numpy_helper
 from distill.errors import DistillError
 from distill.export.int8_graph import means_to_global_pool
 
+# onnxruntime's reduce_range int8 weights (quant_utils.ONNX_INT_TYPE_REDUCED_RANGE), the one home of the 7-bit range:
+# x86 CPUs without VNNI add two u8 x s8 products into a saturating int16 (VPMADDUBSW), and 255 x 64 x 2 = 32,640 fits
+REDUCED_WEIGHTS = (-64, 64)
+
 
 def tidy_qdq(proto: onnx.ModelProto, quantize_bias: bool) -> onnx.ModelProto:
     """All the steps below, in place; returns ``proto``."""

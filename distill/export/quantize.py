@@ -46,6 +46,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from distill.errors import DistillError
 from distill.export.int8_graph import int8_friendly
 from distill.export.ort_weights import per_tensor_weights
+from distill.export.qdq_graph import REDUCED_WEIGHTS
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -254,9 +255,7 @@ def qdq_report(model: str | Path | onnx.ModelProto) -> list[dict[str, Any]]:
     return rows
 
 
-# x86 CPUs without VNNI (AVX2; AVX-512 before Cascade Lake) multiply u8 activations by s8 weights with VPMADDUBSW,
-# which adds two products into a saturating int16: |w| <= 64 keeps 255 x 64 x 2 = 32,640 within it
-SATURATION_FREE_WEIGHT = 64
+SATURATION_FREE_WEIGHT = REDUCED_WEIGHTS[1]  # |w| beyond it saturates on x86 without VNNI (qdq_graph.REDUCED_WEIGHTS)
 
 
 def saturation_risk(model: str | Path | onnx.ModelProto) -> list[str]:
