@@ -1,0 +1,54 @@
+"""scripts/as_avx2.sh runs a command as on an x86 CPU with AVX2 and no AVX-512/VNNI/AMX, natively (CPUID faulting,
+scripts/cpuid_mask.c): the libraries pick their AVX2 kernels, and the program's own SIGSEGV handling still works.
+Skips with the reason where the machine cannot (no cpuid_fault flag, no gcc, not x86-64)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.cpu_kinds import AS_AVX2, as_avx2_unavailable
+
+REASON = as_avx2_unavailable()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=str(REASON))
+
+# onnxruntime's u8 x s8 kernel: exact int32 sums with VNNI; pairs saturate int16 on AVX2 (VPMADDUBSW)
+_PROBE = """
+import numpy as np, onnxruntime as ort, torch
+from onnx import TensorProto, helper, numpy_helper
+w = numpy_helper.from_array(np.full((64, 4), 127, np.int8), "B")
+g = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "g",
+                      [helper.make_tensor_value_info("A", TensorProto.UINT8, [None, 64])],
+                      [helper.make_tensor_value_info("Y", TensorProto.INT32, [None, 4])], [w])
+s = ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(),
+                         providers=["CPUExecutionProvider"])
+print(torch.backends.cpu.get_cpu_capability(), int(s.run(None, {"A": np.full((2, 64), 255, np.uint8)})[0][0, 0]))
+"""
+
+
+def _masked(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(AS_AVX2), sys.executable, *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_torch_and_onnxruntime_pick_their_avx2_kernels_with_a_sigsegv_handler_installed() -> None:
+    # -X faulthandler installs Python's own SIGSEGV handler before onnxruntime and torch read CPUID (as pytest and
+    # PyTorch's DataLoader workers do): CPUID must still be answered, masked, not crash the process
+    done = _masked("-X", "faulthandler", "-c", _PROBE)
+    assert done.returncode == 0, done.stderr[-2000:]
+    capability, total = done.stdout.split()
+    assert capability == "AVX2"
+    assert int(total) != 64 * 255 * 127  # exact would be 2,072,640: the AVX2 kernel's saturated pairs
+
+
+def test_a_real_segfault_still_reaches_the_programs_handler_and_kills_the_process() -> None:
+    done = _masked("-X", "faulthandler", "-c", "import ctypes; ctypes.string_at(0)", timeout=60)
+    assert done.returncode == -signal.SIGSEGV
+    assert "Fatal Python error: Segmentation fault" in done.stderr  # faulthandler ran
+
+
+def test_a_sent_sigsegv_still_kills_the_process() -> None:
+    done = _masked("-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV); print('survived')", timeout=60)
+    assert done.returncode == -signal.SIGSEGV and "survived" not in done.stdout
