@@ -94,7 +94,7 @@ def run_kinds(cpu: str, images: np.ndarray, files: list[Path], kinds: tuple[str,
             mode = "--child-precise" if kind.endswith("+option") else "--child"
             cmd = [sys.executable, __file__, mode, str(inputs), str(dst), *map(str, files)]
             if kind.startswith("emulated"):
-                cmd = [QEMU, "-cpu", cpu, *cmd]
+                cmd = [QEMU, "-U", "LD_PRELOAD", "-cpu", cpu, *cmd]  # -U: not scripts/as_avx2.sh's mask
             subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL if kind != "here" else None)
             got = np.load(dst)
             out[kind] = [got[f"m{i}"] for i in range(len(files))]
@@ -139,7 +139,7 @@ def main() -> None:
     model, flags = cpu_flags()
     print(f"here: {model}; SIMD flags: {' '.join(flags)}; emulated: qemu-x86_64 -cpu {args.cpu}")
     here_exact = saturation_probe() == 0
-    probe = subprocess.run([QEMU, "-cpu", args.cpu, sys.executable, "-c",
+    probe = subprocess.run([QEMU, "-U", "LD_PRELOAD", "-cpu", args.cpu, sys.executable, "-c",
                             f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
                             "import int8_cpu_kinds as k; raise SystemExit(k.saturation_probe())"],
                            capture_output=True, text=True)

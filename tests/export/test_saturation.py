@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from distill.export import ExportConfig, export_checkpoint
 from distill.export.quantize import SATURATION_FREE_WEIGHT, qdq_report, saturation_risk
+from tests.cpu_kinds import OTHER_CPUS
 
 
 def _int8_weight_ranges(path: Path) -> dict[str, tuple[int, int]]:
@@ -119,11 +120,11 @@ for path in sys.argv[2:]:
 """
 
 
-@pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
-                    reason="qemu-x86_64 not installed (Debian: apt install qemu-user): no emulated AVX2 CPU to run on")
-def test_on_an_emulated_avx2_cpu_only_the_reduced_range_file_computes_its_exact_result(tmp_path: Path) -> None:
-    """One conv quantized both ways from a float model whose products saturate int16 pairs: on QEMU's Haswell (AVX2,
-    no VNNI) the 8-bit file is far from its own exact result (the Q/DQ graph run in float), the 7-bit one is not."""
+@pytest.mark.parametrize("cpu", [pytest.param(k, marks=pytest.mark.skipif(why is not None, reason=str(why)))
+                                 for k, (_, why) in OTHER_CPUS.items()])
+def test_on_an_avx2_cpu_only_the_reduced_range_file_computes_its_exact_result(cpu: str, tmp_path: Path) -> None:
+    """One conv quantized both ways from a float model whose products saturate int16 pairs: on an AVX2 CPU without
+    VNNI the 8-bit file is far from its own exact result (the Q/DQ graph run in float), the 7-bit one is not."""
     from distill.export.images import ImageCalibrationReader, ImageSet
     from distill.export.quantize import FLAVOURS, calibrate, prepare, quantize, with_weight_range
 
@@ -143,7 +144,7 @@ def test_on_an_emulated_avx2_cpu_only_the_reduced_range_file_computes_its_exact_
     x = next(images.batches(16))
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "run.py").write_text(_EMULATED)
-    subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, str(tmp_path / "run.py"), str(tmp_path / "x.npy"),
+    subprocess.run([*OTHER_CPUS[cpu][0], sys.executable, str(tmp_path / "run.py"), str(tmp_path / "x.npy"),
                     *map(str, files.values())], check=True, capture_output=True)
     import onnxruntime as ort
 
