@@ -95,7 +95,7 @@ def one(arch: str, root: Path, work: Path, args: argparse.Namespace) -> dict:
     t0 = time.time()
     ckpt = train(arch, root, work / f"{arch}-ckpt", args.size, args.steps, args.seed)
     t_train = time.time() - t0
-    out = work / f"{arch}-export"
+    out = work / "export" / arch
     rep = export_checkpoint(ckpt, out, ExportConfig(
         precisions=("fp32", "fp16", "int8"), data_root=str(root), calib_domains=tuple(SOURCES), target_domains=tuple(TARGETS),
         int8_flavour="ort-cpu", max_drop=args.max_drop, calib_count=args.calib_count, eval_count=args.eval_count,
@@ -150,13 +150,15 @@ def main() -> None:
     p.add_argument("--sensitivity-count", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="suite ROOT (default: the quick digits suite in a temp folder)")
+    p.add_argument("--keep", default=None, metavar="DIR", help="keep the checkpoints and exports in DIR (DIR/export/ARCH: "
+                   "an arm for int8_cpu_speed.py); default: a temp folder, removed")
     args = p.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
     torch.set_num_threads(args.threads or torch.get_num_threads())
     model, flags = cpu_flags()
     log(f"CPU: {model}; flags: {' '.join(flags)}")
     with tempfile.TemporaryDirectory(prefix="int8-students-") as tmp:
-        work = Path(tmp)
+        work = Path(args.keep or tmp)
         root = Path(args.data) if args.data else materialize(work / "data", quick=True)
         rows = []
         for arch in args.students.split(","):
