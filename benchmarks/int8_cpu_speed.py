@@ -126,7 +126,6 @@ def main() -> None:
     from qad_arms import by_student, fmt
 
     from distill.records import ExportReport
-    from distill.report.stats import paired
 
     arms = dict(a.split("=", 1) for a in args.arm)
     tags = {name: tags_of(Path(d)) for name, d in arms.items()}
@@ -162,7 +161,8 @@ def main() -> None:
                 for name in list(files)[1:]:
                     ratios.setdefault((kind, name), []).append(got["p50"][name] / got["p50"]["fp32"])
         med = {key: statistics.median(v) for key, v in ratios.items()}
-        rows.append({"tag": tag, "student": tag.rsplit("-e", 1)[0], "ratio": med, "saturated": saturated,
+        rows.append({"tag": tag, "student": tag.rsplit("-e", 1)[0], "ratio": med, "rounds": ratios,
+                     "saturated": saturated,
                      "fp32_ms": {k: statistics.median(v) for k, v in fp32_ms.items()}})
         print(f"[{tag}] " + ", ".join(f"{k} {n} {r:.2f}x" for (k, n), r in med.items()), file=sys.stderr)
     if rows[0]["saturated"] != {"here": False, "avx2": True}:
@@ -170,17 +170,32 @@ def main() -> None:
 
     names = [n for n in rows[0]["ratio"] if n[0] == "here"]
     print("| run | fp32 p50 ms here / avx2 (separate processes) | " + " | ".join(
-        f"{n}: int8/fp32 here / avx2" for _, n in names) + " |")
+        f"{n}: int8/fp32 here / avx2 [min-max of the rounds]" for _, n in names) + " |")
     print("|---|---:|" + "---:|" * len(names))
     for r in rows:
-        cells = [f"{r['ratio']['here', n]:.2f} / **{r['ratio']['avx2', n]:.2f}**" for _, n in names]
+        cells = [f"{r['ratio']['here', n]:.2f} [{spread(r['rounds']['here', n])}] / **{r['ratio']['avx2', n]:.2f}** "
+                 f"[{spread(r['rounds']['avx2', n])}]" for _, n in names]
         print(f"| {r['tag']} | {r['fp32_ms']['here']:.3f} / {r['fp32_ms']['avx2']:.3f} | " + " | ".join(cells) + " |")
+    if all(len(mine) == 1 for mine in by_student(rows).values()):  # one run per student: the table is the summary
+        summary(rows, names)
+        return
     print("\n| student | runs | " + " | ".join(f"{n}: here, avx2" for _, n in names) + " |")
     print("|---|---:|" + "---|" * len(names))
     for student, mine in by_student(rows).items():
         cells = [f"{fmt([r['ratio']['here', n] for r in mine])}, {fmt([r['ratio']['avx2', n] for r in mine])}"
                  for _, n in names]
         print(f"| {student} | {len(mine)} | " + " | ".join(cells) + " |")
+    summary(rows, names)
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
+def summary(rows: list[dict], names: list[tuple[str, str]]) -> None:
+    """Paired t-tests over runs: each arm against the first, on each kind; each arm, avx2 against here."""
+    from distill.report.stats import paired
+
     print()
     base = names[0][1]
     for kind in KINDS:
