@@ -174,3 +174,21 @@ def test_the_cpu_kinds_benchmark_scores_an_export_here_and_emulated(export_dir: 
     row = next(line for line in out.splitlines() if line.startswith(f"| {export_dir.name} |"))
     assert row.count("|") == 5 and "%" in row and "with the option" in row  # run, images, fp32 moved, the arm
     assert "- default: emulated+option (Haswell) minus here:" in out
+
+
+@pytest.mark.skipif(OTHER_CPUS["as-avx2"][1] is not None, reason=str(OTHER_CPUS["as-avx2"][1]))
+def test_the_cpu_speed_benchmark_times_an_export_on_both_kinds(export_dir: Path, monkeypatch, capsys) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "int8_cpu_speed.py"
+    spec = importlib.util.spec_from_file_location("bench_int8_cpu_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, "argv", ["int8_cpu_speed.py", "--arm", f"default={export_dir}", "--option", "default",
+                                      "--rounds", "1", "--iters", "4"])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "avx2 saturated" in out  # the child under scripts/as_avx2.sh ran onnxruntime's AVX2 kernels
+    row = next(line for line in out.splitlines() if line.startswith(f"| {export_dir.name} |"))
+    assert row.count("|") == 5 and row.count("**") == 4  # run, fp32 ms, the arm, the arm with the option
+    assert "- avx2: default+option minus default, int8/fp32 over 1 runs:" in out
