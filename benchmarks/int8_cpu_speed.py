@@ -42,7 +42,8 @@ PRECISION_OPTION = "session.x64quantprecision"
 
 def child(spec: str) -> None:
     """Time the files of ``spec`` (JSON: {"files": {name: [path, precise]}, "batch", "threads", "iters"}) interleaved;
-    print {"saturates": :func:`saturates`, "p50": {name: ms}} as JSON."""
+    print {"saturates": whether onnxruntime's u8 x s8 kernel saturates here (a CPU without VNNI), "p50": {name: ms}}
+    as JSON."""
     import onnxruntime as ort
 
     from distill.bench.edge_runner import interleaved_times, latency_stats
@@ -74,22 +75,10 @@ def child(spec: str) -> None:
         for k in names:
             times[k] += got[k]
         del sessions
-    print(json.dumps({"saturates": saturates(), "p50": {k: latency_stats(v)["p50"] for k, v in times.items()}}))
+    from int8_cpu_kinds import PROBE_EXACT, probe_sum
 
-
-def saturates() -> bool:
-    """Whether onnxruntime's u8 x s8 kernel here adds pairs into a saturating int16 (a CPU without VNNI)."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    k = 64
-    weights = numpy_helper.from_array(np.full((k, 4), 127, np.int8), "B")
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "probe",
-                              [helper.make_tensor_value_info("A", TensorProto.UINT8, [None, k])],
-                              [helper.make_tensor_value_info("Y", TensorProto.INT32, [None, 4])], [weights])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return int(sess.run(None, {"A": np.full((8, k), 255, np.uint8)})[0][0, 0]) != 255 * 127 * k
+    print(json.dumps({"saturates": probe_sum() != PROBE_EXACT,
+                      "p50": {k: latency_stats(v)["p50"] for k, v in times.items()}}))
 
 
 def time_kind(kind: str, files: dict[str, tuple[str, bool]], args: argparse.Namespace) -> dict:

@@ -25,6 +25,17 @@ def _int8_weight_ranges(path: Path) -> dict[str, tuple[int, int]]:
             if len(r["inputs"]) > 1 and "int_range" in r["inputs"][1]}
 
 
+def _benchmark(name: str):
+    """benchmarks/NAME.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parents[2] / "benchmarks"
+                                                  / f"{name}.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def _config(tiny_root: Path, **over) -> ExportConfig:
     """An ort-cpu export whose fallback must run (negative max_drop) and keep a layer or two."""
     return ExportConfig(precisions=("int8",), data_root=str(tiny_root), int8_flavour="ort-cpu", max_drop=-100.0,
@@ -160,12 +171,7 @@ def test_on_an_avx2_cpu_only_the_reduced_range_file_computes_its_exact_result(cp
 @pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
                     reason="qemu-x86_64 not installed (Debian: apt install qemu-user): no emulated AVX2 CPU to run on")
 def test_the_cpu_kinds_benchmark_scores_an_export_here_and_emulated(export_dir: Path, monkeypatch, capsys) -> None:
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "int8_cpu_kinds.py"
-    spec = importlib.util.spec_from_file_location("bench_int8_cpu_kinds", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark("int8_cpu_kinds")
     monkeypatch.setattr(sys, "argv", ["int8_cpu_kinds.py", "--arm", f"default={export_dir}", "--jobs", "1",
                                       "--with-option"])
     bench.main()
@@ -178,12 +184,7 @@ def test_the_cpu_kinds_benchmark_scores_an_export_here_and_emulated(export_dir: 
 
 @pytest.mark.skipif(OTHER_CPUS["as-avx2"][1] is not None, reason=str(OTHER_CPUS["as-avx2"][1]))
 def test_the_cpu_speed_benchmark_times_an_export_on_both_kinds(export_dir: Path, monkeypatch, capsys) -> None:
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "int8_cpu_speed.py"
-    spec = importlib.util.spec_from_file_location("bench_int8_cpu_speed", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark("int8_cpu_speed")
     monkeypatch.setattr(sys, "argv", ["int8_cpu_speed.py", "--arm", f"default={export_dir}", "--option", "default",
                                       "--rounds", "1", "--iters", "4"])
     bench.main()
