@@ -20,7 +20,8 @@ command -v gcc >/dev/null || die "gcc not found (it builds scripts/cpuid_mask.c)
 src=$here/cpuid_mask.c
 lib=${TMPDIR:-/tmp}/distill-cpuid-mask-$(id -u)-$(sha1sum "$src" | cut -c1-12).so
 if [ ! -f "$lib" ]; then
-  gcc -O2 -Wall -shared -fPIC -o "$lib.$$" "$src" -ldl && mv "$lib.$$" "$lib"
+  gcc -O2 -Wall -shared -fPIC -o "$lib.$$" "$src" -ldl || die "gcc could not build $src"
+  mv "$lib.$$" "$lib"
 fi
 export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"
 exec "$@"

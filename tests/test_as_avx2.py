@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from tests.cpu_kinds import AS_AVX2, as_avx2_unavailable
+from tests.cpu_kinds import AS_AVX2, OTHER_CPUS
 
-REASON = as_avx2_unavailable()
+REASON = OTHER_CPUS["as-avx2"][1]
 pytestmark = pytest.mark.skipif(REASON is not None, reason=str(REASON))
 
 # onnxruntime's u8 x s8 kernel: exact int32 sums with VNNI; pairs saturate int16 on AVX2 (VPMADDUBSW)
