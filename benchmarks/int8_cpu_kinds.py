@@ -11,12 +11,14 @@ AVX-512 VNNI (or AVX-VNNI): exact int32 sums. Without VNNI (AVX2, and AVX-512 be
 exported it, do not see it. onnxruntime's answer is ``reduce_range`` (7-bit weights, |w| <= 64: 255 x 64 x 2 =
 32,640 fits). QEMU's user-mode emulator (TCG) reports the CPU model given (``-cpu Haswell``: AVX2, FMA, no
 AVX-512) through CPUID, so onnxruntime picks its AVX2 kernels and computes what such a CPU computes (slowly: the
-timings mean nothing, the logits do).
+timings mean nothing, the logits do). ``--cpu as-avx2`` runs the same AVX2 kernels natively instead, on this CPU with
+AVX-512, VNNI and AMX hidden from CPUID (``scripts/as_avx2.sh``; needs Linux's CPUID faulting), in minutes instead of
+tens of minutes (timing: ``int8_cpu_speed.py``).
 
 An arm (``--arm NAME=DIR``, repeated) is a folder of ``distill export`` folders, one per run (``DIR/TAG``, as
 ``benchmarks/export_arms.py --out OUT`` writes ``OUT/NAME/TAG``), or one export folder. For every TAG in all arms,
 the first arm's fp32 file and each arm's int8 file (ort-cpu) run on the whole test split of every domain (the
-export's data and split), once here and once under ``qemu-x86_64 -cpu CPU``. Printed: a saturation probe (one
+export's data and split), once here and once on the other CPU. Printed: a saturation probe (one
 MatMulInteger whose exact sum the AVX2 kernel cannot hold), then per run and arm the top-1 disagreement with fp32
 (points, mean over domains / worst domain) and the worst test accuracy drop, on each CPU kind, and the images
 whose int8 top-1 differs between the kinds; over runs, paired t-tests between arms on each kind. ``--with-option``
@@ -40,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 QEMU = "qemu-x86_64"
+AS_AVX2 = ROOT / "scripts" / "as_avx2.sh"
 KINDS = ("here", "emulated")
 # onnxruntime's own fix, off by default: u8 x s8 ops whose constant weights leave [-64, 63] run as u8 x u8 on x86 CPUs
 # without VNNI (microsoft/onnxruntime#12088)
@@ -103,11 +106,17 @@ def run_kinds(cpu: str, images: np.ndarray, files: list[Path], kinds: tuple[str,
             mode = "--child-precise" if kind.endswith("+option") else "--child"
             cmd = [sys.executable, __file__, mode, str(inputs), str(dst), *map(str, files)]
             if kind.startswith("emulated"):
-                cmd = [QEMU, "-U", "LD_PRELOAD", "-cpu", cpu, *cmd]  # -U: not scripts/as_avx2.sh's mask
+                cmd = [*other_cpu(cpu), *cmd]
             subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL if kind != "here" else None)
             got = np.load(dst)
             out[kind] = [got[f"m{i}"] for i in range(len(files))]
     return out
+
+
+def other_cpu(cpu: str) -> list[str]:
+    """The command prefix that runs a program on the other CPU: ``as-avx2``: scripts/as_avx2.sh (this CPU with
+    AVX-512/VNNI hidden from CPUID, native); else QEMU's model ``cpu`` (-U: not the mask's LD_PRELOAD, if set)."""
+    return ["bash", str(AS_AVX2)] if cpu == "as-avx2" else [QEMU, "-U", "LD_PRELOAD", "-cpu", cpu]
 
 
 def tags_of(arm: Path) -> dict[str, Path]:
@@ -124,12 +133,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arm", action="append", required=True, help="NAME=DIR (repeated); the first is compared "
                     "with each other")
-    ap.add_argument("--cpu", default="Haswell", help="QEMU CPU model (default: Haswell: AVX2, no VNNI, no AVX-512)")
+    ap.add_argument("--cpu", default="Haswell", help="QEMU CPU model (default: Haswell: AVX2, no VNNI, no AVX-512), or "
+                    "as-avx2: this CPU with AVX-512/VNNI hidden from CPUID (scripts/as_avx2.sh; native, the same kernels)")
     ap.add_argument("--jobs", type=int, default=2, help="runs scored at a time (default: 2)")
     ap.add_argument("--with-option", action="store_true", help=f"also run emulated with onnxruntime's {PRECISION_OPTION} "
                     "on (u8 x u8 where weights leave [-64, 63]: its own fix, off by default)")
     args = ap.parse_args()
-    if shutil.which(QEMU) is None:
+    if args.cpu != "as-avx2" and shutil.which(QEMU) is None:
         raise SystemExit(f"{QEMU} not found: install QEMU's user-mode emulator (Debian: apt install qemu-user)")
 
     from float_fallback import test_split
@@ -146,9 +156,9 @@ def main() -> None:
     if not common:
         raise SystemExit("no run (TAG/export.json) is in every arm")
     model, flags = cpu_flags()
-    print(f"here: {model}; SIMD flags: {' '.join(flags)}; emulated: qemu-x86_64 -cpu {args.cpu}")
+    print(f"here: {model}; SIMD flags: {' '.join(flags)}; emulated: {' '.join(other_cpu(args.cpu))}")
     here_exact = saturation_probe() == 0
-    probe = subprocess.run([QEMU, "-U", "LD_PRELOAD", "-cpu", args.cpu, sys.executable, "-c",
+    probe = subprocess.run([*other_cpu(args.cpu), sys.executable, "-c",
                             f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
                             "import int8_cpu_kinds as k; raise SystemExit(k.saturation_probe())"],
                            capture_output=True, text=True)

@@ -5,7 +5,6 @@ whether a file is safe. The design is checked here on every CPU (the integers in
 emulator is installed, the files also run on an emulated AVX2 CPU (Haswell) against their exact result."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -168,18 +167,20 @@ def test_on_an_avx2_cpu_only_the_reduced_range_file_computes_its_exact_result(cp
         assert (error < 0.02) if rr else (error > 0.2), (rr, error)
 
 
-@pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
-                    reason="qemu-x86_64 not installed (Debian: apt install qemu-user): no emulated AVX2 CPU to run on")
-def test_the_cpu_kinds_benchmark_scores_an_export_here_and_emulated(export_dir: Path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("cpu", [pytest.param(cpu, marks=pytest.mark.skipif(OTHER_CPUS[k][1] is not None,
+                                                                        reason=str(OTHER_CPUS[k][1])))
+                                 for cpu, k in (("Haswell", "qemu-haswell"), ("as-avx2", "as-avx2"))])
+def test_the_cpu_kinds_benchmark_scores_an_export_here_and_on_the_other_cpu(cpu: str, export_dir: Path, monkeypatch,
+                                                                           capsys) -> None:
     bench = _benchmark("int8_cpu_kinds")
     monkeypatch.setattr(sys, "argv", ["int8_cpu_kinds.py", "--arm", f"default={export_dir}", "--jobs", "1",
-                                      "--with-option"])
+                                      "--with-option", "--cpu", cpu])
     bench.main()
     out = capsys.readouterr().out
-    assert "onnxruntime 1048544 (saturated)" in out  # the emulated CPU has no VNNI: the probe's pairs saturate
+    assert "onnxruntime 1048544 (saturated)" in out  # the other CPU has no VNNI: the probe's pairs saturate
     row = next(line for line in out.splitlines() if line.startswith(f"| {export_dir.name} |"))
     assert row.count("|") == 5 and "%" in row and "with the option" in row  # run, images, fp32 moved, the arm
-    assert "- default: emulated+option (Haswell) minus here:" in out
+    assert f"- default: emulated+option ({cpu}) minus here:" in out
 
 
 @pytest.mark.skipif(OTHER_CPUS["as-avx2"][1] is not None, reason=str(OTHER_CPUS["as-avx2"][1]))
