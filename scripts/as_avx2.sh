@@ -24,4 +24,8 @@ if [ ! -f "$lib" ]; then
   mv "$lib.$$" "$lib"
 fi
 export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"
+# /proc/cpuinfo still lists the hidden features: distill's records (cpu_info) drop these and name them hidden_flags
+export DISTILL_HIDDEN_CPU_FLAGS="avx512f avx512dq avx512ifma avx512pf avx512er avx512cd avx512bw avx512vl avx512vbmi \
+avx512_vbmi2 avx512_vnni avx512_bitalg avx512_vpopcntdq avx512_4vnniw avx512_4fmaps avx512_vp2intersect avx512_fp16 \
+avx512_bf16 avx_vnni amx_bf16 amx_tile amx_int8"
 exec "$@"

@@ -52,3 +52,15 @@ def test_a_real_segfault_still_reaches_the_programs_handler_and_kills_the_proces
 def test_a_sent_sigsegv_still_kills_the_process() -> None:
     done = _masked("-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV); print('survived')", timeout=60)
     assert done.returncode == -signal.SIGSEGV and "survived" not in done.stdout
+
+
+def test_distills_records_list_the_flags_the_process_sees_and_name_the_hidden_ones() -> None:
+    # /proc/cpuinfo is not masked: cpu_info() must not claim VNNI/AVX-512 for timings taken on the AVX2 kernels
+    done = _masked("-c", "import json; from distill.bench.edge_runner import cpu_info; print(json.dumps(cpu_info()))")
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    cpu = json.loads(done.stdout)
+    assert "avx2" in cpu["flags"]
+    assert not [f for f in cpu["flags"] if f.startswith(("avx512", "amx")) or f == "avx_vnni"], cpu["flags"]
+    assert all(f.startswith(("avx512", "amx")) or f == "avx_vnni" for f in cpu.get("hidden_flags", []))

@@ -184,8 +184,13 @@ _INTERESTING_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_b
                       "amx_int8", "amx_bf16", "asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve")
 
 
+# set by scripts/as_avx2.sh: CPUID features it hides from this process (/proc/cpuinfo still lists them)
+HIDDEN_FLAGS_ENV = "DISTILL_HIDDEN_CPU_FLAGS"
+
+
 def cpu_info() -> dict[str, Any]:
-    """CPU model, logical cores, cores usable by this process and SIMD flags relevant to int8."""
+    """CPU model, logical cores, cores usable by this process and SIMD flags relevant to int8 (as the process sees
+    them: without the flags :data:`HIDDEN_FLAGS_ENV` names, which go to ``hidden_flags``)."""
     model, flags = platform.processor() or platform.machine(), set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -202,8 +207,12 @@ def cpu_info() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
-    return {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(), "usable_cores": usable,
-            "flags": sorted(f for f in flags if f in _INTERESTING_FLAGS)}
+    hidden = flags & set(os.environ.get(HIDDEN_FLAGS_ENV, "").split())
+    info = {"model": model, "arch": platform.machine(), "logical_cores": os.cpu_count(), "usable_cores": usable,
+            "flags": sorted(f for f in flags - hidden if f in _INTERESTING_FLAGS)}
+    if hidden:
+        info["hidden_flags"] = sorted(f for f in hidden if f in _INTERESTING_FLAGS)
+    return info
 
 
 def gpu_info() -> list[dict[str, str]]:

@@ -25,6 +25,12 @@ def kept_labels(fallback: dict[str, Any]) -> list[str]:
     return [k + (" + float output" if k in outputs else "") for k in fallback.get("kept_float") or []]
 
 
+def _cpu_flags(cpu: dict) -> str:
+    """The SIMD flags the benchmark's process saw, and those hidden from it (scripts/as_avx2.sh: ``hidden_flags``)."""
+    hidden = cpu.get("hidden_flags") or []
+    return " ".join(cpu.get("flags", [])) + (f" (hidden from CPUID: {' '.join(hidden)})" if hidden else "")
+
+
 def cpu_kinds_note(model: Any) -> str:
     """Which x86 CPUs run an ort-cpu file as exported (export.json ``x86_without_vnni``; "" for other flavours and older
     exports): 7-bit weights run alike everywhere; 8-bit ones saturate u8 x s8 pairs on x86 CPUs without VNNI."""
@@ -209,7 +215,7 @@ def section_provenance(data: ReportData) -> str:
         devices.setdefault(json.dumps(m.record.device, sort_keys=True), m)
     dev_rows = "".join(
         f'<tr><td>{esc(_dev(m))}</td><td class="path">{esc(m.record.device.get("platform", ""))}</td>'
-        f'<td class="flags">{esc(" ".join((m.record.device.get("cpu") or {}).get("flags", [])))}</td>'
+        f'<td class="flags">{esc(_cpu_flags(m.record.device.get("cpu") or {}))}</td>'
         f'<td>{esc(_gpu_cell(m))}</td></tr>'
         for m in devices.values())
     if not rows and not run_rows and not dev_rows:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import distill.bench.edge_runner as edge_runner
 
 BLOCKER = r"""
@@ -232,3 +234,14 @@ def test_bench_files_does_not_favour_the_session_created_last(tmp_path: Path, mo
     recs = edge_runner.bench_files(files, "tensorrt", batches=(1,), warmup=1, iters=6)
     assert [c.path.name for c in created] == ["a.onnx", "b.onnx", "c.onnx"] and all(c.closed for c in created)
     assert [round(r["latency_ms"]["mean"], 6) for r in recs] == [1000.0, 1000.0, 900.0]  # the lean, kept there
+
+
+def test_cpu_info_moves_the_flags_named_hidden_out_of_flags(monkeypatch) -> None:
+    from distill.bench.edge_runner import HIDDEN_FLAGS_ENV, cpu_info
+
+    seen = cpu_info()["flags"]
+    if not seen:
+        pytest.skip("this CPU lists none of the SIMD flags cpu_info records")
+    monkeypatch.setenv(HIDDEN_FLAGS_ENV, f"{seen[0]} not_a_flag")
+    cpu = cpu_info()
+    assert seen[0] not in cpu["flags"] and cpu["hidden_flags"] == [seen[0]] and cpu["flags"] == seen[1:]

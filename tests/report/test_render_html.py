@@ -115,3 +115,13 @@ def test_the_tensorrt_qdq_column_shows_only_where_a_file_was_checked(stress_inpu
     html = section_int8(collect([ex]))
     assert "<th>TensorRT QDQ</th>" in html and '<span class="good">ok</span>' in html
     assert html.count("<tr>") == html.count("</tr>") and all(row.count("<td") == 8 for row in html.split("<tr>")[2:])
+
+
+def test_the_provenance_names_cpu_flags_hidden_from_the_benchmark() -> None:
+    """A benchmark run under scripts/as_avx2.sh records the flags it saw and those hidden (cpu_info's hidden_flags):
+    the report shows both, so AVX2-kernel timings are not read as a VNNI CPU's."""
+    from distill.report.export_sections import _cpu_flags
+
+    assert _cpu_flags({"flags": ["avx2", "fma"]}) == "avx2 fma"
+    assert _cpu_flags({"flags": ["avx2", "fma"], "hidden_flags": ["avx512_vnni", "avx512f"]}) == \
+        "avx2 fma (hidden from CPUID: avx512_vnni avx512f)"
