@@ -53,7 +53,7 @@ from distill.export.onnx import export_onnx  # noqa: E402
 from distill.export.qad import export_config, export_int8  # noqa: E402
 from distill.export.qad_config import QADConfig, QADRecord  # noqa: E402
 from distill.export.qad_moves import changed_share, int8_weights  # noqa: E402
-from distill.export.quantize import FLAVOURS  # noqa: E402
+from distill.export.quantize import FLAVOURS, SATURATION_FREE_WEIGHT, Int8Flavour, with_weight_range  # noqa: E402
 from distill.export.training_run import TrainingRun  # noqa: E402
 from distill.report.stats import mcnemar, mean_std, paired  # noqa: E402
 from distill.student.model import load_student  # noqa: E402
@@ -163,13 +163,26 @@ def figures(flips: np.ndarray, correct: np.ndarray, fp32_correct: np.ndarray, do
     return Scored(flips, correct, float(np.mean(per)), float(max(per)), float(max(drop)), beyond)
 
 
-def weights_moved(checkpoint: Path, tuned: Path) -> float:
+def file_flavour(record: QADRecord, qad_dir: Path) -> Int8Flavour:
+    """The flavour QAD wrote ``qad_dir``'s int8 file with, its weight range read off the file (no int8 weight beyond
+    +-64: 7-bit). Records do not say it, and the registry's ort-cpu default went from 8-bit to 7-bit in session 22:
+    a folder of an older session must be rebuilt with the range it ran with."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(qad_dir / record.qad_file))
+    top = max((int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max()) for t in model.graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims), default=0)
+    return with_weight_range(FLAVOURS[record.flavour], top <= SATURATION_FREE_WEIGHT)
+
+
+def weights_moved(checkpoint: Path, tuned: Path, flavour: Int8Flavour) -> float:
     """Percent of the int8 weight values that differ between ``checkpoint`` and QAD's tuned one (folded BatchNorm,
-    per-channel grids: what the file holds for an int8 layer)."""
+    per-channel grids of ``flavour``: what the file holds for an int8 layer)."""
     grids = []
     for ck in (checkpoint, tuned):
         student = load_student(ck)
-        fq = fake_quant_model(student, FLAVOURS["ort-cpu"])
+        fq = fake_quant_model(student, flavour)
         grids.append(int8_weights(calibrate_ranges(fq, [torch.zeros(1, 3, *student.spec.input_size)])))
     return changed_share(*grids)
 
@@ -210,7 +223,8 @@ def main() -> None:
                      **{arm: args.out / arm / tag / r.qad_file for arm, r in records.items()}}
             images = test_split(next(iter(records.values())))
             scored = score(files, ckpt, images)
-            moved = {arm: weights_moved(ckpt, args.out / arm / tag / r.tuned_checkpoint) for arm, r in records.items()}
+            moved = {arm: weights_moved(ckpt, args.out / arm / tag / r.tuned_checkpoint,
+                                        file_flavour(r, args.out / arm / tag)) for arm, r in records.items()}
             rows.append({"tag": tag, "student": tag.rsplit("-e", 1)[0], "images": len(images), "scored": scored,
                          "records": records, "moved": moved, "domains": len(images.domain_names)})
             log(f"{tag}: " + ", ".join(f"{k} {v.disagree_mean:.2f}" for k, v in scored.items()))

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from int8_students import cpu_flags  # noqa: E402
+from qad_arms import file_flavour  # noqa: E402
 
 from distill.export.data import load_export_data, load_holdout_images  # noqa: E402
 from distill.export.evaluate import ort_session, predict_onnx  # noqa: E402
@@ -43,7 +44,6 @@ from distill.export.log import ExportLog  # noqa: E402
 from distill.export.onnx import export_onnx  # noqa: E402
 from distill.export.qad import export_config, export_int8, plain_ptq  # noqa: E402
 from distill.export.qad_config import QADConfig, QADRecord  # noqa: E402
-from distill.export.quantize import FLAVOURS  # noqa: E402
 from distill.export.training_run import TrainingRun, provenance  # noqa: E402
 from distill.report.stats import mcnemar  # noqa: E402
 from distill.student.model import load_student  # noqa: E402
@@ -91,7 +91,7 @@ def study(qad_dir: Path, sizes: list[int], draws: int, seed: int) -> tuple[str, 
     say = ExportLog(log)
     checkpoint = Path(cfg.checkpoint)
     student = load_student(checkpoint)
-    flavour = FLAVOURS[cfg.flavour]
+    flavour = file_flavour(record, qad_dir)  # the weight range QAD ran with
     run = TrainingRun.of_checkpoint(checkpoint, say)
     ecfg = export_config(cfg, run, say)
     prov = provenance(checkpoint, student, run)
