@@ -17,22 +17,12 @@ from onnx import TensorProto, helper, numpy_helper
 from distill.export import ExportConfig, export_checkpoint
 from distill.export.quantize import SATURATION_FREE_WEIGHT, qdq_report, saturation_risk
 from tests.cpu_kinds import OTHER_CPUS
+from tests.test_benchmarks import _script
 
 
 def _int8_weight_ranges(path: Path) -> dict[str, tuple[int, int]]:
     return {r["node"]: tuple(r["inputs"][1]["int_range"]) for r in qdq_report(path)
             if len(r["inputs"]) > 1 and "int_range" in r["inputs"][1]}
-
-
-def _benchmark(name: str):
-    """benchmarks/NAME.py as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parents[2] / "benchmarks"
-                                                  / f"{name}.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
 
 
 def _config(tiny_root: Path, **over) -> ExportConfig:
@@ -119,6 +109,9 @@ def test_qad_writes_the_weight_range_of_the_export_it_starts_from(run_ckpt: Path
     assert max(max(abs(lo), abs(hi)) for lo, hi in _int8_weight_ranges(tmp_path / "q8" / record.qad_file).values()) \
         > SATURATION_FREE_WEIGHT
     assert record.qdq_check["x86_without_vnni_at_risk"] > 0
+    # the benchmarks rebuild a QAD folder with its file's weight range, not the registry's default
+    file_flavour = _script("qad_arms").file_flavour
+    assert [file_flavour(QADRecord.read(tmp_path / d), tmp_path / d).reduce_range for d in ("q", "q8")] == [True, False]
 
 
 _EMULATED = """
@@ -172,7 +165,7 @@ def test_on_an_avx2_cpu_only_the_reduced_range_file_computes_its_exact_result(cp
                                  for cpu, k in (("Haswell", "qemu-haswell"), ("as-avx2", "as-avx2"))])
 def test_the_cpu_kinds_benchmark_scores_an_export_here_and_on_the_other_cpu(cpu: str, export_dir: Path, monkeypatch,
                                                                            capsys) -> None:
-    bench = _benchmark("int8_cpu_kinds")
+    bench = _script("int8_cpu_kinds")
     monkeypatch.setattr(sys, "argv", ["int8_cpu_kinds.py", "--arm", f"default={export_dir}", "--jobs", "1",
                                       "--with-option", "--cpu", cpu])
     bench.main()
@@ -185,7 +178,7 @@ def test_the_cpu_kinds_benchmark_scores_an_export_here_and_on_the_other_cpu(cpu:
 
 @pytest.mark.skipif(OTHER_CPUS["as-avx2"][1] is not None, reason=str(OTHER_CPUS["as-avx2"][1]))
 def test_the_cpu_speed_benchmark_times_an_export_on_both_kinds(export_dir: Path, monkeypatch, capsys) -> None:
-    bench = _benchmark("int8_cpu_speed")
+    bench = _script("int8_cpu_speed")
     monkeypatch.setattr(sys, "argv", ["int8_cpu_speed.py", "--arm", f"default={export_dir}", "--option", "default",
                                       "--rounds", "1", "--iters", "4"])
     bench.main()
