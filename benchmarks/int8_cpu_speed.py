@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-AS_AVX2 = ROOT / "scripts" / "as_avx2.sh"
+from int8_cpu_kinds import AS_AVX2, PRECISION_OPTION  # noqa: E402
+
 KINDS = ("here", "avx2")
-PRECISION_OPTION = "session.x64quantprecision"
 
 
 def child(spec: str) -> None:
