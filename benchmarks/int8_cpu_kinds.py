@@ -1,4 +1,4 @@
-"""The same int8 files on two kinds of x86 CPU: this one, and an AVX2 CPU without VNNI emulated by QEMU.
+"""The same int8 files on two kinds of x86 CPU: this one, and an AVX2 CPU without VNNI (QEMU's, or this one's AVX2 kernels).
 
     apt install qemu-user        # qemu-x86_64: runs this venv's python on an emulated CPU model
     PYTHONPATH=. .venv/bin/python benchmarks/int8_cpu_kinds.py --arm default=/tmp/probe/layers \
