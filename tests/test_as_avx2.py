@@ -14,17 +14,13 @@ from tests.cpu_kinds import AS_AVX2, OTHER_CPUS
 REASON = OTHER_CPUS["as-avx2"][1]
 pytestmark = pytest.mark.skipif(REASON is not None, reason=str(REASON))
 
-# onnxruntime's u8 x s8 kernel: exact int32 sums with VNNI; pairs saturate int16 on AVX2 (VPMADDUBSW)
-_PROBE = """
-import numpy as np, onnxruntime as ort, torch
-from onnx import TensorProto, helper, numpy_helper
-w = numpy_helper.from_array(np.full((64, 4), 127, np.int8), "B")
-g = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "g",
-                      [helper.make_tensor_value_info("A", TensorProto.UINT8, [None, 64])],
-                      [helper.make_tensor_value_info("Y", TensorProto.INT32, [None, 4])], [w])
-s = ort.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(),
-                         providers=["CPUExecutionProvider"])
-print(torch.backends.cpu.get_cpu_capability(), int(s.run(None, {"A": np.full((2, 64), 255, np.uint8)})[0][0, 0]))
+# onnxruntime's u8 x s8 kernel (benchmarks/int8_cpu_kinds.probe_sum): exact int32 sums with VNNI; pairs saturate
+# int16 on AVX2 (VPMADDUBSW)
+_PROBE = f"""
+import sys, torch
+sys.path.insert(0, {str(AS_AVX2.parents[1] / "benchmarks")!r})
+from int8_cpu_kinds import probe_sum
+print(torch.backends.cpu.get_cpu_capability(), probe_sum())
 """
 
 

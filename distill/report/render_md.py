@@ -113,7 +113,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                 note = "" if lc.get("representative", True) else " (not the target runtime)"
                 if lc.get("slower_than_fp32") and lc.get("representative", True):
                     note = " **slower than fp32**"
-                kinds = f" ({cpu_kinds_note(m)})" if cpu_kinds_note(m) else ""
+                kinds = f" ({kind})" if (kind := cpu_kinds_note(m)) else ""
                 lines.append(f"| {data.export_label(e)} | {extra(m, 'flavour')}{kinds} | {'–' if before is None else f'{before:.2f}'} | "
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(kept_labels(fb)) or 'none'} | "
                              f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} | {near_tie_cell(m)} |")
