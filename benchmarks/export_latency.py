@@ -71,7 +71,7 @@ def lscpu_vnni() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- building models
-def build(arch: str, size: int, work: Path, data_root: Path | None) -> dict[str, Path]:
+def build(arch: str, size: int, work: Path, data_root: Path | None, flavour: q.Int8Flavour) -> dict[str, Path]:
     """fp32 (as exported, then quant-prepared) and ort-cpu int8 for a randomly initialised ``arch``."""
     spec = default_spec(arch, [str(i) for i in range(10)], input_size=size)
     student = Student(spec).eval()
@@ -86,7 +86,7 @@ def build(arch: str, size: int, work: Path, data_root: Path | None) -> dict[str,
     else:
         calib = random_images(spec, 32)
     cache = q.calibrate(pre, ImageCalibrationReader(calib, "input", 8), "minmax", work / f"{arch}.calib.json")
-    int8 = q.quantize(pre, work / f"{arch}.int8.onnx", q.FLAVOURS["ort-cpu"], cache)
+    int8 = q.quantize(pre, work / f"{arch}.int8.onnx", flavour, cache)
     return {"fp32": pre, "int8": int8, "raw": fp32}
 
 
@@ -127,7 +127,8 @@ def profile_ops(path: Path, threads: int, runs: int = 10) -> list[dict[str, Any]
              "per_run": o["calls"] // runs} for o in r.top_ops(12)]
 
 
-def mobilenet_analysis(models: dict[str, Path], work: Path, iters: int, size: int, data_root: Path | None) -> dict[str, Any]:
+def mobilenet_analysis(models: dict[str, Path], work: Path, iters: int, size: int, data_root: Path | None,
+                       flavour: q.Int8Flavour) -> dict[str, Any]:
     """Where int8 time goes in MobileNetV3, and which partial-int8 / alternative graphs pay."""
     pre = onnx.load(str(models["fp32"]))
     consumers: dict[str, list[onnx.NodeProto]] = collections.defaultdict(list)
@@ -161,12 +162,12 @@ def mobilenet_analysis(models: dict[str, Path], work: Path, iters: int, size: in
                 "int8, hardswish convs + hardswish kept fp32": hswish_convs + hswish_ops}
     paths: dict[str, Path] = {"fp32": models["fp32"]}
     for i, (name, excl) in enumerate(variants.items()):
-        paths[name] = q.quantize(models["fp32"], work / f"mbv3_var{i}.onnx", q.FLAVOURS["ort-cpu"], cache,
+        paths[name] = q.quantize(models["fp32"], work / f"mbv3_var{i}.onnx", flavour, cache,
                                  nodes_to_exclude=excl)
     log("  partial-int8 variants (threads=1, batch 1)")
     var = compare_latency(paths, batch=1, threads=1, iters=iters)["ratio_p50"]
     log("  ReLU-only alternative: mobilenetv4_conv_small (no hardswish, no SE)")
-    alt = build("mobilenetv4_conv_small", size, work, data_root)
+    alt = build("mobilenetv4_conv_small", size, work, data_root, flavour)
     alt_rows = latency({"fp32": alt["fp32"], "int8": alt["int8"]}, [1, 8], [1], iters)
     return {"census": census, "profile": prof, "variants": var, "relu_alternative": alt_rows}
 
@@ -196,14 +197,15 @@ def train(arch: str, root: Path, out: Path, domains: list[str], steps: int, seed
     return out
 
 
-def accuracy_part(arch: str, root: Path, work: Path, steps: int, max_drop: float, seed: int = 0) -> dict[str, Any]:
+def accuracy_part(arch: str, root: Path, work: Path, steps: int, max_drop: float, seed: int = 0,
+                  reduce_range: bool = True) -> dict[str, Any]:
     sources, targets = ["mnist", "mnist_m"], ["optdigits", "mnist_c"]
     t0 = time.time()
     ckpt = train(arch, root, work / f"{arch}-s{seed}-ckpt", sources, steps, seed)
     log(f"  {arch} (seed {seed}): trained {steps} steps in {time.time() - t0:.0f}s")
     rep = export_checkpoint(ckpt, work / f"{arch}-s{seed}-export", ExportConfig(
         precisions=("fp32", "int8"), data_root=str(root), calib_domains=tuple(sources), target_domains=tuple(targets),
-        int8_flavour="ort-cpu", max_drop=max_drop, eval_count=None, calib_count=256, latency_iters=10,
+        int8_flavour="ort-cpu", reduce_range=reduce_range, max_drop=max_drop, eval_count=None, calib_count=256, latency_iters=10,
         max_fallback_layers=8), log=lambda s: log("    " + s)).to_dict()
     fp32 = next(m for m in rep["models"] if m["precision"] == "fp32")
     int8 = next(m for m in rep["models"] if m["precision"] == "int8")
@@ -334,7 +336,11 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds of the accuracy table's students")
     ap.add_argument("--skip-mobilenet-analysis", action="store_true")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"), help="'' to not write")
+    ap.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
+                    help="ort-cpu: 7-bit weights, as distill export (default); "
+                         "--no-reduce-range: 8-bit, as this script's RESULTS figures before 2026-12-05")
     args = ap.parse_args()
+    flavour = q.with_weight_range(q.FLAVOURS["ort-cpu"], args.reduce_range)
     threads = [int(t) or None for t in args.threads.split(",")]
     work = Path(tempfile.mkdtemp(prefix="export_latency-"))
     res: dict[str, Any] = {"cpu": lscpu_vnni(), "cores": cpu_info()["usable_cores"], "versions": library_versions(),
@@ -347,7 +353,7 @@ def main() -> int:
         models = {}
         for arch in () if args.skip_latency else ("resnet18", "mobilenetv3_large_100"):
             log(f"{arch} at {args.size} px")
-            models[arch] = build(arch, args.size, work, data_root)
+            models[arch] = build(arch, args.size, work, data_root, flavour)
             res["latency"][arch] = latency({"fp32": models[arch]["fp32"], "int8": models[arch]["int8"]}, [1, 8],
                                            threads, args.iters)
             for r in res["latency"][arch]:
@@ -355,14 +361,16 @@ def main() -> int:
                     f"(p50 {r['p50_ms']['int8']:.1f} vs {r['p50_ms']['fp32']:.1f} ms)")
         if not (args.skip_mobilenet_analysis or args.skip_latency):
             log("mobilenetv3_large_100 analysis")
-            res["mobilenet"] = mobilenet_analysis(models["mobilenetv3_large_100"], work, args.iters, args.size, data_root)
+            res["mobilenet"] = mobilenet_analysis(models["mobilenetv3_large_100"], work, args.iters, args.size, data_root,
+                                                  flavour)
             log(json.dumps({k: round(v, 2) for k, v in res["mobilenet"]["variants"].items()}))
         if not args.skip_accuracy:
             res["accuracy"] = []
             for arch in ("resnet18", "mobilenetv3_large_100"):
                 for seed in (int(x) for x in args.seeds.split(",")):
                     log(f"accuracy: {arch}, seed {seed}")
-                    res["accuracy"].append(accuracy_part(arch, data_root, work, args.train_steps, args.max_drop, seed))
+                    res["accuracy"].append(accuracy_part(arch, data_root, work, args.train_steps, args.max_drop, seed,
+                                                         args.reduce_range))
         cmd = "python benchmarks/export_latency.py " + " ".join(sys.argv[1:])
         if args.skip_latency:  # the accuracy subsection alone, with its own command line
             text, heading = (render_accuracy(res).replace("\n\n", f"\n\nCommand: `{cmd}`\n\n", 1)

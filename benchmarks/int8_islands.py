@@ -39,7 +39,15 @@ from distill.export.evaluate import predict_onnx  # noqa: E402
 from distill.export.images import ImageCalibrationReader, ImageSet, random_images  # noqa: E402
 from distill.export.log import ExportLog  # noqa: E402
 from distill.export.onnx import INPUT_NAME, export_onnx  # noqa: E402
-from distill.export.quantize import FLAVOURS, calibrate, float_ops_as_run, prepare, quantize  # noqa: E402
+from distill.export.quantize import (  # noqa: E402
+    FLAVOURS,
+    Int8Flavour,
+    calibrate,
+    float_ops_as_run,
+    prepare,
+    quantize,
+    with_weight_range,
+)
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults  # noqa: E402
 from distill.report.stats import mcnemar  # noqa: E402
 from distill.student.model import Student, default_spec, load_student  # noqa: E402
@@ -76,14 +84,14 @@ def random_student(arch: str, size: int) -> tuple[str, Student, ImageSet, None]:
 
 
 def one(name: str, student: Student, calib: ImageSet, test: ImageSet | None, batches: list[int], repeats: int,
-        work: Path) -> str:
+        work: Path, flavour: Int8Flavour) -> str:
     fp32 = work / "fp32.onnx"
     export_onnx(student, fp32, opset=18, exporter="torchscript")
     files = {}
     for arm in ARMS:
         prepared = prepare(fp32, work / f"prepared-{arm}.onnx", int8_rewrites=arm == "after")
         ranges = calibrate(prepared, ImageCalibrationReader(calib, INPUT_NAME), "minmax", work / f"{arm}.ranges")
-        files[arm] = quantize(prepared, work / f"int8-{arm}.onnx", FLAVOURS["ort-cpu"], ranges)
+        files[arm] = quantize(prepared, work / f"int8-{arm}.onnx", flavour, ranges)
     islands = {arm: float_ops_as_run(files[arm], work) for arm in ARMS}
     cells = [name, *(", ".join(f"{k} {v}" for k, v in islands[arm].items()) or "none" for arm in ARMS)]
     for batch in batches:
@@ -110,14 +118,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--calib-count", type=int, default=256)
     ap.add_argument("--eval-count", type=int, default=500, help="test images per domain")
+    ap.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
+                    help="ort-cpu: 7-bit weights, as distill export (default); "
+                         "--no-reduce-range: 8-bit, as this script's RESULTS figures before 2026-12-05")
     args = ap.parse_args()
+    flavour = with_weight_range(FLAVOURS["ort-cpu"], args.reduce_range)
     batches = [int(b) for b in args.batch.split(",")]
     students = [trained(c, args.calib_count, args.eval_count) for c in args.checkpoints]
     students += [random_student(a.split(":")[0], int(a.split(":")[1])) for a in args.random.split(",") if a]
     rows = []
     for name, student, calib, test in students:
         with tempfile.TemporaryDirectory(prefix="int8-islands-") as work:
-            rows.append(one(name, student, calib, test, batches, args.repeats, Path(work)))
+            rows.append(one(name, student, calib, test, batches, args.repeats, Path(work), flavour))
             log(rows[-1])
     model, flags = cpu_flags()
     print(f"{model}; SIMD flags: {' '.join(flags)}; 1 onnxruntime thread\n")

@@ -34,7 +34,7 @@ from distill.export.config import ExportConfig  # noqa: E402
 from distill.export.data import load_export_data  # noqa: E402
 from distill.export.evaluate import predict_onnx, predict_torch  # noqa: E402
 from distill.export.log import ExportLog  # noqa: E402
-from distill.export.quantize import FLAVOURS  # noqa: E402
+from distill.export.quantize import FLAVOURS, with_weight_range  # noqa: E402
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults  # noqa: E402
 from distill.student.model import load_student  # noqa: E402
 
@@ -64,6 +64,9 @@ def main() -> None:
     ap.add_argument("--target-domains", nargs="*", default=(), help="their train images join the calibration set")
     ap.add_argument("--calib-count", type=int, default=256)
     ap.add_argument("--out", default="/tmp/qad_fidelity")
+    ap.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
+                    help="ort-cpu: 7-bit weights, as distill export (default); "
+                         "--no-reduce-range: 8-bit, as this script's RESULTS figures before 2026-12-05")
     args = ap.parse_args()
     say = ExportLog(lambda m: None)
     ckpt = Path(args.checkpoint)
@@ -72,7 +75,7 @@ def main() -> None:
                                           target_domains=tuple(args.target_domains), calib_count=args.calib_count,
                                           eval_count=1), run, say)
     data = load_export_data(ecfg, student.spec, list(provenance(ckpt, student, run).get("source_domains") or []), say)
-    calib, flavour = data.calib_images, FLAVOURS["ort-cpu"]
+    calib, flavour = data.calib_images, with_weight_range(FLAVOURS["ort-cpu"], args.reduce_range)
     fp32 = predict_torch(student, calib)
     print(f"{student.spec.arch}, {len(calib)} calibration images; top-1 agreement % (mean |dlogit|)")
     print(f"{'fake-quant model':12s} | torch vs ORT fused | torch vs ORT float Q/DQ | ORT float vs fused | fp32 vs ORT fused")

@@ -42,7 +42,7 @@ from distill.export.fq_state import calibrate_ranges  # noqa: E402
 from distill.export.images import ImageSet  # noqa: E402
 from distill.export.onnx import export_onnx  # noqa: E402
 from distill.export.qad import plain_ptq  # noqa: E402
-from distill.export.quantize import FLAVOURS  # noqa: E402
+from distill.export.quantize import FLAVOURS, Int8Flavour, with_weight_range  # noqa: E402
 from distill.student.model import Student, default_spec  # noqa: E402
 
 DEFAULT = "mobilenetv3_small_050,mobilenetv3_large_100,mobilenetv4_conv_small,resnet18,efficientnet_lite0,mobilenetv2_100"
@@ -75,10 +75,10 @@ def calibration_set(size: int, count: int, seed: int) -> ImageSet:
                     mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), skipped=[])
 
 
-def qad_file(student: Student, images: ImageSet, path: Path) -> Path:
+def qad_file(student: Student, images: ImageSet, path: Path, flavour: Int8Flavour) -> Path:
     """The fake-quant student, ranges calibrated on ``images`` (no training), exported as ``distill qad`` does."""
-    model = calibrate_ranges(fake_quant_model(student, FLAVOURS["ort-cpu"]), [torch.from_numpy(images.normalize(images.images))])
-    return export_qdq(model.eval(), path, student.spec.input_size, FLAVOURS["ort-cpu"])
+    model = calibrate_ranges(fake_quant_model(student, flavour), [torch.from_numpy(images.normalize(images.images))])
+    return export_qdq(model.eval(), path, student.spec.input_size, flavour)
 
 
 def runs(path: Path, work: Path) -> collections.Counter:
@@ -99,12 +99,13 @@ def describe(ops: collections.Counter) -> tuple[str, str]:
     return f"{int8} / {sum(floats.values())} / {qdq}", ", ".join(f"{op} {c}" for op, c in sorted(floats.items())) or "–"
 
 
-def one(arch: str, args: argparse.Namespace, work: Path) -> str:
+def one(arch: str, args: argparse.Namespace, work: Path, flavour: Int8Flavour) -> str:
     student = student_of(arch, args.size, args.seed)
     images = calibration_set(args.size, args.calib_count, args.seed)
     fp32 = work / "fp32.onnx"
     export_onnx(student, fp32, exporter="torchscript")
-    files = {"fp32": fp32, "ptq": plain_ptq(fp32, work, images, FLAVOURS["ort-cpu"]), "qad": qad_file(student, images, work / "qad.onnx")}
+    files = {"fp32": fp32, "ptq": plain_ptq(fp32, work, images, flavour),
+             "qad": qad_file(student, images, work / "qad.onnx", flavour)}
     ptq_ops, ptq_float = describe(runs(files["ptq"], work))
     qad_ops, qad_float = describe(runs(files["qad"], work))
     vs_fp32 = interleaved_ratios(files, batch=1, threads=1, iters=args.iters, repeats=args.repeats)
@@ -124,7 +125,11 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=40, help="interleaved timed runs per comparison")
     p.add_argument("--repeats", type=int, default=5, help="interleaved comparisons (median reported)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=True,
+                   help="ort-cpu: 7-bit weights, as distill export (default); "
+                        "--no-reduce-range: 8-bit, as this script's RESULTS figures before 2026-12-05")
     args = p.parse_args()
+    flavour = with_weight_range(FLAVOURS["ort-cpu"], args.reduce_range)
     model, flags = cpu_flags()
     print(f"CPU: {model}; flags: {' '.join(flags)}; onnxruntime {ort.__version__}, torch {torch.__version__}; "
           f"{args.size} px, batch 1, 1 thread\n")
@@ -133,7 +138,7 @@ def main() -> None:
     print("|---|---|---|---|---|---:|---:|---:|")
     for arch in args.students.split(","):
         with tempfile.TemporaryDirectory(prefix="qad-placement-") as tmp:
-            print(one(arch, args, Path(tmp)), flush=True)
+            print(one(arch, args, Path(tmp), flavour), flush=True)
 
 
 if __name__ == "__main__":
