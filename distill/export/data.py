@@ -9,6 +9,7 @@ data's classes its head names; when it names none, its checks run on real images
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from distill.data.folder import DomainFolder, Sample
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
-from distill.export.images import ImageSet, load_images, pick, pick_per_domain, random_images
+from distill.export.images import PROGRESS_EVERY, ImageSet, load_images, pick, pick_per_domain, random_images
 from distill.export.log import ExportLog
 from distill.records import CacheManifest
 from distill.student.model import StudentSpec
@@ -72,10 +73,11 @@ class ExportData:
 
 
 def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[str], log: ExportLog,
-                     keep_folder: bool = False) -> ExportData:
+                     keep_folder: bool = False, spill_dir: str | Path | None = None) -> ExportData:
     """Load the eval (and, for int8, calibration) images ``cfg`` names; ``source_domains``: the run's,
     the default calibration domains. ``keep_folder``: the record keeps the folder scanned here
-    (:attr:`ExportData.folder`), for picks made later from the same scan."""
+    (:attr:`ExportData.folder`), for picks made later from the same scan. ``spill_dir``: where test images too
+    many for RAM are memory-mapped from (:func:`distill.export.images.pixel_array`; default: the temp folder)."""
     if not cfg.data_root:
         log.warn(f"no --data: fp32/fp16 parity is checked on {RANDOM_IMAGES} random-noise images and no accuracy "
                  "is measured")
@@ -95,7 +97,9 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
         if not labeled:
             log.warn(f"none of {cfg.data_root}'s classes is among the student's {len(spec.class_names)}: "
                      "checks run on its test images label-free, and no accuracy is measured")
-    eval_images = load_images(folder, samples, spec)
+    if len(samples) >= PROGRESS_EVERY:
+        log(f"decoding {len(samples):,} test images of {', '.join(eval_domains)}")
+    eval_images = load_images(folder, samples, spec, spill_dir, log)
     if len(eval_images) == 0:
         raise DistillError(f"{cfg.data_root}: no decodable test-split images in {eval_domains}")
     if labeled:

@@ -3,19 +3,25 @@
 Images are kept as resized + center-cropped uint8 arrays ([N, H, W, 3], a quarter of the
 memory of float32) and normalized batch by batch with exactly the arithmetic of torchvision's
 ``ToTensor`` + ``Normalize`` in float32, so ORT and PyTorch see the same tensor that
-``Student.preprocess()`` would produce.
+``Student.preprocess()`` would produce. An array over :data:`SPILL_BYTES` (``--eval-count 0`` on a large test
+split) lives in an unlinked file on disk, memory-mapped: the page cache holds what fits, and the process's
+anonymous memory does not grow with the number of images (benchmarks/export_memory.py).
 """
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import BadImageError, load_rgb
+from distill.errors import DistillError
 from distill.student.model import StudentSpec
 from distill.student.transforms import crop_transform
 
@@ -80,22 +86,46 @@ def pick_per_domain(folder: DomainFolder, domains: Iterable[str], split: str, co
     return out
 
 
-def load_images(folder: DomainFolder, samples: list[Sample], spec: StudentSpec) -> ImageSet:
-    """Decode and preprocess ``samples``; undecodable images are skipped and listed."""
+SPILL_BYTES = 256 << 20  # a pixel array larger than this is memory-mapped from disk (:func:`pixel_array`)
+PROGRESS_EVERY = 5000  # load_images reports progress for this many images or more, about every tenth
+
+
+def pixel_array(count: int, h: int, w: int, spill_dir: str | Path | None = None) -> np.ndarray:
+    """An uninitialized [count, h, w, 3] uint8 array: in RAM up to :data:`SPILL_BYTES`, else a memory map of an
+    unlinked temporary file in ``spill_dir`` (default: the system's temp folder), gone when the array is."""
+    nbytes = count * h * w * 3
+    if nbytes <= SPILL_BYTES:
+        return np.empty((count, h, w, 3), np.uint8)
+    with tempfile.TemporaryFile(dir=spill_dir, prefix="distill-pixels-") as f:  # mmap keeps its own descriptor
+        try:  # the disk space now: a full disk later would kill the process (SIGBUS) mid-decode
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+        except OSError as e:
+            raise DistillError(f"{spill_dir or tempfile.gettempdir()}: no room for {count:,} images' pixels "
+                               f"({nbytes / 2**30:.1f} GiB): {e.strerror}; free space there or lower --eval-count") from e
+        return np.memmap(f, dtype=np.uint8, mode="r+", shape=(count, h, w, 3))
+
+
+def load_images(folder: DomainFolder, samples: list[Sample], spec: StudentSpec,
+                spill_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> ImageSet:
+    """Decode and preprocess ``samples`` into one array (:func:`pixel_array`: on disk when large);
+    undecodable images are skipped and listed. ``log``: progress lines for :data:`PROGRESS_EVERY` images or more."""
     crop = crop_transform(spec)
     h, w = spec.input_size
-    arrays, labels, domains, skipped = [], [], [], []
-    for s in samples:
+    pixels = pixel_array(len(samples), h, w, spill_dir)
+    labels, domains, skipped = [], [], []
+    step = max(1, len(samples) // 10)
+    for i, s in enumerate(samples):
+        if log is not None and len(samples) >= PROGRESS_EVERY and i and i % step == 0:
+            log(f"  decoded {i:,} of {len(samples):,} images")
         try:
             img = load_rgb(folder.path(s))
         except BadImageError as e:
             skipped.append(e.path)
             continue
-        arrays.append(np.asarray(crop(img), dtype=np.uint8))
+        pixels[len(labels)] = np.asarray(crop(img), dtype=np.uint8)
         labels.append(s.label)
         domains.append(s.domain)
-    images = np.stack(arrays) if arrays else np.zeros((0, h, w, 3), np.uint8)
-    return ImageSet(images, np.asarray(labels, dtype=np.int64), np.asarray(domains, dtype=object),
+    return ImageSet(pixels[:len(labels)], np.asarray(labels, dtype=np.int64), np.asarray(domains, dtype=object),
                     tuple(spec.mean), tuple(spec.std), skipped)
 
 

@@ -255,7 +255,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
         "config": cfg.model_dump(mode="json"), "versions": library_versions(),
     }
     with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir) as work:
-        data = load_export_data(cfg, spec, list(prov.get("source_domains") or []), say)
+        data = load_export_data(cfg, spec, list(prov.get("source_domains") or []), say, spill_dir=work)
         ctx = ExportContext(cfg, student, out_dir, Path(work), data,
                             {k: prov[k] for k in METADATA_PROVENANCE if k in prov}, say)
         exporter = Exporter(ctx, header)

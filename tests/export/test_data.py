@@ -1,6 +1,7 @@
 """distill.export.data: which images parity, accuracy and calibration run on."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +51,60 @@ def test_labels_follow_the_student_class_order(tiny_root: Path) -> None:
     assert np.array_equal(images.labels, len(reverse) - 1 - before)
     with pytest.raises(DistillError, match="not among the student's"):
         relabel(images, folder.classes, reverse[:-1], str(tiny_root))
+
+
+def test_a_test_split_past_the_spill_size_is_memory_mapped_from_the_given_folder(
+        tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--eval-count 0 on a large test split: the pixels go to an unlinked file in the export's folder (anonymous
+    memory does not grow with the images; benchmarks/export_memory.py), with the same values, and an undecodable
+    image is still skipped and listed."""
+    from distill.export import images as images_mod
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    folder = DomainFolder(root)
+    samples = folder.select(["clean", "dark"], "test")
+    bad = folder.path(samples[3])
+    bad.write_bytes(b"not an image")
+    spec = _spec(folder.classes)
+    in_ram = load_images(folder, samples, spec)
+    assert not isinstance(in_ram.images, np.memmap)
+    monkeypatch.setattr(images_mod, "SPILL_BYTES", 0)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    mapped = load_images(folder, samples, spec, spill_dir=spill)
+    assert isinstance(mapped.images, np.memmap) and mapped.images.shape == in_ram.images.shape
+    assert np.array_equal(mapped.images, in_ram.images) and np.array_equal(mapped.labels, in_ram.labels)
+    assert mapped.skipped == in_ram.skipped == [str(bad)] and len(mapped) == len(samples) - 1
+    assert list(spill.iterdir()) == []  # unlinked: nothing is left behind, even on a crash
+
+
+def test_no_room_for_the_test_pixels_is_one_line_naming_the_folder(
+        tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk found before decoding (posix_fallocate), not as a SIGBUS halfway through."""
+    from distill.export import images as images_mod
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(images_mod, "SPILL_BYTES", 0)
+    monkeypatch.setattr(images_mod.os, "posix_fallocate", full)
+    folder = DomainFolder(tiny_root)
+    with pytest.raises(DistillError, match=rf"^{tmp_path}: no room for 8 images' pixels .*No space left on device; "
+                                           "free space there or lower --eval-count$"):
+        load_images(folder, folder.select(["clean"], "test")[:8], _spec(folder.classes), spill_dir=tmp_path)
+
+
+def test_decoding_many_test_images_shows_progress(tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distill.export import data as data_mod
+    from distill.export import images as images_mod
+
+    monkeypatch.setattr(images_mod, "PROGRESS_EVERY", 4)
+    monkeypatch.setattr(data_mod, "PROGRESS_EVERY", 4)
+    lines: list[str] = []
+    cfg = ExportConfig(data_root=str(tiny_root), eval_count=None, eval_domains=("clean",))
+    data = load_export_data(cfg, _spec(DomainFolder(tiny_root).classes), [], ExportLog(lines.append))
+    n = len(data.eval_images)
+    assert lines[0] == f"decoding {n:,} test images of clean"
+    assert len(lines) > 2 and all(line.startswith("  decoded ") and line.endswith(f" of {n:,} images")
+                                  for line in lines[1:])
