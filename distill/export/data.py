@@ -167,8 +167,8 @@ def holdout_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[str],
     calib = calibration_samples(cfg, folder, domains) if calib is None else calib
     out: list[Sample] = []
     for i, d in enumerate(domains):
-        taken = {s.index for s in calib[d]}
-        rest = [s for s in folder.select([d], "train") if s.index not in taken]
+        train = folder.select([d], "train")  # a view over the index's columns: no Sample per image is made
+        rest = train.take(np.flatnonzero(~np.isin(train.column("index"), [s.index for s in calib[d]])))
         out.extend(pick(rest, _share(count, i, len(domains)), cfg.seed))
     return out
 

@@ -82,6 +82,39 @@ def test_the_holdout_is_train_images_that_are_neither_calibration_nor_test_image
     assert {s.index for s in everything} == train - calib
 
 
+def test_the_holdout_is_picked_without_a_sample_object_per_train_image(tmp_path, monkeypatch):
+    """10^7 images: the hold-out picks from the train split's index columns, as the list it replaced would, but
+    makes a Sample only for the picks (the list made one per train image: GBs and a minute at that scale)."""
+    from distill.data.sample_table import SampleColumns
+    from distill.export.config import ExportConfig
+    from distill.export.data import calibration_samples, holdout_samples
+    from distill.export.images import pick
+
+    for d in ("a", "b"):
+        for c in ("x", "y"):
+            (tmp_path / d / c).mkdir(parents=True)
+            for i in range(3000):  # never decoded: picking reads the listing only
+                (tmp_path / d / c / f"{i}.png").touch()
+    folder = DomainFolder(tmp_path, test_fraction=0.3, split_seed=0)
+    cfg = ExportConfig(precisions=("fp32", "int8"), data_root=str(tmp_path), calib_count=32)
+    calib = calibration_samples(cfg, folder, ["a", "b"])
+    expected = []
+    for i, d in enumerate(["a", "b"]):
+        taken = {s.index for s in calib[d]}
+        expected += pick([s for s in folder.select([d], "train") if s.index not in taken], 9 - i, cfg.seed)
+    made = [0]
+    real = SampleColumns.sample
+
+    def counted(self, p):
+        made[0] += 1
+        return real(self, p)
+
+    monkeypatch.setattr(SampleColumns, "sample", counted)
+    held = holdout_samples(cfg, folder, ["a", "b"], 17, calib)
+    assert held == expected and len(held) == 17
+    assert made[0] < 100, f"{made[0]} Sample objects made for a hold-out of 17 among ~8,000 train images"
+
+
 def test_no_holdout_image_left_is_one_line(run_ckpt, tiny_root, tmp_path):
     with pytest.raises(DistillError, match="no train-split image of .* is left for the hold-out") as e:
         qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), calib_count=10_000, epochs=1,
