@@ -169,6 +169,35 @@ def test_int8_accuracy_and_latency_check_reported(export_dir: Path, tiny_root: P
                                                                   m["accuracy"]))
 
 
+def test_an_export_with_its_test_images_memory_mapped_reports_the_same(run_ckpt: Path, tiny_root: Path,
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spill path end to end (--eval-count 0 past SPILL_BYTES): the export's work folder holds the test
+    pixels as an unlinked file, every check reads them, the folder is gone afterwards, and the accuracy is what
+    onnxruntime gives on the files."""
+    from distill.export import images as images_mod
+
+    monkeypatch.setattr(images_mod, "SPILL_BYTES", 0)
+    mapped = []
+    real = images_mod.pixel_array
+
+    def spy(*args):
+        mapped.append(real(*args))
+        return mapped[-1]
+
+    monkeypatch.setattr(images_mod, "pixel_array", spy)
+    out = tmp_path / "exp"
+    export_checkpoint(run_ckpt, out, ExportConfig(precisions=("fp32", "int8"), data_root=str(tiny_root),
+                                                  eval_count=None, exporter="torchscript", latency_iters=2),
+                      log=lambda s: None)
+    assert mapped and all(isinstance(a, np.memmap) for a in mapped)
+    assert not [p for p in out.iterdir() if p.name.startswith(".work-")]
+    rep = _report(out)
+    for m in (_model(rep, "fp32"), _model(rep, "int8", "ort-cpu")):
+        assert m["accuracy"] == pytest.approx(_accuracy_from_file(out / m["file"], tiny_root, run_ckpt,
+                                                                  m["accuracy"]))
+
+
 def test_drop_p_values_by_hand() -> None:
     """McNemar's exact test per domain: only images exactly one model gets right count."""
     labels = np.zeros(20, np.int64)
