@@ -1,0 +1,121 @@
+"""Anonymous memory of the source-free strategies' pseudo-label refresh, by the number of target images.
+
+``sfda`` and ``shot`` rebuild per-sample pseudo-labels each epoch from one clean pass over the target training
+images (``distill.strategies._pseudo.collect``), keeping every image's features [N, F] and class probabilities
+[N, C] (and the teachers' [K, N, C]) in memory for the fusion, the kNN smoothing and SHOT's centroids, then
+storing per-sample targets as module buffers ([S, C] float32; sfda keeps two) that go into every checkpoint.
+
+This runs the real ``refresh`` of each strategy on a stub student whose ``forward_all`` returns random features
+and logits of a realistic width (default F = 1280, mobilenetv3_large_100's; C = 1000 classes), over N target
+images, in a fresh process per row, and prints the peak ``RssAnon`` added (sampled every millisecond) and the
+bytes per image. Nothing here is trained: the figure is the refresh's memory, which does not depend on the values.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/sfda_memory.py [--counts 5000,20000] [--features 1280] [--classes 1000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scale_train import rss_anon  # noqa: E402  (benchmarks/scale_train.py)
+
+STRATEGIES = ("sfda", "shot")
+
+
+def child(strategy: str, count: int, features: int, classes: int, batch: int = 256) -> dict:
+    """Peak anonymous memory of one ``refresh`` over ``count`` stub images, in this (fresh) process."""
+    import os
+
+    import torch
+    from torch import nn
+
+    from distill.strategies import get_strategy
+    from distill.strategies.base import Batch, StrategyContext
+
+    torch.set_num_threads(1)
+
+    class Stub(nn.Module):  # forward_all as a Student's: pooled features and logits
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(features, classes)
+
+        def forward_all(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+            g = torch.Generator().manual_seed(int(images[0, 0]))
+            return {"features": torch.randn(len(images), features, generator=g),
+                    "logits": torch.randn(len(images), classes, generator=g)}
+
+    def batches():
+        for s in range(0, count, batch):
+            n = min(batch, count - s)
+            x = torch.full((n, 1), float(s))
+            yield Batch(pixels=x, images=x, teacher_logits=torch.randn(n, classes), sample_index=torch.arange(s, s + n))
+
+    cls = get_strategy(strategy)
+    ctx = StrategyContext(num_classes=classes, class_names=[str(i) for i in range(classes)], iterate_train=batches,
+                          num_train=count, num_samples=count)
+    strat = cls(Stub(), cls.Config(), ctx)
+    pid, peak, stop = os.getpid(), [0], threading.Event()
+    base = rss_anon(pid) or 0
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_anon(pid) or 0)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t = time.perf_counter()
+    strat.refresh(0)
+    seconds = time.perf_counter() - t
+    stop.set()
+    thread.join()
+    kept = sum(b.numel() * b.element_size() for b in strat.buffers())
+    after = rss_anon(pid) or 0
+    return {"peak_mb": (peak[0] - base) / 2**20, "after_mb": (after - base) / 2**20, "buffers_mb": kept / 2**20,
+            "seconds": seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--counts", default="5000,20000", help="target images, comma-separated")
+    ap.add_argument("--features", type=int, default=1280)
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(**json.loads(args.child))))
+        return
+    counts = [int(c) for c in args.counts.split(",")]
+    rows = []
+    for strategy in args.strategies.split(","):
+        for count in counts:
+            spec = json.dumps({"strategy": strategy, "count": count, "features": args.features,
+                               "classes": args.classes})
+            out = subprocess.run([sys.executable, __file__, "--child", spec], check=True, capture_output=True,
+                                 text=True).stdout
+            rows.append({"strategy": strategy, "count": count, **json.loads(out.strip().splitlines()[-1])})
+    print(f"refresh over N target images, F = {args.features} features, C = {args.classes} classes, 1 teacher; "
+          "RssAnon added (MB), fresh process per row\n")
+    print("| strategy | N | peak during refresh | kept after (buffers) | per image, peak | per image, kept | s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['strategy']} | {r['count']:,} | {r['peak_mb']:.0f} | {r['after_mb']:.0f} ({r['buffers_mb']:.0f}) | "
+              f"{r['peak_mb'] * 2**20 / r['count'] / 1e3:.1f} kB | {r['after_mb'] * 2**20 / r['count'] / 1e3:.1f} kB | "
+              f"{r['seconds']:.1f} |")
+    print()
+    for strategy in args.strategies.split(","):
+        lo, hi = (next(r for r in rows if r["strategy"] == strategy and r["count"] == c) for c in (min(counts), max(counts)))
+        slope = (hi["peak_mb"] - lo["peak_mb"]) * 2**20 / (hi["count"] - lo["count"])
+        print(f"{strategy}: peak grows {slope / 1e3:.1f} kB per target image: {slope * 1e6 / 2**30:.0f} GB at 10^6, "
+              f"{slope * 1e7 / 2**30:.0f} GB at 10^7")
+
+
+if __name__ == "__main__":
+    main()
