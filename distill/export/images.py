@@ -98,7 +98,10 @@ def pixel_array(count: int, h: int, w: int, spill_dir: str | Path | None = None)
         return np.empty((count, h, w, 3), np.uint8)
     with tempfile.TemporaryFile(dir=spill_dir, prefix="distill-pixels-") as f:  # mmap keeps its own descriptor
         try:  # the disk space now: a full disk later would kill the process (SIGBUS) mid-decode
-            os.posix_fallocate(f.fileno(), 0, nbytes)
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+            else:  # macOS: no reservation, a sparse file of the size
+                f.truncate(nbytes)
         except OSError as e:
             raise DistillError(f"{spill_dir or tempfile.gettempdir()}: no room for {count:,} images' pixels "
                                f"({nbytes / 2**30:.1f} GiB): {e.strerror}; free space there or lower --eval-count") from e

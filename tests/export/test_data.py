@@ -79,6 +79,20 @@ def test_a_test_split_past_the_spill_size_is_memory_mapped_from_the_given_folder
     assert list(spill.iterdir()) == []  # unlinked: nothing is left behind, even on a crash
 
 
+def test_without_posix_fallocate_the_pixels_are_still_mapped(tiny_root: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS has no os.posix_fallocate: the spill file is sized by truncate instead."""
+    from distill.export import images as images_mod
+
+    monkeypatch.setattr(images_mod, "SPILL_BYTES", 0)
+    monkeypatch.delattr(images_mod.os, "posix_fallocate")
+    folder = DomainFolder(tiny_root)
+    samples = folder.select(["clean"], "test")[:8]
+    mapped = load_images(folder, samples, _spec(folder.classes), spill_dir=tmp_path)
+    assert isinstance(mapped.images, np.memmap)
+    assert np.array_equal(mapped.images, load_images(folder, samples, _spec(folder.classes)).images)
+
+
 def test_no_room_for_the_test_pixels_is_one_line_naming_the_folder(
         tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full disk found before decoding (posix_fallocate), not as a SIGBUS halfway through."""
