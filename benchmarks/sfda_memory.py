@@ -113,8 +113,8 @@ def main() -> None:
     for strategy in args.strategies.split(","):
         lo, hi = (next(r for r in rows if r["strategy"] == strategy and r["count"] == c) for c in (min(counts), max(counts)))
         slope = (hi["peak_mb"] - lo["peak_mb"]) * 2**20 / (hi["count"] - lo["count"])
-        print(f"{strategy}: peak grows {slope / 1e3:.1f} kB per target image: {slope * 1e6 / 2**30:.0f} GB at 10^6, "
-              f"{slope * 1e7 / 2**30:.0f} GB at 10^7")
+        print(f"{strategy}: peak grows {slope / 1e3:.1f} kB per target image: {slope * 1e6 / 1e9:.0f} GB at 10^6, "
+              f"{slope * 1e7 / 1e9:.0f} GB at 10^7")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="domains whose train images join, unlabeled (default: --export's, else the run's unlabeled "
                         "pool domains; the flag alone: none)")
     p.add_argument("--calib-count", type=int, default=256, help="calibration = training images (default: 256)")
-    p.add_argument("--eval-count", type=int, default=200, help="held-out test images per domain (default: 200)")
+    p.add_argument("--eval-count", type=int, default=200,
+                   help="held-out test images per domain; 0 = all (default: 200)")
     p.add_argument("--holdout-count", type=int, default=256,
                    help="train images, not calibration images, on which the no-harm rule picks QAD's or PTQ's int8 "
                    "(default: 256)")
@@ -73,13 +74,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, _parser=p)
 
 
+def config_options(args: argparse.Namespace) -> dict:
+    """The flags as QADConfig keys (``--eval-count 0``: every test image, as ``distill export``)."""
+    options = {key: getattr(args, flag.lstrip("-").replace("-", "_").lower()) for key, flag in FLAGS.items()}
+    options["eval_count"] = args.eval_count or None
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     require_onnxruntime()
     from distill.export.qad import qad  # lazy: torch/onnx/onnxruntime, not at CLI start-up
     from distill.export.qad_config import QADConfig
 
-    options = {key: getattr(args, flag.lstrip("-").replace("-", "_").lower()) for key, flag in FLAGS.items()}
-    record = qad(QADConfig.from_options(options, names=FLAGS))
+    record = qad(QADConfig.from_options(config_options(args), names=FLAGS))
     print(f"{args.out}/{record.qad_file}: int8/{record.flavour} (QAD); worst calibration disagreement "
           f"PTQ {record.ptq.worst_calibration:.2f} -> QAD {record.qad.worst_calibration:.2f} pts", file=sys.stdout)
     print(f"int8 file: {args.out}/{record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",

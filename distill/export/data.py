@@ -76,7 +76,7 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
                      keep_folder: bool = False, spill_dir: str | Path | None = None) -> ExportData:
     """Load the eval (and, for int8, calibration) images ``cfg`` names; ``source_domains``: the run's,
     the default calibration domains. ``keep_folder``: the record keeps the folder scanned here
-    (:attr:`ExportData.folder`), for picks made later from the same scan. ``spill_dir``: where test images too
+    (:attr:`ExportData.folder`), for picks made later from the same scan. ``spill_dir``: where images too
     many for RAM are memory-mapped from (:func:`distill.export.images.pixel_array`; default: the temp folder)."""
     if not cfg.data_root:
         log.warn(f"no --data: fp32/fp16 parity is checked on {RANDOM_IMAGES} random-noise images and no accuracy "
@@ -113,7 +113,7 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     if "int8" in cfg.precisions:
         domains = calib_domains + target_domains
         calib_picks = CalibrationPicks(domains, calibration_samples(cfg, folder, domains))
-        calib_images = _calibration_images(cfg, folder, calib_picks, spec)
+        calib_images = _calibration_images(cfg, folder, calib_picks, spec, spill_dir)
         skipped += calib_images.skipped
     calib_per_domain = {d: len(calib_picks.by_domain[d]) for d in calib_picks.domains} if calib_picks else {}
     if skipped:
@@ -146,10 +146,10 @@ def calibration_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[s
             for i, d in enumerate(domains)}
 
 
-def _calibration_images(cfg: ExportConfig, folder: DomainFolder, picks: CalibrationPicks, spec: StudentSpec
-                        ) -> ImageSet:
+def _calibration_images(cfg: ExportConfig, folder: DomainFolder, picks: CalibrationPicks, spec: StudentSpec,
+                        spill_dir: str | Path | None = None) -> ImageSet:
     """The images of the calibration ``picks``, domain by domain."""
-    images = load_images(folder, picks.samples(), spec)
+    images = load_images(folder, picks.samples(), spec, spill_dir)
     if len(images) == 0:
         raise DistillError(f"{cfg.data_root}: no train-split images to calibrate with in {picks.domains}")
     return images
@@ -173,7 +173,8 @@ def holdout_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[str],
     return out
 
 
-def load_holdout_images(cfg: ExportConfig, spec: StudentSpec, data: ExportData, count: int) -> ImageSet:
+def load_holdout_images(cfg: ExportConfig, spec: StudentSpec, data: ExportData, count: int,
+                        spill_dir: str | Path | None = None) -> ImageSet:
     """The images of :func:`holdout_samples` over the calibration (and target) domains, from the folder and
     calibration picks ``data`` holds (:func:`load_export_data` with ``keep_folder``: no second scan).
 
@@ -182,7 +183,7 @@ def load_holdout_images(cfg: ExportConfig, spec: StudentSpec, data: ExportData, 
     """
     folder, picks = data.folder, data.calib_picks
     assert folder is not None and picks is not None, "hold-out images need load_export_data(keep_folder=True), int8"
-    images = load_images(folder, holdout_samples(cfg, folder, picks.domains, count, picks.by_domain), spec)
+    images = load_images(folder, holdout_samples(cfg, folder, picks.domains, count, picks.by_domain), spec, spill_dir)
     if len(images) == 0:
         raise DistillError(f"{cfg.data_root}: no train-split image of {picks.domains} is left for the hold-out once "
                            f"the {cfg.calib_count} calibration images are taken; lower --calib-count")

@@ -9,12 +9,13 @@ anonymous memory does not grow with the number of images (benchmarks/export_memo
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
@@ -92,20 +93,33 @@ PROGRESS_EVERY = 5000  # load_images reports progress for this many images or mo
 
 def pixel_array(count: int, h: int, w: int, spill_dir: str | Path | None = None) -> np.ndarray:
     """An uninitialized [count, h, w, 3] uint8 array: in RAM up to :data:`SPILL_BYTES`, else a memory map of an
-    unlinked temporary file in ``spill_dir`` (default: the system's temp folder), gone when the array is."""
+    unlinked temporary file in ``spill_dir`` (made if missing; default: the system's temp folder, which may be
+    tmpfs, i.e. RAM), gone when the array is."""
     nbytes = count * h * w * 3
     if nbytes <= SPILL_BYTES:
         return np.empty((count, h, w, 3), np.uint8)
-    with tempfile.TemporaryFile(dir=spill_dir, prefix="distill-pixels-") as f:  # mmap keeps its own descriptor
-        try:  # the disk space now: a full disk later would kill the process (SIGBUS) mid-decode
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(f.fileno(), 0, nbytes)
-            else:  # macOS: no reservation, a sparse file of the size
-                f.truncate(nbytes)
+    where = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir())
+    try:
+        where.mkdir(parents=True, exist_ok=True)  # made only when needed: bad input earlier leaves no folder
+        with tempfile.TemporaryFile(dir=where, prefix="distill-pixels-") as f:  # mmap keeps its own descriptor
+            _reserve(f, nbytes)
+            return np.memmap(f, dtype=np.uint8, mode="r+", shape=(count, h, w, 3))
+    except OSError as e:
+        raise DistillError(f"{where}: cannot hold {count:,} images' pixels ({nbytes / 1e9:.1f} GB) there: "
+                           f"{e.strerror}; free space there or read fewer images (--eval-count, --calib-count)") from e
+
+
+def _reserve(f: IO[bytes], nbytes: int) -> None:
+    """Give ``f`` its size, reserving the disk space where the file system can (a full disk found now, not as a
+    SIGBUS halfway through decoding); else (macOS, or a file system without fallocate) a sparse file."""
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+            return
         except OSError as e:
-            raise DistillError(f"{spill_dir or tempfile.gettempdir()}: no room for {count:,} images' pixels "
-                               f"({nbytes / 2**30:.1f} GiB): {e.strerror}; free space there or lower --eval-count") from e
-        return np.memmap(f, dtype=np.uint8, mode="r+", shape=(count, h, w, 3))
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+    f.truncate(nbytes)
 
 
 def load_images(folder: DomainFolder, samples: list[Sample], spec: StudentSpec,
@@ -116,10 +130,10 @@ def load_images(folder: DomainFolder, samples: list[Sample], spec: StudentSpec,
     h, w = spec.input_size
     pixels = pixel_array(len(samples), h, w, spill_dir)
     labels, domains, skipped = [], [], []
-    step = max(1, len(samples) // 10)
+    step, show = max(1, len(samples) // 10), log is not None and len(samples) >= PROGRESS_EVERY
     for i, s in enumerate(samples):
-        if log is not None and len(samples) >= PROGRESS_EVERY and i and i % step == 0:
-            log(f"  decoded {i:,} of {len(samples):,} images")
+        if show and i and i % step == 0:
+            log(f"  read {i:,} of {len(samples):,} images")
         try:
             img = load_rgb(folder.path(s))
         except BadImageError as e:
@@ -128,6 +142,8 @@ def load_images(folder: DomainFolder, samples: list[Sample], spec: StudentSpec,
         pixels[len(labels)] = np.asarray(crop(img), dtype=np.uint8)
         labels.append(s.label)
         domains.append(s.domain)
+    if show:
+        log(f"  decoded {len(labels):,} of {len(samples):,} images")
     return ImageSet(pixels[:len(labels)], np.asarray(labels, dtype=np.int64), np.asarray(domains, dtype=object),
                     tuple(spec.mean), tuple(spec.std), skipped)
 

@@ -254,7 +254,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
         "preprocess": preprocess_metadata(spec), "provenance": prov, "run_summary": run.summary,
         "config": cfg.model_dump(mode="json"), "versions": library_versions(),
     }
-    with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir) as work:
+    with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir, ignore_cleanup_errors=True) as work:  # NFS: .nfs* of a mapped spill file
         data = load_export_data(cfg, spec, list(prov.get("source_domains") or []), say, spill_dir=work)
         ctx = ExportContext(cfg, student, out_dir, Path(work), data,
                             {k: prov[k] for k in METADATA_PROVENANCE if k in prov}, say)

@@ -113,14 +113,14 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     ecfg = export_config(cfg, run, say, exported)
     prov = provenance(checkpoint, student, run)
     # one scan of the data root: the hold-out and the cached teacher rows pick from the folder it kept
-    out.mkdir(parents=True, exist_ok=True)  # a test split too large for RAM is memory-mapped from there
     data = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say, keep_folder=True,
-                            spill_dir=out)
+                            spill_dir=out)  # images too many for RAM are memory-mapped from there
     calib = data.calib_images
     assert calib is not None  # check_data: int8 needs a data root
     # the no-harm rule decides on images neither trained on (calibration) nor reported on (test)
-    holdout = load_holdout_images(ecfg, student.spec, data, cfg.holdout_count)
+    holdout = load_holdout_images(ecfg, student.spec, data, cfg.holdout_count, spill_dir=out)
     say(f"hold-out (decides which int8 ships): {len(holdout)} train-split images, none of them calibration images")
+    out.mkdir(parents=True, exist_ok=True)
     teacher_logits = None
     if cfg.cache:
         teacher_logits, picked_domains = _cached_teacher_logits(cfg, ecfg, data, student, say)

@@ -64,8 +64,8 @@ def test_fallback_decisions_never_read_test_labels(forced: tuple[dict, Path, lis
     """Every test label wrong: the reported test accuracy changes, not one fallback decision or measurement."""
     real = export_data.load_images
 
-    def scrambled(folder, samples, spec, *args):
-        images = real(folder, samples, spec, *args)
+    def scrambled(folder, samples, spec, *args, **kwargs):
+        images = real(folder, samples, spec, *args, **kwargs)
         if samples and all(s.split == "test" for s in samples):
             images.labels = (images.labels + 1) % len(folder.classes)
         return images

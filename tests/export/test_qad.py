@@ -166,6 +166,18 @@ def test_config_refuses_bad_values_in_one_line(options, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_cli_eval_count_zero_means_every_test_image_as_in_export():
+    from distill.cli import build_parser
+    from distill.cli.qad import FLAGS, config_options
+
+    def parsed(*flags):
+        args = build_parser().parse_args(["qad", "ck", "--out", "out", *flags])
+        return QADConfig.from_options(config_options(args), names=FLAGS)
+
+    assert parsed("--eval-count", "0").eval_count is None and parsed().eval_count == 200
+    assert parsed("--eval-count", "7").eval_count == 7
+
+
 def test_cli_bad_flag_is_one_error_line(tmp_path, capsys):
     assert main(["qad", str(tmp_path), "--out", str(tmp_path / "o"), "--epochs", "0"]) == 1
     err = capsys.readouterr().err.strip()
