@@ -17,8 +17,6 @@ per 1,000 images between the smallest and the largest count.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fresh_process import in_fresh_process, run_child  # noqa: E402
 from scale import rss  # noqa: E402  (benchmarks/scale.py: RssAnon of this process)
 
 ARMS = {"in RAM": 1 << 62, "mapped": None}  # SPILL_BYTES per arm (None: the library's)
@@ -75,14 +74,12 @@ def child(root: str, count: int, size: int, spill_bytes: int | None, work: str) 
 
 
 def main() -> None:
+    if run_child(child):
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--counts", default="1000,4000", help="test images per domain (2 domains), comma-separated")
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        print(json.dumps(child(**json.loads(args.child))))
-        return
     counts = [int(c) for c in args.counts.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="export-memory-") as tmp:
@@ -91,11 +88,8 @@ def main() -> None:
             for arm, spill in ARMS.items():
                 work = Path(tmp) / "work"
                 work.mkdir(exist_ok=True)
-                spec = json.dumps({"root": str(root), "count": count, "size": args.size, "spill_bytes": spill,
-                                   "work": str(work)})
-                out = subprocess.run([sys.executable, __file__, "--child", spec], check=True, capture_output=True,
-                                     text=True).stdout
-                rows.append({"count": count, "arm": arm, **json.loads(out.strip().splitlines()[-1])})
+                rows.append({"count": count, "arm": arm, **in_fresh_process(__file__, {
+                    "root": str(root), "count": count, "size": args.size, "spill_bytes": spill, "work": str(work)})})
     print(f"test images at {args.size} px, 2 domains; RssAnon added (MB), fresh process per row\n")
     print("| test images | arm | pixels (MB) | memory-mapped | anon after load | anon after predict | load s |")
     print("|---:|---|---:|---|---:|---:|---:|")

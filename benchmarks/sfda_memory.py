@@ -15,14 +15,13 @@ bytes per image. Nothing here is trained: the figure is the refresh's memory, wh
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fresh_process import in_fresh_process, run_child  # noqa: E402
 from scale_train import rss_anon  # noqa: E402  (benchmarks/scale_train.py)
 
 STRATEGIES = ("sfda", "shot")
@@ -82,25 +81,20 @@ def child(strategy: str, count: int, features: int, classes: int, batch: int = 2
 
 
 def main() -> None:
+    if run_child(child):
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--counts", default="5000,20000", help="target images, comma-separated")
     ap.add_argument("--features", type=int, default=1280)
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
-    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        print(json.dumps(child(**json.loads(args.child))))
-        return
     counts = [int(c) for c in args.counts.split(",")]
     rows = []
     for strategy in args.strategies.split(","):
         for count in counts:
-            spec = json.dumps({"strategy": strategy, "count": count, "features": args.features,
-                               "classes": args.classes})
-            out = subprocess.run([sys.executable, __file__, "--child", spec], check=True, capture_output=True,
-                                 text=True).stdout
-            rows.append({"strategy": strategy, "count": count, **json.loads(out.strip().splitlines()[-1])})
+            rows.append({"strategy": strategy, "count": count, **in_fresh_process(__file__, {
+                "strategy": strategy, "count": count, "features": args.features, "classes": args.classes})})
     print(f"refresh over N target images, F = {args.features} features, C = {args.classes} classes, 1 teacher; "
           "RssAnon added (MB), fresh process per row\n")
     print("| strategy | N | peak during refresh | kept after (buffers) | per image, peak | per image, kept | s |")
