@@ -1,9 +1,10 @@
 """Anonymous memory of the source-free strategies' pseudo-label refresh, by the number of target images.
 
 ``sfda`` and ``shot`` rebuild per-sample pseudo-labels each epoch from one clean pass over the target training
-images (``distill.strategies._pseudo.collect``), keeping every image's features [N, F] and class probabilities
-[N, C] (and the teachers' [K, N, C]) in memory for the fusion, the kNN smoothing and SHOT's centroids, then
-storing per-sample targets as module buffers ([S, C] float32; sfda keeps two) that go into every checkpoint.
+images (``distill.strategies._pseudo.collect``): every image's features [N, F] and class probabilities [N, C] (and
+the teachers' [N, K, C]) for the fusion, the kNN smoothing and SHOT's centroids (spooled to disk and worked on in
+chunks since session 23), then per-sample targets as module buffers (sfda: two [S, C] float32) that go into every
+checkpoint.
 
 This runs the real ``refresh`` of each strategy on a stub student whose ``forward_all`` returns random features
 and logits of a realistic width (default F = 1280, mobilenetv3_large_100's; C = 1000 classes), over N target

@@ -6,6 +6,11 @@
 - :func:`collect`: one clean pass over the training images (for the epoch-start refresh).
 - :class:`SampleTargets`: per-sample pseudo-labels as resumable module buffers.
 
+Memory: the pass's per-image arrays (features, probabilities) are spooled to a temporary file and
+memory-mapped (:class:`distill.utils.spool.RowSpool`), and everything computed over them runs in chunks of
+:data:`CHUNK` rows, so the refresh's heap holds the per-sample buffers and chunk-sized temporaries, not
+[N, F] or [N, C] arrays (benchmarks/sfda_memory.py).
+
 Not a strategy (the leading underscore keeps the registry from importing it as one).
 """
 from __future__ import annotations
@@ -19,6 +24,9 @@ from torch import Tensor, nn
 
 from distill.errors import DistillError
 from distill.strategies.base import Batch
+from distill.utils.spool import RowSpool
+
+CHUNK = 4096  # rows per step of the refresh's computations over all images
 
 
 # ---------------------------------------------------------------------------- fusion
@@ -75,7 +83,8 @@ def fuse_teachers(probs: Sequence[Tensor], anchor: Tensor | None = None, sharpne
 
 
 # ---------------------------------------------------------------------------- pseudo-labels
-def centroid_labels(features: Tensor, probs: Tensor, iterations: int = 2, threshold: float = 0.0) -> Tensor:
+def centroid_labels(features: Tensor, probs: Tensor, iterations: int = 2, threshold: float = 0.0,
+                    chunk: int = CHUNK) -> Tensor:
     """SHOT's self-supervised pseudo-labels (Liang et al. 2020, eq. 4-6).
 
     Class centroids are the prediction-weighted means of L2-normalized features; each sample
@@ -88,18 +97,25 @@ def centroid_labels(features: Tensor, probs: Tensor, iterations: int = 2, thresh
         probs: [N, C] student predictions.
 
     Returns:
-        [N] int64 labels.
+        [N] int64 labels (computed ``chunk`` rows at a time: the centroids are sums over rows).
     """
-    f = F.normalize(features.float(), dim=-1)
-    w = probs.float()
-    labels = None
+    n, classes = probs.shape
+    labels: Tensor | None = None
     for _ in range(max(1, iterations)):
-        mass = w.sum(0)  # [C]
-        centroids = F.normalize(w.T @ f / mass.clamp(min=1e-8).unsqueeze(1), dim=-1)  # [C, F]
-        sim = f @ centroids.T
-        sim[:, mass <= threshold] = -2.0  # classes without samples cannot be chosen
-        labels = sim.argmax(-1)
-        w = F.one_hot(labels, probs.shape[1]).float()
+        mass, total = torch.zeros(classes), torch.zeros(classes, features.shape[1])
+        for s in range(0, n, chunk):  # weights: the predictions, then the previous round's hard labels
+            f = F.normalize(features[s:s + chunk].float(), dim=-1)
+            w = probs[s:s + chunk].float() if labels is None else F.one_hot(labels[s:s + chunk], classes).float()
+            mass += w.sum(0)
+            total += w.T @ f
+        centroids = F.normalize(total / mass.clamp(min=1e-8).unsqueeze(1), dim=-1)  # [C, F]
+        new = torch.empty(n, dtype=torch.long)
+        for s in range(0, n, chunk):
+            sim = F.normalize(features[s:s + chunk].float(), dim=-1) @ centroids.T
+            sim[:, mass <= threshold] = -2.0  # classes without samples cannot be chosen
+            new[s:s + chunk] = sim.argmax(-1)
+        labels = new
+    assert labels is not None
     return labels
 
 
@@ -116,12 +132,29 @@ def knn_smooth(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024) -
     """
     if k <= 1 or len(features) <= 1:
         return probs
-    f = F.normalize(features.float(), dim=-1)
-    k = min(k, len(f))
     out = torch.empty_like(probs)
-    for s in range(0, len(f), chunk):
-        out[s:s + chunk] = probs[knn_indices(f[s:s + chunk], f, k, chunk)].mean(1)
+    for s, smoothed in _smoothed_chunks(features, probs, k, chunk):
+        out[s:s + len(smoothed)] = smoothed
     return out
+
+
+def knn_labels(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024) -> Tensor:
+    """``knn_smooth(features, probs, k, chunk).argmax(-1)`` [N], without the [N, C] smoothed array."""
+    if k <= 1 or len(features) <= 1:
+        return torch.cat([probs[s:s + chunk].argmax(-1) for s in range(0, len(probs), chunk)])
+    return torch.cat([smoothed.argmax(-1) for _, smoothed in _smoothed_chunks(features, probs, k, chunk)])
+
+
+def _smoothed_chunks(features: Tensor, probs: Tensor, k: int, chunk: int) -> Iterator[tuple[int, Tensor]]:
+    """(first row, [b, C] neighbour-mean of ``probs``) per ``chunk`` rows; the normalized features are
+    spooled (:class:`RowSpool`), not held."""
+    spool = RowSpool()
+    for s in range(0, len(features), chunk):
+        spool.append(F.normalize(features[s:s + chunk].float(), dim=-1))
+    f = spool.tensor()
+    k = min(k, len(f))
+    for s in range(0, len(f), chunk):
+        yield s, probs[knn_indices(f[s:s + chunk], f, k, chunk)].mean(1)
 
 
 def knn_indices(queries: Tensor, keys: Tensor, k: int, chunk: int = 1024) -> Tensor:
@@ -146,30 +179,32 @@ def collect(student: nn.Module, batches: Iterator[Batch], teacher_temperature: f
 
     Returns:
         ``index`` [N] sample indices, ``features`` [N, F], ``probs`` [N, C] (student), and with
-        ``teachers`` ``teacher_probs`` [K, N, C] (softmax(logits / T) of each cache).
+        ``teachers`` ``teacher_probs`` [N, K, C] (softmax(logits / T) of each cache); all but the index
+        memory-mapped from spooled files (:class:`RowSpool`), so read them in chunks.
     """
     was_training = student.training
     student.eval()
-    idx, feats, probs, tprobs = [], [], [], []
+    idx: list[Tensor] = []
+    feats, probs, tprobs = RowSpool(), RowSpool(), RowSpool()
     try:
         for b in batches:
             out = student.forward_all(b.images)
             idx.append(b.sample_index.cpu())
-            feats.append(out["features"].float().cpu())
-            probs.append(out["logits"].float().softmax(-1).cpu())
+            feats.append(out["features"].float())
+            probs.append(out["logits"].float().softmax(-1))
             if teachers:
                 all_logits = b.teacher_logits_all or ([b.teacher_logits] if b.teacher_logits is not None else None)
                 if all_logits is None:
                     raise DistillError("pseudo-label refresh needs the teachers' cached logits on the training "
                                        "images, but the batches carry none")
-                tprobs.append(torch.stack([(t.float() / teacher_temperature).softmax(-1).cpu() for t in all_logits]))
+                tprobs.append(torch.stack([(t.float() / teacher_temperature).softmax(-1) for t in all_logits], 1))
     finally:
         student.train(was_training)
     if not idx:
         raise DistillError("pseudo-label refresh: the training set is empty")
-    out = {"index": torch.cat(idx), "features": torch.cat(feats), "probs": torch.cat(probs)}
+    out = {"index": torch.cat(idx), "features": feats.tensor(), "probs": probs.tensor()}
     if teachers:
-        out["teacher_probs"] = torch.cat(tprobs, dim=1)
+        out["teacher_probs"] = tprobs.tensor()
     return out
 
 

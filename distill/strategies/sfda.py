@@ -6,15 +6,17 @@ from torch import Tensor
 
 from distill.strategies import register_strategy
 from distill.strategies._pseudo import (
+    CHUNK,
     SampleTargets,
     collect,
     fuse_teachers,
-    knn_smooth,
+    knn_labels,
     normalized_certainty,
     require_iterate,
 )
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import information_maximization, kl_to_soft_target, weighted_cross_entropy
+from distill.utils.spool import RowSpool
 
 
 @strategy_config
@@ -111,17 +113,27 @@ class SFDA(Strategy):
 
     @torch.no_grad()
     def refresh(self, epoch: int) -> None:
-        """Rebuild the pseudo-labels of every target training image (one clean pass)."""
+        """Rebuild the pseudo-labels of every target training image (one clean pass; per-image arrays are
+        memory-mapped and fused in chunks: :mod:`distill.strategies._pseudo`)."""
         c = self.config
         data = collect(self.student, require_iterate(self.ctx.iterate_train, self.name)(), c.teacher_temperature)
-        fused, w = self.fuse(list(data["teacher_probs"]), data["probs"])
-        labels = knn_smooth(data["features"], fused, c.knn).argmax(-1)
-        conf, own = fused.max(-1)
-        weight = ((own == labels) & (conf >= c.confidence)).float()
+        teachers, student = data["teacher_probs"], data["probs"]  # [N, K, C], [N, C]
+        fused, conf, own, w_sum = RowSpool(), [], [], torch.zeros(teachers.shape[1])
+        for s in range(0, len(student), CHUNK):
+            p, w = self.fuse(list(teachers[s:s + CHUNK].unbind(1)), student[s:s + CHUNK])
+            fused.append(p)
+            best = p.max(-1)
+            conf.append(best.values)
+            own.append(best.indices)
+            w_sum += w.sum(0)
+        fused_all = fused.tensor()
+        labels = knn_labels(data["features"], fused_all, c.knn)
+        weight = ((torch.cat(own) == labels) & (torch.cat(conf) >= c.confidence)).float()
         size = max(self.ctx.num_samples, int(data["index"].max()) + 1)
-        self.targets.set(epoch, size, data["index"], fused, labels, weight)
-        self.memory.set(epoch, size, data["index"], data["probs"], labels, weight)
-        self.last_refresh = {"kept": float(weight.mean()), "teacher_weights": [float(v) for v in w.mean(0)]}
+        self.targets.set(epoch, size, data["index"], fused_all, labels, weight)
+        self.memory.set(epoch, size, data["index"], student, labels, weight)
+        self.last_refresh = {"kept": float(weight.mean()),
+                             "teacher_weights": [float(v) for v in w_sum / len(student)]}
 
     def on_epoch_start(self, epoch: int) -> None:
         if not self.targets.fresh(epoch):  # on resume the restored targets are this epoch's

@@ -54,8 +54,8 @@ class SHOT(Strategy):
         data = collect(self.student, require_iterate(self.ctx.iterate_train, self.name)(), teachers=False)
         labels = centroid_labels(data["features"], data["probs"], self.config.iterations, self.config.threshold)
         size = max(self.ctx.num_samples, int(data["index"].max()) + 1)
-        self.targets.set(epoch, size, data["index"], F.one_hot(labels, data["probs"].shape[1]).float(), labels,
-                         torch.ones(len(labels)))
+        # only the hard labels are read back (forward): no [S, C] one-hot buffer, 4 kB an image at 1,000 classes
+        self.targets.set(epoch, size, data["index"], torch.zeros(len(labels), 0), labels, torch.ones(len(labels)))
 
     def on_epoch_start(self, epoch: int) -> None:
         if not self.targets.fresh(epoch):

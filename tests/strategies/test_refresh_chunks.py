@@ -1,0 +1,119 @@
+"""The source-free refresh in chunks over spooled rows: the same pseudo-labels as over whole in-memory arrays,
+with no [N, F] or [N, C] array in the heap (benchmarks/sfda_memory.py measures it)."""
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill.strategies import _pseudo, get_strategy
+from distill.strategies._pseudo import centroid_labels, knn_labels, knn_smooth
+from distill.strategies.base import Batch, StrategyContext
+from distill.utils.spool import RowSpool
+
+
+def _clusters(n: int = 90, classes: int = 3, dim: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Well-separated feature clusters and noisy predictions: every argmax has a wide margin, so the chunked
+    sums (another summation order) cannot flip one on any CPU."""
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.arange(n) % classes
+    centres = torch.eye(classes, dim) * 10
+    feats = centres[truth] + 0.5 * torch.randn(n, dim, generator=g)
+    logits = F.one_hot(truth, classes).float() * 2 + torch.randn(n, classes, generator=g)
+    return feats, logits.softmax(-1)
+
+
+def _whole_centroid_labels(features, probs, iterations=2, threshold=0.0):
+    """The implementation before the chunks: whole [N, F] and [N, C] arrays."""
+    f = F.normalize(features.float(), dim=-1)
+    w, labels = probs.float(), None
+    for _ in range(max(1, iterations)):
+        mass = w.sum(0)
+        centroids = F.normalize(w.T @ f / mass.clamp(min=1e-8).unsqueeze(1), dim=-1)
+        sim = f @ centroids.T
+        sim[:, mass <= threshold] = -2.0
+        labels = sim.argmax(-1)
+        w = F.one_hot(labels, probs.shape[1]).float()
+    return labels
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_centroid_labels_in_chunks_equal_the_whole_computation(chunk):
+    feats, probs = _clusters()
+    want = _whole_centroid_labels(feats, probs)
+    assert torch.equal(centroid_labels(feats, probs, chunk=chunk), want)
+    assert torch.equal(centroid_labels(feats, probs, threshold=40.0, chunk=chunk),
+                       _whole_centroid_labels(feats, probs, threshold=40.0))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_knn_labels_are_the_smoothed_argmax(chunk):
+    feats, probs = _clusters(seed=1)
+    assert torch.equal(knn_labels(feats, probs, k=5, chunk=chunk), knn_smooth(feats, probs, k=5).argmax(-1))
+    assert torch.equal(knn_labels(feats, probs, k=1, chunk=chunk), probs.argmax(-1))
+
+
+def test_a_spool_returns_its_rows_from_an_unlinked_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spool = RowSpool()
+    parts = [torch.randn(3, 4, 5), torch.randn(2, 4, 5)]
+    for p in parts:
+        spool.append(p)
+    rows = spool.tensor()
+    assert torch.equal(rows, torch.cat(parts)) and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="appended to a spool of"):
+        other = RowSpool()
+        other.append(torch.zeros(2, 3))
+        other.append(torch.zeros(2, 4))
+
+
+class _Stub(nn.Module):
+    """forward_all as a Student's, from seeded noise: the refresh's arithmetic, not a model's."""
+
+    def __init__(self, features: int, classes: int) -> None:
+        super().__init__()
+        self.features, self.classes, self.head = features, classes, None
+
+    def forward_all(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(int(images[0, 0]))
+        return {"features": torch.randn(len(images), self.features, generator=g),
+                "logits": 2 * torch.randn(len(images), self.classes, generator=g)}
+
+
+def _refreshed(strategy: str, n: int = 101, classes: int = 5, teachers: int = 2) -> nn.Module:
+    def batches():
+        for s in range(0, n, 16):
+            m = min(16, n - s)
+            g = torch.Generator().manual_seed(1000 + s)
+            x = torch.full((m, 1), float(s))
+            logits = [3 * torch.randn(m, classes, generator=g) for _ in range(teachers)]
+            yield Batch(pixels=x, images=x, teacher_logits=logits[0], teacher_logits_all=logits,
+                        sample_index=torch.arange(s, s + m))
+
+    cls = get_strategy(strategy)
+    ctx = StrategyContext(num_classes=classes, class_names=[str(i) for i in range(classes)], iterate_train=batches,
+                          num_train=n, num_samples=n, num_teachers=teachers)
+    strat = cls(_Stub(8, classes), cls.Config(), ctx)
+    strat.refresh(0)
+    return strat
+
+
+@pytest.mark.parametrize("strategy", ["sfda", "shot"])
+def test_the_refresh_in_small_chunks_equals_one_chunk(strategy, monkeypatch):
+    """CHUNK 7 over 101 images against one chunk of all: the same per-sample targets (fusion is per row)."""
+    whole = _refreshed(strategy)
+    monkeypatch.setattr(_pseudo, "CHUNK", 7)
+    if strategy == "sfda":
+        import distill.strategies.sfda as sfda_mod
+        monkeypatch.setattr(sfda_mod, "CHUNK", 7)
+    chunked = _refreshed(strategy)
+    for name, buf in whole.state_dict().items():
+        assert torch.equal(buf, chunked.state_dict()[name]), name
+    if strategy == "sfda":
+        assert chunked.last_refresh["kept"] == whole.last_refresh["kept"]
+        assert chunked.last_refresh["teacher_weights"] == pytest.approx(whole.last_refresh["teacher_weights"])
+    else:  # shot reads back only hard labels: no [S, C] one-hot buffer
+        assert chunked.targets.probs.shape == (101, 0) and bool(chunked.targets.known.all())
