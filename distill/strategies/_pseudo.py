@@ -84,7 +84,7 @@ def fuse_teachers(probs: Sequence[Tensor], anchor: Tensor | None = None, sharpne
 
 # ---------------------------------------------------------------------------- pseudo-labels
 def centroid_labels(features: Tensor, probs: Tensor, iterations: int = 2, threshold: float = 0.0,
-                    chunk: int = CHUNK) -> Tensor:
+                    chunk: int | None = None) -> Tensor:
     """SHOT's self-supervised pseudo-labels (Liang et al. 2020, eq. 4-6).
 
     Class centroids are the prediction-weighted means of L2-normalized features; each sample
@@ -97,19 +97,22 @@ def centroid_labels(features: Tensor, probs: Tensor, iterations: int = 2, thresh
         probs: [N, C] student predictions.
 
     Returns:
-        [N] int64 labels (computed ``chunk`` rows at a time: the centroids are sums over rows).
+        [N] int64 labels, computed ``chunk`` rows at a time (default :data:`CHUNK`): the centroids are sums over
+        rows, added chunk by chunk, so a near-tie may fall otherwise than in one sum.
     """
     n, classes = probs.shape
+    chunk = chunk or CHUNK
+    dev = features.device
     labels: Tensor | None = None
     for _ in range(max(1, iterations)):
-        mass, total = torch.zeros(classes), torch.zeros(classes, features.shape[1])
+        mass, total = torch.zeros(classes, device=dev), torch.zeros(classes, features.shape[1], device=dev)
         for s in range(0, n, chunk):  # weights: the predictions, then the previous round's hard labels
             f = F.normalize(features[s:s + chunk].float(), dim=-1)
             w = probs[s:s + chunk].float() if labels is None else F.one_hot(labels[s:s + chunk], classes).float()
             mass += w.sum(0)
             total += w.T @ f
         centroids = F.normalize(total / mass.clamp(min=1e-8).unsqueeze(1), dim=-1)  # [C, F]
-        new = torch.empty(n, dtype=torch.long)
+        new = torch.empty(n, dtype=torch.long, device=dev)
         for s in range(0, n, chunk):
             sim = F.normalize(features[s:s + chunk].float(), dim=-1) @ centroids.T
             sim[:, mass <= threshold] = -2.0  # classes without samples cannot be chosen
@@ -186,6 +189,7 @@ def collect(student: nn.Module, batches: Iterator[Batch], teacher_temperature: f
     student.eval()
     idx: list[Tensor] = []
     feats, probs, tprobs = RowSpool(), RowSpool(), RowSpool()
+    spools = (feats, probs, tprobs)
     try:
         for b in batches:
             out = student.forward_all(b.images)
@@ -198,6 +202,10 @@ def collect(student: nn.Module, batches: Iterator[Batch], teacher_temperature: f
                     raise DistillError("pseudo-label refresh needs the teachers' cached logits on the training "
                                        "images, but the batches carry none")
                 tprobs.append(torch.stack([(t.float() / teacher_temperature).softmax(-1) for t in all_logits], 1))
+    except BaseException:
+        for spool in spools:  # an abandoned pass leaves no open file behind
+            spool.close()
+        raise
     finally:
         student.train(was_training)
     if not idx:
@@ -212,9 +220,10 @@ class SampleTargets(nn.Module):
     """Per-sample targets indexed by dataset ``sample_index``, refreshed once per epoch.
 
     Buffers (saved with the strategy, so a resumed run continues with the same targets):
-    ``probs`` [S, C] soft targets, ``labels`` [S] int64 hard labels, ``weight`` [S] float
-    per-sample weight (0 = not trusted / not refreshed), ``epoch`` the epoch they were built
-    for (−1: never). ``S`` is the dataset size, set on the first refresh.
+    ``probs`` [S, C] soft targets ([S, 0] for a strategy that reads back only hard labels, shot),
+    ``labels`` [S] int64 hard labels, ``weight`` [S] float per-sample weight (0 = not trusted / not
+    refreshed), ``epoch`` the epoch they were built for (−1: never). ``S`` is the dataset size, set
+    on the first refresh; later refreshes reuse the buffers in place (one [S, C] at a time, not two).
     """
 
     def __init__(self) -> None:
@@ -242,15 +251,20 @@ class SampleTargets(nn.Module):
         dev = self.epoch.device
         C = probs.shape[1]
         size = max(size, int(index.max()) + 1)
-        self.probs = torch.zeros(size, C, device=dev)
-        self.labels = torch.zeros(size, dtype=torch.long, device=dev)
-        self.weight = torch.zeros(size, device=dev)
-        self.known = torch.zeros(size, dtype=torch.bool, device=dev)
-        i = index.to(dev)
-        self.probs[i] = probs.to(dev).float()
-        self.labels[i] = labels.to(dev)
-        self.weight[i] = weight.to(dev).float()
-        self.known[i] = True
+        if tuple(self.probs.shape) == (size, C) and self.probs.device == dev:  # the last refresh's: reuse
+            for buf in (self.probs, self.labels, self.weight, self.known):
+                buf.zero_()
+        else:
+            self.probs = torch.zeros(size, C, device=dev)
+            self.labels = torch.zeros(size, dtype=torch.long, device=dev)
+            self.weight = torch.zeros(size, device=dev)
+            self.known = torch.zeros(size, dtype=torch.bool, device=dev)
+        for s in range(0, len(index), CHUNK):  # rows in chunks: ``probs`` may be memory-mapped, the buffers on a GPU
+            i = index[s:s + CHUNK].to(dev)
+            self.probs[i] = probs[s:s + CHUNK].to(dev).float()
+            self.labels[i] = labels[s:s + CHUNK].to(dev)
+            self.weight[i] = weight[s:s + CHUNK].to(dev).float()
+            self.known[i] = True
         self.epoch.fill_(epoch)
 
     def get(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:

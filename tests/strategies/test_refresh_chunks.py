@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.errors import DistillError
 from distill.strategies import _pseudo, get_strategy
 from distill.strategies._pseudo import centroid_labels, knn_labels, knn_smooth
 from distill.strategies.base import Batch, StrategyContext
+from distill.utils import spool as spool_mod
 from distill.utils.spool import RowSpool
 
 
@@ -45,8 +47,9 @@ def test_centroid_labels_in_chunks_equal_the_whole_computation(chunk):
     feats, probs = _clusters()
     want = _whole_centroid_labels(feats, probs)
     assert torch.equal(centroid_labels(feats, probs, chunk=chunk), want)
-    assert torch.equal(centroid_labels(feats, probs, threshold=40.0, chunk=chunk),
-                       _whole_centroid_labels(feats, probs, threshold=40.0))
+    # class masses 28.1, 30.2, 31.7: a threshold of 29 takes class 0's centroid away in the first round only
+    hidden = _whole_centroid_labels(feats, probs, threshold=29.0)
+    assert torch.equal(centroid_labels(feats, probs, threshold=29.0, chunk=chunk), hidden) and not torch.equal(hidden, want)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
@@ -56,18 +59,44 @@ def test_knn_labels_are_the_smoothed_argmax(chunk):
     assert torch.equal(knn_labels(feats, probs, k=1, chunk=chunk), probs.argmax(-1))
 
 
-def test_a_spool_returns_its_rows_from_an_unlinked_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("spill", [1 << 30, 100, 0])  # all in RAM, past the limit on the second append, on disk
+def test_a_spool_returns_its_rows_in_ram_or_from_an_unlinked_file(spill, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(spool_mod, "SPILL_BYTES", spill)
+    opened = []
+    real = tempfile.TemporaryFile
+
+    def recorded(*args, **kwargs):
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(spool_mod.tempfile, "TemporaryFile", recorded)
     spool = RowSpool()
-    parts = [torch.randn(3, 4, 5), torch.randn(2, 4, 5)]
+    parts = [torch.randn(3, 4, 5), torch.randn(2, 4, 5).transpose(1, 2).transpose(1, 2)]
     for p in parts:
         spool.append(p)
+    parts[0].zero_()  # the spool holds its own copy
     rows = spool.tensor()
-    assert torch.equal(rows, torch.cat(parts)) and list(tmp_path.iterdir()) == []
+    assert torch.equal(rows[3:], parts[1]) and not torch.equal(rows[:3], parts[0])
+    assert len(opened) == (spill < 1 << 30) and list(tmp_path.iterdir()) == []  # a file only past the limit
+    with pytest.raises(ValueError, match="the spool is spent"):
+        spool.append(parts[0])
     with pytest.raises(ValueError, match="appended to a spool of"):
         other = RowSpool()
         other.append(torch.zeros(2, 3))
         other.append(torch.zeros(2, 4))
+    empty = RowSpool()
+    empty.append(torch.zeros(4, 0))  # shot's zero-width rows
+    assert empty.tensor().shape == (4, 0)
+
+
+def test_no_room_to_spool_is_one_line_naming_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    monkeypatch.setattr(spool_mod, "SPILL_BYTES", 0)
+    with pytest.raises(DistillError, match=r"missing: cannot spool 2 rows of a pass over the data there: .*; "
+                                           r"free space there or point TMPDIR elsewhere$") as e:
+        RowSpool().append(torch.zeros(2, 3))
+    assert "\n" not in str(e.value)
 
 
 class _Stub(nn.Module):
@@ -98,6 +127,10 @@ def _refreshed(strategy: str, n: int = 101, classes: int = 5, teachers: int = 2)
                           num_train=n, num_samples=n, num_teachers=teachers)
     strat = cls(_Stub(8, classes), cls.Config(), ctx)
     strat.refresh(0)
+    first = {k: v.clone() for k, v in strat.state_dict().items()}
+    strat.refresh(1)  # the second refresh reuses the buffers in place: the same targets, epoch 1
+    for name, buf in strat.state_dict().items():
+        assert torch.equal(buf, first[name]) or name.endswith("epoch"), name
     return strat
 
 
