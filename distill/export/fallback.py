@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from distill.export.evaluate import predict_onnx
+from distill.export.evaluate import predict_onnx, row_chunks
 from distill.export.float_outputs import excluded_nodes, label
 from distill.export.images import ImageSet
 
@@ -46,13 +46,17 @@ class FallbackResult:
 
 
 def kl_divergence(ref_logits: np.ndarray, logits: np.ndarray) -> float:
-    """Mean over images of KL(softmax(ref) || softmax(logits)); logits [N, C]."""
+    """Mean over images of KL(softmax(ref) || softmax(logits)); logits [N, C], in float64, a chunk of rows at a
+    time."""
     def log_softmax(z: np.ndarray) -> np.ndarray:
-        z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+        z = z - z.max(axis=1, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
-    lp, lq = log_softmax(ref_logits), log_softmax(logits)
-    return float((np.exp(lp) * (lp - lq)).sum(axis=1).mean())
+    total = 0.0
+    for ref, other in row_chunks(ref_logits, logits):
+        lp, lq = log_softmax(ref), log_softmax(other)
+        total += float((np.exp(lp) * (lp - lq)).sum(axis=1).sum())
+    return total / len(ref_logits)
 
 
 def rank_layers(quantize_excluding: Callable[[list[str]], Path], candidates: list[dict[str, str]],

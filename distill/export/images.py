@@ -4,8 +4,9 @@ Images are kept as resized + center-cropped uint8 arrays ([N, H, W, 3], a quarte
 memory of float32) and normalized batch by batch with exactly the arithmetic of torchvision's
 ``ToTensor`` + ``Normalize`` in float32, so ORT and PyTorch see the same tensor that
 ``Student.preprocess()`` would produce. An array over :data:`SPILL_BYTES` (``--eval-count 0`` on a large test
-split) lives in an unlinked file on disk, memory-mapped: the page cache holds what fits, and the process's
-anonymous memory does not grow with the number of images (benchmarks/export_memory.py).
+split) lives in an unlinked file on disk, memory-mapped (:func:`disk_backed`): the page cache holds what fits, and
+the process's anonymous memory does not grow with the number of images (benchmarks/export_memory.py). The logits a
+model gives on an :class:`ImageSet` follow the same rule, in the same folder (``ImageSet.spill_dir``).
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class ImageSet:
         domains: [N] domain of each image.
         mean, std: per-channel normalization.
         skipped: paths of images that could not be decoded.
+        spill_dir: where arrays over :data:`SPILL_BYTES` made for these images (pixels, logits) are memory-mapped
+            from (None: the system's temp folder).
     """
 
     images: np.ndarray
@@ -45,6 +48,7 @@ class ImageSet:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     skipped: list[str]
+    spill_dir: Path | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -67,7 +71,7 @@ class ImageSet:
             yield self.normalize(self.images[i:i + batch_size])
 
     def subset(self, mask: np.ndarray) -> ImageSet:
-        return ImageSet(self.images[mask], self.labels[mask], self.domains[mask], self.mean, self.std, [])
+        return ImageSet(self.images[mask], self.labels[mask], self.domains[mask], self.mean, self.std, [], self.spill_dir)
 
 
 def pick(samples: list[Sample], count: int | None, seed: int = 0) -> list[Sample]:
@@ -92,20 +96,25 @@ PROGRESS_EVERY = 5000  # load_images reports progress for this many images or mo
 
 
 def pixel_array(count: int, h: int, w: int, spill_dir: str | Path | None = None) -> np.ndarray:
-    """An uninitialized [count, h, w, 3] uint8 array: in RAM up to :data:`SPILL_BYTES`, else a memory map of an
-    unlinked temporary file in ``spill_dir`` (made if missing; default: the system's temp folder, which may be
-    tmpfs, i.e. RAM), gone when the array is."""
-    nbytes = count * h * w * 3
+    """An uninitialized [count, h, w, 3] uint8 array (:func:`disk_backed`)."""
+    return disk_backed((count, h, w, 3), np.uint8, spill_dir, f"{count:,} images' pixels")
+
+
+def disk_backed(shape: tuple[int, ...], dtype: type | np.dtype, spill_dir: str | Path | None, what: str) -> np.ndarray:
+    """An uninitialized array: in RAM up to :data:`SPILL_BYTES`, else a memory map of an unlinked, preallocated
+    temporary file in ``spill_dir`` (made if missing; default: the system's temp folder, which may be tmpfs, i.e.
+    RAM), gone when the array is. ``what`` names the contents in the error when the disk has no room."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if nbytes <= SPILL_BYTES:
-        return np.empty((count, h, w, 3), np.uint8)
+        return np.empty(shape, dtype)
     where = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir())
     try:
         where.mkdir(parents=True, exist_ok=True)  # made only when needed: bad input earlier leaves no folder
-        with tempfile.TemporaryFile(dir=where, prefix="distill-pixels-") as f:  # mmap keeps its own descriptor
+        with tempfile.TemporaryFile(dir=where, prefix="distill-spill-") as f:  # mmap keeps its own descriptor
             _reserve(f, nbytes)
-            return np.memmap(f, dtype=np.uint8, mode="r+", shape=(count, h, w, 3))
+            return np.memmap(f, dtype=dtype, mode="r+", shape=shape)
     except OSError as e:
-        raise DistillError(f"{where}: cannot hold {count:,} images' pixels ({nbytes / 1e9:.1f} GB) there: "
+        raise DistillError(f"{where}: cannot hold {what} ({nbytes / 1e9:.1f} GB) there: "
                            f"{e.strerror}; free space there or read fewer images (--eval-count, --calib-count)") from e
 
 
@@ -145,7 +154,7 @@ def load_images(folder: DomainFolder, samples: list[Sample], spec: StudentSpec,
     if show:
         log(f"  decoded {len(labels):,} of {len(samples):,} images")
     return ImageSet(pixels[:len(labels)], np.asarray(labels, dtype=np.int64), np.asarray(domains, dtype=object),
-                    tuple(spec.mean), tuple(spec.std), skipped)
+                    tuple(spec.mean), tuple(spec.std), skipped, None if spill_dir is None else Path(spill_dir))
 
 
 def random_images(spec: StudentSpec, count: int, seed: int = 0) -> ImageSet:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from distill.export.evaluate import row_chunks
+
 MOVE_QUANTILE = 0.95  # "int8's move": this quantile of |Δ margin| over the images
 
 
@@ -56,15 +58,18 @@ def fp32_margins(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def near_ties(fp32: np.ndarray, int8: np.ndarray) -> NearTies | None:
     """:class:`NearTies` of ``int8`` logits against ``fp32`` logits of the same images (None: < 2 classes or no
-    images)."""
+    images), in float64, a chunk of rows at a time."""
     if fp32.ndim != 2 or fp32.shape != int8.shape or fp32.shape[0] == 0 or fp32.shape[1] < 2:
         return None
-    ref, other = fp32.astype(np.float64), int8.astype(np.float64)
-    margin, top1, top2 = fp32_margins(ref)
-    rows = np.arange(len(ref))
-    move = np.abs((other[rows, top1] - other[rows, top2]) - margin)
+    margins, moves, flips = [], [], []
+    for ref, other in row_chunks(fp32, int8):  # an argsort of [N, C] would be 8 bytes a logit
+        margin, top1, top2 = fp32_margins(ref)
+        rows = np.arange(len(ref))
+        margins.append(margin)
+        moves.append(np.abs((other[rows, top1] - other[rows, top2]) - margin))
+        flips.append(other.argmax(1) != top1)
+    margin, move, flipped = np.concatenate(margins), np.concatenate(moves), np.concatenate(flips)
     p95 = float(np.quantile(move, MOVE_QUANTILE))
-    flipped = other.argmax(1) != top1
-    return NearTies(images=len(ref), move_median=float(np.median(move)), move_p95=p95,
+    return NearTies(images=len(margin), move_median=float(np.median(move)), move_p95=p95,
                     near_tie_pct=100.0 * float((margin < p95).mean()), disagreement_pct=100.0 * float(flipped.mean()),
                     flipped_margin_max=float(margin[flipped].max()) if flipped.any() else 0.0)

@@ -173,7 +173,7 @@ def test_an_export_with_its_test_images_memory_mapped_reports_the_same(run_ckpt:
                                                                        tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The spill path end to end (--eval-count 0 past SPILL_BYTES): the export's work folder holds the test
-    pixels as an unlinked file, every check reads them, the folder is gone afterwards, and the accuracy is what
+    pixels and every model's logits as unlinked files, every check reads them, the folder is gone afterwards, and the accuracy is what
     onnxruntime gives on the files."""
     from distill.export import images as images_mod
 
@@ -187,12 +187,23 @@ def test_an_export_with_its_test_images_memory_mapped_reports_the_same(run_ckpt:
         return mapped[-1]
 
     monkeypatch.setattr(images_mod, "pixel_array", spy)
+    from distill.export import evaluate as evaluate_mod
+
+    logits_at: list[Path] = []
+    real_backed = evaluate_mod.disk_backed
+
+    def spy_logits(shape, dtype, spill_dir, what):
+        logits_at.append(Path(spill_dir))
+        return real_backed(shape, dtype, spill_dir, what)
+
+    monkeypatch.setattr(evaluate_mod, "disk_backed", spy_logits)
     out = tmp_path / "exp"
     export_checkpoint(run_ckpt, out, ExportConfig(precisions=("fp32", "int8"), data_root=str(tiny_root),
                                                   eval_count=None, exporter="torchscript", latency_iters=2),
                       log=lambda s: None)
     assert mapped and all(isinstance(a, np.memmap) for a in mapped)
     assert all(Path(w).parent == out and Path(w).name.startswith(".work-") for w in where), where  # its own disk
+    assert logits_at and set(logits_at) <= {Path(w) for w in where}, logits_at  # each model's logits beside them
     rep = _report(out)
     for m in (_model(rep, "fp32"), _model(rep, "int8", "ort-cpu")):
         assert m["accuracy"] == pytest.approx(_accuracy_from_file(out / m["file"], tiny_root, run_ckpt,
