@@ -4,7 +4,7 @@
 - :func:`centroid_labels`: SHOT's self-supervised pseudo-labels from class centroids.
 - :func:`knn_smooth`: memory-bank smoothing of soft labels over feature-space neighbours.
 - :func:`collect`: one clean pass over the training images (for the epoch-start refresh).
-- :class:`SampleTargets`: per-sample pseudo-labels as resumable module buffers.
+- :class:`SampleTargets`: per-sample pseudo-labels, resumable (the [S, C] part in a file a checkpoint links).
 
 Memory: the pass's per-image arrays (features, probabilities) are spooled to a temporary file and
 memory-mapped (:class:`distill.utils.spool.RowSpool`), and everything computed over them runs in chunks of
@@ -16,14 +16,17 @@ Not a strategy (the leading underscore keeps the registry from importing it as o
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
 from distill.strategies.base import Batch
+from distill.utils.rowfile import RowFile
 from distill.utils.spool import RowSpool
 
 CHUNK = 4096  # rows per step of the refresh's computations over all images
@@ -219,52 +222,95 @@ def collect(student: nn.Module, batches: Iterator[Batch], teacher_temperature: f
 class SampleTargets(nn.Module):
     """Per-sample targets indexed by dataset ``sample_index``, refreshed once per epoch.
 
-    Buffers (saved with the strategy, so a resumed run continues with the same targets):
-    ``probs`` [S, C] soft targets ([S, 0] for a strategy that reads back only hard labels, shot),
-    ``labels`` [S] int64 hard labels, ``weight`` [S] float per-sample weight (0 = not trusted / not
-    refreshed), ``epoch`` the epoch they were built for (−1: never). ``S`` is the dataset size, set
-    on the first refresh; later refreshes reuse the buffers in place (one [S, C] at a time, not two).
+    Saved with the strategy, so a resumed run continues with the same targets: ``probs`` [S, C] soft targets
+    ([S, 0] for a strategy that reads back only hard labels, shot), and the buffers ``labels`` [S] int64 hard labels,
+    ``weight`` [S] float per-sample weight (0 = not trusted / not refreshed), ``known`` [S] bool, ``epoch`` the epoch
+    they were built for (−1: never). ``S`` is the dataset size, set on the first refresh.
+
+    ``probs`` (4 kB a sample at 1,000 classes) is not a buffer: each refresh writes it to a new
+    :class:`~distill.utils.rowfile.RowFile` in ``folder`` (the run's checkpoint folder, so that a checkpoint takes
+    it by a hard link), read back through the page cache on the CPU, never in the heap or on the GPU and never
+    broadcast by DDP. :meth:`get` gathers a batch's rows and moves them to the buffers' device.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("probs", torch.zeros(0, 0))
+        self._probs: RowFile | Tensor = torch.zeros(0, 0)  # a RowFile, or an empty [S, 0] / [0, 0] tensor
         self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
         self.register_buffer("weight", torch.zeros(0))
         self.register_buffer("known", torch.zeros(0, dtype=torch.bool))
         self.register_buffer("epoch", torch.tensor(-1, dtype=torch.long))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D401 - torch hook
+    @property
+    def probs(self) -> Tensor:
+        """[S, C] on the CPU (memory-mapped)."""
+        return self._probs.tensor if isinstance(self._probs, RowFile) else self._probs
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: D401 - torch hook
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        # the RowFile's tensor: distill.utils.state.save_state links its file beside the checkpoint's tensors
+        destination[prefix + "probs"] = self.probs
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):  # noqa: D401 - torch hook
         # the buffers are sized on the first refresh; take the saved sizes before torch copies
-        for name in ("probs", "labels", "weight", "known"):
+        for name in ("labels", "weight", "known"):
             key = prefix + name
             if key in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[key], device=self.epoch.device))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        key = prefix + "probs"
+        if key in unexpected_keys:
+            unexpected_keys.remove(key)
+        if key not in state_dict:
+            missing_keys.append(key)
+            return
+        saved = state_dict[key]
+        backing = RowFile.backing(saved)
+        if backing is not None:  # a checkpoint's file (read-only) or another RowFile's tensor: never written
+            self._replace(backing)
+        elif saved.numel() == 0:
+            self._replace(saved.cpu().float().clone())
+        else:  # a tensor in memory: onto a file like a refresh's
+            rows = RowFile.create(tuple(saved.shape), np.float32, None)
+            rows.array[:] = saved.cpu().float().numpy()
+            self._replace(rows)
+
+    def _replace(self, probs: RowFile | Tensor) -> None:
+        old, self._probs = self._probs, probs
+        if isinstance(old, RowFile) and old is not probs:
+            old.close()  # its bytes live on in the checkpoints that linked them
 
     def fresh(self, epoch: int) -> bool:
         """True when the targets were already built for ``epoch`` (e.g. restored on resume)."""
         return int(self.epoch) == epoch
 
-    def set(self, epoch: int, size: int, index: Tensor, probs: Tensor, labels: Tensor, weight: Tensor) -> None:
-        """Store targets of samples ``index`` [N] (others unknown); ``size`` bounds sample indices."""
+    def set(self, epoch: int, size: int, index: Tensor, probs: Tensor, labels: Tensor, weight: Tensor,
+            folder: str | Path | None = None) -> None:
+        """Store targets of samples ``index`` [N] (others unknown); ``size`` bounds sample indices. ``probs`` go to a
+        new file in ``folder`` (default: the system's temp folder): the last refresh's may be linked by a
+        checkpoint, so it is never written again."""
         dev = self.epoch.device
         C = probs.shape[1]
         size = max(size, int(index.max()) + 1)
-        if tuple(self.probs.shape) == (size, C) and self.probs.device == dev:  # the last refresh's: reuse
-            for buf in (self.probs, self.labels, self.weight, self.known):
+        rows = RowFile.create((size, C), np.float32, folder) if C else torch.zeros(size, 0)
+        if tuple(self.labels.shape) == (size,) and self.labels.device == dev:  # the last refresh's: reuse
+            for buf in (self.labels, self.weight, self.known):
                 buf.zero_()
         else:
-            self.probs = torch.zeros(size, C, device=dev)
             self.labels = torch.zeros(size, dtype=torch.long, device=dev)
             self.weight = torch.zeros(size, device=dev)
             self.known = torch.zeros(size, dtype=torch.bool, device=dev)
         for s in range(0, len(index), CHUNK):  # rows in chunks: ``probs`` may be memory-mapped, the buffers on a GPU
-            i = index[s:s + CHUNK].to(dev)
-            self.probs[i] = probs[s:s + CHUNK].to(dev).float()
+            i = index[s:s + CHUNK]
+            if isinstance(rows, RowFile):
+                rows.array[i.cpu().numpy()] = probs[s:s + CHUNK].float().cpu().numpy()
+            i = i.to(dev)
             self.labels[i] = labels[s:s + CHUNK].to(dev)
             self.weight[i] = weight[s:s + CHUNK].to(dev).float()
             self.known[i] = True
+        self._replace(rows)
         self.epoch.fill_(epoch)
 
     def get(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
@@ -275,7 +321,7 @@ class SampleTargets(nn.Module):
         inside = i < len(self.known)
         j = torch.where(inside, i, torch.zeros_like(i))
         known = self.known[j] & inside
-        return self.probs[j], self.labels[j], self.weight[j], known
+        return self.probs[j.cpu()].to(self.known.device), self.labels[j], self.weight[j], known
 
 
 def require_iterate(iterate: Callable[[], Iterator[Batch]] | None, name: str) -> Callable[[], Iterator[Batch]]:

@@ -108,6 +108,9 @@ class StrategyContext:
     num_train: int = 0  # number of training images (sample indices are dataset-wide)
     num_samples: int = 0  # size of the whole dataset (bound for sample_index)
     num_teachers: int = 1  # teacher caches the run opened: one [B, C] per cache in batch.teacher_logits_all
+    # where per-sample state that grows with the data set is written (SampleTargets' files); set by the trainer to
+    # the run's checkpoint folder, so that a checkpoint links them (None: the system's temp folder)
+    state_dir: str | None = None
 
 
 #: The optim section a source-free adaptation starts from: a short, gentle fine-tune of an

@@ -130,8 +130,8 @@ class SFDA(Strategy):
         labels = knn_labels(data["features"], fused_all, c.knn)
         weight = ((torch.cat(own) == labels) & (torch.cat(conf) >= c.confidence)).float()
         size = max(self.ctx.num_samples, int(data["index"].max()) + 1)
-        self.targets.set(epoch, size, data["index"], fused_all, labels, weight)
-        self.memory.set(epoch, size, data["index"], student, labels, weight)
+        self.targets.set(epoch, size, data["index"], fused_all, labels, weight, self.ctx.state_dir)
+        self.memory.set(epoch, size, data["index"], student, labels, weight, self.ctx.state_dir)
         self.last_refresh = {"kept": float(weight.mean()),
                              "teacher_weights": [float(v) for v in w_sum / len(student)]}
 

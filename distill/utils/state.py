@@ -2,7 +2,10 @@
 
 Tensors go to one safetensors file; everything else (the nesting, ints, floats, strings,
 tuples) to a JSON skeleton beside it that references tensors by key. This is what lets a
-killed run resume exactly while never unpickling a file.
+killed run resume exactly while never unpickling a file. A tensor that is a
+:class:`~distill.utils.rowfile.RowFile`'s (per-sample arrays that grow with the data set) is not copied
+into the safetensors file: the file is linked beside it as ``<name>.rows-<key>.bin`` (raw, its shape and
+dtype in the skeleton) and comes back as a tensor over it, memory-mapped copy-on-write.
 """
 from __future__ import annotations
 
@@ -16,19 +19,25 @@ from safetensors.torch import load_file, save_file
 
 from distill.errors import DistillError
 from distill.utils.io import atomic_write, atomic_write_json, read_json
+from distill.utils.rowfile import RowFile
 
 
-def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor], files: dict[str, RowFile]) -> Any:
+    rows = RowFile.backing(obj) if isinstance(obj, torch.Tensor) else None
+    if rows is not None:
+        key = f"r{len(files)}"
+        files[key] = rows
+        return {"__rows__": key, "shape": list(rows.shape), "dtype": str(rows.dtype)}
     if isinstance(obj, torch.Tensor):
         key = f"t{len(tensors)}"
         tensors[key] = obj.detach().cpu().contiguous()
         return {"__tensor__": key}
     if isinstance(obj, dict):
-        return {"__dict__": [[_flatten(k, tensors, prefix), _flatten(v, tensors, prefix)] for k, v in obj.items()]}
+        return {"__dict__": [[_flatten(k, tensors, files), _flatten(v, tensors, files)] for k, v in obj.items()]}
     if isinstance(obj, tuple):
-        return {"__tuple__": [_flatten(v, tensors, prefix) for v in obj]}
+        return {"__tuple__": [_flatten(v, tensors, files) for v in obj]}
     if isinstance(obj, list):
-        return [_flatten(v, tensors, prefix) for v in obj]
+        return [_flatten(v, tensors, files) for v in obj]
     if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":  # numpy arrays / scalars
         arr = np.asarray(obj)
         return {"__ndarray__": arr.tolist(), "dtype": str(arr.dtype)}
@@ -37,26 +46,37 @@ def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
     raise TypeError(f"cannot serialize {type(obj).__name__} in training state")
 
 
-def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor], path: Path) -> Any:
     if isinstance(obj, list):
-        return [_unflatten(v, tensors) for v in obj]
+        return [_unflatten(v, tensors, path) for v in obj]
     if isinstance(obj, dict):
         if "__tensor__" in obj:
             return tensors[obj["__tensor__"]]
+        if "__rows__" in obj:
+            return RowFile.open(_rows_path(path, obj["__rows__"]), tuple(obj["shape"]), np.dtype(obj["dtype"])).tensor
         if "__tuple__" in obj:
-            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+            return tuple(_unflatten(v, tensors, path) for v in obj["__tuple__"])
         if "__ndarray__" in obj:
             return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
         if "__dict__" in obj:
-            return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__dict__"]}
+            return {_unflatten(k, tensors, path): _unflatten(v, tensors, path) for k, v in obj["__dict__"]}
     return obj
 
 
+def _rows_path(path: Path, key: str) -> Path:
+    return path.with_suffix(f".rows-{key}.bin")
+
+
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``path.safetensors`` + ``path.json`` atomically (JSON last: it marks completeness)."""
+    """Write ``path.safetensors`` + ``path.json`` atomically (JSON last: it marks completeness), and link each
+    RowFile's tensor beside them (:meth:`RowFile.save_to`: a hard link where the file system allows, else a copy)."""
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = _flatten(state, tensors, "")
+    files: dict[str, RowFile] = {}
+    skeleton = _flatten(state, tensors, files)
+    for key, rows in files.items():
+        _rows_path(path, key).unlink(missing_ok=True)
+        rows.save_to(_rows_path(path, key))
     atomic_write(path.with_suffix(".safetensors"), lambda p: save_file(tensors, str(p)))
     atomic_write_json(path.with_suffix(".json"), skeleton)
 
@@ -64,7 +84,7 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
 def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     tensors = load_file(str(path.with_suffix(".safetensors")))
-    return _unflatten(read_json(path.with_suffix(".json")), tensors)
+    return _unflatten(read_json(path.with_suffix(".json")), tensors, path)
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:

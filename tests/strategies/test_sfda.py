@@ -349,3 +349,42 @@ def test_the_neighbour_step_in_tiles_equals_the_whole_similarity_matrix(monkeypa
         got = knn_smooth(feats, probs, k=5, chunk=chunk)
         assert torch.equal(got, want), chunk
         assert max(largest) <= chunk * min(chunk, 53)
+
+
+def test_the_per_sample_targets_live_in_files_that_the_checkpoint_links(root, caches, source_ckpt, tmp_path):
+    """sfda's two [S, C] targets are not module buffers (not in the heap or on the GPU, not broadcast by DDP):
+    each refresh writes new files in the run's checkpoint folder, a step checkpoint hard-links them beside its
+    tensors (its safetensors file holds no [S, C]), and a resumed trainer reads the same targets back."""
+    import os
+
+    from safetensors import safe_open
+
+    from distill.config import load_train_config
+    from distill.records import TRAIN_STATE
+    from distill.train import Trainer, build
+    from distill.train.adapt import adapt_recipe
+    from distill.utils.rowfile import RowFile
+
+    recipe = adapt_recipe(source_ckpt, [TARGET], root, caches=caches[:1], strategy="sfda", out=str(tmp_path / "run"),
+                          optim={"batch_size": 8}, run={"workers": 0, "progress": False})
+    cfg = load_train_config(None, base=recipe)
+    trainer = Trainer(build(cfg))
+    s = trainer.strategy
+    for epoch in (0, 1):  # the second refresh and checkpoint replace the first ones
+        s.refresh(epoch)
+        trainer.global_step = epoch + 1
+        trainer.save()
+    targets = (s.targets, s.memory)
+    assert all("probs" not in dict(t.named_buffers()) and RowFile.backing(t.probs) is not None for t in targets)
+    step = trainer.checkpoints.last()
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*")] == [step.name]
+    bins = sorted(step.glob("*.bin"))
+    assert {b.stat().st_ino for b in bins} == {os.fstat(t._probs._fd).st_ino for t in targets}  # links, no copy
+    S, C = s.targets.probs.shape
+    with safe_open(str((step / TRAIN_STATE).with_suffix(".safetensors")), "pt") as f:
+        assert not [k for k in f.keys() if tuple(f.get_slice(k).get_shape()) == (S, C)]
+    resumed = Trainer(build(cfg))
+    assert resumed.resume()
+    for a, b in zip(targets, (resumed.strategy.targets, resumed.strategy.memory)):
+        assert torch.equal(a.probs, b.probs) and torch.equal(a.labels, b.labels) and torch.equal(a.weight, b.weight)
+        assert int(b.epoch) == 1 and b.probs.shape == (S, C) and float(b.probs.abs().sum()) > 0

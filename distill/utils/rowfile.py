@@ -1,0 +1,160 @@
+"""A per-sample array on disk, memory-mapped, that a checkpoint can take by a hard link instead of a copy.
+
+A source-free run's per-sample targets ([S, C] float32: 4 kB a sample at 1,000 classes) are rebuilt once an epoch and
+are part of every step checkpoint (:mod:`distill.utils.state`). Held as tensors they cost RAM (or GPU memory) and a
+full write per checkpoint. A :class:`RowFile` holds them in a file with no name of its own (``O_TMPFILE`` where the
+file system has it, else an unlinked temporary file), read through the page cache; :meth:`RowFile.save_to` names
+it inside a checkpoint folder by a hard link (no bytes written; the data lives on while any link or the process
+holds it) or, where the file system cannot link (another file system, no ``O_TMPFILE``), by a copy read in chunks.
+A killed process leaves no file behind: only the checkpoints' links keep the data.
+
+A RowFile is never written after it is made (a refresh makes a new one), so a checkpoint's link always holds the
+rows it was saved with.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+import weakref
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from distill.errors import DistillError
+
+COPY_CHUNK = 16 << 20  # bytes read at a time when a link is not possible
+_BY_ADDRESS: weakref.WeakValueDictionary[int, RowFile] = weakref.WeakValueDictionary()  # RowFile.backing
+
+
+def reserve(f: IO[bytes] | int, nbytes: int) -> None:
+    """Give a file its size, reserving the disk space where the file system can (a full disk found now, not as a
+    SIGBUS when a mapped page is first written); else (macOS, or a file system without fallocate) a sparse file."""
+    fd = f if isinstance(f, int) else f.fileno()
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+    os.ftruncate(fd, nbytes)
+
+
+class RowFile:
+    """An array [rows, ...] in a nameless file, memory-mapped (:attr:`array`, :attr:`tensor`).
+
+    Make one with :meth:`create` (zeros, writable until :meth:`save_to`) or :meth:`open` (a saved one, read-only).
+    """
+
+    def __init__(self, fd: int, shape: tuple[int, ...], dtype: np.dtype, writable: bool):
+        self._fd, self.shape, self.dtype = fd, tuple(shape), np.dtype(dtype)
+        # "c": copy-on-write, so a tensor over a saved file is writable for torch and never writes the file
+        with os.fdopen(os.dup(fd), "rb+" if writable else "rb") as f:  # the map keeps its own descriptor
+            self.array = np.memmap(f, dtype=self.dtype, mode="r+" if writable else "c", shape=self.shape)
+        self.array.rowfile = self  # a tensor over the array keeps its RowFile (and descriptor) alive
+        _BY_ADDRESS[self.array.ctypes.data] = self
+
+    @staticmethod
+    def backing(t: Tensor) -> RowFile | None:
+        """The RowFile whose whole array ``t`` is (its :attr:`tensor`, or a detached alias), else None."""
+        rows = _BY_ADDRESS.get(t.data_ptr()) if t.device.type == "cpu" and t.numel() else None
+        if rows is None or tuple(t.shape) != rows.shape or not t.is_contiguous() or \
+                t.dtype != torch.from_numpy(rows.array[:0]).dtype:
+            return None
+        return rows
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def tensor(self) -> Tensor:
+        """The rows as a CPU tensor sharing the mapping."""
+        return torch.from_numpy(self.array)
+
+    @classmethod
+    def create(cls, shape: tuple[int, ...], dtype: np.dtype | type, folder: str | Path | None) -> RowFile:
+        """A zero-filled array in ``folder`` (default: the system's temp folder; a checkpoint on the same file system
+        can then link it). One line naming the folder when it cannot hold it."""
+        where = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if nbytes == 0:
+            raise ValueError(f"a RowFile needs at least one byte, not {tuple(shape)}")
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            fd = _nameless(where)
+            try:
+                reserve(fd, nbytes)
+                return cls(fd, tuple(shape), np.dtype(dtype), writable=True)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as e:
+            raise DistillError(f"{where}: cannot hold {nbytes / 1e9:.2f} GB of per-sample targets there: {e.strerror}; "
+                               "free space there") from e
+
+    @classmethod
+    def open(cls, path: str | Path, shape: tuple[int, ...], dtype: np.dtype | type) -> RowFile:
+        """A saved array, read-only; the open descriptor keeps the data while the folder is replaced."""
+        path = Path(path)
+        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise DistillError(f"{path}: cannot read the saved per-sample targets: {e.strerror}") from e
+        size = os.fstat(fd).st_size
+        if size != expected:
+            os.close(fd)
+            raise DistillError(f"{path}: {size:,} bytes, expected {expected:,} for {tuple(shape)} {np.dtype(dtype)} "
+                               "(a damaged checkpoint)")
+        return cls(fd, tuple(shape), np.dtype(dtype), writable=False)
+
+    def save_to(self, path: str | Path) -> None:
+        """Name the data ``path``: a hard link where the file system allows, else a copy. The array is flushed
+        first and must not be written afterwards (the link shares its bytes)."""
+        path = Path(path)
+        if isinstance(self.array, np.memmap) and self.array.mode == "r+":
+            self.array.flush()
+        try:  # linkat(AT_SYMLINK_FOLLOW) of the descriptor's /proc link (os.link calls plain link(2), which does
+            # not follow it, unless a dir_fd is given)
+            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.link(f"/proc/self/fd/{self._fd}", path.name, dst_dir_fd=folder, follow_symlinks=True)
+            finally:
+                os.close(folder)
+            return
+        except OSError:
+            pass  # no /proc, another file system, an unlinked (not O_TMPFILE) file: copy
+        with open(path, "wb") as out:
+            for at in range(0, self.nbytes, COPY_CHUNK):
+                out.write(os.pread(self._fd, min(COPY_CHUNK, self.nbytes - at), at))
+
+    def close(self) -> None:
+        """Drop the descriptor (tensors already taken keep the mapping)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except OSError:
+            pass
+
+
+def _nameless(folder: Path) -> int:
+    """A read-write descriptor of a new file in ``folder`` with no name: O_TMPFILE (linkable later) where the
+    file system has it, else an unlinked temporary file (saved by copying)."""
+    if hasattr(os, "O_TMPFILE"):
+        try:
+            return os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o600)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                raise
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".distill-rows-")
+    os.unlink(name)
+    return fd
