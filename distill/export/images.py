@@ -10,13 +10,11 @@ model gives on an :class:`ImageSet` follow the same rule, in the same folder (``
 """
 from __future__ import annotations
 
-import errno
-import os
 import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
@@ -26,6 +24,7 @@ from distill.data.images import BadImageError, load_rgb
 from distill.errors import DistillError
 from distill.student.model import StudentSpec
 from distill.student.transforms import crop_transform
+from distill.utils.rowfile import reserve as _reserve  # the disk space first: a full disk is an error, not a SIGBUS
 
 
 @dataclass
@@ -116,19 +115,6 @@ def disk_backed(shape: tuple[int, ...], dtype: type | np.dtype, spill_dir: str |
     except OSError as e:
         raise DistillError(f"{where}: cannot hold {what} ({nbytes / 1e9:.1f} GB) there: "
                            f"{e.strerror}; free space there or read fewer images (--eval-count, --calib-count)") from e
-
-
-def _reserve(f: IO[bytes], nbytes: int) -> None:
-    """Give ``f`` its size, reserving the disk space where the file system can (a full disk found now, not as a
-    SIGBUS halfway through decoding); else (macOS, or a file system without fallocate) a sparse file."""
-    if hasattr(os, "posix_fallocate"):
-        try:
-            os.posix_fallocate(f.fileno(), 0, nbytes)
-            return
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
-    f.truncate(nbytes)
 
 
 def load_images(folder: DomainFolder, samples: list[Sample], spec: StudentSpec,

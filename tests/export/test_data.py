@@ -15,6 +15,7 @@ from distill.export.data import load_export_data, relabel
 from distill.export.images import load_images
 from distill.export.log import ExportLog
 from distill.student.model import default_spec
+from distill.utils import rowfile as rowfile_mod
 
 
 def _spec(classes: list[str]):
@@ -86,7 +87,7 @@ def test_without_posix_fallocate_the_pixels_are_still_mapped(tiny_root: Path, tm
     from distill.export import images as images_mod
 
     monkeypatch.setattr(images_mod, "SPILL_BYTES", 0)
-    monkeypatch.delattr(images_mod.os, "posix_fallocate")
+    monkeypatch.delattr(rowfile_mod.os, "posix_fallocate")
     folder = DomainFolder(tiny_root)
     samples = folder.select(["clean"], "test")[:8]
     mapped = load_images(folder, samples, _spec(folder.classes), spill_dir=tmp_path)
@@ -103,7 +104,7 @@ def test_no_room_for_the_test_pixels_is_one_line_naming_the_folder(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(images_mod, "SPILL_BYTES", 0)
-    monkeypatch.setattr(images_mod.os, "posix_fallocate", full)
+    monkeypatch.setattr(rowfile_mod.os, "posix_fallocate", full)
     folder = DomainFolder(tiny_root)
     with pytest.raises(DistillError, match=rf"^{re.escape(str(tmp_path))}: cannot hold 8 images' pixels .* there: "
                                            r"No space left on device; free space there or read fewer images "
@@ -122,7 +123,7 @@ def test_a_file_system_without_fallocate_gets_a_sparse_spill_file(tiny_root: Pat
     def unsupported(fd: int, offset: int, length: int) -> None:
         raise OSError(errno.EOPNOTSUPP, "Operation not supported")
 
-    monkeypatch.setattr(images_mod.os, "posix_fallocate", unsupported)
+    monkeypatch.setattr(rowfile_mod.os, "posix_fallocate", unsupported)
     folder = DomainFolder(tiny_root)
     samples = folder.select(["clean"], "test")[:8]
     spill = tmp_path / "new" / "spill"
