@@ -11,6 +11,11 @@ evenly: each pass creates the sessions in the given order rotated by one more pl
 model is created last (and first) once, and each model's runs of all passes are pooled. (Two
 passes, given order then reverse, left the middle one of three never created last: with the
 edge only on the newest session that is a bias again.)
+
+A ratio of two medians from a few dozen runs moves by 0.1-0.3 on a shared machine (0.69-0.96 for one pair of files
+over eight 20-run checks), so a decision on it needs its interval: :func:`ratio_interval` gives the median of the
+per-round ratios (the k-th run of one model against the k-th of the other, timed back to back) and its
+distribution-free 95 % interval (``scipy.stats.quantile_test``: the order statistics of a sign test).
 """
 from __future__ import annotations
 
@@ -18,8 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import quantile_test
 
 from distill.bench.edge_runner import OrtRunner, interleaved_times, latency_stats
+
+
+def ratio_interval(base: list[float], other: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(median, low, high) of ``other[k] / base[k]`` over rounds k of interleaved runs: the median and its
+    distribution-free ``level`` interval (the whole range when there are too few rounds for one)."""
+    r = np.asarray(other, dtype=np.float64) / np.asarray(base, dtype=np.float64)
+    if len(r) == 0:
+        raise ValueError("no timed rounds")
+    median = float(np.median(r))
+    if len(r) < 6:  # 2 x 0.5^5 > 0.05: no rank gives 95 %
+        return median, float(r.min()), float(r.max())
+    ci = quantile_test(r, q=median, p=0.5).confidence_interval(level)
+    return median, float(ci.low), float(ci.high)
 
 
 def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str = "ort-cpu",
@@ -33,7 +52,8 @@ def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str 
 
     Returns:
         ``{"batch", "runtime", "threads", "iters", "stats": {name: latency_stats}, "ratio_p50":
-        {name: p50 / p50 of the first model}}`` — the first model is the baseline.
+        {name: p50 / p50 of the first model}, "ratio_ci95": {name: [low, high]}}`` (:func:`ratio_interval` of the
+        per-round ratios) — the first model is the baseline.
     """
     times: dict[str, list[float]] = {k: [] for k in models}
     x = None
@@ -52,6 +72,8 @@ def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str 
             times[k] += got[k]
         del runners  # one pass's sessions alive at a time
     stats = {k: latency_stats(v) for k, v in times.items()}
-    base = stats[next(iter(stats))]["p50"]
+    first = next(iter(stats))
+    base = stats[first]["p50"]
     return {"batch": batch, "runtime": runtime, "threads": threads, "iters": iters, "stats": stats,
-            "ratio_p50": {k: s["p50"] / base for k, s in stats.items()}}
+            "ratio_p50": {k: s["p50"] / base for k, s in stats.items()},
+            "ratio_ci95": {k: list(ratio_interval(times[first], times[k])[1:]) for k in stats}}

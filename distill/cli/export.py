@@ -69,7 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch.onnx exporter (default: dynamo; falls back to torchscript if it fails)")
     p.add_argument("--embedding", action="store_true", help="also output the projector 'embedding'")
     p.add_argument("--latency-batch", type=int, default=1, help="batch of the int8-vs-fp32 latency check")
-    p.add_argument("--latency-iters", type=int, default=20, help="timed runs of that check (default: 20)")
+    p.add_argument("--latency-iters", type=int, default=100,
+                   help="timed runs of that check (default: 100); int8 is called faster only when the 95 %% interval "
+                        "of its latency ratio to fp32 lies at or below 0.9")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for the latency check")
     p.add_argument("--trt-batches", default="1,8,32", help="TensorRT profile MIN,OPT,MAX batch (default: 1,8,32)")
     p.add_argument("--no-build-engine", action="store_true", help="never build TensorRT engines here")

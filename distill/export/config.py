@@ -104,7 +104,7 @@ class ExportConfig(SplitKeys):
     with_embedding: bool = False
     fp32_rtol: float = Field(1e-3, gt=0)
     latency_batch: int = Field(1, ge=1)
-    latency_iters: int = Field(20, ge=1)
+    latency_iters: int = Field(100, ge=1)
     threads: int | None = Field(None, ge=1)
     trt_batches: tuple[int, int, int] = (1, 8, 32)
     trt_workspace_mib: int = Field(1024, ge=1)

@@ -217,10 +217,12 @@ class Int8Step:
         representative = flavour.target_runtime == "onnxruntime-cpu"
         check = {"runtime": "ort-cpu", "cpu": cpu_info(), "batch": cfg.latency_batch, "threads": cfg.threads,
                  "iters": cfg.latency_iters, "p50_ms": p50, "ratio_vs_fp32": ratio, "slower_than_fp32": ratio >= 1.0,
-                 "representative": representative}
+                 "ratio_ci95": res["ratio_ci95"][shipped], "representative": representative}
         if final != plain:
             check["fallback_cost_ratio"] = p50["int8_fallback"] / p50["int8"]
-        timing = f"p50 {p50[shipped]:.2f} vs {p50['fp32']:.2f} ms, batch {cfg.latency_batch}"
+        low, high = check["ratio_ci95"]
+        timing = (f"p50 {p50[shipped]:.2f} vs {p50['fp32']:.2f} ms, batch {cfg.latency_batch}, "
+                  f"95 % interval of the ratio {low:.2f}-{high:.2f} over {cfg.latency_iters} runs")
         if not representative:
             check["note"] = (f"{flavour.name}-flavour int8 targets {flavour.target_runtime}; onnxruntime CPU runs "
                              "symmetric int8 activations slowly, so this CPU ratio says nothing about the device: "

@@ -49,6 +49,8 @@ class Int8Facts:
     worst_disagreement_pts: float
     max_drop_pts: float
     float_op_types: dict[str, int] = field(default_factory=dict)  # op types still run in float, as run
+    ratio_high: float | None = None  # the 95 % interval's top of the int8/fp32 ratio (None: an older export.json)
+    timed: str = ""  # "batch 1, 2 threads": what the ratio holds for
 
     @property
     def within_budget(self) -> bool:
@@ -56,7 +58,16 @@ class Int8Facts:
 
     @property
     def pays(self) -> bool:
-        return self.representative and self.ratio_vs_fp32 is not None and self.ratio_vs_fp32 <= PAYS_BELOW
+        """Timed faster on its target runtime: the interval's top (the ratio itself for an older record) at or
+        below :data:`PAYS_BELOW`, so that a rerun on the same machine does not flip the decision on noise."""
+        bound = self.ratio_high if self.ratio_high is not None else self.ratio_vs_fp32
+        return self.representative and bound is not None and bound <= PAYS_BELOW
+
+    def ratio_text(self) -> str:
+        """"0.78x fp32 latency (95 % interval up to 0.82; batch 1, 2 threads)"."""
+        extra = [f"95 % interval up to {self.ratio_high:.2f}"] if self.ratio_high is not None else []
+        extra += [self.timed] if self.timed else []
+        return f"{self.ratio_vs_fp32:.2f}x fp32 latency" + (f" ({'; '.join(extra)})" if extra else "")
 
 
 @dataclass(frozen=True)
@@ -91,9 +102,9 @@ def _why_not_int8(facts: list[Int8Facts], families: dict[str, str], student: str
                            f"> --max-drop {f.max_drop_pts:g}")
         if f.ratio_vs_fp32 is not None and f.representative:
             if f.pays:
-                clauses.append(f"although {f.ratio_vs_fp32:.2f}x fp32 latency on this CPU")
+                clauses.append(f"although {f.ratio_text()} on this CPU")
             else:
-                text = f"is {f.ratio_vs_fp32:.2f}x fp32 latency on this CPU (> {PAYS_BELOW}: no speed-up)"
+                text = f"is {f.ratio_text()} on this CPU (> {PAYS_BELOW}: no speed-up shown)"
                 islands = ", ".join(f"{k} x{v}" for k, v in sorted(architecture_islands(f.float_op_types).items()))
                 if islands:
                     text += (f"; ops still run in float: {islands} — int8 pays for ReLU/SE-free families: "
@@ -115,7 +126,7 @@ def recommend(int8: list[Int8Facts], fp16: Fp16Facts | None, max_drop: float, st
         return ShipRecommendation(
             precision="int8", flavour=f.flavour, speedup_measured=True, latency_ratio=f.ratio_vs_fp32,
             float_op_types=f.float_op_types,
-            reason=f"int8 ({f.flavour}) is {f.ratio_vs_fp32:.2f}x fp32 latency on {f.target_runtime} here and "
+            reason=f"int8 ({f.flavour}) is {f.ratio_text()} on {f.target_runtime} here and "
                    f"disagrees with fp32 on {f.worst_disagreement_pts:.2f} pts <= --max-drop {f.max_drop_pts:g}")
     untimed = [f for f in int8 if not f.representative and f.within_budget]
     if untimed:
@@ -154,7 +165,17 @@ def int8_facts(model: ExportedModel, max_drop: float) -> Int8Facts:
                      ratio_vs_fp32=lc.get("ratio_vs_fp32"), representative=bool(lc.get("representative", False)),
                      worst_disagreement_pts=max(dis.values(), default=0.0),
                      max_drop_pts=float(fb.get("max_drop_pts", max_drop)),
-                     float_op_types=dict(x.get("float_op_types") or {}))
+                     float_op_types=dict(x.get("float_op_types") or {}),
+                     ratio_high=(lc.get("ratio_ci95") or [None, None])[1], timed=_timed(lc))
+
+
+def _timed(latency_check: dict[str, Any]) -> str:
+    """"batch 1, 2 threads" of an export's latency check ("" for an older record without the interval)."""
+    if "ratio_ci95" not in latency_check:
+        return ""
+    threads = latency_check.get("threads")
+    return f"batch {latency_check.get('batch')}, " + (f"{threads} thread{'s' * (threads != 1)}" if threads
+                                                       else "onnxruntime's default threads")
 
 
 def recommend_for(models: list[ExportedModel], max_drop: float, student: str | None = None) -> ShipRecommendation:

@@ -176,6 +176,10 @@ def test_compare_latency_does_not_favour_the_session_created_last(monkeypatch) -
     assert abs(res["ratio_p50"]["b"] - 1.0) < 1e-9, res["ratio_p50"]  # one creation order gives 0.9
     assert len(created) == 4 and [c.path for c in created] == ["same.onnx"] * 4  # two passes, two sessions each
     assert all(len(s) > 0 for s in res["stats"].values()) and res["iters"] == 40
+    # per-round ratios: 0.9 in one pass, 1/0.9 in the other; their median's interval holds the true 1.0
+    assert res["ratio_ci95"]["a"] == [1.0, 1.0]
+    low, high = res["ratio_ci95"]["b"]
+    assert abs(low - 0.9) < 1e-9 and abs(high - 1 / 0.9) < 1e-9
     # three models (the export's fp32, int8 and fallback file): given order then reverse would never make the middle
     # one the newest; each must be newest in a third of its runs, so all three pool the same times
     created.clear()
@@ -246,3 +250,14 @@ def test_cpu_info_moves_the_flags_named_hidden_out_of_flags(monkeypatch) -> None
     monkeypatch.setenv(HIDDEN_FLAGS_ENV, f"{seen[0]} not_a_flag")
     cpu = cpu_info()
     assert seen[0] not in cpu["flags"] and cpu["hidden_flags"] == [seen[0]] and cpu["flags"] == seen[1:]
+
+
+def test_the_ratio_interval_is_the_sign_tests_order_statistics() -> None:
+    """20 rounds: the median's 95 % interval runs from the 6th to the 15th smallest ratio (P(Bin(20, 1/2) <= 5) =
+    0.0207 per side); under 6 rounds no rank gives 95 %, so the whole range."""
+    from distill.bench.compare import ratio_interval
+
+    ratios = [0.01 * k for k in range(1, 21)]
+    median, low, high = ratio_interval([2.0] * 20, [2 * r for r in reversed(ratios)])
+    assert (round(median, 6), round(low, 6), round(high, 6)) == (0.105, 0.06, 0.15)
+    assert ratio_interval([1.0] * 5, [0.5, 0.9, 0.7, 0.8, 0.6]) == (0.7, 0.5, 0.9)

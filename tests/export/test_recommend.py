@@ -100,3 +100,25 @@ def test_the_families_named_are_measured_in_results_md() -> None:
         assert f"| {family} |" in section, family
         for low, high in re.findall(r"(\d\.\d\d)-(\d\.\d\d)x", figures):
             assert low in results and high in results, (family, low, high)
+
+
+def test_a_speed_up_counts_only_when_its_interval_clears_the_bar() -> None:
+    """The ratio of two medians moves by 0.1-0.3 between 20-run checks on a shared machine: int8 is shipped for
+    speed only when the top of the ratio's 95 % interval is at or below 0.9, and the reason says what it holds for."""
+    timed = "batch 1, 2 threads"
+    sure = Int8Facts("ort-cpu", "onnxruntime-cpu", 0.80, True, 0.4, 1.0, {}, ratio_high=0.86, timed=timed)
+    unsure = Int8Facts("ort-cpu", "onnxruntime-cpu", 0.80, True, 0.4, 1.0, {}, ratio_high=0.95, timed=timed)
+    rec = recommend([sure], None, 1.0, "resnet18", FAMILIES)
+    assert rec.precision == "int8" and "0.80x fp32 latency (95 % interval up to 0.86; batch 1, 2 threads)" in rec.reason
+    rec = recommend([unsure], None, 1.0, "resnet18", FAMILIES)
+    assert rec.precision == "fp32" and "up to 0.95; batch 1, 2 threads) on this CPU (> 0.9: no speed-up shown)" in rec.reason
+    assert _int8(ratio=0.80).pays  # an export.json from before the interval: the ratio alone, as then
+
+
+def test_the_interval_and_the_threads_are_read_from_export_json() -> None:
+    entry = ExportedModel(file="model.int8-ort-cpu.onnx", bytes=1, sha256="0", precision="int8", runtime="ort-cpu",
+                          flavour="ort-cpu", target_runtime="onnxruntime-cpu", disagreement_pts={"a": 0.1},
+                          latency_check={"ratio_vs_fp32": 0.8, "ratio_ci95": [0.7, 0.93], "representative": True,
+                                         "batch": 8, "threads": None})
+    facts = int8_facts(entry, 1.0)
+    assert (facts.ratio_high, facts.timed, facts.pays) == (0.93, "batch 8, onnxruntime's default threads", False)
