@@ -72,7 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-iters", type=int, default=100,
                    help="timed runs of that check (default: 100); int8 is called faster only when the 95 %% interval "
                         "of its latency ratio to fp32 lies at or below 0.9")
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for the latency check")
+    p.add_argument("--threads", type=int, default=1,
+                   help="onnxruntime threads for the latency check (default: 1, reproducible on a busy machine; the "
+                        "recommendation holds for this count)")
     p.add_argument("--trt-batches", default="1,8,32", help="TensorRT profile MIN,OPT,MAX batch (default: 1,8,32)")
     p.add_argument("--no-build-engine", action="store_true", help="never build TensorRT engines here")
     add_split_arguments(p, unset=SPLIT_KEYS, unset_from=f"the run's {RUN_CONFIG}")  # must match training's

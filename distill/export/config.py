@@ -61,7 +61,9 @@ class ExportConfig(SplitKeys):
             students it changed nothing beyond chance overall (benchmarks/RESULTS.md, "Float outputs").
         sensitivity_count: calibration images used to rank layer sensitivity.
         fp32_rtol: fp32 parity tolerance, relative to max(1, max |logit|).
-        latency_batch, latency_iters, threads: the export-time int8 vs fp32 latency check.
+        latency_batch, latency_iters, threads: the export-time int8 vs fp32 latency check (1 thread by default:
+            at onnxruntime's own count a 2-core machine's scheduling noise moved the ratio 0.5-1.1 between reruns
+            of the same files, at 1 thread 1.30-1.32; benchmarks/RESULTS.md, "When is int8 faster").
         trt_batches: (min, opt, max) batch of the TensorRT optimization profile (``"1,8,32"`` too).
         build_engines: build TensorRT engines here when ``import tensorrt`` works.
         reduce_range: 7-bit weights in the ort-cpu flavour (the default): every x86 CPU computes the file alike.
@@ -105,7 +107,7 @@ class ExportConfig(SplitKeys):
     fp32_rtol: float = Field(1e-3, gt=0)
     latency_batch: int = Field(1, ge=1)
     latency_iters: int = Field(100, ge=1)
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(1, ge=1)  # None: onnxruntime's own count (API only; a shared machine's noise)
     trt_batches: tuple[int, int, int] = (1, 8, 32)
     trt_workspace_mib: int = Field(1024, ge=1)
     build_engines: bool = True
