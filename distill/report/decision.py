@@ -120,8 +120,14 @@ def _relative(path: Path, export_dir: str | Path | None) -> str:
 
 
 # --------------------------------------------------------------------------- joining in a report
-def _same_checkpoint(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
+def _same_checkpoint(qad: QADRecord, export: ExportReport) -> bool:
+    """Are ``qad`` and ``export`` of the same checkpoint? Their weights' sha256s decide when both records carry one
+    (paths typed from different folders still match); else their paths (older records: as typed, relative to the cwd
+    they were written from, as the report's cwd reads them)."""
+    theirs = export.provenance.get("checkpoint_sha256")
+    if qad.checkpoint_sha256 and theirs:
+        return bool(qad.checkpoint_sha256 == theirs)
+    return os.path.realpath(qad.checkpoint) == os.path.realpath(export.checkpoint)
 
 
 def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:
@@ -129,7 +135,7 @@ def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:
     recommendation is int8, of its flavour); of several, the one inside the export's folder; None when there is none
     or the choice is ambiguous (the QAD section still shows every result)."""
     rec = export.report.recommendation
-    found = [q for q in data.qad if _same_checkpoint(q.record.checkpoint, export.report.checkpoint)
+    found = [q for q in data.qad if _same_checkpoint(q.record, export.report)
              and (rec is None or rec.precision != "int8" or q.record.flavour == rec.flavour)]
     if len(found) > 1:
         found = [q for q in found if not os.path.relpath(os.path.realpath(q.dir),

@@ -172,3 +172,26 @@ def test_the_shipped_arm_and_its_accuracy(tmp_path: Path) -> None:
     old = _record(ckpt)  # ship unset: its int8 file is QAD's
     assert (old.ship_file, old.ship_arm, old.ship_accuracy) == ("model.int8-tensorrt.onnx", "QAD", old.accuracy.qad)
     assert _record(ckpt, accuracy=False).ship_accuracy is None
+
+
+def test_a_qad_result_and_an_export_typed_from_different_folders_pair_by_the_checkpoint_sha256(tmp_path: Path) -> None:
+    """Bug: `distill export qaB/demo_out/.../best` run from /tmp and `distill qad demo_out/.../best` run from /tmp/qaB
+    stored two different relative strings, and the report found "no export of this checkpoint". Both records carry
+    the weights' sha256: it decides; records without one (older files) still pair by path."""
+    root = _inputs(tmp_path / "in", FP32, None)
+    export_json = root / "export" / "export.json"
+    raw = ExportReport.read(export_json).to_dict()
+    raw["checkpoint"] = "qaB/demo_out/runs/kd/checkpoints/best"  # as typed from another folder
+    raw["provenance"]["checkpoint_sha256"] = "c" * 64
+    ExportReport.from_dict(raw).write(root / "export")
+    record = _qad(root / "export" / "qad", Path("demo_out/runs/kd/checkpoints/best"), "qad")
+    record.model_copy(update={"checkpoint_sha256": "c" * 64}).write(root / "export" / "qad")
+    md, html = _report(root, tmp_path)
+    want = (f"ship fp32 — {FP32_REASON}; if int8 is needed anyway (another runtime), ship qad/model.int8-ort-cpu.onnx "
+            f"(QAD int8; no-harm rule: {QAD_WINS})")
+    assert _recommended(md, html) == (want, want)
+    # another checkpoint's weights at the same path (retrained in place): not this export's QAD result
+    same_path = record.model_copy(update={"checkpoint": raw["checkpoint"], "checkpoint_sha256": "d" * 64})
+    same_path.write(root / "export" / "qad")
+    md, html = _report(root, tmp_path)
+    assert _recommended(md, html)[0] == f"ship fp32 — {FP32_REASON}"
