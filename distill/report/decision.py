@@ -148,6 +148,27 @@ def export_for(data: ReportData, qad: QADEntry) -> ExportEntry | None:
     return next((ex for ex in data.exports if qad_for(data, ex) is qad), None)
 
 
+def unpaired_reason(data: ReportData, qad: QADEntry) -> str:
+    """Why no export's decision names ``qad``'s int8 file, in words for its QAD section."""
+    same = [ex for ex in data.exports if _same_checkpoint(qad.record, ex.report)]
+    if not same:
+        return "no export of this checkpoint in this report"
+    flavour = qad.record.flavour
+    for ex in same:
+        rec = ex.report.recommendation
+        if rec is not None and rec.precision == "int8" and rec.flavour != flavour:
+            return (f"the export of this checkpoint, {ex.dir}, recommends int8 ({rec.flavour}) with its own "
+                    f"{rec.flavour} file, not this result's {flavour} file")
+    for ex in same:
+        other = qad_for(data, ex) if ex.report.recommendation is not None else None
+        if other is not None and other is not qad:
+            return f"the export of this checkpoint, {ex.dir}, names the int8 file of another QAD result, {other.dir}"
+    if all(ex.report.recommendation is None for ex in same):
+        return f"the export of this checkpoint, {same[0].dir}, has no recommendation (an export.json from before it)"
+    return (f"several QAD results of this checkpoint and none inside the folder of its export, {same[0].dir}: "
+            "the recommendation names none of their files")
+
+
 def decision_for(data: ReportData, export: ExportEntry) -> ShipDecision | None:
     """``export``'s one decision; None for an export.json from before recommendations."""
     rec = export.report.recommendation
