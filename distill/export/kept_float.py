@@ -24,8 +24,9 @@ from torch import nn
 from distill.errors import DistillError
 from distill.export.log import ExportLog
 from distill.export.quantize import Int8Flavour
-from distill.records import EXPORT_REPORT, ExportReport
+from distill.records import EXPORT_REPORT, STUDENT_WEIGHTS, ExportReport
 from distill.student.model import Student
+from distill.utils.io import sha256_file
 
 SCOPES = "pkg.torch.onnx.name_scopes"  # the dynamo exporter's module path of each node
 ROOT = "student."  # the export wrapper's attribute holding the student (dynamo scopes start with it)
@@ -112,15 +113,31 @@ class KeptFloat:
     float_outputs: list[str] = field(default_factory=list)  # those of them whose output stays float too
 
 
+def same_checkpoint(report: ExportReport, checkpoint: Path) -> bool:
+    """Is ``report`` an export of ``checkpoint``? Its weights' sha256 decides (export.json's
+    ``provenance.checkpoint_sha256``: the same weights wherever the folder was typed from); an export.json without
+    one is compared by path (older ones stored the path as typed, relative to the cwd of the export)."""
+    theirs = report.provenance.get("checkpoint_sha256")
+    weights = checkpoint / STUDENT_WEIGHTS
+    if theirs and weights.is_file():
+        return bool(theirs == sha256_file(weights))
+    exported = Path(report.checkpoint)
+    return (exported.parent if exported.is_file() else exported).resolve() == checkpoint.resolve()
+
+
+def _sha_note(report: ExportReport) -> str:
+    sha = report.provenance.get("checkpoint_sha256")
+    return f" (weights sha256 {str(sha)[:12]}, not this checkpoint's)" if sha else ""
+
+
 def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> ExportedInt8:
     """The int8 file of ``flavour`` a ``distill export`` of ``checkpoint`` wrote in ``export_dir``."""
     if not ExportReport.exists_in(export_dir):
         raise DistillError(f"{export_dir}: no {EXPORT_REPORT} here (--export takes a `distill export` output folder)")
     report = ExportReport.read(export_dir)
-    exported = Path(report.checkpoint)
-    if (exported.parent if exported.is_file() else exported).resolve() != checkpoint.resolve():
-        raise DistillError(f"{export_dir}: exported from {report.checkpoint}, not {checkpoint}; pass the export of "
-                           "the checkpoint QAD starts from")
+    if not same_checkpoint(report, checkpoint):
+        raise DistillError(f"{export_dir}: exported from {report.checkpoint}{_sha_note(report)}, not {checkpoint}; "
+                           "pass the export of the checkpoint QAD starts from")
     model = next((m for m in report.models if m.precision == "int8" and (m.model_extra or {}).get("flavour")
                   == flavour.name), None)
     if model is None or not (export_dir / model.file).is_file():

@@ -249,7 +249,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
     t_start = time.time()
     header = {
         "format": EXPORT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "checkpoint": str(checkpoint), "student": spec.arch, "class_names": list(spec.class_names),
+        "checkpoint": str(checkpoint.resolve()), "student": spec.arch, "class_names": list(spec.class_names),
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, *spec.input_size], "dtype": "float32"},
         "preprocess": preprocess_metadata(spec), "provenance": prov, "run_summary": run.summary,
         "config": cfg.model_dump(mode="json"), "versions": library_versions(),

@@ -172,13 +172,14 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         qdq_check["x86_without_vnni_at_risk"] = len(saturation_risk(dst))
     tuned = tuned_student(model.cpu(), student, folded)
     ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
-        "from": str(checkpoint), "flavour": flavour.name, "epochs": cfg.epochs}})
+        "from": str(checkpoint.resolve()), "flavour": flavour.name, "epochs": cfg.epochs}})
     origin = {k: prov[k] for k in ("teacher", "strategy", "checkpoint") if k in prov}
     _stamp_int8(dst, student, origin, flavour, {"qad": True, "library": LIBRARY}, "QAD")
     if ship == "ptq" and not cfg.export_dir:  # a copy of an export's file keeps the export's own stamp
         _stamp_int8(shipped_ptq, student, origin, flavour, {"qad": False, "calibration": "minmax"}, "PTQ")
     record = QADRecord(
-        checkpoint=str(checkpoint), student=student.spec.arch, flavour=flavour.name, library=LIBRARY,
+        checkpoint=str(checkpoint.resolve()), checkpoint_sha256=prov.get("checkpoint_sha256"),
+        student=student.spec.arch, flavour=flavour.name, library=LIBRARY,
         teacher="fp32+cache" if teacher_logits is not None else "fp32", config=cfg.model_dump(mode="json"),
         calibration_images=len(calib), test_images=len(data.eval_images), ptq=ptq, qad=result,
         qad_file=dst.name, tuned_checkpoint=ckpt.name, qdq_check=qdq_check, torch_vs_onnx=agreement,

@@ -123,7 +123,7 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> Ex
 
 def provenance(checkpoint: Path, student: Student, run: TrainingRun) -> dict[str, Any]:
     """Provenance for metadata: student.json's, plus the run summary's teacher/strategy/domains, the run
-    folder and the checkpoint (with its weights' sha256)."""
+    folder and the checkpoint (resolved, with its weights' sha256)."""
     prov: dict[str, Any] = dict(student.spec.provenance)
     if run.summary is not None:
         written = run.summary.model_dump(mode="json", exclude_unset=True)  # the keys the run wrote
@@ -132,7 +132,7 @@ def provenance(checkpoint: Path, student: Student, run: TrainingRun) -> dict[str
                 prov[key] = written[key]
         prov.setdefault("run", str(run.folder))
     weights = checkpoint / STUDENT_WEIGHTS
-    prov["checkpoint"] = str(checkpoint)
+    prov["checkpoint"] = str(checkpoint.resolve())  # as an absolute path: the record is read from other folders
     if weights.is_file():
         prov["checkpoint_sha256"] = sha256_file(weights)
     return prov

@@ -67,7 +67,9 @@ class QADRecord(Record):
     """``qad.json``: what QAD did and how far its int8 model is from fp32, next to plain PTQ's."""
 
     FILE: ClassVar[str] = QAD_REPORT
-    checkpoint: str
+    checkpoint: str  # an absolute path (older files: as typed, relative to the cwd qad ran in)
+    # the sha256 of its weights (export.json's provenance.checkpoint_sha256); None in files written before it
+    checkpoint_sha256: str | None = None
     student: str
     flavour: str
     library: str

@@ -115,6 +115,7 @@ class ReportData:
     common_domains: list[str] = field(default_factory=list)      # domains in every point's accuracy
     sources: list[str] = field(default_factory=list)
     unmatched: int = 0                                           # records without accuracy
+    warnings: list[str] = field(default_factory=list)            # problems with the inputs, said once each
     run_labels: dict[str, str] = field(default_factory=dict)     # realpath(run dir) -> its label
 
     def export_label(self, export: ExportReport) -> str:

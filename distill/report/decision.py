@@ -120,8 +120,14 @@ def _relative(path: Path, export_dir: str | Path | None) -> str:
 
 
 # --------------------------------------------------------------------------- joining in a report
-def _same_checkpoint(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
+def _same_checkpoint(qad: QADRecord, export: ExportReport) -> bool:
+    """Are ``qad`` and ``export`` of the same checkpoint? Their weights' sha256s decide when both records carry one
+    (paths typed from different folders still match); else their paths (older records: as typed, relative to the cwd
+    they were written from, as the report's cwd reads them)."""
+    theirs = export.provenance.get("checkpoint_sha256")
+    if qad.checkpoint_sha256 and theirs:
+        return bool(qad.checkpoint_sha256 == theirs)
+    return os.path.realpath(qad.checkpoint) == os.path.realpath(export.checkpoint)
 
 
 def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:
@@ -129,7 +135,7 @@ def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:
     recommendation is int8, of its flavour); of several, the one inside the export's folder; None when there is none
     or the choice is ambiguous (the QAD section still shows every result)."""
     rec = export.report.recommendation
-    found = [q for q in data.qad if _same_checkpoint(q.record.checkpoint, export.report.checkpoint)
+    found = [q for q in data.qad if _same_checkpoint(q.record, export.report)
              and (rec is None or rec.precision != "int8" or q.record.flavour == rec.flavour)]
     if len(found) > 1:
         found = [q for q in found if not os.path.relpath(os.path.realpath(q.dir),
@@ -140,6 +146,27 @@ def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:
 def export_for(data: ReportData, qad: QADEntry) -> ExportEntry | None:
     """The export whose decision names ``qad``'s int8 file (:func:`qad_for` read backwards)."""
     return next((ex for ex in data.exports if qad_for(data, ex) is qad), None)
+
+
+def unpaired_reason(data: ReportData, qad: QADEntry) -> str:
+    """Why no export's decision names ``qad``'s int8 file, in words for its QAD section."""
+    same = [ex for ex in data.exports if _same_checkpoint(qad.record, ex.report)]
+    if not same:
+        return "no export of this checkpoint in this report"
+    flavour = qad.record.flavour
+    for ex in same:
+        rec = ex.report.recommendation
+        if rec is not None and rec.precision == "int8" and rec.flavour != flavour:
+            return (f"the export of this checkpoint, {ex.dir}, recommends int8 ({rec.flavour}) with its own "
+                    f"{rec.flavour} file, not this result's {flavour} file")
+    for ex in same:
+        other = qad_for(data, ex) if ex.report.recommendation is not None else None
+        if other is not None and other is not qad:
+            return f"the export of this checkpoint, {ex.dir}, names the int8 file of another QAD result, {other.dir}"
+    if all(ex.report.recommendation is None for ex in same):
+        return f"the export of this checkpoint, {same[0].dir}, has no recommendation (an export.json from before it)"
+    return (f"several QAD results of this checkpoint and none inside the folder of its export, {same[0].dir}: "
+            "the recommendation names none of their files")
 
 
 def decision_for(data: ReportData, export: ExportEntry) -> ShipDecision | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from distill.records import QADRecord, pct
 from distill.report.charts import esc, esc_wrap
 from distill.report.data import QADEntry, ReportData
-from distill.report.decision import decision_for, export_for
+from distill.report.decision import decision_for, export_for, unpaired_reason
 
 NOTE = ("Top-1 accuracy on each domain's held-out test images (% of images; in brackets: the change from fp32 in "
         "points), and top-1 disagreement with the fp32 student (% of images whose predicted class differs) on the "
@@ -82,13 +82,14 @@ def qad_facts(record: QADRecord) -> str:
             f"(target ≤ {record.target_pts:g}: {met}){moved}")
 
 
-def qad_decision(record: QADRecord, recommended: str | None = None) -> str:
+def qad_decision(record: QADRecord, recommended: str | None = None,
+                 unpaired: str = "no export of this checkpoint in this report") -> str:
     """The no-harm rule's decision: the int8 file it picks, why, and the hold-out disagreement per domain; then
     where the precision comes from: the export's recommendation (``recommended``, e.g. ``fp32``, when the export of
-    this checkpoint is in the report)."""
+    this checkpoint names this result's file; else ``unpaired`` says why it does not:
+    :func:`~distill.report.decision.unpaired_reason`)."""
     precision = (f"Precision to ship: {recommended}, the export's recommendation (Recommended to ship)" if recommended
-                 else "Precision to ship (int8 or not): the export's recommendation (Recommended to ship; no export "
-                      "of this checkpoint in this report)")
+                 else f"Precision to ship (int8 or not): the export's recommendation (Recommended to ship; {unpaired})")
     if record.ship is None:
         return (f"No-harm rule: not recorded (a qad.json from before the rule); int8 file: QAD's, {record.qad_file}. "
                 f"{precision}")
@@ -102,7 +103,9 @@ def _decision(data: ReportData, entry: QADEntry) -> str:
     """:func:`qad_decision` with the precision recommended for the export this result belongs to."""
     export = export_for(data, entry)
     decision = decision_for(data, export) if export else None
-    return qad_decision(entry.record, decision.what if decision else None)
+    if decision is None:
+        return qad_decision(entry.record, unpaired=unpaired_reason(data, entry))
+    return qad_decision(entry.record, decision.what)
 
 
 def _pts(x: float | None) -> str:

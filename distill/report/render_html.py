@@ -337,4 +337,5 @@ def render_html(data: ReportData, title: str, generated: str) -> str:
             f'<body data-report-ready="0"><header><h1>{esc(title)}</h1><p>generated {esc(generated)} · '
             f'{len(data.runs)} run(s), {len(data.exports)} export(s), {len(data.records)} benchmark record(s)'
             + (f', {len(data.qad)} QAD result(s)' if data.qad else "") + '</p>'
-            f'<details><summary>inputs</summary>{sources}</details></header><main>{body}</main><script>{JS}</script></body></html>\n')
+            + "".join(f'<p class="note"><b>warning:</b> {esc(w)}</p>' for w in data.warnings)
+            + f'<details><summary>inputs</summary>{sources}</details></header><main>{body}</main><script>{JS}</script></body></html>\n')

@@ -52,6 +52,7 @@ def _against_best(groups: list[RunGroup]) -> list[str]:
 def render_markdown(data: ReportData, title: str, generated: str) -> str:
     lines = [f"# {title}", "", f"Generated {generated} from {len(data.runs)} run(s), {len(data.exports)} export(s), "
              f"{len(data.records)} benchmark record(s)" + (f", {len(data.qad)} QAD result(s)" if data.qad else "") + ".", ""]
+    lines += [line for w in data.warnings for line in (f"**Warning:** {w}.", "")]
     if data.points:
         dom = ", ".join(data.common_domains) or "each point's own domains"
         lines += ["## Pareto front (accuracy vs p50 latency)", "", f"Accuracy: mean top-1 over {dom}.", "",

@@ -13,9 +13,11 @@ Every artifact is read through its record (:mod:`distill.records`), so accuracy 
 by the records' contract, never guessed from the values; renderers print percents.
 
 Joining: a benchmark record belongs to the exported model whose sha256 it carries (else whose
-path it names); a ``torch`` record of a checkpoint belongs to the export of that checkpoint
-(``provenance.checkpoint_sha256``), else to the run whose folder holds the checkpoint. The
-accuracy of a point is the mean top-1 over the domains every point was evaluated on; its
+path it names); a record whose sha256 is not the one export.json lists for the file at its path
+timed a file since replaced: it stays unmatched, and the report warns once
+(``ReportData.warnings``). A ``torch`` record of a checkpoint belongs to the export of that
+checkpoint (``provenance.checkpoint_sha256``), else to the run whose folder holds the checkpoint.
+The accuracy of a point is the mean top-1 over the domains every point was evaluated on; its
 latency is the record's p50. The Pareto rule and the standard errors are in
 :mod:`distill.report.data`; runs are read and grouped in :mod:`distill.report.runs`.
 """
@@ -151,6 +153,7 @@ def _join(data: ReportData) -> list[Point]:
     by_qad_path = _qad_files(data)
 
     latest: dict[tuple, Point] = {}
+    replaced: list[str] = []  # records of a file that export.json no longer lists (another sha256 at that path)
     for entry in data.records:
         r = entry.record
         meta = r.model_meta
@@ -161,9 +164,9 @@ def _join(data: ReportData) -> list[Point]:
         accuracy = None
         count = None
         real = os.path.realpath(r.model)
-        # the file's own path first: a distill qad folder's PTQ file can be a byte copy of an export's int8 file
-        # (qad --export), and then it is that qad record's PTQ arm, not the export's file
-        hit = by_path.get(real) or (None if real in by_qad_path else by_sha.get(r.model_sha256 or ""))
+        hit = _model_of(r, real, by_sha, by_path, real in by_qad_path)
+        if hit is None and real in by_path and real not in by_qad_path:
+            replaced.append(r.model)
         if hit:
             e, m = hit
             student = data.export_label(e)
@@ -193,7 +196,29 @@ def _join(data: ReportData) -> list[Point]:
                   threads=r.threads, count=count)
         entry.label = f"{student} · {precision}"  # what the latency table and top-ops list call this model
         latest[(r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads)] = p
+    if replaced:
+        files = list(dict.fromkeys(replaced))
+        data.warnings.append(
+            f"{len(replaced)} benchmark record(s) timed a file since replaced: the sha256 they carry is not the one "
+            f"export.json lists for {', '.join(files[:3])}{' ...' if len(files) > 3 else ''} (re-exported into the "
+            "same folder?); they have no accuracy here: bench the export again")
     return list(latest.values())
+
+
+def _model_of(record: BenchRecord, real: str, by_sha: dict[str, tuple[ExportReport, ExportedModel]],
+              by_path: dict[str, tuple[ExportReport, ExportedModel]],
+              in_qad: bool) -> tuple[ExportReport, ExportedModel] | None:
+    """The exported model a record timed: the one whose sha256 it carries (of two exports holding that file, the one
+    at its path), else, for a record without a sha256 or an export.json without one, the one at its path. A file of a
+    ``distill qad`` folder is that folder's (its PTQ file can be a byte copy of an export's int8 file, qad --export).
+    None when the sha256s are known and differ: the file at the path has been replaced since it was timed."""
+    if in_qad:
+        return None
+    at_path = by_path.get(real)
+    sha = record.model_sha256
+    if at_path is not None and (not sha or not at_path[1].sha256 or at_path[1].sha256 == sha):
+        return at_path
+    return by_sha.get(sha) if sha else None
 
 
 def _qad_files(data: ReportData) -> dict[str, tuple[str, str, dict[str, float] | None, dict[str, int] | None]]:
@@ -235,4 +260,4 @@ def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "dis
     atomic_write_text(md, render_markdown(data, title, generated))
     return {"html": str(out), "markdown": str(md), "runs": len(data.runs), "exports": len(data.exports), "qad": len(data.qad),
             "records": len(data.records), "points": len(data.points),
-            "pareto": sum(p.pareto for p in data.points)}
+            "pareto": sum(p.pareto for p in data.points), "warnings": list(data.warnings)}

@@ -2,6 +2,8 @@
 disagreement with fp32 on hold-out images that are neither calibration nor test images."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -236,6 +238,9 @@ def test_qad_against_an_exports_int8_compares_with_and_ships_that_file(run_ckpt,
     printed = capsys.readouterr().out
     assert f"int8 file: {out}/model.int8-ort-cpu.ptq.onnx (PTQ int8)" in printed
     assert record.config["export_dir"] == str(export_dir)
+    # the checkpoint resolved and its weights' sha256, as export.json has them: the report pairs the two by it
+    assert record.checkpoint == str(run_ckpt.resolve())
+    assert record.checkpoint_sha256 == ExportReport.read(export_dir).provenance["checkpoint_sha256"]
     # and the one decision of the report: the export's precision, this folder's int8 file
     rec = ExportReport.read(export_dir).recommendation  # the fixture's precision depends on its timed latency
     decision = decide(rec, record, out, export_dir) if rec is not None else None
@@ -247,11 +252,15 @@ def test_qad_against_an_exports_int8_compares_with_and_ships_that_file(run_ckpt,
 
 
 def test_export_arm_refusals_are_one_line(run_ckpt, export_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
     other = tmp_path / "other_ckpt"
-    shutil.copytree(run_ckpt, other)  # the same weights, another checkpoint folder
+    shutil.copytree(run_ckpt, other)  # another checkpoint folder: other weights (the same weights would be accepted)
+    weights = load_file(other / "model.safetensors")
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}, other / "model.safetensors")
     cases = [
         (run_ckpt, tmp_path / "nothing", "no export.json here"),
-        (other, export_dir, "exported from .*, not "),
+        (other, export_dir, r"exported from .* \(weights sha256 [0-9a-f]{12}, not this checkpoint's\), not "),
     ]
     partial = tmp_path / "partial"
     shutil.copytree(export_dir, partial)
@@ -290,3 +299,36 @@ def _run_data(run_ckpt: Path) -> str:
     import yaml
 
     return yaml.safe_load((run_ckpt.parents[1] / "config.yaml").read_text())["data"]["root"]
+
+
+def test_the_export_of_a_checkpoint_is_found_from_any_folder(run_ckpt, tiny_root, tmp_path, monkeypatch):
+    """Bug: export.json stored the checkpoint as typed (relative to the cwd), so `distill qad CKPT --export EX` run
+    from another folder refused the export of the very same checkpoint. The path is stored resolved now, and the
+    weights' sha256 (provenance.checkpoint_sha256) decides which checkpoint an export is of."""
+    from distill.export import ExportConfig, export_checkpoint
+    from distill.export.kept_float import export_int8
+    from distill.export.quantize import FLAVOURS
+
+    here, there = tmp_path / "a", tmp_path / "b" / "c"
+    here.mkdir()
+    there.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    rel = Path(os.path.relpath(run_ckpt, here))
+    report = export_checkpoint(rel, "ex", ExportConfig(
+        precisions=("fp32", "int8"), data_root=str(tiny_root), int8_flavour="ort-cpu", exporter="torchscript",
+        calib_count=16, eval_count=4, latency_iters=1, threads=1), log=lambda s: None)
+    assert report.checkpoint == str(run_ckpt.resolve()) == ExportReport.read(here / "ex").checkpoint
+    assert report.provenance["checkpoint"] == str(run_ckpt.resolve())
+    monkeypatch.chdir(there)  # the same checkpoint and export, typed from another folder
+    found = export_int8(Path(os.path.relpath(here / "ex", there)), Path(os.path.relpath(run_ckpt, there)),
+                        FLAVOURS["ort-cpu"])
+    assert found.path.name == "model.int8-ort-cpu.onnx"
+    # an export.json from before: the path as typed and no sha256 still works from the folder it was typed in
+    old = tmp_path / "old"
+    shutil.copytree(here / "ex", old)
+    raw = json.loads((old / "export.json").read_text())
+    raw["checkpoint"] = str(rel)
+    del raw["provenance"]["checkpoint_sha256"]
+    (old / "export.json").write_text(json.dumps(raw))
+    monkeypatch.chdir(here)
+    assert export_int8(old, rel, FLAVOURS["ort-cpu"]).path == old / "model.int8-ort-cpu.onnx"

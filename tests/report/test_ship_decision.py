@@ -135,8 +135,11 @@ def test_an_export_without_qad_keeps_its_recommendation_alone(tmp_path: Path) ->
     want = f"ship int8 (tensorrt) (speed-up not measured on the target) — {INT8_REASON}"
     assert _recommended(md, html) == (want, want)
     assert "QAD file" not in md
-    assert ("Precision to ship (int8 or not): the export's recommendation (Recommended to ship; no export of this "
-            "checkpoint in this report)") in md
+    # the export is in the report: the QAD section says why its file is not named, not "no export" (the QA's nit)
+    assert ("Precision to ship (int8 or not): the export's recommendation (Recommended to ship; the export of this "
+            f"checkpoint, {tmp_path / 'b' / 'export'}, recommends int8 (tensorrt) with its own tensorrt file, not this "
+            "result's ort-cpu file)") in md
+    assert "no export of this checkpoint" not in md
 
 
 def test_a_qad_result_of_another_checkpoint_is_not_joined(tmp_path: Path) -> None:
@@ -172,3 +175,50 @@ def test_the_shipped_arm_and_its_accuracy(tmp_path: Path) -> None:
     old = _record(ckpt)  # ship unset: its int8 file is QAD's
     assert (old.ship_file, old.ship_arm, old.ship_accuracy) == ("model.int8-tensorrt.onnx", "QAD", old.accuracy.qad)
     assert _record(ckpt, accuracy=False).ship_accuracy is None
+
+
+def test_a_qad_result_and_an_export_typed_from_different_folders_pair_by_the_checkpoint_sha256(tmp_path: Path) -> None:
+    """Bug: `distill export qaB/demo_out/.../best` run from /tmp and `distill qad demo_out/.../best` run from /tmp/qaB
+    stored two different relative strings, and the report found "no export of this checkpoint". Both records carry
+    the weights' sha256: it decides; records without one (older files) still pair by path."""
+    root = _inputs(tmp_path / "in", FP32, None)
+    export_json = root / "export" / "export.json"
+    raw = ExportReport.read(export_json).to_dict()
+    raw["checkpoint"] = "qaB/demo_out/runs/kd/checkpoints/best"  # as typed from another folder
+    raw["provenance"]["checkpoint_sha256"] = "c" * 64
+    ExportReport.from_dict(raw).write(root / "export")
+    record = _qad(root / "export" / "qad", Path("demo_out/runs/kd/checkpoints/best"), "qad")
+    record.model_copy(update={"checkpoint_sha256": "c" * 64}).write(root / "export" / "qad")
+    md, html = _report(root, tmp_path)
+    want = (f"ship fp32 — {FP32_REASON}; if int8 is needed anyway (another runtime), ship qad/model.int8-ort-cpu.onnx "
+            f"(QAD int8; no-harm rule: {QAD_WINS})")
+    assert _recommended(md, html) == (want, want)
+    # another checkpoint's weights at the same path (retrained in place): not this export's QAD result
+    same_path = record.model_copy(update={"checkpoint": raw["checkpoint"], "checkpoint_sha256": "d" * 64})
+    same_path.write(root / "export" / "qad")
+    md, html = _report(root, tmp_path)
+    assert _recommended(md, html)[0] == f"ship fp32 — {FP32_REASON}"
+
+
+def test_the_qad_section_says_why_an_export_in_the_report_names_no_qad_file(tmp_path: Path) -> None:
+    """"no export of this checkpoint in this report" only when there is none: an export.json from before
+    recommendations, or several QAD results none of which is inside the export's folder, are said as such."""
+    root = _inputs(tmp_path / "old", FP32, "qad")
+    raw = ExportReport.read(root / "export").to_dict()
+    raw["recommendation"] = None
+    ExportReport.from_dict(raw).write(root / "export")
+    md = _report(root, tmp_path / "old")[0]
+    assert (f"(Recommended to ship; the export of this checkpoint, {root / 'export'}, has no recommendation (an "
+            "export.json from before it))") in md
+    root = _inputs(tmp_path / "two", FP32, None)
+    checkpoint = root / "run" / "checkpoints" / "best"
+    _qad(root / "qad1", checkpoint, "qad")
+    _qad(root / "qad2", checkpoint, "ptq")
+    md = _report(root, tmp_path / "two")[0]
+    assert md.count(f"(Recommended to ship; several QAD results of this checkpoint and none inside the folder of its "
+                    f"export, {root / 'export'}: the recommendation names none of their files)") == 2
+    md = _report(_inputs(tmp_path / "none", FP32, None), tmp_path / "none")[0]  # no qad: no section at all
+    assert "no export of this checkpoint" not in md and "No-harm rule" not in md
+    lone = tmp_path / "lone"
+    _qad(lone / "qad", tmp_path / "elsewhere" / "checkpoints" / "best", "qad")
+    assert "(Recommended to ship; no export of this checkpoint in this report)" in _report(lone, lone)[0]

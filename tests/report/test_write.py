@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from distill.bench.edge_runner import SCHEMA
 from distill.cli import main
 from distill.errors import DistillError
+from distill.records import BenchRecord, ExportedModel, ExportReport
 from distill.report.data import dominates
 from distill.report.write import collect, discover, write_report
 
@@ -76,3 +78,54 @@ def test_a_summary_that_does_not_match_its_record_is_named(tmp_path: Path) -> No
     (run / "summary.json").write_text(text)
     with pytest.raises(DistillError, match=r"summary\.json: best_epoch: Field required"):
         collect([run])
+
+
+def _bench(model: Path, sha: str | None) -> BenchRecord:
+    """A bench record of ``model`` carrying ``sha`` (what ``distill bench`` read from the file it timed)."""
+    lat = {"mean": 1.0, "std": 0.1, "min": 0.9, "p50": 1.0, "p90": 1.2, "p99": 1.5, "max": 1.6}
+    return BenchRecord(**{"schema": SCHEMA, "model": str(model), "model_name": model.name, "model_sha256": sha,
+                          "model_meta": {"precision": "fp32"}, "runtime": "ort-cpu", "batch": 1,
+                          "input_shape": [1, 3, 32, 32], "threads": 1, "warmup": 1, "iters": 5, "throughput_ips": 1e3,
+                          "latency_ms": lat, "timestamp": "2026-01-01T00:00:00+0000",
+                          "device": {"cpu": {"model": "test CPU", "usable_cores": 1}}, "versions": {}})
+
+
+def _fp32_export(folder: Path, sha: str, strategy: str) -> Path:
+    acc = {"clean": 0.9, "dark": 0.8}
+    ExportReport(format="distill.export/1", created="x", status="ok", checkpoint=str(folder / "ckpt"),
+                 student="test_resnet", class_names=["a"], input={}, preprocess={},
+                 models=[ExportedModel(file="model.fp32.onnx", bytes=1, sha256=sha, precision="fp32",
+                                       runtime="onnxruntime", accuracy=acc)],
+                 provenance={"strategy": strategy}, data={"eval_domains": list(acc)}).write(folder)
+    return folder
+
+
+def test_a_record_of_a_replaced_file_does_not_take_the_new_models_accuracy(tmp_path: Path, capsys) -> None:
+    """Bug: a record timed erm's model.fp32.onnx; fm was then exported into the same folder. The record was joined by
+    its path to fm's name and accuracy. The sha256 decides: it stays unmatched, and the report says so once."""
+    folder = _fp32_export(tmp_path / "ex" / "X", "b" * 64, "fm")  # the export now in the folder: fm's file
+    old = _bench(folder / "model.fp32.onnx", "a" * 64)  # timed erm's file, before the re-export
+    old.append_to(tmp_path / "bench.jsonl")
+    old.model_copy(update={"batch": 8}).append_to(tmp_path / "bench.jsonl")
+    data = collect([tmp_path])
+    assert data.unmatched == 2 and all(p.accuracy is None and "(fm)" not in p.student for p in data.points)
+    assert len(data.warnings) == 1 and "2 benchmark record(s) timed a file since replaced" in data.warnings[0]
+    assert str(folder / "model.fp32.onnx") in data.warnings[0]
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
+    assert capsys.readouterr().err.count("warning: 2 benchmark record(s) timed a file since replaced") == 1
+    assert "timed a file since replaced" in (tmp_path / "r.md").read_text()
+    assert "timed a file since replaced" in (tmp_path / "r.html").read_text()
+
+
+def test_a_record_joins_the_model_whose_sha256_it_carries(tmp_path: Path) -> None:
+    """The sha256 first: a record of erm's file (since moved to another folder) is erm's, wherever the path points;
+    a record with the sha256 of the file at its path, or without a sha256, is joined by its path as before."""
+    _fp32_export(tmp_path / "in" / "erm", "a" * 64, "erm")
+    fm = _fp32_export(tmp_path / "in" / "fm", "b" * 64, "fm")
+    _bench(fm / "model.fp32.onnx", "a" * 64).append_to(tmp_path / "in" / "moved.jsonl")
+    _bench(fm / "model.fp32.onnx", "b" * 64).model_copy(update={"batch": 2}).append_to(tmp_path / "in" / "b.jsonl")
+    _bench(fm / "model.fp32.onnx", None).model_copy(update={"batch": 4}).append_to(tmp_path / "in" / "c.jsonl")
+    data = collect([tmp_path / "in"])
+    assert {p.batch: p.student for p in data.points} == {1: "test_resnet (erm)", 2: "test_resnet (fm)",
+                                                         4: "test_resnet (fm)"}
+    assert data.unmatched == 0 and data.warnings == []
