@@ -3,14 +3,16 @@
 ``sfda`` and ``shot`` rebuild per-sample pseudo-labels each epoch from one clean pass over the target training
 images (``distill.strategies._pseudo.collect``): every image's features [N, F] and class probabilities [N, C] (and
 the teachers' [N, K, C]) for the fusion, the kNN smoothing and SHOT's centroids (spooled to disk and worked on in
-chunks since session 23), then per-sample targets as module buffers (sfda: two [S, C] float32) that go into every
-checkpoint.
+chunks since session 23), then per-sample targets (sfda: two [S, C] float32) that go into every checkpoint: module
+buffers until session 24, now files (``distill.utils.rowfile.RowFile``) that a checkpoint hard-links.
 
 This runs the real ``refresh`` of each strategy on a stub student whose ``forward_all`` returns random features
 and logits of a realistic width (default F = 1280, mobilenetv3_large_100's; C = 1000 classes), over N target
 images, twice (epochs 0 and 1: the second refresh has the first one's targets to replace), in a fresh process per
 row, and prints the peak ``RssAnon`` added (sampled every millisecond), the bytes per image and the seconds per
-refresh. Nothing here is trained: the figure is the refresh's memory, which does not depend on the values.
+refresh; then saves the strategy's state twice as a step checkpoint does (``distill.utils.state.save_state`` into
+a folder beside ``state_dir``, the run's checkpoint folder) and prints the bytes of the state files and the seconds
+per save. Nothing here is trained: the figures do not depend on the values.
 
     PYTHONPATH=. .venv/bin/python benchmarks/sfda_memory.py [--counts 5000,20000] [--features 1280] [--classes 1000]
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,15 +32,18 @@ from scale_train import rss_anon  # noqa: E402  (benchmarks/scale_train.py)
 STRATEGIES = ("sfda", "shot")
 
 
-def child(strategy: str, count: int, features: int, classes: int, batch: int = 256) -> dict:
-    """Peak anonymous memory of one ``refresh`` over ``count`` stub images, in this (fresh) process."""
+def child(strategy: str, count: int, features: int, classes: int, folder: str, batch: int = 256) -> dict:
+    """Peak anonymous memory of one ``refresh`` over ``count`` stub images, in this (fresh) process, and the cost
+    of checkpointing the strategy's state into ``folder``."""
     import os
+    import shutil
 
     import torch
     from torch import nn
 
     from distill.strategies import get_strategy
     from distill.strategies.base import Batch, StrategyContext
+    from distill.utils.state import save_state
 
     torch.set_num_threads(1)
 
@@ -60,6 +66,7 @@ def child(strategy: str, count: int, features: int, classes: int, batch: int = 2
     cls = get_strategy(strategy)
     ctx = StrategyContext(num_classes=classes, class_names=[str(i) for i in range(classes)], iterate_train=batches,
                           num_train=count, num_samples=count)
+    ctx.state_dir = str(Path(folder) / "checkpoints")  # as the trainer sets it (a plain attribute before session 24)
     strat = cls(Stub(), cls.Config(), ctx)
     pid, peak, stop = os.getpid(), [0], threading.Event()
     base = rss_anon(pid) or 0
@@ -79,8 +86,20 @@ def child(strategy: str, count: int, features: int, classes: int, batch: int = 2
     thread.join()
     kept = sum(b.numel() * b.element_size() for b in strat.buffers())
     after = rss_anon(pid) or 0
+    t, saves = time.perf_counter(), []
+    for step in (1, 2):  # a step folder each, the older one removed after: as distill.train.checkpoints does
+        step_dir = Path(folder) / "checkpoints" / f"step-{step}"
+        step_dir.mkdir(parents=True)
+        save_state(step_dir / "state", {"strategy": strat.state_dict()})
+        saves.append(step_dir)
+        if step > 1:
+            shutil.rmtree(saves[-2])
+    save_s = (time.perf_counter() - t) / 2
+    files = [f for f in saves[-1].iterdir() if f.is_file()]
+    written = sum(f.stat().st_size for f in files if f.suffix != ".bin")  # .bin: hard links to the targets' files
+    linked = sum(f.stat().st_size for f in files if f.suffix == ".bin")
     return {"peak_mb": (peak[0] - base) / 2**20, "after_mb": (after - base) / 2**20, "buffers_mb": kept / 2**20,
-            "seconds": seconds}
+            "seconds": seconds, "save_s": save_s, "state_mb": written / 2**20, "linked_mb": linked / 2**20}
 
 
 def main() -> None:
@@ -91,21 +110,26 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=1280)
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--folder", default=None, help="where the run's checkpoint folder is made (default: TMPDIR; "
+                    "a disk, not tmpfs, to measure the page cache's share honestly)")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     rows = []
     for strategy in args.strategies.split(","):
         for count in counts:
-            rows.append({"strategy": strategy, "count": count, **in_fresh_process(__file__, {
-                "strategy": strategy, "count": count, "features": args.features, "classes": args.classes})})
+            with tempfile.TemporaryDirectory(prefix="sfda-memory-", dir=args.folder) as folder:
+                rows.append({"strategy": strategy, "count": count, **in_fresh_process(__file__, {
+                    "strategy": strategy, "count": count, "features": args.features, "classes": args.classes,
+                    "folder": folder})})
     print(f"refresh over N target images, F = {args.features} features, C = {args.classes} classes, 1 teacher; "
           "RssAnon added (MB), fresh process per row\n")
-    print("| strategy | N | peak during refresh | kept after (buffers) | per image, peak | per image, kept | s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| strategy | N | peak during refresh | kept after (buffers) | per image, peak | per image, kept | s | "
+          "checkpoint: state files MB (+ linked) | s per save |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['strategy']} | {r['count']:,} | {r['peak_mb']:.0f} | {r['after_mb']:.0f} ({r['buffers_mb']:.0f}) | "
               f"{r['peak_mb'] * 2**20 / r['count'] / 1e3:.1f} kB | {r['after_mb'] * 2**20 / r['count'] / 1e3:.1f} kB | "
-              f"{r['seconds']:.1f} |")
+              f"{r['seconds']:.1f} | {r['state_mb']:.1f} (+ {r['linked_mb']:.0f}) | {r['save_s']:.2f} |")
     print()
     for strategy in args.strategies.split(","):
         lo, hi = (next(r for r in rows if r["strategy"] == strategy and r["count"] == c) for c in (min(counts), max(counts)))
