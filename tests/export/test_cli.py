@@ -72,3 +72,17 @@ def test_the_float_output_candidates_are_switched_on_from_the_command_line() -> 
     off = config_options(parser.parse_args(["ckpt", "--out", "o"]))
     on = config_options(parser.parse_args(["ckpt", "--out", "o", "--fallback-outputs"]))
     assert ExportConfig.from_options(on).fallback_outputs and not ExportConfig.from_options(off).fallback_outputs
+
+
+def test_ctrl_c_says_that_a_rerun_starts_over(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    """An export does not resume (it rewrites every file), unlike a cache build or a training run."""
+    import distill.export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distill.export, "export_checkpoint", interrupted)
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "interrupted: the export did not finish; rerun the same command to export again from the start"
