@@ -1,5 +1,6 @@
 """Exporting into a folder that holds an export (distill/export/out_dir.py): the old export.json and the files it
-listed go before the new export writes (after its inputs are checked), nothing else does."""
+listed go before the new export writes (after its inputs are checked), nothing else does; bench checks the files an
+export.json lists against their recorded sha256."""
 from __future__ import annotations
 
 import shutil
@@ -69,3 +70,13 @@ def test_an_export_refused_for_its_inputs_leaves_the_old_export_as_it_was(export
                                                          exporter="torchscript"), log=lambda s: None)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
+
+def test_bench_checks_the_files_export_json_lists(export_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "exp"
+    shutil.copytree(export_dir, folder)
+    shutil.copyfile(folder / "model.fp32.onnx", folder / "model.fp16.onnx")  # another model under a listed name
+    with pytest.raises(DistillError, match=r"model\.fp16\.onnx: not the file .*export\.json describes .*sha256"):
+        bench_model(folder, warmup=0, iters=1)
+    (folder / "model.fp16.onnx").unlink()
+    with pytest.raises(DistillError, match=r"model\.fp16\.onnx: listed in .*export\.json but missing"):
+        bench_model(folder, warmup=0, iters=1)
