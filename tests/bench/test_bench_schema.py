@@ -100,3 +100,13 @@ def test_latency_stats() -> None:
     assert s["mean"] == pytest.approx(50.5) and s["std"] == pytest.approx(np.std(np.arange(1, 101)))
     with pytest.raises(ValueError):
         latency_stats([])
+
+
+@pytest.mark.parametrize("content", ["truncated", "text"])
+def test_a_file_onnxruntime_cannot_load_is_one_line(small_onnx: Path, tmp_path: Path, content: str,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(small_onnx.read_bytes()[:2000] if content == "truncated" else b"hello\n")
+    assert main(["bench", str(bad), "--iters", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad}: onnxruntime cannot load it: "), err
