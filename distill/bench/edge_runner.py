@@ -730,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         batches = parse_batches(args.batch)
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, or left out for the runtime's choice (got {args.threads})")
         timing = (args.warmup, args.iters, args.profile, args.topk)
         if args.interleave:
             records = bench_files(args.model, args.runtime, batches, args.threads, *timing)

@@ -115,6 +115,8 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
     """
     if warmup < 0 or iters < 1:
         raise DistillError(f"--warmup must be >= 0 and --iters >= 1 (got {warmup}, {iters})")
+    if threads is not None and threads < 1:  # as `distill export --threads`; leave it out for the runtime's choice
+        raise DistillError(f"--threads must be >= 1, or left out for the runtime's choice (got {threads})")
     records: list[dict[str, Any]] = []
     opts = torch_options or TorchOptions()
     models = [model] if isinstance(model, (str, Path)) else list(model)

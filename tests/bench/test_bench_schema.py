@@ -110,3 +110,14 @@ def test_a_file_onnxruntime_cannot_load_is_one_line(small_onnx: Path, tmp_path: 
     assert main(["bench", str(bad), "--iters", "1"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad}: onnxruntime cannot load it: "), err
+
+
+def test_threads_zero_is_refused_as_export_refuses_it(small_onnx: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--threads 0` was run with the runtime's default and recorded as 0; `distill export --threads 0` is refused."""
+    from distill.bench import edge_runner
+
+    for run in (main, edge_runner.main):
+        argv = ["bench"] if run is main else []
+        assert run([*argv, str(small_onnx), "--threads", "0", "--iters", "1"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--threads must be >= 1" in err and "got 0" in err, err
