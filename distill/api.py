@@ -166,15 +166,16 @@ def require_onnxruntime() -> None:
         raise DistillError(ORT_HINT)
 
 
-def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | None = None,
+def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mapping[str, Any] | None = None,
            **options: Any) -> ExportReport:
     """Export a checkpoint to ONNX fp32/fp16/int8 (+ TensorRT) with parity and accuracy checks (``distill export``).
 
     Args:
         checkpoint: a checkpoint folder (``RUN/checkpoints/best``).
         out: output folder (``export.json``, the ``.onnx`` files, ``build_engine.sh``).
-        config: an :class:`~distill.export.ExportConfig`; or give its keys as ``options``
-            (``precisions="fp32,int8"``, ``data_root=...``), which update ``config`` when both are given.
+        config: an :class:`~distill.export.ExportConfig`, or a mapping of its keys; or give its keys as
+            ``options`` (``precisions="fp32,int8"``, ``data_root=...``, ``eval_count=0`` for every test image),
+            which update ``config`` when both are given.
 
     Returns:
         The :class:`~distill.records.ExportReport` written to ``out/export.json``.
@@ -182,15 +183,20 @@ def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | None 
     require_onnxruntime()
     from distill.export import ExportConfig, export_checkpoint  # lazy: torch, onnx, onnxruntime
 
-    cfg = config.with_updates(**options) if config is not None else ExportConfig.from_options(options)
+    if isinstance(config, ExportConfig):
+        cfg = config.with_updates(**options)
+    elif config is None or isinstance(config, Mapping):
+        cfg = ExportConfig.from_options({**(config or {}), **options})
+    else:
+        raise DistillError(f"export: config must be an ExportConfig or a mapping of its keys, got {type(config).__name__}")
     return export_checkpoint(checkpoint, out, cfg)
 
 
-def qad(config: QADConfig | None = None, **options: Any) -> QADRecord:
+def qad(config: QADConfig | Mapping[str, Any] | None = None, **options: Any) -> QADRecord:
     """Quantization-aware distillation of a trained student into an int8 QDQ ONNX (``distill qad``).
 
     Args:
-        config: a :class:`~distill.export.qad_config.QADConfig`; or its keys as ``options``
+        config: a :class:`~distill.export.qad_config.QADConfig` or a mapping of its keys; or its keys as ``options``
             (``checkpoint=..., out_dir=..., epochs=2``), which update ``config`` when both are given.
 
     Returns:
@@ -201,5 +207,8 @@ def qad(config: QADConfig | None = None, **options: Any) -> QADRecord:
     from distill.export.qad import qad as run_qad  # lazy: torch, onnx, onnxruntime
     from distill.export.qad_config import QADConfig
 
-    cfg = QADConfig.from_options({**(config.model_dump() if config is not None else {}), **options})
+    if config is not None and not isinstance(config, (QADConfig, Mapping)):
+        raise DistillError(f"qad: config must be a QADConfig or a mapping of its keys, got {type(config).__name__}")
+    given = config.model_dump() if isinstance(config, QADConfig) else dict(config or {})
+    cfg = QADConfig.from_options({**given, **options})
     return run_qad(cfg)

@@ -85,3 +85,22 @@ def test_build_cache_from_its_config_returns_its_manifest(tmp_path):
     assert manifest.views.count == 2 and manifest.rows == 2 * manifest.dataset.cached_images
     assert manifest.teacher.arch == "distill-demo-vit" and manifest.dataset.test_fraction == 0.3
     assert distill.build_cache(cfg) == manifest  # complete: found, not rebuilt
+
+
+def test_export_takes_a_config_mapping_and_eval_count_zero(monkeypatch, tmp_path):
+    """README: `export(ckpt, out, cfg, **keys)` with an ExportConfig or its keys, and eval_count 0 = every test image."""
+    import distill.export
+    from distill.export import ExportConfig
+
+    seen: list[ExportConfig] = []
+    monkeypatch.setattr(distill.export, "export_checkpoint", lambda ck, out, cfg: seen.append(cfg) or "report")
+    assert api.export(tmp_path, tmp_path / "o", {"precisions": "fp16"}, eval_count=0) == "report"
+    assert api.export(tmp_path, tmp_path / "o", eval_count=0) == "report"
+    assert api.export(tmp_path, tmp_path / "o", ExportConfig(), eval_count=0) == "report"
+    assert seen[0].precisions == ("fp16",) and [c.eval_count for c in seen] == [None, None, None]
+    with pytest.raises(DistillError, match="eval_count: .*-1"):
+        api.export(tmp_path, tmp_path / "o", eval_count=-1)
+    with pytest.raises(DistillError, match="unknown key 'precision'"):
+        api.export(tmp_path, tmp_path / "o", {"precision": "fp16"})
+    with pytest.raises(DistillError, match="config must be an ExportConfig or a mapping"):
+        api.export(tmp_path, tmp_path / "o", "fp16")  # type: ignore[arg-type]

@@ -327,7 +327,11 @@ class OrtRunner:
                 "trt_fp16_enable": True, "trt_int8_enable": True,  # QDQ models run int8 (explicit quantization)
                 "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                 "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)})
-        self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+        except Exception as e:  # onnxruntime's own InvalidProtobuf / InvalidGraph / Fail: a corrupt or non-ONNX file
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RuntimeUnavailable(f"{self.path}: onnxruntime cannot load it: {first}") from None
         self.providers = self.session.get_providers()
         if self.providers[0] != wanted[0]:
             raise RuntimeUnavailable(f"runtime '{runtime}': onnxruntime fell back to {self.providers[0]} "
@@ -726,6 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         batches = parse_batches(args.batch)
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, or left out for the runtime's choice (got {args.threads})")
         timing = (args.warmup, args.iters, args.profile, args.topk)
         if args.interleave:
             records = bench_files(args.model, args.runtime, batches, args.threads, *timing)

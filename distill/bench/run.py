@@ -42,10 +42,7 @@ def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, s
         raise DistillError(f"--runtime: unknown runtime '{runtime}' (have: {', '.join(RUNTIMES)})")
     if path.is_dir():
         if ExportReport.exists_in(path):
-            listed = ExportReport.read(path).models
-            files = [path / m.file for m in listed if (path / m.file).is_file()]
-            if not files:
-                raise DistillError(f"{ExportReport.path_in(path)}: lists no model file present in {path}")
+            files = exported_files(path)
             rt = runtime or "ort-cpu"
             if rt in ("torch", "tensorrt"):
                 raise DistillError(f"--runtime {rt} cannot run an export folder's ONNX files: use ort-cpu, ort-cuda "
@@ -67,6 +64,23 @@ def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, s
         return [(path, runtime or "ort-cpu")]
     raise DistillError(f"{path}: unknown model type '{path.suffix}' (want .onnx, {', '.join(ENGINE_SUFFIXES)}, "
                        "or a folder)")
+
+
+def exported_files(folder: Path) -> list[Path]:
+    """The model files an export folder's export.json lists, each checked to be there with the sha256 recorded
+    (a file replaced since, e.g. by an interrupted re-export, would be timed under another model's name)."""
+    record = ExportReport.path_in(folder)
+    models = ExportReport.read(folder).models
+    if not models:
+        raise DistillError(f"{record}: lists no model file")
+    for m in models:
+        file = folder / m.file
+        if not file.is_file():
+            raise DistillError(f"{file}: listed in {record} but missing; export into {folder} again")
+        if sha256_file(file) != m.sha256:
+            raise DistillError(f"{file}: not the file {record} describes (its sha256 differs from the recorded "
+                               f"{m.sha256[:12]}…); export into {folder} again")
+    return [folder / m.file for m in models]
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,8 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
     """
     if warmup < 0 or iters < 1:
         raise DistillError(f"--warmup must be >= 0 and --iters >= 1 (got {warmup}, {iters})")
+    if threads is not None and threads < 1:  # as `distill export --threads`; leave it out for the runtime's choice
+        raise DistillError(f"--threads must be >= 1, or left out for the runtime's choice (got {threads})")
     records: list[dict[str, Any]] = []
     opts = torch_options or TorchOptions()
     models = [model] if isinstance(model, (str, Path)) else list(model)

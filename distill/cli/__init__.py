@@ -9,7 +9,8 @@ Conventions shared by every command (as in pip, git and argparse itself):
 
 - exit status 0 on success; 2 for bad usage (an unknown flag, a missing argument: argparse's
   own code); 1 for an error in the user's input or the run (a :class:`~distill.errors.DistillError`,
-  printed as one ``error:`` line); 130 when interrupted.
+  printed as one ``error:`` line); 130 when interrupted (with a line saying whether rerunning the command
+  resumes or starts over).
 - results on stdout (a run's per-epoch metric lines included); warnings, errors and progress
   bars on stderr.
 - ``--no-progress`` (alias ``--quiet``) on every command turns progress bars off.
@@ -31,6 +32,8 @@ from distill.errors import DistillError
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: what Ctrl-C prints; a command that does not resume sets its own line (``set_defaults(interrupted=...)``)
+INTERRUPTED = "interrupted: rerun the same command to resume"
 
 
 def add_progress_flag(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        print(getattr(args, "interrupted", INTERRUPTED), file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if quiet:  # main() is also called in-process (tests, the Python API): leave the environment as found

@@ -24,6 +24,10 @@ FLAGS = {
 }
 
 
+#: an export does not resume: a rerun starts it over, replacing what the interrupted one wrote
+INTERRUPTED = "interrupted: the export did not finish; rerun the same command to export again from the start"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export", help="export a checkpoint to ONNX fp32/fp16/int8 (+ TensorRT), with parity and accuracy checks",
@@ -86,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--classes: the teacher's open_clip arch (default: the student's provenance)")
     p.add_argument("--teacher-pretrained", default=None,
                    help="--classes: the teacher's weights, tag or file (default: the student's provenance)")
-    p.set_defaults(func=run, _parser=p)
+    p.set_defaults(func=run, _parser=p, interrupted=INTERRUPTED)
 
 
 def config_options(args: argparse.Namespace) -> dict:

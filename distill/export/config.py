@@ -30,6 +30,11 @@ def _split_csv(value: Any) -> Any:
     return tuple(v.strip() for item in items for v in str(item).split(",") if v.strip())
 
 
+def _zero_is_all(value: Any) -> Any:
+    """``eval_count`` 0 means every test image, as ``--eval-count 0`` does: the same as None."""
+    return None if value == 0 and not isinstance(value, bool) else value
+
+
 def _path_str(value: Any) -> Any:
     """Paths are kept as strings (export.json's ``config`` shows them as given)."""
     return str(value) if isinstance(value, Path) else value
@@ -50,7 +55,7 @@ class ExportConfig(SplitKeys):
             benchmarks/RESULTS.md, "Calibrating on the target domains too"), else none; ``()``: none.
         calib_method: minmax | entropy | percentile.
         calib_count: calibration images in total, spread evenly over the calibration domains.
-        eval_count: at most this many test images per domain (None: all).
+        eval_count: at most this many test images per domain (None or 0: all).
         int8_flavour: ort-cpu | tensorrt | both.
         max_drop: largest accepted int8 top-1 disagreement with the fp32 ONNX on any domain's
             calibration images, in points (label-free; bounds the accuracy drop). Test accuracy is
@@ -121,6 +126,7 @@ class ExportConfig(SplitKeys):
     _csv = field_validator("precisions", "eval_domains", "calib_domains", "target_domains",
                            mode="before")(_split_csv)
     _paths = field_validator("data_root", "classes", "teacher_pretrained", mode="before")(_path_str)
+    _all = field_validator("eval_count", mode="before")(_zero_is_all)
 
     @field_validator("caches", mode="before")
     @classmethod

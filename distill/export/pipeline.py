@@ -31,6 +31,7 @@ from distill.export.images import ImageCalibrationReader
 from distill.export.int8_step import Calibration, Int8Step, int8_file
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, export_onnx, preprocess_metadata
+from distill.export.out_dir import OutputFolder
 from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare, with_weight_range
 from distill.export.recommend import recommend_for
 from distill.export.retarget import retarget_into
@@ -218,7 +219,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
 
     Args:
         checkpoint: ``RUN_DIR/checkpoints/best`` (``model.safetensors`` + ``student.json``).
-        out_dir: output folder (created).
+        out_dir: output folder (created; an earlier export there is replaced: its export.json and the files
+            it listed are removed once the inputs are checked, :mod:`distill.export.out_dir`).
         config: see :class:`ExportConfig`; the run's data settings fill what it leaves unset. With
             ``classes``, a text-head student is first re-targeted to that class file and saved as
             ``out_dir/checkpoint`` (:mod:`distill.export.retarget`); what ships is that student.
@@ -230,8 +232,17 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
     Raises:
         DistillError: unreadable checkpoint, bad arguments, or fp32 parity failure.
     """
-    say = ExportLog(log)
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    out = OutputFolder(Path(out_dir))
+    try:
+        return _export(Path(checkpoint), out, config, ExportLog(log))
+    except BaseException:  # a bad argument or data, or Ctrl-C, before any file was written: leave no folder made
+        out.undo()
+        raise
+
+
+def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, say: ExportLog) -> ExportReport:
+    out_dir = out.path
+    out.check()
     if checkpoint.is_file():  # .../model.safetensors
         checkpoint = checkpoint.parent
     if not checkpoint.exists():
@@ -242,7 +253,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
     run = TrainingRun.of_checkpoint(checkpoint, say)
     cfg = with_run_defaults(config or ExportConfig(), run, say)
     cfg.check_data()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out.make()
     if cfg.classes is not None:
         retarget_into(student, cfg.classes, out_dir, say, cfg.teacher_arch, cfg.teacher_pretrained)
     prov = provenance(checkpoint, student, run)
@@ -256,6 +267,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
     }
     with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir, ignore_cleanup_errors=True) as work:  # NFS: .nfs* of a mapped spill file
         data = load_export_data(cfg, spec, list(prov.get("source_domains") or []), say, spill_dir=work)
+        out.clear_previous(say)  # the inputs are good: from here on this export replaces whatever export was there
         ctx = ExportContext(cfg, student, out_dir, Path(work), data,
                             {k: prov[k] for k in METADATA_PROVENANCE if k in prov}, say)
         exporter = Exporter(ctx, header)

@@ -7,7 +7,7 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.errors import DistillError
-from distill.export.config import _one_line, _path_str, _split_csv
+from distill.export.config import _one_line, _path_str, _split_csv, _zero_is_all
 from distill.records import Disagreement, QADRecord
 
 __all__ = ["Disagreement", "QADConfig", "QADRecord"]
@@ -93,6 +93,7 @@ class QADConfig(BaseModel):
 
     _csv = field_validator("calib_domains", "target_domains", mode="before")(_split_csv)
     _paths = field_validator("checkpoint", "out_dir", "cache", "data_root", "export_dir", mode="before")(_path_str)
+    _all = field_validator("eval_count", mode="before")(_zero_is_all)
 
     @field_validator("device")
     @classmethod

@@ -100,3 +100,24 @@ def test_latency_stats() -> None:
     assert s["mean"] == pytest.approx(50.5) and s["std"] == pytest.approx(np.std(np.arange(1, 101)))
     with pytest.raises(ValueError):
         latency_stats([])
+
+
+@pytest.mark.parametrize("content", ["truncated", "text"])
+def test_a_file_onnxruntime_cannot_load_is_one_line(small_onnx: Path, tmp_path: Path, content: str,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(small_onnx.read_bytes()[:2000] if content == "truncated" else b"hello\n")
+    assert main(["bench", str(bad), "--iters", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad}: onnxruntime cannot load it: "), err
+
+
+def test_threads_zero_is_refused_as_export_refuses_it(small_onnx: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--threads 0` was run with the runtime's default and recorded as 0; `distill export --threads 0` is refused."""
+    from distill.bench import edge_runner
+
+    for run in (main, edge_runner.main):
+        argv = ["bench"] if run is main else []
+        assert run([*argv, str(small_onnx), "--threads", "0", "--iters", "1"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--threads must be >= 1" in err and "got 0" in err, err

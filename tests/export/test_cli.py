@@ -72,3 +72,34 @@ def test_the_float_output_candidates_are_switched_on_from_the_command_line() -> 
     off = config_options(parser.parse_args(["ckpt", "--out", "o"]))
     on = config_options(parser.parse_args(["ckpt", "--out", "o", "--fallback-outputs"]))
     assert ExportConfig.from_options(on).fallback_outputs and not ExportConfig.from_options(off).fallback_outputs
+
+
+def test_out_naming_a_file(capsys: pytest.CaptureFixture, run_ckpt: Path, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("kept")
+    err = _one_line_error(capsys, ["export", str(run_ckpt), "--out", str(afile), "--exporter", "torchscript"])
+    assert str(afile) in err and "is a file" in err
+    assert afile.read_text() == "kept"
+
+
+def test_a_refused_export_leaves_no_folder_it_made(capsys: pytest.CaptureFixture, run_ckpt: Path, tiny_root: Path,
+                                                   tmp_path: Path) -> None:
+    out = tmp_path / "new" / "o"  # neither exists: both are the export's to make, and to take back
+    err = _one_line_error(capsys, ["export", str(run_ckpt), "--out", str(out), "--data", str(tiny_root),
+                                   "--eval-domains", "clean,foggy", "--exporter", "torchscript"])
+    assert "foggy" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_says_that_a_rerun_starts_over(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    """An export does not resume (it rewrites every file), unlike a cache build or a training run."""
+    import distill.export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distill.export, "export_checkpoint", interrupted)
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "o")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "interrupted: the export did not finish; rerun the same command to export again from the start"

@@ -1,0 +1,87 @@
+"""The export's output folder: made when missing, left as found when the export fails before writing into it,
+and cleared of an earlier export's record and files before this export writes its own.
+
+``export.json`` describes the files beside it (with their sha256), and ``distill bench`` / ``distill report`` follow
+it. Re-exporting into a folder that holds an export would otherwise leave, until the new ``export.json`` is written
+at the very end, the old record describing the new files (an interrupted export), and the old model's files that
+this export does not write (fewer precisions) beside the new ones. So, once the export's inputs have been checked
+(a bad ``--data`` loses nothing), :meth:`OutputFolder.clear_previous` removes the old ``export.json`` and the files
+it listed, and says which. It removes nothing else: files the user put there stay.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from distill.errors import DistillError
+from distill.records import EXPORT_REPORT
+
+
+class OutputFolder:
+    """``out_dir`` of one export: :meth:`make` it, :meth:`clear_previous` before writing, :meth:`undo` on failure."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.created: Path | None = None  # the topmost folder this export created
+        self.used = False  # set once the export starts writing its own files
+
+    def check(self) -> None:
+        """A file where the folder should be is one line naming it (checked first, and again by :meth:`make`)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise DistillError(f"{self.path}: is a file, not a folder; the export writes its files into a folder "
+                               "(give a new folder, or one holding an earlier export to replace)")
+
+    def make(self) -> None:
+        """Create the folder (and missing parents)."""
+        self.check()
+        path, top = self.path, None
+        for folder in (path, *path.parents):
+            if folder.exists():
+                break
+            top = folder
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DistillError(f"{path}: cannot create the output folder ({e.strerror or e})") from None
+        self.created = top
+
+    def undo(self) -> None:
+        """After a failure before the export wrote anything: remove the folders :meth:`make` created."""
+        if self.created is not None and not self.used:
+            shutil.rmtree(self.created, ignore_errors=True)
+
+    def clear_previous(self, say: Callable[[str], None]) -> list[str]:
+        """Remove an earlier export's ``export.json`` and the files it listed (only those); return their names."""
+        self.used = True
+        record = self.path / EXPORT_REPORT
+        if not record.is_file():
+            return []
+        old, listed = _listed(record)
+        removed = []
+        for name in dict.fromkeys([EXPORT_REPORT, *listed]):  # the record first: never a record of other files
+            file = self.path / name
+            if Path(name).is_absolute() or ".." in Path(name).parts or not (file.is_file() or file.is_symlink()):
+                continue
+            file.unlink()
+            removed.append(name)
+        what = f" (of {old.get('checkpoint')}, {old.get('created')})" if old else " (unreadable)"
+        say(f"{self.path} held an earlier export{what}: removed its {EXPORT_REPORT} and the files it listed, which "
+            f"this export replaces: {', '.join(removed)}")
+        return removed
+
+
+def _listed(record: Path) -> tuple[dict[str, Any], list[str]]:
+    """The earlier ``export.json`` as JSON and the files it names (``files``, then each model's ``file``); read
+    leniently: a record from another version, or a half-written one, still names what it can."""
+    try:
+        old = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {}, []
+    if not isinstance(old, dict):
+        return {}, []
+    files, models = old.get("files"), old.get("models")
+    names = list(files) if isinstance(files, list) else []
+    names += [m.get("file") for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+    return old, [n for n in names if isinstance(n, str) and n]

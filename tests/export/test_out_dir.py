@@ -1,0 +1,82 @@
+"""Exporting into a folder that holds an export (distill/export/out_dir.py): the old export.json and the files it
+listed go before the new export writes (after its inputs are checked), nothing else does; bench checks the files an
+export.json lists against their recorded sha256."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distill.bench.run import bench_model
+from distill.cli import main
+from distill.errors import DistillError
+from distill.export import ExportConfig, export_checkpoint
+from distill.export.pipeline import Exporter
+from distill.records import ExportReport
+
+USER_FILE = "notes.txt"  # something the user keeps in the export folder: never removed
+
+
+def _used_folder(export_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the session's fp32 + fp16 + int8 (both flavours) export, with a file of the user's beside it."""
+    folder = tmp_path / "exp"
+    shutil.copytree(export_dir, folder)
+    (folder / USER_FILE).write_text("mine")
+    return folder
+
+
+def test_a_re_export_with_fewer_precisions_leaves_none_of_the_old_files(export_dir: Path, run_ckpt: Path,
+                                                                        tiny_root: Path, tmp_path: Path) -> None:
+    folder = _used_folder(export_dir, tmp_path)
+    old = ExportReport.read(folder)
+    lines: list[str] = []
+    report = export_checkpoint(run_ckpt, folder, ExportConfig(data_root=str(tiny_root), exporter="torchscript",
+                                                              eval_count=4, build_engines=False), log=lines.append)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*report.files, USER_FILE])
+    gone = set(old.files) - set(report.files)
+    assert {"model.fp16.onnx", "model.int8-ort-cpu.onnx", "model.int8-tensorrt.onnx"} <= gone
+    said = next(line for line in lines if "held an earlier export" in line)  # the log says what was removed
+    assert all(name in said for name in gone) and USER_FILE not in said
+
+
+def test_an_interrupted_re_export_leaves_no_record_of_other_files(export_dir: Path, run_ckpt: Path, tiny_root: Path,
+                                                                  tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C once model.fp32.onnx is rewritten: the old export.json must not describe the new file (bench and
+    report would trust it), and the message says that a rerun starts over."""
+    folder = _used_folder(export_dir, tmp_path)
+
+    def interrupted(self, reference) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Exporter, "fp16", interrupted)
+    rc = main(["export", str(run_ckpt), "--out", str(folder), "--data", str(tiny_root), "--precision", "fp32,fp16",
+               "--eval-count", "4", "--exporter", "torchscript", "--no-build-engine"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 130 and "from the start" in err and "resume" not in err, err
+    assert not ExportReport.exists_in(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["model.fp32.onnx", USER_FILE])
+    with pytest.raises(DistillError, match="neither export.json"):
+        bench_model(folder, warmup=0, iters=1)
+
+
+def test_an_export_refused_for_its_inputs_leaves_the_old_export_as_it_was(export_dir: Path, run_ckpt: Path,
+                                                                          tiny_root: Path, tmp_path: Path) -> None:
+    folder = _used_folder(export_dir, tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(DistillError, match="foggy"):
+        export_checkpoint(run_ckpt, folder, ExportConfig(data_root=str(tiny_root), eval_domains=("clean", "foggy"),
+                                                         exporter="torchscript"), log=lambda s: None)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_bench_checks_the_files_export_json_lists(export_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "exp"
+    shutil.copytree(export_dir, folder)
+    shutil.copyfile(folder / "model.fp32.onnx", folder / "model.fp16.onnx")  # another model under a listed name
+    with pytest.raises(DistillError, match=r"model\.fp16\.onnx: not the file .*export\.json describes .*sha256"):
+        bench_model(folder, warmup=0, iters=1)
+    (folder / "model.fp16.onnx").unlink()
+    with pytest.raises(DistillError, match=r"model\.fp16\.onnx: listed in .*export\.json but missing"):
+        bench_model(folder, warmup=0, iters=1)
