@@ -84,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--classes: the teacher's open_clip arch (default: the student's provenance)")
     p.add_argument("--teacher-pretrained", default=None,
                    help="--classes: the teacher's weights, tag or file (default: the student's provenance)")
-    p.set_defaults(func=run, _parser=p)
+    # an export restarts from the checkpoint: nothing of an interrupted one is reused
+    p.set_defaults(func=run, _parser=p, interrupt_hint="rerun the same command (the export restarts)")
 
 
 def config_options(args: argparse.Namespace) -> dict:

@@ -12,8 +12,10 @@ from distill.utils.io import atomic_write_text
 from distill.utils.runtime import barrier
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> RunSummary | None:
+def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> RunSummary | None:
     """Train a student as ``cfg`` says (or continue the run in ``cfg.run.out`` with ``resume``).
+
+    ``out_flag`` is how the user named the run folder (``run.out``; ``distill adapt``'s ``--out``), for messages.
 
     Returns the run's summary (also in RUN/summary.json) on rank 0, None on the other ranks.
     """
@@ -24,7 +26,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunSummary | None:
             raise DistillError(f"--resume {run_dir}: no {RUN_CONFIG} there (not a run directory)")
     elif (run_dir / CHECKPOINTS_DIR / CHECKPOINT_POINTER).is_file():
         raise DistillError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, "
-                           "or choose another run.out")
+                           f"or choose another {out_flag}")
     setup = build(cfg)
     if setup.dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
