@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         cfg = load_train_config(resolve_recipe(args.config), args.overrides + flag_overrides(args))
     args.interrupt_hint = resume_hint("train", cfg.run.out)
-    summary = train(cfg, resume=args.resume is not None)
+    summary = train(cfg, resume=args.resume is not None, out_flag="run.out" if args.resume is None else "--resume")
     if summary is not None:
         kept = "best checkpoint" if summary.source_acc is not None else \
             f"checkpoint (kept: last epoch, {summary.best_epoch}; no labels to select on)"

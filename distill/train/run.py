@@ -1,14 +1,12 @@
 """``train(cfg)``: a validated TrainConfig -> a trained run folder (config.yaml, checkpoints, metrics, summary)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from distill.config import TrainConfig, dump_config
 from distill.errors import DistillError
 from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary, pct
 from distill.train.build import build
 from distill.train.trainer import Trainer
-from distill.utils.io import atomic_write_text
+from distill.utils.io import atomic_write_text, check_out_dir, make_out_dir
 from distill.utils.runtime import barrier
 
 
@@ -19,7 +17,7 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
 
     Returns the run's summary (also in RUN/summary.json) on rank 0, None on the other ranks.
     """
-    run_dir = Path(cfg.run.out)
+    run_dir = check_out_dir(cfg.run.out, out_flag)
     saved = run_dir / RUN_CONFIG
     if resume:
         if not saved.is_file():
@@ -29,7 +27,7 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
                            f"or choose another {out_flag}")
     setup = build(cfg)
     if setup.dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_out_dir(run_dir, out_flag)
         if not resume:
             atomic_write_text(saved, dump_config(setup.cfg))  # the split rule resolved from the cache
     barrier(setup.dist)
