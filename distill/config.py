@@ -325,7 +325,7 @@ def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectory: --resume A_FILE looks for A_FILE/config.yaml
         raise DistillError(f"{path}: config file not found") from None
     except yaml.YAMLError as e:
         raise DistillError(f"{path}: invalid YAML: {' '.join(str(e).split())[:200]}") from None

@@ -9,8 +9,8 @@ Conventions shared by every command (as in pip, git and argparse itself):
 
 - exit status 0 on success; 2 for bad usage (an unknown flag, a missing argument: argparse's
   own code); 1 for an error in the user's input or the run (a :class:`~distill.errors.DistillError`,
-  printed as one ``error:`` line); 130 when interrupted (with a line saying whether rerunning the command
-  resumes or starts over).
+  printed as one ``error:`` line); 130 when interrupted, with one line saying how to go on (see
+  :func:`interrupt_hint`).
 - results on stdout (a run's per-epoch metric lines included); warnings, errors and progress
   bars on stderr.
 - ``--no-progress`` (alias ``--quiet``) on every command turns progress bars off.
@@ -32,8 +32,19 @@ from distill.errors import DistillError
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-#: what Ctrl-C prints; a command that does not resume sets its own line (``set_defaults(interrupted=...)``)
-INTERRUPTED = "interrupted: rerun the same command to resume"
+
+
+#: what an interrupted command says unless it brings its own ``interrupt_hint``: right for the commands whose
+#: rerun picks up where they stopped (cache build, teacher bootstrap, data materialize)
+RESUME_HINT = "rerun the same command to resume"
+
+
+def interrupt_hint(args: argparse.Namespace) -> str:
+    """The line after ``interrupted:``. A command supplies its own as ``interrupt_hint``, in its parser's defaults
+    (``set_defaults(interrupt_hint=...)``) or on ``args`` once it knows more (its run folder): a string, or a
+    callable asked at the interrupt (so it can say what is on disk by then)."""
+    hint = getattr(args, "interrupt_hint", None) or RESUME_HINT
+    return hint() if callable(hint) else hint
 
 
 def add_progress_flag(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(getattr(args, "interrupted", INTERRUPTED), file=sys.stderr)
+        print(f"interrupted: {interrupt_hint(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if quiet:  # main() is also called in-process (tests, the Python API): leave the environment as found

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from distill.cli.train import NO_PROGRESS
+from distill.cli.train import NO_PROGRESS, resume_hint
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, pct
 
@@ -66,7 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         if given:
             raise DistillError(f"--resume continues the adaptation exactly as configured (RUN_DIR/{RUN_CONFIG}); "
                                f"{', '.join(given)} not allowed with it")
-        summary = train(load_train_config(args.resume / RUN_CONFIG, progress), resume=True)
+        args.interrupt_hint = resume_hint("adapt", args.resume)
+        summary = train(load_train_config(args.resume / RUN_CONFIG, progress), resume=True, out_flag="--resume")
     else:
         missing = [f"--{k.replace('_', '-')}" for k in DEFINING if getattr(args, k) is None]
         if missing:
@@ -81,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
                             for k, v in strategy_cls.optim_defaults.items())
             print(f"strategy '{args.strategy}' brings its own optim defaults: {own} (--set optim.KEY=VALUE overrides)",
                   file=sys.stderr)
-        summary = train(cfg)
+        args.interrupt_hint = resume_hint("adapt", cfg.run.out)
+        summary = train(cfg, out_flag="--out")
     if summary is not None:
         accs = "  ".join(f"{d} {pct(v)}" for d, v in summary.test_acc.items())
         print(f"adapted checkpoint: {summary.checkpoint}  (kept: last epoch, {summary.best_epoch}; no labels "

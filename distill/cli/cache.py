@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 from distill.cli._split import add_split_arguments, split_keys_of
 from distill.config import parse_eps
 from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, AdversarialManifest, CacheManifest
+from distill.utils.io import check_out_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -144,7 +144,7 @@ def _build(args: argparse.Namespace) -> int:
     policy = view_preset(args.policy, augment, mixup=args.mixup, cutmix=args.cutmix)
     if args.adv_views < 0:
         raise DistillError(f"--adv-views must be >= 0, got {args.adv_views}")
-    out = Path(args.out)
+    out = check_out_dir(args.out)  # before the teacher loads: --out a file is one line at once
     was_complete = CacheManifest.exists_in(out)
     options = CacheOptions(domains=_names(args.domains), views=args.views, seed=args.seed, augment=augment,
                            policy=None if policy.crop_only else policy,

@@ -25,7 +25,7 @@ FLAGS = {
 
 
 #: an export does not resume: a rerun starts it over, replacing what the interrupted one wrote
-INTERRUPTED = "interrupted: the export did not finish; rerun the same command to export again from the start"
+INTERRUPT_HINT = "the export did not finish; rerun the same command to export again from the start"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--classes: the teacher's open_clip arch (default: the student's provenance)")
     p.add_argument("--teacher-pretrained", default=None,
                    help="--classes: the teacher's weights, tag or file (default: the student's provenance)")
-    p.set_defaults(func=run, _parser=p, interrupted=INTERRUPTED)
+    # an export restarts from the checkpoint: nothing of an interrupted one is reused
+    p.set_defaults(func=run, _parser=p, interrupt_hint=INTERRUPT_HINT)
 
 
 def config_options(args: argparse.Namespace) -> dict:

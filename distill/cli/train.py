@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
+from typing import Callable
 
 from distill.config import load_train_config
 from distill.errors import DistillError
@@ -37,6 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run, _parser=p)
 
 
+def resume_hint(command: str, run_dir: str | Path) -> Callable[[], str]:
+    """The ``interrupted:`` line of a run (``interrupt_hint``): rerunning the same command refuses a folder that
+    holds a run, so name the ``--resume`` that continues it, once RUN/config.yaml is written (before that
+    nothing is on disk and the same command starts afresh)."""
+    def hint() -> str:
+        if (Path(run_dir) / RUN_CONFIG).is_file():
+            return f"continue it with: distill {command} --resume {shlex.quote(str(run_dir))}"
+        return "nothing was written yet: rerun the same command"
+    return hint
+
+
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     """``--skip-bad`` and ``--no-progress`` as the ``--set`` items they stand for."""
     return (["data.skip_bad=true"] if args.skip_bad else []) + ([NO_PROGRESS] if args.no_progress else [])
@@ -68,7 +81,8 @@ def _run(args: argparse.Namespace) -> int:
         raise DistillError("pass --config FILE.yaml or a built-in recipe's name (or --resume RUN_DIR)")
     else:
         cfg = load_train_config(resolve_recipe(args.config), args.overrides + flag_overrides(args))
-    summary = train(cfg, resume=args.resume is not None)
+    args.interrupt_hint = resume_hint("train", cfg.run.out)
+    summary = train(cfg, resume=args.resume is not None, out_flag="run.out" if args.resume is None else "--resume")
     if summary is not None:
         kept = "best checkpoint" if summary.source_acc is not None else \
             f"checkpoint (kept: last epoch, {summary.best_epoch}; no labels to select on)"

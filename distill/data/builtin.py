@@ -61,6 +61,7 @@ from distill.data.builtin_render import (
 )
 from distill.errors import DistillError
 from distill.records import DATA_CLASS_MAP, SUITE_INDEX, SUITE_INFO, SuiteInfo
+from distill.utils.io import check_out_dir, make_out_dir
 
 SUITE = "distill-builtin-digits"
 GENERATOR_VERSION = 1  # bump when any image would change; older suites are then rebuilt
@@ -155,14 +156,14 @@ def materialize(out_dir: str | Path, quick: bool = False, seed: int = 0) -> Path
     Raises:
         DistillError: ROOT exists and is not a built-in suite (it is never overwritten then).
     """
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(out_dir)
     root = out_dir / suite_dirname(quick, seed)
     if is_complete(root, quick, seed):
         return root
     if root.exists() and not _is_ours_or_empty(root):
         raise DistillError(f"{root}: exists and is not a built-in digits suite (no valid {SUITE_INFO}); "
                            "remove it or choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out_dir)
     tmp = out_dir / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         _generate(tmp, quick=quick, seed=seed)

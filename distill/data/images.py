@@ -11,6 +11,7 @@ seen upright. Caches record it (``preprocess.exif_transpose``) and refuse caches
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -21,14 +22,33 @@ from distill.errors import DistillError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
+_HINT = "fix or remove it, or pass --skip-bad"
+_MESSAGE = re.compile(rf"(?P<path>.*?): bad image \((?P<reason>.*)\); {re.escape(_HINT)}")
+
 
 class BadImageError(DistillError):
-    """An image file that cannot be decoded to RGB. Carries the offending ``path``."""
+    """An image file that cannot be decoded to RGB. Carries the offending ``path`` and ``reason``.
 
-    def __init__(self, path: str | Path, reason: str):
+    ``BadImageError(message)`` (one argument) also works, as torch's DataLoader needs: it re-raises a
+    worker's exception as ``type(e)(text)``, where the text is "Caught BadImageError in DataLoader worker
+    process 0. Original Traceback ..." ending in the worker's own message. That message (its last line) is
+    kept, so a bad image read by a worker is still the CLI's one ``error:`` line, not a RuntimeError
+    (torch's fallback for a type it cannot build from one string). Pickling round-trips the same way.
+    """
+
+    def __init__(self, path: str | Path, reason: str | None = None):
+        if reason is None:
+            lines = [line for line in str(path).splitlines() if line.strip()]
+            message = (lines or [""])[-1].split(f"{type(self).__name__}: ", 1)[-1].strip()
+            found = _MESSAGE.fullmatch(message)
+            if not found:  # not this class's message: keep it whole
+                self.path, self.reason = "", message
+                super().__init__(message)
+                return
+            path, reason = found["path"], found["reason"]
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{path}: bad image ({reason}); fix or remove it, or pass --skip-bad")
+        super().__init__(f"{path}: bad image ({reason}); {_HINT}")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

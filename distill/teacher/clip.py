@@ -7,12 +7,14 @@ checkpoint path, or ``None``; an ``hf-hub:org/repo`` or ``local-dir:/path`` id g
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from distill.errors import DistillError
@@ -62,6 +64,43 @@ def _split_id(arch: str, pretrained: str | None) -> tuple[str, str | None]:
     return arch, pretrained
 
 
+def _format_of(path: Path) -> str:
+    """What ``path`` holds, from its first bytes: ``safetensors``, ``torch`` (a torch.save zip or pickle), or
+    ``other``. Sniffed, never unpickled."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    size = path.stat().st_size
+    if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    return "other"
+
+
+def _unloadable(tag: str, arch: str, e: BaseException) -> str:
+    """The one line for a ``--pretrained`` file open_clip could not load: not a checkpoint of the kind its name
+    says (a JPEG, a safetensors file named .pt, an empty file), objects torch's safe loader refuses, or weights
+    of another architecture."""
+    path = Path(tag)
+    named = "safetensors" if path.suffix == ".safetensors" else "torch"
+    found = _format_of(path)
+    expected = ("a safetensors state dict (open_clip reads *.safetensors as safetensors)" if named == "safetensors"
+                else "a torch.save state dict (.pt/.pth/.bin), or a *.safetensors file")
+    if found != named:
+        what = {"safetensors": "it holds safetensors: name it *.safetensors",
+                "torch": "it holds a torch.save file: do not name it *.safetensors",
+                "other": "it is neither a safetensors nor a torch.save file"}[found]
+        return f"{tag}: not an open_clip checkpoint; expected {expected} ({what})"
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    if isinstance(e, pickle.UnpicklingError):  # never retried with weights_only=False: that runs the file's code
+        return (f"{tag}: torch's weights-only loader refuses this checkpoint (it holds objects besides tensors); "
+                "expected an open_clip state dict of tensors: save model.state_dict() and pass that")
+    # open_clip's loading asserts/raises on shapes that do not fit (e.g. "text pos_embed width changed!",
+    # "size mismatch for ..."): name both ends
+    return (f"{tag}: checkpoint does not fit open_clip architecture '{arch}' ({first}); "
+            f"set the architecture it was trained with (--arch / teacher.arch)")
+
+
 class Teacher(nn.Module):
     """Frozen open_clip teacher with a prompt-ensembled zero-shot head.
 
@@ -100,14 +139,11 @@ class Teacher(nn.Module):
             raise DistillError(f"{tag}: teacher checkpoint not found")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag, device=device)
-        except (RuntimeError, AssertionError, KeyError, ValueError) as e:
+        except (RuntimeError, AssertionError, KeyError, ValueError, EOFError, pickle.UnpicklingError,
+                SafetensorError) as e:
             msg = str(e)
             if tag and Path(tag).is_file():
-                # open_clip's checkpoint loading asserts/raises on shapes that do not fit (e.g. "text
-                # pos_embed width changed!", "size mismatch for ..."): name both ends instead
-                first = (msg.strip().splitlines() or [type(e).__name__])[0][:160]
-                raise DistillError(f"{tag}: checkpoint does not fit open_clip architecture '{arch}' ({first}); "
-                                   f"set the architecture it was trained with (--arch / teacher.arch)") from None
+                raise DistillError(_unloadable(tag, arch, e)) from None
             if not isinstance(e, RuntimeError):
                 raise
             if "Failed to download" in msg or "HF Hub" in msg:

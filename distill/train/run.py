@@ -1,33 +1,33 @@
 """``train(cfg)``: a validated TrainConfig -> a trained run folder (config.yaml, checkpoints, metrics, summary)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from distill.config import TrainConfig, dump_config
 from distill.errors import DistillError
 from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary, pct
 from distill.train.build import build
 from distill.train.trainer import Trainer
-from distill.utils.io import atomic_write_text
+from distill.utils.io import atomic_write_text, check_out_dir, make_out_dir
 from distill.utils.runtime import barrier
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> RunSummary | None:
+def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> RunSummary | None:
     """Train a student as ``cfg`` says (or continue the run in ``cfg.run.out`` with ``resume``).
+
+    ``out_flag`` is how the user named the run folder (``run.out``; ``distill adapt``'s ``--out``), for messages.
 
     Returns the run's summary (also in RUN/summary.json) on rank 0, None on the other ranks.
     """
-    run_dir = Path(cfg.run.out)
+    run_dir = check_out_dir(cfg.run.out, out_flag)
     saved = run_dir / RUN_CONFIG
     if resume:
         if not saved.is_file():
             raise DistillError(f"--resume {run_dir}: no {RUN_CONFIG} there (not a run directory)")
     elif (run_dir / CHECKPOINTS_DIR / CHECKPOINT_POINTER).is_file():
         raise DistillError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, "
-                           "or choose another run.out")
+                           f"or choose another {out_flag}")
     setup = build(cfg)
     if setup.dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_out_dir(run_dir, out_flag)
         if not resume:
             atomic_write_text(saved, dump_config(setup.cfg))  # the split rule resolved from the cache
     barrier(setup.dist)

@@ -78,3 +78,30 @@ def read_json(path: str | Path) -> Any:
         raise DistillError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise DistillError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Refuse, in one line, an output folder that cannot be one: ``path``, or a folder above it, is a file.
+
+    Every command that writes a folder calls this before its work (and :func:`make_out_dir` to create it), so
+    ``--out some_file`` is ``error: ...`` naming the path, not a FileExistsError / NotADirectoryError traceback.
+    ``flag`` is how the user named the folder (``--out``, ``run.out``).
+    """
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.is_dir():
+            break
+        if p.exists() or p.is_symlink():  # a file, or a link to nothing
+            what = "exists and is not a folder" if p == path else f"{p} is a file, not a folder"
+            raise DistillError(f"{flag} {path}: {what}; choose another {flag}")
+    return path
+
+
+def make_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """:func:`check_out_dir`, then create the folder (and its parents); a failure is one line naming it."""
+    path = check_out_dir(path, flag)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DistillError(f"{flag} {path}: cannot create this folder ({e.strerror or e})") from None
+    return path

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from distill.data.images import BadImageError, load_rgb
@@ -158,3 +160,31 @@ def test_cache_records_exif_and_refuses_caches_built_before(tmp_path: Path) -> N
         f"{out}: teacher cache does not match this run (cache vs expected: preprocess.exif_transpose: <absent> vs "
         "true (images are now read with their EXIF orientation applied)); rebuild it with `distill cache build` or "
         "point to the matching cache")
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> int:
+        load_rgb(self.paths[i])
+        return i
+
+
+def test_bad_image_in_a_dataloader_worker_is_still_a_bad_image_error(tmp_path: Path) -> None:
+    """torch re-raises a worker's exception as ``type(e)(text)`` (text: "Caught ... Original Traceback ...");
+    a type it cannot build from one string became a RuntimeError, and the CLI printed a 45-line traceback."""
+    path = _bad(tmp_path, "truncated_jpeg")
+    with pytest.raises(BadImageError) as direct:
+        load_rgb(path)
+    loader = torch.utils.data.DataLoader(_Files([path]), batch_size=1, num_workers=1)
+    with pytest.raises(BadImageError) as err:
+        next(iter(loader))
+    assert str(err.value) == str(direct.value) and "\n" not in str(err.value)  # the worker's line, no traceback
+    assert err.value.path == str(path) and err.value.reason == direct.value.reason
+    again = pickle.loads(pickle.dumps(direct.value))  # the same one-argument form
+    assert (str(again), again.path, again.reason) == (str(direct.value), direct.value.path, direct.value.reason)
+    assert str(BadImageError("something else")) == "something else"

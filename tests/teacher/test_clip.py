@@ -107,3 +107,32 @@ def test_checkpoint_of_another_architecture_is_one_line(tmp_path):
         Teacher("distill-demo-vit", str(ckpt), ["a", "b"], ["a {}."])
     msg = str(e.value)
     assert "\n" not in msg and str(ckpt) in msg and "'distill-demo-vit'" in msg
+
+
+class _NotATensor:  # a pickled object torch's weights-only loader refuses
+    pass
+
+
+def _jpeg(path) -> None:
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path, format="JPEG")
+
+
+@pytest.mark.parametrize("name,make,says", [
+    ("photo.jpg", _jpeg, "it is neither a safetensors nor a torch.save file"),
+    ("empty.pt", lambda p: p.write_bytes(b""), "it is neither a safetensors nor a torch.save file"),
+    ("renamed.pt", lambda p: __import__("safetensors.torch").torch.save_file({"w": torch.zeros(2)}, str(p)),
+     "it holds safetensors: name it *.safetensors"),
+    ("junk.safetensors", lambda p: p.write_text("hello\n"), "it is neither a safetensors nor a torch.save file"),
+    ("objects.pt", lambda p: torch.save({"w": _NotATensor()}, p), "weights-only loader refuses"),
+])
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, name, make, says) -> None:
+    """Before: a 37-line UnpicklingError (or SafetensorError / EOFError) traceback whose tail advised
+    re-running torch.load with weights_only=False, which runs the file's code."""
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(DistillError) as err:
+        Teacher("distill-demo-rn", str(path), CLASSES)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: ") and says in msg, msg
+    assert "weights_only" not in msg
+    assert ("expected a safetensors" if name.endswith(".safetensors") else "expected a") in msg

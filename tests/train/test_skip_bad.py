@@ -100,3 +100,17 @@ def test_skip_bad_without_a_cache_scans_the_dataset(world, tmp_path, capsys):
     assert cli(["train", "-c", str(tmp_path / "erm.yaml"), "--skip-bad"]) == 0
     lines = _warnings(capsys.readouterr().err)
     assert len(lines) == 1 and empty in lines[0] and truncated in lines[0]
+
+
+def test_bad_image_read_by_a_dataloader_worker_is_one_error_line(world, tmp_path, capsys):
+    """run.workers >= 1 (the default is 2): the worker's BadImageError reaches the CLI as itself, one line."""
+    root, _, empty, _ = world
+    cfg = _train_cfg(root, tmp_path / "run", strategy={"name": "erm"})
+    cfg["run"]["workers"] = 1
+    (tmp_path / "erm.yaml").write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert cli(["train", "-c", str(tmp_path / "erm.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "DataLoader worker" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and empty in errors[0] and "bad image (empty file)" in errors[0], err

@@ -104,7 +104,7 @@ from distill.teacher.bootstrap.presets import (
 )
 from distill.teacher.clip import register_model_configs
 from distill.teacher.pool import pool_of
-from distill.utils.io import atomic_write, sha256_file
+from distill.utils.io import atomic_write, check_out_dir, sha256_file
 from distill.utils.runtime import resolve_device
 from distill.utils.schedule import warmup_cosine_lr
 
@@ -141,7 +141,7 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     if not lr > 0:
         raise DistillError(f"bootstrap: lr must be > 0, got {lr}")
 
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(out_dir)
     ckpt, manifest_path = out_dir / TEACHER_CHECKPOINT, out_dir / TEACHER_MANIFEST
     state_path = out_dir / TEACHER_BOOTSTRAP_STATE
     samples, val_samples = split_validation(train_samples(dataset, max_per_domain, seed), seed)

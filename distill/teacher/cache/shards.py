@@ -32,7 +32,7 @@ from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST
 from distill.teacher.cache.format import read_shard_skipped, save_shard, shard_name, shard_rows
 from distill.teacher.cache.identity import identity_diffs
 from distill.teacher.cache.mapped import record_verified
-from distill.utils.io import atomic_write_json, read_json, sha256_files
+from distill.utils.io import atomic_write_json, check_out_dir, make_out_dir, read_json, sha256_files
 from distill.utils.runtime import Dist, barrier
 
 
@@ -141,7 +141,7 @@ class ResumableShards:
         return prepare_on_rank0(lambda: self._prepare(plan, refusals), self.rank, self.world) == "done"
 
     def _prepare(self, plan: BuildPlan, refusals: PlanRefusals) -> str:
-        out, want = self.out, plan.to_dict()
+        out, want = check_out_dir(self.out), plan.to_dict()
         for name, template in ((CACHE_MANIFEST, refusals.complete), (CACHE_BUILD_PLAN, refusals.unfinished)):
             if (out / name).exists():
                 diffs = identity_diffs(read_json(out / name) if name == CACHE_MANIFEST
@@ -154,7 +154,7 @@ class ResumableShards:
         else:
             if refusals.not_empty and out.exists() and any(not p.name.startswith(".") for p in out.iterdir()):
                 raise DistillError(refusals.not_empty.format(out=out))
-        out.mkdir(parents=True, exist_ok=True)
+        make_out_dir(out)
         for tmp in out.glob(".*.tmp"):  # leftovers of a killed atomic write
             tmp.unlink(missing_ok=True)
         atomic_write_json(out / CACHE_BUILD_PLAN, want)

@@ -1,0 +1,92 @@
+"""Ctrl-C: each command's ``interrupted:`` line says how to go on, and what it says works. A run (train, adapt)
+is continued by ``--resume RUN`` (rerunning the same command refuses a folder holding a run); an export restarts;
+the commands whose rerun picks up where they stopped keep "rerun the same command to resume"."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+import distill.cli.data
+import distill.cli.export
+import distill.train
+from distill.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
+from distill.student.model import Student, default_spec, save_student
+from distill.train import Checkpoints
+from tests.shapes import CLASSES, make_shapes_root
+
+COMMON = ["--set", "run.workers=0", "--set", "run.device=cpu", "--set", "optim.batch_size=4", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return make_shapes_root(tmp_path_factory.mktemp("interrupt") / "data", ["red", "blue"], per_class=6)
+
+
+def _interrupt_after_the_first_checkpoint(monkeypatch) -> None:
+    save = Checkpoints.save
+
+    def save_then_interrupt(self, step, strategy, state):
+        save(self, step, strategy, state)  # the first checkpoint is on disk
+        monkeypatch.setattr(Checkpoints, "save", save)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Checkpoints, "save", save_then_interrupt)
+
+
+def _hinted_argv(err: str, command: str, run: Path) -> list[str]:
+    line, = [ln for ln in err.splitlines() if ln.startswith("interrupted:")]
+    assert line == f"interrupted: continue it with: distill {command} --resume {shlex.quote(str(run))}", err
+    return shlex.split(line.split(": ", 2)[2])[1:]
+
+
+def test_interrupted_train_names_the_resume_that_continues_it(root, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "my run"  # quoted in the hint
+    recipe = tmp_path / "erm.yaml"
+    recipe.write_text(yaml.safe_dump({"data": {"root": str(root), "source": ["red"], "target": ["blue"]},
+                                      "student": {"arch": "test_resnet", "input_size": 16},
+                                      "strategy": {"name": "erm"}, "optim": {"epochs": 2}, "run": {"out": str(run)}}))
+    argv = ["train", "-c", str(recipe), *COMMON]
+    _interrupt_after_the_first_checkpoint(monkeypatch)
+    assert main(argv) == EXIT_INTERRUPTED
+    hinted = _hinted_argv(capsys.readouterr().err, "train", run)
+    assert main(argv) == EXIT_ERROR  # the same command refuses the folder, as it should
+    assert capsys.readouterr().err.strip().endswith("or choose another run.out")
+    assert main(hinted + ["--no-progress"]) == 0 and (run / "summary.json").is_file()
+
+
+def test_interrupted_adapt_names_the_resume_and_its_refusal_names_out(root, tmp_path, monkeypatch, capsys):
+    ckpt = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path / "src" / "best",
+                        extra_provenance={"source_domains": ["red"]})
+    run = tmp_path / "adapted"
+    argv = ["adapt", "--source-checkpoint", str(ckpt), "--target", "blue", "--data", str(root), "--strategy", "shot",
+            "--out", str(run), "--set", "optim.epochs=2", *COMMON]
+    _interrupt_after_the_first_checkpoint(monkeypatch)
+    assert main(argv) == EXIT_INTERRUPTED
+    hinted = _hinted_argv(capsys.readouterr().err, "adapt", run)
+    assert main(argv) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("or choose another --out") and "run.out" not in err  # adapt's flag is --out
+    assert main(hinted + ["--no-progress"]) == 0 and (run / "summary.json").is_file()
+
+
+def test_a_run_interrupted_before_it_wrote_anything_says_to_rerun(tmp_path, monkeypatch, capsys):
+    def interrupted(cfg, resume=False, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(distill.train, "train", interrupted)
+    assert main(["train", "-c", "erm", "--set", f"run.out={tmp_path / 'r'}"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip() == "interrupted: nothing was written yet: rerun the same command"
+
+
+def test_export_says_it_restarts_and_other_commands_keep_the_resume_hint(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(distill.cli.export, "run", interrupted)
+    assert main(["export", "CKPT", "--out", "x"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip() == ("interrupted: the export did not finish; rerun the same command to "
+                                               "export again from the start")
+
+    monkeypatch.setattr(distill.cli.data, "_materialize", interrupted)
+    assert main(["data", "materialize", "--out", "x"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip() == "interrupted: rerun the same command to resume"
