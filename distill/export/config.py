@@ -45,9 +45,10 @@ class ExportConfig(SplitKeys):
         calib_domains: labeled domains whose train split calibrates int8 (default: the run's
             source domains when known, else all).
         target_domains: domains where the model will run; their train images are added to the
-            calibration set, unlabeled. None (unset): inside a training run whose data the export uses, the run's
-            unlabeled pool domains (``data.unlabeled``: it trained on their images and is meant for them;
-            benchmarks/RESULTS.md, "Calibrating on the target domains too"), else none; ``()``: none.
+            calibration set, unlabeled. None (unset): inside a training run, the run's unlabeled pool domains
+            (``data.unlabeled``: it trained on their images and is meant for them; benchmarks/RESULTS.md,
+            "Calibrating on the target domains too") that the data root holds (a root given with ``--data``, even
+            the run's own, too: the pool domains it lacks are dropped with a warning), else none; ``()``: none.
         calib_method: minmax | entropy | percentile.
         calib_count: calibration images in total, spread evenly over the calibration domains.
         eval_count: at most this many test images per domain (None: all).
