@@ -55,10 +55,11 @@ from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model
 from distill.export.fq_state import calibrate_ranges, set_observers
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
-from distill.export.kept_float import ExportedInt8, KeptFloat, export_int8, kept_layers
+from distill.export.kept_float import KeptFloat, export_int8, kept_layers
 from distill.export.learned_ranges import freeze_scales, learn_scales
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
+from distill.export.qad_calibration import export_config
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
 from distill.export.qad_moves import changed_share, int8_weights
 from distill.export.qad_ship import holdout_pairs, no_harm, ptq_file
@@ -74,7 +75,7 @@ from distill.export.quantize import (
     with_weight_range,
 )
 from distill.export.se_gate import gate_lr_factor, gate_params
-from distill.export.training_run import TrainingRun, provenance, with_run_defaults
+from distill.export.training_run import TrainingRun, provenance
 from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.strategies.losses import kl_div_with_temperature, top1_margin_hinge
 from distill.student.model import Student, load_student, save_student
@@ -111,6 +112,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     keep = kept_layers(exported, student, folded, say) if exported is not None and not cfg.quantize_all else KeptFloat()
     run = TrainingRun.of_checkpoint(checkpoint, say)
     ecfg = export_config(cfg, run, say, exported)
+    cfg = cfg.model_copy(update={"calib_count": ecfg.calib_count, "seed": ecfg.seed})  # as resolved (qad.json too)
     prov = provenance(checkpoint, student, run)
     # one scan of the data root: the hold-out and the cached teacher rows pick from the folder it kept
     data = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say, keep_folder=True,
@@ -191,30 +193,6 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     return record
 
 
-def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
-                  exported: ExportedInt8 | None = None) -> ExportConfig:
-    """The ``distill export`` settings QAD picks its images with: ``cfg``'s calibration and test counts, fp32 + int8
-    of ``cfg.flavour``; the data root and calibration domains ``cfg`` leaves unset are ``exported``'s (the PTQ file
-    QAD must beat was calibrated on them: both files are calibrated alike), else the run's.
-
-    Raises:
-        DistillError: no data root to calibrate on (int8 needs one).
-    """
-    data_root, calib, targets = cfg.data_root, cfg.calib_domains, cfg.target_domains
-    if exported is not None and exported.data_root is not None and None in (data_root, calib, targets):
-        data_root = data_root or exported.data_root
-        calib = calib if calib is not None else exported.calib_domains or None
-        targets = targets if targets is not None else exported.target_domains
-        say(f"calibration as the export's (--export): {data_root}, domains {', '.join(calib or ())}"
-            + (f" + {', '.join(targets)} (unlabeled)" if targets else ""))
-    ecfg = with_run_defaults(ExportConfig(
-        precisions=("fp32", "int8"), data_root=data_root, calib_domains=calib,
-        target_domains=targets, calib_count=cfg.calib_count, eval_count=cfg.eval_count,
-        int8_flavour=cfg.flavour, seed=cfg.seed), run, say)
-    ecfg.check_data()
-    return ecfg
-
-
 def _stamp_int8(path: Path, student: Student, origin: dict, flavour: Int8Flavour, quantization: dict,
                 how: str) -> None:
     """The ``distill.*`` metadata of ``distill export``'s int8 files, ``quantization`` added to the flavour's."""
@@ -288,7 +266,7 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
            device: torch.device, say: ExportLog, keep: KeptFloat) -> tuple[torch.nn.Module, list[float], float]:
     """Calibrate the fake-quant student's ranges (``keep``: layers left in float), then distill into it; returns it
     (eval mode), epoch losses and the percent of its int8 weight values that training changed."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.random_seed)
     model = fake_quant_model(student, flavour, keep.layers, keep.float_outputs).to(device)
     fp32 = student.to(device).eval()
     with torch.no_grad():  # the frozen fp32 student's logits: the self-distillation target
@@ -307,7 +285,7 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in own], gates, scales)
     steps = cfg.epochs * math.ceil(len(calib) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.random_seed)
     teacher = teacher_logits.to(device) if teacher_logits is not None else None
     losses: list[float] = []
     for epoch in range(cfg.epochs):
