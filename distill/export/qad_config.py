@@ -61,7 +61,8 @@ class QADConfig(BaseModel):
             the export's calibration and float fallback) is the arm QAD must beat, and the one that ships when QAD
             does not; None: plain PTQ computed here (MinMax, no fallback). QAD's fake-quant student keeps the
             layers that file keeps in float (its float fallback) in float too, so it starts from that file.
-        quantize_all: with ``export_dir``: quantize every layer anyway (QAD instead of the float fallback).
+        quantize_all: with ``export_dir`` (refused without it: QAD then quantizes every layer already): quantize
+            every layer, also those the export's float fallback keeps in float (QAD instead of the fallback).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -112,6 +113,9 @@ class QADConfig(BaseModel):
         if self.ranges == "learned" and self.observer_epochs:
             raise ValueError(f"observer_epochs ({self.observer_epochs}) applies to observed ranges: pass "
                              "ranges=observed (--ranges observed), or leave it unset to learn them")
+        if self.quantize_all and not self.export_dir:
+            raise ValueError("quantize_all applies with export_dir only (the layers its float fallback keeps): "
+                             "without it QAD quantizes every layer already")
         return self
 
     @property
