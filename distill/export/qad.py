@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -81,6 +81,9 @@ from distill.strategies.losses import kl_div_with_temperature, top1_margin_hinge
 from distill.student.model import Student, load_student, save_student
 from distill.utils.runtime import resolve_device
 
+if TYPE_CHECKING:
+    from distill.teacher.cache import TeacherCache
+
 PLAIN_PTQ = "plain PTQ (MinMax, no float fallback)"  # the PTQ arm without --export
 LIBRARY = f"torch.ao.quantization (FX prepare_qat_fx, FakeQuantize), torch {torch.__version__}"
 
@@ -102,6 +105,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     device = resolve_device(cfg.device)
     # --export: the arm QAD must beat is that folder's int8 file (checked before any data is read)
     exported = export_int8(Path(cfg.export_dir), checkpoint, flavour) if cfg.export_dir else None
+    cache = _open_cache(cfg.cache) if cfg.cache else None  # a bad --cache too, before the data scan and --out
     reduce_range = cfg.reduce_range if cfg.reduce_range is not None else (
         exported.reduce_range if exported is not None else ExportConfig.model_fields["reduce_range"].default)
     flavour = with_weight_range(flavour, reduce_range)
@@ -124,8 +128,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     say(f"hold-out (decides which int8 ships): {len(holdout)} train-split images, none of them calibration images")
     out.mkdir(parents=True, exist_ok=True)
     teacher_logits = None
-    if cfg.cache:
-        teacher_logits, picked_domains = _cached_teacher_logits(cfg, ecfg, data, student, say)
+    if cache is not None:
+        teacher_logits, picked_domains = _cached_teacher_logits(cfg, cache, ecfg, data, student, say)
         if picked_domains != calib.domains.tolist():
             raise DistillError(f"{cfg.cache}: {len(teacher_logits)} cached rows do not line up with the "
                                f"{len(calib)} calibration images (an image failed to decode?); drop --cache to "
@@ -309,8 +313,8 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
             total += loss.detach() * len(idx)
             flips += (logits.detach().argmax(1) != targets[t].argmax(1)).sum()
         losses.append(float(total) / len(calib))  # one host sync per epoch
-        say(f"QAD epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}, fake-quant top-1 disagreement with fp32 "
-            f"{100 * float(flips) / len(calib):.2f} pts (during the epoch)"
+        say(f"QAD epoch {epoch + 1}/{cfg.epochs}: loss {_loss_text(losses[-1])}, fake-quant top-1 disagreement with "
+            f"fp32 {100 * float(flips) / len(calib):.2f} pts (during the epoch)"
             + (" (ranges learned)" if scales else "" if epoch < cfg.range_epochs else " (ranges frozen)"))
     freeze_scales(model)
     set_observers(model, False, weights=True)  # weight scales follow the last step's weights (max |w| / 127)
@@ -320,6 +324,13 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     moved = changed_share(calibrated, int8_weights(model))
     say(f"QAD changed {moved:.2f} % of the int8 weight values (the rest of its effect: biases and activation ranges)")
     return model.eval(), losses, moved
+
+
+def _loss_text(loss: float) -> str:
+    """An epoch's loss for the log: a KL is >= 0, so a rounding-negative one (``-0.0000``) reads 0; a small one keeps
+    its digits (``3.1e-05``, not ``0.0000``)."""
+    loss = 0.0 if -1e-6 < loss <= 0.0 else loss
+    return f"{loss:.4f}" if loss == 0.0 or abs(loss) >= 1e-3 else f"{loss:.1e}"
 
 
 def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter], gates: list[torch.nn.Parameter] | None = None,
@@ -337,19 +348,23 @@ def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter], gates: list
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=0.0)
 
 
-def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, data: ExportData, student: Student,
-                           say: ExportLog) -> tuple[torch.Tensor, list[str]]:
+def _open_cache(path: str) -> TeacherCache:
+    """The teacher cache ``--cache`` names (DistillError: not a complete cache)."""
+    from distill.teacher.cache import TeacherCache  # lazy: only with --cache
+
+    return TeacherCache.open(path)
+
+
+def _cached_teacher_logits(cfg: QADConfig, cache: TeacherCache, ecfg: ExportConfig, data: ExportData,
+                           student: Student, say: ExportLog) -> tuple[torch.Tensor, list[str]]:
     """[N, C] the cache's view-0 (clean) teacher logits of the calibration images, in the student's class
     order, and the domain of each row.
 
     Row i is the sample of calibration image i: ``data``'s calibration picks, in the order
     :func:`load_export_data` loaded them (the caller checks the domains line up, in case one failed to decode).
     """
-    from distill.teacher.cache import TeacherCache  # lazy: only with --cache
-
     folder, picks = data.folder, data.calib_picks
     assert folder is not None and picks is not None, "cached teacher rows need load_export_data(keep_folder=True)"
-    cache = TeacherCache.open(cfg.cache)
     domains = cache.manifest.dataset.domains
     # a cache of every domain has the fingerprint load_export_data already took (a pass over every file: minutes
     # at 10^7 images); a cache of some domains is fingerprinted over those

@@ -137,7 +137,7 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> Ex
 
 def _held_by(root: str | None, from_run: bool) -> Callable[[list[str]], bool]:
     """Whether a data root holds every one of some run domains: the run's own root (``from_run``) does; a root
-    the user names does when each is a folder under it (the listing's domains: :func:`distill.data.folder.list_images`)."""
+    the user names does when each is a folder under it (a domain: :func:`distill.data.folder.list_images`)."""
     def held(domains: list[str]) -> bool:
         return from_run or (root is not None and all((Path(root) / d).is_dir() for d in domains))
     return held

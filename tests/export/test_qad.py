@@ -183,6 +183,27 @@ def test_cross_field_errors_are_one_short_line_naming_the_flags(tmp_path, capsys
     assert not (tmp_path / "x").exists()
 
 
+def test_a_bad_cache_is_refused_before_the_data_is_read_or_the_out_folder_made(run_ckpt, tmp_path, monkeypatch):
+    import distill.export.qad as qad_module
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was scanned before --cache was checked")
+
+    monkeypatch.setattr(qad_module, "load_export_data", no_data)
+    out = tmp_path / "q"
+    with pytest.raises(DistillError, match="nonexistent: not a teacher cache"):
+        qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(out), cache=str(tmp_path / "nonexistent"), epochs=1),
+            log=lambda s: None)
+    assert not out.exists()
+
+
+def test_the_epoch_loss_is_logged_without_a_rounding_minus_sign():
+    from distill.export.qad import _loss_text
+
+    assert [_loss_text(x) for x in (-0.0, -3e-9, 0.0, 3.14e-5, 0.01234, 1.5)] == \
+        ["0.0000", "0.0000", "0.0000", "3.1e-05", "0.0123", "1.5000"]
+
+
 def test_cli_eval_count_zero_means_every_test_image_as_in_export():
     from distill.cli import build_parser
     from distill.cli.qad import FLAGS, config_options
