@@ -45,7 +45,8 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
         theirs = ExportReport.read(where.parent).config
         data_root = data_root or exported.data_root
         calib = _agree(where, "--calib-domains", cfg.calib_domains, exported.calib_domains or None)
-        targets = _agree(where, "--target-domains", cfg.target_domains, exported.target_domains)
+        given = None if cfg.target_domains is None else tuple(d for d in cfg.target_domains if d not in (calib or ()))
+        targets = _agree(where, "--target-domains", given, exported.target_domains)  # as export.json lists them
         count = _agree(where, "--calib-count", cfg.calib_count, theirs.get("calib_count", DEFAULT_CALIB_COUNT))
         seed = _agree(where, "--seed", cfg.seed, theirs.get("seed", DEFAULT_SEED))
         split = {k: theirs[k] for k in SPLIT_KEYS if theirs.get(k) is not None}

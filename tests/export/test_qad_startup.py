@@ -154,6 +154,7 @@ def test_qad_with_an_export_picks_the_exports_calibration_images_and_holds_none_
         message = str(e.value)
         assert flag in message and "differs from the export's" in message and "\n" not in message, message
         assert "export.json" in message
-    # the same values given explicitly are fine
-    same = cfg.model_copy(update={"calib_count": 64, "seed": 0})
-    assert qad_module.export_config(same, run, say, exported).calib_count == 64
+    # the same values given explicitly are fine; a calibration domain among the targets is no target (as export.json)
+    same = cfg.model_copy(update={"calib_count": 64, "seed": 0, "target_domains": ("noisy", "clean")})
+    ecfg = qad_module.export_config(same, run, say, exported)
+    assert (ecfg.calib_count, ecfg.target_domains) == (64, ("noisy",))
