@@ -121,7 +121,8 @@ def parse_arms(texts: list[str]) -> dict[str, dict[str, Any]]:
     before anything runs."""
     arms = arm_specs(texts)
     for options in arms.values():
-        QADConfig.from_options({"checkpoint": ".", "out_dir": ".", **options})  # DistillError names the key
+        # DistillError names the key; every arm runs with --export (run_qad), so quantize_all applies
+        QADConfig.from_options({"checkpoint": ".", "out_dir": ".", "export_dir": ".", **options})
     return arms
 
 

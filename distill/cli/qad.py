@@ -40,11 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ort-cpu: 7-bit weights, as distill export --reduce-range (default: as --export's file, else "
                         "distill export's default)")
     p.add_argument("--data", default=None, metavar="ROOT", help=f"data root (default: the run's {RUN_CONFIG})")
-    p.add_argument("--calib-domains", nargs="+", default=None, help="train-split domains (default: run's sources)")
+    p.add_argument("--calib-domains", nargs="+", default=None,
+                   help="train-split domains (default: --export's, else the run's sources)")
     p.add_argument("--target-domains", nargs="*", default=None,
                    help="domains whose train images join, unlabeled (default: --export's, else the run's unlabeled "
                         "pool domains; the flag alone: none)")
-    p.add_argument("--calib-count", type=int, default=256, help="calibration = training images (default: 256)")
+    p.add_argument("--calib-count", type=int, default=None,
+                   help="calibration = training images (default: --export's, else 256)")
     p.add_argument("--eval-count", type=int, default=200,
                    help="held-out test images per domain; 0 = all (default: 200)")
     p.add_argument("--holdout-count", type=int, default=256,
@@ -63,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=2.0, help="KL temperature (default: 2.0)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset of the QDQ file, >= 13 (default: 18)")
-    p.add_argument("--seed", type=int, default=0, help="image picks and shuffling (default: 0)")
+    p.add_argument("--seed", type=int, default=None, help="image picks and shuffling (default: --export's, else 0)")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="a `distill export` folder of the same checkpoint: its int8 file (with the export's float "
                    "fallback) is the arm QAD must beat and ships when QAD does not (default: plain PTQ made here); "

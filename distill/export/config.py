@@ -7,6 +7,7 @@ the key instead (``calib_method: ...``). Below this, only the validated object f
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -50,9 +51,10 @@ class ExportConfig(SplitKeys):
         calib_domains: labeled domains whose train split calibrates int8 (default: the run's
             source domains when known, else all).
         target_domains: domains where the model will run; their train images are added to the
-            calibration set, unlabeled. None (unset): inside a training run whose data the export uses, the run's
-            unlabeled pool domains (``data.unlabeled``: it trained on their images and is meant for them;
-            benchmarks/RESULTS.md, "Calibrating on the target domains too"), else none; ``()``: none.
+            calibration set, unlabeled. None (unset): inside a training run, the run's unlabeled pool domains
+            (``data.unlabeled``: it trained on their images and is meant for them; benchmarks/RESULTS.md,
+            "Calibrating on the target domains too") that the data root holds (a root given with ``--data``, even
+            the run's own, too: the pool domains it lacks are dropped with a warning), else none; ``()``: none.
         calib_method: minmax | entropy | percentile.
         calib_count: calibration images in total, spread evenly over the calibration domains.
         eval_count: at most this many test images per domain (None or 0: all).
@@ -194,13 +196,28 @@ class ExportConfig(SplitKeys):
 
 
 def _one_line(e: ValidationError, names: Mapping[str, str]) -> str:
-    """The first problem as ``<key or flag>: <problem> (got <value>)``."""
+    """The first problem as ``<key or flag>: <problem> (got <value>)``; a problem of several keys (a model validator's:
+    no key of its own, its input the whole config) as its message alone, each ``key (value)`` and each key with an
+    underscore in it written as the user spelled it (``--observer-epochs 5 must be <= --epochs 2``)."""
     err = e.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     name = names.get(str(err["loc"][0]), key) if err["loc"] else key
     if err["type"] == "extra_forbidden":
         return f"export config: unknown key '{key}'"
     message = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:
+        return _as_flags(message, names)
     value = err.get("input")
     shown = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
     return f"{name}: {message} (got {shown!r})"
+
+
+def _as_flags(message: str, names: Mapping[str, str]) -> str:
+    """``message`` with ``key (value)`` as ``flag value`` (``flag`` alone for True) and each bare ``key`` that holds an
+    underscore as ``flag``, for the keys ``names`` spells (other words are left alone: ``epochs`` is English too)."""
+    def spelled(m: re.Match[str]) -> str:
+        key, value = m.group(1), m.group(2)
+        if key not in names or (value is None and "_" not in key):
+            return m.group(0)
+        return names[key] if value in (None, "True") else f"{names[key]} {value}"
+    return re.sub(r"\b([a-z][a-z0-9_]*)(?: \(([^()]*)\))?", spelled, message) if names else message

@@ -186,7 +186,8 @@ def load_holdout_images(cfg: ExportConfig, spec: StudentSpec, data: ExportData, 
     images = load_images(folder, holdout_samples(cfg, folder, picks.domains, count, picks.by_domain), spec, spill_dir)
     if len(images) == 0:
         raise DistillError(f"{cfg.data_root}: no train-split image of {picks.domains} is left for the hold-out once "
-                           f"the {cfg.calib_count} calibration images are taken; lower --calib-count")
+                           f"the {cfg.calib_count} calibration images are taken; lower --calib-count (with --export: "
+                           "re-export with a lower one)")
     return images
 
 

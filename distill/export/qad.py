@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -55,10 +55,11 @@ from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model
 from distill.export.fq_state import calibrate_ranges, set_observers
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
-from distill.export.kept_float import ExportedInt8, KeptFloat, export_int8, kept_layers
+from distill.export.kept_float import KeptFloat, export_int8, kept_layers
 from distill.export.learned_ranges import freeze_scales, learn_scales
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
+from distill.export.qad_calibration import export_config
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
 from distill.export.qad_moves import changed_share, int8_weights
 from distill.export.qad_ship import holdout_pairs, no_harm, ptq_file
@@ -74,11 +75,14 @@ from distill.export.quantize import (
     with_weight_range,
 )
 from distill.export.se_gate import gate_lr_factor, gate_params
-from distill.export.training_run import TrainingRun, provenance, with_run_defaults
+from distill.export.training_run import TrainingRun, provenance
 from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.strategies.losses import kl_div_with_temperature, top1_margin_hinge
 from distill.student.model import Student, load_student, save_student
 from distill.utils.runtime import resolve_device
+
+if TYPE_CHECKING:
+    from distill.teacher.cache import TeacherCache
 
 PLAIN_PTQ = "plain PTQ (MinMax, no float fallback)"  # the PTQ arm without --export
 LIBRARY = f"torch.ao.quantization (FX prepare_qat_fx, FakeQuantize), torch {torch.__version__}"
@@ -101,6 +105,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     device = resolve_device(cfg.device)
     # --export: the arm QAD must beat is that folder's int8 file (checked before any data is read)
     exported = export_int8(Path(cfg.export_dir), checkpoint, flavour) if cfg.export_dir else None
+    cache = _open_cache(cfg.cache) if cfg.cache else None  # a bad --cache too, before the data scan and --out
     reduce_range = cfg.reduce_range if cfg.reduce_range is not None else (
         exported.reduce_range if exported is not None else ExportConfig.model_fields["reduce_range"].default)
     flavour = with_weight_range(flavour, reduce_range)
@@ -111,6 +116,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     keep = kept_layers(exported, student, folded, say) if exported is not None and not cfg.quantize_all else KeptFloat()
     run = TrainingRun.of_checkpoint(checkpoint, say)
     ecfg = export_config(cfg, run, say, exported)
+    cfg = cfg.model_copy(update={"calib_count": ecfg.calib_count, "seed": ecfg.seed})  # as resolved (qad.json too)
     prov = provenance(checkpoint, student, run)
     # one scan of the data root: the hold-out and the cached teacher rows pick from the folder it kept
     data = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say, keep_folder=True,
@@ -122,8 +128,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     say(f"hold-out (decides which int8 ships): {len(holdout)} train-split images, none of them calibration images")
     out.mkdir(parents=True, exist_ok=True)
     teacher_logits = None
-    if cfg.cache:
-        teacher_logits, picked_domains = _cached_teacher_logits(cfg, ecfg, data, student, say)
+    if cache is not None:
+        teacher_logits, picked_domains = _cached_teacher_logits(cfg, cache, ecfg, data, student, say)
         if picked_domains != calib.domains.tolist():
             raise DistillError(f"{cfg.cache}: {len(teacher_logits)} cached rows do not line up with the "
                                f"{len(calib)} calibration images (an image failed to decode?); drop --cache to "
@@ -190,30 +196,6 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         ptq_origin=ptq_origin, kept_float=keep.layers, float_outputs=keep.float_outputs)
     say(f"wrote {record.write(out)}")
     return record
-
-
-def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
-                  exported: ExportedInt8 | None = None) -> ExportConfig:
-    """The ``distill export`` settings QAD picks its images with: ``cfg``'s calibration and test counts, fp32 + int8
-    of ``cfg.flavour``; the data root and calibration domains ``cfg`` leaves unset are ``exported``'s (the PTQ file
-    QAD must beat was calibrated on them: both files are calibrated alike), else the run's.
-
-    Raises:
-        DistillError: no data root to calibrate on (int8 needs one).
-    """
-    data_root, calib, targets = cfg.data_root, cfg.calib_domains, cfg.target_domains
-    if exported is not None and exported.data_root is not None and None in (data_root, calib, targets):
-        data_root = data_root or exported.data_root
-        calib = calib if calib is not None else exported.calib_domains or None
-        targets = targets if targets is not None else exported.target_domains
-        say(f"calibration as the export's (--export): {data_root}, domains {', '.join(calib or ())}"
-            + (f" + {', '.join(targets)} (unlabeled)" if targets else ""))
-    ecfg = with_run_defaults(ExportConfig(
-        precisions=("fp32", "int8"), data_root=data_root, calib_domains=calib,
-        target_domains=targets, calib_count=cfg.calib_count, eval_count=cfg.eval_count,
-        int8_flavour=cfg.flavour, seed=cfg.seed), run, say)
-    ecfg.check_data()
-    return ecfg
 
 
 def _stamp_int8(path: Path, student: Student, origin: dict, flavour: Int8Flavour, quantization: dict,
@@ -289,7 +271,7 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
            device: torch.device, say: ExportLog, keep: KeptFloat) -> tuple[torch.nn.Module, list[float], float]:
     """Calibrate the fake-quant student's ranges (``keep``: layers left in float), then distill into it; returns it
     (eval mode), epoch losses and the percent of its int8 weight values that training changed."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.random_seed)
     model = fake_quant_model(student, flavour, keep.layers, keep.float_outputs).to(device)
     fp32 = student.to(device).eval()
     with torch.no_grad():  # the frozen fp32 student's logits: the self-distillation target
@@ -308,7 +290,7 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in own], gates, scales)
     steps = cfg.epochs * math.ceil(len(calib) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.random_seed)
     teacher = teacher_logits.to(device) if teacher_logits is not None else None
     losses: list[float] = []
     for epoch in range(cfg.epochs):
@@ -332,8 +314,8 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
             total += loss.detach() * len(idx)
             flips += (logits.detach().argmax(1) != targets[t].argmax(1)).sum()
         losses.append(float(total) / len(calib))  # one host sync per epoch
-        say(f"QAD epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}, fake-quant top-1 disagreement with fp32 "
-            f"{100 * float(flips) / len(calib):.2f} pts (during the epoch)"
+        say(f"QAD epoch {epoch + 1}/{cfg.epochs}: loss {_loss_text(losses[-1])}, fake-quant top-1 disagreement with "
+            f"fp32 {100 * float(flips) / len(calib):.2f} pts (during the epoch)"
             + (" (ranges learned)" if scales else "" if epoch < cfg.range_epochs else " (ranges frozen)"))
     freeze_scales(model)
     set_observers(model, False, weights=True)  # weight scales follow the last step's weights (max |w| / 127)
@@ -343,6 +325,13 @@ def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageS
     moved = changed_share(calibrated, int8_weights(model))
     say(f"QAD changed {moved:.2f} % of the int8 weight values (the rest of its effect: biases and activation ranges)")
     return model.eval(), losses, moved
+
+
+def _loss_text(loss: float) -> str:
+    """An epoch's loss for the log: a KL is >= 0, so a rounding-negative one (``-0.0000``) reads 0; a small one keeps
+    its digits (``3.1e-05``, not ``0.0000``)."""
+    loss = 0.0 if -1e-6 < loss <= 0.0 else loss
+    return f"{loss:.4f}" if loss == 0.0 or abs(loss) >= 1e-3 else f"{loss:.1e}"
 
 
 def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter], gates: list[torch.nn.Parameter] | None = None,
@@ -360,19 +349,23 @@ def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter], gates: list
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=0.0)
 
 
-def _cached_teacher_logits(cfg: QADConfig, ecfg: ExportConfig, data: ExportData, student: Student,
-                           say: ExportLog) -> tuple[torch.Tensor, list[str]]:
+def _open_cache(path: str) -> TeacherCache:
+    """The teacher cache ``--cache`` names (DistillError: not a complete cache)."""
+    from distill.teacher.cache import TeacherCache  # lazy: only with --cache
+
+    return TeacherCache.open(path)
+
+
+def _cached_teacher_logits(cfg: QADConfig, cache: TeacherCache, ecfg: ExportConfig, data: ExportData,
+                           student: Student, say: ExportLog) -> tuple[torch.Tensor, list[str]]:
     """[N, C] the cache's view-0 (clean) teacher logits of the calibration images, in the student's class
     order, and the domain of each row.
 
     Row i is the sample of calibration image i: ``data``'s calibration picks, in the order
     :func:`load_export_data` loaded them (the caller checks the domains line up, in case one failed to decode).
     """
-    from distill.teacher.cache import TeacherCache  # lazy: only with --cache
-
     folder, picks = data.folder, data.calib_picks
     assert folder is not None and picks is not None, "cached teacher rows need load_export_data(keep_folder=True)"
-    cache = TeacherCache.open(cfg.cache)
     domains = cache.manifest.dataset.domains
     # a cache of every domain has the fingerprint load_export_data already took (a pass over every file: minutes
     # at 10^7 images); a cache of some domains is fingerprinted over those

@@ -28,7 +28,10 @@ class QADConfig(BaseModel):
             else ``distill export``'s default).
         data_root, calib_domains, target_domains, calib_count, eval_count: as ``distill export`` (unset: the
             domains of ``export_dir``'s calibration when given, so both int8 files are calibrated alike; else the
-            run's data, source domains and unlabeled pool domains); QAD trains on the calibration images.
+            run's data, source domains and unlabeled pool domains); QAD trains on the calibration images. With
+            ``export_dir`` the calibration domains, ``calib_count`` and ``seed`` are the export's, and another value
+            given is refused (:mod:`distill.export.qad_calibration`: the hold-out must hold no image the export's
+            int8 file was calibrated on); ``calib_count`` unset otherwise: 256.
         holdout_count: hold-out images (an even share per calibration domain, fewer where fewer are left):
             train-split images that are not calibration images, on which the no-harm rule picks the int8 file
             to ship (QAD's only when its mean disagreement with fp32 there is below plain PTQ's).
@@ -53,12 +56,13 @@ class QADConfig(BaseModel):
         margin: that hinge's margin, raw logits (the int8 move's p95 is 0.2-0.9 logits on the edge students).
         device: cpu | cuda | cuda:N.
         opset: ONNX opset of the QDQ file (>= 13: per-channel QuantizeLinear).
-        seed: image picks and shuffling.
+        seed: image picks and shuffling (unset: ``export_dir``'s, else 0).
         export_dir: a ``distill export`` folder of the same checkpoint: its int8 file of ``flavour`` (PTQ with
             the export's calibration and float fallback) is the arm QAD must beat, and the one that ships when QAD
             does not; None: plain PTQ computed here (MinMax, no fallback). QAD's fake-quant student keeps the
             layers that file keeps in float (its float fallback) in float too, so it starts from that file.
-        quantize_all: with ``export_dir``: quantize every layer anyway (QAD instead of the float fallback).
+        quantize_all: with ``export_dir`` (refused without it: QAD then quantizes every layer already): quantize
+            every layer, also those the export's float fallback keeps in float (QAD instead of the fallback).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -72,7 +76,7 @@ class QADConfig(BaseModel):
     data_root: str | None = None
     calib_domains: tuple[str, ...] | None = None
     target_domains: tuple[str, ...] | None = None
-    calib_count: int = Field(256, ge=1)
+    calib_count: int | None = Field(None, ge=1)
     eval_count: int | None = Field(200, ge=1)
     holdout_count: int = Field(256, ge=1)
     epochs: int = Field(3, ge=1, le=1000)
@@ -87,7 +91,7 @@ class QADConfig(BaseModel):
     margin: float = Field(0.5, ge=0.0)
     device: str = "cpu"
     opset: int = Field(18, ge=13)
-    seed: int = 0
+    seed: int | None = None
     export_dir: str | None = None
     quantize_all: bool = False
 
@@ -110,12 +114,20 @@ class QADConfig(BaseModel):
         if self.ranges == "learned" and self.observer_epochs:
             raise ValueError(f"observer_epochs ({self.observer_epochs}) applies to observed ranges: pass "
                              "ranges=observed (--ranges observed), or leave it unset to learn them")
+        if self.quantize_all and not self.export_dir:
+            raise ValueError("quantize_all applies with export_dir only (the layers its float fallback keeps): "
+                             "without it QAD quantizes every layer already")
         return self
 
     @property
     def learning_rate(self) -> float:
         """``lr``, or the default: 1e-4 (sgd and adamw)."""
         return self.lr if self.lr is not None else 1e-4
+
+    @property
+    def random_seed(self) -> int:
+        """``seed``, or 0 (``qad`` resolves an unset one to ``export_dir``'s first)."""
+        return self.seed if self.seed is not None else 0
 
     @property
     def range_epochs(self) -> int:

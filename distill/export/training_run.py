@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -95,7 +95,10 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> Ex
     config: a training run calibrates on its source domains; a source-free adaptation run (it has a
     ``source_checkpoint``) on its target domains, the images it was adapted to and will run on. The run's unlabeled
     pool domains (``data.unlabeled``, those under the data root) become the target domains: the student trained on
-    their images and is meant for them, so their train images join the calibration, unlabeled."""
+    their images and is meant for them, so their train images join the calibration, unlabeled.
+
+    A data root ``cfg`` names (``--data``, even the run's own) keeps these domain defaults for the domains it holds
+    (a folder of that name under it); the pool domains it lacks are dropped and said in one warning line."""
     data = run.config.data
     updates: dict[str, Any] = {}
     if cfg.data_root is None and data is not None:
@@ -107,18 +110,37 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> Ex
             updates[key] = value
     if cfg.caches is None:
         updates["caches"] = run.config.caches()
-    if cfg.calib_domains is None and "data_root" in updates:
-        if run.config.source_checkpoint and data.target:
+    if data is None:
+        return cfg.with_updates(**updates, **({"target_domains": ()} if cfg.target_domains is None else {}))
+    root = updates.get("data_root", cfg.data_root)
+    held = _held_by(root, from_run="data_root" in updates)
+    if cfg.calib_domains is None:
+        if run.config.source_checkpoint and data.target and held(data.target):
             updates["calib_domains"] = tuple(data.target)
             log(f"int8 calibration on the adapted-to domains {', '.join(data.target)} (source-free run)")
-        elif data.source:
+        elif data.source and held(data.source):
             updates["calib_domains"] = tuple(data.source)
     if cfg.target_domains is None:
-        pool = [d for d in data.unlabeled if not is_folder_entry(d)] if data is not None and "data_root" in updates else []
+        entries = [d for d in data.unlabeled if not is_folder_entry(d)]
+        pool = [d for d in entries if held([d])]
         updates["target_domains"] = tuple(pool)
-        if pool and "int8" in cfg.precisions:
-            log(f"int8 calibration also on the run's unlabeled pool domains {', '.join(pool)} (--target-domains to change)")
+        if "int8" in cfg.precisions:
+            if pool:
+                log(f"int8 calibration also on the run's unlabeled pool domains {', '.join(pool)} "
+                    "(--target-domains to change)")
+            dropped = [d for d in entries if d not in pool]
+            if dropped:
+                log.warn(f"int8 calibration leaves out the run's unlabeled pool domain(s) {', '.join(dropped)}: "
+                         f"no such folder under {root}; name the target domains with --target-domains")
     return cfg.with_updates(**updates)
+
+
+def _held_by(root: str | None, from_run: bool) -> Callable[[list[str]], bool]:
+    """Whether a data root holds every one of some run domains: the run's own root (``from_run``) does; a root
+    the user names does when each is a folder under it (a domain: :func:`distill.data.folder.list_images`)."""
+    def held(domains: list[str]) -> bool:
+        return from_run or (root is not None and all((Path(root) / d).is_dir() for d in domains))
+    return held
 
 
 def provenance(checkpoint: Path, student: Student, run: TrainingRun) -> dict[str, Any]:

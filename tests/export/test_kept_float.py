@@ -183,7 +183,7 @@ def test_qad_keeps_the_exports_float_layers_unless_told_to_quantize_all(run_ckpt
     layers, _ = kept_modules(picked, student, conv_of_bn, [int8, export_dir / "model.fp32.onnx"])
     assert len(layers) == 2
     exp = _with_fallback(export_dir, tmp_path / "exp", picked + ["/no/such/Conv"], flavour)
-    common = {"checkpoint": str(run_ckpt), "export_dir": str(exp), "epochs": 1, "calib_count": 32, "eval_count": 8,
+    common = {"checkpoint": str(run_ckpt), "export_dir": str(exp), "epochs": 1, "eval_count": 8,
               "holdout_count": 16, "flavour": flavour}
     lines: list[str] = []
     record = qad(QADConfig(out_dir=str(tmp_path / "keep"), **common), log=lines.append)
@@ -222,8 +222,8 @@ def test_the_arms_benchmark_runs_qad_per_arm_on_an_edge_students_folder(run_ckpt
         (edge / sub).mkdir(parents=True)
         (edge / sub / tag).symlink_to(src)
     (edge / "records").mkdir()
-    (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": []}))
-    small = "epochs=1,calib_count=32,eval_count=8,holdout_count=16"
+    (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": ["noisy"]}))  # the export's, as edge_students
+    small = "epochs=1,eval_count=8,holdout_count=16"  # calibration: the export's 64 images
     monkeypatch.setattr("sys.argv", ["qad_arms.py", str(edge), "--out", str(tmp_path / "arms"),
                                      "--arm", f"keep:{small}", "--arm", f"all:{small},quantize_all=true"])
     bench.main()

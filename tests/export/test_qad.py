@@ -152,8 +152,9 @@ def test_qad_writes_the_int8_file_the_tuned_checkpoint_and_the_record(run_ckpt, 
     ({"device": "gpu"}, "--device: must be cpu, cuda or cuda:N (got 'gpu')"),
     ({"lr": -1}, "--lr: Input should be greater than 0"),
     ({"cache_weight": 2}, "--cache-weight: Input should be less than or equal to 1"),
-    ({"epochs": 2, "observer_epochs": 3}, "observer_epochs (3) must be <= epochs (2)"),
-    ({"observer_epochs": 1}, "observer_epochs (1) applies to observed ranges: pass ranges=observed"),
+    ({"epochs": 2, "observer_epochs": 3, "ranges": "observed"}, "--observer-epochs 3 must be <= --epochs 2"),
+    ({"observer_epochs": 1}, "--observer-epochs 1 applies to observed ranges: pass ranges=observed"),
+    ({"quantize_all": True}, "--quantize-all applies with --export only"),
     ({"ranges": "minmax"}, "--ranges: Input should be 'learned' or 'observed' (got 'minmax')"),
     ({"bogus": 1}, "qad config: unknown key 'bogus'"),
     ({"optimizer": "adam"}, "--optimizer: Input should be 'sgd' or 'adamw' (got 'adam')"),
@@ -164,6 +165,43 @@ def test_config_refuses_bad_values_in_one_line(options, message):
     with pytest.raises(DistillError) as e:
         QADConfig.from_options({"checkpoint": "ck", "out_dir": "out", **options}, names=FLAGS)
     assert message in str(e.value) and "\n" not in str(e.value)
+    assert "{" not in str(e.value) and "(top level)" not in str(e.value)  # not the whole config
+
+
+def test_cross_field_errors_are_one_short_line_naming_the_flags(tmp_path, capsys):
+    """A problem of two options (a model validator's) used to print the whole config dict and the keys."""
+    assert main(["qad", "ck", "--out", str(tmp_path / "x"), "--observer-epochs", "5", "--epochs", "2",
+                 "--ranges", "observed"]) == 1
+    assert capsys.readouterr().err.strip() == "error: --observer-epochs 5 must be <= --epochs 2"
+    assert main(["qad", "ck", "--out", str(tmp_path / "x"), "--quantize-all"]) == 1  # was silently ignored
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --quantize-all applies with --export only") and "\n" not in err
+    with pytest.raises(DistillError) as e:  # Python callers get the keys
+        QADConfig.from_options({"checkpoint": "ck", "out_dir": "o", "observer_epochs": 5, "epochs": 2,
+                                "ranges": "observed"})
+    assert str(e.value) == "observer_epochs (5) must be <= epochs (2)"
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_bad_cache_is_refused_before_the_data_is_read_or_the_out_folder_made(run_ckpt, tmp_path, monkeypatch):
+    import distill.export.qad as qad_module
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was scanned before --cache was checked")
+
+    monkeypatch.setattr(qad_module, "load_export_data", no_data)
+    out = tmp_path / "q"
+    with pytest.raises(DistillError, match="nonexistent: not a teacher cache"):
+        qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(out), cache=str(tmp_path / "nonexistent"), epochs=1),
+            log=lambda s: None)
+    assert not out.exists()
+
+
+def test_the_epoch_loss_is_logged_without_a_rounding_minus_sign():
+    from distill.export.qad import _loss_text
+
+    assert [_loss_text(x) for x in (-0.0, -3e-9, 0.0, 3.14e-5, 0.01234, 1.5)] == \
+        ["0.0000", "0.0000", "0.0000", "3.1e-05", "0.0123", "1.5000"]
 
 
 def test_cli_eval_count_zero_means_every_test_image_as_in_export():

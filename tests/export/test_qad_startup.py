@@ -11,6 +11,8 @@ import torch
 import distill.data.folder as folder_module
 import distill.export.qad as qad_module
 from distill.data.folder import DomainFolder
+from distill.errors import DistillError
+from distill.export.config import ExportConfig
 from distill.export.data import calibration_samples, exclude_cache_skipped, holdout_samples
 from distill.export.images import load_images
 from distill.export.qad import qad
@@ -107,7 +109,52 @@ def test_qad_with_an_export_calibrates_as_the_export_did(run_ckpt: Path, export_
     ecfg = qad_module.export_config(cfg, run, say, exported)
     assert ecfg.calib_domains == ("clean", "dark") and ecfg.target_domains == ("noisy",)
     assert any("as the export's" in line for line in lines)
-    told = qad_module.export_config(cfg.model_copy(update={"target_domains": ()}), run, say, exported)
-    assert told.calib_domains == ("clean", "dark") and told.target_domains == ()
+    # the same domains told again (in another order) are the export's
+    told = qad_module.export_config(cfg.model_copy(update={"calib_domains": ("dark", "clean"),
+                                                           "target_domains": ("noisy",)}), run, say, exported)
+    assert told.calib_domains == ("clean", "dark") and told.target_domains == ("noisy",)
     # without --export: the run's defaults (this run has no unlabeled pool: no target domain)
     assert qad_module.export_config(cfg, run, say).target_domains == ()
+
+
+def test_qad_with_an_export_picks_the_exports_calibration_images_and_holds_none_out(
+        run_ckpt: Path, export_dir: Path) -> None:
+    """--export: the hold-out that decides PTQ vs QAD must not hold an image the export's int8 file (the PTQ arm) was
+    calibrated on. QAD takes the export's calibration count and seed (it used to take its own: 256 images, seed 0,
+    and held out images the export had calibrated on), and refuses other values in one line naming both."""
+    from distill.export.kept_float import export_int8
+    from distill.export.log import ExportLog
+    from distill.export.quantize import FLAVOURS
+    from distill.export.training_run import TrainingRun
+    from distill.records import ExportReport
+
+    say = ExportLog(lambda s: None)
+    run = TrainingRun.of_checkpoint(run_ckpt, say)
+    exported = export_int8(export_dir, run_ckpt, FLAVOURS["ort-cpu"])
+    cfg = QADConfig(checkpoint=str(run_ckpt), out_dir="unused", export_dir=str(export_dir))
+    ecfg = qad_module.export_config(cfg, run, say, exported)
+    report = ExportReport.read(export_dir)
+    assert (ecfg.calib_count, ecfg.seed) == (report.config["calib_count"], report.config["seed"]) == (64, 0)
+
+    # the export's picks, made again from its own settings, are QAD's picks; the hold-out holds none of them
+    folder = DomainFolder(ecfg.data_root, ecfg.split_rule())
+    domains = [*report.data["calib_domains"], *report.data["target_domains"]]
+    theirs = calibration_samples(ExportConfig.from_options(report.config), folder, domains)
+    assert {d: len(v) for d, v in theirs.items()} == report.data["calib_per_domain"]
+    ours = calibration_samples(ecfg, folder, domains)
+    assert {d: [s.index for s in v] for d, v in ours.items()} == {d: [s.index for s in v] for d, v in theirs.items()}
+    held = holdout_samples(ecfg, folder, domains, 1000, ours)
+    assert held and not {s.index for s in held} & {s.index for v in theirs.values() for s in v}
+
+    for key, value, flag in [("calib_count", 16, "--calib-count 16"), ("seed", 3, "--seed 3"),
+                             ("target_domains", (), "--target-domains (none)"),
+                             ("calib_domains", ("clean",), "--calib-domains clean")]:
+        with pytest.raises(DistillError) as e:
+            qad_module.export_config(cfg.model_copy(update={key: value}), run, say, exported)
+        message = str(e.value)
+        assert flag in message and "differs from the export's" in message and "\n" not in message, message
+        assert "export.json" in message
+    # the same values given explicitly are fine; a calibration domain among the targets is no target (as export.json)
+    same = cfg.model_copy(update={"calib_count": 64, "seed": 0, "target_domains": ("noisy", "clean")})
+    ecfg = qad_module.export_config(same, run, say, exported)
+    assert (ecfg.calib_count, ecfg.target_domains) == (64, ("noisy",))

@@ -111,3 +111,27 @@ def test_an_export_of_a_pool_run_calibrates_on_the_pool(run_ckpt: Path, tmp_path
     assert rep.data["calib_domains"] == ["clean", "dark"] and rep.data["target_domains"] == ["noisy"]
     assert rep.data["calib_per_domain"] == {"clean": 4, "dark": 4, "noisy": 4}
     assert rep.config["target_domains"] == ["noisy"]  # export.json says what it resolved to
+
+
+def test_naming_the_data_root_keeps_the_pool_domains_it_holds(run_ckpt: Path, tiny_root: Path, tmp_path: Path) -> None:
+    """--data given, even the run's own root: the pool domains under it still calibrate int8 (they used to be
+    dropped silently); those it lacks are dropped in one warning line naming them, the root and --target-domains."""
+    ckpt = _pool_run(run_ckpt, tmp_path, ["noisy", "foggy", "./more_images"])
+    log, lines = _log()
+    run = TrainingRun.of_checkpoint(ckpt, log)
+    int8 = ("fp32", "int8")
+    cfg = with_run_defaults(ExportConfig(precisions=int8, data_root=str(tiny_root)), run, log)
+    assert cfg.calib_domains == ("clean", "dark") and cfg.target_domains == ("noisy",)
+    assert any("unlabeled pool domains noisy " in line for line in lines)
+    (warning,) = log.warnings
+    assert "foggy" in warning and "noisy" not in warning and str(tiny_root) in warning
+    assert "--target-domains" in warning and "\n" not in warning
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "clean").mkdir(parents=True)
+    cfg = with_run_defaults(ExportConfig(precisions=int8, data_root=str(elsewhere)), run, log)
+    assert cfg.target_domains == () and "noisy, foggy" in log.warnings[-1]
+    # explicit target domains win, and say nothing
+    log, _ = _log()
+    assert with_run_defaults(ExportConfig(precisions=int8, data_root=str(elsewhere), target_domains="clean"),
+                             run, log).target_domains == ("clean",)
+    assert not log.warnings

@@ -1,0 +1,71 @@
+"""Which images ``distill qad`` calibrates (trains) on: ``distill export``'s picks, with ``--export`` the export's own.
+
+The no-harm rule compares the PTQ arm with QAD on hold-out images: train-split images that are not calibration
+images (:func:`distill.export.data.holdout_samples`). With ``--export`` the PTQ arm is the export's int8 file, so the
+hold-out must hold none of *its* calibration images either. QAD therefore picks its calibration images exactly as the
+export did (the same data root, split, domains, count and seed: :func:`distill.export.data.calibration_samples` then
+picks the same images), and a setting given to QAD that differs from the export's is refused in one line: both
+int8 files are calibrated alike, and the hold-out excludes what either was calibrated on.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distill.data.split import SPLIT_KEYS
+from distill.errors import DistillError
+from distill.export.config import ExportConfig
+from distill.export.kept_float import ExportedInt8
+from distill.export.log import ExportLog
+from distill.export.qad_config import QADConfig
+from distill.export.training_run import TrainingRun, with_run_defaults
+from distill.records import EXPORT_REPORT, ExportReport
+
+DEFAULT_CALIB_COUNT = ExportConfig.model_fields["calib_count"].default
+DEFAULT_SEED = ExportConfig.model_fields["seed"].default
+
+
+def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
+                  exported: ExportedInt8 | None = None) -> ExportConfig:
+    """The ``distill export`` settings QAD picks its images with: fp32 + int8 of ``cfg.flavour``, ``cfg``'s test count;
+    with ``exported`` (``--export``) its data root (unless ``cfg`` names one), split, calibration domains, count and
+    seed (the PTQ file QAD must beat was calibrated on them: both files are calibrated alike), else ``cfg``'s and the
+    run's.
+
+    Raises:
+        DistillError: ``cfg`` sets a calibration setting the export set otherwise (one line naming both values), or
+            there is no data root to calibrate on (int8 needs one).
+    """
+    data_root, calib, targets = cfg.data_root, cfg.calib_domains, cfg.target_domains
+    count = cfg.calib_count if cfg.calib_count is not None else DEFAULT_CALIB_COUNT
+    seed = cfg.seed if cfg.seed is not None else DEFAULT_SEED
+    split: dict[str, Any] = {}
+    if exported is not None and exported.data_root is not None:
+        where = Path(str(cfg.export_dir)) / EXPORT_REPORT
+        theirs = ExportReport.read(where.parent).config
+        data_root = data_root or exported.data_root
+        calib = _agree(where, "--calib-domains", cfg.calib_domains, exported.calib_domains or None)
+        given = None if cfg.target_domains is None else tuple(d for d in cfg.target_domains if d not in (calib or ()))
+        targets = _agree(where, "--target-domains", given, exported.target_domains)  # as export.json lists them
+        count = _agree(where, "--calib-count", cfg.calib_count, theirs.get("calib_count", DEFAULT_CALIB_COUNT))
+        seed = _agree(where, "--seed", cfg.seed, theirs.get("seed", DEFAULT_SEED))
+        split = {k: theirs[k] for k in SPLIT_KEYS if theirs.get(k) is not None}
+        say(f"calibration as the export's (--export): {data_root}, domains {', '.join(calib or ())}"
+            + (f" + {', '.join(targets)} (unlabeled)" if targets else "") + f", {count} images, seed {seed}")
+    ecfg = with_run_defaults(ExportConfig(
+        precisions=("fp32", "int8"), data_root=data_root, calib_domains=calib, target_domains=targets,
+        calib_count=count, eval_count=cfg.eval_count, int8_flavour=cfg.flavour, seed=seed, **split), run, say)
+    ecfg.check_data()
+    return ecfg
+
+
+def _agree(where: Path, flag: str, given: Any, theirs: Any) -> Any:
+    """The export's value of a calibration setting (``theirs``) unless QAD was ``given`` another: then one line naming
+    ``flag`` and both values. Domains agree as sets (the export's order is kept: it sets each domain's share)."""
+    if given is None or theirs is None or given == theirs or (
+            isinstance(given, tuple) and set(given) == set(theirs)):
+        return theirs if theirs is not None else given
+    given_text, theirs_text = (",".join(v) if isinstance(v, (list, tuple)) else str(v) for v in (given, theirs))
+    raise DistillError(f"{where}: {flag} {given_text or '(none)'} differs from the export's {theirs_text or '(none)'}; "
+                       "with --export both int8 files calibrate alike, so that the no-harm rule's hold-out holds no "
+                       f"calibration image of either: drop {flag}, or re-export with it")
