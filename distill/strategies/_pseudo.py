@@ -16,7 +16,6 @@ Not a strategy (the leading underscore keeps the registry from importing it as o
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -228,14 +227,15 @@ class SampleTargets(nn.Module):
     they were built for (−1: never). ``S`` is the dataset size, set on the first refresh.
 
     ``probs`` (4 kB a sample at 1,000 classes) is not a buffer: each refresh writes it to a new
-    :class:`~distill.utils.rowfile.RowFile` in ``folder`` (the run's checkpoint folder, so that a checkpoint takes
+    :class:`~distill.utils.rowfile.RowFile` in ``folder()`` (the run's checkpoint folder, so that a checkpoint takes
     it by a hard link), read back through the page cache on the CPU, never in the heap or on the GPU and never
     broadcast by DDP. :meth:`get` gathers a batch's rows and moves them to the buffers' device.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Callable[[], str | None] = lambda: None) -> None:
         super().__init__()
-        self._probs: RowFile | Tensor = torch.zeros(0, 0)  # a RowFile, or an empty [S, 0] / [0, 0] tensor
+        self._folder = folder  # where a refresh's file goes (asked each time: the trainer sets it after construction)
+        self._probs: Tensor = torch.zeros(0, 0)  # a RowFile's tensor, or an empty [S, 0] / [0, 0] one
         self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
         self.register_buffer("weight", torch.zeros(0))
         self.register_buffer("known", torch.zeros(0, dtype=torch.bool))
@@ -244,12 +244,12 @@ class SampleTargets(nn.Module):
     @property
     def probs(self) -> Tensor:
         """[S, C] on the CPU (memory-mapped)."""
-        return self._probs.tensor if isinstance(self._probs, RowFile) else self._probs
+        return self._probs
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: D401 - torch hook
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        # the RowFile's tensor: distill.utils.state.save_state links its file beside the checkpoint's tensors
-        destination[prefix + "probs"] = self.probs
+        # a RowFile's tensor: distill.utils.state.save_state links its file beside the checkpoint's tensors
+        destination[prefix + "probs"] = self._probs
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):  # noqa: D401 - torch hook
@@ -267,34 +267,23 @@ class SampleTargets(nn.Module):
             missing_keys.append(key)
             return
         saved = state_dict[key]
-        backing = RowFile.backing(saved)
-        if backing is not None:  # a checkpoint's file (read-only) or another RowFile's tensor: never written
-            self._replace(backing)
-        elif saved.numel() == 0:
-            self._replace(saved.cpu().float().clone())
-        else:  # a tensor in memory: onto a file like a refresh's
-            rows = RowFile.create(tuple(saved.shape), np.float32, None)
-            rows.array[:] = saved.cpu().float().numpy()
-            self._replace(rows)
-
-    def _replace(self, probs: RowFile | Tensor) -> None:
-        old, self._probs = self._probs, probs
-        if isinstance(old, RowFile) and old is not probs:
-            old.close()  # its bytes live on in the checkpoints that linked them
+        if RowFile.backing(saved) is not None or saved.numel() == 0:  # a checkpoint's file (copy-on-write): kept
+            self._probs = saved if saved.numel() else saved.cpu().float().clone()
+        else:  # a tensor in memory (an older checkpoint's, or a state dict made in memory): onto a file
+            self._probs = RowFile.create(tuple(saved.shape), np.float32, self._folder())
+            self._probs.copy_(saved.cpu().float())
 
     def fresh(self, epoch: int) -> bool:
         """True when the targets were already built for ``epoch`` (e.g. restored on resume)."""
         return int(self.epoch) == epoch
 
-    def set(self, epoch: int, size: int, index: Tensor, probs: Tensor, labels: Tensor, weight: Tensor,
-            folder: str | Path | None = None) -> None:
+    def set(self, epoch: int, size: int, index: Tensor, probs: Tensor, labels: Tensor, weight: Tensor) -> None:
         """Store targets of samples ``index`` [N] (others unknown); ``size`` bounds sample indices. ``probs`` go to a
-        new file in ``folder`` (default: the system's temp folder): the last refresh's may be linked by a
-        checkpoint, so it is never written again."""
+        new file (the last refresh's may be linked by a checkpoint, so it is never written again)."""
         dev = self.epoch.device
         C = probs.shape[1]
         size = max(size, int(index.max()) + 1)
-        rows = RowFile.create((size, C), np.float32, folder) if C else torch.zeros(size, 0)
+        rows = RowFile.create((size, C), np.float32, self._folder()) if C else torch.zeros(size, 0)
         if tuple(self.labels.shape) == (size,) and self.labels.device == dev:  # the last refresh's: reuse
             for buf in (self.labels, self.weight, self.known):
                 buf.zero_()
@@ -304,13 +293,13 @@ class SampleTargets(nn.Module):
             self.known = torch.zeros(size, dtype=torch.bool, device=dev)
         for s in range(0, len(index), CHUNK):  # rows in chunks: ``probs`` may be memory-mapped, the buffers on a GPU
             i = index[s:s + CHUNK]
-            if isinstance(rows, RowFile):
-                rows.array[i.cpu().numpy()] = probs[s:s + CHUNK].float().cpu().numpy()
+            if C:
+                rows[i.cpu()] = probs[s:s + CHUNK].float().cpu()
             i = i.to(dev)
             self.labels[i] = labels[s:s + CHUNK].to(dev)
             self.weight[i] = weight[s:s + CHUNK].to(dev).float()
             self.known[i] = True
-        self._replace(rows)
+        self._probs = rows  # the previous file goes with its last tensor (a checkpoint's link keeps its bytes)
         self.epoch.fill_(epoch)
 
     def get(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:

@@ -94,8 +94,9 @@ class SFDA(Strategy):
 
     def __init__(self, student, config: SFDAConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
-        self.targets = SampleTargets()  # fused prediction p_F, hard label ŷ and its trust, of the clean view
-        self.memory = SampleTargets()  # the student's own clean-view prediction p_S at the last refresh
+        # fused prediction p_F, hard label ŷ and its trust, of the clean view; the student's own p_S at the last
+        # refresh; their [S, C] files go to the run's checkpoint folder (ctx.state_dir, set by the trainer)
+        self.targets, self.memory = (SampleTargets(lambda: self.ctx.state_dir) for _ in range(2))
         self.last_refresh: dict[str, float] = {}
 
     # ------------------------------------------------------------------ pseudo-labels
@@ -130,8 +131,8 @@ class SFDA(Strategy):
         labels = knn_labels(data["features"], fused_all, c.knn)
         weight = ((torch.cat(own) == labels) & (torch.cat(conf) >= c.confidence)).float()
         size = max(self.ctx.num_samples, int(data["index"].max()) + 1)
-        self.targets.set(epoch, size, data["index"], fused_all, labels, weight, self.ctx.state_dir)
-        self.memory.set(epoch, size, data["index"], student, labels, weight, self.ctx.state_dir)
+        self.targets.set(epoch, size, data["index"], fused_all, labels, weight)
+        self.memory.set(epoch, size, data["index"], student, labels, weight)
         self.last_refresh = {"kept": float(weight.mean()),
                              "teacher_weights": [float(v) for v in w_sum / len(student)]}
 

@@ -25,9 +25,11 @@ import torch
 from torch import Tensor
 
 from distill.errors import DistillError
+from distill.utils.io import atomic_write
 
 COPY_CHUNK = 16 << 20  # bytes read at a time when a link is not possible
-_BY_ADDRESS: weakref.WeakValueDictionary[int, RowFile] = weakref.WeakValueDictionary()  # RowFile.backing
+# RowFile.backing: a tensor's data address -> its RowFile, while any tensor over the mapping keeps the RowFile alive
+_BY_ADDRESS: weakref.WeakValueDictionary[int, RowFile] = weakref.WeakValueDictionary()
 
 
 def reserve(f: IO[bytes] | int, nbytes: int) -> None:
@@ -45,25 +47,37 @@ def reserve(f: IO[bytes] | int, nbytes: int) -> None:
 
 
 class RowFile:
-    """An array [rows, ...] in a nameless file, memory-mapped (:attr:`array`, :attr:`tensor`).
+    """A nameless file holding one array [rows, ...], handed out as a memory-mapped CPU tensor.
 
-    Make one with :meth:`create` (zeros, writable until :meth:`save_to`) or :meth:`open` (a saved one, read-only).
+    :meth:`create` (zeros, written through the tensor until it is saved) and :meth:`open` (a saved one, mapped
+    copy-on-write) return the tensor; :meth:`backing` finds a tensor's RowFile, whose :meth:`save_to` names the
+    file. Ownership runs one way: the tensor holds the mapping, the mapping holds its RowFile, the RowFile holds only
+    the descriptor, so the file (and its disk space, once no checkpoint links it) goes when the last tensor over it
+    goes, with no reference cycle to wait for.
     """
 
     def __init__(self, fd: int, shape: tuple[int, ...], dtype: np.dtype, writable: bool):
-        self._fd, self.shape, self.dtype = fd, tuple(shape), np.dtype(dtype)
+        self._fd, self.shape, self.dtype, self.writable = fd, tuple(shape), np.dtype(dtype), writable
+
+    def _tensor(self) -> Tensor:
         # "c": copy-on-write, so a tensor over a saved file is writable for torch and never writes the file
-        with os.fdopen(os.dup(fd), "rb+" if writable else "rb") as f:  # the map keeps its own descriptor
-            self.array = np.memmap(f, dtype=self.dtype, mode="r+" if writable else "c", shape=self.shape)
-        self.array.rowfile = self  # a tensor over the array keeps its RowFile (and descriptor) alive
-        _BY_ADDRESS[self.array.ctypes.data] = self
+        with os.fdopen(os.dup(self._fd), "rb+" if self.writable else "rb") as f:  # the map keeps its own descriptor
+            array = np.memmap(f, dtype=self.dtype, mode="r+" if self.writable else "c", shape=self.shape)
+        array.rowfile = self  # the mapping keeps its RowFile (and descriptor) alive, not the other way round
+        t = torch.from_numpy(array)
+        _BY_ADDRESS[t.data_ptr()] = self
+        return t
 
     @staticmethod
     def backing(t: Tensor) -> RowFile | None:
-        """The RowFile whose whole array ``t`` is (its :attr:`tensor`, or a detached alias), else None."""
+        """The RowFile whose whole array ``t`` is (the tensor it handed out, or a detached alias), else None; also
+        None for a saved file's tensor written since it was opened (its private copy-on-write pages are not the
+        file's: it is saved as a plain tensor)."""
         rows = _BY_ADDRESS.get(t.data_ptr()) if t.device.type == "cpu" and t.numel() else None
         if rows is None or tuple(t.shape) != rows.shape or not t.is_contiguous() or \
-                t.dtype != torch.from_numpy(rows.array[:0]).dtype:
+                t.dtype != torch.from_numpy(np.empty(0, rows.dtype)).dtype:
+            return None
+        if not rows.writable and t._version != 0:
             return None
         return rows
 
@@ -71,15 +85,10 @@ class RowFile:
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
-    @property
-    def tensor(self) -> Tensor:
-        """The rows as a CPU tensor sharing the mapping."""
-        return torch.from_numpy(self.array)
-
     @classmethod
-    def create(cls, shape: tuple[int, ...], dtype: np.dtype | type, folder: str | Path | None) -> RowFile:
-        """A zero-filled array in ``folder`` (default: the system's temp folder; a checkpoint on the same file system
-        can then link it). One line naming the folder when it cannot hold it."""
+    def create(cls, shape: tuple[int, ...], dtype: np.dtype | type, folder: str | Path | None) -> Tensor:
+        """A zero-filled [shape] tensor over a new file in ``folder`` (default: the system's temp folder; a checkpoint
+        on the same file system can then link it). One line naming the folder when it cannot hold it."""
         where = Path(folder) if folder is not None else Path(tempfile.gettempdir())
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         if nbytes == 0:
@@ -89,17 +98,17 @@ class RowFile:
             fd = _nameless(where)
             try:
                 reserve(fd, nbytes)
-                return cls(fd, tuple(shape), np.dtype(dtype), writable=True)
+                return cls(fd, tuple(shape), np.dtype(dtype), writable=True)._tensor()
             except BaseException:
                 os.close(fd)
                 raise
         except OSError as e:
-            raise DistillError(f"{where}: cannot hold {nbytes / 1e9:.2f} GB of per-sample targets there: {e.strerror}; "
-                               "free space there") from e
+            raise DistillError(f"{where}: cannot hold {nbytes / 1e9:.2f} GB of per-sample targets there: "
+                               f"{e.strerror}") from e
 
     @classmethod
-    def open(cls, path: str | Path, shape: tuple[int, ...], dtype: np.dtype | type) -> RowFile:
-        """A saved array, read-only; the open descriptor keeps the data while the folder is replaced."""
+    def open(cls, path: str | Path, shape: tuple[int, ...], dtype: np.dtype | type) -> Tensor:
+        """A saved file as a copy-on-write tensor; the open descriptor keeps the data while the folder is replaced."""
         path = Path(path)
         expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         try:
@@ -111,16 +120,16 @@ class RowFile:
             os.close(fd)
             raise DistillError(f"{path}: {size:,} bytes, expected {expected:,} for {tuple(shape)} {np.dtype(dtype)} "
                                "(a damaged checkpoint)")
-        return cls(fd, tuple(shape), np.dtype(dtype), writable=False)
+        return cls(fd, tuple(shape), np.dtype(dtype), writable=False)._tensor()
 
     def save_to(self, path: str | Path) -> None:
-        """Name the data ``path``: a hard link where the file system allows, else a copy. The array is flushed
-        first and must not be written afterwards (the link shares its bytes)."""
+        """Name the data ``path``, durably (fsync'd, as the checkpoint's other files): a hard link where the file
+        system allows, else an atomic copy. The tensor must not be written afterwards (a link shares its bytes)."""
         path = Path(path)
-        if isinstance(self.array, np.memmap) and self.array.mode == "r+":
-            self.array.flush()
-        try:  # linkat(AT_SYMLINK_FOLLOW) of the descriptor's /proc link (os.link calls plain link(2), which does
-            # not follow it, unless a dir_fd is given)
+        try:
+            os.fsync(self._fd)  # pages written through the mapping, to disk before the checkpoint says it is complete
+            # linkat(AT_SYMLINK_FOLLOW) of the descriptor's /proc link (os.link calls plain link(2), which does not
+            # follow it, unless a dir_fd is given)
             folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 os.link(f"/proc/self/fd/{self._fd}", path.name, dst_dir_fd=folder, follow_symlinks=True)
@@ -129,19 +138,24 @@ class RowFile:
             return
         except OSError:
             pass  # no /proc, another file system, an unlinked (not O_TMPFILE) file: copy
-        with open(path, "wb") as out:
-            for at in range(0, self.nbytes, COPY_CHUNK):
-                out.write(os.pread(self._fd, min(COPY_CHUNK, self.nbytes - at), at))
+        try:
+            atomic_write(path, self._copy)
+        except OSError as e:
+            raise DistillError(f"{path}: cannot save the per-sample targets there: {e.strerror}") from e
 
-    def close(self) -> None:
-        """Drop the descriptor (tensors already taken keep the mapping)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+    def _copy(self, dst: Path) -> None:
+        with open(dst, "wb") as out:
+            at = 0
+            while at < self.nbytes:
+                chunk = os.pread(self._fd, min(COPY_CHUNK, self.nbytes - at), at)
+                if not chunk:
+                    raise OSError(errno.EIO, f"the file ended at {at:,} of {self.nbytes:,} bytes")
+                out.write(chunk)
+                at += len(chunk)
 
     def __del__(self) -> None:
         try:
-            self.close()
+            os.close(self._fd)
         except OSError:
             pass
 

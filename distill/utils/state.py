@@ -53,7 +53,7 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor], path: Path) -> Any:
         if "__tensor__" in obj:
             return tensors[obj["__tensor__"]]
         if "__rows__" in obj:
-            return RowFile.open(_rows_path(path, obj["__rows__"]), tuple(obj["shape"]), np.dtype(obj["dtype"])).tensor
+            return RowFile.open(_rows_path(path, obj["__rows__"]), tuple(obj["shape"]), np.dtype(obj["dtype"]))
         if "__tuple__" in obj:
             return tuple(_unflatten(v, tensors, path) for v in obj["__tuple__"])
         if "__ndarray__" in obj:

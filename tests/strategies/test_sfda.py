@@ -379,7 +379,7 @@ def test_the_per_sample_targets_live_in_files_that_the_checkpoint_links(root, ca
     step = trainer.checkpoints.last()
     assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*")] == [step.name]
     bins = sorted(step.glob("*.bin"))
-    assert {b.stat().st_ino for b in bins} == {os.fstat(t._probs._fd).st_ino for t in targets}  # links, no copy
+    assert {b.stat().st_ino for b in bins} == {os.fstat(RowFile.backing(t.probs)._fd).st_ino for t in targets}
     S, C = s.targets.probs.shape
     with safe_open(str((step / TRAIN_STATE).with_suffix(".safetensors")), "pt") as f:
         assert not [k for k in f.keys() if tuple(f.get_slice(k).get_shape()) == (S, C)]
@@ -388,3 +388,20 @@ def test_the_per_sample_targets_live_in_files_that_the_checkpoint_links(root, ca
     for a, b in zip(targets, (resumed.strategy.targets, resumed.strategy.memory)):
         assert torch.equal(a.probs, b.probs) and torch.equal(a.labels, b.labels) and torch.equal(a.weight, b.weight)
         assert int(b.epoch) == 1 and b.probs.shape == (S, C) and float(b.probs.abs().sum()) > 0
+
+
+def test_targets_saved_as_a_tensor_load_onto_a_file_in_the_runs_folder(tmp_path):
+    """An older checkpoint (probs inside the safetensors file) or a state dict made in memory: the rows go to a
+    file in the strategy's folder (the run's checkpoint folder, where a checkpoint can link it), not to TMPDIR."""
+    import os
+
+    from distill.strategies._pseudo import SampleTargets
+    from distill.utils.rowfile import RowFile
+
+    targets = SampleTargets(lambda: str(tmp_path))
+    probs = torch.rand(7, 3)
+    targets.load_state_dict({"probs": probs, "labels": torch.zeros(7, dtype=torch.long), "weight": torch.ones(7),
+                             "known": torch.ones(7, dtype=torch.bool), "epoch": torch.tensor(2)})
+    rows = RowFile.backing(targets.probs)
+    assert rows is not None and torch.equal(targets.probs, probs) and int(targets.epoch) == 2
+    assert os.readlink(f"/proc/self/fd/{rows._fd}").startswith(f"{tmp_path}/")

@@ -16,18 +16,24 @@ from distill.utils.rowfile import RowFile
 from distill.utils.state import load_state, save_state
 
 
-def _filled(folder: Path, shape=(6, 4)) -> RowFile:
+def _filled(folder: Path, shape=(6, 4)) -> torch.Tensor:
     rows = RowFile.create(shape, np.float32, folder)
-    rows.array[:] = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    rows[:] = torch.arange(int(np.prod(shape)), dtype=torch.float32).reshape(shape)
     return rows
+
+
+def _fd(t: torch.Tensor) -> int:
+    rows = RowFile.backing(t)
+    assert rows is not None
+    return rows._fd
 
 
 def test_a_new_file_has_no_name_and_a_save_links_it(tmp_path: Path) -> None:
     rows = _filled(tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing to leave behind if the process dies
-    rows.save_to(tmp_path / "a.bin")
-    assert os.stat(tmp_path / "a.bin").st_ino == os.fstat(rows._fd).st_ino  # the same file: no byte copied
-    np.testing.assert_array_equal(np.fromfile(tmp_path / "a.bin", np.float32).reshape(6, 4), rows.array)
+    RowFile.backing(rows).save_to(tmp_path / "a.bin")
+    assert os.stat(tmp_path / "a.bin").st_ino == os.fstat(_fd(rows)).st_ino  # the same file: no byte copied
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "a.bin", np.float32).reshape(6, 4), rows.numpy())
 
 
 def test_where_a_link_is_impossible_the_save_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,9 +44,10 @@ def test_where_a_link_is_impossible_the_save_copies(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(rowfile_mod.os, "link", cross_device)
     monkeypatch.setattr(rowfile_mod, "COPY_CHUNK", 20)  # several reads, the last one short
-    rows.save_to(tmp_path / "a.bin")
-    assert os.stat(tmp_path / "a.bin").st_ino != os.fstat(rows._fd).st_ino
-    np.testing.assert_array_equal(np.fromfile(tmp_path / "a.bin", np.float32).reshape(6, 4), rows.array)
+    RowFile.backing(rows).save_to(tmp_path / "a.bin")
+    assert os.stat(tmp_path / "a.bin").st_ino != os.fstat(_fd(rows)).st_ino
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "a.bin", np.float32).reshape(6, 4), rows.numpy())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]  # written aside and renamed: no temp file left
 
 
 def test_without_o_tmpfile_the_file_is_unlinked_and_saved_by_copy(tmp_path: Path,
@@ -48,16 +55,20 @@ def test_without_o_tmpfile_the_file_is_unlinked_and_saved_by_copy(tmp_path: Path
     monkeypatch.delattr(rowfile_mod.os, "O_TMPFILE")
     rows = _filled(tmp_path)
     assert list(tmp_path.iterdir()) == []
-    rows.save_to(tmp_path / "a.bin")
-    np.testing.assert_array_equal(np.fromfile(tmp_path / "a.bin", np.float32).reshape(6, 4), rows.array)
+    RowFile.backing(rows).save_to(tmp_path / "a.bin")
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "a.bin", np.float32).reshape(6, 4), rows.numpy())
 
 
 def test_a_saved_file_opens_read_only_and_copy_on_write(tmp_path: Path) -> None:
-    _filled(tmp_path).save_to(tmp_path / "a.bin")
-    opened = RowFile.open(tmp_path / "a.bin", (6, 4), np.float32)
-    t = opened.tensor
+    RowFile.backing(_filled(tmp_path)).save_to(tmp_path / "a.bin")
+    t = RowFile.open(tmp_path / "a.bin", (6, 4), np.float32)
+    assert RowFile.backing(t) is not None
     t[0, 0] = 99.0  # private to this process
     assert np.fromfile(tmp_path / "a.bin", np.float32)[0] == 0.0
+    # written since opened: no longer the file's bytes, so a state saves the written values, not the file
+    assert RowFile.backing(t) is None
+    save_state(tmp_path / "state", {"t": t})
+    assert not list(tmp_path.glob("state.rows-*")) and load_state(tmp_path / "state")["t"][0, 0] == 99.0
     with pytest.raises(DistillError, match=re.escape(f"{tmp_path / 'a.bin'}: 96 bytes, expected 100")):
         RowFile.open(tmp_path / "a.bin", (5, 5), np.float32)
     with pytest.raises(DistillError, match="cannot read the saved per-sample targets"):
@@ -78,18 +89,18 @@ def test_a_state_with_a_rowfile_links_it_beside_the_tensors_and_reads_it_back(tm
     """save_state puts a RowFile's tensor in a linked .bin, not in the safetensors file; load_state gives back a
     tensor over it that a later save links again, even after the first folder is gone."""
     rows = RowFile.create((2000, 16), np.float32, tmp_path)
-    rows.array[:] = np.random.default_rng(0).normal(size=(2000, 16)).astype(np.float32)
-    state = {"strategy": {"targets.probs": rows.tensor, "targets.labels": torch.arange(2000)}, "epoch": 3}
+    rows[:] = torch.from_numpy(np.random.default_rng(0).normal(size=(2000, 16)).astype(np.float32))
+    state = {"strategy": {"targets.probs": rows, "targets.labels": torch.arange(2000)}, "epoch": 3}
     (tmp_path / "s1").mkdir()
     save_state(tmp_path / "s1" / "state", state)
     files = {f.name: f.stat().st_size for f in (tmp_path / "s1").iterdir()}
     assert files["state.rows-r0.bin"] == 2000 * 16 * 4
     assert files["state.safetensors"] < 2000 * 16 * 4 // 2  # the labels, not the [2000, 16] rows
-    assert os.stat(tmp_path / "s1" / "state.rows-r0.bin").st_ino == os.fstat(rows._fd).st_ino
+    assert os.stat(tmp_path / "s1" / "state.rows-r0.bin").st_ino == os.fstat(_fd(rows)).st_ino
 
     loaded = load_state(tmp_path / "s1" / "state")
     probs = loaded["strategy"]["targets.probs"]
-    assert torch.equal(probs, rows.tensor) and RowFile.backing(probs) is not None
+    assert torch.equal(probs, rows) and RowFile.backing(probs) is not None
     assert torch.equal(loaded["strategy"]["targets.labels"], torch.arange(2000)) and loaded["epoch"] == 3
     (tmp_path / "s2").mkdir()
     save_state(tmp_path / "s2" / "state", loaded)  # as the next step checkpoint of a resumed run
@@ -99,13 +110,30 @@ def test_a_state_with_a_rowfile_links_it_beside_the_tensors_and_reads_it_back(tm
     (tmp_path / "s3").mkdir()
     save_state(tmp_path / "s3" / "state", loaded)  # the folder it was read from is gone: still saved whole
     again = load_state(tmp_path / "s3" / "state")["strategy"]["targets.probs"]
-    assert torch.equal(again, rows.tensor)
+    assert torch.equal(again, rows)
 
 
 def test_a_slice_of_a_rowfile_is_saved_as_a_plain_tensor(tmp_path: Path) -> None:
     rows = _filled(tmp_path)
-    assert RowFile.backing(rows.tensor) is rows and RowFile.backing(rows.tensor[:3]) is None
-    assert RowFile.backing(rows.tensor.detach()) is rows and RowFile.backing(torch.zeros(6, 4)) is None
-    save_state(tmp_path / "state", {"a": rows.tensor[:3]})
+    file = RowFile.backing(rows)
+    assert file is not None and RowFile.backing(rows[:3]) is None
+    assert RowFile.backing(rows.detach()) is file and RowFile.backing(torch.zeros(6, 4)) is None
+    save_state(tmp_path / "state", {"a": rows[:3]})
     assert not list(tmp_path.glob("*.bin"))
-    assert torch.equal(load_state(tmp_path / "state")["a"], rows.tensor[:3])
+    assert torch.equal(load_state(tmp_path / "state")["a"], rows[:3])
+
+
+def test_the_file_goes_with_its_last_tensor(tmp_path: Path) -> None:
+    """No reference cycle: dropping the last tensor closes the descriptor at once (no garbage collection), so a
+    replaced refresh's file frees its disk space when no checkpoint links it."""
+    import gc
+
+    gc.disable()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            rows = _filled(tmp_path)
+            del rows
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        gc.enable()
