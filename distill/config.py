@@ -58,6 +58,19 @@ class DataConfig(SplitKeys, _Strict):
         return self
 
     @model_validator(mode="after")
+    def _targets_are_unseen(self) -> DataConfig:
+        """A target's accuracy is the unseen-domain number: a source domain averaged into it would inflate it."""
+        for key, names in (("data.source", self.source), ("data.target", self.target or [])):
+            twice = sorted({d for d in names if names.count(d) > 1})
+            if twice:
+                raise ValueError(f"{key}: {', '.join(map(repr, twice))} listed twice; list each domain once")
+        both = [d for d in self.target or [] if d in self.source]
+        if both:
+            raise ValueError(f"data.target: {', '.join(map(repr, both))} also in data.source; a target domain must "
+                             "be one the student does not train on: remove it from one of them")
+        return self
+
+    @model_validator(mode="after")
     def _leaves_a_train_split(self) -> DataConfig:
         """Fractions that leave no train split are refused here, at the boundary (the rule's one home
         is :func:`distill.data.split.check_split_rule`); unset keys count at their defaults."""
@@ -311,6 +324,8 @@ def format_validation_error(e: ValidationError, source: str) -> str:
         return f"{source}: unknown key '{loc}'"
     if err["type"] == "missing":
         return f"{source}: missing required key '{loc}'"
+    if err["type"] == "value_error" and isinstance(err.get("input"), dict):  # a section's cross-key check
+        return f"{source}: {err['ctx']['error']}"  # names its keys; the whole section is no value to print
     return f"{source}: '{loc}': {err['msg']} (got {err.get('input')!r})"
 
 

@@ -62,6 +62,21 @@ def test_a_bad_value_is_one_line_naming_its_key(tmp_path, change, message):
     assert str(e.value).startswith(message), str(e.value)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("data.target=[sketch,mnist]", "--set data.target=[sketch,mnist]: data.target: 'mnist' also in data.source; "
+                                   "a target domain must be one the student does not train on"),
+    ("data.target=mnist", "--set data.target=mnist: data.target: 'mnist' also in data.source"),
+    ("data.source=[mnist,mnist]", "--set data.source=[mnist,mnist]: data.source: 'mnist' listed twice"),
+    ("data.target=[sketch,sketch]", "--set data.target=[sketch,sketch]: data.target: 'sketch' listed twice"),
+])
+def test_a_target_must_be_unseen_and_domains_listed_once(tmp_path, capsys, override, message):
+    """A source domain among the targets would be averaged into the "unseen domain" accuracy (QA B4)."""
+    assert cli(["train", "-c", str(_recipe(tmp_path)), "--set", override]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_set_overrides_are_parsed_as_yaml_and_win_over_the_file(tmp_path):
     cfg = load_train_config(_recipe(tmp_path), ["optim.lr=3e-4", "optim.epochs=3", "data.target=[a, b]",
                                                 "optim.grad_clip=null", "strategy.name=kd", "strategy.alpha=0.5"])
