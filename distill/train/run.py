@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.config import TrainConfig, dump_config
+from distill.config import TrainConfig, dump_config, load_yaml, validate
 from distill.errors import DistillError
 from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary, pct
 from distill.train.build import build
@@ -25,6 +25,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunSummary | None:
     elif (run_dir / CHECKPOINTS_DIR / CHECKPOINT_POINTER).is_file():
         raise DistillError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, "
                            "or choose another run.out")
+    else:
+        _check_writable(run_dir)
     setup = build(cfg)
     if setup.dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -41,3 +43,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> RunSummary | None:
               f"targets {setup.target}" + (f"; teacher zero-shot: {zero_shot}" if zero_shot else ""))
         print(trainer.pixel_store()[1])
     return trainer.fit()
+
+
+def _check_writable(run_dir: Path) -> None:
+    """A new run goes into a missing or empty folder, or over a run of this tool that never reached its first
+    checkpoint (its ``config.yaml`` loads): never over files of anything else (a user's metrics.csv, a cache)."""
+    entries = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) if run_dir.is_dir() else []
+    if not entries:
+        return
+    saved = run_dir / RUN_CONFIG
+    if saved.is_file():
+        try:
+            validate(TrainConfig, load_yaml(saved), str(saved))
+            return
+        except DistillError:
+            pass
+    shown = ", ".join(entries[:4]) + (f", ... ({len(entries)} entries)" if len(entries) > 4 else "")
+    raise DistillError(f"{run_dir}: directory is not empty and holds no training run ({shown}); "
+                       "choose an empty or new run.out, or move those files away")
