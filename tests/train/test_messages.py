@@ -109,3 +109,30 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over_and_hidden_files_
     (tmp_path / "hidden" / ".DS_Store").write_bytes(b"x")
     cfg["run"]["out"] = str(tmp_path / "hidden")
     assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 0
+
+
+def test_an_empty_target_domain_is_named_once(tmp_path, capsys):
+    """QA B8: an empty target domain is warned about once, not a silent `target n/a`."""
+    data = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=6)
+    (data / "empty" / "circle").mkdir(parents=True)
+    cfg = _config(data, None, tmp_path / "run", optim__epochs=1)
+    cfg["strategy"] = {"name": "erm"}
+    cfg["data"].update(source=["red"], target=["green", "empty"])
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 0
+    out, err = capsys.readouterr()
+    warning = f"warning: data.target: 'empty' hold(s) no test images under {data}; left out of the target accuracy"
+    assert err.count(warning) == 1, err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["target_acc"] is not None
+
+
+def test_an_empty_source_domain_says_it_holds_no_training_images(tmp_path, capsys):
+    data = make_shapes_root(tmp_path / "data", ["red"], per_class=6)
+    (data / "empty" / "circle").mkdir(parents=True)
+    cfg = _config(data, None, tmp_path / "run2", optim__epochs=1)
+    cfg["strategy"] = {"name": "erm"}
+    cfg["data"].update(source=["empty"], target=["red"])
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: data.source: 'empty' hold(s) no training images under {data} (an empty folder, or none "
+                   "in the train split); nothing to train on: add images or choose other domains")
+    assert not (tmp_path / "run2").exists()
