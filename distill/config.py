@@ -58,6 +58,19 @@ class DataConfig(SplitKeys, _Strict):
         return self
 
     @model_validator(mode="after")
+    def _targets_are_unseen(self) -> DataConfig:
+        """A target's accuracy is the unseen-domain number: a source domain averaged into it would inflate it."""
+        for key, names in (("data.source", self.source), ("data.target", self.target or [])):
+            twice = sorted({d for d in names if names.count(d) > 1})
+            if twice:
+                raise ValueError(f"{key}: {', '.join(map(repr, twice))} listed twice; list each domain once")
+        both = [d for d in self.target or [] if d in self.source]
+        if both:
+            raise ValueError(f"data.target: {', '.join(map(repr, both))} also in data.source; a target domain must "
+                             "be one the student does not train on: remove it from one of them")
+        return self
+
+    @model_validator(mode="after")
     def _leaves_a_train_split(self) -> DataConfig:
         """Fractions that leave no train split are refused here, at the boundary (the rule's one home
         is :func:`distill.data.split.check_split_rule`); unset keys count at their defaults."""
@@ -261,9 +274,8 @@ def _set_path(d: dict, dotted: str, value: Any, source: str) -> None:
     cur[keys[-1]] = value
 
 
-def _override_of(e: ValidationError, overrides: list[str] | None) -> str | None:
-    """The ``--set`` item that set the first failing key (or a section above it), if one did."""
-    loc = [str(p) for p in e.errors()[0]["loc"]]
+def _override_of(loc: list[str], overrides: list[str] | None) -> str | None:
+    """The ``--set`` item that set the key at ``loc`` (or a section above it), if one did."""
     for item in reversed(overrides or []):
         key = item.split("=", 1)[0].strip().split(".")
         if loc[:len(key)] == key or key[:len(loc)] == loc:
@@ -311,6 +323,8 @@ def format_validation_error(e: ValidationError, source: str) -> str:
         return f"{source}: unknown key '{loc}'"
     if err["type"] == "missing":
         return f"{source}: missing required key '{loc}'"
+    if err["type"] == "value_error" and isinstance(err.get("input"), dict):  # a section's cross-key check
+        return f"{source}: {err['ctx']['error']}"  # names its keys; the whole section is no value to print
     return f"{source}: '{loc}': {err['msg']} (got {err.get('input')!r})"
 
 
@@ -344,13 +358,16 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
     try:
         cfg = TrainConfig.model_validate(raw)
     except ValidationError as e:  # a mistake in a --set override is blamed on it, not on the file
-        item = _override_of(e, overrides)
+        item = _override_of([str(p) for p in e.errors()[0]["loc"]], overrides)
         raise DistillError(format_validation_error(e, f"--set {item}" if item else source)) from None
     # lazy: torch; config.py stays torch-free so a config mistake is reported before torch loads
     from distill.strategies import build_config, get_strategy
 
-    cls = get_strategy(cfg.strategy.name)  # unknown strategy -> one line naming it
-    build_config(cls.Config, cfg.strategy.options(), where="strategy")
+    try:  # an unknown strategy, or an unknown key or bad value among its options: named like any other key
+        build_config(get_strategy(cfg.strategy.name).Config, cfg.strategy.options(), where="strategy")
+    except DistillError as e:
+        item = _override_of(["strategy", getattr(e, "key", "name")], overrides)
+        raise DistillError(f"{f'--set {item}' if item else source}: {e}") from None
     return cfg
 
 

@@ -49,8 +49,8 @@ def _base(tmp_path: Path, **extra) -> dict:
 @pytest.mark.parametrize("change, message", [
     ({"optim": {"lrr": 0.1}}, "config: unknown key 'optim.lrr'"),
     ({"optim": {"epochs": 0}}, "config: 'optim.epochs': Input should be greater than or equal to 1 (got 0)"),
-    ({"strategy": {"name": "kd", "temprature": 2}}, "unknown key 'strategy.temprature'"),
-    ({"strategy": {"name": "nope"}}, "unknown strategy 'nope'"),
+    ({"strategy": {"name": "kd", "temprature": 2}}, "config: unknown key 'strategy.temprature'"),
+    ({"strategy": {"name": "nope"}}, "config: unknown strategy 'nope'"),
     ({"robust": {"severity": 6}}, "config: 'robust.severity': Input should be less than or equal to 5 (got 6)"),
     ({"robust": {"corruptions": ["fog"]}}, "config: 'robust.corruptions': Value error, unknown corruption 'fog'"),
     ({"robust": {"pgd_eps": ["big"]}}, "config: 'robust.pgd_eps': Value error, epsilon 'big': expected a number"),
@@ -60,6 +60,39 @@ def test_a_bad_value_is_one_line_naming_its_key(tmp_path, change, message):
     with pytest.raises(DistillError) as e:
         load_train_config(None, base={**_base(tmp_path), **change})
     assert str(e.value).startswith(message), str(e.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.epoch=3", "--set optim.epoch=3: unknown key 'optim.epoch'"),
+    ("strategy.temprature=2", "--set strategy.temprature=2: unknown key 'strategy.temprature' (valid: "),
+    ("strategy.temperature=hot", "--set strategy.temperature=hot: strategy.temperature: "),
+    ("strategy.name=kdd", "--set strategy.name=kdd: unknown strategy 'kdd' (available: "),
+    ("strategy={name: kd, temprature: 2}", "--set strategy={name: kd, temprature: 2}: unknown key 'strategy.temprature'"),
+])
+def test_a_strategy_key_mistake_names_the_set_item_like_any_other_key(tmp_path, capsys, override, message):
+    """README: an unknown key is one line naming it and the --set item that set it; strategy keys too."""
+    assert cli(["train", "-c", str(_recipe(tmp_path)), "--set", "strategy.name=kd", "--set", override]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    p = _recipe(tmp_path)
+    p.write_text(p.read_text().replace("name: erm", "name: kd\n  temprature: 2"))
+    assert cli(["train", "-c", str(p), "--set", "optim.epochs=2"]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {p}: unknown key 'strategy.temprature' (valid: ")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.target=[sketch,mnist]", "--set data.target=[sketch,mnist]: data.target: 'mnist' also in data.source; "
+                                   "a target domain must be one the student does not train on"),
+    ("data.target=mnist", "--set data.target=mnist: data.target: 'mnist' also in data.source"),
+    ("data.source=[mnist,mnist]", "--set data.source=[mnist,mnist]: data.source: 'mnist' listed twice"),
+    ("data.target=[sketch,sketch]", "--set data.target=[sketch,sketch]: data.target: 'sketch' listed twice"),
+])
+def test_a_target_must_be_unseen_and_domains_listed_once(tmp_path, capsys, override, message):
+    """A source domain among the targets would be averaged into the "unseen domain" accuracy (QA B4)."""
+    assert cli(["train", "-c", str(_recipe(tmp_path)), "--set", override]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_set_overrides_are_parsed_as_yaml_and_win_over_the_file(tmp_path):

@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "OUT/teacher.json. No student train, val or test image is ever opened, so the teacher's zero-shot "
             "accuracy is honest, as a web-pretrained CLIP's is; caches and runs must use the same "
             "--pretrain-fraction (data.pretrain_fraction) and split seed. A killed run resumes from its last finished epoch when rerun; "
-            "a finished run with the same parameters returns at once. Load the result like any local CLIP "
+            "a finished run with the same parameters returns at once, and one with other parameters or data is refused "
+            "(never overwritten). Load the result like any local CLIP "
             "checkpoint: --arch ARCH --pretrained OUT/open_clip_model.safetensors.", 88),
         epilog=f"presets: full = {FULL.epochs} epochs, batch {FULL.batch_size}, lr {FULL.lr:g} (about 2 min of one "
         f"CPU core on the built-in digits suite);\n         on a small set the batch shrinks to "

@@ -175,20 +175,33 @@ def strategy_config(cls: type) -> type:
     return pydantic_dataclass(cls, frozen=True, config=ConfigDict(extra="forbid"))
 
 
+class OptionError(DistillError):
+    """A strategy option that does not validate; ``key`` is the option at fault (so that
+    :func:`distill.config.load_train_config` can name the ``--set`` item that set it)."""
+
+    def __init__(self, message: str, key: str):
+        super().__init__(message)
+        self.key = key
+
+
 def build_config(config_cls: type, values: dict[str, Any] | None, where: str = "strategy") -> Any:
-    """Validate ``values`` into ``config_cls`` (a :func:`strategy_config` class); errors name the key."""
+    """Validate ``values`` into ``config_cls`` (a :func:`strategy_config` class); errors name the key.
+
+    Raises:
+        OptionError: an unknown key or a bad value (``.key`` is the option).
+    """
     values = dict(values or {})
     if not dataclasses.is_dataclass(config_cls):
         if values:
-            raise DistillError(f"{where}: takes no options, got {sorted(values)}")
+            raise OptionError(f"{where}: takes no options, got {sorted(values)}", sorted(values)[0])
         return None
     fields = {f.name for f in dataclasses.fields(config_cls)}
     for key in values:
         if key not in fields:
-            raise DistillError(f"unknown key '{where}.{key}' (valid: {', '.join(sorted(fields)) or 'none'})")
+            raise OptionError(f"unknown key '{where}.{key}' (valid: {', '.join(sorted(fields)) or 'none'})", key)
     try:
         return config_cls(**values)
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        raise DistillError(f"{where}.{loc}: {err['msg']} (got {err.get('input')!r})") from None
+        raise OptionError(f"{where}.{loc}: {err['msg']} (got {err.get('input')!r})", str(err["loc"][0])) from None

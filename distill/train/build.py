@@ -139,6 +139,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
     if skipped and dist.main:
         print(f"warning: {len(skipped)} undecodable image(s) left out of training and evaluation: "
               + ", ".join(f"{p} ({why})" for p, why in skipped), file=sys.stderr)
+    _check_domain_images(dataset, source, target, needs, dist.main)
     manifest = caches[0].manifest if caches else None  # the first cache's: views, teacher
 
     # views: dictated by the (first) cache so training replays what the teacher saw
@@ -328,3 +329,21 @@ def _skip_bad_images(dataset: DomainFolder, caches: list[TeacherCache], domains:
         covered = set(caches[0].domains + [f.name for f in caches[0].folders]) if caches else set()
         out += dataset.skip_undecodable([x for x in domains if x not in covered])
     return out
+
+
+def _check_domain_images(dataset: DomainFolder, source: list[str], target: list[str], needs: Needs,
+                         main: bool) -> None:
+    """An empty domain is named: none to train on is an error, one trained on or tested with none a warning."""
+    key, trained = ("data.target", target) if needs.target_data else ("data.source", source)
+    no_train = [d for d in trained if not len(dataset.select([d], "train"))]
+    names = ", ".join(repr(d) for d in no_train)
+    if trained and len(no_train) == len(trained):
+        raise DistillError(f"{key}: {names} hold(s) no training images under {dataset.root} (an empty folder, or "
+                           "none in the train split); nothing to train on: add images or choose other domains")
+    untested = [d for d in target if not len(dataset.select([d], "test"))]
+    if main and no_train:
+        print(f"warning: {key}: {names} hold(s) no training images under {dataset.root}; trained on the others",
+              file=sys.stderr)
+    if main and untested:
+        print(f"warning: data.target: {', '.join(map(repr, untested))} hold(s) no test images under {dataset.root}; "
+              "left out of the target accuracy", file=sys.stderr)

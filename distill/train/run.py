@@ -1,7 +1,9 @@
 """``train(cfg)``: a validated TrainConfig -> a trained run folder (config.yaml, checkpoints, metrics, summary)."""
 from __future__ import annotations
 
-from distill.config import TrainConfig, dump_config
+from pathlib import Path
+
+from distill.config import TrainConfig, dump_config, load_yaml, validate
 from distill.errors import DistillError
 from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary, pct
 from distill.train.build import build
@@ -25,6 +27,8 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
     elif (run_dir / CHECKPOINTS_DIR / CHECKPOINT_POINTER).is_file():
         raise DistillError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, "
                            f"or choose another {out_flag}")
+    else:
+        _check_writable(run_dir, out_flag)
     setup = build(cfg)
     if setup.dist.main:
         make_out_dir(run_dir, out_flag)
@@ -41,3 +45,21 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
               f"targets {setup.target}" + (f"; teacher zero-shot: {zero_shot}" if zero_shot else ""))
         print(trainer.pixel_store()[1])
     return trainer.fit()
+
+
+def _check_writable(run_dir: Path, out_flag: str = "run.out") -> None:
+    """A new run goes into a missing or empty folder, or over a run of this tool that never reached its first
+    checkpoint (its ``config.yaml`` loads): never over files of anything else (a user's metrics.csv, a cache)."""
+    entries = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) if run_dir.is_dir() else []
+    if not entries:
+        return
+    saved = run_dir / RUN_CONFIG
+    if saved.is_file():
+        try:
+            validate(TrainConfig, load_yaml(saved), str(saved))
+            return
+        except DistillError:
+            pass
+    shown = ", ".join(entries[:4]) + (f", ... ({len(entries)} entries)" if len(entries) > 4 else "")
+    raise DistillError(f"{run_dir}: directory is not empty and holds no training run ({shown}); "
+                       f"choose an empty or new {out_flag}, or move those files away")

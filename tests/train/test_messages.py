@@ -74,3 +74,65 @@ def test_a_batch_larger_than_the_training_images_says_what_to_set(tmp_path, root
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{n} training images is fewer than optim.batch_size=64" in err
     assert err.endswith(f"set optim.batch_size <= {n} (--set optim.batch_size={n})")
+
+
+def test_a_non_empty_folder_that_holds_no_run_is_refused(tmp_path, root, cache, capsys):
+    """run.out over a user's files or a teacher cache: one line saying what is there, nothing written (QA B5)."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.csv").write_text("a,b\n1,2\n")
+    (mine / "summary.json").write_text('{"old": 1}\n')
+    before = {p.name: p.read_bytes() for p in cache.iterdir()}
+    for out, listed in ((mine, "metrics.csv, summary.json"), (cache, ", ".join(sorted(n for n in before if n[0] != ".")[:4]))):
+        cfg = _config(root, None, out, optim__epochs=1)
+        cfg["strategy"] = {"name": "erm"}
+        assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {out}: directory is not empty and holds no training run ({listed}")
+        assert err.endswith("choose an empty or new run.out, or move those files away") and len(err.splitlines()) == 1
+    assert (mine / "metrics.csv").read_text() == "a,b\n1,2\n" and sorted(p.name for p in mine.iterdir()) == [
+        "metrics.csv", "summary.json"]
+    assert {p.name: p.read_bytes() for p in cache.iterdir()} == before
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_over_and_hidden_files_do_not_count(tmp_path, root, capsys):
+    import shutil
+
+    cfg = _config(root, None, tmp_path / "run", optim__epochs=1)
+    cfg["strategy"] = {"name": "erm"}
+    p = _write(tmp_path, cfg)
+    assert cli(["train", "-c", str(p)]) == 0
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # as if killed before the first checkpoint
+    assert cli(["train", "-c", str(p)]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.json").is_file()
+    (tmp_path / "hidden").mkdir()
+    (tmp_path / "hidden" / ".DS_Store").write_bytes(b"x")
+    cfg["run"]["out"] = str(tmp_path / "hidden")
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 0
+
+
+def test_an_empty_target_domain_is_named_once(tmp_path, capsys):
+    """QA B8: an empty target domain is warned about once, not a silent `target n/a`."""
+    data = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=6)
+    (data / "empty" / "circle").mkdir(parents=True)
+    cfg = _config(data, None, tmp_path / "run", optim__epochs=1)
+    cfg["strategy"] = {"name": "erm"}
+    cfg["data"].update(source=["red"], target=["green", "empty"])
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 0
+    out, err = capsys.readouterr()
+    warning = f"warning: data.target: 'empty' hold(s) no test images under {data}; left out of the target accuracy"
+    assert err.count(warning) == 1, err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["target_acc"] is not None
+
+
+def test_an_empty_source_domain_says_it_holds_no_training_images(tmp_path, capsys):
+    data = make_shapes_root(tmp_path / "data", ["red"], per_class=6)
+    (data / "empty" / "circle").mkdir(parents=True)
+    cfg = _config(data, None, tmp_path / "run2", optim__epochs=1)
+    cfg["strategy"] = {"name": "erm"}
+    cfg["data"].update(source=["empty"], target=["red"])
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: data.source: 'empty' hold(s) no training images under {data} (an empty folder, or none "
+                   "in the train split); nothing to train on: add images or choose other domains")
+    assert not (tmp_path / "run2").exists()

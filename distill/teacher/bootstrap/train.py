@@ -37,8 +37,9 @@ Resumable: after every epoch the model and AdamW state are written atomically to
 safetensors file (``OUT/bootstrap-state.safetensors``, no pickle); rerunning the same call
 continues from there, and since every random draw (shuffle, captions, augmentation) comes from
 a generator seeded by ``(seed, epoch)``, a resumed run on CPU gives bit-identical weights to an
-uninterrupted one. A finished run with the same parameters returns at once; changed
-parameters (or data) retrain from scratch.
+uninterrupted one. A finished run with the same parameters returns at once (saying so on stderr);
+one with changed parameters (or data) is refused, naming the fields, never overwritten: caches
+built from it rest on its checkpoint. An unfinished run's state of other parameters is ignored.
 
 Meant for small images and datasets: train images are decoded once and held in memory as
 ``uint8`` at the model's input size (3 KB each at 32x32).
@@ -102,6 +103,7 @@ from distill.teacher.bootstrap.presets import (
     choose_schedule,
     near_chance_warning,
 )
+from distill.teacher.cache.identity import diff_fields
 from distill.teacher.clip import register_model_configs
 from distill.teacher.pool import pool_of
 from distill.utils.io import atomic_write, check_out_dir, sha256_file
@@ -171,9 +173,12 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
             old = TeacherManifest.read(manifest_path)
         except DistillError:  # unreadable or another format: retrain
             old = None
-        if old is not None and old.run_key == run_key and old.checkpoint_sha256 == sha256_file(ckpt):
-            if progress:
-                print(f"teacher already bootstrapped with these parameters: {ckpt}")
+        if old is not None and old.run_key != run_key:  # never overwrite a finished teacher (caches rest on it)
+            raise DistillError(f"{manifest_path}: a teacher bootstrapped with other parameters is here (that teacher "
+                               f"vs this run: {'; '.join(_differences(old, params, dataset))}); remove the "
+                               "directory to retrain, or choose another --out")
+        if old is not None and old.checkpoint_sha256 == sha256_file(ckpt):
+            print(f"teacher already bootstrapped with these parameters: {ckpt}", file=sys.stderr, flush=True)
             if old.warning:
                 print(f"WARNING: {old.warning}", file=sys.stderr, flush=True)
             return ckpt
@@ -282,3 +287,27 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     return ckpt
+
+
+_TRAINING = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "max_per_domain", "seed", "augment",
+             "loss", "caption_templates")
+
+
+def _differences(old: TeacherManifest, params: dict, dataset: DomainFolder) -> list[str]:
+    """``"field: that teacher's vs this run's"`` for each parameter ``teacher.json`` records that differs."""
+    pool = old.dataset.pretrain
+    have = {"arch": old.arch, "model_config": old.open_clip_config,
+            "pretrain": pool.model_dump(mode="json") if pool else None,
+            "classes": old.classes, "domains": old.domains, "templates": old.templates,
+            "training": {k: old.training.get(k) for k in _TRAINING}}
+    want = {"arch": params["arch"], "model_config": params["model_config"],
+            "pretrain": params["pretrain"],
+            "classes": params["classes"], "domains": params["domains"], "templates": params["templates"],
+            "training": {k: params[k] for k in _TRAINING}}
+    diffs = diff_fields(have, want)
+    if old.dataset.fingerprint != params["dataset_fingerprint"]:
+        if old.dataset.root != str(dataset.root):  # named in full: the one difference a user reads as a path
+            diffs.insert(0, f"--data: {old.dataset.root} vs {dataset.root}")
+        elif not diffs:
+            diffs.append(f"--data: the images under {dataset.root} changed (dataset fingerprint)")
+    return diffs or ["format or held-out split (teacher.json run_key)"]

@@ -154,18 +154,20 @@ def test_no_pool_is_refused(tree: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert not (tmp_path / "t" / "teacher.json").exists()
 
 
-def test_another_pool_retrains(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_another_pool_is_refused_not_retrained(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     one_epoch = dataclasses.replace(SETTINGS, epochs=1)
     bootstrap_teacher(DomainFolder(tree, pretrain_fraction=POOL), tmp_path, one_epoch, progress=False)
-    first = TeacherManifest.read(tmp_path)
+    first, sha = TeacherManifest.read(tmp_path), sha256_file(tmp_path / "open_clip_model.safetensors")
     real_create, created = bootstrap.create_model, []
     monkeypatch.setattr(bootstrap, "create_model", lambda *a: (created.append(1), real_create(*a))[1])
     bootstrap_teacher(DomainFolder(tree, pretrain_fraction=POOL), tmp_path, one_epoch, progress=False)
     assert not created, "the same pool retrained"
-    bootstrap_teacher(DomainFolder(tree, pretrain_fraction=0.4), tmp_path, one_epoch, progress=False)
-    second = TeacherManifest.read(tmp_path)
-    assert created and second.run_key != first.run_key
-    assert (first.dataset.pretrain.fraction, second.dataset.pretrain.fraction) == (POOL, 0.4)
+    with pytest.raises(DistillError, match=r"teacher.json: a teacher bootstrapped with other parameters is here "
+                                           r"\(that teacher vs this run: pretrain.fraction: 0.5 vs 0.4; "
+                                           r"pretrain.images: 24 vs 18\); remove"):
+        bootstrap_teacher(DomainFolder(tree, pretrain_fraction=0.4), tmp_path, one_epoch, progress=False)
+    assert not created and TeacherManifest.read(tmp_path) == first
+    assert sha256_file(tmp_path / "open_clip_model.safetensors") == sha
 
 
 def test_killed_bootstrap_resumes_bit_identical(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,12 +202,27 @@ def test_killed_bootstrap_resumes_bit_identical(tree: Path, tmp_path: Path, monk
     assert bootstrap_teacher(ds, tmp_path / "killed", SETTINGS, progress=False) == resumed
 
 
-def test_changed_parameters_retrain_and_ignore_stale_state(tree: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_changed_parameters_never_overwrite_a_finished_teacher(tree: Path, tmp_path: Path) -> None:
     ds = DomainFolder(tree, pretrain_fraction=POOL)
     first = bootstrap_teacher(ds, tmp_path, SETTINGS, progress=False)
-    sha = sha256_file(first)
+    sha, manifest = sha256_file(first), (tmp_path / "teacher.json").read_text()
+    with pytest.raises(DistillError) as e:  # as `cache build` refuses a cache of another plan
+        bootstrap_teacher(ds, tmp_path, dataclasses.replace(SETTINGS, epochs=2, seed=3), progress=False)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'teacher.json'}: a teacher bootstrapped with other parameters is here")
+    assert "training.epochs: 3 vs 2; training.seed: 0 vs 3" in msg and "choose another --out" in msg
+    assert "\n" not in msg and "fingerprint" not in msg
+    other = tmp_path / "other_data"
+    (other / "plain" / "square").mkdir(parents=True)
+    for p in sorted((tree / "plain" / "square").iterdir()):
+        (other / "plain" / "square" / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(DistillError, match=rf"that teacher vs this run: --data: {tree} vs {other}; "):
+        bootstrap_teacher(DomainFolder(other, pretrain_fraction=POOL), tmp_path, SETTINGS, progress=False)
+    assert sha256_file(first) == sha and (tmp_path / "teacher.json").read_text() == manifest
 
+
+def test_changed_parameters_ignore_stale_state(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = DomainFolder(tree, pretrain_fraction=POOL)
     real_save = bootstrap.save_state
 
     def save_then_die(path, *args, **kwargs):
@@ -213,17 +230,30 @@ def test_changed_parameters_retrain_and_ignore_stale_state(tree: Path, tmp_path:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(bootstrap, "save_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):  # leaves an epoch checkpoint of a 4-epoch run
+    with pytest.raises(KeyboardInterrupt):  # leaves an epoch checkpoint of a 4-epoch run, and no teacher
         bootstrap_teacher(ds, tmp_path, dataclasses.replace(SETTINGS, epochs=4), progress=False)
     monkeypatch.setattr(bootstrap, "save_state", real_save)
 
     resumed_from: list = []
     real_load = bootstrap.load_state
     monkeypatch.setattr(bootstrap, "load_state", lambda *a: (lambda r: (resumed_from.append(r), r)[1])(real_load(*a)))
-    again = bootstrap_teacher(ds, tmp_path, dataclasses.replace(SETTINGS, epochs=2), progress=False)
+    bootstrap_teacher(ds, tmp_path, dataclasses.replace(SETTINGS, epochs=2), progress=False)
     assert resumed_from == [None]  # the 4-epoch state is not resumed by a 2-epoch run
-    assert again == first and sha256_file(again) != sha
     assert json.loads((tmp_path / "teacher.json").read_text())["training"]["epochs"] == 2
+
+
+def test_rerun_says_it_skipped_even_without_progress(tree: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    args = ["teacher", "bootstrap", "--data", str(tree), "--out", str(tmp_path), "--quick", "--no-progress",
+            "--pretrain-fraction", str(POOL), "--epochs", "1"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"teacher already bootstrapped with these parameters: {tmp_path / 'open_clip_model.safetensors'}" in err
+    assert main(args[:-2] + ["--epochs", "2", "--seed", "5"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "training.seed: 0 vs 5" in err
 
 
 def test_cli_bootstrap_then_eval(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
