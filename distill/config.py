@@ -324,7 +324,8 @@ def format_validation_error(e: ValidationError, source: str) -> str:
     if err["type"] == "missing":
         return f"{source}: missing required key '{loc}'"
     if err["type"] == "value_error" and isinstance(err.get("input"), dict):  # a section's cross-key check
-        return f"{source}: {err['ctx']['error']}"  # names its keys; the whole section is no value to print
+        msg = str(err["ctx"]["error"])  # names its keys; the whole section is no value to print
+        return f"{source}: {msg}" if not loc or msg.startswith(f"{loc}.") else f"{source}: {loc}: {msg}"
     return f"{source}: '{loc}': {err['msg']} (got {err.get('input')!r})"
 
 

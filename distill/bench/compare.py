@@ -12,8 +12,9 @@ model is created last (and first) once, and each model's runs of all passes are 
 passes, given order then reverse, left the middle one of three never created last: with the
 edge only on the newest session that is a bias again.)
 
-A ratio of two medians from a few dozen runs moves by 0.1-0.3 on a shared machine (0.69-0.96 for one pair of files
-over eight 20-run checks), so a decision on it needs its interval: :func:`ratio_interval` gives the median of the
+A ratio of two medians from a few dozen runs moves on a shared machine (0.66-1.14 for one pair of files over ten
+20-run checks at onnxruntime's own thread count; benchmarks/RESULTS.md, "When is int8 faster"), so a decision on it
+needs its interval: :func:`ratio_interval` gives the median of the
 per-round ratios (the k-th run of one model against the k-th of the other, timed back to back) and its
 distribution-free 95 % interval (``scipy.stats.quantile_test``: the order statistics of a sign test).
 """

@@ -69,8 +69,9 @@ class ExportConfig(SplitKeys):
         sensitivity_count: calibration images used to rank layer sensitivity.
         fp32_rtol: fp32 parity tolerance, relative to max(1, max |logit|).
         latency_batch, latency_iters, threads: the export-time int8 vs fp32 latency check (1 thread by default:
-            at onnxruntime's own count a 2-core machine's scheduling noise moved the ratio 0.5-1.1 between reruns
-            of the same files, at 1 thread 1.30-1.32; benchmarks/RESULTS.md, "When is int8 faster").
+            at onnxruntime's own count a busy 2-core machine moved the ratio of the same two files 0.42-1.14 between
+            reruns, at 1 thread 1.15-1.59 over 20 runs and 1.21-1.37 over 100, every rerun agreeing;
+            benchmarks/RESULTS.md, "When is int8 faster").
         trt_batches: (min, opt, max) batch of the TensorRT optimization profile (``"1,8,32"`` too).
         build_engines: build TensorRT engines here when ``import tensorrt`` works.
         reduce_range: 7-bit weights in the ort-cpu flavour (the default): every x86 CPU computes the file alike.
