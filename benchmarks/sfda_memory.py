@@ -10,7 +10,8 @@ This runs the real ``refresh`` of each strategy on a stub student whose ``forwar
 and logits of a realistic width (default F = 1280, mobilenetv3_large_100's; C = 1000 classes), over N target
 images, twice (epochs 0 and 1: the second refresh has the first one's targets to replace), in a fresh process per
 row, and prints the peak ``RssAnon`` added (sampled every millisecond), the bytes per image and the seconds per
-refresh; then saves the strategy's state twice as a step checkpoint does (``distill.utils.state.save_state`` into
+refresh (RssAnon in MiB; after the refreshes also after glibc's ``malloc_trim``, which returns freed memory: what
+is left is live data); then saves the strategy's state twice as a step checkpoint does (``distill.utils.state.save_state`` into
 a folder beside ``state_dir``, the run's checkpoint folder) and prints the bytes of the state files and the seconds
 per save. Nothing here is trained: the figures do not depend on the values.
 
@@ -86,6 +87,13 @@ def child(strategy: str, count: int, features: int, classes: int, folder: str, b
     thread.join()
     kept = sum(b.numel() * b.element_size() for b in strat.buffers())
     after = rss_anon(pid) or 0
+    try:  # what of "after" is live data: glibc keeps freed memory (the kNN tiles') until trimmed
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        trimmed = rss_anon(pid) or 0
+    except (OSError, AttributeError):  # not glibc
+        trimmed = after
     t, saves = time.perf_counter(), []
     for step in (1, 2):  # a step folder each, the older one removed after: as distill.train.checkpoints does
         step_dir = Path(folder) / "checkpoints" / f"step-{step}"
@@ -99,6 +107,7 @@ def child(strategy: str, count: int, features: int, classes: int, folder: str, b
     written = sum(f.stat().st_size for f in files if f.suffix != ".bin")  # .bin: hard links to the targets' files
     linked = sum(f.stat().st_size for f in files if f.suffix == ".bin")
     return {"peak_mb": (peak[0] - base) / 2**20, "after_mb": (after - base) / 2**20, "buffers_mb": kept / 2**20,
+            "trimmed_mb": (trimmed - base) / 2**20,
             "seconds": seconds, "save_s": save_s, "state_mb": written / 2**20, "linked_mb": linked / 2**20}
 
 
@@ -123,11 +132,12 @@ def main() -> None:
                     "folder": folder})})
     print(f"refresh over N target images, F = {args.features} features, C = {args.classes} classes, 1 teacher; "
           "RssAnon added (MB), fresh process per row\n")
-    print("| strategy | N | peak during refresh | kept after (buffers) | per image, peak | per image, kept | s | "
-          "checkpoint: state files MB (+ linked) | s per save |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| strategy | N | peak during refresh | kept after (buffers) | after malloc_trim | per image, peak | "
+          "per image, kept | s | checkpoint: state files MiB (+ linked) | s per save |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['strategy']} | {r['count']:,} | {r['peak_mb']:.0f} | {r['after_mb']:.0f} ({r['buffers_mb']:.0f}) | "
+              f"{r['trimmed_mb']:.0f} | "
               f"{r['peak_mb'] * 2**20 / r['count'] / 1e3:.1f} kB | {r['after_mb'] * 2**20 / r['count'] / 1e3:.1f} kB | "
               f"{r['seconds']:.1f} | {r['state_mb']:.1f} (+ {r['linked_mb']:.0f}) | {r['save_s']:.2f} |")
     print()
