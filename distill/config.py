@@ -57,18 +57,18 @@ class DataConfig(SplitKeys, _Strict):
             raise ValueError(f"data.unlabeled: {both} are also in data.source (a pool domain has no labels)")
         return self
 
-    @model_validator(mode="after")
-    def _targets_are_unseen(self) -> DataConfig:
-        """A target's accuracy is the unseen-domain number: a source domain averaged into it would inflate it."""
+    def check_new_run(self) -> None:
+        """A new run's domains: a target's accuracy is the unseen-domain number (a source domain averaged into it
+        would inflate it), and each domain is listed once. Not a validator: a run configured before this check
+        must still load for resume, export and report."""
         for key, names in (("data.source", self.source), ("data.target", self.target or [])):
             twice = sorted({d for d in names if names.count(d) > 1})
             if twice:
-                raise ValueError(f"{key}: {', '.join(map(repr, twice))} listed twice; list each domain once")
+                raise DistillError(f"{key}: {', '.join(map(repr, twice))} listed twice; list each domain once")
         both = [d for d in self.target or [] if d in self.source]
         if both:
-            raise ValueError(f"data.target: {', '.join(map(repr, both))} also in data.source; a target domain must "
-                             "be one the student does not train on: remove it from one of them")
-        return self
+            raise DistillError(f"data.target: {', '.join(map(repr, both))} also in data.source; a target domain "
+                               "must be one the student does not train on: remove it from one of them")
 
     @model_validator(mode="after")
     def _leaves_a_train_split(self) -> DataConfig:

@@ -81,18 +81,22 @@ def test_a_strategy_key_mistake_names_the_set_item_like_any_other_key(tmp_path, 
 
 
 @pytest.mark.parametrize("override, message", [
-    ("data.target=[sketch,mnist]", "--set data.target=[sketch,mnist]: data.target: 'mnist' also in data.source; "
+    ("data.target=[sketch,mnist]", "data.target: 'mnist' also in data.source; "
                                    "a target domain must be one the student does not train on"),
-    ("data.target=mnist", "--set data.target=mnist: data.target: 'mnist' also in data.source"),
-    ("data.source=[mnist,mnist]", "--set data.source=[mnist,mnist]: data.source: 'mnist' listed twice"),
-    ("data.target=[sketch,sketch]", "--set data.target=[sketch,sketch]: data.target: 'sketch' listed twice"),
+    ("data.target=mnist", "data.target: 'mnist' also in data.source"),
+    ("data.source=[mnist,mnist]", "data.source: 'mnist' listed twice"),
+    ("data.target=[sketch,sketch]", "data.target: 'sketch' listed twice"),
 ])
 def test_a_target_must_be_unseen_and_domains_listed_once(tmp_path, capsys, override, message):
-    """A source domain among the targets would be averaged into the "unseen domain" accuracy (QA B4)."""
+    """A source domain among the targets would be averaged into the "unseen domain" accuracy (QA B4). A new run
+    is refused; a run configured so before the check still loads (resume, export and report read its config)."""
     assert cli(["train", "-c", str(_recipe(tmp_path)), "--set", override]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+    old = load_train_config(_recipe(tmp_path), [override])  # an older run's config.yaml: read as written
+    with pytest.raises(DistillError, match=message.split(";")[0]):
+        old.data.check_new_run()
 
 
 def test_set_overrides_are_parsed_as_yaml_and_win_over_the_file(tmp_path):

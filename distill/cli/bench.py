@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "compile_s (default: none, eager)")
     t.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto",
                    help="auto = channels_last on CUDA, contiguous on CPU (default: auto)")
-    p.set_defaults(func=run, _parser=p)
+    p.set_defaults(func=run, _parser=p, interrupt_hint="nothing was saved; rerun the same command (it starts over)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of PGD random starts and corruption noise (0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print the results as JSON (accuracies as fractions)")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, interrupt_hint="nothing was saved; rerun the same command (it starts over)")
 
 
 def _eps_list(values: list[str] | None) -> tuple[float, ...]:

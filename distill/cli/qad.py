@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantize-all", action="store_true",
                    help="with --export: quantize every layer, also those the export's fallback keeps in float "
                         "(QAD instead of the fallback: a file with no float layer)")
-    p.set_defaults(func=run, _parser=p)
+    p.set_defaults(func=run, _parser=p, interrupt_hint="rerun the same command (QAD starts over)")
 
 
 def config_options(args: argparse.Namespace) -> dict:

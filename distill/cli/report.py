@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, export dirs, qad dirs, bench .jsonl files, or parents")
     p.add_argument("--out", default=REPORT_HTML, help=f"HTML file to write (default: {REPORT_HTML})")
     p.add_argument("--title", default="distill report", help="page title")
-    p.set_defaults(func=run, _parser=p)
+    p.set_defaults(func=run, _parser=p, interrupt_hint="rerun the same command (it starts over)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--batch-size", type=int, default=256, metavar="B", help="images per forward pass (default: 256)")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
-    ev.set_defaults(func=_eval)
+    ev.set_defaults(func=_eval, interrupt_hint="nothing was saved; rerun the same command (it starts over)")
 
 
 def _set_threads(n: int | None) -> None:

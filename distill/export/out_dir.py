@@ -5,13 +5,18 @@ and cleared of an earlier export's record and files before this export writes it
 it. Re-exporting into a folder that holds an export would otherwise leave, until the new ``export.json`` is written
 at the very end, the old record describing the new files (an interrupted export), and the old model's files that
 this export does not write (fewer precisions) beside the new ones. So, once the export's inputs have been checked
-(a bad ``--data`` loses nothing), :meth:`OutputFolder.clear_previous` removes the old ``export.json`` and the files
-it listed, and says which. It removes nothing else: files the user put there stay.
+(a bad ``--data`` loses nothing), :meth:`OutputFolder.clear_previous` moves the old ``export.json`` and the files
+it listed aside (into a hidden ``.previous-export-*`` folder inside it) and says which. When the new export
+finishes they are deleted (:meth:`OutputFolder.commit`); when it fails or is interrupted they are put back
+(:meth:`OutputFolder.restore`), so the folder again holds the earlier export, whole. Nothing else is touched: files
+the user put there stay. (A killed process leaves the hidden folder; the next export into the folder removes it.)
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +31,8 @@ class OutputFolder:
         self.path = path
         self.created: Path | None = None  # the topmost folder this export created
         self.used = False  # set once the export starts writing its own files
+        self.backup: Path | None = None  # the earlier export's files while this one runs
+        self.moved: list[str] = []
 
     def check(self) -> None:
         """A file where the folder should be is one line naming it (checked first, and again by :meth:`make`)."""
@@ -53,23 +60,42 @@ class OutputFolder:
             shutil.rmtree(self.created, ignore_errors=True)
 
     def clear_previous(self, say: Callable[[str], None]) -> list[str]:
-        """Remove an earlier export's ``export.json`` and the files it listed (only those); return their names."""
+        """Move an earlier export's ``export.json`` and the files it listed (only those) aside; return their names."""
         self.used = True
+        for stale in self.path.glob(".previous-export-*"):  # a killed export's: its replacement never finished
+            shutil.rmtree(stale, ignore_errors=True)
         record = self.path / EXPORT_REPORT
         if not record.is_file():
             return []
         old, listed = _listed(record)
-        removed = []
+        self.backup = Path(tempfile.mkdtemp(prefix=".previous-export-", dir=self.path))
         for name in dict.fromkeys([EXPORT_REPORT, *listed]):  # the record first: never a record of other files
             file = self.path / name
             if Path(name).is_absolute() or ".." in Path(name).parts or not (file.is_file() or file.is_symlink()):
                 continue
-            file.unlink()
-            removed.append(name)
+            (self.backup / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, self.backup / name)
+            self.moved.append(name)
         what = f" (of {old.get('checkpoint')}, {old.get('created')})" if old else " (unreadable)"
-        say(f"{self.path} held an earlier export{what}: removed its {EXPORT_REPORT} and the files it listed, which "
-            f"this export replaces: {', '.join(removed)}")
-        return removed
+        say(f"{self.path} held an earlier export{what}: its {EXPORT_REPORT} and the files it listed are set aside "
+            f"until this export finishes (put back if it does not): {', '.join(self.moved)}")
+        return self.moved
+
+    def commit(self) -> None:
+        """The new export is complete: the earlier one's files go."""
+        if self.backup is not None:
+            shutil.rmtree(self.backup, ignore_errors=True)
+            self.backup = None
+
+    def restore(self) -> None:
+        """The new export failed or was interrupted: the earlier export's files come back (over any of the same
+        name this one wrote), its ``export.json`` last."""
+        if self.backup is None:
+            return
+        for name in sorted(self.moved, key=lambda n: n == EXPORT_REPORT):
+            os.replace(self.backup / name, self.path / name)
+        shutil.rmtree(self.backup, ignore_errors=True)
+        self.backup = None
 
 
 def _listed(record: Path) -> tuple[dict[str, Any], list[str]]:

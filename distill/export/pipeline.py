@@ -220,7 +220,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
     Args:
         checkpoint: ``RUN_DIR/checkpoints/best`` (``model.safetensors`` + ``student.json``).
         out_dir: output folder (created; an earlier export there is replaced: its export.json and the files
-            it listed are removed once the inputs are checked, :mod:`distill.export.out_dir`).
+            it listed are set aside once the inputs are checked, deleted when this export finishes and put back
+            if it fails, :mod:`distill.export.out_dir`).
         config: see :class:`ExportConfig`; the run's data settings fill what it leaves unset. With
             ``classes``, a text-head student is first re-targeted to that class file and saved as
             ``out_dir/checkpoint`` (:mod:`distill.export.retarget`); what ships is that student.
@@ -234,10 +235,13 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
     """
     out = OutputFolder(Path(out_dir))
     try:
-        return _export(Path(checkpoint), out, config, ExportLog(log))
-    except BaseException:  # a bad argument or data, or Ctrl-C, before any file was written: leave no folder made
+        report = _export(Path(checkpoint), out, config, ExportLog(log))
+    except BaseException:  # a failure or Ctrl-C: the earlier export comes back whole; no folder made is left
+        out.restore()
         out.undo()
         raise
+    out.commit()
+    return report
 
 
 def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, say: ExportLog) -> ExportReport:

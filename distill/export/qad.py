@@ -79,6 +79,7 @@ from distill.export.training_run import TrainingRun, provenance
 from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.strategies.losses import kl_div_with_temperature, top1_margin_hinge
 from distill.student.model import Student, load_student, save_student
+from distill.utils.io import check_out_dir, make_out_dir
 from distill.utils.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     """
     say = ExportLog(log)
     t0 = time.time()
-    checkpoint, out = Path(cfg.checkpoint), Path(cfg.out_dir)
+    checkpoint, out = Path(cfg.checkpoint), check_out_dir(cfg.out_dir)  # --out naming a file: one line, first
     if checkpoint.is_file():
         checkpoint = checkpoint.parent
     student = load_student(checkpoint)  # DistillError names the file when it is not a checkpoint
@@ -126,7 +127,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     # the no-harm rule decides on images neither trained on (calibration) nor reported on (test)
     holdout = load_holdout_images(ecfg, student.spec, data, cfg.holdout_count, spill_dir=out)
     say(f"hold-out (decides which int8 ships): {len(holdout)} train-split images, none of them calibration images")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     teacher_logits = None
     if cache is not None:
         teacher_logits, picked_domains = _cached_teacher_logits(cfg, cache, ecfg, data, student, say)

@@ -25,6 +25,7 @@ import torch
 from distill.errors import DistillError
 from distill.records import TIMM_WEIGHTS
 from distill.student.model import Student, load_student
+from distill.utils.io import check_out_dir
 
 
 def timm_model_of(student: Student) -> torch.nn.Module:
@@ -53,7 +54,7 @@ def timm_model_of(student: Student) -> torch.nn.Module:
 
 def export_timm(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Write ``out_dir/model.safetensors`` + ``out_dir/config.json`` (timm's layout); returns the weights file."""
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    checkpoint, out_dir = Path(checkpoint), check_out_dir(out_dir)  # --out naming a file: one line
     student = load_student(checkpoint.parent if checkpoint.is_file() else checkpoint)
     spec = student.spec
     model = timm_model_of(student)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from distill.config import TrainConfig, dump_config, load_yaml, validate
 from distill.errors import DistillError
-from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary, pct
+from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RUN_SUMMARY, RunSummary, pct
 from distill.train.build import build
 from distill.train.trainer import Trainer
 from distill.utils.io import atomic_write_text, check_out_dir, make_out_dir
@@ -29,6 +29,8 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
                            f"or choose another {out_flag}")
     else:
         _check_writable(run_dir, out_flag)
+    if not resume:
+        cfg.data.check_new_run()
     setup = build(cfg)
     if setup.dist.main:
         make_out_dir(run_dir, out_flag)
@@ -57,9 +59,13 @@ def _check_writable(run_dir: Path, out_flag: str = "run.out") -> None:
     if saved.is_file():
         try:
             validate(TrainConfig, load_yaml(saved), str(saved))
-            return
         except DistillError:
             pass
+        else:
+            if (run_dir / RUN_SUMMARY).is_file():  # a finished run whose checkpoints were deleted: its results stay
+                raise DistillError(f"{run_dir}: holds a finished run ({RUN_SUMMARY}) without its checkpoints; "
+                                   f"choose an empty or new {out_flag}, or move that run away")
+            return
     shown = ", ".join(entries[:4]) + (f", ... ({len(entries)} entries)" if len(entries) > 4 else "")
     raise DistillError(f"{run_dir}: directory is not empty and holds no training run ({shown}); "
                        f"choose an empty or new {out_flag}, or move those files away")

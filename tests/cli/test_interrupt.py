@@ -90,3 +90,26 @@ def test_export_says_it_restarts_and_other_commands_keep_the_resume_hint(monkeyp
     monkeypatch.setattr(distill.cli.data, "_materialize", interrupted)
     assert main(["data", "materialize", "--out", "x"]) == EXIT_INTERRUPTED
     assert capsys.readouterr().err.strip() == "interrupted: rerun the same command to resume"
+
+
+def test_commands_that_start_over_do_not_promise_a_resume(monkeypatch, capsys):
+    """qad, bench, eval, report and teacher eval keep nothing of an interrupted run: their line says a rerun
+    starts over (the review found them still saying "to resume")."""
+    import distill.cli.bench
+    import distill.cli.eval
+    import distill.cli.qad
+    import distill.cli.report
+    import distill.cli.teacher
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    for module, name, argv in [(distill.cli.qad, "run", ["qad", "CKPT", "--out", "x"]),
+                               (distill.cli.bench, "run", ["bench", "x.onnx"]),
+                               (distill.cli.eval, "_run", ["eval", "CKPT", "--data", "x"]),
+                               (distill.cli.report, "run", ["report", "x"]),
+                               (distill.cli.teacher, "_eval", ["teacher", "eval", "--data", "x"])]:
+        monkeypatch.setattr(module, name, interrupted)
+        assert main(argv) == EXIT_INTERRUPTED, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("interrupted: ") and "starts over" in err and "resume" not in err, (argv, err)

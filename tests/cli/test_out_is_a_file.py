@@ -66,3 +66,18 @@ def test_make_out_dir(tmp_path):
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     with pytest.raises(DistillError, match="exists and is not a folder"):
         check_out_dir(tmp_path / "dangling")
+
+
+@pytest.mark.parametrize("argv", [["qad", "CKPT", "--out"], ["export", "CKPT", "--format", "timm", "--out"]])
+def test_qad_and_timm_export_out_naming_a_file_is_one_line(tmp_path, capsys, argv):
+    """The review found `distill qad --out FILE` and `distill export --format timm --out FILE` still tracebacks."""
+    from distill.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    assert main([a if a != "CKPT" else str(ckpt) for a in argv] + [str(afile)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and str(afile) in err, err
+    assert afile.read_text() == "keep"

@@ -40,25 +40,31 @@ def test_a_re_export_with_fewer_precisions_leaves_none_of_the_old_files(export_d
     assert all(name in said for name in gone) and USER_FILE not in said
 
 
-def test_an_interrupted_re_export_leaves_no_record_of_other_files(export_dir: Path, run_ckpt: Path, tiny_root: Path,
-                                                                  tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C once model.fp32.onnx is rewritten: the old export.json must not describe the new file (bench and
-    report would trust it), and the message says that a rerun starts over."""
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, DistillError("fp16 failed")])
+def test_an_interrupted_or_failed_re_export_puts_the_earlier_export_back(export_dir: Path, run_ckpt: Path,
+                                                                       tiny_root: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture,
+                                                                       monkeypatch: pytest.MonkeyPatch, stop) -> None:
+    """Ctrl-C (or a failure) once model.fp32.onnx is rewritten: the old export.json must not describe the new
+    file (bench and report would trust it), and the earlier export must not be lost either: its files come back,
+    byte for byte, and the new ones of the same names go; the message says that a rerun starts over."""
     folder = _used_folder(export_dir, tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
 
-    def interrupted(self, reference) -> None:
-        raise KeyboardInterrupt
+    def stopped(self, reference) -> None:
+        assert not ExportReport.exists_in(folder)  # while the new export runs, no record of other files
+        raise stop
 
-    monkeypatch.setattr(Exporter, "fp16", interrupted)
+    monkeypatch.setattr(Exporter, "fp16", stopped)
     rc = main(["export", str(run_ckpt), "--out", str(folder), "--data", str(tiny_root), "--precision", "fp32,fp16",
                "--eval-count", "4", "--exporter", "torchscript", "--no-build-engine"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert rc == 130 and "from the start" in err and "resume" not in err, err
-    assert not ExportReport.exists_in(folder)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(["model.fp32.onnx", USER_FILE])
-    with pytest.raises(DistillError, match="neither export.json"):
-        bench_model(folder, warmup=0, iters=1)
+    if stop is KeyboardInterrupt:
+        assert rc == 130 and "from the start" in err and "resume" not in err, err
+    else:
+        assert rc == 1 and err == "error: fp16 failed", err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no hidden folder left either
+    bench_model(folder, warmup=0, iters=1)  # export.json and its files agree again
 
 
 def test_an_export_refused_for_its_inputs_leaves_the_old_export_as_it_was(export_dir: Path, run_ckpt: Path,

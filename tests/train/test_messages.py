@@ -102,7 +102,10 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over_and_hidden_files_
     cfg["strategy"] = {"name": "erm"}
     p = _write(tmp_path, cfg)
     assert cli(["train", "-c", str(p)]) == 0
-    shutil.rmtree(tmp_path / "run" / "checkpoints")  # as if killed before the first checkpoint
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # a finished run without its checkpoints: its results stay
+    assert cli(["train", "-c", str(p)]) == 1
+    assert "holds a finished run (summary.json) without its checkpoints" in capsys.readouterr().err
+    (tmp_path / "run" / "summary.json").unlink()  # as if killed before the first checkpoint
     assert cli(["train", "-c", str(p)]) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.json").is_file()
     (tmp_path / "hidden").mkdir()
