@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from distill.cli.train import NO_PROGRESS, resume_hint
+from distill.cli.train import NO_PROGRESS, resume_hint, resumed_config
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, pct
 
@@ -54,7 +54,6 @@ DEFINING = ("source_checkpoint", "target", "data")
 def _run(args: argparse.Namespace) -> int:
     # lazy: torch, timm and the strategies load only when this command runs, not at every `distill` start-up
     from distill.api import adapt_config
-    from distill.config import load_train_config
     from distill.strategies import get_strategy
     from distill.train import train
 
@@ -67,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
             raise DistillError(f"--resume continues the adaptation exactly as configured (RUN_DIR/{RUN_CONFIG}); "
                                f"{', '.join(given)} not allowed with it")
         args.interrupt_hint = resume_hint("adapt", args.resume)
-        summary = train(load_train_config(args.resume / RUN_CONFIG, progress), resume=True, out_flag="--resume")
+        summary = train(resumed_config(args.resume, progress), resume=True, out_flag="--resume")
     else:
         missing = [f"--{k.replace('_', '-')}" for k in DEFINING if getattr(args, k) is None]
         if missing:

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 from typing import Callable
 
-from distill.config import load_train_config
+from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
 from distill.recipes import CONFIGS_DIR, list_recipes, resolve_recipe
 from distill.records import RUN_CONFIG, pct
@@ -37,6 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list-strategies", action="store_true", help="print the registered strategies and exit")
     p.add_argument("--list-recipes", action="store_true", help="print the built-in recipes and exit")
     p.set_defaults(func=_run, _parser=p)
+
+
+def resumed_config(run_dir: Path, overrides: list[str]) -> TrainConfig:
+    """RUN_DIR/config.yaml, with ``run.out`` the folder given to ``--resume``: a run started with a relative
+    ``run.out`` resumes from any working folder."""
+    cfg = load_train_config(run_dir / RUN_CONFIG, overrides)
+    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": str(run_dir)})})
 
 
 def resume_hint(command: str, run_dir: str | Path) -> Callable[[], str]:
@@ -76,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
             raise DistillError("--resume continues the run exactly as configured; --set and --skip-bad are not "
                                "allowed with it")
         # --no-progress changes no result, so it is allowed with --resume
-        cfg = load_train_config(args.resume / RUN_CONFIG, [NO_PROGRESS] if args.no_progress else [])
+        cfg = resumed_config(args.resume, [NO_PROGRESS] if args.no_progress else [])
     elif args.config is None:
         raise DistillError("pass --config FILE.yaml or a built-in recipe's name (or --resume RUN_DIR)")
     else:

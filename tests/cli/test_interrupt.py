@@ -113,3 +113,22 @@ def test_commands_that_start_over_do_not_promise_a_resume(monkeypatch, capsys):
         assert main(argv) == EXIT_INTERRUPTED, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("interrupted: ") and "starts over" in err and "resume" not in err, (argv, err)
+
+
+def test_a_run_with_a_relative_out_resumes_from_another_working_folder(root, tmp_path, monkeypatch, capsys):
+    """config.yaml keeps run.out as typed ("runs/int"): `--resume /abs/runs/int` from elsewhere said "no
+    config.yaml there" (review 2); the folder given to --resume is the run's folder."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    recipe = tmp_path / "erm.yaml"
+    recipe.write_text(yaml.safe_dump({"data": {"root": str(root), "source": ["red"], "target": ["blue"]},
+                                      "student": {"arch": "test_resnet", "input_size": 16},
+                                      "strategy": {"name": "erm"}, "optim": {"epochs": 2}, "run": {"out": "runs/int"}}))
+    monkeypatch.chdir(tmp_path / "a")
+    _interrupt_after_the_first_checkpoint(monkeypatch)
+    assert main(["train", "-c", str(recipe), *COMMON]) == EXIT_INTERRUPTED
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path / "b")
+    run = tmp_path / "a" / "runs" / "int"
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0, capsys.readouterr().err
+    assert (run / "summary.json").is_file() and not (tmp_path / "b" / "runs").exists()
