@@ -63,6 +63,7 @@ class OutputFolder:
         """Move an earlier export's ``export.json`` and the files it listed (only those) aside; return their names."""
         self.used = True
         for stale in self.path.glob(".previous-export-*"):  # a killed export's: its replacement never finished
+            say(f"{stale}: the files a killed export had set aside; removed (this export replaces them too)")
             shutil.rmtree(stale, ignore_errors=True)
         record = self.path / EXPORT_REPORT
         if not record.is_file():
@@ -92,8 +93,13 @@ class OutputFolder:
         name this one wrote), its ``export.json`` last."""
         if self.backup is None:
             return
-        for name in sorted(self.moved, key=lambda n: n == EXPORT_REPORT):
-            os.replace(self.backup / name, self.path / name)
+        try:
+            for name in sorted(self.moved, key=lambda n: n == EXPORT_REPORT):
+                (self.path / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.backup / name, self.path / name)
+        except OSError as e:  # the backup stays: nothing of the earlier export is deleted
+            raise DistillError(f"{self.backup}: could not put the earlier export back ({e.strerror or e}); its files "
+                               f"are there: move them into {self.path}") from None
         shutil.rmtree(self.backup, ignore_errors=True)
         self.backup = None
 

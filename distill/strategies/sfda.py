@@ -96,7 +96,7 @@ class SFDA(Strategy):
         super().__init__(student, config, ctx)
         # fused prediction p_F, hard label ŷ and its trust, of the clean view; the student's own p_S at the last
         # refresh; their [S, C] files go to the run's checkpoint folder (ctx.state_dir, set by the trainer)
-        self.targets, self.memory = (SampleTargets(lambda: self.ctx.state_dir) for _ in range(2))
+        self.targets, self.memory = (SampleTargets(lambda ctx=self.ctx: ctx.state_dir) for _ in range(2))  # no cycle
         self.last_refresh: dict[str, float] = {}
 
     # ------------------------------------------------------------------ pseudo-labels

@@ -86,3 +86,24 @@ def test_bench_checks_the_files_export_json_lists(export_dir: Path, tmp_path: Pa
     (folder / "model.fp16.onnx").unlink()
     with pytest.raises(DistillError, match=r"model\.fp16\.onnx: listed in .*export\.json but missing"):
         bench_model(folder, warmup=0, iters=1)
+
+
+def test_restore_puts_back_a_listed_file_whose_folder_went(tmp_path: Path) -> None:
+    """Review 3: a record naming `sub/a.onnx` (an older or hand-edited export.json) and its folder gone by the
+    time of the failure: restore made no parent folder, stopped halfway with a raw error, and left export.json
+    in the backup, which the next export then deleted."""
+    import json
+
+    from distill.export.out_dir import OutputFolder
+
+    folder = tmp_path / "exp"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a.onnx").write_bytes(b"old model")
+    (folder / "export.json").write_text(json.dumps({"files": ["sub/a.onnx", "export.json"]}))
+    out = OutputFolder(folder)
+    said: list[str] = []
+    assert out.clear_previous(said.append) == ["export.json", "sub/a.onnx"]
+    (folder / "sub").rmdir()  # the new export left no such folder
+    out.restore()
+    assert (folder / "sub" / "a.onnx").read_bytes() == b"old model" and (folder / "export.json").is_file()
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".previous-export-")] == []
