@@ -14,6 +14,8 @@ Conventions shared by every command (as in pip, git and argparse itself):
 - results on stdout (a run's per-epoch metric lines included); warnings, errors and progress
   bars on stderr.
 - ``--no-progress`` (alias ``--quiet``) on every command turns progress bars off.
+- a reader that stops early (``distill data summary ROOT | head -2``) ends the command quietly, exit status 1,
+  no traceback (:func:`main`, as in the Python docs' "Note on SIGPIPE").
 - building the parser imports no torch: each command imports its stage lazily, so ``distill
   --help`` and a mistyped flag answer at once.
 """
@@ -86,6 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command ``argv`` (default: ``sys.argv[1:]``); returns its exit status."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe fails here, not in the interpreter's last flush (after main returns)
+    except BrokenPipeError:
+        # the reader of stdout is gone (`| head`): stop quietly. Later writes (the interpreter's flush at exit)
+        # go to /dev/null instead of printing "Exception ignored ... BrokenPipeError".
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is no file (redirected in-process): nothing left to flush at exit
+            pass
+        return EXIT_ERROR
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
