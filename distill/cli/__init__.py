@@ -12,7 +12,7 @@ Conventions shared by every command (as in pip, git and argparse itself):
   printed as one ``error:`` line); 130 when interrupted, with one line saying how to go on (see
   :func:`interrupt_hint`).
 - results on stdout (a run's per-epoch metric lines included); warnings, errors and progress
-  bars on stderr.
+  bars on stderr. Warnings read ``warning: ...``, libraries' log warnings included (:mod:`distill.cli._log`).
 - ``--no-progress`` (alias ``--quiet``) on every command turns progress bars off.
 - a reader that stops early (``distill data summary ROOT | head -2``) ends the command quietly, exit status 1,
   no traceback (:func:`main`, as in the Python docs' "Note on SIGPIPE").
@@ -28,6 +28,7 @@ import pkgutil
 import sys
 
 from distill import __version__
+from distill.cli._log import warning_lines
 from distill.errors import DistillError
 
 #: exit status of a DistillError (bad input or a failed run); argparse exits 2 on bad usage
@@ -118,7 +119,8 @@ def _main(argv: list[str] | None) -> int:
         # export, eval) stay off too, in this process and in the workers it starts
         os.environ["TQDM_DISABLE"] = "1"
     try:
-        rc = args.func(args)
+        with warning_lines():  # libraries' log warnings (timm's) as `warning: ...` lines
+            rc = args.func(args)
     except DistillError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR

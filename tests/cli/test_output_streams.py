@@ -1,5 +1,5 @@
 """What the CLI writes where (distill/cli/__init__.py's conventions): a reader that stops early (`| head`) gets no
-traceback."""
+traceback, and libraries' log warnings (timm's) read `warning: ...` like the project's own."""
 from __future__ import annotations
 
 import os
@@ -34,3 +34,30 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, unbuffered:
         os.close(write)
     assert "Traceback" not in res.stderr and "BrokenPipeError" not in res.stderr, res.stderr
     assert res.returncode == 1
+
+
+def test_library_log_warnings_read_warning(tmp_path: Path) -> None:
+    """timm's one-step cosine schedule (optim.epochs=1, one step an epoch) logs a warning; the command prints it as
+    `warning: cosine ...`, not bare as logging's last resort does."""
+    code = (
+        "import sys, torch\n"
+        "from timm.scheduler import CosineLRScheduler\n"
+        "import distill.cli.data\n"
+        "from distill.cli import main\n"
+        "def one_step(args):\n"
+        "    CosineLRScheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), t_initial=1)\n"
+        "    return 0\n"
+        "distill.cli.data._summary = one_step  # the command `data summary` runs, with the trainer's scheduler\n"
+        "sys.exit(main(['data', 'summary', 'unused']))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env=_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stderr.splitlines() == ["warning: cosine annealing scheduler will have no effect on the learning rate "
+                                       "since t_initial = t_mul = eta_mul = 1."]
+
+
+def test_lower_first_keeps_acronyms() -> None:
+    from distill.cli._log import lower_first
+
+    assert lower_first("Cosine annealing") == "cosine annealing"
+    assert lower_first("ONNX opset 17") == "ONNX opset 17" and lower_first("A") == "a" and lower_first("") == ""
