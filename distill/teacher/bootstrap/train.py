@@ -30,7 +30,7 @@ Cannot fail silently: the schedule is chosen from the data size
 (:func:`~distill.teacher.bootstrap.presets.choose_schedule`: a
 small set gets smaller batches and more epochs), ``VAL_FRACTION`` of the pool is held
 out to validate, every epoch prints the loss and the train / validation zero-shot accuracy, and a
-teacher near chance ends with a ``WARNING:`` line (also stored in ``teacher.json``) that gives
+teacher near chance ends with a ``warning:`` line (also stored in ``teacher.json``) that gives
 the numbers and what to change.
 
 Resumable: after every epoch the model and AdamW state are written atomically to one
@@ -180,7 +180,7 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
         if old is not None and old.checkpoint_sha256 == sha256_file(ckpt):
             print(f"teacher already bootstrapped with these parameters: {ckpt}", file=sys.stderr, flush=True)
             if old.warning:
-                print(f"WARNING: {old.warning}", file=sys.stderr, flush=True)
+                print(f"warning: {old.warning}", file=sys.stderr, flush=True)
             return ckpt
 
     t0 = time.perf_counter()
@@ -285,7 +285,7 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     manifest.write(out_dir)  # written last: its presence marks a finished run
     state_path.unlink(missing_ok=True)
     if warning:
-        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return ckpt
 
 

@@ -349,7 +349,7 @@ def test_bootstrap_picks_its_schedule_and_prints_progress(tree: Path, tmp_path: 
     assert f"bootstrap epoch 1/{training['epochs']}: loss " in out and "zero-shot train 90.0%  val -" in out
     assert f"bootstrap: {n} pretraining-pool images (0 more held out to validate;" in out
     assert err.splitlines() == [
-        f"WARNING: the bootstrapped teacher cannot be judged: no held-out validation: {n} pool images leave none to "
+        f"warning: the bootstrapped teacher cannot be judged: no held-out validation: {n} pool images leave none to "
         "validate on (a pool of at least 100 holds 10+ out); its zero-shot train accuracy 90.0% says nothing about "
         "unseen images (a small pool is easily memorised): raise --pretrain-fraction, or measure it with "
         "`distill teacher eval` (the test split)"]
@@ -365,12 +365,12 @@ def test_near_chance_teacher_warns_loudly(tree: Path, tmp_path: Path, monkeypatc
     loss = manifest["loss_history"][-1]
     steps = len(ds.select(split="pretrain")) // 8
     n = len(ds.select(split="pretrain"))
-    want = (f"WARNING: the bootstrapped teacher is near chance: zero-shot train accuracy 33.3% (chance 33.3% with 3 "
+    want = (f"warning: the bootstrapped teacher is near chance: zero-shot train accuracy 33.3% (chance 33.3% with 3 "
             f"classes; no held-out validation: {n} pool images leave none to validate on (a pool of at least 100 "
             f"holds 10+ out)), final loss {loss:.3f} (ln(batch 8) = 2.079 means nothing learned) after 1 epochs x {steps} "
             f"steps; train longer or with smaller batches, e.g. --epochs 100 --batch-size 4, and check it with "
             f"`distill teacher eval`")
     assert want in capsys.readouterr().err.splitlines()
-    assert "WARNING: " + manifest["warning"] == want
+    assert "warning: " + manifest["warning"] == want
     bootstrap_teacher(ds, tmp_path, BootstrapSettings(epochs=1, batch_size=8, seed=0), progress=False)  # finished: still says so
     assert want in capsys.readouterr().err.splitlines()
