@@ -11,6 +11,7 @@ Timing, statistics, memory and device info are the edge runner's (one implementa
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -51,7 +52,7 @@ def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, s
         if (path / STUDENT_SPEC).is_file():
             if runtime not in (None, "torch"):
                 raise DistillError(f"{path} is a checkpoint folder: it runs with --runtime torch (export it for "
-                                   f"'{runtime}': distill export {path} --out DIR)")
+                                   f"'{runtime}': distill export {shlex.quote(str(path))} --out DIR)")
             return [(path, "torch")]
         raise DistillError(f"{path}: folder has neither {EXPORT_REPORT} nor {STUDENT_SPEC}")
     if path.suffix in ENGINE_SUFFIXES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 
 from distill.cli._split import add_split_arguments, split_keys_of
 from distill.config import parse_eps
@@ -180,7 +181,7 @@ def _build(args: argparse.Namespace) -> int:
             how = "uint8" if pixels.codec == "raw" else f"{pixels.codec} quality {pixels.quality}, lossy"
             print(f"pixel store: {out / pixel_dir_name(size, args.pixel_interpolation)} (each row's view, "
                   f"{size[0]}x{size[1]} {how})")
-        print(f"inspect it with: distill cache inspect {out}")
+        print(f"inspect it with: distill cache inspect {shlex.quote(str(out))}")
     return 0
 
 

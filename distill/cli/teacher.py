@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import textwrap
 
 from distill.data.folder import DomainFolder
@@ -115,8 +116,9 @@ def _bootstrap(args: argparse.Namespace) -> int:
                              device=str(resolve_device(args.device, what="--device")), progress=not args.no_progress)
     print(f"teacher checkpoint: {ckpt}")
     print(f"teacher manifest:   {ckpt.parent / TEACHER_MANIFEST}")
-    cm = f" --class-map {args.class_map}" if args.class_map else ""
-    print(f"check it:           distill teacher eval --pretrained {ckpt} --data {args.data}{cm}")
+    check = ["distill", "teacher", "eval", "--pretrained", str(ckpt), "--data", str(args.data)]
+    check += ["--class-map", str(args.class_map)] if args.class_map else []
+    print(f"check it:           {shlex.join(check)}")
     return 0
 
 

@@ -10,6 +10,7 @@ trainer's pool code (its own generator, the label gate that gives every pool row
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 from distill.config import TrainConfig
@@ -89,7 +90,7 @@ def resolve_pool(cfg: TrainConfig, dataset: DomainFolder, name: str, needs: Need
 
 def _cached_folder(folder: UnlabeledFolder, caches: list[TeacherCache]) -> tuple[UnlabeledFolder, CacheFolder]:
     """(folder, its record in the first cache), refusing a folder some cache lacks or holds elsewhere."""
-    rebuild = f"rebuild with `distill cache build ... --unlabeled {folder.entry}`"
+    rebuild = f"rebuild with `distill cache build ... --unlabeled {shlex.quote(folder.entry)}`"
     files = folder.files_sha256()
     content: str | None = None  # read the folder's bytes once, however many caches recorded them
     found = None

@@ -1,6 +1,7 @@
 """``train(cfg)``: a validated TrainConfig -> a trained run folder (config.yaml, checkpoints, metrics, summary)."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from distill.config import TrainConfig, dump_config, load_yaml, validate
@@ -25,7 +26,7 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
         if not saved.is_file():
             raise DistillError(f"--resume {run_dir}: no {RUN_CONFIG} there (not a run directory)")
     elif (run_dir / CHECKPOINTS_DIR / CHECKPOINT_POINTER).is_file():
-        raise DistillError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, "
+        raise DistillError(f"{run_dir} already holds a run: pass --resume {shlex.quote(str(run_dir))} to continue it, "
                            f"or choose another {out_flag}")
     else:
         _check_writable(run_dir, out_flag)
