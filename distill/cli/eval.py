@@ -79,6 +79,7 @@ def _settings(args: argparse.Namespace) -> RobustSettings:
 
 def _run(args: argparse.Namespace) -> int:
     # lazy: torch, timm; the CLI builds its parser before any command runs
+    from distill.data.classes import class_difference
     from distill.data.folder import DomainFolder
     from distill.records import RobustReport
     from distill.robust.evaluate import RobustEvaluator, robust_table
@@ -91,7 +92,9 @@ def _run(args: argparse.Namespace) -> int:
     dataset = DomainFolder(args.data, split_rule_of(args))
     if student.spec.class_names != dataset.classes:
         raise DistillError(f"{args.checkpoint}: the checkpoint's classes ({len(student.spec.class_names)}) differ from "
-                           f"{args.data}'s ({len(dataset.classes)}); evaluate on the data it was trained for")
+                           f"{args.data}'s ({len(dataset.classes)}): "
+                           f"{class_difference(student.spec.class_names, dataset.classes, 'the checkpoint', str(args.data))}"
+                           "; evaluate on the data it was trained for")
     domains = dataset.check_domains([d.strip() for d in args.domains.split(",") if d.strip()]) if args.domains \
         else dataset.domains
     skipped = dataset.skip_undecodable(domains, args.split) if args.skip_bad else []

@@ -38,6 +38,26 @@ def student_classes(dataset_classes: Sequence[str], withhold: Sequence[str]) -> 
     return [classes[i] for i in columns], columns
 
 
+def class_difference(ours: Sequence[str], theirs: Sequence[str], our_name: str, their_name: str,
+                     show: int = 5) -> str:
+    """What tells two class lists apart, for a one-line message: the first ``show`` names only one of them has
+    ("only the checkpoint has 'dog'; only pacs has 'cat'"), or, when both name the same classes, where their
+    order first differs."""
+    def few(names: list[str]) -> str:
+        return ", ".join(map(repr, names[:show])) + (f" and {len(names) - show} more" if len(names) > show else "")
+
+    only_ours = [c for c in ours if c not in set(theirs)]
+    only_theirs = [c for c in theirs if c not in set(ours)]
+    parts = ([f"only {our_name} has {few(only_ours)}"] if only_ours else []) + \
+        ([f"only {their_name} has {few(only_theirs)}"] if only_theirs else [])
+    if parts:
+        return "; ".join(parts)
+    at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
+    if at is None:  # the same names, one list repeating some
+        return f"{our_name} lists {len(ours)} names, {their_name} {len(theirs)}"
+    return f"the same classes in another order (class {at} is {ours[at]!r} in {our_name}, {theirs[at]!r} in {their_name})"
+
+
 class ClassColumns:
     """Data set class ids -> the student's columns (``columns`` None: the identity, nothing withheld)."""
 
