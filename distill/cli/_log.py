@@ -2,9 +2,11 @@
 
 timm, open_clip and onnxruntime's Python side warn through :mod:`logging`. With no handler configured, logging
 prints such a record bare on stderr through ``logging.lastResort`` (timm at one scheduler step: "Cosine annealing
-scheduler will have no effect on the learning rate since t_initial = t_mul = eta_mul = 1."). While a command runs,
-:func:`warning_lines` puts :class:`WarningLines` in its place, so the line reads ``warning: cosine annealing ...``
-like the project's own warnings. A program that configured logging (the Python API's users) keeps its handlers.
+scheduler will have no effect on the learning rate since t_initial = t_mul = eta_mul = 1."), or, once a module-level
+``logging.warning()`` (open_clip's) has called ``basicConfig``, as ``WARNING:root:...``. While a command runs,
+:func:`warning_lines` gives the root logger a :class:`WarningLines` handler (so ``basicConfig`` adds none) and puts
+one in ``lastResort``'s place, so the line reads ``warning: cosine annealing ...`` like the project's own warnings.
+A program that configured logging itself (a Python API user calling :func:`distill.cli.main`) keeps its handlers.
 """
 from __future__ import annotations
 
@@ -39,10 +41,16 @@ class WarningLines(logging.Handler):
 
 @contextmanager
 def warning_lines() -> Iterator[None]:
-    """Inside: a log record no handler takes prints as a ``warning:`` line (instead of bare)."""
-    before = logging.lastResort
-    logging.lastResort = WarningLines()
+    """Inside: a log record of WARNING or above prints as a ``warning:`` line, unless the root logger already had a
+    handler on entry (the program's own logging setup: left alone)."""
+    root, before = logging.getLogger(), logging.lastResort
+    handler = None if root.handlers else WarningLines()
+    if handler is not None:
+        root.addHandler(handler)
+        logging.lastResort = handler  # loggers that do not propagate to the root
     try:
         yield
     finally:
-        logging.lastResort = before
+        if handler is not None:
+            root.removeHandler(handler)
+            logging.lastResort = before

@@ -38,13 +38,15 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, unbuffered:
 
 def test_library_log_warnings_read_warning(tmp_path: Path) -> None:
     """timm's one-step cosine schedule (optim.epochs=1, one step an epoch) logs a warning; the command prints it as
-    `warning: cosine ...`, not bare as logging's last resort does."""
+    `warning: cosine ...`, not bare as logging's last resort does, nor as `WARNING:timm...` after open_clip's
+    module-level `logging.warning()` has set up logging's default handler."""
     code = (
-        "import sys, torch\n"
+        "import logging, sys, torch\n"
         "from timm.scheduler import CosineLRScheduler\n"
         "import distill.cli.data\n"
         "from distill.cli import main\n"
         "def one_step(args):\n"
+        "    logging.warning('No pretrained weights loaded for model %r.', 'x')  # open_clip's; calls basicConfig\n"
         "    CosineLRScheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), t_initial=1)\n"
         "    return 0\n"
         "distill.cli.data._summary = one_step  # the command `data summary` runs, with the trainer's scheduler\n"
@@ -52,7 +54,8 @@ def test_library_log_warnings_read_warning(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
                          env=_env())
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stderr.splitlines() == ["warning: cosine annealing scheduler will have no effect on the learning rate "
+    assert res.stderr.splitlines() == ["warning: no pretrained weights loaded for model 'x'.",
+                                       "warning: cosine annealing scheduler will have no effect on the learning rate "
                                        "since t_initial = t_mul = eta_mul = 1."]
 
 
