@@ -79,7 +79,6 @@ def _settings(args: argparse.Namespace) -> RobustSettings:
 
 def _run(args: argparse.Namespace) -> int:
     # lazy: torch, timm; the CLI builds its parser before any command runs
-    from distill.data.classes import class_difference
     from distill.data.folder import DomainFolder
     from distill.records import RobustReport
     from distill.robust.evaluate import RobustEvaluator, robust_table
@@ -91,6 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     student = load_student(args.checkpoint).to(device)
     dataset = DomainFolder(args.data, split_rule_of(args))
     if student.spec.class_names != dataset.classes:
+        from distill.data.classes import class_difference  # lazy: it imports torch (not at parser build)
+
         raise DistillError(f"{args.checkpoint}: the checkpoint's classes ({len(student.spec.class_names)}) differ from "
                            f"{args.data}'s ({len(dataset.classes)}): "
                            f"{class_difference(student.spec.class_names, dataset.classes, 'the checkpoint', str(args.data))}"
