@@ -99,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         # the reader of stdout is gone (`| head`): stop quietly. Later writes (the interpreter's flush at exit)
         # go to /dev/null instead of printing "Exception ignored ... BrokenPipeError".
         try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            fd = sys.stdout.fileno()
         except (OSError, ValueError):  # stdout is no file (redirected in-process): nothing left to flush at exit
-            pass
+            return EXIT_ERROR
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
         return EXIT_ERROR
 
 
