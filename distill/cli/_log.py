@@ -24,7 +24,8 @@ def lower_first(text: str) -> str:
 
 
 class WarningLines(logging.Handler):
-    """A log record of level WARNING or above as one ``warning: ...`` line on stderr (its traceback after it)."""
+    """A log record of level WARNING or above as one ``warning: ...`` line on stderr (``error: ...`` from level
+    ERROR up; its traceback after it)."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -36,7 +37,8 @@ class WarningLines(logging.Handler):
         except Exception:  # logging's own rule: a bad record never breaks the program
             self.handleError(record)
             return
-        print(f"warning: {lower_first(text)}", file=sys.stderr, flush=True)
+        kind = "warning" if record.levelno < logging.ERROR else "error"
+        print(f"{kind}: {lower_first(text)}", file=sys.stderr, flush=True)
 
 
 @contextmanager

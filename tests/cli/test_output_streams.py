@@ -64,3 +64,21 @@ def test_lower_first_keeps_acronyms() -> None:
 
     assert lower_first("Cosine annealing") == "cosine annealing"
     assert lower_first("ONNX opset 17") == "ONNX opset 17" and lower_first("A") == "a" and lower_first("") == ""
+
+
+def test_library_log_errors_read_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A library's logging.error() under the CLI's handler is an ``error:`` line, a warning a ``warning:`` line."""
+    import logging
+
+    from distill.cli._log import warning_lines
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = []  # as in a fresh `distill` process: no handler configured
+    try:
+        with warning_lines():
+            logging.getLogger("somelib").error("Engine build failed")
+            logging.getLogger("somelib").warning("Slow path")
+    finally:
+        root.handlers = saved
+    assert capsys.readouterr().err.splitlines() == ["error: engine build failed", "warning: slow path"]
