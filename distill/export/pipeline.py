@@ -228,7 +228,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
         log: progress sink (default: stderr).
 
     Returns:
-        The export report (as written to export.json).
+        The export report (as written to export.json). What to ship is its ``recommendation``, which is not a
+        progress line: ``distill export`` prints it, once, as the last line on stdout.
 
     Raises:
         DistillError: unreadable checkpoint, bad arguments, or fp32 parity failure.
@@ -278,7 +279,5 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
         exporter.run()
     report = exporter.report("ok", files=exporter.files(), elapsed_s=round(time.time() - t_start, 1))
     path = report.write(out_dir)
-    say(f"wrote {path}")
-    if report.recommendation is not None:
-        say(report.recommendation.line())  # the export's last line
+    say(f"wrote {path}")  # the recommendation is a result, not progress: the caller prints it (the CLI on stdout)
     return report
