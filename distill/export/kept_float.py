@@ -24,7 +24,7 @@ from torch import nn
 from distill.errors import DistillError
 from distill.export.log import ExportLog
 from distill.export.quantize import Int8Flavour
-from distill.records import EXPORT_REPORT, STUDENT_WEIGHTS, ExportReport
+from distill.records import EXPORT_REPORT, STUDENT_WEIGHTS, ExportReport, same_checkpoint
 from distill.student.model import Student
 from distill.utils.io import sha256_file
 
@@ -113,16 +113,13 @@ class KeptFloat:
     float_outputs: list[str] = field(default_factory=list)  # those of them whose output stays float too
 
 
-def same_checkpoint(report: ExportReport, checkpoint: Path) -> bool:
-    """Is ``report`` an export of ``checkpoint``? Its weights' sha256 decides (export.json's
-    ``provenance.checkpoint_sha256``: the same weights wherever the folder was typed from); an export.json without
-    one is compared by path (older ones stored the path as typed, relative to the cwd of the export)."""
+def exported_from(report: ExportReport, checkpoint: Path) -> bool:
+    """Is ``report`` an export of ``checkpoint``? (:func:`distill.records.same_checkpoint`; the folder's weights are
+    hashed only when the export.json has a sha256 to compare with.)"""
     theirs = report.provenance.get("checkpoint_sha256")
     weights = checkpoint / STUDENT_WEIGHTS
-    if theirs and weights.is_file():
-        return bool(theirs == sha256_file(weights))
-    exported = Path(report.checkpoint)
-    return (exported.parent if exported.is_file() else exported).resolve() == checkpoint.resolve()
+    mine = sha256_file(weights) if theirs and weights.is_file() else None
+    return same_checkpoint(report.checkpoint, theirs, checkpoint, mine)
 
 
 def _sha_note(report: ExportReport) -> str:
@@ -135,7 +132,7 @@ def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> Exp
     if not ExportReport.exists_in(export_dir):
         raise DistillError(f"{export_dir}: no {EXPORT_REPORT} here (--export takes a `distill export` output folder)")
     report = ExportReport.read(export_dir)
-    if not same_checkpoint(report, checkpoint):
+    if not exported_from(report, checkpoint):
         raise DistillError(f"{export_dir}: exported from {report.checkpoint}{_sha_note(report)}, not {checkpoint}; "
                            "pass the export of the checkpoint QAD starts from")
     model = next((m for m in report.models if m.precision == "int8" and (m.model_extra or {}).get("flavour")

@@ -10,6 +10,11 @@ it listed aside (into a hidden ``.previous-export-*`` folder inside it) and says
 finishes they are deleted (:meth:`OutputFolder.commit`); when it fails or is interrupted they are put back
 (:meth:`OutputFolder.restore`), so the folder again holds the earlier export, whole. Nothing else is touched: files
 the user put there stay. (A killed process leaves the hidden folder; the next export into the folder removes it.)
+
+One folder goes the same way, as a unit: ``checkpoint/``, the re-targeted student of ``--classes``. export.json
+does not list it; it is the earlier export's when that export re-targeted (its ``config.classes``), and it is set
+aside too when this export writes one (``replaces``), so that a failed ``--classes`` export leaves neither its
+student beside the earlier export nor the earlier export without its own.
 """
 from __future__ import annotations
 
@@ -18,10 +23,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from distill.errors import DistillError
-from distill.records import EXPORT_REPORT
+from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT
+
+FOLDERS = (EXPORT_CHECKPOINT,)  # the folders an export writes: set aside and put back whole
 
 
 class OutputFolder:
@@ -33,6 +40,7 @@ class OutputFolder:
         self.used = False  # set once the export starts writing its own files
         self.backup: Path | None = None  # the earlier export's files while this one runs
         self.moved: list[str] = []
+        self.replaces: list[str] = []  # what this export writes in place of what was set aside (removed on failure)
 
     def check(self) -> None:
         """A file where the folder should be is one line naming it (checked first, and again by :meth:`make`)."""
@@ -59,28 +67,40 @@ class OutputFolder:
         if self.created is not None and not self.used:
             shutil.rmtree(self.created, ignore_errors=True)
 
-    def clear_previous(self, say: Callable[[str], None]) -> list[str]:
-        """Move an earlier export's ``export.json`` and the files it listed (only those) aside; return their names."""
+    def clear_previous(self, say: Callable[[str], None], replaces: Sequence[str] = ()) -> list[str]:
+        """Move an earlier export's ``export.json`` and the files it listed (only those), and whatever is at
+        ``replaces`` (the folders of :data:`FOLDERS` this export will write), aside; return their names."""
         self.used = True
         for stale in self.path.glob(".previous-export-*"):  # a killed export's: its replacement never finished
             say(f"{stale}: the files a killed export had set aside; removed (this export replaces them too)")
             shutil.rmtree(stale, ignore_errors=True)
+        self.replaces = list(replaces)
         record = self.path / EXPORT_REPORT
-        if not record.is_file():
+        old, listed = _listed(record) if record.is_file() else (None, [])
+        names = [name for name in dict.fromkeys([*([EXPORT_REPORT, *listed] if old is not None else []), *replaces])
+                 if self._movable(name)]  # the record first: never a record of other files
+        if not names:
             return []
-        old, listed = _listed(record)
         self.backup = Path(tempfile.mkdtemp(prefix=".previous-export-", dir=self.path))
-        for name in dict.fromkeys([EXPORT_REPORT, *listed]):  # the record first: never a record of other files
-            file = self.path / name
-            if Path(name).is_absolute() or ".." in Path(name).parts or not (file.is_file() or file.is_symlink()):
-                continue
+        for name in names:
             (self.backup / name).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(file, self.backup / name)
+            os.replace(self.path / name, self.backup / name)
             self.moved.append(name)
-        what = f" (of {old.get('checkpoint')}, {old.get('created')})" if old else " (unreadable)"
-        say(f"{self.path} held an earlier export{what}: its {EXPORT_REPORT} and the files it listed are set aside "
-            f"until this export finishes (put back if it does not): {', '.join(self.moved)}")
+        shown = ", ".join(f"{n}/" if n in FOLDERS else n for n in self.moved)
+        if old is None:
+            say(f"{self.path}: set aside until this export finishes (put back if it does not): {shown}")
+        else:
+            what = f" (of {old.get('checkpoint')}, {old.get('created')})" if old else " (unreadable)"
+            say(f"{self.path} held an earlier export{what}: its {EXPORT_REPORT} and the files it listed are set aside "
+                f"until this export finishes (put back if it does not): {shown}")
         return self.moved
+
+    def _movable(self, name: str) -> bool:
+        """A name inside the folder that is there: a file (or link), or one of :data:`FOLDERS`."""
+        path = self.path / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            return False
+        return path.is_file() or path.is_symlink() or (name in FOLDERS and path.is_dir())
 
     def commit(self) -> None:
         """The new export is complete: the earlier one's files go."""
@@ -94,8 +114,12 @@ class OutputFolder:
         if self.backup is None:
             return
         try:
+            for name in self.replaces:  # this export's own (its re-targeted checkpoint/): not the earlier export's
+                _remove(self.path / name)
             for name in sorted(self.moved, key=lambda n: n == EXPORT_REPORT):
                 (self.path / name).parent.mkdir(parents=True, exist_ok=True)
+                if (self.backup / name).is_dir():  # a folder does not replace one: this export's goes first
+                    _remove(self.path / name)
                 os.replace(self.backup / name, self.path / name)
         except OSError as e:  # the backup stays: nothing of the earlier export is deleted
             raise DistillError(f"{self.backup}: could not put the earlier export back ({e.strerror or e}); its files "
@@ -104,9 +128,17 @@ class OutputFolder:
         self.backup = None
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_file() or path.is_symlink():
+        path.unlink()
+
+
 def _listed(record: Path) -> tuple[dict[str, Any], list[str]]:
-    """The earlier ``export.json`` as JSON and the files it names (``files``, then each model's ``file``); read
-    leniently: a record from another version, or a half-written one, still names what it can."""
+    """The earlier ``export.json`` as JSON and the files it names (``files``, then each model's ``file``, then
+    ``checkpoint`` when it re-targeted: ``config.classes``); read leniently: a record from another version, or a
+    half-written one, still names what it can."""
     try:
         old = json.loads(record.read_text())
     except (OSError, ValueError):
@@ -116,4 +148,6 @@ def _listed(record: Path) -> tuple[dict[str, Any], list[str]]:
     files, models = old.get("files"), old.get("models")
     names = list(files) if isinstance(files, list) else []
     names += [m.get("file") for m in models if isinstance(m, dict)] if isinstance(models, list) else []
+    config = old.get("config")
+    names += [EXPORT_CHECKPOINT] if isinstance(config, dict) and config.get("classes") else []
     return old, [n for n in names if isinstance(n, str) and n]

@@ -34,7 +34,7 @@ from distill.export.onnx import INPUT_NAME, export_onnx, preprocess_metadata
 from distill.export.out_dir import OutputFolder
 from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare, with_weight_range
 from distill.export.recommend import recommend_for
-from distill.export.retarget import retarget_into
+from distill.export.retarget import retarget_to_file
 from distill.export.tensorrt import (
     TIMING_CACHE,
     build_engine,
@@ -45,8 +45,8 @@ from distill.export.tensorrt import (
 )
 from distill.export.tensorrt_script import write_build_script, write_check_files
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
-from distill.records import EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport
-from distill.student.model import load_student
+from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport
+from distill.student.model import load_student, save_student
 
 EXPORT_FORMAT = "distill.export/1"
 FP32_FILE = "model.fp32.onnx"
@@ -228,7 +228,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
         log: progress sink (default: stderr).
 
     Returns:
-        The export report (as written to export.json).
+        The export report (as written to export.json). What to ship is its ``recommendation``, which is not a
+        progress line: ``distill export`` prints it, once, as the last line on stdout.
 
     Raises:
         DistillError: unreadable checkpoint, bad arguments, or fp32 parity failure.
@@ -258,8 +259,8 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
     cfg = with_run_defaults(config or ExportConfig(), run, say)
     cfg.check_data()
     out.make()
-    if cfg.classes is not None:
-        retarget_into(student, cfg.classes, out_dir, say, cfg.teacher_arch, cfg.teacher_pretrained)
+    if cfg.classes is not None:  # in memory: the data check below is against its classes
+        retarget_to_file(student, cfg.classes, say, cfg.teacher_arch, cfg.teacher_pretrained)
     prov = provenance(checkpoint, student, run)
     t_start = time.time()
     header = {
@@ -271,14 +272,15 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
     }
     with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir, ignore_cleanup_errors=True) as work:  # NFS: .nfs* of a mapped spill file
         data = load_export_data(cfg, spec, list(prov.get("source_domains") or []), say, spill_dir=work)
-        out.clear_previous(say)  # the inputs are good: from here on this export replaces whatever export was there
+        # the inputs are good: from here on this export replaces whatever export was there (its checkpoint/ too)
+        out.clear_previous(say, replaces=[EXPORT_CHECKPOINT] if cfg.classes is not None else [])
+        if cfg.classes is not None:
+            save_student(student, out_dir / EXPORT_CHECKPOINT)
         ctx = ExportContext(cfg, student, out_dir, Path(work), data,
                             {k: prov[k] for k in METADATA_PROVENANCE if k in prov}, say)
         exporter = Exporter(ctx, header)
         exporter.run()
     report = exporter.report("ok", files=exporter.files(), elapsed_s=round(time.time() - t_start, 1))
     path = report.write(out_dir)
-    say(f"wrote {path}")
-    if report.recommendation is not None:
-        say(report.recommendation.line())  # the export's last line
+    say(f"wrote {path}")  # the recommendation is a result, not progress: the caller prints it (the CLI on stdout)
     return report

@@ -4,9 +4,9 @@ A text-head student predicts in the teacher's embedding space; its classifier is
 prompt-ensembled text embeddings of its class names (:class:`distill.student.model.Student`).
 Re-targeting builds that head for the names in FILE with the teacher's text tower (the one home
 of the zero-shot head: :class:`distill.teacher.Teacher`, with the templates the student was
-trained with), swaps it in with no retraining, and saves the re-targeted checkpoint into the
-export folder, so that what ships is reproducible from files alone. The usual export steps
-(fp32 parity, fp16, int8) then run on it.
+trained with), and swaps it in with no retraining. The export saves the re-targeted checkpoint into
+its folder (``OUT/checkpoint``), so that what ships is reproducible from files alone, and runs the
+usual steps (fp32 parity, fp16, int8) on it.
 """
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ import yaml
 
 from distill.errors import DistillError
 from distill.export.log import ExportLog
-from distill.records import EXPORT_CHECKPOINT
-from distill.student.model import Student, save_student
+from distill.student.model import Student
 from distill.teacher import Teacher
 from distill.teacher.prompts import DEFAULT_TEMPLATES
 
@@ -118,13 +117,13 @@ def retarget(student: Student, class_names: list[str], source: TeacherSource, lo
     return student
 
 
-def retarget_into(student: Student, classes_file: str | Path, out_dir: Path, log: ExportLog,
-                  teacher_arch: str | None = None, teacher_pretrained: str | None = None) -> Path:
+def retarget_to_file(student: Student, classes_file: str | Path, log: ExportLog, teacher_arch: str | None = None,
+                     teacher_pretrained: str | None = None) -> Student:
     """Re-target ``student`` to the names in ``classes_file`` (with the given text tower, else the one it was
-    trained with) and save it as ``out_dir/checkpoint``; returns that folder."""
+    trained with); returns it. Nothing is written: the export saves it as ``OUT/checkpoint``
+    (:data:`~distill.records.EXPORT_CHECKPOINT`) once its inputs are checked and the earlier export is set aside."""
     require_text_head(student)
     source = teacher_source(student, teacher_arch, teacher_pretrained)
     names = read_class_file(classes_file)
     log(f"re-targeting the text head to {len(names)} classes from {classes_file} with {source.arch}")
-    retarget(student, names, source, log)
-    return save_student(student, Path(out_dir) / EXPORT_CHECKPOINT)
+    return retarget(student, names, source, log)

@@ -23,7 +23,7 @@ free-form by nature (options, environment details) stay ``dict``.
 """
 from __future__ import annotations
 
-from distill.records.base import Accuracy, Record, SkippedImage, TeacherIdentity, pct, percent
+from distill.records.base import Accuracy, Record, SkippedImage, TeacherIdentity, pct, percent, same_checkpoint
 from distill.records.names import (
     BENCH_RECORDS,
     BEST_CHECKPOINT,
@@ -100,4 +100,5 @@ __all__ = [
     "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "ShipRecommendation", "SkippedImage", "SuiteDomain", "SuiteInfo",
     "TEACHER_BOOTSTRAP_STATE", "TEACHER_CHECKPOINT", "TEACHER_MANIFEST", "TEXT_EMBEDDINGS", "TIMM_CONFIG", "TIMM_WEIGHTS", "TRAIN_STATE",
     "TeacherCombination", "TeacherIdentity", "TeacherManifest", "TeacherPool", "TeacherTrainingData", "UnlabeledPool", "pct", "percent",
+    "same_checkpoint",
 ]

@@ -1,7 +1,9 @@
-"""The record base class, the units rule (fractions; :func:`pct` prints), and blocks shared by records.
+"""The record base class, the units rule (fractions; :func:`pct` prints), blocks shared by records, and whether two
+records name the same checkpoint (:func:`same_checkpoint`).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,6 +33,23 @@ def pct(fraction: float | None, digits: int = 1) -> str:
     return f"{percent(fraction):.{digits}f}"
 
 
+
+
+def same_checkpoint(path: str | Path, sha256: str | None, other: str | Path, other_sha256: str | None) -> bool:
+    """Do two records name the same student checkpoint (export.json ``checkpoint`` +
+    ``provenance.checkpoint_sha256``, qad.json ``checkpoint`` + ``checkpoint_sha256``, or a folder at hand and its
+    weights' sha256)? The weights' sha256s decide when both are known: the same weights wherever the folder was
+    typed from, and not the same when a checkpoint was retrained in place. Else the paths, resolved, a
+    ``model.safetensors`` standing for its folder (older records stored the path as typed, relative to the cwd
+    they were written from, as the reader's cwd reads them)."""
+    if sha256 and other_sha256:
+        return sha256 == other_sha256
+    return _checkpoint_folder(path) == _checkpoint_folder(other)
+
+
+def _checkpoint_folder(path: str | Path) -> str:
+    real = Path(os.path.realpath(path))
+    return str(real.parent if real.is_file() else real)
 
 
 # ------------------------------------------------------------------ base

@@ -118,17 +118,26 @@ class BenchRecord(Record):
         return self.model_dump(mode="json", by_alias=True)
 
     @classmethod
-    def read_lines(cls, path: str | Path) -> Iterator[BenchRecord]:
-        """Every record of a ``bench.jsonl`` (blank lines skipped); errors name file and line."""
+    def read_lines(cls, path: str | Path, skipped: list[tuple[int, str]] | None = None) -> Iterator[BenchRecord]:
+        """Every record of a ``bench.jsonl`` (blank lines skipped); errors name file and line. With ``skipped``, a
+        line that is not a record (half-written by an interrupted bench, edited) is left out and its line number and
+        error go there instead."""
         path = Path(path)
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DistillError(f"{path}:{n}: invalid JSON: {e.msg}") from None
-            yield cls.from_dict(data, f"{path}:{n}")
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DistillError(f"{path}:{n}: invalid JSON: {e.msg}") from None
+                record = cls.from_dict(data, f"{path}:{n}")
+            except DistillError as e:
+                if skipped is None:
+                    raise
+                skipped.append((n, str(e)))
+                continue
+            yield record
 
     def append_to(self, path: str | Path) -> None:
         with open(path, "a") as f:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from distill.records import ExportReport, QADRecord, ShipRecommendation
+from distill.records import ExportReport, QADRecord, ShipRecommendation, same_checkpoint
 from distill.report.charts import esc
 from distill.report.data import ExportEntry, QADEntry, ReportData
 
@@ -121,13 +121,9 @@ def _relative(path: Path, export_dir: str | Path | None) -> str:
 
 # --------------------------------------------------------------------------- joining in a report
 def _same_checkpoint(qad: QADRecord, export: ExportReport) -> bool:
-    """Are ``qad`` and ``export`` of the same checkpoint? Their weights' sha256s decide when both records carry one
-    (paths typed from different folders still match); else their paths (older records: as typed, relative to the cwd
-    they were written from, as the report's cwd reads them)."""
-    theirs = export.provenance.get("checkpoint_sha256")
-    if qad.checkpoint_sha256 and theirs:
-        return bool(qad.checkpoint_sha256 == theirs)
-    return os.path.realpath(qad.checkpoint) == os.path.realpath(export.checkpoint)
+    """Are ``qad`` and ``export`` of the same checkpoint? (:func:`distill.records.same_checkpoint`)"""
+    return same_checkpoint(qad.checkpoint, qad.checkpoint_sha256,
+                           export.checkpoint, export.provenance.get("checkpoint_sha256"))
 
 
 def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:

@@ -10,7 +10,10 @@ Discovery rule — each PATH given is:
   benchmark file.
 
 Every artifact is read through its record (:mod:`distill.records`), so accuracy is a fraction
-by the records' contract, never guessed from the values; renderers print percents.
+by the records' contract, never guessed from the values; renderers print percents. An export.json,
+qad.json or bench line that is not its record (half-written by an interrupted command, corrupt) is
+left out with one warning naming the file (and line); only when nothing at all can be read is the
+report refused.
 
 Joining: a benchmark record belongs to the exported model whose sha256 it carries (else whose
 path it names); a record whose sha256 is not the one export.json lists for the file at its path
@@ -26,7 +29,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple, TypeVar
 
 from distill.errors import DistillError
 from distill.records import EXPORT_REPORT, QAD_REPORT, RUN_SUMMARY, BenchRecord, ExportedModel, ExportReport, QADRecord
@@ -49,6 +52,7 @@ from distill.utils.io import atomic_write_text
 __all__ = ["Inputs", "collect", "discover", "write_report"]
 
 EXPORT_FORMAT = "distill.export"  # export.json files of another format are not exports of this tool
+R = TypeVar("R")
 
 
 # --------------------------------------------------------------------------- discovery
@@ -108,13 +112,25 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
     data.groups = group_runs(data.runs)
     data.teachers = merge_teachers(data.runs)
     data.run_labels = {os.path.realpath(r.dir): r.label for r in data.runs}
+    # a half-written or corrupt export.json, qad.json or bench line (an interrupted run) is left out, said once each
+    unread: list[Path] = []
     for d in export_dirs:
-        report = ExportReport.read(d)
-        if report.format.startswith(EXPORT_FORMAT):
+        report = _read_or_skip(ExportReport.read, d, "that export", data.warnings, unread)
+        if report is not None and report.format.startswith(EXPORT_FORMAT):
             data.exports.append(ExportEntry(str(d), report))
-    data.qad = [QADEntry(str(d), QADRecord.read(d)) for d in qad_dirs]  # a malformed one: DistillError naming it
-    data.records = [Measurement(record, str(f)) for f in bench_files for record in BenchRecord.read_lines(f)]
-    data.sources = [str(p) for p in [*run_dirs, *export_dirs, *bench_files, *qad_dirs]]
+    for d in qad_dirs:
+        record = _read_or_skip(QADRecord.read, d, "that QAD result", data.warnings, unread)
+        if record is not None:
+            data.qad.append(QADEntry(str(d), record))
+    for f in bench_files:
+        skipped: list[tuple[int, str]] = []
+        data.records += [Measurement(record, str(f)) for record in BenchRecord.read_lines(f, skipped)]
+        if skipped:
+            data.warnings.append(_bench_lines_skipped(f, skipped))
+    if data.warnings and not (data.runs or data.exports or data.qad or data.records):
+        more = f" (and {len(data.warnings) - 1} more)" if len(data.warnings) > 1 else ""
+        raise DistillError(f"nothing to report: every input is unreadable: {data.warnings[0]}{more}")
+    data.sources = [str(p) for p in [*run_dirs, *export_dirs, *bench_files, *qad_dirs] if p not in unread]
     data.points = _join(data)
 
     domains: list[str] = []
@@ -134,6 +150,25 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         p.score_se = binomial_se(p.accuracy, p.count, keys)
     mark_pareto(data.points)
     return data
+
+
+def _read_or_skip(read: Callable[[Path], R], folder: Path, what: str, warnings: list[str], unread: list[Path]) -> R | None:
+    """``read(folder)``, or None with a warning naming the file (the record's own one-line error) when it cannot be
+    read: one bad record does not cost the report."""
+    try:
+        return read(folder)
+    except DistillError as e:
+        warnings.append(f"{e}; skipped {what}")
+        unread.append(folder)
+        return None
+
+
+def _bench_lines_skipped(path: Path, skipped: list[tuple[int, str]]) -> str:
+    """One warning for the lines of a bench file that are not records (each is its own error, naming the line)."""
+    if len(skipped) == 1:
+        return f"{skipped[0][1]}; skipped that line"
+    lines = ", ".join(str(n) for n, _ in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+    return f"{path}: {len(skipped)} lines are not bench records (lines {lines}); skipped them (the first: {skipped[0][1]})"
 
 
 def _join(data: ReportData) -> list[Point]:

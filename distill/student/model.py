@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from distill.errors import DistillError
-from distill.records import STUDENT_SPEC, STUDENT_WEIGHTS
+from distill.records import BEST_CHECKPOINT, CHECKPOINTS_DIR, STUDENT_SPEC, STUDENT_WEIGHTS
 from distill.student.transforms import eval_transform
 from distill.utils.io import atomic_write, atomic_write_json, read_json
 
@@ -212,6 +212,16 @@ def save_student(student: Student, out_dir: str | Path, extra_provenance: dict[s
     return out_dir
 
 
+def not_a_checkpoint(folder: str | Path) -> DistillError:
+    """The error for a folder without ``student.json``. A run folder (``RUN/checkpoints/best`` holds one) is the
+    usual mistake for ``RUN/checkpoints/best``: the hint then names the folder to pass."""
+    folder = Path(folder)
+    best = folder / CHECKPOINTS_DIR / BEST_CHECKPOINT
+    hint = (f"a training run's folder: pass {best}" if (best / STUDENT_SPEC).is_file()
+            else f"pass RUN/{CHECKPOINTS_DIR}/{BEST_CHECKPOINT} of a `distill train` run")
+    return DistillError(f"{folder}: not a student checkpoint (no {STUDENT_SPEC}); {hint}")
+
+
 def load_student(path: str | Path, map_location: str = "cpu") -> Student:
     """Rebuild a student from a checkpoint folder (or its ``model.safetensors``).
 
@@ -222,7 +232,7 @@ def load_student(path: str | Path, map_location: str = "cpu") -> Student:
     path = Path(path)
     folder = path.parent if path.suffix == ".safetensors" else path
     if not (folder / STUDENT_SPEC).is_file():
-        raise DistillError(f"{folder}: not a student checkpoint (no {STUDENT_SPEC})")
+        raise not_a_checkpoint(folder)
     spec = StudentSpec.from_dict(read_json(folder / STUDENT_SPEC), str(folder / STUDENT_SPEC))
     student = Student(spec)
     try:  # loading reads every byte anyway: a damaged file costs nothing extra to catch here

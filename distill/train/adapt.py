@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST, STUDENT_SPEC, STUDENT_WEIGHTS, CacheManifest
 from distill.strategies import get_strategy
-from distill.student.model import StudentSpec
+from distill.student.model import StudentSpec, not_a_checkpoint
 from distill.utils.io import read_json
 
 
@@ -37,7 +37,7 @@ def checkpoint_spec(checkpoint: str | Path) -> StudentSpec:
         raise DistillError(f"{folder}: no such checkpoint folder (pass RUN/checkpoints/best of a finished "
                            "`distill train` run)")
     if not (folder / STUDENT_SPEC).is_file():
-        raise DistillError(f"{folder}: not a student checkpoint (no {STUDENT_SPEC}); pass RUN/checkpoints/best")
+        raise not_a_checkpoint(folder)
     return StudentSpec.from_dict(read_json(folder / STUDENT_SPEC), str(folder / STUDENT_SPEC))
 
 

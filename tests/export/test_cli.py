@@ -28,6 +28,16 @@ def test_folder_that_is_not_a_checkpoint(capsys: pytest.CaptureFixture, tmp_path
     assert "student.json" in err
 
 
+def test_a_run_folder_is_pointed_to_its_best_checkpoint(capsys: pytest.CaptureFixture, run_ckpt: Path,
+                                                        tmp_path: Path) -> None:
+    """`distill export RUN_DIR` (the run folder, not RUN_DIR/checkpoints/best): the error names the folder to pass."""
+    run_dir = run_ckpt.parent.parent
+    err = _one_line_error(capsys, ["export", str(run_dir), "--out", str(tmp_path / "o")])
+    assert err.startswith(f"error: {run_dir}: not a student checkpoint (no student.json)")
+    assert err.endswith(f"pass {run_ckpt}"), err
+    assert not (tmp_path / "o").exists()
+
+
 def test_unknown_precision(capsys: pytest.CaptureFixture, run_ckpt: Path, tmp_path: Path) -> None:
     err = _one_line_error(capsys, ["export", str(run_ckpt), "--out", str(tmp_path), "--precision", "fp32,int4"])
     assert "int4" in err and "fp32, fp16, int8" in err
@@ -54,8 +64,10 @@ def test_prints_one_line_per_file_with_its_mean_accuracy(capsys: pytest.CaptureF
     assert rc == 0
     fp32 = ExportReport.read(out).models[0]
     assert 0.0 <= fp32.mean_accuracy <= 1.0  # a fraction in export.json, a percent when printed
-    assert capsys.readouterr().out == (f"{out}/model.fp32.onnx: fp32, mean accuracy {100 * fp32.mean_accuracy:.2f}%\n"
-                                       "recommendation: ship fp32 — no int8 exported\n")  # last: what to ship
+    printed = capsys.readouterr()
+    assert printed.out == (f"{out}/model.fp32.onnx: fp32, mean accuracy {100 * fp32.mean_accuracy:.2f}%\n"
+                           "recommendation: ship fp32 — no int8 exported\n")  # last: what to ship
+    assert "recommendation" not in printed.err  # once, with the results: it was also a progress line on stderr
 
 
 def test_the_float_output_candidates_are_switched_on_from_the_command_line() -> None:

@@ -107,3 +107,47 @@ def test_restore_puts_back_a_listed_file_whose_folder_went(tmp_path: Path) -> No
     out.restore()
     assert (folder / "sub" / "a.onnx").read_bytes() == b"old model" and (folder / "export.json").is_file()
     assert [p.name for p in folder.iterdir() if p.name.startswith(".previous-export-")] == []
+
+
+def test_checkpoint_folder_is_set_aside_only_when_it_is_an_exports(tmp_path: Path) -> None:
+    """checkpoint/ (``--classes``' re-targeted student) goes with the earlier export when that export re-targeted
+    (config.classes), or when this export writes one; a failure puts it back whole and takes this export's away.
+    Otherwise it is a folder of the user's: left alone."""
+    import json
+
+    from distill.export.out_dir import OutputFolder
+
+    def folder(name: str, classes: str | None) -> Path:
+        f = tmp_path / name
+        (f / "checkpoint").mkdir(parents=True)
+        (f / "checkpoint" / "student.json").write_text("old")
+        (f / "model.fp32.onnx").write_bytes(b"old model")
+        (f / "export.json").write_text(json.dumps({"files": ["model.fp32.onnx", "export.json"],
+                                                   "config": {"classes": classes}}))
+        return f
+
+    plain = OutputFolder(folder("plain", None))  # an export that re-targeted nothing, and a re-export that does not
+    assert plain.clear_previous(lambda s: None) == ["export.json", "model.fp32.onnx"]
+    plain.commit()
+    assert (plain.path / "checkpoint" / "student.json").read_text() == "old"
+
+    for name, classes, replaces in [("retargeted", "c.txt", []), ("now", None, ["checkpoint"])]:
+        out = OutputFolder(folder(name, classes))
+        said: list[str] = []
+        assert "checkpoint" in out.clear_previous(said.append, replaces=replaces) and "checkpoint/" in said[0]
+        assert not (out.path / "checkpoint").exists()
+        (out.path / "checkpoint").mkdir()  # the new export's student
+        (out.path / "checkpoint" / "student.json").write_text("new")
+        out.restore()
+        assert (out.path / "checkpoint" / "student.json").read_text() == "old"
+        assert sorted(p.name for p in out.path.iterdir()) == ["checkpoint", "export.json", "model.fp32.onnx"]
+
+    bare = tmp_path / "bare"  # no earlier export, a checkpoint/ there, a --classes export that fails
+    (bare / "checkpoint").mkdir(parents=True)
+    (bare / "checkpoint" / "student.json").write_text("old")
+    out = OutputFolder(bare)
+    assert out.clear_previous(lambda s: None, replaces=["checkpoint"]) == ["checkpoint"]
+    (bare / "checkpoint").mkdir()
+    out.restore()
+    assert [p.name for p in bare.iterdir()] == ["checkpoint"]
+    assert (bare / "checkpoint" / "student.json").read_text() == "old"

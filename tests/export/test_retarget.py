@@ -178,6 +178,62 @@ def test_the_cli_retargets(text_ckpt, tmp_path, capsys):
     assert load_student(out / "checkpoint").spec.class_names == NEW
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too: a set-aside folder left behind would show) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _fp32_export(text_ckpt: Path, out: Path, tiny_root: Path, classes: Path | None) -> None:
+    export_checkpoint(text_ckpt, out, ExportConfig(classes=None if classes is None else str(classes),
+                                                   data_root=str(tiny_root), eval_count=2, exporter="torchscript",
+                                                   build_engines=False), log=_quiet)
+
+
+@pytest.mark.parametrize("earlier", ["retargeted", "plain"])
+@pytest.mark.parametrize("stop", ["bad data", "fp32 fails", "ctrl-c"])
+def test_a_failed_retargeting_re_export_leaves_the_earlier_export_whole(text_ckpt, tiny_root, tmp_path, monkeypatch,
+                                                                       capsys, earlier, stop):
+    """Review 3 (M1): `export --classes` wrote OUT/checkpoint/ before the data check and outside what is set aside,
+    so a re-export that failed (bad --data) or stopped (an exporter's error, Ctrl-C) left its re-targeted student
+    beside the restored earlier export. The earlier export comes back whole: its own checkpoint/, or none."""
+    from distill.export.pipeline import Exporter
+
+    folder = tmp_path / "exp"
+    _fp32_export(text_ckpt, folder, tiny_root, _class_file(tmp_path, NEW) if earlier == "retargeted" else None)
+    assert (folder / "checkpoint").is_dir() == (earlier == "retargeted")
+    before = _tree(folder)
+    other = tmp_path / "other"
+    other.mkdir()
+    argv = ["export", str(text_ckpt), "--out", str(folder), "--classes", str(_class_file(other, TRAINED)),
+            "--data", str(tiny_root), "--eval-count", "2", "--exporter", "torchscript", "--no-build-engine"]
+    if stop == "bad data":
+        argv += ["--eval-domains", "clean,foggy"]
+    else:
+        def stopped(self):
+            assert load_student(folder / "checkpoint").spec.class_names == TRAINED  # the new one, while it runs
+            raise KeyboardInterrupt if stop == "ctrl-c" else DistillError("fp32 failed")
+
+        monkeypatch.setattr(Exporter, "fp32", stopped)
+    assert main(argv) == (130 if stop == "ctrl-c" else 1)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "foggy" in err if stop == "bad data" else err.endswith(("fp32 failed", "from the start")), err
+    assert _tree(folder) == before  # byte for byte, checkpoint/ included; nothing of the new one left
+
+
+def test_a_re_export_replaces_the_earlier_exports_checkpoint(text_ckpt, tiny_root, tmp_path):
+    """On success the folder holds the new export: its own re-targeted checkpoint/, or none when it re-targets
+    nothing (the earlier export's student is not this export's)."""
+    folder = tmp_path / "exp"
+    _fp32_export(text_ckpt, folder, tiny_root, _class_file(tmp_path, NEW))
+    other = tmp_path / "other"
+    other.mkdir()
+    _fp32_export(text_ckpt, folder, tiny_root, _class_file(other, TRAINED))
+    assert load_student(folder / "checkpoint").spec.class_names == TRAINED
+    _fp32_export(text_ckpt, folder, tiny_root, None)
+    assert not (folder / "checkpoint").exists()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(ExportReport.read(folder).files)
+
+
 def test_class_files(tmp_path):
     assert read_class_file(_class_file(tmp_path, ["a cat", "dog"])) == ["a cat", "dog"]
     assert read_class_file(_class_file(tmp_path, ["a cat", "dog"], yaml_list=True)) == ["a cat", "dog"]

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from distill.errors import DistillError
-from distill.records import BenchRecord, RunSummary, SkippedImage, pct, percent
+from distill.records import BenchRecord, RunSummary, SkippedImage, pct, percent, same_checkpoint
 
 SUMMARY = {
     "strategy": "kd", "student": "resnet18", "source_domains": ["a"], "target_domains": ["b"],
@@ -86,3 +86,17 @@ def test_a_skipped_image_without_sample_index_is_written_as_path_and_reason(tmp_
     assert written["skipped_images"] == [{"path": "a/0/x.png", "reason": "truncated"}]
     m = SkippedImage.model_validate({"path": "p", "sample_index": 3, "reason": "r"}).model_dump(mode="json")
     assert list(m) == ["path", "sample_index", "reason"]  # the cache manifest's order, index kept when known
+
+
+def test_same_checkpoint_by_weights_then_by_folder(tmp_path, monkeypatch):
+    """One rule for export.json, qad.json and a folder at hand (QAD's --export, the report's pairing): the weights'
+    sha256s decide when both are known; else the resolved folders, a model.safetensors standing for its folder."""
+    best = tmp_path / "run" / "checkpoints" / "best"
+    best.mkdir(parents=True)
+    (best / "model.safetensors").write_bytes(b"w")
+    monkeypatch.chdir(tmp_path / "run")
+    assert same_checkpoint("somewhere/else", "a" * 64, best, "a" * 64)  # typed from other folders: same weights
+    assert not same_checkpoint(best, "a" * 64, best, "b" * 64)  # retrained in place: not the same
+    assert same_checkpoint("checkpoints/best", None, best, "b" * 64)  # an older record: by path, from the cwd
+    assert same_checkpoint(best / "model.safetensors", "a" * 64, best, None)
+    assert not same_checkpoint(tmp_path / "other", None, best, None)

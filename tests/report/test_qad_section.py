@@ -3,6 +3,7 @@ one per-domain table next to fp32 in report.md and report.html."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +123,17 @@ def test_discovery_finds_qad_folders_and_files(tmp_path: Path) -> None:
     (lambda raw: raw["config"].update(seed="zero"), r"qad\.json: config: Value error, seed: Input should be a valid integer"),
     (lambda raw: raw["accuracy"].pop("count"), r"qad\.json: accuracy\.count: Field required"),
 ])
-def test_a_malformed_qad_json_is_one_line_naming_the_file(tmp_path: Path, edit, message) -> None:
+def test_a_malformed_qad_json_is_skipped_with_one_line_naming_the_file(tmp_path: Path, edit, message) -> None:
+    """The report is built from the rest (here the run); the warning is the record's own one-line error."""
     _, qad = _inputs(tmp_path / "in")
     raw = json.loads((qad / "qad.json").read_text())
     edit(raw)
     (qad / "qad.json").write_text(json.dumps(raw))
-    with pytest.raises(DistillError, match=message) as e:
-        write_report([tmp_path / "in"], tmp_path / "r.html")
-    assert "\n" not in str(e.value) and str(qad / "qad.json") in str(e.value)
+    res = write_report([tmp_path / "in"], tmp_path / "r.html")
+    assert (res["runs"], res["qad"]) == (1, 0)
+    [warning] = res["warnings"]
+    assert re.search(message, warning) and warning.endswith("skipped that QAD result"), warning
+    assert "\n" not in warning and str(qad / "qad.json") in warning
 
 
 def test_invalid_json_is_named(tmp_path: Path) -> None:

@@ -129,3 +129,53 @@ def test_a_record_joins_the_model_whose_sha256_it_carries(tmp_path: Path) -> Non
     assert {p.batch: p.student for p in data.points} == {1: "test_resnet (erm)", 2: "test_resnet (fm)",
                                                          4: "test_resnet (fm)"}
     assert data.unmatched == 0 and data.warnings == []
+
+
+def test_a_half_written_record_is_skipped_with_one_warning_naming_it(tmp_path: Path, capsys) -> None:
+    """An interrupted export or bench leaves a half-written export.json or .jsonl line; a corrupt qad.json: the
+    report said `error:` and wrote nothing. Each is left out with one `warning:` line naming the file (and line);
+    the report is built from the rest."""
+    good = _fp32_export(tmp_path / "in" / "erm", "a" * 64, "erm")
+    bad = _fp32_export(tmp_path / "in" / "fm", "b" * 64, "fm")
+    text = (bad / "export.json").read_text()
+    (bad / "export.json").write_text(text[:len(text) // 2])  # cut off mid-write
+    (tmp_path / "in" / "qad").mkdir()
+    (tmp_path / "in" / "qad" / "qad.json").write_text('{"checkpoint": ')
+    bench = tmp_path / "in" / "bench.jsonl"
+    _bench(good / "model.fp32.onnx", "a" * 64).append_to(bench)
+    _bench(good / "model.fp32.onnx", "a" * 64).model_copy(update={"batch": 8}).append_to(bench)
+    line = bench.read_text().splitlines()[0]
+    bench.write_text(bench.read_text() + line[:40] + "\n")  # line 3: the record being written when stopped
+    assert main(["report", str(tmp_path / "in"), "--out", str(tmp_path / "r.html")]) == 0
+    warnings = [w for w in capsys.readouterr().err.splitlines() if w.startswith("warning: ")]
+    assert len(warnings) == 3, warnings
+    assert any(w.startswith(f"warning: {bad / 'export.json'}: invalid JSON") for w in warnings), warnings
+    assert any(w.startswith(f"warning: {tmp_path / 'in' / 'qad' / 'qad.json'}: invalid JSON") for w in warnings)
+    assert any(w.startswith(f"warning: {bench}:3: invalid JSON") and w.endswith("skipped that line") for w in warnings)
+    data = collect([tmp_path / "in"])
+    assert [e.dir for e in data.exports] == [str(good)] and data.qad == []
+    assert sorted(p.batch for p in data.points) == [1, 8] and data.unmatched == 0
+    assert str(bad) not in data.sources and str(bench) in data.sources
+    assert f"{bad / 'export.json'}: invalid JSON" in (tmp_path / "r.md").read_text()
+
+
+def test_every_line_of_a_bench_file_that_is_not_a_record_is_one_warning(tmp_path: Path) -> None:
+    """A .jsonl of something else (many bad lines) is one warning listing the lines, not one per line."""
+    _bench(tmp_path / "m.onnx", None).append_to(tmp_path / "bench.jsonl")
+    (tmp_path / "other.jsonl").write_text("".join(f'{{"step": {i}}}\n' for i in range(7)))
+    data = collect([tmp_path])
+    assert len(data.records) == 1
+    [warning] = data.warnings
+    assert warning.startswith(f"{tmp_path / 'other.jsonl'}: 7 lines are not bench records (lines 1, 2, 3, 4, 5 ...)")
+    assert f"the first: {tmp_path / 'other.jsonl'}:1: " in warning
+
+
+def test_when_every_input_is_unreadable_the_report_is_refused(tmp_path: Path, capsys) -> None:
+    bad = _fp32_export(tmp_path / "in" / "fm", "b" * 64, "fm")
+    (bad / "export.json").write_text((bad / "export.json").read_text()[:30])
+    (tmp_path / "in" / "bench.jsonl").write_text('{"schema": "distill.bench/1", "mod\n')
+    assert main(["report", str(tmp_path / "in"), "--out", str(tmp_path / "r.html")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: nothing to report: every input is unreadable: "), err
+    assert str(bad / "export.json") in err and "(and 1 more)" in err
+    assert not (tmp_path / "r.html").exists()

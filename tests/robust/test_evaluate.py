@@ -99,6 +99,18 @@ def test_distill_eval_errors_are_one_line(root, checkpoint, capsys):
     assert "not a student checkpoint" in capsys.readouterr().err
 
 
+def test_distill_eval_of_a_run_folder_names_its_checkpoint(root, checkpoint, tmp_path, capsys):
+    """`distill eval RUN` (the run folder, not RUN/checkpoints/best): the error names the folder to pass."""
+    import shutil
+
+    best = tmp_path / "run" / "checkpoints" / "best"
+    shutil.copytree(checkpoint, best)
+    assert cli(["eval", str(tmp_path / "run"), "--data", str(root)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {tmp_path / 'run'}: not a student checkpoint"), err
+    assert err.endswith(f"pass {best}"), err
+
+
 def test_train_robust_section(root, tmp_path):
     """The optional `robust` config section evaluates the best checkpoint after training."""
     from distill.train import train
