@@ -16,6 +16,8 @@ function                    config                                returns
 :func:`train`               :class:`TrainConfig` or a recipe      :class:`RunSummary`
 :func:`adapt`               the arguments of ``distill adapt``    :class:`RunSummary`
 :func:`export`              :class:`ExportConfig` (or its keys)   :class:`ExportReport`
+:func:`qad`                 :class:`QADConfig` (or its keys)      :class:`QADRecord`
+:func:`report`              folders and bench ``.jsonl`` files    :class:`ReportWritten`
 ==========================  ====================================  =====================
 
 Errors are :class:`~distill.errors.DistillError` (one line naming the file, key or value), as
@@ -33,13 +35,14 @@ from distill.errors import DistillError
 from distill.recipes import _yaml_value, list_recipes, load_recipe, resolve_recipe
 from distill.records import RUN_CONFIG
 
-__all__ = ["adapt", "adapt_config", "build_cache", "export", "list_recipes", "load_recipe", "qad", "require_onnxruntime",
-           "train", "train_config"]
+__all__ = ["adapt", "adapt_config", "build_cache", "export", "list_recipes", "load_recipe", "qad", "report",
+           "require_onnxruntime", "train", "train_config"]
 
 if TYPE_CHECKING:
     from distill.export.config import ExportConfig
     from distill.export.qad_config import QADConfig, QADRecord
     from distill.records import CacheManifest, ExportReport, RunSummary
+    from distill.report.write import ReportWritten
     from distill.teacher.cache.job import CacheBuildConfig
 
 #: what to install when no ONNX Runtime is importable (both wheels provide the module `onnxruntime`)
@@ -212,3 +215,20 @@ def qad(config: QADConfig | Mapping[str, Any] | None = None, **options: Any) -> 
     given = config.model_dump() if isinstance(config, QADConfig) else dict(config or {})
     cfg = QADConfig.from_options({**given, **options})
     return run_qad(cfg)
+
+
+def report(paths: str | Path | Sequence[str | Path], out: str | Path = "report.html",
+           title: str = "distill report") -> ReportWritten:
+    """Write the HTML report and its Markdown summary (``distill report``).
+
+    Args:
+        paths: run, export and qad folders, bench ``.jsonl`` files, or folders holding them (searched recursively).
+        out: the HTML file; the Markdown goes beside it with ``.md``.
+
+    Returns:
+        A :class:`~distill.report.write.ReportWritten`: both files' paths, what went in, and a line for each input
+        left out (a half-written record), which the command prints as warnings.
+    """
+    from distill.report.write import write_report  # lazy: the report's imports (numpy, scipy)
+
+    return write_report([paths] if isinstance(paths, (str, Path)) else list(paths), out, title)

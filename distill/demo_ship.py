@@ -132,6 +132,6 @@ def ship_stage(out: Path, runs: dict[str, RunSummary], targets: list[str], quick
             print(f"  {name:>12s} {precision:>9s} {r.batch:5d} {r.latency_ms.p50:8.3f} "
                   f"{r.throughput_ips:8.0f} {'-' if a is None else f'{pct(a):>7s}%':>8s}")
     res = write_report([out / "runs", out / "export", bench_file], out / REPORT_HTML, "distill demo")
-    print(f"\nreport: {res['html']}  (summary: {res['markdown']})")
+    print(f"\nreport: {res.html}  (summary: {res.markdown})")
     return {"exports": str(out / "export"), "shipped": str(out / "export" / SHIP / shipped) if shipped else "-",
-            "int8": str(int8_file), "bench": str(bench_file), "report": res["html"]}
+            "int8": str(int8_file), "bench": str(bench_file), "report": str(res.html)}

@@ -187,7 +187,7 @@ def test_the_demo_words_what_ships_as_the_report_does(tmp_path):
     decision = ship_decision(tmp_path, ExportReport.read(export_dir), qad)
     assert decision.text() == (f"ship fp32 — {FP32_REASON}; if int8 is needed anyway (another runtime), ship "
                                f"qad/model.int8-ort-cpu.onnx (QAD int8; no-harm rule: {QAD_WINS})")
-    md = write_report([tmp_path / "export"], tmp_path / "report.html")["markdown"]
+    md = write_report([tmp_path / "export"], tmp_path / "report.html").markdown
     assert f": {decision.text()}\n" in open(md).read()
     assert decision.shipped_file(ExportReport.read(export_dir)) == "model.fp32.onnx"
     raw = ExportReport.read(export_dir).to_dict()

@@ -24,9 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from distill.report.write import write_report  # lazy: `distill --help` does not load the report's imports
 
     res = write_report(args.paths, args.out, args.title)
-    for warning in res["warnings"]:
+    for warning in res.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"wrote {res['html']} and {res['markdown']}: {res['runs']} run(s), {res['exports']} export(s), "
-          f"{res['records']} record(s), {res['pareto']} Pareto point(s)"
-          + (f", {res['qad']} QAD result(s)" if res["qad"] else ""), file=sys.stderr)
+    print(res.summary())  # the result: stdout
     return 0

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, TypeVar
+from typing import Callable, Iterable, NamedTuple, TypeVar
 
 from distill.errors import DistillError
 from distill.records import EXPORT_REPORT, QAD_REPORT, RUN_SUMMARY, BenchRecord, ExportedModel, ExportReport, QADRecord
@@ -280,8 +281,29 @@ def _eval_count(export: ExportReport) -> dict[str, int] | None:
 
 
 # --------------------------------------------------------------------------- entry point
-def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "distill report") -> dict[str, Any]:
-    """Write ``out`` (HTML) and the same name with ``.md`` beside it; returns counts of what went in."""
+@dataclass(frozen=True)
+class ReportWritten:
+    """What :func:`write_report` wrote, and how much went into it."""
+
+    html: Path
+    markdown: Path
+    runs: int
+    exports: int
+    qad: int
+    records: int  # bench records
+    points: int  # accuracy/latency points plotted
+    pareto: int  # of which on the Pareto front
+    warnings: tuple[str, ...]  # inputs left out, one line each
+
+    def summary(self) -> str:
+        """The one line ``distill report`` prints."""
+        return (f"wrote {self.html} and {self.markdown}: {self.runs} run(s), {self.exports} export(s), "
+                f"{self.records} record(s), {self.pareto} Pareto point(s)"
+                + (f", {self.qad} QAD result(s)" if self.qad else ""))
+
+
+def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "distill report") -> ReportWritten:
+    """Write ``out`` (HTML) and the same name with ``.md`` beside it; returns what went in."""
     data = collect(paths)
     if not (data.runs or data.exports or data.records or data.qad):
         raise DistillError(f"nothing to report: no {RUN_SUMMARY}, {EXPORT_REPORT}, {QAD_REPORT} or bench .jsonl found under "
@@ -293,6 +315,6 @@ def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "dis
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     atomic_write_text(out, render_html(data, title, generated))
     atomic_write_text(md, render_markdown(data, title, generated))
-    return {"html": str(out), "markdown": str(md), "runs": len(data.runs), "exports": len(data.exports), "qad": len(data.qad),
-            "records": len(data.records), "points": len(data.points),
-            "pareto": sum(p.pareto for p in data.points), "warnings": list(data.warnings)}
+    return ReportWritten(html=out, markdown=md, runs=len(data.runs), exports=len(data.exports), qad=len(data.qad),
+                         records=len(data.records), points=len(data.points),
+                         pareto=sum(p.pareto for p in data.points), warnings=tuple(data.warnings))

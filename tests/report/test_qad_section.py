@@ -47,8 +47,8 @@ def _inputs(root: Path, **kw: Any) -> tuple[Path, Path]:
 def test_the_report_shows_ptq_vs_qad_per_domain_next_to_fp32(tmp_path: Path) -> None:
     run, qad = _inputs(tmp_path / "in")
     res = write_report([tmp_path / "in"], tmp_path / "r.html", "r")
-    assert res["qad"] == 1
-    md = Path(res["markdown"]).read_text()
+    assert res.qad == 1
+    md = Path(res.markdown).read_text()
     assert "## PTQ vs QAD per domain (int8 next to fp32)" in md
     # labelled with its run's label (the run is among the inputs), flavour, seed, epochs and teacher
     # (a record without a "ranges" key was written before QAD learned its ranges: observed)
@@ -60,7 +60,7 @@ def test_the_report_shows_ptq_vs_qad_per_domain_next_to_fp32(tmp_path: Path) -> 
     assert "| noisy | 10 | 60.0 | 50.0 (-10.0) | 70.0 (+10.0) | – | – | 30.00 | 20.00 |" in md  # not calibrated on
     assert "1 QAD result(s)" in md
     assert "int8 weight values" not in md  # a qad.json from before session 19 does not record it
-    html = Path(res["html"]).read_text()
+    html = Path(res.html).read_text()
     assert '<section id="qad">' in html and "seed 3 · 2 epochs · teacher fp32+cache" in html
     noisy = html[html.index('<td class="label">noisy</td>'):]
     noisy = noisy[:noisy.index("</tr>")]
@@ -75,7 +75,7 @@ def test_the_report_says_how_many_int8_weights_qad_changed(tmp_path: Path) -> No
     _record(run / "checkpoints" / "best").model_copy(update={"weights_changed_pct": 0.0312}).write(tmp_path / "in" / "qad")
     res = write_report([tmp_path / "in"], tmp_path / "r.html", "r")
     line = "(target ≤ 1: not met); QAD changed 0.03 % of the int8 weight values (the rest of its effect: biases"
-    assert line in Path(res["markdown"]).read_text() and line in Path(res["html"]).read_text()
+    assert line in Path(res.markdown).read_text() and line in Path(res.html).read_text()
 
 
 def test_the_report_names_the_layers_qad_kept_in_float(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_the_report_names_the_layers_qad_kept_in_float(tmp_path: Path) -> None:
         "ptq_origin": "the export's int8, exp/model.int8-tensorrt.onnx (2 layer(s) kept in float)"})
     (tmp_path / "in" / "qad").mkdir()
     record.write(tmp_path / "in" / "qad")
-    md = Path(write_report([tmp_path / "in"], tmp_path / "r.html", "r")["markdown"]).read_text()
+    md = Path(write_report([tmp_path / "in"], tmp_path / "r.html", "r").markdown).read_text()
     assert ("PTQ arm: the export's int8, exp/model.int8-tensorrt.onnx (2 layer(s) kept in float). QAD kept in float the 2 "
             "layer(s) that file keeps in float: backbone.conv1 (its output too), head. 32 calibration") in md
 
@@ -99,15 +99,15 @@ def test_a_qad_json_from_before_accuracies_shows_disagreement_only(tmp_path: Pat
     data = collect([qad])
     assert len(data.qad) == 1 and data.qad[0].record.accuracy is None
     assert data.qad_label(data.qad[0].record) == "test_resnet"  # its run is not among the inputs
-    md = Path(write_report([qad], tmp_path / "r.html")["markdown"]).read_text()
+    md = Path(write_report([qad], tmp_path / "r.html").markdown).read_text()
     assert "| clean | – | – | – | – | 12.50 | 0.00 | 10.00 | 0.00 |" in md
 
 
 def test_a_report_without_qad_json_has_no_qad_section(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", strategy="kd", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0)
     res = write_report([run], tmp_path / "r.html")
-    md, html = Path(res["markdown"]).read_text(), Path(res["html"]).read_text()
-    assert res["qad"] == 0 and "QAD" not in md and "QAD" not in html and 'id="qad"' not in html
+    md, html = Path(res.markdown).read_text(), Path(res.html).read_text()
+    assert res.qad == 0 and "QAD" not in md and "QAD" not in html and 'id="qad"' not in html
     assert "from 1 run(s), 0 export(s), 0 benchmark record(s).\n" in md
 
 
@@ -130,8 +130,8 @@ def test_a_malformed_qad_json_is_skipped_with_one_line_naming_the_file(tmp_path:
     edit(raw)
     (qad / "qad.json").write_text(json.dumps(raw))
     res = write_report([tmp_path / "in"], tmp_path / "r.html")
-    assert (res["runs"], res["qad"]) == (1, 0)
-    [warning] = res["warnings"]
+    assert (res.runs, res.qad) == (1, 0)
+    [warning] = res.warnings
     assert re.search(message, warning) and warning.endswith("skipped that QAD result"), warning
     assert "\n" not in warning and str(qad / "qad.json") in warning
 
@@ -179,12 +179,12 @@ def test_the_report_shows_the_no_harm_decision_and_the_picked_file_with_its_accu
     (qad / "qad.json").write_text(json.dumps(raw))
     (tmp_path / "in" / "bench.jsonl").write_text(_bench_line(qad / "model.int8-tensorrt.ptq.onnx"))
     res = write_report([tmp_path / "in"], tmp_path / "r.html", "r")
-    md = Path(res["markdown"]).read_text()
+    md = Path(res.markdown).read_text()
     assert ("**No-harm rule: int8 file: PTQ's, model.int8-tensorrt.ptq.onnx (mean top-1 disagreement with fp32 on 40 "
             "hold-out images (2 domains): QAD 2.75 >= PTQ 1.50 pts, so QAD did not help). Precision to ship (int8 or "
             "not): the export's recommendation (Recommended to ship; no export of this checkpoint in this report). "
             "Hold-out disagreement with fp32 per domain, pts: clean PTQ 1.00 / QAD 3.00; dark PTQ 2.00 / QAD 2.50.**") in md
-    assert "No-harm rule: int8 file: PTQ&#x27;s" in Path(res["html"]).read_text() and "ships PTQ" not in md
+    assert "No-harm rule: int8 file: PTQ&#x27;s" in Path(res.html).read_text() and "ships PTQ" not in md
     data = collect([tmp_path / "in"])
     (point,) = data.points
     assert point.precision == "int8/tensorrt (PTQ)" and point.student == "test_resnet (kd)"
@@ -193,7 +193,7 @@ def test_the_report_shows_the_no_harm_decision_and_the_picked_file_with_its_accu
 
 def test_a_qad_json_from_before_the_rule_says_no_decision_was_recorded(tmp_path: Path) -> None:
     _, qad = _inputs(tmp_path / "in")
-    md = Path(write_report([qad], tmp_path / "r.html")["markdown"]).read_text()
+    md = Path(write_report([qad], tmp_path / "r.html").markdown).read_text()
     assert ("**No-harm rule: not recorded (a qad.json from before the rule); int8 file: QAD's, "
             "model.int8-tensorrt.onnx. Precision to ship (int8 or not): the export's recommendation (Recommended to "
             "ship; no export of this checkpoint in this report).**") in md
@@ -237,5 +237,5 @@ def test_the_qad_title_says_whether_its_ranges_were_learned(tmp_path: Path) -> N
     record.config["ranges"] = "learned"  # what distill qad writes since session 18
     (tmp_path / "in" / "qad").mkdir()
     record.write(tmp_path / "in" / "qad")
-    md = Path(write_report([tmp_path / "in"], tmp_path / "r.html", "r")["markdown"]).read_text()
+    md = Path(write_report([tmp_path / "in"], tmp_path / "r.html", "r").markdown).read_text()
     assert "· 2 epochs · teacher fp32+cache · ranges learned" in md

@@ -33,7 +33,7 @@ def test_grouped_html_and_markdown(grouped_runs: Path, tmp_path: Path) -> None:
             '</span><span class="sd"> (3) [60.0–64.0]</span></td>') in text
     assert '<td class="num src" data-v="0.91">91.0<span class="sd"> ±\u00a01.0</span><span class="sd">*</span></td>' in text
     assert '<td class="num tm" data-v="0.7">70.0</td>' in text  # one seed: the mean alone, no spread
-    md = Path(res["markdown"]).read_text()
+    md = Path(res.markdown).read_text()
     assert ("| test_resnet (kd; temperature=4) | 3 | 62.0 ± 2.0 (3) [60.0–64.0] | 91.0 ± 1.0* | 81.0 ± 1.0* "
             "| 62.0 ± 2.0 |") in md
     assert "| test_resnet (kd; temperature=2) | 1 | 70.0 | 88.0* | 79.0* | 70.0 |" in md

@@ -65,7 +65,7 @@ def _inputs(root: Path, rec: ShipRecommendation, ship: str | None, export_flavou
 
 def _report(root: Path, out: Path) -> tuple[str, str]:
     res = write_report([root], out / "r.html", "r")
-    return Path(res["markdown"]).read_text(), Path(res["html"]).read_text()
+    return Path(res.markdown).read_text(), Path(res.html).read_text()
 
 
 def _text(html: str) -> str:

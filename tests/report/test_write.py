@@ -65,8 +65,10 @@ def test_report_errors(tmp_path: Path) -> None:
         write_report([tmp_path / "empty"], tmp_path / "r.html")
 
 
-def test_markdown_is_named_after_the_html(report_inputs: Path, tmp_path: Path) -> None:
+def test_markdown_is_named_after_the_html(report_inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(report_inputs / "run"), "--out", str(tmp_path / "reportA.html")]) == 0
+    out = capsys.readouterr().out  # what it wrote is the command's result: stdout
+    assert out.startswith(f"wrote {tmp_path / 'reportA.html'} and {tmp_path / 'reportA.md'}: 1 run(s)"), out
     assert (tmp_path / "reportA.md").is_file() and not (tmp_path / "report.md").exists()
     with pytest.raises(DistillError, match=r"--out .*x\.md: the HTML file must not end in \.md"):
         write_report([report_inputs / "run"], tmp_path / "x.md")
@@ -179,3 +181,16 @@ def test_when_every_input_is_unreadable_the_report_is_refused(tmp_path: Path, ca
     assert len(err.splitlines()) == 1 and err.startswith("error: nothing to report: every input is unreadable: "), err
     assert str(bad / "export.json") in err and "(and 1 more)" in err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_the_python_api_writes_the_report_and_returns_what_went_in(tmp_path: Path) -> None:
+    """distill.api.report: one folder or several, the same files and counts as `distill report`, typed."""
+    from distill import api
+
+    runs = [write_run(tmp_path / "in" / f"r{s}", strategy="erm", acc={"clean": 0.9, "dark": 0.5}, seed=s) for s in (0, 1)]
+    one = api.report(tmp_path / "in", tmp_path / "a.html", "api")
+    both = api.report([str(r) for r in runs], tmp_path / "b.html")
+    assert (one.html, one.markdown, one.runs, one.exports, one.warnings) == (
+        tmp_path / "a.html", tmp_path / "a.md", 2, 0, ())
+    assert both.runs == 2 and both.markdown.read_text().startswith("# distill report")
+    assert "<title>api</title>" in one.html.read_text()
