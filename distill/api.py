@@ -125,13 +125,9 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
         overrides: ``--set`` items, as a mapping or as ``KEY=VALUE`` strings.
     """
     # lazy: the strategies and the adaptation recipe load torch
-    from distill.strategies import get_strategy
-    from distill.train.adapt import adapt_recipe
+    from distill.train.adapt import adapt_recipe, adapt_strategy
 
-    strategy_cls = get_strategy(strategy)
-    if not strategy_cls.needs.target_data:
-        raise DistillError(f"strategy '{strategy}' is not a source-free adaptation strategy "
-                           f"(use sfda, shot or teacher_pl; `distill train` runs the others)")
+    adapt_strategy(strategy)  # before any other check: a train-only or mistyped strategy is named first
     targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else [str(t) for t in target]
     caches = [cache] if isinstance(cache, (str, Path)) else list(cache)
     base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,
