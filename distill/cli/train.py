@@ -91,8 +91,12 @@ def _run(args: argparse.Namespace) -> int:
     args.interrupt_hint = resume_hint("train", cfg.run.out)
     summary = train(cfg, resume=args.resume is not None, out_flag="run.out" if args.resume is None else "--resume")
     if summary is not None:
-        kept = "best checkpoint" if summary.source_acc is not None else \
-            f"checkpoint (kept: last epoch, {summary.best_epoch}; no labels to select on)"
+        # lazy: as above (torch)
+        from distill.train.summary import nothing_to_select_on
+
+        why = nothing_to_select_on(get_strategy(summary.strategy).needs.target_data)
+        kept = "best checkpoint" if summary.selected_on != "last_epoch" else \
+            f"checkpoint (kept: last epoch, {summary.best_epoch}; {why})"
         print(f"{kept}: {summary.checkpoint}  (source {pct(summary.source_acc)}, "
               f"target {pct(summary.target_acc)})")
     return 0
