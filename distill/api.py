@@ -32,6 +32,7 @@ from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
 from distill.recipes import _yaml_value, list_recipes, load_recipe, resolve_recipe
 from distill.records import RUN_CONFIG
+from distill.run_paths import resumed_config
 
 __all__ = ["adapt", "adapt_config", "build_cache", "export", "list_recipes", "load_recipe", "qad", "require_onnxruntime",
            "train", "train_config"]
@@ -105,7 +106,7 @@ def _resumed(run_dir: str | Path, config: Any, overrides: Mapping[str, Any] | No
     if config is not None or overrides:
         raise DistillError(f"{what}: resume continues the run exactly as configured (its {RUN_CONFIG}); "
                            "pass no config or overrides with it")
-    return load_train_config(Path(run_dir) / RUN_CONFIG)
+    return resumed_config(run_dir)  # its relative paths as they were where it was started (distill/run_paths.py)
 
 
 def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], data: str | Path, *,
