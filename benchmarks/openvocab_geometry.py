@@ -42,6 +42,7 @@ from distill.export.retarget import retarget, teacher_source
 from distill.records import RUN_CONFIG, RUN_SUMMARY, CacheManifest, RunSummary
 from distill.report.stats import mean_std, pm, verdict
 from distill.report.withheld import student_withheld_accuracy, teacher_withheld_accuracy
+from distill.run_paths import stored_paths
 from distill.student.model import load_student
 from distill.teacher.cache import TeacherCache
 
@@ -116,7 +117,8 @@ def train(run: Path, sets: list[str]) -> None:
         import yaml
 
         have = load_train_config(run / RUN_CONFIG)
-        diff = differing_keys(yaml.safe_load(dump_config(have)), yaml.safe_load(dump_config(want)))
+        # a run stores its paths absolute (distill/run_paths.py): compare them so, whatever --demo-out looked like
+        diff = differing_keys(*(yaml.safe_load(dump_config(stored_paths(c))) for c in (have, want)))
         if diff:
             raise DistillError(f"{run}: a finished run with other settings ({', '.join(diff)}); delete it to "
                                "retrain, or pick another --out / arm name")

@@ -34,6 +34,7 @@ from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
 from distill.recipes import _yaml_value, list_recipes, load_recipe, resolve_recipe
 from distill.records import RUN_CONFIG
+from distill.run_paths import resumed_config
 
 __all__ = ["adapt", "adapt_config", "build_cache", "export", "list_recipes", "load_recipe", "qad", "report",
            "require_onnxruntime", "train", "train_config"]
@@ -108,7 +109,7 @@ def _resumed(run_dir: str | Path, config: Any, overrides: Mapping[str, Any] | No
     if config is not None or overrides:
         raise DistillError(f"{what}: resume continues the run exactly as configured (its {RUN_CONFIG}); "
                            "pass no config or overrides with it")
-    return load_train_config(Path(run_dir) / RUN_CONFIG)
+    return resumed_config(run_dir)  # its relative paths as they were where it was started (distill/run_paths.py)
 
 
 def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], data: str | Path, *,
@@ -128,13 +129,9 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
         overrides: ``--set`` items, as a mapping or as ``KEY=VALUE`` strings.
     """
     # lazy: the strategies and the adaptation recipe load torch
-    from distill.strategies import get_strategy
-    from distill.train.adapt import adapt_recipe
+    from distill.train.adapt import adapt_recipe, adapt_strategy
 
-    strategy_cls = get_strategy(strategy)
-    if not strategy_cls.needs.target_data:
-        raise DistillError(f"strategy '{strategy}' is not a source-free adaptation strategy "
-                           f"(use sfda, shot or teacher_pl; `distill train` runs the others)")
+    adapt_strategy(strategy)  # before any other check: a train-only or mistyped strategy is named first
     targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else [str(t) for t in target]
     caches = [cache] if isinstance(cache, (str, Path)) else list(cache)
     base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,

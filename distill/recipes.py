@@ -18,7 +18,8 @@ import yaml
 
 from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
-from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RunSummary
+from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RunSummary
+from distill.run_paths import resumed_config
 
 if TYPE_CHECKING:
     from distill.data.view_policy import ViewPolicy
@@ -98,5 +99,5 @@ def train_or_resume(cfg: TrainConfig) -> RunSummary:
         print(f"  {run_dir}: already trained")
         return RunSummary.read(run_dir)
     resume = (run_dir / CHECKPOINTS_DIR / CHECKPOINT_POINTER).is_file()
-    train(load_train_config(run_dir / RUN_CONFIG) if resume else cfg, resume=resume)
+    train(resumed_config(run_dir) if resume else cfg, resume=resume)
     return RunSummary.read(run_dir)

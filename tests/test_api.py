@@ -12,6 +12,7 @@ from distill.config import TrainConfig, dump_config, load_train_config
 from distill.errors import DistillError
 from distill.recipes import CONFIGS_DIR, load_recipe
 from distill.records import RUN_CONFIG
+from distill.run_paths import stored_paths
 
 
 @pytest.fixture
@@ -48,7 +49,8 @@ def test_train_config_from_a_name_a_file_or_a_config():
 def test_train_and_adapt_resume(trained, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / RUN_CONFIG).write_text(dump_config(load_train_config(CONFIGS_DIR / "sfda.yaml", [f"run.out={run}"])))
+    cfg = stored_paths(load_train_config(CONFIGS_DIR / "sfda.yaml", [f"run.out={run}"]))  # as a run writes it
+    (run / RUN_CONFIG).write_text(dump_config(cfg))
     assert api.train(resume=run) == "summary" and api.adapt(resume=run) == "summary"
     assert [(c.strategy.name, r) for c, r in trained] == [("sfda", True), ("sfda", True)]
     with pytest.raises(DistillError, match="exactly as configured"):

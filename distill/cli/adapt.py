@@ -54,8 +54,8 @@ DEFINING = ("source_checkpoint", "target", "data")
 def _run(args: argparse.Namespace) -> int:
     # lazy: torch, timm and the strategies load only when this command runs, not at every `distill` start-up
     from distill.api import adapt_config
-    from distill.strategies import get_strategy
     from distill.train import train
+    from distill.train.adapt import adapt_strategy
 
     progress = [NO_PROGRESS] if args.no_progress else []
     if args.resume is not None:
@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         missing = [f"--{k.replace('_', '-')}" for k in DEFINING if getattr(args, k) is None]
         if missing:
             args._parser.error(f"the following arguments are required: {', '.join(missing)} (or --resume RUN_DIR)")
-        strategy_cls = get_strategy(args.strategy)
+        strategy_cls = adapt_strategy(args.strategy)
         sources = [d.strip() for d in args.source_domains.split(",") if d.strip()] if args.source_domains else None
         cfg = adapt_config(args.source_checkpoint, args.target, args.data, cache=args.cache, strategy=args.strategy,
                            out=args.out, source_domains=sources,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def _summary(args: argparse.Namespace) -> int:
     if not ds.class_map and len(shared) < len(ds.classes):  # folder names that may name one class differently
         print(f"note: no class map found (--class-map FILE, or ROOT/{DATA_CLASS_MAP}) and the domains' class folders "
               f"differ ({len(shared)} of {len(ds.classes)} in every domain): if some name the same class, map them "
-              f"with --class-map FILE ('DOMAIN/folder: name')")
+              f"with --class-map FILE ('DOMAIN/folder: name')", file=sys.stderr)  # a note: stderr, as warnings
     print(f"  {'domain':<16} {'train':>6} {'val':>6} {'test':>6} {'pretrain':>8} {'total':>6}  classes")
     for d in ds.domains:
         c = counts[d]

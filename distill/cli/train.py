@@ -6,10 +6,11 @@ import shlex
 from pathlib import Path
 from typing import Callable
 
-from distill.config import TrainConfig, load_train_config
+from distill.config import load_train_config
 from distill.errors import DistillError
 from distill.recipes import CONFIGS_DIR, list_recipes, resolve_recipe
 from distill.records import RUN_CONFIG, pct
+from distill.run_paths import resumed_config
 
 #: --no-progress as the config key it sets (``--set run.progress=false`` still works)
 NO_PROGRESS = "run.progress=false"
@@ -37,13 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list-strategies", action="store_true", help="print the registered strategies and exit")
     p.add_argument("--list-recipes", action="store_true", help="print the built-in recipes and exit")
     p.set_defaults(func=_run, _parser=p)
-
-
-def resumed_config(run_dir: Path, overrides: list[str]) -> TrainConfig:
-    """RUN_DIR/config.yaml, with ``run.out`` the folder given to ``--resume``: a run started with a relative
-    ``run.out`` resumes from any working folder."""
-    cfg = load_train_config(run_dir / RUN_CONFIG, overrides)
-    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": str(run_dir)})})
 
 
 def resume_hint(command: str, run_dir: str | Path) -> Callable[[], str]:
@@ -91,8 +85,12 @@ def _run(args: argparse.Namespace) -> int:
     args.interrupt_hint = resume_hint("train", cfg.run.out)
     summary = train(cfg, resume=args.resume is not None, out_flag="run.out" if args.resume is None else "--resume")
     if summary is not None:
-        kept = "best checkpoint" if summary.source_acc is not None else \
-            f"checkpoint (kept: last epoch, {summary.best_epoch}; no labels to select on)"
+        # lazy: as above (torch)
+        from distill.train.summary import nothing_to_select_on
+
+        why = nothing_to_select_on(get_strategy(summary.strategy).needs.target_data)
+        kept = "best checkpoint" if summary.selected_on != "last_epoch" else \
+            f"checkpoint (kept: last epoch, {summary.best_epoch}; {why})"
         print(f"{kept}: {summary.checkpoint}  (source {pct(summary.source_acc)}, "
               f"target {pct(summary.target_acc)})")
     return 0

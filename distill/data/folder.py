@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,8 +190,8 @@ class DomainFolder:
         self.domains: list[str] = list(domains)
         if not self.domains:
             raise DistillError(f"{self.root}: no domain folders found (expected ROOT/DOMAIN/CLASS/image)")
-        self._check_class_map_domains()
         files = files if isinstance(files, FileList) else FileList.of(self.domains, files)
+        self._check_class_map_domains({folder for _, folder in files.folders})
         if not len(files):
             raise DistillError(f"{self.root}: no images found under ROOT/DOMAIN/CLASS/")
         cmap = self.class_map
@@ -211,9 +213,10 @@ class DomainFolder:
                                                  files.size[order]))
         self._root_samples = n
 
-    def _check_class_map_domains(self) -> None:
+    def _check_class_map_domains(self, folders: set[str]) -> None:
         """A ``DOMAIN/folder`` key must name a domain and a class folder under ROOT: a typo
-        (``caltec/auto``) would otherwise be ignored and leave the folder name as an extra class."""
+        (``caltec/auto``) would otherwise be ignored and leave the folder name as an extra class. A ``folder`` key
+        that names a class folder in no domain (``dgo: hound``; ``folders``: those holding images) is a warning."""
         where = self.class_map_source or "class-name map"
         for key in self.class_map:
             if "/" not in key:
@@ -225,6 +228,11 @@ class DomainFolder:
             if not (self.root / domain / folder).is_dir():
                 raise DistillError(f"{where}: key '{key}' names class folder '{folder}', which is not under "
                                    f"{self.root / domain}")
+        unmatched = [k for k in self.class_map if "/" not in k and k not in folders
+                     and not any((self.root / d / k).is_dir() for d in self.domains)]
+        if unmatched and os.environ.get("RANK", "0") == "0":  # said once, not by every DDP rank
+            print(f"warning: {where}: key(s) {', '.join(map(repr, unmatched))} name no class folder in any domain "
+                  f"under {self.root}: ignored (a typo? a key is 'folder' or 'DOMAIN/folder')", file=sys.stderr)
 
     # ------------------------------------------------------------------ unlabeled folders
     def add_folder(self, name: str, folder: UnlabeledFolder, first_index: int | None = None) -> SampleTable:

@@ -18,9 +18,27 @@ from typing import Any, Sequence
 
 from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST, STUDENT_SPEC, STUDENT_WEIGHTS, CacheManifest
-from distill.strategies import get_strategy
+from distill.strategies import Strategy, get_strategy, list_strategies
 from distill.student.model import StudentSpec, not_a_checkpoint
 from distill.utils.io import read_json
+
+
+def adapt_strategies() -> list[str]:
+    """The strategies ``distill adapt`` runs: those that train on the unlabeled target domains (``needs.target_data``:
+    sfda, shot, teacher_pl). ``distill train`` runs every strategy (these too, from a recipe that names a
+    ``source_checkpoint``)."""
+    return [name for name in list_strategies() if get_strategy(name).needs.target_data]
+
+
+def adapt_strategy(name: str) -> type[Strategy]:
+    """The adaptation strategy ``name``; a one-line error that offers only the adaptation strategies otherwise."""
+    available = adapt_strategies()
+    if name in available:
+        return get_strategy(name)
+    if name in list_strategies():
+        raise DistillError(f"strategy '{name}' is not a source-free adaptation strategy (use {', '.join(available)}; "
+                           "`distill train` runs the others)")
+    raise DistillError(f"unknown strategy '{name}' (available for adapt: {', '.join(available)})")
 
 
 def adapt_optim(strategy: str, optim: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -72,6 +90,7 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
         optim, run: overrides of the optim section (:func:`adapt_optim`) and of the run section.
     """
     strat = {"name": strategy} if isinstance(strategy, str) else dict(strategy)
+    adapt_strategy(strat["name"])
     targets = [t for t in targets if t]
     if not targets:
         raise DistillError("adapt: name at least one target domain (--target mnist_m[,optdigits])")

@@ -139,7 +139,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
     if skipped and dist.main:
         print(f"warning: {len(skipped)} undecodable image(s) left out of training and evaluation: "
               + ", ".join(f"{p} ({why})" for p, why in skipped), file=sys.stderr)
-    _check_domain_images(dataset, source, target, needs, dist.main)
+    _check_domain_images(dataset, source, target, needs, dist.main, cfg.run.select_on)
     manifest = caches[0].manifest if caches else None  # the first cache's: views, teacher
 
     # views: dictated by the (first) cache so training replays what the teacher saw
@@ -332,8 +332,9 @@ def _skip_bad_images(dataset: DomainFolder, caches: list[TeacherCache], domains:
 
 
 def _check_domain_images(dataset: DomainFolder, source: list[str], target: list[str], needs: Needs,
-                         main: bool) -> None:
-    """An empty domain is named: none to train on is an error, one trained on or tested with none a warning."""
+                         main: bool, select_on: str = "source_val") -> None:
+    """An empty domain is named: none to train on is an error, one trained on or tested with none a warning, and so
+    is a labelled run that selects on source validation with no validation image (it keeps its last epoch)."""
     key, trained = ("data.target", target) if needs.target_data else ("data.source", source)
     no_train = [d for d in trained if not len(dataset.select([d], "train"))]
     names = ", ".join(repr(d) for d in no_train)
@@ -343,6 +344,10 @@ def _check_domain_images(dataset: DomainFolder, source: list[str], target: list[
     untested = [d for d in target if not len(dataset.select([d], "test"))]
     if main and no_train:
         print(f"warning: {key}: {names} hold(s) no training images under {dataset.root}; trained on the others",
+              file=sys.stderr)
+    if main and not needs.target_data and select_on == "source_val" and not len(dataset.select(source, "val")):
+        print(f"warning: data.source: {', '.join(map(repr, source))} hold(s) no validation images under "
+              f"{dataset.root} (data.val_fraction {dataset.val_fraction:g}); checkpoints/best keeps the last epoch",
               file=sys.stderr)
     if main and untested:
         print(f"warning: data.target: {', '.join(map(repr, untested))} hold(s) no test images under {dataset.root}; "

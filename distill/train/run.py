@@ -7,6 +7,7 @@ from pathlib import Path
 from distill.config import TrainConfig, dump_config, load_yaml, validate
 from distill.errors import DistillError
 from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RUN_SUMMARY, RunSummary, pct
+from distill.run_paths import stored_paths
 from distill.train.build import build
 from distill.train.trainer import Trainer
 from distill.utils.io import atomic_write_text, check_out_dir, make_out_dir
@@ -36,7 +37,8 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
     if setup.dist.main:
         make_out_dir(run_dir, out_flag)
         if not resume:
-            atomic_write_text(saved, dump_config(setup.cfg))  # the split rule resolved from the cache
+            # the split rule resolved from the cache, and every path absolute: resumable from any folder
+            atomic_write_text(saved, dump_config(stored_paths(setup.cfg)))
     barrier(setup.dist)
     trainer = Trainer(setup)
     if resume:

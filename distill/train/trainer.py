@@ -360,7 +360,7 @@ class Trainer:
                 with self.ema.evaluated(self.strategy):  # what best/ holds, in words, in its student.json
                     self.checkpoints.save_best(self.strategy, {**setup.provenance, "epoch": epoch + 1, "metrics": row,
                                                                "selected_on": what})
-            print(epoch_line(row, improved, self.selection.key))
+            print(epoch_line(row, improved, self.selection.key, self.strategy.needs.target_data))
         self.save()
 
     # -------------------------------------------------------------- the end

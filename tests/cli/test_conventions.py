@@ -15,6 +15,7 @@ from distill.config import TrainConfig, dump_config, load_train_config, parse_ov
 from distill.errors import DistillError
 from distill.recipes import CONFIGS_DIR, list_recipes, resolve_recipe
 from distill.records import RUN_CONFIG
+from distill.run_paths import stored_paths
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "torchvision", "timm", "open_clip", "onnxruntime", "kornia")
@@ -160,7 +161,9 @@ def test_set_malformed_on_the_command_line_is_one_line(capsys):
 def _run_dir(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     run.mkdir()
-    (run / RUN_CONFIG).write_text(dump_config(load_train_config(CONFIGS_DIR / "sfda.yaml", [f"run.out={run}"])))
+    # as a run writes it: its paths absolute (distill/run_paths.py; they need not exist, `train` is mocked here)
+    cfg = stored_paths(load_train_config(CONFIGS_DIR / "sfda.yaml", [f"run.out={run}"]))
+    (run / RUN_CONFIG).write_text(dump_config(cfg))
     return run
 
 

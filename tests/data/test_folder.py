@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from distill.cli import main
 from distill.data.folder import DomainFolder, load_class_map, split_of
 from distill.errors import DistillError
 
@@ -177,6 +178,30 @@ def test_class_map_key_for_an_unknown_domain_is_an_error(tree: Path) -> None:
     with pytest.raises(DistillError) as e:
         DomainFolder(tree, class_map={"real/car": "automobile"})  # no car folder in real
     assert str(e.value) == f"class-name map: key 'real/car' names class folder 'car', which is not under {tree / 'real'}"
+
+
+def test_a_class_map_key_that_names_no_folder_anywhere_is_a_warning(tree: Path, capsys, monkeypatch) -> None:
+    """QA-A B8: `dgo: hound` (a typo of `dog`) was ignored without a word; a DOMAIN/folder typo is an error."""
+    (tree / "real" / "bird").mkdir()  # a class folder without images is still a folder
+    cmap = tree.parent / "typo.yaml"
+    cmap.write_text("dgo: hound\ncar: automobile\nbird: robin\nfish: trout\n")  # car: in sketch only; bird: empty
+    ds = DomainFolder(tree, class_map=cmap)
+    assert ds.classes == ["automobile", "cat", "dog"]  # the typo changes nothing
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {cmap}: key(s) 'dgo', 'fish' name no class folder in any domain under {tree}: ignored (a typo? "
+        "a key is 'folder' or 'DOMAIN/folder')"]
+    DomainFolder(tree, class_map={"dog": "hound", "sketch/car": "automobile"})  # every key matches: nothing said
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "1")  # a DDP rank other than 0 says nothing (rank 0 does)
+    DomainFolder(tree, class_map=cmap)
+    assert capsys.readouterr().err == ""
+    # through the CLI: the QA's command, one warning line on stderr, rc 0
+    monkeypatch.delenv("RANK")
+    assert main(["data", "summary", str(tree), "--class-map", str(cmap)]) == 0
+    err = capsys.readouterr().err
+    assert [ln for ln in err.splitlines() if ln.startswith("warning: ")] == [
+        f"warning: {cmap}: key(s) 'dgo', 'fish' name no class folder in any domain under {tree}: ignored (a typo? "
+        "a key is 'folder' or 'DOMAIN/folder')"]
 
 
 def test_a_folder_built_from_a_shared_listing_is_the_scanned_one(tmp_path):

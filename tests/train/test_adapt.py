@@ -49,6 +49,24 @@ def test_a_checkpoint_without_student_json_is_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "no student.json" in err
 
 
+def test_a_mistyped_adapt_strategy_offers_only_the_adaptation_strategies(source_ckpt, tmp_path, capsys):
+    """`adapt --strategy sfdaa` named train-only strategies (kd, erm, ...) that adapt refuses a moment later."""
+    args = ["adapt", "--source-checkpoint", str(source_ckpt), "--target", "blue", "--data", str(tmp_path),
+            "--strategy"]
+    assert cli([*args, "sfdaa"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: unknown strategy 'sfdaa' (available for adapt: sfda, shot, teacher_pl)"]
+    assert cli([*args, "kd"]) == 1  # a strategy `distill train` runs: said so, with the same list
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: strategy 'kd' is not a source-free adaptation strategy (use sfda, shot, teacher_pl; `distill train` "
+        "runs the others)"]
+    with pytest.raises(DistillError, match=r"^unknown strategy 'sfdaa' \(available for adapt: sfda, shot, teacher_pl\)$"):
+        adapt_recipe(source_ckpt, ["blue"], "d", strategy="sfdaa")
+    # `distill train` runs any strategy from a recipe (the adaptation ones too: distill/configs/sfda.yaml)
+    with pytest.raises(DistillError, match=r"unknown strategy 'sfdaa' \(available: adv_cached, .*, kd, .*, sfda, shot, "):
+        get_strategy("sfdaa")
+
+
 def test_source_domains_must_be_recorded_or_given(tmp_path):
     ckpt = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path / "bare")
     with pytest.raises(DistillError, match="records no source domains; pass --source-domains"):

@@ -139,3 +139,29 @@ def test_an_empty_source_domain_says_it_holds_no_training_images(tmp_path, capsy
     assert err == (f"error: data.source: 'empty' hold(s) no training images under {data} (an empty folder, or none "
                    "in the train split); nothing to train on: add images or choose other domains")
     assert not (tmp_path / "run2").exists()
+
+
+def test_a_labelled_run_without_validation_images_says_so_not_no_labels(tmp_path, root, capsys):
+    """QA-A B8: a labelled source domain with 0 validation images said "no labels to select on" on every line; the
+    labels exist, the val split is empty. Warned once at the start, and each kept-last-epoch line says why."""
+    cfg = _config(root, None, tmp_path / "run", optim__epochs=2, optim__batch_size=4)
+    cfg["strategy"] = {"name": "erm"}
+    cfg["data"].update(source=["red"], target=["blue"], val_fraction=0.0)
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 0
+    out, err = capsys.readouterr()
+    warning = (f"warning: data.source: 'red' hold(s) no validation images under {root} (data.val_fraction 0); "
+               "checkpoints/best keeps the last epoch")
+    assert err.count(warning) == 1 and err.count("validation images") == 1, err
+    assert "no labels" not in out
+    epochs = [ln for ln in out.splitlines() if ln.startswith("epoch ")]
+    assert len(epochs) == 2 and all(ln.endswith("  (kept: last epoch; no validation images in the source domains)")
+                                    for ln in epochs), out
+    assert out.splitlines()[-1].startswith(f"checkpoint (kept: last epoch, 2; no validation images in the source "
+                                           f"domains): {tmp_path / 'run' / 'checkpoints' / 'best'}")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["selected_on"] == "last_epoch"
+    # with validation images: no warning, and the kept epoch is the best one
+    cfg["data"]["val_fraction"] = 0.5
+    cfg["run"]["out"] = str(tmp_path / "run2")
+    assert cli(["train", "-c", str(_write(tmp_path, cfg))]) == 0
+    out, err = capsys.readouterr()
+    assert "validation images" not in err + out and out.splitlines()[-1].startswith("best checkpoint: ")

@@ -42,7 +42,9 @@ def test_epoch_line_prints_percents_and_n_a():
                                               "a 50.0  c 12.5  (best)")
     no_val = metrics_row(0, {"c": 0.125}, {}, [], ["c"])
     assert epoch_line(no_val, improved=True).startswith("epoch 1: source val n/a  |  test: source n/a  target 12.5")
-    assert epoch_line(no_val, improved=True).endswith("(kept: last epoch; no labels to select on)")
+    assert epoch_line(no_val, improved=True, source_free=True).endswith("(kept: last epoch; no labels to select on)")
+    # a labelled run whose source domains hold no validation image: it has labels, not held-out ones
+    assert epoch_line(no_val, improved=True).endswith("(kept: last epoch; no validation images in the source domains)")
 
 
 def test_epoch_line_of_an_epoch_without_test_evaluation_has_no_dangling_bar():
@@ -50,8 +52,8 @@ def test_epoch_line_of_an_epoch_without_test_evaluation_has_no_dangling_bar():
     row = metrics_row(1, {}, {"a": 0.75}, ["a"], ["c"])
     assert epoch_line(row, improved=False) == "epoch 2: source val 75.0  |  test: not evaluated this epoch"
     no_val = metrics_row(0, {}, {}, [], ["c"])
-    assert epoch_line(no_val, improved=True) == ("epoch 1: source val n/a  |  test: not evaluated this epoch"
-                                                 "  (kept: last epoch; no labels to select on)")
+    assert epoch_line(no_val, improved=True, source_free=True) == (
+        "epoch 1: source val n/a  |  test: not evaluated this epoch  (kept: last epoch; no labels to select on)")
 
 
 def test_metrics_csv_and_summary_hold_fractions(tmp_path):

@@ -39,7 +39,9 @@ continues from there, and since every random draw (shuffle, captions, augmentati
 a generator seeded by ``(seed, epoch)``, a resumed run on CPU gives bit-identical weights to an
 uninterrupted one. A finished run with the same parameters returns at once (saying so on stderr);
 one with changed parameters (or data) is refused, naming the fields, never overwritten: caches
-built from it rest on its checkpoint. An unfinished run's state of other parameters is ignored.
+built from it rest on its checkpoint. So is a teacher whose ``teacher.json`` cannot be read (damaged, or
+another distill version's format) or no longer matches its checkpoint (sha256): the way out is another
+``--out``, or deleting ``teacher.json`` to retrain there. An unfinished run's state of other parameters is ignored.
 
 Meant for small images and datasets: train images are decoded once and held in memory as
 ``uint8`` at the model's input size (3 KB each at 32x32).
@@ -168,20 +170,20 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     }
     run_key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
-    if manifest_path.is_file() and ckpt.is_file():
-        try:
-            old = TeacherManifest.read(manifest_path)
-        except DistillError:  # unreadable or another format: retrain
-            old = None
-        if old is not None and old.run_key != run_key:  # never overwrite a finished teacher (caches rest on it)
+    if manifest_path.is_file() and ckpt.is_file():  # never overwrite a finished teacher (caches rest on it)
+        old = _finished_teacher(manifest_path, ckpt)
+        if old.run_key != run_key:
             raise DistillError(f"{manifest_path}: a teacher bootstrapped with other parameters is here (that teacher "
                                f"vs this run: {'; '.join(_differences(old, params, dataset))}); remove the "
                                "directory to retrain, or choose another --out")
-        if old is not None and old.checkpoint_sha256 == sha256_file(ckpt):
-            print(f"teacher already bootstrapped with these parameters: {ckpt}", file=sys.stderr, flush=True)
-            if old.warning:
-                print(f"warning: {old.warning}", file=sys.stderr, flush=True)
-            return ckpt
+        if old.checkpoint_sha256 != sha256_file(ckpt):
+            raise DistillError(f"{ckpt}: not the checkpoint {manifest_path.name} describes (checkpoint_sha256 differs: "
+                               "replaced or damaged since its bootstrap); it is left as it is: choose another --out, or "
+                               f"delete {manifest_path} to retrain over it")
+        print(f"teacher already bootstrapped with these parameters: {ckpt}", file=sys.stderr, flush=True)
+        if old.warning:
+            print(f"warning: {old.warning}", file=sys.stderr, flush=True)
+        return ckpt
 
     t0 = time.perf_counter()
     manifest_path.unlink(missing_ok=True)  # a stale manifest must never describe the new checkpoint
@@ -287,6 +289,19 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     return ckpt
+
+
+def _finished_teacher(manifest_path: Path, ckpt: Path) -> TeacherManifest:
+    """The ``teacher.json`` of the finished teacher at ``ckpt``. One that cannot be read (damaged, or written by a
+    distill whose format differs) cannot say which parameters trained that teacher, so nothing may overwrite it:
+    a one-line refusal naming the file and the ways out, instead of a retrain over the checkpoint."""
+    try:
+        return TeacherManifest.read(manifest_path)
+    except (DistillError, UnicodeDecodeError) as e:
+        why = str(e).removeprefix(f"{manifest_path}: ") if isinstance(e, DistillError) else "not UTF-8 text"
+        raise DistillError(f"{manifest_path}: cannot tell which parameters trained the teacher {ckpt.name} here ({why}:"
+                           " unreadable, or written by another distill version); it is left as it is: choose "
+                           f"another --out, or delete {manifest_path} to retrain over it") from None
 
 
 _TRAINING = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "max_per_domain", "seed", "augment",

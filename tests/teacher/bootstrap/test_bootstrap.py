@@ -221,6 +221,47 @@ def test_changed_parameters_never_overwrite_a_finished_teacher(tree: Path, tmp_p
     assert sha256_file(first) == sha and (tmp_path / "teacher.json").read_text() == manifest
 
 
+@pytest.mark.parametrize("damage", ["not json", "old format", "binary", "replaced checkpoint"])
+def test_an_unreadable_teacher_json_is_refused_not_retrained(tree: Path, tmp_path: Path, damage: str,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """Review 2 item 7: a teacher.json that cannot be read (or no longer matches its checkpoint) cannot say which
+    parameters trained the teacher beside it, so the bootstrap refused nothing and retrained over the checkpoint."""
+    one_epoch = dataclasses.replace(SETTINGS, epochs=1)
+    ds = DomainFolder(tree, pretrain_fraction=POOL)
+    ckpt = bootstrap_teacher(ds, tmp_path, one_epoch, progress=False)
+    manifest = tmp_path / "teacher.json"
+    if damage == "not json":
+        manifest.write_text(manifest.read_text()[:50])
+    elif damage == "old format":  # an earlier distill's teacher.json: without the keys this version reads
+        manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "run_key"}))
+    elif damage == "binary":
+        manifest.write_bytes(b"\xff\xfe\x00garbage")
+    else:
+        ckpt.write_bytes(ckpt.read_bytes()[:-8] + b"\x00" * 8)
+    weights, text = ckpt.read_bytes(), manifest.read_bytes()
+    monkeypatch.setattr(bootstrap, "create_model", lambda *a: pytest.fail("retrained over the teacher"))
+    with pytest.raises(DistillError) as e:
+        bootstrap_teacher(ds, tmp_path, one_epoch, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and f"choose another --out, or delete {manifest} to retrain over it" in msg
+    if damage == "replaced checkpoint":
+        assert msg.startswith(f"{ckpt}: not the checkpoint teacher.json describes (checkpoint_sha256 differs")
+    else:
+        assert msg.startswith(f"{manifest}: cannot tell which parameters trained the teacher "
+                              "open_clip_model.safetensors here (")
+    assert ckpt.read_bytes() == weights and manifest.read_bytes() == text  # nothing lost
+    args = ["teacher", "bootstrap", "--data", str(tree), "--out", str(tmp_path), "--no-progress",
+            "--pretrain-fraction", str(POOL), "--epochs", "1", "--batch-size", "8", "--lr", "2e-3"]
+    capsys.readouterr()
+    assert main(args) == 1
+    assert capsys.readouterr().err.strip() == f"error: {msg}"
+    manifest.unlink()  # the way out it names: without teacher.json the folder is retrained
+    monkeypatch.undo()
+    assert bootstrap_teacher(ds, tmp_path, one_epoch, progress=False) == ckpt
+    assert TeacherManifest.read(tmp_path).checkpoint_sha256 == sha256_file(ckpt)
+
+
 def test_changed_parameters_ignore_stale_state(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ds = DomainFolder(tree, pretrain_fraction=POOL)
     real_save = bootstrap.save_state
