@@ -236,6 +236,7 @@ class SampleTargets(nn.Module):
         super().__init__()
         self._folder = folder  # where a refresh's file goes (asked each time: the trainer sets it after construction)
         self._probs: Tensor = torch.zeros(0, 0)  # a RowFile's tensor, or an empty [S, 0] / [0, 0] one
+        self._lost: str | None = None  # the key of soft targets a non-strict load lacked (get() refuses)
         self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
         self.register_buffer("weight", torch.zeros(0))
         self.register_buffer("known", torch.zeros(0, dtype=torch.bool))
@@ -265,7 +266,10 @@ class SampleTargets(nn.Module):
             unexpected_keys.remove(key)
         if key not in state_dict:
             missing_keys.append(key)
+            if prefix + "labels" in state_dict:  # an earlier refresh's rows do not belong to the loaded labels
+                self._probs, self._lost = torch.zeros(0, 0), key
             return
+        self._lost = None
         saved = state_dict[key]
         if RowFile.backing(saved) is not None or saved.numel() == 0:  # a checkpoint's file (copy-on-write): kept
             self._probs = saved if saved.numel() else saved.cpu().float().clone()
@@ -299,13 +303,16 @@ class SampleTargets(nn.Module):
             self.labels[i] = labels[s:s + CHUNK].to(dev)
             self.weight[i] = weight[s:s + CHUNK].to(dev).float()
             self.known[i] = True
-        self._probs = rows  # the previous file goes with its last tensor (a checkpoint's link keeps its bytes)
+        self._probs, self._lost = rows, None  # the previous file goes with its last tensor (a link keeps its bytes)
         self.epoch.fill_(epoch)
 
     def get(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
         """(probs [B, C], labels [B], weight [B], known [B]) for ``index`` [B]; None before any refresh."""
         if int(self.epoch) < 0 or len(self.known) == 0:
             return None
+        if len(self._probs) != len(self.known):
+            raise DistillError(f"{self._lost or 'probs'}: missing from the loaded state (a non-strict load), so the "
+                               f"{len(self.known)} samples' labels have no soft targets; load a state that has it")
         i = index.to(self.known.device)
         inside = i < len(self.known)
         j = torch.where(inside, i, torch.zeros_like(i))
