@@ -232,9 +232,11 @@ class SampleTargets(nn.Module):
     broadcast by DDP. :meth:`get` gathers a batch's rows and moves them to the buffers' device.
     """
 
-    def __init__(self, folder: Callable[[], str | None] = lambda: None) -> None:
+    def __init__(self, folder: Callable[[], str | None] = lambda: None,
+                 scratch: Callable[[], bool] = lambda: False) -> None:
         super().__init__()
         self._folder = folder  # where a refresh's file goes (asked each time: the trainer sets it after construction)
+        self._scratch = scratch  # True: no checkpoint links it (a DDP rank ≠ 0; RowFile.create's scratch)
         self._probs: Tensor = torch.zeros(0, 0)  # a RowFile's tensor, or an empty [S, 0] / [0, 0] one
         self._lost: str | None = None  # the key of soft targets a non-strict load lacked (get() refuses)
         self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
@@ -274,7 +276,7 @@ class SampleTargets(nn.Module):
         if RowFile.backing(saved) is not None or saved.numel() == 0:  # a checkpoint's file (copy-on-write): kept
             self._probs = saved if saved.numel() else saved.cpu().float().clone()
         else:  # a tensor in memory (an older checkpoint's, or a state dict made in memory): onto a file
-            self._probs = RowFile.create(tuple(saved.shape), np.float32, self._folder())
+            self._probs = RowFile.create(tuple(saved.shape), np.float32, self._folder(), self._scratch())
             self._probs.copy_(saved.cpu().float())
 
     def fresh(self, epoch: int) -> bool:
@@ -287,7 +289,7 @@ class SampleTargets(nn.Module):
         dev = self.epoch.device
         C = probs.shape[1]
         size = max(size, int(index.max()) + 1)
-        rows = RowFile.create((size, C), np.float32, self._folder()) if C else torch.zeros(size, 0)
+        rows = RowFile.create((size, C), np.float32, self._folder(), self._scratch()) if C else torch.zeros(size, 0)
         if tuple(self.labels.shape) == (size,) and self.labels.device == dev:  # the last refresh's: reuse
             for buf in (self.labels, self.weight, self.known):
                 buf.zero_()

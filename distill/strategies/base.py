@@ -111,6 +111,9 @@ class StrategyContext:
     # where per-sample state that grows with the data set is written (SampleTargets' files); set by the trainer to
     # the run's checkpoint folder, so that a checkpoint links them (None: the system's temp folder)
     state_dir: str | None = None
+    # False on a DDP rank that saves no checkpoint: its files go to state_dir only as unnamed O_TMPFILEs (nothing
+    # to clash or leave behind), else to the system's temp folder (RowFile.create's scratch)
+    state_linked: bool = True
 
 
 #: The optim section a source-free adaptation starts from: a short, gentle fine-tune of an

@@ -94,8 +94,8 @@ class Trainer:
         ctx = self.strategy.ctx
         ctx.iterate_train = self.clean_batches
         ctx.num_train, ctx.num_samples = len(self.train_samples), setup.dataset.index_count
-        # per-sample targets: files the step checkpoints hard-link (rank 0 saves them; the other ranks' go to TMPDIR)
-        ctx.state_dir = str(self.checkpoints.dir) if setup.dist.main else None
+        # per-sample targets: files the step checkpoints hard-link (rank 0's), on disk on every rank (the others' unnamed)
+        ctx.state_dir, ctx.state_linked = str(self.checkpoints.dir), setup.dist.main
         self.history: list[dict[str, Any]] = []  # one metrics row per epoch
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         spec = self.strategy.student.spec  # normalization constants: created once, on the device

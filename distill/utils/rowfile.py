@@ -104,16 +104,25 @@ class RowFile:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     @classmethod
-    def create(cls, shape: tuple[int, ...], dtype: np.dtype | type, folder: str | Path | None) -> Tensor:
+    def create(cls, shape: tuple[int, ...], dtype: np.dtype | type, folder: str | Path | None,
+               scratch: bool = False) -> Tensor:
         """A zero-filled [shape] tensor over a new file in ``folder`` (default: the system's temp folder; a checkpoint
-        on the same file system can then link it). One line naming the folder when it cannot hold it."""
+        on the same file system can then link it). One line naming the folder when it cannot hold it.
+
+        ``scratch``: a file no checkpoint will link (a DDP rank that saves none): in ``folder`` only as an
+        ``O_TMPFILE`` (no name to clash with another rank's or to leave behind), else in the system's temp folder,
+        never as a named-then-unlinked file there (on NFS that stays as a ``.nfsXXXX`` entry while it is open, and
+        after a crash)."""
         where = Path(folder) if folder is not None else Path(tempfile.gettempdir())
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         if nbytes == 0:
             raise ValueError(f"a RowFile needs at least one byte, not {tuple(shape)}")
         try:
             where.mkdir(parents=True, exist_ok=True)
-            fd = _nameless(where)
+            fd = _tmpfile(where) if scratch else _nameless(where)
+            if fd is None:  # scratch, where the folder's file system has no O_TMPFILE
+                where = Path(tempfile.gettempdir())
+                fd = _nameless(where)
             try:
                 reserve(fd, nbytes)
                 return cls(fd, tuple(shape), np.dtype(dtype), writable=True)._tensor()
@@ -225,12 +234,21 @@ def _pagemap_works() -> bool:
 def _nameless(folder: Path) -> int:
     """A read-write descriptor of a new file in ``folder`` with no name: O_TMPFILE (linkable later) where the
     file system has it, else an unlinked temporary file (saved by copying)."""
+    fd = _tmpfile(folder)
+    if fd is not None:
+        return fd
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".distill-rows-")
+    os.unlink(name)
+    return fd
+
+
+def _tmpfile(folder: Path) -> int | None:
+    """A read-write O_TMPFILE descriptor in ``folder``; None where the system or its file system has none (or the
+    folder is missing)."""
     if hasattr(os, "O_TMPFILE"):
         try:
             return os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o600)
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
                 raise
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".distill-rows-")
-    os.unlink(name)
-    return fd
+    return None

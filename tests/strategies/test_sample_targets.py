@@ -2,6 +2,9 @@
 targets, where each rank's files go, the batch's host index, and the DDP ranks' agreement on a refresh."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 
@@ -32,3 +35,38 @@ def test_a_non_strict_load_without_the_soft_targets_is_one_line_naming_the_key(t
     assert "\n" not in str(e.value)
     targets.load_state_dict(_state())  # a whole state: usable again
     assert torch.equal(targets.get(torch.tensor([0, 4]))[0], torch.full((2, 3), 1 / 3))
+
+
+def _where(t: torch.Tensor) -> str:
+    """The path of the file under a RowFile's tensor, as /proc/self/fd shows it ("... (deleted)" without a name)."""
+    from distill.utils.rowfile import RowFile
+
+    rows = RowFile.backing(t)
+    assert rows is not None
+    return os.readlink(f"/proc/self/fd/{rows._fd}")
+
+
+def _refresh(targets: SampleTargets) -> None:
+    targets.set(0, 6, torch.arange(6), torch.rand(6, 3), torch.zeros(6, dtype=torch.long), torch.ones(6))
+
+
+def test_a_rank_that_saves_no_checkpoint_keeps_its_targets_unnamed_in_the_folder_or_in_tmpdir(tmp_path, monkeypatch):
+    """A DDP rank other than 0 (scratch): its files are O_TMPFILEs in the run's checkpoint folder (disk, where a
+    tmpfs TMPDIR would be RAM; no name to clash or leave behind). Where that file system has no O_TMPFILE (NFS),
+    not a named-then-unlinked file there (a .nfsXXXX entry) but one in TMPDIR."""
+    ckpt, tmp = tmp_path / "run" / "checkpoints", tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    targets = SampleTargets(lambda: str(ckpt), lambda: True)
+    _refresh(targets)
+    assert _where(targets.probs).startswith(f"{ckpt}/") and _where(targets.probs).endswith(" (deleted)")
+    assert list(ckpt.iterdir()) == []
+    monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    made = []
+    real = tempfile.mkstemp
+    monkeypatch.setattr(tempfile, "mkstemp", lambda **kw: made.append(kw["dir"]) or real(**kw))
+    _refresh(targets)
+    assert _where(targets.probs).startswith(f"{tmp}/") and made == [tmp]
+    linked = SampleTargets(lambda: str(ckpt))  # rank 0: its file is linked by a checkpoint, so in the folder
+    _refresh(linked)
+    assert _where(linked.probs).startswith(f"{ckpt}/") and made == [tmp, ckpt]

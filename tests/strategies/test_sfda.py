@@ -405,3 +405,31 @@ def test_targets_saved_as_a_tensor_load_onto_a_file_in_the_runs_folder(tmp_path)
     rows = RowFile.backing(targets.probs)
     assert rows is not None and torch.equal(targets.probs, probs) and int(targets.epoch) == 2
     assert os.readlink(f"/proc/self/fd/{rows._fd}").startswith(f"{tmp_path}/")
+
+
+def test_a_rank_that_saves_no_checkpoint_writes_its_targets_unnamed_into_the_runs_folder(root, caches, source_ckpt,
+                                                                                        tmp_path, monkeypatch):
+    """DDP rank 1 (simulated: rank 1 of a world of 1, so no process group) refreshes its own targets: they are
+    unnamed files in the run's checkpoint folder (disk), not in TMPDIR (RAM where /tmp is a tmpfs)."""
+    import dataclasses
+    import os
+    import tempfile
+
+    from distill.config import load_train_config
+    from distill.train import Trainer, build
+    from distill.train.adapt import adapt_recipe
+    from distill.utils.rowfile import RowFile
+    from distill.utils.runtime import Dist
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmpdir"))
+    (tmp_path / "tmpdir").mkdir()
+    recipe = adapt_recipe(source_ckpt, [TARGET], root, caches=caches[:1], strategy="sfda", out=str(tmp_path / "run"),
+                          optim={"batch_size": 8}, run={"workers": 0, "progress": False})
+    setup = build(load_train_config(None, base=recipe))
+    trainer = Trainer(dataclasses.replace(setup, dist=Dist(rank=1, world=1)))
+    trainer.strategy.refresh(0)
+    folder = trainer.checkpoints.dir
+    for t in (trainer.strategy.targets, trainer.strategy.memory):
+        where = os.readlink(f"/proc/self/fd/{RowFile.backing(t.probs)._fd}")
+        assert where.startswith(f"{folder}/") and where.endswith(" (deleted)"), where
+    assert list(folder.iterdir()) == []  # nothing named: nothing to clash with rank 0's or to leave behind
