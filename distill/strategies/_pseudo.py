@@ -195,7 +195,7 @@ def collect(student: nn.Module, batches: Iterator[Batch], teacher_temperature: f
     try:
         for b in batches:
             out = student.forward_all(b.images)
-            idx.append(b.sample_index.cpu())
+            idx.append(b.host_index if b.host_index is not None else b.sample_index.cpu())
             feats.append(out["features"].float())
             probs.append(out["logits"].float().softmax(-1))
             if teachers:
@@ -308,8 +308,10 @@ class SampleTargets(nn.Module):
         self._probs, self._lost = rows, None  # the previous file goes with its last tensor (a link keeps its bytes)
         self.epoch.fill_(epoch)
 
-    def get(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-        """(probs [B, C], labels [B], weight [B], known [B]) for ``index`` [B]; None before any refresh."""
+    def get(self, index: Tensor, host_index: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """(probs [B, C], labels [B], weight [B], known [B]) for ``index`` [B]; None before any refresh.
+        ``host_index``: the same indices on the CPU (:attr:`Batch.host_index`): the rows are gathered with it, which
+        spares a device-to-host copy of ``index`` (a wait for the GPU) every step."""
         if int(self.epoch) < 0 or len(self.known) == 0:
             return None
         if len(self._probs) != len(self.known):
@@ -319,7 +321,9 @@ class SampleTargets(nn.Module):
         inside = i < len(self.known)
         j = torch.where(inside, i, torch.zeros_like(i))
         known = self.known[j] & inside
-        return self.probs[j.cpu()].to(self.known.device), self.labels[j], self.weight[j], known
+        h = index.cpu() if host_index is None else host_index
+        rows = self.probs[torch.where(h < len(self.known), h, torch.zeros_like(h))]
+        return rows.to(self.known.device), self.labels[j], self.weight[j], known
 
 
 def require_iterate(iterate: Callable[[], Iterator[Batch]] | None, name: str) -> Callable[[], Iterator[Batch]]:

@@ -151,8 +151,8 @@ class SFDA(Strategy):
         (before the first one) get targets from the batch itself.
         """
         c = self.config
-        got = self.targets.get(batch.sample_index) if batch.sample_index is not None else None
-        mem = self.memory.get(batch.sample_index) if got is not None else None
+        got = self.targets.get(batch.sample_index, batch.host_index) if batch.sample_index is not None else None
+        mem = self.memory.get(batch.sample_index, batch.host_index) if got is not None else None
         all_logits = batch.teacher_logits_all or [batch.teacher_logits]
         t_probs = [(t.float() / c.teacher_temperature).softmax(-1) for t in all_logits]
         if got is not None and bool(got[3].all()):

@@ -219,7 +219,7 @@ class Trainer:
         batch = Batch(pixels=pixels, images=normalize(pixels, self._mean, self._std),
                       labels=self.label_of[index].to(dev, non_blocking=True) if needs.labels else None,
                       domain=domain.to(dev, non_blocking=True), sample_index=index.to(dev, non_blocking=True),
-                      view=view.to(dev, non_blocking=True))
+                      host_index=index, view=view.to(dev, non_blocking=True))
         rows = None
         if setup.caches and (needs.cached_logits or needs.cached_features):
             rows = [c.lookup(index, view) for c in setup.caches]

@@ -70,3 +70,20 @@ def test_a_rank_that_saves_no_checkpoint_keeps_its_targets_unnamed_in_the_folder
     linked = SampleTargets(lambda: str(ckpt))  # rank 0: its file is linked by a checkpoint, so in the folder
     _refresh(linked)
     assert _where(linked.probs).startswith(f"{ckpt}/") and made == [tmp, ckpt]
+
+
+def test_the_rows_are_gathered_with_the_host_index_without_copying_the_device_one_back(tmp_path, monkeypatch):
+    """get(index, host_index): the rows come from the CPU copy of the batch's indices (on a GPU run, index.cpu()
+    was a device-to-host copy and a wait every step); the same result as without it, indices past the targets
+    included."""
+    targets = SampleTargets(lambda: str(tmp_path))
+    _refresh(targets)
+    index = torch.tensor([5, 0, 7, 3])  # 7: a sample no refresh covered
+    want = targets.get(index)
+
+    def no_copy_back(self, *args, **kwargs):
+        raise AssertionError("a copy of the batch's sample index back to the host")
+
+    monkeypatch.setattr(torch.Tensor, "cpu", no_copy_back)
+    got = targets.get(index, index.clone())
+    assert all(torch.equal(a, b) for a, b in zip(got, want)) and got[3].tolist() == [True, True, False, True]
