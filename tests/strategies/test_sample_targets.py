@@ -87,3 +87,93 @@ def test_the_rows_are_gathered_with_the_host_index_without_copying_the_device_on
     monkeypatch.setattr(torch.Tensor, "cpu", no_copy_back)
     got = targets.get(index, index.clone())
     assert all(torch.equal(a, b) for a, b in zip(got, want)) and got[3].tolist() == [True, True, False, True]
+
+
+def _fake_group(monkeypatch, other) -> list[int]:
+    """A process group of two ranks, faked: all_reduce(MAX) folds in the digest ``other(mine)`` of a second rank;
+    returns the digests this rank sent."""
+    import torch.distributed as tdist
+
+    sent: list[int] = []
+
+    def all_reduce(t, op=None):
+        assert op == tdist.ReduceOp.MAX and t.dtype == torch.long
+        mine = int(t[0])
+        sent.append(mine)
+        theirs = other(mine)
+        t.copy_(torch.maximum(t, torch.tensor([theirs, -theirs])))
+
+    monkeypatch.setattr(tdist, "is_initialized", lambda: True)
+    monkeypatch.setattr(tdist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(tdist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(tdist, "get_rank", lambda: 0)
+    monkeypatch.setattr(tdist, "all_reduce", all_reduce)
+    return sent
+
+
+def test_without_a_process_group_a_refresh_is_neither_hashed_nor_compared(tmp_path, monkeypatch):
+    import hashlib
+
+    import torch.distributed as tdist
+
+    def never(*args, **kwargs):
+        raise AssertionError("hashed or compared in a single process")
+
+    monkeypatch.setattr(hashlib, "sha1", never)
+    monkeypatch.setattr(tdist, "all_reduce", never)
+    _refresh(SampleTargets(lambda: str(tmp_path)))
+
+
+def test_ranks_whose_refreshes_differ_by_one_bit_are_refused_in_one_line(tmp_path, monkeypatch):
+    """Under DDP each rank keeps the probs it computed, so every rank's refresh must be bit-identical: set() compares
+    a hash of them across the ranks (a group faked here; the gloo test below runs two real ranks)."""
+    index, probs = torch.arange(6), torch.rand(6, 3, generator=torch.Generator().manual_seed(0))
+    labels, weight = torch.zeros(6, dtype=torch.long), torch.ones(6)
+    sent = _fake_group(monkeypatch, lambda mine: mine)  # a second rank that computed the same
+    SampleTargets(lambda: str(tmp_path)).set(0, 6, index, probs, labels, weight)
+    SampleTargets(lambda: str(tmp_path)).set(0, 6, index, probs.clone(), labels, weight)
+    off = probs.clone()
+    off.view(torch.int32)[4, 1] += 1  # one ulp in one row
+    SampleTargets(lambda: str(tmp_path)).set(0, 6, index, off, labels, weight)
+    assert len(sent) == 3, "the refreshes were not compared across the ranks"
+    assert sent[0] == sent[1] != sent[2] and all(0 <= d < 2**62 for d in sent)
+
+    _fake_group(monkeypatch, lambda mine: sent[2])  # the other rank is one ulp off
+    with pytest.raises(DistillError, match=r"^the per-sample targets refreshed for epoch 3: the DDP ranks computed "
+                                           r"different values \(digests [0-9a-f]+\.\.[0-9a-f]+, rank 0's") as e:
+        SampleTargets(lambda: str(tmp_path)).set(3, 6, index, probs, labels, weight)
+    assert "\n" not in str(e.value)
+
+
+def _rank_worker(rank: int, port: int, folder: str, out: str) -> None:
+    import torch.distributed as tdist
+
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        probs = torch.rand(6, 3, generator=torch.Generator().manual_seed(0))
+        index, labels, weight = torch.arange(6), torch.zeros(6, dtype=torch.long), torch.ones(6)
+        SampleTargets(lambda: folder).set(0, 6, index, probs, labels, weight)  # the same: passes
+        probs[rank, 0] += 1e-7 * rank  # rank 1's refresh differs
+        try:
+            SampleTargets(lambda: folder).set(1, 6, index, probs, labels, weight)
+            error = None
+        except DistillError as e:
+            error = str(e)
+        torch.save({"error": error}, f"{out}.{rank}")
+    finally:
+        tdist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_agree_on_a_refresh_or_both_refuse_it(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_worker, args=(port, str(tmp_path), str(tmp_path / "r")), nprocs=2)
+    errors = [torch.load(tmp_path / f"r.{r}")["error"] for r in (0, 1)]
+    assert all(e is not None and e.startswith("the per-sample targets refreshed for epoch 1: the DDP ranks computed "
+                                              "different values") for e in errors), errors
+    assert "rank 0's" in errors[0] and "rank 1's" in errors[1]
