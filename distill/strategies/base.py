@@ -61,6 +61,9 @@ class Batch:
     teacher_emb: Tensor | None = None  # [B, D] float32, L2-normalized
     domain: Tensor | None = None  # [B] int64, index into the dataset's domains
     sample_index: Tensor | None = None  # [B] int64
+    # sample_index on the CPU, as the loader gave it: per-sample state held on the host (SampleTargets' rows) is read
+    # with it, without a copy back from the device; None where the batch has no sample index
+    host_index: Tensor | None = None
     view: Tensor | None = None  # [B] int64
     # what one strategy alone reads (e.g. adv_cached's cached adversarial views), filled by its own
     # :meth:`Strategy.batch_extras`; the trainer neither fills nor reads it
@@ -111,6 +114,9 @@ class StrategyContext:
     # where per-sample state that grows with the data set is written (SampleTargets' files); set by the trainer to
     # the run's checkpoint folder, so that a checkpoint links them (None: the system's temp folder)
     state_dir: str | None = None
+    # False on a DDP rank that saves no checkpoint: its files go to state_dir only as unnamed O_TMPFILEs (nothing
+    # to clash or leave behind), else to the system's temp folder (RowFile.create's scratch)
+    state_linked: bool = True
 
 
 #: The optim section a source-free adaptation starts from: a short, gentle fine-tune of an

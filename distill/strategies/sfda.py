@@ -95,8 +95,10 @@ class SFDA(Strategy):
     def __init__(self, student, config: SFDAConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
         # fused prediction p_F, hard label ŷ and its trust, of the clean view; the student's own p_S at the last
-        # refresh; their [S, C] files go to the run's checkpoint folder (ctx.state_dir, set by the trainer)
-        self.targets, self.memory = (SampleTargets(lambda ctx=self.ctx: ctx.state_dir) for _ in range(2))  # no cycle
+        # refresh; their [S, C] files go to the run's checkpoint folder (ctx.state_dir, set by the trainer); the
+        # lambdas hold the context, not the module (no cycle)
+        self.targets, self.memory = (SampleTargets(lambda ctx=self.ctx: ctx.state_dir,
+                                                   lambda ctx=self.ctx: not ctx.state_linked) for _ in range(2))
         self.last_refresh: dict[str, float] = {}
 
     # ------------------------------------------------------------------ pseudo-labels
@@ -149,8 +151,8 @@ class SFDA(Strategy):
         (before the first one) get targets from the batch itself.
         """
         c = self.config
-        got = self.targets.get(batch.sample_index) if batch.sample_index is not None else None
-        mem = self.memory.get(batch.sample_index) if got is not None else None
+        got = self.targets.get(batch.sample_index, batch.host_index) if batch.sample_index is not None else None
+        mem = self.memory.get(batch.sample_index, batch.host_index) if got is not None else None
         all_logits = batch.teacher_logits_all or [batch.teacher_logits]
         t_probs = [(t.float() / c.teacher_temperature).softmax(-1) for t in all_logits]
         if got is not None and bool(got[3].all()):

@@ -64,7 +64,7 @@ class SHOT(Strategy):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         logits = self.student(batch.images)
         im, ent, div = information_maximization(logits, self.config.diversity_weight)
-        got = self.targets.get(batch.sample_index) if batch.sample_index is not None else None
+        got = self.targets.get(batch.sample_index, batch.host_index) if batch.sample_index is not None else None
         own = logits.detach().argmax(-1)  # before the first refresh: the model's own labels
         labels = own if got is None else torch.where(got[3], got[1], own)
         pl = F.cross_entropy(logits.float(), labels)

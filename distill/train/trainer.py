@@ -94,8 +94,8 @@ class Trainer:
         ctx = self.strategy.ctx
         ctx.iterate_train = self.clean_batches
         ctx.num_train, ctx.num_samples = len(self.train_samples), setup.dataset.index_count
-        # per-sample targets: files the step checkpoints hard-link (rank 0 saves them; the other ranks' go to TMPDIR)
-        ctx.state_dir = str(self.checkpoints.dir) if setup.dist.main else None
+        # per-sample targets: files the step checkpoints hard-link (rank 0's), on disk on every rank (the others' unnamed)
+        ctx.state_dir, ctx.state_linked = str(self.checkpoints.dir), setup.dist.main
         self.history: list[dict[str, Any]] = []  # one metrics row per epoch
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         spec = self.strategy.student.spec  # normalization constants: created once, on the device
@@ -219,7 +219,7 @@ class Trainer:
         batch = Batch(pixels=pixels, images=normalize(pixels, self._mean, self._std),
                       labels=self.label_of[index].to(dev, non_blocking=True) if needs.labels else None,
                       domain=domain.to(dev, non_blocking=True), sample_index=index.to(dev, non_blocking=True),
-                      view=view.to(dev, non_blocking=True))
+                      host_index=index, view=view.to(dev, non_blocking=True))
         rows = None
         if setup.caches and (needs.cached_logits or needs.cached_features):
             rows = [c.lookup(index, view) for c in setup.caches]

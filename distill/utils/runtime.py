@@ -188,6 +188,28 @@ def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
     return buf.to(t.device)
 
 
+def group_size() -> int:
+    """The initialized process group's size; 1 without one."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def same_on_every_rank(digest: int, what: str) -> None:
+    """Refuse, on every rank, work that the DDP ranks must compute bit for bit alike and did not: ``digest`` (this
+    rank's hash of it, 0 <= digest < 2**62) is compared across the process group (one all-reduce of two int64: the
+    largest digest and the largest negated one). No-op without a group."""
+    if group_size() <= 1:
+        return
+    nccl = dist.get_backend() == "nccl"
+    t = torch.tensor([digest, -digest], dtype=torch.long,
+                     device=torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    high, low = int(t[0]), -int(t[1])
+    if high != low:
+        raise DistillError(f"{what}: the DDP ranks computed different values (digests {low:x}..{high:x}, rank "
+                           f"{dist.get_rank()}'s {digest:x}); each rank computes it alone and they must agree bit for "
+                           "bit: run every rank on the same GPU model, with the same software")
+
+
 def broadcast_flag(flag: bool, d: Dist) -> bool:
     """Rank 0's ``flag`` on every rank (so that all of them take the same branch into a collective)."""
     if d.world <= 1:

@@ -405,3 +405,57 @@ def test_targets_saved_as_a_tensor_load_onto_a_file_in_the_runs_folder(tmp_path)
     rows = RowFile.backing(targets.probs)
     assert rows is not None and torch.equal(targets.probs, probs) and int(targets.epoch) == 2
     assert os.readlink(f"/proc/self/fd/{rows._fd}").startswith(f"{tmp_path}/")
+
+
+def test_a_rank_that_saves_no_checkpoint_writes_its_targets_unnamed_into_the_runs_folder(root, caches, source_ckpt,
+                                                                                        tmp_path, monkeypatch):
+    """DDP rank 1 (simulated: rank 1 of a world of 1, so no process group) refreshes its own targets: they are
+    unnamed files in the run's checkpoint folder (disk), not in TMPDIR (RAM where /tmp is a tmpfs)."""
+    import dataclasses
+    import os
+    import tempfile
+
+    from distill.config import load_train_config
+    from distill.train import Trainer, build
+    from distill.train.adapt import adapt_recipe
+    from distill.utils.rowfile import RowFile
+    from distill.utils.runtime import Dist
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmpdir"))
+    (tmp_path / "tmpdir").mkdir()
+    recipe = adapt_recipe(source_ckpt, [TARGET], root, caches=caches[:1], strategy="sfda", out=str(tmp_path / "run"),
+                          optim={"batch_size": 8}, run={"workers": 0, "progress": False})
+    setup = build(load_train_config(None, base=recipe))
+    trainer = Trainer(dataclasses.replace(setup, dist=Dist(rank=1, world=1)))
+    trainer.strategy.refresh(0)
+    folder = trainer.checkpoints.dir
+    for t in (trainer.strategy.targets, trainer.strategy.memory):
+        where = os.readlink(f"/proc/self/fd/{RowFile.backing(t.probs)._fd}")
+        assert where.startswith(f"{folder}/") and where.endswith(" (deleted)"), where
+    assert list(folder.iterdir()) == []  # nothing named: nothing to clash with rank 0's or to leave behind
+
+
+def test_a_training_step_reads_the_targets_with_the_loaders_index_not_a_copy_back(root, caches, source_ckpt,
+                                                                                  tmp_path, monkeypatch):
+    """The trainer's batch carries the loader's CPU sample index beside the device one, and sfda's step gathers
+    its targets' rows with it: no `.cpu()` of a device tensor in the step (on a GPU, one copy back and a wait each)."""
+    from distill.config import load_train_config
+    from distill.train import Trainer, build
+    from distill.train.adapt import adapt_recipe
+
+    recipe = adapt_recipe(source_ckpt, [TARGET], root, caches=caches[:1], strategy="sfda", out=str(tmp_path / "run"),
+                          optim={"batch_size": 8}, run={"workers": 0, "progress": False})
+    trainer = Trainer(build(load_train_config(None, base=recipe)))
+    trainer.strategy.refresh(0)
+    pixels, labels, domain, index, view = next(iter(trainer.loader(0, 0)))
+    batch = trainer.make_batch(pixels, labels, domain, index, view)
+    assert batch.host_index is index and torch.equal(batch.sample_index, index)
+    want = trainer.strategy.targets.get(batch.sample_index)
+
+    def no_copy_back(self, *args, **kwargs):
+        raise AssertionError("a copy back to the host in the training step")
+
+    monkeypatch.setattr(torch.Tensor, "cpu", no_copy_back)
+    got = trainer.strategy.targets.get(batch.sample_index, batch.host_index)
+    assert all(torch.equal(a, b) for a, b in zip(got, want)) and bool(got[3].all())
+    assert torch.isfinite(trainer.strategy(batch)["loss"])

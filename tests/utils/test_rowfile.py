@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import re
 from pathlib import Path
@@ -137,3 +138,49 @@ def test_the_file_goes_with_its_last_tensor(tmp_path: Path) -> None:
         assert len(os.listdir("/proc/self/fd")) == before
     finally:
         gc.enable()
+
+
+def _write_numpy(t: torch.Tensor) -> None:
+    t.numpy()[2, 1] = 42.0  # bypasses torch's version counter
+
+
+def _write_data(t: torch.Tensor) -> None:
+    t.data[2, 1] = 42.0  # .data: another tensor over the same memory, with a version counter of its own
+
+
+@pytest.mark.parametrize("pagemap", [True, False], ids=["pagemap", "compare"])
+@pytest.mark.parametrize("write", [_write_numpy, _write_data], ids=["numpy", "data"])
+def test_a_loaded_tensor_written_by_any_route_is_saved_with_its_own_bytes(tmp_path: Path, monkeypatch, write,
+                                                                          pagemap) -> None:
+    """A copy-on-write tensor written where torch's version counter does not see it (through .numpy() or .data):
+    the next save holds the written value, not the file's older bytes (it linked the file before). Found from the
+    process's page table (/proc/self/pagemap), or where that cannot tell, by comparing the bytes with the file."""
+    if not pagemap:
+        monkeypatch.setattr(rowfile_mod, "written", lambda address, nbytes: None, raising=False)
+    RowFile.backing(_filled(tmp_path)).save_to(tmp_path / "a.bin")
+    t = RowFile.open(tmp_path / "a.bin", (6, 4), np.float32)
+    assert float(t.sum()) == sum(range(24))  # read, every page: still the file's
+    assert RowFile.backing(t) is not None
+    (tmp_path / "s1").mkdir()
+    save_state(tmp_path / "s1" / "state", {"t": t})
+    assert os.stat(tmp_path / "s1" / "state.rows-r0.bin").st_ino == os.stat(tmp_path / "a.bin").st_ino
+    write(t)
+    (tmp_path / "s2").mkdir()
+    save_state(tmp_path / "s2" / "state", {"t": t})
+    assert load_state(tmp_path / "s2" / "state")["t"][2, 1] == 42.0
+    assert t._version == 0 and RowFile.backing(t) is None
+    assert np.fromfile(tmp_path / "a.bin", np.float32)[9] == 9.0  # the file, and the first checkpoint, unchanged
+    assert load_state(tmp_path / "s1" / "state")["t"][2, 1] == 9.0
+
+
+def test_the_page_table_tells_a_written_page_from_a_read_one(tmp_path: Path) -> None:
+    if not rowfile_mod._pagemap_works():
+        pytest.skip("no /proc/self/pagemap that reports written pages here")
+    shape = (mmap.PAGESIZE // 4, 4)  # 4 pages
+    RowFile.backing(_filled(tmp_path, shape)).save_to(tmp_path / "a.bin")
+    t = RowFile.open(tmp_path / "a.bin", shape, np.float32)
+    float(t.sum())
+    assert rowfile_mod.written(t.data_ptr(), t.numel() * 4) is False
+    t.numpy()[-1, -1] = -1.0  # the last page only
+    assert rowfile_mod.written(t.data_ptr(), t.numel() * 4) is True
+    assert rowfile_mod.written(t.data_ptr(), t.numel() * 4 - mmap.PAGESIZE) is False
