@@ -12,8 +12,8 @@ configs, each returning the typed record the CLI prints from::
     summary = train(cfg)                                                      # a RunSummary
     report = export(summary.checkpoint, "exports/kd", precisions="fp32")      # an ExportReport
 
-They are imported from ``distill.api``, not from ``distill``: ``distill.train`` and
-``distill.export`` are the stage subpackages, and Python rebinds those names on the package the
+They (and ``report``) are imported from ``distill.api``, not from ``distill``: ``distill.train``,
+``distill.export`` and ``distill.report`` are the stage subpackages, and Python rebinds those names on the package the
 moment any module imports them, so a function of the same name here would not survive. The
 names below (the other stage functions, the typed configs and records) are importable from
 ``distill`` itself, each on first use (PEP 562): ``import distill`` loads no torch.
@@ -28,16 +28,20 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it
 _API: dict[str, str] = {
     # stage functions
-    # (train and export: from distill.api; distill.train and distill.export are the subpackages)
+    # (train, export and report: from distill.api; distill.train, distill.export and distill.report are the
+    # subpackages)
     "build_cache": "distill.api", "adapt": "distill.api", "train_config": "distill.api", "adapt_config": "distill.api",
+    "qad": "distill.api",
     # recipes (distill/configs/*.yaml)
     "load_recipe": "distill.recipes", "list_recipes": "distill.recipes",
     # typed configs
     "TrainConfig": "distill.config", "CacheBuildConfig": "distill.teacher.cache.job",
     "CacheOptions": "distill.teacher.cache.options", "AdversarialOptions": "distill.teacher.cache.options",
     "PixelOptions": "distill.teacher.cache.options", "ExportConfig": "distill.export.config",
+    "QADConfig": "distill.export.qad_config",
     # typed records
     "CacheManifest": "distill.records", "RunSummary": "distill.records", "ExportReport": "distill.records",
+    "QADRecord": "distill.export.qad_config", "ReportWritten": "distill.report.write",
     # the one error users see
     "DistillError": "distill.errors",
 }
@@ -45,12 +49,14 @@ _API: dict[str, str] = {
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:
-    from distill.api import adapt, adapt_config, build_cache, train_config
+    from distill.api import adapt, adapt_config, build_cache, qad, train_config
     from distill.config import TrainConfig
     from distill.errors import DistillError
     from distill.export.config import ExportConfig
+    from distill.export.qad_config import QADConfig, QADRecord
     from distill.recipes import list_recipes, load_recipe
     from distill.records import CacheManifest, ExportReport, RunSummary
+    from distill.report.write import ReportWritten
     from distill.teacher.cache.job import CacheBuildConfig
     from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
 

@@ -29,6 +29,9 @@ def test_lazy_top_level_names():
     from distill.teacher.cache.job import CacheBuildConfig
 
     assert distill.CacheBuildConfig is CacheBuildConfig and distill.adapt is api.adapt
+    from distill.export.qad_config import QADConfig, QADRecord
+
+    assert (distill.qad, distill.QADConfig, distill.QADRecord) == (api.qad, QADConfig, QADRecord)
     assert dataclasses.is_dataclass(distill.CacheBuildConfig)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         distill.nope  # noqa: B018
