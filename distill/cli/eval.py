@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from distill.cli._split import add_split_arguments, split_rule_of
 from distill.data.split import SPLIT_KEYS
 from distill.errors import DistillError
+from distill.records import RUN_CONFIG
 
 if TYPE_CHECKING:
     from distill.config import RobustSettings
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--domains", metavar="a,b", help="comma-separated domains (default: all under ROOT)")
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to evaluate (test)")
     # on the run's own data: must match training's (unset: the run's)
-    add_split_arguments(p, unset=SPLIT_KEYS, unset_from="the run's config.yaml when ROOT is the run's data")
+    add_split_arguments(p, unset=SPLIT_KEYS, unset_from=f"the run's {RUN_CONFIG} when ROOT is the run's data")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave undecodable images out (listed once on stderr) instead of stopping")
     p.add_argument("--pgd-eps", action="append", default=None, metavar="EPS",
