@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill.cli._split import add_split_arguments, split_rule_of
+from distill.data.split import SPLIT_KEYS
 from distill.errors import DistillError
+from distill.records import RUN_CONFIG
 
 if TYPE_CHECKING:
     from distill.config import RobustSettings
+    from distill.data.split import SplitRule
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, metavar="ROOT", help="dataset root (ROOT/DOMAIN/CLASS/image)")
     p.add_argument("--domains", metavar="a,b", help="comma-separated domains (default: all under ROOT)")
     p.add_argument("--split", choices=("test", "val", "train"), default="test", help="which split to evaluate (test)")
-    add_split_arguments(p)  # must match training's
+    # on the run's own data: must match training's (unset: the run's)
+    add_split_arguments(p, unset=SPLIT_KEYS, unset_from=f"the run's {RUN_CONFIG} when ROOT is the run's data")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave undecodable images out (listed once on stderr) instead of stopping")
     p.add_argument("--pgd-eps", action="append", default=None, metavar="EPS",
@@ -77,6 +81,23 @@ def _settings(args: argparse.Namespace) -> RobustSettings:
         "max_images": args.max_images, "seed": args.seed}, "distill eval")
 
 
+def _split_rule(args: argparse.Namespace) -> SplitRule:
+    """The split flags, the unset ones the checkpoint's run's when ``--data`` is the run's data (a flag that differs
+    from the run's value there is refused: :func:`distill.run_split.run_split_rule`), else the defaults."""
+    # lazy: pydantic; the CLI builds its parser before any command runs
+    from distill.run_split import read_run_config, run_config_file, run_split_rule
+
+    def warn(line: str) -> None:
+        print(f"warning: {line}", file=sys.stderr)
+
+    config_file = run_config_file(args.checkpoint)
+    data = read_run_config(config_file, warn, "evaluating without the run's split rule").data if config_file else None
+    names = {k: "--" + k.replace("_", "-") for k in SPLIT_KEYS}
+    trained = run_split_rule(vars(args), args.data, data, config_file, str(args.checkpoint),
+                             "drop {flag} (the run's value is the default here), or evaluate on other data", names)
+    return split_rule_of(args, **(trained.model_dump() if trained is not None else {}))
+
+
 def _run(args: argparse.Namespace) -> int:
     # lazy: torch, timm; the CLI builds its parser before any command runs
     from distill.data.folder import DomainFolder
@@ -88,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     device = resolve_device(args.device, what="--device")
     student = load_student(args.checkpoint).to(device)
-    dataset = DomainFolder(args.data, split_rule_of(args))
+    dataset = DomainFolder(args.data, _split_rule(args))
     if student.spec.class_names != dataset.classes:
         from distill.data.classes import class_difference  # lazy: it imports torch (not at parser build)
 

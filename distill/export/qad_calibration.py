@@ -33,13 +33,15 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
     run's.
 
     Raises:
-        DistillError: ``cfg`` sets a calibration setting the export set otherwise (one line naming both values), or
+        DistillError: ``cfg`` sets a calibration setting the export set otherwise (one line naming both values), the
+            export's split differs from the run's on the run's own data (its test images held train images), or
             there is no data root to calibrate on (int8 needs one).
     """
     data_root, calib, targets = cfg.data_root, cfg.calib_domains, cfg.target_domains
     count = cfg.calib_count if cfg.calib_count is not None else DEFAULT_CALIB_COUNT
     seed = cfg.seed if cfg.seed is not None else DEFAULT_SEED
     split: dict[str, Any] = {}
+    split_from: dict[str, str] = {}  # who set the split keys: with_run_defaults refuses another rule than the run's
     if exported is not None and exported.data_root is not None:
         where = Path(str(cfg.export_dir)) / EXPORT_REPORT
         theirs = ExportReport.read(where.parent).config
@@ -50,11 +52,13 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
         count = _agree(where, "--calib-count", cfg.calib_count, theirs.get("calib_count", DEFAULT_CALIB_COUNT))
         seed = _agree(where, "--seed", cfg.seed, theirs.get("seed", DEFAULT_SEED))
         split = {k: theirs[k] for k in SPLIT_KEYS if theirs.get(k) is not None}
+        split_from = {"split_from": str(where), "split_fix": "re-export with the run's split ({flag} unset)"}
         say(f"calibration as the export's (--export): {data_root}, domains {', '.join(calib or ())}"
             + (f" + {', '.join(targets)} (unlabeled)" if targets else "") + f", {count} images, seed {seed}")
     ecfg = with_run_defaults(ExportConfig(
         precisions=("fp32", "int8"), data_root=data_root, calib_domains=calib, target_domains=targets,
-        calib_count=count, eval_count=cfg.eval_count, int8_flavour=cfg.flavour, seed=seed, **split), run, say)
+        calib_count=count, eval_count=cfg.eval_count, int8_flavour=cfg.flavour, seed=seed, **split), run, say,
+        **split_from)
     ecfg.check_data()
     return ecfg
 

@@ -12,34 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from distill.config import DataConfig, format_validation_error, load_yaml
 from distill.data.split import SplitRule
 from distill.data.unlabeled import is_folder_entry
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
 from distill.export.log import ExportLog
 from distill.records import RUN_CONFIG, RUN_SUMMARY, STUDENT_WEIGHTS, RunSummary
+from distill.run_split import RunConfigView, read_run_config, run_config_file, run_folders, run_split_rule
 from distill.student.model import Student
 from distill.utils.io import sha256_file
 
 # provenance keys taken from the run summary when student.json does not have them
 SUMMARY_PROVENANCE = ("strategy", "teacher", "source_domains", "target_domains")
-
-
-class RunConfigView(BaseModel):
-    """The keys of a run's config.yaml that export uses (the other sections belong to training)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    data: DataConfig | None = None
-    cache: Path | list[Path] | None = None
-    source_checkpoint: Path | None = None  # set: a source-free adaptation run
-
-    def caches(self) -> tuple[str, ...]:
-        if self.cache is None:
-            return ()
-        return tuple(str(c) for c in (self.cache if isinstance(self.cache, list) else [self.cache]))
 
 
 @dataclass(frozen=True)
@@ -50,11 +34,13 @@ class TrainingRun:
         folder: the run folder holding the summary (None: no summary found).
         summary: the run's summary, when it could be read.
         config: the parts of the run's config export uses.
+        config_file: the run's config.yaml (None: none found).
     """
 
     folder: Path | None = None
     summary: RunSummary | None = None
     config: RunConfigView = field(default_factory=RunConfigView)
+    config_file: Path | None = None
 
     @classmethod
     def of_checkpoint(cls, checkpoint: Path, log: ExportLog) -> TrainingRun:
@@ -63,34 +49,22 @@ class TrainingRun:
         An unreadable summary or config is a warning: the export still works, without the run's
         provenance or defaults.
         """
-        folders = [checkpoint, *list(checkpoint.resolve().parents)[:2]]
-        run_folder = next((f for f in folders if (f / RUN_SUMMARY).is_file()), None)
+        run_folder = next((f for f in run_folders(checkpoint) if (f / RUN_SUMMARY).is_file()), None)
         summary = None
         if run_folder is not None:
             try:
                 summary = RunSummary.read(run_folder / RUN_SUMMARY)
             except DistillError as e:
                 log.warn(f"{e}; exporting without the run's summary")
-        # the config next to the summary; without a summary, the first one found
-        config_folder = next((f for f in folders if (f / RUN_CONFIG).is_file()
-                              and (run_folder is None or f == run_folder)), None)
+        config_file = run_config_file(checkpoint)  # the config next to the summary; without one, the first found
         config = RunConfigView()
-        if config_folder is not None:
-            config = _read_config(config_folder / RUN_CONFIG, log)
-        return cls(run_folder, summary, config)
+        if config_file is not None:
+            config = read_run_config(config_file, log.warn, "exporting without the run's data defaults")
+        return cls(run_folder, summary, config, config_file)
 
 
-def _read_config(path: Path, log: ExportLog) -> RunConfigView:
-    try:
-        return RunConfigView.model_validate(load_yaml(path))
-    except DistillError as e:
-        log.warn(f"{e}; exporting without the run's data defaults")
-    except ValidationError as e:
-        log.warn(f"{format_validation_error(e, str(path))}; exporting without the run's data defaults")
-    return RunConfigView()
-
-
-def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> ExportConfig:
+def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog, split_from: str = "export",
+                      split_fix: str = "leave {flag} unset (the run's value), or check on other data") -> ExportConfig:
     """Fill the data root, split, class map, caches and calibration domains ``cfg`` leaves unset from the run's
     config: a training run calibrates on its source domains; a source-free adaptation run (it has a
     ``source_checkpoint``) on its target domains, the images it was adapted to and will run on. The run's unlabeled
@@ -98,8 +72,16 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog) -> Ex
     their images and is meant for them, so their train images join the calibration, unlabeled.
 
     A data root ``cfg`` names (``--data``, even the run's own) keeps these domain defaults for the domains it holds
-    (a folder of that name under it); the pool domains it lacks are dropped and said in one warning line."""
+    (a folder of that name under it); the pool domains it lacks are dropped and said in one warning line.
+
+    On the run's own data (``cfg`` names no data root, or the run's), a split key ``cfg`` sets to another value than
+    the run's is refused (:func:`distill.run_split.run_split_rule`: its test split would hold images the student
+    trained on); ``split_from`` (who set it) heads that line, ``split_fix`` ends it. On other data the keys are free.
+
+    Raises:
+        DistillError: that split key, with both values."""
     data = run.config.data
+    run_split_rule(cfg.split_keys(), cfg.data_root, data, run.config_file, split_from, split_fix)
     updates: dict[str, Any] = {}
     if cfg.data_root is None and data is not None:
         updates["data_root"] = str(data.root)

@@ -146,6 +146,41 @@ def test_qad_writes_the_int8_file_the_tuned_checkpoint_and_the_record(run_ckpt, 
     assert session.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 4)
 
 
+def test_the_log_ends_training_with_the_end_state_disagreement(run_ckpt, tmp_path, monkeypatch):
+    """The epoch line counts flips while the weights still move; the line after it is the model as trained, which
+    the file written scores (qad.json). Injected: the weights perturbed after the last step, an end state far from
+    the epoch's (QA: '15.62 pts (during the epoch)', then a file at 78-90 with nothing in the log to say so)."""
+    import re
+
+    import distill.export.qad as qad_module
+
+    real_train = qad_module._train
+
+    def damaged(*args, **kwargs):
+        model, losses, moved = real_train(*args, **kwargs)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(p.std() * torch.randn_like(p))
+        return model, losses, moved
+
+    monkeypatch.setattr(qad_module, "_train", damaged)
+    lines: list[str] = []
+    record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), epochs=1, calib_domains="clean",
+                           calib_count=32, eval_count=4, holdout_count=8), log=lines.append)
+    points = [(i, float(m.group(1))) for i, line in enumerate(lines)
+              if (m := re.search(r"fake-quant top-1 disagreement with fp32 ([0-9.]+) pts", line))]
+    (during,) = [i for i, line in enumerate(lines) if "(during the epoch)" in line]
+    last, logged = points[-1]
+    assert last > during and lines[last].startswith("QAD: after training, fake-quant top-1 disagreement with fp32 ")
+    # one calibration domain: the file's figure is over the same 32 images; torch and onnxruntime may part on a
+    # near-tie, each such image moving the count by one (the log rounds to 0.01)
+    agreement = record.torch_vs_onnx["top1_agreement"]
+    assert set(record.qad.calibration) == {"clean"} and record.calibration_images == 32
+    assert abs(logged - record.qad.calibration["clean"]) <= 100 * (1 - agreement) + 0.005 + 1e-9
+    assert logged > dict(points)[during] + 10  # the damage shows in the last number, not in the epoch's
+
+
 @pytest.mark.parametrize("options,message", [
     ({"epochs": 0}, "--epochs: Input should be greater than or equal to 1 (got 0)"),
     ({"flavour": "int4"}, "--flavour: Input should be 'ort-cpu' or 'tensorrt' (got 'int4')"),

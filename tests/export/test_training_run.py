@@ -32,9 +32,9 @@ def test_run_defaults_and_provenance(run_ckpt: Path, tiny_root: Path) -> None:
     log, lines = _log()
     run = TrainingRun.of_checkpoint(run_ckpt, log)
     assert run.folder == run_ckpt.parent.parent and run.summary is not None and not log.warnings
-    cfg = with_run_defaults(ExportConfig(split_seed=3), run, log)
+    cfg = with_run_defaults(ExportConfig(split_seed=0), run, log)  # another value: refused (test_run_split.py)
     assert (cfg.data_root, cfg.test_fraction, cfg.split_seed, cfg.val_fraction, cfg.pretrain_fraction) == \
-        (str(tiny_root), 0.3, 3, 0.1, 0.0)
+        (str(tiny_root), 0.3, 0, 0.1, 0.0)
     assert cfg.calib_domains == ("clean", "dark") and cfg.caches == ()
     assert lines == [f"data: {tiny_root} (from the run's {RUN_CONFIG})"]
     prov = provenance(run_ckpt, load_student(run_ckpt), run)

@@ -1,0 +1,113 @@
+"""The training run a checkpoint sits in: its config's data, and the split rule later stages keep on that data.
+
+``distill export``, ``distill qad`` and ``distill eval`` score a checkpoint on a split's test images. On the run's
+own data, a rule other than the run's moves images between splits: exported with ``test_fraction`` 0.5, a run
+trained with 0.3 has a "test" split of which about a quarter are images the student trained on, and its accuracy
+is inflated without a word. So on the run's own data a split key a stage is given that differs from the run's
+is refused in one line naming the key and both values (:func:`run_split_rule`); the keys left unset are the
+run's. On other data no image was trained on and the keys are free.
+
+"The run's data" is the run's ``data.root`` as a folder, however it is spelled (relative, through a symlink).
+Not a fingerprint: a run records none of its own file list (a cache's covers the split rule itself, the thing
+compared here), and computing one over both roots at every export is a pass over each root's files. A copy of
+the run's data under another path is therefore taken as other data.
+
+``class_map`` is not compared: the split hash is over the image's folder path, not its class name, so a class
+map moves no image between splits (and one naming classes other than the student's is refused by the class
+check of each stage).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from distill.config import DataConfig, format_validation_error, load_yaml
+from distill.data.split import SPLIT_KEYS, SplitRule
+from distill.errors import DistillError
+from distill.records import RUN_CONFIG, RUN_SUMMARY
+
+#: the split keys that decide which split an image is in (all but the class map)
+PLACING_KEYS = tuple(k for k in SPLIT_KEYS if k != "class_map")
+
+
+class RunConfigView(BaseModel):
+    """The keys of a run's config.yaml that later stages use (the other sections belong to training)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    data: DataConfig | None = None
+    cache: Path | list[Path] | None = None
+    source_checkpoint: Path | None = None  # set: a source-free adaptation run
+
+    def caches(self) -> tuple[str, ...]:
+        if self.cache is None:
+            return ()
+        return tuple(str(c) for c in (self.cache if isinstance(self.cache, list) else [self.cache]))
+
+
+def run_folders(checkpoint: Path) -> list[Path]:
+    """Where a checkpoint's run may be: the checkpoint folder and its two parents (``RUN_DIR/checkpoints/best``)."""
+    return [checkpoint, *list(checkpoint.resolve().parents)[:2]]
+
+
+def run_config_file(checkpoint: Path) -> Path | None:
+    """The run's ``config.yaml``: the one next to the run's summary; without a summary, the first one found."""
+    folders = run_folders(checkpoint)
+    run_folder = next((f for f in folders if (f / RUN_SUMMARY).is_file()), None)
+    return next((f / RUN_CONFIG for f in folders if (f / RUN_CONFIG).is_file()
+                 and (run_folder is None or f == run_folder)), None)
+
+
+def read_run_config(path: Path, warn: Callable[[str], None], without: str) -> RunConfigView:
+    """The run's config at ``path``; unreadable: a warning ending in ``without`` (what goes on without it)."""
+    try:
+        return RunConfigView.model_validate(load_yaml(path))
+    except DistillError as e:
+        warn(f"{e}; {without}")
+    except ValidationError as e:
+        warn(f"{format_validation_error(e, str(path))}; {without}")
+    return RunConfigView()
+
+
+def same_folder(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one folder (relative to the working folder, through symlinks)."""
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+    except OSError:
+        pass
+    return pa.resolve() == pb.resolve()
+
+
+def run_split_rule(given: Mapping[str, Any], root: str | Path | None, data: DataConfig | None,
+                   config_file: Path | None, given_by: str, fix: str,
+                   names: Mapping[str, str] | None = None) -> SplitRule | None:
+    """The run's split rule when ``root`` is the run's data (None: the run's), else None (other data, or no run).
+
+    Args:
+        given: the split keys the stage was given (unset ones left out or None).
+        data: the run's ``data`` section (None: the checkpoint sits in no readable run).
+        config_file: the run's config, for the message.
+        given_by: who gave ``given`` (``export``, a file), the head of the message.
+        fix: what to do instead, ending the message (``{flag}``: the key as ``names`` spells it).
+        names: key -> how the user spelled it (the CLI's flags); default: the key.
+
+    Raises:
+        DistillError: on the run's data, a placing key of ``given`` differs from the run's (the first one, with
+            both values).
+    """
+    if data is None or (root is not None and not same_folder(root, data.root)):
+        return None
+    trained = data.split_rule()  # a run saves its whole rule (older runs: the keys they set, else the defaults)
+    for key in PLACING_KEYS:
+        value = given.get(key)
+        if value is not None and value != getattr(trained, key):
+            flag = (names or {}).get(key, key)
+            raise DistillError(
+                f"{given_by}: {flag} {value} differs from training's {getattr(trained, key)} "
+                f"({config_file or RUN_CONFIG}): on the run's own data ({data.root}) that split's test images would "
+                f"include images the student trained on; {fix.format(flag=flag)}")
+    return trained
