@@ -99,16 +99,23 @@ def train(config: TrainConfig | str | Path | None = None, overrides: Mapping[str
     from distill.train import train as run_training  # lazy: torch, timm; `import distill.api` stays cheap
 
     if resume is not None:
-        return run_training(_resumed(resume, config, overrides, "train"), resume=True)
+        given = [name for name, value in (("config", config), ("overrides", overrides)) if _passed(value)]
+        return run_training(_resumed(resume, given, "train"), resume=True)
     if config is None:
         raise DistillError("train: pass a config (a TrainConfig, a recipe file or a built-in recipe's name) or resume")
     return run_training(train_config(config, overrides))
 
 
-def _resumed(run_dir: str | Path, config: Any, overrides: Mapping[str, Any] | None, what: str) -> TrainConfig:
-    if config is not None or overrides:
+def _passed(value: Any) -> bool:
+    """Whether an argument was given (None and an empty collection are its defaults)."""
+    return value is not None and not (isinstance(value, (tuple, list, dict)) and not value)
+
+
+def _resumed(run_dir: str | Path, given: Sequence[str], what: str) -> TrainConfig:
+    """The config of the run in ``run_dir``; ``given``: the arguments passed with ``resume`` (refused, by name)."""
+    if given:
         raise DistillError(f"{what}: resume continues the run exactly as configured (its {RUN_CONFIG}); "
-                           "pass no config or overrides with it")
+                           f"{', '.join(given)} not allowed with it")
     return resumed_config(run_dir)  # its relative paths as they were where it was started (distill/run_paths.py)
 
 
@@ -141,23 +148,26 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
 
 
 def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[str] | None = None,
-          data: str | Path | None = None, *, cache: str | Path | Sequence[str | Path] = (), strategy: str = "sfda",
-          out: str | Path | None = None, source_domains: Sequence[str] | None = None,
+          data: str | Path | None = None, *, cache: str | Path | Sequence[str | Path] = (),
+          strategy: str | None = None, out: str | Path | None = None, source_domains: Sequence[str] | None = None,
           overrides: Mapping[str, Any] | None = None, resume: str | Path | None = None) -> RunSummary | None:
     """Adapt a source-trained student to unlabeled target domains (``distill adapt``; see :func:`adapt_config`).
 
-    ``resume=RUN_DIR`` continues an interrupted adaptation, exactly as configured. Returns the
-    run's :class:`~distill.records.RunSummary` (None on ranks other than 0).
+    ``strategy`` defaults to ``sfda``. ``resume=RUN_DIR`` continues an interrupted adaptation, exactly as
+    configured (its strategy too): no other argument with it. Returns the run's
+    :class:`~distill.records.RunSummary` (None on ranks other than 0).
     """
     from distill.train import train as run_training  # lazy: torch, timm
 
     if resume is not None:
-        given = source_checkpoint or target or data or cache or out or source_domains
-        return run_training(_resumed(resume, given or None, overrides, "adapt"), resume=True)
+        args = {"source_checkpoint": source_checkpoint, "target": target, "data": data, "cache": cache,
+                "strategy": strategy, "out": out, "source_domains": source_domains, "overrides": overrides}
+        given = [name for name, value in args.items() if _passed(value)]
+        return run_training(_resumed(resume, given, "adapt"), resume=True)
     if source_checkpoint is None or target is None or data is None:
         raise DistillError("adapt: pass source_checkpoint, target and data (or resume=RUN_DIR)")
-    return run_training(adapt_config(source_checkpoint, target, data, cache=cache, strategy=strategy, out=out,
-                                     source_domains=source_domains, overrides=overrides))
+    return run_training(adapt_config(source_checkpoint, target, data, cache=cache, strategy=strategy or "sfda",
+                                     out=out, source_domains=source_domains, overrides=overrides))
 
 
 def require_onnxruntime() -> None:

@@ -109,3 +109,20 @@ def test_export_takes_a_config_mapping_and_eval_count_zero(monkeypatch, tmp_path
         api.export(tmp_path, tmp_path / "o", {"precision": "fp16"})
     with pytest.raises(DistillError, match="config must be an ExportConfig or a mapping"):
         api.export(tmp_path, tmp_path / "o", "fp16")  # type: ignore[arg-type]
+
+
+def test_resume_refuses_every_other_argument_by_name(trained, tmp_path):
+    """adapt(strategy=..., resume=RUN) must not resume as the run's own strategy in silence; the error names what was
+    passed (not "config or overrides" when it was target=)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_CONFIG).write_text(dump_config(stored_paths(load_train_config(CONFIGS_DIR / "sfda.yaml",
+                                                                             [f"run.out={run}"]))))
+    with pytest.raises(DistillError, match=r"adapt: .*; strategy not allowed with it$"):
+        api.adapt(strategy="shot", resume=run)
+    with pytest.raises(DistillError, match=r"; target, strategy not allowed with it$"):
+        api.adapt(target="mnist_m", strategy="sfda", resume=run)
+    with pytest.raises(DistillError, match=r"train: .*; overrides not allowed with it$"):
+        api.train(overrides={"optim.epochs": 3}, resume=run)
+    assert trained == []
+    assert api.adapt(resume=run, cache=[], overrides={}) == "summary"
