@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
-from distill.recipes import _yaml_value, list_recipes, load_recipe, resolve_recipe
+from distill.recipes import list_recipes, load_recipe, override_items, resolve_recipe
 from distill.records import RUN_CONFIG
 from distill.run_paths import resumed_config
 
@@ -62,33 +62,33 @@ def build_cache(config: CacheBuildConfig) -> CacheManifest | None:
     return run_cache_build(config)
 
 
-def _sets(overrides: Mapping[str, Any] | None) -> list[str]:
-    return [f"{key}={_yaml_value(value)}" for key, value in (overrides or {}).items()]
+#: ``--set`` items: a mapping (``{"optim.epochs": 5}``) or ``KEY=VALUE`` strings (``["optim.epochs=5"]``)
+Overrides = Mapping[str, Any] | Sequence[str] | None
 
 
-def train_config(config: TrainConfig | str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+def train_config(config: TrainConfig | str | Path, overrides: Overrides = None) -> TrainConfig:
     """A :class:`TrainConfig` from a config, a recipe file or a built-in recipe's name, with ``overrides``.
 
-    ``overrides`` are ``--set`` items as a mapping (``{"optim.epochs": 5, "run.out": "runs/x"}``),
-    validated exactly as on the command line.
+    ``overrides`` are ``--set`` items as a mapping (``{"optim.epochs": 5, "run.out": "runs/x"}``) or as
+    ``KEY=VALUE`` strings, validated exactly as on the command line.
     """
     if isinstance(config, TrainConfig):
         if not overrides:
             return config
-        return load_train_config(None, _sets(overrides), base=config.model_dump(mode="json"))
+        return load_train_config(None, override_items(overrides), base=config.model_dump(mode="json"))
     if not isinstance(config, (str, Path)):
         raise DistillError(f"train: config must be a TrainConfig, a recipe file or a recipe name, got "
                            f"{type(config).__name__}")
-    return load_train_config(resolve_recipe(config), _sets(overrides))
+    return load_train_config(resolve_recipe(config), override_items(overrides))
 
 
-def train(config: TrainConfig | str | Path | None = None, overrides: Mapping[str, Any] | None = None, *,
+def train(config: TrainConfig | str | Path | None = None, overrides: Overrides = None, *,
           resume: str | Path | None = None) -> RunSummary | None:
     """Train a student: ``distill train -c CONFIG --set KEY=VALUE ...`` (or ``--resume RUN_DIR``).
 
     Args:
         config: a :class:`TrainConfig`, a recipe file, or a built-in recipe's name (``"kd"``).
-        overrides: ``--set`` items as a mapping (``{"optim.epochs": 5}``).
+        overrides: ``--set`` items as a mapping (``{"optim.epochs": 5}``) or ``KEY=VALUE`` strings.
         resume: continue the run in this folder from its last checkpoint, exactly as configured
             (no ``config`` or ``overrides`` with it).
 
@@ -121,7 +121,7 @@ def _resumed(run_dir: str | Path, given: Sequence[str], what: str) -> TrainConfi
 
 def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], data: str | Path, *,
                  cache: str | Path | Sequence[str | Path] = (), strategy: str = "sfda", out: str | Path | None = None,
-                 source_domains: Sequence[str] | None = None, overrides: Mapping[str, Any] | Sequence[str] | None = None,
+                 source_domains: Sequence[str] | None = None, overrides: Overrides = None,
                  ) -> TrainConfig:
     """The :class:`TrainConfig` of a source-free adaptation (what ``distill adapt`` trains).
 
@@ -143,14 +143,13 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
     caches = [cache] if isinstance(cache, (str, Path)) else list(cache)
     base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,
                         out=out, source_domains=source_domains)
-    sets = list(overrides) if isinstance(overrides, (list, tuple)) else _sets(overrides)
-    return load_train_config(None, sets, base=base)
+    return load_train_config(None, override_items(overrides), base=base)
 
 
 def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[str] | None = None,
           data: str | Path | None = None, *, cache: str | Path | Sequence[str | Path] = (),
           strategy: str | None = None, out: str | Path | None = None, source_domains: Sequence[str] | None = None,
-          overrides: Mapping[str, Any] | None = None, resume: str | Path | None = None) -> RunSummary | None:
+          overrides: Overrides = None, resume: str | Path | None = None) -> RunSummary | None:
     """Adapt a source-trained student to unlabeled target domains (``distill adapt``; see :func:`adapt_config`).
 
     ``strategy`` defaults to ``sfda``. ``resume=RUN_DIR`` continues an interrupted adaptation, exactly as

@@ -12,7 +12,7 @@ root, cache, run folder, epochs) through ``--set``-style overrides, which
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import yaml
 
@@ -72,14 +72,28 @@ def recipe_path(name: str) -> Path:
     return path
 
 
-def load_recipe(name: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """``configs/<name>.yaml`` with ``overrides`` (``{"optim.epochs": 3, "run.out": "runs/x"}``), validated.
+def load_recipe(name: str | Path, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> TrainConfig:
+    """A built-in recipe (``"kd"``, ``"kd.yaml"``) or a recipe file, with ``overrides``, validated.
 
-    Each override is passed on as ``--set key=value`` with the value written as YAML, so it means
-    exactly what the same ``--set`` on the command line would.
+    ``name`` is looked up as ``distill train -c`` looks it up (:func:`resolve_recipe`). ``overrides``: a mapping
+    (``{"optim.epochs": 3, "run.out": "runs/x"}``) or ``--set`` items (``["optim.epochs=3"]``); each is
+    passed on as ``--set key=value`` (a mapping's values written as YAML), so it means exactly what the
+    same ``--set`` on the command line would.
     """
-    sets = [f"{key}={_yaml_value(value)}" for key, value in (overrides or {}).items()]
-    return load_train_config(recipe_path(name), sets)
+    return load_train_config(resolve_recipe(name), override_items(overrides))
+
+
+def override_items(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    """``overrides`` as ``--set`` items: a mapping's values written as YAML; ``KEY=VALUE`` strings as they are."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [f"{key}={_yaml_value(value)}" for key, value in overrides.items()]
+    items = [overrides] if isinstance(overrides, str) else overrides
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+        raise DistillError(f"overrides: expected a mapping ({{'optim.epochs': 3}}) or KEY=VALUE strings, got "
+                           f"{overrides!r:.80}")
+    return list(items)
 
 
 def _yaml_value(value: Any) -> str:

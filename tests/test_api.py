@@ -126,3 +126,9 @@ def test_resume_refuses_every_other_argument_by_name(trained, tmp_path):
         api.train(overrides={"optim.epochs": 3}, resume=run)
     assert trained == []
     assert api.adapt(resume=run, cache=[], overrides={}) == "summary"
+
+
+def test_train_config_takes_set_items_too():
+    by_items = api.train_config("kd", ["optim.epochs=3", "run.out=runs/x"])
+    assert by_items == api.train_config("kd", {"optim.epochs": 3, "run.out": "runs/x"})
+    assert api.train_config(by_items, ["optim.epochs=4"]).optim.epochs == 4

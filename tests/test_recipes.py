@@ -47,3 +47,22 @@ def test_a_finished_run_is_read_not_retrained(tmp_path: Path, capsys: pytest.Cap
     summary = train_or_resume(load_recipe("erm", {"data.root": tmp_path, "run.out": run}))
     assert summary.test_acc == {"a": 0.5, "b": 0.25} and summary.best_epoch == 2
     assert f"{run}: already trained" in capsys.readouterr().out
+
+
+def test_load_recipe_takes_a_file_a_name_with_its_suffix_and_set_items(tmp_path: Path) -> None:
+    """load_recipe finds recipes as `distill train -c` does (resolve_recipe) and takes overrides as `--set` items too,
+    as adapt_config does: "kd.yaml" was "kd.yaml.yaml: no such recipe", a list an AttributeError."""
+    kd = load_recipe("kd")
+    assert load_recipe("kd.yaml") == kd and load_recipe(CONFIGS_DIR / "kd.yaml") == kd
+    own = tmp_path / "mine.yaml"
+    own.write_text((CONFIGS_DIR / "kd.yaml").read_text())
+    assert load_recipe(str(own)) == kd
+    by_items = load_recipe("kd", ["optim.epochs=2", "run.out=runs/x"])
+    assert by_items == load_recipe("kd", {"optim.epochs": 2, "run.out": "runs/x"}) and by_items.optim.epochs == 2
+    assert load_recipe("kd", "optim.epochs=2") == load_recipe("kd", ["optim.epochs=2"])
+    with pytest.raises(DistillError, match=r"--set optim\.epochs=0"):
+        load_recipe("kd", ["optim.epochs=0"])
+    with pytest.raises(DistillError, match="overrides: expected a mapping"):
+        load_recipe("kd", [("optim.epochs", 2)])  # type: ignore[list-item]
+    with pytest.raises(DistillError, match=r"nope\.yaml: no such config file, nor a built-in recipe"):
+        load_recipe("nope.yaml")
