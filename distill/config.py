@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from distill.data.split import SplitKeys, SplitRule, check_split_rule
 from distill.errors import DistillError
+from distill.validation import Checked, format_validation_error
 
 
-class _Strict(BaseModel):
+class _Strict(Checked):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -314,19 +315,6 @@ def _malformed(key: str, raw: str) -> DistillError:
     # one line naming the key: `--set data.target=[mnist_m` must not train on a domain named '[mnist_m'
     return DistillError(f"--set {key}={raw}: the value of '{key}' is malformed (unbalanced brackets or quotes); "
                         "a list is written [a, b], text with spaces 'a b'")
-
-
-def format_validation_error(e: ValidationError, source: str) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{loc}'"
-    if err["type"] == "missing":
-        return f"{source}: missing required key '{loc}'"
-    if err["type"] == "value_error" and isinstance(err.get("input"), dict):  # a section's cross-key check
-        msg = str(err["ctx"]["error"])  # names its keys; the whole section is no value to print
-        return f"{source}: {msg}" if not loc or msg.startswith(f"{loc}.") else f"{source}: {loc}: {msg}"
-    return f"{source}: '{loc}': {err['msg']} (got {err.get('input')!r})"
 
 
 def validate(model: type[BaseModel], raw: dict, source: str) -> Any:

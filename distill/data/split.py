@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from distill.errors import DistillError
 from distill.records import DATA_CLASS_MAP
+from distill.validation import Checked
 
 SPLIT_KEYS = ("class_map", "test_fraction", "split_seed", "val_fraction", "pretrain_fraction")
 
@@ -113,7 +114,7 @@ class SplitRule(BaseModel):
         return keys
 
 
-class SplitKeys(BaseModel):
+class SplitKeys(Checked):
     """The split rule's keys as a config spells them (``data.test_fraction`` ...); None: unset.
 
     Declared here once; :meth:`split_rule` fills the unset ones from ``base`` (what the stage read

@@ -185,6 +185,11 @@ class ExportConfig(SplitKeys):
         except ValidationError as e:
             raise DistillError(_one_line(e, names or {})) from None
 
+    @classmethod
+    def error_line(cls, e: ValidationError) -> str:
+        """``ExportConfig(precisions="fp8")`` raises what :meth:`from_options` does."""
+        return _one_line(e, {})
+
     def with_updates(self, **updates: Any) -> ExportConfig:
         """A validated copy with ``updates`` applied (``model_copy`` would not validate them)."""
         return type(self).from_options({**self.model_dump(), **updates}) if updates else self

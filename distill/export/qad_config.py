@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.errors import DistillError
 from distill.export.config import _one_line, _path_str, _split_csv, _zero_is_all
 from distill.records import Disagreement, QADRecord
+from distill.validation import Checked
 
 __all__ = ["Disagreement", "QADConfig", "QADRecord"]
 
 
-class QADConfig(BaseModel):
+class QADConfig(Checked):
     """Quantization-aware distillation of a trained student (see docs/qad.md).
 
     Attributes:
@@ -143,3 +144,8 @@ class QADConfig(BaseModel):
             return cls.model_validate(dict(options))
         except ValidationError as e:
             raise DistillError(_one_line(e, names or {}).replace("export config:", "qad config:")) from None
+
+    @classmethod
+    def error_line(cls, e: ValidationError) -> str:
+        """``QADConfig(epochs=0)`` raises what :meth:`from_options` does."""
+        return _one_line(e, {}).replace("export config:", "qad config:")

@@ -17,6 +17,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.validation import bool_refused
 
 
 @dataclass(frozen=True)
@@ -202,9 +203,13 @@ def build_config(config_cls: type, values: dict[str, Any] | None, where: str = "
             raise OptionError(f"{where}: takes no options, got {sorted(values)}", sorted(values)[0])
         return None
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    for key in values:
+    for key, value in values.items():
         if key not in fields:
             raise OptionError(f"unknown key '{where}.{key}' (valid: {', '.join(sorted(fields)) or 'none'})", key)
+        field = getattr(config_cls, "__pydantic_fields__", {}).get(key)
+        kind = bool_refused(field.annotation) if isinstance(value, bool) and field is not None else None
+        if kind is not None:  # pydantic's lax mode would take True as 1
+            raise OptionError(f"{where}.{key}: Input should be a valid {kind}, not a bool (got {value!r})", key)
     try:
         return config_cls(**values)
     except ValidationError as e:
