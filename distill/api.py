@@ -51,15 +51,18 @@ ORT_HINT = ("no ONNX Runtime is installed: pip install 'distill-vlm[cpu]' (or 'd
             "machine; install one of the two, never both)")
 
 
-def build_cache(config: CacheBuildConfig) -> CacheManifest | None:
+def build_cache(config: CacheBuildConfig | Mapping[str, Any]) -> CacheManifest | None:
     """Run the teacher once over a dataset and write (or resume, or find complete) a teacher cache.
 
     ``distill cache build`` with its flags as :class:`~distill.teacher.cache.job.CacheBuildConfig`
-    fields. Returns the cache's manifest (None on ranks other than 0 under torchrun).
+    fields (a config, or a mapping of its keys). Returns the cache's manifest (None on ranks other than 0
+    under torchrun).
     """
-    from distill.teacher.cache.job import run_cache_build  # lazy: the cache package loads torch and open_clip
+    # lazy: the cache package loads torch and open_clip
+    from distill.teacher.cache.job import CacheBuildConfig, run_cache_build
 
-    return run_cache_build(config)
+    cfg = config if isinstance(config, CacheBuildConfig) else CacheBuildConfig.from_options(config)
+    return run_cache_build(cfg)
 
 
 #: ``--set`` items: a mapping (``{"optim.epochs": 5}``) or ``KEY=VALUE`` strings (``["optim.epochs=5"]``)

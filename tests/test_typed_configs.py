@@ -55,3 +55,61 @@ def test_numbers_still_arrive_as_yaml_ints_set_strings_and_ints_for_floats():
     assert (cfg.optim.epochs, cfg.run.seed, cfg.optim.lr, cfg.optim.grad_clip) == (3, 7, 1.0, 2.0)
     assert load_recipe("kd", {"optim.warmup_epochs": 2, "run.deterministic": False}).optim.warmup_epochs == 2.0
     assert ExportConfig.from_options({"eval_count": 0, "calib_count": 8}).calib_count == 8
+
+
+def _build(**kw):
+    from distill.teacher.cache.job import CacheBuildConfig
+
+    return CacheBuildConfig(data="d", out="o", arch="distill-demo-vit", pretrained="none", **kw)
+
+
+@pytest.mark.parametrize("make, line", [
+    (lambda o: o.CacheOptions(views="2"), r"^CacheOptions\.views: expected an integer, got '2' \(str\)$"),
+    (lambda o: o.CacheOptions(seed=True), r"^CacheOptions\.seed: expected an integer, got True \(bool\)$"),
+    (lambda o: o.CacheOptions(domains=["a", 3]), r"^CacheOptions\.domains: expected domain names"),
+    (lambda o: o.AdversarialOptions(epsilon="big"), r"^AdversarialOptions\.epsilon: expected a number"),
+    (lambda o: o.PixelOptions(sizes="32"), r"^PixelOptions\.sizes: expected sizes .*got '32'$"),
+    (lambda o: o.PixelOptions(sizes=(32, 32)), r"^PixelOptions\.sizes \(32, 32\): 32x32 listed twice"),
+    (lambda o: _build(split={"test_fracton": 0.2}), r"^CacheBuildConfig\.split: unknown key 'test_fracton'"),
+    (lambda o: _build(split={"test_fraction": 2}), r"^SplitKeys: 'test_fraction': Input should be less than 1"),
+    (lambda o: _build(options=3), r"^CacheBuildConfig\.options: expected a CacheOptions or a mapping"),
+    (lambda o: _build(workers="2"), r"^CacheBuildConfig\.workers: expected an integer, got '2' \(str\)$"),
+])
+def test_cache_build_settings_are_checked_when_made(make, line):
+    """They were a TypeError deep in the build (views '2' < 1), an AttributeError (split as a dict), a TypeError in
+    __post_init__ (sizes 32 or (32, 32))."""
+    from distill.teacher.cache import options
+
+    with pytest.raises(DistillError, match=line):
+        make(options)
+
+
+def test_cache_build_settings_take_what_the_flags_take():
+    from distill.data.split import SplitKeys
+    from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
+
+    assert CacheOptions(domains="mnist").domains == ("mnist",)  # not ('m', 'n', 'i', 's', 't')
+    assert CacheOptions(domains="a, b").domains == AdversarialOptions(domains=["a", "b"]).domains == ("a", "b")
+    assert PixelOptions(sizes=32).sizes == ((32, 32),) and PixelOptions(sizes=((32, 24),)).sizes == ((32, 24),)
+    assert PixelOptions(sizes=(32, 24)).sizes == ((32, 32), (24, 24))  # as --store-pixels 32,24
+    cfg = _build(split={"test_fraction": 0.2}, options={"views": 2}, pixels={"sizes": 16}, unlabeled="/x")
+    assert cfg.split == SplitKeys(test_fraction=0.2) and cfg.options == CacheOptions(views=2)
+    assert cfg.pixels == PixelOptions(sizes=((16, 16),)) and cfg.unlabeled == ("/x",)
+
+
+def test_build_cache_takes_a_mapping_of_its_keys(monkeypatch, tmp_path):
+    """As export and qad do; a dict was an AttributeError ('dict' object has no attribute 'pretrained')."""
+    from distill import api
+    from distill.teacher.cache import job
+
+    seen: list[job.CacheBuildConfig] = []
+    monkeypatch.setattr(job, "run_cache_build", lambda cfg: seen.append(cfg) or "manifest")
+    keys = {"data": tmp_path, "out": tmp_path / "c", "arch": "distill-demo-vit", "pretrained": "none"}
+    assert api.build_cache({**keys, "options": {"views": 2}}) == "manifest"
+    assert seen == [job.CacheBuildConfig(**keys, options=job.CacheOptions(views=2))]
+    with pytest.raises(DistillError, match=r"^build_cache config: unknown key 'view' \(keys: data, out"):
+        api.build_cache({**keys, "view": 2})
+    with pytest.raises(DistillError, match=r"^build_cache config: missing required key 'pretrained'"):
+        api.build_cache({k: v for k, v in keys.items() if k != "pretrained"})
+    with pytest.raises(DistillError, match="config must be a CacheBuildConfig or a mapping"):
+        api.build_cache("c")  # type: ignore[arg-type]

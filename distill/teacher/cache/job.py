@@ -11,16 +11,24 @@ too, so there is one way to assemble dataset, teacher and options.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from distill.data.folder import DomainFolder
-from distill.data.split import SplitKeys
+from distill.data.split import SPLIT_KEYS, SplitKeys
 from distill.data.unlabeled import FOLDER_HINT, add_folders, is_folder_entry, scan_folders
 from distill.errors import DistillError
 from distill.records import CacheManifest
-from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
+from distill.teacher.cache.options import (
+    FLAG,
+    INTEGER,
+    TEXT,
+    AdversarialOptions,
+    CacheOptions,
+    PixelOptions,
+    check_types,
+)
 from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates
 
@@ -50,7 +58,10 @@ class CacheBuildConfig:
         workers: decode workers per process (default: cores - 1).
         progress: show a progress bar.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
-        precision: the teacher's inference dtype (``fp32``, ``bf16``, ``fp16``; CUDA only).
+        precision: the teacher's inference dtype: ``fp32``, ``bf16`` (on CPU too) or ``fp16`` (CUDA only).
+
+    ``split``, ``options``, ``adversarial`` and ``pixels`` may be given as mappings of their keys
+    (``split={"test_fraction": 0.2}``); a value of the wrong type is one :class:`DistillError` line naming it.
     """
 
     data: str | Path
@@ -68,6 +79,56 @@ class CacheBuildConfig:
     progress: bool = True
     device: str = "auto"
     precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        for name in ("data", "out", "templates_file"):
+            value = getattr(self, name)
+            if not (isinstance(value, (str, Path)) or (value is None and name == "templates_file")):
+                raise DistillError(f"CacheBuildConfig.{name}: expected a path, got {value!r:.80}")
+        if isinstance(self.pretrained, Path):
+            object.__setattr__(self, "pretrained", str(self.pretrained))
+        unlabeled = [self.unlabeled] if isinstance(self.unlabeled, (str, Path)) else self.unlabeled
+        if not isinstance(unlabeled, (list, tuple)) or not all(isinstance(u, (str, Path)) for u in unlabeled):
+            raise DistillError(f"CacheBuildConfig.unlabeled: expected folders (a list of paths), got {self.unlabeled!r:.80}")
+        object.__setattr__(self, "unlabeled", tuple(str(u) for u in unlabeled))
+        for name, cls in (("split", SplitKeys), ("options", CacheOptions), ("adversarial", AdversarialOptions),
+                          ("pixels", PixelOptions)):
+            object.__setattr__(self, name, _section(name, getattr(self, name), cls))
+        check_types(self, {"arch": (TEXT, "an open_clip model name"), "pretrained": (TEXT, "a tag, a file or 'none'"),
+                           "skip_bad": (FLAG, "True or False"), "workers": (INTEGER, "an integer"),
+                           "progress": (FLAG, "True or False"), "device": (TEXT, "auto, cpu, cuda or cuda:N"),
+                           "precision": (TEXT, "fp32, bf16 or fp16")})
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> CacheBuildConfig:
+        """A config from a mapping of its keys (``distill.build_cache({...})``); an unknown or missing key is one line."""
+        if not isinstance(options, Mapping):
+            raise DistillError(f"build_cache: config must be a CacheBuildConfig or a mapping of its keys, got "
+                               f"{type(options).__name__}")
+        keys = [f.name for f in fields(cls)]
+        unknown = [k for k in options if k not in keys]
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+                   and f.name not in options]
+        if unknown or missing:
+            what = f"unknown key '{unknown[0]}'" if unknown else f"missing required key '{missing[0]}'"
+            raise DistillError(f"build_cache config: {what} (keys: {', '.join(keys)})")
+        return cls(**options)
+
+
+def _section(name: str, value: Any, cls: type) -> Any:
+    """A section of :class:`CacheBuildConfig` as its type: itself, or made from a mapping of its keys."""
+    if value is None and name in ("adversarial", "pixels"):
+        return None
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        keys = list(SPLIT_KEYS) if cls is SplitKeys else [f.name for f in fields(cls)]
+        unknown = [k for k in value if k not in keys]
+        if unknown:
+            raise DistillError(f"CacheBuildConfig.{name}: unknown key '{unknown[0]}' (keys: {', '.join(keys)})")
+        return cls(**value)
+    raise DistillError(f"CacheBuildConfig.{name}: expected a {cls.__name__} or a mapping of its keys, got "
+                       f"{value!r:.80}")
 
 
 def add_unlabeled_folders(dataset: DomainFolder, entries: Sequence[str]) -> None:

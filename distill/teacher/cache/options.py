@@ -8,15 +8,41 @@ Values are checked where the plan is made, with the messages a user acts on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Sequence
 
 from distill.data.view_policy import ViewPolicy
 from distill.data.views import ViewConfig
+from distill.errors import DistillError
+
+#: what a field holds, as :func:`check_types` names it
+INTEGER, NUMBER, TEXT, FLAG = (int,), (int, float), (str,), (bool,)
 
 
-def _names(values: Sequence[str] | None) -> tuple[str, ...] | None:
-    return None if values is None else tuple(values)
+def check_types(cfg: Any, expected: dict[str, tuple[tuple[type, ...], str]]) -> None:
+    """One line naming the first field of the dataclass ``cfg`` whose value is not of its type (a bool is no
+    number); ``expected``: field -> (the types it takes, None allowed when the field's default is None; what it is).
+    A value of the right type is checked where it is used (``views`` >= 1 where the cache's plan is made)."""
+    optional = {f.name for f in fields(cfg) if f.default is None}
+    for name, (types, what) in expected.items():
+        value = getattr(cfg, name)
+        if value is None and name in optional:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            shown = f"{value!r}"[:80]
+            raise DistillError(f"{type(cfg).__name__}.{name}: expected {what}, got {shown} ({type(value).__name__})")
+
+
+def _names(owner: str, values: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """Domain names: a list, or one string of comma-separated names as ``--domains a,b`` takes them."""
+    if values is None:
+        return None
+    names = [v.strip() for v in values.split(",") if v.strip()] if isinstance(values, str) else values
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        raise DistillError(f"{owner}.domains: expected domain names (a list, or 'a,b'), got {values!r:.80}")
+    if isinstance(values, str) and not names:
+        raise DistillError(f"{owner}.domains: {values!r} names no domain (None: all)")
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -24,7 +50,7 @@ class CacheOptions:
     """What a teacher cache holds, besides the dataset and the teacher.
 
     Attributes:
-        domains: domains to cache (None: all).
+        domains: domains to cache (None: all): a list, or ``"a,b"``.
         views: rows per image: view 0 clean (open_clip eval transform), views 1.. augmented.
         seed: seed of the views' random crops (with sample index and view number).
         augment: crop/flip settings of views 1...
@@ -55,7 +81,13 @@ class CacheOptions:
     embeddings: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "domains", _names(self.domains))
+        object.__setattr__(self, "domains", _names("CacheOptions", self.domains))
+        check_types(self, {"views": (INTEGER, "an integer"), "seed": (INTEGER, "an integer"),
+                           "augment": ((ViewConfig,), "a ViewConfig"), "batch_size": (INTEGER, "an integer"),
+                           "shard_size": (INTEGER, "an integer"), "dtype": (TEXT, "float16 or float32"),
+                           "fingerprint": (TEXT, "paths or content"), "policy": ((ViewPolicy,), "a ViewPolicy"),
+                           "logits": (TEXT, "full, topk or none"), "topk": (INTEGER, "an integer"),
+                           "embeddings": (FLAG, "True or False")})
         if self.policy is not None:
             object.__setattr__(self, "augment", self.policy.crop)
 
@@ -77,7 +109,8 @@ class AdversarialOptions:
         seed: seed of the random starts (with sample index and view); None: the cache's view
             seed when built with the cache, else 0.
         split: ``"train"`` (what training reads), ``"test"``, or None for both.
-        domains: domains that get adversarial views (None: every cached domain and unlabeled folder).
+        domains: domains that get adversarial views (None: every cached domain and unlabeled folder): a list,
+            or ``"a,b"``.
     """
 
     views: int = 1
@@ -89,7 +122,10 @@ class AdversarialOptions:
     domains: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "domains", _names(self.domains))
+        object.__setattr__(self, "domains", _names("AdversarialOptions", self.domains))
+        check_types(self, {"views": (INTEGER, "an integer"), "epsilon": (NUMBER, "a number (pixel units)"),
+                           "step_size": (NUMBER, "a number (pixel units)"), "steps": (INTEGER, "an integer"),
+                           "seed": (INTEGER, "an integer"), "split": (TEXT, "train or test (None: both)")})
 
 
 @dataclass(frozen=True)
@@ -97,8 +133,10 @@ class PixelOptions:
     """Pixel stores to add: every row's view as uint8 at these (H, W) sizes and resize filter
     (``CACHE/pixels-HxW-INTERP``), so a student of that size and filter never decodes.
 
-    ``codec`` ``raw`` (exact, 3*H*W bytes a row) or ``jpeg``/``webp`` at ``quality`` 1..100 (default
-    90 for those; lossy, decoded by the training workers: :mod:`~distill.teacher.cache.pixel_codecs`).
+    ``sizes``: each an int (a square size) or an ``(H, W)`` pair: ``32``, ``(32, 24)`` (two square sizes, as
+    ``--store-pixels 32,24``), ``((32, 24),)`` (one). ``codec`` ``raw`` (exact, 3*H*W bytes a row) or
+    ``jpeg``/``webp`` at ``quality`` 1..100 (default 90 for those; lossy, decoded by the training workers:
+    :mod:`~distill.teacher.cache.pixel_codecs`).
     """
 
     sizes: tuple[tuple[int, int], ...] = ()
@@ -109,7 +147,27 @@ class PixelOptions:
     def __post_init__(self) -> None:
         from distill.teacher.cache.pixel_codecs import check_codec  # lazy: torchvision.io
 
-        object.__setattr__(self, "sizes", tuple((int(h), int(w)) for h, w in self.sizes))
+        object.__setattr__(self, "sizes", _sizes(self.sizes))
+        check_types(self, {"interpolation": (TEXT, "a resize filter name"), "codec": (TEXT, "raw, jpeg or webp")})
         codec, quality = check_codec(self.codec, self.quality)
         object.__setattr__(self, "codec", codec)
         object.__setattr__(self, "quality", quality)
+
+
+def _sizes(sizes: Any) -> tuple[tuple[int, int], ...]:
+    """``PixelOptions.sizes`` as (H, W) pairs: an int is a square size; each listed once."""
+    def size(item: Any) -> tuple[int, int] | None:
+        hw = (item, item) if not isinstance(item, (list, tuple)) else tuple(item)
+        ok = len(hw) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hw)
+        return (int(hw[0]), int(hw[1])) if ok else None
+
+    items = [sizes] if isinstance(sizes, int) else sizes
+    pairs = [size(item) for item in items] if isinstance(items, (list, tuple)) else [None]
+    if None in pairs:
+        raise DistillError(f"PixelOptions.sizes: expected sizes (32, or (H, W) pairs: ((32, 24),)), got {sizes!r:.80}")
+    out = tuple(p for p in pairs if p is not None)
+    twice = sorted({f"{h}x{w}" for h, w in out if out.count((h, w)) > 1})
+    if twice:
+        raise DistillError(f"PixelOptions.sizes {sizes!r}: {', '.join(twice)} listed twice (an int is a square size; "
+                           "one H x W size is written ((H, W),))")
+    return out
