@@ -21,11 +21,16 @@ function                    config                                returns
 ==========================  ====================================  =====================
 
 Errors are :class:`~distill.errors.DistillError` (one line naming the file, key or value), as
-on the command line. Nothing heavy is imported until a function runs. (``distill`` itself
+on the command line. The functions print what their commands print: :func:`train` and :func:`adapt`
+their banner and a line per epoch, :func:`build_cache` its templates line, on stdout
+(``contextlib.redirect_stdout`` silences them); :func:`export` and :func:`qad` log to stderr. Progress
+bars (stderr) are on by default: ``progress=False`` turns them off (for a training run, the config key
+``run.progress``; allowed with ``resume``). Nothing heavy is imported until a function runs. (``distill`` itself
 re-exports these lazily, but for ``train`` and ``export``, whose names are the stage subpackages.)
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -51,18 +56,35 @@ ORT_HINT = ("no ONNX Runtime is installed: pip install 'distill-vlm[cpu]' (or 'd
             "machine; install one of the two, never both)")
 
 
-def build_cache(config: CacheBuildConfig | Mapping[str, Any]) -> CacheManifest | None:
+def build_cache(config: CacheBuildConfig | Mapping[str, Any], *, progress: bool | None = None) -> CacheManifest | None:
     """Run the teacher once over a dataset and write (or resume, or find complete) a teacher cache.
 
     ``distill cache build`` with its flags as :class:`~distill.teacher.cache.job.CacheBuildConfig`
-    fields (a config, or a mapping of its keys). Returns the cache's manifest (None on ranks other than 0
+    fields (a config, or a mapping of its keys). ``progress``: the progress bar on or off (None: the
+    config's ``progress``, on by default). Returns the cache's manifest (None on ranks other than 0
     under torchrun).
     """
     # lazy: the cache package loads torch and open_clip
     from distill.teacher.cache.job import CacheBuildConfig, run_cache_build
 
     cfg = config if isinstance(config, CacheBuildConfig) else CacheBuildConfig.from_options(config)
+    if _check_progress(progress) is not None:
+        cfg = dataclasses.replace(cfg, progress=progress)
     return run_cache_build(cfg)
+
+
+def _check_progress(progress: Any) -> bool | None:
+    if progress is not None and not isinstance(progress, bool):
+        raise DistillError(f"progress: expected True, False or None, got {progress!r:.80}")
+    return progress
+
+
+def _with_progress(cfg: TrainConfig, progress: bool | None) -> TrainConfig:
+    """``cfg`` with ``run.progress`` set to ``progress`` (None: as it is). It changes no result, so a resumed run
+    takes it too."""
+    if _check_progress(progress) is None or progress == cfg.run.progress:
+        return cfg
+    return cfg.model_copy(update={"run": cfg.run.model_copy(update={"progress": progress})})
 
 
 #: ``--set`` items: a mapping (``{"optim.epochs": 5}``) or ``KEY=VALUE`` strings (``["optim.epochs=5"]``)
@@ -86,14 +108,20 @@ def train_config(config: TrainConfig | str | Path, overrides: Overrides = None) 
 
 
 def train(config: TrainConfig | str | Path | None = None, overrides: Overrides = None, *,
-          resume: str | Path | None = None) -> RunSummary | None:
+          resume: str | Path | None = None, progress: bool | None = None) -> RunSummary | None:
     """Train a student: ``distill train -c CONFIG --set KEY=VALUE ...`` (or ``--resume RUN_DIR``).
+
+    It prints what the command prints, on stdout: the banner, the ``input:`` line and a line per epoch
+    (``contextlib.redirect_stdout`` silences them), and draws progress bars on stderr unless ``run.progress``
+    is false (``progress=False``).
 
     Args:
         config: a :class:`TrainConfig`, a recipe file, or a built-in recipe's name (``"kd"``).
         overrides: ``--set`` items as a mapping (``{"optim.epochs": 5}``) or ``KEY=VALUE`` strings.
         resume: continue the run in this folder from its last checkpoint, exactly as configured
             (no ``config`` or ``overrides`` with it).
+        progress: the progress bars on or off (``run.progress``; None: as configured, on by default). It
+            changes no result, so it is allowed with ``resume`` (as ``--no-progress`` is with ``--resume``).
 
     Returns:
         The run's :class:`~distill.records.RunSummary` (also ``RUN/summary.json``); None on ranks
@@ -103,10 +131,10 @@ def train(config: TrainConfig | str | Path | None = None, overrides: Overrides =
 
     if resume is not None:
         given = [name for name, value in (("config", config), ("overrides", overrides)) if _passed(value)]
-        return run_training(_resumed(resume, given, "train"), resume=True)
+        return run_training(_with_progress(_resumed(resume, given, "train"), progress), resume=True)
     if config is None:
         raise DistillError("train: pass a config (a TrainConfig, a recipe file or a built-in recipe's name) or resume")
-    return run_training(train_config(config, overrides))
+    return run_training(_with_progress(train_config(config, overrides), progress))
 
 
 def _passed(value: Any) -> bool:
@@ -152,11 +180,13 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
 def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[str] | None = None,
           data: str | Path | None = None, *, cache: str | Path | Sequence[str | Path] = (),
           strategy: str | None = None, out: str | Path | None = None, source_domains: Sequence[str] | None = None,
-          overrides: Overrides = None, resume: str | Path | None = None) -> RunSummary | None:
+          overrides: Overrides = None, resume: str | Path | None = None, progress: bool | None = None,
+          ) -> RunSummary | None:
     """Adapt a source-trained student to unlabeled target domains (``distill adapt``; see :func:`adapt_config`).
 
     ``strategy`` defaults to ``sfda``. ``resume=RUN_DIR`` continues an interrupted adaptation, exactly as
-    configured (its strategy too): no other argument with it. Returns the run's
+    configured (its strategy too): no other argument with it but ``progress``, which turns the progress bars
+    on or off (``run.progress``) as in :func:`train`, whose lines on stdout it prints too. Returns the run's
     :class:`~distill.records.RunSummary` (None on ranks other than 0).
     """
     from distill.train import train as run_training  # lazy: torch, timm
@@ -165,11 +195,12 @@ def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[st
         args = {"source_checkpoint": source_checkpoint, "target": target, "data": data, "cache": cache,
                 "strategy": strategy, "out": out, "source_domains": source_domains, "overrides": overrides}
         given = [name for name, value in args.items() if _passed(value)]
-        return run_training(_resumed(resume, given, "adapt"), resume=True)
+        return run_training(_with_progress(_resumed(resume, given, "adapt"), progress), resume=True)
     if source_checkpoint is None or target is None or data is None:
         raise DistillError("adapt: pass source_checkpoint, target and data (or resume=RUN_DIR)")
-    return run_training(adapt_config(source_checkpoint, target, data, cache=cache, strategy=strategy or "sfda",
-                                     out=out, source_domains=source_domains, overrides=overrides))
+    cfg = adapt_config(source_checkpoint, target, data, cache=cache, strategy=strategy or "sfda", out=out,
+                       source_domains=source_domains, overrides=overrides)
+    return run_training(_with_progress(cfg, progress))
 
 
 def require_onnxruntime() -> None:

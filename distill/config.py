@@ -160,7 +160,7 @@ class RunConfig(_Strict):
     # selected epoch always has its test numbers); validation runs every epoch. N > 1: patient schedules
     # spend their time training, not evaluating
     eval_every: int = Field(1, ge=1)
-    progress: bool = True
+    progress: bool = True  # tqdm bars on stderr (--no-progress; the Python API's progress=False); changes no result
     # what the best epoch (checkpoints/best) is selected on: source_val (the source domains' validation accuracy,
     # the default) or teacher_agreement (top-1 agreement of the student with the cached teacher on the run's
     # unlabeled pool, data.unlabeled: no label read; distill/train/selection.py). README "Selection"

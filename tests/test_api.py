@@ -132,3 +132,30 @@ def test_train_config_takes_set_items_too():
     by_items = api.train_config("kd", ["optim.epochs=3", "run.out=runs/x"])
     assert by_items == api.train_config("kd", {"optim.epochs": 3, "run.out": "runs/x"})
     assert api.train_config(by_items, ["optim.epochs=4"]).optim.epochs == 4
+
+
+def test_progress_turns_the_bars_off_also_on_resume(trained, tmp_path, monkeypatch):
+    """progress=False is run.progress false, allowed with resume as --no-progress is with --resume (resume refused every
+    override, so a resumed run always drew bars); build_cache takes it too."""
+    from distill.teacher.cache import job
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_CONFIG).write_text(dump_config(stored_paths(load_train_config(CONFIGS_DIR / "sfda.yaml",
+                                                                             [f"run.out={run}"]))))
+    api.train(resume=run, progress=False)
+    api.adapt(resume=run, progress=False)
+    api.train("kd", {"run.out": str(tmp_path / "kd")}, progress=False)
+    api.train("kd", {"run.progress": False}, progress=True)
+    api.train(resume=run)
+    assert [(c.run.progress, r) for c, r in trained] == [(False, True), (False, True), (False, False), (True, False),
+                                                         (True, True)]
+    assert trained[0][0].model_copy(update={"run": trained[-1][0].run}) == trained[-1][0]  # nothing else changes
+    with pytest.raises(DistillError, match="progress: expected True, False or None, got 'no'"):
+        api.train(resume=run, progress="no")  # type: ignore[arg-type]
+    seen: list = []
+    monkeypatch.setattr(job, "run_cache_build", lambda cfg: seen.append(cfg.progress))
+    keys = {"data": tmp_path, "out": tmp_path / "c", "arch": "distill-demo-vit", "pretrained": "none"}
+    api.build_cache(keys, progress=False)
+    api.build_cache(distill.CacheBuildConfig(**keys))
+    assert seen == [False, True]
