@@ -25,7 +25,11 @@ on the command line. The functions print what their commands print: :func:`train
 their banner and a line per epoch, :func:`build_cache` its templates line, on stdout
 (``contextlib.redirect_stdout`` silences them); :func:`export` and :func:`qad` log to stderr. Progress
 bars (stderr) are on by default: ``progress=False`` turns them off (for a training run, the config key
-``run.progress``; allowed with ``resume``). Nothing heavy is imported until a function runs. (``distill`` itself
+``run.progress``; allowed with ``resume``). :func:`train` and :func:`adapt` leave the process as found: torch's
+deterministic-algorithms and cuDNN flags and the global random generators (Python, numpy, torch, CUDA), which a
+run sets and reseeds every step, are put back after it, also after an error; the environment keeps
+``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (set for repeatable cuBLAS results; it acts only before the first cuBLAS call)
+and what torch sets itself (``TORCHINDUCTOR_CACHE_DIR``). Nothing heavy is imported until a function runs. (``distill`` itself
 re-exports these lazily, but for ``train`` and ``export``, whose names are the stage subpackages.)
 """
 from __future__ import annotations
@@ -128,13 +132,17 @@ def train(config: TrainConfig | str | Path | None = None, overrides: Overrides =
         other than 0 under torchrun.
     """
     from distill.train import train as run_training  # lazy: torch, timm; `import distill.api` stays cheap
+    from distill.utils.runtime import preserved_global_state  # lazy: torch
 
     if resume is not None:
         given = [name for name, value in (("config", config), ("overrides", overrides)) if _passed(value)]
-        return run_training(_with_progress(_resumed(resume, given, "train"), progress), resume=True)
-    if config is None:
+        cfg, again = _with_progress(_resumed(resume, given, "train"), progress), True
+    elif config is None:
         raise DistillError("train: pass a config (a TrainConfig, a recipe file or a built-in recipe's name) or resume")
-    return run_training(_with_progress(train_config(config, overrides), progress))
+    else:
+        cfg, again = _with_progress(train_config(config, overrides), progress), False
+    with preserved_global_state():
+        return run_training(cfg, resume=again)
 
 
 def _passed(value: Any) -> bool:
@@ -190,17 +198,20 @@ def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[st
     :class:`~distill.records.RunSummary` (None on ranks other than 0).
     """
     from distill.train import train as run_training  # lazy: torch, timm
+    from distill.utils.runtime import preserved_global_state  # lazy: torch
 
     if resume is not None:
         args = {"source_checkpoint": source_checkpoint, "target": target, "data": data, "cache": cache,
                 "strategy": strategy, "out": out, "source_domains": source_domains, "overrides": overrides}
         given = [name for name, value in args.items() if _passed(value)]
-        return run_training(_with_progress(_resumed(resume, given, "adapt"), progress), resume=True)
-    if source_checkpoint is None or target is None or data is None:
+        cfg, again = _resumed(resume, given, "adapt"), True
+    elif source_checkpoint is None or target is None or data is None:
         raise DistillError("adapt: pass source_checkpoint, target and data (or resume=RUN_DIR)")
-    cfg = adapt_config(source_checkpoint, target, data, cache=cache, strategy=strategy or "sfda", out=out,
-                       source_domains=source_domains, overrides=overrides)
-    return run_training(_with_progress(cfg, progress))
+    else:
+        cfg, again = adapt_config(source_checkpoint, target, data, cache=cache, strategy=strategy or "sfda", out=out,
+                                  source_domains=source_domains, overrides=overrides), False
+    with preserved_global_state():
+        return run_training(_with_progress(cfg, progress), resume=again)
 
 
 def require_onnxruntime() -> None:

@@ -299,6 +299,48 @@ def deterministic_cublas() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+#: the seed a CUDA generator starts from (c10's ``default_rng_seed_val``), before anything seeds it
+CUDA_DEFAULT_SEED = 67280421310721
+
+
+@contextlib.contextmanager
+def preserved_global_state() -> Iterator[None]:
+    """Leave the process as found: what a training run sets globally (:func:`set_deterministic`'s flags, the
+    global RNGs :func:`seed_step` reseeds) is put back after it, on success and on error, so a caller of the Python
+    API sees the same flags and draws the same random numbers as if it had not trained.
+
+    Restored: torch's deterministic-algorithms flag and its warn_only, cuDNN's deterministic and benchmark flags,
+    the Python, numpy and torch CPU generators, and the CUDA ones (those of a CUDA first used by the run start
+    again as new, with any seed the caller had queued for them). Environment variables stay:
+    ``CUBLAS_WORKSPACE_CONFIG`` (:func:`deterministic_cublas`: it acts only before the first cuBLAS call) and
+    what torch sets itself (``TORCHINDUCTOR_CACHE_DIR``).
+    """
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    # seeds torch.manual_seed queued for a CUDA not yet initialized (applied when it is): the caller's, not the run's
+    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
+    queued = dict(vars(tracker)) if tracker is not None else {}
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if tracker is not None:
+            vars(tracker).update(queued)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        elif torch.cuda.is_initialized():  # first used by the run: as a CUDA initialized now would start
+            torch.cuda.manual_seed_all(CUDA_DEFAULT_SEED)
+            for call in queued.get("call_order", []):
+                if call:
+                    call[0]()
+
+
 # ---------------------------------------------------------------------------- precision
 def check_precision(precision: str, device: torch.device, what: str = "precision") -> torch.dtype:
     """``fp32`` | ``bf16`` | ``fp16`` -> its dtype; fp16 off CUDA is refused (one line)."""
@@ -324,6 +366,6 @@ def full_precision(like: torch.Tensor):
 
 __all__ = ["DEFAULT_TIMEOUT", "DTYPES", "Dist", "PRECISIONS", "TIMEOUT_ENV", "all_reduce_sum", "autocast", "barrier",
            "broadcast_flag", "check_precision", "deterministic_cublas", "dist_timeout", "distributed", "full_precision",
-           "init_distributed", "share_from_main",
+           "init_distributed", "preserved_global_state", "share_from_main",
            "launched_by_torchrun", "process_group", "resolve_device", "seed_everything", "seed_step",
            "set_deterministic", "step_seed"]
