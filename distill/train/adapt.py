@@ -13,12 +13,13 @@ rule). The optimizer defaults are the strategy's own (:meth:`Strategy.default_op
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
 from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST, STUDENT_SPEC, STUDENT_WEIGHTS, CacheManifest
-from distill.strategies import Strategy, get_strategy, list_strategies
+from distill.strategies import Strategy, build_config, get_strategy, list_strategies
 from distill.student.model import StudentSpec, not_a_checkpoint
 from distill.utils.io import read_json
 
@@ -39,6 +40,12 @@ def adapt_strategy(name: str) -> type[Strategy]:
         raise DistillError(f"strategy '{name}' is not a source-free adaptation strategy (use {', '.join(available)}; "
                            "`distill train` runs the others)")
     raise DistillError(f"unknown strategy '{name}' (available for adapt: {', '.join(available)})")
+
+
+def effective_options(strategy: type[Strategy], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` options of ``strategy`` validated, with its defaults for the others (``{}`` for none)."""
+    config = build_config(strategy.Config, given, where="strategy")
+    return dataclasses.asdict(config) if config is not None else {}
 
 
 def adapt_optim(strategy: str, optim: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -90,7 +97,9 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
         optim, run: overrides of the optim section (:func:`adapt_optim`) and of the run section.
     """
     strat = {"name": strategy} if isinstance(strategy, str) else dict(strategy)
-    adapt_strategy(strat["name"])
+    name = strat.pop("name")
+    # the options in full, defaults included, as a recipe spells them out: config.yaml and summary.json record them
+    strat = {"name": name, **effective_options(adapt_strategy(name), strat)}
     targets = [t for t in targets if t]
     if not targets:
         raise DistillError("adapt: name at least one target domain (--target mnist_m[,optdigits])")

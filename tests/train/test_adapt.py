@@ -148,3 +148,24 @@ def test_adapt_defaults_on_few_target_images_say_what_batch_to_set(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith(f"{n} training images is fewer than optim.batch_size=64: set optim.batch_size <= {n} "
                             f"(--set optim.batch_size={n})")
+
+
+def test_an_adaptation_records_its_effective_strategy_options(tiny_root, tiny_cache, tmp_path):
+    """Its config.yaml and summary.json spell the options out, defaults included, as a recipe run's do (a kd run
+    records the options its recipe lists): they were {} for every adaptation that set none."""
+    import dataclasses
+
+    from distill import api
+    from distill.strategies.sfda import SFDAConfig
+    from distill.strategies.teacher_pl import TeacherPLConfig
+
+    torch.manual_seed(0)
+    ckpt = save_student(Student(default_spec("test_resnet", SHAPE_CLASSES, 16)), tmp_path / "src" / "best",
+                        extra_provenance={"source_domains": ["red", "green"]})
+    cfg = api.adapt_config(ckpt, "blue", tiny_root, cache=tiny_cache, overrides={"strategy.knn": 3})
+    assert cfg.strategy.options() == {**dataclasses.asdict(SFDAConfig()), "knn": 3}
+    summary = api.adapt(ckpt, "blue", tiny_root, cache=tiny_cache, strategy="teacher_pl", out=tmp_path / "pl",
+                        overrides={"optim.epochs": 1, "optim.batch_size": 4, "run.workers": 0, "run.device": "cpu",
+                                   "run.progress": False})
+    assert summary is not None and summary.strategy_options == dataclasses.asdict(TeacherPLConfig())
+    assert json.loads((tmp_path / "pl" / "summary.json").read_text())["strategy_options"] == summary.strategy_options
