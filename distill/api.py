@@ -21,15 +21,17 @@ function                    config                                returns
 ==========================  ====================================  =====================
 
 Errors are :class:`~distill.errors.DistillError` (one line naming the file, key or value), as
-on the command line. The functions print what their commands print: :func:`train` and :func:`adapt`
-their banner and a line per epoch, :func:`build_cache` its templates line, on stdout
-(``contextlib.redirect_stdout`` silences them); :func:`export` and :func:`qad` log to stderr. Progress
-bars (stderr) are on by default: ``progress=False`` turns them off (for a training run, the config key
-``run.progress``; allowed with ``resume``). :func:`train` and :func:`adapt` leave the process as found: torch's
-deterministic-algorithms and cuDNN flags and the global random generators (Python, numpy, torch, CUDA), which a
-run sets and reseeds every step, are put back after it, also after an error; the environment keeps
-``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (set for repeatable cuBLAS results; it acts only before the first cuBLAS call)
-and what torch sets itself (``TORCHINDUCTOR_CACHE_DIR``). Nothing heavy is imported until a function runs. (``distill`` itself
+on the command line. Nothing heavy is imported until a function runs.
+
+The functions print what their commands print: :func:`train` and :func:`adapt` their banner and a
+line per epoch, :func:`build_cache` its templates line, on stdout (``contextlib.redirect_stdout``
+silences them); :func:`export` and :func:`qad` log to stderr. Progress bars (stderr) are on by
+default: ``progress=False`` turns them off (for a training run, the config key ``run.progress``;
+allowed with ``resume``). :func:`train` and :func:`adapt` leave the process as found: torch's
+deterministic-algorithms and cuDNN flags and the global random generators (Python, numpy, torch,
+CUDA), which a run sets and reseeds every step, are put back after it, also after an error; the
+environment keeps ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (repeatable cuBLAS results; it acts only
+before the first cuBLAS call) and what torch sets itself (``TORCHINDUCTOR_CACHE_DIR``). (``distill`` itself
 re-exports these lazily, but for ``train`` and ``export``, whose names are the stage subpackages.)
 """
 from __future__ import annotations
