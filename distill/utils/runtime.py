@@ -299,10 +299,6 @@ def deterministic_cublas() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-#: the seed a CUDA generator starts from (c10's ``default_rng_seed_val``), before anything seeds it
-CUDA_DEFAULT_SEED = 67280421310721
-
-
 @contextlib.contextmanager
 def preserved_global_state() -> Iterator[None]:
     """Leave the process as found: what a training run sets globally (:func:`set_deterministic`'s flags, the
@@ -310,18 +306,15 @@ def preserved_global_state() -> Iterator[None]:
     API sees the same flags and draws the same random numbers as if it had not trained.
 
     Restored: torch's deterministic-algorithms flag and its warn_only, cuDNN's deterministic and benchmark flags,
-    the Python, numpy and torch CPU generators, and the CUDA ones (those of a CUDA first used by the run start
-    again as new, with any seed the caller had queued for them). Environment variables stay:
-    ``CUBLAS_WORKSPACE_CONFIG`` (:func:`deterministic_cublas`: it acts only before the first cuBLAS call) and
+    the Python, numpy and torch CPU generators, and the CUDA ones when CUDA was in use before the run (a CUDA the
+    run initialized keeps the run's generator state: no public torch call puts one back as new). Environment
+    variables stay: ``CUBLAS_WORKSPACE_CONFIG`` (:func:`deterministic_cublas`: it acts only before the first cuBLAS call) and
     what torch sets itself (``TORCHINDUCTOR_CACHE_DIR``).
     """
     flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    # seeds torch.manual_seed queued for a CUDA not yet initialized (applied when it is): the caller's, not the run's
-    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
-    queued = dict(vars(tracker)) if tracker is not None else {}
     try:
         yield
     finally:
@@ -330,15 +323,8 @@ def preserved_global_state() -> Iterator[None]:
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
-        if tracker is not None:
-            vars(tracker).update(queued)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
-        elif torch.cuda.is_initialized():  # first used by the run: as a CUDA initialized now would start
-            torch.cuda.manual_seed_all(CUDA_DEFAULT_SEED)
-            for call in queued.get("call_order", []):
-                if call:
-                    call[0]()
 
 
 # ---------------------------------------------------------------------------- precision
