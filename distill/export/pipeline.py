@@ -34,7 +34,7 @@ from distill.export.onnx import INPUT_NAME, export_onnx, preprocess_metadata
 from distill.export.out_dir import OutputFolder
 from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare, with_weight_range
 from distill.export.recommend import recommend_for
-from distill.export.retarget import retarget_to_file
+from distill.export.retarget import retarget_to_classes_in
 from distill.export.tensorrt import (
     TIMING_CACHE,
     build_engine,
@@ -262,7 +262,7 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
     out.check_writes(writes)  # a checkpoint/ of the user's where --classes writes its student: refused now
     out.make()
     if cfg.classes is not None:  # in memory: the data check below is against its classes
-        retarget_to_file(student, cfg.classes, say, cfg.teacher_arch, cfg.teacher_pretrained)
+        retarget_to_classes_in(student, cfg.classes, say, cfg.teacher_arch, cfg.teacher_pretrained)
     prov = provenance(checkpoint, student, run)
     t_start = time.time()
     header = {
