@@ -207,6 +207,25 @@ def test_when_every_input_is_unreadable_the_report_is_refused(tmp_path: Path, ca
     assert not (tmp_path / "r.html").exists()
 
 
+def test_a_readable_empty_input_is_not_called_unreadable(tmp_path: Path) -> None:
+    """Review 25 L7: "every input is unreadable" was said when an empty (readable) .jsonl was among the inputs."""
+    bad = _fp32_export(tmp_path / "in" / "fm", "b" * 64, "fm")
+    (bad / "export.json").write_text((bad / "export.json").read_text()[:30])
+    (tmp_path / "in" / "bench.jsonl").write_text("")
+    with pytest.raises(DistillError) as e:
+        collect([tmp_path / "in"])
+    assert str(e.value).startswith(f"nothing to report: 1 of 2 inputs are unreadable, and the others hold no record: "
+                                   f"{bad / 'export.json'}: invalid JSON"), e.value
+
+
+def test_the_paths_may_be_a_generator(tmp_path: Path) -> None:
+    """Review 25 L7: write_report read ``paths`` twice; a generator's second pass, the message's, was empty."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DistillError) as e:
+        write_report((p for p in [tmp_path / "empty"]), tmp_path / "r.html")
+    assert str(e.value).endswith(f" found under {tmp_path / 'empty'}")
+
+
 def test_the_python_api_writes_the_report_and_returns_what_went_in(tmp_path: Path) -> None:
     """distill.api.report: one folder or several, the same files and counts as `distill report`, typed."""
     from distill import api
