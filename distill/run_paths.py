@@ -5,14 +5,14 @@ A recipe's paths (``data.root``, ``data.class_map``, the folder entries of ``dat
 stores them resolved, as absolute paths (:func:`stored_paths`), so its config means the same files wherever it
 is resumed from. ``run.out`` stays as typed: ``--resume RUN`` names the run's folder itself.
 
-A run written before that keeps them as typed, and :func:`resumed_config` resolves each relative one against the
-folder the run was started in. That folder is known when ``run.out`` is relative and the ``--resume`` folder ends
-with it (the run was started in ``START`` with ``run.out: runs/kd``, and ``--resume START/runs/kd``): the path is
-taken there, and where it is not there any more the resume is refused in one line naming the key and both places
-(the start folder's, and the current folder's, which may hold other data). When it is not known (``run.out`` is
-absolute, or the run folder was moved), the path is taken in the current folder, as before, with one warning
-line; missing there, the resume is refused. A path is never silently taken from anywhere but where the run was
-started. Writing the absolute path into the run's config is the way out of every refusal.
+A run written before that keeps them as typed, and :func:`resumed_config` resolves each relative one. The folder
+the run was started in is not recorded; :func:`started_in` guesses it when ``run.out`` is relative and the
+``--resume`` folder ends with it (``run.out: runs/kd`` and ``--resume START/runs/kd``: started in ``START``), and
+a path there is taken. The guess is wrong for a run folder since moved (``run.out: kd``, resumed as
+``/archive/kd``) or resumed through a symlink's target, so a path missing there is taken in the current folder
+instead, with one warning line saying so (as is every path when nothing can be guessed: ``run.out`` absolute or
+not the end of the folder's path). Missing in both, the resume is refused in one line naming the key and the
+places looked in. Writing the absolute path into the run's config is the way out of every refusal and warning.
 
 Fingerprints are unchanged by this: a cache's and a run's data identity are over paths relative to the data root.
 """
@@ -70,8 +70,9 @@ def stored_paths(cfg: TrainConfig) -> TrainConfig:
 
 
 def started_in(run_dir: Path, out: Path) -> Path | None:
-    """The folder a run was started in, when its config's ``run.out`` tells: ``out`` is relative and ``run_dir``
-    (the folder resumed) ends with it. None when it cannot be told (``out`` absolute, or the folder was moved)."""
+    """A guess at the folder a run was started in: ``run_dir`` (the folder resumed) less ``out`` (its config's
+    ``run.out``) when ``out`` is relative and ``run_dir`` ends with it. None when nothing can be guessed (``out``
+    absolute, or not the end of ``run_dir``). Only a guess: a moved run folder can end with ``out`` too."""
     if out.is_absolute():
         return None
     here, tail = Path(os.path.abspath(run_dir)).parts, Path(os.path.normpath(out)).parts
@@ -88,7 +89,7 @@ def resumed_config(run_dir: str | Path, overrides: list[str] | None = None) -> T
 
     Raises:
         DistillError: one line naming the config, the key and the places looked in, for a relative path that is
-            not where the run was started (or, that folder unknown, not in the current folder).
+            neither in the guessed start folder nor in the current folder.
     """
     run_dir = Path(run_dir)
     config = run_dir / RUN_CONFIG
@@ -104,23 +105,28 @@ def resumed_config(run_dir: str | Path, overrides: list[str] | None = None) -> T
         if key == "teacher.pretrained" and path.suffix not in CHECKPOINT_SUFFIXES and not here.is_file() and not (
                 there is not None and there.is_file()):
             return value  # an open_clip tag
-        fix = f"write the absolute path of {key} into {config}"
-        if there is not None:
-            if there.exists():
-                return str(there)
-            other = f"; {here} exists, but may hold other data" if here != there and here.exists() else ""
-            raise DistillError(f"{config}: {key} '{value}' is relative, and {there} is not there any more (the run "
-                               f"was started in {start}){other}: {fix}")
+        if there is not None and there.exists():
+            return str(there)
         if here.exists():
             guessed.append(f"{key} '{value}'")
             return str(here)
+        fix = f"write the absolute path of {key} into {config}"
+        if there is not None and there != here:
+            raise DistillError(f"{config}: {key} '{value}' is relative, and neither {there} (if the run was started "
+                               f"in {start}) nor {here} (in the current folder) exists: {fix}")
+        if there is not None:
+            raise DistillError(f"{config}: {key} '{value}' is relative, and {here} does not exist (the current folder "
+                               f"is where the run was started, if run.out {cfg.run.out} at the end of its folder's "
+                               f"path says so): {fix}")
         raise DistillError(f"{config}: {key} '{value}' is relative, {here} does not exist, and the folder the run was "
                            f"started in cannot be told (run.out {cfg.run.out} is not the end of {run_dir}): {fix}")
 
     cfg = map_paths(cfg, locate)
     if guessed and os.environ.get("RANK", "0") == "0":  # said once, not by every DDP rank
         verb = "is" if len(guessed) == 1 else "are"
-        print(f"warning: {config}: {', '.join(guessed)} {verb} relative, and the folder the run was started in cannot "
-              f"be told (run.out {cfg.run.out}): taken in the current folder {cwd}; write absolute paths into {config} "
-              "if that is not where the run was started", file=sys.stderr)
+        why = (f"the folder the run was started in cannot be told (run.out {cfg.run.out})" if start is None else
+               f"not in {start} (if the run was started in {start}, as its folder's path ending in run.out "
+               f"{cfg.run.out} suggests)")
+        print(f"warning: {config}: {', '.join(guessed)} {verb} relative, and {why}: taken in the current folder "
+              f"{cwd}; write absolute paths into {config} if that is not where the run was started", file=sys.stderr)
     return cfg.model_copy(update={"run": cfg.run.model_copy(update={"out": run_dir})})

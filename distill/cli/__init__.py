@@ -14,8 +14,9 @@ Conventions shared by every command (as in pip, git and argparse itself):
 - results on stdout (a run's per-epoch metric lines included); warnings, errors and progress
   bars on stderr. Warnings read ``warning: ...``, libraries' log warnings included (:mod:`distill.cli._log`).
 - ``--no-progress`` (alias ``--quiet``) on every command turns progress bars off.
-- a reader that stops early (``distill data summary ROOT | head -2``) ends the command quietly, exit status 1,
-  no traceback (:func:`main`, as in the Python docs' "Note on SIGPIPE").
+- a reader of stdout that stops early (``distill data summary ROOT | head -2``) ends the command quietly, exit
+  status 1, no traceback (:func:`main`, as in the Python docs' "Note on SIGPIPE"); another pipe's BrokenPipeError
+  is not taken for it.
 - building the parser imports no torch: each command imports its stage lazily, so ``distill
   --help`` and a mistyped flag answer at once.
 """
@@ -25,6 +26,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import select
 import sys
 
 from distill import __version__
@@ -89,23 +91,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command ``argv`` (default: ``sys.argv[1:]``); returns its exit status."""
+    """Run the command ``argv`` (default: ``sys.argv[1:]``); returns its exit status.
+
+    A reader of stdout that stops early (``| head``) ends the command quietly with exit status 1. Only stdout's own
+    broken pipe does (:func:`_stdout_gone`): a BrokenPipeError of another pipe (a child process's stdin) is an error
+    like any other and propagates. Without ``argv`` main is the process's entry point (the console script,
+    ``python -m distill``), and then points fd 1 at /dev/null, so the interpreter's last flush at exit prints no
+    "Exception ignored ... BrokenPipeError"; an in-process caller's (``main([...])``) stdout is left as it is.
+    """
     try:
         try:
             return _main(argv)
         finally:
             sys.stdout.flush()  # a closed pipe fails here, not in the interpreter's last flush (after main returns)
     except BrokenPipeError:
-        # the reader of stdout is gone (`| head`): stop quietly. Later writes (the interpreter's flush at exit)
-        # go to /dev/null instead of printing "Exception ignored ... BrokenPipeError".
-        try:
-            fd = sys.stdout.fileno()
-        except (OSError, ValueError):  # stdout is no file (redirected in-process): nothing left to flush at exit
-            return EXIT_ERROR
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, fd)
-        os.close(devnull)
+        if not _stdout_gone():
+            raise
+        if argv is None:
+            try:
+                fd = sys.stdout.fileno()
+            except (OSError, ValueError):  # stdout is no file (redirected in-process): nothing to flush at exit
+                return EXIT_ERROR
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
         return EXIT_ERROR
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout's reader is gone: flushing what is still buffered fails with EPIPE, or (an unbuffered stdout
+    drops what it could not write, so its flush has nothing to fail on) fd 1 polls as an error, as the write end of
+    a pipe whose read end is closed does."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):  # closed, or no file: not a broken pipe
+        return False
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # redirected in-process (a StringIO): it has no reader to lose
+        return False
+    if not hasattr(select, "poll"):
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
 
 
 def _main(argv: list[str] | None) -> int:

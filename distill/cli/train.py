@@ -86,9 +86,10 @@ def _run(args: argparse.Namespace) -> int:
     summary = train(cfg, resume=args.resume is not None, out_flag="run.out" if args.resume is None else "--resume")
     if summary is not None:
         # lazy: as above (torch)
+        from distill.train.selection import KEYS
         from distill.train.summary import nothing_to_select_on
 
-        why = nothing_to_select_on(get_strategy(summary.strategy).needs.target_data)
+        why = nothing_to_select_on(get_strategy(summary.strategy).needs.target_data, KEYS[cfg.run.select_on])
         kept = "best checkpoint" if summary.selected_on != "last_epoch" else \
             f"checkpoint (kept: last epoch, {summary.best_epoch}; {why})"
         print(f"{kept}: {summary.checkpoint}  (source {pct(summary.source_acc)}, "

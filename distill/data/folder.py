@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import yaml
 
+from distill.data.class_map_keys import check_class_map_keys
 from distill.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
 from distill.data.sample_table import (
     SPLIT_CODE,
@@ -191,7 +190,8 @@ class DomainFolder:
         if not self.domains:
             raise DistillError(f"{self.root}: no domain folders found (expected ROOT/DOMAIN/CLASS/image)")
         files = files if isinstance(files, FileList) else FileList.of(self.domains, files)
-        self._check_class_map_domains({folder for _, folder in files.folders})
+        check_class_map_keys(self.class_map, self.class_map_source or "class-name map", self.root, self.domains,
+                             {folder for _, folder in files.folders})
         if not len(files):
             raise DistillError(f"{self.root}: no images found under ROOT/DOMAIN/CLASS/")
         cmap = self.class_map
@@ -212,27 +212,6 @@ class DomainFolder:
                                                  self.domains, label, self.classes, label, split_code,
                                                  files.size[order]))
         self._root_samples = n
-
-    def _check_class_map_domains(self, folders: set[str]) -> None:
-        """A ``DOMAIN/folder`` key must name a domain and a class folder under ROOT: a typo
-        (``caltec/auto``) would otherwise be ignored and leave the folder name as an extra class. A ``folder`` key
-        that names a class folder in no domain (``dgo: hound``; ``folders``: those holding images) is a warning."""
-        where = self.class_map_source or "class-name map"
-        for key in self.class_map:
-            if "/" not in key:
-                continue
-            domain, folder = key.split("/", 1)
-            if domain not in self.domains:
-                raise DistillError(f"{where}: key '{key}' names domain '{domain}', which is not under {self.root} "
-                                   f"(domains: {', '.join(self.domains)})")
-            if not (self.root / domain / folder).is_dir():
-                raise DistillError(f"{where}: key '{key}' names class folder '{folder}', which is not under "
-                                   f"{self.root / domain}")
-        unmatched = [k for k in self.class_map if "/" not in k and k not in folders
-                     and not any((self.root / d / k).is_dir() for d in self.domains)]
-        if unmatched and os.environ.get("RANK", "0") == "0":  # said once, not by every DDP rank
-            print(f"warning: {where}: key(s) {', '.join(map(repr, unmatched))} name no class folder in any domain "
-                  f"under {self.root}: ignored (a typo? a key is 'folder' or 'DOMAIN/folder')", file=sys.stderr)
 
     # ------------------------------------------------------------------ unlabeled folders
     def add_folder(self, name: str, folder: UnlabeledFolder, first_index: int | None = None) -> SampleTable:

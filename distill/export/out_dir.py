@@ -12,9 +12,11 @@ finishes they are deleted (:meth:`OutputFolder.commit`); when it fails or is int
 the user put there stay. (A killed process leaves the hidden folder; the next export into the folder removes it.)
 
 One folder goes the same way, as a unit: ``checkpoint/``, the re-targeted student of ``--classes``. export.json
-does not list it; it is the earlier export's when that export re-targeted (its ``config.classes``), and it is set
-aside too when this export writes one (``replaces``), so that a failed ``--classes`` export leaves neither its
-student beside the earlier export nor the earlier export without its own.
+does not list it; it is the earlier export's when that export re-targeted (its ``config.classes``), and then it is
+set aside with the rest. A ``checkpoint/`` that no export.json here says an export wrote is the user's: a
+``--classes`` export, which writes one, refuses the folder in one line before writing anything
+(:meth:`OutputFolder.check_writes`), and a failed ``--classes`` export takes its own away (``replaces``), so it
+leaves neither its student beside the earlier export nor the earlier export without its own.
 """
 from __future__ import annotations
 
@@ -67,9 +69,23 @@ class OutputFolder:
         if self.created is not None and not self.used:
             shutil.rmtree(self.created, ignore_errors=True)
 
+    def check_writes(self, writes: Sequence[str]) -> None:
+        """Refuse, in one line, a folder of :data:`FOLDERS` this export will write (``writes``) that is there and
+        that no export.json here says an earlier export wrote: the user's, which the export would replace."""
+        record = self.path / EXPORT_REPORT
+        listed = _listed(record)[1] if record.is_file() else []
+        for name in writes:
+            path = self.path / name
+            if (path.exists() or path.is_symlink()) and name not in listed:
+                raise DistillError(f"{path}: --classes writes the re-targeted student into this folder, and no "
+                                   f"{EXPORT_REPORT} here says an earlier export wrote it: move it away, or "
+                                   "choose another --out")
+
     def clear_previous(self, say: Callable[[str], None], replaces: Sequence[str] = ()) -> list[str]:
-        """Move an earlier export's ``export.json`` and the files it listed (only those), and whatever is at
-        ``replaces`` (the folders of :data:`FOLDERS` this export will write), aside; return their names."""
+        """Move an earlier export's ``export.json`` and the files it listed (only those: its ``checkpoint/`` when it
+        re-targeted) aside; return their names. ``replaces``: the folders of :data:`FOLDERS` this export will write
+        (refused by :meth:`check_writes` when one is there and no earlier export's), removed again on failure."""
+        self.check_writes(replaces)
         self.used = True
         for stale in self.path.glob(".previous-export-*"):  # a killed export's: its replacement never finished
             say(f"{stale}: the files a killed export had set aside; removed (this export replaces them too)")
@@ -77,8 +93,8 @@ class OutputFolder:
         self.replaces = list(replaces)
         record = self.path / EXPORT_REPORT
         old, listed = _listed(record) if record.is_file() else (None, [])
-        names = [name for name in dict.fromkeys([*([EXPORT_REPORT, *listed] if old is not None else []), *replaces])
-                 if self._movable(name)]  # the record first: never a record of other files
+        # the record first: never a record of other files
+        names = [n for n in dict.fromkeys([EXPORT_REPORT, *listed]) if self._movable(n)] if old is not None else []
         if not names:
             return []
         self.backup = Path(tempfile.mkdtemp(prefix=".previous-export-", dir=self.path))
@@ -87,12 +103,9 @@ class OutputFolder:
             os.replace(self.path / name, self.backup / name)
             self.moved.append(name)
         shown = ", ".join(f"{n}/" if n in FOLDERS else n for n in self.moved)
-        if old is None:
-            say(f"{self.path}: set aside until this export finishes (put back if it does not): {shown}")
-        else:
-            what = f" (of {old.get('checkpoint')}, {old.get('created')})" if old else " (unreadable)"
-            say(f"{self.path} held an earlier export{what}: its {EXPORT_REPORT} and the files it listed are set aside "
-                f"until this export finishes (put back if it does not): {shown}")
+        what = f" (of {old.get('checkpoint')}, {old.get('created')})" if old else " (unreadable)"
+        say(f"{self.path} held an earlier export{what}: its {EXPORT_REPORT} and the files it listed are set aside "
+            f"until this export finishes (put back if it does not): {shown}")
         return self.moved
 
     def _movable(self, name: str) -> bool:

@@ -34,7 +34,7 @@ from distill.export.onnx import INPUT_NAME, export_onnx, preprocess_metadata
 from distill.export.out_dir import OutputFolder
 from distill.export.quantize import Int8Flavour, calibrate, flavours_for, prepare, with_weight_range
 from distill.export.recommend import recommend_for
-from distill.export.retarget import retarget_to_file
+from distill.export.retarget import retarget_to_classes_in
 from distill.export.tensorrt import (
     TIMING_CACHE,
     build_engine,
@@ -258,9 +258,11 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
     run = TrainingRun.of_checkpoint(checkpoint, say)
     cfg = with_run_defaults(config or ExportConfig(), run, say)
     cfg.check_data()
+    writes = [EXPORT_CHECKPOINT] if cfg.classes is not None else []
+    out.check_writes(writes)  # a checkpoint/ of the user's where --classes writes its student: refused now
     out.make()
     if cfg.classes is not None:  # in memory: the data check below is against its classes
-        retarget_to_file(student, cfg.classes, say, cfg.teacher_arch, cfg.teacher_pretrained)
+        retarget_to_classes_in(student, cfg.classes, say, cfg.teacher_arch, cfg.teacher_pretrained)
     prov = provenance(checkpoint, student, run)
     t_start = time.time()
     header = {
@@ -273,7 +275,7 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
     with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir, ignore_cleanup_errors=True) as work:  # NFS: .nfs* of a mapped spill file
         data = load_export_data(cfg, spec, list(prov.get("source_domains") or []), say, spill_dir=work)
         # the inputs are good: from here on this export replaces whatever export was there (its checkpoint/ too)
-        out.clear_previous(say, replaces=[EXPORT_CHECKPOINT] if cfg.classes is not None else [])
+        out.clear_previous(say, replaces=writes)
         if cfg.classes is not None:
             save_student(student, out_dir / EXPORT_CHECKPOINT)
         ctx = ExportContext(cfg, student, out_dir, Path(work), data,

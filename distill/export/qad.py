@@ -153,8 +153,8 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         model, losses, moved = _train(cfg, student, flavour, calib, teacher_logits, device, say, keep)
         dst = export_qdq(model.cpu(), out / int8_file(flavour.name), student.spec.input_size, flavour, cfg.opset)
         fq_logits = predict_torch(model, calib)
-        # the end state: the epoch lines count flips while the weights still moved (QA: 15.62 during the one epoch,
-        # the file then 78-90); the model as trained, on the same images
+        # the trained model's own number, so the log ends on the end state: an epoch line counts flips over the epoch,
+        # while the weights still moved, and can be far from what the written file does (the calibration images)
         say(f"QAD: after training, fake-quant top-1 disagreement with fp32 "
             f"{100 * float((fq_logits.argmax(1) != refs.calibration.argmax(1)).mean()):.2f} pts")
         onnx_logits = predict_onnx(dst, calib)

@@ -117,8 +117,8 @@ def retarget(student: Student, class_names: list[str], source: TeacherSource, lo
     return student
 
 
-def retarget_to_file(student: Student, classes_file: str | Path, log: ExportLog, teacher_arch: str | None = None,
-                     teacher_pretrained: str | None = None) -> Student:
+def retarget_to_classes_in(student: Student, classes_file: str | Path, log: ExportLog,
+                           teacher_arch: str | None = None, teacher_pretrained: str | None = None) -> Student:
     """Re-target ``student`` to the names in ``classes_file`` (with the given text tower, else the one it was
     trained with); returns it. Nothing is written: the export saves it as ``OUT/checkpoint``
     (:data:`~distill.records.EXPORT_CHECKPOINT`) once its inputs are checked and the earlier export is set aside."""

@@ -120,13 +120,18 @@ class BenchRecord(Record):
     @classmethod
     def read_lines(cls, path: str | Path, skipped: list[tuple[int, str]] | None = None) -> Iterator[BenchRecord]:
         """Every record of a ``bench.jsonl`` (blank lines skipped); errors name file and line. With ``skipped``, a
-        line that is not a record (half-written by an interrupted bench, edited) is left out and its line number and
-        error go there instead."""
+        line that is not a record (half-written by an interrupted bench, edited, not UTF-8 text) is left out and its
+        line number and error go there instead."""
         path = Path(path)
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
+        for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+            if not raw.strip():
                 continue
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:  # a binary file (any .jsonl is read), a corrupt line
+                    raise DistillError(f"{path}:{n}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})"
+                                       ) from None
                 try:
                     data = json.loads(line)
                 except json.JSONDecodeError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from distill.config import TrainConfig, format_validation_error, load_yaml
+from distill.data.unlabeled import is_folder_entry
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, RunSummary, TeacherIdentity
 from distill.report.stats import mean_std, spread, verdict
@@ -129,9 +131,19 @@ def read_run(run_dir: Path) -> Run:
                adapted=adapted, source_domains=list(summary.source_domains),
                target_domains=list(summary.target_domains), accuracy=finite(summary.test_acc),
                teacher=teacher_label(summary.teacher), teacher_zero_shot=finite(summary.teacher_zero_shot),
-               unlabeled=[str(u) for u in getattr(data, "unlabeled", None) or []],
+               unlabeled=[pool_entry(str(u)) for u in getattr(data, "unlabeled", None) or []],
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
                withheld=list(getattr(data, "withhold_classes", None) or []))
+
+
+def pool_entry(entry: str) -> str:
+    """A ``data.unlabeled`` entry as the report labels and groups runs on it: a domain name as written, a folder by
+    its name (the last component of its path). A run records no content identity of a folder, and new runs store
+    its path absolute: by the full string, ``/home/u/proj/cam`` would be a long label, and an older run's ``./cam``
+    (the same folder, as typed) another configuration than a new run's."""
+    if not is_folder_entry(entry):
+        return entry
+    return Path(os.path.normpath(entry)).name or entry
 
 
 def _config_key(r: Run) -> str:

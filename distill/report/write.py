@@ -125,12 +125,18 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
             data.qad.append(QADEntry(str(d), record))
     for f in bench_files:
         skipped: list[tuple[int, str]] = []
-        data.records += [Measurement(record, str(f)) for record in BenchRecord.read_lines(f, skipped)]
+        records = [Measurement(record, str(f)) for record in BenchRecord.read_lines(f, skipped)]
+        data.records += records
         if skipped:
             data.warnings.append(_bench_lines_skipped(f, skipped))
-    if data.warnings and not (data.runs or data.exports or data.qad or data.records):
+            if not records:  # not one line of it is a record (an empty file is read, and holds none)
+                unread.append(f)
+    if unread and not (data.runs or data.exports or data.qad or data.records):
         more = f" (and {len(data.warnings) - 1} more)" if len(data.warnings) > 1 else ""
-        raise DistillError(f"nothing to report: every input is unreadable: {data.warnings[0]}{more}")
+        inputs = len(run_dirs) + len(export_dirs) + len(bench_files) + len(qad_dirs)
+        why = "every input is unreadable" if len(unread) == inputs else \
+            f"{len(unread)} of {inputs} inputs are unreadable, and the others hold no record"
+        raise DistillError(f"nothing to report: {why}: {data.warnings[0]}{more}")
     data.sources = [str(p) for p in [*run_dirs, *export_dirs, *bench_files, *qad_dirs] if p not in unread]
     data.points = _join(data)
 
@@ -293,7 +299,7 @@ class ReportWritten:
     records: int  # bench records
     points: int  # accuracy/latency points plotted
     pareto: int  # of which on the Pareto front
-    warnings: tuple[str, ...]  # inputs left out, one line each
+    warnings: tuple[str, ...]  # what the report says it left out or could not join (ReportData.warnings), one line each
 
     def summary(self) -> str:
         """The one line ``distill report`` prints."""
@@ -304,6 +310,7 @@ class ReportWritten:
 
 def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "distill report") -> ReportWritten:
     """Write ``out`` (HTML) and the same name with ``.md`` beside it; returns what went in."""
+    paths = list(paths)  # read twice (a generator would be empty the second time: in the message below)
     data = collect(paths)
     if not (data.runs or data.exports or data.records or data.qad):
         raise DistillError(f"nothing to report: no {RUN_SUMMARY}, {EXPORT_REPORT}, {QAD_REPORT} or bench .jsonl found under "

@@ -71,22 +71,25 @@ def by_domain(row: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
 
 
-def nothing_to_select_on(source_free: bool, selected_on: str = SOURCE_VAL_ACC) -> str:
-    """Why a run keeps its last epoch (what is printed after ``kept: last epoch;``): a source-free run reads no
-    label; a labelled run whose source domains have no validation image (a small domain, ``data.val_fraction``)
-    has labels, but no held-out ones to select on."""
+def nothing_to_select_on(source_free: bool, row_key: str) -> str:
+    """Why a run keeps its last epoch (what is printed after ``kept: last epoch;``). ``row_key``: the metrics row
+    key the run selects on (``SOURCE_VAL_ACC`` or ``TEACHER_AGREEMENT``: ``selection.KEYS[run.select_on]``). A
+    source-free run reads no label; a labelled run whose source domains have no validation image (a small domain,
+    ``data.val_fraction``) has labels, but no held-out ones to select on; one selecting on teacher agreement
+    measured none."""
     if source_free:
         return "no labels to select on"
-    return "no validation images in the source domains" if selected_on == SOURCE_VAL_ACC else \
+    return "no validation images in the source domains" if row_key == SOURCE_VAL_ACC else \
         "no teacher agreement measured"
 
 
-def epoch_line(row: dict[str, Any], improved: bool, selected_on: str = SOURCE_VAL_ACC,
+def epoch_line(row: dict[str, Any], improved: bool, row_key: str = SOURCE_VAL_ACC,
                source_free: bool = False) -> str:
-    """The line printed after each epoch (percents); ``selected_on``: the row key the run selects on;
-    ``source_free``: the run reads no label (its strategy's ``needs.target_data``)."""
+    """The line printed after each epoch (percents); ``row_key``: the metrics row key the run selects on
+    (``selection.KEYS[run.select_on]``); ``source_free``: the run reads no label (its strategy's
+    ``needs.target_data``)."""
     domains = "  ".join(f"{d} {pct(v)}" for d, v in by_domain(row, TEST_PREFIX).items())
-    kept = (f"  (kept: last epoch; {nothing_to_select_on(source_free, selected_on)})" if math.isnan(row[selected_on])
+    kept = (f"  (kept: last epoch; {nothing_to_select_on(source_free, row_key)})" if math.isnan(row[row_key])
             else "  (best)" if improved else "")
     src, tgt, val = (pct(row[k]) for k in (SOURCE_ACC, TARGET_ACC, SOURCE_VAL_ACC))
     agree = f"  teacher agreement {pct(row[TEACHER_AGREEMENT])}" if TEACHER_AGREEMENT in row else ""

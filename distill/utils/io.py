@@ -71,11 +71,13 @@ def sha256_files(paths: Iterable[str | Path], threads: int | None = None, chunk:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read JSON, turning a parse error into a one-line DistillError naming the file."""
+    """Read JSON (UTF-8), turning a parse error or undecodable bytes into a one-line DistillError naming the file."""
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DistillError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:  # a binary or corrupt file: not a traceback
+        raise DistillError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
     except json.JSONDecodeError as e:
         raise DistillError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
 

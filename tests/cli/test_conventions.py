@@ -6,6 +6,7 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -106,6 +107,22 @@ def trained(monkeypatch):
     calls: list[tuple[TrainConfig, bool]] = []
     monkeypatch.setattr(distill.train, "train", lambda cfg, resume=False, **kw: calls.append((cfg, resume)))
     return calls
+
+
+@pytest.mark.parametrize("select_on, why", [("teacher_agreement", "no teacher agreement measured"),
+                                             ("source_val", "no validation images in the source domains")])
+def test_a_run_that_kept_its_last_epoch_says_why_by_what_it_selects_on(monkeypatch, tmp_path, capsys, select_on, why):
+    """Review 25 L1: the last line of a labelled `run.select_on: teacher_agreement` run that measured no agreement
+    said "no validation images in the source domains" (the CLI did not pass what the run selects on)."""
+    import distill.train
+
+    summary = SimpleNamespace(strategy="kd", selected_on="last_epoch", best_epoch=3, checkpoint=tmp_path / "best",
+                              source_acc=0.5, target_acc=0.25)
+    monkeypatch.setattr(distill.train, "train", lambda cfg, resume=False, **kw: summary)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "-c", "kd", "--set", f"run.select_on={select_on}"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"checkpoint (kept: last epoch, 3; {why}): {tmp_path / 'best'}  (source 50.0, target 25.0)")
 
 
 def test_train_takes_a_builtin_recipe_by_name_and_no_progress(trained, tmp_path, monkeypatch):

@@ -36,6 +36,61 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, unbuffered:
     assert res.returncode == 1
 
 
+_HOST = """
+import os, stat, subprocess, sys
+import distill.cli.data
+from distill.cli import main
+def other_pipe(args):  # writes to a child that has exited: its stdin's pipe is broken, stdout is not
+    print("working...")
+    child = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE)
+    child.wait()
+    try:
+        child.stdin.write(b"x" * 1_000_000)
+        child.stdin.flush()
+    finally:
+        child.stdin = None  # no second BrokenPipeError when the child object is collected
+    return 0
+def stdout_pipe(args):
+    print("a line\\n" * 10_000)
+    return 0
+distill.cli.data._summary = other_pipe if sys.argv[1] == "other" else stdout_pipe
+try:
+    rc = main(["data", "summary", "unused"])
+except BrokenPipeError:
+    rc = "raised"
+print("main:", rc, "stdout is a pipe:", stat.S_ISFIFO(os.fstat(1).st_mode), file=sys.stderr)
+if sys.argv[1] == "other":
+    print("host output after main()")
+else:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the host's own choice: no "Exception ignored" at its exit
+"""
+
+
+def test_another_pipes_broken_pipe_is_an_error_and_stdout_stays(tmp_path: Path) -> None:
+    """Review 25 M2: any BrokenPipeError was taken for stdout's reader being gone: a command that wrote to a child
+    process that had exited ended with exit 1 and nothing said, and fd 1 was pointed at /dev/null for good, so a
+    program that called main() lost its later output. It propagates now, and stdout is left as it is."""
+    res = subprocess.run([sys.executable, "-c", _HOST, "other"], capture_output=True, text=True, timeout=120,
+                         cwd=REPO, env=_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "main: raised stdout is a pipe: True" in res.stderr.splitlines(), res.stderr
+    assert res.stdout == "working...\nhost output after main()\n"
+
+
+def test_in_process_a_broken_stdout_returns_1_and_leaves_fd_1(tmp_path: Path) -> None:
+    """main([...]) in another program whose stdout reader is gone: exit status 1, quietly; fd 1 stays the host's
+    (only the entry point, main() without argv, points it at /dev/null)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        res = subprocess.run([sys.executable, "-c", _HOST, "stdout"], stdout=write, stderr=subprocess.PIPE,
+                             text=True, timeout=120, cwd=REPO, env=_env())
+    finally:
+        os.close(write)
+    assert res.stderr.splitlines() == ["main: 1 stdout is a pipe: True"], res.stderr
+    assert res.returncode == 0
+
+
 def test_library_log_warnings_read_warning(tmp_path: Path) -> None:
     """timm's one-step cosine schedule (optim.epochs=1, one step an epoch) logs a warning; the command prints it as
     `warning: cosine ...`, not bare as logging's last resort does, nor as `WARNING:timm...` after open_clip's

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from distill.cli import main
+from distill.data import class_map_keys
 from distill.data.folder import DomainFolder, load_class_map, split_of
 from distill.errors import DistillError
 
@@ -192,15 +193,36 @@ def test_a_class_map_key_that_names_no_folder_anywhere_is_a_warning(tree: Path, 
         "a key is 'folder' or 'DOMAIN/folder')"]
     DomainFolder(tree, class_map={"dog": "hound", "sketch/car": "automobile"})  # every key matches: nothing said
     assert capsys.readouterr().err == ""
+    monkeypatch.setattr(class_map_keys, "_WARNED", set())  # as in a fresh process
     monkeypatch.setenv("RANK", "1")  # a DDP rank other than 0 says nothing (rank 0 does)
     DomainFolder(tree, class_map=cmap)
     assert capsys.readouterr().err == ""
-    # through the CLI: the QA's command, one warning line on stderr, rc 0
+    # through the CLI (a fresh process): the QA's command, one warning line on stderr, rc 0
     monkeypatch.delenv("RANK")
     assert main(["data", "summary", str(tree), "--class-map", str(cmap)]) == 0
     err = capsys.readouterr().err
     assert [ln for ln in err.splitlines() if ln.startswith("warning: ")] == [
         f"warning: {cmap}: key(s) 'dgo', 'fish' name no class folder in any domain under {tree}: ignored (a typo? "
+        "a key is 'folder' or 'DOMAIN/folder')"]
+
+
+def test_the_class_map_key_warning_is_said_once_per_process(tree: Path, capsys, monkeypatch) -> None:
+    """Review 25 L8: the warning was said at every DomainFolder build, and a command builds several (train, export,
+    eval, qad, data summary): once per map, root and keys now."""
+    monkeypatch.setattr(class_map_keys, "_WARNED", set())
+    cmap = tree.parent / "shared.yaml"
+    cmap.write_text("dog: hound\nhorse: stallion\n")  # a shared map: horse is another data set's
+    for _ in range(3):
+        DomainFolder(tree, class_map=cmap)
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {cmap}: key(s) 'horse' name no class folder in any domain under {tree}: ignored (a typo? "
+        "a key is 'folder' or 'DOMAIN/folder')"]
+    other = tree.parent / "other.yaml"  # another map's keys are said in their turn
+    other.write_text("zebra: zebra\n")
+    DomainFolder(tree, class_map=other)
+    DomainFolder(tree, class_map=cmap)
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {other}: key(s) 'zebra' name no class folder in any domain under {tree}: ignored (a typo? "
         "a key is 'folder' or 'DOMAIN/folder')"]
 
 

@@ -111,8 +111,9 @@ def test_restore_puts_back_a_listed_file_whose_folder_went(tmp_path: Path) -> No
 
 def test_checkpoint_folder_is_set_aside_only_when_it_is_an_exports(tmp_path: Path) -> None:
     """checkpoint/ (``--classes``' re-targeted student) goes with the earlier export when that export re-targeted
-    (config.classes), or when this export writes one; a failure puts it back whole and takes this export's away.
-    Otherwise it is a folder of the user's: left alone."""
+    (config.classes); a failure puts it back whole and takes this export's away. Otherwise it is a folder of the
+    user's: left alone, and an export that would write one (``replaces``) is refused before it writes anything
+    (review 25 L2: it was set aside, and deleted once the export succeeded)."""
     import json
 
     from distill.export.out_dir import OutputFolder
@@ -131,8 +132,8 @@ def test_checkpoint_folder_is_set_aside_only_when_it_is_an_exports(tmp_path: Pat
     plain.commit()
     assert (plain.path / "checkpoint" / "student.json").read_text() == "old"
 
-    for name, classes, replaces in [("retargeted", "c.txt", []), ("now", None, ["checkpoint"])]:
-        out = OutputFolder(folder(name, classes))
+    for replaces in ([], ["checkpoint"]):  # re-exported with and without --classes
+        out = OutputFolder(folder(f"retargeted{len(replaces)}", "c.txt"))
         said: list[str] = []
         assert "checkpoint" in out.clear_previous(said.append, replaces=replaces) and "checkpoint/" in said[0]
         assert not (out.path / "checkpoint").exists()
@@ -142,12 +143,21 @@ def test_checkpoint_folder_is_set_aside_only_when_it_is_an_exports(tmp_path: Pat
         assert (out.path / "checkpoint" / "student.json").read_text() == "old"
         assert sorted(p.name for p in out.path.iterdir()) == ["checkpoint", "export.json", "model.fp32.onnx"]
 
-    bare = tmp_path / "bare"  # no earlier export, a checkpoint/ there, a --classes export that fails
+    bare = tmp_path / "bare"  # no earlier export, the user's checkpoint/ there
     (bare / "checkpoint").mkdir(parents=True)
-    (bare / "checkpoint" / "student.json").write_text("old")
-    out = OutputFolder(bare)
-    assert out.clear_previous(lambda s: None, replaces=["checkpoint"]) == ["checkpoint"]
-    (bare / "checkpoint").mkdir()
-    out.restore()
-    assert [p.name for p in bare.iterdir()] == ["checkpoint"]
-    assert (bare / "checkpoint" / "student.json").read_text() == "old"
+    (bare / "checkpoint" / "student.json").write_text("mine")
+    for f in (bare, folder("now", None)):  # and an earlier export that did not write it
+        mine = (f / "checkpoint" / "student.json").read_text()
+        before = sorted(p.name for p in f.iterdir())
+        for refuse in (lambda out: out.check_writes(["checkpoint"]),
+                       lambda out: out.clear_previous(lambda s: None, replaces=["checkpoint"])):
+            out = OutputFolder(f)
+            with pytest.raises(DistillError) as e:
+                refuse(out)
+            assert str(e.value) == (f"{f / 'checkpoint'}: --classes writes the re-targeted student into this folder, "
+                                    "and no export.json here says an earlier export wrote it: move it away, or "
+                                    "choose another --out")
+            out.restore()
+            out.commit()
+            assert sorted(p.name for p in f.iterdir()) == before
+            assert (f / "checkpoint" / "student.json").read_text() == mine

@@ -234,6 +234,24 @@ def test_a_re_export_replaces_the_earlier_exports_checkpoint(text_ckpt, tiny_roo
     assert sorted(p.name for p in folder.iterdir()) == sorted(ExportReport.read(folder).files)
 
 
+def test_a_retargeting_export_into_a_folder_holding_the_users_checkpoint_is_refused(text_ckpt, tiny_root, tmp_path,
+                                                                                    capsys):
+    """Review 25 L2: `export --classes` set a checkpoint/ folder aside that no export had written, and deleted it
+    once the export succeeded. The folder is the user's: refused in one line, before anything is written."""
+    folder = tmp_path / "exp"
+    _fp32_export(text_ckpt, folder, tiny_root, None)  # an earlier export that re-targeted nothing
+    (folder / "checkpoint").mkdir()
+    (folder / "checkpoint" / "notes.txt").write_text("mine")
+    before = _tree(folder)
+    argv = ["export", str(text_ckpt), "--out", str(folder), "--classes", str(_class_file(tmp_path, NEW)),
+            "--data", str(tiny_root), "--eval-count", "2", "--exporter", "torchscript", "--no-build-engine"]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {folder / 'checkpoint'}: --classes writes the re-targeted student into this folder, and no "
+        "export.json here says an earlier export wrote it: move it away, or choose another --out")
+    assert _tree(folder) == before
+
+
 def test_class_files(tmp_path):
     assert read_class_file(_class_file(tmp_path, ["a cat", "dog"])) == ["a cat", "dog"]
     assert read_class_file(_class_file(tmp_path, ["a cat", "dog"], yaml_list=True)) == ["a cat", "dog"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.report.runs import read_run
+from distill.report.runs import Run, read_run
 from distill.report.write import collect, write_report
 
 from .conftest import write_run
@@ -73,6 +73,28 @@ def test_an_unlabeled_pool_or_a_text_head_is_another_row_not_another_seed(tmp_pa
                            "test_resnet (fm; head text; withheld c)"}
     assert groups["test_resnet (fm)"].n == 2  # the two seeds of fm
     assert groups["test_resnet (fm; unlabeled noisy)"].target_mean == pytest.approx(0.7)
+
+
+def test_an_unlabeled_folder_is_labelled_and_grouped_by_its_name(tmp_path: Path) -> None:
+    """Review 25 L4: new runs store a data.unlabeled folder's path absolute, and the report labelled and grouped runs
+    on the string: a long label, and an older run's ./cam and a new run's /.../cam were two configurations."""
+    import yaml
+
+    from distill.report.runs import group_runs, label_runs
+
+    def run(name: str, seed: int, unlabeled: list[str]) -> Run:
+        folder = write_run(tmp_path / name, strategy="fm", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=seed)
+        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+        cfg["data"]["unlabeled"] = unlabeled
+        (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return read_run(folder)
+
+    runs = [run("old", 0, ["./cam", "noisy"]), run("new", 1, [str(tmp_path / "project" / "cam") + "/", "noisy"]),
+            run("none", 0, [])]
+    label_runs(runs)
+    groups = {g.label: g for g in group_runs(runs)}
+    assert set(groups) == {"test_resnet (fm; unlabeled cam+noisy)", "test_resnet (fm)"}
+    assert groups["test_resnet (fm; unlabeled cam+noisy)"].seeds == [0, 1]
 
 
 def test_report_md_compares_rows_of_several_seeds_by_welch(grouped_runs: Path, tmp_path: Path) -> None:

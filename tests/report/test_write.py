@@ -161,6 +161,30 @@ def test_a_half_written_record_is_skipped_with_one_warning_naming_it(tmp_path: P
     assert f"{bad / 'export.json'}: invalid JSON" in (tmp_path / "r.md").read_text()
 
 
+def test_a_binary_record_or_bench_file_is_skipped_with_one_warning(tmp_path: Path, capsys) -> None:
+    """Review 25 M1: a non-UTF-8 export.json, qad.json or .jsonl (every .jsonl under a folder is read) was a
+    UnicodeDecodeError traceback and no report. Each is left out with one warning, as a half-written one is."""
+    good = _fp32_export(tmp_path / "in" / "erm", "a" * 64, "erm")
+    bad = _fp32_export(tmp_path / "in" / "fm", "b" * 64, "fm")
+    (bad / "export.json").write_bytes(b'{"format": "\xff\xfe\x00')
+    (tmp_path / "in" / "qad").mkdir()
+    (tmp_path / "in" / "qad" / "qad.json").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    bench = tmp_path / "in" / "b.jsonl"
+    _bench(good / "model.fp32.onnx", "a" * 64).append_to(bench)
+    with open(bench, "ab") as f:
+        f.write(b'{"schema": "\xff"}\n')  # line 2: one corrupt line among records
+    (tmp_path / "in" / "c.jsonl").write_bytes(b"\xff\xfe garbage\n")
+    assert main(["report", str(tmp_path / "in"), "--out", str(tmp_path / "r.html")]) == 0
+    warnings = [w for w in capsys.readouterr().err.splitlines() if w.startswith("warning: ")]
+    assert len(warnings) == 4, warnings
+    assert any(w.startswith(f"warning: {bad / 'export.json'}: not UTF-8 text") for w in warnings), warnings
+    assert any(w.startswith(f"warning: {tmp_path / 'in' / 'qad' / 'qad.json'}: not UTF-8 text") for w in warnings)
+    assert any(w.startswith(f"warning: {bench}:2: not UTF-8 text") for w in warnings), warnings
+    assert any(w.startswith(f"warning: {tmp_path / 'in' / 'c.jsonl'}:1: not UTF-8 text") for w in warnings)
+    data = collect([tmp_path / "in"])
+    assert [e.dir for e in data.exports] == [str(good)] and [p.batch for p in data.points] == [1]
+
+
 def test_every_line_of_a_bench_file_that_is_not_a_record_is_one_warning(tmp_path: Path) -> None:
     """A .jsonl of something else (many bad lines) is one warning listing the lines, not one per line."""
     _bench(tmp_path / "m.onnx", None).append_to(tmp_path / "bench.jsonl")
@@ -181,6 +205,25 @@ def test_when_every_input_is_unreadable_the_report_is_refused(tmp_path: Path, ca
     assert len(err.splitlines()) == 1 and err.startswith("error: nothing to report: every input is unreadable: "), err
     assert str(bad / "export.json") in err and "(and 1 more)" in err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_readable_empty_input_is_not_called_unreadable(tmp_path: Path) -> None:
+    """Review 25 L7: "every input is unreadable" was said when an empty (readable) .jsonl was among the inputs."""
+    bad = _fp32_export(tmp_path / "in" / "fm", "b" * 64, "fm")
+    (bad / "export.json").write_text((bad / "export.json").read_text()[:30])
+    (tmp_path / "in" / "bench.jsonl").write_text("")
+    with pytest.raises(DistillError) as e:
+        collect([tmp_path / "in"])
+    assert str(e.value).startswith(f"nothing to report: 1 of 2 inputs are unreadable, and the others hold no record: "
+                                   f"{bad / 'export.json'}: invalid JSON"), e.value
+
+
+def test_the_paths_may_be_a_generator(tmp_path: Path) -> None:
+    """Review 25 L7: write_report read ``paths`` twice; a generator's second pass, the message's, was empty."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DistillError) as e:
+        write_report((p for p in [tmp_path / "empty"]), tmp_path / "r.html")
+    assert str(e.value).endswith(f" found under {tmp_path / 'empty'}")
 
 
 def test_the_python_api_writes_the_report_and_returns_what_went_in(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 A run's config.yaml kept data.root, cache and adapt's source_checkpoint as typed; only run.out was fixed on
 resume, so a resume from another folder failed to find the data, or found other data at the same relative
 path. A new run now stores them absolute; an old run's relative ones are resolved against the folder the run
-was started in (distill/run_paths.py), or the resume is refused in one line.
+was started in as far as its path tells (distill/run_paths.py), else in the current folder with a warning, or the
+resume is refused in one line.
 """
 from __future__ import annotations
 
@@ -122,16 +123,49 @@ def test_an_old_runs_relative_paths_are_those_of_the_folder_it_was_started_in(tm
     tagged = _old_run(tmp_path / "start2", "runs/kd", root=str(start / "data"), cache=str(start / "cache"))
     assert resumed_config(tagged, []).teacher.pretrained == "openai"
 
-    # the start folder's data is gone: refused, naming the key and both places (never the current folder's data)
+    # the start folder's data is gone: the start folder is only a guess, so the current folder's is taken, said once
     shutil.rmtree(start / "data")
+    assert resumed_config(run, []).data.root == here / "data"
+    config = run / "config.yaml"
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {config}: data.root 'data' is relative, and not in {start} (if the run was started in {start}, as "
+        f"its folder's path ending in run.out runs/kd suggests): taken in the current folder {here}; write absolute "
+        f"paths into {config} if that is not where the run was started"]
+    # in neither folder: refused, naming the key and both places
+    shutil.rmtree(here / "data")
     with pytest.raises(DistillError) as e:
         resumed_config(run, [])
     assert str(e.value) == (
-        f"{run / 'config.yaml'}: data.root 'data' is relative, and {start / 'data'} is not there any more (the run "
-        f"was started in {start}); {here / 'data'} exists, but may hold other data: write the absolute path of "
-        f"data.root into {run / 'config.yaml'}")
+        f"{config}: data.root 'data' is relative, and neither {start / 'data'} (if the run was started in {start}) "
+        f"nor {here / 'data'} (in the current folder) exists: write the absolute path of data.root into {config}")
     assert cli(["train", "--resume", str(run)]) == 1
     assert capsys.readouterr().err.strip() == f"error: {e.value}"
+
+
+@pytest.mark.parametrize("how", ["moved", "symlinked runs"])
+def test_an_old_run_resumed_by_a_path_that_only_looks_like_its_start_is_read_in_the_current_folder(
+        tmp_path, monkeypatch, capsys, how):
+    """Review 25 M3: the start folder guessed from the run folder's path ending in run.out was wrong for a run folder
+    since moved (run.out kd, now /archive/kd) or resumed by the target of a symlinked runs/: the resume was refused
+    ("the run was started in /archive") though the data was in the current folder, which older versions used."""
+    project = tmp_path / "project"
+    for sub in ("data", "cache"):
+        (project / sub).mkdir(parents=True)
+    if how == "moved":  # started in project with run.out kd, then moved to archive/kd
+        run = _old_run(tmp_path / "archive", "kd")
+        guess = tmp_path / "archive"
+    else:  # started in project with run.out runs/kd, project/runs a link to scratch/runs; resumed by scratch/runs/kd
+        run = _old_run(tmp_path / "scratch", "runs/kd")
+        (project / "runs").symlink_to(tmp_path / "scratch" / "runs")
+        guess = tmp_path / "scratch"
+    monkeypatch.chdir(project)
+    cfg = resumed_config(run, [])
+    assert (cfg.data.root, cfg.cache, cfg.run.out) == (project / "data", project / "cache", run)
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning.startswith(f"warning: {run / 'config.yaml'}: data.root 'data', cache 'cache' are relative, and not "
+                              f"in {guess} (if the run was started in {guess}, ")
+    assert warning.endswith(f"taken in the current folder {project}; write absolute paths into {run / 'config.yaml'} "
+                            "if that is not where the run was started")
 
 
 def test_an_old_run_whose_start_folder_cannot_be_told_takes_the_current_folder_and_says_so(tmp_path, monkeypatch,

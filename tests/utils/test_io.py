@@ -1,12 +1,13 @@
-"""distill.utils.io: files hashed in parallel, in order, with the sequential digests."""
+"""distill.utils.io: files hashed in parallel, in order, with the sequential digests; JSON read with one-line errors."""
 from __future__ import annotations
 
 import threading
 
 import pytest
 
+from distill.errors import DistillError
 from distill.utils import io
-from distill.utils.io import sha256_file, sha256_files
+from distill.utils.io import read_json, sha256_file, sha256_files
 
 
 def test_parallel_hashes_are_the_sequential_ones_in_order(tmp_path):
@@ -32,3 +33,12 @@ def test_files_are_hashed_at_the_same_time(tmp_path, monkeypatch):
         assert list(sha256_files(["a", "b"], threads=2)) == ["a", "b"]
     except threading.BrokenBarrierError:
         pytest.fail("the files were hashed one after another")
+
+
+def test_a_binary_json_file_is_one_line_naming_it(tmp_path):
+    """Review 25 M1: undecodable bytes were a UnicodeDecodeError (not a DistillError): a traceback from the CLI."""
+    path = tmp_path / "export.json"
+    path.write_bytes(b'{"format": "\xff\xfe\x00')
+    with pytest.raises(DistillError) as e:
+        read_json(path)
+    assert str(e.value) == f"{path}: not UTF-8 text (byte 12: b'\\xff')"

@@ -297,8 +297,8 @@ def _finished_teacher(manifest_path: Path, ckpt: Path) -> TeacherManifest:
     a one-line refusal naming the file and the ways out, instead of a retrain over the checkpoint."""
     try:
         return TeacherManifest.read(manifest_path)
-    except (DistillError, UnicodeDecodeError) as e:
-        why = str(e).removeprefix(f"{manifest_path}: ") if isinstance(e, DistillError) else "not UTF-8 text"
+    except DistillError as e:
+        why = str(e).removeprefix(f"{manifest_path}: ")
         raise DistillError(f"{manifest_path}: cannot tell which parameters trained the teacher {ckpt.name} here ({why}:"
                            " unreadable, or written by another distill version); it is left as it is: choose "
                            f"another --out, or delete {manifest_path} to retrain over it") from None
