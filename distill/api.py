@@ -279,8 +279,9 @@ def report(paths: str | Path | Sequence[str | Path], out: str | Path = "report.h
         out: the HTML file; the Markdown goes beside it with ``.md``.
 
     Returns:
-        A :class:`~distill.report.write.ReportWritten`: both files' paths, what went in, and a line for each input
-        left out (a half-written record), which the command prints as warnings.
+        A :class:`~distill.report.write.ReportWritten`: both files' paths, what went in, and its warnings, one line
+        each (an input left out, such as a half-written record, or a bench record that joins no model), which the
+        command prints as ``warning:`` lines.
     """
     from distill.report.write import write_report  # lazy: the report's imports (numpy, scipy)
 
