@@ -56,6 +56,7 @@ def test_a_rank_that_saves_no_checkpoint_keeps_its_targets_unnamed_in_the_folder
     not a named-then-unlinked file there (a .nfsXXXX entry) but one in TMPDIR."""
     ckpt, tmp = tmp_path / "run" / "checkpoints", tmp_path / "tmpdir"
     tmp.mkdir()
+    ckpt.mkdir(parents=True)  # rank 0's (a rank that saves none does not make it)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     targets = SampleTargets(lambda: str(ckpt), lambda: True)
     _refresh(targets)
@@ -70,6 +71,36 @@ def test_a_rank_that_saves_no_checkpoint_keeps_its_targets_unnamed_in_the_folder
     linked = SampleTargets(lambda: str(ckpt))  # rank 0: its file is linked by a checkpoint, so in the folder
     _refresh(linked)
     assert _where(linked.probs).startswith(f"{ckpt}/") and made == [tmp, ckpt]
+
+
+def test_a_rank_that_saves_no_checkpoint_makes_no_folder_and_falls_back_to_tmpdir_where_it_cannot_write(
+        tmp_path, monkeypatch):
+    """The run's checkpoint folder is rank 0's: on another node (a node-local run.out) it may be missing, or not
+    writable. A rank that saves no checkpoint does not make it (no stray run folders on the other nodes), and any
+    error there sends its file to TMPDIR instead of stopping the run; rank 0's own file still goes there or fails."""
+    import errno
+
+    from distill.utils import rowfile as rowfile_mod
+
+    ckpt, tmp = tmp_path / "run" / "checkpoints", tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    targets = SampleTargets(lambda: str(ckpt), lambda: True)
+    _refresh(targets)  # the folder is missing on this node
+    assert _where(targets.probs).startswith(f"{tmp}/") and not (tmp_path / "run").exists()
+    ckpt.mkdir(parents=True)
+    real = os.open
+    for code in (errno.EACCES, errno.EROFS, errno.ENOSPC):
+        def refused(path, flags, *args, code=code, **kwargs):
+            if str(path) == str(ckpt) and flags & os.O_TMPFILE == os.O_TMPFILE:
+                raise OSError(code, os.strerror(code))
+            return real(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(rowfile_mod.os, "open", refused)
+        _refresh(targets)
+        assert _where(targets.probs).startswith(f"{tmp}/"), code
+    with pytest.raises(DistillError, match=f"^{ckpt}: cannot hold"):  # rank 0: a checkpoint must link its file
+        _refresh(SampleTargets(lambda: str(ckpt)))
 
 
 def test_the_rows_are_gathered_with_the_host_index_without_copying_the_device_one_back(tmp_path, monkeypatch):
