@@ -297,7 +297,9 @@ class SampleTargets(nn.Module):
         Under DDP each rank keeps the ``probs`` it computed (DDP broadcasts only the buffers), so an uninterrupted
         run and a resumed one (every rank reads rank 0's file) agree only if every rank's refresh is bit-identical:
         a hash of ``index`` and ``probs`` is compared across the ranks here (:func:`same_on_every_rank`; SHA-1, 0.2 s
-        for 300 MiB, only when a process group is initialized)."""
+        for 300 MiB, only when a process group is initialized). That comparison is a collective at the end: a rank
+        that fails before it (no room for its file) leaves the others waiting in it until its exit or the group's
+        timeout ends the wait; done first, the others would wait in the next collective instead."""
         dev = self.epoch.device
         C = probs.shape[1]
         size = max(size, int(index.max()) + 1)

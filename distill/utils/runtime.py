@@ -197,7 +197,11 @@ def same_on_every_rank(digest: int, what: str, inputs: str = "their inputs") -> 
     """Refuse, on every rank, work that the DDP ranks must compute bit for bit alike and did not: ``digest`` (this
     rank's hash of it, 0 <= digest < 2**62) is compared across the process group (one all-reduce of two int64: the
     largest digest and the largest negated one). No-op without a group. ``inputs``: what each rank computes it from
-    (named in the message, with the software and the device kind, as what can differ)."""
+    (named in the message, with the software and the device kind, as what can differ).
+
+    A collective: a rank that fails before it (an error of its own) leaves the others waiting here until that rank's
+    exit ends the wait (gloo's peers see the connection close; torchrun stops the other workers) or, at the latest,
+    the process group's timeout (:func:`dist_timeout`), as at any of DDP's own collectives."""
     if group_size() <= 1:
         return
     nccl = dist.get_backend() == "nccl"
