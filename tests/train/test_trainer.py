@@ -112,6 +112,26 @@ def test_erm_trains_without_any_teacher(tmp_path, tiny_root, monkeypatch):
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
 
 
+def test_rank_0_makes_the_checkpoint_folder_before_the_ranks_start(tmp_path, tiny_root, monkeypatch):
+    """The other DDP ranks put their per-sample targets in run.out/checkpoints only if it is there (they do not make
+    it: RowFile.create's scratch); rank 0 makes it before the barrier, so their first refresh finds it."""
+    import distill.train.run as run_mod
+    from distill.train import train
+
+    seen = []
+
+    def trainer(setup):
+        seen.append((tmp_path / "run" / "checkpoints").is_dir())
+        raise DistillError("stop")
+
+    monkeypatch.setattr(run_mod, "Trainer", trainer)
+    cfg = _config(tiny_root, None, tmp_path / "run", optim__epochs=1)
+    cfg["strategy"] = {"name": "erm"}
+    with pytest.raises(DistillError, match="^stop$"):
+        train(load_train_config(_write(tmp_path, cfg)))
+    assert seen == [True]
+
+
 # ---------------------------------------------------------------------------- resume
 def _train_subprocess(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
