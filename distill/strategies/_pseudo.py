@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from distill.errors import DistillError
 from distill.strategies.base import Batch
 from distill.utils.rowfile import RowFile
-from distill.utils.runtime import group_size, same_on_every_rank
+from distill.utils.runtime import group_size, same_on_every_rank, take_main_buffers
 from distill.utils.spool import RowSpool
 
 CHUNK = 4096  # rows per step of the refresh's computations over all images
@@ -184,11 +184,16 @@ def collect(student: nn.Module, batches: Iterator[Batch], teacher_temperature: f
             teachers: bool = True) -> dict[str, Tensor]:
     """One clean pass over the training images with the student in eval mode.
 
+    Under DDP every rank makes this pass itself, so the student takes rank 0's buffers first
+    (:func:`take_main_buffers`): without SyncBatchNorm (gloo) each rank's BN running statistics are its own since
+    the last forward, and in eval mode they would give each rank other targets.
+
     Returns:
         ``index`` [N] sample indices, ``features`` [N, F], ``probs`` [N, C] (student), and with
         ``teachers`` ``teacher_probs`` [N, K, C] (softmax(logits / T) of each cache); all but the index
         memory-mapped from spooled files (:class:`RowSpool`), so read them in chunks.
     """
+    take_main_buffers(student)
     was_training = student.training
     student.eval()
     idx: list[Tensor] = []
@@ -292,7 +297,9 @@ class SampleTargets(nn.Module):
         Under DDP each rank keeps the ``probs`` it computed (DDP broadcasts only the buffers), so an uninterrupted
         run and a resumed one (every rank reads rank 0's file) agree only if every rank's refresh is bit-identical:
         a hash of ``index`` and ``probs`` is compared across the ranks here (:func:`same_on_every_rank`; SHA-1, 0.2 s
-        for 300 MiB, only when a process group is initialized)."""
+        for 300 MiB, only when a process group is initialized). That comparison is a collective at the end: a rank
+        that fails before it (no room for its file) leaves the others waiting in it until its exit or the group's
+        timeout ends the wait; done first, the others would wait in the next collective instead."""
         dev = self.epoch.device
         C = probs.shape[1]
         size = max(size, int(index.max()) + 1)
@@ -321,7 +328,8 @@ class SampleTargets(nn.Module):
         self.epoch.fill_(epoch)
         if digest is not None:
             same_on_every_rank(int.from_bytes(digest.digest()[:8], "little") >> 2,
-                               f"the per-sample targets refreshed for epoch {epoch}")
+                               f"the per-sample targets refreshed for epoch {epoch}",
+                               "the student (its weights and buffers) and the images")
 
     def get(self, index: Tensor, host_index: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
         """(probs [B, C], labels [B], weight [B], known [B]) for ``index`` [B]; None before any refresh.

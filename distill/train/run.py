@@ -39,6 +39,9 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
         if not resume:
             # the split rule resolved from the cache, and every path absolute: resumable from any folder
             atomic_write_text(saved, dump_config(stored_paths(setup.cfg)))
+        # before the other ranks start: where run.out is shared, their per-sample targets go in it (unnamed files)
+        # from the first refresh on; they do not make it themselves (a node-local run.out: TMPDIR, RowFile.create)
+        (run_dir / CHECKPOINTS_DIR).mkdir(exist_ok=True)
     barrier(setup.dist)
     trainer = Trainer(setup)
     if resume:

@@ -112,16 +112,20 @@ class RowFile:
         ``scratch``: a file no checkpoint will link (a DDP rank that saves none): in ``folder`` only as an
         ``O_TMPFILE`` (no name to clash with another rank's or to leave behind), else in the system's temp folder,
         never as a named-then-unlinked file there (on NFS that stays as a ``.nfsXXXX`` entry while it is open, and
-        after a crash)."""
+        after a crash). ``folder`` is not made, and any failure there falls back to the temp folder: it is rank
+        0's run folder, which on another node may be missing (a node-local one) or not writable."""
         where = Path(folder) if folder is not None else Path(tempfile.gettempdir())
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         if nbytes == 0:
             raise ValueError(f"a RowFile needs at least one byte, not {tuple(shape)}")
         try:
-            where.mkdir(parents=True, exist_ok=True)
-            fd = _tmpfile(where) if scratch else _nameless(where)
-            if fd is None:  # scratch, where the folder's file system has no O_TMPFILE
-                where = Path(tempfile.gettempdir())
+            if scratch:
+                fd = _scratch(where)
+                if fd is None:  # no folder, no O_TMPFILE on its file system, or not writable here
+                    where = Path(tempfile.gettempdir())
+                    fd = _nameless(where)
+            else:
+                where.mkdir(parents=True, exist_ok=True)
                 fd = _nameless(where)
             try:
                 reserve(fd, nbytes)
@@ -240,6 +244,14 @@ def _nameless(folder: Path) -> int:
     fd, name = tempfile.mkstemp(dir=folder, prefix=".distill-rows-")
     os.unlink(name)
     return fd
+
+
+def _scratch(folder: Path) -> int | None:
+    """:func:`_tmpfile` in ``folder``, None on any error (a scratch file goes elsewhere then)."""
+    try:
+        return _tmpfile(folder)
+    except OSError:
+        return None
 
 
 def _tmpfile(folder: Path) -> int | None:

@@ -193,10 +193,15 @@ def group_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def same_on_every_rank(digest: int, what: str) -> None:
+def same_on_every_rank(digest: int, what: str, inputs: str = "their inputs") -> None:
     """Refuse, on every rank, work that the DDP ranks must compute bit for bit alike and did not: ``digest`` (this
     rank's hash of it, 0 <= digest < 2**62) is compared across the process group (one all-reduce of two int64: the
-    largest digest and the largest negated one). No-op without a group."""
+    largest digest and the largest negated one). No-op without a group. ``inputs``: what each rank computes it from
+    (named in the message, with the software and the device kind, as what can differ).
+
+    A collective: a rank that fails before it (an error of its own) leaves the others waiting here until that rank's
+    exit ends the wait (gloo's peers see the connection close; torchrun stops the other workers) or, at the latest,
+    the process group's timeout (:func:`dist_timeout`), as at any of DDP's own collectives."""
     if group_size() <= 1:
         return
     nccl = dist.get_backend() == "nccl"
@@ -205,9 +210,27 @@ def same_on_every_rank(digest: int, what: str) -> None:
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     high, low = int(t[0]), -int(t[1])
     if high != low:
+        kind = "GPU model" if nccl else "kind of CPU"
         raise DistillError(f"{what}: the DDP ranks computed different values (digests {low:x}..{high:x}, rank "
                            f"{dist.get_rank()}'s {digest:x}); each rank computes it alone and they must agree bit for "
-                           "bit: run every rank on the same GPU model, with the same software")
+                           f"bit, which needs {inputs} to be the same on every rank, and every rank to run the same "
+                           f"software on the same {kind}")
+
+
+def take_main_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers of ``module`` (BatchNorm's running statistics) copied into every rank's, in place; no-op
+    without a process group. DDP does this at the start of each forward; work done between forwards on each rank
+    (an epoch hook's pass in eval mode) calls it first, since without SyncBatchNorm (gloo) the ranks' statistics
+    differ by their last local batches. The parameters are left alone: DDP keeps them equal."""
+    if group_size() <= 1:
+        return
+    for buf in module.buffers():
+        if buf.is_contiguous():
+            dist.broadcast(buf, src=0)
+        else:  # a channels_last buffer: through a contiguous copy
+            flat = buf.contiguous()
+            dist.broadcast(flat, src=0)
+            buf.copy_(flat)
 
 
 def broadcast_flag(flag: bool, d: Dist) -> bool:

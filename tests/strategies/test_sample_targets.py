@@ -56,6 +56,7 @@ def test_a_rank_that_saves_no_checkpoint_keeps_its_targets_unnamed_in_the_folder
     not a named-then-unlinked file there (a .nfsXXXX entry) but one in TMPDIR."""
     ckpt, tmp = tmp_path / "run" / "checkpoints", tmp_path / "tmpdir"
     tmp.mkdir()
+    ckpt.mkdir(parents=True)  # rank 0's (a rank that saves none does not make it)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     targets = SampleTargets(lambda: str(ckpt), lambda: True)
     _refresh(targets)
@@ -70,6 +71,36 @@ def test_a_rank_that_saves_no_checkpoint_keeps_its_targets_unnamed_in_the_folder
     linked = SampleTargets(lambda: str(ckpt))  # rank 0: its file is linked by a checkpoint, so in the folder
     _refresh(linked)
     assert _where(linked.probs).startswith(f"{ckpt}/") and made == [tmp, ckpt]
+
+
+def test_a_rank_that_saves_no_checkpoint_makes_no_folder_and_falls_back_to_tmpdir_where_it_cannot_write(
+        tmp_path, monkeypatch):
+    """The run's checkpoint folder is rank 0's: on another node (a node-local run.out) it may be missing, or not
+    writable. A rank that saves no checkpoint does not make it (no stray run folders on the other nodes), and any
+    error there sends its file to TMPDIR instead of stopping the run; rank 0's own file still goes there or fails."""
+    import errno
+
+    from distill.utils import rowfile as rowfile_mod
+
+    ckpt, tmp = tmp_path / "run" / "checkpoints", tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    targets = SampleTargets(lambda: str(ckpt), lambda: True)
+    _refresh(targets)  # the folder is missing on this node
+    assert _where(targets.probs).startswith(f"{tmp}/") and not (tmp_path / "run").exists()
+    ckpt.mkdir(parents=True)
+    real = os.open
+    for code in (errno.EACCES, errno.EROFS, errno.ENOSPC):
+        def refused(path, flags, *args, code=code, **kwargs):
+            if str(path) == str(ckpt) and flags & os.O_TMPFILE == os.O_TMPFILE:
+                raise OSError(code, os.strerror(code))
+            return real(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(rowfile_mod.os, "open", refused)
+        _refresh(targets)
+        assert _where(targets.probs).startswith(f"{tmp}/"), code
+    with pytest.raises(DistillError, match=f"^{ckpt}: cannot hold"):  # rank 0: a checkpoint must link its file
+        _refresh(SampleTargets(lambda: str(ckpt)))
 
 
 def test_the_rows_are_gathered_with_the_host_index_without_copying_the_device_one_back(tmp_path, monkeypatch):
@@ -177,3 +208,75 @@ def test_two_gloo_ranks_agree_on_a_refresh_or_both_refuse_it(tmp_path):
     assert all(e is not None and e.startswith("the per-sample targets refreshed for epoch 1: the DDP ranks computed "
                                               "different values") for e in errors), errors
     assert "rank 0's" in errors[0] and "rank 1's" in errors[1]
+    # gloo: what can differ is the student, the software or the kind of CPU, not a GPU model
+    assert all("GPU" not in e and e.endswith("the same software on the same kind of CPU") and "buffers" in e
+               for e in errors), errors
+
+
+class _BNStudent(torch.nn.Module):
+    """forward_all as a Student's, through a BatchNorm: in eval mode its output depends on the running statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.fc, self.head = torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3), None
+
+    def forward_all(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.bn(images)
+        return {"features": f, "logits": self.fc(f)}
+
+
+def _bn_worker(rank: int, port: int, strategy: str, out: str) -> None:
+    """One rank of a refresh whose student's BN running statistics differ between the ranks, as after an epoch of
+    gloo DDP (no SyncBatchNorm; DDP sends rank 0's buffers only at the next forward)."""
+    import torch.distributed as tdist
+
+    from distill.strategies import get_strategy
+    from distill.strategies.base import Batch, StrategyContext
+
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)  # the same weights on both ranks (DDP keeps them so)
+        student = _BNStudent()
+        student.bn.running_mean.fill_(0.1 * (rank + 1))  # each rank's own statistics
+        student.bn.running_var.fill_(1.0 + rank)
+        g = torch.Generator().manual_seed(1)
+        x, logits = torch.randn(12, 4, generator=g), torch.randn(12, 3, generator=g)
+
+        def batches():
+            for s in range(0, 12, 4):
+                yield Batch(pixels=x[s:s + 4], images=x[s:s + 4], teacher_logits=logits[s:s + 4],
+                            teacher_logits_all=[logits[s:s + 4]], sample_index=torch.arange(s, s + 4))
+
+        cls = get_strategy(strategy)
+        ctx = StrategyContext(num_classes=3, class_names=["a", "b", "c"], iterate_train=batches, num_train=12,
+                              num_samples=12, state_linked=rank == 0)
+        strat = cls(student, cls.Config(), ctx)
+        try:
+            strat.refresh(0)
+            error = None
+        except DistillError as e:
+            error = str(e)
+        torch.save({"error": error, "labels": strat.targets.labels.clone(), "probs": strat.targets.probs.clone(),
+                    "mean": student.bn.running_mean.clone(), "training": student.training}, f"{out}.{rank}")
+    finally:
+        tdist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["sfda", "shot"])
+def test_a_refresh_under_gloo_ddp_takes_rank_0s_batchnorm_statistics_on_every_rank(tmp_path, strategy):
+    """The refresh runs the student in eval mode on every rank: with each rank's own BN running statistics the ranks'
+    targets differed (sfda's refresh was refused by the digest check; shot's labels could differ unchecked). Rank 0's
+    buffers are sent to every rank first, so both ranks compute rank 0's targets."""
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_bn_worker, args=(port, strategy, str(tmp_path / "r")), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"r.{r}") for r in (0, 1))
+    assert r0["error"] is None and r1["error"] is None, (r0["error"], r1["error"])
+    assert torch.equal(r0["mean"], torch.full((4,), 0.1)) and torch.equal(r1["mean"], r0["mean"])
+    assert torch.equal(r0["labels"], r1["labels"]) and torch.equal(r0["probs"], r1["probs"])
+    assert r0["training"] and r1["training"]  # collect() leaves the mode as it found it

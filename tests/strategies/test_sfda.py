@@ -427,8 +427,9 @@ def test_a_rank_that_saves_no_checkpoint_writes_its_targets_unnamed_into_the_run
                           optim={"batch_size": 8}, run={"workers": 0, "progress": False})
     setup = build(load_train_config(None, base=recipe))
     trainer = Trainer(dataclasses.replace(setup, dist=Dist(rank=1, world=1)))
-    trainer.strategy.refresh(0)
     folder = trainer.checkpoints.dir
+    folder.mkdir(parents=True)  # rank 0 makes it before the ranks start (distill.train.run); rank 1 does not
+    trainer.strategy.refresh(0)
     for t in (trainer.strategy.targets, trainer.strategy.memory):
         where = os.readlink(f"/proc/self/fd/{RowFile.backing(t.probs)._fd}")
         assert where.startswith(f"{folder}/") and where.endswith(" (deleted)"), where

@@ -112,6 +112,26 @@ def test_erm_trains_without_any_teacher(tmp_path, tiny_root, monkeypatch):
     assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
 
 
+def test_rank_0_makes_the_checkpoint_folder_before_the_ranks_start(tmp_path, tiny_root, monkeypatch):
+    """The other DDP ranks put their per-sample targets in run.out/checkpoints only if it is there (they do not make
+    it: RowFile.create's scratch); rank 0 makes it before the barrier, so their first refresh finds it."""
+    import distill.train.run as run_mod
+    from distill.train import train
+
+    seen = []
+
+    def trainer(setup):
+        seen.append((tmp_path / "run" / "checkpoints").is_dir())
+        raise DistillError("stop")
+
+    monkeypatch.setattr(run_mod, "Trainer", trainer)
+    cfg = _config(tiny_root, None, tmp_path / "run", optim__epochs=1)
+    cfg["strategy"] = {"name": "erm"}
+    with pytest.raises(DistillError, match="^stop$"):
+        train(load_train_config(_write(tmp_path, cfg)))
+    assert seen == [True]
+
+
 # ---------------------------------------------------------------------------- resume
 def _train_subprocess(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
@@ -219,6 +239,29 @@ def test_ddp_matches_one_process_with_batch_statistics(tmp_path, tiny_root):
     assert worst < 1e-4, f"max weight difference {worst}"
     start, end = load_file(str(ckpt / "model.safetensors")), _weights(tmp_path / "one")
     assert max(float((start[k].float() - end[k].float()).abs().max()) for k in start) > 1e-4, "shot did not train"
+
+
+@pytest.mark.slow
+def test_ddp_sfda_with_a_batchnorm_student_on_cpu_refreshes_alike_on_every_rank(tmp_path, tiny_root, tiny_cache):
+    """gloo has no SyncBatchNorm: after an epoch each rank's BN running statistics are its own (DDP sends rank 0's
+    at the next forward only), and sfda's second refresh (eval mode, on every rank) was refused by the ranks'
+    digest check. The refresh takes rank 0's buffers first, so a 2-epoch run ends (both refreshes agree)."""
+    from distill.train import train
+
+    src = _config(tiny_root, None, tmp_path / "erm", optim__epochs=1)  # test_resnet: BatchNorm
+    src["strategy"] = {"name": "erm"}
+    train(load_train_config(_write(tmp_path, src, "erm.yaml")))
+    cfg = _config(tiny_root, tiny_cache, tmp_path / "two", optim__epochs=2, optim__batch_size=8,
+                  **{**_SGD, "optim__lr": 0.3})
+    cfg["data"].update(source=["red"], target=["blue"])
+    cfg["strategy"] = {"name": "sfda"}
+    cfg["source_checkpoint"] = str(tmp_path / "erm" / "checkpoints" / "best")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29535", "-m", "distill", "train", "-c",
+                          str(_write(tmp_path, cfg, "two.yaml"))], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert len((tmp_path / "two" / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
 
 
 def test_bf16_autocast_trains(tmp_path, tiny_root, tiny_cache):
