@@ -153,18 +153,9 @@ def test_the_log_ends_training_with_the_end_state_disagreement(run_ckpt, tmp_pat
     import re
 
     import distill.export.qad as qad_module
+    from tests.export.test_qad_ship import _damaging
 
-    real_train = qad_module._train
-
-    def damaged(*args, **kwargs):
-        model, losses, moved = real_train(*args, **kwargs)
-        torch.manual_seed(1)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(p.std() * torch.randn_like(p))
-        return model, losses, moved
-
-    monkeypatch.setattr(qad_module, "_train", damaged)
+    monkeypatch.setattr(qad_module, "_train", _damaging(qad_module._train))
     lines: list[str] = []
     record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), epochs=1, calib_domains="clean",
                            calib_count=32, eval_count=4, holdout_count=8), log=lines.append)
