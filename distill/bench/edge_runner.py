@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -320,13 +321,11 @@ class OrtRunner:
 
             so.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"ort_profile_{self.path.stem}_{os.getpid()}")
         providers: list[Any] = list(wanted)
+        self.provider_options: dict[str, Any] = {}
         if runtime == "ort-trt":
-            cache = Path(cache_dir) if cache_dir else self.path.parent / "trt_cache"
-            cache.mkdir(parents=True, exist_ok=True)
-            providers[0] = ("TensorrtExecutionProvider", {
-                "trt_fp16_enable": True, "trt_int8_enable": True,  # QDQ models run int8 (explicit quantization)
-                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)})
+            self.provider_options = trt_provider_options(_onnx_precision(ort, self.path),
+                                                         _cache_dir(Path(cache_dir) if cache_dir else self.path.parent / "trt_cache"))
+            providers[0] = ("TensorrtExecutionProvider", self.provider_options)
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:  # onnxruntime's own InvalidProtobuf / InvalidGraph / Fail: a corrupt or non-ONNX file
@@ -342,7 +341,12 @@ class OrtRunner:
         self._profiling = profile
 
     def input_shape(self, batch: int) -> list[int]:
-        """The input shape for ``batch`` (non-batch dims from the model; they must be static)."""
+        """The input shape for ``batch`` (non-batch dims from the model; they must be static; a fixed batch dim
+        must equal ``batch``)."""
+        fixed = self._shape[0] if self._shape else None
+        if isinstance(fixed, int) and fixed > 0 and fixed != batch:
+            raise RuntimeUnavailable(f"{self.path}: input '{self.input_name}' has a fixed batch of {fixed}; "
+                                     f"--batch {batch} cannot run (export with a dynamic batch, or use --batch {fixed})")
         dims = self._shape[1:]
         if not all(isinstance(d, int) and d > 0 for d in dims):
             raise RuntimeUnavailable(f"{self.path}: input '{self.input_name}' has non-static dims {self._shape}")
@@ -372,6 +376,43 @@ class OrtRunner:
         if self._profiling:
             self.top_ops(0)
         self.__dict__.pop("session", None)
+
+
+def _onnx_precision(ort: Any, path: Path) -> str | None:
+    """The ``precision`` in a distill ONNX file's metadata (read with a CPU session, no graph optimization),
+    else None."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        meta = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).get_modelmeta()
+    except Exception as e:  # onnxruntime's own InvalidProtobuf / InvalidGraph / Fail: a corrupt or non-ONNX file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RuntimeUnavailable(f"{path}: onnxruntime cannot load it: {first}") from None
+    precision = decode_metadata(meta.custom_metadata_map).get("precision")
+    return str(precision) if precision else None
+
+
+def _cache_dir(wanted: Path) -> Path:
+    """``wanted`` for ort-trt's engine and timing caches, or a temporary folder where it cannot be made (a read-only
+    model folder), with a warning."""
+    try:
+        wanted.mkdir(parents=True, exist_ok=True)
+        if os.access(wanted, os.W_OK):
+            return wanted
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"distill_trt_cache_{os.getuid() if hasattr(os, 'getuid') else 0}"
+    fallback.mkdir(parents=True, exist_ok=True)
+    print(f"warning: cannot write the TensorRT cache folder {wanted}: using {fallback}", file=sys.stderr)
+    return fallback
+
+
+def trt_provider_options(precision: str | None, cache: Path) -> dict[str, Any]:
+    """TensorrtExecutionProvider options for a model of ``precision`` (its metadata): fp16 kernels only for an fp16
+    or int8 file, int8 only for an int8 (QDQ, explicit quantization) file, so an fp32 file is timed at fp32."""
+    return {"trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8",
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
 
 
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
@@ -454,11 +495,27 @@ class TensorRTRunner:
             raise RuntimeError(f"CUDA error {err}")
 
     def input_shape(self, batch: int) -> list[int]:
+        """The input shape for ``batch``; a batch the engine cannot run (fixed batch, or outside its optimization
+        profile) is refused in one line naming both."""
+        fixed = int(self._shape[0]) if self._shape else -1
+        if fixed > 0 and fixed != batch:
+            raise RuntimeUnavailable(f"{self.path}: engine input '{self.input_name}' has a fixed batch of {fixed}; "
+                                     f"--batch {batch} cannot run")
+        with contextlib.suppress(AttributeError, TypeError, IndexError):
+            lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            if not int(lo[0]) <= batch <= int(hi[0]):
+                raise RuntimeUnavailable(f"{self.path}: --batch {batch} is outside the engine's optimization profile "
+                                         f"(batch {int(lo[0])}..{int(hi[0])}); rebuild the engine for it")
         return [batch, *[int(d) for d in self._shape[1:]]]
+
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        if self.context.set_input_shape(self.input_name, shape) is False:
+            raise RuntimeUnavailable(f"{self.path}: TensorRT refused input shape {list(shape)} for "
+                                     f"'{self.input_name}' (--batch {shape[0]}; outside the engine's profile?)")
 
     def _alloc(self, shape: tuple[int, ...]) -> dict[str, tuple[Any, np.ndarray]]:
         if shape not in self._buffers:
-            self.context.set_input_shape(self.input_name, shape)
+            self._set_shape(shape)
             bufs = {}
             for n in self.inputs + self.outputs:
                 dtype = self.trt.nptype(self.engine.get_tensor_dtype(n))
@@ -496,6 +553,17 @@ class TensorRTRunner:
             for dev, _ in bufs.values():
                 self.cudart.cudaFree(dev)
         self._buffers.clear()
+
+
+def preload_runtime(runtime: str) -> None:
+    """Import ``runtime``'s library (onnxruntime and its native module, or tensorrt) so that the RSS baseline read
+    before a model is loaded does not charge the library itself (~40 MiB for onnxruntime) to the first model."""
+    names = {"tensorrt": ("tensorrt",)}.get(runtime, ("onnxruntime", "onnxruntime.capi._pybind_state"))
+    if runtime not in _ORT_PROVIDERS and runtime != "tensorrt":
+        return
+    for name in names:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def open_runner(model: str | Path, runtime: str, threads: int | None = None, profile: bool = False) -> Any:
@@ -594,6 +662,10 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
                 "throughput_ips": b * iters / sum(t), "memory": mem, "top_ops": None, "device": device,
                 "versions": versions, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": walls[b],
             }))
+            opts = getattr(runner, "provider_options", None)
+            if opts:  # what TensorRT was allowed to pick (fp16/int8 kernels); the schema has no field of its own
+                records[-1][1]["note"] = "TensorrtExecutionProvider " + ", ".join(
+                    f"{k}={v}" for k, v in opts.items() if k in ("trt_fp16_enable", "trt_int8_enable"))
     if profile:
         # Profile in a separate pass so the profiler's overhead never enters the timed runs.
         for runner, rec in records:
@@ -617,6 +689,47 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
             f.flush()
 
 
+def check_out_path(path: str | Path, flag: str = "--out") -> None:
+    """Raise ValueError (one line naming ``flag`` and the path) unless ``path`` can be written: checked before any
+    timing, so an unwritable ``--out`` never costs a whole benchmark's results. Creates missing parent folders."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; name a file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "a"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write it ({e.strerror or type(e).__name__})") from None
+
+
+def check_model_file(model: str | Path) -> None:
+    """Raise :class:`RuntimeUnavailable` (one line) unless ``model`` is an existing file."""
+    path = Path(model)
+    if path.is_dir():
+        raise RuntimeUnavailable(f"{model}: is a folder; pass .onnx files (or TensorRT engines)")
+    if not path.is_file():
+        raise RuntimeUnavailable(f"{model}: model file not found")
+
+
+def check_timing_args(warmup: int, iters: int, topk: int) -> None:
+    """Raise ValueError (one line naming the flag) for ``--warmup`` < 0, ``--iters`` < 1 or ``--topk`` < 1."""
+    if warmup < 0:
+        raise ValueError(f"--warmup must be >= 0 (got {warmup})")
+    if iters < 1:
+        raise ValueError(f"--iters must be >= 1 (got {iters})")
+    if topk < 1:
+        raise ValueError(f"--topk must be >= 1 (got {topk})")
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read bench records; lines that are not JSON objects of this schema are skipped."""
     out = []
@@ -636,8 +749,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def bench_file(model: str | Path, runtime: str = "ort-cpu", batches: Iterable[int] = (1,), threads: int | None = None,
                warmup: int = 10, iters: int = 50, profile: bool = False, topk: int = 10) -> list[dict[str, Any]]:
     """Load ``model`` (``.onnx`` or TensorRT engine) on ``runtime`` and benchmark it."""
-    if not Path(model).is_file():
-        raise RuntimeUnavailable(f"{model}: model file not found")
+    check_model_file(model)
+    preload_runtime(runtime)
     before = rss_mb()
     runner = open_runner(model, runtime, threads=threads)
     gpu = gpu_process_memory_mb if runtime in ("ort-cuda", "ort-trt", "tensorrt") else None
@@ -658,8 +771,7 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
     Jetson). ONNX Runtime sessions do not spin-wait here (a session's spinning workers would steal the cores from
     the next one)."""
     for model in models:
-        if not Path(model).is_file():
-            raise RuntimeUnavailable(f"{model}: model file not found")
+        check_model_file(model)
 
     def open_one(m: str | Path) -> Any:
         if runtime in _ORT_PROVIDERS:
@@ -674,6 +786,7 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
         live.extend(created[i] for i in range(len(models)))
         return list(live)
 
+    preload_runtime(runtime)
     before = rss_mb()
     live: list[Any] = [open_one(m) for m in models]
     gpu = gpu_process_memory_mb if runtime in ("ort-cuda", "ort-trt", "tensorrt") else None
@@ -728,27 +841,46 @@ def main(argv: list[str] | None = None) -> int:
                    help=".onnx file(s), or TensorRT engine(s) (.engine/.plan) with --runtime tensorrt")
     add_bench_arguments(p)
     args = p.parse_args(argv)
+    written: list[dict[str, Any]] = []
+
+    def emit(records: list[dict[str, Any]]) -> None:  # as each model finishes: an interrupt keeps these
+        for r in records:
+            print(format_record(r), file=sys.stderr)
+        if args.out:
+            write_jsonl(records, args.out)
+        else:
+            for r in records:
+                print(json.dumps(r), flush=True)
+        written.extend(records)
+
     try:
         batches = parse_batches(args.batch)
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be >= 1, or left out for the runtime's choice (got {args.threads})")
+        check_timing_args(args.warmup, args.iters, args.topk)
+        for m in args.model:  # every file before timing any
+            check_model_file(m)
+        if args.out:
+            check_out_path(args.out)
+        if args.profile and args.runtime == "tensorrt":
+            print("warning: --profile: runtime tensorrt has no op profiler here, records get no top_ops "
+                  "(per-layer times: trtexec --loadEngine=ENGINE --dumpProfile)", file=sys.stderr)
         timing = (args.warmup, args.iters, args.profile, args.topk)
         if args.interleave:
-            records = bench_files(args.model, args.runtime, batches, args.threads, *timing)
+            emit(bench_files(args.model, args.runtime, batches, args.threads, *timing))
         else:
-            records = [r for m in args.model for r in bench_file(m, args.runtime, batches, args.threads, *timing)]
+            for m in args.model:
+                emit(bench_file(m, args.runtime, batches, args.threads, *timing))
     except (RuntimeUnavailable, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1  # the distill CLI's convention: 1 for a runtime error, 2 (argparse) for bad usage
-    for r in records:
-        print(format_record(r), file=sys.stderr)
+    except KeyboardInterrupt:
+        where = f" in {args.out}" if args.out else " (printed above)"
+        print(f"interrupted: kept the {len(written)} record(s) of the models that finished{where}", file=sys.stderr)
+        return 130
     if args.out:
-        write_jsonl(records, args.out)
-    else:
-        for r in records:
-            print(json.dumps(r))
+        print(f"wrote {len(written)} record(s) to {args.out}", file=sys.stderr)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

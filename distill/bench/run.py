@@ -22,6 +22,7 @@ from distill.bench.edge_runner import (
     bench_file,
     bench_files,
     bench_runner,
+    check_timing_args,
     format_record,
     rss_mb,
     sha256_file,
@@ -100,7 +101,8 @@ class TorchOptions:
 def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = None, batches: tuple[int, ...] = (1,),
                 threads: int | None = None, warmup: int = 10, iters: int = 50, profile: bool = False,
                 topk: int = 10, log: Callable[[str], None] | None = None,
-                torch_options: TorchOptions | None = None, interleave: bool = False) -> list[dict[str, Any]]:
+                torch_options: TorchOptions | None = None, interleave: bool = False,
+                sink: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """Benchmark MODEL (or several) at each batch size; one record per (model file, runtime, batch).
 
     ``torch_options`` (device, precision, compile mode, memory format) apply to ``--runtime torch``
@@ -111,11 +113,16 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
     load on a shared machine hits them alike and their latency ratios are fair (an export folder's fp32 vs int8);
     the memory figures are then the whole pass's. ONNX files and engines on one runtime only.
 
+    ``sink``: called with each model file's records as soon as they are measured (``distill bench --out`` appends
+    them there, so an interrupt keeps the models that finished).
+
     Raises:
         DistillError: bad MODEL/runtime, or a runtime unavailable here (message names what to install).
     """
-    if warmup < 0 or iters < 1:
-        raise DistillError(f"--warmup must be >= 0 and --iters >= 1 (got {warmup}, {iters})")
+    try:
+        check_timing_args(warmup, iters, topk)
+    except ValueError as e:
+        raise DistillError(str(e)) from None
     if threads is not None and threads < 1:  # as `distill export --threads`; leave it out for the runtime's choice
         raise DistillError(f"--threads must be >= 1, or left out for the runtime's choice (got {threads})")
     records: list[dict[str, Any]] = []
@@ -125,19 +132,28 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
     if not opts.is_default() and any(rt != "torch" for _, rt in pairs):
         raise DistillError("--device, --precision, --compile and --memory-format apply to --runtime torch only "
                            "(an ONNX model's precision is fixed at export)")
+    if profile and log and "tensorrt" in {rt for _, rt in pairs}:
+        log("warning: --profile: runtime tensorrt has no op profiler here, its records get no top_ops "
+            "(per-layer times: trtexec --loadEngine=ENGINE --dumpProfile)")
     if interleave:
-        return _bench_interleaved(pairs, batches, threads, warmup, iters, profile, topk, log)
+        records = _bench_interleaved(pairs, batches, threads, warmup, iters, profile, topk, log)
+        if sink:
+            sink(records)
+        return records
     for path, rt in pairs:
         try:
             if rt == "torch":
-                records += _bench_torch(path, batches, threads, warmup, iters, profile, topk, opts)
+                recs = _bench_torch(path, batches, threads, warmup, iters, profile, topk, opts)
             else:
-                records += bench_file(path, rt, batches, threads, warmup, iters, profile, topk)
+                recs = bench_file(path, rt, batches, threads, warmup, iters, profile, topk)
         except RuntimeUnavailable as e:
             raise DistillError(str(e)) from None
         if log:
-            for r in records[-len(batches):]:
+            for r in recs:
                 log(format_record(r))
+        if sink:
+            sink(recs)
+        records += recs
     return records
 
 

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from distill.bench.edge_runner import RUNTIMES, add_bench_arguments, parse_batches, write_jsonl
+from distill.bench.edge_runner import RUNTIMES, add_bench_arguments, check_out_path, parse_batches, write_jsonl
 from distill.bench.run import TorchOptions, bench_model
 from distill.bench.torch_runner import COMPILE_MODES, MEMORY_FORMATS
 from distill.errors import DistillError
@@ -36,16 +36,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         batches = tuple(parse_batches(args.batch))
+        if args.out:
+            check_out_path(args.out)  # before timing anything: an unwritable --out must not cost the results
     except ValueError as e:
         raise DistillError(str(e)) from None
-    records = bench_model(args.model, args.runtime, batches, args.threads, args.warmup, args.iters, args.profile,
-                          args.topk, log=lambda s: print(s, file=sys.stderr),
-                          torch_options=TorchOptions(args.device, args.precision, args.compile, args.memory_format),
-                          interleave=args.interleave)
+    written: list[dict] = []
+
+    def sink(records: list[dict]) -> None:  # each model's records as soon as measured: an interrupt keeps them
+        if args.out:
+            write_jsonl(records, args.out)
+        else:
+            for r in records:
+                print(json.dumps(r), flush=True)
+        written.extend(records)
+        args.interrupt_hint = (f"kept the {len(written)} record(s) of the models that finished"
+                               + (f" in {args.out}" if args.out else " (printed above)") + "; rerun for the rest")
+
+    bench_model(args.model, args.runtime, batches, args.threads, args.warmup, args.iters, args.profile,
+                args.topk, log=lambda s: print(s, file=sys.stderr),
+                torch_options=TorchOptions(args.device, args.precision, args.compile, args.memory_format),
+                interleave=args.interleave, sink=sink)
     if args.out:
-        write_jsonl(records, args.out)
-        print(f"appended {len(records)} record(s) to {args.out}", file=sys.stderr)
-    else:
-        for r in records:
-            print(json.dumps(r))
+        print(f"wrote {len(written)} record(s) to {args.out}", file=sys.stderr)
     return 0

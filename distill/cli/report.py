@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distill.bench.edge_runner import check_out_path
+from distill.errors import DistillError
 from distill.records import REPORT_HTML
 
 
@@ -23,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from distill.report.write import write_report  # lazy: `distill --help` does not load the report's imports
 
+    try:
+        check_out_path(args.out)  # before reading every input: one line, not a traceback after the work
+    except ValueError as e:
+        raise DistillError(str(e)) from None
     res = write_report(args.paths, args.out, args.title)
     for warning in res.warnings:
         print(f"warning: {warning}", file=sys.stderr)
