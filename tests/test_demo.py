@@ -178,7 +178,7 @@ def test_the_demo_words_what_ships_as_the_report_does(tmp_path):
     from distill.errors import DistillError
     from distill.report.write import write_report
 
-    from .report.test_ship_decision import FP32, FP32_REASON, QAD_WINS, _export, _qad
+    from .report.test_ship_decision import FP32, FP32_REASON, PLAIN, QAD_WINS, _export, _qad
 
     export_dir = tmp_path / "export" / SHIP
     checkpoint = tmp_path / "runs" / SHIP / "checkpoints" / "best"
@@ -186,7 +186,7 @@ def test_the_demo_words_what_ships_as_the_report_does(tmp_path):
     qad = _qad(export_dir / "qad", checkpoint, "qad")
     decision = ship_decision(tmp_path, ExportReport.read(export_dir), qad)
     assert decision.text() == (f"ship fp32 — {FP32_REASON}; if int8 is needed anyway (another runtime), ship "
-                               f"qad/model.int8-ort-cpu.onnx (QAD int8; no-harm rule: {QAD_WINS})")
+                               f"qad/model.int8-ort-cpu.onnx (QAD int8; {PLAIN}no-harm rule: {QAD_WINS})")
     md = write_report([tmp_path / "export"], tmp_path / "report.html").markdown
     assert f": {decision.text()}\n" in open(md).read()
     assert decision.shipped_file(ExportReport.read(export_dir)) == "model.fp32.onnx"

@@ -47,6 +47,7 @@ from distill.export.tensorrt_script import write_build_script, write_check_files
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
 from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport
 from distill.student.model import load_student, save_student
+from distill.utils.io import sha256_file
 
 EXPORT_FORMAT = "distill.export/1"
 FP32_FILE = "model.fp32.onnx"
@@ -181,6 +182,7 @@ class Exporter:
                 self.log(f"building TensorRT engine {e['engine']} ({e['precision']}, from {engine_source(e, major)})")
                 build_engine(ctx.out_dir / engine_source(e, major), ctx.out_dir / e["engine"], e["precision"],
                              INPUT_NAME, chw, cfg.trt_batches, ctx.out_dir / TIMING_CACHE, cfg.trt_workspace_mib)
+                e["sha256"] = sha256_file(ctx.out_dir / e["engine"])  # the report joins its bench records by it
             info.update({"built_here": True, "tensorrt_version": tensorrt_version(),
                          "note": "engines run only on this GPU model with this TensorRT version"})
         else:

@@ -44,6 +44,9 @@ trt_major() {
     fi
     "$PYTHON" -c 'import tensorrt; print(tensorrt.__version__.split(".")[0])' 2>/dev/null || true
 }
+if [ -n "${TRT_MAJOR:-}" ] && ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]]; then
+    echo "TRT_MAJOR=$TRT_MAJOR: not a TensorRT major version: set TRT_MAJOR=10 or TRT_MAJOR=11, or unset it" >&2; exit 1
+fi
 TRT_MAJOR="${TRT_MAJOR:-$(trt_major)}"
 if ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]]; then
     echo "cannot tell which TensorRT $TRTEXEC is: set TRT_MAJOR=10 or TRT_MAJOR=11" >&2; exit 1
@@ -51,14 +54,39 @@ fi
 if [ "$TRT_MAJOR" -lt %(min)d ]; then
     echo "TensorRT $TRT_MAJOR is too old: these engines need TensorRT %(min)d or newer (JetPack 6.x ships 10.3)" >&2; exit 1
 fi
+if [ "$TRT_MAJOR" -gt 11 ]; then
+    echo "warning: TensorRT $TRT_MAJOR is newer than this script was tested with (10, 11): built as 11 (strongly typed)" >&2
+fi
+"""
+
+_START = r"""
+if [ ! -x "$TRTEXEC" ]; then
+    if [ -n "$TRTEXEC_GIVEN" ]; then echo "TRTEXEC=$TRTEXEC_GIVEN: not an executable file: point it at trtexec" >&2; exit 1; fi
+    echo "trtexec not found (not on PATH nor at $TRTEXEC): install TensorRT (on a Jetson: JetPack) or set TRTEXEC=" >&2
+    exit 1
+fi
+BUILT=() AGREE=() CURRENT=""
+summary() {  # the last lines: what was built, and each engine's agreement with ONNX Runtime
+    echo "built ${#BUILT[@]} engine(s): ${BUILT[*]}"
+    for a in ${AGREE[@]+"${AGREE[@]}"}; do echo "  $a"; done
+    if [ -n "${LOG:-}" ]; then echo "polygraphy's log: $LOG"; fi
+}
+failed() {  # set -e stopped the script: say where, and what is (not) in the folder
+    local rc=$?
+    if [ "$rc" -ne 0 ] && [ -n "$CURRENT" ]; then
+        echo "failed (exit $rc) building $CURRENT; built before it: ${BUILT[*]:-none} (no engine of an earlier run is left)" >&2
+    fi
+}
+trap failed EXIT
 """
 
 _CHECK = r"""
 # Each engine vs ONNX Runtime on the export's calibration images (polygraphy), as top-1 agreement.
 # SKIP_CHECK=1 skips it; POLYGRAPHY= and PYTHON= name other executables.
-if [ "${SKIP_CHECK:-0}" = 1 ]; then echo "engine check skipped (SKIP_CHECK=1)"; exit 0; fi
+if [ "${SKIP_CHECK:-0}" = 1 ]; then echo "engine check skipped (SKIP_CHECK=1)"; summary; exit 0; fi
 if ! command -v "$POLYGRAPHY" >/dev/null 2>&1; then
-    echo "polygraphy not found (pip install polygraphy onnxruntime): engines not compared with ONNX Runtime" >&2; exit 0
+    echo "polygraphy not found (pip install polygraphy onnxruntime): engines not compared with ONNX Runtime" >&2
+    summary; exit 0
 fi
 rm -rf %(dir)s && mkdir -p %(dir)s
 LOG=%(dir)s/polygraphy.log
@@ -70,7 +98,13 @@ check() {  # check ENGINE ONNX: top-1 agreement of the engine with ONNX Runtime 
     local ref="%(dir)s/ort.${2%%.onnx}.json" out="%(dir)s/trt.${1%%.engine}.json"
     [ -f "$ref" ] || pg "$2" --onnxrt --save-outputs "$ref"
     [ -f "$out" ] || pg "$1" --model-type engine --trt --save-outputs "$out"
-    "$PYTHON" %(script)s "$ref" "$out" --name "$1 vs ONNX Runtime on $2"
+    local res  # polygraphy's own [I]/[W] lines go to $LOG; only the agreement line is printed
+    res="$("$PYTHON" %(script)s "$ref" "$out" --name "$1 vs ONNX Runtime on $2" 2>>"$LOG")" || {
+        echo "$res" >>"$LOG"; echo "comparing $1 with ONNX Runtime on $2 failed: see $LOG" >&2; exit 1; }
+    echo "$res" >>"$LOG"
+    res="$(grep 'top-1 agreement' <<<"$res" || true)"
+    echo "$res"
+    AGREE+=("$res")
 }
 """
 
@@ -101,8 +135,9 @@ def _block(engines: list[dict[str, Any]], input_name: str, chw: tuple[int, int, 
         cmd = trtexec_command(src, e["engine"], e["precision"], input_name, chw, batches,
                               workspace_mib=workspace_mib, trtexec="$TRTEXEC", typed=typed)
         note = f"building {e['engine']} ({e['precision']}, from {src})"
-        lines.append(f"    echo {shlex.quote(note)}")
+        lines.append(f"    echo {shlex.quote(note)}; CURRENT={shlex.quote(e['engine'])}")
         lines.append('    "$TRTEXEC" ' + " ".join(shlex.quote(a) for a in cmd[1:]))
+        lines.append(f"    BUILT+=({shlex.quote(e['engine'])})")
     return lines
 
 
@@ -140,11 +175,13 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         "# fp16 from the fp16 ONNX, int8 from the QDQ ONNX (whose float layers then run in fp32).",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
+        'TRTEXEC_GIVEN="${TRTEXEC:-}"',
         'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
         'PYTHON="${PYTHON:-python3}"',
         'POLYGRAPHY="${POLYGRAPHY:-polygraphy}"',
-        'if [ ! -x "$TRTEXEC" ]; then echo "trtexec not found: install TensorRT (on a Jetson: JetPack) or set TRTEXEC=" >&2; exit 1; fi',
+        *_START.strip("\n").splitlines(),
         *(_DETECT % {"min": MIN_MAJOR}).strip("\n").splitlines(),
+        f"rm -f {' '.join(shlex.quote(e['engine']) for e in engines)}  # a failed build leaves no engine of an earlier run",
         f'if [ "$TRT_MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then',
         '    echo "TensorRT $TRT_MAJOR: strongly typed networks (precision from each ONNX)"',
         *_block(engines, input_name, chw, batches, workspace_mib, typed=True),
@@ -152,6 +189,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         '    echo "TensorRT $TRT_MAJOR: precision flags (--fp16; --int8 --fp16 with the QDQ model)"',
         *_block(engines, input_name, chw, batches, workspace_mib, typed=False),
         "fi",
+        'CURRENT=""',
     ]
     if reference is not None and engines:
         lines += [*(_CHECK % {"dir": CHECK_DIR, "script": CHECK_SCRIPT}).rstrip("\n").splitlines(),
@@ -160,6 +198,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
                   "else",
                   *_checks(engines, reference, typed=False),
                   "fi"]
+    lines.append("summary")
     path = out_dir / BUILD_SCRIPT
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o755)

@@ -67,6 +67,8 @@ class Point:
     score: float | None = None  # mean accuracy over the common domains
     score_se: float | None = None  # its binomial standard error (None: test-set size unknown)
     pareto: bool = False
+    file: str = ""  # the timed file, short: its (export) folder's name and its name
+    note: str = ""  # how it was joined, when not plainly (a TensorRT engine: the ONNX file it was built from)
 
     @property
     def label(self) -> str:

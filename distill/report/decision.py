@@ -33,12 +33,13 @@ class Int8File:
     arm: str   # "QAD" | "PTQ"
     reason: str  # qad.json ``ship_reason`` ("" in files written before the rule)
     flavour: str  # the int8 flavour (ort-cpu | tensorrt)
+    against: str = ""  # what the PTQ arm was, when it was not the export's own int8 file (plain PTQ)
 
     @property
     def detail(self) -> str:
         """``(QAD int8; no-harm rule: REASON)``: whose file it is and why the rule picked it."""
         why = f"no-harm rule: {self.reason}" if self.reason else "no-harm rule not recorded: the QAD file"
-        return f"({self.arm} int8; {why})"
+        return f"({self.arm} int8; {self.against + '; ' if self.against else ''}{why})"
 
     @property
     def label(self) -> str:
@@ -50,8 +51,12 @@ class Int8File:
 
     @classmethod
     def of(cls, record: QADRecord, qad_dir: str | Path, export_dir: str | Path | None = None) -> Int8File:
+        # a QAD without --export compared itself with plain PTQ, not with the export's int8 file: said so
+        against = "compared with plain PTQ, not this export's int8" if export_dir is not None and \
+            not ran_against(record) else ""
         return cls(path=_relative(Path(qad_dir) / record.ship_file, export_dir), arm=record.ship_arm,
-                   reason=record.ship_reason if record.ship is not None else "", flavour=record.flavour)
+                   reason=record.ship_reason if record.ship is not None else "", flavour=record.flavour,
+                   against=against)
 
 
 @dataclass(frozen=True)
@@ -126,12 +131,32 @@ def _same_checkpoint(qad: QADRecord, export: ExportReport) -> bool:
                            export.checkpoint, export.provenance.get("checkpoint_sha256"))
 
 
+def ran_against(record: QADRecord) -> str | None:
+    """The export folder a ``distill qad --export`` result compared itself with (its PTQ arm is that folder's int8
+    file), as typed; None for a QAD whose PTQ arm is plain PTQ."""
+    where = (record.config or {}).get("export_dir")
+    return str(where) if where else None
+
+
+def _is_folder(typed: str, folder: str) -> bool:
+    """Is ``typed`` (a path as recorded, maybe relative to a cwd not known here) the folder ``folder``? The same
+    real path, or, for a relative one, the same last components (``demo_out/export/fm`` of ``/tmp/x/demo_out/export/fm``)."""
+    real = os.path.realpath(folder)
+    if os.path.realpath(typed) == real:
+        return True
+    parts = Path(os.path.normpath(typed)).parts
+    return not os.path.isabs(typed) and os.pardir not in parts and Path(real).parts[-len(parts):] == parts
+
+
 def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:
     """The ``distill qad`` result of ``export``'s model: a qad.json of the same checkpoint (and, when the
-    recommendation is int8, of its flavour); of several, the one inside the export's folder; None when there is none
-    or the choice is ambiguous (the QAD section still shows every result)."""
+    recommendation is int8, of its flavour) that ran against this export (``--export``; one made against another
+    export of the checkpoint compared itself with another int8 file and is not this export's) or against plain PTQ
+    (any export of the checkpoint; the decision says so); of several, the one inside the export's folder; None when
+    there is none or the choice is ambiguous (the QAD section still shows every result)."""
     rec = export.report.recommendation
     found = [q for q in data.qad if _same_checkpoint(q.record, export.report)
+             and (ran_against(q.record) is None or _is_folder(str(ran_against(q.record)), export.dir))
              and (rec is None or rec.precision != "int8" or q.record.flavour == rec.flavour)]
     if len(found) > 1:
         found = [q for q in found if not os.path.relpath(os.path.realpath(q.dir),
@@ -149,6 +174,10 @@ def unpaired_reason(data: ReportData, qad: QADEntry) -> str:
     same = [ex for ex in data.exports if _same_checkpoint(qad.record, ex.report)]
     if not same:
         return "no export of this checkpoint in this report"
+    against = ran_against(qad.record)
+    if against is not None and not any(_is_folder(against, ex.dir) for ex in same):
+        return (f"it ran against the int8 file of the export {against} (qad --export), not in this report; other "
+                "exports of this checkpoint have other int8 files")
     flavour = qad.record.flavour
     for ex in same:
         rec = ex.report.recommendation

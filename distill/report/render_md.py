@@ -63,10 +63,11 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
         for p in sorted((p for p in data.points if p.pareto), key=lambda p: (p.batch, p.latency["p50"])):
             lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {p.device} | "
                          f"{p.latency['p50']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
-        lines += ["", "## All measurements", "", "| batch | student | precision | runtime | p50 ms | p90 ms | p99 ms | accuracy % |",
-                  "|---:|---|---|---|---:|---:|---:|---:|"]
+        lines += ["", "## All measurements", "", "| batch | student | precision | runtime | file | p50 ms | p90 ms | p99 ms | "
+                  "accuracy % |", "|---:|---|---|---|---|---:|---:|---:|---:|"]
         for p in sorted(data.points, key=lambda p: (p.batch, p.latency["p50"])):
-            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {p.latency['p50']:.3g} | "
+            file = f"{p.file} ({p.note})" if p.note else p.file
+            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {file} | {p.latency['p50']:.3g} | "
                          f"{p.latency['p90']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
         lines.append("")
     if data.groups or data.teachers:

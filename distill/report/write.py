@@ -45,6 +45,7 @@ from distill.report.data import (
     extra,
     mark_pareto,
 )
+from distill.report.engines import engine_index, engine_of
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
 from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run
@@ -193,6 +194,8 @@ def _join(data: ReportData) -> list[Point]:
             by_ckpt_sha[ck] = ex.report
     run_by_dir = {os.path.realpath(r.dir): r for r in data.runs}
     by_qad_path = _qad_files(data)
+    engines = engine_index([(ex.dir, ex.report) for ex in data.exports])
+    dir_of = {id(ex.report): ex.dir for ex in data.exports}
 
     latest: dict[tuple, Point] = {}
     replaced: list[str] = []  # records of a file that export.json no longer lists (another sha256 at that path)
@@ -205,12 +208,15 @@ def _join(data: ReportData) -> list[Point]:
         student = meta.get("arch", "?")
         accuracy = None
         count = None
+        note = ""
         real = os.path.realpath(r.model)
         hit = _model_of(r, real, by_sha, by_path, real in by_qad_path)
         if hit is None and real in by_path and real not in by_qad_path:
             replaced.append(r.model)
+        file = _short(r.model)  # where the timed file was; the export's folder + file when joined to one
         if hit:
             e, m = hit
+            file = _short(os.path.join(dir_of[id(e)], m.file))
             student = data.export_label(e)
             accuracy = finite(m.accuracy) or None
             count = _eval_count(e)
@@ -218,6 +224,11 @@ def _join(data: ReportData) -> list[Point]:
             precision = f"int8/{flavour}" if flavour else m.precision
         elif real in by_qad_path:
             student, precision, accuracy, count = by_qad_path[real]
+        elif (engine := engine_of(r, entry.source, engines)) is not None:  # export.json lists it: its ONNX's accuracy
+            student, precision, note = data.export_label(engine.export), engine.precision, engine.note
+            file = _short(os.path.join(engine.dir, engine.engine["engine"]))
+            accuracy = finite(engine.source.accuracy) or None
+            count = _eval_count(engine.export)
         elif r.runtime == "torch":
             e = by_ckpt_sha.get(r.model_sha256 or "")
             if e is not None:
@@ -233,10 +244,12 @@ def _join(data: ReportData) -> list[Point]:
                         break
         if accuracy is None:
             data.unmatched += 1
+            if not hit and not note and real not in by_qad_path:
+                note = "not joined to an export or run"
         p = Point(student=student, precision=precision, runtime=r.runtime, batch=r.batch,
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),
-                  threads=r.threads, count=count)
-        entry.label = f"{student} · {precision}"  # what the latency table and top-ops list call this model
+                  threads=r.threads, count=count, note=note, file=file)
+        entry.label = f"{student} · {precision}" + (f" · {note}" if note else "")  # what the latency table and top-ops list call this model
         latest[(r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads)] = p
     if replaced:
         files = list(dict.fromkeys(replaced))
@@ -278,6 +291,12 @@ def _qad_files(data: ReportData) -> dict[str, tuple[str, str, dict[str, float] |
                     data.qad_label(r), f"int8/{r.flavour} ({how})", finite(accuracy) or None,
                     dict(acc.count) if acc else None)
     return out
+
+
+def _short(path: str) -> str:
+    """A file as the latency table names it: its folder's name and its own (``export/model.fp32.onnx``)."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
 
 def _eval_count(export: ExportReport) -> dict[str, int] | None:

@@ -125,7 +125,7 @@ def test_engines_are_compared_with_onnx_runtime(folder: Path, tmp_path: Path, ba
     for c in polygraphy:  # every run on the calibration images, the engine as an engine
         assert c[c.index("--data-loader-script") + 1] == f"{CHECK_SCRIPT}:load_data"
         assert ("--model-type" in c) == ("--trt" in c) and ("--onnxrt" in c) != ("--trt" in c)
-    lines = [line for line in proc.stdout.splitlines() if "top-1 agreement" in line]
+    lines = [line for line in proc.stdout.splitlines() if "top-1 agreement" in line and not line.startswith(" ")]
     expected = [("model.fp32.engine", "model.fp32.onnx")] + [(e, f) for e, fs in sources.items() for f in fs]
     assert [line.split(":")[0] for line in lines] == [f"{e} vs ONNX Runtime on {f}" for e, f in expected]
     # the fake engine flips the top-1 class of the first image of each of the 8 batches of 8
@@ -182,3 +182,44 @@ def test_with_the_real_polygraphy_on_onnx_runtime(export_dir: Path, tmp_path: Pa
               for f in ("model.fp32.onnx", "model.int8-tensorrt.onnx")]
     same, n, _ = engine_check.agreement(*logits)
     assert f"top-1 agreement {100.0 * same / n:.2f} % ({same}/{n} calibration images)" in out
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"TRTEXEC": "/nonexistent/trtexec"}, "TRTEXEC=/nonexistent/trtexec: not an executable file"),
+    ({"TRT_MAJOR": "abc"}, "TRT_MAJOR=abc: not a TensorRT major version")])
+def test_a_bad_setting_is_named_in_the_error(folder: Path, tmp_path: Path, env: dict[str, str], message: str) -> None:
+    """QA finding 9: a TRTEXEC set by hand was reported as 'trtexec not found ... or set TRTEXEC=', a bad TRT_MAJOR
+    as 'cannot tell which TensorRT': neither named the value that was wrong."""
+    proc, trtexec, _ = _run(folder, tmp_path, "[TensorRT v100300]", env)
+    assert proc.returncode == 1 and message in proc.stderr and trtexec == [], proc.stderr
+
+
+def test_a_failed_rebuild_leaves_no_engine_of_the_earlier_run(folder: Path, tmp_path: Path) -> None:
+    proc, _, _ = _run(folder, tmp_path, "[TensorRT v100300]", {"SKIP_CHECK": "1"})
+    assert proc.returncode == 0 and (folder / "model.fp32.engine").exists()
+    failing = tmp_path / "failbin"
+    failing.mkdir()
+    (failing / "trtexec").write_text('#!/usr/bin/env bash\nfor a in "$@"; do [ "$a" = --help ] && '
+                                     '{ echo "[TensorRT v100300]"; exit 0; }; done\nexit 3\n')
+    (failing / "trtexec").chmod(0o755)
+    proc, _, _ = _run(folder, tmp_path, "[TensorRT v100300]", {"SKIP_CHECK": "1", "TRTEXEC": str(failing / "trtexec")})
+    assert proc.returncode == 3
+    assert not list(folder.glob("*.engine"))  # nothing stale to benchmark by mistake
+    assert "failed (exit 3) building model.fp32.engine; built before it: none" in proc.stderr
+
+
+def test_the_check_prints_only_agreement_lines_and_ends_with_a_summary(folder: Path, tmp_path: Path) -> None:
+    """polygraphy's own [I]/[W] lines went to stdout between the agreement lines, and nothing summed up the run."""
+    fakes = tmp_path / "noisy"
+    fakes.mkdir()
+    # polygraphy's logger prints on loading saved results: the fake module does too
+    (fakes / "sitecustomize.py").write_text("print('[W] \\'colored\\' module is not installed')\n")
+    proc, _, _ = _run(folder, tmp_path, "[TensorRT v100300]", {"PYTHONPATH": f"{FAKES}:{fakes}"})
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert not [line for line in out if line.startswith(("[W]", "[I]"))], out
+    assert "[W] 'colored' module is not installed" in (folder / CHECK_DIR / "polygraphy.log").read_text()
+    agreements = [line for line in out if "top-1 agreement" in line]
+    end = out.index("built 3 engine(s): model.fp32.engine model.fp16.engine model.int8.engine")
+    n = len(agreements) // 2  # each printed as checked, then again in the summary
+    assert n == 4 and out[end + 1:] == [f"  {a}" for a in agreements[:n]] + [f"polygraphy's log: {CHECK_DIR}/polygraphy.log"]

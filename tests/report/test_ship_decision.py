@@ -21,6 +21,7 @@ FP32_REASON = "int8 (ort-cpu) is 1.14x fp32 latency on this CPU (> 0.9: no speed
 INT8_REASON = "int8 (ort-cpu) is 0.55x fp32 latency on onnxruntime-cpu here and disagrees with fp32 on 0.40 pts"
 QAD_WINS = "mean top-1 disagreement with fp32 on 40 hold-out images (2 domains): QAD 2.50 < PTQ 3.00 pts"
 PTQ_WINS = "mean top-1 disagreement with fp32 on 40 hold-out images (2 domains): QAD 2.75 >= PTQ 1.50 pts, so QAD did not help"
+PLAIN = "compared with plain PTQ, not this export's int8; "  # a QAD without --export: its PTQ arm was not the export's file
 
 
 def _export(folder: Path, checkpoint: Path, rec: ShipRecommendation, flavour: str = "ort-cpu") -> Path:
@@ -91,7 +92,7 @@ def test_fp32_recommended_and_the_qad_file_picked_is_one_decision(tmp_path: Path
     root = _inputs(tmp_path / "in", FP32, "qad")
     md, html = _report(root, tmp_path)
     want = (f"ship fp32 — {FP32_REASON}; if int8 is needed anyway (another runtime), ship qad/model.int8-ort-cpu.onnx "
-            f"(QAD int8; no-harm rule: {QAD_WINS})")
+            f"(QAD int8; {PLAIN}no-harm rule: {QAD_WINS})")
     assert _recommended(md, html) == (want, want)  # the same words in both
     for text in (md, _text(html)):
         assert "ships QAD int8" not in text and "ships PTQ int8" not in text
@@ -114,7 +115,7 @@ def test_int8_recommended_and_the_ptq_file_picked_ships_that_file(tmp_path: Path
     """(b) int8 is the precision, and the file to ship is the one the rule picked (here plain PTQ's)."""
     root = _inputs(tmp_path / "in", INT8, "ptq")
     md, html = _report(root, tmp_path)
-    want = f"ship int8 (ort-cpu): qad/model.int8-ort-cpu.ptq.onnx (PTQ int8; no-harm rule: {PTQ_WINS}) — {INT8_REASON}"
+    want = f"ship int8 (ort-cpu): qad/model.int8-ort-cpu.ptq.onnx (PTQ int8; {PLAIN}no-harm rule: {PTQ_WINS}) — {INT8_REASON}"
     assert _recommended(md, html) == (want, want)
     for text in (md, _text(html)):
         assert "ships QAD int8" not in text and "ships PTQ int8" not in text
@@ -191,7 +192,7 @@ def test_a_qad_result_and_an_export_typed_from_different_folders_pair_by_the_che
     record.model_copy(update={"checkpoint_sha256": "c" * 64}).write(root / "export" / "qad")
     md, html = _report(root, tmp_path)
     want = (f"ship fp32 — {FP32_REASON}; if int8 is needed anyway (another runtime), ship qad/model.int8-ort-cpu.onnx "
-            f"(QAD int8; no-harm rule: {QAD_WINS})")
+            f"(QAD int8; {PLAIN}no-harm rule: {QAD_WINS})")
     assert _recommended(md, html) == (want, want)
     # another checkpoint's weights at the same path (retrained in place): not this export's QAD result
     same_path = record.model_copy(update={"checkpoint": raw["checkpoint"], "checkpoint_sha256": "d" * 64})

@@ -1,0 +1,86 @@
+"""Which export a TensorRT engine's bench record belongs to, through export.json's ``tensorrt.engines``.
+
+An engine carries no distill metadata (the edge runner records ``model_meta: {}``) and its sha256
+is not among export.json's ``models`` (those are the ONNX files), so the plain join of
+:mod:`distill.report.write` cannot place it. export.json lists each engine with the ONNX file it is
+built from and its precision; the engine's accuracy is taken to be that ONNX file's.
+
+The rule, safest first:
+
+- an engine built by ``distill export`` itself has its sha256 in that list: a record carrying it is
+  that engine, wherever it was timed; a record of a file at that engine's path with another sha256
+  timed a rebuilt engine and is not joined;
+- an engine built on the device by build_engine.sh has no sha256 there (nothing on the host ever saw
+  it): a record joins by where it was timed: the engine's file in the export folder (the record's
+  path is that file), or, for a record timed on the device, its file name among the export's engines
+  when the bench .jsonl lies in that export folder (the results copied back beside the export).
+  Never by file name alone: every export names its engines alike.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from distill.records import BenchRecord, ExportedModel, ExportReport
+
+
+class EngineHit(NamedTuple):
+    """An engine of an export, and the exported ONNX model it was built from."""
+
+    export: ExportReport
+    dir: str
+    engine: dict[str, Any]  # export.json's tensorrt.engines entry
+    source: ExportedModel
+
+    @property
+    def precision(self) -> str:
+        flavour = (self.source.model_extra or {}).get("flavour")
+        return f"int8/{flavour}" if self.engine.get("precision") == "int8" and flavour else str(self.engine["precision"])
+
+    @property
+    def note(self) -> str:
+        return f"TensorRT engine of {self.source.file}"
+
+
+class EngineIndex(NamedTuple):
+    by_sha: dict[str, EngineHit]
+    by_path: dict[str, EngineHit]  # realpath of the engine in its export folder
+
+
+def engine_index(exports: list[tuple[str, ExportReport]]) -> EngineIndex:
+    """Every engine export.json lists (folder, report pairs), by sha256 when it has one and by path."""
+    by_sha: dict[str, EngineHit] = {}
+    by_path: dict[str, EngineHit] = {}
+    for folder, report in exports:
+        models = {m.file: m for m in report.models}
+        for e in (report.tensorrt or {}).get("engines") or []:
+            if not isinstance(e, dict) or not e.get("engine"):
+                continue
+            # the file TensorRT 11 builds from carries the precision (model.fp16.onnx for fp16): its accuracy first
+            source = models.get(e.get("onnx_strongly_typed", "")) or models.get(e.get("onnx", ""))
+            if source is None:
+                continue
+            hit = EngineHit(report, folder, e, source)
+            if e.get("sha256"):
+                by_sha[e["sha256"]] = hit
+            by_path[os.path.realpath(Path(folder) / e["engine"])] = hit
+    return EngineIndex(by_sha, by_path)
+
+
+def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex) -> EngineHit | None:
+    """The listed engine a record timed, by the rule in this module's docstring; None if none."""
+    sha = record.model_sha256
+    if sha and sha in index.by_sha:
+        return index.by_sha[sha]
+    here = os.path.realpath(record.model)
+    beside = os.path.realpath(Path(bench_file).parent / Path(record.model).name)
+    for path in (here, beside):
+        hit = index.by_path.get(path)
+        if hit is None:
+            continue
+        listed = hit.engine.get("sha256")
+        if listed and sha and listed != sha:  # the engine at that path was rebuilt since: not the one timed
+            return None
+        return hit
+    return None
