@@ -58,7 +58,7 @@ class Run:
     teacher_zero_shot: dict[str, float]
     label: str = ""
     # what else sets a run apart (config.yaml): an unlabeled pool, an open-vocabulary head, withheld classes
-    unlabeled: list[str] = field(default_factory=list)
+    unlabeled: list[str] = field(default_factory=list)  # as grouped (:func:`pool_identity`); labelled by name
     head: str = "linear"
     withheld: list[str] = field(default_factory=list)
 
@@ -126,12 +126,16 @@ def read_run(run_dir: Path) -> Run:
     else:
         adapted = cfg is not None and cfg.source_checkpoint is not None
     data = cfg.data if cfg is not None else None
+    entries = [str(u) for u in getattr(data, "unlabeled", None) or []]
+    options = dict(summary.strategy_options)
+    if adapted and not options:
+        options = _default_options(summary.strategy)
     return Run(dir=str(run_dir), summary=summary, student=summary.student, strategy=summary.strategy,
-               options=dict(summary.strategy_options), seed=cfg.run.seed if cfg is not None else None,
+               options=options, seed=cfg.run.seed if cfg is not None else None,
                adapted=adapted, source_domains=list(summary.source_domains),
                target_domains=list(summary.target_domains), accuracy=finite(summary.test_acc),
                teacher=teacher_label(summary.teacher), teacher_zero_shot=finite(summary.teacher_zero_shot),
-               unlabeled=[pool_entry(str(u)) for u in getattr(data, "unlabeled", None) or []],
+               unlabeled=[pool_identity(u) for u in entries],
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
                withheld=list(getattr(data, "withhold_classes", None) or []))
 
@@ -146,6 +150,51 @@ def pool_entry(entry: str) -> str:
     return Path(os.path.normpath(entry)).name or entry
 
 
+#: how :func:`pool_identity` marks a folder known only by its name (stored as typed, relative, by an older run)
+BY_NAME = "*/"
+
+
+def pool_identity(entry: str) -> str:
+    """A ``data.unlabeled`` entry as runs are grouped on it: a domain as written; a folder stored absolute (new runs)
+    by that path, so two folders of one name are two configurations; one stored as typed (``./cam``, older runs)
+    as ``*/cam``, its name, which :func:`match_pools` ties to the one absolute folder of that name, if one."""
+    if not is_folder_entry(entry):
+        return entry
+    path = Path(entry).expanduser()
+    return os.path.normpath(path) if path.is_absolute() else BY_NAME + pool_entry(entry)
+
+
+def match_pools(runs: list[Run]) -> None:
+    """An older run's folder known by name only (``*/cam``) groups with the newer runs' folder of that name when
+    exactly one such folder is among the runs; with none or several it stays a configuration of its own."""
+    paths: dict[str, set[str]] = {}
+    for r in runs:
+        for p in r.unlabeled:
+            if not p.startswith(BY_NAME) and is_folder_entry(p):
+                paths.setdefault(Path(p).name, set()).add(p)
+    for r in runs:
+        r.unlabeled = [next(iter(paths[p[len(BY_NAME):]])) if p.startswith(BY_NAME)
+                       and len(paths.get(p[len(BY_NAME):], ())) == 1 else p for p in r.unlabeled]
+
+
+def pool_names(r: Run, paths: bool = False) -> list[str]:
+    """A run's unlabeled pool as labelled: domains as written, folders by their names (``paths``: by their paths,
+    where the run stored one)."""
+    return [p[len(BY_NAME):] if p.startswith(BY_NAME) else p if paths else pool_entry(p) for p in r.unlabeled]
+
+
+def _default_options(strategy: str) -> dict[str, Any]:
+    """The options an adaptation ran with when its summary.json records none (adaptations before 2026-12-05 recorded
+    ``{}``: the strategy's defaults), so that it groups with a later run of the same settings, which records them in
+    full. ``{}`` when the strategy is no longer registered or its options cannot be built."""
+    try:
+        from distill.train.adapt import adapt_strategy, effective_options  # lazy: torch, only for such old runs
+
+        return effective_options(adapt_strategy(strategy), {})
+    except (DistillError, ImportError):
+        return {}
+
+
 def _config_key(r: Run) -> str:
     return json.dumps([r.student, r.strategy, r.options, r.source_domains, r.target_domains, r.adapted, r.teacher,
                        r.unlabeled, r.head, r.withheld], sort_keys=True, default=str)
@@ -158,6 +207,7 @@ def label_runs(runs: list[Run]) -> None:
     between them, then by their source domains, targets, teacher, unlabeled pool, head and
     withheld classes; runs differing only in seed share a label (they are grouped).
     """
+    match_pools(runs)
     by_name: dict[tuple[str, str, bool], list[Run]] = {}
     for r in runs:
         by_name.setdefault((r.student, r.strategy, r.adapted), []).append(r)
@@ -174,11 +224,15 @@ def label_runs(runs: list[Run]) -> None:
                 if len(vals) > 1:
                     for ck, r in configs.items():
                         extra[ck].append(f"{k}={_short(r.options.get(k, '–'))}")
+            # a pool by its folders' names; by their paths where the names are the same but the folders are not
+            named = len({json.dumps(pool_names(r)) for r in configs.values()}) > 1
+            shown = {ck: {**vars(r), "unlabeled": pool_names(r) if named else pool_names(r, paths=True)}
+                     for ck, r in configs.items()}
             for attr, name in (("source_domains", "src"), ("target_domains", "tgt"), ("teacher", "teacher"),
                                ("unlabeled", "unlabeled"), ("head", "head"), ("withheld", "withheld")):
                 if len({json.dumps(getattr(r, attr), default=str) for r in configs.values()}) > 1:
                     for ck, r in configs.items():
-                        v = getattr(r, attr)
+                        v = shown[ck][attr]
                         if attr in _UNSET_IS_DEFAULT and v in ([], "linear", None):
                             continue  # no pool, a linear head, nothing withheld: the plain case says nothing
                         extra[ck].append(f"{name} {('+'.join(v) or 'none') if isinstance(v, list) else v}")

@@ -109,13 +109,14 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
     """Read everything under ``paths`` and join benchmark records to accuracies."""
     run_dirs, export_dirs, bench_files, qad_dirs = discover(paths)
     data = ReportData()
-    data.runs = [read_run(d) for d in run_dirs]
+    # a half-written or corrupt summary.json, config.yaml, export.json, qad.json or bench line (an interrupted run, an
+    # older version's file) is left out, said once each
+    unread: list[Path] = []
+    data.runs = [r for r in (_read_or_skip(read_run, d, "that run", data.warnings, unread) for d in run_dirs) if r]
     label_runs(data.runs)
     data.groups = group_runs(data.runs)
     data.teachers = merge_teachers(data.runs)
     data.run_labels = {os.path.realpath(r.dir): r.label for r in data.runs}
-    # a half-written or corrupt export.json, qad.json or bench line (an interrupted run) is left out, said once each
-    unread: list[Path] = []
     for d in export_dirs:
         report = _read_or_skip(ExportReport.read, d, "that export", data.warnings, unread)
         if report is not None and report.format.startswith(EXPORT_FORMAT):

@@ -97,6 +97,64 @@ def test_an_unlabeled_folder_is_labelled_and_grouped_by_its_name(tmp_path: Path)
     assert groups["test_resnet (fm; unlabeled cam+noisy)"].seeds == [0, 1]
 
 
+def test_two_folders_of_one_name_are_two_configurations_labelled_by_their_paths(tmp_path: Path) -> None:
+    """Review 25b L4: grouping by a folder's name alone averaged /a/cam and /b/cam as seeds of one configuration.
+    New runs store the path: two folders, two rows, labelled by path since their names are the same; an older run's
+    ./cam then matches neither (two folders of that name) and stays a row of its own."""
+    import yaml
+
+    from distill.report.runs import group_runs, label_runs
+
+    def run(name: str, seed: int, unlabeled: list[str]) -> Run:
+        folder = write_run(tmp_path / name, strategy="fm", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=seed)
+        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+        cfg["data"]["unlabeled"] = unlabeled
+        (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return read_run(folder)
+
+    a, b = str(tmp_path / "a" / "cam"), str(tmp_path / "b" / "cam")
+    runs = [run("ra0", 0, [a]), run("ra1", 1, [a]), run("rb0", 0, [b]), run("old", 0, ["./cam"])]
+    label_runs(runs)
+    groups = {g.label: g for g in group_runs(runs)}
+    assert set(groups) == {f"test_resnet (fm; unlabeled {a})", f"test_resnet (fm; unlabeled {b})",
+                           "test_resnet (fm; unlabeled cam)"}
+    assert groups[f"test_resnet (fm; unlabeled {a})"].seeds == [0, 1]
+
+
+def test_an_older_adaptation_without_recorded_options_groups_with_a_newer_one_at_the_defaults(tmp_path: Path) -> None:
+    """Review 25b M3: adaptations recorded strategy_options {} (the defaults) before 2026-12-05 and every option
+    since; the same settings' seeds from before and after fell into two rows."""
+    from distill.report.runs import group_runs, label_runs
+    from distill.strategies import get_strategy
+    from distill.train.adapt import effective_options
+
+    defaults = effective_options(get_strategy("sfda"), {})
+    assert defaults, "sfda has options to record"
+    acc = {"clean": 0.9, "dark": 0.8, "noisy": 0.6}
+    old = read_run(write_run(tmp_path / "old", strategy="sfda", acc=acc, seed=0, adapted_from="src/best"))
+    new = read_run(write_run(tmp_path / "new", strategy="sfda", acc=acc, seed=1, options=defaults,
+                             adapted_from="src/best"))
+    label_runs([old, new])
+    [group] = group_runs([old, new])
+    assert group.seeds == [0, 1] and old.options == defaults
+
+
+def test_a_run_whose_config_no_longer_validates_is_left_out_with_one_warning(tmp_path: Path) -> None:
+    """Review 25b L5: an older run's config.yaml that a stricter config refuses (a bool where a number goes) cost
+    the whole report; it is left out, named, like a half-written export.json."""
+    import yaml
+
+    good = write_run(tmp_path / "in" / "good", strategy="erm", acc={"clean": 0.9, "dark": 0.5, "noisy": 0.4}, seed=0)
+    bad = write_run(tmp_path / "in" / "bad", strategy="erm", acc={"clean": 0.9, "dark": 0.5, "noisy": 0.4}, seed=1)
+    cfg = yaml.safe_load((bad / "config.yaml").read_text())
+    cfg["optim"]["epochs"] = True
+    (bad / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    data = collect([tmp_path / "in"])
+    assert [r.dir for r in data.runs] == [str(good)]
+    [warning] = data.warnings
+    assert str(bad / "config.yaml") in warning and warning.endswith("skipped that run") and "\n" not in warning
+
+
 def test_report_md_compares_rows_of_several_seeds_by_welch(grouped_runs: Path, tmp_path: Path) -> None:
     """kd (T=4, 3 seeds: 60/64/62) vs erm (2 seeds: 50/54): +10 points is beyond 2 SE (4.6) but Welch's p is 0.066
     (t 4.33, df 1.7), so the report does not call it real; kd (T=2) has one seed and is compared with nothing."""
