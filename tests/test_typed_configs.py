@@ -89,6 +89,7 @@ def test_cache_build_settings_take_what_the_flags_take():
     from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
 
     assert CacheOptions(domains="mnist").domains == ("mnist",)  # not ('m', 'n', 'i', 's', 't')
+    assert AdversarialOptions(split=None).split is None  # both splits (--adv-split all), though the default is 'train'
     assert CacheOptions(domains="a, b").domains == AdversarialOptions(domains=["a", "b"]).domains == ("a", "b")
     assert PixelOptions(sizes=32).sizes == ((32, 32),) and PixelOptions(sizes=((32, 24),)).sizes == ((32, 24),)
     assert PixelOptions(sizes=(32, 24)).sizes == ((32, 32), (24, 24))  # as --store-pixels 32,24

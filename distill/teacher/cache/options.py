@@ -21,9 +21,9 @@ INTEGER, NUMBER, TEXT, FLAG = (int,), (int, float), (str,), (bool,)
 
 def check_types(cfg: Any, expected: dict[str, tuple[tuple[type, ...], str]]) -> None:
     """One line naming the first field of the dataclass ``cfg`` whose value is not of its type (a bool is no
-    number); ``expected``: field -> (the types it takes, None allowed when the field's default is None; what it is).
-    A value of the right type is checked where it is used (``views`` >= 1 where the cache's plan is made)."""
-    optional = {f.name for f in fields(cfg) if f.default is None}
+    number); ``expected``: field -> (the types it takes, None allowed when the field is annotated ``X | None``;
+    what it is). A value of the right type is checked where it is used (``views`` >= 1 where the cache's plan is made)."""
+    optional = {f.name for f in fields(cfg) if _takes_none(f.type)}
     for name, (types, what) in expected.items():
         value = getattr(cfg, name)
         if value is None and name in optional:
@@ -31,6 +31,12 @@ def check_types(cfg: Any, expected: dict[str, tuple[tuple[type, ...], str]]) -> 
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             shown = f"{value!r}"[:80]
             raise DistillError(f"{type(cfg).__name__}.{name}: expected {what}, got {shown} ({type(value).__name__})")
+
+
+def _takes_none(annotation: Any) -> bool:
+    """Whether a field's annotation (a string under ``from __future__ import annotations``) lets it be None."""
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return "None" in (part.strip() for part in text.split("|")) or text.startswith(("Optional[", "typing.Optional["))
 
 
 def _names(owner: str, values: str | Sequence[str] | None) -> tuple[str, ...] | None:
