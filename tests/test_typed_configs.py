@@ -69,7 +69,9 @@ def _build(**kw):
     (lambda o: o.CacheOptions(domains=["a", 3]), r"^CacheOptions\.domains: expected domain names"),
     (lambda o: o.AdversarialOptions(epsilon="big"), r"^AdversarialOptions\.epsilon: expected a number"),
     (lambda o: o.PixelOptions(sizes="32"), r"^PixelOptions\.sizes: expected sizes .*got '32'$"),
-    (lambda o: o.PixelOptions(sizes=(32, 32)), r"^PixelOptions\.sizes \(32, 32\): 32x32 listed twice"),
+    (lambda o: o.PixelOptions(sizes=[32, 32]), r"^PixelOptions\.sizes \[32, 32\]: 32x32 listed twice"),
+    (lambda o: o.PixelOptions(sizes=(32, 24)), r"^PixelOptions\.sizes \(32, 24\): one 32x24 size or two square ones\? "
+                                               r"Write \(\(32, 24\),\) for one H x W store, \[32, 24\] for 32x32 and 24x24$"),
     (lambda o: _build(split={"test_fracton": 0.2}), r"^CacheBuildConfig\.split: unknown key 'test_fracton'"),
     (lambda o: _build(split={"test_fraction": 2}), r"^SplitKeys: 'test_fraction': Input should be less than 1"),
     (lambda o: _build(options=3), r"^CacheBuildConfig\.options: expected a CacheOptions or a mapping"),
@@ -92,7 +94,8 @@ def test_cache_build_settings_take_what_the_flags_take():
     assert AdversarialOptions(split=None).split is None  # both splits (--adv-split all), though the default is 'train'
     assert CacheOptions(domains="a, b").domains == AdversarialOptions(domains=["a", "b"]).domains == ("a", "b")
     assert PixelOptions(sizes=32).sizes == ((32, 32),) and PixelOptions(sizes=((32, 24),)).sizes == ((32, 24),)
-    assert PixelOptions(sizes=(32, 24)).sizes == ((32, 32), (24, 24))  # as --store-pixels 32,24
+    assert PixelOptions(sizes=[32, 24]).sizes == ((32, 32), (24, 24))  # as --store-pixels 32,24
+    assert PixelOptions(sizes=(32,)).sizes == ((32, 32),) and PixelOptions(sizes=(32, 24, 16)).sizes[2] == (16, 16)
     cfg = _build(split={"test_fraction": 0.2}, options={"views": 2}, pixels={"sizes": 16}, unlabeled="/x")
     assert cfg.split == SplitKeys(test_fraction=0.2) and cfg.options == CacheOptions(views=2)
     assert cfg.pixels == PixelOptions(sizes=((16, 16),)) and cfg.unlabeled == ("/x",)

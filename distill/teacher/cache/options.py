@@ -139,8 +139,9 @@ class PixelOptions:
     """Pixel stores to add: every row's view as uint8 at these (H, W) sizes and resize filter
     (``CACHE/pixels-HxW-INTERP``), so a student of that size and filter never decodes.
 
-    ``sizes``: each an int (a square size) or an ``(H, W)`` pair: ``32``, ``(32, 24)`` (two square sizes, as
-    ``--store-pixels 32,24``), ``((32, 24),)`` (one). ``codec`` ``raw`` (exact, 3*H*W bytes a row) or
+    ``sizes``: each an int (a square size) or an ``(H, W)`` pair: ``32``, ``[32, 24]`` (two square sizes, as
+    ``--store-pixels 32,24``), ``((32, 24),)`` (one). A tuple of two ints, ``(32, 24)``, is refused: one H x W size
+    or two square ones? ``codec`` ``raw`` (exact, 3*H*W bytes a row) or
     ``jpeg``/``webp`` at ``quality`` 1..100 (default 90 for those; lossy, decoded by the training workers:
     :mod:`~distill.teacher.cache.pixel_codecs`).
     """
@@ -167,6 +168,10 @@ def _sizes(sizes: Any) -> tuple[tuple[int, int], ...]:
         ok = len(hw) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hw)
         return (int(hw[0]), int(hw[1])) if ok else None
 
+    if isinstance(sizes, tuple) and len(sizes) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+        h, w = sizes
+        raise DistillError(f"PixelOptions.sizes {sizes!r}: one {h}x{w} size or two square ones? Write (({h}, {w}),) for "
+                           f"one H x W store, [{h}, {w}] for {h}x{h} and {w}x{w}")
     items = [sizes] if isinstance(sizes, int) else sizes
     pairs = [size(item) for item in items] if isinstance(items, (list, tuple)) else [None]
     if None in pairs:
