@@ -117,3 +117,25 @@ def test_build_cache_takes_a_mapping_of_its_keys(monkeypatch, tmp_path):
         api.build_cache({k: v for k, v in keys.items() if k != "pretrained"})
     with pytest.raises(DistillError, match="config must be a CacheBuildConfig or a mapping"):
         api.build_cache("c")  # type: ignore[arg-type]
+
+
+def test_cache_build_settings_take_numpy_ints_and_pretrained_none():
+    """Review 25b L1/L2: pretrained=None (random weights, the Teacher convention) and numpy ints worked before the
+    type checks (int() coercion); they arrive as "none" and plain ints."""
+    import numpy as np
+
+    from distill.teacher.cache.job import CacheBuildConfig
+    from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
+
+    assert CacheBuildConfig(data="d", out="o", arch="distill-demo-vit", pretrained=None) == _build()  # type: ignore[arg-type]
+    options = CacheOptions(seed=np.int64(3), views=np.int32(2), topk=np.int64(5))
+    assert (options.seed, options.views, options.topk) == (3, 2, 5) and type(options.seed) is int
+    adversarial = AdversarialOptions(epsilon=np.float32(0.5), steps=np.int64(2))
+    assert adversarial.epsilon == 0.5 and type(adversarial.epsilon) is float and type(adversarial.steps) is int
+    assert PixelOptions((np.int64(32),)).sizes == ((32, 32),) and PixelOptions(np.int64(16)).sizes == ((16, 16),)
+    assert PixelOptions(((np.int64(32), np.int64(24)),)).sizes == ((32, 24),)
+    assert type(PixelOptions([np.int64(8)]).sizes[0][0]) is int
+    with pytest.raises(DistillError, match=r"^PixelOptions\.sizes \(32, 24\): one 32x24 size"):
+        PixelOptions((np.int64(32), np.int64(24)))
+    with pytest.raises(DistillError, match=r"^CacheOptions\.seed: expected an integer, got np\.True_|^CacheOptions\.seed"):
+        CacheOptions(seed=np.bool_(True))
