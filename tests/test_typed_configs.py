@@ -7,7 +7,8 @@ import pickle
 
 import pytest
 
-from distill.config import OptimConfig, RunConfig, TrainConfig, load_train_config
+from distill.config import OptimConfig, RunConfig, StrategyConfig, TrainConfig, load_train_config
+from distill.data.split import SplitKeys
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
 from distill.export.qad_config import QADConfig
@@ -15,15 +16,32 @@ from distill.recipes import CONFIGS_DIR, load_recipe
 
 
 @pytest.mark.parametrize("make, line", [
-    (lambda: ExportConfig(precisions="fp8"), r"^precisions: unknown precision\(s\) fp8; .*\(got 'fp8'\)$"),
-    (lambda: QADConfig(checkpoint="c", out_dir="o", epochs=0), r"^epochs: Input should be greater .* \(got 0\)$"),
-    (lambda: QADConfig(checkpoint="c", out_dir="o", nope=1), r"^qad config: unknown key 'nope'$"),
+    (lambda: ExportConfig(precisions="fp8"),
+     r"^ExportConfig: 'precisions': unknown precision\(s\) fp8; .*\(got 'fp8'\)$"),
+    (lambda: ExportConfig(nope=1), r"^ExportConfig: unknown key 'nope'$"),
+    (lambda: QADConfig(checkpoint="c", out_dir="o", epochs=0), r"^QADConfig: 'epochs': Input should be greater .* \(got 0\)$"),
+    (lambda: QADConfig(checkpoint="c", out_dir="o", nope=1), r"^QADConfig: unknown key 'nope'$"),
+    (lambda: QADConfig(checkpoint="c", out_dir="o", epochs=2, observer_epochs=5),
+     r"^QADConfig: observer_epochs \(5\) must be <= epochs \(2\)$"),
+    (lambda: SplitKeys(bogus=1), r"^SplitKeys: unknown key 'bogus'$"),
+    (lambda: StrategyConfig(name=3), r"^StrategyConfig: 'name': Input should be a valid string \(got 3\)$"),
     (lambda: OptimConfig(batch_size=0), r"^OptimConfig: 'batch_size': Input should be greater .* \(got 0\)$"),
     (lambda: TrainConfig(), r"^TrainConfig: missing required key 'data'$"),
 ])
 def test_constructing_a_config_badly_is_one_line(make, line):
     with pytest.raises(DistillError, match=line):
         make()
+
+
+def test_strategy_options_and_the_split_keys_of_the_configs_that_carry_them_still_load():
+    """StrategyConfig became Checked (one-line errors): its extra keys are still the strategy's options; SplitKeys
+    refuses unknown keys, and DataConfig / ExportConfig still take theirs besides the split keys."""
+    strategy = StrategyConfig(name="kd", temperature=2.0)
+    assert strategy.options() == {"temperature": 2.0} and pickle.loads(pickle.dumps(strategy)) == strategy
+    kd = load_recipe("kd", {"strategy.temperature": 3.0, "data.test_fraction": 0.3})
+    assert kd.strategy.options()["temperature"] == 3.0 and kd.data.test_fraction == 0.3
+    assert ExportConfig(eval_count=2, test_fraction=0.1).split_keys() == {"test_fraction": 0.1}
+    assert SplitKeys(test_fraction=0.2).split_keys() == {"test_fraction": 0.2}
 
 
 def test_a_config_still_pickles_copies_and_loads_sections_with_their_path():
@@ -46,7 +64,7 @@ def test_a_bool_is_no_number(key):
         RunConfig(out="r", seed=False)
     with pytest.raises(DistillError, match=r"^eval_count: Input should be a valid integer, not a bool"):
         ExportConfig.from_options({"eval_count": True})
-    with pytest.raises(DistillError, match=r"^epochs: Input should be a valid integer, not a bool"):
+    with pytest.raises(DistillError, match=r"^QADConfig: 'epochs': Input should be a valid integer, not a bool"):
         QADConfig(checkpoint="c", out_dir="o", epochs=True)
 
 
