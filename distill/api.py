@@ -177,14 +177,16 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
         overrides: ``--set`` items, as a mapping or as ``KEY=VALUE`` strings.
     """
     # lazy: the strategies and the adaptation recipe load torch
-    from distill.train.adapt import adapt_recipe, adapt_strategy
+    from distill.train.adapt import adapt_recipe, adapt_strategy, check_adapt_overrides
 
     adapt_strategy(strategy)  # before any other check: a train-only or mistyped strategy is named first
+    items = override_items(overrides)
+    check_adapt_overrides(items)
     targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else [str(t) for t in target]
     caches = [cache] if isinstance(cache, (str, Path)) else list(cache)
     base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,
                         out=out, source_domains=source_domains)
-    return load_train_config(None, override_items(overrides), base=base)
+    return load_train_config(None, items, base=base)
 
 
 def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[str] | None = None,

@@ -102,8 +102,9 @@ class StudentConfig(_Strict):
     head: Literal["linear", "text"] = "linear"
 
 
-class StrategyConfig(BaseModel):
-    """``name`` plus that strategy's own options (validated by the strategy's Config)."""
+class StrategyConfig(Checked):
+    """``name`` plus that strategy's own options (validated by the strategy's Config); ``StrategyConfig(name=3)`` is
+    one line, as the other sections."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str

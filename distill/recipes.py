@@ -11,6 +11,7 @@ root, cache, run folder, epochs) through ``--set``-style overrides, which
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -49,12 +50,19 @@ def list_recipes() -> list[str]:
 
 
 def resolve_recipe(text: str | Path) -> Path:
-    """``-c`` of ``distill train``: a YAML file if one exists at ``text``, else a built-in recipe's name.
+    """``-c`` of ``distill train``: a built-in recipe's name, or a YAML file.
 
-    ``kd`` and ``kd.yaml`` name ``distill/configs/kd.yaml`` unless a file of that name is in the
-    working folder (a user's own recipe wins). Neither is one line listing the built-in names.
+    A bare name (a string with no folder separator and no ``.yaml``/``.yml`` suffix: ``kd``) that names a built-in
+    recipe is always that recipe, ``distill/configs/kd.yaml``, whatever files the working folder holds (the demo,
+    the benchmarks and ``load_recipe("kd")`` must not pick up a stray file named ``kd``); ``./kd`` is the file.
+    Anything else is a file if one exists there, else ``kd.yaml`` is the built-in ``kd`` too (a user's own
+    ``kd.yaml`` in the working folder wins). Neither is one line listing the built-in names.
     """
     path = Path(text)
+    bare = isinstance(text, str) and not any(sep and sep in text for sep in ("/", os.sep, os.altsep)) \
+        and not text.endswith((".yaml", ".yml"))
+    if bare and (CONFIGS_DIR / f"{text}.yaml").is_file():
+        return CONFIGS_DIR / f"{text}.yaml"
     if path.is_file():
         return path
     name = path.name.removesuffix(".yaml").removesuffix(".yml")

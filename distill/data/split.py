@@ -121,6 +121,8 @@ class SplitKeys(Checked):
     first), then from :class:`SplitRule`'s defaults.
     """
 
+    model_config = ConfigDict(extra="forbid")  # a user constructs it: SplitKeys(test_fracton=0.2) is refused
+
     class_map: str | None = None  # folder -> class name map (default ROOT/classnames.yaml)
     test_fraction: float | None = Field(None, ge=0.0, lt=1.0)
     split_seed: int | None = None

@@ -187,8 +187,9 @@ class ExportConfig(SplitKeys):
 
     @classmethod
     def error_line(cls, e: ValidationError) -> str:
-        """``ExportConfig(precisions="fp8")`` raises what :meth:`from_options` does."""
-        return _one_line(e, {})
+        """``ExportConfig(precisions="fp8")``'s line: :meth:`from_options`' naming the class, as the other typed
+        configs do (``ExportConfig: 'precisions': ...``)."""
+        return constructor_line(cls.__name__, e)
 
     def with_updates(self, **updates: Any) -> ExportConfig:
         """A validated copy with ``updates`` applied (``model_copy`` would not validate them)."""
@@ -216,6 +217,16 @@ def _one_line(e: ValidationError, names: Mapping[str, str]) -> str:
     value = err.get("input")
     shown = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
     return f"{name}: {message} (got {shown!r})"
+
+
+def constructor_line(owner: str, e: ValidationError) -> str:
+    """:func:`_one_line` of a constructor's bad keyword, named as :class:`~distill.validation.Checked` names it:
+    ``OWNER: 'key': problem (got value)``, ``OWNER: unknown key 'key'``, ``OWNER: <a check of several keys>``."""
+    err, line = e.errors()[0], _one_line(e, {})
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{owner}: unknown key '{key}'"
+    return f"{owner}: '{key}': {line.removeprefix(f'{key}: ')}" if err["loc"] else f"{owner}: {line}"
 
 
 def _as_flags(message: str, names: Mapping[str, str]) -> str:

@@ -16,7 +16,9 @@ does not list it; it is the earlier export's when that export re-targeted (its `
 set aside with the rest. A ``checkpoint/`` that no export.json here says an export wrote is the user's: a
 ``--classes`` export, which writes one, refuses the folder in one line before writing anything
 (:meth:`OutputFolder.check_writes`), and a failed ``--classes`` export takes its own away (``replaces``), so it
-leaves neither its student beside the earlier export nor the earlier export without its own.
+leaves neither its student beside the earlier export nor the earlier export without its own, nor (a first export)
+a ``checkpoint/`` its retry would refuse. The student is written into the export's scratch folder and moved into
+place once the models are written, so a killed export leaves none either.
 """
 from __future__ import annotations
 
@@ -123,12 +125,18 @@ class OutputFolder:
 
     def restore(self) -> None:
         """The new export failed or was interrupted: the earlier export's files come back (over any of the same
-        name this one wrote), its ``export.json`` last."""
-        if self.backup is None:
-            return
+        name this one wrote), its ``export.json`` last. What this export wrote in place of the set-aside folders
+        (``replaces``) goes even when there was no earlier export: else its retry would take it for the user's."""
         try:
             for name in self.replaces:  # this export's own (its re-targeted checkpoint/): not the earlier export's
                 _remove(self.path / name)
+        except OSError as e:
+            raise DistillError(f"{self.path / name}: could not remove what the failed export wrote ({e.strerror or e}); "
+                               "remove it before exporting into this folder again") from None
+        self.replaces = []
+        if self.backup is None:
+            return
+        try:
             for name in sorted(self.moved, key=lambda n: n == EXPORT_REPORT):
                 (self.path / name).parent.mkdir(parents=True, exist_ok=True)
                 if (self.backup / name).is_dir():  # a folder does not replace one: this export's goes first

@@ -15,6 +15,7 @@ being built); :func:`export_checkpoint` prepares it and runs the steps in order.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -278,12 +279,14 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
         data = load_export_data(cfg, spec, list(prov.get("source_domains") or []), say, spill_dir=work)
         # the inputs are good: from here on this export replaces whatever export was there (its checkpoint/ too)
         out.clear_previous(say, replaces=writes)
-        if cfg.classes is not None:
-            save_student(student, out_dir / EXPORT_CHECKPOINT)
+        if cfg.classes is not None:  # in the scratch folder until the models are written: a killed export leaves none
+            save_student(student, Path(work) / EXPORT_CHECKPOINT)
         ctx = ExportContext(cfg, student, out_dir, Path(work), data,
                             {k: prov[k] for k in METADATA_PROVENANCE if k in prov}, say)
         exporter = Exporter(ctx, header)
         exporter.run()
+        if cfg.classes is not None:
+            os.replace(Path(work) / EXPORT_CHECKPOINT, out_dir / EXPORT_CHECKPOINT)
     report = exporter.report("ok", files=exporter.files(), elapsed_s=round(time.time() - t_start, 1))
     path = report.write(out_dir)
     say(f"wrote {path}")  # the recommendation is a result, not progress: the caller prints it (the CLI on stdout)

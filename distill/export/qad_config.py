@@ -7,7 +7,7 @@ from typing import Any, Literal, Mapping
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.errors import DistillError
-from distill.export.config import _one_line, _path_str, _split_csv, _zero_is_all
+from distill.export.config import _one_line, _path_str, _split_csv, _zero_is_all, constructor_line
 from distill.records import Disagreement, QADRecord
 from distill.validation import Checked
 
@@ -147,5 +147,5 @@ class QADConfig(Checked):
 
     @classmethod
     def error_line(cls, e: ValidationError) -> str:
-        """``QADConfig(epochs=0)`` raises what :meth:`from_options` does."""
-        return _one_line(e, {}).replace("export config:", "qad config:")
+        """``QADConfig(epochs=0)``'s line: :meth:`from_options`' naming the class (``QADConfig: 'epochs': ...``)."""
+        return constructor_line(cls.__name__, e)

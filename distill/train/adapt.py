@@ -42,6 +42,17 @@ def adapt_strategy(name: str) -> type[Strategy]:
     raise DistillError(f"unknown strategy '{name}' (available for adapt: {', '.join(available)})")
 
 
+def check_adapt_overrides(items: Sequence[str]) -> None:
+    """Refuse ``--set strategy.name=...`` (or the whole ``strategy`` section) on an adaptation: the recipe spells out
+    its strategy's options, which another strategy would take for unknown keys, and the strategy must be checked
+    as an adaptation strategy (:func:`adapt_strategy`). One line pointing at ``--strategy``."""
+    for item in items:
+        key = item.split("=", 1)[0].strip()
+        if key in ("strategy", "strategy.name"):
+            raise DistillError(f"adapt: --set {item}: choose the adaptation strategy with --strategy (strategy= in "
+                               "Python), not --set; --set strategy.KEY=VALUE sets one of its options")
+
+
 def effective_options(strategy: type[Strategy], given: dict[str, Any]) -> dict[str, Any]:
     """``given`` options of ``strategy`` validated, with its defaults for the others (``{}`` for none)."""
     config = build_config(strategy.Config, given, where="strategy")

@@ -70,3 +70,32 @@ def test_jpeg_pixel_store_from_the_cli(tmp_path: Path, capsys) -> None:
 
     store, line = find_pixel_store(TeacherCache.open(out), (32, 32), "bicubic")  # no flag: the manifest says
     assert (store.codec, store.quality) == ("jpeg", 80) and "jpeg q80" in line
+
+
+def test_adv_split_all_reaches_the_build_as_none(tmp_path: Path, monkeypatch) -> None:
+    """`--adv-split all` is split=None (both splits); check_types refused it (the field's default is 'train')."""
+    from distill.teacher.cache import job
+
+    seen: list[job.CacheBuildConfig] = []
+
+    def fake_build(cfg: job.CacheBuildConfig) -> None:
+        seen.append(cfg)
+        raise KeyboardInterrupt  # stop before the summary reads a manifest
+
+    monkeypatch.setattr(job, "run_cache_build", fake_build)
+    try:
+        cli(["cache", "build", "--data", str(tmp_path), "--out", str(tmp_path / "c"), "--arch", "distill-demo-vit",
+             "--pretrained", "none", "--adv-views", "1", "--adv-split", "all"])
+    except KeyboardInterrupt:
+        pass
+    assert len(seen) == 1 and seen[0].adversarial is not None and seen[0].adversarial.split is None
+
+
+def test_a_store_pixels_size_given_twice_names_the_flag(tmp_path: Path, capsys) -> None:
+    """Review 25b L3: `--store-pixels 32,32` failed with PixelOptions' Python message ((H, W) tuple syntax)."""
+    base = ["cache", "build", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "c"), "--arch",
+            "distill-demo-vit", "--pretrained", "none", "--store-pixels"]
+    for sizes in ("32,32", "32,32x32"):
+        assert cli(base + [sizes]) == 1
+        assert capsys.readouterr().err.strip() == f"error: --store-pixels {sizes}: 32x32 listed twice (each size is one store)"
+    assert not (tmp_path / "c").exists()

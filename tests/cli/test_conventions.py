@@ -14,7 +14,7 @@ import distill
 from distill.cli import EXIT_ERROR, EXIT_USAGE, _leaf_parsers, build_parser, main
 from distill.config import TrainConfig, dump_config, load_train_config, parse_overrides
 from distill.errors import DistillError
-from distill.recipes import CONFIGS_DIR, list_recipes, resolve_recipe
+from distill.recipes import CONFIGS_DIR, list_recipes, load_recipe, resolve_recipe
 from distill.records import RUN_CONFIG
 from distill.run_paths import stored_paths
 
@@ -147,8 +147,13 @@ def test_recipe_lookup(tmp_path, monkeypatch):
     assert resolve_recipe("kd") == resolve_recipe("kd.yaml") == CONFIGS_DIR / "kd.yaml"
     assert (REPO / "configs" / "kd.yaml").resolve() == (CONFIGS_DIR / "kd.yaml").resolve()  # the checkout's link
     monkeypatch.chdir(tmp_path)
-    Path("kd").write_text("x: 1\n")  # a user's own file wins over the built-in name
-    assert resolve_recipe("kd") == Path("kd")
+    Path("kd").write_text("x: 1\n")  # review 25b L8: a bare name is the built-in recipe, whatever the folder holds
+    Path("kd.yaml").write_text("x: 1\n")
+    assert resolve_recipe("kd") == CONFIGS_DIR / "kd.yaml" and load_recipe("kd") == load_recipe(CONFIGS_DIR / "kd.yaml")
+    assert resolve_recipe("./kd") == Path("kd") and resolve_recipe(Path("kd")) == Path("kd")  # a path is the file
+    assert resolve_recipe("kd.yaml") == Path("kd.yaml")  # a file name: a user's own recipe wins
+    Path("mine").write_text("x: 1\n")
+    assert resolve_recipe("mine") == Path("mine")  # no built-in of that name: the file
     with pytest.raises(DistillError, match=r"sub/kd: no such config file, nor a built-in recipe \(built-in: .*kd"):
         resolve_recipe("sub/kd")  # a path is never a recipe name
 

@@ -161,3 +161,21 @@ def test_checkpoint_folder_is_set_aside_only_when_it_is_an_exports(tmp_path: Pat
             out.commit()
             assert sorted(p.name for p in f.iterdir()) == before
             assert (f / "checkpoint" / "student.json").read_text() == mine
+
+
+def test_a_failed_first_retargeting_export_leaves_no_checkpoint_its_retry_refuses(tmp_path: Path) -> None:
+    """Review 25b M1: with no earlier export there is no backup, and restore() returned before removing the
+    checkpoint/ this export wrote (``replaces``); the retry refused it as the user's."""
+    from distill.export.out_dir import OutputFolder
+
+    folder = tmp_path / "exp"
+    out = OutputFolder(folder)
+    out.make()
+    assert out.clear_previous(lambda s: None, replaces=["checkpoint"]) == []
+    (folder / "checkpoint").mkdir()
+    (folder / "checkpoint" / "student.json").write_text("new")
+    (folder / "model.fp32.onnx").write_bytes(b"half-written")
+    out.restore()
+    out.undo()
+    assert not (folder / "checkpoint").exists()
+    OutputFolder(folder).check_writes(["checkpoint"])  # the retry goes ahead

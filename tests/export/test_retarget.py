@@ -3,6 +3,7 @@ teacher's text tower ships an ONNX file equal to the re-targeted PyTorch student
 teacher's zero-shot rule through the student's projector."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -210,7 +211,7 @@ def test_a_failed_retargeting_re_export_leaves_the_earlier_export_whole(text_ckp
         argv += ["--eval-domains", "clean,foggy"]
     else:
         def stopped(self):
-            assert load_student(folder / "checkpoint").spec.class_names == TRAINED  # the new one, while it runs
+            assert not (folder / "checkpoint").exists()  # the new one is in the scratch folder while it runs
             raise KeyboardInterrupt if stop == "ctrl-c" else DistillError("fp32 failed")
 
         monkeypatch.setattr(Exporter, "fp32", stopped)
@@ -218,6 +219,31 @@ def test_a_failed_retargeting_re_export_leaves_the_earlier_export_whole(text_ckp
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "foggy" in err if stop == "bad data" else err.endswith(("fp32 failed", "from the start")), err
     assert _tree(folder) == before  # byte for byte, checkpoint/ included; nothing of the new one left
+
+
+@pytest.mark.parametrize("earlier", [None, "plain"])
+def test_a_killed_retargeting_export_leaves_nothing_its_retry_refuses(text_ckpt, tiny_root, tmp_path, monkeypatch,
+                                                                     earlier):
+    """Review 25b M1: a --classes export killed (SIGKILL, OOM) while it ran left its checkpoint/ (and, after an
+    earlier export, that export's export.json in .previous-export-*), and the retry refused the folder as the
+    user's. The folder as the kill would leave it (copied while the export runs) takes the retry."""
+    from distill.export.pipeline import Exporter
+
+    folder = tmp_path / "exp"
+    if earlier:
+        _fp32_export(text_ckpt, folder, tiny_root, None)
+    killed = tmp_path / "killed"
+
+    def kill(self):
+        shutil.copytree(folder, killed, ignore=shutil.ignore_patterns(".work-*"))  # scratch: the retry never reads it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Exporter, "fp32", kill)
+    with pytest.raises(KeyboardInterrupt):
+        _fp32_export(text_ckpt, folder, tiny_root, _class_file(tmp_path, NEW))
+    monkeypatch.undo()
+    _fp32_export(text_ckpt, killed, tiny_root, _class_file(tmp_path, NEW))
+    assert load_student(killed / "checkpoint").spec.class_names == NEW
 
 
 def test_a_re_export_replaces_the_earlier_exports_checkpoint(text_ckpt, tiny_root, tmp_path):

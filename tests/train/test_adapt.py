@@ -169,3 +169,19 @@ def test_an_adaptation_records_its_effective_strategy_options(tiny_root, tiny_ca
                                    "run.progress": False})
     assert summary is not None and summary.strategy_options == dataclasses.asdict(TeacherPLConfig())
     assert json.loads((tmp_path / "pl" / "summary.json").read_text())["strategy_options"] == summary.strategy_options
+
+
+def test_set_strategy_name_on_an_adaptation_points_at_strategy(source_ckpt, tmp_path, capsys):
+    """Review 25b L7: the recipe spells out sfda's options, so `--set strategy.name=shot` failed as "unknown key
+    'strategy.teacher_temperature'" (and skipped adapt_strategy's check): refused in one line naming --strategy."""
+    from distill import api
+
+    for overrides in ({"strategy.name": "shot"}, ["strategy.name=kd"], {"strategy": {"name": "shot"}}):
+        with pytest.raises(DistillError, match=r"^adapt: --set strategy(\.name)?=.*: choose the adaptation strategy "
+                                               r"with --strategy \(strategy= in Python\), not --set"):
+            api.adapt_config(source_ckpt, "blue", tmp_path, overrides=overrides)
+    assert cli(["adapt", "--source-checkpoint", str(source_ckpt), "--target", "blue", "--data", str(tmp_path),
+                "--set", "strategy.name=shot"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: adapt: --set strategy.name=shot: choose")
+    cfg = api.adapt_config(source_ckpt, "blue", tmp_path, strategy="shot", overrides={"strategy.beta": 0.5})
+    assert cfg.strategy.name == "shot" and cfg.strategy.options()["beta"] == 0.5

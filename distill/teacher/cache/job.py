@@ -44,7 +44,7 @@ class CacheBuildConfig:
         data: dataset root (ROOT/DOMAIN/CLASS/image).
         out: cache directory (new, or this same build to resume).
         arch: open_clip model name (``ViT-B-32``, or a bootstrapped teacher's ``distill-demo-rn``).
-        pretrained: open_clip tag, checkpoint file, or ``"none"`` (random weights seeded with 0).
+        pretrained: open_clip tag, checkpoint file, or ``"none"`` or None (random weights seeded with 0).
         templates_file: prompt templates (default: the ``teacher.json`` beside a bootstrapped
             ``pretrained`` checkpoint, else the built-in ones).
         split: the split rule's keys (:class:`~distill.data.split.SplitKeys`: class map, test / val /
@@ -85,8 +85,8 @@ class CacheBuildConfig:
             value = getattr(self, name)
             if not (isinstance(value, (str, Path)) or (value is None and name == "templates_file")):
                 raise DistillError(f"CacheBuildConfig.{name}: expected a path, got {value!r:.80}")
-        if isinstance(self.pretrained, Path):
-            object.__setattr__(self, "pretrained", str(self.pretrained))
+        if isinstance(self.pretrained, Path) or self.pretrained is None:  # None: random weights, as "none"
+            object.__setattr__(self, "pretrained", "none" if self.pretrained is None else str(self.pretrained))
         unlabeled = [self.unlabeled] if isinstance(self.unlabeled, (str, Path)) else self.unlabeled
         if not isinstance(unlabeled, (list, tuple)) or not all(isinstance(u, (str, Path)) for u in unlabeled):
             raise DistillError(f"CacheBuildConfig.unlabeled: expected folders (a list of paths), got {self.unlabeled!r:.80}")

@@ -8,6 +8,8 @@ Values are checked where the plan is made, with the messages a user acts on.
 """
 from __future__ import annotations
 
+import numbers
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Any, Sequence
 
@@ -15,15 +17,15 @@ from distill.data.view_policy import ViewPolicy
 from distill.data.views import ViewConfig
 from distill.errors import DistillError
 
-#: what a field holds, as :func:`check_types` names it
-INTEGER, NUMBER, TEXT, FLAG = (int,), (int, float), (str,), (bool,)
+#: what a field holds, as :func:`check_types` names it (numpy's ints and floats are numbers too)
+INTEGER, NUMBER, TEXT, FLAG = (numbers.Integral,), (numbers.Real,), (str,), (bool,)
 
 
 def check_types(cfg: Any, expected: dict[str, tuple[tuple[type, ...], str]]) -> None:
     """One line naming the first field of the dataclass ``cfg`` whose value is not of its type (a bool is no
-    number); ``expected``: field -> (the types it takes, None allowed when the field's default is None; what it is).
-    A value of the right type is checked where it is used (``views`` >= 1 where the cache's plan is made)."""
-    optional = {f.name for f in fields(cfg) if f.default is None}
+    number); ``expected``: field -> (the types it takes, None allowed when the field is annotated ``X | None``;
+    what it is). A value of the right type is checked where it is used (``views`` >= 1 where the cache's plan is made)."""
+    optional = {f.name for f in fields(cfg) if _takes_none(f.type)}
     for name, (types, what) in expected.items():
         value = getattr(cfg, name)
         if value is None and name in optional:
@@ -31,6 +33,14 @@ def check_types(cfg: Any, expected: dict[str, tuple[tuple[type, ...], str]]) -> 
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             shown = f"{value!r}"[:80]
             raise DistillError(f"{type(cfg).__name__}.{name}: expected {what}, got {shown} ({type(value).__name__})")
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):  # numpy's: plain Python
+            object.__setattr__(cfg, name, operator.index(value) if isinstance(value, numbers.Integral) else float(value))
+
+
+def _takes_none(annotation: Any) -> bool:
+    """Whether a field's annotation (a string under ``from __future__ import annotations``) lets it be None."""
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return "None" in (part.strip() for part in text.split("|")) or text.startswith(("Optional[", "typing.Optional["))
 
 
 def _names(owner: str, values: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -133,8 +143,9 @@ class PixelOptions:
     """Pixel stores to add: every row's view as uint8 at these (H, W) sizes and resize filter
     (``CACHE/pixels-HxW-INTERP``), so a student of that size and filter never decodes.
 
-    ``sizes``: each an int (a square size) or an ``(H, W)`` pair: ``32``, ``(32, 24)`` (two square sizes, as
-    ``--store-pixels 32,24``), ``((32, 24),)`` (one). ``codec`` ``raw`` (exact, 3*H*W bytes a row) or
+    ``sizes``: each an int (a square size) or an ``(H, W)`` pair: ``32``, ``[32, 24]`` (two square sizes, as
+    ``--store-pixels 32,24``), ``((32, 24),)`` (one). A tuple of two ints, ``(32, 24)``, is refused: one H x W size
+    or two square ones? ``codec`` ``raw`` (exact, 3*H*W bytes a row) or
     ``jpeg``/``webp`` at ``quality`` 1..100 (default 90 for those; lossy, decoded by the training workers:
     :mod:`~distill.teacher.cache.pixel_codecs`).
     """
@@ -158,10 +169,14 @@ def _sizes(sizes: Any) -> tuple[tuple[int, int], ...]:
     """``PixelOptions.sizes`` as (H, W) pairs: an int is a square size; each listed once."""
     def size(item: Any) -> tuple[int, int] | None:
         hw = (item, item) if not isinstance(item, (list, tuple)) else tuple(item)
-        ok = len(hw) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hw)
-        return (int(hw[0]), int(hw[1])) if ok else None
+        ok = len(hw) == 2 and all(_integer(v) and v >= 1 for v in hw)
+        return (operator.index(hw[0]), operator.index(hw[1])) if ok else None
 
-    items = [sizes] if isinstance(sizes, int) else sizes
+    if isinstance(sizes, tuple) and len(sizes) == 2 and all(_integer(v) for v in sizes):
+        h, w = (operator.index(v) for v in sizes)
+        raise DistillError(f"PixelOptions.sizes ({h}, {w}): one {h}x{w} size or two square ones? Write (({h}, {w}),) for "
+                           f"one H x W store, [{h}, {w}] for {h}x{h} and {w}x{w}")
+    items = [sizes] if _integer(sizes) else sizes
     pairs = [size(item) for item in items] if isinstance(items, (list, tuple)) else [None]
     if None in pairs:
         raise DistillError(f"PixelOptions.sizes: expected sizes (32, or (H, W) pairs: ((32, 24),)), got {sizes!r:.80}")
@@ -171,3 +186,8 @@ def _sizes(sizes: Any) -> tuple[tuple[int, int], ...]:
         raise DistillError(f"PixelOptions.sizes {sizes!r}: {', '.join(twice)} listed twice (an int is a square size; "
                            "one H x W size is written ((H, W),))")
     return out
+
+
+def _integer(value: Any) -> bool:
+    """An int, numpy's too (``numbers.Integral``); a bool is no size."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -96,6 +96,8 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
             hw = []
         if len(hw) not in (1, 2) or min(hw) < 1:
             raise DistillError(f"--store-pixels: '{part}' is not a size (expected 224 or 224x192, comma-separated)")
+        if (hw[0], hw[-1]) in out:
+            raise DistillError(f"--store-pixels {text}: {hw[0]}x{hw[-1]} listed twice (each size is one store)")
         out.append((hw[0], hw[-1]))
     return out
 
