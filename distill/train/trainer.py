@@ -40,7 +40,15 @@ from distill.train.optim import build_optimizer
 from distill.train.selection import make_selection
 from distill.train.summary import best_holds, epoch_line, metrics_row, selected_run_summary, top1_mean, write_metrics
 from distill.utils.flops import count_flops, count_params
-from distill.utils.runtime import autocast, barrier, broadcast_flag, distributed, seed_step, step_seed
+from distill.utils.runtime import (
+    autocast,
+    barrier,
+    broadcast_flag,
+    distributed,
+    seed_step,
+    step_seed,
+    take_main_buffers,
+)
 from distill.utils.state import restore_optimizer, rng_state, set_rng_state
 
 _STEP_DELAY = float(os.environ.get("DISTILL_TRAIN_STEP_DELAY", "0") or 0)
@@ -192,25 +200,21 @@ class Trainer:
         return DataLoader(images, batch_sampler=self.epoch_batches, num_workers=workers,
                           pin_memory=setup.device.type == "cuda", persistent_workers=workers > 0,
                           prefetch_factor=4 if workers else None,
-                          generator=torch.Generator().manual_seed(step_seed(setup.cfg.run.seed, 0, -2,
-                                                                            setup.dist.rank)))
+                          generator=torch.Generator().manual_seed(step_seed(setup.cfg.run.seed, 0, -2, setup.dist.rank)))
 
     def pixel_store(self) -> tuple[PixelStore | None, str]:
         """(the first cache's pixel store at the student's size, or None; the line saying which), found once."""
         if self._pixels is None:
-            spec = self.strategy.student.spec
-            self._pixels = find_pixel_store(self.setup.caches[0] if self.setup.caches else None, spec.input_size,
-                                            spec.interpolation)
+            spec, caches = self.strategy.student.spec, self.setup.caches
+            self._pixels = find_pixel_store(caches[0] if caches else None, spec.input_size, spec.interpolation)
         return self._pixels
 
     def make_batch(self, pixels: Tensor, loader_labels: Tensor, domain: Tensor, index: Tensor, view: Tensor) -> Batch:
-        """A loader batch -> the strategy's :class:`Batch` on the device, with the cached rows it needs.
-
-        Labels come from the one gate, ``self.label_of[index]`` (-1 on pool rows), never from the loader's
-        ``loader_labels`` (the folders' labels, pool images' included)."""
+        """A loader batch -> the strategy's :class:`Batch` on the device, with the cached rows it needs. Labels come
+        from the one gate, ``self.label_of[index]`` (-1 on pool rows), never from the loader's ``loader_labels``
+        (the folders' labels, pool images' included)."""
         setup, dev = self.setup, self.setup.device
-        # pinned host memory (pin_memory on CUDA) + non_blocking: the copy overlaps the previous step;
-        # batches arrive as uint8 (a quarter of the bytes) and become floats on the device
+        # pinned memory + non_blocking: the copy overlaps the previous step; uint8 (a quarter of the bytes) to floats there
         pixels = pixels.to(dev, non_blocking=True)
         if pixels.dtype == torch.uint8:
             pixels = to_unit(pixels)
@@ -329,13 +333,14 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict[str, Any]:
-        """Epoch ``epoch``'s metrics row (rank 0; ``{}`` elsewhere): test accuracy of every evaluated
-        domain (reported, never selected on), source validation accuracy and, with ``run.select_on:
-        teacher_agreement``, the pool's agreement with the teacher (selected on: ``run.select_on``), as
-        fractions. Every rank evaluates its share of the splits (:class:`DomainEvaluator`, :class:`PoolAgreement`)."""
+        """Epoch ``epoch``'s metrics row (rank 0; ``{}`` elsewhere): test accuracy of every evaluated domain (reported,
+        never selected on), source validation accuracy and, with ``run.select_on: teacher_agreement``, the pool's
+        agreement with the teacher (selected on), as fractions. Every rank scores its share of the splits
+        (:class:`DomainEvaluator`, :class:`PoolAgreement`) with rank 0's buffers (BN statistics: what it saves)."""
         self.strategy.eval()
         cfg, predict, device = self.setup.cfg, self.strategy.predict, self.setup.device
         with self.ema.evaluated(self.strategy):  # the EMA student, when optim.ema_decay is set
+            take_main_buffers(self.strategy.student)
             val = self.val_evaluator.accuracy(predict, device) if self.val_evaluator is not None else {}
             agreement = self.agreement(predict, device) if self.agreement is not None else None
             value = self.selection.value(top1_mean(val), agreement)

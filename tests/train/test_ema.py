@@ -51,3 +51,26 @@ def test_ema_decay_must_be_between_0_and_1(tiny_root, tiny_cache, tmp_path, bad)
 
     with pytest.raises(DistillError, match="optim.ema_decay"):
         load_train_config(None, base=_cfg(tiny_root, tiny_cache, tmp_path / "x", ema_decay=bad))
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.5])
+def test_evaluation_takes_rank_0s_buffers_of_the_student_it_scores(tiny_root, tiny_cache, tmp_path, monkeypatch,
+                                                                    ema_decay):
+    """Under DDP without SyncBatchNorm (gloo) each rank's BN statistics are its own after its last local batch, and
+    every rank scores its share of the splits: each evaluation first takes rank 0's buffers (what the checkpoint
+    holds) into the student it scores, the EMA student when there is one. (runtime.take_main_buffers itself:
+    tests/strategies/test_sample_targets.py, two gloo ranks.)"""
+    import distill.train.trainer as trainer_module
+    from distill.train import train
+    from distill.train.ema import StudentEma
+
+    scored: list[torch.nn.Module] = []
+    emas: list[torch.nn.Module] = []
+    real, real_init = trainer_module.take_main_buffers, StudentEma.__init__
+    monkeypatch.setattr(trainer_module, "take_main_buffers", lambda m: scored.append(m) or real(m))
+    monkeypatch.setattr(StudentEma, "__init__", lambda self, *a: real_init(self, *a) or emas.append(self.student))
+    optim = {} if ema_decay is None else {"ema_decay": ema_decay}
+    train(load_train_config(None, base=_cfg(tiny_root, tiny_cache, tmp_path / "run", **optim)))
+    assert len(scored) == 1, "one evaluation (one epoch), one take"
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in scored[0].modules()), "test_resnet has BatchNorm"
+    assert [scored[0] is m for m in emas] == ([] if ema_decay is None else [True])
