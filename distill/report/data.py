@@ -75,6 +75,12 @@ class Point:
         return f"{self.student} · {self.precision} · {self.runtime}"
 
 
+def file_cell(file: str, note: str) -> str:
+    """A timed file as both reports' latency tables name it: short, then the note (``exp/model.engine (TensorRT
+    engine of model.onnx)``, ``loose/model.onnx (not joined to an export or run)``)."""
+    return f"{file} ({note})" if note else file
+
+
 @dataclass
 class ExportEntry:
     """An export folder and its export.json."""
@@ -97,7 +103,14 @@ class Measurement:
 
     record: BenchRecord
     source: str
-    label: str = ""
+    name: str = ""  # the model it timed: "student · precision"
+    file: str = ""  # the timed file, short (as :attr:`Point.file`)
+    note: str = ""  # how it was joined, when not plainly (as :attr:`Point.note`)
+
+    @property
+    def label(self) -> str:
+        """What the top-ops lists call this model: its name and, if any, the note."""
+        return self.name + (f" · {self.note}" if self.note else "")
 
     @property
     def top_ops(self) -> list[dict[str, Any]] | None:

@@ -13,7 +13,7 @@ import os
 
 from distill.records import pct as percent
 from distill.report.charts import SHAPES, color, esc, esc_wrap, front_no, latency_svg, pareto_svg, pct
-from distill.report.data import Z95, Measurement, Point, ReportData, device_label, extra
+from distill.report.data import Z95, Measurement, Point, ReportData, device_label, extra, file_cell
 from distill.report.decision import int8_file_of
 from distill.report.export_sections import section_int8, section_provenance
 from distill.report.qad_sections import section_qad
@@ -282,7 +282,8 @@ def section_latency(data: ReportData) -> str:
     recs = [m.record for m in data.records]
     several = len({device_label(r) for r in recs}) > 1  # one device: named once, in Provenance
     rows = "".join(
-        f'<tr><td class="label" title="{esc(m.record.model)}">{esc(m.label or m.record.model_name)}</td>'
+        f'<tr><td class="label" title="{esc(m.record.model)}">{esc(m.name or m.record.model_name)}</td>'
+        f'<td class="path" title="{esc(m.record.model)}">{esc_wrap(file_cell(m.file or m.record.model_name, m.note))}</td>'
         f'<td>{esc(m.record.runtime)}</td><td class="num">{m.record.batch}</td>'
         f'<td class="num">{m.record.threads if m.record.threads is not None else "default"}</td>'
         + "".join(f'<td class="num" data-v="{getattr(m.record.latency_ms, k)}">{getattr(m.record.latency_ms, k):.3g}</td>'
@@ -291,7 +292,8 @@ def section_latency(data: ReportData) -> str:
         + (f'<td>{esc(device_label(m.record))}</td>' if several else "") + "</tr>"
         for m in data.records)
     one = "" if several or not recs else f' <span class="muted">on {esc(device_label(recs[0]))}</span>'
-    parts.append(f'<h3>All records{one}</h3><table class="sortable"><thead><tr><th>model</th><th>runtime</th>'
+    parts.append(f'<h3>All records{one}</h3><table class="sortable"><thead><tr><th>model</th>'
+                 '<th title="hover a file for its full path">file</th><th>runtime</th>'
                  '<th>batch</th><th>threads</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>img/s</th>'
                  '<th>peak RSS Δ MiB</th>' + ("<th>device</th>" if several else "")
                  + f'</tr></thead><tbody>{rows}</tbody></table></section>')

@@ -5,7 +5,7 @@ Accuracies arrive as fractions; they become percents here, when printed.
 from __future__ import annotations
 
 from distill.records import pct
-from distill.report.data import Z95, ReportData, extra
+from distill.report.data import Z95, ReportData, extra, file_cell
 from distill.report.decision import decision_for, int8_file_of
 from distill.report.export_sections import NEAR_TIE_NOTE, ORT_FLOAT_NOTE, cpu_kinds_note, kept_labels, near_tie_cell
 from distill.report.qad_sections import qad_markdown
@@ -66,9 +66,9 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
         lines += ["", "## All measurements", "", "| batch | student | precision | runtime | file | p50 ms | p90 ms | p99 ms | "
                   "accuracy % |", "|---:|---|---|---|---|---:|---:|---:|---:|"]
         for p in sorted(data.points, key=lambda p: (p.batch, p.latency["p50"])):
-            file = f"{p.file} ({p.note})" if p.note else p.file
-            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {file} | {p.latency['p50']:.3g} | "
-                         f"{p.latency['p90']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
+            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {file_cell(p.file, p.note)} | "
+                         f"{p.latency['p50']:.3g} | {p.latency['p90']:.3g} | {p.latency['p99']:.3g} | "
+                         f"{_pct(p.score)}{_ci(p.score_se)} |")
         lines.append("")
     if data.groups or data.teachers:
         doms = data.domains

@@ -250,7 +250,7 @@ def _join(data: ReportData) -> list[Point]:
         p = Point(student=student, precision=precision, runtime=r.runtime, batch=r.batch,
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),
                   threads=r.threads, count=count, note=note, file=file)
-        entry.label = f"{student} · {precision}" + (f" · {note}" if note else "")  # what the latency table and top-ops list call this model
+        entry.name, entry.file, entry.note = f"{student} · {precision}", file, note  # as the latency tables name it
         latest[(r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads)] = p
     if replaced:
         files = list(dict.fromkeys(replaced))

@@ -102,3 +102,41 @@ def test_report_md_names_each_measurement_s_file_and_marks_the_unjoined(tmp_path
     files = [row.split(" | ")[4] for row in rows[2:]]
     assert sorted(files) == ["exp_a/model.fp32.onnx", "exp_a/model.int8.engine (TensorRT engine of model.int8-tensorrt.onnx)",
                              "exp_b/model.fp32.onnx", "loose/fixed1.onnx (not joined to an export or run)"]
+
+
+def test_report_html_names_each_record_s_file_as_report_md_does(tmp_path: Path) -> None:
+    """report.html's latency table: a file column saying what report.md's does (short; the full path on hover), so two
+    fp32 rows of two exports differ and a record joined to no export says so there too."""
+    import html
+    import re
+
+    from distill.report.write import write_report
+
+    a, b = write_export(tmp_path / "exp_a", "1"), write_export(tmp_path / "exp_b", "2")
+    for folder, tag in ((a, "1"), (b, "2")):
+        record = engine_record(str(folder / "model.fp32.onnx"), f"{tag}0" * 32)
+        record.model_copy(update={"runtime": "ort-cpu"}).append_to(tmp_path / "bench.jsonl")
+    engine_record(str(tmp_path / "loose" / "fixed1.onnx"), "77" * 32).append_to(tmp_path / "bench.jsonl")
+    engine_record(str(a / "model.int8.engine")).append_to(tmp_path / "bench.jsonl")
+    written = write_report([tmp_path], tmp_path / "r.html")
+    page = Path(written.html).read_text()
+    table = page[page.index("<h3>All records"):]
+    table = table[:table.index("</table>")]
+
+    def text(cell: str) -> str:
+        return html.unescape(re.sub(r"<[^>]+>", "", cell))
+
+    head = [text(c) for c in re.findall(r"<th[^>]*>(.*?)</th>", table)]
+    assert head[:3] == ["model", "file", "runtime"]
+    rows = [re.findall(r'<td([^>]*)>(.*?)</td>', row) for row in re.findall(r"<tr><td.*?</tr>", table)]
+    html_rows = {(text(r[0][1]), text(r[1][1])) for r in rows}
+    assert html_rows == {("resnet18 (erm) · fp32", "exp_a/model.fp32.onnx"), ("resnet18 (erm) · fp32", "exp_b/model.fp32.onnx"),
+                         ("resnet18 (erm) · int8/tensorrt",
+                          "exp_a/model.int8.engine (TensorRT engine of model.int8-tensorrt.onnx)"),
+                         ("? · fp32", "loose/fixed1.onnx (not joined to an export or run)")}
+    titles = {html.unescape(re.search(r'title="([^"]*)"', r[1][0]).group(1)) for r in rows}  # the full path on hover
+    assert titles == {str(a / "model.fp32.onnx"), str(b / "model.fp32.onnx"), str(a / "model.int8.engine"),
+                      str(tmp_path / "loose" / "fixed1.onnx")}
+    md = Path(written.markdown).read_text()  # report.md's rows say the same: student · precision, file
+    md_rows = [row.split(" | ") for row in md[md.index("## All measurements"):].split("\n\n")[1].splitlines()[2:]]
+    assert {(f"{r[1]} · {r[2]}", r[4]) for r in md_rows} == html_rows
