@@ -13,6 +13,8 @@ a path there is taken. The guess is wrong for a run folder since moved (``run.ou
 instead, with one warning line saying so (as is every path when nothing can be guessed: ``run.out`` absolute or
 not the end of the folder's path). Missing in both, the resume is refused in one line naming the key and the
 places looked in. Writing the absolute path into the run's config is the way out of every refusal and warning.
+``distill export``, ``qad`` and ``eval`` read a checkpoint's run config the same way (:func:`run_paths`, from
+:func:`distill.run_split.read_run_config`), refusing a path found nowhere only where they would use it.
 
 Fingerprints are unchanged by this: a cache's and a run's data identity are over paths relative to the data root.
 """
