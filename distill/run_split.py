@@ -7,7 +7,9 @@ is inflated without a word. So on the run's own data a split key a stage is give
 is refused in one line naming the key and both values (:func:`run_split_rule`); the keys left unset are the
 run's. On other data no image was trained on and the keys are free.
 
-"The run's data" is the run's ``data.root`` as a folder, however it is spelled (relative, through a symlink).
+"The run's data" is the run's ``data.root`` as a folder, however it is spelled (relative, through a symlink). An
+older run's relative ``data.root`` (and its other paths) are those of the folder it was started in, found as
+``--resume`` finds them (:func:`read_run_config`), not whatever the current folder holds at that relative path.
 Not a fingerprint: a run records none of its own file list (a cache's covers the split rule itself, the thing
 compared here), and computing one over both roots at every export is a pass over each root's files. A copy of
 the run's data under another path is therefore taken as other data.
@@ -22,29 +24,46 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from distill.config import DataConfig, format_validation_error, load_yaml
 from distill.data.split import SPLIT_KEYS, SplitRule
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, RUN_SUMMARY
+from distill.run_paths import run_paths
 
 #: the split keys that decide which split an image is in (all but the class map)
 PLACING_KEYS = tuple(k for k in SPLIT_KEYS if k != "class_map")
 
 
+class RunOut(BaseModel):
+    """``run.out`` of a run's config: with the run folder's path, it tells where an older run was started."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    out: Path | None = None
+
+
 class RunConfigView(BaseModel):
-    """The keys of a run's config.yaml that later stages use (the other sections belong to training)."""
+    """The keys of a run's config.yaml that later stages use (the other sections belong to training). Read by
+    :func:`read_run_config`, its relative paths (an older run's) are resolved as ``--resume`` resolves them."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
     data: DataConfig | None = None
     cache: Path | list[Path] | None = None
     source_checkpoint: Path | None = None  # set: a source-free adaptation run
+    run: RunOut = RunOut()
+    _missing: dict[tuple[str, str], str] = PrivateAttr(default_factory=dict)  # set by read_run_config
 
     def caches(self) -> tuple[str, ...]:
         if self.cache is None:
             return ()
         return tuple(str(c) for c in (self.cache if isinstance(self.cache, list) else [self.cache]))
+
+    def missing(self, key: str, path: str | Path) -> str | None:
+        """The one-line refusal for ``path`` at ``key`` (``data.root``, ``cache``, ...) when it was relative and found
+        neither where the run was started nor in the current folder (:func:`distill.run_paths.run_paths`), else None.
+        Such a path is kept as written; a stage refuses it (or goes on without it) only where it uses it."""
+        return self._missing.get((key, str(path)))
 
 
 def run_folders(checkpoint: Path) -> list[Path]:
@@ -60,15 +79,39 @@ def run_config_file(checkpoint: Path) -> Path | None:
                  and (run_folder is None or f == run_folder)), None)
 
 
-def read_run_config(path: Path, warn: Callable[[str], None], without: str) -> RunConfigView:
-    """The run's config at ``path``; unreadable: a warning ending in ``without`` (what goes on without it)."""
+def named_folder(checkpoint: Path, folder: Path) -> Path:
+    """``folder`` (one of :func:`run_folders`, symlinks resolved) as the checkpoint's path names it, when that names
+    the same folder: the path :func:`distill.run_paths.started_in` guesses an older run's start folder from."""
+    named = Path(os.path.abspath(checkpoint))
+    for candidate in (named, *list(named.parents)[:2]):
+        try:
+            if os.path.samefile(candidate, folder):
+                return candidate
+        except OSError:
+            pass
+    return folder
+
+
+def read_run_config(path: Path, warn: Callable[[str], None], without: str,
+                    checkpoint: Path | None = None) -> RunConfigView:
+    """The run's config at ``path``; unreadable: a warning ending in ``without`` (what goes on without it).
+
+    Its relative paths (a run written before paths were stored absolute) are resolved as ``--resume`` resolves
+    them (:func:`distill.run_paths.run_paths`), the run folder as ``checkpoint``'s path names it: a path taken in
+    the current folder is a warning; one found nowhere is kept as written (:meth:`RunConfigView.missing`)."""
     try:
-        return RunConfigView.model_validate(load_yaml(path))
+        view = RunConfigView.model_validate(load_yaml(path))
     except DistillError as e:
         warn(f"{e}; {without}")
+        return RunConfigView()
     except ValidationError as e:
         warn(f"{format_validation_error(e, str(path))}; {without}")
-    return RunConfigView()
+        return RunConfigView()
+    run_dir = named_folder(checkpoint, path.parent) if checkpoint is not None else path.parent
+    missing: dict[tuple[str, str], str] = {}
+    view = run_paths(view, path, run_dir, view.run.out, warn, missing)
+    view._missing = missing
+    return view
 
 
 def same_folder(a: str | Path, b: str | Path) -> bool:

@@ -91,7 +91,8 @@ def _split_rule(args: argparse.Namespace) -> SplitRule:
         print(f"warning: {line}", file=sys.stderr)
 
     config_file = run_config_file(args.checkpoint)
-    data = read_run_config(config_file, warn, "evaluating without the run's split rule").data if config_file else None
+    data = read_run_config(config_file, warn, "evaluating without the run's split rule",
+                           args.checkpoint).data if config_file else None
     names = {k: "--" + k.replace("_", "-") for k in SPLIT_KEYS}
     trained = run_split_rule(vars(args), args.data, data, config_file, str(args.checkpoint),
                              "drop {flag} (the run's value is the default here), or evaluate on other data", names)

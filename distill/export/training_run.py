@@ -59,7 +59,7 @@ class TrainingRun:
         config_file = run_config_file(checkpoint)  # the config next to the summary; without one, the first found
         config = RunConfigView()
         if config_file is not None:
-            config = read_run_config(config_file, log.warn, "exporting without the run's data defaults")
+            config = read_run_config(config_file, log.warn, "exporting without the run's data defaults", checkpoint)
         return cls(run_folder, summary, config, config_file)
 
 
@@ -74,24 +74,31 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog, split
     A data root ``cfg`` names (``--data``, even the run's own) keeps these domain defaults for the domains it holds
     (a folder of that name under it); the pool domains it lacks are dropped and said in one warning line.
 
+    An older run's relative path (:func:`distill.run_split.read_run_config`) found neither in the folder the run was
+    started in nor in the current one is refused where it becomes the default (the data root, the class map), in
+    one line naming the key; such a cache is left out with a warning.
+
     On the run's own data (``cfg`` names no data root, or the run's), a split key ``cfg`` sets to another value than
     the run's is refused (:func:`distill.run_split.run_split_rule`: its test split would hold images the student
     trained on); ``split_from`` (who set it) heads that line, ``split_fix`` ends it. On other data the keys are free.
 
     Raises:
-        DistillError: that split key, with both values."""
+        DistillError: that split key, with both values; an older run's data root or class map found nowhere."""
     data = run.config.data
     run_split_rule(cfg.split_keys(), cfg.data_root, data, run.config_file, split_from, split_fix)
     updates: dict[str, Any] = {}
     if cfg.data_root is None and data is not None:
+        _refuse_missing(run, "data.root", data.root)
         updates["data_root"] = str(data.root)
         log(f"data: {data.root} (from the run's {RUN_CONFIG})")
     rule = data.split_rule() if data is not None else SplitRule()  # a run saves its whole rule; else the defaults
     for key, value in rule.model_dump().items():
         if getattr(cfg, key) is None and value is not None:
+            if key == "class_map":
+                _refuse_missing(run, "data.class_map", value)
             updates[key] = value
     if cfg.caches is None:
-        updates["caches"] = run.config.caches()
+        updates["caches"] = tuple(c for c in run.config.caches() if not _missing_cache(run, c, log))
     if data is None:
         return cfg.with_updates(**updates, **({"target_domains": ()} if cfg.target_domains is None else {}))
     root = updates.get("data_root", cfg.data_root)
@@ -115,6 +122,22 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog, split
                 log.warn(f"int8 calibration leaves out the run's unlabeled pool domain(s) {', '.join(dropped)}: "
                          f"no such folder under {root}; name the target domains with --target-domains")
     return cfg.with_updates(**updates)
+
+
+def _refuse_missing(run: TrainingRun, key: str, path: str | Path) -> None:
+    """An older run's relative path found neither where it was started nor here, taken as a default: refused."""
+    refusal = run.config.missing(key, path)
+    if refusal is not None:
+        raise DistillError(refusal)
+
+
+def _missing_cache(run: TrainingRun, cache: str, log: ExportLog) -> bool:
+    """Whether the run's ``cache`` is an older run's relative path found nowhere: left out, in one warning line (a
+    cache gone is no error: the export only reads the images it skipped when it is there)."""
+    refusal = run.config.missing("cache", cache)
+    if refusal is not None:
+        log.warn(f"{refusal}; exporting without it")
+    return refusal is not None
 
 
 def _held_by(root: str | None, from_run: bool) -> Callable[[list[str]], bool]:
