@@ -67,7 +67,7 @@ def map_paths(cfg: M, fn: Callable[[str, str], str]) -> M:
 
 def _path(key: str, value: str) -> Path:
     """``value`` as the path the run reads (a ``data.unlabeled`` folder may start with ``~``)."""
-    return Path(value).expanduser() if key == "data.unlabeled" else Path(value)
+    return Path(os.path.expanduser(value)) if key == "data.unlabeled" else Path(value)  # ~nobody/x: kept, no error
 
 
 def stored_paths(cfg: TrainConfig) -> TrainConfig:

@@ -128,8 +128,8 @@ def read_run(run_dir: Path) -> Run:
     data = cfg.data if cfg is not None else None
     entries = [str(u) for u in getattr(data, "unlabeled", None) or []]
     options = dict(summary.strategy_options)
-    if adapted and not options:
-        options = _default_options(summary.strategy)
+    if adapted:  # an older adaptation recorded only the options it was given: the defaults beneath them
+        options = {**_default_options(summary.strategy), **options}
     return Run(dir=str(run_dir), summary=summary, student=summary.student, strategy=summary.strategy,
                options=options, seed=cfg.run.seed if cfg is not None else None,
                adapted=adapted, source_domains=list(summary.source_domains),
@@ -160,7 +160,7 @@ def pool_identity(entry: str) -> str:
     as ``*/cam``, its name, which :func:`match_pools` ties to the one absolute folder of that name, if one."""
     if not is_folder_entry(entry):
         return entry
-    path = Path(entry).expanduser()
+    path = Path(os.path.expanduser(entry))  # a ~user unknown here stays as written (Path.expanduser raises)
     return os.path.normpath(path) if path.is_absolute() else BY_NAME + pool_entry(entry)
 
 
@@ -184,14 +184,15 @@ def pool_names(r: Run, paths: bool = False) -> list[str]:
 
 
 def _default_options(strategy: str) -> dict[str, Any]:
-    """The options an adaptation ran with when its summary.json records none (adaptations before 2026-12-05 recorded
-    ``{}``: the strategy's defaults), so that it groups with a later run of the same settings, which records them in
-    full. ``{}`` when the strategy is no longer registered or its options cannot be built."""
+    """The strategy's default options: what an adaptation ran with where its summary.json records none (adaptations
+    before 2026-12-05 recorded only the options given, ``{}`` for none), so that it groups with a later run of the
+    same settings, which records them in full. ``{}`` when the strategy is no longer registered or its options
+    cannot be built (the report goes on without them)."""
     try:
         from distill.train.adapt import adapt_strategy, effective_options  # lazy: torch, only for such old runs
 
         return effective_options(adapt_strategy(strategy), {})
-    except (DistillError, ImportError):
+    except (DistillError, ImportError, OSError, RuntimeError):
         return {}
 
 
@@ -224,10 +225,11 @@ def label_runs(runs: list[Run]) -> None:
                 if len(vals) > 1:
                     for ck, r in configs.items():
                         extra[ck].append(f"{k}={_short(r.options.get(k, '–'))}")
-            # a pool by its folders' names; by their paths where the names are the same but the folders are not
-            named = len({json.dumps(pool_names(r)) for r in configs.values()}) > 1
-            shown = {ck: {**vars(r), "unlabeled": pool_names(r) if named else pool_names(r, paths=True)}
-                     for ck, r in configs.items()}
+            # a pool by its folders' names; by their paths where another configuration's names are the same but its
+            # folders are not
+            shown = {ck: {**vars(r), "unlabeled": pool_names(r, paths=any(
+                pool_names(o) == pool_names(r) and o.unlabeled != r.unlabeled for o in configs.values()))}
+                for ck, r in configs.items()}
             for attr, name in (("source_domains", "src"), ("target_domains", "tgt"), ("teacher", "teacher"),
                                ("unlabeled", "unlabeled"), ("head", "head"), ("withheld", "withheld")):
                 if len({json.dumps(getattr(r, attr), default=str) for r in configs.values()}) > 1:

@@ -121,6 +121,48 @@ def test_two_folders_of_one_name_are_two_configurations_labelled_by_their_paths(
     assert groups[f"test_resnet (fm; unlabeled {a})"].seeds == [0, 1]
 
 
+def test_a_pool_is_labelled_by_path_only_where_another_configuration_has_its_names(tmp_path: Path) -> None:
+    """Review 25c M1: the name-or-path choice was made for the whole block, so /a/cam and /b/cam beside a third
+    configuration were both labelled 'unlabeled cam': two rows, one label. A '~user' unknown here (Path.expanduser
+    raises) stays as written (review 25c M2)."""
+    import yaml
+
+    from distill.report.runs import group_runs, label_runs
+
+    def run(name: str, unlabeled: list[str]) -> Run:
+        folder = write_run(tmp_path / name, strategy="fm", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0)
+        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+        cfg["data"]["unlabeled"] = unlabeled
+        (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return read_run(folder)
+
+    a, b, c = (str(tmp_path / x / n) for x, n in (("a", "cam"), ("b", "cam"), ("c", "other")))
+    runs = [run("ra", [a]), run("rb", [b]), run("rc", [c]), run("none", []), run("tilde", ["~nobody-here-xyz/cam2"])]
+    label_runs(runs)
+    labels = sorted(g.label for g in group_runs(runs))
+    assert labels == sorted([f"test_resnet (fm; unlabeled {a})", f"test_resnet (fm; unlabeled {b})",
+                             "test_resnet (fm; unlabeled other)", "test_resnet (fm)",
+                             "test_resnet (fm; unlabeled cam2)"])
+
+
+def test_an_older_adaptation_with_some_options_recorded_takes_the_defaults_beneath_them(tmp_path: Path) -> None:
+    """Review 25c L1: an adaptation before 2026-12-05 recorded only the options it was given."""
+    from distill.report.runs import group_runs, label_runs
+    from distill.strategies import get_strategy
+    from distill.train.adapt import effective_options
+
+    defaults = effective_options(get_strategy("sfda"), {})
+    key = sorted(defaults)[0]
+    acc = {"clean": 0.9, "dark": 0.8, "noisy": 0.6}
+    old = read_run(write_run(tmp_path / "old", strategy="sfda", acc=acc, seed=0, options={key: defaults[key]},
+                             adapted_from="src/best"))
+    new = read_run(write_run(tmp_path / "new", strategy="sfda", acc=acc, seed=1, options=defaults,
+                             adapted_from="src/best"))
+    label_runs([old, new])
+    [group] = group_runs([old, new])
+    assert group.seeds == [0, 1] and old.options == defaults
+
+
 def test_an_older_adaptation_without_recorded_options_groups_with_a_newer_one_at_the_defaults(tmp_path: Path) -> None:
     """Review 25b M3: adaptations recorded strategy_options {} (the defaults) before 2026-12-05 and every option
     since; the same settings' seeds from before and after fell into two rows."""

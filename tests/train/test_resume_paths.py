@@ -204,3 +204,12 @@ def test_a_new_run_stores_its_paths_absolute_and_tags_as_written(tmp_path, monke
     assert stored.teacher.pretrained == str(tmp_path / "t.pt") and stored.run.out == Path("runs/kd")
     tag = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"pretrained": "laion2b_s34b_b79k"})})
     assert stored_paths(tag).teacher.pretrained == "laion2b_s34b_b79k"
+
+
+def test_an_unlabeled_folder_of_a_user_unknown_here_is_kept_as_written() -> None:
+    """Review 25c M2: Path.expanduser raises RuntimeError for '~nobody/...' (no such user here); export, qad and eval
+    read every config path of an old run, and took that traceback. os.path.expanduser leaves it as written."""
+    from distill.run_paths import _path
+
+    assert _path("data.unlabeled", "~nobody-here-xyz/cam") == Path("~nobody-here-xyz/cam")
+    assert _path("data.unlabeled", "~/cam") == Path.home() / "cam"
