@@ -85,17 +85,24 @@ def test_an_engine_built_by_the_export_joins_by_its_sha256_and_a_rebuilt_one_doe
     assert by_model["model.fp32.engine"].accuracy is None
 
 
-def test_report_md_names_each_measurement_s_file_and_marks_the_unjoined(tmp_path: Path) -> None:
-    """QA finding 8: two fp32 rows of two exports could not be told apart in report.md, and a file joined to no
-    export looked like any other row."""
-    from distill.report.write import write_report
-
+def _two_exports_timed(tmp_path: Path) -> tuple[Path, Path]:
+    """TMP/exp_a and TMP/exp_b, each with its fp32 file timed on ort-cpu, exp_a's int8 engine timed, and a loose
+    file joined to no export, all in TMP/bench.jsonl."""
     a, b = write_export(tmp_path / "exp_a", "1"), write_export(tmp_path / "exp_b", "2")
     for folder, tag in ((a, "1"), (b, "2")):
         record = engine_record(str(folder / "model.fp32.onnx"), f"{tag}0" * 32)
         record.model_copy(update={"runtime": "ort-cpu"}).append_to(tmp_path / "bench.jsonl")
     engine_record(str(tmp_path / "loose" / "fixed1.onnx"), "77" * 32).append_to(tmp_path / "bench.jsonl")
     engine_record(str(a / "model.int8.engine")).append_to(tmp_path / "bench.jsonl")
+    return a, b
+
+
+def test_report_md_names_each_measurement_s_file_and_marks_the_unjoined(tmp_path: Path) -> None:
+    """QA finding 8: two fp32 rows of two exports could not be told apart in report.md, and a file joined to no
+    export looked like any other row."""
+    from distill.report.write import write_report
+
+    a, b = _two_exports_timed(tmp_path)
     md = Path(write_report([tmp_path], tmp_path / "r.html").markdown).read_text()
     rows = md[md.index("## All measurements"):].split("\n\n")[1].splitlines()
     assert rows[0] == "| batch | student | precision | runtime | file | p50 ms | p90 ms | p99 ms | accuracy % |"
@@ -112,12 +119,7 @@ def test_report_html_names_each_record_s_file_as_report_md_does(tmp_path: Path) 
 
     from distill.report.write import write_report
 
-    a, b = write_export(tmp_path / "exp_a", "1"), write_export(tmp_path / "exp_b", "2")
-    for folder, tag in ((a, "1"), (b, "2")):
-        record = engine_record(str(folder / "model.fp32.onnx"), f"{tag}0" * 32)
-        record.model_copy(update={"runtime": "ort-cpu"}).append_to(tmp_path / "bench.jsonl")
-    engine_record(str(tmp_path / "loose" / "fixed1.onnx"), "77" * 32).append_to(tmp_path / "bench.jsonl")
-    engine_record(str(a / "model.int8.engine")).append_to(tmp_path / "bench.jsonl")
+    a, b = _two_exports_timed(tmp_path)
     written = write_report([tmp_path], tmp_path / "r.html")
     page = Path(written.html).read_text()
     table = page[page.index("<h3>All records"):]

@@ -75,19 +75,25 @@ def test_an_unlabeled_pool_or_a_text_head_is_another_row_not_another_seed(tmp_pa
     assert groups["test_resnet (fm; unlabeled noisy)"].target_mean == pytest.approx(0.7)
 
 
+def _fm_run_with_pool(folder: Path, seed: int, unlabeled: list[str]) -> Run:
+    """An fm run whose config.yaml names ``unlabeled`` as its pool (as typed: relative, absolute, ~user)."""
+    import yaml
+
+    write_run(folder, strategy="fm", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=seed)
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    cfg["data"]["unlabeled"] = unlabeled
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return read_run(folder)
+
+
 def test_an_unlabeled_folder_is_labelled_and_grouped_by_its_name(tmp_path: Path) -> None:
     """Review 25 L4: new runs store a data.unlabeled folder's path absolute, and the report labelled and grouped runs
     on the string: a long label, and an older run's ./cam and a new run's /.../cam were two configurations."""
-    import yaml
 
     from distill.report.runs import group_runs, label_runs
 
     def run(name: str, seed: int, unlabeled: list[str]) -> Run:
-        folder = write_run(tmp_path / name, strategy="fm", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=seed)
-        cfg = yaml.safe_load((folder / "config.yaml").read_text())
-        cfg["data"]["unlabeled"] = unlabeled
-        (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        return read_run(folder)
+        return _fm_run_with_pool(tmp_path / name, seed, unlabeled)
 
     runs = [run("old", 0, ["./cam", "noisy"]), run("new", 1, [str(tmp_path / "project" / "cam") + "/", "noisy"]),
             run("none", 0, [])]
@@ -101,16 +107,11 @@ def test_two_folders_of_one_name_are_two_configurations_labelled_by_their_paths(
     """Review 25b L4: grouping by a folder's name alone averaged /a/cam and /b/cam as seeds of one configuration.
     New runs store the path: two folders, two rows, labelled by path since their names are the same; an older run's
     ./cam then matches neither (two folders of that name) and stays a row of its own."""
-    import yaml
 
     from distill.report.runs import group_runs, label_runs
 
     def run(name: str, seed: int, unlabeled: list[str]) -> Run:
-        folder = write_run(tmp_path / name, strategy="fm", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=seed)
-        cfg = yaml.safe_load((folder / "config.yaml").read_text())
-        cfg["data"]["unlabeled"] = unlabeled
-        (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        return read_run(folder)
+        return _fm_run_with_pool(tmp_path / name, seed, unlabeled)
 
     a, b = str(tmp_path / "a" / "cam"), str(tmp_path / "b" / "cam")
     runs = [run("ra0", 0, [a]), run("ra1", 1, [a]), run("rb0", 0, [b]), run("old", 0, ["./cam"])]
@@ -125,16 +126,11 @@ def test_a_pool_is_labelled_by_path_only_where_another_configuration_has_its_nam
     """Review 25c M1: the name-or-path choice was made for the whole block, so /a/cam and /b/cam beside a third
     configuration were both labelled 'unlabeled cam': two rows, one label. A '~user' unknown here (Path.expanduser
     raises) stays as written (review 25c M2)."""
-    import yaml
 
     from distill.report.runs import group_runs, label_runs
 
     def run(name: str, unlabeled: list[str]) -> Run:
-        folder = write_run(tmp_path / name, strategy="fm", acc={"clean": 0.9, "dark": 0.8, "noisy": 0.6}, seed=0)
-        cfg = yaml.safe_load((folder / "config.yaml").read_text())
-        cfg["data"]["unlabeled"] = unlabeled
-        (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        return read_run(folder)
+        return _fm_run_with_pool(tmp_path / name, 0, unlabeled)
 
     a, b, c = (str(tmp_path / x / n) for x, n in (("a", "cam"), ("b", "cam"), ("c", "other")))
     runs = [run("ra", [a]), run("rb", [b]), run("rc", [c]), run("none", []), run("tilde", ["~nobody-here-xyz/cam2"])]
