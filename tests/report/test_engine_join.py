@@ -142,3 +142,19 @@ def test_report_html_names_each_record_s_file_as_report_md_does(tmp_path: Path) 
     md = Path(written.markdown).read_text()  # report.md's rows say the same: student · precision, file
     md_rows = [row.split(" | ") for row in md[md.index("## All measurements"):].split("\n\n")[1].splitlines()[2:]]
     assert {(f"{r[1]} · {r[2]}", r[4]) for r in md_rows} == html_rows
+
+
+def test_one_thread_count_is_named_once_above_the_table_not_in_a_column(tmp_path: Path) -> None:
+    """The demo's report overflowed its card at 800 px (760 > 750) once the file column came in; a column that says
+    the same for every row (every demo record runs at 1 thread) moves into the heading, as one device already did."""
+    from distill.report.write import write_report
+
+    a, _ = _two_exports_timed(tmp_path)  # every record at 1 thread
+    page = Path(write_report([tmp_path], tmp_path / "one.html").html).read_text()
+    table = page[page.index("<h3>All records"):page.index("</table>", page.index("<h3>All records"))]
+    assert "<th>threads</th>" not in table and "threads: 1</span></h3>" in table
+    engine_record(str(a / "model.fp16.engine"), "ff" * 32).model_copy(update={"threads": 4}).append_to(
+        tmp_path / "bench.jsonl")
+    page = Path(write_report([tmp_path], tmp_path / "two.html").html).read_text()
+    table = page[page.index("<h3>All records"):page.index("</table>", page.index("<h3>All records"))]
+    assert "<th>threads</th>" in table and "threads:" not in table
