@@ -509,7 +509,8 @@ def top_ops_from_profile(events: list[dict[str, Any]], k: int = 10) -> list[dict
 
 
 class TensorRTRunner:
-    """A serialized TensorRT engine (TensorRT >= 10 tensor API, cuda-python for memory).
+    """A serialized TensorRT engine (TensorRT 10 or 11: the tensor API, bound alike in both, see
+    :func:`_engine_input`; cuda-python for memory).
 
     Latency covers host->device copy, execution and device->host copy, like onnxruntime's.
     Not exercised where this project is tested (no GPU); keep it thin.
