@@ -343,14 +343,7 @@ class OrtRunner:
     def input_shape(self, batch: int) -> list[int]:
         """The input shape for ``batch`` (non-batch dims from the model; they must be static; a fixed batch dim
         must equal ``batch``)."""
-        fixed = self._shape[0] if self._shape else None
-        if isinstance(fixed, int) and fixed > 0 and fixed != batch:
-            raise RuntimeUnavailable(f"{self.path}: input '{self.input_name}' has a fixed batch of {fixed}; "
-                                     f"--batch {batch} cannot run (export with a dynamic batch, or use --batch {fixed})")
-        dims = self._shape[1:]
-        if not all(isinstance(d, int) and d > 0 for d in dims):
-            raise RuntimeUnavailable(f"{self.path}: input '{self.input_name}' has non-static dims {self._shape}")
-        return [batch, *dims]
+        return onnx_batch_shape(self.path, self.input_name, self._shape, batch)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: x})
@@ -376,6 +369,72 @@ class OrtRunner:
         if self._profiling:
             self.top_ops(0)
         self.__dict__.pop("session", None)
+
+
+def onnx_batch_shape(path: str | Path, name: str, shape: Sequence[Any], batch: int) -> list[int]:
+    """The shape of ONNX input ``name`` (``shape``: ints, or a name/None for a dynamic dim) at ``batch``; a fixed
+    batch dim other than ``batch``, or a dynamic non-batch dim, is one line naming the file."""
+    fixed = shape[0] if shape else None
+    if isinstance(fixed, int) and fixed > 0 and fixed != batch:
+        raise RuntimeUnavailable(f"{path}: input '{name}' has a fixed batch of {fixed}; "
+                                 f"--batch {batch} cannot run (export with a dynamic batch, or use --batch {fixed})")
+    dims = list(shape[1:])
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        raise RuntimeUnavailable(f"{path}: input '{name}' has non-static dims {list(shape)}")
+    return [batch, *dims]
+
+
+def onnx_input(path: str | Path) -> tuple[str, list[Any]]:
+    """The name and shape (as :meth:`OrtRunner.input_shape` sees them) of an ONNX file's first input, read from the
+    file with the ``onnx`` package (no weights to any device; external data not read), else, where ``onnx`` is not
+    installed (a Jetson with onnxruntime only) or cannot parse it, from a CPU session with graph optimization off,
+    released at once (a corrupt file is then onnxruntime's one line)."""
+    try:
+        import onnx  # lazy: optional here (a device may have onnxruntime only); the cheap way to read the input
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        weights = {t.name for t in graph.initializer}  # IR < 4 lists initializers among the inputs
+        first = next(i for i in graph.input if i.name not in weights)
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in first.type.tensor_type.shape.dim]
+        return first.name, dims
+    except Exception:  # ImportError, a DecodeError, no input: onnxruntime reads it (and names what is wrong)
+        pass
+    try:
+        import onnxruntime as ort  # lazy: optional runtime, absent on a TensorRT-only device
+    except ImportError:
+        raise RuntimeUnavailable("reading an ONNX model's input needs onnxruntime (pip install onnxruntime, or "
+                                 "onnxruntime-gpu for CUDA/TensorRT) or onnx") from None
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        inp = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).get_inputs()[0]
+    except Exception as e:  # onnxruntime's own InvalidProtobuf / InvalidGraph / Fail: a corrupt or non-ONNX file
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RuntimeUnavailable(f"{path}: onnxruntime cannot load it: {first_line}") from None
+    return inp.name, list(inp.shape)
+
+
+def check_batches(models: Sequence[str | Path], runtime: str, batches: Iterable[int]) -> None:
+    """Raise :class:`RuntimeUnavailable` (one line) for the first of ``models`` that cannot run one of ``batches`` on
+    ``runtime``: an ONNX input with another fixed batch or a dynamic non-batch dim (:func:`onnx_input`: read from
+    the file, no session on ``runtime``), an engine's fixed batch or optimization profile (each engine deserialized
+    once and released), an ONNX file given to ``tensorrt``. For several models timed one after another, before
+    timing any: a bad second model is not found after the first one's timing (each runner checks again when
+    opened; round-robin timing opens every runner before timing any, so it needs none)."""
+    batches = [int(b) for b in batches]
+    for model in models:
+        if runtime in _ORT_PROVIDERS:
+            name, shape = onnx_input(model)
+            for b in batches:
+                onnx_batch_shape(model, name, shape, b)
+        elif runtime == "tensorrt":
+            trt = _import_tensorrt()
+            engine = _deserialize_engine(trt, Path(model))
+            name, shape, profile = _engine_input(trt, engine)
+            del engine  # released before the next one is read: engines are not kept for the whole check
+            for b in batches:
+                engine_batch_shape(model, name, shape, profile, b)
 
 
 def _onnx_precision(ort: Any, path: Path) -> str | None:
@@ -450,7 +509,8 @@ def top_ops_from_profile(events: list[dict[str, Any]], k: int = 10) -> list[dict
 
 
 class TensorRTRunner:
-    """A serialized TensorRT engine (TensorRT >= 10 tensor API, cuda-python for memory).
+    """A serialized TensorRT engine (TensorRT 10 or 11: the tensor API, bound alike in both, see
+    :func:`_engine_input`; cuda-python for memory).
 
     Latency covers host->device copy, execution and device->host copy, like onnxruntime's.
     Not exercised where this project is tested (no GPU); keep it thin.
@@ -458,10 +518,7 @@ class TensorRTRunner:
 
     def __init__(self, path: str | Path, runtime: str = "tensorrt", threads: int | None = None,
                  profile: bool = False, cache_dir: str | Path | None = None):
-        try:
-            import tensorrt as trt  # lazy: optional runtime, present on Jetson/GPU devices only
-        except ImportError:
-            raise RuntimeUnavailable(f"runtime 'tensorrt' needs {_INSTALL_HINT['tensorrt']}") from None
+        trt = _import_tensorrt()
         try:
             from cuda.bindings import runtime as cudart  # lazy: with tensorrt only; cuda-python >= 12.8
         except ImportError:
@@ -469,23 +526,15 @@ class TensorRTRunner:
                 from cuda import cudart  # lazy: older cuda-python
             except ImportError:
                 raise RuntimeUnavailable(f"runtime 'tensorrt' needs {_INSTALL_HINT['tensorrt']}") from None
-        if Path(path).suffix == ".onnx":
-            raise RuntimeUnavailable(f"{path}: runtime 'tensorrt' runs a built engine: run the export's "
-                                     "build_engine.sh on this device first, or use --runtime ort-trt")
         self.trt, self.cudart, self.path, self.runtime, self.threads = trt, cudart, Path(path), runtime, threads
         self.meta: dict[str, str] = {}
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise RuntimeUnavailable(f"{path}: TensorRT could not deserialize the engine (built with another "
-                                     f"TensorRT version or GPU? this is {trt.__version__}): rebuild it here")
+        self.engine = _deserialize_engine(trt, self.path)
         self.context = self.engine.create_execution_context()
+        self.input_name, self._shape, self._profile = _engine_input(trt, self.engine)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
-        self.input_name = self.inputs[0]
         self.providers = [f"TensorRT {trt.__version__}"]
-        self._shape = list(self.engine.get_tensor_shape(self.input_name))
         self._buffers: dict[tuple[int, ...], dict[str, tuple[Any, np.ndarray]]] = {}  # shape -> name -> (device, host)
         err, self.stream = cudart.cudaStreamCreate()
         self._check(err)
@@ -497,16 +546,7 @@ class TensorRTRunner:
     def input_shape(self, batch: int) -> list[int]:
         """The input shape for ``batch``; a batch the engine cannot run (fixed batch, or outside its optimization
         profile) is refused in one line naming both."""
-        fixed = int(self._shape[0]) if self._shape else -1
-        if fixed > 0 and fixed != batch:
-            raise RuntimeUnavailable(f"{self.path}: engine input '{self.input_name}' has a fixed batch of {fixed}; "
-                                     f"--batch {batch} cannot run")
-        with contextlib.suppress(AttributeError, TypeError, IndexError):
-            lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
-            if not int(lo[0]) <= batch <= int(hi[0]):
-                raise RuntimeUnavailable(f"{self.path}: --batch {batch} is outside the engine's optimization profile "
-                                         f"(batch {int(lo[0])}..{int(hi[0])}); rebuild the engine for it")
-        return [batch, *[int(d) for d in self._shape[1:]]]
+        return engine_batch_shape(self.path, self.input_name, self._shape, self._profile, batch)
 
     def _set_shape(self, shape: tuple[int, ...]) -> None:
         if self.context.set_input_shape(self.input_name, shape) is False:
@@ -553,6 +593,58 @@ class TensorRTRunner:
             for dev, _ in bufs.values():
                 self.cudart.cudaFree(dev)
         self._buffers.clear()
+
+
+def _import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt  # lazy: optional runtime, present on Jetson/GPU devices only
+    except ImportError:
+        raise RuntimeUnavailable(f"runtime 'tensorrt' needs {_INSTALL_HINT['tensorrt']}") from None
+    return trt
+
+
+def _deserialize_engine(trt: Any, path: Path) -> Any:
+    """The engine in ``path`` (an ``.onnx`` file, or one this TensorRT cannot read, is one line)."""
+    if path.suffix == ".onnx":
+        raise RuntimeUnavailable(f"{path}: runtime 'tensorrt' runs a built engine: run the export's "
+                                 "build_engine.sh on this device first, or use --runtime ort-trt")
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise RuntimeUnavailable(f"{path}: TensorRT could not deserialize the engine (built with another "
+                                 f"TensorRT version or GPU? this is {trt.__version__}): rebuild it here")
+    return engine
+
+
+def _engine_input(trt: Any, engine: Any) -> tuple[str, list[int], tuple[int, int] | None]:
+    """An engine's first input: name, shape (-1 for a dynamic dim) and the batch range of optimization profile 0
+    (the one an execution context runs; None when the engine reports none).
+
+    The tensor API used here (``num_io_tensors``, ``get_tensor_name``, ``get_tensor_mode``, ``get_tensor_shape``,
+    ``get_tensor_profile_shape(name, profile)`` -> [min, opt, max]) is the same in TensorRT 10 and 11: 11's Python
+    bindings (NVIDIA/TensorRT python/src/infer/pyCore.cpp, v11.1) bind them as 10.3's do; what 11 removed
+    (weakly typed builder flags, calibrators, ``device_memory_size``, the implicit-batch remnants) is not used."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+    shape = [int(d) for d in engine.get_tensor_shape(name)]
+    profile = None
+    with contextlib.suppress(AttributeError, TypeError, IndexError, ValueError):
+        lo, _, hi = engine.get_tensor_profile_shape(name, 0)
+        profile = (int(lo[0]), int(hi[0]))
+    return name, shape, profile
+
+
+def engine_batch_shape(path: str | Path, name: str, shape: Sequence[int], profile: tuple[int, int] | None,
+                       batch: int) -> list[int]:
+    """The shape of engine input ``name`` at ``batch``; a fixed batch other than ``batch``, or a batch outside the
+    optimization profile's ``(min, max)``, is one line naming both."""
+    fixed = int(shape[0]) if shape else -1
+    if fixed > 0 and fixed != batch:
+        raise RuntimeUnavailable(f"{path}: engine input '{name}' has a fixed batch of {fixed}; --batch {batch} "
+                                 "cannot run")
+    if profile is not None and not profile[0] <= batch <= profile[1]:
+        raise RuntimeUnavailable(f"{path}: --batch {batch} is outside the engine's optimization profile "
+                                 f"(batch {profile[0]}..{profile[1]}); rebuild the engine for it")
+    return [batch, *[int(d) for d in shape[1:]]]
 
 
 def preload_runtime(runtime: str) -> None:
@@ -869,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.interleave:
             emit(bench_files(args.model, args.runtime, batches, args.threads, *timing))
         else:
+            if len(args.model) > 1:  # one at a time: every model's batches before the first one's timing
+                check_batches(args.model, args.runtime, batches)
             for m in args.model:
                 emit(bench_file(m, args.runtime, batches, args.threads, *timing))
     except (RuntimeUnavailable, ValueError) as e:

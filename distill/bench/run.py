@@ -22,6 +22,7 @@ from distill.bench.edge_runner import (
     bench_file,
     bench_files,
     bench_runner,
+    check_batches,
     check_timing_args,
     format_record,
     rss_mb,
@@ -140,6 +141,12 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
         if sink:
             sink(records)
         return records
+    if len(pairs) > 1:  # timed one after another: every file's batches before the first one's timing
+        try:
+            for path, rt in pairs:
+                check_batches([path], rt, batches)  # torch: any batch
+        except RuntimeUnavailable as e:
+            raise DistillError(str(e)) from None
     for path, rt in pairs:
         try:
             if rt == "torch":

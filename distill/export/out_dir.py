@@ -18,7 +18,12 @@ set aside with the rest. A ``checkpoint/`` that no export.json here says an expo
 (:meth:`OutputFolder.check_writes`), and a failed ``--classes`` export takes its own away (``replaces``), so it
 leaves neither its student beside the earlier export nor the earlier export without its own, nor (a first export)
 a ``checkpoint/`` its retry would refuse. The student is written into the export's scratch folder and moved into
-place once the models are written, so a killed export leaves none either.
+place once the models are written (:meth:`OutputFolder.place`), so an export killed before then leaves none either.
+One killed between that move and the ``export.json`` write does leave it, unlisted: before the move a marker
+(:data:`~distill.records.EXPORT_MOVE_MARKER`, naming the source checkpoint and its weights' sha256) goes into it,
+and is removed once ``export.json`` lists the folder (:meth:`OutputFolder.commit`). A retry from the same
+checkpoint takes a marked ``checkpoint/`` for its own interrupted move and replaces it; a marked one of another
+checkpoint, and an unmarked one (the user's), are still refused.
 """
 from __future__ import annotations
 
@@ -30,9 +35,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from distill.errors import DistillError
-from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT
+from distill.records import EXPORT_CHECKPOINT, EXPORT_MOVE_MARKER, EXPORT_REPORT
 
 FOLDERS = (EXPORT_CHECKPOINT,)  # the folders an export writes: set aside and put back whole
+WRITTEN_BY = "distill export"  # the marker's ``written_by``
 
 
 class OutputFolder:
@@ -45,6 +51,7 @@ class OutputFolder:
         self.backup: Path | None = None  # the earlier export's files while this one runs
         self.moved: list[str] = []
         self.replaces: list[str] = []  # what this export writes in place of what was set aside (removed on failure)
+        self.source: dict[str, Any] = {}  # the checkpoint exported: {"checkpoint": path, "checkpoint_sha256": ...}
 
     def check(self) -> None:
         """A file where the folder should be is one line naming it (checked first, and again by :meth:`make`)."""
@@ -73,15 +80,45 @@ class OutputFolder:
 
     def check_writes(self, writes: Sequence[str]) -> None:
         """Refuse, in one line, a folder of :data:`FOLDERS` this export will write (``writes``) that is there and
-        that no export.json here says an earlier export wrote: the user's, which the export would replace."""
+        that no export.json here says an earlier export wrote: the user's, which the export would replace. One an
+        export of this checkpoint (:attr:`source`) moved in and was killed before writing export.json (its marker
+        says so) is not refused: :meth:`clear_previous` replaces it."""
         record = self.path / EXPORT_REPORT
         listed = _listed(record)[1] if record.is_file() else []
         for name in writes:
             path = self.path / name
-            if (path.exists() or path.is_symlink()) and name not in listed:
+            if not (path.exists() or path.is_symlink()) or name in listed:
+                continue
+            marker = self._marker(name)
+            if marker is None:
                 raise DistillError(f"{path}: --classes writes the re-targeted student into this folder, and no "
                                    f"{EXPORT_REPORT} here says an earlier export wrote it: move it away, or "
                                    "choose another --out")
+            if not self._ours(marker):
+                raise DistillError(f"{path}: an export of {marker.get('checkpoint')} moved its re-targeted student "
+                                   f"here and was stopped before writing {EXPORT_REPORT}; this export is of another "
+                                   f"checkpoint: remove {path}, or choose another --out")
+
+    def _marker(self, name: str) -> dict[str, Any] | None:
+        """The marker in folder ``name`` (written by :meth:`place`), or None: no folder, no marker, not ours."""
+        path = self.path / name
+        if path.is_symlink() or not path.is_dir():
+            return None
+        try:
+            marker = json.loads((path / EXPORT_MOVE_MARKER).read_text())
+        except (OSError, ValueError):
+            return None
+        return marker if isinstance(marker, dict) and marker.get("written_by") == WRITTEN_BY else None
+
+    def _ours(self, marker: dict[str, Any]) -> bool:
+        sha = self.source.get("checkpoint_sha256")
+        return bool(sha) and marker.get("checkpoint_sha256") == sha
+
+    def place(self, scratch: Path, name: str) -> None:
+        """Move this export's folder ``name`` from ``scratch`` into place, marked as this export's (the source
+        checkpoint) first: a kill before export.json lists it leaves a folder the retry can tell from the user's."""
+        (scratch / EXPORT_MOVE_MARKER).write_text(json.dumps({"written_by": WRITTEN_BY, **self.source}))
+        os.replace(scratch, self.path / name)
 
     def clear_previous(self, say: Callable[[str], None], replaces: Sequence[str] = ()) -> list[str]:
         """Move an earlier export's ``export.json`` and the files it listed (only those: its ``checkpoint/`` when it
@@ -95,6 +132,11 @@ class OutputFolder:
         self.replaces = list(replaces)
         record = self.path / EXPORT_REPORT
         old, listed = _listed(record) if record.is_file() else (None, [])
+        for name in self.replaces:  # unlisted and there: check_writes found it marked as this checkpoint's export's
+            if name not in listed and self._marker(name) is not None:
+                say(f"{self.path / name}: the re-targeted student an export of this checkpoint moved in before it was "
+                    f"stopped (no {EXPORT_REPORT} lists it); removed (this export writes its own)")
+                _remove(self.path / name)
         # the record first: never a record of other files
         names = [n for n in dict.fromkeys([EXPORT_REPORT, *listed]) if self._movable(n)] if old is not None else []
         if not names:
@@ -118,7 +160,10 @@ class OutputFolder:
         return path.is_file() or path.is_symlink() or (name in FOLDERS and path.is_dir())
 
     def commit(self) -> None:
-        """The new export is complete: the earlier one's files go."""
+        """The new export is complete (its export.json lists what it placed): the markers :meth:`place` wrote and
+        the earlier export's files go."""
+        for name in self.replaces:
+            (self.path / name / EXPORT_MOVE_MARKER).unlink(missing_ok=True)
         if self.backup is not None:
             shutil.rmtree(self.backup, ignore_errors=True)
             self.backup = None

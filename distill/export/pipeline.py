@@ -15,7 +15,6 @@ being built); :func:`export_checkpoint` prepares it and runs the steps in order.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -261,6 +260,9 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
     run = TrainingRun.of_checkpoint(checkpoint, say)
     cfg = with_run_defaults(config or ExportConfig(), run, say)
     cfg.check_data()
+    weights = checkpoint / STUDENT_WEIGHTS
+    out.source = {"checkpoint": str(checkpoint.resolve()),
+                  "checkpoint_sha256": sha256_file(weights) if weights.is_file() else None}
     writes = [EXPORT_CHECKPOINT] if cfg.classes is not None else []
     out.check_writes(writes)  # a checkpoint/ of the user's where --classes writes its student: refused now
     out.make()
@@ -285,8 +287,8 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
                             {k: prov[k] for k in METADATA_PROVENANCE if k in prov}, say)
         exporter = Exporter(ctx, header)
         exporter.run()
-        if cfg.classes is not None:
-            os.replace(Path(work) / EXPORT_CHECKPOINT, out_dir / EXPORT_CHECKPOINT)
+        if cfg.classes is not None:  # marked as this export's: a kill before export.json is written is recoverable
+            out.place(Path(work) / EXPORT_CHECKPOINT, EXPORT_CHECKPOINT)
     report = exporter.report("ok", files=exporter.files(), elapsed_s=round(time.time() - t_start, 1))
     path = report.write(out_dir)
     say(f"wrote {path}")  # the recommendation is a result, not progress: the caller prints it (the CLI on stdout)

@@ -22,9 +22,13 @@ def test_a_fixed_batch_onnx_refuses_another_batch_in_one_line(small_onnx: Path, 
     assert len(err) == 1 and "fixed1.onnx" in err[0] and "fixed batch of 1" in err[0] and "--batch 8" in err[0], err
 
 
-def _fake_tensorrt(monkeypatch, lo: int, hi: int) -> None:
+def _fake_tensorrt(monkeypatch, lo: int, hi: int, version: str = "10.3.0") -> dict[str, Any]:
+    """A tensorrt (TensorRT 10 or 11: the tensor API the runner uses is bound alike in both) whose engines have the
+    optimization profile ``lo..hi``, or the one an engine file names (``b"lo..hi"``). Returns counters: engines
+    deserialized, alive now, most alive at once."""
     trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.3.0"
+    trt.__version__ = version
+    seen: dict[str, Any] = {"deserialized": 0, "alive": 0, "peak": 0}
 
     class Logger:
         WARNING = 2
@@ -33,11 +37,23 @@ def _fake_tensorrt(monkeypatch, lo: int, hi: int) -> None:
             pass
 
     class Ctx:
+        def __init__(self, lo: int, hi: int) -> None:
+            self.lo, self.hi = lo, hi
+
         def set_input_shape(self, name: str, shape: tuple) -> bool:
-            return lo <= shape[0] <= hi
+            return self.lo <= shape[0] <= self.hi
 
     class Engine:
         num_io_tensors = 2
+
+        def __init__(self, lo: int, hi: int) -> None:
+            self.lo, self.hi = lo, hi
+            seen["deserialized"] += 1
+            seen["alive"] += 1
+            seen["peak"] = max(seen["peak"], seen["alive"])
+
+        def __del__(self) -> None:
+            seen["alive"] -= 1
 
         def get_tensor_name(self, i: int) -> str:
             return ["input", "logits"][i]
@@ -49,17 +65,18 @@ def _fake_tensorrt(monkeypatch, lo: int, hi: int) -> None:
             return (-1, 3, 32, 32) if n == "input" else (-1, 10)
 
         def get_tensor_profile_shape(self, n: str, profile: int) -> list[tuple]:
-            return [(lo, 3, 32, 32), (lo, 3, 32, 32), (hi, 3, 32, 32)]
+            return [(self.lo, 3, 32, 32), (self.lo, 3, 32, 32), (self.hi, 3, 32, 32)]
 
         def create_execution_context(self) -> Ctx:
-            return Ctx()
+            return Ctx(self.lo, self.hi)
 
     class Runtime:
         def __init__(self, logger: Any) -> None:
             pass
 
         def deserialize_cuda_engine(self, data: bytes) -> Engine:
-            return Engine()
+            a, sep, b = data.decode().partition("..")
+            return Engine(int(a), int(b)) if sep else Engine(lo, hi)
 
     trt.Logger, trt.Runtime = Logger, Runtime
     trt.TensorIOMode = types.SimpleNamespace(INPUT=1, OUTPUT=2)
@@ -69,10 +86,12 @@ def _fake_tensorrt(monkeypatch, lo: int, hi: int) -> None:
     bindings.runtime, cuda.bindings = cudart, bindings
     for name, mod in (("tensorrt", trt), ("cuda", cuda), ("cuda.bindings", bindings), ("cuda.bindings.runtime", cudart)):
         monkeypatch.setitem(sys.modules, name, mod)
+    return seen
 
 
-def test_tensorrt_batch_outside_the_profile_is_named(monkeypatch, tmp_path: Path) -> None:
-    _fake_tensorrt(monkeypatch, 1, 32)
+@pytest.mark.parametrize("version", ["10.3.0", "11.1.0"])
+def test_tensorrt_batch_outside_the_profile_is_named(monkeypatch, tmp_path: Path, version: str) -> None:
+    _fake_tensorrt(monkeypatch, 1, 32, version)
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"fake")
     runner = edge_runner.TensorRTRunner(engine)

@@ -179,3 +179,47 @@ def test_a_failed_first_retargeting_export_leaves_no_checkpoint_its_retry_refuse
     out.undo()
     assert not (folder / "checkpoint").exists()
     OutputFolder(folder).check_writes(["checkpoint"])  # the retry goes ahead
+
+
+def test_a_checkpoint_a_killed_export_moved_in_is_told_from_the_users(tmp_path: Path) -> None:
+    """place() marks the folder with the source checkpoint before moving it in; a kill before export.json lists it
+    leaves it marked. An export of the same checkpoint replaces it; one of another checkpoint refuses it, naming
+    the checkpoint; commit() takes the marker away once export.json lists the folder."""
+    import json
+
+    from distill.export.out_dir import OutputFolder
+
+    folder, scratch = tmp_path / "exp", tmp_path / "work" / "checkpoint"
+
+    def student() -> Path:
+        scratch.mkdir(parents=True)
+        (scratch / "student.json").write_text("new")
+        return scratch
+
+    source = {"checkpoint": "/runs/a/best", "checkpoint_sha256": "aaa"}
+    killed = OutputFolder(folder)
+    killed.make()
+    killed.source = source
+    killed.clear_previous(lambda s: None, replaces=["checkpoint"])
+    killed.place(student(), "checkpoint")  # killed here: no export.json, no restore()
+    assert json.loads((folder / "checkpoint" / ".distill-export.json").read_text())["checkpoint_sha256"] == "aaa"
+
+    other = OutputFolder(folder)
+    other.source = {"checkpoint": "/runs/b/best", "checkpoint_sha256": "bbb"}
+    with pytest.raises(DistillError) as e:
+        other.check_writes(["checkpoint"])
+    assert str(e.value).startswith(f"{folder / 'checkpoint'}: an export of /runs/a/best moved its re-targeted "
+                                   "student here and was stopped before writing export.json")
+    retry = OutputFolder(folder)
+    retry.source = dict(source)
+    said: list[str] = []
+    assert retry.clear_previous(said.append, replaces=["checkpoint"]) == []
+    assert not (folder / "checkpoint").exists() and "removed" in said[0], said
+    retry.place(student(), "checkpoint")
+    (folder / "export.json").write_text(json.dumps({"files": ["export.json"], "config": {"classes": "c.txt"}}))
+    retry.commit()
+    assert sorted(p.name for p in (folder / "checkpoint").iterdir()) == ["student.json"]
+    (folder / "checkpoint" / ".distill-export.json").write_text(json.dumps({"checkpoint_sha256": "aaa"}))
+    (folder / "export.json").unlink()  # a marker distill did not write is not one: the folder is the user's
+    with pytest.raises(DistillError, match="no export.json here says an earlier export wrote it"):
+        retry.check_writes(["checkpoint"])

@@ -246,6 +246,35 @@ def test_a_killed_retargeting_export_leaves_nothing_its_retry_refuses(text_ckpt,
     assert load_student(killed / "checkpoint").spec.class_names == NEW
 
 
+@pytest.mark.parametrize("earlier", [None, "retargeted"])
+def test_a_retargeting_export_killed_after_moving_its_checkpoint_in_is_taken_up_by_its_retry(
+        text_ckpt, tiny_root, tmp_path, monkeypatch, earlier):
+    """Moving checkpoint/ into place and writing export.json are two steps: an export killed between them (SIGKILL,
+    OOM: no cleanup runs) left a checkpoint/ that no export.json lists, and the retry refused it as the user's. The
+    folder as the kill leaves it (copied when export.json was to be written) takes the retry, which ends clean."""
+    folder = tmp_path / "exp"
+    if earlier:
+        _fp32_export(text_ckpt, folder, tiny_root, _class_file(tmp_path, NEW))
+    killed = tmp_path / "killed"
+
+    def kill(self, out_dir):
+        assert self.status == "ok" and (folder / "checkpoint").is_dir()  # the student is in place, export.json next
+        shutil.copytree(folder, killed, ignore=shutil.ignore_patterns(".work-*"))  # scratch: the retry never reads it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ExportReport, "write", kill)
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _fp32_export(text_ckpt, folder, tiny_root, _class_file(other, TRAINED))
+    monkeypatch.undo()
+    assert not (killed / "export.json").exists() and (killed / "checkpoint").is_dir()
+    _fp32_export(text_ckpt, killed, tiny_root, _class_file(tmp_path, NEW))  # the retry (another class file is fine)
+    assert load_student(killed / "checkpoint").spec.class_names == NEW
+    assert sorted(p.name for p in killed.iterdir()) == sorted([*ExportReport.read(killed).files, "checkpoint"])
+    assert sorted(p.name for p in (killed / "checkpoint").iterdir()) == ["model.safetensors", "student.json"]
+
+
 def test_a_re_export_replaces_the_earlier_exports_checkpoint(text_ckpt, tiny_root, tmp_path):
     """On success the folder holds the new export: its own re-targeted checkpoint/, or none when it re-targets
     nothing (the earlier export's student is not this export's)."""
