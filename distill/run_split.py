@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
 
 from distill.config import DataConfig, format_validation_error, load_yaml
 from distill.data.split import SPLIT_KEYS, SplitRule
@@ -53,6 +53,12 @@ class RunConfigView(BaseModel):
     source_checkpoint: Path | None = None  # set: a source-free adaptation run
     run: RunOut = RunOut()
     _missing: dict[tuple[str, str], str] = PrivateAttr(default_factory=dict)  # set by read_run_config
+
+    @field_validator("run", mode="before")
+    @classmethod
+    def _empty_run(cls, value: Any) -> Any:
+        # a `run:` left empty (YAML null) names no start folder; it must not cost the view its data section
+        return {} if value is None else value
 
     def caches(self) -> tuple[str, ...]:
         if self.cache is None:

@@ -27,8 +27,8 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
         if not saved.is_file():
             raise DistillError(f"--resume {run_dir}: no {RUN_CONFIG} there (not a run directory)")
     elif (run_dir / CHECKPOINTS_DIR / CHECKPOINT_POINTER).is_file():
-        raise DistillError(f"{run_dir} already holds a run: pass --resume {shlex.quote(str(run_dir))} to continue it, "
-                           f"or choose another {out_flag}")
+        raise DistillError(f"{run_dir} already holds a run: pass --resume {shlex.quote(str(run_dir))} to continue it "
+                           f"(resume= in Python), or choose another {out_flag}")
     else:
         _check_writable(run_dir, out_flag)
     if not resume:
