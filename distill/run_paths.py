@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Collection, TypeVar
 
 from pydantic import BaseModel
 
@@ -96,7 +96,7 @@ def started_in(run_dir: Path, out: Path) -> Path | None:
 
 
 def run_paths(cfg: M, config: Path, run_dir: Path, out: Path | None, warn: Callable[[str], None],
-              missing: dict[tuple[str, str], str] | None = None) -> M:
+              missing: dict[tuple[str, str], str] | None = None, keys: Collection[str] | None = None) -> M:
     """``cfg`` (read from the run's ``config``, in the run folder ``run_dir`` as named, with ``run.out`` ``out``; None:
     it has none) with each relative path resolved as the module docstring says. A path taken in the current folder
     is said in one line to ``warn`` (no ``warning:`` head), naming each such key.
@@ -105,6 +105,8 @@ def run_paths(cfg: M, config: Path, run_dir: Path, out: Path | None, warn: Calla
         missing: None: a path neither folder holds is refused. A dict: such a path is kept as written (relative to
             the current folder, where it is not), and its one-line refusal stored under ``(key, path)``, for a
             caller that refuses it only where it is used.
+        keys: the keys (as :func:`map_paths` names them) the caller reads; the others are left as written, neither
+            looked for nor warned about. None: every key (a resume reads them all).
 
     Raises:
         DistillError: one line naming the config, the key and the places looked in (``missing`` None).
@@ -116,7 +118,7 @@ def run_paths(cfg: M, config: Path, run_dir: Path, out: Path | None, warn: Calla
 
     def locate(key: str, value: str) -> str:
         path = _path(key, value)
-        if path.is_absolute():
+        if path.is_absolute() or (keys is not None and key not in keys):
             return value
         there, here = (start / path if start is not None else None), cwd / path
         if key == "teacher.pretrained" and path.suffix not in CHECKPOINT_SUFFIXES and not here.is_file() and not (

@@ -24,13 +24,18 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
 
 from distill.config import DataConfig, format_validation_error, load_yaml
 from distill.data.split import SPLIT_KEYS, SplitRule
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, RUN_SUMMARY
 from distill.run_paths import run_paths
+
+#: the paths of a run's config that export, qad and eval read: the pool folders of ``data.unlabeled`` and the
+#: ``source_checkpoint`` file are not opened (only whether the run had one), so an older run's relative ones are
+#: neither looked for nor warned about
+USED_PATHS = ("data.root", "data.class_map", "cache")
 
 #: the split keys that decide which split an image is in (all but the class map)
 PLACING_KEYS = tuple(k for k in SPLIT_KEYS if k != "class_map")
@@ -53,6 +58,12 @@ class RunConfigView(BaseModel):
     source_checkpoint: Path | None = None  # set: a source-free adaptation run
     run: RunOut = RunOut()
     _missing: dict[tuple[str, str], str] = PrivateAttr(default_factory=dict)  # set by read_run_config
+
+    @field_validator("run", mode="before")
+    @classmethod
+    def _empty_run(cls, value: Any) -> Any:
+        # a `run:` left empty (YAML null) names no start folder; it must not cost the view its data section
+        return {} if value is None else value
 
     def caches(self) -> tuple[str, ...]:
         if self.cache is None:
@@ -109,7 +120,7 @@ def read_run_config(path: Path, warn: Callable[[str], None], without: str,
         return RunConfigView()
     run_dir = named_folder(checkpoint, path.parent) if checkpoint is not None else path.parent
     missing: dict[tuple[str, str], str] = {}
-    view = run_paths(view, path, run_dir, view.run.out, warn, missing)
+    view = run_paths(view, path, run_dir, view.run.out, warn, missing, keys=USED_PATHS)
     view._missing = missing
     return view
 

@@ -159,3 +159,15 @@ def test_progress_turns_the_bars_off_also_on_resume(trained, tmp_path, monkeypat
     api.build_cache(keys, progress=False)
     api.build_cache(distill.CacheBuildConfig(**keys))
     assert seen == [False, True]
+
+
+def test_a_second_train_into_a_finished_run_names_the_python_argument(tmp_path):
+    """The refusal told an API user to pass `--resume RUN`, a flag of the CLI; it names `resume=` too."""
+    from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR
+    from distill.train.run import train
+
+    run = tmp_path / "run"
+    (run / CHECKPOINTS_DIR).mkdir(parents=True)
+    (run / CHECKPOINTS_DIR / CHECKPOINT_POINTER).write_text("{}")
+    with pytest.raises(DistillError, match=r"already holds a run: pass --resume .*run to continue it \(resume= in Python\)"):
+        train(load_recipe("kd", {"run.out": str(run)}))

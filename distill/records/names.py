@@ -7,6 +7,7 @@ from __future__ import annotations
 RUN_CONFIG = "config.yaml"             # the resolved TrainConfig the run was started with
 RUN_SUMMARY = "summary.json"           # RunSummary, written when the run ends
 RUN_METRICS = "metrics.csv"            # one row per epoch (accuracies as fractions)
+RUN_DATA = "data.json"                 # RunData: the data and teacher targets the run started on (resume compares)
 ROBUST_REPORT = "robust.json"          # RobustReport of the selected checkpoint (config `robust`)
 RUN_TENSORBOARD = "tb"                 # RUN/tb: TensorBoard event files of a training run
 CHECKPOINTS_DIR = "checkpoints"        # checkpoints/<step>/, checkpoints/best/, checkpoints/last.json

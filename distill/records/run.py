@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from distill.records.base import Accuracy, Record, SkippedImage, TeacherIdentity, _Closed
-from distill.records.names import CHECKPOINT_POINTER, ROBUST_REPORT, RUN_SUMMARY
+from distill.records.names import CHECKPOINT_POINTER, ROBUST_REPORT, RUN_DATA, RUN_SUMMARY
 
 
 # ------------------------------------------------------------------ run folder internals
@@ -17,6 +17,16 @@ class CheckpointPointer(Record):
     FILE: ClassVar[str] = CHECKPOINT_POINTER
     dir: str
     step: int
+
+
+class RunData(Record):
+    """``RUN/data.json``: what a run trained on, written when it starts, compared when it resumes
+    (:mod:`distill.train.data_identity`)."""
+
+    FILE: ClassVar[str] = RUN_DATA
+    fingerprint: str  # DomainFolder.fingerprint() over every domain and pool folder: file list, sizes, classes, split
+    dataset: dict[str, Any]  # DomainFolder.fingerprint_inputs(): the fields, so a change can be named
+    caches: list[dict[str, Any]]  # per cache, in order: its teacher, templates and views (what its rows mean)
 
 
 

@@ -9,9 +9,11 @@ from distill.errors import DistillError
 from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RUN_SUMMARY, RunSummary, pct
 from distill.run_paths import stored_paths
 from distill.train.build import build
+from distill.train.checkpoints import Checkpoints
+from distill.train.data_identity import check_same_data
 from distill.train.trainer import Trainer
 from distill.utils.io import atomic_write_text, check_out_dir, make_out_dir
-from distill.utils.runtime import barrier
+from distill.utils.runtime import barrier, share_from_main
 
 
 def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> RunSummary | None:
@@ -27,8 +29,8 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
         if not saved.is_file():
             raise DistillError(f"--resume {run_dir}: no {RUN_CONFIG} there (not a run directory)")
     elif (run_dir / CHECKPOINTS_DIR / CHECKPOINT_POINTER).is_file():
-        raise DistillError(f"{run_dir} already holds a run: pass --resume {shlex.quote(str(run_dir))} to continue it, "
-                           f"or choose another {out_flag}")
+        raise DistillError(f"{run_dir} already holds a run: pass --resume {shlex.quote(str(run_dir))} to continue it "
+                           f"(resume= in Python), or choose another {out_flag}")
     else:
         _check_writable(run_dir, out_flag)
     if not resume:
@@ -42,6 +44,9 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
         # before the other ranks start: where run.out is shared, their per-sample targets go in it (unnamed files)
         # from the first refresh on; they do not make it themselves (a node-local run.out: TMPDIR, RowFile.create)
         (run_dir / CHECKPOINTS_DIR).mkdir(exist_ok=True)
+    # rank 0 compares (or records) and every rank raises its refusal: none waits for a rank that raised
+    resuming = resume and Checkpoints(run_dir).last() is not None
+    share_from_main(lambda: check_same_data(run_dir, setup, resuming), setup.dist)
     barrier(setup.dist)
     trainer = Trainer(setup)
     if resume:

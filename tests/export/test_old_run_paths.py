@@ -147,3 +147,24 @@ def test_a_new_runs_absolute_paths_are_taken_as_written(run_ckpt: Path, tiny_roo
     assert run.config.data is not None and run.config.data.root == tiny_root and not log.warnings
     cfg = with_run_defaults(ExportConfig(), run, log)
     assert (cfg.data_root, cfg.caches) == (str(tiny_root), (str(tmp_path / "gone"),)) and not log.warnings
+
+
+def test_paths_export_does_not_read_are_not_warned_about(run_ckpt: Path, folders: tuple[Path, Path],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older run's relative pool folder and source checkpoint, found only in the current folder, drew a warning
+    that they were "taken in the current folder", though export, qad and eval never open them (review 3 L5)."""
+    start, here = folders
+    ckpt = _old_run(run_ckpt, start)
+    config = ckpt.parent.parent / RUN_CONFIG
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["unlabeled"] = ["./pool", "noisy"]
+    cfg["source_checkpoint"] = "src/best"
+    config.write_text(yaml.safe_dump(cfg))
+    for made in (here / "pool", here / "src" / "best"):
+        made.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    log = _log()
+    run = TrainingRun.of_checkpoint(ckpt, log)
+    assert not log.warnings
+    assert run.config.data is not None and run.config.data.root == start / "data"  # the paths it reads: resolved
+    assert run.config.data.unlabeled == ["./pool", "noisy"] and run.config.source_checkpoint == Path("src/best")

@@ -139,3 +139,17 @@ def test_eval_takes_the_runs_split_on_its_data_and_any_on_other_data(run_ckpt: P
     assert _counts(capsys) == tests(other_root, 0.2)
     assert main(_eval(ckpt, other_root, "--json")) == 0  # and the defaults, not the run's
     assert _counts(capsys) == tests(other_root, 0.3)
+
+
+def test_an_empty_run_section_keeps_the_runs_data_section(tmp_path: Path) -> None:
+    """`run:` left empty in a hand-edited config.yaml (YAML null) names no start folder; the view used to fail
+    validation as a whole and export/qad/eval went on without the run's data (its root, its split rule)."""
+    from distill.run_split import read_run_config
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / RUN_CONFIG).write_text(f"data:\n  root: {tmp_path / 'data'}\n  source: [a]\n  test_fraction: 0.4\n"
+                                       "run:\n")
+    warnings: list[str] = []
+    view = read_run_config(tmp_path / RUN_CONFIG, warnings.append, "going on without it")
+    assert warnings == []
+    assert view.data is not None and view.data.test_fraction == 0.4
