@@ -23,12 +23,14 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from tests.shapes import CLASSES, make_shapes_root
-from tests.strategies.test_strategies import make_setup
+from tests.strategies.test_strategies import STRATEGIES, make_setup
 
 # a value read back to the host (torch.where(cond) with one argument is nonzero)
 READS = {"item", "__bool__", "__int__", "__float__", "__index__", "tolist", "cpu", "numpy", "nonzero", "argwhere",
          "masked_select", "unique", "unique_consecutive", "equal", "allclose", "is_nonzero"}
 INDEXING = {"__getitem__", "__setitem__", "index_put", "index_put_"}
+# reads of a tensor that lives on the host (the CPU cannot tell it from a device one): strategy -> call, place
+HOST_READS = {"adv_cached": ["__bool__() at distill/strategies/adv_cached.py"]}  # its mask, drawn by the CPU's RNG
 
 
 def _mask_in(index) -> bool:
@@ -125,12 +127,13 @@ def _steps(strategy, batch, steps: int = 3) -> HostSyncs:
     return rec
 
 
-@pytest.mark.parametrize("name", ["kd", "fm", "teacher_pl", "shot", "sfda"])
+@pytest.mark.parametrize("name", STRATEGIES)
 def test_a_training_step_makes_no_host_sync(name):
     strategy, batch = make_setup(name)
     batch.host_index = batch.sample_index.clone()  # the loader's CPU index, as the trainer's batches carry it
     strategy.train().on_epoch_start(0)  # the epoch's refresh reads back by design: once an epoch, not a step
     rec = _steps(strategy, batch)
+    rec.calls = [c for c in rec.calls if not any(c.startswith(host) for host in HOST_READS.get(name, []))]
     assert rec.calls == [], f"'{name}': host syncs in the step:\n{rec.report()}"
 
 
