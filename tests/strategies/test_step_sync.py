@@ -68,8 +68,9 @@ class HostSyncs(TorchFunctionMode):
     """Records every call that would wait for the device while it is active (``calls``: "what at where"), and
     counts all the torch calls it saw (``seen``: a scope that saw none watched nothing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, copies_only: bool = False) -> None:
         super().__init__()
+        self.copies_only = copies_only  # only blocking .to(device): code that reads host tensors on the host
         self.calls: list[str] = []
         self.seen = 0
 
@@ -77,7 +78,7 @@ class HostSyncs(TorchFunctionMode):
         kwargs = kwargs or {}
         self.seen += 1
         why = _sync(func, args, kwargs)
-        if why is not None:
+        if why is not None and (not self.copies_only or why.startswith("blocking")):
             self.calls.append(f"{why} at {_caller()}")
         return func(*args, **kwargs)
 
@@ -173,54 +174,73 @@ def test_sfda_takes_the_refreshed_targets_of_known_samples_bit_for_bit():
     assert torch.equal(hard[0], own[0].argmax())
 
 
-# ---------------------------------------------------------------------------- sfda through the trainer
+# ---------------------------------------------------------------------------- through the trainer
 @pytest.fixture(scope="module")
-def adapt_inputs(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(data root, a teacher cache of it, a source checkpoint) for `distill adapt` runs."""
+def world(tmp_path_factory) -> tuple[Path, Path, Path, Path]:
+    """(data root, a teacher cache of it, the same with `--policy fm` views (mixup partners), a source checkpoint)."""
     from distill.data import DomainFolder
+    from distill.data.view_policy import preset
     from distill.student.model import Student, default_spec, save_student
     from distill.teacher import Teacher
     from distill.teacher.cache import CacheOptions, build_cache
 
     root = make_shapes_root(tmp_path_factory.mktemp("sync_data"), ["red", "green"], per_class=8)
+    ds = DomainFolder(root, test_fraction=0.3)
     torch.manual_seed(0)
     teacher = Teacher("distill-demo-vit", None, CLASSES, ["a photo of a {}."])
-    cache = build_cache(DomainFolder(root, test_fraction=0.3), teacher, tmp_path_factory.mktemp("sync_cache") / "c",
-                        CacheOptions(views=2, seed=3, shard_size=32), num_workers=0, progress=False)
+    caches = [build_cache(ds, teacher, tmp_path_factory.mktemp("sync_cache") / "c",
+                          CacheOptions(views=2, seed=3, shard_size=32, policy=policy), num_workers=0, progress=False)
+              for policy in (None, preset("fm", mixup=1.0))]
     torch.manual_seed(0)
     ckpt = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path_factory.mktemp("src") / "best",
                         {"source_domains": ["red"]})
-    return root, cache, ckpt
+    return root, caches[0], caches[1], ckpt
 
 
-def test_sfda_training_steps_through_the_trainer_make_no_host_sync(adapt_inputs, tmp_path):
-    """The trainer's own batches (device tensors beside the loader's CPU index, every cache's logits) through
-    ``Trainer.train_step``: the strategy's forward and the per-step logging wait for nothing. The non-finite
-    gradient check is off, as on CUDA (distill.train.guard: on a CPU it reads once a step by design)."""
+def _trainer(world, strategy: str, out: Path):
     from distill.config import load_train_config
     from distill.train import Trainer, build
     from distill.train.adapt import adapt_recipe
+
+    root, cache, fm_cache, ckpt = world
+    optim, run = {"batch_size": 4}, {"workers": 0, "progress": False, "out": str(out)}
+    if strategy == "sfda":
+        recipe = adapt_recipe(ckpt, ["green"], root, caches=[cache], strategy="sfda", out=str(out), optim=optim, run=run)
+    else:  # labels, and mixed views: the partner labels go through the trainer's label gate
+        recipe = {"data": {"root": str(root), "source": ["red"], "target": ["green"], "test_fraction": 0.3},
+                  "cache": str(fm_cache), "student": {"arch": "test_resnet", "input_size": 16},
+                  "strategy": {"name": strategy}, "optim": optim, "run": run}
+    return Trainer(build(load_train_config(None, base=recipe)))
+
+
+@pytest.mark.parametrize("strategy", ["sfda", "fm"])
+def test_training_steps_through_the_trainer_make_no_host_sync(world, tmp_path, strategy):
+    """The trainer's own batches (device tensors beside the loader's CPU index, every cache's rows) through
+    ``Trainer.train_step``: the strategy's forward and the per-step logging wait for nothing, and
+    ``Trainer.make_batch`` (which reads the loader's and the cache's host tensors on the host, by design) makes no
+    blocking copy to the device. The non-finite gradient check is off, as on CUDA (distill.train.guard: on a CPU it
+    reads once a step by design)."""
     from distill.train.logger import RunLog
 
-    root, cache, ckpt = adapt_inputs
-    recipe = adapt_recipe(ckpt, ["green"], root, caches=[cache], strategy="sfda", out=str(tmp_path / "run"),
-                          optim={"batch_size": 4}, run={"workers": 0, "progress": False})
-    trainer = Trainer(build(load_train_config(None, base=recipe)))
+    trainer = _trainer(world, strategy, tmp_path / "run")
     trainer.guard.enabled = False
-    strategy, log = trainer.strategy, RunLog(tmp_path / "run", trainer.setup.device, True, False, 0)
-    strategy.on_epoch_start(0)
-    rec = HostSyncs()
-    for owner, name in ((strategy, "forward"), (log, "step")):
-        def recorded(*args, _real=getattr(owner, name), **kwargs):
-            with rec:
+    strategy_module, log = trainer.strategy, RunLog(tmp_path / "run", trainer.setup.device, True, False, 0)
+    strategy_module.on_epoch_start(0)  # sfda's refresh reads back by design: once an epoch, not a step
+    step, batches = HostSyncs(), HostSyncs(copies_only=True)
+    for rec, owner, name in ((step, strategy_module, "forward"), (step, log, "step"), (batches, trainer, "make_batch")):
+        def recorded(*args, _real=getattr(owner, name), _rec=rec, **kwargs):
+            with _rec:
                 return _real(*args, **kwargs)
         setattr(owner, name, recorded)
-    strategy.train()
+    strategy_module.train()
     for steps, (pixels, labels, domain, index, view) in enumerate(trainer.loader(0, 0), 1):
-        trainer.train_step(trainer.make_batch(pixels, labels, domain, index, view), log)
+        batch = trainer.make_batch(pixels, labels, domain, index, view)
+        assert strategy != "fm" or batch.partner_labels is not None
+        trainer.train_step(batch, log)
         if steps == 3:
             break
     log.flush()
     log.close()
-    assert trainer.global_step == 3 and rec.seen > 0
-    assert rec.calls == [], f"host syncs in sfda's training step:\n{rec.report()}"
+    assert trainer.global_step == 3 and step.seen > 0 and batches.seen > 0
+    assert step.calls == [], f"host syncs in {strategy}'s training step:\n{step.report()}"
+    assert batches.calls == [], f"blocking copies in the trainer's {strategy} batches:\n{batches.report()}"
