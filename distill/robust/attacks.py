@@ -53,8 +53,9 @@ def pgd(pixels: Tensor, loss_fn: Callable[[Tensor], Tensor], epsilon: float, ste
     if init is not None:
         x = torch.max(torch.min(init.detach().to(x0), hi), lo)
     elif random_start:
-        noise = torch.rand(x0.shape, generator=generator, dtype=torch.float32)
-        x = (x0 + (noise.to(x0.device, x0.dtype) * 2 - 1) * epsilon).clamp(0, 1)
+        # drawn on the host (the CPU generator's stream), pinned on CUDA so that the copy waits for nothing
+        noise = torch.rand(x0.shape, generator=generator, dtype=torch.float32, pin_memory=x0.device.type == "cuda")
+        x = (x0 + (noise.to(x0.device, x0.dtype, non_blocking=True) * 2 - 1) * epsilon).clamp(0, 1)
     else:
         x = x0.clone()
     for _ in range(steps):

@@ -237,6 +237,10 @@ class SampleTargets(nn.Module):
     :class:`~distill.utils.rowfile.RowFile` in ``folder()`` (the run's checkpoint folder, so that a checkpoint takes
     it by a hard link), read back through the page cache on the CPU, never in the heap or on the GPU and never
     broadcast by DDP. :meth:`get` gathers a batch's rows and moves them to the buffers' device.
+
+    No host sync in a step (:meth:`get`, tests/strategies/test_step_sync.py): the ``epoch`` buffer (which
+    checkpoints and DDP carry) is mirrored by a Python int, set where the buffer is (a refresh, a load), so no step
+    reads a GPU tensor's value; the rows are gathered into pinned memory on CUDA and copied with ``non_blocking``.
     """
 
     def __init__(self, folder: Callable[[], str | None] = lambda: None,
@@ -250,6 +254,7 @@ class SampleTargets(nn.Module):
         self.register_buffer("weight", torch.zeros(0))
         self.register_buffer("known", torch.zeros(0, dtype=torch.bool))
         self.register_buffer("epoch", torch.tensor(-1, dtype=torch.long))
+        self._epoch = -1  # the buffer's value on the host, read by the step (int(buffer) would wait for a GPU)
 
     @property
     def probs(self) -> Tensor:
@@ -270,6 +275,7 @@ class SampleTargets(nn.Module):
                 setattr(self, name, torch.empty_like(state_dict[key], device=self.epoch.device))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        self._epoch = int(self.epoch)  # one read a load, none a step
         key = prefix + "probs"
         if key in unexpected_keys:
             unexpected_keys.remove(key)
@@ -288,7 +294,7 @@ class SampleTargets(nn.Module):
 
     def fresh(self, epoch: int) -> bool:
         """True when the targets were already built for ``epoch`` (e.g. restored on resume)."""
-        return int(self.epoch) == epoch
+        return self._epoch == epoch
 
     def set(self, epoch: int, size: int, index: Tensor, probs: Tensor, labels: Tensor, weight: Tensor) -> None:
         """Store targets of samples ``index`` [N] (others unknown); ``size`` bounds sample indices. ``probs`` go to a
@@ -326,6 +332,7 @@ class SampleTargets(nn.Module):
             self.known[i] = True
         self._probs, self._lost = rows, None  # the previous file goes with its last tensor (a link keeps its bytes)
         self.epoch.fill_(epoch)
+        self._epoch = epoch
         if digest is not None:
             same_on_every_rank(int.from_bytes(digest.digest()[:8], "little") >> 2,
                                f"the per-sample targets refreshed for epoch {epoch}",
@@ -334,19 +341,27 @@ class SampleTargets(nn.Module):
     def get(self, index: Tensor, host_index: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
         """(probs [B, C], labels [B], weight [B], known [B]) for ``index`` [B]; None before any refresh.
         ``host_index``: the same indices on the CPU (:attr:`Batch.host_index`): the rows are gathered with it, which
-        spares a device-to-host copy of ``index`` (a wait for the GPU) every step."""
-        if int(self.epoch) < 0 or len(self.known) == 0:
+        spares a device-to-host copy of ``index`` (a wait for the GPU) every step. Nothing here waits for the device:
+        the epoch is read from its host mirror, and on CUDA the rows go from pinned memory with ``non_blocking`` (from
+        pageable memory the copy may first wait for the work queued on the GPU)."""
+        if self._epoch < 0 or len(self.known) == 0:
             return None
         if len(self._probs) != len(self.known):
             raise DistillError(f"{self._lost or 'probs'}: missing from the loaded state (a non-strict load), so the "
                                f"{len(self.known)} samples' labels have no soft targets; load a state that has it")
-        i = index.to(self.known.device)
+        dev = self.known.device
+        i = index.to(dev, non_blocking=True)  # the batch's device index: already there
         inside = i < len(self.known)
         j = torch.where(inside, i, torch.zeros_like(i))
         known = self.known[j] & inside
         h = index.cpu() if host_index is None else host_index
-        rows = self.probs[torch.where(h < len(self.known), h, torch.zeros_like(h))]
-        return rows.to(self.known.device), self.labels[j], self.weight[j], known
+        h = torch.where(h < len(self.known), h, torch.zeros_like(h))
+        if dev.type == "cuda" and self._probs.shape[1]:  # pinned: the copy below neither waits nor is waited for
+            pinned = torch.empty((len(h), self._probs.shape[1]), dtype=self._probs.dtype, pin_memory=True)
+            rows = torch.index_select(self._probs, 0, h, out=pinned)
+        else:
+            rows = self._probs[h]
+        return rows.to(dev, non_blocking=True), self.labels[j], self.weight[j], known
 
 
 def require_iterate(iterate: Callable[[], Iterator[Batch]] | None, name: str) -> Callable[[], Iterator[Batch]]:

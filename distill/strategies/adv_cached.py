@@ -95,7 +95,7 @@ class AdvCached(Strategy):
         B = len(batch.images)
         mask = torch.rand(B) < self.config.adv_fraction  # global RNG: the trainer reseeds it per (seed, epoch, step)
         self._all_clean = not bool(mask.any())  # read on the CPU: no GPU sync in forward
-        mask = mask.to(batch.images.device)
+        mask = mask.to(batch.images.device, non_blocking=True)  # a blocking copy would wait for the GPU's queue
         m = mask.view(B, 1, 1, 1)
         images = torch.where(m, self._normalize(x["adv_pixels"].to(batch.images.dtype)), batch.images)
         # an adversarial row shows view 0's crop, perturbed: its target is the teacher on that crop

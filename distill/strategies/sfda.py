@@ -148,25 +148,26 @@ class SFDA(Strategy):
         The hard label and its trust come from the last refresh. The soft target is p_F of the
         clean view, or with ``per_view`` the same fusion with the teachers' cached logits on the
         view actually shown (and the remembered student prediction). Samples no refresh covered
-        (before the first one) get targets from the batch itself.
+        (before the first one, or not among the refreshed images) get targets from the batch itself.
+
+        Chosen per sample on the device (``torch.where``; a known sample's targets are the refresh's, bit for bit):
+        the batch's own fusion, a few [B, C] element-wise kernels, is computed even when every sample is known,
+        since branching on "every sample known" would read ``known`` back to the host and wait for the GPU each step.
         """
         c = self.config
         got = self.targets.get(batch.sample_index, batch.host_index) if batch.sample_index is not None else None
         mem = self.memory.get(batch.sample_index, batch.host_index) if got is not None else None
         all_logits = batch.teacher_logits_all or [batch.teacher_logits]
         t_probs = [(t.float() / c.teacher_temperature).softmax(-1) for t in all_logits]
-        if got is not None and bool(got[3].all()):
-            soft = self.fuse(t_probs, mem[0])[0] if c.per_view else got[0]
-            return soft, got[1], got[2]
         fused, _ = self.fuse(t_probs, logits.detach().float().softmax(-1))
         conf, hard = fused.max(-1)
         weight = (conf >= c.confidence).float()
-        if got is None:
+        if got is None or mem is None:
             return fused, hard, weight
         known = got[3]
-        k = known.unsqueeze(1)
         soft_known = self.fuse(t_probs, mem[0])[0] if c.per_view else got[0]
-        return torch.where(k, soft_known, fused), torch.where(known, got[1], hard), torch.where(known, got[2], weight)
+        return (torch.where(known.unsqueeze(1), soft_known, fused), torch.where(known, got[1], hard),
+                torch.where(known, got[2], weight))
 
     # ------------------------------------------------------------------ loss
     def forward(self, batch: Batch) -> dict[str, Tensor]:

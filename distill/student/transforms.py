@@ -56,7 +56,8 @@ class Normalizer(nn.Module):
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, pixels: Tensor) -> Tensor:
-        return normalize(pixels, self.mean.to(pixels.device, pixels.dtype), self.std.to(pixels.device, pixels.dtype))
+        dev, dtype = pixels.device, pixels.dtype
+        return normalize(pixels, self.mean.to(dev, dtype, non_blocking=True), self.std.to(dev, dtype, non_blocking=True))
 
 
 __all__ = ["Normalizer", "crop_transform", "eval_transform", "normalize", "pixel_transform"]

@@ -233,7 +233,7 @@ class Trainer:
         if needs.labels and self._mixing:  # a mixed view's partner label, through the same gate
             row = rows[0] if rows else setup.caches[0].lookup(index, view)
             partner = row["mix_partner"]
-            batch.partner_labels = self.label_of[partner.clamp(min=0)].masked_fill(partner < 0, -1).to(dev)
+            batch.partner_labels = self.label_of[partner.clamp(min=0)].masked_fill(partner < 0, -1).to(dev, non_blocking=True)
             batch.mix_lam = row["mix_lam"].to(dev, non_blocking=True)
         # what one strategy alone reads (adv_cached's adversarial views), it builds itself
         batch.extras = self.strategy.batch_extras(BatchSource(
