@@ -214,7 +214,7 @@ def _join(data: ReportData) -> list[Point]:
         accuracy = None
         count = None
         note = ""
-        where = places(r.model, Path(entry.source).parent)  # the timed file, wherever the report runs (locate.py)
+        where = places(r.model, Path(entry.source).parent, r.model_relative)  # the timed file, wherever the report runs
         at = find(where, files) or _File("", None)
         hit = _model_of(r, at.what if at.kind == "model" else None, by_sha, at.kind == "qad")
         if hit is None and at.kind == "model":

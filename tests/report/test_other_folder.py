@@ -7,6 +7,8 @@ engine timed there joined no export, and a ``distill qad`` file timed there was 
 (the same bytes, another file). distill/report/locate.py finds each stored path wherever the report runs."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,29 @@ def test_an_old_relative_path_two_folders_above_its_artifact_both_hold_joins_nei
     assert [p.note for p in data.points] == ["not joined to an export or run"] and data.unmatched == 1
     data = collect([inner, tmp_path / "x" / "y" / "bench.jsonl"])  # one of them: that one
     assert [p.note for p in data.points] == ["TensorRT engine of model.fp32.onnx"]
+
+
+def test_a_tree_of_results_moved_whole_still_joins_within_itself(report_inputs: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """export.json, qad.json and bench .jsonl files store each path absolute and relative to their own folder: a tree
+    of results copied or moved elsewhere (another machine, an archive) joins its own run, export and engine, not the
+    originals (export.json's absolute paths still name report_inputs; an engine's record names the tree's old place)."""
+    from distill.bench.edge_runner import write_jsonl
+
+    from .test_engine_join import engine_record
+
+    made, moved = tmp_path / "made", tmp_path / "moved"
+    shutil.copytree(report_inputs, made, symlinks=True)
+    engine = ExportReport.read(made / "export").tensorrt["engines"][0]  # built on the device: no sha256 in export.json
+    (made / "export" / engine["engine"]).write_bytes(b"engine")
+    write_jsonl([engine_record(str(made / "export" / engine["engine"])).to_dict()], made / "bench" / "trt.jsonl")
+    os.rename(made, moved)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    data = collect([moved])
+    [export] = data.exports
+    run = data.run_of(export.report)
+    assert run is not None and os.path.realpath(run.dir) == os.path.realpath(moved / "run")
+    assert data.export_label(export.report) == run.label
+    assert data.unmatched == 0
+    assert [p.note for p in data.points if p.runtime == "tensorrt"] == [f"TensorRT engine of {engine['onnx_strongly_typed']}"]
