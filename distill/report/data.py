@@ -74,6 +74,12 @@ class Point:
     def label(self) -> str:
         return f"{self.student} · {self.precision} · {self.runtime}"
 
+    @property
+    def named(self) -> str:
+        """:attr:`label` and the timed file as the tables name it (:func:`file_cell`): two points of one student and
+        precision (two exports of one run) differ by it. What the Pareto chart and its key call a point."""
+        return f"{self.label} · {file_cell(self.file, self.note)}" if self.file else self.label
+
 
 def file_cell(file: str, note: str) -> str:
     """A timed file as both reports' latency tables name it: short, then the note (``exp/model.engine (TensorRT
