@@ -9,6 +9,7 @@ and its Markdown summary.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -96,7 +97,9 @@ def ship_stage(out: Path, runs: dict[str, RunSummary], targets: list[str], quick
                    OPENVOCAB: (out / "runs" / OPENVOCAB / CHECKPOINTS_DIR / RETARGETED, cfg.with_updates(precisions=("fp32",)))}
     bench = BENCH_QUICK if quick else BENCH
     bench_file = out / BENCH_RECORDS
-    done = {(r.model, r.batch) for r in BenchRecord.read_lines(bench_file)} if bench_file.is_file() else set()
+    # records name their file absolute (older ones as typed here): compared as absolute paths
+    done = {(os.path.abspath(r.model), r.batch) for r in BenchRecord.read_lines(bench_file)} if bench_file.is_file() \
+        else set()
     exported: dict[str, ExportReport] = {}
     for name in (SHIP, OPENVOCAB):
         export_dir = out / "export" / name
@@ -120,7 +123,7 @@ def ship_stage(out: Path, runs: dict[str, RunSummary], targets: list[str], quick
     rows.append((SHIP, f"int8 {qad.ship_arm}", int8_file, sum(acc.values()) / len(acc) if acc else None))
     # timed round-robin, so that the report's latency ratios are fair on a shared machine (one file timed after
     # another could come out faster by chance: int8 0.89x fp32 in one demo, 1.17x in the export's interleaved check)
-    todo = [path for _, _, path, _ in rows if any((str(path), b) not in done for b in bench["batches"])]
+    todo = [path for _, _, path, _ in rows if any((os.path.abspath(path), b) not in done for b in bench["batches"])]
     if todo:
         write_jsonl(bench_files(todo, "ort-cpu", bench["batches"], bench["threads"], bench["warmup"], bench["iters"],
                                 profile=True, topk=8), bench_file)  # + ONNX Runtime's top ops (a separate pass)
@@ -128,7 +131,7 @@ def ship_stage(out: Path, runs: dict[str, RunSummary], targets: list[str], quick
     print(f"\nONNX Runtime CPU, {bench['threads']} thread(s): latency p50 in ms and mean test accuracy over every domain")
     print(f"  {'model':>12s} {'precision':>9s} {'batch':>5s} {'p50 ms':>8s} {'img/s':>8s} {'accuracy':>8s}")
     for name, precision, path, a in rows:
-        for r in (r for r in records if r.model == str(path)):
+        for r in (r for r in records if os.path.abspath(r.model) == os.path.abspath(path)):
             print(f"  {name:>12s} {precision:>9s} {r.batch:5d} {r.latency_ms.p50:8.3f} "
                   f"{r.throughput_ips:8.0f} {'-' if a is None else f'{pct(a):>7s}%':>8s}")
     res = write_report([out / "runs", out / "export", bench_file], out / REPORT_HTML, "distill demo")

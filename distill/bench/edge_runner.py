@@ -747,7 +747,7 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
         for i, (runner, x) in enumerate(zip(runners, xs[b])):
             t = times[b][str(i)]
             records.append((runner, {
-                "schema": SCHEMA, "model": str(paths[i]), "model_name": paths[i].name,
+                "schema": SCHEMA, "model": os.path.abspath(paths[i]), "model_name": paths[i].name,  # read elsewhere
                 "model_sha256": shas[i], "model_meta": metas[i], "runtime": runner.runtime,
                 "providers": list(runner.providers), "batch": b, "input_shape": list(x.shape),
                 "threads": runner.threads, "warmup": warmup, "iters": iters, "latency_ms": latency_stats(t),
@@ -772,11 +772,17 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
-    """Append records to a JSON-lines file (one record per line; flushed per record)."""
+    """Append records to a JSON-lines file (one record per line; flushed per record). Each gets ``model_relative``:
+    its ``model`` relative to the file's folder, so that the file copied back beside the models it timed (or a tree
+    of results moved whole) still names them, wherever ``distill report`` runs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         for r in records:
+            if r.get("model") and not r.get("model_relative"):
+                with contextlib.suppress(ValueError):  # Windows: another drive
+                    r = {**r, "model_relative": os.path.relpath(os.path.realpath(r["model"]),
+                                                                os.path.realpath(path.parent))}
             f.write(json.dumps(r, sort_keys=False) + "\n")
             f.flush()
 

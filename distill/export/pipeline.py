@@ -46,6 +46,7 @@ from distill.export.tensorrt import (
 from distill.export.tensorrt_script import write_build_script, write_check_files
 from distill.export.training_run import TrainingRun, provenance, with_run_defaults
 from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport
+from distill.records.base import relative_paths
 from distill.student.model import load_student, save_student
 from distill.utils.io import sha256_file
 
@@ -276,6 +277,7 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, *spec.input_size], "dtype": "float32"},
         "preprocess": preprocess_metadata(spec), "provenance": prov, "run_summary": run.summary,
         "config": cfg.model_dump(mode="json"), "versions": library_versions(),
+        "relative": relative_paths(out_dir, checkpoint=checkpoint, run=run.folder),  # a moved tree still joins
     }
     with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir, ignore_cleanup_errors=True) as work:  # NFS: .nfs* of a mapped spill file
         data = load_export_data(cfg, spec, list(prov.get("source_domains") or []), say, spill_dir=work)

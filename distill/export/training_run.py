@@ -150,14 +150,15 @@ def _held_by(root: str | None, from_run: bool) -> Callable[[list[str]], bool]:
 
 def provenance(checkpoint: Path, student: Student, run: TrainingRun) -> dict[str, Any]:
     """Provenance for metadata: student.json's, plus the run summary's teacher/strategy/domains, the run
-    folder and the checkpoint (resolved, with its weights' sha256)."""
+    folder and the checkpoint (both resolved, the checkpoint with its weights' sha256)."""
     prov: dict[str, Any] = dict(student.spec.provenance)
     if run.summary is not None:
         written = run.summary.model_dump(mode="json", exclude_unset=True)  # the keys the run wrote
         for key in SUMMARY_PROVENANCE:
             if key in written and key not in prov:
                 prov[key] = written[key]
-        prov.setdefault("run", str(run.folder))
+    if run.folder is not None:  # the folder holding the checkpoint, absolute: the record is read from other folders
+        prov["run"] = str(run.folder.resolve())  # (student.json's is run.out as typed, relative to where it trained)
     weights = checkpoint / STUDENT_WEIGHTS
     prov["checkpoint"] = str(checkpoint.resolve())  # as an absolute path: the record is read from other folders
     if weights.is_file():

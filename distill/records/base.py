@@ -35,6 +35,21 @@ def pct(fraction: float | None, digits: int = 1) -> str:
 
 
 
+def relative_paths(folder: str | Path, **paths: str | Path | None) -> dict[str, str]:
+    """Each path given (absolute, or relative to the current folder), relative to ``folder``, both resolved: what a
+    record keeps beside the absolute path, so that a tree of results copied or moved whole still finds its parts
+    (the report reads it: :mod:`distill.report.locate`). A path None, or on another drive, is left out."""
+    out = {}
+    for key, path in paths.items():
+        if path is None:
+            continue
+        try:
+            out[key] = os.path.relpath(os.path.realpath(path), os.path.realpath(folder))
+        except ValueError:  # Windows: another drive
+            continue
+    return out
+
+
 def same_checkpoint(path: str | Path, sha256: str | None, other: str | Path, other_sha256: str | None) -> bool:
     """Do two records name the same student checkpoint (export.json ``checkpoint`` +
     ``provenance.checkpoint_sha256``, qad.json ``checkpoint`` + ``checkpoint_sha256``, or a folder at hand and its

@@ -102,6 +102,10 @@ class QADRecord(Record):
     # student layers QAD's fake-quant model left in float: the ones the --export file keeps in float
     kept_float: list[str] = Field(default_factory=list)
     float_outputs: list[str] = Field(default_factory=list)  # those of them whose output (and activation) stays float
+    # ``checkpoint`` and ``config.export_dir`` relative to the qad folder, so that a tree of results copied or moved
+    # whole still finds them (distill/report/locate.py); absent ({}) in files before it, whose ``config.export_dir``
+    # is as typed (relative to the folder qad ran in)
+    relative: dict[str, str] = Field(default_factory=dict)
 
     @property
     def ship_file(self) -> str:

@@ -75,6 +75,9 @@ class ExportReport(Record):
     recommendation: ShipRecommendation | None = None  # absent in exports before it existed
     files: list[str] = Field(default_factory=list)
     elapsed_s: float | None = None
+    # ``checkpoint`` and ``provenance.run`` relative to the export folder, so that a tree of results copied or moved
+    # whole still finds them (distill/report/locate.py); absent ({}) in exports before it
+    relative: dict[str, str] = Field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ bench record
@@ -98,7 +101,7 @@ class BenchRecord(Record):
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, protected_namespaces=())
     FILE: ClassVar[str] = BENCH_RECORDS
     schema_: str = Field(alias="schema")
-    model: str
+    model: str  # the timed file: absolute (older records: as typed, relative to the folder bench ran in)
     model_name: str
     model_sha256: str | None = None
     model_meta: dict[str, Any] = Field(default_factory=dict)
@@ -113,6 +116,9 @@ class BenchRecord(Record):
     memory: dict[str, Any] = Field(default_factory=dict)
     device: dict[str, Any] = Field(default_factory=dict)
     timestamp: str
+    # ``model`` relative to the folder of the .jsonl it was written to (distill/report/locate.py); None in records
+    # written before it, or printed rather than written
+    model_relative: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -163,7 +163,7 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
     for p in sorted(pts, key=lambda p: p.pareto):
         x, y = fx(p.latency["p50"]), fy(100 * p.score)
         ci = (f" ± {percent(Z95 * p.score_se, 2)} (95 %)" if p.score_se is not None else " (test-set size unknown)")
-        tip = (f"{p.label} · batch {p.batch}\np50 {p.latency['p50']:.3g} ms, p90 {p.latency['p90']:.3g}, "
+        tip = (f"{p.named} · batch {p.batch}\np50 {p.latency['p50']:.3g} ms, p90 {p.latency['p90']:.3g}, "
                f"p99 {p.latency['p99']:.3g}\naccuracy {percent(p.score, 2)}%{ci}\n{p.device}")
         attrs = (f'data-point="1" stroke="{"#111" if p.pareto else "#fff"}" stroke-width="{1.6 if p.pareto else 1}" '
                  f'opacity="{1 if p.pareto else 0.75}"')
@@ -185,7 +185,7 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
             ly = min(max(ly, mt + 11), mt + h - 4)
             labels.append((lx, ly, tw, anchor, text))
             out.append(f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="12" font-weight="700" text-anchor="{anchor}" '
-                       f'fill="#1d232b">{esc(text)}<title>{esc(p.label)}</title></text>')
+                       f'fill="#1d232b">{esc(text)}<title>{esc(p.named)}</title></text>')
     out.append("</svg>")
     return "".join(out)
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from distill.records import BenchRecord, ExportedModel, ExportReport, QADRecord
+from distill.report.locate import Tiers, find, places
 from distill.report.runs import Run, RunGroup
 
 Z95 = 1.959964  # two-sided 95 % normal quantile
@@ -74,6 +74,12 @@ class Point:
     def label(self) -> str:
         return f"{self.student} · {self.precision} · {self.runtime}"
 
+    @property
+    def named(self) -> str:
+        """:attr:`label` and the timed file as the tables name it (:func:`file_cell`): two points of one student and
+        precision (two exports of one run) differ by it. What the Pareto chart and its key call a point."""
+        return f"{self.label} · {file_cell(self.file, self.note)}" if self.file else self.label
+
 
 def file_cell(file: str, note: str) -> str:
     """A timed file as both reports' latency tables name it: short, then the note (``exp/model.engine (TensorRT
@@ -88,6 +94,11 @@ class ExportEntry:
     dir: str
     report: ExportReport
 
+    def places(self, key: str) -> Tiers:
+        """Where the ``checkpoint`` or the ``run`` export.json names may be (:func:`distill.report.locate.places`)."""
+        stored = self.report.checkpoint if key == "checkpoint" else self.report.provenance.get(key)
+        return places(str(stored) if stored else None, self.dir, self.report.relative.get(key))
+
 
 @dataclass
 class QADEntry:
@@ -95,6 +106,11 @@ class QADEntry:
 
     dir: str
     record: QADRecord
+
+    def places(self, key: str) -> Tiers:
+        """Where the ``checkpoint`` or the ``export_dir`` (``--export``) qad.json names may be."""
+        stored = self.record.checkpoint if key == "checkpoint" else (self.record.config or {}).get(key)
+        return places(str(stored) if stored else None, self.dir, self.record.relative.get(key))
 
 
 @dataclass
@@ -131,25 +147,32 @@ class ReportData:
     sources: list[str] = field(default_factory=list)
     unmatched: int = 0                                           # records without accuracy
     warnings: list[str] = field(default_factory=list)            # problems with the inputs, said once each
-    run_labels: dict[str, str] = field(default_factory=dict)     # realpath(run dir) -> its label
 
-    def export_label(self, export: ExportReport) -> str:
-        return export_label(export, self.run_labels)
+    def export_label(self, export: ExportReport | ExportEntry) -> str:
+        """The student label of an export: its run's label when that run is in the report, else arch (strategy)."""
+        run = self.run_of(export)
+        report = export.report if isinstance(export, ExportEntry) else export
+        return run.label if run else _student_label(report.student, report.provenance.get("strategy"))
 
-    def qad_label(self, record: QADRecord) -> str:
+    def qad_label(self, record: QADRecord | QADEntry) -> str:
         """The student label of a QAD result: its run's label when that run is in the report, else its arch."""
-        for parent in list(Path(record.checkpoint).parents)[:3]:  # RUN/checkpoints/best -> RUN
-            label = self.run_labels.get(os.path.realpath(parent))
-            if label:
-                return label
-        return record.student
+        entry = record if isinstance(record, QADEntry) else next((q for q in self.qad if q.record is record), None)
+        run = find(entry.places("checkpoint"), self._runs(), above=2) if entry else None  # RUN/checkpoints/best
+        return run.label if run else (record.record if isinstance(record, QADEntry) else record).student
 
-    def run_of(self, export: ExportReport) -> Run | None:
-        """The run an export was made from, when that run is among the inputs."""
-        run = export.provenance.get("run")
-        if not run:
+    def run_of(self, export: ExportReport | ExportEntry) -> Run | None:
+        """The run an export was made from, when that run is among the inputs: the one its ``provenance.run`` names,
+        else the one holding its checkpoint (``RUN/checkpoints/best``), each found as :mod:`~distill.report.locate`
+        says, wherever the report runs."""
+        entry = export if isinstance(export, ExportEntry) else next(
+            (ex for ex in self.exports if ex.report is export), None)
+        if entry is None:
             return None
-        return next((r for r in self.runs if os.path.realpath(r.dir) == os.path.realpath(str(run))), None)
+        runs = self._runs()
+        return find(entry.places("run"), runs) or find(entry.places("checkpoint"), runs, above=2)
+
+    def _runs(self) -> dict[str, Run]:
+        return {os.path.realpath(r.dir): r for r in self.runs}
 
 
 def device_label(record: BenchRecord) -> str:
@@ -168,14 +191,6 @@ def device_label(record: BenchRecord) -> str:
 def _student_label(arch: str, strategy: str | None) -> str:
     """``arch (strategy)``: two students of one architecture trained differently stay apart in the report."""
     return f"{arch} ({strategy})" if strategy else arch
-
-
-def export_label(export: ExportReport, run_labels: dict[str, str] | None = None) -> str:
-    """The student label of an export: its run's label when that run is in the report, else arch (strategy)."""
-    run = export.provenance.get("run")
-    if run_labels and run and os.path.realpath(str(run)) in run_labels:
-        return run_labels[os.path.realpath(str(run))]
-    return _student_label(export.student, export.provenance.get("strategy"))
 
 
 def significantly_better(a: Point, b: Point) -> bool:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 from distill.records import ExportReport, QADRecord, ShipRecommendation, same_checkpoint
 from distill.report.charts import esc
 from distill.report.data import ExportEntry, QADEntry, ReportData
+from distill.report.locate import existing, find
 
 ELSEWHERE = "if int8 is needed anyway (another runtime)"
 
@@ -125,27 +126,26 @@ def _relative(path: Path, export_dir: str | Path | None) -> str:
 
 
 # --------------------------------------------------------------------------- joining in a report
-def _same_checkpoint(qad: QADRecord, export: ExportReport) -> bool:
-    """Are ``qad`` and ``export`` of the same checkpoint? (:func:`distill.records.same_checkpoint`)"""
-    return same_checkpoint(qad.checkpoint, qad.checkpoint_sha256,
-                           export.checkpoint, export.provenance.get("checkpoint_sha256"))
+def _same_checkpoint(qad: QADEntry, export: ExportEntry) -> bool:
+    """Are ``qad`` and ``export`` of the same checkpoint? (:func:`distill.records.same_checkpoint`; a path, where the
+    sha256s do not decide, found as :mod:`distill.report.locate` says, wherever the report runs)."""
+    return same_checkpoint(existing(qad.places("checkpoint")) or qad.record.checkpoint, qad.record.checkpoint_sha256,
+                           existing(export.places("checkpoint")) or export.report.checkpoint,
+                           export.report.provenance.get("checkpoint_sha256"))
 
 
 def ran_against(record: QADRecord) -> str | None:
     """The export folder a ``distill qad --export`` result compared itself with (its PTQ arm is that folder's int8
-    file), as typed; None for a QAD whose PTQ arm is plain PTQ."""
+    file), as recorded; None for a QAD whose PTQ arm is plain PTQ."""
     where = (record.config or {}).get("export_dir")
     return str(where) if where else None
 
 
-def _is_folder(typed: str, folder: str) -> bool:
-    """Is ``typed`` (a path as recorded, maybe relative to a cwd not known here) the folder ``folder``? The same
-    real path, or, for a relative one, the same last components (``demo_out/export/fm`` of ``/tmp/x/demo_out/export/fm``)."""
-    real = os.path.realpath(folder)
-    if os.path.realpath(typed) == real:
-        return True
-    parts = Path(os.path.normpath(typed)).parts
-    return not os.path.isabs(typed) and os.pardir not in parts and Path(real).parts[-len(parts):] == parts
+def _against(data: ReportData, qad: QADEntry) -> ExportEntry | None:
+    """The export among the inputs a ``distill qad --export`` result ran against (found as
+    :mod:`distill.report.locate` says); None for a plain-PTQ result, or one whose export is not among them (or
+    cannot be told from two)."""
+    return find(qad.places("export_dir"), {os.path.realpath(ex.dir): ex for ex in data.exports})
 
 
 def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:
@@ -155,8 +155,8 @@ def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:
     (any export of the checkpoint; the decision says so); of several, the one inside the export's folder; None when
     there is none or the choice is ambiguous (the QAD section still shows every result)."""
     rec = export.report.recommendation
-    found = [q for q in data.qad if _same_checkpoint(q.record, export.report)
-             and (ran_against(q.record) is None or _is_folder(str(ran_against(q.record)), export.dir))
+    found = [q for q in data.qad if _same_checkpoint(q, export)
+             and (ran_against(q.record) is None or _against(data, q) is export)
              and (rec is None or rec.precision != "int8" or q.record.flavour == rec.flavour)]
     if len(found) > 1:
         found = [q for q in found if not os.path.relpath(os.path.realpath(q.dir),
@@ -171,11 +171,11 @@ def export_for(data: ReportData, qad: QADEntry) -> ExportEntry | None:
 
 def unpaired_reason(data: ReportData, qad: QADEntry) -> str:
     """Why no export's decision names ``qad``'s int8 file, in words for its QAD section."""
-    same = [ex for ex in data.exports if _same_checkpoint(qad.record, ex.report)]
+    same = [ex for ex in data.exports if _same_checkpoint(qad, ex)]
     if not same:
         return "no export of this checkpoint in this report"
     against = ran_against(qad.record)
-    if against is not None and not any(_is_folder(against, ex.dir) for ex in same):
+    if against is not None and not any(_against(data, qad) is ex for ex in same):
         return (f"it ran against the int8 file of the export {against} (qad --export), not in this report; other "
                 "exports of this checkpoint have other int8 files")
     flavour = qad.record.flavour

@@ -12,8 +12,9 @@ The rule, safest first:
   timed a rebuilt engine and is not joined;
 - an engine built on the device by build_engine.sh has no sha256 there (nothing on the host ever saw
   it): a record joins by where it was timed: the engine's file in the export folder (the record's
-  path is that file), or, for a record timed on the device, its file name among the export's engines
-  when the bench .jsonl lies in that export folder (the results copied back beside the export).
+  path is that file, found wherever the report runs: :mod:`distill.report.locate`), or, for a record
+  timed on the device, its file name among the export's engines when the bench .jsonl lies in that
+  export folder (the results copied back beside the export).
   Never by file name alone: every export names its engines alike.
 """
 from __future__ import annotations
@@ -68,15 +69,14 @@ def engine_index(exports: list[tuple[str, ExportReport]]) -> EngineIndex:
     return EngineIndex(by_sha, by_path)
 
 
-def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex) -> EngineHit | None:
-    """The listed engine a record timed, by the rule in this module's docstring; None if none."""
+def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: EngineHit | None = None) -> EngineHit | None:
+    """The listed engine a record timed, by the rule in this module's docstring; None if none. ``at``: the engine
+    at the record's path, found as :mod:`distill.report.locate` says (wherever the report runs)."""
     sha = record.model_sha256
     if sha and sha in index.by_sha:
         return index.by_sha[sha]
-    here = os.path.realpath(record.model)
-    beside = os.path.realpath(Path(bench_file).parent / Path(record.model).name)
-    for path in (here, beside):
-        hit = index.by_path.get(path)
+    beside = index.by_path.get(os.path.realpath(Path(bench_file).parent / Path(record.model).name))
+    for hit in (at, beside):
         if hit is None:
             continue
         listed = hit.engine.get("sha256")

@@ -178,9 +178,11 @@ def _rel(path: Any, root: str) -> str:
 
 
 def section_provenance(data: ReportData) -> str:
-    prov_runs = {os.path.realpath(str(ex.report.provenance.get("run", ""))) for ex in data.exports}
-    lone_runs = [r for r in data.runs if os.path.realpath(r.dir) not in prov_runs]
-    paths = ([ex.dir for ex in data.exports] + [str(ex.report.provenance.get("run") or "") for ex in data.exports]
+    run_of = {id(ex): data.run_of(ex) for ex in data.exports}  # each export's run, when among the inputs
+    run_dirs = {id(ex): run.dir if run else str(ex.report.provenance.get("run") or "") for ex, run in
+                ((ex, run_of[id(ex)]) for ex in data.exports)}
+    lone_runs = [r for r in data.runs if not any(run is r for run in run_of.values())]
+    paths = ([ex.dir for ex in data.exports] + list(run_dirs.values())
              + [ex.report.checkpoint for ex in data.exports] + [r.dir for r in lone_runs])
     root = _common_root([p for p in paths if p])
     teachers = list(dict.fromkeys(
@@ -198,7 +200,7 @@ def section_provenance(data: ReportData) -> str:
         rows.append(
             f'<tr><td class="label">{esc(data.export_label(e))}</td>'
             + (f'<td>{esc(teacher or "–")}</td>' if len(teachers) > 1 else "")
-            + f'<td class="path">run {esc(_rel(prov.get("run"), root))}<br>export {esc(_rel(ex.dir, root))}</td>'
+            + f'<td class="path">run {esc(_rel(run_dirs[id(ex)], root))}<br>export {esc(_rel(ex.dir, root))}</td>'
             f'<td class="path">{esc(_rel(e.checkpoint, root))}<br>'
             f'<code>{esc(str(prov.get("checkpoint_sha256", ""))[:12])}</code></td>'
             f'<td class="path">{esc(d.get("root", "–"))}<br><code>{esc(str(d.get("fingerprint", ""))[:12])}</code></td>'

@@ -118,7 +118,9 @@ def section_pareto(data: ReportData) -> str:
     for b in batches:
         pts = [p for p in data.points if p.batch == b]
         rows = "".join(
-            f'<tr><td>{esc(p.student)}</td><td><span class="pill" style="background:{color(p.precision)}">'
+            f'<tr><td>{esc(p.student)}</td>'
+            f'<td class="path" title="{esc(p.model)}">{esc_wrap(file_cell(p.file, p.note))}</td>'
+            f'<td><span class="pill" style="background:{color(p.precision)}">'
             f'{esc(p.precision)}</span></td><td>{esc(p.runtime)}</td>'
             + (f'<td>{esc(p.device)}</td>' if several else "")
             + f'<td class="num" data-v="{p.latency["p50"]}">{p.latency["p50"]:.3g}</td>'
@@ -126,11 +128,13 @@ def section_pareto(data: ReportData) -> str:
             + (f'<span class="sd"> ±\u00a0{percent(Z95 * p.score_se, 2)}</span>' if p.score_se is not None else "") + '</td>'
             f'<td>{f"★ {front_no(pts, p)}" if p.pareto else ""}</td></tr>'
             for p in sorted(pts, key=lambda p: p.latency["p50"]))
-        key = "".join(f'<li><b>{front_no(pts, p)}</b> {esc(p.label)}</li>'
+        key = "".join(f'<li><b>{front_no(pts, p)}</b> {esc(p.label)} <span class="muted">'
+                      f'{esc_wrap(file_cell(p.file, p.note))}</span></li>'
                       for p in sorted((p for p in pts if p.pareto), key=lambda p: p.latency["p50"]))
         parts.append(f'<div data-batch-panel="{b}">{pareto_svg(pts)}'
                      + (f'<ol class="key" title="the Pareto front, fastest first">{key}</ol>' if key else "")
-                     + '<table class="sortable"><thead><tr><th>model</th><th>precision</th><th>runtime</th>'
+                     + '<table class="sortable"><thead><tr><th>model</th>'
+                     '<th title="hover a file for its full path">file</th><th>precision</th><th>runtime</th>'
                      + ("<th>device</th>" if several else "") + '<th>p50 ms</th><th>accuracy % (95 %)</th>'
                      f'<th>front</th></tr></thead><tbody>{rows}</tbody></table></div>')
     if data.unmatched:

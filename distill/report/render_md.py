@@ -58,11 +58,11 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
         lines += ["## Pareto front (accuracy vs p50 latency)", "", f"Accuracy: mean top-1 over {dom}.", "",
                   "A point is on the front unless another is at least as fast and not significantly less accurate "
                   "(± : 95 % interval from the test-set size).", "",
-                  "| batch | student | precision | runtime | device | p50 ms | p99 ms | accuracy % |",
-                  "|---:|---|---|---|---|---:|---:|---:|"]
+                  "| batch | student | precision | runtime | file | device | p50 ms | p99 ms | accuracy % |",
+                  "|---:|---|---|---|---|---|---:|---:|---:|"]
         for p in sorted((p for p in data.points if p.pareto), key=lambda p: (p.batch, p.latency["p50"])):
-            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {p.device} | "
-                         f"{p.latency['p50']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
+            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {file_cell(p.file, p.note)} | "
+                         f"{p.device} | {p.latency['p50']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
         lines += ["", "## All measurements", "", "| batch | student | precision | runtime | file | p50 ms | p90 ms | p99 ms | "
                   "accuracy % |", "|---:|---|---|---|---|---:|---:|---:|---:|"]
         for p in sorted(data.points, key=lambda p: (p.batch, p.latency["p50"])):

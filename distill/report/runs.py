@@ -59,6 +59,7 @@ class Run:
     label: str = ""
     # what else sets a run apart (config.yaml): an unlabeled pool, an open-vocabulary head, withheld classes
     unlabeled: list[str] = field(default_factory=list)  # as grouped (:func:`pool_identity`); labelled by name
+    typed: dict[str, str] = field(default_factory=dict)  # a folder entry's identity -> the entry as config.yaml has it
     head: str = "linear"
     withheld: list[str] = field(default_factory=list)
 
@@ -136,6 +137,7 @@ def read_run(run_dir: Path) -> Run:
                target_domains=list(summary.target_domains), accuracy=finite(summary.test_acc),
                teacher=teacher_label(summary.teacher), teacher_zero_shot=finite(summary.teacher_zero_shot),
                unlabeled=[pool_identity(u) for u in entries],
+               typed={pool_identity(u): u for u in entries if is_folder_entry(u)},
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
                withheld=list(getattr(data, "withhold_classes", None) or []))
 
@@ -179,8 +181,18 @@ def match_pools(runs: list[Run]) -> None:
 
 def pool_names(r: Run, paths: bool = False) -> list[str]:
     """A run's unlabeled pool as labelled: domains as written, folders by their names (``paths``: by their paths,
-    where the run stored one)."""
-    return [p[len(BY_NAME):] if p.startswith(BY_NAME) else p if paths else pool_entry(p) for p in r.unlabeled]
+    where the run stored one; a folder an older run stored as typed, relative to a folder it does not record, by
+    that relative path, ``./cam``: beside absolute paths, a bare ``cam`` would read as another folder or a domain)."""
+    if not paths:
+        return [p[len(BY_NAME):] if p.startswith(BY_NAME) else pool_entry(p) for p in r.unlabeled]
+    return [_relative(r.typed.get(p, p[len(BY_NAME):])) if p.startswith(BY_NAME) else p for p in r.unlabeled]
+
+
+def _relative(entry: str) -> str:
+    """A folder entry stored relative, spelled so that it reads as one: ``./cam`` (typed ``cam/`` or ``./cam``),
+    ``../data/cam`` and ``~user/cam`` as they are."""
+    norm = os.path.normpath(entry)
+    return norm if norm.startswith(("~", "./", "../")) or norm in (".", "..") else os.path.join(".", norm)
 
 
 def _default_options(strategy: str) -> dict[str, Any]:

@@ -16,7 +16,8 @@ left out with one warning naming the file (and line); only when nothing at all c
 report refused.
 
 Joining: a benchmark record belongs to the exported model whose sha256 it carries (else whose
-path it names); a record whose sha256 is not the one export.json lists for the file at its path
+path it names: every path an artifact stores is found as :mod:`distill.report.locate` says, wherever the report
+runs); a record whose sha256 is not the one export.json lists for the file at its path
 timed a file since replaced: it stays unmatched, and the report warns once
 (``ReportData.warnings``). A ``torch`` record of a checkpoint belongs to the export of that
 checkpoint (``provenance.checkpoint_sha256``), else to the run whose folder holds the checkpoint.
@@ -30,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple, TypeVar
+from typing import Any, Callable, Iterable, NamedTuple, TypeVar
 
 from distill.errors import DistillError
 from distill.records import EXPORT_REPORT, QAD_REPORT, RUN_SUMMARY, BenchRecord, ExportedModel, ExportReport, QADRecord
@@ -46,6 +47,7 @@ from distill.report.data import (
     mark_pareto,
 )
 from distill.report.engines import engine_index, engine_of
+from distill.report.locate import find, places
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
 from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run
@@ -116,7 +118,6 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
     label_runs(data.runs)
     data.groups = group_runs(data.runs)
     data.teachers = merge_teachers(data.runs)
-    data.run_labels = {os.path.realpath(r.dir): r.label for r in data.runs}
     for d in export_dirs:
         report = _read_or_skip(ExportReport.read, d, "that export", data.warnings, unread)
         if report is not None and report.format.startswith(EXPORT_FORMAT):
@@ -183,19 +184,22 @@ def _bench_lines_skipped(path: Path, skipped: list[tuple[int, str]]) -> str:
 def _join(data: ReportData) -> list[Point]:
     """One :class:`Point` per (model, runtime, batch, device, threads), the newest record winning; labels each record."""
     by_sha: dict[str, tuple[ExportReport, ExportedModel]] = {}
-    by_path: dict[str, tuple[ExportReport, ExportedModel]] = {}
     by_ckpt_sha: dict[str, ExportReport] = {}
+    files: dict[str, _File] = {}  # real path -> what is there: an exported model, a distill qad file, an engine
     for ex in data.exports:
         for m in ex.report.models:
             if m.sha256:
                 by_sha[m.sha256] = (ex.report, m)
-            by_path[os.path.realpath(Path(ex.dir) / m.file)] = (ex.report, m)
+            files[os.path.realpath(Path(ex.dir) / m.file)] = _File("model", (ex.report, m))
         ck = ex.report.provenance.get("checkpoint_sha256")
         if ck:
             by_ckpt_sha[ck] = ex.report
-    run_by_dir = {os.path.realpath(r.dir): r for r in data.runs}
-    by_qad_path = _qad_files(data)
     engines = engine_index([(ex.dir, ex.report) for ex in data.exports])
+    for path, engine in engines.by_path.items():
+        files.setdefault(path, _File("engine", engine))
+    for path, qad in _qad_files(data).items():
+        files[path] = _File("qad", qad)  # a file of a qad folder is that folder's (its PTQ file: a copy of an export's)
+    runs = {os.path.realpath(r.dir): r for r in data.runs}
     dir_of = {id(ex.report): ex.dir for ex in data.exports}
 
     latest: dict[tuple, Point] = {}
@@ -210,9 +214,10 @@ def _join(data: ReportData) -> list[Point]:
         accuracy = None
         count = None
         note = ""
-        real = os.path.realpath(r.model)
-        hit = _model_of(r, real, by_sha, by_path, real in by_qad_path)
-        if hit is None and real in by_path and real not in by_qad_path:
+        where = places(r.model, Path(entry.source).parent, r.model_relative)  # the timed file, wherever the report runs
+        at = find(where, files) or _File("", None)
+        hit = _model_of(r, at.what if at.kind == "model" else None, by_sha, at.kind == "qad")
+        if hit is None and at.kind == "model":
             replaced.append(r.model)
         file = _short(r.model)  # where the timed file was; the export's folder + file when joined to one
         if hit:
@@ -223,9 +228,10 @@ def _join(data: ReportData) -> list[Point]:
             count = _eval_count(e)
             flavour = extra(m, "flavour")
             precision = f"int8/{flavour}" if flavour else m.precision
-        elif real in by_qad_path:
-            student, precision, accuracy, count = by_qad_path[real]
-        elif (engine := engine_of(r, entry.source, engines)) is not None:  # export.json lists it: its ONNX's accuracy
+        elif at.kind == "qad":
+            student, precision, accuracy, count = at.what
+        elif (engine := engine_of(r, entry.source, engines, at.what if at.kind == "engine" else None)) is not None:
+            # export.json lists it: its ONNX's accuracy
             student, precision, note = data.export_label(engine.export), engine.precision, engine.note
             file = _short(os.path.join(engine.dir, engine.engine["engine"]))
             accuracy = finite(engine.source.accuracy) or None
@@ -236,16 +242,12 @@ def _join(data: ReportData) -> list[Point]:
                 accuracy = finite((e.reference or {}).get("accuracy")) or None
                 student = data.export_label(e)
                 count = _eval_count(e)
-            else:
-                for parent in [Path(r.model), *Path(r.model).parents][:4]:
-                    run = run_by_dir.get(os.path.realpath(parent))
-                    if run:
-                        accuracy = run.accuracy or None
-                        student = run.label
-                        break
+            elif (run := find(where, runs, above=3)) is not None:  # the run folder holding the checkpoint
+                accuracy = run.accuracy or None
+                student = run.label
         if accuracy is None:
             data.unmatched += 1
-            if not hit and not note and real not in by_qad_path:
+            if not hit and not note and at.kind != "qad":
                 note = "not joined to an export or run"
         p = Point(student=student, precision=precision, runtime=r.runtime, batch=r.batch,
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),
@@ -253,24 +255,32 @@ def _join(data: ReportData) -> list[Point]:
         entry.name, entry.file, entry.note = f"{student} · {precision}", file, note  # as the latency tables name it
         latest[(r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads)] = p
     if replaced:
-        files = list(dict.fromkeys(replaced))
+        files_ = list(dict.fromkeys(replaced))
         data.warnings.append(
             f"{len(replaced)} benchmark record(s) timed a file since replaced: the sha256 they carry is not the one "
-            f"export.json lists for {', '.join(files[:3])}{' ...' if len(files) > 3 else ''} (re-exported into the "
+            f"export.json lists for {', '.join(files_[:3])}{' ...' if len(files_) > 3 else ''} (re-exported into the "
             "same folder?); they have no accuracy here: bench the export again")
     return list(latest.values())
 
 
-def _model_of(record: BenchRecord, real: str, by_sha: dict[str, tuple[ExportReport, ExportedModel]],
-              by_path: dict[str, tuple[ExportReport, ExportedModel]],
+class _File(NamedTuple):
+    """What a timed file's path is in the report's inputs: ``model`` (export.json's (report, model)), ``qad`` (a
+    ``distill qad`` file: :func:`_qad_files`'s tuple) or ``engine`` (:class:`~distill.report.engines.EngineHit`)."""
+
+    kind: str
+    what: Any
+
+
+def _model_of(record: BenchRecord, at_path: tuple[ExportReport, ExportedModel] | None,
+              by_sha: dict[str, tuple[ExportReport, ExportedModel]],
               in_qad: bool) -> tuple[ExportReport, ExportedModel] | None:
     """The exported model a record timed: the one whose sha256 it carries (of two exports holding that file, the one
-    at its path), else, for a record without a sha256 or an export.json without one, the one at its path. A file of a
-    ``distill qad`` folder is that folder's (its PTQ file can be a byte copy of an export's int8 file, qad --export).
-    None when the sha256s are known and differ: the file at the path has been replaced since it was timed."""
+    at its path, ``at_path``), else, for a record without a sha256 or an export.json without one, the one at its
+    path. A file of a ``distill qad`` folder is that folder's (its PTQ file can be a byte copy of an export's int8
+    file, qad --export). None when the sha256s are known and differ: the file at the path has been replaced since it
+    was timed."""
     if in_qad:
         return None
-    at_path = by_path.get(real)
     sha = record.model_sha256
     if at_path is not None and (not sha or not at_path[1].sha256 or at_path[1].sha256 == sha):
         return at_path

@@ -176,7 +176,7 @@ def build(cfg: TrainConfig) -> TrainSetup:
     if caches:
         zero_shot = {dom: round(acc["test"], 6) for dom, acc in caches[0].zero_shot_accuracy().items()
                      if dom in source + target and "test" in acc}
-    provenance = {"strategy": cfg.strategy.name, "run": str(cfg.run.out),
+    provenance = {"strategy": cfg.strategy.name, "run": str(Path(cfg.run.out).absolute()),  # read from other folders
                   "teacher": (manifest.teacher.model_dump(mode="json", exclude_unset=True) if manifest is not None
                               else teacher.identity() if teacher is not None else None),
                   "teacher_flops": manifest.teacher_flops_per_image if manifest is not None else None,

@@ -121,3 +121,22 @@ def test_threads_zero_is_refused_as_export_refuses_it(small_onnx: Path, capsys: 
         assert run([*argv, str(small_onnx), "--threads", "0", "--iters", "1"]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "--threads must be >= 1" in err and "got 0" in err, err
+
+
+def test_a_record_names_its_file_absolute_and_relative_to_its_jsonl(small_onnx: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file timed as typed ('onnx0/small.fp32.onnx') was recorded as typed, and `distill report` run from another
+    folder could not find it. A record names it absolute, and the .jsonl it is written to also relative to that
+    file's folder (results copied back beside the files they timed, or moved whole, still name them)."""
+    import os
+
+    from distill.bench.edge_runner import write_jsonl
+    from distill.records import BenchRecord
+
+    monkeypatch.chdir(small_onnx.parent.parent)
+    [rec] = bench_model(Path(small_onnx.parent.name) / small_onnx.name, None, (1,), threads=1, warmup=1, iters=2)
+    assert Path(rec["model"]).is_absolute() and os.path.samefile(rec["model"], small_onnx)
+    out = tmp_path / "results" / "bench.jsonl"
+    write_jsonl([rec], out)
+    [line] = BenchRecord.read_lines(out)
+    assert line.model_relative == os.path.relpath(os.path.realpath(small_onnx), os.path.realpath(out.parent))

@@ -237,7 +237,11 @@ def test_qad_against_an_exports_int8_compares_with_and_ships_that_file(run_ckpt,
     assert record.ship == "ptq" and (out / record.ship_file).read_bytes() == exported.read_bytes()
     printed = capsys.readouterr().out
     assert f"int8 file: {out}/model.int8-ort-cpu.ptq.onnx (PTQ int8)" in printed
-    assert record.config["export_dir"] == str(export_dir)
+    # the export it ran against and the checkpoint, for `distill report` run from any folder: absolute, and relative
+    # to the qad folder (a tree of results moved whole still joins)
+    assert record.config["export_dir"] == str(export_dir.resolve())
+    assert record.relative == {"checkpoint": os.path.relpath(run_ckpt.resolve(), out.resolve()),
+                               "export_dir": os.path.relpath(export_dir.resolve(), out.resolve())}
     # the checkpoint resolved and its weights' sha256, as export.json has them: the report pairs the two by it
     assert record.checkpoint == str(run_ckpt.resolve())
     assert record.checkpoint_sha256 == ExportReport.read(export_dir).provenance["checkpoint_sha256"]

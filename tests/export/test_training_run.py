@@ -135,3 +135,26 @@ def test_naming_the_data_root_keeps_the_pool_domains_it_holds(run_ckpt: Path, ti
     assert with_run_defaults(ExportConfig(precisions=int8, data_root=str(elsewhere), target_domains="clean"),
                              run, log).target_domains == ("clean",)
     assert not log.warnings
+
+
+def test_export_json_names_the_run_and_checkpoint_for_other_folders(run_ckpt: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """student.json's provenance.run is run.out as typed where the run trained ('runs/kd'), and export.json took it:
+    read from another folder, the report found no run for the export and lost its label. export.json names the run
+    folder holding the checkpoint absolute, and both it and the checkpoint relative to the export folder (a tree of
+    results moved whole still joins)."""
+    from distill.records import STUDENT_SPEC, ExportReport
+
+    start = tmp_path / "start"
+    shutil.copytree(run_ckpt.parent.parent, start / "runs" / "kd")
+    spec = start / "runs" / "kd" / "checkpoints" / "best" / STUDENT_SPEC
+    raw = json.loads(spec.read_text())
+    raw["provenance"]["run"] = "runs/kd"
+    spec.write_text(json.dumps(raw))
+    monkeypatch.chdir(start)
+    export_checkpoint("runs/kd/checkpoints/best", "out/exp", ExportConfig(exporter="torchscript", eval_count=4),
+                      log=lambda s: None)
+    rep = ExportReport.read(start / "out" / "exp")
+    assert rep.provenance["run"] == str((start / "runs" / "kd").resolve())
+    assert rep.relative == {"checkpoint": "../../runs/kd/checkpoints/best", "run": "../../runs/kd"}
+

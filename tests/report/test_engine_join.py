@@ -158,3 +158,36 @@ def test_one_thread_count_is_named_once_above_the_table_not_in_a_column(tmp_path
     page = Path(write_report([tmp_path], tmp_path / "two.html").html).read_text()
     table = page[page.index("<h3>All records"):page.index("</table>", page.index("<h3>All records"))]
     assert "<th>threads</th>" in table and "threads:" not in table
+
+
+def test_the_pareto_table_and_chart_name_each_point_s_file_as_the_latency_table_does(tmp_path: Path) -> None:
+    """The Pareto tables (report.md, report.html), the chart's key and its points' hover text named no file: the two
+    exports' fp32 points both read 'resnet18 (erm) · fp32'. They name it as data.file_cell does in the latency table."""
+    import html
+    import re
+
+    from distill.report.data import file_cell
+    from distill.report.write import write_report
+
+    _two_exports_timed(tmp_path)
+    front = {file_cell(p.file, p.note) for p in collect([tmp_path]).points if p.pareto}
+    assert {"exp_a/model.fp32.onnx", "exp_b/model.fp32.onnx"} <= front
+    written = write_report([tmp_path], tmp_path / "r.html")
+    md = Path(written.markdown).read_text()
+    rows = [r for r in md[md.index("## Pareto front"):md.index("## All measurements")].splitlines() if r.startswith("|")]
+    assert rows[0] == "| batch | student | precision | runtime | file | device | p50 ms | p99 ms | accuracy % |"
+    assert {r.split(" | ")[4] for r in rows[2:]} == front
+    page = Path(written.html).read_text()
+    section = page[page.index('<section id="pareto">'):page.index("</section>", page.index('<section id="pareto">'))]
+
+    def text(cell: str) -> str:
+        return html.unescape(re.sub(r"<[^>]+>", "", cell))
+
+    table = section[section.index("<table"):]
+    assert [text(c) for c in re.findall(r"<th[^>]*>(.*?)</th>", table)][:2] == ["model", "file"]
+    assert {text(re.findall(r"<td[^>]*>(.*?)</td>", row)[1]) for row in re.findall(r"<tr><td.*?</tr>", table)} == {
+        file_cell(p.file, p.note) for p in collect([tmp_path]).points}
+    key = [text(li) for li in re.findall(r"<li>(.*?)</li>", section[section.index('<ol class="key"'):])]
+    assert [k for k in key if k.endswith(" exp_a/model.fp32.onnx")] and [k for k in key if k.endswith(" exp_b/model.fp32.onnx")]
+    titles = [html.unescape(t) for t in re.findall(r"<title>(.*?)</title>", section)]
+    assert any("exp_a/model.fp32.onnx" in t for t in titles) and any("exp_b/model.fp32.onnx" in t for t in titles)

@@ -106,7 +106,7 @@ def test_an_unlabeled_folder_is_labelled_and_grouped_by_its_name(tmp_path: Path)
 def test_two_folders_of_one_name_are_two_configurations_labelled_by_their_paths(tmp_path: Path) -> None:
     """Review 25b L4: grouping by a folder's name alone averaged /a/cam and /b/cam as seeds of one configuration.
     New runs store the path: two folders, two rows, labelled by path since their names are the same; an older run's
-    ./cam then matches neither (two folders of that name) and stays a row of its own."""
+    ./cam then matches neither (two folders of that name) and stays a row of its own, spelled as relative."""
 
     from distill.report.runs import group_runs, label_runs
 
@@ -118,8 +118,24 @@ def test_two_folders_of_one_name_are_two_configurations_labelled_by_their_paths(
     label_runs(runs)
     groups = {g.label: g for g in group_runs(runs)}
     assert set(groups) == {f"test_resnet (fm; unlabeled {a})", f"test_resnet (fm; unlabeled {b})",
-                           "test_resnet (fm; unlabeled cam)"}
+                           "test_resnet (fm; unlabeled ./cam)"}
     assert groups[f"test_resnet (fm; unlabeled {a})"].seeds == [0, 1]
+
+
+@pytest.mark.parametrize(("typed", "shown"), [("./cam", "./cam"), ("cam/", "./cam"), ("data/cam", "./data/cam"),
+                                              ("../data/cam", "../data/cam")])
+def test_an_older_run_s_relative_folder_beside_paths_reads_as_relative(tmp_path: Path, typed: str, shown: str) -> None:
+    """An older run's ./cam (stored as typed, relative to a folder it does not record), matched to neither /a/cam nor
+    /b/cam, was labelled 'unlabeled cam' beside their full paths: a real folder named cam, or a domain. It keeps a
+    relative spelling."""
+
+    from distill.report.runs import group_runs, label_runs
+
+    a, b = str(tmp_path / "a" / "cam"), str(tmp_path / "b" / "cam")
+    runs = [_fm_run_with_pool(tmp_path / name, 0, pool) for name, pool in (("ra", [a]), ("rb", [b]), ("old", [typed]))]
+    label_runs(runs)
+    assert sorted(g.label for g in group_runs(runs)) == sorted(
+        [f"test_resnet (fm; unlabeled {a})", f"test_resnet (fm; unlabeled {b})", f"test_resnet (fm; unlabeled {shown})"])
 
 
 def test_a_pool_is_labelled_by_path_only_where_another_configuration_has_its_names(tmp_path: Path) -> None:
