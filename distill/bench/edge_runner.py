@@ -335,7 +335,7 @@ class OrtRunner:
         if self.providers[0] != wanted[0]:
             raise RuntimeUnavailable(f"runtime '{runtime}': onnxruntime fell back to {self.providers[0]} "
                                      f"(the {wanted[0]} libraries did not load); install {_INSTALL_HINT[runtime]}")
-        inp = self.session.get_inputs()[0]
+        inp = only_input(self.path, self.session.get_inputs())
         self.input_name, self._shape = inp.name, list(inp.shape)
         self.meta = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
         self._profiling = profile
@@ -394,12 +394,14 @@ def onnx_input(path: str | Path) -> tuple[str, list[Any]]:
 
         graph = onnx.load(str(path), load_external_data=False).graph
         weights = {t.name for t in graph.initializer}  # IR < 4 lists initializers among the inputs
-        first = next(i for i in graph.input if i.name not in weights)
+        inputs = [i for i in graph.input if i.name not in weights]
+    except Exception:  # ImportError, a DecodeError: onnxruntime reads it (and names what is wrong)
+        inputs = []
+    if inputs:
+        first = only_input(path, inputs)
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                 for d in first.type.tensor_type.shape.dim]
         return first.name, dims
-    except Exception:  # ImportError, a DecodeError, no input: onnxruntime reads it (and names what is wrong)
-        pass
     try:
         import onnxruntime as ort  # lazy: optional runtime, absent on a TensorRT-only device
     except ImportError:
@@ -408,11 +410,22 @@ def onnx_input(path: str | Path) -> tuple[str, list[Any]]:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        inp = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).get_inputs()[0]
+        inputs = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).get_inputs()
     except Exception as e:  # onnxruntime's own InvalidProtobuf / InvalidGraph / Fail: a corrupt or non-ONNX file
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise RuntimeUnavailable(f"{path}: onnxruntime cannot load it: {first_line}") from None
+    inp = only_input(path, inputs)
     return inp.name, list(inp.shape)
+
+
+def only_input(path: str | Path, inputs: Sequence[Any]) -> Any:
+    """The one input of a model the runner feeds (an image batch); several required inputs (or none) is one line
+    naming them: the runner would time nothing, failing at the first run."""
+    if len(inputs) != 1:
+        names = ", ".join(repr(i.name) for i in inputs) or "none"
+        raise RuntimeUnavailable(f"{path}: {len(inputs)} required inputs ({names}); the runner feeds one, the image "
+                                 "batch")
+    return inputs[0]
 
 
 def check_batches(models: Sequence[str | Path], runtime: str, batches: Iterable[int]) -> None:
@@ -641,6 +654,9 @@ def engine_batch_shape(path: str | Path, name: str, shape: Sequence[int], profil
     if fixed > 0 and fixed != batch:
         raise RuntimeUnavailable(f"{path}: engine input '{name}' has a fixed batch of {fixed}; --batch {batch} "
                                  "cannot run")
+    if not all(int(d) > 0 for d in shape[1:]):
+        raise RuntimeUnavailable(f"{path}: engine input '{name}' has dynamic dims {list(shape)}; the runner needs "
+                                 "static channels, height and width (build the engine with them fixed)")
     if profile is not None and not profile[0] <= batch <= profile[1]:
         raise RuntimeUnavailable(f"{path}: --batch {batch} is outside the engine's optimization profile "
                                  f"(batch {profile[0]}..{profile[1]}); rebuild the engine for it")

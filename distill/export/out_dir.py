@@ -21,9 +21,9 @@ a ``checkpoint/`` its retry would refuse. The student is written into the export
 place once the models are written (:meth:`OutputFolder.place`), so an export killed before then leaves none either.
 One killed between that move and the ``export.json`` write does leave it, unlisted: before the move a marker
 (:data:`~distill.records.EXPORT_MOVE_MARKER`, naming the source checkpoint and its weights' sha256) goes into it,
-and is removed once ``export.json`` lists the folder (:meth:`OutputFolder.commit`). A retry from the same
-checkpoint takes a marked ``checkpoint/`` for its own interrupted move and replaces it; a marked one of another
-checkpoint, and an unmarked one (the user's), are still refused.
+and is removed once ``export.json`` lists the folder (:meth:`OutputFolder.commit`). The next export into the folder,
+of any checkpoint and with or without ``--classes``, removes a marked, unlisted ``checkpoint/`` (a killed export's
+leftover, which no export finished) and says so; an unmarked one (the user's) is still refused.
 """
 from __future__ import annotations
 
@@ -80,24 +80,19 @@ class OutputFolder:
 
     def check_writes(self, writes: Sequence[str]) -> None:
         """Refuse, in one line, a folder of :data:`FOLDERS` this export will write (``writes``) that is there and
-        that no export.json here says an earlier export wrote: the user's, which the export would replace. One an
-        export of this checkpoint (:attr:`source`) moved in and was killed before writing export.json (its marker
-        says so) is not refused: :meth:`clear_previous` replaces it."""
+        that no export.json here says an earlier export wrote: the user's, which the export would replace. One a
+        killed export moved in before writing export.json (its marker says so) is not refused: :meth:`clear_previous`
+        removes it."""
         record = self.path / EXPORT_REPORT
         listed = _listed(record)[1] if record.is_file() else []
         for name in writes:
             path = self.path / name
             if not (path.exists() or path.is_symlink()) or name in listed:
                 continue
-            marker = self._marker(name)
-            if marker is None:
+            if self._marker(name) is None:
                 raise DistillError(f"{path}: --classes writes the re-targeted student into this folder, and no "
                                    f"{EXPORT_REPORT} here says an earlier export wrote it: move it away, or "
                                    "choose another --out")
-            if not self._ours(marker):
-                raise DistillError(f"{path}: an export of {marker.get('checkpoint')} moved its re-targeted student "
-                                   f"here and was stopped before writing {EXPORT_REPORT}; this export is of another "
-                                   f"checkpoint: remove {path}, or choose another --out")
 
     def _marker(self, name: str) -> dict[str, Any] | None:
         """The marker in folder ``name`` (written by :meth:`place`), or None: no folder, no marker, not ours."""
@@ -109,10 +104,6 @@ class OutputFolder:
         except (OSError, ValueError):
             return None
         return marker if isinstance(marker, dict) and marker.get("written_by") == WRITTEN_BY else None
-
-    def _ours(self, marker: dict[str, Any]) -> bool:
-        sha = self.source.get("checkpoint_sha256")
-        return bool(sha) and marker.get("checkpoint_sha256") == sha
 
     def place(self, scratch: Path, name: str) -> None:
         """Move this export's folder ``name`` from ``scratch`` into place, marked as this export's (the source
@@ -132,10 +123,11 @@ class OutputFolder:
         self.replaces = list(replaces)
         record = self.path / EXPORT_REPORT
         old, listed = _listed(record) if record.is_file() else (None, [])
-        for name in self.replaces:  # unlisted and there: check_writes found it marked as this checkpoint's export's
-            if name not in listed and self._marker(name) is not None:
-                say(f"{self.path / name}: the re-targeted student an export of this checkpoint moved in before it was "
-                    f"stopped (no {EXPORT_REPORT} lists it); removed (this export writes its own)")
+        for name in FOLDERS:  # a killed export's, moved in and never listed: whether or not this export writes one
+            marker = self._marker(name) if name not in listed else None
+            if marker is not None:
+                say(f"{self.path / name}: the re-targeted student a killed export (of {marker.get('checkpoint')}) "
+                    f"moved in before writing {EXPORT_REPORT}, which lists it nowhere; removed")
                 _remove(self.path / name)
         # the record first: never a record of other files
         names = [n for n in dict.fromkeys([EXPORT_REPORT, *listed]) if self._movable(n)] if old is not None else []

@@ -20,15 +20,14 @@ class CheckpointPointer(Record):
 
 
 class RunData(Record):
-    """``RUN/data.json``: what a run trained on, written when it starts, compared when it resumes
+    """``RUN/data.json``: what a run trains on, written when it starts, compared when it resumes
     (:mod:`distill.train.data_identity`)."""
 
     FILE: ClassVar[str] = RUN_DATA
-    fingerprint: str  # DomainFolder.fingerprint() over every domain and pool folder: file list, sizes, classes, split
-    dataset: dict[str, Any]  # DomainFolder.fingerprint_inputs(): the fields, so a change can be named
-    caches: list[dict[str, Any]]  # per cache, in order: its teacher, templates and views (what its rows mean)
-
-
+    fingerprint: str  # DomainFolder.fingerprint over every domain and pool folder: every file's path and size
+    rule: dict[str, Any]  # classes and the split keys
+    images: dict[str, int]  # domain or pool folder -> its image count (every file, every split)
+    caches: list[dict[str, Any]]  # per cache, in order: its path and its manifests' row-defining fields
 
 
 # ------------------------------------------------------------------ robustness

@@ -100,8 +100,11 @@ def teacher_input_fn(teacher: Teacher, device: torch.device) -> Callable[[Tensor
     return teacher_input
 
 
-def build(cfg: TrainConfig) -> TrainSetup:
-    """Config -> objects. Nothing below this function reads the config's raw form."""
+def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache], Dist], None] | None = None
+          ) -> TrainSetup:
+    """Config -> objects. Nothing below this function reads the config's raw form. ``on_data`` is called with the
+    data set (its pool folders added) and the caches as soon as they are open, before any image is decoded (the
+    resume's data check: :func:`distill.train.data_identity.check_same_data`)."""
     device = resolve_device(cfg.run.device, what="run.device")  # indexed: cuda:LOCAL_RANK under torchrun
     check_precision(cfg.optim.precision, device, what="optim.precision")
     dist = init_distributed(device)
@@ -133,6 +136,8 @@ def build(cfg: TrainConfig) -> TrainSetup:
         _check_cache(cache, cfg, dataset, teacher, dist)
     _check_same_views(caches)
     pool = resolve_pool(cfg, dataset, strategy_cls.name, needs, source, caches)  # adds its folders to dataset
+    if on_data is not None:
+        on_data(dataset, caches, dist)
     _check_view_policy(strategy_cls.name, needs, caches)
     skipped = _skip_bad_images(dataset, caches, source + target + [d for d in pool.names if d not in source + target],
                                cfg.data.skip_bad)

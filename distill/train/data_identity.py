@@ -4,82 +4,114 @@ A resume is exact only on the images and teacher targets the run started with: s
 and every random draw. Before this record a resumed run whose ``data.root`` had gained, lost or changed images went
 on without a word: a run without a cache compared nothing, and a run with one compared the cache with today's data,
 not with the run's (a cache rebuilt after the data changed passes). Now the resume is refused in one line naming
-what changed: the domains, the image count, the file list (paths and sizes, as the dataset fingerprint hashes
-them), the classes or split, or a cache's teacher, templates or views.
+what changed: a domain's or pool folder's image count, the file list (paths and sizes), the classes, a split key, or
+what a cache's rows are.
 
-The record is the dataset fingerprint the caches are checked with (:meth:`DomainFolder.fingerprint`, over every
-domain and pool folder of the run: one pass over the file list on rank 0, about 5 s at 10^7 images),
-its inputs field by field (only read to name a change), and each cache's meaning. A rebuilt cache of the same
-teacher, templates and views is the same targets and resumes. A run written before this record, or resumed before
-its first checkpoint, records the data it starts on now.
+The record: the dataset fingerprint over every file of every domain and pool folder (:meth:`DomainFolder.fingerprint`:
+paths, sizes, classes, split rule; one pass over the file list on rank 0, about 1.7 s per 10^6 images), the image
+count of each domain and folder, the classes and the split rule (read off, no pass), and each cache's manifest less
+what an identical rebuild changes (dates, library versions, shard files). It is compared as soon as the data and
+caches are open (:func:`distill.train.build.build`'s ``on_data``), before any image is decoded. A run written before
+this record, or resumed before its first checkpoint, records the data it starts on now (an older run says so).
 """
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
+
+from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.records import RunData
+from distill.records import CACHE_MANIFEST, RunData
+from distill.teacher.cache import TeacherCache
 from distill.teacher.cache.identity import TEACHER_UNCOMPARED
-from distill.train.build import TrainSetup
 
-#: the dataset fields a change is named by, in the order they are looked at
-DATASET_FIELDS = {"domains": "the data's domains", "images": "the data's image count",
-                  "files_sha256": "the data's file list (paths, sizes)", "test_fraction": "data.test_fraction",
-                  "split_seed": "data.split_seed", "pretrain_fraction": "data.pretrain_fraction"}
+#: cache manifest keys an identical rebuild changes (or that say nothing of the rows' values)
+REBUILT = ("created", "distill_version", "shards", "num_shards", "shard_size", "batch_size", "teacher_path")
 
 
-def run_data(setup: TrainSetup) -> RunData:
-    """The record of what ``setup`` trains on."""
-    return RunData(fingerprint=setup.dataset.fingerprint(), dataset=setup.dataset.fingerprint_inputs(),
-                   caches=_cache_meanings(setup))
+def run_data(dataset: DomainFolder, caches: Sequence[TeacherCache]) -> RunData:
+    """The record of what a run on ``dataset`` (its pool folders added) and ``caches`` trains on."""
+    names = [*dataset.domains, *dataset.folders]
+    c = dataset.samples.columns
+    counts = np.bincount(c.domain, minlength=len(c.domain_names))
+    rule = {"classes": list(dataset.classes), "test_fraction": dataset.test_fraction, "split_seed": dataset.split_seed,
+            "val_fraction": dataset.val_fraction, "pretrain_fraction": dataset.pretrain_fraction}
+    return RunData(fingerprint=dataset.fingerprint(names), rule=rule,
+                   images={n: int(counts[c.domain_names.index(n)]) for n in names},
+                   caches=[cache_meaning(cache) for cache in caches])
 
 
-def check_same_data(run_dir: Path, setup: TrainSetup, resuming: bool) -> None:
-    """On a resume from a checkpoint (``resuming``), refuse data or caches that differ from ``RUN/data.json``;
-    otherwise (a new run, a resume before the first checkpoint, a run from before the record) write it. Rank 0's
-    work (:func:`distill.utils.runtime.share_from_main` raises its refusal on every rank).
+def cache_meaning(cache: TeacherCache) -> dict[str, Any]:
+    """What a cache's rows are: its manifest (and its companions': adversarial views, pixel stores) less
+    :data:`REBUILT` and the teacher's library versions, with its path (not compared: a cache moved is the same)."""
+    meaning: dict[str, Any] = {"path": str(cache.path)}
+    for manifest in sorted(Path(cache.path).glob(f"**/{CACHE_MANIFEST}")):
+        try:
+            fields = json.loads(manifest.read_text())
+        except (OSError, ValueError) as e:
+            raise DistillError(f"{manifest}: unreadable ({e})") from None
+        teacher = fields.get("teacher")
+        if isinstance(teacher, dict):
+            fields["teacher"] = {k: v for k, v in teacher.items() if k not in TEACHER_UNCOMPARED}
+        meaning[str(manifest.parent.relative_to(cache.path))] = {k: v for k, v in fields.items() if k not in REBUILT}
+    return meaning
+
+
+def check_same_data(run_dir: Path, dataset: DomainFolder, caches: Sequence[TeacherCache],
+                    resuming: bool) -> RunData | None:
+    """On a resume from a checkpoint (``resuming``), refuse data or caches that differ from ``RUN/data.json`` and
+    return None; otherwise (a new run, a resume before the first checkpoint, a run from before the record) return
+    the record to write once the run folder is made. Rank 0's work (``share_from_main`` raises its refusal on every
+    rank).
 
     Raises:
-        DistillError: one line naming the run, what changed (then vs now) and the way out.
+        DistillError: one line naming the run, what changed (then -> now) and the way out.
     """
     path = RunData.path_in(run_dir)
-    if resuming and path.is_file():
-        then = RunData.read(path)
-        if setup.dataset.fingerprint() == then.fingerprint and _moved(_cache_meanings(setup)) == _moved(then.caches):
-            return
-        change = _change(then, run_data(setup))
-        raise DistillError(f"--resume {run_dir}: {change} since the run started ({path}); resumed, it would not be "
-                           "the run it was (sample indices and cache rows would name other images): restore them, or "
-                           "start a new run")
-    run_data(setup).write(run_dir)
+    now = run_data(dataset, caches)
+    if not resuming:
+        return now
+    if not path.is_file():
+        print(f"warning: {run_dir} has no {path.name} (a run from before distill recorded its data): resumed without "
+              "comparing the data it started on; recorded now", file=sys.stderr)
+        return now
+    then = RunData.read(path)
+    change = _change(then, now)
+    if change is None:
+        return None
+    raise DistillError(f"--resume {run_dir}: {change} since the run started ({path}); resumed, it would not be the "
+                       "run it was (sample indices and cache rows would name other images): restore them, or start a "
+                       "new run")
 
 
 def _moved(caches: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in c.items() if k != "path"} for c in caches]  # a cache moved is the same targets
+    return [{k: v for k, v in c.items() if k != "path"} for c in caches]
 
 
-def _cache_meanings(setup: TrainSetup) -> list[dict[str, Any]]:
-    """Each cache's path and what its rows mean (no pass over the file list)."""
-    return [{"path": str(cache.path),
-             "teacher": {k: v for k, v in cache.manifest.teacher.model_dump(mode="json").items() if k not in TEACHER_UNCOMPARED},
-             "templates": list(cache.manifest.templates), "views": cache.manifest.views.model_dump(mode="json")}
-            for cache in setup.caches]
-
-
-def _change(then: RunData, now: RunData) -> str:
-    """What differs, the first thing found: a dataset field (then -> now), the classes/pools, or a cache."""
-    for key, name in DATASET_FIELDS.items():
-        a, b = then.dataset.get(key), now.dataset.get(key)
+def _change(then: RunData, now: RunData) -> str | None:
+    """What differs, the most specific thing first; None: nothing."""
+    for key in then.rule.keys() | now.rule.keys():
+        if then.rule.get(key) != now.rule.get(key):
+            shown = "" if key == "classes" else f" ({then.rule.get(key)} -> {now.rule.get(key)})"
+            return "the classes changed" if key == "classes" else f"data.{key} changed{shown}"
+    for name in [*then.images, *(n for n in now.images if n not in then.images)]:
+        a, b = then.images.get(name), now.images.get(name)
         if a != b:
-            shown = "" if key == "files_sha256" else f" ({a} -> {b})"
-            return f"{name} changed{shown}"
+            return f"'{name}': its image count changed ({a if a is not None else 'absent'} -> " \
+                   f"{b if b is not None else 'absent'})"
     if then.fingerprint != now.fingerprint:
-        return "the data's classes or unlabeled pool folders changed"
+        return "the data's file list (paths, sizes) changed"
     if len(then.caches) != len(now.caches):
         return f"the number of caches changed ({len(then.caches)} -> {len(now.caches)})"
-    for i, (a, b) in enumerate(zip(_moved(then.caches), _moved(now.caches))):
-        for key in ("teacher", "templates", "views"):
-            if a.get(key) != b.get(key):
-                return f"cache {now.caches[i]['path']}: its {key} changed"
-    return "the data changed"
+    for old, new, cache in zip(_moved(then.caches), _moved(now.caches), now.caches):
+        for part in old.keys() | new.keys():
+            a, b = old.get(part, {}), new.get(part, {})
+            keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            if keys:
+                where = "" if part == "." else f"{part}/"
+                return f"cache {cache['path']}: {where}{CACHE_MANIFEST}'s {', '.join(keys)} changed"
+    return None

@@ -5,15 +5,17 @@ import shlex
 from pathlib import Path
 
 from distill.config import TrainConfig, dump_config, load_yaml, validate
+from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RUN_SUMMARY, RunSummary, pct
+from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RUN_SUMMARY, RunData, RunSummary, pct
 from distill.run_paths import stored_paths
+from distill.teacher.cache import TeacherCache
 from distill.train.build import build
 from distill.train.checkpoints import Checkpoints
 from distill.train.data_identity import check_same_data
 from distill.train.trainer import Trainer
 from distill.utils.io import atomic_write_text, check_out_dir, make_out_dir
-from distill.utils.runtime import barrier, share_from_main
+from distill.utils.runtime import Dist, barrier, share_from_main
 
 
 def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> RunSummary | None:
@@ -35,7 +37,14 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
         _check_writable(run_dir, out_flag)
     if not resume:
         cfg.data.check_new_run()
-    setup = build(cfg)
+    # what the run trains on: compared with RUN/data.json on a resume as soon as the data and caches are open (rank
+    # 0's work; every rank raises its refusal), else kept to write into the run folder below
+    resuming, record = resume and Checkpoints(run_dir).last() is not None, []
+
+    def on_data(dataset: DomainFolder, caches: list[TeacherCache], dist: Dist) -> None:
+        share_from_main(lambda: record.append(check_same_data(run_dir, dataset, caches, resuming)), dist)
+
+    setup = build(cfg, on_data)
     if setup.dist.main:
         make_out_dir(run_dir, out_flag)
         if not resume:
@@ -44,9 +53,7 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
         # before the other ranks start: where run.out is shared, their per-sample targets go in it (unnamed files)
         # from the first refresh on; they do not make it themselves (a node-local run.out: TMPDIR, RowFile.create)
         (run_dir / CHECKPOINTS_DIR).mkdir(exist_ok=True)
-    # rank 0 compares (or records) and every rank raises its refusal: none waits for a rank that raised
-    resuming = resume and Checkpoints(run_dir).last() is not None
-    share_from_main(lambda: check_same_data(run_dir, setup, resuming), setup.dist)
+    share_from_main(lambda: _write_record(record, run_dir), setup.dist)  # a write error: one line on every rank
     barrier(setup.dist)
     trainer = Trainer(setup)
     if resume:
@@ -58,6 +65,14 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
               f"targets {setup.target}" + (f"; teacher zero-shot: {zero_shot}" if zero_shot else ""))
         print(trainer.pixel_store()[1])
     return trainer.fit()
+
+
+def _write_record(record: list[RunData | None], run_dir: Path) -> None:
+    if record and record[0] is not None:
+        try:
+            record[0].write(run_dir)
+        except OSError as e:
+            raise DistillError(f"{RunData.path_in(run_dir)}: cannot write it ({e.strerror or e})") from None
 
 
 def _check_writable(run_dir: Path, out_flag: str = "run.out") -> None:

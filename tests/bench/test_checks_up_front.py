@@ -66,3 +66,24 @@ def test_an_engine_whose_profile_misses_a_batch_is_refused_before_any_engine_is_
                    "rebuild the engine for it"], err
     assert timed == [] and seen["deserialized"] == 2 and seen["peak"] == 1 and seen["alive"] == 0
     edge_runner.check_batches([good, small], "tensorrt", [1, 4])  # batches both profiles take: no error
+
+
+def test_a_model_the_runner_cannot_feed_is_refused_before_any_is_timed(small_onnx: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    """Review 1 L5: an ONNX file with two required inputs passed the check (the first model was timed, then the run
+    failed at the second's first run), and an engine with dynamic height and width passed as [8, 3, -1, -1]."""
+    from onnx import TensorProto, helper
+
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 3, 8, 8]) for n in ("x", "y"))
+    out = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 3, 8, 8])
+    two = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "y"], ["z"])], "g", [x, y], [out]),
+                                opset_imports=[helper.make_opsetid("", 17)]), str(two))
+    with pytest.raises(edge_runner.RuntimeUnavailable, match=r"two.onnx: 2 required inputs \('x', 'y'\); the runner "
+                                                             "feeds one, the image batch"):
+        edge_runner.check_batches([small_onnx, two], "ort-cpu", [1])
+    assert edge_runner.main([str(small_onnx), str(two), "--batch", "1", *FAST]) == 1
+    assert "small.fp32.onnx" not in capsys.readouterr().out  # nothing timed
+    with pytest.raises(edge_runner.RuntimeUnavailable, match=r"has dynamic dims \[-1, 3, -1, -1\]"):
+        edge_runner.engine_batch_shape("m.engine", "input", [-1, 3, -1, -1], (1, 32), 8)
+    assert edge_runner.engine_batch_shape("m.engine", "input", [-1, 3, 32, 32], (1, 32), 8) == [8, 3, 32, 32]
