@@ -3,6 +3,7 @@ traceback, and libraries' log warnings (timm's) read `warning: ...` like the pro
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("unbuffered", ["1", ""])  # print() fails at once, or the interpreter's last flush does
 def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, unbuffered: str) -> None:
-    """`distill data summary ROOT | head -2`: once head has its lines, the command ends quietly (exit 1, as in the
-    Python docs' "Note on SIGPIPE"), not with a BrokenPipeError traceback."""
+    """`distill data summary ROOT | head -2`: once head has its lines, the command ends quietly (as in the Python
+    docs' "Note on SIGPIPE"), not with a BrokenPipeError traceback, and with exit status 141 (128 + SIGPIPE, what
+    the shell reports for `yes | head -1`), not 1, the status of a failed run."""
     root = make_shapes_root(tmp_path / "d", ["red"], per_class=1)
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the first line is written
@@ -33,7 +35,18 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, unbuffered:
     finally:
         os.close(write)
     assert "Traceback" not in res.stderr and "BrokenPipeError" not in res.stderr, res.stderr
-    assert res.returncode == 1
+    assert res.returncode == 141
+
+
+def test_a_closed_pipe_reads_like_any_program_sigpipe_ended(tmp_path: Path) -> None:
+    """In a shell pipeline with pipefail, a distill command whose reader has gone fails with the status `yes | head -1`
+    fails with (141), not with 1, which a script would take for an error in the run. The reader is `true`, gone
+    before distill (seconds to start) writes: `head -1` may read all of a short output before it exits."""
+    root = make_shapes_root(tmp_path / "d", ["red"], per_class=1)
+    script = (f"set -o pipefail; yes | true; echo yes=$?; "
+              f"{shlex.quote(sys.executable)} -m distill data summary {shlex.quote(str(root))} | true; echo distill=$?")
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, env=_env())
+    assert res.stdout.split() == ["yes=141", "distill=141"], res.stderr
 
 
 _HOST = """
@@ -77,8 +90,8 @@ def test_another_pipes_broken_pipe_is_an_error_and_stdout_stays(tmp_path: Path) 
     assert res.stdout == "working...\nhost output after main()\n"
 
 
-def test_in_process_a_broken_stdout_returns_1_and_leaves_fd_1(tmp_path: Path) -> None:
-    """main([...]) in another program whose stdout reader is gone: exit status 1, quietly; fd 1 stays the host's
+def test_in_process_a_broken_stdout_returns_141_and_leaves_fd_1(tmp_path: Path) -> None:
+    """main([...]) in another program whose stdout reader is gone: exit status 141, quietly; fd 1 stays the host's
     (only the entry point, main() without argv, points it at /dev/null)."""
     read, write = os.pipe()
     os.close(read)
@@ -87,7 +100,7 @@ def test_in_process_a_broken_stdout_returns_1_and_leaves_fd_1(tmp_path: Path) ->
                              text=True, timeout=120, cwd=REPO, env=_env())
     finally:
         os.close(write)
-    assert res.stderr.splitlines() == ["main: 1 stdout is a pipe: True"], res.stderr
+    assert res.stderr.splitlines() == ["main: 141 stdout is a pipe: True"], res.stderr
     assert res.returncode == 0
 
 
