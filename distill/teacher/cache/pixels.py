@@ -45,7 +45,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from safetensors import safe_open
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from distill.data.images import load_rgb
@@ -64,6 +64,7 @@ from distill.teacher.cache.identity import (
 from distill.teacher.cache.pixel_codecs import check_codec, codec_label, encode, pack
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, ShardFile
 from distill.utils.io import read_json
+from distill.utils.loaders import WorkerLoader
 
 FORMAT = "distill.cache_pixels"
 FORMAT_VERSION = 1  # raw; a compressed store is version 2 (an older distill refuses it instead of misreading)
@@ -303,8 +304,8 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
         workers = max(1, (os.cpu_count() or 2) // world - 1) if num_workers is None else num_workers
         h, w = plan.size
         data = _ShardImages(jobs, plan, render)
-        loader = DataLoader(data, batch_sampler=batches, num_workers=workers if jobs else 0, collate_fn=_cat,
-                            prefetch_factor=2 if workers and jobs else None)
+        loader = WorkerLoader(data, batch_sampler=batches, num_workers=workers if jobs else 0, collate_fn=_cat,
+                              prefetch_factor=2 if workers and jobs else None)
         it = iter(loader)
         with tqdm(total=len(batches), unit="batch", desc=f"pixel store {h}x{w}", dynamic_ncols=True,
                   disable=not progress or rank != 0) as bar:
