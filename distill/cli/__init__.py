@@ -12,7 +12,8 @@ Conventions shared by every command (as in pip, git and argparse itself):
   printed as one ``error:`` line); 130 (128 + SIGINT) when interrupted, with one line saying how to go on (see
   :func:`interrupt_hint`); 141 (128 + SIGPIPE) when stdout's reader went away.
 - results on stdout (a run's per-epoch metric lines included); warnings, errors and progress
-  bars on stderr. Warnings read ``warning: ...``, libraries' log warnings included (:mod:`distill.cli._log`).
+  bars on stderr. Warnings read ``warning: ...``, libraries' log warnings and ``warnings.warn`` included
+  (:mod:`distill.cli._log`).
 - ``--no-progress`` (alias ``--quiet``) on every command turns progress bars off.
 - a reader of stdout that stops early (``distill data summary ROOT | head -2``) ends the command quietly, no
   traceback (:func:`main`, as in the Python docs' "Note on SIGPIPE"), with exit status 141: what the shell reports

@@ -3,9 +3,11 @@ traceback, and libraries' log warnings (timm's) read `warning: ...` like the pro
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,37 @@ def test_library_log_warnings_read_warning(tmp_path: Path) -> None:
     assert res.stderr.splitlines() == ["warning: no pretrained weights loaded for model 'x'.",
                                        "warning: cosine annealing scheduler will have no effect on the learning rate "
                                        "since t_initial = t_mul = eta_mul = 1."]
+
+
+def test_warnings_warn_reads_warning_on_one_line(tmp_path: Path) -> None:
+    """distill's own warnings.warn (a view-policy cache built with another kornia) printed Python's two-line
+    `.../trainer.py:196: UserWarning: ...` + source line; it reads `warning: ...` now. A library's shown warning
+    (torch's, more DataLoader workers than cores) is one `warning:` line naming its category and place, once though
+    torch warns of it twice (at the loader, at its iterator)."""
+    code = (
+        "import sys, types, torch\n"
+        "import distill.cli.data\n"
+        "from distill.cli import main\n"
+        "from distill.data.view_policy import PolicyRender\n"
+        "def warns(args):\n"
+        "    old = types.SimpleNamespace(views=types.SimpleNamespace(policy={'kornia_version': '0.0.1'}),\n"
+        "                                preprocess=types.SimpleNamespace(size=(32, 32), interpolation='bicubic'))\n"
+        "    PolicyRender.for_manifest(old)\n"
+        "    loader = torch.utils.data.DataLoader(range(2), num_workers=64)\n"
+        "    iter(loader)._shutdown_workers()\n"
+        "    return 0\n"
+        "distill.cli.data._summary = warns\n"
+        "sys.exit(main(['data', 'summary', 'unused']))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env=_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stderr.splitlines()
+    assert lines[0] == ("warning: this view-policy cache was built with kornia 0.0.1, this is kornia "
+                        f"{version('kornia')}: views decoded here may differ from the teacher's by rounding (a pixel "
+                        "store replays exactly)"), res.stderr
+    assert len(lines) == 2 and lines[1].startswith("warning: this DataLoader will create 64 worker processes"), \
+        res.stderr
+    assert re.search(r" \[UserWarning, torch/utils/data/dataloader\.py:\d+\]$", lines[1]), lines[1]
 
 
 def test_lower_first_keeps_acronyms() -> None:
