@@ -21,6 +21,7 @@ Same batches, same order as one DataLoader over the whole sampler.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,17 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 WORKER_IMAGES = 65_536  # images one set of workers decodes before it is replaced
+
+
+def default_workers(batches: int, world: int = 1) -> int:
+    """Decode workers for a pass of ``batches`` DataLoader batches in this process, when none were asked for: CPU
+    cores per process - 1, but none for a single batch. One batch goes to one worker whole, so the rest would start
+    for nothing and that one decodes it alone, after its own start-up (a fork of this process), with no later batch
+    to overlap with the consumer: in-process is never slower. (A cache build of pacs_mini's 40 images at batch 64:
+    the decode pass 0.04 s in-process against 0.09 s with one worker and 0.6 s with 15, 2 shared cores.)"""
+    if batches <= 1:
+        return 0
+    return max(1, (os.cpu_count() or 2) // world - 1)
 
 
 @contextmanager
