@@ -79,7 +79,7 @@ class WarningPrinter:
         if not issubclass(category, DistillWarning):
             text += f" [{category.__name__}, {_where(filename)}:{lineno}]"
         try:
-            print(f"warning: {lower_first(text)}", file=sys.stderr if file is None else file, flush=True)
+            print(f"warning: {lower_first(text)}", file=sys.stderr, flush=True)  # stderr, as every CLI warning
         except OSError:  # stderr gone: a warning is not worth a failure (as warnings' own showwarning)
             pass
 
