@@ -1,4 +1,4 @@
-"""The one exception type users see: a single actionable line, printed by the CLI."""
+"""The one exception type users see: a single actionable line, printed by the CLI; and the project's warning."""
 from __future__ import annotations
 
 
@@ -10,3 +10,8 @@ class DistillError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))  # force a single line
+
+
+class DistillWarning(UserWarning):
+    """A warning of distill's own (``warnings.warn(..., DistillWarning)``): the CLI prints it as one ``warning: ...``
+    line like the rest of its warnings (:mod:`distill.cli._log`); a Python caller's warning filters apply as usual."""

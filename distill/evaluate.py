@@ -11,13 +11,13 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from distill.data.classes import ClassColumns
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import load_rgb
 from distill.data.sample_table import sample_column
-from distill.utils.loaders import bounded_worker_batches
+from distill.utils.loaders import WorkerLoader, bounded_worker_batches
 from distill.utils.runtime import Dist, all_reduce_sum
 
 
@@ -58,7 +58,7 @@ def decode_split(dataset: DomainFolder, domains: Sequence[str], transform: Calla
         if not samples:
             continue
         xs, ys = [], []
-        for x, y, _ in DataLoader(ImageList(dataset, samples, transform), batch_size=batch_size, num_workers=workers):
+        for x, y, _ in WorkerLoader(ImageList(dataset, samples, transform), batch_size=batch_size, num_workers=workers):
             xs.append(x)
             ys.append(y)
         data[d] = (torch.cat(xs), torch.cat(ys))

@@ -162,13 +162,11 @@ def test_two_gloo_ranks_sum_to_the_single_process_counts(shapes, tmp_path):
 def test_evaluation_workers_are_replaced_along_a_long_split(shapes, monkeypatch):
     """A worker's heap creeps with the images it decodes, so a pass over a long split gets a fresh set of
     workers every WORKER_IMAGES images: here every 4 images (one batch); the counts do not change."""
-    from torch.utils.data import DataLoader
-
     import distill.utils.loaders as loaders
 
     made = []
 
-    class Counting(DataLoader):
+    class Counting(loaders.WorkerLoader):
         def __init__(self, *args, **kwargs):
             made.append(kwargs.get("num_workers"))
             super().__init__(*args, **kwargs)
@@ -176,7 +174,7 @@ def test_evaluation_workers_are_replaced_along_a_long_split(shapes, monkeypatch)
     predict, domains = _linear(), ["red", "green", "blue"]
     whole = DomainEvaluator(shapes, domains, _to_tensor, batch_size=4, workers=0).counts(predict)
     monkeypatch.setattr(loaders, "WORKER_IMAGES", 4)
-    monkeypatch.setattr(loaders, "DataLoader", Counting)
+    monkeypatch.setattr(loaders, "WorkerLoader", Counting)
     ev = DomainEvaluator(shapes, domains, _to_tensor, batch_size=4, workers=1)
     assert ev.counts(predict) == whole
     batches = sum(-(-len(ev.share(d)) // 4) for d in ev.present)

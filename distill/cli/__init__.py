@@ -9,14 +9,17 @@ Conventions shared by every command (as in pip, git and argparse itself):
 
 - exit status 0 on success; 2 for bad usage (an unknown flag, a missing argument: argparse's
   own code); 1 for an error in the user's input or the run (a :class:`~distill.errors.DistillError`,
-  printed as one ``error:`` line); 130 when interrupted, with one line saying how to go on (see
-  :func:`interrupt_hint`).
+  printed as one ``error:`` line); 130 (128 + SIGINT) when interrupted, with one line saying how to go on (see
+  :func:`interrupt_hint`); 141 (128 + SIGPIPE) when stdout's reader went away.
 - results on stdout (a run's per-epoch metric lines included); warnings, errors and progress
-  bars on stderr. Warnings read ``warning: ...``, libraries' log warnings included (:mod:`distill.cli._log`).
+  bars on stderr. Warnings read ``warning: ...``, libraries' log warnings and ``warnings.warn`` included
+  (:mod:`distill.cli._log`).
 - ``--no-progress`` (alias ``--quiet``) on every command turns progress bars off.
-- a reader of stdout that stops early (``distill data summary ROOT | head -2``) ends the command quietly, exit
-  status 1, no traceback (:func:`main`, as in the Python docs' "Note on SIGPIPE"); another pipe's BrokenPipeError
-  is not taken for it.
+- a reader of stdout that stops early (``distill data summary ROOT | head -2``) ends the command quietly, no
+  traceback (:func:`main`, as in the Python docs' "Note on SIGPIPE"), with exit status 141: what the shell reports
+  for a program the closed pipe's SIGPIPE ended (``yes | head -1``), so ``set -o pipefail`` scripts and callers
+  tell it apart from a failed run (1) as they do for ``git log | head``; another pipe's BrokenPipeError is not
+  taken for it.
 - building the parser imports no torch: each command imports its stage lazily, so ``distill
   --help`` and a mistyped flag answer at once.
 """
@@ -36,7 +39,8 @@ from distill.errors import DistillError
 #: exit status of a DistillError (bad input or a failed run); argparse exits 2 on bad usage
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a program Ctrl-C ended
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: stdout's reader went away (`| head`), as `yes | head -1` reports
 
 
 #: what an interrupted command says unless it brings its own ``interrupt_hint``: right for the commands whose
@@ -93,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command ``argv`` (default: ``sys.argv[1:]``); returns its exit status.
 
-    A reader of stdout that stops early (``| head``) ends the command quietly with exit status 1. Only stdout's own
+    A reader of stdout that stops early (``| head``) ends the command quietly with exit status 141
+    (:data:`EXIT_BROKEN_PIPE`), in-process too. Only stdout's own
     broken pipe does (:func:`_stdout_gone`): a BrokenPipeError of another pipe (a child process's stdin) is an error
     like any other and propagates. Without ``argv`` main is the process's entry point (the console script,
     ``python -m distill``), and then points fd 1 at /dev/null, so the interpreter's last flush at exit prints no
@@ -111,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 fd = sys.stdout.fileno()
             except (OSError, ValueError):  # stdout is no file (redirected in-process): nothing to flush at exit
-                return EXIT_ERROR
+                return EXIT_BROKEN_PIPE
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, fd)
             os.close(devnull)
-        return EXIT_ERROR
+        return EXIT_BROKEN_PIPE
 
 
 def _stdout_gone() -> bool:

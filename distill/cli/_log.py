@@ -1,4 +1,4 @@
-"""Libraries' log warnings in the CLI's ``warning: ...`` form.
+"""Libraries' log warnings, and warnings.warn, in the CLI's ``warning: ...`` form.
 
 timm, open_clip and onnxruntime's Python side warn through :mod:`logging`. With no handler configured, logging
 prints such a record bare on stderr through ``logging.lastResort`` (timm at one scheduler step: "Cosine annealing
@@ -7,13 +7,25 @@ scheduler will have no effect on the learning rate since t_initial = t_mul = eta
 :func:`warning_lines` gives the root logger a :class:`WarningLines` handler (so ``basicConfig`` adds none) and puts
 one in ``lastResort``'s place, so the line reads ``warning: cosine annealing ...`` like the project's own warnings.
 A program that configured logging itself (a Python API user calling :func:`distill.cli.main`) keeps its handlers.
+
+``warnings.warn`` prints ``file:line: UserWarning: message`` and the source line after it. While a command runs,
+:func:`warning_lines` also takes ``warnings.showwarning`` (:class:`WarningPrinter`): a
+:class:`~distill.errors.DistillWarning` (distill's own) reads ``warning: message``; a library's warning that is
+shown (the expected and harmless ones are filtered where they arise, by category, message and module:
+:data:`distill.export.onnx.TORCH_NOTICES`) reads ``warning: message [Category, file:line]`` on one line: the user
+still learns where it came from. Which warnings show, and how often, is the filters' business as always
+(``python -W error`` still turns them into errors).
 """
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from distill.errors import DistillWarning
 
 
 def lower_first(text: str) -> str:
@@ -41,18 +53,61 @@ class WarningLines(logging.Handler):
         print(f"{kind}: {lower_first(text)}", file=sys.stderr, flush=True)
 
 
+def _where(filename: str) -> str:
+    """A warning's file, short: from its package folder on (``torch/utils/data/dataloader.py``)."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            return "/".join(parts[parts.index(marker) + 1:])
+    return filename
+
+
+class WarningPrinter:
+    """``warnings.showwarning`` in the CLI's form: one ``warning: ...`` line on stderr; a library's names its
+    category and place. A text already printed is not printed again (torch warns of too many DataLoader workers from
+    two places, at the loader and at its iterator: one line says it)."""
+
+    def __init__(self) -> None:
+        self.printed: set[tuple[str, str]] = set()
+
+    def __call__(self, message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,
+                 line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        if (category.__name__, text) in self.printed:
+            return
+        self.printed.add((category.__name__, text))
+        if not issubclass(category, DistillWarning):
+            text += f" [{category.__name__}, {_where(filename)}:{lineno}]"
+        try:
+            print(f"warning: {lower_first(text)}", file=sys.stderr, flush=True)  # stderr, as every CLI warning
+        except OSError:  # stderr gone: a warning is not worth a failure (as warnings' own showwarning)
+            pass
+
+
 @contextmanager
 def warning_lines() -> Iterator[None]:
     """Inside: a log record of WARNING or above prints as a ``warning:`` line, unless the root logger already had a
-    handler on entry (the program's own logging setup: left alone)."""
+    handler on entry (the program's own logging setup: left alone); a shown ``warnings.warn`` too
+    (:class:`WarningPrinter`), unless ``warnings.showwarning`` is not Python's own on entry (a program's, or a
+    ``catch_warnings(record=True)``'s: left alone as well)."""
     root, before = logging.getLogger(), logging.lastResort
     handler = None if root.handlers else WarningLines()
     if handler is not None:
         root.addHandler(handler)
         logging.lastResort = handler  # loggers that do not propagate to the root
+    shown_before, printer = warnings.showwarning, WarningPrinter()
+    ours = shown_before is _PYTHONS_SHOWWARNING
+    if ours:
+        warnings.showwarning = printer
     try:
         yield
     finally:
         if handler is not None:
             root.removeHandler(handler)
             logging.lastResort = before
+        if ours and warnings.showwarning is printer:
+            warnings.showwarning = shown_before
+
+
+#: Python's own showwarning (what warnings calls it; as imported here where it has no such name)
+_PYTHONS_SHOWWARNING = getattr(warnings, "_showwarning_orig", warnings.showwarning)

@@ -32,7 +32,7 @@ from PIL import Image
 from torch import Tensor
 
 from distill.data.views import Mix, Photometric, ViewConfig, view_params, view_pixels
-from distill.errors import DistillError
+from distill.errors import DistillError, DistillWarning
 
 PARAMS_LAYOUT: tuple[str, ...] = (
     "x0", "y0", "w", "h", "flip",                                   # crop (views.view_params)
@@ -321,7 +321,7 @@ class PolicyRender:
         if built != version("kornia"):
             warnings.warn(f"this view-policy cache was built with kornia {built}, this is kornia {version('kornia')}: "
                           "views decoded here may differ from the teacher's by rounding (a pixel store replays "
-                          "exactly)", stacklevel=2)
+                          "exactly)", DistillWarning, stacklevel=2)
         pre = manifest.preprocess
         return cls((int(pre.size[0]), int(pre.size[1])), str(pre.interpolation))
 

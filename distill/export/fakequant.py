@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -50,7 +49,7 @@ from torch.nn.utils import parametrize
 
 from distill.errors import DistillError
 from distill.export.fq_state import fake_quants, set_observers
-from distill.export.onnx import INPUT_NAME, check
+from distill.export.onnx import INPUT_NAME, check, torch_notices_quiet
 from distill.export.qdq_graph import REDUCED_WEIGHTS, tidy_qdq
 from distill.export.quantize import Int8Flavour
 from distill.export.relu6 import with_relu6_fusion
@@ -178,8 +177,7 @@ def fake_quant_model(student: Student, flavour: Int8Flavour, keep_float: Iterabl
     h, w = student.spec.input_size
     example = (torch.randn(2, 3, h, w),)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with torch_notices_quiet():
             traced = _without_identities(model)
             gates_as_clamps(traced)  # squeeze-excite's hard-sigmoid gate folded into its conv, as the export does
             folded = fuse_fx(traced)  # eval mode: BN folded into the preceding conv
@@ -381,9 +379,8 @@ def export_qdq(model: nn.Module, path: str | Path, input_size: tuple[int, int], 
     set_observers(model, False)
     h, w = input_size
     # plain_biases: tidy_qdq's quantize_biases writes the int32 bias Int32Bias computes, from the float bias
-    with plain_biases(model), _onnx_weight_range(model), warnings.catch_warnings(), torch.no_grad(), \
+    with plain_biases(model), _onnx_weight_range(model), torch_notices_quiet(), torch.no_grad(), \
             contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.randn(2, 3, h, w),), str(path), dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=["logits"],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}, do_constant_folding=True)

@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,31 @@ META_PREFIX = "distill."
 METADATA_VERSION = "1"
 _JSON_KEYS = ("class_names", "preprocess", "provenance", "outputs", "quantization", "templates")
 EXPORTERS = ("dynamo", "torchscript")
+
+#: What torch says each time distill runs its ONNX exporters and fx quantization, expected and harmless in that use,
+#: as (category, message, module it is attributed to): the legacy exporter's deprecation notices (its own and its
+#: export-context helper's) and torch.ao.quantization's (distill runs both on purpose: the tracer is the dynamo
+#: exporter's fallback and writes the QDQ graphs), fake-quant's Python branch on its observer / fake-quant flags (the
+#: tracer notes it; the flags are fixed while exporting), and torch.export's own use of a deprecated pytree check.
+#: Any other warning of these calls is shown. Listed from torch 2.13 on mobilenetv3_small_050, mobilenetv4_conv_small,
+#: efficientnet_lite0, resnet18 and test_resnet, both exporters, both int8 flavours (nothing else was raised).
+TORCH_NOTICES: tuple[tuple[type[Warning], str, str], ...] = (
+    (DeprecationWarning, "You are using the legacy TorchScript-based ONNX export", r"distill\.export\."),
+    (DeprecationWarning, "The feature will be removed", r"torch\.onnx\."),
+    (DeprecationWarning, r"torch\.ao\.quantization is deprecated", r"(torch\.ao\.quantization|distill\.export)\."),
+    (torch.jit.TracerWarning, "Converting a tensor to a Python boolean", r"torch\.ao\.quantization\.fake_quantize\Z"),
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"copyreg\Z"),
+)
+
+
+@contextlib.contextmanager
+def torch_notices_quiet() -> Iterator[None]:
+    """Inside: :data:`TORCH_NOTICES` are not shown, each matched by category, message and module; any other
+    warning is."""
+    with warnings.catch_warnings():
+        for category, message, module in TORCH_NOTICES:
+            warnings.filterwarnings("ignore", message, category, module)
+        yield
 
 
 class _ExportWrapper(nn.Module):
@@ -105,8 +131,7 @@ def export_onnx(student: Student, path: str | Path, opset: int = 18, with_embedd
 def _export_dynamo(model: nn.Module, example: tuple[Tensor], path: Path, opset: int, outputs: list[str]) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     # the dynamo exporter prints progress lines on stdout even with verbose=False
-    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with torch_notices_quiet(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(model, example, str(path), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=outputs, dynamic_shapes={"x": {0: batch}}, verbose=False, optimize=True,
                           external_data=False)
@@ -114,8 +139,7 @@ def _export_dynamo(model: nn.Module, example: tuple[Tensor], path: Path, opset: 
 
 def _export_torchscript(model: nn.Module, example: tuple[Tensor], path: Path, opset: int, outputs: list[str]) -> None:
     axes = {INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with torch_notices_quiet(), torch.no_grad():
         torch.onnx.export(model, example, str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
 

@@ -18,7 +18,6 @@ from typing import Any, Iterator
 import torch
 from timm.scheduler import CosineLRScheduler
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from distill.data.view_policy import PolicyRender
 from distill.errors import DistillError
@@ -40,6 +39,7 @@ from distill.train.optim import build_optimizer
 from distill.train.selection import make_selection
 from distill.train.summary import best_holds, epoch_line, metrics_row, selected_run_summary, top1_mean, write_metrics
 from distill.utils.flops import count_flops, count_params
+from distill.utils.loaders import WorkerLoader
 from distill.utils.runtime import (
     autocast,
     barrier,
@@ -113,7 +113,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(setup.device.type, enabled=optim.precision == "fp16")
         self.guard = GradGuard(self.strategy, setup.device, optim, self.steps_per_epoch)  # non-finite gradients
         self.epoch_batches = EpochBatches(self.train_samples + self.pool, setup.views.count)
-        self._train_loader: DataLoader | None = None
+        self._train_loader: WorkerLoader | None = None
         self._pixels: tuple[PixelStore | None, str] | None = None
         # run.select_on: what checkpoints/best is selected on (and the pool's agreement evaluator, when on it)
         self.selection, self.agreement = make_selection(setup, self.strategy, self.pixel_store)
@@ -169,7 +169,7 @@ class Trainer:
         barrier(self.setup.dist)
 
     # -------------------------------------------------------------- batches
-    def loader(self, epoch: int, skip_steps: int) -> DataLoader:
+    def loader(self, epoch: int, skip_steps: int) -> WorkerLoader:
         """This rank's batches of ``epoch`` from step ``skip_steps`` on, through one persistent DataLoader: the
         epoch's order and view choice (:func:`epoch_keys`, a function of ``run.seed`` and epoch) travel as the batch
         sampler's keys, so workers live for the whole run and a resumed run sees the batches an uninterrupted one sees.
@@ -186,7 +186,7 @@ class Trainer:
                                 setup.dist.world, pool, self.pool_per_step)
         return self._train_loader
 
-    def _make_train_loader(self) -> DataLoader:
+    def _make_train_loader(self) -> WorkerLoader:
         setup = self.setup
         pairs = all_view_items(self.train_samples + self.pool, self.domain_index, setup.views.count,
                                setup.caches[0] if setup.caches else None)
@@ -197,10 +197,10 @@ class Trainer:
         workers = setup.cfg.run.workers
         # an explicit generator: an iterator's base seed must not come from (and advance) the
         # global RNG, or a resumed run would be one draw behind the uninterrupted one
-        return DataLoader(images, batch_sampler=self.epoch_batches, num_workers=workers,
-                          pin_memory=setup.device.type == "cuda", persistent_workers=workers > 0,
-                          prefetch_factor=4 if workers else None,
-                          generator=torch.Generator().manual_seed(step_seed(setup.cfg.run.seed, 0, -2, setup.dist.rank)))
+        return WorkerLoader(images, batch_sampler=self.epoch_batches, num_workers=workers,
+                            pin_memory=setup.device.type == "cuda", persistent_workers=workers > 0,
+                            prefetch_factor=4 if workers else None,
+                            generator=torch.Generator().manual_seed(step_seed(setup.cfg.run.seed, 0, -2, setup.dist.rank)))
 
     def pixel_store(self) -> tuple[PixelStore | None, str]:
         """(the first cache's pixel store at the student's size, or None; the line saying which), found once."""
@@ -250,8 +250,8 @@ class Trainer:
         images = TrainImages(setup.dataset, items, spec.input_size, spec.interpolation, setup.views.augment,
                              setup.views.seed, uint8=True)
         gen = torch.Generator().manual_seed(setup.cfg.run.seed)  # leaves the global RNG alone
-        for pixels, labels, domain, index, view in DataLoader(images, batch_size=batch_size,
-                                                              num_workers=setup.cfg.run.workers, generator=gen):
+        for pixels, labels, domain, index, view in WorkerLoader(images, batch_size=batch_size,
+                                                                num_workers=setup.cfg.run.workers, generator=gen):
             yield self.make_batch(pixels, labels, domain, index, view)
 
     # -------------------------------------------------------------- the loop

@@ -132,3 +132,51 @@ def test_a_run_with_a_relative_out_resumes_from_another_working_folder(root, tmp
     run = tmp_path / "a" / "runs" / "int"
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0, capsys.readouterr().err
     assert (run / "summary.json").is_file() and not (tmp_path / "b" / "runs").exists()
+
+
+# A Ctrl-C (SIGINT to the whole process group, as a terminal sends it) just after the second of a DataLoader's two
+# workers has been forked: the parent is inside the iterator's construction (one worker on its list, the rest of
+# its state not yet set), the new worker in its first instants.
+_CTRL_C_AS_WORKERS_START = """
+import multiprocessing.process as mp, os, signal, sys
+start, started = mp.BaseProcess.start, []
+def start_then_ctrl_c(self):
+    start(self)
+    started.append(self)
+    if len(started) == 2:
+        mp.BaseProcess.start = start
+        os.killpg(0, signal.SIGINT)
+mp.BaseProcess.start = start_then_ctrl_c
+from distill.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("command", ["cache", "train"])
+def test_ctrl_c_while_workers_start_prints_one_line(root, tmp_path, command):
+    """Review: Ctrl-C in a command's first seconds, while a DataLoader started its workers, printed torch's
+    "Exception ignored in: <function _MultiProcessingDataLoaderIter.__del__ ...>" traceback after the
+    `interrupted:` line (the half-built iterator's __del__), or a worker died in its first instants and the command
+    failed with "DataLoader worker ... exited unexpectedly" (exit 1). The interrupt now waits until the workers are
+    up: one line, exit 130."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    if command == "cache":
+        argv = ["cache", "build", "--data", str(root), "--out", str(tmp_path / "c"), "--arch", "distill-demo-vit",
+                "--pretrained", "none", "--device", "cpu", "--workers", "2", "--no-progress"]
+    else:
+        recipe = tmp_path / "erm.yaml"
+        recipe.write_text(yaml.safe_dump({"data": {"root": str(root), "source": ["red"], "target": ["blue"]},
+                                          "student": {"arch": "test_resnet", "input_size": 16},
+                                          "strategy": {"name": "erm"}, "optim": {"epochs": 1},
+                                          "run": {"out": str(tmp_path / "r")}}))
+        argv = ["train", "-c", str(recipe), "--set", "run.workers=2", "--set", "run.device=cpu", "--set",
+                "optim.batch_size=4", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    res = subprocess.run([sys.executable, "-c", _CTRL_C_AS_WORKERS_START, *argv], capture_output=True, text=True,
+                         timeout=300, env=env, start_new_session=True)  # its own group: the SIGINT stays in it
+    lines = [ln for ln in res.stderr.splitlines() if not ln.startswith(("prompt templates:", "warning: "))]
+    assert res.returncode == EXIT_INTERRUPTED and len(lines) == 1 and lines[0].startswith("interrupted: "), res.stderr

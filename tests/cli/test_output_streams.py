@@ -3,8 +3,11 @@ traceback, and libraries' log warnings (timm's) read `warning: ...` like the pro
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -21,8 +24,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("unbuffered", ["1", ""])  # print() fails at once, or the interpreter's last flush does
 def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, unbuffered: str) -> None:
-    """`distill data summary ROOT | head -2`: once head has its lines, the command ends quietly (exit 1, as in the
-    Python docs' "Note on SIGPIPE"), not with a BrokenPipeError traceback."""
+    """`distill data summary ROOT | head -2`: once head has its lines, the command ends quietly (as in the Python
+    docs' "Note on SIGPIPE"), not with a BrokenPipeError traceback, and with exit status 141 (128 + SIGPIPE, what
+    the shell reports for `yes | head -1`), not 1, the status of a failed run."""
     root = make_shapes_root(tmp_path / "d", ["red"], per_class=1)
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the first line is written
@@ -33,7 +37,18 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, unbuffered:
     finally:
         os.close(write)
     assert "Traceback" not in res.stderr and "BrokenPipeError" not in res.stderr, res.stderr
-    assert res.returncode == 1
+    assert res.returncode == 141
+
+
+def test_a_closed_pipe_reads_like_any_program_sigpipe_ended(tmp_path: Path) -> None:
+    """In a shell pipeline with pipefail, a distill command whose reader has gone fails with the status `yes | head -1`
+    fails with (141), not with 1, which a script would take for an error in the run. The reader is `true`, gone
+    before distill (seconds to start) writes: `head -1` may read all of a short output before it exits."""
+    root = make_shapes_root(tmp_path / "d", ["red"], per_class=1)
+    script = (f"set -o pipefail; yes | true; echo yes=$?; "
+              f"{shlex.quote(sys.executable)} -m distill data summary {shlex.quote(str(root))} | true; echo distill=$?")
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, env=_env())
+    assert res.stdout.split() == ["yes=141", "distill=141"], res.stderr
 
 
 _HOST = """
@@ -77,8 +92,8 @@ def test_another_pipes_broken_pipe_is_an_error_and_stdout_stays(tmp_path: Path) 
     assert res.stdout == "working...\nhost output after main()\n"
 
 
-def test_in_process_a_broken_stdout_returns_1_and_leaves_fd_1(tmp_path: Path) -> None:
-    """main([...]) in another program whose stdout reader is gone: exit status 1, quietly; fd 1 stays the host's
+def test_in_process_a_broken_stdout_returns_141_and_leaves_fd_1(tmp_path: Path) -> None:
+    """main([...]) in another program whose stdout reader is gone: exit status 141, quietly; fd 1 stays the host's
     (only the entry point, main() without argv, points it at /dev/null)."""
     read, write = os.pipe()
     os.close(read)
@@ -87,7 +102,7 @@ def test_in_process_a_broken_stdout_returns_1_and_leaves_fd_1(tmp_path: Path) ->
                              text=True, timeout=120, cwd=REPO, env=_env())
     finally:
         os.close(write)
-    assert res.stderr.splitlines() == ["main: 1 stdout is a pipe: True"], res.stderr
+    assert res.stderr.splitlines() == ["main: 141 stdout is a pipe: True"], res.stderr
     assert res.returncode == 0
 
 
@@ -112,6 +127,37 @@ def test_library_log_warnings_read_warning(tmp_path: Path) -> None:
     assert res.stderr.splitlines() == ["warning: no pretrained weights loaded for model 'x'.",
                                        "warning: cosine annealing scheduler will have no effect on the learning rate "
                                        "since t_initial = t_mul = eta_mul = 1."]
+
+
+def test_warnings_warn_reads_warning_on_one_line(tmp_path: Path) -> None:
+    """distill's own warnings.warn (a view-policy cache built with another kornia) printed Python's two-line
+    `.../trainer.py:196: UserWarning: ...` + source line; it reads `warning: ...` now. A library's shown warning
+    (torch's, more DataLoader workers than cores) is one `warning:` line naming its category and place, once though
+    torch warns of it twice (at the loader, at its iterator)."""
+    code = (
+        "import sys, types, torch\n"
+        "import distill.cli.data\n"
+        "from distill.cli import main\n"
+        "from distill.data.view_policy import PolicyRender\n"
+        "def warns(args):\n"
+        "    old = types.SimpleNamespace(views=types.SimpleNamespace(policy={'kornia_version': '0.0.1'}),\n"
+        "                                preprocess=types.SimpleNamespace(size=(32, 32), interpolation='bicubic'))\n"
+        "    PolicyRender.for_manifest(old)\n"
+        "    loader = torch.utils.data.DataLoader(range(2), num_workers=64)\n"
+        "    iter(loader)._shutdown_workers()\n"
+        "    return 0\n"
+        "distill.cli.data._summary = warns\n"
+        "sys.exit(main(['data', 'summary', 'unused']))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env=_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stderr.splitlines()
+    assert lines[0] == ("warning: this view-policy cache was built with kornia 0.0.1, this is kornia "
+                        f"{version('kornia')}: views decoded here may differ from the teacher's by rounding (a pixel "
+                        "store replays exactly)"), res.stderr
+    assert len(lines) == 2 and lines[1].startswith("warning: this DataLoader will create 64 worker processes"), \
+        res.stderr
+    assert re.search(r" \[UserWarning, torch/utils/data/dataloader\.py:\d+\]$", lines[1]), lines[1]
 
 
 def test_lower_first_keeps_acronyms() -> None:

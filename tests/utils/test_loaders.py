@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import torch
 from torch.utils.data import Dataset
 
-from distill.utils.loaders import bounded_worker_batches
+from distill.utils.loaders import bounded_worker_batches, interrupt_held
 
 
 class _WhoDecodes(Dataset):
@@ -39,3 +40,18 @@ def test_no_workers_decode_in_this_process():
     out = list(bounded_worker_batches(_WhoDecodes(), _batches(23, 4), 4, workers=0, images_per_loader=4))
     assert [b[0].tolist() for b in out] == _batches(23, 4)
     assert {int(p) for _, pid in out for p in pid} == {os.getpid()}
+
+
+def test_interrupt_held_raises_a_first_ctrl_c_on_leaving_and_a_second_at_once():
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append("after the first")  # held: the body goes on
+    assert reached == ["after the first"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # a start that hangs can still be stopped
+            reached.append("after the second")
+    assert reached == ["after the first"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -36,7 +36,6 @@ from typing import Iterator
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import distill
@@ -75,6 +74,7 @@ from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, S
 from distill.teacher.clip import Teacher
 from distill.teacher.pool import check_teacher_pool
 from distill.utils.io import atomic_write, sha256_file
+from distill.utils.loaders import WorkerLoader, default_workers
 from distill.utils.runtime import process_group
 
 SHARD_DELAY_ENV = "DISTILL_CACHE_SHARD_DELAY"
@@ -231,7 +231,8 @@ def build_cache(
             interpolation then never decodes an image.
         skip_bad: skip undecodable images (recorded in the manifest) instead of stopping.
         num_workers: DataLoader decode workers (default: CPU cores per process - 1: on a GPU the
-            teacher outruns a worker ~30-fold, so every spare core decodes).
+            teacher outruns a worker ~30-fold, so every spare core decodes; none for a set of one batch,
+            :func:`~distill.utils.loaders.default_workers`).
         progress: show a tqdm bar (rows/s) on rank 0.
 
     Returns:
@@ -288,12 +289,12 @@ def _shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, pl
     data = ImageViews([(s.index, dataset.path(s)) for s in samples],
                       ViewDraws(K, plan.views.seed, policy, pools), teacher.preprocess, info, uint8=True)
     if num_workers is None:
-        num_workers = max(1, (os.cpu_count() or 2) // world - 1)
+        num_workers = default_workers(len(batches), world)
     device = teacher.text_embeddings.device
     # batches in flight: 32 in all (as 8 workers x 4 before), at least 2 per worker: bounded shared memory
-    loader = DataLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_views,
-                        pin_memory=device.type == "cuda",
-                        prefetch_factor=max(2, 32 // num_workers) if num_workers else None)
+    loader = WorkerLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_views,
+                          pin_memory=device.type == "cuda",
+                          prefetch_factor=max(2, 32 // num_workers) if num_workers else None)
     # Row attributes of every selected sample, by position.
     domain_ids = {d: i for i, d in enumerate(domains)}
     attrs = {

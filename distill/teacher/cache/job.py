@@ -55,7 +55,7 @@ class CacheBuildConfig:
         adversarial: also craft PGD views against the teacher (``adv_cached``); None: none.
         pixels: also store every view's pixels at these sizes; None: none.
         skip_bad: skip undecodable images (listed in the manifest) instead of stopping.
-        workers: decode workers per process (default: cores - 1).
+        workers: decode workers per process (default: cores - 1; none for a set of one batch).
         progress: show a progress bar.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         precision: the teacher's inference dtype: ``fp32``, ``bf16`` (on CPU too) or ``fp16`` (CUDA only).

@@ -37,7 +37,6 @@ it can also be added to an existing cache. The teacher pass is not slowed by it.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -45,7 +44,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from safetensors import safe_open
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from distill.data.images import load_rgb
@@ -64,6 +63,7 @@ from distill.teacher.cache.identity import (
 from distill.teacher.cache.pixel_codecs import check_codec, codec_label, encode, pack
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, ShardFile
 from distill.utils.io import read_json
+from distill.utils.loaders import WorkerLoader, default_workers
 
 FORMAT = "distill.cache_pixels"
 FORMAT_VERSION = 1  # raw; a compressed store is version 2 (an older distill refuses it instead of misreading)
@@ -248,7 +248,7 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
         interpolation: PIL filter of the resize: the student's ``spec.interpolation``.
         codec, quality: ``raw`` (exact), ``jpeg`` or ``webp`` at quality 1..100 (default 90).
         batch_size: images per DataLoader batch.
-        num_workers: decode workers (default: CPU cores per process - 1).
+        num_workers: decode workers (default: CPU cores per process - 1; none for one batch).
         progress: tqdm bar on rank 0.
         rank, world: this process and the number of processes.
 
@@ -300,11 +300,11 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
                 jobs.append((dataset.path(dataset.sample_at(s)), view[start:start + c], params[start:start + c], partners))
                 start += c
             batches += [list(range(b, min(b + per_batch, len(jobs)))) for b in range(first, len(jobs), per_batch)]
-        workers = max(1, (os.cpu_count() or 2) // world - 1) if num_workers is None else num_workers
+        workers = default_workers(len(batches), world) if num_workers is None else num_workers
         h, w = plan.size
         data = _ShardImages(jobs, plan, render)
-        loader = DataLoader(data, batch_sampler=batches, num_workers=workers if jobs else 0, collate_fn=_cat,
-                            prefetch_factor=2 if workers and jobs else None)
+        loader = WorkerLoader(data, batch_sampler=batches, num_workers=workers if jobs else 0, collate_fn=_cat,
+                              prefetch_factor=2 if workers and jobs else None)
         it = iter(loader)
         with tqdm(total=len(batches), unit="batch", desc=f"pixel store {h}x{w}", dynamic_ncols=True,
                   disable=not progress or rank != 0) as bar:
