@@ -61,7 +61,7 @@ from distill.data.builtin_render import (
 )
 from distill.errors import DistillError
 from distill.records import DATA_CLASS_MAP, SUITE_INDEX, SUITE_INFO, SuiteInfo
-from distill.utils.io import check_out_dir, make_out_dir
+from distill.utils.io import check_out_dir, json_error, make_out_dir
 
 SUITE = "distill-builtin-digits"
 GENERATOR_VERSION = 1  # bump when any image would change; older suites are then rebuilt
@@ -111,7 +111,7 @@ def read_suite(root: str | Path) -> SuiteInfo:
     except FileNotFoundError:
         raise DistillError(f"{path}: not found; {Path(root)} is not a built-in suite") from None
     except json.JSONDecodeError as e:
-        raise DistillError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        raise DistillError(f"{path}: invalid JSON {json_error(e)}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DistillError(f"{path}: cannot read: {e.__class__.__name__}") from None
     if not isinstance(data, dict) or data.get("suite") != SUITE:  # before the record: name what it is not

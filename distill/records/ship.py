@@ -12,6 +12,7 @@ from distill.errors import DistillError
 from distill.records.base import Accuracy, Record, _Closed, _Open
 from distill.records.names import BENCH_RECORDS, EXPORT_REPORT
 from distill.records.run import RunSummary
+from distill.utils.io import json_error
 
 
 # ------------------------------------------------------------------ export report
@@ -141,7 +142,7 @@ class BenchRecord(Record):
                 try:
                     data = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DistillError(f"{path}:{n}: invalid JSON: {e.msg}") from None
+                    raise DistillError(f"{path}:{n}: invalid JSON {json_error(e, lines=False)}") from None
                 record = cls.from_dict(data, f"{path}:{n}")
             except DistillError as e:
                 if skipped is None:

@@ -4,7 +4,8 @@ Why a real browser: whether a label fits its box depends on fonts and table layo
 layout engine knows. The check copies the report with one extra inline script that shows every
 batch panel, measures every table cell, heading and chart label, and writes what it found into
 ``<body data-layout-problems="[...]">``; ``chromium --dump-dom`` hands that back. No driver, no
-network, nothing beyond the ``chromium`` binary (Debian: ``apt-get install -y chromium``).
+network, nothing beyond the ``chromium`` binary (Debian: ``apt-get install -y chromium``; one elsewhere than on
+PATH: ``--chrome PATH``). Without one, the command says so in one ``error:`` line, exit status 1.
 
     python -m distill.report.browser report.html --shots docs/report   # docs/report-1400.png, -800.png
 """
@@ -74,8 +75,14 @@ class Rendered:
     screenshot: Path | None = None
 
 
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+#: what to do when none is found: the one line ``python -m distill.report.browser`` prints (CI installs it: .ci/run)
+NO_CHROMIUM = (f"chromium not found: none of {', '.join(CHROMIUM_NAMES)} is on PATH; install it (Debian/Ubuntu: "
+               "apt-get install -y chromium) or name the browser's binary with --chrome PATH")
+
+
 def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+    for name in CHROMIUM_NAMES:
         path = shutil.which(name)
         if path:
             return path
@@ -92,11 +99,17 @@ def _chrome(chrome: str, profile: Path, width: int, height: int) -> list[str]:
 def render(report: str | Path, width: int, screenshot: str | Path | None = None, chrome: str | None = None,
            timeout: float = 120) -> Rendered:
     """Lay ``report`` out at ``width`` px; check it; optionally save a full-page screenshot."""
+    if chrome is not None and shutil.which(chrome) is None:
+        raise DistillError(f"--chrome {chrome}: not found or not executable")
     chrome = chrome or find_chromium()
     if chrome is None:
-        raise DistillError("chromium not found (Debian/Ubuntu: apt-get install -y chromium)")
+        raise DistillError(NO_CHROMIUM)
     report = Path(report).resolve()
-    text = report.read_text()
+    try:
+        text = report.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DistillError(f"{report}: cannot read: {e.strerror if isinstance(e, OSError) else 'not UTF-8 text'}") \
+            from None
     if "</body>" not in text:
         raise DistillError(f"{report}: no </body>; not a distill report")
     out = Rendered(width)
@@ -139,10 +152,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("report", help="a report.html")
     p.add_argument("--shots", help="screenshot prefix: writes PREFIX-<width>.png")
     p.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="comma-separated widths in px")
+    p.add_argument("--chrome", help=f"the browser's binary (default: the first of {', '.join(CHROMIUM_NAMES)} on PATH)")
     args = p.parse_args(argv)
+    try:
+        widths = [int(x) for x in args.widths.split(",")]
+    except ValueError:
+        p.error(f"--widths {args.widths}: give comma-separated widths in px (1400,800)")
+    try:
+        return _check(args.report, widths, args.shots, args.chrome)
+    except DistillError as e:  # one line, as the distill CLI prints its errors
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except subprocess.TimeoutExpired as e:
+        print(f"error: chromium did not finish within {e.timeout:g} s", file=sys.stderr)
+        return 1
+
+
+def _check(report: str, widths: list[int], shots: str | None, chrome: str | None) -> int:
+    """Render ``report`` at each width, print what it found; 1 if anything is wrong."""
     bad = 0
-    for w in (int(x) for x in args.widths.split(",")):
-        r = render(args.report, w, f"{args.shots}-{w}.png" if args.shots else None)
+    for w in widths:
+        r = render(report, w, f"{shots}-{w}.png" if shots else None, chrome=chrome)
         print(f"{w} px: {len(r.problems)} layout problem(s), page {r.height} px"
               + (f", screenshot {r.screenshot}" if r.screenshot else ""))
         for prob in r.problems:

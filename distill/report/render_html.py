@@ -17,7 +17,7 @@ from distill.report.data import Z95, Measurement, Point, ReportData, device_labe
 from distill.report.decision import int8_file_of
 from distill.report.export_sections import section_int8, section_provenance
 from distill.report.qad_sections import section_qad
-from distill.report.runs import RunGroup, against_best
+from distill.report.runs import RunGroup, against_best, repeat_notes
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232b;background:#f6f7f9}
@@ -238,6 +238,10 @@ def _welch_lists(data: ReportData) -> str:
         if pairs:
             items = "".join(f"<li>{esc(f'{best.label} vs {g.label}: {text}')}</li>" for best, g, text in pairs)
             parts.append(f'<h3>{title}: best row of several seeds vs the others</h3><ul class="welch">{items}</ul>')
+    notes = [n for g in data.groups for n in repeat_notes(g)]  # a rerun of a seed is not another seed
+    if notes:
+        parts.append('<p class="note">Repeats of a seed, counted once:</p><ul class="welch">'
+                     + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     return "".join(parts)
 
 
@@ -269,10 +273,11 @@ def section_accuracy(data: ReportData) -> str:
     return ('<section id="accuracy"><h2>Per-domain accuracy (%)</h2><p class="note">Top-1 on each domain\'s test '
             'split. <span class="src legend-src">shaded</span>, *: a source (training) domain of that row; '
             '<b>target mean</b>: mean over the row\'s target domains, the number to rank by. Runs that differ only '
-            'in their seed are one row: mean ± standard deviation (<b>n</b> seeds) [lowest–highest seed]. Below the '
+            'in their seed are one row: mean ± standard deviation (<b>n</b> distinct seeds; a repeat of a seed counts '
+            'once) [lowest–highest seed]. Below the '
             "table, each kind's best row of several seeds against each other such row (target mean; Welch's t-test "
             'over the seeds, <b>real</b> only at p &lt; 0.05).</p>'
-            f'<table class="sortable acc"><thead><tr><th>model</th><th title="runs (seeds)">n</th><th>target mean</th>'
+            f'<table class="sortable acc"><thead><tr><th>model</th><th title="distinct seeds">n</th><th>target mean</th>'
             f'{head}</tr></thead>{"".join(bodies)}</table>{_welch_lists(data)}</section>')
 
 

@@ -9,7 +9,7 @@ from distill.report.data import Z95, ReportData, extra, file_cell
 from distill.report.decision import decision_for, int8_file_of
 from distill.report.export_sections import NEAR_TIE_NOTE, ORT_FLOAT_NOTE, cpu_kinds_note, kept_labels, near_tie_cell
 from distill.report.qad_sections import qad_markdown
-from distill.report.runs import RunGroup, against_best
+from distill.report.runs import RunGroup, against_best, repeat_notes
 
 
 def _pct(x: float | None) -> str:
@@ -40,7 +40,8 @@ def _run_table(groups: list[RunGroup], doms: list[str]) -> list[str]:
         src = set(g.source_domains)
         cells = [(_pm(g.mean[d], g.std.get(d)) if d in g.mean else "–") + ("*" if d in src else "") for d in doms]
         lines.append(f"| {g.label} | {g.n} | {target_cell(g)} | " + " | ".join(cells) + " |")
-    return lines + [""] + _against_best(groups)
+    repeats = [f"- {n}" for g in groups for n in repeat_notes(g)]  # a rerun of a seed is not another seed
+    return lines + [""] + _against_best(groups) + (repeats + [""] if repeats else [])
 
 
 def _against_best(groups: list[RunGroup]) -> list[str]:
@@ -74,9 +75,9 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
         doms = data.domains
         lines += ["## Per-run accuracy (%)", "", "Top-1 on each domain's test split; *: a source (training) domain "
                   "of that row; target mean: mean over the row's target domains. Runs that differ only in their seed "
-                  "are one row: mean ± standard deviation (n seeds) [lowest–highest seed]. Below a table, its best row of "
-                  "several seeds against each other such row (target mean; Welch's t-test over the seeds, "
-                  "real only at p < 0.05).", ""]
+                  "are one row: mean ± standard deviation (n distinct seeds; a repeat of a seed counts once) "
+                  "[lowest–highest seed]. Below a table, its best row of several seeds against each other such row "
+                  "(target mean; Welch's t-test over the seeds, real only at p < 0.05).", ""]
         for t, zs in data.teachers.items():
             lines.append(f"Teacher {t} (zero-shot): " + ", ".join(f"{d} {pct(v)}" for d, v in zs.items()))
             lines.append("")

@@ -1,6 +1,8 @@
 """Training runs for the report: summary.json (+ config.yaml) read once, labelled, and grouped over seeds.
 
 Runs that differ only in ``run.seed`` form one row, mean and standard deviation over the seeds;
+runs of one configuration *and* one seed (a rerun into another ``run.out``, a copied folder) are repeats,
+not samples: one of them counts (:func:`distinct_seeds`), so n is the number of distinct seeds;
 adapted (source-free) runs are kept apart from source-trained ones; two configurations of one
 strategy are labelled by the options in which they differ, so the ranking can be read off the
 table. summary.json is read as a :class:`~distill.records.RunSummary` (accuracies are fractions)
@@ -20,7 +22,7 @@ from pydantic import ValidationError
 from distill.config import TrainConfig, format_validation_error, load_yaml
 from distill.data.unlabeled import is_folder_entry
 from distill.errors import DistillError
-from distill.records import RUN_CONFIG, RunSummary, TeacherIdentity
+from distill.records import RUN_CONFIG, RUN_SUMMARY, RunSummary, TeacherIdentity, pct
 from distill.report.stats import mean_std, spread, verdict
 
 
@@ -62,6 +64,7 @@ class Run:
     typed: dict[str, str] = field(default_factory=dict)  # a folder entry's identity -> the entry as config.yaml has it
     head: str = "linear"
     withheld: list[str] = field(default_factory=list)
+    written: float = 0.0  # summary.json's modification time: of two repeats of a seed, the newer one counts
 
 
 @dataclass
@@ -75,6 +78,8 @@ class RunGroup:
     target_mean: float | None
     target_std: float | None
     target_per_seed: list[float]  # each run's mean over its target domains, in seed order
+    # runs of this configuration whose seed a run in ``runs`` already has: left out of every number (:func:`group_runs`)
+    repeats: list[Run] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -100,6 +105,10 @@ class RunGroup:
     @property
     def seeds(self) -> list[int | None]:
         return [r.seed for r in self.runs]
+
+    def kept_for(self, repeat: Run) -> Run:
+        """The run that counts for ``repeat``'s seed."""
+        return next(r for r in self.runs if r.seed == repeat.seed)
 
 
 def finite(acc: dict[str, float] | None) -> dict[str, float]:
@@ -139,7 +148,8 @@ def read_run(run_dir: Path) -> Run:
                unlabeled=[pool_identity(u) for u in entries],
                typed={pool_identity(u): u for u in entries if is_folder_entry(u)},
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
-               withheld=list(getattr(data, "withhold_classes", None) or []))
+               withheld=list(getattr(data, "withhold_classes", None) or []),
+               written=(run_dir / RUN_SUMMARY).stat().st_mtime)
 
 
 def pool_entry(entry: str) -> str:
@@ -262,13 +272,37 @@ def _short(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
 
 
+def distinct_seeds(runs: list[Run]) -> tuple[list[Run], list[Run]]:
+    """(one run per seed, the repeats left out) of one configuration's runs.
+
+    Two runs of one configuration with the same seed are one sample run twice (a rerun into another ``run.out``, a
+    copied folder), not two seeds: counting both doubles n, hides the spread between seeds, and with two such rows
+    Welch's test reads std 0 as certainty ("real" from one seed a side). The run whose summary.json was written last
+    counts (a rerun is the newer result), the first folder by path on a tie. Repeats that disagree (training that is
+    not deterministic, e.g. on a GPU) are not averaged: their spread is the machine's, not the seeds', and averaging
+    would weigh that seed more than the others; the one kept is a real run, whose checkpoint and exports are its
+    own. A run that records no seed (no config.yaml) cannot be told from another: each counts.
+    """
+    kept: dict[int, Run] = {}
+    unknown: list[Run] = []
+    for r in sorted(runs, key=lambda r: (-r.written, r.dir)):
+        if r.seed is None:
+            unknown.append(r)
+        else:
+            kept.setdefault(r.seed, r)
+    chosen = {id(r) for r in kept.values()}
+    return [*kept.values(), *unknown], [r for r in runs if r.seed is not None and id(r) not in chosen]
+
+
 def group_runs(runs: list[Run]) -> list[RunGroup]:
-    """Runs of one configuration (all but the seed equal) -> one :class:`RunGroup`; best target mean first."""
+    """Runs of one configuration (all but the seed equal) -> one :class:`RunGroup`, one run per distinct seed
+    (:func:`distinct_seeds`); best target mean first."""
     buckets: dict[str, list[Run]] = {}
     for r in runs:
         buckets.setdefault(_config_key(r), []).append(r)
     groups = []
-    for rs in buckets.values():
+    for bucket in buckets.values():
+        rs, repeats = distinct_seeds(bucket)
         rs = sorted(rs, key=lambda r: (r.seed is None, r.seed or 0, r.dir))
         doms = list(dict.fromkeys(d for r in rs for d in r.accuracy))
         mean, std = {}, {}
@@ -276,14 +310,43 @@ def group_runs(runs: list[Run]) -> list[RunGroup]:
             mean[d], sd = mean_std([r.accuracy[d] for r in rs if d in r.accuracy])
             if not math.isnan(sd):
                 std[d] = sd
-        tmeans = [mean_std([r.accuracy[d] for d in r.target_domains])[0] for r in rs
-                  if r.target_domains and all(d in r.accuracy for d in r.target_domains)]
+        tmeans = [t for t in map(_target_mean, rs) if t is not None]
         tmean, tstd = mean_std(tmeans)
         groups.append(RunGroup(label=rs[0].label, runs=rs, mean=mean, std=std,
                                target_mean=tmean if tmeans else None,
-                               target_std=None if math.isnan(tstd) else tstd, target_per_seed=tmeans))
+                               target_std=None if math.isnan(tstd) else tstd, target_per_seed=tmeans,
+                               repeats=sorted(repeats, key=lambda r: (r.seed or 0, r.dir))))
     groups.sort(key=lambda g: (g.adapted, g.target_mean is None, -(g.target_mean or 0.0), g.label))
     return groups
+
+
+def _target_mean(r: Run) -> float | None:
+    """A run's mean over its target domains; None when it has none or one was not scored."""
+    if not r.target_domains or not all(d in r.accuracy for d in r.target_domains):
+        return None
+    return mean_std([r.accuracy[d] for d in r.target_domains])[0]
+
+
+def repeat_notes(g: RunGroup) -> list[str]:
+    """One line per repeat left out of ``g``: ``seed 0 of LABEL counted once, from runs/b (runs/a repeats it, left
+    out)``, with both target means where their results differ (training that is not deterministic)."""
+    notes = []
+    for r in g.repeats:
+        kept = g.kept_for(r)
+        differ = "" if kept.accuracy == r.accuracy else \
+            f"; target mean {pct(_target_mean(kept))} % vs {pct(_target_mean(r))} %: training is not deterministic"
+        notes.append(f"seed {r.seed} of {g.label} counted once, from {kept.dir} ({r.dir} repeats it, left out{differ})")
+    return notes
+
+
+def repeats_warning(groups: list[RunGroup]) -> str | None:
+    """The one warning line for every repeat left out (:func:`distinct_seeds`); None when there is none."""
+    notes = [n for g in groups for n in repeat_notes(g)]
+    if not notes:
+        return None
+    return (f"{len(notes)} run(s) repeat the seed of another run of the same configuration (a rerun into another "
+            "run.out, a copied folder) and are left out: n counts distinct seeds, the newest summary.json of each "
+            "counts: " + "; ".join(notes))
 
 
 def against_best(groups: list[RunGroup]) -> list[tuple[RunGroup, RunGroup, str]]:

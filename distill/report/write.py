@@ -50,7 +50,7 @@ from distill.report.engines import engine_index, engine_of
 from distill.report.locate import find, places
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
-from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run
+from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run, repeats_warning
 from distill.utils.io import atomic_write_text
 
 __all__ = ["Inputs", "collect", "discover", "write_report"]
@@ -117,6 +117,8 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
     data.runs = [r for r in (_read_or_skip(read_run, d, "that run", data.warnings, unread) for d in run_dirs) if r]
     label_runs(data.runs)
     data.groups = group_runs(data.runs)
+    if (repeated := repeats_warning(data.groups)) is not None:  # a rerun or a copied run folder: one seed, not two
+        data.warnings.append(repeated)
     data.teachers = merge_teachers(data.runs)
     for d in export_dirs:
         report = _read_or_skip(ExportReport.read, d, "that export", data.warnings, unread)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from distill.records import TEACHER_MANIFEST, TeacherManifest
+from distill.utils.io import json_error
 
 # A compact subset of the CLIP ImageNet templates (Radford et al. 2021, "prompt ensembling").
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -55,7 +56,7 @@ def read_templates(path: str | Path) -> list[str]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DistillError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+            raise DistillError(f"{path}: invalid JSON {json_error(e)}") from None
         if isinstance(data, dict):
             data = data.get("templates")
         if not isinstance(data, list) or not all(isinstance(t, str) for t in data):

@@ -79,7 +79,20 @@ def read_json(path: str | Path) -> Any:
     except UnicodeDecodeError as e:  # a binary or corrupt file: not a traceback
         raise DistillError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
     except json.JSONDecodeError as e:
-        raise DistillError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+        raise DistillError(f"{path}: invalid JSON {json_error(e)}") from None
+
+
+def json_error(e: json.JSONDecodeError, lines: bool = True) -> str:
+    """``at line L, column C: WHAT`` for a one-line error (``lines=False``, a JSON Lines line: ``at column C: WHAT``).
+
+    ``e.msg`` alone can read cut off: some end in "at" and leave the place to ``str(e)`` ("Unterminated string
+    starting at"). Where the text ends before the value does (a file half-written by a killed command), it says so.
+    """
+    where = f"line {e.lineno}, column {e.colno}" if lines else f"column {e.colno}"
+    what = f"{e.msg.removesuffix(' at')} there" if e.msg.endswith(" at") else e.msg
+    if e.msg.startswith("Unterminated string") or not e.doc[e.pos:].strip():
+        what += "; the text ends before it is complete (cut off, as by an interrupted write?)"
+    return f"at {where}: {what}"
 
 
 def check_out_dir(path: str | Path, flag: str = "--out") -> Path:

@@ -100,3 +100,31 @@ def test_same_checkpoint_by_weights_then_by_folder(tmp_path, monkeypatch):
     assert same_checkpoint("checkpoints/best", None, best, "b" * 64)  # an older record: by path, from the cwd
     assert same_checkpoint(best / "model.safetensors", "a" * 64, best, None)
     assert not same_checkpoint(tmp_path / "other", None, best, None)
+
+
+def test_a_half_written_file_or_line_is_one_complete_line(tmp_path):
+    """QA K F9: a manifest.json cut at 500 bytes said `invalid JSON at line 19: Unterminated string starting at`,
+    its position missing. Now the line and column, the message whole, and that the text ends early."""
+    from distill.records import CacheManifest
+
+    text = json.dumps({"format": "distill.teacher_cache/1", "teacher": {"arch": "distill-demo-rn",
+                       "pretrained": "/data/teacher/open_clip_model.safetensors"}, "data": {"root": "/data/shapes",
+                       "fingerprint": "cd" * 32}}, indent=2)
+    cut = text[:text.index("cdcd") + 20]
+    (tmp_path / "manifest.json").write_text(cut)
+    with pytest.raises(DistillError) as e:
+        CacheManifest.read(tmp_path)
+    assert str(e.value) == (f"{tmp_path / 'manifest.json'}: invalid JSON at line 9, column 20: Unterminated string "
+                            "starting there; the text ends before it is complete (cut off, as by an interrupted write?)")
+    # a bench line cut by a killed `distill bench`: the column, whole
+    f = tmp_path / "bench.jsonl"
+    f.write_text('{"schema": "distill.bench/1", "model": "m.on\n')
+    with pytest.raises(DistillError) as e:
+        list(BenchRecord.read_lines(f))
+    assert str(e.value) == (f"{f}:1: invalid JSON at column 40: Unterminated string starting there; the text ends "
+                            "before it is complete (cut off, as by an interrupted write?)")
+    # a mistake inside the text is not called a cut-off
+    (tmp_path / "manifest.json").write_text('{"format" 1}')
+    with pytest.raises(DistillError) as e:
+        CacheManifest.read(tmp_path)
+    assert str(e.value) == f"{tmp_path / 'manifest.json'}: invalid JSON at line 1, column 11: Expecting ':' delimiter"

@@ -59,3 +59,33 @@ def test_layout_check_sees_an_overflow(chromium: str, tmp_path: Path) -> None:
     r = render(page, 800, chrome=chromium)
     assert any(p.startswith("text overflows td") for p in r.problems), r.problems
     assert any(p.startswith("chart label outside its chart") for p in r.problems), r.problems
+
+
+def test_missing_browser_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    """QA K F5: `python -m distill.report.browser` without chromium printed a traceback ending in the DistillError.
+    Now: one `error:` line naming what is missing and how to get it, exit status 1 (as the distill CLI)."""
+    import subprocess
+    import sys
+
+    page = tmp_path / "report.html"
+    page.write_text("<html><body></body></html>")
+    env = {**os.environ, "PATH": str(tmp_path / "bin")}  # no browser on it
+    r = subprocess.run([sys.executable, "-m", "distill.report.browser", str(page), "--shots", str(tmp_path / "s"),
+                        "--widths", "1400,800"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "error: chromium not found: none of chromium, chromium-browser, google-chrome, google-chrome-stable is on "
+        "PATH; install it (Debian/Ubuntu: apt-get install -y chromium) or name the browser's binary with --chrome PATH"]
+    # a --chrome that is not there, and a report that is not there: one line each as well
+    r = subprocess.run([sys.executable, "-m", "distill.report.browser", str(page), "--chrome", str(tmp_path / "nope")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and r.stderr.splitlines() == [f"error: --chrome {tmp_path / 'nope'}: not found or not "
+                                                           "executable"]
+    fake = tmp_path / "bin" / "chromium"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    r = subprocess.run([sys.executable, "-m", "distill.report.browser", str(tmp_path / "missing.html")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and r.stderr.splitlines() == [
+        f"error: {tmp_path / 'missing.html'}: cannot read: No such file or directory"]

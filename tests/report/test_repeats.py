@@ -1,0 +1,105 @@
+"""Repeats of a seed in the report (QA K F1): a rerun into another run.out, or a copied run folder, is the same seed
+run twice, not a second seed: n counts distinct seeds, and no significance test is run on repeats."""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+from distill.records import RUN_SUMMARY
+from distill.report.runs import group_runs, label_runs, read_run
+from distill.report.write import collect
+
+from .conftest import write_run
+
+FM = {"clean": 0.953, "noisy": 0.440}
+KD = {"clean": 0.360, "noisy": 0.345}
+
+
+def _run(folder: Path, strategy: str, acc: dict[str, float], seed: int = 0, written: float = 1_000_000.0) -> Path:
+    """A run trained on clean, tested on noisy; its summary.json written at ``written`` (seconds since the epoch)."""
+    write_run(folder, strategy=strategy, acc=acc, seed=seed, source=("clean",), target=("noisy",))
+    os.utime(folder / RUN_SUMMARY, (written, written))
+    return folder
+
+
+def test_qa_case_reruns_with_one_seed_are_one_seed_and_not_tested(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The QA's exact case: fm run twice with one seed (runs/fm20, runs/fm20b), kd likewise (runs/mid, runs/midref).
+    Before: two rows of n = 2, std 0, and `Welch p = < 0.001 -> real` from one seed a side."""
+    runs = tmp_path / "runs"
+    _run(runs / "fm20", "fm", FM, written=1_000_000)
+    _run(runs / "fm20b", "fm", FM, written=1_000_100)  # the rerun: newer
+    _run(runs / "mid", "kd", KD, written=1_000_200)
+    _run(runs / "midref", "kd", KD, written=1_000_300)
+    out = tmp_path / "rdup" / "r.html"
+    assert main(["report", str(runs / "fm20"), str(runs / "fm20b"), str(runs / "mid"), str(runs / "midref"),
+                 "--out", str(out)]) == 0
+    md = out.with_suffix(".md").read_text()
+    assert "| test_resnet (fm) | 1 | 44.0 | 95.3* | 44.0 |" in md, md
+    assert "| test_resnet (kd) | 1 | 34.5 | 36.0* | 34.5 |" in md, md
+    assert "Welch p" not in md and "-> real" not in md
+    html = out.read_text()
+    assert "Welch p" not in html and "-&gt; real" not in html
+    # one warning line, naming each repeat left out and the run counted in its place
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1, warnings
+    [w] = warnings
+    assert w.startswith("warning: 2 run(s) repeat the seed of another run of the same configuration")
+    assert f"seed 0 of test_resnet (fm) counted once, from {runs / 'fm20b'} ({runs / 'fm20'} repeats it, left out)" in w
+    assert f"seed 0 of test_resnet (kd) counted once, from {runs / 'midref'} ({runs / 'mid'} repeats it, left out)" in w
+    assert "not deterministic" not in w  # identical results
+    # and a note by the table, in both files
+    assert f"- seed 0 of test_resnet (fm) counted once, from {runs / 'fm20b'} ({runs / 'fm20'} repeats it" in md
+    assert "Repeats of a seed, counted once:" in html and f"{runs / 'mid'} repeats it, left out" in html
+
+
+def test_a_copied_folder_is_not_another_seed_and_distinct_seeds_are_still_tested(tmp_path: Path) -> None:
+    """Two seeds of fm plus a copy of seed 0's folder: n = 2, not 3; two rows of two distinct seeds each are still
+    compared by Welch's test, as before."""
+    _run(tmp_path / "fm-s0", "fm", {"clean": 0.95, "noisy": 0.44}, seed=0, written=1_000_000)
+    _run(tmp_path / "fm-s1", "fm", {"clean": 0.95, "noisy": 0.48}, seed=1, written=1_000_100)
+    shutil.copytree(tmp_path / "fm-s0", tmp_path / "fm-s0-copy")
+    os.utime(tmp_path / "fm-s0-copy" / RUN_SUMMARY, (1_000_000, 1_000_000))  # cp -p: the same time, so by path
+    _run(tmp_path / "kd-s0", "kd", {"clean": 0.36, "noisy": 0.34}, seed=0)
+    _run(tmp_path / "kd-s1", "kd", {"clean": 0.36, "noisy": 0.36}, seed=1)
+    data = collect([tmp_path])
+    fm = next(g for g in data.groups if g.label == "test_resnet (fm)")
+    assert fm.n == 2 and fm.seeds == [0, 1] and fm.target_per_seed == pytest.approx([0.44, 0.48])
+    assert [r.dir for r in fm.runs] == [str(tmp_path / "fm-s0"), str(tmp_path / "fm-s1")]  # first by path on a tie
+    assert [r.dir for r in fm.repeats] == [str(tmp_path / "fm-s0-copy")]
+    assert len(data.runs) == 5  # the copy is still a run (an export of it still finds its label); it is not a seed
+    [w] = data.warnings
+    assert w.startswith("1 run(s) repeat the seed") and str(tmp_path / "fm-s0-copy") in w
+    report = tmp_path / "out" / "r.html"
+    assert main(["report", str(tmp_path / "fm-s0"), str(tmp_path / "fm-s1"), str(tmp_path / "fm-s0-copy"),
+                 str(tmp_path / "kd-s0"), str(tmp_path / "kd-s1"), "--out", str(report)]) == 0
+    md = report.with_suffix(".md").read_text()
+    assert "| test_resnet (fm) | 2 | 46.0 ± 2.8 (2) [44.0–48.0] |" in md
+    assert "- test_resnet (fm) vs test_resnet (kd): +11.0 points, 2 SE = 4.5, Welch p = 0.069 -> within noise" in md
+
+
+def test_repeats_that_disagree_are_not_averaged_the_newer_counts(tmp_path: Path) -> None:
+    """Same seed, different results (training not deterministic, e.g. on a GPU): the newer summary.json counts alone
+    (a real run, not a blend of two), and the warning gives both target means."""
+    _run(tmp_path / "a", "fm", {"clean": 0.95, "noisy": 0.440}, written=1_000_100)  # newer, though first by path
+    _run(tmp_path / "b", "fm", {"clean": 0.95, "noisy": 0.452}, written=1_000_000)
+    data = collect([tmp_path])
+    [g] = data.groups
+    assert g.n == 1 and g.target_mean == pytest.approx(0.44) and g.target_std is None and g.target_spread is None
+    assert [r.dir for r in g.repeats] == [str(tmp_path / "b")]
+    [w] = data.warnings
+    assert f"from {tmp_path / 'a'} ({tmp_path / 'b'} repeats it, left out; target mean 44.0 % vs 45.2 %: " \
+           "training is not deterministic)" in w
+
+
+def test_runs_that_record_no_seed_each_count(tmp_path: Path) -> None:
+    """Without config.yaml a run's seed is unknown: it cannot be told from another seed, so it is not left out."""
+    base = read_run(_run(tmp_path / "a", "fm", FM))
+    runs = [replace(base, seed=None), replace(base, dir="b", seed=None)]
+    label_runs(runs)
+    [g] = group_runs(runs)
+    assert g.n == 2 and g.repeats == []
