@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.strategies._knn import knn_indices
 from distill.strategies.base import Batch
 from distill.utils.rowfile import RowFile
 from distill.utils.runtime import group_size, same_on_every_rank, take_main_buffers
@@ -162,20 +163,6 @@ def _smoothed_chunks(features: Tensor, probs: Tensor, k: int, chunk: int) -> Ite
     k = min(k, len(f))
     for s in range(0, len(f), chunk):
         yield s, probs[knn_indices(f[s:s + chunk], f, k, chunk)].mean(1)
-
-
-def knn_indices(queries: Tensor, keys: Tensor, k: int, chunk: int = 1024) -> Tensor:
-    """Indices [B, k] of each query's ``k`` largest dot products with ``keys`` [N, F], largest first:
-    ``(queries @ keys.T).topk(k).indices`` computed over ``chunk`` keys at a time (a running top-k)."""
-    best_val = best_idx = None
-    for t in range(0, len(keys), chunk):
-        sim = queries @ keys[t:t + chunk].T  # [B, b]
-        idx = torch.arange(t, t + len(sim[0]), device=keys.device).expand_as(sim)
-        if best_val is not None:  # the running best first: on a tie the earlier key stays ahead
-            sim, idx = torch.cat([best_val, sim], 1), torch.cat([best_idx, idx], 1)
-        best_val, at = sim.topk(min(k, sim.shape[1]), dim=-1)
-        best_idx = idx.gather(1, at)
-    return best_idx
 
 
 # ---------------------------------------------------------------------------- epoch refresh
