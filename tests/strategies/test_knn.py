@@ -1,10 +1,13 @@
 """The refresh's exact kNN (distill/strategies/_knn.py): one tie rule whatever the tiling."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from distill.strategies._pseudo import knn_indices
+from distill.strategies import _knn
+from distill.strategies._knn import knn_indices
 
 
 def _tied(n: int = 300, dim: int = 16, seed: int = 0) -> torch.Tensor:
@@ -41,3 +44,123 @@ def test_negative_zero_ties_with_zero():
     assert (q @ keys.T)[0, :3].tolist() == [0.0, 0.0, 0.0]
     assert knn_indices(q, keys, 3, 1).tolist() == [[0, 1, 2]]
     assert knn_indices(q, keys.flip(0), 3, 2).tolist() == [[1, 2, 3]]
+
+
+# ---------------------------------------------------------------------------- the device path, run on the CPU
+GiB = 1 << 30
+
+
+def _fake_card(monkeypatch, free: int, total: int = 80 * GiB) -> None:
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, total))
+
+
+def test_the_budget_rule_keeps_the_keys_on_the_card_when_they_fit_beside_the_headroom(monkeypatch):
+    """free - max(2 GiB, 10 % of the card) is the budget: 10^6 keys of 1,280 floats (4.8 GiB) fit a card with 20 GiB
+    free (budget 12 GiB); 10^7 (48 GiB) stream, the keys crossing ceil(N / block) times; too little: the CPU."""
+    cuda = torch.device("cuda", 0)
+    _fake_card(monkeypatch, free=20 * GiB)
+    p = _knn.plan(10**6, 1280, 5, cuda)
+    assert p.resident and p.passes == 1 and p.device == cuda and (p.rows, p.tile) == (_knn.ROWS, _knn.TILE)
+    p = _knn.plan(10**7, 1280, 5, cuda)
+    work = _knn.ROWS * _knn.TILE * _knn.WORK_BYTES + _knn.ROWS * 60 * 4
+    block = (12 * GiB - work - _knn.TILE * 5120) // (5120 + 60) // _knn.ROWS * _knn.ROWS
+    assert not p.resident and p.block == block and p.block % p.rows == 0 and p.passes == -(-10**7 // block) == 5
+    # a card whose 10 % is more than 2 GiB: 40 GiB free of 140 GiB leaves a budget of 26 GiB
+    _fake_card(monkeypatch, free=40 * GiB, total=140 * GiB)
+    assert _knn.plan(5 * 10**6, 1280, 5, cuda).resident  # 23.8 GiB of keys
+    assert not _knn.plan(6 * 10**6, 1280, 5, cuda).resident  # 28.6 GiB
+    _fake_card(monkeypatch, free=8 * GiB + GiB)  # a budget of 1 GiB: less than one tile's work beside a key tile
+    with pytest.warns(UserWarning, match="runs on the CPU"):
+        p = _knn.plan(10**6, 1280, 5, cuda, chunk=512)
+    assert p == _knn.Plan(torch.device("cpu"), 512, 512, 10**6, True, 0)
+    assert _knn.plan(10**6, 1280, 5, torch.device("cpu")) == _knn.Plan(torch.device("cpu"), 1024, 1024, 10**6, True, 0)
+
+
+def _device_plan_on_cpu(monkeypatch, n: int, width: int, k: int, free_beyond: int, rows: int, tile: int):
+    """The plan a card with ``free_beyond`` bytes over the headroom gets, run on the CPU (the same blocks)."""
+    _fake_card(monkeypatch, free=8 * GiB + free_beyond)
+    p = _knn.plan(n, width, k, torch.device("cuda", 0), rows=rows, tile=tile)
+    return dataclasses.replace(p, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("features", ["tied", "random"])
+def test_the_device_path_resident_or_streamed_gives_the_cpu_paths_neighbours(monkeypatch, features):
+    """The device code path on the CPU (same blocks; a budget forced small to stream the keys): the CPU reference's
+    indices exactly, ties included; every matmul rows x tile at most; the keys cross ceil(N / block) times."""
+    n, width, k, rows, tile = 700, 16, 5, 64, 128
+    f = _tied(n, width) if features == "tied" else torch.nn.functional.normalize(
+        torch.randn(n, width, generator=torch.Generator().manual_seed(3)), dim=-1)
+    want = torch.cat([found for _, found in _knn.neighbours(f, k, _knn.plan(n, width, k, torch.device("cpu")))])
+    assert torch.equal(want, knn_indices(f, f, k, 1024))
+    work = rows * tile * _knn.WORK_BYTES + rows * 60 * 4
+    resident = _device_plan_on_cpu(monkeypatch, n, width, k, work + n * 64, rows, tile)
+    streamed = _device_plan_on_cpu(monkeypatch, n, width, k, work + tile * 64 + 3 * rows * (64 + 60), rows, tile)
+    assert resident.resident and not streamed.resident and streamed.block == 3 * rows and streamed.passes == 4
+    uploaded, shapes = [], []
+    monkeypatch.setattr(_knn, "upload", lambda x, device: uploaded.append(len(x)) or x)
+    matmul = torch.Tensor.__matmul__
+    monkeypatch.setattr(torch.Tensor, "__matmul__", lambda a, b: shapes.append((len(a), b.shape[1])) or matmul(a, b))
+    for p in (resident, streamed):
+        uploaded.clear()
+        shapes.clear()
+        got = list(_knn.neighbours(f, k, p))
+        assert [s for s, _ in got] == list(range(0, n, rows))
+        assert torch.equal(torch.cat([found for _, found in got]), want), p
+        assert max(a for a, _ in shapes) == rows and max(b for _, b in shapes) == tile
+        keys_up = sum(uploaded) - (n if not p.resident else 0)  # streamed: each query block once, then the tiles
+        assert keys_up == n * p.passes, (uploaded, p)
+    # a share of the rows that starts on a block boundary: the same rows as in the whole pass
+    part = torch.cat([found for _, found in _knn.neighbours(f, k, streamed, 2 * rows, 7 * rows)])
+    assert torch.equal(part, want[2 * rows:7 * rows])
+
+
+def test_knn_labels_on_the_device_path_are_the_cpu_labels(monkeypatch):
+    """knn_labels with a CUDA device (the plan's device swapped for the CPU): the CPU path's labels, bit for bit."""
+    from distill.strategies._pseudo import knn_labels
+
+    g = torch.Generator().manual_seed(4)
+    feats, probs = torch.randn(500, 12, generator=g), torch.softmax(3 * torch.randn(500, 6, generator=g), -1)
+    want = knn_labels(feats, probs, k=5)
+    real, plans = _knn.plan, []
+
+    def small_tiles_on_the_cpu(n, w, k, device, chunk):
+        plans.append(real(n, w, k, device, chunk, rows=64, tile=128))
+        return dataclasses.replace(plans[-1], device=torch.device("cpu"))
+
+    monkeypatch.setattr("distill.strategies._pseudo.plan", small_tiles_on_the_cpu)
+    _fake_card(monkeypatch, free=8 * GiB + 64 * 128 * _knn.WORK_BYTES + 64 * 240 + 128 * 48 + 2 * 64 * (48 + 60))
+    got = knn_labels(feats, probs, k=5, device=torch.device("cuda", 0))
+    assert plans == [_knn.Plan(torch.device("cuda", 0), 64, 128, 128, False, 4)]  # streamed, 4 passes
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("api", ["legacy", "new"])
+def test_tf32_is_off_inside_the_device_knn_and_put_back_after(api):
+    """However the process turned TF32 on (torch.backends.cuda.matmul.allow_tf32, or fp32_precision since torch 2.9:
+    torch refuses to read one after the other was set), the device kNN's matmuls run without it."""
+    if api == "new" and not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        pytest.skip("torch < 2.9 has no fp32_precision")
+    import subprocess
+    import sys
+
+    code = f"""
+import torch
+from distill.strategies._knn import ieee_fp32
+m = torch.backends.cuda.matmul
+if {api!r} == "legacy":
+    m.allow_tf32 = True
+    with ieee_fp32(torch.device("cuda", 0)):
+        assert m.allow_tf32 is False
+    assert m.allow_tf32 is True
+    with ieee_fp32(torch.device("cpu")):
+        assert m.allow_tf32 is True
+else:
+    m.fp32_precision = "tf32"
+    with ieee_fp32(torch.device("cuda", 0)):
+        assert m.fp32_precision == "ieee"
+    assert m.fp32_precision == "tf32"
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)  # a fresh process: global flags
+    assert out.stdout.strip() == "ok", out.stderr
+
