@@ -29,6 +29,10 @@ in index order instead. With no exact ties (the usual case for float features) t
   neighbours at 10^6 images; distill's precision policy never turns TF32 on (torch's default "highest"), and the
   refresh keeps to it even if the process turned it on elsewhere.
 
+**Under DDP** (:func:`share`, :func:`gather_share`): each rank finds the neighbours of a 1/world share of the rows
+(whole blocks of ``rows``, so the tiles are a single process's) and the caller gathers what it made of them (the
+labels), so every rank ends with the same labels, each computed once.
+
 Not a strategy (the leading underscore keeps the registry from importing it as one).
 """
 from __future__ import annotations
@@ -40,7 +44,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
+
+from distill.utils.runtime import group_size
 
 ROWS = 4096  # queries per device matmul (multiples of 64: every block starts 256-byte aligned, whatever F)
 TILE = 16384  # keys per device matmul
@@ -163,6 +170,34 @@ def neighbours(keys: Tensor, k: int, p: Plan, start: int = 0, stop: int | None =
                 yield b + j * p.rows, found
     if p.device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def share_of(n: int, rows: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank ``rank``'s rows (first, end) of N under DDP: the ceil(N / rows) blocks of ``rows`` split as evenly as
+    ``world`` ranks allow, so every share starts on a block boundary (the tiles of a single process)."""
+    blocks = math.ceil(n / rows)
+    return min(n, rank * blocks // world * rows), min(n, (rank + 1) * blocks // world * rows)
+
+
+def share(n: int, rows: int) -> tuple[int, int]:
+    """This process's :func:`share_of` (all N rows without a process group)."""
+    world = group_size()
+    return (0, n) if world <= 1 else share_of(n, rows, dist.get_rank(), world)
+
+
+def gather_share(part: Tensor, n: int, rows: int) -> Tensor:
+    """Every rank's ``part`` (the rows of its :func:`share`, [m, ...] on the host), in row order on every rank:
+    [N, ...] on the host (one all_gather, on the GPU under NCCL); ``part`` itself without a process group."""
+    world = group_size()
+    if world <= 1:
+        return part
+    bounds = [share_of(n, rows, r, world) for r in range(world)]
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    buf = torch.zeros((max(b - a for a, b in bounds), *part.shape[1:]), dtype=part.dtype, device=dev)
+    buf[:len(part)] = part.to(dev)
+    parts = [torch.empty_like(buf) for _ in range(world)]
+    dist.all_gather(parts, buf)
+    return torch.cat([q[:b - a] for q, (a, b) in zip(parts, bounds)]).cpu()
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
-from distill.strategies._knn import neighbours, plan
+from distill.strategies._knn import gather_share, neighbours, plan, share
 from distill.strategies.base import Batch
 from distill.utils.rowfile import RowFile
 from distill.utils.runtime import group_size, same_on_every_rank, take_main_buffers
@@ -152,15 +152,18 @@ def knn_labels(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024,
     """``knn_smooth(features, probs, k, chunk).argmax(-1)`` [N], without the [N, C] smoothed array.
 
     The neighbours are found on ``device`` (the run's; default the CPU, in tiles of ``chunk``), on a GPU by the plan
-    of :mod:`distill.strategies._knn` (keys resident or streamed, in IEEE float32)."""
+    of :mod:`distill.strategies._knn` (keys resident or streamed, in IEEE float32). Under DDP each rank finds those of
+    a 1/world share of the rows and the labels are gathered: every rank ends with the same labels, each computed
+    once, as in a single process (the shares start on the single process's block boundaries)."""
     if k <= 1 or len(features) <= 1:
         return torch.cat([probs[s:s + chunk].argmax(-1) for s in range(0, len(probs), chunk)])
     f, k = _normalized(features, chunk), min(k, len(features))
     p = plan(len(f), f.shape[1], k, device or torch.device("cpu"), chunk)
-    labels = torch.empty(len(f), dtype=torch.long)
-    for s, found in neighbours(f, k, p):
-        labels[s:s + len(found)] = probs[found].mean(1).argmax(-1)
-    return labels
+    start, stop = share(len(f), p.rows)
+    part = torch.empty(stop - start, dtype=torch.long)
+    for s, found in neighbours(f, k, p, start, stop):
+        part[s - start:s - start + len(found)] = probs[found].mean(1).argmax(-1)
+    return gather_share(part, len(f), p.rows)
 
 
 def _smoothed_chunks(features: Tensor, probs: Tensor, k: int, chunk: int) -> Iterator[tuple[int, Tensor]]:

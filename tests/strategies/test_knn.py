@@ -164,3 +164,57 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)  # a fresh process: global flags
     assert out.stdout.strip() == "ok", out.stderr
 
+
+# ---------------------------------------------------------------------------- DDP: a share of the queries per rank
+def _share_data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(300, 12, generator=g), torch.softmax(3 * torch.randn(300, 6, generator=g), -1)
+
+
+def _share_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as tdist
+
+    from distill.strategies._pseudo import knn_labels
+
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        sims = []
+        matmul = torch.Tensor.__matmul__
+
+        def counting(a, b):
+            sims.append(len(a) * b.shape[1])  # similarities computed
+            return matmul(a, b)
+
+        torch.Tensor.__matmul__ = counting  # type: ignore[method-assign]
+        try:
+            labels = knn_labels(*_share_data(), k=5, chunk=64)
+        finally:
+            torch.Tensor.__matmul__ = matmul  # type: ignore[method-assign]
+        torch.save({"labels": labels, "sims": sum(sims)}, f"{out}.{rank}")
+    finally:
+        try:
+            tdist.barrier()  # both ranks done before rank 0's store goes away
+        finally:
+            tdist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_each_find_half_the_neighbours_and_end_with_the_same_labels(tmp_path):
+    """Under DDP each rank computes the kNN of a share of the rows (whole blocks: 0-127 and 128-299 of 300 in blocks
+    of 64) and the labels are gathered: both ranks hold the single process's labels, bit for bit, and each computed
+    its share's similarities only (before: every rank computed all 300 x 300)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from distill.strategies._pseudo import knn_labels
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_share_worker, args=(port, str(tmp_path / "r")), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"r.{r}") for r in (0, 1))
+    want = knn_labels(*_share_data(), k=5, chunk=64)
+    assert torch.equal(r0["labels"], want) and torch.equal(r1["labels"], want)
+    assert (r0["sims"], r1["sims"]) == (128 * 300, 172 * 300)
+    assert _knn.share_of(300, 64, 0, 2) == (0, 128) and _knn.share_of(300, 64, 1, 2) == (128, 300)
+    assert [_knn.share_of(10, 4, r, 4) for r in range(4)] == [(0, 0), (0, 4), (4, 8), (8, 10)]  # 3 blocks, 4 ranks
