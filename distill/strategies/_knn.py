@@ -69,9 +69,13 @@ def tile_top(sim: Tensor, offset: int, k: int) -> tuple[Tensor, Tensor]:
     """(values, key indices) [B, min(k, b)] of the ``k`` best of each row of ``sim`` [B, b] (its columns: keys
     ``offset``, ``offset + 1``, ...), in the order of the tie rule."""
     kk = min(k, sim.shape[1])
-    val, at = sim.topk(kk, dim=-1)
+    val, at = sim.topk(min(kk + 1, sim.shape[1]), dim=-1)  # one more: is the best left out equal to the k-th?
+    if val.shape[1] > kk:
+        short = val[:, kk] == val[:, kk - 1]  # a value equal to the k-th was left out
+        val, at = val[:, :kk], at[:, :kk]
+    else:
+        short = torch.zeros(len(val), dtype=torch.bool, device=val.device)
     kth = val[:, -1:]
-    short = (sim == kth).sum(1) > (val == kth).sum(1)  # a value equal to the k-th was left out
     if bool(short.any()):  # rare (exact ties at the boundary): those rows exactly, by comparisons
         rows = short.nonzero().squeeze(1)
         s, edge = sim[rows], kth[rows]
