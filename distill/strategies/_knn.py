@@ -183,6 +183,12 @@ def share_of(n: int, rows: int, rank: int, world: int) -> tuple[int, int]:
     return min(n, rank * blocks // world * rows), min(n, (rank + 1) * blocks // world * rows)
 
 
+def share_unit(device: torch.device, chunk: int) -> int:
+    """The rows a DDP share is made of: the same on every rank whatever its :func:`plan` (resident, streamed, or the
+    CPU where its card is too full), and a multiple of each plan's ``rows``, so every share starts on a block."""
+    return math.lcm(ROWS, chunk) if device.type == "cuda" else chunk
+
+
 def share(n: int, rows: int) -> tuple[int, int]:
     """This process's :func:`share_of` (all N rows without a process group)."""
     world = group_size()

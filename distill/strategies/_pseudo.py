@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
-from distill.strategies._knn import gather_share, neighbours, plan, share
+from distill.strategies._knn import gather_share, neighbours, plan, share, share_unit
 from distill.strategies.base import Batch
 from distill.utils.rowfile import RowFile
 from distill.utils.runtime import group_size, same_on_every_rank, take_main_buffers
@@ -158,12 +158,13 @@ def knn_labels(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024,
     if k <= 1 or len(features) <= 1:
         return torch.cat([probs[s:s + chunk].argmax(-1) for s in range(0, len(probs), chunk)])
     f, k = _normalized(features, chunk), min(k, len(features))
-    p = plan(len(f), f.shape[1], k, device or torch.device("cpu"), chunk)
-    start, stop = share(len(f), p.rows)
+    device = device or torch.device("cpu")
+    p, unit = plan(len(f), f.shape[1], k, device, chunk), share_unit(device, chunk)
+    start, stop = share(len(f), unit)
     part = torch.empty(stop - start, dtype=torch.long)
     for s, found in neighbours(f, k, p, start, stop):
         part[s - start:s - start + len(found)] = probs[found].mean(1).argmax(-1)
-    return gather_share(part, len(f), p.rows)
+    return gather_share(part, len(f), unit)
 
 
 def _smoothed_chunks(features: Tensor, probs: Tensor, k: int, chunk: int) -> Iterator[tuple[int, Tensor]]:

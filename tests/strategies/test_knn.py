@@ -218,3 +218,19 @@ def test_two_gloo_ranks_each_find_half_the_neighbours_and_end_with_the_same_labe
     assert (r0["sims"], r1["sims"]) == (128 * 300, 172 * 300)
     assert _knn.share_of(300, 64, 0, 2) == (0, 128) and _knn.share_of(300, 64, 1, 2) == (128, 300)
     assert [_knn.share_of(10, 4, r, 4) for r in range(4)] == [(0, 0), (0, 4), (4, 8), (8, 10)]  # 3 blocks, 4 ranks
+
+
+def test_every_rank_cuts_the_same_shares_whatever_its_plan(monkeypatch):
+    """On a CUDA run one rank may stream, keep the keys resident, or fall back to the CPU (its card too full): the
+    shares are cut in a unit that every plan's blocks divide, so the ranks' bounds agree and each share starts on a
+    block (its rows are the single process's)."""
+    cuda = torch.device("cuda", 0)
+    for chunk in (1024, 1000, 8192):
+        unit = _knn.share_unit(cuda, chunk)
+        _fake_card(monkeypatch, free=60 * GiB)
+        roomy = _knn.plan(10**7, 1280, 5, cuda, chunk)
+        _fake_card(monkeypatch, free=9 * GiB)
+        with pytest.warns(UserWarning, match="runs on the CPU"):
+            full = _knn.plan(10**7, 1280, 5, cuda, chunk)
+        assert full.device.type == "cpu" and unit % full.rows == 0 and unit % roomy.rows == 0, (chunk, unit)
+    assert _knn.share_unit(torch.device("cpu"), 1000) == 1000
