@@ -7,17 +7,19 @@
 #
 #   bash benchmarks/gpu_check.sh [BUDGET_S]          # default 450 s
 #   GPU_CHECK_PHASES="ceiling kd" bash benchmarks/gpu_check.sh   # only some phases (default: all of
-#       tests data cache throughput kd ceiling bench kd_online_B32 kd_online_L14 input; kd, bench and
+#       tests data cache throughput kd ceiling bench kd_online_B32 kd_online_L14 input knn; kd, bench and
 #       kd_online_B32 need data and cache)
 #   GPU_CHECK_TEST_SELECT="kill9 or adapt" ...   # a pytest -k expression for the tests phase
-#   GPU_CHECK_IMAGES (8000), GPU_CHECK_CT_IMAGES (2000), GPU_CHECK_EPOCHS (3), GPU_CHECK_TEST_S (200): sizes
+#   GPU_CHECK_IMAGES (8000), GPU_CHECK_CT_IMAGES (2000), GPU_CHECK_EPOCHS (3), GPU_CHECK_TEST_S (200),
+#   GPU_CHECK_KNN_COUNTS (100000,1000000): sizes
 #   GPU_CHECK_DRY=1 PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh
 #       # the same phases on CPU with tiny models and a few images (proves the script end to end)
 #
 # Phases, each under `timeout` and skipped when the budget left is too small:
 #   env + wheels, GPU tests, photo-like JPEGs, cache build (+ pixel store) and its ratio to the
 #   bare teacher forward, kd training vs the student's in-memory ceiling, bench torch bf16
-#   batch 1 with CUDA graphs, kd_online vs kd for ViT-B-32 and ViT-L-14, the CPU input pipeline.
+#   batch 1 with CUDA graphs, kd_online vs kd for ViT-B-32 and ViT-L-14, the CPU input pipeline,
+#   sfda's kNN refresh step on the GPU vs the CPU (10^5 and 10^6 synthetic features).
 # Teachers have random weights (--pretrained none): no weights can be downloaded there, and
 # speed does not depend on the weights' values.
 set -u
@@ -32,7 +34,7 @@ W=${GPU_CHECK_TMP:-/tmp/gpu_check}
 rm -rf "$W" && mkdir -p "$W/bin"
 el() { echo $(( $(date +%s) - T0 )); }
 step() { echo; echo "=== [$(el)s] $*"; }
-PHASES=" ${GPU_CHECK_PHASES:-tests data cache throughput kd ceiling bench kd_online_B32 kd_online_L14 input} "
+PHASES=" ${GPU_CHECK_PHASES:-tests data cache throughput kd ceiling bench kd_online_B32 kd_online_L14 input knn} "
 want() { case "$PHASES" in *" $1 "*) return 0;; esac; return 1; }
 # ok N: at least N seconds of budget left (else say the phase is skipped)
 ok() { if [ $(( BUDGET - $(el) )) -gt "$1" ]; then return 0; fi; echo "SKIPPED (budget: $(el)s of $BUDGET s used)"; return 1; }
@@ -44,10 +46,12 @@ fig() { tee -a "$FIG"; }
 if [ "$DRY" = 1 ]; then   # CPU, tiny: proves every command line, not a speed
   DEV=cpu; N=48; SIZE=32; INTERP=bilinear; STUDENT=test_resnet; TB=distill-demo-vit; TL=distill-demo-vit
   BATCH=8; WORKERS=1; EPOCHS=2; CT_IMAGES=16; CT_BATCH=8; PREC=fp32; IP_ARGS="--images 24 --items 16 --repeats 1 --size 32 --batch 8"
+  KNN_ARGS="--device cpu --counts 3000 --cpu-count 2000 --stream-count 2000 --rows 128 --tile 512"
 else
   DEV=cuda; N=${GPU_CHECK_IMAGES:-8000}; SIZE=224; INTERP=bicubic; STUDENT=mobilenetv3_large_100
   TB=ViT-B-32; TL=ViT-L-14; BATCH=256; WORKERS=$(( $(nproc) - 1 )); EPOCHS=${GPU_CHECK_EPOCHS:-3}; CT_IMAGES=${GPU_CHECK_CT_IMAGES:-2000}; CT_BATCH=256
   PREC=bf16; IP_ARGS="--images 400 --items 360 --repeats 3"
+  KNN_ARGS="--device cuda --counts ${GPU_CHECK_KNN_COUNTS:-100000,1000000} --cpu-count 20000 --stream-count 300000"
 fi
 
 step "env"
@@ -166,6 +170,11 @@ train kd_online_L14 110 --set strategy.name=kd_online --set "teacher.arch=$TL"
 
 step "CPU input pipeline per worker: decoding vs the pixel store (benchmarks/input_pipeline.py)"
 want input && ok 30 && timeout "$(lim 120)" "$PY" benchmarks/input_pipeline.py $IP_ARGS 2>&1 | grep -v -i warning | fig
+
+step "sfda's kNN refresh step on $DEV vs the CPU, synthetic F = 1280 features (benchmarks/knn_refresh.py)"
+# exact, O(N^2 F) in float32: at 10^6 about 2.6 PFLOP, a minute at an H100's ~50 TFLOP/s; the CPU's is
+# extrapolated. Last, so that it takes no budget from the phases above; alone: GPU_CHECK_PHASES=knn (~2 min)
+want knn && ok 60 && timeout "$(lim 240)" "$PY" benchmarks/knn_refresh.py $KNN_ARGS 2>&1 | grep -v -i warning | fig
 
 step "figures"
 cat "$FIG"

@@ -2,7 +2,8 @@
 
 - :func:`fuse_teachers`: several teachers' predictions fused per sample by reliability.
 - :func:`centroid_labels`: SHOT's self-supervised pseudo-labels from class centroids.
-- :func:`knn_smooth`: memory-bank smoothing of soft labels over feature-space neighbours.
+- :func:`knn_smooth`: memory-bank smoothing of soft labels over feature-space neighbours; :func:`knn_labels` its
+  argmax, the neighbours found on the run's device (:mod:`distill.strategies._knn`).
 - :func:`collect`: one clean pass over the training images (for the epoch-start refresh).
 - :class:`SampleTargets`: per-sample pseudo-labels, resumable (the [S, C] part in a file a checkpoint links).
 
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.errors import DistillError
+from distill.strategies._knn import gather_share, neighbours, plan, share, share_unit
 from distill.strategies.base import Batch
 from distill.utils.rowfile import RowFile
 from distill.utils.runtime import group_size, same_on_every_rank, take_main_buffers
@@ -134,8 +136,8 @@ def knn_smooth(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024) -
     outvoted by its neighbours. [N, F], [N, C] -> [N, C].
 
     Exact, in tiles: ``chunk`` queries against ``chunk`` candidates at a time, keeping a running top-k
-    (:func:`knn_indices`), so the working memory is ``chunk x chunk`` similarities plus ``N x k``
-    indices, linear in N (a ``chunk x N`` block is 40 GB at N = 10^7).
+    (:func:`~distill.strategies._knn.knn_indices`), so the working memory is ``chunk x chunk`` similarities plus
+    ``chunk x k`` indices (a ``chunk x N`` block is 40 GB at N = 10^7). On the CPU, in one process.
     """
     if k <= 1 or len(features) <= 1:
         return probs
@@ -145,37 +147,39 @@ def knn_smooth(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024) -
     return out
 
 
-def knn_labels(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024) -> Tensor:
-    """``knn_smooth(features, probs, k, chunk).argmax(-1)`` [N], without the [N, C] smoothed array."""
+def knn_labels(features: Tensor, probs: Tensor, k: int = 5, chunk: int = 1024,
+               device: torch.device | None = None) -> Tensor:
+    """``knn_smooth(features, probs, k, chunk).argmax(-1)`` [N], without the [N, C] smoothed array.
+
+    The neighbours are found on ``device`` (the run's; default the CPU, in tiles of ``chunk``), on a GPU by the plan
+    of :mod:`distill.strategies._knn` (keys resident or streamed, in IEEE float32). Under DDP each rank finds those of
+    a 1/world share of the rows and the labels are gathered: every rank ends with the same labels, each computed
+    once, as in a single process (the shares start on the single process's block boundaries)."""
     if k <= 1 or len(features) <= 1:
         return torch.cat([probs[s:s + chunk].argmax(-1) for s in range(0, len(probs), chunk)])
-    return torch.cat([smoothed.argmax(-1) for _, smoothed in _smoothed_chunks(features, probs, k, chunk)])
+    f, k = _normalized(features, chunk), min(k, len(features))
+    device = device or torch.device("cpu")
+    p, unit = plan(len(f), f.shape[1], k, device, chunk), share_unit(device, chunk)
+    start, stop = share(len(f), unit)
+    part = torch.empty(stop - start, dtype=torch.long)
+    for s, found in neighbours(f, k, p, start, stop):
+        part[s - start:s - start + len(found)] = probs[found].mean(1).argmax(-1)
+    return gather_share(part, len(f), unit)
 
 
 def _smoothed_chunks(features: Tensor, probs: Tensor, k: int, chunk: int) -> Iterator[tuple[int, Tensor]]:
-    """(first row, [b, C] neighbour-mean of ``probs``) per ``chunk`` rows; the normalized features are
-    spooled (:class:`RowSpool`), not held."""
+    """(first row, [b, C] neighbour-mean of ``probs``) per ``chunk`` rows, on the CPU."""
+    f, k = _normalized(features, chunk), min(k, len(features))
+    for s, found in neighbours(f, k, plan(len(f), f.shape[1], k, torch.device("cpu"), chunk)):
+        yield s, probs[found].mean(1)
+
+
+def _normalized(features: Tensor, chunk: int) -> Tensor:
+    """The L2-normalized float32 rows, spooled (:class:`RowSpool`), not held."""
     spool = RowSpool()
     for s in range(0, len(features), chunk):
         spool.append(F.normalize(features[s:s + chunk].float(), dim=-1))
-    f = spool.tensor()
-    k = min(k, len(f))
-    for s in range(0, len(f), chunk):
-        yield s, probs[knn_indices(f[s:s + chunk], f, k, chunk)].mean(1)
-
-
-def knn_indices(queries: Tensor, keys: Tensor, k: int, chunk: int = 1024) -> Tensor:
-    """Indices [B, k] of each query's ``k`` largest dot products with ``keys`` [N, F], largest first:
-    ``(queries @ keys.T).topk(k).indices`` computed over ``chunk`` keys at a time (a running top-k)."""
-    best_val = best_idx = None
-    for t in range(0, len(keys), chunk):
-        sim = queries @ keys[t:t + chunk].T  # [B, b]
-        idx = torch.arange(t, t + len(sim[0]), device=keys.device).expand_as(sim)
-        if best_val is not None:  # the running best first: on a tie the earlier key stays ahead
-            sim, idx = torch.cat([best_val, sim], 1), torch.cat([best_idx, idx], 1)
-        best_val, at = sim.topk(min(k, sim.shape[1]), dim=-1)
-        best_idx = idx.gather(1, at)
-    return best_idx
+    return spool.tensor()
 
 
 # ---------------------------------------------------------------------------- epoch refresh

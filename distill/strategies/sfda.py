@@ -130,7 +130,7 @@ class SFDA(Strategy):
             own.append(best.indices)
             w_sum += w.sum(0)
         fused_all = fused.tensor()
-        labels = knn_labels(data["features"], fused_all, c.knn)
+        labels = knn_labels(data["features"], fused_all, c.knn, device=self.targets.epoch.device)  # the run's
         weight = ((torch.cat(own) == labels) & (torch.cat(conf) >= c.confidence)).float()
         size = max(self.ctx.num_samples, int(data["index"].max()) + 1)
         self.targets.set(epoch, size, data["index"], fused_all, labels, weight)

@@ -150,3 +150,19 @@ def test_the_refresh_in_small_chunks_equals_one_chunk(strategy, monkeypatch):
         assert chunked.last_refresh["teacher_weights"] == pytest.approx(whole.last_refresh["teacher_weights"])
     else:  # shot reads back only hard labels: no [S, C] one-hot buffer
         assert chunked.targets.probs.shape == (101, 0) and bool(chunked.targets.known.all())
+
+
+def test_sfdas_refresh_finds_the_neighbours_on_the_runs_device(monkeypatch):
+    """The kNN runs where the strategy's buffers are (the trainer moves the strategy to run.device): on a CUDA run,
+    on the GPU (distill/strategies/_knn.py), not on the CPU."""
+    import distill.strategies.sfda as sfda_mod
+
+    asked, real = [], sfda_mod.knn_labels
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("device"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sfda_mod, "knn_labels", recording)
+    strat = _refreshed("sfda")
+    assert asked == [strat.targets.epoch.device] * 2 == [torch.device("cpu")] * 2

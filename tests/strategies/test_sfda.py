@@ -328,7 +328,7 @@ def test_set_overrides_a_strategys_own_optim_defaults():
 def test_the_neighbour_step_in_tiles_equals_the_whole_similarity_matrix(monkeypatch):
     """knn_smooth with chunks smaller than N: the exact result of the N x N computation, and no similarity
     block larger than chunk x chunk (memory linear in N)."""
-    from distill.strategies._pseudo import knn_indices
+    from distill.strategies._knn import knn_indices
     g = torch.Generator().manual_seed(0)
     feats, probs = torch.randn(53, 8, generator=g), torch.softmax(torch.randn(53, 4, generator=g), -1)
     f = torch.nn.functional.normalize(feats, dim=-1)
