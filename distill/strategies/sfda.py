@@ -162,7 +162,7 @@ class SFDA(Strategy):
         fused, _ = self.fuse(t_probs, logits.detach().float().softmax(-1))
         conf, hard = fused.max(-1)
         weight = (conf >= c.confidence).float()
-        if got is None or mem is None:
+        if got is None or (c.per_view and mem is None):  # per_view alone needs the remembered predictions
             return fused, hard, weight
         known = got[3]
         soft_known = self.fuse(t_probs, mem[0])[0] if c.per_view else got[0]

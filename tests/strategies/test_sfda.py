@@ -460,3 +460,27 @@ def test_a_training_step_reads_the_targets_with_the_loaders_index_not_a_copy_bac
     got = trainer.strategy.targets.get(batch.sample_index, batch.host_index)
     assert all(torch.equal(a, b) for a, b in zip(got, want)) and bool(got[3].all())
     assert torch.isfinite(trainer.strategy(batch)["loss"])
+
+
+def test_without_the_memory_the_refreshed_targets_still_count(root, caches, source_ckpt, tmp_path, monkeypatch):
+    """Review 2 L2 (session 26): with `per_view` off the step reads only the refreshed targets, yet a missing
+    `memory` (an API user's non-strict load) made it fall back to the batch's own fusion for every sample."""
+    from distill.config import load_train_config
+    from distill.train import Trainer, build
+    from distill.train.adapt import adapt_recipe
+
+    recipe = adapt_recipe(source_ckpt, [TARGET], root, caches=caches[:1], strategy="sfda", out=str(tmp_path / "run"),
+                          optim={"batch_size": 8}, run={"workers": 0, "progress": False})
+    recipe["strategy"] = {**recipe["strategy"], "per_view": False}
+    trainer = Trainer(build(load_train_config(None, base=recipe)))
+    s = trainer.strategy
+    assert not s.config.per_view
+    s.refresh(0)
+    pixels, labels, domain, index, view = next(iter(trainer.loader(0, 0)))
+    batch = trainer.make_batch(pixels, labels, domain, index, view)
+    monkeypatch.setattr(s.memory, "get", lambda *a, **k: None)
+    got = s.targets.get(batch.sample_index, batch.host_index)
+    assert got is not None and bool(got[3].all())
+    with torch.no_grad():
+        soft, hard, weight = s._batch_targets(batch, s.student(batch.pixels))
+    assert torch.equal(soft, got[0]) and torch.equal(hard, got[1]) and torch.equal(weight, got[2])
