@@ -144,9 +144,10 @@ class QADConfig(Checked):
         try:
             return cls.model_validate(dict(options))
         except ValidationError as e:
-            raise DistillError(_one_line(e, names or {}).replace("export config:", "qad config:")) from None
+            line = _one_line(e, names or {}, list(cls.model_fields))
+            raise DistillError(line.replace("export config:", "qad config:")) from None
 
     @classmethod
     def error_line(cls, e: ValidationError) -> str:
         """``QADConfig(epochs=0)``'s line: :meth:`from_options`' naming the class (``QADConfig: 'epochs': ...``)."""
-        return constructor_line(cls.__name__, e)
+        return constructor_line(cls.__name__, e, list(cls.model_fields))
