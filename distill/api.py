@@ -41,11 +41,14 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from pydantic import BaseModel
+
 from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
 from distill.recipes import list_recipes, load_recipe, override_items, resolve_recipe
 from distill.records import RUN_CONFIG
 from distill.run_paths import resumed_config
+from distill.validation import close_key
 
 __all__ = ["adapt", "adapt_config", "build_cache", "export", "list_recipes", "load_recipe", "qad", "report",
            "require_onnxruntime", "train", "train_config"]
@@ -241,6 +244,7 @@ def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mappi
     require_onnxruntime()
     from distill.export import ExportConfig, export_checkpoint  # lazy: torch, onnx, onnxruntime
 
+    _check_keywords("export", options, ExportConfig)
     if isinstance(config, ExportConfig):
         cfg = config.with_updates(**options)
     elif config is None or isinstance(config, Mapping):
@@ -265,11 +269,22 @@ def qad(config: QADConfig | Mapping[str, Any] | None = None, **options: Any) -> 
     from distill.export.qad import qad as run_qad  # lazy: torch, onnx, onnxruntime
     from distill.export.qad_config import QADConfig
 
+    _check_keywords("qad", options, QADConfig)
     if config is not None and not isinstance(config, (QADConfig, Mapping)):
         raise DistillError(f"qad: config must be a QADConfig or a mapping of its keys, got {type(config).__name__}")
     given = config.model_dump() if isinstance(config, QADConfig) else dict(config or {})
     cfg = QADConfig.from_options({**given, **options})
     return run_qad(cfg)
+
+
+def _check_keywords(function: str, options: Mapping[str, Any], config: type[BaseModel]) -> None:
+    """A keyword argument that is no key of ``config`` (``qad(out=...)``: the flag is ``--out``, the key ``out_dir``)
+    is one line naming it, the closest key and where the keywords come from."""
+    keys = list(config.model_fields)
+    for key in options:
+        if key not in keys:
+            raise DistillError(f"{function}(): unknown keyword argument '{key}'{close_key(key, keys)}; its keywords "
+                               f"are {config.__name__}'s keys, not always the flags of distill {function}")
 
 
 def report(paths: str | Path | Sequence[str | Path], out: str | Path = "report.html",

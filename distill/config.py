@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from distill.data.split import SplitKeys, SplitRule, check_split_rule
 from distill.errors import DistillError
-from distill.validation import Checked, format_validation_error
+from distill.validation import Checked, first_error, format_validation_error
 
 
 class _Strict(Checked):
@@ -322,7 +322,7 @@ def validate(model: type[BaseModel], raw: dict, source: str) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as e:
-        raise DistillError(format_validation_error(e, source)) from None
+        raise DistillError(format_validation_error(e, source, model)) from None
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -348,8 +348,8 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
     try:
         cfg = TrainConfig.model_validate(raw)
     except ValidationError as e:  # a mistake in a --set override is blamed on it, not on the file
-        item = _override_of([str(p) for p in e.errors()[0]["loc"]], overrides)
-        raise DistillError(format_validation_error(e, f"--set {item}" if item else source)) from None
+        item = _override_of([str(p) for p in first_error(e)["loc"]], overrides)
+        raise DistillError(format_validation_error(e, f"--set {item}" if item else source, TrainConfig)) from None
     # lazy: torch; config.py stays torch-free so a config mistake is reported before torch loads
     from distill.strategies import build_config, get_strategy
 

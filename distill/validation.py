@@ -10,8 +10,9 @@ for the loader to name its file or ``--set`` item.
 """
 from __future__ import annotations
 
+import difflib
 import types
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Sequence, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -19,12 +20,44 @@ from pydantic_core import PydanticCustomError
 from distill.errors import DistillError
 
 
-def format_validation_error(e: ValidationError, source: str) -> str:
-    """The first problem of ``e`` as one line: ``SOURCE: 'key': problem (got value)``."""
-    err = e.errors()[0]
+def first_error(e: ValidationError) -> Any:
+    """The problem of ``e`` to report: an unknown key before any other (a misspelt key is also a missing one: ``out``
+    for ``out_dir`` must be named, not ``out_dir``'s absence), else the first."""
+    errors = e.errors()
+    return next((err for err in errors if err["type"] == "extra_forbidden"), errors[0])
+
+
+def keys_at(model: type[BaseModel] | None, loc: Sequence[Any]) -> list[str]:
+    """The keys of the (nested) model section ``loc`` names (``("optim",)``: OptimConfig's); [] where unknown."""
+    for part in loc:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        if field is None:
+            return []
+        args = get_args(field.annotation) if get_origin(field.annotation) in (Union, types.UnionType) else ()
+        model = next((a for a in (*args, field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return list(model.model_fields) if model is not None else []
+
+
+def close_key(key: str, keys: Sequence[str], prefix: str = "") -> str:
+    """`` (did you mean 'out_dir'?)`` (:func:`difflib.get_close_matches`; ``prefix``: the section's path, ``optim.``),
+    else `` (keys: a, b, ...)``; '' without ``keys``."""
+    if not keys:
+        return ""
+    close = difflib.get_close_matches(key, keys, n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else f" (keys: {', '.join(keys)})"
+
+
+def format_validation_error(e: ValidationError, source: str, model: type[BaseModel] | None = None,
+                            what: str = "key") -> str:
+    """The problem of ``e`` (:func:`first_error`) as one line: ``SOURCE: 'key': problem (got value)``; an unknown
+    key with the closest key of ``model`` (``SOURCE: unknown key 'optim.epoch' (did you mean 'epochs'?)``), called
+    ``what`` (a constructor's: ``keyword argument``)."""
+    err = first_error(e)
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{loc}'"
+        *section, key = [str(p) for p in err["loc"]]
+        hint = close_key(key, keys_at(model, section), "".join(f"{p}." for p in section))
+        return f"{source}: unknown {what} '{loc}'{hint}"
     if err["type"] == "missing":
         return f"{source}: missing required key '{loc}'"
     if err["type"] == "value_error" and isinstance(err.get("input"), dict):  # a section's cross-key check
@@ -64,8 +97,9 @@ class Checked(BaseModel):
 
     @classmethod
     def error_line(cls, e: ValidationError) -> str:
-        """The line a bad constructor argument raises (``OptimConfig: 'epochs': ... (got 0)``)."""
-        return format_validation_error(e, cls.__name__)
+        """The line a bad constructor argument raises (``OptimConfig: 'epochs': ... (got 0)``, ``QADConfig: unknown
+        keyword argument 'out' (did you mean 'out_dir'?)``)."""
+        return format_validation_error(e, cls.__name__, cls, what="keyword argument")
 
     @field_validator("*", mode="before")
     @classmethod

@@ -111,6 +111,34 @@ def test_export_takes_a_config_mapping_and_eval_count_zero(monkeypatch, tmp_path
         api.export(tmp_path, tmp_path / "o", "fp16")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("call, line", [
+    # the flag is --out, the key out_dir: named as the unknown keyword it is, not as out_dir's absence
+    (lambda tmp: api.qad(checkpoint=str(tmp), out=str(tmp / "q")),
+     r"^qad\(\): unknown keyword argument 'out' \(did you mean 'out_dir'\?\); its keywords are QADConfig's keys"),
+    (lambda tmp: api.export(tmp, tmp / "o", precision="fp32"),
+     r"^export\(\): unknown keyword argument 'precision' \(did you mean 'precisions'\?\); its keywords are "
+     r"ExportConfig's keys"),
+    (lambda tmp: api.qad({"checkpoint": str(tmp), "out": str(tmp / "q")}),
+     r"^qad config: unknown key 'out' \(did you mean 'out_dir'\?\)$"),
+    (lambda tmp: api.export(tmp, tmp / "o", {"precision": "fp32"}),
+     r"^export config: unknown key 'precision' \(did you mean 'precisions'\?\)$"),
+    (lambda tmp: api.qad(checkpoint=str(tmp), out_dir=str(tmp / "q"), zzz=1),
+     r"^qad\(\): unknown keyword argument 'zzz' \(keys: checkpoint, out_dir, cache, .*quantize_all\); its keywords"),
+    (lambda tmp: api.train_config("kd", {"optim.epoch": 3}),
+     r"^--set optim.epoch=3: unknown key 'optim.epoch' \(did you mean 'optim.epochs'\?\)$"),
+])
+def test_an_unknown_keyword_is_named_with_the_closest_key(call, line, tmp_path, monkeypatch):
+    """QA session 26 F6: qad(out=...) failed as "out_dir: Field required", export(precision=...) as an unknown key with
+    no hint; each is one line naming the keyword, the closest key, and where the keywords come from."""
+    import distill.export
+    import distill.export.qad
+
+    monkeypatch.setattr(distill.export, "export_checkpoint", lambda *a: pytest.fail("exported"))
+    monkeypatch.setattr(distill.export.qad, "qad", lambda *a: pytest.fail("ran qad"))
+    with pytest.raises(DistillError, match=line):
+        call(tmp_path)
+
+
 def test_resume_refuses_every_other_argument_by_name(trained, tmp_path):
     """adapt(strategy=..., resume=RUN) must not resume as the run's own strategy in silence; the error names what was
     passed (not "config or overrides" when it was target=)."""

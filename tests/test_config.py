@@ -31,7 +31,8 @@ def test_file_mistake_is_still_blamed_on_the_file(tmp_path, capsys):
     p = _recipe(tmp_path)
     p.write_text(p.read_text().replace("source:", "sauce:"))
     assert cli(["train", "-c", str(p), "--set", "optim.epochs=2"]) == 1
-    assert capsys.readouterr().err.strip() == f"error: {p}: missing required key 'data.source'"
+    # the misspelt key is named (it used to be "missing required key 'data.source'"), with the key it misspells
+    assert capsys.readouterr().err.strip() == f"error: {p}: unknown key 'data.sauce' (did you mean 'data.source'?)"
 
 
 def test_a_scalar_is_the_one_element_list(tmp_path):

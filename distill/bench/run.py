@@ -7,6 +7,9 @@ MODEL may be:
 - a student checkpoint folder (``student.json``; runtime ``torch``);
 - an export folder (``export.json``): every model it lists.
 
+A folder holding both a checkpoint and an export (an export written into the checkpoint folder, which ``distill
+export`` refuses since session 26) needs ``--runtime``: ``torch`` times the checkpoint, an ONNX Runtime the export.
+
 Timing, statistics, memory and device info are the edge runner's (one implementation).
 """
 from __future__ import annotations
@@ -44,14 +47,19 @@ def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, s
     if runtime is not None and runtime not in RUNTIMES:
         raise DistillError(f"--runtime: unknown runtime '{runtime}' (have: {', '.join(RUNTIMES)})")
     if path.is_dir():
-        if ExportReport.exists_in(path):
+        exported, checkpoint = ExportReport.exists_in(path), (path / STUDENT_SPEC).is_file()
+        if exported and checkpoint and runtime is None:  # an export written into a checkpoint folder (before session 26)
+            raise DistillError(f"{path}: holds both a checkpoint ({STUDENT_SPEC}) and an export ({EXPORT_REPORT}): pass "
+                               "--runtime torch to time the checkpoint, or --runtime ort-cpu (ort-cuda, ort-trt) to time "
+                               "the export's ONNX files (or move the export into a folder of its own)")
+        if exported and not (checkpoint and runtime == "torch"):
             files = exported_files(path)
             rt = runtime or "ort-cpu"
             if rt in ("torch", "tensorrt"):
                 raise DistillError(f"--runtime {rt} cannot run an export folder's ONNX files: use ort-cpu, ort-cuda "
                                    "or ort-trt (or pass a checkpoint folder / an engine)")
             return [(f, rt) for f in files]
-        if (path / STUDENT_SPEC).is_file():
+        if checkpoint:
             if runtime not in (None, "torch"):
                 raise DistillError(f"{path} is a checkpoint folder: it runs with --runtime torch (export it for "
                                    f"'{runtime}': distill export {shlex.quote(str(path))} --out DIR)")

@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="domains whose train images join, unlabeled (default: --export's, else the run's unlabeled "
                         "pool domains; the flag alone: none)")
     p.add_argument("--calib-count", type=int, default=None,
-                   help="calibration = training images (default: --export's, else 256)")
+                   help="calibration = training images (default: --export's, else 256, or fewer where the train split "
+                        "cannot also hold --holdout-count hold-out images: then they share it)")
     p.add_argument("--eval-count", type=int, default=200,
                    help="held-out test images per domain; 0 = all (default: 200)")
     p.add_argument("--holdout-count", type=int, default=256,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -17,6 +17,7 @@ from distill.data.split import SplitKeys
 from distill.errors import DistillError
 from distill.export.quantize import CALIBRATION_METHODS, INT8_FLAVOUR_CHOICES
 from distill.records import RUN_CONFIG
+from distill.validation import close_key, first_error
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -183,13 +184,13 @@ class ExportConfig(SplitKeys):
         try:
             return cls.model_validate(dict(options))
         except ValidationError as e:
-            raise DistillError(_one_line(e, names or {})) from None
+            raise DistillError(_one_line(e, names or {}, list(cls.model_fields))) from None
 
     @classmethod
     def error_line(cls, e: ValidationError) -> str:
         """``ExportConfig(precisions="fp8")``'s line: :meth:`from_options`' naming the class, as the other typed
         configs do (``ExportConfig: 'precisions': ...``)."""
-        return constructor_line(cls.__name__, e)
+        return constructor_line(cls.__name__, e, list(cls.model_fields))
 
     def with_updates(self, **updates: Any) -> ExportConfig:
         """A validated copy with ``updates`` applied (``model_copy`` would not validate them)."""
@@ -202,15 +203,16 @@ class ExportConfig(SplitKeys):
                                f"inside its training run, whose {RUN_CONFIG} names the data)")
 
 
-def _one_line(e: ValidationError, names: Mapping[str, str]) -> str:
-    """The first problem as ``<key or flag>: <problem> (got <value>)``; a problem of several keys (a model validator's:
+def _one_line(e: ValidationError, names: Mapping[str, str], keys: Sequence[str] = ()) -> str:
+    """The first problem (an unknown key first: :func:`~distill.validation.first_error`) as ``<key or flag>: <problem>
+    (got <value>)``, an unknown key with the closest of ``keys``; a problem of several keys (a model validator's:
     no key of its own, its input the whole config) as its message alone, each ``key (value)`` and each key with an
     underscore in it written as the user spelled it (``--observer-epochs 5 must be <= --epochs 2``)."""
-    err = e.errors()[0]
+    err = first_error(e)
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     name = names.get(str(err["loc"][0]), key) if err["loc"] else key
     if err["type"] == "extra_forbidden":
-        return f"export config: unknown key '{key}'"
+        return f"export config: unknown key '{key}'{close_key(key, keys)}"
     message = err["msg"].removeprefix("Value error, ")
     if not err["loc"]:
         return _as_flags(message, names)
@@ -219,13 +221,14 @@ def _one_line(e: ValidationError, names: Mapping[str, str]) -> str:
     return f"{name}: {message} (got {shown!r})"
 
 
-def constructor_line(owner: str, e: ValidationError) -> str:
+def constructor_line(owner: str, e: ValidationError, keys: Sequence[str] = ()) -> str:
     """:func:`_one_line` of a constructor's bad keyword, named as :class:`~distill.validation.Checked` names it:
-    ``OWNER: 'key': problem (got value)``, ``OWNER: unknown key 'key'``, ``OWNER: <a check of several keys>``."""
-    err, line = e.errors()[0], _one_line(e, {})
+    ``OWNER: 'key': problem (got value)``, ``OWNER: unknown keyword argument 'key' (did you mean ...)`` (the closest
+    of ``keys``), ``OWNER: <a check of several keys>``."""
+    err, line = first_error(e), _one_line(e, {})
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"{owner}: unknown key '{key}'"
+        return f"{owner}: unknown keyword argument '{key}'{close_key(key, keys)}"
     return f"{owner}: '{key}': {line.removeprefix(f'{key}: ')}" if err["loc"] else f"{owner}: {line}"
 
 

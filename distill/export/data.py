@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,10 +32,12 @@ class CalibrationPicks:
     Attributes:
         domains: the calibration domains then the target domains, as the export lists them (repeats kept).
         by_domain: each domain's picks, in sample order.
+        count: the calibration count they were picked with (``cfg.calib_count``, or what ``fit_count`` made it).
     """
 
     domains: list[str]
     by_domain: dict[str, list[Sample]]
+    count: int = 0
 
     def samples(self) -> list[Sample]:
         """Every pick, domain by domain: the order of the calibration images (and of cached teacher rows)."""
@@ -73,11 +75,15 @@ class ExportData:
 
 
 def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[str], log: ExportLog,
-                     keep_folder: bool = False, spill_dir: str | Path | None = None) -> ExportData:
+                     keep_folder: bool = False, spill_dir: str | Path | None = None,
+                     fit_count: Callable[[dict[str, int]], int] | None = None) -> ExportData:
     """Load the eval (and, for int8, calibration) images ``cfg`` names; ``source_domains``: the run's,
     the default calibration domains. ``keep_folder``: the record keeps the folder scanned here
     (:attr:`ExportData.folder`), for picks made later from the same scan. ``spill_dir``: where images too
-    many for RAM are memory-mapped from (:func:`distill.export.images.pixel_array`; default: the temp folder)."""
+    many for RAM are memory-mapped from (:func:`distill.export.images.pixel_array`; default: the temp folder).
+    ``fit_count``: given each calibration domain's train-split image count, the calibration count to pick with
+    instead of ``cfg.calib_count`` (``distill qad``'s default: :func:`distill.export.qad_calibration.count_fitter`;
+    the count used is :attr:`CalibrationPicks.count`)."""
     if not cfg.data_root:
         log.warn(f"no --data: fp32/fp16 parity is checked on {RANDOM_IMAGES} random-noise images and no accuracy "
                  "is measured")
@@ -112,7 +118,9 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     calib_images, calib_picks = None, None
     if "int8" in cfg.precisions:
         domains = calib_domains + target_domains
-        calib_picks = CalibrationPicks(domains, calibration_samples(cfg, folder, domains))
+        if fit_count is not None:
+            cfg = cfg.model_copy(update={"calib_count": fit_count(train_counts(folder, domains))})
+        calib_picks = CalibrationPicks(domains, calibration_samples(cfg, folder, domains), cfg.calib_count)
         calib_images = _calibration_images(cfg, folder, calib_picks, spec, spill_dir)
         skipped += calib_images.skipped
     calib_per_domain = {d: len(calib_picks.by_domain[d]) for d in calib_picks.domains} if calib_picks else {}
@@ -146,6 +154,28 @@ def calibration_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[s
             for i, d in enumerate(domains)}
 
 
+def train_counts(folder: DomainFolder, domains: list[str]) -> dict[str, int]:
+    """Each domain's train-split image count (what calibration and the hold-out pick from)."""
+    return {d: len(folder.select([d], "train")) for d in domains}
+
+
+def fitted_count(count: int, holdout: int, train: dict[str, int]) -> int:
+    """The calibration count that leaves the hold-out its share: ``count``, unless a domain's train images (``train``)
+    are fewer than its even shares of ``count`` calibration and ``holdout`` hold-out images; then that domain's images
+    are split in proportion of the two (256 and 256: half each), and the count is the largest whose even share fits
+    every such domain (at least one image per domain, as :func:`calibration_samples` picks)."""
+    n = len(train)
+    caps = []
+    for i, have in enumerate(train.values()):
+        calib, held = max(1, _share(count, i, n)), _share(holdout, i, n)
+        if 0 < have < calib + held:
+            caps.append((i, max(1, have * calib // (calib + held))))
+    fitted = count
+    while fitted > 1 and any(max(1, _share(fitted, i, n)) > cap for i, cap in caps):
+        fitted -= 1
+    return fitted
+
+
 def _calibration_images(cfg: ExportConfig, folder: DomainFolder, picks: CalibrationPicks, spec: StudentSpec,
                         spill_dir: str | Path | None = None) -> ImageSet:
     """The images of the calibration ``picks``, domain by domain."""
@@ -174,20 +204,28 @@ def holdout_samples(cfg: ExportConfig, folder: DomainFolder, domains: list[str],
 
 
 def load_holdout_images(cfg: ExportConfig, spec: StudentSpec, data: ExportData, count: int,
-                        spill_dir: str | Path | None = None) -> ImageSet:
+                        spill_dir: str | Path | None = None, exported: str | None = None) -> ImageSet:
     """The images of :func:`holdout_samples` over the calibration (and target) domains, from the folder and
-    calibration picks ``data`` holds (:func:`load_export_data` with ``keep_folder``: no second scan).
+    calibration picks ``data`` holds (:func:`load_export_data` with ``keep_folder``: no second scan). ``exported``:
+    the export folder whose calibration the picks are (``distill qad --export``), for the error's advice.
 
     Raises:
-        DistillError: no train-split image is left once the calibration images are taken.
+        DistillError: no train-split image is left once the calibration images are taken (one line with each
+            domain's numbers and a calibration count that leaves some: :func:`fitted_count`).
     """
     folder, picks = data.folder, data.calib_picks
     assert folder is not None and picks is not None, "hold-out images need load_export_data(keep_folder=True), int8"
     images = load_images(folder, holdout_samples(cfg, folder, picks.domains, count, picks.by_domain), spec, spill_dir)
     if len(images) == 0:
-        raise DistillError(f"{cfg.data_root}: no train-split image of {picks.domains} is left for the hold-out once "
-                           f"the {cfg.calib_count} calibration images are taken; lower --calib-count (with --export: "
-                           "re-export with a lower one)")
+        train = train_counts(folder, picks.domains)
+        taken = ", ".join(f"{d} {len(picks.by_domain[d])} of {n}" for d, n in train.items())
+        lower = fitted_count(min(picks.count, ExportConfig.model_fields["calib_count"].default), count, train)
+        fix = (f"re-export {exported} with --calib-count {lower} (its int8 file is the arm QAD must beat, so QAD "
+               f"calibrates on the export's images), or drop --export (QAD then leaves some by itself)"
+               if exported else f"lower --calib-count, e.g. to {lower}")
+        raise DistillError(f"{cfg.data_root}: no train-split image is left for the hold-out: the "
+                           f"{'export' if exported else 'calibration'} (--calib-count {picks.count}) took every one "
+                           f"({taken} train-split images); {fix}")
     return images
 
 

@@ -59,7 +59,7 @@ from distill.export.kept_float import KeptFloat, export_int8, kept_layers
 from distill.export.learned_ranges import freeze_scales, learn_scales
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
-from distill.export.qad_calibration import export_config
+from distill.export.qad_calibration import count_fitter, export_config
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
 from distill.export.qad_moves import changed_share, int8_weights
 from distill.export.qad_ship import holdout_pairs, no_harm, ptq_file
@@ -117,16 +117,20 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     folded = conv_bn_pairs(student)  # conv -> the BatchNorm folded into it
     keep = kept_layers(exported, student, folded, say) if exported is not None and not cfg.quantize_all else KeptFloat()
     run = TrainingRun.of_checkpoint(checkpoint, say)
-    ecfg = export_config(cfg, run, say, exported)
+    ecfg, fit = export_config(cfg, run, say, exported), count_fitter(cfg, exported, say)  # fit: --calib-count unset
     cfg = cfg.model_copy(update={"calib_count": ecfg.calib_count, "seed": ecfg.seed})  # as resolved (qad.json too)
     prov = provenance(checkpoint, student, run)
     # one scan of the data root: the hold-out and the cached teacher rows pick from the folder it kept
     data = load_export_data(ecfg, student.spec, list(prov.get("source_domains") or []), say, keep_folder=True,
-                            spill_dir=out)  # images too many for RAM are memory-mapped from there
+                            spill_dir=out,  # images too many for RAM are memory-mapped from there
+                            fit_count=fit)  # a small train split: room for the hold-out
     calib = data.calib_images
-    assert calib is not None  # check_data: int8 needs a data root
+    assert calib is not None and data.calib_picks is not None  # check_data: int8 needs a data root
+    if data.calib_picks.count != ecfg.calib_count:  # fitted to a small train split
+        ecfg = ecfg.model_copy(update={"calib_count": data.calib_picks.count})
+        cfg = cfg.model_copy(update={"calib_count": ecfg.calib_count})
     # the no-harm rule decides on images neither trained on (calibration) nor reported on (test)
-    holdout = load_holdout_images(ecfg, student.spec, data, cfg.holdout_count, spill_dir=out)
+    holdout = load_holdout_images(ecfg, student.spec, data, cfg.holdout_count, spill_dir=out, exported=cfg.export_dir)
     say(f"hold-out (decides which int8 ships): {len(holdout)} train-split images, none of them calibration images")
     make_out_dir(out)
     teacher_logits = None

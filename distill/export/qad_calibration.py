@@ -6,15 +6,20 @@ hold-out must hold none of *its* calibration images either. QAD therefore picks 
 export did (the same data root, split, domains, count and seed: :func:`distill.export.data.calibration_samples` then
 picks the same images), and a setting given to QAD that differs from the export's is refused in one line: both
 int8 files are calibrated alike, and the hold-out excludes what either was calibrated on.
+
+Without ``--export`` and ``--calib-count``, QAD calibrates on 256 images unless the train split is too small to hold
+them and the hold-out too (:func:`count_fitter`): then the two share each short domain's train images in proportion
+(256 : ``--holdout-count``), and one line says so. Where the images are there, nothing changes.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from distill.data.split import SPLIT_KEYS
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
+from distill.export.data import fitted_count
 from distill.export.kept_float import ExportedInt8
 from distill.export.log import ExportLog
 from distill.export.qad_config import QADConfig
@@ -44,7 +49,8 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
     split_from: dict[str, str] = {}  # who set the split keys: with_run_defaults refuses another rule than the run's
     if exported is not None and exported.data_root is not None:
         where = Path(str(cfg.export_dir)) / EXPORT_REPORT
-        theirs = ExportReport.read(where.parent).config
+        report = ExportReport.read(where.parent)
+        theirs, taken = report.config, (report.data or {}).get("calib_count")
         data_root = data_root or exported.data_root
         calib = _agree(where, "--calib-domains", cfg.calib_domains, exported.calib_domains or None)
         given = None if cfg.target_domains is None else tuple(d for d in cfg.target_domains if d not in (calib or ()))
@@ -54,7 +60,9 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
         split = {k: theirs[k] for k in SPLIT_KEYS if theirs.get(k) is not None}
         split_from = {"split_from": str(where), "split_fix": "re-export with the run's split ({flag} unset)"}
         say(f"calibration as the export's (--export): {data_root}, domains {', '.join(calib or ())}"
-            + (f" + {', '.join(targets)} (unlabeled)" if targets else "") + f", {count} images, seed {seed}")
+            + (f" + {', '.join(targets)} (unlabeled)" if targets else "")
+            + (f", {count} images" if taken in (None, count) else f", --calib-count {count} ({taken} images there)")
+            + f", seed {seed}")
     ecfg = with_run_defaults(ExportConfig(
         precisions=("fp32", "int8"), data_root=data_root, calib_domains=calib, target_domains=targets,
         calib_count=count, eval_count=cfg.eval_count, int8_flavour=cfg.flavour, seed=seed, **split), run, say,
@@ -73,3 +81,22 @@ def _agree(where: Path, flag: str, given: Any, theirs: Any) -> Any:
     raise DistillError(f"{where}: {flag} {given_text or '(none)'} differs from the export's {theirs_text or '(none)'}; "
                        "with --export both int8 files calibrate alike, so that the no-harm rule's hold-out holds no "
                        f"calibration image of either: drop {flag}, or re-export with it")
+
+
+def count_fitter(cfg: QADConfig, exported: ExportedInt8 | None, say: ExportLog) -> Callable[[dict[str, int]], int] | None:
+    """:func:`distill.export.data.load_export_data`'s ``fit_count`` for QAD: None (the count as resolved) with
+    ``--calib-count`` or ``--export`` (the export's calibration is the PTQ arm's: never changed here); else
+    :func:`~distill.export.data.fitted_count` of the default over the train split's images, said in one line when
+    it is lower (a small data set: 84 train images give 42 calibration + 42 hold-out images, not 84 + none)."""
+    if cfg.calib_count is not None or exported is not None:
+        return None
+
+    def fit(train: dict[str, int]) -> int:
+        count = fitted_count(DEFAULT_CALIB_COUNT, cfg.holdout_count, train)
+        if count < DEFAULT_CALIB_COUNT:
+            have = ", ".join(f"{d} {n}" for d, n in train.items())
+            say(f"calibration: {count} images, not {DEFAULT_CALIB_COUNT}: the train split ({have} images) cannot "
+                f"hold {DEFAULT_CALIB_COUNT} calibration and {cfg.holdout_count} hold-out images, so they share it "
+                "(--calib-count sets it)")
+        return count
+    return fit

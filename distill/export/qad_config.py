@@ -32,7 +32,8 @@ class QADConfig(Checked):
             run's data, source domains and unlabeled pool domains); QAD trains on the calibration images. With
             ``export_dir`` the calibration domains, ``calib_count`` and ``seed`` are the export's, and another value
             given is refused (:mod:`distill.export.qad_calibration`: the hold-out must hold no image the export's
-            int8 file was calibrated on); ``calib_count`` unset otherwise: 256.
+            int8 file was calibrated on); ``calib_count`` unset otherwise: 256, or fewer where the train split cannot hold
+            256 calibration and ``holdout_count`` hold-out images (:func:`distill.export.qad_calibration.count_fitter`).
         holdout_count: hold-out images (an even share per calibration domain, fewer where fewer are left):
             train-split images that are not calibration images, on which the no-harm rule picks the int8 file
             to ship (QAD's only when its mean disagreement with fp32 there is below plain PTQ's).
@@ -143,9 +144,10 @@ class QADConfig(Checked):
         try:
             return cls.model_validate(dict(options))
         except ValidationError as e:
-            raise DistillError(_one_line(e, names or {}).replace("export config:", "qad config:")) from None
+            line = _one_line(e, names or {}, list(cls.model_fields))
+            raise DistillError(line.replace("export config:", "qad config:")) from None
 
     @classmethod
     def error_line(cls, e: ValidationError) -> str:
         """``QADConfig(epochs=0)``'s line: :meth:`from_options`' naming the class (``QADConfig: 'epochs': ...``)."""
-        return constructor_line(cls.__name__, e)
+        return constructor_line(cls.__name__, e, list(cls.model_fields))

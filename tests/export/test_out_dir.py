@@ -233,3 +233,42 @@ def test_a_checkpoint_a_killed_export_moved_in_is_told_from_the_users(tmp_path: 
     (folder / "export.json").unlink()  # a marker distill did not write is not one: the folder is the user's
     with pytest.raises(DistillError, match="no export.json here says an earlier export wrote it"):
         retry.check_writes(["checkpoint"])
+
+
+@pytest.mark.parametrize("into", ["checkpoint", "run"])
+def test_an_export_into_a_checkpoint_or_run_folder_is_refused(run_ckpt: Path, tiny_root: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture, into: str) -> None:
+    """QA session 26 F7: `distill export RUN/checkpoints/best --out RUN/checkpoints/best` (or `--out RUN`) wrote the
+    ONNX files among the checkpoint's, and `distill bench` of the checkpoint then timed them instead of it."""
+    run = tmp_path / "run"
+    shutil.copytree(run_ckpt.parents[1], run)  # a copy: the session's run must stay as it is
+    checkpoint = run / "checkpoints" / "best"
+    out = checkpoint if into == "checkpoint" else run
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    rc = main(["export", str(checkpoint), "--out", str(out), "--data", str(tiny_root), "--precision", "fp32",
+               "--eval-count", "4", "--exporter", "torchscript", "--no-build-engine"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    what = "a checkpoint folder (student.json)" if into == "checkpoint" else "a training run's folder"
+    assert err[0].startswith(f"error: {out}: is {what}") and "e.g. exports/run" in err[0], err
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before  # nothing written
+
+
+def test_bench_of_a_folder_holding_a_checkpoint_and_an_export_asks_which(export_dir: Path, run_ckpt: Path,
+                                                                         tmp_path: Path) -> None:
+    """Such a folder (written before the refusal above) was timed as the export, silently: now --runtime picks."""
+    folder = tmp_path / "both"
+    shutil.copytree(run_ckpt, folder)
+    report = ExportReport.read(export_dir)
+    shutil.copy(export_dir / "export.json", folder)
+    for m in report.models:
+        shutil.copy(export_dir / m.file, folder)
+    with pytest.raises(DistillError, match=r"holds both a checkpoint \(student.json\) and an export \(export.json\): "
+                                           r"pass --runtime torch .* or --runtime ort-cpu"):
+        bench_model(folder, warmup=0, iters=1)
+    from distill.bench.run import resolve_models
+
+    assert resolve_models(folder, "torch") == [(folder, "torch")]
+    assert resolve_models(folder, "ort-cpu") == [(folder / m.file, "ort-cpu") for m in report.models]
+    with pytest.raises(DistillError, match="--runtime torch cannot run an export folder's ONNX files"):
+        resolve_models(export_dir, "torch")  # an export alone: as before
