@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import yaml
 
-from distill.data.class_map_keys import check_class_map_keys
+from distill.data.class_map_keys import check_class_map_keys, warn_merged_folders
 from distill.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
 from distill.data.sample_table import (
     SPLIT_CODE,
@@ -196,6 +196,7 @@ class DomainFolder:
             raise DistillError(f"{self.root}: no images found under ROOT/DOMAIN/CLASS/")
         cmap = self.class_map
         names = [cmap.get(f"{domain}/{folder}", cmap.get(folder, folder)) for domain, folder in files.folders]
+        warn_merged_folders(files.folders, names, self.class_map_source or "class-name map")
         self.classes: list[str] = sorted(set(names))
         label_of = {c: i for i, c in enumerate(self.classes)}
         label_of_folder = np.array([label_of[c] for c in names], dtype=np.int32)
