@@ -74,7 +74,7 @@ def resolve_pool(cfg: TrainConfig, dataset: DomainFolder, name: str, needs: Need
         if caches and domain not in caches[0].domains:
             raise DistillError(f"{KEY}: domain '{domain}' is not in cache {caches[0].path} "
                                f"(has: {', '.join(caches[0].domains)}); cache it with `distill cache build`")
-    folders = scan_folders([e for e in entries if is_folder_entry(e)], dataset.root, KEY)
+    folders = scan_folders([e for e in entries if is_folder_entry(e)], dataset.root, KEY, cfg.data.skip_bad)
     if caches:
         placed = sorted((_cached_folder(folder, caches) for folder in folders), key=lambda p: p[1].first_index)
         for folder, record in placed:
