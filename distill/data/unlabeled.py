@@ -35,6 +35,11 @@ def is_folder_entry(entry: str) -> bool:
     return "/" in entry or os.sep in entry or entry.startswith((".", "~"))
 
 
+def folder_hint(entry: str) -> str:
+    """:data:`FOLDER_HINT`, and when ``entry`` (a bare name) is a folder here, the entry that names it."""
+    return FOLDER_HINT + (f"; for the folder '{entry}' here, write './{entry}'" if Path(entry).is_dir() else "")
+
+
 @dataclass(frozen=True)
 class UnlabeledFolder:
     """A scanned folder of unlabeled images.

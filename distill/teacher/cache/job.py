@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from distill.data.folder import DomainFolder
 from distill.data.listing import NOT_UTF8
 from distill.data.split import SPLIT_KEYS, SplitKeys
-from distill.data.unlabeled import FOLDER_HINT, add_folders, is_folder_entry, scan_folders
+from distill.data.unlabeled import add_folders, folder_hint, is_folder_entry, scan_folders
 from distill.errors import DistillError
 from distill.records import CacheManifest
 from distill.teacher.cache.options import (
@@ -134,13 +134,12 @@ def _section(name: str, value: Any, cls: type) -> Any:
 
 
 def add_unlabeled_folders(dataset: DomainFolder, entries: Sequence[str], skip_bad: bool = False) -> None:
-    """``--unlabeled DIR...``: scan each folder and add it to ``dataset`` as an unlabeled domain."""
+    """``--unlabeled DIR...``: scan each folder and add it to ``dataset`` as an unlabeled domain. The flag takes
+    folders only, so a bare name (``field``) is the folder of that name here, unless it names a domain."""
     for entry in entries:
-        if not is_folder_entry(entry):
-            where = "is a domain under ROOT (cached by --domains, all by default)" if entry in dataset.domains \
-                else "is not a folder"
-            raise DistillError(f"--unlabeled: '{entry}' {where}; --unlabeled takes folders outside ROOT "
-                               f"({FOLDER_HINT})")
+        if entry in dataset.domains and not is_folder_entry(entry):
+            raise DistillError(f"--unlabeled: '{entry}' is a domain under ROOT (cached by --domains, all by default); "
+                               f"--unlabeled takes folders outside ROOT ({folder_hint(entry)})")
     add_folders(dataset, scan_folders(list(entries), dataset.root, "--unlabeled", skip_bad))
 
 
