@@ -92,8 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--topk", type=int, default=None, metavar="K", help="K of --logits topk (e.g. 100)")
     b.add_argument("--no-embeddings", action="store_true",
                    help="do not store image embeddings (only for strategies that read logits alone: kd, erm, ...)")
-    b.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest) and "
-                   "files whose names are not UTF-8 (warned about)")
+    b.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in the manifest)")
     b.add_argument("--workers", type=int, default=None, metavar="N", help="decode workers per process (cores - 1)")
     b.add_argument("--device", default="auto",
                    help="auto | cpu | cuda | cuda:N (auto: cuda:LOCAL_RANK under torchrun, else cuda:0, else cpu)")
