@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "bootstrapped --pretrained checkpoint, else 12 built-in templates)")
     b.add_argument("--domains", metavar="a,b", help="comma-separated domains to cache (default: all)")
     b.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
-                   help="also cache a folder of unlabeled images outside ROOT (any image files, flat or nested; "
+                   help="also cache a folder of unlabeled images outside ROOT (a path, or a folder's name here; any "
+                        "image files, flat or nested; "
                         "no class folders), for a run's data.unlabeled pool; its file list is in the cache's "
                         "identity, so a changed folder is refused. Repeat for several folders")
     add_split_arguments(b, unset=("pretrain_fraction",), unset_from="the pool teacher.json beside --pretrained records")
@@ -171,7 +172,8 @@ def _build(args: argparse.Namespace) -> int:
         print(f"teacher cache {state}: {out} ({m.rows} rows = {images} x "
               f"{m.views.count} view(s), {len(m.shards)} shard(s){skipped})")
         for f in m.dataset.unlabeled_folders or []:
-            print(f"unlabeled folder {f.path}: {f.images} images, cached as '{f.name}' (name it in data.unlabeled)")
+            print(f"unlabeled folder {f.path}: {f.images} images, cached as '{f.name}' (a run pools it with "
+                  f"data.unlabeled=[{f.path}])")
         if m.views.policy is not None:
             print(f"view policy: {_policy_line(m.views.policy)}")
         if args.adv_views:

@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     device = resolve_device(args.device, what="--device")
     student = load_student(args.checkpoint).to(device)
-    dataset = DomainFolder(args.data, _split_rule(args))
+    dataset = DomainFolder(args.data, _split_rule(args), skip_bad=args.skip_bad)
     if student.spec.class_names != dataset.classes:
         from distill.data.classes import class_difference  # lazy: it imports torch (not at parser build)
 
@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
                            "; evaluate on the data it was trained for")
     domains = dataset.check_domains([d.strip() for d in args.domains.split(",") if d.strip()]) if args.domains \
         else dataset.domains
-    skipped = dataset.skip_undecodable(domains, args.split) if args.skip_bad else []
+    skipped = dataset.left_out() + dataset.skip_undecodable(domains, args.split) if args.skip_bad else []
     if skipped:
         print(f"warning: {len(skipped)} undecodable image(s) skipped: "
               + ", ".join(f"{p} ({why})" for p, why in skipped), file=sys.stderr)

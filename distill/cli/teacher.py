@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 import textwrap
 
 from distill.data.folder import DomainFolder
@@ -65,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     boot.add_argument("--class-map", metavar="F", help="YAML/JSON 'folder: class name' map "
                       "(default: ROOT/classnames.yaml if present)")
     boot.add_argument("--seed", type=int, default=0, help="seed of init, shuffling, captions and augmentation (default: 0)")
+    boot.add_argument("--skip-bad", action="store_true",
+                      help="leave undecodable pool images (and files whose names are not UTF-8) out, with a warning")
     boot.add_argument("--device", default="cpu",
                       help="auto | cpu | cuda | cuda:N (default: cpu, where resume is bit-identical)")
     boot.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice; "
@@ -89,6 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--pretrain-fraction", type=float, metavar="F", help="the split rule's pretraining pool "
                     "(default: the pool teacher.json beside --pretrained records, else 0); test and val do not depend on it")
     ev.add_argument("--batch-size", type=int, default=256, metavar="B", help="images per forward pass (default: 256)")
+    ev.add_argument("--skip-bad", action="store_true",
+                    help="leave undecodable images (and files whose names are not UTF-8) out, with a warning")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     ev.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     ev.set_defaults(func=_eval, interrupt_hint="nothing was saved; rerun the same command (it starts over)")
@@ -109,15 +114,16 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     ds = DomainFolder(args.data, SplitRule.of("teacher bootstrap", class_map=args.class_map,
-                                              pretrain_fraction=args.pretrain_fraction))
+                                              pretrain_fraction=args.pretrain_fraction), skip_bad=args.skip_bad)
     settings = BootstrapSettings(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  max_per_domain=args.max_per_domain, seed=args.seed)
-    ckpt = bootstrap_teacher(ds, args.out, settings, quick=args.quick,
+    ckpt = bootstrap_teacher(ds, args.out, settings, quick=args.quick, skip_bad=args.skip_bad,
                              device=str(resolve_device(args.device, what="--device")), progress=not args.no_progress)
     print(f"teacher checkpoint: {ckpt}")
     print(f"teacher manifest:   {ckpt.parent / TEACHER_MANIFEST}")
     check = ["distill", "teacher", "eval", "--pretrained", str(ckpt), "--data", str(args.data)]
     check += ["--class-map", str(args.class_map)] if args.class_map else []
+    check += ["--skip-bad"] if args.skip_bad else []
     print(f"check it:           {shlex.join(check)}")
     return 0
 
@@ -136,9 +142,14 @@ def _eval(args: argparse.Namespace) -> int:
     templates, source = resolve_templates(args.templates_file, args.pretrained)
     pool = teacher_pool(args.pretrained)
     fraction = args.pretrain_fraction if args.pretrain_fraction is not None else pool[0].fraction if pool else 0.0
-    ds = DomainFolder(args.data, SplitRule.of("teacher eval", class_map=args.class_map, pretrain_fraction=fraction))
+    ds = DomainFolder(args.data, SplitRule.of("teacher eval", class_map=args.class_map, pretrain_fraction=fraction),
+                      skip_bad=args.skip_bad)
     domains = ds.check_domains(args.domains) if args.domains else ds.domains
     split = None if args.split == "all" else args.split
+    skipped = ds.left_out() + ds.skip_undecodable(domains, split) if args.skip_bad else []
+    if skipped:
+        print(f"warning: {len(skipped)} bad image(s) left out: " + ", ".join(f"{p} ({why})" for p, why in skipped),
+              file=sys.stderr)
     teacher = Teacher(arch, args.pretrained, ds.classes, templates, device=str(resolve_device(args.device, what="--device")))
     acc = zero_shot_accuracy(teacher, ds, split=split, domains=domains, batch_size=args.batch_size,
                              progress=not args.no_progress)

@@ -28,15 +28,15 @@ from __future__ import annotations
 import hashlib
 import json
 from bisect import bisect_left
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 import yaml
 
-from distill.data.class_map_keys import check_class_map_keys
-from distill.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
+from distill.data.class_map_keys import check_class_map_keys, warn_merged_folders
+from distill.data.images import BadImageError, load_rgb
+from distill.data.listing import NOT_UTF8, FileList, Listing, list_images, refuse_unnamed
 from distill.data.sample_table import (
     SPLIT_CODE,
     SPLITS,
@@ -54,72 +54,6 @@ from distill.errors import DistillError
 from distill.records import DATA_CLASS_MAP
 
 STUDENT_SPLITS = ("train", "val", "test")  # what select() returns by default: never the teacher's pool
-
-
-@dataclass(frozen=True)
-class FileList:
-    """ROOT's image files in scan order, packed (no Python object per file): relative paths as one UTF-8
-    buffer and offsets, each file's domain (a position in the listing's domains), class folder (a position
-    in ``folders``: ``(domain, folder name)``) and size in bytes."""
-
-    text: np.ndarray     # uint8 [B]
-    offsets: np.ndarray  # int64 [n + 1]
-    domain: np.ndarray   # int32 [n]
-    folder: np.ndarray   # int32 [n]
-    folders: list[tuple[str, str]]
-    size: np.ndarray     # int64 [n]
-
-    def __len__(self) -> int:
-        return len(self.size)
-
-    @classmethod
-    def of(cls, domains: Sequence[str], files: Sequence[tuple[str, str, str, int]]) -> FileList:
-        """From ``(relpath, domain, class folder, bytes)`` tuples."""
-        folders = list(dict.fromkeys((d, f) for _, d, f, _ in files))
-        code = {k: i for i, k in enumerate(folders)}
-        text, offsets = pack_strings(rel for rel, _, _, _ in files)
-        return cls(text, offsets, np.array([list(domains).index(d) for _, d, _, _ in files], dtype=np.int32),
-                   np.array([code[(d, f)] for _, d, f, _ in files], dtype=np.int32), folders,
-                   np.array([size for *_, size in files], dtype=np.int64))
-
-
-#: ROOT's scan: (sorted domain folders, its files) (:func:`list_images`); the files may also be given as
-#: ``[(relpath, domain, class folder, bytes)]``.
-Listing = tuple[list[str], "FileList | Sequence[tuple[str, str, str, int]]"]
-
-
-def list_images(root: str | Path) -> tuple[list[str], FileList]:
-    """The one walk of ROOT's file system: its domain folders and every image under ROOT/DOMAIN/CLASS/ with
-    its size (hidden files and folders skipped). :class:`DomainFolder` makes it, or takes one made once for
-    the whole run (:func:`distill.utils.runtime.share_from_main`: rank 0 lists, the other ranks receive).
-    Packed class folder by class folder: what is held per file is a few bytes plus its path."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DistillError(f"{root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
-    domains = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    texts: list[bytes] = []
-    lengths, dom, fol, sizes = [], [], [], []
-    folders: list[tuple[str, str]] = []
-    for di, domain in enumerate(domains):
-        for cdir in sorted(p for p in (root / domain).iterdir() if p.is_dir() and not p.name.startswith(".")):
-            rel, size = [], []
-            for f in sorted(cdir.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."):
-                    rel.append(f.relative_to(root).as_posix().encode())
-                    size.append(f.stat().st_size)
-            if rel:
-                texts.append(b"".join(rel))
-                lengths.append(np.fromiter(map(len, rel), dtype=np.int64, count=len(rel)))
-                dom.append(np.full(len(rel), di, dtype=np.int32))
-                fol.append(np.full(len(rel), len(folders), dtype=np.int32))
-                folders.append((domain, cdir.name))
-                sizes.append(np.array(size, dtype=np.int64))
-    offsets = np.zeros(sum(map(len, lengths)) + 1, dtype=np.int64)
-    if lengths:
-        np.cumsum(np.concatenate(lengths), out=offsets[1:])
-    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dtype=dt)  # noqa: E731
-    return domains, FileList(np.frombuffer(b"".join(texts), dtype=np.uint8).copy(), offsets, cat(dom, np.int32),
-                             cat(fol, np.int32), folders, cat(sizes, np.int64))
 
 
 def load_class_map(path: str | Path | None) -> dict[str, str]:
@@ -158,12 +92,14 @@ class DomainFolder:
             pretrain fraction, split seed), passed whole; default: its defaults.
         listing: ROOT's :func:`list_images`, made elsewhere (a run lists once and shares it with every
             rank); None: scan ROOT here.
+        skip_bad: leave files whose names are not UTF-8 out (:attr:`unnamed`; the stage warns) instead of
+            refusing them (:mod:`distill.data.listing`): a stage's ``--skip-bad``.
         **keys: the rule's keys by name (``test_fraction=0.5``), over ``split``'s: a short spelling for
             scripts and tests.
     """
 
-    def __init__(self, root: str | Path, split: SplitRule | None = None, listing: Listing | None = None,
-                 **keys: Any):
+    def __init__(self, root: str | Path, split: SplitRule | None = None, listing: Listing | None = None, *,
+                 skip_bad: bool = False, **keys: Any):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DistillError(f"{self.root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
@@ -190,12 +126,17 @@ class DomainFolder:
         if not self.domains:
             raise DistillError(f"{self.root}: no domain folders found (expected ROOT/DOMAIN/CLASS/image)")
         files = files if isinstance(files, FileList) else FileList.of(self.domains, files)
+        if files.unnamed and not skip_bad:
+            refuse_unnamed(files.unnamed, f"{self.root} (`distill data summary {self.root}` lists them)")
+        #: files left out because their names are not UTF-8 (their bytes shown as \xNN): ROOT's, added folders'
+        self.unnamed: list[str] = list(files.unnamed)
         check_class_map_keys(self.class_map, self.class_map_source or "class-name map", self.root, self.domains,
                              {folder for _, folder in files.folders})
         if not len(files):
             raise DistillError(f"{self.root}: no images found under ROOT/DOMAIN/CLASS/")
         cmap = self.class_map
         names = [cmap.get(f"{domain}/{folder}", cmap.get(folder, folder)) for domain, folder in files.folders]
+        warn_merged_folders(files.folders, names, self.class_map_source or "class-name map")
         self.classes: list[str] = sorted(set(names))
         label_of = {c: i for i, c in enumerate(self.classes)}
         label_of_folder = np.array([label_of[c] for c in names], dtype=np.int32)
@@ -237,6 +178,7 @@ class DomainFolder:
                               np.array([size for _, size in folder.files], dtype=np.int64))
         start = len(self.samples)
         self.folders[name] = folder
+        self.unnamed += folder.unnamed
         self.samples = SampleTable(self.samples.columns.concat(added))
         self._excluded_rows = None
         return self.samples[start:]
@@ -330,6 +272,10 @@ class DomainFolder:
             except BadImageError as e:
                 bad.append((s.relpath, e.reason))
         return self.exclude(bad)
+
+    def left_out(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of the files left out by ``skip_bad`` (names not UTF-8), for a stage's warning."""
+        return [(p, NOT_UTF8) for p in self.unnamed]
 
     def path(self, sample: Sample) -> Path:
         folder = self.folders.get(sample.domain)

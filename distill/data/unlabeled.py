@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from distill.data.images import IMAGE_EXTENSIONS
+from distill.data.listing import is_utf8, refuse_unnamed, shown
 from distill.errors import DistillError
 from distill.utils.io import sha256_files
 
@@ -34,6 +35,11 @@ def is_folder_entry(entry: str) -> bool:
     return "/" in entry or os.sep in entry or entry.startswith((".", "~"))
 
 
+def folder_hint(entry: str) -> str:
+    """:data:`FOLDER_HINT`, and when ``entry`` (a bare name) is a folder here, the entry that names it."""
+    return FOLDER_HINT + (f"; for the folder '{entry}' here, write './{entry}'" if Path(entry).is_dir() else "")
+
+
 @dataclass(frozen=True)
 class UnlabeledFolder:
     """A scanned folder of unlabeled images.
@@ -42,11 +48,13 @@ class UnlabeledFolder:
         entry: the folder as the recipe or command line wrote it (what messages name).
         path: its resolved directory.
         files: ``(relative posix path, size in bytes)`` of every image under it, sorted by path.
+        unnamed: its images left out because their names are not UTF-8 (:mod:`distill.data.listing`), shown paths.
     """
 
     entry: str
     path: Path
     files: tuple[tuple[str, int], ...]
+    unnamed: tuple[str, ...] = ()
 
     def files_sha256(self) -> str:
         """sha256 over the sorted relative paths and sizes (reads no image)."""
@@ -61,12 +69,13 @@ class UnlabeledFolder:
         return h.hexdigest()
 
 
-def scan_folder(entry: str, root: str | Path, key: str) -> UnlabeledFolder:
-    """Scan the folder ``entry`` names; one-line errors name ``key`` and the entry.
+def scan_folder(entry: str, root: str | Path, key: str, skip_bad: bool = False) -> UnlabeledFolder:
+    """Scan the folder ``entry`` names; one-line errors name ``key`` and the entry. An image whose name is not
+    UTF-8 is refused, or with ``skip_bad`` left out (:attr:`UnlabeledFolder.unnamed`).
 
     Raises:
         DistillError: the folder does not exist, holds no images, or overlaps ``root`` (its images would be
-            the root's labelled train/val/test images: name the domain instead).
+            the root's labelled train/val/test images: name the domain instead); an image's name is not UTF-8.
     """
     path = Path(entry).expanduser()
     if not path.is_dir():
@@ -80,16 +89,24 @@ def scan_folder(entry: str, root: str | Path, key: str) -> UnlabeledFolder:
         rel = f.relative_to(path)
         if f.suffix.lower() in IMAGE_EXTENSIONS and not any(p.startswith(".") for p in rel.parts) and f.is_file():
             files.append((rel.as_posix(), f.stat().st_size))
+    unnamed: tuple[str, ...] = ()
+    try:  # one encode of all the names; only a failure looks at them one by one
+        "\n".join(rel for rel, _ in files).encode()
+    except UnicodeEncodeError:
+        unnamed = tuple(shown(path / rel) for rel, _ in files if not is_utf8(rel))
+        if not skip_bad:
+            refuse_unnamed(unnamed, f"{key} folder '{entry}'")
+        files = [(rel, size) for rel, size in files if is_utf8(rel)]
     if not files:
         raise DistillError(f"{key}: folder '{entry}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return UnlabeledFolder(entry, path, tuple(files))
+    return UnlabeledFolder(entry, path, tuple(files), unnamed)
 
 
-def scan_folders(entries: Iterable[str], root: str | Path, key: str) -> list[UnlabeledFolder]:
+def scan_folders(entries: Iterable[str], root: str | Path, key: str, skip_bad: bool = False) -> list[UnlabeledFolder]:
     """:func:`scan_folder` of each entry, refusing one folder named twice."""
     folders: list[UnlabeledFolder] = []
     for entry in entries:
-        folder = scan_folder(entry, root, key)
+        folder = scan_folder(entry, root, key, skip_bad)
         twice = next((f for f in folders if f.path == folder.path), None)
         if twice is not None:
             raise DistillError(f"{key}: folder '{entry}' is named twice (also as '{twice.entry}')")

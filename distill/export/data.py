@@ -90,8 +90,8 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
         return ExportData(random_images(spec, RANDOM_IMAGES, cfg.seed), None,
                           {"root": None, "labeled": False, "eval_count": {"random": RANDOM_IMAGES}})
     rule = cfg.split_rule(where="export")
-    folder = DomainFolder(cfg.data_root, rule)
-    skipped = exclude_cache_skipped(folder, cfg.caches or ())
+    folder = DomainFolder(cfg.data_root, rule, skip_bad=True)  # bad images are skipped and listed here, as below
+    skipped = folder.unnamed + exclude_cache_skipped(folder, cfg.caches or ())
     eval_domains = list(cfg.eval_domains or folder.domains)
     folder.check_domains(eval_domains)
     samples = pick_per_domain(folder, eval_domains, "test", cfg.eval_count, cfg.seed)

@@ -113,7 +113,7 @@ def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache],
     cfg = with_split_rule(cfg)  # the keys the recipe leaves unset: the cache's (saved so with the run)
     # ROOT is listed once, on rank 0, and the listing sent to the other ranks
     dataset = DomainFolder(cfg.data.root, cfg.data.split_rule(),
-                           listing=share_from_main(lambda: list_images(cfg.data.root), dist))
+                           listing=share_from_main(lambda: list_images(cfg.data.root), dist), skip_bad=cfg.data.skip_bad)
     if cfg.teacher is not None:  # before any cache or teacher is opened: a named stand-in's pool must stay out
         check_teacher_pool(cfg.teacher.pretrained, dataset, "this run")
     source = dataset.check_domains(cfg.data.source)
@@ -327,7 +327,7 @@ def _skip_bad_images(dataset: DomainFolder, caches: list[TeacherCache], domains:
                      scan: bool) -> list[tuple[str, str]]:
     """Exclude the caches' skipped images (always: the cache has no row for them) and, with ``scan``
     (``data.skip_bad``), every undecodable image of the domains no cache covers. Returns them."""
-    out = []
+    out = dataset.left_out()  # names not UTF-8 (only with scan: refused otherwise)
     for cache in caches:
         out += dataset.exclude((k.path, k.reason) for k in cache.skipped)
     if scan:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from distill.config import TrainConfig
 from distill.data.folder import DomainFolder
-from distill.data.unlabeled import FOLDER_HINT, UnlabeledFolder, add_folders, is_folder_entry, scan_folders
+from distill.data.unlabeled import UnlabeledFolder, add_folders, folder_hint, is_folder_entry, scan_folders
 from distill.errors import DistillError
 from distill.records import CacheFolder, PoolFolder, UnlabeledPool
 from distill.strategies import get_strategy, list_strategies
@@ -68,13 +68,13 @@ def resolve_pool(cfg: TrainConfig, dataset: DomainFolder, name: str, needs: Need
     for domain in domains:
         if domain not in dataset.domains:
             raise DistillError(f"{KEY}: domain '{domain}' not found under {dataset.root} "
-                               f"(have: {', '.join(dataset.domains)}; {FOLDER_HINT})")
+                               f"(have: {', '.join(dataset.domains)}; {folder_hint(domain)})")
         if domain in source:
             raise DistillError(f"{KEY}: '{domain}' is also a source domain (a pool domain has no labels)")
         if caches and domain not in caches[0].domains:
             raise DistillError(f"{KEY}: domain '{domain}' is not in cache {caches[0].path} "
                                f"(has: {', '.join(caches[0].domains)}); cache it with `distill cache build`")
-    folders = scan_folders([e for e in entries if is_folder_entry(e)], dataset.root, KEY)
+    folders = scan_folders([e for e in entries if is_folder_entry(e)], dataset.root, KEY, cfg.data.skip_bad)
     if caches:
         placed = sorted((_cached_folder(folder, caches) for folder in folders), key=lambda p: p[1].first_index)
         for folder, record in placed:

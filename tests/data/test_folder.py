@@ -237,3 +237,22 @@ def test_a_folder_built_from_a_shared_listing_is_the_scanned_one(tmp_path):
     assert shared.samples == scanned.samples and shared.classes == scanned.classes == sorted(shared.classes)
     assert "round thing" in shared.classes and shared.fingerprint() == scanned.fingerprint()
     assert listing[0] == ["green", "red"] and all(f in ("circle", "square", "stripes") for _, f in listing[1].folders)
+
+
+def test_two_folders_of_a_domain_mapped_to_one_class_are_merged_with_a_warning(tree: Path, capsys, monkeypatch) -> None:
+    """QA K F8: `cat: a` + `dog: a` merged two classes without a word. Merging may be meant (`husky: dog`,
+    `beagle: dog`), so it is a warning, said once per process; one folder name in several domains is one class by
+    design and says nothing."""
+    monkeypatch.setattr(class_map_keys, "_WARNED_MERGED", set(), raising=False)  # a fresh process
+    cmap = tree.parent / "merge.yaml"
+    cmap.write_text("cat: pet\ndog: pet\n")
+    for _ in range(2):
+        ds = DomainFolder(tree, class_map=cmap)
+    assert ds.classes == ["car", "pet"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {cmap}: class folders 'cat', 'dog' (in domain(s) real) are all mapped to 'pet': merged into one "
+        "class (intended? give each its own name to keep them apart)"]
+    DomainFolder(tree, class_map={"sketch/car": "dog"})  # sketch: car + dog -> dog
+    assert "class folders 'car', 'dog' (in domain(s) sketch) are all mapped to 'dog'" in capsys.readouterr().err
+    DomainFolder(tree, class_map={"dog": "hound"})  # 'dog' in real and sketch: one class, nothing said
+    assert capsys.readouterr().err == ""

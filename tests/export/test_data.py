@@ -149,3 +149,19 @@ def test_decoding_many_test_images_shows_progress(tiny_root: Path, monkeypatch: 
     assert lines == [f"decoding {n:,} test images of clean",
                      *(f"  read {i:,} of {n:,} images" for i in range(step, n, step)),
                      f"  decoded {n:,} of {n:,} images"]
+
+
+def test_a_non_utf8_file_name_is_left_out_and_listed_as_undecodable_images_are(tiny_root: Path, tmp_path: Path) -> None:
+    """Export and QAD skip bad images always (and list them): a file whose name is not UTF-8 (QA K F2) is one more."""
+    import os
+
+    root = Path(shutil.copytree(tiny_root, tmp_path / "tiny"))
+    name = os.path.join(os.fsencode(root / "clean"), os.fsencode(next((root / "clean").iterdir()).name), b"\xe9.png")
+    shutil.copy(next(p for p in (root / "clean").rglob("*.png")), os.fsdecode(name))
+    lines: list[str] = []
+    folder = DomainFolder(root, skip_bad=True)
+    cfg = ExportConfig(data_root=str(root), test_fraction=0.3, split_seed=0, val_fraction=0.1, eval_count=3)
+    data = load_export_data(cfg, _spec(folder.classes), ["clean"], ExportLog(lines.append))
+    shown = name.decode("utf-8", "backslashreplace")
+    assert data.info["skipped"] == [shown] and data.info["fingerprint"] == DomainFolder(tiny_root).fingerprint()
+    assert lines == [f"warning: 1 undecodable image(s) skipped: {shown}"]

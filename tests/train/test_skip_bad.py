@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,23 @@ def test_bad_image_read_by_a_dataloader_worker_is_one_error_line(world, tmp_path
     assert "Traceback" not in err and "DataLoader worker" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and empty in errors[0] and "bad image (empty file)" in errors[0], err
+
+
+def test_a_non_utf8_file_name_is_refused_by_train_and_left_out_with_skip_bad(tmp_path, capsys):
+    """QA K F2: a Latin-1 file name crashed every command with a UnicodeEncodeError traceback naming no file."""
+    root = make_shapes_root(tmp_path / "data", ["red", "green", "blue"], per_class=6)
+    name = os.path.join(os.fsencode(root / "red" / "square"), b"caf\xe9.png")
+    draw("square", COLOURS["red"], 3, 1).save(os.fsdecode(name))
+    shown = name.decode("utf-8", "backslashreplace")
+    (tmp_path / "erm.yaml").write_text(yaml.safe_dump(_train_cfg(root, tmp_path / "run", strategy={"name": "erm"})))
+    capsys.readouterr()
+    assert cli(["train", "-c", str(tmp_path / "erm.yaml")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {shown}: file name is not valid UTF-8 (its undecodable bytes shown as \\xNN); rename it, or pass "
+        "--skip-bad to leave it out"]
+    assert cli(["train", "-c", str(tmp_path / "erm.yaml"), "--skip-bad"]) == 0
+    lines = _warnings(capsys.readouterr().err)
+    assert lines == [f"warning: 1 undecodable image(s) left out of training and evaluation: {shown} (file name is not "
+                     "valid UTF-8)"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["skipped_images"] == [{"path": shown, "reason": "file name is not valid UTF-8"}]

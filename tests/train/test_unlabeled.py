@@ -339,6 +339,20 @@ def test_folder_entries_are_refused_in_one_line_naming_the_key(folder_world, tmp
         assert "\n" not in str(err.value)
 
 
+def test_a_bare_folder_name_is_a_domain_and_the_error_says_how_to_name_the_folder(folder_world, tmp_path, monkeypatch):
+    """QA K F10: `data.unlabeled=[field]` with a folder `field` here was refused as a domain with no word of how to
+    name the folder; the entry that works (`./field`, or the path the cache build prints) works."""
+    root, cache, cam = folder_world
+    monkeypatch.chdir(cam.parent)
+    with pytest.raises(DistillError) as err:
+        build(load_train_config(None, base=_folder_cfg(folder_world, "kd", tmp_path / "run", unlabeled=[cam.name])))
+    assert str(err.value).endswith(f"a folder is named by a path: with a '/', or starting with '.' or '~'; for the "
+                                   f"folder '{cam.name}' here, write './{cam.name}')")
+    setup = build(load_train_config(None, base=_folder_cfg(folder_world, "kd", tmp_path / "run",
+                                                           unlabeled=[f"./{cam.name}"])))
+    assert setup.dataset.folders["field_cam"].path == cam.resolve()
+
+
 def test_a_folder_changed_since_its_cache_was_built_is_refused(folder_world, tmp_path):
     root = folder_world[0]
     cam = _field_cam(tmp_path / "cam", per_class=1)

@@ -19,7 +19,7 @@ from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from distill.data.folder import DomainFolder, Sample
-from distill.data.images import load_rgb
+from distill.data.images import BadImageError, load_rgb
 from distill.errors import DistillError
 from distill.teacher.bootstrap.presets import (
     AUGMENT,
@@ -110,13 +110,22 @@ def geometry_transform(preprocess):
     return T.Compose(steps), torch.tensor(norm[0].mean).view(1, 3, 1, 1), torch.tensor(norm[0].std).view(1, 3, 1, 1)
 
 
-def load_uint8(dataset: DomainFolder, samples: list[Sample], geometry, progress: bool) -> Tensor:
-    """Decode the train images once: [N, 3, H, W] uint8, exactly what the eval transform sees."""
-    out = []
+def load_uint8(dataset: DomainFolder, samples: list[Sample], geometry, progress: bool, skip_bad: bool = False
+               ) -> tuple[Tensor, list[Sample], list[tuple[str, str]]]:
+    """Decode the train images once: ([N, 3, H, W] uint8, exactly what the eval transform sees; the samples
+    decoded; ``(relpath, reason)`` of those that could not be, left out with ``skip_bad``, else raised)."""
+    out, kept, bad = [], [], []
     for s in tqdm(samples, desc="loading train images", disable=not progress, leave=False):
-        x = geometry(load_rgb(dataset.path(s)))
+        try:
+            x = geometry(load_rgb(dataset.path(s)))
+        except BadImageError as e:
+            if not skip_bad:
+                raise
+            bad.append((s.relpath, e.reason))
+            continue
         out.append((x * 255).round().to(torch.uint8))
-    return torch.stack(out)
+        kept.append(s)
+    return (torch.stack(out) if out else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)), kept, bad
 
 
 def split_validation(samples: list[Sample], seed: int) -> tuple[list[Sample], list[Sample]]:

@@ -114,7 +114,7 @@ from distill.utils.schedule import warmup_cosine_lr
 
 
 def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: BootstrapSettings | None = None, *,
-                      quick: bool = False, device: str = "cpu", progress: bool = True) -> Path:
+                      quick: bool = False, device: str = "cpu", progress: bool = True, skip_bad: bool = False) -> Path:
     """Train an open_clip CLIP from scratch on ``dataset``'s pretraining pool; return the checkpoint path.
 
     Args:
@@ -126,6 +126,8 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
         quick: use the ``QUICK`` preset (seconds; for tests and quick demos), else ``FULL``.
         device: torch device (bit-identical resume is promised on CPU).
         progress: show tqdm bars with the live loss.
+        skip_bad: leave undecodable pool images out with a warning (and the files ``dataset`` left out for
+            names that are not UTF-8) instead of stopping; the same files are left out on a resume.
 
     Returns:
         ``out_dir / "open_clip_model.safetensors"``, a state_dict open_clip loads strictly
@@ -194,8 +196,15 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     mean, std = mean.to(device), std.to(device)
     _, captions = build_captions(dataset.domains, dataset.classes, tokenizer)
     cap_tokens = captions.tokens.to(device)
-    images = load_uint8(dataset, samples, geometry, progress)
-    val_images = load_uint8(dataset, val_samples, geometry, progress) if val_samples else images[:0]
+    images, samples, bad = load_uint8(dataset, samples, geometry, progress, skip_bad)
+    val_images, val_samples, bad_val = load_uint8(dataset, val_samples, geometry, progress, skip_bad)
+    bad = dataset.left_out() + bad + bad_val
+    if bad:
+        print(f"warning: {len(bad)} bad image(s) left out of the bootstrap: "
+              + ", ".join(f"{p} ({why})" for p, why in bad), file=sys.stderr, flush=True)
+    if len(samples) < 2:
+        raise DistillError(f"{dataset.root}: {len(samples)} decodable pretraining-pool image(s); a contrastive "
+                           "bootstrap needs at least 2")
     val_labels = torch.tensor([s.label for s in val_samples], dtype=torch.long)
     probe = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:TRAIN_EVAL_IMAGES].sort().values
     head_tokens = tokenizer([t.format(c) for c in dataset.classes for t in DEMO_TEMPLATES])

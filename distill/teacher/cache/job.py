@@ -11,13 +11,15 @@ too, so there is one way to assemble dataset, teacher and options.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from distill.data.folder import DomainFolder
+from distill.data.listing import NOT_UTF8
 from distill.data.split import SPLIT_KEYS, SplitKeys
-from distill.data.unlabeled import FOLDER_HINT, add_folders, is_folder_entry, scan_folders
+from distill.data.unlabeled import add_folders, folder_hint, is_folder_entry, scan_folders
 from distill.errors import DistillError
 from distill.records import CacheManifest
 from distill.teacher.cache.options import (
@@ -131,15 +133,14 @@ def _section(name: str, value: Any, cls: type) -> Any:
                        f"{value!r:.80}")
 
 
-def add_unlabeled_folders(dataset: DomainFolder, entries: Sequence[str]) -> None:
-    """``--unlabeled DIR...``: scan each folder and add it to ``dataset`` as an unlabeled domain."""
+def add_unlabeled_folders(dataset: DomainFolder, entries: Sequence[str], skip_bad: bool = False) -> None:
+    """``--unlabeled DIR...``: scan each folder and add it to ``dataset`` as an unlabeled domain. The flag takes
+    folders only, so a bare name (``field``) is the folder of that name here, unless it names a domain."""
     for entry in entries:
-        if not is_folder_entry(entry):
-            where = "is a domain under ROOT (cached by --domains, all by default)" if entry in dataset.domains \
-                else "is not a folder"
-            raise DistillError(f"--unlabeled: '{entry}' {where}; --unlabeled takes folders outside ROOT "
-                               f"({FOLDER_HINT})")
-    add_folders(dataset, scan_folders(list(entries), dataset.root, "--unlabeled"))
+        if entry in dataset.domains and not is_folder_entry(entry):
+            raise DistillError(f"--unlabeled: '{entry}' is a domain under ROOT (cached by --domains, all by default); "
+                               f"--unlabeled takes folders outside ROOT ({folder_hint(entry)})")
+    add_folders(dataset, scan_folders(list(entries), dataset.root, "--unlabeled", skip_bad))
 
 
 def run_cache_build(cfg: CacheBuildConfig, teacher: Teacher | None = None) -> CacheManifest | None:
@@ -155,6 +156,9 @@ def run_cache_build(cfg: CacheBuildConfig, teacher: Teacher | None = None) -> Ca
     from distill.teacher.cache.build import build_cache  # lazy: torch and open_clip load only when a cache is built
 
     dataset = cache_dataset(cfg)
+    if dataset.unnamed and int(os.environ.get("RANK", 0)) == 0:
+        print(f"warning: {len(dataset.unnamed)} image(s) left out, not cached ({NOT_UTF8}; rename them to cache them): "
+              + ", ".join(dataset.unnamed), file=sys.stderr, flush=True)
     if teacher is None:
         teacher = make_teacher(cfg, dataset)
     else:
@@ -170,8 +174,8 @@ def cache_dataset(cfg: CacheBuildConfig) -> DomainFolder:
     unlabeled folders."""
     pool = teacher_pool(cfg.pretrained)
     dataset = DomainFolder(cfg.data, cfg.split.split_rule({"pretrain_fraction": pool[0].fraction} if pool else None,
-                                                          where="cache build"))
-    add_unlabeled_folders(dataset, cfg.unlabeled)
+                                                          where="cache build"), skip_bad=cfg.skip_bad)
+    add_unlabeled_folders(dataset, cfg.unlabeled, cfg.skip_bad)
     return dataset
 
 

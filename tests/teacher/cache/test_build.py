@@ -184,17 +184,20 @@ def test_a_folder_mixes_only_with_itself(tree, teacher, tmp_path):
     assert all((s in folder) == (p in folder) for s, p in mixed)
 
 
-def test_cli_build_with_unlabeled_folders_and_its_errors(tree, tmp_path, capsys):
+def test_cli_build_with_unlabeled_folders_and_its_errors(tree, tmp_path, capsys, monkeypatch):
     cam = _cam(tmp_path / "cam")
     out = tmp_path / "c"
+    monkeypatch.chdir(tmp_path)  # QA K F10: `--unlabeled cam`, a folder here, was "not a folder"; the flag takes folders
     argv = ["cache", "build", "--data", str(tree), "--out", str(out), *CLI_SETTINGS, "--workers", "0",
-            "--no-progress", "--unlabeled", str(cam)]
+            "--no-progress", "--unlabeled", "cam"]
     assert cli(argv) == 0
-    assert f"unlabeled folder {cam.resolve()}: 5 images, cached as 'cam'" in capsys.readouterr().out
+    # the hint names the entry a run's data.unlabeled takes (a bare 'cam' there is a domain name)
+    assert (f"unlabeled folder {cam.resolve()}: 5 images, cached as 'cam' (a run pools it with "
+            f"data.unlabeled=[{cam.resolve()}])") in capsys.readouterr().out.splitlines()
     assert cli(["cache", "inspect", str(out)]) == 0
     assert f"unlabeled cam: 5 images from {cam.resolve()}" in capsys.readouterr().out
     for entry, message in (("art", "'art' is a domain under ROOT (cached by --domains"),
-                           ("purple", "'purple' is not a folder"),
+                           ("purple", "folder 'purple' does not exist"),
                            (str(tmp_path / "nowhere"), f"folder '{tmp_path / 'nowhere'}' does not exist"),
                            (str(tree / "art"), "overlaps the data root")):
         assert cli([*argv[:-1], entry]) == 1

@@ -1,0 +1,133 @@
+"""The one walk of a data root's file system (:func:`list_images`), packed, and file names that are not UTF-8.
+
+Paths are held as UTF-8 text (:mod:`distill.data.sample_table`), written into manifests and hashed into
+fingerprints. A name whose bytes are not UTF-8 (a Latin-1 name from an old Windows machine or zip archive)
+has no such text: Python sees it with surrogate escapes (``caf\\udce9.jpg``) that cannot be encoded. Such a
+file is kept out of the listing and named (:func:`shown`: its undecodable bytes as ``\\xNN``); the data set
+refuses it in one line (:func:`refuse_unnamed`) unless the stage skips bad images (``--skip-bad``), when it
+is left out with a warning, as an undecodable image is. The check costs nothing per file: the walk encodes
+every path anyway, and only an encode that fails takes the slow path. A domain or class *folder* with such
+a name is always refused: leaving it out would drop a whole domain or class.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from distill.data.images import IMAGE_EXTENSIONS
+from distill.data.sample_table import pack_strings
+from distill.errors import DistillError
+
+#: why a file with a non-UTF-8 name is left out (the skipped-images lists' reason)
+NOT_UTF8 = "file name is not valid UTF-8"
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as text that can be printed and stored: bytes that are not UTF-8 shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a name read from the file system is UTF-8 (no surrogate escapes)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def refuse_unnamed(unnamed: Sequence[str], where: str) -> None:
+    """Raise one line naming the first file of ``unnamed`` (shown paths) and how many there are under ``where``."""
+    more = f"; {len(unnamed)} such files under {where}" if len(unnamed) > 1 else ""
+    raise DistillError(f"{unnamed[0]}: {NOT_UTF8} (its undecodable bytes shown as \\xNN){more}; rename it, or pass "
+                       "--skip-bad to leave it out")
+
+
+def _check_folder_name(path: Path, what: str) -> None:
+    if not is_utf8(path.name):
+        raise DistillError(f"{shown(path)}: {what} folder name is not valid UTF-8 (its undecodable bytes shown as "
+                           f"\\xNN); rename the folder (it names a {what}: --skip-bad cannot leave it out)")
+
+
+@dataclass(frozen=True)
+class FileList:
+    """ROOT's image files in scan order, packed (no Python object per file): relative paths as one UTF-8
+    buffer and offsets, each file's domain (a position in the listing's domains), class folder (a position
+    in ``folders``: ``(domain, folder name)``) and size in bytes; ``unnamed``: the files left out because
+    their names are not UTF-8, as :func:`shown` paths under ROOT."""
+
+    text: np.ndarray     # uint8 [B]
+    offsets: np.ndarray  # int64 [n + 1]
+    domain: np.ndarray   # int32 [n]
+    folder: np.ndarray   # int32 [n]
+    folders: list[tuple[str, str]]
+    size: np.ndarray     # int64 [n]
+    unnamed: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.size)
+
+    @classmethod
+    def of(cls, domains: Sequence[str], files: Sequence[tuple[str, str, str, int]]) -> FileList:
+        """From ``(relpath, domain, class folder, bytes)`` tuples."""
+        folders = list(dict.fromkeys((d, f) for _, d, f, _ in files))
+        code = {k: i for i, k in enumerate(folders)}
+        text, offsets = pack_strings(rel for rel, _, _, _ in files)
+        return cls(text, offsets, np.array([list(domains).index(d) for _, d, _, _ in files], dtype=np.int32),
+                   np.array([code[(d, f)] for _, d, f, _ in files], dtype=np.int32), folders,
+                   np.array([size for *_, size in files], dtype=np.int64))
+
+
+#: ROOT's scan: (sorted domain folders, its files) (:func:`list_images`); the files may also be given as
+#: ``[(relpath, domain, class folder, bytes)]``.
+Listing = tuple[list[str], "FileList | Sequence[tuple[str, str, str, int]]"]
+
+
+def list_images(root: str | Path) -> tuple[list[str], FileList]:
+    """The one walk of ROOT's file system: its domain folders and every image under ROOT/DOMAIN/CLASS/ with
+    its size (hidden files and folders skipped). :class:`~distill.data.folder.DomainFolder` makes it, or takes
+    one made once for the whole run (:func:`distill.utils.runtime.share_from_main`: rank 0 lists, the other
+    ranks receive). Packed class folder by class folder: what is held per file is a few bytes plus its path.
+    Files whose names are not UTF-8 are left out and listed in :attr:`FileList.unnamed`.
+
+    Raises:
+        DistillError: ROOT is not a folder, or a domain or class folder's name is not UTF-8.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DistillError(f"{root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
+    domains = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    texts: list[bytes] = []
+    lengths, dom, fol, sizes = [], [], [], []
+    folders: list[tuple[str, str]] = []
+    unnamed: list[str] = []
+    for di, domain in enumerate(domains):
+        _check_folder_name(root / domain, "domain")
+        for cdir in sorted(p for p in (root / domain).iterdir() if p.is_dir() and not p.name.startswith(".")):
+            _check_folder_name(cdir, "class")
+            rel, size = [], []
+            for f in sorted(cdir.rglob("*")):
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."):
+                    try:  # every path is encoded here anyway: a failure is the only extra work
+                        rel.append(f.relative_to(root).as_posix().encode())
+                    except UnicodeEncodeError:
+                        unnamed.append(shown(f))
+                        continue
+                    size.append(f.stat().st_size)
+            if rel:
+                texts.append(b"".join(rel))
+                lengths.append(np.fromiter(map(len, rel), dtype=np.int64, count=len(rel)))
+                dom.append(np.full(len(rel), di, dtype=np.int32))
+                fol.append(np.full(len(rel), len(folders), dtype=np.int32))
+                folders.append((domain, cdir.name))
+                sizes.append(np.array(size, dtype=np.int64))
+    offsets = np.zeros(sum(map(len, lengths)) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dtype=dt)  # noqa: E731
+    return domains, FileList(np.frombuffer(b"".join(texts), dtype=np.uint8).copy(), offsets, cat(dom, np.int32),
+                             cat(fol, np.int32), folders, cat(sizes, np.int64), tuple(unnamed))

@@ -1,0 +1,56 @@
+"""``distill teacher bootstrap|eval --skip-bad`` (QA K F3): a bad image's error says "or pass --skip-bad", and both
+commands take it: the image is left out with a warning (and so is a file whose name is not UTF-8)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from distill.cli import main
+from distill.data.folder import split_of
+from tests.shapes import COLOURS, draw, make_shapes_root
+
+POOL = 0.5
+
+
+def _name(rel: str, split: str) -> str:
+    """``rel``/badK.png such that the bootstrap's split rule (test 0.3, val 0.1, pool POOL) puts it in ``split``."""
+    return next(f"{rel}/bad{k}.png" for k in range(1000) if split_of(f"{rel}/bad{k}.png", 0.3, 0, 0.1, POOL) == split)
+
+
+def test_bootstrap_and_eval_take_skip_bad(tmp_path: Path, capsys) -> None:
+    root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=8)
+    pool_bad, test_bad = _name("red/circle", "pretrain"), _name("green/square", "test")
+    for rel in (pool_bad, test_bad):
+        (root / rel).write_bytes(b"")
+    args = ["teacher", "bootstrap", "--data", str(root), "--out", str(tmp_path / "t"), "--quick", "--no-progress",
+            "--pretrain-fraction", str(POOL), "--epochs", "1"]
+    assert main(args) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {root / pool_bad}: bad image (empty file); fix or remove it, or pass --skip-bad"]
+    assert main(args + ["--skip-bad"]) == 0
+    got = capsys.readouterr()
+    assert [ln for ln in got.err.splitlines() if ln.startswith("warning: 1 bad")] == [
+        f"warning: 1 bad image(s) left out of the bootstrap: {pool_bad} (empty file)"]
+    ckpt = tmp_path / "t" / "open_clip_model.safetensors"
+    assert f"teacher checkpoint: {ckpt}" in got.out
+    assert f"check it:           distill teacher eval --pretrained {ckpt} --data {root} --skip-bad" in got.out
+    # a rerun finds it finished (the same images are left out: the same run)
+    assert main(args + ["--skip-bad"]) == 0
+    assert "teacher already bootstrapped with these parameters" in capsys.readouterr().err
+
+    # teacher eval: the test-split image stops it, --skip-bad leaves it out; a non-UTF-8 name is listed too
+    latin1 = os.path.join(os.fsencode(root / "red" / "square"), b"caf\xe9.png")
+    draw("square", COLOURS["red"], 1, 1).save(os.fsdecode(latin1))
+    shown = latin1.decode("utf-8", "backslashreplace")
+    ev = ["teacher", "eval", "--pretrained", str(ckpt), "--data", str(root), "--no-progress"]
+    assert main(ev) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {shown}: file name is not valid UTF-8 (its undecodable bytes shown as \\xNN); rename it, or pass "
+        "--skip-bad to leave it out"]
+    assert main(ev + ["--skip-bad"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: 2 bad image(s) left out: {shown} (file name is not valid UTF-8), {test_bad} (empty file)"]
+    os.remove(latin1)
+    assert main(ev) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {root / test_bad}: bad image (empty file); fix or remove it, or pass --skip-bad"]
