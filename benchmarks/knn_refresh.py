@@ -159,7 +159,7 @@ def main() -> None:
     f = features(n, a.width, gen, seed=7)
     resident = device_plan(n, a.width, a.k, dev, a.rows, a.tile)
     work = a.rows * a.tile * _knn.WORK_BYTES + a.rows * 12 * a.k * 4
-    small = work + a.tile * 4 * a.width + (n // 3 + a.rows) * (4 * a.width + 12 * a.k)  # about 3 passes
+    small = work + 2 * a.tile * 4 * a.width + (n // 3 + a.rows) * (4 * a.width + 12 * a.k)  # about 3 passes
     streamed = device_plan(n, a.width, a.k, dev, a.rows, a.tile, budget=small)
     r_s, r_found = timed(f, a.k, resident)
     s_s, s_found = timed(f, a.k, streamed)

@@ -51,7 +51,7 @@ from distill.utils.runtime import group_size
 
 ROWS = 4096  # queries per device matmul (multiples of 64: every block starts 256-byte aligned, whatever F)
 TILE = 16384  # keys per device matmul
-WORK_BYTES = 20  # device bytes per similarity of one matmul: its float32, topk's and the tie check's temporaries
+WORK_BYTES = 26  # device bytes per similarity of one matmul: its float32, topk's and the tie check's temporaries
 HEADROOM_BYTES, HEADROOM_FRACTION = 2 << 30, 0.10
 
 
@@ -123,20 +123,38 @@ def plan(n: int, width: int, k: int, device: torch.device, chunk: int = 1024, ro
     cpu = Plan(torch.device("cpu"), chunk, chunk, n, True, 0)
     if device.type == "cpu":
         return cpu
+    # what torch's allocator caches from the training steps is free for this pass, but mem_get_info does not count
+    # it: given back first, so the plan is the same after epochs that filled the cache as on a fresh start (resume)
+    torch.cuda.empty_cache()
     free, total = torch.cuda.mem_get_info(device)
     headroom = max(HEADROOM_BYTES, int(HEADROOM_FRACTION * total))
-    budget = free - headroom
+    budget = _least_over_ranks(free - headroom, device)  # every DDP rank the same plan: the same device and bits
     row_bytes, best_bytes = 4 * width, 12 * k  # a key; a query's running top-k (float32 values, int64 indices)
-    work = rows * tile * WORK_BYTES + rows * best_bytes * 4
+    r, t = min(rows, n), min(tile, n)  # a small set's matmuls are smaller than a full tile
+    work = r * t * WORK_BYTES + r * best_bytes * 4
     if n * row_bytes + work <= budget:
         return Plan(device, rows, tile, n, True, 1)
-    block = (budget - work - tile * row_bytes) // (row_bytes + best_bytes) // rows * rows
+    # streamed: the queries' block, its running top-k, the work, and two key tiles (the next one arrives while the
+    # last one is still referenced)
+    block = (budget - work - 2 * t * row_bytes) // (row_bytes + best_bytes) // rows * rows
     if block < rows:
-        warnings.warn(f"the kNN of the pseudo-label refresh runs on the CPU (slow: O(N^2)): {device} has "
-                      f"{free / 2**30:.1f} GiB free, too little beside a headroom of {headroom / 2**30:.1f} GiB",
-                      stacklevel=2)
+        need = work + 2 * t * row_bytes + rows * (row_bytes + best_bytes)
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            warnings.warn(f"the kNN of the pseudo-label refresh runs on the CPU (O(N^2): hours at 10^6 images): one "
+                          f"block needs {need / 2**30:.1f} GiB on {device}, which has {free / 2**30:.1f} GiB free "
+                          f"beside a headroom of {headroom / 2**30:.1f} GiB (on every rank: the least); a smaller "
+                          "optim.batch_size or student leaves it more", stacklevel=2)
         return cpu
     return Plan(device, rows, tile, block, False, math.ceil(n / block))
+
+
+def _least_over_ranks(value: int, device: torch.device) -> int:
+    """The smallest of every DDP rank's ``value`` (``value`` itself without a process group)."""
+    if group_size() <= 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
 
 
 def upload(rows: Tensor, device: torch.device) -> Tensor:
@@ -212,27 +230,37 @@ def gather_share(part: Tensor, n: int, rows: int) -> Tensor:
 
 @contextlib.contextmanager
 def ieee_fp32(device: torch.device) -> Iterator[None]:
-    """CUDA float32 matmuls without TF32 inside, the process's setting put back after; through the API the process
-    used (torch refuses to read one after the other was set). Nothing to do on the CPU or where TF32 is off."""
-    m = torch.backends.cuda.matmul
+    """CUDA float32 matmuls without TF32 inside, the process's setting put back after, through an API that leaves
+    whatever the process reads readable. torch (>= 2.9) refuses to read one API's value after the other API wrote:
+    writing ``allow_tf32`` after ``set_float32_matmul_precision("medium")`` made ``get_float32_matmul_precision()``
+    raise (a later ``torch.compile`` failed), and writing ``fp32_precision`` makes ``allow_tf32`` unreadable. So:
+    ``set_float32_matmul_precision`` where the global value can be read (no TF32 set, or set by it or by
+    ``allow_tf32``: both stay readable after it), else (the per-backend ``fp32_precision`` was written) that one;
+    ``allow_tf32`` on a torch without ``fp32_precision``. Nothing to do on the CPU."""
     if device.type != "cuda":
         yield
         return
+    m = torch.backends.cuda.matmul
+    if not hasattr(m, "fp32_precision"):  # torch < 2.9: one API
+        legacy = m.allow_tf32
+        m.allow_tf32 = False
+        try:
+            yield
+        finally:
+            m.allow_tf32 = legacy
+        return
     try:
-        legacy = bool(m.allow_tf32)
-    except RuntimeError:  # the newer fp32_precision API set it
-        saved = m.fp32_precision
+        saved = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the process wrote the per-backend API: keep to it
+        backend = m.fp32_precision
         m.fp32_precision = "ieee"
         try:
             yield
         finally:
-            m.fp32_precision = saved
+            m.fp32_precision = backend
         return
-    if not legacy:  # off (torch's default): nothing written
-        yield
-        return
-    m.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
-        m.allow_tf32 = True
+        torch.set_float32_matmul_precision(saved)
