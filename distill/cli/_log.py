@@ -14,7 +14,8 @@ A program that configured logging itself (a Python API user calling :func:`disti
 shown (the expected and harmless ones are filtered where they arise, by category, message and module:
 :data:`distill.export.onnx.TORCH_NOTICES`) reads ``warning: message [Category, file:line]`` on one line: the user
 still learns where it came from. Which warnings show, and how often, is the filters' business as always
-(``python -W error`` still turns them into errors).
+(``python -W error`` still turns them into errors), except that one text is printed once. Inside
+``catch_warnings(record=True)`` (``pytest.warns``) nothing is taken: the caller records the warnings.
 """
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ from distill.errors import DistillWarning
 
 
 def lower_first(text: str) -> str:
-    """``Cosine annealing ...`` -> ``cosine annealing ...``; an acronym (``ONNX ...``) stays as it is."""
-    if text[:1].isupper() and not text[1:2].isupper():
+    """``Cosine annealing ...`` -> ``cosine annealing ...``: a plain capitalized first word only; an acronym or a name
+    spelled with capitals inside (``ONNX``, ``PyTorch``, ``TypedStorage``, ``X``) stays as it is."""
+    word = text.split(maxsplit=1)[0] if text.strip() else ""
+    if word == "A" or (len(word) > 1 and word[0].isupper() and word[1:].isalpha() and word[1:].islower()):
         return text[0].lower() + text[1:]
     return text
 
@@ -96,7 +99,9 @@ def warning_lines() -> Iterator[None]:
         root.addHandler(handler)
         logging.lastResort = handler  # loggers that do not propagate to the root
     shown_before, printer = warnings.showwarning, WarningPrinter()
-    ours = shown_before is _PYTHONS_SHOWWARNING
+    # catch_warnings(record=True) (pytest.warns, recwarn) leaves showwarning Python's own and records through
+    # warnings._showwarnmsg_impl: taking showwarning then would print what the caller means to record
+    ours = shown_before is _PYTHONS_SHOWWARNING and getattr(warnings, "_showwarnmsg_impl", None) is _PYTHONS_IMPL
     if ours:
         warnings.showwarning = printer
     try:
@@ -111,3 +116,4 @@ def warning_lines() -> Iterator[None]:
 
 #: Python's own showwarning (what warnings calls it; as imported here where it has no such name)
 _PYTHONS_SHOWWARNING = getattr(warnings, "_showwarning_orig", warnings.showwarning)
+_PYTHONS_IMPL = getattr(warnings, "_showwarnmsg_impl", None)  # what catch_warnings(record=True) replaces

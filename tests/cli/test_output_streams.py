@@ -165,6 +165,23 @@ def test_lower_first_keeps_acronyms() -> None:
 
     assert lower_first("Cosine annealing") == "cosine annealing"
     assert lower_first("ONNX opset 17") == "ONNX opset 17" and lower_first("A") == "a" and lower_first("") == ""
+    # review 3 L4 (session 26): names with capitals inside were rewritten ("pyTorch", "typedStorage")
+    assert lower_first("PyTorch 2.13 is here") == "PyTorch 2.13 is here"
+    assert lower_first("TypedStorage is deprecated") == "TypedStorage is deprecated"
+    assert lower_first("X must be 4-D") == "X must be 4-D"
+
+
+def test_a_caller_recording_warnings_still_records_them(capsys: pytest.CaptureFixture[str]) -> None:
+    """Review 3 M1: inside catch_warnings(record=True) (pytest.warns) the CLI's printer took the warning, so the
+    caller recorded nothing."""
+    import warnings
+
+    from distill.cli._log import warning_lines
+
+    with pytest.warns(UserWarning, match="recorded"):  # a caller (a test) recording what distill.cli.main warns
+        with warning_lines():
+            warnings.warn("recorded", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == ""
 
 
 def test_library_log_errors_read_error(capsys: pytest.CaptureFixture[str]) -> None:
