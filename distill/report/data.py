@@ -97,7 +97,7 @@ class ExportEntry:
     def places(self, key: str) -> Tiers:
         """Where the ``checkpoint`` or the ``run`` export.json names may be (:func:`distill.report.locate.places`)."""
         stored = self.report.checkpoint if key == "checkpoint" else self.report.provenance.get(key)
-        return places(str(stored) if stored else None, self.dir, self.report.relative.get(key))
+        return places(str(stored) if stored else None, self.dir, self.report.relative_paths.get(key))
 
 
 @dataclass
@@ -110,7 +110,7 @@ class QADEntry:
     def places(self, key: str) -> Tiers:
         """Where the ``checkpoint`` or the ``export_dir`` (``--export``) qad.json names may be."""
         stored = self.record.checkpoint if key == "checkpoint" else (self.record.config or {}).get(key)
-        return places(str(stored) if stored else None, self.dir, self.record.relative.get(key))
+        return places(str(stored) if stored else None, self.dir, self.record.relative_paths.get(key))
 
 
 @dataclass
