@@ -116,6 +116,12 @@ class QADRecord(Record):
         return out
 
     @property
+    def qad_config(self) -> dict[str, Any]:
+        """``config`` as :class:`~distill.export.qad_config.QADConfig` takes it: without ``relative`` (this record's
+        own key in that open dict)."""
+        return {k: v for k, v in self.config.items() if k != "relative"}
+
+    @property
     def relative_paths(self) -> dict[str, str]:
         """``checkpoint`` and ``export_dir`` relative to the qad folder, from either layout; {} in older files."""
         inside = (self.config or {}).get("relative")
