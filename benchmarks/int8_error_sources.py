@@ -51,7 +51,7 @@ PER_CHANNEL = "int8, activations per channel"
 
 def calibration_images(record: QADRecord) -> ImageSet:
     """The calibration images ``distill qad`` trained on for ``record`` (same config, same picks)."""
-    cfg = QADConfig.model_validate(record.config)
+    cfg = QADConfig.model_validate(record.qad_config)
     checkpoint, quiet = Path(cfg.checkpoint), ExportLog(lambda m: None)
     student, run = load_student(checkpoint), TrainingRun.of_checkpoint(checkpoint, quiet)
     sources = list(provenance(checkpoint, student, run).get("source_domains") or [])

@@ -135,7 +135,7 @@ def run_qad(ckpt: Path, exp: Path, targets: list[str], options: dict[str, object
 
 def test_split(record: QADRecord) -> ImageSet:
     """Every test image of every domain under the run's data root (labelled), as qad.json's run picks data."""
-    cfg = QADConfig.model_validate(record.config)
+    cfg = QADConfig.model_validate(record.qad_config)
     checkpoint = Path(cfg.checkpoint)
     student = load_student(checkpoint)
     ecfg = export_config(cfg, TrainingRun.of_checkpoint(checkpoint, ExportLog(lambda m: None)), ExportLog(lambda m: None))

@@ -87,7 +87,7 @@ def check_rebuild(record: QADRecord, own: ImageSet, on_own: dict[str, np.ndarray
 def study(qad_dir: Path, sizes: list[int], draws: int, seed: int) -> tuple[str, list[str]]:
     """One folder's verdict row and its rows per hold-out size."""
     record = QADRecord.read(qad_dir)
-    cfg = QADConfig.model_validate({**record.config, "out_dir": str(qad_dir)})
+    cfg = QADConfig.model_validate({**record.qad_config, "out_dir": str(qad_dir)})
     say = ExportLog(log)
     checkpoint = Path(cfg.checkpoint)
     student = load_student(checkpoint)

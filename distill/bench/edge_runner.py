@@ -797,8 +797,8 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
         for r in records:
             if r.get("model") and not r.get("model_relative"):
                 with contextlib.suppress(ValueError):  # Windows: another drive
-                    r = {**r, "model_relative": os.path.relpath(os.path.realpath(r["model"]),
-                                                                os.path.realpath(path.parent))}
+                    r = {**r, "model_relative": os.path.relpath(os.path.abspath(r["model"]),  # as laid out: links
+                                                                os.path.abspath(path.parent))}  # kept (a symlinked runs/)
             f.write(json.dumps(r, sort_keys=False) + "\n")
             f.flush()
 

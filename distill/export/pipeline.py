@@ -275,9 +275,11 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
         "format": EXPORT_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "checkpoint": str(checkpoint.resolve()), "student": spec.arch, "class_names": list(spec.class_names),
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, *spec.input_size], "dtype": "float32"},
-        "preprocess": preprocess_metadata(spec), "provenance": prov, "run_summary": run.summary,
+        # the paths relative to the export folder (a moved tree still joins) inside provenance, an open dict: a file
+        # an older distill reads (review 2, M3)
+        "preprocess": preprocess_metadata(spec), "run_summary": run.summary,
+        "provenance": {**prov, "relative": relative_paths(out_dir, checkpoint=checkpoint, run=run.folder)},
         "config": cfg.model_dump(mode="json"), "versions": library_versions(),
-        "relative": relative_paths(out_dir, checkpoint=checkpoint, run=run.folder),  # a moved tree still joins
     }
     with tempfile.TemporaryDirectory(prefix=".work-", dir=out_dir, ignore_cleanup_errors=True) as work:  # NFS: .nfs* of a mapped spill file
         data = load_export_data(cfg, spec, list(prov.get("source_domains") or []), say, spill_dir=work)

@@ -197,15 +197,17 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         checkpoint=str(checkpoint.resolve()), checkpoint_sha256=prov.get("checkpoint_sha256"),
         student=student.spec.arch, flavour=flavour.name, library=LIBRARY,
         teacher="fp32+cache" if teacher_logits is not None else "fp32", config=cfg.model_dump(mode="json") | (
-            {"export_dir": str(Path(cfg.export_dir).resolve())} if cfg.export_dir else {}),  # read from other folders
+            {"export_dir": str(Path(cfg.export_dir).resolve())} if cfg.export_dir else {}) | {  # read from other folders
+            # and relative to the qad folder (a moved tree still joins), in config, an open dict: a file an older
+            # distill reads (review 2, M3)
+            "relative": relative_paths(out, checkpoint=checkpoint, export_dir=cfg.export_dir)},
         calibration_images=len(calib), test_images=len(data.eval_images), ptq=ptq, qad=result,
         qad_file=dst.name, tuned_checkpoint=ckpt.name, qdq_check=qdq_check, torch_vs_onnx=agreement,
         losses=losses, weights_changed_pct=round(moved, 4), elapsed_s=round(time.time() - t0, 1),
         within_target=result.worst_calibration <= 1.0,
         accuracy=_accuracy(data, refs.test, ptq_scored.test, qad_scored.test), holdout_images=len(holdout),
         ship=ship, ship_reason=reason, holdout_pairs=pairs, ptq_file=shipped_ptq.name if ship == "ptq" else None,
-        ptq_origin=ptq_origin, kept_float=keep.layers, float_outputs=keep.float_outputs,
-        relative=relative_paths(out, checkpoint=checkpoint, export_dir=cfg.export_dir))  # a moved tree still joins
+        ptq_origin=ptq_origin, kept_float=keep.layers, float_outputs=keep.float_outputs)
     say(f"wrote {record.write(out)}")
     return record
 

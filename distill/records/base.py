@@ -36,15 +36,17 @@ def pct(fraction: float | None, digits: int = 1) -> str:
 
 
 def relative_paths(folder: str | Path, **paths: str | Path | None) -> dict[str, str]:
-    """Each path given (absolute, or relative to the current folder), relative to ``folder``, both resolved: what a
-    record keeps beside the absolute path, so that a tree of results copied or moved whole still finds its parts
-    (the report reads it: :mod:`distill.report.locate`). A path None, or on another drive, is left out."""
+    """Each path given (absolute, or relative to the current folder), relative to ``folder``, as laid out (absolute,
+    links not resolved: a ``runs/`` that is a symlink to scratch stays ``../../runs/x``, which a tree copied with its
+    links followed still finds): what a record keeps beside the absolute path, so that a tree of results copied or
+    moved whole still finds its parts (the report reads it: :mod:`distill.report.locate`). A path None, or on
+    another drive, is left out."""
     out = {}
     for key, path in paths.items():
         if path is None:
             continue
         try:
-            out[key] = os.path.relpath(os.path.realpath(path), os.path.realpath(folder))
+            out[key] = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
         except ValueError:  # Windows: another drive
             continue
     return out

@@ -103,9 +103,29 @@ class QADRecord(Record):
     kept_float: list[str] = Field(default_factory=list)
     float_outputs: list[str] = Field(default_factory=list)  # those of them whose output (and activation) stays float
     # ``checkpoint`` and ``config.export_dir`` relative to the qad folder, so that a tree of results copied or moved
-    # whole still finds them (distill/report/locate.py); absent ({}) in files before it, whose ``config.export_dir``
-    # is as typed (relative to the folder qad ran in)
+    # whole still finds them (distill/report/locate.py): written in ``config["relative"]`` (an open dict, so that an
+    # older distill reads the file); this top-level key only in files of the release that introduced it. Files
+    # before either have neither, and their ``config.export_dir`` is as typed (relative to the folder qad ran in)
     relative: dict[str, str] = Field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As written: without an empty ``relative`` (a key the release before forbids; review 2, M3)."""
+        out = super().to_dict()
+        if not out.get("relative"):
+            out.pop("relative", None)
+        return out
+
+    @property
+    def qad_config(self) -> dict[str, Any]:
+        """``config`` as :class:`~distill.export.qad_config.QADConfig` takes it: without ``relative`` (this record's
+        own key in that open dict)."""
+        return {k: v for k, v in self.config.items() if k != "relative"}
+
+    @property
+    def relative_paths(self) -> dict[str, str]:
+        """``checkpoint`` and ``export_dir`` relative to the qad folder, from either layout; {} in older files."""
+        inside = (self.config or {}).get("relative")
+        return self.relative or (dict(inside) if isinstance(inside, dict) else {})
 
     @property
     def ship_file(self) -> str:

@@ -77,8 +77,22 @@ class ExportReport(Record):
     files: list[str] = Field(default_factory=list)
     elapsed_s: float | None = None
     # ``checkpoint`` and ``provenance.run`` relative to the export folder, so that a tree of results copied or moved
-    # whole still finds them (distill/report/locate.py); absent ({}) in exports before it
+    # whole still finds them (distill/report/locate.py): written in ``provenance["relative"]`` (an open dict, so
+    # that an older distill reads the file); this top-level key only in exports of the release that introduced it
     relative: dict[str, str] = Field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As written: without an empty ``relative`` (a key the release before forbids; review 2, M3)."""
+        out = super().to_dict()
+        if not out.get("relative"):
+            out.pop("relative", None)
+        return out
+
+    @property
+    def relative_paths(self) -> dict[str, str]:
+        """``checkpoint`` and ``run`` relative to the export folder, from either layout; {} in older exports."""
+        inside = self.provenance.get("relative")
+        return self.relative or (dict(inside) if isinstance(inside, dict) else {})
 
 
 # ------------------------------------------------------------------ bench record

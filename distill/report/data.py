@@ -17,12 +17,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from distill.records import BenchRecord, ExportedModel, ExportReport, QADRecord
-from distill.report.locate import Tiers, find, places
+from distill.records.names import BEST_CHECKPOINT, CHECKPOINTS_DIR, STUDENT_WEIGHTS
+from distill.report.locate import Tiers, hits, places
 from distill.report.runs import Run, RunGroup
+from distill.utils.io import sha256_file
 
+T = TypeVar("T")
 Z95 = 1.959964  # two-sided 95 % normal quantile
 
 
@@ -97,7 +100,7 @@ class ExportEntry:
     def places(self, key: str) -> Tiers:
         """Where the ``checkpoint`` or the ``run`` export.json names may be (:func:`distill.report.locate.places`)."""
         stored = self.report.checkpoint if key == "checkpoint" else self.report.provenance.get(key)
-        return places(str(stored) if stored else None, self.dir, self.report.relative.get(key))
+        return places(str(stored) if stored else None, self.dir, self.report.relative_paths.get(key))
 
 
 @dataclass
@@ -110,7 +113,7 @@ class QADEntry:
     def places(self, key: str) -> Tiers:
         """Where the ``checkpoint`` or the ``export_dir`` (``--export``) qad.json names may be."""
         stored = self.record.checkpoint if key == "checkpoint" else (self.record.config or {}).get(key)
-        return places(str(stored) if stored else None, self.dir, self.record.relative.get(key))
+        return places(str(stored) if stored else None, self.dir, self.record.relative_paths.get(key))
 
 
 @dataclass
@@ -147,6 +150,7 @@ class ReportData:
     sources: list[str] = field(default_factory=list)
     unmatched: int = 0                                           # records without accuracy
     warnings: list[str] = field(default_factory=list)            # problems with the inputs, said once each
+    _idx: _Index | None = field(default=None, repr=False, compare=False)
 
     def export_label(self, export: ExportReport | ExportEntry) -> str:
         """The student label of an export: its run's label when that run is in the report, else arch (strategy)."""
@@ -156,23 +160,96 @@ class ReportData:
 
     def qad_label(self, record: QADRecord | QADEntry) -> str:
         """The student label of a QAD result: its run's label when that run is in the report, else its arch."""
-        entry = record if isinstance(record, QADEntry) else next((q for q in self.qad if q.record is record), None)
-        run = find(entry.places("checkpoint"), self._runs(), above=2) if entry else None  # RUN/checkpoints/best
+        entry = record if isinstance(record, QADEntry) else self._index().qad_of.get(id(record))
+        run = self.run_of_qad(entry) if entry else None
         return run.label if run else (record.record if isinstance(record, QADEntry) else record).student
+
+    def run_of_qad(self, entry: QADEntry) -> Run | None:
+        """The run holding a QAD result's checkpoint (``RUN/checkpoints/best``), when among the inputs."""
+        cache = self._index().run_of
+        key = id(entry.record)
+        if key not in cache:
+            cache[key] = self._one_run(f"QAD result {entry.dir}", entry.record.checkpoint_sha256,
+                                       entry.places("checkpoint"))
+        return cache[key]
 
     def run_of(self, export: ExportReport | ExportEntry) -> Run | None:
         """The run an export was made from, when that run is among the inputs: the one its ``provenance.run`` names,
         else the one holding its checkpoint (``RUN/checkpoints/best``), each found as :mod:`~distill.report.locate`
-        says, wherever the report runs."""
-        entry = export if isinstance(export, ExportEntry) else next(
-            (ex for ex in self.exports if ex.report is export), None)
+        says, wherever the report runs; two runs that fit (a folder copied into another tree) are told apart by the
+        checkpoint's sha256, or neither is joined (a warning says so). Looked up once per export."""
+        entry = export if isinstance(export, ExportEntry) else self._index().export_of.get(id(export))
         if entry is None:
             return None
-        runs = self._runs()
-        return find(entry.places("run"), runs) or find(entry.places("checkpoint"), runs, above=2)
+        cache = self._index().run_of
+        key = id(entry.report)
+        if key not in cache:
+            cache[key] = self._one_run(f"export {entry.dir}", entry.report.provenance.get("checkpoint_sha256"),
+                                       entry.places("checkpoint"), entry.places("run"))
+        return cache[key]
 
-    def _runs(self) -> dict[str, Run]:
-        return {os.path.realpath(r.dir): r for r in self.runs}
+    def export_of_qad(self, entry: QADEntry) -> ExportEntry | None:
+        """The export among the inputs a ``distill qad --export`` result ran against (``config.export_dir``); None
+        for a plain-PTQ result, or one whose export is not among them, or is one of two that fit."""
+        cache = self._index().export_of_qad
+        key = id(entry.record)
+        if key not in cache:
+            cache[key] = self.one(f"QAD result {entry.dir}", "export folders", entry.places("export_dir"),
+                                  {os.path.realpath(ex.dir): ex for ex in self.exports})
+        return cache[key]
+
+    def one(self, what: str, kind: str, tiers: Tiers, index: dict[str, T], above: int = 0,
+            fits: Callable[[str], bool] | None = None) -> T | None:
+        """The one thing of ``index`` at ``tiers`` (:func:`distill.report.locate.hits`). Two that fit: ``fits`` (an
+        identity, a sha256) keeps the right one where it can tell; else neither, and a warning says which two."""
+        found = hits(tiers, index, above)
+        if len(found) > 1 and fits is not None:
+            found = [k for k in found if fits(k)] or found
+        if len(found) > 1:
+            self.ambiguous(what, kind, found)
+        return index[found[0]] if len(found) == 1 else None
+
+    def ambiguous(self, what: str, kind: str, found: list[str]) -> None:
+        """Warn (once) that two places fit a join, so it is left out."""
+        line = (f"ambiguous: two {kind} fit {what} ({', '.join(found)}): joined to neither (a folder copied into "
+                "another tree of results? pass only one of them)")
+        if line not in self.warnings:
+            self.warnings.append(line)
+
+    def _one_run(self, what: str, sha: str | None, checkpoint: Tiers, run: Tiers | None = None) -> Run | None:
+        idx = self._index()
+
+        def fits(folder: str) -> bool:  # the run's best weights are the checkpoint's (its sha256)
+            if folder not in idx.weights:
+                weights = os.path.join(folder, CHECKPOINTS_DIR, BEST_CHECKPOINT, STUDENT_WEIGHTS)
+                idx.weights[folder] = sha256_file(weights) if os.path.isfile(weights) else None
+            return idx.weights[folder] == sha
+
+        check = fits if sha else None
+        if run is not None:
+            found = hits(run, idx.runs)
+            if len(found) == 1 or (len(found) > 1 and check and len([k for k in found if fits(k)]) == 1):
+                return self.one(what, "runs", run, idx.runs, fits=check)
+        return self.one(what, "runs", checkpoint, idx.runs, above=2, fits=check)
+
+    def _index(self) -> _Index:
+        """The lookups built once per input set (not per record: M1 of review 2), rebuilt when one is added."""
+        key = (len(self.runs), len(self.exports), len(self.qad))
+        if self._idx is None or self._idx.key != key:
+            self._idx = _Index(key, {os.path.realpath(r.dir): r for r in self.runs},
+                               {id(ex.report): ex for ex in self.exports}, {id(q.record): q for q in self.qad})
+        return self._idx
+
+
+@dataclass
+class _Index:
+    key: tuple[int, int, int]
+    runs: dict[str, Run]                  # real path of a run folder -> run
+    export_of: dict[int, ExportEntry]     # id(export.json) -> its entry
+    qad_of: dict[int, QADEntry]           # id(qad.json) -> its entry
+    run_of: dict[int, Run | None] = field(default_factory=dict)  # id(export.json or qad.json) -> its run
+    weights: dict[str, str | None] = field(default_factory=dict)  # run folder -> sha256 of its best weights
+    export_of_qad: dict[int, ExportEntry | None] = field(default_factory=dict)  # id(qad.json) -> its --export
 
 
 def device_label(record: BenchRecord) -> str:

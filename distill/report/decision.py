@@ -21,7 +21,7 @@ from typing import NamedTuple
 from distill.records import ExportReport, QADRecord, ShipRecommendation, same_checkpoint
 from distill.report.charts import esc
 from distill.report.data import ExportEntry, QADEntry, ReportData
-from distill.report.locate import existing, find
+from distill.report.locate import existing
 
 ELSEWHERE = "if int8 is needed anyway (another runtime)"
 
@@ -145,7 +145,7 @@ def _against(data: ReportData, qad: QADEntry) -> ExportEntry | None:
     """The export among the inputs a ``distill qad --export`` result ran against (found as
     :mod:`distill.report.locate` says); None for a plain-PTQ result, or one whose export is not among them (or
     cannot be told from two)."""
-    return find(qad.places("export_dir"), {os.path.realpath(ex.dir): ex for ex in data.exports})
+    return data.export_of_qad(qad)
 
 
 def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:

@@ -69,12 +69,16 @@ def engine_index(exports: list[tuple[str, ExportReport]]) -> EngineIndex:
     return EngineIndex(by_sha, by_path)
 
 
-def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: EngineHit | None = None) -> EngineHit | None:
+def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: EngineHit | None = None,
+              by_path: bool = True) -> EngineHit | None:
     """The listed engine a record timed, by the rule in this module's docstring; None if none. ``at``: the engine
-    at the record's path, found as :mod:`distill.report.locate` says (wherever the report runs)."""
+    at the record's path, found as :mod:`distill.report.locate` says (wherever the report runs). ``by_path``
+    False: two places fit the record's path (ambiguous), so only its sha256 can join it."""
     sha = record.model_sha256
     if sha and sha in index.by_sha:
         return index.by_sha[sha]
+    if not by_path:
+        return None
     beside = index.by_path.get(os.path.realpath(Path(bench_file).parent / Path(record.model).name))
     for hit in (at, beside):
         if hit is None:

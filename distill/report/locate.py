@@ -4,20 +4,25 @@ export.json names its checkpoint and run, qad.json its checkpoint and the export
 the file it timed. A path stored relative means nothing without the folder it is relative to, and the report may
 run anywhere, so each stored path is looked for in tiers, surest first (:func:`places`):
 
-1. the path relative to the artifact's own folder, where the writer stored one (export.json and qad.json
-   ``relative``, a bench record's ``model_relative``, relative to its .jsonl's folder): a tree of results copied or
-   moved whole still finds its own parts;
-2. the path itself when it is absolute (new artifacts store them so);
-3. an older artifact's relative path, relative to the folder its command ran in, which it does not record: against
+1. the path relative to the artifact's own folder, where the writer stored one (export.json ``provenance.relative``
+   or, in files written just before that, top-level ``relative``; qad.json ``config.relative`` / ``relative``; a
+   bench record's ``model_relative``, relative to its .jsonl's folder), together with the path itself when it is
+   absolute (new artifacts store both). One tier: a tree of results copied or moved whole still finds its own
+   parts (the absolute path names the old tree, not among the inputs), and a folder copied into another tree
+   (an export copied beside another experiment's) finds both its own absolute place and, by the relative path,
+   the other tree's: two different things fit, so nothing is joined rather than the wrong one. The relative path
+   is taken as laid out (``..`` against the folder's path, not its real path: a ``runs/`` that is a symlink),
+   and resolved through links as a second place;
+2. an older artifact's relative path, relative to the folder its command ran in, which it does not record: against
    the artifact's folder and each folder above it (distill's outputs lie under the folder they were made from:
    ``demo_out/export/fm`` names ``demo_out/runs/fm``, made in the folder above ``demo_out``);
-4. that path against the current folder (what the report did before, and right when it runs where the
+3. that path against the current folder (what the report did before, and right when it runs where the
    artifact was made).
 
 A tier decides when exactly one of its places is what is looked for (:func:`find`); two different ones in one tier
-(an older relative path that two folders above the artifact both hold) decide nothing, so the report leaves the
-join out rather than guess: it never joins the wrong thing silently. Joins by identity (sha256s) come before
-these, in the callers.
+decide nothing (:func:`hits` names them, for the report's "ambiguous" warning), so the report leaves the join out
+rather than guess: it never joins the wrong thing silently. Joins by identity (sha256s) come before these, in the
+callers, and settle an ambiguous tier where they can.
 """
 from __future__ import annotations
 
@@ -33,29 +38,43 @@ def places(stored: str | None, folder: str | Path, relative: str | None = None) 
     """The real paths ``stored`` (as an artifact in ``folder`` stores it; ``relative``: the same path relative to
     ``folder``, where the writer stored one) may be, in tiers, surest first (module docstring)."""
     tiers: Tiers = []
+    first: list[str] = []
     if relative:
-        tiers.append([os.path.realpath(Path(folder) / relative)])
-    if stored:
-        path = Path(stored)
-        if path.is_absolute():
-            tiers.append([os.path.realpath(path)])
-        else:
-            here = Path(os.path.abspath(folder))
-            tiers.append(list(dict.fromkeys(os.path.realpath(up / path) for up in (here, *here.parents))))
-            tiers.append([os.path.realpath(path)])
+        laid_out = os.path.normpath(os.path.join(os.path.abspath(folder), relative))  # `..` as the folder is laid out
+        first += [os.path.realpath(laid_out), os.path.realpath(Path(folder) / relative)]
+    path = Path(stored) if stored else None
+    if path is not None and path.is_absolute():
+        first.append(os.path.realpath(path))
+    if first:
+        tiers.append(list(dict.fromkeys(first)))
+    if path is not None and not path.is_absolute():
+        here = Path(os.path.abspath(folder))
+        tiers.append(list(dict.fromkeys(os.path.realpath(up / path) for up in (here, *here.parents))))
+        tiers.append([os.path.realpath(path)])
     return tiers
 
 
-def find(tiers: Tiers, index: Mapping[str, T], above: int = 0) -> T | None:
-    """What ``index`` (real path -> thing) holds at the first tier with exactly one place in it; None when no tier
-    has one, or the first tier that has any has two (ambiguous). ``above``: a place may also be inside what is
-    looked for, up to that many folders down (the nearest counts: a torch record's checkpoint inside its run)."""
+def hits(tiers: Tiers, index: Mapping[str, object], above: int = 0) -> list[str]:
+    """The keys of ``index`` (real path -> thing) found at the first tier that has any: one is a join, two or more
+    are ambiguous (:func:`find`). ``above``: a place may also be inside what is looked for, up to that many folders
+    down (the nearest counts: a torch record's checkpoint inside its run)."""
     def at(path: str) -> str | None:
         for p in [path, *map(str, Path(path).parents)][:above + 1]:
             if p in index:
                 return p
         return None
-    return first(tiers, at, index.__getitem__)
+    for tier in tiers:
+        found = list(dict.fromkeys(k for k in map(at, tier) if k is not None))
+        if found:
+            return found
+    return []
+
+
+def find(tiers: Tiers, index: Mapping[str, T], above: int = 0) -> T | None:
+    """What ``index`` holds at the first tier with exactly one place in it (:func:`hits`); None when no tier has one,
+    or the first tier that has any has two (ambiguous)."""
+    found = hits(tiers, index, above)
+    return index[found[0]] if len(found) == 1 else None
 
 
 def existing(tiers: Tiers) -> str | None:
@@ -66,7 +85,7 @@ def existing(tiers: Tiers) -> str | None:
 def first(tiers: Tiers, at: Callable[[str], str | None], value: Callable[[str], T]) -> T | None:
     """``value`` of the one key ``at`` finds among a tier's places, for the first tier where it finds any."""
     for tier in tiers:
-        hits = list(dict.fromkeys(k for k in map(at, tier) if k is not None))
-        if hits:
-            return value(hits[0]) if len(hits) == 1 else None
+        found = list(dict.fromkeys(k for k in map(at, tier) if k is not None))
+        if found:
+            return value(found[0]) if len(found) == 1 else None
     return None

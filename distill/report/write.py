@@ -47,7 +47,7 @@ from distill.report.data import (
     mark_pareto,
 )
 from distill.report.engines import engine_index, engine_of
-from distill.report.locate import find, places
+from distill.report.locate import hits, places
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
 from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run, repeats_warning
@@ -143,6 +143,11 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
             f"{len(unread)} of {inputs} inputs are unreadable, and the others hold no record"
         raise DistillError(f"nothing to report: {why}: {data.warnings[0]}{more}")
     data.sources = [str(p) for p in [*run_dirs, *export_dirs, *bench_files, *qad_dirs] if p not in unread]
+    for ex in data.exports:  # each join looked up once, here: a warning of one that is ambiguous is said now
+        data.run_of(ex)
+    for q in data.qad:
+        data.run_of_qad(q)
+        data.export_of_qad(q)
     data.points = _join(data)
 
     domains: list[str] = []
@@ -205,7 +210,8 @@ def _join(data: ReportData) -> list[Point]:
     dir_of = {id(ex.report): ex.dir for ex in data.exports}
 
     latest: dict[tuple, Point] = {}
-    replaced: list[str] = []  # records of a file that export.json no longer lists (another sha256 at that path)
+    replaced: list[tuple[str, str]] = []  # records of a file export.json no longer lists (another sha256 at its path)
+    elsewhere: list[tuple[str, str]] = []  # records found by their relative path at another export's file (other bytes)
     for entry in data.records:
         r = entry.record
         meta = r.model_meta
@@ -217,10 +223,14 @@ def _join(data: ReportData) -> list[Point]:
         count = None
         note = ""
         where = places(r.model, Path(entry.source).parent, r.model_relative)  # the timed file, wherever the report runs
-        at = find(where, files) or _File("", None)
+        found = hits(where, files)  # two: its own absolute place and, by the relative path, another tree's file
+        at = files[found[0]] if len(found) == 1 else _File("", None)
         hit = _model_of(r, at.what if at.kind == "model" else None, by_sha, at.kind == "qad")
-        if hit is None and at.kind == "model":
-            replaced.append(r.model)
+        if len(found) > 1 and hit is None:
+            data.ambiguous(f"the benchmark record of {r.model} in {entry.source}", "timed files", found)
+        elif hit is None and at.kind == "model":  # another sha256 at its path: replaced, unless its own path is here
+            own = os.path.realpath(r.model) if os.path.isabs(r.model) else found[0]  # and is another file (a copy)
+            (replaced if own == found[0] else elsewhere).append((r.model, found[0]))
         file = _short(r.model)  # where the timed file was; the export's folder + file when joined to one
         if hit:
             e, m = hit
@@ -232,7 +242,8 @@ def _join(data: ReportData) -> list[Point]:
             precision = f"int8/{flavour}" if flavour else m.precision
         elif at.kind == "qad":
             student, precision, accuracy, count = at.what
-        elif (engine := engine_of(r, entry.source, engines, at.what if at.kind == "engine" else None)) is not None:
+        elif (engine := engine_of(r, entry.source, engines, at.what if at.kind == "engine" else None,
+                                  by_path=len(found) < 2)) is not None:
             # export.json lists it: its ONNX's accuracy
             student, precision, note = data.export_label(engine.export), engine.precision, engine.note
             file = _short(os.path.join(engine.dir, engine.engine["engine"]))
@@ -244,24 +255,34 @@ def _join(data: ReportData) -> list[Point]:
                 accuracy = finite((e.reference or {}).get("accuracy")) or None
                 student = data.export_label(e)
                 count = _eval_count(e)
-            elif (run := find(where, runs, above=3)) is not None:  # the run folder holding the checkpoint
+            elif (run := data.one(f"the benchmark record of {r.model} in {entry.source}", "runs", where, runs,
+                                  above=3)) is not None:  # the run folder holding the checkpoint
                 accuracy = run.accuracy or None
                 student = run.label
         if accuracy is None:
             data.unmatched += 1
             if not hit and not note and at.kind != "qad":
-                note = "not joined to an export or run"
+                note = "ambiguous: two timed files fit" if len(found) > 1 else "not joined to an export or run"
         p = Point(student=student, precision=precision, runtime=r.runtime, batch=r.batch,
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),
                   threads=r.threads, count=count, note=note, file=file)
         entry.name, entry.file, entry.note = f"{student} · {precision}", file, note  # as the latency tables name it
         latest[(r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads)] = p
     if replaced:
-        files_ = list(dict.fromkeys(replaced))
+        files_ = list(dict.fromkeys(f for f, _ in replaced))
         data.warnings.append(
             f"{len(replaced)} benchmark record(s) timed a file since replaced: the sha256 they carry is not the one "
             f"export.json lists for {', '.join(files_[:3])}{' ...' if len(files_) > 3 else ''} (re-exported into the "
             "same folder?); they have no accuracy here: bench the export again")
+    if elsewhere:
+        pairs = list(dict.fromkeys(elsewhere))
+        why = "copied next to another export" if all(os.path.exists(a) for a, _ in pairs) else \
+            "copied next to another export, or that export re-exported since"
+        data.warnings.append(
+            f"{len(elsewhere)} benchmark record(s) timed a file other than the one found by its path relative to "
+            f"their .jsonl, which has other bytes: "
+            f"{'; '.join(f'{a} (found {b})' for a, b in pairs[:3])}{' ...' if len(pairs) > 3 else ''} (a bench file "
+            f"{why}?); they have no accuracy here")
     return list(latest.values())
 
 

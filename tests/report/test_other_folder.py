@@ -109,7 +109,9 @@ def test_an_old_relative_path_two_folders_above_its_artifact_both_hold_joins_nei
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     data = collect([inner, outer, tmp_path / "x" / "y" / "bench.jsonl"])
-    assert [p.note for p in data.points] == ["not joined to an export or run"] and data.unmatched == 1
+    assert [p.note for p in data.points] == ["ambiguous: two timed files fit"] and data.unmatched == 1
+    said = [w for w in data.warnings if w.startswith("ambiguous: two timed files fit")]  # naming both
+    assert len(said) == 1 and all(str(e.resolve() / "model.fp32.engine") in said[0] for e in (inner, outer))
     data = collect([inner, tmp_path / "x" / "y" / "bench.jsonl"])  # one of them: that one
     assert [p.note for p in data.points] == ["TensorRT engine of model.fp32.onnx"]
 

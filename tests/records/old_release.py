@@ -1,0 +1,24 @@
+"""The top-level keys of export.json and qad.json as the release before fix-A (``20c7450``) read them: its records
+forbid any other key (``extra="forbid"``), so a file a newer distill writes must keep to them to stay readable there
+(a Jetson with a pinned wheel reading a host's export). Vendored as plain pydantic models of those names."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, create_model
+
+EXPORT_KEYS = ("format created status checkpoint student class_names input preprocess provenance run_summary config "
+               "versions models warnings data exporter reference tensorrt recommendation files elapsed_s").split()
+QAD_KEYS = ("checkpoint checkpoint_sha256 student flavour library teacher config calibration_images test_images ptq "
+            "qad qad_file tuned_checkpoint qdq_check torch_vs_onnx losses weights_changed_pct elapsed_s target_pts "
+            "within_target accuracy holdout_images ship ship_reason ptq_file holdout_pairs ptq_origin kept_float "
+            "float_outputs").split()
+
+
+def _model(name: str, keys: list[str]) -> type[BaseModel]:
+    fields: dict[str, Any] = {k: (Any, None) for k in keys}
+    return create_model(name, __config__=ConfigDict(extra="forbid", protected_namespaces=()), **fields)
+
+
+OldExportReport = _model("OldExportReport", EXPORT_KEYS)
+OldQADRecord = _model("OldQADRecord", QAD_KEYS)
