@@ -7,6 +7,7 @@ import pytest
 
 from distill.errors import DistillError
 from distill.records import BenchRecord, RunSummary, SkippedImage, pct, percent, same_checkpoint
+from distill.utils.io import read_json
 
 SUMMARY = {
     "strategy": "kd", "student": "resnet18", "source_domains": ["a"], "target_domains": ["b"],
@@ -128,3 +129,24 @@ def test_a_half_written_file_or_line_is_one_complete_line(tmp_path):
     with pytest.raises(DistillError) as e:
         CacheManifest.read(tmp_path)
     assert str(e.value) == f"{tmp_path / 'manifest.json'}: invalid JSON at line 1, column 11: Expecting ':' delimiter"
+
+
+@pytest.mark.parametrize("text, cut", [('{"a": tru', True), ('{"a": -', True), ('{"a": 1.', True), ('[1, 2e', True),
+                                       ('[nul\n', True), ('{"a": trux}', False), ('{"a": 1x}', False),
+                                       ('{"a": 1}\n12', False)])
+def test_text_cut_off_inside_a_literal_or_number_says_so(tmp_path, text, cut):
+    """Review 3 L5: `{"a": tru` (a file cut inside `true`) gave `Expecting value` with no cut-off hint, because the
+    rest of the text was not blank; a typo inside the text still gets none."""
+    (tmp_path / "x.json").write_text(text)
+    with pytest.raises(DistillError) as e:
+        read_json(tmp_path / "x.json")
+    assert ("the text ends before it is complete (cut off" in str(e.value)) is cut, str(e.value)
+
+
+def test_an_empty_file_is_called_empty_not_cut_off(tmp_path):
+    """Review 3 L5: an empty file read `Expecting value; the text ends before it is complete (cut off ...)`."""
+    for text in ("", "\n  \n"):
+        (tmp_path / "x.json").write_text(text)
+        with pytest.raises(DistillError) as e:
+            read_json(tmp_path / "x.json")
+        assert str(e.value).endswith(": the file is empty") and "cut off" not in str(e.value), str(e.value)
