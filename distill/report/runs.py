@@ -14,6 +14,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,11 @@ class Run:
     typed: dict[str, str] = field(default_factory=dict)  # a folder entry's identity -> the entry as config.yaml has it
     head: str = "linear"
     withheld: list[str] = field(default_factory=list)
-    written: float = 0.0  # summary.json's modification time: of two repeats of a seed, the newer one counts
+    # when the run finished (seconds since the epoch): of two repeats of a seed, the newer one counts. summary.json's
+    # finished_at; an older summary has none, and its file's modification time stands in (``by_mtime``), which a
+    # copy without -p renews and cp -p keeps (a tie: the first path counts)
+    written: float = 0.0
+    by_mtime: bool = False
 
 
 @dataclass
@@ -149,7 +154,17 @@ def read_run(run_dir: Path) -> Run:
                typed={pool_identity(u): u for u in entries if is_folder_entry(u)},
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
                withheld=list(getattr(data, "withhold_classes", None) or []),
-               written=(run_dir / RUN_SUMMARY).stat().st_mtime)
+               **_finished(summary, run_dir))
+
+
+def _finished(summary: RunSummary, run_dir: Path) -> dict[str, Any]:
+    """``written``/``by_mtime`` of a :class:`Run`: summary.json's ``finished_at``, else the file's mtime."""
+    if summary.finished_at:
+        try:
+            return {"written": datetime.fromisoformat(summary.finished_at).timestamp(), "by_mtime": False}
+        except ValueError:
+            pass
+    return {"written": (run_dir / RUN_SUMMARY).stat().st_mtime, "by_mtime": True}
 
 
 def pool_entry(entry: str) -> str:
@@ -277,8 +292,9 @@ def distinct_seeds(runs: list[Run]) -> tuple[list[Run], list[Run]]:
 
     Two runs of one configuration with the same seed are one sample run twice (a rerun into another ``run.out``, a
     copied folder), not two seeds: counting both doubles n, hides the spread between seeds, and with two such rows
-    Welch's test reads std 0 as certainty ("real" from one seed a side). The run whose summary.json was written last
-    counts (a rerun is the newer result), the first folder by path on a tie. Repeats that disagree (training that is
+    Welch's test reads std 0 as certainty ("real" from one seed a side). The run that finished last counts (a rerun
+    is the newer result; summary.json's ``finished_at``, which a copy of the folder keeps; the file's mtime for a
+    summary written before it), the first folder by path on a tie. Repeats that disagree (training that is
     not deterministic, e.g. on a GPU) are not averaged: their spread is the machine's, not the seeds', and averaging
     would weigh that seed more than the others; the one kept is a real run, whose checkpoint and exports are its
     own. A run that records no seed (no config.yaml) cannot be told from another: each counts.
@@ -335,8 +351,18 @@ def repeat_notes(g: RunGroup) -> list[str]:
         kept = g.kept_for(r)
         differ = "" if kept.accuracy == r.accuracy else \
             f"; target mean {pct(_target_mean(kept))} % vs {pct(_target_mean(r))} %: training is not deterministic"
-        notes.append(f"seed {r.seed} of {g.label} counted once, from {kept.dir} ({r.dir} repeats it, left out{differ})")
+        notes.append(f"seed {r.seed} of {g.label} counted once, from {kept.dir} ({r.dir} repeats it, left out; "
+                     f"{_why_kept(kept, r)}{differ})")
     return notes
+
+
+def _why_kept(kept: Run, repeat: Run) -> str:
+    """Which rule of :func:`distinct_seeds` chose ``kept`` over ``repeat``."""
+    if kept.written == repeat.written:
+        return "the same finish time: the first by path counts"
+    if kept.by_mtime or repeat.by_mtime:
+        return "the later summary.json counts, by its modification time (no finish time recorded)"
+    return "the later finish time counts (summary.json's finished_at)"
 
 
 def repeats_warning(groups: list[RunGroup]) -> str | None:
@@ -345,7 +371,7 @@ def repeats_warning(groups: list[RunGroup]) -> str | None:
     if not notes:
         return None
     return (f"{len(notes)} run(s) repeat the seed of another run of the same configuration (a rerun into another "
-            "run.out, a copied folder) and are left out: n counts distinct seeds, the newest summary.json of each "
+            "run.out, a copied folder) and are left out: n counts distinct seeds, the run of each that finished last "
             "counts: " + "; ".join(notes))
 
 
