@@ -94,9 +94,9 @@ def test_repeats_that_disagree_are_not_averaged_the_newer_counts(tmp_path: Path)
     assert g.n == 1 and g.target_mean == pytest.approx(0.44) and g.target_std is None and g.target_spread is None
     assert [r.dir for r in g.repeats] == [str(tmp_path / "b")]
     [w] = data.warnings
-    assert f"from {tmp_path / 'a'} ({tmp_path / 'b'} repeats it, left out; the later summary.json counts, by its modification time (no finish time recorded); " \
-           "target mean 44.0 % vs 45.2 %: " \
-           "training is not deterministic)" in w
+    assert f"from {tmp_path / 'a'} ({tmp_path / 'b'} repeats it, left out; the later summary.json counts, by its " \
+           "modification time (no finish time recorded); target mean 44.0 % vs 45.2 %: training is not " \
+           "deterministic)" in w
 
 
 def test_runs_that_record_no_seed_each_count(tmp_path: Path) -> None:
