@@ -1,11 +1,12 @@
 """Training runs for the report: summary.json (+ config.yaml) read once, labelled, and grouped over seeds.
 
-Runs that differ only in ``run.seed`` form one row, mean and standard deviation over the seeds;
+Runs whose config.yaml differ only in ``run.seed`` (and bookkeeping: ``run.out``, ``run.workers``, ...,
+:data:`~distill.report.configs.BOOKKEEPING`) form one row, mean and standard deviation over the seeds;
 runs of one configuration *and* one seed (a rerun into another ``run.out``, a copied folder) are repeats,
 not samples: one of them counts (:func:`distinct_seeds`), so n is the number of distinct seeds;
 adapted (source-free) runs are kept apart from source-trained ones; two configurations of one
-strategy are labelled by the options in which they differ, so the ranking can be read off the
-table. summary.json is read as a :class:`~distill.records.RunSummary` (accuracies are fractions)
+strategy are labelled by the options and config.yaml keys in which they differ (``optim.lr=0.003``),
+so the ranking can be read off the table. summary.json is read as a :class:`~distill.records.RunSummary` (accuracies are fractions)
 and config.yaml as the :class:`~distill.config.TrainConfig` it is a dump of.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pydantic import ValidationError
 from distill.config import TrainConfig, format_validation_error, load_yaml
 from distill.data.unlabeled import is_folder_entry
 from distill.errors import DistillError
-from distill.records import RUN_CONFIG, RUN_SUMMARY, RunSummary, TeacherIdentity, pct
+from distill.records import RUN_CONFIG, RUN_SUMMARY, RunData, RunSummary, TeacherIdentity
+from distill.report.configs import config_labels, flat_config
 from distill.report.stats import mean_std, spread, verdict
 
 
@@ -70,6 +72,10 @@ class Run:
     # copy without -p renews and cp -p keeps (a tie: the first path counts)
     written: float = 0.0
     by_mtime: bool = False
+    # config.yaml flattened (:func:`~distill.report.configs.flat_config`): every key that can change a result and
+    # is not keyed on above; None without config.yaml. Runs differ in configuration where these differ
+    config: dict[str, str] | None = None
+    data: str | None = None  # data.json's data identity (files, split rule, image counts); None without it
 
 
 @dataclass
@@ -154,7 +160,16 @@ def read_run(run_dir: Path) -> Run:
                typed={pool_identity(u): u for u in entries if is_folder_entry(u)},
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
                withheld=list(getattr(data, "withhold_classes", None) or []),
+               config=flat_config(cfg) if cfg is not None else None, data=_data_identity(run_dir),
                **_finished(summary, run_dir))
+
+
+def _data_identity(run_dir: Path) -> str | None:
+    """What data.json says the run trained on (its folders' files, split rule and image counts), as one string."""
+    if not RunData.exists_in(run_dir):
+        return None
+    d = RunData.read(run_dir)
+    return json.dumps([d.fingerprint, d.rule, d.images], sort_keys=True, default=str)
 
 
 def _finished(summary: RunSummary, run_dir: Path) -> dict[str, Any]:
@@ -234,8 +249,9 @@ def _default_options(strategy: str) -> dict[str, Any]:
 
 
 def _config_key(r: Run) -> str:
+    """All that makes a run's configuration (its row): the seed and bookkeeping aside, every key of config.yaml."""
     return json.dumps([r.student, r.strategy, r.options, r.source_domains, r.target_domains, r.adapted, r.teacher,
-                       r.unlabeled, r.head, r.withheld], sort_keys=True, default=str)
+                       r.unlabeled, r.head, r.withheld, r.config], sort_keys=True, default=str)
 
 
 def label_runs(runs: list[Run]) -> None:
@@ -243,7 +259,8 @@ def label_runs(runs: list[Run]) -> None:
 
     Two configurations of one (arch, strategy) are labelled by the options whose values differ
     between them, then by their source domains, targets, teacher, unlabeled pool, head and
-    withheld classes; runs differing only in seed share a label (they are grouped).
+    withheld classes, then by every other key of config.yaml that differs (``optim.lr=0.003``,
+    :func:`~distill.report.configs.config_labels`); runs differing only in seed share a label (they are grouped).
     """
     match_pools(runs)
     by_name: dict[tuple[str, str, bool], list[Run]] = {}
@@ -275,6 +292,8 @@ def label_runs(runs: list[Run]) -> None:
                         if attr in _UNSET_IS_DEFAULT and v in ([], "linear", None):
                             continue  # no pool, a linear head, nothing withheld: the plain case says nothing
                         extra[ck].append(f"{name} {('+'.join(v) or 'none') if isinstance(v, list) else v}")
+            for ck, bits in config_labels({ck: r.config for ck, r in configs.items()}).items():
+                extra[ck] += bits
         for r in rs:
             bits = [base] + extra[_config_key(r)]
             r.label = f"{arch} ({'; '.join(bits)})"
@@ -311,7 +330,7 @@ def distinct_seeds(runs: list[Run]) -> tuple[list[Run], list[Run]]:
 
 
 def group_runs(runs: list[Run]) -> list[RunGroup]:
-    """Runs of one configuration (all but the seed equal) -> one :class:`RunGroup`, one run per distinct seed
+    """Runs of one configuration (config.yaml equal but for the seed and bookkeeping) -> one :class:`RunGroup`, one run per distinct seed
     (:func:`distinct_seeds`); best target mean first."""
     buckets: dict[str, list[Run]] = {}
     for r in runs:
@@ -326,7 +345,7 @@ def group_runs(runs: list[Run]) -> list[RunGroup]:
             mean[d], sd = mean_std([r.accuracy[d] for r in rs if d in r.accuracy])
             if not math.isnan(sd):
                 std[d] = sd
-        tmeans = [t for t in map(_target_mean, rs) if t is not None]
+        tmeans = [t for t in map(target_mean, rs) if t is not None]
         tmean, tstd = mean_std(tmeans)
         groups.append(RunGroup(label=rs[0].label, runs=rs, mean=mean, std=std,
                                target_mean=tmean if tmeans else None,
@@ -336,43 +355,11 @@ def group_runs(runs: list[Run]) -> list[RunGroup]:
     return groups
 
 
-def _target_mean(r: Run) -> float | None:
+def target_mean(r: Run) -> float | None:
     """A run's mean over its target domains; None when it has none or one was not scored."""
     if not r.target_domains or not all(d in r.accuracy for d in r.target_domains):
         return None
     return mean_std([r.accuracy[d] for d in r.target_domains])[0]
-
-
-def repeat_notes(g: RunGroup) -> list[str]:
-    """One line per repeat left out of ``g``: ``seed 0 of LABEL counted once, from runs/b (runs/a repeats it, left
-    out)``, with both target means where their results differ (training that is not deterministic)."""
-    notes = []
-    for r in g.repeats:
-        kept = g.kept_for(r)
-        differ = "" if kept.accuracy == r.accuracy else \
-            f"; target mean {pct(_target_mean(kept))} % vs {pct(_target_mean(r))} %: training is not deterministic"
-        notes.append(f"seed {r.seed} of {g.label} counted once, from {kept.dir} ({r.dir} repeats it, left out; "
-                     f"{_why_kept(kept, r)}{differ})")
-    return notes
-
-
-def _why_kept(kept: Run, repeat: Run) -> str:
-    """Which rule of :func:`distinct_seeds` chose ``kept`` over ``repeat``."""
-    if kept.written == repeat.written:
-        return "the same finish time: the first by path counts"
-    if kept.by_mtime or repeat.by_mtime:
-        return "the later summary.json counts, by its modification time (no finish time recorded)"
-    return "the later finish time counts (summary.json's finished_at)"
-
-
-def repeats_warning(groups: list[RunGroup]) -> str | None:
-    """The one warning line for every repeat left out (:func:`distinct_seeds`); None when there is none."""
-    notes = [n for g in groups for n in repeat_notes(g)]
-    if not notes:
-        return None
-    return (f"{len(notes)} run(s) repeat the seed of another run of the same configuration (a rerun into another "
-            "run.out, a copied folder) and are left out: n counts distinct seeds, the run of each that finished last "
-            "counts: " + "; ".join(notes))
 
 
 def against_best(groups: list[RunGroup]) -> list[tuple[RunGroup, RunGroup, str]]:
