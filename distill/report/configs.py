@@ -62,18 +62,25 @@ def _path(value: Any) -> str:
 
 def config_labels(configs: dict[str, dict[str, str] | None]) -> dict[str, list[str]]:
     """Label bits per configuration (``{id: flat config}``, None: no config.yaml): ``key=value`` for each dotted
-    key whose value differs between them (``–`` where a config has no such key), and ``no config.yaml``."""
+    key whose value differs between them (``–`` where a config has no such key; a section set in one and unset in
+    another, ``robust=on`` / ``robust=none``, then its keys between those that set it), and ``no config.yaml``."""
     out: dict[str, list[str]] = {ck: [] for ck in configs}
-    known = [c for c in configs.values() if c is not None]
-    keys = sorted({k for c in known for k in c})
+    known = {ck: c for ck, c in configs.items() if c is not None}
+    keys = sorted({k for c in known.values() for k in c})
+    # a section unset (null) in one config and set in another (``robust``): ``robust=none`` / ``robust=on``, and its
+    # keys only between the configs that set it
+    sections = {k for c in known.values() for k, v in c.items() if v == "null" and any(o.startswith(k + ".")
+                                                                                     for o in keys)}
     for k in keys:
-        values = {ck: c.get(k) if c is not None else None for ck, c in configs.items()}
-        if len({v for ck, v in values.items() if configs[ck] is not None}) < 2:
+        inside = any(k.startswith(s + ".") for s in sections)
+        values = {ck: c.get(k) for ck, c in known.items() if not inside or k in c}
+        if k in sections:
+            values = {ck: json.dumps("none" if v == "null" else "on") for ck, v in values.items()}
+        if len(set(values.values())) < 2:
             continue
         shown = _paths_shown(values) if k in PATHS else {ck: _value(v) for ck, v in values.items()}
-        for ck, c in configs.items():
-            if c is not None:
-                out[ck].append(f"{k}={shown[ck]}")
+        for ck in values:
+            out[ck].append(f"{k}={shown[ck]}")
     if known and len(known) < len(configs):
         for ck, c in configs.items():
             if c is None:

@@ -108,3 +108,13 @@ def test_repeats_on_different_data_are_not_called_non_deterministic(tmp_path: Pa
         RunData(fingerprint=fingerprint, rule={}, images={"noisy": 10}, caches=[]).write(_kd(tmp_path / name, acc, at=at))
     [w] = collect([tmp_path]).warnings
     assert "target mean 64.0 % vs 60.0 %: the data differ (data.json)" in w and "not deterministic" not in w
+
+
+def test_a_section_set_in_one_run_only_and_a_run_without_config_are_labelled_short(tmp_path: Path) -> None:
+    """A robust evaluation set in one run: `robust=on` / `robust=none`, not each of its keys; a run without
+    config.yaml cannot be matched to a configuration: a row of its own, so labelled."""
+    _kd(tmp_path / "a", 0.60)
+    _kd(tmp_path / "b", 0.62, robust={"pgd_eps": ["2/255"]})
+    (_kd(tmp_path / "c", 0.64) / RUN_CONFIG).unlink()
+    assert sorted(g.label for g in collect([tmp_path]).groups) == [
+        "test_resnet (kd; no config.yaml)", "test_resnet (kd; robust=none)", "test_resnet (kd; robust=on)"]
