@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, field_serializer
 
 from distill.errors import DistillError
 from distill.records.base import Accuracy, Record, _Closed, _Open
@@ -79,6 +79,16 @@ class ExportReport(Record):
     # ``checkpoint`` and ``provenance.run`` relative to the export folder, so that a tree of results copied or moved
     # whole still finds them (distill/report/locate.py); absent ({}) in exports before it
     relative: dict[str, str] = Field(default_factory=dict)
+
+    @field_serializer("run_summary", mode="wrap")
+    def _summary_as_the_release_before_reads_it(self, value: RunSummary | None,
+                                                 handler: SerializerFunctionWrapHandler) -> Any:
+        """The run's summary without ``finished_at``: the release before reads run_summary as its RunSummary, which
+        forbids unknown keys (a Jetson with a pinned wheel); the finish time orders runs, not exports."""
+        out = handler(value)
+        if isinstance(out, dict):
+            out.pop("finished_at", None)
+        return out
 
 
 # ------------------------------------------------------------------ bench record

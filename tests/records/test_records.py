@@ -150,3 +150,18 @@ def test_an_empty_file_is_called_empty_not_cut_off(tmp_path):
         with pytest.raises(DistillError) as e:
             read_json(tmp_path / "x.json")
         assert str(e.value).endswith(": the file is empty") and "cut off" not in str(e.value), str(e.value)
+
+
+def test_an_export_embeds_the_run_summary_without_its_finish_time():
+    """summary.json's finished_at (review 3 M2) stays out of export.json's run_summary: the release before reads that
+    block as its RunSummary, which forbids unknown keys."""
+    from distill.records import ExportReport
+
+    summary = RunSummary(strategy="erm", student="s", source_domains=["a"], target_domains=["b"], trained_on=["a"],
+                         best_epoch=1, selected_on="source_val", test_acc={"a": 0.5}, params=1, checkpoint="c",
+                         train_seconds_this_session=1.0, finished_at="2026-12-06T01:02:03+00:00")
+    assert summary.to_dict()["finished_at"] == "2026-12-06T01:02:03+00:00"
+    export = ExportReport(format="distill.export/1", created="now", status="ok", checkpoint="c", student="s",
+                          class_names=["x"], input={}, preprocess={}, run_summary=summary)
+    assert "finished_at" not in export.to_dict()["run_summary"]
+    assert ExportReport.from_dict(export.to_dict(), "export.json").run_summary.finished_at is None
