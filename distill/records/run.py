@@ -153,12 +153,16 @@ class RunSummary(Record):
     ema_decay: float | None = None
     # several teacher caches combined into one soft target (kd/fm strategy.teachers); None: one teacher (the first)
     teachers: TeacherCombination | None = None
+    # when the run finished (UTC, ISO 8601): which of two runs of one seed is the newer result (distill report), as
+    # no copy of the folder changes it; None in summaries written before it (2026-12-06)
+    finished_at: str | None = None
 
     @model_serializer(mode="wrap")
     def _without_unused_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """A run without a pool, withheld classes, EMA, a value selected on or combined teachers leaves those keys out."""
         out = handler(self)
-        for key in ("unlabeled", "withheld_classes", "ema_decay", "selected_value", "teacher_agreement", "teachers"):
+        for key in ("unlabeled", "withheld_classes", "ema_decay", "selected_value", "teacher_agreement", "teachers",
+                    "finished_at"):
             if getattr(self, key) is None:
                 out.pop(key, None)
         return out

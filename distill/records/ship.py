@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, field_serializer
 
 from distill.errors import DistillError
 from distill.records.base import Accuracy, Record, _Closed, _Open
@@ -65,6 +65,17 @@ class ExportReport(Record):
     preprocess: dict[str, Any]
     provenance: dict[str, Any] = Field(default_factory=dict)
     run_summary: RunSummary | None = None
+
+    @field_serializer("run_summary", mode="wrap")
+    def _summary_as_the_release_before_reads_it(self, value: RunSummary | None,
+                                                 handler: SerializerFunctionWrapHandler) -> Any:
+        """The run's summary without ``finished_at``: the release before reads run_summary as its RunSummary, which
+        forbids unknown keys (a Jetson with a pinned wheel); the finish time orders runs, not exports."""
+        out = handler(value)
+        if isinstance(out, dict):
+            out.pop("finished_at", None)
+        return out
+
     config: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str | None] = Field(default_factory=dict)
     models: list[ExportedModel] = Field(default_factory=list)

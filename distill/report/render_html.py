@@ -17,7 +17,8 @@ from distill.report.data import Z95, Measurement, Point, ReportData, device_labe
 from distill.report.decision import int8_file_of
 from distill.report.export_sections import section_int8, section_provenance
 from distill.report.qad_sections import section_qad
-from distill.report.runs import RunGroup, against_best, repeat_notes
+from distill.report.repeats import repeat_notes
+from distill.report.runs import RunGroup, against_best
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d232b;background:#f6f7f9}

@@ -9,7 +9,8 @@ from distill.report.data import Z95, ReportData, extra, file_cell
 from distill.report.decision import decision_for, int8_file_of
 from distill.report.export_sections import NEAR_TIE_NOTE, ORT_FLOAT_NOTE, cpu_kinds_note, kept_labels, near_tie_cell
 from distill.report.qad_sections import qad_markdown
-from distill.report.runs import RunGroup, against_best, repeat_notes
+from distill.report.repeats import repeat_notes
+from distill.report.runs import RunGroup, against_best
 
 
 def _pct(x: float | None) -> str:

@@ -1,11 +1,12 @@
 """Training runs for the report: summary.json (+ config.yaml) read once, labelled, and grouped over seeds.
 
-Runs that differ only in ``run.seed`` form one row, mean and standard deviation over the seeds;
+Runs whose config.yaml differ only in ``run.seed`` (and bookkeeping: ``run.out``, ``run.workers``, ...,
+:data:`~distill.report.configs.BOOKKEEPING`) form one row, mean and standard deviation over the seeds;
 runs of one configuration *and* one seed (a rerun into another ``run.out``, a copied folder) are repeats,
 not samples: one of them counts (:func:`distinct_seeds`), so n is the number of distinct seeds;
 adapted (source-free) runs are kept apart from source-trained ones; two configurations of one
-strategy are labelled by the options in which they differ, so the ranking can be read off the
-table. summary.json is read as a :class:`~distill.records.RunSummary` (accuracies are fractions)
+strategy are labelled by the options and config.yaml keys in which they differ (``optim.lr=0.003``),
+so the ranking can be read off the table. summary.json is read as a :class:`~distill.records.RunSummary` (accuracies are fractions)
 and config.yaml as the :class:`~distill.config.TrainConfig` it is a dump of.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,8 @@ from pydantic import ValidationError
 from distill.config import TrainConfig, format_validation_error, load_yaml
 from distill.data.unlabeled import is_folder_entry
 from distill.errors import DistillError
-from distill.records import RUN_CONFIG, RUN_SUMMARY, RunSummary, TeacherIdentity, pct
+from distill.records import RUN_CONFIG, RUN_SUMMARY, RunData, RunSummary, TeacherIdentity
+from distill.report.configs import config_labels, flat_config
 from distill.report.stats import mean_std, spread, verdict
 
 
@@ -64,7 +67,15 @@ class Run:
     typed: dict[str, str] = field(default_factory=dict)  # a folder entry's identity -> the entry as config.yaml has it
     head: str = "linear"
     withheld: list[str] = field(default_factory=list)
-    written: float = 0.0  # summary.json's modification time: of two repeats of a seed, the newer one counts
+    # when the run finished (seconds since the epoch): of two repeats of a seed, the newer one counts. summary.json's
+    # finished_at; an older summary has none, and its file's modification time stands in (``by_mtime``), which a
+    # copy without -p renews and cp -p keeps (a tie: the first path counts)
+    written: float = 0.0
+    by_mtime: bool = False
+    # config.yaml flattened (:func:`~distill.report.configs.flat_config`): every key that can change a result and
+    # is not keyed on above; None without config.yaml. Runs differ in configuration where these differ
+    config: dict[str, str] | None = None
+    data: str | None = None  # data.json's data identity (files, split rule, image counts); None without it
 
 
 @dataclass
@@ -149,7 +160,26 @@ def read_run(run_dir: Path) -> Run:
                typed={pool_identity(u): u for u in entries if is_folder_entry(u)},
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
                withheld=list(getattr(data, "withhold_classes", None) or []),
-               written=(run_dir / RUN_SUMMARY).stat().st_mtime)
+               config=flat_config(cfg) if cfg is not None else None, data=_data_identity(run_dir),
+               **_finished(summary, run_dir))
+
+
+def _data_identity(run_dir: Path) -> str | None:
+    """What data.json says the run trained on (its folders' files, split rule and image counts), as one string."""
+    if not RunData.exists_in(run_dir):
+        return None
+    d = RunData.read(run_dir)
+    return json.dumps([d.fingerprint, d.rule, d.images], sort_keys=True, default=str)
+
+
+def _finished(summary: RunSummary, run_dir: Path) -> dict[str, Any]:
+    """``written``/``by_mtime`` of a :class:`Run`: summary.json's ``finished_at``, else the file's mtime."""
+    if summary.finished_at:
+        try:
+            return {"written": datetime.fromisoformat(summary.finished_at).timestamp(), "by_mtime": False}
+        except ValueError:
+            pass
+    return {"written": (run_dir / RUN_SUMMARY).stat().st_mtime, "by_mtime": True}
 
 
 def pool_entry(entry: str) -> str:
@@ -219,8 +249,9 @@ def _default_options(strategy: str) -> dict[str, Any]:
 
 
 def _config_key(r: Run) -> str:
+    """All that makes a run's configuration (its row): the seed and bookkeeping aside, every key of config.yaml."""
     return json.dumps([r.student, r.strategy, r.options, r.source_domains, r.target_domains, r.adapted, r.teacher,
-                       r.unlabeled, r.head, r.withheld], sort_keys=True, default=str)
+                       r.unlabeled, r.head, r.withheld, r.config], sort_keys=True, default=str)
 
 
 def label_runs(runs: list[Run]) -> None:
@@ -228,7 +259,8 @@ def label_runs(runs: list[Run]) -> None:
 
     Two configurations of one (arch, strategy) are labelled by the options whose values differ
     between them, then by their source domains, targets, teacher, unlabeled pool, head and
-    withheld classes; runs differing only in seed share a label (they are grouped).
+    withheld classes, then by every other key of config.yaml that differs (``optim.lr=0.003``,
+    :func:`~distill.report.configs.config_labels`); runs differing only in seed share a label (they are grouped).
     """
     match_pools(runs)
     by_name: dict[tuple[str, str, bool], list[Run]] = {}
@@ -260,6 +292,8 @@ def label_runs(runs: list[Run]) -> None:
                         if attr in _UNSET_IS_DEFAULT and v in ([], "linear", None):
                             continue  # no pool, a linear head, nothing withheld: the plain case says nothing
                         extra[ck].append(f"{name} {('+'.join(v) or 'none') if isinstance(v, list) else v}")
+            for ck, bits in config_labels({ck: r.config for ck, r in configs.items()}).items():
+                extra[ck] += bits
         for r in rs:
             bits = [base] + extra[_config_key(r)]
             r.label = f"{arch} ({'; '.join(bits)})"
@@ -277,8 +311,9 @@ def distinct_seeds(runs: list[Run]) -> tuple[list[Run], list[Run]]:
 
     Two runs of one configuration with the same seed are one sample run twice (a rerun into another ``run.out``, a
     copied folder), not two seeds: counting both doubles n, hides the spread between seeds, and with two such rows
-    Welch's test reads std 0 as certainty ("real" from one seed a side). The run whose summary.json was written last
-    counts (a rerun is the newer result), the first folder by path on a tie. Repeats that disagree (training that is
+    Welch's test reads std 0 as certainty ("real" from one seed a side). The run that finished last counts (a rerun
+    is the newer result; summary.json's ``finished_at``, which a copy of the folder keeps; the file's mtime for a
+    summary written before it), the first folder by path on a tie. Repeats that disagree (training that is
     not deterministic, e.g. on a GPU) are not averaged: their spread is the machine's, not the seeds', and averaging
     would weigh that seed more than the others; the one kept is a real run, whose checkpoint and exports are its
     own. A run that records no seed (no config.yaml) cannot be told from another: each counts.
@@ -295,7 +330,7 @@ def distinct_seeds(runs: list[Run]) -> tuple[list[Run], list[Run]]:
 
 
 def group_runs(runs: list[Run]) -> list[RunGroup]:
-    """Runs of one configuration (all but the seed equal) -> one :class:`RunGroup`, one run per distinct seed
+    """Runs of one configuration (config.yaml equal but for the seed and bookkeeping) -> one :class:`RunGroup`, one run per distinct seed
     (:func:`distinct_seeds`); best target mean first."""
     buckets: dict[str, list[Run]] = {}
     for r in runs:
@@ -310,7 +345,7 @@ def group_runs(runs: list[Run]) -> list[RunGroup]:
             mean[d], sd = mean_std([r.accuracy[d] for r in rs if d in r.accuracy])
             if not math.isnan(sd):
                 std[d] = sd
-        tmeans = [t for t in map(_target_mean, rs) if t is not None]
+        tmeans = [t for t in map(target_mean, rs) if t is not None]
         tmean, tstd = mean_std(tmeans)
         groups.append(RunGroup(label=rs[0].label, runs=rs, mean=mean, std=std,
                                target_mean=tmean if tmeans else None,
@@ -320,33 +355,11 @@ def group_runs(runs: list[Run]) -> list[RunGroup]:
     return groups
 
 
-def _target_mean(r: Run) -> float | None:
+def target_mean(r: Run) -> float | None:
     """A run's mean over its target domains; None when it has none or one was not scored."""
     if not r.target_domains or not all(d in r.accuracy for d in r.target_domains):
         return None
     return mean_std([r.accuracy[d] for d in r.target_domains])[0]
-
-
-def repeat_notes(g: RunGroup) -> list[str]:
-    """One line per repeat left out of ``g``: ``seed 0 of LABEL counted once, from runs/b (runs/a repeats it, left
-    out)``, with both target means where their results differ (training that is not deterministic)."""
-    notes = []
-    for r in g.repeats:
-        kept = g.kept_for(r)
-        differ = "" if kept.accuracy == r.accuracy else \
-            f"; target mean {pct(_target_mean(kept))} % vs {pct(_target_mean(r))} %: training is not deterministic"
-        notes.append(f"seed {r.seed} of {g.label} counted once, from {kept.dir} ({r.dir} repeats it, left out{differ})")
-    return notes
-
-
-def repeats_warning(groups: list[RunGroup]) -> str | None:
-    """The one warning line for every repeat left out (:func:`distinct_seeds`); None when there is none."""
-    notes = [n for g in groups for n in repeat_notes(g)]
-    if not notes:
-        return None
-    return (f"{len(notes)} run(s) repeat the seed of another run of the same configuration (a rerun into another "
-            "run.out, a copied folder) and are left out: n counts distinct seeds, the newest summary.json of each "
-            "counts: " + "; ".join(notes))
 
 
 def against_best(groups: list[RunGroup]) -> list[tuple[RunGroup, RunGroup, str]]:

@@ -50,7 +50,8 @@ from distill.report.engines import engine_index, engine_of
 from distill.report.locate import hits, places
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
-from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run, repeats_warning
+from distill.report.repeats import repeats_warning
+from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run
 from distill.utils.io import atomic_write_text
 
 __all__ = ["Inputs", "collect", "discover", "write_report"]

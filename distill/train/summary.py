@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -132,7 +133,7 @@ def selected_run_summary(row: dict[str, Any], select_key: str = SOURCE_VAL_ACC, 
 
     ``selected_on`` is ``source_val``, ``teacher_agreement`` or ``last_epoch`` (no value to select on: a
     source-free run, whose ``checkpoints/best`` holds its last epoch); ``selected_value`` the selected epoch's
-    value of it (None for ``last_epoch``).
+    value of it (None for ``last_epoch``); ``finished_at`` now (UTC), as the run ends (a fact may set it).
     """
     value = row.get(select_key, math.nan)
     return RunSummary(
@@ -146,5 +147,5 @@ def selected_run_summary(row: dict[str, Any], select_key: str = SOURCE_VAL_ACC, 
         test_acc=by_domain(row, TEST_PREFIX),
         source_acc=_or_none(row[SOURCE_ACC]),
         target_acc=_or_none(row[TARGET_ACC]),
-        **facts,
+        **{"finished_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"), **facts},
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -86,13 +87,34 @@ def json_error(e: json.JSONDecodeError, lines: bool = True) -> str:
     """``at line L, column C: WHAT`` for a one-line error (``lines=False``, a JSON Lines line: ``at column C: WHAT``).
 
     ``e.msg`` alone can read cut off: some end in "at" and leave the place to ``str(e)`` ("Unterminated string
-    starting at"). Where the text ends before the value does (a file half-written by a killed command), it says so.
+    starting at"). Where the text ends before the value does (a file half-written by a killed command), it says so:
+    at the end, inside a string, or inside a literal or number that runs to the end (``{"a": tru``, ``[1.``); an
+    empty (or blank) text is called empty, not cut off.
     """
     where = f"line {e.lineno}, column {e.colno}" if lines else f"column {e.colno}"
     what = f"{e.msg.removesuffix(' at')} there" if e.msg.endswith(" at") else e.msg
-    if e.msg.startswith("Unterminated string") or not e.doc[e.pos:].strip():
+    if not e.doc.strip():
+        return f"at {where}: the {'file' if lines else 'line'} is empty"
+    if e.msg.startswith("Unterminated string") or not e.doc[e.pos:].strip() or _cut_in_literal(e.doc, e.pos, e.msg):
         what += "; the text ends before it is complete (cut off, as by an interrupted write?)"
     return f"at {where}: {what}"
+
+
+_LITERALS = ("true", "false", "null", "NaN", "Infinity", "-Infinity")  # what json.loads reads as a bare word
+_NUMBER_START = re.compile(r"-?(0|[1-9][0-9]*)?(\.[0-9]*)?([eE][-+]?[0-9]*)?")  # a number, possibly unfinished
+
+
+def _cut_in_literal(doc: str, pos: int, msg: str) -> bool:
+    """The text ends inside a bare word or number that starts at or just before ``pos``: ``tru``, ``-``, ``1.``,
+    ``2e`` at the end (JSON reads the number's whole part and stops at the rest, so look back over its digits)."""
+    rest = doc[pos:].rstrip()
+    if msg == "Expecting value" and any(lit.startswith(rest) and lit != rest for lit in _LITERALS):
+        return True
+    start = pos
+    while start > 0 and doc[start - 1] in "0123456789-+.eE":
+        start -= 1
+    # a value that begins here ("Expecting value": ``-``) or a number read in part before here (``1.``, ``2e``)
+    return (msg == "Expecting value" or start < pos) and _NUMBER_START.fullmatch(doc[start:].rstrip()) is not None
 
 
 def check_out_dir(path: str | Path, flag: str = "--out") -> Path:

@@ -7,6 +7,7 @@ import pytest
 
 from distill.errors import DistillError
 from distill.records import BenchRecord, RunSummary, SkippedImage, pct, percent, same_checkpoint
+from distill.utils.io import read_json
 
 SUMMARY = {
     "strategy": "kd", "student": "resnet18", "source_domains": ["a"], "target_domains": ["b"],
@@ -128,3 +129,39 @@ def test_a_half_written_file_or_line_is_one_complete_line(tmp_path):
     with pytest.raises(DistillError) as e:
         CacheManifest.read(tmp_path)
     assert str(e.value) == f"{tmp_path / 'manifest.json'}: invalid JSON at line 1, column 11: Expecting ':' delimiter"
+
+
+@pytest.mark.parametrize("text, cut", [('{"a": tru', True), ('{"a": -', True), ('{"a": 1.', True), ('[1, 2e', True),
+                                       ('[nul\n', True), ('{"a": trux}', False), ('{"a": 1x}', False),
+                                       ('{"a": 1}\n12', False)])
+def test_text_cut_off_inside_a_literal_or_number_says_so(tmp_path, text, cut):
+    """Review 3 L5: `{"a": tru` (a file cut inside `true`) gave `Expecting value` with no cut-off hint, because the
+    rest of the text was not blank; a typo inside the text still gets none."""
+    (tmp_path / "x.json").write_text(text)
+    with pytest.raises(DistillError) as e:
+        read_json(tmp_path / "x.json")
+    assert ("the text ends before it is complete (cut off" in str(e.value)) is cut, str(e.value)
+
+
+def test_an_empty_file_is_called_empty_not_cut_off(tmp_path):
+    """Review 3 L5: an empty file read `Expecting value; the text ends before it is complete (cut off ...)`."""
+    for text in ("", "\n  \n"):
+        (tmp_path / "x.json").write_text(text)
+        with pytest.raises(DistillError) as e:
+            read_json(tmp_path / "x.json")
+        assert str(e.value).endswith(": the file is empty") and "cut off" not in str(e.value), str(e.value)
+
+
+def test_an_export_embeds_the_run_summary_without_its_finish_time():
+    """summary.json's finished_at (review 3 M2) stays out of export.json's run_summary: the release before reads that
+    block as its RunSummary, which forbids unknown keys."""
+    from distill.records import ExportReport
+
+    summary = RunSummary(strategy="erm", student="s", source_domains=["a"], target_domains=["b"], trained_on=["a"],
+                         best_epoch=1, selected_on="source_val", test_acc={"a": 0.5}, params=1, checkpoint="c",
+                         train_seconds_this_session=1.0, finished_at="2026-12-06T01:02:03+00:00")
+    assert summary.to_dict()["finished_at"] == "2026-12-06T01:02:03+00:00"
+    export = ExportReport(format="distill.export/1", created="now", status="ok", checkpoint="c", student="s",
+                          class_names=["x"], input={}, preprocess={}, run_summary=summary)
+    assert "finished_at" not in export.to_dict()["run_summary"]
+    assert ExportReport.from_dict(export.to_dict(), "export.json").run_summary.finished_at is None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.records import RUN_SUMMARY
+from distill.records import RUN_SUMMARY, RunSummary
 from distill.report.runs import group_runs, label_runs, read_run
 from distill.report.write import collect
 
@@ -49,8 +49,10 @@ def test_qa_case_reruns_with_one_seed_are_one_seed_and_not_tested(tmp_path: Path
     assert len(warnings) == 1, warnings
     [w] = warnings
     assert w.startswith("warning: 2 run(s) repeat the seed of another run of the same configuration")
-    assert f"seed 0 of test_resnet (fm) counted once, from {runs / 'fm20b'} ({runs / 'fm20'} repeats it, left out)" in w
-    assert f"seed 0 of test_resnet (kd) counted once, from {runs / 'midref'} ({runs / 'mid'} repeats it, left out)" in w
+    assert f"seed 0 of test_resnet (fm) counted once, from {runs / 'fm20b'} ({runs / 'fm20'} repeats it, left out; "\
+           f"the later summary.json counts, by its modification time (no finish time recorded))" in w
+    assert f"seed 0 of test_resnet (kd) counted once, from {runs / 'midref'} ({runs / 'mid'} repeats it, left out; "\
+           f"the later summary.json counts, by its modification time (no finish time recorded))" in w
     assert "not deterministic" not in w  # identical results
     # and a note by the table, in both files
     assert f"- seed 0 of test_resnet (fm) counted once, from {runs / 'fm20b'} ({runs / 'fm20'} repeats it" in md
@@ -92,8 +94,9 @@ def test_repeats_that_disagree_are_not_averaged_the_newer_counts(tmp_path: Path)
     assert g.n == 1 and g.target_mean == pytest.approx(0.44) and g.target_std is None and g.target_spread is None
     assert [r.dir for r in g.repeats] == [str(tmp_path / "b")]
     [w] = data.warnings
-    assert f"from {tmp_path / 'a'} ({tmp_path / 'b'} repeats it, left out; target mean 44.0 % vs 45.2 %: " \
-           "training is not deterministic)" in w
+    assert f"from {tmp_path / 'a'} ({tmp_path / 'b'} repeats it, left out; the later summary.json counts, by its " \
+           "modification time (no finish time recorded); target mean 44.0 % vs 45.2 %: training is not " \
+           "deterministic)" in w
 
 
 def test_runs_that_record_no_seed_each_count(tmp_path: Path) -> None:
@@ -103,3 +106,35 @@ def test_runs_that_record_no_seed_each_count(tmp_path: Path) -> None:
     label_runs(runs)
     [g] = group_runs(runs)
     assert g.n == 2 and g.repeats == []
+
+
+def _finished(run: Path, at: str) -> Path:
+    """Record in RUN/summary.json that the run finished at ``at`` (as distill train now does)."""
+    RunSummary.read(run).model_copy(update={"finished_at": at}).write(run)
+    return run
+
+
+@pytest.mark.parametrize("keep_times", [False, True], ids=["cp -r", "cp -p"])
+def test_a_backup_copied_after_the_rerun_does_not_outrank_it(tmp_path: Path, keep_times: bool) -> None:
+    """Review 3 M2: run a (40 %), then its rerun b (47 %), then a backup of a. Ordered on summary.json's mtime, a
+    `cp -r` backup was the newest and counted (a stale 40 %); `cp -p` tied with a. The finish time recorded inside
+    summary.json travels with the copy: b counts, and the warning says by which rule."""
+    a = _finished(_run(tmp_path / "a", "fm", {"clean": 0.95, "noisy": 0.40}), "2026-12-01T10:00:00+00:00")
+    b = _finished(_run(tmp_path / "b", "fm", {"clean": 0.95, "noisy": 0.47}), "2026-12-02T10:00:00+00:00")
+    os.utime(a / RUN_SUMMARY, (1_000_000, 1_000_000))
+    os.utime(b / RUN_SUMMARY, (1_000_100, 1_000_100))
+    shutil.copytree(a, tmp_path / "a-backup", copy_function=shutil.copy2 if keep_times else shutil.copy)
+    data = collect([tmp_path])
+    [g] = data.groups
+    assert [r.dir for r in g.runs] == [str(b)] and g.target_mean == pytest.approx(0.47)
+    assert sorted(r.dir for r in g.repeats) == [str(a), str(tmp_path / "a-backup")]
+    [w] = data.warnings
+    assert f"({a} repeats it, left out; the later finish time counts (summary.json's finished_at); target mean " in w
+
+
+def test_a_summary_without_a_finish_time_still_reads_and_orders_by_mtime(tmp_path: Path) -> None:
+    """Summaries written before finished_at read as before (mtime, then path); a new summary has it."""
+    old = read_run(_run(tmp_path / "old", "fm", FM, written=1_000_000))
+    assert old.summary.finished_at is None and old.by_mtime and old.written == 1_000_000
+    new = read_run(_finished(_run(tmp_path / "new", "fm", FM), "2026-12-06T01:02:03.456789+00:00"))
+    assert not new.by_mtime and new.written == pytest.approx(1796518923.456789)

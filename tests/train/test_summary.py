@@ -86,3 +86,16 @@ def test_live_accuracy_counts_only_rows_with_a_label():
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])  # predicts 0, 1, 0, 0
     log.add(0, 1, {"loss": torch.tensor(1.0), "logits": logits}, torch.tensor([0, 0, -1, -1]), 0.1)
     assert int(log.correct) == 1 and int(log.seen) == 2  # 1 of the 2 labelled rows; the -1 rows not counted
+
+
+def test_the_summary_records_when_the_run_finished() -> None:
+    """Review 3 M2: summary.json says when the run finished (UTC), so that `distill report` orders two runs of one
+    seed on it rather than on the file's mtime, which a copy of the folder renews."""
+    from datetime import datetime, timedelta, timezone
+
+    row = metrics_row(0, {"a": 0.5, "c": 0.4}, {"a": 0.5}, ["a"], ["c"])
+    s = selected_run_summary(row, strategy="erm", student="s", source_domains=["a"], target_domains=["c"],
+                             trained_on=["a"], params=1, checkpoint="c", train_seconds_this_session=1.0)
+    finished = datetime.fromisoformat(s.finished_at)
+    assert finished.tzinfo is not None and abs(datetime.now(timezone.utc) - finished) < timedelta(minutes=1)
+    assert type(s).from_dict(s.to_dict(), "summary.json").finished_at == s.finished_at
