@@ -30,6 +30,7 @@ Steps (:func:`qad`):
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -197,7 +198,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         checkpoint=str(checkpoint.resolve()), checkpoint_sha256=prov.get("checkpoint_sha256"),
         student=student.spec.arch, flavour=flavour.name, library=LIBRARY,
         teacher="fp32+cache" if teacher_logits is not None else "fp32", config=cfg.model_dump(mode="json") | (
-            {"export_dir": str(Path(cfg.export_dir).resolve())} if cfg.export_dir else {}) | {  # read from other folders
+            {"export_dir": os.path.abspath(cfg.export_dir)} if cfg.export_dir else {}) | {  # as laid out, absolute
             # and relative to the qad folder (a moved tree still joins), in config, an open dict: a file an older
             # distill reads (review 2, M3)
             "relative": relative_paths(out, checkpoint=checkpoint, export_dir=cfg.export_dir)},
