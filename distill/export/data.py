@@ -160,11 +160,15 @@ def train_counts(folder: DomainFolder, domains: list[str]) -> dict[str, int]:
 
 
 def fitted_count(count: int, holdout: int, train: dict[str, int]) -> int:
-    """The calibration count that leaves the hold-out its share: ``count``, unless a domain's train images (``train``)
-    are fewer than its even shares of ``count`` calibration and ``holdout`` hold-out images; then that domain's images
-    are split in proportion of the two (256 and 256: half each), and the count is the largest whose even share fits
-    every such domain (at least one image per domain, as :func:`calibration_samples` picks)."""
+    """The calibration count that leaves the hold-out some images: ``count`` whenever its even shares leave any
+    domain a train image for the hold-out (one small domain beside large ones does not shrink every domain's share:
+    review 4 M2, session 26). Only where ``count`` would take every train image (a small data set: the hold-out
+    empty), each domain short of its even shares of ``count`` calibration and ``holdout`` hold-out images has its
+    images split in proportion of the two (256 and 256: half each), and the count is the largest whose even share
+    fits every such domain (at least one image per domain, as :func:`calibration_samples` picks)."""
     n = len(train)
+    if holdout <= 0 or sum(max(0, have - max(1, _share(count, i, n))) for i, have in enumerate(train.values())) > 0:
+        return count
     caps = []
     for i, have in enumerate(train.values()):
         calib, held = max(1, _share(count, i, n)), _share(holdout, i, n)

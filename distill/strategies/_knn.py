@@ -250,8 +250,13 @@ def ieee_fp32(device: torch.device) -> Iterator[None]:
             m.allow_tf32 = legacy
         return
     try:
-        saved = torch.get_float32_matmul_precision()
-    except RuntimeError:  # the process wrote the per-backend API: keep to it
+        saved: str | None = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the process wrote the per-backend API
+        saved = None
+    if saved == "highest" and m.fp32_precision in ("none", "ieee"):  # already IEEE: write nothing (review 4 L1:
+        yield  # writing made CUDA's value "ieee" for good, deaf to a later torch.backends.fp32_precision)
+        return
+    if saved is None:  # keep to the per-backend API the process wrote
         backend = m.fp32_precision
         m.fp32_precision = "ieee"
         try:

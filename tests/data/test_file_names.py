@@ -101,3 +101,15 @@ def test_cache_build_refuses_in_one_line_and_skips_with_skip_bad(root, tmp_path,
     assert (f"warning: 1 image(s) left out, not cached (file name is not valid UTF-8; rename them to cache them): "
             f"{shown}") in got.err.splitlines()
     assert f"teacher cache written: {tmp_path / 'c'} (12 rows = 12 images x 1 view(s), 1 shard(s))" in got.out
+
+
+def test_many_such_names_are_counted_not_all_listed_by_cache_build(root, tmp_path, capsys):
+    """Review 4 L2: every name went into one stderr line (unreadable at 10^5 names); ten are shown, and a count."""
+    for k in range(12):
+        _latin1_file(root / "red" / "square", b"caf\xe9%d.png" % k)
+    argv = ["cache", "build", "--data", str(root), "--out", str(tmp_path / "c"), "--arch", "distill-demo-vit",
+            "--pretrained", "none", "--workers", "0", "--no-progress", "--skip-bad"]
+    assert main(argv) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "left out, not cached" in x)
+    assert line.startswith("warning: 12 image(s) left out") and line.count("caf\\xe9") == 10
+    assert line.endswith(f" and 2 more (`distill data summary {root}` lists them all)"), line

@@ -33,7 +33,12 @@ def test_fitted_count_changes_nothing_where_the_images_are_there() -> None:
     assert fitted_count(256, 256, {"clean": 10_000, "dark": 256}) == 256  # 128 + 128 fit each
     assert fitted_count(256, 256, {"clean": 84}) == 42  # QA's data set: half each
     assert fitted_count(256, 64, {"clean": 84}) == 67  # 256 : 64 of 84
-    assert fitted_count(256, 256, {"clean": 84, "noisy": 10_000}) == 84  # even shares: the small domain decides
+    # review 4 M2: one small domain beside large ones shrank every domain's share (to 84, 11, 63): the large ones
+    # leave the hold-out images, so the count stays (the small domain gives all its images to calibration)
+    assert fitted_count(256, 256, {"clean": 84, "noisy": 10_000}) == 256
+    assert fitted_count(256, 256, {"a": 1000, "b": 10}) == 256
+    assert fitted_count(256, 256, {"a": 5000, "b": 5000, "c": 5000, "d": 30}) == 256
+    assert fitted_count(256, 256, {"a": 40, "b": 44}) == 40  # every image taken at 256: half of the smaller each
 
 
 @pytest.mark.parametrize("exported", [None, "export/kd"])

@@ -134,7 +134,7 @@ def test_knn_labels_on_the_device_path_are_the_cpu_labels(monkeypatch):
     assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("api", ["legacy", "new", "medium"])
+@pytest.mark.parametrize("api", ["legacy", "new", "medium", "untouched"])
 def test_tf32_is_off_inside_the_device_knn_and_put_back_after(api):
     """However the process turned TF32 on (torch.backends.cuda.matmul.allow_tf32, or fp32_precision since torch 2.9:
     torch refuses to read one after the other was set), the device kNN's matmuls run without it."""
@@ -159,6 +159,10 @@ elif {api!r} == "new":
     with ieee_fp32(torch.device("cuda", 0)):
         assert m.fp32_precision == "ieee"
     assert m.fp32_precision == "tf32"
+elif {api!r} == "untouched":  # review 4 L1: a default process is left as it was, not set to "ieee" for good
+    with ieee_fp32(torch.device("cuda", 0)):
+        pass
+    assert m.fp32_precision == "none" and torch.get_float32_matmul_precision() == "highest"
 else:  # review 3 M3: after this, torch refused to read the precision (a later torch.compile failed)
     torch.set_float32_matmul_precision("medium")
     with ieee_fp32(torch.device("cuda", 0)):

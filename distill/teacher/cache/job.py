@@ -157,8 +157,10 @@ def run_cache_build(cfg: CacheBuildConfig, teacher: Teacher | None = None) -> Ca
 
     dataset = cache_dataset(cfg)
     if dataset.unnamed and int(os.environ.get("RANK", 0)) == 0:
+        more = len(dataset.unnamed) - 10  # one line stays readable at 10^5 such names (review 4 L2)
         print(f"warning: {len(dataset.unnamed)} image(s) left out, not cached ({NOT_UTF8}; rename them to cache them): "
-              + ", ".join(dataset.unnamed), file=sys.stderr, flush=True)
+              + ", ".join(dataset.unnamed[:10]) + (f" and {more} more (`distill data summary {cfg.data}` lists "
+                                                   "them all)" if more > 0 else ""), file=sys.stderr, flush=True)
     if teacher is None:
         teacher = make_teacher(cfg, dataset)
     else:
