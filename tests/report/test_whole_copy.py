@@ -75,3 +75,23 @@ def test_a_tree_copied_whole_and_reported_with_its_original_joins_each_to_itself
         assert "ambiguous" not in m.note and "not joined" not in m.note, (m.source, m.note)
     engines = [m for m in data.records if m.record.runtime == "tensorrt"]
     assert [m.note for m in engines] == ["TensorRT engine of model.fp32.onnx"] * 2
+
+
+def test_a_copied_qad_result_whose_copied_export_was_redone_joins_neither(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """B re-exported after the copy: B's qad.json (a copy of A's) ran against A's export, not B's new one. The two
+    export folders it fits differ (export.json), so it is joined to neither and a warning says so."""
+    a = experiment(tmp_path / "A", "provenance")
+    b = tmp_path / "B"
+    shutil.copytree(a, b)
+    redone = ExportReport.read(b / "export" / "kd")
+    redone.model_copy(update={"created": "later"}).write(b / "export" / "kd")
+    monkeypatch.chdir(tmp_path)
+    data = collect([a / "runs" / "kd", a / "export" / "kd", b / "runs" / "kd", b / "export" / "kd"])
+    ran = {Path(q.dir).parents[2].name: data.export_of_qad(q) for q in data.qad}
+    assert ran["A"] is not None and Path(ran["A"].dir) == a / "export" / "kd"
+    assert ran["B"] is None
+    (said,) = [w for w in data.warnings if w.startswith("ambiguous: two export folders fit")]
+    assert str(b / "export" / "kd" / "qad") in said
+    run_b = data.run_of([ex for ex in data.exports if Path(ex.dir).is_relative_to(b)][0])
+    assert run_b is not None and Path(run_b.dir) == b / "runs" / "kd"  # the same weights: its own tree's run
