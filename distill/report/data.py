@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 from distill.records import BenchRecord, ExportedModel, ExportReport, QADRecord
-from distill.records.names import BEST_CHECKPOINT, CHECKPOINTS_DIR, STUDENT_WEIGHTS
-from distill.report.locate import Tiers, hits, places
+from distill.records.names import BEST_CHECKPOINT, CHECKPOINTS_DIR, EXPORT_REPORT, STUDENT_WEIGHTS
+from distill.report.locate import Tiers, hits, narrow, places
 from distill.report.runs import Run, RunGroup
 from distill.utils.io import sha256_file
 
@@ -195,16 +195,18 @@ class ReportData:
         key = id(entry.record)
         if key not in cache:
             cache[key] = self.one(f"QAD result {entry.dir}", "export folders", entry.places("export_dir"),
-                                  {os.path.realpath(ex.dir): ex for ex in self.exports})
+                                  {os.path.realpath(ex.dir): ex for ex in self.exports},
+                                  identity=lambda d: self.file_sha(os.path.join(d, EXPORT_REPORT)))  # cp -r: a copy
         return cache[key]
 
     def one(self, what: str, kind: str, tiers: Tiers, index: dict[str, T], above: int = 0,
-            fits: Callable[[str], bool] | None = None) -> T | None:
-        """The one thing of ``index`` at ``tiers`` (:func:`distill.report.locate.hits`). Two that fit: ``fits`` (an
-        identity, a sha256) keeps the right one where it can tell; else neither, and a warning says which two."""
-        found = hits(tiers, index, above)
-        if len(found) > 1 and fits is not None:
-            found = [k for k in found if fits(k)] or found
+            fits: Callable[[str], bool] | None = None,
+            identity: Callable[[str], str | None] | None = None) -> T | None:
+        """The one thing of ``index`` at ``tiers`` (:func:`distill.report.locate.hits`). Two that fit: ``fits`` (the
+        record's identity, a sha256) keeps the right one where it can tell, and of copies of one another (the same
+        ``identity``) the one in the artifact's own tree is taken (:func:`~distill.report.locate.narrow`); else
+        neither, and a warning says which two."""
+        found = narrow(hits(tiers, index, above), fits, identity)
         if len(found) > 1:
             self.ambiguous(what, kind, found)
         return index[found[0]] if len(found) == 1 else None
@@ -216,21 +218,23 @@ class ReportData:
         if line not in self.warnings:
             self.warnings.append(line)
 
+    def file_sha(self, path: str) -> str | None:
+        """The sha256 of the file at ``path`` (None: no file there), hashed once per report."""
+        hashes = self._index().hashes
+        if path not in hashes:
+            hashes[path] = sha256_file(path) if os.path.isfile(path) else None
+        return hashes[path]
+
+    def run_weights(self, folder: str) -> str | None:
+        """The sha256 of a run folder's best weights (what an export's ``checkpoint_sha256`` is of); None: none."""
+        return self.file_sha(os.path.join(folder, CHECKPOINTS_DIR, BEST_CHECKPOINT, STUDENT_WEIGHTS))
+
     def _one_run(self, what: str, sha: str | None, checkpoint: Tiers, run: Tiers | None = None) -> Run | None:
         idx = self._index()
-
-        def fits(folder: str) -> bool:  # the run's best weights are the checkpoint's (its sha256)
-            if folder not in idx.weights:
-                weights = os.path.join(folder, CHECKPOINTS_DIR, BEST_CHECKPOINT, STUDENT_WEIGHTS)
-                idx.weights[folder] = sha256_file(weights) if os.path.isfile(weights) else None
-            return idx.weights[folder] == sha
-
-        check = fits if sha else None
-        if run is not None:
-            found = hits(run, idx.runs)
-            if len(found) == 1 or (len(found) > 1 and check and len([k for k in found if fits(k)]) == 1):
-                return self.one(what, "runs", run, idx.runs, fits=check)
-        return self.one(what, "runs", checkpoint, idx.runs, above=2, fits=check)
+        check = (lambda folder: self.run_weights(folder) == sha) if sha else None  # the run's weights are its own
+        if run is not None and len(found := narrow(hits(run, idx.runs), check, self.run_weights)) == 1:
+            return idx.runs[found[0]]
+        return self.one(what, "runs", checkpoint, idx.runs, above=2, fits=check, identity=self.run_weights)
 
     def _index(self) -> _Index:
         """The lookups built once per input set (not per record: M1 of review 2), rebuilt when one is added."""
@@ -248,7 +252,7 @@ class _Index:
     export_of: dict[int, ExportEntry]     # id(export.json) -> its entry
     qad_of: dict[int, QADEntry]           # id(qad.json) -> its entry
     run_of: dict[int, Run | None] = field(default_factory=dict)  # id(export.json or qad.json) -> its run
-    weights: dict[str, str | None] = field(default_factory=dict)  # run folder -> sha256 of its best weights
+    hashes: dict[str, str | None] = field(default_factory=dict)  # a file's real path -> its sha256
     export_of_qad: dict[int, ExportEntry | None] = field(default_factory=dict)  # id(qad.json) -> its --export
 
 

@@ -22,7 +22,10 @@ run anywhere, so each stored path is looked for in tiers, surest first (:func:`p
 A tier decides when exactly one of its places is what is looked for (:func:`find`); two different ones in one tier
 decide nothing (:func:`hits` names them, for the report's "ambiguous" warning), so the report leaves the join out
 rather than guess: it never joins the wrong thing silently. Joins by identity (sha256s) come before these, in the
-callers, and settle an ambiguous tier where they can.
+callers, and settle an ambiguous tier where they can (:func:`narrow`): the one whose identity is the record's, or,
+when the places hold copies of one another (a tree copied whole and reported next to its original: the relative
+path names the copy's part, the absolute one the original's, both inputs), the first, as laid out relative to the
+artifact: its own tree's. Places that differ in identity stay ambiguous.
 """
 from __future__ import annotations
 
@@ -68,6 +71,20 @@ def hits(tiers: Tiers, index: Mapping[str, object], above: int = 0) -> list[str]
         if found:
             return found
     return []
+
+
+def narrow(found: list[str], fits: Callable[[str], bool] | None = None,
+           identity: Callable[[str], str | None] | None = None) -> list[str]:
+    """Of two or more places :func:`hits` found, the ones ``fits`` keeps (the record's identity: a sha256), where it
+    keeps any; then, when all that are left have one known ``identity`` (copies of one another), the first: the place
+    as laid out relative to the artifact, its own tree's (the tiers list it first). Else all of them (ambiguous)."""
+    if len(found) > 1 and fits is not None:
+        found = [k for k in found if fits(k)] or found
+    if len(found) > 1 and identity is not None:
+        ids = {identity(k) for k in found}
+        if len(ids) == 1 and None not in ids:
+            found = found[:1]
+    return found
 
 
 def find(tiers: Tiers, index: Mapping[str, T], above: int = 0) -> T | None:

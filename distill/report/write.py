@@ -47,7 +47,7 @@ from distill.report.data import (
     mark_pareto,
 )
 from distill.report.engines import engine_index, engine_of
-from distill.report.locate import hits, places
+from distill.report.locate import hits, narrow, places
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
 from distill.report.repeats import repeats_warning
@@ -224,7 +224,9 @@ def _join(data: ReportData) -> list[Point]:
         count = None
         note = ""
         where = places(r.model, Path(entry.source).parent, r.model_relative)  # the timed file, wherever the report runs
-        found = hits(where, files)  # two: its own absolute place and, by the relative path, another tree's file
+        # two: its own absolute place and, by the relative path, another tree's file; of copies (the same bytes: a
+        # tree copied whole), its own tree's (distill/report/locate.py narrow)
+        found = narrow(hits(where, files), identity=data.file_sha)
         at = files[found[0]] if len(found) == 1 else _File("", None)
         hit = _model_of(r, at.what if at.kind == "model" else None, by_sha, at.kind == "qad")
         if len(found) > 1 and hit is None:
@@ -257,7 +259,7 @@ def _join(data: ReportData) -> list[Point]:
                 student = data.export_label(e)
                 count = _eval_count(e)
             elif (run := data.one(f"the benchmark record of {r.model} in {entry.source}", "runs", where, runs,
-                                  above=3)) is not None:  # the run folder holding the checkpoint
+                                  above=3, identity=data.run_weights)) is not None:  # the run holding the checkpoint
                 accuracy = run.accuracy or None
                 student = run.label
         if accuracy is None:
