@@ -19,13 +19,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from distill.config import TrainConfig, format_validation_error, load_yaml
+from distill.config import TrainConfig
 from distill.data.unlabeled import is_folder_entry
 from distill.errors import DistillError
-from distill.records import RUN_CONFIG, RUN_SUMMARY, RunData, RunSummary, TeacherIdentity
-from distill.report.configs import config_labels, flat_config
+from distill.records import RUN_SUMMARY, RunData, RunSummary, TeacherIdentity
+from distill.report.configs import PATHS, config_labels, flat_config, read_config
+from distill.report.identity import match_recorded, path_identities
 from distill.report.stats import mean_std, spread, verdict
 
 
@@ -76,6 +75,7 @@ class Run:
     # is not keyed on above; None without config.yaml. Runs differ in configuration where these differ
     config: dict[str, str] | None = None
     data: str | None = None  # data.json's data identity (files, split rule, image counts); None without it
+    paths: dict[str, str] | None = None  # config's path keys as paths (``config`` has what they name, if recorded)
 
 
 @dataclass
@@ -127,17 +127,6 @@ def finite(acc: dict[str, float] | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in (acc or {}).items() if not math.isnan(float(v))}
 
 
-def read_config(run_dir: Path) -> TrainConfig | None:
-    """The run's ``config.yaml`` (the resolved TrainConfig it was started with); None when absent."""
-    path = run_dir / RUN_CONFIG
-    if not path.is_file():
-        return None
-    try:  # the structure only: strategy options are the strategy's to check, and need torch to import
-        return TrainConfig.model_validate(load_yaml(path))
-    except ValidationError as e:
-        raise DistillError(format_validation_error(e, str(path))) from None
-
-
 def read_run(run_dir: Path) -> Run:
     """A :class:`Run` from ``RUN_DIR/summary.json`` and, for seed and source checkpoint, ``RUN_DIR/config.yaml``."""
     summary = RunSummary.read(run_dir)
@@ -160,8 +149,13 @@ def read_run(run_dir: Path) -> Run:
                typed={pool_identity(u): u for u in entries if is_folder_entry(u)},
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
                withheld=list(getattr(data, "withhold_classes", None) or []),
-               config=flat_config(cfg) if cfg is not None else None, data=_data_identity(run_dir),
+               config=flat_config(cfg, path_identities(run_dir, cfg, summary.teacher)) if cfg is not None else None,
+               data=_data_identity(run_dir), paths=_path_keys(cfg),
                **_finished(summary, run_dir))
+
+
+def _path_keys(cfg: TrainConfig | None) -> dict[str, str] | None:
+    return None if cfg is None else {k: v for k, v in flat_config(cfg).items() if k in PATHS}
 
 
 def _data_identity(run_dir: Path) -> str | None:
@@ -263,6 +257,7 @@ def label_runs(runs: list[Run]) -> None:
     :func:`~distill.report.configs.config_labels`); runs differing only in seed share a label (they are grouped).
     """
     match_pools(runs)
+    match_recorded([(r.paths, r.config) for r in runs])
     by_name: dict[tuple[str, str, bool], list[Run]] = {}
     for r in runs:
         by_name.setdefault((r.student, r.strategy, r.adapted), []).append(r)
