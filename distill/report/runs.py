@@ -66,8 +66,8 @@ class Run:
     typed: dict[str, str] = field(default_factory=dict)  # a folder entry's identity -> the entry as config.yaml has it
     head: str = "linear"
     withheld: list[str] = field(default_factory=list)
-    # when the run finished (seconds since the epoch): of two repeats of a seed, the newer one counts. summary.json's
-    # finished_at; an older summary has none, and its file's modification time stands in (``by_mtime``), which a
+    # when the run finished (seconds since the epoch): of two repeats of a seed, the newer one counts. The run's
+    # finished_at (finished_at.json); an older summary has none, and its file's modification time stands in (``by_mtime``), which a
     # copy without -p renews and cp -p keeps (a tie: the first path counts)
     written: float = 0.0
     by_mtime: bool = False
@@ -167,7 +167,7 @@ def _data_identity(run_dir: Path) -> str | None:
 
 
 def _finished(summary: RunSummary, run_dir: Path) -> dict[str, Any]:
-    """``written``/``by_mtime`` of a :class:`Run`: summary.json's ``finished_at``, else the file's mtime."""
+    """``written``/``by_mtime`` of a :class:`Run`: ``finished_at`` (finished_at.json, or summary.json of 2026-12-06), else summary.json's mtime."""
     if summary.finished_at:
         try:
             return {"written": datetime.fromisoformat(summary.finished_at).timestamp(), "by_mtime": False}
@@ -307,7 +307,7 @@ def distinct_seeds(runs: list[Run]) -> tuple[list[Run], list[Run]]:
     Two runs of one configuration with the same seed are one sample run twice (a rerun into another ``run.out``, a
     copied folder), not two seeds: counting both doubles n, hides the spread between seeds, and with two such rows
     Welch's test reads std 0 as certainty ("real" from one seed a side). The run that finished last counts (a rerun
-    is the newer result; summary.json's ``finished_at``, which a copy of the folder keeps; the file's mtime for a
+    is the newer result; the run's ``finished_at``, which a copy of the folder keeps; the file's mtime for a
     summary written before it), the first folder by path on a tie. Repeats that disagree (training that is
     not deterministic, e.g. on a GPU) are not averaged: their spread is the machine's, not the seeds', and averaging
     would weigh that seed more than the others; the one kept is a real run, whose checkpoint and exports are its
