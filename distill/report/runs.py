@@ -167,7 +167,7 @@ def _data_identity(run_dir: Path) -> str | None:
 
 
 def _finished(summary: RunSummary, run_dir: Path) -> dict[str, Any]:
-    """``written``/``by_mtime`` of a :class:`Run`: ``finished_at`` (finished_at.json, or summary.json of 2026-12-06), else summary.json's mtime."""
+    """``written``/``by_mtime`` of a :class:`Run`: ``finished_at`` (finished_at.json, or summary.json), else summary.json's mtime."""
     if summary.finished_at:
         try:
             return {"written": datetime.fromisoformat(summary.finished_at).timestamp(), "by_mtime": False}
