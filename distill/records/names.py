@@ -6,6 +6,7 @@ from __future__ import annotations
 # A run folder (distill train / distill adapt)
 RUN_CONFIG = "config.yaml"             # the resolved TrainConfig the run was started with
 RUN_SUMMARY = "summary.json"           # RunSummary, written when the run ends
+RUN_FINISHED = "finished_at.json"      # {"finished_at": UTC ISO 8601}: RunSummary.finished_at, beside summary.json
 RUN_METRICS = "metrics.csv"            # one row per epoch (accuracies as fractions)
 RUN_DATA = "data.json"                 # RunData: the data and teacher targets the run started on (resume compares)
 ROBUST_REPORT = "robust.json"          # RobustReport of the selected checkpoint (config `robust`)

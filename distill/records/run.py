@@ -2,12 +2,18 @@
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
+from distill.errors import DistillError
 from distill.records.base import Accuracy, Record, SkippedImage, TeacherIdentity, _Closed
-from distill.records.names import CHECKPOINT_POINTER, ROBUST_REPORT, RUN_DATA, RUN_SUMMARY
+from distill.records.names import CHECKPOINT_POINTER, ROBUST_REPORT, RUN_DATA, RUN_FINISHED, RUN_SUMMARY
+from distill.utils.io import atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # as base.py
 
 
 # ------------------------------------------------------------------ run folder internals
@@ -154,8 +160,32 @@ class RunSummary(Record):
     # several teacher caches combined into one soft target (kd/fm strategy.teachers); None: one teacher (the first)
     teachers: TeacherCombination | None = None
     # when the run finished (UTC, ISO 8601): which of two runs of one seed is the newer result (distill report), as
-    # no copy of the folder changes it; None in summaries written before it (2026-12-06)
+    # no copy of the folder changes it; None in summaries written before it (2026-12-06). Stored beside summary.json
+    # in RUN/finished_at.json, not in it: the release before forbids unknown keys in summary.json (review 4 M1); read
+    # from either
     finished_at: str | None = None
+
+    @classmethod
+    def read(cls, path: str | Path) -> Self:
+        """summary.json, with ``finished_at`` from finished_at.json beside it where summary.json has none."""
+        summary = super().read(path)
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        if summary.finished_at is None and (folder / RUN_FINISHED).is_file():
+            try:
+                at = read_json(folder / RUN_FINISHED).get("finished_at")
+            except (OSError, ValueError, AttributeError, DistillError):
+                at = None  # unreadable: the report falls back to summary.json's modification time
+            if isinstance(at, str):
+                summary = summary.model_copy(update={"finished_at": at})
+        return summary
+
+    def write(self, folder: str | Path) -> Path:
+        """summary.json without ``finished_at`` (as the release before reads it), and finished_at.json with it."""
+        if self.finished_at is not None:
+            atomic_write_json(Path(folder) / RUN_FINISHED, {"finished_at": self.finished_at})
+        path = self.path_in(folder)
+        atomic_write_json(path, {k: v for k, v in self.to_dict().items() if k != "finished_at"})
+        return path
 
     @model_serializer(mode="wrap")
     def _without_unused_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

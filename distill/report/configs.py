@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
-from distill.config import TrainConfig
+from pydantic import ValidationError
+
+from distill.config import TrainConfig, format_validation_error, load_yaml
+from distill.errors import DistillError
+from distill.records import RUN_CONFIG
 
 #: keys that say where or how a run was carried out, not what it computed: leaving them out lets a rerun into
 #: another folder, on another machine or with other logging count as a repeat. Each changes no number in summary.json:
@@ -33,13 +38,27 @@ BOOKKEEPING = frozenset({"run.out", "run.workers", "run.progress", "run.device",
 COVERED = ("strategy", "student.arch", "student.head", "data.source", "data.target", "data.unlabeled",
            "data.withhold_classes", "run.seed")
 
-#: keys holding paths: compared with ``~`` expanded and ``a//b/``, ``a/./b`` normalized (one file, one spelling)
+#: keys holding paths: compared by what they name where the run recorded it (:mod:`distill.report.identity`), else
+#: with ``~`` expanded and ``a//b/``, ``a/./b`` normalized (one file, one spelling)
 PATHS = ("data.root", "source_checkpoint", "cache", "teacher.pretrained")
 
 
-def flat_config(cfg: TrainConfig) -> dict[str, str]:
-    """``cfg`` as {dotted key: JSON of its value}, less :data:`BOOKKEEPING` and :data:`COVERED`; paths normalized."""
+def read_config(run_dir: Path) -> TrainConfig | None:
+    """The run's ``config.yaml`` (the resolved TrainConfig it was started with); None when absent."""
+    path = run_dir / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:  # the structure only: strategy options are the strategy's to check, and need torch to import
+        return TrainConfig.model_validate(load_yaml(path))
+    except ValidationError as e:
+        raise DistillError(format_validation_error(e, str(path))) from None
+
+
+def flat_config(cfg: TrainConfig, identities: dict[str, str] | None = None) -> dict[str, str]:
+    """``cfg`` as {dotted key: JSON of its value}, less :data:`BOOKKEEPING` and :data:`COVERED`; paths normalized,
+    or, for a path key in ``identities`` (:func:`distill.report.identity.path_identities`), what it names."""
     out: dict[str, str] = {}
+    identities = identities or {}
 
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict) and value:
@@ -47,6 +66,9 @@ def flat_config(cfg: TrainConfig) -> dict[str, str]:
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
             return
         if prefix in BOOKKEEPING or any(prefix == c or prefix.startswith(c + ".") for c in COVERED):
+            return
+        if prefix in identities and value is not None:
+            out[prefix] = identities[prefix]
             return
         if prefix in PATHS and value is not None:
             value = [_path(v) for v in value] if isinstance(value, list) else _path(value)

@@ -29,7 +29,7 @@ def _why_kept(kept: Run, repeat: Run) -> str:
         return "the same finish time: the first by path counts"
     if kept.by_mtime or repeat.by_mtime:
         return "the later summary.json counts, by its modification time (no finish time recorded)"
-    return "the later finish time counts (summary.json's finished_at)"
+    return "the later finish time counts (the run's finished_at)"
 
 
 def repeats_warning(groups: list[RunGroup]) -> str | None:

@@ -19,13 +19,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from distill.config import TrainConfig, format_validation_error, load_yaml
+from distill.config import TrainConfig
 from distill.data.unlabeled import is_folder_entry
 from distill.errors import DistillError
-from distill.records import RUN_CONFIG, RUN_SUMMARY, RunData, RunSummary, TeacherIdentity
-from distill.report.configs import config_labels, flat_config
+from distill.records import RUN_SUMMARY, RunData, RunSummary, TeacherIdentity
+from distill.report.configs import PATHS, config_labels, flat_config, read_config
+from distill.report.identity import match_recorded, path_identities
 from distill.report.stats import mean_std, spread, verdict
 
 
@@ -67,8 +66,8 @@ class Run:
     typed: dict[str, str] = field(default_factory=dict)  # a folder entry's identity -> the entry as config.yaml has it
     head: str = "linear"
     withheld: list[str] = field(default_factory=list)
-    # when the run finished (seconds since the epoch): of two repeats of a seed, the newer one counts. summary.json's
-    # finished_at; an older summary has none, and its file's modification time stands in (``by_mtime``), which a
+    # when the run finished (seconds since the epoch): of two repeats of a seed, the newer one counts. The run's
+    # finished_at (finished_at.json); an older summary has none, and its file's modification time stands in (``by_mtime``), which a
     # copy without -p renews and cp -p keeps (a tie: the first path counts)
     written: float = 0.0
     by_mtime: bool = False
@@ -76,6 +75,7 @@ class Run:
     # is not keyed on above; None without config.yaml. Runs differ in configuration where these differ
     config: dict[str, str] | None = None
     data: str | None = None  # data.json's data identity (files, split rule, image counts); None without it
+    paths: dict[str, str] | None = None  # config's path keys as paths (``config`` has what they name, if recorded)
 
 
 @dataclass
@@ -127,17 +127,6 @@ def finite(acc: dict[str, float] | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in (acc or {}).items() if not math.isnan(float(v))}
 
 
-def read_config(run_dir: Path) -> TrainConfig | None:
-    """The run's ``config.yaml`` (the resolved TrainConfig it was started with); None when absent."""
-    path = run_dir / RUN_CONFIG
-    if not path.is_file():
-        return None
-    try:  # the structure only: strategy options are the strategy's to check, and need torch to import
-        return TrainConfig.model_validate(load_yaml(path))
-    except ValidationError as e:
-        raise DistillError(format_validation_error(e, str(path))) from None
-
-
 def read_run(run_dir: Path) -> Run:
     """A :class:`Run` from ``RUN_DIR/summary.json`` and, for seed and source checkpoint, ``RUN_DIR/config.yaml``."""
     summary = RunSummary.read(run_dir)
@@ -160,8 +149,13 @@ def read_run(run_dir: Path) -> Run:
                typed={pool_identity(u): u for u in entries if is_folder_entry(u)},
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
                withheld=list(getattr(data, "withhold_classes", None) or []),
-               config=flat_config(cfg) if cfg is not None else None, data=_data_identity(run_dir),
+               config=flat_config(cfg, path_identities(run_dir, cfg, summary.teacher)) if cfg is not None else None,
+               data=_data_identity(run_dir), paths=_path_keys(cfg),
                **_finished(summary, run_dir))
+
+
+def _path_keys(cfg: TrainConfig | None) -> dict[str, str] | None:
+    return None if cfg is None else {k: v for k, v in flat_config(cfg).items() if k in PATHS}
 
 
 def _data_identity(run_dir: Path) -> str | None:
@@ -173,7 +167,7 @@ def _data_identity(run_dir: Path) -> str | None:
 
 
 def _finished(summary: RunSummary, run_dir: Path) -> dict[str, Any]:
-    """``written``/``by_mtime`` of a :class:`Run`: summary.json's ``finished_at``, else the file's mtime."""
+    """``written``/``by_mtime`` of a :class:`Run`: ``finished_at`` (finished_at.json, or summary.json), else summary.json's mtime."""
     if summary.finished_at:
         try:
             return {"written": datetime.fromisoformat(summary.finished_at).timestamp(), "by_mtime": False}
@@ -263,6 +257,7 @@ def label_runs(runs: list[Run]) -> None:
     :func:`~distill.report.configs.config_labels`); runs differing only in seed share a label (they are grouped).
     """
     match_pools(runs)
+    match_recorded([(r.paths, r.config) for r in runs])
     by_name: dict[tuple[str, str, bool], list[Run]] = {}
     for r in runs:
         by_name.setdefault((r.student, r.strategy, r.adapted), []).append(r)
@@ -312,7 +307,7 @@ def distinct_seeds(runs: list[Run]) -> tuple[list[Run], list[Run]]:
     Two runs of one configuration with the same seed are one sample run twice (a rerun into another ``run.out``, a
     copied folder), not two seeds: counting both doubles n, hides the spread between seeds, and with two such rows
     Welch's test reads std 0 as certainty ("real" from one seed a side). The run that finished last counts (a rerun
-    is the newer result; summary.json's ``finished_at``, which a copy of the folder keeps; the file's mtime for a
+    is the newer result; the run's ``finished_at``, which a copy of the folder keeps; the file's mtime for a
     summary written before it), the first folder by path on a tie. Repeats that disagree (training that is
     not deterministic, e.g. on a GPU) are not averaged: their spread is the machine's, not the seeds', and averaging
     would weigh that seed more than the others; the one kept is a real run, whose checkpoint and exports are its

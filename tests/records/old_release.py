@@ -22,3 +22,10 @@ def _model(name: str, keys: list[str]) -> type[BaseModel]:
 
 OldExportReport = _model("OldExportReport", EXPORT_KEYS)
 OldQADRecord = _model("OldQADRecord", QAD_KEYS)
+
+#: summary.json's keys as the release before fix-M (``20c7450``) read them (its RunSummary forbids others; review 4 M1)
+SUMMARY_KEYS = ("strategy strategy_options student teacher source_domains target_domains trained_on best_epoch "
+                "selected_on selected_value teacher_agreement val_acc source_val_acc test_acc source_acc target_acc "
+                "teacher_zero_shot params flops teacher_flops checkpoint train_seconds_this_session nonfinite_steps "
+                "skipped_images robust unlabeled withheld_classes ema_decay").split()
+OldRunSummary = _model("OldRunSummary", SUMMARY_KEYS)

@@ -165,3 +165,28 @@ def test_an_export_embeds_the_run_summary_without_its_finish_time():
                           class_names=["x"], input={}, preprocess={}, run_summary=summary)
     assert "finished_at" not in export.to_dict()["run_summary"]
     assert ExportReport.from_dict(export.to_dict(), "export.json").run_summary.finished_at is None
+
+
+def test_a_summary_written_now_reads_in_the_release_before_and_keeps_its_finish_time(tmp_path):
+    """Review 4 M1: summary.json validates as the previous release's RunSummary (it forbids unknown keys: every new run
+    was unreadable to its `distill report`); finished_at lives in finished_at.json beside it, and this version reads it
+    from there or, for a summary written with it inside (2026-12-06), from summary.json."""
+    from distill.records import RUN_SUMMARY
+
+    from .old_release import OldRunSummary
+
+    at = "2026-12-06T01:02:03+00:00"
+    summary = RunSummary(strategy="erm", student="s", source_domains=["a"], target_domains=["b"], trained_on=["a"],
+                         best_epoch=1, selected_on="source_val", test_acc={"a": 0.5}, params=1, checkpoint="c",
+                         train_seconds_this_session=1.0, finished_at=at)
+    (tmp_path / "new").mkdir()
+    summary.write(tmp_path / "new")
+    OldRunSummary.model_validate(read_json(tmp_path / "new" / RUN_SUMMARY))
+    assert RunSummary.read(tmp_path / "new").finished_at == at
+    assert RunSummary.read(tmp_path / "new" / RUN_SUMMARY).finished_at == at
+    (tmp_path / "today").mkdir()
+    (tmp_path / "today" / RUN_SUMMARY).write_text(json.dumps(summary.to_dict()))
+    assert RunSummary.read(tmp_path / "today").finished_at == at
+    (tmp_path / "older").mkdir()
+    summary.model_copy(update={"finished_at": None}).write(tmp_path / "older")
+    assert RunSummary.read(tmp_path / "older").finished_at is None

@@ -129,7 +129,7 @@ def test_a_backup_copied_after_the_rerun_does_not_outrank_it(tmp_path: Path, kee
     assert [r.dir for r in g.runs] == [str(b)] and g.target_mean == pytest.approx(0.47)
     assert sorted(r.dir for r in g.repeats) == [str(a), str(tmp_path / "a-backup")]
     [w] = data.warnings
-    assert f"({a} repeats it, left out; the later finish time counts (summary.json's finished_at); target mean " in w
+    assert f"({a} repeats it, left out; the later finish time counts (the run's finished_at); target mean " in w
 
 
 def test_a_summary_without_a_finish_time_still_reads_and_orders_by_mtime(tmp_path: Path) -> None:
