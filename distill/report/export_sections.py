@@ -5,7 +5,7 @@ import json
 import os
 from typing import Any
 
-from distill.report.charts import esc
+from distill.report.charts import esc, esc_wrap
 from distill.report.data import Measurement, ReportData, device_label, extra
 from distill.report.decision import decision_for
 from distill.report.runs import teacher_label
@@ -94,7 +94,7 @@ def section_int8(data: ReportData) -> str:
             kinds = "" if not note else (f'<br><span class="{"muted" if note.startswith("7-bit") else "bad"}">'
                                          f'{esc(note)}</span>')
             rows.append(
-                f'<tr><td class="label">{esc(data.export_label(e))}</td>'
+                f'<tr><td class="label">{esc_wrap(data.export_label(e))}</td>'
                 f'<td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}{kinds}</td>'
                 f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
                 f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span>'
@@ -198,7 +198,7 @@ def section_provenance(data: ReportData) -> str:
             calib += f' <span class="muted">(targets unlabeled: {esc(", ".join(d["target_domains"]))})</span>'
         teacher = teacher_label(prov.get("teacher"))
         rows.append(
-            f'<tr><td class="label">{esc(data.export_label(e))}</td>'
+            f'<tr><td class="label">{esc_wrap(data.export_label(e))}</td>'
             + (f'<td>{esc(teacher or "–")}</td>' if len(teachers) > 1 else "")
             + f'<td class="path">run {esc(_rel(run_dirs[id(ex)], root))}<br>export {esc(_rel(ex.dir, root))}</td>'
             f'<td class="path">{esc(_rel(e.checkpoint, root))}<br>'
@@ -206,7 +206,7 @@ def section_provenance(data: ReportData) -> str:
             f'<td class="path">{esc(d.get("root", "–"))}<br><code>{esc(str(d.get("fingerprint", ""))[:12])}</code></td>'
             f'<td>{calib}</td></tr>')
     run_rows = [
-        f'<tr><td class="label">{esc(r.label)}</td>' + (f'<td>{esc(r.teacher or "–")}</td>' if len(teachers) > 1 else "")
+        f'<tr><td class="label">{esc_wrap(r.label)}</td>' + (f'<td>{esc(r.teacher or "–")}</td>' if len(teachers) > 1 else "")
         + f'<td class="num">{"–" if r.seed is None else r.seed}</td><td class="path">{esc(_rel(r.dir, root))}</td>'
         f'<td>{esc(", ".join(r.source_domains) or "–")} → {esc(", ".join(r.target_domains) or "–")}</td></tr>'
         for r in sorted(lone_runs, key=lambda r: (r.label, r.seed or 0))]
