@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from distill.errors import DistillError
 from distill.utils.io import atomic_write_json, read_json
@@ -110,6 +110,21 @@ class Record(BaseModel):
         path = self.path_in(folder)
         atomic_write_json(path, self.to_dict())
         return path
+
+
+class RelativeRecord(Record):
+    """A record that may carry ``relative``: its paths relative to its own folder, as the release that introduced
+    them wrote them at the top level. Written now inside an open dict (``provenance``, ``config``: a file the release
+    before reads); this key is read for those files and left out when empty (a key the release before forbids;
+    review 2, M3)."""
+
+    relative: dict[str, str] = Field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if not out.get("relative"):
+            out.pop("relative", None)
+        return out
 
 
 class _Open(BaseModel):

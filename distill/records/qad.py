@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from distill.records.base import Accuracy, Record, _Closed, _Open
+from distill.records.base import Accuracy, RelativeRecord, _Closed, _Open
 from distill.records.names import QAD_REPORT
 
 
@@ -63,7 +63,7 @@ class QADSettings(_Open):
     ranges: str = "observed"  # learned (LSQ) or observed activation ranges; records before session 18 have no key
 
 
-class QADRecord(Record):
+class QADRecord(RelativeRecord):
     """``qad.json``: what QAD did and how far its int8 model is from fp32, next to plain PTQ's."""
 
     FILE: ClassVar[str] = QAD_REPORT
@@ -104,16 +104,8 @@ class QADRecord(Record):
     float_outputs: list[str] = Field(default_factory=list)  # those of them whose output (and activation) stays float
     # ``checkpoint`` and ``config.export_dir`` relative to the qad folder, so that a tree of results copied or moved
     # whole still finds them (distill/report/locate.py): written in ``config["relative"]`` (an open dict, so that an
-    # older distill reads the file); this top-level key only in files of the release that introduced it. Files
+    # older distill reads the file); the top-level ``relative`` (RelativeRecord) only in files of the release before. Files
     # before either have neither, and their ``config.export_dir`` is as typed (relative to the folder qad ran in)
-    relative: dict[str, str] = Field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """As written: without an empty ``relative`` (a key the release before forbids; review 2, M3)."""
-        out = super().to_dict()
-        if not out.get("relative"):
-            out.pop("relative", None)
-        return out
 
     @property
     def qad_config(self) -> dict[str, Any]:

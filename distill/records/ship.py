@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Iterator, Literal
 from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, field_serializer
 
 from distill.errors import DistillError
-from distill.records.base import Accuracy, Record, _Closed, _Open
+from distill.records.base import Accuracy, Record, RelativeRecord, _Closed, _Open
 from distill.records.names import BENCH_RECORDS, EXPORT_REPORT
 from distill.records.run import RunSummary
 from distill.utils.io import json_error
@@ -48,7 +48,7 @@ class ShipRecommendation(_Open):
         return f"recommendation: ship {what} — {self.reason}"
 
 
-class ExportReport(Record):
+class ExportReport(RelativeRecord):
     """``export.json``: the files an export wrote, their parity/accuracy, and provenance.
 
     A failed export writes what it had (``status="failed"``), so most blocks are optional.
@@ -89,15 +89,7 @@ class ExportReport(Record):
     elapsed_s: float | None = None
     # ``checkpoint`` and ``provenance.run`` relative to the export folder, so that a tree of results copied or moved
     # whole still finds them (distill/report/locate.py): written in ``provenance["relative"]`` (an open dict, so
-    # that an older distill reads the file); this top-level key only in exports of the release that introduced it
-    relative: dict[str, str] = Field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """As written: without an empty ``relative`` (a key the release before forbids; review 2, M3)."""
-        out = super().to_dict()
-        if not out.get("relative"):
-            out.pop("relative", None)
-        return out
+    # that an older distill reads the file); the top-level ``relative`` (RelativeRecord) in exports of the release before
 
     @property
     def relative_paths(self) -> dict[str, str]:
