@@ -407,14 +407,7 @@ def onnx_input(path: str | Path) -> tuple[str, list[Any]]:
     except ImportError:
         raise RuntimeUnavailable("reading an ONNX model's input needs onnxruntime (pip install onnxruntime, or "
                                  "onnxruntime-gpu for CUDA/TensorRT) or onnx") from None
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        inputs = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).get_inputs()
-    except Exception as e:  # onnxruntime's own InvalidProtobuf / InvalidGraph / Fail: a corrupt or non-ONNX file
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise RuntimeUnavailable(f"{path}: onnxruntime cannot load it: {first_line}") from None
-    inp = only_input(path, inputs)
+    inp = only_input(path, _cpu_session(ort, path).get_inputs())
     return inp.name, list(inp.shape)
 
 
@@ -450,16 +443,22 @@ def check_batches(models: Sequence[str | Path], runtime: str, batches: Iterable[
                 engine_batch_shape(model, name, shape, profile, b)
 
 
-def _onnx_precision(ort: Any, path: Path) -> str | None:
-    """The ``precision`` in a distill ONNX file's metadata (read with a CPU session, no graph optimization),
-    else None."""
+def _cpu_session(ort: Any, path: str | Path) -> Any:
+    """A CPU session of ``path`` with graph optimization off, to read its inputs or metadata (released by the
+    caller's reference going); a corrupt or non-ONNX file is one line."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        meta = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).get_modelmeta()
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's own InvalidProtobuf / InvalidGraph / Fail: a corrupt or non-ONNX file
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise RuntimeUnavailable(f"{path}: onnxruntime cannot load it: {first}") from None
+
+
+def _onnx_precision(ort: Any, path: Path) -> str | None:
+    """The ``precision`` in a distill ONNX file's metadata (read with a CPU session, no graph optimization),
+    else None."""
+    meta = _cpu_session(ort, path).get_modelmeta()
     precision = decode_metadata(meta.custom_metadata_map).get("precision")
     return str(precision) if precision else None
 
