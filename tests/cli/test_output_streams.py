@@ -110,23 +110,25 @@ def test_library_log_warnings_read_warning(tmp_path: Path) -> None:
     """timm's one-step cosine schedule (optim.epochs=1, one step an epoch) logs a warning; the command prints it as
     `warning: cosine ...`, not bare as logging's last resort does, nor as `WARNING:timm...` after open_clip's
     module-level `logging.warning()` has set up logging's default handler."""
-    code = (
-        "import logging, sys, torch\n"
+    res = _summary_running(  # the command `data summary` runs, with the trainer's scheduler
+        "import logging, torch\n"
         "from timm.scheduler import CosineLRScheduler\n"
-        "import distill.cli.data\n"
-        "from distill.cli import main\n"
-        "def one_step(args):\n"
+        "def body(args):\n"
         "    logging.warning('No pretrained weights loaded for model %r.', 'x')  # open_clip's; calls basicConfig\n"
         "    CosineLRScheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), t_initial=1)\n"
-        "    return 0\n"
-        "distill.cli.data._summary = one_step  # the command `data summary` runs, with the trainer's scheduler\n"
-        "sys.exit(main(['data', 'summary', 'unused']))\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
-                         env=_env())
+        "    return 0\n")
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stderr.splitlines() == ["warning: no pretrained weights loaded for model 'x'.",
                                        "warning: cosine annealing scheduler will have no effect on the learning rate "
                                        "since t_initial = t_mul = eta_mul = 1."]
+
+
+def _summary_running(body: str) -> subprocess.CompletedProcess:
+    """``distill data summary`` in a fresh process whose command body is ``body``'s function ``body(args)``."""
+    code = ("import sys\nimport distill.cli.data\nfrom distill.cli import main\n" + body +
+            "distill.cli.data._summary = body\nsys.exit(main(['data', 'summary', 'unused']))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env=_env())
 
 
 def test_warnings_warn_reads_warning_on_one_line(tmp_path: Path) -> None:
@@ -134,22 +136,16 @@ def test_warnings_warn_reads_warning_on_one_line(tmp_path: Path) -> None:
     `.../trainer.py:196: UserWarning: ...` + source line; it reads `warning: ...` now. A library's shown warning
     (torch's, more DataLoader workers than cores) is one `warning:` line naming its category and place, once though
     torch warns of it twice (at the loader, at its iterator)."""
-    code = (
-        "import sys, types, torch\n"
-        "import distill.cli.data\n"
-        "from distill.cli import main\n"
+    res = _summary_running(
+        "import types, torch\n"
         "from distill.data.view_policy import PolicyRender\n"
-        "def warns(args):\n"
+        "def body(args):\n"
         "    old = types.SimpleNamespace(views=types.SimpleNamespace(policy={'kornia_version': '0.0.1'}),\n"
         "                                preprocess=types.SimpleNamespace(size=(32, 32), interpolation='bicubic'))\n"
         "    PolicyRender.for_manifest(old)\n"
         "    loader = torch.utils.data.DataLoader(range(2), num_workers=64)\n"
         "    iter(loader)._shutdown_workers()\n"
-        "    return 0\n"
-        "distill.cli.data._summary = warns\n"
-        "sys.exit(main(['data', 'summary', 'unused']))\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
-                         env=_env())
+        "    return 0\n")
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stderr.splitlines()
     assert lines[0] == ("warning: this view-policy cache was built with kornia 0.0.1, this is kornia "
