@@ -90,3 +90,23 @@ def test_shipped_provenance_keeps_names(prov: dict, shipped: dict) -> None:
     from distill.export.training_run import shipped_provenance  # in here: the file's other tests run on older code
 
     assert shipped_provenance(prov) == shipped
+
+
+def test_a_file_written_before_still_reads(export_dir: Path, tmp_path: Path) -> None:
+    """A file an earlier distill wrote (absolute paths in its provenance, the stack traces in its nodes) reads as
+    before: read_metadata and the edge runner's record (distill bench) take its provenance as it is."""
+    import json
+
+    from distill.bench.run import bench_model
+    from distill.export.onnx import set_metadata
+
+    old = {"teacher": {"arch": "none (test)"}, "strategy": "erm", "run": "/home/alice/runs/erm",
+           "checkpoint": "/home/alice/runs/erm/checkpoints/best", "checkpoint_sha256": "ab" * 32}
+    model = onnx.load(str(export_dir / "model.int8-ort-cpu.onnx"))
+    model.graph.node[0].metadata_props.add(key=STACK_TRACE, value='File "/home/alice/distill/export/onnx.py", line 77')
+    path = tmp_path / "model.int8-ort-cpu.onnx"
+    onnx.save(set_metadata(model, {"distill.provenance": json.dumps(old)}), str(path))
+    assert read_metadata(path)["provenance"] == old
+    (record,) = bench_model(path, "ort-cpu", (1,), threads=1, warmup=1, iters=2)
+    meta = record["model_meta"]
+    assert meta["provenance"] == old and (meta["precision"], meta["int8_flavour"]) == ("int8", "ort-cpu")
