@@ -17,7 +17,7 @@ from distill.records import ExportReport
 
 #: the folders of this machine an ONNX file could name: pytest's temporary tree (run, checkpoint, data, export),
 #: the distill source and the Python environment (the dynamo exporter's stack traces)
-_SOURCES = (Path(distill.__file__).resolve().parents[1], Path(torch.__file__).resolve().parents[1])
+_SOURCES = {f(Path(m.__file__)).parents[1] for m in (distill, torch) for f in (Path.absolute, Path.resolve)}
 STACK_TRACE = "pkg.torch.onnx.stack_trace"  # distill.export.onnx.STACK_TRACE, spelled out: the dynamo exporter's key
 
 
