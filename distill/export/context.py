@@ -27,7 +27,8 @@ class ExportContext:
         out_dir: where the shipped files go.
         work_dir: scratch folder for quantization variants (deleted at the end).
         data: eval and calibration images.
-        metadata_provenance: the provenance stamped into every ONNX file.
+        metadata_provenance: the provenance stamped into every ONNX file (no machine path:
+            :func:`~distill.export.training_run.shipped_provenance`).
         log: progress lines and warnings.
     """
 

@@ -9,7 +9,10 @@ when asked for and the student has a projector). ``metadata_props`` carry, as JS
   embeddings of ``class_names``, a constant in the graph; ``distill export --classes`` re-targets it)
   and then ``distill.templates``, the teacher's prompt templates it was built with;
 - ``distill.preprocess``: input size, mean/std, interpolation, resize/crop rule, layout;
-- ``distill.provenance``: teacher, strategy, run, source checkpoint;
+- ``distill.provenance``: teacher, strategy, the run folder's name, the source checkpoint (relative to its run
+  folder, ``checkpoints/best``, else its folder's name) and its weights' sha256: no path of the exporting machine,
+  which a file shipped to a device would carry along (export.json keeps the absolute paths; files written before
+  carry them here too, read alike). Nodes keep the dynamo exporter's name scopes, not its stack traces.
 - ``distill.precision`` (fp32/fp16/int8) and, for int8, ``distill.int8_flavour``,
   ``distill.target_runtime`` and ``distill.quantization``.
 
@@ -38,6 +41,7 @@ META_PREFIX = "distill."
 METADATA_VERSION = "1"
 _JSON_KEYS = ("class_names", "preprocess", "provenance", "outputs", "quantization", "templates")
 EXPORTERS = ("dynamo", "torchscript")
+STACK_TRACE = "pkg.torch.onnx.stack_trace"  # node metadata of the dynamo exporter: source file paths and lines
 
 #: What torch says each time distill runs its ONNX exporters and fx quantization, expected and harmless in that use,
 #: as (category, message, module it is attributed to): the legacy exporter's deprecation notices (its own and its
@@ -188,10 +192,29 @@ def set_metadata(model: onnx.ModelProto, props: dict[str, str], doc: str | None 
     return model
 
 
+def strip_stack_traces(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the dynamo exporter's :data:`STACK_TRACE` from every node (graph, subgraphs, functions): the Python source
+    files, paths of the exporting machine (its home, its virtual environment), of each node; nothing reads them."""
+    def nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from nodes(sub)
+
+    for node in [*nodes(model.graph), *(n for f in model.functions for n in f.node)]:
+        kept = [p for p in node.metadata_props if p.key != STACK_TRACE]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+    return model
+
+
 def stamp(path: str | Path, props: dict[str, str], doc: str | None = None) -> None:
-    """Write ``props`` into the ONNX file at ``path`` (in place) and re-check it."""
+    """Write ``props`` into the ONNX file at ``path`` (in place), drop its stack traces (:func:`strip_stack_traces`:
+    a file that is shipped carries no path of this machine) and re-check it."""
     model = onnx.load(str(path))
-    set_metadata(model, props, doc)
+    set_metadata(strip_stack_traces(model), props, doc)
     onnx.save(model, str(path))
     check(path)
 

@@ -44,7 +44,7 @@ from distill.export.tensorrt import (
     tensorrt_version,
 )
 from distill.export.tensorrt_script import write_build_script, write_check_files
-from distill.export.training_run import TrainingRun, provenance, with_run_defaults
+from distill.export.training_run import TrainingRun, provenance, shipped_provenance, with_run_defaults
 from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport
 from distill.records.base import relative_paths
 from distill.student.model import load_student, save_student
@@ -53,7 +53,6 @@ from distill.utils.io import sha256_file
 EXPORT_FORMAT = "distill.export/1"
 FP32_FILE = "model.fp32.onnx"
 FP16_FILE = "model.fp16.onnx"
-METADATA_PROVENANCE = ("teacher", "strategy", "run", "checkpoint", "checkpoint_sha256")  # stamped into each file
 FP16_NOTE = ("evaluated with onnxruntime CPU, which inserts fp32 casts around ops lacking fp16 kernels; "
              "GPU/TensorRT fp16 numbers can differ slightly")
 
@@ -287,8 +286,7 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
         out.clear_previous(say, replaces=writes)
         if cfg.classes is not None:  # in the scratch folder until the models are written: a killed export leaves none
             save_student(student, Path(work) / EXPORT_CHECKPOINT)
-        ctx = ExportContext(cfg, student, out_dir, Path(work), data,
-                            {k: prov[k] for k in METADATA_PROVENANCE if k in prov}, say)
+        ctx = ExportContext(cfg, student, out_dir, Path(work), data, shipped_provenance(prov), say)
         exporter = Exporter(ctx, header)
         exporter.run()
         if cfg.classes is not None:  # marked as this export's: a kill before export.json is written is recoverable

@@ -76,7 +76,7 @@ from distill.export.quantize import (
     with_weight_range,
 )
 from distill.export.se_gate import gate_lr_factor, gate_params
-from distill.export.training_run import TrainingRun, provenance
+from distill.export.training_run import TrainingRun, provenance, shipped_provenance
 from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.records.base import relative_paths
 from distill.strategies.losses import kl_div_with_temperature, top1_margin_hinge
@@ -190,7 +190,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
     tuned = tuned_student(model.cpu(), student, folded)
     ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
         "from": str(checkpoint.resolve()), "flavour": flavour.name, "epochs": cfg.epochs}})
-    origin = {k: prov[k] for k in ("teacher", "strategy", "checkpoint") if k in prov}
+    origin = shipped_provenance(prov)  # as distill export's files: no path of this machine
     _stamp_int8(dst, student, origin, flavour, {"qad": True, "library": LIBRARY}, "QAD")
     if ship == "ptq" and not cfg.export_dir:  # a copy of an export's file keeps the export's own stamp
         _stamp_int8(shipped_ptq, student, origin, flavour, {"qad": False, "calibration": "minmax"}, "PTQ")

@@ -8,6 +8,11 @@ into the ONNX metadata.
 """
 from __future__ import annotations
 
+import contextlib
+import ntpath
+import os
+import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +29,8 @@ from distill.utils.io import sha256_file
 
 # provenance keys taken from the run summary when student.json does not have them
 SUMMARY_PROVENANCE = ("strategy", "teacher", "source_domains", "target_domains")
+# the provenance keys stamped into each ONNX file (:func:`shipped_provenance`)
+SHIPPED_PROVENANCE = ("teacher", "strategy", "run", "checkpoint", "checkpoint_sha256")
 
 
 @dataclass(frozen=True)
@@ -164,3 +171,35 @@ def provenance(checkpoint: Path, student: Student, run: TrainingRun) -> dict[str
     if weights.is_file():
         prov["checkpoint_sha256"] = sha256_file(weights)
     return prov
+
+
+def shipped_provenance(prov: dict[str, Any]) -> dict[str, Any]:
+    """What of :func:`provenance` is stamped into an ONNX file, the file that goes to devices: the teacher, the
+    strategy, the run folder's name, the checkpoint relative to its run folder (``checkpoints/best``; outside it, its
+    folder's name) and its weights' sha256. No path of the machine that exported it: export.json and qad.json, which
+    stay there, keep the absolute paths the report reads. A teacher identity's absolute path (none is written now: a
+    local file is named by its name) becomes its name too."""
+    out: dict[str, Any] = {k: prov[k] for k in SHIPPED_PROVENANCE if k in prov}
+    if isinstance(out.get("teacher"), dict):
+        out["teacher"] = {k: _name(v) if _absolute(v) else v for k, v in out["teacher"].items()}
+    run, checkpoint = prov.get("run"), prov.get("checkpoint")
+    if isinstance(run, str):
+        out["run"] = _name(run)
+    if isinstance(checkpoint, str):
+        inside = None
+        if isinstance(run, str) and os.path.isabs(run) and os.path.isabs(checkpoint):  # both of this machine
+            with contextlib.suppress(ValueError):  # Windows: another drive
+                inside = os.path.relpath(checkpoint, run)
+        ok = inside is not None and inside != os.curdir and not inside.startswith(os.pardir)
+        out["checkpoint"] = Path(inside).as_posix() if ok and inside is not None else _name(checkpoint)
+    return out
+
+
+def _absolute(value: Any) -> bool:
+    """An absolute path, POSIX or Windows (student.json's may come from another machine)."""
+    return isinstance(value, str) and (posixpath.isabs(value) or ntpath.isabs(value))
+
+
+def _name(path: str) -> str:
+    """The last part of a path, either separator (``/home/alice/runs/kd/`` and ``C:\\runs\\kd`` -> ``kd``)."""
+    return re.split(r"[/\\]", path.rstrip("/\\"))[-1] or path
