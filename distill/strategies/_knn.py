@@ -31,7 +31,9 @@ in index order instead. With no exact ties (the usual case for float features) t
 
 **Under DDP** (:func:`share`, :func:`gather_share`): each rank finds the neighbours of a 1/world share of the rows
 (whole blocks of ``rows``, so the tiles are a single process's) and the caller gathers what it made of them (the
-labels), so every rank ends with the same labels, each computed once.
+labels), so every rank ends with the same labels, each computed once. A rank whose share is empty (fewer blocks than
+ranks: on a CUDA run the blocks are :func:`share_unit`'s 4,096 rows) uploads no key and searches nothing, but joins
+every collective (the plan's budget, the gather) in the same order as the others.
 
 Not a strategy (the leading underscore keeps the registry from importing it as one).
 """
@@ -167,8 +169,12 @@ def neighbours(keys: Tensor, k: int, p: Plan, start: int = 0, stop: int | None =
     host), each row's neighbours among all N keys by :func:`knn_indices`'s rule, ``p.rows`` queries at a time.
 
     ``start`` a multiple of ``p.rows``: the tiles are the same as in one pass over all rows, so the result is too.
-    On a GPU its memory is given back at the end (``empty_cache``: for NCCL and the next training step)."""
+    On a GPU its memory is given back at the end (``empty_cache``: for NCCL and the next training step). No rows
+    (a DDP rank whose share is empty: fewer blocks than ranks): nothing uploaded, nothing searched. Nothing here is a
+    collective, so such a rank still joins the caller's (the plan's, the gather's) in the same order as the others."""
     stop = len(keys) if stop is None else stop
+    if start >= stop:
+        return
     if p.resident:
         on = upload(keys, p.device)
         for s in range(start, stop, p.rows):
