@@ -251,8 +251,9 @@ class Trainer:
         images = TrainImages(setup.dataset, items, spec.input_size, spec.interpolation, setup.views.augment,
                              setup.views.seed, uint8=True)
         gen = torch.Generator().manual_seed(setup.cfg.run.seed)  # leaves the global RNG alone
-        for pixels, labels, domain, index, view in WorkerLoader(images, batch_size=batch_size,
-                                                                num_workers=setup.cfg.run.workers, generator=gen):
+        loader = WorkerLoader(images, batch_size=batch_size, num_workers=setup.cfg.run.workers, generator=gen,
+                              pin_memory=setup.device.type == "cuda")  # pinned on torch's thread, as in training
+        for pixels, labels, domain, index, view in loader:
             yield self.make_batch(pixels, labels, domain, index, view)
 
     # -------------------------------------------------------------- the loop

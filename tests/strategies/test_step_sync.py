@@ -379,3 +379,23 @@ def test_to_device_pins_a_pageable_host_tensor_bound_for_cuda_once_and_nothing_e
     to_device(pinned, cuda)
     assert pinning.copies == [(True, True, (3,)), (True, True, (2,))] and pinning.pinned_from == [id(pageable)]
     assert to_device(pageable, torch.device("cpu")) is pageable and len(pinning.pinned_from) == 1  # the CPU: as it is
+
+
+def test_the_epoch_hooks_clean_batches_come_pinned_from_the_loader_on_cuda(world, tmp_path, monkeypatch):
+    """``Trainer.clean_batches`` (sfda's refresh reads every training image through it once an epoch) asked its
+    DataLoader for no pinned memory, so on CUDA every batch's pixels went from pageable memory; now torch's pinning
+    thread pins them, as the training loader's."""
+    from distill.train import trainer as trainer_module
+
+    trainer, asked = _trainer(world, "sfda", tmp_path / "run"), []
+    real = trainer_module.WorkerLoader
+
+    def loader(*args, pin_memory=False, **kwargs):
+        asked.append(pin_memory)
+        return real(*args, **kwargs)  # the CPU cannot pin: the batches as they are
+
+    monkeypatch.setattr(trainer_module, "WorkerLoader", loader)
+    FakePinning(monkeypatch)
+    trainer.setup.device = torch.device("cuda", 0)
+    next(trainer.clean_batches(batch_size=4))
+    assert asked == [True]
