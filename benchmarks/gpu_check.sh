@@ -173,7 +173,8 @@ want input && ok 30 && timeout "$(lim 120)" "$PY" benchmarks/input_pipeline.py $
 
 step "sfda's kNN refresh step on $DEV vs the CPU, synthetic F = 1280 features (benchmarks/knn_refresh.py)"
 # exact, O(N^2 F) in float32: at 10^6 about 2.6 PFLOP, a minute at an H100's ~50 TFLOP/s; the CPU's is
-# extrapolated. Last, so that it takes no budget from the phases above; alone: GPU_CHECK_PHASES=knn (~2 min)
+# extrapolated. KNN_TILE: one tile's matmul vs its topk (is the matmul what costs?); KNN_ESTIMATE: 10^7 images
+# (256 PFLOP, estimated ~1.4 h per refresh in distill/strategies/_knn.py) at the 10^6 rate, this card's plan, bytes. Last, so that it takes no budget from the phases above; alone: GPU_CHECK_PHASES=knn (~2 min)
 want knn && ok 60 && timeout "$(lim 240)" "$PY" benchmarks/knn_refresh.py $KNN_ARGS 2>&1 | grep -v -i warning | fig
 
 step "figures"

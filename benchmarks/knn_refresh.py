@@ -14,7 +14,14 @@ clusters, unit rows), and prints:
 - ``KNN_AGREE``: at ``--cpu-count``, the device's neighbours and smoothed labels against the CPU's (float32 rounding
   of another summation order can reorder near ties; labels should agree almost everywhere);
 - ``KNN_LABELS``: the whole ``knn_labels`` (normalize and spool the features, the kNN, the smoothing) at the
-  smallest count.
+  smallest count;
+- ``KNN_TILE``: one full tile (``--rows`` x ``--tile`` similarities) split in its parts: the matmul (its TFLOP/s)
+  and ``tile_top`` (topk, the tie check: bound by memory bandwidth, not FLOPs), so the estimate's assumption that
+  the matmul dominates can be checked;
+- ``KNN_ESTIMATE``: a refresh at ``--estimate`` images (default 10^7) from the largest count's measured rate:
+  2 N^2 F FLOP, the hours on one device (1/world of it per rank under DDP), this card's plan for it (resident or
+  streamed, key passes) and the bytes that cross to the device (N F 4 per pass, the queries once more when
+  streamed) and back (N k 8 of indices).
 
     PYTHONPATH=. python benchmarks/knn_refresh.py --device cuda --counts 100000,1000000 --cpu-count 20000 \\
         --stream-count 300000                                  # the GPU figures (benchmarks/gpu_check.sh, phase knn)
@@ -31,6 +38,7 @@ import contextlib
 import dataclasses
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -99,6 +107,53 @@ def describe(p: _knn.Plan) -> str:
             f"tiles {p.rows} x {p.tile}")
 
 
+def tile_parts(width: int, k: int, rows: int, tile: int, device: torch.device, repeats: int = 5) -> str:
+    """The ``KNN_TILE`` line: seconds of one tile's matmul and of its ``tile_top``, the medians of ``repeats``."""
+    g = torch.Generator(device=device).manual_seed(9)
+    q = F.normalize(torch.randn(rows, width, generator=g, device=device), dim=-1)
+    keys = F.normalize(torch.randn(tile, width, generator=g, device=device), dim=-1)
+
+    def median_s(f) -> float:
+        times = []
+        for _ in range(repeats + 1):  # the first: warm-up (cuBLAS heuristics, the allocator)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            f()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return sorted(times[1:])[repeats // 2]
+
+    with _knn.ieee_fp32(device):
+        sim = q @ keys.T
+        mm = median_s(lambda: q @ keys.T)
+        top = median_s(lambda: _knn.tile_top(sim, 0, k))
+    return (f"KNN_TILE {rows} x {tile} x F={width} on {device.type}: matmul {1e3 * mm:.2f} ms "
+            f"({2 * rows * tile * width / mm / 1e12:.2f} TFLOP/s), tile_top {1e3 * top:.2f} ms "
+            f"({100 * top / (mm + top):.0f} % of the two; reads {rows * tile * 4 / 2**20:.1f} MiB of similarities)")
+
+
+def estimate(n: int, width: int, k: int, rate: float, measured_at: int, device: torch.device, rows: int,
+             tile: int) -> str:
+    """The ``KNN_ESTIMATE`` line: a refresh at ``n`` images at ``rate`` FLOP/s (measured at ``measured_at``)."""
+    flop = 2 * n * n * width
+    s = flop / rate
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a card too small for a block: the plan says "cpu"
+        p = device_plan(n, width, k, device, rows, tile)
+    keys = n * width * 4
+    if p.passes == 0:
+        moved = "none (the CPU: the card has no room for a block)"
+    else:
+        up = keys * p.passes + (0 if p.resident else keys)
+        moved = f"{up / 1e9:,.0f} GB to the device ({p.passes} x the keys' {keys / 1e9:,.1f} GB" + \
+                ("" if p.resident else " + the queries once") + f"), {n * k * 8 / 1e9:.2f} GB of indices back"
+    return (f"KNN_ESTIMATE N={n:,} F={width}: 2 N^2 F = {flop / 1e15:,.1f} PFLOP; at the N={measured_at:,} rate "
+            f"({rate / 1e12:.2f} TFLOP/s) {s:,.0f} s = {s / 3600:.2f} h per refresh on one {device.type} device "
+            f"(under DDP each rank 1/world of it); plan here: {describe(p)}; bytes: {moved}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -110,6 +165,7 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=1000, help="width of the smoothed probabilities (KNN_AGREE)")
     ap.add_argument("--rows", type=int, default=_knn.ROWS)
     ap.add_argument("--tile", type=int, default=_knn.TILE)
+    ap.add_argument("--estimate", type=int, default=10**7, help="images of the KNN_ESTIMATE line")
     a = ap.parse_args()
     dev = torch.device(a.device)
     if dev.type == "cuda":
@@ -137,10 +193,14 @@ def main() -> None:
           f"neighbour sets {100 * same_sets:.3f} %, smoothed labels {100 * same_labels:.3f} %")
     del f
 
+    print(tile_parts(a.width, a.k, a.rows, a.tile, dev))
+    rate = 0.0
     for n in counts:
         f = features(n, a.width, gen, seed=n)
         p = device_plan(n, a.width, a.k, dev, a.rows, a.tile)
         s, found = timed(f, a.k, p)
+        if n == max(counts):
+            rate = 2 * n * n * a.width / s
         est = cpu_s * (n / a.cpu_count) ** 2
         print(f"KNN {dev.type} N={n:,}: {s:.2f} s ({describe(p)}; {2 * n * n * a.width / s / 1e12:.2f} TFLOP/s); "
               f"cpu here ~{est:,.0f} s by N^2 from N={a.cpu_count:,} ({est / s:,.0f}x)")
@@ -165,6 +225,8 @@ def main() -> None:
     s_s, s_found = timed(f, a.k, streamed)
     print(f"KNN_STREAMED N={n:,}: resident {r_s:.2f} s ({describe(resident)}), streamed {s_s:.2f} s "
           f"({describe(streamed)}); indices identical: {torch.equal(r_found, s_found)}")
+    del f, r_found, s_found
+    print(estimate(a.estimate, a.width, a.k, rate, max(counts), dev, a.rows, a.tile))
 
 
 if __name__ == "__main__":

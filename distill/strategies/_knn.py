@@ -25,13 +25,22 @@ in index order instead. With no exact ties (the usual case for float features) t
   streamed, so the dot products are the same bits and the tie rule picks the same indices (resume stays exact on the
   same machine). Different from the CPU's by float32 rounding only (another summation order): a near-tie may fall
   otherwise, as between two kinds of CPU.
+- Cost (an estimate: ``benchmarks/knn_refresh.py``'s ``KNN_TILE`` and ``KNN_ESTIMATE`` lines measure it; phase
+  ``knn`` of ``benchmarks/gpu_check.sh``): the matmuls are 2 N^2 F FLOP, 2.6 PFLOP at N = 10^6 and F = 1,280 (a
+  minute at ~50 TFLOP/s, what an H100 SXM's IEEE float32 may sustain of its 67 peak) and 256 PFLOP at 10^7: ~5,100 s,
+  **~1.4 h per refresh** on one GPU (each DDP rank 1/world of it). Beside each matmul (4,096 x 16,384 x 1,280:
+  172 GFLOP, ~3.4 ms) ``tile_top`` reads its 256 MiB of similarities a few times (topk, the tie check) at ~3 TB/s:
+  a few tenths of a ms, assumed small. Bytes to the card: the keys, N F 4 = 51 GB at 10^7, once (resident) or
+  ``passes`` times (streamed), each pass seconds over PCIe; back, N k 8 bytes of indices (0.4 GB).
 - TF32 off: it rounds the inputs to 10 bits of mantissa, about 1e-3 on a cosine, enough to reorder many near
   neighbours at 10^6 images; distill's precision policy never turns TF32 on (torch's default "highest"), and the
   refresh keeps to it even if the process turned it on elsewhere.
 
 **Under DDP** (:func:`share`, :func:`gather_share`): each rank finds the neighbours of a 1/world share of the rows
 (whole blocks of ``rows``, so the tiles are a single process's) and the caller gathers what it made of them (the
-labels), so every rank ends with the same labels, each computed once.
+labels), so every rank ends with the same labels, each computed once. A rank whose share is empty (fewer blocks than
+ranks: on a CUDA run the blocks are :func:`share_unit`'s 4,096 rows) uploads no key and searches nothing, but joins
+every collective (the plan's budget, the gather) in the same order as the others.
 
 Not a strategy (the leading underscore keeps the registry from importing it as one).
 """
@@ -167,8 +176,12 @@ def neighbours(keys: Tensor, k: int, p: Plan, start: int = 0, stop: int | None =
     host), each row's neighbours among all N keys by :func:`knn_indices`'s rule, ``p.rows`` queries at a time.
 
     ``start`` a multiple of ``p.rows``: the tiles are the same as in one pass over all rows, so the result is too.
-    On a GPU its memory is given back at the end (``empty_cache``: for NCCL and the next training step)."""
+    On a GPU its memory is given back at the end (``empty_cache``: for NCCL and the next training step). No rows
+    (a DDP rank whose share is empty: fewer blocks than ranks): nothing uploaded, nothing searched. Nothing here is a
+    collective, so such a rank still joins the caller's (the plan's, the gather's) in the same order as the others."""
     stop = len(keys) if stop is None else stop
+    if start >= stop:
+        return
     if p.resident:
         on = upload(keys, p.device)
         for s in range(start, stop, p.rows):

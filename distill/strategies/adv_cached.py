@@ -10,6 +10,7 @@ from distill.strategies import register_strategy
 from distill.strategies.base import Batch, BatchSource, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import kl_div_with_temperature, label_cross_entropy
 from distill.student.transforms import Normalizer
+from distill.utils.transfer import to_device
 
 
 @strategy_config
@@ -76,15 +77,15 @@ class AdvCached(Strategy):
         if adv is None:
             return {}
         rows = adv.lookup(index, adv.choose(index, source.epoch, source.seed))
-        px = rows["pixels"].to(dev, non_blocking=True).float() / 255.0
+        px = to_device(rows["pixels"], dev).float() / 255.0
         size = tuple(self.student.spec.input_size)
         if tuple(px.shape[-2:]) != size:
             px = F.interpolate(px, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
         # the views were crafted on the teacher's clean crop (view 0): its answer there, not on this item's view
         view0 = source.caches[0].lookup(index, torch.zeros_like(index))["logits"]
         return {"adv_pixels": px.contiguous(memory_format=source.memory_format),
-                "adv_teacher_logits": source.student_logits(rows["logits"].to(dev, non_blocking=True)),
-                "adv_clean_teacher_logits": source.student_logits(view0.to(dev, non_blocking=True))}
+                "adv_teacher_logits": source.student_logits(to_device(rows["logits"], dev)),
+                "adv_clean_teacher_logits": source.student_logits(to_device(view0, dev))}
 
     def mix(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """(images [B, 3, H, W], teacher logits [B, C], adversarial mask [B] bool) of the mixed batch."""
@@ -95,7 +96,7 @@ class AdvCached(Strategy):
         B = len(batch.images)
         mask = torch.rand(B) < self.config.adv_fraction  # global RNG: the trainer reseeds it per (seed, epoch, step)
         self._all_clean = not bool(mask.any())  # read on the CPU: no GPU sync in forward
-        mask = mask.to(batch.images.device, non_blocking=True)  # a blocking copy would wait for the GPU's queue
+        mask = to_device(mask, batch.images.device)  # pinned first: a blocking copy would wait for the GPU's queue
         m = mask.view(B, 1, 1, 1)
         images = torch.where(m, self._normalize(x["adv_pixels"].to(batch.images.dtype)), batch.images)
         # an adversarial row shows view 0's crop, perturbed: its target is the teacher on that crop

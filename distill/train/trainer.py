@@ -50,6 +50,7 @@ from distill.utils.runtime import (
     take_main_buffers,
 )
 from distill.utils.state import restore_optimizer, rng_state, set_rng_state
+from distill.utils.transfer import to_device
 
 _STEP_DELAY = float(os.environ.get("DISTILL_TRAIN_STEP_DELAY", "0") or 0)
 
@@ -214,27 +215,27 @@ class Trainer:
         from the one gate, ``self.label_of[index]`` (-1 on pool rows), never from the loader's ``loader_labels``
         (the folders' labels, pool images' included)."""
         setup, dev = self.setup, self.setup.device
-        # pinned memory + non_blocking: the copy overlaps the previous step; uint8 (a quarter of the bytes) to floats there
-        pixels = pixels.to(dev, non_blocking=True)
+        # pinned (to_device: the cache's rows too) + non_blocking: the copy overlaps the last step; uint8 to floats there
+        pixels = to_device(pixels, dev)
         if pixels.dtype == torch.uint8:
             pixels = to_unit(pixels)
         pixels = pixels.contiguous(memory_format=self.memory_format)
         needs = self.strategy.needs
         batch = Batch(pixels=pixels, images=normalize(pixels, self._mean, self._std),
-                      labels=self.label_of[index].to(dev, non_blocking=True) if needs.labels else None,
-                      domain=domain.to(dev, non_blocking=True), sample_index=index.to(dev, non_blocking=True),
-                      host_index=index, view=view.to(dev, non_blocking=True))
+                      labels=to_device(self.label_of[index], dev) if needs.labels else None,
+                      domain=to_device(domain, dev), sample_index=to_device(index, dev),
+                      host_index=index, view=to_device(view, dev))
         rows = None
         if setup.caches and (needs.cached_logits or needs.cached_features):
             rows = [c.lookup(index, view) for c in setup.caches]
-            batch.teacher_logits = self.columns.logits(rows[0]["logits"].to(dev, non_blocking=True))
-            batch.teacher_emb = rows[0]["image_emb"].to(dev, non_blocking=True) if "image_emb" in rows[0] else None
-            batch.teacher_logits_all = [self.columns.logits(r["logits"].to(dev, non_blocking=True)) for r in rows]
+            batch.teacher_logits_all = [self.columns.logits(to_device(r["logits"], dev)) for r in rows]
+            batch.teacher_logits = batch.teacher_logits_all[0]  # the first cache's rows, copied once
+            batch.teacher_emb = to_device(rows[0]["image_emb"], dev) if "image_emb" in rows[0] else None
         if needs.labels and self._mixing:  # a mixed view's partner label, through the same gate
             row = rows[0] if rows else setup.caches[0].lookup(index, view)
             partner = row["mix_partner"]
-            batch.partner_labels = self.label_of[partner.clamp(min=0)].masked_fill(partner < 0, -1).to(dev, non_blocking=True)
-            batch.mix_lam = row["mix_lam"].to(dev, non_blocking=True)
+            partner_labels = self.label_of[partner.clamp(min=0)].masked_fill(partner < 0, -1)
+            batch.partner_labels, batch.mix_lam = to_device(partner_labels, dev), to_device(row["mix_lam"], dev)
         # what one strategy alone reads (adv_cached's adversarial views), it builds itself
         batch.extras = self.strategy.batch_extras(BatchSource(
             sample_index=index, view=view, epoch=self.epoch, seed=setup.cfg.run.seed, device=dev,
@@ -250,8 +251,9 @@ class Trainer:
         images = TrainImages(setup.dataset, items, spec.input_size, spec.interpolation, setup.views.augment,
                              setup.views.seed, uint8=True)
         gen = torch.Generator().manual_seed(setup.cfg.run.seed)  # leaves the global RNG alone
-        for pixels, labels, domain, index, view in WorkerLoader(images, batch_size=batch_size,
-                                                                num_workers=setup.cfg.run.workers, generator=gen):
+        loader = WorkerLoader(images, batch_size=batch_size, num_workers=setup.cfg.run.workers, generator=gen,
+                              pin_memory=setup.device.type == "cuda")  # pinned on torch's thread, as in training
+        for pixels, labels, domain, index, view in loader:
             yield self.make_batch(pixels, labels, domain, index, view)
 
     # -------------------------------------------------------------- the loop

@@ -229,6 +229,57 @@ def test_two_gloo_ranks_each_find_half_the_neighbours_and_end_with_the_same_labe
     assert [_knn.share_of(10, 4, r, 4) for r in range(4)] == [(0, 0), (0, 4), (4, 8), (8, 10)]  # 3 blocks, 4 ranks
 
 
+def _empty_share_worker(rank: int, port: int, out: str) -> None:
+    """knn_labels on a faked CUDA device (20 GiB free: the keys resident; the plan's device swapped for the CPU, as
+    in test_knn_labels_on_the_device_path_are_the_cpu_labels), counting the rows uploaded and the collectives."""
+    import torch.distributed as tdist
+
+    from distill.strategies import _pseudo
+
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        torch.cuda.mem_get_info = lambda device=None: (20 * GiB, 80 * GiB)  # type: ignore[assignment]
+        torch.cuda.empty_cache = lambda: None  # type: ignore[assignment]
+        real_plan, real_upload, uploads, collectives = _knn.plan, _knn.upload, [], []
+        _pseudo.plan = lambda *a, **kw: dataclasses.replace(real_plan(*a, **kw), device=torch.device("cpu"))
+        _knn.upload = lambda rows, device: uploads.append(len(rows)) or real_upload(rows, device)
+        for name in ("all_reduce", "all_gather", "broadcast", "barrier"):
+            def counted(*a, _real=getattr(tdist, name), _name=name, **kw):
+                collectives.append(_name)
+                return _real(*a, **kw)
+            setattr(tdist, name, counted)
+        labels = _pseudo.knn_labels(*_share_data(), k=5, chunk=64, device=torch.device("cuda", 0))
+        torch.save({"labels": labels, "uploads": uploads, "collectives": collectives}, f"{out}.{rank}")
+    finally:
+        try:
+            tdist.barrier()
+        finally:
+            tdist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_rank_with_an_empty_share_uploads_no_key_and_joins_every_collective(tmp_path):
+    """300 rows on a CUDA run are one block of 4,096 (the share unit): rank 0's share is empty, rank 1's all 300.
+    Before, rank 0 still uploaded every key to its card (resident: 300 rows, [N, F] float32 at 10^7 images is
+    tens of GB) and searched nothing with them. Now it uploads none, and both ranks make the same collectives in the
+    same order (the plan's budget all_reduce, the labels' all_gather): both end with the single process's labels."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from distill.strategies._pseudo import knn_labels
+    assert _knn.share_of(300, _knn.share_unit(torch.device("cuda", 0), 64), 0, 2) == (0, 0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_empty_share_worker, args=(port, str(tmp_path / "r")), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"r.{r}") for r in (0, 1))
+    want = knn_labels(*_share_data(), k=5, chunk=64)
+    assert torch.equal(r0["labels"], want) and torch.equal(r1["labels"], want)
+    assert (r0["uploads"], r1["uploads"]) == ([], [300])
+    assert r0["collectives"] == r1["collectives"] == ["all_reduce", "all_gather"]
+
+
 def test_every_rank_cuts_the_same_shares_whatever_its_plan(monkeypatch):
     """On a CUDA run one rank may stream, keep the keys resident, or fall back to the CPU (its card too full): the
     shares are cut in a unit that every plan's blocks divide, so the ranks' bounds agree and each share starts on a

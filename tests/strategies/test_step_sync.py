@@ -9,8 +9,8 @@ the strategy's forward and the trainer's per-step logging (``RunLog.step``); the
 values back once per ``run.log_every`` steps by design and is outside the scope.
 
 A ``.to(device)`` must say ``non_blocking=True``: on the CPU the test cannot tell a host tensor from a device one,
-so it asks that of every move in the step (whether the host side is pinned, which only CUDA can tell, is not
-checked here).
+so it asks that of every move in the step. Whether the host side is pinned (from pageable memory CUDA waits for the
+queue anyway) only a driver can tell: :class:`FakePinning` stands in for it, at the end.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from distill.strategies import adv_cached
 from tests.shapes import CLASSES, make_shapes_root
 from tests.strategies.test_strategies import STRATEGIES, make_setup
 
@@ -276,3 +277,125 @@ def test_training_steps_through_the_trainer_make_no_host_sync(world, tmp_path, s
     assert trainer.global_step == 3 and step.seen > 0 and batches.seen > 0
     assert step.calls == [], f"host syncs in {strategy}'s training step:\n{step.report()}"
     assert batches.calls == [], f"blocking copies in the trainer's {strategy} batches:\n{batches.report()}"
+
+
+# ---------------------------------------------------------------------------- pinned host memory
+class FakePinning:
+    """CUDA's pinned memory on a CPU-only run, for :func:`distill.utils.transfer.to_device`'s callers: pinning needs
+    a driver (``pin_memory()`` raises "Found no NVIDIA driver" here), so ``Tensor.pin_memory`` returns a copy marked
+    pinned, ``Tensor.is_pinned`` reads the mark, and a ``.to(cuda)`` records (pinned, non_blocking, shape) and
+    leaves the tensor where it is (the CPU), so the code after it runs on."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.copies: list[tuple[bool, bool, tuple[int, ...]]] = []
+        self.pinned_from: list[int] = []  # id() of each tensor pinned
+        real_to = torch.Tensor.to
+
+        def pin_memory(t, *args):
+            self.pinned_from.append(id(t))
+            return self.mark(t.clone())
+
+        def to(t, *args, **kwargs):
+            device = kwargs.get("device", args[0] if args else None)
+            if isinstance(device, (torch.device, str)) and torch.device(device).type == "cuda":
+                self.copies.append((t.is_pinned(), kwargs.get("non_blocking") is True, tuple(t.shape)))
+                return t
+            return real_to(t, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+        monkeypatch.setattr(torch.Tensor, "is_pinned", lambda t: getattr(t, "_fake_pinned", False))
+        monkeypatch.setattr(torch.Tensor, "to", to)
+
+    @staticmethod
+    def mark(t: torch.Tensor) -> torch.Tensor:
+        t._fake_pinned = True  # type: ignore[attr-defined]
+        return t
+
+    def unpinned(self) -> list[tuple[bool, bool, tuple[int, ...]]]:
+        return [c for c in self.copies if not (c[0] and c[1])]
+
+
+@pytest.mark.parametrize("strategy", ["sfda", "fm"])
+def test_every_host_tensor_the_trainer_copies_to_cuda_goes_from_pinned_memory(world, tmp_path, monkeypatch, strategy):
+    """On CUDA a copy from pageable host memory first waits for the GPU's queue, ``non_blocking`` or not. The
+    DataLoader pins what it yields (``pin_memory=True`` on a CUDA run: marked pinned here), but the teacher cache's
+    rows (read from its memory map), the gated labels and the mixed views' partner labels and lambdas are made on
+    the host after it: before, they went to the device from pageable memory (the copies below unpinned). Now each is
+    pinned first, and the loader's tensors, already pinned, are not copied again."""
+    trainer = _trainer(world, strategy, tmp_path / "run")
+    pixels, labels, domain, index, view = (FakePinning.mark(t) for t in next(iter(trainer.loader(0, 0))))
+    pinning = FakePinning(monkeypatch)
+    trainer.setup.device = torch.device("cuda", 0)  # what make_batch copies to (the tensors stay on the CPU)
+    batch = trainer.make_batch(pixels, labels, domain, index, view)
+    assert batch.teacher_logits is not None and (strategy != "fm" or batch.partner_labels is not None)
+    n = len(index)
+    shapes = sorted(s for _, _, s in pinning.copies)
+    cached = {(n, trainer.columns.logits(torch.zeros(1, len(CLASSES))).shape[1])}  # the cache's logits rows
+    assert len(pinning.copies) >= 5 and cached <= set(shapes), shapes  # pixels, domain, index, view, logits, ...
+    assert pinning.unpinned() == [], f"copies to CUDA from pageable memory (pinned, non_blocking, shape): " \
+                                     f"{pinning.unpinned()}"
+    assert not {id(t) for t in (pixels, labels, domain, index, view)} & set(pinning.pinned_from)  # no second pin
+
+
+def test_adv_cached_copies_its_views_and_its_mask_from_pinned_memory(monkeypatch):
+    """adv_cached's own batch extras (its cached adversarial views: [B, 3, H, W] bytes a step, from a memory map)
+    and the per-step mask it draws on the host went to the device from pageable memory."""
+    from distill.strategies import BatchSource
+
+    strategy, batch = make_setup("adv_cached")
+    n, size, classes = len(batch.images), tuple(strategy.student.spec.input_size), batch.teacher_logits.shape[1]
+
+    class Views:  # the cache's duck types: rows read by index, as from its memory map (pageable)
+        def choose(self, index, epoch, seed):
+            return torch.zeros_like(index)
+
+        def lookup(self, index, view):
+            return {"pixels": torch.zeros((len(index), 3, *size), dtype=torch.uint8),
+                    "logits": torch.zeros(len(index), classes)}
+
+    pinning = FakePinning(monkeypatch)
+    extras = strategy.batch_extras(BatchSource(sample_index=torch.arange(n), view=torch.zeros(n, dtype=torch.long),
+                                               epoch=0, seed=0, device=torch.device("cuda", 0),
+                                               memory_format=torch.contiguous_format, caches=[Views()],
+                                               adversarial=Views()))
+    assert {"adv_pixels", "adv_teacher_logits", "adv_clean_teacher_logits"} <= extras.keys()
+    assert sorted(s for _, _, s in pinning.copies) == sorted([(n, 3, *size), (n, classes), (n, classes)])
+    assert pinning.unpinned() == [], pinning.copies
+    # the mask mix() draws on the host each step goes the same way, to where the images are
+    moved: list[tuple[torch.dtype, torch.device]] = []
+    real = adv_cached.to_device
+    monkeypatch.setattr(adv_cached, "to_device", lambda t, device: moved.append((t.dtype, device)) or real(t, device))
+    batch.extras = extras
+    strategy.mix(batch)
+    assert moved == [(torch.bool, batch.images.device)]
+
+
+def test_to_device_pins_a_pageable_host_tensor_bound_for_cuda_once_and_nothing_else(monkeypatch):
+    from distill.utils.transfer import to_device
+
+    pinning, cuda = FakePinning(monkeypatch), torch.device("cuda", 0)
+    pageable, pinned = torch.zeros(3), FakePinning.mark(torch.zeros(2))
+    to_device(pageable, cuda)
+    to_device(pinned, cuda)
+    assert pinning.copies == [(True, True, (3,)), (True, True, (2,))] and pinning.pinned_from == [id(pageable)]
+    assert to_device(pageable, torch.device("cpu")) is pageable and len(pinning.pinned_from) == 1  # the CPU: as it is
+
+
+def test_the_epoch_hooks_clean_batches_come_pinned_from_the_loader_on_cuda(world, tmp_path, monkeypatch):
+    """``Trainer.clean_batches`` (sfda's refresh reads every training image through it once an epoch) asked its
+    DataLoader for no pinned memory, so on CUDA every batch's pixels went from pageable memory; now torch's pinning
+    thread pins them, as the training loader's."""
+    from distill.train import trainer as trainer_module
+
+    trainer, asked = _trainer(world, "sfda", tmp_path / "run"), []
+    real = trainer_module.WorkerLoader
+
+    def loader(*args, pin_memory=False, **kwargs):
+        asked.append(pin_memory)
+        return real(*args, **kwargs)  # the CPU cannot pin: the batches as they are
+
+    monkeypatch.setattr(trainer_module, "WorkerLoader", loader)
+    FakePinning(monkeypatch)
+    trainer.setup.device = torch.device("cuda", 0)
+    next(trainer.clean_batches(batch_size=4))
+    assert asked == [True]
