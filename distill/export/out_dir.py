@@ -11,8 +11,9 @@ finishes they are deleted (:meth:`OutputFolder.commit`); when it fails or is int
 (:meth:`OutputFolder.restore`), so the folder again holds the earlier export, whole. Nothing else is touched: files
 the user put there stay. (A killed process leaves the hidden folder; the next export into the folder removes it.)
 
-A checkpoint folder or a training run's folder is refused as the output folder (:meth:`OutputFolder.check`): the
-export's files would mix with the checkpoint's, and ``distill bench`` of it would time them instead.
+A checkpoint folder or a training run's folder is refused as the output folder (:meth:`OutputFolder.check`,
+:func:`refuse_checkpoint_or_run`, which ``distill qad`` calls too): the export's files would mix with the
+checkpoint's, and ``distill bench`` of it would time them instead.
 
 One folder goes the same way, as a unit: ``checkpoint/``, the re-targeted student of ``--classes``. export.json
 does not list it; it is the earlier export's when that export re-targeted (its ``config.classes``), and then it is
@@ -65,21 +66,11 @@ class OutputFolder:
 
     def check(self) -> None:
         """A file where the folder should be, a checkpoint folder or a training run's folder is one line naming it
-        (checked first, and again by :meth:`make`): the export's files would mix with the checkpoint's or the run's,
-        and ``distill bench`` of that folder would time them, not the checkpoint."""
+        (checked first, and again by :meth:`make`): see :func:`refuse_checkpoint_or_run`."""
         if self.path.exists() and not self.path.is_dir():
             raise DistillError(f"{self.path}: is a file, not a folder; the export writes its files into a folder "
                                "(give a new folder, or one holding an earlier export to replace)")
-        path = self.path
-        if (path / STUDENT_SPEC).is_file():
-            what, name = f"a checkpoint folder ({STUDENT_SPEC})", (
-                path.resolve().parents[1].name if path.resolve().parent.name == CHECKPOINTS_DIR else path.resolve().name)
-        elif (path / RUN_CONFIG).is_file() and (path / CHECKPOINTS_DIR).is_dir():
-            what, name = f"a training run's folder ({RUN_CONFIG}, {CHECKPOINTS_DIR}/)", path.resolve().name
-        else:
-            return
-        raise DistillError(f"{path}: is {what}; the export's files would mix with its own (and distill bench of it "
-                           f"would time them, not the checkpoint): give --out a folder of its own, e.g. exports/{name}")
+        refuse_checkpoint_or_run(self.path)
 
     def make(self) -> None:
         """Create the folder (and missing parents)."""
@@ -206,6 +197,22 @@ class OutputFolder:
                                f"are there: move them into {self.path}") from None
         shutil.rmtree(self.backup, ignore_errors=True)
         self.backup = None
+
+
+def refuse_checkpoint_or_run(path: Path, writer: str = "the export", suggest: str = "exports") -> None:
+    """A checkpoint folder or a training run's folder as ``--out`` of ``writer`` (``distill export``, ``distill
+    qad``) is one line naming it, with an ``--out`` to give instead (under ``suggest``): the files written would
+    mix with the checkpoint's or the run's, and ``distill bench`` of that folder would time them, not the
+    checkpoint."""
+    if (path / STUDENT_SPEC).is_file():
+        what, name = f"a checkpoint folder ({STUDENT_SPEC})", (
+            path.resolve().parents[1].name if path.resolve().parent.name == CHECKPOINTS_DIR else path.resolve().name)
+    elif (path / RUN_CONFIG).is_file() and (path / CHECKPOINTS_DIR).is_dir():
+        what, name = f"a training run's folder ({RUN_CONFIG}, {CHECKPOINTS_DIR}/)", path.resolve().name
+    else:
+        return
+    raise DistillError(f"{path}: is {what}; {writer}'s files would mix with its own (and distill bench of it "
+                       f"would time them, not the checkpoint): give --out a folder of its own, e.g. {suggest}/{name}")
 
 
 def _remove(path: Path) -> None:
