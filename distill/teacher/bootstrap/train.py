@@ -66,6 +66,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from distill.data.folder import DomainFolder
+from distill.data.listing import left_out_line
 from distill.errors import DistillError
 from distill.records import (
     TEACHER_BOOTSTRAP_STATE,
@@ -200,8 +201,8 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     val_images, val_samples, bad_val = load_uint8(dataset, val_samples, geometry, progress, skip_bad)
     bad = dataset.left_out() + bad + bad_val
     if bad:
-        print(f"warning: {len(bad)} bad image(s) left out of the bootstrap: "
-              + ", ".join(f"{p} ({why})" for p, why in bad), file=sys.stderr, flush=True)
+        print(f"warning: {left_out_line('bad image(s) left out of the bootstrap', dataset.root, bad)}", file=sys.stderr,
+              flush=True)
     if len(samples) < 2:
         raise DistillError(f"{dataset.root}: {len(samples)} decodable pretraining-pool image(s); a contrastive "
                            "bootstrap needs at least 2")

@@ -30,7 +30,7 @@ def test_bootstrap_and_eval_take_skip_bad(tmp_path: Path, capsys) -> None:
     assert main(args + ["--skip-bad"]) == 0
     got = capsys.readouterr()
     assert [ln for ln in got.err.splitlines() if ln.startswith("warning: 1 bad")] == [
-        f"warning: 1 bad image(s) left out of the bootstrap: {pool_bad} (empty file)"]
+        f"warning: 1 bad image(s) left out of the bootstrap (paths under {root}): {pool_bad} (empty file)"]
     ckpt = tmp_path / "t" / "open_clip_model.safetensors"
     assert f"teacher checkpoint: {ckpt}" in got.out
     assert f"check it:           distill teacher eval --pretrained {ckpt} --data {root} --skip-bad" in got.out
@@ -48,8 +48,9 @@ def test_bootstrap_and_eval_take_skip_bad(tmp_path: Path, capsys) -> None:
         f"error: {shown}: file name is not valid UTF-8 (its undecodable bytes shown as \\xNN); rename it, or pass "
         "--skip-bad to leave it out"]
     assert main(ev + ["--skip-bad"]) == 0
-    assert capsys.readouterr().err.splitlines() == [
-        f"warning: 2 bad image(s) left out: {shown} (file name is not valid UTF-8), {test_bad} (empty file)"]
+    assert capsys.readouterr().err.splitlines() == [  # one form: ROOT-relative, ROOT named once (was a full path
+        f"warning: 2 bad image(s) left out (paths under {root}): red/square/caf\\xe9.png (file name is not valid "
+        f"UTF-8), {test_bad} (empty file)"]  # beside a relative one)
     os.remove(latin1)
     assert main(ev) == 1
     assert capsys.readouterr().err.splitlines() == [
