@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
                            "; evaluate on the data it was trained for")
     domains = dataset.check_domains([d.strip() for d in args.domains.split(",") if d.strip()]) if args.domains \
         else dataset.domains
-    skipped = dataset.left_out() + dataset.skip_undecodable(domains, args.split) if args.skip_bad else []
+    skipped = dataset.left_out(domains) + dataset.skip_undecodable(domains, args.split) if args.skip_bad else []
     if skipped:
         print(f"warning: {left_out_line('undecodable image(s) skipped', dataset.root, skipped)}", file=sys.stderr)
     evaluator = RobustEvaluator(dataset, domains, student.spec, settings, split=args.split)

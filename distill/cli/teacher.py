@@ -147,7 +147,7 @@ def _eval(args: argparse.Namespace) -> int:
                       skip_bad=args.skip_bad)
     domains = ds.check_domains(args.domains) if args.domains else ds.domains
     split = None if args.split == "all" else args.split
-    skipped = ds.left_out() + ds.skip_undecodable(domains, split) if args.skip_bad else []
+    skipped = ds.left_out(domains) + ds.skip_undecodable(domains, split) if args.skip_bad else []
     if skipped:
         print(f"warning: {left_out_line('bad image(s) left out', ds.root, skipped)}", file=sys.stderr)
     teacher = Teacher(arch, args.pretrained, ds.classes, templates, device=str(resolve_device(args.device, what="--device")))

@@ -273,13 +273,15 @@ class DomainFolder:
                 bad.append((s.relpath, e.reason))
         return self.exclude(bad)
 
-    def left_out(self) -> list[tuple[str, str]]:
+    def left_out(self, domains: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """``(path, reason)`` of the files left out by ``skip_bad`` (names not UTF-8), for a stage's warning and
         record, named as the data set names its images (as :meth:`skip_undecodable` names them): ROOT-relative, an
-        unlabeled folder's as ``NAME/...`` (:attr:`unnamed` holds them in full, for the lines that name only them)."""
+        unlabeled folder's as ``NAME/...`` (:attr:`unnamed` holds them in full, for the lines that name only them).
+        ``domains``: only those of these domains (or folders), the ones a stage reads (default: all)."""
         bases = [(f"{shown(self.root)}/", ""), *((f"{shown(f.path)}/", f"{name}/") for name, f in self.folders.items())]
-        return [(next((f"{name}{p[len(base):]}" for base, name in bases if p.startswith(base)), p), NOT_UTF8)
-                for p in self.unnamed]
+        named = [next((f"{name}{p[len(base):]}" for base, name in bases if p.startswith(base)), p) for p in self.unnamed]
+        used = None if domains is None else set(domains)
+        return [(p, NOT_UTF8) for p in named if used is None or p.split("/", 1)[0] in used]
 
     def path(self, sample: Sample) -> Path:
         folder = self.folders.get(sample.domain)

@@ -329,7 +329,7 @@ def _skip_bad_images(dataset: DomainFolder, caches: list[TeacherCache], domains:
                      scan: bool) -> list[tuple[str, str]]:
     """Exclude the caches' skipped images (always: the cache has no row for them) and, with ``scan``
     (``data.skip_bad``), every undecodable image of the domains no cache covers. Returns them."""
-    out = dataset.left_out()  # names not UTF-8 (only with scan: refused otherwise)
+    out = dataset.left_out(domains)  # names not UTF-8 of the domains it reads (only with scan: refused otherwise)
     for cache in caches:
         out += dataset.exclude((k.path, k.reason) for k in cache.skipped)
     if scan:
