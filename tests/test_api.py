@@ -224,3 +224,23 @@ def test_a_second_train_into_a_finished_run_names_the_python_argument(tmp_path):
     (run / CHECKPOINTS_DIR / CHECKPOINT_POINTER).write_text("{}")
     with pytest.raises(DistillError, match=r"already holds a run: pass --resume .*run to continue it \(resume= in Python\)"):
         train(load_recipe("kd", {"run.out": str(run)}))
+
+
+def test_an_unknown_keyword_without_onnxruntime_still_says_what_to_install(monkeypatch):
+    """export()'s and qad()'s keys are their configs', in modules that import onnxruntime: with none installed, the
+    keyword check leaves the call to say what to install (require_onnxruntime), not an ImportError."""
+    import importlib
+    import importlib.util
+
+    real_import, real_find = importlib.import_module, importlib.util.find_spec
+
+    def no_ort(name, *args):
+        if name.startswith("distill.export"):
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_ort)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find(name, *a))
+    for call in (lambda: api.export("ck", "o", precision="fp32"), lambda: api.qad(checkpoint="ck", out="o")):
+        with pytest.raises(DistillError, match="^no ONNX Runtime is installed"):
+            call()
