@@ -21,7 +21,8 @@ function                    config                                returns
 ==========================  ====================================  =====================
 
 Errors are :class:`~distill.errors.DistillError` (one line naming the file, key or value), as
-on the command line. Nothing heavy is imported until a function runs.
+on the command line; a mistyped keyword argument of any function here too (one line with the closest keyword:
+:func:`distill.validation.checked_keywords`), not Python's TypeError. Nothing heavy is imported until a function runs.
 
 The functions print what their commands print: :func:`train` and :func:`adapt` their banner and a
 line per epoch, :func:`build_cache` its templates line, on stdout (``contextlib.redirect_stdout``
@@ -41,14 +42,12 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from pydantic import BaseModel
-
 from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
 from distill.recipes import list_recipes, load_recipe, override_items, resolve_recipe
 from distill.records import RUN_CONFIG
 from distill.run_paths import resumed_config
-from distill.validation import close_key
+from distill.validation import checked_keywords
 
 __all__ = ["adapt", "adapt_config", "build_cache", "export", "list_recipes", "load_recipe", "qad", "report",
            "require_onnxruntime", "train", "train_config"]
@@ -65,6 +64,7 @@ ORT_HINT = ("no ONNX Runtime is installed: pip install 'distill-vlm[cpu]' (or 'd
             "machine; install one of the two, never both)")
 
 
+@checked_keywords()
 def build_cache(config: CacheBuildConfig | Mapping[str, Any], *, progress: bool | None = None) -> CacheManifest | None:
     """Run the teacher once over a dataset and write (or resume, or find complete) a teacher cache.
 
@@ -100,6 +100,7 @@ def _with_progress(cfg: TrainConfig, progress: bool | None) -> TrainConfig:
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
 
+@checked_keywords()
 def train_config(config: TrainConfig | str | Path, overrides: Overrides = None) -> TrainConfig:
     """A :class:`TrainConfig` from a config, a recipe file or a built-in recipe's name, with ``overrides``.
 
@@ -116,6 +117,7 @@ def train_config(config: TrainConfig | str | Path, overrides: Overrides = None) 
     return load_train_config(resolve_recipe(config), override_items(overrides))
 
 
+@checked_keywords()
 def train(config: TrainConfig | str | Path | None = None, overrides: Overrides = None, *,
           resume: str | Path | None = None, progress: bool | None = None) -> RunSummary | None:
     """Train a student: ``distill train -c CONFIG --set KEY=VALUE ...`` (or ``--resume RUN_DIR``).
@@ -163,6 +165,7 @@ def _resumed(run_dir: str | Path, given: Sequence[str], what: str) -> TrainConfi
     return resumed_config(run_dir)  # its relative paths as they were where it was started (distill/run_paths.py)
 
 
+@checked_keywords()
 def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], data: str | Path, *,
                  cache: str | Path | Sequence[str | Path] = (), strategy: str = "sfda", out: str | Path | None = None,
                  source_domains: Sequence[str] | None = None, overrides: Overrides = None,
@@ -192,6 +195,7 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
     return load_train_config(None, items, base=base)
 
 
+@checked_keywords()
 def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[str] | None = None,
           data: str | Path | None = None, *, cache: str | Path | Sequence[str | Path] = (),
           strategy: str | None = None, out: str | Path | None = None, source_domains: Sequence[str] | None = None,
@@ -221,12 +225,14 @@ def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[st
         return run_training(_with_progress(cfg, progress), resume=again)
 
 
+@checked_keywords()
 def require_onnxruntime() -> None:
     """One line saying what to install when neither ``onnxruntime`` nor ``onnxruntime-gpu`` is."""
     if importlib.util.find_spec("onnxruntime") is None:
         raise DistillError(ORT_HINT)
 
 
+@checked_keywords("distill.export.config:ExportConfig")
 def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mapping[str, Any] | None = None,
            **options: Any) -> ExportReport:
     """Export a checkpoint to ONNX fp32/fp16/int8 (+ TensorRT) with parity and accuracy checks (``distill export``).
@@ -244,7 +250,6 @@ def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mappi
     require_onnxruntime()
     from distill.export import ExportConfig, export_checkpoint  # lazy: torch, onnx, onnxruntime
 
-    _check_keywords("export", options, ExportConfig)
     if isinstance(config, ExportConfig):
         cfg = config.with_updates(**options)
     elif config is None or isinstance(config, Mapping):
@@ -254,6 +259,7 @@ def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mappi
     return export_checkpoint(checkpoint, out, cfg)
 
 
+@checked_keywords("distill.export.qad_config:QADConfig")
 def qad(config: QADConfig | Mapping[str, Any] | None = None, **options: Any) -> QADRecord:
     """Quantization-aware distillation of a trained student into an int8 QDQ ONNX (``distill qad``).
 
@@ -269,7 +275,6 @@ def qad(config: QADConfig | Mapping[str, Any] | None = None, **options: Any) -> 
     from distill.export.qad import qad as run_qad  # lazy: torch, onnx, onnxruntime
     from distill.export.qad_config import QADConfig
 
-    _check_keywords("qad", options, QADConfig)
     if config is not None and not isinstance(config, (QADConfig, Mapping)):
         raise DistillError(f"qad: config must be a QADConfig or a mapping of its keys, got {type(config).__name__}")
     given = config.model_dump() if isinstance(config, QADConfig) else dict(config or {})
@@ -277,16 +282,7 @@ def qad(config: QADConfig | Mapping[str, Any] | None = None, **options: Any) -> 
     return run_qad(cfg)
 
 
-def _check_keywords(function: str, options: Mapping[str, Any], config: type[BaseModel]) -> None:
-    """A keyword argument that is no key of ``config`` (``qad(out=...)``: the flag is ``--out``, the key ``out_dir``)
-    is one line naming it, the closest key and where the keywords come from."""
-    keys = list(config.model_fields)
-    for key in options:
-        if key not in keys:
-            raise DistillError(f"{function}(): unknown keyword argument '{key}'{close_key(key, keys)}; its keywords "
-                               f"are {config.__name__}'s keys, not always the flags of distill {function}")
-
-
+@checked_keywords()
 def report(paths: str | Path | Sequence[str | Path], out: str | Path = "report.html",
            title: str = "distill report") -> ReportWritten:
     """Write the HTML report and its Markdown summary (``distill report``).

@@ -21,6 +21,7 @@ from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
 from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RunSummary
 from distill.run_paths import resumed_config
+from distill.validation import checked_keywords
 
 if TYPE_CHECKING:
     from distill.data.view_policy import ViewPolicy
@@ -44,6 +45,7 @@ def recipes_view_policy() -> ViewPolicy:
     return preset("fm", crop=ViewConfig(scale=(0.6, 1.0), hflip=0.0))
 
 
+@checked_keywords()
 def list_recipes() -> list[str]:
     """The names of the built-in recipes (``kd``, ``fm``, ...)."""
     return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
@@ -80,6 +82,7 @@ def recipe_path(name: str) -> Path:
     return path
 
 
+@checked_keywords()
 def load_recipe(name: str | Path, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> TrainConfig:
     """A built-in recipe (``"kd"``, ``"kd.yaml"``) or a recipe file, with ``overrides``, validated.
 

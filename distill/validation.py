@@ -11,8 +11,11 @@ for the loader to name its file or ``--set`` item.
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib
+import inspect
 import types
-from typing import Any, Sequence, Union, get_args, get_origin
+from typing import Any, Callable, Sequence, TypeVar, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -38,13 +41,47 @@ def keys_at(model: type[BaseModel] | None, loc: Sequence[Any]) -> list[str]:
     return list(model.model_fields) if model is not None else []
 
 
-def close_key(key: str, keys: Sequence[str], prefix: str = "") -> str:
+def close_key(key: str, keys: Sequence[str], prefix: str = "", listed: Sequence[str] | None = None) -> str:
     """`` (did you mean 'out_dir'?)`` (:func:`difflib.get_close_matches`; ``prefix``: the section's path, ``optim.``),
-    else `` (keys: a, b, ...)``; '' without ``keys``."""
+    else `` (keys: a, b, ...)`` (``listed``, default ``keys``); '' without ``keys``."""
     if not keys:
         return ""
     close = difflib.get_close_matches(key, keys, n=1)
-    return f" (did you mean '{prefix}{close[0]}'?)" if close else f" (keys: {', '.join(keys)})"
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else f" (keys: {', '.join(keys if listed is None else listed)})"
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def checked_keywords(config: str | None = None) -> Callable[[F], F]:
+    """A public API function whose unknown keyword argument is one :class:`DistillError` line naming it and the
+    closest keyword (``train(overides=...)``: ``train(): unknown keyword argument 'overides' (did you mean
+    'overrides'?)``), not Python's TypeError. ``config`` (``"module:Type"``, imported on the first unknown keyword): the
+    typed config whose keys a function's ``**options`` take (``export``, ``qad``); they are its keywords too."""
+    def wrap(function: F) -> F:
+        name = function.__name__
+        params = [p.name for p in inspect.signature(function).parameters.values()
+                  if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+        @functools.wraps(function)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            unknown = [key for key in kwargs if key not in params]
+            if unknown:
+                module, _, type_name = (config or "").partition(":")
+                try:
+                    model = getattr(importlib.import_module(module), type_name) if config else None
+                except ImportError:  # (no onnxruntime: the function's own first line says what to install)
+                    return function(*args, **kwargs)
+                keys = list(model.model_fields) if model is not None else []
+                for key in unknown:
+                    if key not in keys:
+                        hint = close_key(key, [*keys, *params], listed=keys or params) or " (it takes none)"
+                        where = f"; its keywords are {type_name}'s keys, not always the flags of distill {name}" \
+                            if model is not None else ""
+                        raise DistillError(f"{name}(): unknown keyword argument '{key}'{hint}{where}")
+            return function(*args, **kwargs)
+        return cast(F, checked)
+    return wrap
 
 
 def format_validation_error(e: ValidationError, source: str, model: type[BaseModel] | None = None,

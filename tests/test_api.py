@@ -139,6 +139,31 @@ def test_an_unknown_keyword_is_named_with_the_closest_key(call, line, tmp_path, 
         call(tmp_path)
 
 
+@pytest.mark.parametrize("call, line", [
+    (lambda: api.train("kd", overides={"optim.epochs": 1}),
+     r"^train\(\): unknown keyword argument 'overides' \(did you mean 'overrides'\?\)$"),
+    (lambda: api.adapt("ck", "a", "root", stratgy="shot"),
+     r"^adapt\(\): unknown keyword argument 'stratgy' \(did you mean 'strategy'\?\)$"),
+    (lambda: api.report("runs", output="r.html"),
+     r"^report\(\): unknown keyword argument 'output' \(did you mean 'out'\?\)$"),
+    (lambda: api.report("runs", zzz=1), r"^report\(\): unknown keyword argument 'zzz' \(keys: paths, out, title\)$"),
+    (lambda: api.load_recipe("kd", override={"optim.epochs": 1}),
+     r"^load_recipe\(\): unknown keyword argument 'override' \(did you mean 'overrides'\?\)$"),
+])
+def test_every_api_function_names_an_unknown_keyword_in_one_line(call, line):
+    """train(), adapt(), report() ... raised Python's TypeError for a mistyped keyword where qad() and export() gave
+    one line with the closest key; now one mechanism (distill.validation.checked_keywords) does it for all."""
+    with pytest.raises(DistillError, match=line):
+        call()
+
+
+@pytest.mark.parametrize("name", api.__all__)
+def test_no_api_function_raises_a_type_error_for_an_unknown_keyword(name):
+    """Each public function checks its keywords before it runs (so nothing runs here)."""
+    with pytest.raises(DistillError, match=rf"^{name}\(\): unknown keyword argument 'zzz_typo' \((keys: |it takes none)"):
+        getattr(api, name)(zzz_typo=1)
+
+
 def test_resume_refuses_every_other_argument_by_name(trained, tmp_path):
     """adapt(strategy=..., resume=RUN) must not resume as the run's own strategy in silence; the error names what was
     passed (not "config or overrides" when it was target=)."""
@@ -199,3 +224,23 @@ def test_a_second_train_into_a_finished_run_names_the_python_argument(tmp_path):
     (run / CHECKPOINTS_DIR / CHECKPOINT_POINTER).write_text("{}")
     with pytest.raises(DistillError, match=r"already holds a run: pass --resume .*run to continue it \(resume= in Python\)"):
         train(load_recipe("kd", {"run.out": str(run)}))
+
+
+def test_an_unknown_keyword_without_onnxruntime_still_says_what_to_install(monkeypatch):
+    """export()'s and qad()'s keys are their configs', in modules that import onnxruntime: with none installed, the
+    keyword check leaves the call to say what to install (require_onnxruntime), not an ImportError."""
+    import importlib
+    import importlib.util
+
+    real_import, real_find = importlib.import_module, importlib.util.find_spec
+
+    def no_ort(name, *args):
+        if name.startswith("distill.export"):
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_ort)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find(name, *a))
+    for call in (lambda: api.export("ck", "o", precision="fp32"), lambda: api.qad(checkpoint="ck", out="o")):
+        with pytest.raises(DistillError, match="^no ONNX Runtime is installed"):
+            call()

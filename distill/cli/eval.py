@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill.cli._split import add_split_arguments, split_rule_of
+from distill.data.listing import left_out_line
 from distill.data.split import SPLIT_KEYS
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG
@@ -120,10 +121,9 @@ def _run(args: argparse.Namespace) -> int:
                            "; evaluate on the data it was trained for")
     domains = dataset.check_domains([d.strip() for d in args.domains.split(",") if d.strip()]) if args.domains \
         else dataset.domains
-    skipped = dataset.left_out() + dataset.skip_undecodable(domains, args.split) if args.skip_bad else []
+    skipped = dataset.left_out(domains) + dataset.skip_undecodable(domains, args.split) if args.skip_bad else []
     if skipped:
-        print(f"warning: {len(skipped)} undecodable image(s) skipped: "
-              + ", ".join(f"{p} ({why})" for p, why in skipped), file=sys.stderr)
+        print(f"warning: {left_out_line('undecodable image(s) skipped', dataset.root, skipped)}", file=sys.stderr)
     evaluator = RobustEvaluator(dataset, domains, student.spec, settings, split=args.split)
     results = evaluator(student, device)
     report = RobustReport(checkpoint=str(args.checkpoint), data=str(args.data), split=args.split,

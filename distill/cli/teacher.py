@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from distill.data.folder import DomainFolder
+from distill.data.listing import left_out_line
 from distill.data.split import SplitRule
 from distill.errors import DistillError
 from distill.records import TEACHER_MANIFEST, TeacherManifest
@@ -146,10 +147,9 @@ def _eval(args: argparse.Namespace) -> int:
                       skip_bad=args.skip_bad)
     domains = ds.check_domains(args.domains) if args.domains else ds.domains
     split = None if args.split == "all" else args.split
-    skipped = ds.left_out() + ds.skip_undecodable(domains, split) if args.skip_bad else []
+    skipped = ds.left_out(domains) + ds.skip_undecodable(domains, split) if args.skip_bad else []
     if skipped:
-        print(f"warning: {len(skipped)} bad image(s) left out: " + ", ".join(f"{p} ({why})" for p, why in skipped),
-              file=sys.stderr)
+        print(f"warning: {left_out_line('bad image(s) left out', ds.root, skipped)}", file=sys.stderr)
     teacher = Teacher(arch, args.pretrained, ds.classes, templates, device=str(resolve_device(args.device, what="--device")))
     acc = zero_shot_accuracy(teacher, ds, split=split, domains=domains, batch_size=args.batch_size,
                              progress=not args.no_progress)

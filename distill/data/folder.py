@@ -36,7 +36,7 @@ import yaml
 
 from distill.data.class_map_keys import check_class_map_keys, warn_merged_folders
 from distill.data.images import BadImageError, load_rgb
-from distill.data.listing import NOT_UTF8, FileList, Listing, list_images, refuse_unnamed
+from distill.data.listing import NOT_UTF8, FileList, Listing, list_images, refuse_unnamed, shown
 from distill.data.sample_table import (
     SPLIT_CODE,
     SPLITS,
@@ -273,9 +273,15 @@ class DomainFolder:
                 bad.append((s.relpath, e.reason))
         return self.exclude(bad)
 
-    def left_out(self) -> list[tuple[str, str]]:
-        """``(path, reason)`` of the files left out by ``skip_bad`` (names not UTF-8), for a stage's warning."""
-        return [(p, NOT_UTF8) for p in self.unnamed]
+    def left_out(self, domains: Iterable[str] | None = None) -> list[tuple[str, str]]:
+        """``(path, reason)`` of the files left out by ``skip_bad`` (names not UTF-8), for a stage's warning and
+        record, named as the data set names its images (as :meth:`skip_undecodable` names them): ROOT-relative, an
+        unlabeled folder's as ``NAME/...`` (:attr:`unnamed` holds them in full, for the lines that name only them).
+        ``domains``: only those of these domains (or folders), the ones a stage reads (default: all)."""
+        bases = [(f"{shown(self.root)}/", ""), *((f"{shown(f.path)}/", f"{name}/") for name, f in self.folders.items())]
+        named = [next((f"{name}{p[len(base):]}" for base, name in bases if p.startswith(base)), p) for p in self.unnamed]
+        used = None if domains is None else set(domains)
+        return [(p, NOT_UTF8) for p in named if used is None or p.split("/", 1)[0] in used]
 
     def path(self, sample: Sample) -> Path:
         folder = self.folders.get(sample.domain)

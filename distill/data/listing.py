@@ -47,6 +47,19 @@ def refuse_unnamed(unnamed: Sequence[str], where: str) -> None:
                        "--skip-bad to leave it out")
 
 
+#: how many files one warning line names before "and N more" (10^5 such names would make a megabyte line)
+LINE_LIMIT = 10
+
+
+def left_out_line(what: str, root: str | Path, left: Sequence[tuple[str, str] | str], note: str = "") -> str:
+    """The one warning line naming the files a stage left out (``left``: ``(path, reason)`` pairs or paths, as the
+    data set names its images: ROOT-relative), with ROOT named once: ``N {what} (paths under ROOT{note}): a/b.png
+    (reason), ...``, the first :data:`LINE_LIMIT` of them, then how many more."""
+    shown_ = [p if isinstance(p, str) else f"{p[0]} ({p[1]})" for p in left[:LINE_LIMIT]]
+    more = f" and {len(left) - LINE_LIMIT} more" if len(left) > LINE_LIMIT else ""
+    return f"{len(left)} {what} (paths under {root}{note}): {', '.join(shown_)}{more}"
+
+
 def _check_folder_name(path: Path, what: str) -> None:
     if not is_utf8(path.name):
         raise DistillError(f"{shown(path)}: {what} folder name is not valid UTF-8 (its undecodable bytes shown as "

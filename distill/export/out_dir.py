@@ -11,8 +11,9 @@ finishes they are deleted (:meth:`OutputFolder.commit`); when it fails or is int
 (:meth:`OutputFolder.restore`), so the folder again holds the earlier export, whole. Nothing else is touched: files
 the user put there stay. (A killed process leaves the hidden folder; the next export into the folder removes it.)
 
-A checkpoint folder or a training run's folder is refused as the output folder (:meth:`OutputFolder.check`): the
-export's files would mix with the checkpoint's, and ``distill bench`` of it would time them instead.
+A checkpoint folder or a training run's folder is refused as the output folder (:meth:`OutputFolder.check`,
+:func:`refuse_checkpoint_or_run`, which ``distill qad`` calls too): the export's files would mix with the
+checkpoint's, and ``distill bench`` of it would time them instead.
 
 One folder goes the same way, as a unit: ``checkpoint/``, the re-targeted student of ``--classes``. export.json
 does not list it; it is the earlier export's when that export re-targeted (its ``config.classes``), and then it is
@@ -24,7 +25,9 @@ a ``checkpoint/`` its retry would refuse. The student is written into the export
 place once the models are written (:meth:`OutputFolder.place`), so an export killed before then leaves none either.
 One killed between that move and the ``export.json`` write does leave it, unlisted: before the move a marker
 (:data:`~distill.records.EXPORT_MOVE_MARKER`, naming the source checkpoint and its weights' sha256) goes into it,
-and is removed once ``export.json`` lists the folder (:meth:`OutputFolder.commit`). The next export into the folder,
+and is removed once ``export.json`` lists the folder (:meth:`OutputFolder.finish`). One killed between that write
+and the removal leaves a listed folder's marker, which nothing heeds and the next export into the folder removes;
+a failure or Ctrl-C there keeps the complete export (nothing is put back once export.json is written). The next export into the folder,
 of any checkpoint and with or without ``--classes``, removes a marked, unlisted ``checkpoint/`` (a killed export's
 leftover, which no export finished) and says so; an unmarked one (the user's) is still refused.
 """
@@ -62,24 +65,15 @@ class OutputFolder:
         self.moved: list[str] = []
         self.replaces: list[str] = []  # what this export writes in place of what was set aside (removed on failure)
         self.source: dict[str, Any] = {}  # the checkpoint exported: {"checkpoint": path, "checkpoint_sha256": ...}
+        self.done = False  # set once export.json is written (:meth:`finish`): from then on nothing is undone
 
     def check(self) -> None:
         """A file where the folder should be, a checkpoint folder or a training run's folder is one line naming it
-        (checked first, and again by :meth:`make`): the export's files would mix with the checkpoint's or the run's,
-        and ``distill bench`` of that folder would time them, not the checkpoint."""
+        (checked first, and again by :meth:`make`): see :func:`refuse_checkpoint_or_run`."""
         if self.path.exists() and not self.path.is_dir():
             raise DistillError(f"{self.path}: is a file, not a folder; the export writes its files into a folder "
                                "(give a new folder, or one holding an earlier export to replace)")
-        path = self.path
-        if (path / STUDENT_SPEC).is_file():
-            what, name = f"a checkpoint folder ({STUDENT_SPEC})", (
-                path.resolve().parents[1].name if path.resolve().parent.name == CHECKPOINTS_DIR else path.resolve().name)
-        elif (path / RUN_CONFIG).is_file() and (path / CHECKPOINTS_DIR).is_dir():
-            what, name = f"a training run's folder ({RUN_CONFIG}, {CHECKPOINTS_DIR}/)", path.resolve().name
-        else:
-            return
-        raise DistillError(f"{path}: is {what}; the export's files would mix with its own (and distill bench of it "
-                           f"would time them, not the checkpoint): give --out a folder of its own, e.g. exports/{name}")
+        refuse_checkpoint_or_run(self.path)
 
     def make(self) -> None:
         """Create the folder (and missing parents)."""
@@ -146,8 +140,10 @@ class OutputFolder:
         record = self.path / EXPORT_REPORT
         old, listed = _listed(record) if record.is_file() else (None, [])
         for name in FOLDERS:  # a killed export's, moved in and never listed: whether or not this export writes one
-            marker = self._marker(name) if name not in listed else None
-            if marker is not None:
+            marker = self._marker(name)
+            if marker is not None and name in listed:  # listed: an export killed after export.json, before commit()
+                (self.path / name / EXPORT_MOVE_MARKER).unlink(missing_ok=True)  # it finished: its folder is whole
+            elif marker is not None:
                 say(f"{self.path / name}: the re-targeted student a killed export (of {marker.get('checkpoint')}) "
                     f"moved in before writing {EXPORT_REPORT}, which lists it nowhere; removed")
                 _remove(self.path / name)
@@ -172,6 +168,24 @@ class OutputFolder:
         if Path(name).is_absolute() or ".." in Path(name).parts:
             return False
         return path.is_file() or path.is_symlink() or (name in FOLDERS and path.is_dir())
+
+    def finish(self, write: Callable[[], Path]) -> Path:
+        """``write`` this export's ``export.json`` (which lists what it placed), then :meth:`commit`. Once it is
+        written the export is complete (:attr:`done`): a failure or Ctrl-C after it, even one that stops ``write``
+        between its rename and its return, keeps it (no :meth:`restore`,
+        which would take its checkpoint/ away from the export.json listing it), and a kill before :meth:`commit`
+        leaves a marker in a listed folder, which the next export into the folder removes (:meth:`clear_previous`)
+        and nothing reads meanwhile (a listed folder's marker is ignored)."""
+        record = self.path / EXPORT_REPORT
+        there, written = record.exists(), False  # there: the earlier export's record was not set aside (none was)
+        try:
+            path = write()
+            written = True
+            return path
+        finally:  # an atomic write: export.json there now is this export's, whole, even if a Ctrl-C followed it
+            if written or (not there and record.is_file()):
+                self.done = True
+                self.commit()
 
     def commit(self) -> None:
         """The new export is complete (its export.json lists what it placed): the markers :meth:`place` wrote and
@@ -206,6 +220,22 @@ class OutputFolder:
                                f"are there: move them into {self.path}") from None
         shutil.rmtree(self.backup, ignore_errors=True)
         self.backup = None
+
+
+def refuse_checkpoint_or_run(path: Path, writer: str = "the export", suggest: str = "exports") -> None:
+    """A checkpoint folder or a training run's folder as ``--out`` of ``writer`` (``distill export``, ``distill
+    qad``) is one line naming it, with an ``--out`` to give instead (under ``suggest``): the files written would
+    mix with the checkpoint's or the run's, and ``distill bench`` of that folder would time them, not the
+    checkpoint."""
+    if (path / STUDENT_SPEC).is_file():
+        what, name = f"a checkpoint folder ({STUDENT_SPEC})", (
+            path.resolve().parents[1].name if path.resolve().parent.name == CHECKPOINTS_DIR else path.resolve().name)
+    elif (path / RUN_CONFIG).is_file() and (path / CHECKPOINTS_DIR).is_dir():
+        what, name = f"a training run's folder ({RUN_CONFIG}, {CHECKPOINTS_DIR}/)", path.resolve().name
+    else:
+        return
+    raise DistillError(f"{path}: is {what}; {writer}'s files would mix with its own (and distill bench of it "
+                       f"would time them, not the checkpoint): give --out a folder of its own, e.g. {suggest}/{name}")
 
 
 def _remove(path: Path) -> None:

@@ -240,10 +240,10 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, config: Expor
     try:
         report = _export(Path(checkpoint), out, config, ExportLog(log))
     except BaseException:  # a failure or Ctrl-C: the earlier export comes back whole; no folder made is left
-        out.restore()
-        out.undo()
+        if not out.done:  # once export.json is written this export is complete: kept
+            out.restore()
+            out.undo()
         raise
-    out.commit()
     return report
 
 
@@ -292,6 +292,6 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
         if cfg.classes is not None:  # marked as this export's: a kill before export.json is written is recoverable
             out.place(Path(work) / EXPORT_CHECKPOINT, EXPORT_CHECKPOINT)
     report = exporter.report("ok", files=exporter.files(), elapsed_s=round(time.time() - t_start, 1))
-    path = report.write(out_dir)
+    path = out.finish(lambda: report.write(out_dir))  # complete from here: its markers go
     say(f"wrote {path}")  # the recommendation is a result, not progress: the caller prints it (the CLI on stdout)
     return report

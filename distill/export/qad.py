@@ -60,6 +60,7 @@ from distill.export.kept_float import KeptFloat, export_int8, kept_layers
 from distill.export.learned_ranges import freeze_scales, learn_scales
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
+from distill.export.out_dir import refuse_checkpoint_or_run
 from distill.export.qad_calibration import count_fitter, export_config
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
 from distill.export.qad_moves import changed_share, int8_weights
@@ -98,9 +99,9 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         DistillError: unreadable checkpoint, no data to calibrate on, a cache of other data, a student
             torch.fx cannot trace, or an export onnxruntime cannot run.
     """
-    say = ExportLog(log)
-    t0 = time.time()
+    say, t0 = ExportLog(log), time.time()
     checkpoint, out = Path(cfg.checkpoint), check_out_dir(cfg.out_dir)  # --out naming a file: one line, first
+    refuse_checkpoint_or_run(out, "distill qad", "qad")  # as distill export: never among a checkpoint's or run's files
     if checkpoint.is_file():
         checkpoint = checkpoint.parent
     student = load_student(checkpoint)  # DistillError names the file when it is not a checkpoint

@@ -21,6 +21,7 @@ from distill.config import TrainConfig
 from distill.data.classes import ClassColumns, student_classes
 from distill.data.fingerprint import content_fingerprint
 from distill.data.folder import DomainFolder, Sample, list_images
+from distill.data.listing import left_out_line
 from distill.data.split import SplitRule
 from distill.data.views import ViewConfig
 from distill.errors import DistillError
@@ -142,8 +143,9 @@ def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache],
     skipped = _skip_bad_images(dataset, caches, source + target + [d for d in pool.names if d not in source + target],
                                cfg.data.skip_bad)
     if skipped and dist.main:
-        print(f"warning: {len(skipped)} undecodable image(s) left out of training and evaluation: "
-              + ", ".join(f"{p} ({why})" for p, why in skipped), file=sys.stderr)
+        what, folders = "undecodable image(s) left out of training and evaluation", ", or an unlabeled folder's NAME/..."
+        print(f"warning: {left_out_line(what, dataset.root, skipped, folders if dataset.folders else '')}",
+              file=sys.stderr)
     _check_domain_images(dataset, source, target, needs, dist.main, cfg.run.select_on)
     manifest = caches[0].manifest if caches else None  # the first cache's: views, teacher
 
@@ -327,7 +329,7 @@ def _skip_bad_images(dataset: DomainFolder, caches: list[TeacherCache], domains:
                      scan: bool) -> list[tuple[str, str]]:
     """Exclude the caches' skipped images (always: the cache has no row for them) and, with ``scan``
     (``data.skip_bad``), every undecodable image of the domains no cache covers. Returns them."""
-    out = dataset.left_out()  # names not UTF-8 (only with scan: refused otherwise)
+    out = dataset.left_out(domains)  # names not UTF-8 of the domains it reads (only with scan: refused otherwise)
     for cache in caches:
         out += dataset.exclude((k.path, k.reason) for k in cache.skipped)
     if scan:

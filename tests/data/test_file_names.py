@@ -44,8 +44,10 @@ def test_a_non_utf8_file_name_is_one_line_naming_it(root):
     # skip_bad: both left out and named; nothing else changes (samples, classes, fingerprint)
     ds = DomainFolder(root, skip_bad=True)
     assert ds.samples == clean.samples and ds.fingerprint() == clean.fingerprint()
-    assert ds.left_out() == [(f"{root}/green/circle/\\xff.png", "file name is not valid UTF-8"),
-                             (shown, "file name is not valid UTF-8")]
+    # named as the data set names its images, ROOT-relative (as skip_undecodable names them): a warning joining both
+    # lists names ROOT once (full paths beside relative ones read as two data sets)
+    assert ds.left_out() == [("green/circle/\\xff.png", "file name is not valid UTF-8"),
+                             ("red/square/caf\\xe9_latin1.jpg", "file name is not valid UTF-8")]
     assert list_images(root)[1].unnamed == (f"{root}/green/circle/\\xff.png", shown)
 
 
@@ -76,6 +78,7 @@ def test_an_unlabeled_folder_refuses_or_leaves_out_a_non_utf8_name(root, tmp_pat
     add_folders(ds, [folder])
     assert [s.relpath for s in ds.select(["cam"])] == ["cam/a.png"] and ds.unnamed == [shown.replace(
         str(cam), str(cam.resolve()))]
+    assert ds.left_out() == [("cam/caf\\xe9_latin1.jpg", "file name is not valid UTF-8")]  # as its images: cam/a.png
 
 
 def test_data_summary_names_every_such_file_and_goes_on(root, capsys):
@@ -113,3 +116,13 @@ def test_many_such_names_are_counted_not_all_listed_by_cache_build(root, tmp_pat
     line = next(x for x in capsys.readouterr().err.splitlines() if "left out, not cached" in x)
     assert line.startswith("warning: 12 image(s) left out") and line.count("caf\\xe9") == 10
     assert line.endswith(f" and 2 more (`distill data summary {root}` lists them all)"), line
+
+
+def test_a_left_out_line_names_root_once_and_at_most_ten_files():
+    from distill.data.listing import left_out_line
+
+    left = [(f"d/c/{k}.png", "empty file") for k in range(12)]
+    line = left_out_line("bad image(s) left out", "/data/root", left)
+    assert line.startswith("12 bad image(s) left out (paths under /data/root): d/c/0.png (empty file), d/c/1.png")
+    assert line.endswith("d/c/9.png (empty file) and 2 more") and line.count("/data/root") == 1
+    assert left_out_line("skipped", "R", ["a.png"]) == "1 skipped (paths under R): a.png"

@@ -223,6 +223,26 @@ def test_a_bad_cache_is_refused_before_the_data_is_read_or_the_out_folder_made(r
     assert not out.exists()
 
 
+@pytest.mark.parametrize("into", ["checkpoint", "run"])
+def test_qad_into_a_checkpoint_or_run_folder_is_refused_as_export_refuses_it(run_ckpt, tmp_path, capsys, into):
+    """`distill qad RUN/checkpoints/best --out RUN/checkpoints/best` (or `--out RUN`) wrote its int8 files and its
+    checkpoint/ among the checkpoint's or the run's; `distill export` refused such an --out already."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_ckpt.parents[1], run)  # a copy: the session's run must stay as it is
+    checkpoint = run / "checkpoints" / "best"
+    out = checkpoint if into == "checkpoint" else run
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    rc = main(["qad", str(checkpoint), "--out", str(out), "--epochs", "1", "--calib-count", "8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    what = "a checkpoint folder (student.json)" if into == "checkpoint" else "a training run's folder (config.yaml"
+    assert err[0].startswith(f"error: {out}: is {what}") and "distill qad's files would mix" in err[0], err
+    assert err[0].endswith("give --out a folder of its own, e.g. qad/run"), err
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before  # nothing written
+
+
 def test_the_epoch_loss_is_logged_without_a_rounding_minus_sign():
     from distill.export.qad import _loss_text
 

@@ -275,6 +275,67 @@ def test_a_retargeting_export_killed_after_moving_its_checkpoint_in_is_taken_up_
     assert sorted(p.name for p in (killed / "checkpoint").iterdir()) == ["model.safetensors", "student.json"]
 
 
+MARKER = Path("checkpoint") / ".distill-export.json"
+
+
+def _stopped_after_export_json(text_ckpt: Path, tiny_root: Path, tmp_path: Path, monkeypatch, earlier: str | None
+                               ) -> tuple[Path, Path]:
+    """A --classes export (TRAINED) into ``exp`` (after an earlier one of NEW, or none) stopped by Ctrl-C right
+    after export.json's write; ``killed``: a copy of ``exp`` at that moment, as a SIGKILL (no cleanup) leaves it."""
+    folder, killed = tmp_path / "exp", tmp_path / "killed"
+    if earlier:
+        _fp32_export(text_ckpt, folder, tiny_root, _class_file(tmp_path, NEW))
+    real_write = ExportReport.write
+
+    def stop_after_write(self, out_dir):
+        path = real_write(self, out_dir)
+        if self.status == "ok":
+            shutil.copytree(folder, killed, ignore=shutil.ignore_patterns(".work-*"))
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(ExportReport, "write", stop_after_write)
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _fp32_export(text_ckpt, folder, tiny_root, _class_file(other, TRAINED))
+    monkeypatch.undo()
+    return folder, killed
+
+
+@pytest.mark.parametrize("earlier", [None, "retargeted"])
+def test_a_retargeting_export_stopped_after_writing_export_json_is_kept_without_its_marker(
+        text_ckpt, tiny_root, tmp_path, monkeypatch, earlier):
+    """Writing export.json and removing checkpoint/'s marker are two steps. Ctrl-C between them put the earlier
+    export back, or (a first export) took checkpoint/ away from the export.json that listed it. The export is
+    complete once export.json is written: it stays, its checkpoint/ unmarked, nothing set aside left."""
+    folder, _ = _stopped_after_export_json(text_ckpt, tiny_root, tmp_path, monkeypatch, earlier)
+    assert load_student(folder / "checkpoint").spec.class_names == TRAINED
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*ExportReport.read(folder).files, "checkpoint"])
+    assert not (folder / MARKER).exists()
+
+
+@pytest.mark.parametrize("earlier", [None, "retargeted"])
+def test_a_marker_a_kill_left_in_a_listed_checkpoint_goes_with_the_next_export_even_a_failed_one(
+        text_ckpt, tiny_root, tmp_path, monkeypatch, earlier):
+    """A kill (SIGKILL: no cleanup runs) between export.json's write and the marker's removal leaves the marker in
+    the listed checkpoint/ (nothing heeds it there); a later export that failed put it back with the folder."""
+    from distill.export.pipeline import Exporter
+
+    _, killed = _stopped_after_export_json(text_ckpt, tiny_root, tmp_path, monkeypatch, earlier)
+    assert (killed / MARKER).is_file() and ExportReport.read(killed).config["classes"]
+
+    def failed(self):
+        raise DistillError("fp32 failed")
+
+    monkeypatch.setattr(Exporter, "fp32", failed)
+    with pytest.raises(DistillError, match="fp32 failed"):
+        _fp32_export(text_ckpt, killed, tiny_root, _class_file(tmp_path, NEW))
+    monkeypatch.undo()
+    assert load_student(killed / "checkpoint").spec.class_names == TRAINED  # put back whole: the completed export's
+    assert sorted(p.name for p in (killed / "checkpoint").iterdir()) == ["model.safetensors", "student.json"]
+
+
 def test_a_re_export_replaces_the_earlier_exports_checkpoint(text_ckpt, tiny_root, tmp_path):
     """On success the folder holds the new export: its own re-targeted checkpoint/, or none when it re-targets
     nothing (the earlier export's student is not this export's)."""

@@ -131,7 +131,7 @@ def test_a_non_utf8_file_name_is_refused_by_train_and_left_out_with_skip_bad(tmp
         "--skip-bad to leave it out"]
     assert cli(["train", "-c", str(tmp_path / "erm.yaml"), "--skip-bad"]) == 0
     lines = _warnings(capsys.readouterr().err)
-    assert lines == [f"warning: 1 undecodable image(s) left out of training and evaluation: {shown} (file name is not "
-                     "valid UTF-8)"]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["skipped_images"] == [{"path": shown, "reason": "file name is not valid UTF-8"}]
+    assert lines == [f"warning: 1 undecodable image(s) left out of training and evaluation (paths under {root}): "
+                     "red/square/caf\\xe9.png (file name is not valid UTF-8)"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())  # ROOT-relative, as an undecodable image's
+    assert summary["skipped_images"] == [{"path": "red/square/caf\\xe9.png", "reason": "file name is not valid UTF-8"}]

@@ -65,7 +65,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from distill.data.folder import DomainFolder
+from distill.data.folder import DomainFolder, Sample
+from distill.data.listing import left_out_line
 from distill.errors import DistillError
 from distill.records import (
     TEACHER_BOOTSTRAP_STATE,
@@ -127,7 +128,9 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
         device: torch device (bit-identical resume is promised on CPU).
         progress: show tqdm bars with the live loss.
         skip_bad: leave undecodable pool images out with a warning (and the files ``dataset`` left out for
-            names that are not UTF-8) instead of stopping; the same files are left out on a resume.
+            names that are not UTF-8, of the domains the pool draws on) instead of stopping; the same files are left
+            out on a resume. The pool is then decoded before the schedule is picked (and before a finished teacher
+            is recognized), so that the epochs and batch size (and ``teacher.json``) count the images it trains on.
 
     Returns:
         ``out_dir / "open_clip_model.safetensors"``, a state_dict open_clip loads strictly
@@ -155,11 +158,17 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
         raise DistillError(f"{dataset.root}: {len(samples)} pretraining-pool image(s); a contrastive bootstrap needs "
                            "at least 2 (raise --pretrain-fraction)")
     pool = pool_of(dataset)
-    epochs, batch_size = choose_schedule(len(samples), preset, epochs, batch_size)
     register_model_configs()
     model_cfg = open_clip.get_model_config(arch)
     if model_cfg is None:
         raise DistillError(f"unknown open_clip architecture '{arch}' (see open_clip.list_models())")
+    t0 = time.perf_counter()
+    built = decoded = None
+    if skip_bad:  # the images it trains on, and so its schedule, are known once the bad ones are left out
+        built = create_model(arch, seed)
+        decoded = _decode(dataset, samples, val_samples, built[1], progress, skip_bad)
+        samples, val_samples = decoded[1], decoded[3]
+    epochs, batch_size = choose_schedule(len(samples), preset, epochs, batch_size)
     params = {
         "format": FORMAT, "arch": arch, "model_config": model_cfg,
         "dataset_fingerprint": dataset.fingerprint(), "classes": dataset.classes, "domains": dataset.domains,
@@ -187,24 +196,16 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
             print(f"warning: {old.warning}", file=sys.stderr, flush=True)
         return ckpt
 
-    t0 = time.perf_counter()
     manifest_path.unlink(missing_ok=True)  # a stale manifest must never describe the new checkpoint
-    model, preprocess, tokenizer = create_model(arch, seed)
+    model, preprocess, tokenizer = built or create_model(arch, seed)
     device = resolve_device(device, what="bootstrap device")  # "auto"/"cuda" -> an indexed device
     model.to(device).train()
     geometry, mean, std = geometry_transform(preprocess)
     mean, std = mean.to(device), std.to(device)
     _, captions = build_captions(dataset.domains, dataset.classes, tokenizer)
     cap_tokens = captions.tokens.to(device)
-    images, samples, bad = load_uint8(dataset, samples, geometry, progress, skip_bad)
-    val_images, val_samples, bad_val = load_uint8(dataset, val_samples, geometry, progress, skip_bad)
-    bad = dataset.left_out() + bad + bad_val
-    if bad:
-        print(f"warning: {len(bad)} bad image(s) left out of the bootstrap: "
-              + ", ".join(f"{p} ({why})" for p, why in bad), file=sys.stderr, flush=True)
-    if len(samples) < 2:
-        raise DistillError(f"{dataset.root}: {len(samples)} decodable pretraining-pool image(s); a contrastive "
-                           "bootstrap needs at least 2")
+    images, samples, val_images, val_samples = decoded or _decode(dataset, samples, val_samples, preprocess, progress,
+                                                                  skip_bad)
     val_labels = torch.tensor([s.label for s in val_samples], dtype=torch.long)
     probe = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:TRAIN_EVAL_IMAGES].sort().values
     head_tokens = tokenizer([t.format(c) for c in dataset.classes for t in DEMO_TEMPLATES])
@@ -298,6 +299,25 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     return ckpt
+
+
+def _decode(dataset: DomainFolder, samples: list[Sample], val_samples: list[Sample], preprocess, progress: bool,
+            skip_bad: bool) -> tuple[torch.Tensor, list[Sample], torch.Tensor, list[Sample]]:
+    """The pool decoded once: (train images, their samples, validation images, theirs). The files ``skip_bad`` left
+    out are named in one warning line: the undecodable ones, and those whose names are not UTF-8 in the domains the
+    pool draws on (not the others: the bootstrap never reads them)."""
+    geometry = geometry_transform(preprocess)[0]
+    used = {s.domain for s in (*samples, *val_samples)}
+    images, samples, bad = load_uint8(dataset, samples, geometry, progress, skip_bad)
+    val_images, val_samples, bad_val = load_uint8(dataset, val_samples, geometry, progress, skip_bad)
+    bad = dataset.left_out(used) + bad + bad_val
+    if bad:
+        print(f"warning: {left_out_line('bad image(s) left out of the bootstrap', dataset.root, bad)}", file=sys.stderr,
+              flush=True)
+    if len(samples) < 2:
+        raise DistillError(f"{dataset.root}: {len(samples)} decodable pretraining-pool image(s); a contrastive "
+                           "bootstrap needs at least 2")
+    return images, samples, val_images, val_samples
 
 
 def _finished_teacher(manifest_path: Path, ckpt: Path) -> TeacherManifest:

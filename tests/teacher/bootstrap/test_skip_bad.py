@@ -30,7 +30,7 @@ def test_bootstrap_and_eval_take_skip_bad(tmp_path: Path, capsys) -> None:
     assert main(args + ["--skip-bad"]) == 0
     got = capsys.readouterr()
     assert [ln for ln in got.err.splitlines() if ln.startswith("warning: 1 bad")] == [
-        f"warning: 1 bad image(s) left out of the bootstrap: {pool_bad} (empty file)"]
+        f"warning: 1 bad image(s) left out of the bootstrap (paths under {root}): {pool_bad} (empty file)"]
     ckpt = tmp_path / "t" / "open_clip_model.safetensors"
     assert f"teacher checkpoint: {ckpt}" in got.out
     assert f"check it:           distill teacher eval --pretrained {ckpt} --data {root} --skip-bad" in got.out
@@ -48,9 +48,63 @@ def test_bootstrap_and_eval_take_skip_bad(tmp_path: Path, capsys) -> None:
         f"error: {shown}: file name is not valid UTF-8 (its undecodable bytes shown as \\xNN); rename it, or pass "
         "--skip-bad to leave it out"]
     assert main(ev + ["--skip-bad"]) == 0
-    assert capsys.readouterr().err.splitlines() == [
-        f"warning: 2 bad image(s) left out: {shown} (file name is not valid UTF-8), {test_bad} (empty file)"]
+    assert capsys.readouterr().err.splitlines() == [  # one form: ROOT-relative, ROOT named once (was a full path
+        f"warning: 2 bad image(s) left out (paths under {root}): red/square/caf\\xe9.png (file name is not valid "
+        f"UTF-8), {test_bad} (empty file)"]  # beside a relative one)
     os.remove(latin1)
     assert main(ev) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"error: {root / test_bad}: bad image (empty file); fix or remove it, or pass --skip-bad"]
+
+
+def _pool_names(rel: str, count: int) -> list[str]:
+    """``count`` names ``rel``/badK.png that the bootstrap's split rule puts in the pretraining pool."""
+    names = [f"{rel}/bad{k}.png" for k in range(5000) if split_of(f"{rel}/bad{k}.png", 0.3, 0, 0.1, POOL) == "pretrain"]
+    return names[:count]
+
+
+def test_the_bootstrap_schedule_counts_only_the_images_it_trains_on(tmp_path: Path, capsys) -> None:
+    """The schedule (batch size, steps) was picked from the pool's count before --skip-bad left the bad images out:
+    here 48 empty files of 71 pool images gave batch 16 to a run on 23 images (batch 8 for 23)."""
+    from distill.data.folder import DomainFolder
+    from distill.data.split import SplitRule
+    from distill.records import TeacherManifest
+    from distill.teacher.bootstrap.presets import QUICK, choose_schedule
+
+    root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=8)
+    bad = _pool_names("red/circle", 48)
+    for rel in bad:
+        (root / rel).write_bytes(b"")
+    pool = DomainFolder(root, SplitRule.of("t", pretrain_fraction=POOL)).select(split="pretrain")
+    assert main(["teacher", "bootstrap", "--data", str(root), "--out", str(tmp_path / "t"), "--quick", "--no-progress",
+                 "--pretrain-fraction", str(POOL), "--epochs", "1", "--skip-bad"]) == 0
+    manifest = TeacherManifest.read(tmp_path / "t")
+    n = manifest.dataset.train_images
+    assert n == len(pool) - len(bad)  # (the pool is too small for a validation hold-out)
+    used, before = choose_schedule(n, QUICK, 1)[1], choose_schedule(len(pool), QUICK, 1)[1]
+    assert (used, before) == (8, 16)  # the premise: the two counts pick different batches
+    assert manifest.training["batch_size"] == used
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("bootstrap: "))
+    assert line.startswith(f"bootstrap: {n} pretraining-pool images") and f"x {n // used} steps at batch {used}" in line
+
+
+def test_bootstrap_and_eval_name_only_misnamed_files_of_the_domains_they_read(tmp_path: Path, capsys) -> None:
+    """Review 4 L4: --skip-bad's warning named every file under ROOT whose name is not UTF-8, also in domains the
+    bootstrap's pool or teacher eval --domains never read."""
+    root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=8)
+    blue = root / "blue" / "square"  # a domain with no pool image: the bootstrap never reads it
+    blue.mkdir(parents=True)
+    draw("square", COLOURS["blue"], 1, 1).save(blue / _name("blue/square", "test").split("/")[-1])
+    for folder in (root / "red" / "square", blue):
+        draw("square", COLOURS["red"], 1, 1).save(os.fsdecode(os.path.join(os.fsencode(folder), b"caf\xe9.png")))
+    out = tmp_path / "t"
+    assert main(["teacher", "bootstrap", "--data", str(root), "--out", str(out), "--quick", "--no-progress",
+                 "--pretrain-fraction", str(POOL), "--epochs", "1", "--skip-bad"]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning: ") and "bad image" in ln]
+    assert warned == [f"warning: 1 bad image(s) left out of the bootstrap (paths under {root}): red/square/caf\\xe9.png "
+                      "(file name is not valid UTF-8)"]
+    assert main(["teacher", "eval", "--pretrained", str(out / "open_clip_model.safetensors"), "--data", str(root),
+                 "--no-progress", "--skip-bad", "--domains", "blue"]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning: ")]
+    assert warned == [f"warning: 1 bad image(s) left out (paths under {root}): blue/square/caf\\xe9.png (file name is "
+                      "not valid UTF-8)"]
