@@ -229,6 +229,10 @@ class ReportData:
         """The sha256 of a run folder's best weights (what an export's ``checkpoint_sha256`` is of); None: none."""
         return self.file_sha(os.path.join(folder, CHECKPOINTS_DIR, BEST_CHECKPOINT, STUDENT_WEIGHTS))
 
+    def checkpoint_sha(self, path: str) -> str | None:
+        """The sha256 of a checkpoint's weights, ``path`` its folder or its weights file; None: no weights there."""
+        return self.file_sha(os.path.join(path, STUDENT_WEIGHTS) if os.path.isdir(path) else path)
+
     def _one_run(self, what: str, sha: str | None, checkpoint: Tiers, run: Tiers | None = None) -> Run | None:
         idx = self._index()
         check = (lambda folder: self.run_weights(folder) == sha) if sha else None  # the run's weights are its own

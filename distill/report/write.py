@@ -47,7 +47,7 @@ from distill.report.data import (
     mark_pareto,
 )
 from distill.report.engines import engine_index, engine_of
-from distill.report.locate import hits, narrow, places
+from distill.report.locate import hits, narrow, nearest, places
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
 from distill.report.repeats import repeats_warning
@@ -191,17 +191,18 @@ def _bench_lines_skipped(path: Path, skipped: list[tuple[int, str]]) -> str:
 
 def _join(data: ReportData) -> list[Point]:
     """One :class:`Point` per (model, runtime, batch, device, threads), the newest record winning; labels each record."""
-    by_sha: dict[str, tuple[ExportReport, ExportedModel]] = {}
-    by_ckpt_sha: dict[str, ExportReport] = {}
+    # several exports may hold one file (a copied export): each lookup by sha256 takes the one nearest the record
+    by_sha: dict[str, dict[str, tuple[ExportReport, ExportedModel]]] = {}  # sha256 -> {export folder: (report, model)}
+    by_ckpt_sha: dict[str, dict[str, ExportReport]] = {}
     files: dict[str, _File] = {}  # real path -> what is there: an exported model, a distill qad file, an engine
     for ex in data.exports:
         for m in ex.report.models:
             if m.sha256:
-                by_sha[m.sha256] = (ex.report, m)
+                by_sha.setdefault(m.sha256, {})[ex.dir] = (ex.report, m)
             files[os.path.realpath(Path(ex.dir) / m.file)] = _File("model", (ex.report, m))
         ck = ex.report.provenance.get("checkpoint_sha256")
         if ck:
-            by_ckpt_sha[ck] = ex.report
+            by_ckpt_sha.setdefault(ck, {})[ex.dir] = ex.report
     engines = engine_index([(ex.dir, ex.report) for ex in data.exports])
     for path, engine in engines.by_path.items():
         files.setdefault(path, _File("engine", engine))
@@ -228,7 +229,9 @@ def _join(data: ReportData) -> list[Point]:
         # tree copied whole), its own tree's (distill/report/locate.py narrow)
         found = narrow(hits(where, files), identity=data.file_sha)
         at = files[found[0]] if len(found) == 1 else _File("", None)
-        hit = _model_of(r, at.what if at.kind == "model" else None, by_sha, at.kind == "qad")
+        near = Path(entry.source).parent
+        hit = _model_of(r, at.what if at.kind == "model" else None, _nearest(by_sha, r.model_sha256, near),
+                        at.kind == "qad")
         if len(found) > 1 and hit is None:
             data.ambiguous(f"the benchmark record of {r.model} in {entry.source}", "timed files", found)
         elif hit is None and at.kind == "model":  # another sha256 at its path: replaced, unless its own path is here
@@ -253,7 +256,7 @@ def _join(data: ReportData) -> list[Point]:
             accuracy = finite(engine.source.accuracy) or None
             count = _eval_count(engine.export)
         elif r.runtime == "torch":
-            e = by_ckpt_sha.get(r.model_sha256 or "")
+            e = _nearest(by_ckpt_sha, r.model_sha256, near)
             if e is not None:
                 accuracy = finite((e.reference or {}).get("accuracy")) or None
                 student = data.export_label(e)
@@ -297,20 +300,27 @@ class _File(NamedTuple):
     what: Any
 
 
+def _nearest(by_sha: dict[str, dict[str, R]], sha: str | None, folder: Path) -> R | None:
+    """What ``by_sha`` holds for ``sha`` (sha256 -> {folder: thing}): of copies in several folders, the one nearest the
+    record's own ``folder`` (:func:`distill.report.locate.nearest`); None for no sha256 or none held."""
+    held = by_sha.get(sha or "") or {}
+    return held[nearest(held, folder)[0]] if held else None
+
+
 def _model_of(record: BenchRecord, at_path: tuple[ExportReport, ExportedModel] | None,
-              by_sha: dict[str, tuple[ExportReport, ExportedModel]],
+              by_sha: tuple[ExportReport, ExportedModel] | None,
               in_qad: bool) -> tuple[ExportReport, ExportedModel] | None:
     """The exported model a record timed: the one whose sha256 it carries (of two exports holding that file, the one
-    at its path, ``at_path``), else, for a record without a sha256 or an export.json without one, the one at its
-    path. A file of a ``distill qad`` folder is that folder's (its PTQ file can be a byte copy of an export's int8
-    file, qad --export). None when the sha256s are known and differ: the file at the path has been replaced since it
-    was timed."""
+    at its path, ``at_path``, else the one nearest the record, ``by_sha``), else, for a record without a sha256 or an
+    export.json without one, the one at its path. A file of a ``distill qad`` folder is that folder's (its PTQ file
+    can be a byte copy of an export's int8 file, qad --export). None when the sha256s are known and differ: the file
+    at the path has been replaced since it was timed."""
     if in_qad:
         return None
     sha = record.model_sha256
     if at_path is not None and (not sha or not at_path[1].sha256 or at_path[1].sha256 == sha):
         return at_path
-    return by_sha.get(sha) if sha else None
+    return by_sha if sha else None
 
 
 def _qad_files(data: ReportData) -> dict[str, tuple[str, str, dict[str, float] | None, dict[str, int] | None]]:
