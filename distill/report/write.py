@@ -262,7 +262,7 @@ def _join(data: ReportData) -> list[Point]:
                 student = data.export_label(e)
                 count = _eval_count(e)
             elif (run := data.one(f"the benchmark record of {r.model} in {entry.source}", "runs", where, runs,
-                                  above=3, identity=data.run_weights)) is not None:  # the run holding the checkpoint
+                                  above=3, identity=data.run_identity)) is not None:  # the run holding the checkpoint
                 accuracy = run.accuracy or None
                 student = run.label
         if accuracy is None:
