@@ -73,6 +73,10 @@ class Point:
     pareto: bool = False
     file: str = ""  # the timed file, short: its (export) folder's name and its name
     note: str = ""  # how it was joined, when not plainly (a TensorRT engine: the ONNX file it was built from)
+    # the record it is (newest of the file's records at these settings) and the repeats left out of it
+    # (:func:`distill.report.repeats.counted`)
+    measured: Measurement | None = None
+    repeats: list[Measurement] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -126,6 +130,7 @@ class Measurement:
     name: str = ""  # the model it timed: "student · precision"
     file: str = ""  # the timed file, short (as :attr:`Point.file`)
     note: str = ""  # how it was joined, when not plainly (as :attr:`Point.note`)
+    repeat: bool = False  # a repeat of another record of its file and settings: left out of the points
 
     @property
     def label(self) -> str:

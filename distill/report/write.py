@@ -50,7 +50,7 @@ from distill.report.engines import engine_index, engine_of
 from distill.report.locate import hits, narrow, nearest, places
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
-from distill.report.repeats import repeats_warning
+from distill.report.repeats import bench_repeats_warning, counted, repeats_warning
 from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run
 from distill.utils.io import atomic_write_text
 
@@ -150,6 +150,8 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         data.run_of_qad(q)
         data.export_of_qad(q)
     data.points = _join(data)
+    if (timed_again := bench_repeats_warning(data.points)) is not None:  # benched twice: one point, said so
+        data.warnings.append(timed_again)
 
     domains: list[str] = []
     for ex in data.exports:
@@ -190,7 +192,9 @@ def _bench_lines_skipped(path: Path, skipped: list[tuple[int, str]]) -> str:
 
 
 def _join(data: ReportData) -> list[Point]:
-    """One :class:`Point` per (model, runtime, batch, device, threads), the newest record winning; labels each record."""
+    """One :class:`Point` per (model, runtime, batch, device, threads): a file benched again at the same settings is
+    one point, the newest record counting, its repeats kept on it (:func:`distill.report.repeats.counted`); labels
+    each record."""
     # several exports may hold one file (a copied export): each lookup by sha256 takes the one nearest the record
     by_sha: dict[str, dict[str, tuple[ExportReport, ExportedModel]]] = {}  # sha256 -> {export folder: (report, model)}
     by_ckpt_sha: dict[str, dict[str, ExportReport]] = {}
@@ -211,7 +215,7 @@ def _join(data: ReportData) -> list[Point]:
     runs = {os.path.realpath(r.dir): r for r in data.runs}
     dir_of = {id(ex.report): ex.dir for ex in data.exports}
 
-    latest: dict[tuple, Point] = {}
+    timed: dict[tuple, list[tuple[Measurement, Point]]] = {}  # one file at one setting -> its records (repeats)
     replaced: list[tuple[str, str]] = []  # records of a file export.json no longer lists (another sha256 at its path)
     elsewhere: list[tuple[str, str]] = []  # records found by their relative path at another export's file (other bytes)
     for entry in data.records:
@@ -273,7 +277,7 @@ def _join(data: ReportData) -> list[Point]:
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),
                   threads=r.threads, count=count, note=note, file=file)
         entry.name, entry.file, entry.note = f"{student} · {precision}", file, note  # as the latency tables name it
-        latest[(r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads)] = p
+        timed.setdefault((r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads), []).append((entry, p))
     if replaced:
         files_ = list(dict.fromkeys(f for f, _ in replaced))
         data.warnings.append(
@@ -289,7 +293,7 @@ def _join(data: ReportData) -> list[Point]:
             f"their .jsonl, which has other bytes: "
             f"{'; '.join(f'{a} (found {b})' for a, b in pairs[:3])}{' ...' if len(pairs) > 3 else ''} (a bench file "
             f"{why}?); they have no accuracy here")
-    return list(latest.values())
+    return [counted(group) for group in timed.values()]
 
 
 class _File(NamedTuple):
