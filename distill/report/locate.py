@@ -25,7 +25,13 @@ rather than guess: it never joins the wrong thing silently. Joins by identity (s
 callers, and settle an ambiguous tier where they can (:func:`narrow`): the one whose identity is the record's, or,
 when the places hold copies of one another (a tree copied whole and reported next to its original: the relative
 path names the copy's part, the absolute one the original's, both inputs), the first, as laid out relative to the
-artifact: its own tree's. Places that differ in identity stay ambiguous.
+artifact: its own tree's. Places that differ in identity stay ambiguous. :func:`existing` (a path that exists, for
+the decision's path comparison of checkpoints) settles copies the same way.
+
+A join by identity alone (a bench record's sha256, listed by several exports: an export copied into another tree)
+finds copies without a stored path to rank them by; :func:`nearest` ranks them by the same rule as tier 2: inside
+the artifact's folder, then inside each folder above it, then by path, so that neither the last one read nor the
+order the inputs were given in decides.
 """
 from __future__ import annotations
 
