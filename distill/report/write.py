@@ -15,15 +15,16 @@ qad.json or bench line that is not its record (half-written by an interrupted co
 left out with one warning naming the file (and line); only when nothing at all can be read is the
 report refused.
 
-Joining: a benchmark record belongs to the exported model whose sha256 it carries (else whose
+Joining: a benchmark record belongs to the exported model whose sha256 it carries (of copies, the nearest) (else whose
 path it names: every path an artifact stores is found as :mod:`distill.report.locate` says, wherever the report
 runs); a record whose sha256 is not the one export.json lists for the file at its path
 timed a file since replaced: it stays unmatched, and the report warns once
 (``ReportData.warnings``). A ``torch`` record of a checkpoint belongs to the export of that
 checkpoint (``provenance.checkpoint_sha256``), else to the run whose folder holds the checkpoint.
 The accuracy of a point is the mean top-1 over the domains every point was evaluated on; its
-latency is the record's p50. The Pareto rule and the standard errors are in
-:mod:`distill.report.data`; runs are read and grouped in :mod:`distill.report.runs`.
+latency is the record's p50 (of a file benched twice at one setting, the newest: :mod:`distill.report.repeats`).
+The Pareto rule and the standard errors are in :mod:`distill.report.data`; runs are read and grouped in
+:mod:`distill.report.runs`.
 """
 from __future__ import annotations
 
