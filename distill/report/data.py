@@ -21,6 +21,7 @@ from typing import Any, Callable, TypeVar
 
 from distill.records import BenchRecord, ExportedModel, ExportReport, QADRecord
 from distill.records.names import BEST_CHECKPOINT, CHECKPOINTS_DIR, EXPORT_REPORT, STUDENT_WEIGHTS
+from distill.report.identity import recorded_identity
 from distill.report.locate import Tiers, hits, narrow, places
 from distill.report.runs import Run, RunGroup
 from distill.utils.io import sha256_file
@@ -72,6 +73,10 @@ class Point:
     pareto: bool = False
     file: str = ""  # the timed file, short: its (export) folder's name and its name
     note: str = ""  # how it was joined, when not plainly (a TensorRT engine: the ONNX file it was built from)
+    # the record it is (newest of the file's records at these settings) and the repeats left out of it
+    # (:func:`distill.report.repeats.counted`)
+    measured: Measurement | None = None
+    repeats: list[Measurement] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -125,6 +130,7 @@ class Measurement:
     name: str = ""  # the model it timed: "student · precision"
     file: str = ""  # the timed file, short (as :attr:`Point.file`)
     note: str = ""  # how it was joined, when not plainly (as :attr:`Point.note`)
+    repeat: bool = False  # a repeat of another record of its file and settings: left out of the points
 
     @property
     def label(self) -> str:
@@ -177,7 +183,8 @@ class ReportData:
         """The run an export was made from, when that run is among the inputs: the one its ``provenance.run`` names,
         else the one holding its checkpoint (``RUN/checkpoints/best``), each found as :mod:`~distill.report.locate`
         says, wherever the report runs; two runs that fit (a folder copied into another tree) are told apart by the
-        checkpoint's sha256, or neither is joined (a warning says so). Looked up once per export."""
+        checkpoint's sha256, or neither is joined (a warning says so); of copies of one run (:meth:`run_identity`: a
+        run copied without its weights by what it recorded), its own tree's. Looked up once per export."""
         entry = export if isinstance(export, ExportEntry) else self._index().export_of.get(id(export))
         if entry is None:
             return None
@@ -229,12 +236,26 @@ class ReportData:
         """The sha256 of a run folder's best weights (what an export's ``checkpoint_sha256`` is of); None: none."""
         return self.file_sha(os.path.join(folder, CHECKPOINTS_DIR, BEST_CHECKPOINT, STUDENT_WEIGHTS))
 
+    def run_identity(self, folder: str) -> str | None:
+        """What a run folder among the inputs is, for telling copies of a run from different runs: its best weights'
+        sha256, else (a run copied without its weights) what it recorded (:func:`~distill.report.identity.
+        recorded_identity`: config.yaml, data.json, summary.json's values); None: not a run of the inputs."""
+        sha = self.run_weights(folder)
+        if sha is not None:
+            return sha
+        run = self._index().runs.get(os.path.realpath(folder))
+        return recorded_identity(run.seed, run.config, run.data, run.summary) if run is not None else None
+
+    def checkpoint_sha(self, path: str) -> str | None:
+        """The sha256 of a checkpoint's weights, ``path`` its folder or its weights file; None: no weights there."""
+        return self.file_sha(os.path.join(path, STUDENT_WEIGHTS) if os.path.isdir(path) else path)
+
     def _one_run(self, what: str, sha: str | None, checkpoint: Tiers, run: Tiers | None = None) -> Run | None:
         idx = self._index()
         check = (lambda folder: self.run_weights(folder) == sha) if sha else None  # the run's weights are its own
-        if run is not None and len(found := narrow(hits(run, idx.runs), check, self.run_weights)) == 1:
+        if run is not None and len(found := narrow(hits(run, idx.runs), check, self.run_identity)) == 1:
             return idx.runs[found[0]]
-        return self.one(what, "runs", checkpoint, idx.runs, above=2, fits=check, identity=self.run_weights)
+        return self.one(what, "runs", checkpoint, idx.runs, above=2, fits=check, identity=self.run_identity)
 
     def _index(self) -> _Index:
         """The lookups built once per input set (not per record: M1 of review 2), rebuilt when one is added."""

@@ -126,11 +126,13 @@ def _relative(path: Path, export_dir: str | Path | None) -> str:
 
 
 # --------------------------------------------------------------------------- joining in a report
-def _same_checkpoint(qad: QADEntry, export: ExportEntry) -> bool:
+def _same_checkpoint(data: ReportData, qad: QADEntry, export: ExportEntry) -> bool:
     """Are ``qad`` and ``export`` of the same checkpoint? (:func:`distill.records.same_checkpoint`; a path, where the
-    sha256s do not decide, found as :mod:`distill.report.locate` says, wherever the report runs)."""
-    return same_checkpoint(existing(qad.places("checkpoint")) or qad.record.checkpoint, qad.record.checkpoint_sha256,
-                           existing(export.places("checkpoint")) or export.report.checkpoint,
+    sha256s do not decide, found as :mod:`distill.report.locate` says, wherever the report runs: of two places that
+    hold copies of one checkpoint, the artifact's own tree's, not the stored path of another tree)."""
+    return same_checkpoint(existing(qad.places("checkpoint"), data.checkpoint_sha) or qad.record.checkpoint,
+                           qad.record.checkpoint_sha256,
+                           existing(export.places("checkpoint"), data.checkpoint_sha) or export.report.checkpoint,
                            export.report.provenance.get("checkpoint_sha256"))
 
 
@@ -155,7 +157,7 @@ def qad_for(data: ReportData, export: ExportEntry) -> QADEntry | None:
     (any export of the checkpoint; the decision says so); of several, the one inside the export's folder; None when
     there is none or the choice is ambiguous (the QAD section still shows every result)."""
     rec = export.report.recommendation
-    found = [q for q in data.qad if _same_checkpoint(q, export)
+    found = [q for q in data.qad if _same_checkpoint(data, q, export)
              and (ran_against(q.record) is None or _against(data, q) is export)
              and (rec is None or rec.precision != "int8" or q.record.flavour == rec.flavour)]
     if len(found) > 1:
@@ -171,7 +173,7 @@ def export_for(data: ReportData, qad: QADEntry) -> ExportEntry | None:
 
 def unpaired_reason(data: ReportData, qad: QADEntry) -> str:
     """Why no export's decision names ``qad``'s int8 file, in words for its QAD section."""
-    same = [ex for ex in data.exports if _same_checkpoint(qad, ex)]
+    same = [ex for ex in data.exports if _same_checkpoint(data, qad, ex)]
     if not same:
         return "no export of this checkpoint in this report"
     against = ran_against(qad.record)

@@ -8,7 +8,8 @@ built from and its precision; the engine's accuracy is taken to be that ONNX fil
 The rule, safest first:
 
 - an engine built by ``distill export`` itself has its sha256 in that list: a record carrying it is
-  that engine, wherever it was timed; a record of a file at that engine's path with another sha256
+  that engine, wherever it was timed (of copies of one export listing it, the copy nearest the bench file:
+  :func:`distill.report.locate.nearest`); a record of a file at that engine's path with another sha256
   timed a rebuilt engine and is not joined;
 - an engine built on the device by build_engine.sh has no sha256 there (nothing on the host ever saw
   it): a record joins by where it was timed: the engine's file in the export folder (the record's
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from distill.records import BenchRecord, ExportedModel, ExportReport
+from distill.report.locate import nearest
 
 
 class EngineHit(NamedTuple):
@@ -45,13 +47,13 @@ class EngineHit(NamedTuple):
 
 
 class EngineIndex(NamedTuple):
-    by_sha: dict[str, EngineHit]
+    by_sha: dict[str, dict[str, EngineHit]]  # sha256 -> {export folder: the engine} (a copied export: several)
     by_path: dict[str, EngineHit]  # realpath of the engine in its export folder
 
 
 def engine_index(exports: list[tuple[str, ExportReport]]) -> EngineIndex:
     """Every engine export.json lists (folder, report pairs), by sha256 when it has one and by path."""
-    by_sha: dict[str, EngineHit] = {}
+    by_sha: dict[str, dict[str, EngineHit]] = {}
     by_path: dict[str, EngineHit] = {}
     for folder, report in exports:
         models = {m.file: m for m in report.models}
@@ -64,7 +66,7 @@ def engine_index(exports: list[tuple[str, ExportReport]]) -> EngineIndex:
                 continue
             hit = EngineHit(report, folder, e, source)
             if e.get("sha256"):
-                by_sha[e["sha256"]] = hit
+                by_sha.setdefault(e["sha256"], {})[folder] = hit
             by_path[os.path.realpath(Path(folder) / e["engine"])] = hit
     return EngineIndex(by_sha, by_path)
 
@@ -75,8 +77,9 @@ def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: Engi
     at the record's path, found as :mod:`distill.report.locate` says (wherever the report runs). ``by_path``
     False: two places fit the record's path (ambiguous), so only its sha256 can join it."""
     sha = record.model_sha256
-    if sha and sha in index.by_sha:
-        return index.by_sha[sha]
+    if sha and sha in index.by_sha:  # of copies in several export folders, the one nearest the bench file
+        held = index.by_sha[sha]
+        return held[nearest(held, Path(bench_file).parent)[0]]
     if not by_path:
         return None
     beside = index.by_path.get(os.path.realpath(Path(bench_file).parent / Path(record.model).name))

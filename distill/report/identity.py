@@ -11,6 +11,9 @@ recorded what the path names, that identity is compared instead of the path (rev
   otherwise the sha256 of the checkpoint's weights (``model.safetensors``, hashed once per file);
 - ``teacher.pretrained``: summary.json's teacher ``checkpoint_sha256``.
 
+A run whose weights are not at hand (copied without its checkpoints) is known to the report's joins by what it recorded
+instead (:func:`recorded_identity`), so that copies of it are told from runs that differ.
+
 A path is compared as a path only where no identity was recorded (runs before data.json, a checkpoint without
 weights). An identity reads ``data 1f2e3d4c5b6a`` (a short hash), so a label tells two such rows apart.
 """
@@ -106,6 +109,16 @@ def match_recorded(configs: list[tuple[dict[str, str] | None, dict[str, str] | N
             known = seen.get((key, path), set())
             if config is not None and config.get(key) == path and len(known) == 1:
                 config[key] = next(iter(known))
+
+
+def recorded_identity(seed: int | None, config: dict[str, str] | None, data: str | None,
+                      summary: RunSummary) -> str:
+    """A run without weights (copied without its checkpoints) as what it recorded: its seed, its config.yaml flattened
+    with its paths by identity (:func:`path_identities`), data.json's data identity and every value of summary.json
+    but the checkpoint's path. Two copies of one run read the same; a rerun (another finish time, time taken or
+    result), another configuration or other data do not (``record`` + a hash, never equal to a weights' sha256)."""
+    values = summary.model_dump(mode="json", exclude={"checkpoint"})
+    return _short("record", [seed, config, data, values])
 
 
 @lru_cache(maxsize=256)

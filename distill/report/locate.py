@@ -25,13 +25,19 @@ rather than guess: it never joins the wrong thing silently. Joins by identity (s
 callers, and settle an ambiguous tier where they can (:func:`narrow`): the one whose identity is the record's, or,
 when the places hold copies of one another (a tree copied whole and reported next to its original: the relative
 path names the copy's part, the absolute one the original's, both inputs), the first, as laid out relative to the
-artifact: its own tree's. Places that differ in identity stay ambiguous.
+artifact: its own tree's. Places that differ in identity stay ambiguous. :func:`existing` (a path that exists, for
+the decision's path comparison of checkpoints) settles copies the same way.
+
+A join by identity alone (a bench record's sha256, listed by several exports: an export copied into another tree)
+finds copies without a stored path to rank them by; :func:`nearest` ranks them by the same rule as tier 2: inside
+the artifact's folder, then inside each folder above it, then by path, so that neither the last one read nor the
+order the inputs were given in decides.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Iterable, Mapping, TypeVar
 
 T = TypeVar("T")
 Tiers = list[list[str]]
@@ -94,15 +100,26 @@ def find(tiers: Tiers, index: Mapping[str, T], above: int = 0) -> T | None:
     return index[found[0]] if len(found) == 1 else None
 
 
-def existing(tiers: Tiers) -> str | None:
-    """The one place that exists, by the same tiers (:func:`find`); None when none does or a tier has two."""
-    return first(tiers, lambda p: p if os.path.exists(p) else None, lambda p: p)
-
-
-def first(tiers: Tiers, at: Callable[[str], str | None], value: Callable[[str], T]) -> T | None:
-    """``value`` of the one key ``at`` finds among a tier's places, for the first tier where it finds any."""
+def existing(tiers: Tiers, identity: Callable[[str], str | None] | None = None) -> str | None:
+    """The one place that exists, by the same tiers (:func:`find`); of two or more in a tier that hold copies of one
+    another (the same ``identity``: a tree copied whole, reported next to its original), the first, the artifact's
+    own tree's (:func:`narrow`); None when none exists or a tier has two that differ."""
     for tier in tiers:
-        found = list(dict.fromkeys(k for k in map(at, tier) if k is not None))
+        found = narrow(list(dict.fromkeys(p for p in tier if os.path.exists(p))), identity=identity)
         if found:
-            return value(found[0]) if len(found) == 1 else None
+            return found[0] if len(found) == 1 else None
     return None
+
+
+def nearest(candidates: Iterable[str], folder: str | Path) -> list[str]:
+    """``candidates`` (paths of things that are copies of one another, found by identity rather than by a stored path:
+    a sha256 several exports list) nearest ``folder`` first, by the tiers' rule: inside the artifact's own folder,
+    then inside each folder above it (the fewer folders up to the one holding both, the nearer), then by path, so
+    the choice does not depend on the order the inputs were given in."""
+    here = Path(os.path.abspath(folder))
+
+    def rank(path: str) -> tuple[int, str]:
+        there = os.path.abspath(path)
+        common = Path(os.path.commonpath([here, there]))
+        return len(here.parts) - len(common.parts), there
+    return sorted(dict.fromkeys(candidates), key=rank)

@@ -298,7 +298,9 @@ def section_latency(data: ReportData) -> str:
     threads = len({r.threads for r in recs}) > 1  # one thread count: named once, in the heading (a column less)
     rows = "".join(
         f'<tr><td class="label" title="{esc(m.record.model)}">{esc(m.name or m.record.model_name)}</td>'
-        f'<td class="path" title="{esc(m.record.model)}">{esc_wrap(file_cell(m.file or m.record.model_name, m.note))}</td>'
+        f'<td class="path" title="{esc(m.record.model)}">{esc_wrap(file_cell(m.file or m.record.model_name, m.note))}'
+        + (' <span class="muted">(a repeat: a newer record of this file and settings is the point)</span>'
+           if m.repeat else "") + '</td>'
         f'<td>{esc(m.record.runtime)}</td><td class="num">{m.record.batch}</td>'
         + (f'<td class="num">{_threads(m.record.threads)}</td>' if threads else "")
         + "".join(f'<td class="num" data-v="{getattr(m.record.latency_ms, k)}">{getattr(m.record.latency_ms, k):.3g}</td>'

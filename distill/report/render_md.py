@@ -9,7 +9,7 @@ from distill.report.data import Z95, ReportData, extra, file_cell
 from distill.report.decision import decision_for, int8_file_of
 from distill.report.export_sections import NEAR_TIE_NOTE, ORT_FLOAT_NOTE, cpu_kinds_note, kept_labels, near_tie_cell
 from distill.report.qad_sections import qad_markdown
-from distill.report.repeats import repeat_notes
+from distill.report.repeats import bench_repeat_notes, repeat_notes
 from distill.report.runs import RunGroup, against_best
 
 
@@ -72,6 +72,9 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                          f"{p.latency['p50']:.3g} | {p.latency['p90']:.3g} | {p.latency['p99']:.3g} | "
                          f"{_pct(p.score)}{_ci(p.score_se)} |")
         lines.append("")
+        timed_again = bench_repeat_notes(data.points)  # a file benched again: one point, its repeats said
+        if timed_again:
+            lines += ["Benched more than once (each point is the newest record):", ""] + [f"- {n}" for n in timed_again] + [""]
     if data.groups or data.teachers:
         doms = data.domains
         lines += ["## Per-run accuracy (%)", "", "Top-1 on each domain's test split; *: a source (training) domain "

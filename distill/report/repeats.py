@@ -1,8 +1,19 @@
-"""Repeats of a seed in the report, in words: which run of a seed counted and why
-(:func:`distill.report.runs.distinct_seeds` chose it), and what two repeats' differing results are put down to."""
+"""Repeats in the report, in words.
+
+- A seed run twice: which run of a seed counted and why (:func:`distill.report.runs.distinct_seeds` chose it), and
+  what two repeats' differing results are put down to.
+- A file benched twice at the same settings (its sha256, runtime, batch, device, threads; benched again, or a bench
+  file copied with its tree): one measurement taken twice, not two models, so one point, by the same rule as a seed's
+  repeats: the newest record counts (its ``timestamp``; on a tie, the one read last, as before), the repeats are
+  left out of the points and said, with every record's p50, in a warning and by the measurements table
+  (:func:`counted`, :func:`bench_repeat_notes`); report.html's table of all records still lists each, marked.
+"""
 from __future__ import annotations
 
+from datetime import datetime
+
 from distill.records import pct
+from distill.report.data import Measurement, Point
 from distill.report.runs import Run, RunGroup, target_mean
 
 
@@ -40,3 +51,54 @@ def repeats_warning(groups: list[RunGroup]) -> str | None:
     return (f"{len(notes)} run(s) repeat the seed of another run of the same configuration (a rerun into another "
             "run.out, a copied folder) and are left out: n counts distinct seeds, the run of each that finished last "
             "counts: " + "; ".join(notes))
+
+
+def counted(timed: list[tuple[Measurement, Point]]) -> Point:
+    """The point of one file's records at one setting (in the order read): the newest record's, the others kept on
+    it as its repeats (:attr:`Measurement.repeat`), newest first."""
+    order = sorted(range(len(timed)), key=lambda i: (_when(timed[i][0]), i), reverse=True)
+    measured, point = timed[order[0]]
+    point.measured = measured
+    point.repeats = [timed[i][0] for i in order[1:]]
+    for m in point.repeats:
+        m.repeat = True
+    return point
+
+
+def _when(m: Measurement) -> float:
+    """A record's ``timestamp`` as seconds since the epoch; -inf when it does not read as a time (counts as oldest)."""
+    try:
+        return datetime.fromisoformat(m.record.timestamp).timestamp()
+    except (TypeError, ValueError):
+        return float("-inf")
+
+
+def bench_repeat_notes(points: list[Point]) -> list[str]:
+    """One line per point timed more than once: ``NAME, batch 1, ort-cpu, 4 thread(s) on DEVICE: timed 2 times,
+    counted once: the record of TIME in FILE (p50 1.02 ms); left out: the record of TIME in FILE (p50 1.1 ms); the
+    later timestamp counts``."""
+    notes = []
+    for p in points:
+        if not p.repeats or p.measured is None:
+            continue
+        threads = "default threads" if p.threads is None else f"{p.threads} thread(s)"
+        tie = _when(p.measured) == _when(p.repeats[0])
+        why = "the same timestamp: the one read last counts" if tie else "the later timestamp counts"
+        left = "; ".join(_record(m) for m in p.repeats)
+        notes.append(f"{p.named}, batch {p.batch}, {threads} on {p.device}: timed {1 + len(p.repeats)} times, counted "
+                     f"once: {_record(p.measured)}; left out: {left}; {why}")
+    return notes
+
+
+def _record(m: Measurement) -> str:
+    return f"the record of {m.record.timestamp} in {m.source} (p50 {m.record.latency_ms.p50:.3g} ms)"
+
+
+def bench_repeats_warning(points: list[Point]) -> str | None:
+    """The one warning line for every benchmark record left out as a repeat (:func:`counted`); None when none is."""
+    notes = bench_repeat_notes(points)
+    if not notes:
+        return None
+    n = sum(len(p.repeats) for p in points)
+    return (f"{n} benchmark record(s) repeat another record of the same file at the same settings (benched again, a "
+            "copied bench file) and are left out of the points: each point is the newest record: " + "; ".join(notes))

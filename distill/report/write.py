@@ -15,15 +15,16 @@ qad.json or bench line that is not its record (half-written by an interrupted co
 left out with one warning naming the file (and line); only when nothing at all can be read is the
 report refused.
 
-Joining: a benchmark record belongs to the exported model whose sha256 it carries (else whose
+Joining: a benchmark record belongs to the exported model whose sha256 it carries (of copies, the nearest) (else whose
 path it names: every path an artifact stores is found as :mod:`distill.report.locate` says, wherever the report
 runs); a record whose sha256 is not the one export.json lists for the file at its path
 timed a file since replaced: it stays unmatched, and the report warns once
 (``ReportData.warnings``). A ``torch`` record of a checkpoint belongs to the export of that
 checkpoint (``provenance.checkpoint_sha256``), else to the run whose folder holds the checkpoint.
 The accuracy of a point is the mean top-1 over the domains every point was evaluated on; its
-latency is the record's p50. The Pareto rule and the standard errors are in
-:mod:`distill.report.data`; runs are read and grouped in :mod:`distill.report.runs`.
+latency is the record's p50 (of a file benched twice at one setting, the newest: :mod:`distill.report.repeats`).
+The Pareto rule and the standard errors are in :mod:`distill.report.data`; runs are read and grouped in
+:mod:`distill.report.runs`.
 """
 from __future__ import annotations
 
@@ -47,10 +48,10 @@ from distill.report.data import (
     mark_pareto,
 )
 from distill.report.engines import engine_index, engine_of
-from distill.report.locate import hits, narrow, places
+from distill.report.locate import hits, narrow, nearest, places
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
-from distill.report.repeats import repeats_warning
+from distill.report.repeats import bench_repeats_warning, counted, repeats_warning
 from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run
 from distill.utils.io import atomic_write_text
 
@@ -150,6 +151,8 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         data.run_of_qad(q)
         data.export_of_qad(q)
     data.points = _join(data)
+    if (timed_again := bench_repeats_warning(data.points)) is not None:  # benched twice: one point, said so
+        data.warnings.append(timed_again)
 
     domains: list[str] = []
     for ex in data.exports:
@@ -190,18 +193,21 @@ def _bench_lines_skipped(path: Path, skipped: list[tuple[int, str]]) -> str:
 
 
 def _join(data: ReportData) -> list[Point]:
-    """One :class:`Point` per (model, runtime, batch, device, threads), the newest record winning; labels each record."""
-    by_sha: dict[str, tuple[ExportReport, ExportedModel]] = {}
-    by_ckpt_sha: dict[str, ExportReport] = {}
+    """One :class:`Point` per (model, runtime, batch, device, threads): a file benched again at the same settings is
+    one point, the newest record counting, its repeats kept on it (:func:`distill.report.repeats.counted`); labels
+    each record."""
+    # several exports may hold one file (a copied export): each lookup by sha256 takes the one nearest the record
+    by_sha: dict[str, dict[str, tuple[ExportReport, ExportedModel]]] = {}  # sha256 -> {export folder: (report, model)}
+    by_ckpt_sha: dict[str, dict[str, ExportReport]] = {}
     files: dict[str, _File] = {}  # real path -> what is there: an exported model, a distill qad file, an engine
     for ex in data.exports:
         for m in ex.report.models:
             if m.sha256:
-                by_sha[m.sha256] = (ex.report, m)
+                by_sha.setdefault(m.sha256, {})[ex.dir] = (ex.report, m)
             files[os.path.realpath(Path(ex.dir) / m.file)] = _File("model", (ex.report, m))
         ck = ex.report.provenance.get("checkpoint_sha256")
         if ck:
-            by_ckpt_sha[ck] = ex.report
+            by_ckpt_sha.setdefault(ck, {})[ex.dir] = ex.report
     engines = engine_index([(ex.dir, ex.report) for ex in data.exports])
     for path, engine in engines.by_path.items():
         files.setdefault(path, _File("engine", engine))
@@ -210,7 +216,7 @@ def _join(data: ReportData) -> list[Point]:
     runs = {os.path.realpath(r.dir): r for r in data.runs}
     dir_of = {id(ex.report): ex.dir for ex in data.exports}
 
-    latest: dict[tuple, Point] = {}
+    timed: dict[tuple, list[tuple[Measurement, Point]]] = {}  # one file at one setting -> its records (repeats)
     replaced: list[tuple[str, str]] = []  # records of a file export.json no longer lists (another sha256 at its path)
     elsewhere: list[tuple[str, str]] = []  # records found by their relative path at another export's file (other bytes)
     for entry in data.records:
@@ -228,7 +234,9 @@ def _join(data: ReportData) -> list[Point]:
         # tree copied whole), its own tree's (distill/report/locate.py narrow)
         found = narrow(hits(where, files), identity=data.file_sha)
         at = files[found[0]] if len(found) == 1 else _File("", None)
-        hit = _model_of(r, at.what if at.kind == "model" else None, by_sha, at.kind == "qad")
+        near = Path(entry.source).parent
+        hit = _model_of(r, at.what if at.kind == "model" else None, _nearest(by_sha, r.model_sha256, near),
+                        at.kind == "qad")
         if len(found) > 1 and hit is None:
             data.ambiguous(f"the benchmark record of {r.model} in {entry.source}", "timed files", found)
         elif hit is None and at.kind == "model":  # another sha256 at its path: replaced, unless its own path is here
@@ -253,13 +261,13 @@ def _join(data: ReportData) -> list[Point]:
             accuracy = finite(engine.source.accuracy) or None
             count = _eval_count(engine.export)
         elif r.runtime == "torch":
-            e = by_ckpt_sha.get(r.model_sha256 or "")
+            e = _nearest(by_ckpt_sha, r.model_sha256, near)
             if e is not None:
                 accuracy = finite((e.reference or {}).get("accuracy")) or None
                 student = data.export_label(e)
                 count = _eval_count(e)
             elif (run := data.one(f"the benchmark record of {r.model} in {entry.source}", "runs", where, runs,
-                                  above=3, identity=data.run_weights)) is not None:  # the run holding the checkpoint
+                                  above=3, identity=data.run_identity)) is not None:  # the run holding the checkpoint
                 accuracy = run.accuracy or None
                 student = run.label
         if accuracy is None:
@@ -270,7 +278,7 @@ def _join(data: ReportData) -> list[Point]:
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),
                   threads=r.threads, count=count, note=note, file=file)
         entry.name, entry.file, entry.note = f"{student} · {precision}", file, note  # as the latency tables name it
-        latest[(r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads)] = p
+        timed.setdefault((r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads), []).append((entry, p))
     if replaced:
         files_ = list(dict.fromkeys(f for f, _ in replaced))
         data.warnings.append(
@@ -286,7 +294,7 @@ def _join(data: ReportData) -> list[Point]:
             f"their .jsonl, which has other bytes: "
             f"{'; '.join(f'{a} (found {b})' for a, b in pairs[:3])}{' ...' if len(pairs) > 3 else ''} (a bench file "
             f"{why}?); they have no accuracy here")
-    return list(latest.values())
+    return [counted(group) for group in timed.values()]
 
 
 class _File(NamedTuple):
@@ -297,20 +305,27 @@ class _File(NamedTuple):
     what: Any
 
 
+def _nearest(by_sha: dict[str, dict[str, R]], sha: str | None, folder: Path) -> R | None:
+    """What ``by_sha`` holds for ``sha`` (sha256 -> {folder: thing}): of copies in several folders, the one nearest the
+    record's own ``folder`` (:func:`distill.report.locate.nearest`); None for no sha256 or none held."""
+    held = by_sha.get(sha or "") or {}
+    return held[nearest(held, folder)[0]] if held else None
+
+
 def _model_of(record: BenchRecord, at_path: tuple[ExportReport, ExportedModel] | None,
-              by_sha: dict[str, tuple[ExportReport, ExportedModel]],
+              by_sha: tuple[ExportReport, ExportedModel] | None,
               in_qad: bool) -> tuple[ExportReport, ExportedModel] | None:
     """The exported model a record timed: the one whose sha256 it carries (of two exports holding that file, the one
-    at its path, ``at_path``), else, for a record without a sha256 or an export.json without one, the one at its
-    path. A file of a ``distill qad`` folder is that folder's (its PTQ file can be a byte copy of an export's int8
-    file, qad --export). None when the sha256s are known and differ: the file at the path has been replaced since it
-    was timed."""
+    at its path, ``at_path``, else the one nearest the record, ``by_sha``), else, for a record without a sha256 or an
+    export.json without one, the one at its path. A file of a ``distill qad`` folder is that folder's (its PTQ file
+    can be a byte copy of an export's int8 file, qad --export). None when the sha256s are known and differ: the file
+    at the path has been replaced since it was timed."""
     if in_qad:
         return None
     sha = record.model_sha256
     if at_path is not None and (not sha or not at_path[1].sha256 or at_path[1].sha256 == sha):
         return at_path
-    return by_sha.get(sha) if sha else None
+    return by_sha if sha else None
 
 
 def _qad_files(data: ReportData) -> dict[str, tuple[str, str, dict[str, float] | None, dict[str, int] | None]]:
