@@ -1,10 +1,11 @@
 """Listing a data root: main's ``sorted(Path.rglob)`` walk (two stats per file) vs the ``os.scandir`` walk.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/listing.py --sizes 200000,1000000 [--old DIR] [--dir DIR]
+    PYTHONPATH=. .venv/bin/python benchmarks/listing.py --sizes 200000,1000000 [--old DIR] [--dir DIR] [--flat]
 
 Builds ROOT/d{0..3}/c{0..49}/img_NNNNNNN.jpg (one byte each; N/200 files per class folder, as an ImageNet-like
-tree) and, beside it, one unlabeled folder of N/10 files in 10 subfolders. The old code is main's, loaded from a
-``git archive main`` copy (``--old``; made here when not given), into this process beside the new code. Per size:
+tree; ``--flat``: ROOT/d0/c000/ holds all N) and, beside it, one unlabeled folder of N/10 files in 10 subfolders.
+The old code is main's, loaded from a ``git archive main`` copy (``--old``; made here when not given), into this
+process beside the new code. Per size:
 
 - time: ``list_images(ROOT)`` and ``scan_folder(FOLDER)``, old and new, interleaved (old, new, new, old, ...),
   warm page cache (one untimed listing first); both must give the same arrays. The figure is the ratio.
@@ -51,14 +52,16 @@ def load_old(old: Path):
     return mods
 
 
-def build(top: Path, n: int) -> tuple[Path, Path]:
-    root, cam = top / f"root{n}", top / f"cam{n}"
-    if (top / f".done{n}").exists():
+def build(top: Path, n: int, flat: bool = False) -> tuple[Path, Path]:
+    tag = f"{n}flat" if flat else f"{n}"
+    root, cam = top / f"root{tag}", top / f"cam{tag}"
+    if (top / f".done{tag}").exists():
         return root, cam
-    per = n // (DOMAINS * CLASSES)
+    domains, classes = (1, 1) if flat else (DOMAINS, CLASSES)
+    per = n // (domains * classes)
     k = 0
-    for d in range(DOMAINS):
-        for c in range(CLASSES):
+    for d in range(domains):
+        for c in range(classes):
             folder = root / f"d{d}" / f"c{c:03d}"
             folder.mkdir(parents=True, exist_ok=True)
             for _ in range(per):
@@ -72,7 +75,7 @@ def build(top: Path, n: int) -> tuple[Path, Path]:
             fd = os.open(cam / f"s{s}" / f"u_{i:07d}.jpg", os.O_CREAT | os.O_WRONLY, 0o644)
             os.write(fd, b"x")
             os.close(fd)
-    (top / f".done{n}").touch()
+    (top / f".done{tag}").touch()
     return root, cam
 
 
@@ -129,7 +132,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="timed (old, new) pairs per size")
     p.add_argument("--old", type=Path, help="a `git archive main` copy (default: made in a temporary folder)")
     p.add_argument("--dir", type=Path, help="where the trees are built (kept: reused by a later run)")
-    p.add_argument("--strace-n", type=int, default=20000, help="files in the tree the syscalls are counted on")
+    p.add_argument("--flat", action="store_true", help="all of ROOT's files in one class folder")
+    p.add_argument("--strace-n", type=int, default=20000, help="files in the tree the syscalls are counted on (0: not counted)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="listing-bench-"))
     old = args.old
@@ -141,7 +145,7 @@ def main() -> None:
     top.mkdir(parents=True, exist_ok=True)
     old_mods, new_mods = load_old(old), (new_listing, new_unlabeled)
     try:
-        if shutil.which("strace"):
+        if shutil.which("strace") and args.strace_n:
             root, cam = build(top, args.strace_n)
             n = args.strace_n + args.strace_n // 10
             print(f"syscalls per file (strace -c -f; {args.strace_n:,} under ROOT + {args.strace_n // 10:,} unlabeled)\n"
@@ -152,7 +156,7 @@ def main() -> None:
         peaks = []
         for size in (int(x) for x in args.sizes.split(",")):
             t0 = time.perf_counter()
-            root, cam = build(top, size)
+            root, cam = build(top, size, args.flat)
             print(f"(tree of {size:,} built in {time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
             ref = run(new_mods, root, cam)  # warms the page cache
             for r in range(args.repeats):

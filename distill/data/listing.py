@@ -90,10 +90,11 @@ def walk_images(top: str | Path, prefix: str = "", hidden_folders: bool = True) 
     """
     try:
         with os.scandir(top) as it:
-            entries = sorted(it, key=lambda e: e.name)
+            entries = sorted(it, key=lambda e: e.name, reverse=True)
     except PermissionError:
         return
-    for e in entries:
+    while entries:  # popped in name order: an entry, and the stat it caches, is freed once it is listed
+        e = entries.pop()
         if _is(lambda: e.is_dir(follow_symlinks=False)):
             if hidden_folders or not e.name.startswith("."):
                 yield from walk_images(e.path, f"{prefix}{e.name}/", hidden_folders)
@@ -143,7 +144,8 @@ Listing = tuple[list[str], "FileList | Sequence[tuple[str, str, str, int]]"]
 
 def list_images(root: str | Path) -> tuple[list[str], FileList]:
     """The one walk of ROOT's file system: its domain folders and every image under ROOT/DOMAIN/CLASS/ with
-    its size (hidden files and folders skipped). :class:`~distill.data.folder.DomainFolder` makes it, or takes
+    its size (hidden files, domain and class folders skipped; a hidden folder *inside* a class folder is listed,
+    as it always was: fingerprints hold it). :class:`~distill.data.folder.DomainFolder` makes it, or takes
     one made once for the whole run (:func:`distill.utils.runtime.share_from_main`: rank 0 lists, the other
     ranks receive). Packed class folder by class folder: what is held per file is a few bytes plus its path.
     Files whose names are not UTF-8 are left out and listed in :attr:`FileList.unnamed`.
