@@ -8,6 +8,7 @@ import shlex
 
 from distill.cli._split import add_split_arguments, split_keys_of
 from distill.config import parse_eps
+from distill.data.listing import shown
 from distill.errors import DistillError
 from distill.records import CACHE_ADVERSARIAL_DIR, CACHE_MANIFEST, AdversarialManifest, CacheManifest
 from distill.utils.io import check_out_dir
@@ -172,8 +173,8 @@ def _build(args: argparse.Namespace) -> int:
         print(f"teacher cache {state}: {out} ({m.rows} rows = {images} x "
               f"{m.views.count} view(s), {len(m.shards)} shard(s){skipped})")
         for f in m.dataset.unlabeled_folders or []:
-            print(f"unlabeled folder {f.path}: {f.images} images, cached as '{f.name}' (a run pools it with "
-                  f"data.unlabeled=[{f.path}])")
+            print(f"unlabeled folder {shown(f.path)}: {f.images} images, cached as '{f.name}' (a run pools it "
+                  f"with data.unlabeled=[{shown(f.path)}])")  # shown: a path that is not UTF-8 as \\xNN
         if m.views.policy is not None:
             print(f"view policy: {_policy_line(m.views.policy)}")
         if args.adv_views:

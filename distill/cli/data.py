@@ -8,7 +8,7 @@ from pathlib import Path
 
 from distill.cli._split import add_split_arguments, split_rule_of
 from distill.data.folder import DomainFolder
-from distill.data.listing import NOT_UTF8
+from distill.data.listing import NOT_UTF8, shown
 from distill.records import DATA_CLASS_MAP, SUITE_INFO
 
 
@@ -71,8 +71,8 @@ def _summary(args: argparse.Namespace) -> int:
     if ds.unnamed:
         print(f"warning: {len(ds.unnamed)} image(s) left out below ({NOT_UTF8}; every other command refuses them "
               "unless --skip-bad; rename them):" + "".join(f"\n  {p}" for p in ds.unnamed), file=sys.stderr)
-    cmap = ds.class_map_source or "none (folder names)"
-    print(f"{ds.root}: {len(ds.domains)} domains, {len(ds.classes)} classes, {len(ds)} images "
+    cmap = shown(ds.class_map_source) if ds.class_map_source else "none (folder names)"
+    print(f"{shown(ds.root)}: {len(ds.domains)} domains, {len(ds.classes)} classes, {len(ds)} images "
           f"(test fraction {ds.test_fraction}, val fraction {ds.val_fraction} of train, pretrain fraction "
           f"{ds.pretrain_fraction} (the teacher's pool), split seed {ds.split_seed}; "
           f"class map: {cmap})")

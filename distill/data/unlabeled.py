@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from distill.data.images import IMAGE_EXTENSIONS
-from distill.data.listing import is_utf8, refuse_unnamed, shown
+from distill.data.listing import is_utf8, refuse_unnamed, shown, walk_images
 from distill.errors import DistillError
 from distill.utils.io import sha256_files
 
@@ -84,11 +84,7 @@ def scan_folder(entry: str, root: str | Path, key: str, skip_bad: bool = False) 
     if path == root or root in path.parents or path in root.parents:
         raise DistillError(f"{key}: folder '{entry}' overlaps the data root {root} (its images are the domains' "
                            "labelled train/val/test images); name a domain under the root to pool its train split")
-    files = []
-    for f in sorted(path.rglob("*")):
-        rel = f.relative_to(path)
-        if f.suffix.lower() in IMAGE_EXTENSIONS and not any(p.startswith(".") for p in rel.parts) and f.is_file():
-            files.append((rel.as_posix(), f.stat().st_size))
+    files = list(walk_images(path, hidden_folders=False))  # one stat per image (distill.data.listing)
     unnamed: tuple[str, ...] = ()
     try:  # one encode of all the names; only a failure looks at them one by one
         "\n".join(rel for rel, _ in files).encode()
@@ -115,10 +111,11 @@ def scan_folders(entries: Iterable[str], root: str | Path, key: str, skip_bad: b
 
 
 def folder_names(folders: Iterable[UnlabeledFolder], taken: Iterable[str]) -> list[str]:
-    """A stable name per folder: its directory's name, ``-2``, ``-3``... after one a domain or folder has."""
+    """A stable name per folder: its directory's name (bytes that are not UTF-8 shown as ``\\xNN``: the name is
+    stored as text, in sample paths and caches' manifests), ``-2``, ``-3``... after one a domain or folder has."""
     used, names = set(taken), []
     for folder in folders:
-        base = folder.path.name or "folder"
+        base = shown(folder.path.name) or "folder"
         name, k = base, 1
         while name in used:
             k += 1
