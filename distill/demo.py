@@ -264,7 +264,9 @@ def _adversarial_stage(dataset: DomainFolder, teacher_ckpt: Path, cache_dir: Pat
     cfg = demo_recipe(ADVERSARIAL, root, cache_dir, out / "runs" / ADVERSARIAL, quick, progress, overrides)
     runs[ADVERSARIAL] = train_or_resume(cfg)
     settings, robust = cfg.robust, runs[ADVERSARIAL].robust
-    if settings is None or robust is None:  # the adv_cached recipe has a robust section; a run from before it not
+    # the adv_cached recipe has a robust section; a summary.json already in OUT/runs/adv_cached may have been
+    # trained without one (then it holds no robust results)
+    if settings is None or robust is None:
         raise DistillError(f"{out / 'runs' / ADVERSARIAL}: no robustness results (a run without a robust section); "
                            f"delete that folder and rerun the demo")
     ev = RobustEvaluator(dataset, dataset.domains, load_student(Path(runs[DISTILLED].checkpoint)).spec, settings)
