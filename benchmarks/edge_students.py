@@ -293,7 +293,7 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
             opt.update(ranges="observed")
         else:  # as distill.demo_ship.qad_stage runs it
             opt.update(export_dir=exp_dir, target_domains=tuple(summary.target_domains), flavour="ort-cpu",
-                       eval_count=export_settings(quick=False).eval_count, **QAD_SETTINGS)
+                       eval_count=export_settings(quick=False).eval_count, **asdict(QAD_SETTINGS))
         q = api.qad(checkpoint=ckpt, out_dir=qad_dir, cache=cache if args.qad_cache else None, **opt)
     secs.setdefault("qad", round(time.time() - t, 1))
     if q.accuracy is None:

@@ -77,8 +77,8 @@ def build_cache(config: CacheBuildConfig | Mapping[str, Any], *, progress: bool 
     from distill.teacher.cache.job import CacheBuildConfig, run_cache_build
 
     cfg = config if isinstance(config, CacheBuildConfig) else CacheBuildConfig.from_options(config)
-    if _check_progress(progress) is not None:
-        cfg = dataclasses.replace(cfg, progress=progress)
+    if (flag := _check_progress(progress)) is not None:
+        cfg = dataclasses.replace(cfg, progress=flag)
     return run_cache_build(cfg)
 
 

@@ -217,7 +217,8 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True, advers
     rows[f"open-vocab -> {tag}"] = withheld["student"]
     table = accuracy_table(rows, dataset.domains, source)
     first = runs["erm"]
-    flops_ratio = first.flops / first.teacher_flops if first.teacher_flops else float("nan")
+    flops_ratio = (first.flops / first.teacher_flops if first.flops is not None and first.teacher_flops
+                   else float("nan"))
     table += (f"\n(-> {tag}: accuracy on the test images of {', '.join(WITHHELD)} only, 10-way, which no student "
               f"label ever named; the open-vocab student re-targeted to all 10 names)")
     print(f"\nper-domain test accuracy (student FLOPs = {100 * flops_ratio:.1f}% of the teacher's):\n{table}")
@@ -256,17 +257,22 @@ def _adversarial_stage(dataset: DomainFolder, teacher_ckpt: Path, cache_dir: Pat
     else:  # adversarial views crafted once against the teacher, stored in the cache
         teacher = Teacher(DEMO_ARCH, str(teacher_ckpt), dataset.classes, DEMO_TEMPLATES)
         views = dict(ADVERSARIAL_VIEWS, steps=2) if quick else ADVERSARIAL_VIEWS
-        adv = build_adversarial_views(dataset, teacher, cache_dir, AdversarialOptions(domains=source, **views),
+        adv = build_adversarial_views(dataset, teacher, cache_dir, AdversarialOptions(domains=tuple(source), **views),
                                       progress=progress)
         del teacher
         print(f"  adversarial views: {adv}")
     cfg = demo_recipe(ADVERSARIAL, root, cache_dir, out / "runs" / ADVERSARIAL, quick, progress, overrides)
     runs[ADVERSARIAL] = train_or_resume(cfg)
-    settings = cfg.robust
+    settings, robust = cfg.robust, runs[ADVERSARIAL].robust
+    # the adv_cached recipe has a robust section; a summary.json already in OUT/runs/adv_cached may have been
+    # trained without one (then it holds no robust results)
+    if settings is None or robust is None:
+        raise DistillError(f"{out / 'runs' / ADVERSARIAL}: no robustness results (a run without a robust section); "
+                           f"delete that folder and rerun the demo")
     ev = RobustEvaluator(dataset, dataset.domains, load_student(Path(runs[DISTILLED].checkpoint)).spec, settings)
     # the adversarial run evaluated its best checkpoint with the same settings at the end of training
     results = {DISTILLED: ev(load_student(Path(runs[DISTILLED].checkpoint))),
-               ADVERSARIAL: runs[ADVERSARIAL].robust.domains}
+               ADVERSARIAL: robust.domains}
     eps = list(next(iter(results[DISTILLED].values())).pgd)
     head = ["model", "domain", "clean"] + [f"pgd {e}" for e in eps] + ["corruptions"]
     lines = [" | ".join(f"{h:>12s}" for h in head)]

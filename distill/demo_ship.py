@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -34,13 +35,34 @@ from distill.report.decision import ShipDecision, decide
 SHIP = "fm_unlabeled"  # exported fp32 + int8; the open-vocabulary student is exported re-targeted, fp32
 OPENVOCAB = "openvocab"
 RETARGETED = "retargeted"  # RUN/checkpoints/retargeted: the open-vocab student named for every class
-BENCH = {"batches": (1,), "warmup": 10, "iters": 50, "threads": 1}  # ORT-CPU latency of every exported file
-BENCH_QUICK = {"batches": (1,), "warmup": 3, "iters": 20, "threads": 1}
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How the demo times every exported file on ONNX Runtime CPU (``distill bench``'s options)."""
+
+    batches: tuple[int, ...]
+    warmup: int
+    iters: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class QADSizes:
+    """The demo's ``distill qad`` sizes (:class:`~distill.export.qad_config.QADConfig`'s fields of these names)."""
+
+    epochs: int
+    calib_count: int
+    holdout_count: int
+
+
+BENCH = BenchSettings(batches=(1,), warmup=10, iters=50, threads=1)  # ORT-CPU latency of every exported file
+BENCH_QUICK = BenchSettings(batches=(1,), warmup=3, iters=20, threads=1)
 # QAD of the shipped student (distill qad, ort-cpu, fp32 student as its teacher), on calibration images of every
 # domain it trained on (the source's and the unlabeled targets'), then the no-harm rule picks its int8 file.
 # Sized to <= 20 % of the student's own training: 9-10 s on 2 cores (load ~3) against fm_unlabeled's 95 s.
-QAD_SETTINGS = {"epochs": 3, "calib_count": 256, "holdout_count": 256}
-QAD_QUICK = {"epochs": 1, "calib_count": 64, "holdout_count": 64}
+QAD_SETTINGS = QADSizes(epochs=3, calib_count=256, holdout_count=256)
+QAD_QUICK = QADSizes(epochs=1, calib_count=64, holdout_count=64)
 QAD_DIR = "qad"  # OUT/export/<SHIP>/qad: the QAD file, PTQ's when the rule picks it, qad.json
 
 
@@ -63,7 +85,7 @@ def qad_stage(out: Path, run: RunSummary, targets: list[str], quick: bool) -> QA
     if QADRecord.exists_in(qad_dir) and QADRecord.read(qad_dir).ship is not None:
         print(f"  {qad_dir}: already distilled (QAD)")
         return QADRecord.read(qad_dir)
-    export = export_settings(quick)
+    export, sizes = export_settings(quick), QAD_QUICK if quick else QAD_SETTINGS
     print(f"  -- qad {run.checkpoint}")
     t0 = time.time()
     # target domains: the unlabeled train images fm_unlabeled trained on join the calibration (and the hold-out)
@@ -71,8 +93,9 @@ def qad_stage(out: Path, run: RunSummary, targets: list[str], quick: bool) -> QA
     # better of the two files the demo has, and no second PTQ is made
     record = qad(QADConfig(checkpoint=run.checkpoint, out_dir=str(qad_dir), flavour="ort-cpu",
                            export_dir=str(out / "export" / SHIP),
-                           target_domains=tuple(targets), eval_count=export.eval_count,
-                           **(QAD_QUICK if quick else QAD_SETTINGS)), log=lambda m: print(f"  {m}"))
+                           target_domains=tuple(targets), eval_count=export.eval_count, epochs=sizes.epochs,
+                           calib_count=sizes.calib_count, holdout_count=sizes.holdout_count),
+                 log=lambda m: print(f"  {m}"))
     took, trained = time.time() - t0, run.train_seconds_this_session
     print(f"  QAD took {took:.0f}s" + (f" ({100 * took / trained:.0f} % of {SHIP}'s {trained:.0f}s of training)"
                                        if trained > 0 else ""))
@@ -123,12 +146,12 @@ def ship_stage(out: Path, runs: dict[str, RunSummary], targets: list[str], quick
     rows.append((SHIP, f"int8 {qad.ship_arm}", int8_file, sum(acc.values()) / len(acc) if acc else None))
     # timed round-robin, so that the report's latency ratios are fair on a shared machine (one file timed after
     # another could come out faster by chance: int8 0.89x fp32 in one demo, 1.17x in the export's interleaved check)
-    todo = [path for _, _, path, _ in rows if any((os.path.abspath(path), b) not in done for b in bench["batches"])]
+    todo = [path for _, _, path, _ in rows if any((os.path.abspath(path), b) not in done for b in bench.batches)]
     if todo:
-        write_jsonl(bench_files(todo, "ort-cpu", bench["batches"], bench["threads"], bench["warmup"], bench["iters"],
+        write_jsonl(bench_files(todo, "ort-cpu", bench.batches, bench.threads, bench.warmup, bench.iters,
                                 profile=True, topk=8), bench_file)  # + ONNX Runtime's top ops (a separate pass)
     records = list(BenchRecord.read_lines(bench_file))
-    print(f"\nONNX Runtime CPU, {bench['threads']} thread(s): latency p50 in ms and mean test accuracy over every domain")
+    print(f"\nONNX Runtime CPU, {bench.threads} thread(s): latency p50 in ms and mean test accuracy over every domain")
     print(f"  {'model':>12s} {'precision':>9s} {'batch':>5s} {'p50 ms':>8s} {'img/s':>8s} {'accuracy':>8s}")
     for name, precision, path, a in rows:
         for r in (r for r in records if os.path.abspath(r.model) == os.path.abspath(path)):

@@ -37,7 +37,7 @@ class ImageList(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
         s = self.samples[i]
         return self.transform(load_rgb(self.dataset.path(s))), s.label, s.index
 
@@ -92,7 +92,7 @@ class _SplitImages(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
         sample = self.dataset.sample_at(int(self.index[i]))
         return self.transform(load_rgb(self.dataset.path(sample))), int(self.labels[i])
 
@@ -207,11 +207,11 @@ class DomainEvaluator:
                 if logits.shape[-1] >= 5:
                     tally[-1] = 1
                     tally[len(domains) + k] += (logits.topk(5, dim=-1).indices == y[:, None]).any(-1).sum()
-        tally = all_reduce_sum(tally, self.dist).cpu().tolist()
+        counts: list[int] = all_reduce_sum(tally, self.dist).cpu().tolist()
         totals = [self._spans[d][1] - self._spans[d][0] for d in domains]
-        top1 = {d: (tally[k], t) for k, (d, t) in enumerate(zip(domains, totals))}
-        top5 = {d: (tally[len(domains) + k], t) for k, (d, t) in enumerate(zip(domains, totals))}
-        return top1, top5 if tally[-1] else None
+        top1 = {d: (counts[k], t) for k, (d, t) in enumerate(zip(domains, totals))}
+        top5 = {d: (counts[len(domains) + k], t) for k, (d, t) in enumerate(zip(domains, totals))}
+        return top1, top5 if counts[-1] else None
 
     def __call__(self, predict: Callable[[Tensor], Tensor], device: str | torch.device = "cpu") -> dict[str, float]:
         """Accuracy per domain as a fraction in [0, 1] (domains with no images in the split are omitted).

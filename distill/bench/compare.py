@@ -20,6 +20,7 @@ distribution-free 95 % interval (``scipy.stats.quantile_test``: the order statis
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str 
             shape = runners[next(iter(models))].input_shape(batch)
             x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
         # timed in the given order (the timing order does not matter; the creation order does)
-        got = interleaved_times({k: (lambda r=runners[k]: r.run(x)) for k in models}, warmup, runs)
+        got = interleaved_times({k: functools.partial(runners[k].run, x) for k in models}, warmup, runs)
         for k in models:
             times[k] += got[k]
         del runners  # one pass's sessions alive at a time

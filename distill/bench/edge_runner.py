@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
@@ -36,7 +37,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -93,7 +94,7 @@ def time_callable(fn: Callable[[], Any], warmup: int, iters: int) -> list[float]
     return times
 
 
-def interleaved_times(fns: dict[str, Callable[[], Any]], warmup: int, iters: int) -> dict[str, list[float]]:
+def interleaved_times(fns: Mapping[str, Callable[[], Any]], warmup: int, iters: int) -> dict[str, list[float]]:
     """Time several callables round-robin (A B C A B C ...) so background load hits all alike.
 
     On a shared machine this is the only fair comparison: compare ratios measured this way.
@@ -204,6 +205,7 @@ def cpu_info() -> dict[str, Any]:
     if model in ("", platform.machine()):  # ARM boards: name the board (Jetson: "NVIDIA Jetson AGX Orin ...")
         with contextlib.suppress(OSError):
             model = Path("/proc/device-tree/model").read_text().strip("\x00\n ") or model
+    usable: int | None  # os.cpu_count() may not know
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -743,7 +745,7 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
         if p > 0 and reopen is not None:
             live = list(reopen(list(range(p, n)) + list(range(p))))
         for b in batches:
-            calls = {str(i): (lambda r=r, x=x: r.run(x)) for i, (r, x) in enumerate(zip(live, xs[b]))}
+            calls = {str(i): functools.partial(r.run, x) for i, (r, x) in enumerate(zip(live, xs[b]))}
             with PeakRSS() as peak:
                 t0 = time.perf_counter()
                 for k, t in interleaved_times(calls, warmup, runs).items():

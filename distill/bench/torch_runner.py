@@ -76,7 +76,9 @@ class TorchRunner:
         self.precision, self.compile_mode = precision, compile
         if self._cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
-        model = load_student(self.path).to(dev).eval().to(self.dtype).to(memory_format=self.memory_format)
+        model = load_student(self.path).to(dev).eval().to(self.dtype)
+        # torch's stubs: Module.to(memory_format=...) is documented and works, but no overload declares it
+        model = model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.model = model
         self.fn = model if compile == "none" else torch.compile(model, mode=None if compile == "default" else compile,
                                                                dynamic=False)

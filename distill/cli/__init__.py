@@ -31,6 +31,7 @@ import os
 import pkgutil
 import select
 import sys
+from collections.abc import Iterator
 
 from distill import __version__
 from distill.cli._log import warning_lines
@@ -64,7 +65,7 @@ def add_progress_flag(parser: argparse.ArgumentParser) -> None:
                         help="no progress bars (warnings and results are still printed)")
 
 
-def _leaf_parsers(parser: argparse.ArgumentParser):
+def _leaf_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
     """Every parser under ``parser`` that runs a command (has no subcommands of its own)."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:

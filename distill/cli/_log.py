@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from distill.errors import DistillWarning
 
@@ -73,8 +74,8 @@ class WarningPrinter:
     def __init__(self) -> None:
         self.printed: set[tuple[str, str]] = set()
 
-    def __call__(self, message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,
-                 line: str | None = None) -> None:
+    def __call__(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
         text = " ".join(str(message).split())
         if (category.__name__, text) in self.printed:
             return

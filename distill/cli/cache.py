@@ -119,8 +119,8 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _names(text: str | None) -> list[str] | None:
-    return [d.strip() for d in text.split(",") if d.strip()] if text else None
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(d.strip() for d in text.split(",") if d.strip()) if text else None
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -139,7 +139,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
     pixel_sizes = parse_sizes(args.store_pixels or "")
-    pixels = PixelOptions(pixel_sizes, args.pixel_interpolation, args.pixel_codec, args.pixel_quality)
+    pixels = PixelOptions(tuple(pixel_sizes), args.pixel_interpolation, args.pixel_codec, args.pixel_quality)
     if pixels.codec != "raw" and not pixel_sizes:
         raise DistillError(f"--pixel-codec {pixels.codec}: needs --store-pixels SIZE (the store it encodes)")
     hflip = args.hflip if args.hflip is not None else (0.0 if args.policy == "fm" else 0.5)

@@ -103,7 +103,7 @@ def _split_rule(args: argparse.Namespace) -> SplitRule:
 def _run(args: argparse.Namespace) -> int:
     # lazy: torch, timm; the CLI builds its parser before any command runs
     from distill.data.folder import DomainFolder
-    from distill.records import RobustReport
+    from distill.records import RobustReport, SkippedImage
     from distill.robust.evaluate import RobustEvaluator, robust_table
     from distill.student.model import load_student
     from distill.utils.runtime import resolve_device
@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     evaluator = RobustEvaluator(dataset, domains, student.spec, settings, split=args.split)
     results = evaluator(student, device)
     report = RobustReport(checkpoint=str(args.checkpoint), data=str(args.data), split=args.split,
-                          skipped_images=[{"path": p, "reason": why} for p, why in skipped],
+                          skipped_images=[SkippedImage(path=p, reason=why) for p, why in skipped],
                           settings=settings.to_dict(), domains=results)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

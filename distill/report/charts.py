@@ -113,7 +113,7 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
     ml, mr, mt, mb = 62, 24, 26, 46
     w, h = width - ml - mr, height - mt - mb
     xs = [p.latency["p50"] for p in pts]
-    ys = [100 * p.score for p in pts]
+    ys = [100 * p.scored for p in pts]
     xlo, xhi = min(xs), max(xs)
     use_log = xlo > 0 and xhi / xlo > 20
     if use_log:
@@ -150,18 +150,18 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
     front = sorted((p for p in pts if p.pareto), key=lambda p: p.latency["p50"])
     if len(front) > 1:
         # staircase: a faster point's accuracy holds until the next, slower improvement
-        d = [f"M{fx(front[0].latency['p50']):.1f},{fy(100 * front[0].score):.1f}"]
-        d += [f"H{fx(p.latency['p50']):.1f}V{fy(100 * p.score):.1f}" for p in front[1:]]
+        d = [f"M{fx(front[0].latency['p50']):.1f},{fy(100 * front[0].scored):.1f}"]
+        d += [f"H{fx(p.latency['p50']):.1f}V{fy(100 * p.scored):.1f}" for p in front[1:]]
         out.append(f'<path d="{" ".join(d)}" fill="none" stroke="#1d2b3a" stroke-width="1.5" stroke-dasharray="5,3"/>')
     for p in pts:  # 95 % intervals first, under every marker
         if p.score_se is not None:
             x, e = fx(p.latency["p50"]), 100 * Z95 * p.score_se
-            y0, y1 = fy(max(0.0, 100 * p.score - e)), fy(min(100.0, 100 * p.score + e))
+            y0, y1 = fy(max(0.0, 100 * p.scored - e)), fy(min(100.0, 100 * p.scored + e))
             out.append(f'<path d="M{x - 4:.1f},{y0:.1f}H{x + 4:.1f}M{x:.1f},{y0:.1f}V{y1:.1f}M{x - 4:.1f},{y1:.1f}'
                        f'H{x + 4:.1f}" stroke="{color(p.precision)}" stroke-width="1.2" fill="none" opacity="0.8"/>')
     labels: list[tuple[float, float, float, str, str]] = []  # (x, y, width, anchor, text) of placed labels
     for p in sorted(pts, key=lambda p: p.pareto):
-        x, y = fx(p.latency["p50"]), fy(100 * p.score)
+        x, y = fx(p.latency["p50"]), fy(100 * p.scored)
         ci = (f" ± {percent(Z95 * p.score_se, 2)} (95 %)" if p.score_se is not None else " (test-set size unknown)")
         tip = (f"{p.named} · batch {p.batch}\np50 {p.latency['p50']:.3g} ms, p90 {p.latency['p90']:.3g}, "
                f"p99 {p.latency['p99']:.3g}\naccuracy {percent(p.score, 2)}%{ci}\n{p.device}")

@@ -83,6 +83,13 @@ class Point:
         return f"{self.student} · {self.precision} · {self.runtime}"
 
     @property
+    def scored(self) -> float:
+        """:attr:`score`, of a point known to have one (the chart and the front hold only those)."""
+        if self.score is None:
+            raise ValueError(f"{self.label}: no accuracy to compare")
+        return self.score
+
+    @property
     def named(self) -> str:
         """:attr:`label` and the timed file as the tables name it (:func:`file_cell`): two points of one student and
         precision (two exports of one run) differ by it. What the Pareto chart and its key call a point."""
@@ -298,8 +305,8 @@ def _student_label(arch: str, strategy: str | None) -> str:
 def significantly_better(a: Point, b: Point) -> bool:
     """Is ``a`` more accurate than ``b`` beyond the test sets' noise (95 %)? Plain ``>`` when a size is unknown."""
     if a.score_se is None or b.score_se is None:
-        return a.score > b.score
-    return a.score - b.score > Z95 * math.hypot(a.score_se, b.score_se)
+        return a.scored > b.scored
+    return a.scored - b.scored > Z95 * math.hypot(a.score_se, b.score_se)
 
 
 def dominates(q: Point, p: Point) -> bool:

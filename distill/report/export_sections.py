@@ -67,10 +67,10 @@ def section_int8(data: ReportData) -> str:
             decided_on_drop = dis_before is None and "disagreement_pts" not in (m.model_extra or {})
             before = fb_before.get("worst_drop_pts") if decided_on_drop else dis_before
             after = max((extra(m, "drops_pts" if decided_on_drop else "disagreement_pts") or {}).values(), default=None)
-            drops = extra(m, "drops_pts") or {}
+            drops: dict[str, float] = extra(m, "drops_pts") or {}
             drop = max(drops.values(), default=None)
             # McNemar's p of that domain's drop (paired: fp32 and int8 scored the same test images)
-            drop_p = (extra(m, "drops_p") or {}).get(max(drops, key=drops.get)) if drops else None
+            drop_p = (extra(m, "drops_p") or {}).get(max(drops, key=drops.__getitem__)) if drops else None
             kept = kept_labels(fb)
             ratio = lc.get("ratio_vs_fp32")
             slow = lc.get("slower_than_fp32")

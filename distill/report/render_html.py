@@ -329,17 +329,17 @@ def _mem(measurement: Measurement) -> str:
 
 
 def section_top_ops(data: ReportData) -> str:
-    prof = [m for m in data.records if m.top_ops]
+    prof = [(m, ops) for m in data.records if (ops := m.top_ops)]
     if not prof:
         return ('<section id="ops"><h2>Top operators</h2><p class="note">No profiled records: add '
                 '<code>--profile</code> to <code>distill bench</code>.</p></section>')
     parts = ['<section id="ops"><h2>Top operators (onnxruntime profiler)</h2>']
-    for i, m in enumerate(prof):
+    for i, (m, ops) in enumerate(prof):
         rows = "".join(
             f'<tr><td>{esc(o["op"])}</td><td class="num">{o.get("calls", "")}</td><td class="num">{o["total_ms"]:.2f}</td>'
             f'<td class="num">{o.get("pct", 0):.1f}</td><td style="width:40%"><div class="bar"><div style="width:'
-            f'{min(100.0, o.get("pct", 0)):.1f}%"></div></div></td></tr>' for o in m.top_ops)
-        top = m.top_ops[0]
+            f'{min(100.0, o.get("pct", 0)):.1f}%"></div></div></td></tr>' for o in ops)
+        top = ops[0]
         parts.append(f'<details{" open" if i == 0 else ""}><summary><b>{esc(m.label or m.record.model_name)} · '
                      f'{esc(m.record.runtime)} · batch {m.record.batch}</b> <span class="muted">— top: '
                      f'{esc(top["op"])} {top.get("pct", 0):.0f}%</span></summary>'

@@ -131,11 +131,11 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
             lines += [f"- {data.export_label(e)}: {d.text()}" for e, d in decisions]
             lines.append("")
     lines += qad_markdown(data)
-    prof = [r for r in data.records if r.top_ops]
+    prof = [(r, ops) for r in data.records if (ops := r.top_ops)]
     if prof:
         lines += ["## Top operators", ""]
-        for r in prof:
-            ops = ", ".join(f"{o['op']} {o.get('pct', 0):.0f}%" for o in r.top_ops[:5])
-            lines.append(f"- {r.label or r.record.model_name} ({r.record.runtime}, batch {r.record.batch}): {ops}")
+        for r, ops in prof:
+            top = ", ".join(f"{o['op']} {o.get('pct', 0):.0f}%" for o in ops[:5])
+            lines.append(f"- {r.label or r.record.model_name} ({r.record.runtime}, batch {r.record.batch}): {top}")
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from torch import Tensor
 from distill.data import DomainFolder
 from distill.errors import DistillError
 from distill.evaluate import decode_split
+from distill.student.model import Student
 from distill.teacher.cache import TeacherCache
 from distill.teacher.cache.format import SPLIT_CODES
 
@@ -46,7 +47,7 @@ def subset_correct(logits: Tensor, labels: Tensor, column_names: Sequence[str], 
 
 
 @torch.no_grad()
-def student_withheld_accuracy(student: torch.nn.Module, dataset: DomainFolder, domains: Sequence[str],
+def student_withheld_accuracy(student: Student, dataset: DomainFolder, domains: Sequence[str],
                               classes: Sequence[str], batch_size: int = 256) -> dict[str, float]:
     """Per domain: the student's accuracy on test images of ``classes``, among all its class names."""
     student.eval()

@@ -162,13 +162,13 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
     for p in data.points:
         domains.extend((p.accuracy or {}).keys())
     data.domains = list(dict.fromkeys(domains))
-    with_acc = [p for p in data.points if p.accuracy]
-    common = [d for d in data.domains if all(d in p.accuracy for p in with_acc)] if with_acc else []
+    with_acc = [(p, p.accuracy) for p in data.points if p.accuracy]
+    common = [d for d in data.domains if all(d in acc for _, acc in with_acc)] if with_acc else []
     data.common_domains = common
-    for p in with_acc:
-        keys = common or list(p.accuracy)
-        p.score = sum(p.accuracy[d] for d in keys) / len(keys)
-        p.score_se = binomial_se(p.accuracy, p.count, keys)
+    for p, acc in with_acc:
+        keys = common or list(acc)
+        p.score = sum(acc[d] for d in keys) / len(keys)
+        p.score_se = binomial_se(acc, p.count, keys)
     mark_pareto(data.points)
     return data
 
@@ -209,8 +209,8 @@ def _join(data: ReportData) -> list[Point]:
         if ck:
             by_ckpt_sha.setdefault(ck, {})[ex.dir] = ex.report
     engines = engine_index([(ex.dir, ex.report) for ex in data.exports])
-    for path, engine in engines.by_path.items():
-        files.setdefault(path, _File("engine", engine))
+    for path, listed in engines.by_path.items():
+        files.setdefault(path, _File("engine", listed))
     for path, qad in _qad_files(data).items():
         files[path] = _File("qad", qad)  # a file of a qad folder is that folder's (its PTQ file: a copy of an export's)
     runs = {os.path.realpath(r.dir): r for r in data.runs}
@@ -261,11 +261,11 @@ def _join(data: ReportData) -> list[Point]:
             accuracy = finite(engine.source.accuracy) or None
             count = _eval_count(engine.export)
         elif r.runtime == "torch":
-            e = _nearest(by_ckpt_sha, r.model_sha256, near)
-            if e is not None:
-                accuracy = finite((e.reference or {}).get("accuracy")) or None
-                student = data.export_label(e)
-                count = _eval_count(e)
+            ref = _nearest(by_ckpt_sha, r.model_sha256, near)
+            if ref is not None:
+                accuracy = finite((ref.reference or {}).get("accuracy")) or None
+                student = data.export_label(ref)
+                count = _eval_count(ref)
             elif (run := data.one(f"the benchmark record of {r.model} in {entry.source}", "runs", where, runs,
                                   above=3, identity=data.run_identity)) is not None:  # the run holding the checkpoint
                 accuracy = run.accuracy or None

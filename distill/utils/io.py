@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 from distill.errors import DistillError
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Write ``path`` atomically: ``write(tmp)`` fills a temp file beside it, then rename.
 
     A process killed at any moment leaves either the old file or the complete new one,

@@ -67,7 +67,8 @@ class RowFile:
         # "c": copy-on-write, so a tensor over a saved file is writable for torch and never writes the file
         with os.fdopen(os.dup(self._fd), "rb+" if self.writable else "rb") as f:  # the map keeps its own descriptor
             array = np.memmap(f, dtype=self.dtype, mode="r+" if self.writable else "c", shape=self.shape)
-        array.rowfile = self  # the mapping keeps its RowFile (and descriptor) alive, not the other way round
+        # numpy's stubs declare no such attribute; a memmap (an ndarray subclass) takes one at runtime
+        array.rowfile = self  # type: ignore[attr-defined]  # the mapping keeps its RowFile (and descriptor) alive, not the other way round
         t = torch.from_numpy(array)
         _BY_ADDRESS[t.data_ptr()] = self
         return t

@@ -361,14 +361,14 @@ def check_precision(precision: str, device: torch.device, what: str = "precision
     return DTYPES[precision]
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     """``torch.autocast`` for bf16/fp16, a no-op context for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
-def full_precision(like: torch.Tensor):
+def full_precision(like: torch.Tensor) -> torch.autocast:
     """Autocast off (fp32 matmuls) on ``like``'s device: for losses and normalizations under autocast."""
     return torch.autocast(like.device.type, enabled=False)
 

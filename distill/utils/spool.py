@@ -49,16 +49,17 @@ class RowSpool:
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="distill-rows-")
                 for part in self._parts:
-                    self._file.write(memoryview(part).cast("B"))
+                    # numpy's stubs give ndarray the buffer protocol only for Python >= 3.12's typing
+                    self._file.write(memoryview(part).cast("B"))  # type: ignore[arg-type]
                 self._parts = []
-            self._file.write(memoryview(a).cast("B"))
+            self._file.write(memoryview(a).cast("B"))  # type: ignore[arg-type]  # as above: numpy's stubs
         except OSError as e:
             raise DistillError(f"{tempfile.gettempdir()}: cannot spool {self.rows:,} rows of a pass over the data "
                                f"there: {e.strerror}; free space there or point TMPDIR elsewhere") from e
 
     def tensor(self) -> Tensor:
         """Every row appended, as one tensor (the spool is spent: append no more)."""
-        if self._spent or self.rows == 0 or self._shape is None:
+        if self._spent or self.rows == 0 or self._shape is None or self._dtype is None:
             raise ValueError("no rows to read: nothing was appended, or tensor() was called already")
         self._spent = True
         if self._file is None:
