@@ -270,7 +270,9 @@ def _join(data: ReportData) -> list[Point]:
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),
                   threads=r.threads, count=count, note=note, file=file)
         entry.name, entry.file, entry.note = f"{student} · {precision}", file, note  # as the latency tables name it
-        latest[(r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads)] = p
+        # a rerun of one file replaces its record; a byte copy the report names apart (qad --export's PTQ file, a copy
+        # of the export's int8 file) is a row of its own
+        latest[(r.model_sha256 or r.model, p.student, p.precision, p.file, p.runtime, p.batch, p.device, p.threads)] = p
     if replaced:
         files_ = list(dict.fromkeys(f for f, _ in replaced))
         data.warnings.append(
