@@ -374,6 +374,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "dis
         raise DistillError(f"nothing to report: no {RUN_SUMMARY}, {EXPORT_REPORT}, {QAD_REPORT} or bench .jsonl found under "
                            + ", ".join(str(p) for p in paths))
     out = Path(out)
+    out = out.with_name(out.name + ".html") if not out.suffix else out  # --out report: report.html + report.md
     md = out.with_suffix(".md")
     if md == out:
         raise DistillError(f"--out {out}: the HTML file must not end in .md (the Markdown summary goes to {md})")
