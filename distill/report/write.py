@@ -45,6 +45,7 @@ from distill.report.data import (
     device_label,
     extra,
     mark_pareto,
+    unclash,
 )
 from distill.report.engines import engine_index, engine_of
 from distill.report.locate import hits, narrow, places
@@ -211,6 +212,7 @@ def _join(data: ReportData) -> list[Point]:
     dir_of = {id(ex.report): ex.dir for ex in data.exports}
 
     latest: dict[tuple, Point] = {}
+    named: list[tuple[Measurement, Point, str]] = []  # each record's entry, point and the full path its file names
     replaced: list[tuple[str, str]] = []  # records of a file export.json no longer lists (another sha256 at its path)
     elsewhere: list[tuple[str, str]] = []  # records found by their relative path at another export's file (other bytes)
     for entry in data.records:
@@ -234,10 +236,10 @@ def _join(data: ReportData) -> list[Point]:
         elif hit is None and at.kind == "model":  # another sha256 at its path: replaced, unless its own path is here
             own = os.path.realpath(r.model) if os.path.isabs(r.model) else found[0]  # and is another file (a copy)
             (replaced if own == found[0] else elsewhere).append((r.model, found[0]))
-        file = _short(r.model)  # where the timed file was; the export's folder + file when joined to one
+        full = r.model  # where the timed file was; the export's folder + file when joined to one
         if hit:
             e, m = hit
-            file = _short(os.path.join(dir_of[id(e)], m.file))
+            full = os.path.join(dir_of[id(e)], m.file)
             student = data.export_label(e)
             accuracy = finite(m.accuracy) or None
             count = _eval_count(e)
@@ -249,7 +251,7 @@ def _join(data: ReportData) -> list[Point]:
                                   by_path=len(found) < 2)) is not None:
             # export.json lists it: its ONNX's accuracy
             student, precision, note = data.export_label(engine.export), engine.precision, engine.note
-            file = _short(os.path.join(engine.dir, engine.engine["engine"]))
+            full = os.path.join(engine.dir, engine.engine["engine"])
             accuracy = finite(engine.source.accuracy) or None
             count = _eval_count(engine.export)
         elif r.runtime == "torch":
@@ -266,13 +268,16 @@ def _join(data: ReportData) -> list[Point]:
             data.unmatched += 1
             if not hit and not note and at.kind != "qad":
                 note = "ambiguous: two timed files fit" if len(found) > 1 else "not joined to an export or run"
+        file = _short(full)
         p = Point(student=student, precision=precision, runtime=r.runtime, batch=r.batch,
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),
                   threads=r.threads, count=count, note=note, file=file)
         entry.name, entry.file, entry.note = f"{student} · {precision}", file, note  # as the latency tables name it
+        named.append((entry, p, full))
         # a rerun of one file replaces its record; a byte copy the report names apart (qad --export's PTQ file, a copy
         # of the export's int8 file) is a row of its own
         latest[(r.model_sha256 or r.model, p.student, p.precision, p.file, p.runtime, p.batch, p.device, p.threads)] = p
+    unclash(named)
     if replaced:
         files_ = list(dict.fromkeys(f for f, _ in replaced))
         data.warnings.append(
