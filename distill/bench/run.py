@@ -5,7 +5,8 @@ MODEL may be:
 - an ``.onnx`` file (runtimes ``ort-cpu`` default, ``ort-cuda``, ``ort-trt``);
 - a TensorRT engine ``.engine`` / ``.plan`` (runtime ``tensorrt``);
 - a student checkpoint folder (``student.json``; runtime ``torch``);
-- an export folder (``export.json``): every model it lists.
+- an export folder (``export.json``): every model it lists;
+- a ``distill qad`` folder (``qad.json``): its int8 files (QAD's, and PTQ's when the no-harm rule wrote it).
 
 A folder holding both a checkpoint and an export (an export written into the checkpoint folder, which ``distill
 export`` refuses since session 26) needs ``--runtime``: ``torch`` times the checkpoint, an ONNX Runtime the export.
@@ -33,7 +34,7 @@ from distill.bench.edge_runner import (
 )
 from distill.bench.torch_runner import TorchRunner
 from distill.errors import DistillError
-from distill.records import EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport
+from distill.records import EXPORT_REPORT, QAD_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport, QADRecord
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -43,7 +44,7 @@ def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, s
     path = Path(model)
     if not path.exists():
         raise DistillError(f"{path}: not found (expected an .onnx file, a TensorRT engine, a checkpoint folder "
-                           f"with {STUDENT_SPEC}, or an export folder with {EXPORT_REPORT})")
+                           f"with {STUDENT_SPEC}, an export folder with {EXPORT_REPORT}, or a qad folder with {QAD_REPORT})")
     if runtime is not None and runtime not in RUNTIMES:
         raise DistillError(f"--runtime: unknown runtime '{runtime}' (have: {', '.join(RUNTIMES)})")
     if path.is_dir():
@@ -64,7 +65,14 @@ def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, s
                 raise DistillError(f"{path} is a checkpoint folder: it runs with --runtime torch (export it for "
                                    f"'{runtime}': distill export {shlex.quote(str(path))} --out DIR)")
             return [(path, "torch")]
-        raise DistillError(f"{path}: folder has neither {EXPORT_REPORT} nor {STUDENT_SPEC}")
+        if QADRecord.exists_in(path):
+            rt = runtime or "ort-cpu"
+            if rt in ("torch", "tensorrt"):
+                raise DistillError(f"--runtime {rt} cannot run a qad folder's ONNX files: use ort-cpu, ort-cuda or "
+                                   "ort-trt (or pass its checkpoint folder / an engine)")
+            return [(f, rt) for f in qad_files(path)]
+        raise DistillError(f"{path}: folder has none of {EXPORT_REPORT} (an export), {QAD_REPORT} (distill qad) "
+                           f"or {STUDENT_SPEC} (a checkpoint): pass .onnx files, an engine or one of those folders")
     if path.suffix in ENGINE_SUFFIXES:
         if runtime not in (None, "tensorrt"):
             raise DistillError(f"{path} is a TensorRT engine: it runs with --runtime tensorrt")
@@ -92,6 +100,18 @@ def exported_files(folder: Path) -> list[Path]:
             raise DistillError(f"{file}: not the file {record} describes (its sha256 differs from the recorded "
                                f"{m.sha256[:12]}…); export into {folder} again")
     return [folder / m.file for m in models]
+
+
+def qad_files(folder: Path) -> list[Path]:
+    """The int8 files a ``distill qad`` folder's qad.json names: QAD's, then PTQ's when the no-harm rule wrote it
+    (fp32 is the export's: bench it with them, ``distill bench EXPORT/model.fp32.onnx QAD_DIR/*.onnx --interleave``)."""
+    record_path = QADRecord.path_in(folder)
+    record = QADRecord.read(record_path)
+    files = [folder / name for name in dict.fromkeys(n for n in (record.qad_file, record.ptq_file) if n)]
+    for file in files:
+        if not file.is_file():
+            raise DistillError(f"{file}: named in {record_path} but missing; run distill qad into {folder} again")
+    return files
 
 
 @dataclass(frozen=True)

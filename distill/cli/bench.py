@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "p50/p90/p99 latency, throughput, peak memory, device and library versions. The same code runs "
         "on devices as distill/bench/edge_runner.py (numpy + onnxruntime or tensorrt only).")
     p.add_argument("model", nargs="+",
-                   help=".onnx, .engine/.plan, a checkpoint folder (torch) or an export folder; several with "
+                   help=".onnx, .engine/.plan, a checkpoint folder (torch), an export folder or a distill qad folder "
+                        "(its int8 files); several with "
                         "--interleave to compare them")
     add_bench_arguments(p, RUNTIMES, default_runtime=None)
     t = p.add_argument_group("runtime torch (a checkpoint folder)")

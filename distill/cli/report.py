@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "recursively). Writes one self-contained HTML file (no network needed) and the same name with .md beside it "
         "(report.html -> report.md).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, export dirs, qad dirs, bench .jsonl files, or parents")
-    p.add_argument("--out", default=REPORT_HTML, help=f"HTML file to write (default: {REPORT_HTML})")
+    p.add_argument("--out", default=REPORT_HTML, help=f"HTML file to write (default: {REPORT_HTML}; a name without a suffix gets .html)")
     p.add_argument("--title", default="distill report", help="page title")
     p.set_defaults(func=run, _parser=p, interrupt_hint="rerun the same command (it starts over)")
 

@@ -64,7 +64,7 @@ from distill.export.out_dir import refuse_checkpoint_or_run
 from distill.export.qad_calibration import count_fitter, export_config
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
 from distill.export.qad_moves import changed_share, int8_weights
-from distill.export.qad_ship import holdout_pairs, no_harm, ptq_file
+from distill.export.qad_ship import engine_script, holdout_pairs, no_harm, ptq_file
 from distill.export.quantize import (
     FLAVOURS,
     Int8Flavour,
@@ -200,8 +200,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         student=student.spec.arch, flavour=flavour.name, library=LIBRARY,
         teacher="fp32+cache" if teacher_logits is not None else "fp32", config=cfg.model_dump(mode="json") | (
             {"export_dir": os.path.abspath(cfg.export_dir)} if cfg.export_dir else {}) | {  # as laid out, absolute
-            # and relative to the qad folder (a moved tree still joins), in config, an open dict: a file an older
-            # distill reads (review 2, M3)
+            # and relative to the qad folder (a moved tree still joins), in config: an older distill reads it (M3)
             "relative": relative_paths(out, checkpoint=checkpoint, export_dir=cfg.export_dir)},
         calibration_images=len(calib), test_images=len(data.eval_images), ptq=ptq, qad=result,
         qad_file=dst.name, tuned_checkpoint=ckpt.name, qdq_check=qdq_check, torch_vs_onnx=agreement,
@@ -211,6 +210,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         ship=ship, ship_reason=reason, holdout_pairs=pairs, ptq_file=shipped_ptq.name if ship == "ptq" else None,
         ptq_origin=ptq_origin, kept_float=keep.layers, float_outputs=keep.float_outputs)
     say(f"wrote {record.write(out)}")
+    engine_script(out, flavour.name, record.ship_file, student.spec.input_size, calib, ecfg.trt_batches, say)
     return record
 
 

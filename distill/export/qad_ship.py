@@ -12,10 +12,14 @@ QAD's hold-out be"), and the two files are then equally good choices.
 """
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Callable, Literal
 
 import numpy as np
 
+from distill.export.images import ImageSet
+from distill.export.onnx import INPUT_NAME
+from distill.export.tensorrt_script import write_build_script, write_check_files
 from distill.records import Disagreement, HoldoutPairs
 from distill.report.stats import mcnemar
 
@@ -54,3 +58,19 @@ def no_harm(ptq: Disagreement, qad: Disagreement, images: int,
     if q < p - TIE_PTS:
         return "qad", f"{where}: QAD {q:.2f} < PTQ {p:.2f} pts{chance}"
     return "ptq", f"{where}: QAD {q:.2f} >= PTQ {p:.2f} pts, so QAD did not help{chance}"
+
+
+def engine_script(out: Path, flavour: str, ship_file: str, input_size: tuple[int, int], calib: ImageSet,
+                  batches: tuple[int, int, int], say: Callable[[str], None]) -> Path | None:
+    """A tensorrt-flavour QAD folder's ``build_engine.sh``: ``model.int8.engine`` from ``ship_file`` (the int8 file
+    the rule picked), built on the device as an export's script builds its own (TensorRT 10 or 11), then checked
+    against ONNX Runtime on that file over QAD's calibration images (``tensorrt_check.py`` + its images). Without
+    it, an export's script built only the export's own int8 file. None (nothing written) for other flavours."""
+    if flavour != "tensorrt":
+        return None
+    engines = [{"onnx": ship_file, "onnx_strongly_typed": ship_file, "engine": "model.int8.engine", "precision": "int8"}]
+    write_check_files(out, calib, INPUT_NAME, batches)
+    script = write_build_script(out, engines, INPUT_NAME, (3, *input_size), batches, reference=ship_file)
+    say(f"wrote {script}: builds model.int8.engine from {ship_file} (the int8 file the rule picked) — run it on the "
+        "target device")
+    return script

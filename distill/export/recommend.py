@@ -10,6 +10,8 @@ with PyTorch. :func:`recommend` turns them into one choice and a one-line reason
    disagreement is within the budget;
 2. else int8 for a runtime this machine cannot time (tensorrt flavour), within budget — without
    claiming a speed-up;
+   with both flavours exported, the reason also names the other runtime's choice (int8 (tensorrt) beside a paying
+   ort-cpu int8; fp32 for onnxruntime-cpu beside a tensorrt int8 when ort-cpu's int8 did not pay);
 3. else fp16 when it was exported and agrees with PyTorch within the budget;
 4. else fp32.
 When int8 is within budget but not faster and float islands remain (hardswish's HardSigmoid; squeeze-excite's
@@ -123,22 +125,26 @@ def recommend(int8: list[Int8Facts], fp16: Fp16Facts | None, max_drop: float, st
     """The precision to ship and why (see the module docstring for the order)."""
     families = INT8_FASTER_FAMILIES if families is None else families
     paying = sorted((f for f in int8 if f.pays and f.within_budget), key=lambda f: f.ratio_vs_fp32 or 1.0)
+    untimed = [f for f in int8 if not f.representative and f.within_budget]
     if paying:
         f = paying[0]
+        other = (f"; for {untimed[0].target_runtime}: int8 ({untimed[0].flavour}), its speed-up not measured here "
+                 "(time it on the device)") if untimed else ""  # --int8-flavour both: the other target's choice
         return ShipRecommendation(
             precision="int8", flavour=f.flavour, speedup_measured=True, latency_ratio=f.ratio_vs_fp32,
             float_op_types=f.float_op_types,
             reason=f"int8 ({f.flavour}) is {f.ratio_text()} on {f.target_runtime} here and "
-                   f"disagrees with fp32 on {f.worst_disagreement_pts:.2f} pts <= --max-drop {f.max_drop_pts:g}")
-    untimed = [f for f in int8 if not f.representative and f.within_budget]
+                   f"disagrees with fp32 on {f.worst_disagreement_pts:.2f} pts <= --max-drop {f.max_drop_pts:g}{other}")
     if untimed:
         f = untimed[0]
+        here = [g for g in int8 if g.representative]  # --int8-flavour both: timed here, and not shipped (not paying)
+        other = f"; for {here[0].target_runtime}: ship fp32 ({_why_not_int8(here, families, student)})" if here else ""
         return ShipRecommendation(
             precision="int8", flavour=f.flavour, speedup_measured=False, latency_ratio=None,
             float_op_types=f.float_op_types,
             reason=f"int8 ({f.flavour}) disagrees with fp32 on {f.worst_disagreement_pts:.2f} pts <= --max-drop "
                    f"{f.max_drop_pts:g}; its speed-up on {f.target_runtime} was not measured (this CPU is not the "
-                   "target): time it on the device (distill bench), else ship fp16")
+                   f"target): time it on the device (distill bench), else ship fp16{other}")
     why = _why_not_int8(int8, families, student)
     if fp16 is not None and fp16.disagreement_pts <= max_drop:
         return ShipRecommendation(

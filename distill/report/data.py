@@ -321,3 +321,27 @@ def mark_pareto(points: list[Point]) -> None:
         group = [p for p in points if p.batch == batch and p.score is not None]
         for p in group:
             p.pareto = not any(dominates(q, p) for q in group if q is not p)
+
+
+def unclash(named: list[tuple[Measurement, Point, str]]) -> None:
+    """Timed files that read alike (``qad/erm/x.onnx`` and ``export/erm/x.onnx``: both ``erm/x.onnx``) are named by
+    as many folders as tell them apart, in the point and its measurement; ``named``: (measurement, point, the path
+    the short name was made from, absolute or relative to the measurement's .jsonl)."""
+    def where(m: Measurement, full: str) -> str:
+        return os.path.realpath(full if os.path.isabs(full) else os.path.join(os.path.dirname(m.source), full))
+
+    places: dict[str, set[str]] = {}
+    for m, p, full in named:
+        places.setdefault(p.file, set()).add(where(m, full))
+    longer: dict[str, str] = {}  # (realpath) -> its longer name
+    for short, paths in places.items():
+        if len(paths) < 2:
+            continue
+        parts = {path: path.strip(os.sep).split(os.sep) for path in paths}
+        depth = next((k for k in range(2, max(map(len, parts.values())) + 1)
+                      if len({tuple(v[-k:]) for v in parts.values()}) == len(parts)), 0)
+        longer.update({path: "/".join(v[-depth:]) if depth else path for path, v in parts.items()})
+    for m, p, full in named:
+        name = longer.get(where(m, full))
+        if name:
+            p.file = m.file = name

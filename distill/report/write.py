@@ -46,6 +46,7 @@ from distill.report.data import (
     device_label,
     extra,
     mark_pareto,
+    unclash,
 )
 from distill.report.engines import engine_index, engine_of
 from distill.report.locate import hits, narrow, nearest, places
@@ -53,6 +54,7 @@ from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
 from distill.report.repeats import bench_repeats_warning, counted, repeats_warning
 from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run
+from distill.report.unmatched import unmatched_warnings
 from distill.utils.io import atomic_write_text
 
 __all__ = ["Inputs", "collect", "discover", "write_report"]
@@ -217,6 +219,7 @@ def _join(data: ReportData) -> list[Point]:
     dir_of = {id(ex.report): ex.dir for ex in data.exports}
 
     timed: dict[tuple, list[tuple[Measurement, Point]]] = {}  # one file at one setting -> its records (repeats)
+    named: list[tuple[Measurement, Point, str]] = []  # each record's entry, point and the full path its file names
     replaced: list[tuple[str, str]] = []  # records of a file export.json no longer lists (another sha256 at its path)
     elsewhere: list[tuple[str, str]] = []  # records found by their relative path at another export's file (other bytes)
     for entry in data.records:
@@ -242,10 +245,10 @@ def _join(data: ReportData) -> list[Point]:
         elif hit is None and at.kind == "model":  # another sha256 at its path: replaced, unless its own path is here
             own = os.path.realpath(r.model) if os.path.isabs(r.model) else found[0]  # and is another file (a copy)
             (replaced if own == found[0] else elsewhere).append((r.model, found[0]))
-        file = _short(r.model)  # where the timed file was; the export's folder + file when joined to one
+        full = r.model  # where the timed file was; the export's folder + file when joined to one
         if hit:
             e, m = hit
-            file = _short(os.path.join(dir_of[id(e)], m.file))
+            full = os.path.join(dir_of[id(e)], m.file)
             student = data.export_label(e)
             accuracy = finite(m.accuracy) or None
             count = _eval_count(e)
@@ -257,7 +260,7 @@ def _join(data: ReportData) -> list[Point]:
                                   by_path=len(found) < 2)) is not None:
             # export.json lists it: its ONNX's accuracy
             student, precision, note = data.export_label(engine.export), engine.precision, engine.note
-            file = _short(os.path.join(engine.dir, engine.engine["engine"]))
+            full = os.path.join(engine.dir, engine.engine["engine"])
             accuracy = finite(engine.source.accuracy) or None
             count = _eval_count(engine.export)
         elif r.runtime == "torch":
@@ -274,26 +277,18 @@ def _join(data: ReportData) -> list[Point]:
             data.unmatched += 1
             if not hit and not note and at.kind != "qad":
                 note = "ambiguous: two timed files fit" if len(found) > 1 else "not joined to an export or run"
+        file = _short(full)
         p = Point(student=student, precision=precision, runtime=r.runtime, batch=r.batch,
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),
                   threads=r.threads, count=count, note=note, file=file)
         entry.name, entry.file, entry.note = f"{student} · {precision}", file, note  # as the latency tables name it
-        timed.setdefault((r.model_sha256 or r.model, p.runtime, p.batch, p.device, p.threads), []).append((entry, p))
-    if replaced:
-        files_ = list(dict.fromkeys(f for f, _ in replaced))
-        data.warnings.append(
-            f"{len(replaced)} benchmark record(s) timed a file since replaced: the sha256 they carry is not the one "
-            f"export.json lists for {', '.join(files_[:3])}{' ...' if len(files_) > 3 else ''} (re-exported into the "
-            "same folder?); they have no accuracy here: bench the export again")
-    if elsewhere:
-        pairs = list(dict.fromkeys(elsewhere))
-        why = "copied next to another export" if all(os.path.exists(a) for a, _ in pairs) else \
-            "copied next to another export, or that export re-exported since"
-        data.warnings.append(
-            f"{len(elsewhere)} benchmark record(s) timed a file other than the one found by its path relative to "
-            f"their .jsonl, which has other bytes: "
-            f"{'; '.join(f'{a} (found {b})' for a, b in pairs[:3])}{' ...' if len(pairs) > 3 else ''} (a bench file "
-            f"{why}?); they have no accuracy here")
+        named.append((entry, p, full))
+        # a rerun of one file is a repeat (counted); a byte copy the report names apart (qad --export's PTQ file, a
+        # copy of the export's int8 file) is a row of its own
+        timed.setdefault((r.model_sha256 or r.model, p.student, p.precision, p.file, p.runtime, p.batch, p.device,
+                          p.threads), []).append((entry, p))
+    unclash(named)
+    data.warnings.extend(unmatched_warnings(replaced, elsewhere))
     return [counted(group) for group in timed.values()]
 
 
@@ -387,6 +382,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "dis
         raise DistillError(f"nothing to report: no {RUN_SUMMARY}, {EXPORT_REPORT}, {QAD_REPORT} or bench .jsonl found under "
                            + ", ".join(str(p) for p in paths))
     out = Path(out)
+    out = out.with_name(out.name + ".html") if not out.suffix else out  # --out report: report.html + report.md
     md = out.with_suffix(".md")
     if md == out:
         raise DistillError(f"--out {out}: the HTML file must not end in .md (the Markdown summary goes to {md})")
