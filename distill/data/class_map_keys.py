@@ -62,7 +62,7 @@ def warn_merged_folders(folders: Sequence[tuple[str, str]], names: Sequence[str]
     if not merged or said in _WARNED_MERGED or os.environ.get("RANK", "0") != "0":
         return
     _WARNED_MERGED.add(said)
-    for (name, members), domains in sorted(merged.items()):
-        print(f"warning: {where}: class folders {', '.join(map(repr, members))} (in domain(s) {', '.join(domains)}) "
+    for (name, merged_folders), domains in sorted(merged.items()):
+        print(f"warning: {where}: class folders {', '.join(map(repr, merged_folders))} (in domain(s) {', '.join(domains)}) "
               f"are all mapped to '{name}': merged into one class (intended? give each its own name to keep them "
               "apart)", file=sys.stderr)

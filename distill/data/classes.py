@@ -63,17 +63,19 @@ class ClassColumns:
 
     def __init__(self, columns: Sequence[int] | None, num_dataset_classes: int):
         self.columns = None if columns is None else list(columns)
-        self._index = None if columns is None else torch.tensor(self.columns, dtype=torch.long)
-        self._label_map = None
+        self._index: Tensor | None = None
+        self._label_map: Tensor | None = None
         if columns is not None:
+            self._index = torch.tensor(list(columns), dtype=torch.long)
             self._label_map = torch.full((num_dataset_classes,), NO_LABEL, dtype=torch.long)
-            self._label_map[self._index] = torch.arange(len(self.columns))
+            self._label_map[self._index] = torch.arange(len(self._index))
         self._on_device: dict[tuple[str, torch.device], Tensor] = {}  # copied once per device, not per batch
 
-    def _at(self, which: str, device: torch.device) -> Tensor:
+    def _at(self, which: str, table: Tensor, device: torch.device) -> Tensor:
+        """``table`` (``self._index`` or ``self._label_map``, named by ``which``) on ``device``."""
         key = (which, device)
         if key not in self._on_device:
-            self._on_device[key] = (self._index if which == "index" else self._label_map).to(device)
+            self._on_device[key] = table.to(device)
         return self._on_device[key]
 
     @property
@@ -84,17 +86,17 @@ class ClassColumns:
         """[B] data set class ids -> student class ids, :data:`NO_LABEL` for withheld classes (and kept -1s)."""
         if self._label_map is None:
             return labels
-        table = self._at("labels", labels.device)
+        table = self._at("labels", self._label_map, labels.device)
         return torch.where(labels >= 0, table[labels.clamp(min=0)], labels)
 
     def logits(self, logits: Tensor | None) -> Tensor | None:
         """[B, C_dataset] teacher logits -> [B, C_student]: the student's columns."""
         if logits is None or self._index is None:
             return logits
-        return logits[:, self._at("index", logits.device)]
+        return logits[:, self._at("index", self._index, logits.device)]
 
     def rows(self, table: Tensor | None) -> Tensor | None:
         """[C_dataset, ...] -> [C_student, ...] (the teacher's text embeddings)."""
         if table is None or self._index is None:
             return table
-        return table[self._at("index", table.device)]
+        return table[self._at("index", self._index, table.device)]

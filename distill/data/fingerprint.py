@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from distill.utils.io import sha256_files
+
+if TYPE_CHECKING:  # typing only: the stages that call this import the dataset themselves
+    from distill.data.folder import DomainFolder
 
 MODES = ("paths", "content")
 
 
-def content_fingerprint(dataset, domains: Iterable[str] | None = None) -> str:
+def content_fingerprint(dataset: DomainFolder, domains: Iterable[str] | None = None) -> str:
     """sha256 over the split rule, the class list and, per selected image, its path, class and byte hash.
 
     Args:

@@ -106,7 +106,7 @@ class DomainFolder:
         if keys or split is None:
             split = SplitRule.of("split rule", **{**(split.model_dump() if split is not None else {}), **keys})
         self.split = split
-        class_map = split.class_map
+        class_map: str | Path | dict[str, str] | None = split.class_map
         test_fraction, split_seed = split.test_fraction, split.split_seed
         val_fraction, pretrain_fraction = split.val_fraction, split.pretrain_fraction
         if class_map is None and (self.root / DATA_CLASS_MAP).is_file():

@@ -11,7 +11,7 @@ DataLoader workers forked from the process share these buffers without copying t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence, overload
+from typing import Iterable, Iterator, Protocol, Sequence, overload
 
 import numpy as np
 
@@ -77,7 +77,13 @@ def sort_order(text: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 _CHUNK = 1 << 12  # strings per step of the two functions above (their temporaries stay bounded)
 
 
-def hash_file_lines(h, table: SampleTable) -> None:
+class Hasher(Protocol):
+    """What :func:`hash_file_lines` feeds: a ``hashlib`` hash object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
+def hash_file_lines(h: Hasher, table: SampleTable) -> None:
     """``h.update(f"{relpath}\t{size}\t{class_name}\n".encode())`` for each sample of ``table`` in order (the
     dataset fingerprint's lines), in chunks of rows straight from the columns: no :class:`Sample` per image (one
     each cost ~40 s at 10^7 images, this ~5 s; benchmarks/RESULTS.md, "Scale: the dataset fingerprint's file-list

@@ -20,12 +20,15 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from distill.data.images import IMAGE_EXTENSIONS
 from distill.data.listing import is_utf8, refuse_unnamed, shown, walk_images
 from distill.errors import DistillError
 from distill.utils.io import sha256_files
+
+if TYPE_CHECKING:  # typing only: folder.py imports this module
+    from distill.data.folder import DomainFolder
 
 FOLDER_HINT = "a folder is named by a path: with a '/', or starting with '.' or '~'"
 
@@ -125,7 +128,7 @@ def folder_names(folders: Iterable[UnlabeledFolder], taken: Iterable[str]) -> li
     return names
 
 
-def add_folders(dataset, folders: Iterable[UnlabeledFolder]) -> None:
+def add_folders(dataset: DomainFolder, folders: Iterable[UnlabeledFolder]) -> None:
     """Add ``folders`` to ``dataset`` (a :class:`~distill.data.folder.DomainFolder`) as a cache build places them:
     sorted by path (the order they were named in does not change the cache), named by :func:`folder_names`,
     at the next free sample indices."""
@@ -134,11 +137,11 @@ def add_folders(dataset, folders: Iterable[UnlabeledFolder]) -> None:
         dataset.add_folder(name, folder)
 
 
-def folder_record(dataset, name: str, content: bool = False) -> dict:
+def folder_record(dataset: DomainFolder, name: str, content: bool = False) -> dict[str, str | int]:
     """What a cache records of folder ``name`` of ``dataset`` (a :class:`~distill.data.folder.DomainFolder`):
     name, path, first sample index, image count, ``files_sha256`` (and ``content_sha256`` with ``content``)."""
     folder = dataset.folders[name]
-    record = {"name": name, "path": str(folder.path), "first_index": dataset.first_index(name),
+    record: dict[str, str | int] = {"name": name, "path": str(folder.path), "first_index": dataset.first_index(name),
               "images": len(folder.files), "files_sha256": folder.files_sha256()}
     if content:
         record["content_sha256"] = folder.content_sha256()

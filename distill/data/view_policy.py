@@ -31,8 +31,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from distill.data.views import Mix, Photometric, ViewConfig, view_params, view_pixels
+from distill.data.views import Mix, Photometric, ViewConfig, ViewParams, view_params, view_pixels
 from distill.errors import DistillError, DistillWarning
+from distill.records import CacheManifest
 
 PARAMS_LAYOUT: tuple[str, ...] = (
     "x0", "y0", "w", "h", "flip",                                   # crop (views.view_params)
@@ -93,7 +94,8 @@ class ViewPolicy:
                 names = {f.name for f in fields(typ)}
                 if set(d[key]) - names:
                     raise DistillError(f"view policy {key}: unknown key(s) {sorted(set(d[key]) - names)}")
-                parts[key] = typ(**{k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()})
+                keys: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d[key].items()}
+                parts[key] = typ(**keys)
         return cls(**parts)
 
 
@@ -259,12 +261,12 @@ def _photometric(u8: Tensor, p: np.ndarray) -> Tensor:
     return x.clamp(0, 1).mul(255).round().to(torch.uint8)[0].contiguous()
 
 
-def _vector(vec) -> np.ndarray:
-    return np.asarray(vec.tolist() if hasattr(vec, "tolist") else vec, dtype=np.float32)
+def _vector(vec: ViewParams) -> np.ndarray:
+    return np.asarray(vec.tolist() if isinstance(vec, (np.ndarray, Tensor)) else vec, dtype=np.float32)
 
 
-def render_view(img: Image.Image, vec, size: tuple[int, int], interpolation: str = "bicubic",
-                partner_img: Image.Image | None = None, partner_vec=None) -> Tensor:
+def render_view(img: Image.Image, vec: ViewParams, size: tuple[int, int], interpolation: str = "bicubic",
+                partner_img: Image.Image | None = None, partner_vec: ViewParams | None = None) -> Tensor:
     """Replay a view: crop, photometric ops, then the mix with the partner's unmixed view.
 
     Args:
@@ -313,7 +315,7 @@ class PolicyRender:
     teacher_interpolation: str
 
     @classmethod
-    def for_manifest(cls, manifest) -> PolicyRender | None:
+    def for_manifest(cls, manifest: CacheManifest | None) -> PolicyRender | None:
         """None for a crop-only or old cache (today's path), else the teacher's size and filter."""
         if manifest is None or manifest.views.policy is None:
             return None
@@ -325,8 +327,8 @@ class PolicyRender:
         pre = manifest.preprocess
         return cls((int(pre.size[0]), int(pre.size[1])), str(pre.interpolation))
 
-    def pixels(self, img: Image.Image, view: int, vec, size: tuple[int, int], interpolation: str,
-               partner_img: Image.Image | None = None, partner_vec=None) -> Tensor:
+    def pixels(self, img: Image.Image, view: int, vec: ViewParams, size: tuple[int, int], interpolation: str,
+               partner_img: Image.Image | None = None, partner_vec: ViewParams | None = None) -> Tensor:
         """uint8 [3, H, W] at the student's ``size`` of the row ``(view, vec)``."""
         if int(view) == 0:
             return view_pixels(img, _vector(vec)[:CROP_PARAMS], size, interpolation)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeAlias
 
 import numpy as np
 from PIL import Image
@@ -28,6 +28,9 @@ from torch import Tensor
 from torchvision.transforms.functional import normalize, pil_to_tensor, to_tensor
 
 from distill.errors import DistillError
+
+#: a view's parameters as a cache row holds them: [5] crop params, or a policy's full vector
+ViewParams: TypeAlias = np.ndarray | Tensor | Sequence[float]
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -79,7 +82,8 @@ class ViewConfig:
         unknown = set(d) - {"scale", "ratio", "hflip"}
         if unknown:
             raise DistillError(f"view config: unknown key(s) {sorted(unknown)} (known: scale, ratio, hflip)")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        keys: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}  # checked in __post_init__
+        return cls(**keys)
 
 
 def _range(value: Sequence[float], what: str, low: float, high: float) -> tuple[float, float]:
@@ -253,7 +257,7 @@ def view_params(
     return np.array([x0 / W, y0 / H, w / W, h / H, flip], dtype=np.float32)
 
 
-def apply_view(img: Image.Image, params: np.ndarray | Tensor | list[float], size: tuple[int, int],
+def apply_view(img: Image.Image, params: ViewParams, size: tuple[int, int],
                interpolation: str = "bicubic") -> Image.Image:
     """Crop ``params``' box out of ``img``, resize it to ``size`` and flip it if asked.
 
@@ -280,7 +284,7 @@ def apply_view(img: Image.Image, params: np.ndarray | Tensor | list[float], size
     return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip >= 0.5 else out
 
 
-def view_pixels(img: Image.Image, params: np.ndarray | Tensor | list[float], size: tuple[int, int],
+def view_pixels(img: Image.Image, params: ViewParams, size: tuple[int, int],
                 interpolation: str = "bicubic") -> Tensor:
     """:func:`apply_view` as 8-bit pixels: what a trainer shows the student, before ``/ 255``.
 
@@ -306,5 +310,5 @@ def view_tensor(img: Image.Image, params: np.ndarray, size: tuple[int, int], int
     return normalize(x, list(mean), list(std))
 
 
-__all__ = ["Mix", "Photometric", "ViewConfig", "apply_view", "clean_box", "view_params", "view_pixels",
-           "view_tensor"]
+__all__ = ["Mix", "Photometric", "ViewConfig", "ViewParams", "apply_view", "clean_box", "view_params",
+           "view_pixels", "view_tensor"]

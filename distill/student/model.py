@@ -26,6 +26,8 @@ from distill.records import BEST_CHECKPOINT, CHECKPOINTS_DIR, STUDENT_SPEC, STUD
 from distill.student.transforms import eval_transform
 from distill.utils.io import atomic_write, atomic_write_json, read_json
 
+StudentHead = Literal["linear", "text"]
+
 
 @dataclass
 class StudentSpec:
@@ -42,7 +44,7 @@ class StudentSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bicubic"
     embed_dim: int | None = None  # teacher embedding width; None = no projector
-    head: Literal["linear", "text"] = "linear"  # text: logit_scale * normalize(projector(f)) @ text_head.T
+    head: StudentHead = "linear"  # text: logit_scale * normalize(projector(f)) @ text_head.T
     logit_scale: float | None = None  # the teacher's (exp'd), text head only
     provenance: dict[str, Any] = field(default_factory=dict)  # teacher, strategy, run, metrics
 
@@ -69,9 +71,16 @@ class StudentSpec:
             raise DistillError(f"{source}: {e}") from None
         if spec.head not in ("linear", "text"):
             raise DistillError(f"{source}: head must be 'linear' or 'text' (got {spec.head!r})")
-        spec.input_size = tuple(spec.input_size)
-        spec.mean, spec.std = tuple(spec.mean), tuple(spec.std)
+        spec.input_size = _numbers(spec.input_size, 2, "input_size", source)
+        spec.mean, spec.std = _numbers(spec.mean, 3, "mean", source), _numbers(spec.std, 3, "std", source)
         return spec
+
+
+def _numbers(value: object, n: int, key: str, source: str) -> tuple[Any, ...]:
+    """``value`` (a list read from ``source``) as a tuple of ``n``, or a one-line error naming the key."""
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        raise DistillError(f"{source}: {key} must be a list of {n} numbers (got {value!r})")
+    return tuple(value)
 
 
 class Student(nn.Module):
@@ -88,10 +97,13 @@ class Student(nn.Module):
             a loaded checkpoint fills the buffer from its weights).
     """
 
+    text_head: Tensor  # [C, D] buffer of a text-head student only (register_buffer leaves it typed Tensor | Module)
+
     def __init__(self, spec: StudentSpec, pretrained: bool = False, text_embeddings: Tensor | None = None):
         super().__init__()
         self.spec = spec
-        if spec.head == "text" and (not spec.embed_dim or not spec.logit_scale):
+        embed_dim = spec.embed_dim or 0  # 0: no projector
+        if spec.head == "text" and (not embed_dim or not spec.logit_scale):
             raise DistillError("student.head=text needs the teacher's embedding width and logit scale "
                                "(a teacher cache with text embeddings)")
         kwargs: dict[str, Any] = {"pretrained": pretrained, "num_classes": 0}
@@ -105,11 +117,14 @@ class Student(nn.Module):
         except RuntimeError as e:
             raise DistillError(f"student '{spec.arch}': {str(e).splitlines()[0]} (see timm.list_models())") from None
         # pre-logit width: timm models with a head MLP (mobilenetv3) expose head_hidden_size
-        self.num_features = int(getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features)
-        self.projector = nn.Linear(self.num_features, spec.embed_dim) if spec.embed_dim else None
+        # (timm sets num_features as a plain int; nn.Module.__getattr__ types any attribute Tensor | Module)
+        self.num_features = int(getattr(self.backbone, "head_hidden_size", None)
+                                or self.backbone.num_features)  # type: ignore[arg-type]
+        self.projector = nn.Linear(self.num_features, embed_dim) if embed_dim else None
+        self.head: nn.Linear | None
         if spec.head == "text":
             self.head = None
-            start = torch.zeros(spec.num_classes, spec.embed_dim) if text_embeddings is None else text_embeddings
+            start = torch.zeros(spec.num_classes, embed_dim) if text_embeddings is None else text_embeddings
             self.register_buffer("text_head", self._checked_text(start, spec.num_classes))
         else:
             self.head = nn.Linear(self.num_features, spec.num_classes)
@@ -126,11 +141,14 @@ class Student(nn.Module):
         """Pooled features [B, F] -> logits [B, C] (linear head, or the text head's cosine rule)."""
         if self.head is not None:
             return self.head(features)
-        emb = self.projector(features)
+        projector, scale = self.projector, self.spec.logit_scale
+        if projector is None or scale is None:  # __init__ refuses a text head without them
+            raise DistillError("student.head=text needs a projector (student.embed_dim) and the teacher's logit scale")
+        emb = projector(features)
         # L2-normalise as sqrt(sum(x^2)): F.normalize exports to ReduceL2 + Expand, which onnxruntime's
         # symbolic shape inference (int8 preprocessing) cannot follow
         emb = emb / (emb * emb).sum(dim=-1, keepdim=True).sqrt().clamp_min(1e-12)
-        return self.spec.logit_scale * emb @ self.text_head.T
+        return scale * emb @ self.text_head.T
 
     def require_linear_head(self, who: str) -> nn.Linear:
         """The linear head, or a one-line error for ``who`` (a strategy or option that reads its weights)."""
@@ -172,15 +190,15 @@ class Student(nn.Module):
         logits ≈ s · T · (W_p f + b_p) — the teacher's zero-shot rule applied to the projected
         (unnormalised) student feature — so the head starts where the projector points.
         """
-        self.require_linear_head("student.zero_shot_init")
+        head = self.require_linear_head("student.zero_shot_init")
         if self.projector is None:
             raise DistillError("zero-shot init needs a projector: set student.embed_dim to the teacher's width")
-        t = text_embeddings.to(self.head.weight)
+        t = text_embeddings.to(head.weight)
         if t.shape != (self.spec.num_classes, self.projector.out_features):
             raise DistillError(f"text embeddings {tuple(t.shape)} do not match classes x embed_dim "
                                f"({self.spec.num_classes}, {self.projector.out_features})")
-        self.head.weight.copy_(logit_scale * t @ self.projector.weight)
-        self.head.bias.copy_(logit_scale * t @ self.projector.bias)
+        head.weight.copy_(logit_scale * t @ self.projector.weight)
+        head.bias.copy_(logit_scale * t @ self.projector.bias)
 
     def preprocess(self) -> Callable:
         """torchvision eval transform for PIL images: resize, center crop, normalize (:func:`eval_transform`)."""
@@ -188,13 +206,14 @@ class Student(nn.Module):
 
 
 def default_spec(arch: str, class_names: list[str], input_size: int | tuple[int, int] | None = None,
-                 embed_dim: int | None = None, head: str = "linear", logit_scale: float | None = None) -> StudentSpec:
+                 embed_dim: int | None = None, head: StudentHead = "linear",
+                 logit_scale: float | None = None) -> StudentSpec:
     """A spec with timm's preprocessing defaults for ``arch`` (input size overridable)."""
-    cfg = timm.get_pretrained_cfg(arch)
-    cfg = cfg.to_dict() if cfg is not None else {}
+    pretrained = timm.get_pretrained_cfg(arch)
+    cfg: dict[str, Any] = pretrained.to_dict() if pretrained is not None else {}
     size = input_size or tuple(cfg.get("input_size", (3, 224, 224))[1:])
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    return StudentSpec(arch=arch, class_names=list(class_names), input_size=size,
+    h, w = (size, size) if isinstance(size, int) else size
+    return StudentSpec(arch=arch, class_names=list(class_names), input_size=(h, w),
                        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
                        interpolation=cfg.get("interpolation", "bicubic"), embed_dim=embed_dim,
                        head=head, logit_scale=logit_scale)

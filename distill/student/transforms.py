@@ -50,6 +50,9 @@ class Normalizer(nn.Module):
     device and dtype when they differ (a no-op on the training path).
     """
 
+    mean: Tensor  # [1, C, 1, 1] buffers (register_buffer leaves them typed Tensor | Module)
+    std: Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1), persistent=False)

@@ -1,6 +1,8 @@
 """timm students: shapes, the self-describing checkpoint, zero-shot head init, user-facing errors."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -173,3 +175,15 @@ def test_damaged_checkpoint_is_one_line(tmp_path, damage):
     msg = str(e.value)
     assert "\n" not in msg and str(weights) in msg and "retrain" in msg
     assert cli(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "exp")]) == 1  # a DistillError
+
+
+@pytest.mark.parametrize("key,value", [("input_size", 224), ("input_size", [224, 224, 3]), ("mean", [0.5])])
+def test_misshapen_spec_values_are_one_line(tmp_path, key, value):
+    """A student.json whose input_size is a bare number raised a raw TypeError ('int' object is not iterable) out
+    of load_student; three sizes or one mean loaded without a word (the mistake surfaced later, or never)."""
+    save_student(Student(default_spec("test_resnet", CLASSES, SIZE)), tmp_path / "ckpt")
+    spec_file = tmp_path / "ckpt" / "student.json"
+    spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), key: value}))
+    with pytest.raises(DistillError) as e:
+        load_student(tmp_path / "ckpt")
+    assert "\n" not in str(e.value) and str(spec_file) in str(e.value) and key in str(e.value)
