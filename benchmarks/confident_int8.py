@@ -11,8 +11,9 @@ tie. Each arm trains the demo's shipped student (``fm_unlabeled`` as ``distill.d
 demo's data and cache, the demo's ``STUDENT_EPOCHS``) with a few recipe overrides (:data:`ARMS`), then
 
 1. ``distill export`` with the demo's settings (``distill.demo_ship.export_settings``, target domains in the
-   calibration): its int8 file is "PTQ", its ``disagreement_pts`` the int8 vs fp32 disagreement on the calibration
-   images of every domain (after its float fallback);
+   calibration) but no float fallback unless ``--fallback N`` (every layer int8: what the student's function does,
+   not what a layer search rescues; and minutes faster): its int8 file is "PTQ", its ``disagreement_pts`` the int8
+   vs fp32 disagreement on the calibration images of every domain (64 per domain);
 2. ``distill qad`` as the demo runs it (``--export`` the export above, target domains, learned ranges): qad.json's
    calibration disagreement of its PTQ and QAD files;
 3. on every test image of every domain: the fp32 file's logits (top-1 accuracy, margin top-1 - top-2), PTQ's and
@@ -185,7 +186,8 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> ArmRun:
     if ExportReport.exists_in(exp_dir) and ExportReport.read(exp_dir).status == "ok":
         rep = ExportReport.read(exp_dir)
     else:
-        rep = api.export(ckpt, exp_dir, export_settings(quick=False, targets=summary.target_domains))
+        settings = export_settings(quick=False, targets=summary.target_domains)
+        rep = api.export(ckpt, exp_dir, settings.model_copy(update={"max_fallback_layers": args.fallback}))
     secs["export"] = round(time.time() - t, 1)
     t = time.time()
     qad_dir = out / "qad" / tag
@@ -242,6 +244,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated run.seed values")
     p.add_argument("--student", default=DEMO_STUDENT, help="student.arch (default: the demo's)")
     p.add_argument("--epochs", type=int, default=None, help="optim.epochs (default: the demo's STUDENT_EPOCHS)")
+    p.add_argument("--fallback", type=int, default=0, help="the export's --max-fallback-layers (default 0: every "
+                   "layer int8, the student's own flips; the demo's: 10, a search that costs minutes on 2 cores)")
     p.add_argument("--records-only", action="store_true", help="print the tables of the records in OUT/records")
     args = p.parse_args(argv)
     args.arms = [a for a in str(args.arms).split(",") if a]
