@@ -145,6 +145,14 @@ def render(rows: list[ArmRun]) -> str:
                 f"{100 * mcnemar(r.correct[d], b.correct[d]).diff:+.1f} pts p {mcnemar(r.correct[d], b.correct[d]).p:.2f}"
                 for r, b in pairs) for d in doms) + " |")
         out += ["\n".join(ml), ""]
+    if len(rows) > 2:  # every run, arms pooled: what goes with int8's disagreement across runs
+        import numpy as np  # lazy: only with three runs or more
+
+        mm = [metrics(r) for r in rows]
+        y = [x["PTQ test dis. %"] for x in mm]
+        out.append(f"Across all {len(rows)} runs (arms pooled), Pearson r with PTQ test disagreement: " + ", ".join(
+            f"{k} {np.corrcoef([x[k] for x in mm], y)[0, 1]:+.2f}"
+            for k in ("fp32 target mean %", f"margin < {NEAR} %", "margin < PTQ move p95 %", "PTQ move p95")) + "\n")
     return "\n".join(out)
 
 
