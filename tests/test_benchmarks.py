@@ -365,7 +365,7 @@ def _arm_run(mod, arm: str, seed: int, acc: float, near: float, dis: float):
     doms = {"src": acc, "tgt": acc / 2}
     return mod.ArmRun(arm=arm, seed=seed, student="s", source=["src"], targets=["tgt"], fp32_acc=doms,
                       near_share={"src": near, "tgt": near, "all": near}, reach_share={"all": near / 2},
-                      move_p95={"ptq": 0.4, "qad": 0.3}, margin_median=1.0,
+                      move_p95={"ptq": 0.4 + dis / 100, "qad": 0.3}, margin_median=1.0,
                       test_dis={k: {"src": dis, "tgt": 2 * dis, "all": 1.5 * dis} for k in ("ptq", "qad")},
                       calib_dis={k: {"src": dis, "tgt": 3 * dis} for k in ("export_int8", "ptq", "qad")},
                       correct={"src": [True, True, False, False], "tgt": [True, False, False, False]}, seconds={})
@@ -382,7 +382,7 @@ def test_confident_int8_shares_worst_domain_and_table():
     assert mod.worst({"a": 1.0, "b": 3.0, "all": 9.0}) == 3.0
     assert mod.run_tag("mobilenetv3_small_050", "ce50", 1) == "ce50-s1"
     assert mod.run_tag("resnet18", "ce50", 1) == "resnet18-ce50-s1"
-    rows = [_arm_run(mod, "base", s, 0.8, 0.25, 4.0 + s) for s in (0, 1)]
+    rows = [_arm_run(mod, "base", s, 0.8 + s / 100, 0.25, 4.0 + s) for s in (0, 1)]
     rows += [_arm_run(mod, "sharp", s, 0.8, 0.10, 2.0 + s) for s in (0, 1)]
     table = mod.render(rows)
     assert "| figure | base (seeds 0,1) | sharp (seeds 0,1) | sharp − base, paired t |" in table
@@ -390,3 +390,4 @@ def test_confident_int8_shares_worst_domain_and_table():
     assert "| margin < 0.25 % | 25.00 ± 0.00 | 10.00 ± 0.00 | -15.00 (p 0.00) |" in table
     assert "| export int8 calib dis. worst domain | 13.50 ± 2.12 | 7.50 ± 2.12 | -6.00 (p 0.00) |" in table
     assert "| sharp | +0.0 pts p 1.00 / +0.0 pts p 1.00 | +0.0 pts p 1.00 / +0.0 pts p 1.00 |" in table
+    assert "Across all 4 runs (arms pooled), Pearson r with PTQ test disagreement: " in table
