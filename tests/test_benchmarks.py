@@ -359,3 +359,35 @@ def test_openvocab_geometry_table_has_per_domain_ratios_the_lowest_domain_and_th
     assert "pool vs plain, withheld mean (paired by seed):" in text
     one = geo.report([geo.ArmScores("plain", base.acc[:1], teacher)], [geo.Arm("plain")])
     assert "| plain | 0.50x | 0.25x | b 0.25x | no |" in one and "nan" not in one  # one seed: no ± at all
+
+
+def _arm_run(mod, arm: str, seed: int, acc: float, near: float, dis: float):
+    doms = {"src": acc, "tgt": acc / 2}
+    return mod.ArmRun(arm=arm, seed=seed, student="s", source=["src"], targets=["tgt"], fp32_acc=doms,
+                      near_share={"src": near, "tgt": near, "all": near}, reach_share={"all": near / 2},
+                      move_p95={"ptq": 0.4 + dis / 100, "qad": 0.3}, margin_median=1.0,
+                      test_dis={k: {"src": dis, "tgt": 2 * dis, "all": 1.5 * dis} for k in ("ptq", "qad")},
+                      calib_dis={k: {"src": dis, "tgt": 3 * dis} for k in ("export_int8", "ptq", "qad")},
+                      correct={"src": [True, True, False, False], "tgt": [True, False, False, False]}, seconds={})
+
+
+def test_confident_int8_shares_worst_domain_and_table():
+    """benchmarks/confident_int8.py: near-tie shares per domain, the worst domain, one column per arm with the
+    paired difference to the first arm, and McNemar per domain on the same seed's test images."""
+    import numpy as np
+
+    mod = _script("confident_int8")
+    margin, doms = np.array([0.1, 0.3, 0.2, 2.0]), np.array(["a", "a", "b", "b"])
+    assert mod.near_shares(margin, doms, ["a", "b"], 0.25) == {"a": 0.5, "b": 0.5, "all": 0.5}
+    assert mod.worst({"a": 1.0, "b": 3.0, "all": 9.0}) == 3.0
+    assert mod.run_tag("mobilenetv3_small_050", "ce50", 1) == "ce50-s1"
+    assert mod.run_tag("resnet18", "ce50", 1) == "resnet18-ce50-s1"
+    rows = [_arm_run(mod, "base", s, 0.8 + s / 100, 0.25, 4.0 + s) for s in (0, 1)]
+    rows += [_arm_run(mod, "sharp", s, 0.8, 0.10, 2.0 + s) for s in (0, 1)]
+    table = mod.render(rows)
+    assert "| figure | base (seeds 0,1) | sharp (seeds 0,1) | sharp − base, paired t |" in table
+    # margin < 0.25: 25 % vs 10 %, the same gap on both seeds; worst-domain calibration: 3 x (4, 5) vs 3 x (2, 3)
+    assert "| margin < 0.25 % | 25.00 ± 0.00 | 10.00 ± 0.00 | -15.00 (p 0.00) |" in table
+    assert "| export int8 calib dis. worst domain | 13.50 ± 2.12 | 7.50 ± 2.12 | -6.00 (p 0.00) |" in table
+    assert "| sharp | +0.0 pts p 1.00 / +0.0 pts p 1.00 | +0.0 pts p 1.00 / +0.0 pts p 1.00 |" in table
+    assert "Across all 4 runs (arms pooled), Pearson r with PTQ test disagreement: " in table

@@ -95,13 +95,22 @@ class TeacherEnsemble:
         return out
 
 
-    def kl(self, student_logits: Tensor, batch: Batch, temperature: float) -> Tensor:
+    def kl(self, student_logits: Tensor, batch: Batch, temperature: float,
+           teacher_temperature: float | None = None) -> Tensor:
         """T² · KL(teacher target || softmax(student / T)), batch mean: ``first`` is
         :func:`~distill.strategies.losses.kl_div_with_temperature` on the first cache's logits (unchanged bits),
-        ``mean_probs`` the same term toward :meth:`target`. ``student_logits`` [B, C] -> scalar."""
+        ``mean_probs`` the same term toward :meth:`target`. ``teacher_temperature``: the target's own temperature
+        (None: ``temperature``, both sides alike); below ``temperature`` the target is sharper than the student's
+        softmax it is matched with. ``student_logits`` [B, C] -> scalar."""
+        if teacher_temperature is None or teacher_temperature == temperature:
+            if self.combine == "first":
+                return kl_div_with_temperature(student_logits, batch.teacher_logits, temperature)
+            return kl_div_to_probs_with_temperature(student_logits, self.target(batch, temperature), temperature)
         if self.combine == "first":
-            return kl_div_with_temperature(student_logits, batch.teacher_logits, temperature)
-        return kl_div_to_probs_with_temperature(student_logits, self.target(batch, temperature), temperature)
+            target = F.softmax(batch.teacher_logits.float() / teacher_temperature, dim=-1)
+        else:
+            target = self.target(batch, teacher_temperature)
+        return kl_div_to_probs_with_temperature(student_logits, target, temperature)
 
 
 def teacher_combination(strategy: Any, caches: Sequence[Any]) -> dict[str, Any] | None:

@@ -20,6 +20,9 @@ from distill.strategies.losses import (
 @strategy_config
 class FMConfig:
     temperature: float = 1.0  # softmax temperature for teacher and student (the paper's: 1)
+    # the teacher's softmax temperature alone (None: temperature); < temperature sharpens the target the
+    # student matches (benchmarks/RESULTS.md, "Does a more confident student flip less in int8?")
+    teacher_temperature: float | None = None
     alpha: float = 1.0  # weight of matching the teacher; 1 - alpha goes to label cross-entropy (paper: none)
     feature_weight: float = 0.0  # weight of 1 - cos(P f, teacher embedding); 0 = off, no projector needed
     # weight of T² KL(teacher || student) of the zero-shot rule over EVERY class name (withheld ones too), both
@@ -50,7 +53,7 @@ class FM(Strategy):
     teacher's logits of every view it rendered, and the trainer shows the student exactly those
     bytes, so teacher and student are consistent by construction. Per batch:
 
-        alpha · T² · KL(teacher_T || student_T)
+        alpha · T² · KL(teacher_T' || student_T)        # T' = teacher_temperature (default: T)
         + feature_weight · (1 − cos(P f, t))         # only when feature_weight > 0
         + text_anchor_weight · T² · KL(zs(t) || zs(P f))   # only when text_anchor_weight > 0
         + contrastive_weight · InfoNCE(P f_i picks t_i among the batch's t)   # only when > 0
@@ -85,6 +88,8 @@ class FM(Strategy):
             raise DistillError(f"strategy.alpha: must be in [0, 1], got {config.alpha}")
         if config.temperature <= 0:
             raise DistillError(f"strategy.temperature: must be > 0, got {config.temperature}")
+        if config.teacher_temperature is not None and config.teacher_temperature <= 0:
+            raise DistillError(f"strategy.teacher_temperature: must be > 0, got {config.teacher_temperature}")
         if config.feature_weight < 0:
             raise DistillError(f"strategy.feature_weight: must be >= 0, got {config.feature_weight}")
         if config.text_anchor_weight < 0:
@@ -137,7 +142,7 @@ class FM(Strategy):
             logits = out["logits"]
         else:
             logits = self.student(batch.images)
-        match = cfg.teachers.kl(logits, batch, cfg.temperature)
+        match = cfg.teachers.kl(logits, batch, cfg.temperature, cfg.teacher_temperature)
         loss = cfg.alpha * match
         parts = {"match": match.detach()}
         if cfg.feature_weight > 0:

@@ -8,6 +8,7 @@ import torch
 
 from distill.errors import DistillError
 from distill.strategies import Batch, StrategyContext, create_strategy, get_strategy
+from distill.strategies._teachers import TeacherEnsemble
 from distill.strategies.losses import text_anchor_kl
 from distill.student.model import Student, default_spec
 
@@ -142,3 +143,20 @@ def test_fm_text_anchor_config_errors_are_one_line():
     with pytest.raises(DistillError, match="text_anchor_weight > 0 .* no projector"):
         create_strategy("fm", bare, {"text_anchor_weight": 1.0},
                         StrategyContext(2, CLASSES, all_text_embeddings=ALL_TEXT, logit_scale=10.0))
+
+
+def test_fm_teacher_temperature_sharpens_only_the_target(monkeypatch):
+    fm, _ = _fm({"teacher_temperature": 0.5}, monkeypatch)
+    # target rows softmax([4 ln 3, 0]) = [81/82, 1/82] and [1/2, 1/2]; the student's softmax at T = 1 as before
+    sharp = (81 / 82 * math.log(162 / 82) + 1 / 82 * math.log(2 / 82) + 0.5 * math.log(5) + 0.5 * math.log(5 / 9)) / 2
+    assert float(fm(_batch([0, 1]))["match"]) == pytest.approx(sharp, rel=1e-5)
+    two = _batch([0, 1])
+    two.teacher_logits_all = [TEACHER, TEACHER]  # the mean of two equal teachers: the same sharpened target
+    assert float(TeacherEnsemble(combine="mean_probs").kl(STUDENT, two, 1.0, 0.5)) == pytest.approx(sharp, rel=1e-5)
+    same, _ = _fm({"temperature": 2.0, "teacher_temperature": 2.0}, monkeypatch)
+    assert float(same(_batch([0, 1]))["match"]) == pytest.approx(KL_T2, rel=1e-5)
+
+
+def test_fm_teacher_temperature_must_be_positive(monkeypatch):
+    with pytest.raises(DistillError, match=r"^strategy.teacher_temperature: must be > 0, got 0.0$"):
+        _fm({"teacher_temperature": 0.0}, monkeypatch)
