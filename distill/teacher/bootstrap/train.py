@@ -130,8 +130,10 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
         progress: show tqdm bars with the live loss.
         skip_bad: leave undecodable pool images out with a warning (and the files ``dataset`` left out for
             names that are not UTF-8, of the domains the pool draws on) instead of stopping; the same files are left
-            out on a resume. The pool is then decoded before the schedule is picked (and before a finished teacher
-            is recognized), so that the epochs and batch size (and ``teacher.json``) count the images it trains on.
+            out on a resume. The epochs and batch size it trains with (and ``teacher.json`` records) are picked
+            from the images it trains on; the run key names the pool as listed and the schedule picked from that
+            count (the dataset fingerprint fixes which files decode), so a finished teacher is recognized, or a
+            different one refused, before the pool is decoded.
 
     Returns:
         ``out_dir / "open_clip_model.safetensors"``, a state_dict open_clip loads strictly
@@ -163,17 +165,12 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     model_cfg = open_clip.get_model_config(arch)
     if model_cfg is None:
         raise DistillError(f"unknown open_clip architecture '{arch}' (see open_clip.list_models())")
-    t0 = time.perf_counter()
     asked = epochs, batch_size
     # The run key names what was asked for: the pool as listed and the schedule picked from that count (every key
     # written before --skip-bad's schedule counted decoded images stays valid). It is still an exact identity: the
     # dataset fingerprint fixes which files decode, and so the schedule used, which training and teacher.json take
     # from the images it trains on.
     listed_epochs, listed_batch = choose_schedule(len(samples), preset, *asked)
-    built = decoded = None
-    if skip_bad:  # the images it trains on, and so its schedule, are known once the bad ones are left out
-        built = create_model(arch, seed)
-        decoded = _decode(dataset, samples, val_samples, built[1], progress, skip_bad)
     params = {
         "format": FORMAT, "arch": arch, "model_config": model_cfg,
         "dataset_fingerprint": dataset.fingerprint(), "classes": dataset.classes, "domains": dataset.domains,
@@ -202,16 +199,16 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
             print(f"warning: {old.warning}", file=sys.stderr, flush=True)
         return ckpt
 
+    t0 = time.perf_counter()
     manifest_path.unlink(missing_ok=True)  # a stale manifest must never describe the new checkpoint
-    model, preprocess, tokenizer = built or create_model(arch, seed)
+    model, preprocess, tokenizer = create_model(arch, seed)
     device = resolve_device(device, what="bootstrap device")  # "auto"/"cuda" -> an indexed device
     model.to(device).train()
     geometry, mean, std = geometry_transform(preprocess)
     mean, std = mean.to(device), std.to(device)
     _, captions = build_captions(dataset.domains, dataset.classes, tokenizer)
     cap_tokens = captions.tokens.to(device)
-    images, samples, val_images, val_samples = decoded or _decode(dataset, samples, val_samples, preprocess, progress,
-                                                                  skip_bad)
+    images, samples, val_images, val_samples = _decode(dataset, samples, val_samples, preprocess, progress, skip_bad)
     epochs, batch_size = choose_schedule(len(samples), preset, *asked)  # the images it trains on
     val_labels = torch.tensor([s.label for s in val_samples], dtype=torch.long)
     probe = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:TRAIN_EVAL_IMAGES].sort().values

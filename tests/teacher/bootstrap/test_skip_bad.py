@@ -173,3 +173,28 @@ def test_a_teacher_bootstrapped_by_the_release_before_is_still_recognized(tmp_pa
         assert main(args + ["--lr", "0.001"]) == 1
         err = capsys.readouterr().err
         assert "training.lr: 0.002 vs 0.001" in err and "batch_size" not in err, err
+
+
+def test_skip_bad_recognizes_a_finished_teacher_before_decoding_the_pool(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Review 1 M1: with --skip-bad the model was built and the whole pool decoded before a finished teacher was
+    recognized (or a different one refused): the rerun's answer waited on a decode whose result it did not use."""
+    from distill.teacher.bootstrap import train
+
+    root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=8)
+    (root / _name("red/circle", "pretrain")).write_bytes(b"")
+    args = ["teacher", "bootstrap", "--data", str(root), "--out", str(tmp_path / "t"), "--quick", "--no-progress",
+            "--pretrain-fraction", str(POOL), "--epochs", "1", "--skip-bad"]
+    assert main(args) == 0
+    capsys.readouterr()
+    calls = []
+    monkeypatch.setattr(train, "load_uint8", lambda *a, **k: calls.append("decode") or _raise())
+    monkeypatch.setattr(train, "create_model", lambda *a, **k: calls.append("model") or _raise())
+    assert main(args) == 0
+    assert "teacher already bootstrapped with these parameters" in capsys.readouterr().err
+    assert main(args + ["--seed", "1"]) == 1  # a different teacher is refused as soon
+    assert "a teacher bootstrapped with other parameters is here" in capsys.readouterr().err
+    assert calls == []
+
+
+def _raise() -> None:
+    raise AssertionError("called")
