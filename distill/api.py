@@ -22,7 +22,8 @@ function                    config                                returns
 
 Errors are :class:`~distill.errors.DistillError` (one line naming the file, key or value), as
 on the command line; a mistyped keyword argument of any function here too (one line with the closest keyword:
-:func:`distill.validation.checked_keywords`), not Python's TypeError. Nothing heavy is imported until a function runs.
+:func:`distill.validation.checked_keywords`; an :class:`~distill.errors.UnknownKeyword`, still a TypeError as
+Python's). Nothing heavy is imported until a function runs.
 
 The functions print what their commands print: :func:`train` and :func:`adapt` their banner and a
 line per epoch, :func:`build_cache` its templates line, on stdout (``contextlib.redirect_stdout``

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence, TypeVar, Union, cast, get_args, get_
 from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from distill.errors import DistillError
+from distill.errors import DistillError, UnknownKeyword
 
 
 def first_error(e: ValidationError) -> Any:
@@ -56,8 +56,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def checked_keywords(config: str | None = None) -> Callable[[F], F]:
     """A public API function whose unknown keyword argument is one :class:`DistillError` line naming it and the
     closest keyword (``train(overides=...)``: ``train(): unknown keyword argument 'overides' (did you mean
-    'overrides'?)``), not Python's TypeError. ``config`` (``"module:Type"``, imported on the first unknown keyword): the
-    typed config whose keys a function's ``**options`` take (``export``, ``qad``); they are its keywords too."""
+    'overrides'?)``), not Python's bare message: an :class:`~distill.errors.UnknownKeyword`, which is a TypeError
+    too. ``config`` (``"module:Type"``, imported on the first unknown keyword): the typed config whose keys a
+    function's ``**options`` take (``export``, ``qad``); they are its keywords too."""
     def wrap(function: F) -> F:
         name = function.__name__
         params = [p.name for p in inspect.signature(function).parameters.values()
@@ -78,7 +79,7 @@ def checked_keywords(config: str | None = None) -> Callable[[F], F]:
                         hint = close_key(key, [*keys, *params], listed=keys or params) or " (it takes none)"
                         where = f"; its keywords are {type_name}'s keys, not always the flags of distill {name}" \
                             if model is not None else ""
-                        raise DistillError(f"{name}(): unknown keyword argument '{key}'{hint}{where}")
+                        raise UnknownKeyword(f"{name}(): unknown keyword argument '{key}'{hint}{where}")
             return function(*args, **kwargs)
         return cast(F, checked)
     return wrap

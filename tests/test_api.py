@@ -164,6 +164,15 @@ def test_no_api_function_raises_a_type_error_for_an_unknown_keyword(name):
         getattr(api, name)(zzz_typo=1)
 
 
+@pytest.mark.parametrize("name", api.__all__)
+def test_an_unknown_keyword_is_still_a_type_error(name):
+    """Review 1 L3: checked_keywords raised a DistillError that is no TypeError, so a caller probing for a keyword an
+    older distill lacks (``except TypeError:``) got an uncaught error; it is both now, one line as before."""
+    with pytest.raises(TypeError, match=rf"^{name}\(\): unknown keyword argument 'zzz_typo'") as raised:
+        getattr(api, name)(zzz_typo=1)
+    assert isinstance(raised.value, DistillError)
+
+
 def test_resume_refuses_every_other_argument_by_name(trained, tmp_path):
     """adapt(strategy=..., resume=RUN) must not resume as the run's own strategy in silence; the error names what was
     passed (not "config or overrides" when it was target=)."""

@@ -31,13 +31,15 @@ the decision's path comparison of checkpoints) settles copies the same way.
 A join by identity alone (a bench record's sha256, listed by several exports: an export copied into another tree)
 finds copies without a stored path to rank them by; :func:`nearest` ranks them by the same rule as tier 2: inside
 the artifact's folder, then inside each folder above it, then by path, so that neither the last one read nor the
-order the inputs were given in decides.
+order the inputs were given in decides. Only copies: when the places differ in what a join takes from them (an
+export's accuracies and data), :func:`nearest_held` names them instead, as ambiguous.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 T = TypeVar("T")
 Tiers = list[list[str]]
@@ -123,3 +125,13 @@ def nearest(candidates: Iterable[str], folder: str | Path) -> list[str]:
         common = Path(os.path.commonpath([here, there]))
         return len(here.parts) - len(common.parts), there
     return sorted(dict.fromkeys(candidates), key=rank)
+
+
+
+def nearest_held(held: Mapping[str, T], folder: str | Path, identity: Callable[[T], Any]) -> tuple[str | None, list[str]]:
+    """Of ``held`` (place -> what it holds, found by a sha256 several places list), the place nearest ``folder``
+    (:func:`nearest`) when all hold copies (one ``identity``: what a join takes from them); ``(None, places)`` when
+    they differ (the same bytes exported twice with other results), for the caller's "ambiguous" warning."""
+    if len({json.dumps(identity(v), sort_keys=True, default=str) for v in held.values()}) > 1:
+        return None, sorted(held)
+    return (nearest(held, folder)[0] if held else None), []

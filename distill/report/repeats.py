@@ -4,7 +4,8 @@
   what two repeats' differing results are put down to.
 - A file benched twice at the same settings (its sha256, runtime, batch, device, threads; benched again, or a bench
   file copied with its tree): one measurement taken twice, not two models, so one point, by the same rule as a seed's
-  repeats: the newest record counts (its ``timestamp``; on a tie, the one read last, as before), the repeats are
+  repeats: the newest record counts (within one bench file the line appended last, whatever its ``timestamp`` says;
+  across bench files the later ``timestamp``, and on a tie the one read last, as before), the repeats are
   left out of the points and said, with every record's p50, in a warning and by the measurements table
   (:func:`counted`, :func:`bench_repeat_notes`); report.html's table of all records still lists each, marked.
 """
@@ -55,8 +56,16 @@ def repeats_warning(groups: list[RunGroup]) -> str | None:
 
 def counted(timed: list[tuple[Measurement, Point]]) -> Point:
     """The point of one file's records at one setting (in the order read): the newest record's, the others kept on
-    it as its repeats (:attr:`Measurement.repeat`), newest first."""
-    order = sorted(range(len(timed)), key=lambda i: (_when(timed[i][0]), i), reverse=True)
+    it as its repeats (:attr:`Measurement.repeat`), newest first. Within one bench file the line appended last is
+    the newest (a device whose clock went back, no RTC after a reboot, writes an older timestamp on a newer line);
+    timestamps order only bench files, each by its last record here (on a tie, the file read last)."""
+    last = {m.source: i for i, (m, _) in enumerate(timed)}  # each bench file's last record here
+
+    def newest(i: int) -> tuple[float, int, int]:
+        end = last[timed[i][0].source]
+        return _when(timed[end][0]), end, i
+
+    order = sorted(range(len(timed)), key=newest, reverse=True)
     measured, point = timed[order[0]]
     point.measured = measured
     point.repeats = [timed[i][0] for i in order[1:]]
@@ -82,12 +91,23 @@ def bench_repeat_notes(points: list[Point]) -> list[str]:
         if not p.repeats or p.measured is None:
             continue
         threads = "default threads" if p.threads is None else f"{p.threads} thread(s)"
-        tie = _when(p.measured) == _when(p.repeats[0])
-        why = "the same timestamp: the one read last counts" if tie else "the later timestamp counts"
+        why = _why_counted(p.measured, p.repeats[0])
         left = "; ".join(_record(m) for m in p.repeats)
         notes.append(f"{p.named}, batch {p.batch}, {threads} on {p.device}: timed {1 + len(p.repeats)} times, counted "
                      f"once: {_record(p.measured)}; left out: {left}; {why}")
     return notes
+
+
+def _why_counted(kept: Measurement, repeat: Measurement) -> str:
+    """Which rule of :func:`counted` chose ``kept`` over ``repeat``."""
+    if kept.source == repeat.source:
+        went_back = " (its timestamp is earlier: the device's clock went back?)" if _when(kept) < _when(repeat) else ""
+        return f"in one bench file the line appended last counts{went_back}"
+    if _when(kept) == _when(repeat) == float("-inf"):
+        return "no readable timestamp: the one read last counts"
+    if _when(kept) == _when(repeat):
+        return "the same timestamp: the one read last counts"
+    return "the later timestamp counts"
 
 
 def _record(m: Measurement) -> str:

@@ -49,7 +49,7 @@ from distill.report.data import (
     unclash,
 )
 from distill.report.engines import engine_index, engine_of
-from distill.report.locate import hits, narrow, nearest, places
+from distill.report.locate import hits, narrow, nearest_held, places
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
 from distill.report.repeats import bench_repeats_warning, counted, repeats_warning
@@ -229,19 +229,18 @@ def _join(data: ReportData) -> list[Point]:
         if meta.get("int8_flavour"):
             precision = f"int8/{meta['int8_flavour']}"
         student = meta.get("arch", "?")
-        accuracy = None
-        count = None
-        note = ""
+        accuracy, count, note = None, None, ""
         where = places(r.model, Path(entry.source).parent, r.model_relative)  # the timed file, wherever the report runs
         # two: its own absolute place and, by the relative path, another tree's file; of copies (the same bytes: a
         # tree copied whole), its own tree's (distill/report/locate.py narrow)
         found = narrow(hits(where, files), identity=data.file_sha)
         at = files[found[0]] if len(found) == 1 else _File("", None)
         near = Path(entry.source).parent
-        hit = _model_of(r, at.what if at.kind == "model" else None, _nearest(by_sha, r.model_sha256, near),
-                        at.kind == "qad")
+        what = f"the benchmark record of {r.model} in {entry.source}"  # the lambda is called at once, in _model_of:
+        hit = _model_of(r, at.what if at.kind == "model" else None, lambda: _nearest(  # noqa: B023
+            data, by_sha, r.model_sha256, near, what, lambda h: (h[1].accuracy, h[0].data)), at.kind == "qad")
         if len(found) > 1 and hit is None:
-            data.ambiguous(f"the benchmark record of {r.model} in {entry.source}", "timed files", found)
+            data.ambiguous(what, "timed files", found)
         elif hit is None and at.kind == "model":  # another sha256 at its path: replaced, unless its own path is here
             own = os.path.realpath(r.model) if os.path.isabs(r.model) else found[0]  # and is another file (a copy)
             (replaced if own == found[0] else elsewhere).append((r.model, found[0]))
@@ -264,13 +263,12 @@ def _join(data: ReportData) -> list[Point]:
             accuracy = finite(engine.source.accuracy) or None
             count = _eval_count(engine.export)
         elif r.runtime == "torch":
-            ref = _nearest(by_ckpt_sha, r.model_sha256, near)
+            ref = _nearest(data, by_ckpt_sha, r.model_sha256, near, what, lambda x: (x.reference, x.data))
             if ref is not None:
                 accuracy = finite((ref.reference or {}).get("accuracy")) or None
                 student = data.export_label(ref)
                 count = _eval_count(ref)
-            elif (run := data.one(f"the benchmark record of {r.model} in {entry.source}", "runs", where, runs,
-                                  above=3, identity=data.run_identity)) is not None:  # the run holding the checkpoint
+            elif (run := data.one(what, "runs", where, runs, above=3, identity=data.run_identity)) is not None:  # its checkpoint's run
                 accuracy = run.accuracy or None
                 student = run.label
         if accuracy is None:
@@ -300,15 +298,19 @@ class _File(NamedTuple):
     what: Any
 
 
-def _nearest(by_sha: dict[str, dict[str, R]], sha: str | None, folder: Path) -> R | None:
-    """What ``by_sha`` holds for ``sha`` (sha256 -> {folder: thing}): of copies in several folders, the one nearest the
-    record's own ``folder`` (:func:`distill.report.locate.nearest`); None for no sha256 or none held."""
+def _nearest(data: ReportData, by_sha: dict[str, dict[str, R]], sha: str | None, folder: Path, what: str,
+             identity: Callable[[R], Any]) -> R | None:
+    """What ``by_sha`` (sha256 -> {folder: thing}) holds for ``sha``: of copies, the one nearest ``folder``; None for
+    none held, or folders whose ``identity`` differs, said as ambiguous (:func:`~distill.report.locate.nearest_held`)."""
     held = by_sha.get(sha or "") or {}
-    return held[nearest(held, folder)[0]] if held else None
+    place, differ = nearest_held(held, folder, identity)
+    if differ:
+        data.ambiguous(what, "exports of its bytes with other results", differ)
+    return held[place] if place is not None else None
 
 
 def _model_of(record: BenchRecord, at_path: tuple[ExportReport, ExportedModel] | None,
-              by_sha: tuple[ExportReport, ExportedModel] | None,
+              by_sha: Callable[[], tuple[ExportReport, ExportedModel] | None],
               in_qad: bool) -> tuple[ExportReport, ExportedModel] | None:
     """The exported model a record timed: the one whose sha256 it carries (of two exports holding that file, the one
     at its path, ``at_path``, else the one nearest the record, ``by_sha``), else, for a record without a sha256 or an
@@ -320,7 +322,7 @@ def _model_of(record: BenchRecord, at_path: tuple[ExportReport, ExportedModel] |
     sha = record.model_sha256
     if at_path is not None and (not sha or not at_path[1].sha256 or at_path[1].sha256 == sha):
         return at_path
-    return by_sha if sha else None
+    return by_sha() if sha else None
 
 
 def _qad_files(data: ReportData) -> dict[str, tuple[str, str, dict[str, float] | None, dict[str, int] | None]]:

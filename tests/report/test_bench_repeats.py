@@ -82,3 +82,21 @@ def test_a_bench_file_copied_with_its_tree_is_one_point(tmp_path: Path, monkeypa
     (said,) = [w for w in data.warnings if "benchmark record(s) repeat" in w]
     assert f"counted once: the record of 2026-12-01T10:00:00+0000 in {tmp_path / 'B' / 'bench.jsonl'}" in said
     assert "the same timestamp: the one read last counts" in said
+
+
+def test_within_one_bench_file_the_line_appended_last_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 1 L1: within one bench file the later timestamp won over append order, so a device whose clock went
+    back (no RTC after a reboot) had its stale latency reported; timestamps now order only bench files."""
+    run = write_run(tmp_path / "runs" / "kd", strategy="kd", acc=ACC, seed=0)
+    ex = old_export(tmp_path / "export" / "kd", run / "checkpoints" / "best", str(run), "1")
+    onnx = str(ex / "model.fp32.onnx")
+    bench = tmp_path / "bench.jsonl"  # appended in this order: the second run after a reboot reset the clock to 1970
+    write_jsonl([_timed(onnx, "2026-12-01T10:00:00+0000", 2.0), _timed(onnx, "1970-01-01T00:03:00+0000", 1.5)], bench)
+    monkeypatch.chdir(tmp_path)
+    data = collect([tmp_path / "runs", tmp_path / "export", bench])
+    (p,) = data.points
+    assert p.latency["p50"] == 1.5  # the line appended last (before fix-G: the one read last)
+    (said,) = [w for w in data.warnings if "benchmark record(s) repeat" in w]
+    assert (f"counted once: the record of 1970-01-01T00:03:00+0000 in {bench} (p50 1.5 ms); left out: the record of "
+            f"2026-12-01T10:00:00+0000 in {bench} (p50 2 ms); in one bench file the line appended last counts (its "
+            "timestamp is earlier: the device's clock went back?)") in said

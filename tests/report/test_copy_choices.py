@@ -103,3 +103,31 @@ def test_nearest_prefers_the_artifacts_own_folder_then_the_folders_above_then_th
     got = nearest([str(tmp_path / "z"), str(tmp_path / "t" / "x" / "e"), str(tmp_path / "a"),
                    str(here / "e")], here)
     assert got == [str(here / "e"), str(tmp_path / "t" / "x" / "e"), str(tmp_path / "a"), str(tmp_path / "z")]
+
+
+def test_two_exports_of_the_same_bytes_with_other_results_join_neither(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review 1 L2: the same checkpoint exported twice with other eval data holds the same model bytes; a record
+    found by that sha256 took the export nearest it (here, outside both: the first by path) as if they were copies,
+    silently, with its accuracy. Exports of one sha256 whose results differ are ambiguous now; copies still join."""
+    a = _tree(tmp_path / "A")
+    other = tmp_path / "B" / "export" / "kd-fewer"
+    shutil.copytree(a / "export" / "kd", other)
+    report = ExportReport.read(other)
+    models = [m.model_copy(update={"accuracy": {d: v - 0.1 for d, v in (m.accuracy or {}).items()}})
+              for m in report.models]
+    report.model_copy(update={"models": models, "data": {**(report.data or {}), "eval_count": {"clean": 5}}}).write(other)
+    bench = tmp_path / "bench.jsonl"
+    write_jsonl([record("/device/model.fp32.onnx", "a0" * 32).to_dict()], bench)
+    monkeypatch.chdir(tmp_path)
+    data = collect([a, tmp_path / "B", bench])
+    (m,) = [m for m in data.records if m.record.runtime == "ort-cpu"]
+    assert [p.accuracy for p in data.points if p.runtime == "ort-cpu"] == [None]
+    (said,) = [w for w in data.warnings if w.startswith("ambiguous: ")]
+    assert said.startswith(f"ambiguous: two exports of its bytes with other results fit the benchmark record of "
+                           f"/device/model.fp32.onnx in {bench} ({a / 'export' / 'kd'}, {other}): joined to neither")
+    shutil.rmtree(other)  # a copy with the same results joins (its accuracy): the point of the sha256 join
+    shutil.copytree(a / "export" / "kd", other)
+    data = collect([a, tmp_path / "B", bench])
+    assert [p.accuracy for p in data.points if p.runtime == "ort-cpu"] != [None]
+    assert not [w for w in data.warnings if w.startswith("ambiguous: ")]

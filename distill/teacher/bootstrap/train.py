@@ -58,6 +58,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import open_clip
 import torch
@@ -129,8 +130,10 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
         progress: show tqdm bars with the live loss.
         skip_bad: leave undecodable pool images out with a warning (and the files ``dataset`` left out for
             names that are not UTF-8, of the domains the pool draws on) instead of stopping; the same files are left
-            out on a resume. The pool is then decoded before the schedule is picked (and before a finished teacher
-            is recognized), so that the epochs and batch size (and ``teacher.json``) count the images it trains on.
+            out on a resume. The epochs and batch size it trains with (and ``teacher.json`` records) are picked
+            from the images it trains on; the run key names the pool as listed and the schedule picked from that
+            count (the dataset fingerprint fixes which files decode), so a finished teacher is recognized, or a
+            different one refused, before the pool is decoded.
 
     Returns:
         ``out_dir / "open_clip_model.safetensors"``, a state_dict open_clip loads strictly
@@ -162,20 +165,19 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     model_cfg = open_clip.get_model_config(arch)
     if model_cfg is None:
         raise DistillError(f"unknown open_clip architecture '{arch}' (see open_clip.list_models())")
-    t0 = time.perf_counter()
-    built = decoded = None
-    if skip_bad:  # the images it trains on, and so its schedule, are known once the bad ones are left out
-        built = create_model(arch, seed)
-        decoded = _decode(dataset, samples, val_samples, built[1], progress, skip_bad)
-        samples, val_samples = decoded[1], decoded[3]
-    epochs, batch_size = choose_schedule(len(samples), preset, epochs, batch_size)
+    asked = epochs, batch_size
+    # The run key names what was asked for: the pool as listed and the schedule picked from that count (every key
+    # written before --skip-bad's schedule counted decoded images stays valid). It is still an exact identity: the
+    # dataset fingerprint fixes which files decode, and so the schedule used, which training and teacher.json take
+    # from the images it trains on.
+    listed_epochs, listed_batch = choose_schedule(len(samples), preset, *asked)
     params = {
         "format": FORMAT, "arch": arch, "model_config": model_cfg,
         "dataset_fingerprint": dataset.fingerprint(), "classes": dataset.classes, "domains": dataset.domains,
         "pretrain": pool.model_dump(mode="json"),  # another pool retrains
         "train_images": len(samples), "val_images": len(val_samples), "templates": list(DEMO_TEMPLATES),
         "caption_templates": list(CAPTION_TEMPLATES),
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": WEIGHT_DECAY,
+        "epochs": listed_epochs, "batch_size": listed_batch, "lr": lr, "weight_decay": WEIGHT_DECAY,
         "warmup_fraction": WARMUP_FRACTION, "max_per_domain": max_per_domain, "seed": seed,
         "augment": AUGMENT, "loss": "UniCL multi-positive CLIP loss",
     }
@@ -184,8 +186,9 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     if manifest_path.is_file() and ckpt.is_file():  # never overwrite a finished teacher (caches rest on it)
         old = _finished_teacher(manifest_path, ckpt)
         if old.run_key != run_key:
+            differences = _differences(old, params, dataset, lambda n: choose_schedule(n, preset, *asked))
             raise DistillError(f"{manifest_path}: a teacher bootstrapped with other parameters is here (that teacher "
-                               f"vs this run: {'; '.join(_differences(old, params, dataset))}); remove the "
+                               f"vs this run: {'; '.join(differences)}); remove the "
                                "directory to retrain, or choose another --out")
         if old.checkpoint_sha256 != sha256_file(ckpt):
             raise DistillError(f"{ckpt}: not the checkpoint {manifest_path.name} describes (checkpoint_sha256 differs: "
@@ -196,16 +199,17 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
             print(f"warning: {old.warning}", file=sys.stderr, flush=True)
         return ckpt
 
+    t0 = time.perf_counter()
     manifest_path.unlink(missing_ok=True)  # a stale manifest must never describe the new checkpoint
-    model, preprocess, tokenizer = built or create_model(arch, seed)
+    model, preprocess, tokenizer = create_model(arch, seed)
     device = resolve_device(device, what="bootstrap device")  # "auto"/"cuda" -> an indexed device
     model.to(device).train()
     geometry, mean, std = geometry_transform(preprocess)
     mean, std = mean.to(device), std.to(device)
     _, captions = build_captions(dataset.domains, dataset.classes, tokenizer)
     cap_tokens = captions.tokens.to(device)
-    images, samples, val_images, val_samples = decoded or _decode(dataset, samples, val_samples, preprocess, progress,
-                                                                  skip_bad)
+    images, samples, val_images, val_samples = _decode(dataset, samples, val_samples, preprocess, progress, skip_bad)
+    epochs, batch_size = choose_schedule(len(samples), preset, *asked)  # the images it trains on
     val_labels = torch.tensor([s.label for s in val_samples], dtype=torch.long)
     probe = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:TRAIN_EVAL_IMAGES].sort().values
     head_tokens = tokenizer([t.format(c) for c in dataset.classes for t in DEMO_TEMPLATES])
@@ -286,8 +290,7 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
                                     train_images=len(samples), test_fraction=dataset.test_fraction,
                                     split_seed=dataset.split_seed, class_map=dataset.class_map_source,
                                     pretrain=pool),
-        training={k: params[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction",
-                                         "max_per_domain", "seed", "augment", "loss", "caption_templates")},
+        training={**{k: params[k] for k in _TRAINING}, "epochs": epochs, "batch_size": batch_size},
         open_clip_config=model_cfg,
         loss_history=[round(v, 5) for v in history],
         zero_shot={k: (None if math.isnan(v) else round(v, 5)) for k, v in accuracy.items()},
@@ -337,8 +340,11 @@ _TRAINING = ("epochs", "batch_size", "lr", "weight_decay", "warmup_fraction", "m
              "loss", "caption_templates")
 
 
-def _differences(old: TeacherManifest, params: dict, dataset: DomainFolder) -> list[str]:
-    """``"field: that teacher's vs this run's"`` for each parameter ``teacher.json`` records that differs."""
+def _differences(old: TeacherManifest, params: dict, dataset: DomainFolder,
+                 schedule: Callable[[int], tuple[int, int]]) -> list[str]:
+    """``"field: that teacher's vs this run's"`` for each parameter ``teacher.json`` records that differs.
+    ``teacher.json`` records the schedule its run trained with, which ``params`` (picked from the listed pool) need
+    not be: one that this run's ``schedule`` would also pick for that teacher's images is not named as a difference."""
     pool = old.dataset.pretrain
     have = {"arch": old.arch, "model_config": old.open_clip_config,
             "pretrain": pool.model_dump(mode="json") if pool else None,
@@ -348,6 +354,9 @@ def _differences(old: TeacherManifest, params: dict, dataset: DomainFolder) -> l
             "pretrain": params["pretrain"],
             "classes": params["classes"], "domains": params["domains"], "templates": params["templates"],
             "training": {k: params[k] for k in _TRAINING}}
+    trained = old.training.get("epochs"), old.training.get("batch_size")
+    if trained == schedule(old.dataset.train_images):
+        want["training"].update(epochs=trained[0], batch_size=trained[1])
     diffs = diff_fields(have, want)
     if old.dataset.fingerprint != params["dataset_fingerprint"]:
         if old.dataset.root != str(dataset.root):  # named in full: the one difference a user reads as a path

@@ -108,3 +108,93 @@ def test_bootstrap_and_eval_name_only_misnamed_files_of_the_domains_they_read(tm
     warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning: ")]
     assert warned == [f"warning: 1 bad image(s) left out (paths under {root}): blue/square/caf\\xe9.png (file name is "
                       "not valid UTF-8)"]
+
+
+def _release_run_key(root: Path, epochs: int) -> str:
+    """The run key the release before the decoded-count schedule gave a --quick bootstrap: the pool's counts as
+    listed (bad images included) and the schedule picked from them (written out here, not taken from distill, so a
+    change of the formula shows)."""
+    import hashlib
+    import json
+
+    import open_clip
+
+    from distill.data.folder import DomainFolder
+    from distill.data.split import SplitRule
+    from distill.teacher.bootstrap import presets
+    from distill.teacher.bootstrap.data import split_validation, train_samples
+    from distill.teacher.clip import register_model_configs
+    from distill.teacher.pool import pool_of
+
+    ds = DomainFolder(root, SplitRule.of("t", pretrain_fraction=POOL))
+    train, val = split_validation(train_samples(ds, presets.QUICK.max_per_domain, 0), 0)
+    register_model_configs()
+    params = {
+        "format": presets.FORMAT, "arch": presets.DEMO_ARCH, "model_config": open_clip.get_model_config(presets.DEMO_ARCH),
+        "dataset_fingerprint": ds.fingerprint(), "classes": ds.classes, "domains": ds.domains,
+        "pretrain": pool_of(ds).model_dump(mode="json"), "train_images": len(train), "val_images": len(val),
+        "templates": list(presets.DEMO_TEMPLATES), "caption_templates": list(presets.CAPTION_TEMPLATES),
+        "epochs": epochs, "batch_size": presets.choose_schedule(len(train), presets.QUICK, epochs)[1],
+        "lr": presets.QUICK.lr, "weight_decay": presets.WEIGHT_DECAY, "warmup_fraction": presets.WARMUP_FRACTION,
+        "max_per_domain": presets.QUICK.max_per_domain, "seed": 0, "augment": presets.AUGMENT,
+        "loss": "UniCL multi-positive CLIP loss"}
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
+def test_a_teacher_bootstrapped_by_the_release_before_is_still_recognized(tmp_path: Path, capsys) -> None:
+    """Review 1 H1: the run key hashed the counts and schedule after --skip-bad's decode, so the same command refused
+    a teacher the previous release bootstrapped (and restarted an interrupted one from epoch 0). The key names the
+    listed pool again; teacher.json's schedule is the one it trained with."""
+    import json
+
+    from distill.records import TeacherManifest
+
+    root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=8)
+    for rel in _pool_names("red/circle", 48):
+        (root / rel).write_bytes(b"")
+    args = ["teacher", "bootstrap", "--data", str(root), "--out", str(tmp_path / "t"), "--quick", "--no-progress",
+            "--pretrain-fraction", str(POOL), "--epochs", "1", "--skip-bad"]
+    assert main(args) == 0
+    capsys.readouterr()
+    manifest = TeacherManifest.read(tmp_path / "t")
+    assert manifest.run_key == _release_run_key(root, 1)  # so is the state file's: a resume of either release's run
+    assert manifest.training["batch_size"] == 8  # the schedule of the images it trained on (16 for the listed pool)
+
+    # teacher.json as the release before wrote it: the listed pool's schedule
+    path = tmp_path / "t" / "teacher.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()),
+                                "training": {**manifest.training, "batch_size": 16}}))
+    assert main(args) == 0
+    assert "teacher already bootstrapped with these parameters" in capsys.readouterr().err
+    # another lr is refused naming lr alone, not the schedule the two counts pick differently
+    for batch in (16, 8):
+        path.write_text(json.dumps({**json.loads(path.read_text()),
+                                    "training": {**manifest.training, "batch_size": batch}}))
+        assert main(args + ["--lr", "0.001"]) == 1
+        err = capsys.readouterr().err
+        assert "training.lr: 0.002 vs 0.001" in err and "batch_size" not in err, err
+
+
+def test_skip_bad_recognizes_a_finished_teacher_before_decoding_the_pool(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Review 1 M1: with --skip-bad the model was built and the whole pool decoded before a finished teacher was
+    recognized (or a different one refused): the rerun's answer waited on a decode whose result it did not use."""
+    from distill.teacher.bootstrap import train
+
+    root = make_shapes_root(tmp_path / "data", ["red", "green"], per_class=8)
+    (root / _name("red/circle", "pretrain")).write_bytes(b"")
+    args = ["teacher", "bootstrap", "--data", str(root), "--out", str(tmp_path / "t"), "--quick", "--no-progress",
+            "--pretrain-fraction", str(POOL), "--epochs", "1", "--skip-bad"]
+    assert main(args) == 0
+    capsys.readouterr()
+    calls = []
+    monkeypatch.setattr(train, "load_uint8", lambda *a, **k: calls.append("decode") or _raise())
+    monkeypatch.setattr(train, "create_model", lambda *a, **k: calls.append("model") or _raise())
+    assert main(args) == 0
+    assert "teacher already bootstrapped with these parameters" in capsys.readouterr().err
+    assert main(args + ["--seed", "1"]) == 1  # a different teacher is refused as soon
+    assert "a teacher bootstrapped with other parameters is here" in capsys.readouterr().err
+    assert calls == []
+
+
+def _raise() -> None:
+    raise AssertionError("called")
