@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from distill.api import require_onnxruntime
 from distill.records import RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport
@@ -90,14 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from distill.export.qad import qad  # lazy: torch/onnx/onnxruntime, not at CLI start-up
     from distill.export.qad_config import QADConfig
 
-    out = Path(args.out)
-    fresh = not out.exists()
-    try:
-        record = qad(QADConfig.from_options(config_options(args), names=FLAGS))
-    except BaseException:  # Ctrl-C or an error after the folder was made: no empty --out folder left behind
-        if fresh and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise
+    record = qad(QADConfig.from_options(config_options(args), names=FLAGS))  # an interrupted run: no empty --out
     print(f"{args.out}/{record.qad_file}: int8/{record.flavour} (QAD); worst calibration disagreement "
           f"PTQ {record.ptq.worst_calibration:.2f} -> QAD {record.qad.worst_calibration:.2f} pts", file=sys.stdout)
     print(f"int8 file: {args.out}/{record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",

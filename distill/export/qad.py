@@ -77,7 +77,7 @@ from distill.export.training_run import TrainingRun, provenance, shipped_provena
 from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.records.base import relative_paths
 from distill.student.model import Student, load_student, save_student
-from distill.utils.io import check_out_dir, make_out_dir
+from distill.utils.io import check_out_dir, make_out_dir, removed_if_left_empty
 from distill.utils.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -88,12 +88,19 @@ LIBRARY = f"torch.ao.quantization (FX prepare_qat_fx, FakeQuantize), torch {torc
 
 
 def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
-    """Quantization-aware distillation of ``cfg.checkpoint``; writes ``cfg.out_dir`` and returns its record.
+    """Quantization-aware distillation of ``cfg.checkpoint``; writes ``cfg.out_dir`` and returns its record. A run
+    that fails or is interrupted leaves no empty ``out_dir`` it made (the CLI and the Python API alike).
 
     Raises:
         DistillError: unreadable checkpoint, no data to calibrate on, a cache of other data, a student
             torch.fx cannot trace, or an export onnxruntime cannot run.
     """
+    with removed_if_left_empty(cfg.out_dir):
+        return _qad(cfg, log)
+
+
+def _qad(cfg: QADConfig, log: Callable[[str], None] | None) -> QADRecord:
+    """:func:`qad`'s steps (the module docstring's 1-5)."""
     say, t0 = ExportLog(log), time.time()
     checkpoint, out = Path(cfg.checkpoint), check_out_dir(cfg.out_dir)  # --out naming a file: one line, first
     refuse_checkpoint_or_run(out, "distill qad", "qad")  # as distill export: never among a checkpoint's or run's files
