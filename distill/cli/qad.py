@@ -17,7 +17,7 @@ FLAGS = {
     "optimizer": "--optimizer", "lr": "--lr",
     "batch_size": "--batch-size",
     "temperature": "--temperature", "device": "--device", "opset": "--opset", "seed": "--seed",
-    "export_dir": "--export", "quantize_all": "--quantize-all",
+    "export_dir": "--export", "quantize_all": "--quantize-all", "trt_batches": "--trt-batches",
 }
 
 
@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantize-all", action="store_true",
                    help="with --export: quantize every layer, also those the export's fallback keeps in float "
                         "(QAD instead of the fallback: a file with no float layer)")
+    p.add_argument("--trt-batches", default=None, metavar="MIN,OPT,MAX",
+                   help="--flavour tensorrt: TensorRT profile batches of build_engine.sh (default: --export's, "
+                        "else 1,8,32)")
     p.set_defaults(func=run, _parser=p, interrupt_hint="rerun the same command (QAD starts over)")
 
 
