@@ -16,6 +16,7 @@ Timing, statistics, memory and device info are the edge runner's (one implementa
 from __future__ import annotations
 
 import shlex
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,9 +32,10 @@ from distill.bench.edge_runner import (
     format_record,
     rss_mb,
     sha256_file,
+    threads_warning,
 )
 from distill.bench.torch_runner import TorchRunner
-from distill.errors import DistillError
+from distill.errors import DistillError, DistillWarning
 from distill.records import EXPORT_REPORT, QAD_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport, QADRecord
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -161,6 +163,9 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
     if not opts.is_default() and any(rt != "torch" for _, rt in pairs):
         raise DistillError("--device, --precision, --compile and --memory-format apply to --runtime torch only "
                            "(an ONNX model's precision is fixed at export)")
+    oversubscribed = [note for rt in dict.fromkeys(rt for _, rt in pairs) if (note := threads_warning(threads, rt))]
+    if oversubscribed:  # `distill bench` prints it as one warning: line
+        warnings.warn(oversubscribed[0], DistillWarning, stacklevel=2)
     if profile and log and "tensorrt" in {rt for _, rt in pairs}:
         log("warning: --profile: runtime tensorrt has no op profiler here, its records get no top_ops "
             "(per-layer times: trtexec --loadEngine=ENGINE --dumpProfile)")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from distill.api import require_onnxruntime
 from distill.records import RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport
@@ -18,7 +17,7 @@ FLAGS = {
     "optimizer": "--optimizer", "lr": "--lr",
     "batch_size": "--batch-size",
     "temperature": "--temperature", "device": "--device", "opset": "--opset", "seed": "--seed",
-    "export_dir": "--export", "quantize_all": "--quantize-all",
+    "export_dir": "--export", "quantize_all": "--quantize-all", "trt_batches": "--trt-batches",
 }
 
 
@@ -75,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantize-all", action="store_true",
                    help="with --export: quantize every layer, also those the export's fallback keeps in float "
                         "(QAD instead of the fallback: a file with no float layer)")
+    p.add_argument("--trt-batches", default=None, metavar="MIN,OPT,MAX",
+                   help="--flavour tensorrt: TensorRT profile batches of build_engine.sh (default: --export's, "
+                        "else 1,8,32)")
     p.set_defaults(func=run, _parser=p, interrupt_hint="rerun the same command (QAD starts over)")
 
 
@@ -90,14 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from distill.export.qad import qad  # lazy: torch/onnx/onnxruntime, not at CLI start-up
     from distill.export.qad_config import QADConfig
 
-    out = Path(args.out)
-    fresh = not out.exists()
-    try:
-        record = qad(QADConfig.from_options(config_options(args), names=FLAGS))
-    except BaseException:  # Ctrl-C or an error after the folder was made: no empty --out folder left behind
-        if fresh and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise
+    record = qad(QADConfig.from_options(config_options(args), names=FLAGS))  # an interrupted run: no empty --out
     print(f"{args.out}/{record.qad_file}: int8/{record.flavour} (QAD); worst calibration disagreement "
           f"PTQ {record.ptq.worst_calibration:.2f} -> QAD {record.qad.worst_calibration:.2f} pts", file=sys.stdout)
     print(f"int8 file: {args.out}/{record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",

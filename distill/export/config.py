@@ -37,6 +37,21 @@ def _zero_is_all(value: Any) -> Any:
     return None if value == 0 and not isinstance(value, bool) else value
 
 
+def _batch_profile(value: Any) -> Any:
+    """A TensorRT (min, opt, max) batch profile from ``"1,8,32"`` or a sequence; checked min <= opt <= max."""
+    if isinstance(value, str):
+        try:
+            value = tuple(int(v) for v in value.split(","))
+        except ValueError:
+            raise ValueError("must be MIN,OPT,MAX integers") from None
+    if isinstance(value, (list, tuple)):
+        if len(value) != 3:
+            raise ValueError("must be MIN,OPT,MAX integers")
+        if not all(isinstance(v, int) for v in value) or not 1 <= value[0] <= value[1] <= value[2]:
+            raise ValueError("TensorRT batches must be min <= opt <= max (>= 1)")
+    return value
+
+
 def _path_str(value: Any) -> Any:
     """Paths are kept as strings (export.json's ``config`` shows them as given)."""
     return str(value) if isinstance(value, Path) else value
@@ -158,20 +173,7 @@ class ExportConfig(SplitKeys):
             raise ValueError(f"must be one of {', '.join(choices)}")
         return value
 
-    @field_validator("trt_batches", mode="before")
-    @classmethod
-    def _batch_profile(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                value = tuple(int(v) for v in value.split(","))
-            except ValueError:
-                raise ValueError("must be MIN,OPT,MAX integers") from None
-        if isinstance(value, (list, tuple)):
-            if len(value) != 3:
-                raise ValueError("must be MIN,OPT,MAX integers")
-            if not all(isinstance(v, int) for v in value) or not 1 <= value[0] <= value[1] <= value[2]:
-                raise ValueError("TensorRT batches must be min <= opt <= max (>= 1)")
-        return value
+    _batch_profile = field_validator("trt_batches", mode="before")(_batch_profile)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], names: Mapping[str, str] | None = None) -> ExportConfig:

@@ -17,7 +17,7 @@ Steps (:func:`qad`):
    with KL(cached teacher || int8 student) when a cache is given (``cache_weight``). Ranges follow the
    data (MinMax) for ``observer_epochs`` epochs, then are frozen (``ranges="observed"``), or are trained from
    their calibrated values (``"learned"``, the default: :mod:`distill.export.learned_ranges`); BatchNorm is folded
-   from the start.
+   from the start (:mod:`distill.export.qad_train`).
 4. Export the QDQ ONNX with the trained scales, check it (onnxruntime runs it, int8 weights, the
    flavour's QDQ rules, close to the torch fake-quant model), save the tuned fp32 student, and write
    ``qad.json`` (:class:`QADRecord`) with PTQ vs QAD disagreement per domain (and, on labelled images,
@@ -29,7 +29,6 @@ Steps (:func:`qad`):
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -52,19 +51,17 @@ from distill.export.evaluate import (
     predict_onnx,
     predict_torch,
 )
-from distill.export.fakequant import conv_bn_pairs, export_qdq, fake_quant_model, tuned_student
-from distill.export.fq_state import calibrate_ranges, set_observers
+from distill.export.fakequant import conv_bn_pairs, export_qdq, tuned_student
 from distill.export.images import ImageCalibrationReader, ImageSet
 from distill.export.int8_step import int8_file
 from distill.export.kept_float import KeptFloat, export_int8, kept_layers
-from distill.export.learned_ranges import freeze_scales, learn_scales
 from distill.export.log import ExportLog
 from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
 from distill.export.out_dir import refuse_checkpoint_or_run
 from distill.export.qad_calibration import count_fitter, export_config
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
-from distill.export.qad_moves import changed_share, int8_weights
 from distill.export.qad_ship import engine_script, holdout_pairs, no_harm, ptq_file
+from distill.export.qad_train import train_qad
 from distill.export.quantize import (
     FLAVOURS,
     Int8Flavour,
@@ -76,13 +73,11 @@ from distill.export.quantize import (
     tensorrt_qdq_problems,
     with_weight_range,
 )
-from distill.export.se_gate import gate_lr_factor, gate_params
 from distill.export.training_run import TrainingRun, provenance, shipped_provenance
 from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.records.base import relative_paths
-from distill.strategies.losses import kl_div_with_temperature, top1_margin_hinge
 from distill.student.model import Student, load_student, save_student
-from distill.utils.io import check_out_dir, make_out_dir
+from distill.utils.io import check_out_dir, make_out_dir, removed_if_left_empty
 from distill.utils.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -93,12 +88,19 @@ LIBRARY = f"torch.ao.quantization (FX prepare_qat_fx, FakeQuantize), torch {torc
 
 
 def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
-    """Quantization-aware distillation of ``cfg.checkpoint``; writes ``cfg.out_dir`` and returns its record.
+    """Quantization-aware distillation of ``cfg.checkpoint``; writes ``cfg.out_dir`` and returns its record. A run
+    that fails or is interrupted leaves no empty ``out_dir`` it made (the CLI and the Python API alike).
 
     Raises:
         DistillError: unreadable checkpoint, no data to calibrate on, a cache of other data, a student
             torch.fx cannot trace, or an export onnxruntime cannot run.
     """
+    with removed_if_left_empty(cfg.out_dir):
+        return _qad(cfg, log)
+
+
+def _qad(cfg: QADConfig, log: Callable[[str], None] | None) -> QADRecord:
+    """:func:`qad`'s steps (the module docstring's 1-5)."""
     say, t0 = ExportLog(log), time.time()
     checkpoint, out = Path(cfg.checkpoint), check_out_dir(cfg.out_dir)  # --out naming a file: one line, first
     refuse_checkpoint_or_run(out, "distill qad", "qad")  # as distill export: never among a checkpoint's or run's files
@@ -157,7 +159,7 @@ def qad(cfg: QADConfig, log: Callable[[str], None] | None = None) -> QADRecord:
         say(f"PTQ ({flavour.name}; {ptq_origin}): disagreement with fp32 (pts) calibration {_fmt(ptq.calibration)}; "
             f"test {_fmt(ptq.test)}; hold-out {_fmt(ptq.holdout)}")
 
-        model, losses, moved = _train(cfg, student, flavour, calib, teacher_logits, device, say, keep)
+        model, losses, moved = train_qad(cfg, student, flavour, calib, teacher_logits, device, say, keep)
         dst = export_qdq(model.cpu(), out / int8_file(flavour.name), student.spec.input_size, flavour, cfg.opset)
         fq_logits = predict_torch(model, calib)
         # the trained model's own number, so the log ends on the end state: an epoch line counts flips over the epoch,
@@ -273,96 +275,6 @@ def _accuracy(data: ExportData, fp32: np.ndarray, ptq: np.ndarray, qad: np.ndarr
     return QADAccuracy(fp32=accuracy_by_domain(fp32, images), ptq=accuracy_by_domain(ptq, images),
                        qad=accuracy_by_domain(qad, images),
                        count={d: int((images.domains == d).sum()) for d in images.domain_names})
-
-
-def _batches(images: ImageSet, batch_size: int, device: torch.device, order: np.ndarray | None = None):
-    """(indices, normalized float batch on ``device``) over ``images`` in ``order``."""
-    order = np.arange(len(images)) if order is None else order
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        yield idx, torch.from_numpy(images.normalize(images.images[idx])).to(device)
-
-
-def _train(cfg: QADConfig, student: Student, flavour: Int8Flavour, calib: ImageSet, teacher_logits: torch.Tensor | None,
-           device: torch.device, say: ExportLog, keep: KeptFloat) -> tuple[torch.nn.Module, list[float], float]:
-    """Calibrate the fake-quant student's ranges (``keep``: layers left in float), then distill into it; returns it
-    (eval mode), epoch losses and the percent of its int8 weight values that training changed."""
-    torch.manual_seed(cfg.random_seed)
-    model = fake_quant_model(student, flavour, keep.layers, keep.float_outputs).to(device)
-    fp32 = student.to(device).eval()
-    with torch.no_grad():  # the frozen fp32 student's logits: the self-distillation target
-        targets = torch.cat([fp32(x) for _, x in _batches(calib, 256, device)])
-    student.cpu()
-    # calibration (observers off after it: the measurement below leaves the ranges as calibrated; each epoch
-    # then turns them on or off)
-    calibrate_ranges(model, (x for _, x in _batches(calib, cfg.batch_size, device)))
-    with torch.no_grad():
-        start = torch.cat([model(x) for _, x in _batches(calib, 256, device)]).argmax(1) != targets.argmax(1)
-    say(f"QAD: after calibration, fake-quant top-1 disagreement with fp32 {100 * float(start.float().mean()):.2f} pts")
-    calibrated = int8_weights(model)
-    scales = learn_scales(model) if cfg.ranges == "learned" else []  # after calibration: they start there
-    gates = gate_params(model)  # squeeze-excite gate convs, folded: their own step size
-    own = {id(p) for p in [*gates, *scales]}
-    opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad and id(p) not in own], gates, scales)
-    steps = cfg.epochs * math.ceil(len(calib) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-    rng = np.random.default_rng(cfg.random_seed)
-    teacher = teacher_logits.to(device) if teacher_logits is not None else None
-    losses: list[float] = []
-    for epoch in range(cfg.epochs):
-        set_observers(model, epoch < cfg.range_epochs, weights=True)
-        model.train()
-        total = torch.zeros((), device=device)
-        flips = torch.zeros((), device=device)
-        for idx, x in _batches(calib, cfg.batch_size, device, rng.permutation(len(calib))):
-            logits = model(x)
-            t = torch.as_tensor(idx, device=device)
-            loss = kl_div_with_temperature(logits, targets[t], cfg.temperature)
-            if teacher is not None:
-                loss = (1 - cfg.cache_weight) * loss + cfg.cache_weight * kl_div_with_temperature(
-                    logits, teacher[t], cfg.temperature)
-            if cfg.margin_weight:
-                loss = loss + cfg.margin_weight * top1_margin_hinge(logits, targets[t].argmax(1), cfg.margin)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.detach() * len(idx)
-            flips += (logits.detach().argmax(1) != targets[t].argmax(1)).sum()
-        losses.append(float(total) / len(calib))  # one host sync per epoch
-        say(f"QAD epoch {epoch + 1}/{cfg.epochs}: loss {_loss_text(losses[-1])}, fake-quant top-1 disagreement with "
-            f"fp32 {100 * float(flips) / len(calib):.2f} pts (during the epoch)"
-            + (" (ranges learned)" if scales else "" if epoch < cfg.range_epochs else " (ranges frozen)"))
-    freeze_scales(model)
-    set_observers(model, False, weights=True)  # weight scales follow the last step's weights (max |w| / 127)
-    with torch.no_grad():
-        model(next(_batches(calib, 1, device))[1])
-    set_observers(model, False)
-    moved = changed_share(calibrated, int8_weights(model))
-    say(f"QAD changed {moved:.2f} % of the int8 weight values (the rest of its effect: biases and activation ranges)")
-    return model.eval(), losses, moved
-
-
-def _loss_text(loss: float) -> str:
-    """An epoch's loss for the log: a KL is >= 0, so a rounding-negative one (``-0.0000``) reads 0; a small one keeps
-    its digits (``3.1e-05``, not ``0.0000``)."""
-    loss = 0.0 if -1e-6 < loss <= 0.0 else loss
-    return f"{loss:.4f}" if loss == 0.0 or abs(loss) >= 1e-3 else f"{loss:.1e}"
-
-
-def make_optimizer(cfg: QADConfig, params: list[torch.nn.Parameter], gates: list[torch.nn.Parameter] | None = None,
-                   scales: list[torch.nn.Parameter] | None = None) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` at ``cfg.learning_rate``, no weight decay (QAD moves a trained student a little); ``gates``
-    (folded squeeze-excite gate convs) in a second group at the rate that moves their unfolded weights the same;
-    ``scales`` (learned activation ranges) in a third at ``cfg.range_lr``."""
-    groups: list[dict] = [{"params": params}]
-    if gates:
-        groups.append({"params": gates, "lr": cfg.learning_rate * gate_lr_factor(cfg.optimizer)})
-    if scales:
-        groups.append({"params": scales, "lr": cfg.range_lr})
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=0.9, weight_decay=0.0)
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=0.0)
 
 
 def _open_cache(path: str) -> TeacherCache:

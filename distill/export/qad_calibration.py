@@ -65,10 +65,21 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
             + f", seed {seed}")
     ecfg = with_run_defaults(ExportConfig(
         precisions=("fp32", "int8"), data_root=data_root, calib_domains=calib, target_domains=targets,
-        calib_count=count, eval_count=cfg.eval_count, int8_flavour=cfg.flavour, seed=seed, **split), run, say,
-        **split_from)
+        calib_count=count, eval_count=cfg.eval_count, int8_flavour=cfg.flavour, seed=seed,
+        trt_batches=_trt_batches(cfg), **split), run, say, **split_from)
     ecfg.check_data()
     return ecfg
+
+
+def _trt_batches(cfg: QADConfig) -> tuple[int, int, int]:
+    """The TensorRT profile of QAD's ``build_engine.sh``: ``cfg``'s, else the export's (``--export``: its engines
+    are built for those batches), else ``distill export``'s default."""
+    if cfg.trt_batches is not None:
+        return cfg.trt_batches
+    theirs = ExportReport.read(cfg.export_dir).config.get("trt_batches") if cfg.export_dir else None
+    if theirs:  # export.json records the profile as a list
+        return ExportConfig.model_validate({"trt_batches": theirs}).trt_batches
+    return ExportConfig.model_fields["trt_batches"].default
 
 
 def _agree(where: Path, flag: str, given: Any, theirs: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Any, Literal, Mapping
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distill.errors import DistillError
-from distill.export.config import _one_line, _path_str, _split_csv, _zero_is_all, constructor_line
+from distill.export.config import _batch_profile, _one_line, _path_str, _split_csv, _zero_is_all, constructor_line
 from distill.records import Disagreement, QADRecord
 from distill.validation import Checked
 
@@ -63,6 +63,8 @@ class QADConfig(Checked):
             the export's calibration and float fallback) is the arm QAD must beat, and the one that ships when QAD
             does not; None: plain PTQ computed here (MinMax, no fallback). QAD's fake-quant student keeps the
             layers that file keeps in float (its float fallback) in float too, so it starts from that file.
+        trt_batches: ``flavour="tensorrt"``: (min, opt, max) batch of ``build_engine.sh``'s TensorRT optimization
+            profile (None: ``export_dir``'s, as its engines are built, else ``distill export``'s default 1, 8, 32).
         quantize_all: with ``export_dir`` (refused without it: QAD then quantizes every layer already): quantize
             every layer, also those the export's float fallback keeps in float (QAD instead of the fallback).
     """
@@ -96,10 +98,12 @@ class QADConfig(Checked):
     seed: int | None = None
     export_dir: str | None = None
     quantize_all: bool = False
+    trt_batches: tuple[int, int, int] | None = None
 
     _csv = field_validator("calib_domains", "target_domains", mode="before")(_split_csv)
     _paths = field_validator("checkpoint", "out_dir", "cache", "data_root", "export_dir", mode="before")(_path_str)
     _all = field_validator("eval_count", mode="before")(_zero_is_all)
+    _trt = field_validator("trt_batches", mode="before")(_batch_profile)
 
     @field_validator("device")
     @classmethod

@@ -71,6 +71,6 @@ def engine_script(out: Path, flavour: str, ship_file: str, input_size: tuple[int
     engines = [{"onnx": ship_file, "onnx_strongly_typed": ship_file, "engine": "model.int8.engine", "precision": "int8"}]
     write_check_files(out, calib, INPUT_NAME, batches)
     script = write_build_script(out, engines, INPUT_NAME, (3, *input_size), batches, reference=ship_file)
-    say(f"wrote {script}: builds model.int8.engine from {ship_file} (the int8 file the rule picked) — run it on the "
-        "target device")
+    say(f"wrote {script}: builds model.int8.engine from {ship_file} (the int8 file the rule picked; profile batches "
+        f"{'/'.join(map(str, batches))}) — run it on the target device")
     return script

@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -142,3 +143,19 @@ def make_out_dir(path: str | Path, flag: str = "--out") -> Path:
     except OSError as e:
         raise DistillError(f"{flag} {path}: cannot create this folder ({e.strerror or e})") from None
     return path
+
+
+@contextmanager
+def removed_if_left_empty(path: str | Path) -> Iterator[Path]:
+    """Run a stage that writes the folder ``path``; when it fails or is interrupted (Ctrl-C) after creating the
+    folder and leaving it empty, remove it. A folder that was there before, or holds files, is kept."""
+    path = Path(path)
+    fresh = not (path.exists() or path.is_symlink())
+    try:
+        yield path
+    except BaseException:
+        if fresh and path.is_dir():
+            with suppress(OSError):  # the stage's own error is the one to report
+                if not any(path.iterdir()):
+                    path.rmdir()
+        raise

@@ -118,10 +118,10 @@ def test_a_relu_behind_an_identity_placeholder_is_fused_into_its_conv(tmp_path):
 
 
 def test_qads_measurement_after_calibration_leaves_the_calibrated_ranges(monkeypatch):
-    """_train measures the fake-quant disagreement right after calibrating; with the observers still on, that
+    """train_qad measures the fake-quant disagreement right after calibrating; with the observers still on, that
     pass fed each range its own fake-quantized output (rounded up to the grid: ranges crept by up to half a step
     where an observer is shared, e.g. a placeholder's). The ranges at the first step are the calibration's."""
-    import distill.export.qad as qad_module
+    import distill.export.qad_train as qad_train
     from distill.export.fq_state import fake_quants
     from distill.export.images import ImageSet
     from distill.export.qad_config import QADConfig
@@ -132,7 +132,7 @@ def test_qads_measurement_after_calibration_leaves_the_calibrated_ranges(monkeyp
     calib = ImageSet(images=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), labels=np.zeros(40, np.int64),
                      domains=np.array(["d"] * 40), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), skipped=[])
     built = []
-    monkeypatch.setattr(qad_module, "fake_quant_model", lambda *a: built.append(fake_quant_model(*a)) or built[-1])
+    monkeypatch.setattr(qad_train, "fake_quant_model", lambda *a: built.append(fake_quant_model(*a)) or built[-1])
 
     class Stop(Exception):
         pass
@@ -144,15 +144,15 @@ def test_qads_measurement_after_calibration_leaves_the_calibrated_ranges(monkeyp
                           for f in fake_quants(built[0]) if not f.is_per_channel]
         raise Stop
 
-    monkeypatch.setattr(qad_module, "make_optimizer", first_step)
+    monkeypatch.setattr(qad_train, "make_optimizer", first_step)
     cfg = QADConfig(checkpoint="ck", out_dir="out", batch_size=16)
     with pytest.raises(Stop):
-        qad_module._train(cfg, student, FLAVOURS["ort-cpu"], calib, None, torch.device("cpu"), lambda m: None, KeptFloat())
-    reference = fake_quant_model(student, FLAVOURS["ort-cpu"])  # calibration alone, as _train does it
+        qad_train.train_qad(cfg, student, FLAVOURS["ort-cpu"], calib, None, torch.device("cpu"), lambda m: None, KeptFloat())
+    reference = fake_quant_model(student, FLAVOURS["ort-cpu"])  # calibration alone, as train_qad does it
     reference.apply(torch.ao.quantization.disable_fake_quant)
     set_observers(reference, True)
     with torch.no_grad():
-        for _, x in qad_module._batches(calib, 16, torch.device("cpu")):
+        for _, x in qad_train.batches(calib, 16, torch.device("cpu")):
             reference(x)
     expected = [(float(f.activation_post_process.min_val), float(f.activation_post_process.max_val))
                 for f in fake_quants(reference) if not f.is_per_channel]

@@ -143,12 +143,12 @@ def test_a_mobilenetv3s_int8_files_run_squeeze_excite_in_int8(tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_a_folded_gate_trains_as_the_unfolded_one_at_its_lr_factor(optimizer):
-    """QAD trains the folded gate conv (weights x 1/6) in its own group (distill.export.qad.make_optimizer): a step
+    """QAD trains the folded gate conv (weights x 1/6) in its own group (distill.export.qad_train.make_optimizer): a step
     there, unfolded, is the step the student's own conv would have taken; at the plain lr it was 36x (SGD)."""
     import copy
 
-    from distill.export.qad import make_optimizer
     from distill.export.qad_config import QADConfig
+    from distill.export.qad_train import make_optimizer
     from distill.export.se_gate import gates_as_clamps, unfold
 
     torch.manual_seed(0)

@@ -155,7 +155,7 @@ def test_the_log_ends_training_with_the_end_state_disagreement(run_ckpt, tmp_pat
     import distill.export.qad as qad_module
     from tests.export.test_qad_ship import _damaging
 
-    monkeypatch.setattr(qad_module, "_train", _damaging(qad_module._train))
+    monkeypatch.setattr(qad_module, "train_qad", _damaging(qad_module.train_qad))
     lines: list[str] = []
     record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), epochs=1, calib_domains="clean",
                            calib_count=32, eval_count=4, holdout_count=8), log=lines.append)
@@ -244,9 +244,9 @@ def test_qad_into_a_checkpoint_or_run_folder_is_refused_as_export_refuses_it(run
 
 
 def test_the_epoch_loss_is_logged_without_a_rounding_minus_sign():
-    from distill.export.qad import _loss_text
+    from distill.export.qad_train import loss_text
 
-    assert [_loss_text(x) for x in (-0.0, -3e-9, 0.0, 3.14e-5, 0.01234, 1.5)] == \
+    assert [loss_text(x) for x in (-0.0, -3e-9, 0.0, 3.14e-5, 0.01234, 1.5)] == \
         ["0.0000", "0.0000", "0.0000", "3.1e-05", "0.0123", "1.5000"]
 
 
@@ -286,13 +286,13 @@ def test_qad_with_a_teacher_cache_mixes_in_its_soft_labels(run_ckpt, tiny_cache,
     import distill.export.qad as qad_module
 
     seen = {}
-    real = qad_module._train
+    real = qad_module.train_qad
 
     def spy(cfg, student, flavour, calib, teacher_logits, device, say, keep):
         seen["teacher"], seen["images"] = teacher_logits, len(calib)
         return real(cfg, student, flavour, calib, teacher_logits, device, say, keep)
 
-    monkeypatch.setattr(qad_module, "_train", spy)
+    monkeypatch.setattr(qad_module, "train_qad", spy)
     record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), cache=str(tiny_cache), epochs=1,
                            calib_count=16, eval_count=4), log=lambda s: None)
     assert record.teacher == "fp32+cache"
@@ -365,7 +365,7 @@ def test_squeeze_excite_means_stay_float_as_in_onnxruntimes_ptq():
 def test_qad_steps_with_sgd_and_momentum_unless_asked(options, kind, lr):
     """SGD's steps shrink with the gradient; AdamW's do not (a student PTQ already quantizes well drifts: RESULTS.md,
     "Trained edge students", resnet18), so SGD + momentum is the default, AdamW an option."""
-    from distill.export.qad import make_optimizer
+    from distill.export.qad_train import make_optimizer
 
     cfg = QADConfig(checkpoint="ck", out_dir="o", **options)
     opt = make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(3))])
@@ -377,7 +377,7 @@ def test_qad_steps_with_sgd_and_momentum_unless_asked(options, kind, lr):
 def test_a_zero_gradient_step_leaves_the_weights_where_they_are():
     """The reason for the default: with the loss at its minimum (fake-quant = fp32 on a batch) SGD does not move
     the student, AdamW moves every weight by ~lr (its update is normalized)."""
-    from distill.export.qad import make_optimizer
+    from distill.export.qad_train import make_optimizer
 
     moved = {}
     for name in ("sgd", "adamw"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from distill.export.qad import qad
@@ -38,3 +39,47 @@ def test_the_qad_folder_alone_builds_and_checks_the_engine_of_the_file_the_rule_
     assert f"--onnx={ship_file}" in call and ("--stronglyTyped" in call) == typed and ("--int8" in call) != typed
     assert f"model.int8.engine vs ONNX Runtime on {ship_file}: top-1 agreement" in proc.stdout
     assert "built 1 engine(s): model.int8.engine" in proc.stdout
+
+
+def test_the_qad_script_builds_for_the_exports_batch_profile(run_ckpt: Path, tiny_root: Path, tmp_path: Path) -> None:
+    """QAD from an export (--export) exported with --trt-batches 2,4,16: QAD's build_engine.sh used the default
+    profile 1/8/32, so QAD's engine served other batches than the export's. It takes the export's; --trt-batches
+    (QADConfig.trt_batches) sets another."""
+    import distill.export.qad as qad_module
+    from distill.export import ExportConfig, export_checkpoint
+    from distill.export.engine_check import IMAGES_FILE
+    from distill.export.kept_float import export_int8
+    from distill.export.log import ExportLog
+    from distill.export.quantize import FLAVOURS
+    from distill.export.training_run import TrainingRun
+
+    export = tmp_path / "exp"
+    export_checkpoint(run_ckpt, export, ExportConfig(
+        precisions=("fp32", "int8"), data_root=str(tiny_root), int8_flavour="tensorrt", calib_count=32,
+        eval_count=8, max_drop=100.0, latency_iters=1, threads=1, trt_batches=(2, 4, 16)), log=lambda s: None)
+    lines: list[str] = []
+    qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "qad"), flavour="tensorrt", epochs=1,
+                  eval_count=8, export_dir=str(export)), log=lines.append)
+    script = (tmp_path / "qad" / BUILD_SCRIPT).read_text()
+    assert "batch min/opt/max = 2/4/16" in script
+    assert any("profile batches 2/4/16" in line for line in lines), lines
+    with np.load(tmp_path / "qad" / IMAGES_FILE) as check:  # the engine check runs the profile's batches too
+        assert (int(check["min_batch"]), int(check["batch"])) == (2, 4)
+
+    say = ExportLog(lambda s: None)
+    run, exported = TrainingRun.of_checkpoint(run_ckpt, say), export_int8(export, run_ckpt, FLAVOURS["tensorrt"])
+    told = QADConfig(checkpoint=str(run_ckpt), out_dir="unused", flavour="tensorrt", export_dir=str(export),
+                     trt_batches="1,1,4")
+    assert qad_module.export_config(told, run, say, exported).trt_batches == (1, 1, 4)
+    alone = QADConfig(checkpoint=str(run_ckpt), out_dir="unused", flavour="tensorrt")
+    assert qad_module.export_config(alone, run, say).trt_batches == (1, 8, 32)
+
+
+def test_a_bad_trt_batches_is_one_line_naming_the_flag(run_ckpt: Path, tmp_path: Path, capsys) -> None:
+    from distill.cli import main
+
+    assert main(["qad", str(run_ckpt), "--out", str(tmp_path / "q"), "--flavour", "tensorrt",
+                 "--trt-batches", "8,4,2"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--trt-batches" in err[0] and "min <= opt <= max" in err[0], err
+    assert not (tmp_path / "q").exists()

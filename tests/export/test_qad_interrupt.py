@@ -1,5 +1,6 @@
 """`distill qad` interrupted (Ctrl-C) or failing after it made a new --out folder (QA F6): it left an empty folder.
-A folder it made and left empty is removed; a folder that was there before, or one holding files, is kept."""
+A folder it made and left empty is removed, by the stage itself (distill.export.qad.qad), so the CLI and the Python
+API (`distill.api.qad`) alike; a folder that was there before, or one holding files, is kept."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,28 +8,42 @@ from pathlib import Path
 import pytest
 
 import distill.export.qad as qad_module
+from distill import api
 from distill.cli import main
 from distill.errors import DistillError
 
 
-def _makes_then_raises(error: BaseException):
-    def fake(cfg, log=None):
-        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+def _raises(error: BaseException):
+    def fake(*args, **kwargs):  # the fp32 ONNX export: after --out was made, inside QAD's work folder
         raise error
     return fake
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), DistillError("bad data")])
-def test_a_new_out_folder_left_empty_is_removed(tmp_path: Path, monkeypatch, error: BaseException) -> None:
-    monkeypatch.setattr(qad_module, "qad", _makes_then_raises(error))
+def test_the_api_removes_a_new_out_folder_left_empty(run_ckpt: Path, tmp_path: Path, monkeypatch,
+                                                     error: BaseException) -> None:
+    monkeypatch.setattr(qad_module, "export_onnx", _raises(error))
     out = tmp_path / "qad"
-    assert main(["qad", str(tmp_path / "ckpt"), "--out", str(out)]) != 0
+    with pytest.raises(type(error)):
+        api.qad(checkpoint=str(run_ckpt), out_dir=str(out), epochs=1, calib_count=16, eval_count=4)
     assert not out.exists()
 
 
-def test_a_folder_that_was_there_stays(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(qad_module, "qad", _makes_then_raises(KeyboardInterrupt()))
+def test_the_cli_removes_a_new_out_folder_left_empty(run_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(qad_module, "export_onnx", _raises(KeyboardInterrupt()))
+    out = tmp_path / "qad"
+    assert main(["qad", str(run_ckpt), "--out", str(out), "--epochs", "1", "--calib-count", "16",
+                 "--eval-count", "4"]) != 0
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("holds_a_file", [False, True])
+def test_a_folder_that_was_there_stays(run_ckpt: Path, tmp_path: Path, monkeypatch, holds_a_file: bool) -> None:
+    monkeypatch.setattr(qad_module, "export_onnx", _raises(KeyboardInterrupt()))
     out = tmp_path / "qad"
     out.mkdir()
-    assert main(["qad", str(tmp_path / "ckpt"), "--out", str(out)]) != 0
-    assert out.is_dir()
+    if holds_a_file:
+        (out / "notes.txt").write_text("mine")
+    with pytest.raises(KeyboardInterrupt):
+        api.qad(checkpoint=str(run_ckpt), out_dir=str(out), epochs=1, calib_count=16, eval_count=4)
+    assert out.is_dir() and [p.name for p in out.iterdir()] == (["notes.txt"] if holds_a_file else [])

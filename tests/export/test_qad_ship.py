@@ -24,7 +24,7 @@ from distill.report.decision import decide
 
 
 def _damaging(real_train):
-    """``_train`` that perturbs every parameter by its std after training: a QAD that harms (injected)."""
+    """``train_qad`` that perturbs every parameter by its std after training: a QAD that harms (injected)."""
     def train(*args, **kwargs):
         model, losses, moved = real_train(*args, **kwargs)
         torch.manual_seed(1)
@@ -141,7 +141,7 @@ def test_qad_worse_than_ptq_on_the_holdout_ships_ptqs_int8(run_ckpt, tmp_path, m
         seen["holdout"] = real_holdout(*args, **kwargs)
         return seen["holdout"]
 
-    monkeypatch.setattr(qad_module, "_train", _damaging(qad_module._train))
+    monkeypatch.setattr(qad_module, "train_qad", _damaging(qad_module.train_qad))
     monkeypatch.setattr(qad_module, "load_export_data", spy_data)
     monkeypatch.setattr(qad_module, "load_holdout_images", spy_holdout)
     out = tmp_path / "qad"
@@ -228,7 +228,7 @@ def test_qad_against_an_exports_int8_compares_with_and_ships_that_file(run_ckpt,
         raise AssertionError("plain PTQ was made although --export names the arm")
 
     monkeypatch.setattr(qad_module, "plain_ptq", no_plain_ptq)
-    monkeypatch.setattr(qad_module, "_train", _damaging(qad_module._train))
+    monkeypatch.setattr(qad_module, "train_qad", _damaging(qad_module.train_qad))
     out = tmp_path / "qad"
     assert main(["qad", str(run_ckpt), "--out", str(out), "--export", str(export_dir), "--epochs", "1",
                  "--eval-count", "8", "--holdout-count", "40", "--quiet"]) == 0  # calibrates as the export: 64 images

@@ -31,7 +31,7 @@ def test_qad_scans_the_data_folder_once_and_picks_what_fresh_scans_pick(run_ckpt
         return real_list(root)
 
     seen: dict = {}
-    real_data, real_holdout, real_train = qad_module.load_export_data, qad_module.load_holdout_images, qad_module._train
+    real_data, real_holdout, real_train = qad_module.load_export_data, qad_module.load_holdout_images, qad_module.train_qad
 
     def spy_data(cfg, spec, *args, **kwargs):
         seen["cfg"], seen["spec"] = cfg, spec
@@ -57,7 +57,7 @@ def test_qad_scans_the_data_folder_once_and_picks_what_fresh_scans_pick(run_ckpt
     monkeypatch.setattr(folder_module, "list_images", counting_list)
     monkeypatch.setattr(qad_module, "load_export_data", spy_data)
     monkeypatch.setattr(qad_module, "load_holdout_images", spy_holdout)
-    monkeypatch.setattr(qad_module, "_train", spy_train)
+    monkeypatch.setattr(qad_module, "train_qad", spy_train)
     record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), cache=str(tiny_cache), epochs=1,
                            calib_count=16, eval_count=4, holdout_count=24), log=lambda s: None)
     qad_scans, qad_hashes = list(scans), len(hashed)
