@@ -13,7 +13,6 @@ times the teacher's logit scale). A text head is the teacher's zero-shot rule in
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
