@@ -66,7 +66,7 @@ class ClassColumns:
         self._index: Tensor | None = None
         self._label_map: Tensor | None = None
         if columns is not None:
-            self._index = torch.tensor(list(columns), dtype=torch.long)
+            self._index = torch.tensor(self.columns, dtype=torch.long)
             self._label_map = torch.full((num_dataset_classes,), NO_LABEL, dtype=torch.long)
             self._label_map[self._index] = torch.arange(len(self._index))
         self._on_device: dict[tuple[str, torch.device], Tensor] = {}  # copied once per device, not per batch

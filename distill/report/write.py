@@ -247,7 +247,7 @@ def _join(data: ReportData) -> list[Point]:
         full = r.model  # where the timed file was; the export's folder + file when joined to one
         if hit:
             e, m = hit
-            full = os.path.join(dir_of[id(e)], m.file)
+            full = os.path.abspath(os.path.join(dir_of[id(e)], m.file))  # discover()'s dir: relative to the cwd
             student = data.export_label(e)
             accuracy = finite(m.accuracy) or None
             count = _eval_count(e)
@@ -259,7 +259,7 @@ def _join(data: ReportData) -> list[Point]:
                                   by_path=len(found) < 2)) is not None:
             # export.json lists it: its ONNX's accuracy
             student, precision, note = data.export_label(engine.export), engine.precision, engine.note
-            full = os.path.join(engine.dir, engine.engine["engine"])
+            full = os.path.abspath(os.path.join(engine.dir, engine.engine["engine"]))
             accuracy = finite(engine.source.accuracy) or None
             count = _eval_count(engine.export)
         elif r.runtime == "torch":
@@ -281,9 +281,11 @@ def _join(data: ReportData) -> list[Point]:
                   threads=r.threads, count=count, note=note, file=file)
         entry.name, entry.file, entry.note = f"{student} · {precision}", file, note  # as the latency tables name it
         named.append((entry, p, full))
-        # a rerun of one file is a repeat (counted); a byte copy the report names apart (qad --export's PTQ file, a
-        # copy of the export's int8 file) is a row of its own
-        timed.setdefault((r.model_sha256 or r.model, p.student, p.precision, p.file, p.runtime, p.batch, p.device,
+        # the file where the record timed it (not its short name, nor the path as typed): a rerun of one file, or a
+        # record copied with its tree, is a repeat (counted); a byte copy elsewhere (qad --export's PTQ file, an export
+        # copied whole to v1/ and v2/) is a row of its own
+        loc = os.path.realpath(r.model) if os.path.isabs(r.model) else (where or [[r.model]])[0][0]
+        timed.setdefault((r.model_sha256 or r.model, loc, p.student, p.precision, p.runtime, p.batch, p.device,
                           p.threads), []).append((entry, p))
     unclash(named)
     data.warnings.extend(unmatched_warnings(replaced, elsewhere))

@@ -12,6 +12,7 @@ times the teacher's logit scale). A text head is the teacher's zero-shot rule in
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -71,15 +72,22 @@ class StudentSpec:
             raise DistillError(f"{source}: {e}") from None
         if spec.head not in ("linear", "text"):
             raise DistillError(f"{source}: head must be 'linear' or 'text' (got {spec.head!r})")
-        spec.input_size = _numbers(spec.input_size, 2, "input_size", source)
-        spec.mean, spec.std = _numbers(spec.mean, 3, "mean", source), _numbers(spec.std, 3, "std", source)
+        spec.input_size = _numbers(spec.input_size, 2, "input_size", source, whole=True, positive=True)
+        spec.mean = _numbers(spec.mean, 3, "mean", source)
+        spec.std = _numbers(spec.std, 3, "std", source, positive=True)
         return spec
 
 
-def _numbers(value: object, n: int, key: str, source: str) -> tuple[Any, ...]:
-    """``value`` (a list read from ``source``) as a tuple of ``n``, or a one-line error naming the key."""
-    if not isinstance(value, (list, tuple)) or len(value) != n:
-        raise DistillError(f"{source}: {key} must be a list of {n} numbers (got {value!r})")
+def _numbers(value: object, n: int, key: str, source: str, whole: bool = False,
+             positive: bool = False) -> tuple[Any, ...]:
+    """``value`` (a list read from ``source``) as a tuple of ``n`` finite numbers (``whole``: integers; ``positive``:
+    each > 0), or a one-line error naming the key."""
+    kind = (int,) if whole else (int, float)
+    if (not isinstance(value, (list, tuple)) or len(value) != n
+            or not all(isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            or (positive and not all(v > 0 for v in value))):
+        what = "whole numbers" if whole else "numbers"
+        raise DistillError(f"{source}: {key} must be a list of {n} {what}{' > 0' if positive else ''} (got {value!r})")
     return tuple(value)
 
 

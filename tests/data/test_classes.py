@@ -35,3 +35,11 @@ def test_no_withheld_class_is_the_identity():
     columns = ClassColumns(None, len(CLASSES))
     labels, logits = torch.tensor([3, NO_LABEL]), torch.randn(2, 4)
     assert columns.identity and columns.labels(labels) is labels and columns.logits(logits) is logits
+
+
+def test_columns_given_as_an_iterator_are_read_once():
+    """ClassColumns read ``columns`` twice: an iterator (a generator of ids) left an empty index, every column gone."""
+    columns = ClassColumns(iter([0, 3]), len(CLASSES))
+    assert columns.columns == [0, 3]
+    assert columns.logits(torch.arange(8.0).view(2, 4)).tolist() == [[0.0, 3.0], [4.0, 7.0]]
+    assert columns.labels(torch.tensor([0, 3])).tolist() == [0, 1]

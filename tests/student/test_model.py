@@ -177,7 +177,11 @@ def test_damaged_checkpoint_is_one_line(tmp_path, damage):
     assert cli(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "exp")]) == 1  # a DistillError
 
 
-@pytest.mark.parametrize("key,value", [("input_size", 224), ("input_size", [224, 224, 3]), ("mean", [0.5])])
+@pytest.mark.parametrize("key,value", [
+    ("input_size", 224), ("input_size", [224, 224, 3]), ("mean", [0.5]),
+    # the right count of the wrong things: a TypeError in the transform later, or NaN inputs (std 0)
+    ("input_size", [224.5, 224]), ("input_size", ["224", 224]), ("input_size", [0, 224]), ("input_size", [True, 1]),
+    ("mean", ["0.5", "0.5", "0.5"]), ("std", [0, 0, 0]), ("std", [0.2, -0.2, 0.2]), ("std", [None, 0.2, 0.2])])
 def test_misshapen_spec_values_are_one_line(tmp_path, key, value):
     """A student.json whose input_size is a bare number raised a raw TypeError ('int' object is not iterable) out
     of load_student; three sizes or one mean loaded without a word (the mistake surfaced later, or never)."""
