@@ -34,7 +34,7 @@ def test_relative_report_paths_name_one_file_by_its_own_folders(tmp_path: Path, 
     for sub, p50 in (("benchA", 1.0), ("benchB", 2.0)):
         (tmp_path / sub).mkdir()
         r = record(str(ex / "model.int8-ort-cpu.onnx"), "b" * 64)
-        r = r.model_copy(update={"latency_ms": {**r.latency_ms.model_dump(), "p50": p50},
+        r = r.model_copy(update={"latency_ms": r.latency_ms.model_copy(update={"p50": p50}),
                                  "timestamp": f"2026-01-0{int(p50)}T00:00:00+0000"})
         write_jsonl([r.to_dict()], tmp_path / sub / "bench.jsonl")
     monkeypatch.chdir(tmp_path)
