@@ -149,11 +149,14 @@ class CacheViews(_Closed):
     params_layout: list[str] | None = None
 
 
+LogitMode = Literal["full", "topk", "none"]  # what a cache row stores of the logits
+
+
 class CacheRowLayout(_Closed):
     """What a cache row stores of the teacher's outputs (:mod:`distill.teacher.cache.compact`); a manifest
     without one (every cache before compact rows, and a default build) stores full logits and embeddings."""
 
-    logits: Literal["full", "topk", "none"] = "full"
+    logits: LogitMode = "full"
     topk: int | None = None           # K of ``topk``: the K largest logits + classes + the rest's log-mean-exp
     embeddings: bool = True           # image_emb stored
     logit_scale: float | None = None  # the teacher's exact scale (``none`` recomputes scale * emb @ text.T)

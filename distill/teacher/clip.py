@@ -7,10 +7,11 @@ checkpoint path, or ``None``; an ``hf-hub:org/repo`` or ``local-dir:/path`` id g
 """
 from __future__ import annotations
 
+import contextlib
 import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +116,8 @@ class Teacher(nn.Module):
             mistaken for another's. The zero-shot head is always computed in fp32.
     """
 
+    text_embeddings: Tensor  # [C, D] buffer (register_buffer leaves it typed Tensor | Module)
+
     def __init__(
         self,
         arch: str,
@@ -168,7 +171,7 @@ class Teacher(nn.Module):
         cfg = open_clip.get_model_preprocess_cfg(model)
         size = cfg["size"] if isinstance(cfg["size"], (list, tuple)) else (cfg["size"], cfg["size"])
         self.preprocess_info = Preprocess(
-            size=tuple(int(s) for s in size), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+            size=(int(size[0]), int(size[1])), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
             interpolation=cfg.get("interpolation", "bicubic"), resize_mode=cfg.get("resize_mode", "shortest"),
         )
         self.register_buffer("text_embeddings", self._zero_shot_head(), persistent=False)
@@ -196,7 +199,7 @@ class Teacher(nn.Module):
         device (a CUDA exp differs from the CPU's in the last bit: 14.285715 vs 14.285714)."""
         return self._logit_scale
 
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Autocast context of the teacher's precision on its device (a no-op for fp32)."""
         return autocast(self.text_embeddings.device, self.precision)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 from distill.errors import DistillError
 from distill.records import TEACHER_MANIFEST, TeacherManifest
@@ -31,7 +32,7 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 
 
-def check_templates(templates: list[str] | tuple[str, ...]) -> list[str]:
+def check_templates(templates: Sequence[str]) -> list[str]:
     """``templates`` as a list, each with exactly one ``{}`` for the class name."""
     templates = list(templates)
     if not templates:

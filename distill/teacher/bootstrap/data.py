@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +55,7 @@ class CaptionTable:
         return torch.where(free, free_id, dom_id)
 
 
-def build_captions(domains: Sequence[str], classes: Sequence[str], tokenizer,
+def build_captions(domains: Sequence[str], classes: Sequence[str], tokenizer: Callable[[list[str]], Tensor],
                    caption_templates: Sequence[str] = CAPTION_TEMPLATES,
                    free_templates: Sequence[str] = DEMO_TEMPLATES) -> tuple[list[str], CaptionTable]:
     """All captions (domain '_' -> ' ') and their tokenized table."""
@@ -101,7 +101,7 @@ def augment(images: Tensor, generator: torch.Generator, cfg: dict = AUGMENT) -> 
     return x.clamp_(0, 1)
 
 
-def geometry_transform(preprocess):
+def geometry_transform(preprocess: T.Compose) -> tuple[T.Compose, Tensor, Tensor]:
     """open_clip's eval transform without its final Normalize: PIL -> [3, H, W] float in [0, 1]."""
     steps = [t for t in preprocess.transforms if not isinstance(t, T.Normalize)]
     norm = [t for t in preprocess.transforms if isinstance(t, T.Normalize)]
@@ -110,7 +110,8 @@ def geometry_transform(preprocess):
     return T.Compose(steps), torch.tensor(norm[0].mean).view(1, 3, 1, 1), torch.tensor(norm[0].std).view(1, 3, 1, 1)
 
 
-def load_uint8(dataset: DomainFolder, samples: list[Sample], geometry, progress: bool, skip_bad: bool = False
+def load_uint8(dataset: DomainFolder, samples: Sequence[Sample], geometry: Callable[[Any], Tensor], progress: bool,
+               skip_bad: bool = False
                ) -> tuple[Tensor, list[Sample], list[tuple[str, str]]]:
     """Decode the train images once: ([N, 3, H, W] uint8, exactly what the eval transform sees; the samples
     decoded; ``(relpath, reason)`` of those that could not be, left out with ``skip_bad``, else raised)."""
@@ -128,7 +129,7 @@ def load_uint8(dataset: DomainFolder, samples: list[Sample], geometry, progress:
     return (torch.stack(out) if out else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)), kept, bad
 
 
-def split_validation(samples: list[Sample], seed: int) -> tuple[list[Sample], list[Sample]]:
+def split_validation(samples: Sequence[Sample], seed: int) -> tuple[Sequence[Sample], list[Sample]]:
     """(train, validation): :data:`VAL_FRACTION` of ``samples`` (at most about :data:`MAX_VAL_IMAGES`) by a
     hash of the path, or none when there are too few."""
     if len(samples) * VAL_FRACTION < MIN_VAL_IMAGES:
@@ -140,7 +141,7 @@ def split_validation(samples: list[Sample], seed: int) -> tuple[list[Sample], li
 
 
 
-def train_samples(dataset: DomainFolder, max_per_domain: int, seed: int) -> list[Sample]:
+def train_samples(dataset: DomainFolder, max_per_domain: int, seed: int) -> Sequence[Sample]:
     """The pretraining pool's samples; with a cap, a hash-ordered (class-balanced in expectation) subset per domain.
 
     Raises:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any, Callable
 
 import open_clip
 import torch
@@ -15,12 +16,16 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
+from torchvision import transforms as T
 
 from distill.errors import DistillError
 from distill.student.transforms import normalize
 from distill.teacher.bootstrap.presets import WEIGHT_DECAY
 from distill.teacher.clip import register_model_configs
 from distill.utils.io import atomic_write
+
+# an open_clip CLIP or CustomTextCLIP: open_clip ships no type information (no py.typed), so its classes are Any
+ClipModel = Any
 
 
 # ---------------------------------------------------------------------------- loss
@@ -55,8 +60,8 @@ class MultiPositiveClipLoss(nn.Module):
 
 
 @torch.no_grad()
-def zero_shot_in_memory(model, images: Tensor, labels: Tensor, head_tokens: Tensor, n_classes: int,
-                        mean: Tensor, std: Tensor, device: str, batch_size: int = 256) -> float:
+def zero_shot_in_memory(model: ClipModel, images: Tensor, labels: Tensor, head_tokens: Tensor, n_classes: int,
+                        mean: Tensor, std: Tensor, device: str | torch.device, batch_size: int = 256) -> float:
     """Zero-shot top-1 of ``model`` on uint8 images [N, 3, H, W] with the :data:`DEMO_TEMPLATES` head
     (``head_tokens`` [n_classes * T, L], class-major). The model is put back in train mode."""
     if len(images) == 0:
@@ -78,7 +83,8 @@ def zero_shot_in_memory(model, images: Tensor, labels: Tensor, head_tokens: Tens
 # ---------------------------------------------------------------------------- state
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """open_clip's convention: no weight decay on gains, biases, norms, embeddings-as-vectors, logit scale."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for n, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "ln" in n or "bias" in n or "logit_scale" in n else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -130,7 +136,7 @@ def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
     return int(meta["epoch"]), json.loads(meta["history"])
 
 
-def create_model(arch: str, seed: int):
+def create_model(arch: str, seed: int) -> tuple[ClipModel, T.Compose, Callable[[list[str]], Tensor]]:
     """A seeded, randomly initialized open_clip CLIP: (model, eval transform, tokenizer)."""
     register_model_configs()
     with torch.random.fork_rng(devices=[]):

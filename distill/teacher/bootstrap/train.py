@@ -58,12 +58,13 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from distill.data.folder import DomainFolder, Sample
@@ -202,12 +203,12 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     t0 = time.perf_counter()
     manifest_path.unlink(missing_ok=True)  # a stale manifest must never describe the new checkpoint
     model, preprocess, tokenizer = create_model(arch, seed)
-    device = resolve_device(device, what="bootstrap device")  # "auto"/"cuda" -> an indexed device
-    model.to(device).train()
+    dev = resolve_device(device, what="bootstrap device")  # "auto"/"cuda" -> an indexed device
+    model.to(dev).train()
     geometry, mean, std = geometry_transform(preprocess)
-    mean, std = mean.to(device), std.to(device)
+    mean, std = mean.to(dev), std.to(dev)
     _, captions = build_captions(dataset.domains, dataset.classes, tokenizer)
-    cap_tokens = captions.tokens.to(device)
+    cap_tokens = captions.tokens.to(dev)
     images, samples, val_images, val_samples = _decode(dataset, samples, val_samples, preprocess, progress, skip_bad)
     epochs, batch_size = choose_schedule(len(samples), preset, *asked)  # the images it trains on
     val_labels = torch.tensor([s.label for s in val_samples], dtype=torch.long)
@@ -221,7 +222,8 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
 
     optimizer = adamw(model, lr)
     loss_fn = MultiPositiveClipLoss()
-    start_epoch, history = 0, []
+    start_epoch = 0
+    history: list[float] = []
     resumed = load_state(state_path, model, optimizer, run_key)
     if resumed is not None:
         start_epoch, history = resumed
@@ -249,7 +251,7 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
         for b in range(steps_per_epoch):
             idx = perm[b * batch_size:(b + 1) * batch_size]
             step = epoch * steps_per_epoch + b
-            x = normalize(augment(images[idx], gen).to(device), mean, std)
+            x = normalize(augment(images[idx], gen).to(dev), mean, std)
             cap = captions.ids(templates[idx], s_domain[idx], s_label[idx], n_dom, n_cls)
             uniq, inverse = torch.unique(cap, return_inverse=True)
             positives = (s_label[idx][:, None] == captions.label[cap][None, :]) & (
@@ -257,8 +259,8 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
             for g in optimizer.param_groups:
                 g["lr"] = warmup_cosine_lr(step, base_lr=lr, warmup_steps=warmup, decay_steps=max(1, total - warmup))
             img = F.normalize(model.encode_image(x), dim=-1)
-            txt = F.normalize(model.encode_text(cap_tokens[uniq.to(device)]), dim=-1)[inverse.to(device)]
-            loss = loss_fn(img, txt, model.logit_scale.exp(), positives.to(device))
+            txt = F.normalize(model.encode_text(cap_tokens[uniq.to(dev)]), dim=-1)[inverse.to(dev)]
+            loss = loss_fn(img, txt, model.logit_scale.exp(), positives.to(dev))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -271,8 +273,8 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
             bar.update(1)
         history.append(running / max(seen, 1))
         accuracy = {"train": zero_shot_in_memory(model, images[probe], s_label[probe], head_tokens, n_cls, mean, std,
-                                                 device),
-                    "val": zero_shot_in_memory(model, val_images, val_labels, head_tokens, n_cls, mean, std, device)}
+                                                 dev),
+                    "val": zero_shot_in_memory(model, val_images, val_labels, head_tokens, n_cls, mean, std, dev)}
         val = "-" if math.isnan(accuracy["val"]) else f"{100 * accuracy['val']:.1f}%"
         say(f"bootstrap epoch {epoch + 1}/{epochs}: loss {history[-1]:.3f}  zero-shot train "
             f"{100 * accuracy['train']:.1f}%  val {val}")
@@ -304,7 +306,8 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     return ckpt
 
 
-def _decode(dataset: DomainFolder, samples: list[Sample], val_samples: list[Sample], preprocess, progress: bool,
+def _decode(dataset: DomainFolder, samples: Sequence[Sample], val_samples: Sequence[Sample], preprocess: T.Compose,
+            progress: bool,
             skip_bad: bool) -> tuple[torch.Tensor, list[Sample], torch.Tensor, list[Sample]]:
     """The pool decoded once: (train images, their samples, validation images, theirs). The files ``skip_bad`` left
     out are named in one warning line: the undecodable ones, and those whose names are not UTF-8 in the domains the

@@ -42,10 +42,11 @@ import functools
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm.auto import tqdm
@@ -76,6 +77,10 @@ from distill.teacher.cache.mapped import verify_once
 from distill.teacher.cache.options import AdversarialOptions
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, ShardFile
 
+if TYPE_CHECKING:
+    from distill.data.folder import DomainFolder
+    from distill.teacher.clip import Preprocess, Teacher
+
 FORMAT = "distill.adversarial_views"
 FORMAT_VERSION = 1
 OBJECTIVE = "kl(teacher_clean || teacher_adv), untargeted, L-inf in pixel space"
@@ -104,7 +109,7 @@ def adversarial_plan(cache_manifest: CacheManifest, teacher_identity: Mapping[st
     }, CACHE_BUILD_PLAN)
 
 
-def clean_pixels(img, info) -> Tensor:
+def clean_pixels(img: Image.Image, info: Preprocess) -> Tensor:
     """The teacher's clean view of a PIL image as 8-bit-valued pixels [3, H, W] in [0, 1]."""
     params = clean_box(img.size, info.size, info.resize_mode)
     return pil_to_tensor(apply_view(img, params, info.size, info.interpolation)).float() / 255.0
@@ -115,7 +120,7 @@ def _start(seed: int, sample_index: int, view: int, shape: tuple[int, ...]) -> T
     return torch.rand(shape, generator=g) * 2 - 1  # uniform in [-1, 1]
 
 
-def build_adversarial_views(dataset, teacher, cache_dir: str | Path, options: AdversarialOptions | None = None, *,
+def build_adversarial_views(dataset: DomainFolder, teacher: Teacher, cache_dir: str | Path, options: AdversarialOptions | None = None, *,
                             batch_size: int = 64, shard_size: int = 1024, progress: bool = True,
                             rank: int = 0, world: int = 1) -> Path:
     """Craft ``options.views`` PGD views per image against ``teacher`` and store them in ``CACHE/adversarial``.

@@ -31,7 +31,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from safetensors.torch import save_file
@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 import distill
 from distill.data.fingerprint import MODES, content_fingerprint
-from distill.data.folder import DomainFolder
+from distill.data.folder import DomainFolder, Sample
 from distill.data.images import BadImageError
 from distill.data.unlabeled import folder_record
 from distill.data.view_policy import PartnerPools, ViewPolicy
@@ -344,7 +344,7 @@ def _shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, pl
                     time.sleep(delay)
 
 
-def _check_written_shards(shards: ResumableShards, samples: list, plan: CacheBuildPlan) -> None:
+def _check_written_shards(shards: ResumableShards, samples: Sequence[Sample], plan: CacheBuildPlan) -> None:
     """A resumed build: each shard on disk must hold the samples now at its positions. The plan pins the cached
     domains' files, not where data.root numbers them: a domain added before them since the build started moves
     their indices, and the new shards would name other images than the old ones (every rank checks every shard

@@ -25,16 +25,21 @@ crop-only views: index + view columns 45 B; embedding 1,024 B; full logits 2,000
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 from torch import Tensor
 
 from distill.errors import DistillError
 from distill.records import CacheBuildPlan, CacheManifest, CacheRowLayout
+from distill.records.teacher import LogitMode
 from distill.teacher.cache.format import ROW_DTYPES
 
-LOGIT_MODES = ("full", "topk", "none")
+if TYPE_CHECKING:
+    from distill.strategies.base import Needs
+
+LOGIT_MODES: tuple[LogitMode, ...] = ("full", "topk", "none")
 FULL = CacheRowLayout()
 
 
@@ -51,7 +56,8 @@ def make_layout(logits: str = "full", topk: int | None = None, embeddings: bool 
         DistillError: an unknown mode, a top-k without a valid K, or a cache that would hold nothing to
             train from (no logits and no embeddings).
     """
-    if logits not in LOGIT_MODES:
+    mode = next((m for m in LOGIT_MODES if m == logits), None)  # ``logits`` narrowed to a LogitMode
+    if mode is None:
         raise DistillError(f"--logits must be one of {', '.join(LOGIT_MODES)}, got '{logits}'")
     if logits == "topk":
         if topk is None or topk < 1 or (num_classes is not None and topk >= num_classes):
@@ -63,7 +69,7 @@ def make_layout(logits: str = "full", topk: int | None = None, embeddings: bool 
         raise DistillError("--logits none recomputes logits from the embeddings: it cannot go with --no-embeddings")
     if logits == "full" and embeddings:
         return None
-    return CacheRowLayout(logits=logits, topk=topk, embeddings=embeddings)
+    return CacheRowLayout(logits=mode, topk=topk, embeddings=embeddings)
 
 
 def plan_layout(plan: CacheBuildPlan) -> CacheRowLayout:
@@ -116,6 +122,7 @@ def compact_outputs(layout: CacheRowLayout, emb: Tensor, logits: Tensor, dtype: 
     if layout.logits == "full":
         out["logits"] = logits.to(dtype).cpu()
     elif layout.logits == "topk":
+        assert layout.topk is not None  # make_layout records K with 'topk' (a resumed plan equals the fresh one)
         z = logits.float()
         values, index = z.topk(int(layout.topk), dim=1)
         rest = z.scatter(1, index, float("-inf")).logsumexp(1) - math.log(z.shape[1] - int(layout.topk))
@@ -154,7 +161,7 @@ def dense_logits(layout: CacheRowLayout, stored: Mapping[str, Tensor], text_embe
     return layout.logit_scale * stored["image_emb"].float() @ text_embeddings.float().T
 
 
-def check_strategy_layout(name: str, needs, layout: CacheRowLayout, path) -> None:
+def check_strategy_layout(name: str, needs: Needs, layout: CacheRowLayout, path: str | Path) -> None:
     """Refuse, at start-up and in one line, a strategy whose needs this cache's rows cannot serve.
 
     Args:

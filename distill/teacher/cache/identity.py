@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from distill.data.folder import STUDENT_SPLITS
+from distill.data.folder import STUDENT_SPLITS, DomainFolder
 from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST, CacheManifest, SkippedImage
 from distill.teacher.cache.format import read_shard_columns
@@ -223,7 +223,7 @@ def check_manifest(manifest: CacheManifest | Mapping[str, Any], expect: Mapping[
         raise CacheMismatchError(path, fields)
 
 
-def dataset_expectation(path: str | Path, manifest: CacheManifest, dataset) -> dict:
+def dataset_expectation(path: str | Path, manifest: CacheManifest, dataset: DomainFolder) -> dict:
     """A run's expectation of the data behind the cache at ``path``: the fingerprint inputs of
     ``dataset`` (a :class:`~distill.data.folder.DomainFolder`) over the cache's domains.
 
@@ -271,7 +271,7 @@ def stored_sample_indices(cache_dir: str | Path, manifest: CacheManifest) -> dic
                                  torch.cat([c["domain"] for c in columns] or [none]), manifest.skipped)
 
 
-def check_sample_indices(path: str | Path, cached: Mapping[str, Tensor], dataset) -> None:
+def check_sample_indices(path: str | Path, cached: Mapping[str, Tensor], dataset: DomainFolder) -> None:
     """Refuse a cache whose images sit at other sample indices in ``dataset`` (a
     :class:`~distill.data.folder.DomainFolder`) than the ones its rows name.
 

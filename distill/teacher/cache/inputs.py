@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from distill.data.images import BadImageError, load_rgb
 from distill.data.view_policy import CROP_PARAMS, PartnerPools, ViewPolicy, draw_params, render_view, unmixed
 from distill.data.views import view_pixels, view_tensor
 from distill.student.transforms import normalize
+
+if TYPE_CHECKING:
+    from distill.teacher.clip import Preprocess
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,8 @@ class ImageViews(Dataset):
     the view unmixed (recorded so in its row; that partner is a skipped image, with no row).
     """
 
-    def __init__(self, samples: list[tuple[int, Path]], draws: ViewDraws, clean_transform, info,
-                 uint8: bool = False):
+    def __init__(self, samples: list[tuple[int, Path]], draws: ViewDraws,
+                 clean_transform: Callable[[Image.Image], Tensor], info: Preprocess, uint8: bool = False):
         self.samples, self.draws = samples, draws  # (sample index, image file)
         self.views, self.seed = draws.count, draws.seed
         self.clean_transform, self.info = clean_transform, info
@@ -89,6 +93,7 @@ class ImageViews(Dataset):
                         if partner_img is None:  # undecodable partner: this view stays unmixed
                             p, partner, pview = unmixed(p), -1, -1
                         else:
+                            assert self.draws.pools is not None  # a partner is drawn from a pool only
                             partner_p = draw_params(self.seed, partner, pview, partner_img.size, policy,
                                                     self.draws.pools.pool(partner), size=info.size,
                                                     resize_mode=info.resize_mode)[0]
@@ -109,7 +114,8 @@ class ImageViews(Dataset):
 
 
 
-def split_preprocess(transform, info) -> tuple | None:
+def split_preprocess(transform: Callable[[Image.Image], Tensor], info: Preprocess,
+                     ) -> tuple[T.Compose, tuple[float, ...], tuple[float, ...]] | None:
     """open_clip's eval transform as (its PIL part, mean, std), or None if it is not ``[..., ToTensor, Normalize]``
     with the teacher's mean and std (then the build hands floats over, as before)."""
     ts = list(getattr(transform, "transforms", []))

@@ -28,18 +28,23 @@ import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock, concurrent first opens may each hash
-    fcntl = None
+if TYPE_CHECKING:
+    import numpy as np
 
 from distill.errors import DistillError
 from distill.utils.io import atomic_write_json
+
+_fcntl: ModuleType | None
+try:
+    import fcntl as _fcntl
+except ImportError:  # not POSIX: no lock, concurrent first opens may each hash
+    _fcntl = None
 
 VERIFIED_FILE = ".verified.json"
 _DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
@@ -83,7 +88,7 @@ class MappedFile:
     def __init__(self, path: Path, rebuild: str):
         self.path = Path(path)
         self._start, self._header = read_header(self.path, rebuild)
-        self._arrays: dict = {}
+        self._arrays: dict[str, np.ndarray | None] = {}
         size = self.path.stat().st_size
         self._bytes = (torch.from_file(str(self.path), shared=False, size=size, dtype=torch.uint8) if size
                        else torch.zeros(0, dtype=torch.uint8))
@@ -98,7 +103,7 @@ class MappedFile:
     def metadata(self) -> dict[str, str]:
         return dict(self._header.get("__metadata__") or {})
 
-    def array(self, name: str):
+    def array(self, name: str) -> np.ndarray | None:
         """The stored tensor as a numpy view of the map (None when the file has no such tensor); cached."""
         if name not in self._arrays:
             self._arrays[name] = self.tensor(name).numpy() if name in self._header else None
@@ -177,8 +182,9 @@ def verify_once(folder: Path, files: Sequence[tuple[str, str | None]], rebuild: 
             _hash_and_record(folder, todo, record, rebuild, workers)
 
 
-def _unverified(folder: Path, files, record: dict, rebuild: str) -> list[tuple[str, str, list[int]]]:
-    todo = []
+def _unverified(folder: Path, files: Sequence[tuple[str, str | None]], record: dict[str, Any], rebuild: str,
+                ) -> list[tuple[str, str, list[int]]]:
+    todo: list[tuple[str, str, list[int]]] = []
     for name, sha in files:
         try:
             st = (folder / name).stat()
@@ -190,21 +196,21 @@ def _unverified(folder: Path, files, record: dict, rebuild: str) -> list[tuple[s
 
 
 @contextlib.contextmanager
-def _lock(folder: Path):
+def _lock(folder: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``DIR/.verified.lock`` (none when the folder cannot be written)."""
     try:
-        f = open(folder / (VERIFIED_FILE + ".lock"), "a") if fcntl is not None else None
+        f = open(folder / (VERIFIED_FILE + ".lock"), "a") if _fcntl is not None else None
     except OSError:
         f = None
-    if f is None:
+    if f is None or _fcntl is None:
         yield
         return
     with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        _fcntl.flock(f, _fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            _fcntl.flock(f, _fcntl.LOCK_UN)
 
 
 def _hash_and_record(folder: Path, todo: list, record: dict, rebuild: str, workers: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -19,6 +20,9 @@ from distill.teacher.cache.mapped import MappedFile, verify_once
 from distill.teacher.cache.pixel_codecs import codec_flags, codec_label, decode_row
 from distill.teacher.cache.pixels import PixelManifest, PixelPlan, pixel_dir_name
 from distill.utils.io import read_json
+
+if TYPE_CHECKING:
+    from distill.teacher.cache.read import TeacherCache
 
 
 # ---------------------------------------------------------------------- read
@@ -103,7 +107,7 @@ def _rebuild_hint(path: Path, plan: PixelPlan) -> str:
             f"--pixel-interpolation {plan.interpolation}{codec_flags(plan.codec, plan.quality)}` on the same --out")
 
 
-def find_pixel_store(cache, size: Sequence[int], interpolation: str) -> tuple[PixelStore | None, str]:
+def find_pixel_store(cache: TeacherCache, size: Sequence[int], interpolation: str) -> tuple[PixelStore | None, str]:
     """The store a trainer can read instead of decoding, and one line saying which input it uses.
 
     Args:

@@ -47,6 +47,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from distill.data.folder import DomainFolder
 from distill.data.images import load_rgb
 from distill.data.view_policy import PolicyRender
 from distill.data.views import view_pixels
@@ -210,7 +211,10 @@ class _ShardImages(Dataset):
             for v, p, partner in zip(views.tolist(), params, partners):
                 other, other_p = (load_rgb(partner[0]), partner[1]) if partner is not None else (None, None)
                 out.append(self.render.pixels(img, v, p, self.size, self.interpolation, other, other_p))
-        return torch.stack(out) if self.codec == "raw" else [encode(u8, self.codec, self.quality) for u8 in out]
+        if self.codec == "raw":
+            return torch.stack(out)
+        assert self.quality is not None  # PixelPlan.for_cache: check_codec gives jpeg/webp a quality
+        return [encode(u8, self.codec, self.quality) for u8 in out]
 
 
 def _partner_rows(cache_dir: Path, manifest: CacheManifest) -> tuple[Tensor, Tensor]:
@@ -229,7 +233,7 @@ def _cat(items: list) -> Tensor | list[Tensor]:
     return torch.cat(items) if isinstance(items[0], Tensor) else [row for item in items for row in item]
 
 
-def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], interpolation: str = "bicubic", *,
+def build_pixel_store(dataset: DomainFolder, cache_dir: str | Path, size: tuple[int, int], interpolation: str = "bicubic", *,
                       codec: str = "raw", quality: int | None = None,
                       batch_size: int = 64, num_workers: int | None = None, progress: bool = True,
                       rank: int = 0, world: int = 1) -> Path:
@@ -288,6 +292,7 @@ def build_pixel_store(dataset, cache_dir: str | Path, size: tuple[int, int], int
             for s, c in zip(uniq.tolist(), counts.tolist()):
                 partners = None
                 if mix is not None:
+                    assert all_keys is not None and all_params is not None  # read above: render set, mine not empty
                     partner, pview = mix[0][start:start + c], mix[1][start:start + c].long()
                     want = partner.clamp(min=0) * V + pview.clamp(min=0)
                     at = torch.searchsorted(all_keys, want).clamp(max=len(all_keys) - 1)

@@ -101,7 +101,7 @@ class TeacherCache:
         self._row_of = torch.full((size,), -1, dtype=torch.long)  # sample_index * V + view -> row
         self._row_of[key] = torch.arange(N)
         del key
-        self._skipped = {int(s.sample_index): s for s in manifest.skipped}
+        self._skipped = {s.sample_index: s for s in manifest.skipped if s.sample_index is not None}  # open() checks
 
     def __getstate__(self) -> dict:
         """Pickled to a spawned DataLoader worker: the maps are dropped (the worker maps the shards itself)."""
@@ -135,6 +135,9 @@ class TeacherCache:
                                f"{raw.get('format_version')!r}, this distill reads {FORMAT!r} versions "
                                f"{', '.join(map(str, SUPPORTED_VERSIONS))}; rebuild the cache")
         manifest = CacheManifest.from_dict(raw, path / CACHE_MANIFEST)
+        lost = next((s for s in manifest.skipped if s.sample_index is None), None)  # every build records it
+        if lost is not None:
+            raise DistillError(f"{path / CACHE_MANIFEST}: skipped image {lost.path!r} has no sample_index; rebuild the cache")
         if expect:
             check_manifest(manifest, expect, path / CACHE_MANIFEST)
         rebuild = f"delete {path} and rebuild it with `distill cache build`"

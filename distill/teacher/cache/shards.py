@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
 
 import torch.distributed as dist
 from torch import Tensor
@@ -35,8 +35,10 @@ from distill.teacher.cache.mapped import record_verified
 from distill.utils.io import atomic_write_json, check_out_dir, make_out_dir, read_json, sha256_files
 from distill.utils.runtime import Dist, barrier
 
+_T = TypeVar("_T")
 
-def _broadcast(obj, world: int):
+
+def _broadcast(obj: _T, world: int) -> _T:
     if world == 1:
         return obj
     box = [obj]
@@ -57,6 +59,7 @@ def prepare_on_rank0(prepare: Callable[[], str], rank: int, world: int) -> str:
         except DistillError as e:
             status = ("error", str(e))
     status = _broadcast(status, world)
+    assert status is not None  # set on rank 0, received by the others
     if status[0] == "error":
         raise DistillError(status[1])
     return status[0]

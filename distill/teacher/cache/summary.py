@@ -3,7 +3,7 @@ every row) and what ``distill cache inspect`` prints (identity, sizes, bytes per
 accuracy from view-0 logits gathered in chunks from the mapped shards)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import torch
 from pydantic import BaseModel
@@ -38,7 +38,7 @@ class CacheRows(Mapping[str, Tensor]):
             raise KeyError(name)
         return c.gather(name, torch.arange(len(c)))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._cache.stored_columns)
 
     def __len__(self) -> int:

@@ -122,3 +122,17 @@ def test_changed_shard_is_caught_on_open(reference, tmp_path):
         (reference / TEXT_EMBEDDINGS).read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(DistillError, match="text_embeddings.safetensors: sha256"):
         TeacherCache.open(cache)
+
+
+def test_a_skipped_image_without_sample_index_is_one_line(reference, tmp_path):
+    """A manifest whose skipped image lost its sample_index (a hand edit) cannot say which row it would have been:
+    one line naming the manifest and the image (was a TypeError from int(None))."""
+    cache = tmp_path / "c"
+    shutil.copytree(reference, cache)
+    m = json.loads((cache / CACHE_MANIFEST).read_text())
+    m["skipped"] = [{"path": "photo/cat/lost.png", "reason": "truncated"}]
+    (cache / CACHE_MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(DistillError) as e:
+        TeacherCache.open(cache, verify=False)
+    msg = str(e.value)
+    assert "\n" not in msg and str(cache / CACHE_MANIFEST) in msg and "photo/cat/lost.png" in msg
