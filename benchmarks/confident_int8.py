@@ -203,7 +203,7 @@ def run_one(arm: str, seed: int, args: argparse.Namespace) -> ArmRun:
         q = QADRecord.read(qad_dir)
     else:
         q = api.qad(checkpoint=ckpt, out_dir=qad_dir, export_dir=exp_dir, target_domains=tuple(summary.target_domains),
-                    flavour="ort-cpu", eval_count=export_settings(quick=False).eval_count, **QAD_SETTINGS)
+                    flavour="ort-cpu", eval_count=export_settings(quick=False).eval_count, **asdict(QAD_SETTINGS))
     secs["qad"] = round(time.time() - t, 1)
 
     t = time.time()

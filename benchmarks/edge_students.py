@@ -274,10 +274,10 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
     settings = export_settings(quick=False, targets=() if args.plain else summary.target_domains)
     if ExportReport.exists_in(exp_dir) and ExportReport.read(exp_dir).status == "ok":
         rep = ExportReport.read(exp_dir)
-        had = list(rep.config.get("target_domains") or [])
-        if had != list(settings.target_domains):
+        had, want = list(rep.config.get("target_domains") or []), list(settings.target_domains or ())
+        if had != want:
             raise SystemExit(f"{exp_dir}: exported with target domains {had}, this run wants "
-                             f"{list(settings.target_domains)} ({'--plain' if args.plain else 'the demo'}): move it "
+                             f"{want} ({'--plain' if args.plain else 'the demo'}): move it "
                              "away, or pass another --out")
     else:
         rep = api.export(ckpt, exp_dir, settings)
@@ -305,7 +305,7 @@ def run_one(student: str, seed: int, args: argparse.Namespace, data: Path, cache
     files = {"fp32": exp_dir / fp32.file, "ptq": exp_dir / int8.file, "qad": qad_dir / q.qad_file}
     t = time.time()
     ok, images = score_on_qad_images(ckpt, {"fp32": files["fp32"], "export_int8": files["ptq"],
-                                            "qad": files["qad"]}, q.settings.seed, q.settings.eval_count)
+                                            "qad": files["qad"]}, q.settings.seed, q.config.get("eval_count"))
     doms = list(images.domain_names)
     by = {k: {d: v[images.domains == d] for d in doms} for k, v in ok.items()}
     mine = {d: float(by["qad"][d].mean()) for d in doms}
