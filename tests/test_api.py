@@ -123,7 +123,7 @@ def test_export_takes_a_config_mapping_and_eval_count_zero(monkeypatch, tmp_path
     (lambda tmp: api.export(tmp, tmp / "o", {"precision": "fp32"}),
      r"^export config: unknown key 'precision' \(did you mean 'precisions'\?\)$"),
     (lambda tmp: api.qad(checkpoint=str(tmp), out_dir=str(tmp / "q"), zzz=1),
-     r"^qad\(\): unknown keyword argument 'zzz' \(keys: checkpoint, out_dir, cache, .*quantize_all, trt_batches\); its keywords"),
+     r"^qad\(\): unknown keyword argument 'zzz' \(keys: checkpoint, out_dir, cache, .*trt_batches, trt_workspace_mib\); its keywords"),
     (lambda tmp: api.train_config("kd", {"optim.epoch": 3}),
      r"^--set optim.epoch=3: unknown key 'optim.epoch' \(did you mean 'optim.epochs'\?\)$"),
 ])

@@ -197,13 +197,16 @@ def _qad(cfg: QADConfig, log: Callable[[str], None] | None) -> QADRecord:
     _stamp_int8(dst, student, origin, flavour, {"qad": True, "library": LIBRARY}, "QAD")
     if ship == "ptq" and not cfg.export_dir:  # a copy of an export's file keeps the export's own stamp
         _stamp_int8(shipped_ptq, student, origin, flavour, {"qad": False, "calibration": "minmax"}, "PTQ")
+    engine = engine_script(out, flavour.name, shipped_ptq.name if ship == "ptq" else dst.name,
+                           student.spec.input_size, calib, ecfg.trt_batches, ecfg.trt_workspace_mib, say)
     record = QADRecord(
         checkpoint=str(checkpoint.resolve()), checkpoint_sha256=prov.get("checkpoint_sha256"),
         student=student.spec.arch, flavour=flavour.name, library=LIBRARY,
         teacher="fp32+cache" if teacher_logits is not None else "fp32", config=cfg.model_dump(mode="json") | (
             {"export_dir": os.path.abspath(cfg.export_dir)} if cfg.export_dir else {}) | {  # as laid out, absolute
             # and relative to the qad folder (a moved tree still joins), in config: an older distill reads it (M3)
-            "relative": relative_paths(out, checkpoint=checkpoint, export_dir=cfg.export_dir)},
+            "relative": relative_paths(out, checkpoint=checkpoint, export_dir=cfg.export_dir)} | (
+            {"tensorrt": engine.model_dump(mode="json")} if engine else {}),  # build_engine.sh's engine, in config too
         calibration_images=len(calib), test_images=len(data.eval_images), ptq=ptq, qad=result,
         qad_file=dst.name, tuned_checkpoint=ckpt.name, qdq_check=qdq_check, torch_vs_onnx=agreement,
         losses=losses, weights_changed_pct=round(moved, 4), elapsed_s=round(time.time() - t0, 1),
@@ -212,7 +215,6 @@ def _qad(cfg: QADConfig, log: Callable[[str], None] | None) -> QADRecord:
         ship=ship, ship_reason=reason, holdout_pairs=pairs, ptq_file=shipped_ptq.name if ship == "ptq" else None,
         ptq_origin=ptq_origin, kept_float=keep.layers, float_outputs=keep.float_outputs)
     say(f"wrote {record.write(out)}")
-    engine_script(out, flavour.name, record.ship_file, student.spec.input_size, calib, ecfg.trt_batches, say)
     return record
 
 

@@ -66,20 +66,22 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
     ecfg = with_run_defaults(ExportConfig(
         precisions=("fp32", "int8"), data_root=data_root, calib_domains=calib, target_domains=targets,
         calib_count=count, eval_count=cfg.eval_count, int8_flavour=cfg.flavour, seed=seed,
-        trt_batches=_trt_batches(cfg), **split), run, say, **split_from)
+        trt_batches=_trt(cfg, "trt_batches"),
+        trt_workspace_mib=_trt(cfg, "trt_workspace_mib"), **split), run, say, **split_from)
     ecfg.check_data()
     return ecfg
 
 
-def _trt_batches(cfg: QADConfig) -> tuple[int, int, int]:
-    """The TensorRT profile of QAD's ``build_engine.sh``: ``cfg``'s, else the export's (``--export``: its engines
-    are built for those batches), else ``distill export``'s default."""
-    if cfg.trt_batches is not None:
-        return cfg.trt_batches
-    theirs = ExportReport.read(cfg.export_dir).config.get("trt_batches") if cfg.export_dir else None
-    if theirs:  # export.json records the profile as a list
-        return ExportConfig.model_validate({"trt_batches": theirs}).trt_batches
-    return ExportConfig.model_fields["trt_batches"].default
+def _trt(cfg: QADConfig, key: str) -> Any:
+    """A TensorRT setting of QAD's ``build_engine.sh`` (``trt_batches``: the profile, ``trt_workspace_mib``: the
+    builder's workspace): ``cfg``'s, else the export's (``--export``: its engines are built with it; export.json's
+    config records it), else ``distill export``'s default."""
+    if getattr(cfg, key) is not None:
+        return getattr(cfg, key)
+    theirs = ExportReport.read(cfg.export_dir).config.get(key) if cfg.export_dir else None
+    if theirs:  # export.json records the profile as a list: checked and made a tuple as ExportConfig takes it
+        return getattr(ExportConfig.model_validate({key: theirs}), key)
+    return ExportConfig.model_fields[key].default
 
 
 def _agree(where: Path, flag: str, given: Any, theirs: Any) -> Any:

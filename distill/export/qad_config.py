@@ -65,6 +65,8 @@ class QADConfig(Checked):
             layers that file keeps in float (its float fallback) in float too, so it starts from that file.
         trt_batches: ``flavour="tensorrt"``: (min, opt, max) batch of ``build_engine.sh``'s TensorRT optimization
             profile (None: ``export_dir``'s, as its engines are built, else ``distill export``'s default 1, 8, 32).
+        trt_workspace_mib: ``flavour="tensorrt"``: ``build_engine.sh``'s TensorRT builder workspace in MiB (None:
+            ``export_dir``'s, as :class:`~distill.export.config.ExportConfig`'s, else its default 1024).
         quantize_all: with ``export_dir`` (refused without it: QAD then quantizes every layer already): quantize
             every layer, also those the export's float fallback keeps in float (QAD instead of the fallback).
     """
@@ -99,6 +101,7 @@ class QADConfig(Checked):
     export_dir: str | None = None
     quantize_all: bool = False
     trt_batches: tuple[int, int, int] | None = None
+    trt_workspace_mib: int | None = Field(None, ge=1)
 
     _csv = field_validator("calib_domains", "target_domains", mode="before")(_split_csv)
     _paths = field_validator("checkpoint", "out_dir", "cache", "data_root", "export_dir", mode="before")(_path_str)

@@ -20,7 +20,7 @@ import numpy as np
 from distill.export.images import ImageSet
 from distill.export.onnx import INPUT_NAME
 from distill.export.tensorrt_script import write_build_script, write_check_files
-from distill.records import Disagreement, HoldoutPairs
+from distill.records import QAD_ENGINE, Disagreement, HoldoutPairs, QADEngine, QADTensorRT
 from distill.report.stats import mcnemar
 
 Ship = Literal["qad", "ptq"]
@@ -61,16 +61,21 @@ def no_harm(ptq: Disagreement, qad: Disagreement, images: int,
 
 
 def engine_script(out: Path, flavour: str, ship_file: str, input_size: tuple[int, int], calib: ImageSet,
-                  batches: tuple[int, int, int], say: Callable[[str], None]) -> Path | None:
-    """A tensorrt-flavour QAD folder's ``build_engine.sh``: ``model.int8.engine`` from ``ship_file`` (the int8 file
-    the rule picked), built on the device as an export's script builds its own (TensorRT 10 or 11), then checked
-    against ONNX Runtime on that file over QAD's calibration images (``tensorrt_check.py`` + its images). Without
-    it, an export's script built only the export's own int8 file. None (nothing written) for other flavours."""
+                  batches: tuple[int, int, int], workspace_mib: int, say: Callable[[str], None]) -> QADTensorRT | None:
+    """A tensorrt-flavour QAD folder's ``build_engine.sh``: ``model.int8-qad.engine`` (:data:`QAD_ENGINE`: not the
+    export's ``model.int8.engine``, as a qad folder often sits inside its export) from ``ship_file`` (the int8 file
+    the rule picked), built on the device as an export's script builds its own (TensorRT 10 or 11; the profile
+    ``batches`` and builder workspace ``workspace_mib`` as the export's), then checked against ONNX Runtime on that
+    file over QAD's calibration images (``tensorrt_check.py`` + its images). Returns what qad.json records of it
+    (``config["tensorrt"]``: the report joins a bench record of the engine to ``ship_file``'s accuracy); None
+    (nothing written) for other flavours."""
     if flavour != "tensorrt":
         return None
-    engines = [{"onnx": ship_file, "onnx_strongly_typed": ship_file, "engine": "model.int8.engine", "precision": "int8"}]
+    engines = [{"onnx": ship_file, "onnx_strongly_typed": ship_file, "engine": QAD_ENGINE, "precision": "int8"}]
     write_check_files(out, calib, INPUT_NAME, batches)
-    script = write_build_script(out, engines, INPUT_NAME, (3, *input_size), batches, reference=ship_file)
-    say(f"wrote {script}: builds model.int8.engine from {ship_file} (the int8 file the rule picked; profile batches "
-        f"{'/'.join(map(str, batches))}) — run it on the target device")
-    return script
+    script = write_build_script(out, engines, INPUT_NAME, (3, *input_size), batches, workspace_mib,
+                                reference=ship_file)
+    say(f"wrote {script}: builds {QAD_ENGINE} from {ship_file} (the int8 file the rule picked; profile batches "
+        f"{'/'.join(map(str, batches))}, workspace {workspace_mib} MiB) — run it on the target device")
+    return QADTensorRT(build_script=script.name, engines=[QADEngine.model_validate(e) for e in engines],
+                       batches=list(batches), workspace_mib=workspace_mib)

@@ -38,6 +38,7 @@ from distill.records.names import (
     EXPORT_CHECKPOINT,
     EXPORT_MOVE_MARKER,
     EXPORT_REPORT,
+    QAD_ENGINE,
     QAD_REPORT,
     REPORT_HTML,
     REPORT_MD,
@@ -60,7 +61,7 @@ from distill.records.names import (
     TIMM_WEIGHTS,
     TRAIN_STATE,
 )
-from distill.records.qad import Disagreement, HoldoutPairs, QADAccuracy, QADRecord, QADSettings
+from distill.records.qad import Disagreement, HoldoutPairs, QADAccuracy, QADEngine, QADRecord, QADSettings, QADTensorRT
 from distill.records.run import (
     CheckpointPointer,
     CombinedTeacher,
@@ -99,7 +100,8 @@ __all__ = [
     "CacheShard", "CacheViews", "CacheFolder", "CheckpointPointer", "CombinedTeacher", "DATA_CLASS_MAP", "DEMO_RESULTS",
     "Disagreement", "EXPORT_CHECKPOINT", "EXPORT_MOVE_MARKER", "EXPORT_REPORT", "ExportReport", "ExportedModel",
     "LatencyStats", "PoolFolder",
-    "HoldoutPairs", "QADAccuracy", "QADRecord", "QADSettings", "QAD_REPORT", "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
+    "HoldoutPairs", "QADAccuracy", "QADEngine", "QADRecord", "QADSettings", "QADTensorRT", "QAD_ENGINE", "QAD_REPORT",
+    "REPORT_HTML", "REPORT_MD", "ROBUST_REPORT",
     "RUN_CONFIG", "RUN_DATA", "RUN_FINISHED", "RUN_METRICS", "RUN_SUMMARY", "RunData",
     "RUN_TENSORBOARD", "Record", "RobustAccuracy", "RobustReport", "RunSummary", "STUDENT_SPEC",
     "STUDENT_WEIGHTS", "SUITE_INDEX", "SUITE_INFO", "ShipRecommendation", "SkippedImage", "SuiteDomain", "SuiteInfo",

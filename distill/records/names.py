@@ -37,6 +37,7 @@ EXPORT_REPORT = "export.json"          # ExportReport
 EXPORT_CHECKPOINT = "checkpoint"       # OUT/checkpoint/: the re-targeted student of `distill export --classes`
 EXPORT_MOVE_MARKER = ".distill-export.json"  # in OUT/checkpoint/ from its move in until export.json is written
 QAD_REPORT = "qad.json"                # QADRecord (distill/records/qad.py): `distill qad`'s PTQ vs QAD figures
+QAD_ENGINE = "model.int8-qad.engine"   # what a tensorrt-flavour qad folder's build_engine.sh builds (not the export's)
 # `distill export --format timm`: timm's Hugging Face layout, as timm.models.save_for_hf names it
 TIMM_WEIGHTS = "model.safetensors"     # timm's key names (no backbone./head. prefixes)
 TIMM_CONFIG = "config.json"            # architecture, num_classes, label_names, pretrained_cfg (preprocessing)

@@ -54,6 +54,24 @@ class QADAccuracy(_Closed):
     count: dict[str, int]  # test images per domain
 
 
+class QADEngine(_Open):
+    """An engine a qad folder's ``build_engine.sh`` builds on the device (as export.json's ``tensorrt.engines``)."""
+
+    engine: str  # the engine's file name in the qad folder (names.QAD_ENGINE)
+    onnx: str    # the int8 file it is built from: the one the no-harm rule picked
+    precision: str = "int8"
+
+
+class QADTensorRT(_Open):
+    """A tensorrt-flavour qad folder's engine: the script that builds it and how. Recorded in ``config["tensorrt"]``
+    (an open dict: the release before reads the file); qad.json files written before it have none."""
+
+    build_script: str
+    engines: list[QADEngine]
+    batches: list[int] | None = None  # the optimization profile's min, opt, max batch
+    workspace_mib: int | None = None  # the builder's workspace
+
+
 class QADSettings(_Open):
     """The keys of ``qad.json``'s ``config`` (a :class:`~distill.export.qad_config.QADConfig` dump) the report
     names; the other keys are kept as they are."""
@@ -61,6 +79,7 @@ class QADSettings(_Open):
     seed: int = 0
     epochs: int | None = None
     ranges: str = "observed"  # learned (LSQ) or observed activation ranges; records before session 18 have no key
+    tensorrt: QADTensorRT | None = None  # this record's own key (not a QADConfig field): the engine, if any
 
 
 class QADRecord(RelativeRecord):
@@ -109,9 +128,15 @@ class QADRecord(RelativeRecord):
 
     @property
     def qad_config(self) -> dict[str, Any]:
-        """``config`` as :class:`~distill.export.qad_config.QADConfig` takes it: without ``relative`` (this record's
-        own key in that open dict)."""
-        return {k: v for k, v in self.config.items() if k != "relative"}
+        """``config`` as :class:`~distill.export.qad_config.QADConfig` takes it: without ``relative`` and ``tensorrt``
+        (this record's own keys in that open dict)."""
+        return {k: v for k, v in self.config.items() if k not in ("relative", "tensorrt")}
+
+    @property
+    def tensorrt(self) -> QADTensorRT | None:
+        """The engine ``build_engine.sh`` builds here (``--flavour tensorrt``); None for other flavours and older
+        files."""
+        return self.settings.tensorrt
 
     @property
     def relative_paths(self) -> dict[str, str]:

@@ -50,6 +50,7 @@ from distill.report.data import (
 )
 from distill.report.engines import engine_index, engine_of
 from distill.report.locate import hits, narrow, nearest_held, places
+from distill.report.qad_files import engine_beside, qad_files
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
 from distill.report.repeats import bench_repeats_warning, counted, repeats_warning
@@ -213,7 +214,7 @@ def _join(data: ReportData) -> list[Point]:
     engines = engine_index([(ex.dir, ex.report) for ex in data.exports])
     for path, listed in engines.by_path.items():
         files.setdefault(path, _File("engine", listed))
-    for path, qad in _qad_files(data).items():
+    for path, qad in qad_files(data).items():
         files[path] = _File("qad", qad)  # a file of a qad folder is that folder's (its PTQ file: a copy of an export's)
     runs = {os.path.realpath(r.dir): r for r in data.runs}
     dir_of = {id(ex.report): ex.dir for ex in data.exports}
@@ -233,7 +234,7 @@ def _join(data: ReportData) -> list[Point]:
         where = places(r.model, Path(entry.source).parent, r.model_relative)  # the timed file, wherever the report runs
         # two: its own absolute place and, by the relative path, another tree's file; of copies (the same bytes: a
         # tree copied whole), its own tree's (distill/report/locate.py narrow)
-        found = narrow(hits(where, files), identity=data.file_sha)
+        found = narrow(hits(where, files), identity=data.file_sha) or engine_beside(r, entry.source, files)
         at = files[found[0]] if len(found) == 1 else _File("", None)
         near = Path(entry.source).parent
         what = f"the benchmark record of {r.model} in {entry.source}"  # the lambda is called at once, in _model_of:
@@ -254,7 +255,7 @@ def _join(data: ReportData) -> list[Point]:
             flavour = extra(m, "flavour")
             precision = f"int8/{flavour}" if flavour else m.precision
         elif at.kind == "qad":
-            student, precision, accuracy, count = at.what
+            student, precision, accuracy, count, note, _ = at.what
         elif (engine := engine_of(r, entry.source, engines, at.what if at.kind == "engine" else None,
                                   by_path=len(found) < 2)) is not None:
             # export.json lists it: its ONNX's accuracy
@@ -294,7 +295,8 @@ def _join(data: ReportData) -> list[Point]:
 
 class _File(NamedTuple):
     """What a timed file's path is in the report's inputs: ``model`` (export.json's (report, model)), ``qad`` (a
-    ``distill qad`` file: :func:`_qad_files`'s tuple) or ``engine`` (:class:`~distill.report.engines.EngineHit`)."""
+    ``distill qad`` file or engine: :class:`~distill.report.qad_files.QADFile`) or ``engine``
+    (:class:`~distill.report.engines.EngineHit`)."""
 
     kind: str
     what: Any
@@ -325,23 +327,6 @@ def _model_of(record: BenchRecord, at_path: tuple[ExportReport, ExportedModel] |
     if at_path is not None and (not sha or not at_path[1].sha256 or at_path[1].sha256 == sha):
         return at_path
     return by_sha() if sha else None
-
-
-def _qad_files(data: ReportData) -> dict[str, tuple[str, str, dict[str, float] | None, dict[str, int] | None]]:
-    """realpath of each int8 file of a ``distill qad`` folder -> (student, precision, test accuracy, images per
-    domain): the QAD file (accuracy ``accuracy.qad``) and, when the no-harm rule picked it, the PTQ baseline's copy
-    (plain PTQ, or the export's int8 with ``--export``; accuracy ``accuracy.ptq``); precision ``int8/FLAVOUR (QAD)``
-    / ``(PTQ)``."""
-    out: dict[str, tuple[str, str, dict[str, float] | None, dict[str, int] | None]] = {}
-    for entry in data.qad:
-        r, acc = entry.record, entry.record.accuracy
-        files = [(r.qad_file, "QAD", acc.qad if acc else None), (r.ptq_file, "PTQ", acc.ptq if acc else None)]
-        for name, how, accuracy in files:
-            if name:
-                out[os.path.realpath(Path(entry.dir) / name)] = (
-                    data.qad_label(r), f"int8/{r.flavour} ({how})", finite(accuracy) or None,
-                    dict(acc.count) if acc else None)
-    return out
 
 
 def _short(path: str) -> str:

@@ -148,14 +148,16 @@ def make_out_dir(path: str | Path, flag: str = "--out") -> Path:
 @contextmanager
 def removed_if_left_empty(path: str | Path) -> Iterator[Path]:
     """Run a stage that writes the folder ``path``; when it fails or is interrupted (Ctrl-C) after creating the
-    folder and leaving it empty, remove it. A folder that was there before, or holds files, is kept."""
+    folder and leaving it empty, remove it, and each folder above it that it created too (``--out new/a/b``: ``new``,
+    ``new/a``) and left empty. A folder that was there before, or holds files, is kept."""
     path = Path(path)
-    fresh = not (path.exists() or path.is_symlink())
+    made = [p for p in (path, *path.parents) if not (p.exists() or p.is_symlink())]  # innermost first
     try:
         yield path
     except BaseException:
-        if fresh and path.is_dir():
-            with suppress(OSError):  # the stage's own error is the one to report
-                if not any(path.iterdir()):
-                    path.rmdir()
+        with suppress(OSError):  # the stage's own error is the one to report
+            for folder in made:  # inner to outer: stops at the first that holds something (or is not a folder)
+                if not folder.is_dir() or folder.is_symlink() or any(folder.iterdir()):
+                    break
+                folder.rmdir()
         raise

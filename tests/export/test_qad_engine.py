@@ -1,7 +1,9 @@
 """A tensorrt-flavour `distill qad` folder holds a build_engine.sh for the int8 file the no-harm rule picked (QA F3).
 Before, only an export's script existed, and it built the export's own int8 file: QAD's file had no way to an
-engine. The folder alone (copied to the device) builds ``model.int8.engine`` from that file on TensorRT 10 and 11
-and checks it against ONNX Runtime on the same file."""
+engine. The folder alone (copied to the device) builds ``model.int8-qad.engine`` from that file on TensorRT 10 and 11
+and checks it against ONNX Runtime on the same file. The engine is not named as the export's ``model.int8.engine``
+(a qad folder often sits in its export), and qad.json records it, so that the report can join its bench records
+(review 2 M3)."""
 from __future__ import annotations
 
 import shutil
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from distill.export.qad import qad
-from distill.export.qad_config import QADConfig
+from distill.export.qad_config import QADConfig, QADRecord
 from distill.export.tensorrt_script import BUILD_SCRIPT
 
 from .test_tensorrt_script import _by_engine, _run
@@ -35,16 +37,32 @@ def test_the_qad_folder_alone_builds_and_checks_the_engine_of_the_file_the_rule_
     device = Path(shutil.copytree(out, tmp_path / "on-device"))
     proc, trtexec, polygraphy = _run(device, tmp_path, banner)
     assert proc.returncode == 0, proc.stderr
-    call = _by_engine(trtexec)["model.int8.engine"]
+    call = _by_engine(trtexec)["model.int8-qad.engine"]
     assert f"--onnx={ship_file}" in call and ("--stronglyTyped" in call) == typed and ("--int8" in call) != typed
-    assert f"model.int8.engine vs ONNX Runtime on {ship_file}: top-1 agreement" in proc.stdout
-    assert "built 1 engine(s): model.int8.engine" in proc.stdout
+    assert f"model.int8-qad.engine vs ONNX Runtime on {ship_file}: top-1 agreement" in proc.stdout
+    assert "built 1 engine(s): model.int8-qad.engine" in proc.stdout
+    assert (device / "model.int8-qad.engine").is_file() and not (device / "model.int8.engine").exists()
 
 
-def test_the_qad_script_builds_for_the_exports_batch_profile(run_ckpt: Path, tiny_root: Path, tmp_path: Path) -> None:
+def test_qad_json_records_the_engine_and_the_script_that_builds_it(trt_qad: tuple[Path, str]) -> None:
+    from tests.records.old_release import OldQADRecord
+
+    out, ship_file = trt_qad
+    record = QADRecord.read(out)
+    assert record.tensorrt is not None and record.tensorrt.build_script == BUILD_SCRIPT
+    assert [(e.engine, e.onnx, e.precision) for e in record.tensorrt.engines] == [
+        ("model.int8-qad.engine", ship_file, "int8")]
+    assert (record.tensorrt.batches, record.tensorrt.workspace_mib) == ([1, 8, 32], 1024)
+    assert "tensorrt" not in record.qad_config  # this record's key, not a QADConfig setting
+    QADConfig.model_validate(record.qad_config)
+    OldQADRecord.model_validate_json((out / "qad.json").read_text())  # the release before reads the file
+
+
+def test_the_qad_script_builds_for_the_exports_batch_profile_and_workspace(run_ckpt: Path, tiny_root: Path, tmp_path: Path) -> None:
     """QAD from an export (--export) exported with --trt-batches 2,4,16: QAD's build_engine.sh used the default
     profile 1/8/32, so QAD's engine served other batches than the export's. It takes the export's; --trt-batches
-    (QADConfig.trt_batches) sets another."""
+    (QADConfig.trt_batches) sets another. So for the builder's workspace (ExportConfig.trt_workspace_mib: 512 here;
+    QAD's script used the default 1024 MiB)."""
     import distill.export.qad as qad_module
     from distill.export import ExportConfig, export_checkpoint
     from distill.export.engine_check import IMAGES_FILE
@@ -56,12 +74,15 @@ def test_the_qad_script_builds_for_the_exports_batch_profile(run_ckpt: Path, tin
     export = tmp_path / "exp"
     export_checkpoint(run_ckpt, export, ExportConfig(
         precisions=("fp32", "int8"), data_root=str(tiny_root), int8_flavour="tensorrt", calib_count=32,
-        eval_count=8, max_drop=100.0, latency_iters=1, threads=1, trt_batches=(2, 4, 16)), log=lambda s: None)
+        eval_count=8, max_drop=100.0, latency_iters=1, threads=1, trt_batches=(2, 4, 16), trt_workspace_mib=512),
+        log=lambda s: None)
     lines: list[str] = []
     qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "qad"), flavour="tensorrt", epochs=1,
                   eval_count=8, export_dir=str(export)), log=lines.append)
     script = (tmp_path / "qad" / BUILD_SCRIPT).read_text()
     assert "batch min/opt/max = 2/4/16" in script
+    assert "--memPoolSize=workspace:512" in script and "workspace:1024" not in script
+    assert QADRecord.read(tmp_path / "qad").tensorrt.workspace_mib == 512
     assert any("profile batches 2/4/16" in line for line in lines), lines
     with np.load(tmp_path / "qad" / IMAGES_FILE) as check:  # the engine check runs the profile's batches too
         assert (int(check["min_batch"]), int(check["batch"])) == (2, 4)
@@ -69,10 +90,11 @@ def test_the_qad_script_builds_for_the_exports_batch_profile(run_ckpt: Path, tin
     say = ExportLog(lambda s: None)
     run, exported = TrainingRun.of_checkpoint(run_ckpt, say), export_int8(export, run_ckpt, FLAVOURS["tensorrt"])
     told = QADConfig(checkpoint=str(run_ckpt), out_dir="unused", flavour="tensorrt", export_dir=str(export),
-                     trt_batches="1,1,4")
-    assert qad_module.export_config(told, run, say, exported).trt_batches == (1, 1, 4)
-    alone = QADConfig(checkpoint=str(run_ckpt), out_dir="unused", flavour="tensorrt")
-    assert qad_module.export_config(alone, run, say).trt_batches == (1, 8, 32)
+                     trt_batches="1,1,4", trt_workspace_mib=2048)
+    set_here = qad_module.export_config(told, run, say, exported)
+    assert (set_here.trt_batches, set_here.trt_workspace_mib) == ((1, 1, 4), 2048)
+    alone = qad_module.export_config(QADConfig(checkpoint=str(run_ckpt), out_dir="unused", flavour="tensorrt"), run, say)
+    assert (alone.trt_batches, alone.trt_workspace_mib) == ((1, 8, 32), 1024)
 
 
 def test_a_bad_trt_batches_is_one_line_naming_the_flag(run_ckpt: Path, tmp_path: Path, capsys) -> None:

@@ -47,3 +47,23 @@ def test_a_folder_that_was_there_stays(run_ckpt: Path, tmp_path: Path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         api.qad(checkpoint=str(run_ckpt), out_dir=str(out), epochs=1, calib_count=16, eval_count=4)
     assert out.is_dir() and [p.name for p in out.iterdir()] == (["notes.txt"] if holds_a_file else [])
+
+
+def test_every_folder_level_it_made_and_left_empty_is_removed(run_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
+    """Review 2 L3: ``--out new/a/b`` (made with its parents) left ``new/a`` behind; only ``b`` was removed."""
+    monkeypatch.setattr(qad_module, "export_onnx", _raises(KeyboardInterrupt()))
+    (tmp_path / "there").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        api.qad(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "there" / "new" / "a" / "b"), epochs=1,
+                calib_count=16, eval_count=4)
+    assert [p.name for p in tmp_path.iterdir()] == ["there"] and not any((tmp_path / "there").iterdir())
+
+
+def test_only_the_levels_it_made_and_left_empty_go(tmp_path: Path) -> None:
+    from distill.utils.io import removed_if_left_empty
+
+    with pytest.raises(DistillError), removed_if_left_empty(tmp_path / "new" / "a" / "b") as out:
+        out.mkdir(parents=True)
+        (tmp_path / "new" / "kept.txt").write_text("written by the stage")  # a level it made, holding a file
+        raise DistillError("bad data")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["new", "new/kept.txt"]

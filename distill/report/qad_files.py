@@ -1,0 +1,66 @@
+"""The files of ``distill qad`` folders a bench record can have timed: its int8 files and its TensorRT engine.
+
+A qad folder holds QAD's int8 file (accuracy ``accuracy.qad``) and, when the no-harm rule picked it, the PTQ arm's
+copy (plain PTQ, or the export's int8 file with ``--export``; accuracy ``accuracy.ptq``). A tensorrt-flavour folder
+also has ``build_engine.sh``, which builds ``model.int8-qad.engine`` from the file the rule picked on the device;
+qad.json records that engine (``config["tensorrt"]``), and its accuracy is taken to be that file's, as an export's
+engine takes its ONNX file's (:mod:`distill.report.engines`).
+
+A record joins a qad file by its path (:mod:`distill.report.locate`, wherever the report runs). An engine timed on
+the device also joins by file name when the bench .jsonl lies in the qad folder (the results copied back beside the
+engine's script), as an export's engine does; the name differs from the export's ``model.int8.engine``, so a record
+of the one never takes the other's accuracy.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+from distill.records import BenchRecord
+from distill.report.data import ReportData
+from distill.report.runs import finite
+
+
+class QADFile(NamedTuple):
+    """What the report says of a timed qad file."""
+
+    student: str
+    precision: str  # int8/FLAVOUR (QAD) or (PTQ): whose int8 file it is, or the engine is built from
+    accuracy: dict[str, float] | None  # test accuracy per domain (fractions)
+    images: dict[str, int] | None  # test images per domain
+    note: str = ""  # an engine: the file it is built from
+    engine: bool = False
+
+
+def qad_files(data: ReportData) -> dict[str, QADFile]:
+    """realpath of each int8 file and each recorded TensorRT engine of the report's ``distill qad`` folders -> what
+    it is (module docstring)."""
+    out: dict[str, QADFile] = {}
+    for entry in data.qad:
+        r, acc = entry.record, entry.record.accuracy
+        arms = {name: (how, accuracy) for name, how, accuracy in (
+            (r.qad_file, "QAD", acc.qad if acc else None), (r.ptq_file, "PTQ", acc.ptq if acc else None)) if name}
+        count = dict(acc.count) if acc else None
+
+        def file(name: str, how: str, accuracy: dict[str, float] | None, **engine: Any) -> QADFile:
+            return QADFile(data.qad_label(r), f"int8/{r.flavour} ({how})", finite(accuracy) or None, count, **engine)
+
+        for name, (how, accuracy) in arms.items():
+            out[os.path.realpath(Path(entry.dir) / name)] = file(name, how, accuracy)
+        for e in r.tensorrt.engines if r.tensorrt else []:
+            if e.onnx in arms:  # built from a file of this folder: its accuracy
+                out.setdefault(os.path.realpath(Path(entry.dir) / e.engine),
+                               file(e.onnx, *arms[e.onnx], note=f"TensorRT engine of {e.onnx}", engine=True))
+    return out
+
+
+def engine_beside(record: BenchRecord, bench_file: str, files: Mapping[str, Any]) -> list[str]:
+    """``[path]`` of the qad engine of the record's file name in the bench .jsonl's folder (an engine timed on the
+    device, its results copied back into the qad folder); [] for none. ``files``: real path -> ``_File`` of
+    :mod:`distill.report.write`, whose ``what`` is a :class:`QADFile` for a qad file."""
+    if record.runtime != "tensorrt":
+        return []
+    path = os.path.realpath(Path(bench_file).parent / Path(record.model).name)
+    what = getattr(files.get(path), "what", None)
+    return [path] if isinstance(what, QADFile) and what.engine else []
