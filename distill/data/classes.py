@@ -8,7 +8,7 @@ keeps and relabels seen-class images with it.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, overload
 
 import torch
 from torch import Tensor
@@ -88,6 +88,11 @@ class ClassColumns:
             return labels
         table = self._at("labels", self._label_map, labels.device)
         return torch.where(labels >= 0, table[labels.clamp(min=0)], labels)
+
+    @overload
+    def logits(self, logits: Tensor) -> Tensor: ...
+    @overload
+    def logits(self, logits: None) -> None: ...
 
     def logits(self, logits: Tensor | None) -> Tensor | None:
         """[B, C_dataset] teacher logits -> [B, C_student]: the student's columns."""

@@ -14,7 +14,7 @@ and the (agreeing, total) counts are summed over ranks.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from distill.evaluate import rank_share
 from distill.student.transforms import normalize
 from distill.train.data import ItemTable, TrainImages, to_unit
 from distill.utils.loaders import bounded_worker_batches
+
+if TYPE_CHECKING:
+    from distill.teacher.cache import PixelStore, TeacherCache
 from distill.utils.runtime import Dist, all_reduce_sum
 
 _CHUNK = 4096  # pool images per cache lookup while view 0's crop boxes are read at start-up
@@ -47,8 +50,8 @@ class _Batches:
         return -(-len(self.share) // self.batch_size)
 
 
-def pool_view0(dataset: DomainFolder, pool: Sequence[Sample], cache, size: tuple[int, int], interpolation: str,
-               pixels=None) -> TrainImages:
+def pool_view0(dataset: DomainFolder, pool: Sequence[Sample], cache: TeacherCache, size: tuple[int, int],
+               interpolation: str, pixels: PixelStore | None = None) -> TrainImages:
     """View 0 of every pool image at the student's ``size``, as unlabeled items (label -1 on every row).
 
     Only ``Sample.index`` is read from ``pool``. With ``pixels`` (the cache's pixel store at this size) an item
@@ -81,7 +84,7 @@ class PoolAgreement:
         dist: this process's place in the process group (None: a single process).
     """
 
-    def __init__(self, images: TrainImages, cache, columns: ClassColumns, mean: Sequence[float],
+    def __init__(self, images: TrainImages, cache: TeacherCache, columns: ClassColumns, mean: Sequence[float],
                  std: Sequence[float], batch_size: int = 256, workers: int = 0, dist: Dist | None = None):
         self.images, self.cache, self.columns = images, cache, columns
         self.mean, self.std = tuple(mean), tuple(std)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill.config import TrainConfig
+from distill.config import TeacherConfig, TrainConfig
 from distill.data.classes import ClassColumns, student_classes
 from distill.data.fingerprint import content_fingerprint
 from distill.data.folder import DomainFolder, Sample, list_images
@@ -130,8 +130,9 @@ def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache],
                            "every class; use a strategy that reads the teacher cache")
 
     caches = [TeacherCache.open(path) for path in cfg.caches()]  # each opened once; identity checked below
-    teacher = _create_teacher(cfg, dataset, caches, device) if (cfg.teacher and caches) or needs.online_teacher \
-        else None
+    # needs.online_teacher implies a teacher section (_check_requirements)
+    teacher = _create_teacher(cfg.teacher, dataset, caches, device) \
+        if cfg.teacher is not None and (caches or needs.online_teacher) else None
     for cache in caches:
         check_strategy_layout(strategy_cls.name, needs, cache.layout, cache.path)  # before any other work
         _check_cache(cache, cfg, dataset, teacher, dist)
@@ -194,7 +195,9 @@ def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache],
     if combination is not None:
         provenance["teachers"] = combination
     if text_head:  # what `distill export --classes` re-targets the text head with
-        provenance["templates"] = list(manifest.templates if manifest is not None else teacher.templates)
+        said = manifest if manifest is not None else teacher
+        assert said is not None  # text_head has text (checked above): from the first cache or the teacher
+        provenance["templates"] = list(said.templates)
         path = (str(cfg.teacher.pretrained) if cfg.teacher is not None and cfg.teacher.pretrained
                 else manifest.teacher_path if manifest is not None else None)
         if path:
@@ -245,20 +248,20 @@ def with_split_rule(cfg: TrainConfig) -> TrainConfig:
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=keys)})
 
 
-def _templates(cfg: TrainConfig, caches: list[TeacherCache]) -> list[str]:
+def _templates(cfg: TeacherConfig, caches: list[TeacherCache]) -> list[str]:
     """The teacher's prompt templates: the config's, else the first cache's, else the teacher's own."""
-    if cfg.teacher.templates:
-        return list(cfg.teacher.templates)
+    if cfg.templates:
+        return list(cfg.templates)
     if caches:
         return list(caches[0].manifest.templates)
-    return resolve_templates(None, cfg.teacher.pretrained)[0]
+    return resolve_templates(None, cfg.pretrained)[0]
 
 
-def _create_teacher(cfg: TrainConfig, dataset: DomainFolder, caches: list[TeacherCache],
+def _create_teacher(cfg: TeacherConfig, dataset: DomainFolder, caches: list[TeacherCache],
                     device: torch.device) -> Teacher:
-    """The one teacher of a run, on ``device``."""
-    teacher = Teacher(cfg.teacher.arch, cfg.teacher.pretrained, dataset.classes, _templates(cfg, caches),
-                      device=str(device), precision=cfg.teacher.precision)
+    """The one teacher of a run (the config's teacher section), on ``device``."""
+    teacher = Teacher(cfg.arch, cfg.pretrained, dataset.classes, _templates(cfg, caches),
+                      device=str(device), precision=cfg.precision)
     return teacher.to(device)
 
 

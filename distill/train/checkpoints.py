@@ -18,8 +18,15 @@ from typing import Any
 
 from distill.records import BEST_CHECKPOINT, CHECKPOINTS_DIR, TRAIN_STATE, CheckpointPointer
 from distill.strategies import Strategy
-from distill.student.model import save_student
+from distill.student.model import Student, save_student
 from distill.utils.state import load_state, save_state
+
+
+def student_of(strategy: Strategy) -> Student:
+    """``strategy.student``, typed (the strategy holds it as an ``nn.Module``)."""
+    student = strategy.student
+    assert isinstance(student, Student)  # build hands every strategy a Student; the EMA swaps in its deep copy
+    return student
 
 
 class Checkpoints:
@@ -49,7 +56,7 @@ class Checkpoints:
         path = self.dir / f"step-{step:08d}"
         if path.exists():
             shutil.rmtree(path)
-        save_student(strategy.student, path)
+        save_student(student_of(strategy), path)
         save_state(path / TRAIN_STATE, {"strategy": strategy.state_dict(), **state})
         CheckpointPointer(dir=path.name, step=step).write(self.dir)
         for old in self.dir.glob("step-*"):
@@ -66,7 +73,7 @@ class Checkpoints:
         """Replace ``checkpoints/best`` with the strategy's student (written aside, then renamed)."""
         tmp = self.dir / f"{BEST_CHECKPOINT}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        save_student(strategy.student, tmp, extra_provenance=provenance)
+        save_student(student_of(strategy), tmp, extra_provenance=provenance)
         if self.best.exists():
             shutil.rmtree(self.best)
         os.replace(tmp, self.best)

@@ -14,7 +14,7 @@ stay shared. An epoch's order is an array of keys (:func:`epoch_keys`), its batc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from distill.data.images import load_rgb
 from distill.data.sample_table import sample_column, sample_domains
 from distill.data.view_policy import CROP_PARAMS, PolicyRender
 from distill.data.views import ViewConfig, view_params, view_pixels
+
+if TYPE_CHECKING:
+    from distill.teacher.cache import PixelStore, TeacherCache
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class ItemTable:
         """(item ``i``'s mixed-in sample index, that row's view params), or (-1, None) when it has none."""
         if self.partner is None or self.partner[i] < 0:
             return -1, None
+        assert self.partner_params is not None  # ItemTable: partner and partner_params are set together
         return int(self.partner[i]), tuple(self.partner_params[i].tolist())
 
 
@@ -124,8 +128,8 @@ class TrainImages(Dataset):
     """
 
     def __init__(self, dataset: DomainFolder, items: ItemTable | Sequence[Item], size: tuple[int, int],
-                 interpolation: str, view_cfg: ViewConfig, view_seed: int, pixels=None, uint8: bool = False,
-                 render: PolicyRender | None = None):
+                 interpolation: str, view_cfg: ViewConfig, view_seed: int, pixels: PixelStore | None = None,
+                 uint8: bool = False, render: PolicyRender | None = None):
         self.dataset = dataset
         self.items = items if isinstance(items, ItemTable) else ItemTable.of(list(items))
         self.size, self.interpolation = size, interpolation
@@ -137,9 +141,10 @@ class TrainImages(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int, int, int]:
         t = self.items
-        index, view, params = int(t.sample[i]), int(t.view[i]), t.params_at(i)
+        index, view = int(t.sample[i]), int(t.view[i])
+        params: tuple[float, ...] | np.ndarray | None = t.params_at(i)  # None: drawn from the seed below
         if self.pixels is not None and params is not None:
             u8 = self.pixels.get(index, view)
         else:
@@ -178,10 +183,10 @@ def epoch_keys(n: int, views: int, seed: int, epoch: int, offset: int = 0) -> np
 
 
 def epoch_items(samples: Sequence[Sample], domain_index: dict[str, int], views: int, seed: int, epoch: int,
-                cache=None) -> list[Item]:
+                cache: TeacherCache | None = None) -> list[Item]:
     """The epoch's items in training order: a pure function of (samples, views, seed, epoch)."""
-    order, view = epoch_draw(len(samples), views, seed, epoch)
-    order, chosen = order.tolist(), view.tolist()
+    drawn, view = epoch_draw(len(samples), views, seed, epoch)
+    order, chosen = drawn.tolist(), view.tolist()
     rows = None
     if cache is not None:
         rows = _view_rows(cache, torch.tensor([samples[i].index for i in order], dtype=torch.long),
@@ -197,7 +202,7 @@ _MAX_CYCLES = 1_000_003  # pool cycles per epoch that get distinct orders (far m
 
 
 def pool_items(pool: Sequence[Sample], domain_index: dict[str, int], views: int, seed: int, epoch: int,
-               count: int, cache=None) -> list[Item]:
+               count: int, cache: TeacherCache | None = None) -> list[Item]:
     """The epoch's first ``count`` unlabeled-pool items: a pure function of (pool, views, seed, epoch, count).
 
     The pool cycles: when an epoch needs more pool items than the pool holds, it is shown whole,
@@ -208,7 +213,7 @@ def pool_items(pool: Sequence[Sample], domain_index: dict[str, int], views: int,
     if not pool or count <= 0:
         return []
     cycles = -(-count // len(pool))
-    items = []
+    items: list[Item] = []
     for cycle in range(cycles):
         items += epoch_items(pool, domain_index, views, seed + POOL_SEED_OFFSET, epoch * _MAX_CYCLES + cycle, cache)
     return items[:count]
@@ -236,7 +241,7 @@ def label_table(num_samples: int, labelled: Sequence[Sample]) -> Tensor:
     return table
 
 
-def _view_rows(cache, idx: Tensor, view: Tensor) -> list[tuple]:
+def _view_rows(cache: TeacherCache, idx: Tensor, view: Tensor) -> list[tuple[Any, ...]]:
     """Per (sample, view): (params, partner, partner view, partner params) from the cache, or (params,)
     for an unmixed view (crop-only and old caches have no partners)."""
     if not len(idx):
@@ -244,7 +249,7 @@ def _view_rows(cache, idx: Tensor, view: Tensor) -> list[tuple]:
     rows = cache.lookup(idx, view, outputs=False)
     params, partner, pview = rows["view_params"].tolist(), rows["mix_partner"], rows["mix_view"]
     mixed = (partner >= 0).nonzero().squeeze(1)
-    out = [(tuple(p),) for p in params]
+    out: list[tuple[Any, ...]] = [(tuple(p),) for p in params]
     if len(mixed):
         pparams = cache.lookup(partner[mixed], pview[mixed], outputs=False)["view_params"].tolist()
         for j, pp in zip(mixed.tolist(), pparams):
@@ -255,17 +260,17 @@ def _view_rows(cache, idx: Tensor, view: Tensor) -> list[tuple]:
 _LOOKUP_CHUNK = 4096  # rows per cache lookup while the table is built (view columns only, still bounded)
 
 
-def _view_columns(cache, idx: np.ndarray, view: np.ndarray) -> dict[str, np.ndarray | None]:
+def _view_columns(cache: TeacherCache, idx: np.ndarray, view: np.ndarray) -> dict[str, np.ndarray | None]:
     """Per (sample, view), from the cache: ``params`` [N, P] and, when any row is a mixed view,
     ``partner``/``partner_view`` [N] (-1: none) and ``partner_params`` [N, P]."""
-    params, partner, pview = [], [], []
+    chunks: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])  # params, partner, pview
     for at in range(0, len(idx), _LOOKUP_CHUNK):
         rows = cache.lookup(torch.from_numpy(idx[at:at + _LOOKUP_CHUNK]), torch.from_numpy(view[at:at + _LOOKUP_CHUNK]),
                             outputs=False)
-        params.append(rows["view_params"].numpy())
-        partner.append(rows["mix_partner"].to(torch.int64).numpy())
-        pview.append(rows["mix_view"].to(torch.int64).numpy())
-    params, partner, pview = (np.concatenate(c) for c in (params, partner, pview))
+        chunks[0].append(rows["view_params"].numpy())
+        chunks[1].append(rows["mix_partner"].to(torch.int64).numpy())
+        chunks[2].append(rows["mix_view"].to(torch.int64).numpy())
+    params, partner, pview = (np.concatenate(c) for c in chunks)
     mixed = np.flatnonzero(partner >= 0)
     if not len(mixed):
         return {"params": params, "partner": None, "partner_view": None, "partner_params": None}
@@ -277,7 +282,8 @@ def _view_columns(cache, idx: np.ndarray, view: np.ndarray) -> dict[str, np.ndar
     return {"params": params, "partner": partner, "partner_view": pview, "partner_params": pparams}
 
 
-def all_view_items(samples: Sequence[Sample], domain_index: dict[str, int], views: int, cache=None) -> ItemTable:
+def all_view_items(samples: Sequence[Sample], domain_index: dict[str, int], views: int,
+                   cache: TeacherCache | None = None) -> ItemTable:
     """Every (image, view) pair once, image-major, as an :class:`ItemTable`: the persistent loader's dataset.
 
     Row ``i * views + v`` is view ``v`` of ``samples[i]``; with a cache its view params come from the
@@ -323,10 +329,10 @@ class EpochBatches:
         that step's ``pool_size`` pool items (``pool[step * pool_size:]``), both split over ranks.
         """
         per_rank, pool_per_rank = batch_size // world, pool_size // world
-        steps = np.asarray(steps, dtype=np.int64)[:, None]
-        parts = [self.keys(items)[steps * batch_size + rank * per_rank + np.arange(per_rank)]]
+        at = np.asarray(steps, dtype=np.int64)[:, None]
+        parts = [self.keys(items)[at * batch_size + rank * per_rank + np.arange(per_rank)]]
         if pool_per_rank:
-            parts.append(self.keys(pool)[steps * pool_size + rank * pool_per_rank + np.arange(pool_per_rank)])
+            parts.append(self.keys(pool)[at * pool_size + rank * pool_per_rank + np.arange(pool_per_rank)])
         self.batches = np.concatenate(parts, axis=1)
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -12,6 +12,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, ContextManager, Iterator
 
 from timm.utils import ModelEmaV3
+from torch import nn
 
 from distill.config import OptimConfig
 from distill.strategies import Strategy
@@ -43,7 +44,7 @@ class StudentEma(NoEma):
         self.ema = ModelEmaV3(strategy.student, decay=decay)  # a deep copy, in eval mode, on the same device
 
     @property
-    def student(self):
+    def student(self) -> nn.Module:
         return self.ema.module
 
     def update(self, strategy: Strategy, step: int) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -105,6 +105,6 @@ class GradGuard:
     def state_dict(self) -> dict[str, object]:
         return {"skipped": self.skipped, "retried": self.retried, "first": self.first}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.skipped, self.retried = int(state.get("skipped", 0)), int(state.get("retried", 0))
-        self.first = state.get("first")  # type: ignore[assignment]
+        self.first = state.get("first")

@@ -29,14 +29,14 @@ class StepLog:
     before every checkpoint, so a NaN never reaches one).
     """
 
-    def __init__(self, writer, device: torch.device):
+    def __init__(self, writer: SummaryWriter | None, device: torch.device):
         self.writer, self.device = writer, device
         self.epoch = 0
         self.steps: list[tuple[int, int, float, bool]] = []  # (step in epoch, global step, lr, skipped)
         self.values: list[Tensor] = []  # 0-dim: loss of each step, then its parts
         self.names: list[list[str]] = []
         self.correct = torch.zeros((), dtype=torch.long, device=device)
-        self.seen = 0
+        self.seen: Tensor | int = 0  # a 0-dim device tensor once a labelled step is added (read at log points)
 
     def start_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -55,7 +55,7 @@ class StepLog:
             self.correct += ((out["logits"].detach().argmax(-1) == labels) & has).sum()
             self.seen += has.sum()
 
-    def flush(self, bar=None) -> None:
+    def flush(self, bar: tqdm | None = None) -> None:
         if not self.steps:
             return
         vals = torch.stack(self.values).cpu().tolist()  # the one host sync
@@ -85,12 +85,12 @@ class RunLog:
     and the :class:`StepLog` of every rank."""
 
     def __init__(self, run_dir: Path, device: torch.device, main: bool, progress: bool, global_step: int):
-        self.writer = None
+        self.writer: SummaryWriter | None = None
         if main:
             self.writer = SummaryWriter(str(Path(run_dir) / RUN_TENSORBOARD), purge_step=global_step or None)
         self.show_bar = main and progress
         self.steps = StepLog(self.writer, device)
-        self.bar = None
+        self.bar: tqdm | None = None
 
     def start_epoch(self, epoch: int, epochs: int, steps_per_epoch: int, step_in_epoch: int) -> None:
         if self.show_bar:

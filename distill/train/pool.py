@@ -93,7 +93,7 @@ def _cached_folder(folder: UnlabeledFolder, caches: list[TeacherCache]) -> tuple
     rebuild = f"rebuild with `distill cache build ... --unlabeled {shlex.quote(folder.entry)}`"
     files = folder.files_sha256()
     content: str | None = None  # read the folder's bytes once, however many caches recorded them
-    found = None
+    found: CacheFolder | None = None
     for cache in caches:
         record = next((r for r in cache.folders if r.files_sha256 == files), None)
         if record is None:
@@ -115,4 +115,5 @@ def _cached_folder(folder: UnlabeledFolder, caches: list[TeacherCache]) -> tuple
                                f"cache {caches[0].path} but '{record.name}' from {record.first_index} in {cache.path}; "
                                "build the caches with the same --unlabeled folders")
         found = found or record
+    assert found is not None  # caches is non-empty (the caller's `if caches`), and each sets found or raises
     return folder, found

@@ -12,12 +12,17 @@ what the uninterrupted run selects; resuming under another ``run.select_on`` is 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from distill.errors import DistillError
 from distill.train.agreement import PoolAgreement, pool_view0
-from distill.train.checkpoints import best_epoch, improves, wants_test
+from distill.train.checkpoints import best_epoch, improves, student_of, wants_test
 from distill.train.summary import SOURCE_VAL_ACC, TEACHER_AGREEMENT
+
+if TYPE_CHECKING:
+    from distill.strategies import Strategy
+    from distill.teacher.cache import PixelStore
+    from distill.train.build import TrainSetup
 
 SOURCE_VAL = "source_val"
 KEYS = {SOURCE_VAL: SOURCE_VAL_ACC, TEACHER_AGREEMENT: TEACHER_AGREEMENT}  # run.select_on -> metrics row key
@@ -61,7 +66,7 @@ class Selection:
         self.best = state["best"]
 
 
-def make_selection(setup, strategy, pixel_store: Callable[[], tuple[Any, str]]
+def make_selection(setup: TrainSetup, strategy: Strategy, pixel_store: Callable[[], tuple[PixelStore | None, str]]
                    ) -> tuple[Selection, PoolAgreement | None]:
     """The run's :class:`Selection` and, for ``teacher_agreement``, the pool's agreement evaluator.
 
@@ -83,7 +88,7 @@ def make_selection(setup, strategy, pixel_store: Callable[[], tuple[Any, str]]
     if not setup.caches or not setup.caches[0].has_logits:
         raise DistillError(f"{key}: needs the teacher's outputs on the pool from a cache (cache: a teacher cache "
                            f"with logits or embeddings); use run.select_on=source_val")
-    spec = strategy.student.spec
+    spec = student_of(strategy).spec
     images = pool_view0(setup.dataset, setup.unlabeled, setup.caches[0], spec.input_size, spec.interpolation,
                         pixels=pixel_store()[0])
     return Selection(on), PoolAgreement(images, setup.caches[0], setup.columns, spec.mean, spec.std,

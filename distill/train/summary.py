@@ -11,7 +11,7 @@ import io
 import math
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ def mean_or_nan(values: Sequence[float]) -> float:
     return round(float(np.mean(values)), 6) if values else float("nan")
 
 
-def metrics_row(epoch: int, test: dict[str, float | TopK], val: dict[str, float | TopK], source: Sequence[str],
+def metrics_row(epoch: int, test: Mapping[str, float | TopK], val: Mapping[str, float | TopK], source: Sequence[str],
                 target: Sequence[str], train: dict[str, float] | None = None,
                 agreement: float | None = None) -> dict[str, Any]:
     """One epoch's row: test accuracy per domain, source/target means, validation per source domain + mean;
@@ -58,7 +58,7 @@ def metrics_row(epoch: int, test: dict[str, float | TopK], val: dict[str, float 
     return row
 
 
-def top1_mean(accuracy: dict[str, float | TopK]) -> float:
+def top1_mean(accuracy: Mapping[str, float | TopK]) -> float:
     """The mean top-1 accuracy over the domains of ``accuracy`` (NaN for none), as ``metrics_row`` computes it."""
     return mean_or_nan([_top(v, 0) for v in accuracy.values()])
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from timm.scheduler import CosineLRScheduler
 from torch import Tensor
 
+from distill.config import RobustSettings
 from distill.data.view_policy import PolicyRender
 from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
@@ -29,7 +30,7 @@ from distill.student.model import load_student
 from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.train.build import TrainSetup
-from distill.train.checkpoints import Checkpoints
+from distill.train.checkpoints import Checkpoints, student_of
 from distill.train.data import EpochBatches, TrainImages, all_view_items, epoch_keys, label_table, pool_keys, to_unit
 from distill.train.ema import make_ema
 from distill.train.epoch_stats import EpochTrainStats
@@ -66,7 +67,7 @@ class Trainer:
         # channels_last on CUDA (tensor-core convs: ~3x the student's step rate on an H100); CPU keeps NCHW,
         # where oneDNN chooses its own layouts and the bitwise resume guarantee was established
         self.memory_format = torch.channels_last if setup.device.type == "cuda" else torch.contiguous_format
-        setup.strategy.to(memory_format=self.memory_format)
+        setup.strategy.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # stub lacks memory_format
         self.model = distributed(setup.strategy, setup.dist, setup.device)
         self.optimizer = build_optimizer(setup.strategy, optim, setup.device.type == "cuda")  # timm's no-decay rule
         # optim.ema_decay: the EMA student is evaluated, selected, saved as best; metrics.csv's train_loss and lr
@@ -107,7 +108,7 @@ class Trainer:
         ctx.state_dir, ctx.state_linked = str(self.checkpoints.dir), setup.dist.main
         self.history: list[dict[str, Any]] = []  # one metrics row per epoch
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        spec = self.strategy.student.spec  # normalization constants: created once, on the device
+        spec = student_of(self.strategy).spec  # normalization constants: created once, on the device
         self._mean = torch.tensor(spec.mean, device=setup.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.std, device=setup.device).view(1, 3, 1, 1)
         # fp16 autocast needs loss scaling (bf16 has fp32's range and does not); CUDA only (check_precision)
@@ -120,13 +121,13 @@ class Trainer:
         self.selection, self.agreement = make_selection(setup, self.strategy, self.pixel_store)
 
     # -------------------------------------------------------------- construction
-    def _evaluators(self) -> tuple[DomainEvaluator | None, DomainEvaluator | None]:
+    def _evaluators(self) -> tuple[DomainEvaluator, DomainEvaluator | None]:
         """(test split of the evaluated domains, source validation split): streamed, split over the ranks."""
         setup = self.setup
-        preprocess = self.strategy.student.preprocess()
+        preprocess = student_of(self.strategy).preprocess()
         # a target-data (source-free) strategy never reads a source-domain image, not even to evaluate
         source_free = setup.strategy.needs.target_data
-        opts = dict(workers=setup.cfg.run.workers, class_columns=setup.class_columns, dist=setup.dist)
+        opts: dict[str, Any] = dict(workers=setup.cfg.run.workers, class_columns=setup.class_columns, dist=setup.dist)
         test = DomainEvaluator(setup.dataset, setup.target if source_free else setup.source + setup.target,
                                preprocess, **opts)
         # model selection: the source domains' validation split (never test; none for a source-free run)
@@ -191,7 +192,7 @@ class Trainer:
         setup = self.setup
         pairs = all_view_items(self.train_samples + self.pool, self.domain_index, setup.views.count,
                                setup.caches[0] if setup.caches else None)
-        spec = self.strategy.student.spec
+        spec = student_of(self.strategy).spec
         images = TrainImages(setup.dataset, pairs, spec.input_size, spec.interpolation, setup.views.augment,
                              setup.views.seed, pixels=self.pixel_store()[0], uint8=True,
                              render=PolicyRender.for_manifest(setup.caches[0].manifest) if setup.caches else None)
@@ -206,7 +207,7 @@ class Trainer:
     def pixel_store(self) -> tuple[PixelStore | None, str]:
         """(the first cache's pixel store at the student's size, or None; the line saying which), found once."""
         if self._pixels is None:
-            spec, caches = self.strategy.student.spec, self.setup.caches
+            spec, caches = student_of(self.strategy).spec, self.setup.caches
             self._pixels = find_pixel_store(caches[0] if caches else None, spec.input_size, spec.interpolation)
         return self._pixels
 
@@ -247,7 +248,7 @@ class Trainer:
         """View-0 batches over all training images in dataset order (for epoch hooks)."""
         setup = self.setup
         items = all_view_items(self.train_samples, self.domain_index, 1)  # view 0, drawn from the seed
-        spec = self.strategy.student.spec
+        spec = student_of(self.strategy).spec
         images = TrainImages(setup.dataset, items, spec.input_size, spec.interpolation, setup.views.augment,
                              setup.views.seed, uint8=True)
         gen = torch.Generator().manual_seed(setup.cfg.run.seed)  # leaves the global RNG alone
@@ -273,7 +274,7 @@ class Trainer:
         self._train_loader = None  # its persistent workers stop now: left to exit, torch joined each for 5 s
         summary = None
         if setup.dist.main:
-            robust = self.robust_eval() if setup.cfg.robust is not None else None
+            robust = self.robust_eval(setup.cfg.robust) if setup.cfg.robust is not None else None
             summary = self.summary(time.time() - started, robust)
             summary.write(self.run_dir)
         barrier(setup.dist)
@@ -314,12 +315,15 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         return out
 
-    def train_step(self, batch: Batch, log: RunLog, reseed=lambda: None) -> None:
+    def train_step(self, batch: Batch, log: RunLog, reseed: Callable[[], None] = lambda: None) -> None:
         """One optimizer step on ``batch`` (autocast, loss scaling, the non-finite guard, clipping, LR schedule);
         ``reseed`` replays the step's random draws for a retry (:class:`GradGuard`)."""
         optim = self.setup.cfg.optim
-        out, take = self.guard.after_backward(self.epoch, self.step_in_epoch, lambda p: reseed() or self._backward(
-            batch, p), self._backward(batch, optim.precision))
+        def recompute(precision: str) -> dict[str, Tensor]:  # a retry: the step's draws replayed, then redone
+            reseed()
+            return self._backward(batch, precision)
+        out, take = self.guard.after_backward(self.epoch, self.step_in_epoch, recompute,
+                                              self._backward(batch, optim.precision))
         log.step(self.step_in_epoch, self.global_step + 1, out, batch.labels, self.optimizer.param_groups[0]["lr"],
                  skipped=not take)
         if take:  # a skipped step: no update, no EMA step, not in the epoch's train_loss
@@ -371,16 +375,16 @@ class Trainer:
         self.save()
 
     # -------------------------------------------------------------- the end
-    def robust_eval(self) -> RobustReport:
+    def robust_eval(self, settings: RobustSettings) -> RobustReport:
         """PGD / corruption accuracy of the best checkpoint on the evaluated domains (config ``robust``),
         also in ``RUN/robust.json``."""
         setup, best = self.setup, self.checkpoints.best
         student = load_student(best).to(setup.device)
-        evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, setup.cfg.robust,
+        evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, settings,
                                     class_columns=setup.class_columns)
         results = evaluator(student, setup.device)
         print(f"robustness of {best}:\n{robust_table(results)}")
-        report = RobustReport(checkpoint=str(best), settings=setup.cfg.robust.to_dict(), domains=results)
+        report = RobustReport(checkpoint=str(best), settings=settings.to_dict(), domains=results)
         report.write(self.run_dir)
         return report
 
@@ -389,7 +393,7 @@ class Trainer:
         setup = self.setup
         selected = self.selection.best_epoch(self.history)
         row = next(r for r in reversed(self.history) if r["epoch"] == selected)
-        student = self.strategy.student
+        student = student_of(self.strategy)
         return selected_run_summary(
             row, self.selection.key, strategy=setup.cfg.strategy.name, strategy_options=setup.cfg.strategy.options(),
             student=student.spec.arch, teacher=setup.provenance.get("teacher"), source_domains=setup.source,

@@ -107,7 +107,7 @@ def _rebuild_hint(path: Path, plan: PixelPlan) -> str:
             f"--pixel-interpolation {plan.interpolation}{codec_flags(plan.codec, plan.quality)}` on the same --out")
 
 
-def find_pixel_store(cache: TeacherCache, size: Sequence[int], interpolation: str) -> tuple[PixelStore | None, str]:
+def find_pixel_store(cache: TeacherCache | None, size: Sequence[int], interpolation: str) -> tuple[PixelStore | None, str]:
     """The store a trainer can read instead of decoding, and one line saying which input it uses.
 
     Args:
