@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from distill.errors import DistillError
 from distill.strategies.base import Batch, BatchSource, Needs, Strategy, StrategyContext, build_config, strategy_config
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
+
+S = TypeVar("S", bound=type[Strategy])
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 _discovered = False
 
 
-def register_strategy(name: str):
+def register_strategy(name: str) -> Callable[[S], S]:
     """Class decorator: make a :class:`Strategy` available as ``name``."""
 
-    def deco(cls: type[Strategy]) -> type[Strategy]:
+    def deco(cls: S) -> S:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"strategy '{name}' registered twice")
         cls.name = name
@@ -49,7 +55,7 @@ def get_strategy(name: str) -> type[Strategy]:
     return _REGISTRY[name]
 
 
-def create_strategy(name: str, student, options: dict | None, ctx: StrategyContext) -> Strategy:
+def create_strategy(name: str, student: Student, options: dict[str, Any] | None, ctx: StrategyContext) -> Strategy:
     """Validate ``options`` against the strategy's Config and build it around ``student``."""
     cls = get_strategy(name)
     return cls(student, build_config(cls.Config, options, where="strategy"), ctx)

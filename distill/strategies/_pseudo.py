@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,10 +27,13 @@ from torch import Tensor, nn
 
 from distill.errors import DistillError
 from distill.strategies._knn import gather_share, neighbours, plan, share, share_unit
-from distill.strategies.base import Batch
+from distill.strategies.base import Batch, batch_field
 from distill.utils.rowfile import RowFile
 from distill.utils.runtime import group_size, same_on_every_rank, take_main_buffers
 from distill.utils.spool import RowSpool
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
 
 CHUNK = 4096  # rows per step of the refresh's computations over all images
 
@@ -184,7 +187,7 @@ def _normalized(features: Tensor, chunk: int) -> Tensor:
 
 # ---------------------------------------------------------------------------- epoch refresh
 @torch.no_grad()
-def collect(student: nn.Module, batches: Iterator[Batch], teacher_temperature: float = 1.0,
+def collect(student: Student, batches: Iterator[Batch], teacher_temperature: float = 1.0,
             teachers: bool = True) -> dict[str, Tensor]:
     """One clean pass over the training images with the student in eval mode.
 
@@ -206,7 +209,8 @@ def collect(student: nn.Module, batches: Iterator[Batch], teacher_temperature: f
     try:
         for b in batches:
             out = student.forward_all(b.images)
-            idx.append(b.host_index if b.host_index is not None else b.sample_index.cpu())
+            idx.append(b.host_index if b.host_index is not None
+                       else batch_field(b.sample_index, "sample_index", "pseudo-label refresh").cpu())
             feats.append(out["features"].float())
             probs.append(out["logits"].float().softmax(-1))
             if teachers:
@@ -247,6 +251,12 @@ class SampleTargets(nn.Module):
     reads a GPU tensor's value; the rows are gathered into pinned memory on CUDA and copied with ``non_blocking``.
     """
 
+    # buffers (register_buffer leaves them typed Tensor | Module)
+    labels: Tensor
+    weight: Tensor
+    known: Tensor
+    epoch: Tensor
+
     def __init__(self, folder: Callable[[], str | None] = lambda: None,
                  scratch: Callable[[], bool] = lambda: False) -> None:
         super().__init__()
@@ -265,13 +275,15 @@ class SampleTargets(nn.Module):
         """[S, C] on the CPU (memory-mapped)."""
         return self._probs
 
-    def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: D401 - torch hook
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str,
+                            keep_vars: bool) -> None:  # noqa: D401 - torch hook
         super()._save_to_state_dict(destination, prefix, keep_vars)
         # a RowFile's tensor: distill.utils.state.save_state links its file beside the checkpoint's tensors
         destination[prefix + "probs"] = self._probs
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):  # noqa: D401 - torch hook
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:  # noqa: D401 - torch hook
         # the buffers are sized on the first refresh; take the saved sizes before torch copies
         for name in ("labels", "weight", "known"):
             key = prefix + name
@@ -328,8 +340,9 @@ class SampleTargets(nn.Module):
             if C:
                 rows[i.cpu()] = p
             if digest is not None:
-                digest.update(np.ascontiguousarray(i.cpu().numpy()))
-                digest.update(np.ascontiguousarray(p.numpy()))
+                # numpy's stubs give ndarray no __buffer__ (it has the buffer protocol)
+                digest.update(np.ascontiguousarray(i.cpu().numpy()))  # type: ignore[arg-type]
+                digest.update(np.ascontiguousarray(p.numpy()))  # type: ignore[arg-type]
             i = i.to(dev)
             self.labels[i] = labels[s:s + CHUNK].to(dev)
             self.weight[i] = weight[s:s + CHUNK].to(dev).float()

@@ -35,7 +35,7 @@ from pydantic import Field
 from torch import Tensor
 
 from distill.errors import DistillError
-from distill.strategies.base import Batch, strategy_config
+from distill.strategies.base import Batch, batch_field, strategy_config
 from distill.strategies.losses import kl_div_to_probs_with_temperature, kl_div_with_temperature
 
 KEY = "strategy.teachers"
@@ -104,10 +104,12 @@ class TeacherEnsemble:
         softmax it is matched with. ``student_logits`` [B, C] -> scalar."""
         if teacher_temperature is None or teacher_temperature == temperature:
             if self.combine == "first":
-                return kl_div_with_temperature(student_logits, batch.teacher_logits, temperature)
+                return kl_div_with_temperature(student_logits, batch_field(batch.teacher_logits, "teacher_logits", KEY),
+                                               temperature)
             return kl_div_to_probs_with_temperature(student_logits, self.target(batch, temperature), temperature)
         if self.combine == "first":
-            target = F.softmax(batch.teacher_logits.float() / teacher_temperature, dim=-1)
+            target = F.softmax(batch_field(batch.teacher_logits, "teacher_logits", KEY).float() / teacher_temperature,
+                               dim=-1)
         else:
             target = self.target(batch, teacher_temperature)
         return kl_div_to_probs_with_temperature(student_logits, target, temperature)

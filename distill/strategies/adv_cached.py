@@ -1,6 +1,8 @@
 """``adv_cached``: KD on a mix of clean views and adversarial views crafted against the teacher at cache time."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -11,6 +13,9 @@ from distill.strategies.base import Batch, BatchSource, Needs, Strategy, Strateg
 from distill.strategies.losses import kl_div_with_temperature, label_cross_entropy
 from distill.student.transforms import Normalizer
 from distill.utils.transfer import to_device
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
 
 
 @strategy_config
@@ -57,7 +62,7 @@ class AdvCached(Strategy):
     Config = AdvCachedConfig
     needs = Needs(labels=True, cached_logits=True, cached_adversarial=True, unlabeled=True)
 
-    def __init__(self, student, config: AdvCachedConfig, ctx: StrategyContext):
+    def __init__(self, student: Student, config: AdvCachedConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
         if not 0.0 <= config.adv_fraction <= 1.0:
             raise DistillError(f"strategy.adv_fraction: must be in [0, 1], got {config.adv_fraction}")
@@ -102,7 +107,7 @@ class AdvCached(Strategy):
         # an adversarial row shows view 0's crop, perturbed: its target is the teacher on that crop
         # (clean, or perturbed with target: adversarial), never the teacher on the item's own view
         adv_target = x["adv_teacher_logits"] if self.config.target == "adversarial" else x["adv_clean_teacher_logits"]
-        logits = torch.where(mask.view(B, 1), adv_target, batch.teacher_logits)
+        logits = torch.where(mask.view(B, 1), adv_target, self.need(batch.teacher_logits, "teacher_logits"))
         return images, logits, mask
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
@@ -112,7 +117,7 @@ class AdvCached(Strategy):
         kd = kl_div_with_temperature(logits, t_logits, c.temperature)
         # an adversarial row shows view 0's unmixed crop: only its own label applies there
         lam = None if batch.mix_lam is None else torch.where(mask, torch.ones_like(batch.mix_lam), batch.mix_lam)
-        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, lam)
+        ce = label_cross_entropy(logits, self.need(batch.labels, "labels"), batch.partner_labels, lam)
         loss = c.alpha * kd + (1 - c.alpha) * ce
         shown = logits.detach()
         out = {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "adv_share": mask.float().mean()}

@@ -1,7 +1,7 @@
 """``adv_kd``: distil on clean and on PGD-crafted inputs where student and (online) teacher disagree most."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -12,6 +12,9 @@ from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import kl_div_with_temperature, kl_per_sample, label_cross_entropy
 from distill.student.transforms import Normalizer
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
 
 
 @strategy_config
@@ -59,7 +62,7 @@ class AdvKD(Strategy):
     Config = AdvKDConfig
     needs = Needs(labels=True, cached_logits=True, online_teacher=True)
 
-    def __init__(self, student, config: AdvKDConfig, ctx: StrategyContext):
+    def __init__(self, student: Student, config: AdvKDConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
         if ctx.teacher is None or ctx.teacher_input is None:
             raise DistillError(f"strategy '{self.name}' queries the teacher on adversarial inputs: set the 'teacher' "
@@ -78,6 +81,7 @@ class AdvKD(Strategy):
 
     def teacher_logits(self, pixels: Tensor) -> Tensor:
         """Online teacher logits [B, C] on pixels [B, 3, H, W], differentiable w.r.t. the pixels."""
+        assert self.ctx.teacher_input is not None  # __init__ refuses a context without the teacher
         return teacher_logits_with_grad(self.ctx.teacher, self.ctx.teacher_input, pixels)
 
     def divergence(self, pixels: Tensor, reference: Tensor | None = None) -> Tensor:
@@ -109,9 +113,9 @@ class AdvKD(Strategy):
             t_adv = self.teacher_logits(x_adv)
         both = self.student(torch.cat([batch.images, self._normalize(x_adv)]))
         logits, logits_adv = both.split(len(x_adv))
-        kd = kl_div_with_temperature(logits, batch.teacher_logits, c.temperature)
+        kd = kl_div_with_temperature(logits, self.need(batch.teacher_logits, "teacher_logits"), c.temperature)
         kd_adv = kl_div_with_temperature(logits_adv, t_adv, c.temperature)
-        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
+        ce = label_cross_entropy(logits, self.need(batch.labels, "labels"), batch.partner_labels, batch.mix_lam)
         loss = c.alpha * (kd + c.adv_weight * kd_adv) + (1 - c.alpha) * ce
         return {"loss": loss, "kd": kd.detach(), "kd_adv": kd_adv.detach(), "ce": ce.detach(),
                 "logits": logits.detach()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence, TypeVar
 
 import torch
 from pydantic import ConfigDict, ValidationError
@@ -18,6 +18,11 @@ from torch import Tensor, nn
 
 from distill.errors import DistillError
 from distill.validation import bool_refused
+
+if TYPE_CHECKING:  # the trainer hands every strategy a Student; imported for the annotation only
+    from distill.student.model import Student
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,9 @@ class Strategy(nn.Module):
         """
         return {**(ADAPTATION_OPTIM if cls.needs.target_data else {}), **cls.optim_defaults}
 
-    def __init__(self, student: nn.Module, config: Any, ctx: StrategyContext):
+    student: Student
+
+    def __init__(self, student: Student, config: Any, ctx: StrategyContext):
         super().__init__()
         self.student = student
         self.config = config
@@ -157,6 +164,10 @@ class Strategy(nn.Module):
         """Return ``{"loss": scalar, <part>: detached scalar, ...}``; optionally ``"logits"``
         ([B, C], detached, of the student on ``batch.images``) for the live accuracy display."""
         raise NotImplementedError
+
+    def need(self, value: T | None, name: str) -> T:
+        """``batch.<name>`` (``value``), which this strategy's :attr:`needs` ask the trainer for: :func:`batch_field`."""
+        return batch_field(value, name, f"strategy '{self.name}'")
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook run by the trainer before each epoch (e.g. refresh pseudo-labels)."""
@@ -170,6 +181,15 @@ class Strategy(nn.Module):
     def predict(self, images: Tensor) -> Tensor:
         """Logits used for evaluation: [B, 3, H, W] -> [B, C]."""
         return self.student(images)
+
+
+def batch_field(value: T | None, name: str, who: str) -> T:
+    """``value``, the batch's field ``name``, which the trainer fills for a strategy whose :class:`Needs` ask for it;
+    a hand-made batch without it is one line naming ``who`` (the strategy or option) and the field."""
+    if value is None:
+        raise DistillError(f"{who} reads batch.{name}, but the batch has none (distill.train fills it "
+                           "from the strategy's needs)")
+    return value
 
 
 def strategy_config(cls: type) -> type:

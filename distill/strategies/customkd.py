@@ -1,6 +1,8 @@
 """``customkd``: align the student with teacher embeddings customised to it by a learnable transform."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -8,6 +10,9 @@ from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import cosine_distance, kl_div_with_temperature, label_cross_entropy
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
 
 
 @strategy_config
@@ -55,7 +60,7 @@ class CustomKD(Strategy):
     Config = CustomKDConfig
     needs = Needs(labels=True, cached_logits=True, cached_features=True, unlabeled=True)
 
-    def __init__(self, student, config: CustomKDConfig, ctx: StrategyContext):
+    def __init__(self, student: Student, config: CustomKDConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
         student.require_linear_head(f"strategy '{self.name}'")
         dim = ctx.embed_dim
@@ -69,6 +74,7 @@ class CustomKD(Strategy):
                                "teacher's embeddings, but the student has none: build it with embed_dim = the "
                                "teacher's width, or set strategy.lambda_general=0")
         width = student.num_features
+        self.transform: nn.Module
         if config.hidden > 0:
             self.transform = nn.Sequential(nn.Linear(dim, config.hidden), nn.GELU(), nn.Linear(config.hidden, width))
         else:
@@ -78,20 +84,23 @@ class CustomKD(Strategy):
         cfg = self.config
         out = self.student.forward_all(batch.images)
         f, logits = out["features"], out["logits"]  # [B, F], [B, C]
-        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
-        kd = kl_div_with_temperature(logits, batch.teacher_logits, cfg.temperature)
+        labels, teacher_logits = self.need(batch.labels, "labels"), self.need(batch.teacher_logits, "teacher_logits")
+        teacher_emb = self.need(batch.teacher_emb, "teacher_emb")
+        ce = label_cross_entropy(logits, labels, batch.partner_labels, batch.mix_lam)
+        kd = kl_div_with_temperature(logits, teacher_logits, cfg.temperature)
 
-        custom_feat = self.transform(batch.teacher_emb)  # g(t) [B, F]
+        custom_feat = self.transform(teacher_emb)  # g(t) [B, F]
         custom = cosine_distance(f, custom_feat.detach())
         head = self.student.head
+        assert head is not None  # __init__ required a linear head (require_linear_head)
         custom_logits = F.linear(custom_feat, head.weight.detach(), head.bias.detach())  # [B, C]
-        fit = (label_cross_entropy(custom_logits, batch.labels, batch.partner_labels, batch.mix_lam)
-               + kl_div_with_temperature(custom_logits, batch.teacher_logits, cfg.temperature))
+        fit = (label_cross_entropy(custom_logits, labels, batch.partner_labels, batch.mix_lam)
+               + kl_div_with_temperature(custom_logits, teacher_logits, cfg.temperature))
 
         loss = ce + cfg.lambda_kd * kd + cfg.lambda_custom * custom + cfg.lambda_fit * fit
         parts = {"ce": ce.detach(), "kd": kd.detach(), "custom": custom.detach(), "fit": fit.detach()}
         if cfg.lambda_general > 0:
-            general = cosine_distance(out["embedding"], batch.teacher_emb)
+            general = cosine_distance(out["embedding"], teacher_emb)
             loss = loss + cfg.lambda_general * general
             parts["general"] = general.detach()
         return {"loss": loss, **parts, "logits": logits.detach()}

@@ -28,6 +28,6 @@ class ERM(Strategy):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         logits = self.student(batch.images)
-        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam,
+        ce = label_cross_entropy(logits, self.need(batch.labels, "labels"), batch.partner_labels, batch.mix_lam,
                                  label_smoothing=self.config.label_smoothing)
         return {"loss": ce, "ce": ce.detach(), "logits": logits.detach()}

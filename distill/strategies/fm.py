@@ -1,6 +1,8 @@
 """``fm``: function matching -- match the teacher on exactly the augmented (and mixed) views it saw."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 from torch import Tensor
 
@@ -15,6 +17,9 @@ from distill.strategies.losses import (
     label_cross_entropy,
     text_anchor_kl,
 )
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
 
 
 @strategy_config
@@ -82,7 +87,7 @@ class FM(Strategy):
     Config = FMConfig
     needs = Needs(labels=True, cached_logits=True, cached_features=True, augmented_views=True, unlabeled=True)
 
-    def __init__(self, student, config: FMConfig, ctx: StrategyContext):
+    def __init__(self, student: Student, config: FMConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
         if not 0.0 <= config.alpha <= 1.0:
             raise DistillError(f"strategy.alpha: must be in [0, 1], got {config.alpha}")
@@ -146,25 +151,25 @@ class FM(Strategy):
         loss = cfg.alpha * match
         parts = {"match": match.detach()}
         if cfg.feature_weight > 0:
-            feat = cosine_distance(out["embedding"], batch.teacher_emb)
+            feat = cosine_distance(out["embedding"], self.need(batch.teacher_emb, "teacher_emb"))
             loss = loss + cfg.feature_weight * feat
             parts["feat"] = feat.detach()
         if cfg.text_anchor_weight > 0:
             assert self.ctx.all_text_embeddings is not None and self.ctx.logit_scale  # checked in __init__
-            anchor = text_anchor_kl(out["embedding"], batch.teacher_emb, self.ctx.all_text_embeddings,
+            anchor = text_anchor_kl(out["embedding"], self.need(batch.teacher_emb, "teacher_emb"), self.ctx.all_text_embeddings,
                                     self.ctx.logit_scale, cfg.temperature)
             loss = loss + cfg.text_anchor_weight * anchor
             parts["anchor"] = anchor.detach()
         if cfg.contrastive_weight > 0:
-            icl = embedding_contrastive(out["embedding"], batch.teacher_emb, self.geometry_temperature)
+            icl = embedding_contrastive(out["embedding"], self.need(batch.teacher_emb, "teacher_emb"), self.geometry_temperature)
             loss = loss + cfg.contrastive_weight * icl
             parts["icl"] = icl.detach()
         if cfg.relational_weight > 0:
-            rel = embedding_relational(out["embedding"], batch.teacher_emb, self.geometry_temperature)
+            rel = embedding_relational(out["embedding"], self.need(batch.teacher_emb, "teacher_emb"), self.geometry_temperature)
             loss = loss + cfg.relational_weight * rel
             parts["rel"] = rel.detach()
         if cfg.alpha < 1:
-            ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
+            ce = label_cross_entropy(logits, self.need(batch.labels, "labels"), batch.partner_labels, batch.mix_lam)
             loss = loss + (1 - cfg.alpha) * ce
             parts["ce"] = ce.detach()
         return {"loss": loss, **parts, "logits": logits.detach()}

@@ -1,14 +1,20 @@
 """``kd``: Hinton knowledge distillation from the cached zero-shot soft labels."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
 import torch
 from pydantic import Field
 from torch import Tensor
 
+from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies._teachers import TeacherEnsemble
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import kl_div_with_temperature, label_cross_entropy
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
 
 
 @strategy_config
@@ -35,10 +41,10 @@ class KD(Strategy):
     (:mod:`distill.strategies._teachers`); the default reads the first cache alone.
     """
 
-    Config = KDConfig
+    Config: ClassVar[type] = KDConfig  # KDOnline's is KDOnlineConfig, its base
     needs = Needs(labels=True, cached_logits=True, unlabeled=True)
 
-    def __init__(self, student, config: KDConfig, ctx: StrategyContext):
+    def __init__(self, student: Student, config: KDConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
         config.teachers.check(ctx.num_teachers, self.name)
 
@@ -49,7 +55,7 @@ class KD(Strategy):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         logits = self.student(batch.images)
         kd = self.soft_term(logits, batch)
-        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
+        ce = label_cross_entropy(logits, self.need(batch.labels, "labels"), batch.partner_labels, batch.mix_lam)
         loss = self.config.alpha * kd + (1 - self.config.alpha) * ce
         return {"loss": loss, "kd": kd.detach(), "ce": ce.detach(), "logits": logits.detach()}
 
@@ -66,13 +72,17 @@ class KDOnline(KD):
     Config = KDOnlineConfig
     needs = Needs(labels=True, online_teacher=True)
 
-    def __init__(self, student, config: KDOnlineConfig, ctx: StrategyContext):
+    def __init__(self, student: Student, config: KDOnlineConfig, ctx: StrategyContext):
         Strategy.__init__(self, student, config, ctx)  # one teacher, run online: no cache to combine
+        if ctx.teacher is None or ctx.teacher_input is None:
+            raise DistillError(f"strategy '{self.name}' runs the teacher on every batch: set the 'teacher' section "
+                               "(arch, pretrained) so the trainer can build it")
 
     def soft_term(self, logits: Tensor, batch: Batch) -> Tensor:
-        return kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
+        return kl_div_with_temperature(logits, self.need(batch.teacher_logits, "teacher_logits"), self.config.temperature)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
+        assert self.ctx.teacher_input is not None  # __init__ refuses a context without the teacher
         with torch.no_grad():
             _, teacher_logits = self.ctx.teacher(self.ctx.teacher_input(batch.pixels))
         batch.teacher_logits = teacher_logits

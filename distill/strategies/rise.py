@@ -1,7 +1,7 @@
 """``rise``: labels + Hinton KD + mimicking the teacher's image embedding through a projector."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from torch import Tensor
 
@@ -9,6 +9,9 @@ from distill.errors import DistillError
 from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import cosine_distance, kl_div_with_temperature, label_cross_entropy, squared_l2_distance
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
 
 
 @strategy_config
@@ -42,7 +45,7 @@ class RISE(Strategy):
     Config = RISEConfig
     needs = Needs(labels=True, cached_logits=True, cached_features=True, unlabeled=True)
 
-    def __init__(self, student, config: RISEConfig, ctx: StrategyContext):
+    def __init__(self, student: Student, config: RISEConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
         projector = getattr(student, "projector", None)
         if projector is None:
@@ -55,10 +58,10 @@ class RISE(Strategy):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         out = self.student.forward_all(batch.images)
         logits, emb = out["logits"], out["embedding"]  # [B, C], [B, D]
-        ce = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
-        kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
+        ce = label_cross_entropy(logits, self.need(batch.labels, "labels"), batch.partner_labels, batch.mix_lam)
+        kd = kl_div_with_temperature(logits, self.need(batch.teacher_logits, "teacher_logits"), self.config.temperature)
         distance = cosine_distance if self.config.distance == "cosine" else squared_l2_distance
-        feat = distance(emb, batch.teacher_emb)
+        feat = distance(emb, self.need(batch.teacher_emb, "teacher_emb"))
         loss = ce + self.config.lambda_kd * kd + self.config.lambda_feat * feat
         return {"loss": loss, "ce": ce.detach(), "kd": kd.detach(), "feat": feat.detach(),
                 "logits": logits.detach()}

@@ -1,6 +1,8 @@
 """``sfda``: adapt a source-trained student to unlabeled target domains with the VLM teacher's knowledge."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
@@ -17,6 +19,9 @@ from distill.strategies._pseudo import (
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import information_maximization, kl_to_soft_target, weighted_cross_entropy
 from distill.utils.spool import RowSpool
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
 
 
 @strategy_config
@@ -92,14 +97,21 @@ class SFDA(Strategy):
     Config = SFDAConfig
     needs = Needs(labels=False, cached_logits=True, target_data=True, source_checkpoint=True)
 
-    def __init__(self, student, config: SFDAConfig, ctx: StrategyContext):
+    def __init__(self, student: Student, config: SFDAConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
         # fused prediction p_F, hard label ŷ and its trust, of the clean view; the student's own p_S at the last
         # refresh; their [S, C] files go to the run's checkpoint folder (ctx.state_dir, set by the trainer); the
-        # lambdas hold the context, not the module (no cycle)
-        self.targets, self.memory = (SampleTargets(lambda ctx=self.ctx: ctx.state_dir,
-                                                   lambda ctx=self.ctx: not ctx.state_linked) for _ in range(2))
-        self.last_refresh: dict[str, float] = {}
+        # functions hold the context, not the module (no cycle)
+        ctx = self.ctx
+
+        def folder() -> str | None:
+            return ctx.state_dir
+
+        def scratch() -> bool:
+            return not ctx.state_linked
+
+        self.targets, self.memory = (SampleTargets(folder, scratch) for _ in range(2))
+        self.last_refresh: dict[str, float | list[float]] = {}
 
     # ------------------------------------------------------------------ pseudo-labels
     def fuse(self, teacher_probs: list[Tensor], student_probs: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,9 +167,11 @@ class SFDA(Strategy):
         since branching on "every sample known" would read ``known`` back to the host and wait for the GPU each step.
         """
         c = self.config
-        got = self.targets.get(batch.sample_index, batch.host_index) if batch.sample_index is not None else None
-        mem = self.memory.get(batch.sample_index, batch.host_index) if got is not None else None
-        all_logits = batch.teacher_logits_all or [batch.teacher_logits]
+        got = mem = None
+        if batch.sample_index is not None:
+            got = self.targets.get(batch.sample_index, batch.host_index)
+            mem = self.memory.get(batch.sample_index, batch.host_index) if got is not None else None
+        all_logits = batch.teacher_logits_all or [self.need(batch.teacher_logits, "teacher_logits")]
         t_probs = [(t.float() / c.teacher_temperature).softmax(-1) for t in all_logits]
         fused, _ = self.fuse(t_probs, logits.detach().float().softmax(-1))
         conf, hard = fused.max(-1)
@@ -165,7 +179,7 @@ class SFDA(Strategy):
         if got is None or (c.per_view and mem is None):  # per_view alone needs the remembered predictions
             return fused, hard, weight
         known = got[3]
-        soft_known = self.fuse(t_probs, mem[0])[0] if c.per_view else got[0]
+        soft_known = self.fuse(t_probs, mem[0])[0] if c.per_view and mem is not None else got[0]  # per_view: mem is set
         return (torch.where(known.unsqueeze(1), soft_known, fused), torch.where(known, got[1], hard),
                 torch.where(known, got[2], weight))
 

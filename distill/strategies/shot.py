@@ -1,6 +1,8 @@
 """``shot``: source-free adaptation without a teacher — information maximization + centroid pseudo-labels."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -9,6 +11,9 @@ from distill.strategies import register_strategy
 from distill.strategies._pseudo import SampleTargets, centroid_labels, collect, require_iterate
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import information_maximization
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
 
 
 @strategy_config
@@ -42,7 +47,7 @@ class SHOT(Strategy):
     #: (benchmarks/RESULTS.md, "Source-free adaptation": 36.1 mean vs 44.1 at 5e-4)
     optim_defaults = {"lr": 5e-4}
 
-    def __init__(self, student, config: SHOTConfig, ctx: StrategyContext):
+    def __init__(self, student: Student, config: SHOTConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
         if config.freeze_head and student.head is not None:  # a text head is a buffer: frozen already
             for p in student.head.parameters():

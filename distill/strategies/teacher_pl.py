@@ -32,7 +32,7 @@ class TeacherPL(Strategy):
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         c = self.config
-        all_logits = batch.teacher_logits_all or [batch.teacher_logits]
+        all_logits = batch.teacher_logits_all or [self.need(batch.teacher_logits, "teacher_logits")]
         probs = torch.stack([(t.float() / c.teacher_temperature).softmax(-1) for t in all_logits]).mean(0)
         conf, labels = probs.max(-1)
         weight = (conf >= c.confidence).float()

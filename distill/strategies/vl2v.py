@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,9 @@ from distill.strategies import register_strategy
 from distill.strategies.base import Batch, Needs, Strategy, StrategyContext, strategy_config
 from distill.strategies.losses import cosine_distance, kl_div_with_temperature, label_cross_entropy
 from distill.utils.runtime import full_precision
+
+if TYPE_CHECKING:  # for the annotation only
+    from distill.student.model import Student
 
 _MAX_SCALE = 100.0  # CLIP clamps its learned logit scale here
 
@@ -57,10 +61,13 @@ class VL2V(Strategy):
     """
 
     Config = VL2VConfig
+    # buffers (register_buffer leaves them typed Tensor | Module); log_scale is a Parameter with learn_scale
+    text_embeddings: Tensor
+    log_scale: Tensor
     needs = Needs(labels=True, cached_logits=True, cached_features=True, text_embeddings=True,
                   unlabeled=True)
 
-    def __init__(self, student, config: VL2VConfig, ctx: StrategyContext):
+    def __init__(self, student: Student, config: VL2VConfig, ctx: StrategyContext):
         super().__init__(student, config, ctx)
         projector = getattr(student, "projector", None)
         if projector is None:
@@ -93,7 +100,9 @@ class VL2V(Strategy):
 
     def text_logits(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Student features [B, F] -> (z = normalized embedding [B, D], s · z Tᵀ [B, C])."""
-        emb = self.student.projector(features)
+        projector = self.student.projector
+        assert projector is not None  # __init__ refuses a student without a projector
+        emb = projector(features)
         with full_precision(emb):  # normalization and the scaled cosine logits in fp32, even under autocast
             z = F.normalize(emb.float(), dim=-1)
             return z, self.scale() * z @ self.text_embeddings.T
@@ -111,9 +120,9 @@ class VL2V(Strategy):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         f = self.student.features(batch.images)  # [B, F]
         z, logits = self.text_logits(f)
-        ce_text = label_cross_entropy(logits, batch.labels, batch.partner_labels, batch.mix_lam)
-        align = cosine_distance(z, batch.teacher_emb)
-        kd = kl_div_with_temperature(logits, batch.teacher_logits, self.config.temperature)
+        ce_text = label_cross_entropy(logits, self.need(batch.labels, "labels"), batch.partner_labels, batch.mix_lam)
+        align = cosine_distance(z, self.need(batch.teacher_emb, "teacher_emb"))
+        kd = kl_div_with_temperature(logits, self.need(batch.teacher_logits, "teacher_logits"), self.config.temperature)
         loss = ce_text + self.config.lambda_align * align + self.config.lambda_kd * kd
         return {"loss": loss, "ce_text": ce_text.detach(), "align": align.detach(), "kd": kd.detach(),
                 "scale": self.scale().detach(), "logits": logits.detach()}
