@@ -16,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from pydantic import ValidationError
+
 from distill.data.split import SPLIT_KEYS
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
@@ -25,6 +27,7 @@ from distill.export.log import ExportLog
 from distill.export.qad_config import QADConfig
 from distill.export.training_run import TrainingRun, with_run_defaults
 from distill.records import EXPORT_REPORT, ExportReport
+from distill.validation import first_error
 
 DEFAULT_CALIB_COUNT = ExportConfig.model_fields["calib_count"].default
 DEFAULT_SEED = ExportConfig.model_fields["seed"].default
@@ -79,8 +82,12 @@ def _trt(cfg: QADConfig, key: str) -> Any:
     if getattr(cfg, key) is not None:
         return getattr(cfg, key)
     theirs = ExportReport.read(cfg.export_dir).config.get(key) if cfg.export_dir else None
-    if theirs:  # export.json records the profile as a list: checked and made a tuple as ExportConfig takes it
-        return getattr(ExportConfig.model_validate({key: theirs}), key)
+    if theirs is not None:  # export.json records the profile as a list: checked and made a tuple as ExportConfig takes it
+        try:  # a 0 or [] is refused as distill export refuses it, not taken for absent
+            return getattr(ExportConfig.model_validate({key: theirs}), key)
+        except ValidationError as e:
+            where = Path(cfg.export_dir or "") / EXPORT_REPORT
+            raise DistillError(f"{where}: 'config.{key}': {first_error(e)['msg']} (got {theirs!r})") from None
     return ExportConfig.model_fields[key].default
 
 

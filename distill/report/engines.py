@@ -15,7 +15,9 @@ The rule, safest first:
   it): a record joins by where it was timed: the engine's file in the export folder (the record's
   path is that file, found wherever the report runs: :mod:`distill.report.locate`), or, for a record
   timed on the device, its file name among the export's engines when the bench .jsonl lies in that
-  export folder (the results copied back beside the export).
+  export folder (the results copied back beside the export) and the record's ``model_relative`` (the path
+  the edge runner recorded, relative to the .jsonl) is absent or that bare name: one that names another folder
+  (``qad/model.int8.engine``, timed from the export folder) timed another file of that name, not the export's.
   Never by file name alone: every export names its engines alike.
 """
 from __future__ import annotations
@@ -82,7 +84,8 @@ def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: Engi
         return held[nearest(held, Path(bench_file).parent)[0]]
     if not by_path:
         return None
-    beside = index.by_path.get(os.path.realpath(Path(bench_file).parent / Path(record.model).name))
+    beside = index.by_path.get(os.path.realpath(Path(bench_file).parent / Path(record.model).name)) \
+        if timed_beside(record, bench_file) else None
     for hit in (at, beside):
         if hit is None:
             continue
@@ -91,3 +94,13 @@ def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: Engi
             return None
         return hit
     return None
+
+
+def timed_beside(record: BenchRecord, bench_file: str) -> bool:
+    """Whether the file a record timed may be taken by its name in the bench .jsonl's folder: its ``model_relative``
+    (relative to the .jsonl, as the edge runner laid it out) is absent (an older record) or names that same place
+    (``model.int8.engine``; ``../exp/model.int8.engine`` for a .jsonl in ``exp``). A record of
+    ``qad/model.int8.engine`` benched into the export folder's .jsonl timed QAD's engine, not the export's
+    ``model.int8.engine`` (review 3 H1)."""
+    rel, folder = record.model_relative, Path(bench_file).parent
+    return not rel or os.path.realpath(folder / rel) == os.path.realpath(folder / Path(record.model).name)

@@ -9,7 +9,10 @@ engine takes its ONNX file's (:mod:`distill.report.engines`).
 A record joins a qad file by its path (:mod:`distill.report.locate`, wherever the report runs). An engine timed on
 the device also joins by file name when the bench .jsonl lies in the qad folder (the results copied back beside the
 engine's script), as an export's engine does; the name differs from the export's ``model.int8.engine``, so a record
-of the one never takes the other's accuracy.
+of the one never takes the other's accuracy. A folder written before qad.json recorded its engine (no
+``config["tensorrt"]``) has a ``build_engine.sh`` that built ``model.int8.engine`` from the file the rule picked:
+that engine is taken as this folder's. Neither joins by name a record whose ``model_relative`` names another folder
+(:func:`distill.report.engines.timed_beside`).
 """
 from __future__ import annotations
 
@@ -19,7 +22,12 @@ from typing import Any, Mapping, NamedTuple
 
 from distill.records import BenchRecord
 from distill.report.data import ReportData
+from distill.report.engines import timed_beside
 from distill.report.runs import finite
+
+# a tensorrt-flavour qad folder written before qad.json recorded its engine (config["tensorrt"]): its build_engine.sh
+# built this engine, by the export's own name, from the int8 file the rule picked (qad.json's ship file)
+OLD_SCRIPT, OLD_ENGINE = "build_engine.sh", "model.int8.engine"
 
 
 class QADFile(NamedTuple):
@@ -52,6 +60,10 @@ def qad_files(data: ReportData) -> dict[str, QADFile]:
             if e.onnx in arms:  # built from a file of this folder: its accuracy
                 out.setdefault(os.path.realpath(Path(entry.dir) / e.engine),
                                file(e.onnx, *arms[e.onnx], note=f"TensorRT engine of {e.onnx}", engine=True))
+        if r.tensorrt is None and r.flavour == "tensorrt" and r.ship_file in arms and (
+                Path(entry.dir) / OLD_SCRIPT).is_file():  # written before qad.json named its engine
+            out.setdefault(os.path.realpath(Path(entry.dir) / OLD_ENGINE), file(
+                r.ship_file, *arms[r.ship_file], note=f"TensorRT engine of {r.ship_file}", engine=True))
     return out
 
 
@@ -59,7 +71,7 @@ def engine_beside(record: BenchRecord, bench_file: str, files: Mapping[str, Any]
     """``[path]`` of the qad engine of the record's file name in the bench .jsonl's folder (an engine timed on the
     device, its results copied back into the qad folder); [] for none. ``files``: real path -> ``_File`` of
     :mod:`distill.report.write`, whose ``what`` is a :class:`QADFile` for a qad file."""
-    if record.runtime != "tensorrt":
+    if record.runtime != "tensorrt" or not timed_beside(record, bench_file):  # its recorded path names another folder's file
         return []
     path = os.path.realpath(Path(bench_file).parent / Path(record.model).name)
     what = getattr(files.get(path), "what", None)

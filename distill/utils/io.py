@@ -151,13 +151,15 @@ def removed_if_left_empty(path: str | Path) -> Iterator[Path]:
     folder and leaving it empty, remove it, and each folder above it that it created too (``--out new/a/b``: ``new``,
     ``new/a``) and left empty. A folder that was there before, or holds files, is kept."""
     path = Path(path)
-    made = [p for p in (path, *path.parents) if not (p.exists() or p.is_symlink())]  # innermost first
+    # each level os.makedirs may make, '..' resolved (new/a/../b makes new, new/a and new/b): absolute, deepest first
+    levels = {Path(os.path.abspath(p)) for p in (path, *path.parents)}
+    levels |= set(Path(os.path.abspath(path)).parents)
+    made = sorted((p for p in levels if not (p.exists() or p.is_symlink())), key=lambda p: len(p.parts), reverse=True)
     try:
         yield path
     except BaseException:
-        with suppress(OSError):  # the stage's own error is the one to report
-            for folder in made:  # inner to outer: stops at the first that holds something (or is not a folder)
-                if not folder.is_dir() or folder.is_symlink() or any(folder.iterdir()):
-                    break
-                folder.rmdir()
+        for folder in made:  # deepest first: one that holds something (or is not a folder) is kept, and so its parents
+            with suppress(OSError):  # the stage's own error is the one to report
+                if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+                    folder.rmdir()
         raise

@@ -1,13 +1,15 @@
 """distill.utils.io: files hashed in parallel, in order, with the sequential digests; JSON read with one-line errors."""
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import pytest
 
 from distill.errors import DistillError
 from distill.utils import io
-from distill.utils.io import read_json, sha256_file, sha256_files
+from distill.utils.io import read_json, removed_if_left_empty, sha256_file, sha256_files
 
 
 def test_parallel_hashes_are_the_sequential_ones_in_order(tmp_path):
@@ -42,3 +44,13 @@ def test_a_binary_json_file_is_one_line_naming_it(tmp_path):
     with pytest.raises(DistillError) as e:
         read_json(path)
     assert str(e.value) == f"{path}: not UTF-8 text (byte 12: b'\\xff')"
+
+
+def test_an_interrupted_stage_removes_the_levels_of_an_out_with_dotdot(tmp_path: Path, monkeypatch) -> None:
+    """Review 3 L2: ``new/a/../b`` makes new, new/a and new/b; an interrupted stage leaves none of them."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with removed_if_left_empty("new/a/../b") as p:
+            os.makedirs(p)
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
