@@ -21,7 +21,7 @@ from distill.report.stats import mcnemar
 CHUNK_BYTES = 8 << 20  # rows of [N, C] logits compared at a time: this many bytes as float64 (1,024 rows at C = 1,000)
 
 
-def ort_session(path: str | Path, threads: int | None = None):
+def ort_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
     """A CPU onnxruntime session (``threads`` intra-op threads, default: onnxruntime's)."""
     so = ort.SessionOptions()
     if threads:

@@ -30,7 +30,7 @@ import contextlib
 import copy
 import io
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import onnx
 import torch
@@ -43,12 +43,12 @@ from torch.ao.quantization import (
     QConfig,
     QConfigMapping,
 )
-from torch.ao.quantization.backend_config import get_native_backend_config, get_tensorrt_backend_config
+from torch.ao.quantization.backend_config import BackendConfig, get_native_backend_config, get_tensorrt_backend_config
 from torch.ao.quantization.quantize_fx import fuse_fx, prepare_qat_fx
 from torch.nn.utils import parametrize
 
 from distill.errors import DistillError
-from distill.export.fq_state import fake_quants, set_observers
+from distill.export.fq_state import fake_quants, module_name, set_observers
 from distill.export.onnx import INPUT_NAME, check, torch_notices_quiet
 from distill.export.qdq_graph import REDUCED_WEIGHTS, tidy_qdq
 from distill.export.quantize import Int8Flavour
@@ -83,7 +83,7 @@ def qconfig_mapping_for(flavour: Int8Flavour) -> QConfigMapping:
             .set_object_type("mean", None).set_object_type(torch.mean, None))
 
 
-def backend_config_for(flavour: Int8Flavour):
+def backend_config_for(flavour: Int8Flavour) -> BackendConfig:
     """torch.ao's pattern table: which ops get fake-quant and with which dtypes. The native (fbgemm)
     table allows only uint8 activations, so symmetric int8 activations use torch's TensorRT table. Both get
     Conv(+BN)+ReLU6 fusion (:mod:`distill.export.relu6`), which torch.ao lacks and onnxruntime's PTQ does."""
@@ -152,9 +152,9 @@ def conv_bn_pairs(student: Student) -> dict[str, str]:
             src = node.args[0]
             if (isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1
                     and isinstance(modules[src.target], nn.Conv2d)):
-                bn = node.target.removeprefix("student.")
+                bn = module_name(node).removeprefix("student.")
                 # a BatchNormAct2d became Sequential(bn, ...): its BN is the module itself in the student
-                pairs[src.target.removeprefix("student.")] = bn[:-2] if bn.endswith(".0") and \
+                pairs[module_name(src).removeprefix("student.")] = bn[:-2] if bn.endswith(".0") and \
                     isinstance(student.get_submodule(bn[:-2]), BatchNormAct2d) else bn
     return pairs
 
@@ -283,24 +283,26 @@ def quantize_biases_int32(model: torch.fx.GraphModule) -> int:
     for node in model.graph.nodes:
         if node.op != "call_module" or not node.args or not isinstance(node.args[0], torch.fx.Node):
             continue
-        mod, src = model.get_submodule(node.target), node.args[0]
-        if getattr(mod, "bias", None) is None or not isinstance(getattr(mod, "weight_fake_quant", None), FakeQuantize):
+        mod, src = model.get_submodule(module_name(node)), node.args[0]
+        weight_fq = getattr(mod, "weight_fake_quant", None)
+        if getattr(mod, "bias", None) is None or not isinstance(weight_fq, FakeQuantize):
             continue
-        fq = model.get_submodule(src.target) if src.op == "call_module" else None
+        fq = model.get_submodule(module_name(src)) if src.op == "call_module" else None
         if isinstance(fq, FakeQuantize):  # (modules shared under two names are listed once by named_modules)
-            parametrize.register_parametrization(mod, "bias", Int32Bias(fq, mod.weight_fake_quant))
+            parametrize.register_parametrization(mod, "bias", Int32Bias(fq, weight_fq))
             count += 1
     return count
 
 
 @contextlib.contextmanager
-def plain_biases(model: nn.Module):
+def plain_biases(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` with plain float bias parameters (the trained values, no :class:`Int32Bias`) inside the block,
     in place, and the :class:`Int32Bias` back after it (the same bias parameters: an optimizer's still hold)."""
-    removed = []
+    removed: list[tuple[nn.Module, nn.Module]] = []
     for m in list(model.modules()):
         if parametrize.is_parametrized(m, "bias"):
-            removed.append((m, m.parametrizations.bias[0]))
+            # torch types a module's attributes Tensor | Module; is_parametrized says this is a ParametrizationList
+            removed.append((m, m.parametrizations.bias[0]))  # type: ignore[union-attr, index, arg-type]
             parametrize.remove_parametrizations(m, "bias", leave_parametrized=False)
     try:
         yield model
@@ -327,16 +329,19 @@ def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str]) -> 
         key = name.removeprefix("student.")
         conv = key.rsplit(".", 1)[0]
         if conv in pairs:
-            bn = out.get_submodule(pairs[conv])
+            bn, layer = out.get_submodule(pairs[conv]), out.get_submodule(conv)
+            assert isinstance(bn, nn.BatchNorm2d) and isinstance(layer, nn.Conv2d)  # invariant: as conv_bn_pairs found
             if key.endswith(".weight"):
-                out.get_submodule(conv).weight.copy_(param)
+                layer.weight.copy_(param)
             else:
                 bn.bias.copy_(param)
                 bn.weight.fill_(1.0)
+                # invariant: fake_quant_model folded this BN into its conv, which needs its running statistics
+                assert bn.running_mean is not None and bn.running_var is not None
                 bn.running_mean.zero_()
                 bn.running_var.fill_(1.0 - bn.eps)
-                if out.get_submodule(conv).bias is not None:
-                    out.get_submodule(conv).bias.zero_()
+                if layer.bias is not None:
+                    layer.bias.zero_()
         elif key in own:
             own[key].copy_(unfold(key, param) if conv in gates else param)
         else:
@@ -345,7 +350,7 @@ def tuned_student(model: nn.Module, student: Student, pairs: dict[str, str]) -> 
 
 
 @contextlib.contextmanager
-def _onnx_weight_range(model: nn.Module):
+def _onnx_weight_range(model: nn.Module) -> Iterator[None]:
     """ONNX's exporter accepts only (-128, 127) int8 fake-quant; weights quantized to [-127, 127] (or [-64, 64],
     reduce_range) with frozen scales give the same integers either way, so widen the clamp while exporting."""
     changed = []

@@ -49,3 +49,9 @@ def calibrate_ranges(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Mo
 
 def fake_quants(model: nn.Module) -> list[FakeQuantize]:
     return [m for m in model.modules() if isinstance(m, FakeQuantize)]
+
+
+def module_name(node: torch.fx.Node) -> str:
+    """A ``call_module`` node's target: the qualified name of its module (torch.fx types targets str | callable)."""
+    assert isinstance(node.target, str)  # invariant: torch.fx names a call_module node's module by its path
+    return node.target

@@ -14,7 +14,7 @@ import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
@@ -73,7 +73,7 @@ class ImageSet:
         return ImageSet(self.images[mask], self.labels[mask], self.domains[mask], self.mean, self.std, [], self.spill_dir)
 
 
-def pick(samples: list[Sample], count: int | None, seed: int = 0) -> list[Sample]:
+def pick(samples: Sequence[Sample], count: int | None, seed: int = 0) -> list[Sample]:
     """A deterministic random subset of at most ``count`` samples (all when None), in index order."""
     if count is None or count >= len(samples):
         return list(samples)
@@ -124,11 +124,14 @@ def load_images(folder: DomainFolder, samples: list[Sample], spec: StudentSpec,
     crop = crop_transform(spec)
     h, w = spec.input_size
     pixels = pixel_array(len(samples), h, w, spill_dir)
-    labels, domains, skipped = [], [], []
-    step, show = max(1, len(samples) // 10), log is not None and len(samples) >= PROGRESS_EVERY
+    labels: list[int] = []
+    domains: list[str] = []
+    skipped: list[str] = []
+    step = max(1, len(samples) // 10)
+    show = log if len(samples) >= PROGRESS_EVERY else None  # progress lines, for many images only
     for i, s in enumerate(samples):
-        if show and i and i % step == 0:
-            log(f"  read {i:,} of {len(samples):,} images")
+        if show is not None and i and i % step == 0:
+            show(f"  read {i:,} of {len(samples):,} images")
         try:
             img = load_rgb(folder.path(s))
         except BadImageError as e:
@@ -137,10 +140,16 @@ def load_images(folder: DomainFolder, samples: list[Sample], spec: StudentSpec,
         pixels[len(labels)] = np.asarray(crop(img), dtype=np.uint8)
         labels.append(s.label)
         domains.append(s.domain)
-    if show:
-        log(f"  decoded {len(labels):,} of {len(samples):,} images")
+    if show is not None:
+        show(f"  decoded {len(labels):,} of {len(samples):,} images")
     return ImageSet(pixels[:len(labels)], np.asarray(labels, dtype=np.int64), np.asarray(domains, dtype=object),
-                    tuple(spec.mean), tuple(spec.std), skipped, None if spill_dir is None else Path(spill_dir))
+                    _rgb(spec.mean), _rgb(spec.std), skipped, None if spill_dir is None else Path(spill_dir))
+
+
+def _rgb(values: Sequence[float]) -> tuple[float, float, float]:
+    """Per-channel values as a 3-tuple (a spec read from JSON may hold a list)."""
+    r, g, b = values
+    return (r, g, b)
 
 
 def random_images(spec: StudentSpec, count: int, seed: int = 0) -> ImageSet:
@@ -149,7 +158,7 @@ def random_images(spec: StudentSpec, count: int, seed: int = 0) -> ImageSet:
     h, w = spec.input_size
     imgs = rng.integers(0, 256, size=(count, h, w, 3), dtype=np.uint8)
     return ImageSet(imgs, np.full(count, -1, np.int64), np.asarray(["random"] * count, dtype=object),
-                    tuple(spec.mean), tuple(spec.std), [])
+                    _rgb(spec.mean), _rgb(spec.std), [])
 
 
 class ImageCalibrationReader(CalibrationDataReader):

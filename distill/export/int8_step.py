@@ -152,7 +152,7 @@ class Int8Step:
                "there)") if name == "ort-cpu" and result.kept_float else ""
         if not result.satisfied:
             self.log.warn(f"int8 ({name}): still {max(after.values()):.2f} pts of top-1 disagreement with fp32 on "
-                          f"{max(after, key=after.get)} with {len(result.kept_float)} layer(s) in float "
+                          f"{max(after, key=after.__getitem__)} with {len(result.kept_float)} layer(s) in float "
                           f"(--max-fallback-layers {cfg.max_fallback_layers}){ort}; kept the best variant — consider "
                           "fp16")
         else:
@@ -207,7 +207,7 @@ class Int8Step:
     def _latency_check(self, plain: Path, final: Path) -> dict[str, Any]:
         """int8 vs fp32 parent (and the cost of the fallback), interleaved on this machine's CPU."""
         flavour, cfg = self.flavour, self.cfg
-        models = {"fp32": self.reference.path, "int8": plain}
+        models: dict[str, str | Path] = {"fp32": self.reference.path, "int8": plain}
         if final != plain:
             models["int8_fallback"] = final
         res = compare_latency(models, batch=cfg.latency_batch, threads=cfg.threads, iters=cfg.latency_iters)

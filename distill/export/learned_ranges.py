@@ -56,6 +56,7 @@ def freeze_scales(model: nn.Module) -> int:
         value = fq.scale.detach().clamp_min(MIN_SCALE).clone()
         del fq._parameters["scale"]
         fq.register_buffer("scale", value)
-        fq.__class__ = FakeQuantize
+        module: nn.Module = fq  # retyped in place: no longer a LearnedScaleFakeQuantize
+        module.__class__ = FakeQuantize
         n += 1
     return n

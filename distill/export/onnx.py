@@ -81,6 +81,8 @@ class _ExportWrapper(nn.Module):
         f = self.student.features(x)
         logits = self.student.classify(f)  # a text head's classifier becomes a constant of the graph
         if self.with_embedding:
+            # invariant: export_onnx calls output_names first, which refuses with_embedding without a projector
+            assert self.student.projector is not None
             return logits, self.student.projector(f)
         return logits
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
+
+import numpy as np
 
 from distill.bench.edge_runner import library_versions
 from distill.errors import DistillError
@@ -121,17 +123,17 @@ class Exporter:
         ctx.stamp(path, "fp16", reference.outputs)
         logits = predict_onnx(path, ctx.data.eval_images)
         accuracy = ctx.accuracy(logits)
-        entry = ExportedModel(**ctx.file_entry(path), precision="fp16", runtime="ort-cpu",
-                              parity=parity(reference.torch_logits, logits), accuracy=accuracy,
-                              mean_accuracy=mean_accuracy(accuracy),
-                              drops_pts=drops_in_points(reference.accuracy, accuracy) if accuracy else None,
-                              drops_p=self._drop_p(reference, logits) if accuracy else None,
-                              note=FP16_NOTE)
-        self.models.append(entry)
-        self.log(f"fp16: top-1 agreement {entry.parity['top1_agreement']:.4f}, max |Δlogit| "
-                 f"{entry.parity['max_abs_logit_diff']:.2e}")
+        check = parity(reference.torch_logits, logits)
+        # reference.accuracy is None exactly when accuracy is (the same eval images, labeled or not)
+        drops = drops_in_points(reference.accuracy, accuracy) if accuracy and reference.accuracy is not None else None
+        extra: dict[str, Any] = {"drops_pts": drops,
+                                 "drops_p": self._drop_p(reference, logits) if accuracy else None, "note": FP16_NOTE}
+        self.models.append(ExportedModel(**ctx.file_entry(path), precision="fp16", runtime="ort-cpu", parity=check,
+                                         accuracy=accuracy, mean_accuracy=mean_accuracy(accuracy), **extra))
+        self.log(f"fp16: top-1 agreement {check['top1_agreement']:.4f}, max |Δlogit| "
+                 f"{check['max_abs_logit_diff']:.2e}")
 
-    def _drop_p(self, reference: Fp32Reference, logits) -> dict[str, float] | None:
+    def _drop_p(self, reference: Fp32Reference, logits: np.ndarray) -> dict[str, float] | None:
         """McNemar's p per domain of the accuracy change vs the fp32 ONNX on the same test images."""
         return None if reference.logits is None else drop_p_values(reference.logits, logits, self.ctx.data.eval_images)
 
@@ -157,7 +159,7 @@ class Exporter:
         calibration images), and engines here if TensorRT is importable."""
         ctx, cfg = self.ctx, self.ctx.cfg
         chw = (3, *ctx.spec.input_size)
-        has_trt_int8 = any(m.model_extra.get("flavour") == "tensorrt" for m in self.models)
+        has_trt_int8 = any((m.model_extra or {}).get("flavour") == "tensorrt" for m in self.models)
         engines = []  # onnx: TensorRT 10's source (precision flags); onnx_strongly_typed: 11's
         if "fp32" in cfg.precisions:
             engines.append({"onnx": FP32_FILE, "onnx_strongly_typed": FP32_FILE, "engine": "model.fp32.engine",
@@ -208,7 +210,7 @@ class Exporter:
         engines = [e["engine"] for e in trt["engines"]] + [TIMING_CACHE] if trt["built_here"] else []
         return [m.file for m in self.models] + [trt["build_script"], *trt["check_files"]] + engines + [EXPORT_REPORT]
 
-    def report(self, status: str, **end: Any) -> ExportReport:
+    def report(self, status: Literal["running", "ok", "failed"], **end: Any) -> ExportReport:
         recommendation = recommend_for(self.models, self.ctx.cfg.max_drop, self.ctx.spec.arch) if status == "ok" else None
         return ExportReport(**self.header, status=status, models=self.models, warnings=self.log.warnings,
                             data=self.ctx.data.info, exporter=self.exporter_info, reference=self.reference_info,

@@ -106,7 +106,7 @@ def flavours_for(choice: str) -> list[Int8Flavour]:
     return [FLAVOURS[choice]]
 
 
-def calibration_method(name: str):
+def calibration_method(name: str) -> CalibrationMethod:
     table = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}
     if name not in table:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.intrinsic import qat as nniqat
 from torch.ao.nn.quantized import reference as nnqr
@@ -43,7 +43,7 @@ class QATConvReLU62d(nniqat.ConvReLU2d):
     _FLOAT_MODULE = ConvReLU62d
     _FLOAT_RELU_MODULE = nn.ReLU6
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
         return F.relu6(self._conv_forward(input, self.weight_fake_quant(self.weight), self.bias))
 
 

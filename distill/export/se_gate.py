@@ -19,6 +19,7 @@ from torch.ao.nn import intrinsic as nni
 from torch.ao.nn.intrinsic import qat as nniqat
 from torch.ao.quantization.backend_config import BackendConfig
 
+from distill.export.fq_state import module_name
 from distill.export.relu6 import with_conv_fusion
 
 ALPHA, BETA = 1.0 / 6.0, 0.5  # torch's Hardsigmoid: clamp(x * ALPHA + BETA, 0, 1), as ONNX HardSigmoid writes it
@@ -42,14 +43,18 @@ class QATConvGate2d(nniqat.ConvReLU2d):
 
     folded_gate = False  # True: a gate :func:`gates_as_clamps` folded into this conv (its weights are scaled)
 
+    # torch's stub declares from_float a staticmethod taking cls; torch.ao calls it as this classmethod
     @classmethod
-    def from_float(cls, mod, use_precomputed_fake_quant=False):
+    def from_float(  # type: ignore[override]
+            cls, mod: ConvGate2d, use_precomputed_fake_quant: bool = False) -> QATConvGate2d:
         qat = super().from_float(mod, use_precomputed_fake_quant)
-        qat.min_val, qat.max_val = float(mod[1].min_val), float(mod[1].max_val)
-        qat.folded_gate = bool(getattr(mod[1], "folded_gate", False))
+        clamp = mod[1]
+        assert isinstance(clamp, nn.Hardtanh)  # invariant: ConvGate2d is (Conv2d, Hardtanh), as _fuse builds it
+        qat.min_val, qat.max_val = float(clamp.min_val), float(clamp.max_val)
+        qat.folded_gate = bool(getattr(clamp, "folded_gate", False))
         return qat
 
-    def forward(self, input):
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.hardtanh(self._conv_forward(input, self.weight_fake_quant(self.weight), self.bias),
                           self.min_val, self.max_val)
 
@@ -69,13 +74,13 @@ def gate_pairs(traced: torch.fx.GraphModule) -> list[tuple[str, str]]:
     """(conv, gate) module names of each ``Hardsigmoid(Conv2d(.))`` whose conv output has no other use."""
     out = []
     for node in traced.graph.nodes:
-        if node.op != "call_module" or type(traced.get_submodule(node.target)) is not nn.Hardsigmoid:
+        if node.op != "call_module" or type(traced.get_submodule(module_name(node))) is not nn.Hardsigmoid:
             continue
         src = node.args[0]
         if (isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1
-                and type(traced.get_submodule(src.target)) is nn.Conv2d
-                and traced.get_submodule(src.target).bias is not None):
-            out.append((src.target, node.target))
+                and type(traced.get_submodule(module_name(src))) is nn.Conv2d
+                and traced.get_submodule(module_name(src)).bias is not None):
+            out.append((module_name(src), module_name(node)))
     return out
 
 
@@ -86,6 +91,8 @@ def gates_as_clamps(traced: torch.fx.GraphModule) -> list[str]:
     convs = []
     for conv_name, gate_name in gate_pairs(traced):
         conv = traced.get_submodule(conv_name)
+        # invariant: gate_pairs lists only nn.Conv2d convs with a bias
+        assert isinstance(conv, nn.Conv2d) and conv.bias is not None
         conv.weight.mul_(ALPHA)
         conv.bias.mul_(ALPHA).add_(BETA)
         owner, _, attr = gate_name.rpartition(".")

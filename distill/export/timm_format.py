@@ -39,7 +39,8 @@ def timm_model_of(student: Student) -> torch.nn.Module:
         model = timm.create_model(spec.arch, **kwargs, img_size=spec.input_size)
     except TypeError:  # CNNs take no img_size (as the student's own construction)
         model = timm.create_model(spec.arch, **kwargs)
-    classifier = model.pretrained_cfg.get("classifier")
+    # timm types create_model as returning nn.Module; its models carry a pretrained_cfg dict
+    classifier = model.pretrained_cfg.get("classifier")  # type: ignore[union-attr, operator]
     if not isinstance(classifier, str):
         raise DistillError(f"student '{spec.arch}': timm names its classifier {classifier!r}, not one module; "
                            "--format timm supports models with a single classifier")
@@ -61,6 +62,7 @@ def export_timm(checkpoint: str | Path, out_dir: str | Path) -> Path:
     # the student's eval preprocessing: shorter side resized to min(input_size), center crop (crop_pct 1)
     data = {"input_size": (3, *spec.input_size), "mean": tuple(spec.mean), "std": tuple(spec.std),
             "interpolation": spec.interpolation, "crop_pct": 1.0, "crop_mode": "center"}
-    timm.models.save_for_hf(model, out_dir, model_config={"label_names": list(spec.class_names)},
+    timm.models.save_for_hf(model, str(out_dir),  # timm types it str, then takes Path(it)
+                            model_config={"label_names": list(spec.class_names)},
                             safe_serialization=True, data_config=data)
     return out_dir / TIMM_WEIGHTS
