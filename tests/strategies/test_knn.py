@@ -206,12 +206,8 @@ def _share_worker(rank: int, port: int, out: str) -> None:
         finally:
             tdist.destroy_process_group()
 
-
-@pytest.mark.slow
-def test_two_gloo_ranks_each_find_half_the_neighbours_and_end_with_the_same_labels(tmp_path):
-    """Under DDP each rank computes the kNN of a share of the rows (whole blocks: 0-127 and 128-299 of 300 in blocks
-    of 64) and the labels are gathered: both ranks hold the single process's labels, bit for bit, and each computed
-    its share's similarities only (before: every rank computed all 300 x 300)."""
+def _two_gloo_ranks(worker, tmp_path):
+    """``worker`` run as two gloo ranks (``mp.spawn``): what each saved, and the single process's labels."""
     import socket
 
     import torch.multiprocessing as mp
@@ -220,9 +216,17 @@ def test_two_gloo_ranks_each_find_half_the_neighbours_and_end_with_the_same_labe
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_share_worker, args=(port, str(tmp_path / "r")), nprocs=2)
+    mp.spawn(worker, args=(port, str(tmp_path / "r")), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"r.{r}") for r in (0, 1))
-    want = knn_labels(*_share_data(), k=5, chunk=64)
+    return r0, r1, knn_labels(*_share_data(), k=5, chunk=64)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_each_find_half_the_neighbours_and_end_with_the_same_labels(tmp_path):
+    """Under DDP each rank computes the kNN of a share of the rows (whole blocks: 0-127 and 128-299 of 300 in blocks
+    of 64) and the labels are gathered: both ranks hold the single process's labels, bit for bit, and each computed
+    its share's similarities only (before: every rank computed all 300 x 300)."""
+    r0, r1, want = _two_gloo_ranks(_share_worker, tmp_path)
     assert torch.equal(r0["labels"], want) and torch.equal(r1["labels"], want)
     assert (r0["sims"], r1["sims"]) == (128 * 300, 172 * 300)
     assert _knn.share_of(300, 64, 0, 2) == (0, 128) and _knn.share_of(300, 64, 1, 2) == (128, 300)
@@ -263,18 +267,8 @@ def test_a_rank_with_an_empty_share_uploads_no_key_and_joins_every_collective(tm
     Before, rank 0 still uploaded every key to its card (resident: 300 rows, [N, F] float32 at 10^7 images is
     tens of GB) and searched nothing with them. Now it uploads none, and both ranks make the same collectives in the
     same order (the plan's budget all_reduce, the labels' all_gather): both end with the single process's labels."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    from distill.strategies._pseudo import knn_labels
     assert _knn.share_of(300, _knn.share_unit(torch.device("cuda", 0), 64), 0, 2) == (0, 0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_empty_share_worker, args=(port, str(tmp_path / "r")), nprocs=2)
-    r0, r1 = (torch.load(tmp_path / f"r.{r}") for r in (0, 1))
-    want = knn_labels(*_share_data(), k=5, chunk=64)
+    r0, r1, want = _two_gloo_ranks(_empty_share_worker, tmp_path)
     assert torch.equal(r0["labels"], want) and torch.equal(r1["labels"], want)
     assert (r0["uploads"], r1["uploads"]) == ([], [300])
     assert r0["collectives"] == r1["collectives"] == ["all_reduce", "all_gather"]
