@@ -7,6 +7,7 @@ are fractions (:class:`~distill.records.RobustAccuracy`, written in a
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -17,10 +18,10 @@ from distill.config import RobustSettings, format_eps
 from distill.data.classes import ClassColumns
 from distill.data.folder import DomainFolder
 from distill.evaluate import decode_split, seen_classes
-from distill.records import RobustAccuracy, pct
+from distill.records import RobustAccuracy, RobustReport, pct
 from distill.robust.attacks import default_step_size, pgd
 from distill.robust.corruptions import corrupt, seeded_generator
-from distill.student.model import StudentSpec
+from distill.student.model import StudentSpec, load_student
 from distill.student.transforms import Normalizer, pixel_transform
 
 
@@ -126,4 +127,14 @@ def robust_table(results: dict[str, RobustAccuracy]) -> str:
     return "\n".join(lines) + "\n(accuracy in %; PGD: untargeted CE on the label, L-inf in pixel space)"
 
 
-__all__ = ["RobustEvaluator", "robust_table"]
+def evaluate_checkpoint(checkpoint: Path, dataset: DomainFolder, domains: Sequence[str], settings: RobustSettings,
+                        device: torch.device, class_columns: Sequence[int] | None = None) -> RobustReport:
+    """PGD / corruption accuracy of the student saved at ``checkpoint`` on ``domains``, printed as
+    :func:`robust_table` and returned as the :class:`RobustReport` a training run writes (``RUN/robust.json``)."""
+    student = load_student(checkpoint).to(device)
+    results = RobustEvaluator(dataset, domains, student.spec, settings, class_columns=class_columns)(student, device)
+    print(f"robustness of {checkpoint}:\n{robust_table(results)}")
+    return RobustReport(checkpoint=str(checkpoint), settings=settings.to_dict(), domains=results)
+
+
+__all__ = ["RobustEvaluator", "evaluate_checkpoint", "robust_table"]

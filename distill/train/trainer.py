@@ -24,9 +24,8 @@ from distill.data.view_policy import PolicyRender
 from distill.errors import DistillError
 from distill.evaluate import DomainEvaluator
 from distill.records import RobustReport, RunSummary
-from distill.robust.evaluate import RobustEvaluator, robust_table
+from distill.robust.evaluate import evaluate_checkpoint
 from distill.strategies import Batch, BatchSource
-from distill.student.model import load_student
 from distill.student.transforms import normalize
 from distill.teacher.cache import PixelStore, find_pixel_store
 from distill.train.build import TrainSetup
@@ -378,13 +377,8 @@ class Trainer:
     def robust_eval(self, settings: RobustSettings) -> RobustReport:
         """PGD / corruption accuracy of the best checkpoint on the evaluated domains (config ``robust``),
         also in ``RUN/robust.json``."""
-        setup, best = self.setup, self.checkpoints.best
-        student = load_student(best).to(setup.device)
-        evaluator = RobustEvaluator(setup.dataset, self.evaluator.domains, student.spec, settings,
-                                    class_columns=setup.class_columns)
-        results = evaluator(student, setup.device)
-        print(f"robustness of {best}:\n{robust_table(results)}")
-        report = RobustReport(checkpoint=str(best), settings=settings.to_dict(), domains=results)
+        report = evaluate_checkpoint(self.checkpoints.best, self.setup.dataset, self.evaluator.domains, settings,
+                                     self.setup.device, class_columns=self.setup.class_columns)
         report.write(self.run_dir)
         return report
 
