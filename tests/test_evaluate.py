@@ -63,6 +63,7 @@ def test_domains_without_images_in_the_split_are_omitted(root):
 # ---------------------------------------------------------------------------- streaming, rank split
 from distill.evaluate import decode_split, rank_share, seen_classes  # noqa: E402
 from distill.utils.runtime import Dist  # noqa: E402
+from tests.gloo import free_port  # noqa: E402
 from tests.shapes import make_shapes_root  # noqa: E402
 
 
@@ -143,12 +144,8 @@ def _two_rank_worker(rank: int, root: str, port: int, out: str) -> None:
 
 
 def test_two_gloo_ranks_sum_to_the_single_process_counts(shapes, tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_two_rank_worker, args=(str(shapes.root), port, str(tmp_path / "counts")), nprocs=2)
     ev = DomainEvaluator(shapes, ["red", "green", "blue"], _to_tensor, batch_size=4)
     single, six = ev.counts(_linear(2)), ev.accuracy(_linear(2, classes=6))

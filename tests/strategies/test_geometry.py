@@ -12,6 +12,7 @@ from distill.errors import DistillError
 from distill.strategies import Batch, StrategyContext, create_strategy
 from distill.strategies.losses import embedding_contrastive, embedding_relational
 from distill.student.model import Student, default_spec
+from tests.gloo import free_port
 
 R2 = 1 / math.sqrt(2)
 # three teacher embeddings: e0, e1 and their bisector (cosines 0, 1/√2, 1/√2)
@@ -161,14 +162,10 @@ def _rank_worker(rank: int, port: int, student: torch.Tensor, teacher: torch.Ten
 
 
 def test_two_gloo_ranks_of_half_the_batch_compute_the_single_process_loss_and_gradient(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
     gen = torch.Generator().manual_seed(3)
     student, teacher = torch.randn(6, 5, generator=gen), F.normalize(torch.randn(6, 5, generator=gen), dim=-1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_rank_worker, args=(port, student, teacher, str(tmp_path / "geo")), nprocs=2)
     ranks = [torch.load(tmp_path / f"geo.{r}", weights_only=False) for r in (0, 1)]
     for k, loss in enumerate((embedding_contrastive, embedding_relational)):

@@ -8,6 +8,7 @@ import torch
 
 from distill.strategies import _knn
 from distill.strategies._knn import knn_indices
+from tests.gloo import free_port
 
 
 def _tied(n: int = 300, dim: int = 16, seed: int = 0) -> torch.Tensor:
@@ -208,14 +209,10 @@ def _share_worker(rank: int, port: int, out: str) -> None:
 
 def _two_gloo_ranks(worker, tmp_path):
     """``worker`` run as two gloo ranks (``mp.spawn``): what each saved, and the single process's labels."""
-    import socket
-
     import torch.multiprocessing as mp
 
     from distill.strategies._pseudo import knn_labels
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(worker, args=(port, str(tmp_path / "r")), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"r.{r}") for r in (0, 1))
     return r0, r1, knn_labels(*_share_data(), k=5, chunk=64)

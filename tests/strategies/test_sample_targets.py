@@ -10,6 +10,7 @@ import torch
 
 from distill.errors import DistillError
 from distill.strategies._pseudo import SampleTargets
+from tests.gloo import free_port
 
 
 def _state(n: int = 5, classes: int = 3) -> dict[str, torch.Tensor]:
@@ -197,12 +198,8 @@ def _rank_worker(rank: int, port: int, folder: str, out: str) -> None:
 
 @pytest.mark.slow
 def test_two_gloo_ranks_agree_on_a_refresh_or_both_refuse_it(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_rank_worker, args=(port, str(tmp_path), str(tmp_path / "r")), nprocs=2)
     errors = [torch.load(tmp_path / f"r.{r}")["error"] for r in (0, 1)]
     assert all(e is not None and e.startswith("the per-sample targets refreshed for epoch 1: the DDP ranks computed "
@@ -278,12 +275,8 @@ def test_a_refresh_under_gloo_ddp_takes_rank_0s_batchnorm_statistics_on_every_ra
     """The refresh runs the student in eval mode on every rank: with each rank's own BN running statistics the ranks'
     targets differed (sfda's refresh was refused by the digest check; shot's labels could differ unchecked). Rank 0's
     buffers are sent to every rank first, so both ranks compute rank 0's targets."""
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_bn_worker, args=(port, strategy, str(tmp_path / "r")), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"r.{r}") for r in (0, 1))
     assert r0["error"] is None and r1["error"] is None, (r0["error"], r1["error"])

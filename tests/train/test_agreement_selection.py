@@ -35,6 +35,7 @@ from distill.train.agreement import PoolAgreement
 from distill.train.data import TrainImages
 from distill.train.selection import Selection, make_selection
 from distill.utils.runtime import Dist
+from tests.gloo import free_port
 from tests.shapes import CLASSES, make_shapes_root
 
 SOURCE, TARGET = ["red"], ["green", "blue"]
@@ -304,12 +305,8 @@ def _two_rank_worker(rank: int, root: str, cache_dir: str, port: int, out: str) 
 
 
 def test_two_gloo_ranks_count_what_one_process_counts(world, tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_two_rank_worker, args=(str(world[0]), str(world[1]), port, str(tmp_path / "counts")), nprocs=2)
     agreement = _pool_agreement(str(world[0]), str(world[1]))
     single = [agreement.counts(p) for p in _predictors()]

@@ -11,6 +11,7 @@ import torch
 
 from distill.errors import DistillError
 from distill.utils.runtime import check_precision, resolve_device
+from tests.gloo import free_port
 
 
 @pytest.fixture
@@ -210,12 +211,8 @@ def _share_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_work_shared_from_rank_0_runs_once_and_its_error_reaches_every_rank(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_share_worker, args=(port, str(tmp_path / "r")), nprocs=2)
     r0, r1 = torch.load(tmp_path / "r.0"), torch.load(tmp_path / "r.1")
     assert r0["value"] == r1["value"] == ["listed by", 0]
