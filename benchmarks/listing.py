@@ -1,17 +1,19 @@
-"""Listing a data root: main's ``sorted(Path.rglob)`` walk (two stats per file) vs the ``os.scandir`` walk.
+"""Listing a data root: the former ``sorted(Path.rglob)`` walk (two stats per file) vs the ``os.scandir`` walk.
 
     PYTHONPATH=. .venv/bin/python benchmarks/listing.py --sizes 200000,1000000 [--old DIR] [--dir DIR] [--flat]
 
 Builds ROOT/d{0..3}/c{0..49}/img_NNNNNNN.jpg (one byte each; N/200 files per class folder, as an ImageNet-like
 tree; ``--flat``: ROOT/d0/c000/ holds all N) and, beside it, one unlabeled folder of N/10 files in 10 subfolders.
-The old code is main's, loaded from a ``git archive main`` copy (``--old``; made here when not given), into this
-process beside the new code. Per size:
+The old code is main's before the ``os.scandir`` walk (``--old-rev``), loaded from a ``git archive`` copy (``--old``;
+made here when not given), into this process beside the new code. Per size:
 
 - time: ``list_images(ROOT)`` and ``scan_folder(FOLDER)``, old and new, interleaved (old, new, new, old, ...),
   warm page cache (one untimed listing first); both must give the same arrays. The figure is the ratio.
 - stat syscalls: ``strace -c -f`` of a child process that lists a ``--strace-n`` tree minus one that only
   imports, per file (stat-family calls: newfstatat/statx/stat/lstat; and getdents64, openat).
-- memory: ``tracemalloc`` peak while listing (Python objects and numpy buffers), per file, on an untimed pass.
+- memory: ``tracemalloc`` peak while listing (Python objects and numpy buffers), per file, on an untimed pass; and
+  the anonymous memory (``RssAnon``) a fresh process holds once it has listed, old and new, at each size (how it
+  grows with N: the listing a run keeps).
 """
 from __future__ import annotations
 
@@ -36,11 +38,12 @@ from distill.data import listing as new_listing  # noqa: E402
 from distill.data import unlabeled as new_unlabeled  # noqa: E402
 
 DOMAINS, CLASSES = 4, 50
+OLD_REV = "04bceb0^1"  # main just before the os.scandir walk merged (session 27)
 STATS = ("newfstatat", "statx", "stat", "lstat", "fstatat64")
 
 
 def load_old(old: Path):
-    """main's listing.py and unlabeled.py as modules beside this checkout's (their imports resolve here: the
+    """The old listing.py and unlabeled.py as modules beside this checkout's (their imports resolve here: the
     modules they import are unchanged)."""
     mods = []
     for name in ("listing", "unlabeled"):
@@ -119,6 +122,17 @@ def strace_counts(which: str, old: Path, root: Path | None, cam: Path | None) ->
     return counts
 
 
+def anon_held(which: str, old: Path, root: Path, cam: Path) -> int:
+    """Bytes of anonymous memory (``RssAnon``) a fresh process adds by listing ROOT and the unlabeled folder and
+    keeping what it listed (imports done before the first reading)."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); sys.argv=['x']; import benchmarks.listing as b; "
+            "import re; anon = lambda: int(re.search(r'RssAnon:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)); "
+            f"mods = b.load_old(b.Path({str(old)!r})) if {which!r} == 'old' else (b.new_listing, b.new_unlabeled); "
+            f"base = anon(); out = b.run(mods, b.Path({str(root)!r}), b.Path({str(cam)!r})); print(anon() - base)")
+    done = subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True, text=True)
+    return int(done.stdout.split()[-1]) * 1024
+
+
 def per_file(which: str, old: Path, root: Path, cam: Path, n: int) -> str:
     full, bare = strace_counts(which, old, root, cam), strace_counts(which, old, None, None)
     d = {k: full.get(k, 0) - bare.get(k, 0) for k in set(full) | set(bare)}
@@ -130,7 +144,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="200000", help="image files under ROOT per tree (a multiple of 200)")
     p.add_argument("--repeats", type=int, default=2, help="timed (old, new) pairs per size")
-    p.add_argument("--old", type=Path, help="a `git archive main` copy (default: made in a temporary folder)")
+    p.add_argument("--old", type=Path, help="a `git archive OLD_REV` copy (default: made in a temporary folder)")
+    p.add_argument("--old-rev", default=OLD_REV, help="the listing compared against (default: main before the scandir walk)")
     p.add_argument("--dir", type=Path, help="where the trees are built (kept: reused by a later run)")
     p.add_argument("--flat", action="store_true", help="all of ROOT's files in one class folder")
     p.add_argument("--strace-n", type=int, default=20000, help="files in the tree the syscalls are counted on (0: not counted)")
@@ -140,7 +155,7 @@ def main() -> None:
     if old is None:
         old = tmp / "old"
         old.mkdir()
-        subprocess.run(f"git -C {REPO} archive main | tar -x -C {old}", shell=True, check=True)
+        subprocess.run(f"git -C {REPO} archive {args.old_rev} | tar -x -C {old}", shell=True, check=True)
     top = args.dir or tmp / "trees"
     top.mkdir(parents=True, exist_ok=True)
     old_mods, new_mods = load_old(old), (new_listing, new_unlabeled)
@@ -170,11 +185,14 @@ def main() -> None:
                 print(f"| {size:,} | {took['old']:.2f} | {took['new']:.2f} | {took['new'] / took['old']:.2f} | True |",
                       flush=True)
             del ref
-            peaks.append((size, peak_mb(old_mods, root, cam), peak_mb(new_mods, root, cam)))
-        print("\n| files under ROOT | old peak MB | new peak MB | old B/file | new B/file |\n|---:|---:|---:|---:|---:|")
-        for size, a, b in peaks:
+            peaks.append((size, peak_mb(old_mods, root, cam), peak_mb(new_mods, root, cam),
+                          anon_held("old", old, root, cam), anon_held("new", old, root, cam)))
+        print("\n| files under ROOT | old peak MB | new peak MB | old B/file | new B/file | RssAnon held, old MB | "
+              "new MB | new B/file |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for size, a, b, anon_old, anon_new in peaks:
             n = size + size // 10
-            print(f"| {size:,} | {a:.1f} | {b:.1f} | {a * 2**20 / n:.0f} | {b * 2**20 / n:.0f} |")
+            print(f"| {size:,} | {a:.1f} | {b:.1f} | {a * 2**20 / n:.0f} | {b * 2**20 / n:.0f} | "
+                  f"{anon_old / 2**20:.1f} | {anon_new / 2**20:.1f} | {anon_new / n:.0f} |")
     finally:
         if args.dir is None:
             shutil.rmtree(tmp, ignore_errors=True)
