@@ -18,6 +18,7 @@ FLAGS = {
     "batch_size": "--batch-size",
     "temperature": "--temperature", "device": "--device", "opset": "--opset", "seed": "--seed",
     "export_dir": "--export", "quantize_all": "--quantize-all", "trt_batches": "--trt-batches",
+    "trt_workspace_mib": "--trt-workspace-mib",
 }
 
 
@@ -77,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trt-batches", default=None, metavar="MIN,OPT,MAX",
                    help="--flavour tensorrt: TensorRT profile batches of build_engine.sh (default: --export's, "
                         "else 1,8,32)")
+    p.add_argument("--trt-workspace-mib", default=None, metavar="MIB",
+                   help="--flavour tensorrt: TensorRT builder workspace of build_engine.sh, MiB, a positive integer "
+                        "(default: --export's, else 1024)")
     p.set_defaults(func=run, _parser=p, interrupt_hint="rerun the same command (QAD starts over)")
 
 
