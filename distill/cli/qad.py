@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--cache", default=None, help="teacher cache of the same data (default: none, fp32 student only)")
     p.add_argument("--cache-weight", type=float, default=0.5, help="share of the cached teacher's KL (default: 0.5)")
-    p.add_argument("--flavour", default="ort-cpu", help="ort-cpu (u8 activations) | tensorrt (symmetric s8)")
+    p.add_argument("--flavour", default=None,
+                   help="ort-cpu (u8 activations) | tensorrt (symmetric s8) (default: --export's int8 flavour; with "
+                        "both, the one its recommendation ships as int8; else ort-cpu)")
     p.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
                    help="ort-cpu: 7-bit weights, as distill export --reduce-range (default: as --export's file, else "
                         "distill export's default)")

@@ -60,6 +60,7 @@ from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
 from distill.export.out_dir import refuse_checkpoint_or_run
 from distill.export.qad_calibration import count_fitter, export_config
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
+from distill.export.qad_flavour import qad_flavour
 from distill.export.qad_ship import engine_script, holdout_pairs, no_harm, ptq_file
 from distill.export.qad_train import train_qad
 from distill.export.quantize import (
@@ -107,7 +108,11 @@ def _qad(cfg: QADConfig, log: Callable[[str], None] | None) -> QADRecord:
     if checkpoint.is_file():
         checkpoint = checkpoint.parent
     student = load_student(checkpoint)  # DistillError names the file when it is not a checkpoint
-    flavour = FLAVOURS[cfg.flavour]
+    chosen = qad_flavour(cfg.flavour, cfg.export_dir)  # --flavour, else the export's (its recommended int8 file)
+    if chosen.why:
+        say(chosen.why)
+    cfg = cfg.model_copy(update={"flavour": chosen.flavour})  # as resolved (qad.json too)
+    flavour = FLAVOURS[cfg.int8_flavour]
     device = resolve_device(cfg.device)
     # --export: the arm QAD must beat is that folder's int8 file (checked before any data is read)
     exported = export_int8(Path(cfg.export_dir), checkpoint, flavour) if cfg.export_dir else None

@@ -31,6 +31,13 @@ class ExportedModel(_Open):
     accuracy: Accuracy | None = None
     mean_accuracy: float | None = None
 
+    @property
+    def int8_flavour(self) -> str | None:
+        """An int8 file's flavour (ort-cpu | tensorrt; export.json keeps it as the extra key ``flavour``); None for
+        a float file."""
+        flavour = (self.model_extra or {}).get("flavour") if self.precision == "int8" else None
+        return str(flavour) if flavour else None
+
 
 class ShipRecommendation(_Open):
     """What ``distill export`` recommends shipping, from what it measured (:mod:`distill.export.recommend`)."""
@@ -90,6 +97,11 @@ class ExportReport(RelativeRecord):
     # ``checkpoint`` and ``provenance.run`` relative to the export folder, so that a tree of results copied or moved
     # whole still finds them (distill/report/locate.py): written in ``provenance["relative"]`` (an open dict, so
     # that an older distill reads the file); the top-level ``relative`` (RelativeRecord) in exports of the release before
+
+    @property
+    def int8_flavours(self) -> list[str]:
+        """The flavours of the int8 files this export lists, in its order (``--int8-flavour both``: two)."""
+        return list(dict.fromkeys(f for m in self.models if (f := m.int8_flavour)))
 
     @property
     def relative_paths(self) -> dict[str, str]:
