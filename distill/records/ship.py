@@ -138,7 +138,11 @@ class BenchRecord(Record):
     runtime: str
     batch: int
     input_shape: list[int]
-    threads: int | None = None
+    threads: int | None = None  # as asked (--threads); None: the runtime's default
+    # the intra-op threads the run used, where known, and how that is known (edge_runner.ort_threads, the torch
+    # runner); None in records written before them, and where the count could not be read (then the basis says so)
+    threads_used: int | None = None
+    threads_basis: str | None = None
     warmup: int
     iters: int
     latency_ms: LatencyStats
@@ -152,6 +156,14 @@ class BenchRecord(Record):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+    def threads_label(self) -> str:
+        """The report's threads cell: ``4`` (``--threads 4``), ``2 (default)`` (the runtime's default, as many as the
+        run used), ``default`` (not known: a record written before ``threads_used``, or a count not read, which
+        :attr:`threads_basis` then names)."""
+        if self.threads is not None:
+            return str(self.threads)
+        return f"{self.threads_used} (default)" if self.threads_used is not None else "default"
 
     @classmethod
     def read_lines(cls, path: str | Path, skipped: list[tuple[int, str]] | None = None) -> Iterator[BenchRecord]:
