@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     report = export_checkpoint(args.checkpoint, args.out, cfg)
     for m in report.models:
         acc = f", mean accuracy {pct(m.mean_accuracy, 2)}%" if m.mean_accuracy is not None else ""
-        flavour = (m.model_extra or {}).get("flavour")
+        flavour = m.int8_flavour
         print(f"{args.out}/{m.file}: {m.precision}{'/' + flavour if flavour else ''}{acc}", file=sys.stdout)
     if report.recommendation is not None:
         print(report.recommendation.line(), file=sys.stdout)  # the last line: what to ship, and why
