@@ -7,9 +7,10 @@ Steps (:func:`qad`):
    root is scanned once: the hold-out images and the cached teacher rows are picked from that scan and its
    calibration picks (:attr:`ExportData.folder`, :attr:`ExportData.calib_picks`), which is dropped after.
 2. PTQ baseline: with ``export_dir`` (``--export``), that ``distill export`` folder's int8 file (its calibration
-   and float fallback); else the export's own functions without the fallback (fp32 ONNX, TorchScript exporter ->
-   ``quant_pre_process`` -> MinMax calibration -> ``quantize_static`` for the flavour). Scored against the fp32
-   ONNX on the calibration, test and hold-out images.
+   and float fallback; of ``flavour``, else of the flavour the export offers: :mod:`distill.export.qad_flavour`);
+   else the export's own functions without the fallback (fp32 ONNX, TorchScript exporter -> ``quant_pre_process``
+   -> MinMax calibration -> ``quantize_static`` for the flavour). Scored against the fp32 ONNX on the calibration,
+   test and hold-out images.
 3. Fake-quantize a copy of the student for the flavour (:mod:`distill.export.fakequant`), calibrate its
    activation ranges on the calibration images, then train ``epochs`` passes: T² KL(fp32 student ||
    int8 student) at temperature T, SGD with momentum (``--optimizer adamw`` optional; self-distillation: the
