@@ -266,7 +266,9 @@ def qad(config: QADConfig | Mapping[str, Any] | None = None, **options: Any) -> 
 
     Args:
         config: a :class:`~distill.export.qad_config.QADConfig` or a mapping of its keys; or its keys as ``options``
-            (``checkpoint=..., out_dir=..., epochs=2``), which update ``config`` when both are given.
+            (``checkpoint=..., out_dir=..., epochs=2``), which update ``config`` when both are given. ``flavour``
+            unset (the default, as ``distill qad`` without ``--flavour``): ``export_dir``'s int8 flavour (with both,
+            the one its recommendation ships as int8), else ort-cpu; the record's ``flavour`` is the one taken.
 
     Returns:
         The :class:`~distill.export.qad_config.QADRecord` written to ``out_dir/qad.json`` (PTQ vs QAD

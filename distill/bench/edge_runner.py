@@ -45,9 +45,15 @@ SCHEMA = "distill.bench/1"
 RUNTIMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
 RECORD_KEYS = (
     "schema", "model", "model_name", "model_sha256", "model_meta", "runtime", "providers", "batch",
-    "input_shape", "threads", "warmup", "iters", "latency_ms", "throughput_ips", "memory",
-    "top_ops", "device", "versions", "timestamp", "wall_s",
+    "input_shape", "threads", "threads_used", "threads_basis", "warmup", "iters", "latency_ms", "throughput_ips",
+    "memory", "top_ops", "device", "versions", "timestamp", "wall_s",
 )
+# ``threads``: as asked (--threads; None: the runtime's default). ``threads_used``: the intra-op threads the run used,
+# where known; ``threads_basis``: how that is known (records before them have neither: read as not recorded)
+ORT_POOL_COUNTED = "onnxruntime's default: its intra-op pool as created (threads counted in /proc/self/task)"
+ORT_DEFAULT_DOCUMENTED = ("onnxruntime's default, not read here: documented as one intra-op thread per physical "
+                          "core")
+TENSORRT_NO_THREADS = "tensorrt: the engine runs on the GPU (no intra-op CPU threads)"
 LATENCY_KEYS = ("mean", "std", "min", "p50", "p90", "p99", "max")
 _ORT_PROVIDERS = {
     "ort-cpu": ["CPUExecutionProvider"],
@@ -278,6 +284,39 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 # --------------------------------------------------------------------------- runners
+def os_threads() -> int | None:
+    """This process's OS threads now (Linux: the entries of /proc/self/task); None where that cannot be read."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+def ort_threads(threads: int | None, runtime: str, before: int | None, after: int | None) -> tuple[int | None, str]:
+    """``(threads_used, threads_basis)`` of an onnxruntime session: ``threads`` when given; else, on ort-cpu, the
+    intra-op pool onnxruntime made for the session (``after - before`` OS threads appeared while it was created:
+    the pool's workers, the calling thread being the pool's first; onnxruntime 1.32 made one per physical core of
+    the machine, whatever the process's affinity, where this was written); else None, and the basis names the
+    documented default instead (the CUDA and TensorRT providers start threads of their own: a count would not be the
+    pool's)."""
+    if threads:
+        return int(threads), "--threads"
+    if runtime == "ort-cpu" and before is not None and after is not None and after >= before:
+        return after - before + 1, ORT_POOL_COUNTED
+    return None, ORT_DEFAULT_DOCUMENTED
+
+
+def threads_text(record: Mapping[str, Any]) -> str:
+    """A record's threads in words: ``4 threads (--threads)``, ``2 threads (onnxruntime's default: ...)``, or the
+    basis alone where the count is not known (``threads: not recorded`` for a record written before it was)."""
+    used, basis, given = record.get("threads_used"), record.get("threads_basis"), record.get("threads")
+    if used is not None:
+        return f"{used} thread{'s' * (used != 1)}" + (f" ({basis})" if basis else "")
+    if basis:
+        return f"threads: {basis}"
+    return f"{given} thread{'s' * (given != 1)} (--threads)" if given else "threads: not recorded"
+
+
 class OrtRunner:
     """An ONNX Runtime session for ``ort-cpu`` / ``ort-cuda`` / ``ort-trt``.
 
@@ -324,11 +363,13 @@ class OrtRunner:
             self.provider_options = trt_provider_options(_onnx_precision(ort, self.path),
                                                          _cache_dir(Path(cache_dir) if cache_dir else self.path.parent / "trt_cache"))
             providers[0] = ("TensorrtExecutionProvider", self.provider_options)
+        before = os_threads()
         try:
             self.session = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:  # onnxruntime's own InvalidProtobuf / InvalidGraph / Fail: a corrupt or non-ONNX file
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise RuntimeUnavailable(f"{self.path}: onnxruntime cannot load it: {first}") from None
+        self.threads_used, self.threads_basis = ort_threads(threads, runtime, before, os_threads())
         self.providers = self.session.get_providers()
         if self.providers[0] != wanted[0]:
             raise RuntimeUnavailable(f"runtime '{runtime}': onnxruntime fell back to {self.providers[0]} "
@@ -537,6 +578,7 @@ class TensorRTRunner:
             except ImportError:
                 raise RuntimeUnavailable(f"runtime 'tensorrt' needs {_INSTALL_HINT['tensorrt']}") from None
         self.trt, self.cudart, self.path, self.runtime, self.threads = trt, cudart, Path(path), runtime, threads
+        self.threads_used, self.threads_basis = None, TENSORRT_NO_THREADS
         self.meta: dict[str, str] = {}
         self.engine = _deserialize_engine(trt, self.path)
         self.context = self.engine.create_execution_context()
@@ -763,7 +805,9 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
                 "schema": SCHEMA, "model": os.path.abspath(paths[i]), "model_name": paths[i].name,  # read elsewhere
                 "model_sha256": shas[i], "model_meta": metas[i], "runtime": runner.runtime,
                 "providers": list(runner.providers), "batch": b, "input_shape": list(x.shape),
-                "threads": runner.threads, "warmup": warmup, "iters": iters, "latency_ms": latency_stats(t),
+                "threads": runner.threads, "threads_used": getattr(runner, "threads_used", runner.threads),
+                "threads_basis": getattr(runner, "threads_basis", "--threads" if runner.threads else None),
+                "warmup": warmup, "iters": iters, "latency_ms": latency_stats(t),
                 "throughput_ips": b * iters / sum(t), "memory": mem, "top_ops": None, "device": device,
                 "versions": versions, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": walls[b],
             }))
@@ -962,7 +1006,7 @@ def format_record(r: dict[str, Any]) -> str:
     """One human line per record."""
     lat = r["latency_ms"]
     return (f"{r['model_name']} {r['runtime']} batch={r['batch']}: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f}, "
-            f"p99 {lat['p99']:.2f}, {r['throughput_ips']:.1f} img/s")
+            f"p99 {lat['p99']:.2f}, {r['throughput_ips']:.1f} img/s; {threads_text(r)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,9 @@ class TorchRunner:
         self.threads = threads
         if threads:
             torch.set_num_threads(int(threads))
+        # what the run uses: the record's threads_used (threads stays as asked: None for torch's default)
+        self.threads_used = torch.get_num_threads()
+        self.threads_basis = "--threads" if threads else "torch's default (torch.get_num_threads())"
         channels_last = memory_format == "channels_last" or (memory_format == "auto" and self._cuda)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.precision, self.compile_mode = precision, compile

@@ -17,6 +17,7 @@ FLAGS = {
     "max_drop": "--max-drop", "reduce_range": "--reduce-range", "max_fallback_layers": "--max-fallback-layers",
     "opset": "--opset", "exporter": "--exporter", "with_embedding": "--embedding", "latency_batch": "--latency-batch",
     "latency_iters": "--latency-iters", "threads": "--threads", "trt_batches": "--trt-batches",
+    "trt_workspace_mib": "--trt-workspace-mib",
     "build_engines": "--no-build-engine", "fallback_outputs": "--fallback-outputs",
     "test_fraction": "--test-fraction", "split_seed": "--split-seed",
     "val_fraction": "--val-fraction", "pretrain_fraction": "--pretrain-fraction", "class_map": "--class-map",
@@ -80,6 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="onnxruntime threads for the latency check (default: 1, reproducible on a busy machine; the "
                         "recommendation holds for this count)")
     p.add_argument("--trt-batches", default="1,8,32", help="TensorRT profile MIN,OPT,MAX batch (default: 1,8,32)")
+    p.add_argument("--trt-workspace-mib", default=1024, metavar="MIB",
+                   help="TensorRT builder workspace of build_engine.sh, MiB, a positive integer (default: 1024)")
     p.add_argument("--no-build-engine", action="store_true", help="never build TensorRT engines here")
     add_split_arguments(p, unset=SPLIT_KEYS, unset_from=f"the run's {RUN_CONFIG}")  # must match training's
     p.add_argument("--classes", default=None, metavar="FILE",
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     report = export_checkpoint(args.checkpoint, args.out, cfg)
     for m in report.models:
         acc = f", mean accuracy {pct(m.mean_accuracy, 2)}%" if m.mean_accuracy is not None else ""
-        flavour = (m.model_extra or {}).get("flavour")
+        flavour = m.int8_flavour
         print(f"{args.out}/{m.file}: {m.precision}{'/' + flavour if flavour else ''}{acc}", file=sys.stdout)
     if report.recommendation is not None:
         print(report.recommendation.line(), file=sys.stdout)  # the last line: what to ship, and why

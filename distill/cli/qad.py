@@ -18,6 +18,7 @@ FLAGS = {
     "batch_size": "--batch-size",
     "temperature": "--temperature", "device": "--device", "opset": "--opset", "seed": "--seed",
     "export_dir": "--export", "quantize_all": "--quantize-all", "trt_batches": "--trt-batches",
+    "trt_workspace_mib": "--trt-workspace-mib",
 }
 
 
@@ -35,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--cache", default=None, help="teacher cache of the same data (default: none, fp32 student only)")
     p.add_argument("--cache-weight", type=float, default=0.5, help="share of the cached teacher's KL (default: 0.5)")
-    p.add_argument("--flavour", default="ort-cpu", help="ort-cpu (u8 activations) | tensorrt (symmetric s8)")
+    p.add_argument("--flavour", default=None,
+                   help="ort-cpu (u8 activations) | tensorrt (symmetric s8) (default: --export's int8 flavour; with "
+                        "both, the one its recommendation ships as int8; else ort-cpu)")
     p.add_argument("--reduce-range", action=argparse.BooleanOptionalAction, default=None,
                    help="ort-cpu: 7-bit weights, as distill export --reduce-range (default: as --export's file, else "
                         "distill export's default)")
@@ -77,6 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trt-batches", default=None, metavar="MIN,OPT,MAX",
                    help="--flavour tensorrt: TensorRT profile batches of build_engine.sh (default: --export's, "
                         "else 1,8,32)")
+    p.add_argument("--trt-workspace-mib", default=None, metavar="MIB",
+                   help="--flavour tensorrt: TensorRT builder workspace of build_engine.sh, MiB, a positive integer "
+                        "(default: --export's, else 1024)")
     p.set_defaults(func=run, _parser=p, interrupt_hint="rerun the same command (QAD starts over)")
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.export.log import ExportLog
+from distill.export.qad_flavour import missing_flavour
 from distill.export.quantize import Int8Flavour
 from distill.records import EXPORT_REPORT, STUDENT_WEIGHTS, ExportReport, same_checkpoint
 from distill.student.model import Student
@@ -135,11 +136,10 @@ def export_int8(export_dir: Path, checkpoint: Path, flavour: Int8Flavour) -> Exp
     if not exported_from(report, checkpoint):
         raise DistillError(f"{export_dir}: exported from {report.checkpoint}{_sha_note(report)}, not {checkpoint}; "
                            "pass the export of the checkpoint QAD starts from")
-    model = next((m for m in report.models if m.precision == "int8" and (m.model_extra or {}).get("flavour")
-                  == flavour.name), None)
+    model = next((m for m in report.models if m.int8_flavour == flavour.name), None)
     if model is None or not (export_dir / model.file).is_file():
-        raise DistillError(f"{export_dir}: no int8 file of flavour {flavour.name} (export with --precision int8 "
-                           f"--int8-flavour {flavour.name}, or drop --export to compare with plain PTQ)")
+        raise missing_flavour(export_dir, flavour.name, [m.int8_flavour for m in report.models
+                                                         if m.int8_flavour and (export_dir / m.file).is_file()])
     path = export_dir / model.file
     fallback = (model.model_extra or {}).get("fallback") or {}
     kept = list(fallback.get("kept_float") or [])

@@ -7,9 +7,10 @@ Steps (:func:`qad`):
    root is scanned once: the hold-out images and the cached teacher rows are picked from that scan and its
    calibration picks (:attr:`ExportData.folder`, :attr:`ExportData.calib_picks`), which is dropped after.
 2. PTQ baseline: with ``export_dir`` (``--export``), that ``distill export`` folder's int8 file (its calibration
-   and float fallback); else the export's own functions without the fallback (fp32 ONNX, TorchScript exporter ->
-   ``quant_pre_process`` -> MinMax calibration -> ``quantize_static`` for the flavour). Scored against the fp32
-   ONNX on the calibration, test and hold-out images.
+   and float fallback; of ``flavour``, else of the flavour the export offers: :mod:`distill.export.qad_flavour`);
+   else the export's own functions without the fallback (fp32 ONNX, TorchScript exporter -> ``quant_pre_process``
+   -> MinMax calibration -> ``quantize_static`` for the flavour). Scored against the fp32 ONNX on the calibration,
+   test and hold-out images.
 3. Fake-quantize a copy of the student for the flavour (:mod:`distill.export.fakequant`), calibrate its
    activation ranges on the calibration images, then train ``epochs`` passes: T² KL(fp32 student ||
    int8 student) at temperature T, SGD with momentum (``--optimizer adamw`` optional; self-distillation: the
@@ -60,6 +61,7 @@ from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
 from distill.export.out_dir import refuse_checkpoint_or_run
 from distill.export.qad_calibration import count_fitter, export_config
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
+from distill.export.qad_flavour import qad_flavour
 from distill.export.qad_ship import engine_script, holdout_pairs, no_harm, ptq_file
 from distill.export.qad_train import train_qad
 from distill.export.quantize import (
@@ -107,7 +109,11 @@ def _qad(cfg: QADConfig, log: Callable[[str], None] | None) -> QADRecord:
     if checkpoint.is_file():
         checkpoint = checkpoint.parent
     student = load_student(checkpoint)  # DistillError names the file when it is not a checkpoint
-    flavour = FLAVOURS[cfg.flavour]
+    chosen = qad_flavour(cfg.flavour, cfg.export_dir)  # --flavour, else the export's (its recommended int8 file)
+    if chosen.why:
+        say(chosen.why)
+    cfg = cfg.model_copy(update={"flavour": chosen.flavour})  # as resolved (qad.json too)
+    flavour = FLAVOURS[cfg.int8_flavour]
     device = resolve_device(cfg.device)
     # --export: the arm QAD must beat is that folder's int8 file (checked before any data is read)
     exported = export_int8(Path(cfg.export_dir), checkpoint, flavour) if cfg.export_dir else None

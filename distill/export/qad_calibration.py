@@ -35,7 +35,7 @@ DEFAULT_SEED = ExportConfig.model_fields["seed"].default
 
 def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
                   exported: ExportedInt8 | None = None) -> ExportConfig:
-    """The ``distill export`` settings QAD picks its images with: fp32 + int8 of ``cfg.flavour``, ``cfg``'s test count;
+    """The ``distill export`` settings QAD picks its images with: fp32 + int8 of ``cfg.int8_flavour``, ``cfg``'s test count;
     with ``exported`` (``--export``) its data root (unless ``cfg`` names one), split, calibration domains, count and
     seed (the PTQ file QAD must beat was calibrated on them: both files are calibrated alike), else ``cfg``'s and the
     run's.
@@ -68,7 +68,7 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
             + f", seed {seed}")
     ecfg = with_run_defaults(ExportConfig(
         precisions=("fp32", "int8"), data_root=data_root, calib_domains=calib, target_domains=targets,
-        calib_count=count, eval_count=cfg.eval_count, int8_flavour=cfg.flavour, seed=seed,
+        calib_count=count, eval_count=cfg.eval_count, int8_flavour=cfg.int8_flavour, seed=seed,
         trt_batches=_trt(cfg, "trt_batches"),
         trt_workspace_mib=_trt(cfg, "trt_workspace_mib"), **split), run, say, **split_from)
     ecfg.check_data()

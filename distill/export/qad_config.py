@@ -11,7 +11,9 @@ from distill.export.config import _batch_profile, _one_line, _path_str, _split_c
 from distill.records import Disagreement, QADRecord
 from distill.validation import Checked
 
-__all__ = ["Disagreement", "QADConfig", "QADRecord"]
+__all__ = ["DEFAULT_FLAVOUR", "Disagreement", "QADConfig", "QADRecord"]
+
+DEFAULT_FLAVOUR = "ort-cpu"  # QAD's flavour with neither ``flavour`` nor an ``export_dir`` to follow
 
 
 class QADConfig(Checked):
@@ -24,7 +26,9 @@ class QADConfig(Checked):
         cache: a teacher cache of the same data: its view-0 soft labels join the targets. Without one
             the frozen fp32 student is the only teacher (self-distillation).
         cache_weight: share of the loss from the cached teacher (the rest: the fp32 student); with a cache only.
-        flavour: the int8 recipe to fake-quantize for (ort-cpu | tensorrt, as ``distill export``).
+        flavour: the int8 recipe to fake-quantize for (ort-cpu | tensorrt, as ``distill export``). None (the
+            default, as the CLI's without ``--flavour``): ``export_dir``'s, its only int8 flavour or, with both, the
+            one its recommendation ships as int8 (:mod:`distill.export.qad_flavour`, said in one line); else ort-cpu.
         reduce_range: ort-cpu: 7-bit weights, as ``distill export --reduce-range`` (None: as ``export_dir``'s file,
             else ``distill export``'s default).
         data_root, calib_domains, target_domains, calib_count, eval_count: as ``distill export`` (unset: the
@@ -77,7 +81,7 @@ class QADConfig(Checked):
     out_dir: str
     cache: str | None = None
     cache_weight: float = Field(0.5, ge=0.0, le=1.0)
-    flavour: Literal["ort-cpu", "tensorrt"] = "ort-cpu"
+    flavour: Literal["ort-cpu", "tensorrt"] | None = None
     reduce_range: bool | None = None
     data_root: str | None = None
     calib_domains: tuple[str, ...] | None = None
@@ -132,6 +136,11 @@ class QADConfig(Checked):
     def learning_rate(self) -> float:
         """``lr``, or the default: 1e-4 (sgd and adamw)."""
         return self.lr if self.lr is not None else 1e-4
+
+    @property
+    def int8_flavour(self) -> str:
+        """``flavour``, or :data:`DEFAULT_FLAVOUR` (``qad`` resolves an unset one from ``export_dir`` first)."""
+        return self.flavour or DEFAULT_FLAVOUR
 
     @property
     def random_seed(self) -> int:

@@ -31,6 +31,13 @@ class ExportedModel(_Open):
     accuracy: Accuracy | None = None
     mean_accuracy: float | None = None
 
+    @property
+    def int8_flavour(self) -> str | None:
+        """An int8 file's flavour (ort-cpu | tensorrt; export.json keeps it as the extra key ``flavour``); None for
+        a float file."""
+        flavour = (self.model_extra or {}).get("flavour") if self.precision == "int8" else None
+        return str(flavour) if flavour else None
+
 
 class ShipRecommendation(_Open):
     """What ``distill export`` recommends shipping, from what it measured (:mod:`distill.export.recommend`)."""
@@ -92,6 +99,11 @@ class ExportReport(RelativeRecord):
     # that an older distill reads the file); the top-level ``relative`` (RelativeRecord) in exports of the release before
 
     @property
+    def int8_flavours(self) -> list[str]:
+        """The flavours of the int8 files this export lists, in its order (``--int8-flavour both``: two)."""
+        return list(dict.fromkeys(f for m in self.models if (f := m.int8_flavour)))
+
+    @property
     def relative_paths(self) -> dict[str, str]:
         """``checkpoint`` and ``run`` relative to the export folder, from either layout; {} in older exports."""
         inside = self.provenance.get("relative")
@@ -126,7 +138,11 @@ class BenchRecord(Record):
     runtime: str
     batch: int
     input_shape: list[int]
-    threads: int | None = None
+    threads: int | None = None  # as asked (--threads); None: the runtime's default
+    # the intra-op threads the run used, where known, and how that is known (edge_runner.ort_threads, the torch
+    # runner); None in records written before them, and where the count could not be read (then the basis says so)
+    threads_used: int | None = None
+    threads_basis: str | None = None
     warmup: int
     iters: int
     latency_ms: LatencyStats
@@ -140,6 +156,14 @@ class BenchRecord(Record):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+    def threads_label(self) -> str:
+        """The report's threads cell: ``4`` (``--threads 4``), ``2 (default)`` (the runtime's default, as many as the
+        run used), ``default`` (not known: a record written before ``threads_used``, or a count not read, which
+        :attr:`threads_basis` then names)."""
+        if self.threads is not None:
+            return str(self.threads)
+        return f"{self.threads_used} (default)" if self.threads_used is not None else "default"
 
     @classmethod
     def read_lines(cls, path: str | Path, skipped: list[tuple[int, str]] | None = None) -> Iterator[BenchRecord]:

@@ -104,7 +104,7 @@ class ShipDecision:
         if rec.precision == "int8" and self.int8 is not None:
             return self.int8.path
         return next((m.file for m in export.models if m.precision == rec.precision
-                     and (rec.precision != "int8" or (m.model_extra or {}).get("flavour") == rec.flavour)), None)
+                     and (rec.precision != "int8" or m.int8_flavour == rec.flavour)), None)
 
 
 def decide(recommendation: ShipRecommendation, qad: QADRecord | None, qad_dir: str | Path | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from distill.records import BenchRecord
 from distill.records import pct as percent
 from distill.report.charts import SHAPES, color, esc, esc_wrap, front_no, latency_svg, pareto_svg, pct
 from distill.report.data import Z95, Measurement, Point, ReportData, device_label, extra, file_cell
@@ -282,8 +283,10 @@ def section_accuracy(data: ReportData) -> str:
             f'{head}</tr></thead>{"".join(bodies)}</table>{_welch_lists(data)}</section>')
 
 
-def _threads(n: int | None) -> str:
-    return "default" if n is None else str(n)
+def _threads(record: BenchRecord) -> str:
+    """The threads a record ran with (:meth:`BenchRecord.threads_label`), how that is known on hover."""
+    label, basis = esc(record.threads_label()), record.threads_basis
+    return f'<span title="{esc(basis)}">{label}</span>' if basis else label
 
 
 def section_latency(data: ReportData) -> str:
@@ -295,22 +298,22 @@ def section_latency(data: ReportData) -> str:
         parts.append(f'<div data-batch-panel="{b}"><h3>batch {b}</h3>{latency_svg([p for p in data.points if p.batch == b])}</div>')
     recs = [m.record for m in data.records]
     several = len({device_label(r) for r in recs}) > 1  # one device: named once, in Provenance
-    threads = len({r.threads for r in recs}) > 1  # one thread count: named once, in the heading (a column less)
+    threads = len({_threads(r) for r in recs}) > 1  # one thread count: named once, in the heading (a column less)
     rows = "".join(
         f'<tr><td class="label" title="{esc(m.record.model)}">{esc(m.name or m.record.model_name)}</td>'
         f'<td class="path" title="{esc(m.record.model)}">{esc_wrap(file_cell(m.file or m.record.model_name, m.note))}'
         + (' <span class="muted">(a repeat: a newer record of this file and settings is the point)</span>'
            if m.repeat else "") + '</td>'
         f'<td>{esc(m.record.runtime)}</td><td class="num">{m.record.batch}</td>'
-        + (f'<td class="num">{_threads(m.record.threads)}</td>' if threads else "")
+        + (f'<td class="num">{_threads(m.record)}</td>' if threads else "")
         + "".join(f'<td class="num" data-v="{getattr(m.record.latency_ms, k)}">{getattr(m.record.latency_ms, k):.3g}</td>'
                   for k in ("p50", "p90", "p99"))
         + f'<td class="num">{m.record.throughput_ips:.1f}</td><td class="num">{_mem(m)}</td>'
         + (f'<td>{esc(device_label(m.record))}</td>' if several else "") + "</tr>"
         for m in data.records)
-    where = ([] if several or not recs else [f"on {device_label(recs[0])}"]) + (
-        [] if threads or not recs else [f"threads: {_threads(recs[0].threads)}"])
-    one = f' <span class="muted">{esc(", ".join(where))}</span>' if where else ""
+    where = ([] if several or not recs else [f"on {esc(device_label(recs[0]))}"]) + (
+        [] if threads or not recs else [f"threads: {_threads(recs[0])}"])
+    one = f' <span class="muted">{", ".join(where)}</span>' if where else ""  # each part escaped
     parts.append(f'<h3>All records{one}</h3><table class="sortable"><thead><tr><th>model</th>'
                  '<th title="hover a file for its full path">file</th><th>runtime</th>'
                  '<th>batch</th>' + ("<th>threads</th>" if threads else "")

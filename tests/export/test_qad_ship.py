@@ -230,8 +230,8 @@ def test_qad_against_an_exports_int8_compares_with_and_ships_that_file(run_ckpt,
     monkeypatch.setattr(qad_module, "plain_ptq", no_plain_ptq)
     monkeypatch.setattr(qad_module, "train_qad", _damaging(qad_module.train_qad))
     out = tmp_path / "qad"
-    assert main(["qad", str(run_ckpt), "--out", str(out), "--export", str(export_dir), "--epochs", "1",
-                 "--eval-count", "8", "--holdout-count", "40", "--quiet"]) == 0  # calibrates as the export: 64 images
+    assert main(["qad", str(run_ckpt), "--out", str(out), "--export", str(export_dir), "--flavour", "ort-cpu",
+                 "--epochs", "1", "--eval-count", "8", "--holdout-count", "40", "--quiet"]) == 0  # the export's 64
     record = QADRecord.read(out)
     exported = export_dir / "model.int8-ort-cpu.onnx"
     assert record.ptq_origin.startswith("the export's int8") and str(exported) in record.ptq_origin
@@ -280,7 +280,7 @@ def test_export_arm_refusals_are_one_line(run_ckpt, export_dir, tmp_path):
     for ckpt, exp, message in cases:
         with pytest.raises(DistillError, match=message) as e:
             qad(QADConfig(checkpoint=str(ckpt), out_dir=str(tmp_path / "q"), export_dir=str(exp), epochs=1,
-                          calib_count=16, eval_count=4), log=lambda s: None)
+                          calib_count=16, eval_count=4, flavour="ort-cpu"), log=lambda s: None)
         assert "\n" not in str(e.value)
 
 
