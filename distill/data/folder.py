@@ -44,7 +44,7 @@ from distill.data.sample_table import (
     SampleColumns,
     SampleTable,
     hash_file_lines,
-    pack_strings,
+    prefix_strings,
     sort_order,
     take_strings,
 )
@@ -170,12 +170,12 @@ class DomainFolder:
             raise DistillError(f"unlabeled folder '{folder.entry}': its cached sample indices start at {first}, but "
                                f"{self.root} (and the folders before it) use {self.index_count}: data.root changed "
                                "since the cache was built; rebuild the cache")
-        n = len(folder.files)
-        text, offsets = pack_strings(f"{name}/{rel}" for rel, _ in folder.files)
+        n = folder.images
+        text, offsets = prefix_strings(f"{name}/", folder.text, folder.offsets)  # "NAME/path in the folder"
         zeros = np.zeros(n, dtype=np.int32)
         added = SampleColumns(np.arange(first, first + n, dtype=np.int64), text, offsets, zeros, [name], zeros, [""],
                               np.full(n, -1, dtype=np.int32), np.full(n, SPLIT_CODE["train"], dtype=np.int8),
-                              np.array([size for _, size in folder.files], dtype=np.int64))
+                              folder.size)
         start = len(self.samples)
         self.folders[name] = folder
         self.unnamed += folder.unnamed

@@ -101,7 +101,7 @@ def _cached_folder(folder: UnlabeledFolder, caches: list[TeacherCache]) -> tuple
             if same_place is not None:
                 raise DistillError(
                     f"{KEY}: folder '{folder.entry}' changed since cache {cache.path} was built (files_sha256 "
-                    f"{same_place.files_sha256[:12]} vs {files[:12]}: {same_place.images} vs {len(folder.files)} "
+                    f"{same_place.files_sha256[:12]} vs {files[:12]}: {same_place.images} vs {folder.images} "
                     f"images, or files renamed or resized); {rebuild}")
             raise DistillError(f"{KEY}: cache {cache.path} was built without unlabeled folder '{folder.entry}'; "
                                f"{rebuild}")
