@@ -25,6 +25,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from bisect import bisect_left
@@ -119,6 +120,7 @@ class DomainFolder:
         self.pretrain_fraction = float(pretrain_fraction)
         self.excluded: dict[str, str] = {}  # relpath -> why (undecodable): left out of select()
         self.folders: dict[str, UnlabeledFolder] = {}  # unlabeled folders outside ROOT, by name (add_folder)
+        self._folder_rows: dict[str, tuple[int, int]] = {}  # each one's rows of self.samples.columns
         self._excluded_rows: tuple[Any, np.ndarray] | None = None  # (what it was made of, positions)
 
         domains, files = listing if listing is not None else list_images(self.root)
@@ -178,10 +180,21 @@ class DomainFolder:
                               folder.size)
         start = len(self.samples)
         self.folders[name] = folder
+        self._folder_rows[name] = (start, start + n)
         self.unnamed += folder.unnamed
         self.samples = SampleTable(self.samples.columns.concat(added))
+        self._view_folders()
         self._excluded_rows = None
         return self.samples[start:]
+
+    def _view_folders(self) -> None:
+        """Point each added folder's listing at its rows of the samples' columns (new ones after each add): the
+        paths are held once, as ``NAME/path``, not also in the folder (``skip``: the ``NAME/`` bytes)."""
+        c = self.samples.columns
+        for name, (a, b) in self._folder_rows.items():
+            self.folders[name] = dataclasses.replace(
+                self.folders[name], text=c.text[c.offsets[a]:c.offsets[b]], offsets=c.offsets[a:b + 1],
+                size=c.size[a:b], skip=len(name.encode()) + 1)
 
     def first_index(self, name: str) -> int:
         """The first sample index of unlabeled folder ``name``."""

@@ -58,6 +58,8 @@ class UnlabeledFolder:
             order (sorted by path, folder by folder).
         size: every image's size in bytes.
         unnamed: its images left out because their names are not UTF-8 (:mod:`distill.data.listing`), shown paths.
+        skip: bytes before each relative path in ``text``: 0 as scanned; ``len("NAME/")`` once a dataset holds it,
+            its arrays then views of the dataset's sample columns (:meth:`~distill.data.folder.DomainFolder.add_folder`).
     """
 
     entry: str
@@ -66,6 +68,7 @@ class UnlabeledFolder:
     offsets: np.ndarray  # int64 [n + 1]
     size: np.ndarray     # int64 [n]
     unnamed: tuple[str, ...] = ()
+    skip: int = 0
 
     @classmethod
     def of(cls, entry: str, path: Path, files: Sequence[tuple[str, int]], unnamed: tuple[str, ...] = ()) -> UnlabeledFolder:
@@ -78,24 +81,27 @@ class UnlabeledFolder:
         """How many images it holds."""
         return len(self.size)
 
-    def rows(self) -> Iterator[tuple[str, int]]:
-        """``(relative path, size)`` of each image, in order, made one chunk of :data:`CHUNK` at a time."""
+    def _chunks(self) -> Iterator[tuple[bytes, list[int], list[int]]]:
+        """(a chunk of :data:`CHUNK` images' packed path bytes, their ends in it from 0, their sizes) in order."""
+        first = int(self.offsets[0])  # 0, or where this folder's rows start in a dataset's columns
         for a in range(0, self.images, CHUNK):
             b = min(a + CHUNK, self.images)
-            base, ends = int(self.offsets[a]), self.offsets[a:b + 1].tolist()
-            buf = self.text[base:ends[-1]].tobytes()
-            for i, size in enumerate(self.size[a:b].tolist()):
-                yield buf[ends[i] - base:ends[i + 1] - base].decode(), size
+            start = int(self.offsets[a])
+            yield (self.text[start - first:int(self.offsets[b]) - first].tobytes(),
+                   (self.offsets[a:b + 1] - start).tolist(), self.size[a:b].tolist())
+
+    def rows(self) -> Iterator[tuple[str, int]]:
+        """``(relative path, size)`` of each image, in order, made a chunk at a time."""
+        skip = self.skip
+        for buf, ends, sizes in self._chunks():
+            for i, size in enumerate(sizes):
+                yield buf[ends[i] + skip:ends[i + 1]].decode(), size
 
     def files_sha256(self) -> str:
-        """sha256 over the sorted relative paths and sizes, ``path\tsize\n`` each (reads no image)."""
-        h = hashlib.sha256()
-        for a in range(0, self.images, CHUNK):  # the lines one chunk at a time: the sha256 of their join
-            b = min(a + CHUNK, self.images)
-            base, ends = int(self.offsets[a]), self.offsets[a:b + 1].tolist()
-            buf = self.text[base:ends[-1]].tobytes()
-            h.update(b"".join(b"%s\t%d\n" % (buf[ends[i] - base:ends[i + 1] - base], size)
-                              for i, size in enumerate(self.size[a:b].tolist())))
+        """sha256 over the sorted relative paths and sizes, ``path<TAB>size<LF>`` each (reads no image)."""
+        h, skip = hashlib.sha256(), self.skip
+        for buf, ends, sizes in self._chunks():  # the lines a chunk at a time: the sha256 of their join
+            h.update(b"".join(b"%s\t%d\n" % (buf[ends[i] + skip:ends[i + 1]], size) for i, size in enumerate(sizes)))
         return h.hexdigest()
 
     def content_sha256(self) -> str:

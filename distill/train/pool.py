@@ -84,8 +84,8 @@ def resolve_pool(cfg: TrainConfig, dataset: DomainFolder, name: str, needs: Need
     if round(cfg.data.unlabeled_ratio * cfg.optim.batch_size) < 1:
         raise DistillError(f"data.unlabeled_ratio={cfg.data.unlabeled_ratio}: gives no pool image per step at "
                            f"optim.batch_size={cfg.optim.batch_size}")
-    added = {f.path: n for n, f in dataset.folders.items()}
-    return Pool(domains, {added[f.path]: f for f in folders})
+    added = {f.path: n for n, f in dataset.folders.items()}  # the dataset's folders: views of its columns
+    return Pool(domains, {added[f.path]: dataset.folders[added[f.path]] for f in folders})
 
 
 def _cached_folder(folder: UnlabeledFolder, caches: list[TeacherCache]) -> tuple[UnlabeledFolder, CacheFolder]:

@@ -4,9 +4,11 @@ as the list of ``(path, size)`` tuples before it, pinned on a tree of odd names.
 from __future__ import annotations
 
 import os
+import pickle
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from distill.data.folder import DomainFolder
@@ -125,3 +127,23 @@ def test_chunk_boundaries_change_nothing(tmp_path, monkeypatch):
             assert text.tobytes() == want_text.tobytes() and offsets.tolist() == want_offsets.tolist()
     empty = table.prefix_strings("cam/", *table.pack_strings([]))
     assert empty[0].tolist() == [] and empty[1].tolist() == [0]
+
+
+def test_a_dataset_holds_each_folders_paths_once(tmp_path):
+    """Once added, a folder's listing is a view of the dataset's sample columns (its paths as "NAME/path"): the
+    same rows and identities, for every folder after each add and after a pickle round trip."""
+    root, cam = odd_tree(tmp_path)
+    small = tmp_path / "small"
+    for i, rel in enumerate(["b.jpg", "a/c.png"]):
+        _file(small / rel, 40 + i)
+    scanned = [scan_folder(str(cam), root, "k", skip_bad=True), scan_folder(str(small), root, "k")]
+    want = {f.path: (tuple(f.rows()), f.files_sha256(), f.content_sha256()) for f in scanned}
+    ds = DomainFolder(root)
+    add_folders(ds, scanned)
+    assert list(ds.folders) == ["cam", "small"] and want[cam][1] == MAIN_ODD_FILES_SHA256
+    for ds_ in (ds, pickle.loads(pickle.dumps(ds))):
+        for name, folder in ds_.folders.items():
+            assert (tuple(folder.rows()), folder.files_sha256(), folder.content_sha256()) == want[folder.path], name
+    for name, folder in ds.folders.items():
+        assert np.shares_memory(folder.text, ds.samples.columns.text) and folder.skip == len(f"{name}/")
+        assert np.shares_memory(folder.size, ds.samples.columns.size)
