@@ -9,13 +9,15 @@ figure comes from a fresh process (:mod:`benchmarks.fresh_process`), old and new
 
 - RssAnon held: the anonymous memory the process gained by ``scan_folder(FOLDER)`` while it keeps the folder, and
   then by ``add_folders(DomainFolder(ROOT), [folder])`` (what a run or a cache build holds: the folder in
-  ``dataset.folders`` and its samples' columns), over the same process after imports and the one-image ROOT.
+  ``dataset.folders`` and its samples' columns), over the same process after imports and the one-image ROOT; and
+  after ``malloc_trim(0)`` (the freed temporaries glibc kept in its heap given back: what is really held).
 - tracemalloc (another fresh process): the peak while scanning, and what is still allocated after the scan and
   after the add (Python objects and numpy buffers, exactly; RssAnon also counts what malloc did not give back).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib.util
 import os
 import re
@@ -85,11 +87,12 @@ def measure(which: str, old: str, root: str, cam: str, traced: bool) -> dict:
     unlabeled.add_folders(ds, [folder])
     del folder  # what a run keeps from here: the dataset (its folders and columns)
     added = tracemalloc.get_traced_memory()[0] if traced else anon()
+    trimmed = 0 if traced else (ctypes.CDLL("libc.so.6").malloc_trim(0), anon())[1]  # what malloc kept, given back
     images = len(ds.select(list(ds.folders)))
     if traced:
         tracemalloc.stop()
         return {"peak": scanned[1] - base, "scan": scanned[0] - base, "add": added - base, "images": images}
-    return {"scan": scanned[0] - base, "add": added - base, "images": images, "s": took}
+    return {"scan": scanned[0] - base, "add": added - base, "trim": trimmed - base, "images": images, "s": took}
 
 
 def main() -> None:
@@ -122,13 +125,13 @@ def main() -> None:
             rows.append((n, got))
             print(f"(size {n:,} done)", file=sys.stderr, flush=True)
         print("| images | RssAnon after scan, old / new B/img | after scan + add_folder, old / new B/img | "
-              "tracemalloc held after scan, old / new B/img | after add, old / new | scan peak, old / new | "
-              "scan s, old / new |\n|---:|---:|---:|---:|---:|---:|---:|")
+              "then malloc_trim(0), old / new | tracemalloc held after scan, old / new B/img | after add, old / new | "
+              "scan peak, old / new | scan s, old / new |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n, g in rows:
             o, w, ot, nt = g["old"], g["new"], g["old_t"], g["new_t"]
             b = lambda r, k: f"{r[k] / n:.0f}"  # noqa: E731
             print(f"| {n:,} | {b(o, 'scan')} / {b(w, 'scan')} | {b(o, 'add')} / {b(w, 'add')} | "
-                  f"{b(ot, 'scan')} / {b(nt, 'scan')} | {b(ot, 'add')} / {b(nt, 'add')} | "
+                  f"{b(o, 'trim')} / {b(w, 'trim')} | {b(ot, 'scan')} / {b(nt, 'scan')} | {b(ot, 'add')} / {b(nt, 'add')} | "
                   f"{b(ot, 'peak')} / {b(nt, 'peak')} | {o['s']:.2f} / {w['s']:.2f} |")
     finally:
         shutil.rmtree(tmp if args.dir is None else old, ignore_errors=True)
