@@ -47,6 +47,7 @@ from distill.data.sample_table import (
     hash_file_lines,
     prefix_strings,
     sort_order,
+    strip_strings,
     take_strings,
 )
 from distill.data.split import SplitRule, split_of
@@ -173,7 +174,10 @@ class DomainFolder:
                                f"{self.root} (and the folders before it) use {self.index_count}: data.root changed "
                                "since the cache was built; rebuild the cache")
         n = folder.images
-        text, offsets = prefix_strings(f"{name}/", folder.text, folder.offsets)  # "NAME/path in the folder"
+        text, offsets = folder.text, folder.offsets
+        if folder.skip or int(offsets[0]):  # one another dataset holds: its arrays are views of "OTHER/path"s
+            text, offsets = strip_strings(text, offsets, folder.skip)
+        text, offsets = prefix_strings(f"{name}/", text, offsets)  # "NAME/path in the folder"
         zeros = np.zeros(n, dtype=np.int32)
         added = SampleColumns(np.arange(first, first + n, dtype=np.int64), text, offsets, zeros, [name], zeros, [""],
                               np.full(n, -1, dtype=np.int32), np.full(n, SPLIT_CODE["train"], dtype=np.int8),

@@ -71,6 +71,17 @@ def prefix_strings(prefix: str, text: np.ndarray, offsets: np.ndarray) -> tuple[
     return joined, out
 
 
+def strip_strings(text: np.ndarray, offsets: np.ndarray, skip: int) -> tuple[np.ndarray, np.ndarray]:
+    """The packed strings (``offsets`` may start past 0: a view of some rows) less their first ``skip`` bytes each,
+    packed from 0: (bytes [B - n * skip] uint8, offsets [n + 1])."""
+    n, first = len(offsets) - 1, int(offsets[0]) if len(offsets) else 0
+    keep = np.ones(len(text), dtype=bool)
+    for a in range(0, n, _CHUNK):
+        b = min(a + _CHUNK, n)
+        keep[(offsets[a:b, None] - first + np.arange(skip, dtype=np.int64)).ravel()] = False
+    return text[keep], offsets - first - skip * np.arange(n + 1, dtype=np.int64)
+
+
 def sort_order(text: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Positions that sort the packed strings (UTF-8 byte order = Python's ``str`` order), stable [n] int64."""
     n = len(offsets) - 1

@@ -125,6 +125,9 @@ def test_chunk_boundaries_change_nothing(tmp_path, monkeypatch):
             text, offsets = table.prefix_strings(prefix, folder.text, folder.offsets)
             want_text, want_offsets = table.pack_strings(prefix + rel for rel, _ in MAIN_ODD_FILES)
             assert text.tobytes() == want_text.tobytes() and offsets.tolist() == want_offsets.tolist()
+            back = table.strip_strings(text[offsets[2]:], offsets[2:], len(prefix.encode()))  # rows 2.. as a view
+            assert back[0].tobytes() == folder.text[folder.offsets[2]:].tobytes()
+            assert back[1].tolist() == (folder.offsets[2:] - folder.offsets[2]).tolist()
     empty = table.prefix_strings("cam/", *table.pack_strings([]))
     assert empty[0].tolist() == [] and empty[1].tolist() == [0]
 
@@ -144,6 +147,10 @@ def test_a_dataset_holds_each_folders_paths_once(tmp_path):
     for ds_ in (ds, pickle.loads(pickle.dumps(ds))):
         for name, folder in ds_.folders.items():
             assert (tuple(folder.rows()), folder.files_sha256(), folder.content_sha256()) == want[folder.path], name
+    again = DomainFolder(root)  # a folder one dataset holds, added to another: the same samples
+    add_folders(again, [ds.folders["small"], ds.folders["cam"]])
+    assert again.samples == ds.samples and [f.files_sha256() for f in again.folders.values()] == \
+        [want[f.path][1] for f in again.folders.values()]
     for name, folder in ds.folders.items():
         assert np.shares_memory(folder.text, ds.samples.columns.text) and folder.skip == len(f"{name}/")
         assert np.shares_memory(folder.size, ds.samples.columns.size)
