@@ -134,7 +134,7 @@ def main() -> None:
                   f"{b(o, 'trim')} / {b(w, 'trim')} | {b(ot, 'scan')} / {b(nt, 'scan')} | {b(ot, 'add')} / {b(nt, 'add')} | "
                   f"{b(ot, 'peak')} / {b(nt, 'peak')} | {o['s']:.2f} / {w['s']:.2f} |")
     finally:
-        shutil.rmtree(tmp if args.dir is None else old, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the old copy, and the trees unless --dir put them elsewhere
 
 
 if __name__ == "__main__":
