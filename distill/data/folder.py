@@ -25,6 +25,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from bisect import bisect_left
@@ -44,8 +45,9 @@ from distill.data.sample_table import (
     SampleColumns,
     SampleTable,
     hash_file_lines,
-    pack_strings,
+    prefix_strings,
     sort_order,
+    strip_strings,
     take_strings,
 )
 from distill.data.split import SplitRule, split_of
@@ -119,6 +121,7 @@ class DomainFolder:
         self.pretrain_fraction = float(pretrain_fraction)
         self.excluded: dict[str, str] = {}  # relpath -> why (undecodable): left out of select()
         self.folders: dict[str, UnlabeledFolder] = {}  # unlabeled folders outside ROOT, by name (add_folder)
+        self._folder_rows: dict[str, tuple[int, int]] = {}  # each one's rows of self.samples.columns
         self._excluded_rows: tuple[Any, np.ndarray] | None = None  # (what it was made of, positions)
 
         domains, files = listing if listing is not None else list_images(self.root)
@@ -170,18 +173,32 @@ class DomainFolder:
             raise DistillError(f"unlabeled folder '{folder.entry}': its cached sample indices start at {first}, but "
                                f"{self.root} (and the folders before it) use {self.index_count}: data.root changed "
                                "since the cache was built; rebuild the cache")
-        n = len(folder.files)
-        text, offsets = pack_strings(f"{name}/{rel}" for rel, _ in folder.files)
+        n = folder.images
+        text, offsets = folder.text, folder.offsets
+        if folder.skip or int(offsets[0]):  # one another dataset holds: its arrays are views of "OTHER/path"s
+            text, offsets = strip_strings(text, offsets, folder.skip)
+        text, offsets = prefix_strings(f"{name}/", text, offsets)  # "NAME/path in the folder"
         zeros = np.zeros(n, dtype=np.int32)
         added = SampleColumns(np.arange(first, first + n, dtype=np.int64), text, offsets, zeros, [name], zeros, [""],
                               np.full(n, -1, dtype=np.int32), np.full(n, SPLIT_CODE["train"], dtype=np.int8),
-                              np.array([size for _, size in folder.files], dtype=np.int64))
+                              folder.size)
         start = len(self.samples)
         self.folders[name] = folder
+        self._folder_rows[name] = (start, start + n)
         self.unnamed += folder.unnamed
         self.samples = SampleTable(self.samples.columns.concat(added))
+        self._view_folders()
         self._excluded_rows = None
         return self.samples[start:]
+
+    def _view_folders(self) -> None:
+        """Point each added folder's listing at its rows of the samples' columns (new ones after each add): the
+        paths are held once, as ``NAME/path``, not also in the folder (``skip``: the ``NAME/`` bytes)."""
+        c = self.samples.columns
+        for name, (a, b) in self._folder_rows.items():
+            self.folders[name] = dataclasses.replace(
+                self.folders[name], text=c.text[c.offsets[a]:c.offsets[b]], offsets=c.offsets[a:b + 1],
+                size=c.size[a:b], skip=len(name.encode()) + 1)
 
     def first_index(self, name: str) -> int:
         """The first sample index of unlabeled folder ``name``."""

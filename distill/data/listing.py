@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -113,6 +114,37 @@ def walk_images(top: str | Path, prefix: str = "", hidden_folders: bool = True) 
                 yield from walk_images(e.path, f"{prefix}{e.name}/", hidden_folders)
         elif is_image_name(e.name) and _is(e.is_file):
             yield prefix + e.name, e.stat().st_size  # the entry's stat: cached where is_file() needed one
+
+
+@dataclass(frozen=True)
+class PackedFiles:
+    """Image files packed as they were walked (no Python object per file): relative paths as one UTF-8 buffer
+    and offsets, sizes in bytes; ``unnamed``: the files left out because their names are not UTF-8 (shown paths)."""
+
+    text: np.ndarray     # uint8 [B]
+    offsets: np.ndarray  # int64 [n + 1]
+    size: np.ndarray     # int64 [n]
+    unnamed: tuple[str, ...] = ()
+
+
+def pack_images(top: Path, hidden_folders: bool = True) -> PackedFiles:
+    """:func:`walk_images` of ``top`` packed while it walks: each path's UTF-8 bytes appended to one buffer and its
+    end and size to two int64 arrays, so what grows with the folder is those bytes and 16 per file (never a list
+    of tuples). A path that is not UTF-8 is left out, named under ``top`` in :attr:`PackedFiles.unnamed`."""
+    text, ends, sizes = bytearray(), array("q"), array("q")
+    unnamed: list[str] = []
+    for rel, size in walk_images(top, hidden_folders=hidden_folders):
+        try:  # every path is encoded here anyway: a failure is the only extra work
+            text += rel.encode()
+        except UnicodeEncodeError:
+            unnamed.append(shown(top / rel))
+            continue
+        ends.append(len(text))
+        sizes.append(size)
+    offsets = np.zeros(len(ends) + 1, dtype=np.int64)
+    offsets[1:] = np.frombuffer(ends, dtype=np.int64)
+    packed = np.frombuffer(text, dtype=np.uint8).copy()
+    return PackedFiles(packed, offsets, np.frombuffer(sizes, dtype=np.int64).copy(), tuple(unnamed))
 
 
 def _folders(path: Path) -> list[str]:

@@ -57,6 +57,31 @@ def take_strings(text: np.ndarray, offsets: np.ndarray, positions: np.ndarray) -
     return taken, out
 
 
+def prefix_strings(prefix: str, text: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The packed strings, each with ``prefix`` before it, packed: (bytes [B + n * P] uint8, offsets [n + 1])."""
+    pre = np.frombuffer(prefix.encode(), dtype=np.uint8)
+    n, p = len(offsets) - 1, len(pre)
+    out = offsets + p * np.arange(n + 1, dtype=np.int64)
+    joined = np.empty(int(out[-1]), dtype=np.uint8)
+    for a in range(0, n, _CHUNK):  # string k's bytes move p * (k + 1) along; its prefix fills the p before them
+        b = min(a + _CHUNK, n)
+        shift = np.repeat(p * np.arange(a + 1, b + 1, dtype=np.int64), offsets[a + 1:b + 1] - offsets[a:b])
+        joined[np.arange(offsets[a], offsets[b], dtype=np.int64) + shift] = text[offsets[a]:offsets[b]]
+        joined[(out[a:b, None] + np.arange(p, dtype=np.int64)).ravel()] = np.tile(pre, b - a)
+    return joined, out
+
+
+def strip_strings(text: np.ndarray, offsets: np.ndarray, skip: int) -> tuple[np.ndarray, np.ndarray]:
+    """The packed strings (``offsets`` may start past 0: a view of some rows) less their first ``skip`` bytes each,
+    packed from 0: (bytes [B - n * skip] uint8, offsets [n + 1])."""
+    n, first = len(offsets) - 1, int(offsets[0]) if len(offsets) else 0
+    keep = np.ones(len(text), dtype=bool)
+    for a in range(0, n, _CHUNK):
+        b = min(a + _CHUNK, n)
+        keep[(offsets[a:b, None] - first + np.arange(skip, dtype=np.int64)).ravel()] = False
+    return text[keep], offsets - first - skip * np.arange(n + 1, dtype=np.int64)
+
+
 def sort_order(text: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Positions that sort the packed strings (UTF-8 byte order = Python's ``str`` order), stable [n] int64."""
     n = len(offsets) - 1

@@ -20,10 +20,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from distill.data.images import IMAGE_EXTENSIONS
-from distill.data.listing import is_utf8, refuse_unnamed, shown, walk_images
+from distill.data.listing import pack_images, refuse_unnamed, shown
+from distill.data.sample_table import pack_strings
 from distill.errors import DistillError
 from distill.utils.io import sha256_files
 
@@ -43,33 +46,76 @@ def folder_hint(entry: str) -> str:
     return FOLDER_HINT + (f"; for the folder '{entry}' here, write './{entry}'" if Path(entry).is_dir() else "")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class UnlabeledFolder:
-    """A scanned folder of unlabeled images.
+    """A scanned folder of unlabeled images, its listing packed (:class:`~distill.data.listing.PackedFiles`: one
+    UTF-8 buffer and two int64 arrays, no Python object per image; a run holds it while the folder is in its data).
 
     Attributes:
         entry: the folder as the recipe or command line wrote it (what messages name).
         path: its resolved directory.
-        files: ``(relative posix path, size in bytes)`` of every image under it, sorted by path.
+        text, offsets: every image's relative posix path, packed, in :func:`~distill.data.listing.walk_images`
+            order (sorted by path, folder by folder).
+        size: every image's size in bytes.
         unnamed: its images left out because their names are not UTF-8 (:mod:`distill.data.listing`), shown paths.
+        skip: bytes before each relative path in ``text``: 0 as scanned; ``len("NAME/")`` once a dataset holds it,
+            its arrays then views of the dataset's sample columns (:meth:`~distill.data.folder.DomainFolder.add_folder`).
     """
 
     entry: str
     path: Path
-    files: tuple[tuple[str, int], ...]
+    text: np.ndarray     # uint8 [B]
+    offsets: np.ndarray  # int64 [n + 1]
+    size: np.ndarray     # int64 [n]
     unnamed: tuple[str, ...] = ()
+    skip: int = 0
+
+    @classmethod
+    def of(cls, entry: str, path: Path, files: Sequence[tuple[str, int]], unnamed: tuple[str, ...] = ()) -> UnlabeledFolder:
+        """From ``(relative path, size)`` pairs (tests, a few hand-made files)."""
+        text, offsets = pack_strings(rel for rel, _ in files)
+        return cls(entry, path, text, offsets, np.array([size for _, size in files], dtype=np.int64), unnamed)
+
+    @property
+    def images(self) -> int:
+        """How many images it holds."""
+        return len(self.size)
+
+    def _chunks(self) -> Iterator[tuple[bytes, list[int], list[int]]]:
+        """(a chunk of :data:`CHUNK` images' packed path bytes, their ends in it from 0, their sizes) in order."""
+        first = int(self.offsets[0])  # 0, or where this folder's rows start in a dataset's columns
+        for a in range(0, self.images, CHUNK):
+            b = min(a + CHUNK, self.images)
+            start = int(self.offsets[a])
+            yield (self.text[start - first:int(self.offsets[b]) - first].tobytes(),
+                   (self.offsets[a:b + 1] - start).tolist(), self.size[a:b].tolist())
+
+    def rows(self) -> Iterator[tuple[str, int]]:
+        """``(relative path, size)`` of each image, in order, made a chunk at a time."""
+        skip = self.skip
+        for buf, ends, sizes in self._chunks():
+            for i, size in enumerate(sizes):
+                yield buf[ends[i] + skip:ends[i + 1]].decode(), size
 
     def files_sha256(self) -> str:
-        """sha256 over the sorted relative paths and sizes (reads no image)."""
-        return hashlib.sha256("".join(f"{rel}\t{size}\n" for rel, size in self.files).encode()).hexdigest()
+        """sha256 over the sorted relative paths and sizes, ``path<TAB>size<LF>`` each (reads no image)."""
+        h, skip = hashlib.sha256(), self.skip
+        for buf, ends, sizes in self._chunks():  # the lines a chunk at a time: the sha256 of their join
+            h.update(b"".join(b"%s\t%d\n" % (buf[ends[i] + skip:ends[i + 1]], size) for i, size in enumerate(sizes)))
+        return h.hexdigest()
 
     def content_sha256(self) -> str:
         """sha256 over the sorted relative paths and each image's bytes hashed (one read of the folder)."""
         h = hashlib.sha256()
-        digests = sha256_files(self.path / rel for rel, _ in self.files)  # a thread pool
-        for (rel, _), digest in zip(self.files, digests):
+        rels = (rel for rel, _ in self.rows())
+        digests = sha256_files(self.path / rel for rel, _ in self.rows())  # a thread pool
+        for rel, digest in zip(rels, digests):
             h.update(f"{rel}\t{digest}\n".encode())
         return h.hexdigest()
+
+
+#: images per step of :meth:`UnlabeledFolder.rows` and :meth:`UnlabeledFolder.files_sha256` (bounded temporaries)
+CHUNK = 1 << 12
 
 
 def scan_folder(entry: str, root: str | Path, key: str, skip_bad: bool = False) -> UnlabeledFolder:
@@ -87,18 +133,12 @@ def scan_folder(entry: str, root: str | Path, key: str, skip_bad: bool = False) 
     if path == root or root in path.parents or path in root.parents:
         raise DistillError(f"{key}: folder '{entry}' overlaps the data root {root} (its images are the domains' "
                            "labelled train/val/test images); name a domain under the root to pool its train split")
-    files = list(walk_images(path, hidden_folders=False))  # one stat per image (distill.data.listing)
-    unnamed: tuple[str, ...] = ()
-    try:  # one encode of all the names; only a failure looks at them one by one
-        "\n".join(rel for rel, _ in files).encode()
-    except UnicodeEncodeError:
-        unnamed = tuple(shown(path / rel) for rel, _ in files if not is_utf8(rel))
-        if not skip_bad:
-            refuse_unnamed(unnamed, f"{key} folder '{entry}'")
-        files = [(rel, size) for rel, size in files if is_utf8(rel)]
-    if not files:
+    files = pack_images(path, hidden_folders=False)  # one stat per image, packed as it walks
+    if files.unnamed and not skip_bad:
+        refuse_unnamed(files.unnamed, f"{key} folder '{entry}'")
+    if not len(files.size):
         raise DistillError(f"{key}: folder '{entry}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return UnlabeledFolder(entry, path, tuple(files), unnamed)
+    return UnlabeledFolder(entry, path, files.text, files.offsets, files.size, files.unnamed)
 
 
 def scan_folders(entries: Iterable[str], root: str | Path, key: str, skip_bad: bool = False) -> list[UnlabeledFolder]:
@@ -142,7 +182,7 @@ def folder_record(dataset: DomainFolder, name: str, content: bool = False) -> di
     name, path, first sample index, image count, ``files_sha256`` (and ``content_sha256`` with ``content``)."""
     folder = dataset.folders[name]
     record: dict[str, str | int] = {"name": name, "path": str(folder.path), "first_index": dataset.first_index(name),
-              "images": len(folder.files), "files_sha256": folder.files_sha256()}
+              "images": folder.images, "files_sha256": folder.files_sha256()}
     if content:
         record["content_sha256"] = folder.content_sha256()
     return record

@@ -84,8 +84,8 @@ def resolve_pool(cfg: TrainConfig, dataset: DomainFolder, name: str, needs: Need
     if round(cfg.data.unlabeled_ratio * cfg.optim.batch_size) < 1:
         raise DistillError(f"data.unlabeled_ratio={cfg.data.unlabeled_ratio}: gives no pool image per step at "
                            f"optim.batch_size={cfg.optim.batch_size}")
-    added = {f.path: n for n, f in dataset.folders.items()}
-    return Pool(domains, {added[f.path]: f for f in folders})
+    added = {f.path: n for n, f in dataset.folders.items()}  # the dataset's folders: views of its columns
+    return Pool(domains, {added[f.path]: dataset.folders[added[f.path]] for f in folders})
 
 
 def _cached_folder(folder: UnlabeledFolder, caches: list[TeacherCache]) -> tuple[UnlabeledFolder, CacheFolder]:
@@ -101,7 +101,7 @@ def _cached_folder(folder: UnlabeledFolder, caches: list[TeacherCache]) -> tuple
             if same_place is not None:
                 raise DistillError(
                     f"{KEY}: folder '{folder.entry}' changed since cache {cache.path} was built (files_sha256 "
-                    f"{same_place.files_sha256[:12]} vs {files[:12]}: {same_place.images} vs {len(folder.files)} "
+                    f"{same_place.files_sha256[:12]} vs {files[:12]}: {same_place.images} vs {folder.images} "
                     f"images, or files renamed or resized); {rebuild}")
             raise DistillError(f"{KEY}: cache {cache.path} was built without unlabeled folder '{folder.entry}'; "
                                f"{rebuild}")

@@ -72,7 +72,7 @@ def test_an_unlabeled_folder_refuses_or_leaves_out_a_non_utf8_name(root, tmp_pat
         scan_folder(str(cam), root, "data.unlabeled")
     assert str(e.value).startswith(f"{cam.resolve()}/caf\\xe9_latin1.jpg: file name is not valid UTF-8")
     folder = scan_folder(str(cam), root, "data.unlabeled", skip_bad=True)
-    assert [rel for rel, _ in folder.files] == ["a.png"] and folder.unnamed == (f"{cam.resolve()}/caf\\xe9_latin1.jpg",)
+    assert [rel for rel, _ in folder.rows()] == ["a.png"] and folder.unnamed == (f"{cam.resolve()}/caf\\xe9_latin1.jpg",)
     assert folder.files_sha256() == scan_folder(str(cam), root, "k", skip_bad=True).files_sha256()
     ds = DomainFolder(root)
     add_folders(ds, [folder])

@@ -62,7 +62,7 @@ def test_the_listing_and_fingerprints_are_mains(tmp_path):
     assert list(files.unnamed) == [f"{root}/{rel}" for rel in MAIN_UNNAMED]
     assert DomainFolder(root, skip_bad=True).fingerprint() == MAIN_FINGERPRINT
     folder = scan_folder(str(cam), root, "k")
-    assert folder.files == MAIN_CAM_FILES and folder.files_sha256() == MAIN_CAM_SHA256
+    assert tuple(folder.rows()) == MAIN_CAM_FILES and folder.files_sha256() == MAIN_CAM_SHA256
 
 
 def _stats(monkeypatch) -> list[str]:
@@ -87,7 +87,7 @@ def test_the_walk_stats_no_file_but_through_its_directory_entry(tmp_path, monkey
     for images in (2, 40):
         calls.clear()
         assert len(list_images(tmp_path / f"root{images}")[1]) == images
-        assert len(scan_folder(str(tmp_path / f"cam{images:02d}"), tmp_path / "root2", "k").files) == images
+        assert len(scan_folder(str(tmp_path / f"cam{images:02d}"), tmp_path / "root2", "k").size) == images
         made.append(len(calls))
     assert made[0] == made[1], made
 

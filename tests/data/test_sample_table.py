@@ -103,7 +103,7 @@ def test_exclude_and_added_folders_are_the_list_they_replace(tree: Path, tmp_pat
     for k in range(5):
         (unl / ("s" if k % 2 else "") / f"u{k}.jpg").write_bytes(b"y" * (k + 3))
     files = tuple(sorted((p.relative_to(unl).as_posix(), p.stat().st_size) for p in unl.rglob("*.jpg")))
-    folder = UnlabeledFolder(entry=str(unl), path=unl, files=files)
+    folder = UnlabeledFolder.of(str(unl), unl, files)
     n = len(old)
     cam = [Sample(n + 5 + i, f"cam/{rel}", "cam", "", -1, "train", size) for i, (rel, size) in enumerate(files)]
     cam2 = [Sample(n + 10 + i, f"cam2/{rel}", "cam2", "", -1, "train", size) for i, (rel, size) in enumerate(files)]

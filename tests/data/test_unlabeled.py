@@ -36,8 +36,8 @@ def test_scan_finds_nested_images_sorted_and_skips_hidden_and_other_files(tmp_pa
     folder = _images(tmp_path / "cam", ["b.png", "a/z.jpg", "a/y/x.PNG", ".hidden.png", ".cache/c.png"])
     (folder / "notes.txt").write_text("not an image")
     scanned = scan_folder(str(folder), root, "data.unlabeled")
-    assert [rel for rel, _ in scanned.files] == ["a/y/x.PNG", "a/z.jpg", "b.png"]
-    assert all(size == (folder / rel).stat().st_size for rel, size in scanned.files)
+    assert [rel for rel, _ in scanned.rows()] == ["a/y/x.PNG", "a/z.jpg", "b.png"]
+    assert all(size == (folder / rel).stat().st_size for rel, size in scanned.rows())
     assert scanned.path == folder.resolve() and scanned.entry == str(folder)
 
 
