@@ -145,6 +145,14 @@ def _stdout_gone() -> bool:
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
 
 
+def _stop_workers() -> None:
+    """An interrupted command's DataLoader workers stop before it exits (:func:`distill.utils.loaders.stop_workers`);
+    a command that imported no loader started none (and this imports no torch)."""
+    loaders = sys.modules.get("distill.utils.loaders")
+    if loaders is not None:
+        loaders.stop_workers()
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -165,6 +173,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
+        _stop_workers()
         print(f"interrupted: {interrupt_hint(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:

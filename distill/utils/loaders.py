@@ -6,10 +6,18 @@ KeyboardInterrupt inside the iterator's ``__init__``, and the half-built iterato
 "Exception ignored in: <function _MultiProcessingDataLoaderIter.__del__ ...> AttributeError: ... '_workers_status'"
 after the command's one ``interrupted:`` line; the same Ctrl-C, sent to the whole process group, could also kill a
 worker in its first instants, and the command failed with "DataLoader worker ... exited unexpectedly". While the
-iterator starts, SIGINT is only noted (a second one interrupts at once: a start that hangs can still be stopped),
-and raised once the iterator is whole, whose shutdown is then clean. The workers, forked meanwhile, keep that
-noting handler: they never raise KeyboardInterrupt (torch's worker loop ignores it anyway); the main process stops
-them.
+iterator starts, SIGINT is only noted (a second one interrupts at once, so a start that hangs can still be stopped,
+unless it hangs in a system call, such as writing a ``spawn`` worker its dataset, SIGINT being blocked in this
+thread meanwhile; Ctrl-\\ still ends it), and raised once the iterator is whole, whose shutdown is then clean.
+
+The workers start with SIGINT blocked (:func:`workers_deaf_to_ctrl_c`) and keep it blocked: a Ctrl-C never reaches
+them, whatever the start method; the main process stops them (:func:`stop_workers`, for an interrupted command).
+Under ``fork`` a handler set in the parent would do, but a ``spawn`` worker (macOS's default) is a new interpreter
+that imports torch and the dataset's modules for seconds before torch's worker loop, which swallows
+KeyboardInterrupt, even begins; one interrupted there died, and torch's SIGCHLD handler turned that into a
+RuntimeError: exit 1 and its traceback instead of the ``interrupted:`` line. A blocked signal mask, unlike a Python
+handler, survives the fork and the exec; a ``forkserver`` worker (Linux's default from Python 3.14) gets it from the
+fork server, which is started inside the block when it is not running yet.
 
 
 A decoding worker's private heap creeps with the images it has decoded (glibc keeps freed blocks and
@@ -21,18 +29,21 @@ Same batches, same order as one DataLoader over the whole sampler.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from itertools import islice
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.dataloader import _BaseDataLoaderIter
+from torch.utils.data.dataloader import _BaseDataLoaderIter, _MultiProcessingDataLoaderIter
 
 WORKER_IMAGES = 65_536  # images one set of workers decodes before it is replaced
+_LIVE: weakref.WeakSet[_MultiProcessingDataLoaderIter] = weakref.WeakSet()  # WorkerLoader iterators with workers
 
 
 def default_workers(batches: int, world: int = 1) -> int:
@@ -70,12 +81,59 @@ def interrupt_held() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+@contextmanager
+def workers_deaf_to_ctrl_c(start_method: str) -> Iterator[None]:
+    """Inside: SIGINT is blocked in this thread, so that the processes started here (``fork``: forked; ``spawn``:
+    forked then exec'd) begin with it blocked, and keep it (no library unblocks it). A Ctrl-C that comes meanwhile
+    is not lost: the kernel hands it to another thread, whose Python handler then runs in this one at its next
+    bytecode, or it waits until the block ends (a blocking system call here is then not interrupted).
+    ``forkserver``: the server forks the workers, and they inherit its mask; it is started here if not running yet
+    (then every process it later forks for this process starts with SIGINT blocked; one started earlier, unblocked,
+    still forks workers that hear a Ctrl-C in their first instants). Where there is no signal mask (Windows):
+    nothing changes."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    if start_method != "fork":
+        # multiprocessing starts its resource tracker with the first spawned (or fork server's) process, and
+        # unblocks SIGINT (SIG_UNBLOCK, not a restore) on its way out: start it before the block
+        from multiprocessing import resource_tracker  # lazy: only spawn and forkserver need it
+        resource_tracker.ensure_running()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        if start_method == "forkserver":
+            from multiprocessing import forkserver  # lazy: only the forkserver start method needs it
+            forkserver.ensure_running()
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)  # a Ctrl-C that waited is handled here
+
+
 class WorkerLoader(DataLoader):
-    """torch's DataLoader whose iterator (its worker processes) starts with Ctrl-C held off (:func:`interrupt_held`)."""
+    """torch's DataLoader whose iterator (its worker processes) starts with Ctrl-C held off (:func:`interrupt_held`)
+    and whose workers never hear a Ctrl-C (:func:`workers_deaf_to_ctrl_c`)."""
 
     def __iter__(self) -> _BaseDataLoaderIter:
-        with interrupt_held():
-            return super().__iter__()
+        context = self.multiprocessing_context or multiprocessing.get_context()  # torch's choice when None
+        with interrupt_held(), \
+                workers_deaf_to_ctrl_c(context.get_start_method()) if self.num_workers > 0 else nullcontext():
+            iterator = super().__iter__()
+            if isinstance(iterator, _MultiProcessingDataLoaderIter):
+                _LIVE.add(iterator)  # before a held Ctrl-C is raised: stop_workers() reaches it
+            return iterator
+
+
+def stop_workers() -> None:
+    """Stop the workers of every WorkerLoader iterator still alive, as an exhausted iterator stops its own: told to
+    stop, joined (torch waits up to 5 s for each), torch's SIGCHLD watch on them removed, the stragglers
+    terminated. For an interrupted command, before it exits: left to the interpreter's exit, multiprocessing terminates
+    them, and a ``spawn``/``forkserver`` worker still importing (seconds) dies of that SIGTERM before torch's worker
+    loop installs its quiet handler, which torch's SIGCHLD handler reports as "RuntimeError: DataLoader worker
+    (pid ...) is killed by signal: Terminated" (a persistent loader's iterator lives until then). Done here, with
+    everything alive: leaving it to the garbage collector, the queues' semaphores can be unlinked before the
+    iterator's ``__del__`` runs, and a worker still unpickling them fails with a traceback."""
+    for iterator in list(_LIVE):
+        iterator._shutdown_workers()  # what the iterator's own end and __del__ call
 
 
 def bounded_worker_batches(dataset: Dataset, batch_sampler: Iterable[list[int]], batch_size: int, workers: int,

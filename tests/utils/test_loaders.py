@@ -55,3 +55,31 @@ def test_interrupt_held_raises_a_first_ctrl_c_on_leaving_and_a_second_at_once():
             os.kill(os.getpid(), signal.SIGINT)  # a start that hangs can still be stopped
             reached.append("after the second")
     assert reached == ["after the first"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+_DEAF_CHILDREN = """
+import multiprocessing, signal, sys
+from distill.utils.loaders import workers_deaf_to_ctrl_c
+for method in ("spawn", "forkserver", "fork"):
+    with workers_deaf_to_ctrl_c(method):
+        child = multiprocessing.get_context(method).Process(target=signal.raise_signal, args=(signal.SIGINT,))
+        child.start()
+    child.join()
+    print(method, child.exitcode, sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal mask here (Windows)")
+def test_processes_started_deaf_to_ctrl_c_ignore_it_whatever_the_start_method():
+    """A child started inside workers_deaf_to_ctrl_c sends itself SIGINT and exits 0 (blocked: never delivered);
+    heard, it would die of KeyboardInterrupt (exit 1). In a fresh interpreter: multiprocessing's resource tracker,
+    started with the first spawn, unblocks SIGINT in the parent on its way out, and would have left the spawned
+    child hearing it. The parent's mask is put back after each start."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-c", _DEAF_CHILDREN], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    assert res.stdout.split("\n") == ["spawn 0 []", "forkserver 0 []", "fork 0 []", ""], res.stdout + res.stderr
