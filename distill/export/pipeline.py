@@ -159,7 +159,7 @@ class Exporter:
         calibration images), and engines here if TensorRT is importable."""
         ctx, cfg = self.ctx, self.ctx.cfg
         chw = (3, *ctx.spec.input_size)
-        has_trt_int8 = any((m.model_extra or {}).get("flavour") == "tensorrt" for m in self.models)
+        has_trt_int8 = any(m.int8_flavour == "tensorrt" for m in self.models)
         engines = []  # onnx: TensorRT 10's source (precision flags); onnx_strongly_typed: 11's
         if "fp32" in cfg.precisions:
             engines.append({"onnx": FP32_FILE, "onnx_strongly_typed": FP32_FILE, "engine": "model.fp32.engine",

@@ -95,7 +95,7 @@ def section_int8(data: ReportData) -> str:
                                          f'{esc(note)}</span>')
             rows.append(
                 f'<tr><td class="label">{esc_wrap(data.export_label(e))}</td>'
-                f'<td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}{kinds}</td>'
+                f'<td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(m.int8_flavour)}{kinds}</td>'
                 f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
                 f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span>'
                 + ("" if near_tie_cell(m) == "–" else f'<br><span class="muted">near a tie: {near_tie_cell(m)}</span>')

@@ -99,7 +99,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
             e = ex.report
             for m in e.models:
                 acc = m.accuracy or {}
-                flavour = extra(m, "flavour")
+                flavour = m.int8_flavour
                 prec = m.precision + (f"/{flavour}" if flavour else "")
                 lines.append(f"| {data.export_label(e)} | {prec} | " + " | ".join(
                     pct(acc[d]) if d in acc else "–" for d in doms) + " |")
@@ -121,7 +121,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                 if lc.get("slower_than_fp32") and lc.get("representative", True):
                     note = " **slower than fp32**"
                 kinds = f" ({kind})" if (kind := cpu_kinds_note(m)) else ""
-                lines.append(f"| {data.export_label(e)} | {extra(m, 'flavour')}{kinds} | {'–' if before is None else f'{before:.2f}'} | "
+                lines.append(f"| {data.export_label(e)} | {m.int8_flavour}{kinds} | {'–' if before is None else f'{before:.2f}'} | "
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(kept_labels(fb)) or 'none'} | "
                              f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} | {near_tie_cell(m)} |")
             lines += ["", NEAR_TIE_NOTE, "", ORT_FLOAT_NOTE, ""]
