@@ -178,12 +178,15 @@ def int8_facts(model: ExportedModel, max_drop: float) -> Int8Facts:
 
 
 def _timed(latency_check: dict[str, Any]) -> str:
-    """"batch 1, 2 threads" of an export's latency check ("" for an older record without the interval)."""
+    """"batch 1, 2 threads" of an export's latency check ("2 threads (onnxruntime's default)" where it counted
+    onnxruntime's own; "onnxruntime's default threads" where it could not, or wrote no count; "" for an older
+    record without the interval)."""
     if "ratio_ci95" not in latency_check:
         return ""
-    threads = latency_check.get("threads")
-    return f"batch {latency_check.get('batch')}, " + (f"{threads} thread{'s' * (threads != 1)}" if threads
-                                                       else "onnxruntime's default threads")
+    threads, used = latency_check.get("threads"), latency_check.get("threads_used")
+    return f"batch {latency_check.get('batch')}, " + (
+        f"{threads} thread{'s' * (threads != 1)}" if threads else
+        f"{used} thread{'s' * (used != 1)} (onnxruntime's default)" if used else "onnxruntime's default threads")
 
 
 def recommend_for(models: list[ExportedModel], max_drop: float, student: str | None = None) -> ShipRecommendation:

@@ -7,7 +7,14 @@ from __future__ import annotations
 from distill.records import pct
 from distill.report.data import Z95, ReportData, extra, file_cell
 from distill.report.decision import decision_for, int8_file_of
-from distill.report.export_sections import NEAR_TIE_NOTE, ORT_FLOAT_NOTE, cpu_kinds_note, kept_labels, near_tie_cell
+from distill.report.export_sections import (
+    NEAR_TIE_NOTE,
+    ORT_FLOAT_NOTE,
+    cpu_kinds_note,
+    kept_labels,
+    latency_threads,
+    near_tie_cell,
+)
 from distill.report.qad_sections import qad_markdown
 from distill.report.repeats import bench_repeat_notes, repeat_notes
 from distill.report.runs import RunGroup, against_best
@@ -123,7 +130,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                 kinds = f" ({kind})" if (kind := cpu_kinds_note(m)) else ""
                 lines.append(f"| {data.export_label(e)} | {m.int8_flavour}{kinds} | {'–' if before is None else f'{before:.2f}'} | "
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(kept_labels(fb)) or 'none'} | "
-                             f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} | {near_tie_cell(m)} |")
+                             f"{'–' if ratio is None else f'{ratio:.2f}x, {latency_threads(lc)}'}{note} | {near_tie_cell(m)} |")
             lines += ["", NEAR_TIE_NOTE, "", ORT_FLOAT_NOTE, ""]
         decisions = [(ex.report, d) for ex in data.exports if (d := decision_for(data, ex)) is not None]
         if decisions:
