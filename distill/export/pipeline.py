@@ -46,7 +46,13 @@ from distill.export.tensorrt import (
     tensorrt_version,
 )
 from distill.export.tensorrt_script import write_build_script, write_check_files
-from distill.export.training_run import TrainingRun, provenance, shipped_provenance, with_run_defaults
+from distill.export.training_run import (
+    TrainingRun,
+    checkpoint_provenance,
+    provenance,
+    shipped_provenance,
+    with_run_defaults,
+)
 from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport
 from distill.records.base import relative_paths
 from distill.student.model import load_student, save_student
@@ -287,6 +293,8 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
         # the inputs are good: from here on this export replaces whatever export was there (its checkpoint/ too)
         out.clear_previous(say, replaces=writes)
         if cfg.classes is not None:  # in the scratch folder until the models are written: a killed export leaves none
+            # no path of this machine in it (training_run.checkpoint_provenance), relative to where it is placed
+            student.spec.provenance = checkpoint_provenance(student.spec.provenance, prov, out_dir / EXPORT_CHECKPOINT)
             save_student(student, Path(work) / EXPORT_CHECKPOINT)
         ctx = ExportContext(cfg, student, out_dir, Path(work), data, shipped_provenance(prov), say)
         exporter = Exporter(ctx, header)
