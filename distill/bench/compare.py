@@ -53,11 +53,14 @@ def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str 
     fp32 look 10x slower than int8). Single-model ``distill bench`` keeps onnxruntime's default.
 
     Returns:
-        ``{"batch", "runtime", "threads", "iters", "stats": {name: latency_stats}, "ratio_p50":
-        {name: p50 / p50 of the first model}, "ratio_ci95": {name: [low, high]}}`` (:func:`ratio_interval` of the
-        per-round ratios) — the first model is the baseline.
+        ``{"batch", "runtime", "threads", "threads_used", "threads_basis", "iters", "stats": {name: latency_stats},
+        "ratio_p50": {name: p50 / p50 of the first model}, "ratio_ci95": {name: [low, high]}}``
+        (:func:`ratio_interval` of the per-round ratios) — the first model is the baseline. ``threads`` as asked
+        (None: onnxruntime's default); ``threads_used`` and ``threads_basis`` as a bench record has them
+        (:func:`distill.bench.edge_runner.ort_threads`), of the baseline's first session.
     """
     times: dict[str, list[float]] = {k: [] for k in models}
+    used: tuple[int | None, str] | None = None  # the baseline's first session's threads (all are made alike)
     x = None
     names = list(models)
     for i in range(len(names)):
@@ -65,6 +68,8 @@ def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str 
         if runs == 0:
             continue
         runners = {k: OrtRunner(models[k], runtime, threads=threads, spin=False) for k in created}
+        if used is None:  # as the bench records them (edge_runner.ort_threads)
+            used = runners[names[0]].threads_used, runners[names[0]].threads_basis
         if x is None:
             shape = runners[next(iter(models))].input_shape(batch)
             x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
@@ -76,6 +81,8 @@ def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str 
     stats = {k: latency_stats(v) for k, v in times.items()}
     first = next(iter(stats))
     base = stats[first]["p50"]
-    return {"batch": batch, "runtime": runtime, "threads": threads, "iters": iters, "stats": stats,
+    threads_used, threads_basis = used if used is not None else (threads, None)
+    return {"batch": batch, "runtime": runtime, "threads": threads, "threads_used": threads_used,
+            "threads_basis": threads_basis, "iters": iters, "stats": stats,
             "ratio_p50": {k: s["p50"] / base for k, s in stats.items()},
             "ratio_ci95": {k: list(ratio_interval(times[first], times[k])[1:]) for k in stats}}

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from distill.bench.compare import compare_latency
-from distill.bench.edge_runner import cpu_info
+from distill.bench.edge_runner import cpu_info, threads_text
 from distill.export.context import ExportContext, Fp32Reference, mean_accuracy
 from distill.export.evaluate import disagreement_by_domain, drop_p_values, drops_in_points, parity, predict_onnx
 from distill.export.fallback import greedy_fallback, rank_layers
@@ -215,20 +215,22 @@ class Int8Step:
         shipped = "int8_fallback" if final != plain else "int8"
         ratio = p50[shipped] / p50["fp32"]
         representative = flavour.target_runtime == "onnxruntime-cpu"
+        # threads as asked (None: onnxruntime's default) and, as the bench records them, the threads the sessions used
         check = {"runtime": "ort-cpu", "cpu": cpu_info(), "batch": cfg.latency_batch, "threads": cfg.threads,
+                 "threads_used": res["threads_used"], "threads_basis": res["threads_basis"],
                  "iters": cfg.latency_iters, "p50_ms": p50, "ratio_vs_fp32": ratio, "slower_than_fp32": ratio >= 1.0,
                  "ratio_ci95": res["ratio_ci95"][shipped], "representative": representative}
         if final != plain:
             check["fallback_cost_ratio"] = p50["int8_fallback"] / p50["int8"]
         low, high = check["ratio_ci95"]
-        timing = (f"p50 {p50[shipped]:.2f} vs {p50['fp32']:.2f} ms, batch {cfg.latency_batch}, "
+        timing = (f"p50 {p50[shipped]:.2f} vs {p50['fp32']:.2f} ms, batch {cfg.latency_batch}, {threads_text(check)}, "
                   f"95 % interval of the ratio {low:.2f}-{high:.2f} over {cfg.latency_iters} runs")
         if not representative:
             check["note"] = (f"{flavour.name}-flavour int8 targets {flavour.target_runtime}; onnxruntime CPU runs "
                              "symmetric int8 activations slowly, so this CPU ratio says nothing about the device: "
                              "measure with distill bench / edge_runner.py there")
-            self.log(f"int8 ({flavour.name}): {ratio:.2f}x fp32 on this CPU (not representative: target is "
-                     f"{flavour.target_runtime})")
+            self.log(f"int8 ({flavour.name}): {ratio:.2f}x fp32 on this CPU ({threads_text(check)}; not representative: "
+                     f"target is {flavour.target_runtime})")
         elif ratio >= 1.0:
             self.log.warn(f"int8 ({flavour.name}) is {ratio:.2f}x the fp32 latency on this CPU ({timing}): it is not "
                           "faster here — ship fp32, or measure on the target device")

@@ -46,7 +46,13 @@ from distill.export.tensorrt import (
     tensorrt_version,
 )
 from distill.export.tensorrt_script import write_build_script, write_check_files
-from distill.export.training_run import TrainingRun, provenance, shipped_provenance, with_run_defaults
+from distill.export.training_run import (
+    TrainingRun,
+    checkpoint_provenance,
+    provenance,
+    shipped_provenance,
+    with_run_defaults,
+)
 from distill.records import EXPORT_CHECKPOINT, EXPORT_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportedModel, ExportReport
 from distill.records.base import relative_paths
 from distill.student.model import load_student, save_student
@@ -159,7 +165,7 @@ class Exporter:
         calibration images), and engines here if TensorRT is importable."""
         ctx, cfg = self.ctx, self.ctx.cfg
         chw = (3, *ctx.spec.input_size)
-        has_trt_int8 = any((m.model_extra or {}).get("flavour") == "tensorrt" for m in self.models)
+        has_trt_int8 = any(m.int8_flavour == "tensorrt" for m in self.models)
         engines = []  # onnx: TensorRT 10's source (precision flags); onnx_strongly_typed: 11's
         if "fp32" in cfg.precisions:
             engines.append({"onnx": FP32_FILE, "onnx_strongly_typed": FP32_FILE, "engine": "model.fp32.engine",
@@ -287,6 +293,8 @@ def _export(checkpoint: Path, out: OutputFolder, config: ExportConfig | None, sa
         # the inputs are good: from here on this export replaces whatever export was there (its checkpoint/ too)
         out.clear_previous(say, replaces=writes)
         if cfg.classes is not None:  # in the scratch folder until the models are written: a killed export leaves none
+            # no path of this machine in it (training_run.checkpoint_provenance), relative to where it is placed
+            student.spec.provenance = checkpoint_provenance(student.spec.provenance, prov, out_dir / EXPORT_CHECKPOINT)
             save_student(student, Path(work) / EXPORT_CHECKPOINT)
         ctx = ExportContext(cfg, student, out_dir, Path(work), data, shipped_provenance(prov), say)
         exporter = Exporter(ctx, header)

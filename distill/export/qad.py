@@ -75,7 +75,7 @@ from distill.export.quantize import (
     tensorrt_qdq_problems,
     with_weight_range,
 )
-from distill.export.training_run import TrainingRun, provenance, shipped_provenance
+from distill.export.training_run import TrainingRun, checkpoint_provenance, provenance, shipped_provenance
 from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.records.base import relative_paths
 from distill.student.model import Student, load_student, save_student
@@ -197,9 +197,13 @@ def _qad(cfg: QADConfig, log: Callable[[str], None] | None) -> QADRecord:
     if flavour.name == "ort-cpu":  # layers x86 CPUs without VNNI compute otherwise (quantize.saturation_risk)
         qdq_check["x86_without_vnni_at_risk"] = len(saturation_risk(dst))
     tuned = tuned_student(model.cpu(), student, folded)
-    ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
-        "from": str(checkpoint.resolve()), "flavour": flavour.name, "epochs": cfg.epochs}})
     origin = shipped_provenance(prov)  # as distill export's files: no path of this machine
+    # the tuned checkpoint, a folder users ship, names no path of this machine either: its run by name (and relative
+    # to it), the checkpoint it was tuned from as the ONNX files name it, relative to that run, and by its sha256
+    tuned.spec.provenance = checkpoint_provenance(tuned.spec.provenance, prov, out / EXPORT_CHECKPOINT)
+    ckpt = save_student(tuned, out / EXPORT_CHECKPOINT, extra_provenance={"qad": {
+        "from": origin.get("checkpoint"), "from_sha256": prov.get("checkpoint_sha256"), "flavour": flavour.name,
+        "epochs": cfg.epochs}})
     _stamp_int8(dst, student, origin, flavour, {"qad": True, "library": LIBRARY}, "QAD")
     if ship == "ptq" and not cfg.export_dir:  # a copy of an export's file keeps the export's own stamp
         _stamp_int8(shipped_ptq, student, origin, flavour, {"qad": False, "calibration": "minmax"}, "PTQ")

@@ -44,7 +44,7 @@ RESULTS_SOURCE = "benchmarks/RESULTS.md"
 class Int8Facts:
     """One int8 flavour as the export measured it."""
 
-    flavour: str
+    flavour: str | None  # None: an entry without one (:attr:`ExportedModel.int8_flavour`; only a hand-made export.json)
     target_runtime: str
     ratio_vs_fp32: float | None  # p50 int8 / p50 fp32 on this CPU; None if not measured
     representative: bool  # this CPU's runtime is the flavour's target runtime
@@ -169,7 +169,7 @@ def int8_facts(model: ExportedModel, max_drop: float) -> Int8Facts:
     lc = x.get("latency_check") or {}
     dis = x.get("disagreement_pts") or {}
     fb = x.get("fallback") or {}
-    return Int8Facts(flavour=str(x.get("flavour")), target_runtime=str(x.get("target_runtime")),
+    return Int8Facts(flavour=model.int8_flavour, target_runtime=str(x.get("target_runtime")),
                      ratio_vs_fp32=lc.get("ratio_vs_fp32"), representative=bool(lc.get("representative", False)),
                      worst_disagreement_pts=max(dis.values(), default=0.0),
                      max_drop_pts=float(fb.get("max_drop_pts", max_drop)),
@@ -178,12 +178,15 @@ def int8_facts(model: ExportedModel, max_drop: float) -> Int8Facts:
 
 
 def _timed(latency_check: dict[str, Any]) -> str:
-    """"batch 1, 2 threads" of an export's latency check ("" for an older record without the interval)."""
+    """"batch 1, 2 threads" of an export's latency check ("2 threads (onnxruntime's default)" where it counted
+    onnxruntime's own; "onnxruntime's default threads" where it could not, or wrote no count; "" for an older
+    record without the interval)."""
     if "ratio_ci95" not in latency_check:
         return ""
-    threads = latency_check.get("threads")
-    return f"batch {latency_check.get('batch')}, " + (f"{threads} thread{'s' * (threads != 1)}" if threads
-                                                       else "onnxruntime's default threads")
+    threads, used = latency_check.get("threads"), latency_check.get("threads_used")
+    return f"batch {latency_check.get('batch')}, " + (
+        f"{threads} thread{'s' * (threads != 1)}" if threads else
+        f"{used} thread{'s' * (used != 1)} (onnxruntime's default)" if used else "onnxruntime's default threads")
 
 
 def recommend_for(models: list[ExportedModel], max_drop: float, student: str | None = None) -> ShipRecommendation:

@@ -157,8 +157,15 @@ def _held_by(root: str | None, from_run: bool) -> Callable[[list[str]], bool]:
 
 def provenance(checkpoint: Path, student: Student, run: TrainingRun) -> dict[str, Any]:
     """Provenance for metadata: student.json's, plus the run summary's teacher/strategy/domains, the run
-    folder and the checkpoint (both resolved, the checkpoint with its weights' sha256)."""
+    folder and the checkpoint (both resolved, the checkpoint with its weights' sha256). A checkpoint an export or
+    ``distill qad`` wrote (:func:`checkpoint_provenance`) names its run by its name and ``relative.run``: the run
+    folder is that path from the checkpoint, absolute here as for a checkpoint in its run (where it is there)."""
     prov: dict[str, Any] = dict(student.spec.provenance)
+    relative = prov.pop("relative", None)
+    if run.folder is None and isinstance(relative, dict) and isinstance(relative.get("run"), str):
+        recorded = os.path.normpath(os.path.join(checkpoint.resolve(), relative["run"]))
+        if os.path.isdir(recorded):  # else (the checkpoint moved without it) its name, as written
+            prov["run"] = recorded
     if run.summary is not None:
         written = run.summary.model_dump(mode="json", exclude_unset=True)  # the keys the run wrote
         for key in SUMMARY_PROVENANCE:
@@ -192,6 +199,32 @@ def shipped_provenance(prov: dict[str, Any]) -> dict[str, Any]:
                 inside = os.path.relpath(checkpoint, run)
         ok = inside is not None and inside != os.curdir and not inside.startswith(os.pardir)
         out["checkpoint"] = Path(inside).as_posix() if ok and inside is not None else _name(checkpoint)
+    return out
+
+
+def checkpoint_provenance(own: dict[str, Any], prov: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """student.json's provenance for the ``checkpoint/`` an export (``--classes``) or ``distill qad`` writes into
+    ``folder`` (its final place), a folder users ship: the student's own (``own``), without the absolute path of
+    its run: ``run`` the run folder's name, as the ONNX files have it (:func:`shipped_provenance`), and
+    ``relative.run`` that folder relative to ``folder``, which :func:`provenance` reads back (an export of this
+    checkpoint still names its run, and the report joins it). ``prov``: :func:`provenance` of the checkpoint the
+    student came from (its ``run`` absolute where that run was found). A ``run`` that is not absolute (an older
+    run's, as typed where it trained) is kept as it is. ``teacher_pretrained`` stays as it is: re-targeting this
+    checkpoint loads the teacher from it (:func:`distill.export.retarget.teacher_source`); the weights a re-targeting
+    used (``retargeted.teacher.pretrained``, which nothing reads) are named by their name."""
+    out = {k: v for k, v in own.items() if k != "relative"}
+    run = prov.get("run")
+    if isinstance(run, str) and _absolute(run):
+        out["run"] = _name(run)
+        if os.path.isabs(run):  # of this machine
+            with contextlib.suppress(ValueError):  # Windows: another drive
+                out["relative"] = {"run": Path(os.path.relpath(run, folder.resolve())).as_posix()}
+    elif isinstance(run, str):
+        out["run"] = run
+    retargeted = out.get("retargeted")
+    if isinstance(retargeted, dict) and isinstance(retargeted.get("teacher"), dict):
+        teacher = retargeted["teacher"]
+        out["retargeted"] = {**retargeted, "teacher": {k: _name(v) if _absolute(v) else v for k, v in teacher.items()}}
     return out
 
 

@@ -111,6 +111,15 @@ class ExportReport(RelativeRecord):
 
 
 # ------------------------------------------------------------------ bench record
+def threads_label(threads: int | None, threads_used: int | None) -> str:
+    """A threads cell of the report, of a bench record or an export's latency check: ``4`` (``--threads 4``),
+    ``2 (default)`` (the runtime's default, as many as the run used), ``default`` (not known: written before
+    ``threads_used``, or a count not read)."""
+    if threads is not None:
+        return str(threads)
+    return f"{threads_used} (default)" if threads_used is not None else "default"
+
+
 class LatencyStats(_Closed):
     mean: float
     std: float
@@ -161,9 +170,7 @@ class BenchRecord(Record):
         """The report's threads cell: ``4`` (``--threads 4``), ``2 (default)`` (the runtime's default, as many as the
         run used), ``default`` (not known: a record written before ``threads_used``, or a count not read, which
         :attr:`threads_basis` then names)."""
-        if self.threads is not None:
-            return str(self.threads)
-        return f"{self.threads_used} (default)" if self.threads_used is not None else "default"
+        return threads_label(self.threads, self.threads_used)
 
     @classmethod
     def read_lines(cls, path: str | Path, skipped: list[tuple[int, str]] | None = None) -> Iterator[BenchRecord]:

@@ -40,7 +40,7 @@ class EngineHit(NamedTuple):
 
     @property
     def precision(self) -> str:
-        flavour = (self.source.model_extra or {}).get("flavour")
+        flavour = self.source.int8_flavour
         return f"int8/{flavour}" if self.engine.get("precision") == "int8" and flavour else str(self.engine["precision"])
 
     @property

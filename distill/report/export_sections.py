@@ -5,6 +5,7 @@ import json
 import os
 from typing import Any
 
+from distill.records.ship import threads_label
 from distill.report.charts import esc, esc_wrap
 from distill.report.data import Measurement, ReportData, device_label, extra
 from distill.report.decision import decision_for
@@ -17,6 +18,13 @@ ORT_FLOAT_NOTE = ("On ONNX Runtime CPU (ort-cpu) a layer \"kept in float\" betwe
                   "weights in the file: what onnxruntime would make of a float layer there when it loads the file "
                   "(the others, and every kept layer of a TensorRT file, are float). \"+ float output\": the layer's "
                   "output and the activation after it (hardswish) are float too.")
+
+
+def latency_threads(latency_check: dict[str, Any]) -> str:
+    """``threads 2 (default)``: the threads an export's latency check ran with, as the latency table names a bench
+    record's (:func:`~distill.records.ship.threads_label`; ``default`` in an export.json from before it counted
+    them)."""
+    return f"threads {threads_label(latency_check.get('threads'), latency_check.get('threads_used'))}"
 
 
 def kept_labels(fallback: dict[str, Any]) -> list[str]:
@@ -95,7 +103,7 @@ def section_int8(data: ReportData) -> str:
                                          f'{esc(note)}</span>')
             rows.append(
                 f'<tr><td class="label">{esc_wrap(data.export_label(e))}</td>'
-                f'<td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(extra(m, "flavour"))}{kinds}</td>'
+                f'<td title="target runtime: {esc(extra(m, "target_runtime"))}">{esc(m.int8_flavour)}{kinds}</td>'
                 f'<td class="num" data-v="{after if after is not None else -1}">{"–" if before is None else f"{before:.2f}"} → '
                 f'{"–" if after is None else f"{after:.2f}"} <span class="sd">(max {fb.get("max_drop_pts", "–")})</span>'
                 + ("" if near_tie_cell(m) == "–" else f'<br><span class="muted">near a tie: {near_tie_cell(m)}</span>')
@@ -104,6 +112,8 @@ def section_int8(data: ReportData) -> str:
                 + ("" if drop_p is None else f' <span class="sd">(p {drop_p:.2g})</span>') + '</td>'
                 f'<td>{decision}</td><td class="path">{"<br>".join(esc(k) for k in kept) or "none"}</td>'
                 f'<td>{ratio_s}'
+                + ("" if ratio is None else f'<br><span class="muted" title="{esc(lc.get("threads_basis") or "")}">'
+                                            f'{esc(latency_threads(lc))}</span>')
                 + ("" if cost is None else f'<br><span class="muted">fallback cost {cost:.2f}×</span>')
                 + '</td>' + (f'<td>{qdq_s}</td>' if any_qdq else '') + '</tr>')
     recommended = section_recommendations(data)

@@ -14,7 +14,7 @@ import os
 from distill.records import BenchRecord
 from distill.records import pct as percent
 from distill.report.charts import SHAPES, color, esc, esc_wrap, front_no, latency_svg, pareto_svg, pct
-from distill.report.data import Z95, Measurement, Point, ReportData, device_label, extra, file_cell
+from distill.report.data import Z95, Measurement, Point, ReportData, device_label, file_cell
 from distill.report.decision import int8_file_of
 from distill.report.export_sections import section_int8, section_provenance
 from distill.report.qad_sections import section_qad
@@ -197,7 +197,7 @@ def _export_rows(data: ReportData, doms: list[str]) -> str:
         count = (e.data or {}).get("eval_count") or {}
         label = data.export_label(e)
         for m in e.models:
-            flavour = extra(m, "flavour")
+            flavour = m.int8_flavour
             prec = m.precision + (f"/{flavour}" if flavour else "")
             rows.append(_export_row(label, prec, f"{ex.dir}/{m.file}", m.accuracy or {},
                                     fp32 if m.precision != "fp32" else None, doms, src, targets, count))

@@ -5,9 +5,17 @@ Accuracies arrive as fractions; they become percents here, when printed.
 from __future__ import annotations
 
 from distill.records import pct
-from distill.report.data import Z95, ReportData, extra, file_cell
+from distill.records.ship import threads_label
+from distill.report.data import Z95, Point, ReportData, extra, file_cell
 from distill.report.decision import decision_for, int8_file_of
-from distill.report.export_sections import NEAR_TIE_NOTE, ORT_FLOAT_NOTE, cpu_kinds_note, kept_labels, near_tie_cell
+from distill.report.export_sections import (
+    NEAR_TIE_NOTE,
+    ORT_FLOAT_NOTE,
+    cpu_kinds_note,
+    kept_labels,
+    latency_threads,
+    near_tie_cell,
+)
 from distill.report.qad_sections import qad_markdown
 from distill.report.repeats import bench_repeat_notes, repeat_notes
 from distill.report.runs import RunGroup, against_best
@@ -33,6 +41,14 @@ def target_cell(g: RunGroup) -> str:
         return _pm(g.target_mean, None)
     low, high = g.target_spread
     return f"{_pm(g.target_mean, g.target_std)} ({g.n}) [{pct(low)}–{pct(high)}]"
+
+
+def _threads(point: Point, basis: bool = False) -> str:
+    """A point's threads cell, as report.html's latency table has it (:meth:`BenchRecord.threads_label`); ``basis``:
+    with how that is known (``threads_basis``), which report.html shows on hover."""
+    record = point.measured.record if point.measured is not None else None
+    label = record.threads_label() if record is not None else threads_label(point.threads, None)
+    return f"{label} ({record.threads_basis})" if basis and record is not None and record.threads_basis else label
 
 
 def _run_table(groups: list[RunGroup], doms: list[str]) -> list[str]:
@@ -65,13 +81,18 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
         for p in sorted((p for p in data.points if p.pareto), key=lambda p: (p.batch, p.latency["p50"])):
             lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {file_cell(p.file, p.note)} | "
                          f"{p.device} | {p.latency['p50']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
-        lines += ["", "## All measurements", "", "| batch | student | precision | runtime | file | p50 ms | p90 ms | p99 ms | "
-                  "accuracy % |", "|---:|---|---|---|---|---:|---:|---:|---:|"]
+        # the threads as report.html's table has them: a column where they differ, else named once (below the table)
+        threads = len({_threads(p) for p in data.points}) > 1
+        lines += ["", "## All measurements", ""]
+        lines += ["| batch | student | precision | runtime | file | " + ("threads | " if threads else "")
+                  + "p50 ms | p90 ms | p99 ms | accuracy % |", "|---:|---|---|---|---|" + ("---:|" if threads else "")
+                  + "---:|---:|---:|---:|"]
         for p in sorted(data.points, key=lambda p: (p.batch, p.latency["p50"])):
             lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {file_cell(p.file, p.note)} | "
-                         f"{p.latency['p50']:.3g} | {p.latency['p90']:.3g} | {p.latency['p99']:.3g} | "
+                         + (f"{_threads(p)} | " if threads else "")
+                         + f"{p.latency['p50']:.3g} | {p.latency['p90']:.3g} | {p.latency['p99']:.3g} | "
                          f"{_pct(p.score)}{_ci(p.score_se)} |")
-        lines.append("")
+        lines += [""] + ([] if threads else [f"Threads: {_threads(data.points[0], True)}.", ""])
         timed_again = bench_repeat_notes(data.points)  # a file benched again: one point, its repeats said
         if timed_again:
             lines += ["Benched more than once (each point is the newest record):", ""] + [f"- {n}" for n in timed_again] + [""]
@@ -99,7 +120,7 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
             e = ex.report
             for m in e.models:
                 acc = m.accuracy or {}
-                flavour = extra(m, "flavour")
+                flavour = m.int8_flavour
                 prec = m.precision + (f"/{flavour}" if flavour else "")
                 lines.append(f"| {data.export_label(e)} | {prec} | " + " | ".join(
                     pct(acc[d]) if d in acc else "–" for d in doms) + " |")
@@ -121,9 +142,9 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                 if lc.get("slower_than_fp32") and lc.get("representative", True):
                     note = " **slower than fp32**"
                 kinds = f" ({kind})" if (kind := cpu_kinds_note(m)) else ""
-                lines.append(f"| {data.export_label(e)} | {extra(m, 'flavour')}{kinds} | {'–' if before is None else f'{before:.2f}'} | "
+                lines.append(f"| {data.export_label(e)} | {m.int8_flavour}{kinds} | {'–' if before is None else f'{before:.2f}'} | "
                              f"{'–' if after is None else f'{after:.2f}'} | {', '.join(kept_labels(fb)) or 'none'} | "
-                             f"{'–' if ratio is None else f'{ratio:.2f}x'}{note} | {near_tie_cell(m)} |")
+                             f"{'–' if ratio is None else f'{ratio:.2f}x, {latency_threads(lc)}'}{note} | {near_tie_cell(m)} |")
             lines += ["", NEAR_TIE_NOTE, "", ORT_FLOAT_NOTE, ""]
         decisions = [(ex.report, d) for ex in data.exports if (d := decision_for(data, ex)) is not None]
         if decisions:

@@ -44,7 +44,6 @@ from distill.report.data import (
     ReportData,
     binomial_se,
     device_label,
-    extra,
     mark_pareto,
     unclash,
 )
@@ -252,7 +251,7 @@ def _join(data: ReportData) -> list[Point]:
             student = data.export_label(e)
             accuracy = finite(m.accuracy) or None
             count = _eval_count(e)
-            flavour = extra(m, "flavour")
+            flavour = m.int8_flavour
             precision = f"int8/{flavour}" if flavour else m.precision
         elif at.kind == "qad":
             student, precision, accuracy, count, note, _ = at.what

@@ -112,3 +112,32 @@ def edge_out(run_ckpt: Path, edge: Path, tag: str = "test_resnet-e1-s0",
     (edge / "records").mkdir()
     (edge / "records" / f"{tag}.json").write_text(json.dumps({"targets": list(targets)}))
     return edge, tag
+
+
+def text_student(folder: Path, classes: tuple[str, ...] = ("checker", "hstripes", "square"),
+                 templates: tuple[str, ...] = ("a photo of a {}.",)) -> tuple[Path, Path]:
+    """A random distill-demo-vit saved to ``folder`` and a text-head test_resnet student of it saved as training saves
+    one (its provenance names the teacher file in ``teacher_pretrained``, which re-targeting loads); returns (teacher
+    file, checkpoint folder). tests/export/test_retarget.py's fixtures build the same."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from distill.student.model import Student, default_spec, save_student
+    from distill.teacher import Teacher, register_model_configs
+
+    register_model_configs()
+    torch.manual_seed(0)
+    teacher_file = folder / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in open_clip.create_model("distill-demo-vit").state_dict().items()},
+              str(teacher_file))
+    teacher = Teacher("distill-demo-vit", str(teacher_file), list(classes), list(templates))
+    spec = default_spec("test_resnet", list(classes), 32, embed_dim=teacher.embed_dim, head="text",
+                        logit_scale=teacher.logit_scale)
+    spec.provenance = {"teacher": teacher.identity(), "teacher_pretrained": str(teacher_file),
+                       "templates": list(templates)}
+    torch.manual_seed(1)
+    student = Student(spec, text_embeddings=teacher.text_embeddings)
+    with torch.no_grad():
+        student.train()(torch.randn(8, 3, 32, 32))
+    return teacher_file, save_student(student.eval(), folder / "student" / "best")

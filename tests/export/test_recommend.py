@@ -124,3 +124,21 @@ def test_the_interval_and_the_threads_are_read_from_export_json() -> None:
                                          "batch": 8, "threads": None})
     facts = int8_facts(entry, 1.0)
     assert (facts.ratio_high, facts.timed, facts.pays) == (0.93, "batch 8, onnxruntime's default threads", False)
+
+
+def test_an_int8_entry_without_its_flavour_key_reads_as_none() -> None:
+    """int8_facts reads the flavour through ExportedModel.int8_flavour, as every other reader of export.json: an int8
+    entry that lacks the key (a hand-made or truncated export.json) has no flavour, not the flavour "None"; the
+    recommendation then says plain "int8" and the ship decision finds that file by it."""
+    from distill.report.decision import ShipDecision
+
+    entry = ExportedModel(file="model.int8.onnx", bytes=1, sha256="0", precision="int8", runtime="ort-cpu",
+                          target_runtime="onnxruntime-cpu", disagreement_pts={"a": 0.1},
+                          latency_check={"ratio_vs_fp32": 0.5, "representative": True})
+    assert int8_facts(entry, 1.0).flavour is None
+    rec = recommend_for([entry], 1.0)
+    assert (rec.precision, rec.flavour) == ("int8", None) and rec.line().startswith("recommendation: ship int8 — ")
+    header = {"format": "distill.export/1", "created": "x", "status": "ok", "checkpoint": "c", "student": "s",
+              "class_names": ["a"], "input": {}, "preprocess": {}}
+    export = ExportReport.from_dict({**header, "models": [entry.model_dump()], "recommendation": rec.model_dump()})
+    assert ShipDecision(rec).shipped_file(export) == "model.int8.onnx"
