@@ -159,6 +159,8 @@ def test_compare_latency_does_not_favour_the_session_created_last(monkeypatch) -
     created: list["_Fake"] = []
 
     class _Fake:
+        threads_used, threads_basis = 1, "counted"  # as OrtRunner has them (compare records the baseline's)
+
         def __init__(self, path, runtime, threads=None, spin=True) -> None:
             self.path = path
             created.append(self)
