@@ -10,7 +10,14 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from distill.errors import DistillError
 from distill.records.base import Accuracy, Record, SkippedImage, TeacherIdentity, _Closed
-from distill.records.names import CHECKPOINT_POINTER, CHECKPOINTS_DIR, ROBUST_REPORT, RUN_DATA, RUN_FINISHED, RUN_SUMMARY
+from distill.records.names import (
+    CHECKPOINT_POINTER,
+    CHECKPOINTS_DIR,
+    ROBUST_REPORT,
+    RUN_DATA,
+    RUN_FINISHED,
+    RUN_SUMMARY,
+)
 from distill.utils.io import atomic_write_json, read_json
 
 if TYPE_CHECKING:
