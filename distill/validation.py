@@ -112,8 +112,8 @@ def check_paths(name: str, signature: inspect.Signature, args: Sequence[Any], kw
     for key in (*paths, *path_lists):
         if key not in given:
             continue
-        value, param = given[key], signature.parameters.get(key)
-        if value is None and (param is None or param.default is not inspect.Parameter.empty):
+        value, declared = given[key], signature.parameters.get(key)
+        if value is None and (declared is None or declared.default is not inspect.Parameter.empty):
             continue
         if _is_path(value):
             continue
