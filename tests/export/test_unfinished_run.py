@@ -73,3 +73,13 @@ def test_a_report_of_it_alone_says_how_to_finish_it(run_ckpt, tmp_path, monkeypa
     assert written.runs == 1 and ("runs/int2 is an unfinished run (epoch 2 of 40, no summary.json yet) (left out of "
                                   "the report): finish it with distill train --resume runs/int2, then report it"
                                   ) in written.warnings
+
+
+def test_distill_qad_of_it_warns_too(run_ckpt, tmp_path, monkeypatch, capsys):
+    from distill.cli import main
+
+    _interrupted(run_ckpt, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["qad", "runs/int2/checkpoints/best", "--out", "qad/int2", "--epochs", "1", "--calib-count", "16",
+                 "--eval-count", "4", "--quiet"]) == 0
+    assert f"warning: {LINE}" in capsys.readouterr().err.splitlines()
