@@ -81,9 +81,13 @@ def _crop(augment: Any, default_hflip: float) -> ViewConfig:
 
 
 def _known(values: Mapping[str, Any], keys: Mapping[str, str], what: str, more: str) -> None:
+    """One line for the first key of ``values`` not in ``keys``; a key of the other section says it belongs there."""
     unknown = [k for k in values if k not in keys]
     if unknown:
         flags = ", ".join(f"{key} ({flag})" for key, flag in keys.items())
+        other = "policy" if keys is CROP_KEYS else "augment"
+        if unknown[0] in (POLICY_KEYS if other == "policy" else CROP_KEYS):
+            more = f" ({unknown[0]!r} is a key of options.{other}: {other}={{{unknown[0]!r}: ...}})"
         raise DistillError(f"CacheOptions.{what}: unknown key {unknown[0]!r} (keys: {flags}){more}")
 
 

@@ -74,6 +74,12 @@ def test_the_fm_preset_by_name_is_the_policy_spelled_as_an_object():
     ({"augment": {"scale": 0.6}}, "CacheOptions.augment.scale: expected two numbers [LO, HI], got 0.6"),
     ({"augment": {"flip": 0}}, "CacheOptions.augment: unknown key 'flip' (keys: scale (--crop-scale), ratio "
                                "(--crop-ratio), hflip (--hflip))"),
+    ({"policy": {"name": "fm", "hflip": 0.5}}, "CacheOptions.policy: unknown key 'hflip' (keys: name (--policy), "
+                                               "mixup (--mixup), cutmix (--cutmix)) ('hflip' is a key of "
+                                               "options.augment: augment={'hflip': ...})"),
+    ({"augment": {"mixup": 0.2}}, "CacheOptions.augment: unknown key 'mixup' (keys: scale (--crop-scale), ratio "
+                                  "(--crop-ratio), hflip (--hflip)) ('mixup' is a key of options.policy: "
+                                  "policy={'mixup': ...})"),
 ])
 def test_a_wrong_view_key_is_one_line_naming_it(options, line):
     with pytest.raises(DistillError) as e:
