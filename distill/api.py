@@ -21,7 +21,8 @@ function                    config                                returns
 ==========================  ====================================  =====================
 
 Errors are :class:`~distill.errors.DistillError` (one line naming the file, key or value), as
-on the command line; a mistyped keyword argument of any function here too (one line with the closest keyword:
+on the command line; a path argument of another type too (``export: checkpoint must be a path (str or os.PathLike),
+got int``: ``checked_keywords(paths=...)``); a mistyped keyword argument of any function here too (one line with the closest keyword:
 :func:`distill.validation.checked_keywords`; an :class:`~distill.errors.UnknownKeyword`, still a TypeError as
 Python's). Nothing heavy is imported until a function runs.
 
@@ -108,17 +109,22 @@ def train_config(config: TrainConfig | str | Path, overrides: Overrides = None) 
     ``overrides`` are ``--set`` items as a mapping (``{"optim.epochs": 5, "run.out": "runs/x"}``) or as
     ``KEY=VALUE`` strings, validated exactly as on the command line.
     """
+    return _train_config(config, overrides, "train_config")
+
+
+def _train_config(config: TrainConfig | str | Path, overrides: Overrides, what: str) -> TrainConfig:
+    """:func:`train_config`; ``what``: the function called, which a config of another type names."""
     if isinstance(config, TrainConfig):
         if not overrides:
             return config
         return load_train_config(None, override_items(overrides), base=config.model_dump(mode="json"))
     if not isinstance(config, (str, Path)):
-        raise DistillError(f"train: config must be a TrainConfig, a recipe file or a recipe name, got "
+        raise DistillError(f"{what}: config must be a TrainConfig, a recipe file or a recipe name, got "
                            f"{type(config).__name__}")
     return load_train_config(resolve_recipe(config), override_items(overrides))
 
 
-@checked_keywords()
+@checked_keywords(paths=("resume",))
 def train(config: TrainConfig | str | Path | None = None, overrides: Overrides = None, *,
           resume: str | Path | None = None, progress: bool | None = None) -> RunSummary | None:
     """Train a student: ``distill train -c CONFIG --set KEY=VALUE ...`` (or ``--resume RUN_DIR``).
@@ -148,7 +154,7 @@ def train(config: TrainConfig | str | Path | None = None, overrides: Overrides =
     elif config is None:
         raise DistillError("train: pass a config (a TrainConfig, a recipe file or a built-in recipe's name) or resume")
     else:
-        cfg, again = _with_progress(train_config(config, overrides), progress), False
+        cfg, again = _with_progress(_train_config(config, overrides, "train"), progress), False
     with preserved_global_state():
         return run_training(cfg, resume=again)
 
@@ -166,7 +172,7 @@ def _resumed(run_dir: str | Path, given: Sequence[str], what: str) -> TrainConfi
     return resumed_config(run_dir)  # its relative paths as they were where it was started (distill/run_paths.py)
 
 
-@checked_keywords()
+@checked_keywords(paths=("source_checkpoint", "data", "out"), path_lists=("cache",))
 def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], data: str | Path, *,
                  cache: str | Path | Sequence[str | Path] = (), strategy: str = "sfda", out: str | Path | None = None,
                  source_domains: Sequence[str] | None = None, overrides: Overrides = None,
@@ -196,7 +202,7 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
     return load_train_config(None, items, base=base)
 
 
-@checked_keywords()
+@checked_keywords(paths=("source_checkpoint", "data", "out", "resume"), path_lists=("cache",))
 def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[str] | None = None,
           data: str | Path | None = None, *, cache: str | Path | Sequence[str | Path] = (),
           strategy: str | None = None, out: str | Path | None = None, source_domains: Sequence[str] | None = None,
@@ -233,7 +239,8 @@ def require_onnxruntime() -> None:
         raise DistillError(ORT_HINT)
 
 
-@checked_keywords("distill.export.config:ExportConfig")
+@checked_keywords("distill.export.config:ExportConfig",
+                  paths=("checkpoint", "out", "data_root", "classes", "teacher_pretrained"), path_lists=("caches",))
 def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mapping[str, Any] | None = None,
            **options: Any) -> ExportReport:
     """Export a checkpoint to ONNX fp32/fp16/int8 (+ TensorRT) with parity and accuracy checks (``distill export``).
@@ -260,7 +267,8 @@ def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mappi
     return export_checkpoint(checkpoint, out, cfg)
 
 
-@checked_keywords("distill.export.qad_config:QADConfig")
+@checked_keywords("distill.export.qad_config:QADConfig",
+                  paths=("checkpoint", "out_dir", "cache", "data_root", "export_dir"))
 def qad(config: QADConfig | Mapping[str, Any] | None = None, **options: Any) -> QADRecord:
     """Quantization-aware distillation of a trained student into an int8 QDQ ONNX (``distill qad``).
 
@@ -285,7 +293,7 @@ def qad(config: QADConfig | Mapping[str, Any] | None = None, **options: Any) -> 
     return run_qad(cfg)
 
 
-@checked_keywords()
+@checked_keywords(paths=("out",), path_lists=("paths",))
 def report(paths: str | Path | Sequence[str | Path], out: str | Path = "report.html",
            title: str = "distill report") -> ReportWritten:
     """Write the HTML report and its Markdown summary (``distill report``).

@@ -82,7 +82,7 @@ def recipe_path(name: str) -> Path:
     return path
 
 
-@checked_keywords()
+@checked_keywords(paths=("name",))
 def load_recipe(name: str | Path, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> TrainConfig:
     """A built-in recipe (``"kd"``, ``"kd.yaml"``) or a recipe file, with ``overrides``, validated.
 

@@ -14,8 +14,9 @@ import difflib
 import functools
 import importlib
 import inspect
+import os
 import types
-from typing import Any, Callable, Sequence, TypeVar, Union, cast, get_args, get_origin
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -53,15 +54,22 @@ def close_key(key: str, keys: Sequence[str], prefix: str = "", listed: Sequence[
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def checked_keywords(config: str | None = None) -> Callable[[F], F]:
+def checked_keywords(config: str | None = None, *, paths: Sequence[str] = (),
+                     path_lists: Sequence[str] = ()) -> Callable[[F], F]:
     """A public API function whose unknown keyword argument is one :class:`DistillError` line naming it and the
     closest keyword (``train(overides=...)``: ``train(): unknown keyword argument 'overides' (did you mean
     'overrides'?)``), not Python's bare message: an :class:`~distill.errors.UnknownKeyword`, which is a TypeError
     too. ``config`` (``"module:Type"``, imported on the first unknown keyword): the typed config whose keys a
-    function's ``**options`` take (``export``, ``qad``); they are its keywords too."""
+    function's ``**options`` take (``export``, ``qad``); they are its keywords too.
+
+    ``paths``: its arguments (or ``**options`` keys) that are paths, and ``path_lists`` those that are a path or a
+    list of paths: a value of another type is one line naming the function, the argument and the type got
+    (``export: checkpoint must be a path (str or os.PathLike), got int``; :func:`check_paths`), not a TypeError
+    from deep inside."""
     def wrap(function: F) -> F:
         name = function.__name__
-        params = [p.name for p in inspect.signature(function).parameters.values()
+        signature = inspect.signature(function)
+        params = [p.name for p in signature.parameters.values()
                   if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
 
         @functools.wraps(function)
@@ -80,9 +88,51 @@ def checked_keywords(config: str | None = None) -> Callable[[F], F]:
                         where = f"; its keywords are {type_name}'s keys, not always the flags of distill {name}" \
                             if model is not None else ""
                         raise UnknownKeyword(f"{name}(): unknown keyword argument '{key}'{hint}{where}")
+            if paths or path_lists:
+                check_paths(name, signature, args, kwargs, paths, path_lists)
             return function(*args, **kwargs)
         return cast(F, checked)
     return wrap
+
+
+def check_paths(name: str, signature: inspect.Signature, args: Sequence[Any], kwargs: dict[str, Any],
+                paths: Sequence[str], path_lists: Sequence[str] = ()) -> None:
+    """The path arguments of a call of function ``name`` (:func:`checked_keywords`): each of ``paths`` a str or an
+    ``os.PathLike``; each of ``path_lists`` that, or a list or tuple of them (another iterable is taken unchecked: it
+    may be read once only). None passes where the argument has a default or is an ``**options`` key (the function or
+    its config says what None means); a call that does not bind is left to Python's own error."""
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return
+    given = dict(bound.arguments)
+    for param in signature.parameters.values():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            given.update(given.pop(param.name, {}))
+    for key in (*paths, *path_lists):
+        if key not in given:
+            continue
+        value, declared = given[key], signature.parameters.get(key)
+        if value is None and (declared is None or declared.default is not inspect.Parameter.empty):
+            continue
+        if _is_path(value):
+            continue
+        if key in path_lists and isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+            bad = [(i, v) for i, v in enumerate(value) if not _is_path(v)] if isinstance(value, (list, tuple)) else []
+            if bad:
+                raise DistillError(f"{name}: {key}[{bad[0][0]}] must be a path (str or os.PathLike), got "
+                                   f"{_type_got(bad[0][1])}")
+            continue
+        what = "a path or a list of paths" if key in path_lists else "a path"
+        raise DistillError(f"{name}: {key} must be {what} (str or os.PathLike), got {_type_got(value)}")
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def _type_got(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
 
 
 def format_validation_error(e: ValidationError, source: str, model: type[BaseModel] | None = None,

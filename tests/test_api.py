@@ -3,6 +3,7 @@ example, which trains and exports, runs in tests/test_readme.py)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -253,3 +254,50 @@ def test_an_unknown_keyword_without_onnxruntime_still_says_what_to_install(monke
     for call in (lambda: api.export("ck", "o", precision="fp32"), lambda: api.qad(checkpoint="ck", out="o")):
         with pytest.raises(DistillError, match="^no ONNX Runtime is installed"):
             call()
+
+
+def _path_arguments() -> list[tuple[str, str]]:
+    """(function, argument) of every public API function's argument that takes a path (``Path`` in its type)."""
+    import inspect
+
+    return [(name, p.name) for name in api.__all__
+            for p in inspect.signature(getattr(api, name)).parameters.values() if "Path" in str(p.annotation)]
+
+
+def test_the_path_arguments_are_found():
+    assert {("export", "checkpoint"), ("export", "out"), ("report", "paths"), ("report", "out"), ("train", "resume"),
+            ("adapt", "cache"), ("load_recipe", "name")} <= set(_path_arguments())
+
+
+@pytest.mark.parametrize(("name", "argument"), _path_arguments())
+def test_a_wrong_typed_path_argument_is_one_line_naming_the_function_argument_and_type(name, argument):
+    """QA G F3: export(5, "exp/x") raised pathlib's TypeError, report(5) "'int' object is not iterable", where
+    train(42) gave one line; every path argument is checked the same way now, before anything runs."""
+    import inspect
+
+    function = getattr(api, name)
+    required = {p.name: "x" for p in inspect.signature(function).parameters.values()
+                if p.default is inspect.Parameter.empty and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD}
+    with pytest.raises(DistillError) as e:
+        function(**{**required, argument: 5})
+    assert not isinstance(e.value, TypeError)
+    assert re.fullmatch(rf"{name}: {argument}( must be a path| must be a path or a list of paths)? \(str or "
+                        rf"os\.PathLike\), got int|{name}: config must be a TrainConfig, .*, got int", str(e.value))
+
+
+@pytest.mark.parametrize(("call", "line"), [
+    (lambda: api.export(5, "exp/x"), "export: checkpoint must be a path (str or os.PathLike), got int"),
+    (lambda: api.report(5), "report: paths must be a path or a list of paths (str or os.PathLike), got int"),
+    (lambda: api.report(["runs/a", 5]), "report: paths[1] must be a path (str or os.PathLike), got int"),
+    (lambda: api.export("ckpt", None), "export: out must be a path (str or os.PathLike), got None"),
+    (lambda: api.export("ckpt", "out", data_root=5), "export: data_root must be a path (str or os.PathLike), got int"),
+    (lambda: api.qad(checkpoint=5, out_dir="q"), "qad: checkpoint must be a path (str or os.PathLike), got int"),
+    (lambda: api.adapt_config("c", "t", "d", cache=["a", 3.0]),
+     "adapt_config: cache[1] must be a path (str or os.PathLike), got float"),
+    (lambda: api.train_config(42), "train_config: config must be a TrainConfig, a recipe file or a recipe name, got int"),
+    (lambda: api.train(42), "train: config must be a TrainConfig, a recipe file or a recipe name, got int"),
+])
+def test_wrong_typed_paths_as_the_qa_typed_them(call, line):
+    with pytest.raises(DistillError) as e:
+        call()
+    assert str(e.value) == line

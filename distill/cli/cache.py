@@ -125,16 +125,9 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 def _build(args: argparse.Namespace) -> int:
     # lazy: the cache package pulls torch and torchvision (seconds); `distill --help` does not need them
-    from distill.data.view_policy import preset as view_preset  # lazy: as above (kornia)
-    from distill.teacher.cache import (
-        AdversarialOptions,
-        CacheOptions,
-        PixelOptions,
-        ViewConfig,
-        parse_sizes,
-        pixel_dir_name,
-    )
+    from distill.teacher.cache import AdversarialOptions, CacheOptions, PixelOptions, parse_sizes, pixel_dir_name
     from distill.teacher.cache.job import CacheBuildConfig, run_cache_build  # lazy: as above
+    from distill.teacher.cache.view_options import view_settings  # lazy: as above (kornia)
 
     if args.views < 1:
         raise DistillError(f"--views must be >= 1, got {args.views}")
@@ -142,16 +135,16 @@ def _build(args: argparse.Namespace) -> int:
     pixels = PixelOptions(tuple(pixel_sizes), args.pixel_interpolation, args.pixel_codec, args.pixel_quality)
     if pixels.codec != "raw" and not pixel_sizes:
         raise DistillError(f"--pixel-codec {pixels.codec}: needs --store-pixels SIZE (the store it encodes)")
-    hflip = args.hflip if args.hflip is not None else (0.0 if args.policy == "fm" else 0.5)
-    augment = ViewConfig(scale=_pair(args.crop_scale, "--crop-scale"), ratio=_pair(args.crop_ratio, "--crop-ratio"),
-                         hflip=hflip)
-    policy = view_preset(args.policy, augment, mixup=args.mixup, cutmix=args.cutmix)
+    # the flags as CacheOptions' augment and policy, by the function the Python API's mappings go through
+    augment, policy = view_settings({"scale": _pair(args.crop_scale, "--crop-scale"),
+                                     "ratio": _pair(args.crop_ratio, "--crop-ratio"), "hflip": args.hflip},
+                                    {"name": args.policy, "mixup": args.mixup, "cutmix": args.cutmix})
     if args.adv_views < 0:
         raise DistillError(f"--adv-views must be >= 0, got {args.adv_views}")
     out = check_out_dir(args.out)  # before the teacher loads: --out a file is one line at once
     was_complete = CacheManifest.exists_in(out)
     options = CacheOptions(domains=_names(args.domains), views=args.views, seed=args.seed, augment=augment,
-                           policy=None if policy.crop_only else policy,
+                           policy=policy,
                            batch_size=args.batch_size, shard_size=args.shard_size, dtype=args.dtype,
                            fingerprint=args.fingerprint, logits=args.logits, topk=args.topk,
                            embeddings=not args.no_embeddings)

@@ -23,6 +23,7 @@ from distill.errors import DistillError
 from distill.export.config import ExportConfig
 from distill.export.log import ExportLog
 from distill.records import RUN_CONFIG, RUN_SUMMARY, STUDENT_WEIGHTS, RunSummary
+from distill.run_progress import unfinished_warning
 from distill.run_split import RunConfigView, read_run_config, run_config_file, run_folders, run_split_rule
 from distill.student.model import Student
 from distill.utils.io import sha256_file
@@ -63,6 +64,8 @@ class TrainingRun:
                 summary = RunSummary.read(run_folder / RUN_SUMMARY)
             except DistillError as e:
                 log.warn(f"{e}; exporting without the run's summary")
+        elif (unfinished := unfinished_warning(checkpoint)) is not None:  # an interrupted run's best so far
+            log.warn(unfinished)
         config_file = run_config_file(checkpoint)  # the config next to the summary; without one, the first found
         config = RunConfigView()
         if config_file is not None:

@@ -2,14 +2,22 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from distill.errors import DistillError
 from distill.records.base import Accuracy, Record, SkippedImage, TeacherIdentity, _Closed
-from distill.records.names import CHECKPOINT_POINTER, ROBUST_REPORT, RUN_DATA, RUN_FINISHED, RUN_SUMMARY
+from distill.records.names import (
+    CHECKPOINT_POINTER,
+    CHECKPOINTS_DIR,
+    ROBUST_REPORT,
+    RUN_DATA,
+    RUN_FINISHED,
+    RUN_SUMMARY,
+)
 from distill.utils.io import atomic_write_json, read_json
 
 if TYPE_CHECKING:
@@ -76,6 +84,19 @@ class RobustReport(Record):
 
 
 # ------------------------------------------------------------------ run summary
+def checkpoint_in_run(folder: str | Path, stored: str) -> str:
+    """summary.json's ``checkpoint`` as read from ``folder``: the same place in ``folder`` (the part of the stored path
+    from its last ``checkpoints/`` on), absolute, where that exists or the stored path does not (a copied or moved run,
+    a summary written relative to another working folder); else the stored path (a summary.json copied away from its
+    run) or, without a ``checkpoints/`` part, the stored path as it is."""
+    parts = PurePath(stored).parts
+    if CHECKPOINTS_DIR not in parts:
+        return stored
+    tail = parts[len(parts) - 1 - parts[::-1].index(CHECKPOINTS_DIR):]
+    here = os.path.join(os.path.abspath(folder), *tail)
+    return here if os.path.exists(here) or not os.path.exists(stored) else stored
+
+
 class PoolFolder(_Closed):
     """An unlabeled folder outside data.root in a run's pool."""
 
@@ -146,6 +167,9 @@ class RunSummary(Record):
     params: int
     flops: int | None = None
     teacher_flops: int | None = None
+    # checkpoints/best of the run: written absolute; read (:meth:`read`) in the folder the summary.json is in, so a run
+    # folder copied or moved whole, or read from another working folder, names its own (files before 2026-12-06 stored
+    # it as typed, relative to the folder the run was started in)
     checkpoint: str
     train_seconds_this_session: float
     # optimizer steps with non-finite gradients: skipped_steps, and fp32_retried_steps (CPU bf16; distill/train/guard.py)
@@ -167,9 +191,11 @@ class RunSummary(Record):
 
     @classmethod
     def read(cls, path: str | Path) -> Self:
-        """summary.json, with ``finished_at`` from finished_at.json beside it where summary.json has none."""
+        """summary.json, with ``finished_at`` from finished_at.json beside it where summary.json has none, and
+        ``checkpoint`` in the folder it is read from (:func:`checkpoint_in_run`)."""
         summary = super().read(path)
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        summary = summary.model_copy(update={"checkpoint": checkpoint_in_run(folder, summary.checkpoint)})
         if summary.finished_at is None and (folder / RUN_FINISHED).is_file():
             try:
                 at = read_json(folder / RUN_FINISHED).get("finished_at")

@@ -55,6 +55,7 @@ from distill.report.render_md import render_markdown
 from distill.report.repeats import bench_repeats_warning, counted, repeats_warning
 from distill.report.runs import finite, group_runs, label_runs, merge_teachers, read_run
 from distill.report.unmatched import unmatched_warnings
+from distill.run_progress import unfinished_run_warnings, unfinished_runs_note
 from distill.utils.io import atomic_write_text
 
 __all__ = ["Inputs", "collect", "discover", "write_report"]
@@ -113,7 +114,7 @@ def discover(paths: Iterable[str | Path]) -> Inputs:
 # --------------------------------------------------------------------------- joining
 def collect(paths: Iterable[str | Path]) -> ReportData:
     """Read everything under ``paths`` and join benchmark records to accuracies."""
-    run_dirs, export_dirs, bench_files, qad_dirs = discover(paths)
+    run_dirs, export_dirs, bench_files, qad_dirs = discover(paths := list(paths))
     data = ReportData()
     # a half-written or corrupt summary.json, config.yaml, export.json, qad.json or bench line (an interrupted run, an
     # older version's file) is left out, said once each
@@ -146,6 +147,7 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         why = "every input is unreadable" if len(unread) == inputs else \
             f"{len(unread)} of {inputs} inputs are unreadable, and the others hold no record"
         raise DistillError(f"nothing to report: {why}: {data.warnings[0]}{more}")
+    data.warnings += unfinished_run_warnings(paths)  # a run without summary.json yet (interrupted): how to finish it
     data.sources = [str(p) for p in [*run_dirs, *export_dirs, *bench_files, *qad_dirs] if p not in unread]
     for ex in data.exports:  # each join looked up once, here: a warning of one that is ambiguous is said now
         data.run_of(ex)
@@ -368,7 +370,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "dis
     data = collect(paths)
     if not (data.runs or data.exports or data.records or data.qad):
         raise DistillError(f"nothing to report: no {RUN_SUMMARY}, {EXPORT_REPORT}, {QAD_REPORT} or bench .jsonl found under "
-                           + ", ".join(str(p) for p in paths))
+                           + ", ".join(str(p) for p in paths) + unfinished_runs_note(paths))
     out = Path(out)
     out = out.with_name(out.name + ".html") if not out.suffix else out  # --out report: report.html + report.md
     md = out.with_suffix(".md")

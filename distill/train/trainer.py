@@ -393,7 +393,7 @@ class Trainer:
             student=student.spec.arch, teacher=setup.provenance.get("teacher"), source_domains=setup.source,
             target_domains=setup.target, trained_on=self.train_domains, teacher_zero_shot=setup.teacher_zero_shot,
             params=count_params(student), flops=count_flops(student, student.spec.input_size),
-            teacher_flops=setup.provenance.get("teacher_flops"), checkpoint=str(self.checkpoints.best),
+            teacher_flops=setup.provenance.get("teacher_flops"), checkpoint=str(self.checkpoints.best.absolute()),
             train_seconds_this_session=round(seconds, 1), nonfinite_steps=self.guard.counts(),
             skipped_images=[{"path": p, "reason": why} for p, why in setup.skipped], robust=robust,
             unlabeled=setup.pool_record, teachers=setup.provenance.get("teachers"),

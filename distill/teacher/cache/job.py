@@ -31,6 +31,7 @@ from distill.teacher.cache.options import (
     PixelOptions,
     check_types,
 )
+from distill.teacher.cache.view_options import flag_hint
 from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates
 
@@ -127,7 +128,8 @@ def _section(name: str, value: Any, cls: type) -> Any:
         keys = list(SPLIT_KEYS) if cls is SplitKeys else [f.name for f in fields(cls)]
         unknown = [k for k in value if k not in keys]
         if unknown:
-            raise DistillError(f"CacheBuildConfig.{name}: unknown key '{unknown[0]}' (keys: {', '.join(keys)})")
+            raise DistillError(f"CacheBuildConfig.{name}: unknown key '{unknown[0]}' (keys: {', '.join(keys)})"
+                               + (flag_hint(unknown[0]) if cls is CacheOptions else ""))
         return cls(**value)
     raise DistillError(f"CacheBuildConfig.{name}: expected a {cls.__name__} or a mapping of its keys, got "
                        f"{value!r:.80}")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numbers
 import operator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
 from distill.data.view_policy import ViewPolicy
 from distill.data.views import ViewConfig
 from distill.errors import DistillError
+from distill.teacher.cache.view_options import UNSET_AUGMENT, view_settings
 
 #: what a field holds, as :func:`check_types` names it (numpy's ints and floats are numbers too)
 INTEGER, NUMBER, TEXT, FLAG = (numbers.Integral,), (numbers.Real,), (str,), (bool,)
@@ -63,14 +64,18 @@ class CacheOptions:
         domains: domains to cache (None: all): a list, or ``"a,b"``.
         views: rows per image: view 0 clean (open_clip eval transform), views 1.. augmented.
         seed: seed of the views' random crops (with sample index and view number).
-        augment: crop/flip settings of views 1...
+        augment: crop/flip settings of views 1..: a ViewConfig, or a mapping of ``scale``, ``ratio`` and ``hflip``
+            (``--crop-scale``, ``--crop-ratio``, ``--hflip``; ``hflip`` unset: the policy's, 0 for ``fm``).
         batch_size: images x views per teacher forward (rounded down to whole images).
         shard_size: images per shard.
         dtype: ``float16`` or ``float32`` for ``image_emb`` and ``logits``.
         fingerprint: ``"paths"`` (paths + sizes) or ``"content"``: also hash every image's
             bytes into the manifest, so a run refuses an image edited to the same size.
         policy: augmented-view policy of views 1.. (:mod:`distill.data.view_policy`);
-            its crop replaces ``augment``. None or a crop-only policy: today's crop views.
+            its crop replaces ``augment``. None or a crop-only policy: today's crop views. Also a preset's name
+            (``"fm"``, ``"crops"``: ``--policy``) or a mapping of ``name``, ``mixup`` and ``cutmix`` (``--policy``,
+            ``--mixup``, ``--cutmix``), which take ``augment`` as their crop, as the CLI does
+            (:mod:`distill.teacher.cache.view_options`: the same function, so the same cache either way).
         logits: ``"full"``, ``"topk"`` (the ``topk`` largest, TinyViT style) or ``"none"`` (recomputed
             from the embeddings and the text head); see :mod:`distill.teacher.cache.compact`.
         topk: K of ``logits="topk"``.
@@ -80,26 +85,26 @@ class CacheOptions:
     domains: tuple[str, ...] | None = None
     views: int = 1
     seed: int = 0
-    augment: ViewConfig = field(default_factory=ViewConfig)
+    augment: ViewConfig = UNSET_AUGMENT  # (or a mapping: view_options; unset: the policy's default crop)
     batch_size: int = 64
     shard_size: int = 1024
     dtype: str = "float16"
     fingerprint: str = "paths"
-    policy: ViewPolicy | None = None
+    policy: ViewPolicy | None = None  # (or a preset name, or a mapping: view_options)
     logits: str = "full"
     topk: int | None = None
     embeddings: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "domains", _names("CacheOptions", self.domains))
+        for name, value in zip(("augment", "policy"), view_settings(self.augment, self.policy)):  # a name, a mapping
+            object.__setattr__(self, name, value)
         check_types(self, {"views": (INTEGER, "an integer"), "seed": (INTEGER, "an integer"),
-                           "augment": ((ViewConfig,), "a ViewConfig"), "batch_size": (INTEGER, "an integer"),
+                           "augment": ((ViewConfig,), "a ViewConfig or a mapping"), "batch_size": (INTEGER, "an integer"),
                            "shard_size": (INTEGER, "an integer"), "dtype": (TEXT, "float16 or float32"),
                            "fingerprint": (TEXT, "paths or content"), "policy": ((ViewPolicy,), "a ViewPolicy"),
                            "logits": (TEXT, "full, topk or none"), "topk": (INTEGER, "an integer"),
                            "embeddings": (FLAG, "True or False")})
-        if self.policy is not None:
-            object.__setattr__(self, "augment", self.policy.crop)
 
     @property
     def view_policy(self) -> ViewPolicy:
