@@ -27,6 +27,16 @@ def _listify(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
+def _split_domains(v: Any) -> Any:
+    """Domain names as ``distill adapt --target`` and the export's domain keys take them: ``"a,b"``, ``["a", "b"]``
+    and ``["a,b"]`` all give ``["a", "b"]`` (``--set data.source=clean,inv`` is two domains, not one)."""
+    items = _listify(v)
+    if not isinstance(items, list):
+        return items  # None, or a wrong type the field's check names
+    return [p.strip() for item in items for p in (item.split(",") if isinstance(item, str) else [item])
+            if not isinstance(p, str) or p.strip()]
+
+
 class DataConfig(SplitKeys, _Strict):
     """``data:``. Its split-rule keys (``class_map``, ``test_fraction``, ``split_seed``, ``val_fraction``,
     ``pretrain_fraction``: :class:`~distill.data.split.SplitKeys`) may be left unset: a run then takes
@@ -48,7 +58,8 @@ class DataConfig(SplitKeys, _Strict):
     # feed the distillation losses (label -1), and `distill export --classes` can re-target a text head to them
     withhold_classes: list[str] = []
 
-    _one_domain = field_validator("source", "target", "unlabeled", mode="before")(_listify)
+    _domains = field_validator("source", "target", mode="before")(_split_domains)
+    _one_domain = field_validator("unlabeled", mode="before")(_listify)  # its folders' paths may hold a comma
     _one_class = field_validator("withhold_classes", mode="before")(_listify)
 
     @model_validator(mode="after")
