@@ -120,7 +120,8 @@ def train_config(config: TrainConfig | str | Path, overrides: Overrides = None) 
 
 @checked_keywords()
 def train(config: TrainConfig | str | Path | None = None, overrides: Overrides = None, *,
-          resume: str | Path | None = None, progress: bool | None = None) -> RunSummary | None:
+          resume: str | Path | None = None, progress: bool | None = None, skip_bad: bool = False,
+          ) -> RunSummary | None:
     """Train a student: ``distill train -c CONFIG --set KEY=VALUE ...`` (or ``--resume RUN_DIR``).
 
     It prints what the command prints, on stdout: the banner, the ``input:`` line and a line per epoch
@@ -134,6 +135,8 @@ def train(config: TrainConfig | str | Path | None = None, overrides: Overrides =
             (no ``config`` or ``overrides`` with it).
         progress: the progress bars on or off (``run.progress``; None: as configured, on by default). It
             changes no result, so it is allowed with ``resume`` (as ``--no-progress`` is with ``--resume``).
+        skip_bad: leave undecodable images out, listed once (``--skip-bad``: ``data.skip_bad: true``; not with
+            ``resume``).
 
     Returns:
         The run's :class:`~distill.records.RunSummary` (also ``RUN/summary.json``); None on ranks
@@ -143,14 +146,32 @@ def train(config: TrainConfig | str | Path | None = None, overrides: Overrides =
     from distill.utils.runtime import preserved_global_state  # lazy: torch
 
     if resume is not None:
-        given = [name for name, value in (("config", config), ("overrides", overrides)) if _passed(value)]
+        given = [name for name, value in (("config", config), ("overrides", overrides),
+                                          ("skip_bad", _skip_bad_items(skip_bad))) if _passed(value)]
         cfg, again = _with_progress(_resumed(resume, given, "train"), progress), True
     elif config is None:
         raise DistillError("train: pass a config (a TrainConfig, a recipe file or a built-in recipe's name) or resume")
     else:
-        cfg, again = _with_progress(train_config(config, overrides), progress), False
+        cfg, again = _with_progress(train_config(config, _with_skip_bad(overrides, skip_bad)), progress), False
     with preserved_global_state():
         return run_training(cfg, resume=again)
+
+
+def _skip_bad_items(skip_bad: Any) -> dict[str, bool]:
+    """``skip_bad=True`` (``--skip-bad``) as the override it stands for; ``{}`` for False."""
+    if not isinstance(skip_bad, bool):
+        raise DistillError(f"skip_bad: expected True or False, got {skip_bad!r:.80}")
+    return {"data.skip_bad": True} if skip_bad else {}
+
+
+def _with_skip_bad(overrides: Overrides, skip_bad: Any) -> Overrides:
+    """``overrides`` plus ``data.skip_bad: true`` when ``skip_bad`` (a mapping stays a mapping)."""
+    extra = _skip_bad_items(skip_bad)
+    if not extra:
+        return overrides
+    if overrides is None or isinstance(overrides, Mapping):
+        return {**(overrides or {}), **extra}
+    return [*override_items(overrides), "data.skip_bad=true"]
 
 
 def _passed(value: Any) -> bool:
@@ -201,12 +222,13 @@ def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[st
           data: str | Path | None = None, *, cache: str | Path | Sequence[str | Path] = (),
           strategy: str | None = None, out: str | Path | None = None, source_domains: Sequence[str] | None = None,
           overrides: Overrides = None, resume: str | Path | None = None, progress: bool | None = None,
-          ) -> RunSummary | None:
+          skip_bad: bool = False) -> RunSummary | None:
     """Adapt a source-trained student to unlabeled target domains (``distill adapt``; see :func:`adapt_config`).
 
     ``strategy`` defaults to ``sfda``. ``resume=RUN_DIR`` continues an interrupted adaptation, exactly as
     configured (its strategy too): no other argument with it but ``progress``, which turns the progress bars
-    on or off (``run.progress``) as in :func:`train`, whose lines on stdout it prints too. Returns the run's
+    on or off (``run.progress``) as in :func:`train`, whose lines on stdout it prints too. ``skip_bad``: leave
+    undecodable images out (``--skip-bad``: ``data.skip_bad: true``; not with ``resume``). Returns the run's
     :class:`~distill.records.RunSummary` (None on ranks other than 0).
     """
     from distill.train import train as run_training  # lazy: torch, timm
@@ -214,14 +236,15 @@ def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[st
 
     if resume is not None:
         args = {"source_checkpoint": source_checkpoint, "target": target, "data": data, "cache": cache,
-                "strategy": strategy, "out": out, "source_domains": source_domains, "overrides": overrides}
+                "strategy": strategy, "out": out, "source_domains": source_domains, "overrides": overrides,
+                "skip_bad": _skip_bad_items(skip_bad)}
         given = [name for name, value in args.items() if _passed(value)]
         cfg, again = _resumed(resume, given, "adapt"), True
     elif source_checkpoint is None or target is None or data is None:
         raise DistillError("adapt: pass source_checkpoint, target and data (or resume=RUN_DIR)")
     else:
         cfg, again = adapt_config(source_checkpoint, target, data, cache=cache, strategy=strategy or "sfda", out=out,
-                                  source_domains=source_domains, overrides=overrides), False
+                                  source_domains=source_domains, overrides=_with_skip_bad(overrides, skip_bad)), False
     with preserved_global_state():
         return run_training(_with_progress(cfg, progress), resume=again)
 
