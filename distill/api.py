@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
-from distill.recipes import list_recipes, load_recipe, override_items, resolve_recipe
+from distill.recipes import list_recipes, load_recipe, override_items, override_namer, resolve_recipe
 from distill.records import RUN_CONFIG
 from distill.run_paths import resumed_config
 from distill.validation import checked_keywords
@@ -111,11 +111,12 @@ def train_config(config: TrainConfig | str | Path, overrides: Overrides = None) 
     if isinstance(config, TrainConfig):
         if not overrides:
             return config
-        return load_train_config(None, override_items(overrides), base=config.model_dump(mode="json"))
+        return load_train_config(None, override_items(overrides), base=config.model_dump(mode="json"),
+                                 named=override_namer(overrides))
     if not isinstance(config, (str, Path)):
         raise DistillError(f"train: config must be a TrainConfig, a recipe file or a recipe name, got "
                            f"{type(config).__name__}")
-    return load_train_config(resolve_recipe(config), override_items(overrides))
+    return load_train_config(resolve_recipe(config), override_items(overrides), named=override_namer(overrides))
 
 
 @checked_keywords()
@@ -204,17 +205,11 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
         source_domains: the checkpoint's source domains, when its ``student.json`` lacks them.
         overrides: ``--set`` items, as a mapping or as ``KEY=VALUE`` strings.
     """
-    # lazy: the strategies and the adaptation recipe load torch
-    from distill.train.adapt import adapt_recipe, adapt_strategy, check_adapt_overrides
+    from distill.train.adapt import adapt_train_config  # lazy: the strategies and the adaptation recipe load torch
 
-    adapt_strategy(strategy)  # before any other check: a train-only or mistyped strategy is named first
-    items = override_items(overrides)
-    check_adapt_overrides(items)
-    targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else [str(t) for t in target]
-    caches = [cache] if isinstance(cache, (str, Path)) else list(cache)
-    base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,
-                        out=out, source_domains=source_domains)
-    return load_train_config(None, items, base=base)
+    return adapt_train_config(source_checkpoint, target, data, cache=cache, strategy=strategy, out=out,
+                              source_domains=source_domains, items=override_items(overrides),
+                              named=override_namer(overrides))
 
 
 @checked_keywords()

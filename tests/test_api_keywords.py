@@ -2,6 +2,8 @@
 worded for a Python call (the keys it passed, not ``--set``)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from distill import api
@@ -49,3 +51,47 @@ def test_skip_bad_is_refused_with_resume_and_checked(trained, tmp_path):
     with pytest.raises(DistillError, match=r"^skip_bad: expected True or False, got 'yes'$"):
         api.train("erm", skip_bad="yes")  # type: ignore[arg-type]
     assert api.train(resume=run, skip_bad=False) == "summary"
+
+
+# ---------------------------------------------------------------- messages name what the caller passed (QA G, F8)
+def test_an_override_given_in_python_is_named_as_given_there(capsys, tmp_path, monkeypatch):
+    """A mapping's bad value was named ``--set optim.epochs=two``, a flag the caller never typed; the command line
+    keeps its flag."""
+    with pytest.raises(DistillError, match=r"^optim\.epochs='two': 'optim\.epochs': Input should be a valid integer"):
+        api.train_config("kd", {"optim.epochs": "two"})
+    with pytest.raises(DistillError, match=r"^run\.threads=1: unknown key 'run\.threads'"):
+        api.load_recipe("kd", {"run.threads": 1})
+    with pytest.raises(DistillError, match=r"^optim\.epochs=two: 'optim\.epochs'"):
+        api.train_config("kd", ["optim.epochs=two"])  # a KEY=VALUE string: as written
+    with pytest.raises(DistillError, match=r"^'optim\.epochs': expected key=value"):
+        api.train_config("kd", ["optim.epochs"])
+    import distill.train.adapt
+    from distill.config import load_yaml
+
+    monkeypatch.setattr(distill.train.adapt, "adapt_recipe", lambda *a, **k: load_yaml(CONFIGS_DIR / "shot.yaml"))
+    with pytest.raises(DistillError, match=r"^optim\.lr='x': "):
+        api.adapt_config(tmp_path, "mnist_m", tmp_path, strategy="shot", overrides={"optim.lr": "x"})
+
+    from distill.cli import main
+
+    assert main(["train", "-c", "kd", "--set", "optim.epochs=two"]) == 1
+    assert capsys.readouterr().err.startswith("error: --set optim.epochs=two: 'optim.epochs'")
+
+
+def test_a_stage_names_its_options_as_the_running_command_spells_them():
+    """One message, two spellings: the flag inside the command (distill/cli/qad.py wraps its run), the key from
+    Python."""
+    from distill.cli.qad import FLAGS
+    from distill.export.qad_calibration import _agree
+    from distill.spelling import option_names
+
+    with pytest.raises(DistillError) as python:
+        _agree(Path("exp/kd"), "calib_count", 32, 17)
+    with option_names(FLAGS), pytest.raises(DistillError) as command:
+        _agree(Path("exp/kd"), "calib_count", 32, 17)
+    assert str(python.value) == ("exp/kd: calib_count=32 differs from the export's 17; with export_dir both int8 files "
+                                 "calibrate alike, so that the no-harm rule's hold-out holds no calibration image of "
+                                 "either: drop calib_count, or re-export with it")
+    assert str(command.value) == ("exp/kd: --calib-count 32 differs from the export's 17; with --export both int8 "
+                                  "files calibrate alike, so that the no-harm rule's hold-out holds no calibration "
+                                  "image of either: drop --calib-count, or re-export with it")
