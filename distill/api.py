@@ -16,6 +16,7 @@ function                    config                                returns
 :func:`train`               :class:`TrainConfig` or a recipe      :class:`RunSummary`
 :func:`adapt`               the arguments of ``distill adapt``    :class:`RunSummary`
 :func:`export`              :class:`ExportConfig` (or its keys)   :class:`ExportReport`
+:func:`export_timm`         ``distill export --format timm``      the weights file's path
 :func:`qad`                 :class:`QADConfig` (or its keys)      :class:`QADRecord`
 :func:`report`              folders and bench ``.jsonl`` files    :class:`ReportWritten`
 ==========================  ====================================  =====================
@@ -50,8 +51,8 @@ from distill.records import RUN_CONFIG
 from distill.run_paths import resumed_config
 from distill.validation import checked_keywords
 
-__all__ = ["adapt", "adapt_config", "build_cache", "export", "list_recipes", "load_recipe", "qad", "report",
-           "require_onnxruntime", "train", "train_config"]
+__all__ = ["adapt", "adapt_config", "build_cache", "export", "export_timm", "list_recipes", "load_recipe", "qad",
+           "report", "require_onnxruntime", "train", "train_config"]
 
 if TYPE_CHECKING:
     from distill.export.config import ExportConfig
@@ -251,7 +252,9 @@ def require_onnxruntime() -> None:
         raise DistillError(ORT_HINT)
 
 
-@checked_keywords("distill.export.config:ExportConfig")
+@checked_keywords("distill.export.config:ExportConfig",
+                  {"format": "distill export --format timm is export_timm(checkpoint, out) (timm's own checkpoint "
+                             "layout; export() writes ONNX)"})
 def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mapping[str, Any] | None = None,
            **options: Any) -> ExportReport:
     """Export a checkpoint to ONNX fp32/fp16/int8 (+ TensorRT) with parity and accuracy checks (``distill export``).
@@ -276,6 +279,15 @@ def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mappi
     else:
         raise DistillError(f"export: config must be an ExportConfig or a mapping of its keys, got {type(config).__name__}")
     return export_checkpoint(checkpoint, out, cfg)
+
+
+@checked_keywords()
+def export_timm(checkpoint: str | Path, out: str | Path) -> Path:
+    """A checkpoint as timm's own checkpoint (``distill export --format timm``): ``out/model.safetensors`` and
+    ``out/config.json`` for ``timm.create_model("local-dir:OUT")``. Returns the weights file."""
+    from distill.export.timm_format import export_timm as write_timm  # lazy: torch, timm
+
+    return write_timm(checkpoint, out)
 
 
 @checked_keywords("distill.export.qad_config:QADConfig")

@@ -15,7 +15,7 @@ import functools
 import importlib
 import inspect
 import types
-from typing import Any, Callable, Sequence, TypeVar, Union, cast, get_args, get_origin
+from typing import Any, Callable, Mapping, Sequence, TypeVar, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -53,12 +53,13 @@ def close_key(key: str, keys: Sequence[str], prefix: str = "", listed: Sequence[
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def checked_keywords(config: str | None = None) -> Callable[[F], F]:
+def checked_keywords(config: str | None = None, elsewhere: Mapping[str, str] | None = None) -> Callable[[F], F]:
     """A public API function whose unknown keyword argument is one :class:`DistillError` line naming it and the
     closest keyword (``train(overides=...)``: ``train(): unknown keyword argument 'overides' (did you mean
     'overrides'?)``), not Python's bare message: an :class:`~distill.errors.UnknownKeyword`, which is a TypeError
     too. ``config`` (``"module:Type"``, imported on the first unknown keyword): the typed config whose keys a
-    function's ``**options`` take (``export``, ``qad``); they are its keywords too."""
+    function's ``**options`` take (``export``, ``qad``); they are its keywords too. ``elsewhere``: a flag of the
+    command that is another function here, keyword -> where it is (``export(format=...)``: ``export_timm``)."""
     def wrap(function: F) -> F:
         name = function.__name__
         params = [p.name for p in inspect.signature(function).parameters.values()
@@ -67,6 +68,9 @@ def checked_keywords(config: str | None = None) -> Callable[[F], F]:
         @functools.wraps(function)
         def checked(*args: Any, **kwargs: Any) -> Any:
             unknown = [key for key in kwargs if key not in params]
+            moved = [key for key in unknown if key in (elsewhere or {})]
+            if moved:
+                raise UnknownKeyword(f"{name}(): unknown keyword argument '{moved[0]}': {(elsewhere or {})[moved[0]]}")
             if unknown:
                 module, _, type_name = (config or "").partition(":")
                 try:

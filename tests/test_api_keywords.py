@@ -95,3 +95,18 @@ def test_a_stage_names_its_options_as_the_running_command_spells_them():
     assert str(command.value) == ("exp/kd: --calib-count 32 differs from the export's 17; with --export both int8 "
                                   "files calibrate alike, so that the no-harm rule's hold-out holds no calibration "
                                   "image of either: drop --calib-count, or re-export with it")
+
+
+# ---------------------------------------------------------------- distill export --format timm (QA G, F17)
+def test_export_timm_is_the_api_of_format_timm(tmp_path):
+    import distill
+    from distill.errors import UnknownKeyword
+    from distill.student.model import Student, default_spec, save_student
+
+    ckpt = save_student(Student(default_spec("test_resnet", ["a", "b"], 32)).eval(), tmp_path / "ckpt")
+    path = api.export_timm(ckpt, tmp_path / "timm")
+    assert path == tmp_path / "timm" / "model.safetensors" and path.is_file()
+    assert (tmp_path / "timm" / "config.json").is_file() and distill.export_timm is api.export_timm
+    with pytest.raises(UnknownKeyword, match=r"^export\(\): unknown keyword argument 'format': distill export "
+                                             r"--format timm is export_timm\(checkpoint, out\)"):
+        api.export(ckpt, tmp_path / "x", format="timm")
