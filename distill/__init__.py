@@ -31,7 +31,7 @@ _API: dict[str, str] = {
     # (train, export and report: from distill.api; distill.train, distill.export and distill.report are the
     # subpackages)
     "build_cache": "distill.api", "adapt": "distill.api", "train_config": "distill.api", "adapt_config": "distill.api",
-    "qad": "distill.api",
+    "qad": "distill.api", "export_timm": "distill.api",
     # recipes (distill/configs/*.yaml)
     "load_recipe": "distill.recipes", "list_recipes": "distill.recipes",
     # typed configs
@@ -49,7 +49,7 @@ _API: dict[str, str] = {
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:
-    from distill.api import adapt, adapt_config, build_cache, qad, train_config
+    from distill.api import adapt, adapt_config, build_cache, export_timm, qad, train_config
     from distill.config import TrainConfig
     from distill.errors import DistillError
     from distill.export.config import ExportConfig

@@ -16,6 +16,7 @@ function                    config                                returns
 :func:`train`               :class:`TrainConfig` or a recipe      :class:`RunSummary`
 :func:`adapt`               the arguments of ``distill adapt``    :class:`RunSummary`
 :func:`export`              :class:`ExportConfig` (or its keys)   :class:`ExportReport`
+:func:`export_timm`         ``distill export --format timm``      the weights file's path
 :func:`qad`                 :class:`QADConfig` (or its keys)      :class:`QADRecord`
 :func:`report`              folders and bench ``.jsonl`` files    :class:`ReportWritten`
 ==========================  ====================================  =====================
@@ -46,13 +47,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
-from distill.recipes import list_recipes, load_recipe, override_items, resolve_recipe
+from distill.recipes import list_recipes, load_recipe, override_items, override_namer, resolve_recipe
 from distill.records import RUN_CONFIG
 from distill.run_paths import resumed_config
 from distill.validation import checked_keywords
 
-__all__ = ["adapt", "adapt_config", "build_cache", "export", "list_recipes", "load_recipe", "qad", "report",
-           "require_onnxruntime", "train", "train_config"]
+__all__ = ["adapt", "adapt_config", "build_cache", "export", "export_timm", "list_recipes", "load_recipe", "qad",
+           "report", "require_onnxruntime", "train", "train_config"]
 
 if TYPE_CHECKING:
     from distill.export.config import ExportConfig
@@ -117,16 +118,18 @@ def _train_config(config: TrainConfig | str | Path, overrides: Overrides, what: 
     if isinstance(config, TrainConfig):
         if not overrides:
             return config
-        return load_train_config(None, override_items(overrides), base=config.model_dump(mode="json"))
+        return load_train_config(None, override_items(overrides), base=config.model_dump(mode="json"),
+                                 named=override_namer(overrides))
     if not isinstance(config, (str, Path)):
         raise DistillError(f"{what}: config must be a TrainConfig, a recipe file or a recipe name, got "
                            f"{type(config).__name__}")
-    return load_train_config(resolve_recipe(config), override_items(overrides))
+    return load_train_config(resolve_recipe(config), override_items(overrides), named=override_namer(overrides))
 
 
 @checked_keywords(paths=("resume",))
 def train(config: TrainConfig | str | Path | None = None, overrides: Overrides = None, *,
-          resume: str | Path | None = None, progress: bool | None = None) -> RunSummary | None:
+          resume: str | Path | None = None, progress: bool | None = None, skip_bad: bool = False,
+          ) -> RunSummary | None:
     """Train a student: ``distill train -c CONFIG --set KEY=VALUE ...`` (or ``--resume RUN_DIR``).
 
     It prints what the command prints, on stdout: the banner, the ``input:`` line and a line per epoch
@@ -140,6 +143,8 @@ def train(config: TrainConfig | str | Path | None = None, overrides: Overrides =
             (no ``config`` or ``overrides`` with it).
         progress: the progress bars on or off (``run.progress``; None: as configured, on by default). It
             changes no result, so it is allowed with ``resume`` (as ``--no-progress`` is with ``--resume``).
+        skip_bad: leave undecodable images out, listed once (``--skip-bad``: ``data.skip_bad: true``; not with
+            ``resume``).
 
     Returns:
         The run's :class:`~distill.records.RunSummary` (also ``RUN/summary.json``); None on ranks
@@ -149,14 +154,32 @@ def train(config: TrainConfig | str | Path | None = None, overrides: Overrides =
     from distill.utils.runtime import preserved_global_state  # lazy: torch
 
     if resume is not None:
-        given = [name for name, value in (("config", config), ("overrides", overrides)) if _passed(value)]
+        given = [name for name, value in (("config", config), ("overrides", overrides),
+                                          ("skip_bad", _skip_bad_items(skip_bad))) if _passed(value)]
         cfg, again = _with_progress(_resumed(resume, given, "train"), progress), True
     elif config is None:
         raise DistillError("train: pass a config (a TrainConfig, a recipe file or a built-in recipe's name) or resume")
     else:
-        cfg, again = _with_progress(_train_config(config, overrides, "train"), progress), False
+        cfg, again = _with_progress(_train_config(config, _with_skip_bad(overrides, skip_bad), "train"), progress), False
     with preserved_global_state():
         return run_training(cfg, resume=again)
+
+
+def _skip_bad_items(skip_bad: Any) -> dict[str, bool]:
+    """``skip_bad=True`` (``--skip-bad``) as the override it stands for; ``{}`` for False."""
+    if not isinstance(skip_bad, bool):
+        raise DistillError(f"skip_bad: expected True or False, got {skip_bad!r:.80}")
+    return {"data.skip_bad": True} if skip_bad else {}
+
+
+def _with_skip_bad(overrides: Overrides, skip_bad: Any) -> Overrides:
+    """``overrides`` plus ``data.skip_bad: true`` when ``skip_bad`` (a mapping stays a mapping)."""
+    extra = _skip_bad_items(skip_bad)
+    if not extra:
+        return overrides
+    if overrides is None or isinstance(overrides, Mapping):
+        return {**(overrides or {}), **extra}
+    return [*override_items(overrides), "data.skip_bad=true"]
 
 
 def _passed(value: Any) -> bool:
@@ -189,17 +212,11 @@ def adapt_config(source_checkpoint: str | Path, target: str | Sequence[str], dat
         source_domains: the checkpoint's source domains, when its ``student.json`` lacks them.
         overrides: ``--set`` items, as a mapping or as ``KEY=VALUE`` strings.
     """
-    # lazy: the strategies and the adaptation recipe load torch
-    from distill.train.adapt import adapt_recipe, adapt_strategy, check_adapt_overrides
+    from distill.train.adapt import adapt_train_config  # lazy: the strategies and the adaptation recipe load torch
 
-    adapt_strategy(strategy)  # before any other check: a train-only or mistyped strategy is named first
-    items = override_items(overrides)
-    check_adapt_overrides(items)
-    targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else [str(t) for t in target]
-    caches = [cache] if isinstance(cache, (str, Path)) else list(cache)
-    base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,
-                        out=out, source_domains=source_domains)
-    return load_train_config(None, items, base=base)
+    return adapt_train_config(source_checkpoint, target, data, cache=cache, strategy=strategy, out=out,
+                              source_domains=source_domains, items=override_items(overrides),
+                              named=override_namer(overrides))
 
 
 @checked_keywords(paths=("source_checkpoint", "data", "out", "resume"), path_lists=("cache",))
@@ -207,12 +224,13 @@ def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[st
           data: str | Path | None = None, *, cache: str | Path | Sequence[str | Path] = (),
           strategy: str | None = None, out: str | Path | None = None, source_domains: Sequence[str] | None = None,
           overrides: Overrides = None, resume: str | Path | None = None, progress: bool | None = None,
-          ) -> RunSummary | None:
+          skip_bad: bool = False) -> RunSummary | None:
     """Adapt a source-trained student to unlabeled target domains (``distill adapt``; see :func:`adapt_config`).
 
     ``strategy`` defaults to ``sfda``. ``resume=RUN_DIR`` continues an interrupted adaptation, exactly as
     configured (its strategy too): no other argument with it but ``progress``, which turns the progress bars
-    on or off (``run.progress``) as in :func:`train`, whose lines on stdout it prints too. Returns the run's
+    on or off (``run.progress``) as in :func:`train`, whose lines on stdout it prints too. ``skip_bad``: leave
+    undecodable images out (``--skip-bad``: ``data.skip_bad: true``; not with ``resume``). Returns the run's
     :class:`~distill.records.RunSummary` (None on ranks other than 0).
     """
     from distill.train import train as run_training  # lazy: torch, timm
@@ -220,14 +238,15 @@ def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[st
 
     if resume is not None:
         args = {"source_checkpoint": source_checkpoint, "target": target, "data": data, "cache": cache,
-                "strategy": strategy, "out": out, "source_domains": source_domains, "overrides": overrides}
+                "strategy": strategy, "out": out, "source_domains": source_domains, "overrides": overrides,
+                "skip_bad": _skip_bad_items(skip_bad)}
         given = [name for name, value in args.items() if _passed(value)]
         cfg, again = _resumed(resume, given, "adapt"), True
     elif source_checkpoint is None or target is None or data is None:
         raise DistillError("adapt: pass source_checkpoint, target and data (or resume=RUN_DIR)")
     else:
         cfg, again = adapt_config(source_checkpoint, target, data, cache=cache, strategy=strategy or "sfda", out=out,
-                                  source_domains=source_domains, overrides=overrides), False
+                                  source_domains=source_domains, overrides=_with_skip_bad(overrides, skip_bad)), False
     with preserved_global_state():
         return run_training(_with_progress(cfg, progress), resume=again)
 
@@ -240,6 +259,8 @@ def require_onnxruntime() -> None:
 
 
 @checked_keywords("distill.export.config:ExportConfig",
+                  {"format": "distill export --format timm is export_timm(checkpoint, out) (timm's own checkpoint "
+                             "layout; export() writes ONNX)"},
                   paths=("checkpoint", "out", "data_root", "classes", "teacher_pretrained"), path_lists=("caches",))
 def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mapping[str, Any] | None = None,
            **options: Any) -> ExportReport:
@@ -265,6 +286,15 @@ def export(checkpoint: str | Path, out: str | Path, config: ExportConfig | Mappi
     else:
         raise DistillError(f"export: config must be an ExportConfig or a mapping of its keys, got {type(config).__name__}")
     return export_checkpoint(checkpoint, out, cfg)
+
+
+@checked_keywords(paths=("checkpoint", "out"))
+def export_timm(checkpoint: str | Path, out: str | Path) -> Path:
+    """A checkpoint as timm's own checkpoint (``distill export --format timm``): ``out/model.safetensors`` and
+    ``out/config.json`` for ``timm.create_model("local-dir:OUT")``. Returns the weights file."""
+    from distill.export.timm_format import export_timm as write_timm  # lazy: torch, timm
+
+    return write_timm(checkpoint, out)
 
 
 @checked_keywords("distill.export.qad_config:QADConfig",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,6 +25,16 @@ class _Strict(Checked):
 def _listify(v: Any) -> Any:
     """A lone string where a list is meant is the one-element list (``--set data.source=clean``)."""
     return [v] if isinstance(v, str) else v
+
+
+def _split_domains(v: Any) -> Any:
+    """Domain names as ``distill adapt --target`` and the export's domain keys take them: ``"a,b"``, ``["a", "b"]``
+    and ``["a,b"]`` all give ``["a", "b"]`` (``--set data.source=clean,inv`` is two domains, not one)."""
+    items = _listify(v)
+    if not isinstance(items, list):
+        return items  # None, or a wrong type the field's check names
+    return [p.strip() for item in items for p in (item.split(",") if isinstance(item, str) else [item])
+            if not isinstance(p, str) or p.strip()]
 
 
 class DataConfig(SplitKeys, _Strict):
@@ -48,7 +58,8 @@ class DataConfig(SplitKeys, _Strict):
     # feed the distillation losses (label -1), and `distill export --classes` can re-target a text head to them
     withhold_classes: list[str] = []
 
-    _one_domain = field_validator("source", "target", "unlabeled", mode="before")(_listify)
+    _domains = field_validator("source", "target", mode="before")(_split_domains)
+    _one_domain = field_validator("unlabeled", mode="before")(_listify)  # its folders' paths may hold a comma
     _one_class = field_validator("withhold_classes", mode="before")(_listify)
 
     @model_validator(mode="after")
@@ -285,21 +296,27 @@ def _override_of(loc: list[str], overrides: list[str] | None) -> str | None:
     return None
 
 
-def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
+def set_flag(item: str) -> str:
+    """How an error names an override item on the command line: the flag that gave it (``--set KEY=VALUE``). The
+    Python API passes its own namer (:func:`distill.recipes.override_namer`): the key and value as given there."""
+    return f"--set {item}"
+
+
+def parse_overrides(overrides: list[str] | None, named: Callable[[str], str] = set_flag) -> list[tuple[str, Any]]:
     out = []
     for item in overrides or []:
         if "=" not in item:
-            raise DistillError(f"--set '{item}': expected key=value (e.g. optim.lr=3e-4)")
+            raise DistillError(f"{named(repr(item))}: expected key=value (e.g. optim.lr=3e-4)")
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             if _unbalanced(raw):
-                raise _malformed(key, raw) from None
+                raise _malformed(key, raw, named(item)) from None
             value = raw  # plain text YAML cannot read (a template with ': ' in it) is kept as text
         if isinstance(value, str) and raw.strip()[:1] not in "'\"" and _unbalanced(raw):
-            raise _malformed(key, raw)  # `mnist_m]` reads as text, but is a typo as surely as `[mnist_m`
+            raise _malformed(key, raw, named(item))  # `mnist_m]` reads as text, but is a typo as surely as `[mnist_m`
         out.append((key, value))
     return out
 
@@ -312,9 +329,9 @@ def _unbalanced(raw: str) -> bool:
     return text.count("[") != text.count("]") or text.count("{") != text.count("}")
 
 
-def _malformed(key: str, raw: str) -> DistillError:
+def _malformed(key: str, raw: str, given: str) -> DistillError:
     # one line naming the key: `--set data.target=[mnist_m` must not train on a domain named '[mnist_m'
-    return DistillError(f"--set {key}={raw}: the value of '{key}' is malformed (unbalanced brackets or quotes); "
+    return DistillError(f"{given}: the value of '{key}' is malformed (unbalanced brackets or quotes); "
                         "a list is written [a, b], text with spaces 'a b'")
 
 
@@ -339,17 +356,18 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None,
-                      base: dict | None = None) -> TrainConfig:
-    """YAML file (+ ``--set`` overrides) -> validated :class:`TrainConfig`."""
+                      base: dict | None = None, named: Callable[[str], str] = set_flag) -> TrainConfig:
+    """YAML file (+ ``--set`` overrides) -> validated :class:`TrainConfig`. ``named``: how an error names the
+    override item it blames (:func:`set_flag`: as the command line gave it)."""
     raw = load_yaml(path) if path else dict(base or {})
     source = str(path) if path else "config"
-    for key, value in parse_overrides(overrides):
+    for key, value in parse_overrides(overrides, named):
         _set_path(raw, key, value, source)
     try:
         cfg = TrainConfig.model_validate(raw)
     except ValidationError as e:  # a mistake in a --set override is blamed on it, not on the file
         item = _override_of([str(p) for p in first_error(e)["loc"]], overrides)
-        raise DistillError(format_validation_error(e, f"--set {item}" if item else source, TrainConfig)) from None
+        raise DistillError(format_validation_error(e, named(item) if item else source, TrainConfig)) from None
     # lazy: torch; config.py stays torch-free so a config mistake is reported before torch loads
     from distill.strategies import build_config, get_strategy
 
@@ -357,7 +375,7 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
         build_config(get_strategy(cfg.strategy.name).Config, cfg.strategy.options(), where="strategy")
     except DistillError as e:
         item = _override_of(["strategy", getattr(e, "key", "name")], overrides)
-        raise DistillError(f"{f'--set {item}' if item else source}: {e}") from None
+        raise DistillError(f"{named(item) if item else source}: {e}") from None
     return cfg
 
 

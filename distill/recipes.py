@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -91,7 +91,7 @@ def load_recipe(name: str | Path, overrides: Mapping[str, Any] | Sequence[str] |
     passed on as ``--set key=value`` (a mapping's values written as YAML), so it means exactly what the
     same ``--set`` on the command line would.
     """
-    return load_train_config(resolve_recipe(name), override_items(overrides))
+    return load_train_config(resolve_recipe(name), override_items(overrides), named=override_namer(overrides))
 
 
 def override_items(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
@@ -105,6 +105,17 @@ def override_items(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[
         raise DistillError(f"overrides: expected a mapping ({{'optim.epochs': 3}}) or KEY=VALUE strings, got "
                            f"{overrides!r:.80}")
     return list(items)
+
+
+def override_namer(overrides: Mapping[str, Any] | Sequence[str] | None) -> Callable[[str], str]:
+    """How an error names one of ``overrides`` given in Python (not as ``--set``, which the command line says):
+    a mapping's entry as ``key=value`` with the value as Python writes it (``optim.epochs='two'``), a
+    ``KEY=VALUE`` string as it is."""
+    if not isinstance(overrides, Mapping):
+        return lambda item: item
+    given = {f"{key}={_yaml_value(value)}": f"{key}={(str(value) if isinstance(value, Path) else value)!r}"
+             for key, value in overrides.items()}  # a path as the text it is: 'runs/x', not PosixPath('runs/x')
+    return lambda item: given.get(item, item)
 
 
 def _yaml_value(value: Any) -> str:

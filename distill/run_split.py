@@ -31,6 +31,7 @@ from distill.data.split import SPLIT_KEYS, SplitRule
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG, RUN_SUMMARY
 from distill.run_paths import run_paths
+from distill.spelling import option
 
 #: the paths of a run's config that export, qad and eval read: the pool folders of ``data.unlabeled`` and the
 #: ``source_checkpoint`` file are not opened (only whether the run had one), so an older run's relative ones are
@@ -147,7 +148,8 @@ def run_split_rule(given: Mapping[str, Any], root: str | Path | None, data: Data
         config_file: the run's config, for the message.
         given_by: who gave ``given`` (``export``, a file), the head of the message.
         fix: what to do instead, ending the message (``{flag}``: the key as ``names`` spells it).
-        names: key -> how the user spelled it (the CLI's flags); default: the key.
+        names: key -> how the user spelled it; default: :func:`distill.spelling.option`'s (the running command's
+            flag, else the key).
 
     Raises:
         DistillError: on the run's data, a placing key of ``given`` differs from the run's (the first one, with
@@ -159,7 +161,7 @@ def run_split_rule(given: Mapping[str, Any], root: str | Path | None, data: Data
     for key in PLACING_KEYS:
         value = given.get(key)
         if value is not None and value != getattr(trained, key):
-            flag = (names or {}).get(key, key)
+            flag = (names or {}).get(key) or option(key)  # the CLI's flag inside its command (distill.spelling)
             raise DistillError(
                 f"{given_by}: {flag} {value} differs from training's {getattr(trained, key)} "
                 f"({config_file or RUN_CONFIG}): on the run's own data ({data.root}) that split's test images would "

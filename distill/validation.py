@@ -54,13 +54,14 @@ def close_key(key: str, keys: Sequence[str], prefix: str = "", listed: Sequence[
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def checked_keywords(config: str | None = None, *, paths: Sequence[str] = (),
-                     path_lists: Sequence[str] = ()) -> Callable[[F], F]:
+def checked_keywords(config: str | None = None, elsewhere: Mapping[str, str] | None = None, *,
+                     paths: Sequence[str] = (), path_lists: Sequence[str] = ()) -> Callable[[F], F]:
     """A public API function whose unknown keyword argument is one :class:`DistillError` line naming it and the
     closest keyword (``train(overides=...)``: ``train(): unknown keyword argument 'overides' (did you mean
     'overrides'?)``), not Python's bare message: an :class:`~distill.errors.UnknownKeyword`, which is a TypeError
     too. ``config`` (``"module:Type"``, imported on the first unknown keyword): the typed config whose keys a
-    function's ``**options`` take (``export``, ``qad``); they are its keywords too.
+    function's ``**options`` take (``export``, ``qad``); they are its keywords too. ``elsewhere``: a flag of the
+    command that is another function here, keyword -> where it is (``export(format=...)``: ``export_timm``).
 
     ``paths``: its arguments (or ``**options`` keys) that are paths, and ``path_lists`` those that are a path or a
     list of paths: a value of another type is one line naming the function, the argument and the type got
@@ -75,6 +76,9 @@ def checked_keywords(config: str | None = None, *, paths: Sequence[str] = (),
         @functools.wraps(function)
         def checked(*args: Any, **kwargs: Any) -> Any:
             unknown = [key for key in kwargs if key not in params]
+            moved = [key for key in unknown if key in (elsewhere or {})]
+            if moved:
+                raise UnknownKeyword(f"{name}(): unknown keyword argument '{moved[0]}': {(elsewhere or {})[moved[0]]}")
             if unknown:
                 module, _, type_name = (config or "").partition(":")
                 try:

@@ -126,7 +126,7 @@ def test_export_takes_a_config_mapping_and_eval_count_zero(monkeypatch, tmp_path
     (lambda tmp: api.qad(checkpoint=str(tmp), out_dir=str(tmp / "q"), zzz=1),
      r"^qad\(\): unknown keyword argument 'zzz' \(keys: checkpoint, out_dir, cache, .*trt_batches, trt_workspace_mib\); its keywords"),
     (lambda tmp: api.train_config("kd", {"optim.epoch": 3}),
-     r"^--set optim.epoch=3: unknown key 'optim.epoch' \(did you mean 'optim.epochs'\?\)$"),
+     r"^optim.epoch=3: unknown key 'optim.epoch' \(did you mean 'optim.epochs'\?\)$"),
 ])
 def test_an_unknown_keyword_is_named_with_the_closest_key(call, line, tmp_path, monkeypatch):
     """QA session 26 F6: qad(out=...) failed as "out_dir: Field required", export(precision=...) as an unknown key with

@@ -41,6 +41,17 @@ def test_a_scalar_is_the_one_element_list(tmp_path):
     assert cfg.data.source == ["clean"] and cfg.data.target == ["noisy"] and cfg.teacher.templates == ["a {}."]
 
 
+def test_domains_split_on_commas_as_adapt_and_export_take_them(tmp_path):
+    """``data.source: "clean,inv"`` was one domain named 'clean,inv', while ``adapt(target="a,b")``, ``--target a,b``
+    and export's domain keys split it (QA G, F9); unlabeled entries (folders) are kept whole."""
+    cfg = load_train_config(_recipe(tmp_path), ["data.source=clean,inv", "data.target=[noisy, 'a, b']",
+                                                "data.unlabeled=./pool,x"])
+    assert (cfg.data.source, cfg.data.target, cfg.data.unlabeled) == (["clean", "inv"], ["noisy", "a", "b"],
+                                                                      ["./pool,x"])
+    with pytest.raises(DistillError, match="data.source"):
+        load_train_config(_recipe(tmp_path), ["data.source=,"])
+
+
 # ---------------------------------------------------------------------------- validation names the key
 def _base(tmp_path: Path, **extra) -> dict:
     return {"data": {"root": str(tmp_path / "data"), "source": ["mnist"]}, "strategy": {"name": "kd"},

@@ -25,7 +25,7 @@ from distill.demo import (
     WITHHELD_TAG,
 )
 from distill.demo_ship import ship_decision
-from distill.recipes import load_recipe, recipe_path
+from distill.recipes import recipe_path
 from distill.records import (
     DEMO_RESULTS,
     RUN_CONFIG,
@@ -68,9 +68,10 @@ def test_quick_demo_end_to_end_and_rerun(quick_demo, capsys):
     manifest = CacheManifest.read(out / "cache")
     assert manifest.views.count == CACHE_VIEWS == 8 and manifest.teacher.arch == "distill-demo-rn"
     assert manifest.views.policy
-    # the teacher pretrained on the recipes' pool only; the cache (students' rows) holds none of it
+    # the teacher pretrained on its pool only; the cache (students' rows) holds none of it, and the runs took its rule
     pool = TeacherManifest.read(out / "teacher").dataset.pretrain
-    assert pool.fraction == manifest.dataset.pretrain_fraction == load_recipe("erm").data.pretrain_fraction == 0.3
+    erm = load_train_config(out / "runs" / "erm" / RUN_CONFIG)
+    assert pool.fraction == manifest.dataset.pretrain_fraction == erm.data.pretrain_fraction == 0.3
     assert pool.images == len(DomainFolder(root, pretrain_fraction=0.3).select(split="pretrain")) > 0
     assert list(out.glob("cache/pixels-32x32-*")), "no pixel store"
     for run in STUDENTS:

@@ -53,9 +53,8 @@ DEFINING = ("source_checkpoint", "target", "data")
 
 def _run(args: argparse.Namespace) -> int:
     # lazy: torch, timm and the strategies load only when this command runs, not at every `distill` start-up
-    from distill.api import adapt_config
     from distill.train import train
-    from distill.train.adapt import adapt_strategy
+    from distill.train.adapt import adapt_strategy, adapt_train_config
 
     progress = [NO_PROGRESS] if args.no_progress else []
     if args.resume is not None:
@@ -73,9 +72,9 @@ def _run(args: argparse.Namespace) -> int:
             args._parser.error(f"the following arguments are required: {', '.join(missing)} (or --resume RUN_DIR)")
         strategy_cls = adapt_strategy(args.strategy)
         sources = [d.strip() for d in args.source_domains.split(",") if d.strip()] if args.source_domains else None
-        cfg = adapt_config(args.source_checkpoint, args.target, args.data, cache=args.cache, strategy=args.strategy,
-                           out=args.out, source_domains=sources,
-                           overrides=args.overrides + (["data.skip_bad=true"] if args.skip_bad else []) + progress)
+        cfg = adapt_train_config(args.source_checkpoint, args.target, args.data, cache=args.cache,
+                                 strategy=args.strategy, out=args.out, source_domains=sources,
+                                 items=args.overrides + (["data.skip_bad=true"] if args.skip_bad else []) + progress)
         if strategy_cls.optim_defaults:
             own = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in strategy_cls.optim_defaults.items())

@@ -8,6 +8,7 @@ from distill.api import require_onnxruntime
 from distill.cli._split import add_split_arguments
 from distill.data.split import SPLIT_KEYS
 from distill.records import EXPORT_REPORT, RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, pct
+from distill.spelling import option_names
 
 # ExportConfig key -> the flag that sets it (errors name the flag)
 FLAGS = {
@@ -114,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
     require_onnxruntime()  # one line naming the extra to install, not a ModuleNotFoundError from deep inside
     from distill.export import ExportConfig, export_checkpoint  # lazy: torch/onnx/onnxruntime, not at CLI start-up
 
-    cfg = ExportConfig.from_options(config_options(args), names=FLAGS)
-    report = export_checkpoint(args.checkpoint, args.out, cfg)
+    with option_names(FLAGS):  # the stage's messages name its options as these flags (distill/spelling.py)
+        cfg = ExportConfig.from_options(config_options(args), names=FLAGS)
+        report = export_checkpoint(args.checkpoint, args.out, cfg)
     for m in report.models:
         acc = f", mean accuracy {pct(m.mean_accuracy, 2)}%" if m.mean_accuracy is not None else ""
         flavour = m.int8_flavour

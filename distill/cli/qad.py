@@ -6,6 +6,7 @@ import sys
 
 from distill.api import require_onnxruntime
 from distill.records import RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport
+from distill.spelling import option_names
 
 # QADConfig key -> the flag that sets it (errors name the flag)
 FLAGS = {
@@ -98,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from distill.export.qad import qad  # lazy: torch/onnx/onnxruntime, not at CLI start-up
     from distill.export.qad_config import QADConfig
 
-    record = qad(QADConfig.from_options(config_options(args), names=FLAGS))  # an interrupted run: no empty --out
+    with option_names(FLAGS):  # the stage's messages name its options as these flags (distill/spelling.py)
+        record = qad(QADConfig.from_options(config_options(args), names=FLAGS))  # an interrupted run: no empty --out
     print(f"{args.out}/{record.qad_file}: int8/{record.flavour} (QAD); worst calibration disagreement "
           f"PTQ {record.ptq.worst_calibration:.2f} -> QAD {record.qad.worst_calibration:.2f} pts", file=sys.stdout)
     print(f"int8 file: {args.out}/{record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",

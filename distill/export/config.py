@@ -17,6 +17,7 @@ from distill.data.split import SplitKeys
 from distill.errors import DistillError
 from distill.export.quantize import CALIBRATION_METHODS, INT8_FLAVOUR_CHOICES
 from distill.records import RUN_CONFIG
+from distill.spelling import option
 from distill.validation import close_key, first_error
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -201,7 +202,8 @@ class ExportConfig(SplitKeys):
     def check_data(self) -> None:
         """int8 needs images to calibrate on (checked once the run's defaults are in)."""
         if "int8" in self.precisions and not self.data_root:
-            raise DistillError("--precision int8 needs calibration images: pass --data ROOT (or export a checkpoint "
+            raise DistillError(f"{option('precisions', 'int8')} needs calibration images: pass "
+                               f"{option('data_root', 'ROOT')} (or export a checkpoint "
                                f"inside its training run, whose {RUN_CONFIG} names the data)")
 
 

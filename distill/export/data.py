@@ -20,6 +20,7 @@ from distill.export.config import ExportConfig
 from distill.export.images import PROGRESS_EVERY, ImageSet, load_images, pick, pick_per_domain, random_images
 from distill.export.log import ExportLog
 from distill.records import CacheManifest
+from distill.spelling import option
 from distill.student.model import StudentSpec
 
 RANDOM_IMAGES = 32  # parity images when no dataset is given
@@ -85,7 +86,7 @@ def load_export_data(cfg: ExportConfig, spec: StudentSpec, source_domains: list[
     instead of ``cfg.calib_count`` (``distill qad``'s default: :func:`distill.export.qad_calibration.count_fitter`;
     the count used is :attr:`CalibrationPicks.count`)."""
     if not cfg.data_root:
-        log.warn(f"no --data: fp32/fp16 parity is checked on {RANDOM_IMAGES} random-noise images and no accuracy "
+        log.warn(f"no {option('data_root')}: fp32/fp16 parity is checked on {RANDOM_IMAGES} random-noise images and no accuracy "
                  "is measured")
         return ExportData(random_images(spec, RANDOM_IMAGES, cfg.seed), None,
                           {"root": None, "labeled": False, "eval_count": {"random": RANDOM_IMAGES}})
@@ -224,11 +225,12 @@ def load_holdout_images(cfg: ExportConfig, spec: StudentSpec, data: ExportData, 
         train = train_counts(folder, picks.domains)
         taken = ", ".join(f"{d} {len(picks.by_domain[d])} of {n}" for d, n in train.items())
         lower = fitted_count(min(picks.count, ExportConfig.model_fields["calib_count"].default), count, train)
-        fix = (f"re-export {exported} with --calib-count {lower} (its int8 file is the arm QAD must beat, so QAD "
-               f"calibrates on the export's images), or drop --export (QAD then leaves some by itself)"
-               if exported else f"lower --calib-count, e.g. to {lower}")
+        fix = (f"re-export {exported} with {option('calib_count', lower)} (its int8 file is the arm QAD must beat, "
+               f"so QAD calibrates on the export's images), or drop {option('export_dir')} (QAD then leaves some by "
+               "itself)" if exported else f"lower {option('calib_count')}, e.g. to {lower}")
         raise DistillError(f"{cfg.data_root}: no train-split image is left for the hold-out: the "
-                           f"{'export' if exported else 'calibration'} (--calib-count {picks.count}) took every one "
+                           f"{'export' if exported else 'calibration'} ({option('calib_count', picks.count)}) took "
+                           "every one "
                            f"({taken} train-split images); {fix}")
     return images
 

@@ -78,6 +78,7 @@ from distill.export.quantize import (
 from distill.export.training_run import TrainingRun, checkpoint_provenance, provenance, shipped_provenance
 from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.records.base import relative_paths
+from distill.spelling import option
 from distill.student.model import Student, load_student, save_student
 from distill.utils.io import check_out_dir, make_out_dir, removed_if_left_empty
 from distill.utils.runtime import resolve_device
@@ -148,7 +149,7 @@ def _qad(cfg: QADConfig, log: Callable[[str], None] | None) -> QADRecord:
         teacher_logits, picked_domains = _cached_teacher_logits(cfg, cache, ecfg, data, student, say)
         if picked_domains != calib.domains.tolist():
             raise DistillError(f"{cfg.cache}: {len(teacher_logits)} cached rows do not line up with the "
-                               f"{len(calib)} calibration images (an image failed to decode?); drop --cache to "
+                               f"{len(calib)} calibration images (an image failed to decode?); drop {option('cache')} to "
                                "distill from the fp32 student only")
     data = data.without_folder()  # the index grows with the data set: not held through training
 
@@ -312,7 +313,7 @@ def _cached_teacher_logits(cfg: QADConfig, cache: TeacherCache, ecfg: ExportConf
     whole = data.info.get("fingerprint") if set(domains) == set(folder.domains) else None
     if cache.manifest.dataset.fingerprint != (whole or folder.fingerprint(domains)):
         raise DistillError(f"{cfg.cache}: the cache was built from other data or another split than "
-                           f"{ecfg.data_root}; pass the run's cache, or drop --cache (self-distillation)")
+                           f"{ecfg.data_root}; pass the run's cache, or drop {option('cache')} (self-distillation)")
     order = {c: i for i, c in enumerate(cache.manifest.classes)}
     missing = [c for c in student.spec.class_names if c not in order]
     if missing:

@@ -27,6 +27,7 @@ from distill.export.log import ExportLog
 from distill.export.qad_config import QADConfig
 from distill.export.training_run import TrainingRun, with_run_defaults
 from distill.records import EXPORT_REPORT, ExportReport
+from distill.spelling import option
 from distill.validation import first_error
 
 DEFAULT_CALIB_COUNT = ExportConfig.model_fields["calib_count"].default
@@ -55,16 +56,16 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
         report = ExportReport.read(where.parent)
         theirs, taken = report.config, (report.data or {}).get("calib_count")
         data_root = data_root or exported.data_root
-        calib = _agree(where, "--calib-domains", cfg.calib_domains, exported.calib_domains or None)
+        calib = _agree(where, "calib_domains", cfg.calib_domains, exported.calib_domains or None)
         given = None if cfg.target_domains is None else tuple(d for d in cfg.target_domains if d not in (calib or ()))
-        targets = _agree(where, "--target-domains", given, exported.target_domains)  # as export.json lists them
-        count = _agree(where, "--calib-count", cfg.calib_count, theirs.get("calib_count", DEFAULT_CALIB_COUNT))
-        seed = _agree(where, "--seed", cfg.seed, theirs.get("seed", DEFAULT_SEED))
+        targets = _agree(where, "target_domains", given, exported.target_domains)  # as export.json lists them
+        count = _agree(where, "calib_count", cfg.calib_count, theirs.get("calib_count", DEFAULT_CALIB_COUNT))
+        seed = _agree(where, "seed", cfg.seed, theirs.get("seed", DEFAULT_SEED))
         split = {k: theirs[k] for k in SPLIT_KEYS if theirs.get(k) is not None}
         split_from = {"split_from": str(where), "split_fix": "re-export with the run's split ({flag} unset)"}
-        say(f"calibration as the export's (--export): {data_root}, domains {', '.join(calib or ())}"
+        say(f"calibration as the export's ({option('export_dir')}): {data_root}, domains {', '.join(calib or ())}"
             + (f" + {', '.join(targets)} (unlabeled)" if targets else "")
-            + (f", {count} images" if taken in (None, count) else f", --calib-count {count} ({taken} images there)")
+            + (f", {count} images" if taken in (None, count) else f", {option('calib_count', count)} ({taken} images there)")
             + f", seed {seed}")
     ecfg = with_run_defaults(ExportConfig(
         precisions=("fp32", "int8"), data_root=data_root, calib_domains=calib, target_domains=targets,
@@ -91,16 +92,18 @@ def _trt(cfg: QADConfig, key: str) -> Any:
     return ExportConfig.model_fields[key].default
 
 
-def _agree(where: Path, flag: str, given: Any, theirs: Any) -> Any:
+def _agree(where: Path, key: str, given: Any, theirs: Any) -> Any:
     """The export's value of a calibration setting (``theirs``) unless QAD was ``given`` another: then one line naming
-    ``flag`` and both values. Domains agree as sets (the export's order is kept: it sets each domain's share)."""
+    ``key`` (as the caller spells it) and both values. Domains agree as sets (the export's order is kept: it sets
+    each domain's share)."""
     if given is None or theirs is None or given == theirs or (
             isinstance(given, tuple) and set(given) == set(theirs)):
         return theirs if theirs is not None else given
     given_text, theirs_text = (",".join(v) if isinstance(v, (list, tuple)) else str(v) for v in (given, theirs))
-    raise DistillError(f"{where}: {flag} {given_text or '(none)'} differs from the export's {theirs_text or '(none)'}; "
-                       "with --export both int8 files calibrate alike, so that the no-harm rule's hold-out holds no "
-                       f"calibration image of either: drop {flag}, or re-export with it")
+    raise DistillError(f"{where}: {option(key, given_text or '(none)')} differs from the export's "
+                       f"{theirs_text or '(none)'}; with {option('export_dir')} both int8 files calibrate alike, so "
+                       f"that the no-harm rule's hold-out holds no calibration image of either: drop {option(key)}, "
+                       "or re-export with it")
 
 
 def count_fitter(cfg: QADConfig, exported: ExportedInt8 | None, say: ExportLog) -> Callable[[dict[str, int]], int] | None:
@@ -117,6 +120,6 @@ def count_fitter(cfg: QADConfig, exported: ExportedInt8 | None, say: ExportLog) 
             have = ", ".join(f"{d} {n}" for d, n in train.items())
             say(f"calibration: {count} images, not {DEFAULT_CALIB_COUNT}: the train split ({have} images) cannot "
                 f"hold {DEFAULT_CALIB_COUNT} calibration and {cfg.holdout_count} hold-out images, so they share it "
-                "(--calib-count sets it)")
+                f"({option('calib_count')} sets it)")
         return count
     return fit

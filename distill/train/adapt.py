@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from distill.config import TrainConfig, load_train_config, set_flag
 from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST, STUDENT_SPEC, STUDENT_WEIGHTS, CacheManifest
 from distill.strategies import Strategy, build_config, get_strategy, list_strategies
@@ -135,3 +136,19 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     if caches:
         cfg["cache"] = str(caches[0]) if len(caches) == 1 else [str(c) for c in caches]
     return cfg
+
+
+def adapt_train_config(source_checkpoint: str | Path, target: str | Sequence[str], data: str | Path, *,
+                       cache: str | Path | Sequence[str | Path] = (), strategy: str = "sfda",
+                       out: str | Path | None = None, source_domains: Sequence[str] | None = None,
+                       items: Sequence[str] = (), named: Callable[[str], str] = set_flag) -> TrainConfig:
+    """The :class:`TrainConfig` of a source-free adaptation (:func:`distill.api.adapt_config`; ``distill adapt``).
+    ``items``: ``--set`` items; ``named``: how an error names one (:func:`distill.config.set_flag`: as the command
+    line gave it)."""
+    adapt_strategy(strategy)  # before any other check: a train-only or mistyped strategy is named first
+    check_adapt_overrides(items)
+    targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else [str(t) for t in target]
+    caches = [cache] if isinstance(cache, (str, Path)) else list(cache)
+    base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,
+                        out=out, source_domains=source_domains)
+    return load_train_config(None, list(items), base=base, named=named)

@@ -34,6 +34,7 @@ from distill.student.transforms import normalize
 from distill.teacher import Teacher
 from distill.teacher.cache import (
     AdversarialViews,
+    CacheMismatchError,
     TeacherCache,
     check_manifest,
     check_sample_indices,
@@ -44,6 +45,7 @@ from distill.teacher.cache import (
 from distill.teacher.cache.compact import check_strategy_layout
 from distill.teacher.pool import check_teacher_pool
 from distill.teacher.prompts import resolve_templates
+from distill.train.cache_mismatch import explained_mismatch
 from distill.train.data import ViewPlan
 from distill.train.pool import resolve_pool
 from distill.utils.runtime import (
@@ -287,7 +289,10 @@ def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, t
                                teacher.preprocess_info.to_dict() if teacher is not None else None,
                                dataset.classes, dataset.fingerprint(cache.domains), templates, dataset=data_inputs,
                                content_fingerprint=content)
-    check_manifest(manifest, expect, Path(cache.path) / CACHE_MANIFEST)
+    try:
+        check_manifest(manifest, expect, Path(cache.path) / CACHE_MANIFEST)
+    except CacheMismatchError as e:  # the roots, and a split key the run sets otherwise: named with its fix
+        raise explained_mismatch(e, manifest.dataset, dataset.root) from None
     check_sample_indices(cache.path, cache.sample_indices(), dataset)  # rows are keyed by index: still the same images?
 
 

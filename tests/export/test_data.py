@@ -28,7 +28,7 @@ def test_without_data_parity_runs_on_noise_and_says_so() -> None:
     lines: list[str] = []
     data = load_export_data(ExportConfig(), _spec(["a", "b"]), [], ExportLog(lines.append))
     assert len(data.eval_images) == 32 and data.calib_images is None and not data.labeled
-    assert lines == ["warning: no --data: fp32/fp16 parity is checked on 32 random-noise images and no accuracy "
+    assert lines == ["warning: no data_root: fp32/fp16 parity is checked on 32 random-noise images and no accuracy "
                      "is measured"]
 
 

@@ -122,7 +122,7 @@ def test_no_holdout_image_left_is_one_line(run_ckpt, tiny_root, tmp_path):
         qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), calib_count=10_000, epochs=1,
                       eval_count=4), log=lambda s: None)
     assert "\n" not in str(e.value) and not (tmp_path / "q").exists()  # bad input leaves no folder behind
-    assert "(--calib-count 10000) took every one" in str(e.value) and "e.g. to 60" in str(e.value), str(e.value)
+    assert "(calib_count=10000) took every one" in str(e.value) and "e.g. to 60" in str(e.value), str(e.value)
 
 
 def test_qad_worse_than_ptq_on_the_holdout_ships_ptqs_int8(run_ckpt, tmp_path, monkeypatch, capsys):

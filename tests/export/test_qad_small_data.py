@@ -21,7 +21,7 @@ def test_the_default_calibration_count_leaves_the_holdout_some_of_a_small_train_
     record = qad(QADConfig(checkpoint=str(run_ckpt), out_dir=str(tmp_path / "q"), epochs=1, eval_count=4),
                  log=lines.append)
     said = [line for line in lines if "not 256" in line]
-    assert len(said) == 1 and "--calib-count" in said[0], lines
+    assert len(said) == 1 and "(calib_count sets it)" in said[0], lines  # QADConfig's key: a Python call
     count = record.config["calib_count"]
     assert count < 256 and record.calibration_images == count, (count, record.calibration_images)
     assert record.holdout_images >= count - 2  # the rest of each domain's train images (about as many)
@@ -59,6 +59,6 @@ def test_no_holdout_left_names_the_real_numbers_and_a_count_that_works(run_ckpt:
         load_holdout_images(cfg, spec, data, 256, exported=exported)
     message = str(e.value)
     assert "\n" not in message and f"clean {train} of {train}" in message, message
-    assert f"--calib-count {train // 2}" in message or f"to {train // 2}" in message, message
+    assert f"calib_count={train // 2}" in message or f"to {train // 2}" in message, message
     if exported:
-        assert "re-export export/kd" in message and "drop --export" in message, message
+        assert "re-export export/kd" in message and "drop export_dir" in message, message

@@ -158,15 +158,17 @@ def identity_diffs(manifest: Mapping[str, Any], expect: Mapping[str, Any],
     return diff_fields(have, want)
 
 
+#: what a mismatching cache's refusal says to do, unless a caller knows better (:class:`CacheMismatchError`)
+REBUILD_ADVICE = "rebuild it with `distill cache build` or point to the matching cache"
+
+
 class CacheMismatchError(DistillError):
     """A cache whose manifest differs from what the run expects. ``.fields`` lists the differences."""
 
-    def __init__(self, path: str | Path, fields: list[str]):
-        self.path, self.fields = str(path), fields
-        super().__init__(
-            f"{path}: teacher cache does not match this run (cache vs expected: {'; '.join(fields)}); "
-            f"rebuild it with `distill cache build` or point to the matching cache"
-        )
+    def __init__(self, path: str | Path, fields: list[str], advice: str = REBUILD_ADVICE):
+        self.path, self.fields, self.advice = str(path), fields, advice
+        super().__init__(f"{path}: teacher cache does not match this run (cache vs expected: {'; '.join(fields)}); "
+                         f"{advice}")
 
 
 def expected_identity(
