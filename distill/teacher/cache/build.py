@@ -283,7 +283,7 @@ def _shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, pl
     per_batch = max(1, plan.batch_size // K)
     if not mine:
         return
-    batches = ShardBatches(mine, S, per_batch, len(samples))  # nothing per sample held (nor below): columns
+    batches = ShardBatches.of_shards(mine, S, per_batch, len(samples))  # nothing per sample held (nor below): columns
     info = teacher.preprocess_info
     policy = view_policy_of(plan.views)
     pools = PartnerPools.of_table(samples) if policy.mix.active else None

@@ -113,24 +113,25 @@ class ImageViews(Dataset):
 
 
 class ShardBatches(Sampler[list[int]]):
-    """The positions of each batch of shards ``shards``, in order: shard ``k`` holds positions ``[k*S, (k+1)*S)`` of
-    ``n``, cut into batches of ``per_batch`` (its last one shorter). Computed as iterated: a list of every
-    batch's positions cost ~40 bytes an image."""
+    """The positions of each batch of some shards, in order: shard ``j`` holds positions ``spans[j]`` (start, stop),
+    cut into batches of ``per_batch`` (its last one shorter; a batch never straddles two shards). Computed as
+    iterated: a list of every batch's positions cost ~40 bytes an image."""
 
-    def __init__(self, shards: Sequence[int], shard_size: int, per_batch: int, n: int):
-        self.shards, self.shard_size, self.per_batch, self.n = list(shards), int(shard_size), int(per_batch), int(n)
+    def __init__(self, spans: Sequence[tuple[int, int]], per_batch: int):
+        self.spans, self.per_batch = [(int(a), int(b)) for a, b in spans], int(per_batch)
 
-    def _span(self, k: int) -> range:
-        return range(k * self.shard_size, min((k + 1) * self.shard_size, self.n))
+    @classmethod
+    def of_shards(cls, shards: Sequence[int], shard_size: int, per_batch: int, n: int) -> ShardBatches:
+        """Shards ``shards`` of ``n`` positions: shard ``k`` holds ``[k * shard_size, (k + 1) * shard_size)``."""
+        return cls([(k * shard_size, min((k + 1) * shard_size, n)) for k in shards], per_batch)
 
     def __iter__(self) -> Iterator[list[int]]:
-        for k in self.shards:
-            span = self._span(k)
-            for b in range(span.start, span.stop, self.per_batch):
-                yield list(range(b, min(b + self.per_batch, span.stop)))
+        for a, b in self.spans:
+            for first in range(a, b, self.per_batch):
+                yield list(range(first, min(first + self.per_batch, b)))
 
     def __len__(self) -> int:
-        return sum(-(-len(self._span(k)) // self.per_batch) for k in self.shards)
+        return sum(-(-max(0, b - a) // self.per_batch) for a, b in self.spans)
 
 
 def split_preprocess(transform: Callable[[Image.Image], Tensor], info: Preprocess,

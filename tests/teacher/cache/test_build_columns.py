@@ -7,29 +7,33 @@ main process and in every spawned worker); this build computes each from the dat
 The expectations below are what main's code wrote for these builds (sha256, generated with this file's helpers
 against a checkout of main). They cover every byte that does not come out of the teacher's float arithmetic: the
 rows' columns (sample index, view, view params, mix partner and view, domain, label, split), each shard's skipped
-images, the manifest (less its time, paths, and hashes of floats or of the PNG files' sizes) and the exact uint8 pixels the teacher was
-given, batch by batch (what decides its outputs; those outputs' own bits can differ on another CPU).
+images, the pixel stores' shards, the manifest (less its time, paths, and hashes of floats or of the PNG files'
+sizes) and the exact uint8 pixels the teacher was given, batch by batch (what decides its outputs; those outputs'
+own bits can differ on another CPU).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import pickle
-import shutil
 import tracemalloc
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 from safetensors import safe_open
 
 import distill.teacher.cache.build as build
+import distill.teacher.cache.pixels as pixels
 from distill.data.folder import DomainFolder
 from distill.data.unlabeled import add_folders, scan_folders
 from distill.data.view_policy import preset
 from distill.records import CACHE_MANIFEST
-from distill.teacher.cache import build_cache, make_plan, shard_name
+from distill.teacher.cache import PixelOptions, build_cache, make_plan, shard_name
 from distill.teacher.cache.shards import ResumableShards
 from tests.teacher.cache.common import SETTINGS, demo_teacher, make_tree
 
@@ -62,6 +66,8 @@ def digest(out: Path, fed: list[str]) -> dict[str, str]:
                 h.update(f"{key} {t.dtype} {t.shape}\n".encode() + t.tobytes())
             h.update(json.dumps(st.metadata(), sort_keys=True).encode())
         got[f.name] = h.hexdigest()
+    for f in sorted(out.glob("pixels-*/shard-*.safetensors")):  # decoded and resized views: no float teacher
+        got[f"{f.parent.name}/{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
     m = json.loads((out / CACHE_MANIFEST).read_text())
     for key in ("created", "text_embeddings_sha256", "distill_version"):
         m.pop(key)
@@ -99,7 +105,8 @@ def scenario(name: str, top: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
         add_folders(ds, scan_folders([str(_cam(top / "cam"))], data, "--unlabeled"))
     teacher = demo_teacher(ds.classes)
     out = top / "cache"
-    build_cache(ds, teacher, out, options, num_workers=workers, skip_bad=skip_bad, progress=False)
+    build_cache(ds, teacher, out, options, num_workers=workers, skip_bad=skip_bad, progress=False,
+                pixels=PixelOptions(((16, 16),)) if name != "resumed" else None)  # and its pixel store
     if name == "resumed":  # an interrupted build: the manifest and some shards gone; the rest kept
         (out / CACHE_MANIFEST).unlink()
         for k in (1, 4, 9):
@@ -122,6 +129,26 @@ MAIN: dict[str, dict[str, str]] = {
         "shard-00007.safetensors": "5a83bd057aa2a9efd8d58b8f08e65326891b63fb1b16e151b6cb1c353140bd66",
         "shard-00008.safetensors": "3b6ca452ff00db4ac5a372290ae214b8bf02c1248059461af126c2fbe5b7fe2b",
         "shard-00009.safetensors": "8ab6c78e1876880efc5f8fe04f2b5bf1d27c1bc82c4d305af972d94431404fda",
+        "pixels-16x16-bicubic/shard-00000.safetensors":
+            "d8df5973efdcf5fe71246281be147db5c6a6869f6fc6447c8017ca7f52c6ff32",
+        "pixels-16x16-bicubic/shard-00001.safetensors":
+            "c00bb39658c748c901979ee2b2139db5fc5e8af69d29d023e451c7067af29682",
+        "pixels-16x16-bicubic/shard-00002.safetensors":
+            "3aa74e961e7beef3f561628f36aac8c92186c258c42c6c93ada3c48c6ca22276",
+        "pixels-16x16-bicubic/shard-00003.safetensors":
+            "a5ea96604eca81b9eee7d7dd50d8530c0319244fff10364b8624a219bb03893b",
+        "pixels-16x16-bicubic/shard-00004.safetensors":
+            "8e35c52737eb34ea5326152f8f9429d2c2a16550a05f65c62185d29e64014ed5",
+        "pixels-16x16-bicubic/shard-00005.safetensors":
+            "e38197e0b4dfc6c2477ebcd9a59b298fce3ac6e0adac640e5d66ecdaf690bc54",
+        "pixels-16x16-bicubic/shard-00006.safetensors":
+            "3295903d3019af345c56776f45dceaba49c77878b9f56e08404f93a7ba0efd10",
+        "pixels-16x16-bicubic/shard-00007.safetensors":
+            "bb53aa76a485765bedb43fc3168414aecb425b64c282b4cb26991b21a0a76173",
+        "pixels-16x16-bicubic/shard-00008.safetensors":
+            "b3add503782957f0ac951b374cbb10d307ef57271b694b2b1874be6dd7faf873",
+        "pixels-16x16-bicubic/shard-00009.safetensors":
+            "e2b20f4bc18e6c6a6317ef6f145d55a6dea89ca36f5bec2c5651021d437a0009",
         "manifest": "e08c771605b6f4c998dd512e94819cf10bc957ff098789a2bbc678a8fe9af569",
         "teacher_inputs": "6eb295a48ccad9e42fc047aba872d847e7f17fea378586d2b3a3df137b3213d0",
     },
@@ -138,6 +165,30 @@ MAIN: dict[str, dict[str, str]] = {
         "shard-00009.safetensors": "4e7df9bd1a06134f0af732702e095a40af057116f2657074100128da14f4ccbb",
         "shard-00010.safetensors": "20d277ffb8109d139b75e15bfa198723e3eeec6180a2e11bd89a92b06aa3a17c",
         "shard-00011.safetensors": "01186d3f30a32f89b532ec984a58accff383e886b48bb5903f6a275db30babe5",
+        "pixels-16x16-bicubic/shard-00000.safetensors":
+            "876c4f6e4dada8171a61f347ad238b9c711afdd353306f24b6ceb4553fe0ed35",
+        "pixels-16x16-bicubic/shard-00001.safetensors":
+            "5b176b789247df02d696b64d251abaf8a6f42e6ea5b0082abb8f30475caae88d",
+        "pixels-16x16-bicubic/shard-00002.safetensors":
+            "4cceb72ffb8f1fac54f1a95bb5e12048e3510f9890a9603cb9c9367076851e7f",
+        "pixels-16x16-bicubic/shard-00003.safetensors":
+            "30e43a834b67e2cddef76180caabf9f9d6ff47939fd1be0a15293bbfea263434",
+        "pixels-16x16-bicubic/shard-00004.safetensors":
+            "8cab8014493ecf38d7dcf91f9cf5f3b562aeaf351a1915cbd80832b761c92a89",
+        "pixels-16x16-bicubic/shard-00005.safetensors":
+            "7520f92a0c52737f9f2579d1286dd50b9f307b069807c6c919a8b0b95dfd58cc",
+        "pixels-16x16-bicubic/shard-00006.safetensors":
+            "bcdf8ba441a87d39cc50946b67314e5f93445320ff75eab3a71b073c1e501be5",
+        "pixels-16x16-bicubic/shard-00007.safetensors":
+            "c0bf6909628c2c37bd3ce3981ea20efa45a046c223a02b0344bc378d09506d17",
+        "pixels-16x16-bicubic/shard-00008.safetensors":
+            "4ab9a748d335dcf3c9119adea468c75673125a717611249db228247a7b88e0bf",
+        "pixels-16x16-bicubic/shard-00009.safetensors":
+            "4b31f9029de3e0ecc53a457c610428597f3bf02f0b8e5f1d1d61f2a1bc3756d9",
+        "pixels-16x16-bicubic/shard-00010.safetensors":
+            "5128346514513b860848ed0472302b5532e2fedd390600ab93979166b43132ef",
+        "pixels-16x16-bicubic/shard-00011.safetensors":
+            "c3749096221b6980a4ad70b94aa84942fa3c263727b0b5f0d3b001871d823120",
         "manifest": "4332060249b537153ccf9d5bcde96d0b03666fce89f3679b897e96f2b9a252f8",
         "teacher_inputs": "2ce8430af33a54ffa425375eef27e6499df7d27c1c186f2aa66b012507f01b7c",
     },
@@ -154,6 +205,30 @@ MAIN: dict[str, dict[str, str]] = {
         "shard-00009.safetensors": "b9cefb47dd00f5bb5fbbfe83e91a11d5c9beb8dd8065db5d7ff4c81765835f6b",
         "shard-00010.safetensors": "55e60618874413ab74fb695a86ed7c0c442cce04f333fc30d7700821d384fa95",
         "shard-00011.safetensors": "8bff30df4a853dca83dd15009c845d939c26032c23345e4349163ad149f047d7",
+        "pixels-16x16-bicubic/shard-00000.safetensors":
+            "876c4f6e4dada8171a61f347ad238b9c711afdd353306f24b6ceb4553fe0ed35",
+        "pixels-16x16-bicubic/shard-00001.safetensors":
+            "5b176b789247df02d696b64d251abaf8a6f42e6ea5b0082abb8f30475caae88d",
+        "pixels-16x16-bicubic/shard-00002.safetensors":
+            "4cceb72ffb8f1fac54f1a95bb5e12048e3510f9890a9603cb9c9367076851e7f",
+        "pixels-16x16-bicubic/shard-00003.safetensors":
+            "5d661c77b58d78f9348e405a02bc668dcd64c05520ca03fa8e29b4a07070766d",
+        "pixels-16x16-bicubic/shard-00004.safetensors":
+            "1bc186648bbc659d88ab6e5a89b9a3832ae6e34f43270d32348923a00ff60bfc",
+        "pixels-16x16-bicubic/shard-00005.safetensors":
+            "dc90146128ab57cbeb0359507460c2a32b778b4f3b3be7997c7767b9b7fc6210",
+        "pixels-16x16-bicubic/shard-00006.safetensors":
+            "9957f2e92eba4e1bc5b5c32536bed6d8e53985309b0f65d52aea4b962f138667",
+        "pixels-16x16-bicubic/shard-00007.safetensors":
+            "1c99c73e563ce4bdaac368d97b134ee9a9d7fd8395f69dc13d6517c9b28e4b77",
+        "pixels-16x16-bicubic/shard-00008.safetensors":
+            "f1863359025a174f6c816a58ec3e6939597733640522d774df19c0fbea102fc3",
+        "pixels-16x16-bicubic/shard-00009.safetensors":
+            "c4b58f24d51a649910a02e937bbbc67f38515ac49f1ea0df739c259f501b3e3f",
+        "pixels-16x16-bicubic/shard-00010.safetensors":
+            "76cfa3c61c875eabf6dab978f956436834cf0b8c8d7fae2fe22c1305e8617086",
+        "pixels-16x16-bicubic/shard-00011.safetensors":
+            "abd9ce28537062e23d7029b19a89ae13b0e0eefa6e8fabd15265a72800a9a36d",
         "manifest": "eaaec2254ae5ba435383d2d7e6ea7929562498f333cc327eb6a25de5084171ed",
         "teacher_inputs": "f37ad40a0341e46ba86787cb56ae4801efa763b296f4a41f82d6489a140e4f60",
     },
@@ -180,9 +255,27 @@ def test_the_cache_is_mains_bit_for_bit(name, tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------- memory
-def _structures(n: int, top: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, list]:
-    """(tracemalloc blocks allocated by a build's set-up over ``n`` images and still held by the DataLoader's dataset
-    and batch sampler, those two), under a mixing policy; no image decoded, the teacher never run."""
+def _kept(set_up: Callable[[], None], held: list) -> tuple[int, tuple]:
+    """(memory blocks allocated by ``set_up()`` that the (dataset, batch sampler) it left in ``held`` keep: freed
+    when that pair is dropped, the pair's lengths)."""
+    tracemalloc.start()
+    try:
+        set_up()
+        gc.collect()
+        with_them = tracemalloc.take_snapshot()
+        data, batches = held.pop()
+        lengths = (len(data), len(batches), sum(1 for _ in batches))
+        del data, batches
+        gc.collect()
+        without = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    return sum(stat.count_diff for stat in with_them.compare_to(without, "filename")), lengths
+
+
+def _structures(n: int, top: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, tuple]:
+    """:func:`_kept` of a build's set-up over ``n`` images (its DataLoader's dataset and batch sampler), under a mixing
+    policy; no image decoded, the teacher never run."""
     for i in range(n):
         path = top / f"d{i % 2}" / f"c{i % 3}" / f"img_{i:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,23 +292,16 @@ def _structures(n: int, top: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int
         return []
 
     monkeypatch.setattr(build, "WorkerLoader", loader)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
-        for _ in build._shards(ds, teacher, shards, plan, list(range(plan.num_shards)), False, 0, False):
-            pass
-        grown = tracemalloc.take_snapshot().compare_to(before, "filename")
-    finally:
-        tracemalloc.stop()
-    return sum(stat.count_diff for stat in grown), held[0]
+    return _kept(lambda: [*build._shards(ds, teacher, shards, plan, list(range(plan.num_shards)), False, 0, False)],
+                 held)
 
 
 def test_the_builds_structures_hold_nothing_per_image(tmp_path, monkeypatch):
     """main's held ~8 Python objects an image (pairs, paths, dict entries, positions); these, a few arrays."""
-    (small, _), (large, (data, batches)) = (_structures(n, tmp_path / str(n), monkeypatch) for n in (20, 2000))
+    (small, _), (large, lengths) = (_structures(n, tmp_path / str(n), monkeypatch) for n in (20, 2000))
     assert large - small < 100, (small, large)  # main's: > 10000 more
     # 2000 images in shards of 64 (the last one 16), batches of 12 // 3 views = 4 images: 31 * 16 + 4
-    assert len(batches) == sum(1 for _ in batches) == 500
+    assert lengths == (2000, 500, 500)
 
 
 def test_sample_files_are_the_datasets_paths_also_when_pickled(tmp_path):
@@ -232,3 +318,41 @@ def test_sample_files_are_the_datasets_paths_also_when_pickled(tmp_path):
             files.path(len(samples))
         with pytest.raises(KeyError):
             files.path_of_index(10 ** 6)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _pixel_structures(n: int, top: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, tuple]:
+    """:func:`_kept` of a pixel store's set-up over a cache of ``n`` images (its DataLoader's dataset and batch
+    sampler); nothing decoded for the store."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        path = top / "data" / f"d{i % 2}" / f"c{i % 3}" / f"img_{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    ds = DomainFolder(top / "data")
+    options = dataclasses.replace(SETTINGS, views=1, shard_size=64, batch_size=64)
+    out = build_cache(ds, demo_teacher(ds.classes), top / "cache", options, num_workers=0, progress=False)
+    held: list = []
+
+    def loader(data, batch_sampler, **kw):
+        held.append((data, batch_sampler))
+        raise _Stop
+
+    monkeypatch.setattr(pixels, "WorkerLoader", loader)
+    def set_up() -> None:
+        with contextlib.suppress(_Stop):
+            pixels.build_pixel_store(ds, out, (8, 8), batch_size=8, num_workers=0, progress=False)
+
+    return _kept(set_up, held)
+
+
+def test_the_pixel_stores_structures_hold_nothing_per_image(tmp_path, monkeypatch):
+    """main's held a job per image (its path, two tensor views of its rows) and a list of positions per batch."""
+    (small, _), (large, lengths) = (_pixel_structures(n, tmp_path / str(n), monkeypatch) for n in (20, 500))
+    assert large - small < 100, (small, large)  # main's: > 2000 more
+    assert lengths == (500, 7 * 8 + 7, 7 * 8 + 7)  # shards of 64 (the last 52) in batches of 8
