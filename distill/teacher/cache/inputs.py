@@ -117,21 +117,22 @@ class ShardBatches(Sampler[list[int]]):
     cut into batches of ``per_batch`` (its last one shorter; a batch never straddles two shards). Computed as
     iterated: a list of every batch's positions cost ~40 bytes an image."""
 
-    def __init__(self, spans: Sequence[tuple[int, int]], per_batch: int):
-        self.spans, self.per_batch = [(int(a), int(b)) for a, b in spans], int(per_batch)
+    def __init__(self, spans: Sequence[tuple[int, int]] | np.ndarray, per_batch: int):
+        self.spans, self.per_batch = np.asarray(spans, dtype=np.int64).reshape(-1, 2), int(per_batch)
 
     @classmethod
     def of_shards(cls, shards: Sequence[int], shard_size: int, per_batch: int, n: int) -> ShardBatches:
         """Shards ``shards`` of ``n`` positions: shard ``k`` holds ``[k * shard_size, (k + 1) * shard_size)``."""
-        return cls([(k * shard_size, min((k + 1) * shard_size, n)) for k in shards], per_batch)
+        first = np.asarray(shards, dtype=np.int64) * shard_size
+        return cls(np.stack([first, np.minimum(first + shard_size, n)], axis=1), per_batch)
 
     def __iter__(self) -> Iterator[list[int]]:
-        for a, b in self.spans:
+        for a, b in self.spans.tolist():
             for first in range(a, b, self.per_batch):
                 yield list(range(first, min(first + self.per_batch, b)))
 
     def __len__(self) -> int:
-        return sum(-(-max(0, b - a) // self.per_batch) for a, b in self.spans)
+        return int((-(-np.maximum(0, self.spans[:, 1] - self.spans[:, 0]) // self.per_batch)).sum())
 
 
 def split_preprocess(transform: Callable[[Image.Image], Tensor], info: Preprocess,

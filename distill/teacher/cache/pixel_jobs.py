@@ -90,9 +90,9 @@ class ShardImages(Dataset):
         counts = torch.unique_consecutive(si, return_counts=True)[1]
         return np.concatenate([[0], np.cumsum(counts.numpy())]).astype(np.int64)
 
-    def spans(self) -> list[tuple[int, int]]:
-        """(first item, one past the last) of each shard: the batches' bounds."""
-        return list(zip(self.first[:-1].tolist(), self.first[1:].tolist()))
+    def spans(self) -> np.ndarray:
+        """(first item, one past the last) of each shard [shards, 2]: the batches' bounds."""
+        return np.stack([self.first[:-1], self.first[1:]], axis=1)
 
     def __len__(self) -> int:
         return int(self.first[-1])
