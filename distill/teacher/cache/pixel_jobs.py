@@ -26,16 +26,34 @@ from distill.teacher.cache.format import shard_name
 from distill.teacher.cache.pixel_codecs import encode
 
 
-def partner_rows(cache_dir: Path, manifest: CacheManifest) -> tuple[Tensor, Tensor]:
-    """(sorted keys ``sample_index * views + view``, their view_params) of every row of the cache: a
-    mixed row's partner may sit in any shard."""
-    keys, params = [], []
-    for shard in manifest.shards:
-        with safe_open(str(cache_dir / shard.file), "pt") as f:
-            keys.append(f.get_tensor("sample_index") * int(manifest.views.count) + f.get_tensor("view").long())
-            params.append(f.get_tensor("view_params"))
-    key, order = torch.cat(keys).sort()
-    return key, torch.cat(params)[order]
+class PartnerRows:
+    """Every row of a cache, found by key ``sample_index * views + view``: a mixed row's partner may sit in any shard.
+
+    Held: the sorted keys and each one's row in the shards one after another (16 bytes a row); a row's view_params
+    are read from its shard file when asked (they were held too: 96 bytes a row of a policy cache, in the process and
+    every worker).
+    """
+
+    def __init__(self, cache_dir: Path, manifest: CacheManifest):
+        self.cache_dir, self.views = Path(cache_dir), int(manifest.views.count)
+        self.files = [shard.file for shard in manifest.shards]
+        keys = [shard_rows(self.cache_dir / f, ("sample_index", "view")) for f in self.files]
+        self.starts = np.cumsum([0, *(len(k["view"]) for k in keys)])  # each shard's first row
+        self.keys, self.order = torch.cat([k["sample_index"] * self.views + k["view"].long() for k in keys]).sort()
+
+    def at(self, partner: Tensor, pview: Tensor) -> tuple[Tensor, Tensor]:
+        """(positions in :attr:`keys` of the rows (partner, view), clamped: a row without one points anywhere;
+        whether each is held or has no partner)."""
+        want = partner.clamp(min=0) * self.views + pview.long().clamp(min=0)
+        at = torch.searchsorted(self.keys, want).clamp(max=len(self.keys) - 1)
+        return at, (self.keys[at] == want) | (partner < 0)
+
+    def params(self, at: int) -> Tensor:
+        """view_params of the row at position ``at`` of :attr:`keys` (read from its shard)."""
+        row = int(self.order[at])
+        j = int(np.searchsorted(self.starts, row, side="right")) - 1
+        with safe_open(str(self.cache_dir / self.files[j]), "pt") as f:
+            return f.get_slice("view_params")[row - int(self.starts[j]):row - int(self.starts[j]) + 1][0]
 
 
 def shard_rows(path: Path, names: Sequence[str]) -> dict[str, Tensor]:
@@ -44,21 +62,14 @@ def shard_rows(path: Path, names: Sequence[str]) -> dict[str, Tensor]:
         return {name: f.get_tensor(name) for name in names}
 
 
-def _partner_at(partners: tuple[Tensor, Tensor], partner: Tensor, pview: Tensor, views: int) -> Tensor:
-    """Positions in ``partners`` of the rows (partner, view) (clamped: a row without one points anywhere)."""
-    keys = partners[0]
-    want = partner.clamp(min=0) * views + pview.long().clamp(min=0)
-    return torch.searchsorted(keys, want).clamp(max=len(keys) - 1)
-
-
 class ShardImages(Dataset):
     """Item ``i``: the ``i``-th image of ``shards`` (an image is its run of rows, sorted by (sample, view)) -> its
     views' pixels uint8 [k, 3, H, W] (one decode per image), or with a compressed ``codec`` the list of the k views'
     encoded files (encoded in the worker). A mixed row's partner (a policy cache, ``render`` set) is decoded here
-    too, with its view_params from ``partners`` (:func:`partner_rows`)."""
+    too, with its view_params from ``partners``."""
 
     def __init__(self, cache_dir: Path, shards: Sequence[int], files: SampleFiles, size: tuple[int, int],
-                 interpolation: str, render: PolicyRender | None, partners: tuple[Tensor, Tensor] | None,
+                 interpolation: str, render: PolicyRender | None, partners: PartnerRows | None,
                  views: int, codec: str = "raw", quality: int | None = None):
         self.cache_dir, self.shards, self.files = Path(cache_dir), list(shards), files
         self.size, self.interpolation, self.render, self.partners, self.views = size, interpolation, render, \
@@ -72,10 +83,7 @@ class ShardImages(Dataset):
     def _check(self, k: int) -> dict[str, Tensor]:
         cols = shard_rows(self.cache_dir / shard_name(k), self._names())
         if self.partners is not None:
-            partner = cols["mix_partner"]
-            at = _partner_at(self.partners, partner, cols["mix_view"], self.views)
-            missing = (self.partners[0][at] != partner.clamp(min=0) * self.views + cols["mix_view"].long().clamp(
-                min=0)) & (partner >= 0)
+            missing = ~self.partners.at(cols["mix_partner"], cols["mix_view"])[1]
             if bool(missing.any()):
                 raise DistillError(f"{self.cache_dir}: sample {int(cols['sample_index'][missing][0])} is mixed with "
                                    "a row the cache does not hold; rebuild the cache")
@@ -114,10 +122,11 @@ class ShardImages(Dataset):
         else:
             assert self.partners is not None  # given with render (a policy cache)
             partner = cols["mix_partner"][a:b]
-            found = self.partners[1][_partner_at(self.partners, partner, cols["mix_view"][a:b], self.views)]
+            found = self.partners.at(partner, cols["mix_view"][a:b])[0].tolist()
             out = []
             for v, p, s, q in zip(cols["view"][a:b].tolist(), params, partner.tolist(), found):
-                other, other_p = (load_rgb(self.files.path_of_index(s)), q) if s >= 0 else (None, None)
+                other, other_p = (load_rgb(self.files.path_of_index(s)), self.partners.params(q)) if s >= 0 else \
+                    (None, None)
                 out.append(self.render.pixels(img, v, p, self.size, self.interpolation, other, other_p))
         if self.codec == "raw":
             return torch.stack(out)
@@ -125,4 +134,4 @@ class ShardImages(Dataset):
         return [encode(u8, self.codec, self.quality) for u8 in out]
 
 
-__all__ = ["ShardImages", "partner_rows", "shard_rows"]
+__all__ = ["PartnerRows", "ShardImages", "shard_rows"]

@@ -59,7 +59,7 @@ from distill.teacher.cache.identity import (
 )
 from distill.teacher.cache.inputs import ShardBatches
 from distill.teacher.cache.pixel_codecs import check_codec, codec_label, pack
-from distill.teacher.cache.pixel_jobs import ShardImages, partner_rows, shard_rows
+from distill.teacher.cache.pixel_jobs import PartnerRows, ShardImages, shard_rows
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, ShardFile
 from distill.utils.io import read_json
 from distill.utils.loaders import WorkerLoader, default_workers
@@ -230,7 +230,7 @@ def build_pixel_store(dataset: DomainFolder, cache_dir: str | Path, size: tuple[
     def make(mine: list[int]) -> Iterator[Shard]:
         """This rank's missing shards ``mine``: decoded by DataLoader workers, yielded shard by shard."""
         render = PolicyRender.for_manifest(manifest)
-        partners = partner_rows(cache_dir, manifest) if render is not None and mine else None
+        partners = PartnerRows(cache_dir, manifest) if render is not None and mine else None
         h, w = plan.size
         # nothing per image held: a worker finds its item in the shard's columns, its files in the dataset's
         data = ShardImages(cache_dir, mine, dataset.files(dataset.samples), plan.size, plan.interpolation, render,

@@ -32,6 +32,7 @@ import distill.teacher.cache.pixels as pixels
 from distill.data.folder import DomainFolder
 from distill.data.unlabeled import add_folders, scan_folders
 from distill.data.view_policy import preset
+from distill.errors import DistillError
 from distill.records import CACHE_MANIFEST
 from distill.teacher.cache import PixelOptions, build_cache, make_plan, shard_name
 from distill.teacher.cache.shards import ResumableShards
@@ -356,3 +357,22 @@ def test_the_pixel_stores_structures_hold_nothing_per_image(tmp_path, monkeypatc
     (small, _), (large, lengths) = (_pixel_structures(n, tmp_path / str(n), monkeypatch) for n in (20, 500))
     assert large - small < 30, (small, large)  # main's: > 2000 more
     assert lengths == (500, 7 * 8 + 7, 7 * 8 + 7)  # shards of 64 (the last 52) in batches of 8
+
+
+def test_a_partner_row_the_cache_lacks_is_refused_before_decoding(tmp_path):
+    """The pixel store checks every mixed row's partner in its set-up pass (one line naming the sample)."""
+    from safetensors.torch import save_file
+
+    ds = DomainFolder(make_tree(tmp_path / "data"))
+    out = build_cache(ds, demo_teacher(ds.classes), tmp_path / "cache", MIX, num_workers=0, progress=False)
+    path = out / shard_name(4)
+    with safe_open(str(path), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    mixed = tensors["mix_partner"] >= 0
+    assert mixed.any()
+    tensors["mix_partner"][mixed] = 10 ** 6  # a partner no row holds
+    save_file(tensors, str(path), metadata=meta)
+    first = int(tensors["sample_index"][mixed][0])
+    with pytest.raises(DistillError, match=rf"^{out}: sample {first} is mixed with a row the cache does not hold; "
+                                           "rebuild the cache$"):
+        pixels.build_pixel_store(ds, out, (8, 8), num_workers=0, progress=False)
