@@ -1,7 +1,7 @@
 """The pixel store's decode work: each image of a cache's shards, read from the shard's own columns when asked.
 
 :func:`~distill.teacher.cache.pixels.build_pixel_store` once held a job per image for the whole pass (its path, two
-tensor views of its rows and a list of partners: ~1 kB an image) and a list of positions per batch; here an item is
+tensor views of its rows and a list of partners: ~7 Python objects an image) and a list of positions per batch; here an item is
 found from the shard file's columns by the DataLoader worker that decodes it (the last shard read kept, per
 process), and the image files from the dataset's columns (:class:`~distill.data.sample_table.SampleFiles`).
 """
@@ -70,10 +70,9 @@ class ShardImages(Dataset):
 
     def __init__(self, cache_dir: Path, shards: Sequence[int], files: SampleFiles, size: tuple[int, int],
                  interpolation: str, render: PolicyRender | None, partners: PartnerRows | None,
-                 views: int, codec: str = "raw", quality: int | None = None):
+                 codec: str = "raw", quality: int | None = None):
         self.cache_dir, self.shards, self.files = Path(cache_dir), list(shards), files
-        self.size, self.interpolation, self.render, self.partners, self.views = size, interpolation, render, \
-            partners, int(views)
+        self.size, self.interpolation, self.render, self.partners = size, interpolation, render, partners
         self.codec, self.quality = codec, quality
         self.first = np.zeros(len(self.shards) + 1, dtype=np.int64)  # each shard's first item
         for j, k in enumerate(self.shards):  # one pass over the shards' columns: images counted, partners checked

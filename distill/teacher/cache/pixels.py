@@ -234,7 +234,7 @@ def build_pixel_store(dataset: DomainFolder, cache_dir: str | Path, size: tuple[
         h, w = plan.size
         # nothing per image held: a worker finds its item in the shard's columns, its files in the dataset's
         data = ShardImages(cache_dir, mine, dataset.files(dataset.samples), plan.size, plan.interpolation, render,
-                           partners, int(manifest.views.count), plan.codec, plan.quality)
+                           partners, plan.codec, plan.quality)
         batches = ShardBatches(data.spans(), max(1, batch_size))
         workers = default_workers(len(batches), world) if num_workers is None else num_workers
         loader = WorkerLoader(data, batch_sampler=batches, num_workers=workers if len(data) else 0, collate_fn=_cat,
