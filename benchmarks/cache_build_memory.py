@@ -79,7 +79,8 @@ def measure(checkout: str, root: str, traced: bool) -> dict:
     options = dataclasses.replace(CacheOptions(views=3, batch_size=192, shard_size=1024),
                                   policy=preset("fm", mixup=1.0, cutmix=1.0))
     plan = make_plan(ds, teacher, options)
-    shards = ResumableShards(Path(tempfile.mkdtemp()) / "cache", 0, 1)
+    out = tempfile.TemporaryDirectory()  # _shards writes nothing here (its loader yields nothing); removed at exit
+    shards = ResumableShards(Path(out.name) / "cache", 0, 1)
     got: dict = {}
 
     class Probe:
@@ -108,6 +109,7 @@ def measure(checkout: str, root: str, traced: bool) -> dict:
         got["peak"] = tracemalloc.get_traced_memory()[1] - base
         tracemalloc.stop()
     got["images"] = len(ds)
+    out.cleanup()
     return got
 
 
