@@ -43,6 +43,7 @@ from distill.data.sample_table import (
     SPLITS,
     Sample,
     SampleColumns,
+    SampleFiles,
     SampleTable,
     hash_file_lines,
     prefix_strings,
@@ -305,6 +306,13 @@ class DomainFolder:
         if folder is not None:
             return folder.path / sample.relpath[len(sample.domain) + 1:]
         return self.root / sample.relpath
+
+    def files(self, samples: SampleTable) -> SampleFiles:
+        """``samples``' (a selection of :attr:`samples`) indices and image files (:meth:`path`), read from the
+        columns by position or index: what a DataLoader's dataset holds instead of a list of paths."""
+        bases = [(f.path, len(name) + 1) if (f := self.folders.get(name)) is not None else (self.root, 0)
+                 for name in samples.columns.domain_names]
+        return SampleFiles(samples, bases)
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self, domains: Iterable[str] | None = None) -> str:

@@ -11,6 +11,7 @@ DataLoader workers forked from the process share these buffers without copying t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator, Protocol, Sequence, overload
 
 import numpy as np
@@ -258,6 +259,52 @@ class SampleTable(Sequence[Sample]):
 
 
 
+class SampleFiles:
+    """Each sample of a table's sample index and image file, read from the table's columns when asked: picklable,
+    and no Python object per image (the cache build's list of ``(index, Path)`` pairs and its ``{index: path}`` dict
+    cost ~440 bytes an image; benchmarks/RESULTS.md, "Scale: the teacher-cache build's per-sample structures").
+
+    ``bases[d]``: (folder, characters of the relative path to drop) of the samples of domain code ``d``: ROOT and
+    nothing for ROOT's domains, an unlabeled folder and ``NAME/`` for its (:meth:`DomainFolder.files`).
+    """
+
+    def __init__(self, table: SampleTable, bases: Sequence[tuple[Path, int]]):
+        c = table.columns
+        self._text, self._offsets, self._domain, self._index = c._text, c.offsets, c.domain, c.index
+        self._rows, self._bases = table.positions, [(Path(base), int(skip)) for base, skip in bases]
+        ascending = bool(len(c.index) < 2 or (np.diff(c.index) > 0).all())  # a DomainFolder's are
+        self._by_index = None if ascending else np.argsort(c.index, kind="stable")
+        self._keys = c.index if self._by_index is None else c.index[self._by_index]
+
+    def __len__(self) -> int:
+        return len(self._index) if self._rows is None else len(self._rows)
+
+    def _row(self, pos: int) -> int:
+        if not 0 <= pos < len(self):
+            raise IndexError(f"sample position {pos} out of range ({len(self)} samples)")
+        return int(pos if self._rows is None else self._rows[pos])
+
+    def index(self, pos: int) -> int:
+        """The sample index of position ``pos``."""
+        return int(self._index[self._row(pos)])
+
+    def path(self, pos: int) -> Path:
+        """The image file of position ``pos`` (``DomainFolder.path`` of its sample)."""
+        return self._path(self._row(pos))
+
+    def path_of_index(self, index: int) -> Path:
+        """The image file of the sample with this index (any of the columns' samples; KeyError if none)."""
+        keys = self._keys
+        at = int(np.searchsorted(keys, index))
+        if at >= len(keys) or int(keys[at]) != index:
+            raise KeyError(index)
+        return self._path(at if self._by_index is None else int(self._by_index[at]))
+
+    def _path(self, row: int) -> Path:
+        base, skip = self._bases[int(self._domain[row])]
+        return base / self._text[int(self._offsets[row]):int(self._offsets[row + 1])].decode()[skip:]
+
+
 def sample_column(samples: Sequence[Sample], name: str) -> np.ndarray:
     """``name`` (``index``, ``label`` or ``size``) of every sample, int64 [n]: a :class:`SampleTable`'s own
     column (no :class:`Sample` built per image: a start-up pass at 10^7 images), else read sample by sample."""
@@ -277,5 +324,5 @@ def sample_domains(samples: Sequence[Sample], domain_index: dict[str, int]) -> n
         raise KeyError(names[int(codes[np.argmax(out < 0)])])
     return out
 
-__all__ = ["SPLITS", "SPLIT_CODE", "Sample", "SampleColumns", "SampleTable", "pack_strings", "sample_column", "sample_domains",
-           "sort_order", "take_strings"]
+__all__ = ["SPLITS", "SPLIT_CODE", "Sample", "SampleColumns", "SampleFiles", "SampleTable", "pack_strings",
+           "sample_column", "sample_domains", "sort_order", "take_strings"]

@@ -108,7 +108,7 @@ def test_draw_params_is_identical_in_another_process():
 
 def test_view_zero_is_clean_and_partners_come_from_the_pool():
     pol, images = preset("fm"), _images()
-    pools = PartnerPools([(i, "a" if i < 4 else "b", "train") for i in range(8)])
+    pools = PartnerPools.of([(i, "a" if i < 4 else "b", "train") for i in range(8)])
     for i, img in enumerate(images):
         vec, partner, _ = draw_params(7, i, 0, img.size, pol, pools.pool(i), size=SIZE)
         assert partner == -1 and vec[MIX_MODE] == 0 and vec[LAM] == 1

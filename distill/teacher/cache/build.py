@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import Tensor
@@ -42,6 +43,7 @@ import distill
 from distill.data.fingerprint import MODES, content_fingerprint
 from distill.data.folder import DomainFolder, Sample
 from distill.data.images import BadImageError
+from distill.data.sample_table import SPLITS, sample_column, sample_domains
 from distill.data.unlabeled import folder_record
 from distill.data.view_policy import PartnerPools, ViewPolicy
 from distill.data.views import ViewConfig
@@ -67,7 +69,7 @@ from distill.teacher.cache.format import (
     read_shard_skipped,
     shard_columns,
 )
-from distill.teacher.cache.inputs import ImageViews, ViewDraws, collate_views, teacher_input
+from distill.teacher.cache.inputs import ImageViews, ShardBatches, ViewDraws, collate_views, teacher_input
 from distill.teacher.cache.options import AdversarialOptions, CacheOptions, PixelOptions
 from distill.teacher.cache.pixels import build_pixel_store
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, ShardFile
@@ -281,13 +283,12 @@ def _shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, pl
     per_batch = max(1, plan.batch_size // K)
     if not mine:
         return
-    batches = [list(range(b, min(b + per_batch, (k + 1) * S, len(samples))))
-               for k in mine for b in range(k * S, min((k + 1) * S, len(samples)), per_batch)]
+    batches = ShardBatches.of_shards(mine, S, per_batch, len(samples))  # nothing per sample held (nor below): columns
     info = teacher.preprocess_info
     policy = view_policy_of(plan.views)
-    pools = PartnerPools((s.index, s.domain, s.split) for s in samples) if policy.mix.active else None
-    data = ImageViews([(s.index, dataset.path(s)) for s in samples],
-                      ViewDraws(K, plan.views.seed, policy, pools), teacher.preprocess, info, uint8=True)
+    pools = PartnerPools.of_table(samples) if policy.mix.active else None
+    data = ImageViews(dataset.files(samples), ViewDraws(K, plan.views.seed, policy, pools), teacher.preprocess, info,
+                      uint8=True)
     if num_workers is None:
         num_workers = default_workers(len(batches), world)
     device = teacher.text_embeddings.device
@@ -296,12 +297,13 @@ def _shards(dataset: DomainFolder, teacher: Teacher, shards: ResumableShards, pl
                           pin_memory=device.type == "cuda",
                           prefetch_factor=max(2, 32 // num_workers) if num_workers else None)
     # Row attributes of every selected sample, by position.
-    domain_ids = {d: i for i, d in enumerate(domains)}
+    # the table's split codes -> the cache's (the pretraining pool, 255 here, is never selected)
+    split_codes = np.array([SPLIT_CODES.get(name, 255) for name in SPLITS], dtype=np.uint8)
     attrs = {
-        "sample_index": torch.tensor([s.index for s in samples], dtype=torch.int64),
-        "domain": torch.tensor([domain_ids[s.domain] for s in samples], dtype=torch.int16),
-        "label": torch.tensor([s.label for s in samples], dtype=torch.int16),
-        "split": torch.tensor([SPLIT_CODES[s.split] for s in samples], dtype=torch.uint8),
+        "sample_index": torch.from_numpy(sample_column(samples, "index").copy()),
+        "domain": torch.from_numpy(sample_domains(samples, {d: i for i, d in enumerate(domains)}).astype(np.int16)),
+        "label": torch.from_numpy(sample_column(samples, "label").astype(np.int16)),
+        "split": torch.from_numpy(split_codes[samples.column("split")]),
     }
     dtype = DTYPES[plan.dtype]
     layout = plan_layout(plan)

@@ -7,19 +7,19 @@ and turned into the teacher's normalized floats on its device (:func:`teacher_in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
 from torchvision.transforms.functional import normalize as tv_normalize
 from torchvision.transforms.functional import pil_to_tensor
 
 from distill.data.images import BadImageError, load_rgb
+from distill.data.sample_table import SampleFiles
 from distill.data.view_policy import CROP_PARAMS, PartnerPools, ViewPolicy, draw_params, render_view, unmixed
 from distill.data.views import view_pixels, view_tensor
 from distill.student.transforms import normalize
@@ -55,21 +55,20 @@ class ImageViews(Dataset):
     the view unmixed (recorded so in its row; that partner is a skipped image, with no row).
     """
 
-    def __init__(self, samples: list[tuple[int, Path]], draws: ViewDraws,
+    def __init__(self, files: SampleFiles, draws: ViewDraws,
                  clean_transform: Callable[[Image.Image], Tensor], info: Preprocess, uint8: bool = False):
-        self.samples, self.draws = samples, draws  # (sample index, image file)
+        self.files, self.draws = files, draws  # position -> sample index, image file (and index -> file: partners)
         self.views, self.seed = draws.count, draws.seed
         self.clean_transform, self.info = clean_transform, info
         self.split = split_preprocess(clean_transform, info) if uint8 else None
-        self.path_of = dict(samples)
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.files)
 
     def __getitem__(self, pos: int) -> tuple[int, Tensor | None, Tensor | None, Tensor | None, str | None]:
         """-> (pos, x [K, 3, H, W], view_params [K, P], mix [K, 2] (partner, view), None)
         or (pos, None, None, None, reason)."""
-        index, path = self.samples[pos]
+        index, path = self.files.index(pos), self.files.path(pos)
         try:
             img = load_rgb(path)
         except BadImageError as e:
@@ -107,11 +106,33 @@ class ImageViews(Dataset):
     def _partner(self, cache: dict[int, Image.Image | None], index: int) -> Image.Image | None:
         if index not in cache:
             try:
-                cache[index] = load_rgb(self.path_of[index])
+                cache[index] = load_rgb(self.files.path_of_index(index))
             except BadImageError:
                 cache[index] = None
         return cache[index]
 
+
+class ShardBatches(Sampler[list[int]]):
+    """The positions of each batch of some shards, in order: shard ``j`` holds positions ``spans[j]`` (start, stop),
+    cut into batches of ``per_batch`` (its last one shorter; a batch never straddles two shards). Computed as
+    iterated: a list of every batch's positions cost ~40 bytes an image."""
+
+    def __init__(self, spans: Sequence[tuple[int, int]] | np.ndarray, per_batch: int):
+        self.spans, self.per_batch = np.asarray(spans, dtype=np.int64).reshape(-1, 2), int(per_batch)
+
+    @classmethod
+    def of_shards(cls, shards: Sequence[int], shard_size: int, per_batch: int, n: int) -> ShardBatches:
+        """Shards ``shards`` of ``n`` positions: shard ``k`` holds ``[k * shard_size, (k + 1) * shard_size)``."""
+        first = np.asarray(shards, dtype=np.int64) * shard_size
+        return cls(np.stack([first, np.minimum(first + shard_size, n)], axis=1), per_batch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for a, b in self.spans.tolist():
+            for first in range(a, b, self.per_batch):
+                yield list(range(first, min(first + self.per_batch, b)))
+
+    def __len__(self) -> int:
+        return int((-(-np.maximum(0, self.spans[:, 1] - self.spans[:, 0]) // self.per_batch)).sum())
 
 
 def split_preprocess(transform: Callable[[Image.Image], Tensor], info: Preprocess,

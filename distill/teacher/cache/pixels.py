@@ -42,15 +42,11 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
-from safetensors import safe_open
 from torch import Tensor
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from distill.data.folder import DomainFolder
-from distill.data.images import load_rgb
 from distill.data.view_policy import PolicyRender
-from distill.data.views import view_pixels
 from distill.errors import DistillError
 from distill.records import CACHE_BUILD_PLAN, CACHE_MANIFEST, CACHE_PIXELS_PREFIX, CacheManifest
 from distill.teacher.cache.format import shard_name
@@ -61,7 +57,9 @@ from distill.teacher.cache.identity import (
     identity_diffs,
     stored_sample_indices,
 )
-from distill.teacher.cache.pixel_codecs import check_codec, codec_label, encode, pack
+from distill.teacher.cache.inputs import ShardBatches
+from distill.teacher.cache.pixel_codecs import check_codec, codec_label, pack
+from distill.teacher.cache.pixel_jobs import PartnerRows, ShardImages, shard_rows
 from distill.teacher.cache.shards import PlanRefusals, ResumableShards, Shard, ShardFile
 from distill.utils.io import read_json
 from distill.utils.loaders import WorkerLoader, default_workers
@@ -186,49 +184,6 @@ class PixelManifest:
 
 
 # ---------------------------------------------------------------------- build
-class _ShardImages(Dataset):
-    """Item: one image of a cache shard -> its views' pixels uint8 [k, 3, H, W] (one decode per image),
-    or with a compressed ``plan.codec`` the list of the k views' encoded files (encoded in the worker).
-
-    A job is (image file, views [k], view_params [k, P], partners): ``partners`` is None (crop-only
-    cache) or, per row, None or the mixed-in row's (image file, view_params), decoded here too.
-    """
-
-    def __init__(self, jobs: list[tuple], plan: PixelPlan, render: PolicyRender | None):
-        self.jobs, self.size, self.interpolation, self.render = jobs, plan.size, plan.interpolation, render
-        self.codec, self.quality = plan.codec, plan.quality
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __getitem__(self, i: int) -> Tensor | list[Tensor]:
-        path, views, params, partners = self.jobs[i]
-        img = load_rgb(path)
-        if self.render is None:
-            out = [view_pixels(img, p, self.size, self.interpolation) for p in params]
-        else:
-            out = []
-            for v, p, partner in zip(views.tolist(), params, partners):
-                other, other_p = (load_rgb(partner[0]), partner[1]) if partner is not None else (None, None)
-                out.append(self.render.pixels(img, v, p, self.size, self.interpolation, other, other_p))
-        if self.codec == "raw":
-            return torch.stack(out)
-        assert self.quality is not None  # PixelPlan.for_cache: check_codec gives jpeg/webp a quality
-        return [encode(u8, self.codec, self.quality) for u8 in out]
-
-
-def _partner_rows(cache_dir: Path, manifest: CacheManifest) -> tuple[Tensor, Tensor]:
-    """(sorted keys ``sample_index * views + view``, their view_params) of every row of the cache: a
-    mixed row's partner may sit in any shard."""
-    keys, params = [], []
-    for shard in manifest.shards:
-        with safe_open(str(cache_dir / shard.file), "pt") as f:
-            keys.append(f.get_tensor("sample_index") * int(manifest.views.count) + f.get_tensor("view").long())
-            params.append(f.get_tensor("view_params"))
-    key, order = torch.cat(keys).sort()
-    return key, torch.cat(params)[order]
-
-
 def _cat(items: list) -> Tensor | list[Tensor]:
     return torch.cat(items) if isinstance(items[0], Tensor) else [row for item in items for row in item]
 
@@ -275,46 +230,21 @@ def build_pixel_store(dataset: DomainFolder, cache_dir: str | Path, size: tuple[
     def make(mine: list[int]) -> Iterator[Shard]:
         """This rank's missing shards ``mine``: decoded by DataLoader workers, yielded shard by shard."""
         render = PolicyRender.for_manifest(manifest)
-        all_keys, all_params = _partner_rows(cache_dir, manifest) if render is not None and mine else (None, None)
-        V = int(manifest.views.count)
-        jobs: list[tuple] = []
-        batches: list[list[int]] = []
-        rows_of: dict[int, tuple[Tensor, Tensor]] = {}
-        per_batch = max(1, batch_size)
-        for k in mine:
-            with safe_open(str(cache_dir / shard_name(k)), "pt") as f:
-                si, view, params = f.get_tensor("sample_index"), f.get_tensor("view"), f.get_tensor("view_params")
-                mix = (f.get_tensor("mix_partner"), f.get_tensor("mix_view")) if render is not None else None
-            rows_of[k] = (si, view)
-            first = len(jobs)
-            uniq, counts = torch.unique_consecutive(si, return_counts=True)  # rows sorted by (sample, view)
-            start = 0
-            for s, c in zip(uniq.tolist(), counts.tolist()):
-                partners = None
-                if mix is not None:
-                    assert all_keys is not None and all_params is not None  # read above: render set, mine not empty
-                    partner, pview = mix[0][start:start + c], mix[1][start:start + c].long()
-                    want = partner.clamp(min=0) * V + pview.clamp(min=0)
-                    at = torch.searchsorted(all_keys, want).clamp(max=len(all_keys) - 1)
-                    if bool(((all_keys[at] != want) & (partner >= 0)).any()):
-                        raise DistillError(f"{cache_dir}: sample {s} is mixed with a row the cache does not hold; "
-                                           "rebuild the cache")
-                    found = all_params[at]
-                    partners = [None if p < 0 else (dataset.path(dataset.sample_at(p)), q)
-                                for p, q in zip(partner.tolist(), found)]
-                jobs.append((dataset.path(dataset.sample_at(s)), view[start:start + c], params[start:start + c], partners))
-                start += c
-            batches += [list(range(b, min(b + per_batch, len(jobs)))) for b in range(first, len(jobs), per_batch)]
-        workers = default_workers(len(batches), world) if num_workers is None else num_workers
+        partners = PartnerRows(cache_dir, manifest) if render is not None and mine else None
         h, w = plan.size
-        data = _ShardImages(jobs, plan, render)
-        loader = WorkerLoader(data, batch_sampler=batches, num_workers=workers if jobs else 0, collate_fn=_cat,
-                              prefetch_factor=2 if workers and jobs else None)
+        # nothing per image held: a worker finds its item in the shard's columns, its files in the dataset's
+        data = ShardImages(cache_dir, mine, dataset.files(dataset.samples), plan.size, plan.interpolation, render,
+                           partners, plan.codec, plan.quality)
+        batches = ShardBatches(data.spans(), max(1, batch_size))
+        workers = default_workers(len(batches), world) if num_workers is None else num_workers
+        loader = WorkerLoader(data, batch_sampler=batches, num_workers=workers if len(data) else 0, collate_fn=_cat,
+                              prefetch_factor=2 if workers and len(data) else None)
         it = iter(loader)
         with tqdm(total=len(batches), unit="batch", desc=f"pixel store {h}x{w}", dynamic_ncols=True,
                   disable=not progress or rank != 0) as bar:
             for k in mine:  # batches arrive in order and never straddle two shards
-                si, view = rows_of[k]
+                rows = shard_rows(cache_dir / shard_name(k), ("sample_index", "view"))
+                si, view = rows["sample_index"], rows["view"]
                 parts, got = [], 0
                 while got < len(si):
                     parts.append(next(it))

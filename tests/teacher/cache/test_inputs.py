@@ -17,7 +17,7 @@ def test_augmented_views_replay_the_teachers_input(dataset, teacher, tmp_path):
     out = build_cache(dataset, teacher, tmp_path / "mv", options, num_workers=0, progress=False)
     cache = TeacherCache.open(out)
     info = teacher.preprocess_info
-    samples = [(s.index, dataset.path(s)) for s in dataset.samples]
+    samples = dataset.files(dataset.samples)
     views = ImageViews(samples, ViewDraws(4, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info)
     flips = set()
     for s in dataset.samples[::3]:
@@ -44,7 +44,7 @@ def test_augmented_views_replay_the_teachers_input(dataset, teacher, tmp_path):
 def test_uint8_hand_off_gives_the_teacher_the_same_floats(dataset, teacher):
     """Workers hand over 8-bit pixels; normalized on the device they equal open_clip's floats bit for bit."""
     info = teacher.preprocess_info
-    samples = [(s.index, dataset.path(s)) for s in dataset.samples]
+    samples = dataset.files(dataset.samples)
     cfg = ViewConfig(scale=(0.3, 0.9), hflip=0.5)
     floats = ImageViews(samples, ViewDraws(3, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info)
     pixels = ImageViews(samples, ViewDraws(3, 5, ViewPolicy(crop=cfg)), teacher.preprocess, info,
