@@ -3,7 +3,8 @@
 A stage's output is never another stage's folder or record, nor one of the command's own inputs; a refusal is one
 line naming the path and what it is, given before anything is written. Each stage applies it where it writes:
 
-- **Folders** (``distill export --out``, ``distill qad --out``): :func:`folder_kind` tells a stage's folder by the
+- **Folders** (``distill export --out`` in either format, ``distill qad --out``, ``distill teacher bootstrap
+  --out``): :func:`folder_kind` tells a stage's folder by the
   record it holds (a checkpoint's ``student.json``, a training run's ``config.yaml`` + ``checkpoints/``, a teacher
   cache's ``manifest.json``/``build.json``, a bootstrapped teacher's ``teacher.json``, a built-in data suite's
   ``suite.json``, a qad folder's ``qad.json``, an export's ``export.json``) and :func:`refuse_stage_folder` refuses
@@ -53,6 +54,7 @@ from distill.records import (
 __all__ = ["REPORT_MARK", "check_report_out", "folder_kind", "refuse_stage_folder"]
 
 CHECKPOINT, RUN, CACHE, TEACHER, DATA, QAD, EXPORT = "checkpoint", "run", "cache", "teacher", "data", "qad", "export"
+TIMM = "timm"  # `distill export --format timm`'s folder: no record tells it, so no folder of another stage is one
 # what distill bench of a folder of each kind times, said when a stage's files would mix with them
 _TIMES = {CHECKPOINT: "the checkpoint", RUN: "the checkpoint", QAD: "qad's int8 files", EXPORT: "the export's files"}
 # every record file name a stage writes and another reads (report's output must not take one)
@@ -105,8 +107,9 @@ def check_report_out(out: str | Path) -> None:
     html = out.with_name(out.name + ".html") if not out.suffix else out  # as write_report names them
     for path in (html, html.with_suffix(".md")):
         if path.suffix in (".json", ".jsonl") or path.name in RECORD_FILES:
-            raise DistillError(f"{path}: a record's name ({path.suffix if path.name not in RECORD_FILES else path.name})"
-                               "; the report's output is an .html file (and its .md): give --out e.g. report.html")
+            what = f"name ({path.name})" if path.name in RECORD_FILES else f"suffix ({path.suffix})"
+            raise DistillError(f"{path}: a record's {what}; the report's output is an .html file (and its .md): "
+                               "give --out e.g. report.html")
         if path.is_dir():
             raise DistillError(f"{path}: is a folder; the report writes {html.name} and {html.with_suffix('.md').name}: "
                                "give another --out")

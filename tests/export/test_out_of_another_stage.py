@@ -87,3 +87,24 @@ def test_an_export_into_a_qad_folder_is_refused(export_dir: Path, run_ckpt: Path
     assert line.startswith(f"error: {folder}: is a distill qad folder (qad.json); the export's files would mix"), line
     assert "distill bench of it would time them, not qad's int8 files" in line and line.endswith("e.g. exports/qadkd")
     assert _files(folder) == before
+
+
+def test_a_timm_export_into_a_checkpoint_folder_is_refused_and_its_weights_kept(run_ckpt: Path, tmp_path: Path,
+                                                                               capsys) -> None:
+    """``distill export CKPT --out CKPT --format timm`` replaced the checkpoint's model.safetensors (the same name)
+    with timm's, keyed otherwise: the checkpoint no longer loaded."""
+    ckpt = tmp_path / "best"
+    shutil.copytree(run_ckpt, ckpt)
+    before = _files(ckpt)
+    assert main(["export", str(ckpt), "--out", str(ckpt), "--format", "timm"]) == 1
+    line = _one_error(capsys)
+    assert line.startswith(f"error: {ckpt}: is a checkpoint folder (student.json); the timm export's files"), line
+    assert _files(ckpt) == before
+
+
+def test_a_teacher_bootstrap_into_a_teacher_cache_is_refused(tiny_root: Path, tiny_cache: Path, capsys) -> None:
+    before = _files(tiny_cache)
+    assert main(["teacher", "bootstrap", "--data", str(tiny_root), "--out", str(tiny_cache), "--quick"]) == 1
+    line = _one_error(capsys)
+    assert line.startswith(f"error: {tiny_cache}: is a teacher cache (manifest.json); the bootstrap's files"), line
+    assert _files(tiny_cache) == before

@@ -36,7 +36,7 @@ def test_the_api_refuses_an_input_bench_file_as_the_output(tmp_path: Path) -> No
     before = _snapshot(tmp_path)
     with pytest.raises(DistillError) as e:
         report(str(run), str(bench))  # meant: report([run, bench])
-    assert str(e.value).startswith(f"{bench}: a record's name (.jsonl); the report's output is an .html file"), e.value
+    assert str(e.value).startswith(f"{bench}: a record's suffix (.jsonl); the report's output is an .html file"), e.value
     assert _snapshot(tmp_path) == before  # neither b2.jsonl nor a b2.md touched
 
 
@@ -52,7 +52,7 @@ def test_the_cli_refuses_a_runs_record_as_the_output(tmp_path: Path, capsys, nam
         assert rc == 0 and (run / "summary.html").is_file() and (run / "summary.md").is_file()
         return
     assert rc == 1 and len(err) == 1, err
-    assert err[0].startswith(f"error: {run / name}: a record's name ("), err
+    assert err[0].startswith(f"error: {run / name}: a record's name ({name}); "), err
     assert _snapshot(tmp_path) == before
 
 
