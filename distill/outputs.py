@@ -4,9 +4,10 @@ A stage's output is never another stage's folder or record, nor one of the comma
 line naming the path and what it is, given before anything is written. Each stage applies it where it writes:
 
 - **Folders** (``distill export --out`` in either format, ``distill qad --out``, ``distill teacher bootstrap
-  --out``): :func:`folder_kind` tells a stage's folder by the
-  record it holds (a checkpoint's ``student.json``, a training run's ``config.yaml`` + ``checkpoints/``, a teacher
-  cache's ``manifest.json``/``build.json``, a bootstrapped teacher's ``teacher.json``, a built-in data suite's
+  --out``): :func:`folder_kind` tells a stage's folder by the record it holds (a checkpoint's ``student.json``, a
+  training run's ``config.yaml`` + ``checkpoints/`` (before its first checkpoint: ``data.json``) and its
+  ``checkpoints/`` folder (``last.json``, or its name beside ``config.yaml``), a teacher cache's
+  ``manifest.json``/``build.json``, a bootstrapped teacher's ``teacher.json``, a built-in data suite's
   ``suite.json``, a qad folder's ``qad.json``, an export's ``export.json``) and :func:`refuse_stage_folder` refuses
   every kind but the stage's own, so the same command rerun into its previous output still replaces it. (``distill
   train`` and ``distill cache build`` refuse any non-empty folder that is not their own kind already.) Its files
@@ -75,8 +76,10 @@ def folder_kind(path: Path) -> tuple[str, str] | None:
         return None
     if has(STUDENT_SPEC):
         return CHECKPOINT, f"a checkpoint folder ({STUDENT_SPEC})"
-    if has(RUN_CONFIG) and (path / CHECKPOINTS_DIR).is_dir():
+    if has(RUN_CONFIG) and ((path / CHECKPOINTS_DIR).is_dir() or has(RUN_DATA) or has(RUN_SUMMARY)):  # or unsaved
         return RUN, f"a training run's folder ({RUN_CONFIG}, {CHECKPOINTS_DIR}/)"
+    if has(CHECKPOINT_POINTER) or (path.name == CHECKPOINTS_DIR and (path.parent / RUN_CONFIG).is_file()):
+        return RUN, f"a training run's {CHECKPOINTS_DIR} folder"
     for name, kind, what in ((CACHE_MANIFEST, CACHE, "a teacher cache"), (CACHE_BUILD_PLAN, CACHE, "a teacher cache"),
                              (TEACHER_MANIFEST, TEACHER, "a teacher folder"), (SUITE_INFO, DATA, "a data root"),
                              (QAD_REPORT, QAD, "a distill qad folder"), (EXPORT_REPORT, EXPORT, "an export folder")):

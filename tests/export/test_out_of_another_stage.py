@@ -108,3 +108,13 @@ def test_a_teacher_bootstrap_into_a_teacher_cache_is_refused(tiny_root: Path, ti
     line = _one_error(capsys)
     assert line.startswith(f"error: {tiny_cache}: is a teacher cache (manifest.json); the bootstrap's files"), line
     assert _files(tiny_cache) == before
+
+
+def test_an_export_into_a_runs_checkpoints_folder_is_refused(run_ckpt: Path, tiny_root: Path, capsys) -> None:
+    """RUN/checkpoints (last.json and the step checkpoints) is the run's too, not only RUN and RUN/checkpoints/best."""
+    checkpoints = run_ckpt.parent
+    before = _files(checkpoints.parent)
+    assert main(["export", str(run_ckpt), "--out", str(checkpoints), "--data", str(tiny_root), *EXPORT_FLAGS]) == 1
+    line = _one_error(capsys)
+    assert line.startswith(f"error: {checkpoints}: is a training run's checkpoints folder; the export's files"), line
+    assert _files(checkpoints.parent) == before
