@@ -866,6 +866,30 @@ def check_out_path(path: str | Path, flag: str = "--out") -> None:
         raise ValueError(f"{flag} {path}: cannot write it ({e.strerror or type(e).__name__})") from None
 
 
+def check_bench_out(path: str | Path, flag: str = "--out") -> None:
+    """:func:`check_out_path`, and ``path`` is a ``.jsonl`` file that, when it exists, holds bench records (its first
+    line one of this schema): records are appended, so another file (an export's ``export.json``, a run's
+    ``summary.json``) would be broken by them. Raises ValueError, one line naming ``flag``, the path and what it is."""
+    path = Path(path)
+    if path.suffix != ".jsonl" and not path.is_dir():  # a folder: check_out_path says so
+        raise ValueError(f"{flag} {path}: not a .jsonl file; bench appends JSON lines to a .jsonl file "
+                         "(e.g. bench.jsonl), never to a record such as export.json")
+    check_out_path(path, flag)
+    if not path.is_file():
+        return
+    with open(path, "rb") as f:
+        first = next((raw.strip() for raw in f if raw.strip()), b"")
+    if not first:
+        return
+    try:
+        rec = json.loads(first)
+    except ValueError:
+        rec = None
+    if not (isinstance(rec, dict) and str(rec.get("schema", "")).startswith(SCHEMA.split("/")[0] + "/")):
+        raise ValueError(f"{flag} {path}: exists and does not hold bench records (its first line is not one); "
+                         "bench would append to it: give another .jsonl file")
+
+
 def check_model_file(model: str | Path) -> None:
     """Raise :class:`RuntimeUnavailable` (one line) unless ``model`` is an existing file."""
     path = Path(model)
@@ -993,7 +1017,8 @@ def add_bench_arguments(p: argparse.ArgumentParser, runtimes: Sequence[str] = RU
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: runtime's choice)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per batch (default: 10)")
     p.add_argument("--iters", type=int, default=50, help="timed runs per batch (default: 50)")
-    p.add_argument("--out", default=None, help="append JSON lines here (default: print them)")
+    p.add_argument("--out", default=None, help="append JSON lines to this .jsonl file (a new one, or one holding bench "
+                   "records; default: print them)")
     p.add_argument("--profile", action="store_true", help="add onnxruntime's top ops by time to each record")
     p.add_argument("--topk", type=int, default=10, help="ops listed with --profile (default: 10)")
     p.add_argument("--interleave", action="store_true",
@@ -1039,7 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in args.model:  # every file before timing any
             check_model_file(m)
         if args.out:
-            check_out_path(args.out)
+            check_bench_out(args.out)
         if args.profile and args.runtime == "tensorrt":
             print("warning: --profile: runtime tensorrt has no op profiler here, records get no top_ops "
                   "(per-layer times: trtexec --loadEngine=ENGINE --dumpProfile)", file=sys.stderr)

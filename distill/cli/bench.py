@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from distill.bench.edge_runner import RUNTIMES, add_bench_arguments, check_out_path, parse_batches, write_jsonl
+from distill.bench.edge_runner import RUNTIMES, add_bench_arguments, check_bench_out, parse_batches, write_jsonl
 from distill.bench.run import TorchOptions, bench_model
 from distill.bench.torch_runner import COMPILE_MODES, MEMORY_FORMATS
 from distill.errors import DistillError
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         batches = tuple(parse_batches(args.batch))
         if args.out:
-            check_out_path(args.out)  # before timing anything: an unwritable --out must not cost the results
+            check_bench_out(args.out)  # before timing anything: an unwritable --out must not cost the results
     except ValueError as e:
         raise DistillError(str(e)) from None
     written: list[dict] = []

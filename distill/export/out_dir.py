@@ -11,9 +11,10 @@ finishes they are deleted (:meth:`OutputFolder.commit`); when it fails or is int
 (:meth:`OutputFolder.restore`), so the folder again holds the earlier export, whole. Nothing else is touched: files
 the user put there stay. (A killed process leaves the hidden folder; the next export into the folder removes it.)
 
-A checkpoint folder or a training run's folder is refused as the output folder (:meth:`OutputFolder.check`,
-:func:`refuse_checkpoint_or_run`, which ``distill qad`` calls too): the export's files would mix with the
-checkpoint's, and ``distill bench`` of it would time them instead.
+Another stage's folder (a checkpoint folder, a training run's, a teacher cache, a ``distill qad`` folder...) is
+refused as the output folder (:meth:`OutputFolder.check`, :func:`refuse_checkpoint_or_run`, which ``distill qad``
+calls too; the rule is :mod:`distill.outputs`'): the export's files would mix with the folder's own, and ``distill
+bench`` of it would time the wrong files.
 
 One folder goes the same way, as a unit: ``checkpoint/``, the re-targeted student of ``--classes``. export.json
 does not list it; it is the earlier export's when that export re-targeted (its ``config.classes``), and then it is
@@ -41,13 +42,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from distill.errors import DistillError
+from distill.outputs import EXPORT, refuse_stage_folder
 from distill.records import (
-    CHECKPOINTS_DIR,
     EXPORT_CHECKPOINT,
     EXPORT_MOVE_MARKER,
     EXPORT_REPORT,
-    RUN_CONFIG,
-    STUDENT_SPEC,
 )
 
 FOLDERS = (EXPORT_CHECKPOINT,)  # the folders an export writes: set aside and put back whole
@@ -68,7 +67,7 @@ class OutputFolder:
         self.done = False  # set once export.json is written (:meth:`finish`): from then on nothing is undone
 
     def check(self) -> None:
-        """A file where the folder should be, a checkpoint folder or a training run's folder is one line naming it
+        """A file where the folder should be, or another stage's folder (a checkpoint, a run, a cache...), is one line naming it
         (checked first, and again by :meth:`make`): see :func:`refuse_checkpoint_or_run`."""
         if self.path.exists() and not self.path.is_dir():
             raise DistillError(f"{self.path}: is a file, not a folder; the export writes its files into a folder "
@@ -222,20 +221,12 @@ class OutputFolder:
         self.backup = None
 
 
-def refuse_checkpoint_or_run(path: Path, writer: str = "the export", suggest: str = "exports") -> None:
-    """A checkpoint folder or a training run's folder as ``--out`` of ``writer`` (``distill export``, ``distill
-    qad``) is one line naming it, with an ``--out`` to give instead (under ``suggest``): the files written would
-    mix with the checkpoint's or the run's, and ``distill bench`` of that folder would time them, not the
-    checkpoint."""
-    if (path / STUDENT_SPEC).is_file():
-        what, name = f"a checkpoint folder ({STUDENT_SPEC})", (
-            path.resolve().parents[1].name if path.resolve().parent.name == CHECKPOINTS_DIR else path.resolve().name)
-    elif (path / RUN_CONFIG).is_file() and (path / CHECKPOINTS_DIR).is_dir():
-        what, name = f"a training run's folder ({RUN_CONFIG}, {CHECKPOINTS_DIR}/)", path.resolve().name
-    else:
-        return
-    raise DistillError(f"{path}: is {what}; {writer}'s files would mix with its own (and distill bench of it "
-                       f"would time them, not the checkpoint): give --out a folder of its own, e.g. {suggest}/{name}")
+def refuse_checkpoint_or_run(path: Path, writer: str = "the export", suggest: str = "exports",
+                             own: str = EXPORT) -> None:
+    """Another stage's folder (a checkpoint, a training run, a teacher cache, a qad or export folder...) as
+    ``--out`` of ``writer`` (``distill export``, ``distill qad``, whose own folders are of kind ``own``) is one line
+    naming it, with an ``--out`` to give instead (under ``suggest``): :func:`distill.outputs.refuse_stage_folder`."""
+    refuse_stage_folder(path, writer, suggest, own)
 
 
 def _remove(path: Path) -> None:

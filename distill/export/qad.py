@@ -76,6 +76,7 @@ from distill.export.quantize import (
     with_weight_range,
 )
 from distill.export.training_run import TrainingRun, checkpoint_provenance, provenance, shipped_provenance
+from distill.outputs import QAD
 from distill.records import EXPORT_CHECKPOINT, QADAccuracy
 from distill.records.base import relative_paths
 from distill.spelling import option
@@ -106,7 +107,7 @@ def _qad(cfg: QADConfig, log: Callable[[str], None] | None) -> QADRecord:
     """:func:`qad`'s steps (the module docstring's 1-5)."""
     say, t0 = ExportLog(log), time.time()
     checkpoint, out = Path(cfg.checkpoint), check_out_dir(cfg.out_dir)  # --out naming a file: one line, first
-    refuse_checkpoint_or_run(out, "distill qad", "qad")  # as distill export: never among a checkpoint's or run's files
+    refuse_checkpoint_or_run(out, "distill qad", "qad", QAD)  # as export: never among another stage's files
     if checkpoint.is_file():
         checkpoint = checkpoint.parent
     student = load_student(checkpoint)  # DistillError names the file when it is not a checkpoint

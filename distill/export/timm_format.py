@@ -23,6 +23,7 @@ import timm
 import torch
 
 from distill.errors import DistillError
+from distill.outputs import TIMM, refuse_stage_folder
 from distill.records import TIMM_WEIGHTS
 from distill.student.model import Student, load_student
 from distill.utils.io import check_out_dir
@@ -56,6 +57,7 @@ def timm_model_of(student: Student) -> torch.nn.Module:
 def export_timm(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Write ``out_dir/model.safetensors`` + ``out_dir/config.json`` (timm's layout); returns the weights file."""
     checkpoint, out_dir = Path(checkpoint), check_out_dir(out_dir)  # --out naming a file: one line
+    refuse_stage_folder(out_dir, "the timm export", "exports", TIMM)  # its model.safetensors: a checkpoint's name too
     student = load_student(checkpoint.parent if checkpoint.is_file() else checkpoint)
     spec = student.spec
     model = timm_model_of(student)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, TypeVar
 
 from distill.errors import DistillError
+from distill.outputs import REPORT_MARK, check_report_out
 from distill.records import EXPORT_REPORT, QAD_REPORT, RUN_SUMMARY, BenchRecord, ExportedModel, ExportReport, QADRecord
 from distill.report.data import (
     ExportEntry,
@@ -367,6 +368,7 @@ class ReportWritten:
 def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "distill report") -> ReportWritten:
     """Write ``out`` (HTML) and the same name with ``.md`` beside it; returns what went in."""
     paths = list(paths)  # read twice (a generator would be empty the second time: in the message below)
+    check_report_out(out)  # never over an input, a record or a file other than an earlier report: before reading
     data = collect(paths)
     if not (data.runs or data.exports or data.records or data.qad):
         raise DistillError(f"nothing to report: no {RUN_SUMMARY}, {EXPORT_REPORT}, {QAD_REPORT} or bench .jsonl found under "
@@ -377,8 +379,8 @@ def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "dis
     if md == out:
         raise DistillError(f"--out {out}: the HTML file must not end in .md (the Markdown summary goes to {md})")
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
-    atomic_write_text(out, render_html(data, title, generated))
-    atomic_write_text(md, render_markdown(data, title, generated))
+    atomic_write_text(out, render_html(data, title, generated) + REPORT_MARK)  # the mark: a report to replace
+    atomic_write_text(md, render_markdown(data, title, generated) + REPORT_MARK)
     return ReportWritten(html=out, markdown=md, runs=len(data.runs), exports=len(data.exports), qad=len(data.qad),
                          records=len(data.records), points=len(data.points),
                          pareto=sum(p.pareto for p in data.points), warnings=tuple(data.warnings))

@@ -70,6 +70,7 @@ from tqdm.auto import tqdm
 from distill.data.folder import DomainFolder, Sample
 from distill.data.listing import left_out_line
 from distill.errors import DistillError
+from distill.outputs import TEACHER, refuse_stage_folder
 from distill.records import (
     TEACHER_BOOTSTRAP_STATE,
     TEACHER_CHECKPOINT,
@@ -155,6 +156,7 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
         raise DistillError(f"bootstrap: lr must be > 0, got {lr}")
 
     out_dir = check_out_dir(out_dir)
+    refuse_stage_folder(out_dir, "the bootstrap", "teacher", TEACHER)  # its own (a resume, a rerun) it continues
     ckpt, manifest_path = out_dir / TEACHER_CHECKPOINT, out_dir / TEACHER_MANIFEST
     state_path = out_dir / TEACHER_BOOTSTRAP_STATE
     samples, val_samples = split_validation(train_samples(dataset, max_per_domain, seed), seed)
