@@ -19,6 +19,8 @@ function                    config                                returns
 :func:`export_timm`         ``distill export --format timm``      the weights file's path
 :func:`qad`                 :class:`QADConfig` (or its keys)      :class:`QADRecord`
 :func:`report`              folders and bench ``.jsonl`` files    :class:`ReportWritten`
+:func:`bench`               the flags of ``distill bench``        a list of :class:`BenchRecord`
+:func:`bootstrap_teacher`   the flags of ``teacher bootstrap``    :class:`TeacherManifest`
 ==========================  ====================================  =====================
 
 Errors are :class:`~distill.errors.DistillError` (one line naming the file, key or value), as
@@ -45,6 +47,8 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from distill.api_bench import bench
+from distill.api_teacher import bootstrap_teacher
 from distill.config import TrainConfig, load_train_config
 from distill.errors import DistillError
 from distill.recipes import list_recipes, load_recipe, override_items, override_namer, resolve_recipe
@@ -52,8 +56,8 @@ from distill.records import RUN_CONFIG
 from distill.run_paths import resumed_config
 from distill.validation import checked_keywords
 
-__all__ = ["adapt", "adapt_config", "build_cache", "export", "export_timm", "list_recipes", "load_recipe", "qad",
-           "report", "require_onnxruntime", "train", "train_config"]
+__all__ = ["adapt", "adapt_config", "bench", "bootstrap_teacher", "build_cache", "export", "export_timm",
+           "list_recipes", "load_recipe", "qad", "report", "require_onnxruntime", "train", "train_config"]
 
 if TYPE_CHECKING:
     from distill.export.config import ExportConfig

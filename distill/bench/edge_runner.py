@@ -836,12 +836,17 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         for r in records:
-            if r.get("model") and not r.get("model_relative"):
-                with contextlib.suppress(ValueError):  # Windows: another drive
-                    r = {**r, "model_relative": os.path.relpath(os.path.abspath(r["model"]),  # as laid out: links
-                                                                os.path.abspath(path.parent))}  # kept (a symlinked runs/)
-            f.write(json.dumps(r, sort_keys=False) + "\n")
+            f.write(json.dumps(with_model_relative(r, path), sort_keys=False) + "\n")
             f.flush()
+
+
+def with_model_relative(record: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``record`` as :func:`write_jsonl` writes it to the JSON-lines file ``path``: with ``model_relative``."""
+    if record.get("model") and not record.get("model_relative"):
+        with contextlib.suppress(ValueError):  # Windows: another drive
+            return {**record, "model_relative": os.path.relpath(os.path.abspath(record["model"]),  # as laid out: links
+                                                                os.path.abspath(Path(path).parent))}  # kept (symlinks)
+    return record
 
 
 def check_out_path(path: str | Path, flag: str = "--out") -> None:

@@ -14,6 +14,9 @@ with PyTorch. :func:`recommend` turns them into one choice and a one-line reason
    ort-cpu int8; fp32 for onnxruntime-cpu beside a tensorrt int8 when ort-cpu's int8 did not pay);
 3. else fp16 when it was exported and agrees with PyTorch within the budget;
 4. else fp32.
+Every branch fills the record's typed measurement fields (``speedup_measured``, ``latency_ratio``, ``float_op_types``,
+``measured_flavour``) from what was measured, also when no int8 ships, so that a program reads the decision from them
+and not from the English ``reason``.
 When int8 is within budget but not faster and float islands remain (hardswish's HardSigmoid; squeeze-excite's
 mean and hard-sigmoid gate are rewritten to run in int8 before quantizing, :mod:`distill.export.int8_graph`; a
 Sigmoid gate is left as onnxruntime quantizes it), the reason names them and the families measured to gain from int8
@@ -132,7 +135,7 @@ def recommend(int8: list[Int8Facts], fp16: Fp16Facts | None, max_drop: float, st
                  "(time it on the device)") if untimed else ""  # --int8-flavour both: the other target's choice
         return ShipRecommendation(
             precision="int8", flavour=f.flavour, speedup_measured=True, latency_ratio=f.ratio_vs_fp32,
-            float_op_types=f.float_op_types,
+            float_op_types=f.float_op_types, measured_flavour=f.flavour,
             reason=f"int8 ({f.flavour}) is {f.ratio_text()} on {f.target_runtime} here and "
                    f"disagrees with fp32 on {f.worst_disagreement_pts:.2f} pts <= --max-drop {f.max_drop_pts:g}{other}")
     if untimed:
@@ -141,18 +144,30 @@ def recommend(int8: list[Int8Facts], fp16: Fp16Facts | None, max_drop: float, st
         other = f"; for {here[0].target_runtime}: ship fp32 ({_why_not_int8(here, families, student)})" if here else ""
         return ShipRecommendation(
             precision="int8", flavour=f.flavour, speedup_measured=False, latency_ratio=None,
-            float_op_types=f.float_op_types,
+            float_op_types=f.float_op_types, measured_flavour=f.flavour,
             reason=f"int8 ({f.flavour}) disagrees with fp32 on {f.worst_disagreement_pts:.2f} pts <= --max-drop "
                    f"{f.max_drop_pts:g}; its speed-up on {f.target_runtime} was not measured (this CPU is not the "
                    f"target): time it on the device (distill bench), else ship fp16{other}")
     why = _why_not_int8(int8, families, student)
+    measured = _measured(int8)  # what int8 was measured at, though not shipped: typed, not only in the reason
     if fp16 is not None and fp16.disagreement_pts <= max_drop:
         return ShipRecommendation(
-            precision="fp16", speedup_measured=False, reason=f"{why}; fp16 disagrees with PyTorch on "
+            precision="fp16", reason=f"{why}; fp16 disagrees with PyTorch on "
             f"{fp16.disagreement_pts:.2f} pts (GPU/NPU targets; on ONNX Runtime CPU fp32 is as fast)",
-            faster_families=_int8_families(int8, families, student))
-    return ShipRecommendation(precision="fp32", speedup_measured=False, reason=why,
-                              faster_families=_int8_families(int8, families, student))
+            faster_families=_int8_families(int8, families, student), **measured)
+    return ShipRecommendation(precision="fp32", reason=why, faster_families=_int8_families(int8, families, student),
+                              **measured)
+
+
+def _measured(int8: list[Int8Facts]) -> dict[str, Any]:
+    """The measurement fields of a recommendation that ships no int8: of the int8 flavour timed on its target runtime
+    (this CPU's, ort-cpu), else of the first one exported (its float ops; no ratio); none without int8."""
+    f = next((g for g in int8 if g.representative and g.ratio_vs_fp32 is not None), int8[0] if int8 else None)
+    if f is None:
+        return {"speedup_measured": False}
+    timed = f.representative and f.ratio_vs_fp32 is not None
+    return {"speedup_measured": timed, "latency_ratio": f.ratio_vs_fp32 if timed else None,
+            "float_op_types": f.float_op_types, "measured_flavour": f.flavour}
 
 
 def _int8_families(int8: list[Int8Facts], families: dict[str, str], student: str | None) -> list[str]:

@@ -43,11 +43,14 @@ class ShipRecommendation(_Open):
     """What ``distill export`` recommends shipping, from what it measured (:mod:`distill.export.recommend`)."""
 
     precision: Literal["int8", "fp16", "fp32"]
-    flavour: str | None = None  # the int8 flavour (ort-cpu | tensorrt)
+    flavour: str | None = None  # the int8 flavour shipped (ort-cpu | tensorrt); None when no int8 ships
     reason: str
-    speedup_measured: bool  # True only when int8's speed-up was timed on its target runtime
+    # What int8 was measured at, whatever ships (an older export.json filled them for an int8 recommendation only): of
+    # ``measured_flavour``, the shipped int8's, else the int8 timed on its target runtime (else the first exported)
+    speedup_measured: bool  # True only when int8's latency vs fp32 was timed on its target runtime (faster or not)
     latency_ratio: float | None = None  # int8 / fp32 p50 on this CPU, when that is the target
     float_op_types: dict[str, int] = Field(default_factory=dict)  # op types the int8 model still runs in float
+    measured_flavour: str | None = None  # the int8 flavour the three fields above are of; None: no int8 (or older)
     faster_families: list[str] = Field(default_factory=list)  # students measured to gain from int8 (RESULTS.md)
 
     def line(self) -> str:

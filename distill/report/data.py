@@ -324,24 +324,24 @@ def mark_pareto(points: list[Point]) -> None:
 
 
 def unclash(named: list[tuple[Measurement, Point, str]]) -> None:
-    """Timed files that read alike (``qad/erm/x.onnx`` and ``export/erm/x.onnx``: both ``erm/x.onnx``) are named by
-    as many folders as tell them apart, in the point and its measurement; ``named``: (measurement, point, the path
-    the short name was made from, absolute or relative to the measurement's .jsonl)."""
+    """Name every timed file by its folder and itself, the folder by the fewest trailing names of its path that no
+    other shown file's folder ends with, and the same for every file of one folder: ``exp/kd/model.fp32.onnx`` beside
+    ``exp/kd/model.int8-ort-cpu.onnx`` and ``qad/kd/model.int8-ort-cpu.ptq.onnx`` (folders ``exp/kd`` and ``qad/kd``;
+    one ``kd`` alone stays ``kd``), in the point and its measurement. A folder whose whole path ends another's is named
+    in full. ``named``: (measurement, point, the file's path, absolute or relative to the measurement's .jsonl)."""
     def where(m: Measurement, full: str) -> str:
-        return os.path.realpath(full if os.path.isabs(full) else os.path.join(os.path.dirname(m.source), full))
+        return os.path.normpath(full if os.path.isabs(full) else os.path.join(os.path.dirname(m.source), full))
 
-    places: dict[str, set[str]] = {}
+    folders: dict[str, str] = {}  # a folder (realpath) -> its path as shown (the first spelling met)
+    for m, _, full in named:
+        shown = os.path.dirname(os.path.abspath(where(m, full)))
+        folders.setdefault(os.path.realpath(shown), shown)
+    parts = {key: [part for part in shown.split(os.sep) if part] for key, shown in folders.items()}
+    label: dict[str, str] = {}
+    for key, mine in parts.items():
+        others = [v for k, v in parts.items() if k != key]
+        depth = next((n for n in range(1, len(mine) + 1) if not any(v[-n:] == mine[-n:] for v in others)), None)
+        label[key] = "/".join(mine[-depth:]) + "/" if depth else folders[key].rstrip(os.sep) + os.sep
     for m, p, full in named:
-        places.setdefault(p.file, set()).add(where(m, full))
-    longer: dict[str, str] = {}  # (realpath) -> its longer name
-    for short, paths in places.items():
-        if len(paths) < 2:
-            continue
-        parts = {path: path.strip(os.sep).split(os.sep) for path in paths}
-        depth = next((k for k in range(2, max(map(len, parts.values())) + 1)
-                      if len({tuple(v[-k:]) for v in parts.values()}) == len(parts)), 0)
-        longer.update({path: "/".join(v[-depth:]) if depth else path for path, v in parts.items()})
-    for m, p, full in named:
-        name = longer.get(where(m, full))
-        if name:
-            p.file = m.file = name
+        path = os.path.abspath(where(m, full))
+        p.file = m.file = label[os.path.realpath(os.path.dirname(path))] + os.path.basename(path)
