@@ -41,7 +41,8 @@ from distill.teacher.cache import (
     find_pixel_store,
     run_cache_build,
 )
-from distill.teacher.cache.inputs import ImageViews
+from distill.teacher.cache.build import view_policy_of
+from distill.teacher.cache.inputs import ImageViews, ViewDraws
 from distill.teacher.clip import Teacher
 from distill.train import TrainImages, epoch_items
 
@@ -100,8 +101,8 @@ def main() -> None:
             a.append(rate(after, args.items, args.batch))
             if vit is not None:  # before: workers hand over normalized floats; after: uint8
                 for uint8, out in ((False, cf), (True, cu)):
-                    views = ImageViews(ds.root, [(s.index, s.relpath) for s in ds.samples], args.views, 0, vc,
-                                        vit.preprocess, vit.preprocess_info, uint8=uint8)
+                    views = ImageViews(ds.files(ds.samples), ViewDraws(args.views, 0, view_policy_of(cache.manifest.views)),
+                                       vit.preprocess, vit.preprocess_info, uint8=uint8)
                     n = min(args.items // args.views, len(views))
                     t0 = time.perf_counter()
                     for i in range(n):
