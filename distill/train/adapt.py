@@ -8,18 +8,24 @@ only the target domains.
 
 What the recipe needs from earlier stages it reads through their records: the checkpoint's
 :class:`~distill.student.model.StudentSpec` (``student.json``: arch, input size, the source
-domains it was trained on) and the cache's :class:`~distill.records.CacheManifest` (the split
-rule). The optimizer defaults are the strategy's own (:meth:`Strategy.default_optim`).
+domains it was trained on), the cache's :class:`~distill.records.CacheManifest` (the split
+rule) or, with no cache (``shot``), the source checkpoint's run config (the split rule that run trained
+with: the same target test images, the teacher's pool kept out). The optimizer defaults are the strategy's own
+(:meth:`Strategy.default_optim`).
 """
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from distill.config import TrainConfig, load_train_config, set_flag
-from distill.errors import DistillError
-from distill.records import CACHE_MANIFEST, STUDENT_SPEC, STUDENT_WEIGHTS, CacheManifest
+from pydantic import ValidationError
+
+from distill.config import TrainConfig, format_validation_error, load_train_config, load_yaml, set_flag
+from distill.errors import DistillError, DistillWarning
+from distill.records import CACHE_MANIFEST, RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, CacheManifest
+from distill.run_split import PLACING_KEYS, RunConfigView, run_config_file
 from distill.strategies import Strategy, build_config, get_strategy, list_strategies
 from distill.student.model import StudentSpec, not_a_checkpoint
 from distill.utils.io import read_json
@@ -89,14 +95,58 @@ def split_of_cache(cache: str | Path) -> dict[str, Any]:
             "val_fraction": dataset.val_fraction, "pretrain_fraction": dataset.pretrain_fraction}
 
 
+#: the split rule of an adaptation with neither a cache nor a readable source run (what every one used before)
+FALLBACK_SPLIT: dict[str, Any] = {"test_fraction": 0.3, "split_seed": 0}
+
+
+def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:
+    """The config.yaml of the run that trained ``checkpoint``: beside it or up to two folders above
+    (``RUN/checkpoints/best``), else in the run folder its student.json's ``provenance.run`` names; None: neither."""
+    path = Path(checkpoint)
+    folder = path.parent if path.name == STUDENT_WEIGHTS else path
+    found = run_config_file(folder)
+    recorded = spec.provenance.get("run")
+    if found is None and isinstance(recorded, str) and (Path(recorded) / RUN_CONFIG).is_file():
+        found = Path(recorded) / RUN_CONFIG
+    return found
+
+
+def split_of_source_run(checkpoint: str | Path, spec: StudentSpec) -> dict[str, Any]:
+    """The split rule the source checkpoint's run trained with, as ``data`` config keys (test_fraction, split_seed,
+    val_fraction, pretrain_fraction): an adaptation without a cache (``shot``) then evaluates on the source run's
+    target test images, and a bootstrapped teacher's pool stays out of it as it stayed out of the source run.
+    No readable run: one warning line, and :data:`FALLBACK_SPLIT` (30% test, seed 0, no teacher pool)."""
+    fallback = ("adapting with test_fraction 0.3, split_seed 0 and no teacher pool (--set data.KEY=VALUE to give "
+                "the source run's): the target test split may differ from the source run's")
+    config = source_run_config(checkpoint, spec)
+    if config is None:
+        warnings.warn(f"{checkpoint}: the run that trained it was not found (no {RUN_CONFIG} beside it or in its "
+                      f"{STUDENT_SPEC}'s provenance.run); {fallback}", DistillWarning, stacklevel=3)
+        return dict(FALLBACK_SPLIT)
+    try:
+        data = RunConfigView.model_validate(load_yaml(config)).data
+    except DistillError as e:
+        data, why = None, str(e)
+    except ValidationError as e:
+        data, why = None, format_validation_error(e, str(config))
+    else:
+        why = f"{config}: no data section"
+    if data is None:
+        warnings.warn(f"{why}; {fallback}", DistillWarning, stacklevel=3)
+        return dict(FALLBACK_SPLIT)
+    rule = data.split_rule()  # a run saves its whole rule (older runs: the keys they set, else the defaults)
+    return {key: getattr(rule, key) for key in PLACING_KEYS}
+
+
 def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: str | Path, *,
                  caches: Sequence[str | Path] = (), strategy: str | dict = "sfda", out: str | Path | None = None,
                  source_domains: Sequence[str] | None = None, optim: dict[str, Any] | None = None,
                  run: dict[str, Any] | None = None) -> dict[str, Any]:
     """A training-config dict that adapts ``source_checkpoint`` to ``targets`` without source data.
 
-    The split rule is the first cache's (else test fraction 0.3, split seed 0), so test images
-    stay test images; like any other key it can be changed with ``--set data.*``.
+    The split rule is the first cache's; without a cache (``shot``), the source checkpoint's run's
+    (:func:`split_of_source_run`; no run found: a warning, and test fraction 0.3, split seed 0), so
+    test images stay test images; like any other key it can be changed with ``--set data.*``.
 
     Args:
         source_checkpoint: ``RUN/checkpoints/best`` of a ``distill train`` run on the source domains.
@@ -123,7 +173,7 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     overlap = sorted(set(src) & set(targets))
     if overlap:
         raise DistillError(f"adapt: {overlap} are both source and target domains; a target must be unseen")
-    split = split_of_cache(caches[0]) if caches else {"test_fraction": 0.3, "split_seed": 0}
+    split = split_of_cache(caches[0]) if caches else split_of_source_run(source_checkpoint, spec)
     cfg: dict[str, Any] = {
         "data": {"root": str(root), "source": src, "target": list(targets), **split},
         "student": {"arch": spec.arch, "input_size": int(spec.input_size[0])},

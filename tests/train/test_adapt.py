@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from distill.cli import main as cli
 from distill.config import load_train_config
-from distill.errors import DistillError
+from distill.errors import DistillError, DistillWarning
 from distill.strategies import get_strategy
 from distill.student.model import Student, default_spec, save_student
 from distill.train import train
@@ -28,7 +28,8 @@ def source_ckpt(tmp_path):
 
 
 def test_the_source_domains_and_student_come_from_student_json(source_ckpt, tmp_path):
-    cfg = adapt_recipe(source_ckpt, ["blue"], tmp_path / "data", strategy="shot")
+    with pytest.warns(DistillWarning, match="the run that trained it was not found"):  # a bare checkpoint
+        cfg = adapt_recipe(source_ckpt, ["blue"], tmp_path / "data", strategy="shot")
     assert (cfg["data"]["test_fraction"], cfg["data"]["split_seed"]) == (0.3, 0) and "cache" not in cfg
     assert cfg["data"]["source"] == ["red", "green"] and cfg["data"]["target"] == ["blue"]
     assert cfg["student"] == {"arch": "test_resnet", "input_size": 16}

@@ -1,0 +1,99 @@
+"""An adaptation without a teacher cache (``shot``) takes the split rule of the source checkpoint's run.
+
+It used a fixed rule (test fraction 0.3, split seed 0, no teacher pool) whatever the source run had split with:
+the adapted student's target test images were not the source run's (its accuracies not comparable with the source
+run's), and a bootstrapped teacher's pool images (``pretrain_fraction``, held out of every student split) became
+target train and test images. A cache's rule still wins where there is one, and ``--set data.*`` over both; a
+checkpoint whose run is not found keeps the old rule, with one warning line.
+"""
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.cli import main as cli
+from distill.config import load_train_config
+from distill.data import DomainFolder
+from distill.errors import DistillWarning
+from distill.records import RUN_CONFIG
+from distill.student.model import Student, default_spec, save_student
+from distill.teacher import Teacher
+from distill.teacher.cache import CacheOptions, build_cache
+from distill.train import train
+from distill.train.adapt import adapt_recipe
+from tests.shapes import CLASSES
+
+#: the source run's split, as its cache has it: none of it the adaptation's old fixed rule (0.3, seed 0, no pool)
+RULE = {"test_fraction": 0.25, "split_seed": 7, "val_fraction": 0.125, "pretrain_fraction": 0.2}
+QUIET = {"workers": 0, "device": "cpu", "progress": False}
+
+
+@pytest.fixture(scope="module")
+def source_run(tiny_root, tmp_path_factory) -> Path:
+    """RUN of a kd student trained 1 epoch on red + green (target blue) from a cache split by :data:`RULE`."""
+    torch.manual_seed(0)
+    where = tmp_path_factory.mktemp("source")
+    folder = DomainFolder(tiny_root, **RULE)
+    teacher = Teacher("distill-demo-vit", None, folder.classes, ["a photo of a {}."])
+    cache = build_cache(folder, teacher, where / "cache", CacheOptions(views=1, seed=0), num_workers=0, progress=False)
+    base = {"data": {"root": str(tiny_root), "source": ["red", "green"], "target": ["blue"]}, "cache": str(cache),
+            "student": {"arch": "test_resnet", "input_size": 16}, "strategy": {"name": "kd"},
+            "optim": {"epochs": 1, "batch_size": 4}, "run": {"out": str(where / "run"), **QUIET}}
+    train(load_train_config(None, base=base))
+    return where / "run"
+
+
+def _split(run: Path, root: Path, split: str) -> list[str]:
+    """The blue images in ``split`` under the rule ``run`` recorded in its config.yaml."""
+    rule = load_train_config(run / RUN_CONFIG).data.split_rule()
+    return sorted(s.relpath for s in DomainFolder(root, rule).select(["blue"], split))
+
+
+def test_a_shot_adaptation_tests_on_the_source_runs_target_test_images(source_run, tiny_root, tmp_path):
+    out = tmp_path / "shot"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistillWarning)  # the run is found: nothing to warn of
+        assert cli(["adapt", "--source-checkpoint", str(source_run / "checkpoints" / "best"), "--target", "blue",
+                    "--data", str(tiny_root), "--strategy", "shot", "--out", str(out), "--set", "optim.epochs=1",
+                    "--set", "optim.batch_size=4", "--set", "run.workers=0", "--set", "run.device=cpu",
+                    "--no-progress"]) == 0
+    assert _split(out, tiny_root, "test") == _split(source_run, tiny_root, "test")
+    pool = set(_split(source_run, tiny_root, "pretrain"))
+    assert pool and not pool & set(_split(out, tiny_root, "train") + _split(out, tiny_root, "test"))
+    cfg = load_train_config(out / RUN_CONFIG).data
+    assert {k: getattr(cfg, k) for k in RULE} == RULE
+
+
+def test_set_wins_and_a_cache_rule_still_comes_first(source_run, tiny_root, tiny_cache):
+    ckpt = source_run / "checkpoints" / "best"
+    shot = adapt_recipe(ckpt, ["blue"], tiny_root, strategy="shot")
+    given = load_train_config(None, ["data.test_fraction=0.5"], base=shot)
+    assert (given.data.test_fraction, given.data.split_seed, given.data.pretrain_fraction) == (0.5, 7, 0.2)
+    # sfda with a cache (tiny_cache: 30% test, seed 0, no pool): the cache's rule, not the source run's
+    sfda = adapt_recipe(ckpt, ["blue"], tiny_root, caches=[tiny_cache], strategy="sfda")["data"]
+    assert (sfda["test_fraction"], sfda["split_seed"], sfda["pretrain_fraction"]) == (0.3, 0, 0.0)
+
+
+def test_a_moved_checkpoint_finds_its_run_through_student_json(source_run, tiny_root, tmp_path):
+    moved = tmp_path / "elsewhere" / "best"
+    shutil.copytree(source_run / "checkpoints" / "best", moved)  # provenance.run still names the run
+    data = adapt_recipe(moved, ["blue"], tiny_root, strategy="shot")["data"]
+    assert {k: data[k] for k in RULE} == RULE
+
+
+def test_no_run_found_is_one_warning_and_the_old_rule(tiny_root, tmp_path, capsys):
+    ckpt = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path / "bare" / "best",
+                        extra_provenance={"source_domains": ["red"]})
+    with pytest.warns(DistillWarning, match=r"the run that trained it was not found .*test_fraction 0\.3, "):
+        data = adapt_recipe(ckpt, ["blue"], tiny_root, strategy="shot")["data"]
+    assert (data["test_fraction"], data["split_seed"], data.get("pretrain_fraction", 0.0)) == (0.3, 0, 0.0)
+    with pytest.warns(DistillWarning) as record:  # the CLI prints it as one `warning: ...` line (distill.cli._log)
+        assert cli(["adapt", "--source-checkpoint", str(ckpt), "--target", "blue", "--data", str(tiny_root),
+                    "--strategy", "shot", "--out", str(tmp_path / "run"), "--set", "optim.epochs=0"]) == 1
+    said = [str(w.message) for w in record if "was not found" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(f"{ckpt}: the run that trained it") and "\n" not in said[0]
+    assert "optim.epochs" in capsys.readouterr().err  # the --set error still ends the command
