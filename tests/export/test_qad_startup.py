@@ -10,6 +10,7 @@ import torch
 
 import distill.data.folder as folder_module
 import distill.export.qad as qad_module
+from distill.cli.qad import FLAGS as QAD_FLAGS
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
 from distill.export.config import ExportConfig
@@ -17,6 +18,7 @@ from distill.export.data import calibration_samples, exclude_cache_skipped, hold
 from distill.export.images import load_images
 from distill.export.qad import qad
 from distill.export.qad_config import QADConfig
+from distill.spelling import option_names
 from distill.teacher.cache import TeacherCache
 
 
@@ -149,11 +151,13 @@ def test_qad_with_an_export_picks_the_exports_calibration_images_and_holds_none_
     for key, value, flag in [("calib_count", 16, "--calib-count 16"), ("seed", 3, "--seed 3"),
                              ("target_domains", (), "--target-domains (none)"),
                              ("calib_domains", ("clean",), "--calib-domains clean")]:
-        with pytest.raises(DistillError) as e:
+        with pytest.raises(DistillError) as e, option_names(QAD_FLAGS):  # as `distill qad` runs it
             qad_module.export_config(cfg.model_copy(update={key: value}), run, say, exported)
         message = str(e.value)
         assert flag in message and "differs from the export's" in message and "\n" not in message, message
         assert "export.json" in message
+    with pytest.raises(DistillError, match="calib_count=16 differs from the export's"):  # from Python: the keyword
+        qad_module.export_config(cfg.model_copy(update={"calib_count": 16}), run, say, exported)
     # the same values given explicitly are fine; a calibration domain among the targets is no target (as export.json)
     same = cfg.model_copy(update={"calib_count": 64, "seed": 0, "target_domains": ("noisy", "clean")})
     ecfg = qad_module.export_config(same, run, say, exported)
