@@ -1,12 +1,14 @@
 """``distill teacher bootstrap`` as a Python function (:func:`distill.api.bootstrap_teacher`), which the command
-calls too: the same options and defaults, the flags as keywords (``-`` as ``_``), returning the typed
-``teacher.json``. Nothing heavy is imported until it runs (torch, open_clip)."""
+calls too (``distill/cli/teacher.py``, its messages naming the flags: :mod:`distill.spelling`): the same options and
+defaults, the flags as keywords (``-`` as ``_``), returning the typed ``teacher.json``. Nothing heavy is imported
+until it runs (torch, open_clip)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill.errors import DistillError
+from distill.spelling import option
 from distill.teacher.bootstrap.presets import BOOTSTRAP_POOL, DEMO_ARCH
 from distill.validation import checked_keywords
 
@@ -48,8 +50,8 @@ def bootstrap_teacher(data: str | Path, out: str | Path, *, pretrain_fraction: f
     from distill.utils.runtime import preserved_global_state, resolve_device  # lazy: torch
 
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise DistillError(f"threads must be an int >= 1, got {threads!r:.80}")
-    ds = DomainFolder(data, SplitRule.of("bootstrap_teacher", class_map=None if class_map is None else str(class_map),
+        raise DistillError(f"{option('threads')} must be an int >= 1, got {threads!r:.80}")
+    ds = DomainFolder(data, SplitRule.of(option("bootstrap_teacher"), class_map=None if class_map is None else str(class_map),
                                        pretrain_fraction=pretrain_fraction),
                       skip_bad=skip_bad)
     settings = BootstrapSettings(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, max_per_domain=max_per_domain,
@@ -60,7 +62,7 @@ def bootstrap_teacher(data: str | Path, out: str | Path, *, pretrain_fraction: f
             torch.set_num_threads(threads)
         with preserved_global_state():
             checkpoint = run_bootstrap(ds, out, settings, quick=quick, skip_bad=skip_bad,
-                                       device=str(resolve_device(device, what="device")), progress=progress)
+                                       device=str(resolve_device(device, what=option("device"))), progress=progress)
     finally:
         torch.set_num_threads(before)
     return TeacherManifest.read(checkpoint.parent)

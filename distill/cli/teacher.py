@@ -5,19 +5,21 @@ import argparse
 import shlex
 import sys
 import textwrap
+from pathlib import Path
 
+from distill import api_teacher  # light: it loads torch and open_clip only when it runs
 from distill.data.folder import DomainFolder
 from distill.data.listing import left_out_line
 from distill.data.split import SplitRule
 from distill.errors import DistillError
 from distill.records import TEACHER_MANIFEST, TeacherManifest
+from distill.spelling import option_names
 from distill.teacher.bootstrap.presets import (
     BOOTSTRAP_POOL,
     DEMO_ARCH,
     FULL,
     MIN_BATCHES_PER_EPOCH,
     QUICK,
-    BootstrapSettings,
 )
 from distill.teacher.pool import teacher_pool
 from distill.teacher.prompts import resolve_templates, teacher_manifest_of
@@ -109,17 +111,18 @@ def _set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _bootstrap(args: argparse.Namespace) -> int:
-    from distill.teacher.bootstrap.train import bootstrap_teacher  # lazy: it loads open_clip (seconds), not for --help
-    from distill.utils.runtime import resolve_device
+# bootstrap_teacher's names for the flags and the command (its messages name them so: distill/spelling.py)
+BOOTSTRAP_NAMES = {"bootstrap_teacher": "teacher bootstrap", "threads": "--threads", "device": "--device"}
 
-    _set_threads(args.threads)
-    ds = DomainFolder(args.data, SplitRule.of("teacher bootstrap", class_map=args.class_map,
-                                              pretrain_fraction=args.pretrain_fraction), skip_bad=args.skip_bad)
-    settings = BootstrapSettings(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                 max_per_domain=args.max_per_domain, seed=args.seed)
-    ckpt = bootstrap_teacher(ds, args.out, settings, quick=args.quick, skip_bad=args.skip_bad,
-                             device=str(resolve_device(args.device, what="--device")), progress=not args.no_progress)
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    with option_names(BOOTSTRAP_NAMES):  # the one code path: distill.api.bootstrap_teacher
+        manifest = api_teacher.bootstrap_teacher(
+            args.data, args.out, pretrain_fraction=args.pretrain_fraction, arch=args.arch, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, max_per_domain=args.max_per_domain, quick=args.quick,
+            class_map=args.class_map, seed=args.seed, skip_bad=args.skip_bad, device=args.device,
+            threads=args.threads, progress=not args.no_progress)
+    ckpt = Path(args.out) / manifest.checkpoint
     print(f"teacher checkpoint: {ckpt}")
     print(f"teacher manifest:   {ckpt.parent / TEACHER_MANIFEST}")
     check = ["distill", "teacher", "eval", "--pretrained", str(ckpt), "--data", str(args.data)]

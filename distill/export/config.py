@@ -199,11 +199,12 @@ class ExportConfig(SplitKeys):
         """A validated copy with ``updates`` applied (``model_copy`` would not validate them)."""
         return type(self).from_options({**self.model_dump(), **updates}) if updates else self
 
-    def check_data(self) -> None:
-        """int8 needs images to calibrate on (checked once the run's defaults are in)."""
+    def check_data(self, who: str | None = None) -> None:
+        """int8 needs images to calibrate on (checked once the run's defaults are in). ``who``: the subject of the
+        refusal when the caller, not the user, asked for int8 (qad: "QAD"); else the ``precisions`` option."""
         if "int8" in self.precisions and not self.data_root:
-            raise DistillError(f"{option('precisions', 'int8')} needs calibration images: pass "
-                               f"{option('data_root', 'ROOT')} (or export a checkpoint "
+            raise DistillError(f"{who or option('precisions', 'int8')} needs calibration images: pass "
+                               f"{option('data_root', 'ROOT')} (or use a checkpoint "
                                f"inside its training run, whose {RUN_CONFIG} names the data)")
 
 

@@ -41,7 +41,7 @@ def teacher_pool(pretrained: str | Path | None) -> tuple[TeacherPool, Path] | No
     return (pool, manifest) if pool is not None else None
 
 
-def check_teacher_pool(pretrained: str | Path | None, dataset: DomainFolder, what: str) -> None:
+def check_teacher_pool(pretrained: str | Path | None, dataset: DomainFolder, what: str, keys: str = "") -> None:
     """Refuse ``dataset`` when its split rule would put the teacher's pretraining images in the students' splits.
 
     Args:
@@ -49,6 +49,8 @@ def check_teacher_pool(pretrained: str | Path | None, dataset: DomainFolder, wha
             teachers pass.
         dataset: the data the cache or run reads.
         what: the subject of the refusal ("a cache", "this run").
+        keys: where the caller's config keeps the split keys (``"data."`` for a run): the refusal then names the
+            settings to make (``data.pretrain_fraction=0.3``).
     """
     found = teacher_pool(pretrained)
     if found is None:
@@ -57,9 +59,14 @@ def check_teacher_pool(pretrained: str | Path | None, dataset: DomainFolder, wha
     diffs = [f"{name} {have:g}" for name, have, want in (("pretrain_fraction", dataset.pretrain_fraction, pool.fraction),
                                                         ("split_seed", dataset.split_seed, pool.split_seed))
              if have != want]
+    if diffs and keys:
+        fix = " and ".join(f"{keys}{k}={v:g}" for k, v in (("pretrain_fraction", pool.fraction),
+                                                           ("split_seed", pool.split_seed)))
+        advice = f"set {fix}"
+    else:
+        advice = f"use the teacher's pretrain_fraction {pool.fraction:g} and split_seed {pool.split_seed}"
     if diffs:
         raise DistillError(
             f"the teacher was pretrained on {100 * pool.fraction:g}% of each domain (pretrain_fraction {pool.fraction:g}, "
             f"split_seed {pool.split_seed}: {manifest}); {what} with {' and '.join(diffs)} would put its pretraining "
-            f"images in the students' train/test; use the teacher's pretrain_fraction {pool.fraction:g} and "
-            f"split_seed {pool.split_seed}")
+            f"images in the students' train/test; {advice}")

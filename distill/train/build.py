@@ -43,7 +43,7 @@ from distill.teacher.cache import (
     expected_identity,
 )
 from distill.teacher.cache.compact import check_strategy_layout
-from distill.teacher.pool import check_teacher_pool
+from distill.teacher.pool import check_teacher_pool, teacher_pool
 from distill.teacher.prompts import resolve_templates
 from distill.train.cache_mismatch import explained_mismatch
 from distill.train.data import ViewPlan
@@ -118,7 +118,7 @@ def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache],
     dataset = DomainFolder(cfg.data.root, cfg.data.split_rule(),
                            listing=share_from_main(lambda: list_images(cfg.data.root), dist), skip_bad=cfg.data.skip_bad)
     if cfg.teacher is not None:  # before any cache or teacher is opened: a named stand-in's pool must stay out
-        check_teacher_pool(cfg.teacher.pretrained, dataset, "this run")
+        check_teacher_pool(cfg.teacher.pretrained, dataset, "this run", keys="data.")
     source = dataset.check_domains(cfg.data.source)
     target = dataset.check_domains(cfg.data.target) if cfg.data.target is not None else [
         x for x in dataset.domains if x not in source]
@@ -239,12 +239,17 @@ def _check_view_policy(name: str, needs: Needs, caches: list[TeacherCache]) -> N
 
 
 def with_split_rule(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its whole split rule: the keys ``data`` sets, else those its first cache recorded, else the
-    defaults (:class:`~distill.data.split.SplitRule`). So a recipe that leaves the rule out trains on any
-    cache, e.g. one built with a bootstrapped teacher's pretraining pool, on the cache's images' splits."""
+    """``cfg`` with its whole split rule: the keys ``data`` sets, else those its first cache recorded, else (no
+    cache) the pool the ``teacher`` section's ``teacher.json`` records (``pretrain_fraction``, ``split_seed``),
+    else the defaults (:class:`~distill.data.split.SplitRule`). So a recipe that leaves the rule out trains on
+    any cache, e.g. one built with a bootstrapped teacher's pretraining pool, on the cache's images' splits, and
+    an online stand-in teacher without a cache keeps its pool out of the students' splits."""
     paths = cfg.caches()
     built = paths and CacheManifest.exists_in(paths[0])  # no manifest: TeacherCache.open names the problem later
-    base = SplitRule.from_cache(CacheManifest.read(paths[0]).dataset) if built else {}
+    base: dict[str, Any] = SplitRule.from_cache(CacheManifest.read(paths[0]).dataset) if built else {}
+    found = teacher_pool(cfg.teacher.pretrained) if not paths and cfg.teacher is not None else None
+    if found is not None:  # which images are in the pool follows from these two alone (distill/teacher/pool.py)
+        base = {"pretrain_fraction": found[0].fraction, "split_seed": found[0].split_seed}
     rule = cfg.data.split_rule(base)
     keys = {k: v for k, v in rule.model_dump().items() if v is not None}
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=keys)})

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-import distill.teacher.bootstrap.train as bootstrap_train
+import distill.api_teacher
 from distill.bench.run import resolve_models
 from distill.cli import EXIT_ERROR, main
 from distill.errors import DistillError
@@ -46,7 +47,8 @@ def test_bootstrap_suggests_a_teacher_eval_that_names_its_paths(tmp_path: Path, 
     out, cmap = tmp_path / "my teacher", tmp_path / "class map.yaml"
     cmap.write_text("circle: circle\n")
     ckpt = out / "open_clip_model.safetensors"
-    monkeypatch.setattr(bootstrap_train, "bootstrap_teacher", lambda *a, **k: ckpt)  # what it prints, not the training
+    monkeypatch.setattr(distill.api_teacher, "bootstrap_teacher",  # what it prints, not the training
+                        lambda *a, **k: SimpleNamespace(checkpoint=ckpt.name))
     assert main(["teacher", "bootstrap", "--data", str(root), "--out", str(out), "--class-map", str(cmap),
                  "--no-progress"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("check it:"))

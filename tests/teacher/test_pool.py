@@ -87,5 +87,6 @@ def test_a_training_run_naming_the_stand_in_refuses_another_pool(root, tmp_path)
     ckpt = _stand_in(tmp_path / "t", DomainFolder(root, pretrain_fraction=0.3))
     cfg = _config(root, None, tmp_path / "run")
     cfg["teacher"] = {"arch": "distill-demo-vit", "pretrained": str(ckpt)}
+    cfg["data"]["pretrain_fraction"] = 0.0  # unset, a run without a cache takes the teacher's pool (review 2, M1)
     with pytest.raises(DistillError, match="this run with pretrain_fraction 0 would put its pretraining images"):
         build(load_train_config(None, base=cfg))

@@ -7,9 +7,10 @@ main process and in every spawned worker); this build computes each from the dat
 The expectations below are what main's code wrote for these builds (sha256, generated with this file's helpers
 against a checkout of main). They cover every byte that does not come out of the teacher's float arithmetic: the
 rows' columns (sample index, view, view params, mix partner and view, domain, label, split), each shard's skipped
-images, the pixel stores' shards, the manifest (less its time, paths, and hashes of floats or of the PNG files'
-sizes) and the exact uint8 pixels the teacher was given, batch by batch (what decides its outputs; those outputs'
-own bits can differ on another CPU).
+images, the pixel stores' shards, the manifest (less its time, paths, hashes of floats or of the PNG files' sizes,
+and the teacher's FLOP count, which torch's op counting gives differently by version; it is checked to be > 0)
+and the exact uint8 pixels the teacher was given, batch by batch (what decides its outputs; those outputs' own
+bits can differ on another CPU). The manifest hashes were regenerated without the FLOP count (review 2, L2).
 """
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ def digest(out: Path, fed: list[str]) -> dict[str, str]:
     for folder in m["dataset"].get("unlabeled_folders") or []:
         folder.pop("files_sha256"), folder.pop("path")
     m["teacher"] = {k: v for k, v in m["teacher"].items() if k in ("arch", "pretrained")}
+    # torch.utils.flop_counter's count depends on the torch version (distill/utils/flops.py), as torch_version does
+    flops = m.pop("teacher_flops_per_image")
+    assert isinstance(flops, int) and flops > 0
     for shard in m["shards"]:
         shard.pop("sha256")
     got["manifest"] = hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()
@@ -150,7 +154,7 @@ MAIN: dict[str, dict[str, str]] = {
             "b3add503782957f0ac951b374cbb10d307ef57271b694b2b1874be6dd7faf873",
         "pixels-16x16-bicubic/shard-00009.safetensors":
             "e2b20f4bc18e6c6a6317ef6f145d55a6dea89ca36f5bec2c5651021d437a0009",
-        "manifest": "e08c771605b6f4c998dd512e94819cf10bc957ff098789a2bbc678a8fe9af569",
+        "manifest": "f284400cb6af0bff2fb22745af09841c29f801927bd604d19702f4b1bdb80123",
         "teacher_inputs": "6eb295a48ccad9e42fc047aba872d847e7f17fea378586d2b3a3df137b3213d0",
     },
     "mix": {
@@ -190,7 +194,7 @@ MAIN: dict[str, dict[str, str]] = {
             "5128346514513b860848ed0472302b5532e2fedd390600ab93979166b43132ef",
         "pixels-16x16-bicubic/shard-00011.safetensors":
             "c3749096221b6980a4ad70b94aa84942fa3c263727b0b5f0d3b001871d823120",
-        "manifest": "4332060249b537153ccf9d5bcde96d0b03666fce89f3679b897e96f2b9a252f8",
+        "manifest": "d1a133332d8d492690fa0dbd5e7ba732e0f3274601821278974568c821245637",
         "teacher_inputs": "2ce8430af33a54ffa425375eef27e6499df7d27c1c186f2aa66b012507f01b7c",
     },
     "mix_bad": {
@@ -230,7 +234,7 @@ MAIN: dict[str, dict[str, str]] = {
             "76cfa3c61c875eabf6dab978f956436834cf0b8c8d7fae2fe22c1305e8617086",
         "pixels-16x16-bicubic/shard-00011.safetensors":
             "abd9ce28537062e23d7029b19a89ae13b0e0eefa6e8fabd15265a72800a9a36d",
-        "manifest": "eaaec2254ae5ba435383d2d7e6ea7929562498f333cc327eb6a25de5084171ed",
+        "manifest": "f899206d797432398b6d966cf8b68a15a8d6c972ad34ac5f96a335ba8a75ed45",
         "teacher_inputs": "f37ad40a0341e46ba86787cb56ae4801efa763b296f4a41f82d6489a140e4f60",
     },
     "resumed": {
@@ -244,7 +248,7 @@ MAIN: dict[str, dict[str, str]] = {
         "shard-00007.safetensors": "5a83bd057aa2a9efd8d58b8f08e65326891b63fb1b16e151b6cb1c353140bd66",
         "shard-00008.safetensors": "3b6ca452ff00db4ac5a372290ae214b8bf02c1248059461af126c2fbe5b7fe2b",
         "shard-00009.safetensors": "8ab6c78e1876880efc5f8fe04f2b5bf1d27c1bc82c4d305af972d94431404fda",
-        "manifest": "e08c771605b6f4c998dd512e94819cf10bc957ff098789a2bbc678a8fe9af569",
+        "manifest": "f284400cb6af0bff2fb22745af09841c29f801927bd604d19702f4b1bdb80123",
         "teacher_inputs": "7674356a6d706d9cb7cbd852a9acbd498941b76907f6d79713d314c10c5946a6",
     },
 }
