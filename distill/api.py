@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -124,7 +125,7 @@ def _train_config(config: TrainConfig | str | Path, overrides: Overrides, what: 
             return config
         return load_train_config(None, override_items(overrides), base=config.model_dump(mode="json"),
                                  named=override_namer(overrides))
-    if not isinstance(config, (str, Path)):
+    if not isinstance(config, (str, os.PathLike)):
         raise DistillError(f"{what}: config must be a TrainConfig, a recipe file or a recipe name, got "
                            f"{type(config).__name__}")
     return load_train_config(resolve_recipe(config), override_items(overrides), named=override_namer(overrides))
@@ -343,4 +344,4 @@ def report(paths: str | Path | Sequence[str | Path], out: str | Path = "report.h
     """
     from distill.report.write import write_report  # lazy: the report's imports (numpy, scipy)
 
-    return write_report([paths] if isinstance(paths, (str, Path)) else list(paths), out, title)
+    return write_report([paths] if isinstance(paths, (str, os.PathLike)) else list(paths), out, title)

@@ -7,6 +7,7 @@ checkpoint).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -64,7 +65,7 @@ def bench(models: str | Path | Sequence[str | Path], *, runtime: str | None = No
             records = [with_model_relative(r, out) for r in records]
         written.extend(records)
 
-    bench_model([models] if isinstance(models, (str, Path)) else list(models), runtime, sizes, threads, warmup, iters,
+    bench_model([models] if isinstance(models, (str, os.PathLike)) else list(models), runtime, sizes, threads, warmup, iters,
                 profile, topk, log=lambda line: print(line, file=sys.stderr),
                 torch_options=TorchOptions(device, precision, compile, memory_format), interleave=interleave,
                 sink=sink)

@@ -3,7 +3,9 @@ example, which trains and exports, runs in tests/test_readme.py)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -301,3 +303,23 @@ def test_wrong_typed_paths_as_the_qa_typed_them(call, line):
     with pytest.raises(DistillError) as e:
         call()
     assert str(e.value) == line
+
+
+class _OwnPath(os.PathLike):
+    """An os.PathLike that is not a pathlib.Path (nor iterable)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def test_any_os_pathlike_is_one_path_where_a_list_of_paths_is_also_taken(tmp_path):
+    """Review 1 (5): the path check accepts any os.PathLike, but report() and adapt_config() took only str and
+    pathlib.Path as one path and list()'d the rest: "TypeError: '_OwnPath' object is not iterable". Now each is one
+    path, and the line that refuses it names the folder."""
+    with pytest.raises(DistillError, match=rf"^nothing to report: .* found under {re.escape(str(tmp_path))}$"):
+        api.report(_OwnPath(tmp_path), out=tmp_path / "r.html")
+    with pytest.raises(DistillError, match=rf"^{re.escape(str(tmp_path))}: not a student checkpoint"):
+        api.adapt_config(_OwnPath(tmp_path), "b", _OwnPath(tmp_path), cache=_OwnPath(tmp_path))

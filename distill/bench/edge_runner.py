@@ -284,25 +284,30 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 # --------------------------------------------------------------------------- runners
-def os_threads() -> int | None:
-    """This process's OS threads now (Linux: the entries of /proc/self/task); None where that cannot be read."""
+def os_threads() -> frozenset[str] | None:
+    """The ids of this process's OS threads now (Linux: the entries of /proc/self/task); None where that cannot be
+    read."""
     try:
-        return len(os.listdir("/proc/self/task"))
+        return frozenset(os.listdir("/proc/self/task"))
     except OSError:
         return None
 
 
-def ort_threads(threads: int | None, runtime: str, before: int | None, after: int | None) -> tuple[int | None, str]:
+def ort_threads(threads: int | None, runtime: str, before: frozenset[str] | None,
+                after: frozenset[str] | None) -> tuple[int | None, str]:
     """``(threads_used, threads_basis)`` of an onnxruntime session: ``threads`` when given; else, on ort-cpu, the
-    intra-op pool onnxruntime made for the session (``after - before`` OS threads appeared while it was created:
-    the pool's workers, the calling thread being the pool's first; onnxruntime 1.32 made one per physical core of
-    the machine, whatever the process's affinity, where this was written); else None, and the basis names the
+    intra-op pool onnxruntime made for the session (the OS threads whose ids are in ``after`` and not in ``before``
+    appeared while it was created: the pool's workers, the calling thread being the pool's first. Ids, not a
+    difference of totals: a thread that ended meanwhile, such as a thread pool's just shut down, whose entry can
+    outlive its join, made the count one short. A thread that another thread of this process starts meanwhile is
+    still counted. onnxruntime 1.32 made one per physical core of the machine, whatever the process's affinity, where
+    this was written); else None, and the basis names the
     documented default instead (the CUDA and TensorRT providers start threads of their own: a count would not be the
     pool's)."""
     if threads:
         return int(threads), "--threads"
-    if runtime == "ort-cpu" and before is not None and after is not None and after >= before:
-        return after - before + 1, ORT_POOL_COUNTED
+    if runtime == "ort-cpu" and before is not None and after is not None:
+        return len(after - before) + 1, ORT_POOL_COUNTED
     return None, ORT_DEFAULT_DOCUMENTED
 
 

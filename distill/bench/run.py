@@ -15,6 +15,7 @@ Timing, statistics, memory and device info are the edge runner's (one implementa
 """
 from __future__ import annotations
 
+import os
 import shlex
 import warnings
 from dataclasses import dataclass
@@ -158,7 +159,7 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
         raise DistillError(f"--threads must be >= 1, or left out for the runtime's choice (got {threads})")
     records: list[dict[str, Any]] = []
     opts = torch_options or TorchOptions()
-    models = [model] if isinstance(model, (str, Path)) else list(model)
+    models = [model] if isinstance(model, (str, os.PathLike)) else list(model)
     pairs = [pair for m in models for pair in resolve_models(m, runtime)]
     if not opts.is_default() and any(rt != "torch" for _, rt in pairs):
         raise DistillError("--device, --precision, --compile and --memory-format apply to --runtime torch only "

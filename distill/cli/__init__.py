@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from distill import __version__
 from distill.cli._log import warning_lines
 from distill.errors import DistillError
+from distill.utils.ctrl_c import one_command
 
 #: exit status of a DistillError (bad input or a failed run); argparse exits 2 on bad usage
 EXIT_ERROR = 1
@@ -167,7 +168,7 @@ def _main(argv: list[str] | None) -> int:
         # export, eval) stay off too, in this process and in the workers it starts
         os.environ["TQDM_DISABLE"] = "1"
     try:
-        with warning_lines():  # libraries' log warnings (timm's) as `warning: ...` lines
+        with warning_lines(), one_command():  # libraries' log warnings (timm's) as `warning: ...` lines
             rc = args.func(args)
     except DistillError as e:
         print(f"error: {e}", file=sys.stderr)

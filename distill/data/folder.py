@@ -201,6 +201,19 @@ class DomainFolder:
                 self.folders[name], text=c.text[c.offsets[a]:c.offsets[b]], offsets=c.offsets[a:b + 1],
                 size=c.size[a:b], skip=len(name.encode()) + 1)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (what a ``spawn``/``forkserver`` worker receives): the added folders without their listings, which
+        are views of the samples' columns that pickle would copy, so the paths would go twice; :meth:`__setstate__`
+        points them at the columns again."""
+        state = dict(self.__dict__)
+        state["folders"] = {name: dataclasses.replace(f, text=f.text[:0], offsets=f.offsets[:0], size=f.size[:0])
+                            for name, f in self.folders.items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._view_folders()
+
     def first_index(self, name: str) -> int:
         """The first sample index of unlabeled folder ``name``."""
         c = self.samples.columns

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol, Sequence, overload
+from typing import Any, Iterable, Iterator, Protocol, Sequence, overload
 
 import numpy as np
 
@@ -142,6 +142,15 @@ class SampleColumns:
         self.klass, self.class_names = klass.astype(np.int32, copy=False), list(class_names)
         self.label, self.split = label.astype(np.int32, copy=False), split.astype(np.int8, copy=False)
         self.size = size.astype(np.int64, copy=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a ``spawn``/``forkserver`` worker's copy of the dataset): without ``text``, a view of ``_text``
+        that pickle would copy, holding every path twice; :meth:`__setstate__` views ``_text`` again."""
+        return {k: v for k, v in self.__dict__.items() if k != "text"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.text = np.frombuffer(self._text, np.uint8)
 
     def __len__(self) -> int:
         return len(self.index)

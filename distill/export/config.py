@@ -7,8 +7,8 @@ the key instead (``calib_method: ...``). Below this, only the validated object f
 """
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -55,7 +55,7 @@ def _batch_profile(value: Any) -> Any:
 
 def _path_str(value: Any) -> Any:
     """Paths are kept as strings (export.json's ``config`` shows them as given)."""
-    return str(value) if isinstance(value, Path) else value
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 class ExportConfig(SplitKeys):
@@ -153,8 +153,8 @@ class ExportConfig(SplitKeys):
     def _cache_paths(cls, value: Any) -> Any:
         if value is None:
             return None
-        if isinstance(value, (str, Path)):
-            return (str(value),)
+        if isinstance(value, (str, os.PathLike)):
+            return (os.fspath(value),)
         return tuple(_path_str(v) for v in value) if isinstance(value, (list, tuple)) else value
 
     @field_validator("precisions")

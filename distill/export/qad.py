@@ -61,7 +61,7 @@ from distill.export.onnx import INPUT_NAME, build_metadata, export_onnx, stamp
 from distill.export.out_dir import refuse_checkpoint_or_run
 from distill.export.qad_calibration import count_fitter, export_config
 from distill.export.qad_config import Disagreement, QADConfig, QADRecord
-from distill.export.qad_flavour import qad_flavour
+from distill.export.qad_flavour import qad_flavour, unused_flags
 from distill.export.qad_ship import engine_script, holdout_pairs, no_harm, ptq_file
 from distill.export.qad_train import train_qad
 from distill.export.quantize import (
@@ -115,6 +115,8 @@ def _qad(cfg: QADConfig, log: Callable[[str], None] | None) -> QADRecord:
     if chosen.why:
         say(chosen.why)
     cfg = cfg.model_copy(update={"flavour": chosen.flavour})  # as resolved (qad.json too)
+    if unused := unused_flags(cfg.int8_flavour, cfg.trt_batches, cfg.trt_workspace_mib, cfg.reduce_range):
+        say.warn(unused)
     flavour = FLAVOURS[cfg.int8_flavour]
     device = resolve_device(cfg.device)
     # --export: the arm QAD must beat is that folder's int8 file (checked before any data is read)

@@ -64,3 +64,20 @@ def qad_flavour(given: str | None, export_dir: str | Path | None) -> Choice:
 
 def _other(have: list[str], flavour: str) -> str:
     return next(f for f in have if f != flavour)
+
+
+def unused_flags(flavour: str, trt_batches: object, trt_workspace_mib: object, reduce_range: object) -> str | None:
+    """A warning where flags of the other flavour were given (not None): they change nothing in a QAD for
+    ``flavour``, which is now often the export's rather than the user's (``--trt-*`` on ort-cpu: no
+    ``build_engine.sh``; ``--reduce-range`` on tensorrt: its weights are 8-bit)."""
+    if flavour == "tensorrt":
+        given = [] if reduce_range is None else ["--reduce-range" if reduce_range else "--no-reduce-range"]
+        other = "ort-cpu"
+    else:
+        given = [flag for flag, value in (("--trt-batches", trt_batches), ("--trt-workspace-mib", trt_workspace_mib))
+                 if value is not None]
+        other = "tensorrt"
+    if not given:
+        return None
+    return (f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --flavour {other} only: ignored, this "
+            f"QAD tunes the {flavour} file")

@@ -367,7 +367,7 @@ class ReportWritten:
 
 def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "distill report") -> ReportWritten:
     """Write ``out`` (HTML) and the same name with ``.md`` beside it; returns what went in."""
-    paths = list(paths)  # read twice (a generator would be empty the second time: in the message below)
+    paths = [Path(p) for p in paths]  # read twice (a generator would be empty the second time: in the message below)
     check_report_out(out)  # never over an input, a record or a file other than an earlier report: before reading
     data = collect(paths)
     if not (data.runs or data.exports or data.records or data.qad):

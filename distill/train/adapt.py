@@ -16,6 +16,7 @@ with: the same target test images, the teacher's pool kept out). The optimizer d
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -198,7 +199,7 @@ def adapt_train_config(source_checkpoint: str | Path, target: str | Sequence[str
     adapt_strategy(strategy)  # before any other check: a train-only or mistyped strategy is named first
     check_adapt_overrides(items)
     targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else [str(t) for t in target]
-    caches = [cache] if isinstance(cache, (str, Path)) else list(cache)
+    caches = [cache] if isinstance(cache, (str, os.PathLike)) else list(cache)
     base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,
                         out=out, source_domains=source_domains)
     return load_train_config(None, list(items), base=base, named=named)

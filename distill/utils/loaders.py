@@ -10,14 +10,16 @@ iterator starts, SIGINT is only noted (a second one interrupts at once, so a sta
 unless it hangs in a system call, such as writing a ``spawn`` worker its dataset, SIGINT being blocked in this
 thread meanwhile; Ctrl-\\ still ends it), and raised once the iterator is whole, whose shutdown is then clean.
 
-The workers start with SIGINT blocked (:func:`workers_deaf_to_ctrl_c`) and keep it blocked: a Ctrl-C never reaches
-them, whatever the start method; the main process stops them (:func:`stop_workers`, for an interrupted command).
+The workers start with SIGINT blocked (:func:`~distill.utils.ctrl_c.workers_deaf_to_ctrl_c`) and keep it blocked: a
+Ctrl-C never reaches them, whatever the start method; the main process stops them (:func:`stop_workers`, called by
+an interrupted command), or, at the interpreter's exit, lets multiprocessing terminate them unreported
+(:func:`_unwatch_workers`: a Python API user who caught the KeyboardInterrupt).
 Under ``fork`` a handler set in the parent would do, but a ``spawn`` worker (macOS's default) is a new interpreter
 that imports torch and the dataset's modules for seconds before torch's worker loop, which swallows
 KeyboardInterrupt, even begins; one interrupted there died, and torch's SIGCHLD handler turned that into a
 RuntimeError: exit 1 and its traceback instead of the ``interrupted:`` line. A blocked signal mask, unlike a Python
 handler, survives the fork and the exec; a ``forkserver`` worker (Linux's default from Python 3.14) gets it from the
-fork server, which is started inside the block when it is not running yet.
+fork server, which the CLI starts inside the block when it is not running yet (:mod:`distill.utils.ctrl_c`).
 
 
 A decoding worker's private heap creeps with the images it has decoded (glibc keeps freed blocks and
@@ -29,18 +31,20 @@ Same batches, same order as one DataLoader over the whole sampler.
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
-import signal
-import threading
 import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from itertools import islice
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.signal_handling import _remove_worker_pids
 from torch.utils.data.dataloader import _BaseDataLoaderIter, _MultiProcessingDataLoaderIter
+
+from distill.utils.ctrl_c import interrupt_held, workers_deaf_to_ctrl_c
 
 WORKER_IMAGES = 65_536  # images one set of workers decodes before it is replaced
 _LIVE: weakref.WeakSet[_MultiProcessingDataLoaderIter] = weakref.WeakSet()  # WorkerLoader iterators with workers
@@ -57,70 +61,24 @@ def default_workers(batches: int, world: int = 1) -> int:
     return max(1, (os.cpu_count() or 2) // world - 1)
 
 
-@contextmanager
-def interrupt_held() -> Iterator[None]:
-    """Inside: a first SIGINT is noted and raised as KeyboardInterrupt on leaving; a second raises at once. Only
-    where Python's own handler is in place, in the main thread (elsewhere: nothing changes)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    noted: list[int] = []
-
-    def note(signum: int, frame: object) -> None:
-        if noted:
-            raise KeyboardInterrupt
-        noted.append(signum)
-
-    signal.signal(signal.SIGINT, note)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if noted:
-        raise KeyboardInterrupt
-
-
-@contextmanager
-def workers_deaf_to_ctrl_c(start_method: str) -> Iterator[None]:
-    """Inside: SIGINT is blocked in this thread, so that the processes started here (``fork``: forked; ``spawn``:
-    forked then exec'd) begin with it blocked, and keep it (no library unblocks it). A Ctrl-C that comes meanwhile
-    is not lost: the kernel hands it to another thread, whose Python handler then runs in this one at its next
-    bytecode, or it waits until the block ends (a blocking system call here is then not interrupted).
-    ``forkserver``: the server forks the workers, and they inherit its mask; it is started here if not running yet
-    (then every process it later forks for this process starts with SIGINT blocked; one started earlier, unblocked,
-    still forks workers that hear a Ctrl-C in their first instants). Where there is no signal mask (Windows):
-    nothing changes."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    if start_method != "fork":
-        # multiprocessing starts its resource tracker with the first spawned (or fork server's) process, and
-        # unblocks SIGINT (SIG_UNBLOCK, not a restore) on its way out: start it before the block
-        from multiprocessing import resource_tracker  # lazy: only spawn and forkserver need it
-        resource_tracker.ensure_running()
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        if start_method == "forkserver":
-            from multiprocessing import forkserver  # lazy: only the forkserver start method needs it
-            forkserver.ensure_running()
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)  # a Ctrl-C that waited is handled here
-
-
 class WorkerLoader(DataLoader):
     """torch's DataLoader whose iterator (its worker processes) starts with Ctrl-C held off (:func:`interrupt_held`)
     and whose workers never hear a Ctrl-C (:func:`workers_deaf_to_ctrl_c`)."""
 
     def __iter__(self) -> _BaseDataLoaderIter:
-        context = self.multiprocessing_context or multiprocessing.get_context()  # torch's choice when None
         with interrupt_held(), \
-                workers_deaf_to_ctrl_c(context.get_start_method()) if self.num_workers > 0 else nullcontext():
+                workers_deaf_to_ctrl_c(self._start_method()) if self.num_workers > 0 else nullcontext():
             iterator = super().__iter__()
             if isinstance(iterator, _MultiProcessingDataLoaderIter):
                 _LIVE.add(iterator)  # before a held Ctrl-C is raised: stop_workers() reaches it
             return iterator
+
+    def _start_method(self) -> str:
+        """The start method of this loader's workers: its own context's, else the process's default, read without
+        fixing it (``multiprocessing.get_context()`` would, and a user's later ``set_start_method`` then fails)."""
+        if self.multiprocessing_context is not None:
+            return str(self.multiprocessing_context.get_start_method())
+        return multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
 
 
 def stop_workers() -> None:
@@ -134,6 +92,23 @@ def stop_workers() -> None:
     iterator's ``__del__`` runs, and a worker still unpickling them fails with a traceback."""
     for iterator in list(_LIVE):
         iterator._shutdown_workers()  # what the iterator's own end and __del__ call
+
+
+def _unwatch_workers() -> None:
+    """At the interpreter's exit: torch's SIGCHLD watch on the workers of every WorkerLoader iterator still alive is
+    removed. multiprocessing's exit handler, which runs next, terminates them as it always did, and a ``spawn``
+    worker still importing, which dies of that, is then not reported as "RuntimeError: DataLoader worker (pid ...)
+    is killed by signal: Terminated" in an atexit traceback (a Python API user who caught the KeyboardInterrupt; a
+    persistent loader kept to the end). Not :func:`stop_workers`: its joins would wait for each ``spawn`` worker's
+    own interpreter exit (2 s more per exit here)."""
+    for iterator in list(_LIVE):
+        if iterator._worker_pids_set:
+            _remove_worker_pids(id(iterator))
+            iterator._worker_pids_set = False
+
+
+# registered after multiprocessing's and torch's exit handlers (imported above): atexit runs it before them
+atexit.register(_unwatch_workers)
 
 
 def bounded_worker_batches(dataset: Dataset, batch_sampler: Iterable[list[int]], batch_size: int, workers: int,

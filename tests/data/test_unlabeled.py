@@ -116,3 +116,19 @@ def test_a_run_places_a_folder_at_its_caches_indices_and_refuses_a_collision(tmp
         ds.add_folder("red", folder)
     with pytest.raises(DistillError, match=r"start at 3, but .* use \d+: data\.root changed"):
         DomainFolder(root, test_fraction=0.3).add_folder("cam", folder, 3)
+
+
+def test_a_pickled_dataset_holds_an_added_folders_paths_once(tmp_path, root):
+    """Review 1 (6): an added folder's listing is a view of the samples' columns, and pickle (a spawn or forkserver
+    worker's copy of the dataset) copied it, so each of its paths went once more (and every path once more again:
+    the columns' ``text``, a view of their bytes). Now once, and the unpickled dataset lists the same rows and files."""
+    import pickle
+
+    ds = DomainFolder(root, test_fraction=0.3)
+    folder = _images(tmp_path / "site" / "cam", ["a_name_found_once_only.png"])
+    add_folders(ds, scan_folders([str(folder)], root, "k"))
+    raw = pickle.dumps(ds)
+    assert raw.count(b"a_name_found_once_only") == 1  # neither the folder's listing nor the columns' view adds one
+    back = pickle.loads(raw)
+    assert back.samples == ds.samples and back.folders["cam"].files_sha256() == ds.folders["cam"].files_sha256()
+    assert [back.path(s) for s in back.select(["cam"])] == [folder.resolve() / "a_name_found_once_only.png"]

@@ -143,3 +143,26 @@ def test_distill_qad_tunes_the_file_the_export_recommends(capsys: pytest.Capture
     assert _workspaces(out / BUILD_SCRIPT) == {"256"}
     assert record.tensorrt is not None and record.tensorrt.workspace_mib == 256
     assert f"{export}: ship int8 (tensorrt)" in captured.out and record.ship_file in captured.out
+
+
+@pytest.mark.parametrize("flavour, flags, said", [
+    ("ort-cpu", ["--trt-batches", "1,4,8", "--trt-workspace-mib", "2048"],
+     "--trt-batches and --trt-workspace-mib apply to --flavour tensorrt only: ignored, this QAD tunes the ort-cpu file"),
+    ("tensorrt", ["--reduce-range"],
+     "--reduce-range applies to --flavour ort-cpu only: ignored, this QAD tunes the tensorrt file"),
+])
+def test_flags_of_the_flavour_not_taken_are_named_in_one_warning(
+        capsys: pytest.CaptureFixture, run_ckpt: Path, export_dir: Path, tmp_path: Path, flavour: str,
+        flags: list[str], said: str) -> None:
+    """Review 1 (8): with the flavour now taken from the export, --trt-* on an export that gives ort-cpu (no
+    build_engine.sh follows) and --reduce-range on one that gives tensorrt did nothing, without a word. (The missing
+    --cache stops the command right after, before any data is read.)"""
+    export = Path(shutil.copytree(export_dir, tmp_path / "exp"))
+    raw = json.loads((export / "export.json").read_text())
+    raw["models"] = [m for m in raw["models"] if m.get("flavour") in (None, flavour)]
+    (export / "export.json").write_text(json.dumps(raw))
+    assert main(["qad", str(run_ckpt), "--out", str(tmp_path / "q"), "--export", str(export), *flags,
+                 "--cache", str(tmp_path / "no_cache")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if line.startswith("warning: ")] == [f"warning: {said}"], err
+    assert err[-1].startswith("error: ") and "no_cache" in err[-1], err

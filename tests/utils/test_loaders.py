@@ -59,9 +59,9 @@ def test_interrupt_held_raises_a_first_ctrl_c_on_leaving_and_a_second_at_once():
 
 _DEAF_CHILDREN = """
 import multiprocessing, signal, sys
-from distill.utils.loaders import workers_deaf_to_ctrl_c
+from distill.utils.ctrl_c import one_command, workers_deaf_to_ctrl_c
 for method in ("spawn", "forkserver", "fork"):
-    with workers_deaf_to_ctrl_c(method):
+    with one_command(), workers_deaf_to_ctrl_c(method):  # the CLI's: its fork server may start deaf
         child = multiprocessing.get_context(method).Process(target=signal.raise_signal, args=(signal.SIGINT,))
         child.start()
     child.join()
@@ -83,3 +83,87 @@ def test_processes_started_deaf_to_ctrl_c_ignore_it_whatever_the_start_method():
     res = subprocess.run([sys.executable, "-c", _DEAF_CHILDREN], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(repo)})
     assert res.stdout.split("\n") == ["spawn 0 []", "forkserver 0 []", "fork 0 []", ""], res.stdout + res.stderr
+
+
+def _run(script: str, *args: str):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+
+
+_USERS_OWN_PROCESS = """
+import multiprocessing, signal
+from distill.utils.loaders import WorkerLoader
+for _ in WorkerLoader(list(range(4)), batch_size=2, num_workers=1, multiprocessing_context="forkserver"):
+    pass
+child = multiprocessing.get_context("forkserver").Process(target=signal.raise_signal, args=(signal.SIGINT,))
+child.start()
+child.join()
+print(child.exitcode)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal mask here (Windows)")
+def test_a_fork_server_started_for_a_loader_leaves_the_users_own_processes_hearing_ctrl_c():
+    """Review 1 (2): the fork server (one per process) was started with SIGINT blocked by the first forkserver
+    DataLoader, and every process the user's own code later started with the forkserver context began deaf to
+    Ctrl-C. Outside the CLI the server now starts hearing it: the user's child that sends itself SIGINT dies of
+    KeyboardInterrupt (exit 1; deaf, it exited 0)."""
+    res = _run(_USERS_OWN_PROCESS)
+    assert res.stdout.strip() == "1", res.stdout + res.stderr
+
+
+_CAUGHT_AS_A_SPAWN_WORKER_STARTS = """
+import multiprocessing.process as mp, os, signal
+from distill.utils.loaders import WorkerLoader
+start, started = mp.BaseProcess.start, []
+
+def start_then_ctrl_c(self):
+    start(self)
+    started.append(self)
+    if len(started) == 2:
+        mp.BaseProcess.start = start
+        os.kill(os.getpid(), signal.SIGINT)  # all 4 start (held), still importing at exit
+
+if __name__ == "__main__":
+    mp.BaseProcess.start = start_then_ctrl_c
+    kept = WorkerLoader(list(range(8)), batch_size=2, num_workers=4, multiprocessing_context="spawn",
+                        persistent_workers=True)  # a loader the user's objects keep to the end
+    try:
+        for _ in kept:
+            pass
+    except KeyboardInterrupt:
+        print("caught", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal mask here (Windows)")
+def test_a_python_api_user_who_catches_ctrl_c_exits_without_a_worker_traceback():
+    """Review 1 (1): only the CLI stopped the workers of an interrupted pass. A Python API user who caught the
+    KeyboardInterrupt got, at exit, multiprocessing's termination of a spawn worker still importing reported by
+    torch: "Exception ignored in atexit callback ... RuntimeError: DataLoader worker (pid ...) is killed by signal:
+    Terminated". Now the exit is quiet."""
+    res = _run(_CAUGHT_AS_A_SPAWN_WORKER_STARTS)
+    assert res.stdout.strip() == "caught" and res.returncode == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and "DataLoader worker" not in res.stderr, res.stderr
+
+
+_START_METHOD_LEFT_OPEN = """
+import multiprocessing
+from distill.utils.loaders import WorkerLoader
+next(iter(WorkerLoader(list(range(4)), batch_size=2, num_workers=0)))
+multiprocessing.set_start_method("spawn")
+print(multiprocessing.get_start_method())
+"""
+
+
+def test_a_loader_without_workers_leaves_the_start_method_to_the_user():
+    """Review 1 (4): iterating any WorkerLoader, even with no workers, fixed the process's default start method
+    (multiprocessing.get_context()), and a user's later set_start_method("spawn") raised "context has already been
+    set"."""
+    res = _run(_START_METHOD_LEFT_OPEN)
+    assert res.returncode == 0 and res.stdout.strip() == "spawn", res.stdout + res.stderr
