@@ -24,7 +24,6 @@ import os
 import pickle
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.fresh_process import in_fresh_process, run_child  # noqa: E402
+from benchmarks.fresh_process import in_fresh_process, old_checkout, run_child  # noqa: E402
 
 OLD_REV = "f3340c3"  # main before the column-backed build structures (session 28, fix-H)
 
@@ -122,9 +121,7 @@ def main() -> None:
     p.add_argument("--dir", type=Path, help="where the trees are built (kept: reused by a later run)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="cache-build-bench-"))
-    old = tmp / "old"
-    old.mkdir()
-    subprocess.run(f"git -C {REPO} archive {args.old_rev} | tar -x -C {old}", shell=True, check=True)
+    old = old_checkout(REPO, args.old_rev, tmp)
     top = args.dir or tmp / "trees"
     top.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 FLAG = "--child"
@@ -27,3 +28,12 @@ def run_child(measure: Callable[..., dict[str, Any]]) -> bool:
         print(json.dumps(measure(**json.loads(sys.argv[2]))))
         return True
     return False
+
+
+def old_checkout(repo: Path, rev: str, tmp: Path) -> Path:
+    """``rev`` of the git checkout ``repo`` as files (``git archive``) in ``tmp/old``: the code a benchmark compares
+    against, loaded in its own processes beside this checkout's."""
+    old = tmp / "old"
+    old.mkdir()
+    subprocess.run(f"git -C {repo} archive {rev} | tar -x -C {old}", shell=True, check=True)
+    return old

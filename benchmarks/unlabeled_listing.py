@@ -22,7 +22,6 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.fresh_process import in_fresh_process, run_child  # noqa: E402
+from benchmarks.fresh_process import in_fresh_process, old_checkout, run_child  # noqa: E402
 
 OLD_REV = "a94ae8c"  # main before the packed unlabeled listing (session 28)
 
@@ -104,9 +103,7 @@ def main() -> None:
     p.add_argument("--dir", type=Path, help="where the trees are built (kept: reused by a later run)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="unlabeled-bench-"))
-    old = tmp / "old"
-    old.mkdir()
-    subprocess.run(f"git -C {REPO} archive {args.old_rev} | tar -x -C {old}", shell=True, check=True)
+    old = old_checkout(REPO, args.old_rev, tmp)
     top = args.dir or tmp / "trees"
     top.mkdir(parents=True, exist_ok=True)
     rows = []
