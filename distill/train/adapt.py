@@ -25,7 +25,15 @@ from pydantic import ValidationError
 
 from distill.config import TrainConfig, format_validation_error, load_train_config, load_yaml, set_flag
 from distill.errors import DistillError, DistillWarning
-from distill.records import CACHE_MANIFEST, RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, CacheManifest
+from distill.records import (
+    CACHE_MANIFEST,
+    CHECKPOINTS_DIR,
+    RUN_CONFIG,
+    RUN_SUMMARY,
+    STUDENT_SPEC,
+    STUDENT_WEIGHTS,
+    CacheManifest,
+)
 from distill.run_split import PLACING_KEYS, RunConfigView, run_config_file
 from distill.strategies import Strategy, build_config, get_strategy, list_strategies
 from distill.student.model import StudentSpec, not_a_checkpoint
@@ -101,15 +109,21 @@ FALLBACK_SPLIT: dict[str, Any] = {"test_fraction": 0.3, "split_seed": 0}
 
 
 def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:
-    """The config.yaml of the run that trained ``checkpoint``: beside it or up to two folders above
-    (``RUN/checkpoints/best``), else in the run folder its student.json's ``provenance.run`` names; None: neither."""
+    """The config.yaml of the run that trained ``checkpoint``: its own run's (``RUN/checkpoints/best``), else the one
+    in the run folder its student.json's ``provenance.run`` names, else one beside it or up to two folders above
+    that is a run's (a ``checkpoints/`` folder or summary.json beside it: a checkpoint copied next to a recipe
+    file named config.yaml does not take that recipe's split rule); None: none of these."""
     path = Path(checkpoint)
     folder = path.parent if path.name == STUDENT_WEIGHTS else path
-    found = run_config_file(folder)
+    if folder.resolve().parent.name == CHECKPOINTS_DIR and (own := folder.resolve().parents[1] / RUN_CONFIG).is_file():
+        return own
     recorded = spec.provenance.get("run")
-    if found is None and isinstance(recorded, str) and (Path(recorded) / RUN_CONFIG).is_file():
-        found = Path(recorded) / RUN_CONFIG
-    return found
+    if isinstance(recorded, str) and (Path(recorded) / RUN_CONFIG).is_file():
+        return Path(recorded) / RUN_CONFIG
+    found = run_config_file(folder)
+    if found is not None and ((found.parent / CHECKPOINTS_DIR).is_dir() or (found.parent / RUN_SUMMARY).is_file()):
+        return found
+    return None
 
 
 def split_of_source_run(checkpoint: str | Path, spec: StudentSpec) -> dict[str, Any]:

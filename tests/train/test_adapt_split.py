@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from distill.cli import main as cli
 from distill.config import load_train_config
@@ -97,3 +98,16 @@ def test_no_run_found_is_one_warning_and_the_old_rule(tiny_root, tmp_path, capsy
     said = [str(w.message) for w in record if "was not found" in str(w.message)]
     assert len(said) == 1 and said[0].startswith(f"{ckpt}: the run that trained it") and "\n" not in said[0]
     assert "optim.epochs" in capsys.readouterr().err  # the --set error still ends the command
+
+
+def test_a_checkpoint_copied_beside_a_recipe_file_takes_its_own_runs_rule(source_run, tiny_root, tmp_path):
+    """A copy of RUN/checkpoints/best in a project folder that holds a recipe named config.yaml (the split left
+    unset, as the built-in recipes leave it): the rule is the source run's (student.json's provenance.run), not the
+    recipe's defaults (review 3: the first config.yaml found above the checkpoint won)."""
+    project = tmp_path / "project"
+    copied = project / "best"
+    shutil.copytree(source_run / "checkpoints" / "best", copied)
+    (project / RUN_CONFIG).write_text(yaml.safe_dump({"data": {"root": str(tiny_root), "source": ["red"]},
+                                                      "cache": "x", "strategy": {"name": "kd"}}))
+    data = adapt_recipe(copied, ["blue"], tiny_root, strategy="shot")["data"]
+    assert {k: data[k] for k in RULE} == RULE
