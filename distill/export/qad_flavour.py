@@ -15,6 +15,7 @@ from typing import NamedTuple
 from distill.errors import DistillError
 from distill.export.qad_config import DEFAULT_FLAVOUR
 from distill.records import EXPORT_REPORT, ExportReport
+from distill.spelling import option
 
 
 class Choice(NamedTuple):
@@ -67,17 +68,21 @@ def _other(have: list[str], flavour: str) -> str:
 
 
 def unused_flags(flavour: str, trt_batches: object, trt_workspace_mib: object, reduce_range: object) -> str | None:
-    """A warning where flags of the other flavour were given (not None): they change nothing in a QAD for
+    """A warning where options of the other flavour were given (not None): they change nothing in a QAD for
     ``flavour``, which is now often the export's rather than the user's (``--trt-*`` on ort-cpu: no
-    ``build_engine.sh``; ``--reduce-range`` on tensorrt: its weights are 8-bit)."""
+    ``build_engine.sh``; ``--reduce-range`` on tensorrt: its weights are 8-bit). Options are named as the caller
+    spelled them (:mod:`distill.spelling`: flags under ``distill qad``, keywords from Python)."""
     if flavour == "tensorrt":
-        given = [] if reduce_range is None else ["--reduce-range" if reduce_range else "--no-reduce-range"]
+        flag = option("reduce_range")
+        given = [] if reduce_range is None else [
+            (flag if reduce_range else flag.replace("--", "--no-", 1)) if flag.startswith("--")
+            else option("reduce_range", reduce_range)]
         other = "ort-cpu"
     else:
-        given = [flag for flag, value in (("--trt-batches", trt_batches), ("--trt-workspace-mib", trt_workspace_mib))
+        given = [option(key) for key, value in (("trt_batches", trt_batches), ("trt_workspace_mib", trt_workspace_mib))
                  if value is not None]
         other = "tensorrt"
     if not given:
         return None
-    return (f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --flavour {other} only: ignored, this "
-            f"QAD tunes the {flavour} file")
+    return (f"{' and '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to {option('flavour', other)} only: "
+            f"ignored, this QAD tunes the {flavour} file")

@@ -166,3 +166,19 @@ def test_flags_of_the_flavour_not_taken_are_named_in_one_warning(
     err = capsys.readouterr().err.splitlines()
     assert [line for line in err if line.startswith("warning: ")] == [f"warning: {said}"], err
     assert err[-1].startswith("error: ") and "no_cache" in err[-1], err
+
+
+def test_ignored_options_are_named_as_the_caller_spelled_them():
+    """From Python the warning names keywords (fix-J's rule, review 3), under distill qad's flags the flags."""
+    from distill.cli.qad import FLAGS
+    from distill.export.qad_flavour import unused_flags
+    from distill.spelling import option_names
+
+    assert unused_flags("ort-cpu", (1, 8, 32), 512, None) == (
+        "trt_batches and trt_workspace_mib apply to flavour=tensorrt only: ignored, this QAD tunes the ort-cpu file")
+    assert unused_flags("tensorrt", None, None, False) == (
+        "reduce_range=False applies to flavour=ort-cpu only: ignored, this QAD tunes the tensorrt file")
+    with option_names(FLAGS):
+        assert unused_flags("tensorrt", None, None, False).startswith("--no-reduce-range applies to --flavour ort-cpu")
+        assert unused_flags("ort-cpu", None, 512, None).startswith("--trt-workspace-mib applies to --flavour tensorrt")
+    assert unused_flags("ort-cpu", None, None, True) is None
