@@ -11,7 +11,9 @@ unless it hangs in a system call, such as writing a ``spawn`` worker its dataset
 thread meanwhile; Ctrl-\\ still ends it), and raised once the iterator is whole, whose shutdown is then clean.
 
 The workers start with SIGINT blocked (:func:`~distill.utils.ctrl_c.workers_deaf_to_ctrl_c`) and keep it blocked: a
-Ctrl-C never reaches them, whatever the start method; the main process stops them (:func:`stop_workers`, called by
+Ctrl-C never reaches them (under ``fork`` and ``spawn``; under ``forkserver`` only when the CLI started the fork
+server: from the Python API it is started unblocked, so that the user's own processes it forks hear Ctrl-C, and its
+workers can hear one in their first instants, :mod:`distill.utils.ctrl_c`); the main process stops them (:func:`stop_workers`, called by
 an interrupted command), or, at the interpreter's exit, lets multiprocessing terminate them unreported
 (:func:`_unwatch_workers`: a Python API user who caught the KeyboardInterrupt).
 Under ``fork`` a handler set in the parent would do, but a ``spawn`` worker (macOS's default) is a new interpreter
@@ -63,7 +65,8 @@ def default_workers(batches: int, world: int = 1) -> int:
 
 class WorkerLoader(DataLoader):
     """torch's DataLoader whose iterator (its worker processes) starts with Ctrl-C held off (:func:`interrupt_held`)
-    and whose workers never hear a Ctrl-C (:func:`workers_deaf_to_ctrl_c`)."""
+    and whose workers start deaf to Ctrl-C (:func:`workers_deaf_to_ctrl_c`; see the module docstring for forkserver
+    from the Python API)."""
 
     def __iter__(self) -> _BaseDataLoaderIter:
         with interrupt_held(), \
