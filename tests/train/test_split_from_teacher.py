@@ -59,3 +59,14 @@ def test_a_run_with_neither_cache_nor_teacher_keeps_the_defaults(stand_in, tmp_p
     assert cfg.teacher is None
     data = with_split_rule(cfg).data
     assert (data.pretrain_fraction, data.split_seed, data.test_fraction, data.val_fraction) == (0.0, 0, 0.3, 0.1)
+
+
+def test_a_cache_not_built_yet_is_named_not_the_teachers_pool(stand_in, tmp_path):
+    """A mistyped or unbuilt cache path with a pooled teacher: the split rule is the teacher's pool, so the error is
+    the missing cache (review 3: the pool guard refused first, asking for data.pretrain_fraction)."""
+    root, ckpt, arch = stand_in
+    missing = tmp_path / "no_cache_here"
+    cfg = _online(root, ckpt, arch, tmp_path / "r", **{"strategy.name": "kd", "cache": str(missing)})
+    with pytest.raises(DistillError) as e:
+        train(cfg)
+    assert str(missing) in str(e.value) and "pretrain_fraction" not in str(e.value), str(e.value)
