@@ -70,3 +70,18 @@ def test_a_cache_not_built_yet_is_named_not_the_teachers_pool(stand_in, tmp_path
     with pytest.raises(DistillError) as e:
         train(cfg)
     assert str(missing) in str(e.value) and "pretrain_fraction" not in str(e.value), str(e.value)
+
+
+def test_the_pools_split_seed_comes_through_too(stand_in, tmp_path):
+    """A pool recorded with split_seed 3 (bootstrap records 0, the default: review 3 found the seed untested)."""
+    import json
+    import shutil
+
+    root, ckpt, arch = stand_in
+    teacher = tmp_path / "teacher"
+    shutil.copytree(ckpt.parent, teacher)
+    record = json.loads((teacher / "teacher.json").read_text())
+    record["dataset"]["pretrain"]["split_seed"] = 3
+    (teacher / "teacher.json").write_text(json.dumps(record))
+    data = with_split_rule(_online(root, teacher / ckpt.name, arch, tmp_path / "r")).data
+    assert (data.pretrain_fraction, data.split_seed) == (0.3, 3)
