@@ -43,10 +43,14 @@ from itertools import islice
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data._utils.signal_handling import _remove_worker_pids
 from torch.utils.data.dataloader import _BaseDataLoaderIter, _MultiProcessingDataLoaderIter
 
 from distill.utils.ctrl_c import interrupt_held, workers_deaf_to_ctrl_c
+
+try:  # torch's private SIGCHLD watch of the workers (torch 1.x to 2.13 at least): only the exit hook uses it
+    from torch.utils.data._utils.signal_handling import _remove_worker_pids
+except ImportError:  # a torch without it: nothing is unwatched (a caught Ctrl-C may print torch's exit traceback)
+    _remove_worker_pids = None  # type: ignore[assignment]  # the stub types it as a function; None: absent
 
 WORKER_IMAGES = 65_536  # images one set of workers decodes before it is replaced
 _LIVE: weakref.WeakSet[_MultiProcessingDataLoaderIter] = weakref.WeakSet()  # WorkerLoader iterators with workers
@@ -104,8 +108,10 @@ def _unwatch_workers() -> None:
     is killed by signal: Terminated" in an atexit traceback (a Python API user who caught the KeyboardInterrupt; a
     persistent loader kept to the end). Not :func:`stop_workers`: its joins would wait for each ``spawn`` worker's
     own interpreter exit (2 s more per exit here)."""
+    if _remove_worker_pids is None:
+        return
     for iterator in list(_LIVE):
-        if iterator._worker_pids_set:
+        if getattr(iterator, "_worker_pids_set", False):
             _remove_worker_pids(id(iterator))
             iterator._worker_pids_set = False
 

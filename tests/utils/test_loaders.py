@@ -167,3 +167,13 @@ def test_a_loader_without_workers_leaves_the_start_method_to_the_user():
     set"."""
     res = _run(_START_METHOD_LEFT_OPEN)
     assert res.returncode == 0 and res.stdout.strip() == "spawn", res.stdout + res.stderr
+
+
+def test_a_torch_without_its_private_worker_watch_still_imports_the_loaders():
+    """The exit hook uses torch's private ``_remove_worker_pids``; a torch without it must not break every command
+    at import (review 3): the fault injected by deleting the name before the import."""
+    code = ("import torch.utils.data._utils.signal_handling as m; del m._remove_worker_pids; "
+            "import distill.utils.loaders as L; assert L._remove_worker_pids is None; L._unwatch_workers(); "
+            "print('imported')")
+    done = _run(code)
+    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr
