@@ -107,28 +107,16 @@ def _as_named(checkpoint: Path, folder: Path) -> Path:
     return folder
 
 
-def unfinished_runs_note(paths: Iterable[str | Path]) -> str:
+def unfinished_runs_note(folders: Iterable[Path]) -> str:
     """``; runs/int2 is an unfinished run (...): finish it with distill train --resume runs/int2, then report it``
-    for each unfinished run folder under ``paths`` (a report's inputs that hold nothing to report); "" when none."""
-    return "".join(f"; {line}" for line in unfinished_run_warnings(paths, ""))
+    for each unfinished run among ``folders`` (the folders holding a config.yaml and no summary.json that the
+    report's :func:`~distill.report.write.discover` met under its inputs, which hold nothing to report); "" when none."""
+    return "".join(f"; {line}" for line in unfinished_run_warnings(folders, ""))
 
 
-def unfinished_run_warnings(paths: Iterable[str | Path], left_out: str = " (left out of the report)") -> list[str]:
-    """One line for each unfinished run folder under ``paths`` (a report's inputs), which has no summary.json to
-    report: how far it got and the command that finishes it."""
-    runs = [run for folder in _run_folders(paths) if (run := unfinished_run(folder)) is not None]
+def unfinished_run_warnings(folders: Iterable[Path], left_out: str = " (left out of the report)") -> list[str]:
+    """One line for each unfinished run among ``folders`` (as :func:`unfinished_runs_note`), which has no
+    summary.json to report: how far it got and the command that finishes it."""
+    runs = [run for folder in folders if (run := unfinished_run(folder)) is not None]
     return [f"{r.folder} is an unfinished run ({r.progress()}, no {RUN_SUMMARY} yet){left_out}: finish it with "
             f"{r.resume()}, then report it" for r in runs]
-
-
-def _run_folders(paths: Iterable[str | Path]) -> list[Path]:
-    """Folders under ``paths`` holding a config.yaml (not looking inside checkpoints folders)."""
-    found: list[Path] = []
-    for raw in paths:
-        if not Path(raw).is_dir():
-            continue
-        for cur, dirs, files in os.walk(raw):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != CHECKPOINTS_DIR)
-            if RUN_CONFIG in files:
-                found.append(Path(cur))
-    return found

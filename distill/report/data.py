@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from distill.records import BenchRecord, ExportedModel, ExportReport, QADRecord
@@ -163,6 +164,7 @@ class ReportData:
     sources: list[str] = field(default_factory=list)
     unmatched: int = 0                                           # records without accuracy
     warnings: list[str] = field(default_factory=list)            # problems with the inputs, said once each
+    unfinished: list[Path] = field(default_factory=list)         # folders with a config.yaml, no summary.json
     _idx: _Index | None = field(default=None, repr=False, compare=False)
 
     def export_label(self, export: ExportReport | ExportEntry) -> str:

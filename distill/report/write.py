@@ -36,7 +36,16 @@ from typing import Any, Callable, Iterable, NamedTuple, TypeVar
 
 from distill.errors import DistillError
 from distill.outputs import REPORT_MARK, check_report_out
-from distill.records import EXPORT_REPORT, QAD_REPORT, RUN_SUMMARY, BenchRecord, ExportedModel, ExportReport, QADRecord
+from distill.records import (
+    EXPORT_REPORT,
+    QAD_REPORT,
+    RUN_CONFIG,
+    RUN_SUMMARY,
+    BenchRecord,
+    ExportedModel,
+    ExportReport,
+    QADRecord,
+)
 from distill.report.data import (
     ExportEntry,
     Measurement,
@@ -75,19 +84,23 @@ class Inputs(NamedTuple):
     qad: list[Path]      # folders holding qad.json
 
 
-def discover(paths: Iterable[str | Path]) -> Inputs:
-    """Run folders, export folders, bench .jsonl files and QAD folders under ``paths`` (see module docstring)."""
+def discover(paths: Iterable[str | Path], unfinished: list[Path] | None = None) -> Inputs:
+    """Run folders, export folders, bench .jsonl files and QAD folders under ``paths`` (see module docstring). In the
+    same walk, ``unfinished`` (given) gets the folders under a folder of ``paths`` that hold a config.yaml and no
+    summary.json: runs that may be unfinished (:mod:`distill.run_progress`)."""
     runs: dict[str, Path] = {}
     exports: dict[str, Path] = {}
     benches: dict[str, Path] = {}
     qad: dict[str, Path] = {}
 
-    def visit_dir(d: Path) -> None:
+    def visit_dir(d: Path, given: bool = False) -> None:
         for cur, dirs, files in os.walk(d):
             dirs[:] = sorted(x for x in dirs if not x.startswith("."))
             here = Path(cur)
             if RUN_SUMMARY in files:
                 runs.setdefault(str(here.resolve()), here)
+            elif given and unfinished is not None and RUN_CONFIG in files:
+                unfinished.append(here)
             if EXPORT_REPORT in files:
                 exports.setdefault(str(here.resolve()), here)
             if QAD_REPORT in files:
@@ -101,7 +114,7 @@ def discover(paths: Iterable[str | Path]) -> Inputs:
         if not p.exists():
             raise DistillError(f"{p}: not found (give run folders, export folders, qad folders or bench .jsonl files)")
         if p.is_dir():
-            visit_dir(p)
+            visit_dir(p, given=True)
         elif p.suffix == ".jsonl":
             benches.setdefault(str(p.resolve()), p)
         elif p.name in (EXPORT_REPORT, RUN_SUMMARY, QAD_REPORT):
@@ -115,8 +128,8 @@ def discover(paths: Iterable[str | Path]) -> Inputs:
 # --------------------------------------------------------------------------- joining
 def collect(paths: Iterable[str | Path]) -> ReportData:
     """Read everything under ``paths`` and join benchmark records to accuracies."""
-    run_dirs, export_dirs, bench_files, qad_dirs = discover(paths := list(paths))
     data = ReportData()
+    run_dirs, export_dirs, bench_files, qad_dirs = discover(paths := list(paths), data.unfinished)
     # a half-written or corrupt summary.json, config.yaml, export.json, qad.json or bench line (an interrupted run, an
     # older version's file) is left out, said once each
     unread: list[Path] = []
@@ -148,7 +161,7 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         why = "every input is unreadable" if len(unread) == inputs else \
             f"{len(unread)} of {inputs} inputs are unreadable, and the others hold no record"
         raise DistillError(f"nothing to report: {why}: {data.warnings[0]}{more}")
-    data.warnings += unfinished_run_warnings(paths)  # a run without summary.json yet (interrupted): how to finish it
+    data.warnings += unfinished_run_warnings(data.unfinished)  # a run without summary.json yet (interrupted): how to finish it
     data.sources = [str(p) for p in [*run_dirs, *export_dirs, *bench_files, *qad_dirs] if p not in unread]
     for ex in data.exports:  # each join looked up once, here: a warning of one that is ambiguous is said now
         data.run_of(ex)
@@ -372,7 +385,7 @@ def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "dis
     data = collect(paths)
     if not (data.runs or data.exports or data.records or data.qad):
         raise DistillError(f"nothing to report: no {RUN_SUMMARY}, {EXPORT_REPORT}, {QAD_REPORT} or bench .jsonl found under "
-                           + ", ".join(str(p) for p in paths) + unfinished_runs_note(paths))
+                           + ", ".join(str(p) for p in paths) + unfinished_runs_note(data.unfinished))
     out = Path(out)
     out = out.with_name(out.name + ".html") if not out.suffix else out  # --out report: report.html + report.md
     md = out.with_suffix(".md")
