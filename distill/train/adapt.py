@@ -108,18 +108,30 @@ def split_of_cache(cache: str | Path) -> dict[str, Any]:
 FALLBACK_SPLIT: dict[str, Any] = {"test_fraction": 0.3, "split_seed": 0}
 
 
+def recorded_run(folder: Path, spec: StudentSpec) -> Path | None:
+    """The run folder the student.json of the checkpoint ``folder`` names: ``relative.run`` from the checkpoint
+    folder (a ``distill qad`` or ``distill export --classes`` checkpoint, whose ``provenance.run`` is the run's name
+    only, not a path here: :func:`distill.export.training_run.checkpoint_provenance`), else ``provenance.run`` (a
+    training run's checkpoint: the run folder's path)."""
+    relative = spec.provenance.get("relative")
+    if isinstance(relative, dict) and isinstance(relative.get("run"), str):  # as training_run.provenance reads it
+        return Path(os.path.normpath(os.path.join(folder.resolve(), relative["run"])))
+    run = spec.provenance.get("run")
+    return Path(run) if isinstance(run, str) else None
+
+
 def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:
     """The config.yaml of the run that trained ``checkpoint``: its own run's (``RUN/checkpoints/best``), else the one
-    in the run folder its student.json's ``provenance.run`` names, else one beside it or up to two folders above
+    in the run folder its student.json records (:func:`recorded_run`), else one beside it or up to two folders above
     that is a run's (a ``checkpoints/`` folder or summary.json beside it: a checkpoint copied next to a recipe
     file named config.yaml does not take that recipe's split rule); None: none of these."""
     path = Path(checkpoint)
     folder = path.parent if path.name == STUDENT_WEIGHTS else path
     if folder.resolve().parent.name == CHECKPOINTS_DIR and (own := folder.resolve().parents[1] / RUN_CONFIG).is_file():
         return own
-    recorded = spec.provenance.get("run")
-    if isinstance(recorded, str) and (Path(recorded) / RUN_CONFIG).is_file():
-        return Path(recorded) / RUN_CONFIG
+    recorded = recorded_run(folder, spec)
+    if recorded is not None and (recorded / RUN_CONFIG).is_file():
+        return recorded / RUN_CONFIG
     found = run_config_file(folder)
     if found is not None and ((found.parent / CHECKPOINTS_DIR).is_dir() or (found.parent / RUN_SUMMARY).is_file()):
         return found
@@ -135,8 +147,8 @@ def split_of_source_run(checkpoint: str | Path, spec: StudentSpec) -> dict[str, 
                 "the source run's): the target test split may differ from the source run's")
     config = source_run_config(checkpoint, spec)
     if config is None:
-        warnings.warn(f"{checkpoint}: the run that trained it was not found (no {RUN_CONFIG} beside it or in its "
-                      f"{STUDENT_SPEC}'s provenance.run); {fallback}", DistillWarning, stacklevel=3)
+        warnings.warn(f"{checkpoint}: the run that trained it was not found (no {RUN_CONFIG} beside it or in the run "
+                      f"folder its {STUDENT_SPEC} records); {fallback}", DistillWarning, stacklevel=3)
         return dict(FALLBACK_SPLIT)
     try:
         data = RunConfigView.model_validate(load_yaml(config)).data

@@ -8,6 +8,7 @@ checkpoint whose run is not found keeps the old rule, with one warning line.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -110,4 +111,38 @@ def test_a_checkpoint_copied_beside_a_recipe_file_takes_its_own_runs_rule(source
     (project / RUN_CONFIG).write_text(yaml.safe_dump({"data": {"root": str(tiny_root), "source": ["red"]},
                                                       "cache": "x", "strategy": {"name": "kd"}}))
     data = adapt_recipe(copied, ["blue"], tiny_root, strategy="shot")["data"]
+    assert {k: data[k] for k in RULE} == RULE
+
+
+@pytest.mark.parametrize("writer", ["qad", "export --classes"])
+def test_a_qad_or_retargeted_checkpoint_finds_its_run_through_relative_run(source_run, tiny_root, tmp_path, writer):
+    """``QAD_DIR/checkpoint`` and ``EXPORT/checkpoint`` (``distill export --classes``) name their run by its name in
+    ``provenance.run`` and by ``relative.run``, a path relative to the checkpoint
+    (:func:`distill.export.training_run.checkpoint_provenance`): adapting one found no run (``provenance.run`` was read
+    as a path) and took the warned default rule instead of the source run's."""
+    from distill.export.training_run import checkpoint_provenance
+    from distill.records import EXPORT_CHECKPOINT
+    from distill.student.model import load_student
+
+    run = tmp_path / "tree" / "runs" / "kd"
+    shutil.copytree(source_run, run)
+    out = tmp_path / "tree" / "export" / "kd" / ("qad" if writer == "qad" else "classes")
+    student = load_student(run / "checkpoints" / "best")
+    # as qad.py and pipeline.py write it: the provenance of a checkpoint in its run names the run resolved
+    student.spec.provenance = checkpoint_provenance(student.spec.provenance, {"run": str(run.resolve())},
+                                                    out / EXPORT_CHECKPOINT)
+    ckpt = save_student(student, out / EXPORT_CHECKPOINT,
+                        extra_provenance={"qad": {"from": "checkpoints/best"}} if writer == "qad" else None)
+    prov = json.loads((ckpt / "student.json").read_text())["provenance"]
+    assert (prov["run"], prov["relative"]) == ("kd", {"run": "../../../../runs/kd"})  # what the writers record
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistillWarning)  # the run is found: nothing to warn of
+        data = adapt_recipe(ckpt, ["blue"], tiny_root, strategy="shot")["data"]
+    assert {k: data[k] for k in RULE} == RULE
+    # an older checkpoint's absolute provenance.run is still read (no relative.run)
+    spec = json.loads((ckpt / "student.json").read_text())
+    spec["provenance"] = {**spec["provenance"], "run": str(run)}
+    del spec["provenance"]["relative"]
+    (ckpt / "student.json").write_text(json.dumps(spec))
+    data = adapt_recipe(ckpt, ["blue"], tiny_root, strategy="shot")["data"]
     assert {k: data[k] for k in RULE} == RULE
