@@ -19,11 +19,19 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from pydantic import ValidationError
 
-from distill.config import TrainConfig, format_validation_error, load_train_config, load_yaml, set_flag
+from distill.config import (
+    TrainConfig,
+    format_validation_error,
+    load_train_config,
+    load_yaml,
+    parse_overrides,
+    set_flag,
+)
+from distill.data.split import SplitRule
 from distill.errors import DistillError, DistillWarning
 from distill.records import (
     CACHE_MANIFEST,
@@ -104,8 +112,9 @@ def split_of_cache(cache: str | Path) -> dict[str, Any]:
             "val_fraction": dataset.val_fraction, "pretrain_fraction": dataset.pretrain_fraction}
 
 
-#: the split rule of an adaptation with neither a cache nor a readable source run (what every one used before)
-FALLBACK_SPLIT: dict[str, Any] = {"test_fraction": 0.3, "split_seed": 0}
+#: the split rule of an adaptation with neither a cache nor a readable source run (what every one used before): the
+#: defaults (:class:`~distill.data.split.SplitRule`), every key spelled out
+FALLBACK_SPLIT: dict[str, Any] = {key: getattr(SplitRule(), key) for key in PLACING_KEYS}
 
 
 def recorded_run(folder: Path, spec: StudentSpec) -> Path | None:
@@ -138,37 +147,47 @@ def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:
     return None
 
 
-def split_of_source_run(checkpoint: str | Path, spec: StudentSpec) -> dict[str, Any]:
+def source_run_split(checkpoint: str | Path, spec: StudentSpec) -> tuple[dict[str, Any], Path] | str:
     """The split rule the source checkpoint's run trained with, as ``data`` config keys (test_fraction, split_seed,
-    val_fraction, pretrain_fraction): an adaptation without a cache (``shot``) then evaluates on the source run's
-    target test images, and a bootstrapped teacher's pool stays out of it as it stayed out of the source run.
-    No readable run: one warning line, and :data:`FALLBACK_SPLIT` (30% test, seed 0, no teacher pool)."""
-    fallback = ("adapting with test_fraction 0.3, split_seed 0 and no teacher pool (--set data.KEY=VALUE to give "
-                "the source run's): the target test split may differ from the source run's")
+    val_fraction, pretrain_fraction), and that run's config.yaml; no readable run: why, in one line."""
     config = source_run_config(checkpoint, spec)
     if config is None:
-        warnings.warn(f"{checkpoint}: the run that trained it was not found (no {RUN_CONFIG} beside it or in the run "
-                      f"folder its {STUDENT_SPEC} records); {fallback}", DistillWarning, stacklevel=3)
-        return dict(FALLBACK_SPLIT)
+        return (f"{checkpoint}: the run that trained it was not found (no {RUN_CONFIG} beside it or in the run folder "
+                f"its {STUDENT_SPEC} records)")
     try:
         data = RunConfigView.model_validate(load_yaml(config)).data
     except DistillError as e:
-        data, why = None, str(e)
+        return str(e)
     except ValidationError as e:
-        data, why = None, format_validation_error(e, str(config))
-    else:
-        why = f"{config}: no data section"
+        return format_validation_error(e, str(config))
     if data is None:
-        warnings.warn(f"{why}; {fallback}", DistillWarning, stacklevel=3)
-        return dict(FALLBACK_SPLIT)
+        return f"{config}: no data section"
     rule = data.split_rule()  # a run saves its whole rule (older runs: the keys they set, else the defaults)
-    return {key: getattr(rule, key) for key in PLACING_KEYS}
+    return {key: getattr(rule, key) for key in PLACING_KEYS}, config
+
+
+def split_of_source_run(checkpoint: str | Path, spec: StudentSpec, given: Collection[str] = ()) -> dict[str, Any]:
+    """The split rule the source checkpoint's run trained with (:func:`source_run_split`): an adaptation without a
+    cache (``shot``) then evaluates on the source run's target test images, and a bootstrapped teacher's pool stays
+    out of it as it stayed out of the source run. ``given``: the split keys the caller sets itself (``--set
+    data.KEY=...``); every one given: none is looked up (``{}``). No readable run: one warning line naming the keys
+    not given, and :data:`FALLBACK_SPLIT` (30% test, seed 0, 10% val, no teacher pool)."""
+    if all(key in given for key in PLACING_KEYS):
+        return {}
+    found = source_run_split(checkpoint, spec)
+    if not isinstance(found, str):
+        return found[0]
+    taken = ", ".join(f"{k} {v:g}" for k, v in FALLBACK_SPLIT.items() if k not in given)
+    pool = " (no teacher pool)" if "pretrain_fraction" not in given else ""
+    warnings.warn(f"{found}; adapting with {taken}{pool} (--set data.KEY=VALUE to give the source run's): the target "
+                  "test split may differ from the source run's", DistillWarning, stacklevel=3)
+    return dict(FALLBACK_SPLIT)
 
 
 def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: str | Path, *,
                  caches: Sequence[str | Path] = (), strategy: str | dict = "sfda", out: str | Path | None = None,
                  source_domains: Sequence[str] | None = None, optim: dict[str, Any] | None = None,
-                 run: dict[str, Any] | None = None) -> dict[str, Any]:
+                 run: dict[str, Any] | None = None, given: Collection[str] = ()) -> dict[str, Any]:
     """A training-config dict that adapts ``source_checkpoint`` to ``targets`` without source data.
 
     The split rule is the first cache's; without a cache (``shot``), the source checkpoint's run's
@@ -184,6 +203,8 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
         out: run directory (default ``runs/adapt-<strategy>-<targets>``).
         source_domains: recorded as the run's source (default: the checkpoint's provenance).
         optim, run: overrides of the optim section (:func:`adapt_optim`) and of the run section.
+        given: the split keys the caller sets over the recipe (``--set data.KEY=...``): not looked up, and not
+            warned about, in the source run.
     """
     strat = {"name": strategy} if isinstance(strategy, str) else dict(strategy)
     name = strat.pop("name")
@@ -200,7 +221,7 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     overlap = sorted(set(src) & set(targets))
     if overlap:
         raise DistillError(f"adapt: {overlap} are both source and target domains; a target must be unseen")
-    split = split_of_cache(caches[0]) if caches else split_of_source_run(source_checkpoint, spec)
+    split = split_of_cache(caches[0]) if caches else split_of_source_run(source_checkpoint, spec, given)
     cfg: dict[str, Any] = {
         "data": {"root": str(root), "source": src, "target": list(targets), **split},
         "student": {"arch": spec.arch, "input_size": int(spec.input_size[0])},
@@ -215,6 +236,18 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     return cfg
 
 
+def split_keys_set(items: Sequence[str], named: Callable[[str], str] = set_flag) -> set[str]:
+    """The split keys (:data:`~distill.run_split.PLACING_KEYS`) that ``--set`` items give a value: ``data.KEY=V``,
+    or ``data={KEY: V, ...}``."""
+    given: set[str] = set()
+    for key, value in parse_overrides(list(items), named):
+        if key.startswith("data.") and value is not None:  # `data.KEY=` (None) leaves it unset
+            given.add(key.removeprefix("data."))
+        elif key == "data":  # the whole section replaced
+            given = {k for k, v in value.items() if v is not None} if isinstance(value, dict) else set()
+    return {k for k in given if k in PLACING_KEYS}
+
+
 def adapt_train_config(source_checkpoint: str | Path, target: str | Sequence[str], data: str | Path, *,
                        cache: str | Path | Sequence[str | Path] = (), strategy: str = "sfda",
                        out: str | Path | None = None, source_domains: Sequence[str] | None = None,
@@ -226,6 +259,7 @@ def adapt_train_config(source_checkpoint: str | Path, target: str | Sequence[str
     check_adapt_overrides(items)
     targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else [str(t) for t in target]
     caches = [cache] if isinstance(cache, (str, os.PathLike)) else list(cache)
+    given = split_keys_set(items, named)
     base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,
-                        out=out, source_domains=source_domains)
+                        out=out, source_domains=source_domains, given=given)
     return load_train_config(None, list(items), base=base, named=named)

@@ -26,7 +26,7 @@ from distill.student.model import Student, default_spec, save_student
 from distill.teacher import Teacher
 from distill.teacher.cache import CacheOptions, build_cache
 from distill.train import train
-from distill.train.adapt import adapt_recipe
+from distill.train.adapt import adapt_recipe, adapt_train_config
 from tests.shapes import CLASSES
 
 #: the source run's split, as its cache has it: none of it the adaptation's old fixed rule (0.3, seed 0, no pool)
@@ -146,3 +146,21 @@ def test_a_qad_or_retargeted_checkpoint_finds_its_run_through_relative_run(sourc
     (ckpt / "student.json").write_text(json.dumps(spec))
     data = adapt_recipe(ckpt, ["blue"], tiny_root, strategy="shot")["data"]
     assert {k: data[k] for k in RULE} == RULE
+
+
+def test_every_split_key_given_with_set_is_no_warning(tiny_root, tmp_path, capsys):
+    """A checkpoint whose run is not found, adapted with every split key given (``--set data.KEY=...``): the rule is
+    the one given, so the warning that the default rule was taken is not said (it was)."""
+    ckpt = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path / "bare" / "best",
+                        extra_provenance={"source_domains": ["red"]})
+    given = [f"data.{k}={v}" for k, v in RULE.items()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistillWarning)
+        assert cli(["adapt", "--source-checkpoint", str(ckpt), "--target", "blue", "--data", str(tiny_root),
+                    "--strategy", "shot", "--out", str(tmp_path / "run"), "--set", "optim.epochs=0",
+                    *[a for item in given for a in ("--set", item)]]) == 1
+    assert "optim.epochs" in capsys.readouterr().err  # the --set error ends the command, no warning before it
+    cfg = adapt_train_config(ckpt, "blue", tiny_root, strategy="shot", items=given)
+    assert {k: getattr(cfg.data, k) for k in RULE} == RULE
+    with pytest.warns(DistillWarning, match=r"not found .*split_seed 0, val_fraction 0\.1, pretrain_fraction 0 "):
+        adapt_train_config(ckpt, "blue", tiny_root, strategy="shot", items=given[:1])  # the others: the defaults
