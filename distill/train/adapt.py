@@ -10,42 +10,22 @@ What the recipe needs from earlier stages it reads through their records: the ch
 :class:`~distill.student.model.StudentSpec` (``student.json``: arch, input size, the source
 domains it was trained on), the cache's :class:`~distill.records.CacheManifest` (the split
 rule) or, with no cache (``shot``), the source checkpoint's run config (the split rule that run trained
-with: the same target test images, the teacher's pool kept out). The optimizer defaults are the strategy's own
-(:meth:`Strategy.default_optim`).
+with: the same target test images, the teacher's pool kept out; :mod:`distill.train.source_run`). The optimizer
+defaults are the strategy's own (:meth:`Strategy.default_optim`).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
 
-from pydantic import ValidationError
-
-from distill.config import (
-    TrainConfig,
-    format_validation_error,
-    load_train_config,
-    load_yaml,
-    parse_overrides,
-    set_flag,
-)
-from distill.data.split import SplitRule
-from distill.errors import DistillError, DistillWarning
-from distill.records import (
-    CACHE_MANIFEST,
-    CHECKPOINTS_DIR,
-    RUN_CONFIG,
-    RUN_SUMMARY,
-    STUDENT_SPEC,
-    STUDENT_WEIGHTS,
-    CacheManifest,
-)
-from distill.run_split import PLACING_KEYS, RunConfigView, run_config_file
+from distill.config import TrainConfig, load_train_config, parse_overrides, set_flag
+from distill.errors import DistillError
+from distill.records import CACHE_MANIFEST, CacheManifest
+from distill.run_split import PLACING_KEYS
 from distill.strategies import Strategy, build_config, get_strategy, list_strategies
-from distill.student.model import StudentSpec, not_a_checkpoint
-from distill.utils.io import read_json
+from distill.train.source_run import checkpoint_spec, split_of_source_run
 
 
 def adapt_strategies() -> list[str]:
@@ -89,18 +69,6 @@ def adapt_optim(strategy: str, optim: dict[str, Any] | None = None) -> dict[str,
     return {**get_strategy(strategy).default_optim(), **(optim or {})}
 
 
-def checkpoint_spec(checkpoint: str | Path) -> StudentSpec:
-    """The :class:`StudentSpec` of a checkpoint folder (or of its ``model.safetensors``)."""
-    path = Path(checkpoint)
-    folder = path.parent if path.name == STUDENT_WEIGHTS else path
-    if not folder.exists():  # a mistyped run folder: say so, not "no student.json" about a path that is not there
-        raise DistillError(f"{folder}: no such checkpoint folder (pass RUN/checkpoints/best of a finished "
-                           "`distill train` run)")
-    if not (folder / STUDENT_SPEC).is_file():
-        raise not_a_checkpoint(folder)
-    return StudentSpec.from_dict(read_json(folder / STUDENT_SPEC), str(folder / STUDENT_SPEC))
-
-
 def split_of_cache(cache: str | Path) -> dict[str, Any]:
     """The split rule of a cache's manifest as ``data`` config keys (test_fraction, split_seed, val_fraction,
     pretrain_fraction): the run's split is the cache's, so test images stay test images and the teacher's
@@ -110,78 +78,6 @@ def split_of_cache(cache: str | Path) -> dict[str, Any]:
     dataset = CacheManifest.read(cache).dataset
     return {"test_fraction": dataset.test_fraction, "split_seed": dataset.split_seed,
             "val_fraction": dataset.val_fraction, "pretrain_fraction": dataset.pretrain_fraction}
-
-
-#: the split rule of an adaptation with neither a cache nor a readable source run (what every one used before): the
-#: defaults (:class:`~distill.data.split.SplitRule`), every key spelled out
-FALLBACK_SPLIT: dict[str, Any] = {key: getattr(SplitRule(), key) for key in PLACING_KEYS}
-
-
-def recorded_run(folder: Path, spec: StudentSpec) -> Path | None:
-    """The run folder the student.json of the checkpoint ``folder`` names: ``relative.run`` from the checkpoint
-    folder (a ``distill qad`` or ``distill export --classes`` checkpoint, whose ``provenance.run`` is the run's name
-    only, not a path here: :func:`distill.export.training_run.checkpoint_provenance`), else ``provenance.run`` (a
-    training run's checkpoint: the run folder's path)."""
-    relative = spec.provenance.get("relative")
-    if isinstance(relative, dict) and isinstance(relative.get("run"), str):  # as training_run.provenance reads it
-        return Path(os.path.normpath(os.path.join(folder.resolve(), relative["run"])))
-    run = spec.provenance.get("run")
-    return Path(run) if isinstance(run, str) else None
-
-
-def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:
-    """The config.yaml of the run that trained ``checkpoint``: its own run's (``RUN/checkpoints/best``), else the one
-    in the run folder its student.json records (:func:`recorded_run`), else one beside it or up to two folders above
-    that is a run's (a ``checkpoints/`` folder or summary.json beside it: a checkpoint copied next to a recipe
-    file named config.yaml does not take that recipe's split rule); None: none of these."""
-    path = Path(checkpoint)
-    folder = path.parent if path.name == STUDENT_WEIGHTS else path
-    if folder.resolve().parent.name == CHECKPOINTS_DIR and (own := folder.resolve().parents[1] / RUN_CONFIG).is_file():
-        return own
-    recorded = recorded_run(folder, spec)
-    if recorded is not None and (recorded / RUN_CONFIG).is_file():
-        return recorded / RUN_CONFIG
-    found = run_config_file(folder)
-    if found is not None and ((found.parent / CHECKPOINTS_DIR).is_dir() or (found.parent / RUN_SUMMARY).is_file()):
-        return found
-    return None
-
-
-def source_run_split(checkpoint: str | Path, spec: StudentSpec) -> tuple[dict[str, Any], Path] | str:
-    """The split rule the source checkpoint's run trained with, as ``data`` config keys (test_fraction, split_seed,
-    val_fraction, pretrain_fraction), and that run's config.yaml; no readable run: why, in one line."""
-    config = source_run_config(checkpoint, spec)
-    if config is None:
-        return (f"{checkpoint}: the run that trained it was not found (no {RUN_CONFIG} beside it or in the run folder "
-                f"its {STUDENT_SPEC} records)")
-    try:
-        data = RunConfigView.model_validate(load_yaml(config)).data
-    except DistillError as e:
-        return str(e)
-    except ValidationError as e:
-        return format_validation_error(e, str(config))
-    if data is None:
-        return f"{config}: no data section"
-    rule = data.split_rule()  # a run saves its whole rule (older runs: the keys they set, else the defaults)
-    return {key: getattr(rule, key) for key in PLACING_KEYS}, config
-
-
-def split_of_source_run(checkpoint: str | Path, spec: StudentSpec, given: Collection[str] = ()) -> dict[str, Any]:
-    """The split rule the source checkpoint's run trained with (:func:`source_run_split`): an adaptation without a
-    cache (``shot``) then evaluates on the source run's target test images, and a bootstrapped teacher's pool stays
-    out of it as it stayed out of the source run. ``given``: the split keys the caller sets itself (``--set
-    data.KEY=...``); every one given: none is looked up (``{}``). No readable run: one warning line naming the keys
-    not given, and :data:`FALLBACK_SPLIT` (30% test, seed 0, 10% val, no teacher pool)."""
-    if all(key in given for key in PLACING_KEYS):
-        return {}
-    found = source_run_split(checkpoint, spec)
-    if not isinstance(found, str):
-        return found[0]
-    taken = ", ".join(f"{k} {v:g}" for k, v in FALLBACK_SPLIT.items() if k not in given)
-    pool = " (no teacher pool)" if "pretrain_fraction" not in given else ""
-    warnings.warn(f"{found}; adapting with {taken}{pool} (--set data.KEY=VALUE to give the source run's): the target "
-                  "test split may differ from the source run's", DistillWarning, stacklevel=3)
-    return dict(FALLBACK_SPLIT)
 
 
 def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: str | Path, *,
