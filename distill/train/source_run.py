@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Mapping
 
 from pydantic import ValidationError
 
@@ -24,7 +25,7 @@ from distill.config import format_validation_error, load_yaml
 from distill.data.split import SplitRule
 from distill.errors import DistillError, DistillWarning
 from distill.records import CHECKPOINTS_DIR, RUN_CONFIG, RUN_SUMMARY, STUDENT_SPEC, STUDENT_WEIGHTS
-from distill.run_split import PLACING_KEYS, RunConfigView, run_config_file
+from distill.run_split import PLACING_KEYS, RunConfigView, run_config_file, same_folder
 from distill.student.model import StudentSpec, not_a_checkpoint
 from distill.utils.io import read_json
 
@@ -76,9 +77,18 @@ def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:
     return None
 
 
-def source_run_split(checkpoint: str | Path, spec: StudentSpec) -> tuple[dict[str, Any], Path] | str:
-    """The split rule the source checkpoint's run trained with, as ``data`` config keys (test_fraction, split_seed,
-    val_fraction, pretrain_fraction), and that run's config.yaml; no readable run: why, in one line."""
+@dataclass(frozen=True)
+class SourceSplit:
+    """The split rule a source checkpoint's run trained with: its ``data`` config keys (test_fraction, split_seed,
+    val_fraction, pretrain_fraction), the run's config.yaml and its data root (as the config writes it)."""
+
+    keys: dict[str, Any]
+    config: Path
+    root: Path
+
+
+def source_run_split(checkpoint: str | Path, spec: StudentSpec) -> SourceSplit | str:
+    """The split rule the source checkpoint's run trained with; no readable run: why, in one line."""
     config = source_run_config(checkpoint, spec)
     if config is None:
         return (f"{checkpoint}: the run that trained it was not found (no {RUN_CONFIG} beside it or in the run folder "
@@ -92,7 +102,33 @@ def source_run_split(checkpoint: str | Path, spec: StudentSpec) -> tuple[dict[st
     if data is None:
         return f"{config}: no data section"
     rule = data.split_rule()  # a run saves its whole rule (older runs: the keys they set, else the defaults)
-    return {key: getattr(rule, key) for key in PLACING_KEYS}, config
+    return SourceSplit({key: getattr(rule, key) for key in PLACING_KEYS}, config, data.root)
+
+
+def source_split(checkpoint: str | Path) -> SourceSplit | str | None:
+    """:func:`source_run_split` of a config's ``source_checkpoint``; None where the checkpoint itself cannot be read
+    (loading it refuses it, naming the problem)."""
+    try:
+        spec = checkpoint_spec(checkpoint)
+    except DistillError:
+        return None
+    return source_run_split(checkpoint, spec)
+
+
+def unlike_source_run(rule: Mapping[str, Any], root: str | Path, source: SourceSplit, by: str, fix: str) -> str | None:
+    """One line saying that ``rule`` (the split keys an adaptation trains with, on data ``root``) is not the one its
+    source run split the same data with, so the adapted student would be tested on other target images than its
+    source run (and a teacher pool the source run kept out could be trained on); None: the same rule, or other data
+    (no image of it was the source run's). ``by``: whose rule ``rule`` is; ``fix``: what to do."""
+    if not same_folder(root, source.root):
+        return None
+    differ = [k for k in PLACING_KEYS if rule.get(k) != source.keys[k]]
+    if not differ:
+        return None
+    def said(keys: Mapping[str, Any]) -> str:
+        return ", ".join(f"{k} {keys[k]:g}" for k in differ)
+    return (f"{by} splits the data with {said(rule)}, the source run ({source.config}) with {said(source.keys)}: the "
+            f"adapted student would be tested on other target images than its source run; {fix}")
 
 
 def split_of_source_run(checkpoint: str | Path, spec: StudentSpec, given: Collection[str] = ()) -> dict[str, Any]:
@@ -105,9 +141,25 @@ def split_of_source_run(checkpoint: str | Path, spec: StudentSpec, given: Collec
         return {}
     found = source_run_split(checkpoint, spec)
     if not isinstance(found, str):
-        return found[0]
+        return found.keys
     taken = ", ".join(f"{k} {v:g}" for k, v in FALLBACK_SPLIT.items() if k not in given)
     pool = " (no teacher pool)" if "pretrain_fraction" not in given else ""
     warnings.warn(f"{found}; adapting with {taken}{pool} (--set data.KEY=VALUE to give the source run's): the target "
                   "test split may differ from the source run's", DistillWarning, stacklevel=3)
     return dict(FALLBACK_SPLIT)
+
+
+def adaptation_split_warning(rule: SplitRule, root: str | Path, source: SourceSplit | str | None,
+                             cache: str | Path | None, cache_keys: Mapping[str, Any]) -> str | None:
+    """The one line a run adapting a source checkpoint says about its split rule ``rule`` on data ``root``
+    (:func:`distill.train.build.with_split_rule`), or None: ``source`` (:func:`source_split`) found and split the data
+    otherwise (:func:`unlike_source_run`). ``cache``: the run's first cache (None: none), whose rule ``cache_keys``
+    is."""
+    if not isinstance(source, SourceSplit):
+        return None
+    keys = rule.model_dump()
+    if cache is not None and all(keys[k] == cache_keys.get(k, keys[k]) for k in PLACING_KEYS):
+        return unlike_source_run(keys, root, source, f"cache {cache}",
+                                 "adapt with a cache built with the source run's split rule to compare the two")
+    return unlike_source_run(keys, root, source, "this run",
+                             "set data.KEY=VALUE to the source run's to compare the two")

@@ -27,6 +27,7 @@ from distill.teacher import Teacher
 from distill.teacher.cache import CacheOptions, build_cache
 from distill.train import train
 from distill.train.adapt import adapt_recipe, adapt_train_config
+from distill.train.build import with_split_rule
 from tests.shapes import CLASSES
 
 #: the source run's split, as its cache has it: none of it the adaptation's old fixed rule (0.3, seed 0, no pool)
@@ -164,3 +165,27 @@ def test_every_split_key_given_with_set_is_no_warning(tiny_root, tmp_path, capsy
     assert {k: getattr(cfg.data, k) for k in RULE} == RULE
     with pytest.warns(DistillWarning, match=r"not found .*split_seed 0, val_fraction 0\.1, pretrain_fraction 0 "):
         adapt_train_config(ckpt, "blue", tiny_root, strategy="shot", items=given[:1])  # the others: the defaults
+
+
+def test_adapting_with_a_cache_split_otherwise_than_the_source_run_is_one_warning(source_run, tiny_root, tiny_cache,
+                                                                                   tmp_path):
+    """``distill adapt --cache C``: the run splits by C's rule (tiny_cache: 30% test, seed 0, no pool), not by the
+    source run's (:data:`RULE`); the adapted student is then tested on other target images than its source run, which
+    was said nowhere. One warning line naming the cache, the source run's config and both rules."""
+    ckpt = source_run / "checkpoints" / "best"
+    with pytest.warns(DistillWarning) as record:
+        assert cli(["adapt", "--source-checkpoint", str(ckpt), "--target", "blue", "--data", str(tiny_root),
+                    "--cache", str(tiny_cache), "--strategy", "sfda", "--out", str(tmp_path / "sfda"),
+                    "--set", "optim.epochs=1", "--set", "optim.batch_size=4", "--set", "run.workers=0",
+                    "--set", "run.device=cpu", "--no-progress"]) == 0
+    said = [str(w.message) for w in record if "source run" in str(w.message)]
+    assert len(said) == 1 and "\n" not in said[0], said
+    assert said[0].startswith(f"cache {tiny_cache} splits the data with test_fraction 0.3, split_seed 0, "
+                              f"val_fraction 0.1, pretrain_fraction 0, the source run ({source_run / RUN_CONFIG}) "
+                              "with test_fraction 0.25, split_seed 7, val_fraction 0.125, pretrain_fraction 0.2: ")
+    # the cache's rule and the source run's alike: nothing said
+    same = load_train_config(None, base=adapt_recipe(ckpt, ["blue"], tiny_root, caches=[tiny_cache], strategy="sfda"))
+    same = same.model_copy(update={"cache": None, "data": same.data.model_copy(update=RULE)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistillWarning)
+        with_split_rule(same)
