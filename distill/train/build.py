@@ -49,7 +49,7 @@ from distill.teacher.prompts import resolve_templates
 from distill.train.cache_mismatch import explained_mismatch
 from distill.train.data import ViewPlan
 from distill.train.pool import resolve_pool
-from distill.train.source_run import adaptation_split_warning, source_split
+from distill.train.source_run import SourceSplit, adaptation_split_warning, source_split
 from distill.utils.runtime import (
     Dist,
     check_precision,
@@ -246,17 +246,22 @@ def with_split_rule(cfg: TrainConfig, warn: bool = True) -> TrainConfig:
     else the defaults (:class:`~distill.data.split.SplitRule`). So a recipe that leaves the rule out trains on
     any cache, e.g. one built with a bootstrapped teacher's pretraining pool, on the cache's images' splits, and
     an online stand-in teacher without a cache keeps its pool out of the students' splits. An adaptation (a
-    ``source_checkpoint``) whose rule is not the one its source run split the same data with says so in one line
-    (``warn``: on this rank): it would be tested on other target images than its source run."""
+    ``source_checkpoint``) without a cache takes the keys it leaves unset from its source run's rule, as ``distill
+    adapt`` does (:mod:`distill.train.source_run`; the teacher pool's keys still win); one whose rule is not the one
+    its source run split the same data with, or whose run is not found where it leaves keys unset, says so in one
+    line (``warn``: on this rank): it would be tested on other target images than its source run."""
     paths = cfg.caches()
     built = paths and CacheManifest.exists_in(paths[0])  # no manifest: TeacherCache.open names the problem later
     base: dict[str, Any] = SplitRule.from_cache(CacheManifest.read(paths[0]).dataset) if built else {}
     found = teacher_pool(cfg.teacher.pretrained) if not built and cfg.teacher is not None else None  # or unbuilt
     if found is not None:  # which images are in the pool follows from these two alone (distill/teacher/pool.py)
         base = {"pretrain_fraction": found[0].fraction, "split_seed": found[0].split_seed}
-    rule = cfg.data.split_rule(base)
     source = source_split(cfg.source_checkpoint) if cfg.source_checkpoint is not None else None  # an adaptation's
-    said = adaptation_split_warning(rule, cfg.data.root, source, paths[0] if built else None, base)
+    if not built and isinstance(source, SourceSplit):  # as `distill adapt` without a cache: the source run's rule
+        base = {**source.keys, **base}
+    rule = cfg.data.split_rule(base)
+    said = adaptation_split_warning(rule, cfg.data.root, source, paths[0] if built else None, base,
+                                    given={*base, *cfg.data.split_keys()})
     if said is not None and warn:
         warnings.warn(said, DistillWarning, stacklevel=2)
     keys = {k: v for k, v in rule.model_dump().items() if v is not None}

@@ -150,12 +150,21 @@ def split_of_source_run(checkpoint: str | Path, spec: StudentSpec, given: Collec
 
 
 def adaptation_split_warning(rule: SplitRule, root: str | Path, source: SourceSplit | str | None,
-                             cache: str | Path | None, cache_keys: Mapping[str, Any]) -> str | None:
+                             cache: str | Path | None, cache_keys: Mapping[str, Any],
+                             given: Collection[str] = ()) -> str | None:
     """The one line a run adapting a source checkpoint says about its split rule ``rule`` on data ``root``
     (:func:`distill.train.build.with_split_rule`), or None: ``source`` (:func:`source_split`) found and split the data
-    otherwise (:func:`unlike_source_run`). ``cache``: the run's first cache (None: none), whose rule ``cache_keys``
-    is."""
-    if not isinstance(source, SourceSplit):
+    otherwise (:func:`unlike_source_run`), or, with no cache, not found (its reason) where keys not ``given`` (by the
+    config, or a teacher's pool) took the defaults. ``cache``: the run's first cache (None: none), whose rule
+    ``cache_keys`` is."""
+    if isinstance(source, str):
+        unset = [k for k in PLACING_KEYS if k not in given]
+        if cache is not None or not unset:
+            return None
+        taken = ", ".join(f"{k} {getattr(rule, k):g}" for k in unset)
+        return (f"{source}; training with {taken} (set data.KEY=VALUE to the source run's): the target test split "
+                "may differ from the source run's")
+    if source is None:
         return None
     keys = rule.model_dump()
     if cache is not None and all(keys[k] == cache_keys.get(k, keys[k]) for k in PLACING_KEYS):

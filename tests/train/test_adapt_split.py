@@ -189,3 +189,52 @@ def test_adapting_with_a_cache_split_otherwise_than_the_source_run_is_one_warnin
     with warnings.catch_warnings():
         warnings.simplefilter("error", DistillWarning)
         with_split_rule(same)
+
+
+def _recipe(tmp_path: Path, tiny_root: Path, ckpt: Path, **data: object) -> Path:
+    """An adaptation recipe file (shot, no cache) adapting ``ckpt`` to blue; ``data``: split keys it sets."""
+    recipe = {"data": {"root": str(tiny_root), "source": ["red", "green"], "target": ["blue"], **data},
+              "source_checkpoint": str(ckpt), "student": {"arch": "test_resnet", "input_size": 16},
+              "strategy": {"name": "shot"}, "optim": {"epochs": 1, "batch_size": 4},
+              "run": {"out": str(tmp_path / "shot"), **QUIET}}
+    path = tmp_path / "shot.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_train_of_an_adaptation_recipe_takes_the_source_runs_split_as_adapt_does(source_run, tiny_root, tmp_path):
+    """``distill train -c RECIPE`` of an adaptation recipe (a ``source_checkpoint``, no cache) split by the defaults
+    the keys it leaves unset, where ``distill adapt`` of the same checkpoint takes the source run's: the same
+    adaptation tested on other target images, and a bootstrapped teacher's pool (the source run kept out) trained
+    on. It takes the source run's now; keys it sets otherwise are one warning line; a run not found too."""
+    ckpt = source_run / "checkpoints" / "best"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistillWarning)  # the run is found and the rule is its: nothing to warn of
+        assert cli(["train", "-c", str(_recipe(tmp_path, tiny_root, ckpt))]) == 0
+    out = tmp_path / "shot"
+    assert _split(out, tiny_root, "test") == _split(source_run, tiny_root, "test")
+    assert {k: getattr(load_train_config(out / RUN_CONFIG).data, k) for k in RULE} == RULE
+    # a key the recipe sets otherwise than the source run: it wins, in one warning line naming both
+    cfg = load_train_config(_recipe(tmp_path, tiny_root, ckpt, test_fraction=0.3))
+    with pytest.warns(DistillWarning, match=r"^this run splits the data with test_fraction 0\.3, the source run .* "
+                                            r"with test_fraction 0\.25: the adapted student would be tested on other"):
+        assert with_split_rule(cfg).data.model_dump(include=set(RULE)) == {**RULE, "test_fraction": 0.3}
+    # the source run not found: the defaults for the keys left unset, in one warning line, as adapt says it
+    bare = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path / "bare" / "best",
+                        extra_provenance={"source_domains": ["red"]})
+    cfg = load_train_config(_recipe(tmp_path, tiny_root, bare, test_fraction=0.25))
+    with pytest.warns(DistillWarning, match=r"the run that trained it was not found .*; training with split_seed 0, "
+                                            r"val_fraction 0\.1, pretrain_fraction 0 \("):
+        with_split_rule(cfg)
+
+
+def test_built_in_adaptation_recipes_without_a_cache_leave_the_split_rule_to_the_source_run():
+    """shot.yaml spelled the demo's rule out (test 0.3, pool 0.3): adapting another checkpoint with it split that
+    checkpoint's target domains by the demo's rule, not by its run's."""
+    from distill.recipes import list_recipes, load_recipe
+
+    adaptations = [load_recipe(name) for name in list_recipes()]
+    adaptations = [cfg for cfg in adaptations if cfg.source_checkpoint is not None and not cfg.caches()]
+    assert adaptations  # shot
+    for cfg in adaptations:
+        assert cfg.data.split_keys() == {}, cfg.strategy.name
