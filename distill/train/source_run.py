@@ -125,6 +125,7 @@ def unlike_source_run(rule: Mapping[str, Any], root: str | Path, source: SourceS
     differ = [k for k in PLACING_KEYS if rule.get(k) != source.keys[k]]
     if not differ:
         return None
+
     def said(keys: Mapping[str, Any]) -> str:
         return ", ".join(f"{k} {keys[k]:g}" for k in differ)
     return (f"{by} splits the data with {said(rule)}, the source run ({source.config}) with {said(source.keys)}: the "
