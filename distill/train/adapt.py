@@ -10,34 +10,22 @@ What the recipe needs from earlier stages it reads through their records: the ch
 :class:`~distill.student.model.StudentSpec` (``student.json``: arch, input size, the source
 domains it was trained on), the cache's :class:`~distill.records.CacheManifest` (the split
 rule) or, with no cache (``shot``), the source checkpoint's run config (the split rule that run trained
-with: the same target test images, the teacher's pool kept out). The optimizer defaults are the strategy's own
-(:meth:`Strategy.default_optim`).
+with: the same target test images, the teacher's pool kept out; :mod:`distill.train.source_run`). The optimizer
+defaults are the strategy's own (:meth:`Strategy.default_optim`).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
-from pydantic import ValidationError
-
-from distill.config import TrainConfig, format_validation_error, load_train_config, load_yaml, set_flag
-from distill.errors import DistillError, DistillWarning
-from distill.records import (
-    CACHE_MANIFEST,
-    CHECKPOINTS_DIR,
-    RUN_CONFIG,
-    RUN_SUMMARY,
-    STUDENT_SPEC,
-    STUDENT_WEIGHTS,
-    CacheManifest,
-)
-from distill.run_split import PLACING_KEYS, RunConfigView, run_config_file
+from distill.config import TrainConfig, load_train_config, parse_overrides, set_flag
+from distill.errors import DistillError
+from distill.records import CACHE_MANIFEST, CacheManifest
+from distill.run_split import PLACING_KEYS
 from distill.strategies import Strategy, build_config, get_strategy, list_strategies
-from distill.student.model import StudentSpec, not_a_checkpoint
-from distill.utils.io import read_json
+from distill.train.source_run import checkpoint_spec, split_of_source_run
 
 
 def adapt_strategies() -> list[str]:
@@ -81,18 +69,6 @@ def adapt_optim(strategy: str, optim: dict[str, Any] | None = None) -> dict[str,
     return {**get_strategy(strategy).default_optim(), **(optim or {})}
 
 
-def checkpoint_spec(checkpoint: str | Path) -> StudentSpec:
-    """The :class:`StudentSpec` of a checkpoint folder (or of its ``model.safetensors``)."""
-    path = Path(checkpoint)
-    folder = path.parent if path.name == STUDENT_WEIGHTS else path
-    if not folder.exists():  # a mistyped run folder: say so, not "no student.json" about a path that is not there
-        raise DistillError(f"{folder}: no such checkpoint folder (pass RUN/checkpoints/best of a finished "
-                           "`distill train` run)")
-    if not (folder / STUDENT_SPEC).is_file():
-        raise not_a_checkpoint(folder)
-    return StudentSpec.from_dict(read_json(folder / STUDENT_SPEC), str(folder / STUDENT_SPEC))
-
-
 def split_of_cache(cache: str | Path) -> dict[str, Any]:
     """The split rule of a cache's manifest as ``data`` config keys (test_fraction, split_seed, val_fraction,
     pretrain_fraction): the run's split is the cache's, so test images stay test images and the teacher's
@@ -104,59 +80,10 @@ def split_of_cache(cache: str | Path) -> dict[str, Any]:
             "val_fraction": dataset.val_fraction, "pretrain_fraction": dataset.pretrain_fraction}
 
 
-#: the split rule of an adaptation with neither a cache nor a readable source run (what every one used before)
-FALLBACK_SPLIT: dict[str, Any] = {"test_fraction": 0.3, "split_seed": 0}
-
-
-def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:
-    """The config.yaml of the run that trained ``checkpoint``: its own run's (``RUN/checkpoints/best``), else the one
-    in the run folder its student.json's ``provenance.run`` names, else one beside it or up to two folders above
-    that is a run's (a ``checkpoints/`` folder or summary.json beside it: a checkpoint copied next to a recipe
-    file named config.yaml does not take that recipe's split rule); None: none of these."""
-    path = Path(checkpoint)
-    folder = path.parent if path.name == STUDENT_WEIGHTS else path
-    if folder.resolve().parent.name == CHECKPOINTS_DIR and (own := folder.resolve().parents[1] / RUN_CONFIG).is_file():
-        return own
-    recorded = spec.provenance.get("run")
-    if isinstance(recorded, str) and (Path(recorded) / RUN_CONFIG).is_file():
-        return Path(recorded) / RUN_CONFIG
-    found = run_config_file(folder)
-    if found is not None and ((found.parent / CHECKPOINTS_DIR).is_dir() or (found.parent / RUN_SUMMARY).is_file()):
-        return found
-    return None
-
-
-def split_of_source_run(checkpoint: str | Path, spec: StudentSpec) -> dict[str, Any]:
-    """The split rule the source checkpoint's run trained with, as ``data`` config keys (test_fraction, split_seed,
-    val_fraction, pretrain_fraction): an adaptation without a cache (``shot``) then evaluates on the source run's
-    target test images, and a bootstrapped teacher's pool stays out of it as it stayed out of the source run.
-    No readable run: one warning line, and :data:`FALLBACK_SPLIT` (30% test, seed 0, no teacher pool)."""
-    fallback = ("adapting with test_fraction 0.3, split_seed 0 and no teacher pool (--set data.KEY=VALUE to give "
-                "the source run's): the target test split may differ from the source run's")
-    config = source_run_config(checkpoint, spec)
-    if config is None:
-        warnings.warn(f"{checkpoint}: the run that trained it was not found (no {RUN_CONFIG} beside it or in its "
-                      f"{STUDENT_SPEC}'s provenance.run); {fallback}", DistillWarning, stacklevel=3)
-        return dict(FALLBACK_SPLIT)
-    try:
-        data = RunConfigView.model_validate(load_yaml(config)).data
-    except DistillError as e:
-        data, why = None, str(e)
-    except ValidationError as e:
-        data, why = None, format_validation_error(e, str(config))
-    else:
-        why = f"{config}: no data section"
-    if data is None:
-        warnings.warn(f"{why}; {fallback}", DistillWarning, stacklevel=3)
-        return dict(FALLBACK_SPLIT)
-    rule = data.split_rule()  # a run saves its whole rule (older runs: the keys they set, else the defaults)
-    return {key: getattr(rule, key) for key in PLACING_KEYS}
-
-
 def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: str | Path, *,
                  caches: Sequence[str | Path] = (), strategy: str | dict = "sfda", out: str | Path | None = None,
                  source_domains: Sequence[str] | None = None, optim: dict[str, Any] | None = None,
-                 run: dict[str, Any] | None = None) -> dict[str, Any]:
+                 run: dict[str, Any] | None = None, given: Collection[str] = ()) -> dict[str, Any]:
     """A training-config dict that adapts ``source_checkpoint`` to ``targets`` without source data.
 
     The split rule is the first cache's; without a cache (``shot``), the source checkpoint's run's
@@ -172,6 +99,8 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
         out: run directory (default ``runs/adapt-<strategy>-<targets>``).
         source_domains: recorded as the run's source (default: the checkpoint's provenance).
         optim, run: overrides of the optim section (:func:`adapt_optim`) and of the run section.
+        given: the split keys the caller sets over the recipe (``--set data.KEY=...``): not looked up, and not
+            warned about, in the source run.
     """
     strat = {"name": strategy} if isinstance(strategy, str) else dict(strategy)
     name = strat.pop("name")
@@ -188,7 +117,7 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     overlap = sorted(set(src) & set(targets))
     if overlap:
         raise DistillError(f"adapt: {overlap} are both source and target domains; a target must be unseen")
-    split = split_of_cache(caches[0]) if caches else split_of_source_run(source_checkpoint, spec)
+    split = split_of_cache(caches[0]) if caches else split_of_source_run(source_checkpoint, spec, given)
     cfg: dict[str, Any] = {
         "data": {"root": str(root), "source": src, "target": list(targets), **split},
         "student": {"arch": spec.arch, "input_size": int(spec.input_size[0])},
@@ -203,6 +132,18 @@ def adapt_recipe(source_checkpoint: str | Path, targets: Sequence[str], root: st
     return cfg
 
 
+def split_keys_set(items: Sequence[str], named: Callable[[str], str] = set_flag) -> set[str]:
+    """The split keys (:data:`~distill.run_split.PLACING_KEYS`) that ``--set`` items give a value: ``data.KEY=V``,
+    or ``data={KEY: V, ...}``."""
+    given: set[str] = set()
+    for key, value in parse_overrides(list(items), named):
+        if key.startswith("data.") and value is not None:  # `data.KEY=` (None) leaves it unset
+            given.add(key.removeprefix("data."))
+        elif key == "data":  # the whole section replaced
+            given = {k for k, v in value.items() if v is not None} if isinstance(value, dict) else set()
+    return {k for k in given if k in PLACING_KEYS}
+
+
 def adapt_train_config(source_checkpoint: str | Path, target: str | Sequence[str], data: str | Path, *,
                        cache: str | Path | Sequence[str | Path] = (), strategy: str = "sfda",
                        out: str | Path | None = None, source_domains: Sequence[str] | None = None,
@@ -214,6 +155,7 @@ def adapt_train_config(source_checkpoint: str | Path, target: str | Sequence[str
     check_adapt_overrides(items)
     targets = [t.strip() for t in target.split(",")] if isinstance(target, str) else [str(t) for t in target]
     caches = [cache] if isinstance(cache, (str, os.PathLike)) else list(cache)
+    given = split_keys_set(items, named)
     base = adapt_recipe(source_checkpoint, [t for t in targets if t], data, caches=caches, strategy=strategy,
-                        out=out, source_domains=source_domains)
+                        out=out, source_domains=source_domains, given=given)
     return load_train_config(None, list(items), base=base, named=named)

@@ -9,6 +9,7 @@ form, and a strategy that needs only cached outputs never builds a teacher.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,7 +25,7 @@ from distill.data.folder import DomainFolder, Sample, list_images
 from distill.data.listing import left_out_line
 from distill.data.split import SplitRule
 from distill.data.views import ViewConfig
-from distill.errors import DistillError
+from distill.errors import DistillError, DistillWarning
 from distill.records import CACHE_MANIFEST, CacheManifest, UnlabeledPool
 from distill.strategies import Strategy, StrategyContext, create_strategy, get_strategy
 from distill.strategies._teachers import teacher_combination
@@ -48,6 +49,7 @@ from distill.teacher.prompts import resolve_templates
 from distill.train.cache_mismatch import explained_mismatch
 from distill.train.data import ViewPlan
 from distill.train.pool import resolve_pool
+from distill.train.source_run import SourceSplit, adaptation_split_warning, source_split
 from distill.utils.runtime import (
     Dist,
     check_precision,
@@ -113,7 +115,7 @@ def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache],
     dist = init_distributed(device)
     seed_everything(cfg.run.seed)
     set_deterministic(cfg.run.deterministic)
-    cfg = with_split_rule(cfg)  # the keys the recipe leaves unset: the cache's (saved so with the run)
+    cfg = with_split_rule(cfg, warn=dist.main)  # the keys the recipe leaves unset: the cache's (saved so with the run)
     # ROOT is listed once, on rank 0, and the listing sent to the other ranks
     dataset = DomainFolder(cfg.data.root, cfg.data.split_rule(),
                            listing=share_from_main(lambda: list_images(cfg.data.root), dist), skip_bad=cfg.data.skip_bad)
@@ -238,19 +240,30 @@ def _check_view_policy(name: str, needs: Needs, caches: list[TeacherCache]) -> N
                            "holds crop-only views: build the cache with `distill cache build --policy fm`")
 
 
-def with_split_rule(cfg: TrainConfig) -> TrainConfig:
+def with_split_rule(cfg: TrainConfig, warn: bool = True) -> TrainConfig:
     """``cfg`` with its whole split rule: the keys ``data`` sets, else those its first cache recorded, else (no
     cache) the pool the ``teacher`` section's ``teacher.json`` records (``pretrain_fraction``, ``split_seed``),
     else the defaults (:class:`~distill.data.split.SplitRule`). So a recipe that leaves the rule out trains on
     any cache, e.g. one built with a bootstrapped teacher's pretraining pool, on the cache's images' splits, and
-    an online stand-in teacher without a cache keeps its pool out of the students' splits."""
+    an online stand-in teacher without a cache keeps its pool out of the students' splits. An adaptation (a
+    ``source_checkpoint``) without a cache takes the keys it leaves unset from its source run's rule, as ``distill
+    adapt`` does (:mod:`distill.train.source_run`; the teacher pool's keys still win); one whose rule is not the one
+    its source run split the same data with, or whose run is not found where it leaves keys unset, says so in one
+    line (``warn``: on this rank): it would be tested on other target images than its source run."""
     paths = cfg.caches()
     built = paths and CacheManifest.exists_in(paths[0])  # no manifest: TeacherCache.open names the problem later
     base: dict[str, Any] = SplitRule.from_cache(CacheManifest.read(paths[0]).dataset) if built else {}
     found = teacher_pool(cfg.teacher.pretrained) if not built and cfg.teacher is not None else None  # or unbuilt
     if found is not None:  # which images are in the pool follows from these two alone (distill/teacher/pool.py)
         base = {"pretrain_fraction": found[0].fraction, "split_seed": found[0].split_seed}
+    source = source_split(cfg.source_checkpoint) if cfg.source_checkpoint is not None else None  # an adaptation's
+    if not built and isinstance(source, SourceSplit):  # as `distill adapt` without a cache: the source run's rule
+        base = {**source.keys, **base}
     rule = cfg.data.split_rule(base)
+    said = adaptation_split_warning(rule, cfg.data.root, source, paths[0] if built else None, base,
+                                    given={*base, *cfg.data.split_keys()})
+    if said is not None and warn:
+        warnings.warn(said, DistillWarning, stacklevel=2)
     keys = {k: v for k, v in rule.model_dump().items() if v is not None}
     return cfg.model_copy(update={"data": cfg.data.model_copy(update=keys)})
 

@@ -8,6 +8,7 @@ checkpoint whose run is not found keeps the old rule, with one warning line.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -25,7 +26,8 @@ from distill.student.model import Student, default_spec, save_student
 from distill.teacher import Teacher
 from distill.teacher.cache import CacheOptions, build_cache
 from distill.train import train
-from distill.train.adapt import adapt_recipe
+from distill.train.adapt import adapt_recipe, adapt_train_config
+from distill.train.build import with_split_rule
 from tests.shapes import CLASSES
 
 #: the source run's split, as its cache has it: none of it the adaptation's old fixed rule (0.3, seed 0, no pool)
@@ -111,3 +113,128 @@ def test_a_checkpoint_copied_beside_a_recipe_file_takes_its_own_runs_rule(source
                                                       "cache": "x", "strategy": {"name": "kd"}}))
     data = adapt_recipe(copied, ["blue"], tiny_root, strategy="shot")["data"]
     assert {k: data[k] for k in RULE} == RULE
+
+
+@pytest.mark.parametrize("writer", ["qad", "export --classes"])
+def test_a_qad_or_retargeted_checkpoint_finds_its_run_through_relative_run(source_run, tiny_root, tmp_path, writer):
+    """``QAD_DIR/checkpoint`` and ``EXPORT/checkpoint`` (``distill export --classes``) name their run by its name in
+    ``provenance.run`` and by ``relative.run``, a path relative to the checkpoint
+    (:func:`distill.export.training_run.checkpoint_provenance`): adapting one found no run (``provenance.run`` was read
+    as a path) and took the warned default rule instead of the source run's."""
+    from distill.export.training_run import checkpoint_provenance
+    from distill.records import EXPORT_CHECKPOINT
+    from distill.student.model import load_student
+
+    run = tmp_path / "tree" / "runs" / "kd"
+    shutil.copytree(source_run, run)
+    out = tmp_path / "tree" / "export" / "kd" / ("qad" if writer == "qad" else "classes")
+    student = load_student(run / "checkpoints" / "best")
+    # as qad.py and pipeline.py write it: the provenance of a checkpoint in its run names the run resolved
+    student.spec.provenance = checkpoint_provenance(student.spec.provenance, {"run": str(run.resolve())},
+                                                    out / EXPORT_CHECKPOINT)
+    ckpt = save_student(student, out / EXPORT_CHECKPOINT,
+                        extra_provenance={"qad": {"from": "checkpoints/best"}} if writer == "qad" else None)
+    prov = json.loads((ckpt / "student.json").read_text())["provenance"]
+    assert (prov["run"], prov["relative"]) == ("kd", {"run": "../../../../runs/kd"})  # what the writers record
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistillWarning)  # the run is found: nothing to warn of
+        data = adapt_recipe(ckpt, ["blue"], tiny_root, strategy="shot")["data"]
+    assert {k: data[k] for k in RULE} == RULE
+    # an older checkpoint's absolute provenance.run is still read (no relative.run)
+    spec = json.loads((ckpt / "student.json").read_text())
+    spec["provenance"] = {**spec["provenance"], "run": str(run)}
+    del spec["provenance"]["relative"]
+    (ckpt / "student.json").write_text(json.dumps(spec))
+    data = adapt_recipe(ckpt, ["blue"], tiny_root, strategy="shot")["data"]
+    assert {k: data[k] for k in RULE} == RULE
+
+
+def test_every_split_key_given_with_set_is_no_warning(tiny_root, tmp_path, capsys):
+    """A checkpoint whose run is not found, adapted with every split key given (``--set data.KEY=...``): the rule is
+    the one given, so the warning that the default rule was taken is not said (it was)."""
+    ckpt = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path / "bare" / "best",
+                        extra_provenance={"source_domains": ["red"]})
+    given = [f"data.{k}={v}" for k, v in RULE.items()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistillWarning)
+        assert cli(["adapt", "--source-checkpoint", str(ckpt), "--target", "blue", "--data", str(tiny_root),
+                    "--strategy", "shot", "--out", str(tmp_path / "run"), "--set", "optim.epochs=0",
+                    *[a for item in given for a in ("--set", item)]]) == 1
+    assert "optim.epochs" in capsys.readouterr().err  # the --set error ends the command, no warning before it
+    cfg = adapt_train_config(ckpt, "blue", tiny_root, strategy="shot", items=given)
+    assert {k: getattr(cfg.data, k) for k in RULE} == RULE
+    with pytest.warns(DistillWarning, match=r"not found .*split_seed 0, val_fraction 0\.1, pretrain_fraction 0 "):
+        adapt_train_config(ckpt, "blue", tiny_root, strategy="shot", items=given[:1])  # the others: the defaults
+
+
+def test_adapting_with_a_cache_split_otherwise_than_the_source_run_is_one_warning(source_run, tiny_root, tiny_cache,
+                                                                                   tmp_path):
+    """``distill adapt --cache C``: the run splits by C's rule (tiny_cache: 30% test, seed 0, no pool), not by the
+    source run's (:data:`RULE`); the adapted student is then tested on other target images than its source run, which
+    was said nowhere. One warning line naming the cache, the source run's config and both rules."""
+    ckpt = source_run / "checkpoints" / "best"
+    with pytest.warns(DistillWarning) as record:
+        assert cli(["adapt", "--source-checkpoint", str(ckpt), "--target", "blue", "--data", str(tiny_root),
+                    "--cache", str(tiny_cache), "--strategy", "sfda", "--out", str(tmp_path / "sfda"),
+                    "--set", "optim.epochs=1", "--set", "optim.batch_size=4", "--set", "run.workers=0",
+                    "--set", "run.device=cpu", "--no-progress"]) == 0
+    said = [str(w.message) for w in record if "source run" in str(w.message)]
+    assert len(said) == 1 and "\n" not in said[0], said
+    assert said[0].startswith(f"cache {tiny_cache} splits the data with test_fraction 0.3, split_seed 0, "
+                              f"val_fraction 0.1, pretrain_fraction 0, the source run ({source_run / RUN_CONFIG}) "
+                              "with test_fraction 0.25, split_seed 7, val_fraction 0.125, pretrain_fraction 0.2: ")
+    # the cache's rule and the source run's alike: nothing said
+    same = load_train_config(None, base=adapt_recipe(ckpt, ["blue"], tiny_root, caches=[tiny_cache], strategy="sfda"))
+    same = same.model_copy(update={"cache": None, "data": same.data.model_copy(update=RULE)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistillWarning)
+        with_split_rule(same)
+
+
+def _recipe(tmp_path: Path, tiny_root: Path, ckpt: Path, **data: object) -> Path:
+    """An adaptation recipe file (shot, no cache) adapting ``ckpt`` to blue; ``data``: split keys it sets."""
+    recipe = {"data": {"root": str(tiny_root), "source": ["red", "green"], "target": ["blue"], **data},
+              "source_checkpoint": str(ckpt), "student": {"arch": "test_resnet", "input_size": 16},
+              "strategy": {"name": "shot"}, "optim": {"epochs": 1, "batch_size": 4},
+              "run": {"out": str(tmp_path / "shot"), **QUIET}}
+    path = tmp_path / "shot.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_train_of_an_adaptation_recipe_takes_the_source_runs_split_as_adapt_does(source_run, tiny_root, tmp_path):
+    """``distill train -c RECIPE`` of an adaptation recipe (a ``source_checkpoint``, no cache) split by the defaults
+    the keys it leaves unset, where ``distill adapt`` of the same checkpoint takes the source run's: the same
+    adaptation tested on other target images, and a bootstrapped teacher's pool (the source run kept out) trained
+    on. It takes the source run's now; keys it sets otherwise are one warning line; a run not found too."""
+    ckpt = source_run / "checkpoints" / "best"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistillWarning)  # the run is found and the rule is its: nothing to warn of
+        assert cli(["train", "-c", str(_recipe(tmp_path, tiny_root, ckpt))]) == 0
+    out = tmp_path / "shot"
+    assert _split(out, tiny_root, "test") == _split(source_run, tiny_root, "test")
+    assert {k: getattr(load_train_config(out / RUN_CONFIG).data, k) for k in RULE} == RULE
+    # a key the recipe sets otherwise than the source run: it wins, in one warning line naming both
+    cfg = load_train_config(_recipe(tmp_path, tiny_root, ckpt, test_fraction=0.3))
+    with pytest.warns(DistillWarning, match=r"^this run splits the data with test_fraction 0\.3, the source run .* "
+                                            r"with test_fraction 0\.25: the adapted student would be tested on other"):
+        assert with_split_rule(cfg).data.model_dump(include=set(RULE)) == {**RULE, "test_fraction": 0.3}
+    # the source run not found: the defaults for the keys left unset, in one warning line, as adapt says it
+    bare = save_student(Student(default_spec("test_resnet", CLASSES, 16)), tmp_path / "bare" / "best",
+                        extra_provenance={"source_domains": ["red"]})
+    cfg = load_train_config(_recipe(tmp_path, tiny_root, bare, test_fraction=0.25))
+    with pytest.warns(DistillWarning, match=r"the run that trained it was not found .*; training with split_seed 0, "
+                                            r"val_fraction 0\.1, pretrain_fraction 0 \("):
+        with_split_rule(cfg)
+
+
+def test_built_in_adaptation_recipes_without_a_cache_leave_the_split_rule_to_the_source_run():
+    """shot.yaml spelled the demo's rule out (test 0.3, pool 0.3): adapting another checkpoint with it split that
+    checkpoint's target domains by the demo's rule, not by its run's."""
+    from distill.recipes import list_recipes, load_recipe
+
+    adaptations = [load_recipe(name) for name in list_recipes()]
+    adaptations = [cfg for cfg in adaptations if cfg.source_checkpoint is not None and not cfg.caches()]
+    assert adaptations  # shot
+    for cfg in adaptations:
+        assert cfg.data.split_keys() == {}, cfg.strategy.name
