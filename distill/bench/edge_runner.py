@@ -49,7 +49,8 @@ RECORD_KEYS = (
     "memory", "top_ops", "device", "versions", "timestamp", "wall_s",
 )
 # ``threads``: as asked (--threads; None: the runtime's default). ``threads_used``: the intra-op threads the run used,
-# where known; ``threads_basis``: how that is known (records before them have neither: read as not recorded)
+# where known; ``threads_basis``: how that is known (records before them have neither: read as the runtime's default,
+# its count not recorded)
 ORT_POOL_COUNTED = "onnxruntime's default: its intra-op pool as created (threads counted in /proc/self/task)"
 ORT_DEFAULT_DOCUMENTED = ("onnxruntime's default, not read here: documented as one intra-op thread per physical "
                           "core")
@@ -311,15 +312,27 @@ def ort_threads(threads: int | None, runtime: str, before: frozenset[str] | None
     return None, ORT_DEFAULT_DOCUMENTED
 
 
-def threads_text(record: Mapping[str, Any]) -> str:
-    """A record's threads in words: ``4 threads (--threads)``, ``2 threads (onnxruntime's default: ...)``, or the
-    basis alone where the count is not known (``threads: not recorded`` for a record written before it was)."""
+# threads_text(brief=True): a basis named in passing, without how it was found
+_BRIEF_BASIS = {ORT_POOL_COUNTED: "onnxruntime's default", ORT_DEFAULT_DOCUMENTED: "onnxruntime's default, not counted"}
+
+
+def threads_text(record: Mapping[str, Any], brief: bool = False) -> str:
+    """The threads a latency was timed with, in words, for a bench record or an export's latency check (the one
+    formatter: this runner's lines, and distill's export log and recommendation): ``4 threads (--threads)``,
+    ``2 threads (onnxruntime's default: ...)``, or the basis alone where the count is not known (``threads: the
+    runtime's default (count not recorded)`` for a record written before it was). ``brief``: the basis without how
+    it was found (``2 threads (onnxruntime's default)``), for a line that names the threads in passing. (The
+    report's table cells have a shorter form: ``distill.records.ship.threads_label``.)"""
     used, basis, given = record.get("threads_used"), record.get("threads_basis"), record.get("threads")
+    if brief and basis:
+        basis = _BRIEF_BASIS.get(basis, basis)
     if used is not None:
         return f"{used} thread{'s' * (used != 1)}" + (f" ({basis})" if basis else "")
     if basis:
         return f"threads: {basis}"
-    return f"{given} thread{'s' * (given != 1)} (--threads)" if given else "threads: not recorded"
+    if given:
+        return f"{given} thread{'s' * (given != 1)} (--threads)"
+    return "threads: the runtime's default (count not recorded)"
 
 
 class OrtRunner:
