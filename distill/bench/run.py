@@ -218,6 +218,14 @@ def _bench_interleaved(pairs: list[tuple[Path, str]], batches: tuple[int, ...], 
 
 def _bench_torch(path: Path, batches: tuple[int, ...], threads: int | None, warmup: int, iters: int,
                  profile: bool, topk: int, opts: TorchOptions) -> list[dict[str, Any]]:
+    from distill.utils.runtime import torch_threads  # lazy: torch only for --runtime torch
+
+    with torch_threads(None):  # the runner's --threads holds while it runs, and is put back after it, on error too
+        return _time_torch(path, batches, threads, warmup, iters, profile, topk, opts)
+
+
+def _time_torch(path: Path, batches: tuple[int, ...], threads: int | None, warmup: int, iters: int,
+                profile: bool, topk: int, opts: TorchOptions) -> list[dict[str, Any]]:
     import torch  # lazy: torch only for --runtime torch (benchmarking an ONNX file must not need it)
 
     before = rss_mb()

@@ -35,7 +35,8 @@ class TorchRunner:
 
     Args:
         checkpoint: folder with ``model.safetensors`` + ``student.json``.
-        threads: ``torch.set_num_threads`` (None: torch's default).
+        threads: ``torch.set_num_threads`` (None: torch's default); :func:`distill.bench.run.bench_model` puts the
+            count back after timing.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (:func:`distill.utils.runtime.resolve_device`).
         precision: ``fp32`` | ``bf16`` | ``fp16``.
         compile: one of :data:`COMPILE_MODES`.
