@@ -40,14 +40,12 @@ def bootstrap_teacher(data: str | Path, out: str | Path, *, pretrain_fraction: f
         The :class:`~distill.records.TeacherManifest` written to ``out/teacher.json``; the checkpoint to give a
         cache build as ``pretrained`` is ``Path(out) / manifest.checkpoint``, its arch ``manifest.arch``.
     """
-    import torch  # lazy: torch and open_clip load only when it runs
-
-    from distill.data.folder import DomainFolder
+    from distill.data.folder import DomainFolder  # lazy: torch and open_clip load only when it runs
     from distill.data.split import SplitRule
     from distill.records import TeacherManifest
     from distill.teacher.bootstrap.presets import BootstrapSettings
     from distill.teacher.bootstrap.train import bootstrap_teacher as run_bootstrap  # lazy: open_clip
-    from distill.utils.runtime import preserved_global_state, resolve_device  # lazy: torch
+    from distill.utils.runtime import preserved_global_state, resolve_device, torch_threads  # lazy: torch
 
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise DistillError(f"{option('threads')} must be an int >= 1, got {threads!r:.80}")
@@ -56,13 +54,7 @@ def bootstrap_teacher(data: str | Path, out: str | Path, *, pretrain_fraction: f
                       skip_bad=skip_bad)
     settings = BootstrapSettings(arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, max_per_domain=max_per_domain,
                                  seed=seed)
-    before = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        with preserved_global_state():
-            checkpoint = run_bootstrap(ds, out, settings, quick=quick, skip_bad=skip_bad,
-                                       device=str(resolve_device(device, what=option("device"))), progress=progress)
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(threads), preserved_global_state():
+        checkpoint = run_bootstrap(ds, out, settings, quick=quick, skip_bad=skip_bad,
+                                   device=str(resolve_device(device, what=option("device"))), progress=progress)
     return TeacherManifest.read(checkpoint.parent)

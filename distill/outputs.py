@@ -13,10 +13,11 @@ line naming the path and what it is, given before anything is written. Each stag
   train`` and ``distill cache build`` refuse any non-empty folder that is not their own kind already.) Its files
   would otherwise mix with the folder's own, replace some of them (``qad --out`` = ``--export``: the export's int8
   file), and ``distill bench`` of the folder would time the wrong files.
-- **The report** (``distill report --out``, :func:`distill.report`): :func:`check_report_out` refuses a record's name
-  or suffix (``.json``, ``.jsonl``: the next report would read an HTML ``.jsonl`` as benchmarks) and an existing
-  file, for the HTML and its ``.md``, unless it is a report this tool wrote (:data:`REPORT_MARK` at its end, or the
-  fixed start of one written before the mark): so never one of its inputs.
+- **The report** (``distill report --out``, :func:`distill.report`; an existing folder means ``report.html`` and
+  ``report.md`` inside it: :func:`report_files`): :func:`check_report_out` refuses a record's name or suffix
+  (``.json``, ``.jsonl``: the next report would read an HTML ``.jsonl`` as benchmarks) and an existing file, for the
+  HTML and its ``.md``, unless it is a report this tool wrote (:data:`REPORT_MARK` at its end, or the fixed start of
+  one written before the mark): so never one of its inputs.
 - **Benchmarks** (``distill bench --out``): the rule lives in the standalone runner, which cannot import this
   package (:func:`distill.bench.edge_runner.check_bench_out`): a ``.jsonl`` file, and an existing one only when it
   holds bench records.
@@ -35,6 +36,7 @@ from distill.records import (
     DATA_CLASS_MAP,
     EXPORT_REPORT,
     QAD_REPORT,
+    REPORT_HTML,
     ROBUST_REPORT,
     RUN_CONFIG,
     RUN_DATA,
@@ -52,7 +54,7 @@ from distill.records import (
     TRAIN_STATE,
 )
 
-__all__ = ["REPORT_MARK", "check_report_out", "folder_kind", "refuse_stage_folder"]
+__all__ = ["REPORT_MARK", "check_report_out", "folder_kind", "refuse_stage_folder", "report_files"]
 
 CHECKPOINT, RUN, CACHE, TEACHER, DATA, QAD, EXPORT = "checkpoint", "run", "cache", "teacher", "data", "qad", "export"
 TIMM = "timm"  # `distill export --format timm`'s folder: no record tells it, so no folder of another stage is one
@@ -103,19 +105,31 @@ def refuse_stage_folder(path: Path, writer: str, suggest: str, own: str) -> None
                        f"its own, e.g. {suggest}/{name}")
 
 
-def check_report_out(out: str | Path) -> None:
-    """Refuse, in one line, an ``out`` of ``distill report`` (its HTML, and the ``.md`` beside it) that takes a
-    record's name or suffix, or that is an existing file (or folder) other than a report this tool wrote."""
+def report_files(out: str | Path) -> tuple[Path, Path]:
+    """The HTML and Markdown files ``distill report --out OUT`` writes: in an existing folder ``OUT/report.html`` and
+    ``OUT/report.md``; else ``OUT`` (``OUT.html`` when it has no suffix) and the same name with ``.md`` beside it."""
     out = Path(out)
-    html = out.with_name(out.name + ".html") if not out.suffix else out  # as write_report names them
-    for path in (html, html.with_suffix(".md")):
+    if out.is_dir():
+        html = out / REPORT_HTML
+    else:
+        html = out.with_name(out.name + ".html") if not out.suffix else out
+    return html, html.with_suffix(".md")
+
+
+def check_report_out(out: str | Path) -> None:
+    """Refuse, in one line, an ``out`` of ``distill report`` whose files (:func:`report_files`: its HTML, and the
+    ``.md`` beside it) take a record's name or suffix, or are an existing file (or folder) other than a report this
+    tool wrote."""
+    html, md = report_files(out)
+    if md == html:
+        raise DistillError(f"--out {html}: the HTML file must not end in .md (the Markdown summary goes to {md})")
+    for path in (html, md):
         if path.suffix in (".json", ".jsonl") or path.name in RECORD_FILES:
             what = f"name ({path.name})" if path.name in RECORD_FILES else f"suffix ({path.suffix})"
             raise DistillError(f"{path}: a record's {what}; the report's output is an .html file (and its .md): "
                                "give --out e.g. report.html")
         if path.is_dir():
-            raise DistillError(f"{path}: is a folder; the report writes {html.name} and {html.with_suffix('.md').name}: "
-                               "give another --out")
+            raise DistillError(f"{path}: is a folder; the report writes {html.name} and {md.name}: give another --out")
         if path.exists() and not path.is_dir() and not _is_report(path):
             raise DistillError(f"{path}: exists and is not a report distill report wrote; the report would replace "
                                "it: give another --out (or move the file away)")

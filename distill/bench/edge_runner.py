@@ -49,7 +49,8 @@ RECORD_KEYS = (
     "memory", "top_ops", "device", "versions", "timestamp", "wall_s",
 )
 # ``threads``: as asked (--threads; None: the runtime's default). ``threads_used``: the intra-op threads the run used,
-# where known; ``threads_basis``: how that is known (records before them have neither: read as not recorded)
+# where known; ``threads_basis``: how that is known (records before them have neither: read as the runtime's default,
+# its count not recorded)
 ORT_POOL_COUNTED = "onnxruntime's default: its intra-op pool as created (threads counted in /proc/self/task)"
 ORT_DEFAULT_DOCUMENTED = ("onnxruntime's default, not read here: documented as one intra-op thread per physical "
                           "core")
@@ -311,15 +312,27 @@ def ort_threads(threads: int | None, runtime: str, before: frozenset[str] | None
     return None, ORT_DEFAULT_DOCUMENTED
 
 
-def threads_text(record: Mapping[str, Any]) -> str:
-    """A record's threads in words: ``4 threads (--threads)``, ``2 threads (onnxruntime's default: ...)``, or the
-    basis alone where the count is not known (``threads: not recorded`` for a record written before it was)."""
+# threads_text(brief=True): a basis named in passing, without how it was found
+_BRIEF_BASIS = {ORT_POOL_COUNTED: "onnxruntime's default", ORT_DEFAULT_DOCUMENTED: "onnxruntime's default, not counted"}
+
+
+def threads_text(record: Mapping[str, Any], brief: bool = False) -> str:
+    """The threads a latency was timed with, in words, for a bench record or an export's latency check (the one
+    formatter: this runner's lines, and distill's export log and recommendation): ``4 threads (--threads)``,
+    ``2 threads (onnxruntime's default: ...)``, or the basis alone where the count is not known (``threads: the
+    runtime's default (count not recorded)`` for a record written before it was). ``brief``: the basis without how
+    it was found (``2 threads (onnxruntime's default)``), for a line that names the threads in passing. (The
+    report's table cells have a shorter form: ``distill.records.ship.threads_label``.)"""
     used, basis, given = record.get("threads_used"), record.get("threads_basis"), record.get("threads")
+    if brief and basis:
+        basis = _BRIEF_BASIS.get(basis, basis)
     if used is not None:
         return f"{used} thread{'s' * (used != 1)}" + (f" ({basis})" if basis else "")
     if basis:
         return f"threads: {basis}"
-    return f"{given} thread{'s' * (given != 1)} (--threads)" if given else "threads: not recorded"
+    if given:
+        return f"{given} thread{'s' * (given != 1)} (--threads)"
+    return "threads: the runtime's default (count not recorded)"
 
 
 class OrtRunner:
@@ -918,25 +931,36 @@ def usable_cores() -> int | None:
         return os.cpu_count()
 
 
-def threads_warning(threads: int | None, runtime: str) -> str | None:
+def cli_flag(key: str, *value: Any) -> str:
+    """How this runner's messages name an option: its flag (``--memory-format``), with ``value`` (``--threads 4``).
+    A caller that spells options otherwise passes its own (``distill.api.bench``: ``distill.spelling.option``, the
+    Python keyword there)."""
+    flag = "--" + key.replace("_", "-")
+    return f"{flag} {value[0]}" if value else flag
+
+
+def threads_warning(threads: int | None, runtime: str, flag: Callable[..., str] = cli_flag) -> str | None:
     """The one-line warning for ``--threads`` above the usable cores (None: nothing to say). The threads then take
     turns on the cores, and the latency tail measures the waiting: p90 came out 40x p50 with 4 threads on 2 cores.
-    A TensorRT engine runs on the GPU (its runner starts no intra-op threads): nothing to say."""
+    A TensorRT engine runs on the GPU (its runner starts no intra-op threads): nothing to say. ``flag`` names the
+    option (:func:`cli_flag`)."""
     cores = usable_cores()
     if threads is None or cores is None or threads <= cores or runtime == "tensorrt":
         return None
-    return (f"--threads {threads} is more than the {cores} core(s) this process may use: the threads take turns, "
-            f"so the latency tail (p90, p99) measures the waiting, not the model; pass --threads {cores} or fewer")
+    return (f"{flag('threads', threads)} is more than the {cores} core(s) this process may use: the threads take "
+            f"turns, so the latency tail (p90, p99) measures the waiting, not the model; pass {flag('threads', cores)} "
+            "or fewer")
 
 
-def check_timing_args(warmup: int, iters: int, topk: int) -> None:
-    """Raise ValueError (one line naming the flag) for ``--warmup`` < 0, ``--iters`` < 1 or ``--topk`` < 1."""
+def check_timing_args(warmup: int, iters: int, topk: int, flag: Callable[..., str] = cli_flag) -> None:
+    """Raise ValueError (one line naming the option, as ``flag`` spells it: :func:`cli_flag`) for ``--warmup`` < 0,
+    ``--iters`` < 1 or ``--topk`` < 1."""
     if warmup < 0:
-        raise ValueError(f"--warmup must be >= 0 (got {warmup})")
+        raise ValueError(f"{flag('warmup')} must be >= 0 (got {warmup})")
     if iters < 1:
-        raise ValueError(f"--iters must be >= 1 (got {iters})")
+        raise ValueError(f"{flag('iters')} must be >= 1 (got {iters})")
     if topk < 1:
-        raise ValueError(f"--topk must be >= 1 (got {topk})")
+        raise ValueError(f"{flag('topk')} must be >= 1 (got {topk})")
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

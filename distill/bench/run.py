@@ -38,6 +38,7 @@ from distill.bench.edge_runner import (
 from distill.bench.torch_runner import TorchRunner
 from distill.errors import DistillError, DistillWarning
 from distill.records import EXPORT_REPORT, QAD_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport, QADRecord
+from distill.spelling import option
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -49,40 +50,41 @@ def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, s
         raise DistillError(f"{path}: not found (expected an .onnx file, a TensorRT engine, a checkpoint folder "
                            f"with {STUDENT_SPEC}, an export folder with {EXPORT_REPORT}, or a qad folder with {QAD_REPORT})")
     if runtime is not None and runtime not in RUNTIMES:
-        raise DistillError(f"--runtime: unknown runtime '{runtime}' (have: {', '.join(RUNTIMES)})")
+        raise DistillError(f"{option('runtime')}: unknown runtime '{runtime}' (have: {', '.join(RUNTIMES)})")
     if path.is_dir():
         exported, checkpoint = ExportReport.exists_in(path), (path / STUDENT_SPEC).is_file()
         if exported and checkpoint and runtime is None:  # an export written into a checkpoint folder (before session 26)
             raise DistillError(f"{path}: holds both a checkpoint ({STUDENT_SPEC}) and an export ({EXPORT_REPORT}): pass "
-                               "--runtime torch to time the checkpoint, or --runtime ort-cpu (ort-cuda, ort-trt) to time "
-                               "the export's ONNX files (or move the export into a folder of its own)")
+                               f"{option('runtime', 'torch')} to time the checkpoint, or {option('runtime', 'ort-cpu')} "
+                               "(ort-cuda, ort-trt) to time the export's ONNX files (or move the export into a folder of "
+                               "its own)")
         if exported and not (checkpoint and runtime == "torch"):
             files = exported_files(path)
             rt = runtime or "ort-cpu"
             if rt in ("torch", "tensorrt"):
-                raise DistillError(f"--runtime {rt} cannot run an export folder's ONNX files: use ort-cpu, ort-cuda "
+                raise DistillError(f"{option('runtime', rt)} cannot run an export folder's ONNX files: use ort-cpu, ort-cuda "
                                    "or ort-trt (or pass a checkpoint folder / an engine)")
             return [(f, rt) for f in files]
         if checkpoint:
             if runtime not in (None, "torch"):
-                raise DistillError(f"{path} is a checkpoint folder: it runs with --runtime torch (export it for "
+                raise DistillError(f"{path} is a checkpoint folder: it runs with {option('runtime', 'torch')} (export it for "
                                    f"'{runtime}': distill export {shlex.quote(str(path))} --out DIR)")
             return [(path, "torch")]
         if QADRecord.exists_in(path):
             rt = runtime or "ort-cpu"
             if rt in ("torch", "tensorrt"):
-                raise DistillError(f"--runtime {rt} cannot run a qad folder's ONNX files: use ort-cpu, ort-cuda or "
+                raise DistillError(f"{option('runtime', rt)} cannot run a qad folder's ONNX files: use ort-cpu, ort-cuda or "
                                    "ort-trt (or pass its checkpoint folder / an engine)")
             return [(f, rt) for f in qad_files(path)]
         raise DistillError(f"{path}: folder has none of {EXPORT_REPORT} (an export), {QAD_REPORT} (distill qad) "
                            f"or {STUDENT_SPEC} (a checkpoint): pass .onnx files, an engine or one of those folders")
     if path.suffix in ENGINE_SUFFIXES:
         if runtime not in (None, "tensorrt"):
-            raise DistillError(f"{path} is a TensorRT engine: it runs with --runtime tensorrt")
+            raise DistillError(f"{path} is a TensorRT engine: it runs with {option('runtime', 'tensorrt')}")
         return [(path, "tensorrt")]
     if path.suffix == ".onnx":
         if runtime == "torch":
-            raise DistillError(f"{path}: --runtime torch runs a checkpoint folder, not an ONNX file")
+            raise DistillError(f"{path}: {option('runtime', 'torch')} runs a checkpoint folder, not an ONNX file")
         return [(path, runtime or "ort-cpu")]
     raise DistillError(f"{path}: unknown model type '{path.suffix}' (want .onnx, {', '.join(ENGINE_SUFFIXES)}, "
                        "or a folder)")
@@ -152,23 +154,23 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
         DistillError: bad MODEL/runtime, or a runtime unavailable here (message names what to install).
     """
     try:
-        check_timing_args(warmup, iters, topk)
+        check_timing_args(warmup, iters, topk, option)
     except ValueError as e:
         raise DistillError(str(e)) from None
     if threads is not None and threads < 1:  # as `distill export --threads`; leave it out for the runtime's choice
-        raise DistillError(f"--threads must be >= 1, or left out for the runtime's choice (got {threads})")
+        raise DistillError(f"{option('threads')} must be >= 1, or left out for the runtime's choice (got {threads})")
     records: list[dict[str, Any]] = []
     opts = torch_options or TorchOptions()
     models = [model] if isinstance(model, (str, os.PathLike)) else list(model)
     pairs = [pair for m in models for pair in resolve_models(m, runtime)]
     if not opts.is_default() and any(rt != "torch" for _, rt in pairs):
-        raise DistillError("--device, --precision, --compile and --memory-format apply to --runtime torch only "
-                           "(an ONNX model's precision is fixed at export)")
-    oversubscribed = [note for rt in dict.fromkeys(rt for _, rt in pairs) if (note := threads_warning(threads, rt))]
+        raise DistillError(f"{option('device')}, {option('precision')}, {option('compile')} and {option('memory_format')} "
+                           f"apply to {option('runtime', 'torch')} only (an ONNX model's precision is fixed at export)")
+    oversubscribed = [note for rt in dict.fromkeys(rt for _, rt in pairs) if (note := threads_warning(threads, rt, option))]
     if oversubscribed:  # `distill bench` prints it as one warning: line
         warnings.warn(oversubscribed[0], DistillWarning, stacklevel=2)
     if profile and log and "tensorrt" in {rt for _, rt in pairs}:
-        log("warning: --profile: runtime tensorrt has no op profiler here, its records get no top_ops "
+        log(f"warning: {option('profile')}: runtime tensorrt has no op profiler here, its records get no top_ops "
             "(per-layer times: trtexec --loadEngine=ENGINE --dumpProfile)")
     if interleave:
         records = _bench_interleaved(pairs, batches, threads, warmup, iters, profile, topk, log)
@@ -202,7 +204,7 @@ def _bench_interleaved(pairs: list[tuple[Path, str]], batches: tuple[int, ...], 
                        iters: int, profile: bool, topk: int, log: Callable[[str], None] | None) -> list[dict[str, Any]]:
     runtimes = sorted({rt for _, rt in pairs})
     if "torch" in runtimes or len(runtimes) > 1:
-        raise DistillError(f"--interleave times ONNX files or engines on one runtime together; got runtime(s) "
+        raise DistillError(f"{option('interleave')} times ONNX files or engines on one runtime together; got runtime(s) "
                            f"{', '.join(runtimes)} for {', '.join(str(p) for p, _ in pairs)}")
     try:
         records = bench_files([p for p, _ in pairs], runtimes[0], batches, threads, warmup, iters, profile, topk)
@@ -216,6 +218,14 @@ def _bench_interleaved(pairs: list[tuple[Path, str]], batches: tuple[int, ...], 
 
 def _bench_torch(path: Path, batches: tuple[int, ...], threads: int | None, warmup: int, iters: int,
                  profile: bool, topk: int, opts: TorchOptions) -> list[dict[str, Any]]:
+    from distill.utils.runtime import torch_threads  # lazy: torch only for --runtime torch
+
+    with torch_threads(None):  # the runner's --threads holds while it runs, and is put back after it, on error too
+        return _time_torch(path, batches, threads, warmup, iters, profile, topk, opts)
+
+
+def _time_torch(path: Path, batches: tuple[int, ...], threads: int | None, warmup: int, iters: int,
+                profile: bool, topk: int, opts: TorchOptions) -> list[dict[str, Any]]:
     import torch  # lazy: torch only for --runtime torch (benchmarking an ONNX file must not need it)
 
     before = rss_mb()

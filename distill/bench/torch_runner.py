@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from distill.errors import DistillError
+from distill.spelling import option
 
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -34,7 +35,8 @@ class TorchRunner:
 
     Args:
         checkpoint: folder with ``model.safetensors`` + ``student.json``.
-        threads: ``torch.set_num_threads`` (None: torch's default).
+        threads: ``torch.set_num_threads`` (None: torch's default); :func:`distill.bench.run.bench_model` puts the
+            count back after timing.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` (:func:`distill.utils.runtime.resolve_device`).
         precision: ``fp32`` | ``bf16`` | ``fp16``.
         compile: one of :data:`COMPILE_MODES`.
@@ -56,17 +58,17 @@ class TorchRunner:
         from distill.utils.runtime import check_precision, resolve_device
 
         if compile not in COMPILE_MODES:
-            raise DistillError(f"--compile '{compile}': use one of {', '.join(COMPILE_MODES)}")
+            raise DistillError(f"{option('compile', repr(compile))}: use one of {', '.join(COMPILE_MODES)}")
         if memory_format not in MEMORY_FORMATS:
-            raise DistillError(f"--memory-format '{memory_format}': use one of {', '.join(MEMORY_FORMATS)}")
+            raise DistillError(f"{option('memory_format', repr(memory_format))}: use one of {', '.join(MEMORY_FORMATS)}")
         self.torch = torch
         self.path = Path(checkpoint)
-        dev = resolve_device(device, what="--device")
-        self.dtype = check_precision(precision, dev, what="--precision")
+        dev = resolve_device(device, what=option("device"))
+        self.dtype = check_precision(precision, dev, what=option("precision"))
         self.device = str(dev)
         self._cuda = dev.type == "cuda"
         if compile == "reduce-overhead" and not self._cuda:
-            raise DistillError("--compile reduce-overhead captures CUDA graphs: it needs a CUDA device "
+            raise DistillError(f"{option('compile', 'reduce-overhead')} captures CUDA graphs: it needs a CUDA device "
                                "(use default or max-autotune on a CPU)")
         self.threads = threads
         if threads:

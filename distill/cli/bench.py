@@ -5,10 +5,23 @@ import argparse
 import json
 import sys
 
-from distill.bench.edge_runner import RUNTIMES, add_bench_arguments, check_bench_out, parse_batches, write_jsonl
+from distill.bench.edge_runner import (
+    RUNTIMES,
+    add_bench_arguments,
+    check_bench_out,
+    cli_flag,
+    parse_batches,
+    write_jsonl,
+)
 from distill.bench.run import TorchOptions, bench_model
 from distill.bench.torch_runner import COMPILE_MODES, MEMORY_FORMATS
 from distill.errors import DistillError
+from distill.spelling import option_names
+
+# bench_model's option -> the flag that sets it: the stage's messages name them so (distill/spelling.py); from Python
+# (distill.api.bench) they name the keywords
+FLAGS = {key: cli_flag(key) for key in ("runtime", "batch", "threads", "warmup", "iters", "out", "profile", "topk",
+                                        "interleave", "device", "precision", "compile", "memory_format")}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
         args.interrupt_hint = (f"kept the {len(written)} record(s) of the models that finished"
                                + (f" in {args.out}" if args.out else " (printed above)") + "; rerun for the rest")
 
-    bench_model(args.model, args.runtime, batches, args.threads, args.warmup, args.iters, args.profile,
-                args.topk, log=lambda s: print(s, file=sys.stderr),
-                torch_options=TorchOptions(args.device, args.precision, args.compile, args.memory_format),
-                interleave=args.interleave, sink=sink)
+    with option_names(FLAGS):
+        bench_model(args.model, args.runtime, batches, args.threads, args.warmup, args.iters, args.profile,
+                    args.topk, log=lambda s: print(s, file=sys.stderr),
+                    torch_options=TorchOptions(args.device, args.precision, args.compile, args.memory_format),
+                    interleave=args.interleave, sink=sink)
     if args.out:
         print(f"wrote {len(written)} record(s) to {args.out}", file=sys.stderr)
     return 0

@@ -102,15 +102,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_eval, interrupt_hint="nothing was saved; rerun the same command (it starts over)")
 
 
-def _set_threads(n: int | None) -> None:
-    import torch  # lazy: `distill --help` does not load torch
-
-    if n is not None:
-        if n < 1:
-            raise DistillError(f"--threads must be >= 1, got {n}")
-        torch.set_num_threads(n)
-
-
 # bootstrap_teacher's names for the flags and the command (its messages name them so: distill/spelling.py)
 BOOTSTRAP_NAMES = {"bootstrap_teacher": "teacher bootstrap", "threads": "--threads", "device": "--device"}
 
@@ -133,12 +124,20 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from distill.utils.runtime import torch_threads  # lazy: `distill --help` does not load torch
+
+    if args.threads is not None and args.threads < 1:
+        raise DistillError(f"--threads must be >= 1, got {args.threads}")
+    with torch_threads(args.threads):  # put back after it, on error too: main() may be called in-process
+        return _zero_shot(args)
+
+
+def _zero_shot(args: argparse.Namespace) -> int:
     # lazy: torch and open_clip load only when this command runs
     from distill.teacher.clip import Teacher
     from distill.teacher.zero_shot import zero_shot_accuracy
     from distill.utils.runtime import resolve_device
 
-    _set_threads(args.threads)
     found = teacher_manifest_of(args.pretrained)
     arch = args.arch or (TeacherManifest.read(found).arch if found is not None else None)
     if not arch:

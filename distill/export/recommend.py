@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from distill.bench.edge_runner import threads_text
 from distill.records.ship import ExportedModel, ShipRecommendation
 
 PAYS_BELOW = 0.9  # int8/fp32 p50 at or below this is a speed-up worth shipping (shared-machine noise is ~5%)
@@ -55,7 +56,7 @@ class Int8Facts:
     max_drop_pts: float
     float_op_types: dict[str, int] = field(default_factory=dict)  # op types still run in float, as run
     ratio_high: float | None = None  # the 95 % interval's top of the int8/fp32 ratio (None: an older export.json)
-    timed: str = ""  # "batch 1, 2 threads": what the ratio holds for
+    timed: str = ""  # "batch 1, 2 threads (--threads)": what the ratio holds for
 
     @property
     def within_budget(self) -> bool:
@@ -193,15 +194,12 @@ def int8_facts(model: ExportedModel, max_drop: float) -> Int8Facts:
 
 
 def _timed(latency_check: dict[str, Any]) -> str:
-    """"batch 1, 2 threads" of an export's latency check ("2 threads (onnxruntime's default)" where it counted
-    onnxruntime's own; "onnxruntime's default threads" where it could not, or wrote no count; "" for an older
-    record without the interval)."""
+    """"batch 1, 2 threads (onnxruntime's default)" of an export's latency check, its threads in the words of the
+    export's log line (:func:`~distill.bench.edge_runner.threads_text`, brief); "" for an older record without the
+    interval."""
     if "ratio_ci95" not in latency_check:
         return ""
-    threads, used = latency_check.get("threads"), latency_check.get("threads_used")
-    return f"batch {latency_check.get('batch')}, " + (
-        f"{threads} thread{'s' * (threads != 1)}" if threads else
-        f"{used} thread{'s' * (used != 1)} (onnxruntime's default)" if used else "onnxruntime's default threads")
+    return f"batch {latency_check.get('batch')}, {threads_text(latency_check, brief=True)}"
 
 
 def recommend_for(models: list[ExportedModel], max_drop: float, student: str | None = None) -> ShipRecommendation:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
@@ -88,8 +88,10 @@ def checkpoint_in_run(folder: str | Path, stored: str) -> str:
     """summary.json's ``checkpoint`` as read from ``folder``: the same place in ``folder`` (the part of the stored path
     from its last ``checkpoints/`` on), absolute, where that exists or the stored path does not (a copied or moved run,
     a summary written relative to another working folder); else the stored path (a summary.json copied away from its
-    run) or, without a ``checkpoints/`` part, the stored path as it is."""
-    parts = PurePath(stored).parts
+    run) or, without a ``checkpoints/`` part, the stored path as it is. A path written on Windows
+    (``C:\\runs\\kd\\checkpoints\\best``: a backslash in it) is split as one (:class:`~pathlib.PureWindowsPath`) on any
+    system."""
+    parts = (PureWindowsPath(stored) if "\\" in stored else PurePath(stored)).parts
     if CHECKPOINTS_DIR not in parts:
         return stored
     tail = parts[len(parts) - 1 - parts[::-1].index(CHECKPOINTS_DIR):]

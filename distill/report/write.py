@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, TypeVar
 
 from distill.errors import DistillError
-from distill.outputs import REPORT_MARK, check_report_out
+from distill.outputs import REPORT_MARK, check_report_out, report_files
 from distill.records import (
     EXPORT_REPORT,
     QAD_REPORT,
@@ -379,18 +379,15 @@ class ReportWritten:
 
 
 def write_report(paths: Iterable[str | Path], out: str | Path, title: str = "distill report") -> ReportWritten:
-    """Write ``out`` (HTML) and the same name with ``.md`` beside it; returns what went in."""
+    """Write ``out`` (HTML; in an existing folder ``out/report.html``) and the same name with ``.md`` beside it
+    (:func:`distill.outputs.report_files`); returns what went in."""
     paths = [Path(p) for p in paths]  # read twice (a generator would be empty the second time: in the message below)
     check_report_out(out)  # never over an input, a record or a file other than an earlier report: before reading
     data = collect(paths)
     if not (data.runs or data.exports or data.records or data.qad):
         raise DistillError(f"nothing to report: no {RUN_SUMMARY}, {EXPORT_REPORT}, {QAD_REPORT} or bench .jsonl found under "
                            + ", ".join(str(p) for p in paths) + unfinished_runs_note(data.unfinished))
-    out = Path(out)
-    out = out.with_name(out.name + ".html") if not out.suffix else out  # --out report: report.html + report.md
-    md = out.with_suffix(".md")
-    if md == out:
-        raise DistillError(f"--out {out}: the HTML file must not end in .md (the Markdown summary goes to {md})")
+    out, md = report_files(out)  # --out report: report.html + report.md; --out DIR: DIR/report.html + DIR/report.md
     generated = time.strftime("%Y-%m-%d %H:%M:%S")
     atomic_write_text(out, render_html(data, title, generated) + REPORT_MARK)  # the mark: a report to replace
     atomic_write_text(md, render_markdown(data, title, generated) + REPORT_MARK)

@@ -350,6 +350,20 @@ def preserved_global_state() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``n`` while the block runs (None: left as they are), and put back after
+    it, on error too: a command called in-process (``distill.cli.main``) or through the Python API leaves the
+    caller's count as it found it."""
+    before = torch.get_num_threads()
+    try:
+        if n is not None:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------- precision
 def check_precision(precision: str, device: torch.device, what: str = "precision") -> torch.dtype:
     """``fp32`` | ``bf16`` | ``fp16`` -> its dtype; fp16 off CUDA is refused (one line)."""
@@ -377,4 +391,4 @@ __all__ = ["DEFAULT_TIMEOUT", "DTYPES", "Dist", "PRECISIONS", "TIMEOUT_ENV", "al
            "broadcast_flag", "check_precision", "deterministic_cublas", "dist_timeout", "distributed", "full_precision",
            "init_distributed", "preserved_global_state", "share_from_main",
            "launched_by_torchrun", "process_group", "resolve_device", "seed_everything", "seed_step",
-           "set_deterministic", "step_seed"]
+           "set_deterministic", "step_seed", "torch_threads"]

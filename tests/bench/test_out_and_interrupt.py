@@ -45,8 +45,9 @@ def test_distill_bench_and_report_refuse_an_unwritable_out_in_one_line(small_onn
         assert main(["bench", str(small_onnx), *FAST, "--out", out]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--out" in err[0] and why in err[0], err
-        html = out if why == "is a folder" else out.replace(".jsonl", ".html")
-        assert main(["report", str(tmp_path), "--out", html]) == 1
+        if why == "is a folder":  # the report writes report.html inside one (tests/report/test_out_folder.py)
+            continue
+        assert main(["report", str(tmp_path), "--out", out.replace(".jsonl", ".html")]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--out" in err[0] and why in err[0] and "Traceback" not in err[0], err
     assert timed == []

@@ -121,7 +121,7 @@ def test_a_default_that_cannot_be_read_is_named_as_documented_not_counted() -> N
     assert text == f"threads: {ORT_DEFAULT_DOCUMENTED}" and "physical core" in text
     assert threads_text({"threads": None, "threads_used": None, "threads_basis": TENSORRT_NO_THREADS}) == \
         f"threads: {TENSORRT_NO_THREADS}"
-    assert threads_text({"threads": None}) == "threads: not recorded"  # a record from before threads_used
+    assert threads_text({"threads": None}) == "threads: the runtime's default (count not recorded)"  # before threads_used
     assert threads_text({"threads": 2}) == "2 threads (--threads)"
 
 

@@ -264,11 +264,11 @@ def test_bench_of_a_folder_holding_a_checkpoint_and_an_export_asks_which(export_
     for m in report.models:
         shutil.copy(export_dir / m.file, folder)
     with pytest.raises(DistillError, match=r"holds both a checkpoint \(student.json\) and an export \(export.json\): "
-                                           r"pass --runtime torch .* or --runtime ort-cpu"):
+                                           r"pass runtime=torch .* or runtime=ort-cpu"):  # from Python: keywords
         bench_model(folder, warmup=0, iters=1)
     from distill.bench.run import resolve_models
 
     assert resolve_models(folder, "torch") == [(folder, "torch")]
     assert resolve_models(folder, "ort-cpu") == [(folder / m.file, "ort-cpu") for m in report.models]
-    with pytest.raises(DistillError, match="--runtime torch cannot run an export folder's ONNX files"):
+    with pytest.raises(DistillError, match="runtime=torch cannot run an export folder's ONNX files"):
         resolve_models(export_dir, "torch")  # an export alone: as before

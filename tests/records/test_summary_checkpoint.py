@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from distill.records import RunSummary
 
 FIELDS = {"strategy": "kd", "student": "s", "source_domains": ["a"], "target_domains": ["b"], "trained_on": ["a"],
@@ -50,3 +52,17 @@ def test_a_summary_copied_away_from_its_run_keeps_the_absolute_checkpoint(tmp_pa
 def test_a_checkpoint_outside_any_checkpoints_folder_is_kept_as_stored(tmp_path):
     run = _run(tmp_path / "run", "elsewhere/model")
     assert RunSummary.read(run).checkpoint == "elsewhere/model"
+
+
+@pytest.mark.parametrize("stored", [r"C:\runs\kd\checkpoints\best", r"runs\kd\checkpoints\best",
+                                    r"\\server\share\kd\checkpoints\best", "C:/runs/kd/checkpoints/best"])
+def test_a_summary_written_on_windows_names_the_checkpoint_of_the_folder_it_is_read_from(tmp_path, stored):
+    """A run trained on Windows and copied to Linux: its summary.json's checkpoint is a Windows path, re-based like a
+    POSIX one (before: kept as stored, a path no one can open here)."""
+    run = _run(tmp_path / "from_windows" / "kd", stored)
+    assert RunSummary.read(run).checkpoint == str(run / "checkpoints" / "best")
+
+
+def test_a_windows_checkpoint_outside_any_checkpoints_folder_is_kept_as_stored(tmp_path):
+    run = _run(tmp_path / "run", r"D:\models\student")
+    assert RunSummary.read(run).checkpoint == r"D:\models\student"
