@@ -16,15 +16,29 @@ entry's type (``d_type``; a file system that does not fill it in costs one ``sta
 and the extension and hidden tests read the name only. ``sorted(Path.rglob("*"))`` before it took two stats
 per file (``is_file()``, then ``stat()``) and read every folder twice; at 10^7 files on network storage the
 stats are the listing's time. Same files, order, sizes and so fingerprints (``tests/data/test_listing.py``).
+
+What a folder holds while it is listed is bounded, whatever it holds (:func:`_sorted_scan`): up to
+:data:`SORT_CHUNK` (65536) folders and image names are sorted in memory as their ``DirEntry`` objects, as before;
+a larger folder (a flat camera dump of 10^7 images held 10^7 entries, 1-2 GB, to sort it) is read in sorted runs
+of that many names written to a temporary file in the system's temporary folder (``TMPDIR``; not beside the data,
+which may be read-only and would list it; the file has no name there and is closed, so gone, however the walk
+ends), then merged (``heapq.merge``, a block per run). Whether an entry is a folder or an image name is read from
+its ``d_type`` as it is scanned; a spilled image file's one ``stat`` is ``os.stat`` of its path. The order is
+Python's ``str`` order (not the bytes'), non-UTF-8 names kept exactly (``tests/data/test_listing_bounded.py``;
+``benchmarks/flat_listing.py``: peak memory old vs new).
 """
 from __future__ import annotations
 
 import errno
+import heapq
 import os
+import stat
+import tempfile
 from array import array
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -95,25 +109,127 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and 0 < dot < len(name) - 1 and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
+#: a folder holding more listed entries (folders and image names) than this is sorted on disk, in runs of this many
+SORT_CHUNK = 65536
+#: bytes read at a time from each sorted run while they are merged
+SPILL_BLOCK = 16384
+_DIR, _FILE = b"d", b"f"
+
+
+def _no_spill(top: str, err: OSError) -> DistillError:
+    return DistillError(f"{shown(top)}: over {SORT_CHUNK} entries, so sorted through a temporary file in "
+                        f"{shown(tempfile.gettempdir())}, which failed: {err}; set TMPDIR to a writable folder with room")
+
+
+def _spill(f: IO[bytes], run: list[tuple[str, bytes]], top: str) -> tuple[int, int]:
+    """``run`` (``(name, kind)``) sorted by name and appended to ``f`` as ``kind name NUL`` records (a name never
+    holds NUL; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly); its ``(start, end)`` in ``f``."""
+    run.sort()  # names in one folder are unique: the kinds are never compared
+    start = f.tell()
+    try:
+        f.write(b"".join(kind + name.encode("utf-8", "surrogatepass") + b"\0" for name, kind in run))
+        f.flush()
+    except OSError as err:
+        raise _no_spill(top, err) from err
+    return start, f.tell()
+
+
+def _read_run(f: IO[bytes], start: int, end: int) -> Iterator[tuple[str, bytes]]:
+    """The records :func:`_spill` wrote at ``f[start:end]``, :data:`SPILL_BLOCK` bytes read at a time."""
+    tail = b""
+    while start < end:
+        f.seek(start)
+        block = f.read(min(SPILL_BLOCK, end - start))
+        start += len(block)
+        *records, tail = (tail + block).split(b"\0")
+        for r in records:
+            yield r[1:].decode("utf-8", "surrogatepass"), r[:1]
+
+
+def _popped(held: list[os.DirEntry[str]], kind: Callable[[os.DirEntry[str]], bytes | None]
+            ) -> Iterator[tuple[str, bytes, os.DirEntry[str] | None]]:
+    held.sort(key=lambda e: e.name, reverse=True)
+    while held:  # popped in name order: an entry, and the stat it caches, is freed once it is listed
+        e = held.pop()
+        yield e.name, kind(e) or b"", e  # its kind again: from what the entry cached, no system call
+
+
+def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.DirEntry[str]], bytes | None],
+                 stack: ExitStack) -> Iterator[tuple[str, bytes, os.DirEntry[str] | None]]:
+    """``(name, kind, entry)`` of each entry of folder ``top`` (read from ``it``, its ``os.scandir``) that ``kind``
+    gives a kind, in name order (Python's ``str`` order, as ``sorted`` gives). Up to :data:`SORT_CHUNK` such entries
+    are sorted in memory, their ``DirEntry`` kept (and the stat it may cache); a larger folder is read in runs of
+    that many names, each sorted and written to a temporary file (held open by ``stack``), then merged
+    (``heapq.merge``): ``entry`` is None, and what is held is one run while reading and one block per run while
+    merging, never the folder. The whole folder is read before this returns."""
+    held: list[os.DirEntry[str]] = []  # the entries alone: no tuple each (freed tuples stay in CPython's free list)
+    for e in it:
+        if kind(e) is not None:
+            held.append(e)
+            if len(held) == SORT_CHUNK:
+                break
+    else:
+        return _popped(held, kind)
+    try:  # in the system's temporary folder (TMPDIR), not beside the data: that may be read-only, and a file there
+        # would be listed. TemporaryFile has no name there (unlinked at once): it goes with the file or process.
+        f = stack.enter_context(tempfile.TemporaryFile())
+    except OSError as err:
+        raise _no_spill(top, err) from err
+    runs = [_spill(f, [(e.name, kind(e) or b"") for e in held], top)]
+    del held
+    run: list[tuple[str, bytes]] = []
+    for e in it:
+        k = kind(e)
+        if k is not None:
+            run.append((e.name, k))
+            if len(run) == SORT_CHUNK:
+                runs.append(_spill(f, run, top))
+                run = []
+    if run:
+        runs.append(_spill(f, run, top))
+    return ((name, k, None) for name, k in heapq.merge(*(_read_run(f, *r) for r in runs)))
+
+
+def _image_size(path: str) -> int | None:
+    """The size of the file at ``path`` (a link followed), None where it is not a file (as ``Path.is_file()``)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno not in _NOT_THERE:
+            raise
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
 def walk_images(top: str | Path, prefix: str = "", hidden_folders: bool = True) -> Iterator[tuple[str, int]]:
     """``(prefix + path relative to top, size in bytes)`` of every image file below folder ``top``: what
     ``sorted(Path(top).rglob("*"))`` filtered by name, ``is_file()`` and ``stat()`` gave, in its order (names
     sorted folder by folder, a folder's files where its name sorts), at one ``stat`` per image file (module
     docstring). As ``rglob``: links to files are listed, links to folders are not entered, an unreadable
     subfolder is passed over; hidden files are left out, and with ``hidden_folders=False`` hidden folders too.
+    What a folder holds while it is listed is bounded (:data:`SORT_CHUNK` entries; :func:`_sorted_scan`).
     """
+    def kind(e: os.DirEntry[str]) -> bytes | None:
+        if _is(lambda: e.is_dir(follow_symlinks=False)):
+            return _DIR if hidden_folders or not e.name.startswith(".") else None
+        return _FILE if is_image_name(e.name) else None
+
+    top = os.fspath(top)
     try:
-        with os.scandir(top) as it:
-            entries = sorted(it, key=lambda e: e.name, reverse=True)
+        it = os.scandir(top)
     except PermissionError:
         return
-    while entries:  # popped in name order: an entry, and the stat it caches, is freed once it is listed
-        e = entries.pop()
-        if _is(lambda: e.is_dir(follow_symlinks=False)):
-            if hidden_folders or not e.name.startswith("."):
-                yield from walk_images(e.path, f"{prefix}{e.name}/", hidden_folders)
-        elif is_image_name(e.name) and _is(e.is_file):
-            yield prefix + e.name, e.stat().st_size  # the entry's stat: cached where is_file() needed one
+    with ExitStack() as stack:  # the folder's scandir, and any spill file: closed (and so gone) however it ends
+        entries = _sorted_scan(stack.enter_context(it), top, kind, stack)
+        it.close()  # read: not held open while its subfolders are walked
+        for name, k, e in entries:
+            if k == _DIR:
+                yield from walk_images(os.path.join(top, name), f"{prefix}{name}/", hidden_folders)
+            elif e is not None:
+                if _is(e.is_file):
+                    yield prefix + name, e.stat().st_size  # the entry's stat: cached where is_file() needed one
+            elif (size := _image_size(os.path.join(top, name))) is not None:
+                yield prefix + name, size
 
 
 @dataclass(frozen=True)
