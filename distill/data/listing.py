@@ -113,7 +113,6 @@ def is_image_name(name: str) -> bool:
 SORT_CHUNK = 65536
 #: bytes read at a time from each sorted run while they are merged
 SPILL_BLOCK = 16384
-_DIR, _FILE = b"d", b"f"
 
 
 def _no_spill(top: str, err: OSError) -> DistillError:
@@ -121,73 +120,69 @@ def _no_spill(top: str, err: OSError) -> DistillError:
                         f"{shown(tempfile.gettempdir())}, which failed: {err}; set TMPDIR to a writable folder with room")
 
 
-def _spill(f: IO[bytes], run: list[tuple[str, bytes]], top: str) -> tuple[int, int]:
-    """``run`` (``(name, kind)``) sorted by name and appended to ``f`` as ``kind name NUL`` records (a name never
-    holds NUL; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly); its ``(start, end)`` in ``f``."""
-    run.sort()  # names in one folder are unique: the kinds are never compared
+def _spill(f: IO[bytes], run: list[str], top: str) -> tuple[int, int]:
+    """``run``'s records sorted and appended to ``f``, each ended by ``/``; its ``(start, end)`` in ``f``. A record
+    is ``name NUL kind``: no name holds NUL or ``/``, so records sort as their names do (NUL sorts first) and ``/``
+    ends one; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly."""
+    run.sort()
     start = f.tell()
     try:
-        f.write(b"".join(kind + name.encode("utf-8", "surrogatepass") + b"\0" for name, kind in run))
+        f.write(("/".join(run) + "/").encode("utf-8", "surrogatepass"))
         f.flush()
     except OSError as err:
         raise _no_spill(top, err) from err
     return start, f.tell()
 
 
-def _read_run(f: IO[bytes], start: int, end: int) -> Iterator[tuple[str, bytes]]:
+def _read_run(f: IO[bytes], start: int, end: int) -> Iterator[str]:
     """The records :func:`_spill` wrote at ``f[start:end]``, :data:`SPILL_BLOCK` bytes read at a time."""
     tail = b""
     while start < end:
         f.seek(start)
-        block = f.read(min(SPILL_BLOCK, end - start))
-        start += len(block)
-        *records, tail = (tail + block).split(b"\0")
-        for r in records:
-            yield r[1:].decode("utf-8", "surrogatepass"), r[:1]
+        read = f.read(min(SPILL_BLOCK, end - start))
+        start += len(read)
+        block = tail + read
+        cut = block.rfind(b"/") + 1  # whole records only: a name's bytes are never cut
+        tail = block[cut:]
+        yield from block[:cut].decode("utf-8", "surrogatepass").split("/")[:-1]
 
 
-def _popped(held: list[os.DirEntry[str]], kind: Callable[[os.DirEntry[str]], bytes | None]
-            ) -> Iterator[tuple[str, bytes, os.DirEntry[str] | None]]:
-    held.sort(key=lambda e: e.name, reverse=True)
-    while held:  # popped in name order: an entry, and the stat it caches, is freed once it is listed
-        e = held.pop()
-        yield e.name, kind(e) or b"", e  # its kind again: from what the entry cached, no system call
-
-
-def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.DirEntry[str]], bytes | None],
-                 stack: ExitStack) -> Iterator[tuple[str, bytes, os.DirEntry[str] | None]]:
-    """``(name, kind, entry)`` of each entry of folder ``top`` (read from ``it``, its ``os.scandir``) that ``kind``
-    gives a kind, in name order (Python's ``str`` order, as ``sorted`` gives). Up to :data:`SORT_CHUNK` such entries
-    are sorted in memory, their ``DirEntry`` kept (and the stat it may cache); a larger folder is read in runs of
-    that many names, each sorted and written to a temporary file (held open by ``stack``), then merged
-    (``heapq.merge``): ``entry`` is None, and what is held is one run while reading and one block per run while
-    merging, never the folder. The whole folder is read before this returns."""
-    held: list[os.DirEntry[str]] = []  # the entries alone: no tuple each (freed tuples stay in CPython's free list)
+def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.DirEntry[str]], str | None],
+                 stack: ExitStack) -> tuple[list[os.DirEntry[str]], Iterator[str]]:
+    """The entries of folder ``top`` (read from ``it``, its ``os.scandir``) that ``kind`` gives a kind (``d``: a
+    folder to walk, ``f``: an image name), in name order (Python's ``str`` order, as ``sorted`` gives), as
+    ``(entries, records)``, one of them empty. Up to :data:`SORT_CHUNK` such entries: ``entries``, sorted in
+    memory and reversed (popped from the end), each ``DirEntry`` kept (and the stat it may cache). A larger folder
+    is read in runs of that many ``name NUL kind`` records, each sorted and written to a temporary file (held open
+    by ``stack``), then merged (``heapq.merge``): ``records``, and what is held is one run while reading and one block
+    per run while merging, never the folder. The whole folder is read before this returns."""
+    held: list[os.DirEntry[str]] = []
     for e in it:
         if kind(e) is not None:
             held.append(e)
             if len(held) == SORT_CHUNK:
                 break
     else:
-        return _popped(held, kind)
+        held.sort(key=lambda e: e.name, reverse=True)
+        return held, iter(())
     try:  # in the system's temporary folder (TMPDIR), not beside the data: that may be read-only, and a file there
         # would be listed. TemporaryFile has no name there (unlinked at once): it goes with the file or process.
         f = stack.enter_context(tempfile.TemporaryFile())
     except OSError as err:
         raise _no_spill(top, err) from err
-    runs = [_spill(f, [(e.name, kind(e) or b"") for e in held], top)]
+    runs = [_spill(f, [f"{e.name}\0{kind(e)}" for e in held], top)]
     del held
-    run: list[tuple[str, bytes]] = []
+    run: list[str] = []
     for e in it:
         k = kind(e)
         if k is not None:
-            run.append((e.name, k))
+            run.append(f"{e.name}\0{k}")
             if len(run) == SORT_CHUNK:
                 runs.append(_spill(f, run, top))
                 run = []
     if run:
         runs.append(_spill(f, run, top))
-    return ((name, k, None) for name, k in heapq.merge(*(_read_run(f, *r) for r in runs)))
+    return [], heapq.merge(*(_read_run(f, *r) for r in runs))
 
 
 def _image_size(path: str) -> int | None:
@@ -209,10 +204,10 @@ def walk_images(top: str | Path, prefix: str = "", hidden_folders: bool = True) 
     subfolder is passed over; hidden files are left out, and with ``hidden_folders=False`` hidden folders too.
     What a folder holds while it is listed is bounded (:data:`SORT_CHUNK` entries; :func:`_sorted_scan`).
     """
-    def kind(e: os.DirEntry[str]) -> bytes | None:
+    def kind(e: os.DirEntry[str]) -> str | None:
         if _is(lambda: e.is_dir(follow_symlinks=False)):
-            return _DIR if hidden_folders or not e.name.startswith(".") else None
-        return _FILE if is_image_name(e.name) else None
+            return "d" if hidden_folders or not e.name.startswith(".") else None
+        return "f" if is_image_name(e.name) else None
 
     top = os.fspath(top)
     try:
@@ -220,15 +215,20 @@ def walk_images(top: str | Path, prefix: str = "", hidden_folders: bool = True) 
     except PermissionError:
         return
     with ExitStack() as stack:  # the folder's scandir, and any spill file: closed (and so gone) however it ends
-        entries = _sorted_scan(stack.enter_context(it), top, kind, stack)
+        held, records = _sorted_scan(stack.enter_context(it), top, kind, stack)
         it.close()  # read: not held open while its subfolders are walked
-        for name, k, e in entries:
-            if k == _DIR:
-                yield from walk_images(os.path.join(top, name), f"{prefix}{name}/", hidden_folders)
-            elif e is not None:
-                if _is(e.is_file):
-                    yield prefix + name, e.stat().st_size  # the entry's stat: cached where is_file() needed one
-            elif (size := _image_size(os.path.join(top, name))) is not None:
+        while held:  # popped in name order: an entry, and the stat it caches, is freed once it is listed
+            e = held.pop()
+            if _is(lambda: e.is_dir(follow_symlinks=False)):  # what kind() read: cached in the entry
+                yield from walk_images(e.path, f"{prefix}{e.name}/", hidden_folders)
+            elif _is(e.is_file):
+                yield prefix + e.name, e.stat().st_size  # the entry's stat: cached where is_file() needed one
+        base = os.path.join(top, "")
+        for r in records:  # a spilled folder's "name NUL kind", merged in name order
+            name = r[:-2]
+            if r[-1] == "d":
+                yield from walk_images(base + name, f"{prefix}{name}/", hidden_folders)
+            elif (size := _image_size(base + name)) is not None:
                 yield prefix + name, size
 
 
