@@ -1,6 +1,6 @@
 """Memory while a flat folder is listed: main's one sorted list of a folder's entries vs sorted runs on disk.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/flat_listing.py --sizes 20000,200000 [--old-rev c5fea07] [--dir DIR]
+    PYTHONPATH=. .venv/bin/python benchmarks/flat_listing.py --sizes 20000,200000 [--old-rev c5fea07] [--dir DIR] [--rounds 2]
 
 Builds DIR/flatN/NNNNNNN.png: N empty files in ONE folder (a camera dump), kept in ``--dir`` (default: the system's
 temporary folder's ``distill-flat-listing``) and reused by a later run, since making 10^5 files takes a while. The
@@ -13,7 +13,7 @@ with ``--chunk`` also the new code with ``SORT_CHUNK`` set to it (how the peak f
   over its resident memory just before the listing (anonymous memory in practice: the listing maps no file), and
   RssAnon held after it (the packed listing, plus what glibc keeps of freed temporaries);
 - tracemalloc (another fresh process): the peak while listing and what is still allocated after (exact);
-- the listing's wall time (the smaller of two processes; page cache warm after the first).
+- the listing's wall time (the smallest of ``--rounds`` processes, interleaved; page cache warm after the first).
 """
 from __future__ import annotations
 
@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--old-rev", default=OLD_REV, help="the code compared against (default: main before this change)")
     p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "distill-flat-listing",
                    help="where the folders are built (kept: reused by a later run)")
+    p.add_argument("--rounds", type=int, default=2, help="fresh processes per arm for RSS and time (the smaller kept)")
     p.add_argument("--chunk", type=int, default=8192, help="a third arm: the new code with this SORT_CHUNK (0: none)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="flat-listing-bench-"))
@@ -105,7 +106,7 @@ def main() -> None:
         for n in (int(x) for x in args.sizes.split(",")):
             folder = str(build(args.dir, n))
             got: dict = {}
-            for arm in arms + arms[::-1]:  # twice each, interleaved; the smaller kept
+            for arm in [a for r in range(args.rounds) for a in (arms if r % 2 == 0 else arms[::-1])]:  # interleaved
                 r = in_fresh_process(__file__, {"which": arm[0], "old": str(old), "folder": folder, "traced": False,
                                                 "chunk": arm[1]})
                 assert r["images"] == n, r
