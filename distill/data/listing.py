@@ -16,15 +16,29 @@ entry's type (``d_type``; a file system that does not fill it in costs one ``sta
 and the extension and hidden tests read the name only. ``sorted(Path.rglob("*"))`` before it took two stats
 per file (``is_file()``, then ``stat()``) and read every folder twice; at 10^7 files on network storage the
 stats are the listing's time. Same files, order, sizes and so fingerprints (``tests/data/test_listing.py``).
+
+What a folder holds while it is listed is bounded, whatever it holds (:func:`_sorted_scan`): up to
+:data:`SORT_CHUNK` (65536) folders and image names are sorted in memory as their ``DirEntry`` objects, as before;
+a larger folder (a flat camera dump of 10^7 images held 10^7 entries, 1-2 GB, to sort it) is read in sorted runs
+of that many names written to a temporary file in the system's temporary folder (``TMPDIR``; not beside the data,
+which may be read-only and would list it; the file has no name there and is closed, so gone, however the walk
+ends), then merged (``heapq.merge``, a block per run). Whether an entry is a folder or an image name is read from
+its ``d_type`` as it is scanned; a spilled image file's one ``stat`` is ``os.stat`` of its path. The order is
+Python's ``str`` order (not the bytes'), non-UTF-8 names kept exactly (``tests/data/test_listing_bounded.py``;
+``benchmarks/flat_listing.py``: peak memory old vs new).
 """
 from __future__ import annotations
 
 import errno
+import heapq
 import os
+import stat
+import tempfile
 from array import array
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -95,25 +109,127 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and 0 < dot < len(name) - 1 and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
+#: a folder holding more listed entries (folders and image names) than this is sorted on disk, in runs of this many
+SORT_CHUNK = 65536
+#: bytes read at a time from each sorted run while they are merged
+SPILL_BLOCK = 16384
+
+
+def _no_spill(top: str, err: OSError) -> DistillError:
+    return DistillError(f"{shown(top)}: over {SORT_CHUNK} entries, so sorted through a temporary file in "
+                        f"{shown(tempfile.gettempdir())}, which failed: {err}; set TMPDIR to a writable folder with room")
+
+
+def _spill(f: IO[bytes], run: list[str], top: str) -> tuple[int, int]:
+    """``run``'s records sorted and appended to ``f``, each ended by ``/``; its ``(start, end)`` in ``f``. A record
+    is ``name NUL kind``: no name holds NUL or ``/``, so records sort as their names do (NUL sorts first) and ``/``
+    ends one; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly."""
+    run.sort()
+    start = f.tell()
+    try:
+        f.write(("/".join(run) + "/").encode("utf-8", "surrogatepass"))
+        f.flush()
+    except OSError as err:
+        raise _no_spill(top, err) from err
+    return start, f.tell()
+
+
+def _read_run(f: IO[bytes], start: int, end: int) -> Iterator[str]:
+    """The records :func:`_spill` wrote at ``f[start:end]``, :data:`SPILL_BLOCK` bytes read at a time."""
+    tail = b""
+    while start < end:
+        f.seek(start)
+        read = f.read(min(SPILL_BLOCK, end - start))
+        start += len(read)
+        block = tail + read
+        cut = block.rfind(b"/") + 1  # whole records only: a name's bytes are never cut
+        tail = block[cut:]
+        yield from block[:cut].decode("utf-8", "surrogatepass").split("/")[:-1]
+
+
+def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.DirEntry[str]], str | None],
+                 stack: ExitStack) -> tuple[list[os.DirEntry[str]], Iterator[str]]:
+    """The entries of folder ``top`` (read from ``it``, its ``os.scandir``) that ``kind`` gives a kind (``d``: a
+    folder to walk, ``f``: an image name), in name order (Python's ``str`` order, as ``sorted`` gives), as
+    ``(entries, records)``, one of them empty. Up to :data:`SORT_CHUNK` such entries: ``entries``, sorted in
+    memory and reversed (popped from the end), each ``DirEntry`` kept (and the stat it may cache). A larger folder
+    is read in runs of that many ``name NUL kind`` records, each sorted and written to a temporary file (held open
+    by ``stack``), then merged (``heapq.merge``): ``records``, and what is held is one run while reading and one block
+    per run while merging, never the folder. The whole folder is read before this returns."""
+    held: list[os.DirEntry[str]] = []
+    for e in it:
+        if kind(e) is not None:
+            held.append(e)
+            if len(held) == SORT_CHUNK:
+                break
+    else:
+        held.sort(key=lambda e: e.name, reverse=True)
+        return held, iter(())
+    try:  # in the system's temporary folder (TMPDIR), not beside the data: that may be read-only, and a file there
+        # would be listed. TemporaryFile has no name there (unlinked at once): it goes with the file or process.
+        f = stack.enter_context(tempfile.TemporaryFile())
+    except OSError as err:
+        raise _no_spill(top, err) from err
+    runs = [_spill(f, [f"{e.name}\0{kind(e)}" for e in held], top)]
+    del held
+    run: list[str] = []
+    for e in it:
+        k = kind(e)
+        if k is not None:
+            run.append(f"{e.name}\0{k}")
+            if len(run) == SORT_CHUNK:
+                runs.append(_spill(f, run, top))
+                run = []
+    if run:
+        runs.append(_spill(f, run, top))
+    return [], heapq.merge(*(_read_run(f, *r) for r in runs))
+
+
+def _image_size(path: str) -> int | None:
+    """The size of the file at ``path`` (a link followed), None where it is not a file (as ``Path.is_file()``)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno not in _NOT_THERE:
+            raise
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
 def walk_images(top: str | Path, prefix: str = "", hidden_folders: bool = True) -> Iterator[tuple[str, int]]:
     """``(prefix + path relative to top, size in bytes)`` of every image file below folder ``top``: what
     ``sorted(Path(top).rglob("*"))`` filtered by name, ``is_file()`` and ``stat()`` gave, in its order (names
     sorted folder by folder, a folder's files where its name sorts), at one ``stat`` per image file (module
     docstring). As ``rglob``: links to files are listed, links to folders are not entered, an unreadable
     subfolder is passed over; hidden files are left out, and with ``hidden_folders=False`` hidden folders too.
+    What a folder holds while it is listed is bounded (:data:`SORT_CHUNK` entries; :func:`_sorted_scan`).
     """
+    def kind(e: os.DirEntry[str]) -> str | None:
+        if _is(lambda: e.is_dir(follow_symlinks=False)):
+            return "d" if hidden_folders or not e.name.startswith(".") else None
+        return "f" if is_image_name(e.name) else None
+
+    top = os.fspath(top)
     try:
-        with os.scandir(top) as it:
-            entries = sorted(it, key=lambda e: e.name, reverse=True)
+        it = os.scandir(top)
     except PermissionError:
         return
-    while entries:  # popped in name order: an entry, and the stat it caches, is freed once it is listed
-        e = entries.pop()
-        if _is(lambda: e.is_dir(follow_symlinks=False)):
-            if hidden_folders or not e.name.startswith("."):
+    with ExitStack() as stack:  # the folder's scandir, and any spill file: closed (and so gone) however it ends
+        held, records = _sorted_scan(stack.enter_context(it), top, kind, stack)
+        it.close()  # read: not held open while its subfolders are walked
+        while held:  # popped in name order: an entry, and the stat it caches, is freed once it is listed
+            e = held.pop()
+            if _is(lambda: e.is_dir(follow_symlinks=False)):  # what kind() read: cached in the entry
                 yield from walk_images(e.path, f"{prefix}{e.name}/", hidden_folders)
-        elif is_image_name(e.name) and _is(e.is_file):
-            yield prefix + e.name, e.stat().st_size  # the entry's stat: cached where is_file() needed one
+            elif _is(e.is_file):
+                yield prefix + e.name, e.stat().st_size  # the entry's stat: cached where is_file() needed one
+        base = os.path.join(top, "")
+        for r in records:  # a spilled folder's "name NUL kind", merged in name order
+            name = r[:-2]
+            if r[-1] == "d":
+                yield from walk_images(base + name, f"{prefix}{name}/", hidden_folders)
+            elif (size := _image_size(base + name)) is not None:
+                yield prefix + name, size
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,238 @@
+"""A folder's listing holds bounded memory (session 29): a folder of more than ``SORT_CHUNK`` listed entries is
+sorted through a temporary file (sorted runs, merged), never as one list of its entries; the listing is the same
+(order, sizes, links, hidden files and folders, non-UTF-8 names), one stat per image file, and the temporary file
+is gone however the walk ends."""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from distill.data import listing
+from distill.data.folder import DomainFolder, list_images
+from distill.data.listing import is_image_name, walk_images
+from distill.data.unlabeled import scan_folder
+from distill.errors import DistillError
+from tests.data.test_listing import (
+    MAIN_CAM_FILES,
+    MAIN_CAM_SHA256,
+    MAIN_FILES,
+    MAIN_FINGERPRINT,
+    MAIN_UNNAMED,
+    tricky_tree,
+)
+
+
+def _chunk(monkeypatch, chunk: int, block: int = 5) -> None:
+    """Runs of ``chunk`` names, read back ``block`` bytes at a time (records cut across blocks)."""
+    monkeypatch.setattr(listing, "SORT_CHUNK", chunk, raising=False)  # raising=False: main has no such knob
+    monkeypatch.setattr(listing, "SPILL_BLOCK", block, raising=False)
+
+
+def _at(top: Path, name: str | bytes) -> str:
+    return os.path.join(os.fsencode(top), name) if isinstance(name, bytes) else os.path.join(top, name)
+
+
+def odd_tree(top: Path) -> Path:
+    """Names whose str order differs from their bytes' (``\\xc3x`` vs ``é``), non-UTF-8 files and folder, same
+    prefixes, a folder sorting between files, hidden ones, links to files, folders and nothing, and fillers."""
+    top.mkdir()
+    names: list[str | bytes] = ["a.png", "a0.png", "a.png.png", "a-.png", "A.png", "é.png", b"\xc3x.png", b"\xe9.png",
+                                "\ue000.png", "new\nline.png", " space.png", ".hidden.png", "notes.txt", "\U0001f600.png",
+                                "a/b.png", "a/a/c.jpg", "a.p/x.png", ".hid/h.png", b"\xe9d/in.png", "zz/"]
+    names += [f"f{i:02d}.{'png' if i % 3 else 'JPG'}" for i in range(25)]
+    for k, name in enumerate(names):
+        path = _at(top, name)
+        if isinstance(name, str) and name.endswith("/"):
+            os.makedirs(path)
+            continue
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            with open(path, "wb") as f:
+                f.write(b"x" * (k + 1))
+        except OSError as e:  # e.g. a file system that takes UTF-8 names only
+            pytest.skip(f"this file system refuses the name {name!r}: {e}")
+    for link, target in [("lf.png", "a.png"), ("ld", "a"), ("ld.png", "a"), ("broken.png", "nope.png")]:
+        os.symlink(target, top / link)
+    return top
+
+
+def reference(top: str, prefix: str = "", hidden: bool = True):
+    """The listing's rule spelled out (``sorted(os.listdir)``): the order and files main's walk gives."""
+    for name in sorted(os.listdir(top)):
+        path = os.path.join(top, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            if hidden or not name.startswith("."):
+                yield from reference(path, f"{prefix}{name}/", hidden)
+        elif is_image_name(name) and os.path.isfile(path):
+            yield prefix + name, os.path.getsize(path)
+
+
+def test_the_spilled_listing_and_fingerprints_are_mains(tmp_path, monkeypatch):
+    """Every folder over the chunk (2) is sorted on disk: the same files, order, sizes and fingerprints as main's."""
+    _chunk(monkeypatch, 2)
+    root, cam = tricky_tree(tmp_path)
+    domains, files = list_images(root)
+    rels = [files.text[files.offsets[i]:files.offsets[i + 1]].tobytes().decode() for i in range(len(files))]
+    assert domains == ["a", "b"] and list(zip(rels, files.size.tolist())) == MAIN_FILES
+    assert list(files.unnamed) == [f"{root}/{rel}" for rel in MAIN_UNNAMED]
+    assert DomainFolder(root, skip_bad=True).fingerprint() == MAIN_FINGERPRINT
+    folder = scan_folder(str(cam), root, "k")
+    assert tuple(folder.rows()) == MAIN_CAM_FILES and folder.files_sha256() == MAIN_CAM_SHA256
+
+
+@pytest.mark.parametrize("chunk,block", [(1, 1), (2, 3), (3, 5), (7, 16384), (10 ** 9, 16384)])
+def test_odd_names_list_in_the_same_order_whatever_the_chunk(tmp_path, monkeypatch, chunk, block):
+    top = odd_tree(tmp_path / "t")
+    want = list(reference(str(top)))
+    rels = [rel for rel, _ in want]
+    assert rels.index("é.png") < rels.index("\udcc3x.png")  # str order: as bytes, c3 78 sorts before c3 a9
+    assert {"\udce9.png", "\udce9d/in.png", "lf.png", ".hid/h.png", "new\nline.png"} <= set(rels)
+    _chunk(monkeypatch, chunk, block)
+    assert list(walk_images(top)) == want
+    assert list(walk_images(top, "p/", hidden_folders=False)) == list(reference(str(top), "p/", hidden=False))
+
+
+class _Entry:
+    """A ``DirEntry`` that counts how many are alive at once."""
+    live = peak = 0
+
+    def __init__(self, entry: os.DirEntry) -> None:
+        self._entry = entry
+        _Entry.live += 1
+        _Entry.peak = max(_Entry.peak, _Entry.live)
+
+    def __del__(self) -> None:
+        _Entry.live -= 1
+
+    def __getattr__(self, name: str):
+        return getattr(self._entry, name)
+
+
+class _Scan:
+    def __init__(self, it) -> None:
+        self._it = it
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._it.close()
+
+    def close(self) -> None:
+        self._it.close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> _Entry:
+        return _Entry(next(self._it))
+
+
+def test_a_flat_folder_is_never_held_as_a_list_of_its_entries(tmp_path, monkeypatch):
+    """Main sorted every folder's DirEntry objects in one list: a flat folder of 10^7 images held 10^7 of them
+    (1-2 GB) while it was listed. Now at most a chunk of them are alive at once."""
+    top = tmp_path / "flat"
+    top.mkdir()
+    for i in range(60):
+        (top / f"{(i * 37) % 60:03d}.{'png' if i % 4 else 'txt'}").write_bytes(b"x" * i)
+    want = list(reference(str(top)))
+    _chunk(monkeypatch, 8)
+    real = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: _Scan(real(path)))
+    _Entry.live = _Entry.peak = 0
+    assert list(walk_images(top)) == want and len(want) == 45
+    assert _Entry.peak <= 8 + 1, f"{_Entry.peak} directory entries alive at once (chunk 8)"
+
+
+def test_a_spilled_folder_stats_each_image_file_once(tmp_path, monkeypatch):
+    top = tmp_path / "flat"
+    (top / "sub").mkdir(parents=True)
+    for i in range(30):
+        (top / f"{i:02d}.png").write_bytes(b"x" * i)
+    for i in range(10):
+        (top / f"{i:02d}.txt").write_bytes(b"x")
+    _chunk(monkeypatch, 4)
+    calls: list[str] = []
+    for name in ("stat", "lstat"):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    assert len(list(walk_images(top))) == 30
+    assert len(calls) == 30, calls
+
+
+@pytest.fixture
+def spills(tmp_path, monkeypatch) -> tuple[Path, list]:
+    """(the temporary folder, the temporary files the listing opened)."""
+    where = tmp_path / "tmp"
+    where.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(where))
+    made: list = []
+    real = tempfile.TemporaryFile
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    return where, made
+
+
+def _nested(top: Path) -> Path:
+    """A folder of 10 images with a subfolder of 10 (sorted between them): two spill files open at once."""
+    for i in range(10):
+        for rel in (f"{i:02d}.png", f"05m/{i:02d}.png"):
+            (top / rel).parent.mkdir(parents=True, exist_ok=True)
+            (top / rel).write_bytes(b"x" * i)
+    return top
+
+
+def _fail_at(monkeypatch, n: int, exc: BaseException) -> None:
+    real, count = os.stat, [0]
+
+    def stat(*a, **k):
+        count[0] += 1
+        if count[0] == n:
+            raise exc
+        return real(*a, **k)
+    monkeypatch.setattr(os, "stat", stat)
+
+
+def _gone(where: Path, made: list) -> None:
+    assert len(made) == 2 and all(f.closed for f in made) and os.listdir(where) == []
+
+
+def test_the_spill_file_is_gone_after_the_walk(tmp_path, monkeypatch, spills):
+    _chunk(monkeypatch, 3)
+    top = _nested(tmp_path / "t")
+    assert len(list(walk_images(top))) == 20
+    _gone(*spills)
+
+
+@pytest.mark.parametrize("exc", [OSError(errno.EIO, "injected"), KeyboardInterrupt()])
+def test_the_spill_file_is_gone_after_an_error_mid_walk(tmp_path, monkeypatch, spills, exc):
+    """An error (or Ctrl-C) while the subfolder's files are stat-ed, both folders' spill files open."""
+    _chunk(monkeypatch, 3)
+    top = _nested(tmp_path / "t")
+    _fail_at(monkeypatch, 9, exc)
+    got = []
+    with pytest.raises(type(exc)):
+        for rel, _ in walk_images(top):
+            got.append(rel)
+    assert got == [f"{i:02d}.png" for i in range(6)] + ["05m/00.png", "05m/01.png"]
+    _gone(*spills)
+
+
+def test_the_spill_file_is_gone_when_the_walk_is_left(tmp_path, monkeypatch, spills):
+    _chunk(monkeypatch, 3)
+    walk = walk_images(_nested(tmp_path / "t"))
+    assert [next(walk) for _ in range(8)][-1] == ("05m/01.png", 1)
+    walk.close()
+    _gone(*spills)
+
+
+def test_no_room_for_the_spill_file_is_one_line(tmp_path, monkeypatch):
+    _chunk(monkeypatch, 3)
+    top = _nested(tmp_path / "t")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(DistillError, match=rf"^{top}: over 3 entries, so sorted through a temporary file in "
+                                           rf"{tmp_path}/missing, which failed: .*; set TMPDIR to a writable folder"):
+        list(walk_images(top))
