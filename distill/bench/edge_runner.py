@@ -839,10 +839,21 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
     of results moved whole) still names them, wherever ``distill report`` runs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    cut = path.is_file() and path.stat().st_size > 0 and _last_byte(path) != b"\n"
     with open(path, "a") as f:
+        if cut:  # its last line was cut off (power loss, kill -9): the new records must not be glued to it
+            print(f"warning: {path}: its last line is cut off (no newline at the end: an interrupted write?); "
+                  "appending on a new line (readers skip the cut-off one)", file=sys.stderr)
+            f.write("\n")
         for r in records:
             f.write(json.dumps(with_model_relative(r, path), sort_keys=False) + "\n")
             f.flush()
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
 
 
 def with_model_relative(record: dict[str, Any], path: str | Path) -> dict[str, Any]:
@@ -940,15 +951,18 @@ def check_timing_args(warmup: int, iters: int, topk: int) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read bench records; lines that are not JSON objects of this schema are skipped."""
+    """Read bench records; lines that are not JSON objects of this schema are skipped (one that is not JSON at all,
+    such as a line cut off by an interrupted write, with a warning naming it)."""
     out = []
-    for line in Path(path).read_text().splitlines():
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
+            print(f"warning: {path}:{n}: not JSON ({e.msg} at column {e.colno}; cut off by an interrupted write?); "
+                  "skipped that line", file=sys.stderr)
             continue
         if isinstance(rec, dict) and rec.get("schema") == SCHEMA:
             out.append(rec)

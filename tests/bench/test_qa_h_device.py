@@ -1,0 +1,47 @@
+"""QA H (the device path): a torn bench file, repeated batch sizes, Ctrl-C before any record, an engine without
+--runtime tensorrt, rss vs peak."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import distill.bench.edge_runner as edge_runner
+from distill.cli import main
+from distill.records import BenchRecord
+
+FAST = ["--warmup", "0", "--iters", "2", "--threads", "1"]
+
+
+def _torn(small_onnx: Path, path: Path) -> Path:
+    """A bench file of one record and a second line cut off half way (no newline at the end)."""
+    assert edge_runner.main([str(small_onnx), *FAST, "--out", str(path)]) == 0
+    line = path.read_bytes()
+    path.write_bytes(line + line[: len(line) // 2])
+    return path
+
+
+@pytest.mark.parametrize("via", ["edge_runner", "distill bench"])
+def test_appending_to_a_file_with_a_cut_off_last_line_starts_a_new_line(small_onnx: Path, tmp_path: Path, via: str,
+                                                                       capsys) -> None:
+    out = _torn(small_onnx, tmp_path / "bench.jsonl")
+    capsys.readouterr()
+    if via == "edge_runner":
+        assert edge_runner.main([str(small_onnx), *FAST, "--out", str(out)]) == 0
+    else:
+        assert main(["bench", str(small_onnx), *FAST, "--out", str(out)]) == 0
+    skipped: list[tuple[int, str]] = []
+    records = list(BenchRecord.read_lines(out, skipped))
+    assert len(records) == 2  # the first and the new one: only the cut-off line is lost
+    assert [n for n, _ in skipped] == [2]
+    assert out.read_bytes().endswith(b"\n")
+    err = capsys.readouterr().err
+    assert err.count("last line is cut off") == 1 and str(out) in err, err
+
+
+def test_read_jsonl_names_the_line_it_skips(small_onnx: Path, tmp_path: Path, capsys) -> None:
+    out = _torn(small_onnx, tmp_path / "bench.jsonl")
+    capsys.readouterr()
+    assert len(edge_runner.read_jsonl(out)) == 1
+    err = capsys.readouterr().err
+    assert f"{out}:2: not JSON" in err and "skipped that line" in err, err
