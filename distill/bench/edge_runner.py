@@ -1022,13 +1022,19 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
 
 
 # --------------------------------------------------------------------------- CLI
-def parse_batches(text: str) -> list[int]:
+def parse_batches(text: str, flag: str = "--batch") -> list[int]:
+    """``--batch 1,8`` as ``[1, 8]``. A size given twice is refused, not merged: it is a typo (``8,1,8`` for
+    ``8,1,16``?) that merging would hide, and timed twice it pooled both passes into one record at half the
+    throughput."""
     try:
         out = [int(b) for b in str(text).split(",") if b.strip()]
     except ValueError:
-        raise ValueError(f"--batch must be comma-separated positive integers, got '{text}'") from None
+        raise ValueError(f"{flag} must be comma-separated positive integers, got '{text}'") from None
     if not out or any(b <= 0 for b in out):
-        raise ValueError(f"--batch must be comma-separated positive integers, got '{text}'")
+        raise ValueError(f"{flag} must be comma-separated positive integers, got '{text}'")
+    twice = next((b for i, b in enumerate(out) if b in out[:i]), None)
+    if twice is not None:
+        raise ValueError(f"{flag} '{text}' gives batch size {twice} more than once; give each size once")
     return out
 
 
@@ -1037,7 +1043,7 @@ def add_bench_arguments(p: argparse.ArgumentParser, runtimes: Sequence[str] = RU
     """The flags shared by this runner and ``distill bench``."""
     p.add_argument("--runtime", default=default_runtime, choices=list(runtimes),
                    help=f"where to run (default: {default_runtime or 'from the model type'})")
-    p.add_argument("--batch", default="1", help="comma-separated batch sizes (default: 1)")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes, each once (default: 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: runtime's choice)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per batch (default: 10)")
     p.add_argument("--iters", type=int, default=50, help="timed runs per batch (default: 50)")

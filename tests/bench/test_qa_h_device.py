@@ -45,3 +45,21 @@ def test_read_jsonl_names_the_line_it_skips(small_onnx: Path, tmp_path: Path, ca
     assert len(edge_runner.read_jsonl(out)) == 1
     err = capsys.readouterr().err
     assert f"{out}:2: not JSON" in err and "skipped that line" in err, err
+
+
+def test_a_batch_size_given_twice_is_refused_in_one_line_before_timing(small_onnx: Path, tmp_path: Path, monkeypatch,
+                                                                       capsys) -> None:
+    from distill import api
+
+    timed: list[str] = []
+    monkeypatch.setattr(edge_runner, "bench_runners", lambda *a, **k: timed.append("timed") or [])
+    out = tmp_path / "dup.jsonl"
+    assert edge_runner.main([str(small_onnx), *FAST, "--batch", "8,1,8", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --batch '8,1,8' gives batch size 8 more than once; give each size once"], err
+    assert main(["bench", str(small_onnx), *FAST, "--batch", "8,8", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch '8,8' gives batch size 8 more than once" in err[0], err
+    with pytest.raises(Exception, match="batch '2,1,2' gives batch size 2 more than once"):
+        api.bench(small_onnx, batch=[2, 1, 2], warmup=0, iters=1)
+    assert timed == [] and not out.exists()
