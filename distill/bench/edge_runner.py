@@ -1111,7 +1111,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1  # the distill CLI's convention: 1 for a runtime error, 2 (argparse) for bad usage
     except KeyboardInterrupt:
         where = f" in {args.out}" if args.out else " (printed above)"
-        print(f"interrupted: kept the {len(written)} record(s) of the models that finished{where}", file=sys.stderr)
+        print(f"interrupted: kept the {len(written)} record(s) of the models that finished{where}" if written else
+              "interrupted before any model finished: no record was written", file=sys.stderr)
         return 130
     if args.out:
         print(f"wrote {len(written)} record(s) to {args.out}", file=sys.stderr)

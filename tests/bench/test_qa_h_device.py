@@ -63,3 +63,16 @@ def test_a_batch_size_given_twice_is_refused_in_one_line_before_timing(small_onn
     with pytest.raises(Exception, match="batch '2,1,2' gives batch size 2 more than once"):
         api.bench(small_onnx, batch=[2, 1, 2], warmup=0, iters=1)
     assert timed == [] and not out.exists()
+
+
+def test_ctrl_c_before_any_model_finished_names_no_file(small_onnx: Path, tmp_path: Path, monkeypatch,
+                                                        capsys) -> None:
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edge_runner, "bench_file", interrupted)
+    out = tmp_path / "int.jsonl"
+    assert edge_runner.main([str(small_onnx), *FAST, "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["interrupted before any model finished: no record was written"], err
+    assert not out.exists()
