@@ -911,13 +911,20 @@ def check_bench_out(path: str | Path, flag: str = "--out") -> None:
                          "bench would append to it: give another .jsonl file")
 
 
-def check_model_file(model: str | Path) -> None:
-    """Raise :class:`RuntimeUnavailable` (one line) unless ``model`` is an existing file."""
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def check_model_file(model: str | Path, runtime: str | None = None) -> None:
+    """Raise :class:`RuntimeUnavailable` (one line) unless ``model`` is an existing file (and, for an onnxruntime
+    ``runtime``, not a TensorRT engine by its suffix: onnxruntime would call it an invalid protobuf)."""
     path = Path(model)
     if path.is_dir():
         raise RuntimeUnavailable(f"{model}: is a folder; pass .onnx files (or TensorRT engines)")
     if not path.is_file():
         raise RuntimeUnavailable(f"{model}: model file not found")
+    if runtime in _ORT_PROVIDERS and path.suffix in ENGINE_SUFFIXES:
+        raise RuntimeUnavailable(f"{model}: a TensorRT engine ({path.suffix}): pass --runtime tensorrt "
+                                 f"(--runtime {runtime} runs .onnx files)")
 
 
 def usable_cores() -> int | None:
@@ -972,7 +979,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def bench_file(model: str | Path, runtime: str = "ort-cpu", batches: Iterable[int] = (1,), threads: int | None = None,
                warmup: int = 10, iters: int = 50, profile: bool = False, topk: int = 10) -> list[dict[str, Any]]:
     """Load ``model`` (``.onnx`` or TensorRT engine) on ``runtime`` and benchmark it."""
-    check_model_file(model)
+    check_model_file(model, runtime)
     preload_runtime(runtime)
     before = rss_mb()
     runner = open_runner(model, runtime, threads=threads)
@@ -994,7 +1001,7 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
     Jetson). ONNX Runtime sessions do not spin-wait here (a session's spinning workers would steal the cores from
     the next one)."""
     for model in models:
-        check_model_file(model)
+        check_model_file(model, runtime)
 
     def open_one(m: str | Path) -> Any:
         if runtime in _ORT_PROVIDERS:
@@ -1092,7 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
         if oversubscribed:
             print(f"warning: {oversubscribed}", file=sys.stderr)
         for m in args.model:  # every file before timing any
-            check_model_file(m)
+            check_model_file(m, args.runtime)
         if args.out:
             check_bench_out(args.out)
         if args.profile and args.runtime == "tensorrt":

@@ -76,3 +76,12 @@ def test_ctrl_c_before_any_model_finished_names_no_file(small_onnx: Path, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["interrupted before any model finished: no record was written"], err
     assert not out.exists()
+
+
+def test_an_engine_without_runtime_tensorrt_gets_a_hint_to_pass_it(tmp_path: Path, capsys) -> None:
+    engine = tmp_path / "model.int8.engine"
+    engine.write_bytes(b"\x00not onnx")
+    assert edge_runner.main([str(engine), *FAST]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {engine}: a TensorRT engine (.engine): pass --runtime tensorrt (--runtime ort-cpu runs "
+                   ".onnx files)"], err
