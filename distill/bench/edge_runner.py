@@ -135,10 +135,11 @@ def rss_mb() -> float | None:
 
 
 class PeakRSS:
-    """Peak RSS while the ``with`` block runs, in MiB.
+    """Peak RSS while the ``with`` block runs, in MiB, and the RSS at its end (``end_mb``).
 
     Resets the kernel's high-water mark first (``/proc/self/clear_refs``); where that is not
-    allowed, falls back to the lifetime peak and sets ``lifetime=True``.
+    allowed, falls back to the lifetime peak and sets ``lifetime=True``. The peak is at least the
+    end reading (read just after the high-water mark: a record never shows a current RSS above its peak).
     """
 
     def __enter__(self) -> PeakRSS:
@@ -148,6 +149,7 @@ class PeakRSS:
         except OSError:
             self.lifetime = True
         self.peak_mb: float | None = None
+        self.end_mb: float | None = None
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -160,7 +162,9 @@ class PeakRSS:
                 self.lifetime = True
             except (ImportError, OSError):
                 kb = None
-        self.peak_mb = None if kb is None else kb / 1024.0
+        self.end_mb = rss_mb()
+        seen = [v for v in (None if kb is None else kb / 1024.0, self.end_mb) if v is not None]
+        self.peak_mb = max(seen) if seen else None
 
 
 def gpu_process_memory_mb(pid: int | None = None) -> float | None:
@@ -800,7 +804,9 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
         known = [pk.peak_mb for pk in peaks[b] if pk.peak_mb is not None]
         peak_mb = max(known) if known else None
         base = rss_before_load_mb
-        mem = {"rss_mb": rss_mb(), "peak_rss_mb": peak_mb,
+        # rss_mb: at the end of this batch's timed runs (not after every batch: a later, larger batch's memory
+        # made it exceed this batch's peak)
+        mem = {"rss_mb": peaks[b][-1].end_mb if peaks[b] else rss_mb(), "peak_rss_mb": peak_mb,
                "peak_rss_delta_mb": (peak_mb - base) if (peak_mb is not None and base is not None) else None,
                "peak_is_lifetime": any(pk.lifetime for pk in peaks[b]),
                "gpu_peak_mb": gpu_peak_mb() if gpu_peak_mb else None}

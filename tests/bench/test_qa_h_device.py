@@ -85,3 +85,22 @@ def test_an_engine_without_runtime_tensorrt_gets_a_hint_to_pass_it(tmp_path: Pat
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {engine}: a TensorRT engine (.engine): pass --runtime tensorrt (--runtime ort-cpu runs "
                    ".onnx files)"], err
+
+
+def test_a_records_rss_is_never_above_its_peak(small_onnx: Path, monkeypatch) -> None:
+    """Memory that grows while the runs go on (a larger batch after this one; the kernel's high-water mark read just
+    before the current RSS): the record's rss_mb is this batch's, and its peak includes it."""
+    state = {"rss_kb": 100 * 1024.0}
+
+    def status_kb(field: str) -> float:
+        if field == "VmRSS":
+            state["rss_kb"] += 10 * 1024.0  # grows between any two readings
+            return state["rss_kb"]
+        return state["rss_kb"]  # VmHWM: as of the last reading
+
+    monkeypatch.setattr(edge_runner, "_status_kb", status_kb)
+    records = edge_runner.bench_file(small_onnx, "ort-cpu", (1, 2), threads=1, warmup=0, iters=1)
+    for r in records:
+        mem = r["memory"]
+        assert mem["rss_mb"] <= mem["peak_rss_mb"], (r["batch"], mem)
+    assert records[0]["memory"]["rss_mb"] < records[1]["memory"]["rss_mb"]  # each batch's own reading
