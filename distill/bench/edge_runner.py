@@ -66,7 +66,8 @@ _INSTALL_HINT = {
     "ort-trt": "onnxruntime-gpu built with TensorRT (pip install onnxruntime-gpu tensorrt; on a Jetson, NVIDIA's "
                "onnxruntime-gpu wheel for your JetPack) and TensorRT libraries on LD_LIBRARY_PATH",
     "tensorrt": "the TensorRT Python bindings (pip install tensorrt; on a Jetson they come with JetPack as "
-                "python3-libnvinfer) and cuda-python (pip install cuda-python)",
+                "python3-libnvinfer, which a venv sees only when made with python3 -m venv --system-site-packages) "
+                "and cuda-python (pip install 'cuda-python>=12,<13' on CUDA 12, as JetPack 6 is)",
 }
 
 

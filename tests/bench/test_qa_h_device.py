@@ -104,3 +104,11 @@ def test_a_records_rss_is_never_above_its_peak(small_onnx: Path, monkeypatch) ->
         mem = r["memory"]
         assert mem["rss_mb"] <= mem["peak_rss_mb"], (r["batch"], mem)
     assert records[0]["memory"]["rss_mb"] < records[1]["memory"]["rss_mb"]  # each batch's own reading
+
+
+def test_the_tensorrt_hint_names_the_venv_trap_and_cuda_python_for_cuda_12(monkeypatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)  # not importable, as in a plain venv on a Jetson
+    with pytest.raises(edge_runner.RuntimeUnavailable) as e:
+        edge_runner._import_tensorrt()
+    said = str(e.value)
+    assert "python3 -m venv --system-site-packages" in said and "pip install 'cuda-python>=12,<13'" in said, said
