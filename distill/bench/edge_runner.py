@@ -599,11 +599,12 @@ class TensorRTRunner:
         self.providers = [f"TensorRT {trt.__version__}"]
         self._buffers: dict[tuple[int, ...], dict[str, tuple[Any, np.ndarray]]] = {}  # shape -> name -> (device, host)
         err, self.stream = cudart.cudaStreamCreate()
-        self._check(err)
+        self._check(err, "cudaStreamCreate")
 
-    def _check(self, err: Any) -> None:
+    def _check(self, err: Any, call: str) -> None:
+        """A CUDA runtime call's status (cuda-python returns it, never raises): not 0 is one line naming it."""
         if int(err) != 0:
-            raise RuntimeError(f"CUDA error {err}")
+            raise RuntimeUnavailable(f"{self.path}: CUDA error {int(err)} ({err}) in {call}")
 
     def input_shape(self, batch: int) -> list[int]:
         """The input shape for ``batch``; a batch the engine cannot run (fixed batch, or outside its optimization
@@ -623,7 +624,7 @@ class TensorRTRunner:
                 dtype = self.trt.nptype(self.engine.get_tensor_dtype(n))
                 host = np.empty(tuple(self.context.get_tensor_shape(n)), dtype=dtype)
                 err, dev = self.cudart.cudaMalloc(host.nbytes)
-                self._check(err)
+                self._check(err, "cudaMalloc")
                 bufs[n] = (dev, host)
             self._buffers[shape] = bufs
         return self._buffers[shape]
@@ -634,14 +635,17 @@ class TensorRTRunner:
         self.context.set_input_shape(self.input_name, tuple(x.shape))
         dev_in, host_in = bufs[self.input_name]
         np.copyto(host_in, x.astype(host_in.dtype, copy=False))
-        cudart.cudaMemcpyAsync(dev_in, host_in.ctypes.data, host_in.nbytes, kind.cudaMemcpyHostToDevice, self.stream)
+        self._check(cudart.cudaMemcpyAsync(dev_in, host_in.ctypes.data, host_in.nbytes, kind.cudaMemcpyHostToDevice,
+                                           self.stream)[0], "cudaMemcpyAsync (to the GPU)")
         for n, (dev, _) in bufs.items():
             self.context.set_tensor_address(n, int(dev))
-        self.context.execute_async_v3(self.stream)
+        if self.context.execute_async_v3(self.stream) is False:
+            raise RuntimeUnavailable(f"{self.path}: TensorRT's execute_async_v3 failed (its log above says why)")
         for n in self.outputs:
             dev, host = bufs[n]
-            cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, kind.cudaMemcpyDeviceToHost, self.stream)
-        cudart.cudaStreamSynchronize(self.stream)
+            self._check(cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, kind.cudaMemcpyDeviceToHost,
+                                               self.stream)[0], "cudaMemcpyAsync (from the GPU)")
+        self._check(cudart.cudaStreamSynchronize(self.stream)[0], "cudaStreamSynchronize")
         return [bufs[n][1] for n in self.outputs]
 
     def profiled(self) -> None:

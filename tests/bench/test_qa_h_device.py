@@ -112,3 +112,34 @@ def test_the_tensorrt_hint_names_the_venv_trap_and_cuda_python_for_cuda_12(monke
         edge_runner._import_tensorrt()
     said = str(e.value)
     assert "python3 -m venv --system-site-packages" in said and "pip install 'cuda-python>=12,<13'" in said, said
+
+
+
+def test_a_cuda_error_in_a_tensorrt_run_is_one_line_not_a_traceback(monkeypatch, tmp_path: Path, capsys) -> None:
+    import sys
+    import types
+
+    import numpy as np
+
+    from tests.bench.test_runner_checks import _fake_tensorrt
+
+    _fake_tensorrt(monkeypatch, 1, 32, "10.3.0")
+    trt, cudart = sys.modules["tensorrt"], sys.modules["cuda.bindings.runtime"]
+    fake = trt.Runtime(None).deserialize_cuda_engine(b"1..32")  # the fake's classes, given what a run needs
+    shapes = {"input": (1, 3, 32, 32), "logits": (1, 10)}
+    monkeypatch.setattr(type(fake), "get_tensor_dtype", lambda self, n: 0, raising=False)
+    ctx = type(fake.create_execution_context())
+    monkeypatch.setattr(ctx, "get_tensor_shape", lambda self, n: shapes[n], raising=False)
+    monkeypatch.setattr(ctx, "set_tensor_address", lambda self, n, a: None, raising=False)
+    monkeypatch.setattr(ctx, "execute_async_v3", lambda self, stream: True, raising=False)
+    trt.nptype = lambda dtype: np.float32
+    cudart.cudaMalloc = lambda nbytes: (0, 4096)
+    cudart.cudaFree = lambda dev: (0,)
+    cudart.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    cudart.cudaMemcpyAsync = lambda *a: (700,)  # cudaErrorIllegalAddress: cuda-python returns it, never raises
+    cudart.cudaStreamSynchronize = lambda stream: (0,)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"fake")
+    assert edge_runner.main([str(engine), "--runtime", "tensorrt", "--warmup", "0", "--iters", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {engine}: CUDA error 700 (700) in cudaMemcpyAsync (to the GPU)"], err
