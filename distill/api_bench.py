@@ -82,6 +82,6 @@ def _batches(batch: Any, parse: Any) -> tuple[int, ...]:
     if any(isinstance(b, bool) or not isinstance(b, (int, str)) for b in items):
         raise bad
     try:
-        return tuple(parse(",".join(str(b) for b in items)))
-    except ValueError:
-        raise bad from None
+        return tuple(parse(",".join(str(b) for b in items), "bench: batch"))
+    except ValueError as e:
+        raise (DistillError(str(e)) if "more than once" in str(e) else bad) from None

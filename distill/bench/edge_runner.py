@@ -67,7 +67,8 @@ _INSTALL_HINT = {
     "ort-trt": "onnxruntime-gpu built with TensorRT (pip install onnxruntime-gpu tensorrt; on a Jetson, NVIDIA's "
                "onnxruntime-gpu wheel for your JetPack) and TensorRT libraries on LD_LIBRARY_PATH",
     "tensorrt": "the TensorRT Python bindings (pip install tensorrt; on a Jetson they come with JetPack as "
-                "python3-libnvinfer) and cuda-python (pip install cuda-python)",
+                "python3-libnvinfer, which a venv sees only when made with python3 -m venv --system-site-packages) "
+                "and cuda-python (pip install 'cuda-python>=12,<13' on CUDA 12, as JetPack 6 is)",
 }
 
 
@@ -136,10 +137,11 @@ def rss_mb() -> float | None:
 
 
 class PeakRSS:
-    """Peak RSS while the ``with`` block runs, in MiB.
+    """Peak RSS while the ``with`` block runs, in MiB, and the RSS at its end (``end_mb``).
 
     Resets the kernel's high-water mark first (``/proc/self/clear_refs``); where that is not
-    allowed, falls back to the lifetime peak and sets ``lifetime=True``.
+    allowed, falls back to the lifetime peak and sets ``lifetime=True``. The peak is at least the
+    end reading (read just after the high-water mark: a record never shows a current RSS above its peak).
     """
 
     def __enter__(self) -> PeakRSS:
@@ -149,6 +151,7 @@ class PeakRSS:
         except OSError:
             self.lifetime = True
         self.peak_mb: float | None = None
+        self.end_mb: float | None = None
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -161,7 +164,9 @@ class PeakRSS:
                 self.lifetime = True
             except (ImportError, OSError):
                 kb = None
-        self.peak_mb = None if kb is None else kb / 1024.0
+        self.end_mb = rss_mb()
+        seen = [v for v in (None if kb is None else kb / 1024.0, self.end_mb) if v is not None]
+        self.peak_mb = max(seen) if seen else None
 
 
 def gpu_process_memory_mb(pid: int | None = None) -> float | None:
@@ -607,11 +612,12 @@ class TensorRTRunner:
         self.providers = [f"TensorRT {trt.__version__}"]
         self._buffers: dict[tuple[int, ...], dict[str, tuple[Any, np.ndarray]]] = {}  # shape -> name -> (device, host)
         err, self.stream = cudart.cudaStreamCreate()
-        self._check(err)
+        self._check(err, "cudaStreamCreate")
 
-    def _check(self, err: Any) -> None:
+    def _check(self, err: Any, call: str) -> None:
+        """A CUDA runtime call's status (cuda-python returns it, never raises): not 0 is one line naming it."""
         if int(err) != 0:
-            raise RuntimeError(f"CUDA error {err}")
+            raise RuntimeUnavailable(f"{self.path}: CUDA error {int(err)} ({err}) in {call}")
 
     def input_shape(self, batch: int) -> list[int]:
         """The input shape for ``batch``; a batch the engine cannot run (fixed batch, or outside its optimization
@@ -631,7 +637,7 @@ class TensorRTRunner:
                 dtype = self.trt.nptype(self.engine.get_tensor_dtype(n))
                 host = np.empty(tuple(self.context.get_tensor_shape(n)), dtype=dtype)
                 err, dev = self.cudart.cudaMalloc(host.nbytes)
-                self._check(err)
+                self._check(err, "cudaMalloc")
                 bufs[n] = (dev, host)
             self._buffers[shape] = bufs
         return self._buffers[shape]
@@ -642,14 +648,17 @@ class TensorRTRunner:
         self.context.set_input_shape(self.input_name, tuple(x.shape))
         dev_in, host_in = bufs[self.input_name]
         np.copyto(host_in, x.astype(host_in.dtype, copy=False))
-        cudart.cudaMemcpyAsync(dev_in, host_in.ctypes.data, host_in.nbytes, kind.cudaMemcpyHostToDevice, self.stream)
+        self._check(cudart.cudaMemcpyAsync(dev_in, host_in.ctypes.data, host_in.nbytes, kind.cudaMemcpyHostToDevice,
+                                           self.stream)[0], "cudaMemcpyAsync (to the GPU)")
         for n, (dev, _) in bufs.items():
             self.context.set_tensor_address(n, int(dev))
-        self.context.execute_async_v3(self.stream)
+        if self.context.execute_async_v3(self.stream) is False:
+            raise RuntimeUnavailable(f"{self.path}: TensorRT's execute_async_v3 failed (its log above says why)")
         for n in self.outputs:
             dev, host = bufs[n]
-            cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, kind.cudaMemcpyDeviceToHost, self.stream)
-        cudart.cudaStreamSynchronize(self.stream)
+            self._check(cudart.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes, kind.cudaMemcpyDeviceToHost,
+                                               self.stream)[0], "cudaMemcpyAsync (from the GPU)")
+        self._check(cudart.cudaStreamSynchronize(self.stream)[0], "cudaStreamSynchronize")
         return [bufs[n][1] for n in self.outputs]
 
     def profiled(self) -> None:
@@ -813,7 +822,9 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
         known = [pk.peak_mb for pk in peaks[b] if pk.peak_mb is not None]
         peak_mb = max(known) if known else None
         base = rss_before_load_mb
-        mem = {"rss_mb": rss_mb(), "peak_rss_mb": peak_mb,
+        # rss_mb: at the end of this batch's timed runs (not after every batch: a later, larger batch's memory
+        # made it exceed this batch's peak)
+        mem = {"rss_mb": peaks[b][-1].end_mb if peaks[b] else rss_mb(), "peak_rss_mb": peak_mb,
                "peak_rss_delta_mb": (peak_mb - base) if (peak_mb is not None and base is not None) else None,
                "peak_is_lifetime": any(pk.lifetime for pk in peaks[b]),
                "gpu_peak_mb": gpu_peak_mb() if gpu_peak_mb else None}
@@ -852,10 +863,21 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
     of results moved whole) still names them, wherever ``distill report`` runs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    cut = path.is_file() and path.stat().st_size > 0 and _last_byte(path) != b"\n"
     with open(path, "a") as f:
+        if cut:  # its last line was cut off (power loss, kill -9): the new records must not be glued to it
+            print(f"warning: {path}: its last line is cut off (no newline at the end: an interrupted write?); "
+                  "appending on a new line (readers skip the cut-off one)", file=sys.stderr)
+            f.write("\n")
         for r in records:
             f.write(json.dumps(with_model_relative(r, path), sort_keys=False) + "\n")
             f.flush()
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
 
 
 def with_model_relative(record: dict[str, Any], path: str | Path) -> dict[str, Any]:
@@ -913,13 +935,20 @@ def check_bench_out(path: str | Path, flag: str = "--out") -> None:
                          "bench would append to it: give another .jsonl file")
 
 
-def check_model_file(model: str | Path) -> None:
-    """Raise :class:`RuntimeUnavailable` (one line) unless ``model`` is an existing file."""
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def check_model_file(model: str | Path, runtime: str | None = None) -> None:
+    """Raise :class:`RuntimeUnavailable` (one line) unless ``model`` is an existing file (and, for an onnxruntime
+    ``runtime``, not a TensorRT engine by its suffix: onnxruntime would call it an invalid protobuf)."""
     path = Path(model)
     if path.is_dir():
         raise RuntimeUnavailable(f"{model}: is a folder; pass .onnx files (or TensorRT engines)")
     if not path.is_file():
         raise RuntimeUnavailable(f"{model}: model file not found")
+    if runtime in _ORT_PROVIDERS and path.suffix in ENGINE_SUFFIXES:
+        raise RuntimeUnavailable(f"{model}: a TensorRT engine ({path.suffix}): pass --runtime tensorrt "
+                                 f"(--runtime {runtime} runs .onnx files)")
 
 
 def usable_cores() -> int | None:
@@ -964,15 +993,18 @@ def check_timing_args(warmup: int, iters: int, topk: int, flag: Callable[..., st
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read bench records; lines that are not JSON objects of this schema are skipped."""
+    """Read bench records; lines that are not JSON objects of this schema are skipped (one that is not JSON at all,
+    such as a line cut off by an interrupted write, with a warning naming it)."""
     out = []
-    for line in Path(path).read_text().splitlines():
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
+            print(f"warning: {path}:{n}: not JSON ({e.msg} at column {e.colno}; cut off by an interrupted write?); "
+                  "skipped that line", file=sys.stderr)
             continue
         if isinstance(rec, dict) and rec.get("schema") == SCHEMA:
             out.append(rec)
@@ -982,7 +1014,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def bench_file(model: str | Path, runtime: str = "ort-cpu", batches: Iterable[int] = (1,), threads: int | None = None,
                warmup: int = 10, iters: int = 50, profile: bool = False, topk: int = 10) -> list[dict[str, Any]]:
     """Load ``model`` (``.onnx`` or TensorRT engine) on ``runtime`` and benchmark it."""
-    check_model_file(model)
+    check_model_file(model, runtime)
     preload_runtime(runtime)
     before = rss_mb()
     runner = open_runner(model, runtime, threads=threads)
@@ -1004,7 +1036,7 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
     Jetson). ONNX Runtime sessions do not spin-wait here (a session's spinning workers would steal the cores from
     the next one)."""
     for model in models:
-        check_model_file(model)
+        check_model_file(model, runtime)
 
     def open_one(m: str | Path) -> Any:
         if runtime in _ORT_PROVIDERS:
@@ -1032,13 +1064,19 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
 
 
 # --------------------------------------------------------------------------- CLI
-def parse_batches(text: str) -> list[int]:
+def parse_batches(text: str, flag: str = "--batch") -> list[int]:
+    """``--batch 1,8`` as ``[1, 8]``. A size given twice is refused, not merged: it is a typo (``8,1,8`` for
+    ``8,1,16``?) that merging would hide, and timed twice it pooled both passes into one record at half the
+    throughput."""
     try:
         out = [int(b) for b in str(text).split(",") if b.strip()]
     except ValueError:
-        raise ValueError(f"--batch must be comma-separated positive integers, got '{text}'") from None
+        raise ValueError(f"{flag} must be comma-separated positive integers, got '{text}'") from None
     if not out or any(b <= 0 for b in out):
-        raise ValueError(f"--batch must be comma-separated positive integers, got '{text}'")
+        raise ValueError(f"{flag} must be comma-separated positive integers, got '{text}'")
+    twice = next((b for i, b in enumerate(out) if b in out[:i]), None)
+    if twice is not None:
+        raise ValueError(f"{flag} '{text}' gives batch size {twice} more than once; give each size once")
     return out
 
 
@@ -1047,7 +1085,7 @@ def add_bench_arguments(p: argparse.ArgumentParser, runtimes: Sequence[str] = RU
     """The flags shared by this runner and ``distill bench``."""
     p.add_argument("--runtime", default=default_runtime, choices=list(runtimes),
                    help=f"where to run (default: {default_runtime or 'from the model type'})")
-    p.add_argument("--batch", default="1", help="comma-separated batch sizes (default: 1)")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes, each once (default: 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: runtime's choice)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per batch (default: 10)")
     p.add_argument("--iters", type=int, default=50, help="timed runs per batch (default: 50)")
@@ -1096,7 +1134,7 @@ def main(argv: list[str] | None = None) -> int:
         if oversubscribed:
             print(f"warning: {oversubscribed}", file=sys.stderr)
         for m in args.model:  # every file before timing any
-            check_model_file(m)
+            check_model_file(m, args.runtime)
         if args.out:
             check_bench_out(args.out)
         if args.profile and args.runtime == "tensorrt":
@@ -1115,7 +1153,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1  # the distill CLI's convention: 1 for a runtime error, 2 (argparse) for bad usage
     except KeyboardInterrupt:
         where = f" in {args.out}" if args.out else " (printed above)"
-        print(f"interrupted: kept the {len(written)} record(s) of the models that finished{where}", file=sys.stderr)
+        print(f"interrupted: kept the {len(written)} record(s) of the models that finished{where}" if written else
+              "interrupted before any model finished: no record was written", file=sys.stderr)
         return 130
     if args.out:
         print(f"wrote {len(written)} record(s) to {args.out}", file=sys.stderr)

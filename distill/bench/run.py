@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from distill.bench.edge_runner import (
+    ENGINE_SUFFIXES,
     RUNTIMES,
     RuntimeUnavailable,
     bench_file,
@@ -39,8 +40,6 @@ from distill.bench.torch_runner import TorchRunner
 from distill.errors import DistillError, DistillWarning
 from distill.records import EXPORT_REPORT, QAD_REPORT, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport, QADRecord
 from distill.spelling import option
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def resolve_models(model: str | Path, runtime: str | None) -> list[tuple[Path, str]]:

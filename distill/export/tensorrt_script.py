@@ -3,7 +3,7 @@
 The script asks ``trtexec`` which TensorRT it is (its ``[TensorRT v100300]`` banner; the Python
 bindings as a fallback; ``TRT_MAJOR=10|11`` overrides) and runs one of two blocks:
 
-- TensorRT 10 (Jetson, JetPack 6.x): ``--fp16`` from the fp32 ONNX, ``--int8 --fp16`` from the QDQ ONNX.
+- TensorRT 10 (Jetson, JetPack 6.1 and 6.2): ``--fp16`` from the fp32 ONNX, ``--int8 --fp16`` from the QDQ ONNX.
 - TensorRT >= 11: ``--stronglyTyped`` and none of the removed ``--int8/--fp16/--best/--calib``;
   fp16 from the fp16 ONNX, int8 from the QDQ ONNX.
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from distill.export import engine_check
 from distill.export.images import ImageSet
-from distill.export.tensorrt import MIN_MAJOR, STRONGLY_TYPED_MAJOR, trtexec_command
+from distill.export.tensorrt import JETPACK_NOTE, MIN_MAJOR, STRONGLY_TYPED_MAJOR, trtexec_command
 
 BUILD_SCRIPT = "build_engine.sh"        # in the export folder: builds the engines on the device
 CHECK_SCRIPT = "tensorrt_check.py"      # engine_check.py, copied: polygraphy's data loader + the agreement
@@ -52,7 +52,7 @@ if ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]]; then
     echo "cannot tell which TensorRT $TRTEXEC is: set TRT_MAJOR=10 or TRT_MAJOR=11" >&2; exit 1
 fi
 if [ "$TRT_MAJOR" -lt %(min)d ]; then
-    echo "TensorRT $TRT_MAJOR is too old: these engines need TensorRT %(min)d or newer (JetPack 6.x ships 10.3)" >&2; exit 1
+    echo "TensorRT $TRT_MAJOR is too old: these engines need TensorRT %(min)d or newer (%(jetpack)s)" >&2; exit 1
 fi
 if [ "$TRT_MAJOR" -gt 11 ]; then
     echo "warning: TensorRT $TRT_MAJOR is newer than this script was tested with (10, 11): built as 11 (strongly typed)" >&2
@@ -170,7 +170,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         "# the GPU model and TensorRT version that built it (copy this folder, then ./build_engine.sh).",
         f"# Optimization profile for '{input_name}': batch min/opt/max = {batches[0]}/{batches[1]}/{batches[2]}.",
         "# int8 engines come from the tensorrt-flavour QDQ model (explicit quantization, scales inside the",
-        "# ONNX; no calibration cache). TensorRT 10 (JetPack 6.x) takes the precision flags --fp16 / --int8;",
+        "# ONNX; no calibration cache). TensorRT 10 (JetPack 6.1+) takes the precision flags --fp16 / --int8;",
         f"# TensorRT {STRONGLY_TYPED_MAJOR} removed them (and --best, --calib): it builds strongly typed networks,",
         "# fp16 from the fp16 ONNX, int8 from the QDQ ONNX (whose float layers then run in fp32).",
         "set -euo pipefail",
@@ -180,7 +180,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         'PYTHON="${PYTHON:-python3}"',
         'POLYGRAPHY="${POLYGRAPHY:-polygraphy}"',
         *_START.strip("\n").splitlines(),
-        *(_DETECT % {"min": MIN_MAJOR}).strip("\n").splitlines(),
+        *(_DETECT % {"min": MIN_MAJOR, "jetpack": JETPACK_NOTE}).strip("\n").splitlines(),
         f"rm -f {' '.join(shlex.quote(e['engine']) for e in engines)}  # a failed build leaves no engine of an earlier run",
         f'if [ "$TRT_MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then',
         '    echo "TensorRT $TRT_MAJOR: strongly typed networks (precision from each ONNX)"',

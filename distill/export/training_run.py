@@ -25,6 +25,7 @@ from distill.export.log import ExportLog
 from distill.records import RUN_CONFIG, RUN_SUMMARY, STUDENT_WEIGHTS, RunSummary
 from distill.run_progress import unfinished_warning
 from distill.run_split import RunConfigView, read_run_config, run_config_file, run_folders, run_split_rule
+from distill.spelling import option
 from distill.student.model import Student
 from distill.utils.io import sha256_file
 
@@ -99,6 +100,9 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog, split
     updates: dict[str, Any] = {}
     if cfg.data_root is None and data is not None:
         _refuse_missing(run, "data.root", data.root)
+        if not Path(data.root).is_dir():  # a run copied from another machine or folder: say how to go on
+            raise DistillError(f"{data.root}: the run's data root (data.root in {run.config_file or RUN_CONFIG}) is "
+                               f"not there: pass {option('data_root', 'ROOT')}, the dataset's folder here")
         updates["data_root"] = str(data.root)
         log(f"data: {data.root} (from the run's {RUN_CONFIG})")
     rule = data.split_rule() if data is not None else SplitRule()  # a run saves its whole rule; else the defaults

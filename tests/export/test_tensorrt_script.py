@@ -223,3 +223,21 @@ def test_the_check_prints_only_agreement_lines_and_ends_with_a_summary(folder: P
     end = out.index("built 3 engine(s): model.fp32.engine model.fp16.engine model.int8.engine")
     n = len(agreements) // 2  # each printed as checked, then again in the summary
     assert n == 4 and out[end + 1:] == [f"  {a}" for a in agreements[:n]] + [f"polygraphy's log: {CHECK_DIR}/polygraphy.log"]
+
+
+def test_too_old_names_the_jetpack_that_ships_10(tmp_path: Path) -> None:
+    """JetPack 6.0 ships TensorRT 8.6; only 6.1 and 6.2 ship 10.3 (QA H 9): the refusal must not tell a JetPack 6.0
+    user that theirs ships 10.3."""
+    from distill.export.tensorrt import tensorrt_major
+    from distill.export.tensorrt_script import write_build_script
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    write_build_script(folder, [{"onnx": "model.fp32.onnx", "onnx_strongly_typed": "model.fp32.onnx",
+                                 "engine": "model.fp32.engine", "precision": "fp32"}], "input", (3, 32, 32))
+    proc, trtexec, _ = _run(folder, tmp_path, "[TensorRT v8602]")
+    assert proc.returncode == 1 and trtexec == []
+    with pytest.raises(Exception) as e:
+        tensorrt_major("8.6.2")
+    for said in (proc.stderr, str(e.value)):
+        assert "JetPack 6.0 ships 8.6" in said and "JetPack 6.x ships 10.3" not in said, said
