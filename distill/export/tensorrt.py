@@ -13,8 +13,9 @@ Two TensorRT generations are supported, and the builder picks by the major versi
 - **TensorRT 11** removed ``BuilderFlag.INT8/FP16`` and trtexec's ``--int8/--fp16/--best/--calib``:
   every network is strongly typed, each tensor keeps the type the ONNX gives it. int8 comes only
   from the Q/DQ nodes of the QDQ ONNX (its float layers stay fp32), fp16 only from the fp16 ONNX.
-  The network is created with ``STRONGLY_TYPED`` (a flag 11 keeps for compatibility: it is
-  always strongly typed) and no precision flag is set.
+  No precision flag is set, and no ``STRONGLY_TYPED`` creation flag nor trtexec ``--stronglyTyped``:
+  11.0 deprecated both as no-ops (``NvInfer.h``: "Strongly typed mode is always enabled. This flag is
+  retained for API compatibility but is ignored"; trtexec's help: "[Deprecated] ... This flag is a no-op").
 
 Older TensorRT (8.x, JetPack 5) is refused with one line.
 """
@@ -85,9 +86,10 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
         precision: ``fp32`` | ``fp16`` | ``int8`` (int8 expects a QDQ model).
         batches: (min, opt, max) batch of the optimization profile.
         workspace_mib: builder workspace memory pool limit in MiB.
-        typed: TensorRT >= 11: ``--stronglyTyped`` and no precision flag, so ``onnx_path`` must
-            carry the precision (the fp16 ONNX for fp16, the QDQ ONNX for int8). Otherwise
-            TensorRT 10's ``--fp16`` / ``--int8 --fp16``.
+        typed: TensorRT >= 11: no precision flag (and no ``--stronglyTyped``, a deprecated no-op
+            there: every network is strongly typed), so ``onnx_path`` must carry the precision (the
+            fp16 ONNX for fp16, the QDQ ONNX for int8). Otherwise TensorRT 10's ``--fp16`` /
+            ``--int8 --fp16``.
     """
     lo, opt, hi = batches
     if not lo <= opt <= hi:
@@ -98,11 +100,9 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
            f"--minShapes={_shape(input_name, lo, chw)}", f"--optShapes={_shape(input_name, opt, chw)}",
            f"--maxShapes={_shape(input_name, hi, chw)}", f"--timingCacheFile={timing_cache}",
            f"--memPoolSize=workspace:{workspace_mib}"]
-    if typed:
-        cmd.append("--stronglyTyped")
-    elif precision == "fp16":
+    if not typed and precision == "fp16":  # 11: no flag, the types come from the ONNX
         cmd.append("--fp16")
-    elif precision == "int8":
+    elif not typed and precision == "int8":
         cmd += ["--int8", "--fp16"]
     return cmd
 
@@ -125,7 +125,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
                  timing_cache: str | Path = TIMING_CACHE, workspace_mib: int = 1024) -> Path:
     """Build a serialized engine with the TensorRT Python API (TensorRT 10.x or 11.x).
 
-    Builder -> network from ``OnnxParser`` (strongly typed on 11) -> config (TensorRT 10: the
+    Builder -> network from ``OnnxParser`` (always strongly typed on 11) -> config (TensorRT 10: the
     FP16/INT8 flags; 11: none), workspace, an optimization profile for the dynamic batch, a
     timing cache read and written at ``timing_cache`` -> ``build_serialized_network``. On 11,
     ``onnx_path`` must carry the precision: pick it with :func:`engine_source`.
@@ -141,11 +141,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     check_engine_source(onnx_path, precision, typed)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if typed and flag is not None:  # 11 keeps the flag for compatibility (always strongly typed)
-        flags = 1 << int(flag)
-    network = builder.create_network(flags)
+    network = builder.create_network(0)  # 10: weakly typed; 11: always strongly typed (its flag is ignored)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

@@ -4,8 +4,8 @@ The script asks ``trtexec`` which TensorRT it is (its ``[TensorRT v100300]`` ban
 bindings as a fallback; ``TRT_MAJOR=10|11`` overrides) and runs one of two blocks:
 
 - TensorRT 10 (Jetson, JetPack 6.x): ``--fp16`` from the fp32 ONNX, ``--int8 --fp16`` from the QDQ ONNX.
-- TensorRT >= 11: ``--stronglyTyped`` and none of the removed ``--int8/--fp16/--best/--calib``;
-  fp16 from the fp16 ONNX, int8 from the QDQ ONNX.
+- TensorRT >= 11: none of the removed ``--int8/--fp16/--best/--calib`` (nor ``--stronglyTyped``, a
+  deprecated no-op in 11: every network is strongly typed); fp16 from the fp16 ONNX, int8 from the QDQ ONNX.
 
 Then, when the export had calibration images and ``polygraphy`` is installed, each engine is
 run by polygraphy on those images next to ONNX Runtime on the ONNX it was built from (and on the

@@ -61,10 +61,11 @@ def test_build_engine_without_tensorrt_is_one_line(export_dir: Path, tmp_path: P
 
 
 def test_trtexec_command_strongly_typed() -> None:
-    """TensorRT 11's trtexec has no --int8/--fp16/--best/--calib: the typed command carries none."""
+    """TensorRT 11's trtexec has no --int8/--fp16/--best/--calib: the typed command carries none, nor
+    --stronglyTyped ("[Deprecated] ... This flag is a no-op" in trtexec 11.0/11.1's help)."""
     for precision in ("fp32", "fp16", "int8"):
         cmd = trtexec_command("m.onnx", "e", precision, "input", (3, 8, 8), typed=True)
-        assert cmd[-1] == "--stronglyTyped"
+        assert "--stronglyTyped" not in cmd
         assert not {"--int8", "--fp16", "--best"} & set(cmd) and not any(a.startswith("--calib") for a in cmd)
     assert trtexec_command("m.onnx", "e", "int8", "input", (3, 8, 8))[-2:] == ["--int8", "--fp16"]  # TensorRT 10
 
@@ -191,7 +192,7 @@ def test_build_engine_on_tensorrt_11_is_strongly_typed(export_dir: Path, tmp_pat
     _build(export_dir, tmp_path, "model.int8-tensorrt.onnx", "int8")  # int8 from the Q/DQ nodes
     _build(export_dir, tmp_path, "model.fp16.onnx", "fp16")           # fp16 from the fp16 ONNX
     _build(export_dir, tmp_path, "model.fp32.onnx", "fp32")
-    assert calls["network_flags"] == [1 << 0] * 3  # STRONGLY_TYPED (0 on 11)
+    assert calls["network_flags"] == [0] * 3  # no STRONGLY_TYPED: deprecated and ignored in 11 (always typed)
     assert calls["builder_flags"] == [] and len(calls["parsed"]) == 3
     with pytest.raises(DistillError, match="fp16 only from an fp16 ONNX") as e:  # no silent fp32 "fp16" engine
         _build(export_dir, tmp_path, "model.fp32.onnx", "fp16")
