@@ -83,7 +83,8 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
     """The ``trtexec`` argv building one engine.
 
     Args:
-        precision: ``fp32`` | ``fp16`` | ``int8`` (int8 expects a QDQ model).
+        precision: ``fp32`` | ``fp16`` | ``int8`` (int8 expects a QDQ model). fp32 gets ``--noTF32``
+            (10 and 11): TensorRT lets fp32 layers use TF32 by default on Ampere and newer (Orin).
         batches: (min, opt, max) batch of the optimization profile.
         workspace_mib: builder workspace memory pool limit in MiB.
         typed: TensorRT >= 11: no precision flag (and no ``--stronglyTyped``, a deprecated no-op
@@ -100,7 +101,9 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
            f"--minShapes={_shape(input_name, lo, chw)}", f"--optShapes={_shape(input_name, opt, chw)}",
            f"--maxShapes={_shape(input_name, hi, chw)}", f"--timingCacheFile={timing_cache}",
            f"--memPoolSize=workspace:{workspace_mib}"]
-    if not typed and precision == "fp16":  # 11: no flag, the types come from the ONNX
+    if precision == "fp32":  # TF32 is on by default (Ampere and newer, Orin): fp32 means fp32
+        cmd.append("--noTF32")
+    elif not typed and precision == "fp16":  # 11: no flag, the types come from the ONNX
         cmd.append("--fp16")
     elif not typed and precision == "int8":
         cmd += ["--int8", "--fp16"]
@@ -126,7 +129,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     """Build a serialized engine with the TensorRT Python API (TensorRT 10.x or 11.x).
 
     Builder -> network from ``OnnxParser`` (always strongly typed on 11) -> config (TensorRT 10: the
-    FP16/INT8 flags; 11: none), workspace, an optimization profile for the dynamic batch, a
+    FP16/INT8 flags; 11: none; fp32: TF32 cleared), workspace, an optimization profile for the dynamic batch, a
     timing cache read and written at ``timing_cache`` -> ``build_serialized_network``. On 11,
     ``onnx_path`` must carry the precision: pick it with :func:`engine_source`.
     """
@@ -148,6 +151,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
         raise DistillError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if precision == "fp32":  # BuilderFlag.TF32 is on by default (10 and 11): an fp32 engine stays fp32
+        config.clear_flag(trt.BuilderFlag.TF32)
     if not typed and precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     if not typed and precision == "int8":

@@ -173,6 +173,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         "# ONNX; no calibration cache). TensorRT 10 (JetPack 6.x) takes the precision flags --fp16 / --int8;",
         f"# TensorRT {STRONGLY_TYPED_MAJOR} removed them (and --best, --calib): it builds strongly typed networks,",
         "# fp16 from the fp16 ONNX, int8 from the QDQ ONNX (whose float layers then run in fp32).",
+        "# The fp32 engine gets --noTF32 (both): TensorRT otherwise lets fp32 layers run in TF32 on Ampere+ (Orin).",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         'TRTEXEC_GIVEN="${TRTEXEC:-}"',

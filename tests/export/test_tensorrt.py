@@ -46,7 +46,11 @@ def test_trtexec_command() -> None:
     assert cmd == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine", "--minShapes=input:1x3x224x224",
                    "--optShapes=input:4x3x224x224", "--maxShapes=input:16x3x224x224", "--timingCacheFile=tc.cache",
                    "--memPoolSize=workspace:2048", "--fp16"]
-    assert "--fp16" not in trtexec_command("m.onnx", "e", "fp32", "input", (3, 8, 8))
+    for typed in (False, True):  # fp32 means fp32: TF32 (on by default in trtexec 10 and 11) off
+        assert "--fp16" not in trtexec_command("m.onnx", "e", "fp32", "input", (3, 8, 8), typed=typed)
+        assert trtexec_command("m.onnx", "e", "fp32", "input", (3, 8, 8), typed=typed)[-1] == "--noTF32"
+        for precision in ("fp16", "int8"):
+            assert "--noTF32" not in trtexec_command("m.onnx", "e", precision, "input", (3, 8, 8), typed=typed)
     with pytest.raises(DistillError):
         trtexec_command("m.onnx", "e", "int4", "input", (3, 8, 8))
     with pytest.raises(DistillError):
@@ -96,7 +100,7 @@ def fake_tensorrt(version: str, calls: dict[str, Any]) -> types.ModuleType:
     trt.BuilderFlag = (types.SimpleNamespace(TF32=1, SPARSE_WEIGHTS=2) if eleven
                        else types.SimpleNamespace(FP16=0, INT8=1, TF32=2))
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
-    calls.update(network_flags=[], builder_flags=[], parsed=[], profiles=[])
+    calls.update(network_flags=[], builder_flags=[], cleared_flags=[], parsed=[], profiles=[])
 
     class Logger:
         WARNING = 2
@@ -114,6 +118,9 @@ def fake_tensorrt(version: str, calls: dict[str, Any]) -> types.ModuleType:
 
         def set_flag(self, flag: int) -> None:
             calls["builder_flags"].append(flag)
+
+        def clear_flag(self, flag: int) -> None:
+            calls["cleared_flags"].append(flag)
 
         def add_optimization_profile(self, profile: Any) -> None:
             calls["profiles"].append(profile.shapes)
@@ -197,6 +204,18 @@ def test_build_engine_on_tensorrt_11_is_strongly_typed(export_dir: Path, tmp_pat
     with pytest.raises(DistillError, match="fp16 only from an fp16 ONNX") as e:  # no silent fp32 "fp16" engine
         _build(export_dir, tmp_path, "model.fp32.onnx", "fp16")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("version,tf32", [("10.3.0.30", 2), ("11.1.0.106", 1)])
+def test_the_fp32_engine_is_built_without_tf32(export_dir: Path, tmp_path: Path, with_tensorrt, version: str,
+                                              tf32: int) -> None:
+    """BuilderFlag.TF32 is on by default (NvInfer.h, 10.3 and 11.1): an "fp32" engine would run its convolutions
+    in TF32 on Ampere and newer (Orin). The fp32 build clears it; fp16/int8 builds leave it alone."""
+    calls = with_tensorrt(version)
+    _build(export_dir, tmp_path, "model.fp32.onnx", "fp32")
+    assert calls["cleared_flags"] == [tf32]
+    _build(export_dir, tmp_path, "model.int8-tensorrt.onnx", "int8")
+    assert calls["cleared_flags"] == [tf32]
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
