@@ -80,7 +80,8 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
                     chw: tuple[int, int, int], batches: tuple[int, int, int] = (1, 8, 32),
                     timing_cache: str = TIMING_CACHE, workspace_mib: int = 1024,
                     trtexec: str = "${TRTEXEC}", typed: bool = False) -> list[str]:
-    """The ``trtexec`` argv building one engine.
+    """The ``trtexec`` argv building one engine (``--skipInference``: only the build, without trtexec's
+    default inference timing run after it).
 
     Args:
         precision: ``fp32`` | ``fp16`` | ``int8`` (int8 expects a QDQ model). fp32 gets ``--noTF32``
@@ -100,7 +101,8 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
     cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine_path}",
            f"--minShapes={_shape(input_name, lo, chw)}", f"--optShapes={_shape(input_name, opt, chw)}",
            f"--maxShapes={_shape(input_name, hi, chw)}", f"--timingCacheFile={timing_cache}",
-           f"--memPoolSize=workspace:{workspace_mib}"]
+           f"--memPoolSize=workspace:{workspace_mib}",
+           "--skipInference"]  # build only: no timing run after the build (the engine check runs it)
     if precision == "fp32":  # TF32 is on by default (Ampere and newer, Orin): fp32 means fp32
         cmd.append("--noTF32")
     elif not typed and precision == "fp16":  # 11: no flag, the types come from the ONNX

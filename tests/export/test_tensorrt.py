@@ -45,7 +45,7 @@ def test_trtexec_command() -> None:
     cmd = trtexec_command("m.onnx", "m.engine", "fp16", "input", (3, 224, 224), (1, 4, 16), "tc.cache", 2048, "trtexec")
     assert cmd == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine", "--minShapes=input:1x3x224x224",
                    "--optShapes=input:4x3x224x224", "--maxShapes=input:16x3x224x224", "--timingCacheFile=tc.cache",
-                   "--memPoolSize=workspace:2048", "--fp16"]
+                   "--memPoolSize=workspace:2048", "--skipInference", "--fp16"]
     for typed in (False, True):  # fp32 means fp32: TF32 (on by default in trtexec 10 and 11) off
         assert "--fp16" not in trtexec_command("m.onnx", "e", "fp32", "input", (3, 8, 8), typed=typed)
         assert trtexec_command("m.onnx", "e", "fp32", "input", (3, 8, 8), typed=typed)[-1] == "--noTF32"

@@ -85,6 +85,7 @@ def test_tensorrt_10_uses_the_precision_flags(folder: Path, tmp_path: Path, bann
     assert "--onnx=model.fp32.onnx" in calls["model.fp16.engine"] and calls["model.fp16.engine"][-1] == "--fp16"
     assert not {"--int8", "--fp16", "--stronglyTyped"} & set(calls["model.fp32.engine"])
     assert [e for e, args in calls.items() if "--noTF32" in args] == ["model.fp32.engine"]  # fp32 without TF32
+    assert all("--skipInference" in args for args in calls.values())  # build only, no timing run after it
     assert all((folder / e).exists() for e in calls)
 
 
@@ -101,6 +102,7 @@ def test_tensorrt_11_is_strongly_typed(folder: Path, tmp_path: Path, banner: str
         assert not [a for a in args if a.split("=")[0] in REMOVED_IN_11], args  # trtexec 11 would refuse them
     assert "--onnx=model.fp16.onnx" in calls["model.fp16.engine"]  # fp16 from the fp16 ONNX
     assert [e for e, args in calls.items() if "--noTF32" in args] == ["model.fp32.engine"]  # fp32 without TF32
+    assert all("--skipInference" in args for args in calls.values())  # build only, no timing run after it
     assert "--onnx=model.int8-tensorrt.onnx" in calls["model.int8.engine"]  # int8 from the Q/DQ nodes
 
 
