@@ -6,7 +6,7 @@ on the target device (a Jetson has ``trtexec`` at ``/usr/src/tensorrt/bin/trtexe
 
 Two TensorRT generations are supported, and the builder picks by the major version:
 
-- **TensorRT 10** (JetPack 6.x ships 10.3): weakly typed networks with precision flags, as
+- **TensorRT 10** (JetPack 6.1 and 6.2 ship 10.3): weakly typed networks with precision flags, as
   before. fp16 engines come from the fp32 ONNX with ``FP16``; int8 engines from the
   ``tensorrt``-flavour QDQ ONNX (explicit quantization: the scales are in the graph, no
   calibrator) with ``INT8`` + ``FP16``, so layers left in float run in fp16.
@@ -30,7 +30,7 @@ import onnx
 from distill.errors import DistillError
 
 TIMING_CACHE = "timing.cache"  # TensorRT's kernel timing cache, next to the engines
-MIN_MAJOR = 10                 # oldest TensorRT supported (JetPack 6.x: 10.3)
+MIN_MAJOR = 10                 # oldest TensorRT supported (JetPack 6.1 and 6.2: 10.3)
 STRONGLY_TYPED_MAJOR = 11      # from here on: no precision flags, types come from the ONNX
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -58,7 +58,7 @@ def tensorrt_major(version: str) -> int:
     major = int(m.group(1))
     if major < MIN_MAJOR:
         raise DistillError(f"TensorRT {version} is too old: engines need TensorRT {MIN_MAJOR} or newer "
-                           "(JetPack 6.x ships 10.3); upgrade, or run build_engine.sh on a newer device")
+                           "(JetPack 6.1 and 6.2 ship 10.3); upgrade, or run build_engine.sh on a newer device")
     return major
 
 

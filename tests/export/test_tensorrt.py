@@ -79,7 +79,9 @@ def test_tensorrt_major() -> None:
     for bad, match in (("8.6.1", "too old"), ("dev", "does not parse")):
         with pytest.raises(DistillError, match=match) as e:
             tensorrt_major(bad)
-        assert "\n" not in str(e.value)
+        assert "\n" not in str(e.value) and "6.x" not in str(e.value)  # JetPack 6.0 shipped 8.6
+    with pytest.raises(DistillError, match=r"JetPack 6\.1 and 6\.2 ship 10\.3"):
+        tensorrt_major("8.6.2")
     entry = {"onnx": "model.fp32.onnx", "onnx_strongly_typed": "model.fp16.onnx"}
     assert (engine_source(entry, 10), engine_source(entry, 11)) == ("model.fp32.onnx", "model.fp16.onnx")
 
