@@ -12,7 +12,7 @@ Two TensorRT generations are supported, and the builder picks by the major versi
   calibrator) with ``INT8`` + ``FP16``, so layers left in float run in fp16.
 - **TensorRT 11** removed ``BuilderFlag.INT8/FP16`` and trtexec's ``--int8/--fp16/--best/--calib``:
   every network is strongly typed, each tensor keeps the type the ONNX gives it. int8 comes only
-  from the Q/DQ nodes of the QDQ ONNX (its float layers stay fp32), fp16 only from the fp16 ONNX.
+  from the Q/DQ nodes of the QDQ ONNX (its float layers stay fp32, TF32 allowed), fp16 only from the fp16 ONNX.
   No precision flag is set, and no ``STRONGLY_TYPED`` creation flag nor trtexec ``--stronglyTyped``:
   11.0 deprecated both as no-ops (``NvInfer.h``: "Strongly typed mode is always enabled. This flag is
   retained for API compatibility but is ignored"; trtexec's help: "[Deprecated] ... This flag is a no-op").

@@ -184,7 +184,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         "# int8 engines come from the tensorrt-flavour QDQ model (explicit quantization, scales inside the",
         "# ONNX; no calibration cache). TensorRT 10 (JetPack 6.1/6.2 ship 10.3) takes the precision flags --fp16 / --int8;",
         f"# TensorRT {STRONGLY_TYPED_MAJOR} removed them (and --best, --calib): it builds strongly typed networks,",
-        "# fp16 from the fp16 ONNX, int8 from the QDQ ONNX (whose float layers then run in fp32).",
+        "# fp16 from the fp16 ONNX, int8 from the QDQ ONNX (whose float layers run in fp32, TF32 allowed).",
         "# The fp32 engine gets --noTF32 (both): TensorRT otherwise lets fp32 layers run in TF32 on Ampere+ (Orin).",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
