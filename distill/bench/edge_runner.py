@@ -17,7 +17,10 @@ top operators by time from ONNX Runtime's profiler (a separate pass, so it never
 timed runs).
 
 Runtimes: ``ort-cpu``, ``ort-cuda`` and ``ort-trt`` (onnxruntime execution providers) and
-``tensorrt`` (a serialized engine; needs the TensorRT Python bindings and cuda-python).
+``tensorrt`` (a serialized engine; needs the TensorRT Python bindings and cuda-python). ``ort-trt`` keeps
+onnxruntime's TensorRT engine and timing caches in ``trt_cache/`` beside the model and reuses them: delete that
+folder when the model, onnxruntime, TensorRT or the board changes (onnxruntime's TensorRT EP docs). An int8 file
+of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`` on ``ort-cpu``) is warned about.
 """
 from __future__ import annotations
 
@@ -523,6 +526,47 @@ def _onnx_precision(ort: Any, path: Path) -> str | None:
     meta = _cpu_session(ort, path).get_modelmeta()
     precision = decode_metadata(meta.custom_metadata_map).get("precision")
     return str(precision) if precision else None
+
+
+_FLAVOUR_NAME = re.compile(r"\.int8-(ort-cpu|tensorrt)\b")  # model.int8-ort-cpu.onnx, model.int8-tensorrt.ptq.onnx
+
+
+def int8_flavour(path: str | Path) -> str | None:
+    """The int8 flavour of a distill ONNX file: its ``distill.int8_flavour`` metadata (``distill export`` and
+    ``distill qad`` stamp it), else the file name's ``.int8-FLAVOUR`` (``model.int8-ort-cpu.onnx``); None for
+    any other file, or where onnxruntime is not importable and the name says nothing."""
+    try:
+        import onnxruntime as ort  # lazy: optional runtime, absent on a TensorRT-only device
+    except ImportError:
+        meta: dict[str, Any] = {}
+    else:
+        meta = decode_metadata(_cpu_session(ort, path).get_modelmeta().custom_metadata_map)
+    quantization = meta.get("quantization")
+    flavour = meta.get("int8_flavour") or (quantization.get("flavour") if isinstance(quantization, dict) else None)
+    if flavour:
+        return str(flavour)
+    named = _FLAVOUR_NAME.search(Path(path).name)
+    return named.group(1) if named else None
+
+
+def flavour_warning(path: str | Path, runtime: str) -> str | None:
+    """One line when ``path`` is an int8 file made for another runtime than ``runtime`` (None: nothing to say).
+    ``ort-trt`` with the ``ort-cpu`` flavour: uint8 asymmetric activations, which TensorRT's explicit quantization
+    (int8, zero point 0) does not take, so the time is not TensorRT's int8; ``ort-cpu`` with the ``tensorrt``
+    flavour: symmetric int8 activations, slower on onnxruntime's CPU kernels than the ``ort-cpu`` flavour."""
+    if runtime not in ("ort-trt", "ort-cpu"):
+        return None
+    flavour = int8_flavour(path)
+    if runtime == "ort-trt" and flavour == "ort-cpu":
+        return (f"{path}: an int8 file of the ort-cpu flavour (uint8 asymmetric activations, for onnxruntime's CPU "
+                "kernels) on ort-trt: TensorRT takes int8 Q/DQ with zero point 0, so this is not TensorRT's int8 "
+                "latency; time the tensorrt-flavour file (model.int8-tensorrt.onnx: distill export --int8-flavour "
+                "tensorrt or both)")
+    if runtime == "ort-cpu" and flavour == "tensorrt":
+        return (f"{path}: an int8 file of the tensorrt flavour (symmetric int8 activations, for TensorRT) on ort-cpu: "
+                "onnxruntime's CPU kernels run it slower than the ort-cpu flavour, so this is not the CPU int8 "
+                "latency to ship; time model.int8-ort-cpu.onnx for that")
+    return None
 
 
 def _cache_dir(wanted: Path) -> Path:
@@ -1135,6 +1179,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {oversubscribed}", file=sys.stderr)
         for m in args.model:  # every file before timing any
             check_model_file(m, args.runtime)
+        for m in args.model:
+            mismatch = flavour_warning(m, args.runtime)
+            if mismatch:
+                print(f"warning: {mismatch}", file=sys.stderr)
         if args.out:
             check_bench_out(args.out)
         if args.profile and args.runtime == "tensorrt":

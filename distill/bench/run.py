@@ -31,6 +31,7 @@ from distill.bench.edge_runner import (
     bench_runner,
     check_batches,
     check_timing_args,
+    flavour_warning,
     format_record,
     rss_mb,
     sha256_file,
@@ -168,6 +169,13 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
     oversubscribed = [note for rt in dict.fromkeys(rt for _, rt in pairs) if (note := threads_warning(threads, rt, option))]
     if oversubscribed:  # `distill bench` prints it as one warning: line
         warnings.warn(oversubscribed[0], DistillWarning, stacklevel=2)
+    for path, rt in pairs:  # an int8 file made for another runtime (model.int8-ort-cpu.onnx on ort-trt)
+        try:
+            mismatch = flavour_warning(path, rt)
+        except RuntimeUnavailable as e:
+            raise DistillError(str(e)) from None
+        if mismatch:
+            warnings.warn(mismatch, DistillWarning, stacklevel=2)
     if profile and log and "tensorrt" in {rt for _, rt in pairs}:
         log(f"warning: {option('profile')}: runtime tensorrt has no op profiler here, its records get no top_ops "
             "(per-layer times: trtexec --loadEngine=ENGINE --dumpProfile)")

@@ -12,9 +12,10 @@ Two TensorRT generations are supported, and the builder picks by the major versi
   calibrator) with ``INT8`` + ``FP16``, so layers left in float run in fp16.
 - **TensorRT 11** removed ``BuilderFlag.INT8/FP16`` and trtexec's ``--int8/--fp16/--best/--calib``:
   every network is strongly typed, each tensor keeps the type the ONNX gives it. int8 comes only
-  from the Q/DQ nodes of the QDQ ONNX (its float layers stay fp32), fp16 only from the fp16 ONNX.
-  The network is created with ``STRONGLY_TYPED`` (a flag 11 keeps for compatibility: it is
-  always strongly typed) and no precision flag is set.
+  from the Q/DQ nodes of the QDQ ONNX (its float layers stay fp32, TF32 allowed), fp16 only from the fp16 ONNX.
+  No precision flag is set, and no ``STRONGLY_TYPED`` creation flag nor trtexec ``--stronglyTyped``:
+  11.0 deprecated both as no-ops (``NvInfer.h``: "Strongly typed mode is always enabled. This flag is
+  retained for API compatibility but is ignored"; trtexec's help: "[Deprecated] ... This flag is a no-op").
 
 Older TensorRT (8.x: JetPack 6.0 ships 8.6, JetPack 5 ships 8.5) is refused with one line.
 """
@@ -29,8 +30,8 @@ import onnx
 from distill.errors import DistillError
 
 TIMING_CACHE = "timing.cache"  # TensorRT's kernel timing cache, next to the engines
-MIN_MAJOR = 10                 # oldest TensorRT supported (JetPack 6.1+: 10.3)
-JETPACK_NOTE = "on a Jetson: JetPack 6.1 or 6.2, which ship 10.3; JetPack 6.0 ships 8.6"
+MIN_MAJOR = 10                 # oldest TensorRT supported (JetPack 6.1 and 6.2: 10.3)
+JETPACK_NOTE = "on a Jetson: JetPack 6.1 and 6.2 ship 10.3; JetPack 6.0 ships 8.6"
 STRONGLY_TYPED_MAJOR = 11      # from here on: no precision flags, types come from the ONNX
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -80,15 +81,18 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
                     chw: tuple[int, int, int], batches: tuple[int, int, int] = (1, 8, 32),
                     timing_cache: str = TIMING_CACHE, workspace_mib: int = 1024,
                     trtexec: str = "${TRTEXEC}", typed: bool = False) -> list[str]:
-    """The ``trtexec`` argv building one engine.
+    """The ``trtexec`` argv building one engine (``--skipInference``: only the build, without trtexec's
+    default inference timing run after it).
 
     Args:
-        precision: ``fp32`` | ``fp16`` | ``int8`` (int8 expects a QDQ model).
+        precision: ``fp32`` | ``fp16`` | ``int8`` (int8 expects a QDQ model). fp32 gets ``--noTF32``
+            (10 and 11): TensorRT lets fp32 layers use TF32 by default on Ampere and newer (Orin).
         batches: (min, opt, max) batch of the optimization profile.
         workspace_mib: builder workspace memory pool limit in MiB.
-        typed: TensorRT >= 11: ``--stronglyTyped`` and no precision flag, so ``onnx_path`` must
-            carry the precision (the fp16 ONNX for fp16, the QDQ ONNX for int8). Otherwise
-            TensorRT 10's ``--fp16`` / ``--int8 --fp16``.
+        typed: TensorRT >= 11: no precision flag (and no ``--stronglyTyped``, a deprecated no-op
+            there: every network is strongly typed), so ``onnx_path`` must carry the precision (the
+            fp16 ONNX for fp16, the QDQ ONNX for int8). Otherwise TensorRT 10's ``--fp16`` /
+            ``--int8 --fp16``.
     """
     lo, opt, hi = batches
     if not lo <= opt <= hi:
@@ -98,12 +102,13 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
     cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine_path}",
            f"--minShapes={_shape(input_name, lo, chw)}", f"--optShapes={_shape(input_name, opt, chw)}",
            f"--maxShapes={_shape(input_name, hi, chw)}", f"--timingCacheFile={timing_cache}",
-           f"--memPoolSize=workspace:{workspace_mib}"]
-    if typed:
-        cmd.append("--stronglyTyped")
-    elif precision == "fp16":
+           f"--memPoolSize=workspace:{workspace_mib}",
+           "--skipInference"]  # build only: no timing run after the build (the engine check runs it)
+    if precision == "fp32":  # TF32 is on by default (Ampere and newer, Orin): fp32 means fp32
+        cmd.append("--noTF32")
+    elif not typed and precision == "fp16":  # 11: no flag, the types come from the ONNX
         cmd.append("--fp16")
-    elif precision == "int8":
+    elif not typed and precision == "int8":
         cmd += ["--int8", "--fp16"]
     return cmd
 
@@ -126,8 +131,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
                  timing_cache: str | Path = TIMING_CACHE, workspace_mib: int = 1024) -> Path:
     """Build a serialized engine with the TensorRT Python API (TensorRT 10.x or 11.x).
 
-    Builder -> network from ``OnnxParser`` (strongly typed on 11) -> config (TensorRT 10: the
-    FP16/INT8 flags; 11: none), workspace, an optimization profile for the dynamic batch, a
+    Builder -> network from ``OnnxParser`` (always strongly typed on 11) -> config (TensorRT 10: the
+    FP16/INT8 flags; 11: none; fp32: TF32 cleared), workspace, an optimization profile for the dynamic batch, a
     timing cache read and written at ``timing_cache`` -> ``build_serialized_network``. On 11,
     ``onnx_path`` must carry the precision: pick it with :func:`engine_source`.
     """
@@ -142,17 +147,15 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     check_engine_source(onnx_path, precision, typed)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if typed and flag is not None:  # 11 keeps the flag for compatibility (always strongly typed)
-        flags = 1 << int(flag)
-    network = builder.create_network(flags)
+    network = builder.create_network(0)  # 10: weakly typed; 11: always strongly typed (its flag is ignored)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise DistillError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if precision == "fp32":  # BuilderFlag.TF32 is on by default (10 and 11): an fp32 engine stays fp32
+        config.clear_flag(trt.BuilderFlag.TF32)
     if not typed and precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     if not typed and precision == "int8":

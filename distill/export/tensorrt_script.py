@@ -3,9 +3,12 @@
 The script asks ``trtexec`` which TensorRT it is (its ``[TensorRT v100300]`` banner; the Python
 bindings as a fallback; ``TRT_MAJOR=10|11`` overrides) and runs one of two blocks:
 
-- TensorRT 10 (Jetson, JetPack 6.1 and 6.2): ``--fp16`` from the fp32 ONNX, ``--int8 --fp16`` from the QDQ ONNX.
-- TensorRT >= 11: ``--stronglyTyped`` and none of the removed ``--int8/--fp16/--best/--calib``;
-  fp16 from the fp16 ONNX, int8 from the QDQ ONNX.
+- TensorRT 10 (Jetson Orin on JetPack 6.1/6.2: 10.3): ``--fp16`` from the fp32 ONNX, ``--int8 --fp16`` from the
+  QDQ ONNX.
+- TensorRT >= 11: none of the removed ``--int8/--fp16/--best/--calib`` (nor ``--stronglyTyped``, a
+  deprecated no-op in 11: every network is strongly typed); fp16 from the fp16 ONNX, int8 from the QDQ ONNX.
+  On a Jetson (``/etc/nv_tegra_release``), TensorRT 11 gets a note with what NVIDIA's Jetson migration
+  pages say: JetPack 6.x stays on TensorRT 10.x, and 11.4.1 is the 11.x that supports JetPack (7.2.2+).
 
 Then, when the export had calibration images and ``polygraphy`` is installed, each engine is
 run by polygraphy on those images next to ONNX Runtime on the ONNX it was built from (and on the
@@ -53,6 +56,15 @@ if ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]]; then
 fi
 if [ "$TRT_MAJOR" -lt %(min)d ]; then
     echo "TensorRT $TRT_MAJOR is too old: these engines need TensorRT %(min)d or newer (%(jetpack)s)" >&2; exit 1
+fi
+# A Jetson (L4T's release file; NV_TEGRA_RELEASE= names another) with TensorRT 11: say what NVIDIA's 10.x-to-11.x
+# Jetson/JetPack migration pages say, and go on (11.4.1 on JetPack 7.2.2+ is a supported pairing).
+TEGRA="${NV_TEGRA_RELEASE:-/etc/nv_tegra_release}"
+if [ "$TRT_MAJOR" -ge 11 ] && [ -f "$TEGRA" ]; then
+    { echo "note: TensorRT $TRT_MAJOR on a Jetson ($TEGRA). NVIDIA's 'Migrating TensorRT from 10.x to 11.x on Jetson/JetPack':"
+      echo "  JetPack is not supported in TensorRT 11.2.1, 11.3.0, 11.4.0 and 11.5.0; TensorRT 11.4.1 supports"
+      echo "  JetPack 7.2.2 or later on Jetson AGX Orin and Jetson Thor (the Linux SBSA package); Jetson Orin on"
+      echo "  JetPack 6.x must remain on the TensorRT 10.x of its JetPack (JetPack 6.1 and 6.2 ship 10.3)."; } >&2
 fi
 if [ "$TRT_MAJOR" -gt 11 ]; then
     echo "warning: TensorRT $TRT_MAJOR is newer than this script was tested with (10, 11): built as 11 (strongly typed)" >&2
@@ -170,9 +182,10 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         "# the GPU model and TensorRT version that built it (copy this folder, then ./build_engine.sh).",
         f"# Optimization profile for '{input_name}': batch min/opt/max = {batches[0]}/{batches[1]}/{batches[2]}.",
         "# int8 engines come from the tensorrt-flavour QDQ model (explicit quantization, scales inside the",
-        "# ONNX; no calibration cache). TensorRT 10 (JetPack 6.1+) takes the precision flags --fp16 / --int8;",
+        "# ONNX; no calibration cache). TensorRT 10 (JetPack 6.1/6.2 ship 10.3) takes the precision flags --fp16 / --int8;",
         f"# TensorRT {STRONGLY_TYPED_MAJOR} removed them (and --best, --calib): it builds strongly typed networks,",
-        "# fp16 from the fp16 ONNX, int8 from the QDQ ONNX (whose float layers then run in fp32).",
+        "# fp16 from the fp16 ONNX, int8 from the QDQ ONNX (whose float layers run in fp32, TF32 allowed).",
+        "# The fp32 engine gets --noTF32 (both): TensorRT otherwise lets fp32 layers run in TF32 on Ampere+ (Orin).",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         'TRTEXEC_GIVEN="${TRTEXEC:-}"',

@@ -38,7 +38,7 @@ def test_the_qad_folder_alone_builds_and_checks_the_engine_of_the_file_the_rule_
     proc, trtexec, polygraphy = _run(device, tmp_path, banner)
     assert proc.returncode == 0, proc.stderr
     call = _by_engine(trtexec)["model.int8-qad.engine"]
-    assert f"--onnx={ship_file}" in call and ("--stronglyTyped" in call) == typed and ("--int8" in call) != typed
+    assert f"--onnx={ship_file}" in call and "--stronglyTyped" not in call and ("--int8" in call) != typed
     assert f"model.int8-qad.engine vs ONNX Runtime on {ship_file}: top-1 agreement" in proc.stdout
     assert "built 1 engine(s): model.int8-qad.engine" in proc.stdout
     assert (device / "model.int8-qad.engine").is_file() and not (device / "model.int8.engine").exists()

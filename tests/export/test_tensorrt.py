@@ -45,8 +45,12 @@ def test_trtexec_command() -> None:
     cmd = trtexec_command("m.onnx", "m.engine", "fp16", "input", (3, 224, 224), (1, 4, 16), "tc.cache", 2048, "trtexec")
     assert cmd == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine", "--minShapes=input:1x3x224x224",
                    "--optShapes=input:4x3x224x224", "--maxShapes=input:16x3x224x224", "--timingCacheFile=tc.cache",
-                   "--memPoolSize=workspace:2048", "--fp16"]
-    assert "--fp16" not in trtexec_command("m.onnx", "e", "fp32", "input", (3, 8, 8))
+                   "--memPoolSize=workspace:2048", "--skipInference", "--fp16"]
+    for typed in (False, True):  # fp32 means fp32: TF32 (on by default in trtexec 10 and 11) off
+        assert "--fp16" not in trtexec_command("m.onnx", "e", "fp32", "input", (3, 8, 8), typed=typed)
+        assert trtexec_command("m.onnx", "e", "fp32", "input", (3, 8, 8), typed=typed)[-1] == "--noTF32"
+        for precision in ("fp16", "int8"):
+            assert "--noTF32" not in trtexec_command("m.onnx", "e", precision, "input", (3, 8, 8), typed=typed)
     with pytest.raises(DistillError):
         trtexec_command("m.onnx", "e", "int4", "input", (3, 8, 8))
     with pytest.raises(DistillError):
@@ -61,10 +65,11 @@ def test_build_engine_without_tensorrt_is_one_line(export_dir: Path, tmp_path: P
 
 
 def test_trtexec_command_strongly_typed() -> None:
-    """TensorRT 11's trtexec has no --int8/--fp16/--best/--calib: the typed command carries none."""
+    """TensorRT 11's trtexec has no --int8/--fp16/--best/--calib: the typed command carries none, nor
+    --stronglyTyped ("[Deprecated] ... This flag is a no-op" in trtexec 11.0/11.1's help)."""
     for precision in ("fp32", "fp16", "int8"):
         cmd = trtexec_command("m.onnx", "e", precision, "input", (3, 8, 8), typed=True)
-        assert cmd[-1] == "--stronglyTyped"
+        assert "--stronglyTyped" not in cmd
         assert not {"--int8", "--fp16", "--best"} & set(cmd) and not any(a.startswith("--calib") for a in cmd)
     assert trtexec_command("m.onnx", "e", "int8", "input", (3, 8, 8))[-2:] == ["--int8", "--fp16"]  # TensorRT 10
 
@@ -74,7 +79,9 @@ def test_tensorrt_major() -> None:
     for bad, match in (("8.6.1", "too old"), ("dev", "does not parse")):
         with pytest.raises(DistillError, match=match) as e:
             tensorrt_major(bad)
-        assert "\n" not in str(e.value)
+        assert "\n" not in str(e.value) and "6.x" not in str(e.value)  # JetPack 6.0 shipped 8.6
+    with pytest.raises(DistillError, match=r"JetPack 6\.1 and 6\.2 ship 10\.3"):
+        tensorrt_major("8.6.2")
     entry = {"onnx": "model.fp32.onnx", "onnx_strongly_typed": "model.fp16.onnx"}
     assert (engine_source(entry, 10), engine_source(entry, 11)) == ("model.fp32.onnx", "model.fp16.onnx")
 
@@ -95,7 +102,7 @@ def fake_tensorrt(version: str, calls: dict[str, Any]) -> types.ModuleType:
     trt.BuilderFlag = (types.SimpleNamespace(TF32=1, SPARSE_WEIGHTS=2) if eleven
                        else types.SimpleNamespace(FP16=0, INT8=1, TF32=2))
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
-    calls.update(network_flags=[], builder_flags=[], parsed=[], profiles=[])
+    calls.update(network_flags=[], builder_flags=[], cleared_flags=[], parsed=[], profiles=[])
 
     class Logger:
         WARNING = 2
@@ -113,6 +120,9 @@ def fake_tensorrt(version: str, calls: dict[str, Any]) -> types.ModuleType:
 
         def set_flag(self, flag: int) -> None:
             calls["builder_flags"].append(flag)
+
+        def clear_flag(self, flag: int) -> None:
+            calls["cleared_flags"].append(flag)
 
         def add_optimization_profile(self, profile: Any) -> None:
             calls["profiles"].append(profile.shapes)
@@ -191,11 +201,23 @@ def test_build_engine_on_tensorrt_11_is_strongly_typed(export_dir: Path, tmp_pat
     _build(export_dir, tmp_path, "model.int8-tensorrt.onnx", "int8")  # int8 from the Q/DQ nodes
     _build(export_dir, tmp_path, "model.fp16.onnx", "fp16")           # fp16 from the fp16 ONNX
     _build(export_dir, tmp_path, "model.fp32.onnx", "fp32")
-    assert calls["network_flags"] == [1 << 0] * 3  # STRONGLY_TYPED (0 on 11)
+    assert calls["network_flags"] == [0] * 3  # no STRONGLY_TYPED: deprecated and ignored in 11 (always typed)
     assert calls["builder_flags"] == [] and len(calls["parsed"]) == 3
     with pytest.raises(DistillError, match="fp16 only from an fp16 ONNX") as e:  # no silent fp32 "fp16" engine
         _build(export_dir, tmp_path, "model.fp32.onnx", "fp16")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("version,tf32", [("10.3.0.30", 2), ("11.1.0.106", 1)])
+def test_the_fp32_engine_is_built_without_tf32(export_dir: Path, tmp_path: Path, with_tensorrt, version: str,
+                                              tf32: int) -> None:
+    """BuilderFlag.TF32 is on by default (NvInfer.h, 10.3 and 11.1): an "fp32" engine would run its convolutions
+    in TF32 on Ampere and newer (Orin). The fp32 build clears it; fp16/int8 builds leave it alone."""
+    calls = with_tensorrt(version)
+    _build(export_dir, tmp_path, "model.fp32.onnx", "fp32")
+    assert calls["cleared_flags"] == [tf32]
+    _build(export_dir, tmp_path, "model.int8-tensorrt.onnx", "int8")
+    assert calls["cleared_flags"] == [tf32]
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])

@@ -84,6 +84,8 @@ def test_tensorrt_10_uses_the_precision_flags(folder: Path, tmp_path: Path, bann
     assert calls["model.int8.engine"][-2:] == ["--int8", "--fp16"]
     assert "--onnx=model.fp32.onnx" in calls["model.fp16.engine"] and calls["model.fp16.engine"][-1] == "--fp16"
     assert not {"--int8", "--fp16", "--stronglyTyped"} & set(calls["model.fp32.engine"])
+    assert [e for e, args in calls.items() if "--noTF32" in args] == ["model.fp32.engine"]  # fp32 without TF32
+    assert all("--skipInference" in args for args in calls.values())  # build only, no timing run after it
     assert all((folder / e).exists() for e in calls)
 
 
@@ -96,9 +98,11 @@ def test_tensorrt_11_is_strongly_typed(folder: Path, tmp_path: Path, banner: str
     calls = _by_engine(trtexec)
     assert set(calls) == {"model.fp32.engine", "model.fp16.engine", "model.int8.engine"}
     for args in calls.values():
-        assert args[-1] == "--stronglyTyped"
+        assert "--stronglyTyped" not in args  # a deprecated no-op in 11: networks are always strongly typed
         assert not [a for a in args if a.split("=")[0] in REMOVED_IN_11], args  # trtexec 11 would refuse them
     assert "--onnx=model.fp16.onnx" in calls["model.fp16.engine"]  # fp16 from the fp16 ONNX
+    assert [e for e, args in calls.items() if "--noTF32" in args] == ["model.fp32.engine"]  # fp32 without TF32
+    assert all("--skipInference" in args for args in calls.values())  # build only, no timing run after it
     assert "--onnx=model.int8-tensorrt.onnx" in calls["model.int8.engine"]  # int8 from the Q/DQ nodes
 
 
@@ -108,6 +112,32 @@ def test_old_or_unknown_tensorrt_stops_before_building(folder: Path, tmp_path: P
                                                        message: str) -> None:
     proc, trtexec, _ = _run(folder, tmp_path, banner)
     assert proc.returncode == 1 and message in proc.stderr and trtexec == []
+
+
+def test_too_old_names_the_jetpacks_that_ship_tensorrt_10(folder: Path, tmp_path: Path) -> None:
+    """JetPack 6.0 shipped TensorRT 8.6: "JetPack 6.x ships 10.3" told its users otherwise (QA H finding 9)."""
+    proc, _, _ = _run(folder, tmp_path, "[TensorRT v8602]")
+    assert proc.returncode == 1 and "JetPack 6.1 and 6.2 ship 10.3" in proc.stderr and "6.x" not in proc.stderr
+
+
+@pytest.mark.parametrize("banner,tegra,noted", [("[TensorRT v110100]", True, True), ("[TensorRT v100300]", True, False),
+                                                ("[TensorRT v110100]", False, False)])
+def test_tensorrt_11_on_a_jetson_says_what_nvidia_supports(folder: Path, tmp_path: Path, banner: str, tegra: bool,
+                                                           noted: bool) -> None:
+    """NVIDIA's "Migrating TensorRT from 10.x to 11.x on Jetson/JetPack" pages: JetPack is not supported in 11.2.1,
+    11.3.0, 11.4.0, 11.5.0; 11.4.1 supports JetPack 7.2.2+; JetPack 6.x stays on 10.x. A note, and the build goes on."""
+    release = tmp_path / "nv_tegra_release"
+    if tegra:
+        release.write_text("# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64\n")
+    proc, trtexec, _ = _run(folder, tmp_path, banner, {"SKIP_CHECK": "1", "NV_TEGRA_RELEASE": str(release)})
+    assert proc.returncode == 0 and len(trtexec) == 3, proc.stderr
+    note = " ".join(proc.stderr.split())
+    assert ("on a Jetson" in note) == noted
+    if noted:
+        for said in ("JetPack is not supported in TensorRT 11.2.1, 11.3.0, 11.4.0 and 11.5.0",
+                     "TensorRT 11.4.1 supports JetPack 7.2.2 or later on Jetson AGX Orin and Jetson Thor",
+                     "Jetson Orin on JetPack 6.x must remain on the TensorRT 10.x of its JetPack"):
+            assert said in note, note
 
 
 @pytest.mark.parametrize("banner,sources", [

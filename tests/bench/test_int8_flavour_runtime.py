@@ -1,0 +1,66 @@
+"""An int8 file timed on a runtime it was not made for says so in one line (QA H finding 11): the ort-cpu flavour
+(uint8 asymmetric activations) on ort-trt, the tensorrt flavour on ort-cpu. The flavour is the file's
+``distill.int8_flavour`` metadata, else its name (``model.int8-ort-cpu.onnx``)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+import distill.bench.edge_runner as edge_runner
+from distill.bench.run import bench_model
+from distill.errors import DistillWarning
+from distill.export.onnx import stamp
+
+
+def _int8(small_onnx: Path, folder: Path, flavour: str, name: str = "student.onnx") -> Path:
+    """``small_onnx`` with the metadata an int8 export stamps (the graph stays float: only the metadata is read)."""
+    path = Path(shutil.copyfile(small_onnx, folder / name))
+    stamp(path, {"distill.precision": "int8", "distill.int8_flavour": flavour, "distill.target_runtime": flavour})
+    return path
+
+
+@pytest.mark.parametrize(("flavour", "runtime", "says"), [
+    ("ort-cpu", "ort-trt", "an int8 file of the ort-cpu flavour"), ("tensorrt", "ort-cpu", "of the tensorrt flavour"),
+    ("tensorrt", "ort-trt", None), ("ort-cpu", "ort-cpu", None), ("ort-cpu", "ort-cuda", None)])
+def test_flavour_warning_from_the_metadata(small_onnx: Path, tmp_path: Path, flavour: str, runtime: str,
+                                           says: str | None) -> None:
+    path = _int8(small_onnx, tmp_path, flavour)  # a neutral name: the metadata decides
+    warning = edge_runner.flavour_warning(path, runtime)
+    assert (warning is None) == (says is None), warning
+    if says:
+        assert says in warning and str(path) in warning and "\n" not in warning
+
+
+def test_fp32_file_and_name_fallback(small_onnx: Path, tmp_path: Path) -> None:
+    assert edge_runner.flavour_warning(small_onnx, "ort-trt") is None  # fp32: nothing to say
+    model = onnx.load(str(small_onnx))
+    del model.metadata_props[:]  # a file whose metadata was stripped: its name still tells
+    onnx.save(model, str(tmp_path / "model.int8-ort-cpu.onnx"))
+    assert edge_runner.int8_flavour(tmp_path / "model.int8-ort-cpu.onnx") == "ort-cpu"
+    assert "ort-cpu flavour" in (edge_runner.flavour_warning(tmp_path / "model.int8-ort-cpu.onnx", "ort-trt") or "")
+
+
+def test_edge_runner_warns_before_timing(small_onnx: Path, tmp_path: Path, capsys) -> None:
+    path = _int8(small_onnx, tmp_path, "tensorrt")
+    assert edge_runner.main([str(path), "--runtime", "ort-cpu", "--iters", "1", "--warmup", "0", "--threads", "1",
+                             "--out", str(tmp_path / "b.jsonl")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "tensorrt flavour" in warnings[0] and "model.int8-ort-cpu.onnx" in warnings[0]
+
+
+def test_ort_trt_warns_before_it_loads(small_onnx: Path, tmp_path: Path, capsys) -> None:
+    """Here (no TensorRT EP) the run then stops on the missing provider; the warning came first."""
+    path = _int8(small_onnx, tmp_path, "ort-cpu")
+    edge_runner.main([str(path), "--runtime", "ort-trt", "--iters", "1", "--warmup", "0"])
+    err = capsys.readouterr().err.splitlines()
+    assert err and err[0].startswith("warning: ") and "ort-cpu flavour" in err[0] and "ort-trt" in err[0], err
+
+
+def test_distill_bench_warns_too(small_onnx: Path, tmp_path: Path) -> None:
+    path = _int8(small_onnx, tmp_path, "tensorrt")
+    with pytest.warns(DistillWarning, match="tensorrt flavour"):
+        records = bench_model(path, "ort-cpu", (1,), threads=1, warmup=0, iters=1)
+    assert len(records) == 1
