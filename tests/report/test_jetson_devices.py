@@ -1,0 +1,41 @@
+"""Jetson records in the report: the power mode and L4T release are part of the device (QA H finding 5), shown as text
+(finding 7); each device has its own Pareto front, and report.md a device column (finding 6)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.records import BenchRecord
+from distill.report.data import device_label
+from distill.report.write import collect
+from tests.report.test_engine_join import engine_record, write_export
+
+MAXN = "NV Power Mode: MAXN_SUPER 2"
+W15 = "NV Power Mode: 15W 0"
+BOARD = "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super"
+
+
+def jetson(record: BenchRecord, mode: str, p50: float, when: str) -> BenchRecord:
+    """``record`` as the TensorRT runner writes it on a Jetson in nvpmodel ``mode``."""
+    lat = {"mean": p50, "std": 0.0, "min": p50, "p50": p50, "p90": p50, "p99": p50, "max": p50}
+    dev = {"jetson": {"nv_tegra_release": "R36 (release), REVISION: 4.3", "l4t": "36.4.3", "board": BOARD,
+                      "power_mode": mode}, "gpus": [], "cpu": {"model": "ARMv8 Processor rev 1 (v8l)"}}
+    return record.model_copy(update={"device": dev, "latency_ms": record.latency_ms.model_copy(update=lat),
+                                     "timestamp": when})
+
+
+def test_one_engine_timed_at_two_power_modes_is_two_points(tmp_path: Path) -> None:
+    ex = write_export(tmp_path / "exp", "1")
+    rec = engine_record(str(ex / "model.int8.engine"))
+    jetson(rec, MAXN, 0.2, "2026-12-06T09:20:31+0000").append_to(ex / "bench.jsonl")
+    jetson(rec, W15, 0.5, "2026-12-06T10:00:00+0000").append_to(ex / "bench.jsonl")
+    data = collect([ex])
+    assert sorted((p.device, p.latency["p50"]) for p in data.points) == [
+        (f"{BOARD} (15W · L4T 36.4.3)", 0.5), (f"{BOARD} (MAXN_SUPER · L4T 36.4.3)", 0.2)]
+    assert not any("timed 2 times" in w for w in data.warnings)
+
+
+def test_a_jetson_is_its_board_whatever_the_runtime(tmp_path: Path) -> None:
+    rec = jetson(engine_record("/x/model.int8.engine"), MAXN, 0.2, "2026-12-06T09:20:31+0000")
+    with_gpu = rec.model_copy(update={"device": {**rec.device, "gpus": [{"name": "Orin (nvgpu)"}]}})
+    on_cpu = rec.model_copy(update={"runtime": "ort-cpu"})
+    assert device_label(with_gpu) == device_label(on_cpu) == f"{BOARD} (MAXN_SUPER · L4T 36.4.3)"
