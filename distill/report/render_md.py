@@ -93,6 +93,8 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                          + f"{p.latency['p50']:.3g} | {p.latency['p90']:.3g} | {p.latency['p99']:.3g} | "
                          f"{_pct(p.score)}{_ci(p.score_se)} |")
         lines += [""] + ([] if threads else [f"Threads: {_threads(data.points[0], True)}.", ""])
+        devices = sorted({p.device for p in data.points})
+        lines += [f"Measured on {devices[0]}.", ""] if len(devices) == 1 else []
         timed_again = bench_repeat_notes(data.points)  # a file benched again: one point, its repeats said
         if timed_again:
             lines += ["Benched more than once (each point is the newest record):", ""] + [f"- {n}" for n in timed_again] + [""]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from distill.records import BenchRecord
 from distill.report.data import device_label
-from distill.report.write import collect
+from distill.report.write import collect, write_report
 from tests.report.test_engine_join import engine_record, write_export
 
 MAXN = "NV Power Mode: MAXN_SUPER 2"
@@ -39,3 +39,14 @@ def test_a_jetson_is_its_board_whatever_the_runtime(tmp_path: Path) -> None:
     with_gpu = rec.model_copy(update={"device": {**rec.device, "gpus": [{"name": "Orin (nvgpu)"}]}})
     on_cpu = rec.model_copy(update={"runtime": "ort-cpu"})
     assert device_label(with_gpu) == device_label(on_cpu) == f"{BOARD} (MAXN_SUPER · L4T 36.4.3)"
+
+
+def test_jetson_details_are_text_in_both_reports(tmp_path: Path) -> None:
+    ex = write_export(tmp_path / "exp", "1")
+    jetson(engine_record(str(ex / "model.int8.engine")), MAXN, 0.2, "2026-12-06T09:20:31+0000").append_to(
+        ex / "bench.jsonl")
+    written = write_report([ex], tmp_path / "r.html")
+    html, md = written.html.read_text(), written.markdown.read_text()
+    assert "nv_tegra_release" not in html and '"power_mode"' not in html
+    assert f"{BOARD} · MAXN_SUPER · L4T 36.4.3" in html
+    assert f"Measured on {BOARD} (MAXN_SUPER · L4T 36.4.3)." in md
