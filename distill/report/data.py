@@ -8,7 +8,7 @@ Accuracy is a fraction everywhere here (the records' unit); renderers print perc
 
 Accuracy is measured on a finite test set, so it carries a binomial standard error per domain
 (Agresti-Coull: about sqrt(p(1-p)/n); n from export.json's ``data.eval_count``). The Pareto front
-(per batch size) keeps a point unless another point is at least as fast and not significantly
+(per batch size and device) keeps a point unless another point is at least as fast and not significantly
 less accurate (95 %, two-sided, the test sets taken as independent, which is conservative for two
 models scored on the same images): a slower model that wins by a couple of images is not "better".
 """
@@ -337,9 +337,10 @@ def dominates(q: Point, p: Point) -> bool:
 
 
 def mark_pareto(points: list[Point]) -> None:
-    """Set ``pareto`` on the points (per batch) that no other point :func:`dominates`."""
-    for batch in {p.batch for p in points}:
-        group = [p for p in points if p.batch == batch and p.score is not None]
+    """Set ``pareto`` on the points that no other point of their batch and device :func:`dominates`: one front per
+    batch size and device (a Jetson's engine does not "dominate" an x86 CPU's files: they answer different questions)."""
+    for batch, device in {(p.batch, p.device) for p in points}:
+        group = [p for p in points if p.batch == batch and p.device == device and p.score is not None]
         for p in group:
             p.pareto = not any(dominates(q, p) for q in group if q is not p)
 

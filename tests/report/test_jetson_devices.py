@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.records import BenchRecord
-from distill.report.data import device_label
+from distill.report.data import device_label, mark_pareto
 from distill.report.write import collect, write_report
 from tests.report.test_engine_join import engine_record, write_export
 
@@ -50,3 +50,32 @@ def test_jetson_details_are_text_in_both_reports(tmp_path: Path) -> None:
     assert "nv_tegra_release" not in html and '"power_mode"' not in html
     assert f"{BOARD} · MAXN_SUPER · L4T 36.4.3" in html
     assert f"Measured on {BOARD} (MAXN_SUPER · L4T 36.4.3)." in md
+
+
+def _two_devices(tmp_path: Path) -> Path:
+    """An export whose fp32 file is timed on an x86 CPU (slow) and whose int8 engine on a Jetson (fast)."""
+    ex = write_export(tmp_path / "exp", "1")
+    jetson(engine_record(str(ex / "model.int8.engine")), MAXN, 0.2, "2026-12-06T09:20:31+0000").append_to(
+        ex / "bench.jsonl")
+    cpu = engine_record(str(ex / "model.fp32.onnx"), "10" * 32).model_copy(update={
+        "runtime": "ort-cpu", "device": {"cpu": {"model": "Xeon", "usable_cores": 2}}})
+    cpu.model_copy(update={"latency_ms": cpu.latency_ms.model_copy(update={"p50": 3.0})}).append_to(ex / "bench.jsonl")
+    return ex
+
+
+def test_each_device_has_its_own_front(tmp_path: Path) -> None:
+    data = collect([_two_devices(tmp_path)])
+    for p in data.points:  # equally accurate: on one shared front the slower (the x86 CPU's) would be dominated
+        p.score, p.score_se = 0.5, None
+    mark_pareto(data.points)
+    assert sorted((p.runtime, p.pareto) for p in data.points) == [("ort-cpu", True), ("tensorrt", True)]
+
+
+def test_report_md_has_a_device_column_for_several_devices_and_html_a_chart_each(tmp_path: Path) -> None:
+    written = write_report([_two_devices(tmp_path)], tmp_path / "r.html")
+    md = written.markdown.read_text()
+    rows = md[md.index("## All measurements"):].split("\n\n")[1].splitlines()
+    assert rows[0] == "| batch | student | precision | runtime | file | device | p50 ms | p90 ms | p99 ms | accuracy % |"
+    assert sorted(row.split(" | ")[5] for row in rows[2:]) == [f"{BOARD} (MAXN_SUPER · L4T 36.4.3)", "Xeon (2 cores)"]
+    html = written.html.read_text()
+    assert html.count('<h3 class="device">') == 2  # one chart and front per device, each headed by it
