@@ -23,11 +23,34 @@ The rule, safest first:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from distill.records import BenchRecord, ExportedModel, ExportReport
 from distill.report.locate import nearest
+
+# build_engine.sh's names: model.fp32.engine, model.fp16.engine, model.int8.engine (from the tensorrt-flavour QDQ file),
+# a QAD folder's model.int8-qad.engine; a .plan too (TensorRT's other usual suffix)
+ENGINE_NAME = re.compile(r"\.(fp32|fp16|int8)(?:-[\w.-]+)?\.(?:engine|plan)$")
+
+
+def recorded_precision(record: BenchRecord) -> str:
+    """The precision a record says it timed, before any join: its model metadata's (``int8/FLAVOUR`` for int8), else a
+    ``torch`` record's fp32 (the torch runner's default); for a TensorRT engine (which carries none), its
+    build_engine.sh name's (``model.fp16.engine``: fp16; an int8 engine is built from the tensorrt-flavour file); else
+    ``?``: never a guess of fp32 (QA H finding 4)."""
+    meta = record.model_meta
+    if meta.get("int8_flavour"):
+        return f"int8/{meta['int8_flavour']}"
+    if meta.get("precision"):
+        return str(meta["precision"])
+    if record.runtime == "torch":  # a checkpoint timed by distill bench: fp32 unless --precision said otherwise
+        return "fp32"
+    named = ENGINE_NAME.search(record.model_name) if record.runtime == "tensorrt" else None
+    if named:
+        return "int8/tensorrt" if named.group(1) == "int8" else named.group(1)
+    return "?"
 
 
 class EngineHit(NamedTuple):
