@@ -57,7 +57,7 @@ from distill.report.data import (
     mark_pareto,
     unclash,
 )
-from distill.report.engines import engine_index, engine_of, recorded_precision
+from distill.report.engines import engine_index, engine_of, recorded_precision, unjoined_note
 from distill.report.locate import hits, narrow, nearest_held, places
 from distill.report.qad_files import engine_beside, qad_files
 from distill.report.render_html import render_html
@@ -286,7 +286,7 @@ def _join(data: ReportData) -> list[Point]:
         if accuracy is None:
             data.unmatched += 1
             if not hit and not note and at.kind != "qad":
-                note = "ambiguous: two timed files fit" if len(found) > 1 else "not joined to an export or run"
+                note = "ambiguous: two timed files fit" if len(found) > 1 else unjoined_note(r)
         file = _short(full)
         p = Point(student=student, precision=precision, runtime=r.runtime, batch=r.batch,
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),
