@@ -21,6 +21,9 @@ Runtimes: ``ort-cpu``, ``ort-cuda`` and ``ort-trt`` (onnxruntime execution provi
 onnxruntime's TensorRT engine and timing caches in ``trt_cache/`` beside the model and reuses them: delete that
 folder when the model, onnxruntime, TensorRT or the board changes (onnxruntime's TensorRT EP docs). An int8 file
 of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`` on ``ort-cpu``) is warned about.
+An engine in
+a copied export folder (export.json beside it) gets ``engine_source``: the ONNX file it was built
+from and its sha256 (:func:`engine_source`), by which ``distill report`` joins it to its export.
 """
 from __future__ import annotations
 
@@ -648,6 +651,7 @@ class TensorRTRunner:
         self.threads_used, self.threads_basis = None, TENSORRT_NO_THREADS
         self.meta: dict[str, str] = {}
         self.engine = _deserialize_engine(trt, self.path)
+        self.source = engine_source(self.path, _major(trt.__version__))  # what the report joins it by
         self.context = self.engine.create_execution_context()
         self.input_name, self._shape, self._profile = _engine_input(trt, self.engine)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -716,6 +720,31 @@ class TensorRTRunner:
             for dev, _ in bufs.values():
                 self.cudart.cudaFree(dev)
         self._buffers.clear()
+
+
+def engine_source(engine: str | Path, trt_major: int | None = None) -> dict[str, str] | None:
+    """The ONNX file an engine of an export was built from, ``{"onnx": NAME, "sha256": ...}``, as the record's
+    ``engine_source``: the export.json beside the engine (a copied export folder, build_engine.sh run in it) lists the
+    engine under ``tensorrt.engines`` with the file build_engine.sh builds it from (``onnx_strongly_typed`` on TensorRT
+    11+, ``onnx`` before), hashed here as it is on the device. ``distill report`` joins the record to the export
+    holding those ONNX bytes, wherever the .jsonl is put. None: no export.json there, or it does not list the engine."""
+    path = Path(engine)
+    try:
+        listed = json.loads((path.parent / "export.json").read_text()).get("tensorrt") or {}
+        entries = [e for e in listed.get("engines") or [] if isinstance(e, dict) and e.get("engine") == path.name]
+    except (OSError, ValueError, AttributeError, TypeError):  # none, unreadable, not an export's
+        return None
+    for e in entries:
+        name = e.get("onnx_strongly_typed") if (trt_major or 0) >= 11 and e.get("onnx_strongly_typed") else e.get("onnx")
+        if isinstance(name, str) and name and (path.parent / name).is_file():
+            return {"onnx": name, "sha256": sha256_file(path.parent / name)}
+    return None
+
+
+def _major(version: Any) -> int | None:
+    """The major number of a version string (``10.3.0``: 10); None if it has none."""
+    m = re.match(r"\d+", str(version))
+    return int(m.group()) if m else None
 
 
 def _import_tensorrt() -> Any:
@@ -884,6 +913,8 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
                 "throughput_ips": b * iters / sum(t), "memory": mem, "top_ops": None, "device": device,
                 "versions": versions, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": walls[b],
             }))
+            if getattr(runner, "source", None):  # an export's engine: the ONNX bytes it was built from
+                records[-1][1]["engine_source"] = runner.source
             opts = getattr(runner, "provider_options", None)
             if opts:  # what TensorRT was allowed to pick (fp16/int8 kernels); the schema has no field of its own
                 records[-1][1]["note"] = "TensorrtExecutionProvider " + ", ".join(

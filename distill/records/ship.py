@@ -133,6 +133,14 @@ class LatencyStats(_Closed):
     max: float
 
 
+class EngineSource(_Open):
+    """The ONNX file a TensorRT engine was built from, as the edge runner found it beside the engine (its export
+    folder's export.json lists the engine): what ``distill report`` joins an engine's record to its export by."""
+
+    onnx: str
+    sha256: str
+
+
 class BenchRecord(Record):
     """One line of ``bench.jsonl``: one model x runtime x batch measured on one device.
 
@@ -165,6 +173,9 @@ class BenchRecord(Record):
     # ``model`` relative to the folder of the .jsonl it was written to (distill/report/locate.py); None in records
     # written before it, or printed rather than written
     model_relative: str | None = None
+    # a TensorRT engine of an export: the ONNX file it was built from (edge_runner.engine_source); None otherwise, and
+    # in records written before it
+    engine_source: EngineSource | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

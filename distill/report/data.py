@@ -8,7 +8,7 @@ Accuracy is a fraction everywhere here (the records' unit); renderers print perc
 
 Accuracy is measured on a finite test set, so it carries a binomial standard error per domain
 (Agresti-Coull: about sqrt(p(1-p)/n); n from export.json's ``data.eval_count``). The Pareto front
-(per batch size) keeps a point unless another point is at least as fast and not significantly
+(per batch size and device) keeps a point unless another point is at least as fast and not significantly
 less accurate (95 %, two-sided, the test sets taken as independent, which is conservative for two
 models scored on the same images): a slower model that wins by a couple of images is not "better".
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -287,16 +288,34 @@ class _Index:
 
 
 def device_label(record: BenchRecord) -> str:
-    """The device a record was measured on, as a person names it (GPU name, Jetson board or CPU model)."""
+    """The device a record was measured on, as a person names it (Jetson board, GPU name or CPU model). A Jetson is
+    named by its board with its power mode and L4T release (:func:`jetson_text`), whatever the runtime: one engine timed
+    at MAXN and at 15 W is two devices (two points), not one file timed twice."""
     dev = record.device
+    jet = dev.get("jetson") or {}
+    if isinstance(jet, dict) and jet.get("board"):
+        details = jetson_text({k: v for k, v in jet.items() if k != "board"})
+        return f"{jet['board']} ({details})" if details else str(jet["board"])
     gpus = dev.get("gpus") or []
     if record.runtime in ("ort-cuda", "ort-trt", "tensorrt") and gpus:
         return gpus[0].get("name", "GPU")
-    jet = dev.get("jetson") or {}
-    if jet.get("board"):
-        return jet["board"]
     cpu = dev.get("cpu", {}) or {}
     return f"{cpu.get('model', '?')} ({cpu.get('usable_cores', '?')} cores)"
+
+
+def jetson_text(jet: dict[str, Any]) -> str:
+    """A record's ``device.jetson`` (the edge runner's ``jetson_info()``) as a person reads it: ``board · MAXN_SUPER ·
+    L4T 36.4.3`` (``nvpmodel -q``'s mode name, without its "NV Power Mode:" and its number); "" when it holds none."""
+    parts = [str(jet["board"])] if jet.get("board") else []
+    mode = str(jet.get("power_mode") or "").strip()
+    if mode:
+        mode = re.sub(r"^NV Power Mode:\s*", "", mode)
+        parts.append(re.sub(r"\s+\d+$", "", mode) or mode)
+    if jet.get("l4t"):
+        parts.append(f"L4T {jet['l4t']}")
+    elif jet.get("nv_tegra_release"):
+        parts.append(str(jet["nv_tegra_release"]))
+    return " · ".join(parts)
 
 
 def _student_label(arch: str, strategy: str | None) -> str:
@@ -318,9 +337,10 @@ def dominates(q: Point, p: Point) -> bool:
 
 
 def mark_pareto(points: list[Point]) -> None:
-    """Set ``pareto`` on the points (per batch) that no other point :func:`dominates`."""
-    for batch in {p.batch for p in points}:
-        group = [p for p in points if p.batch == batch and p.score is not None]
+    """Set ``pareto`` on the points that no other point of their batch and device :func:`dominates`: one front per
+    batch size and device (a Jetson's engine does not "dominate" an x86 CPU's files: they answer different questions)."""
+    for batch, device in {(p.batch, p.device) for p in points}:
+        group = [p for p in points if p.batch == batch and p.device == device and p.score is not None]
         for p in group:
             p.pareto = not any(dominates(q, p) for q in group if q is not p)
 

@@ -18,16 +18,43 @@ The rule, safest first:
   export folder (the results copied back beside the export) and the record's ``model_relative`` (the path
   the edge runner recorded, relative to the .jsonl) is absent or that bare name: one that names another folder
   (``qad/model.int8.engine``, timed from the export folder) timed another file of that name, not the export's.
-  Never by file name alone: every export names its engines alike.
+  Never by file name alone: every export names its engines alike;
+- a record of an engine timed by the edge runner in a copy of its export folder carries ``engine_source``: the ONNX
+  file (name, sha256) the export.json beside the engine says it was built from, hashed on the device. It joins the
+  export (of copies, the nearest) that holds those bytes and lists an engine of its name built from them, wherever
+  its .jsonl lies; none such: not joined (built from another export's bytes).
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from distill.records import BenchRecord, ExportedModel, ExportReport
 from distill.report.locate import nearest
+
+# build_engine.sh's names: model.fp32.engine, model.fp16.engine, model.int8.engine (from the tensorrt-flavour QDQ file),
+# a QAD folder's model.int8-qad.engine; a .plan too (TensorRT's other usual suffix)
+ENGINE_NAME = re.compile(r"\.(fp32|fp16|int8)(?:-[\w.-]+)?\.(?:engine|plan)$")
+
+
+def recorded_precision(record: BenchRecord) -> str:
+    """The precision a record says it timed, before any join: its model metadata's (``int8/FLAVOUR`` for int8), else a
+    ``torch`` record's fp32 (the torch runner's default); for a TensorRT engine (which carries none), its
+    build_engine.sh name's (``model.fp16.engine``: fp16; an int8 engine is built from the tensorrt-flavour file); else
+    ``?``: never a guess of fp32 (QA H finding 4)."""
+    meta = record.model_meta
+    if meta.get("int8_flavour"):
+        return f"int8/{meta['int8_flavour']}"
+    if meta.get("precision"):
+        return str(meta["precision"])
+    if record.runtime == "torch":  # a checkpoint timed by distill bench: fp32 unless --precision said otherwise
+        return "fp32"
+    named = ENGINE_NAME.search(record.model_name) if record.runtime == "tensorrt" else None
+    if named:
+        return "int8/tensorrt" if named.group(1) == "int8" else named.group(1)
+    return "?"
 
 
 class EngineHit(NamedTuple):
@@ -51,12 +78,15 @@ class EngineHit(NamedTuple):
 class EngineIndex(NamedTuple):
     by_sha: dict[str, dict[str, EngineHit]]  # sha256 -> {export folder: the engine} (a copied export: several)
     by_path: dict[str, EngineHit]  # realpath of the engine in its export folder
+    # (sha256 of an ONNX file an engine is built from, the engine's name) -> {export folder: the engine}
+    by_source: dict[tuple[str, str], dict[str, EngineHit]]
 
 
 def engine_index(exports: list[tuple[str, ExportReport]]) -> EngineIndex:
     """Every engine export.json lists (folder, report pairs), by sha256 when it has one and by path."""
     by_sha: dict[str, dict[str, EngineHit]] = {}
     by_path: dict[str, EngineHit] = {}
+    by_source: dict[tuple[str, str], dict[str, EngineHit]] = {}
     for folder, report in exports:
         models = {m.file: m for m in report.models}
         for e in (report.tensorrt or {}).get("engines") or []:
@@ -70,7 +100,10 @@ def engine_index(exports: list[tuple[str, ExportReport]]) -> EngineIndex:
             if e.get("sha256"):
                 by_sha.setdefault(e["sha256"], {})[folder] = hit
             by_path[os.path.realpath(Path(folder) / e["engine"])] = hit
-    return EngineIndex(by_sha, by_path)
+            for name in {e.get("onnx"), e.get("onnx_strongly_typed")}:  # either, by the device's TensorRT major
+                if (built_from := models.get(str(name))) is not None and built_from.sha256:
+                    by_source.setdefault((built_from.sha256, str(e["engine"])), {})[folder] = hit
+    return EngineIndex(by_sha, by_path, by_source)
 
 
 def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: EngineHit | None = None,
@@ -82,6 +115,9 @@ def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: Engi
     if sha and sha in index.by_sha:  # of copies in several export folders, the one nearest the bench file
         held = index.by_sha[sha]
         return held[nearest(held, Path(bench_file).parent)[0]]
+    if record.engine_source is not None:  # the ONNX bytes it was built from, hashed on the device: wherever it lies
+        built = index.by_source.get((record.engine_source.sha256, record.model_name)) or {}
+        return built[nearest(built, Path(bench_file).parent)[0]] if built else None
     if not by_path:
         return None
     beside = index.by_path.get(os.path.realpath(Path(bench_file).parent / Path(record.model).name)) \
@@ -94,6 +130,16 @@ def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: Engi
             return None
         return hit
     return None
+
+
+def unjoined_note(record: BenchRecord) -> str:
+    """The note of a record joined to nothing; a TensorRT engine's says how it would be (README, "Timing a TensorRT
+    engine")."""
+    if record.runtime != "tensorrt":
+        return "not joined to an export or run"
+    if record.engine_source is not None:
+        return f"not joined: built from a {record.engine_source.onnx} that no export given holds"
+    return "not joined: time it beside its export.json, or put the .jsonl in its export folder"
 
 
 def timed_beside(record: BenchRecord, bench_file: str) -> bool:

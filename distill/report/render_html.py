@@ -102,6 +102,32 @@ def _sizes(points: list[Point]) -> str:
     return s + ("; some points' test-set size unknown: no interval" if unknown else "")
 
 
+def _front(device: str, pts: list[Point], several: bool) -> str:
+    """One device's chart, front key and table at one batch size ("" when it has no point there); ``several``:
+    headed by the device (each device has its own front: :func:`distill.report.data.mark_pareto`)."""
+    if not pts:
+        return ""
+    rows = "".join(
+        f'<tr><td>{esc(p.student)}</td>'
+        f'<td class="path" title="{esc(p.model)}">{esc_wrap(file_cell(p.file, p.note))}</td>'
+        f'<td><span class="pill" style="background:{color(p.precision)}">'
+        f'{esc(p.precision)}</span></td><td>{esc(p.runtime)}</td>'
+        f'<td class="num" data-v="{p.latency["p50"]}">{p.latency["p50"]:.3g}</td>'
+        f'<td class="num" data-v="{p.score if p.score is not None else -1}">{pct(p.score, 2)}'
+        + (f'<span class="sd"> ±\u00a0{percent(Z95 * p.score_se, 2)}</span>' if p.score_se is not None else "") + '</td>'
+        f'<td>{f"★ {front_no(pts, p)}" if p.pareto else ""}</td></tr>'
+        for p in sorted(pts, key=lambda p: p.latency["p50"]))
+    key = "".join(f'<li><b>{front_no(pts, p)}</b> {esc(p.label)} <span class="muted">'
+                  f'{esc_wrap(file_cell(p.file, p.note))}</span></li>'
+                  for p in sorted((p for p in pts if p.pareto), key=lambda p: p.latency["p50"]))
+    return ((f'<h3 class="device">{esc(device)}</h3>' if several else "") + pareto_svg(pts)
+            + (f'<ol class="key" title="the Pareto front, fastest first">{key}</ol>' if key else "")
+            + '<table class="sortable"><thead><tr><th>model</th>'
+            '<th title="hover a file for its full path">file</th><th>precision</th><th>runtime</th>'
+            '<th>p50 ms</th><th>accuracy % (95 %)</th>'
+            f'<th>front</th></tr></thead><tbody>{rows}</tbody></table>')
+
+
 def section_pareto(data: ReportData) -> str:
     batches = sorted({p.batch for p in data.points})
     if not batches:
@@ -110,35 +136,17 @@ def section_pareto(data: ReportData) -> str:
     dom = ", ".join(data.common_domains) if data.common_domains else "each point's own domains"
     parts = ['<section id="pareto"><h2>Accuracy vs latency (Pareto front)</h2>',
              f'<p class="note">Accuracy: mean top-1 over {esc(dom)}, with its 95 % interval from the test-set size '
-             f'(binomial; {esc(_sizes(data.points))}). Latency: p50 per batch. A point is on the front unless another '
+             f'(binomial; {esc(_sizes(data.points))}). Latency: p50 per batch. A point is on its device\'s front unless another '
              'is at least as fast and not significantly less accurate: points whose intervals overlap this much are '
              'not told apart. Hover a point for details.</p>', _legend(data.points),
              '<div class="tabs">' + "".join(f'<button data-batch-tab="{b}">batch {b}</button>' for b in batches) + "</div>"]
-    several = len({p.device for p in data.points}) > 1  # one device: named once, above the chart
+    devices = sorted({p.device for p in data.points})
+    several = len(devices) > 1  # one device: named once, above the chart; several: a chart and front each
     if not several:
-        parts.insert(2, f'<p class="note">Measured on {esc(data.points[0].device)}.</p>')
+        parts.insert(2, f'<p class="note">Measured on {esc(devices[0])}.</p>')
     for b in batches:
-        pts = [p for p in data.points if p.batch == b]
-        rows = "".join(
-            f'<tr><td>{esc(p.student)}</td>'
-            f'<td class="path" title="{esc(p.model)}">{esc_wrap(file_cell(p.file, p.note))}</td>'
-            f'<td><span class="pill" style="background:{color(p.precision)}">'
-            f'{esc(p.precision)}</span></td><td>{esc(p.runtime)}</td>'
-            + (f'<td>{esc(p.device)}</td>' if several else "")
-            + f'<td class="num" data-v="{p.latency["p50"]}">{p.latency["p50"]:.3g}</td>'
-            f'<td class="num" data-v="{p.score if p.score is not None else -1}">{pct(p.score, 2)}'
-            + (f'<span class="sd"> ±\u00a0{percent(Z95 * p.score_se, 2)}</span>' if p.score_se is not None else "") + '</td>'
-            f'<td>{f"★ {front_no(pts, p)}" if p.pareto else ""}</td></tr>'
-            for p in sorted(pts, key=lambda p: p.latency["p50"]))
-        key = "".join(f'<li><b>{front_no(pts, p)}</b> {esc(p.label)} <span class="muted">'
-                      f'{esc_wrap(file_cell(p.file, p.note))}</span></li>'
-                      for p in sorted((p for p in pts if p.pareto), key=lambda p: p.latency["p50"]))
-        parts.append(f'<div data-batch-panel="{b}">{pareto_svg(pts)}'
-                     + (f'<ol class="key" title="the Pareto front, fastest first">{key}</ol>' if key else "")
-                     + '<table class="sortable"><thead><tr><th>model</th>'
-                     '<th title="hover a file for its full path">file</th><th>precision</th><th>runtime</th>'
-                     + ("<th>device</th>" if several else "") + '<th>p50 ms</th><th>accuracy % (95 %)</th>'
-                     f'<th>front</th></tr></thead><tbody>{rows}</tbody></table></div>')
+        charts = [_front(d, [p for p in data.points if p.batch == b and p.device == d], several) for d in devices]
+        parts.append(f'<div data-batch-panel="{b}">' + "".join(charts) + "</div>")
     if data.unmatched:
         parts.append(f'<p class="note">{data.unmatched} record(s) have no matching accuracy (no export.json/summary.json '
                      'for their model among the inputs) and are not on the chart.</p>')

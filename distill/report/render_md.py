@@ -74,25 +74,28 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
     if data.points:
         dom = ", ".join(data.common_domains) or "each point's own domains"
         lines += ["## Pareto front (accuracy vs p50 latency)", "", f"Accuracy: mean top-1 over {dom}.", "",
-                  "A point is on the front unless another is at least as fast and not significantly less accurate "
-                  "(± : 95 % interval from the test-set size).", "",
+                  "A point is on the front (one per batch size and device) unless another of its device is at least "
+                  "as fast and not significantly less accurate (± : 95 % interval from the test-set size).", "",
                   "| batch | student | precision | runtime | file | device | p50 ms | p99 ms | accuracy % |",
                   "|---:|---|---|---|---|---|---:|---:|---:|"]
-        for p in sorted((p for p in data.points if p.pareto), key=lambda p: (p.batch, p.latency["p50"])):
+        for p in sorted((p for p in data.points if p.pareto), key=lambda p: (p.batch, p.device, p.latency["p50"])):
             lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {file_cell(p.file, p.note)} | "
                          f"{p.device} | {p.latency['p50']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
         # the threads as report.html's table has them: a column where they differ, else named once (below the table)
         threads = len({_threads(p) for p in data.points}) > 1
+        devices = sorted({p.device for p in data.points})  # several: a column (else named once, below the table)
         lines += ["", "## All measurements", ""]
-        lines += ["| batch | student | precision | runtime | file | " + ("threads | " if threads else "")
-                  + "p50 ms | p90 ms | p99 ms | accuracy % |", "|---:|---|---|---|---|" + ("---:|" if threads else "")
+        lines += ["| batch | student | precision | runtime | file | " + ("device | " if len(devices) > 1 else "")
+                  + ("threads | " if threads else "") + "p50 ms | p90 ms | p99 ms | accuracy % |",
+                  "|---:|---|---|---|---|" + ("---|" if len(devices) > 1 else "") + ("---:|" if threads else "")
                   + "---:|---:|---:|---:|"]
-        for p in sorted(data.points, key=lambda p: (p.batch, p.latency["p50"])):
+        for p in sorted(data.points, key=lambda p: (p.batch, p.device, p.latency["p50"])):
             lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {file_cell(p.file, p.note)} | "
-                         + (f"{_threads(p)} | " if threads else "")
+                         + (f"{p.device} | " if len(devices) > 1 else "") + (f"{_threads(p)} | " if threads else "")
                          + f"{p.latency['p50']:.3g} | {p.latency['p90']:.3g} | {p.latency['p99']:.3g} | "
                          f"{_pct(p.score)}{_ci(p.score_se)} |")
         lines += [""] + ([] if threads else [f"Threads: {_threads(data.points[0], True)}.", ""])
+        lines += [f"Measured on {devices[0]}.", ""] if len(devices) == 1 else []
         timed_again = bench_repeat_notes(data.points)  # a file benched again: one point, its repeats said
         if timed_again:
             lines += ["Benched more than once (each point is the newest record):", ""] + [f"- {n}" for n in timed_again] + [""]

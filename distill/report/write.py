@@ -57,7 +57,7 @@ from distill.report.data import (
     mark_pareto,
     unclash,
 )
-from distill.report.engines import engine_index, engine_of
+from distill.report.engines import engine_index, engine_of, recorded_precision, unjoined_note
 from distill.report.locate import hits, narrow, nearest_held, places
 from distill.report.qad_files import engine_beside, qad_files
 from distill.report.render_html import render_html
@@ -240,11 +240,7 @@ def _join(data: ReportData) -> list[Point]:
     elsewhere: list[tuple[str, str]] = []  # records found by their relative path at another export's file (other bytes)
     for entry in data.records:
         r = entry.record
-        meta = r.model_meta
-        precision = meta.get("precision", "fp32")
-        if meta.get("int8_flavour"):
-            precision = f"int8/{meta['int8_flavour']}"
-        student = meta.get("arch", "?")
+        precision, student = recorded_precision(r), r.model_meta.get("arch", "?")
         accuracy, count, note = None, None, ""
         where = places(r.model, Path(entry.source).parent, r.model_relative)  # the timed file, wherever the report runs
         # two: its own absolute place and, by the relative path, another tree's file; of copies (the same bytes: a
@@ -290,7 +286,7 @@ def _join(data: ReportData) -> list[Point]:
         if accuracy is None:
             data.unmatched += 1
             if not hit and not note and at.kind != "qad":
-                note = "ambiguous: two timed files fit" if len(found) > 1 else "not joined to an export or run"
+                note = "ambiguous: two timed files fit" if len(found) > 1 else unjoined_note(r)
         file = _short(full)
         p = Point(student=student, precision=precision, runtime=r.runtime, batch=r.batch,
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),

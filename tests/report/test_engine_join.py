@@ -92,7 +92,8 @@ def _two_exports_timed(tmp_path: Path) -> tuple[Path, Path]:
     for folder, tag in ((a, "1"), (b, "2")):
         record = engine_record(str(folder / "model.fp32.onnx"), f"{tag}0" * 32)
         record.model_copy(update={"runtime": "ort-cpu"}).append_to(tmp_path / "bench.jsonl")
-    engine_record(str(tmp_path / "loose" / "fixed1.onnx"), "77" * 32).append_to(tmp_path / "bench.jsonl")
+    engine_record(str(tmp_path / "loose" / "fixed1.onnx"), "77" * 32).model_copy(update={"runtime": "ort-cpu"}).append_to(
+        tmp_path / "bench.jsonl")  # an ONNX file: timed by ONNX Runtime (a tensorrt record's note says how to join it)
     engine_record(str(a / "model.int8.engine")).append_to(tmp_path / "bench.jsonl")
     return a, b
 
@@ -135,7 +136,7 @@ def test_report_html_names_each_record_s_file_as_report_md_does(tmp_path: Path) 
     assert html_rows == {("resnet18 (erm) · fp32", "exp_a/model.fp32.onnx"), ("resnet18 (erm) · fp32", "exp_b/model.fp32.onnx"),
                          ("resnet18 (erm) · int8/tensorrt",
                           "exp_a/model.int8.engine (TensorRT engine of model.int8-tensorrt.onnx)"),
-                         ("? · fp32", "loose/fixed1.onnx (not joined to an export or run)")}
+                         ("? · ?", "loose/fixed1.onnx (not joined to an export or run)")}  # no metadata: not fp32
     titles = {html.unescape(re.search(r'title="([^"]*)"', r[1][0]).group(1)) for r in rows}  # the full path on hover
     assert titles == {str(a / "model.fp32.onnx"), str(b / "model.fp32.onnx"), str(a / "model.int8.engine"),
                       str(tmp_path / "loose" / "fixed1.onnx")}

@@ -1,0 +1,69 @@
+"""The edge runner records the ONNX file an export's TensorRT engine was built from (``engine_source``), found in the
+export.json beside the engine, so ``distill report`` can join the engine's timings wherever the .jsonl is put (QA H
+finding 3). TensorRT itself is not needed: :func:`engine_source` reads export.json and hashes a file."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from distill.bench import edge_runner
+from distill.records import BenchRecord
+from tests.report.test_engine_join import write_export
+
+
+def _export_with_files(folder: Path) -> Path:
+    ex = write_export(folder, "1")
+    for name in ("model.fp32.onnx", "model.fp16.onnx", "model.int8-tensorrt.onnx"):
+        (ex / name).write_bytes(name.encode())
+    return ex
+
+
+def test_engine_source_is_the_onnx_build_engine_sh_builds_it_from(tmp_path: Path) -> None:
+    ex = _export_with_files(tmp_path / "fmu")
+    sha = {n: hashlib.sha256(n.encode()).hexdigest() for n in ("model.fp32.onnx", "model.fp16.onnx")}
+    # fp16: from the fp32 ONNX with --fp16 on TensorRT 10, from model.fp16.onnx on 11 (strongly typed)
+    assert edge_runner.engine_source(ex / "model.fp16.engine", 10) == {"onnx": "model.fp32.onnx", "sha256": sha["model.fp32.onnx"]}
+    assert edge_runner.engine_source(ex / "model.fp16.engine", 11) == {"onnx": "model.fp16.onnx", "sha256": sha["model.fp16.onnx"]}
+    assert edge_runner.engine_source(ex / "model.int8.engine", 10)["onnx"] == "model.int8-tensorrt.onnx"
+
+
+def test_no_engine_source_without_an_export_json_listing_the_engine_and_its_onnx(tmp_path: Path) -> None:
+    ex = _export_with_files(tmp_path / "fmu")
+    assert edge_runner.engine_source(ex / "other.engine", 10) is None  # not listed
+    (ex / "model.int8-tensorrt.onnx").unlink()
+    assert edge_runner.engine_source(ex / "model.int8.engine", 10) is None  # its ONNX not copied along
+    (tmp_path / "loose").mkdir()
+    assert edge_runner.engine_source(tmp_path / "loose" / "model.int8.engine", 10) is None  # no export.json
+    (ex / "export.json").write_text("{half")
+    assert edge_runner.engine_source(ex / "model.fp16.engine", 10) is None  # unreadable: not an error
+
+
+class _Engine:
+    """A runner as TensorRTRunner is to bench_runners, taking no time."""
+
+    def __init__(self, path: Path, source: dict[str, str] | None) -> None:
+        self.path, self.source, self.meta = path, source, {}
+        self.runtime, self.providers, self.threads = "tensorrt", ["TensorRT 10.3.0"], None
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, 3, 4, 4)
+
+    def run(self, x) -> None:
+        return None
+
+    def profiled(self) -> None:
+        return None
+
+
+def test_an_engine_record_carries_its_source_and_reads_back_as_a_bench_record(tmp_path: Path) -> None:
+    ex = _export_with_files(tmp_path / "fmu")
+    source = edge_runner.engine_source(ex / "model.int8.engine", 10)
+    (ex / "model.int8.engine").write_bytes(b"engine")
+    records = edge_runner.bench_runners([_Engine(ex / "model.int8.engine", source)], (1,), warmup=1, iters=2)
+    assert records[0]["engine_source"] == source
+    edge_runner.write_jsonl(records, tmp_path / "bench.jsonl")
+    back = next(BenchRecord.read_lines(tmp_path / "bench.jsonl"))
+    assert back.engine_source is not None and back.engine_source.sha256 == source["sha256"]
+    plain = edge_runner.bench_runners([_Engine(ex / "model.int8.engine", None)], (1,), warmup=1, iters=2)
+    assert "engine_source" not in plain[0]  # an ONNX file's record, or an engine of no export: no such key
+

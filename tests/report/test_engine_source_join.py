@@ -1,0 +1,64 @@
+"""An engine timed on the device joins its export by the ONNX bytes it was built from (``engine_source``), wherever
+its .jsonl is put (QA H finding 3: it joined only when the .jsonl lay where the record's relative path resolved to
+the export's engine); without one, the "not joined" note says what to do."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from distill.bench import edge_runner
+from distill.records import BenchRecord
+from distill.report.write import collect
+from tests.report.test_engine_join import ACC, engine_record, write_export
+
+
+def _line(record: BenchRecord, source: dict[str, str] | None, jsonl: Path, relative: str | None = None) -> Path:
+    """``record`` as the edge runner writes it (a JSON line), with ``engine_source`` when given."""
+    line = {**record.to_dict(), **({"engine_source": source} if source else {}),
+            **({"model_relative": relative} if relative else {})}
+    jsonl.parent.mkdir(parents=True, exist_ok=True)
+    with open(jsonl, "a") as f:
+        f.write(json.dumps(line) + "\n")
+    return jsonl
+
+
+def _timed_in_home(record: BenchRecord, source: dict[str, str] | None, home: Path) -> Path:
+    """The QA's workflow: ``cd ~ && edge_runner.py fmu/model.int8.engine --out bench.jsonl``, the .jsonl copied back
+    into ``home`` (not the export folder)."""
+    return _line(record, source, home / "bench.jsonl", f"fmu/{record.model_name}")
+
+
+def test_an_engine_joins_the_export_holding_the_onnx_it_was_built_from_wherever_its_jsonl_lies(tmp_path: Path) -> None:
+    ex = write_export(tmp_path / "export" / "fmu", "1")
+    (ex / "model.int8-tensorrt.onnx").write_bytes(b"int8 qdq")  # the export's file, with its sha256 in export.json
+    listed = json.loads((ex / "export.json").read_text())
+    listed["models"][2]["sha256"] = hashlib.sha256(b"int8 qdq").hexdigest()
+    (ex / "export.json").write_text(json.dumps(listed))
+    source = {"onnx": "model.int8-tensorrt.onnx", "sha256": hashlib.sha256(b"int8 qdq").hexdigest()}
+    data = collect([ex, _timed_in_home(engine_record("/home/nvidia/fmu/model.int8.engine"), source, tmp_path / "jet_home")])
+    [p] = data.points
+    assert (p.precision, p.accuracy, p.note) == ("int8/tensorrt", {d: a - 0.05 for d, a in ACC.items()},
+                                                 "TensorRT engine of model.int8-tensorrt.onnx")
+    assert data.unmatched == 0
+    device = tmp_path / "device" / "fmu"  # the runner records it so: the export folder copied to the device
+    device.mkdir(parents=True)
+    for f in ("export.json", "model.int8-tensorrt.onnx"):
+        (device / f).write_bytes((ex / f).read_bytes())
+    assert edge_runner.engine_source(device / "model.int8.engine", 10) == source
+
+
+def test_an_engine_built_from_other_bytes_is_not_joined_and_says_so(tmp_path: Path) -> None:
+    ex = write_export(tmp_path / "export" / "fmu", "1")
+    other = {"onnx": "model.int8-tensorrt.onnx", "sha256": "0f" * 32}  # a re-export's file, not this one's
+    _line(engine_record(str(ex / "model.int8.engine")), other, ex / "bench.jsonl")  # even beside the export's engine
+    data = collect([ex])
+    [p] = data.points
+    assert p.accuracy is None and p.note == "not joined: built from a model.int8-tensorrt.onnx that no export given holds"
+
+
+def test_an_unjoined_engine_s_note_says_where_to_time_it_or_put_its_jsonl(tmp_path: Path) -> None:
+    ex = write_export(tmp_path / "export" / "fmu", "1")
+    data = collect([ex, _timed_in_home(engine_record("/home/nvidia/fmu/model.int8.engine"), None, tmp_path / "jet_home")])
+    [p] = data.points
+    assert p.accuracy is None and "put the .jsonl in its export folder" in p.note
