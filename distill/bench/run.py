@@ -169,7 +169,10 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
     oversubscribed = [note for rt in dict.fromkeys(rt for _, rt in pairs) if (note := threads_warning(threads, rt, option))]
     if oversubscribed:  # `distill bench` prints it as one warning: line
         warnings.warn(oversubscribed[0], DistillWarning, stacklevel=2)
-    for path, rt in pairs:  # an int8 file made for another runtime (model.int8-ort-cpu.onnx on ort-trt)
+    named = {Path(m) for m in models if Path(m).is_file()}  # a folder's files are all timed: no warning for each
+    for path, rt in pairs:  # an int8 file made for another runtime (model.int8-ort-cpu.onnx on ort-trt), named by hand
+        if path not in named:
+            continue
         try:
             mismatch = flavour_warning(path, rt)
         except RuntimeUnavailable as e:

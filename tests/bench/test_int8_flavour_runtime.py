@@ -64,3 +64,16 @@ def test_distill_bench_warns_too(small_onnx: Path, tmp_path: Path) -> None:
     with pytest.warns(DistillWarning, match="tensorrt flavour"):
         records = bench_model(path, "ort-cpu", (1,), threads=1, warmup=0, iters=1)
     assert len(records) == 1
+
+
+def test_a_folders_files_are_timed_without_the_warning(small_onnx: Path, tmp_path: Path, monkeypatch,
+                                                       recwarn) -> None:
+    """An export folder made with ``--int8-flavour both`` holds a tensorrt-flavour file: ``distill bench EXPORT``
+    times every file on ort-cpu, as asked, and says nothing about that one (only a file named by hand is warned)."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    path = _int8(small_onnx, folder, "tensorrt", "model.int8-tensorrt.onnx")
+    monkeypatch.setattr("distill.bench.run.resolve_models", lambda model, runtime: [(path, "ort-cpu")])
+    records = bench_model(folder, "ort-cpu", (1,), threads=1, warmup=0, iters=1)
+    assert len(records) == 1
+    assert not [w for w in recwarn.list if "flavour" in str(w.message)]
