@@ -12,7 +12,10 @@ engine's script), as an export's engine does; the name differs from the export's
 of the one never takes the other's accuracy. A folder written before qad.json recorded its engine (no
 ``config["tensorrt"]``) has a ``build_engine.sh`` that built ``model.int8.engine`` from the file the rule picked:
 that engine is taken as this folder's. Neither joins by name a record whose ``model_relative`` names another folder
-(:func:`distill.report.engines.timed_beside`).
+(:func:`distill.report.engines.timed_beside`). An engine timed by the edge runner in a copy of the qad folder carries
+``engine_source`` (the ONNX file qad.json says it is built from, hashed on the device): it joins the qad folder (of
+copies, the nearest) holding those bytes and listing an engine of its name, wherever its .jsonl lies, as an export's
+engine does.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from typing import Any, Mapping, NamedTuple
 from distill.records import BenchRecord
 from distill.report.data import ReportData
 from distill.report.engines import timed_beside
+from distill.report.locate import nearest
 from distill.report.runs import finite
 
 # a tensorrt-flavour qad folder written before qad.json recorded its engine (config["tensorrt"]): its build_engine.sh
@@ -76,3 +80,21 @@ def engine_beside(record: BenchRecord, bench_file: str, files: Mapping[str, Any]
     path = os.path.realpath(Path(bench_file).parent / Path(record.model).name)
     what = getattr(files.get(path), "what", None)
     return [path] if isinstance(what, QADFile) and what.engine else []
+
+
+def engine_by_source(record: BenchRecord, bench_file: str, data: ReportData, files: Mapping[str, Any]) -> list[str]:
+    """``[path]`` of the qad engine of the record's name built from the ONNX bytes its ``engine_source`` names (of
+    qad folders holding them, the one nearest the bench file); [] for none (module docstring)."""
+    source = record.engine_source
+    if record.runtime != "tensorrt" or source is None:
+        return []
+    held: dict[str, str] = {}  # qad folder -> real path of the engine
+    for entry in data.qad:
+        listed = entry.record.tensorrt
+        for e in listed.engines if listed else []:
+            path = os.path.realpath(Path(entry.dir) / e.engine)
+            what = getattr(files.get(path), "what", None)
+            if e.engine == record.model_name and isinstance(what, QADFile) and what.engine \
+                    and data.file_sha(os.path.join(entry.dir, e.onnx)) == source.sha256:
+                held[entry.dir] = path
+    return [held[nearest(held, Path(bench_file).parent)[0]]] if held else []
