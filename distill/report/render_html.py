@@ -27,7 +27,7 @@ header{background:#1d2b3a;color:#fff;padding:18px 28px}header h1{margin:0;font-s
 header p{margin:4px 0 0;color:#b9c6d3;font-size:12px}
 main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
 section{background:#fff;border:1px solid #e1e5ea;border-radius:8px;padding:14px 18px;margin:16px 0;overflow-x:auto}
-h2{font-size:17px;margin:2px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#38424e}
+h2{font-size:17px;margin:2px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#38424e}h4{font-size:13px;margin:10px 0 4px;color:#38424e}
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{padding:4px 6px;border-bottom:1px solid #eceff2;text-align:left;vertical-align:top}
 th{background:#f1f3f6;cursor:pointer;user-select:none}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.muted,td.path{overflow-wrap:anywhere}td.path{font-size:12px;color:#55606c;min-width:5.5em}
@@ -301,9 +301,12 @@ def section_latency(data: ReportData) -> str:
     if not data.records:
         return ""
     batches = sorted({p.batch for p in data.points})
+    devices = sorted({p.device for p in data.points})  # several: a chart each, as the Pareto section's fronts
     parts = ['<section id="latency"><h2>Latency distributions</h2>']
     for b in batches:
-        parts.append(f'<div data-batch-panel="{b}"><h3>batch {b}</h3>{latency_svg([p for p in data.points if p.batch == b])}</div>')
+        charts = [(f'<h4 class="device">{esc(d)}</h4>' if len(devices) > 1 else "") + latency_svg(pts) for d in devices
+                  if (pts := [p for p in data.points if p.batch == b and p.device == d])]
+        parts.append(f'<div data-batch-panel="{b}"><h3>batch {b}</h3>{"".join(charts)}</div>')
     recs = [m.record for m in data.records]
     several = len({device_label(r) for r in recs}) > 1  # one device: named once, in Provenance
     threads = len({_threads(r) for r in recs}) > 1  # one thread count: named once, in the heading (a column less)
