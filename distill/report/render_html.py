@@ -308,30 +308,36 @@ def section_latency(data: ReportData) -> str:
                   if (pts := [p for p in data.points if p.batch == b and p.device == d])]
         parts.append(f'<div data-batch-panel="{b}"><h3>batch {b}</h3>{"".join(charts)}</div>')
     recs = [m.record for m in data.records]
-    several = len({device_label(r) for r in recs}) > 1  # one device: named once, in Provenance
+    labels = sorted({device_label(r) for r in recs})  # one device: named once, in the heading and Provenance
     threads = len({_threads(r) for r in recs}) > 1  # one thread count: named once, in the heading (a column less)
-    rows = "".join(
-        f'<tr><td class="label" title="{esc(m.record.model)}">{esc(m.name or m.record.model_name)}</td>'
-        f'<td class="path" title="{esc(m.record.model)}">{esc_wrap(file_cell(m.file or m.record.model_name, m.note))}'
-        + (' <span class="muted">(a repeat: a newer record of this file and settings is the point)</span>'
-           if m.repeat else "") + '</td>'
-        f'<td>{esc(m.record.runtime)}</td><td class="num">{m.record.batch}</td>'
-        + (f'<td class="num">{_threads(m.record)}</td>' if threads else "")
-        + "".join(f'<td class="num" data-v="{getattr(m.record.latency_ms, k)}">{getattr(m.record.latency_ms, k):.3g}</td>'
-                  for k in ("p50", "p90", "p99"))
-        + f'<td class="num">{m.record.throughput_ips:.1f}</td><td class="num">{_mem(m)}</td>'
-        + (f'<td>{esc(device_label(m.record))}</td>' if several else "") + "</tr>"
-        for m in data.records)
-    where = ([] if several or not recs else [f"on {esc(device_label(recs[0]))}"]) + (
+    ncol = 9 + threads
+    # several devices: a group of rows each, headed by the device across the table (no device column: a long Jetson
+    # name in a column of its own pushed the table past its card at 800 px)
+    bodies = "".join("<tbody>" + (f'<tr class="grp"><th colspan="{ncol}">{esc(d)}</th></tr>' if len(labels) > 1 else "")
+                     + "".join(_record_row(m, threads) for m in data.records if device_label(m.record) == d) + "</tbody>"
+                     for d in labels)
+    where = ([] if len(labels) > 1 or not recs else [f"on {esc(labels[0])}"]) + (
         [] if threads or not recs else [f"threads: {_threads(recs[0])}"])
     one = f' <span class="muted">{", ".join(where)}</span>' if where else ""  # each part escaped
     parts.append(f'<h3>All records{one}</h3><table class="sortable"><thead><tr><th>model</th>'
                  '<th title="hover a file for its full path">file</th><th>runtime</th>'
                  '<th>batch</th>' + ("<th>threads</th>" if threads else "")
                  + '<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>img/s</th>'
-                 '<th>peak RSS Δ MiB</th>' + ("<th>device</th>" if several else "")
-                 + f'</tr></thead><tbody>{rows}</tbody></table></section>')
+                 f'<th>peak RSS Δ MiB</th></tr></thead>{bodies}</table></section>')
     return "".join(parts)
+
+
+def _record_row(m: Measurement, threads: bool) -> str:
+    """A row of the latency section's "All records" table; ``threads``: with a threads cell."""
+    return (f'<tr><td class="label" title="{esc(m.record.model)}">{esc_wrap(m.name or m.record.model_name)}</td>'
+            f'<td class="path" title="{esc(m.record.model)}">{esc_wrap(file_cell(m.file or m.record.model_name, m.note))}'
+            + (' <span class="muted">(a repeat: a newer record of this file and settings is the point)</span>'
+               if m.repeat else "") + '</td>'
+            f'<td>{esc(m.record.runtime)}</td><td class="num">{m.record.batch}</td>'
+            + (f'<td class="num">{_threads(m.record)}</td>' if threads else "")
+            + "".join(f'<td class="num" data-v="{getattr(m.record.latency_ms, k)}">{getattr(m.record.latency_ms, k):.3g}'
+                      '</td>' for k in ("p50", "p90", "p99"))
+            + f'<td class="num">{m.record.throughput_ips:.1f}</td><td class="num">{_mem(m)}</td></tr>')
 
 
 def _mem(measurement: Measurement) -> str:
