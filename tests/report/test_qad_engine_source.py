@@ -53,3 +53,20 @@ def test_a_qad_engine_built_from_other_bytes_is_not_joined(tmp_path: Path) -> No
     data = collect([qad, jsonl])
     [p] = data.points
     assert p.accuracy is None and data.unmatched == 1
+
+
+def test_a_qad_engine_of_other_bytes_is_not_joined_even_beside_its_folders_engine(tmp_path: Path) -> None:
+    """As an export's engine: a rerun of distill qad rewrote the file; the engine timed was built from the old one."""
+    qad = _qad_with_file(tmp_path / "host" / "qad")
+    old = {"onnx": "model.int8-tensorrt.onnx", "sha256": hashlib.sha256(b"before the rerun").hexdigest()}
+    now = {"onnx": "model.int8-tensorrt.onnx", "sha256": hashlib.sha256(SHIP).hexdigest()}
+    _line(engine_record("/home/nvidia/qad/model.int8-qad.engine"), old, qad / "bench.jsonl")
+    _line(engine_record(str(qad / "model.int8-qad.engine")), old, qad / "bench.jsonl")  # at its path, too
+    data = collect([qad])
+    assert [p.accuracy for p in data.points] == [None, None] and data.unmatched == 2
+    assert {p.note for p in data.points} == {
+        "not joined: built from a model.int8-tensorrt.onnx that no export or qad folder given holds"}
+    (qad / "bench.jsonl").unlink()
+    _line(engine_record("/home/nvidia/qad/model.int8-qad.engine"), now, qad / "bench.jsonl")
+    [p] = collect([qad]).points
+    assert p.accuracy == QAD_ACC
