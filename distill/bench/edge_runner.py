@@ -22,8 +22,8 @@ onnxruntime's TensorRT engine and timing caches in ``trt_cache/`` beside the mod
 folder when the model, onnxruntime, TensorRT or the board changes (onnxruntime's TensorRT EP docs). An int8 file
 of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`` on ``ort-cpu``) is warned about.
 An engine in
-a copied export folder (export.json beside it) gets ``engine_source``: the ONNX file it was built
-from and its sha256 (:func:`engine_source`), by which ``distill report`` joins it to its export.
+a copied export folder (export.json beside it) or ``distill qad`` folder (qad.json beside it) gets ``engine_source``:
+the ONNX file it was built from and its sha256 (:func:`engine_source`), by which ``distill report`` joins it.
 """
 from __future__ import annotations
 
@@ -726,14 +726,20 @@ def engine_source(engine: str | Path, trt_major: int | None = None) -> dict[str,
     """The ONNX file an engine of an export was built from, ``{"onnx": NAME, "sha256": ...}``, as the record's
     ``engine_source``: the export.json beside the engine (a copied export folder, build_engine.sh run in it) lists the
     engine under ``tensorrt.engines`` with the file build_engine.sh builds it from (``onnx_strongly_typed`` on TensorRT
-    11+, ``onnx`` before), hashed here as it is on the device. ``distill report`` joins the record to the export
-    holding those ONNX bytes, wherever the .jsonl is put. None: no export.json there, or it does not list the engine."""
+    11+, ``onnx`` before), hashed here as it is on the device; a ``distill qad`` folder's qad.json lists its
+    ``model.int8-qad.engine`` alike, under ``config.tensorrt.engines``. ``distill report`` joins the record to the
+    export (or qad folder) holding those ONNX bytes, wherever the .jsonl is put. None: neither file there lists the
+    engine."""
     path = Path(engine)
-    try:
-        listed = json.loads((path.parent / "export.json").read_text()).get("tensorrt") or {}
-        entries = [e for e in listed.get("engines") or [] if isinstance(e, dict) and e.get("engine") == path.name]
-    except (OSError, ValueError, AttributeError, TypeError):  # none, unreadable, not an export's
-        return None
+    entries: list[dict[str, Any]] = []
+    for record, keys in (("export.json", ("tensorrt",)), ("qad.json", ("config", "tensorrt"))):
+        try:
+            listed = json.loads((path.parent / record).read_text())
+            for key in keys:
+                listed = listed.get(key) or {}
+            entries += [e for e in listed.get("engines") or [] if isinstance(e, dict) and e.get("engine") == path.name]
+        except (OSError, ValueError, AttributeError, TypeError):  # none, unreadable, not distill's
+            continue
     for e in entries:
         name = e.get("onnx_strongly_typed") if (trt_major or 0) >= 11 and e.get("onnx_strongly_typed") else e.get("onnx")
         if isinstance(name, str) and name and (path.parent / name).is_file():

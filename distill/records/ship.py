@@ -12,7 +12,7 @@ from distill.errors import DistillError
 from distill.records.base import Accuracy, Record, RelativeRecord, _Closed, _Open
 from distill.records.names import BENCH_RECORDS, EXPORT_REPORT
 from distill.records.run import RunSummary
-from distill.utils.io import json_error
+from distill.utils.io import append_line, json_error
 
 
 # ------------------------------------------------------------------ export report
@@ -214,5 +214,6 @@ class BenchRecord(Record):
             yield record
 
     def append_to(self, path: str | Path) -> None:
-        with open(path, "a") as f:
-            f.write(json.dumps(self.to_dict()) + "\n")
+        """Append this record as a line of the ``bench.jsonl`` at ``path``; after a cut-off last line, on a new line
+        (:func:`~distill.utils.io.append_line`, the edge runner's rule)."""
+        append_line(path, json.dumps(self.to_dict()))

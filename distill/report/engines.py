@@ -138,7 +138,7 @@ def unjoined_note(record: BenchRecord) -> str:
     if record.runtime != "tensorrt":
         return "not joined to an export or run"
     if record.engine_source is not None:
-        return f"not joined: built from a {record.engine_source.onnx} that no export given holds"
+        return f"not joined: built from a {record.engine_source.onnx} that no export or qad folder given holds"
     return "not joined: time it beside its export.json, or put the .jsonl in its export folder"
 
 

@@ -12,7 +12,11 @@ engine's script), as an export's engine does; the name differs from the export's
 of the one never takes the other's accuracy. A folder written before qad.json recorded its engine (no
 ``config["tensorrt"]``) has a ``build_engine.sh`` that built ``model.int8.engine`` from the file the rule picked:
 that engine is taken as this folder's. Neither joins by name a record whose ``model_relative`` names another folder
-(:func:`distill.report.engines.timed_beside`).
+(:func:`distill.report.engines.timed_beside`). An engine timed by the edge runner in a copy of the qad folder carries
+``engine_source`` (the ONNX file qad.json says it is built from, hashed on the device): it joins the qad folder (of
+copies, the nearest) holding those bytes and listing an engine of its name, wherever its .jsonl lies, as an export's
+engine does; with ``engine_source``, a record is never joined to a qad engine built from other bytes (the folder's
+file rewritten since), even by its path (:func:`other_bytes`).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Any, Mapping, NamedTuple
 from distill.records import BenchRecord
 from distill.report.data import ReportData
 from distill.report.engines import timed_beside
+from distill.report.locate import nearest
 from distill.report.runs import finite
 
 # a tensorrt-flavour qad folder written before qad.json recorded its engine (config["tensorrt"]): its build_engine.sh
@@ -39,6 +44,7 @@ class QADFile(NamedTuple):
     images: dict[str, int] | None  # test images per domain
     note: str = ""  # an engine: the file it is built from
     engine: bool = False
+    built_from: str = ""  # an engine: the path of the ONNX file it is built from
 
 
 def qad_files(data: ReportData) -> dict[str, QADFile]:
@@ -58,12 +64,14 @@ def qad_files(data: ReportData) -> dict[str, QADFile]:
             out[os.path.realpath(Path(entry.dir) / name)] = file(name, how, accuracy)
         for e in r.tensorrt.engines if r.tensorrt else []:
             if e.onnx in arms:  # built from a file of this folder: its accuracy
-                out.setdefault(os.path.realpath(Path(entry.dir) / e.engine),
-                               file(e.onnx, *arms[e.onnx], note=f"TensorRT engine of {e.onnx}", engine=True))
+                out.setdefault(os.path.realpath(Path(entry.dir) / e.engine), file(
+                    e.onnx, *arms[e.onnx], note=f"TensorRT engine of {e.onnx}", engine=True,
+                    built_from=os.path.join(entry.dir, e.onnx)))
         if r.tensorrt is None and r.flavour == "tensorrt" and r.ship_file in arms and (
                 Path(entry.dir) / OLD_SCRIPT).is_file():  # written before qad.json named its engine
             out.setdefault(os.path.realpath(Path(entry.dir) / OLD_ENGINE), file(
-                r.ship_file, *arms[r.ship_file], note=f"TensorRT engine of {r.ship_file}", engine=True))
+                r.ship_file, *arms[r.ship_file], note=f"TensorRT engine of {r.ship_file}", engine=True,
+                built_from=os.path.join(entry.dir, r.ship_file)))
     return out
 
 
@@ -76,3 +84,25 @@ def engine_beside(record: BenchRecord, bench_file: str, files: Mapping[str, Any]
     path = os.path.realpath(Path(bench_file).parent / Path(record.model).name)
     what = getattr(files.get(path), "what", None)
     return [path] if isinstance(what, QADFile) and what.engine else []
+
+
+def engine_by_source(record: BenchRecord, bench_file: str, data: ReportData, files: Mapping[str, Any]) -> list[str]:
+    """``[path]`` of the qad engine of the record's name built from the ONNX bytes its ``engine_source`` names (of
+    qad folders holding them, the one nearest the bench file); [] for none (module docstring)."""
+    source = record.engine_source
+    if record.runtime != "tensorrt" or source is None:
+        return []
+    held = {os.path.dirname(path): path for path, f in files.items() if Path(path).name == record.model_name
+            and isinstance(f.what, QADFile) and f.what.engine and data.file_sha(f.what.built_from) == source.sha256}
+    return [held[nearest(held, Path(bench_file).parent)[0]]] if held else []
+
+
+def other_bytes(record: BenchRecord, found: list[str], data: ReportData, files: Mapping[str, Any]) -> list[str]:
+    """``found`` (the places a record's file may be) less the qad engines built from other ONNX bytes than the
+    record's ``engine_source`` (the qad folder's file was rewritten since: a rerun of ``distill qad``); a record
+    without one keeps them all, as before."""
+    source = record.engine_source
+    if source is None:
+        return found
+    return [path for path in found if not (isinstance(what := getattr(files.get(path), "what", None), QADFile)
+                                           and what.engine and data.file_sha(what.built_from) != source.sha256)]

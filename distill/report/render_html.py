@@ -27,7 +27,7 @@ header{background:#1d2b3a;color:#fff;padding:18px 28px}header h1{margin:0;font-s
 header p{margin:4px 0 0;color:#b9c6d3;font-size:12px}
 main{max-width:1180px;margin:0 auto;padding:8px 24px 40px}
 section{background:#fff;border:1px solid #e1e5ea;border-radius:8px;padding:14px 18px;margin:16px 0;overflow-x:auto}
-h2{font-size:17px;margin:2px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#38424e}
+h2{font-size:17px;margin:2px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#38424e}h4{font-size:13px;margin:10px 0 4px;color:#38424e}
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{padding:4px 6px;border-bottom:1px solid #eceff2;text-align:left;vertical-align:top}
 th{background:#f1f3f6;cursor:pointer;user-select:none}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.muted,td.path{overflow-wrap:anywhere}td.path{font-size:12px;color:#55606c;min-width:5.5em}
@@ -301,34 +301,43 @@ def section_latency(data: ReportData) -> str:
     if not data.records:
         return ""
     batches = sorted({p.batch for p in data.points})
+    devices = sorted({p.device for p in data.points})  # several: a chart each, as the Pareto section's fronts
     parts = ['<section id="latency"><h2>Latency distributions</h2>']
     for b in batches:
-        parts.append(f'<div data-batch-panel="{b}"><h3>batch {b}</h3>{latency_svg([p for p in data.points if p.batch == b])}</div>')
+        charts = [(f'<h4 class="device">{esc(d)}</h4>' if len(devices) > 1 else "") + latency_svg(pts) for d in devices
+                  if (pts := [p for p in data.points if p.batch == b and p.device == d])]
+        parts.append(f'<div data-batch-panel="{b}"><h3>batch {b}</h3>{"".join(charts)}</div>')
     recs = [m.record for m in data.records]
-    several = len({device_label(r) for r in recs}) > 1  # one device: named once, in Provenance
+    labels = sorted({device_label(r) for r in recs})  # one device: named once, in the heading and Provenance
     threads = len({_threads(r) for r in recs}) > 1  # one thread count: named once, in the heading (a column less)
-    rows = "".join(
-        f'<tr><td class="label" title="{esc(m.record.model)}">{esc(m.name or m.record.model_name)}</td>'
-        f'<td class="path" title="{esc(m.record.model)}">{esc_wrap(file_cell(m.file or m.record.model_name, m.note))}'
-        + (' <span class="muted">(a repeat: a newer record of this file and settings is the point)</span>'
-           if m.repeat else "") + '</td>'
-        f'<td>{esc(m.record.runtime)}</td><td class="num">{m.record.batch}</td>'
-        + (f'<td class="num">{_threads(m.record)}</td>' if threads else "")
-        + "".join(f'<td class="num" data-v="{getattr(m.record.latency_ms, k)}">{getattr(m.record.latency_ms, k):.3g}</td>'
-                  for k in ("p50", "p90", "p99"))
-        + f'<td class="num">{m.record.throughput_ips:.1f}</td><td class="num">{_mem(m)}</td>'
-        + (f'<td>{esc(device_label(m.record))}</td>' if several else "") + "</tr>"
-        for m in data.records)
-    where = ([] if several or not recs else [f"on {esc(device_label(recs[0]))}"]) + (
+    ncol = 9 + threads
+    # several devices: a group of rows each, headed by the device across the table (no device column: a long Jetson
+    # name in a column of its own pushed the table past its card at 800 px)
+    bodies = "".join("<tbody>" + (f'<tr class="grp"><th colspan="{ncol}">{esc(d)}</th></tr>' if len(labels) > 1 else "")
+                     + "".join(_record_row(m, threads) for m in data.records if device_label(m.record) == d) + "</tbody>"
+                     for d in labels)
+    where = ([] if len(labels) > 1 or not recs else [f"on {esc(labels[0])}"]) + (
         [] if threads or not recs else [f"threads: {_threads(recs[0])}"])
     one = f' <span class="muted">{", ".join(where)}</span>' if where else ""  # each part escaped
     parts.append(f'<h3>All records{one}</h3><table class="sortable"><thead><tr><th>model</th>'
                  '<th title="hover a file for its full path">file</th><th>runtime</th>'
                  '<th>batch</th>' + ("<th>threads</th>" if threads else "")
                  + '<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>img/s</th>'
-                 '<th>peak RSS Δ MiB</th>' + ("<th>device</th>" if several else "")
-                 + f'</tr></thead><tbody>{rows}</tbody></table></section>')
+                 f'<th>peak RSS Δ MiB</th></tr></thead>{bodies}</table></section>')
     return "".join(parts)
+
+
+def _record_row(m: Measurement, threads: bool) -> str:
+    """A row of the latency section's "All records" table; ``threads``: with a threads cell."""
+    return (f'<tr><td class="label" title="{esc(m.record.model)}">{esc_wrap(m.name or m.record.model_name)}</td>'
+            f'<td class="path" title="{esc(m.record.model)}">{esc_wrap(file_cell(m.file or m.record.model_name, m.note))}'
+            + (' <span class="muted">(a repeat: a newer record of this file and settings is the point)</span>'
+               if m.repeat else "") + '</td>'
+            f'<td>{esc(m.record.runtime)}</td><td class="num">{m.record.batch}</td>'
+            + (f'<td class="num">{_threads(m.record)}</td>' if threads else "")
+            + "".join(f'<td class="num" data-v="{getattr(m.record.latency_ms, k)}">{getattr(m.record.latency_ms, k):.3g}'
+                      '</td>' for k in ("p50", "p90", "p99"))
+            + f'<td class="num">{m.record.throughput_ips:.1f}</td><td class="num">{_mem(m)}</td></tr>')
 
 
 def _mem(measurement: Measurement) -> str:

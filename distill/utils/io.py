@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -163,3 +164,20 @@ def removed_if_left_empty(path: str | Path) -> Iterator[Path]:
                 if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
                     folder.rmdir()
         raise
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append ``line`` (no newline in it) to the JSON-lines file ``path`` as a line of its own. A file whose last line
+    is cut off (no newline at its end: power loss, kill -9, a full disk) first gets a newline, with one warning, so that
+    only the fragment is lost and not the new line glued to it: the rule of the edge runner's ``write_jsonl`` (which,
+    standalone, keeps its own copy)."""
+    path = Path(path)
+    with open(path, "ab+") as f:
+        cut = False
+        if f.seek(0, os.SEEK_END) > 0:  # "a" mode writes at the end, wherever the read position is
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n"
+        if cut:
+            print(f"warning: {path}: its last line is cut off (no newline at the end: an interrupted write?); "
+                  "appending on a new line (readers skip the cut-off one)", file=sys.stderr)
+        f.write((("\n" if cut else "") + line + "\n").encode())

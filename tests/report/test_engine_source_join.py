@@ -54,7 +54,7 @@ def test_an_engine_built_from_other_bytes_is_not_joined_and_says_so(tmp_path: Pa
     _line(engine_record(str(ex / "model.int8.engine")), other, ex / "bench.jsonl")  # even beside the export's engine
     data = collect([ex])
     [p] = data.points
-    assert p.accuracy is None and p.note == "not joined: built from a model.int8-tensorrt.onnx that no export given holds"
+    assert p.accuracy is None and p.note == "not joined: built from a model.int8-tensorrt.onnx that no export or qad folder given holds"
 
 
 def test_an_unjoined_engine_s_note_says_where_to_time_it_or_put_its_jsonl(tmp_path: Path) -> None:
