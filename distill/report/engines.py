@@ -70,9 +70,14 @@ class EngineHit(NamedTuple):
         flavour = self.source.int8_flavour
         return f"int8/{flavour}" if self.engine.get("precision") == "int8" and flavour else str(self.engine["precision"])
 
-    @property
-    def note(self) -> str:
-        return f"TensorRT engine of {self.source.file}"
+    def note(self, record: BenchRecord) -> str:
+        """How the report names the engine ``record`` timed: the ONNX file its accuracy is taken from and, where the
+        record says it was built from another (``engine_source``: TensorRT 10 builds fp16 from the fp32 file with
+        ``--fp16``), that one too (review 3 finding 5)."""
+        built = record.engine_source.onnx if record.engine_source is not None else self.source.file
+        if built == self.source.file:
+            return f"TensorRT engine of {built}"
+        return f"TensorRT {self.engine.get('precision')} engine built from {built}; accuracy of {self.source.file}"
 
 
 class EngineIndex(NamedTuple):

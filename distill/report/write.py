@@ -270,7 +270,7 @@ def _join(data: ReportData) -> list[Point]:
         elif (engine := engine_of(r, entry.source, engines, at.what if at.kind == "engine" else None,
                                   by_path=len(found) < 2)) is not None:
             # export.json lists it: its ONNX's accuracy
-            student, precision, note = data.export_label(engine.export), engine.precision, engine.note
+            student, precision, note = data.export_label(engine.export), engine.precision, engine.note(r)
             full = os.path.abspath(os.path.join(engine.dir, engine.engine["engine"]))
             accuracy = finite(engine.source.accuracy) or None
             count = _eval_count(engine.export)
