@@ -305,12 +305,14 @@ def device_label(record: BenchRecord) -> str:
 
 def jetson_text(jet: dict[str, Any]) -> str:
     """A record's ``device.jetson`` (the edge runner's ``jetson_info()``) as a person reads it: ``board · MAXN_SUPER ·
-    L4T 36.4.3`` (``nvpmodel -q``'s mode name, without its "NV Power Mode:" and its number); "" when it holds none."""
+    L4T 36.4.3`` (``nvpmodel -q``'s mode name only: an older runner stored its whole answer on one line, "NV Fan
+    Mode:quiet NV Power Mode: MAXN 0" on many boards, whose fan mode is no part of the device); "" when it holds
+    none."""
     parts = [str(jet["board"])] if jet.get("board") else []
     mode = str(jet.get("power_mode") or "").strip()
     if mode:
-        mode = re.sub(r"^NV Power Mode:\s*", "", mode)
-        parts.append(re.sub(r"\s+\d+$", "", mode) or mode)
+        named = re.search(r"NV Power Mode:\s*(\S+)", mode)
+        parts.append(named.group(1) if named else re.sub(r"\s+\d+$", "", mode) or mode)
     if jet.get("l4t"):
         parts.append(f"L4T {jet['l4t']}")
     elif jet.get("nv_tegra_release"):
