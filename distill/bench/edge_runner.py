@@ -258,8 +258,29 @@ def jetson_info() -> dict[str, str] | None:
         info["board"] = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
     mode = _run(["nvpmodel", "-q"])
     if mode:
-        info["power_mode"] = " ".join(mode.split())
+        info.update(nvpmodel_fields(mode))
     return info
+
+
+def nvpmodel_fields(out: str) -> dict[str, str]:
+    """``nvpmodel -q``'s answer as fields: ``power_mode`` (the mode's name: ``MAXN``, ``15W``, ``MODE_30W_4CORE``),
+    ``power_mode_id`` (the number on the line after it) and ``fan_mode`` where it prints one. Many boards print the fan
+    line first (``NV Fan Mode:quiet`` / ``NV Power Mode: MAXN`` / ``0`` on JetPack 6, Orin NX): the fan mode is
+    not part of the power mode, so a fan switched to ``cool`` is not another device in the report. An answer of
+    another form is kept whole, on one line, as ``power_mode``."""
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    fields: dict[str, str] = {}
+    for i, line in enumerate(lines):
+        power, fan = re.search(r"NV Power Mode:\s*(\S+)", line), re.search(r"NV Fan Mode:\s*(\S+)", line)
+        if power and "power_mode" not in fields:
+            fields["power_mode"] = power.group(1)
+            if i + 1 < len(lines) and lines[i + 1].isdigit():
+                fields["power_mode_id"] = lines[i + 1]
+        elif fan and "fan_mode" not in fields:
+            fields["fan_mode"] = fan.group(1)
+    if "power_mode" not in fields:
+        fields["power_mode"] = " ".join(out.split())
+    return fields
 
 
 def library_versions(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -103,7 +103,9 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
            f"--minShapes={_shape(input_name, lo, chw)}", f"--optShapes={_shape(input_name, opt, chw)}",
            f"--maxShapes={_shape(input_name, hi, chw)}", f"--timingCacheFile={timing_cache}",
            f"--memPoolSize=workspace:{workspace_mib}",
-           "--skipInference"]  # build only: no timing run after the build (the engine check runs it)
+           "--skipInference"]  # build only: no timing run after the build. The engine first runs in the script's
+    # polygraphy check; with none (SKIP_CHECK=1, no polygraphy, an export without calibration images) nothing runs it
+    # before the edge runner times it (README, "TensorRT")
     if precision == "fp32":  # TF32 is on by default (Ampere and newer, Orin): fp32 means fp32
         cmd.append("--noTF32")
     elif not typed and precision == "fp16":  # 11: no flag, the types come from the ONNX

@@ -288,29 +288,32 @@ class _Index:
 
 
 def device_label(record: BenchRecord) -> str:
-    """The device a record was measured on, as a person names it (Jetson board, GPU name or CPU model). A Jetson is
-    named by its board with its power mode and L4T release (:func:`jetson_text`), whatever the runtime: one engine timed
-    at MAXN and at 15 W is two devices (two points), not one file timed twice."""
+    """The machine a record was measured on, as a person names it, whatever the runtime: its runtimes are choices on one
+    box, compared on one front (:func:`mark_pareto`; review 3 finding 4). A Jetson is named by its board with its power
+    mode and L4T release (:func:`jetson_text`): one engine timed at MAXN and at 15 W is two devices (two points), not
+    one file timed twice. Another machine by its CPU model and usable cores, and its GPUs where it has any
+    (``AMD EPYC 9654 (16 cores) · NVIDIA H100 80GB HBM3`` for its ort-cpu and its ort-cuda records alike)."""
     dev = record.device
     jet = dev.get("jetson") or {}
     if isinstance(jet, dict) and jet.get("board"):
         details = jetson_text({k: v for k, v in jet.items() if k != "board"})
         return f"{jet['board']} ({details})" if details else str(jet["board"])
-    gpus = dev.get("gpus") or []
-    if record.runtime in ("ort-cuda", "ort-trt", "tensorrt") and gpus:
-        return gpus[0].get("name", "GPU")
     cpu = dev.get("cpu", {}) or {}
-    return f"{cpu.get('model', '?')} ({cpu.get('usable_cores', '?')} cores)"
+    names = [str(g.get("name", "GPU")) for g in dev.get("gpus") or [] if isinstance(g, dict)]
+    gpus = [f"{names.count(n)}× {n}" if names.count(n) > 1 else n for n in dict.fromkeys(names)]
+    return " · ".join([f"{cpu.get('model', '?')} ({cpu.get('usable_cores', '?')} cores)", *gpus])
 
 
 def jetson_text(jet: dict[str, Any]) -> str:
     """A record's ``device.jetson`` (the edge runner's ``jetson_info()``) as a person reads it: ``board · MAXN_SUPER ·
-    L4T 36.4.3`` (``nvpmodel -q``'s mode name, without its "NV Power Mode:" and its number); "" when it holds none."""
+    L4T 36.4.3`` (``nvpmodel -q``'s mode name only: an older runner stored its whole answer on one line, "NV Fan
+    Mode:quiet NV Power Mode: MAXN 0" on many boards, whose fan mode is no part of the device); "" when it holds
+    none."""
     parts = [str(jet["board"])] if jet.get("board") else []
     mode = str(jet.get("power_mode") or "").strip()
     if mode:
-        mode = re.sub(r"^NV Power Mode:\s*", "", mode)
-        parts.append(re.sub(r"\s+\d+$", "", mode) or mode)
+        named = re.search(r"NV Power Mode:\s*(\S+)", mode)
+        parts.append(named.group(1) if named else re.sub(r"\s+\d+$", "", mode) or mode)
     if jet.get("l4t"):
         parts.append(f"L4T {jet['l4t']}")
     elif jet.get("nv_tegra_release"):
@@ -338,7 +341,8 @@ def dominates(q: Point, p: Point) -> bool:
 
 def mark_pareto(points: list[Point]) -> None:
     """Set ``pareto`` on the points that no other point of their batch and device :func:`dominates`: one front per
-    batch size and device (a Jetson's engine does not "dominate" an x86 CPU's files: they answer different questions)."""
+    batch size and device (a Jetson's engine does not "dominate" an x86 CPU's files: they answer different questions;
+    one machine's runtimes, its CPU's and its GPU's, share its front: :func:`device_label`)."""
     for batch, device in {(p.batch, p.device) for p in points}:
         group = [p for p in points if p.batch == batch and p.device == device and p.score is not None]
         for p in group:

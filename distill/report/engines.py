@@ -9,7 +9,8 @@ The rule, safest first:
 
 - an engine built by ``distill export`` itself has its sha256 in that list: a record carrying it is
   that engine, wherever it was timed (of copies of one export listing it, the copy nearest the bench file:
-  :func:`distill.report.locate.nearest`); a record of a file at that engine's path with another sha256
+  :func:`distill.report.locate.nearest`; exports of those bytes with other results: none, said as ambiguous, as for
+  an ONNX record); a record of a file at that engine's path with another sha256
   timed a rebuilt engine and is not joined;
 - an engine built on the device by build_engine.sh has no sha256 there (nothing on the host ever saw
   it): a record joins by where it was timed: the engine's file in the export folder (the record's
@@ -21,8 +22,9 @@ The rule, safest first:
   Never by file name alone: every export names its engines alike;
 - a record of an engine timed by the edge runner in a copy of its export folder carries ``engine_source``: the ONNX
   file (name, sha256) the export.json beside the engine says it was built from, hashed on the device. It joins the
-  export (of copies, the nearest) that holds those bytes and lists an engine of its name built from them, wherever
-  its .jsonl lies; none such: not joined (built from another export's bytes).
+  export (of copies, the nearest; of exports with other results, none: ambiguous) that holds those bytes and lists
+  an engine of its name built from them, wherever its .jsonl lies; none such: not joined (built from another
+  export's bytes).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from distill.records import BenchRecord, ExportedModel, ExportReport
-from distill.report.locate import nearest
+from distill.report.locate import nearest_held
 
 # build_engine.sh's names: model.fp32.engine, model.fp16.engine, model.int8.engine (from the tensorrt-flavour QDQ file),
 # a QAD folder's model.int8-qad.engine; a .plan too (TensorRT's other usual suffix)
@@ -70,9 +72,14 @@ class EngineHit(NamedTuple):
         flavour = self.source.int8_flavour
         return f"int8/{flavour}" if self.engine.get("precision") == "int8" and flavour else str(self.engine["precision"])
 
-    @property
-    def note(self) -> str:
-        return f"TensorRT engine of {self.source.file}"
+    def note(self, record: BenchRecord) -> str:
+        """How the report names the engine ``record`` timed: the ONNX file its accuracy is taken from and, where the
+        record says it was built from another (``engine_source``: TensorRT 10 builds fp16 from the fp32 file with
+        ``--fp16``), that one too (review 3 finding 5)."""
+        built = record.engine_source.onnx if record.engine_source is not None else self.source.file
+        if built == self.source.file:
+            return f"TensorRT engine of {built}"
+        return f"TensorRT {self.engine.get('precision')} engine built from {built}; accuracy of {self.source.file}"
 
 
 class EngineIndex(NamedTuple):
@@ -107,17 +114,22 @@ def engine_index(exports: list[tuple[str, ExportReport]]) -> EngineIndex:
 
 
 def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: EngineHit | None = None,
-              by_path: bool = True) -> EngineHit | None:
+              by_path: bool = True, differ: list[str] | None = None) -> EngineHit | None:
     """The listed engine a record timed, by the rule in this module's docstring; None if none. ``at``: the engine
     at the record's path, found as :mod:`distill.report.locate` says (wherever the report runs). ``by_path``
-    False: two places fit the record's path (ambiguous), so only its sha256 can join it."""
+    False: two places fit the record's path (ambiguous), so only its sha256 can join it. A join by sha256 finds
+    copies of an export; exports of the same bytes with other results (one checkpoint exported twice, evaluated on
+    other data) are not copies: None, and their folders added to ``differ`` for the caller's "ambiguous" warning,
+    as an ONNX record of those bytes gets (review 3 finding 1)."""
+    for held in (index.by_sha.get(record.model_sha256 or ""),
+                 index.by_source.get((record.engine_source.sha256, record.model_name)) if record.engine_source else None):
+        if held:  # its own sha256, else the ONNX bytes it was built from (hashed on the device): wherever it lies
+            place, other = nearest_held(held, Path(bench_file).parent, lambda h: (h.source.accuracy, h.export.data))
+            (differ if differ is not None else []).extend(other)
+            return held[place] if place is not None else None
+    if record.engine_source is not None:  # built from bytes no export given holds
+        return None
     sha = record.model_sha256
-    if sha and sha in index.by_sha:  # of copies in several export folders, the one nearest the bench file
-        held = index.by_sha[sha]
-        return held[nearest(held, Path(bench_file).parent)[0]]
-    if record.engine_source is not None:  # the ONNX bytes it was built from, hashed on the device: wherever it lies
-        built = index.by_source.get((record.engine_source.sha256, record.model_name)) or {}
-        return built[nearest(built, Path(bench_file).parent)[0]] if built else None
     if not by_path:
         return None
     beside = index.by_path.get(os.path.realpath(Path(bench_file).parent / Path(record.model).name)) \

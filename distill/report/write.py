@@ -241,7 +241,7 @@ def _join(data: ReportData) -> list[Point]:
     for entry in data.records:
         r = entry.record
         precision, student = recorded_precision(r), r.model_meta.get("arch", "?")
-        accuracy, count, note = None, None, ""
+        accuracy, count, note, differ = None, None, "", list[str]()
         where = places(r.model, Path(entry.source).parent, r.model_relative)  # the timed file, wherever the report runs
         # two: its own absolute place and, by the relative path, another tree's file; of copies (the same bytes: a
         # tree copied whole), its own tree's (distill/report/locate.py narrow)
@@ -269,9 +269,9 @@ def _join(data: ReportData) -> list[Point]:
         elif at.kind == "qad":
             student, precision, accuracy, count, note, *_ = at.what
         elif (engine := engine_of(r, entry.source, engines, at.what if at.kind == "engine" else None,
-                                  by_path=len(found) < 2)) is not None:
+                                  by_path=len(found) < 2, differ=differ)) is not None:
             # export.json lists it: its ONNX's accuracy
-            student, precision, note = data.export_label(engine.export), engine.precision, engine.note
+            student, precision, note = data.export_label(engine.export), engine.precision, engine.note(r)
             full = os.path.abspath(os.path.join(engine.dir, engine.engine["engine"]))
             accuracy = finite(engine.source.accuracy) or None
             count = _eval_count(engine.export)
@@ -284,6 +284,9 @@ def _join(data: ReportData) -> list[Point]:
             elif (run := data.one(what, "runs", where, runs, above=3, identity=data.run_identity)) is not None:  # its checkpoint's run
                 accuracy = run.accuracy or None
                 student = run.label
+        if differ:  # exports of the bytes an engine was built from, with other results
+            data.ambiguous(what, "exports of its bytes with other results", differ)
+            note = "ambiguous: two exports of its bytes with other results"
         if accuracy is None:
             data.unmatched += 1
             if not hit and not note and at.kind != "qad":

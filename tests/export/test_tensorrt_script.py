@@ -17,8 +17,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from distill.errors import DistillError
 from distill.export import engine_check
 from distill.export.images import ImageSet
+from distill.export.tensorrt import tensorrt_major
 from distill.export.tensorrt_script import CHECK_DIR, CHECK_IMAGES_FILE, CHECK_SCRIPT, write_check_files
 
 FAKES = Path(__file__).parent / "fakes"
@@ -115,9 +117,15 @@ def test_old_or_unknown_tensorrt_stops_before_building(folder: Path, tmp_path: P
 
 
 def test_too_old_names_the_jetpacks_that_ship_tensorrt_10(folder: Path, tmp_path: Path) -> None:
-    """JetPack 6.0 shipped TensorRT 8.6: "JetPack 6.x ships 10.3" told its users otherwise (QA H finding 9)."""
-    proc, _, _ = _run(folder, tmp_path, "[TensorRT v8602]")
-    assert proc.returncode == 1 and "JetPack 6.1 and 6.2 ship 10.3" in proc.stderr and "6.x" not in proc.stderr
+    """JetPack 6.0 ships TensorRT 8.6; only 6.1 and 6.2 ship 10.3 (QA H finding 9): neither the script's refusal nor
+    the Python builder's (``tensorrt_major``) may tell a JetPack 6.0 user that theirs ships 10.3 ("6.x ships 10.3")."""
+    proc, trtexec, _ = _run(folder, tmp_path, "[TensorRT v8602]")
+    assert proc.returncode == 1 and trtexec == []
+    with pytest.raises(DistillError, match="TensorRT 8.6.2 is too old") as e:
+        tensorrt_major("8.6.2")
+    for said in (" ".join(proc.stderr.split()), str(e.value)):
+        assert "JetPack 6.1 and 6.2 ship 10.3" in said and "JetPack 6.0 ships 8.6" in said, said
+        assert "6.x ships" not in said, said
 
 
 @pytest.mark.parametrize("banner,tegra,noted", [("[TensorRT v110100]", True, True), ("[TensorRT v100300]", True, False),
@@ -253,21 +261,3 @@ def test_the_check_prints_only_agreement_lines_and_ends_with_a_summary(folder: P
     end = out.index("built 3 engine(s): model.fp32.engine model.fp16.engine model.int8.engine")
     n = len(agreements) // 2  # each printed as checked, then again in the summary
     assert n == 4 and out[end + 1:] == [f"  {a}" for a in agreements[:n]] + [f"polygraphy's log: {CHECK_DIR}/polygraphy.log"]
-
-
-def test_too_old_names_the_jetpack_that_ships_10(tmp_path: Path) -> None:
-    """JetPack 6.0 ships TensorRT 8.6; only 6.1 and 6.2 ship 10.3 (QA H 9): the refusal must not tell a JetPack 6.0
-    user that theirs ships 10.3."""
-    from distill.export.tensorrt import tensorrt_major
-    from distill.export.tensorrt_script import write_build_script
-
-    folder = tmp_path / "exp"
-    folder.mkdir()
-    write_build_script(folder, [{"onnx": "model.fp32.onnx", "onnx_strongly_typed": "model.fp32.onnx",
-                                 "engine": "model.fp32.engine", "precision": "fp32"}], "input", (3, 32, 32))
-    proc, trtexec, _ = _run(folder, tmp_path, "[TensorRT v8602]")
-    assert proc.returncode == 1 and trtexec == []
-    with pytest.raises(Exception) as e:
-        tensorrt_major("8.6.2")
-    for said in (proc.stderr, str(e.value)):
-        assert "JetPack 6.0 ships 8.6" in said and "JetPack 6.x ships 10.3" not in said, said

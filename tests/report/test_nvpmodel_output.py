@@ -1,0 +1,47 @@
+"""Real ``nvpmodel -q`` answers start with a fan line on many boards (review 3 finding 3): the device is the board,
+its power mode name and L4T release, never the fan mode. Answers as public guides and fixtures show them: JetPack 6
+on an Orin NX, a Xavier at MAXN and at MODE_30W_4CORE."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distill.bench.edge_runner import nvpmodel_fields
+from distill.report.data import device_label
+from distill.report.write import collect
+from tests.report.test_engine_join import engine_record, write_export
+from tests.report.test_jetson_devices import BOARD, jetson
+
+ORIN_NX_JP6 = "NV Fan Mode:quiet\nNV Power Mode: MAXN\n0\n"
+XAVIER_COOL = "NV Fan Mode:cool\nNV Power Mode: MAXN\n0\n"
+XAVIER_30W = "NV Fan Mode:cool\nNV Power Mode: MODE_30W_4CORE\n5\n"
+
+
+@pytest.mark.parametrize("out,fields", [
+    (ORIN_NX_JP6, {"power_mode": "MAXN", "power_mode_id": "0", "fan_mode": "quiet"}),
+    (XAVIER_30W, {"power_mode": "MODE_30W_4CORE", "power_mode_id": "5", "fan_mode": "cool"}),
+    ("NV Power Mode: MAXN_SUPER\n2\n", {"power_mode": "MAXN_SUPER", "power_mode_id": "2"}),
+    ("something else\n", {"power_mode": "something else"}),
+])
+def test_the_runner_keeps_the_power_mode_apart_from_the_fan_mode(out: str, fields: dict[str, str]) -> None:
+    assert nvpmodel_fields(out) == fields
+
+
+@pytest.mark.parametrize("stored", [
+    " ".join(ORIN_NX_JP6.split()),  # an older runner: the whole answer on one line
+    nvpmodel_fields(ORIN_NX_JP6)["power_mode"],  # this runner: the name
+])
+def test_the_device_is_the_power_mode_without_the_fan_line(stored: str) -> None:
+    rec = jetson(engine_record("/x/model.int8.engine"), stored, 0.2, "2026-12-06T09:20:31+0000")
+    assert device_label(rec) == f"{BOARD} (MAXN · L4T 36.4.3)"
+
+
+def test_the_fan_switched_from_quiet_to_cool_is_one_device(tmp_path: Path) -> None:
+    ex = write_export(tmp_path / "exp", "1")
+    rec = engine_record(str(ex / "model.int8.engine"))
+    jetson(rec, " ".join(ORIN_NX_JP6.split()), 0.2, "2026-12-06T09:20:31+0000").append_to(ex / "bench.jsonl")
+    jetson(rec, " ".join(XAVIER_COOL.split()), 0.3, "2026-12-06T10:00:00+0000").append_to(ex / "bench.jsonl")
+    data = collect([ex])
+    assert {p.device for p in data.points} == {f"{BOARD} (MAXN · L4T 36.4.3)"}
+    assert len(data.points) == 1  # one file timed twice on one device: repeats of one point
