@@ -238,3 +238,15 @@ def test_built_in_adaptation_recipes_without_a_cache_leave_the_split_rule_to_the
     assert adaptations  # shot
     for cfg in adaptations:
         assert cfg.data.split_keys() == {}, cfg.strategy.name
+
+
+def test_a_resumed_adaptation_does_not_say_its_split_rule_again(source_run, tiny_root, tmp_path):
+    """An adaptation whose rule is not its source run's says so once, when it starts; ``--resume`` continues it as
+    saved (``--set`` is refused with it), so it says nothing: it warned on every resume, advising ``set
+    data.KEY=VALUE`` (review 1, finding 1)."""
+    recipe = _recipe(tmp_path, tiny_root, source_run / "checkpoints" / "best", test_fraction=0.3)
+    with pytest.warns(DistillWarning, match=r"^this run splits the data with test_fraction 0\.3, the source run "):
+        assert cli(["train", "-c", str(recipe)]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DistillWarning)
+        assert cli(["train", "--resume", str(tmp_path / "shot")]) == 0
