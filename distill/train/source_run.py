@@ -19,13 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
-from pydantic import ValidationError
-
-from distill.config import format_validation_error, load_yaml
 from distill.data.split import SplitRule
 from distill.errors import DistillError, DistillWarning
 from distill.records import CHECKPOINTS_DIR, RUN_CONFIG, RUN_SUMMARY, STUDENT_SPEC, STUDENT_WEIGHTS
-from distill.run_split import PLACING_KEYS, RunConfigView, run_config_file, same_folder
+from distill.run_split import PLACING_KEYS, read_run_config, run_config_file, same_folder
 from distill.student.model import StudentSpec, not_a_checkpoint
 from distill.utils.io import read_json
 
@@ -80,7 +77,8 @@ def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:
 @dataclass(frozen=True)
 class SourceSplit:
     """The split rule a source checkpoint's run trained with: its ``data`` config keys (test_fraction, split_seed,
-    val_fraction, pretrain_fraction), the run's config.yaml and its data root (as the config writes it)."""
+    val_fraction, pretrain_fraction), the run's config.yaml and its data root (a relative one resolved as ``--resume``
+    resolves it: :func:`distill.run_split.read_run_config`)."""
 
     keys: dict[str, Any]
     config: Path
@@ -90,17 +88,16 @@ class SourceSplit:
 def source_run_split(checkpoint: str | Path, spec: StudentSpec) -> SourceSplit | str:
     """The split rule the source checkpoint's run trained with; no readable run: why, in one line."""
     config = source_run_config(checkpoint, spec)
+    folder = Path(checkpoint).parent if Path(checkpoint).name == STUDENT_WEIGHTS else Path(checkpoint)
     if config is None:
         return (f"{checkpoint}: the run that trained it was not found (no {RUN_CONFIG} beside it or in the run folder "
                 f"its {STUDENT_SPEC} records)")
-    try:
-        data = RunConfigView.model_validate(load_yaml(config)).data
-    except DistillError as e:
-        return str(e)
-    except ValidationError as e:
-        return format_validation_error(e, str(config))
+    said: list[str] = []  # an unreadable config: why (this module returns its lines; the caller says them)
+    # its relative paths (a run written before they were stored absolute) resolved as --resume does: data.root is
+    # compared with the adaptation's, whatever the current folder
+    data = read_run_config(config, said.append, "its split rule is not known", checkpoint=folder).data
     if data is None:
-        return f"{config}: no data section"
+        return said[0] if said else f"{config}: no data section"
     rule = data.split_rule()  # a run saves its whole rule (older runs: the keys they set, else the defaults)
     return SourceSplit({key: getattr(rule, key) for key in PLACING_KEYS}, config, data.root)
 

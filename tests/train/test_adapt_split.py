@@ -9,6 +9,7 @@ checkpoint whose run is not found keeps the old rule, with one warning line.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -250,3 +251,25 @@ def test_a_resumed_adaptation_does_not_say_its_split_rule_again(source_run, tiny
     with warnings.catch_warnings():
         warnings.simplefilter("error", DistillWarning)
         assert cli(["train", "--resume", str(tmp_path / "shot")]) == 0
+
+
+def test_a_source_run_with_a_relative_data_root_is_compared_from_any_folder(source_run, tiny_root, tmp_path,
+                                                                           monkeypatch):
+    """A source run written before paths were stored absolute keeps ``data.root`` relative to where it was started;
+    it was compared with the adaptation's root relative to the current folder, so whether an adaptation split
+    otherwise was said depended on ``cd`` (review 1, finding 2). It is resolved as ``--resume`` resolves it."""
+    tree = tmp_path / "tree"
+    run = tree / "runs" / "kd_rel"
+    shutil.copytree(source_run, run)
+    (tree / "data").symlink_to(tiny_root, target_is_directory=True)
+    saved = yaml.safe_load((run / RUN_CONFIG).read_text())
+    saved["data"]["root"], saved["run"]["out"] = "data", "runs/kd_rel"  # as a run started in tree/ wrote them
+    (run / RUN_CONFIG).write_text(yaml.safe_dump(saved))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = adapt_train_config(run / "checkpoints" / "best", "blue", tree / "data", strategy="shot",
+                             items=["data.test_fraction=0.3", f"run.out={tmp_path / 'out'}"])
+    with pytest.warns(DistillWarning, match="^" + re.escape(f"this run splits the data with test_fraction 0.3, the "
+                                                            f"source run ({run / RUN_CONFIG}) with test_fraction 0.25: ")):
+        with_split_rule(cfg)
