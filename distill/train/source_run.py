@@ -47,13 +47,14 @@ FALLBACK_SPLIT: dict[str, Any] = {key: getattr(SplitRule(), key) for key in PLAC
 def recorded_run(folder: Path, spec: StudentSpec) -> Path | None:
     """The run folder the student.json of the checkpoint ``folder`` names: ``relative.run`` from the checkpoint
     folder (a ``distill qad`` or ``distill export --classes`` checkpoint, whose ``provenance.run`` is the run's name
-    only, not a path here: :func:`distill.export.training_run.checkpoint_provenance`), else ``provenance.run`` (a
-    training run's checkpoint: the run folder's path)."""
+    only, not a path here: :func:`distill.export.training_run.checkpoint_provenance`), else ``provenance.run`` when
+    it is an absolute path (a training run's checkpoint: the run folder's path; a bare name is not looked up under
+    the current folder, where another run of that name may be)."""
     relative = spec.provenance.get("relative")
     if isinstance(relative, dict) and isinstance(relative.get("run"), str):  # as training_run.provenance reads it
         return Path(os.path.normpath(os.path.join(folder.resolve(), relative["run"])))
-    run = spec.provenance.get("run")
-    return Path(run) if isinstance(run, str) else None
+    run = spec.provenance.get("run")  # a name only (no relative.run: written where relpath failed) is no path here
+    return Path(run) if isinstance(run, str) and os.path.isabs(run) else None
 
 
 def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:

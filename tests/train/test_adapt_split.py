@@ -280,3 +280,24 @@ def test_a_source_run_with_a_relative_data_root_is_compared_from_any_folder(sour
     with pytest.warns(DistillWarning, match="^" + re.escape(f"this run splits the data with test_fraction 0.3, the "
                                                             f"source run ({run / RUN_CONFIG}) with test_fraction 0.25: ")):
         with_split_rule(cfg)
+
+
+def test_a_bare_run_name_in_provenance_is_not_a_folder_here(source_run, tiny_root, tmp_path, monkeypatch):
+    """A qad / ``export --classes`` checkpoint names its run by name in ``provenance.run``, with no ``relative.run``
+    where relpath failed (another drive): adapted from a folder holding another run of that name, it took that run's
+    rule silently (review 1, finding 4). It is not found: the defaults, in one warning line."""
+    other = tmp_path / "other"
+    shutil.copytree(source_run, other / "kd")
+    saved = yaml.safe_load((other / "kd" / RUN_CONFIG).read_text())
+    saved["data"].update(test_fraction=0.5, split_seed=3)  # an unrelated run named kd
+    (other / "kd" / RUN_CONFIG).write_text(yaml.safe_dump(saved))
+    ship = tmp_path / "ship" / "checkpoint"
+    shutil.copytree(source_run / "checkpoints" / "best", ship)
+    spec = json.loads((ship / "student.json").read_text())
+    spec["provenance"]["run"] = "kd"
+    spec["provenance"].pop("relative", None)
+    (ship / "student.json").write_text(json.dumps(spec))
+    monkeypatch.chdir(other)
+    with pytest.warns(DistillWarning, match=r"the run that trained it was not found"):
+        data = adapt_recipe(ship, ["blue"], tiny_root, strategy="shot")["data"]
+    assert (data["test_fraction"], data["split_seed"]) == (0.3, 0)
