@@ -324,7 +324,9 @@ def ort_threads(threads: int | None, runtime: str, before: frozenset[str] | None
 
 
 # threads_text(brief=True): a basis named in passing, without how it was found
-_BRIEF_BASIS = {ORT_POOL_COUNTED: "onnxruntime's default", ORT_DEFAULT_DOCUMENTED: "onnxruntime's default, not counted"}
+# (a count given: "as asked", not the command's flag, for the recommendation an api.export(threads=N) caller reads too)
+_BRIEF_BASIS = {ORT_POOL_COUNTED: "onnxruntime's default", ORT_DEFAULT_DOCUMENTED: "onnxruntime's default, not counted",
+                "--threads": "as asked"}
 
 
 def threads_text(record: Mapping[str, Any], brief: bool = False) -> str:
@@ -332,7 +334,8 @@ def threads_text(record: Mapping[str, Any], brief: bool = False) -> str:
     formatter: this runner's lines, and distill's export log and recommendation): ``4 threads (--threads)``,
     ``2 threads (onnxruntime's default: ...)``, or the basis alone where the count is not known (``threads: the
     runtime's default (count not recorded)`` for a record written before it was). ``brief``: the basis without how
-    it was found (``2 threads (onnxruntime's default)``), for a line that names the threads in passing. (The
+    it was found (``2 threads (onnxruntime's default)``, ``4 threads (as asked)``: no flag, which a Python caller
+    did not pass; no parentheses inside parentheses), for a line that names the threads in passing. (The
     report's table cells have a shorter form: ``distill.records.ship.threads_label``.)"""
     used, basis, given = record.get("threads_used"), record.get("threads_basis"), record.get("threads")
     if brief and basis:
@@ -342,8 +345,8 @@ def threads_text(record: Mapping[str, Any], brief: bool = False) -> str:
     if basis:
         return f"threads: {basis}"
     if given:
-        return f"{given} thread{'s' * (given != 1)} (--threads)"
-    return "threads: the runtime's default (count not recorded)"
+        return f"{given} thread{'s' * (given != 1)} ({_BRIEF_BASIS['--threads'] if brief else '--threads'})"
+    return "threads: the runtime's default" + (", count not recorded" if brief else " (count not recorded)")
 
 
 class OrtRunner:
