@@ -256,6 +256,6 @@ def _time_torch(path: Path, batches: tuple[int, ...], threads: int | None, warmu
         r["model_sha256"] = sha256_file(weights) if weights.is_file() else None
         if profile:
             r["top_ops"] = None
-            r["note"] = "--profile reports onnxruntime op times; not available for runtime torch"
+            r["note"] = f"{option('profile')} reports onnxruntime op times; not available for runtime torch"
     return recs
 

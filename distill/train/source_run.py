@@ -143,7 +143,8 @@ def split_of_source_run(checkpoint: str | Path, spec: StudentSpec, given: Collec
         return found.keys
     taken = ", ".join(f"{k} {v:g}" for k, v in FALLBACK_SPLIT.items() if k not in given)
     pool = " (no teacher pool)" if "pretrain_fraction" not in given else ""
-    warnings.warn(f"{found}; adapting with {taken}{pool} (--set data.KEY=VALUE to give the source run's): the target "
+    # no flag: a caller of distill.api.adapt gives the keys as overrides, the command as --set
+    warnings.warn(f"{found}; adapting with {taken}{pool} (set data.KEY=VALUE to give the source run's): the target "
                   "test split may differ from the source run's", DistillWarning, stacklevel=3)
     return dict(FALLBACK_SPLIT)
 

@@ -90,3 +90,9 @@ def test_the_engine_batch_refusals_name_the_keyword() -> None:
         edge_runner.engine_batch_shape("m.engine", "x", [-1, 3, 8, 8], (1, 4), 8, option)
     with pytest.raises(edge_runner.RuntimeUnavailable, match=r"^m\.engine: --batch 8 is outside"):  # the runner's
         edge_runner.engine_batch_shape("m.engine", "x", [-1, 3, 8, 8], (1, 4), 8)
+
+
+def test_the_torch_profile_note_names_the_keyword(small_checkpoint: Path) -> None:
+    """A torch record's note said ``--profile`` to ``api.bench(..., profile=True)`` (review 1, finding 5)."""
+    records = api.bench(small_checkpoint, runtime="torch", profile=True, warmup=0, iters=1, threads=1)
+    assert [getattr(r, "note", None) for r in records] == ["profile reports onnxruntime op times; not available for runtime torch"]

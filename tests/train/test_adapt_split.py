@@ -100,6 +100,7 @@ def test_no_run_found_is_one_warning_and_the_old_rule(tiny_root, tmp_path, capsy
                     "--strategy", "shot", "--out", str(tmp_path / "run"), "--set", "optim.epochs=0"]) == 1
     said = [str(w.message) for w in record if "was not found" in str(w.message)]
     assert len(said) == 1 and said[0].startswith(f"{ckpt}: the run that trained it") and "\n" not in said[0]
+    assert "(set data.KEY=VALUE to give the source run's)" in said[0]  # no --set said to an api.adapt caller
     assert "optim.epochs" in capsys.readouterr().err  # the --set error still ends the command
 
 
