@@ -335,8 +335,8 @@ def report(paths: str | Path | Sequence[str | Path], out: str | Path = "report.h
 
     Args:
         paths: run, export and qad folders, bench ``.jsonl`` files, or folders holding them (searched recursively).
-        out: the HTML file; the Markdown goes beside it with ``.md``. An existing folder: ``out/report.html`` and
-            ``out/report.md``.
+        out: the HTML file; the Markdown goes beside it with ``.md``. An existing folder, or a string ending in a
+            separator (``"site/"``, made if missing): ``out/report.html`` and ``out/report.md``.
 
     Returns:
         A :class:`~distill.report.write.ReportWritten`: both files' paths, what went in, and its warnings, one line

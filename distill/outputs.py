@@ -13,8 +13,9 @@ line naming the path and what it is, given before anything is written. Each stag
   train`` and ``distill cache build`` refuse any non-empty folder that is not their own kind already.) Its files
   would otherwise mix with the folder's own, replace some of them (``qad --out`` = ``--export``: the export's int8
   file), and ``distill bench`` of the folder would time the wrong files.
-- **The report** (``distill report --out``, :func:`distill.report`; an existing folder means ``report.html`` and
-  ``report.md`` inside it: :func:`report_files`): :func:`check_report_out` refuses a record's name or suffix
+- **The report** (``distill report --out``, :func:`distill.report`; an existing folder, or a path ending in a
+  separator, means ``report.html`` and ``report.md`` inside it: :func:`report_files`): :func:`check_report_out`
+  refuses a record's name or suffix
   (``.json``, ``.jsonl``: the next report would read an HTML ``.jsonl`` as benchmarks) and an existing file, for the
   HTML and its ``.md``, unless it is a report this tool wrote (:data:`REPORT_MARK` at its end, or the fixed start of
   one written before the mark): so never one of its inputs.
@@ -24,6 +25,7 @@ line naming the path and what it is, given before anything is written. Each stag
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from distill.errors import DistillError
@@ -106,10 +108,12 @@ def refuse_stage_folder(path: Path, writer: str, suggest: str, own: str) -> None
 
 
 def report_files(out: str | Path) -> tuple[Path, Path]:
-    """The HTML and Markdown files ``distill report --out OUT`` writes: in an existing folder ``OUT/report.html`` and
-    ``OUT/report.md``; else ``OUT`` (``OUT.html`` when it has no suffix) and the same name with ``.md`` beside it."""
+    """The HTML and Markdown files ``distill report --out OUT`` writes: in a folder ``OUT/report.html`` and
+    ``OUT/report.md`` (an existing one, or one that ``OUT`` ending in a separator asks for: ``site/``, made when
+    written); else ``OUT`` (``OUT.html`` when it has no suffix) and the same name with ``.md`` beside it."""
+    raw = os.fspath(out)
     out = Path(out)
-    if out.is_dir():
+    if out.is_dir() or raw.endswith(("/", os.sep)):  # Path drops the trailing separator: read it from the text
         html = out / REPORT_HTML
     else:
         html = out.with_name(out.name + ".html") if not out.suffix else out

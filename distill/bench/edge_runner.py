@@ -345,7 +345,9 @@ def ort_threads(threads: int | None, runtime: str, before: frozenset[str] | None
 
 
 # threads_text(brief=True): a basis named in passing, without how it was found
-_BRIEF_BASIS = {ORT_POOL_COUNTED: "onnxruntime's default", ORT_DEFAULT_DOCUMENTED: "onnxruntime's default, not counted"}
+# (a count given: "as asked", not the command's flag, for the recommendation an api.export(threads=N) caller reads too)
+_BRIEF_BASIS = {ORT_POOL_COUNTED: "onnxruntime's default", ORT_DEFAULT_DOCUMENTED: "onnxruntime's default, not counted",
+                "--threads": "as asked"}
 
 
 def threads_text(record: Mapping[str, Any], brief: bool = False) -> str:
@@ -353,7 +355,8 @@ def threads_text(record: Mapping[str, Any], brief: bool = False) -> str:
     formatter: this runner's lines, and distill's export log and recommendation): ``4 threads (--threads)``,
     ``2 threads (onnxruntime's default: ...)``, or the basis alone where the count is not known (``threads: the
     runtime's default (count not recorded)`` for a record written before it was). ``brief``: the basis without how
-    it was found (``2 threads (onnxruntime's default)``), for a line that names the threads in passing. (The
+    it was found (``2 threads (onnxruntime's default)``, ``4 threads (as asked)``: no flag, which a Python caller
+    did not pass; no parentheses inside parentheses), for a line that names the threads in passing. (The
     report's table cells have a shorter form: ``distill.records.ship.threads_label``.)"""
     used, basis, given = record.get("threads_used"), record.get("threads_basis"), record.get("threads")
     if brief and basis:
@@ -363,8 +366,8 @@ def threads_text(record: Mapping[str, Any], brief: bool = False) -> str:
     if basis:
         return f"threads: {basis}"
     if given:
-        return f"{given} thread{'s' * (given != 1)} (--threads)"
-    return "threads: the runtime's default (count not recorded)"
+        return f"{given} thread{'s' * (given != 1)} ({_BRIEF_BASIS['--threads'] if brief else '--threads'})"
+    return "threads: the runtime's default" + (", count not recorded" if brief else " (count not recorded)")
 
 
 class OrtRunner:
@@ -460,13 +463,23 @@ class OrtRunner:
         self.__dict__.pop("session", None)
 
 
-def onnx_batch_shape(path: str | Path, name: str, shape: Sequence[Any], batch: int) -> list[int]:
+def cli_flag(key: str, *value: Any) -> str:
+    """How this runner's messages name an option: its flag (``--memory-format``), with ``value`` (``--threads 4``).
+    A caller that spells options otherwise passes its own (``distill.api.bench``: ``distill.spelling.option``, the
+    Python keyword there)."""
+    flag = "--" + key.replace("_", "-")
+    return f"{flag} {value[0]}" if value else flag
+
+
+def onnx_batch_shape(path: str | Path, name: str, shape: Sequence[Any], batch: int,
+                     flag: Callable[..., str] = cli_flag) -> list[int]:
     """The shape of ONNX input ``name`` (``shape``: ints, or a name/None for a dynamic dim) at ``batch``; a fixed
-    batch dim other than ``batch``, or a dynamic non-batch dim, is one line naming the file."""
+    batch dim other than ``batch``, or a dynamic non-batch dim, is one line naming the file (and the option as
+    ``flag`` spells it: :func:`cli_flag`)."""
     fixed = shape[0] if shape else None
     if isinstance(fixed, int) and fixed > 0 and fixed != batch:
         raise RuntimeUnavailable(f"{path}: input '{name}' has a fixed batch of {fixed}; "
-                                 f"--batch {batch} cannot run (export with a dynamic batch, or use --batch {fixed})")
+                                 f"{flag('batch', batch)} cannot run (export with a dynamic batch, or use {flag('batch', fixed)})")
     dims = list(shape[1:])
     if not all(isinstance(d, int) and d > 0 for d in dims):
         raise RuntimeUnavailable(f"{path}: input '{name}' has non-static dims {list(shape)}")
@@ -510,26 +523,28 @@ def only_input(path: str | Path, inputs: Sequence[Any]) -> Any:
     return inputs[0]
 
 
-def check_batches(models: Sequence[str | Path], runtime: str, batches: Iterable[int]) -> None:
+def check_batches(models: Sequence[str | Path], runtime: str, batches: Iterable[int],
+                  flag: Callable[..., str] = cli_flag) -> None:
     """Raise :class:`RuntimeUnavailable` (one line) for the first of ``models`` that cannot run one of ``batches`` on
     ``runtime``: an ONNX input with another fixed batch or a dynamic non-batch dim (:func:`onnx_input`: read from
     the file, no session on ``runtime``), an engine's fixed batch or optimization profile (each engine deserialized
     once and released), an ONNX file given to ``tensorrt``. For several models timed one after another, before
     timing any: a bad second model is not found after the first one's timing (each runner checks again when
-    opened; round-robin timing opens every runner before timing any, so it needs none)."""
+    opened; round-robin timing opens every runner before timing any, so it needs none). ``flag`` spells the option
+    (:func:`cli_flag`)."""
     batches = [int(b) for b in batches]
     for model in models:
         if runtime in _ORT_PROVIDERS:
             name, shape = onnx_input(model)
             for b in batches:
-                onnx_batch_shape(model, name, shape, b)
+                onnx_batch_shape(model, name, shape, b, flag)
         elif runtime == "tensorrt":
             trt = _import_tensorrt()
             engine = _deserialize_engine(trt, Path(model))
             name, shape, profile = _engine_input(trt, engine)
             del engine  # released before the next one is read: engines are not kept for the whole check
             for b in batches:
-                engine_batch_shape(model, name, shape, profile, b)
+                engine_batch_shape(model, name, shape, profile, b, flag)
 
 
 def _cpu_session(ort: Any, path: str | Path) -> Any:
@@ -813,18 +828,18 @@ def _engine_input(trt: Any, engine: Any) -> tuple[str, list[int], tuple[int, int
 
 
 def engine_batch_shape(path: str | Path, name: str, shape: Sequence[int], profile: tuple[int, int] | None,
-                       batch: int) -> list[int]:
+                       batch: int, flag: Callable[..., str] = cli_flag) -> list[int]:
     """The shape of engine input ``name`` at ``batch``; a fixed batch other than ``batch``, or a batch outside the
-    optimization profile's ``(min, max)``, is one line naming both."""
+    optimization profile's ``(min, max)``, is one line naming both (the option as ``flag`` spells it)."""
     fixed = int(shape[0]) if shape else -1
     if fixed > 0 and fixed != batch:
-        raise RuntimeUnavailable(f"{path}: engine input '{name}' has a fixed batch of {fixed}; --batch {batch} "
-                                 "cannot run")
+        raise RuntimeUnavailable(f"{path}: engine input '{name}' has a fixed batch of {fixed}; "
+                                 f"{flag('batch', batch)} cannot run")
     if not all(int(d) > 0 for d in shape[1:]):
         raise RuntimeUnavailable(f"{path}: engine input '{name}' has dynamic dims {list(shape)}; the runner needs "
                                  "static channels, height and width (build the engine with them fixed)")
     if profile is not None and not profile[0] <= batch <= profile[1]:
-        raise RuntimeUnavailable(f"{path}: --batch {batch} is outside the engine's optimization profile "
+        raise RuntimeUnavailable(f"{path}: {flag('batch', batch)} is outside the engine's optimization profile "
                                  f"(batch {profile[0]}..{profile[1]}); rebuild the engine for it")
     return [batch, *[int(d) for d in shape[1:]]]
 
@@ -1060,14 +1075,6 @@ def usable_cores() -> int | None:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS, Windows: no affinity mask
         return os.cpu_count()
-
-
-def cli_flag(key: str, *value: Any) -> str:
-    """How this runner's messages name an option: its flag (``--memory-format``), with ``value`` (``--threads 4``).
-    A caller that spells options otherwise passes its own (``distill.api.bench``: ``distill.spelling.option``, the
-    Python keyword there)."""
-    flag = "--" + key.replace("_", "-")
-    return f"{flag} {value[0]}" if value else flag
 
 
 def threads_warning(threads: int | None, runtime: str, flag: Callable[..., str] = cli_flag) -> str | None:

@@ -182,17 +182,18 @@ def bench_model(model: str | Path | Sequence[str | Path], runtime: str | None = 
     if profile and log and "tensorrt" in {rt for _, rt in pairs}:
         log(f"warning: {option('profile')}: runtime tensorrt has no op profiler here, its records get no top_ops "
             "(per-layer times: trtexec --loadEngine=ENGINE --dumpProfile)")
+    # every file's batches before the first one's timing (one after another or round-robin), naming the option as
+    # the caller spells it (the runners' own checks say --batch)
+    try:
+        for path, rt in pairs:
+            check_batches([path], rt, batches, option)  # torch: any batch
+    except RuntimeUnavailable as e:
+        raise DistillError(str(e)) from None
     if interleave:
         records = _bench_interleaved(pairs, batches, threads, warmup, iters, profile, topk, log)
         if sink:
             sink(records)
         return records
-    if len(pairs) > 1:  # timed one after another: every file's batches before the first one's timing
-        try:
-            for path, rt in pairs:
-                check_batches([path], rt, batches)  # torch: any batch
-        except RuntimeUnavailable as e:
-            raise DistillError(str(e)) from None
     for path, rt in pairs:
         try:
             if rt == "torch":
@@ -255,6 +256,6 @@ def _time_torch(path: Path, batches: tuple[int, ...], threads: int | None, warmu
         r["model_sha256"] = sha256_file(weights) if weights.is_file() else None
         if profile:
             r["top_ops"] = None
-            r["note"] = "--profile reports onnxruntime op times; not available for runtime torch"
+            r["note"] = f"{option('profile')} reports onnxruntime op times; not available for runtime torch"
     return recs
 

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(report.html -> report.md).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, export dirs, qad dirs, bench .jsonl files, or parents")
     p.add_argument("--out", default=REPORT_HTML, help=f"HTML file to write (default: {REPORT_HTML}; a name without a suffix gets .html; "
-                   f"an existing folder gets {REPORT_HTML} inside it)")
+                   f"an existing folder, or DIR/ (made if missing), gets {REPORT_HTML} inside it)")
     p.add_argument("--title", default="distill report", help="page title")
     p.set_defaults(func=run, _parser=p, interrupt_hint="rerun the same command (it starts over)")
 

@@ -105,17 +105,18 @@ def teacher_input_fn(teacher: Teacher, device: torch.device) -> Callable[[Tensor
     return teacher_input
 
 
-def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache], Dist], None] | None = None
-          ) -> TrainSetup:
+def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache], Dist], None] | None = None,
+          resume: bool = False) -> TrainSetup:
     """Config -> objects. Nothing below this function reads the config's raw form. ``on_data`` is called with the
     data set (its pool folders added) and the caches as soon as they are open, before any image is decoded (the
-    resume's data check: :func:`distill.train.data_identity.check_same_data`)."""
+    resume's data check: :func:`distill.train.data_identity.check_same_data`). ``resume``: ``cfg`` is a run's saved
+    config, continued (its split rule is not said again: the run said it when it started, and cannot change it)."""
     device = resolve_device(cfg.run.device, what="run.device")  # indexed: cuda:LOCAL_RANK under torchrun
     check_precision(cfg.optim.precision, device, what="optim.precision")
     dist = init_distributed(device)
     seed_everything(cfg.run.seed)
     set_deterministic(cfg.run.deterministic)
-    cfg = with_split_rule(cfg, warn=dist.main)  # the keys the recipe leaves unset: the cache's (saved so with the run)
+    cfg = with_split_rule(cfg, warn=dist.main and not resume)  # unset keys: the cache's (saved with the run)
     # ROOT is listed once, on rank 0, and the listing sent to the other ranks
     dataset = DomainFolder(cfg.data.root, cfg.data.split_rule(),
                            listing=share_from_main(lambda: list_images(cfg.data.root), dist), skip_bad=cfg.data.skip_bad)

@@ -44,7 +44,7 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
     def on_data(dataset: DomainFolder, caches: list[TeacherCache], dist: Dist) -> None:
         share_from_main(lambda: record.append(check_same_data(run_dir, dataset, caches, resuming)), dist)
 
-    setup = build(cfg, on_data)
+    setup = build(cfg, on_data, resume=resume)
     if setup.dist.main:
         make_out_dir(run_dir, out_flag)
         if not resume:

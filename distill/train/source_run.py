@@ -19,13 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
-from pydantic import ValidationError
-
-from distill.config import format_validation_error, load_yaml
 from distill.data.split import SplitRule
 from distill.errors import DistillError, DistillWarning
 from distill.records import CHECKPOINTS_DIR, RUN_CONFIG, RUN_SUMMARY, STUDENT_SPEC, STUDENT_WEIGHTS
-from distill.run_split import PLACING_KEYS, RunConfigView, run_config_file, same_folder
+from distill.run_split import PLACING_KEYS, read_run_config, run_config_file, same_folder
 from distill.student.model import StudentSpec, not_a_checkpoint
 from distill.utils.io import read_json
 
@@ -50,13 +47,14 @@ FALLBACK_SPLIT: dict[str, Any] = {key: getattr(SplitRule(), key) for key in PLAC
 def recorded_run(folder: Path, spec: StudentSpec) -> Path | None:
     """The run folder the student.json of the checkpoint ``folder`` names: ``relative.run`` from the checkpoint
     folder (a ``distill qad`` or ``distill export --classes`` checkpoint, whose ``provenance.run`` is the run's name
-    only, not a path here: :func:`distill.export.training_run.checkpoint_provenance`), else ``provenance.run`` (a
-    training run's checkpoint: the run folder's path)."""
+    only, not a path here: :func:`distill.export.training_run.checkpoint_provenance`), else ``provenance.run`` when
+    it is an absolute path (a training run's checkpoint: the run folder's path; a bare name is not looked up under
+    the current folder, where another run of that name may be)."""
     relative = spec.provenance.get("relative")
     if isinstance(relative, dict) and isinstance(relative.get("run"), str):  # as training_run.provenance reads it
         return Path(os.path.normpath(os.path.join(folder.resolve(), relative["run"])))
-    run = spec.provenance.get("run")
-    return Path(run) if isinstance(run, str) else None
+    run = spec.provenance.get("run")  # a name only (no relative.run: written where relpath failed) is no path here
+    return Path(run) if isinstance(run, str) and os.path.isabs(run) else None
 
 
 def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:
@@ -80,7 +78,8 @@ def source_run_config(checkpoint: str | Path, spec: StudentSpec) -> Path | None:
 @dataclass(frozen=True)
 class SourceSplit:
     """The split rule a source checkpoint's run trained with: its ``data`` config keys (test_fraction, split_seed,
-    val_fraction, pretrain_fraction), the run's config.yaml and its data root (as the config writes it)."""
+    val_fraction, pretrain_fraction), the run's config.yaml and its data root (a relative one resolved as ``--resume``
+    resolves it: :func:`distill.run_split.read_run_config`)."""
 
     keys: dict[str, Any]
     config: Path
@@ -90,17 +89,16 @@ class SourceSplit:
 def source_run_split(checkpoint: str | Path, spec: StudentSpec) -> SourceSplit | str:
     """The split rule the source checkpoint's run trained with; no readable run: why, in one line."""
     config = source_run_config(checkpoint, spec)
+    folder = Path(checkpoint).parent if Path(checkpoint).name == STUDENT_WEIGHTS else Path(checkpoint)
     if config is None:
         return (f"{checkpoint}: the run that trained it was not found (no {RUN_CONFIG} beside it or in the run folder "
                 f"its {STUDENT_SPEC} records)")
-    try:
-        data = RunConfigView.model_validate(load_yaml(config)).data
-    except DistillError as e:
-        return str(e)
-    except ValidationError as e:
-        return format_validation_error(e, str(config))
+    said: list[str] = []  # an unreadable config: why (this module returns its lines; the caller says them)
+    # its relative paths (a run written before they were stored absolute) resolved as --resume does: data.root is
+    # compared with the adaptation's, whatever the current folder
+    data = read_run_config(config, said.append, "its split rule is not known", checkpoint=folder).data
     if data is None:
-        return f"{config}: no data section"
+        return said[0] if said else f"{config}: no data section"
     rule = data.split_rule()  # a run saves its whole rule (older runs: the keys they set, else the defaults)
     return SourceSplit({key: getattr(rule, key) for key in PLACING_KEYS}, config, data.root)
 
@@ -145,7 +143,8 @@ def split_of_source_run(checkpoint: str | Path, spec: StudentSpec, given: Collec
         return found.keys
     taken = ", ".join(f"{k} {v:g}" for k, v in FALLBACK_SPLIT.items() if k not in given)
     pool = " (no teacher pool)" if "pretrain_fraction" not in given else ""
-    warnings.warn(f"{found}; adapting with {taken}{pool} (--set data.KEY=VALUE to give the source run's): the target "
+    # no flag: a caller of distill.api.adapt gives the keys as overrides, the command as --set
+    warnings.warn(f"{found}; adapting with {taken}{pool} (set data.KEY=VALUE to give the source run's): the target "
                   "test split may differ from the source run's", DistillWarning, stacklevel=3)
     return dict(FALLBACK_SPLIT)
 

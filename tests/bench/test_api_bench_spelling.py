@@ -64,3 +64,35 @@ def test_the_commands_flag_table_has_every_keyword() -> None:
 
     assert set(FLAGS) == set(inspect.signature(api.bench).parameters) - {"models"}
     assert FLAGS["memory_format"] == "--memory-format"
+
+
+def test_the_fixed_batch_refusal_names_the_keyword(small_onnx: Path, tmp_path: Path) -> None:
+    """``api.bench`` of a fixed-batch ONNX at another batch said ``--batch 8`` (review 1, finding 5)."""
+    import onnx
+
+    model = onnx.load(str(small_onnx))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(model, str(fixed))
+    with pytest.raises(DistillError) as e:
+        api.bench(fixed, batch=[1, 8], warmup=0, iters=1)
+    assert str(e.value) == (f"{fixed}: input 'input' has a fixed batch of 1; batch=8 cannot run (export with a "
+                            "dynamic batch, or use batch=1)")
+
+
+def test_the_engine_batch_refusals_name_the_keyword() -> None:
+    """The engine's fixed batch and optimization profile, as ``api.bench`` checks them (``flag``)."""
+    from distill.spelling import option
+
+    with pytest.raises(edge_runner.RuntimeUnavailable, match=r"fixed batch of 1; batch=8 cannot run$"):
+        edge_runner.engine_batch_shape("m.engine", "x", [1, 3, 8, 8], None, 8, option)
+    with pytest.raises(edge_runner.RuntimeUnavailable, match=r"^m\.engine: batch=8 is outside the engine's "):
+        edge_runner.engine_batch_shape("m.engine", "x", [-1, 3, 8, 8], (1, 4), 8, option)
+    with pytest.raises(edge_runner.RuntimeUnavailable, match=r"^m\.engine: --batch 8 is outside"):  # the runner's
+        edge_runner.engine_batch_shape("m.engine", "x", [-1, 3, 8, 8], (1, 4), 8)
+
+
+def test_the_torch_profile_note_names_the_keyword(small_checkpoint: Path) -> None:
+    """A torch record's note said ``--profile`` to ``api.bench(..., profile=True)`` (review 1, finding 5)."""
+    records = api.bench(small_checkpoint, runtime="torch", profile=True, warmup=0, iters=1, threads=1)
+    assert [getattr(r, "note", None) for r in records] == ["profile reports onnxruntime op times; not available for runtime torch"]

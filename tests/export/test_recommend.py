@@ -123,7 +123,7 @@ def test_the_interval_and_the_threads_are_read_from_export_json() -> None:
                           latency_check={"ratio_vs_fp32": 0.8, "ratio_ci95": [0.7, 0.93], "representative": True,
                                          "batch": 8, "threads": None})
     facts = int8_facts(entry, 1.0)
-    assert (facts.ratio_high, facts.timed, facts.pays) == (0.93, "batch 8, threads: the runtime's default (count not recorded)", False)
+    assert (facts.ratio_high, facts.timed, facts.pays) == (0.93, "batch 8, threads: the runtime's default, count not recorded", False)
 
 
 def test_an_int8_entry_without_its_flavour_key_reads_as_none() -> None:

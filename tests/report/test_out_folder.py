@@ -68,3 +68,22 @@ def test_a_folder_named_report_html_inside_it_is_refused_in_one_line(tmp_path: P
     assert main(["report", str(run), "--out", str(site)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: --out {site / 'report.html'}: is a folder; name a file"], err
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
+def test_a_trailing_separator_asks_for_a_folder_not_yet_there(tmp_path: Path, capsys, via: str) -> None:
+    """``--out site_new/`` where site_new does not exist yet wrote site_new.html and site_new.md beside it (review 1,
+    finding 7: the separator was lost with the Path); it makes the folder and writes report.html and report.md in it."""
+    run = _run(tmp_path)
+    site = tmp_path / "site_new"
+    if via == "cli":
+        assert main(["report", str(run), "--out", f"{site}/"]) == 0
+        assert capsys.readouterr().out.startswith(f"wrote {site / 'report.html'} and {site / 'report.md'}: ")
+    else:
+        from distill.api import report
+
+        res = report(run, f"{site}/")
+        assert (res.html, res.markdown) == (site / "report.html", site / "report.md")
+    assert (site / "report.html").read_text().endswith(REPORT_MARK)
+    assert (site / "report.md").read_text().endswith(REPORT_MARK)
+    assert not (tmp_path / "site_new.html").exists() and not (tmp_path / "site_new.md").exists()
