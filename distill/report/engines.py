@@ -20,7 +20,8 @@ The rule, safest first:
   (``qad/model.int8.engine``, timed from the export folder) timed another file of that name, not the export's.
   Never by file name alone: every export names its engines alike;
 - a record of an engine timed by the edge runner in a copy of its export folder carries ``engine_source``: the ONNX
-  file (name, sha256) the export.json beside the engine says it was built from, hashed on the device. It joins the
+  file (name, sha256) it was built from, as build_engine.sh recorded it at build time (``ENGINE.source.json``; else
+  the file the export.json beside the engine names, hashed on the device, unless newer than the engine). It joins the
   export (of copies, the nearest) that holds those bytes and lists an engine of its name built from them, wherever
   its .jsonl lies; none such: not joined (built from another export's bytes).
 """

@@ -62,3 +62,37 @@ def test_an_unjoined_engine_s_note_says_where_to_time_it_or_put_its_jsonl(tmp_pa
     data = collect([ex, _timed_in_home(engine_record("/home/nvidia/fmu/model.int8.engine"), None, tmp_path / "jet_home")])
     [p] = data.points
     assert p.accuracy is None and "put the .jsonl in its export folder" in p.note
+
+
+def _export_holding(folder: Path, tag: str, qdq: bytes, acc: dict[str, float]) -> Path:
+    ex = write_export(folder, tag)
+    (ex / "model.int8-tensorrt.onnx").write_bytes(qdq)
+    listed = json.loads((ex / "export.json").read_text())
+    listed["models"][2]["sha256"], listed["models"][2]["accuracy"] = hashlib.sha256(qdq).hexdigest(), acc
+    (ex / "export.json").write_text(json.dumps(listed))
+    return ex
+
+
+def test_a_stale_engine_keeps_the_source_it_was_built_from_after_a_new_export_is_copied_over(tmp_path: Path) -> None:
+    """Review 3 finding 2: built from v1's QDQ file, then v2's export copied over the device folder without a rebuild.
+    The record names v1's bytes (the sidecar build_engine.sh wrote), so it joins v1's accuracy, never v2's."""
+    v1 = _export_holding(tmp_path / "host_1" / "fmu", "1", b"qdq v1", {"clean": 0.9, "noisy": 0.6})
+    v2 = _export_holding(tmp_path / "host_2" / "fmu", "2", b"qdq v2", {"clean": 0.4, "noisy": 0.2})
+    dev = tmp_path / "device" / "fmu"
+    dev.mkdir(parents=True)
+    for f in ("export.json", "model.int8-tensorrt.onnx"):
+        (dev / f).write_bytes((v1 / f).read_bytes())
+    engine = dev / "model.int8.engine"
+    engine.write_bytes(b"engine built from qdq v1")
+    (dev / "model.int8.engine.source.json").write_text(json.dumps(  # as build_engine.sh's record_source writes it
+        {"engine": engine.name, "engine_sha256": hashlib.sha256(engine.read_bytes()).hexdigest(),
+         "onnx": "model.int8-tensorrt.onnx", "onnx_sha256": hashlib.sha256(b"qdq v1").hexdigest(), "trt_major": 10}))
+    for f in ("export.json", "model.int8-tensorrt.onnx"):  # scp -r host_2/fmu jetson:~ (engines are not in an export)
+        (dev / f).write_bytes((v2 / f).read_bytes())
+    source = edge_runner.engine_source(engine, 10)
+    assert source == {"onnx": "model.int8-tensorrt.onnx", "sha256": hashlib.sha256(b"qdq v1").hexdigest()}
+    jsonl = _timed_in_home(engine_record("/home/nvidia/fmu/model.int8.engine"), source, tmp_path / "jet_home")
+    [p] = collect([v1, v2, jsonl]).points
+    assert p.accuracy == {"clean": 0.9, "noisy": 0.6}
+    [p] = collect([v2, jsonl]).points
+    assert p.accuracy is None
