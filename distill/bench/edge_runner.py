@@ -962,8 +962,8 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
                 "throughput_ips": b * iters / sum(t), "memory": mem, "top_ops": None, "device": device,
                 "versions": versions, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": walls[b],
             }))
-            if getattr(runner, "source", None):  # an export's engine: the ONNX bytes it was built from
-                records[-1][1]["engine_source"] = runner.source
+            if hasattr(runner, "source"):  # an engine: the ONNX bytes it was built from; null: none found (the report
+                records[-1][1]["engine_source"] = runner.source  # tells this from an older runner's record, no key)
             opts = getattr(runner, "provider_options", None)
             if opts:  # what TensorRT was allowed to pick (fp16/int8 kernels); the schema has no field of its own
                 records[-1][1]["note"] = "TensorrtExecutionProvider " + ", ".join(

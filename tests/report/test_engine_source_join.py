@@ -96,3 +96,32 @@ def test_a_stale_engine_keeps_the_source_it_was_built_from_after_a_new_export_is
     assert p.accuracy == {"clean": 0.9, "noisy": 0.6}
     [p] = collect([v2, jsonl]).points
     assert p.accuracy is None
+
+
+def _note_of(tmp_path: Path, engine: str, **keys: object) -> str:
+    """The report's note on an engine record timed in ``~/fmu`` on the device, its .jsonl in ``jet_home``, next to an
+    export listing build_engine.sh's engines; ``keys``: more keys on the line (``engine_source=None``: this runner
+    wrote it as null)."""
+    ex = write_export(tmp_path / "export" / "fmu", "1")
+    jsonl = tmp_path / "jet_home" / "bench.jsonl"
+    jsonl.parent.mkdir(parents=True)
+    line = {**engine_record(f"/home/nvidia/fmu/{engine}").to_dict(), "model_relative": f"fmu/{engine}", **keys}
+    line = {k: v for k, v in line.items() if k != "engine_source" or "engine_source" in keys}
+    jsonl.write_text(json.dumps(line) + "\n")
+    [p] = collect([ex, jsonl]).points
+    assert p.accuracy is None
+    return p.note
+
+
+def test_the_not_joined_note_of_an_engine_gives_the_advice_that_fits_its_case(tmp_path: Path) -> None:
+    """Review 3 finding 6: every engine without engine_source was told 'time it beside its export.json, or put the
+    .jsonl in its export folder', wrong for a qad engine (a qad folder has qad.json), a renamed engine (it was timed
+    beside export.json) and a record of an older runner (re-time it)."""
+    qad = _note_of(tmp_path / "qad", "model.int8-qad.engine")
+    assert "qad folder" in qad and "export" not in qad
+    renamed = _note_of(tmp_path / "renamed", "student-int8.engine", engine_source=None)
+    assert "no export or qad folder given lists an engine named student-int8.engine (renamed?" in renamed
+    old = _note_of(tmp_path / "old", "model.int8.engine")
+    assert "a record of an older edge_runner.py (no engine_source): re-time it" in old
+    away = _note_of(tmp_path / "away", "model.int8.engine", engine_source=None)
+    assert "timed away from its export.json, or a stale engine" in away
