@@ -21,9 +21,10 @@ Runtimes: ``ort-cpu``, ``ort-cuda`` and ``ort-trt`` (onnxruntime execution provi
 onnxruntime's TensorRT engine and timing caches in ``trt_cache/`` beside the model and reuses them: delete that
 folder when the model, onnxruntime, TensorRT or the board changes (onnxruntime's TensorRT EP docs). An int8 file
 of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`` on ``ort-cpu``) is warned about.
-An engine in
-a copied export folder (export.json beside it) or ``distill qad`` folder (qad.json beside it) gets ``engine_source``:
-the ONNX file it was built from and its sha256 (:func:`engine_source`), by which ``distill report`` joins it.
+An engine built
+by build_engine.sh (its ``ENGINE.source.json`` beside it), or in a copied export folder (export.json beside it) or
+``distill qad`` folder (qad.json beside it), gets ``engine_source``: the ONNX file it was built from and its sha256
+(:func:`engine_source`), by which ``distill report`` joins it.
 """
 from __future__ import annotations
 
@@ -758,15 +759,29 @@ class TensorRTRunner:
         self._buffers.clear()
 
 
+SOURCE_SUFFIX = ".source.json"  # ENGINE.source.json: what build_engine.sh (or distill export) built ENGINE from
+
+
 def engine_source(engine: str | Path, trt_major: int | None = None) -> dict[str, str] | None:
     """The ONNX file an engine of an export was built from, ``{"onnx": NAME, "sha256": ...}``, as the record's
-    ``engine_source``: the export.json beside the engine (a copied export folder, build_engine.sh run in it) lists the
-    engine under ``tensorrt.engines`` with the file build_engine.sh builds it from (``onnx_strongly_typed`` on TensorRT
-    11+, ``onnx`` before), hashed here as it is on the device; a ``distill qad`` folder's qad.json lists its
-    ``model.int8-qad.engine`` alike, under ``config.tensorrt.engines``. ``distill report`` joins the record to the
-    export (or qad folder) holding those ONNX bytes, wherever the .jsonl is put. None: neither file there lists the
-    engine."""
+    ``engine_source``, by which ``distill report`` joins the record to the export (or qad folder) holding those ONNX
+    bytes, wherever the .jsonl is put.
+
+    First the sidecar ``ENGINE.source.json`` that build_engine.sh (and ``distill export``'s builder) writes when it
+    builds the engine: the ONNX it was built from and its sha256 *at build time*, and the engine's sha256, which must
+    be the engine timed now (else the engine was replaced since: no source is claimed, with a warning). An ONNX beside
+    the engine with other bytes now (an export re-copied over the folder, the engine not rebuilt) is warned about;
+    the record keeps the bytes the engine was built from (review 3 finding 2).
+
+    Without a sidecar (a build_engine.sh written before it): the export.json beside the engine (a copied export
+    folder) lists it under ``tensorrt.engines`` with the file it is built from (``onnx_strongly_typed`` on TensorRT
+    11+, ``onnx`` before), hashed here; a ``distill qad`` folder's qad.json lists its ``model.int8-qad.engine`` alike,
+    under ``config.tensorrt.engines``. That file is what sits there now, not necessarily what the engine was built
+    from: one newer than the engine (re-copied since) is not claimed, with a warning. None: no source claimed."""
     path = Path(engine)
+    sidecar = path.with_name(path.name + SOURCE_SUFFIX)
+    if sidecar.is_file():
+        return _sidecar_source(path, sidecar)
     entries: list[dict[str, Any]] = []
     for record, keys in (("export.json", ("tensorrt",)), ("qad.json", ("config", "tensorrt"))):
         try:
@@ -779,8 +794,36 @@ def engine_source(engine: str | Path, trt_major: int | None = None) -> dict[str,
     for e in entries:
         name = e.get("onnx_strongly_typed") if (trt_major or 0) >= 11 and e.get("onnx_strongly_typed") else e.get("onnx")
         if isinstance(name, str) and name and (path.parent / name).is_file():
-            return {"onnx": name, "sha256": sha256_file(path.parent / name)}
+            onnx = path.parent / name
+            if path.is_file() and onnx.stat().st_mtime > path.stat().st_mtime:
+                print(f"warning: {path}: {name} beside it is newer than the engine (an export copied over the folder "
+                      "since the build?): the engine may be stale, its record names no source; rebuild: "
+                      "./build_engine.sh", file=sys.stderr)
+                return None
+            return {"onnx": name, "sha256": sha256_file(onnx)}
     return None
+
+
+def _sidecar_source(path: Path, sidecar: Path) -> dict[str, str] | None:
+    """:func:`engine_source` from ``ENGINE.source.json``; None (with a warning) when it is unreadable or names another
+    engine's bytes."""
+    try:
+        side = json.loads(sidecar.read_text())
+        name, onnx_sha, engine_sha = (str(side[k]) for k in ("onnx", "onnx_sha256", "engine_sha256"))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"warning: {sidecar}: not a build record ({e}): the record of {path.name} names no source",
+              file=sys.stderr)
+        return None
+    if engine_sha != sha256_file(path):
+        print(f"warning: {path}: not the engine {sidecar.name} records (replaced since the build): its record names "
+              "no source; rebuild: ./build_engine.sh", file=sys.stderr)
+        return None
+    onnx = path.parent / name
+    if onnx.is_file() and sha256_file(onnx) != onnx_sha:
+        print(f"warning: {path}: built from other bytes of {name} than the file beside it now (an export copied over "
+              "the folder since the build?): recorded as built from the old bytes; rebuild: ./build_engine.sh",
+              file=sys.stderr)
+    return {"onnx": name, "sha256": onnx_sha}
 
 
 def _major(version: Any) -> int | None:
@@ -955,8 +998,8 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
                 "throughput_ips": b * iters / sum(t), "memory": mem, "top_ops": None, "device": device,
                 "versions": versions, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": walls[b],
             }))
-            if getattr(runner, "source", None):  # an export's engine: the ONNX bytes it was built from
-                records[-1][1]["engine_source"] = runner.source
+            if hasattr(runner, "source"):  # an engine: the ONNX bytes it was built from; null: none found (the report
+                records[-1][1]["engine_source"] = runner.source  # tells this from an older runner's record, no key)
             opts = getattr(runner, "provider_options", None)
             if opts:  # what TensorRT was allowed to pick (fp16/int8 kernels); the schema has no field of its own
                 records[-1][1]["note"] = "TensorrtExecutionProvider " + ", ".join(

@@ -21,6 +21,8 @@ Older TensorRT (8.x: JetPack 6.0 ships 8.6, JetPack 5 ships 8.5) is refused with
 """
 from __future__ import annotations
 
+import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,14 @@ from typing import Any
 import onnx
 
 from distill.errors import DistillError
+from distill.utils.io import sha256_file
 
 TIMING_CACHE = "timing.cache"  # TensorRT's kernel timing cache, next to the engines
 MIN_MAJOR = 10                 # oldest TensorRT supported (JetPack 6.1 and 6.2: 10.3)
 JETPACK_NOTE = "on a Jetson: JetPack 6.1 and 6.2 ship 10.3; JetPack 6.0 ships 8.6"
 STRONGLY_TYPED_MAJOR = 11      # from here on: no precision flags, types come from the ONNX
 PRECISIONS = ("fp32", "fp16", "int8")
+SOURCE_SUFFIX = ".source.json"  # ENGINE.source.json: the ONNX an engine was built from (the edge runner reads it)
 
 
 def tensorrt_available() -> bool:
@@ -174,4 +178,18 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     engine_path = Path(engine_path)
     engine_path.write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    write_source_record(engine_path, onnx_path, tensorrt_major(trt.__version__))
     return engine_path
+
+
+def write_source_record(engine_path: str | Path, onnx_path: str | Path, major: int) -> Path:
+    """``ENGINE.source.json``, as build_engine.sh writes it: the ONNX file the engine was just built from (its name,
+    relative to the engine's folder, and sha256) and the engine's sha256, so the edge runner's ``engine_source`` names
+    the bytes the engine was built from, not an ONNX copied beside it later."""
+    engine_path, onnx_path = Path(engine_path), Path(onnx_path)
+    record = {"engine": engine_path.name, "engine_sha256": sha256_file(engine_path),
+              "onnx": os.path.relpath(onnx_path, engine_path.parent), "onnx_sha256": sha256_file(onnx_path),
+              "trt_major": major}
+    out = engine_path.with_name(engine_path.name + SOURCE_SUFFIX)
+    out.write_text(json.dumps(record) + "\n")
+    return out

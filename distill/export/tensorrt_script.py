@@ -13,6 +13,10 @@ bindings as a fallback; ``TRT_MAJOR=10|11`` overrides) and runs one of two block
 Then, when the export had calibration images and ``polygraphy`` is installed, each engine is
 run by polygraphy on those images next to ONNX Runtime on the ONNX it was built from (and on the
 fp32 ONNX), and :mod:`distill.export.engine_check` prints the top-1 agreement of each pair.
+
+Each engine built gets ``ENGINE.source.json`` beside it: the ONNX file it was built from, that file's sha256 and the
+engine's, at build time. The edge runner's ``engine_source`` reads it, so a record names the bytes the engine was built
+from, not whatever ONNX was copied beside it since.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import numpy as np
 
 from distill.export import engine_check
 from distill.export.images import ImageSet
-from distill.export.tensorrt import JETPACK_NOTE, MIN_MAJOR, STRONGLY_TYPED_MAJOR, trtexec_command
+from distill.export.tensorrt import JETPACK_NOTE, MIN_MAJOR, SOURCE_SUFFIX, STRONGLY_TYPED_MAJOR, trtexec_command
 
 BUILD_SCRIPT = "build_engine.sh"        # in the export folder: builds the engines on the device
 CHECK_SCRIPT = "tensorrt_check.py"      # engine_check.py, copied: polygraphy's data loader + the agreement
@@ -90,6 +94,10 @@ failed() {  # set -e stopped the script: say where, and what is (not) in the fol
     fi
 }
 trap failed EXIT
+record_source() {  # record_source ENGINE ONNX: ENGINE.source.json, what ENGINE was built from (the edge runner's engine_source)
+    printf '{"engine": "%s", "engine_sha256": "%s", "onnx": "%s", "onnx_sha256": "%s", "trt_major": %s}\n' \
+        "$1" "$(sha256sum "$1" | cut -d ' ' -f 1)" "$2" "$(sha256sum "$2" | cut -d ' ' -f 1)" "$TRT_MAJOR" >"$1.source.json"
+}
 """
 
 _CHECK = r"""
@@ -149,6 +157,7 @@ def _block(engines: list[dict[str, Any]], input_name: str, chw: tuple[int, int, 
         note = f"building {e['engine']} ({e['precision']}, from {src})"
         lines.append(f"    echo {shlex.quote(note)}; CURRENT={shlex.quote(e['engine'])}")
         lines.append('    "$TRTEXEC" ' + " ".join(shlex.quote(a) for a in cmd[1:]))
+        lines.append(f"    record_source {shlex.quote(e['engine'])} {shlex.quote(src)}")
         lines.append(f"    BUILT+=({shlex.quote(e['engine'])})")
     return lines
 
@@ -194,7 +203,8 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         'POLYGRAPHY="${POLYGRAPHY:-polygraphy}"',
         *_START.strip("\n").splitlines(),
         *(_DETECT % {"min": MIN_MAJOR, "jetpack": JETPACK_NOTE}).strip("\n").splitlines(),
-        f"rm -f {' '.join(shlex.quote(e['engine']) for e in engines)}  # a failed build leaves no engine of an earlier run",
+        f"rm -f {' '.join(shlex.quote(n) for e in engines for n in (e['engine'], e['engine'] + SOURCE_SUFFIX))}"
+        "  # a failed build leaves no engine of an earlier run",
         f'if [ "$TRT_MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then',
         '    echo "TensorRT $TRT_MAJOR: strongly typed networks (precision from each ONNX)"',
         *_block(engines, input_name, chw, batches, workspace_mib, typed=True),

@@ -21,19 +21,19 @@ The rule, safest first:
   (``qad/model.int8.engine``, timed from the export folder) timed another file of that name, not the export's.
   Never by file name alone: every export names its engines alike;
 - a record of an engine timed by the edge runner in a copy of its export folder carries ``engine_source``: the ONNX
-  file (name, sha256) the export.json beside the engine says it was built from, hashed on the device. It joins the
-  export (of copies, the nearest; of exports with other results, none: ambiguous) that holds those bytes and lists
-  an engine of its name built from them, wherever its .jsonl lies; none such: not joined (built from another
-  export's bytes).
+  file (name, sha256) it was built from, as build_engine.sh recorded it at build time (``ENGINE.source.json``; else
+  the file the export.json beside the engine names, hashed on the device, unless newer than the engine). It joins the
+  export (of copies, the nearest; of exports with other results, none: ambiguous) that holds those bytes and lists an engine of its name built from them, wherever
+  its .jsonl lies; none such: not joined (built from another export's bytes).
 """
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Collection, NamedTuple
 
-from distill.records import BenchRecord, ExportedModel, ExportReport
+from distill.records import QAD_ENGINE, BenchRecord, ExportedModel, ExportReport
 from distill.report.locate import nearest_held
 
 # build_engine.sh's names: model.fp32.engine, model.fp16.engine, model.int8.engine (from the tensorrt-flavour QDQ file),
@@ -144,14 +144,35 @@ def engine_of(record: BenchRecord, bench_file: str, index: EngineIndex, at: Engi
     return None
 
 
-def unjoined_note(record: BenchRecord) -> str:
-    """The note of a record joined to nothing; a TensorRT engine's says how it would be (README, "Timing a TensorRT
-    engine")."""
+def unjoined_note(record: BenchRecord, listed: Collection[str] = ()) -> str:
+    """The note of a record joined to nothing; a TensorRT engine's says how it would be, by case (README, "Timing a
+    TensorRT engine"; review 3 finding 6). ``listed``: the file names of the engines the report's exports and qad
+    folders list.
+
+    - ``engine_source`` set: no export or qad folder given holds the bytes it was built from;
+    - a qad engine (``model.int8-qad.engine``) without it: its qad folder joins it (the .jsonl put there, or timed
+      by this runner beside qad.json), not an export.json;
+    - a name no export or qad folder lists (renamed: it was timed beside export.json, which lists it by its
+      build_engine.sh name): engines join only under that name;
+    - ``engine_source`` written as null: this runner found no source (timed away from export.json, or a stale
+      engine, :func:`distill.bench.edge_runner.engine_source`); absent: a record of an older runner, to re-time.
+    """
     if record.runtime != "tensorrt":
         return "not joined to an export or run"
     if record.engine_source is not None:
         return f"not joined: built from a {record.engine_source.onnx} that no export or qad folder given holds"
-    return "not joined: time it beside its export.json, or put the .jsonl in its export folder"
+    name = record.model_name
+    if name == QAD_ENGINE:
+        return ("not joined: a qad engine: give the report its qad folder and put the .jsonl in it, or time it with "
+                "this edge_runner.py beside its qad.json")
+    if name not in listed:
+        return (f"not joined: no export or qad folder given lists an engine named {name} (renamed? engines join "
+                "under build_engine.sh's names, model.fp32/fp16/int8.engine)")
+    if "engine_source" in record.model_fields_set:  # this runner looked, and found no (fresh) source
+        return ("not joined: timed away from its export.json, or a stale engine (rebuild: ./build_engine.sh): time "
+                "it beside its export.json, or put the .jsonl in its export folder")
+    return ("not joined: a record of an older edge_runner.py (no engine_source): re-time it with this edge_runner.py "
+            "beside its export.json, or put the .jsonl in its export folder")
 
 
 def timed_beside(record: BenchRecord, bench_file: str) -> bool:

@@ -13,7 +13,7 @@ of the one never takes the other's accuracy. A folder written before qad.json re
 ``config["tensorrt"]``) has a ``build_engine.sh`` that built ``model.int8.engine`` from the file the rule picked:
 that engine is taken as this folder's. Neither joins by name a record whose ``model_relative`` names another folder
 (:func:`distill.report.engines.timed_beside`). An engine timed by the edge runner in a copy of the qad folder carries
-``engine_source`` (the ONNX file qad.json says it is built from, hashed on the device): it joins the qad folder (of
+``engine_source`` (the ONNX file it was built from: build_engine.sh's ``.source.json``, else qad.json's): it joins the qad folder (of
 copies, the nearest) holding those bytes and listing an engine of its name, wherever its .jsonl lies, as an export's
 engine does; with ``engine_source``, a record is never joined to a qad engine built from other bytes (the folder's
 file rewritten since), even by its path (:func:`other_bytes`).

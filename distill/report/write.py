@@ -232,6 +232,7 @@ def _join(data: ReportData) -> list[Point]:
     for path, qad in qad_files(data).items():
         files[path] = _File("qad", qad)  # a file of a qad folder is that folder's (its PTQ file: a copy of an export's)
     runs = {os.path.realpath(r.dir): r for r in data.runs}
+    engine_names = {Path(f).name for f, at in files.items() if at.kind == "engine" or (at.kind == "qad" and at.what.engine)}
     dir_of = {id(ex.report): ex.dir for ex in data.exports}
 
     timed: dict[tuple, list[tuple[Measurement, Point]]] = {}  # one file at one setting -> its records (repeats)
@@ -290,7 +291,7 @@ def _join(data: ReportData) -> list[Point]:
         if accuracy is None:
             data.unmatched += 1
             if not hit and not note and at.kind != "qad":
-                note = "ambiguous: two timed files fit" if len(found) > 1 else unjoined_note(r)
+                note = "ambiguous: two timed files fit" if len(found) > 1 else unjoined_note(r, engine_names)
         file = _short(full)
         p = Point(student=student, precision=precision, runtime=r.runtime, batch=r.batch,
                   latency=r.latency_ms.model_dump(), accuracy=accuracy, model=r.model, device=device_label(r),

@@ -4,6 +4,8 @@ finding 3). TensorRT itself is not needed: :func:`engine_source` reads export.js
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 
 from distill.bench import edge_runner
@@ -65,5 +67,39 @@ def test_an_engine_record_carries_its_source_and_reads_back_as_a_bench_record(tm
     back = next(BenchRecord.read_lines(tmp_path / "bench.jsonl"))
     assert back.engine_source is not None and back.engine_source.sha256 == source["sha256"]
     plain = edge_runner.bench_runners([_Engine(ex / "model.int8.engine", None)], (1,), warmup=1, iters=2)
-    assert "engine_source" not in plain[0]  # an ONNX file's record, or an engine of no export: no such key
+    assert plain[0]["engine_source"] is None  # an engine of no export: null, so the report tells it from an old runner's
+    edge_runner.write_jsonl(plain, tmp_path / "plain.jsonl")
+    back = next(BenchRecord.read_lines(tmp_path / "plain.jsonl"))
+    assert back.engine_source is None and "engine_source" in back.model_fields_set
 
+
+
+def _sidecar(engine: Path, onnx: str, onnx_bytes: bytes) -> None:
+    (engine.parent / (engine.name + ".source.json")).write_text(json.dumps(
+        {"engine": engine.name, "engine_sha256": hashlib.sha256(engine.read_bytes()).hexdigest(), "onnx": onnx,
+         "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(), "trt_major": 10}))
+
+
+def test_the_build_record_beside_the_engine_names_its_source_not_the_onnx_there_now(tmp_path: Path, capsys) -> None:
+    ex = _export_with_files(tmp_path / "fmu")
+    engine = ex / "model.int8.engine"
+    engine.write_bytes(b"engine")
+    _sidecar(engine, "model.int8-tensorrt.onnx", b"model.int8-tensorrt.onnx")
+    (ex / "model.int8-tensorrt.onnx").write_bytes(b"another export's qdq")  # copied over since the build
+    assert edge_runner.engine_source(engine, 10) == {
+        "onnx": "model.int8-tensorrt.onnx", "sha256": hashlib.sha256(b"model.int8-tensorrt.onnx").hexdigest()}
+    assert "built from other bytes of model.int8-tensorrt.onnx" in capsys.readouterr().err
+    engine.write_bytes(b"another engine")  # replaced since its build record was written: no source claimed
+    assert edge_runner.engine_source(engine, 10) is None
+    assert "not the engine model.int8.engine.source.json records" in capsys.readouterr().err
+
+
+def test_without_a_build_record_an_onnx_newer_than_the_engine_is_not_claimed(tmp_path: Path, capsys) -> None:
+    ex = _export_with_files(tmp_path / "fmu")
+    engine = ex / "model.int8.engine"
+    engine.write_bytes(b"engine")
+    os.utime(engine, (1_000_000, 1_000_000))  # built long before the export was copied over the folder
+    assert edge_runner.engine_source(engine, 10) is None
+    assert "the engine may be stale" in capsys.readouterr().err
+    os.utime(engine, None)  # built after the copy: the ONNX beside it, as before
+    assert edge_runner.engine_source(engine, 10)["onnx"] == "model.int8-tensorrt.onnx"

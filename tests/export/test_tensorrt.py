@@ -2,6 +2,9 @@
 and 11 (a fake ``tensorrt`` module: no TensorRT here). The generated script: test_tensorrt_script.py."""
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -11,6 +14,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from distill.bench import edge_runner
 from distill.errors import DistillError
 from distill.export import quantize as q
 from distill.export.tensorrt import build_engine, engine_source, tensorrt_available, tensorrt_major, trtexec_command
@@ -270,3 +274,21 @@ def test_export_with_a_too_old_tensorrt_warns_and_writes_the_script(run_ckpt: Pa
     assert rep.status == "ok" and not rep.tensorrt["built_here"] and calls["network_flags"] == []
     assert any("not building engines here: TensorRT 8.6.1 is too old" in w for w in rep.warnings)
     assert (tmp_path / "exp" / "build_engine.sh").exists() and (tmp_path / "exp" / "export.json").exists()
+
+
+@pytest.mark.parametrize("version", ["10.3.0.30", "11.1.0.106"])
+def test_build_engine_records_the_onnx_it_built_from_as_build_engine_sh_does(export_dir: Path, tmp_path: Path,
+                                                                             with_tensorrt, version: str) -> None:
+    """Review 3 finding 2: ENGINE.source.json beside the engine, so the edge runner names the bytes it was built
+    from, not an ONNX copied over the folder later."""
+    with_tensorrt(version)
+    onnx = Path(shutil.copyfile(export_dir / "model.int8-tensorrt.onnx", tmp_path / "model.int8-tensorrt.onnx"))
+    built_from = hashlib.sha256(onnx.read_bytes()).hexdigest()
+    engine = build_engine(onnx, tmp_path / "model.int8.engine", "int8", "input", (3, 32, 32), (1, 8, 32),
+                          tmp_path / "timing.cache", 512)
+    record = json.loads((tmp_path / "model.int8.engine.source.json").read_text())
+    assert record == {"engine": "model.int8.engine", "engine_sha256": hashlib.sha256(b"engine").hexdigest(),
+                      "onnx": "model.int8-tensorrt.onnx", "onnx_sha256": built_from, "trt_major": int(version[:2])}
+    onnx.write_bytes(b"copied over since")
+    assert edge_runner.engine_source(engine, int(version[:2])) == {"onnx": "model.int8-tensorrt.onnx",
+                                                                   "sha256": built_from}

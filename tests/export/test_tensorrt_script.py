@@ -7,6 +7,8 @@ Runtime backend: no TensorRT here).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from distill.bench import edge_runner
 from distill.errors import DistillError
 from distill.export import engine_check
 from distill.export.images import ImageSet
@@ -261,3 +264,25 @@ def test_the_check_prints_only_agreement_lines_and_ends_with_a_summary(folder: P
     end = out.index("built 3 engine(s): model.fp32.engine model.fp16.engine model.int8.engine")
     n = len(agreements) // 2  # each printed as checked, then again in the summary
     assert n == 4 and out[end + 1:] == [f"  {a}" for a in agreements[:n]] + [f"polygraphy's log: {CHECK_DIR}/polygraphy.log"]
+
+
+@pytest.mark.parametrize("banner,fp16_from", [("[TensorRT v100300]", "model.fp32.onnx"),
+                                              ("[TensorRT v11.1.0.106]", "model.fp16.onnx")])
+def test_each_engine_records_the_onnx_it_was_built_from(folder: Path, tmp_path: Path, banner: str,
+                                                        fp16_from: str) -> None:
+    """Review 3 finding 2: the edge runner named whatever ONNX sat beside the engine when it was timed; an export
+    copied over the device folder without a rebuild gave the old engine the new export's accuracy. build_engine.sh now
+    writes ENGINE.source.json at build time, and the runner's engine_source reads it."""
+    proc, _, _ = _run(folder, tmp_path, banner, {"SKIP_CHECK": "1"})
+    assert proc.returncode == 0, proc.stderr
+    major = 10 if "v10" in banner else 11
+    for engine, onnx in (("model.fp32.engine", "model.fp32.onnx"), ("model.fp16.engine", fp16_from),
+                         ("model.int8.engine", "model.int8-tensorrt.onnx")):
+        record = json.loads((folder / f"{engine}.source.json").read_text())
+        assert record == {"engine": engine, "engine_sha256": hashlib.sha256((folder / engine).read_bytes()).hexdigest(),
+                          "onnx": onnx, "onnx_sha256": hashlib.sha256((folder / onnx).read_bytes()).hexdigest(),
+                          "trt_major": major}
+    built_from = hashlib.sha256((folder / "model.int8-tensorrt.onnx").read_bytes()).hexdigest()
+    (folder / "model.int8-tensorrt.onnx").write_bytes(b"a newer export's QDQ file, copied over without a rebuild")
+    assert edge_runner.engine_source(folder / "model.int8.engine", major) == {
+        "onnx": "model.int8-tensorrt.onnx", "sha256": built_from}
