@@ -23,8 +23,9 @@ The rule, safest first:
 - a record of an engine timed by the edge runner in a copy of its export folder carries ``engine_source``: the ONNX
   file (name, sha256) it was built from, as build_engine.sh recorded it at build time (``ENGINE.source.json``; else
   the file the export.json beside the engine names, hashed on the device, unless newer than the engine). It joins the
-  export (of copies, the nearest; of exports with other results, none: ambiguous) that holds those bytes and lists an engine of its name built from them, wherever
-  its .jsonl lies; none such: not joined (built from another export's bytes).
+  export (of copies, the nearest; of exports with other results, none: ambiguous) that holds those bytes and lists
+  an engine of its name built from them, wherever its .jsonl lies; none such: not joined (built from another export's
+  bytes).
 """
 from __future__ import annotations
 
