@@ -391,3 +391,36 @@ def test_confident_int8_shares_worst_domain_and_table():
     assert "| export int8 calib dis. worst domain | 13.50 ± 2.12 | 7.50 ± 2.12 | -6.00 (p 0.00) |" in table
     assert "| sharp | +0.0 pts p 1.00 / +0.0 pts p 1.00 | +0.0 pts p 1.00 / +0.0 pts p 1.00 |" in table
     assert "Across all 4 runs (arms pooled), Pearson r with PTQ test disagreement: " in table
+
+
+def test_fallback_frontier_draws_the_ranked_prefixes_and_both_searches(tmp_path):
+    """benchmarks/fallback_frontier.py's stand-in for the export's search: one file per k of the ranked order (top-k
+    float; ``all`` and a k past the end: every candidate), the product's search with the export's cap (whose result
+    it returns: the file the export ships) and with the larger cap; the smallest k within the target, by name."""
+    bench = _script("fallback_frontier")
+    made: dict[Path, list[str]] = {}
+
+    def quantize_excluding(nodes: list[str]) -> Path:
+        path = tmp_path / f"variant-{len(made)}.onnx"
+        path.write_bytes(b"x")
+        made[path] = list(nodes)
+        return path
+
+    def measure(path: Path) -> dict[str, float]:  # each layer float takes 2 points off one domain
+        return {"a": 10.0 - 2 * len(made[path]), "b": 0.0}
+
+    ranked = [{"node": f"n{i}", "op_type": "Conv", "gain": 5 - i} for i in range(5)]
+    record: dict = {}
+    res, chosen = bench.frontier_hook(tmp_path / "out", "0,2,all,9", 4, record)(
+        quantize_excluding, ranked, measure, {"a": 10.0, "b": 0.0}, 1.0, 2, log=lambda s: None)
+    assert [(r["name"], r["kept_float"], r["calib_pts"]["a"]) for r in record["frontier"]] == [
+        ("k0", [], 10.0), ("k2", ["n0", "n1"], 6.0), ("k5", ["n0", "n1", "n2", "n3", "n4"], 0.0)]
+    assert all((tmp_path / "out" / f"{r['name']}.onnx").is_file() for r in record["frontier"])
+    demo, cap = record["greedy"]["greedy-demo"], record["greedy"]["greedy-cap"]
+    assert (demo["cap"], demo["kept_float"], demo["satisfied"]) == (2, ["n0", "n1"], False)
+    assert (cap["cap"], cap["kept_float"], cap["worst_after_each_accept"]) == (4, ["n0", "n1", "n2", "n3"],
+                                                                               [8.0, 6.0, 4.0, 2.0])
+    assert res.kept_float == ["n0", "n1"] and made[chosen] == ["n0", "n1"]  # the export ships the demo's pick
+    r = {"frontier": record["frontier"], "test": {"k0": {"worst": 3.0}, "k2": {"worst": 0.5}, "k5": {"worst": 0.0}}}
+    assert bench.smallest_k(r, "calib", 1.0) == "k5" and bench.smallest_k(r, "test", 1.0) == "k2"
+    assert bench.smallest_k(r, "calib", -1.0) is None
