@@ -243,13 +243,13 @@ class PackedFiles:
     unnamed: tuple[str, ...] = ()
 
 
-def pack_images(top: Path, hidden_folders: bool = True) -> PackedFiles:
-    """:func:`walk_images` of ``top`` packed while it walks: each path's UTF-8 bytes appended to one buffer and its
-    end and size to two int64 arrays, so what grows with the folder is those bytes and 16 per file (never a list
-    of tuples). A path that is not UTF-8 is left out, named under ``top`` in :attr:`PackedFiles.unnamed`."""
-    text, ends, sizes = bytearray(), array("q"), array("q")
-    unnamed: list[str] = []
-    for rel, size in walk_images(top, hidden_folders=hidden_folders):
+def _pack(walk: Iterator[tuple[str, int]], top: Path, text: bytearray, ends: array, sizes: array,
+          unnamed: list[str]) -> int:
+    """``walk``'s paths appended to ``text`` as UTF-8, their ends and sizes to ``ends`` and ``sizes`` (int64): what
+    grows with the listing is those bytes and 16 per file, never a Python object per file. A path that is not
+    UTF-8 is left out, named under ``top`` in ``unnamed``. Returns how many files were packed."""
+    n = 0
+    for rel, size in walk:
         try:  # every path is encoded here anyway: a failure is the only extra work
             text += rel.encode()
         except UnicodeEncodeError:
@@ -257,10 +257,25 @@ def pack_images(top: Path, hidden_folders: bool = True) -> PackedFiles:
             continue
         ends.append(len(text))
         sizes.append(size)
+        n += 1
+    return n
+
+
+def _arrays(text: bytearray, ends: array, sizes: array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_pack`'s buffers as ``(text uint8, offsets int64 [n + 1], size int64)`` arrays."""
     offsets = np.zeros(len(ends) + 1, dtype=np.int64)
     offsets[1:] = np.frombuffer(ends, dtype=np.int64)
-    packed = np.frombuffer(text, dtype=np.uint8).copy()
-    return PackedFiles(packed, offsets, np.frombuffer(sizes, dtype=np.int64).copy(), tuple(unnamed))
+    return (np.frombuffer(text, dtype=np.uint8).copy(), offsets,
+            np.frombuffer(sizes, dtype=np.int64).copy())
+
+
+def pack_images(top: Path, hidden_folders: bool = True) -> PackedFiles:
+    """:func:`walk_images` of ``top`` packed while it walks (:func:`_pack`). A path that is not UTF-8 is left out,
+    named under ``top`` in :attr:`PackedFiles.unnamed`."""
+    text, ends, sizes = bytearray(), array("q"), array("q")
+    unnamed: list[str] = []
+    _pack(walk_images(top, hidden_folders=hidden_folders), top, text, ends, sizes, unnamed)
+    return PackedFiles(*_arrays(text, ends, sizes), tuple(unnamed))
 
 
 def _folders(path: Path) -> list[str]:
@@ -308,7 +323,8 @@ def list_images(root: str | Path) -> tuple[list[str], FileList]:
     its size (hidden files, domain and class folders skipped; a hidden folder *inside* a class folder is listed,
     as it always was: fingerprints hold it). :class:`~distill.data.folder.DomainFolder` makes it, or takes
     one made once for the whole run (:func:`distill.utils.runtime.share_from_main`: rank 0 lists, the other
-    ranks receive). Packed class folder by class folder: what is held per file is a few bytes plus its path.
+    ranks receive). Packed as it walks (:func:`_pack`, as :func:`pack_images`): what grows with ROOT is each
+    path's bytes and 16 per file while it is listed, plus the bounded listing of one folder (:func:`walk_images`).
     Files whose names are not UTF-8 are left out and listed in :attr:`FileList.unnamed`.
 
     Raises:
@@ -318,33 +334,22 @@ def list_images(root: str | Path) -> tuple[list[str], FileList]:
     if not root.is_dir():
         raise DistillError(f"{root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
     domains = _folders(root)
-    texts: list[bytes] = []
-    lengths, dom, fol, sizes = [], [], [], []
+    text, ends, sizes = bytearray(), array("q"), array("q")
     folders: list[tuple[str, str]] = []
+    dom, count = array("i"), array("q")  # per class folder listed: its domain, how many files
     unnamed: list[str] = []
     for di, domain in enumerate(domains):
         _check_folder_name(root / domain, "domain")
         for name in _folders(root / domain):
             cdir = root / domain / name
             _check_folder_name(cdir, "class")
-            rel, size = [], []
-            for path, nbytes in walk_images(cdir, f"{domain}/{name}/"):
-                try:  # every path is encoded here anyway: a failure is the only extra work
-                    rel.append(path.encode())
-                except UnicodeEncodeError:
-                    unnamed.append(shown(root / path))
-                    continue
-                size.append(nbytes)
-            if rel:
-                texts.append(b"".join(rel))
-                lengths.append(np.fromiter(map(len, rel), dtype=np.int64, count=len(rel)))
-                dom.append(np.full(len(rel), di, dtype=np.int32))
-                fol.append(np.full(len(rel), len(folders), dtype=np.int32))
+            if n := _pack(walk_images(cdir, f"{domain}/{name}/"), root, text, ends, sizes, unnamed):
                 folders.append((domain, name))
-                sizes.append(np.array(size, dtype=np.int64))
-    offsets = np.zeros(sum(map(len, lengths)) + 1, dtype=np.int64)
-    if lengths:
-        np.cumsum(np.concatenate(lengths), out=offsets[1:])
-    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dtype=dt)  # noqa: E731
-    return domains, FileList(np.frombuffer(b"".join(texts), dtype=np.uint8).copy(), offsets, cat(dom, np.int32),
-                             cat(fol, np.int32), folders, cat(sizes, np.int64), tuple(unnamed))
+                dom.append(di)
+                count.append(n)
+    packed, offsets, size = _arrays(text, ends, sizes)
+    del text, ends, sizes
+    counts = np.frombuffer(count, dtype=np.int64)
+    return domains, FileList(packed, offsets, np.repeat(np.frombuffer(dom, dtype=np.int32), counts),
+                             np.repeat(np.arange(len(folders), dtype=np.int32), counts), folders, size,
+                             tuple(unnamed))
