@@ -185,10 +185,11 @@ def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.Di
     return [], heapq.merge(*(_read_run(f, *r) for r in runs))
 
 
-def _image_size(path: str) -> int | None:
-    """The size of the file at ``path`` (a link followed), None where it is not a file (as ``Path.is_file()``)."""
+def _image_size(stat_: Callable[[], os.stat_result]) -> int | None:
+    """The size ``stat_()`` gives (a link followed), None where it is not a file (as ``Path.is_file()``): a file
+    deleted while its folder is listed is passed over, in a folder sorted in memory or on disk alike."""
     try:
-        st = os.stat(path)
+        st = stat_()
     except OSError as e:
         if e.errno not in _NOT_THERE:
             raise
@@ -221,14 +222,14 @@ def walk_images(top: str | Path, prefix: str = "", hidden_folders: bool = True) 
             e = held.pop()
             if _is(lambda: e.is_dir(follow_symlinks=False)):  # what kind() read: cached in the entry
                 yield from walk_images(e.path, f"{prefix}{e.name}/", hidden_folders)
-            elif _is(e.is_file):
-                yield prefix + e.name, e.stat().st_size  # the entry's stat: cached where is_file() needed one
+            elif _is(e.is_file) and (size := _image_size(e.stat)) is not None:  # cached where is_file() needed it
+                yield prefix + e.name, size
         base = os.path.join(top, "")
         for r in records:  # a spilled folder's "name NUL kind", merged in name order
             name = r[:-2]
             if r[-1] == "d":
                 yield from walk_images(base + name, f"{prefix}{name}/", hidden_folders)
-            elif (size := _image_size(base + name)) is not None:
+            elif (size := _image_size(lambda: os.stat(base + name))) is not None:
                 yield prefix + name, size
 
 

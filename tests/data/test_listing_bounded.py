@@ -164,6 +164,21 @@ def test_a_spilled_folder_stats_each_image_file_once(tmp_path, monkeypatch):
     assert len(calls) == 30, calls
 
 
+@pytest.mark.parametrize("chunk", [2, 1000])  # spilled, in memory
+def test_a_file_deleted_while_its_folder_is_listed_is_passed_over(tmp_path, monkeypatch, chunk):
+    """Main (and the in-memory sort until review 2) crashed with FileNotFoundError; a spilled folder skipped it.
+    Both now skip it, as ``Path.is_file()`` reads a vanished file."""
+    for i in range(5):
+        (tmp_path / f"{i}.png").write_bytes(b"x" * i)
+    _chunk(monkeypatch, chunk)
+    got = []
+    for rel, size in walk_images(tmp_path):
+        if not got:
+            (tmp_path / "3.png").unlink()
+        got.append((rel, size))
+    assert got == [("0.png", 0), ("1.png", 1), ("2.png", 2), ("4.png", 4)]
+
+
 @pytest.fixture
 def spills(tmp_path, monkeypatch) -> tuple[Path, list]:
     """(the temporary folder, the temporary files the listing opened)."""
