@@ -19,13 +19,15 @@ stats are the listing's time. Same files, order, sizes and so fingerprints (``te
 
 What a folder holds while it is listed is bounded, whatever it holds (:func:`_sorted_scan`): up to
 :data:`SORT_CHUNK` (65536) folders and image names are sorted in memory as their ``DirEntry`` objects, as before;
-a larger folder (a flat camera dump of 10^7 images held 10^7 entries, 1-2 GB, to sort it) is read in sorted runs
-of that many names written to a temporary file in the system's temporary folder (``TMPDIR``; not beside the data,
-which may be read-only and would list it; the file has no name there and is closed, so gone, however the walk
-ends), then merged (``heapq.merge``, a block per run). Whether an entry is a folder or an image name is read from
-its ``d_type`` as it is scanned; a spilled image file's one ``stat`` is ``os.stat`` of its path. The order is
-Python's ``str`` order (not the bytes'), non-UTF-8 names kept exactly (``tests/data/test_listing_bounded.py``;
-``benchmarks/flat_listing.py``: peak memory old vs new).
+a larger folder (a flat camera dump: main held every entry to sort it, ~240 B each, measured to 10^6 images with
+11-byte names and so ~2.4 GB extrapolated to 10^7) is read in sorted runs of that many names written to a temporary
+file in the system's temporary folder (``TMPDIR``; not beside the data, which may be read-only and would list it; the
+file has no name there and is closed, so gone, however the walk ends; where ``TMPDIR`` is a tmpfs that file is RAM,
+a name's bytes plus 3 per entry, which RSS does not show), then merged (``heapq.merge``, a block per run). Where
+``TMPDIR`` takes no file, or fills, the rest is sorted in memory (a string per entry), with one warning. Whether an entry is a
+folder or an image name is read from its ``d_type`` as it is scanned; a spilled image file's one ``stat`` is
+``os.stat`` of its path. The order is Python's ``str`` order (not the bytes'), non-UTF-8 names kept exactly
+(``tests/data/test_listing_bounded.py``; ``benchmarks/flat_listing.py``: peak memory old vs new).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import errno
 import heapq
 import os
 import stat
+import sys
 import tempfile
 from array import array
 from contextlib import ExitStack
@@ -115,23 +118,27 @@ SORT_CHUNK = 65536
 SPILL_BLOCK = 16384
 
 
-def _no_spill(top: str, err: OSError) -> DistillError:
-    return DistillError(f"{shown(top)}: over {SORT_CHUNK} entries, so sorted through a temporary file in "
-                        f"{shown(tempfile.gettempdir())}, which failed: {err}; set TMPDIR to a writable folder with room")
+#: temporary folders a spill failed in, said once each (:func:`_sorted_scan` then sorts in memory, as main did)
+_WARNED_TMP: set[str] = set()
 
 
-def _spill(f: IO[bytes], run: list[str], top: str) -> tuple[int, int]:
-    """``run``'s records sorted and appended to ``f``, each ended by ``/``; its ``(start, end)`` in ``f``. A record
-    is ``name NUL kind``: no name holds NUL or ``/``, so records sort as their names do (NUL sorts first) and ``/``
-    ends one; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly."""
-    run.sort()
+def _in_memory(top: str, err: OSError) -> None:
+    where = tempfile.gettempdir()
+    if where not in _WARNED_TMP:
+        _WARNED_TMP.add(where)
+        print(f"warning: {shown(top)}: over {SORT_CHUNK} entries, to be sorted through a temporary file in "
+              f"{shown(where)}, which failed: {err}; sorting in memory instead (a Python string per "
+              "entry: memory grows with the folder); set TMPDIR to a writable folder with room to bound it", file=sys.stderr)
+
+
+def _spill(f: IO[bytes], run: list[str]) -> Iterator[str]:
+    """``run``'s records (sorted) appended to ``f``, each ended by ``/``, and read back from there. A record is
+    ``name NUL kind``: no name holds NUL or ``/``, so records sort as their names do (NUL sorts first) and ``/``
+    ends one; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly. Raises OSError where ``f`` takes no more."""
     start = f.tell()
-    try:
-        f.write(("/".join(run) + "/").encode("utf-8", "surrogatepass"))
-        f.flush()
-    except OSError as err:
-        raise _no_spill(top, err) from err
-    return start, f.tell()
+    f.write(("/".join(run) + "/").encode("utf-8", "surrogatepass"))
+    f.flush()
+    return _read_run(f, start, f.tell())
 
 
 def _read_run(f: IO[bytes], start: int, end: int) -> Iterator[str]:
@@ -151,26 +158,43 @@ def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.Di
                  stack: ExitStack) -> tuple[list[os.DirEntry[str]], Iterator[str]]:
     """The entries of folder ``top`` (read from ``it``, its ``os.scandir``) that ``kind`` gives a kind (``d``: a
     folder to walk, ``f``: an image name), in name order (Python's ``str`` order, as ``sorted`` gives), as
-    ``(entries, records)``, one of them empty. Up to :data:`SORT_CHUNK` such entries: ``entries``, sorted in
-    memory and reversed (popped from the end), each ``DirEntry`` kept (and the stat it may cache). A larger folder
-    is read in runs of that many ``name NUL kind`` records, each sorted and written to a temporary file (held open
-    by ``stack``), then merged (``heapq.merge``): ``records``, and what is held is one run while reading and one block
-    per run while merging, never the folder. The whole folder is read before this returns."""
+    ``(entries, records)``, one of them empty. Up to :data:`SORT_CHUNK` such entries (that many included):
+    ``entries``, sorted in memory and reversed (popped from the end), each ``DirEntry`` kept (and the stat it may
+    cache). A folder with more is read in runs of up to that many ``name NUL kind`` records (the first one more),
+    each sorted and written to a temporary file (held open by ``stack``), then merged (``heapq.merge``):
+    ``records``, and what is held is one run while reading and one block per run while merging, never the folder.
+    Where the temporary folder takes no file (or no more), the runs from there on are kept in memory, with one
+    warning per temporary folder (:func:`_in_memory`): the listing is the same. The whole folder is read here."""
     held: list[os.DirEntry[str]] = []
     for e in it:
         if kind(e) is not None:
             held.append(e)
-            if len(held) == SORT_CHUNK:
+            if len(held) > SORT_CHUNK:
                 break
     else:
         held.sort(key=lambda e: e.name, reverse=True)
         return held, iter(())
+    f: IO[bytes] | None = None
     try:  # in the system's temporary folder (TMPDIR), not beside the data: that may be read-only, and a file there
         # would be listed. TemporaryFile has no name there (unlinked at once): it goes with the file or process.
         f = stack.enter_context(tempfile.TemporaryFile())
     except OSError as err:
-        raise _no_spill(top, err) from err
-    runs = [_spill(f, [f"{e.name}\0{kind(e)}" for e in held], top)]
+        _in_memory(top, err)
+    runs: list[Iterator[str]] = []
+
+    def put(run: list[str]) -> None:
+        nonlocal f
+        run.sort()
+        if f is not None:
+            try:
+                runs.append(_spill(f, run))
+                return
+            except OSError as err:  # full: this run and the rest in memory (runs already written stay good)
+                _in_memory(top, err)
+                f = None
+        runs.append(iter(run))
+
+    put([f"{e.name}\0{kind(e)}" for e in held])
     del held
     run: list[str] = []
     for e in it:
@@ -178,11 +202,11 @@ def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.Di
         if k is not None:
             run.append(f"{e.name}\0{k}")
             if len(run) == SORT_CHUNK:
-                runs.append(_spill(f, run, top))
+                put(run)
                 run = []
     if run:
-        runs.append(_spill(f, run, top))
-    return [], heapq.merge(*(_read_run(f, *r) for r in runs))
+        put(run)
+    return [], heapq.merge(*runs)
 
 
 def _image_size(stat_: Callable[[], os.stat_result]) -> int | None:
