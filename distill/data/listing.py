@@ -12,7 +12,8 @@ only paths relative to it are stored as text.
 
 The walk (:func:`walk_images`) reads each folder once with ``os.scandir`` and costs one ``stat`` per image
 file (its size) and none per other entry: whether an entry is a folder or a file comes from the directory
-entry's type (``d_type``; a file system that does not fill it in costs one ``stat``, cached for the size),
+entry's type (``d_type``; a file system that does not fill it in costs one ``stat``, cached for the size, and
+in a spilled folder, whose entries are not kept, an image's ``os.stat`` after it: two),
 and the extension and hidden tests read the name only. ``sorted(Path.rglob("*"))`` before it took two stats
 per file (``is_file()``, then ``stat()``) and read every folder twice; at 10^7 files on network storage the
 stats are the listing's time. Same files, order, sizes and so fingerprints (``tests/data/test_listing.py``).

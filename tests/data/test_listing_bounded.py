@@ -148,20 +148,38 @@ def test_a_flat_folder_is_never_held_as_a_list_of_its_entries(tmp_path, monkeypa
     assert _Entry.peak <= 8 + 2, f"{_Entry.peak} directory entries alive at once (chunk 8)"
 
 
-def test_a_spilled_folder_stats_each_image_file_once(tmp_path, monkeypatch):
+class _Stats(_Entry):
+    """A ``DirEntry`` whose ``stat()`` calls are counted in ``calls`` (the C-level stat a ``DirEntry`` pays for a
+    ``d_type`` the file system leaves unknown stays unseen: Linux's tmp file systems fill it)."""
+    calls: list[str] = []
+
+    def stat(self, **k):
+        _Stats.calls.append(f"DirEntry.stat {self._entry.name}")
+        return self._entry.stat(**k)
+
+
+@pytest.mark.parametrize("chunk", [4, 1000])  # spilled, in memory
+def test_each_image_file_is_stat_ed_once(tmp_path, monkeypatch, chunk):
+    """Every stat the walk asks for, through ``os`` or a directory entry: one per image file, none per other one."""
     top = tmp_path / "flat"
     (top / "sub").mkdir(parents=True)
     for i in range(30):
         (top / f"{i:02d}.png").write_bytes(b"x" * i)
     for i in range(10):
         (top / f"{i:02d}.txt").write_bytes(b"x")
-    _chunk(monkeypatch, 4)
-    calls: list[str] = []
+    _chunk(monkeypatch, chunk)
+    _Stats.calls = []
     for name in ("stat", "lstat"):
         real = getattr(os, name)
-        monkeypatch.setattr(os, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+        monkeypatch.setattr(os, name, lambda *a, _real=real, _name=name, **k: _Stats.calls.append(_name) or _real(*a, **k))
+    real_scan = os.scandir
+
+    class Scan(_Scan):
+        def __next__(self) -> _Entry:
+            return _Stats(next(self._it))
+    monkeypatch.setattr(os, "scandir", lambda path: Scan(real_scan(path)))
     assert len(list(walk_images(top))) == 30
-    assert len(calls) == 30, calls
+    assert len(_Stats.calls) == 30, _Stats.calls
 
 
 @pytest.mark.parametrize("chunk", [2, 1000])  # spilled, in memory
@@ -225,7 +243,20 @@ def _fail_at(monkeypatch, n: int, exc: BaseException) -> None:
 
 
 def _gone(where: Path, made: list) -> None:
-    assert len(made) == 2 and all(f.closed for f in made) and os.listdir(where) == []
+    """Both spill files closed, so gone: a ``TemporaryFile`` has no name to find on Linux (``O_TMPFILE``), but an
+    open one shows among the process's descriptors (``/proc/self/fd``) as a path in ``where``."""
+    assert len(made) == 2 and all(f.closed for f in made)
+    if os.path.isdir("/proc/self/fd"):
+        held = [t for fd in os.listdir("/proc/self/fd") if (t := _target(fd)).startswith(str(where))]
+        assert held == [], held
+    assert os.listdir(where) == []  # a system whose TemporaryFile is named (unlinked at once: never seen)
+
+
+def _target(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # the descriptor listdir itself held, closed since
+        return ""
 
 
 def test_the_spill_file_is_gone_after_the_walk(tmp_path, monkeypatch, spills):
@@ -306,6 +337,7 @@ def test_a_full_temporary_folder_keeps_the_rest_in_memory(tmp_path, monkeypatch,
     assert list(walk_images(top)) == want and len(want) == 20
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "No space left on device; sorting in memory instead" in err[0], err
+
 
 def test_the_root_listing_holds_no_python_object_per_image(tmp_path, monkeypatch):
     """``list_images`` (ROOT/DOMAIN/CLASS: train, eval, export) kept each class folder as a list of ``bytes`` paths
