@@ -938,21 +938,41 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
     of results moved whole) still names them, wherever ``distill report`` runs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cut = path.is_file() and path.stat().st_size > 0 and _last_byte(path) != b"\n"
+    tail = _unended_last_line(path) if path.is_file() else None
     with open(path, "a") as f:
-        if cut:  # its last line was cut off (power loss, kill -9): the new records must not be glued to it
-            print(f"warning: {path}: its last line is cut off (no newline at the end: an interrupted write?); "
-                  "appending on a new line (readers skip the cut-off one)", file=sys.stderr)
-            f.write("\n")
+        if tail is not None:  # no newline at the end: the new records must not be glued to that last line
+            if not _parses(tail):  # cut off (power loss, kill -9 mid-write): readers skip it, naming it
+                print(f"warning: {path}: its last line is cut off (not JSON, no newline at the end: an interrupted "
+                      "write?); appending on a new line (readers skip the cut-off one)", file=sys.stderr)
+            f.write("\n")  # a whole record merely without its newline (echo -n, another tool): kept, read as it is
         for r in records:
             f.write(json.dumps(with_model_relative(r, path), sort_keys=False) + "\n")
             f.flush()
 
 
-def _last_byte(path: Path) -> bytes:
+def _unended_last_line(path: Path) -> bytes | None:
+    """The last line of the file at ``path`` where the file does not end in a newline (else None): read back from
+    the end a block at a time, so a long file is not read whole."""
     with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
+        tail, at = b"", f.seek(0, os.SEEK_END)
+        while at > 0:
+            step = min(65536, at)
+            at -= step
+            f.seek(at)
+            tail = f.read(step) + tail
+            if tail.endswith(b"\n"):
+                return None
+            if (cut := tail.rfind(b"\n")) >= 0:
+                return tail[cut + 1:]
+        return tail or None
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def with_model_relative(record: dict[str, Any], path: str | Path) -> dict[str, Any]:

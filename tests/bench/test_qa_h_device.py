@@ -143,3 +143,26 @@ def test_a_cuda_error_in_a_tensorrt_run_is_one_line_not_a_traceback(monkeypatch,
     assert edge_runner.main([str(engine), "--runtime", "tensorrt", "--warmup", "0", "--iters", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {engine}: CUDA error 700 (700) in cudaMemcpyAsync (to the GPU)"], err
+
+
+def test_a_whole_last_record_without_its_newline_is_not_called_cut_off(small_onnx: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    """A complete record with no newline at the end (``echo -n``, another tool) is read as it is: appending adds
+    the newline without the "cut off ... readers skip it" warning it got until review 2."""
+    out = tmp_path / "bench.jsonl"
+    assert edge_runner.main([str(small_onnx), *FAST, "--out", str(out)]) == 0
+    out.write_bytes(out.read_bytes().rstrip(b"\n"))
+    capsys.readouterr()
+    assert edge_runner.main([str(small_onnx), *FAST, "--out", str(out)]) == 0
+    skipped: list[tuple[int, str]] = []
+    assert len(list(BenchRecord.read_lines(out, skipped))) == 2 and skipped == []
+    err = capsys.readouterr().err
+    assert "cut off" not in err, err
+
+
+def test_the_last_line_is_found_across_read_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "b.jsonl"
+    for body, want in [(b"", None), (b"a\n", None), (b"abc", b"abc"), (b"x\n" + b"y" * 70000, b"y" * 70000),
+                       (b"x" * 70000 + b"\n" + b"y" * 3, b"y" * 3), (b"\n\n" + b"z" * 131072, b"z" * 131072)]:
+        path.write_bytes(body)
+        assert edge_runner._unended_last_line(path) == want, (len(body), want and len(want))
