@@ -1008,7 +1008,8 @@ def check_out_path(path: str | Path, flag: str = "--out") -> None:
 
 def check_bench_out(path: str | Path, flag: str = "--out") -> None:
     """:func:`check_out_path`, and ``path`` is a ``.jsonl`` file that, when it exists, holds bench records (its first
-    line one of this schema): records are appended, so another file (an export's ``export.json``, a run's
+    line one of this schema, or its only line the cut-off start of one, as a write killed mid-record leaves it: the
+    new records start on a new line, :func:`write_jsonl`): records are appended, so another file (an export's ``export.json``, a run's
     ``summary.json``) would be broken by them. Raises ValueError, one line naming ``flag``, the path and what it is."""
     path = Path(path)
     if path.suffix != ".jsonl" and not path.is_dir():  # a folder: check_out_path says so
@@ -1018,16 +1019,23 @@ def check_bench_out(path: str | Path, flag: str = "--out") -> None:
     if not path.is_file():
         return
     with open(path, "rb") as f:
-        first = next((raw.strip() for raw in f if raw.strip()), b"")
+        first = next((raw for raw in f if raw.strip()), b"")
     if not first:
         return
     try:
         rec = json.loads(first)
     except ValueError:
         rec = None
-    if not (isinstance(rec, dict) and str(rec.get("schema", "")).startswith(SCHEMA.split("/")[0] + "/")):
-        raise ValueError(f"{flag} {path}: exists and does not hold bench records (its first line is not one); "
-                         "bench would append to it: give another .jsonl file")
+    kind = SCHEMA.split("/")[0] + "/"
+    if isinstance(rec, dict) and str(rec.get("schema", "")).startswith(kind):
+        return
+    if not first.endswith(b"\n"):  # the only line, cut off: as a cut-off last line after records (write_jsonl)
+        if first.strip().startswith(f'{{"schema": "{kind}'.encode()):  # a bench record's start (a kill -9 mid-write)
+            return
+        raise ValueError(f"{flag} {path}: its only line is cut off (no newline at the end: an interrupted write?) "
+                         "and is not the start of a bench record; delete it or give another .jsonl file")
+    raise ValueError(f"{flag} {path}: exists and does not hold bench records (its first line is not one); "
+                     "bench would append to it: give another .jsonl file")
 
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
