@@ -167,6 +167,8 @@ class PeakRSS:
                 import resource  # lazy: POSIX only, and only when /proc is missing
 
                 kb = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+                if sys.platform == "darwin":  # macOS gives bytes; Linux and the BSDs kilobytes
+                    kb /= 1024.0
                 self.lifetime = True
             except (ImportError, OSError):
                 kb = None

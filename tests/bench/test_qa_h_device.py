@@ -192,3 +192,19 @@ def test_a_cut_off_only_line_that_is_no_bench_record_is_refused_saying_so(tmp_pa
     with pytest.raises(ValueError, match=rf"^--out {out}: its only line is cut off \(no newline at the end: an "
                                          r"interrupted write\?\) and is not the start of a bench record; delete it"):
         edge_runner.check_bench_out(out)
+
+
+@pytest.mark.parametrize("platform, maxrss", [("darwin", 300 * 2**20), ("linux", 300 * 1024)])
+def test_the_lifetime_peak_is_read_in_the_platforms_unit(monkeypatch, platform: str, maxrss: int) -> None:
+    """Without /proc, the peak is ru_maxrss: bytes on macOS, kilobytes on Linux. Until review 2 macOS's was read as
+    kilobytes (1024x too large)."""
+    import resource
+    import sys
+    import types
+
+    monkeypatch.setattr(edge_runner, "_status_kb", lambda field: None)
+    monkeypatch.setattr(resource, "getrusage", lambda who: types.SimpleNamespace(ru_maxrss=maxrss))
+    monkeypatch.setattr(sys, "platform", platform)
+    with edge_runner.PeakRSS() as peak:
+        pass
+    assert peak.peak_mb == 300.0 and peak.lifetime
