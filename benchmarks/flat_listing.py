@@ -1,13 +1,16 @@
 """Memory while a flat folder is listed: main's one sorted list of a folder's entries vs sorted runs on disk.
 
     PYTHONPATH=. .venv/bin/python benchmarks/flat_listing.py --sizes 20000,200000 [--old-rev c5fea07] [--dir DIR] [--rounds 2]
+        [--what pack,list]
 
 Builds DIR/flatN/NNNNNNN.png: N empty files in ONE folder (a camera dump), kept in ``--dir`` (default: the system's
 temporary folder's ``distill-flat-listing``) and reused by a later run, since making 10^5 files takes a while. The
 old code is ``distill/data/listing.py`` of ``--old-rev`` (a ``git archive`` copy, made here), loaded beside this
 checkout's modules. Each figure comes from a fresh process (:mod:`benchmarks.fresh_process`) that runs
-``pack_images(FOLDER)`` (what ``scan_folder`` runs: the walk, packed), old and new side by side at each size, and
-with ``--chunk`` also the new code with ``SORT_CHUNK`` set to it (how the peak follows the chunk, not the folder):
+``pack_images(FOLDER)`` (``--what pack``: what ``scan_folder`` runs, the walk packed) or ``list_images(ROOT)``
+(``--what list``: the data root's listing for train, eval and export, with ROOT/d/c a link to FOLDER: one flat class
+folder), old and new side by side at each size, and with ``--chunk`` also the new code with ``SORT_CHUNK`` set to
+it (how the peak follows the chunk, not the folder):
 
 - peak RSS growth: the process's peak resident memory (``VmHWM``, reset through ``/proc/self/clear_refs`` before)
   over its resident memory just before the listing (anonymous memory in practice: the listing maps no file), and
@@ -48,6 +51,15 @@ def build(top: Path, n: int) -> Path:
     return flat
 
 
+def root_of(flat: Path) -> Path:
+    """ROOT whose one class folder ROOT/d/c is ``flat`` (a link: the files are made once)."""
+    root = flat.parent / f"root-{flat.name}"
+    if not (root / "d" / "c").exists():
+        (root / "d").mkdir(parents=True, exist_ok=True)
+        os.symlink(flat, root / "d" / "c")
+    return root
+
+
 def listing_module(which: str, old: str, chunk: int):
     from distill.data import listing  # lazy: the child imports before its first reading
     if which == "old":
@@ -65,7 +77,7 @@ def status(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
 
 
-def measure(which: str, old: str, folder: str, traced: bool, chunk: int = 0) -> dict:
+def measure(which: str, old: str, folder: str, traced: bool, chunk: int = 0, what: str = "pack") -> dict:
     listing = listing_module(which, old, chunk)
     gc.collect()
     if traced:
@@ -76,7 +88,7 @@ def measure(which: str, old: str, folder: str, traced: bool, chunk: int = 0) -> 
             f.write("5")  # peak RSS (VmHWM) := RSS now
         base, anon0 = status("VmRSS"), status("RssAnon")
     t0 = time.perf_counter()
-    packed = listing.pack_images(Path(folder))
+    packed = listing.pack_images(Path(folder)) if what == "pack" else listing.list_images(root_of(Path(folder)))[1]
     took = time.perf_counter() - t0
     images = len(packed.size)
     if traced:
@@ -96,6 +108,8 @@ def main() -> None:
                    help="where the folders are built (kept: reused by a later run)")
     p.add_argument("--rounds", type=int, default=2, help="fresh processes per arm for RSS and time (the smaller kept)")
     p.add_argument("--chunk", type=int, default=8192, help="a third arm: the new code with this SORT_CHUNK (0: none)")
+    p.add_argument("--what", default="pack,list", help="pack: pack_images(FOLDER); list: list_images(ROOT), ROOT/d/c "
+                   "being FOLDER (a table each)")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="flat-listing-bench-"))
     old = old_checkout(REPO, args.old_rev, tmp)
@@ -103,32 +117,36 @@ def main() -> None:
     arms = [("old", 0), ("new", 0)] + ([("new", args.chunk)] if args.chunk else [])
     rows = []
     try:
-        for n in (int(x) for x in args.sizes.split(",")):
+        for what, n in ((w, int(x)) for w in args.what.split(",") for x in args.sizes.split(",")):
             folder = str(build(args.dir, n))
             got: dict = {}
             for arm in [a for r in range(args.rounds) for a in (arms if r % 2 == 0 else arms[::-1])]:  # interleaved
                 r = in_fresh_process(__file__, {"which": arm[0], "old": str(old), "folder": folder, "traced": False,
-                                                "chunk": arm[1]})
+                                                "chunk": arm[1], "what": what})
                 assert r["images"] == n, r
                 got[arm] = {k: min(v, got.get(arm, r)[k]) for k, v in r.items()}
             for arm in arms:
                 got[arm + ("t",)] = in_fresh_process(__file__, {"which": arm[0], "old": str(old), "folder": folder,
-                                                                "traced": True, "chunk": arm[1]})
-            rows.append((n, got))
-            print(f"(size {n:,} done)", file=sys.stderr, flush=True)
+                                                                "traced": True, "chunk": arm[1],
+                                                                "what": what})
+            rows.append((what, n, got))
+            print(f"({what} {n:,} done)", file=sys.stderr, flush=True)
         names = " / ".join("old" if w == "old" else f"new{f' chunk {c}' if c else ''}" for w, c in arms)
-        print(f"B/img = bytes per image; arms: {names}\n\n| images | peak RSS growth B/img | RssAnon held B/img | "
-              "tracemalloc peak B/img | tracemalloc held B/img | peak RSS growth MB | s |\n"
-              "|---:|---:|---:|---:|---:|---:|---:|")
-        for n, g in rows:
-            col = lambda k, t=(), f=lambda v: f"{v / n:.0f}": " / ".join(f(g[a + t][k]) for a in arms)  # noqa: E731
-            print(f"| {n:,} | {col('peak')} | {col('held')} | {col('peak', ('t',))} | {col('held', ('t',))} | "
-                  f"{col('peak', (), lambda v: f'{v / 2**20:.1f}')} | {col('s', (), lambda v: f'{v:.2f}')} |")
-        if len(rows) > 1:
-            (n0, g0), (n1, g1) = rows[0], rows[-1]
-            for k, t in (("peak", ()), ("peak", ("t",))):
-                grow = " / ".join(f"{(g1[a + t][k] - g0[a + t][k]) / (n1 - n0):.1f}" for a in arms)
-                print(f"growth per added image, {n0:,} -> {n1:,}, {'tracemalloc' if t else 'RSS'} peak: {grow}")
+        for what in args.what.split(","):
+            print(f"\n{'pack_images(FOLDER)' if what == 'pack' else 'list_images(ROOT), ROOT/d/c = FOLDER'}; "
+                  f"B/img = bytes per image; arms: {names}\n\n| images | peak RSS growth B/img | RssAnon held B/img | "
+                  "tracemalloc peak B/img | tracemalloc held B/img | peak RSS growth MB | s |\n"
+                  "|---:|---:|---:|---:|---:|---:|---:|")
+            mine = [(n, g) for w, n, g in rows if w == what]
+            for n, g in mine:
+                col = lambda k, t=(), f=lambda v: f"{v / n:.0f}": " / ".join(f(g[a + t][k]) for a in arms)  # noqa: E731
+                print(f"| {n:,} | {col('peak')} | {col('held')} | {col('peak', ('t',))} | {col('held', ('t',))} | "
+                      f"{col('peak', (), lambda v: f'{v / 2**20:.1f}')} | {col('s', (), lambda v: f'{v:.2f}')} |")
+            if len(mine) > 1:
+                (n0, g0), (n1, g1) = mine[0], mine[-1]
+                for k, t in (("peak", ()), ("peak", ("t",))):
+                    grow = " / ".join(f"{(g1[a + t][k] - g0[a + t][k]) / (n1 - n0):.1f}" for a in arms)
+                    print(f"growth per added image, {n0:,} -> {n1:,}, {'tracemalloc' if t else 'RSS'} peak: {grow}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the old copy; the folders stay in --dir
 

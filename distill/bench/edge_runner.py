@@ -168,6 +168,8 @@ class PeakRSS:
                 import resource  # lazy: POSIX only, and only when /proc is missing
 
                 kb = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+                if sys.platform == "darwin":  # macOS gives bytes; Linux and the BSDs kilobytes
+                    kb /= 1024.0
                 self.lifetime = True
             except (ImportError, OSError):
                 kb = None
@@ -1023,21 +1025,41 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
     of results moved whole) still names them, wherever ``distill report`` runs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cut = path.is_file() and path.stat().st_size > 0 and _last_byte(path) != b"\n"
+    tail = _unended_last_line(path) if path.is_file() else None
     with open(path, "a") as f:
-        if cut:  # its last line was cut off (power loss, kill -9): the new records must not be glued to it
-            print(f"warning: {path}: its last line is cut off (no newline at the end: an interrupted write?); "
-                  "appending on a new line (readers skip the cut-off one)", file=sys.stderr)
-            f.write("\n")
+        if tail is not None:  # no newline at the end: the new records must not be glued to that last line
+            if not _parses(tail):  # cut off (power loss, kill -9 mid-write): readers skip it, naming it
+                print(f"warning: {path}: its last line is cut off (not JSON, no newline at the end: an interrupted "
+                      "write?); appending on a new line (readers skip the cut-off one)", file=sys.stderr)
+            f.write("\n")  # a whole record merely without its newline (echo -n, another tool): kept, read as it is
         for r in records:
             f.write(json.dumps(with_model_relative(r, path), sort_keys=False) + "\n")
             f.flush()
 
 
-def _last_byte(path: Path) -> bytes:
+def _unended_last_line(path: Path) -> bytes | None:
+    """The last line of the file at ``path`` where the file does not end in a newline (else None): read back from
+    the end a block at a time, so a long file is not read whole."""
     with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
+        tail, at = b"", f.seek(0, os.SEEK_END)
+        while at > 0:
+            step = min(65536, at)
+            at -= step
+            f.seek(at)
+            tail = f.read(step) + tail
+            if tail.endswith(b"\n"):
+                return None
+            if (cut := tail.rfind(b"\n")) >= 0:
+                return tail[cut + 1:]
+        return tail or None
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def with_model_relative(record: dict[str, Any], path: str | Path) -> dict[str, Any]:
@@ -1073,7 +1095,8 @@ def check_out_path(path: str | Path, flag: str = "--out") -> None:
 
 def check_bench_out(path: str | Path, flag: str = "--out") -> None:
     """:func:`check_out_path`, and ``path`` is a ``.jsonl`` file that, when it exists, holds bench records (its first
-    line one of this schema): records are appended, so another file (an export's ``export.json``, a run's
+    line one of this schema, or its only line the cut-off start of one, as a write killed mid-record leaves it: the
+    new records start on a new line, :func:`write_jsonl`): records are appended, so another file (an export's ``export.json``, a run's
     ``summary.json``) would be broken by them. Raises ValueError, one line naming ``flag``, the path and what it is."""
     path = Path(path)
     if path.suffix != ".jsonl" and not path.is_dir():  # a folder: check_out_path says so
@@ -1083,16 +1106,23 @@ def check_bench_out(path: str | Path, flag: str = "--out") -> None:
     if not path.is_file():
         return
     with open(path, "rb") as f:
-        first = next((raw.strip() for raw in f if raw.strip()), b"")
+        first = next((raw for raw in f if raw.strip()), b"")
     if not first:
         return
     try:
         rec = json.loads(first)
     except ValueError:
         rec = None
-    if not (isinstance(rec, dict) and str(rec.get("schema", "")).startswith(SCHEMA.split("/")[0] + "/")):
-        raise ValueError(f"{flag} {path}: exists and does not hold bench records (its first line is not one); "
-                         "bench would append to it: give another .jsonl file")
+    kind = SCHEMA.split("/")[0] + "/"
+    if isinstance(rec, dict) and str(rec.get("schema", "")).startswith(kind):
+        return
+    if not first.endswith(b"\n"):  # the only line, cut off: as a cut-off last line after records (write_jsonl)
+        if first.strip().startswith(f'{{"schema": "{kind}'.encode()):  # a bench record's start (a kill -9 mid-write)
+            return
+        raise ValueError(f"{flag} {path}: its only line is cut off (no newline at the end: an interrupted write?) "
+                         "and is not the start of a bench record; delete it or give another .jsonl file")
+    raise ValueError(f"{flag} {path}: exists and does not hold bench records (its first line is not one); "
+                     "bench would append to it: give another .jsonl file")
 
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")

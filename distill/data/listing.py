@@ -12,20 +12,23 @@ only paths relative to it are stored as text.
 
 The walk (:func:`walk_images`) reads each folder once with ``os.scandir`` and costs one ``stat`` per image
 file (its size) and none per other entry: whether an entry is a folder or a file comes from the directory
-entry's type (``d_type``; a file system that does not fill it in costs one ``stat``, cached for the size),
+entry's type (``d_type``; a file system that does not fill it in costs one ``stat``, cached for the size, and
+in a spilled folder, whose entries are not kept, an image's ``os.stat`` after it: two),
 and the extension and hidden tests read the name only. ``sorted(Path.rglob("*"))`` before it took two stats
 per file (``is_file()``, then ``stat()``) and read every folder twice; at 10^7 files on network storage the
 stats are the listing's time. Same files, order, sizes and so fingerprints (``tests/data/test_listing.py``).
 
 What a folder holds while it is listed is bounded, whatever it holds (:func:`_sorted_scan`): up to
 :data:`SORT_CHUNK` (65536) folders and image names are sorted in memory as their ``DirEntry`` objects, as before;
-a larger folder (a flat camera dump of 10^7 images held 10^7 entries, 1-2 GB, to sort it) is read in sorted runs
-of that many names written to a temporary file in the system's temporary folder (``TMPDIR``; not beside the data,
-which may be read-only and would list it; the file has no name there and is closed, so gone, however the walk
-ends), then merged (``heapq.merge``, a block per run). Whether an entry is a folder or an image name is read from
-its ``d_type`` as it is scanned; a spilled image file's one ``stat`` is ``os.stat`` of its path. The order is
-Python's ``str`` order (not the bytes'), non-UTF-8 names kept exactly (``tests/data/test_listing_bounded.py``;
-``benchmarks/flat_listing.py``: peak memory old vs new).
+a larger folder (a flat camera dump: main held every entry to sort it, ~240 B each, measured to 10^6 images with
+11-byte names and so ~2.4 GB extrapolated to 10^7) is read in sorted runs of that many names written to a temporary
+file in the system's temporary folder (``TMPDIR``; not beside the data, which may be read-only and would list it; the
+file has no name there and is closed, so gone, however the walk ends; where ``TMPDIR`` is a tmpfs that file is RAM,
+a name's bytes plus 3 per entry, which RSS does not show), then merged (``heapq.merge``, a block per run). Where
+``TMPDIR`` takes no file, or fills, the rest is sorted in memory (a string per entry), with one warning. Whether an entry is a
+folder or an image name is read from its ``d_type`` as it is scanned; a spilled image file's one ``stat`` is
+``os.stat`` of its path. The order is Python's ``str`` order (not the bytes'), non-UTF-8 names kept exactly
+(``tests/data/test_listing_bounded.py``; ``benchmarks/flat_listing.py``: peak memory old vs new).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import errno
 import heapq
 import os
 import stat
+import sys
 import tempfile
 from array import array
 from contextlib import ExitStack
@@ -115,23 +119,27 @@ SORT_CHUNK = 65536
 SPILL_BLOCK = 16384
 
 
-def _no_spill(top: str, err: OSError) -> DistillError:
-    return DistillError(f"{shown(top)}: over {SORT_CHUNK} entries, so sorted through a temporary file in "
-                        f"{shown(tempfile.gettempdir())}, which failed: {err}; set TMPDIR to a writable folder with room")
+#: temporary folders a spill failed in, said once each (:func:`_sorted_scan` then sorts in memory, as main did)
+_WARNED_TMP: set[str] = set()
 
 
-def _spill(f: IO[bytes], run: list[str], top: str) -> tuple[int, int]:
-    """``run``'s records sorted and appended to ``f``, each ended by ``/``; its ``(start, end)`` in ``f``. A record
-    is ``name NUL kind``: no name holds NUL or ``/``, so records sort as their names do (NUL sorts first) and ``/``
-    ends one; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly."""
-    run.sort()
+def _in_memory(top: str, err: OSError) -> None:
+    where = tempfile.gettempdir()
+    if where not in _WARNED_TMP:
+        _WARNED_TMP.add(where)
+        print(f"warning: {shown(top)}: over {SORT_CHUNK} entries, to be sorted through a temporary file in "
+              f"{shown(where)}, which failed: {err}; sorting in memory instead (a Python string per "
+              "entry: memory grows with the folder); set TMPDIR to a writable folder with room to bound it", file=sys.stderr)
+
+
+def _spill(f: IO[bytes], run: list[str]) -> Iterator[str]:
+    """``run``'s records (sorted) appended to ``f``, each ended by ``/``, and read back from there. A record is
+    ``name NUL kind``: no name holds NUL or ``/``, so records sort as their names do (NUL sorts first) and ``/``
+    ends one; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly. Raises OSError where ``f`` takes no more."""
     start = f.tell()
-    try:
-        f.write(("/".join(run) + "/").encode("utf-8", "surrogatepass"))
-        f.flush()
-    except OSError as err:
-        raise _no_spill(top, err) from err
-    return start, f.tell()
+    f.write(("/".join(run) + "/").encode("utf-8", "surrogatepass"))
+    f.flush()
+    return _read_run(f, start, f.tell())
 
 
 def _read_run(f: IO[bytes], start: int, end: int) -> Iterator[str]:
@@ -151,26 +159,43 @@ def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.Di
                  stack: ExitStack) -> tuple[list[os.DirEntry[str]], Iterator[str]]:
     """The entries of folder ``top`` (read from ``it``, its ``os.scandir``) that ``kind`` gives a kind (``d``: a
     folder to walk, ``f``: an image name), in name order (Python's ``str`` order, as ``sorted`` gives), as
-    ``(entries, records)``, one of them empty. Up to :data:`SORT_CHUNK` such entries: ``entries``, sorted in
-    memory and reversed (popped from the end), each ``DirEntry`` kept (and the stat it may cache). A larger folder
-    is read in runs of that many ``name NUL kind`` records, each sorted and written to a temporary file (held open
-    by ``stack``), then merged (``heapq.merge``): ``records``, and what is held is one run while reading and one block
-    per run while merging, never the folder. The whole folder is read before this returns."""
+    ``(entries, records)``, one of them empty. Up to :data:`SORT_CHUNK` such entries (that many included):
+    ``entries``, sorted in memory and reversed (popped from the end), each ``DirEntry`` kept (and the stat it may
+    cache). A folder with more is read in runs of up to that many ``name NUL kind`` records (the first one more),
+    each sorted and written to a temporary file (held open by ``stack``), then merged (``heapq.merge``):
+    ``records``, and what is held is one run while reading and one block per run while merging, never the folder.
+    Where the temporary folder takes no file (or no more), the runs from there on are kept in memory, with one
+    warning per temporary folder (:func:`_in_memory`): the listing is the same. The whole folder is read here."""
     held: list[os.DirEntry[str]] = []
     for e in it:
         if kind(e) is not None:
             held.append(e)
-            if len(held) == SORT_CHUNK:
+            if len(held) > SORT_CHUNK:
                 break
     else:
         held.sort(key=lambda e: e.name, reverse=True)
         return held, iter(())
+    f: IO[bytes] | None = None
     try:  # in the system's temporary folder (TMPDIR), not beside the data: that may be read-only, and a file there
         # would be listed. TemporaryFile has no name there (unlinked at once): it goes with the file or process.
         f = stack.enter_context(tempfile.TemporaryFile())
     except OSError as err:
-        raise _no_spill(top, err) from err
-    runs = [_spill(f, [f"{e.name}\0{kind(e)}" for e in held], top)]
+        _in_memory(top, err)
+    runs: list[Iterator[str]] = []
+
+    def put(run: list[str]) -> None:
+        nonlocal f
+        run.sort()
+        if f is not None:
+            try:
+                runs.append(_spill(f, run))
+                return
+            except OSError as err:  # full: this run and the rest in memory (runs already written stay good)
+                _in_memory(top, err)
+                f = None
+        runs.append(iter(run))
+
+    put([f"{e.name}\0{kind(e)}" for e in held])
     del held
     run: list[str] = []
     for e in it:
@@ -178,17 +203,18 @@ def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.Di
         if k is not None:
             run.append(f"{e.name}\0{k}")
             if len(run) == SORT_CHUNK:
-                runs.append(_spill(f, run, top))
+                put(run)
                 run = []
     if run:
-        runs.append(_spill(f, run, top))
-    return [], heapq.merge(*(_read_run(f, *r) for r in runs))
+        put(run)
+    return [], heapq.merge(*runs)
 
 
-def _image_size(path: str) -> int | None:
-    """The size of the file at ``path`` (a link followed), None where it is not a file (as ``Path.is_file()``)."""
+def _image_size(stat_: Callable[[], os.stat_result]) -> int | None:
+    """The size ``stat_()`` gives (a link followed), None where it is not a file (as ``Path.is_file()``): a file
+    deleted while its folder is listed is passed over, in a folder sorted in memory or on disk alike."""
     try:
-        st = os.stat(path)
+        st = stat_()
     except OSError as e:
         if e.errno not in _NOT_THERE:
             raise
@@ -221,14 +247,14 @@ def walk_images(top: str | Path, prefix: str = "", hidden_folders: bool = True) 
             e = held.pop()
             if _is(lambda: e.is_dir(follow_symlinks=False)):  # what kind() read: cached in the entry
                 yield from walk_images(e.path, f"{prefix}{e.name}/", hidden_folders)
-            elif _is(e.is_file):
-                yield prefix + e.name, e.stat().st_size  # the entry's stat: cached where is_file() needed one
+            elif _is(e.is_file) and (size := _image_size(e.stat)) is not None:  # cached where is_file() needed it
+                yield prefix + e.name, size
         base = os.path.join(top, "")
         for r in records:  # a spilled folder's "name NUL kind", merged in name order
             name = r[:-2]
             if r[-1] == "d":
                 yield from walk_images(base + name, f"{prefix}{name}/", hidden_folders)
-            elif (size := _image_size(base + name)) is not None:
+            elif (size := _image_size(lambda: os.stat(base + name))) is not None:
                 yield prefix + name, size
 
 
@@ -243,13 +269,13 @@ class PackedFiles:
     unnamed: tuple[str, ...] = ()
 
 
-def pack_images(top: Path, hidden_folders: bool = True) -> PackedFiles:
-    """:func:`walk_images` of ``top`` packed while it walks: each path's UTF-8 bytes appended to one buffer and its
-    end and size to two int64 arrays, so what grows with the folder is those bytes and 16 per file (never a list
-    of tuples). A path that is not UTF-8 is left out, named under ``top`` in :attr:`PackedFiles.unnamed`."""
-    text, ends, sizes = bytearray(), array("q"), array("q")
-    unnamed: list[str] = []
-    for rel, size in walk_images(top, hidden_folders=hidden_folders):
+def _pack(walk: Iterator[tuple[str, int]], top: Path, text: bytearray, ends: array, sizes: array,
+          unnamed: list[str]) -> int:
+    """``walk``'s paths appended to ``text`` as UTF-8, their ends and sizes to ``ends`` and ``sizes`` (int64): what
+    grows with the listing is those bytes and 16 per file, never a Python object per file. A path that is not
+    UTF-8 is left out, named under ``top`` in ``unnamed``. Returns how many files were packed."""
+    n = 0
+    for rel, size in walk:
         try:  # every path is encoded here anyway: a failure is the only extra work
             text += rel.encode()
         except UnicodeEncodeError:
@@ -257,10 +283,25 @@ def pack_images(top: Path, hidden_folders: bool = True) -> PackedFiles:
             continue
         ends.append(len(text))
         sizes.append(size)
+        n += 1
+    return n
+
+
+def _arrays(text: bytearray, ends: array, sizes: array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_pack`'s buffers as ``(text uint8, offsets int64 [n + 1], size int64)`` arrays."""
     offsets = np.zeros(len(ends) + 1, dtype=np.int64)
     offsets[1:] = np.frombuffer(ends, dtype=np.int64)
-    packed = np.frombuffer(text, dtype=np.uint8).copy()
-    return PackedFiles(packed, offsets, np.frombuffer(sizes, dtype=np.int64).copy(), tuple(unnamed))
+    return (np.frombuffer(text, dtype=np.uint8).copy(), offsets,
+            np.frombuffer(sizes, dtype=np.int64).copy())
+
+
+def pack_images(top: Path, hidden_folders: bool = True) -> PackedFiles:
+    """:func:`walk_images` of ``top`` packed while it walks (:func:`_pack`). A path that is not UTF-8 is left out,
+    named under ``top`` in :attr:`PackedFiles.unnamed`."""
+    text, ends, sizes = bytearray(), array("q"), array("q")
+    unnamed: list[str] = []
+    _pack(walk_images(top, hidden_folders=hidden_folders), top, text, ends, sizes, unnamed)
+    return PackedFiles(*_arrays(text, ends, sizes), tuple(unnamed))
 
 
 def _folders(path: Path) -> list[str]:
@@ -308,7 +349,8 @@ def list_images(root: str | Path) -> tuple[list[str], FileList]:
     its size (hidden files, domain and class folders skipped; a hidden folder *inside* a class folder is listed,
     as it always was: fingerprints hold it). :class:`~distill.data.folder.DomainFolder` makes it, or takes
     one made once for the whole run (:func:`distill.utils.runtime.share_from_main`: rank 0 lists, the other
-    ranks receive). Packed class folder by class folder: what is held per file is a few bytes plus its path.
+    ranks receive). Packed as it walks (:func:`_pack`, as :func:`pack_images`): what grows with ROOT is each
+    path's bytes and 16 per file while it is listed, plus the bounded listing of one folder (:func:`walk_images`).
     Files whose names are not UTF-8 are left out and listed in :attr:`FileList.unnamed`.
 
     Raises:
@@ -318,33 +360,22 @@ def list_images(root: str | Path) -> tuple[list[str], FileList]:
     if not root.is_dir():
         raise DistillError(f"{root}: dataset root not found (expected ROOT/DOMAIN/CLASS/image)")
     domains = _folders(root)
-    texts: list[bytes] = []
-    lengths, dom, fol, sizes = [], [], [], []
+    text, ends, sizes = bytearray(), array("q"), array("q")
     folders: list[tuple[str, str]] = []
+    dom, count = array("i"), array("q")  # per class folder listed: its domain, how many files
     unnamed: list[str] = []
     for di, domain in enumerate(domains):
         _check_folder_name(root / domain, "domain")
         for name in _folders(root / domain):
             cdir = root / domain / name
             _check_folder_name(cdir, "class")
-            rel, size = [], []
-            for path, nbytes in walk_images(cdir, f"{domain}/{name}/"):
-                try:  # every path is encoded here anyway: a failure is the only extra work
-                    rel.append(path.encode())
-                except UnicodeEncodeError:
-                    unnamed.append(shown(root / path))
-                    continue
-                size.append(nbytes)
-            if rel:
-                texts.append(b"".join(rel))
-                lengths.append(np.fromiter(map(len, rel), dtype=np.int64, count=len(rel)))
-                dom.append(np.full(len(rel), di, dtype=np.int32))
-                fol.append(np.full(len(rel), len(folders), dtype=np.int32))
+            if n := _pack(walk_images(cdir, f"{domain}/{name}/"), root, text, ends, sizes, unnamed):
                 folders.append((domain, name))
-                sizes.append(np.array(size, dtype=np.int64))
-    offsets = np.zeros(sum(map(len, lengths)) + 1, dtype=np.int64)
-    if lengths:
-        np.cumsum(np.concatenate(lengths), out=offsets[1:])
-    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dtype=dt)  # noqa: E731
-    return domains, FileList(np.frombuffer(b"".join(texts), dtype=np.uint8).copy(), offsets, cat(dom, np.int32),
-                             cat(fol, np.int32), folders, cat(sizes, np.int64), tuple(unnamed))
+                dom.append(di)
+                count.append(n)
+    packed, offsets, size = _arrays(text, ends, sizes)
+    del text, ends, sizes
+    counts = np.frombuffer(count, dtype=np.int64)
+    return domains, FileList(packed, offsets, np.repeat(np.frombuffer(dom, dtype=np.int32), counts),
+                             np.repeat(np.arange(len(folders), dtype=np.int32), counts), folders, size,
+                             tuple(unnamed))

@@ -56,6 +56,10 @@ def export_config(cfg: QADConfig, run: TrainingRun, say: ExportLog,
         report = ExportReport.read(where.parent)
         theirs, taken = report.config, (report.data or {}).get("calib_count")
         data_root = data_root or exported.data_root
+        if cfg.data_root is None and not Path(data_root).is_dir():  # an export copied from elsewhere
+            raise DistillError(f"{data_root}: the export's data root (data.root in {where}) is not there: pass "
+                               f"{option('data_root', 'ROOT')}, the dataset's folder here (QAD trains and calibrates "
+                               "on it)")
         calib = _agree(where, "calib_domains", cfg.calib_domains, exported.calib_domains or None)
         given = None if cfg.target_domains is None else tuple(d for d in cfg.target_domains if d not in (calib or ()))
         targets = _agree(where, "target_domains", given, exported.target_domains)  # as export.json lists them

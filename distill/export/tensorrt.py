@@ -17,7 +17,7 @@ Two TensorRT generations are supported, and the builder picks by the major versi
   11.0 deprecated both as no-ops (``NvInfer.h``: "Strongly typed mode is always enabled. This flag is
   retained for API compatibility but is ignored"; trtexec's help: "[Deprecated] ... This flag is a no-op").
 
-Older TensorRT (8.x: JetPack 6.0 ships 8.6, JetPack 5 ships 8.5) is refused with one line.
+Older TensorRT (8.x: JetPack 6.0 ships 8.6, JetPack 5.1.x 8.5, 5.0.x 8.4) is refused with one line.
 """
 from __future__ import annotations
 

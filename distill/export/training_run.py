@@ -85,6 +85,9 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog, split
     A data root ``cfg`` names (``--data``, even the run's own) keeps these domain defaults for the domains it holds
     (a folder of that name under it); the pool domains it lacks are dropped and said in one warning line.
 
+    A run's data root that is not here (a run copied from elsewhere) is refused where int8 is exported (it
+    calibrates on it), in one line naming ``data_root``; an fp32/fp16-only export warns and goes on without data.
+
     An older run's relative path (:func:`distill.run_split.read_run_config`) found neither in the folder the run was
     started in nor in the current one is refused where it becomes the default (the data root, the class map), in
     one line naming the key; such a cache is left out with a warning.
@@ -100,11 +103,16 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog, split
     updates: dict[str, Any] = {}
     if cfg.data_root is None and data is not None:
         _refuse_missing(run, "data.root", data.root)
-        if not Path(data.root).is_dir():  # a run copied from another machine or folder: say how to go on
-            raise DistillError(f"{data.root}: the run's data root (data.root in {run.config_file or RUN_CONFIG}) is "
-                               f"not there: pass {option('data_root', 'ROOT')}, the dataset's folder here")
-        updates["data_root"] = str(data.root)
-        log(f"data: {data.root} (from the run's {RUN_CONFIG})")
+        gone = f"{data.root}: the run's data root (data.root in {run.config_file or RUN_CONFIG}) is not there"
+        if Path(data.root).is_dir():
+            updates["data_root"] = str(data.root)
+            log(f"data: {data.root} (from the run's {RUN_CONFIG})")
+        elif "int8" in cfg.precisions:  # a run copied from another machine or folder: say how to go on
+            raise DistillError(f"{gone}: pass {option('data_root', 'ROOT')}, the dataset's folder here (int8 "
+                               f"calibrates on it; {option('precisions', 'fp32')} and fp16 need none)")
+        else:  # fp32/fp16 only: as a checkpoint outside its run, parity on random-noise images
+            log.warn(f"{gone}: exporting without data; pass {option('data_root', 'ROOT')}, the dataset's folder "
+                     "here, to measure accuracy")
     rule = data.split_rule() if data is not None else SplitRule()  # a run saves its whole rule; else the defaults
     for key, value in rule.model_dump().items():
         if getattr(cfg, key) is None and value is not None:
