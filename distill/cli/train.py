@@ -11,6 +11,7 @@ from distill.errors import DistillError
 from distill.recipes import CONFIGS_DIR, list_recipes, resolve_recipe
 from distill.records import RUN_CONFIG, pct
 from distill.run_paths import resumed_config
+from distill.utils.launch import launched_command
 
 #: --no-progress as the config key it sets (``--set run.progress=false`` still works)
 NO_PROGRESS = "run.progress=false"
@@ -43,10 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def resume_hint(command: str, run_dir: str | Path) -> Callable[[], str]:
     """The ``interrupted:`` line of a run (``interrupt_hint``): rerunning the same command refuses a folder that
     holds a run, so name the ``--resume`` that continues it, once RUN/config.yaml is written (before that
-    nothing is on disk and the same command starts afresh)."""
+    nothing is on disk and the same command starts afresh), launched as this run was (under torchrun, its
+    ``torchrun --nproc_per_node=N -m distill`` form: a resume on other ranks is refused)."""
     def hint() -> str:
         if (Path(run_dir) / RUN_CONFIG).is_file():
-            return f"continue it with: distill {command} --resume {shlex.quote(str(run_dir))}"
+            return f"continue it with: {launched_command(command)} --resume {shlex.quote(str(run_dir))}"
         return "nothing was written yet: rerun the same command"
     return hint
 
