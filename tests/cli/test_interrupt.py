@@ -79,6 +79,21 @@ def test_a_run_interrupted_before_it_wrote_anything_says_to_rerun(tmp_path, monk
     assert capsys.readouterr().err.strip() == "interrupted: nothing was written yet: rerun the same command"
 
 
+def test_only_rank_0_prints_the_interrupted_line(tmp_path, monkeypatch, capsys):
+    """Under torchrun every rank is interrupted: one line, not one per rank (QA I finding 4)."""
+    def interrupted(cfg, resume=False, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(distill.train, "train", interrupted)
+    argv = ["train", "-c", "erm", "--set", f"run.out={tmp_path / 'r'}"]
+    for name, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.startswith("interrupted: ")
+
+
 def test_export_says_it_restarts_and_other_commands_keep_the_resume_hint(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
