@@ -74,8 +74,8 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out", com
     share_from_main(lambda: _write_record(record, run_dir, None if resuming else setup.dist.world), setup.dist)
     barrier(setup.dist)
     trainer = Trainer(setup)
-    if resume:
-        trainer.resume()
+    if resume and not trainer.resume() and setup.dist.main:  # interrupted before its first checkpoint
+        print(f"{run_dir}: no checkpoint yet (interrupted before the first): training it from epoch 1")
     if setup.dist.main:
         zero_shot = "  ".join(f"{d} {pct(v)}" for d, v in setup.teacher_zero_shot.items())
         print(f"training '{cfg.strategy.name}' student {cfg.student.arch} on {trainer.train_domains} "

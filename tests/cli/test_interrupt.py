@@ -94,6 +94,27 @@ def test_only_rank_0_prints_the_interrupted_line(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("interrupted: ")
 
 
+def test_a_run_interrupted_before_its_first_checkpoint_says_its_resume_starts_over(root, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """Its resume trains from epoch 1, as it should, and says so (QA I finding 8: it did so in silence)."""
+    run = tmp_path / "early"
+    recipe = tmp_path / "erm.yaml"
+    recipe.write_text(yaml.safe_dump({"data": {"root": str(root), "source": ["red"], "target": ["blue"]},
+                                      "student": {"arch": "test_resnet", "input_size": 16},
+                                      "strategy": {"name": "erm"}, "optim": {"epochs": 1}, "run": {"out": str(run)}}))
+
+    def interrupt(self, step, strategy, state):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(Checkpoints, "save", interrupt)
+        assert main(["train", "-c", str(recipe), *COMMON]) == EXIT_INTERRUPTED
+    assert Checkpoints(run).last() is None
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0 and (run / "summary.json").is_file()
+    out = capsys.readouterr().out.splitlines()
+    assert f"{run}: no checkpoint yet (interrupted before the first): training it from epoch 1" in out, out
+
+
 def test_export_says_it_restarts_and_other_commands_keep_the_resume_hint(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
