@@ -9,7 +9,7 @@ from typing import Callable
 from distill.config import load_train_config
 from distill.errors import DistillError
 from distill.recipes import CONFIGS_DIR, list_recipes, resolve_recipe
-from distill.records import RUN_CONFIG, pct
+from distill.records import RUN_CONFIG, RUN_SUMMARY, pct
 from distill.run_paths import resumed_config
 from distill.utils.launch import launched_command
 
@@ -53,6 +53,17 @@ def resume_hint(command: str, run_dir: str | Path) -> Callable[[], str]:
     return hint
 
 
+def _train_on(run: Path) -> str:
+    """What to do instead of resuming a finished run with other settings (more epochs): a new run that starts from
+    its student (``source_checkpoint``), with a new optimizer and schedule; "" for a run not finished."""
+    if not (run / RUN_SUMMARY).is_file():
+        return ""
+    q = shlex.quote
+    return (f"; {run} is finished: to train its student on (more epochs, other settings), start a new run from it: "
+            f"distill train -c {q(str(run / RUN_CONFIG))} --set source_checkpoint={q(str(run / 'checkpoints' / 'best'))} "
+            "--set run.out=NEW_RUN --set optim.epochs=N (a new optimizer and learning-rate schedule)")
+
+
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     """``--skip-bad`` and ``--no-progress`` as the ``--set`` items they stand for."""
     return (["data.skip_bad=true"] if args.skip_bad else []) + ([NO_PROGRESS] if args.no_progress else [])
@@ -77,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
             raise DistillError(f"--resume uses RUN_DIR/{RUN_CONFIG}; do not pass --config with it")
         if args.overrides or args.skip_bad:
             raise DistillError("--resume continues the run exactly as configured; --set and --skip-bad are not "
-                               "allowed with it")
+                               "allowed with it" + _train_on(args.resume))
         # --no-progress changes no result, so it is allowed with --resume
         cfg = resumed_config(args.resume, [NO_PROGRESS] if args.no_progress else [])
     elif args.config is None:

@@ -88,3 +88,21 @@ def test_a_run_from_before_the_record_resumes_as_before(root, tmp_path, monkeypa
     launch.unlink()
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0 and (run / "summary.json").is_file()
     assert not (run / "launch.json").exists()  # what it started on is not known: nothing is made up
+
+
+def test_resuming_a_finished_run_with_more_epochs_names_the_new_run_that_trains_it_on(root, tmp_path, capsys):
+    """--resume refuses --set (exact); of a finished run the refusal says how to train it longer, and that works
+    (QA I finding 9: nothing said what to do)."""
+    run = tmp_path / "done"
+    assert main(["train", "-c", str(_recipe(tmp_path, root, run)), *COMMON]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "optim.epochs=3"]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --resume continues the run exactly as configured"), err
+    todo = err.split(f"{run} is finished: to train its student on (more epochs, other settings), start a new run "
+                     "from it: ", 1)[1]
+    argv = shlex.split(todo.split(" (", 1)[0].replace("NEW_RUN", str(tmp_path / "longer")).replace("=N", "=1"))
+    assert argv[0] == "distill"
+    assert main(argv[1:] + COMMON) == 0 and (tmp_path / "longer" / "summary.json").is_file()
+    started = yaml.safe_load((tmp_path / "longer" / "config.yaml").read_text())
+    assert started["source_checkpoint"] == str(run / "checkpoints" / "best")  # it went on from the finished student
