@@ -253,7 +253,7 @@ def adapt(source_checkpoint: str | Path | None = None, target: str | Sequence[st
         cfg, again = adapt_config(source_checkpoint, target, data, cache=cache, strategy=strategy or "sfda", out=out,
                                   source_domains=source_domains, overrides=_with_skip_bad(overrides, skip_bad)), False
     with preserved_global_state():
-        return run_training(_with_progress(cfg, progress), resume=again)
+        return run_training(_with_progress(cfg, progress), resume=again, command="adapt")
 
 
 @checked_keywords()

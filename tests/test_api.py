@@ -23,7 +23,7 @@ def trained(monkeypatch):
     import distill.train
 
     calls: list[tuple[TrainConfig, bool]] = []
-    monkeypatch.setattr(distill.train, "train", lambda cfg, resume=False: calls.append((cfg, resume)) or "summary")
+    monkeypatch.setattr(distill.train, "train", lambda cfg, resume=False, **kw: calls.append((cfg, resume)) or "summary")
     return calls
 
 

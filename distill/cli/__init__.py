@@ -10,7 +10,8 @@ Conventions shared by every command (as in pip, git and argparse itself):
 - exit status 0 on success; 2 for bad usage (an unknown flag, a missing argument: argparse's
   own code); 1 for an error in the user's input or the run (a :class:`~distill.errors.DistillError`,
   printed as one ``error:`` line); 130 (128 + SIGINT) when interrupted, with one line saying how to go on (see
-  :func:`interrupt_hint`); 141 (128 + SIGPIPE) when stdout's reader went away.
+  :func:`interrupt_hint`; under torchrun rank 0's alone, and torchrun itself then exits 1 with its own traceback);
+  141 (128 + SIGPIPE) when stdout's reader went away.
 - results on stdout (a run's per-epoch metric lines included); warnings, errors and progress
   bars on stderr. Warnings read ``warning: ...``, libraries' log warnings and ``warnings.warn`` included
   (:mod:`distill.cli._log`).
@@ -37,6 +38,7 @@ from distill import __version__
 from distill.cli._log import warning_lines
 from distill.errors import DistillError
 from distill.utils.ctrl_c import one_command
+from distill.utils.launch import main_rank
 
 #: exit status of a DistillError (bad input or a failed run); argparse exits 2 on bad usage
 EXIT_ERROR = 1
@@ -175,7 +177,8 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         _stop_workers()
-        print(f"interrupted: {interrupt_hint(args)}", file=sys.stderr)
+        if main_rank():  # under torchrun every rank is interrupted: one line, not one per rank
+            print(f"interrupted: {interrupt_hint(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if quiet:  # main() is also called in-process (tests, the Python API): leave the environment as found

@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
             raise DistillError(f"--resume continues the adaptation exactly as configured (RUN_DIR/{RUN_CONFIG}); "
                                f"{', '.join(given)} not allowed with it")
         args.interrupt_hint = resume_hint("adapt", args.resume)
-        summary = train(resumed_config(args.resume, progress), resume=True, out_flag="--resume")
+        summary = train(resumed_config(args.resume, progress), resume=True, out_flag="--resume", command="adapt")
     else:
         missing = [f"--{k.replace('_', '-')}" for k in DEFINING if getattr(args, k) is None]
         if missing:

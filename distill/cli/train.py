@@ -9,8 +9,9 @@ from typing import Callable
 from distill.config import load_train_config
 from distill.errors import DistillError
 from distill.recipes import CONFIGS_DIR, list_recipes, resolve_recipe
-from distill.records import RUN_CONFIG, pct
+from distill.records import RUN_CONFIG, RUN_SUMMARY, pct
 from distill.run_paths import resumed_config
+from distill.utils.launch import launched_command
 
 #: --no-progress as the config key it sets (``--set run.progress=false`` still works)
 NO_PROGRESS = "run.progress=false"
@@ -43,12 +44,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 def resume_hint(command: str, run_dir: str | Path) -> Callable[[], str]:
     """The ``interrupted:`` line of a run (``interrupt_hint``): rerunning the same command refuses a folder that
     holds a run, so name the ``--resume`` that continues it, once RUN/config.yaml is written (before that
-    nothing is on disk and the same command starts afresh)."""
+    nothing is on disk and the same command starts afresh), launched as this run was (under torchrun, its
+    ``torchrun --nproc_per_node=N -m distill`` form: a resume on other ranks is refused)."""
     def hint() -> str:
         if (Path(run_dir) / RUN_CONFIG).is_file():
-            return f"continue it with: distill {command} --resume {shlex.quote(str(run_dir))}"
+            return f"continue it with: {launched_command(command)} --resume {shlex.quote(str(run_dir))}"
         return "nothing was written yet: rerun the same command"
     return hint
+
+
+def _train_on(run: Path) -> str:
+    """What to do instead of resuming a finished run with other settings (more epochs): a new run that starts from
+    its student (``source_checkpoint``), with a new optimizer and schedule; "" for a run not finished."""
+    if not (run / RUN_SUMMARY).is_file():
+        return ""
+    q = shlex.quote
+    return (f"; {run} is finished: to train its student on (more epochs, other settings), start a new run from it: "
+            f"distill train -c {q(str(run / RUN_CONFIG))} --set source_checkpoint={q(str(run / 'checkpoints' / 'best'))} "
+            "--set run.out=NEW_RUN --set optim.epochs=N (a new optimizer and learning-rate schedule)")
 
 
 def flag_overrides(args: argparse.Namespace) -> list[str]:
@@ -75,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
             raise DistillError(f"--resume uses RUN_DIR/{RUN_CONFIG}; do not pass --config with it")
         if args.overrides or args.skip_bad:
             raise DistillError("--resume continues the run exactly as configured; --set and --skip-bad are not "
-                               "allowed with it")
+                               "allowed with it" + _train_on(args.resume))
         # --no-progress changes no result, so it is allowed with --resume
         cfg = resumed_config(args.resume, [NO_PROGRESS] if args.no_progress else [])
     elif args.config is None:

@@ -9,6 +9,7 @@ RUN_SUMMARY = "summary.json"           # RunSummary, written when the run ends
 RUN_FINISHED = "finished_at.json"      # {"finished_at": UTC ISO 8601}: RunSummary.finished_at, beside summary.json
 RUN_METRICS = "metrics.csv"            # one row per epoch (accuracies as fractions)
 RUN_DATA = "data.json"                 # RunData: the data and teacher targets the run started on (resume compares)
+RUN_LAUNCH = "launch.json"             # RunLaunch: how many ranks the run trains on (resume compares; report groups)
 ROBUST_REPORT = "robust.json"          # RobustReport of the selected checkpoint (config `robust`)
 RUN_TENSORBOARD = "tb"                 # RUN/tb: TensorBoard event files of a training run
 CHECKPOINTS_DIR = "checkpoints"        # checkpoints/<step>/, checkpoints/best/, checkpoints/last.json

@@ -16,6 +16,7 @@ from distill.records.names import (
     ROBUST_REPORT,
     RUN_DATA,
     RUN_FINISHED,
+    RUN_LAUNCH,
     RUN_SUMMARY,
 )
 from distill.utils.io import atomic_write_json, read_json
@@ -42,6 +43,19 @@ class RunData(Record):
     rule: dict[str, Any]  # classes and the split keys
     images: dict[str, int]  # domain or pool folder -> its image count (every file, every split)
     caches: list[dict[str, Any]]  # per cache, in order: its path and its manifests' row-defining fields
+
+
+class RunLaunch(Record):
+    """``RUN/launch.json``: how the run is launched, written when it starts (a separate file: the release before
+    forbids unknown keys in summary.json and data.json). A resume on another number of ranks is refused
+    (:func:`distill.train.data_identity.check_same_launch`); ``distill report`` does not take runs on different
+    numbers of ranks for repeats of one seed. A run without it was started before distill recorded it."""
+
+    FILE: ClassVar[str] = RUN_LAUNCH
+    # the job's number of ranks: torchrun's WORLD_SIZE, 1 in one process. Each rank takes its share of the global
+    # batch and, on a CPU (gloo, no SyncBatchNorm), keeps its own BatchNorm statistics: another number of ranks
+    # trains another run
+    world_size: int = Field(ge=1)
 
 
 # ------------------------------------------------------------------ robustness

@@ -22,10 +22,11 @@ from typing import Any
 from distill.config import TrainConfig
 from distill.data.unlabeled import is_folder_entry
 from distill.errors import DistillError
-from distill.records import RUN_SUMMARY, RunData, RunSummary, TeacherIdentity
+from distill.records import RUN_SUMMARY, RunData, RunLaunch, RunSummary, TeacherIdentity
 from distill.report.configs import PATHS, config_labels, flat_config, read_config
 from distill.report.identity import match_recorded, path_identities
 from distill.report.stats import mean_std, spread, verdict
+from distill.utils.launch import ranks
 
 
 def teacher_label(teacher: Any) -> str | None:
@@ -76,6 +77,9 @@ class Run:
     config: dict[str, str] | None = None
     data: str | None = None  # data.json's data identity (files, split rule, image counts); None without it
     paths: dict[str, str] | None = None  # config's path keys as paths (``config`` has what they name, if recorded)
+    # launch.json's number of torchrun ranks (1: one process); None: not recorded (a run from before it), taken as 1.
+    # Another number of ranks trains another run (the batch per rank, a CPU's per-rank BatchNorm statistics)
+    ranks: int | None = None
 
 
 @dataclass
@@ -150,7 +154,7 @@ def read_run(run_dir: Path) -> Run:
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
                withheld=list(getattr(data, "withhold_classes", None) or []),
                config=flat_config(cfg, path_identities(run_dir, cfg, summary.teacher)) if cfg is not None else None,
-               data=_data_identity(run_dir), paths=_path_keys(cfg),
+               data=_data_identity(run_dir), paths=_path_keys(cfg), ranks=_ranks(run_dir),
                **_finished(summary, run_dir))
 
 
@@ -164,6 +168,14 @@ def _data_identity(run_dir: Path) -> str | None:
         return None
     d = RunData.read(run_dir)
     return json.dumps([d.fingerprint, d.rule, d.images], sort_keys=True, default=str)
+
+
+def _ranks(run_dir: Path) -> int | None:
+    """launch.json's number of ranks; None without it (or unreadable: half-written, corrupt)."""
+    try:
+        return RunLaunch.read(run_dir).world_size if RunLaunch.exists_in(run_dir) else None
+    except (OSError, ValueError, DistillError):
+        return None
 
 
 def _finished(summary: RunSummary, run_dir: Path) -> dict[str, Any]:
@@ -245,7 +257,7 @@ def _default_options(strategy: str) -> dict[str, Any]:
 def _config_key(r: Run) -> str:
     """All that makes a run's configuration (its row): the seed and bookkeeping aside, every key of config.yaml."""
     return json.dumps([r.student, r.strategy, r.options, r.source_domains, r.target_domains, r.adapted, r.teacher,
-                       r.unlabeled, r.head, r.withheld, r.config], sort_keys=True, default=str)
+                       r.unlabeled, r.head, r.withheld, r.config, r.ranks or 1], sort_keys=True, default=str)
 
 
 def label_runs(runs: list[Run]) -> None:
@@ -289,6 +301,9 @@ def label_runs(runs: list[Run]) -> None:
                         extra[ck].append(f"{name} {('+'.join(v) or 'none') if isinstance(v, list) else v}")
             for ck, bits in config_labels({ck: r.config for ck, r in configs.items()}).items():
                 extra[ck] += bits
+            if len({r.ranks or 1 for r in configs.values()}) > 1:  # `1 process` / `2 torchrun ranks`
+                for ck, r in configs.items():
+                    extra[ck].append(ranks(r.ranks or 1))
         for r in rs:
             bits = [base] + extra[_config_key(r)]
             r.label = f"{arch} ({'; '.join(bits)})"

@@ -17,6 +17,7 @@ this record, or resumed before its first checkpoint, records the data it starts 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,9 +26,10 @@ import numpy as np
 
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.records import CACHE_MANIFEST, RunData
+from distill.records import CACHE_MANIFEST, RunData, RunLaunch
 from distill.teacher.cache import TeacherCache
 from distill.teacher.cache.identity import TEACHER_UNCOMPARED
+from distill.utils.launch import distill_command, ranks
 
 #: cache manifest keys an identical rebuild changes (or that say nothing of the rows' values)
 REBUILT = ("created", "distill_version", "shards", "num_shards", "shard_size", "batch_size", "teacher_path")
@@ -86,6 +88,25 @@ def check_same_data(run_dir: Path, dataset: DomainFolder, caches: Sequence[Teach
     raise DistillError(f"--resume {run_dir}: {change} since the run started ({path}); resumed, it would not be the "
                        "run it was (sample indices and cache rows would name other images): restore them, or start a "
                        "new run")
+
+
+def check_same_launch(run_dir: Path, world: int, command: str) -> None:
+    """On a resume from a checkpoint, refuse another number of ranks than ``RUN/launch.json`` records: each rank takes
+    its share of the global batch (and on a CPU, gloo, keeps its own BatchNorm statistics), so the run would go on as
+    another run. A run from before the record passes. Rank 0's work, as :func:`check_same_data`.
+
+    Raises:
+        DistillError: one line naming both numbers and the command that continues the run as it was launched.
+    """
+    path = RunLaunch.path_in(run_dir)
+    if not path.is_file():
+        return
+    saved = RunLaunch.read(path).world_size
+    if saved != world:
+        raise DistillError(f"--resume {run_dir}: the run was trained on {ranks(saved)} ({path}) and this resume runs on "
+                           f"{ranks(world)}; resumed so, it would not be the run it was (each rank takes its share of "
+                           f"the batch): continue it with: {distill_command(command, saved)} --resume "
+                           f"{shlex.quote(str(run_dir))}")
 
 
 def _moved(caches: list[dict[str, Any]]) -> list[dict[str, Any]]:

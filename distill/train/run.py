@@ -7,21 +7,34 @@ from pathlib import Path
 from distill.config import TrainConfig, dump_config, load_yaml, validate
 from distill.data.folder import DomainFolder
 from distill.errors import DistillError
-from distill.records import CHECKPOINT_POINTER, CHECKPOINTS_DIR, RUN_CONFIG, RUN_SUMMARY, RunData, RunSummary, pct
+from distill.records import (
+    CHECKPOINT_POINTER,
+    CHECKPOINTS_DIR,
+    RUN_CONFIG,
+    RUN_SUMMARY,
+    Record,
+    RunData,
+    RunLaunch,
+    RunSummary,
+    pct,
+)
 from distill.run_paths import stored_paths
 from distill.teacher.cache import TeacherCache
 from distill.train.build import build
 from distill.train.checkpoints import Checkpoints
-from distill.train.data_identity import check_same_data
+from distill.train.data_identity import check_same_data, check_same_launch
 from distill.train.trainer import Trainer
 from distill.utils.io import atomic_write_text, check_out_dir, make_out_dir
 from distill.utils.runtime import Dist, barrier, share_from_main
 
 
-def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> RunSummary | None:
-    """Train a student as ``cfg`` says (or continue the run in ``cfg.run.out`` with ``resume``).
+def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out", command: str = "train"
+          ) -> RunSummary | None:
+    """Train a student as ``cfg`` says (or continue the run in ``cfg.run.out`` with ``resume``, on as many ranks as
+    the run started on: :func:`~distill.train.data_identity.check_same_launch`).
 
-    ``out_flag`` is how the user named the run folder (``run.out``; ``distill adapt``'s ``--out``), for messages.
+    ``out_flag`` is how the user named the run folder (``run.out``; ``distill adapt``'s ``--out``), and ``command``
+    the ``distill`` command that continues it (``adapt``), for messages.
 
     Returns the run's summary (also in RUN/summary.json) on rank 0, None on the other ranks.
     """
@@ -42,7 +55,11 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
     resuming, record = resume and Checkpoints(run_dir).last() is not None, []
 
     def on_data(dataset: DomainFolder, caches: list[TeacherCache], dist: Dist) -> None:
-        share_from_main(lambda: record.append(check_same_data(run_dir, dataset, caches, resuming)), dist)
+        def check() -> None:
+            if resuming:
+                check_same_launch(run_dir, dist.world, command)
+            record.append(check_same_data(run_dir, dataset, caches, resuming))
+        share_from_main(check, dist)
 
     setup = build(cfg, on_data, resume=resume)
     if setup.dist.main:
@@ -53,11 +70,12 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
         # before the other ranks start: where run.out is shared, their per-sample targets go in it (unnamed files)
         # from the first refresh on; they do not make it themselves (a node-local run.out: TMPDIR, RowFile.create)
         (run_dir / CHECKPOINTS_DIR).mkdir(exist_ok=True)
-    share_from_main(lambda: _write_record(record, run_dir), setup.dist)  # a write error: one line on every rank
+    # a write error: one line on every rank
+    share_from_main(lambda: _write_record(record, run_dir, None if resuming else setup.dist.world), setup.dist)
     barrier(setup.dist)
     trainer = Trainer(setup)
-    if resume:
-        trainer.resume()
+    if resume and not trainer.resume() and setup.dist.main:  # interrupted before its first checkpoint
+        print(f"{run_dir}: no checkpoint yet (interrupted before the first): training it from epoch 1")
     if setup.dist.main:
         zero_shot = "  ".join(f"{d} {pct(v)}" for d, v in setup.teacher_zero_shot.items())
         print(f"training '{cfg.strategy.name}' student {cfg.student.arch} on {trainer.train_domains} "
@@ -67,12 +85,16 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out") -> 
     return trainer.fit()
 
 
-def _write_record(record: list[RunData | None], run_dir: Path) -> None:
-    if record and record[0] is not None:
+def _write_record(record: list[RunData | None], run_dir: Path, world: int | None) -> None:
+    """data.json (``record``'s, where there is one) and launch.json (``world`` ranks, unless resumed from a
+    checkpoint: the run's stays)."""
+    records: list[Record] = [r for r in record if r is not None]
+    records += [RunLaunch(world_size=world)] if world is not None else []
+    for r in records:
         try:
-            record[0].write(run_dir)
+            r.write(run_dir)
         except OSError as e:
-            raise DistillError(f"{RunData.path_in(run_dir)}: cannot write it ({e.strerror or e})") from None
+            raise DistillError(f"{r.path_in(run_dir)}: cannot write it ({e.strerror or e})") from None
 
 
 def _check_writable(run_dir: Path, out_flag: str = "run.out") -> None:

@@ -79,6 +79,42 @@ def test_a_run_interrupted_before_it_wrote_anything_says_to_rerun(tmp_path, monk
     assert capsys.readouterr().err.strip() == "interrupted: nothing was written yet: rerun the same command"
 
 
+def test_only_rank_0_prints_the_interrupted_line(tmp_path, monkeypatch, capsys):
+    """Under torchrun every rank is interrupted: one line, not one per rank (QA I finding 4)."""
+    def interrupted(cfg, resume=False, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(distill.train, "train", interrupted)
+    argv = ["train", "-c", "erm", "--set", f"run.out={tmp_path / 'r'}"]
+    for name, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.startswith("interrupted: ")
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_says_its_resume_starts_over(root, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """Its resume trains from epoch 1, as it should, and says so (QA I finding 8: it did so in silence)."""
+    run = tmp_path / "early"
+    recipe = tmp_path / "erm.yaml"
+    recipe.write_text(yaml.safe_dump({"data": {"root": str(root), "source": ["red"], "target": ["blue"]},
+                                      "student": {"arch": "test_resnet", "input_size": 16},
+                                      "strategy": {"name": "erm"}, "optim": {"epochs": 1}, "run": {"out": str(run)}}))
+
+    def interrupt(self, step, strategy, state):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(Checkpoints, "save", interrupt)
+        assert main(["train", "-c", str(recipe), *COMMON]) == EXIT_INTERRUPTED
+    assert Checkpoints(run).last() is None
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0 and (run / "summary.json").is_file()
+    out = capsys.readouterr().out.splitlines()
+    assert f"{run}: no checkpoint yet (interrupted before the first): training it from epoch 1" in out, out
+
+
 def test_export_says_it_restarts_and_other_commands_keep_the_resume_hint(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt

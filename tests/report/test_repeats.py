@@ -2,6 +2,7 @@
 run twice, not a second seed: n counts distinct seeds, and no significance test is run on repeats."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import replace
@@ -89,6 +90,8 @@ def test_repeats_that_disagree_are_not_averaged_the_newer_counts(tmp_path: Path)
     (a real run, not a blend of two), and the warning gives both target means."""
     _run(tmp_path / "a", "fm", {"clean": 0.95, "noisy": 0.440}, written=1_000_100)  # newer, though first by path
     _run(tmp_path / "b", "fm", {"clean": 0.95, "noisy": 0.452}, written=1_000_000)
+    for run in ("a", "b"):  # each in one process, as recorded: only the training itself can differ
+        _launch(tmp_path / run, 1)
     data = collect([tmp_path])
     [g] = data.groups
     assert g.n == 1 and g.target_mean == pytest.approx(0.44) and g.target_std is None and g.target_spread is None
@@ -97,6 +100,41 @@ def test_repeats_that_disagree_are_not_averaged_the_newer_counts(tmp_path: Path)
     assert f"from {tmp_path / 'a'} ({tmp_path / 'b'} repeats it, left out; the later summary.json counts, by its " \
            "modification time (no finish time recorded); target mean 44.0 % vs 45.2 %: training is not " \
            "deterministic)" in w
+
+
+def _launch(run: Path, world_size: int) -> None:
+    """RUN/launch.json as ``distill train`` writes it (RunLaunch: the run's number of ranks)."""
+    (run / "launch.json").write_text(json.dumps({"world_size": world_size}))
+
+
+def test_a_2_rank_run_and_1_process_runs_of_one_seed_are_two_rows_not_repeats(tmp_path: Path) -> None:
+    """QA I finding 2: a torchrun run on 2 ranks (33.3 %, newest) and two 1-process runs of the same seed (23.8 %
+    each) were one row showing the 2-rank figure, with "training is not deterministic". The ranks train another
+    run (the batch per rank; a CPU's per-rank BatchNorm statistics): two rows, labelled by them; the 1-process runs
+    are each other's repeat, with identical results."""
+    _run(tmp_path / "kd", "kd", {"clean": 0.9, "noisy": 0.238}, written=1_000_000)
+    _run(tmp_path / "kd_int", "kd", {"clean": 0.9, "noisy": 0.238}, written=1_000_100)
+    _run(tmp_path / "kd_ddp", "kd", {"clean": 0.9, "noisy": 0.333}, written=1_000_200)
+    for run, world in (("kd", 1), ("kd_int", 1), ("kd_ddp", 2)):
+        _launch(tmp_path / run, world)
+    data = collect([tmp_path])
+    by_label = {g.label: g for g in data.groups}
+    assert sorted(by_label) == ["test_resnet (kd; 1 process)", "test_resnet (kd; 2 torchrun ranks)"], by_label
+    one, two = by_label["test_resnet (kd; 1 process)"], by_label["test_resnet (kd; 2 torchrun ranks)"]
+    assert one.target_mean == pytest.approx(0.238) and [r.dir for r in one.repeats] == [str(tmp_path / "kd")]
+    assert two.target_mean == pytest.approx(0.333) and two.repeats == []
+    [w] = data.warnings
+    assert "not deterministic" not in w and str(tmp_path / "kd_ddp") not in w, w
+
+
+def test_differing_repeats_that_do_not_record_their_ranks_name_the_ranks_as_a_cause(tmp_path: Path) -> None:
+    """Runs from before launch.json may have run on other numbers of ranks: that is said, not non-determinism
+    alone."""
+    _run(tmp_path / "a", "kd", {"clean": 0.9, "noisy": 0.238}, written=1_000_000)
+    _run(tmp_path / "b", "kd", {"clean": 0.9, "noisy": 0.333}, written=1_000_100)
+    [w] = collect([tmp_path]).warnings
+    assert "target mean 33.3 % vs 23.8 %: training is not deterministic, or the two ran on different numbers of " \
+           "torchrun ranks (a run without launch.json does not record them))" in w, w
 
 
 def test_runs_that_record_no_seed_each_count(tmp_path: Path) -> None:

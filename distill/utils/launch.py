@@ -1,0 +1,45 @@
+"""How this process was launched, read from torchrun's environment, and the command line that launches a run the
+same way (the ``interrupted:`` line, a resume's refusal). Imports no torch: the CLI reads it at an interrupt."""
+from __future__ import annotations
+
+import os
+
+
+def _env_int(name: str) -> int:
+    try:
+        return max(1, int(os.environ.get(name, "1") or 1))
+    except ValueError:
+        return 1
+
+
+def launched_world() -> int:
+    """This job's number of ranks: torchrun's ``WORLD_SIZE``; 1 without torchrun."""
+    return _env_int("WORLD_SIZE")
+
+
+def main_rank() -> bool:
+    """Whether this process is rank 0 (or the only one)."""
+    return os.environ.get("RANK", "0").strip() in ("0", "")
+
+
+def ranks(world: int) -> str:
+    """``1 process`` / ``2 torchrun ranks``."""
+    return "1 process" if world <= 1 else f"{world} torchrun ranks"
+
+
+def distill_command(command: str, world: int, per_node: int | None = None) -> str:
+    """``distill COMMAND`` for one process; ``torchrun --nproc_per_node=N -m distill COMMAND`` for N ranks on one node
+    (``per_node`` ranks per node on several: torchrun's ``--nnodes`` too, with the rendezvous flags it was given)."""
+    if world <= 1:
+        return f"distill {command}"
+    per_node = per_node or world
+    if per_node >= world or world % per_node:
+        return f"torchrun --nproc_per_node={world} -m distill {command}"
+    return f"torchrun --nnodes={world // per_node} --nproc_per_node={per_node} (and your rendezvous flags) " \
+           f"-m distill {command}"
+
+
+def launched_command(command: str) -> str:
+    """:func:`distill_command` for this process's own launch."""
+    return distill_command(command, launched_world(), _env_int("LOCAL_WORLD_SIZE") if "LOCAL_WORLD_SIZE" in os.environ
+                           else None)
