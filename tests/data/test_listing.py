@@ -55,6 +55,12 @@ MAIN_CAM_SHA256 = "03c67b2231f83df8d2bd0d5be480a3361d6f093f84d3bea3ab13e8367f7f4
 
 
 def test_the_listing_and_fingerprints_are_mains(tmp_path):
+    check_mains_listing(tmp_path)
+
+
+def check_mains_listing(tmp_path):
+    """The tricky tree lists to main's recorded files, order, sizes and fingerprints (test_listing_bounded.py runs it
+    with every folder spilled)."""
     root, cam = tricky_tree(tmp_path)
     domains, files = list_images(root)
     rels = [files.text[files.offsets[i]:files.offsets[i + 1]].tobytes().decode() for i in range(len(files))]

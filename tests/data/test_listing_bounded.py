@@ -12,17 +12,8 @@ from pathlib import Path
 import pytest
 
 from distill.data import listing
-from distill.data.folder import DomainFolder, list_images
 from distill.data.listing import is_image_name, walk_images
-from distill.data.unlabeled import scan_folder
-from tests.data.test_listing import (
-    MAIN_CAM_FILES,
-    MAIN_CAM_SHA256,
-    MAIN_FILES,
-    MAIN_FINGERPRINT,
-    MAIN_UNNAMED,
-    tricky_tree,
-)
+from tests.data.test_listing import check_mains_listing
 
 
 def _chunk(monkeypatch, chunk: int, block: int = 5) -> None:
@@ -73,14 +64,7 @@ def reference(top: str, prefix: str = "", hidden: bool = True):
 def test_the_spilled_listing_and_fingerprints_are_mains(tmp_path, monkeypatch):
     """Every folder over the chunk (2) is sorted on disk: the same files, order, sizes and fingerprints as main's."""
     _chunk(monkeypatch, 2)
-    root, cam = tricky_tree(tmp_path)
-    domains, files = list_images(root)
-    rels = [files.text[files.offsets[i]:files.offsets[i + 1]].tobytes().decode() for i in range(len(files))]
-    assert domains == ["a", "b"] and list(zip(rels, files.size.tolist())) == MAIN_FILES
-    assert list(files.unnamed) == [f"{root}/{rel}" for rel in MAIN_UNNAMED]
-    assert DomainFolder(root, skip_bad=True).fingerprint() == MAIN_FINGERPRINT
-    folder = scan_folder(str(cam), root, "k")
-    assert tuple(folder.rows()) == MAIN_CAM_FILES and folder.files_sha256() == MAIN_CAM_SHA256
+    check_mains_listing(tmp_path)
 
 
 @pytest.mark.parametrize("chunk,block", [(1, 1), (2, 3), (3, 5), (7, 16384), (10 ** 9, 16384)])
