@@ -254,7 +254,7 @@ def with_split_rule(cfg: TrainConfig, warn: bool = True) -> TrainConfig:
     paths = cfg.caches()
     built = paths and CacheManifest.exists_in(paths[0])  # no manifest: TeacherCache.open names the problem later
     base: dict[str, Any] = SplitRule.from_cache(CacheManifest.read(paths[0]).dataset) if built else {}
-    found = teacher_pool(cfg.teacher.pretrained) if not built and cfg.teacher is not None else None  # or unbuilt
+    found = teacher_pool(cfg.teacher.pretrained, cfg.data.root) if not built and cfg.teacher is not None else None  # or unbuilt
     if found is not None:  # which images are in the pool follows from these two alone (distill/teacher/pool.py)
         base = {"pretrain_fraction": found[0].fraction, "split_seed": found[0].split_seed}
     source = source_split(cfg.source_checkpoint) if cfg.source_checkpoint is not None else None  # an adaptation's
