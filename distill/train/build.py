@@ -311,7 +311,7 @@ def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, t
     try:
         check_manifest(manifest, expect, Path(cache.path) / CACHE_MANIFEST)
     except CacheMismatchError as e:  # the roots, and a split key the run sets otherwise: named with its fix
-        raise explained_mismatch(e, manifest.dataset, dataset.root) from None
+        raise explained_mismatch(e, manifest.dataset, dataset, cache.sample_indices) from None
     check_sample_indices(cache.path, cache.sample_indices(), dataset)  # rows are keyed by index: still the same images?
 
 
