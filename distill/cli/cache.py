@@ -223,6 +223,11 @@ def _inspect(args: argparse.Namespace) -> int:
                  "none": "logits recomputed from image_emb"}[lay["logits"]])
     print(f"rows      {s['rows']} = ({s['images']} images{minus}) x {s['views']} view(s); dtype {s['dtype']}; "
           + ", ".join(held))
+    rule = s["split"]
+    pool = (f"teacher pool: pretrain_fraction {rule['pretrain_fraction']:g} of each domain held out, never cached"
+            if rule["pretrain_fraction"] > 0 else "no teacher pool")
+    print(f"split     test_fraction {rule['test_fraction']:g}, val_fraction {rule['val_fraction']:g}, split_seed "
+          f"{rule['split_seed']}; {pool}")
     if s["bytes_per_row"] is not None:
         print(f"row size  {s['bytes_per_row']:.0f} B per row on disk (mapped; in memory: the index columns, "
               f"~23 B per row)")

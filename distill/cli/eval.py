@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from distill.cli._split import add_split_arguments, split_rule_of
 from distill.data.listing import left_out_line
-from distill.data.split import SPLIT_KEYS
+from distill.data.split import SPLIT_KEYS, split_of
 from distill.errors import DistillError
 from distill.records import RUN_CONFIG
 
@@ -82,9 +82,10 @@ def _settings(args: argparse.Namespace) -> RobustSettings:
         "max_images": args.max_images, "seed": args.seed}, "distill eval")
 
 
-def _split_rule(args: argparse.Namespace) -> SplitRule:
+def _split_rule(args: argparse.Namespace) -> tuple[SplitRule, tuple[str, ...]]:
     """The split flags, the unset ones the checkpoint's run's when ``--data`` is the run's data (a flag that differs
-    from the run's value there is refused: :func:`distill.run_split.run_split_rule`), else the defaults."""
+    from the run's value there is refused: :func:`distill.run_split.run_split_rule`), else the defaults; and, on the
+    run's data, the run's caches (the images they skipped are left out here too, as the run left them out)."""
     # lazy: pydantic; the CLI builds its parser before any command runs
     from distill.run_split import read_run_config, run_config_file, run_split_rule
 
@@ -92,12 +93,21 @@ def _split_rule(args: argparse.Namespace) -> SplitRule:
         print(f"warning: {line}", file=sys.stderr)
 
     config_file = run_config_file(args.checkpoint)
-    data = read_run_config(config_file, warn, "evaluating without the run's split rule",
-                           args.checkpoint).data if config_file else None
+    view = read_run_config(config_file, warn, "evaluating without the run's split rule",
+                           args.checkpoint) if config_file else None
+    data = view.data if view is not None else None
     names = {k: "--" + k.replace("_", "-") for k in SPLIT_KEYS}
     trained = run_split_rule(vars(args), args.data, data, config_file, str(args.checkpoint),
                              "drop {flag} (the run's value is the default here), or evaluate on other data", names)
-    return split_rule_of(args, **(trained.model_dump() if trained is not None else {}))
+    caches = view.caches() if trained is not None and view is not None else ()
+    return split_rule_of(args, **(trained.model_dump() if trained is not None else {})), caches
+
+
+def _cache_skipped(caches: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``(relpath, reason)`` of the images the run's caches skipped at build time (a cache gone: none of its)."""
+    from distill.records import CacheManifest  # lazy: pydantic; the CLI builds its parser before any command runs
+
+    return [(k.path, k.reason) for c in caches if CacheManifest.exists_in(c) for k in CacheManifest.read(c).skipped]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -111,7 +121,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     device = resolve_device(args.device, what="--device")
     student = load_student(args.checkpoint).to(device)
-    dataset = DomainFolder(args.data, _split_rule(args), skip_bad=args.skip_bad)
+    rule, caches = _split_rule(args)
+    dataset = DomainFolder(args.data, rule, skip_bad=args.skip_bad)
     if student.spec.class_names != dataset.classes:
         from distill.data.classes import class_difference  # lazy: it imports torch (not at parser build)
 
@@ -121,7 +132,11 @@ def _run(args: argparse.Namespace) -> int:
                            "; evaluate on the data it was trained for")
     domains = dataset.check_domains([d.strip() for d in args.domains.split(",") if d.strip()]) if args.domains \
         else dataset.domains
-    skipped = dataset.left_out(domains) + dataset.skip_undecodable(domains, args.split) if args.skip_bad else []
+    in_domains, ds = set(domains), dataset  # the run's skipped images this evaluation would have read: named
+    run_skipped = [k for k in dataset.exclude(_cache_skipped(caches)) if k[0].split("/", 1)[0] in in_domains
+                   and split_of(k[0], ds.test_fraction, ds.split_seed, ds.val_fraction, ds.pretrain_fraction) == args.split]
+    skipped = run_skipped + (dataset.left_out(domains) + dataset.skip_undecodable(domains, args.split)
+                             if args.skip_bad else [])
     if skipped:
         print(f"warning: {left_out_line('undecodable image(s) skipped', dataset.root, skipped)}", file=sys.stderr)
     evaluator = RobustEvaluator(dataset, domains, student.spec, settings, split=args.split)

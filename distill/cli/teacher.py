@@ -143,7 +143,7 @@ def _zero_shot(args: argparse.Namespace) -> int:
     if not arch:
         raise DistillError("--arch is required (no teacher.json beside --pretrained to take it from)")
     templates, source = resolve_templates(args.templates_file, args.pretrained)
-    pool = teacher_pool(args.pretrained)
+    pool = teacher_pool(args.pretrained, args.data)  # a pool from other data: none here
     fraction = args.pretrain_fraction if args.pretrain_fraction is not None else pool[0].fraction if pool else 0.0
     ds = DomainFolder(args.data, SplitRule.of("teacher eval", class_map=args.class_map, pretrain_fraction=fraction),
                       skip_bad=args.skip_bad)

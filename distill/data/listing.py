@@ -304,6 +304,11 @@ def pack_images(top: Path, hidden_folders: bool = True) -> PackedFiles:
     return PackedFiles(*_arrays(text, ends, sizes), tuple(unnamed))
 
 
+def domain_folders(root: str | Path) -> list[str]:
+    """ROOT's domain folders as :func:`list_images` lists them, without walking them (none: not a folder)."""
+    return _folders(Path(root)) if Path(root).is_dir() else []
+
+
 def _folders(path: Path) -> list[str]:
     """The sorted names of ``path``'s folders (links to folders too), hidden ones left out."""
     with os.scandir(path) as it:

@@ -118,12 +118,15 @@ def robust_table(results: dict[str, RobustAccuracy]) -> str:
     eps_cols = list(first.pgd)
     cor_cols = list(first.corruptions)
     head = ["domain", "n", "clean"] + [f"pgd {e}" for e in eps_cols] + cor_cols + (["corr. mean"] if cor_cols else [])
-    widths = [max(10, len(h)) for h in head]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
-    for d, r in results.items():
-        cells = [d, str(r.n), pct(r.clean)] + [pct(r.pgd[e]) for e in eps_cols] + \
-                [pct(r.corruptions[c]) for c in cor_cols] + ([pct(r.corruption_mean)] if cor_cols else [])
-        lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+    rows = [[d, str(r.n), pct(r.clean)] + [pct(r.pgd[e]) for e in eps_cols] +
+            [pct(r.corruptions[c]) for c in cor_cols] + ([pct(r.corruption_mean)] if cor_cols else [])
+            for d, r in results.items()]
+    widths = [max(10, len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]  # a long domain name fits
+
+    def line(cells: list[str]) -> str:  # the domain left-aligned, the numbers right-aligned
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    lines = [line(head)] + [line(row) for row in rows]
     return "\n".join(lines) + "\n(accuracy in %; PGD: untargeted CE on the label, L-inf in pixel space)"
 
 

@@ -146,8 +146,8 @@ def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache],
     if on_data is not None:
         on_data(dataset, caches, dist)
     _check_view_policy(strategy_cls.name, needs, caches)
-    skipped = _skip_bad_images(dataset, caches, source + target + [d for d in pool.names if d not in source + target],
-                               cfg.data.skip_bad)
+    read = target if needs.target_data else source + target  # a source-free run never opens its source domains
+    skipped = _skip_bad_images(dataset, caches, read + [d for d in pool.names if d not in read], cfg.data.skip_bad)
     if skipped and dist.main:
         what, folders = "undecodable image(s) left out of training and evaluation", ", or an unlabeled folder's NAME/..."
         print(f"warning: {left_out_line(what, dataset.root, skipped, folders if dataset.folders else '')}",
@@ -188,7 +188,7 @@ def build(cfg: TrainConfig, on_data: Callable[[DomainFolder, list[TeacherCache],
     zero_shot = {}
     if caches:
         zero_shot = {dom: round(acc["test"], 6) for dom, acc in caches[0].zero_shot_accuracy().items()
-                     if dom in source + target and "test" in acc}
+                     if dom in read and "test" in acc}
     provenance = {"strategy": cfg.strategy.name, "run": str(Path(cfg.run.out).absolute()),  # read from other folders
                   "teacher": (manifest.teacher.model_dump(mode="json", exclude_unset=True) if manifest is not None
                               else teacher.identity() if teacher is not None else None),
@@ -254,7 +254,7 @@ def with_split_rule(cfg: TrainConfig, warn: bool = True) -> TrainConfig:
     paths = cfg.caches()
     built = paths and CacheManifest.exists_in(paths[0])  # no manifest: TeacherCache.open names the problem later
     base: dict[str, Any] = SplitRule.from_cache(CacheManifest.read(paths[0]).dataset) if built else {}
-    found = teacher_pool(cfg.teacher.pretrained) if not built and cfg.teacher is not None else None  # or unbuilt
+    found = teacher_pool(cfg.teacher.pretrained, cfg.data.root) if not built and cfg.teacher is not None else None  # or unbuilt
     if found is not None:  # which images are in the pool follows from these two alone (distill/teacher/pool.py)
         base = {"pretrain_fraction": found[0].fraction, "split_seed": found[0].split_seed}
     source = source_split(cfg.source_checkpoint) if cfg.source_checkpoint is not None else None  # an adaptation's
@@ -311,7 +311,7 @@ def _check_cache(cache: TeacherCache, cfg: TrainConfig, dataset: DomainFolder, t
     try:
         check_manifest(manifest, expect, Path(cache.path) / CACHE_MANIFEST)
     except CacheMismatchError as e:  # the roots, and a split key the run sets otherwise: named with its fix
-        raise explained_mismatch(e, manifest.dataset, dataset.root) from None
+        raise explained_mismatch(e, manifest.dataset, dataset, cache.sample_indices) from None
     check_sample_indices(cache.path, cache.sample_indices(), dataset)  # rows are keyed by index: still the same images?
 
 
@@ -355,10 +355,10 @@ def _create_student(cfg: TrainConfig, class_names: list[str], embed_dim: int | N
 def _skip_bad_images(dataset: DomainFolder, caches: list[TeacherCache], domains: list[str],
                      scan: bool) -> list[tuple[str, str]]:
     """Exclude the caches' skipped images (always: the cache has no row for them) and, with ``scan``
-    (``data.skip_bad``), every undecodable image of the domains no cache covers. Returns them."""
+    (``data.skip_bad``), every undecodable image of the domains no cache covers. Returns those of ``domains``."""
     out = dataset.left_out(domains)  # names not UTF-8 of the domains it reads (only with scan: refused otherwise)
-    for cache in caches:
-        out += dataset.exclude((k.path, k.reason) for k in cache.skipped)
+    for cache in caches:  # every one left out; those of the domains read said
+        out += [k for k in dataset.exclude((k.path, k.reason) for k in cache.skipped) if k[0].split("/", 1)[0] in domains]
     if scan:
         covered = set(caches[0].domains + [f.name for f in caches[0].folders]) if caches else set()
         out += dataset.skip_undecodable([x for x in domains if x not in covered])

@@ -9,7 +9,11 @@ records ``pretrain_fraction`` 0): the fix is the run's key.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Mapping
 
+from torch import Tensor
+
+from distill.data.folder import DomainFolder
 from distill.records import CacheDataset
 from distill.teacher.cache import CacheMismatchError
 
@@ -17,14 +21,38 @@ from distill.teacher.cache import CacheMismatchError
 SPLIT_FIELDS = ("test_fraction", "split_seed", "val_fraction", "pretrain_fraction")
 
 
-def explained_mismatch(error: CacheMismatchError, built: CacheDataset, root: str | Path) -> CacheMismatchError:
-    """``error`` naming both data roots whenever the data differ, and, where the run's split rule differs from
-    the cache's, the ``data.KEY=VALUE`` that matches the cache instead of a rebuild."""
-    fields = list(error.fields)
-    if any(f.startswith("dataset.") for f in fields) and not any("the cache was built from" in f for f in fields):
-        fields.append(f"the cache was built from {built.root or 'a data root it does not record'}; this run's "
-                      f"data.root is {root}")
+def _same_folder(built: str | None, root: Path) -> bool:
+    return built is not None and Path(built).resolve() == root.resolve()
+
+
+def changed_counts(cached: Mapping[str, Tensor], dataset: DomainFolder) -> str:
+    """What changed in the cache's domains of ``dataset`` since the cache was built from that same folder: the
+    domains whose image count (outside the teacher's pool: those hold no row) differs, else that the files
+    changed with the counts kept. The cache records no file list, so no file can be named."""
+    now = dataset.summary()
+    diffs = [f"{d}: {n} image(s) now, {len(cached[d])} when cached" for d in cached if d in now
+             if (n := sum(c for split, c in now[d].items() if split != "pretrain")) != len(cached[d])]
+    if diffs:
+        return "its images changed since (" + "; ".join(diffs) + ")"
+    return ("its files changed since, with the same number of images per domain (a file renamed, resized or "
+            "replaced, or one added to or removed from the teacher's pool)")
+
+
+def explained_mismatch(error: CacheMismatchError, built: CacheDataset, dataset: DomainFolder,
+                       cached: Callable[[], Mapping[str, Tensor]] | None = None) -> CacheMismatchError:
+    """``error`` naming both data roots whenever the data differ (or, where they are the same folder, what
+    changed in it: :func:`changed_counts` of ``cached()``, the cache's sample indices), and, where the run's
+    split rule differs from the cache's, the ``data.KEY=VALUE`` that matches the cache instead of a rebuild."""
+    fields, root = list(error.fields), dataset.root
     split = [k for k in SPLIT_FIELDS if any(f.startswith(f"dataset.{k}:") for f in fields)]
+    if any(f.startswith("dataset.") for f in fields) and not any("the cache was built from" in f for f in fields):
+        if _same_folder(built.root, root) and not split and cached is not None:
+            both = str(root) if str(root) == built.root else f"{root} = {built.root}"
+            fields.append(f"the cache was built from this run's data.root ({both}); "
+                          + changed_counts(cached(), dataset))
+        else:
+            fields.append(f"the cache was built from {built.root or 'a data root it does not record'}; this run's "
+                          f"data.root is {root}")
     if not split:
         return CacheMismatchError(error.path, fields, error.advice)
     keys = ", ".join(f"data.{k}={getattr(built, k)!r}" for k in split)

@@ -79,7 +79,7 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out", com
     if setup.dist.main:
         zero_shot = "  ".join(f"{d} {pct(v)}" for d, v in setup.teacher_zero_shot.items())
         print(f"training '{cfg.strategy.name}' student {cfg.student.arch} on {trainer.train_domains} "
-              f"({len(trainer.train_samples)} images, {trainer.steps_per_epoch} steps/epoch); "
+              f"({len(trainer.train_samples)} images, {trainer.steps_per_epoch} step{'s' if trainer.steps_per_epoch != 1 else ''}/epoch); "
               f"targets {setup.target}" + (f"; teacher zero-shot: {zero_shot}" if zero_shot else ""))
         print(trainer.pixel_store()[1])
     return trainer.fit()

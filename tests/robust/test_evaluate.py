@@ -152,3 +152,13 @@ def test_table_prints_fractions_as_percents_and_the_report_record_keeps_them():
     assert cli_record["skipped_images"] == [{"path": "a.png", "reason": "x"}]
     with pytest.raises(DistillError, match="domains.red.clean"):
         RobustReport.from_dict(dict(record, domains={"red": dict(record["domains"]["red"], clean="high")}))
+
+
+def test_table_columns_stay_aligned_with_a_long_domain_name():
+    """A domain name longer than the column (PACS's art_painting) pushed its row right of the header (QA I, 10)."""
+    acc = RobustAccuracy(n=4, clean=0.25, pgd={"2/255": 0.0}, corruptions={"jpeg": 0.25}, corruption_mean=0.25)
+    lines = robust_table({"art_painting_long": acc, "cartoon": acc}).splitlines()
+    assert len({len(line) for line in lines[:3]}) == 1, lines  # every column as wide in each line
+    n_end = lines[0].index(" n ") + 2  # the header's "n" and each row's count end in one column
+    assert [line[:n_end].split()[-1] for line in lines[1:3]] == ["4", "4"], lines
+    assert lines[0].startswith("domain ") and lines[1].startswith("art_painting_long ")

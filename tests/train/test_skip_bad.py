@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,16 +70,22 @@ def test_cache_skip_list_is_honoured_by_train_eval_and_export(world, tmp_path, c
     assert {k["path"] for k in summary["skipped_images"]} == {empty, truncated}
     assert set(summary["robust"]["domains"]) == {"red", "green", "blue"}
 
-    # eval: the truncated test image stops it without --skip-bad, and is skipped (listed once) with it
+    # eval on the run's data: the images the run's cache skipped are left out (listed once) without --skip-bad, as
+    # the run left them out (QA I, 7), and with it
     ckpt = run / "checkpoints" / "best"
     args = ["eval", str(ckpt), "--data", str(root), "--pgd-eps", "0", "--corruptions", "none", "--json"]
-    assert cli(args) == 1
+    for extra in ([], ["--skip-bad"]):
+        assert cli(args + extra) == 0, capsys.readouterr().err
+        res = capsys.readouterr()
+        report = json.loads(res.out)
+        assert [k["path"] for k in report["skipped_images"]] == [truncated]
+        assert len(_warnings(res.err)) == 1 and truncated in res.err
+    # on the data as a copy elsewhere (not the run's): no cache speaks for it, the bad image stops eval as before
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    assert cli(["eval", str(ckpt), "--data", str(copy), "--pgd-eps", "0", "--corruptions", "none",
+                "--test-fraction", "0.3"]) == 1
     assert "--skip-bad" in capsys.readouterr().err
-    assert cli(args + ["--skip-bad"]) == 0
-    res = capsys.readouterr()
-    report = json.loads(res.out)
-    assert [k["path"] for k in report["skipped_images"]] == [truncated]
-    assert len(_warnings(res.err)) == 1 and truncated in res.err
 
     # export: data, split and the cache's skip list come from the run; every train image calibrates
     exp = tmp_path / "exp"

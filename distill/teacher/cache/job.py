@@ -32,7 +32,7 @@ from distill.teacher.cache.options import (
     check_types,
 )
 from distill.teacher.cache.view_options import flag_hint
-from distill.teacher.pool import teacher_pool
+from distill.teacher.pool import pool_line, teacher_pool
 from distill.teacher.prompts import resolve_templates
 
 if TYPE_CHECKING:
@@ -163,6 +163,9 @@ def run_cache_build(cfg: CacheBuildConfig, teacher: Teacher | None = None) -> Ca
         print(f"warning: {len(dataset.unnamed)} image(s) left out, not cached ({NOT_UTF8}; rename them to cache them): "
               + ", ".join(dataset.unnamed[:10]) + (f" and {more} more (`distill data summary {cfg.data}` lists "
                                                    "them all)" if more > 0 else ""), file=sys.stderr, flush=True)
+    line = pool_line(cfg.pretrained, dataset)
+    if line is not None and int(os.environ.get("RANK", 0)) == 0:
+        print(line, flush=True)
     if teacher is None:
         teacher = make_teacher(cfg, dataset)
     else:
@@ -176,7 +179,7 @@ def run_cache_build(cfg: CacheBuildConfig, teacher: Teacher | None = None) -> Ca
 def cache_dataset(cfg: CacheBuildConfig) -> DomainFolder:
     """The images of ``cfg``: its data root under its split rule (the teacher's pool filled in), plus its
     unlabeled folders."""
-    pool = teacher_pool(cfg.pretrained)
+    pool = teacher_pool(cfg.pretrained, cfg.data)  # a pool drawn from other data holds nothing out here
     dataset = DomainFolder(cfg.data, cfg.split.split_rule({"pretrain_fraction": pool[0].fraction} if pool else None,
                                                           where="cache build"), skip_bad=cfg.skip_bad)
     add_unlabeled_folders(dataset, cfg.unlabeled, cfg.skip_bad)

@@ -63,6 +63,7 @@ def cache_summary(self: TeacherCache) -> dict[str, Any]:
         "classes": self.classes,
         "domains": self.domains,
         "dataset_fingerprint": m.dataset.fingerprint,
+        "split": {k: getattr(m.dataset, k) for k in ("test_fraction", "val_fraction", "split_seed", "pretrain_fraction")},
         "images": m.dataset.cached_images,
         "rows": len(self),
         "views": self.views,
