@@ -1126,7 +1126,7 @@ def check_bench_out(path: str | Path, flag: str = "--out") -> None:
     kind = SCHEMA.split("/")[0] + "/"
     if isinstance(rec, dict) and str(rec.get("schema", "")).startswith(kind):
         return
-    if not first.endswith(b"\n") and not parsed:  # the only line, cut off (whole JSON of another kind: below): as a cut-off last line after records (write_jsonl)
+    if not first.endswith(b"\n") and not parsed:  # the only line, cut off (whole JSON: below), as write_jsonl
         if first.strip().startswith(f'{{"schema": "{kind}'.encode()):  # a bench record's start (a kill -9 mid-write)
             return
         raise ValueError(f"{flag} {path}: its only line is cut off (no newline at the end: an interrupted write?) "
