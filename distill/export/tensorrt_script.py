@@ -97,7 +97,10 @@ trap failed EXIT
 sha256() {  # sha256 FILE: its hex sha256 (sha256sum, shasum -a 256, or $PYTHON's hashlib)
     if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d ' ' -f 1
     elif command -v shasum >/dev/null 2>&1; then shasum -a 256 "$1" | cut -d ' ' -f 1
-    else "$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$1"
+    else "$PYTHON" -c 'import hashlib, sys
+h, f = hashlib.sha256(), open(sys.argv[1], "rb")
+for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+print(h.hexdigest())' "$1"
     fi
 }
 NO_HASHER=""
