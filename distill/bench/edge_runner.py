@@ -783,7 +783,9 @@ def engine_source(engine: str | Path, trt_major: int | None = None) -> dict[str,
     path = Path(engine)
     sidecar = path.with_name(path.name + SOURCE_SUFFIX)
     if sidecar.is_file():
-        return _sidecar_source(path, sidecar)
+        found = _sidecar_source(path, sidecar)
+        if found is not _NOT_A_RECORD:
+            return found
     entries: list[dict[str, Any]] = []
     for record, keys in (("export.json", ("tensorrt",)), ("qad.json", ("config", "tensorrt"))):
         try:
@@ -806,9 +808,13 @@ def engine_source(engine: str | Path, trt_major: int | None = None) -> dict[str,
     return None
 
 
+_NOT_A_RECORD: dict[str, str] = {}  # a sidecar without hashes: engine_source falls back to export.json
+
+
 def _sidecar_source(path: Path, sidecar: Path) -> dict[str, str] | None:
     """:func:`engine_source` from ``ENGINE.source.json``; None (with a warning) when it is unreadable or names another
-    engine's bytes."""
+    engine's bytes; ``_NOT_A_RECORD`` (with a warning) when its hashes are not sha256 hex (empty: written by a
+    build_engine.sh on a device without sha256sum)."""
     try:
         side = json.loads(sidecar.read_text())
         name, onnx_sha, engine_sha = (str(side[k]) for k in ("onnx", "onnx_sha256", "engine_sha256"))
@@ -816,6 +822,10 @@ def _sidecar_source(path: Path, sidecar: Path) -> dict[str, str] | None:
         print(f"warning: {sidecar}: not a build record ({e}): the record of {path.name} names no source",
               file=sys.stderr)
         return None
+    if not all(re.fullmatch(r"[0-9a-f]{64}", h) for h in (onnx_sha, engine_sha)):
+        print(f"warning: {sidecar}: not a build record (its sha256 fields are not hashes: a device without "
+              "sha256sum?): the export's own record is used for its source", file=sys.stderr)
+        return _NOT_A_RECORD
     if engine_sha != sha256_file(path):
         print(f"warning: {path}: not the engine {sidecar.name} records (replaced since the build): its record names "
               "no source; rebuild: ./build_engine.sh", file=sys.stderr)
@@ -1110,13 +1120,13 @@ def check_bench_out(path: str | Path, flag: str = "--out") -> None:
     if not first:
         return
     try:
-        rec = json.loads(first)
+        rec, parsed = json.loads(first), True
     except ValueError:
-        rec = None
+        rec, parsed = None, False
     kind = SCHEMA.split("/")[0] + "/"
     if isinstance(rec, dict) and str(rec.get("schema", "")).startswith(kind):
         return
-    if not first.endswith(b"\n"):  # the only line, cut off: as a cut-off last line after records (write_jsonl)
+    if not first.endswith(b"\n") and not parsed:  # the only line, cut off (whole JSON: below), as write_jsonl
         if first.strip().startswith(f'{{"schema": "{kind}'.encode()):  # a bench record's start (a kill -9 mid-write)
             return
         raise ValueError(f"{flag} {path}: its only line is cut off (no newline at the end: an interrupted write?) "

@@ -39,7 +39,7 @@ import stat
 import sys
 import tempfile
 from array import array
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator, Sequence
@@ -135,10 +135,21 @@ def _in_memory(top: str, err: OSError) -> None:
 def _spill(f: IO[bytes], run: list[str]) -> Iterator[str]:
     """``run``'s records (sorted) appended to ``f``, each ended by ``/``, and read back from there. A record is
     ``name NUL kind``: no name holds NUL or ``/``, so records sort as their names do (NUL sorts first) and ``/``
-    ends one; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly. Raises OSError where ``f`` takes no more."""
+    ends one; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly. Raises OSError where ``f`` takes no more,
+    with ``f`` cut back to the runs before: ``f`` is unbuffered (a raw write may take part of the bytes), so no byte
+    that failed is left in a buffer to fail again at the merge's seek or at close (review 4 finding 2)."""
     start = f.tell()
-    f.write(("/".join(run) + "/").encode("utf-8", "surrogatepass"))
-    f.flush()
+    data = memoryview(("/".join(run) + "/").encode("utf-8", "surrogatepass"))
+    try:
+        while data:
+            took = f.write(data)
+            if not took:
+                raise OSError(errno.ENOSPC, "the temporary file took no more bytes")
+            data = data[took:]
+    except OSError:
+        with suppress(OSError):
+            f.truncate(start)
+        raise
     return _read_run(f, start, f.tell())
 
 
@@ -178,7 +189,7 @@ def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.Di
     f: IO[bytes] | None = None
     try:  # in the system's temporary folder (TMPDIR), not beside the data: that may be read-only, and a file there
         # would be listed. TemporaryFile has no name there (unlinked at once): it goes with the file or process.
-        f = stack.enter_context(tempfile.TemporaryFile())
+        f = stack.enter_context(tempfile.TemporaryFile(buffering=0))  # unbuffered: see _spill
     except OSError as err:
         _in_memory(top, err)
     runs: list[Iterator[str]] = []

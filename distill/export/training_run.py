@@ -85,8 +85,9 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog, split
     A data root ``cfg`` names (``--data``, even the run's own) keeps these domain defaults for the domains it holds
     (a folder of that name under it); the pool domains it lacks are dropped and said in one warning line.
 
-    A run's data root that is not here (a run copied from elsewhere) is refused where int8 is exported (it
-    calibrates on it), in one line naming ``data_root``; an fp32/fp16-only export warns and goes on without data.
+    A run's data root that is not here (a run copied from elsewhere, or an older run's relative root found nowhere)
+    is refused where int8 is exported (it calibrates on it), in one line naming ``data_root``; an fp32/fp16-only
+    export warns and goes on without data.
 
     An older run's relative path (:func:`distill.run_split.read_run_config`) found neither in the folder the run was
     started in nor in the current one is refused where it becomes the default (the data root, the class map), in
@@ -102,9 +103,11 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog, split
     run_split_rule(cfg.split_keys(), cfg.data_root, data, run.config_file, split_from, split_fix)
     updates: dict[str, Any] = {}
     if cfg.data_root is None and data is not None:
-        _refuse_missing(run, "data.root", data.root)
-        gone = f"{data.root}: the run's data root (data.root in {run.config_file or RUN_CONFIG}) is not there"
-        if Path(data.root).is_dir():
+        refusal = run.config.missing("data.root", data.root)  # an older run's relative root found nowhere
+        if refusal is not None and "int8" in cfg.precisions:
+            raise DistillError(refusal)
+        gone = refusal or f"{data.root}: the run's data root (data.root in {run.config_file or RUN_CONFIG}) is not there"
+        if refusal is None and Path(data.root).is_dir():
             updates["data_root"] = str(data.root)
             log(f"data: {data.root} (from the run's {RUN_CONFIG})")
         elif "int8" in cfg.precisions:  # a run copied from another machine or folder: say how to go on

@@ -215,5 +215,5 @@ class BenchRecord(Record):
 
     def append_to(self, path: str | Path) -> None:
         """Append this record as a line of the ``bench.jsonl`` at ``path``; after a cut-off last line, on a new line
-        (:func:`~distill.utils.io.append_line`, the edge runner's rule)."""
+        (:func:`~distill.utils.io.append_line`, the edge runner's rule: a warning only for a last line that is not JSON)."""
         append_line(path, json.dumps(self.to_dict()))

@@ -106,3 +106,14 @@ def other_bytes(record: BenchRecord, found: list[str], data: ReportData, files: 
         return found
     return [path for path in found if not (isinstance(what := getattr(files.get(path), "what", None), QADFile)
                                            and what.engine and data.file_sha(what.built_from) != source.sha256)]
+
+
+def join_candidates(record: BenchRecord, bench_file: str, by_path: list[str], data: ReportData,
+                    files: Mapping[str, Any]) -> list[str]:
+    """The places a record's file may be: its by-path hits, else the qad engine beside the bench file, each less the
+    qad engines built from other bytes (:func:`other_bytes`), else the qad engine built from its ``engine_source``
+    (:func:`engine_by_source`); a by-path hit dropped for its bytes (a rerun of ``distill qad`` since) is so looked up
+    by source, e.g. in the copy of the qad folder brought back from the device (review 4 finding 5)."""
+    return (other_bytes(record, by_path, data, files) or other_bytes(record, engine_beside(record, bench_file, files),
+                                                                       data, files)
+            or engine_by_source(record, bench_file, data, files))

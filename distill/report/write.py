@@ -59,7 +59,7 @@ from distill.report.data import (
 )
 from distill.report.engines import engine_index, engine_of, recorded_precision, unjoined_note
 from distill.report.locate import hits, narrow, nearest_held, places
-from distill.report.qad_files import engine_beside, engine_by_source, other_bytes, qad_files
+from distill.report.qad_files import join_candidates, qad_files
 from distill.report.render_html import render_html
 from distill.report.render_md import render_markdown
 from distill.report.repeats import bench_repeats_warning, counted, repeats_warning
@@ -246,8 +246,8 @@ def _join(data: ReportData) -> list[Point]:
         where = places(r.model, Path(entry.source).parent, r.model_relative)  # the timed file, wherever the report runs
         # two: its own absolute place and, by the relative path, another tree's file; of copies (the same bytes: a
         # tree copied whole), its own tree's (distill/report/locate.py narrow)
-        found = other_bytes(r, narrow(hits(where, files), identity=data.file_sha) or engine_beside(r, entry.source, files)
-                            or engine_by_source(r, entry.source, data, files), data, files)  # qad engines: by source too
+        found = join_candidates(r, entry.source, narrow(hits(where, files), identity=data.file_sha), data,
+                                files)  # else qad engines beside the .jsonl or by source
         at = files[found[0]] if len(found) == 1 else _File("", None)
         near = Path(entry.source).parent
         what = f"the benchmark record of {r.model} in {entry.source}"  # the lambda is called at once, in _model_of:

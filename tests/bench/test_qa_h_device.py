@@ -194,6 +194,18 @@ def test_a_cut_off_only_line_that_is_no_bench_record_is_refused_saying_so(tmp_pa
         edge_runner.check_bench_out(out)
 
 
+@pytest.mark.parametrize("line", [b'{"student": "x", "models": []}', b"[1, 2]"])
+def test_a_whole_one_line_json_file_of_another_kind_is_not_called_cut_off(tmp_path: Path, line: bytes) -> None:
+    """Review 4 finding 4: a complete one-line JSON file without its newline (another tool's .jsonl, a minified
+    record) was called cut off, and the user told to delete it: it is refused as a file of another kind."""
+    out = tmp_path / "summ.jsonl"
+    out.write_bytes(line)
+    with pytest.raises(ValueError, match=rf"^--out {out}: exists and does not hold bench records") as caught:
+        edge_runner.check_bench_out(out)
+    assert "cut off" not in str(caught.value) and "delete" not in str(caught.value)
+    assert out.read_bytes() == line
+
+
 @pytest.mark.parametrize("platform, maxrss", [("darwin", 300 * 2**20), ("linux", 300 * 1024)])
 def test_the_lifetime_peak_is_read_in_the_platforms_unit(monkeypatch, platform: str, maxrss: int) -> None:
     """Without /proc, the peak is ru_maxrss: bytes on macOS, kilobytes on Linux. Until review 2 macOS's was read as

@@ -50,6 +50,26 @@ def test_an_fp32_only_export_of_a_copied_run_goes_on_without_data(run_ckpt: Path
     assert "random-noise images" in err and (tmp_path / "exp" / "model.fp32.onnx").is_file()
 
 
+def test_an_fp32_only_export_of_an_older_runs_missing_relative_root_goes_on_without_data(
+        run_ckpt: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """Review 4 finding 6: an older run's relative data root found nowhere was refused for an fp32-only export
+    too (the missing-path refusal ran before the fp32/fp16 warning); int8 is still refused."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_ckpt.parent.parent, run_dir)
+    config = json.loads((run_dir / RUN_CONFIG).read_text())
+    (run_dir / RUN_CONFIG).write_text(json.dumps({**config, "data": {**config["data"], "root": "data/gone"}}))
+    monkeypatch.chdir(tmp_path)
+    ckpt = str(run_dir / "checkpoints" / "best")
+    assert main(["export", ckpt, "--out", str(tmp_path / "exp"), "--precision", "fp32", "--exporter", "torchscript",
+                 "--latency-iters", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "data/gone" in err and "exporting without data; pass --data ROOT" in err, err
+    assert (tmp_path / "exp" / "model.fp32.onnx").is_file()
+    assert main(["export", ckpt, "--out", str(tmp_path / "exp8"), "--exporter", "torchscript", "--precision",
+                 "fp32,int8"]) == 1
+    assert "data/gone" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("via", ["python", "command"])
 def test_qad_against_a_copied_export_whose_data_root_is_gone_names_the_data_flag(run_ckpt: Path, export_dir: Path,
                                                                                  tmp_path: Path, capsys, via) -> None:

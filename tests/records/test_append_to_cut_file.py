@@ -29,3 +29,15 @@ def test_append_to_a_whole_or_new_file_says_nothing(tmp_path: Path, capsys) -> N
         engine_record(f"/dev/{name}/model.int8.engine").append_to(path)
     assert len(list(BenchRecord.read_lines(path))) == 2 and path.read_text().count("\n") == 2
     assert capsys.readouterr().err == ""
+
+
+def test_append_to_after_a_whole_record_without_its_newline_keeps_both_silently(tmp_path: Path, capsys) -> None:
+    """Review 4 finding 3: a complete last record merely lacking its newline (echo -n, another tool) was called "cut
+    off ... readers skip the cut-off one", though readers read it: the warning is for a last line that is not JSON."""
+    path = tmp_path / "bench.jsonl"
+    engine_record("/dev/a/model.int8.engine").append_to(path)
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    capsys.readouterr()
+    engine_record("/dev/b/model.fp16.engine").append_to(path)
+    assert [r.model for r in BenchRecord.read_lines(path)] == ["/dev/a/model.int8.engine", "/dev/b/model.fp16.engine"]
+    assert capsys.readouterr().err == ""

@@ -70,3 +70,17 @@ def test_a_qad_engine_of_other_bytes_is_not_joined_even_beside_its_folders_engin
     _line(engine_record("/home/nvidia/qad/model.int8-qad.engine"), now, qad / "bench.jsonl")
     [p] = collect([qad]).points
     assert p.accuracy == QAD_ACC
+
+
+def test_a_by_path_hit_of_other_bytes_is_looked_up_by_source(tmp_path: Path) -> None:
+    """Review 4 finding 5: the record's path hits the host's qad folder, whose file a rerun of distill qad rewrote; the
+    copy of the folder brought back from the device still holds the bytes the engine was built from. The by-path hit
+    was dropped for its bytes and the source never tried: not joined."""
+    host = _qad_with_file(tmp_path / "host" / "qad")
+    device = Path(shutil.copytree(host, tmp_path / "back" / "qad"))  # brought back before the rerun
+    (host / "model.int8-tensorrt.onnx").write_bytes(b"the rerun's qdq bytes")
+    built_from = {"onnx": "model.int8-tensorrt.onnx", "sha256": hashlib.sha256(SHIP).hexdigest()}
+    jsonl = _line(engine_record(str(host / "model.int8-qad.engine")), built_from, tmp_path / "jet" / "bench.jsonl")
+    data = collect([host, device, jsonl])
+    [p] = data.points
+    assert (p.accuracy, data.unmatched) == (QAD_ACC, 0)

@@ -1,0 +1,86 @@
+"""build_engine.sh on a device without ``sha256sum`` (review 4 finding 1): it hashed inside a printf argument, where
+``set -e`` does not stop, and wrote ENGINE.source.json with empty hashes; the edge runner then called every engine
+"replaced since the build" and recorded no source. Now it falls back to ``shasum -a 256`` or ``$PYTHON``'s hashlib,
+writes no sidecar (one warning) when none is there, and the runner reads a sidecar without hashes as no build record
+(the export.json rule)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill.bench import edge_runner
+from tests.export.test_tensorrt_script import _fake_trtexec
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def _path_without(tmp_path: Path, *missing: str) -> str:
+    """A folder of links to every command of /usr/bin and /bin but ``missing``."""
+    bin_dir = tmp_path / "without"
+    bin_dir.mkdir()
+    for d in ("/usr/bin", "/bin"):
+        for n in os.listdir(d):
+            if n not in missing and not (bin_dir / n).exists():
+                os.symlink(os.path.join(d, n), bin_dir / n)
+    return str(bin_dir)
+
+
+def _build(export_dir: Path, tmp_path: Path, python: str, *missing: str) -> tuple[Path, subprocess.CompletedProcess]:
+    folder = Path(shutil.copytree(export_dir, tmp_path / "exp"))
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    _fake_trtexec(fake, "[TensorRT v100300]")
+    env = {"PATH": f"{fake}:{_path_without(tmp_path, *missing)}", "TRTEXEC_LOG": str(tmp_path / "t.log"),
+           "SKIP_CHECK": "1", "PYTHON": python, "POLYGRAPHY": "no-such-polygraphy"}
+    proc = subprocess.run(["bash", str(folder / "build_engine.sh")], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    return folder, proc
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("missing", [("sha256sum",), ("sha256sum", "shasum")], ids=["shasum", "python"])
+def test_without_sha256sum_another_hasher_writes_the_record(export_dir: Path, tmp_path: Path,
+                                                            missing: tuple[str, ...]) -> None:
+    folder, proc = _build(export_dir, tmp_path, sys.executable, *missing)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((folder / "model.fp32.engine.source.json").read_text())
+    assert (record["engine_sha256"], record["onnx_sha256"]) == (
+        _sha(folder / "model.fp32.engine"), _sha(folder / "model.fp32.onnx"))
+    assert edge_runner.engine_source(folder / "model.fp32.engine", 10) == {
+        "onnx": "model.fp32.onnx", "sha256": _sha(folder / "model.fp32.onnx")}
+
+
+def test_without_any_hasher_no_record_is_written_and_export_json_is_used(export_dir: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    folder, proc = _build(export_dir, tmp_path, "no-such-python", "sha256sum", "shasum")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("warning: no sha256") == 1, proc.stderr
+    assert not list(folder.glob("*.source.json"))
+    assert edge_runner.engine_source(folder / "model.fp32.engine", 10) == {
+        "onnx": "model.fp32.onnx", "sha256": _sha(folder / "model.fp32.onnx")}
+    assert "replaced since the build" not in capsys.readouterr().err
+
+
+def test_a_record_with_empty_hashes_falls_back_to_export_json(export_dir: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A sidecar an older build_engine.sh wrote without sha256sum."""
+    folder = Path(shutil.copytree(export_dir, tmp_path / "exp"))
+    (folder / "model.fp32.engine").write_bytes(b"engine")
+    (folder / "model.fp32.engine.source.json").write_text(json.dumps(
+        {"engine": "model.fp32.engine", "engine_sha256": "", "onnx": "model.fp32.onnx", "onnx_sha256": "",
+         "trt_major": 10}))
+    os.utime(folder / "model.fp32.onnx", (1, 1))
+    assert edge_runner.engine_source(folder / "model.fp32.engine", 10) == {
+        "onnx": "model.fp32.onnx", "sha256": _sha(folder / "model.fp32.onnx")}
+    err = capsys.readouterr().err
+    assert "not a build record" in err and "replaced since the build" not in err
