@@ -120,6 +120,8 @@ def with_run_defaults(cfg: ExportConfig, run: TrainingRun, log: ExportLog, split
     for key, value in rule.model_dump().items():
         if getattr(cfg, key) is None and value is not None:
             if key == "class_map":
+                if cfg.data_root is None and "data_root" not in updates:  # no data read: no class map needed
+                    continue
                 _refuse_missing(run, "data.class_map", value)
             updates[key] = value
     if cfg.caches is None:

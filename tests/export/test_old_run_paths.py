@@ -119,13 +119,21 @@ def test_an_old_runs_path_found_nowhere_is_refused_where_it_is_the_default(
     run = TrainingRun.of_checkpoint(ckpt, log)
     config = run.config_file
     assert not log.warnings
-    with pytest.raises(DistillError) as e:
-        with_run_defaults(ExportConfig(), run, _log())
-    assert str(e.value) == (
-        f"{config}: data.root 'data' is relative, and neither {start / 'data'} (if the run was started in {start}) "
-        f"nor {here / 'data'} (in the current folder) exists: write the absolute path of data.root into {config}")
-    assert main(["export", str(ckpt), "--out", str(tmp_path / "exp")]) == EXIT_ERROR
+    with pytest.raises(DistillError) as e:  # int8 calibrates on the data: refused
+        with_run_defaults(ExportConfig(precisions=("fp32", "int8")), run, _log())
+    refusal = (f"{config}: data.root 'data' is relative, and neither {start / 'data'} (if the run was started in "
+               f"{start}) nor {here / 'data'} (in the current folder) exists: write the absolute path of data.root "
+               f"into {config}")
+    assert str(e.value) == refusal
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "exp"), "--precision", "fp32,int8"]) == EXIT_ERROR
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {e.value}"]
+    # fp32 only reads no data: it goes on without (and without the run's class map, which only names data's
+    # classes), saying so in one line
+    said: list[str] = []
+    cfg = with_run_defaults(ExportConfig(), run, ExportLog(said.append))
+    assert cfg.data_root is None and cfg.class_map is None
+    assert [line for line in said if "data.root" in line] == [
+        f"warning: {refusal}: exporting without data; pass data_root=ROOT, the dataset's folder here, to measure accuracy"]
     # the data named: the run's class map is still its default, and refused in one line naming it
     with pytest.raises(DistillError, match=rf"^{config}: data.class_map 'names.yaml' is relative, and neither "):
         with_run_defaults(ExportConfig(data_root=str(tmp_path)), run, _log())
