@@ -54,18 +54,24 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# a shasum that works (hashing with this interpreter by its absolute path) and leaves a mark: with no sha256sum and
+# PYTHON a missing command, only it can have written the record, whether or not this machine has a real shasum
+_WORKING_SHASUM = (f'[ "$1 $2" = "-a 256" ] || exit 3\ntouch "$(dirname "$0")/shasum-ran"\nexec {sys.executable} -c '
+                   '"import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], \'rb\').read()).hexdigest(), sys.argv[1])" "$3"')
 # a shasum on PATH that fails, as where perl lacks Digest::SHA
 _FAILING_SHASUM = "echo \"Can't locate Digest/SHA.pm in @INC\" >&2; exit 2"
 
 
-@pytest.mark.parametrize(("missing", "shasum"), [(("sha256sum",), None), (("sha256sum", "shasum"), None),
-                                                 (("sha256sum", "shasum"), _FAILING_SHASUM)],
+@pytest.mark.parametrize(("python", "shasum"), [("no-such-python", _WORKING_SHASUM), (sys.executable, None),
+                                                (sys.executable, _FAILING_SHASUM)],
                          ids=["shasum", "python", "python after a failing shasum"])
-def test_without_sha256sum_another_hasher_writes_the_record(export_dir: Path, tmp_path: Path, missing: tuple[str, ...],
+def test_without_sha256sum_another_hasher_writes_the_record(export_dir: Path, tmp_path: Path, python: str,
                                                             shasum: str | None) -> None:
-    """Review 5 #4: a shasum that fails stopped the fallback (no record, "no sha256" blamed)."""
-    folder, proc = _build(export_dir, tmp_path, sys.executable, *missing, shasum=shasum)
+    """Review 5 #4/#8: the "shasum" case passed a working python too, so without shasum it tested the python
+    fallback; and a shasum that fails stopped the fallback (no record, "no sha256" blamed)."""
+    folder, proc = _build(export_dir, tmp_path, python, "sha256sum", "shasum", shasum=shasum)
     assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "fake" / "shasum-ran").exists() == (shasum == _WORKING_SHASUM)
     record = json.loads((folder / "model.fp32.engine.source.json").read_text())
     assert (record["engine_sha256"], record["onnx_sha256"]) == (
         _sha(folder / "model.fp32.engine"), _sha(folder / "model.fp32.onnx"))
