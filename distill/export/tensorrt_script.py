@@ -94,26 +94,33 @@ failed() {  # set -e stopped the script: say where, and what is (not) in the fol
     fi
 }
 trap failed EXIT
-sha256() {  # sha256 FILE: its hex sha256 (sha256sum, shasum -a 256, or $PYTHON's hashlib)
-    if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d ' ' -f 1
-    elif command -v shasum >/dev/null 2>&1; then shasum -a 256 "$1" | cut -d ' ' -f 1
-    else "$PYTHON" -c 'import hashlib, sys
+sha256() {  # sha256 FILE: its hex sha256 by the first hasher that gives one (sha256sum, shasum -a 256, $PYTHON's hashlib)
+    local out
+    if command -v sha256sum >/dev/null 2>&1 && out=$(sha256sum "$1" 2>/dev/null | cut -d ' ' -f 1) \
+        && [[ "$out" =~ ^[0-9a-f]{64}$ ]]; then echo "$out"; return 0; fi
+    if command -v shasum >/dev/null 2>&1 && out=$(shasum -a 256 "$1" 2>/dev/null | cut -d ' ' -f 1) \
+        && [[ "$out" =~ ^[0-9a-f]{64}$ ]]; then echo "$out"; return 0; fi
+    if out=$("$PYTHON" -c 'import hashlib, sys
 h, f = hashlib.sha256(), open(sys.argv[1], "rb")
 for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-print(h.hexdigest())' "$1"
-    fi
+print(h.hexdigest())' "$1" 2>/dev/null) && [[ "$out" =~ ^[0-9a-f]{64}$ ]]; then echo "$out"; return 0; fi
+    return 1
 }
 NO_HASHER=""
 record_source() {  # record_source ENGINE ONNX: ENGINE.source.json, what ENGINE was built from (the edge runner's engine_source)
     local e_sha o_sha
     rm -f "$1.source.json"
-    if [ -n "$NO_HASHER" ] || ! e_sha=$(sha256 "$1" 2>/dev/null) || ! o_sha=$(sha256 "$2" 2>/dev/null) \
-        || ! [[ "$e_sha" =~ ^[0-9a-f]{64}$ && "$o_sha" =~ ^[0-9a-f]{64}$ ]]; then
-        if [ -z "$NO_HASHER" ]; then
-            echo "warning: no sha256 (sha256sum, shasum or $PYTHON): no ENGINE.source.json written;" \
-                "the edge runner joins engines by export.json" >&2
-        fi
+    if [ -n "$NO_HASHER" ]; then return 0; fi
+    if ! command -v sha256sum >/dev/null 2>&1 && ! command -v shasum >/dev/null 2>&1 \
+        && ! command -v "$PYTHON" >/dev/null 2>&1; then
+        echo "warning: no sha256 (sha256sum, shasum or $PYTHON): no ENGINE.source.json written;" \
+            "the edge runner joins engines by export.json" >&2
         NO_HASHER=1; return 0
+    fi
+    if ! e_sha=$(sha256 "$1") || ! o_sha=$(sha256 "$2"); then  # one file's failure leaves later engines their record
+        echo "warning: cannot hash $1 or $2 (sha256sum, shasum and $PYTHON all missing or failed): no $1.source.json" \
+            "written; the edge runner joins it by export.json" >&2
+        return 0
     fi
     printf '{"engine": "%s", "engine_sha256": "%s", "onnx": "%s", "onnx_sha256": "%s", "trt_major": %s}\n' \
         "$1" "$e_sha" "$2" "$o_sha" "$TRT_MAJOR" >"$1.source.json"

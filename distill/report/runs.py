@@ -302,8 +302,9 @@ def label_runs(runs: list[Run]) -> None:
             for ck, bits in config_labels({ck: r.config for ck, r in configs.items()}).items():
                 extra[ck] += bits
             if len({r.ranks or 1 for r in configs.values()}) > 1:  # `1 process` / `2 torchrun ranks`
-                for ck, r in configs.items():
-                    extra[ck].append(ranks(r.ranks or 1))
+                recorded = {_config_key(r) for r in rs if r.ranks is not None}  # a run without launch.json
+                for ck, r in configs.items():  # groups as 1 process but is not said to be one
+                    extra[ck].append(ranks(r.ranks or 1) if ck in recorded else "ranks not recorded")
         for r in rs:
             bits = [base] + extra[_config_key(r)]
             r.label = f"{arch} ({'; '.join(bits)})"

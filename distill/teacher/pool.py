@@ -16,7 +16,9 @@ is a ``DOMAIN/CLASS/file`` path under one of the recorded domains. So data that 
 teacher's domains holds none of its pool images: the pool is not applied there (a stand-in teacher reused
 on other data keeps all of that data's images), and :func:`pool_line` says so. Data sharing a domain is
 taken as the teacher's (with a changed image or two, the pool must still stay out of the students'
-splits), and the line names the pool held out.
+splits), and the line names the pool held out. The rule goes by folder name: the teacher's own images under
+renamed domain folders look like other data, so the line warns when the data has the teacher's classes but
+none of its domains.
 """
 from __future__ import annotations
 
@@ -69,6 +71,15 @@ def teacher_pool(pretrained: str | Path | None, data: str | Path | DomainFolder 
     return found[1], found[2]
 
 
+def _renamed_hint(record: TeacherManifest, dataset: DomainFolder) -> str:
+    """The pitfall of the folder-name rule: the teacher's own images under renamed domain folders look like other data."""
+    if not record.classes or set(record.classes) != set(dataset.classes):
+        return ""
+    return (f"; warning: the data has the teacher's classes but none of its pool's domains ({', '.join(record.domains)}): "
+            "if these are the pool's images under renamed folders, rename them back (the pool is drawn by "
+            "DOMAIN/CLASS/file path)")
+
+
 def pool_line(pretrained: str | Path | None, dataset: DomainFolder) -> str | None:
     """One line on the teacher's pool for a stage reading ``dataset``: how many images it holds out, or that
     the pool is from other data and is not applied; None when the teacher records no pool."""
@@ -78,7 +89,7 @@ def pool_line(pretrained: str | Path | None, dataset: DomainFolder) -> str | Non
     record, pool, manifest = found
     if _is_other_data(record, dataset):
         return (f"teacher pool: not applied: the pool in {manifest} is from other data ({record.dataset.root}: "
-                f"domains {', '.join(record.domains)}; none of them is under {dataset.root})")
+                f"domains {', '.join(record.domains)}; none of them is under {dataset.root}){_renamed_hint(record, dataset)}")
     held = len(dataset.select(split="pretrain"))
     return (f"teacher pool: {held} image(s) held out, never cached or trained on (pretrain_fraction "
             f"{dataset.pretrain_fraction:g} of each domain, split_seed {dataset.split_seed}; the teacher's pool in "

@@ -46,10 +46,14 @@ def explained_mismatch(error: CacheMismatchError, built: CacheDataset, dataset: 
     fields, root = list(error.fields), dataset.root
     split = [k for k in SPLIT_FIELDS if any(f.startswith(f"dataset.{k}:") for f in fields)]
     if any(f.startswith("dataset.") for f in fields) and not any("the cache was built from" in f for f in fields):
-        if _same_folder(built.root, root) and not split and cached is not None:
+        if _same_folder(built.root, root):
             both = str(root) if str(root) == built.root else f"{root} = {built.root}"
-            fields.append(f"the cache was built from this run's data.root ({both}); "
-                          + changed_counts(cached(), dataset))
+            line = f"the cache was built from this run's data.root ({both})"
+            if split:  # the folder is the same: what differs is the split key (named once, not as two roots)
+                line += f"; the split rule differs ({', '.join(split)})"
+            elif cached is not None:
+                line += "; " + changed_counts(cached(), dataset)
+            fields.append(line)
         else:
             fields.append(f"the cache was built from {built.root or 'a data root it does not record'}; this run's "
                           f"data.root is {root}")

@@ -176,3 +176,13 @@ def test_a_summary_without_a_finish_time_still_reads_and_orders_by_mtime(tmp_pat
     assert old.summary.finished_at is None and old.by_mtime and old.written == 1_000_000
     new = read_run(_finished(_run(tmp_path / "new", "fm", FM), "2026-12-06T01:02:03.456789+00:00"))
     assert not new.by_mtime and new.written == pytest.approx(1796518923.456789)
+
+
+def test_a_run_without_launch_json_is_labelled_ranks_not_recorded(tmp_path: Path) -> None:
+    """Review 5 #3: a run from before launch.json groups as one process but its label must not state that it
+    ran as one (it may have run under torchrun): "ranks not recorded"."""
+    _run(tmp_path / "old", "kd", {"clean": 0.9, "noisy": 0.238}, written=1_000_000)
+    _run(tmp_path / "new2", "kd", {"clean": 0.9, "noisy": 0.333}, written=1_000_100)
+    _launch(tmp_path / "new2", 2)
+    labels = sorted(g.label for g in collect([tmp_path]).groups)
+    assert labels == ["test_resnet (kd; 2 torchrun ranks)", "test_resnet (kd; ranks not recorded)"], labels

@@ -66,3 +66,21 @@ def test_cache_inspect_names_the_pool(roots, tmp_path, capsys):
     assert cli(["cache", "inspect", str(cache)]) == 0
     assert ("split     test_fraction 0.3, val_fraction 0.1, split_seed 0; teacher pool: pretrain_fraction 0.3 of "
             "each domain held out, never cached") in capsys.readouterr().out
+
+
+def test_the_teachers_images_under_renamed_domain_folders_get_a_warning(roots, tmp_path):
+    """Review 5 #1: the pool is matched by domain folder name; the teacher's own data with renamed domain folders
+    (same classes) would pass as "other data" and its pool would land in the students' splits: the line warns."""
+    import shutil
+
+    from distill.teacher.pool import pool_line
+
+    own, other = roots
+    ckpt = _stand_in(tmp_path / "t", DomainFolder(own, pretrain_fraction=0.3))
+    renamed = tmp_path / "renamed"
+    shutil.copytree(own, renamed)
+    for name in ("red", "green"):
+        (renamed / name).rename(renamed / name.capitalize())
+    line = pool_line(ckpt, DomainFolder(renamed))
+    assert line is not None and line.startswith("teacher pool: not applied")
+    assert "the data has the teacher's classes but none of its pool's domains (" in line and "rename them back" in line
