@@ -1035,16 +1035,26 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
     of results moved whole) still names them, wherever ``distill report`` runs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tail = _unended_last_line(path) if path.is_file() else None
+    end_last_line(path)
     with open(path, "a") as f:
-        if tail is not None:  # no newline at the end: the new records must not be glued to that last line
-            if not _parses(tail):  # cut off (power loss, kill -9 mid-write): readers skip it, naming it
-                print(f"warning: {path}: its last line is cut off (not JSON, no newline at the end: an interrupted "
-                      "write?); appending on a new line (readers skip the cut-off one)", file=sys.stderr)
-            f.write("\n")  # a whole record merely without its newline (echo -n, another tool): kept, read as it is
         for r in records:
             f.write(json.dumps(with_model_relative(r, path), sort_keys=False) + "\n")
             f.flush()
+
+
+def end_last_line(path: Path) -> None:
+    """Give the JSON-lines file at ``path`` a newline at its end where it has none, so that what is appended next is
+    not glued to its last line; a warning only where that line is not JSON (cut off: power loss, kill -9 mid-write;
+    readers skip it, naming it), not for a whole record merely without its newline (echo -n, another tool). The one
+    rule for every append to a bench file (:func:`write_jsonl`, ``distill.utils.io.append_line``)."""
+    tail = _unended_last_line(path) if path.is_file() else None
+    if tail is None:
+        return
+    if not _parses(tail):
+        print(f"warning: {path}: its last line is cut off (not JSON, no newline at the end: an interrupted "
+              "write?); appending on a new line (readers skip the cut-off one)", file=sys.stderr)
+    with open(path, "a") as f:
+        f.write("\n")
 
 
 def _unended_last_line(path: Path) -> bytes | None:

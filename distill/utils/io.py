@@ -5,12 +5,11 @@ import hashlib
 import json
 import os
 import re
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from distill.errors import DistillError
 
@@ -167,38 +166,11 @@ def removed_if_left_empty(path: str | Path) -> Iterator[Path]:
 
 
 def append_line(path: str | Path, line: str) -> None:
-    """Append ``line`` (no newline in it) to the JSON-lines file ``path`` as a line of its own. A file whose last line
-    has no newline at its end first gets one, so that the new line is not glued to it; a warning only where that line
-    is not JSON (cut off: power loss, kill -9, a full disk), not for a whole record merely without its newline (echo
-    -n, another tool): the rule of the edge runner's ``write_jsonl`` (which, standalone, keeps its own copy)."""
+    """Append ``line`` (no newline in it) to the JSON-lines file ``path`` as a line of its own, by the edge runner's
+    rule for a last line without its newline (:func:`distill.bench.edge_runner.end_last_line`)."""
+    from distill.bench.edge_runner import end_last_line  # lazy: distill.bench imports the records that import this
+
     path = Path(path)
-    with open(path, "ab+") as f:
-        tail = unended_last_line(f)
-        if tail is not None and not _parses(tail):
-            print(f"warning: {path}: its last line is cut off (not JSON, no newline at the end: an interrupted "
-                  "write?); appending on a new line (readers skip the cut-off one)", file=sys.stderr)
-        f.write((("" if tail is None else "\n") + line + "\n").encode())  # "a" mode writes at the end
-
-
-def unended_last_line(f: BinaryIO) -> bytes | None:
-    """The last line of the open file ``f`` where it does not end in a newline (else None): read back from the end a
-    block at a time, so a long file is not read whole."""
-    tail, at = b"", f.seek(0, os.SEEK_END)
-    while at > 0:
-        step = min(65536, at)
-        at -= step
-        f.seek(at)
-        tail = f.read(step) + tail
-        if tail.endswith(b"\n"):
-            return None
-        if (cut := tail.rfind(b"\n")) >= 0:
-            return tail[cut + 1:]
-    return tail or None
-
-
-def _parses(line: bytes) -> bool:
-    try:
-        json.loads(line)
-    except ValueError:
-        return False
-    return True
+    end_last_line(path)
+    with open(path, "a", newline="\n") as f:  # "\n" on every OS, as the line was appended before
+        f.write(line + "\n")
