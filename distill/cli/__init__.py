@@ -38,7 +38,7 @@ from distill import __version__
 from distill.cli._log import warning_lines
 from distill.errors import DistillError
 from distill.utils.ctrl_c import one_command
-from distill.utils.launch import main_rank
+from distill.utils.launch import end_process_group, main_rank, process_group_exists
 
 #: exit status of a DistillError (bad input or a failed run); argparse exits 2 on bad usage
 EXIT_ERROR = 1
@@ -182,6 +182,7 @@ def _main(argv: list[str] | None) -> int:
         # tqdm reads TQDM_DISABLE: bars a command does not pass its flag to (teacher loading,
         # export, eval) stay off too, in this process and in the workers it starts
         os.environ["TQDM_DISABLE"] = "1"
+    existed = process_group_exists()  # an in-process caller's group (tests, the Python API) is not the command's
     try:
         with warning_lines(), one_command():  # libraries' log warnings (timm's) as `warning: ...` lines
             rc = args.func(args)
@@ -199,6 +200,8 @@ def _main(argv: list[str] | None) -> int:
                 os.environ.pop("TQDM_DISABLE", None)
             else:
                 os.environ["TQDM_DISABLE"] = before
+    if not rc:  # finished well: the ranks end the process group together (only then: see end_process_group)
+        end_process_group(existed)
     return int(rc or 0)
 
 

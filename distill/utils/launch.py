@@ -3,6 +3,7 @@ same way (the ``interrupted:`` line, a resume's refusal). Imports no torch: the 
 from __future__ import annotations
 
 import os
+import sys
 
 
 def _env_int(name: str) -> int:
@@ -43,3 +44,30 @@ def launched_command(command: str) -> str:
     """:func:`distill_command` for this process's own launch."""
     return distill_command(command, launched_world(), _env_int("LOCAL_WORLD_SIZE") if "LOCAL_WORLD_SIZE" in os.environ
                            else None)
+
+
+def end_process_group(existed: bool) -> None:
+    """After a command that finished well under torchrun: every rank meets at a barrier, then the process group the
+    command created (``existed``: one was there before it, e.g. an in-process caller's, which is left alone) is
+    destroyed. Without this each rank exits with gloo's worker threads still up, and at interpreter shutdown one
+    could abort ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489), failing a
+    finished run's torchrun. Not after an error: a rank that failed alone would leave the others at the barrier
+    (torchtitan destroys only on success too). Imports no torch: without ``torch.distributed`` loaded there is no
+    group to end."""
+    if existed or not process_group_exists():
+        return
+    dist = sys.modules["torch.distributed"]
+    if dist.get_world_size() > 1:
+        if dist.get_backend() == "nccl":
+            import torch  # lazy: only after torch.distributed is loaded (above)
+
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+    dist.destroy_process_group()
+
+
+def process_group_exists() -> bool:
+    """Whether a torch process group is initialized in this process (False where torch.distributed is not loaded)."""
+    dist = sys.modules.get("torch.distributed")
+    return bool(dist is not None and dist.is_available() and dist.is_initialized())

@@ -190,6 +190,20 @@ _SGD = dict(optim__optimizer="sgd", optim__weight_decay=0.0, optim__grad_clip=No
             optim__lr=0.1, optim__warmup_epochs=0)
 
 
+_EXIT_PROBE = """import atexit, os, sys
+
+
+def _probe():
+    d = sys.modules.get("torch.distributed")
+    if "RANK" in os.environ:
+        with open(os.path.join(os.environ["EXIT_PROBE"], "rank" + os.environ["RANK"]), "w") as f:
+            f.write(str(bool(d is not None and d.is_available() and d.is_initialized())))
+
+
+atexit.register(_probe)
+"""
+
+
 def _one_vs_two(tmp_path: Path, cfg_one: dict, cfg_two: dict, port: int) -> float:
     """Train cfg_one in one process and cfg_two under torchrun with 2 gloo ranks; max weight difference."""
     p1 = _write(tmp_path, cfg_one, "one.yaml")
@@ -198,10 +212,17 @@ def _one_vs_two(tmp_path: Path, cfg_one: dict, cfg_two: dict, port: int) -> floa
                          text=True, timeout=300)
     assert one.returncode == 0, one.stderr
     torchrun = Path(sys.executable).with_name("torchrun")
+    probe = tmp_path / "probe"  # each rank writes, at its exit, whether its process group was still up
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(_EXIT_PROBE)
+    path = os.pathsep.join(p for p in (str(probe), os.environ.get("PYTHONPATH", "")) if p)
     two = subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={port}", "-m", "distill", "train", "-c",
                           str(p2)], cwd=REPO, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "EXIT_PROBE": str(probe)})
     assert two.returncode == 0, two.stderr[-3000:]
+    # every rank ended its gloo group before exiting: a rank that exits with it up can abort at interpreter shutdown
+    # ("terminate called without an active exception", SIGABRT), failing a finished run (CI, under -n 2 load)
+    assert {p.name: p.read_text() for p in probe.glob("rank*")} == {"rank0": "False", "rank1": "False"}
     a, b = _weights(Path(cfg_one["run"]["out"])), _weights(Path(cfg_two["run"]["out"]))
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
