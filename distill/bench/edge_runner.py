@@ -19,7 +19,9 @@ timed runs).
 Runtimes: ``ort-cpu``, ``ort-cuda`` and ``ort-trt`` (onnxruntime execution providers) and
 ``tensorrt`` (a serialized engine; needs the TensorRT Python bindings and cuda-python). ``ort-trt`` keeps
 onnxruntime's TensorRT engine and timing caches in ``trt_cache/`` beside the model and reuses them: delete that
-folder when the model, onnxruntime, TensorRT or the board changes (onnxruntime's TensorRT EP docs). An int8 file
+folder when the model, onnxruntime, TensorRT or the board changes (onnxruntime's TensorRT EP docs); its engine has an
+optimization profile covering the ``--batch`` sizes timed (:func:`trt_profile_shapes`: one engine, not one per batch
+size built inside the warm-up). An int8 file
 of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`` on ``ort-cpu``) is warned about.
 An engine built
 by build_engine.sh (its ``ENGINE.source.json`` beside it), or in a copied export folder (export.json beside it) or
@@ -385,10 +387,14 @@ class OrtRunner:
         spin: let idle intra-op threads spin-wait (onnxruntime's default). Turn it off when
             several sessions are timed in turn: a session's spinning workers would steal the
             cores from the next one.
+        batches: the batch sizes to be timed: ``ort-trt`` builds one engine whose optimization profile covers
+            them (:func:`trt_profile_shapes`); None: no explicit profile (TensorRT's EP then rebuilds its engine
+            for each new batch size, inside the warm-up).
     """
 
     def __init__(self, path: str | Path, runtime: str = "ort-cpu", threads: int | None = None,
-                 profile: bool = False, cache_dir: str | Path | None = None, spin: bool = True):
+                 profile: bool = False, cache_dir: str | Path | None = None, spin: bool = True,
+                 batches: Sequence[int] | None = None):
         try:
             import onnxruntime as ort  # lazy: optional runtime, absent on a TensorRT-only device
         except ImportError:
@@ -397,6 +403,7 @@ class OrtRunner:
         if runtime not in _ORT_PROVIDERS:
             raise RuntimeUnavailable(f"runtime '{runtime}' is not an onnxruntime runtime (have: {', '.join(_ORT_PROVIDERS)})")
         self.path, self.runtime, self.threads, self.spin = Path(path), runtime, threads, spin
+        self.batches = [int(b) for b in batches] if batches else None
         wanted = _ORT_PROVIDERS[runtime]
         if wanted[0] not in ort.get_available_providers():
             raise RuntimeUnavailable(f"runtime '{runtime}' needs {wanted[0]}, not in this onnxruntime "
@@ -418,6 +425,8 @@ class OrtRunner:
         if runtime == "ort-trt":
             self.provider_options = trt_provider_options(_onnx_precision(ort, self.path),
                                                          _cache_dir(Path(cache_dir) if cache_dir else self.path.parent / "trt_cache"))
+            if self.batches:  # one engine for every batch timed, built once, not once per new batch in its warm-up
+                self.provider_options.update(trt_profile_shapes(*onnx_input(self.path), self.batches))
             providers[0] = ("TensorrtExecutionProvider", self.provider_options)
         before = os_threads()
         try:
@@ -445,7 +454,8 @@ class OrtRunner:
 
     def profiled(self) -> OrtRunner:
         """A second session on the same model with the profiler on."""
-        return OrtRunner(self.path, self.runtime, threads=self.threads, profile=True, spin=self.spin)
+        return OrtRunner(self.path, self.runtime, threads=self.threads, profile=True, spin=self.spin,
+                         batches=self.batches)  # the same profile: ort-trt's cached engine serves it
 
     def top_ops(self, k: int = 10) -> list[dict[str, Any]]:
         """Stop profiling and return the ``k`` op types taking most kernel time, with their share."""
@@ -632,6 +642,27 @@ def trt_provider_options(precision: str | None, cache: Path) -> dict[str, Any]:
     return {"trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8",
             "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
+
+
+def trt_profile_shapes(name: str, shape: Sequence[Any], batches: Sequence[int]) -> dict[str, str]:
+    """TensorrtExecutionProvider's explicit optimization profile for input ``name`` (``shape`` as
+    :func:`onnx_input` reads it) covering ``batches``: min the smallest batch, opt and max the largest, in
+    onnxruntime's format (``trt_profile_min_shapes``: ``"input:1x3x224x224"``, as trtexec's ``--minShapes``).
+    Without one, the EP builds an engine for the first shape it sees and rebuilds it for each new batch size,
+    inside the timed batch's warm-up; with one, a single engine serves every batch, and the engine cache keeps it
+    (onnxruntime compares the profile with its cached ``.profile`` file and rebuilds only when they differ). The
+    opt batch is the one TensorRT tunes its kernels for: time ``--batch 1`` alone for an engine tuned at batch 1.
+    Empty (no profile) where the batch dim is fixed or another dim is not static: the EP needs no profile for a
+    static input, and such a model is refused at its batch (:func:`onnx_batch_shape`)."""
+    if not batches or not shape or (isinstance(shape[0], int) and shape[0] > 0):
+        return {}
+    dims = list(shape[1:])
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        return {}
+    lo, hi = min(batches), max(batches)
+    chw = "x".join(str(d) for d in dims)
+    return {"trt_profile_min_shapes": f"{name}:{lo}x{chw}", "trt_profile_opt_shapes": f"{name}:{hi}x{chw}",
+            "trt_profile_max_shapes": f"{name}:{hi}x{chw}"}
 
 
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
@@ -910,10 +941,12 @@ def preload_runtime(runtime: str) -> None:
             importlib.import_module(name)
 
 
-def open_runner(model: str | Path, runtime: str, threads: int | None = None, profile: bool = False) -> Any:
-    """A runner for ``model`` on ``runtime`` (``torch`` is handled by ``distill bench``, not here)."""
+def open_runner(model: str | Path, runtime: str, threads: int | None = None, profile: bool = False,
+                batches: Sequence[int] | None = None) -> Any:
+    """A runner for ``model`` on ``runtime`` (``torch`` is handled by ``distill bench``, not here); ``batches``: the
+    sizes it will time (``ort-trt``'s engine profile)."""
     if runtime in _ORT_PROVIDERS:
-        return OrtRunner(model, runtime, threads=threads, profile=profile)
+        return OrtRunner(model, runtime, threads=threads, profile=profile, batches=batches)
     if runtime == "tensorrt":
         return TensorRTRunner(model, runtime, threads=threads)
     if runtime == "torch":
@@ -1015,7 +1048,8 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
             opts = getattr(runner, "provider_options", None)
             if opts:  # what TensorRT was allowed to pick (fp16/int8 kernels); the schema has no field of its own
                 records[-1][1]["note"] = "TensorrtExecutionProvider " + ", ".join(
-                    f"{k}={v}" for k, v in opts.items() if k in ("trt_fp16_enable", "trt_int8_enable"))
+                    f"{k}={v}" for k, v in opts.items() if k in ("trt_fp16_enable", "trt_int8_enable")
+                    or k.startswith("trt_profile_"))
     if profile:
         # Profile in a separate pass so the profiler's overhead never enters the timed runs.
         for runner, rec in records:
@@ -1217,9 +1251,10 @@ def bench_file(model: str | Path, runtime: str = "ort-cpu", batches: Iterable[in
                warmup: int = 10, iters: int = 50, profile: bool = False, topk: int = 10) -> list[dict[str, Any]]:
     """Load ``model`` (``.onnx`` or TensorRT engine) on ``runtime`` and benchmark it."""
     check_model_file(model, runtime)
+    batches = [int(b) for b in batches]
     preload_runtime(runtime)
     before = rss_mb()
-    runner = open_runner(model, runtime, threads=threads)
+    runner = open_runner(model, runtime, threads=threads, batches=batches)
     gpu = gpu_process_memory_mb if runtime in ("ort-cuda", "ort-trt", "tensorrt") else None
     try:
         return bench_runner(runner, batches, warmup, iters, profile, topk, rss_before_load_mb=before, gpu_peak_mb=gpu)
@@ -1239,10 +1274,11 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
     the next one)."""
     for model in models:
         check_model_file(model, runtime)
+    batches = [int(b) for b in batches]
 
     def open_one(m: str | Path) -> Any:
         if runtime in _ORT_PROVIDERS:
-            return OrtRunner(m, runtime, threads=threads, spin=False)
+            return OrtRunner(m, runtime, threads=threads, spin=False, batches=batches)
         return open_runner(m, runtime, threads=threads)
 
     def reopen(order: list[int]) -> list[Any]:
