@@ -26,7 +26,8 @@ of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`
 An engine built
 by build_engine.sh (its ``ENGINE.source.json`` beside it), or in a copied export folder (export.json beside it) or
 ``distill qad`` folder (qad.json beside it), gets ``engine_source``: the ONNX file it was built from and its sha256
-(:func:`engine_source`), by which ``distill report`` joins it.
+(:func:`engine_source`), by which ``distill report`` joins it; one whose ``ENGINE.source.json`` records another
+TensorRT major version (``trt_major``) than the one loading it is named in one line with the rebuild command.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -889,10 +891,38 @@ def _deserialize_engine(trt: Any, path: Path) -> Any:
         raise RuntimeUnavailable(f"{path}: runtime 'tensorrt' runs a built engine: run the export's "
                                  "build_engine.sh on this device first, or use --runtime ort-trt")
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+    other = _other_version(path, str(trt.__version__))
     if engine is None:
-        raise RuntimeUnavailable(f"{path}: TensorRT could not deserialize the engine (built with another "
+        raise RuntimeUnavailable(other or f"{path}: TensorRT could not deserialize the engine (built with another "
                                  f"TensorRT version or GPU? this is {trt.__version__}): rebuild it here")
+    if other and other not in _SAID:  # deserialized all the same (a version-compatible engine?): said once per run
+        _SAID.add(other)
+        print(f"warning: {other}", file=sys.stderr)
     return engine
+
+
+_SAID: set[str] = set()  # warnings already given (an engine is deserialized for the batch check, then to be timed)
+
+
+def _other_version(engine: Path, version: str) -> str | None:
+    """One line when ``ENGINE.source.json`` says ``engine`` was built by another TensorRT major version than
+    ``version``, the one loading it (``trt_major``, written at build time): engines are not portable across TensorRT
+    versions. None when the majors agree, or there is no such record, or it records other bytes than ``engine``
+    (replaced since the build: :func:`engine_source` says so)."""
+    sidecar = engine.with_name(engine.name + SOURCE_SUFFIX)
+    try:
+        side = json.loads(sidecar.read_text())
+        built, engine_sha = int(side["trt_major"]), str(side.get("engine_sha256", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    loaded = _major(version)
+    if loaded is None or built == loaded:
+        return None
+    if re.fullmatch(r"[0-9a-f]{64}", engine_sha) and engine_sha != sha256_file(engine):
+        return None
+    return (f"{engine}: built with TensorRT {built} (its {sidecar.name}), loaded by TensorRT {version}: TensorRT "
+            f"engines are not portable across versions; rebuild it with this TensorRT: "
+            f"cd {shlex.quote(str(engine.parent))} && ./build_engine.sh")
 
 
 def _engine_input(trt: Any, engine: Any) -> tuple[str, list[int], tuple[int, int] | None]:
