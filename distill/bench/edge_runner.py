@@ -22,7 +22,8 @@ onnxruntime's TensorRT engine and timing caches in ``trt_cache/`` beside the mod
 folder when the model, onnxruntime, TensorRT or the board changes (onnxruntime's TensorRT EP docs); its engine has an
 optimization profile covering the ``--batch`` sizes timed (:func:`trt_profile_shapes`: one engine, not one per batch
 size built inside the warm-up). An int8 file
-of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`` on ``ort-cpu``) is warned about.
+of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`` on ``ort-cpu``), or any int8 file on
+``ort-cuda`` (no int8 kernels there: :func:`flavour_warning`), is warned about.
 An engine built
 by build_engine.sh (its ``ENGINE.source.json`` beside it), or in a copied export folder (export.json beside it) or
 ``distill qad`` folder (qad.json beside it), gets ``engine_source``: the ONNX file it was built from and its sha256
@@ -607,10 +608,19 @@ def flavour_warning(path: str | Path, runtime: str) -> str | None:
     """One line when ``path`` is an int8 file made for another runtime than ``runtime`` (None: nothing to say).
     ``ort-trt`` with the ``ort-cpu`` flavour: uint8 asymmetric activations, which TensorRT's explicit quantization
     (int8, zero point 0) does not take, so the time is not TensorRT's int8; ``ort-cpu`` with the ``tensorrt``
-    flavour: symmetric int8 activations, slower on onnxruntime's CPU kernels than the ``ort-cpu`` flavour."""
-    if runtime not in ("ort-trt", "ort-cpu"):
+    flavour: symmetric int8 activations, slower on onnxruntime's CPU kernels than the ``ort-cpu`` flavour;
+    ``ort-cuda`` with either flavour (none is made for it): onnxruntime fuses Q/DQ around a Conv or MatMul into an
+    int8 kernel (QLinearConv, QLinearMatMul) on its CPU EP (and DirectML, ACL), not on the CUDA EP
+    (``qdq_selector_action_transformer.cc``: the Conv/MatMul rules list no CUDA provider), where the Q/DQ ops run
+    around float kernels: the time is not int8 latency. A ``tensorrt`` engine has no flavour of its own (built from
+    the tensorrt-flavour file): nothing to say."""
+    if runtime not in ("ort-trt", "ort-cpu", "ort-cuda"):
         return None
     flavour = int8_flavour(path)
+    if runtime == "ort-cuda" and flavour:
+        return (f"{path}: an int8 file (the {flavour} flavour) on ort-cuda: onnxruntime's CUDA EP has no int8 Q/DQ "
+                "kernels (the Q/DQ ops run around float convolutions), so this is not int8 latency on the GPU; time "
+                "the tensorrt-flavour file on ort-trt, or its engine (build_engine.sh) with --runtime tensorrt")
     if runtime == "ort-trt" and flavour == "ort-cpu":
         return (f"{path}: an int8 file of the ort-cpu flavour (uint8 asymmetric activations, for onnxruntime's CPU "
                 "kernels) on ort-trt: TensorRT takes int8 Q/DQ with zero point 0, so this is not TensorRT's int8 "
