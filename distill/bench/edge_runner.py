@@ -1075,12 +1075,13 @@ def appending(path: str | Path) -> Iterator[Callable[[str], None]]:
 def end_last_line(path: Path, out: BinaryIO | None = None) -> None:
     """Give the JSON-lines file at ``path`` a newline at its end where it has none (written to ``out``, the file open
     for appending, where given), so that what is appended next is not glued to its last line; a warning only where
-    that line is cut off (not JSON: power loss, kill -9 mid-write; readers skip it, naming it), not for a whole
-    record merely without its newline (echo -n, another tool). Called by :func:`appending`, under its lock."""
+    that line is cut off (power loss, kill -9 mid-write; readers skip it, naming it): it is not JSON, or is longer
+    than :data:`LONGEST_LINE` (no bench record is near it: such a line is not read, let alone parsed). A whole record
+    merely without its newline (echo -n, another tool) gets none. Called by :func:`appending`, under its lock."""
     tail = _unended_last_line(path) if path.is_file() else None
     if tail is None:
         return
-    if not _parses(tail):
+    if len(tail) > LONGEST_LINE or not _parses(tail):
         print(f"warning: {path}: its last line is cut off (not JSON, no newline at the end: an interrupted "
               "write?); appending on a new line (readers skip the cut-off one)", file=sys.stderr)
     if out is not None:
@@ -1090,21 +1091,32 @@ def end_last_line(path: Path, out: BinaryIO | None = None) -> None:
         f.write(b"\n")
 
 
+#: A last line without its newline longer than this (bytes) is cut off, whatever it holds: a bench record is a few
+#: KB (its device, versions and top operators), so a longer line is the start of something else, never read whole
+LONGEST_LINE = 1 << 20
+_BLOCK = 65536
+
+
 def _unended_last_line(path: Path) -> bytes | None:
     """The last line of the file at ``path`` where the file does not end in a newline (else None): read back from
-    the end a block at a time, so a long file is not read whole."""
+    the end a block at a time, each byte once and each block searched once, so a long file is not read whole. Of a
+    line longer than :data:`LONGEST_LINE`, only its last ``LONGEST_LINE`` bytes and up to one block more are read
+    and returned (longer than ``LONGEST_LINE``: cut off, :func:`end_last_line`)."""
     with open(path, "rb") as f:
-        tail, at = b"", f.seek(0, os.SEEK_END)
-        while at > 0:
-            step = min(65536, at)
+        blocks: list[bytes] = []
+        at = end = f.seek(0, os.SEEK_END)
+        while at > 0 and end - at <= LONGEST_LINE:
+            step = min(_BLOCK, at)
             at -= step
             f.seek(at)
-            tail = f.read(step) + tail
-            if tail.endswith(b"\n"):
+            block = f.read(step)
+            if not blocks and block.endswith(b"\n"):
                 return None
-            if (cut := tail.rfind(b"\n")) >= 0:
-                return tail[cut + 1:]
-        return tail or None
+            cut = block.rfind(b"\n")
+            blocks.append(block[cut + 1:])
+            if cut >= 0:
+                break
+        return b"".join(reversed(blocks)) or None
 
 
 def _parses(line: bytes) -> bool:
