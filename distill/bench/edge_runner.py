@@ -1060,8 +1060,9 @@ def appending(path: str | Path) -> Iterator[Callable[[str], None]]:
     is appended to (:func:`write_jsonl`, ``distill.utils.io.append_line``)."""
     path = Path(path)
     with open(path, "ab", buffering=0) as f:
-        if _fcntl is not None:
-            _fcntl.flock(f.fileno(), _fcntl.LOCK_EX)  # released when the file is closed
+        if _fcntl is not None:  # released when the file is closed. A file system without locks (an NFS mount with
+            with contextlib.suppress(OSError):  # no lock service: ENOLCK) goes on unlocked, one write() a line
+                _fcntl.flock(f.fileno(), _fcntl.LOCK_EX)
 
         def write(line: str) -> None:
             data = memoryview((line + "\n").encode("utf-8"))

@@ -137,3 +137,17 @@ def test_a_whole_record_over_several_blocks_without_its_newline_is_read_once_and
     engine_record("/dev/c/model.int8.engine").append_to(path)
     assert capsys.readouterr().err == ""
     assert [r.model for r in BenchRecord.read_lines(path)] == [f"/dev/{x}/model.int8.engine" for x in "abc"]
+
+
+def test_a_file_system_without_locks_still_gets_the_records(tmp_path: Path, monkeypatch) -> None:
+    """flock on an NFS mount without a lock service fails (ENOLCK): the append goes on without the lock."""
+    class NoLocks:
+        LOCK_EX = 2
+
+        @staticmethod
+        def flock(fd: int, op: int) -> None:
+            raise OSError(37, "No locks available")
+    monkeypatch.setattr(edge_runner, "_fcntl", NoLocks)
+    path = tmp_path / "bench.jsonl"
+    edge_runner.write_jsonl([{"i": 0}, {"i": 1}], path)
+    assert path.read_text() == '{"i": 0}\n{"i": 1}\n'
