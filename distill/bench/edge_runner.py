@@ -49,9 +49,15 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+
+_fcntl: Any
+try:  # POSIX (Linux, Jetson, macOS): appends to one bench file take turns (appending)
+    import fcntl as _fcntl
+except ImportError:  # Windows
+    _fcntl = None
 
 SCHEMA = "distill.bench/1"
 RUNTIMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
@@ -1104,48 +1110,88 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
-    """Append records to a JSON-lines file (one record per line; flushed per record). Each gets ``model_relative``:
-    its ``model`` relative to the file's folder, so that the file copied back beside the models it timed (or a tree
-    of results moved whole) still names them, wherever ``distill report`` runs."""
+    """Append records to a JSON-lines file (one record per line, each one write() of its whole line: :func:`appending`,
+    which other processes appending to the file wait for). Each gets ``model_relative``: its ``model`` relative to the
+    file's folder, so that the file copied back beside the models it timed (or a tree of results moved whole) still
+    names them, wherever ``distill report`` runs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    end_last_line(path)
-    with open(path, "a") as f:
-        for r in records:
-            f.write(json.dumps(with_model_relative(r, path), sort_keys=False) + "\n")
-            f.flush()
+    lines = [json.dumps(with_model_relative(r, path), sort_keys=False) for r in records]  # made before the lock
+    with appending(path) as write:
+        for line in lines:
+            write(line)
 
 
-def end_last_line(path: Path) -> None:
-    """Give the JSON-lines file at ``path`` a newline at its end where it has none, so that what is appended next is
-    not glued to its last line; a warning only where that line is not JSON (cut off: power loss, kill -9 mid-write;
-    readers skip it, naming it), not for a whole record merely without its newline (echo -n, another tool). The one
-    rule for every append to a bench file (:func:`write_jsonl`, ``distill.utils.io.append_line``)."""
+@contextlib.contextmanager
+def appending(path: str | Path) -> Iterator[Callable[[str], None]]:
+    """Append lines to the JSON-lines file ``path`` (made where missing): yields ``write(line)``, which writes ``line``
+    (no newline in it) and its newline in ONE write() call of the whole line. The file's last line is ended first
+    (:func:`end_last_line`), and both are done holding an exclusive advisory lock on the file (``flock``, POSIX), so
+    that two processes appending at once (two ``distill bench`` or edge runners, ``BenchRecord.append_to``) neither
+    both end a cut-off line nor take another's record half written for one. Windows has no such lock here
+    (``msvcrt.locking`` locks bytes against reads too, so :func:`end_last_line` could not read the file's end):
+    there, concurrent appends to one file rest on each line being one write() call. The one way every bench file
+    is appended to (:func:`write_jsonl`, ``distill.utils.io.append_line``)."""
+    path = Path(path)
+    with open(path, "ab", buffering=0) as f:
+        if _fcntl is not None:  # released when the file is closed. A file system without locks (an NFS mount with
+            with contextlib.suppress(OSError):  # no lock service: ENOLCK) goes on unlocked, one write() a line
+                _fcntl.flock(f.fileno(), _fcntl.LOCK_EX)
+
+        def write(line: str) -> None:
+            data = memoryview((line + "\n").encode("utf-8"))
+            while data:  # a regular file takes the whole line; a short write (a signal, a full disk) goes on after it
+                data = data[f.write(data) or 0:]
+
+        end_last_line(path, f)
+        yield write
+
+
+def end_last_line(path: Path, out: BinaryIO | None = None) -> None:
+    """Give the JSON-lines file at ``path`` a newline at its end where it has none (written to ``out``, the file open
+    for appending, where given), so that what is appended next is not glued to its last line; a warning only where
+    that line is cut off (power loss, kill -9 mid-write; readers skip it, naming it): it is not JSON, or is longer
+    than :data:`LONGEST_LINE` (no bench record is near it: such a line is not read, let alone parsed). A whole record
+    merely without its newline (echo -n, another tool) gets none. Called by :func:`appending`, under its lock."""
     tail = _unended_last_line(path) if path.is_file() else None
     if tail is None:
         return
-    if not _parses(tail):
+    if len(tail) > LONGEST_LINE or not _parses(tail):
         print(f"warning: {path}: its last line is cut off (not JSON, no newline at the end: an interrupted "
               "write?); appending on a new line (readers skip the cut-off one)", file=sys.stderr)
-    with open(path, "a") as f:
-        f.write("\n")
+    if out is not None:
+        out.write(b"\n")
+        return
+    with open(path, "ab") as f:
+        f.write(b"\n")
+
+
+#: A last line without its newline longer than this (bytes) is cut off, whatever it holds: a bench record is a few
+#: KB (its device, versions and top operators), so a longer line is the start of something else, never read whole
+LONGEST_LINE = 1 << 20
+_BLOCK = 65536
 
 
 def _unended_last_line(path: Path) -> bytes | None:
     """The last line of the file at ``path`` where the file does not end in a newline (else None): read back from
-    the end a block at a time, so a long file is not read whole."""
+    the end a block at a time, each byte once and each block searched once, so a long file is not read whole. Of a
+    line longer than :data:`LONGEST_LINE`, only its last ``LONGEST_LINE`` bytes and up to one block more are read
+    and returned (longer than ``LONGEST_LINE``: cut off, :func:`end_last_line`)."""
     with open(path, "rb") as f:
-        tail, at = b"", f.seek(0, os.SEEK_END)
-        while at > 0:
-            step = min(65536, at)
+        blocks: list[bytes] = []
+        at = end = f.seek(0, os.SEEK_END)
+        while at > 0 and end - at <= LONGEST_LINE:
+            step = min(_BLOCK, at)
             at -= step
             f.seek(at)
-            tail = f.read(step) + tail
-            if tail.endswith(b"\n"):
+            block = f.read(step)
+            if not blocks and block.endswith(b"\n"):
                 return None
-            if (cut := tail.rfind(b"\n")) >= 0:
-                return tail[cut + 1:]
-        return tail or None
+            cut = block.rfind(b"\n")
+            blocks.append(block[cut + 1:])
+            if cut >= 0:
+                break
+        return b"".join(reversed(blocks)) or None
 
 
 def _parses(line: bytes) -> bool:

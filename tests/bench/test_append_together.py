@@ -1,0 +1,153 @@
+"""Appends to one bench file: two processes at once, and the read-back of a huge last line without its newline.
+
+Two ``distill bench`` or edge runners (or ``BenchRecord.append_to``) appending to one ``.jsonl`` at once each looked
+at the file's last line (``end_last_line``) and then wrote, with nothing between them: both could find the same
+cut-off line and both end it (a blank line, the warning twice), or one could read another's record half written
+and call it cut off. Appends now take turns on an advisory lock held around both (POSIX).
+
+The last line's read-back glued each 64 KiB block before the tail and searched the whole tail again per block
+(quadratic on a 32 MB line) and read a line of any length whole: now each block is read and searched once, and no
+more than ``LONGEST_LINE`` (1 MiB) and a block is read (a longer line is cut off: no record is near that long).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import distill.bench.edge_runner as edge_runner
+from distill.records import BenchRecord
+from tests.report.test_engine_join import engine_record
+
+N = 15  # records per process
+PAD = 200_000  # bytes of padding in each bench runner's record: the write of one takes a while
+
+
+def _append(path: str, who: str, start: Any) -> None:
+    """One process: ``N`` records, as the edge runner (``write_jsonl``) or ``BenchRecord.append_to`` writes them.
+    Where the file's last line has no newline, it waits a little after reading it: both processes then read it
+    before either ends it, unless appends take turns."""
+    read = edge_runner._unended_last_line
+
+    def slow_read(p: Path) -> bytes | None:
+        tail = read(p)
+        if tail is not None:
+            time.sleep(0.2)
+        return tail
+    edge_runner._unended_last_line = slow_read  # type: ignore[assignment]
+    start.wait()
+    for i in range(N):
+        if who == "runner":
+            edge_runner.write_jsonl([{"who": who, "i": i, "pad": "x" * PAD}], path)
+        else:
+            engine_record(f"/dev/{who}/{i}.engine").append_to(path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no lock on Windows (edge_runner.appending)")
+def test_two_processes_appending_at_once_leave_whole_lines_and_one_warning(tmp_path: Path, capfd) -> None:
+    path = tmp_path / "bench.jsonl"
+    path.write_bytes(b'{"schema": "distill.bench/1", "mod')  # a record cut off by kill -9
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_append, args=(str(path), who, start)) for who in ("runner", "record")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    lines = path.read_bytes().split(b"\n")
+    assert lines[0] == b'{"schema": "distill.bench/1", "mod' and lines[-1] == b""
+    parsed = [json.loads(line) for line in lines[1:-1]]  # every other line whole (no blank one, none glued)
+    assert sorted(r["i"] for r in parsed if r.get("who") == "runner") == list(range(N))
+    assert sorted(r["model"] for r in parsed if "who" not in r) == sorted(f"/dev/record/{i}.engine" for i in range(N))
+    assert capfd.readouterr().err.count("last line is cut off") == 1
+
+
+class _CountingFile:
+    """A file read back by ``_unended_last_line``: where (offset, length) each read was."""
+
+    def __init__(self, f: Any, reads: list[tuple[int, int]]) -> None:
+        self.f, self.reads = f, reads
+
+    def __enter__(self) -> _CountingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+    def seek(self, *args: int) -> int:
+        return self.f.seek(*args)
+
+    def read(self, n: int = -1) -> bytes:
+        at = self.f.tell()
+        data = self.f.read(n)
+        self.reads.append((at, len(data)))
+        return data
+
+
+def _counted(monkeypatch) -> list[tuple[int, int]]:
+    reads: list[tuple[int, int]] = []
+    monkeypatch.setattr(edge_runner, "open", lambda *a, **k: _CountingFile(open(*a, **k), reads), raising=False)
+    return reads
+
+
+def _each_byte_once(reads: list[tuple[int, int]]) -> bool:
+    spans = sorted(reads)
+    return all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:]))
+
+
+def test_a_huge_cut_off_last_line_is_read_back_only_in_part_and_each_byte_once(tmp_path: Path, monkeypatch,
+                                                                             capsys) -> None:
+    path = tmp_path / "bench.jsonl"
+    engine_record("/dev/a/model.int8.engine").append_to(path)
+    with open(path, "ab") as f:
+        f.write(b'{"schema": "distill.bench/1", "pad": "' + b"x" * (3 << 20))  # 3 MiB, cut off
+    reads = _counted(monkeypatch)
+    tail = edge_runner._unended_last_line(path)
+    assert tail is not None and tail.endswith(b"xxx") and len(tail) > 1 << 20
+    read = sum(n for _, n in reads)
+    assert read <= (1 << 20) + 65536 and _each_byte_once(reads), (read, len(reads))
+    monkeypatch.undo()
+    capsys.readouterr()
+    engine_record("/dev/b/model.int8.engine").append_to(path)
+    assert capsys.readouterr().err.count("last line is cut off") == 1
+    skipped: list[tuple[int, str]] = []
+    assert [r.model for r in BenchRecord.read_lines(path, skipped)] == ["/dev/a/model.int8.engine",
+                                                                       "/dev/b/model.int8.engine"]
+    assert [n for n, _ in skipped] == [2]
+
+
+def test_a_whole_record_over_several_blocks_without_its_newline_is_read_once_and_kept(tmp_path: Path, monkeypatch,
+                                                                                     capsys) -> None:
+    path = tmp_path / "bench.jsonl"
+    engine_record("/dev/a/model.int8.engine").append_to(path)
+    big = {**engine_record("/dev/b/model.int8.engine").to_dict(), "model_meta": {"note": "y" * 300_000}}
+    with open(path, "ab") as f:
+        f.write(json.dumps(big).encode())  # a whole record (5 blocks) without its newline
+    reads = _counted(monkeypatch)
+    assert edge_runner._unended_last_line(path) == json.dumps(big).encode()
+    assert _each_byte_once(reads) and sum(n for _, n in reads) == path.stat().st_size  # the small file: once
+    monkeypatch.undo()
+    capsys.readouterr()
+    engine_record("/dev/c/model.int8.engine").append_to(path)
+    assert capsys.readouterr().err == ""
+    assert [r.model for r in BenchRecord.read_lines(path)] == [f"/dev/{x}/model.int8.engine" for x in "abc"]
+
+
+def test_a_file_system_without_locks_still_gets_the_records(tmp_path: Path, monkeypatch) -> None:
+    """flock on an NFS mount without a lock service fails (ENOLCK): the append goes on without the lock."""
+    class NoLocks:
+        LOCK_EX = 2
+
+        @staticmethod
+        def flock(fd: int, op: int) -> None:
+            raise OSError(37, "No locks available")
+    monkeypatch.setattr(edge_runner, "_fcntl", NoLocks)
+    path = tmp_path / "bench.jsonl"
+    edge_runner.write_jsonl([{"i": 0}, {"i": 1}], path)
+    assert path.read_text() == '{"i": 0}\n{"i": 1}\n'
