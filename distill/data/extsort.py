@@ -57,8 +57,8 @@ def external_sort(runs: Iterable[list[str]], stack: ExitStack, fallback: Callabl
             try:
                 written.append(_append(out, [_encode(run)]))
                 continue
-            except OSError as err:  # full: this run and the rest in memory (runs already written stay good)
-                fallback(err, IN_MEMORY)
+            except _NoRoom as full:  # this run and the rest in memory (runs already written stay good)
+                fallback(full.err, IN_MEMORY)
                 out = None
         kept.append(run)
     if out is not None:
@@ -76,10 +76,10 @@ def _merge_down(f: IO[bytes], runs: list[Span], fallback: Callable[[OSError, str
     fan_in = max(2, MERGE_FAN_IN)
     while len(runs) > fan_in:
         take = (len(runs) - 2) % (fan_in - 1) + 2  # 2..fan_in; what is left then is 1 mod (fan_in - 1)
-        try:
+        try:  # an error reading the runs is not one of room: it goes out as it is
             merged = _append(f, _blocks(heapq.merge(*(_read(f, *span) for span in runs[:take]))))
-        except OSError as err:
-            fallback(err, f"merging its {len(runs)} sorted runs at once instead (a read block each: memory grows "
+        except _NoRoom as full:
+            fallback(full.err, f"merging its {len(runs)} sorted runs at once instead (a read block each: memory grows "
                           "with the folder)")
             break
         runs = runs[take:] + [merged]
@@ -105,25 +105,34 @@ def _blocks(records: Iterator[str]) -> Iterator[bytes]:
         yield _encode(block)
 
 
+class _NoRoom(Exception):
+    """The temporary file took no more (``err``: why); it was cut back to where it ended before."""
+
+    def __init__(self, err: OSError) -> None:
+        super().__init__(err)
+        self.err = err
+
+
 def _append(f: IO[bytes], blocks: Iterable[bytes]) -> Span:
     """``blocks`` written at the end of ``f`` (reads may move its position between them): the span they fill. Raises
-    OSError where ``f`` takes no more, with ``f`` cut back to where it ended before: ``f`` is unbuffered, so no byte
-    that failed is left in a buffer to fail again at a later seek or at close (review 4 finding 2, session 29)."""
+    :class:`_NoRoom` where ``f`` takes no more, with ``f`` cut back to where it ended before: ``f`` is unbuffered, so
+    no byte that failed is left in a buffer to fail again at a later seek or at close (review 4 finding 2, session
+    29). An error making ``blocks`` (reading the runs merged) goes out as it is."""
     start = pos = f.seek(0, os.SEEK_END)
-    try:
-        for block in blocks:
-            data = memoryview(block)
-            while data:
+    for block in blocks:
+        data = memoryview(block)
+        while data:
+            try:
                 f.seek(pos)
                 took = f.write(data)
                 if not took:
                     raise OSError(errno.ENOSPC, "the temporary file took no more bytes")
-                pos += took
-                data = data[took:]
-    except OSError:
-        with suppress(OSError):
-            f.truncate(start)
-        raise
+            except OSError as err:
+                with suppress(OSError):
+                    f.truncate(start)
+                raise _NoRoom(err) from err
+            pos += took
+            data = data[took:]
     return start, pos
 
 

@@ -110,3 +110,16 @@ def test_no_temporary_file_sorts_in_memory(monkeypatch, told):
     items = _strings(random.Random(1), 100)
     assert _sort(_runs(random.Random(2), items), told) == sorted(items)
     assert told == [f"[Errno 30] Read-only file system; {extsort.IN_MEMORY}"]
+
+
+def test_an_error_reading_the_runs_while_merging_goes_out_as_it_is(tmp_path, monkeypatch, told):
+    """Only a write that finds no room means "merge the runs left at once": an I/O error reading a run is raised."""
+    monkeypatch.setattr(extsort, "MERGE_FAN_IN", 2)
+
+    class Failing(io.FileIO):
+        def read(self, size=-1):  # type: ignore[override]
+            raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(extsort.tempfile, "TemporaryFile", lambda *a, **k: Failing(tmp_path / "spill", "w+b"))
+    with pytest.raises(OSError, match="Input/output error"):
+        _sort([["b", "a"], ["d", "c"], ["e"]], told)
+    assert told == []
