@@ -5,11 +5,11 @@ The listing (:func:`distill.data.listing.walk_images`) sorts a folder of more th
 this way, its runs of that many ``name NUL kind`` records. Until session 30 every run was merged at once (one read
 block each: N / 65536 of them, ~17 MB at 10^7 entries in one folder, ~170 MB at 10^8); now, while there are more
 than :data:`MERGE_FAN_IN` (64) runs, the first few (as many as make every later merge a full one) are merged into a
-new run at the file's end, so what the merge holds is at most 64 read blocks plus one block being written (a few
-MB), whatever the folder's size. What it costs: more than 64 runs (4.2 million entries at the default chunk) are
+new run at the file's end, so what the merge holds is at most 64 read blocks plus one block being written (~6 MB
+measured), whatever the folder's size. What it costs: more than 64 runs (4.2 million entries at the default chunk) are
 read and written once more per level of merging (each record about once more up to 268 million), and the file
-keeps the merged-away runs until it is closed: its size is the records' bytes times the levels (twice the records
-up to 268 million entries). The output is the same: ``str`` order (``heapq.merge`` of runs each sorted by
+keeps the merged-away runs until it is closed: its size is the records' bytes times the levels (up to twice the
+records up to 268 million entries). The output is the same: ``str`` order (``heapq.merge`` of runs each sorted by
 ``list.sort``), non-UTF-8 names' surrogate escapes kept exactly (``surrogatepass``). Where the temporary folder
 takes no file, or fills while the runs are written, the rest is kept in memory; where it fills while runs are
 merged, the runs left are merged all at once (as before); either way the caller is told (``fallback``).
