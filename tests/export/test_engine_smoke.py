@@ -87,7 +87,8 @@ def test_an_engine_that_does_not_run_fails_the_build_and_is_removed(tmp_path: Pa
     assert "built 3 engine(s)" not in proc.stdout
 
 
-def test_skip_check_skips_the_run_too(tmp_path: Path) -> None:
-    folder = _folder(tmp_path, "model.fp32.onnx")
+@pytest.mark.parametrize("reference", ["model.fp32.onnx", None])  # review 1: without calibration images too
+def test_skip_check_skips_the_run_too(tmp_path: Path, reference: str | None) -> None:
+    folder = _folder(tmp_path, reference)
     proc, calls = _run(folder, tmp_path, env={"SKIP_CHECK": "1"})
     assert proc.returncode == 0 and len(calls) == 3 and _smoke_runs(calls) == {}, proc.stderr
