@@ -439,7 +439,22 @@ class OrtRunner:
             providers[0] = ("TensorrtExecutionProvider", self.provider_options)
         before = os_threads()
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+            try:
+                self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+            except Exception as e:
+                explicit = [k for k in self.provider_options if k.startswith("trt_profile_")]
+                if not explicit or _PARTITIONED not in str(e):
+                    raise
+                # TensorRT's EP takes explicit profiles only where they name every dynamic input of every TensorRT
+                # subgraph: a graph it partitions (an op TensorRT does not take runs on CUDA or the CPU) has others.
+                # Timed as before the profile was given: the EP's own profiles, rebuilt per new batch size.
+                print(f"warning: {self.path}: onnxruntime's TensorRT EP splits this graph into several TensorRT "
+                      "subgraphs, so it takes no explicit optimization profile for its input; timed without one "
+                      "(the EP rebuilds its engine for each new batch size, inside that batch's warm-up)",
+                      file=sys.stderr)
+                for k in explicit:  # the dict in providers[0] too: the retry and the record's note go without it
+                    del self.provider_options[k]
+                self.session = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:  # onnxruntime's own InvalidProtobuf / InvalidGraph / Fail: a corrupt or non-ONNX file
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise RuntimeUnavailable(f"{self.path}: onnxruntime cannot load it: {first}") from None
@@ -660,6 +675,11 @@ def trt_provider_options(precision: str | None, cache: Path) -> dict[str, Any]:
     return {"trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8",
             "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
+
+
+#: onnxruntime's TensorRT EP refusing explicit profiles that do not cover a TensorRT subgraph's dynamic inputs
+#: (``tensorrt_execution_provider.cc``: "User needs to provide all the dynamic shape inputs with associated profiles")
+_PARTITIONED = "dynamic shape inputs with associated profiles"
 
 
 def trt_profile_shapes(name: str, shape: Sequence[Any], batches: Sequence[int]) -> dict[str, str]:

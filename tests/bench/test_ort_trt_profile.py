@@ -81,3 +81,37 @@ def test_the_record_notes_the_profile(tmp_path: Path) -> None:
     assert rec["note"] == ("TensorrtExecutionProvider trt_fp16_enable=False, trt_int8_enable=False, "
                            "trt_profile_min_shapes=input:1x3, trt_profile_opt_shapes=input:2x3, "
                            "trt_profile_max_shapes=input:2x3")
+
+
+def test_a_graph_the_ep_partitions_is_timed_without_the_profile(monkeypatch, tmp_path: Path, capsys) -> None:
+    """Review 1: onnxruntime's TensorRT EP refuses explicit profiles that leave a TensorRT subgraph's dynamic input
+    out, as in any graph it partitions (an op TensorRT does not take runs on CUDA or the CPU): such a model, timed
+    before the profile was given, is timed without it (a warning), not refused."""
+    made = _fake_onnxruntime(monkeypatch, "int8")
+    session = edge_runner.sys.modules["onnxruntime"].InferenceSession
+
+    class Partitioned(session):
+        def __init__(self, path, so, providers) -> None:
+            super().__init__(path, so, providers)
+            if isinstance(providers[0], tuple) and any(k.startswith("trt_profile_") for k in providers[0][1]):
+                raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : User needs to provide all the dynamic shape "
+                                   "inputs with associated profiles if they want to explicitly set profiles through "
+                                   "provider options.\nFollowing input(s) has no associated shape profiles provided: "
+                                   "/conv/Conv_output_0")
+    monkeypatch.setattr(edge_runner.sys.modules["onnxruntime"], "InferenceSession", Partitioned)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"onnx")
+    runner = edge_runner.OrtRunner(model, "ort-trt", batches=[1, 8])
+    assert not any(k in runner.provider_options for k in PROFILE_KEYS)
+    assert len([p for p in made if isinstance(p[0], tuple)]) == 2  # tried with the profile, then made without it
+    assert runner.provider_options["trt_int8_enable"] is True  # the rest as before
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 1 and "timed without one" in err
+    monkeypatch.setattr(edge_runner.sys.modules["onnxruntime"], "InferenceSession", session)  # other errors: as before
+
+    class Corrupt(session):
+        def __init__(self, path, so, providers) -> None:
+            raise RuntimeError("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model failed")
+    monkeypatch.setattr(edge_runner.sys.modules["onnxruntime"], "InferenceSession", Corrupt)
+    with pytest.raises(edge_runner.RuntimeUnavailable, match="cannot load it: .*INVALID_PROTOBUF"):
+        edge_runner.OrtRunner(model, "ort-trt", batches=[1, 8])
