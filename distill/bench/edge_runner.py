@@ -694,6 +694,8 @@ def trt_profile_shapes(name: str, shape: Sequence[Any], batches: Sequence[int]) 
     static input, and such a model is refused at its batch (:func:`onnx_batch_shape`)."""
     if not batches or not shape or (isinstance(shape[0], int) and shape[0] > 0):
         return {}
+    if ":" in name or "," in name:  # onnxruntime splits the option at "," and a pair at its first ":" (input:0 of a
+        return {}  # converted TensorFlow graph): such a name cannot be given a profile
     dims = list(shape[1:])
     if not all(isinstance(d, int) and d > 0 for d in dims):
         return {}

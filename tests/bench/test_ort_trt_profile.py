@@ -115,3 +115,10 @@ def test_a_graph_the_ep_partitions_is_timed_without_the_profile(monkeypatch, tmp
     monkeypatch.setattr(edge_runner.sys.modules["onnxruntime"], "InferenceSession", Corrupt)
     with pytest.raises(edge_runner.RuntimeUnavailable, match="cannot load it: .*INVALID_PROTOBUF"):
         edge_runner.OrtRunner(model, "ort-trt", batches=[1, 8])
+
+
+@pytest.mark.parametrize("name", ["input:0", "a,b"])
+def test_a_name_onnxruntime_cannot_parse_gets_no_profile(name: str) -> None:
+    """Review 1: onnxruntime reads ``trt_profile_*_shapes`` as ``name:dims`` pairs split at "," and each at its first
+    ":" (``MakeInputNameShapePair``), so ``input:0:1x3x224x224`` names input ``input`` with the dims ``0``."""
+    assert edge_runner.trt_profile_shapes(name, ["batch", 3, 224, 224], [1, 8]) == {}
