@@ -15,8 +15,10 @@ run by polygraphy on those images next to ONNX Runtime on the ONNX it was built 
 fp32 ONNX), and :mod:`distill.export.engine_check` prints the top-1 agreement of each pair. Without
 polygraphy or calibration images each engine is run once by ``trtexec --loadEngine`` (at the profile's opt
 batch; ``--iterations``, ``--warmUp``, ``--duration`` and ``--shapes`` are trtexec's inference options in
-TensorRT 10.3 and 11.x alike, ``samples/common/sampleOptions.cpp``), so a broken engine fails (and is removed) at
-build time rather than when the edge runner first times it. ``SKIP_CHECK=1`` skips both.
+TensorRT 10.3 and 11.x alike, ``samples/common/sampleOptions.cpp``), so a broken engine fails at build time rather
+than when the edge runner first times it: every engine is run, a failing one is moved aside (``ENGINE.failed``, with
+``ENGINE.smoke.log``; not deleted, since the failure may be transient), then one line names the failures and the
+script exits 1. ``SKIP_CHECK=1`` skips both.
 
 Each engine built gets ``ENGINE.source.json`` beside it: the ONNX file it was built from, that file's sha256 and the
 engine's, at build time. The edge runner's ``engine_source`` reads it, so a record names the bytes the engine was built
@@ -47,6 +49,7 @@ CHECK_SCRIPT = "tensorrt_check.py"      # engine_check.py, copied: polygraphy's 
 CHECK_IMAGES_FILE = engine_check.IMAGES_FILE
 CHECK_DIR = "tensorrt_check"            # written on the device: polygraphy's saved outputs and log
 CHECK_IMAGES = 256                      # calibration images the engines are checked on, at most
+_ASIDE = (".failed", ".smoke.log")      # ENGINE + these: an engine whose trtexec run failed, moved aside, and its log
 
 _DETECT = r"""
 # Which TensorRT: TRT_MAJOR=10|11 overrides; else trtexec's banner ("[TensorRT v100300]" is 10.3.0,
@@ -141,18 +144,31 @@ record_source() {  # record_source ENGINE ONNX: ENGINE.source.json, what ENGINE 
 _SMOKE = r"""
 # smoke ENGINE: one inference by trtexec, where no polygraphy check runs the engines (no polygraphy, or no calibration
 # images): a broken engine fails here, at build time, not when it is first timed. Its log is kept only if it fails.
+# A failing engine is moved aside (ENGINE.failed: the edge runner does not take it, and a long build is not lost to a
+# transient failure such as a busy GPU); every engine is run, then one line names the failures and the script fails.
+SMOKE_FAILED=()
 smoke() {
     local log="$1.smoke.log"
     if "$TRTEXEC" --loadEngine="$1" --shapes=%(shapes)s --iterations=1 --warmUp=0 --duration=0 >"$log" 2>&1; then
         rm -f "$log"; echo "$1: ran once (trtexec --loadEngine, batch %(batch)d)"; return 0
     fi
     tail -n 20 "$log" >&2
-    rm -f "$1" "$1.source.json"
-    echo "$1 was built but does not run (trtexec --loadEngine=$1 --iterations=1 failed; its log: $log): removed it" >&2
-    exit 1
+    mv -f "$1" "$1.failed"
+    echo "$1 was built but does not run (trtexec --loadEngine=$1 --iterations=1 failed; its log: $log): moved aside" \
+        "to $1.failed so it is not timed; if the failure was transient (GPU busy), put it back: mv $1.failed $1" >&2
+    SMOKE_FAILED+=("$1")
 }
-smoke_all() { local e; for e in ${BUILT[@]+"${BUILT[@]}"}; do smoke "$e"; done; }
+smoke_all() {
+    local e
+    for e in ${BUILT[@]+"${BUILT[@]}"}; do smoke "$e"; done
+    if [ ${#SMOKE_FAILED[@]} -gt 0 ]; then
+        echo "${#SMOKE_FAILED[@]} of ${#BUILT[@]} engine(s) failed to run: ${SMOKE_FAILED[*]} (each moved aside as" \
+            "ENGINE.failed, its log ENGINE.smoke.log)" >&2
+        exit 1
+    fi
+}
 """
+
 
 _CHECK = r"""
 # Each engine vs ONNX Runtime on the export's calibration images (polygraphy), as top-1 agreement.
@@ -258,7 +274,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         'POLYGRAPHY="${POLYGRAPHY:-polygraphy}"',
         *_START.strip("\n").splitlines(),
         *(_DETECT % {"min": MIN_MAJOR, "jetpack": JETPACK_NOTE}).strip("\n").splitlines(),
-        f"rm -f {' '.join(shlex.quote(n) for e in engines for n in (e['engine'], e['engine'] + SOURCE_SUFFIX))}"
+        f"rm -f {' '.join(shlex.quote(e['engine'] + s) for e in engines for s in ('', SOURCE_SUFFIX, *_ASIDE))}"
         "  # a failed build leaves no engine of an earlier run",
         f'if [ "$TRT_MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then',
         '    echo "TensorRT $TRT_MAJOR: strongly typed networks (precision from each ONNX)"',

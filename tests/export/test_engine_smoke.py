@@ -66,25 +66,63 @@ def test_each_engine_runs_once_without_a_polygraphy_check(tmp_path: Path, banner
     assert not list(folder.glob("*.smoke.log"))  # kept only when a run fails
 
 
-def test_an_engine_that_does_not_run_fails_the_build_and_is_removed(tmp_path: Path) -> None:
-    folder = _folder(tmp_path, "model.fp32.onnx")
-    failing = tmp_path / "failbin"
-    failing.mkdir()
-    (failing / "trtexec").write_text(
+def _failing_trtexec(tmp_path: Path, *failing: str) -> Path:
+    """A fake trtexec whose ``--loadEngine`` of each of ``failing`` fails (out of memory); it logs every call."""
+    bin_dir = tmp_path / "failbin"
+    bin_dir.mkdir()
+    cases = "".join(f'  --loadEngine={e}) echo "[E] Error[2]: out of memory"; exit 2;;\n' for e in failing)
+    (bin_dir / "trtexec").write_text(
         '#!/usr/bin/env bash\nfor a in "$@"; do [ "$a" = --help ] && { echo "[TensorRT v100300]"; exit 0; }; done\n'
-        'for a in "$@"; do case "$a" in --saveEngine=*) echo engine > "${a#--saveEngine=}";;\n'
-        '  --loadEngine=model.fp16.engine) echo "[E] Error[2]: out of memory"; exit 2;; esac; done\n')
-    (failing / "trtexec").chmod(0o755)
-    proc, _ = _run(folder, tmp_path, trtexec=failing / "trtexec")
+        'echo "$@" >> "$TRTEXEC_LOG"\n'
+        'for a in "$@"; do case "$a" in --saveEngine=*) echo "engine ${a#--saveEngine=}" > "${a#--saveEngine=}";;\n'
+        f'{cases}  esac; done\n')
+    (bin_dir / "trtexec").chmod(0o755)
+    return bin_dir / "trtexec"
+
+
+@pytest.mark.parametrize("reference", ["model.fp32.onnx", None])  # polygraphy missing; no calibration images
+def test_an_engine_that_does_not_run_is_moved_aside_and_the_rest_still_run(tmp_path: Path,
+                                                                           reference: str | None) -> None:
+    """Review 1 (L3): the engine is moved aside, not deleted (a transient failure, a busy GPU, would lose a long Orin
+    build); the engines after it are still run; one line names the failures; the script fails at the end."""
+    folder = _folder(tmp_path, reference)
+    proc, calls = _run(folder, tmp_path, trtexec=_failing_trtexec(tmp_path, "model.fp32.engine"))
     assert proc.returncode == 1
+    assert list(_smoke_runs(calls)) == ["model.fp32.engine", "model.fp16.engine", "model.int8.engine"], proc.stderr
     said = [line for line in proc.stderr.splitlines() if "does not run" in line]
-    assert len(said) == 1 and said[0].startswith("model.fp16.engine was built but does not run"), proc.stderr
-    assert "its log: model.fp16.engine.smoke.log" in said[0] and "removed it" in said[0]
+    assert len(said) == 1 and said[0].startswith("model.fp32.engine was built but does not run"), proc.stderr
+    assert "its log: model.fp32.engine.smoke.log" in said[0]
+    assert "moved aside to model.fp32.engine.failed" in said[0]
+    assert "mv model.fp32.engine.failed model.fp32.engine" in said[0]  # how to put it back
     assert "[E] Error[2]: out of memory" in proc.stderr  # trtexec's last lines
-    assert not (folder / "model.fp16.engine").exists() and not (folder / "model.fp16.engine.source.json").exists()
-    assert (folder / "model.fp16.engine.smoke.log").is_file()
-    assert (folder / "model.fp32.engine").is_file()  # ran before it: kept
+    assert proc.stderr.rstrip().splitlines()[-1].startswith(
+        "1 of 3 engine(s) failed to run: model.fp32.engine (each moved aside as ENGINE.failed")
+    assert not (folder / "model.fp32.engine").exists()  # the runner cannot time it as if good
+    assert (folder / "model.fp32.engine.failed").read_text() == "engine model.fp32.engine\n"  # kept, bytes intact
+    assert (folder / "model.fp32.engine.source.json").is_file()  # still right once it is moved back
+    assert (folder / "model.fp32.engine.smoke.log").is_file()
+    assert (folder / "model.fp16.engine").is_file() and (folder / "model.int8.engine").is_file()  # ran: kept
+    assert not (folder / "model.fp16.engine.smoke.log").exists()
     assert "built 3 engine(s)" not in proc.stdout
+
+
+def test_every_failing_engine_is_named_once(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, None)
+    proc, calls = _run(folder, tmp_path, trtexec=_failing_trtexec(tmp_path, "model.fp16.engine", "model.int8.engine"))
+    assert proc.returncode == 1 and len(_smoke_runs(calls)) == 3
+    assert [line for line in proc.stderr.splitlines() if "failed to run" in line] == [
+        "2 of 3 engine(s) failed to run: model.fp16.engine model.int8.engine (each moved aside as ENGINE.failed,"
+        " its log ENGINE.smoke.log)"]
+    assert sorted(p.name for p in folder.glob("*.failed")) == ["model.fp16.engine.failed", "model.int8.engine.failed"]
+
+
+def test_a_rebuild_clears_what_an_earlier_failure_moved_aside(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, None)
+    (folder / "model.fp16.engine.failed").write_text("old")
+    (folder / "model.fp16.engine.smoke.log").write_text("old")
+    proc, _ = _run(folder, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not (folder / "model.fp16.engine.failed").exists() and not (folder / "model.fp16.engine.smoke.log").exists()
 
 
 @pytest.mark.parametrize("reference", ["model.fp32.onnx", None])  # review 1: without calibration images too
