@@ -23,7 +23,7 @@ folder when the model, onnxruntime, TensorRT or the board changes (onnxruntime's
 optimization profile covering the ``--batch`` sizes timed (:func:`trt_profile_shapes`: one engine, not one per batch
 size built inside the warm-up). An int8 file
 of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`` on ``ort-cpu``), or any int8 file on
-``ort-cuda`` (no int8 kernels there: :func:`flavour_warning`), is warned about.
+``ort-cuda`` (Q/DQ ops but no fused int8 convolution kernels there: :func:`flavour_warning`), is warned about.
 An engine built
 by build_engine.sh (its ``ENGINE.source.json`` beside it), or in a copied export folder (export.json beside it) or
 ``distill qad`` folder (qad.json beside it), gets ``engine_source``: the ONNX file it was built from and its sha256
@@ -639,8 +639,9 @@ def flavour_warning(path: str | Path, runtime: str) -> str | None:
         return None
     flavour = int8_flavour(path)
     if runtime == "ort-cuda" and flavour:
-        return (f"{path}: an int8 file (the {flavour} flavour) on ort-cuda: onnxruntime's CUDA EP has no int8 Q/DQ "
-                "kernels (the Q/DQ ops run around float convolutions), so this is not int8 latency on the GPU; time "
+        return (f"{path}: an int8 file (the {flavour} flavour) on ort-cuda: onnxruntime's CUDA EP runs the Q/DQ ops "
+                "but does not fuse them into int8 convolution/MatMul kernels (the convolutions run in float between "
+                "them), so this is not int8 latency on the GPU; time "
                 "the tensorrt-flavour file on ort-trt, or its engine (build_engine.sh) with --runtime tensorrt")
     if runtime == "ort-trt" and flavour == "ort-cpu":
         return (f"{path}: an int8 file of the ort-cpu flavour (uint8 asymmetric activations, for onnxruntime's CPU "

@@ -90,3 +90,11 @@ def test_ort_cuda_warns_before_it_loads_and_not_for_a_float_file(small_onnx: Pat
     err = capsys.readouterr().err.splitlines()
     assert err and err[0].startswith("warning: ") and "on ort-cuda" in err[0] and "not int8 latency" in err[0], err
     assert edge_runner.flavour_warning(small_onnx, "ort-cuda") is None
+
+
+def test_ort_cuda_warning_says_what_the_cuda_ep_lacks(small_onnx: Path, tmp_path: Path) -> None:
+    """Review 1 (L4): the CUDA EP does have QuantizeLinear/DequantizeLinear kernels; what it lacks is onnxruntime's
+    QDQ fusion into int8 convolutions (registered for the CPU, DirectML and ACL EPs only)."""
+    warning = edge_runner.flavour_warning(_int8(small_onnx, tmp_path, "ort-cpu"), "ort-cuda") or ""
+    assert "no int8 Q/DQ" not in warning
+    assert "runs the Q/DQ ops but does not fuse them into int8 convolution/MatMul kernels" in warning
