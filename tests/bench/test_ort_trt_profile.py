@@ -40,17 +40,20 @@ def test_one_batch_is_min_opt_and_max(monkeypatch, tmp_path: Path) -> None:
 
 
 def test_bench_file_passes_its_batches_and_the_record_notes_the_profile(monkeypatch, tmp_path: Path) -> None:
+    """The note is the one bench_file's own records carry (review 1, L5: it was built by a stub in this test)."""
     made = _fake_onnxruntime(monkeypatch, "fp32")
+    ran: list[tuple[int, ...]] = []
+    session = edge_runner.sys.modules["onnxruntime"].InferenceSession
+    monkeypatch.setattr(session, "run", lambda self, out, feed: ran.append(feed["input"].shape) or [], raising=False)
     model = tmp_path / "model.onnx"
     model.write_bytes(b"onnx")
-
-    def no_timing(runner, batches, *args, **kwargs):  # the session's options are what is checked, not a timing
-        return [{"note": "TensorrtExecutionProvider " + ", ".join(
-            f"{k}={v}" for k, v in runner.provider_options.items() if k.startswith("trt_profile_"))}]
-
-    monkeypatch.setattr(edge_runner, "bench_runner", no_timing)
-    edge_runner.bench_file(model, "ort-trt", (1, 4), warmup=0, iters=1)
+    records = edge_runner.bench_file(model, "ort-trt", (1, 4), warmup=0, iters=1)
     assert _options(made)["trt_profile_max_shapes"] == "input:4x3x32x32"
+    assert (1, 3, 32, 32) in ran and (4, 3, 32, 32) in ran  # timed for real, through the fake session
+    assert [r["batch"] for r in records] == [1, 4]
+    profile = ("trt_profile_min_shapes=input:1x3x32x32, trt_profile_opt_shapes=input:4x3x32x32, "
+               "trt_profile_max_shapes=input:4x3x32x32")
+    assert all(profile in r["note"] for r in records), [r["note"] for r in records]
 
 
 @pytest.mark.parametrize(("shape", "expected"), [
