@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import hashlib
 import importlib
@@ -1162,12 +1163,22 @@ def appending(path: str | Path) -> Iterator[Callable[[str], None]]:
                 _fcntl.flock(f.fileno(), _fcntl.LOCK_EX)
 
         def write(line: str) -> None:
-            data = memoryview((line + "\n").encode("utf-8"))
-            while data:  # a regular file takes the whole line; a short write (a signal, a full disk) goes on after it
-                data = data[f.write(data) or 0:]
+            write_all(f, (line + "\n").encode("utf-8"), path)
 
         end_last_line(path, f)
         yield write
+
+
+def write_all(f: BinaryIO, data: bytes, path: Path) -> None:
+    """All of ``data`` written to the unbuffered ``f`` (of the file ``path``): a regular file takes it whole; a short
+    write (a signal, a full disk) goes on after it; a write that takes nothing (0, or None) raises ENOSPC rather than
+    trying again forever (holding :func:`appending`'s lock), as ``distill.data.extsort``'s ``_append`` does."""
+    view = memoryview(data)
+    while view:
+        took = f.write(view)
+        if not took:
+            raise OSError(errno.ENOSPC, f"{path}: the file took no more bytes (disk full?)")
+        view = view[took:]
 
 
 def end_last_line(path: Path, out: BinaryIO | None = None) -> None:
@@ -1183,7 +1194,7 @@ def end_last_line(path: Path, out: BinaryIO | None = None) -> None:
         print(f"warning: {path}: its last line is cut off (not JSON, no newline at the end: an interrupted "
               "write?); appending on a new line (readers skip the cut-off one)", file=sys.stderr)
     if out is not None:
-        out.write(b"\n")
+        write_all(out, b"\n", path)
         return
     with open(path, "ab") as f:
         f.write(b"\n")

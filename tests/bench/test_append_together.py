@@ -11,6 +11,8 @@ more than ``LONGEST_LINE`` (1 MiB) and a block is read (a longer line is cut off
 """
 from __future__ import annotations
 
+import errno
+import io
 import json
 import multiprocessing
 import sys
@@ -151,3 +153,25 @@ def test_a_file_system_without_locks_still_gets_the_records(tmp_path: Path, monk
     path = tmp_path / "bench.jsonl"
     edge_runner.write_jsonl([{"i": 0}, {"i": 1}], path)
     assert path.read_text() == '{"i": 0}\n{"i": 1}\n'
+
+
+def test_a_write_that_takes_nothing_is_an_error_not_a_loop(tmp_path: Path, monkeypatch) -> None:
+    """Review 1 (L6): a raw write returning 0 (or None) was tried again forever, holding the lock; now it raises
+    ENOSPC. The fake file gives up after 100 writes so that the old loop fails the test instead of hanging it."""
+    writes: list[int] = []
+
+    class TakesNothing(io.FileIO):
+        def write(self, b: Any) -> int:
+            writes.append(len(b))
+            if len(writes) > 100:
+                raise RuntimeError("still writing after 100 writes that took nothing")
+            return 0
+
+    real_open = open
+    monkeypatch.setattr(edge_runner, "open", lambda p, mode="r", *a, **k: TakesNothing(p, mode) if mode == "ab"
+                        else real_open(p, mode, *a, **k), raising=False)
+    path = tmp_path / "bench.jsonl"
+    with pytest.raises(OSError, match="took no more bytes") as caught:
+        edge_runner.write_jsonl([{"i": 0}], path)
+    assert caught.value.errno == errno.ENOSPC and str(path) in str(caught.value)
+    assert writes == [len('{"i": 0}\n')]  # one try
