@@ -1154,19 +1154,36 @@ def appending(path: str | Path) -> Iterator[Callable[[str], None]]:
     that two processes appending at once (two ``distill bench`` or edge runners, ``BenchRecord.append_to``) neither
     both end a cut-off line nor take another's record half written for one. Windows has no such lock here
     (``msvcrt.locking`` locks bytes against reads too, so :func:`end_last_line` could not read the file's end):
-    there, concurrent appends to one file rest on each line being one write() call. The one way every bench file
+    there, concurrent appends to one file rest on each line being one write() call, as they do (with one warning per
+    process and file) where ``flock`` fails (an NFS mount without its lock service). The one way every bench file
     is appended to (:func:`write_jsonl`, ``distill.utils.io.append_line``)."""
     path = Path(path)
     with open(path, "ab", buffering=0) as f:
         if _fcntl is not None:  # released when the file is closed. A file system without locks (an NFS mount with
-            with contextlib.suppress(OSError):  # no lock service: ENOLCK) goes on unlocked, one write() a line
+            try:  # no lock service: ENOLCK; some macOS network shares: ENOTSUP) goes on unlocked, one write() a line
                 _fcntl.flock(f.fileno(), _fcntl.LOCK_EX)
+            except OSError as e:
+                _warn_unlocked(path, e)
 
         def write(line: str) -> None:
             write_all(f, (line + "\n").encode("utf-8"), path)
 
         end_last_line(path, f)
         yield write
+
+
+_UNLOCKED: set[str] = set()  # files appended to without the lock, already warned about in this process
+
+
+def _warn_unlocked(path: Path, err: OSError) -> None:
+    """One warning per process and file that :func:`appending` cannot lock ``path`` and appends without the lock."""
+    key = os.path.abspath(path)
+    if key in _UNLOCKED:
+        return
+    _UNLOCKED.add(key)
+    print(f"warning: {path}: cannot lock it ({err.strerror or err}: a file system without locks, such as an NFS mount "
+          "without its lock service?): appending without the lock; two processes appending to it at once may "
+          "garble a line", file=sys.stderr)
 
 
 def write_all(f: BinaryIO, data: bytes, path: Path) -> None:

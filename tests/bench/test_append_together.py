@@ -155,6 +155,25 @@ def test_a_file_system_without_locks_still_gets_the_records(tmp_path: Path, monk
     assert path.read_text() == '{"i": 0}\n{"i": 1}\n'
 
 
+def test_appending_without_the_lock_says_so_once_per_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Review 1 (L7): the unlocked append was silent; now one warning line per process and file names it."""
+    class NoLocks:
+        LOCK_EX = 2
+
+        @staticmethod
+        def flock(fd: int, op: int) -> None:
+            raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(edge_runner, "_fcntl", NoLocks)
+    monkeypatch.setattr(edge_runner, "_UNLOCKED", set(), raising=False)
+    paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for path in [*paths, *paths]:
+        edge_runner.write_jsonl([{"i": 0}], path)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert [w.split(": ")[1] for w in warnings] == [str(p) for p in paths], warnings
+    assert all("cannot lock it (No locks available" in w and "appending without the lock" in w for w in warnings)
+    assert all(p.read_text() == '{"i": 0}\n{"i": 0}\n' for p in paths)
+
+
 def test_a_write_that_takes_nothing_is_an_error_not_a_loop(tmp_path: Path, monkeypatch) -> None:
     """Review 1 (L6): a raw write returning 0 (or None) was tried again forever, holding the lock; now it raises
     ENOSPC. The fake file gives up after 100 writes so that the old loop fails the test instead of hanging it."""
