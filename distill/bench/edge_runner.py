@@ -1200,14 +1200,18 @@ def write_all(f: BinaryIO, data: bytes, path: Path) -> None:
 
 def end_last_line(path: Path, out: BinaryIO | None = None) -> None:
     """Give the JSON-lines file at ``path`` a newline at its end where it has none (written to ``out``, the file open
-    for appending, where given), so that what is appended next is not glued to its last line; a warning only where
-    that line is cut off (power loss, kill -9 mid-write; readers skip it, naming it): it is not JSON, or is longer
-    than :data:`LONGEST_LINE` (no bench record is near it: such a line is not read, let alone parsed). A whole record
-    merely without its newline (echo -n, another tool) gets none. Called by :func:`appending`, under its lock."""
+    for appending, where given), so that what is appended next is not glued to its last line; a warning where that
+    line is cut off (power loss, kill -9 mid-write; readers skip it, naming it): it is not JSON; and one where it is
+    longer than :data:`LONGEST_LINE` (no bench record is near it: such a line is not read whole, let alone parsed,
+    so the warning does not say whether it is cut off: readers keep it if it is whole JSON). A whole record merely
+    without its newline (echo -n, another tool) gets none. Called by :func:`appending`, under its lock."""
     tail = _unended_last_line(path) if path.is_file() else None
     if tail is None:
         return
-    if len(tail) > LONGEST_LINE or not _parses(tail):
+    if len(tail) > LONGEST_LINE:
+        print(f"warning: {path}: its last line (over {LONGEST_LINE >> 20} MiB, not checked) has no newline at the end; "
+              "appending on a new line (readers keep it if it is whole JSON, else skip it, naming it)", file=sys.stderr)
+    elif not _parses(tail):
         print(f"warning: {path}: its last line is cut off (not JSON, no newline at the end: an interrupted "
               "write?); appending on a new line (readers skip the cut-off one)", file=sys.stderr)
     if out is not None:
@@ -1217,8 +1221,8 @@ def end_last_line(path: Path, out: BinaryIO | None = None) -> None:
         f.write(b"\n")
 
 
-#: A last line without its newline longer than this (bytes) is cut off, whatever it holds: a bench record is a few
-#: KB (its device, versions and top operators), so a longer line is the start of something else, never read whole
+#: A last line without its newline longer than this (bytes) is not checked (:func:`end_last_line` warns about it
+#: unread): a bench record is a few KB (its device, versions and top operators), so such a line is never read whole
 LONGEST_LINE = 1 << 20
 _BLOCK = 65536
 
@@ -1227,7 +1231,7 @@ def _unended_last_line(path: Path) -> bytes | None:
     """The last line of the file at ``path`` where the file does not end in a newline (else None): read back from
     the end a block at a time, each byte once and each block searched once, so a long file is not read whole. Of a
     line longer than :data:`LONGEST_LINE`, only its last ``LONGEST_LINE`` bytes and up to one block more are read
-    and returned (longer than ``LONGEST_LINE``: cut off, :func:`end_last_line`)."""
+    and returned (longer than ``LONGEST_LINE``: not checked, :func:`end_last_line`)."""
     with open(path, "rb") as f:
         blocks: list[bytes] = []
         at = end = f.seek(0, os.SEEK_END)

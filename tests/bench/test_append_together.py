@@ -7,7 +7,7 @@ and call it cut off. Appends now take turns on an advisory lock held around both
 
 The last line's read-back glued each 64 KiB block before the tail and searched the whole tail again per block
 (quadratic on a 32 MB line) and read a line of any length whole: now each block is read and searched once, and no
-more than ``LONGEST_LINE`` (1 MiB) and a block is read (a longer line is cut off: no record is near that long).
+more than ``LONGEST_LINE`` (1 MiB) and a block is read (a longer line is not checked: no record is near that long).
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def test_a_huge_cut_off_last_line_is_read_back_only_in_part_and_each_byte_once(t
     monkeypatch.undo()
     capsys.readouterr()
     engine_record("/dev/b/model.int8.engine").append_to(path)
-    assert capsys.readouterr().err.count("last line is cut off") == 1
+    assert capsys.readouterr().err.count("its last line (over 1 MiB, not checked) has no newline") == 1
     skipped: list[tuple[int, str]] = []
     assert [r.model for r in BenchRecord.read_lines(path, skipped)] == ["/dev/a/model.int8.engine",
                                                                        "/dev/b/model.int8.engine"]
@@ -194,3 +194,17 @@ def test_a_write_that_takes_nothing_is_an_error_not_a_loop(tmp_path: Path, monke
         edge_runner.write_jsonl([{"i": 0}], path)
     assert caught.value.errno == errno.ENOSPC and str(path) in str(caught.value)
     assert writes == [len('{"i": 0}\n')]  # one try
+
+
+def test_a_whole_record_over_1_mib_without_its_newline_is_not_called_cut_off(tmp_path: Path, capsys) -> None:
+    """Review 1 (L8): such a line is not read whole, so the warning cannot say it is cut off, and readers keep it: the
+    warning said "cut off ... readers skip the cut-off one"."""
+    path = tmp_path / "bench.jsonl"
+    big = {**engine_record("/dev/a/model.int8.engine").to_dict(), "model_meta": {"note": "y" * (2 << 20)}}
+    path.write_bytes(json.dumps(big).encode())  # a whole record of 2 MiB, without its newline
+    engine_record("/dev/b/model.int8.engine").append_to(path)
+    err = capsys.readouterr().err
+    assert "cut off" not in err and "skip the" not in err, err
+    assert err.count(f"warning: {path}: its last line (over 1 MiB, not checked) has no newline at the end; "
+                     "appending on a new line (readers keep it if it is whole JSON") == 1, err
+    assert [r.model for r in BenchRecord.read_lines(path)] == ["/dev/a/model.int8.engine", "/dev/b/model.int8.engine"]
