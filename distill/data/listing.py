@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -118,14 +119,17 @@ def is_image_name(name: str) -> bool:
 #: a folder holding more listed entries (folders and image names) than this is sorted on disk, in runs of this many
 SORT_CHUNK = 65536
 
-#: temporary folders a spill failed in, said once each (:func:`_sorted_scan` then sorts in memory, as main did)
-_WARNED_TMP: set[str] = set()
+#: warnings said about a temporary folder, as (folder, what is done instead, its numbers left out): each distinct one
+#: once per process (a spill failed: :func:`_sorted_scan` sorts in memory, as main did; or a merge failed: the runs
+#: are merged at once), so that neither hides the other
+_WARNED_TMP: set[tuple[str, str]] = set()
 
 
 def _warn(top: str, err: OSError, instead: str) -> None:
     where = tempfile.gettempdir()
-    if where not in _WARNED_TMP:
-        _WARNED_TMP.add(where)
+    key = (where, re.sub(r"\d+", "N", instead))  # "merging its 12 sorted runs": the same warning for any count
+    if key not in _WARNED_TMP:
+        _WARNED_TMP.add(key)
         print(f"warning: {shown(top)}: over {SORT_CHUNK} entries, to be sorted through a temporary file in "
               f"{shown(where)}, which failed: {err}; {instead}; set TMPDIR to a writable folder with room to bound it",
               file=sys.stderr)

@@ -490,3 +490,42 @@ def test_the_merge_holds_the_same_memory_whatever_the_folder_s_size(tmp_path, mo
         _chunk(monkeypatch, 64, 4096, fan_in=4)
         peaks.append(_walk_peak(top))
     assert peaks[1] - peaks[0] < 64 * 1024, f"the walk's peak: {peaks[0]} B at 8 runs, {peaks[1]} B at 40"
+
+
+def test_each_distinct_temporary_folder_warning_is_said_once(tmp_path, monkeypatch, capsys):
+    """Review 1 (L9): warnings were said once per temporary folder, so the merge's fallback ("merging its N sorted
+    runs at once") was swallowed where that folder had already warned that a spill failed. Now each distinct warning
+    is said once: folder 1 cannot make its spill file (in memory), folder 2 fills the disk at its first merge, folder
+    3 is folder 1 again (nothing more said)."""
+    tops = []
+    for k, n in enumerate((20, 40, 20)):
+        top = tmp_path / f"flat{k}"
+        top.mkdir()
+        for i in range(n):
+            (top / f"{(i * 7) % n:03d}.png").write_bytes(b"")
+        tops.append(top)
+    _chunk(monkeypatch, 4, 16, fan_in=4)
+    monkeypatch.setattr(listing, "_WARNED_TMP", set(), raising=False)
+    made = []
+
+    class FullAtTheMerge(io.FileIO):
+        """Takes the folder's 10 runs (one write each), then no more: the first merge's write fails."""
+        def write(self, b) -> int:  # type: ignore[override]
+            self.writes = getattr(self, "writes", 0) + 1
+            if self.writes > 10:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(b)
+
+    def temporary_file(*args, buffering: int = -1, **kwargs):
+        made.append(1)
+        if len(made) != 2:  # folders 1 and 3: no file at all
+            raise OSError(errno.EACCES, "Permission denied")
+        return FullAtTheMerge(tmp_path / "spill", "w+b")
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+    for top in tops:
+        assert list(walk_images(top)) == list(reference(str(top)))
+    err = capsys.readouterr().err.splitlines()
+    assert len(made) == 3 and len(err) == 2, err
+    assert err[0].startswith(f"warning: {tops[0]}: ") and "Permission denied; sorting in memory instead" in err[0]
+    assert err[1].startswith(f"warning: {tops[1]}: ") and "No space left on device; merging its 10 sorted runs at " \
+        "once instead" in err[1]
