@@ -9,14 +9,13 @@ import heapq
 import io
 import os
 import random
-import sys
 import tempfile
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from distill.data import listing
+from distill.data import extsort, listing
 from distill.data.listing import is_image_name, walk_images
 from tests.data.test_listing import check_mains_listing
 
@@ -24,11 +23,10 @@ from tests.data.test_listing import check_mains_listing
 def _chunk(monkeypatch, chunk: int, block: int = 5, fan_in: int = 64) -> None:
     """Runs of ``chunk`` names, read back ``block`` bytes at a time (records cut across blocks), merged ``fan_in``
     at most at a time."""
-    monkeypatch.setattr(listing, "SORT_CHUNK", chunk, raising=False)  # raising=False: main has no such knob
-    # the external sort's own module since session 30 (before: the read block in listing.py, no fan-in)
-    sort = sys.modules.get("distill.data.extsort", listing)
-    monkeypatch.setattr(sort, "SPILL_BLOCK", block, raising=False)
-    monkeypatch.setattr(sort, "MERGE_FAN_IN", fan_in, raising=False)
+    # raising (review 1, L10): a renamed knob fails the tests rather than leaving them on the default sizes unseen
+    monkeypatch.setattr(listing, "SORT_CHUNK", chunk)
+    monkeypatch.setattr(extsort, "SPILL_BLOCK", block)
+    monkeypatch.setattr(extsort, "MERGE_FAN_IN", fan_in)
 
 
 def _at(top: Path, name: str | bytes) -> str:
@@ -288,7 +286,7 @@ def test_no_temporary_folder_sorts_in_memory_with_one_warning(tmp_path, monkeypa
     top = _nested(tmp_path / "t")
     want = list(reference(str(top)))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
-    monkeypatch.setattr(listing, "_WARNED_TMP", set(), raising=False)
+    monkeypatch.setattr(listing, "_WARNED_TMP", set())
     assert list(walk_images(top)) == want and len(want) == 20
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"warning: {top}: over 3 entries, to be sorted through a temporary "
@@ -326,7 +324,7 @@ def test_a_full_temporary_folder_keeps_the_rest_in_memory(tmp_path, monkeypatch,
                 raise OSError(errno.ENOSPC, "No space left on device")
             return self._f.write(data)
     monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: Full())
-    monkeypatch.setattr(listing, "_WARNED_TMP", set(), raising=False)
+    monkeypatch.setattr(listing, "_WARNED_TMP", set())
     assert list(walk_images(top)) == want and len(want) == 20
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "No space left on device; sorting in memory instead" in err[0], err
@@ -382,7 +380,7 @@ def test_a_disk_filling_inside_a_run_keeps_the_rest_in_memory(tmp_path, monkeypa
     for i in range(names):
         (top / (f"{'x' * 150}_{i:05d}.jpg" if long else f"IMG_{i:05d}.jpg")).write_bytes(b"")
     _chunk(monkeypatch, chunk, 4096)
-    monkeypatch.setattr(listing, "_WARNED_TMP", set(), raising=False)
+    monkeypatch.setattr(listing, "_WARNED_TMP", set())
     spills = tmp_path / "spills"
     spills.mkdir()
 
@@ -505,7 +503,7 @@ def test_each_distinct_temporary_folder_warning_is_said_once(tmp_path, monkeypat
             (top / f"{(i * 7) % n:03d}.png").write_bytes(b"")
         tops.append(top)
     _chunk(monkeypatch, 4, 16, fan_in=4)
-    monkeypatch.setattr(listing, "_WARNED_TMP", set(), raising=False)
+    monkeypatch.setattr(listing, "_WARNED_TMP", set())
     made = []
 
     class FullAtTheMerge(io.FileIO):
