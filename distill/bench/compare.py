@@ -67,7 +67,7 @@ def compare_latency(models: dict[str, str | Path], batch: int = 1, runtime: str 
         created, runs = names[i:] + names[:i], iters // len(names) + (1 if i < iters % len(names) else 0)
         if runs == 0:
             continue
-        runners = {k: OrtRunner(models[k], runtime, threads=threads, spin=False) for k in created}
+        runners = {k: OrtRunner(models[k], runtime, threads=threads, spin=False, batches=[batch]) for k in created}
         if used is None:  # as the bench records them (edge_runner.ort_threads)
             used = runners[names[0]].threads_used, runners[names[0]].threads_basis
         if x is None:

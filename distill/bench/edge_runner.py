@@ -19,17 +19,22 @@ timed runs).
 Runtimes: ``ort-cpu``, ``ort-cuda`` and ``ort-trt`` (onnxruntime execution providers) and
 ``tensorrt`` (a serialized engine; needs the TensorRT Python bindings and cuda-python). ``ort-trt`` keeps
 onnxruntime's TensorRT engine and timing caches in ``trt_cache/`` beside the model and reuses them: delete that
-folder when the model, onnxruntime, TensorRT or the board changes (onnxruntime's TensorRT EP docs). An int8 file
-of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`` on ``ort-cpu``) is warned about.
+folder when the model, onnxruntime, TensorRT or the board changes (onnxruntime's TensorRT EP docs); its engine has an
+optimization profile covering the ``--batch`` sizes timed (:func:`trt_profile_shapes`: one engine, not one per batch
+size built inside the warm-up). An int8 file
+of the other flavour than the runtime's (``ort-cpu`` on ``ort-trt``, ``tensorrt`` on ``ort-cpu``), or any int8 file on
+``ort-cuda`` (Q/DQ ops but no fused int8 convolution kernels there: :func:`flavour_warning`), is warned about.
 An engine built
 by build_engine.sh (its ``ENGINE.source.json`` beside it), or in a copied export folder (export.json beside it) or
 ``distill qad`` folder (qad.json beside it), gets ``engine_source``: the ONNX file it was built from and its sha256
-(:func:`engine_source`), by which ``distill report`` joins it.
+(:func:`engine_source`), by which ``distill report`` joins it; one whose ``ENGINE.source.json`` records another
+TensorRT major version (``trt_major``) than the one loading it is named in one line with the rebuild command.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import hashlib
 import importlib
@@ -37,6 +42,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -44,9 +50,15 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
+
+_fcntl: Any
+try:  # POSIX (Linux, Jetson, macOS): appends to one bench file take turns (appending)
+    import fcntl as _fcntl
+except ImportError:  # Windows
+    _fcntl = None
 
 SCHEMA = "distill.bench/1"
 RUNTIMES = ("torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt")
@@ -385,10 +397,14 @@ class OrtRunner:
         spin: let idle intra-op threads spin-wait (onnxruntime's default). Turn it off when
             several sessions are timed in turn: a session's spinning workers would steal the
             cores from the next one.
+        batches: the batch sizes to be timed: ``ort-trt`` builds one engine whose optimization profile covers
+            them (:func:`trt_profile_shapes`); None: no explicit profile (TensorRT's EP then rebuilds its engine
+            for each new batch size, inside the warm-up).
     """
 
     def __init__(self, path: str | Path, runtime: str = "ort-cpu", threads: int | None = None,
-                 profile: bool = False, cache_dir: str | Path | None = None, spin: bool = True):
+                 profile: bool = False, cache_dir: str | Path | None = None, spin: bool = True,
+                 batches: Sequence[int] | None = None):
         try:
             import onnxruntime as ort  # lazy: optional runtime, absent on a TensorRT-only device
         except ImportError:
@@ -397,6 +413,7 @@ class OrtRunner:
         if runtime not in _ORT_PROVIDERS:
             raise RuntimeUnavailable(f"runtime '{runtime}' is not an onnxruntime runtime (have: {', '.join(_ORT_PROVIDERS)})")
         self.path, self.runtime, self.threads, self.spin = Path(path), runtime, threads, spin
+        self.batches = [int(b) for b in batches] if batches else None
         wanted = _ORT_PROVIDERS[runtime]
         if wanted[0] not in ort.get_available_providers():
             raise RuntimeUnavailable(f"runtime '{runtime}' needs {wanted[0]}, not in this onnxruntime "
@@ -418,10 +435,27 @@ class OrtRunner:
         if runtime == "ort-trt":
             self.provider_options = trt_provider_options(_onnx_precision(ort, self.path),
                                                          _cache_dir(Path(cache_dir) if cache_dir else self.path.parent / "trt_cache"))
+            if self.batches:  # one engine for every batch timed, built once, not once per new batch in its warm-up
+                self.provider_options.update(trt_profile_shapes(*onnx_input(self.path), self.batches))
             providers[0] = ("TensorrtExecutionProvider", self.provider_options)
         before = os_threads()
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+            try:
+                self.session = ort.InferenceSession(str(self.path), so, providers=providers)
+            except Exception as e:
+                explicit = [k for k in self.provider_options if k.startswith("trt_profile_")]
+                if not explicit or _PARTITIONED not in str(e):
+                    raise
+                # TensorRT's EP takes explicit profiles only where they name every dynamic input of every TensorRT
+                # subgraph: a graph it partitions (an op TensorRT does not take runs on CUDA or the CPU) has others.
+                # Timed as before the profile was given: the EP's own profiles, rebuilt per new batch size.
+                print(f"warning: {self.path}: onnxruntime's TensorRT EP splits this graph into several TensorRT "
+                      "subgraphs, so it takes no explicit optimization profile for its input; timed without one "
+                      "(the EP rebuilds its engine for each new batch size, inside that batch's warm-up)",
+                      file=sys.stderr)
+                for k in explicit:  # the dict in providers[0] too: the retry and the record's note go without it
+                    del self.provider_options[k]
+                self.session = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:  # onnxruntime's own InvalidProtobuf / InvalidGraph / Fail: a corrupt or non-ONNX file
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise RuntimeUnavailable(f"{self.path}: onnxruntime cannot load it: {first}") from None
@@ -445,7 +479,8 @@ class OrtRunner:
 
     def profiled(self) -> OrtRunner:
         """A second session on the same model with the profiler on."""
-        return OrtRunner(self.path, self.runtime, threads=self.threads, profile=True, spin=self.spin)
+        return OrtRunner(self.path, self.runtime, threads=self.threads, profile=True, spin=self.spin,
+                         batches=self.batches)  # the same profile: ort-trt's cached engine serves it
 
     def top_ops(self, k: int = 10) -> list[dict[str, Any]]:
         """Stop profiling and return the ``k`` op types taking most kernel time, with their share."""
@@ -595,10 +630,20 @@ def flavour_warning(path: str | Path, runtime: str) -> str | None:
     """One line when ``path`` is an int8 file made for another runtime than ``runtime`` (None: nothing to say).
     ``ort-trt`` with the ``ort-cpu`` flavour: uint8 asymmetric activations, which TensorRT's explicit quantization
     (int8, zero point 0) does not take, so the time is not TensorRT's int8; ``ort-cpu`` with the ``tensorrt``
-    flavour: symmetric int8 activations, slower on onnxruntime's CPU kernels than the ``ort-cpu`` flavour."""
-    if runtime not in ("ort-trt", "ort-cpu"):
+    flavour: symmetric int8 activations, slower on onnxruntime's CPU kernels than the ``ort-cpu`` flavour;
+    ``ort-cuda`` with either flavour (none is made for it): onnxruntime fuses Q/DQ around a Conv or MatMul into an
+    int8 kernel (QLinearConv, QLinearMatMul) on its CPU EP (and DirectML, ACL), not on the CUDA EP
+    (``qdq_selector_action_transformer.cc``: the Conv/MatMul rules list no CUDA provider), where the Q/DQ ops run
+    around float kernels: the time is not int8 latency. A ``tensorrt`` engine has no flavour of its own (built from
+    the tensorrt-flavour file): nothing to say."""
+    if runtime not in ("ort-trt", "ort-cpu", "ort-cuda"):
         return None
     flavour = int8_flavour(path)
+    if runtime == "ort-cuda" and flavour:
+        return (f"{path}: an int8 file (the {flavour} flavour) on ort-cuda: onnxruntime's CUDA EP runs the Q/DQ ops "
+                "but does not fuse them into int8 convolution/MatMul kernels (the convolutions run in float between "
+                "them), so this is not int8 latency on the GPU; time "
+                "the tensorrt-flavour file on ort-trt, or its engine (build_engine.sh) with --runtime tensorrt")
     if runtime == "ort-trt" and flavour == "ort-cpu":
         return (f"{path}: an int8 file of the ort-cpu flavour (uint8 asymmetric activations, for onnxruntime's CPU "
                 "kernels) on ort-trt: TensorRT takes int8 Q/DQ with zero point 0, so this is not TensorRT's int8 "
@@ -632,6 +677,34 @@ def trt_provider_options(precision: str | None, cache: Path) -> dict[str, Any]:
     return {"trt_fp16_enable": precision in ("fp16", "int8"), "trt_int8_enable": precision == "int8",
             "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
+
+
+#: onnxruntime's TensorRT EP refusing explicit profiles that do not cover a TensorRT subgraph's dynamic inputs
+#: (``tensorrt_execution_provider.cc``: "User needs to provide all the dynamic shape inputs with associated profiles")
+_PARTITIONED = "dynamic shape inputs with associated profiles"
+
+
+def trt_profile_shapes(name: str, shape: Sequence[Any], batches: Sequence[int]) -> dict[str, str]:
+    """TensorrtExecutionProvider's explicit optimization profile for input ``name`` (``shape`` as
+    :func:`onnx_input` reads it) covering ``batches``: min the smallest batch, opt and max the largest, in
+    onnxruntime's format (``trt_profile_min_shapes``: ``"input:1x3x224x224"``, as trtexec's ``--minShapes``).
+    Without one, the EP builds an engine for the first shape it sees and rebuilds it for each new batch size,
+    inside the timed batch's warm-up; with one, a single engine serves every batch, and the engine cache keeps it
+    (onnxruntime compares the profile with its cached ``.profile`` file and rebuilds only when they differ). The
+    opt batch is the one TensorRT tunes its kernels for: time ``--batch 1`` alone for an engine tuned at batch 1.
+    Empty (no profile) where the batch dim is fixed or another dim is not static: the EP needs no profile for a
+    static input, and such a model is refused at its batch (:func:`onnx_batch_shape`)."""
+    if not batches or not shape or (isinstance(shape[0], int) and shape[0] > 0):
+        return {}
+    if ":" in name or "," in name:  # onnxruntime splits the option at "," and a pair at its first ":" (input:0 of a
+        return {}  # converted TensorFlow graph): such a name cannot be given a profile
+    dims = list(shape[1:])
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        return {}
+    lo, hi = min(batches), max(batches)
+    chw = "x".join(str(d) for d in dims)
+    return {"trt_profile_min_shapes": f"{name}:{lo}x{chw}", "trt_profile_opt_shapes": f"{name}:{hi}x{chw}",
+            "trt_profile_max_shapes": f"{name}:{hi}x{chw}"}
 
 
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
@@ -858,10 +931,38 @@ def _deserialize_engine(trt: Any, path: Path) -> Any:
         raise RuntimeUnavailable(f"{path}: runtime 'tensorrt' runs a built engine: run the export's "
                                  "build_engine.sh on this device first, or use --runtime ort-trt")
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+    other = _other_version(path, str(trt.__version__))
     if engine is None:
-        raise RuntimeUnavailable(f"{path}: TensorRT could not deserialize the engine (built with another "
+        raise RuntimeUnavailable(other or f"{path}: TensorRT could not deserialize the engine (built with another "
                                  f"TensorRT version or GPU? this is {trt.__version__}): rebuild it here")
+    if other and other not in _SAID:  # deserialized all the same (a version-compatible engine?): said once per run
+        _SAID.add(other)
+        print(f"warning: {other}", file=sys.stderr)
     return engine
+
+
+_SAID: set[str] = set()  # warnings already given (an engine is deserialized for the batch check, then to be timed)
+
+
+def _other_version(engine: Path, version: str) -> str | None:
+    """One line when ``ENGINE.source.json`` says ``engine`` was built by another TensorRT major version than
+    ``version``, the one loading it (``trt_major``, written at build time): engines are not portable across TensorRT
+    versions. None when the majors agree, or there is no such record, or it records other bytes than ``engine``
+    (replaced since the build: :func:`engine_source` says so)."""
+    sidecar = engine.with_name(engine.name + SOURCE_SUFFIX)
+    try:
+        side = json.loads(sidecar.read_text())
+        built, engine_sha = int(side["trt_major"]), str(side.get("engine_sha256", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    loaded = _major(version)
+    if loaded is None or built == loaded:
+        return None
+    if re.fullmatch(r"[0-9a-f]{64}", engine_sha) and engine_sha != sha256_file(engine):
+        return None
+    return (f"{engine}: built with TensorRT {built} (its {sidecar.name}), loaded by TensorRT {version}: TensorRT "
+            f"engines are not portable across versions; rebuild it with this TensorRT: "
+            f"cd {shlex.quote(str(engine.parent))} && ./build_engine.sh")
 
 
 def _engine_input(trt: Any, engine: Any) -> tuple[str, list[int], tuple[int, int] | None]:
@@ -910,10 +1011,12 @@ def preload_runtime(runtime: str) -> None:
             importlib.import_module(name)
 
 
-def open_runner(model: str | Path, runtime: str, threads: int | None = None, profile: bool = False) -> Any:
-    """A runner for ``model`` on ``runtime`` (``torch`` is handled by ``distill bench``, not here)."""
+def open_runner(model: str | Path, runtime: str, threads: int | None = None, profile: bool = False,
+                batches: Sequence[int] | None = None) -> Any:
+    """A runner for ``model`` on ``runtime`` (``torch`` is handled by ``distill bench``, not here); ``batches``: the
+    sizes it will time (``ort-trt``'s engine profile)."""
     if runtime in _ORT_PROVIDERS:
-        return OrtRunner(model, runtime, threads=threads, profile=profile)
+        return OrtRunner(model, runtime, threads=threads, profile=profile, batches=batches)
     if runtime == "tensorrt":
         return TensorRTRunner(model, runtime, threads=threads)
     if runtime == "torch":
@@ -1015,7 +1118,8 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
             opts = getattr(runner, "provider_options", None)
             if opts:  # what TensorRT was allowed to pick (fp16/int8 kernels); the schema has no field of its own
                 records[-1][1]["note"] = "TensorrtExecutionProvider " + ", ".join(
-                    f"{k}={v}" for k, v in opts.items() if k in ("trt_fp16_enable", "trt_int8_enable"))
+                    f"{k}={v}" for k, v in opts.items() if k in ("trt_fp16_enable", "trt_int8_enable")
+                    or k.startswith("trt_profile_"))
     if profile:
         # Profile in a separate pass so the profiler's overhead never enters the timed runs.
         for runner, rec in records:
@@ -1030,48 +1134,119 @@ def bench_runners(runners: Sequence[Any], batches: Iterable[int], warmup: int = 
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
-    """Append records to a JSON-lines file (one record per line; flushed per record). Each gets ``model_relative``:
-    its ``model`` relative to the file's folder, so that the file copied back beside the models it timed (or a tree
-    of results moved whole) still names them, wherever ``distill report`` runs."""
+    """Append records to a JSON-lines file (one record per line, each one write() of its whole line: :func:`appending`,
+    which other processes appending to the file wait for). Each gets ``model_relative``: its ``model`` relative to the
+    file's folder, so that the file copied back beside the models it timed (or a tree of results moved whole) still
+    names them, wherever ``distill report`` runs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    end_last_line(path)
-    with open(path, "a") as f:
-        for r in records:
-            f.write(json.dumps(with_model_relative(r, path), sort_keys=False) + "\n")
-            f.flush()
+    lines = [json.dumps(with_model_relative(r, path), sort_keys=False) for r in records]  # made before the lock
+    with appending(path) as write:
+        for line in lines:
+            write(line)
 
 
-def end_last_line(path: Path) -> None:
-    """Give the JSON-lines file at ``path`` a newline at its end where it has none, so that what is appended next is
-    not glued to its last line; a warning only where that line is not JSON (cut off: power loss, kill -9 mid-write;
-    readers skip it, naming it), not for a whole record merely without its newline (echo -n, another tool). The one
-    rule for every append to a bench file (:func:`write_jsonl`, ``distill.utils.io.append_line``)."""
+@contextlib.contextmanager
+def appending(path: str | Path) -> Iterator[Callable[[str], None]]:
+    """Append lines to the JSON-lines file ``path`` (made where missing): yields ``write(line)``, which writes ``line``
+    (no newline in it) and its newline in ONE write() call of the whole line. The file's last line is ended first
+    (:func:`end_last_line`), and both are done holding an exclusive advisory lock on the file (``flock``, POSIX), so
+    that two processes appending at once (two ``distill bench`` or edge runners, ``BenchRecord.append_to``) neither
+    both end a cut-off line nor take another's record half written for one. Windows has no such lock here
+    (``msvcrt.locking`` locks bytes against reads too, so :func:`end_last_line` could not read the file's end):
+    there, concurrent appends to one file rest on each line being one write() call, as they do (with one warning per
+    process and file) where ``flock`` fails (an NFS mount without its lock service). The one way every bench file
+    is appended to (:func:`write_jsonl`, ``distill.utils.io.append_line``)."""
+    path = Path(path)
+    with open(path, "ab", buffering=0) as f:
+        if _fcntl is not None:  # released when the file is closed. A file system without locks (an NFS mount with
+            try:  # no lock service: ENOLCK; some macOS network shares: ENOTSUP) goes on unlocked, one write() a line
+                _fcntl.flock(f.fileno(), _fcntl.LOCK_EX)
+            except OSError as e:
+                _warn_unlocked(path, e)
+
+        def write(line: str) -> None:
+            write_all(f, (line + "\n").encode("utf-8"), path)
+
+        end_last_line(path, f)
+        yield write
+
+
+_UNLOCKED: set[str] = set()  # files appended to without the lock, already warned about in this process
+
+
+def _warn_unlocked(path: Path, err: OSError) -> None:
+    """One warning per process and file that :func:`appending` cannot lock ``path`` and appends without the lock."""
+    key = os.path.abspath(path)
+    if key in _UNLOCKED:
+        return
+    _UNLOCKED.add(key)
+    print(f"warning: {path}: cannot lock it ({err.strerror or err}: a file system without locks, such as an NFS mount "
+          "without its lock service?): appending without the lock; two processes appending to it at once may "
+          "garble a line", file=sys.stderr)
+
+
+def write_all(f: BinaryIO, data: bytes, path: Path) -> None:
+    """All of ``data`` written to the unbuffered ``f`` (of the file ``path``): a regular file takes it whole; a short
+    write (a signal, a full disk) goes on after it; a write that takes nothing (0, or None) raises ENOSPC rather than
+    trying again forever (holding :func:`appending`'s lock), as ``distill.data.extsort``'s ``_append`` does."""
+    view = memoryview(data)
+    while view:
+        took = f.write(view)
+        if not took:
+            raise OSError(errno.ENOSPC, f"{path}: the file took no more bytes (disk full?)")
+        view = view[took:]
+
+
+def end_last_line(path: Path, out: BinaryIO | None = None) -> None:
+    """Give the JSON-lines file at ``path`` a newline at its end where it has none (written to ``out``, the file open
+    for appending, where given), so that what is appended next is not glued to its last line; a warning where that
+    line is cut off (power loss, kill -9 mid-write; readers skip it, naming it): it is not JSON; and one where it is
+    longer than :data:`LONGEST_LINE` (no bench record is near it: such a line is not read whole, let alone parsed,
+    so the warning does not say whether it is cut off: readers keep it if it is whole JSON). A whole record merely
+    without its newline (echo -n, another tool) gets none. Called by :func:`appending`, under its lock."""
     tail = _unended_last_line(path) if path.is_file() else None
     if tail is None:
         return
-    if not _parses(tail):
+    if len(tail) > LONGEST_LINE:
+        print(f"warning: {path}: its last line (over {LONGEST_LINE >> 20} MiB, not checked) has no newline at the end; "
+              "appending on a new line (readers keep it if it is whole JSON, else skip it, naming it)", file=sys.stderr)
+    elif not _parses(tail):
         print(f"warning: {path}: its last line is cut off (not JSON, no newline at the end: an interrupted "
               "write?); appending on a new line (readers skip the cut-off one)", file=sys.stderr)
-    with open(path, "a") as f:
-        f.write("\n")
+    if out is not None:
+        write_all(out, b"\n", path)
+        return
+    with open(path, "ab") as f:
+        f.write(b"\n")
+
+
+#: A last line without its newline longer than this (bytes) is not checked (:func:`end_last_line` warns about it
+#: unread): a bench record is a few KB (its device, versions and top operators), so such a line is never read whole
+LONGEST_LINE = 1 << 20
+_BLOCK = 65536
 
 
 def _unended_last_line(path: Path) -> bytes | None:
     """The last line of the file at ``path`` where the file does not end in a newline (else None): read back from
-    the end a block at a time, so a long file is not read whole."""
+    the end a block at a time, each byte once and each block searched once, so a long file is not read whole. Of a
+    line longer than :data:`LONGEST_LINE`, only its last ``LONGEST_LINE`` bytes and up to one block more are read
+    and returned (longer than ``LONGEST_LINE``: not checked, :func:`end_last_line`)."""
     with open(path, "rb") as f:
-        tail, at = b"", f.seek(0, os.SEEK_END)
-        while at > 0:
-            step = min(65536, at)
+        blocks: list[bytes] = []
+        at = end = f.seek(0, os.SEEK_END)
+        while at > 0 and end - at <= LONGEST_LINE:
+            step = min(_BLOCK, at)
             at -= step
             f.seek(at)
-            tail = f.read(step) + tail
-            if tail.endswith(b"\n"):
+            block = f.read(step)
+            if not blocks and block.endswith(b"\n"):
                 return None
-            if (cut := tail.rfind(b"\n")) >= 0:
-                return tail[cut + 1:]
-        return tail or None
+            cut = block.rfind(b"\n")
+            blocks.append(block[cut + 1:])
+            if cut >= 0:
+                break
+        return b"".join(reversed(blocks)) or None
 
 
 def _parses(line: bytes) -> bool:
@@ -1217,9 +1392,10 @@ def bench_file(model: str | Path, runtime: str = "ort-cpu", batches: Iterable[in
                warmup: int = 10, iters: int = 50, profile: bool = False, topk: int = 10) -> list[dict[str, Any]]:
     """Load ``model`` (``.onnx`` or TensorRT engine) on ``runtime`` and benchmark it."""
     check_model_file(model, runtime)
+    batches = [int(b) for b in batches]
     preload_runtime(runtime)
     before = rss_mb()
-    runner = open_runner(model, runtime, threads=threads)
+    runner = open_runner(model, runtime, threads=threads, batches=batches)
     gpu = gpu_process_memory_mb if runtime in ("ort-cuda", "ort-trt", "tensorrt") else None
     try:
         return bench_runner(runner, batches, warmup, iters, profile, topk, rss_before_load_mb=before, gpu_peak_mb=gpu)
@@ -1239,10 +1415,11 @@ def bench_files(models: Sequence[str | Path], runtime: str = "ort-cpu", batches:
     the next one)."""
     for model in models:
         check_model_file(model, runtime)
+    batches = [int(b) for b in batches]
 
     def open_one(m: str | Path) -> Any:
         if runtime in _ORT_PROVIDERS:
-            return OrtRunner(m, runtime, threads=threads, spin=False)
+            return OrtRunner(m, runtime, threads=threads, spin=False, batches=batches)
         return open_runner(m, runtime, threads=threads)
 
     def reopen(order: list[int]) -> list[Any]:

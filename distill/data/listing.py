@@ -24,8 +24,10 @@ a larger folder (a flat camera dump: main held every entry to sort it, ~240 B ea
 11-byte names and so ~2.4 GB extrapolated to 10^7) is read in sorted runs of that many names written to a temporary
 file in the system's temporary folder (``TMPDIR``; not beside the data, which may be read-only and would list it; the
 file has no name there and is closed, so gone, however the walk ends; where ``TMPDIR`` is a tmpfs that file is RAM,
-a name's bytes plus 3 per entry, which RSS does not show), then merged (``heapq.merge``, a block per run). Where
-``TMPDIR`` takes no file, or fills, the rest is sorted in memory (a string per entry), with one warning. Whether an entry is a
+a name's bytes plus 3 per entry, up to twice that over 4.2 million entries, which RSS does not show), then merged
+at most 64 runs at a time, a read block each, however many there are (:mod:`distill.data.extsort`; all at once, a
+block per run, until session 30: ~17 MB at 10^7 entries, ~170 MB at 10^8). Where ``TMPDIR`` takes no file, or
+fills, the rest is sorted in memory (a string per entry), with one warning. Whether an entry is a
 folder or an image name is read from its ``d_type`` as it is scanned; a spilled image file's one ``stat`` is
 ``os.stat`` of its path. The order is Python's ``str`` order (not the bytes'), non-UTF-8 names kept exactly
 (``tests/data/test_listing_bounded.py``; ``benchmarks/flat_listing.py``: peak memory old vs new).
@@ -33,19 +35,20 @@ folder or an image name is read from its ``d_type`` as it is scanned; a spilled 
 from __future__ import annotations
 
 import errno
-import heapq
 import os
+import re
 import stat
 import sys
 import tempfile
 from array import array
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from distill.data.extsort import external_sort
 from distill.data.images import IMAGE_EXTENSIONS
 from distill.data.sample_table import pack_strings
 from distill.errors import DistillError
@@ -115,55 +118,41 @@ def is_image_name(name: str) -> bool:
 
 #: a folder holding more listed entries (folders and image names) than this is sorted on disk, in runs of this many
 SORT_CHUNK = 65536
-#: bytes read at a time from each sorted run while they are merged
-SPILL_BLOCK = 16384
+
+#: warnings said about a temporary folder, as (folder, what is done instead, its numbers left out): each distinct one
+#: once per process (a spill failed: :func:`_sorted_scan` sorts in memory, as main did; or a merge failed: the runs
+#: are merged at once), so that neither hides the other
+_WARNED_TMP: set[tuple[str, str]] = set()
 
 
-#: temporary folders a spill failed in, said once each (:func:`_sorted_scan` then sorts in memory, as main did)
-_WARNED_TMP: set[str] = set()
-
-
-def _in_memory(top: str, err: OSError) -> None:
+def _warn(top: str, err: OSError, instead: str) -> None:
     where = tempfile.gettempdir()
-    if where not in _WARNED_TMP:
-        _WARNED_TMP.add(where)
+    key = (where, re.sub(r"\d+", "N", instead))  # "merging its 12 sorted runs": the same warning for any count
+    if key not in _WARNED_TMP:
+        _WARNED_TMP.add(key)
         print(f"warning: {shown(top)}: over {SORT_CHUNK} entries, to be sorted through a temporary file in "
-              f"{shown(where)}, which failed: {err}; sorting in memory instead (a Python string per "
-              "entry: memory grows with the folder); set TMPDIR to a writable folder with room to bound it", file=sys.stderr)
+              f"{shown(where)}, which failed: {err}; {instead}; set TMPDIR to a writable folder with room to bound it",
+              file=sys.stderr)
 
 
-def _spill(f: IO[bytes], run: list[str]) -> Iterator[str]:
-    """``run``'s records (sorted) appended to ``f``, each ended by ``/``, and read back from there. A record is
-    ``name NUL kind``: no name holds NUL or ``/``, so records sort as their names do (NUL sorts first) and ``/``
-    ends one; ``surrogatepass`` keeps a non-UTF-8 name's escapes exactly. Raises OSError where ``f`` takes no more,
-    with ``f`` cut back to the runs before: ``f`` is unbuffered (a raw write may take part of the bytes), so no byte
-    that failed is left in a buffer to fail again at the merge's seek or at close (review 4 finding 2)."""
-    start = f.tell()
-    data = memoryview(("/".join(run) + "/").encode("utf-8", "surrogatepass"))
-    try:
-        while data:
-            took = f.write(data)
-            if not took:
-                raise OSError(errno.ENOSPC, "the temporary file took no more bytes")
-            data = data[took:]
-    except OSError:
-        with suppress(OSError):
-            f.truncate(start)
-        raise
-    return _read_run(f, start, f.tell())
-
-
-def _read_run(f: IO[bytes], start: int, end: int) -> Iterator[str]:
-    """The records :func:`_spill` wrote at ``f[start:end]``, :data:`SPILL_BLOCK` bytes read at a time."""
-    tail = b""
-    while start < end:
-        f.seek(start)
-        read = f.read(min(SPILL_BLOCK, end - start))
-        start += len(read)
-        block = tail + read
-        cut = block.rfind(b"/") + 1  # whole records only: a name's bytes are never cut
-        tail = block[cut:]
-        yield from block[:cut].decode("utf-8", "surrogatepass").split("/")[:-1]
+def _runs(held: list[os.DirEntry[str]], it: Iterator[os.DirEntry[str]],
+          kind: Callable[[os.DirEntry[str]], str | None]) -> Iterator[list[str]]:
+    """A spilled folder's ``name NUL kind`` records in runs: ``held``'s (emptied, so its entries are freed), then
+    :data:`SORT_CHUNK` at a time from ``it``. No name holds NUL or ``/``, so records sort as their names do (NUL
+    sorts first) and ``/`` can end one in the temporary file (:func:`~distill.data.extsort.external_sort`)."""
+    run = [f"{e.name}\0{kind(e)}" for e in held]
+    held.clear()
+    yield run
+    run = []
+    for e in it:
+        k = kind(e)
+        if k is not None:
+            run.append(f"{e.name}\0{k}")
+            if len(run) == SORT_CHUNK:
+                yield run
+                run = []
+    if run:
+        yield run
 
 
 def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.DirEntry[str]], str | None],
@@ -172,11 +161,12 @@ def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.Di
     folder to walk, ``f``: an image name), in name order (Python's ``str`` order, as ``sorted`` gives), as
     ``(entries, records)``, one of them empty. Up to :data:`SORT_CHUNK` such entries (that many included):
     ``entries``, sorted in memory and reversed (popped from the end), each ``DirEntry`` kept (and the stat it may
-    cache). A folder with more is read in runs of up to that many ``name NUL kind`` records (the first one more),
-    each sorted and written to a temporary file (held open by ``stack``), then merged (``heapq.merge``):
-    ``records``, and what is held is one run while reading and one block per run while merging, never the folder.
-    Where the temporary folder takes no file (or no more), the runs from there on are kept in memory, with one
-    warning per temporary folder (:func:`_in_memory`): the listing is the same. The whole folder is read here."""
+    cache). A folder with more is read in runs of up to that many ``name NUL kind`` records (the first one more)
+    and sorted through a temporary file (:func:`~distill.data.extsort.external_sort`, its file held open by
+    ``stack``): ``records``, and what is held is one run while reading and at most ``MERGE_FAN_IN`` read blocks
+    while merging, never the folder. Where the temporary folder takes no file (or no more), the runs from there on
+    are kept in memory, with one warning per temporary folder (:func:`_warn`): the listing is the same. The whole
+    folder is read here."""
     held: list[os.DirEntry[str]] = []
     for e in it:
         if kind(e) is not None:
@@ -186,39 +176,7 @@ def _sorted_scan(it: Iterator[os.DirEntry[str]], top: str, kind: Callable[[os.Di
     else:
         held.sort(key=lambda e: e.name, reverse=True)
         return held, iter(())
-    f: IO[bytes] | None = None
-    try:  # in the system's temporary folder (TMPDIR), not beside the data: that may be read-only, and a file there
-        # would be listed. TemporaryFile has no name there (unlinked at once): it goes with the file or process.
-        f = stack.enter_context(tempfile.TemporaryFile(buffering=0))  # unbuffered: see _spill
-    except OSError as err:
-        _in_memory(top, err)
-    runs: list[Iterator[str]] = []
-
-    def put(run: list[str]) -> None:
-        nonlocal f
-        run.sort()
-        if f is not None:
-            try:
-                runs.append(_spill(f, run))
-                return
-            except OSError as err:  # full: this run and the rest in memory (runs already written stay good)
-                _in_memory(top, err)
-                f = None
-        runs.append(iter(run))
-
-    put([f"{e.name}\0{kind(e)}" for e in held])
-    del held
-    run: list[str] = []
-    for e in it:
-        k = kind(e)
-        if k is not None:
-            run.append(f"{e.name}\0{k}")
-            if len(run) == SORT_CHUNK:
-                put(run)
-                run = []
-    if run:
-        put(run)
-    return [], heapq.merge(*runs)
+    return [], external_sort(_runs(held, it, kind), stack, lambda err, instead: _warn(top, err, instead))
 
 
 def _image_size(stat_: Callable[[], os.stat_result]) -> int | None:

@@ -77,7 +77,8 @@ def engine_source(entry: dict[str, Any], major: int) -> str:
     return str(entry["onnx_strongly_typed"] if strongly_typed(major) else entry["onnx"])
 
 
-def _shape(input_name: str, batch: int, chw: tuple[int, int, int]) -> str:
+def shape_spec(input_name: str, batch: int, chw: tuple[int, int, int]) -> str:
+    """trtexec's shape spec (``--minShapes``, ``--shapes``): ``input:8x3x224x224``."""
     return f"{input_name}:{batch}x{'x'.join(str(d) for d in chw)}"
 
 
@@ -104,12 +105,12 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
     if precision not in PRECISIONS:
         raise DistillError(f"TensorRT precision must be fp32, fp16 or int8; got '{precision}'")
     cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine_path}",
-           f"--minShapes={_shape(input_name, lo, chw)}", f"--optShapes={_shape(input_name, opt, chw)}",
-           f"--maxShapes={_shape(input_name, hi, chw)}", f"--timingCacheFile={timing_cache}",
+           f"--minShapes={shape_spec(input_name, lo, chw)}", f"--optShapes={shape_spec(input_name, opt, chw)}",
+           f"--maxShapes={shape_spec(input_name, hi, chw)}", f"--timingCacheFile={timing_cache}",
            f"--memPoolSize=workspace:{workspace_mib}",
            "--skipInference"]  # build only: no timing run after the build. The engine first runs in the script's
-    # polygraphy check; with none (SKIP_CHECK=1, no polygraphy, an export without calibration images) nothing runs it
-    # before the edge runner times it (README, "TensorRT")
+    # polygraphy check; without one (no polygraphy, an export without calibration images) in one trtexec
+    # --loadEngine run (build_engine.sh's smoke); with SKIP_CHECK=1 nothing runs it before the edge runner times it
     if precision == "fp32":  # TF32 is on by default (Ampere and newer, Orin): fp32 means fp32
         cmd.append("--noTF32")
     elif not typed and precision == "fp16":  # 11: no flag, the types come from the ONNX

@@ -12,7 +12,13 @@ bindings as a fallback; ``TRT_MAJOR=10|11`` overrides) and runs one of two block
 
 Then, when the export had calibration images and ``polygraphy`` is installed, each engine is
 run by polygraphy on those images next to ONNX Runtime on the ONNX it was built from (and on the
-fp32 ONNX), and :mod:`distill.export.engine_check` prints the top-1 agreement of each pair.
+fp32 ONNX), and :mod:`distill.export.engine_check` prints the top-1 agreement of each pair. Without
+polygraphy or calibration images each engine is run once by ``trtexec --loadEngine`` (at the profile's opt
+batch; ``--iterations``, ``--warmUp``, ``--duration`` and ``--shapes`` are trtexec's inference options in
+TensorRT 10.3 and 11.x alike, ``samples/common/sampleOptions.cpp``), so a broken engine fails at build time rather
+than when the edge runner first times it: every engine is run, a failing one is moved aside (``ENGINE.failed``, with
+``ENGINE.smoke.log``; not deleted, since the failure may be transient), then one line names the failures and the
+script exits 1. ``SKIP_CHECK=1`` skips both.
 
 Each engine built gets ``ENGINE.source.json`` beside it: the ONNX file it was built from, that file's sha256 and the
 engine's, at build time. The edge runner's ``engine_source`` reads it, so a record names the bytes the engine was built
@@ -29,13 +35,21 @@ import numpy as np
 
 from distill.export import engine_check
 from distill.export.images import ImageSet
-from distill.export.tensorrt import JETPACK_NOTE, MIN_MAJOR, SOURCE_SUFFIX, STRONGLY_TYPED_MAJOR, trtexec_command
+from distill.export.tensorrt import (
+    JETPACK_NOTE,
+    MIN_MAJOR,
+    SOURCE_SUFFIX,
+    STRONGLY_TYPED_MAJOR,
+    shape_spec,
+    trtexec_command,
+)
 
 BUILD_SCRIPT = "build_engine.sh"        # in the export folder: builds the engines on the device
 CHECK_SCRIPT = "tensorrt_check.py"      # engine_check.py, copied: polygraphy's data loader + the agreement
 CHECK_IMAGES_FILE = engine_check.IMAGES_FILE
 CHECK_DIR = "tensorrt_check"            # written on the device: polygraphy's saved outputs and log
 CHECK_IMAGES = 256                      # calibration images the engines are checked on, at most
+_ASIDE = (".failed", ".smoke.log")      # ENGINE + these: an engine whose trtexec run failed, moved aside, and its log
 
 _DETECT = r"""
 # Which TensorRT: TRT_MAJOR=10|11 overrides; else trtexec's banner ("[TensorRT v100300]" is 10.3.0,
@@ -127,13 +141,43 @@ record_source() {  # record_source ENGINE ONNX: ENGINE.source.json, what ENGINE 
 }
 """
 
+_SMOKE = r"""
+# smoke ENGINE: one inference by trtexec, where no polygraphy check runs the engines (no polygraphy, or no calibration
+# images): a broken engine fails here, at build time, not when it is first timed. Its log is kept only if it fails.
+# A failing engine is moved aside (ENGINE.failed: the edge runner does not take it, and a long build is not lost to a
+# transient failure such as a busy GPU); every engine is run, then one line names the failures and the script fails.
+SMOKE_FAILED=()
+smoke() {
+    local log="$1.smoke.log"
+    if "$TRTEXEC" --loadEngine="$1" --shapes=%(shapes)s --iterations=1 --warmUp=0 --duration=0 >"$log" 2>&1; then
+        rm -f "$log"; echo "$1: ran once (trtexec --loadEngine, batch %(batch)d)"; return 0
+    fi
+    tail -n 20 "$log" >&2
+    mv -f "$1" "$1.failed"
+    echo "$1 was built but does not run (trtexec --loadEngine=$1 --iterations=1 failed; its log: $log): moved aside" \
+        "to $1.failed so it is not timed; if the failure was transient (GPU busy), put it back: mv $1.failed $1" >&2
+    SMOKE_FAILED+=("$1")
+}
+smoke_all() {
+    local e
+    for e in ${BUILT[@]+"${BUILT[@]}"}; do smoke "$e"; done
+    if [ ${#SMOKE_FAILED[@]} -gt 0 ]; then
+        echo "${#SMOKE_FAILED[@]} of ${#BUILT[@]} engine(s) failed to run: ${SMOKE_FAILED[*]} (each moved aside as" \
+            "ENGINE.failed, its log ENGINE.smoke.log)" >&2
+        exit 1
+    fi
+}
+"""
+
+
 _CHECK = r"""
 # Each engine vs ONNX Runtime on the export's calibration images (polygraphy), as top-1 agreement.
 # SKIP_CHECK=1 skips it; POLYGRAPHY= and PYTHON= name other executables.
 if [ "${SKIP_CHECK:-0}" = 1 ]; then echo "engine check skipped (SKIP_CHECK=1)"; summary; exit 0; fi
 if ! command -v "$POLYGRAPHY" >/dev/null 2>&1; then
-    echo "polygraphy not found (pip install polygraphy onnxruntime): engines not compared with ONNX Runtime" >&2
-    summary; exit 0
+    echo "polygraphy not found (pip install polygraphy onnxruntime): engines not compared with ONNX Runtime;" \
+        "each run once by trtexec instead" >&2
+    smoke_all; summary; exit 0
 fi
 rm -rf %(dir)s && mkdir -p %(dir)s
 LOG=%(dir)s/polygraphy.log
@@ -230,7 +274,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         'POLYGRAPHY="${POLYGRAPHY:-polygraphy}"',
         *_START.strip("\n").splitlines(),
         *(_DETECT % {"min": MIN_MAJOR, "jetpack": JETPACK_NOTE}).strip("\n").splitlines(),
-        f"rm -f {' '.join(shlex.quote(n) for e in engines for n in (e['engine'], e['engine'] + SOURCE_SUFFIX))}"
+        f"rm -f {' '.join(shlex.quote(e['engine'] + s) for e in engines for s in ('', SOURCE_SUFFIX, *_ASIDE))}"
         "  # a failed build leaves no engine of an earlier run",
         f'if [ "$TRT_MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then',
         '    echo "TensorRT $TRT_MAJOR: strongly typed networks (precision from each ONNX)"',
@@ -240,8 +284,13 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         *_block(engines, input_name, chw, batches, workspace_mib, typed=False),
         "fi",
         'CURRENT=""',
+        *(_SMOKE % {"shapes": shlex.quote(shape_spec(input_name, batches[1], chw)), "batch": batches[1]}
+          ).strip("\n").splitlines(),
     ]
-    if reference is not None and engines:
+    if reference is None:  # no calibration images, so no polygraphy check: each engine still runs once (SKIP_CHECK=1:
+        # not even that, as with calibration images)
+        lines.append('if [ "${SKIP_CHECK:-0}" = 1 ]; then echo "engine run skipped (SKIP_CHECK=1)"; else smoke_all; fi')
+    elif engines:
         lines += [*(_CHECK % {"dir": CHECK_DIR, "script": CHECK_SCRIPT}).rstrip("\n").splitlines(),
                   f'if [ "$TRT_MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then',
                   *_checks(engines, reference, typed=True),

@@ -56,6 +56,13 @@ class RunLaunch(Record):
     # batch and, on a CPU (gloo, no SyncBatchNorm), keeps its own BatchNorm statistics: another number of ranks
     # trains another run
     world_size: int = Field(ge=1)
+    # the job's number of nodes (torchrun's WORLD_SIZE / LOCAL_WORLD_SIZE), so that a refused resume names the
+    # multi-node torchrun command; written only where over 1: a one-node run's file, and the files of the releases
+    # before it (which forbid other keys), hold world_size alone
+    nnodes: int = Field(default=1, ge=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=True)
 
 
 # ------------------------------------------------------------------ robustness

@@ -190,9 +190,36 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
     return "".join(out)
 
 
+def latency_out_of_order(latency: dict[str, float]) -> str | None:
+    """What keeps a record's latency off the latency chart (None: nothing): its p50, p90 and p99 must be finite, not
+    negative, and in order, as the runners compute them (:func:`distill.bench.edge_runner.latency_stats`). A
+    hand-made or edited record may break that; drawn, its bar (to p50) ran past its whisker (to p99), beyond the
+    scale set by the largest p99, over the numbers column."""
+    given = [latency.get(k) for k in ("p50", "p90", "p99")]
+    nums = [float(v) for v in given if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0]
+    if len(nums) < 3:
+        return "p50/p90/p99 {} / {} / {} ms are not all finite, non-negative numbers".format(*given)
+    p50, p90, p99 = nums
+    if p50 <= p90 <= p99:
+        return None
+    return f"p50 {p50:.3g} ms, p90 {p90:.3g} ms, p99 {p99:.3g} ms are out of order (p50 <= p90 <= p99)"
+
+
+def latency_order_warnings(points: list[Point]) -> list[str]:
+    """One warning per point :func:`latency_svg` leaves out (:func:`latency_out_of_order`), naming its bench file."""
+    out = []
+    for p in points:
+        if (why := latency_out_of_order(p.latency)) is not None:
+            where = f"{p.measured.source}: " if p.measured is not None else ""
+            out.append(f"{where}the record of {p.named} (batch {p.batch}, {p.device}): {why} (a hand-made or edited "
+                       "record?); left out of the latency chart, its numbers kept in the tables")
+    return out
+
+
 def latency_svg(points: list[Point], width: int = 760) -> str:
-    """One row per measurement, its label on a line of its own above a bar to p50, whisker to p99 (tick at p90)."""
-    rows = sorted(points, key=lambda p: p.latency["p50"])
+    """One row per measurement, its label on a line of its own above a bar to p50, whisker to p99 (tick at p90).
+    A point whose percentiles cannot be drawn (:func:`latency_out_of_order`) is left out (the report warns)."""
+    rows = sorted((p for p in points if latency_out_of_order(p.latency) is None), key=lambda p: p.latency["p50"])
     if not rows:
         return ""
     nums = [f'{p.latency["p50"]:.3g} / {p.latency["p90"]:.3g} / {p.latency["p99"]:.3g} ms' for p in rows]

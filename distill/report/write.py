@@ -46,6 +46,7 @@ from distill.records import (
     ExportReport,
     QADRecord,
 )
+from distill.report.charts import latency_order_warnings
 from distill.report.data import (
     ExportEntry,
     Measurement,
@@ -169,6 +170,7 @@ def collect(paths: Iterable[str | Path]) -> ReportData:
         data.run_of_qad(q)
         data.export_of_qad(q)
     data.points = _join(data)
+    data.warnings += latency_order_warnings(data.points)  # a hand-made record's p50 > p99: off the latency chart
     if (timed_again := bench_repeats_warning(data.points)) is not None:  # benched twice: one point, said so
         data.warnings.append(timed_again)
 

@@ -101,12 +101,14 @@ def check_same_launch(run_dir: Path, world: int, command: str) -> None:
     path = RunLaunch.path_in(run_dir)
     if not path.is_file():
         return
-    saved = RunLaunch.read(path).world_size
+    launch = RunLaunch.read(path)
+    saved, nodes = launch.world_size, launch.nnodes
     if saved != world:
-        raise DistillError(f"--resume {run_dir}: the run was trained on {ranks(saved)} ({path}) and this resume runs on "
-                           f"{ranks(world)}; resumed so, it would not be the run it was (each rank takes its share of "
-                           f"the batch): continue it with: {distill_command(command, saved)} --resume "
-                           f"{shlex.quote(str(run_dir))}")
+        on = f" on {nodes} nodes" if nodes > 1 else ""
+        raise DistillError(f"--resume {run_dir}: the run was trained on {ranks(saved)}{on} ({path}) and this resume "
+                           f"runs on {ranks(world)}; resumed so, it would not be the run it was (each rank takes its "
+                           f"share of the batch): continue it with: {distill_command(command, saved, saved // nodes)} "
+                           f"--resume {shlex.quote(str(run_dir))}")
 
 
 def _moved(caches: list[dict[str, Any]]) -> list[dict[str, Any]]:

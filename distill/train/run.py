@@ -25,6 +25,7 @@ from distill.train.checkpoints import Checkpoints
 from distill.train.data_identity import check_same_data, check_same_launch
 from distill.train.trainer import Trainer
 from distill.utils.io import atomic_write_text, check_out_dir, make_out_dir
+from distill.utils.launch import launched_nodes
 from distill.utils.runtime import Dist, barrier, share_from_main
 
 
@@ -86,10 +87,10 @@ def train(cfg: TrainConfig, resume: bool = False, out_flag: str = "run.out", com
 
 
 def _write_record(record: list[RunData | None], run_dir: Path, world: int | None) -> None:
-    """data.json (``record``'s, where there is one) and launch.json (``world`` ranks, unless resumed from a
-    checkpoint: the run's stays)."""
+    """data.json (``record``'s, where there is one) and launch.json (``world`` ranks and torchrun's nodes, unless
+    resumed from a checkpoint: the run's stays)."""
     records: list[Record] = [r for r in record if r is not None]
-    records += [RunLaunch(world_size=world)] if world is not None else []
+    records += [RunLaunch(world_size=world, nnodes=launched_nodes(world))] if world is not None else []
     for r in records:
         try:
             r.write(run_dir)

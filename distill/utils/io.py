@@ -166,11 +166,10 @@ def removed_if_left_empty(path: str | Path) -> Iterator[Path]:
 
 
 def append_line(path: str | Path, line: str) -> None:
-    """Append ``line`` (no newline in it) to the JSON-lines file ``path`` as a line of its own, by the edge runner's
-    rule for a last line without its newline (:func:`distill.bench.edge_runner.end_last_line`)."""
-    from distill.bench.edge_runner import end_last_line  # lazy: distill.bench imports the records that import this
+    """Append ``line`` (no newline in it) to the JSON-lines file ``path`` as a line of its own, as every bench file is
+    appended to (:func:`distill.bench.edge_runner.appending`: its last line ended first, one write() of the whole
+    line, other processes appending to it waiting their turn)."""
+    from distill.bench.edge_runner import appending  # lazy: distill.bench imports the records that import this
 
-    path = Path(path)
-    end_last_line(path)
-    with open(path, "a", newline="\n") as f:  # "\n" on every OS, as the line was appended before
-        f.write(line + "\n")
+    with appending(path) as write:
+        write(line)

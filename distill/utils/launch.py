@@ -18,6 +18,16 @@ def launched_world() -> int:
     return _env_int("WORLD_SIZE")
 
 
+def launched_nodes(world: int) -> int:
+    """The number of nodes of this job of ``world`` ranks: torchrun's ``WORLD_SIZE / LOCAL_WORLD_SIZE`` (this node's
+    ranks); 1 without torchrun, where ``world`` is not its ``WORLD_SIZE``, or where the nodes' ranks differ in number
+    (it does not divide: no one ``--nproc_per_node`` launches such a job)."""
+    per_node = _env_int("LOCAL_WORLD_SIZE") if "LOCAL_WORLD_SIZE" in os.environ else world
+    if world != launched_world() or per_node >= world or world % per_node:
+        return 1
+    return world // per_node
+
+
 def main_rank() -> bool:
     """Whether this process is rank 0 (or the only one)."""
     return os.environ.get("RANK", "0").strip() in ("0", "")
@@ -29,21 +39,22 @@ def ranks(world: int) -> str:
 
 
 def distill_command(command: str, world: int, per_node: int | None = None) -> str:
-    """``distill COMMAND`` for one process; ``torchrun --nproc_per_node=N -m distill COMMAND`` for N ranks on one node
-    (``per_node`` ranks per node on several: torchrun's ``--nnodes`` too, with the rendezvous flags it was given)."""
+    """``distill COMMAND`` for one process; ``torchrun --nproc_per_node=N -m distill COMMAND`` for N ranks on one node;
+    ``torchrun --nnodes=M --nproc_per_node=K`` for ``per_node`` (K) ranks on each of M nodes, with a note that the
+    rendezvous flags (``--rdzv-endpoint``...) are the user's: they are not recorded."""
     if world <= 1:
         return f"distill {command}"
     per_node = per_node or world
     if per_node >= world or world % per_node:
         return f"torchrun --nproc_per_node={world} -m distill {command}"
-    return f"torchrun --nnodes={world // per_node} --nproc_per_node={per_node} (and your rendezvous flags) " \
-           f"-m distill {command}"
+    return f"torchrun --nnodes={world // per_node} --nproc_per_node={per_node} (on each node, with your rendezvous " \
+           f"flags) -m distill {command}"
 
 
 def launched_command(command: str) -> str:
     """:func:`distill_command` for this process's own launch."""
-    return distill_command(command, launched_world(), _env_int("LOCAL_WORLD_SIZE") if "LOCAL_WORLD_SIZE" in os.environ
-                           else None)
+    world = launched_world()
+    return distill_command(command, world, world // launched_nodes(world))
 
 
 def end_process_group(existed: bool) -> None:

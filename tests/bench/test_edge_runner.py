@@ -161,7 +161,7 @@ def test_compare_latency_does_not_favour_the_session_created_last(monkeypatch) -
     class _Fake:
         threads_used, threads_basis = 1, "counted"  # as OrtRunner has them (compare records the baseline's)
 
-        def __init__(self, path, runtime, threads=None, spin=True) -> None:
+        def __init__(self, path, runtime, threads=None, spin=True, batches=None) -> None:
             self.path = path
             created.append(self)
 
@@ -202,7 +202,7 @@ def test_bench_files_does_not_favour_the_session_created_last(tmp_path: Path, mo
     class _Fake:
         runtime, providers, threads, meta = "ort-cpu", ["CPUExecutionProvider"], 1, {}
 
-        def __init__(self, path, runtime, threads=None, spin=True) -> None:
+        def __init__(self, path, runtime, threads=None, spin=True, batches=None) -> None:
             self.path, self.closed = Path(path), False
             created.append(self)
 

@@ -24,7 +24,10 @@ def _int8(small_onnx: Path, folder: Path, flavour: str, name: str = "student.onn
 
 @pytest.mark.parametrize(("flavour", "runtime", "says"), [
     ("ort-cpu", "ort-trt", "an int8 file of the ort-cpu flavour"), ("tensorrt", "ort-cpu", "of the tensorrt flavour"),
-    ("tensorrt", "ort-trt", None), ("ort-cpu", "ort-cpu", None), ("ort-cpu", "ort-cuda", None)])
+    ("tensorrt", "ort-trt", None), ("ort-cpu", "ort-cpu", None),
+    # issue 21 item 3: no flavour is made for ort-cuda (its EP runs Q/DQ around float kernels): both are said
+    ("ort-cpu", "ort-cuda", "an int8 file (the ort-cpu flavour) on ort-cuda"),
+    ("tensorrt", "ort-cuda", "an int8 file (the tensorrt flavour) on ort-cuda")])
 def test_flavour_warning_from_the_metadata(small_onnx: Path, tmp_path: Path, flavour: str, runtime: str,
                                            says: str | None) -> None:
     path = _int8(small_onnx, tmp_path, flavour)  # a neutral name: the metadata decides
@@ -77,3 +80,21 @@ def test_a_folders_files_are_timed_without_the_warning(small_onnx: Path, tmp_pat
     records = bench_model(folder, "ort-cpu", (1,), threads=1, warmup=0, iters=1)
     assert len(records) == 1
     assert not [w for w in recwarn.list if "flavour" in str(w.message)]
+
+
+def test_ort_cuda_warns_before_it_loads_and_not_for_a_float_file(small_onnx: Path, tmp_path: Path, capsys) -> None:
+    """As ort-cpu and ort-trt do for a file named on the command line: the warning before the run (which here, with no
+    CUDA EP, stops on the missing provider); an fp32 file gets none."""
+    path = _int8(small_onnx, tmp_path, "tensorrt")
+    edge_runner.main([str(path), "--runtime", "ort-cuda", "--iters", "1", "--warmup", "0"])
+    err = capsys.readouterr().err.splitlines()
+    assert err and err[0].startswith("warning: ") and "on ort-cuda" in err[0] and "not int8 latency" in err[0], err
+    assert edge_runner.flavour_warning(small_onnx, "ort-cuda") is None
+
+
+def test_ort_cuda_warning_says_what_the_cuda_ep_lacks(small_onnx: Path, tmp_path: Path) -> None:
+    """Review 1 (L4): the CUDA EP does have QuantizeLinear/DequantizeLinear kernels; what it lacks is onnxruntime's
+    QDQ fusion into int8 convolutions (registered for the CPU, DirectML and ACL EPs only)."""
+    warning = edge_runner.flavour_warning(_int8(small_onnx, tmp_path, "ort-cpu"), "ort-cuda") or ""
+    assert "no int8 Q/DQ" not in warning
+    assert "runs the Q/DQ ops but does not fuse them into int8 convolution/MatMul kernels" in warning

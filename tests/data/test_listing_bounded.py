@@ -5,22 +5,28 @@ is gone however the walk ends."""
 from __future__ import annotations
 
 import errno
+import heapq
 import io
 import os
+import random
 import tempfile
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from distill.data import listing
+from distill.data import extsort, listing
 from distill.data.listing import is_image_name, walk_images
 from tests.data.test_listing import check_mains_listing
 
 
-def _chunk(monkeypatch, chunk: int, block: int = 5) -> None:
-    """Runs of ``chunk`` names, read back ``block`` bytes at a time (records cut across blocks)."""
-    monkeypatch.setattr(listing, "SORT_CHUNK", chunk, raising=False)  # raising=False: main has no such knob
-    monkeypatch.setattr(listing, "SPILL_BLOCK", block, raising=False)
+def _chunk(monkeypatch, chunk: int, block: int = 5, fan_in: int = 64) -> None:
+    """Runs of ``chunk`` names, read back ``block`` bytes at a time (records cut across blocks), merged ``fan_in``
+    at most at a time."""
+    # raising (review 1, L10): a renamed knob fails the tests rather than leaving them on the default sizes unseen
+    monkeypatch.setattr(listing, "SORT_CHUNK", chunk)
+    monkeypatch.setattr(extsort, "SPILL_BLOCK", block)
+    monkeypatch.setattr(extsort, "MERGE_FAN_IN", fan_in)
 
 
 def _at(top: Path, name: str | bytes) -> str:
@@ -280,7 +286,7 @@ def test_no_temporary_folder_sorts_in_memory_with_one_warning(tmp_path, monkeypa
     top = _nested(tmp_path / "t")
     want = list(reference(str(top)))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
-    monkeypatch.setattr(listing, "_WARNED_TMP", set(), raising=False)
+    monkeypatch.setattr(listing, "_WARNED_TMP", set())
     assert list(walk_images(top)) == want and len(want) == 20
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"warning: {top}: over 3 entries, to be sorted through a temporary "
@@ -318,7 +324,7 @@ def test_a_full_temporary_folder_keeps_the_rest_in_memory(tmp_path, monkeypatch,
                 raise OSError(errno.ENOSPC, "No space left on device")
             return self._f.write(data)
     monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: Full())
-    monkeypatch.setattr(listing, "_WARNED_TMP", set(), raising=False)
+    monkeypatch.setattr(listing, "_WARNED_TMP", set())
     assert list(walk_images(top)) == want and len(want) == 20
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "No space left on device; sorting in memory instead" in err[0], err
@@ -329,8 +335,6 @@ def test_the_root_listing_holds_no_python_object_per_image(tmp_path, monkeypatch
     and a list of ints until review 2: ~200 B per image at its peak (tracemalloc) in a flat class folder. Now it
     packs as ``pack_images`` does: the path's bytes plus a few int64/int32 per image (~75 B at the peak here,
     with the final arrays' copy). Small chunk and block, so the bounded walk's own share stays small."""
-    import tracemalloc
-
     top = tmp_path / "root" / "d" / "c"
     top.mkdir(parents=True)
     n = 3000
@@ -376,7 +380,7 @@ def test_a_disk_filling_inside_a_run_keeps_the_rest_in_memory(tmp_path, monkeypa
     for i in range(names):
         (top / (f"{'x' * 150}_{i:05d}.jpg" if long else f"IMG_{i:05d}.jpg")).write_bytes(b"")
     _chunk(monkeypatch, chunk, 4096)
-    monkeypatch.setattr(listing, "_WARNED_TMP", set(), raising=False)
+    monkeypatch.setattr(listing, "_WARNED_TMP", set())
     spills = tmp_path / "spills"
     spills.mkdir()
 
@@ -388,3 +392,138 @@ def test_a_disk_filling_inside_a_run_keeps_the_rest_in_memory(tmp_path, monkeypa
     monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
     assert list(walk_images(top)) == list(reference(str(top)))
     assert "No space left on device; sorting in memory instead" in capsys.readouterr().err
+
+
+#: name pieces for the fuzz: str order unlike byte order (é vs \xc3x), non-UTF-8 bytes, hidden, case, non-image
+PIECES: list[str | bytes] = ["a", "b", "A", "é", b"\xc3x", b"\xe9", "\ue000", "\U0001f600", "\n", " ", ".", "-", "0"]
+
+
+def _fuzz_tree(top: Path, rng: random.Random) -> Path:
+    """Up to 3 levels of folders of random names (some of them images, some hidden, some non-UTF-8), links too."""
+    top.mkdir()
+    folders = [os.fsencode(top)]
+    for k in range(rng.randint(5, 80)):
+        name = b"".join(p if isinstance(p, bytes) else p.encode() for p in rng.choices(PIECES, k=rng.randint(1, 4)))
+        name += rng.choice([b".png", b".JPG", b".txt", b"", b".png"])
+        where = os.path.join(rng.choice(folders), name)
+        if os.path.lexists(where):
+            continue
+        if rng.random() < 0.15 and len(folders) < 8:
+            os.mkdir(where)
+            folders.append(where)
+        elif rng.random() < 0.05:
+            os.symlink(rng.choice([b"nowhere", b"..", folders[-1]]), where)
+        else:
+            with open(where, "wb") as f:
+                f.write(b"x" * k)
+    return top
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_fuzz_random_trees_list_by_the_rule_whatever_the_chunk_fan_in_and_block(tmp_path, monkeypatch, seed):
+    """Random trees against the rule spelled out (:func:`reference`), sorted through runs with a random chunk,
+    fan-in and read block: many runs, merged down in several passes, records cut across blocks."""
+    rng = random.Random(seed)
+    top = _fuzz_tree(tmp_path / "t", rng)
+    _chunk(monkeypatch, rng.randint(1, 4), rng.choice([1, 3, 8, 64]), rng.choice([2, 3, 5]))
+    assert list(walk_images(top)) == list(reference(str(top)))
+    assert list(walk_images(top, "p/", hidden_folders=False)) == list(reference(str(top), "p/", hidden=False))
+
+
+class Counted:
+    """``heapq.merge`` spied on: how many runs are being read at once (a run's reader counts from its first record
+    until it is exhausted or dropped), over every merge, nested or one after another."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.live = self.peak = 0
+        real = heapq.merge
+        monkeypatch.setattr(heapq, "merge", lambda *runs, **k: real(*map(self._run, runs), **k))
+
+    def _run(self, run):
+        self.live += 1
+        self.peak = max(self.peak, self.live)
+        try:
+            yield from run
+        finally:
+            self.live -= 1
+
+
+def test_a_flat_folder_s_runs_are_merged_no_more_than_the_fan_in_at_once(tmp_path, monkeypatch):
+    """Session 30: main merged every run of a spilled folder at once, a read block each: N / SORT_CHUNK blocks
+    (~17 MB at 10^7 entries in one folder, ~170 MB at 10^8). Now runs are merged down, ``MERGE_FAN_IN`` at most at
+    once. 200 images in runs of 4: 50 runs; main read all 50 at once."""
+    top = tmp_path / "flat"
+    top.mkdir()
+    for i in range(200):
+        (top / f"{(i * 37) % 200:03d}.png").write_bytes(b"x" * (i % 7))
+    want = list(reference(str(top)))
+    _chunk(monkeypatch, 4, 16, fan_in=4)
+    counted = Counted(monkeypatch)
+    assert list(walk_images(top)) == want and len(want) == 200
+    assert counted.peak <= 4, f"{counted.peak} runs merged at once (fan-in 4)"
+
+
+def _walk_peak(top: Path) -> int:
+    """tracemalloc's peak while ``top`` is walked, each file dropped as it comes (the walk's own memory)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in walk_images(top):
+            pass
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_merge_holds_the_same_memory_whatever_the_folder_s_size(tmp_path, monkeypatch):
+    """A folder of 512 images (8 runs of 64 long names) and one of 2560 (40 runs), merged 4 runs at a time: the walk's
+    peak (tracemalloc) grows by little (~18 KB when written: the runs' places in the file, and a merge pass's block
+    being written). Main held a 4 KB read block (and its records) for every run: 98 KB -> 467 KB."""
+    peaks = []
+    for n in (512, 2560):
+        top = tmp_path / f"flat{n}"
+        top.mkdir()
+        for i in range(n):
+            (top / f"{'x' * 100}{(i * 37) % n:05d}.png").write_bytes(b"")
+        _chunk(monkeypatch, 64, 4096, fan_in=4)
+        peaks.append(_walk_peak(top))
+    assert peaks[1] - peaks[0] < 64 * 1024, f"the walk's peak: {peaks[0]} B at 8 runs, {peaks[1]} B at 40"
+
+
+def test_each_distinct_temporary_folder_warning_is_said_once(tmp_path, monkeypatch, capsys):
+    """Review 1 (L9): warnings were said once per temporary folder, so the merge's fallback ("merging its N sorted
+    runs at once") was swallowed where that folder had already warned that a spill failed. Now each distinct warning
+    is said once: folder 1 cannot make its spill file (in memory), folder 2 fills the disk at its first merge, folder
+    3 is folder 1 again (nothing more said)."""
+    tops = []
+    for k, n in enumerate((20, 40, 20)):
+        top = tmp_path / f"flat{k}"
+        top.mkdir()
+        for i in range(n):
+            (top / f"{(i * 7) % n:03d}.png").write_bytes(b"")
+        tops.append(top)
+    _chunk(monkeypatch, 4, 16, fan_in=4)
+    monkeypatch.setattr(listing, "_WARNED_TMP", set())
+    made = []
+
+    class FullAtTheMerge(io.FileIO):
+        """Takes the folder's 10 runs (one write each), then no more: the first merge's write fails."""
+        def write(self, b) -> int:  # type: ignore[override]
+            self.writes = getattr(self, "writes", 0) + 1
+            if self.writes > 10:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(b)
+
+    def temporary_file(*args, buffering: int = -1, **kwargs):
+        made.append(1)
+        if len(made) != 2:  # folders 1 and 3: no file at all
+            raise OSError(errno.EACCES, "Permission denied")
+        return FullAtTheMerge(tmp_path / "spill", "w+b")
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+    for top in tops:
+        assert list(walk_images(top)) == list(reference(str(top)))
+    err = capsys.readouterr().err.splitlines()
+    assert len(made) == 3 and len(err) == 2, err
+    assert err[0].startswith(f"warning: {tops[0]}: ") and "Permission denied; sorting in memory instead" in err[0]
+    assert err[1].startswith(f"warning: {tops[1]}: ") and "No space left on device; merging its 10 sorted runs at " \
+        "once instead" in err[1]

@@ -16,7 +16,10 @@ import yaml
 
 from distill.cli import EXIT_ERROR, EXIT_INTERRUPTED, main
 from distill.cli.train import resume_hint
+from distill.errors import DistillError
 from distill.train import Checkpoints
+from distill.train.data_identity import check_same_launch
+from distill.train.run import _write_record
 from tests.shapes import make_shapes_root
 
 COMMON = ["--set", "run.workers=0", "--set", "run.device=cpu", "--set", "optim.batch_size=4", "--no-progress"]
@@ -106,3 +109,40 @@ def test_resuming_a_finished_run_with_more_epochs_names_the_new_run_that_trains_
     assert main(argv[1:] + COMMON) == 0 and (tmp_path / "longer" / "summary.json").is_file()
     started = yaml.safe_load((tmp_path / "longer" / "config.yaml").read_text())
     assert started["source_checkpoint"] == str(run / "checkpoints" / "best")  # it went on from the finished student
+
+
+TORCHRUN_2_NODES = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}  # 2 nodes x 2 ranks
+TWO_NODES = "torchrun --nnodes=2 --nproc_per_node=2 (on each node, with your rendezvous flags) -m distill train"
+
+
+def test_a_multi_node_run_records_its_nodes_and_a_one_node_run_its_ranks_alone(tmp_path, monkeypatch):
+    """launch.json as rank 0 writes it (``_write_record``): ``nnodes`` from torchrun's WORLD_SIZE / LOCAL_WORLD_SIZE
+    where over 1; a one-node run's file holds ``world_size`` alone, as the releases before wrote (and read) it."""
+    for name, value in TORCHRUN_2_NODES.items():
+        monkeypatch.setenv(name, value)
+    _write_record([], tmp_path, 4)
+    assert json.loads((tmp_path / "launch.json").read_text()) == {"world_size": 4, "nnodes": 2}
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    _write_record([], tmp_path, 4)
+    assert json.loads((tmp_path / "launch.json").read_text()) == {"world_size": 4}
+
+
+def test_a_resume_of_a_multi_node_run_on_other_ranks_names_the_multi_node_command(tmp_path, monkeypatch):
+    """QA: the refusal named ``torchrun --nproc_per_node=4``, one node, for a run trained on 2 nodes x 2 ranks."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "launch.json").write_text(json.dumps({"world_size": 4, "nnodes": 2}))
+    with pytest.raises(DistillError) as e:
+        check_same_launch(run, 1, "train")
+    assert str(e.value) == (f"--resume {run}: the run was trained on 4 torchrun ranks on 2 nodes "
+                            f"({run / 'launch.json'}) and this resume runs on 1 process; resumed so, it would not be "
+                            f"the run it was (each rank takes its share of the batch): continue it with: {TWO_NODES} "
+                            f"--resume {run}")
+    check_same_launch(run, 4, "train")  # the same number of ranks: resumed
+    (run / "launch.json").write_text(json.dumps({"world_size": 4}))  # one node, or a file from before nnodes
+    with pytest.raises(DistillError, match=r"4 torchrun ranks \(.*: torchrun --nproc_per_node=4 -m distill train "):
+        check_same_launch(run, 2, "train")
+    for name, value in TORCHRUN_2_NODES.items():  # the interrupted line of a 2-node run
+        monkeypatch.setenv(name, value)
+    (run / "config.yaml").write_text("{}")
+    assert resume_hint("train", run)() == f"continue it with: {TWO_NODES} --resume {run}"
