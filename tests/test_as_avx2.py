@@ -3,6 +3,7 @@ scripts/cpuid_mask.c): the libraries pick their AVX2 kernels, and the program's 
 Skips with the reason where the machine cannot (no cpuid_fault flag, no gcc, not x86-64)."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -60,3 +61,30 @@ def test_distills_records_list_the_flags_the_process_sees_and_name_the_hidden_on
     assert "avx2" in cpu["flags"]
     assert not [f for f in cpu["flags"] if f.startswith(("avx512", "amx")) or f == "avx_vnni"], cpu["flags"]
     assert all(f.startswith(("avx512", "amx")) or f == "avx_vnni" for f in cpu.get("hidden_flags", []))
+
+
+# each test of the probe suite: which process ran it, and the kernels torch picked there
+_WORKER_PROBE = """
+import os, pytest, torch
+@pytest.mark.parametrize("i", range(4))
+def test_probe(i):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "controller")
+    with open(os.path.join(os.environ["PROBE_OUT"], worker), "w") as f:
+        f.write(f"{os.getpid()} {torch.backends.cpu.get_cpu_capability()}")
+"""
+
+
+def test_xdist_workers_run_masked_too(tmp_path) -> None:
+    """.ci/run's AVX2 pass runs `scripts/as_avx2.sh python -m pytest -n 2`: the tests run in xdist's worker processes,
+    not in the process as_avx2.sh started. They are masked too (they inherit LD_PRELOAD), else the pass would test
+    the AVX-512 kernels again and pass unseen."""
+    pytest.importorskip("xdist")
+    (tmp_path / "test_probe.py").write_text(_WORKER_PROBE)
+    (tmp_path / "out").mkdir()
+    done = subprocess.run(["bash", str(AS_AVX2), sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                           "test_probe.py"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PROBE_OUT": str(tmp_path / "out")})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ran = {p.name: p.read_text().split() for p in (tmp_path / "out").iterdir()}
+    assert ran and all(name.startswith("gw") for name in ran), ran  # in xdist's workers, not the controller
+    assert all(capability == "AVX2" for _, capability in ran.values()), ran
