@@ -37,7 +37,9 @@ allowed with ``resume``). :func:`train` and :func:`adapt` leave the process as f
 deterministic-algorithms and cuDNN flags and the global random generators (Python, numpy, torch,
 CUDA), which a run sets and reseeds every step, are put back after it, also after an error; the
 environment keeps ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (repeatable cuBLAS results; it acts only
-before the first cuBLAS call) and what torch sets itself (``TORCHINDUCTOR_CACHE_DIR``). (``distill`` itself
+before the first cuBLAS call) and what torch sets itself (``TORCHINDUCTOR_CACHE_DIR``). Under torchrun, the process
+group a run joins stays up after it (a later run reuses it): end it with ``torch.distributed.destroy_process_group()``
+at the end of the script, as the CLI does after a command that finished well. (``distill`` itself
 re-exports these lazily, but for ``train`` and ``export``, whose names are the stage subpackages.)
 """
 from __future__ import annotations
