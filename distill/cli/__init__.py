@@ -186,6 +186,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         with warning_lines(), one_command():  # libraries' log warnings (timm's) as `warning: ...` lines
             rc = args.func(args)
+            if not rc:  # finished well: the ranks end the process group together (only then: see end_process_group)
+                end_process_group(existed)
     except DistillError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -200,8 +202,6 @@ def _main(argv: list[str] | None) -> int:
                 os.environ.pop("TQDM_DISABLE", None)
             else:
                 os.environ["TQDM_DISABLE"] = before
-    if not rc:  # finished well: the ranks end the process group together (only then: see end_process_group)
-        end_process_group(existed)
     return int(rc or 0)
 
 

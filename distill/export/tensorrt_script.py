@@ -155,7 +155,8 @@ smoke() {
     tail -n 20 "$log" >&2
     mv -f "$1" "$1.failed"
     echo "$1 was built but does not run (trtexec --loadEngine=$1 --iterations=1 failed; its log: $log): moved aside" \
-        "to $1.failed so it is not timed; if the failure was transient (GPU busy), put it back: mv $1.failed $1" >&2
+        "to $1.failed so it is not timed; if the failure was transient (GPU busy), put it back: mv $1.failed $1" \
+        "(before running this script again, which removes it)" >&2
     SMOKE_FAILED+=("$1")
 }
 smoke_all() {

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from distill.cli import main as cli
 from distill.config import load_train_config
 from distill.errors import DistillError
+from tests.gloo import free_port
 from tests.shapes import make_shapes_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,7 +233,7 @@ def test_ddp_two_processes_match_one(tmp_path, tiny_root, tiny_cache):
     """2 gloo ranks x 4 images == 1 process x 8 images, plain SGD (test_vit has no BatchNorm)."""
     over = dict(student__arch="test_vit", optim__epochs=1, optim__batch_size=8, **_SGD)
     worst = _one_vs_two(tmp_path, _config(tiny_root, tiny_cache, tmp_path / "one", **over),
-                        _config(tiny_root, tiny_cache, tmp_path / "two", **over), 29533)
+                        _config(tiny_root, tiny_cache, tmp_path / "two", **over), free_port())
     assert worst < 1e-4, f"max weight difference {worst}"  # stated tolerance: float reduction order only
 
 
@@ -256,7 +257,7 @@ def test_ddp_matches_one_process_with_batch_statistics(tmp_path, tiny_root):
         cfg["source_checkpoint"] = str(ckpt)
         return cfg
 
-    worst = _one_vs_two(tmp_path, shot("one"), shot("two"), 29534)
+    worst = _one_vs_two(tmp_path, shot("one"), shot("two"), free_port())
     assert worst < 1e-4, f"max weight difference {worst}"
     start, end = load_file(str(ckpt / "model.safetensors")), _weights(tmp_path / "one")
     assert max(float((start[k].float() - end[k].float()).abs().max()) for k in start) > 1e-4, "shot did not train"
@@ -278,7 +279,7 @@ def test_ddp_sfda_with_a_batchnorm_student_on_cpu_refreshes_alike_on_every_rank(
     cfg["strategy"] = {"name": "sfda"}
     cfg["source_checkpoint"] = str(tmp_path / "erm" / "checkpoints" / "best")
     torchrun = Path(sys.executable).with_name("torchrun")
-    two = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29535", "-m", "distill", "train", "-c",
+    two = subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "distill", "train", "-c",
                           str(_write(tmp_path, cfg, "two.yaml"))], cwd=REPO, capture_output=True, text=True,
                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-3000:]

@@ -37,3 +37,15 @@ def test_no_group_no_torch_distributed_needed():
     assert not process_group_exists()
     end_process_group(existed=False)  # nothing to end: returns
     assert not process_group_exists()
+
+
+def test_ctrl_c_while_the_ranks_end_their_group_is_the_interrupted_line(monkeypatch, tmp_path, capsys):
+    """The teardown barrier is part of the command: a Ctrl-C there is the one `interrupted:` line, not a traceback."""
+    import distill.cli as cli
+
+    def interrupted(existed: bool) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "end_process_group", interrupted)
+    assert main(["data", "materialize", "--out", str(tmp_path / "d"), "--quick"]) == cli.EXIT_INTERRUPTED
+    assert "interrupted:" in capsys.readouterr().err
