@@ -49,7 +49,7 @@ class RunLaunch(Record):
     """``RUN/launch.json``: how the run is launched, written when it starts (a separate file: the release before
     forbids unknown keys in summary.json and data.json). A resume on another number of ranks is refused
     (:func:`distill.train.data_identity.check_same_launch`); ``distill report`` does not take runs on different
-    numbers of ranks for repeats of one seed. A run without it was started before distill recorded it."""
+    numbers of ranks, or of nodes, for repeats of one seed. A run without it was started before distill recorded it."""
 
     FILE: ClassVar[str] = RUN_LAUNCH
     # the job's number of ranks: torchrun's WORLD_SIZE, 1 in one process. Each rank takes its share of the global

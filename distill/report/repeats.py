@@ -22,15 +22,15 @@ def repeat_notes(g: RunGroup) -> list[str]:
     """One line per repeat left out of ``g``: ``seed 0 of LABEL counted once, from runs/b (runs/a repeats it, left
     out)``, with both target means where their results differ: training that is not deterministic (their configs
     are equal but for bookkeeping, :data:`~distill.report.configs.BOOKKEEPING`), or data that changed between them
-    (their data.json differ). Runs on different numbers of ranks (launch.json) are not repeats
-    (:func:`~distill.report.runs.group_runs`); where a run does not record its ranks, that is named as a cause too."""
+    (their data.json differ). Runs on different numbers of ranks or nodes (launch.json) are not repeats
+    (:func:`~distill.report.runs.group_runs`); where a run does not record them, that is named as a cause too."""
     notes = []
     for r in g.repeats:
         kept = g.kept_for(r)
         why = "the data differ (data.json)" if None not in (kept.data, r.data) and kept.data != r.data else \
             "training is not deterministic" if None not in (kept.ranks, r.ranks) else \
-            "training is not deterministic, or the two ran on different numbers of torchrun ranks (a run without " \
-            "launch.json does not record them)"
+            "training is not deterministic, or the two ran on different numbers of torchrun ranks or nodes (a run " \
+            "without launch.json does not record them)"
         differ = "" if kept.accuracy == r.accuracy else \
             f"; target mean {pct(target_mean(kept))} % vs {pct(target_mean(r))} %: {why}"
         notes.append(f"seed {r.seed} of {g.label} counted once, from {kept.dir} ({r.dir} repeats it, left out; "

@@ -80,6 +80,9 @@ class Run:
     # launch.json's number of torchrun ranks (1: one process); None: not recorded (a run from before it), taken as 1.
     # Another number of ranks trains another run (the batch per rank, a CPU's per-rank BatchNorm statistics)
     ranks: int | None = None
+    # launch.json's number of nodes (1: one node, or not recorded). The same ranks on another number of nodes reduce
+    # their gradients in another order (float sums): not repeats of one run, whose differences read as non-determinism
+    nodes: int = 1
 
 
 @dataclass
@@ -154,7 +157,7 @@ def read_run(run_dir: Path) -> Run:
                head=str(getattr(cfg.student, "head", "linear")) if cfg is not None else "linear",
                withheld=list(getattr(data, "withhold_classes", None) or []),
                config=flat_config(cfg, path_identities(run_dir, cfg, summary.teacher)) if cfg is not None else None,
-               data=_data_identity(run_dir), paths=_path_keys(cfg), ranks=_ranks(run_dir),
+               data=_data_identity(run_dir), paths=_path_keys(cfg), **_launch(run_dir),
                **_finished(summary, run_dir))
 
 
@@ -170,12 +173,13 @@ def _data_identity(run_dir: Path) -> str | None:
     return json.dumps([d.fingerprint, d.rule, d.images], sort_keys=True, default=str)
 
 
-def _ranks(run_dir: Path) -> int | None:
-    """launch.json's number of ranks; None without it (or unreadable: half-written, corrupt)."""
+def _launch(run_dir: Path) -> dict[str, Any]:
+    """``ranks``/``nodes`` of a :class:`Run` from launch.json; ranks None without it (or unreadable: half-written)."""
     try:
-        return RunLaunch.read(run_dir).world_size if RunLaunch.exists_in(run_dir) else None
+        launch = RunLaunch.read(run_dir) if RunLaunch.exists_in(run_dir) else None
     except (OSError, ValueError, DistillError):
-        return None
+        launch = None
+    return {"ranks": launch.world_size, "nodes": launch.nnodes} if launch else {"ranks": None}
 
 
 def _finished(summary: RunSummary, run_dir: Path) -> dict[str, Any]:
@@ -257,7 +261,7 @@ def _default_options(strategy: str) -> dict[str, Any]:
 def _config_key(r: Run) -> str:
     """All that makes a run's configuration (its row): the seed and bookkeeping aside, every key of config.yaml."""
     return json.dumps([r.student, r.strategy, r.options, r.source_domains, r.target_domains, r.adapted, r.teacher,
-                       r.unlabeled, r.head, r.withheld, r.config, r.ranks or 1], sort_keys=True, default=str)
+                       r.unlabeled, r.head, r.withheld, r.config, r.ranks or 1, r.nodes], sort_keys=True, default=str)
 
 
 def label_runs(runs: list[Run]) -> None:
@@ -301,10 +305,11 @@ def label_runs(runs: list[Run]) -> None:
                         extra[ck].append(f"{name} {('+'.join(v) or 'none') if isinstance(v, list) else v}")
             for ck, bits in config_labels({ck: r.config for ck, r in configs.items()}).items():
                 extra[ck] += bits
-            if len({r.ranks or 1 for r in configs.values()}) > 1:  # `1 process` / `2 torchrun ranks`
+            if len({(r.ranks or 1, r.nodes) for r in configs.values()}) > 1:  # `2 torchrun ranks (on 2 nodes)`
                 recorded = {_config_key(r) for r in rs if r.ranks is not None}  # a run without launch.json
+                nodes = any(r.nodes > 1 for r in configs.values())  # then a one-node run says `on 1 node`
                 for ck, r in configs.items():  # groups as 1 process but is not said to be one
-                    extra[ck].append(ranks(r.ranks or 1) if ck in recorded else "ranks not recorded")
+                    extra[ck].append(ranks(r.ranks or 1, r.nodes, nodes) if ck in recorded else "ranks not recorded")
         for r in rs:
             bits = [base] + extra[_config_key(r)]
             r.label = f"{arch} ({'; '.join(bits)})"

@@ -104,8 +104,7 @@ def check_same_launch(run_dir: Path, world: int, command: str) -> None:
     launch = RunLaunch.read(path)
     saved, nodes = launch.world_size, launch.nnodes
     if saved != world:
-        on = f" on {nodes} nodes" if nodes > 1 else ""
-        raise DistillError(f"--resume {run_dir}: the run was trained on {ranks(saved)}{on} ({path}) and this resume "
+        raise DistillError(f"--resume {run_dir}: the run was trained on {ranks(saved, nodes)} ({path}) and this resume "
                            f"runs on {ranks(world)}; resumed so, it would not be the run it was (each rank takes its "
                            f"share of the batch): continue it with: {distill_command(command, saved, saved // nodes)} "
                            f"--resume {shlex.quote(str(run_dir))}")

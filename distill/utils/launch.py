@@ -33,9 +33,12 @@ def main_rank() -> bool:
     return os.environ.get("RANK", "0").strip() in ("0", "")
 
 
-def ranks(world: int) -> str:
-    """``1 process`` / ``2 torchrun ranks``."""
-    return "1 process" if world <= 1 else f"{world} torchrun ranks"
+def ranks(world: int, nodes: int = 1, say_nodes: bool = False) -> str:
+    """``1 process`` / ``2 torchrun ranks`` / ``4 torchrun ranks on 2 nodes`` (``on 1 node`` too with ``say_nodes``:
+    beside a run on several)."""
+    if world <= 1:
+        return "1 process"
+    return f"{world} torchrun ranks" + (f" on {nodes} node{'s' * (nodes > 1)}" if nodes > 1 or say_nodes else "")
 
 
 def distill_command(command: str, world: int, per_node: int | None = None) -> str:

@@ -102,9 +102,9 @@ def test_repeats_that_disagree_are_not_averaged_the_newer_counts(tmp_path: Path)
            "deterministic)" in w
 
 
-def _launch(run: Path, world_size: int) -> None:
-    """RUN/launch.json as ``distill train`` writes it (RunLaunch: the run's number of ranks)."""
-    (run / "launch.json").write_text(json.dumps({"world_size": world_size}))
+def _launch(run: Path, world_size: int, nnodes: int = 1) -> None:
+    """RUN/launch.json as ``distill train`` writes it (RunLaunch: the run's number of ranks; nodes only over 1)."""
+    (run / "launch.json").write_text(json.dumps({"world_size": world_size, **({"nnodes": nnodes} if nnodes > 1 else {})}))
 
 
 def test_a_2_rank_run_and_1_process_runs_of_one_seed_are_two_rows_not_repeats(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_differing_repeats_that_do_not_record_their_ranks_name_the_ranks_as_a_ca
     _run(tmp_path / "b", "kd", {"clean": 0.9, "noisy": 0.333}, written=1_000_100)
     [w] = collect([tmp_path]).warnings
     assert "target mean 33.3 % vs 23.8 %: training is not deterministic, or the two ran on different numbers of " \
-           "torchrun ranks (a run without launch.json does not record them))" in w, w
+           "torchrun ranks or nodes (a run without launch.json does not record them))" in w, w
 
 
 def test_runs_that_record_no_seed_each_count(tmp_path: Path) -> None:
@@ -186,3 +186,19 @@ def test_a_run_without_launch_json_is_labelled_ranks_not_recorded(tmp_path: Path
     _launch(tmp_path / "new2", 2)
     labels = sorted(g.label for g in collect([tmp_path]).groups)
     assert labels == ["test_resnet (kd; 2 torchrun ranks)", "test_resnet (kd; ranks not recorded)"], labels
+
+
+def test_4_ranks_on_1_node_and_on_2_nodes_are_two_rows_not_repeats(tmp_path: Path) -> None:
+    """4 ranks on one node and 4 ranks on 2 nodes (2x2), one seed and config: the same batch per rank, but the
+    gradients reduce in another order (float sums), so results may differ. Before, one row with the other as a
+    repeat, its difference put down to "training is not deterministic"; now two rows, labelled by their nodes."""
+    _run(tmp_path / "one_node", "kd", {"clean": 0.9, "noisy": 0.333}, written=1_000_000)
+    _run(tmp_path / "two_nodes", "kd", {"clean": 0.9, "noisy": 0.338}, written=1_000_100)
+    _launch(tmp_path / "one_node", 4)
+    _launch(tmp_path / "two_nodes", 4, nnodes=2)
+    data = collect([tmp_path])
+    by_label = {g.label: g for g in data.groups}
+    assert sorted(by_label) == ["test_resnet (kd; 4 torchrun ranks on 1 node)",
+                                "test_resnet (kd; 4 torchrun ranks on 2 nodes)"], by_label
+    assert by_label["test_resnet (kd; 4 torchrun ranks on 2 nodes)"].target_mean == pytest.approx(0.338)
+    assert all(g.repeats == [] for g in data.groups) and data.warnings == [], data.warnings
