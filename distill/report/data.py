@@ -321,6 +321,18 @@ def jetson_text(jet: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def fan_label(record: BenchRecord) -> str:
+    """``fan quiet``: the Jetson fan mode a record was timed with (``nvpmodel -q``'s fan line: the runner's
+    ``fan_mode``, or within an older runner's one-line ``power_mode``); "" where none is recorded. Shown beside the
+    device, not part of it (:func:`device_label`): the same board and power mode with another fan is one device."""
+    jet = record.device.get("jetson")
+    if not isinstance(jet, dict):
+        return ""
+    old = re.search(r"NV Fan Mode:\s*(\S+)", str(jet.get("power_mode") or ""))
+    fan = str(jet.get("fan_mode") or "").strip() or (old.group(1) if old else "")
+    return f"fan {fan}" if fan else ""
+
+
 def _student_label(arch: str, strategy: str | None) -> str:
     """``arch (strategy)``: two students of one architecture trained differently stay apart in the report."""
     return f"{arch} ({strategy})" if strategy else arch

@@ -7,7 +7,7 @@ from typing import Any
 
 from distill.records.ship import threads_label
 from distill.report.charts import esc, esc_wrap
-from distill.report.data import Measurement, ReportData, device_label, extra, jetson_text
+from distill.report.data import Measurement, ReportData, device_label, extra, fan_label, jetson_text
 from distill.report.decision import decision_for
 from distill.report.runs import teacher_label
 
@@ -154,7 +154,7 @@ def section_recommendations(data: ReportData) -> str:
 def _gpu_cell(measurement: Measurement) -> str:
     dev = measurement.record.device
     if isinstance(dev.get("jetson"), dict) and dev["jetson"]:
-        return jetson_text(dev["jetson"])
+        return " · ".join(filter(None, [jetson_text(dev["jetson"]), fan_label(measurement.record)]))
     gpus = dev.get("gpus") or []
     return "; ".join(f"{g.get('name')} (driver {g.get('driver')}, {g.get('memory')})" for g in gpus) or "–"
 

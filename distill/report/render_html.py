@@ -14,7 +14,7 @@ import os
 from distill.records import BenchRecord
 from distill.records import pct as percent
 from distill.report.charts import SHAPES, color, esc, esc_wrap, front_no, latency_svg, pareto_svg, pct
-from distill.report.data import Z95, Measurement, Point, ReportData, device_label, file_cell
+from distill.report.data import Z95, Measurement, Point, ReportData, device_label, fan_label, file_cell
 from distill.report.decision import int8_file_of
 from distill.report.export_sections import section_int8, section_provenance
 from distill.report.qad_sections import section_qad
@@ -313,10 +313,14 @@ def section_latency(data: ReportData) -> str:
     ncol = 9 + threads
     # several devices: a group of rows each, headed by the device across the table (no device column: a long Jetson
     # name in a column of its own pushed the table past its card at 800 px)
-    bodies = "".join("<tbody>" + (f'<tr class="grp"><th colspan="{ncol}">{esc(d)}</th></tr>' if len(labels) > 1 else "")
-                     + "".join(_record_row(m, threads) for m in data.records if device_label(m.record) == d) + "</tbody>"
-                     for d in labels)
-    where = ([] if len(labels) > 1 or not recs else [f"on {esc(labels[0])}"]) + (
+    # a Jetson's fan mode where recorded: by its device when all its records share one, else on each row
+    fans = {d: {fan_label(r) for r in recs if device_label(r) == d} for d in labels}
+    head = {d: f"{d} · {next(iter(fans[d]))}" if len(fans[d]) == 1 and "" not in fans[d] else d for d in labels}
+    bodies = "".join("<tbody>" + (f'<tr class="grp"><th colspan="{ncol}">{esc(head[d])}</th></tr>' if len(labels) > 1
+                                  else "")
+                     + "".join(_record_row(m, threads, fan_label(m.record) if len(fans[d]) > 1 else "")
+                               for m in data.records if device_label(m.record) == d) + "</tbody>" for d in labels)
+    where = ([] if len(labels) > 1 or not recs else [f"on {esc(head[labels[0]])}"]) + (
         [] if threads or not recs else [f"threads: {_threads(recs[0])}"])
     one = f' <span class="muted">{", ".join(where)}</span>' if where else ""  # each part escaped
     parts.append(f'<h3>All records{one}</h3><table class="sortable"><thead><tr><th>model</th>'
@@ -327,13 +331,15 @@ def section_latency(data: ReportData) -> str:
     return "".join(parts)
 
 
-def _record_row(m: Measurement, threads: bool) -> str:
-    """A row of the latency section's "All records" table; ``threads``: with a threads cell."""
+def _record_row(m: Measurement, threads: bool, fan: str = "") -> str:
+    """A row of the latency section's "All records" table; ``threads``: with a threads cell; ``fan``: the Jetson fan
+    mode, under the runtime (where the device's records differ in it)."""
     return (f'<tr><td class="label" title="{esc(m.record.model)}">{esc_wrap(m.name or m.record.model_name)}</td>'
             f'<td class="path" title="{esc(m.record.model)}">{esc_wrap(file_cell(m.file or m.record.model_name, m.note))}'
             + (' <span class="muted">(a repeat: a newer record of this file and settings is the point)</span>'
                if m.repeat else "") + '</td>'
-            f'<td>{esc(m.record.runtime)}</td><td class="num">{m.record.batch}</td>'
+            f'<td>{esc(m.record.runtime)}' + (f'<br><span class="muted">{esc(fan)}</span>' if fan else "")
+            + f'</td><td class="num">{m.record.batch}</td>'
             + (f'<td class="num">{_threads(m.record)}</td>' if threads else "")
             + "".join(f'<td class="num" data-v="{getattr(m.record.latency_ms, k)}">{getattr(m.record.latency_ms, k):.3g}'
                       '</td>' for k in ("p50", "p90", "p99"))
