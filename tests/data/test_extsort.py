@@ -11,7 +11,7 @@ from contextlib import ExitStack
 import pytest
 
 from distill.data import extsort
-from tests.data.test_listing_bounded import Counted
+from tests.data.test_listing_bounded import Counted, _FullAfter
 
 #: characters whose str order and UTF-8 byte order differ, surrogate escapes (a non-UTF-8 name's bytes), NUL (the
 #: listing's record separator), non-BMP, newline: no "/" (it ends a record in the file)
@@ -69,18 +69,6 @@ def test_no_more_runs_than_the_fan_in_are_read_at_once_and_records_are_rewritten
     again = spill.stat().st_size - once
     assert (again > 0) == (runs > fan_in) and again <= once * (levels - 1), (again, once, levels)
     assert told == []
-
-
-class _FullAfter(io.FileIO):
-    """A file on a disk that is full after ``limit`` bytes: a short write, then ENOSPC (as tests/data's listing
-    tests fake it)."""
-    limit = 0
-
-    def write(self, b) -> int:  # type: ignore[override]
-        room = self.limit - self.tell()
-        if room <= 0:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return super().write(bytes(b)[:room])
 
 
 @pytest.mark.parametrize("limit", [600 * 3 + 1, 600 * 3 + 700, 600 * 3 + 1799])

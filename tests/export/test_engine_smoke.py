@@ -12,14 +12,9 @@ import pytest
 
 from distill.export.tensorrt_script import write_build_script
 from tests.export.test_tensorrt_script import _fake_trtexec
+from tests.report.test_engine_join import ENGINES
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-ENGINES = [{"onnx": "model.fp32.onnx", "onnx_strongly_typed": "model.fp32.onnx", "engine": "model.fp32.engine",
-            "precision": "fp32"},
-           {"onnx": "model.fp32.onnx", "onnx_strongly_typed": "model.fp16.onnx", "engine": "model.fp16.engine",
-            "precision": "fp16"},
-           {"onnx": "model.int8-tensorrt.onnx", "onnx_strongly_typed": "model.int8-tensorrt.onnx",
-            "engine": "model.int8.engine", "precision": "int8"}]
 SMOKE = ["--shapes=input:8x3x32x32", "--iterations=1", "--warmUp=0", "--duration=0"]
 
 
