@@ -179,18 +179,21 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, precision: str,
     engine_path = Path(engine_path)
     engine_path.write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    write_source_record(engine_path, onnx_path, tensorrt_major(trt.__version__))
+    write_source_record(engine_path, onnx_path, tensorrt_major(trt.__version__), str(trt.__version__))
     return engine_path
 
 
-def write_source_record(engine_path: str | Path, onnx_path: str | Path, major: int) -> Path:
+def write_source_record(engine_path: str | Path, onnx_path: str | Path, major: int,
+                        version: str | None = None) -> Path:
     """``ENGINE.source.json``, as build_engine.sh writes it: the ONNX file the engine was just built from (its name,
     relative to the engine's folder, and sha256) and the engine's sha256, so the edge runner's ``engine_source`` names
-    the bytes the engine was built from, not an ONNX copied beside it later."""
+    the bytes the engine was built from, not an ONNX copied beside it later; and the TensorRT that built it: its major
+    (``trt_major``, which older runners read) and full ``version`` (``trt_version``, e.g. ``10.3.0.30``: engines are
+    not portable across minor versions either, and the edge runner names both versions when they differ)."""
     engine_path, onnx_path = Path(engine_path), Path(onnx_path)
     record = {"engine": engine_path.name, "engine_sha256": sha256_file(engine_path),
               "onnx": os.path.relpath(onnx_path, engine_path.parent), "onnx_sha256": sha256_file(onnx_path),
-              "trt_major": major}
+              "trt_major": major, **({"trt_version": version} if version else {})}
     out = engine_path.with_name(engine_path.name + SOURCE_SUFFIX)
     out.write_text(json.dumps(record) + "\n")
     return out

@@ -52,23 +52,29 @@ CHECK_IMAGES = 256                      # calibration images the engines are che
 _ASIDE = (".failed", ".smoke.log")      # ENGINE + these: an engine whose trtexec run failed, moved aside, and its log
 
 _DETECT = r"""
-# Which TensorRT: TRT_MAJOR=10|11 overrides; else trtexec's banner ("[TensorRT v100300]" is 10.3.0,
-# "[TensorRT v8502]" 8.5.2, or a dotted "[TensorRT v11.0.0.x]"); else the Python bindings.
-trt_major() {
+# Which TensorRT: trtexec's banner ("[TensorRT v100300]" is 10.3.0, "[TensorRT v8502]" 8.5.2, or a dotted
+# "[TensorRT v11.0.0.x]"); else the Python bindings. TRT_MAJOR=10|11 overrides its major.
+trt_version() {
     local v
     v="$("$TRTEXEC" --help 2>&1 | grep -o -m 1 '\[TensorRT v[0-9.]*' || true)"
     v="${v#\[TensorRT v}"
-    if [[ "$v" == *.* ]]; then echo "${v%%%%.*}"; return; fi
+    if [[ "$v" =~ ^[0-9]+(\.[0-9]+)+ ]]; then echo "${BASH_REMATCH[0]}"; return; fi
     if [[ "$v" =~ ^[0-9]+$ ]]; then
-        if [ "$v" -ge 100000 ]; then echo $((v / 10000)); else echo $((v / 1000)); fi
+        if [ "$v" -ge 100000 ]; then echo "$((v / 10000)).$((v / 100 %% 100)).$((v %% 100))"
+        else echo "$((v / 1000)).$((v / 100 %% 10)).$((v %% 100))"; fi
         return
     fi
-    "$PYTHON" -c 'import tensorrt; print(tensorrt.__version__.split(".")[0])' 2>/dev/null || true
+    v="$("$PYTHON" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)"
+    if [[ "$v" =~ ^[0-9]+(\.[0-9]+)+ ]]; then echo "${BASH_REMATCH[0]}"; fi
 }
+TRT_VERSION="$(trt_version)"
 if [ -n "${TRT_MAJOR:-}" ] && ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]]; then
     echo "TRT_MAJOR=$TRT_MAJOR: not a TensorRT major version: set TRT_MAJOR=10 or TRT_MAJOR=11, or unset it" >&2; exit 1
 fi
-TRT_MAJOR="${TRT_MAJOR:-$(trt_major)}"
+TRT_MAJOR="${TRT_MAJOR:-${TRT_VERSION%%%%.*}}"
+# The full version goes into each ENGINE.source.json (engines are not portable across minor versions either), unless
+# TRT_MAJOR overrides it with another major (then the detected version is not the one built for).
+if [ -n "$TRT_VERSION" ] && [ "${TRT_VERSION%%%%.*}" != "$TRT_MAJOR" ]; then TRT_VERSION=""; fi
 if ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]]; then
     echo "cannot tell which TensorRT $TRTEXEC is: set TRT_MAJOR=10 or TRT_MAJOR=11" >&2; exit 1
 fi
@@ -136,8 +142,10 @@ record_source() {  # record_source ENGINE ONNX: ENGINE.source.json, what ENGINE 
             "written; the edge runner joins it by export.json" >&2
         return 0
     fi
-    printf '{"engine": "%s", "engine_sha256": "%s", "onnx": "%s", "onnx_sha256": "%s", "trt_major": %s}\n' \
-        "$1" "$e_sha" "$2" "$o_sha" "$TRT_MAJOR" >"$1.source.json"
+    local version=""
+    if [ -n "$TRT_VERSION" ]; then version=", \"trt_version\": \"$TRT_VERSION\""; fi
+    printf '{"engine": "%s", "engine_sha256": "%s", "onnx": "%s", "onnx_sha256": "%s", "trt_major": %s%s}\n' \
+        "$1" "$e_sha" "$2" "$o_sha" "$TRT_MAJOR" "$version" >"$1.source.json"
 }
 """
 

@@ -288,7 +288,8 @@ def test_build_engine_records_the_onnx_it_built_from_as_build_engine_sh_does(exp
                           tmp_path / "timing.cache", 512)
     record = json.loads((tmp_path / "model.int8.engine.source.json").read_text())
     assert record == {"engine": "model.int8.engine", "engine_sha256": hashlib.sha256(b"engine").hexdigest(),
-                      "onnx": "model.int8-tensorrt.onnx", "onnx_sha256": built_from, "trt_major": int(version[:2])}
+                      "onnx": "model.int8-tensorrt.onnx", "onnx_sha256": built_from, "trt_major": int(version[:2]),
+                      "trt_version": version}  # the full version too: engines are not portable across minor versions
     onnx.write_bytes(b"copied over since")
     assert edge_runner.engine_source(engine, int(version[:2])) == {"onnx": "model.int8-tensorrt.onnx",
                                                                    "sha256": built_from}

@@ -268,22 +268,33 @@ def test_the_check_prints_only_agreement_lines_and_ends_with_a_summary(folder: P
     assert n == 4 and out[end + 1:] == [f"  {a}" for a in agreements[:n]] + [f"polygraphy's log: {CHECK_DIR}/polygraphy.log"]
 
 
-@pytest.mark.parametrize("banner,fp16_from", [("[TensorRT v100300]", "model.fp32.onnx"),
-                                              ("[TensorRT v11.1.0.106]", "model.fp16.onnx")])
+@pytest.mark.parametrize("banner,env,version", [("[TensorRT v100300]", {}, "10.3.0"),
+                                               ("[TensorRT v11.1.0.106] [b48]", {}, "11.1.0.106"),
+                                               ("no banner", {"bindings": "10.7.0.23"}, "10.7.0.23"),
+                                               ("[TensorRT v100300]", {"TRT_MAJOR": "11"}, None)])
 def test_each_engine_records_the_onnx_it_was_built_from(folder: Path, tmp_path: Path, banner: str,
-                                                        fp16_from: str) -> None:
+                                                        env: dict[str, str], version: str | None) -> None:
     """Review 3 finding 2: the edge runner named whatever ONNX sat beside the engine when it was timed; an export
     copied over the device folder without a rebuild gave the old engine the new export's accuracy. build_engine.sh now
-    writes ENGINE.source.json at build time, and the runner's engine_source reads it."""
-    proc, _, _ = _run(folder, tmp_path, banner, {"SKIP_CHECK": "1"})
+    writes ENGINE.source.json at build time, and the runner's engine_source reads it. With the major (``trt_major``,
+    for older readers) it records the full TensorRT version (``trt_version``: engines are not portable across minor
+    versions either), from trtexec's banner or else the Python bindings; none where TRT_MAJOR overrides the major."""
+    env = dict(env)
+    if "bindings" in env:  # no banner: the script asks the Python bindings
+        fake = tmp_path / "bindings"
+        fake.mkdir()
+        (fake / "tensorrt.py").write_text(f"__version__ = {env.pop('bindings')!r}\n")
+        env["PYTHONPATH"] = f"{FAKES}:{fake}"
+    proc, _, _ = _run(folder, tmp_path, banner, {"SKIP_CHECK": "1", **env})
     assert proc.returncode == 0, proc.stderr
-    major = 10 if "v10" in banner else 11
+    major = int(env.get("TRT_MAJOR") or str(version).split(".")[0])
+    fp16_from = "model.fp16.onnx" if major >= 11 else "model.fp32.onnx"
     for engine, onnx in (("model.fp32.engine", "model.fp32.onnx"), ("model.fp16.engine", fp16_from),
                          ("model.int8.engine", "model.int8-tensorrt.onnx")):
         record = json.loads((folder / f"{engine}.source.json").read_text())
         assert record == {"engine": engine, "engine_sha256": hashlib.sha256((folder / engine).read_bytes()).hexdigest(),
                           "onnx": onnx, "onnx_sha256": hashlib.sha256((folder / onnx).read_bytes()).hexdigest(),
-                          "trt_major": major}
+                          "trt_major": major, **({"trt_version": version} if version else {})}
     built_from = hashlib.sha256((folder / "model.int8-tensorrt.onnx").read_bytes()).hexdigest()
     (folder / "model.int8-tensorrt.onnx").write_bytes(b"a newer export's QDQ file, copied over without a rebuild")
     assert edge_runner.engine_source(folder / "model.int8.engine", major) == {
