@@ -28,7 +28,9 @@ An engine built
 by build_engine.sh (its ``ENGINE.source.json`` beside it), or in a copied export folder (export.json beside it) or
 ``distill qad`` folder (qad.json beside it), gets ``engine_source``: the ONNX file it was built from and its sha256
 (:func:`engine_source`), by which ``distill report`` joins it; one whose ``ENGINE.source.json`` records another
-TensorRT major version (``trt_major``) than the one loading it is named in one line with the rebuild command.
+TensorRT version than the one loading it (``trt_version``, e.g. ``10.3.0``, compared up to the patch number; by
+``trt_major`` alone in a record written before it had the full version) is named in one line with the rebuild
+command: an error where the engine does not deserialize, a warning where it does.
 """
 from __future__ import annotations
 
@@ -944,24 +946,38 @@ def _deserialize_engine(trt: Any, path: Path) -> Any:
 _SAID: set[str] = set()  # warnings already given (an engine is deserialized for the batch check, then to be timed)
 
 
+def _version_parts(version: Any) -> tuple[int, ...]:
+    """The leading dotted numbers of a version string (``10.3.0.30``: ``(10, 3, 0, 30)``); ``()`` if it has none."""
+    m = re.match(r"\d+(?:\.\d+)*", str(version).strip())
+    return tuple(int(p) for p in m.group().split(".")) if m else ()
+
+
 def _other_version(engine: Path, version: str) -> str | None:
-    """One line when ``ENGINE.source.json`` says ``engine`` was built by another TensorRT major version than
-    ``version``, the one loading it (``trt_major``, written at build time): engines are not portable across TensorRT
-    versions. None when the majors agree, or there is no such record, or it records other bytes than ``engine``
-    (replaced since the build: :func:`engine_source` says so)."""
+    """One line when ``ENGINE.source.json`` says ``engine`` was built by another TensorRT than ``version``, the one
+    loading it: engines are not portable across TensorRT versions, minor and patch ones included (unless built
+    version-compatible). The record's full version (``trt_version``, written at build time: ``10.3.0`` from trtexec's
+    banner, ``10.3.0.30`` from the Python bindings) is compared up to the patch number, as far as both name it; a
+    record written before it had one is compared by its major (``trt_major``). None when they agree, or there is no
+    such record, or it records other bytes than ``engine`` (replaced since the build: :func:`engine_source` says so)."""
     sidecar = engine.with_name(engine.name + SOURCE_SUFFIX)
     try:
         side = json.loads(sidecar.read_text())
-        built, engine_sha = int(side["trt_major"]), str(side.get("engine_sha256", ""))
+        recorded = side.get("trt_version")
+        full = _version_parts(recorded) if isinstance(recorded, str) else ()
+        built = str(recorded).strip() if len(full) > 1 else str(int(side["trt_major"]))
+        engine_sha = str(side.get("engine_sha256", ""))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    loaded = _major(version)
-    if loaded is None or built == loaded:
+    loaded = _version_parts(version)
+    if not loaded:
+        return None
+    n = min(len(full), len(loaded), 3) if len(full) > 1 else 1
+    if _version_parts(built)[:n] == loaded[:n]:
         return None
     if re.fullmatch(r"[0-9a-f]{64}", engine_sha) and engine_sha != sha256_file(engine):
         return None
     return (f"{engine}: built with TensorRT {built} (its {sidecar.name}), loaded by TensorRT {version}: TensorRT "
-            f"engines are not portable across versions; rebuild it with this TensorRT: "
+            f"engines are not portable across versions (minor ones included); rebuild it with this TensorRT: "
             f"cd {shlex.quote(str(engine.parent))} && ./build_engine.sh")
 
 
