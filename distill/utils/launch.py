@@ -70,14 +70,10 @@ def end_process_group(existed: bool) -> None:
     group to end."""
     if existed or not process_group_exists():
         return
-    dist = sys.modules["torch.distributed"]
-    if dist.get_world_size() > 1:
-        if dist.get_backend() == "nccl":
-            import torch  # lazy: only after torch.distributed is loaded (above)
+    from distill.utils.runtime import Dist, barrier  # lazy: imports torch, loaded already where a group exists
 
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
+    dist = sys.modules["torch.distributed"]
+    barrier(Dist(dist.get_rank(), dist.get_world_size()))  # NCCL's with this rank's device, as every barrier
     dist.destroy_process_group()
 
 
