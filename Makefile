@@ -12,7 +12,6 @@ install-dev:
 demo: install
 	.venv/bin/distill demo --out demo_out
 # lint: ruff on the whole tree, mypy on the files [tool.mypy] lists (the whole distill package and two benchmarks)
-# lint: ruff on the whole tree, mypy on the files [tool.mypy] lists (configs, records, report, bench, cli, utils, data, student, robust, export, teacher, train, strategies, top level)
 lint: install-dev
 	$(PY) -m ruff check .
 	$(PY) -m mypy

@@ -137,11 +137,15 @@ def _append(f: IO[bytes], blocks: Iterable[bytes]) -> Span:
 
 
 def _read(f: IO[bytes], start: int, end: int) -> Iterator[str]:
-    """The records written at ``f[start:end]``, :data:`SPILL_BLOCK` bytes read at a time."""
+    """The records written at ``f[start:end]``, :data:`SPILL_BLOCK` bytes read at a time. A file that ends before
+    ``end`` (cut short under us) raises ``OSError`` instead of reading nothing forever."""
     tail = b""
     while start < end:
         f.seek(start)
         read = f.read(min(SPILL_BLOCK, end - start))
+        if not read:
+            raise OSError(errno.EIO, f"the listing's temporary sort file ends at byte {start}, before its runs' end "
+                                     f"({end}): it was cut short")
         start += len(read)
         block = tail + read
         cut = block.rfind(b"/") + 1  # whole records only: a name's bytes are never cut

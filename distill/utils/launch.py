@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+from distill.errors import DistillError
+
 
 def _env_int(name: str) -> int:
     try:
@@ -67,14 +69,22 @@ def end_process_group(existed: bool) -> None:
     could abort ("terminate called without an active exception", SIGABRT; pytorch/pytorch#190489), failing a
     finished run's torchrun. Not after an error: a rank that failed alone would leave the others at the barrier
     (torchtitan destroys only on success too). Imports no torch: without ``torch.distributed`` loaded there is no
-    group to end."""
+    group to end. Where the ranks cannot meet (another rank died after its work), this rank's group is still ended
+    and a :class:`~distill.errors.DistillError` says so in one line (the CLI's ``error:``), not a traceback."""
     if existed or not process_group_exists():
         return
     from distill.utils.runtime import Dist, barrier  # lazy: imports torch, loaded already where a group exists
 
     dist = sys.modules["torch.distributed"]
-    barrier(Dist(dist.get_rank(), dist.get_world_size()))  # NCCL's with this rank's device, as every barrier
-    dist.destroy_process_group()
+    rank = dist.get_rank()
+    try:
+        barrier(Dist(rank, dist.get_world_size()))  # NCCL's with this rank's device, as every barrier
+    except RuntimeError as e:  # gloo's "Connection closed by peer", NCCL's errors: DistBackendError is one
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DistillError(f"rank {rank} finished its work, but the ranks could not meet at the end ({reason}): "
+                           "another rank stopped early; its own output says why") from e
+    finally:
+        dist.destroy_process_group()
 
 
 def process_group_exists() -> bool:

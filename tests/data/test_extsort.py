@@ -111,3 +111,16 @@ def test_an_error_reading_the_runs_while_merging_goes_out_as_it_is(tmp_path, mon
     with pytest.raises(OSError, match="Input/output error"):
         _sort([["b", "a"], ["d", "c"], ["e"]], told)
     assert told == []
+
+
+@pytest.mark.timeout(20)
+def test_a_temporary_file_cut_short_raises_instead_of_reading_nothing_forever(tmp_path, monkeypatch, told):
+    """A read that returns no bytes before a run's end (the file truncated under us) used to loop for ever."""
+    monkeypatch.setattr(extsort, "MERGE_FAN_IN", 2)
+
+    class CutShort(io.FileIO):
+        def read(self, size=-1):  # type: ignore[override]
+            return b""
+    monkeypatch.setattr(extsort.tempfile, "TemporaryFile", lambda *a, **k: CutShort(tmp_path / "spill", "w+b"))
+    with pytest.raises(OSError, match="cut short"):
+        _sort([["b", "a"], ["d", "c"], ["e"]], told)

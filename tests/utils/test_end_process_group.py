@@ -49,3 +49,23 @@ def test_ctrl_c_while_the_ranks_end_their_group_is_the_interrupted_line(monkeypa
     monkeypatch.setattr(cli, "end_process_group", interrupted)
     assert main(["data", "materialize", "--out", str(tmp_path / "d"), "--quick"]) == cli.EXIT_INTERRUPTED
     assert "interrupted:" in capsys.readouterr().err
+
+
+def test_ranks_that_cannot_meet_at_the_end_give_one_error_line_and_end_the_group(group, monkeypatch, tmp_path, capsys):
+    """A peer that died after its work makes the teardown barrier raise (gloo: "Connection closed by peer"): one
+    `error:` line naming it, and this rank's group is ended all the same (no traceback; no gloo threads left up)."""
+    import distill.cli as cli
+    import distill.utils.runtime as runtime
+
+    def peer_gone(d):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:29500\n"
+                           "second line of the backend's message")
+
+    monkeypatch.setattr(runtime, "barrier", peer_gone)
+    monkeypatch.setattr(cli, "process_group_exists", lambda: False)  # as under torchrun: the command made the group
+    assert main(["data", "materialize", "--out", str(tmp_path / "d"), "--quick"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Connection closed by peer" in lines[0] and "rank 0 finished" in lines[0], err
+    assert "Traceback" not in err and "second line" not in err
+    assert not process_group_exists()
