@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from distill.records import pct
 from distill.records.ship import threads_label
-from distill.report.data import Z95, Point, ReportData, extra, file_cell
+from distill.report.data import Z95, Point, ReportData, extra, fan_label, file_cell
 from distill.report.decision import decision_for, int8_file_of
 from distill.report.export_sections import (
     NEAR_TIE_NOTE,
@@ -67,6 +67,27 @@ def _against_best(groups: list[RunGroup]) -> list[str]:
     return [f"- {best.label} vs {g.label}: {text}" for best, g, text in pairs] + [""] if pairs else []
 
 
+def _fans(points: list[Point]) -> dict[str, set[str]]:
+    """Each device's Jetson fan modes over its points' records, repeats included ("" where none is recorded)."""
+    fans: dict[str, set[str]] = {}
+    for p in points:
+        for m in ([p.measured] if p.measured else []) + p.repeats:
+            fans.setdefault(p.device, set()).add(fan_label(m.record))
+    return fans
+
+
+def _device(device: str, fans: dict[str, set[str]]) -> str:
+    """``device``, with its fan mode where every record of it has the same one (as report.html's "All records")."""
+    f = fans.get(device, set())
+    return f"{device} · {next(iter(f))}" if len(f) == 1 and "" not in f else device
+
+
+def _runtime(p: Point, fans: dict[str, set[str]]) -> str:
+    """``p``'s runtime, with its record's fan mode where its device's records differ in theirs."""
+    fan = fan_label(p.measured.record) if p.measured and len(fans.get(p.device, set())) > 1 else ""
+    return f"{p.runtime} ({fan})" if fan else p.runtime
+
+
 def render_markdown(data: ReportData, title: str, generated: str) -> str:
     lines = [f"# {title}", "", f"Generated {generated} from {len(data.runs)} run(s), {len(data.exports)} export(s), "
              f"{len(data.records)} benchmark record(s)" + (f", {len(data.qad)} QAD result(s)" if data.qad else "") + ".", ""]
@@ -78,9 +99,11 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                   "as fast and not significantly less accurate (± : 95 % interval from the test-set size).", "",
                   "| batch | student | precision | runtime | file | device | p50 ms | p99 ms | accuracy % |",
                   "|---:|---|---|---|---|---|---:|---:|---:|"]
+        fans = _fans(data.points)  # a Jetson's fan mode: beside its device, or on each row where its records differ
         for p in sorted((p for p in data.points if p.pareto), key=lambda p: (p.batch, p.device, p.latency["p50"])):
-            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {file_cell(p.file, p.note)} | "
-                         f"{p.device} | {p.latency['p50']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
+            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {_runtime(p, fans)} | {file_cell(p.file, p.note)} | "
+                         f"{_device(p.device, fans)} | {p.latency['p50']:.3g} | {p.latency['p99']:.3g} | "
+                         f"{_pct(p.score)}{_ci(p.score_se)} |")
         # the threads as report.html's table has them: a column where they differ, else named once (below the table)
         threads = len({_threads(p) for p in data.points}) > 1
         devices = sorted({p.device for p in data.points})  # several: a column (else named once, below the table)
@@ -90,12 +113,12 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
                   "|---:|---|---|---|---|" + ("---|" if len(devices) > 1 else "") + ("---:|" if threads else "")
                   + "---:|---:|---:|---:|"]
         for p in sorted(data.points, key=lambda p: (p.batch, p.device, p.latency["p50"])):
-            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {p.runtime} | {file_cell(p.file, p.note)} | "
-                         + (f"{p.device} | " if len(devices) > 1 else "") + (f"{_threads(p)} | " if threads else "")
+            lines.append(f"| {p.batch} | {p.student} | {p.precision} | {_runtime(p, fans)} | {file_cell(p.file, p.note)} | "
+                         + (f"{_device(p.device, fans)} | " if len(devices) > 1 else "") + (f"{_threads(p)} | " if threads else "")
                          + f"{p.latency['p50']:.3g} | {p.latency['p90']:.3g} | {p.latency['p99']:.3g} | "
                          f"{_pct(p.score)}{_ci(p.score_se)} |")
         lines += [""] + ([] if threads else [f"Threads: {_threads(data.points[0], True)}.", ""])
-        lines += [f"Measured on {devices[0]}.", ""] if len(devices) == 1 else []
+        lines += [f"Measured on {_device(devices[0], fans)}.", ""] if len(devices) == 1 else []
         timed_again = bench_repeat_notes(data.points)  # a file benched again: one point, its repeats said
         if timed_again:
             lines += ["Benched more than once (each point is the newest record):", ""] + [f"- {n}" for n in timed_again] + [""]

@@ -83,6 +83,30 @@ def test_no_fan_is_shown_where_none_is_recorded(tmp_path: Path) -> None:
     assert f'on {BOARD} (MAXN_SUPER · L4T 36.4.3),' in html and "fan " not in html
 
 
+def _md(tmp_path: Path, *answers: str) -> str:
+    """report.md beside :func:`_html`'s report."""
+    _html(tmp_path, *answers)
+    return (tmp_path / "r.md").read_text()
+
+
+def test_report_md_shows_the_fan_mode_beside_the_device_too(tmp_path: Path) -> None:
+    """report.md showed no fan mode at all: now as report.html does, by the device where its records share one."""
+    md = _md(tmp_path, ORIN_NX_JP6)
+    assert f"Measured on {BOARD} (MAXN · L4T 36.4.3) · fan quiet." in md
+    assert f"| {BOARD} (MAXN · L4T 36.4.3) · fan quiet |" in md  # the Pareto table's device cell
+
+
+def test_report_md_at_two_fan_modes_puts_the_newest_records_on_its_row(tmp_path: Path) -> None:
+    md = _md(tmp_path, ORIN_NX_JP6, XAVIER_COOL)
+    assert f"Measured on {BOARD} (MAXN · L4T 36.4.3)." in md and "· fan" not in md
+    assert md.count("(fan cool) |") == 2 and "(fan quiet)" not in md  # one point (the newest record), two tables
+
+
+def test_report_md_without_a_fan_mode_names_none(tmp_path: Path) -> None:
+    md = _md(tmp_path, "NV Power Mode: MAXN_SUPER\n2\n")
+    assert f"Measured on {BOARD} (MAXN_SUPER · L4T 36.4.3)." in md and "fan " not in md
+
+
 def test_an_older_runners_one_line_answer_shows_its_fan_mode_too() -> None:
     rec = jetson(engine_record("/x/model.int8.engine"), " ".join(XAVIER_COOL.split()), 0.2, "2026-12-06T09:20:31+0000")
     assert (fan_label(rec), device_label(rec)) == ("fan cool", f"{BOARD} (MAXN · L4T 36.4.3)")
