@@ -12,7 +12,10 @@ bindings as a fallback; ``TRT_MAJOR=10|11`` overrides) and runs one of two block
 
 Then, when the export had calibration images and ``polygraphy`` is installed, each engine is
 run by polygraphy on those images next to ONNX Runtime on the ONNX it was built from (and on the
-fp32 ONNX), and :mod:`distill.export.engine_check` prints the top-1 agreement of each pair. Without
+fp32 ONNX), and :mod:`distill.export.engine_check` prints the top-1 agreement of each pair. Every engine is checked
+whatever failed before it: one whose own polygraphy run fails is moved aside (``ENGINE.failed``, with
+``ENGINE.check.log``); a failing ONNX Runtime run of an ONNX file is not the engines' fault, so only the comparisons
+with that file are skipped; at the end the summary, one line naming every failure, and exit 1. Without
 polygraphy or calibration images each engine is run once by ``trtexec --loadEngine`` (at the profile's opt
 batch; ``--iterations``, ``--warmUp``, ``--duration`` and ``--shapes`` are trtexec's inference options in
 TensorRT 10.3 and 11.x alike, ``samples/common/sampleOptions.cpp``), so a broken engine fails at build time rather
@@ -50,7 +53,8 @@ CHECK_SCRIPT = "tensorrt_check.py"      # engine_check.py, copied: polygraphy's 
 CHECK_IMAGES_FILE = engine_check.IMAGES_FILE
 CHECK_DIR = "tensorrt_check"            # written on the device: polygraphy's saved outputs and log
 CHECK_IMAGES = 256                      # calibration images the engines are checked on, at most
-_ASIDE = (".failed", ".smoke.log")      # ENGINE + these: an engine whose trtexec run failed, moved aside, and its log
+# ENGINE + these: an engine whose trtexec or polygraphy run failed, moved aside, and the log of that run
+_ASIDE = (".failed", ".smoke.log", ".check.log")
 
 
 def write_check_files(out_dir: str | Path, images: ImageSet, input_name: str,
@@ -149,8 +153,10 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
                   *_checks(engines, reference, typed=True),
                   "else",
                   *_checks(engines, reference, typed=False),
-                  "fi"]
-    lines.append("summary")
+                  "fi",
+                  "check_done"]  # the summary, then one line naming every failure of the check (exit 1)
+    if reference is None or not engines:
+        lines.append("summary")
     path = out_dir / BUILD_SCRIPT
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o755)

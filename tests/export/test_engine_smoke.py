@@ -115,9 +115,11 @@ def test_a_rebuild_clears_what_an_earlier_failure_moved_aside(tmp_path: Path) ->
     folder = _folder(tmp_path, None)
     (folder / "model.fp16.engine.failed").write_text("old")
     (folder / "model.fp16.engine.smoke.log").write_text("old")
+    (folder / "model.int8.engine.check.log").write_text("old")  # the polygraphy check's log of a failed engine
     proc, _ = _run(folder, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert not (folder / "model.fp16.engine.failed").exists() and not (folder / "model.fp16.engine.smoke.log").exists()
+    assert not (folder / "model.int8.engine.check.log").exists()
 
 
 @pytest.mark.parametrize("reference", ["model.fp32.onnx", None])  # review 1: without calibration images too
