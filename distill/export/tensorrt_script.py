@@ -16,12 +16,13 @@ fp32 ONNX), and :mod:`distill.export.engine_check` prints the top-1 agreement of
 whatever failed before it: one whose own polygraphy run fails is moved aside (``ENGINE.failed``, with
 ``ENGINE.check.log``); a failing ONNX Runtime run of an ONNX file is not the engines' fault, so only the comparisons
 with that file are skipped; at the end the summary, one line naming every failure, and exit 1. Without
-polygraphy or calibration images each engine is run once by ``trtexec --loadEngine`` (at the profile's opt
-batch; ``--iterations``, ``--warmUp``, ``--duration`` and ``--shapes`` are trtexec's inference options in
-TensorRT 10.3 and 11.x alike, ``samples/common/sampleOptions.cpp``), so a broken engine fails at build time rather
-than when the edge runner first times it: every engine is run, a failing one is moved aside (``ENGINE.failed``, with
-``ENGINE.smoke.log``; not deleted, since the failure may be transient), then one line names the failures and the
-script exits 1. ``SKIP_CHECK=1`` skips both.
+polygraphy or calibration images each engine is run by ``trtexec --loadEngine``, once at each distinct batch of the
+profile (min, opt, max; ``--iterations``, ``--warmUp``, ``--duration`` and ``--shapes`` are trtexec's inference
+options, with the ``name:BxCxHxW`` spec, in TensorRT 10.3 and 11.1 alike: ``samples/common/sampleOptions.cpp`` at
+NVIDIA/TensorRT's v10.3.0 and v11.1 tags), so a broken engine, or one out of memory at the max batch, fails at build
+time rather than when the edge runner first times it: every engine is run, a failing one is moved aside
+(``ENGINE.failed``, with ``ENGINE.smoke.log``; not deleted, since the failure may be transient), then one line names
+the failures and the script exits 1. ``SKIP_CHECK=1`` skips both.
 
 Each engine built gets ``ENGINE.source.json`` beside it: the ONNX file it was built from, that file's sha256 and the
 engine's, at build time. The edge runner's ``engine_source`` reads it, so a record names the bytes the engine was built
@@ -113,6 +114,7 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
     folder can be copied to the device as is.
     """
     out_dir = Path(out_dir)
+    smoke = sorted(set(batches))  # trtexec's smoke run: one call per distinct batch of the profile, smallest first
     lines = [
         "#!/usr/bin/env bash",
         "# Build TensorRT engines for this export. Run it ON THE TARGET DEVICE: an engine only runs on",
@@ -141,10 +143,11 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         *_block(engines, input_name, chw, batches, workspace_mib, typed=False),
         "fi",
         'CURRENT=""',
-        *(SMOKE % {"shapes": shlex.quote(shape_spec(input_name, batches[1], chw)), "batch": batches[1]}
+        *(SMOKE % {"batches": " ".join(map(str, smoke)), "said": ", ".join(map(str, smoke)),
+                   "shapes": " ".join(shlex.quote(shape_spec(input_name, b, chw)) for b in smoke)}
           ).strip("\n").splitlines(),
     ]
-    if reference is None:  # no calibration images, so no polygraphy check: each engine still runs once (SKIP_CHECK=1:
+    if reference is None:  # no calibration images, so no polygraphy check: each engine still runs (SKIP_CHECK=1:
         # not even that, as with calibration images)
         lines.append('if [ "${SKIP_CHECK:-0}" = 1 ]; then echo "engine run skipped (SKIP_CHECK=1)"; else smoke_all; fi')
     elif engines:

@@ -106,22 +106,33 @@ record_source() {  # record_source ENGINE ONNX: ENGINE.source.json, what ENGINE 
 """
 
 SMOKE = r"""
-# smoke ENGINE: one inference by trtexec, where no polygraphy check runs the engines (no polygraphy, or no calibration
-# images): a broken engine fails here, at build time, not when it is first timed. Its log is kept only if it fails.
+# smoke ENGINE: trtexec runs ENGINE once at each distinct batch of the profile (min/opt/max: %(said)s), where no
+# polygraphy check runs the engines (no polygraphy, or no calibration images): a broken engine, or one that runs out of
+# memory at the max batch (a small Jetson), fails here, at build time, not when it is first timed. One trtexec call per
+# batch (--shapes takes one shape per input); the log of all of them is kept only if one fails.
 # A failing engine is moved aside (ENGINE.failed: the edge runner does not take it, and a long build is not lost to a
 # transient failure such as a busy GPU); every engine is run, then one line names the failures and the script fails.
 SMOKE_FAILED=()
+SMOKE_BATCHES=(%(batches)s)
+SMOKE_SHAPES=(%(shapes)s)
 smoke() {
-    local log="$1.smoke.log"
-    if "$TRTEXEC" --loadEngine="$1" --shapes=%(shapes)s --iterations=1 --warmUp=0 --duration=0 >"$log" 2>&1; then
-        rm -f "$log"; echo "$1: ran once (trtexec --loadEngine, batch %(batch)d)"; return 0
-    fi
-    tail -n 20 "$log" >&2
-    mv -f "$1" "$1.failed"
-    echo "$1 was built but does not run (trtexec --loadEngine=$1 --iterations=1 failed; its log: $log): moved aside" \
-        "to $1.failed so it is not timed; if the failure was transient (GPU busy), put it back: mv $1.failed $1" \
-        "(before running this script again, which removes it)" >&2
-    SMOKE_FAILED+=("$1")
+    local log="$1.smoke.log" i
+    : >"$log"
+    for i in "${!SMOKE_BATCHES[@]}"; do
+        echo "== batch ${SMOKE_BATCHES[$i]}: trtexec --loadEngine=$1 --shapes=${SMOKE_SHAPES[$i]}" >>"$log"
+        if ! "$TRTEXEC" --loadEngine="$1" --shapes="${SMOKE_SHAPES[$i]}" --iterations=1 --warmUp=0 --duration=0 \
+            >>"$log" 2>&1; then
+            tail -n 20 "$log" >&2
+            mv -f "$1" "$1.failed"
+            echo "$1 was built but does not run at batch ${SMOKE_BATCHES[$i]} (trtexec --loadEngine=$1" \
+                "--shapes=${SMOKE_SHAPES[$i]} --iterations=1 failed; its log: $log): moved aside to $1.failed so it is" \
+                "not timed; if the failure was transient (GPU busy), put it back: mv $1.failed $1 (before running" \
+                "this script again, which removes it)" >&2
+            SMOKE_FAILED+=("$1")
+            return 0
+        fi
+    done
+    rm -f "$log"; echo "$1: ran at batch %(said)s (trtexec --loadEngine, one inference each)"
 }
 smoke_all() {
     local e
@@ -147,7 +158,7 @@ CHECK = r"""
 if [ "${SKIP_CHECK:-0}" = 1 ]; then echo "engine check skipped (SKIP_CHECK=1)"; summary; exit 0; fi
 if ! command -v "$POLYGRAPHY" >/dev/null 2>&1; then
     echo "polygraphy not found (pip install polygraphy onnxruntime): engines not compared with ONNX Runtime;" \
-        "each run once by trtexec instead" >&2
+        "each run by trtexec instead" >&2
     smoke_all; summary; exit 0
 fi
 rm -rf %(dir)s && mkdir -p %(dir)s
