@@ -15,7 +15,11 @@ run by polygraphy on those images next to ONNX Runtime on the ONNX it was built 
 fp32 ONNX), and :mod:`distill.export.engine_check` prints the top-1 agreement of each pair. Every engine is checked
 whatever failed before it: one whose own polygraphy run fails is moved aside (``ENGINE.failed``, with
 ``ENGINE.check.log``); a failing ONNX Runtime run of an ONNX file is not the engines' fault, so only the comparisons
-with that file are skipped; at the end the summary, one line naming every failure, and exit 1. Without
+with that file are skipped; polygraphy runs the opt batch only, so each engine that passed is then run by
+``trtexec --loadEngine`` at the profile's other batches (min, max); at the end the summary, one line naming every
+failure, and exit 1. A polygraphy that cannot run TensorRT (it says it cannot import ``tensorrt``, or it fails on every
+engine) moves no engine aside: each is run by trtexec at every batch instead, one line says why and how to fix it, and
+the script exits 1 (the comparison did not happen; ``POLYGRAPHY=none`` builds without it). Without
 polygraphy or calibration images each engine is run by ``trtexec --loadEngine``, once at each distinct batch of the
 profile (min, opt, max; ``--iterations``, ``--warmUp``, ``--duration`` and ``--shapes`` are trtexec's inference
 options, with the ``name:BxCxHxW`` spec, in TensorRT 10.3 and 11.1 alike: ``samples/common/sampleOptions.cpp`` at
@@ -151,7 +155,8 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         # not even that, as with calibration images)
         lines.append('if [ "${SKIP_CHECK:-0}" = 1 ]; then echo "engine run skipped (SKIP_CHECK=1)"; else smoke_all; fi')
     elif engines:
-        lines += [*(CHECK % {"dir": CHECK_DIR, "script": CHECK_SCRIPT}).rstrip("\n").splitlines(),
+        after = " ".join(str(b) for b in smoke if b != batches[1])  # polygraphy runs the opt batch; trtexec the rest
+        lines += [*(CHECK % {"dir": CHECK_DIR, "script": CHECK_SCRIPT, "after": after}).rstrip("\n").splitlines(),
                   f'if [ "$TRT_MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then',
                   *_checks(engines, reference, typed=True),
                   "else",
