@@ -68,7 +68,9 @@ def folder(export_dir: Path, tmp_path: Path) -> Path:
 
 
 def _by_engine(calls: list[list[str]]) -> dict[str, list[str]]:
-    return {next(a for a in c if a.startswith("--saveEngine=")).split("=", 1)[1]: c for c in calls}
+    """Each engine's build call (--saveEngine); trtexec's --loadEngine runs after the build are left out."""
+    builds = [(next((a for a in c if a.startswith("--saveEngine=")), None), c) for c in calls]
+    return {a.split("=", 1)[1]: c for a, c in builds if a is not None}
 
 
 def test_the_export_writes_the_check_files(export_dir: Path) -> None:
@@ -177,8 +179,8 @@ def test_engines_are_compared_with_onnx_runtime(folder: Path, tmp_path: Path, ba
 def test_no_polygraphy_builds_and_says_so(folder: Path, tmp_path: Path) -> None:
     proc, trtexec, _ = _run(folder, tmp_path, "[TensorRT v100300]", polygraphy=False)
     assert proc.returncode == 0 and "polygraphy not found" in proc.stderr
-    # 3 builds, then each engine run once by trtexec instead of the check (test_engine_smoke.py)
-    assert [c[0].split("=")[0] for c in trtexec] == ["--onnx"] * 3 + ["--loadEngine"] * 3, trtexec
+    # 3 builds, then each engine run by trtexec at the profile's 3 batches instead of the check (test_engine_smoke.py)
+    assert [c[0].split("=")[0] for c in trtexec] == ["--onnx"] * 3 + ["--loadEngine"] * 9, trtexec
 
 
 def test_check_images_load_like_the_export(export_dir: Path) -> None:
@@ -299,3 +301,76 @@ def test_each_engine_records_the_onnx_it_was_built_from(folder: Path, tmp_path: 
     (folder / "model.int8-tensorrt.onnx").write_bytes(b"a newer export's QDQ file, copied over without a rebuild")
     assert edge_runner.engine_source(folder / "model.int8.engine", major) == {
         "onnx": "model.int8-tensorrt.onnx", "sha256": built_from}
+
+
+def _agreements(stdout: str) -> list[str]:
+    """The agreement lines as each check printed them (the summary repeats them, indented)."""
+    return [line.split(":")[0] for line in stdout.splitlines() if "top-1 agreement" in line and not line.startswith(" ")]
+
+
+def test_an_engine_that_fails_under_polygraphy_is_moved_aside_and_the_rest_are_still_compared(folder: Path,
+                                                                                              tmp_path: Path) -> None:
+    """Issue s31-A: the first failing polygraphy run stopped the script (exit 1 in pg), so the engines after it were
+    never compared, and the failing engine stayed in place for the edge runner to time. Now, as the trtexec smoke run
+    does, it is moved aside with its log, every other engine is compared, and one line at the end names it."""
+    proc, _, polygraphy = _run(folder, tmp_path, "[TensorRT v100300]", {"POLYGRAPHY_FAIL": "model.fp32.engine"})
+    assert proc.returncode == 1, proc.stderr
+    assert [c[1] for c in polygraphy if "--trt" in c] == ["model.fp32.engine", "model.fp16.engine",
+                                                          "model.int8.engine"]  # the failing one run once, not twice
+    assert _agreements(proc.stdout) == ["model.fp16.engine vs ONNX Runtime on model.fp32.onnx",
+                                        "model.int8.engine vs ONNX Runtime on model.int8-tensorrt.onnx",
+                                        "model.int8.engine vs ONNX Runtime on model.fp32.onnx"]
+    said = [line for line in proc.stderr.splitlines() if "does not run" in line]
+    assert len(said) == 1 and said[0].startswith("model.fp32.engine was built but does not run under polygraphy")
+    assert "its log: model.fp32.engine.check.log" in said[0] and "mv model.fp32.engine.failed model.fp32.engine" in said[0]
+    assert "[E] fake polygraphy: cannot run model.fp32.engine" in proc.stderr  # the run's last lines
+    assert proc.stderr.rstrip().splitlines()[-1] == (
+        "engine check failed: 1 of 3 engine(s) failed to run under polygraphy: model.fp32.engine (each moved aside as"
+        f" ENGINE.failed, its log ENGINE.check.log); polygraphy's log: {CHECK_DIR}/polygraphy.log")
+    assert not (folder / "model.fp32.engine").exists() and (folder / "model.fp32.engine.failed").read_text() == "engine\n"
+    assert "cannot run model.fp32.engine" in (folder / "model.fp32.engine.check.log").read_text()
+    assert "cannot run model.fp32.engine" in (folder / CHECK_DIR / "polygraphy.log").read_text()
+    assert (folder / "model.fp16.engine").is_file() and (folder / "model.int8.engine").is_file()
+    assert [p.name for p in folder.glob("*.check.log")] == ["model.fp32.engine.check.log"]  # kept where it failed
+    assert "built 3 engine(s)" in proc.stdout  # the summary is still printed
+
+
+@pytest.mark.parametrize("fail,agreed,line", [
+    ("model.fp32.onnx", ["model.int8.engine vs ONNX Runtime on model.int8-tensorrt.onnx"],
+     "ONNX Runtime failed on model.fp32.onnx (no engine compared with it)"),
+    ("model.fp32.engine,model.int8-tensorrt.onnx",
+     ["model.fp16.engine vs ONNX Runtime on model.fp32.onnx", "model.int8.engine vs ONNX Runtime on model.fp32.onnx"],
+     "1 of 3 engine(s) failed to run under polygraphy: model.fp32.engine (each moved aside as ENGINE.failed, its log"
+     " ENGINE.check.log); ONNX Runtime failed on model.int8-tensorrt.onnx (no engine compared with it)")])
+def test_a_failing_onnx_runtime_reference_skips_its_comparisons_and_moves_no_engine(
+        folder: Path, tmp_path: Path, fail: str, agreed: list[str], line: str) -> None:
+    """ONNX Runtime failing on an ONNX file (onnxruntime missing, say) is not an engine's fault: the comparisons with
+    that file are skipped, its run is tried once, no engine is moved aside for it, every engine is still run by
+    polygraphy (a broken one is still caught), and the script fails at the end with one line naming every failure.
+    Before, the first failure stopped the script there."""
+    proc, _, polygraphy = _run(folder, tmp_path, "[TensorRT v100300]", {"POLYGRAPHY_FAIL": fail})
+    assert proc.returncode == 1, proc.stderr
+    assert [c[1] for c in polygraphy if "--trt" in c] == ["model.fp32.engine", "model.fp16.engine", "model.int8.engine"]
+    ort = [c[1] for c in polygraphy if "--onnxrt" in c]
+    assert sorted(ort) == ["model.fp32.onnx", "model.int8-tensorrt.onnx"], ort  # each tried once
+    assert _agreements(proc.stdout) == agreed
+    assert proc.stderr.rstrip().splitlines()[-1] == f"engine check failed: {line}; polygraphy's log: {CHECK_DIR}/polygraphy.log"
+    moved = sorted(p.name for p in folder.glob("*.failed"))
+    assert moved == (["model.fp32.engine.failed"] if "model.fp32.engine" in fail else [])
+    reference = fail.split(",")[-1]
+    assert f"ONNX Runtime's run of {reference} failed" in proc.stderr
+    assert "built 3 engine(s)" in proc.stdout
+
+
+def test_a_failing_comparison_is_named_and_its_engine_stays(folder: Path, tmp_path: Path) -> None:
+    """The engine ran under polygraphy, but its outputs cannot be compared (here: one batch fewer): both its comparisons
+    are named in the last line, the engine is not moved aside, the other engines are compared; before, exit 1 at once."""
+    proc, _, _ = _run(folder, tmp_path, "[TensorRT v100300]", {"POLYGRAPHY_SHORT": "model.int8.engine"})
+    assert proc.returncode == 1, proc.stderr
+    assert _agreements(proc.stdout) == ["model.fp32.engine vs ONNX Runtime on model.fp32.onnx",
+                                        "model.fp16.engine vs ONNX Runtime on model.fp32.onnx"]
+    assert proc.stderr.rstrip().splitlines()[-1] == (
+        "engine check failed: comparison failed: model.int8.engine vs model.int8-tensorrt.onnx, model.int8.engine vs"
+        f" model.fp32.onnx; polygraphy's log: {CHECK_DIR}/polygraphy.log")
+    assert (folder / "model.int8.engine").is_file() and not list(folder.glob("*.failed"))
+    assert "outputs differ in shape" in (folder / CHECK_DIR / "polygraphy.log").read_text()
