@@ -79,12 +79,13 @@ def tick_labels(ticks: list[float], uniform: bool = True) -> list[str]:
     def places(t: float) -> int | None:
         return next((d for d in range(7) if abs(round(t, d) - t) <= 1e-9 * max(1.0, abs(t))), None)
 
-    need = [places(t) for t in ticks]
-    if any(d is None for d in need):
+    found = [places(t) for t in ticks]
+    need = [d for d in found if d is not None]
+    if len(need) < len(found):
         return [fmt_num(t) for t in ticks]
     if uniform:
-        d = max(need, default=0)
-        return [f"{t:.{d}f}" for t in ticks]
+        most = max(need, default=0)
+        return [f"{t:.{most}f}" for t in ticks]
     return [f"{t:.{d}f}" for t, d in zip(ticks, need)]
 
 
