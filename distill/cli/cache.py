@@ -211,7 +211,7 @@ def _inspect(args: argparse.Namespace) -> int:
     t = s["teacher"]
     pretrained = t["pretrained"] + (f" (sha256 {t['checkpoint_sha256'][:12]})" if t.get("checkpoint_sha256") else "") \
         if t["pretrained"] else "none (random weights)"
-    print(f"cache     {s['path']}  ({_si(s['size_bytes'], 'B')} on disk, {s['shards']} shards, "
+    print(f"cache     {s['path']}  ({_si(s['size_bytes'], 'B')} on disk, {s['shards']} shard(s), "
           f"created {s['created']})")
     print(f"teacher   {t['arch']}  pretrained {pretrained}  {t.get('precision', 'fp32')}  (open_clip {t['open_clip_version']}, "
           f"torch {t['torch_version']}, {s['templates']} prompt templates)")

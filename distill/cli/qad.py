@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from distill.api import require_onnxruntime
 from distill.records import RUN_CONFIG, STUDENT_SPEC, STUDENT_WEIGHTS, ExportReport
@@ -101,9 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     with option_names(FLAGS):  # the stage's messages name its options as these flags (distill/spelling.py)
         record = qad(QADConfig.from_options(config_options(args), names=FLAGS))  # an interrupted run: no empty --out
-    print(f"{args.out}/{record.qad_file}: int8/{record.flavour} (QAD); worst calibration disagreement "
+    out = Path(args.out)  # `--out qad/` names qad/model.int8-ort-cpu.onnx, not qad//...
+    print(f"{out / record.qad_file}: int8/{record.flavour} (QAD); worst calibration disagreement "
           f"PTQ {record.ptq.worst_calibration:.2f} -> QAD {record.qad.worst_calibration:.2f} pts", file=sys.stdout)
-    print(f"int8 file: {args.out}/{record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",
+    print(f"int8 file: {out / record.ship_file} ({(record.ship or 'qad').upper()} int8): {record.ship_reason}",
           file=sys.stdout)
     if args.export:  # the export's recommendation decides the precision: the report's one decision, in its words
         from distill.report.decision import decide  # lazy: the report package, needed only with --export

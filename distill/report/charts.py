@@ -72,6 +72,23 @@ def fmt_num(v: float) -> str:
     return f"{v:.2f}".rstrip("0").rstrip(".") if v >= 0.1 else f"{v:.3g}"
 
 
+def tick_labels(ticks: list[float], uniform: bool = True) -> list[str]:
+    """Axis labels that name each tick's exact value: as many decimals as the finest tick needs (``uniform``: all
+    alike, ``0.200 0.225 0.250``; else each its own, ``0.05 0.1 0.2``), up to 6 (then :func:`fmt_num`'s). Two
+    decimals, as :func:`fmt_num` gives, labelled the tick at 0.225 ms "0.23"."""
+    def places(t: float) -> int | None:
+        return next((d for d in range(7) if abs(round(t, d) - t) <= 1e-9 * max(1.0, abs(t))), None)
+
+    found = [places(t) for t in ticks]
+    need = [d for d in found if d is not None]
+    if len(need) < len(found):
+        return [fmt_num(t) for t in ticks]
+    if uniform:
+        most = max(need, default=0)
+        return [f"{t:.{most}f}" for t in ticks]
+    return [f"{t:.{d}f}" for t, d in zip(ticks, need)]
+
+
 def marker(shape: str, x: float, y: float, fill: str, attrs: str) -> str:
     if shape == "square":
         return f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{fill}" {attrs}/>'
@@ -135,14 +152,15 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
     out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" class="chart" '
            f'aria-label="accuracy vs latency" xmlns="http://www.w3.org/2000/svg">',
            f'<rect x="{ml}" y="{mt}" width="{w}" height="{h}" fill="#fbfcfd" stroke="#d5dbe1"/>']
-    for t in xt:
+    for t, label in zip(xt, tick_labels(xt, uniform=not use_log)):
         x = fx(t)
         out.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{mt + h}" stroke="#eceff2"/>'
-                   f'<text x="{x:.1f}" y="{mt + h + 16}" font-size="11" text-anchor="middle" fill="#55606c">{fmt_num(t)}</text>')
-    for t in nice_ticks(ylo, yhi):
+                   f'<text x="{x:.1f}" y="{mt + h + 16}" font-size="11" text-anchor="middle" fill="#55606c">{label}</text>')
+    yt = nice_ticks(ylo, yhi)
+    for t, label in zip(yt, tick_labels(yt)):
         y = fy(t)
         out.append(f'<line x1="{ml}" y1="{y:.1f}" x2="{ml + w}" y2="{y:.1f}" stroke="#eceff2"/>'
-                   f'<text x="{ml - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#55606c">{fmt_num(t)}</text>')
+                   f'<text x="{ml - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#55606c">{label}</text>')
     out.append(f'<text x="{ml + w / 2}" y="{height - 8}" font-size="12" text-anchor="middle" fill="#38424e">'
                f'p50 latency, ms{" (log scale)" if use_log else ""} — lower is better</text>')
     out.append(f'<text transform="translate(14,{mt + h / 2}) rotate(-90)" font-size="12" text-anchor="middle" '
@@ -232,11 +250,12 @@ def latency_svg(points: list[Point], width: int = 760) -> str:
     bottom = mt + row_h * len(rows)
     out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" class="chart" '
            f'aria-label="latency distribution" xmlns="http://www.w3.org/2000/svg">']
-    for t in nice_ticks(0, hi):
+    ticks = nice_ticks(0, hi)
+    for t, label in zip(ticks, tick_labels(ticks)):
         x = fx(t)
         out.append(f'<line x1="{x:.1f}" y1="{mt}" x2="{x:.1f}" y2="{bottom}" stroke="#eceff2"/>'
                    f'<text x="{x:.1f}" y="{bottom + 14}" font-size="11" text-anchor="middle" '
-                   f'fill="#55606c">{fmt_num(t)}</text>')
+                   f'fill="#55606c">{label}</text>')
     for i, (p, num) in enumerate(zip(rows, nums)):
         top = mt + i * row_h
         y = top + 25

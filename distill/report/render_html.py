@@ -13,6 +13,7 @@ import os
 
 from distill.records import BenchRecord
 from distill.records import pct as percent
+from distill.records.ship import threads_label
 from distill.report.charts import SHAPES, color, esc, esc_wrap, front_no, latency_svg, pareto_svg, pct
 from distill.report.data import Z95, Measurement, Point, ReportData, device_label, fan_label, file_cell
 from distill.report.decision import int8_file_of
@@ -107,24 +108,26 @@ def _front(device: str, pts: list[Point], several: bool) -> str:
     headed by the device (each device has its own front: :func:`distill.report.data.mark_pareto`)."""
     if not pts:
         return ""
+    threads = len({_point_threads(p) for p in pts}) > 1  # one file timed at 1 and 4 threads: two rows told apart
     rows = "".join(
         f'<tr><td>{esc(p.student)}</td>'
         f'<td class="path" title="{esc(p.model)}">{esc_wrap(file_cell(p.file, p.note))}</td>'
         f'<td><span class="pill" style="background:{color(p.precision)}">'
         f'{esc(p.precision)}</span></td><td>{esc(p.runtime)}</td>'
+        + (f'<td class="num">{_point_threads(p)}</td>' if threads else "") +
         f'<td class="num" data-v="{p.latency["p50"]}">{p.latency["p50"]:.3g}</td>'
         f'<td class="num" data-v="{p.score if p.score is not None else -1}">{pct(p.score, 2)}'
         + (f'<span class="sd"> ±\u00a0{percent(Z95 * p.score_se, 2)}</span>' if p.score_se is not None else "") + '</td>'
         f'<td>{f"★ {front_no(pts, p)}" if p.pareto else ""}</td></tr>'
         for p in sorted(pts, key=lambda p: p.latency["p50"]))
     key = "".join(f'<li><b>{front_no(pts, p)}</b> {esc(p.label)} <span class="muted">'
-                  f'{esc_wrap(file_cell(p.file, p.note))}</span></li>'
+                  f'{esc_wrap(file_cell(p.file, p.note))}{f" · threads {_point_threads(p)}" if threads else ""}</span></li>'
                   for p in sorted((p for p in pts if p.pareto), key=lambda p: p.latency["p50"]))
     return ((f'<h3 class="device">{esc(device)}</h3>' if several else "") + pareto_svg(pts)
             + (f'<ol class="key" title="the Pareto front, fastest first">{key}</ol>' if key else "")
             + '<table class="sortable"><thead><tr><th>model</th>'
             '<th title="hover a file for its full path">file</th><th>precision</th><th>runtime</th>'
-            '<th>p50 ms</th><th>accuracy % (95 %)</th>'
+            + ("<th>threads</th>" if threads else "") + '<th>p50 ms</th><th>accuracy % (95 %)</th>'
             f'<th>front</th></tr></thead><tbody>{rows}</tbody></table>')
 
 
@@ -295,6 +298,12 @@ def _threads(record: BenchRecord) -> str:
     """The threads a record ran with (:meth:`BenchRecord.threads_label`), how that is known on hover."""
     label, basis = esc(record.threads_label()), record.threads_basis
     return f'<span title="{esc(basis)}">{label}</span>' if basis else label
+
+
+def _point_threads(p: Point) -> str:
+    """:func:`_threads` of a point's record; a point without one (an older report's data) by its threads alone."""
+    record = p.measured.record if p.measured is not None else None
+    return _threads(record) if record is not None else esc(threads_label(p.threads, None))
 
 
 def section_latency(data: ReportData) -> str:

@@ -94,18 +94,19 @@ def render_markdown(data: ReportData, title: str, generated: str) -> str:
     lines += [line for w in data.warnings for line in (f"**Warning:** {w}.", "")]
     if data.points:
         dom = ", ".join(data.common_domains) or "each point's own domains"
+        # the threads as report.html's tables have them: a column where they differ, else named once (below the
+        # measurements table)
+        threads = len({_threads(p) for p in data.points}) > 1
         lines += ["## Pareto front (accuracy vs p50 latency)", "", f"Accuracy: mean top-1 over {dom}.", "",
                   "A point is on the front (one per batch size and device) unless another of its device is at least "
                   "as fast and not significantly less accurate (± : 95 % interval from the test-set size).", "",
-                  "| batch | student | precision | runtime | file | device | p50 ms | p99 ms | accuracy % |",
-                  "|---:|---|---|---|---|---|---:|---:|---:|"]
+                  "| batch | student | precision | runtime | file | device | " + ("threads | " if threads else "")
+                  + "p50 ms | p99 ms | accuracy % |", "|---:|---|---|---|---|---|" + ("---:|" if threads else "") + "---:|---:|---:|"]
         fans = _fans(data.points)  # a Jetson's fan mode: beside its device, or on each row where its records differ
         for p in sorted((p for p in data.points if p.pareto), key=lambda p: (p.batch, p.device, p.latency["p50"])):
             lines.append(f"| {p.batch} | {p.student} | {p.precision} | {_runtime(p, fans)} | {file_cell(p.file, p.note)} | "
-                         f"{_device(p.device, fans)} | {p.latency['p50']:.3g} | {p.latency['p99']:.3g} | "
-                         f"{_pct(p.score)}{_ci(p.score_se)} |")
-        # the threads as report.html's table has them: a column where they differ, else named once (below the table)
-        threads = len({_threads(p) for p in data.points}) > 1
+                         f"{_device(p.device, fans)} | " + (f"{_threads(p)} | " if threads else "")
+                         + f"{p.latency['p50']:.3g} | {p.latency['p99']:.3g} | {_pct(p.score)}{_ci(p.score_se)} |")
         devices = sorted({p.device for p in data.points})  # several: a column (else named once, below the table)
         lines += ["", "## All measurements", ""]
         lines += ["| batch | student | precision | runtime | file | " + ("device | " if len(devices) > 1 else "")

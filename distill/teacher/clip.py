@@ -8,7 +8,11 @@ checkpoint path, or ``None``; an ``hf-hub:org/repo`` or ``local-dir:/path`` id g
 from __future__ import annotations
 
 import contextlib
+import logging
 import pickle
+import re
+import textwrap
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,6 +67,34 @@ def _split_id(arch: str, pretrained: str | None) -> tuple[str, str | None]:
     if pretrained and (pretrained.startswith("hf-hub:") or pretrained.startswith("local-dir:")):
         return pretrained, None
     return arch, pretrained
+
+
+def _download_failure(msg: str) -> str:
+    """What failed, from open_clip's download error, for the one line: its first line less open_clip's own
+    ``Failed to download weights for tag 'X': `` (the line names the tag) and huggingface_hub's ``Last error: ...``
+    advice (the line gives its own), cut at a word (it was cut at 160 characters: ``... Last er``)."""
+    first = (msg.strip().splitlines() or [""])[0]
+    first = re.sub(r"^Failed to download weights for tag '[^']*': ", "", first).split(" Last error:")[0].strip()
+    return textwrap.shorten(first.rstrip("."), 200, placeholder=" ...")
+
+
+class _DroppedDownloadLog(logging.Filter):
+    """Drops open_clip's own ``logging.error`` of a failed download, which it logs just before raising the same text
+    (the CLI printed it as a second ``error:`` line before the one :class:`Teacher` raises)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "open_clip" in record.pathname
+                    and record.getMessage().startswith("Failed to download weights"))
+
+
+@contextlib.contextmanager
+def _without_download_log() -> Iterator[None]:
+    root, dropped = logging.getLogger(), _DroppedDownloadLog()
+    root.addFilter(dropped)  # open_clip logs through the root logger (logging.error)
+    try:
+        yield
+    finally:
+        root.removeFilter(dropped)
 
 
 def _format_of(path: Path) -> str:
@@ -141,7 +173,8 @@ class Teacher(nn.Module):
         if tag and Path(tag).suffix in (".safetensors", ".bin", ".pt", ".pth") and not Path(tag).is_file():
             raise DistillError(f"{tag}: teacher checkpoint not found")
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag, device=device)
+            with _without_download_log():
+                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag, device=device)
         except (RuntimeError, AssertionError, KeyError, ValueError, EOFError, pickle.UnpicklingError,
                 SafetensorError) as e:
             msg = str(e)
@@ -151,7 +184,7 @@ class Teacher(nn.Module):
                 raise
             if "Failed to download" in msg or "HF Hub" in msg:
                 raise DistillError(
-                    f"could not download open_clip weights '{pretrained}' for '{arch}' ({msg.splitlines()[0][:160]}); "
+                    f"could not download open_clip weights '{pretrained}' for '{arch}' ({_download_failure(msg)}); "
                     f"without internet, download them elsewhere and pass the file: --pretrained /path/to/open_clip_model.safetensors"
                 ) from None
             if "not found in built-ins" in msg:

@@ -19,7 +19,10 @@ def test_skip_bad_build_line_counts_the_skipped_images(tmp_path: Path, capsys) -
     assert (f"teacher cache written: {out} (12 rows = (8 images - 2 skipped) x 2 view(s), 1 shard(s), "
             "2 image(s) skipped (listed in manifest.json))") in lines
     assert cli(["cache", "inspect", str(out)]) == 0
-    assert any(ln.startswith("rows      12 = (8 images - 2 skipped) x 2 view(s)") for ln in capsys.readouterr().out.splitlines())
+    inspected = capsys.readouterr().out.splitlines()
+    assert any(ln.startswith("rows      12 = (8 images - 2 skipped) x 2 view(s)") for ln in inspected)
+    # its shard count as the build line says it ("1 shards" before)
+    assert ", 1 shard(s), created " in next(ln for ln in inspected if ln.startswith("cache     ")), inspected
 
 
 def test_policy_build_prints_its_policy_and_never_mixes_in_a_skipped_image(tmp_path: Path, capsys) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from distill.report.charts import fit_text, latency_svg, nice_ticks, pareto_svg, pct
+from distill.report.charts import fit_text, latency_svg, nice_ticks, pareto_svg, pct, tick_labels
 from distill.report.data import Point
 
 
@@ -33,3 +33,31 @@ def test_pareto_chart_plots_scored_points_in_percent() -> None:
     assert re.search(r"accuracy 80\.00%", svg) and "accuracy, %" in svg
     assert "No benchmark record" in pareto_svg([_point(1.0, None)])
     assert latency_svg([]) == "" and latency_svg([_point(1.0, 0.5)]).startswith("<svg")
+
+
+def _axis_labels(svg: str, anchor: str) -> list[tuple[float, float]]:
+    """(position, value) of the chart's tick labels: x of the x axis (``middle``), y of the y axis (``end``)."""
+    pat = (r'<text x="([\d.]+)" y="[\d.]+" font-size="11" text-anchor="middle" fill="#55606c">([^<]+)</text>'
+           if anchor == "middle" else
+           r'<text x="[\d.]+" y="([\d.]+)" font-size="11" text-anchor="end" fill="#55606c">([^<]+)</text>')
+    return [(float(pos), float(label)) for pos, label in re.findall(pat, svg)]
+
+
+def test_axis_labels_name_the_ticks_they_sit_at() -> None:
+    """A linear axis's labels are its ticks' values: 0.2 .. 0.3 ms in steps of 0.025 read 0.200 0.225 0.250 ...,
+    evenly spaced in value as in position. fmt_num's two decimals labelled the tick at 0.225 "0.23" and the one at
+    0.275 "0.28" (seen in a report of three files timed at 0.197, 0.215 and 0.291 ms)."""
+    svg = pareto_svg([_point(0.197, 0.13, pareto=True), _point(0.215, 0.13), _point(0.291, 0.13)])
+    ticks = _axis_labels(svg, "middle")
+    assert len(ticks) >= 4
+    (x0, v0), (x1, v1) = ticks[0], ticks[1]
+    for x, v in ticks:  # each label's value sits where the axis puts it
+        assert abs((x - x0) - (x1 - x0) * (v - v0) / (v1 - v0)) < 0.2, ticks
+    assert [label for label in re.findall(r'text-anchor="middle" fill="#55606c">([^<]+)<', svg)][:3] == [
+        "0.200", "0.225", "0.250"]
+
+
+def test_tick_labels_keep_the_decimals_a_tick_needs() -> None:
+    assert tick_labels([0.2, 0.225, 0.25]) == ["0.200", "0.225", "0.250"]
+    assert tick_labels([0, 10, 20]) == ["0", "10", "20"] and tick_labels([100, 102.5, 105]) == ["100.0", "102.5", "105.0"]
+    assert tick_labels([0.05, 0.1, 0.2, 0.5, 1], uniform=False) == ["0.05", "0.1", "0.2", "0.5", "1"]

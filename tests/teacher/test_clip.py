@@ -64,17 +64,25 @@ def test_image_flops_positive(teacher: Teacher) -> None:
     assert flops > n_visual  # every weight is used at least once per image (x2 per MAC)
 
 
-def test_failed_tag_download_is_one_line_pointing_to_local_file(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_tag_download_is_one_line_pointing_to_local_file(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The CLI's one line: what failed (the file and hub repo open_clip tried), uncut, and what to do; open_clip's own
+    log line of the same failure is not a second ``error:`` line before it. It was: ``error: failed to download
+    weights for tag 'openai': ...`` from open_clip's logging, then ``... for timm/resnet50_clip.openai. Last error:
+    An error happened )`` cut at 160 characters."""
     import huggingface_hub.constants as hf_constants
+
+    from distill.cli._log import warning_lines
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True, raising=False)  # read at import time
-    with pytest.raises(DistillError) as err:
+    with warning_lines(), pytest.raises(DistillError) as err:  # the CLI's log handler, as a command runs
         Teacher("RN50", "openai", CLASSES)
     msg = str(err.value)
     assert "\n" not in msg
     assert "'openai'" in msg and "RN50" in msg
     assert "--pretrained" in msg and "pass the file" in msg
+    assert "(Failed to download file (open_clip_pytorch_model.bin) for timm/resnet50_clip.openai);" in msg, msg
+    assert "error:" not in capsys.readouterr().err
 
 
 def test_unknown_arch_is_one_line() -> None:
