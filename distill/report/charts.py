@@ -83,9 +83,9 @@ def tick_labels(ticks: list[float], uniform: bool = True) -> list[str]:
     need = [d for d in found if d is not None]
     if len(need) < len(found):
         return [fmt_num(t) for t in ticks]
-    if uniform:
+    if uniform:  # zero is "0" whatever the others need: "0.00" is wider than the latency chart's 8 px left margin
         most = max(need, default=0)
-        return [f"{t:.{most}f}" for t in ticks]
+        return ["0" if t == 0 else f"{t:.{most}f}" for t in ticks]
     return [f"{t:.{d}f}" for t, d in zip(ticks, need)]
 
 

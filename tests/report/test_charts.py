@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from distill.report.charts import fit_text, latency_svg, nice_ticks, pareto_svg, pct, tick_labels
+from distill.report.charts import fit_text, latency_svg, nice_ticks, pareto_svg, pct, text_width, tick_labels
 from distill.report.data import Point
 
 
@@ -57,7 +57,17 @@ def test_axis_labels_name_the_ticks_they_sit_at() -> None:
         "0.200", "0.225", "0.250"]
 
 
+def test_the_latency_charts_zero_label_fits_its_left_margin() -> None:
+    """The latency axis starts at 0 at x = 8: labelled "0.00" beside 0.05-step ticks it stuck out of the chart
+    (the browser check: 'chart label outside its chart: text "0.00"', at some measured latencies)."""
+    svg = latency_svg([_point(0.21, 0.13), _point(0.29, 0.13)])
+    x, label = next((float(x), t) for x, t in re.findall(
+        r'<text x="([\d.]+)" y="[\d.]+" font-size="11" text-anchor="middle" fill="#55606c">([^<]+)<', svg))
+    assert label == "0" and x - text_width(label, 11) / 2 >= 0, (x, label)
+
+
 def test_tick_labels_keep_the_decimals_a_tick_needs() -> None:
     assert tick_labels([0.2, 0.225, 0.25]) == ["0.200", "0.225", "0.250"]
+    assert tick_labels([0, 0.05, 0.1]) == ["0", "0.05", "0.10"]
     assert tick_labels([0, 10, 20]) == ["0", "10", "20"] and tick_labels([100, 102.5, 105]) == ["100.0", "102.5", "105.0"]
     assert tick_labels([0.05, 0.1, 0.2, 0.5, 1], uniform=False) == ["0.05", "0.1", "0.2", "0.5", "1"]
