@@ -71,6 +71,14 @@ failed() {  # set -e stopped the script: say where, and what is (not) in the fol
     fi
 }
 trap failed EXIT
+interrupted() {  # Ctrl-C stops the script. Without this trap bash goes on after a command that handled the SIGINT itself
+    # (polygraphy's TensorRT logger turns Ctrl-C into SIGTERM): the check would take the run as the engine's failure
+    trap - INT
+    echo "interrupted: stopped before the end (no engine moved aside for the run that was interrupted; engines not" \
+        "checked yet are unchecked): run ./build_engine.sh again to build and check every engine" >&2
+    exit 130
+}
+trap interrupted INT
 sha256() {  # sha256 FILE: its hex sha256 by the first hasher that gives one (sha256sum, shasum -a 256, $PYTHON's hashlib)
     local out
     if command -v sha256sum >/dev/null 2>&1 && out=$(sha256sum "$1" 2>/dev/null | cut -d ' ' -f 1) \
