@@ -179,7 +179,8 @@ CHECK = r"""
 # required but could not be imported", the same in polygraphy 0.47 to 0.53: the executable actually used answers, so
 # one engine is enough to tell; no further engine is given to it), or (b) it ran no engine of this build (every one
 # failed, for a reason it does not name: e.g. its tensorrt is not the TensorRT trtexec built with; with one engine
-# that is its only run, and trtexec decides). Then no engine is moved aside for polygraphy; each is run by trtexec at
+# that is its only run, and trtexec decides: where trtexec cannot run any of them either, the engines failed, and
+# the last line names them under both). Then no engine is moved aside for polygraphy; each is run by trtexec at
 # every batch instead (a broken engine is still caught, moved aside and named), and one line says that polygraphy could
 # not run TensorRT, where its log is and how to fix it. The script still exits 1 then, as when ONNX Runtime fails on a
 # reference: with polygraphy installed the comparison with ONNX Runtime was asked for and did not happen (an int8
@@ -264,8 +265,12 @@ check_done() {  # trtexec's runs; the summary; then, if anything failed, one lin
     fi
     if [ -n "$no_trt" ]; then  # polygraphy's failure: every engine still in place, run by trtexec at every batch
         if [ -z "$NO_TRT" ]; then echo "$no_trt: no engine moved aside for it; each run by trtexec instead" >&2; fi
-        ENGINE_FAILED=()
         smoke_each "${SMOKE_BATCHES[@]}"
+        if [ -z "$NO_TRT" ] && [ ${#SMOKE_FAILED[@]} -eq ${#BUILT[@]} ]; then
+            no_trt=""  # trtexec cannot run them either: the engines failed, not polygraphy (both named below)
+        else
+            ENGINE_FAILED=()
+        fi
     else
         for e in ${ENGINE_FAILED[@]+"${ENGINE_FAILED[@]}"}; do
             mv -f "$e" "$e.failed"

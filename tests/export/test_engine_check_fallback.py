@@ -195,3 +195,24 @@ def test_ctrl_c_during_a_polygraphy_run_stops_the_script(folder: Path, tmp_path:
     assert [line.split()[1] for line in log.read_text().splitlines() if "--trt" in line] == ["model.fp32.engine"]
     assert not list(folder.glob("*.failed")) and (folder / "model.fp32.engine").is_file()
     assert "built 3 engine(s)" not in out
+
+
+@pytest.mark.parametrize("engines", [ENGINES[:1], ENGINES])  # one: a QAD folder's only engine
+def test_engines_that_trtexec_cannot_run_either_are_not_blamed_on_polygraphy(folder: Path, tmp_path: Path,
+                                                                            engines: list[dict[str, str]]) -> None:
+    """Review s31-1: polygraphy failing on every engine was taken as polygraphy's failure even where trtexec then
+    failed on every one too (a QAD folder's one broken engine, always "every engine"): the last line told the user to
+    reinstall polygraphy and said none was moved aside for it. Now the engines are named under both, no polygraphy fix."""
+    names = [e["engine"] for e in engines]
+    write_build_script(folder, engines, "input", (3, 32, 32), (1, 8, 32), reference="model.fp32.onnx")
+    proc, _, _ = _run(folder, tmp_path, "[TensorRT v100300]",
+                      {"POLYGRAPHY_FAIL": ",".join(names), "TRTEXEC": str(_failing_trtexec(tmp_path, *names))})
+    assert proc.returncode == 1, proc.stderr
+    n = len(names)
+    assert _last(proc.stderr) == (
+        f"engine check failed: {n} of {n} engine(s) failed to run under polygraphy: {' '.join(names)} (each moved aside"
+        f" as ENGINE.failed, its log ENGINE.check.log); {n} of {n} engine(s) failed to run under trtexec:"
+        f" {' '.join(names)} (each moved aside as ENGINE.failed, its log ENGINE.smoke.log); polygraphy's log:"
+        f" {CHECK_DIR}/polygraphy.log")
+    assert sorted(p.name for p in folder.glob("*.failed")) == sorted(f"{e}.failed" for e in names)
+    assert all((folder / f"{e}.check.log").is_file() and (folder / f"{e}.smoke.log").is_file() for e in names)
