@@ -199,7 +199,7 @@ if ! command -v "$POLYGRAPHY" >/dev/null 2>&1; then
 fi
 rm -rf %(dir)s && mkdir -p %(dir)s
 LOG=%(dir)s/polygraphy.log
-ENGINE_FAILED=() REF_FAILED=() COMPARE_FAILED=() NO_TRT=""
+ENGINE_FAILED=() REF_FAILED=() COMPARE_FAILED=() NO_TRT="" PG_RAN=""  # PG_RAN: some polygraphy run succeeded
 SMOKE_AFTER_CHECK=(%(after)s)  # the profile's batches other than the opt batch polygraphy runs
 has() {  # has WORD LIST...: WORD is one of LIST
     local w="$1" x
@@ -212,7 +212,7 @@ pg() {  # pg LOGFILE MODEL ARGS...: polygraphy run on the calibration images, it
     shift
     "$POLYGRAPHY" run "$@" --data-loader-script %(script)s:load_data >"$log" 2>&1 || rc=$?
     cat "$log" >>"$LOG"
-    if [ "$rc" -ne 0 ]; then tail -n 20 "$log" >&2; fi
+    if [ "$rc" -ne 0 ]; then tail -n 20 "$log" >&2; else PG_RAN=1; fi
     return "$rc"
 }
 check() {  # check ENGINE ONNX: top-1 agreement of the engine with ONNX Runtime running ONNX; a failure is named, not fatal
@@ -257,6 +257,9 @@ check_done() {  # trtexec's runs; the summary; then, if anything failed, one lin
     local line="" no_trt="" c e
     if [ -n "$NO_TRT" ]; then
         no_trt="polygraphy could not run TensorRT: it cannot import tensorrt, TensorRT's Python bindings"
+    elif [ ${#ENGINE_FAILED[@]} -gt 0 ] && [ ${#ENGINE_FAILED[@]} -eq ${#BUILT[@]} ] && [ -z "$PG_RAN" ]; then
+        no_trt="polygraphy failed on every run, ONNX Runtime's too (its Python, or its data loader: see $LOG), so"
+        no_trt+=" its failure is not taken as the engines'"
     elif [ ${#ENGINE_FAILED[@]} -gt 0 ] && [ ${#ENGINE_FAILED[@]} -eq ${#BUILT[@]} ]; then
         no_trt="polygraphy ran no engine: it failed on every one (${#BUILT[@]} of ${#BUILT[@]}, for a reason it does"
         no_trt+=" not name: see each ENGINE.check.log), so its failure is not taken as theirs (where trtexec runs them,"

@@ -216,3 +216,15 @@ def test_engines_that_trtexec_cannot_run_either_are_not_blamed_on_polygraphy(fol
         f" {CHECK_DIR}/polygraphy.log")
     assert sorted(p.name for p in folder.glob("*.failed")) == sorted(f"{e}.failed" for e in names)
     assert all((folder / f"{e}.check.log").is_file() and (folder / f"{e}.smoke.log").is_file() for e in names)
+
+
+def test_a_polygraphy_failing_on_every_run_is_not_said_to_lack_tensorrt(folder: Path, tmp_path: Path) -> None:
+    """Review s31-1 (L2): polygraphy failing on ONNX Runtime's runs too (its Python lacks numpy, its data loader fails)
+    was said to have a tensorrt that is not this TensorRT. The engines are still kept and run by trtexec; the reason
+    given is now polygraphy's every run failing."""
+    everything = [*NAMES, "model.fp32.onnx", "model.int8-tensorrt.onnx"]
+    proc, trtexec, _ = _run(folder, tmp_path, "[TensorRT v100300]", {"POLYGRAPHY_FAIL": ",".join(everything)})
+    assert proc.returncode == 1, proc.stderr
+    assert not list(folder.glob("*.failed")) and len(_smoke_runs(trtexec)) == 3
+    last = _last(proc.stderr)
+    assert "polygraphy failed on every run, ONNX Runtime's too" in last and "its tensorrt is likely" not in last, last
