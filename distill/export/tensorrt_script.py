@@ -26,7 +26,8 @@ options, with the ``name:BxCxHxW`` spec, in TensorRT 10.3 and 11.1 alike: ``samp
 NVIDIA/TensorRT's v10.3.0 and v11.1 tags), so a broken engine, or one out of memory at the max batch, fails at build
 time rather than when the edge runner first times it: every engine is run, a failing one is moved aside
 (``ENGINE.failed``, with ``ENGINE.smoke.log``; not deleted, since the failure may be transient), then one line names
-the failures and the script exits 1. ``SKIP_CHECK=1`` skips both.
+the failures and the script exits 1. ``SKIP_CHECK=1`` skips both. Ctrl-C stops the script where it is (exit 130),
+also in a polygraphy run that turns it into SIGTERM (its TensorRT logger does), which is not taken as the engine's.
 
 Each engine built gets ``ENGINE.source.json`` beside it: the ONNX file it was built from, that file's sha256 and the
 engine's, at build time. The edge runner's ``engine_source`` reads it, so a record names the bytes the engine was built

@@ -71,6 +71,14 @@ failed() {  # set -e stopped the script: say where, and what is (not) in the fol
     fi
 }
 trap failed EXIT
+interrupted() {  # Ctrl-C stops the script. Without this trap bash goes on after a command that handled the SIGINT itself
+    # (polygraphy's TensorRT logger turns Ctrl-C into SIGTERM): the check would take the run as the engine's failure
+    trap - INT
+    echo "interrupted: stopped before the end (no engine moved aside for the run that was interrupted; engines not" \
+        "checked yet are unchecked): run ./build_engine.sh again to build and check every engine" >&2
+    exit 130
+}
+trap interrupted INT
 sha256() {  # sha256 FILE: its hex sha256 by the first hasher that gives one (sha256sum, shasum -a 256, $PYTHON's hashlib)
     local out
     if command -v sha256sum >/dev/null 2>&1 && out=$(sha256sum "$1" 2>/dev/null | cut -d ' ' -f 1) \
@@ -171,7 +179,8 @@ CHECK = r"""
 # required but could not be imported", the same in polygraphy 0.47 to 0.53: the executable actually used answers, so
 # one engine is enough to tell; no further engine is given to it), or (b) it ran no engine of this build (every one
 # failed, for a reason it does not name: e.g. its tensorrt is not the TensorRT trtexec built with; with one engine
-# that is its only run, and trtexec decides). Then no engine is moved aside for polygraphy; each is run by trtexec at
+# that is its only run, and trtexec decides: where trtexec cannot run any of them either, the engines failed, and
+# the last line names them under both). Then no engine is moved aside for polygraphy; each is run by trtexec at
 # every batch instead (a broken engine is still caught, moved aside and named), and one line says that polygraphy could
 # not run TensorRT, where its log is and how to fix it. The script still exits 1 then, as when ONNX Runtime fails on a
 # reference: with polygraphy installed the comparison with ONNX Runtime was asked for and did not happen (an int8
@@ -190,7 +199,7 @@ if ! command -v "$POLYGRAPHY" >/dev/null 2>&1; then
 fi
 rm -rf %(dir)s && mkdir -p %(dir)s
 LOG=%(dir)s/polygraphy.log
-ENGINE_FAILED=() REF_FAILED=() COMPARE_FAILED=() NO_TRT=""
+ENGINE_FAILED=() REF_FAILED=() COMPARE_FAILED=() NO_TRT="" PG_RAN=""  # PG_RAN: some polygraphy run succeeded
 SMOKE_AFTER_CHECK=(%(after)s)  # the profile's batches other than the opt batch polygraphy runs
 has() {  # has WORD LIST...: WORD is one of LIST
     local w="$1" x
@@ -203,7 +212,7 @@ pg() {  # pg LOGFILE MODEL ARGS...: polygraphy run on the calibration images, it
     shift
     "$POLYGRAPHY" run "$@" --data-loader-script %(script)s:load_data >"$log" 2>&1 || rc=$?
     cat "$log" >>"$LOG"
-    if [ "$rc" -ne 0 ]; then tail -n 20 "$log" >&2; fi
+    if [ "$rc" -ne 0 ]; then tail -n 20 "$log" >&2; else PG_RAN=1; fi
     return "$rc"
 }
 check() {  # check ENGINE ONNX: top-1 agreement of the engine with ONNX Runtime running ONNX; a failure is named, not fatal
@@ -248,6 +257,9 @@ check_done() {  # trtexec's runs; the summary; then, if anything failed, one lin
     local line="" no_trt="" c e
     if [ -n "$NO_TRT" ]; then
         no_trt="polygraphy could not run TensorRT: it cannot import tensorrt, TensorRT's Python bindings"
+    elif [ ${#ENGINE_FAILED[@]} -gt 0 ] && [ ${#ENGINE_FAILED[@]} -eq ${#BUILT[@]} ] && [ -z "$PG_RAN" ]; then
+        no_trt="polygraphy failed on every run, ONNX Runtime's too (its Python, or its data loader: see $LOG), so"
+        no_trt+=" its failure is not taken as the engines'"
     elif [ ${#ENGINE_FAILED[@]} -gt 0 ] && [ ${#ENGINE_FAILED[@]} -eq ${#BUILT[@]} ]; then
         no_trt="polygraphy ran no engine: it failed on every one (${#BUILT[@]} of ${#BUILT[@]}, for a reason it does"
         no_trt+=" not name: see each ENGINE.check.log), so its failure is not taken as theirs (where trtexec runs them,"
@@ -256,8 +268,12 @@ check_done() {  # trtexec's runs; the summary; then, if anything failed, one lin
     fi
     if [ -n "$no_trt" ]; then  # polygraphy's failure: every engine still in place, run by trtexec at every batch
         if [ -z "$NO_TRT" ]; then echo "$no_trt: no engine moved aside for it; each run by trtexec instead" >&2; fi
-        ENGINE_FAILED=()
         smoke_each "${SMOKE_BATCHES[@]}"
+        if [ -z "$NO_TRT" ] && [ ${#SMOKE_FAILED[@]} -eq ${#BUILT[@]} ]; then
+            no_trt=""  # trtexec cannot run them either: the engines failed, not polygraphy (both named below)
+        else
+            ENGINE_FAILED=()
+        fi
     else
         for e in ${ENGINE_FAILED[@]+"${ENGINE_FAILED[@]}"}; do
             mv -f "$e" "$e.failed"

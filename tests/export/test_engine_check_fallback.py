@@ -14,15 +14,19 @@ Run by bash with the fake ``trtexec`` of test_tensorrt_script (and the failing o
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from distill.export.tensorrt_script import CHECK_DIR, write_build_script
 from tests.export.test_engine_smoke import _failing_trtexec, _smoke, _smoke_runs
-from tests.export.test_tensorrt_script import _agreements, _run
+from tests.export.test_tensorrt_script import FAKES, _agreements, _fake_trtexec, _run
 from tests.report.test_engine_join import ENGINES
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
@@ -156,3 +160,71 @@ def test_polygraphy_none_runs_the_engines_by_trtexec_only(folder: Path, tmp_path
     assert "engine check skipped (POLYGRAPHY=none)" in proc.stderr and polygraphy == []
     assert all(r == [_smoke(1), _smoke(8), _smoke(32)] for r in _smoke_runs(trtexec).values())
     assert len(_smoke_runs(trtexec)) == 3
+
+
+def test_ctrl_c_during_a_polygraphy_run_stops_the_script(folder: Path, tmp_path: Path) -> None:
+    """Review s31-1: polygraphy's TensorRT logger turns Ctrl-C into SIGTERM, and bash goes on after a command that did
+    not die of SIGINT itself: the check took the interrupted run as the engine's failure, went on to the next engines
+    and moved the engine aside (exit 1). Now Ctrl-C stops the script there: exit 130, nothing moved aside."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_trtexec(bin_dir, "[TensorRT v100300]")
+    (bin_dir / "polygraphy").write_text(f'#!/usr/bin/env bash\nexec "{sys.executable}" "{FAKES / "polygraphy_cli.py"}" "$@"\n')
+    (bin_dir / "polygraphy").chmod(0o755)
+    log = tmp_path / "polygraphy.log"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TRTEXEC_LOG": str(tmp_path / "trtexec.log"), "POLYGRAPHY_LOG": str(log),
+           "PYTHON": sys.executable, "POLYGRAPHY": str(bin_dir / "polygraphy"), "PYTHONPATH": str(FAKES),
+           "POLYGRAPHY_HANG": "model.fp32.engine"}
+    # its own process group, as a terminal's foreground job; SIGINT not ignored (a test runner's worker may ignore it)
+    proc = subprocess.Popen(["bash", str(folder / "build_engine.sh")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for _ in range(600):
+            if Path(f"{log}.hang").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert Path(f"{log}.hang").exists(), proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.rstrip().splitlines()[-1].startswith("interrupted: stopped before the end"), err
+    assert [line.split()[1] for line in log.read_text().splitlines() if "--trt" in line] == ["model.fp32.engine"]
+    assert not list(folder.glob("*.failed")) and (folder / "model.fp32.engine").is_file()
+    assert "built 3 engine(s)" not in out
+
+
+@pytest.mark.parametrize("engines", [ENGINES[:1], ENGINES])  # one: a QAD folder's only engine
+def test_engines_that_trtexec_cannot_run_either_are_not_blamed_on_polygraphy(folder: Path, tmp_path: Path,
+                                                                            engines: list[dict[str, str]]) -> None:
+    """Review s31-1: polygraphy failing on every engine was taken as polygraphy's failure even where trtexec then
+    failed on every one too (a QAD folder's one broken engine, always "every engine"): the last line told the user to
+    reinstall polygraphy and said none was moved aside for it. Now the engines are named under both, no polygraphy fix."""
+    names = [e["engine"] for e in engines]
+    write_build_script(folder, engines, "input", (3, 32, 32), (1, 8, 32), reference="model.fp32.onnx")
+    proc, _, _ = _run(folder, tmp_path, "[TensorRT v100300]",
+                      {"POLYGRAPHY_FAIL": ",".join(names), "TRTEXEC": str(_failing_trtexec(tmp_path, *names))})
+    assert proc.returncode == 1, proc.stderr
+    n = len(names)
+    assert _last(proc.stderr) == (
+        f"engine check failed: {n} of {n} engine(s) failed to run under polygraphy: {' '.join(names)} (each moved aside"
+        f" as ENGINE.failed, its log ENGINE.check.log); {n} of {n} engine(s) failed to run under trtexec:"
+        f" {' '.join(names)} (each moved aside as ENGINE.failed, its log ENGINE.smoke.log); polygraphy's log:"
+        f" {CHECK_DIR}/polygraphy.log")
+    assert sorted(p.name for p in folder.glob("*.failed")) == sorted(f"{e}.failed" for e in names)
+    assert all((folder / f"{e}.check.log").is_file() and (folder / f"{e}.smoke.log").is_file() for e in names)
+
+
+def test_a_polygraphy_failing_on_every_run_is_not_said_to_lack_tensorrt(folder: Path, tmp_path: Path) -> None:
+    """Review s31-1 (L2): polygraphy failing on ONNX Runtime's runs too (its Python lacks numpy, its data loader fails)
+    was said to have a tensorrt that is not this TensorRT. The engines are still kept and run by trtexec; the reason
+    given is now polygraphy's every run failing."""
+    everything = [*NAMES, "model.fp32.onnx", "model.int8-tensorrt.onnx"]
+    proc, trtexec, _ = _run(folder, tmp_path, "[TensorRT v100300]", {"POLYGRAPHY_FAIL": ",".join(everything)})
+    assert proc.returncode == 1, proc.stderr
+    assert not list(folder.glob("*.failed")) and len(_smoke_runs(trtexec)) == 3
+    last = _last(proc.stderr)
+    assert "polygraphy failed on every run, ONNX Runtime's too" in last and "its tensorrt is likely" not in last, last

@@ -5,12 +5,16 @@ The stand-in logits are the per-channel means of each image plus a constant (4 c
 run flips the prediction of the first image of each batch, so engine-vs-ORT agreement is below 100 %.
 A model named in ``POLYGRAPHY_FAIL`` (comma-separated: an engine, or an ONNX file for the ``--onnxrt`` run) fails
 as a real run that cannot execute it does: an error line, exit 1, no outputs saved. A model named in
-``POLYGRAPHY_SHORT`` saves one batch fewer, so comparing its outputs fails (shapes differ).
+``POLYGRAPHY_SHORT`` saves one batch fewer, so comparing its outputs fails (shapes differ). A model named in
+``POLYGRAPHY_HANG`` waits (``POLYGRAPHY_LOG.hang`` says it is waiting) until Ctrl-C, which it turns into SIGTERM as
+polygraphy's TensorRT logger does (``polygraphy/backend/trt/util.py``).
 """
 import importlib.util
 import json
 import os
+import signal
 import sys
+import time
 
 import numpy as np
 
@@ -21,6 +25,10 @@ assert args[0] == "run", args
 if args[1] in os.environ.get("POLYGRAPHY_FAIL", "").split(","):
     print(f"[E] fake polygraphy: cannot run {args[1]}")
     sys.exit(1)
+if args[1] in os.environ.get("POLYGRAPHY_HANG", "").split(","):
+    signal.signal(signal.SIGINT, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    open(os.environ["POLYGRAPHY_LOG"] + ".hang", "w").close()
+    time.sleep(60)
 script, func = args[args.index("--data-loader-script") + 1].split(":")
 spec = importlib.util.spec_from_file_location("loader", script)
 mod = importlib.util.module_from_spec(spec)
