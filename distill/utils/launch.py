@@ -80,11 +80,12 @@ def end_process_group(existed: bool) -> None:
     try:
         barrier(Dist(rank, dist.get_world_size()))  # NCCL's with this rank's device, as every barrier
     except RuntimeError as e:  # gloo's "Connection closed by peer", NCCL's errors: DistBackendError is one
+        dist.destroy_process_group()
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise DistillError(f"rank {rank} finished its work, but the ranks could not meet at the end ({reason}): "
-                           "another rank stopped early; its own output says why") from e
-    finally:
-        dist.destroy_process_group()
+                           "another rank stopped early or timed out; its own output says why") from e
+    # not after a Ctrl-C in the barrier (it goes out as it came): NCCL's destroy waits for pending work (review 1 L5)
+    dist.destroy_process_group()
 
 
 def process_group_exists() -> bool:

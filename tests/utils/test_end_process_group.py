@@ -69,3 +69,17 @@ def test_ranks_that_cannot_meet_at_the_end_give_one_error_line_and_end_the_group
     assert len(lines) == 1 and "Connection closed by peer" in lines[0] and "rank 0 finished" in lines[0], err
     assert "Traceback" not in err and "second line" not in err
     assert not process_group_exists()
+
+
+def test_a_ctrl_c_in_the_teardown_barrier_goes_out_without_destroying_the_group(group, monkeypatch):
+    """A Ctrl-C while the ranks meet at the end is the interrupt it was; the group is not destroyed then (NCCL's
+    destroy waits for pending work and could block the interrupted rank)."""
+    import distill.utils.runtime as runtime
+
+    def interrupted(d):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtime, "barrier", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        end_process_group(existed=False)
+    assert process_group_exists()
