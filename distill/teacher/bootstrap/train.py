@@ -34,7 +34,8 @@ out to validate, an epoch prints the loss and the train / validation zero-shot a
 teacher near chance ends with a ``warning:`` line (also stored in ``teacher.json``) that gives
 the numbers and what to change.
 
-Resumable: after every epoch the model and AdamW state are written atomically to one
+Resumable: after each printed epoch, and each epoch ending ``STATE_EVERY_S`` after the last write, the model and
+AdamW state are written atomically to one
 safetensors file (``OUT/bootstrap-state.safetensors``, no pickle); rerunning the same call
 continues from there, and since every random draw (shuffle, captions, augmentation) comes from
 a generator seeded by ``(seed, epoch)``, a resumed run on CPU gives bit-identical weights to an
@@ -103,6 +104,7 @@ from distill.teacher.bootstrap.presets import (
     FORMAT,
     FULL,
     QUICK,
+    STATE_EVERY_S,
     TRAIN_EVAL_IMAGES,
     WARMUP_FRACTION,
     WEIGHT_DECAY,
@@ -252,6 +254,7 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
     if start_epoch:
         say(f"resuming from {state_path} after epoch {start_epoch}/{epochs}")
     accuracy: dict[str, float] = {}
+    saved = time.monotonic()
     for epoch in range(start_epoch, epochs):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         perm = torch.randperm(n, generator=gen)
@@ -288,8 +291,9 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
             val = "-" if math.isnan(accuracy["val"]) else f"{100 * accuracy['val']:.1f}%"
             say(f"bootstrap epoch {epoch + 1}/{epochs}: loss {history[-1]:.3f}  zero-shot train "
                 f"{100 * accuracy['train']:.1f}%  val {val}")
-        if epoch + 1 < epochs:
+        if epoch + 1 < epochs and (is_reported(epoch, start_epoch, epochs) or time.monotonic() - saved >= STATE_EVERY_S):
             save_state(state_path, model, optimizer, epoch + 1, run_key, history)
+            saved = time.monotonic()
     bar.close()
 
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

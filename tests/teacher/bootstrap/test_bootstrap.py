@@ -424,11 +424,14 @@ def test_a_long_bootstrap_prints_a_bounded_number_of_epoch_lines(tree: Path, tmp
                                                                   monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture) -> None:
     """A new user's 9-image pool trained 1000 one-step epochs (the 1000-step minimum) and printed 1000 epoch lines;
-    now about 20 (every epoch_stride-th, the first and the last), scoring zero-shot only for those."""
+    now about 20 (every epoch_stride-th, the first and the last), scoring zero-shot only for those; the resume state
+    is written after those (and after any epoch a minute past the last write), not after each."""
     scored: list[int] = []
     real_score = bootstrap.zero_shot_in_memory
     monkeypatch.setattr(bootstrap, "zero_shot_in_memory", lambda *a, **k: (scored.append(1), real_score(*a, **k))[1])
-    monkeypatch.setattr(bootstrap, "save_state", lambda *a, **k: None)  # the epoch state is not what this checks
+    saved: list[int] = []  # the epochs whose resume state was written (not written here: the test's speed)
+    monkeypatch.setattr(bootstrap, "save_state", lambda path, model, opt, epoch, *a: saved.append(epoch))
+    monkeypatch.setattr(bootstrap, "STATE_EVERY_S", 1e9, raising=False)  # a slow machine's minute does not add writes
     ds = DomainFolder(tree, pretrain_fraction=0.1)
     epochs = 41
     ckpt = bootstrap_teacher(ds, tmp_path, BootstrapSettings(epochs=epochs, batch_size=4, seed=0), progress=False)
@@ -436,6 +439,7 @@ def test_a_long_bootstrap_prints_a_bounded_number_of_epoch_lines(tree: Path, tmp
     printed = [int(line.split()[2].split("/")[0]) for line in out if line.startswith("bootstrap epoch ")]
     assert printed == [1, *range(3, epochs, 3), epochs]  # stride ceil(41 / 20) = 3: 15 lines, not 41
     assert len(scored) == 2 * len(printed)  # train and val, at the printed epochs only
+    assert saved == printed[:-1]  # 55 MB of model + AdamW after each of 1000 epochs was 2/3 of a tiny pool's run
     assert out[0].endswith("; a line every 3 epochs") and "epochs raised" not in out[0]  # --epochs given: not raised
     manifest = TeacherManifest.read(tmp_path)
     assert len(manifest.loss_history) == epochs  # every epoch still trains and records its loss
@@ -443,9 +447,12 @@ def test_a_long_bootstrap_prints_a_bounded_number_of_epoch_lines(tree: Path, tmp
 
     # what is trained and saved does not depend on how often it is scored and printed
     monkeypatch.setattr(bootstrap_presets, "EPOCH_LINES", 10 ** 6)
+    monkeypatch.setattr(bootstrap, "STATE_EVERY_S", 0.0, raising=False)  # and a minute passed after every epoch: each one saved
+    saved.clear()
     every = bootstrap_teacher(ds, tmp_path / "every", BootstrapSettings(epochs=epochs, batch_size=4, seed=0),
                               progress=False)
     assert sum(line.startswith("bootstrap epoch ") for line in capsys.readouterr().out.splitlines()) == epochs
+    assert saved == list(range(1, epochs))
     assert sha256_file(every) == sha256_file(ckpt)
 
 
