@@ -24,7 +24,8 @@ def bootstrap_teacher(data: str | Path, out: str | Path, *, pretrain_fraction: f
                       device: str = "cpu", threads: int | None = None, progress: bool = True) -> TeacherManifest:
     """Train the offline stand-in teacher: a small open_clip CLIP on the pretraining pool of ``data``
     (``distill teacher bootstrap --data DATA --out OUT``; its ``--help`` has the presets). A killed run resumes
-    from its last finished epoch when called again; a finished one with the same parameters returns at once.
+    from its last saved epoch (each printed one, at least every minute) when called again; a finished one with the
+    same parameters returns at once.
 
     Args:
         data: dataset root laid out as ``DATA/DOMAIN/CLASS/image``.

@@ -8,6 +8,15 @@ scheduler will have no effect on the learning rate since t_initial = t_mul = eta
 one in ``lastResort``'s place, so the line reads ``warning: cosine annealing ...`` like the project's own warnings.
 A program that configured logging itself (a Python API user calling :func:`distill.cli.main`) keeps its handlers.
 
+huggingface_hub gives its ``huggingface_hub`` logger a bare ``StreamHandler`` of its own when it is imported, so an
+offline download's records ("'[Errno -2] Name or service not known' thrown while requesting HEAD ...", "Retrying in
+1s [Retry 1/5].") printed bare, and again as ``warning:`` lines through the root's handler. Under the same rule
+:func:`warning_lines` takes that handler off while a command runs (:func:`_hub_handlers`), and after the first such
+network error says once what the wait is (:data:`HUB_UNREACHABLE`): huggingface_hub retries every file it tries five
+times, 1 to 8 s apart (about 25 s a file where each try fails at once, as without DNS; an open_clip tag tries two
+files), with no setting to shorten that but ``HF_HUB_OFFLINE=1``, which distill does not set for you (online, a
+download must still work).
+
 ``warnings.warn`` prints ``file:line: UserWarning: message`` and the source line after it. While a command runs,
 :func:`warning_lines` also takes ``warnings.showwarning`` (:class:`WarningPrinter`): a
 :class:`~distill.errors.DistillWarning` (distill's own) reads ``warning: message``; a library's warning that is
@@ -19,6 +28,7 @@ still learns where it came from. Which warnings show, and how often, is the filt
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import warnings
@@ -46,6 +56,7 @@ class WarningLines(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.setFormatter(logging.Formatter("%(message)s"))
+        self.hub_hinted = False
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -55,6 +66,31 @@ class WarningLines(logging.Handler):
             return
         kind = "warning" if record.levelno < logging.ERROR else "error"
         print(f"{kind}: {lower_first(text)}", file=sys.stderr, flush=True)
+        # huggingface_hub's "'<network error>' thrown while requesting ..." (not its "HTTP Error 503 thrown ...")
+        if not self.hub_hinted and record.name.split(".")[0] == HUB_LOGGER and " thrown while requesting " in text \
+                and not text.startswith("HTTP Error"):
+            self.hub_hinted = True
+            print(f"warning: {HUB_UNREACHABLE}", file=sys.stderr, flush=True)
+
+
+HUB_LOGGER = "huggingface_hub"
+#: said once, after huggingface_hub's first network error and before its first retry's wait
+HUB_UNREACHABLE = ("the Hugging Face hub cannot be reached; huggingface_hub retries each file before it gives up (set "
+                   "HF_HUB_OFFLINE=1 to fail at once offline)")
+
+
+def _hub_handlers() -> list[logging.Handler]:
+    """The bare stderr handler huggingface_hub gave its logger (imported here, 30 ms: importing it adds the handler),
+    where it logs at its default WARNING or above: with ``HF_HUB_VERBOSITY=info`` or a handler with a formatter (a
+    user's), the user wants the hub's own lines, so none is taken."""
+    try:
+        importlib.import_module("huggingface_hub.utils.logging")  # lazy: only while a command runs
+    except ImportError:  # not installed: nothing of it to print
+        return []
+    hub = logging.getLogger(HUB_LOGGER)
+    if hub.getEffectiveLevel() < logging.WARNING:
+        return []
+    return [h for h in hub.handlers if type(h) is logging.StreamHandler and h.formatter is None]
 
 
 def _where(filename: str) -> str:
@@ -91,14 +127,18 @@ class WarningPrinter:
 @contextmanager
 def warning_lines() -> Iterator[None]:
     """Inside: a log record of WARNING or above prints as a ``warning:`` line, unless the root logger already had a
-    handler on entry (the program's own logging setup: left alone); a shown ``warnings.warn`` too
+    handler on entry (the program's own logging setup: left alone; huggingface_hub's records too, its own handler
+    taken off meanwhile: :func:`_hub_handlers`); a shown ``warnings.warn`` too
     (:class:`WarningPrinter`), unless ``warnings.showwarning`` is not Python's own on entry (a program's, or a
     ``catch_warnings(record=True)``'s: left alone as well)."""
     root, before = logging.getLogger(), logging.lastResort
     handler = None if root.handlers else WarningLines()
+    hub, hubs = logging.getLogger(HUB_LOGGER), _hub_handlers() if handler is not None else []
     if handler is not None:
         root.addHandler(handler)
         logging.lastResort = handler  # loggers that do not propagate to the root
+    for h in hubs:  # its records reach the root's handler: printed once, as warning: lines
+        hub.removeHandler(h)
     shown_before, printer = warnings.showwarning, WarningPrinter()
     # catch_warnings(record=True) (pytest.warns, recwarn) leaves showwarning Python's own and records through
     # warnings._showwarnmsg_impl: taking showwarning then would print what the caller means to record
@@ -111,6 +151,8 @@ def warning_lines() -> Iterator[None]:
         if handler is not None:
             root.removeHandler(handler)
             logging.lastResort = before
+        for h in hubs:
+            hub.addHandler(h)  # (addHandler adds a handler once)
         if ours and warnings.showwarning is printer:
             warnings.showwarning = shown_before
 

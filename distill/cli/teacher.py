@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "with captions built from domain and class names, and save OUT/open_clip_model.safetensors + "
             "OUT/teacher.json. No student train, val or test image is ever opened, so the teacher's zero-shot "
             "accuracy is honest, as a web-pretrained CLIP's is; caches and runs must use the same "
-            "--pretrain-fraction (data.pretrain_fraction) and split seed. A killed run resumes from its last finished epoch when rerun; "
+            "--pretrain-fraction (data.pretrain_fraction) and split seed. A killed run resumes from its last saved epoch "
+            "when rerun (each printed one, at least every minute); "
             "a finished run with the same parameters returns at once, and one with other parameters or data is refused "
             "(never overwritten). Load the result like any local CLIP "
             "checkpoint: --arch ARCH --pretrained OUT/open_clip_model.safetensors.", 88),

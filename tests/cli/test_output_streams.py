@@ -123,12 +123,13 @@ def test_library_log_warnings_read_warning(tmp_path: Path) -> None:
                                        "since t_initial = t_mul = eta_mul = 1."]
 
 
-def _summary_running(body: str) -> subprocess.CompletedProcess:
-    """``distill data summary`` in a fresh process whose command body is ``body``'s function ``body(args)``."""
+def _summary_running(body: str, **env: str) -> subprocess.CompletedProcess:
+    """``distill data summary`` in a fresh process whose command body is ``body``'s function ``body(args)`` (its
+    environment's ``env`` set)."""
     code = ("import sys\nimport distill.cli.data\nfrom distill.cli import main\n" + body +
             "distill.cli.data._summary = body\nsys.exit(main(['data', 'summary', 'unused']))\n")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
-                          env=_env())
+                          env=_env(**env))
 
 
 def test_warnings_warn_reads_warning_on_one_line(tmp_path: Path) -> None:
@@ -196,3 +197,55 @@ def test_library_log_errors_read_error(capsys: pytest.CaptureFixture[str]) -> No
     finally:
         root.handlers = saved
     assert capsys.readouterr().err.splitlines() == ["error: engine build failed", "warning: slow path"]
+
+
+def test_huggingface_hub_log_lines_read_warning_once_with_what_the_wait_is() -> None:
+    """A new user's offline `distill cache build --pretrained laion2b_s34b_b79k` waited ~50 s while huggingface_hub
+    retried, its handler printing each line bare (and the root's handler again as `warning: ...`), and nothing said
+    what the wait was. huggingface_hub's own retry loop here (no network: a refused local port, 10 ms waits)."""
+    res = _summary_running(
+        "def body(args):\n"
+        "    from huggingface_hub.utils import http_backoff\n"
+        "    try:\n"
+        "        http_backoff('HEAD', 'http://127.0.0.1:9/x', max_retries=2, base_wait_time=0.01, timeout=2)\n"
+        "    except Exception as e:\n"
+        "        print(type(e).__name__)\n"
+        "    return 0\n", HF_HUB_OFFLINE="0")  # conftest's 1 would stop it before the request
+    assert res.returncode == 0 and res.stdout == "ConnectError\n", res.stderr[-2000:]
+    lines = res.stderr.splitlines()
+    failed = lines[0]  # the refusal's text is the platform's ('[Errno 111] Connection refused' on Linux)
+    assert re.fullmatch(r"warning: '.+' thrown while requesting HEAD http://127\.0\.0\.1:9/x", failed), failed
+    assert lines == [
+        failed,
+        "warning: the Hugging Face hub cannot be reached; huggingface_hub retries each file before it gives up (set "
+        "HF_HUB_OFFLINE=1 to fail at once offline)",
+        "warning: retrying in 0.01s [Retry 1/2].", failed, "warning: retrying in 0.02s [Retry 2/2].", failed]
+
+
+def test_the_hub_handler_is_lent_only_while_a_command_runs_and_only_when_logging_is_ours() -> None:
+    """The hub's own handler is back after the command; a program that configured logging (root handler) or asked
+    the hub for more (HF_HUB_VERBOSITY=info) keeps the hub's lines as they were."""
+    import logging
+
+    import huggingface_hub.utils.logging  # noqa: F401  (adds the hub's handler)
+
+    from distill.cli._log import warning_lines
+
+    root, hub = logging.getLogger(), logging.getLogger("huggingface_hub")
+    saved, hub_level, own = root.handlers[:], hub.level, hub.handlers[:]
+    assert any(type(h) is logging.StreamHandler for h in own)
+    try:
+        root.handlers = []  # as in a fresh `distill` process: no handler configured
+        with warning_lines():
+            assert not any(type(h) is logging.StreamHandler for h in hub.handlers)
+        assert hub.handlers == own
+        hub.setLevel(logging.INFO)  # HF_HUB_VERBOSITY=info
+        with warning_lines():
+            assert hub.handlers == own
+        hub.setLevel(hub_level)
+        root.handlers = [logging.NullHandler()]  # the program's own logging setup
+        with warning_lines():
+            assert hub.handlers == own
+    finally:
+        root.handlers, hub.handlers = saved, own
+        hub.setLevel(hub_level)

@@ -1,7 +1,7 @@
 """The bootstrap's model side: the open_clip CLIP it trains, its loss, optimizer and epoch state.
 
 The epoch state (model + AdamW) is one safetensors file written atomically (no pickle), so a
-killed run resumes from its last finished epoch with bit-identical results on CPU.
+killed run resumes from its last saved epoch with bit-identical results on CPU.
 """
 from __future__ import annotations
 

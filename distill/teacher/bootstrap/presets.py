@@ -75,8 +75,26 @@ MIN_VAL_IMAGES = 10
 #: digits suite a full 10% (444 images) gave 91.6 % mean zero-shot accuracy, 256 gave 92.9, none 93.6
 #: (one seed each), so a large set gives up little.
 MAX_VAL_IMAGES = 256
-#: Train images scored each epoch for the printed train zero-shot accuracy (un-augmented).
+#: Train images scored at each printed epoch for its train zero-shot accuracy (un-augmented).
 TRAIN_EVAL_IMAGES = 512
+#: About this many epoch lines at most (every :func:`epoch_stride`-th epoch), plus the first and the last: a 9-image
+#: pool's 1000 one-step epochs (the 1000-step minimum) printed 1000 lines.
+EPOCH_LINES = 20
+#: The resume state (model + AdamW, 55 MB for the demo model) is written after each printed epoch and after any epoch
+#: ending this many seconds after the last write: written after each of 1000 one-step epochs it took two thirds of
+#: a 9-image pool's run (100 epochs: 9.7 of 14.8 s); a kill loses at most this much training, or an epoch.
+STATE_EVERY_S = 60.0
+
+
+def epoch_stride(epochs: int) -> int:
+    """Print every this-many-th epoch's line (1: each of up to :data:`EPOCH_LINES` epochs)."""
+    return max(1, math.ceil(epochs / EPOCH_LINES))
+
+
+def is_reported(epoch: int, first: int, epochs: int) -> bool:
+    """Whether 0-based ``epoch`` of ``epochs`` prints its line (and is scored zero-shot): the first this run trains
+    (``first``, after a resume too), every :func:`epoch_stride`-th and the last."""
+    return epoch == first or epoch + 1 == epochs or (epoch + 1) % epoch_stride(epochs) == 0
 
 
 def choose_schedule(n_train: int, preset: BootstrapPreset, epochs: int | None = None,

@@ -29,11 +29,13 @@ stays the tiny random-weight teacher of unit tests; pass ``arch=`` to bootstrap 
 Cannot fail silently: the schedule is chosen from the data size
 (:func:`~distill.teacher.bootstrap.presets.choose_schedule`: a
 small set gets smaller batches and more epochs), ``VAL_FRACTION`` of the pool is held
-out to validate, every epoch prints the loss and the train / validation zero-shot accuracy, and a
+out to validate, an epoch prints the loss and the train / validation zero-shot accuracy (each epoch of up to
+``EPOCH_LINES``, else every :func:`~distill.teacher.bootstrap.presets.epoch_stride`-th, the first and the last), and a
 teacher near chance ends with a ``warning:`` line (also stored in ``teacher.json``) that gives
 the numbers and what to change.
 
-Resumable: after every epoch the model and AdamW state are written atomically to one
+Resumable: after each printed epoch, and each epoch ending ``STATE_EVERY_S`` after the last write, the model and
+AdamW state are written atomically to one
 safetensors file (``OUT/bootstrap-state.safetensors``, no pickle); rerunning the same call
 continues from there, and since every random draw (shuffle, captions, augmentation) comes from
 a generator seeded by ``(seed, epoch)``, a resumed run on CPU gives bit-identical weights to an
@@ -102,11 +104,14 @@ from distill.teacher.bootstrap.presets import (
     FORMAT,
     FULL,
     QUICK,
+    STATE_EVERY_S,
     TRAIN_EVAL_IMAGES,
     WARMUP_FRACTION,
     WEIGHT_DECAY,
     BootstrapSettings,
     choose_schedule,
+    epoch_stride,
+    is_reported,
     near_chance_warning,
 )
 from distill.teacher.cache.identity import diff_fields
@@ -238,13 +243,18 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
                disable=not progress, dynamic_ncols=True)
     say = bar.write if progress else print
     if progress or start_epoch == 0:
+        raised = (f" (epochs raised to reach the {preset.min_steps}-step minimum; --epochs N sets them)"
+                  if asked[0] is None and epochs > preset.epochs else "")  # choose_schedule's floor, said once
+        stride = epoch_stride(epochs)
         say(f"bootstrap: {n} pretraining-pool images ({len(val_samples)} more held out to validate; pool = "
             f"{100 * pool.fraction:g}% of each domain, no student split opened), {n_cls} classes; "
-            f"{epochs} epochs x {steps_per_epoch} steps at batch {batch_size} = {total} steps, lr {lr:g}; "
-            f"chance: loss ln({batch_size}) = {math.log(batch_size):.3f}, accuracy {100 / n_cls:.1f}%")
+            f"{epochs} epochs x {steps_per_epoch} steps at batch {batch_size} = {total} steps{raised}, lr {lr:g}; "
+            f"chance: loss ln({batch_size}) = {math.log(batch_size):.3f}, accuracy {100 / n_cls:.1f}%"
+            + (f"; a line every {stride} epochs" if stride > 1 else ""))
     if start_epoch:
         say(f"resuming from {state_path} after epoch {start_epoch}/{epochs}")
     accuracy: dict[str, float] = {}
+    saved = time.monotonic()
     for epoch in range(start_epoch, epochs):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         perm = torch.randperm(n, generator=gen)
@@ -274,14 +284,16 @@ def bootstrap_teacher(dataset: DomainFolder, out_dir: str | Path, settings: Boot
             bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{value:.3f}")
             bar.update(1)
         history.append(running / max(seen, 1))
-        accuracy = {"train": zero_shot_in_memory(model, images[probe], s_label[probe], head_tokens, n_cls, mean, std,
-                                                 dev),
-                    "val": zero_shot_in_memory(model, val_images, val_labels, head_tokens, n_cls, mean, std, dev)}
-        val = "-" if math.isnan(accuracy["val"]) else f"{100 * accuracy['val']:.1f}%"
-        say(f"bootstrap epoch {epoch + 1}/{epochs}: loss {history[-1]:.3f}  zero-shot train "
-            f"{100 * accuracy['train']:.1f}%  val {val}")
-        if epoch + 1 < epochs:
+        if is_reported(epoch, start_epoch, epochs):  # bounded lines and scorings; the last one judges the teacher
+            accuracy = {"train": zero_shot_in_memory(model, images[probe], s_label[probe], head_tokens, n_cls, mean,
+                                                     std, dev),
+                        "val": zero_shot_in_memory(model, val_images, val_labels, head_tokens, n_cls, mean, std, dev)}
+            val = "-" if math.isnan(accuracy["val"]) else f"{100 * accuracy['val']:.1f}%"
+            say(f"bootstrap epoch {epoch + 1}/{epochs}: loss {history[-1]:.3f}  zero-shot train "
+                f"{100 * accuracy['train']:.1f}%  val {val}")
+        if epoch + 1 < epochs and (is_reported(epoch, start_epoch, epochs) or time.monotonic() - saved >= STATE_EVERY_S):
             save_state(state_path, model, optimizer, epoch + 1, run_key, history)
+            saved = time.monotonic()
     bar.close()
 
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

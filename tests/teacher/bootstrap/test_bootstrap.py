@@ -389,6 +389,9 @@ def test_bootstrap_picks_its_schedule_and_prints_progress(tree: Path, tmp_path: 
     out, err = capsys.readouterr()
     assert f"bootstrap epoch 1/{training['epochs']}: loss " in out and "zero-shot train 90.0%  val -" in out
     assert f"bootstrap: {n} pretraining-pool images (0 more held out to validate;" in out
+    # why a tiny pool trains so many epochs, said once (a new user's 9 images got 1000 one-step epochs unexplained)
+    assert out.count(f"= {training['epochs'] * steps} steps (epochs raised to reach the 12-step minimum; --epochs N "
+                     "sets them), lr ") == 1
     assert err.splitlines() == [
         f"warning: the bootstrapped teacher cannot be judged: no held-out validation: {n} pool images leave none to "
         "validate on (a pool of at least 100 holds 10+ out); its zero-shot train accuracy 90.0% says nothing about "
@@ -415,3 +418,47 @@ def test_near_chance_teacher_warns_loudly(tree: Path, tmp_path: Path, monkeypatc
     assert "warning: " + manifest["warning"] == want
     bootstrap_teacher(ds, tmp_path, BootstrapSettings(epochs=1, batch_size=8, seed=0), progress=False)  # finished: still says so
     assert want in capsys.readouterr().err.splitlines()
+
+
+def test_a_long_bootstrap_prints_a_bounded_number_of_epoch_lines(tree: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """A new user's 9-image pool trained 1000 one-step epochs (the 1000-step minimum) and printed 1000 epoch lines;
+    now about 20 (every epoch_stride-th, the first and the last), scoring zero-shot only for those; the resume state
+    is written after those (and after any epoch a minute past the last write), not after each."""
+    scored: list[int] = []
+    real_score = bootstrap.zero_shot_in_memory
+    monkeypatch.setattr(bootstrap, "zero_shot_in_memory", lambda *a, **k: (scored.append(1), real_score(*a, **k))[1])
+    saved: list[int] = []  # the epochs whose resume state was written (not written here: the test's speed)
+    monkeypatch.setattr(bootstrap, "save_state", lambda path, model, opt, epoch, *a: saved.append(epoch))
+    monkeypatch.setattr(bootstrap, "STATE_EVERY_S", 1e9, raising=False)  # a slow machine's minute does not add writes
+    ds = DomainFolder(tree, pretrain_fraction=0.1)
+    epochs = 41
+    ckpt = bootstrap_teacher(ds, tmp_path, BootstrapSettings(epochs=epochs, batch_size=4, seed=0), progress=False)
+    out = capsys.readouterr().out.splitlines()
+    printed = [int(line.split()[2].split("/")[0]) for line in out if line.startswith("bootstrap epoch ")]
+    assert printed == [1, *range(3, epochs, 3), epochs]  # stride ceil(41 / 20) = 3: 15 lines, not 41
+    assert len(scored) == 2 * len(printed)  # train and val, at the printed epochs only
+    assert saved == printed[:-1]  # 55 MB of model + AdamW after each of 1000 epochs was 2/3 of a tiny pool's run
+    assert out[0].endswith("; a line every 3 epochs") and "epochs raised" not in out[0]  # --epochs given: not raised
+    manifest = TeacherManifest.read(tmp_path)
+    assert len(manifest.loss_history) == epochs  # every epoch still trains and records its loss
+    assert manifest.zero_shot["train"] == float(out[-1].split("zero-shot train ")[1].split("%")[0]) / 100
+
+    # what is trained and saved does not depend on how often it is scored and printed
+    monkeypatch.setattr(bootstrap_presets, "EPOCH_LINES", 10 ** 6)
+    monkeypatch.setattr(bootstrap, "STATE_EVERY_S", 0.0, raising=False)  # and a minute passed after every epoch: each one saved
+    saved.clear()
+    every = bootstrap_teacher(ds, tmp_path / "every", BootstrapSettings(epochs=epochs, batch_size=4, seed=0),
+                              progress=False)
+    assert sum(line.startswith("bootstrap epoch ") for line in capsys.readouterr().out.splitlines()) == epochs
+    assert saved == list(range(1, epochs))
+    assert sha256_file(every) == sha256_file(ckpt)
+
+
+def test_the_printed_epochs_are_bounded() -> None:
+    for epochs in (1, 3, 20, 21, 35, 143, 1000, 5000):
+        shown = [e for e in range(epochs) if bootstrap_presets.is_reported(e, 0, epochs)]
+        assert shown[0] == 0 and shown[-1] == epochs - 1 and len(shown) <= bootstrap_presets.EPOCH_LINES + 2
+        assert len(shown) == epochs if epochs <= bootstrap_presets.EPOCH_LINES else len(shown) >= 10
+    assert bootstrap_presets.is_reported(7, 7, 1000)  # a resumed run prints its first epoch
