@@ -123,6 +123,22 @@ def test_library_log_warnings_read_warning(tmp_path: Path) -> None:
                                        "since t_initial = t_mul = eta_mul = 1."]
 
 
+def test_a_log_line_a_library_prints_itself_is_not_printed_twice() -> None:
+    """huggingface_hub gives its loggers a stderr handler of its own: each of its lines (5 retries of each file of an
+    open_clip download without network) also came out again as ``warning: ...``, 22 lines twice before the one
+    ``error:`` line (review 2). A library logger with only a NullHandler (prints nothing) still gets its line."""
+    res = _summary_running(
+        "import logging\n"
+        "from huggingface_hub.utils import logging as hf_logging\n"
+        "def body(args):\n"
+        "    hf_logging.get_logger('huggingface_hub.utils._http').warning('Retrying in 1s [Retry 1/5].')\n"
+        "    logging.getLogger('quietlib').addHandler(logging.NullHandler())\n"
+        "    logging.getLogger('quietlib').warning('Slow path')\n"
+        "    return 0\n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stderr.splitlines() == ["Retrying in 1s [Retry 1/5].", "warning: slow path"], res.stderr
+
+
 def _summary_running(body: str) -> subprocess.CompletedProcess:
     """``distill data summary`` in a fresh process whose command body is ``body``'s function ``body(args)``."""
     code = ("import sys\nimport distill.cli.data\nfrom distill.cli import main\n" + body +
