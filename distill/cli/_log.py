@@ -7,6 +7,8 @@ scheduler will have no effect on the learning rate since t_initial = t_mul = eta
 :func:`warning_lines` gives the root logger a :class:`WarningLines` handler (so ``basicConfig`` adds none) and puts
 one in ``lastResort``'s place, so the line reads ``warning: cosine annealing ...`` like the project's own warnings.
 A program that configured logging itself (a Python API user calling :func:`distill.cli.main`) keeps its handlers.
+A library that prints its log lines itself (a handler of its own on its logger) is not printed again
+(:func:`printed_by_its_library`); huggingface_hub's own handler is taken off instead (below).
 
 huggingface_hub gives its ``huggingface_hub`` logger a bare ``StreamHandler`` of its own when it is imported, so an
 offline download's records ("'[Errno -2] Name or service not known' thrown while requesting HEAD ...", "Retrying in
@@ -49,6 +51,17 @@ def lower_first(text: str) -> str:
     return text
 
 
+def printed_by_its_library(record: logging.LogRecord) -> bool:
+    """Whether a handler of the record's own logger or of a parent below the root (huggingface_hub gives its loggers
+    one on stderr) printed it already: a handler that prints (not a ``NullHandler``) at the record's level."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None and logger is not logging.getLogger():
+        if any(not isinstance(h, logging.NullHandler) and record.levelno >= h.level for h in logger.handlers):
+            return True
+        logger = logger.parent if logger.propagate else None
+    return False
+
+
 class WarningLines(logging.Handler):
     """A log record of level WARNING or above as one ``warning: ...`` line on stderr (``error: ...`` from level
     ERROR up; its traceback after it)."""
@@ -59,6 +72,8 @@ class WarningLines(logging.Handler):
         self.hub_hinted = False
 
     def emit(self, record: logging.LogRecord) -> None:
+        if printed_by_its_library(record):  # huggingface_hub's own stderr handler: once is enough
+            return
         try:
             text = self.format(record)
         except Exception:  # logging's own rule: a bad record never breaks the program

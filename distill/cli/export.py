@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from distill.api import require_onnxruntime
 from distill.cli._split import add_split_arguments
@@ -118,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
     with option_names(FLAGS):  # the stage's messages name its options as these flags (distill/spelling.py)
         cfg = ExportConfig.from_options(config_options(args), names=FLAGS)
         report = export_checkpoint(args.checkpoint, args.out, cfg)
+    out = Path(args.out)  # `--out exp/` names exp/model.fp32.onnx, not exp//...
     for m in report.models:
         acc = f", mean accuracy {pct(m.mean_accuracy, 2)}%" if m.mean_accuracy is not None else ""
         flavour = m.int8_flavour
-        print(f"{args.out}/{m.file}: {m.precision}{'/' + flavour if flavour else ''}{acc}", file=sys.stdout)
+        print(f"{out / m.file}: {m.precision}{'/' + flavour if flavour else ''}{acc}", file=sys.stdout)
     if report.recommendation is not None:
         print(report.recommendation.line(), file=sys.stdout)  # the last line: what to ship, and why
     return 0

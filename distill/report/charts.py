@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from distill.records import pct as percent
@@ -116,6 +117,14 @@ def _span(x: float, width: float, anchor: str) -> tuple[float, float]:
     return (x - width, x) if anchor == "end" else (x, x + width)
 
 
+def _apart(ticks: list[float], pos: Callable[[float], float], size: float = 11) -> bool:
+    """Whether the labels of log-axis ``ticks`` (:func:`tick_labels`), where ``pos`` puts them, leave 4 px between
+    neighbours (by :func:`text_width`)."""
+    labels = tick_labels(ticks, uniform=False)
+    return all(pos(b) - pos(a) >= (text_width(la, size) + text_width(lb, size)) / 2 + 4
+               for a, b, la, lb in zip(ticks, ticks[1:], labels, labels[1:]))
+
+
 def front_no(points: list[Point], p: Point) -> int:
     """1, 2, ... for the Pareto points of ``points``, fastest first (0 for a point off the front)."""
     front = sorted((q for q in points if q.pareto and q.score is not None), key=lambda q: q.latency["p50"])
@@ -137,6 +146,8 @@ def pareto_svg(points: list[Point], width: int = 760, height: int = 420) -> str:
         xlo, xhi = xlo / 1.3, xhi * 1.3
         fx = lambda v: ml + w * (math.log10(v) - math.log10(xlo)) / (math.log10(xhi) - math.log10(xlo))  # noqa: E731
         xt = log_ticks(xlo, xhi)
+        if not _apart(xt, fx):  # seven decades and more: the 1-2-5 ticks' labels touch; the powers of ten only
+            xt = [t for t in xt if abs(math.log10(t) - round(math.log10(t))) < 1e-9] or xt
     else:
         pad = (xhi - xlo) * 0.1 or max(xhi * 0.1, 0.01)
         xlo, xhi = max(0.0, xlo - pad), xhi + pad

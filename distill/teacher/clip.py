@@ -70,12 +70,14 @@ def _split_id(arch: str, pretrained: str | None) -> tuple[str, str | None]:
 
 
 def _download_failure(msg: str) -> str:
-    """What failed, from open_clip's download error, for the one line: its first line less open_clip's own
-    ``Failed to download weights for tag 'X': `` (the line names the tag) and huggingface_hub's ``Last error: ...``
-    advice (the line gives its own), cut at a word (it was cut at 160 characters: ``... Last er``)."""
-    first = (msg.strip().splitlines() or [""])[0]
-    first = re.sub(r"^Failed to download weights for tag '[^']*': ", "", first).split(" Last error:")[0].strip()
-    return textwrap.shorten(first.rstrip("."), 200, placeholder=" ...")
+    """What failed and why, from open_clip's download error, for the one line: the file and hub repo open_clip tried
+    and huggingface_hub's error (open_clip's ``Last error: ...``: a gated repo's 401, a full disk, no network), its
+    lines joined, request ids left out, cut at a word to 400 characters. Less open_clip's own ``Failed to download
+    weights for tag 'X': `` (the line names the tag)."""
+    text = re.sub(r"^Failed to download weights for tag '[^']*': ", "", msg.strip())
+    text = re.sub(r"Failed to download file \(([^)]*)\) for (\S+)\. Last error: ", r"\1 of \2: ", text)
+    text = re.sub(r"\s*\(Request ID: [^)]*\)", "", text)
+    return textwrap.shorten(text.rstrip("."), 400, placeholder=" ...")  # shorten joins the lines
 
 
 class _DroppedDownloadLog(logging.Filter):

@@ -123,6 +123,23 @@ def test_library_log_warnings_read_warning(tmp_path: Path) -> None:
                                        "since t_initial = t_mul = eta_mul = 1."]
 
 
+def test_a_log_line_a_library_prints_itself_is_not_printed_twice() -> None:
+    """A library that gives its logger a stderr handler of its own prints its lines itself: each came out again as
+    ``warning: ...`` (huggingface_hub's retries did, 22 lines twice, before its handler was taken off while a command
+    runs; review 2). A library logger with only a NullHandler (prints nothing) still gets its line."""
+    res = _summary_running(
+        "import logging, sys\n"
+        "def body(args):\n"
+        "    own = logging.getLogger('loudlib')\n"
+        "    own.addHandler(logging.StreamHandler(sys.stderr))\n"
+        "    logging.getLogger('loudlib.http').warning('Retrying in 1s [Retry 1/5].')\n"
+        "    logging.getLogger('quietlib').addHandler(logging.NullHandler())\n"
+        "    logging.getLogger('quietlib').warning('Slow path')\n"
+        "    return 0\n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stderr.splitlines() == ["Retrying in 1s [Retry 1/5].", "warning: slow path"], res.stderr
+
+
 def _summary_running(body: str, **env: str) -> subprocess.CompletedProcess:
     """``distill data summary`` in a fresh process whose command body is ``body``'s function ``body(args)`` (its
     environment's ``env`` set)."""

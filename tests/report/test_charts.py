@@ -71,3 +71,18 @@ def test_tick_labels_keep_the_decimals_a_tick_needs() -> None:
     assert tick_labels([0, 0.05, 0.1]) == ["0", "0.05", "0.10"]
     assert tick_labels([0, 10, 20]) == ["0", "10", "20"] and tick_labels([100, 102.5, 105]) == ["100.0", "102.5", "105.0"]
     assert tick_labels([0.05, 0.1, 0.2, 0.5, 1], uniform=False) == ["0.05", "0.1", "0.2", "0.5", "1"]
+
+
+def test_a_log_axis_over_many_decades_keeps_its_labels_apart() -> None:
+    """p50s from 5 µs to 50 s (seven decades): the 1-2-5 ticks' labels "5000" "10000" "20000" overlapped (the browser
+    check: 'chart labels overlap'); such an axis is labelled at the powers of ten only (review 2)."""
+    svg = pareto_svg([_point(0.005, 0.13, pareto=True), _point(1.0, 0.13), _point(50000.0, 0.13)])
+    assert "log scale" in svg
+    labels = re.findall(r'<text x="([\d.]+)" y="[\d.]+" font-size="11" text-anchor="middle" fill="#55606c">([^<]+)<',
+                        svg)
+    assert len(labels) >= 5, labels
+    for (x0, a), (x1, b) in zip(labels, labels[1:]):  # 4 px between neighbours, by the charts' own width estimate
+        assert float(x1) - float(x0) >= (text_width(a, 11) + text_width(b, 11)) / 2 + 4, labels
+    # an axis of fewer decades keeps its 1-2-5 ticks
+    few = pareto_svg([_point(0.05, 0.13, pareto=True), _point(50.0, 0.13)])
+    assert re.findall(r'text-anchor="middle" fill="#55606c">([^<]+)<', few)[:4] == ["0.05", "0.1", "0.2", "0.5"]

@@ -81,8 +81,37 @@ def test_failed_tag_download_is_one_line_pointing_to_local_file(monkeypatch: pyt
     assert "\n" not in msg
     assert "'openai'" in msg and "RN50" in msg
     assert "--pretrained" in msg and "pass the file" in msg
-    assert "(Failed to download file (open_clip_pytorch_model.bin) for timm/resnet50_clip.openai);" in msg, msg
+    # the file, the hub repo and huggingface_hub's own words (its offline or no-connection error), uncut
+    assert "(open_clip_pytorch_model.bin of timm/resnet50_clip.openai: " in msg and " ...);" not in msg, msg
     assert "error:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cause, shown", [
+    # huggingface_hub's GatedRepoError text for a gated repo without a token (several lines, a request id)
+    ("401 Client Error. (Request ID: Root=1-abc)\n\nCannot access gated repo for url "
+     "https://huggingface.co/timm/resnet50_clip.openai/resolve/main/open_clip_pytorch_model.bin.\n"
+     "Access to model timm/resnet50_clip.openai is restricted. You must have access to it and be authenticated to "
+     "access it. Please log in.",
+     "401 Client Error. Cannot access gated repo for url https://huggingface.co/timm/resnet50_clip.openai/resolve/"
+     "main/open_clip_pytorch_model.bin. Access to model timm/resnet50_clip.openai is restricted."),
+    ("[Errno 28] No space left on device", "[Errno 28] No space left on device"),
+])
+def test_a_failed_download_names_its_cause(monkeypatch: pytest.MonkeyPatch, cause: str, shown: str) -> None:
+    """Why the download failed, when it is not the network: a gated repo (log in), a full disk. The one line dropped
+    huggingface_hub's error (open_clip's ``Last error: ...``), the only place that says it, and told every user
+    'without internet ...' (review 2)."""
+    import open_clip.pretrained
+
+    def fail(*args, **kwargs):
+        raise OSError(cause)
+
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", fail)
+    with pytest.raises(DistillError) as err:
+        Teacher("RN50", "openai", CLASSES)
+    msg = str(err.value)
+    assert "\n" not in msg and "Request ID" not in msg
+    assert ("(open_clip_pytorch_model.bin of timm/resnet50_clip.openai: " + shown) in msg, msg
+    assert "--pretrained" in msg
 
 
 def test_unknown_arch_is_one_line() -> None:
