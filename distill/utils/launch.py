@@ -70,7 +70,8 @@ def end_process_group(existed: bool) -> None:
     finished run's torchrun. Not after an error: a rank that failed alone would leave the others at the barrier
     (torchtitan destroys only on success too). Imports no torch: without ``torch.distributed`` loaded there is no
     group to end. Where the ranks cannot meet (another rank died after its work), this rank's group is still ended
-    and a :class:`~distill.errors.DistillError` says so in one line (the CLI's ``error:``), not a traceback."""
+    and a :class:`~distill.errors.DistillError` says so in one line (the CLI's ``error:``), not a traceback. A Ctrl-C
+    in the barrier goes out as it came and leaves the group up (NCCL's destroy waits for pending work)."""
     if existed or not process_group_exists():
         return
     from distill.utils.runtime import Dist, barrier  # lazy: imports torch, loaded already where a group exists
