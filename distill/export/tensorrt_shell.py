@@ -116,13 +116,13 @@ record_source() {  # record_source ENGINE ONNX: ENGINE.source.json, what ENGINE 
 
 SMOKE = r"""
 # smoke ENGINE BATCH...: trtexec runs ENGINE once at each BATCH, of the profile's distinct batches (min/opt/max:
-# %(said)s). At every batch where no polygraphy check runs the engines (no polygraphy, or no calibration
-# images) or where polygraphy cannot run TensorRT; after a check, at the batches polygraphy did not run (it runs the opt
-# batch only). A broken engine, or one that runs out of memory at the max batch (a small Jetson), fails here, at build
-# time, not when it is first timed. One trtexec call per batch (--shapes takes one shape per input); the log of all of
-# them is kept only if one fails. A failing engine is moved aside (ENGINE.failed: the edge runner does not take it, and
-# a long build is not lost to a transient failure such as a busy GPU); every engine is run, then one line names the
-# failures and the script fails.
+# %(said)s). At every batch where no polygraphy check runs the engines (no polygraphy, or no calibration images) or
+# where polygraphy cannot run TensorRT; after a check, at the batches polygraphy did not run (it runs the opt batch
+# where there are that many check images, and a last smaller one). A broken engine, or one that runs out of memory at
+# the max batch (a small Jetson), fails here, at build time, not when it is first timed. One trtexec call per batch
+# (--shapes takes one shape per input); the log of all of them is kept only if one fails. A failing engine is moved
+# aside (ENGINE.failed: the edge runner does not take it, and a long build is not lost to a transient failure such as a
+# busy GPU); every engine is run, then one line names the failures and the script fails.
 SMOKE_FAILED=()
 SMOKE_BATCHES=(%(batches)s)
 SMOKE_SHAPES=(%(shapes)s)
@@ -171,8 +171,9 @@ CHECK = r"""
 # not the engine's fault (onnxruntime missing or too old for the file): the comparisons with that file are skipped and
 # no engine is moved aside for it, but every engine is still run by polygraphy, so a broken one is still caught. A
 # comparison that fails after both runs succeeded (tensorrt_check.py) is named; its engine ran, so it stays in place.
-# polygraphy runs the engines at the opt batch only: each engine still in place is then run by trtexec (smoke) at the
-# profile's other batches (min, max), so one out of memory at the max batch is caught too.
+# polygraphy runs the engines at the batches its data loader makes of the check images (full opt batches, then a last
+# smaller one): each engine still in place is then run by trtexec (smoke) at the profile's other batches (min, max, and
+# opt where there are fewer check images than opt), so one out of memory at the max batch is caught too.
 # A polygraphy that cannot run TensorRT at all (on a Jetson: pip-installed in a venv that cannot see JetPack's tensorrt
 # Python bindings) would fail on every engine and move every freshly built engine aside. So its failures are not taken
 # as the engines' when (a) polygraphy says it cannot import tensorrt (its lazy importer's "Module: 'tensorrt' is
@@ -200,7 +201,7 @@ fi
 rm -rf %(dir)s && mkdir -p %(dir)s
 LOG=%(dir)s/polygraphy.log
 ENGINE_FAILED=() REF_FAILED=() COMPARE_FAILED=() NO_TRT="" PG_RAN=""  # PG_RAN: some polygraphy run succeeded
-SMOKE_AFTER_CHECK=(%(after)s)  # the profile's batches other than the opt batch polygraphy runs
+SMOKE_AFTER_CHECK=(%(after)s)  # the profile's batches polygraphy does not run (it runs batches of: %(ran)s)
 has() {  # has WORD LIST...: WORD is one of LIST
     local w="$1" x
     shift
