@@ -146,8 +146,8 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         'cd "$(dirname "$0")"',
         'TRTEXEC_GIVEN="${TRTEXEC:-}"',
         'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
-        'PYTHON="${PYTHON:-python3}"',
         'POLYGRAPHY="${POLYGRAPHY:-polygraphy}"',
+        'PYTHON_GIVEN="${PYTHON:-}"  # PYTHON=: else the Python of the polygraphy used (START: python_of)',
         *START.strip("\n").splitlines(),
         *(DETECT % {"min": MIN_MAJOR, "jetpack": JETPACK_NOTE}).strip("\n").splitlines(),
         f"rm -f {' '.join(shlex.quote(e['engine'] + s) for e in engines for s in ('', SOURCE_SUFFIX, *_ASIDE))}"
