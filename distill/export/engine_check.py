@@ -40,11 +40,14 @@ def load_data(path: str | Path | None = None) -> Iterator[dict[str, np.ndarray]]
     with np.load(Path(path) if path else Path(__file__).with_name(IMAGES_FILE)) as z:
         images, mean, std = z["images"], z["mean"], z["std"]
         name, batch, min_batch = str(z["input_name"]), int(z["batch"]), int(z["min_batch"])
-    for i in range(0, len(images), batch):
-        chunk = images[i:i + batch]
-        if len(chunk) < min_batch:
-            break
-        yield {name: normalize(chunk, mean, std)}
+    for i, size in zip(range(0, len(images), batch), batch_sizes(len(images), batch, min_batch)):
+        yield {name: normalize(images[i:i + size], mean, std)}
+
+
+def batch_sizes(n: int, batch: int, min_batch: int) -> list[int]:
+    """The sizes of the batches :func:`load_data` makes of ``n`` images: full ``batch`` ones, then the rest of them
+    unless it is smaller than ``min_batch`` (the batches polygraphy runs each engine at)."""
+    return [s for s in (min(batch, n - i) for i in range(0, n, batch)) if s >= min_batch]
 
 
 def saved_outputs(path: str | Path, output: str = "logits") -> np.ndarray:

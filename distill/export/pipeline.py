@@ -45,7 +45,7 @@ from distill.export.tensorrt import (
     tensorrt_major,
     tensorrt_version,
 )
-from distill.export.tensorrt_script import write_build_script, write_check_files
+from distill.export.tensorrt_script import check_image_count, write_build_script, write_check_files
 from distill.export.training_run import (
     TrainingRun,
     checkpoint_provenance,
@@ -179,7 +179,8 @@ class Exporter:
         calib = ctx.data.calib_images
         check = write_check_files(ctx.out_dir, calib, INPUT_NAME, cfg.trt_batches) if calib is not None and engines else []
         script = write_build_script(ctx.out_dir, engines, INPUT_NAME, chw, cfg.trt_batches, cfg.trt_workspace_mib,
-                                    reference=FP32_FILE if check else None)
+                                    reference=FP32_FILE if check else None,
+                                    check_images=check_image_count(len(calib)) if check and calib is not None else None)
         info: dict[str, Any] = {"build_script": script.name, "engines": engines, "batches": list(cfg.trt_batches),
                                 "built_here": False, "check_files": check}
         if "int8" in cfg.precisions and not has_trt_int8:

@@ -19,7 +19,7 @@ import numpy as np
 
 from distill.export.images import ImageSet
 from distill.export.onnx import INPUT_NAME
-from distill.export.tensorrt_script import write_build_script, write_check_files
+from distill.export.tensorrt_script import check_image_count, write_build_script, write_check_files
 from distill.records import QAD_ENGINE, Disagreement, HoldoutPairs, QADEngine, QADTensorRT
 from distill.report.stats import mcnemar
 
@@ -74,7 +74,7 @@ def engine_script(out: Path, flavour: str, ship_file: str, input_size: tuple[int
     engines = [{"onnx": ship_file, "onnx_strongly_typed": ship_file, "engine": QAD_ENGINE, "precision": "int8"}]
     write_check_files(out, calib, INPUT_NAME, batches)
     script = write_build_script(out, engines, INPUT_NAME, (3, *input_size), batches, workspace_mib,
-                                reference=ship_file)
+                                reference=ship_file, check_images=check_image_count(len(calib)))
     say(f"wrote {script}: builds {QAD_ENGINE} from {ship_file} (the int8 file the rule picked; profile batches "
         f"{'/'.join(map(str, batches))}, workspace {workspace_mib} MiB) — run it on the target device")
     return QADTensorRT(build_script=script.name, engines=[QADEngine.model_validate(e) for e in engines],

@@ -15,8 +15,9 @@ run by polygraphy on those images next to ONNX Runtime on the ONNX it was built 
 fp32 ONNX), and :mod:`distill.export.engine_check` prints the top-1 agreement of each pair. Every engine is checked
 whatever failed before it: one whose own polygraphy run fails is moved aside (``ENGINE.failed``, with
 ``ENGINE.check.log``); a failing ONNX Runtime run of an ONNX file is not the engines' fault, so only the comparisons
-with that file are skipped; polygraphy runs the opt batch only, so each engine that passed is then run by
-``trtexec --loadEngine`` at the profile's other batches (min, max); at the end the summary, one line naming every
+with that file are skipped; polygraphy runs the batches its data loader makes of the check images (the opt batch, and
+a last smaller one), so each engine that passed is then run by ``trtexec --loadEngine`` at the profile's batches it
+did not run (min and max; opt too where there are fewer check images than that); at the end the summary, one line naming every
 failure, and exit 1. A polygraphy that cannot run TensorRT (it says it cannot import ``tensorrt``, or it fails on every
 engine) moves no engine aside: each is run by trtexec at every batch instead, one line says why and how to fix it, and
 the script exits 1 (the comparison did not happen; ``POLYGRAPHY=none`` builds without it). Without
@@ -63,6 +64,12 @@ CHECK_IMAGES = 256                      # calibration images the engines are che
 _ASIDE = (".failed", ".smoke.log", ".check.log")
 
 
+def check_image_count(n_images: int, count: int = CHECK_IMAGES) -> int:
+    """How many of ``n_images`` calibration images :func:`write_check_files` writes (``write_build_script``'s
+    ``check_images``)."""
+    return min(n_images, count)
+
+
 def write_check_files(out_dir: str | Path, images: ImageSet, input_name: str,
                       batches: tuple[int, int, int], count: int = CHECK_IMAGES) -> list[str]:
     """The check's inputs: up to ``count`` calibration images (spread over the set, uint8 with the
@@ -107,13 +114,18 @@ def _checks(engines: list[dict[str, Any]], reference: str, typed: bool) -> list[
 
 def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input_name: str,
                        chw: tuple[int, int, int], batches: tuple[int, int, int] = (1, 8, 32),
-                       workspace_mib: int = 1024, reference: str | None = None) -> Path:
+                       workspace_mib: int = 1024, reference: str | None = None,
+                       check_images: int | None = None) -> Path:
     """Write ``out_dir/build_engine.sh`` building each ``{"onnx", "onnx_strongly_typed", "engine",
     "precision"}`` entry (``onnx``: TensorRT 10's source, ``onnx_strongly_typed``: 11's).
 
     Args:
         reference: the fp32 ONNX the engines are also compared with; None: no polygraphy check
             (the export wrote no calibration images, :func:`write_check_files`).
+        check_images: how many images :func:`write_check_files` wrote (:func:`check_image_count`): polygraphy runs
+            the engines at the batches its data loader makes of them (:func:`engine_check.batch_sizes`: the opt batch
+            only where there are at least that many), and trtexec runs each engine after the check at the profile's
+            other batches; None (not known): at every batch of the profile.
 
     Paths in the script are relative to the export folder (the script ``cd``s there), so the
     folder can be copied to the device as is.
@@ -134,8 +146,8 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         'cd "$(dirname "$0")"',
         'TRTEXEC_GIVEN="${TRTEXEC:-}"',
         'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
-        'PYTHON="${PYTHON:-python3}"',
         'POLYGRAPHY="${POLYGRAPHY:-polygraphy}"',
+        'PYTHON_GIVEN="${PYTHON:-}"  # PYTHON=: else the Python of the polygraphy used (START: python_of)',
         *START.strip("\n").splitlines(),
         *(DETECT % {"min": MIN_MAJOR, "jetpack": JETPACK_NOTE}).strip("\n").splitlines(),
         f"rm -f {' '.join(shlex.quote(e['engine'] + s) for e in engines for s in ('', SOURCE_SUFFIX, *_ASIDE))}"
@@ -156,8 +168,11 @@ def write_build_script(out_dir: str | Path, engines: list[dict[str, Any]], input
         # not even that, as with calibration images)
         lines.append('if [ "${SKIP_CHECK:-0}" = 1 ]; then echo "engine run skipped (SKIP_CHECK=1)"; else smoke_all; fi')
     elif engines:
-        after = " ".join(str(b) for b in smoke if b != batches[1])  # polygraphy runs the opt batch; trtexec the rest
-        lines += [*(CHECK % {"dir": CHECK_DIR, "script": CHECK_SCRIPT, "after": after}).rstrip("\n").splitlines(),
+        ran = set(engine_check.batch_sizes(check_images, batches[1], batches[0])) if check_images is not None else set()
+        after = " ".join(str(b) for b in smoke if b not in ran)  # polygraphy ran those batches; trtexec runs the rest
+        said = (", ".join(map(str, sorted(ran))) or "none") if check_images is not None else "not known"
+        lines += [*(CHECK % {"dir": CHECK_DIR, "script": CHECK_SCRIPT, "after": after, "ran": said}
+                    ).rstrip("\n").splitlines(),
                   f'if [ "$TRT_MAJOR" -ge {STRONGLY_TYPED_MAJOR} ]; then',
                   *_checks(engines, reference, typed=True),
                   "else",

@@ -21,8 +21,12 @@ trt_version() {
         else echo "$((v / 1000)).$((v / 100 %% 10)).$((v %% 100))"; fi
         return
     fi
-    v="$("$PYTHON" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)"
-    if [[ "$v" =~ ^[0-9]+(\.[0-9]+)+ ]]; then echo "${BASH_REMATCH[0]}"; fi
+    local py pys=("$PYTHON")  # polygraphy's Python (in a venv it may lack tensorrt), then python3 unless PYTHON= is given
+    if [ -z "$PYTHON_GIVEN" ] && [ "$PYTHON" != python3 ]; then pys+=(python3); fi
+    for py in "${pys[@]}"; do
+        v="$("$py" -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)"
+        if [[ "$v" =~ ^[0-9]+(\.[0-9]+)+ ]]; then echo "${BASH_REMATCH[0]}"; return; fi
+    done
 }
 TRT_VERSION="$(trt_version)"
 if [ -n "${TRT_MAJOR:-}" ] && ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]]; then
@@ -58,6 +62,27 @@ if [ ! -x "$TRTEXEC" ]; then
     echo "trtexec not found (not on PATH nor at $TRTEXEC): install TensorRT (on a Jetson: JetPack) or set TRTEXEC=" >&2
     exit 1
 fi
+python_of() {  # python_of EXE: the Python that runs EXE, a pip-installed script (polygraphy in a venv): its #! line's
+    # interpreter (also #!/usr/bin/env python3, and pip's /bin/sh wrapper for a long path), where that is an executable
+    # file named python*; else python3
+    local exe line="" py="" w words=() wrap='^.{3}exec. "?([^"]+[^" ])"? "[$]0"'
+    exe="$(command -v "$1" 2>/dev/null || true)"
+    if [ -n "$exe" ] && [ -f "$exe" ]; then IFS= read -r -n 512 line <"$exe" 2>/dev/null || true; fi
+    if [[ "$line" == '#!'* ]]; then
+        read -r -a words <<<"${line#??}"
+        py="${words[0]:-}"
+        if [ "${py##*/}" = env ]; then  # #!/usr/bin/env [-S] python3: the first word that is not an option
+            py=""
+            for w in "${words[@]:1}"; do
+                if [[ "$w" != -* && "$w" != *=* ]]; then py="$(command -v "$w" 2>/dev/null || true)"; break; fi
+            done
+        elif [ "${py##*/}" = sh ] && [[ "$(sed -n 2p "$exe" 2>/dev/null)" =~ $wrap ]]; then  # '''exec' PY "$0" "$@"
+            py="${BASH_REMATCH[1]}"
+        fi
+    fi
+    if [[ "${py##*/}" == python* ]] && [ -f "$py" ] && [ -x "$py" ]; then echo "$py"; else echo python3; fi
+}
+PYTHON="${PYTHON_GIVEN:-$(python_of "$POLYGRAPHY")}"
 BUILT=() AGREE=() CURRENT=""
 summary() {  # the last lines: what was built, and each engine's agreement with ONNX Runtime
     echo "built ${#BUILT[@]} engine(s): ${BUILT[*]}"
@@ -116,13 +141,13 @@ record_source() {  # record_source ENGINE ONNX: ENGINE.source.json, what ENGINE 
 
 SMOKE = r"""
 # smoke ENGINE BATCH...: trtexec runs ENGINE once at each BATCH, of the profile's distinct batches (min/opt/max:
-# %(said)s). At every batch where no polygraphy check runs the engines (no polygraphy, or no calibration
-# images) or where polygraphy cannot run TensorRT; after a check, at the batches polygraphy did not run (it runs the opt
-# batch only). A broken engine, or one that runs out of memory at the max batch (a small Jetson), fails here, at build
-# time, not when it is first timed. One trtexec call per batch (--shapes takes one shape per input); the log of all of
-# them is kept only if one fails. A failing engine is moved aside (ENGINE.failed: the edge runner does not take it, and
-# a long build is not lost to a transient failure such as a busy GPU); every engine is run, then one line names the
-# failures and the script fails.
+# %(said)s). At every batch where no polygraphy check runs the engines (no polygraphy, or no calibration images) or
+# where polygraphy cannot run TensorRT; after a check, at the batches polygraphy did not run (it runs the opt batch
+# where there are that many check images, and a last smaller one). A broken engine, or one that runs out of memory at
+# the max batch (a small Jetson), fails here, at build time, not when it is first timed. One trtexec call per batch
+# (--shapes takes one shape per input); the log of all of them is kept only if one fails. A failing engine is moved
+# aside (ENGINE.failed: the edge runner does not take it, and a long build is not lost to a transient failure such as a
+# busy GPU); every engine is run, then one line names the failures and the script fails.
 SMOKE_FAILED=()
 SMOKE_BATCHES=(%(batches)s)
 SMOKE_SHAPES=(%(shapes)s)
@@ -164,15 +189,17 @@ smoke_all() {  # every engine at every batch; then, if any failed, one line nami
 CHECK = r"""
 # Each engine vs ONNX Runtime on the export's calibration images (polygraphy), as top-1 agreement.
 # SKIP_CHECK=1 skips it; POLYGRAPHY= and PYTHON= name other executables (POLYGRAPHY=none: no comparison, the engines
-# are run by trtexec only, as without polygraphy).
+# are run by trtexec only, as without polygraphy; PYTHON, which runs tensorrt_check.py, is by default polygraphy's own
+# Python: python_of).
 # Every engine is checked, whatever failed before it. An engine whose own polygraphy run fails is moved aside as the
 # trtexec smoke run does (ENGINE.failed, so the edge runner does not time it; not deleted: the failure may be transient),
 # polygraphy's output kept beside it (ENGINE.check.log). ONNX Runtime's run of an ONNX file (the reference) failing is
 # not the engine's fault (onnxruntime missing or too old for the file): the comparisons with that file are skipped and
 # no engine is moved aside for it, but every engine is still run by polygraphy, so a broken one is still caught. A
 # comparison that fails after both runs succeeded (tensorrt_check.py) is named; its engine ran, so it stays in place.
-# polygraphy runs the engines at the opt batch only: each engine still in place is then run by trtexec (smoke) at the
-# profile's other batches (min, max), so one out of memory at the max batch is caught too.
+# polygraphy runs the engines at the batches its data loader makes of the check images (full opt batches, then a last
+# smaller one): each engine still in place is then run by trtexec (smoke) at the profile's other batches (min, max, and
+# opt where there are fewer check images than opt), so one out of memory at the max batch is caught too.
 # A polygraphy that cannot run TensorRT at all (on a Jetson: pip-installed in a venv that cannot see JetPack's tensorrt
 # Python bindings) would fail on every engine and move every freshly built engine aside. So its failures are not taken
 # as the engines' when (a) polygraphy says it cannot import tensorrt (its lazy importer's "Module: 'tensorrt' is
@@ -199,8 +226,11 @@ if ! command -v "$POLYGRAPHY" >/dev/null 2>&1; then
 fi
 rm -rf %(dir)s && mkdir -p %(dir)s
 LOG=%(dir)s/polygraphy.log
-ENGINE_FAILED=() REF_FAILED=() COMPARE_FAILED=() NO_TRT="" PG_RAN=""  # PG_RAN: some polygraphy run succeeded
-SMOKE_AFTER_CHECK=(%(after)s)  # the profile's batches other than the opt batch polygraphy runs
+if [ -n "$PYTHON_GIVEN" ]; then PYTHON_SAID="PYTHON=$PYTHON"
+elif [ "$PYTHON" != python3 ]; then PYTHON_SAID="$PYTHON (polygraphy's Python, from its #! line; PYTHON= names another)"
+else PYTHON_SAID="python3 (the default: $POLYGRAPHY names no Python in a #! line; PYTHON= names another)"; fi
+ENGINE_FAILED=() REF_FAILED=() COMPARE_FAILED=() NO_TRT="" PG_RAN="" NO_MODULE=""  # PG_RAN: a polygraphy run succeeded
+SMOKE_AFTER_CHECK=(%(after)s)  # the profile's batches polygraphy does not run (it runs batches of: %(ran)s)
 has() {  # has WORD LIST...: WORD is one of LIST
     local w="$1" x
     shift
@@ -242,13 +272,23 @@ check() {  # check ENGINE ONNX: top-1 agreement of the engine with ONNX Runtime 
     fi
     if has "$2" ${REF_FAILED[@]+"${REF_FAILED[@]}"}; then return 0; fi
     # polygraphy's own [I]/[W] lines go to $LOG; only the agreement line is printed
-    if ! res="$("$PYTHON" %(script)s "$ref" "$out" --name "$1 vs ONNX Runtime on $2" 2>>"$LOG")"; then
-        echo "$res" >>"$LOG"
-        echo "comparing $1 with ONNX Runtime on $2 failed: see $LOG" >&2
+    local err="%(dir)s/compare.err" missing
+    if ! res="$("$PYTHON" %(script)s "$ref" "$out" --name "$1 vs ONNX Runtime on $2" 2>"$err")"; then
+        cat "$err" >>"$LOG"; echo "$res" >>"$LOG"
+        missing="$(grep -o -m 1 "No module named '[^']*'" "$err" || true)"
+        missing="${missing#No module named }"
+        if [ -n "$missing" ]; then  # tensorrt_check.py imports polygraphy and numpy: this Python has not got one
+            NO_MODULE="$PYTHON_SAID cannot import $missing"
+            echo "comparing $1 with ONNX Runtime on $2 failed: $PYTHON_SAID, which runs %(script)s, cannot import" \
+                "$missing: set PYTHON= to a Python that imports polygraphy and numpy (the one polygraphy is installed" \
+                "for); see $LOG" >&2
+        else
+            echo "comparing $1 with ONNX Runtime on $2 failed (python: $PYTHON): see $LOG" >&2
+        fi
         COMPARE_FAILED+=("$1 vs $2")
         return 0
     fi
-    echo "$res" >>"$LOG"
+    cat "$err" >>"$LOG"; echo "$res" >>"$LOG"
     res="$(grep 'top-1 agreement' <<<"$res" || true)"
     echo "$res"
     AGREE+=("$res")
@@ -299,6 +339,7 @@ check_done() {  # trtexec's runs; the summary; then, if anything failed, one lin
         line+="${line:+; }comparison failed:"
         for c in "${COMPARE_FAILED[@]}"; do line+=" $c,"; done
         line="${line%%,}"
+        if [ -n "$NO_MODULE" ]; then line+=" ($NO_MODULE: set PYTHON= to a Python that imports polygraphy and numpy)"; fi
     fi
     if [ -n "$no_trt" ]; then
         line+="${line:+; }$no_trt, so no engine was compared with ONNX Runtime; the engines ran under trtexec instead"

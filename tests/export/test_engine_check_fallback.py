@@ -22,9 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from distill.export.tensorrt_script import CHECK_DIR, write_build_script
+from distill.export.engine_check import load_data
+from distill.export.tensorrt_script import CHECK_DIR, CHECK_IMAGES_FILE, write_build_script
 from tests.export.test_engine_smoke import _failing_trtexec, _smoke, _smoke_runs
 from tests.export.test_tensorrt_script import FAKES, _agreements, _fake_trtexec, _run
 from tests.report.test_engine_join import ENGINES
@@ -145,10 +147,24 @@ def test_an_engine_polygraphy_cannot_run_is_not_run_by_trtexec_too(folder: Path,
     assert "polygraphy could not run TensorRT" not in proc.stderr and "polygraphy ran no engine" not in proc.stderr
 
 
-@pytest.mark.parametrize("batches,after", [((4, 4, 4), []), ((8, 8, 32), [32])])
+@pytest.mark.parametrize("batches,check_images,after", [
+    ((4, 4, 4), 64, []), ((8, 8, 32), 64, [32]),
+    # fewer check images (64) than the opt batch: polygraphy runs one batch of 64, not 128, so trtexec runs opt too
+    ((1, 128, 256), 64, [1, 128, 256]),
+    ((4, 60, 64), 64, [64]),  # polygraphy runs 60, then the last 4 (the min batch): trtexec runs max only
+    ((1, 8, 32), None, [1, 8, 32])])  # not told how many: every batch
 def test_trtexec_runs_only_the_batches_polygraphy_did_not(folder: Path, tmp_path: Path, batches: tuple[int, int, int],
-                                                          after: list[int]) -> None:
-    write_build_script(folder, ENGINES, "input", (3, 32, 32), batches, reference="model.fp32.onnx")
+                                                          check_images: int | None, after: list[int]) -> None:
+    """The fake polygraphy runs the data loader's batches of the folder's 64 check images, as polygraphy does."""
+    write_build_script(folder, ENGINES, "input", (3, 32, 32), batches, reference="model.fp32.onnx",
+                       check_images=check_images)
+    # the check's images are the export's (opt 8, min 1): the data loader is told this profile's
+    with np.load(folder / CHECK_IMAGES_FILE) as z:
+        saved = {k: z[k] for k in z.files}
+    np.savez(folder / CHECK_IMAGES_FILE, **{**saved, "batch": np.asarray(batches[1]), "min_batch": np.asarray(batches[0])})
+    ran = {len(b["input"]) for b in load_data(folder / CHECK_IMAGES_FILE)}
+    if check_images is not None:  # exactly the profile's batches polygraphy's data loader does not make
+        assert set(after) == set(batches) - ran
     proc, trtexec, _ = _run(folder, tmp_path, "[TensorRT v100300]")
     assert proc.returncode == 0, proc.stderr
     assert _smoke_runs(trtexec) == ({n: [_smoke(b) for b in after] for n in NAMES} if after else {})

@@ -41,6 +41,8 @@ def test_the_qad_folder_alone_builds_and_checks_the_engine_of_the_file_the_rule_
     assert f"--onnx={ship_file}" in call and "--stronglyTyped" not in call and ("--int8" in call) != typed
     assert f"model.int8-qad.engine vs ONNX Runtime on {ship_file}: top-1 agreement" in proc.stdout
     assert "built 1 engine(s): model.int8-qad.engine" in proc.stdout
+    # polygraphy ran four batches of 8 of the 32 check images: trtexec runs the profile's min and max (1, 32)
+    assert "model.int8-qad.engine: ran at batch 1, 32 (trtexec --loadEngine, one inference each)" in proc.stdout
     assert (device / "model.int8-qad.engine").is_file() and not (device / "model.int8.engine").exists()
 
 

@@ -200,6 +200,8 @@ def test_write_check_files_spreads_and_drops_short_batches(tmp_path: Path) -> No
     with np.load(tmp_path / CHECK_IMAGES_FILE) as z:
         assert z["images"][:, 0, 0, 0].tolist() == [0, 2, 4, 6, 9]  # spread over all domains, not the first 5
     assert [len(b["x"]) for b in engine_check.load_data(tmp_path / CHECK_IMAGES_FILE)] == [4]  # 1 < min batch 4
+    assert engine_check.batch_sizes(5, 4, 4) == [4] and engine_check.batch_sizes(5, 4, 1) == [4, 1]
+    assert engine_check.batch_sizes(3, 8, 1) == [3] and engine_check.batch_sizes(3, 8, 4) == []
 
 
 def test_agreement() -> None:
