@@ -72,7 +72,7 @@ class WarningLines(logging.Handler):
         self.hub_hinted = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        if printed_by_its_library(record):  # huggingface_hub's own stderr handler: once is enough
+        if printed_by_its_library(record):  # a library that printed its own line (a handler of its own): once is enough
             return
         try:
             text = self.format(record)
